@@ -1,0 +1,102 @@
+"""The Backend protocol: every model thinkscale talks to, embedded or remote, looks like this.
+
+Calls are always batched: ``generate`` takes many requests and returns one Completion per request, in order.
+What a backend can do is declared in ``Capabilities``; asking for something it cannot do raises
+``NotImplementedError`` with a message, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from thinkscale.types import Completion, GenRequest, ScoreRequest, Scored
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what was asked (bad server answer, model failed to load, ...)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    logprobs: bool = False  # per-token logprobs of sampled tokens
+    score: bool = False  # logprobs of a given continuation (P(yes) verifiers, PRMs)
+    tokenize: bool = False
+    prefix_cache: bool = False  # a prompt extending a cached prompt computes only its new tokens
+    chat: bool = True
+    raw_prompt: bool = True
+    continue_final: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    n_params: int | None  # None = unknown (then FLOPs are unknown too)
+    n_ctx: int | None
+    chat_template: str | None
+    fingerprint: str  # identifies model + backend config, for caches keyed by model identity
+
+
+@runtime_checkable
+class Backend(Protocol):
+    capabilities: Capabilities
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]: ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def info(self) -> ModelInfo: ...
+
+    def close(self) -> None: ...
+
+
+class BaseBackend:
+    """Defaults for optional capabilities: each raises with a message naming the backend."""
+
+    capabilities = Capabilities()
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
+        raise NotImplementedError(f"{type(self).__name__} cannot generate")
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot score continuations (capabilities.score is False); "
+            "use the embedded llama.cpp backend or a server with prompt logprobs")
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError(f"{type(self).__name__} cannot tokenize (capabilities.tokenize is False)")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def info(self) -> ModelInfo:
+        raise NotImplementedError(f"{type(self).__name__} does not describe its model")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):  # noqa: ANN204 - returns the concrete backend type
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_requests(backend: BaseBackend, requests: Sequence[GenRequest]) -> None:
+    """Refuse requests a backend cannot honour instead of quietly ignoring a field."""
+    caps = backend.capabilities
+    for i, r in enumerate(requests):
+        if not isinstance(r, GenRequest):
+            raise TypeError(f"requests[{i}] is {type(r).__name__}, expected GenRequest")
+        if r.logprobs and not caps.logprobs:
+            raise NotImplementedError(f"requests[{i}] asks for logprobs; {type(backend).__name__} cannot give them")
+        if r.continue_final and not caps.continue_final:
+            raise NotImplementedError(
+                f"requests[{i}] uses continue_final; {type(backend).__name__} cannot continue an assistant turn")
+        if r.messages is not None and not caps.chat:
+            raise NotImplementedError(f"requests[{i}] uses chat messages; {type(backend).__name__} has no chat")
+        if r.prompt is not None and not caps.raw_prompt:
+            raise NotImplementedError(f"requests[{i}] uses a raw prompt; {type(backend).__name__} needs messages")

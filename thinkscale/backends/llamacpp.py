@@ -1,0 +1,592 @@
+"""Embedded llama.cpp backend (llama-cpp-python's low-level API): the default, and built for speed.
+
+How it is fast:
+- **One prefill, N samples.** A request's prompt is computed once into a prompt sequence; each of its ``n`` samples
+  gets a copy of that KV (``llama_memory_seq_cp`` shares the cells, it copies nothing) and samples its first
+  token from the prompt's last logits. Then all active samples, of all requests in the call, decode together:
+  one ``llama_decode`` per step with one token per sequence (llama.cpp ``examples/batched``, ``examples/parallel``).
+- **Prefix reuse.** Every sequence that has been computed stays in the unified KV cache as an idle entry, with its
+  exact token list. A new prompt is matched against all of them; the longest common token prefix is copied and only
+  the rest is computed (a search tree's next step, a revision round, P(yes) after the solution). Idle entries are
+  evicted least-recently-used first when sequence ids or KV cells run short, so the cache is bounded by ``n_ctx``.
+- **Admission control.** Samples are admitted while their worst case (``max_tokens`` cells each) fits in the
+  context; the rest wait and start as others finish, so ``n * max_tokens`` may exceed ``n_ctx``.
+
+Sampling runs llama.cpp's own sampler chain per sequence (top-k -> top-p -> min-p -> temperature -> seeded dist, or
+greedy at temperature 0). Reported logprobs are the raw model log-probabilities (temperature 1, no filtering) of
+the sampled tokens. Token counts are the tokens this backend actually sampled and computed; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
+from thinkscale.backends.chat_template import ChatTemplate
+from thinkscale.types import Completion, GenRequest, Message, Sample, ScoreRequest, Scored, Usage
+
+log = logging.getLogger(__name__)
+
+_backend_initialised = False
+
+
+def _llama():  # lazy: importing thinkscale must not load the native library
+    import llama_cpp
+
+    global _backend_initialised
+    if not _backend_initialised:
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its C log callback checks this logger
+        llama_cpp.llama_backend_init()
+        _backend_initialised = True
+    return llama_cpp
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def common_prefix_len(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x = np.asarray(a[:n]) != np.asarray(b[:n])
+    i = int(np.argmax(x))
+    return n if not x[i] else i
+
+
+@dataclass
+class _KvSeq:
+    """A sequence id in the KV cache and exactly the tokens whose KV it holds (positions 0..len-1)."""
+
+    seq_id: int
+    tokens: list[int]
+    exclusive: int  # cells not shared with the sequence it was copied from (for admission estimates)
+    pinned: int = 0  # > 0 while a request is using it; only unpinned (idle) sequences are evicted
+    last_used: int = 0
+
+
+@dataclass
+class _Job:
+    index: int
+    req: GenRequest
+    prompt: list[int]
+    cached: int = 0
+    prompt_seq: _KvSeq | None = None
+    started: int = 0  # samples started so far
+    computed: int = 0  # tokens this job submitted to llama_decode
+    samples: list[Sample | None] = field(default_factory=list)
+
+
+@dataclass
+class _Active:
+    job: _Job
+    j: int
+    kv: _KvSeq
+    sampler: int
+    pending: int = -1  # token sampled but not yet decoded
+    generated: int = 0
+    text: str = ""
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    logprobs: list[float] | None = None
+
+
+class LlamaCppBackend(BaseBackend):
+    """Embedded llama.cpp. ``model`` is a GGUF path (use ``thinkscale.models.resolve`` for catalog names)."""
+
+    capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True)
+
+    def __init__(self, model: str | os.PathLike[str], *, n_ctx: int = 16384, n_threads: int | None = None,
+                 n_batch: int = 512, n_seq_max: int = 64, chat_template: str | None = None,
+                 name: str | None = None) -> None:
+        path = Path(model)
+        if not path.is_file():
+            raise BackendError(f"model file not found: {path}")
+        if n_ctx < 64:
+            raise ValueError(f"n_ctx must be >= 64, got {n_ctx}")
+        if not 1 <= n_seq_max <= 256:
+            raise ValueError(f"n_seq_max must be in 1..256 (llama.cpp's limit), got {n_seq_max}")
+        if n_batch < 1:
+            raise ValueError(f"n_batch must be >= 1, got {n_batch}")
+        L = _llama()
+        self._L = L
+        self.path = path
+        self.name = name or path.stem
+        self.n_threads = n_threads or _default_threads()
+        mparams = L.llama_model_default_params()
+        self._model = L.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise BackendError(f"llama.cpp could not load {path}: is it a valid GGUF file?")
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_seq_max
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.kv_unified = True  # one cell pool for all sequences: needed to share a prefix between them
+        cparams.swa_full = True  # sliding-window models keep full KV so cached prefixes stay valid
+        cparams.no_perf = False
+        self._ctx = L.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise BackendError(f"llama.cpp could not create a context (n_ctx={n_ctx}) for {path}")
+        self._mem = L.llama_get_memory(self._ctx)
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx = L.llama_n_ctx(self._ctx)
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self.n_params = int(L.llama_model_n_params(self._model))
+        self._batch = L.llama_batch_init(n_batch, 0, 1)
+        self._lock = threading.RLock()
+        self._seqs: dict[int, _KvSeq] = {}
+        self._free_ids = list(range(n_seq_max - 1, -1, -1))
+        self._clock = itertools.count(1)
+        self._piece_cache: dict[int, bytes] = {}
+        self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
+        self._bos_text = self._token_text(L.llama_vocab_bos(self._vocab))
+        self._eos_text = self._token_text(L.llama_vocab_eos(self._vocab))
+        src = chat_template if chat_template is not None else self._metadata_template()
+        self._template = ChatTemplate(src, bos_token=self._bos_text, eos_token=self._eos_text) if src else None
+        if self._template is None:
+            self.capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True,
+                                             chat=False, continue_final=False)
+        #: What this backend really computed, for tests and benchmarks (llama_decode inputs, not estimates).
+        self.counters = {"decode_calls": 0, "tokens_decoded": 0, "prompt_tokens_decoded": 0,
+                         "sample_tokens_decoded": 0, "prompt_tokens_reused": 0, "evictions": 0}
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        self._fingerprint = f"llamacpp:{hashlib.sha256(head).hexdigest()[:16]}:{path.stat().st_size}"
+
+    # ------------------------------------------------------------------ model facts, text <-> tokens
+
+    def _metadata_template(self) -> str | None:
+        raw = self._L.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8") if raw else None
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = self._L.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.name, n_params=self.n_params, n_ctx=self.n_ctx,
+                         chat_template=self._template.source if self._template else None,
+                         fingerprint=self._fingerprint)
+
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """Tokens of ``text`` as the model reads a prompt (BOS added when the model wants one)."""
+        add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
+        return self._tokenize(text, add_special=add_bos, parse_special=special)
+
+    def _tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        L = self._L
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            raise BackendError(f"llama.cpp failed to tokenize {len(data)} bytes")
+        return list(buf[:n])
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._piece_cache.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._L.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._L.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            piece = buf.raw[:n]
+            self._piece_cache[token] = piece
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def render(self, messages: Sequence[Message] | None, prompt: str | None, *, continue_final: bool = False) -> str:
+        if prompt is not None:
+            return prompt
+        if self._template is None:
+            raise BackendError(f"{self.name} has no chat template in its GGUF metadata: send a raw prompt, "
+                               "or pass chat_template=")
+        assert messages is not None
+        return self._template.render(messages, continue_final=continue_final)
+
+    # ------------------------------------------------------------------ KV cache bookkeeping
+
+    def _estimated_cells(self) -> int:
+        return sum(s.exclusive for s in self._seqs.values())
+
+    def _evict_one(self) -> bool:
+        idle = [s for s in self._seqs.values() if not s.pinned]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.last_used)
+        self._drop(victim)
+        self.counters["evictions"] += 1
+        return True
+
+    def _drop(self, s: _KvSeq) -> None:
+        self._L.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
+        del self._seqs[s.seq_id]
+        self._free_ids.append(s.seq_id)
+
+    def _new_seq(self, source: _KvSeq | None, length: int) -> _KvSeq:
+        """A fresh pinned sequence holding ``source``'s first ``length`` tokens (shared cells, nothing computed)."""
+        if source is not None:
+            source.pinned += 1  # keep it from being evicted while we make room
+        try:
+            while not self._free_ids:
+                if not self._evict_one():
+                    raise BackendError(f"all {self.n_seq_max} sequences are busy")
+        finally:
+            if source is not None:
+                source.pinned -= 1
+        sid = self._free_ids.pop()
+        self._L.llama_memory_seq_rm(self._mem, sid, -1, -1)
+        tokens: list[int] = []
+        if source is not None and length > 0:
+            self._L.llama_memory_seq_cp(self._mem, source.seq_id, sid, 0, length)
+            tokens = source.tokens[:length]
+            source.last_used = next(self._clock)
+        s = _KvSeq(sid, tokens, exclusive=0, pinned=1, last_used=next(self._clock))
+        self._seqs[sid] = s
+        return s
+
+    def _best_prefix(self, tokens: Sequence[int]) -> tuple[_KvSeq | None, int]:
+        best, best_len = None, 0
+        arr = np.asarray(tokens)
+        for s in self._seqs.values():
+            if s.tokens and s.tokens[0] == tokens[0]:
+                k = common_prefix_len(s.tokens, arr)
+                if k > best_len:
+                    best, best_len = s, k
+        return best, best_len
+
+    def _make_room(self, cells: int) -> bool:
+        while self._estimated_cells() + cells > self.n_ctx:
+            if not self._evict_one():
+                return False
+        return True
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, pos, seq_id, want_logits) entries in one llama_decode; evict idle KV on a full cache."""
+        L, b = self._L, self._batch
+        for i, (tok, pos, sid, want) in enumerate(entries):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = sid
+            b.logits[i] = want
+        b.n_tokens = len(entries)
+        while True:
+            rc = L.llama_decode(self._ctx, b)
+            if rc == 0:
+                break
+            if rc == 1 and self._evict_one():
+                continue
+            raise BackendError(f"llama_decode failed (code {rc}) with {len(entries)} tokens; "
+                               f"the context (n_ctx={self.n_ctx}) may be too small for this batch")
+        self.counters["decode_calls"] += 1
+        self.counters["tokens_decoded"] += len(entries)
+
+    def _prefill(self, work: list[tuple[_KvSeq, list[int], bool]]) -> dict[int, int]:
+        """Compute ``tokens`` into each sequence, packing several sequences into each n_batch chunk.
+
+        Returns, for sequences that want logits of their last token, the batch index of that token in the
+        final chunk that contained it (valid until the next decode)."""
+        flat = [(s, tok, want and i == len(toks) - 1) for s, toks, want in work for i, tok in enumerate(toks)]
+        out: dict[int, int] = {}
+        for start in range(0, len(flat), self.n_batch):
+            chunk = flat[start:start + self.n_batch]
+            entries = []
+            for i, (s, tok, want) in enumerate(chunk):
+                entries.append((tok, len(s.tokens), s.seq_id, want))
+                s.tokens.append(tok)
+                s.exclusive += 1
+                if want:
+                    out[s.seq_id] = i
+            self._decode(entries)
+            self.counters["prompt_tokens_decoded"] += len(entries)
+        return out
+
+    # ------------------------------------------------------------------ sampling
+
+    def _make_sampler(self, req: GenRequest, j: int) -> int:
+        L = self._L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if req.temperature == 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        else:
+            if req.top_k > 0:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(req.top_k))
+            if req.top_p < 1:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(req.top_p, 1))
+            if req.min_p > 0:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(req.min_p, 1))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(req.temperature))
+            seed = req.sample_seed(j)
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(
+                L.LLAMA_DEFAULT_SEED if seed is None else seed))
+        return chain
+
+    def _logprob(self, idx: int, token: int) -> float:
+        row = np.ctypeslib.as_array(self._L.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
+        m = float(row.max())
+        return float(row[token] - m - np.log(np.exp(row - m).sum()))
+
+    def _accept(self, a: _Active, idx: int) -> bool:
+        """Sample the next token of ``a`` from batch index ``idx``; return True when the sample is finished."""
+        L = self._L
+        tok = L.llama_sampler_sample(a.sampler, self._ctx, idx)
+        a.generated += 1
+        if a.logprobs is not None:
+            a.logprobs.append(self._logprob(idx, tok))
+        req = a.job.req
+        if L.llama_vocab_is_eog(self._vocab, tok):
+            return self._finish(a, "stop")
+        before = len(a.text)
+        a.text += a.decoder.decode(self._piece(tok))
+        if req.stop:
+            lo = max(0, before - max(len(s) for s in req.stop) + 1)
+            hits = [i for i in (a.text.find(s, lo) for s in req.stop) if i >= 0]
+            if hits:
+                a.text = a.text[: min(hits)]
+                return self._finish(a, "stop")
+        if a.generated >= req.max_tokens:
+            a.text += a.decoder.decode(b"", final=True)
+            return self._finish(a, "length")
+        a.pending = tok
+        return False
+
+    def _finish(self, a: _Active, reason: str) -> bool:
+        a.job.samples[a.j] = Sample(text=a.text, completion_tokens=a.generated, finish_reason=reason,  # type: ignore[arg-type]
+                                    logprobs=tuple(a.logprobs) if a.logprobs is not None else None)
+        self._L.llama_sampler_free(a.sampler)
+        a.sampler = 0
+        a.kv.exclusive = max(0, len(a.kv.tokens) - len(a.job.prompt))
+        a.kv.pinned -= 1  # stays cached (idle) for prefix reuse
+        a.kv.last_used = next(self._clock)
+        return True
+
+    # ------------------------------------------------------------------ generate
+
+    def _job(self, i: int, req: GenRequest) -> _Job:
+        text = self.render(req.messages, req.prompt, continue_final=req.continue_final)
+        prompt = self.tokenize(text)
+        if not prompt:
+            raise ValueError(f"requests[{i}] renders to an empty prompt")
+        if len(prompt) + req.max_tokens > self.n_ctx:
+            raise ValueError(f"requests[{i}]: prompt ({len(prompt)} tokens) + max_tokens ({req.max_tokens}) "
+                             f"exceeds the context n_ctx={self.n_ctx}; shorten it or raise n_ctx")
+        return _Job(i, req, prompt, samples=[None] * req.n)
+
+    def _start_job(self, job: _Job, src: _KvSeq | None, k: int) -> int:
+        """Prefill the job's prompt on top of ``k`` tokens reused from ``src``; return the logits index of its
+        last token (the last prompt token is always computed: its logits start sampling)."""
+        seq = self._new_seq(src, k)
+        job.prompt_seq, job.cached = seq, k
+        self.counters["prompt_tokens_reused"] += k
+        rest = job.prompt[k:]
+        job.computed += len(rest)
+        return self._prefill([(seq, rest, True)])[seq.seq_id]
+
+    def _start_sample(self, job: _Job, first_idx: int | None, active: list[_Active]) -> _Active:
+        """Fork a sample off the job's prompt. With the prompt's logits at hand (``first_idx``) the first token is
+        sampled from them; otherwise (a later wave) the last prompt token is decoded again for this sample."""
+        assert job.prompt_seq is not None
+        j = job.started
+        job.started += 1
+        n_prompt = len(job.prompt)
+        shared = n_prompt if first_idx is not None else n_prompt - 1
+        kv = self._new_seq(job.prompt_seq, shared)
+        kv.exclusive = job.req.max_tokens  # reserve the worst case while it runs
+        a = _Active(job, j, kv, self._make_sampler(job.req, j),
+                    logprobs=[] if job.req.logprobs else None)
+        if first_idx is None:
+            a.pending = job.prompt[-1]
+            a.generated = -1  # the re-decoded prompt token is not a generated one
+        elif self._accept(a, first_idx):
+            return a
+        active.append(a)
+        return a
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
+        check_requests(self, requests)
+        jobs = [self._job(i, r) for i, r in enumerate(requests)]
+        with self._lock:
+            t0 = time.perf_counter()
+            active: list[_Active] = []
+            try:
+                self._run(jobs, active)
+            except BaseException:
+                self._reset(active)
+                raise
+            wall = time.perf_counter() - t0
+        total_computed = sum(j.computed for j in jobs) or 1
+        out = []
+        for job in jobs:
+            samples = tuple(s for s in job.samples if s is not None)
+            if len(samples) != job.req.n:
+                raise BackendError(f"internal error: request {job.index} got {len(samples)} of {job.req.n} samples")
+            completion = sum(s.completion_tokens or 0 for s in samples)
+            out.append(Completion(samples, Usage(
+                prompt_tokens=len(job.prompt), cached_prompt_tokens=job.cached, completion_tokens=completion,
+                calls=1, seconds=wall * job.computed / total_computed, flops=2.0 * self.n_params * job.computed)))
+        return out
+
+    def _run(self, jobs: list[_Job], active: list[_Active]) -> None:
+        """Continuous batching over ``jobs``; ``active`` is owned by the caller so a failure can clean it up."""
+        pending: deque[_Job] = deque(jobs)
+        waiting: deque[_Job] = deque()  # prompt computed, some samples not started yet (at most one job)
+        while pending or waiting or active:
+            while waiting and len(active) < self.n_seq_max - 1 and self._make_room(waiting[0].req.max_tokens):
+                job = waiting[0]
+                self._start_sample(job, None, active)
+                if job.started == job.req.n:
+                    waiting.popleft()
+                    self._release_prompt(job)
+            while pending and not waiting and len(active) < self.n_seq_max - 2:
+                job = pending[0]
+                src, k = self._best_prefix(job.prompt)
+                k = min(k, len(job.prompt) - 1)
+                if src is not None:
+                    src.pinned += 1  # making room must not evict the prefix we are about to reuse
+                fits = self._make_room(len(job.prompt) - k + job.req.max_tokens)
+                if src is not None:
+                    src.pinned -= 1
+                if not fits:
+                    if active:
+                        break
+                    raise BackendError(f"request {job.index} needs {len(job.prompt)} prompt + {job.req.max_tokens} "
+                                       f"new tokens of KV cache; n_ctx={self.n_ctx} is too small")
+                pending.popleft()
+                idx = self._start_job(job, src, k)
+                self._start_sample(job, idx, active)
+                while job.started < job.req.n and len(active) < self.n_seq_max - 1 \
+                        and self._make_room(job.req.max_tokens):
+                    self._start_sample(job, idx, active)
+                if job.started < job.req.n:
+                    waiting.append(job)
+                else:
+                    self._release_prompt(job)
+            if not active:
+                continue
+            entries = [(a.pending, len(a.kv.tokens), a.kv.seq_id, True) for a in active]
+            self._decode(entries)
+            self.counters["sample_tokens_decoded"] += len(entries)
+            still: list[_Active] = []
+            for i, a in enumerate(active):
+                a.kv.tokens.append(a.pending)
+                a.job.computed += 1
+                if a.generated < 0:  # the re-decoded prompt token of a later-wave sample
+                    a.generated = 0
+                if not self._accept(a, i):
+                    still.append(a)
+            active[:] = still
+
+    def _reset(self, active: list[_Active]) -> None:
+        """After a failure mid-generation: free samplers and drop every sequence (the cache is only a cache)."""
+        for a in active:
+            if a.sampler:
+                self._L.llama_sampler_free(a.sampler)
+        active.clear()
+        self._L.llama_memory_clear(self._mem, True)
+        self._free_ids.extend(self._seqs)
+        self._seqs.clear()
+
+    def _release_prompt(self, job: _Job) -> None:
+        assert job.prompt_seq is not None
+        job.prompt_seq.pinned -= 1
+        job.prompt_seq.last_used = next(self._clock)
+
+    # ------------------------------------------------------------------ scoring
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+        out = []
+        with self._lock:
+            for r in requests:
+                t0 = time.perf_counter()
+                prompt = self.tokenize(self.render(r.messages, r.prompt))
+                cont = self._tokenize(r.continuation, add_special=False, parse_special=False)
+                if not cont:
+                    raise ValueError("ScoreRequest.continuation tokenizes to nothing")
+                full = prompt + cont
+                if len(full) > self.n_ctx:
+                    raise ValueError(f"prompt + continuation ({len(full)} tokens) exceed n_ctx={self.n_ctx}")
+                src, k = self._best_prefix(full)
+                k = min(k, len(prompt) - 1)  # logits are needed from the last prompt token on
+                seq = self._new_seq(src, k)
+                lps: list[float] = []
+                pos = k
+                self.counters["prompt_tokens_reused"] += k
+                while pos < len(full):
+                    chunk = full[pos:pos + self.n_batch]
+                    entries = []
+                    for i, tok in enumerate(chunk):
+                        p = pos + i
+                        entries.append((tok, p, seq.seq_id, len(prompt) - 1 <= p < len(full) - 1))
+                    self._decode(entries)
+                    self.counters["prompt_tokens_decoded"] += len(entries)
+                    for i, (_, p, _, want) in enumerate(entries):
+                        if want:
+                            lps.append(self._logprob(i, full[p + 1]))
+                    seq.tokens.extend(chunk)
+                    seq.exclusive += len(chunk)
+                    pos += len(chunk)
+                seq.pinned -= 1
+                seq.last_used = next(self._clock)
+                computed = len(full) - k
+                out.append(Scored(tuple(lps), tuple(self.detokenize([t]) for t in cont), Usage(
+                    prompt_tokens=len(full), cached_prompt_tokens=k, completion_tokens=0, calls=1,
+                    seconds=time.perf_counter() - t0, flops=2.0 * self.n_params * computed)))
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def clear_cache(self) -> None:
+        """Forget every cached prefix (the next request computes its whole prompt)."""
+        with self._lock:
+            for s in list(self._seqs.values()):
+                if not s.pinned:
+                    self._drop(s)
+
+    def close(self) -> None:
+        L = getattr(self, "_L", None)
+        if L is None:
+            return
+        if getattr(self, "_ctx", None):
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            L.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

@@ -1,0 +1,418 @@
+"""OpenAICompatBackend: any server speaking the OpenAI HTTP API (vLLM, SGLang, llama-server, Ollama,
+llama-cpp-python's server, thinkscale's own server).
+
+``base_url`` includes the API version prefix, as in the OpenAI SDK: ``http://127.0.0.1:8000/v1``; chat requests go
+to ``{base_url}/chat/completions`` and raw-prompt requests to ``{base_url}/completions``.
+
+Servers differ in what they honour, so this backend trusts nothing it can check:
+- every sampling parameter is sent explicitly (llama-cpp-python's server defaults to top_k 40, min_p 0.05 and
+  repeat_penalty 1.1, which would silently change the distribution);
+- the number of returned choices is counted: llama-cpp-python's server ignores ``n`` and returns one, so the missing
+  samples are requested one call each, with their own seeds;
+- usage comes only from the server's ``usage`` object; what it does not report stays ``None``.
+Transient failures (429, 5xx, timeouts, resets, truncated bodies) are retried with bounded exponential backoff;
+a failed attempt is never charged, so a retried sample is counted once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
+from thinkscale.types import Completion, FinishReason, GenRequest, Sample, Usage
+
+log = logging.getLogger(__name__)
+
+Endpoint = Literal["chat", "completions"]
+
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "eos": "stop", "stop_sequence": "stop", "length": "length"}
+# Fields this backend owns: letting extra_body override them would break sample counting, seeding or parsing.
+_RESERVED = frozenset({"model", "messages", "prompt", "n", "seed", "stream", "logprobs", "top_logprobs", "echo"})
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One HTTP call: ``n`` samples of request ``req_index``, the first being sample ``first``."""
+
+    req_index: int
+    first: int
+    n: int
+
+
+@dataclass(frozen=True)
+class _CallResult:
+    samples: tuple[Sample, ...]
+    usage: Usage
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, *, retry_after: float | None = None, refused: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.refused = refused
+
+
+class OpenAICompatBackend(BaseBackend):
+    """Generate through an OpenAI-compatible HTTP server.
+
+    Args:
+        base_url: the API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the model name the server expects in ``"model"``.
+        api_key: sent as ``Authorization: Bearer``; None sends no header.
+        endpoint: ``"chat"``: the server has both ``/chat/completions`` and ``/completions`` (chat and raw-prompt
+            requests both work). ``"completions"``: only ``/completions`` (chat requests are refused).
+        supports_n: True: ask for ``n`` choices in one call. False: one call per sample. None: try ``n`` and
+            fall back to False for later calls once the server returns fewer choices than asked.
+        max_concurrency: HTTP calls in flight at once (across all ``generate`` calls on this backend).
+        timeout_s: per-operation HTTP timeout (connect, write, and waiting for the answer).
+        max_retries: retries after the first attempt for retryable failures.
+        backoff_s / max_backoff_s: exponential backoff base and cap; ``Retry-After`` is honoured up to the cap.
+        n_params: model parameters, for FLOPs (None: FLOPs unknown).
+        extra_body: extra JSON fields merged into every request body, last (e.g. ``{"top_k": -1}`` for a
+            server that wants -1 for "off"); the fields that drive sample counting and parsing cannot be set here.
+
+    Example::
+
+        with OpenAICompatBackend("http://127.0.0.1:8000/v1", "qwen2.5-0.5b") as b:
+            [c] = b.generate([GenRequest(prompt="2+2=", n=4, max_tokens=8, seed=0)])
+    """
+
+    capabilities = Capabilities(logprobs=True, score=False, tokenize=False, prefix_cache=False, chat=True,
+                                raw_prompt=True, continue_final=False)
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, endpoint: Endpoint = "chat",
+                 supports_n: bool | None = None, max_concurrency: int = 8, timeout_s: float = 120.0,
+                 max_retries: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
+                 n_params: int | None = None, extra_body: dict[str, Any] | None = None) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {base_url!r}")
+        if not isinstance(model, str) or not model:
+            raise ValueError("model must be a non-empty string (the name the server expects in 'model')")
+        if endpoint not in ("chat", "completions"):
+            raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        if supports_n is not None and not isinstance(supports_n, bool):
+            raise ValueError(f"supports_n must be True, False or None (detect), got {supports_n!r}")
+        if not _is_int(max_concurrency) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        if not _is_num(timeout_s) or timeout_s <= 0:
+            raise ValueError(f"timeout_s must be a finite number > 0, got {timeout_s!r}")
+        if not _is_int(max_retries) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if not _is_num(backoff_s) or backoff_s < 0:
+            raise ValueError(f"backoff_s must be a finite number >= 0, got {backoff_s!r}")
+        if not _is_num(max_backoff_s) or max_backoff_s < backoff_s:
+            raise ValueError(f"max_backoff_s must be a finite number >= backoff_s ({backoff_s}), got {max_backoff_s!r}")
+        if n_params is not None and (not _is_int(n_params) or n_params <= 0):
+            raise ValueError(f"n_params must be a positive integer or None (unknown), got {n_params!r}")
+        if extra_body is not None:
+            if not isinstance(extra_body, dict) or not all(isinstance(k, str) for k in extra_body):
+                raise ValueError("extra_body must be a dict with string keys")
+            bad = sorted(_RESERVED & extra_body.keys())
+            if bad:
+                raise ValueError(f"extra_body cannot set {bad}: the backend sets these itself")
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.endpoint: Endpoint = endpoint
+        self.max_concurrency = max_concurrency
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max_retries
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.n_params = n_params
+        self.extra_body = dict(extra_body or {})
+        self._supports_n = supports_n
+        self.capabilities = Capabilities(logprobs=True, score=False, tokenize=False, prefix_cache=False,
+                                         chat=endpoint == "chat", raw_prompt=True, continue_final=False)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout_s), headers=headers,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency))
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def supports_n(self) -> bool | None:
+        """What the backend currently believes: None until a call with n > 1 has shown it."""
+        return self._supports_n
+
+    # ---- generate -------------------------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
+        check_requests(self, requests)
+        if self._closed:
+            raise BackendError("OpenAICompatBackend is closed")
+        requests = list(requests)
+        got: list[list[_CallResult]] = [[] for _ in requests]
+
+        first_wave = []
+        for i, r in enumerate(requests):
+            if r.n == 1 or self._supports_n is not False:
+                first_wave.append(_Call(i, 0, r.n))
+            else:
+                first_wave.extend(_Call(i, j, 1) for j in range(r.n))
+        for call, res in zip(first_wave, self._run(requests, first_wave)):
+            got[call.req_index].append(res)
+
+        # Servers may return fewer choices than asked (llama-cpp-python ignores n): request each missing sample
+        # on its own, with that sample's seed, so the result does not depend on whether n was honoured.
+        second_wave = []
+        for i, r in enumerate(requests):
+            have = sum(len(c.samples) for c in got[i])
+            if have < r.n:
+                if self._supports_n is None:
+                    log.info("%s returned %d of %d choices: sending one call per sample from now on",
+                             self.base_url, have, r.n)
+                    self._supports_n = False
+                second_wave.extend(_Call(i, j, 1) for j in range(have, r.n))
+        for call, res in zip(second_wave, self._run(requests, second_wave)):
+            got[call.req_index].append(res)
+        if self._supports_n is None and any(r.n > 1 for r in requests):
+            self._supports_n = True
+
+        out = []
+        for results in got:
+            samples = tuple(s for c in results for s in c.samples)
+            out.append(Completion(samples, Usage.total(c.usage for c in results)))
+        return out
+
+    def _run(self, requests: list[GenRequest], calls: list[_Call]) -> list[_CallResult]:
+        if not calls:
+            return []
+        if len(calls) == 1:
+            return [self._call(requests[calls[0].req_index], calls[0])]
+        pool = self._pool()
+        futures: list[Future[_CallResult]] = [pool.submit(self._call, requests[c.req_index], c) for c in calls]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="openai-compat")
+            return self._executor
+
+    def _body(self, req: GenRequest, call: _Call) -> tuple[str, dict[str, Any]]:
+        chat = req.messages is not None
+        body: dict[str, Any] = {"model": self.model}
+        if chat:
+            assert req.messages is not None
+            body["messages"] = [{"role": m.role, "content": m.content} for m in req.messages]
+        else:
+            body["prompt"] = req.prompt
+        body.update({
+            "n": call.n, "max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+            "top_k": req.top_k, "min_p": req.min_p, "stop": list(req.stop), "stream": False,
+            # Both spellings: llama.cpp servers read repeat_penalty, vLLM/SGLang repetition_penalty.
+            "repeat_penalty": 1.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
+        })
+        seed = req.sample_seed(call.first)
+        if seed is not None:
+            body["seed"] = seed
+        if req.logprobs:
+            body.update({"logprobs": True, "top_logprobs": 0} if chat else {"logprobs": 0})
+        body.update(self.extra_body)
+        return ("/chat/completions" if chat else "/completions"), body
+
+    def _call(self, req: GenRequest, call: _Call) -> _CallResult:
+        path, body = self._body(req, call)
+        data, seconds = self._post(path, body)
+        url = self.base_url + path
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise BackendError(f"{url} answered without choices: {_short(data)}")
+        if len(choices) > call.n:
+            raise BackendError(f"{url} returned {len(choices)} choices for n={call.n}: the server does not honour "
+                               "n; pass supports_n=False")
+        if all(isinstance(c, dict) and _is_int(c.get("index")) for c in choices):
+            choices = sorted(choices, key=lambda c: c["index"])
+        usage = _usage(data.get("usage"), seconds, self.n_params)
+        samples = tuple(_sample(c, url, req, chat=req.messages is not None,
+                                call_tokens=usage.completion_tokens if len(choices) == 1 else None)
+                        for c in choices)
+        return _CallResult(samples, usage)
+
+    # ---- HTTP with retries ----------------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST with bounded retries; returns the JSON object and the seconds the successful attempt took."""
+        url = self.base_url + path
+        attempts = self.max_retries + 1
+        refused_every_time = True
+        last = ""
+        for attempt in range(attempts):
+            try:
+                return self._attempt(url, body)
+            except _Retryable as e:
+                last = str(e)
+                refused_every_time &= e.refused
+                if attempt + 1 == attempts:
+                    break
+                delay = min(self.max_backoff_s,
+                            e.retry_after if e.retry_after is not None else self.backoff_s * 2 ** attempt)
+                log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, last, attempt + 1, self.max_retries,
+                            delay)
+                time.sleep(delay)
+        if refused_every_time:
+            raise BackendError(f"cannot reach {self.base_url}: {last} ({attempts} attempts); is the server running? "
+                               "Start it or fix base_url")
+        raise BackendError(f"POST {url} failed after {attempts} attempts; last error: {last}. Check the server's log; "
+                           "if it is just slow or busy, raise timeout_s or max_retries, or lower max_concurrency")
+
+    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        try:
+            resp = self._client.post(url, json=body)
+        except httpx.ConnectError as e:
+            raise _Retryable(f"connection failed: {e}", refused=True) from e
+        except httpx.TimeoutException as e:
+            raise _Retryable(f"timed out after {self.timeout_s}s ({type(e).__name__})") from e
+        except httpx.TransportError as e:  # resets, truncated bodies, protocol errors
+            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        seconds = time.perf_counter() - t0
+        status = resp.status_code
+        if status == 429 or status == 408 or status >= 500:
+            raise _Retryable(f"HTTP {status}: {_error_message(resp)}", retry_after=_retry_after(resp))
+        if status >= 400:
+            raise BackendError(f"POST {url} was rejected with HTTP {status}: {_error_message(resp)}")
+        if status != 200:
+            raise BackendError(f"POST {url} answered HTTP {status}, expected 200: {resp.text[:300]!r}")
+        try:
+            data = resp.json()
+        except ValueError as e:
+            raise _Retryable(f"malformed JSON body ({len(resp.content)} bytes): {e}") from e
+        if not isinstance(data, dict):
+            raise _Retryable(f"JSON body is a {type(data).__name__}, expected an object")
+        return data, seconds
+
+    # ---- rest of the protocol -------------------------------------------------------------------------------
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.model, n_params=self.n_params, n_ctx=None, chat_template=None,
+                         fingerprint=f"openai:{self.base_url}:{self.model}")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+        self._client.close()
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _short(data: object) -> str:
+    s = repr(data)
+    return s if len(s) <= 300 else s[:300] + "..."
+
+
+def _usage(raw: object, seconds: float, n_params: int | None) -> Usage:
+    """One call's usage, from the server's ``usage`` object only; what it does not report is None."""
+    raw = raw if isinstance(raw, dict) else {}
+    prompt = raw.get("prompt_tokens")
+    completion = raw.get("completion_tokens")
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    prompt, completion, cached = (v if _is_int(v) and v >= 0 else None for v in (prompt, completion, cached))
+    flops = None
+    if n_params is not None and prompt is not None and cached is not None and completion is not None:
+        flops = 2.0 * n_params * (prompt - cached + completion)
+    return Usage(prompt_tokens=prompt, cached_prompt_tokens=cached, completion_tokens=completion, calls=1,
+                 seconds=seconds, flops=flops)
+
+
+def _sample(choice: object, url: str, req: GenRequest, *, chat: bool, call_tokens: int | None) -> Sample:
+    """``call_tokens``: the call's completion tokens when it produced only this choice, else None."""
+    if not isinstance(choice, dict):
+        raise BackendError(f"{url} returned a malformed choice: {_short(choice)}")
+    if chat:
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+    else:
+        text = choice.get("text")
+    if not isinstance(text, str):
+        raise BackendError(f"{url} returned a choice without text (a tool call or reasoning-only answer?): "
+                           f"{_short(choice)}")
+    raw_finish = choice.get("finish_reason")
+    finish = _FINISH.get(raw_finish) if isinstance(raw_finish, str) else None
+    if finish is None:
+        raise BackendError(f"{url} returned finish_reason {raw_finish!r}; expected 'stop' or 'length'")
+    logprobs = _logprobs(choice.get("logprobs"), url, chat=chat) if req.logprobs else None
+    if call_tokens is not None:
+        tokens: int | None = call_tokens
+    else:
+        # Several choices share one usage total; a logprob per token is the only per-sample count the server gives.
+        tokens = len(logprobs) if logprobs is not None else None
+    return Sample(text=text, completion_tokens=tokens, finish_reason=finish, logprobs=logprobs)
+
+
+def _logprobs(raw: object, url: str, *, chat: bool) -> tuple[float, ...]:
+    values: object = None
+    if isinstance(raw, dict):
+        if chat:
+            content = raw.get("content")
+            if isinstance(content, list):
+                values = [t.get("logprob") if isinstance(t, dict) else None for t in content]
+        else:
+            values = raw.get("token_logprobs")
+    if not isinstance(values, list):
+        raise BackendError(f"{url}: the server did not return logprobs although they were requested "
+                           f"(got {_short(raw)}); for llama-cpp-python's server start it with --logits_all true")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise BackendError(f"{url} returned non-numeric token logprobs: {_short(values)}")
+    return tuple(float(v) for v in values)
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:300] or resp.reason_phrase
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        if "detail" in data:  # FastAPI validation errors
+            return _short(data["detail"])
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return _short(data)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
