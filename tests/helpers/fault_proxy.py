@@ -25,9 +25,12 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import httpx
+
+_Request = socket.socket | tuple[bytes, socket.socket]
 
 ACTIONS = frozenset({"ok", "500", "400", "429", "hang", "reset", "reset_after_upstream", "truncate", "cut"})
 
@@ -65,7 +68,7 @@ class FaultProxy:
     def requests(self) -> int:
         return len(self.actions)
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fault-proxy", daemon=True)
@@ -88,7 +91,7 @@ class FaultProxy:
             self._thread.join(timeout=5)
         self._client.close()
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -154,14 +157,16 @@ class _Server(ThreadingHTTPServer):
         self.proxy = proxy
         super().__init__(addr, handler)
 
-    def process_request(self, request, client_address):  # noqa: ANN001, ANN201 - socketserver signature
+    def process_request(self, request: _Request, client_address: Any) -> None:
         with self.proxy._lock:
-            self.proxy._conns.add(request)
+            if isinstance(request, socket.socket):
+                self.proxy._conns.add(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request):  # noqa: ANN001, ANN201
+    def shutdown_request(self, request: _Request) -> None:
         with self.proxy._lock:
-            self.proxy._conns.discard(request)
+            if isinstance(request, socket.socket):
+                self.proxy._conns.discard(request)
         super().shutdown_request(request)
 
 
@@ -177,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers.fault_proxy import FaultProxy
@@ -36,6 +35,7 @@ class StubServer:
         self.replies = list(replies)
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        self.auth: list[str | None] = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,6 +46,7 @@ class StubServer:
                 with lock:
                     stub.bodies.append(body)
                     stub.paths.append(self.path)
+                    stub.auth.append(self.headers.get("Authorization"))
                     reply = stub.replies.pop(0)
                 status, payload = reply(body) if callable(reply) else reply
                 data = json.dumps(payload).encode()
@@ -61,7 +62,7 @@ class StubServer:
         lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
@@ -134,6 +135,15 @@ def test_sends_every_sampling_parameter_explicitly(stub: Callable[..., StubServe
     assert "logprobs" not in body
 
 
+def test_api_key_is_sent_as_bearer(stub: Callable[..., StubServer]) -> None:
+    s = stub(chat_reply("a", usage=usage_of(1, 1)), chat_reply("a", usage=usage_of(1, 1)))
+    with backend(s.base_url, api_key="sk-test") as b:
+        b.generate([GenRequest(messages=CHAT)])
+    with backend(s.base_url) as b:
+        b.generate([GenRequest(messages=CHAT)])
+    assert s.auth == ["Bearer sk-test", None]
+
+
 def test_raw_prompt_goes_to_completions_with_logprobs(stub: Callable[..., StubServer]) -> None:
     s = stub((200, {"choices": [{"index": 0, "text": " 4", "finish_reason": "length",
                                  "logprobs": {"token_logprobs": [-0.5, -0.25]}}], "usage": usage_of(3, 2)}))
@@ -185,11 +195,13 @@ def test_cached_tokens_give_flops(stub: Callable[..., StubServer]) -> None:
 def test_ignored_n_is_filled_with_per_sample_calls(stub: Callable[..., StubServer]) -> None:
     """The server answers n=3 with one choice; samples 1 and 2 are asked for one by one with their own seeds.
     Usage sums the 3 calls: prompt 3 x 5 = 15, completion 2 + 3 + 4 = 9."""
-    s = stub(chat_reply("s0", usage=usage_of(5, 2)),
-             lambda body: chat_reply(f"s-{body['seed']}", usage=usage_of(5, 3 if body["seed"] == seed1 else 4)),
-             lambda body: chat_reply(f"s-{body['seed']}", usage=usage_of(5, 3 if body["seed"] == seed1 else 4)))
     req = GenRequest(messages=CHAT, n=3, seed=5)
     seed1 = req.sample_seed(1)
+
+    def per_sample(body: dict[str, Any]) -> tuple[int, Any]:
+        return chat_reply(f"s-{body['seed']}", usage=usage_of(5, 3 if body["seed"] == seed1 else 4))
+
+    s = stub(chat_reply("s0", usage=usage_of(5, 2)), per_sample, per_sample)
     with backend(s.base_url) as b:
         assert b.supports_n is None
         [c] = b.generate([req])
@@ -326,6 +338,18 @@ def real(server_url: str) -> Iterator[OpenAICompatBackend]:
         yield b
 
 
+def warm_prefix_cache(b: OpenAICompatBackend) -> None:
+    """Leave llama-cpp-python's KV cache holding PROMPT plus a generated token.
+
+    Its server reuses the longest cached prefix and then re-evaluates only the last prompt token, and that
+    single-token eval gives logits that differ from a batched eval of the whole prompt (first-token logprob -2.276
+    vs -2.259 with this model), so a seeded sample is only reproducible from the same cache state. Each compared
+    run is therefore started from this state; max_tokens=2 because after a 1-token answer the server samples
+    straight from the previous logits instead.
+    """
+    b.generate([GenRequest(messages=PROMPT, max_tokens=2, temperature=0.0)])
+
+
 def server_usage(raw: bytes) -> Usage:
     u = json.loads(raw)["usage"]
     return Usage(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"], calls=1)
@@ -372,6 +396,7 @@ def test_real_n3_with_server_that_ignores_n(server_url: str) -> None:
 @pytest.mark.model
 def test_real_seed_makes_samples_reproducible(real: OpenAICompatBackend) -> None:
     req = GenRequest(messages=PROMPT, n=2, temperature=0.8, max_tokens=12, seed=123)
+    warm_prefix_cache(real)
     [a] = real.generate([req])
     [b] = real.generate([req])
     assert [s.text for s in a.samples] == [s.text for s in b.samples]
@@ -406,10 +431,11 @@ def test_real_faults_are_retried_and_charged_once(server_url: str) -> None:
     reqs = [GenRequest(messages=PROMPT, n=2, temperature=0.8, max_tokens=8, seed=42),
             GenRequest(prompt="The sea is", temperature=0.8, max_tokens=8, seed=3)]
     with OpenAICompatBackend(server_url, "smollm2", supports_n=False, max_concurrency=1) as b:
+        warm_prefix_cache(b)  # the faulty run's first sample follows attempts that computed the same prompt
         clean = b.generate(reqs)
     plan = ["500", "hang", "reset", "truncate", "cut", "reset_after_upstream", "429", "ok"]
     with FaultProxy(server_url, plan=plan, hang_s=30) as proxy, \
-            OpenAICompatBackend(proxy.base_url, "smollm2", supports_n=False, max_concurrency=1, timeout_s=3.0,
+            OpenAICompatBackend(proxy.base_url, "smollm2", supports_n=False, max_concurrency=1, timeout_s=5.0,
                                 max_retries=7, backoff_s=0.01, max_backoff_s=0.05) as b:
         faulty = b.generate(reqs)
         assert proxy.counts == {"500": 1, "hang": 1, "reset": 1, "truncate": 1, "cut": 1,

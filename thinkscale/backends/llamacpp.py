@@ -40,17 +40,22 @@ from thinkscale.types import Completion, GenRequest, Message, Sample, ScoreReque
 
 log = logging.getLogger(__name__)
 
-_backend_initialised = False
+_native: dict[str, object] = {}
 
 
 def _llama():  # lazy: importing thinkscale must not load the native library
     import llama_cpp
 
-    global _backend_initialised
-    if not _backend_initialised:
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its C log callback checks this logger
+    if "log_callback" not in _native:
+        # llama.cpp logs to stderr by default; route it to logging: GGML_LOG_LEVEL_ERROR (4) stays visible, the rest
+        # (info, and warnings such as "n_ctx_seq > n_ctx_train", moot for our short sequences) is debug.
+        @llama_cpp.llama_log_callback
+        def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            log.log(logging.ERROR if level == 4 else logging.DEBUG, "%s", text.decode("utf-8", "replace").rstrip())
+
+        _native["log_callback"] = _log  # keep a reference: C holds only the function pointer
+        llama_cpp.llama_log_set(_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
-        _backend_initialised = True
     return llama_cpp
 
 
@@ -153,6 +158,7 @@ class LlamaCppBackend(BaseBackend):
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
         self.n_params = int(L.llama_model_n_params(self._model))
+        self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         self._lock = threading.RLock()
         self._seqs: dict[int, _KvSeq] = {}
@@ -185,6 +191,12 @@ class LlamaCppBackend(BaseBackend):
             return ""
         raw = self._L.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", "replace") if raw else ""
+
+    def native_counters(self) -> dict[str, int]:
+        """llama.cpp's own count of evaluated tokens (prompt-style batches and single-token batches)."""
+        self._L.llama_synchronize(self._ctx)
+        data = self._L.llama_perf_context(self._ctx)
+        return {"n_p_eval": int(data.n_p_eval), "n_eval": int(data.n_eval)}
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, n_params=self.n_params, n_ctx=self.n_ctx,
@@ -398,9 +410,11 @@ class LlamaCppBackend(BaseBackend):
         prompt = self.tokenize(text)
         if not prompt:
             raise ValueError(f"requests[{i}] renders to an empty prompt")
-        if len(prompt) + req.max_tokens > self.n_ctx:
+        limit = min(self.n_ctx, self.n_ctx_train)
+        if len(prompt) + req.max_tokens > limit:
             raise ValueError(f"requests[{i}]: prompt ({len(prompt)} tokens) + max_tokens ({req.max_tokens}) "
-                             f"exceeds the context n_ctx={self.n_ctx}; shorten it or raise n_ctx")
+                             f"exceeds the {'context n_ctx' if limit == self.n_ctx else 'training context'} "
+                             f"of {limit} tokens; shorten it, lower max_tokens or raise n_ctx")
         return _Job(i, req, prompt, samples=[None] * req.n)
 
     def _start_job(self, job: _Job, src: _KvSeq | None, k: int) -> int:

@@ -156,7 +156,7 @@ class OpenAICompatBackend(BaseBackend):
         requests = list(requests)
         got: list[list[_CallResult]] = [[] for _ in requests]
 
-        first_wave = []
+        first_wave: list[_Call] = []
         for i, r in enumerate(requests):
             if r.n == 1 or self._supports_n is not False:
                 first_wave.append(_Call(i, 0, r.n))
@@ -167,7 +167,7 @@ class OpenAICompatBackend(BaseBackend):
 
         # Servers may return fewer choices than asked (llama-cpp-python ignores n): request each missing sample
         # on its own, with that sample's seed, so the result does not depend on whether n was honoured.
-        second_wave = []
+        second_wave: list[_Call] = []
         for i, r in enumerate(requests):
             have = sum(len(c.samples) for c in got[i])
             if have < r.n:
@@ -190,8 +190,7 @@ class OpenAICompatBackend(BaseBackend):
     def _run(self, requests: list[GenRequest], calls: list[_Call]) -> list[_CallResult]:
         if not calls:
             return []
-        if len(calls) == 1:
-            return [self._call(requests[calls[0].req_index], calls[0])]
+        # Even a single call goes through the pool: it is what bounds concurrency across threads calling generate.
         pool = self._pool()
         futures: list[Future[_CallResult]] = [pool.submit(self._call, requests[c.req_index], c) for c in calls]
         try:
@@ -323,6 +322,10 @@ def _is_num(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _count(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
 def _short(data: object) -> str:
     s = repr(data)
     return s if len(s) <= 300 else s[:300] + "..."
@@ -331,11 +334,10 @@ def _short(data: object) -> str:
 def _usage(raw: object, seconds: float, n_params: int | None) -> Usage:
     """One call's usage, from the server's ``usage`` object only; what it does not report is None."""
     raw = raw if isinstance(raw, dict) else {}
-    prompt = raw.get("prompt_tokens")
-    completion = raw.get("completion_tokens")
     details = raw.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    prompt, completion, cached = (v if _is_int(v) and v >= 0 else None for v in (prompt, completion, cached))
+    prompt = _count(raw.get("prompt_tokens"))
+    completion = _count(raw.get("completion_tokens"))
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
     flops = None
     if n_params is not None and prompt is not None and cached is not None and completion is not None:
         flops = 2.0 * n_params * (prompt - cached + completion)

@@ -1,0 +1,142 @@
+"""The embedded llama.cpp backend on the real smallest model: batching, prefix reuse, waves, scoring.
+
+Counts are asserted on the backend's own counters (tokens handed to llama_decode) and on llama.cpp's perf
+counters, never on estimates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from thinkscale.backends.base import BackendError
+from thinkscale.backends.llamacpp import LlamaCppBackend, common_prefix_len
+from thinkscale.types import GenRequest, Message, ScoreRequest
+
+pytestmark = pytest.mark.model
+
+Q = (Message("user", "Name three colours of the rainbow."),)
+
+
+def delta(backend, before):
+    return {k: backend.counters[k] - before[k] for k in before}
+
+
+def native_total(backend) -> int:
+    c = backend.native_counters()
+    return c["n_p_eval"] + c["n_eval"]
+
+
+def test_installed_build_decodes_a_token(llama_backend):
+    """The portable build must run on this CPU (a native build crashes in the AMX kernels on first decode)."""
+    (c,) = llama_backend.generate([GenRequest(prompt="Hello", temperature=0.0, max_tokens=1)])
+    assert c.samples[0].completion_tokens == 1
+
+
+def test_n_samples_share_one_prefill_and_decode_together(llama_backend):
+    llama_backend.clear_cache()
+    before = dict(llama_backend.counters)
+    (c,) = llama_backend.generate([GenRequest(messages=Q, n=4, temperature=0.9, max_tokens=8, seed=3)])
+    d = delta(llama_backend, before)
+    prompt = c.usage.prompt_tokens
+    assert c.usage.cached_prompt_tokens == 0
+    assert d["prompt_tokens_decoded"] == prompt  # computed once, not 4 times
+    # one decode per step for all 4 sequences: about max_tokens calls, not 4 x max_tokens
+    assert d["decode_calls"] <= 1 + 8
+    # every generated token but the last of each sample is decoded; nothing else
+    assert d["sample_tokens_decoded"] == sum(s.completion_tokens - 1 for s in c.samples)
+    assert c.usage.flops == pytest.approx(2 * llama_backend.n_params * (prompt + d["sample_tokens_decoded"]))
+
+
+def test_different_prompts_decode_in_the_same_steps(llama_backend):
+    before = dict(llama_backend.counters)
+    reqs = [GenRequest(messages=(Message("user", f"Tell me a fact about the number {i}."),), temperature=0.0,
+                       max_tokens=6) for i in range(3)]
+    out = llama_backend.generate(reqs)
+    d = delta(llama_backend, before)
+    assert all(c.samples[0].completion_tokens == 6 for c in out)
+    # 3 prefills + 5 shared decode steps (the 6th token of each is sampled, never decoded)
+    assert d["decode_calls"] == 3 + 5
+
+
+def test_prefix_reuse_computes_only_new_tokens(llama_backend):
+    llama_backend.clear_cache()
+    base = "You are a careful assistant. " * 8 + "Question: what is 2 + 2?"
+    llama_backend.generate([GenRequest(prompt=base, temperature=0.0, max_tokens=2)])
+    before, native_before = dict(llama_backend.counters), native_total(llama_backend)
+    extended = base + " Think about it step by step and answer."
+    (c,) = llama_backend.generate([GenRequest(prompt=extended, temperature=0.0, max_tokens=2)])
+    d = delta(llama_backend, before)
+    n_base, n_ext = len(llama_backend.tokenize(base)), len(llama_backend.tokenize(extended))
+    new_tokens = n_ext - c.usage.cached_prompt_tokens
+    assert c.usage.cached_prompt_tokens >= n_base - 2  # the junction token may re-tokenise differently
+    assert d["prompt_tokens_decoded"] == new_tokens < n_ext - n_base + 3
+    assert native_total(llama_backend) - native_before == d["tokens_decoded"]
+
+
+def test_continuing_a_sample_reuses_its_kv(llama_backend):
+    """A search step: the next prompt is the previous prompt plus a generated step, continued as the assistant."""
+    llama_backend.clear_cache()
+    (c,) = llama_backend.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=12)])
+    step = c.samples[0].text
+    msgs = Q + (Message("assistant", step),)
+    before = dict(llama_backend.counters)
+    (c2,) = llama_backend.generate([GenRequest(messages=msgs, continue_final=True, temperature=0.0, max_tokens=4)])
+    d = delta(llama_backend, before)
+    total = c2.usage.prompt_tokens
+    assert total - c2.usage.cached_prompt_tokens <= 3
+    assert d["prompt_tokens_decoded"] == total - c2.usage.cached_prompt_tokens
+
+
+def test_samples_beyond_the_context_run_in_waves(smollm2_path):
+    """n * max_tokens larger than n_ctx: later samples wait for earlier ones and fork from the cached prompt,
+    re-decoding only its last token (their first logits) instead of recomputing the prompt.
+
+    (Texts are not compared with an unconstrained run: llama.cpp's float results depend on the batch
+    composition, so long samples drift apart; the seeds are the same.)"""
+    b = LlamaCppBackend(smollm2_path, n_ctx=256, n_seq_max=8)
+    try:
+        (c,) = b.generate([GenRequest(messages=Q, n=6, temperature=0.9, max_tokens=60, seed=1)])
+        assert len(c.samples) == 6
+        assert b.counters["prompt_tokens_decoded"] == c.usage.prompt_tokens
+        late = b.counters["sample_tokens_decoded"] - sum(s.completion_tokens - 1 for s in c.samples)
+        # 256 cells hold the prompt and at most 3 reservations of 60: at least 3 samples start late
+        assert late >= 3
+        assert b.counters["decode_calls"] > 60  # waves run one after another
+    finally:
+        b.close()
+
+
+def test_request_larger_than_context_is_refused(smollm2_path):
+    b = LlamaCppBackend(smollm2_path, n_ctx=128, n_seq_max=4)
+    try:
+        with pytest.raises(ValueError, match="exceeds"):
+            b.generate([GenRequest(messages=Q, max_tokens=b.n_ctx)])
+    finally:
+        b.close()
+
+
+def test_score_gives_continuation_logprobs_and_reuses_the_prompt(llama_backend):
+    llama_backend.clear_cache()
+    yes, no = llama_backend.score([ScoreRequest(messages=Q, continuation="Yes"),
+                                   ScoreRequest(messages=Q, continuation="No")])
+    assert len(yes.logprobs) == len(yes.tokens) >= 1
+    assert all(math.isfinite(x) and x <= 0 for x in yes.logprobs + no.logprobs)
+    assert no.usage.cached_prompt_tokens == no.usage.prompt_tokens - len(no.tokens) - 1
+    # the same logprob as sampling would report for that first token
+    (g,) = llama_backend.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=1, logprobs=True)])
+    first = g.samples[0].text
+    (s,) = llama_backend.score([ScoreRequest(messages=Q, continuation=first)])
+    assert s.logprobs[0] == pytest.approx(g.samples[0].logprobs[0], abs=1e-3)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendError, match="not found"):
+        LlamaCppBackend(tmp_path / "nope.gguf")
+
+
+def test_common_prefix_len():
+    assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix_len([1, 2], [1, 2, 3]) == 2
+    assert common_prefix_len([], [1]) == 0
+    assert common_prefix_len([5], [6]) == 0

@@ -1,0 +1,26 @@
+"""thinkscale: test-time compute scaling for small local models. Don't scale the model, scale the thought."""
+
+from thinkscale.backends import load_backend
+from thinkscale.strategies.base import get_strategy
+from thinkscale.strategies.greedy import Greedy
+from thinkscale.strategies.self_consistency import SelfConsistency
+from thinkscale.types import (
+    Budget,
+    Candidate,
+    Completion,
+    GenRequest,
+    Ledger,
+    Message,
+    Problem,
+    Result,
+    Role,
+    Sample,
+    ScoreRequest,
+    Scored,
+    Usage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["Budget", "Candidate", "Completion", "GenRequest", "Greedy", "Ledger", "Message", "Problem", "Result",
+           "Role", "Sample", "ScoreRequest", "Scored", "SelfConsistency", "Usage", "get_strategy", "load_backend"]

@@ -1,0 +1,73 @@
+"""Final-answer extraction and normalisation for voting. Pure functions, no model calls.
+
+Order of preference: the last ``\\boxed{...}`` (nested braces), a GSM8K ``#### n`` line, "the (final) answer is ...",
+then the last number in the text. Returns None when there is no answer; it never guesses beyond that.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
+_HASHES = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` or ``\\fbox{...}``, honouring nested braces; None if unclosed."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j].strip()
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    if not text:
+        return None
+    boxed = last_boxed(text)
+    if boxed:
+        return boxed
+    m = None
+    for m in _HASHES.finditer(text):
+        pass
+    if m:
+        return m.group(1).strip()
+    found = None
+    for found in _ANSWER_IS.finditer(text):
+        pass
+    if found:
+        tail = found.group(1).strip()
+        nums = _NUMBER.findall(tail)
+        if nums:
+            return nums[0]
+        tail = tail.split("\n")[0].strip().rstrip(".").strip()
+        if tail:
+            return tail
+    nums = _NUMBER.findall(text)
+    return nums[-1] if nums else None
+
+
+def normalize_answer(answer: str | None) -> str | None:
+    """A canonical form for voting: numbers become exact (``"1,000.0"`` -> ``"1000"``, ``"3/6"`` -> ``"1/2"``);
+    other text is stripped of ``$``, surrounding spaces and a trailing period. Idempotent."""
+    if answer is None:
+        return None
+    a = answer.strip().strip("$").strip().rstrip(".").strip()
+    a = re.sub(r"^\\text\{(.*)\}$", r"\1", a)
+    num = a.replace(",", "").replace("$", "").rstrip("%").strip()
+    try:
+        f = Fraction(num)
+    except (ValueError, ZeroDivisionError):
+        return a or None
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
