@@ -118,7 +118,7 @@ class LlamaCppBackend(BaseBackend):
 
     def __init__(self, model: str | os.PathLike[str], *, n_ctx: int = 16384, n_threads: int | None = None,
                  n_batch: int = 512, n_seq_max: int = 64, chat_template: str | None = None,
-                 name: str | None = None) -> None:
+                 flash_attn: bool | None = None, name: str | None = None) -> None:
         path = Path(model)
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
@@ -147,6 +147,8 @@ class LlamaCppBackend(BaseBackend):
         cparams.kv_unified = True  # one cell pool for all sequences: needed to share a prefix between them
         cparams.swa_full = True  # sliding-window models keep full KV so cached prefixes stay valid
         cparams.no_perf = False
+        if flash_attn is not None:
+            cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             L.llama_model_free(self._model)

@@ -209,8 +209,7 @@ class OpenAICompatBackend(BaseBackend):
     def _body(self, req: GenRequest, call: _Call) -> tuple[str, dict[str, Any]]:
         chat = req.messages is not None
         body: dict[str, Any] = {"model": self.model}
-        if chat:
-            assert req.messages is not None
+        if req.messages is not None:
             body["messages"] = [{"role": m.role, "content": m.content} for m in req.messages]
         else:
             body["prompt"] = req.prompt
