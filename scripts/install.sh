@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install thinkscale into ./.venv on a fresh machine.  Usage: bash scripts/install.sh [--dev]
+#
+# llama-cpp-python compiles llama.cpp at install time. Its default build targets the build machine's CPU, which
+# crashes on VMs that advertise instructions they forbid (AMX: a segfault in ggml_backend_amx_mul_mat on the first
+# decode), so we build it once with portable flags, keep the wheel in the thinkscale cache keyed by version and
+# flags, and install that wheel. Later installs (and CI runs on the same machine) reuse it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLAMA_CPP_PYTHON_VERSION=0.3.36  # keep in step with pyproject.toml
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+PYTHON=${PYTHON:-python3}
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    *) echo "install.sh: unknown option $arg (use --dev for the test tools)" >&2; exit 2 ;;
+  esac
+done
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "install.sh: thinkscale needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1
+fi
+
+# A C/C++ toolchain and cmake build llama.cpp; Debian packages only.
+if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake >/dev/null
+  else
+    echo "install.sh: g++ and cmake are needed to build llama.cpp: sudo apt-get install build-essential cmake" >&2
+    exit 1
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+
+CACHE=${THINKSCALE_HOME:-$HOME/.cache/thinkscale}
+KEY=$(printf '%s %s' "$LLAMA_CPP_PYTHON_VERSION" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)
+WHEELS="$CACHE/wheels/llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION-$KEY"
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "Building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION from source with portable CPU flags"
+  echo "  ($LLAMA_CMAKE_ARGS; 4-8 minutes on 2 cores, once per machine)"
+  rm -rf "$WHEELS.partial" && mkdir -p "$WHEELS.partial"
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps \
+    --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -w "$WHEELS.partial"
+  rm -rf "$WHEELS" && mv "$WHEELS.partial" "$WHEELS"  # only a finished build is ever used
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+  "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl
+
+if [ "$DEV" = 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+else
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+fi
+echo "thinkscale installed in .venv ($(.venv/bin/python -c 'import llama_cpp; print("llama-cpp-python", llama_cpp.__version__)'))"
