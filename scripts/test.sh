@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev
+.venv/bin/python -m ruff check thinkscale tests bench
+.venv/bin/python -m mypy
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

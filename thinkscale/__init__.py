@@ -15,8 +15,8 @@ from thinkscale.types import (
     Result,
     Role,
     Sample,
-    ScoreRequest,
     Scored,
+    ScoreRequest,
     Usage,
 )
 

@@ -150,8 +150,8 @@ def _print_result(p: dict[str, Any], show_reasoning: bool) -> None:
     out.print(f"[dim]strategy {p['strategy']} on {p['model']}; sample answers: {answers}"
               + (f"; votes {votes}" if votes else "") + "[/]", highlight=False)
     u = p["usage"]
-    t = Table(title="cost (measured)", show_header=True, header_style="bold")
-    for col in ("calls", "prompt tok", "cached tok", "generated tok", "wall s", "gen tok/s", "FLOPs"):
+    t = Table(title="cost (measured by the backend; tokens)", show_header=True, header_style="bold")
+    for col in ("calls", "prompt", "cached", "generated", "wall s", "gen/s", "FLOPs"):
         t.add_column(col, justify="right")
     gen = u["completion_tokens"]
     rate = f"{gen / u['wall_seconds']:.1f}" if gen is not None and u["wall_seconds"] else "?"

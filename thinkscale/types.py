@@ -144,7 +144,7 @@ class ScoreRequest:
             raise ValueError("ScoreRequest.continuation is empty")
 
 
-def _add_opt(a: float | int | None, b: float | int | None) -> Any:
+def _add_opt(a: float | None, b: float | None) -> Any:
     return None if a is None or b is None else a + b
 
 

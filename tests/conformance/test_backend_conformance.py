@@ -32,7 +32,6 @@ def backend(request: pytest.FixtureRequest):
         yield request.getfixturevalue("llama_backend")
         return
     from tests.helpers.llama_server import llama_server
-
     from thinkscale.backends.openai_compat import OpenAICompatBackend
 
     with llama_server(request.getfixturevalue("smollm2_path"), n_ctx=2048) as url:

@@ -253,7 +253,8 @@ def test_client_error_is_not_retried(stub: Callable[..., StubServer]) -> None:
 
 
 def test_429_is_retried_and_not_charged(stub: Callable[..., StubServer]) -> None:
-    s = stub((429, {"error": {"message": "slow down"}}), (503, {"error": "busy"}), chat_reply("a", usage=usage_of(5, 1)))
+    s = stub((429, {"error": {"message": "slow down"}}), (503, {"error": "busy"}),
+             chat_reply("a", usage=usage_of(5, 1)))
     with backend(s.base_url, max_retries=2) as b:
         [c] = b.generate([GenRequest(messages=CHAT)])
     assert len(s.bodies) == 3
@@ -441,7 +442,7 @@ def test_real_faults_are_retried_and_charged_once(server_url: str) -> None:
         assert proxy.counts == {"500": 1, "hang": 1, "reset": 1, "truncate": 1, "cut": 1,
                                 "reset_after_upstream": 1, "429": 1, "ok": 3}
         assert proxy.upstream_requests == 3 + 3  # truncate, cut, reset_after_upstream were computed too
-    for c, f in zip(clean, faulty):
+    for c, f in zip(clean, faulty, strict=True):
         assert [s.text for s in c.samples] == [s.text for s in f.samples]
         assert [s.completion_tokens for s in c.samples] == [s.completion_tokens for s in f.samples]
         assert tokens(c.usage) == tokens(f.usage)

@@ -38,16 +38,12 @@ def extract_answer(text: str) -> str | None:
     boxed = last_boxed(text)
     if boxed:
         return boxed
-    m = None
-    for m in _HASHES.finditer(text):
-        pass
-    if m:
-        return m.group(1).strip()
-    found = None
-    for found in _ANSWER_IS.finditer(text):
-        pass
-    if found:
-        tail = found.group(1).strip()
+    hashes = _HASHES.findall(text)
+    if hashes:
+        return hashes[-1].strip()
+    said = _ANSWER_IS.findall(text)
+    if said:
+        tail = said[-1].strip()
         nums = _NUMBER.findall(tail)
         if nums:
             return nums[0]

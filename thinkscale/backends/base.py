@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from thinkscale.types import Completion, GenRequest, ScoreRequest, Scored
+from thinkscale.types import Completion, GenRequest, Scored, ScoreRequest
 
 
 class BackendError(RuntimeError):
@@ -78,7 +78,7 @@ class BaseBackend:
     def close(self) -> None:
         pass
 
-    def __enter__(self):  # noqa: ANN204 - returns the concrete backend type
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:

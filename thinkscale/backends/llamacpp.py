@@ -36,7 +36,7 @@ import numpy as np
 
 from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
 from thinkscale.backends.chat_template import ChatTemplate
-from thinkscale.types import Completion, GenRequest, Message, Sample, ScoreRequest, Scored, Usage
+from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class LlamaCppBackend(BaseBackend):
         cparams.swa_full = True  # sliding-window models keep full KV so cached prefixes stay valid
         cparams.no_perf = False
         if flash_attn is not None:
-            cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                       else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             L.llama_model_free(self._model)

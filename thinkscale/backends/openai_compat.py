@@ -162,7 +162,7 @@ class OpenAICompatBackend(BaseBackend):
                 first_wave.append(_Call(i, 0, r.n))
             else:
                 first_wave.extend(_Call(i, j, 1) for j in range(r.n))
-        for call, res in zip(first_wave, self._run(requests, first_wave)):
+        for call, res in zip(first_wave, self._run(requests, first_wave), strict=True):
             got[call.req_index].append(res)
 
         # Servers may return fewer choices than asked (llama-cpp-python ignores n): request each missing sample
@@ -176,7 +176,7 @@ class OpenAICompatBackend(BaseBackend):
                              self.base_url, have, r.n)
                     self._supports_n = False
                 second_wave.extend(_Call(i, j, 1) for j in range(have, r.n))
-        for call, res in zip(second_wave, self._run(requests, second_wave)):
+        for call, res in zip(second_wave, self._run(requests, second_wave), strict=True):
             got[call.req_index].append(res)
         if self._supports_n is None and any(r.n > 1 for r in requests):
             self._supports_n = True

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from thinkscale.backends.base import BaseBackend, Capabilities, ModelInfo, check_requests
-from thinkscale.types import Completion, GenRequest, Message, Sample, ScoreRequest, Scored, Usage
+from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
 
 class ScriptExhausted(RuntimeError):
@@ -79,7 +79,7 @@ class ScriptedBackend(BaseBackend):
         best = 0
         for seen in self._seen_prompts:
             k = 0
-            for a, b in zip(seen, prompt_words):
+            for a, b in zip(seen, prompt_words, strict=False):
                 if a != b:
                     break
                 k += 1

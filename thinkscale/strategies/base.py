@@ -35,7 +35,7 @@ class StrategyInfo:
 REGISTRY: dict[str, StrategyInfo] = {}
 
 
-def register(name: str, summary: str, paper: str):  # noqa: ANN201 - class decorator
+def register(name: str, summary: str, paper: str):
     def deco(cls: type) -> type:
         if name in REGISTRY:
             raise ValueError(f"strategy {name!r} registered twice")
