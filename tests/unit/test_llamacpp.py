@@ -140,3 +140,59 @@ def test_common_prefix_len():
     assert common_prefix_len([1, 2], [1, 2, 3]) == 2
     assert common_prefix_len([], [1]) == 0
     assert common_prefix_len([5], [6]) == 0
+
+
+def test_concurrent_callers_decode_in_the_same_batch(llama_backend):
+    """4 threads each ask for one 16-token greedy sample. Run one after another that is 4 x (1 prefill + 15
+    decode steps) = 64 llama_decode calls; sharing the running batch it is 4 prefills + about 15 shared steps."""
+    import threading
+
+    before = dict(llama_backend.counters)
+    barrier = threading.Barrier(4)
+    results: dict[int, object] = {}
+
+    def worker(i: int) -> None:
+        req = GenRequest(messages=(Message("user", f"Write a sentence about the number {i}."),), temperature=0.0,
+                         max_tokens=16)
+        barrier.wait()
+        results[i] = llama_backend.generate([req])[0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    d = delta(llama_backend, before)
+    assert len(results) == 4
+    assert d["decode_calls"] < 40, d
+    assert sum(c.usage.completion_tokens for c in results.values()) >= 4 * 2
+
+
+def test_cancel_stops_the_call_and_frees_its_sequences(llama_backend):
+    import threading
+    import time
+
+    from thinkscale.backends.base import Cancelled
+
+    cancel = threading.Event()
+    errors: list[BaseException] = []
+    before = dict(llama_backend.counters)
+
+    def worker() -> None:
+        try:
+            llama_backend.generate([GenRequest(messages=Q, n=2, temperature=0.9, max_tokens=400, seed=1)],
+                                   cancel=cancel)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    time.sleep(0.5)
+    cancel.set()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], Cancelled)
+    assert delta(llama_backend, before)["decode_calls"] < 300  # stopped long before 400 steps
+    assert all(s.pinned == 0 for s in llama_backend._seqs.values())
+    (c,) = llama_backend.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=3)])  # still serves
+    assert c.samples[0].completion_tokens == 3

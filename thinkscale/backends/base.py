@@ -18,6 +18,10 @@ class BackendError(RuntimeError):
     """A backend could not do what was asked (bad server answer, model failed to load, ...)."""
 
 
+class Cancelled(BackendError):
+    """The caller cancelled a generate() call (e.g. its client disconnected); its remaining work was dropped."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     logprobs: bool = False  # per-token logprobs of sampled tokens

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
+from thinkscale.backends.base import BackendError, BaseBackend, Cancelled, Capabilities, ModelInfo, check_requests
 from thinkscale.backends.chat_template import ChatTemplate
 from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
@@ -86,19 +86,32 @@ class _KvSeq:
     last_used: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
+class _Call:
+    """One generate() call: its caller waits on ``done``."""
+
+    cancel: threading.Event | None = None
+    remaining: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
 class _Job:
     index: int
     req: GenRequest
     prompt: list[int]
+    call: _Call
     cached: int = 0
+    seconds: float = 0.0  # wall time attributed to this request
+    finished: bool = False
     prompt_seq: _KvSeq | None = None
     started: int = 0  # samples started so far
     computed: int = 0  # tokens this job submitted to llama_decode
     samples: list[Sample | None] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Active:
     job: _Job
     j: int
@@ -164,6 +177,12 @@ class LlamaCppBackend(BaseBackend):
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
+        self._pending: deque[_Job] = deque()  # submitted, prompt not computed yet
+        self._waiting: deque[_Job] = deque()  # prompt computed, some samples not started (at most one job)
+        self._active: list[_Active] = []  # samples being decoded
+        self._engine: threading.Thread | None = None
+        self._closed = False
         self._seqs: dict[int, _KvSeq] = {}
         self._free_ids = list(range(n_seq_max - 1, -1, -1))
         self._clock = itertools.count(1)
@@ -408,7 +427,7 @@ class LlamaCppBackend(BaseBackend):
 
     # ------------------------------------------------------------------ generate
 
-    def _job(self, i: int, req: GenRequest) -> _Job:
+    def _job(self, i: int, req: GenRequest, call: _Call) -> _Job:
         text = self.render(req.messages, req.prompt, continue_final=req.continue_final)
         prompt = self.tokenize(text)
         if not prompt:
@@ -418,7 +437,7 @@ class LlamaCppBackend(BaseBackend):
             raise ValueError(f"requests[{i}]: prompt ({len(prompt)} tokens) + max_tokens ({req.max_tokens}) "
                              f"exceeds the {'context n_ctx' if limit == self.n_ctx else 'training context'} "
                              f"of {limit} tokens; shorten it, lower max_tokens or raise n_ctx")
-        return _Job(i, req, prompt, samples=[None] * req.n)
+        return _Job(i, req, prompt, call, samples=[None] * req.n)
 
     def _start_job(self, job: _Job, src: _KvSeq | None, k: int) -> int:
         """Prefill the job's prompt on top of ``k`` tokens reused from ``src``; return the logits index of its
@@ -450,19 +469,30 @@ class LlamaCppBackend(BaseBackend):
         active.append(a)
         return a
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
+    def generate(self, requests: Sequence[GenRequest], *, cancel: threading.Event | None = None) -> list[Completion]:
+        """Sample every request. Thread-safe: concurrent callers' requests join the same running batch (continuous
+        batching), so 8 callers decode together rather than one after another. Setting ``cancel`` stops this
+        call's remaining work at the next step and raises ``Cancelled``."""
         check_requests(self, requests)
-        jobs = [self._job(i, r) for i, r in enumerate(requests)]
-        with self._lock:
-            t0 = time.perf_counter()
-            active: list[_Active] = []
-            try:
-                self._run(jobs, active)
-            except BaseException:
-                self._reset(active)
-                raise
-            wall = time.perf_counter() - t0
-        total_computed = sum(j.computed for j in jobs) or 1
+        call = _Call(cancel=cancel)
+        jobs = [self._job(i, r, call) for i, r in enumerate(requests)]
+        call.remaining = len(jobs)
+        if not jobs:
+            return []
+        with self._cv:
+            if self._closed:
+                raise BackendError("this LlamaCppBackend is closed")
+            self._pending.extend(jobs)
+            if self._engine is None or not self._engine.is_alive():
+                self._engine = threading.Thread(target=self._engine_loop, name="thinkscale-llamacpp", daemon=True)
+                self._engine.start()
+            self._cv.notify_all()
+        while not call.done.wait(0.5):
+            if cancel is not None and cancel.is_set():
+                with self._cv:
+                    self._cv.notify_all()
+        if call.error is not None:
+            raise call.error
         out = []
         for job in jobs:
             samples = tuple(s for s in job.samples if s is not None)
@@ -471,68 +501,134 @@ class LlamaCppBackend(BaseBackend):
             completion = sum(s.completion_tokens or 0 for s in samples)
             out.append(Completion(samples, Usage(
                 prompt_tokens=len(job.prompt), cached_prompt_tokens=job.cached, completion_tokens=completion,
-                calls=1, seconds=wall * job.computed / total_computed, flops=2.0 * self.n_params * job.computed)))
+                calls=1, seconds=job.seconds, flops=2.0 * self.n_params * job.computed)))
         return out
 
-    def _run(self, jobs: list[_Job], active: list[_Active]) -> None:
-        """Continuous batching over ``jobs``; ``active`` is owned by the caller so a failure can clean it up."""
-        pending: deque[_Job] = deque(jobs)
-        waiting: deque[_Job] = deque()  # prompt computed, some samples not started yet (at most one job)
-        while pending or waiting or active:
-            while waiting and len(active) < self.n_seq_max - 1 and self._make_room(waiting[0].req.max_tokens):
-                job = waiting[0]
-                self._start_sample(job, None, active)
-                if job.started == job.req.n:
-                    waiting.popleft()
-                    self._release_prompt(job)
-            while pending and not waiting and len(active) < self.n_seq_max - 2:
-                job = pending[0]
-                src, k = self._best_prefix(job.prompt)
-                k = min(k, len(job.prompt) - 1)
-                if src is not None:
-                    src.pinned += 1  # making room must not evict the prefix we are about to reuse
-                fits = self._make_room(len(job.prompt) - k + job.req.max_tokens)
-                if src is not None:
-                    src.pinned -= 1
-                if not fits:
-                    if active:
-                        break
-                    raise BackendError(f"request {job.index} needs {len(job.prompt)} prompt + {job.req.max_tokens} "
-                                       f"new tokens of KV cache; n_ctx={self.n_ctx} is too small")
-                pending.popleft()
-                idx = self._start_job(job, src, k)
-                self._start_sample(job, idx, active)
-                while job.started < job.req.n and len(active) < self.n_seq_max - 1 \
-                        and self._make_room(job.req.max_tokens):
-                    self._start_sample(job, idx, active)
-                if job.started < job.req.n:
-                    waiting.append(job)
-                else:
-                    self._release_prompt(job)
-            if not active:
-                continue
-            entries = [(a.pending, len(a.kv.tokens), a.kv.seq_id, True) for a in active]
-            self._decode(entries)
-            self.counters["sample_tokens_decoded"] += len(entries)
-            still: list[_Active] = []
-            for i, a in enumerate(active):
-                a.kv.tokens.append(a.pending)
-                a.job.computed += 1
-                if a.generated < 0:  # the re-decoded prompt token of a later-wave sample
-                    a.generated = 0
-                if not self._accept(a, i):
-                    still.append(a)
-            active[:] = still
+    def _engine_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._pending or self._waiting or self._active or self._closed):
+                    self._cv.wait()
+                if self._closed:
+                    return
+                try:
+                    self._step()
+                except BaseException as e:  # noqa: BLE001 - handed to every caller in flight
+                    log.exception("llama.cpp engine step failed")
+                    self._fail_all(e if isinstance(e, Exception) else BackendError(repr(e)))
 
-    def _reset(self, active: list[_Active]) -> None:
-        """After a failure mid-generation: free samplers and drop every sequence (the cache is only a cache)."""
+    def _step(self) -> None:
+        """One scheduling round (caller holds the lock): drop cancelled work, admit what fits, decode one token
+        for every active sample."""
+        self._drop_cancelled()
+        active = self._active
+        while self._waiting and len(active) < self.n_seq_max - 1 and self._make_room(self._waiting[0].req.max_tokens):
+            job = self._waiting[0]
+            t0 = time.perf_counter()
+            self._start_sample(job, None, active)
+            job.seconds += time.perf_counter() - t0
+            if job.started == job.req.n:
+                self._waiting.popleft()
+                self._release_prompt(job)
+        while self._pending and not self._waiting and len(active) < self.n_seq_max - 2:
+            job = self._pending[0]
+            src, k = self._best_prefix(job.prompt)
+            k = min(k, len(job.prompt) - 1)
+            if src is not None:
+                src.pinned += 1  # making room must not evict the prefix we are about to reuse
+            fits = self._make_room(len(job.prompt) - k + job.req.max_tokens)
+            if src is not None:
+                src.pinned -= 1
+            if not fits:
+                if active:
+                    break  # wait for running samples to finish and free their cells
+                self._pending.popleft()
+                self._fail_call(job.call, BackendError(
+                    f"request {job.index} needs {len(job.prompt)} prompt + {job.req.max_tokens} new tokens of KV "
+                    f"cache; n_ctx={self.n_ctx} is too small"))
+                continue
+            self._pending.popleft()
+            t0 = time.perf_counter()
+            idx = self._start_job(job, src, k)
+            self._start_sample(job, idx, active)
+            while job.started < job.req.n and len(active) < self.n_seq_max - 1 \
+                    and self._make_room(job.req.max_tokens):
+                self._start_sample(job, idx, active)
+            job.seconds += time.perf_counter() - t0
+            if job.started < job.req.n:
+                self._waiting.append(job)
+            else:
+                self._release_prompt(job)
+            self._check_done(job)
+        if not active:
+            return
+        t0 = time.perf_counter()
+        entries = [(a.pending, len(a.kv.tokens), a.kv.seq_id, True) for a in active]
+        self._decode(entries)
+        self.counters["sample_tokens_decoded"] += len(entries)
+        still: list[_Active] = []
+        finished: list[_Job] = []
+        for i, a in enumerate(active):
+            a.kv.tokens.append(a.pending)
+            a.job.computed += 1
+            a.generated = max(a.generated, 0)  # -1 marked the re-decoded prompt token of a later-wave sample
+            if not self._accept(a, i):
+                still.append(a)
+            else:
+                finished.append(a.job)
+        # the step's wall time is shared by the jobs in it, in proportion to their tokens
+        share = (time.perf_counter() - t0) / len(active)
         for a in active:
+            a.job.seconds += share
+        active[:] = still
+        for job in finished:
+            self._check_done(job)
+
+    def _check_done(self, job: _Job) -> None:
+        if job.finished or job.started < job.req.n or any(s is None for s in job.samples):
+            return
+        job.finished = True
+        job.call.remaining -= 1
+        if job.call.remaining == 0:
+            job.call.done.set()
+
+    def _drop_cancelled(self) -> None:
+        cancelled = {id(j.call): j.call for j in (*self._pending, *self._waiting, *(a.job for a in self._active))
+                     if j.call.cancel is not None and j.call.cancel.is_set()}
+        for call in cancelled.values():
+            self._fail_call(call, Cancelled("generation cancelled by the caller"))
+
+    def _fail_call(self, call: _Call, error: Exception) -> None:
+        """Remove every job of ``call`` from the scheduler, free its sequences, and wake its caller."""
+        for a in [a for a in self._active if a.job.call is call]:
+            self._L.llama_sampler_free(a.sampler)
+            a.sampler = 0
+            a.kv.pinned -= 1
+            self._drop(a.kv)
+            self._active.remove(a)
+        for q in (self._pending, self._waiting):
+            for job in [j for j in q if j.call is call]:
+                q.remove(job)
+                if job.prompt_seq is not None and job.started < job.req.n:
+                    self._release_prompt(job)
+        call.error = error
+        call.done.set()
+
+    def _fail_all(self, error: Exception) -> None:
+        """After a failure mid-step: fail every call in flight and drop all KV state (it is only a cache)."""
+        calls = {id(j.call): j.call for j in (*self._pending, *self._waiting, *(a.job for a in self._active))}
+        for a in self._active:
             if a.sampler:
                 self._L.llama_sampler_free(a.sampler)
-        active.clear()
+        self._active.clear()
+        self._pending.clear()
+        self._waiting.clear()
         self._L.llama_memory_clear(self._mem, True)
-        self._free_ids.extend(self._seqs)
+        self._free_ids = list(range(self.n_seq_max - 1, -1, -1))
         self._seqs.clear()
+        for call in calls.values():
+            call.error = error
+            call.done.set()
 
     def _release_prompt(self, job: _Job) -> None:
         assert job.prompt_seq is not None
@@ -594,6 +690,13 @@ class LlamaCppBackend(BaseBackend):
         L = getattr(self, "_L", None)
         if L is None:
             return
+        with self._cv:
+            self._closed = True
+            if self._pending or self._waiting or self._active:
+                self._fail_all(BackendError("the backend was closed while generating"))
+            self._cv.notify_all()
+        if self._engine is not None and self._engine is not threading.current_thread():
+            self._engine.join(timeout=30)
         if getattr(self, "_ctx", None):
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
