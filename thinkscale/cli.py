@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
+import math
 import random
 import sys
 import time
@@ -11,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from thinkscale.models.cli import app as models_app
@@ -29,12 +32,8 @@ class StrategyName(enum.StrEnum):
     self_consistency = "self-consistency"
 
 
-class UserError(Exception):
-    """Bad input: printed as one line, exit code 2."""
-
-
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -44,7 +43,8 @@ def solve(
     model: Annotated[str, typer.Option(help="Catalog name (see `thinkscale models list`) or a .gguf path; "
                                        "with --base-url, the server's model name.")] = "qwen2.5-coder-0.5b",
     strategy: Annotated[StrategyName, typer.Option(help="How to spend test-time compute.")] = StrategyName.greedy,
-    n: Annotated[int, typer.Option("-n", "--n-samples", help="Samples for self-consistency.")] = 8,
+    n: Annotated[int | None, typer.Option("-n", "--n-samples",
+                                          help="Samples for self-consistency (default 8).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (self-consistency).")] = 0.7,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed for sampling and tie-breaks (same seed, same run).")] = 0,
@@ -82,14 +82,17 @@ def solve(
         _print_result(payload, show_reasoning)
 
 
-def _build_strategy(name: StrategyName, *, n: int, temperature: float, max_tokens: int) -> Any:
+def _build_strategy(name: StrategyName, *, n: int | None, temperature: float, max_tokens: int) -> Any:
     from thinkscale.strategies.greedy import Greedy
     from thinkscale.strategies.self_consistency import SelfConsistency
 
+    if name is StrategyName.greedy and n is not None:
+        raise ValueError("-n applies to self-consistency; greedy takes one sample (use --strategy self-consistency)")
+    n = 8 if n is None else n
     if n < 1:
         raise ValueError(f"-n must be at least 1 (got {n})")
-    if temperature < 0:
-        raise ValueError(f"--temperature must be >= 0 (got {temperature})")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"--temperature must be a finite number >= 0 (got {temperature})")
     if max_tokens < 1:
         raise ValueError(f"--max-tokens must be at least 1 (got {max_tokens})")
     if name is StrategyName.greedy:
@@ -142,13 +145,15 @@ def _print_result(p: dict[str, Any], show_reasoning: bool) -> None:
     out = Console()
     if show_reasoning:
         for i, s in enumerate(p["samples"]):
-            out.rule(f"sample {i}  answer={s['answer']}  tokens={s['completion_tokens']}  ({s['finish_reason']})")
+            out.rule(escape(f"sample {i}  answer={s['answer']}  tokens={s['completion_tokens']}  "
+                            f"({s['finish_reason']})"))
             out.print(s["text"], highlight=False, markup=False)
     votes = next((e["counts"] for e in p["trace"] if e.get("event") == "vote"), None)
     answers = ", ".join(str(s["answer"]) for s in p["samples"])
-    out.print(f"[bold]answer:[/] {p['answer']}", highlight=False)
-    out.print(f"[dim]strategy {p['strategy']} on {p['model']}; sample answers: {answers}"
-              + (f"; votes {votes}" if votes else "") + "[/]", highlight=False)
+    # Answers are model output: escape them, or "[/b]" in a sample crashes rich and "[red]" vanishes.
+    out.print(f"[bold]answer:[/] {escape(str(p['answer']))}", highlight=False)
+    out.print("[dim]" + escape(f"strategy {p['strategy']} on {p['model']}; sample answers: {answers}"
+                               + (f"; votes {votes}" if votes else "")) + "[/]", highlight=False)
     u = p["usage"]
     t = Table(title="cost (measured by the backend; tokens)", show_header=True, header_style="bold")
     for col in ("calls", "prompt", "cached", "generated", "wall s", "gen/s", "FLOPs"):
@@ -165,6 +170,8 @@ def _fmt(v: int | None) -> str:
 
 
 def main() -> None:
+    # Library warnings (e.g. an HTTP retry) are not for the terminal; failures reach the user as one-line errors.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     app()
 
 

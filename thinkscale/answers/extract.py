@@ -12,6 +12,7 @@ from fractions import Fraction
 _ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _HASHES = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_BIG_EXPONENT = re.compile(r"[eE][+-]?[\d_]{4,}")
 
 
 def last_boxed(text: str) -> str | None:
@@ -38,9 +39,9 @@ def extract_answer(text: str) -> str | None:
     boxed = last_boxed(text)
     if boxed:
         return boxed
-    hashes = _HASHES.findall(text)
+    hashes = [h.strip() for h in _HASHES.findall(text) if h.strip()]
     if hashes:
-        return hashes[-1].strip()
+        return hashes[-1]
     said = _ANSWER_IS.findall(text)
     if said:
         tail = said[-1].strip()
@@ -59,11 +60,18 @@ def normalize_answer(answer: str | None) -> str | None:
     other text is stripped of ``$``, surrounding spaces and a trailing period. Idempotent."""
     if answer is None:
         return None
-    a = answer.strip().strip("$").strip().rstrip(".").strip()
-    a = re.sub(r"^\\text\{(.*)\}$", r"\1", a)
+    a = answer
+    while True:  # strip to a fixed point: "$x$." and "\\text{\\text{x}}" need two passes
+        b = re.sub(r"^\\text\{(.*)\}$", r"\1", a.strip().strip("$").strip().rstrip(".").strip())
+        if b == a:
+            break
+        a = b
     num = a.replace(",", "").replace("$", "").rstrip("%").strip()
+    if _BIG_EXPONENT.search(num):  # Fraction("1e999999999") would build a billion-digit integer
+        return a or None
     try:
         f = Fraction(num)
+        # str() of an int over sys.get_int_max_str_digits() digits raises ValueError: then it stays text.
+        return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
     except (ValueError, ZeroDivisionError):
         return a or None
-    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"

@@ -5,6 +5,7 @@ Wang et al., "Self-Consistency Improves Chain of Thought Reasoning in Language M
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import ClassVar
@@ -41,6 +42,8 @@ class SelfConsistency:
     def __post_init__(self) -> None:
         if self.n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.temperature <= 0:
             raise ValueError(f"self-consistency needs temperature > 0 (got {self.temperature}); use greedy")
         if self.max_tokens < 1:
@@ -59,10 +62,11 @@ class SelfConsistency:
         charge(ledger, Role.GENERATOR, completions)
         cands = candidates_from(completions[0])
         trace.append({"event": "generate", "n": n, "seed": req.seed, "usage": completions[0].usage.to_dict()})
-        answer, counts, tie = majority_vote([c.answer for c in cands], rng)
-        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "answer": answer})
-        chosen = next((c for c in cands if c.answer is not None and normalize_answer(c.answer) == answer), None)
-        return Result(answer=answer, chosen=chosen, candidates=tuple(cands), ledger=ledger,
+        winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
+        # The vote compares normalised answers; the result reports the first winning sample's answer as written.
+        chosen = next((c for c in cands if c.answer is not None and normalize_answer(c.answer) == winner), None)
+        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands), ledger=ledger,
                       stop_reason="budget" if n < self.n_samples else "done", strategy="self-consistency",
                       trace=tuple(trace))
 
