@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from thinkscale.answers.cli import check_command
 from thinkscale.models.cli import app as models_app
 
 DEFAULT_SYSTEM = ("Solve the problem. Think step by step, then write the final answer as \\boxed{ANSWER}.")
@@ -23,6 +24,7 @@ DEFAULT_SYSTEM = ("Solve the problem. Think step by step, then write the final a
 app = typer.Typer(help="thinkscale: make a small local model think harder, and count what it costs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(models_app, name="models", help="List, pull, locate and verify GGUF models.")
+app.command("check")(check_command)
 
 err = Console(stderr=True)
 
