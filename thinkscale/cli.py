@@ -18,13 +18,17 @@ from rich.table import Table
 
 from thinkscale.answers.cli import check_command
 from thinkscale.models.cli import app as models_app
+from thinkscale.server.cli import serve as serve_command
+from thinkscale.verifiers.cli import app as train_app
 
 DEFAULT_SYSTEM = ("Solve the problem. Think step by step, then write the final answer as \\boxed{ANSWER}.")
 
 app = typer.Typer(help="thinkscale: make a small local model think harder, and count what it costs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(models_app, name="models", help="List, pull, locate and verify GGUF models.")
+app.command("serve")(serve_command)
 app.command("check")(check_command)
+app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
 
 err = Console(stderr=True)
 

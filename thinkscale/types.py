@@ -234,6 +234,8 @@ class Candidate:
     completion_tokens: int | None = None
     finish_reason: FinishReason | None = None
     parent: int | None = None
+    # the generator's per-token logprobs (Sample.logprobs), for confidence verifiers; None = not requested
+    logprobs: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

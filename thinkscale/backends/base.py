@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from thinkscale.types import Completion, GenRequest, Scored, ScoreRequest
+from thinkscale.types import Completion, GenRequest, Scored, ScoreRequest, Usage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class BackendError(RuntimeError):
@@ -31,6 +34,18 @@ class Capabilities:
     chat: bool = True
     raw_prompt: bool = True
     continue_final: bool = False
+    hidden_states: bool = False  # final-layer hidden state at the end of a prompt (features of a trained PRM)
+
+
+@dataclass(frozen=True)
+class HiddenStates:
+    """What ``hidden_states()`` returns: one row per request, in order, and what computing them cost.
+
+    ``vectors``: float32 array of shape ``(len(requests), n_embd)``, the model's final hidden state (after the
+    output norm, the input of the LM head) at the last token of each request's prompt + continuation."""
+
+    vectors: np.ndarray
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,11 @@ class BaseBackend:
 
     def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError(f"{type(self).__name__} cannot tokenize (capabilities.tokenize is False)")
+
+    def hidden_states(self, requests: Sequence[ScoreRequest]) -> HiddenStates:
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot return hidden states (capabilities.hidden_states is False); "
+            "use the embedded llama.cpp backend")
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

@@ -34,13 +34,23 @@ from pathlib import Path
 
 import numpy as np
 
-from thinkscale.backends.base import BackendError, BaseBackend, Cancelled, Capabilities, ModelInfo, check_requests
+from thinkscale.backends.base import (
+    BackendError,
+    BaseBackend,
+    Cancelled,
+    Capabilities,
+    HiddenStates,
+    ModelInfo,
+    check_requests,
+)
 from thinkscale.backends.chat_template import ChatTemplate
 from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
 log = logging.getLogger(__name__)
 
 _native: dict[str, object] = {}
+# Requests whose last tokens decode together in one hidden_states() batch (each holds a sequence id meanwhile).
+_HIDDEN_GROUP = 16
 
 
 def _llama():  # lazy: importing thinkscale must not load the native library
@@ -127,7 +137,8 @@ class _Active:
 class LlamaCppBackend(BaseBackend):
     """Embedded llama.cpp. ``model`` is a GGUF path (use ``thinkscale.models.resolve`` for catalog names)."""
 
-    capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True)
+    capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True,
+                                hidden_states=True)
 
     def __init__(self, model: str | os.PathLike[str], *, n_ctx: int = 16384, n_threads: int | None = None,
                  n_batch: int = 512, n_seq_max: int = 64, chat_template: str | None = None,
@@ -175,6 +186,7 @@ class LlamaCppBackend(BaseBackend):
         self.n_seq_max = n_seq_max
         self.n_params = int(L.llama_model_n_params(self._model))
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
+        self.n_embd = int(L.llama_model_n_embd_out(self._model))  # size of a hidden_states() row
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         self._lock = threading.RLock()
         self._cv = threading.Condition(self._lock)
@@ -194,10 +206,11 @@ class LlamaCppBackend(BaseBackend):
         self._template = ChatTemplate(src, bos_token=self._bos_text, eos_token=self._eos_text) if src else None
         if self._template is None:
             self.capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True,
-                                             chat=False, continue_final=False)
+                                             chat=False, continue_final=False, hidden_states=True)
         #: What this backend really computed, for tests and benchmarks (llama_decode inputs, not estimates).
         self.counters = {"decode_calls": 0, "tokens_decoded": 0, "prompt_tokens_decoded": 0,
-                         "sample_tokens_decoded": 0, "prompt_tokens_reused": 0, "evictions": 0}
+                         "sample_tokens_decoded": 0, "prompt_tokens_reused": 0, "evictions": 0,
+                         "hidden_states": 0}
         with open(path, "rb") as f:
             head = f.read(1 << 20)
         self._fingerprint = f"llamacpp:{hashlib.sha256(head).hexdigest()[:16]}:{path.stat().st_size}"
@@ -676,6 +689,85 @@ class LlamaCppBackend(BaseBackend):
                     prompt_tokens=len(full), cached_prompt_tokens=k, completion_tokens=0, calls=1,
                     seconds=time.perf_counter() - t0, flops=2.0 * self.n_params * computed)))
         return out
+
+    # ------------------------------------------------------------------ hidden states
+
+    def hidden_states(self, requests: Sequence[ScoreRequest]) -> HiddenStates:
+        """The model's final hidden state (after the output norm: the LM head's input) at the last token of each
+        request's prompt + continuation, as a float32 array ``(len(requests), n_embd)``: features for a trained PRM.
+
+        Tokens are those ``score()`` would compute (the rendered prompt, then the continuation tokenised on its own),
+        and prefixes are reused the same way. llama.cpp outputs *every* token of a batch while embeddings are on
+        (a logits row of n_vocab floats each), so each request's tokens but the last are computed with embeddings
+        off; then the last tokens of up to ``_HIDDEN_GROUP`` requests decode together in one batch with embeddings
+        on, and embeddings are switched off again before the lock is released: generation never sees them."""
+        L = self._L
+        if L.llama_pooling_type(self._ctx) != L.LLAMA_POOLING_TYPE_NONE:
+            raise NotImplementedError(f"{self.name}: hidden_states needs per-token embeddings (pooling NONE); "
+                                      "this model's GGUF asks for pooled embeddings")
+        fulls = []
+        for i, r in enumerate(requests):
+            if not isinstance(r, ScoreRequest):
+                raise TypeError(f"requests[{i}] is {type(r).__name__}, expected ScoreRequest")
+            cont = self._tokenize(r.continuation, add_special=False, parse_special=False)
+            full = self.tokenize(self.render(r.messages, r.prompt)) + cont
+            if len(full) > self.n_ctx:
+                raise ValueError(f"requests[{i}]: prompt + continuation ({len(full)} tokens) "
+                                 f"exceed n_ctx={self.n_ctx}")
+            fulls.append(full)
+        out = np.empty((len(fulls), self.n_embd), dtype=np.float32)
+        usage = Usage.zero()
+        with self._lock:
+            if self._closed:
+                raise BackendError("this LlamaCppBackend is closed")
+            for start in range(0, len(fulls), _HIDDEN_GROUP):
+                group = fulls[start:start + _HIDDEN_GROUP]
+                usage = usage + self._hidden_group(group, out[start:start + len(group)])
+        self.counters["hidden_states"] += len(fulls)
+        return HiddenStates(out, usage)
+
+    def _hidden_group(self, group: list[list[int]], out: np.ndarray) -> Usage:
+        """Fill ``out`` with the hidden states of ``group`` (caller holds the lock); return what it cost."""
+        L = self._L
+        t0 = time.perf_counter()
+        seqs: list[_KvSeq] = []
+        cached = computed = 0
+        try:
+            for full in group:
+                src, k = self._best_prefix(full)
+                k = min(k, len(full) - 1)  # the last token is always computed: its output is the hidden state
+                seq = self._new_seq(src, k)
+                seqs.append(seq)
+                self.counters["prompt_tokens_reused"] += k
+                cached += k
+                computed += len(full) - k
+                rest = full[k:-1]
+                if rest:
+                    self._prefill([(seq, rest, False)])
+            entries = [(full[-1], len(full) - 1, seq.seq_id, True) for full, seq in zip(group, seqs, strict=True)]
+            L.llama_set_embeddings(self._ctx, True)
+            try:
+                self._decode(entries)
+                self.counters["prompt_tokens_decoded"] += len(entries)
+                for i, (full, seq) in enumerate(zip(group, seqs, strict=True)):
+                    ptr = L.llama_get_embeddings_ith(self._ctx, i)
+                    if not ptr:
+                        raise BackendError(f"llama.cpp returned no embedding for output {i}")
+                    out[i] = np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
+                    seq.tokens.append(full[-1])
+                    seq.exclusive += 1
+            finally:
+                L.llama_set_embeddings(self._ctx, False)
+        except BaseException:
+            for seq in seqs:  # a failed decode leaves their token lists unreliable: forget them
+                seq.pinned -= 1
+                self._drop(seq)
+            raise
+        for seq in seqs:
+            seq.pinned -= 1  # stays cached (idle) for prefix reuse
+            seq.last_used = next(self._clock)
+        return Usage(prompt_tokens=sum(len(f) for f in group), cached_prompt_tokens=cached, completion_tokens=0,
+                     calls=len(group), seconds=time.perf_counter() - t0, flops=2.0 * self.n_params * computed)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -9,11 +9,14 @@ the test must see, never something to paper over by cycling the script.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from thinkscale.backends.base import BaseBackend, Capabilities, ModelInfo, check_requests
+import numpy as np
+
+from thinkscale.backends.base import BaseBackend, Capabilities, HiddenStates, ModelInfo, check_requests
 from thinkscale.types import Completion, GenRequest, Message, Sample, Scored, ScoreRequest, Usage
 
 
@@ -43,11 +46,13 @@ def render(messages: Sequence[Message] | None, prompt: str | None) -> str:
 
 
 class ScriptedBackend(BaseBackend):
-    capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True)
+    capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True,
+                                hidden_states=True)
 
     def __init__(self, script: Iterable[ScriptEntry] = (), *, n_params: int = 1_000_000,
                  score_fn: Callable[[str, str], tuple[float, ...]] | None = None,
-                 seconds_per_token: float = 0.0) -> None:
+                 seconds_per_token: float = 0.0,
+                 hidden_fn: Callable[[str, str], Sequence[float]] | None = None, n_embd: int = 8) -> None:
         self._script: list[ScriptEntry] = list(script)
         self._pos = 0
         self.requests: list[GenRequest] = []
@@ -57,6 +62,9 @@ class ScriptedBackend(BaseBackend):
         self._score_fn = score_fn
         self._seen_prompts: list[list[str]] = []
         self._seconds_per_token = seconds_per_token
+        self._hidden_fn = hidden_fn
+        self.n_embd = n_embd
+        self.hidden_requests: list[ScoreRequest] = []
 
     def enqueue(self, *entries: ScriptEntry) -> None:
         self._script.extend(entries)
@@ -128,6 +136,28 @@ class ScriptedBackend(BaseBackend):
                                               completion_tokens=0, calls=1, seconds=0.0,
                                               flops=2.0 * self.n_params * (len(pw) + len(toks)))))
         return out
+
+    def hidden_states(self, requests: Sequence[ScoreRequest]) -> HiddenStates:
+        """One vector per request: ``hidden_fn(prompt, continuation)`` when given, else ``n_embd`` numbers in
+        [-1, 1) drawn from a sha256 of the rendered prompt and continuation (same text, same vector). Usage is
+        counted like ``score``: the prompt's and the continuation's words."""
+        out = np.empty((len(requests), self.n_embd), dtype=np.float32)
+        usage = Usage.zero()
+        for i, r in enumerate(requests):
+            self.hidden_requests.append(r)
+            prompt = render(r.messages, r.prompt)
+            if self._hidden_fn is not None:
+                vec = np.asarray(self._hidden_fn(prompt, r.continuation), dtype=np.float32)
+                if vec.shape != (self.n_embd,):
+                    raise ValueError(f"hidden_fn returned shape {vec.shape}, expected ({self.n_embd},)")
+            else:
+                seed = int.from_bytes(hashlib.sha256(f"{prompt}\x00{r.continuation}".encode()).digest()[:8], "big")
+                vec = np.random.default_rng(seed).uniform(-1.0, 1.0, self.n_embd).astype(np.float32)
+            out[i] = vec
+            tw = words(prompt) + words(r.continuation)
+            usage = usage + Usage(prompt_tokens=len(tw), cached_prompt_tokens=self._cached(tw), completion_tokens=0,
+                                  calls=1, seconds=0.0, flops=2.0 * self.n_params * len(tw))
+        return HiddenStates(out, usage)
 
     def tokenize(self, text: str) -> list[int]:
         return [hash(w) & 0xFFFF for w in words(text)]

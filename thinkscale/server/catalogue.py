@@ -1,0 +1,174 @@
+"""Which strategies the server offers and how a request names one.
+
+The catalogue is read from the strategy registry (``thinkscale.strategies.base.REGISTRY``), so a strategy registered
+there shows up in ``/v1/models`` and becomes requestable with no change here. Strategy ids:
+
+- ``<name>``: a registered strategy with its default knobs (``greedy``, ``self-consistency``);
+- ``<name>-N`` or ``<alias>-N``: N sets the strategy's sample-count knob (the first of ``COUNT_KNOBS`` it has),
+  1 <= N <= ``max_count``; ``sc`` is short for ``self-consistency``, so ``sc-8`` is 8 voted samples.
+
+``reasoning_effort`` maps to a strategy id and a completion-token budget in units of the per-chain ``max_tokens``
+(``EFFORTS``), documented in the README and in ``/v1/models``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from thinkscale.server.errors import ApiError
+from thinkscale.strategies import base as strategies
+
+COUNT_KNOBS = ("n_samples", "beam_width", "n_candidates", "n_rollouts")
+ALIASES = {"sc": "self-consistency"}
+
+
+@dataclass(frozen=True)
+class Effort:
+    strategy: str  # a strategy id
+    budget_chains: int  # completion-token budget = budget_chains x per-chain max_tokens
+
+
+EFFORTS: dict[str, Effort] = {
+    "low": Effort("greedy", 1),
+    "medium": Effort("sc-4", 4),
+    "high": Effort("sc-16", 16),
+}
+# OpenAI's other effort names, so clients that send them get the nearest level instead of an error.
+EFFORT_ALIASES = {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    id: str  # as the client wrote it (canonical form), e.g. "sc-8"
+    name: str  # registry name, e.g. "self-consistency"
+    count: int | None  # N of "<name>-N"
+
+
+@dataclass(frozen=True)
+class KnobInfo:
+    name: str
+    type: type
+    default: Any
+
+
+class StrategyCatalogue:
+    def __init__(self, *, aliases: dict[str, str] | None = None, max_count: int = 64) -> None:
+        strategies._load_all()  # importing the strategy modules registers them (one list, in strategies.base)
+        self.registry = dict(strategies.REGISTRY)
+        self.aliases = {a: n for a, n in (ALIASES if aliases is None else aliases).items() if n in self.registry}
+        self.max_count = max_count
+
+    def names(self) -> list[str]:
+        return sorted(self.registry)
+
+    def knobs(self, name: str) -> dict[str, KnobInfo]:
+        factory = self.registry[name].factory
+        if not dataclasses.is_dataclass(factory):
+            return {}
+        hints = typing.get_type_hints(factory)
+        out = {}
+        for f in dataclasses.fields(factory):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            out[f.name] = KnobInfo(f.name, hints.get(f.name, object), default)
+        return out
+
+    def count_knob(self, name: str) -> str | None:
+        knobs = self.knobs(name)
+        return next((k for k in COUNT_KNOBS if k in knobs), None)
+
+    def grammar(self) -> str:
+        counted = [n for n in self.names() if self.count_knob(n)]
+        forms = [*self.names(), *(f"{n}-N" for n in counted),
+                 *(f"{a}-N" for a, n in sorted(self.aliases.items()) if n in counted)]
+        return f"{', '.join(forms)} (N = samples, 1..{self.max_count})"
+
+    def unknown(self, text: str, param: str) -> ApiError:
+        return ApiError(400, f"unknown strategy {text!r} in '{param}': this server offers "
+                             f"{', '.join(self.names())}; write one as {self.grammar()}; see GET /v1/models",
+                        param=param, code="unknown_strategy")
+
+    def parse(self, text: str, *, param: str) -> StrategyChoice:
+        name = self.aliases.get(text, text)
+        if name in self.registry:
+            return StrategyChoice(text, name, None)
+        m = re.fullmatch(r"(.+?)-(\d{1,6})", text)
+        if m is None:
+            raise self.unknown(text, param)
+        base, n = self.aliases.get(m.group(1), m.group(1)), int(m.group(2))
+        if base not in self.registry:
+            raise self.unknown(text, param)
+        if self.count_knob(base) is None:
+            raise ApiError(400, f"strategy {base!r} has no sample count: write it as {base!r} without '-{n}'",
+                           param=param, code="unknown_strategy")
+        if not 1 <= n <= self.max_count:
+            raise ApiError(400, f"{text!r}: the sample count must be in 1..{self.max_count}, got {n}",
+                           param=param, code="invalid_value")
+        return StrategyChoice(text, base, n)
+
+    def build(self, choice: StrategyChoice, knobs: dict[str, tuple[Any, str]]) -> Any:
+        """The strategy instance. ``knobs``: knob -> (value, the request field that set it, for errors). Knobs the
+        strategy does not have are skipped when they came from a generic field (temperature, top_p, max_tokens),
+        and are an error when the client named them in ``thinkscale.params``."""
+        known = self.knobs(choice.name)
+        kwargs: dict[str, Any] = {}
+        fields: dict[str, str] = {}
+        count = self.count_knob(choice.name)
+        if choice.count is not None and count is not None:
+            kwargs[count], fields[count] = choice.count, "model"
+        for k, (v, field) in knobs.items():
+            if k not in known:
+                if field.startswith("thinkscale.params"):
+                    raise ApiError(400, f"strategy {choice.name!r} has no knob {k!r}; its knobs are "
+                                        f"{', '.join(sorted(known)) or 'none'}", param=field, code="invalid_value")
+                continue
+            if not _fits(v, known[k].type):
+                raise ApiError(400, f"knob {k!r} of {choice.name!r} must be {_type_name(known[k].type)}, "
+                                    f"got {v!r}", param=field, code="invalid_value")
+            kwargs[k], fields[k] = v, field
+        try:
+            return self.registry[choice.name].factory(**kwargs)
+        except (ValueError, TypeError) as e:
+            msg = str(e)
+            blamed = next((fields[k] for k in sorted(fields, key=len, reverse=True) if k in msg), "model")
+            raise ApiError(400, f"{choice.name}: {msg}", param=blamed, code="invalid_value") from None
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.names():
+            info = self.registry[name]
+            out.append({
+                "name": name,
+                "summary": info.summary,
+                "paper": info.paper,
+                "ids": [name] + ([f"{name}-N"] + [f"{a}-N" for a, n in self.aliases.items() if n == name]
+                                 if self.count_knob(name) else []),
+                "count_knob": self.count_knob(name),
+                "knobs": {k.name: {"type": _type_name(k.type), "default": _jsonable(k.default)}
+                          for k in self.knobs(name).values()},
+            })
+        return out
+
+
+def _fits(v: Any, t: Any) -> bool:
+    if t is bool:
+        return isinstance(v, bool)
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t is float:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if t is str:
+        return isinstance(v, str)
+    return False  # enums, callables, nested objects: not settable over HTTP
+
+
+def _type_name(t: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(t, "not settable")
+
+
+def _jsonable(v: Any) -> Any:
+    return v if isinstance(v, int | float | str | bool) or v is None else repr(v)

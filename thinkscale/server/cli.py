@@ -1,0 +1,89 @@
+"""``thinkscale serve``: load a model and serve the OpenAI-compatible API (registered in thinkscale/cli.py).
+
+Imports of FastAPI, uvicorn and llama.cpp happen inside the command, so ``thinkscale --help`` stays fast."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class EffortLevel(enum.StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="Catalog name (see `thinkscale models list`) or a .gguf path.")]
+    = "qwen2.5-coder-0.5b",
+    host: Annotated[str, typer.Option(help="Interface to bind. The default is reachable from this machine only.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(envvar="THINKSCALE_API_KEY", show_envvar=True,
+                                                help="Require 'Authorization: Bearer KEY' on /v1 and /metrics.")]
+    = None,
+    served_model_name: Annotated[str | None, typer.Option(help="The model id clients send (default: the catalog "
+                                                          "name, or the .gguf file's stem).")] = None,
+    max_concurrency: Annotated[int, typer.Option(help="Requests running at once; their backend calls decode "
+                                                 "together in one batch.")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot; beyond that, 429 + Retry-After.")]
+    = 64,
+    max_tokens: Annotated[int, typer.Option(help="Completion-token budget per request (per choice), hidden "
+                                            "reasoning included.")] = 16384,
+    default_max_tokens: Annotated[int, typer.Option(help="Tokens per chain of thought when a request sets no "
+                                                    "max_tokens.")] = 512,
+    default_effort: Annotated[EffortLevel, typer.Option(help="reasoning_effort for requests that name no "
+                                                        "strategy.")] = EffortLevel.medium,
+    system_prompt: Annotated[str | None, typer.Option(help="Prepended when a request has no system message "
+                                                      "(default: ask for the final answer as \\boxed{}, so it can "
+                                                      "be extracted; '' sends messages unchanged).")] = None,
+    n_ctx: Annotated[int, typer.Option(help="llama.cpp context (KV cells shared by all running sequences).")]
+    = 16384,
+    request_timeout: Annotated[float, typer.Option(help="Seconds before a request's work is cancelled (504).")]
+    = 600.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve MODEL over an OpenAI-compatible API: the model thinks privately, the answer is the content."""
+    from thinkscale.backends import load_backend
+    from thinkscale.backends.base import BackendError
+    from thinkscale.cli import DEFAULT_SYSTEM, _fail
+    from thinkscale.models import ModelError
+    from thinkscale.server.app import create_app
+    from thinkscale.server.engine import ServeEngine, ServerLimits
+    from thinkscale.server.runner import serve_forever
+
+    try:
+        limits = ServerLimits(max_concurrency=max_concurrency, max_queue=max_queue, max_tokens_per_request=max_tokens,
+                              default_max_tokens=min(default_max_tokens, max_tokens),
+                              request_timeout_s=request_timeout)
+    except ValueError as e:
+        _fail(str(e))
+    if host not in LOOPBACK and not api_key:
+        typer.echo(f"warning: binding {host} without --api-key: anyone who can reach this port can use the model",
+                   err=True)
+    name = served_model_name or (Path(model).stem if model.endswith(".gguf") else model)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # enough sequences for every running request's samples; more wait inside the backend, they are not lost
+        backend = load_backend(model, n_ctx=n_ctx, n_seq_max=min(256, max(64, 16 * max_concurrency)))
+    except (ModelError, BackendError, ValueError) as e:
+        _fail(str(e), 1)
+    try:
+        engine = ServeEngine(backend, name, default_effort=default_effort.value,
+                             system_prompt=DEFAULT_SYSTEM if system_prompt is None else system_prompt)
+    except ValueError as e:
+        backend.close()
+        _fail(str(e))
+    try:
+        serve_forever(create_app(engine, api_key=api_key, limits=limits), host=host, port=port,
+                      log_level=log_level)
+    finally:
+        engine.close()
+        backend.close()
