@@ -119,13 +119,7 @@ def _backend(model: str, base_url: str | None, *, quiet: bool) -> Any:
 
 def result_payload(result: Any, *, model: str, show_reasoning: bool) -> dict[str, Any]:
     total = result.ledger.total()
-    samples = []
-    for c in result.candidates:
-        s: dict[str, Any] = {"answer": c.answer, "completion_tokens": c.completion_tokens,
-                             "finish_reason": c.finish_reason}
-        if show_reasoning:
-            s["text"] = c.text
-        samples.append(s)
+    samples = [c.summary(with_text=show_reasoning) for c in result.candidates]
     wall = result.ledger.elapsed_seconds()
     return {
         "answer": result.answer,

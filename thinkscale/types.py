@@ -240,6 +240,14 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self, *, with_text: bool) -> dict[str, Any]:
+        """What a user sees of a candidate (CLI JSON, server extension): its text only when reasoning is shown."""
+        out: dict[str, Any] = {"answer": self.answer, "completion_tokens": self.completion_tokens,
+                               "finish_reason": self.finish_reason}
+        if with_text:
+            out["text"] = self.text
+        return out
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -432,13 +432,7 @@ def choice_extension(o: Outcome, *, reveal: bool) -> dict[str, Any]:
     """The per-choice ``thinkscale`` object: how the answer was decided. Candidate texts only when revealed."""
     r = o.result
     votes = next((e.get("counts") for e in r.trace if e.get("event") == "vote"), None)
-    cands = []
-    for c in r.candidates:
-        d: dict[str, Any] = {"answer": c.answer, "completion_tokens": c.completion_tokens,
-                             "finish_reason": c.finish_reason}
-        if reveal:
-            d["text"] = c.text
-        cands.append(d)
+    cands = [c.summary(with_text=reveal) for c in r.candidates]
     return {"strategy": r.strategy, "stop_reason": r.stop_reason, "answer": r.answer,
             "answer_extracted": o.answer_extracted, "n_candidates": len(r.candidates), "votes": votes,
             "candidates": cands}
