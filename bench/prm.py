@@ -133,7 +133,7 @@ def safe_auroc(labels: list[bool], scores: list[float]) -> float | None:
 
 
 def summarise(records: list[dict[str, Any]], prm_meta: dict[str, Any], args: argparse.Namespace,
-              train_rows: int, test_wall_per_problem: float | None) -> dict[str, Any]:
+              train_rows: int, test_runs: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(records)
     names = list(records[0]["methods"]) if records else []
     acc = {m: sum(r["methods"][m]["correct"] for r in records) / n for m in names} if n else {}
@@ -154,9 +154,11 @@ def summarise(records: list[dict[str, Any]], prm_meta: dict[str, Any], args: arg
     cost = prm_meta.get("labelling_cost", {})
     train_problems = prm_meta.get("data", {}).get("problems") or train_rows
     # wall time per problem with --workers problems in flight (per-problem latencies overlap, so their sum is not it)
-    this_run = prm_meta.get("labelled_this_run", {})
-    per_train = this_run["wall_seconds"] / this_run["problems"] if this_run.get("problems") else None
-    per_test = test_wall_per_problem
+    runs = prm_meta.get("labelling_runs", [])
+    n_runs = sum(r["problems"] for r in runs)
+    per_train = sum(r["wall_seconds"] for r in runs) / n_runs if n_runs else None
+    n_test = sum(r["problems"] for r in test_runs)
+    per_test = sum(r["wall_seconds"] for r in test_runs) / n_test if n_test else None
     projection = None
     if per_train is not None and per_test is not None:
         projection = {"train_problems": args.project_train, "test_problems": args.project_test,
@@ -165,6 +167,8 @@ def summarise(records: list[dict[str, Any]], prm_meta: dict[str, Any], args: arg
     return {
         "model": prm_meta.get("model", {}).get("name"), "test_problems": n, "n_samples": args.n,
         "accuracy": acc, "mean_tokens_per_problem": tokens,
+        "samples_cut_at_max_tokens": (sum(f == "length" for r in records for f in r["finish_reason"])
+                                      / sum(len(r["finish_reason"]) for r in records)) if records else None,
         "prm": {"heldout_step_auroc": prm_meta.get("heldout_auroc"), "metrics": prm_meta.get("metrics"),
                 "label_stats": prm_meta.get("label_stats", {}).get("all"), "train_problems": train_problems},
         "test_outcome_auroc": outcome_auroc,
@@ -229,14 +233,18 @@ def main() -> None:
     test_rows = seeded_subset(load_rows(test_path), args.test_problems, args.seed)
     header = {"model": backend.info().fingerprint, "n": args.n, "max_tokens": args.max_tokens,
               "temperature": args.temperature, "seed": args.seed, "test_data": str(test_path),
-              "prm_sha256": hashlib.sha256(Path(prm_path).read_bytes()).hexdigest()}
+              # the head decides the scores; the metadata changes with every (resumed) run
+              "prm_head_sha256": hashlib.sha256(json.dumps(TrainedPRM.read(prm_path)["head"],
+                                                           sort_keys=True).encode()).hexdigest()}
     results_path = args.out / "test.jsonl"
     done: dict[str, dict[str, Any]] = {}
+    test_runs: list[dict[str, Any]] = []  # {"run": ...} lines: wall time of each run, across resumed runs
     if results_path.is_file():
         lines = [json.loads(x) for x in results_path.read_text().splitlines() if x.strip()]
         if lines and lines[0].get("header") != header:
             sys.exit(f"{results_path} was written with other settings or another PRM; delete it or use another --out")
-        done = {r["id"]: r for r in lines[1:]}
+        done = {r["id"]: r for r in lines[1:] if "run" not in r}
+        test_runs = [r["run"] for r in lines[1:] if "run" in r]
     else:
         results_path.write_text(json.dumps({"header": header}) + "\n")
     problems = [row_problem(row) for row in test_rows]
@@ -258,9 +266,13 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.test_workers) as pool:
         for future in [pool.submit(one, p) for p in todo]:
             future.result()
-    test_wall = time.perf_counter() - t_test
+    if todo:
+        run = {"problems": len(todo), "wall_seconds": time.perf_counter() - t_test, "workers": args.test_workers}
+        test_runs.append(run)
+        with open(results_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"run": run}) + "\n")
     records = [done[p.id] for p in problems]
-    summary = summarise(records, prm.metadata, args, train_rows, test_wall / len(todo) if todo else None)
+    summary = summarise(records, prm.metadata, args, train_rows, test_runs)
     summary["wall_seconds_this_run"] = time.perf_counter() - t_start
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: summary[k] for k in ("accuracy", "prm", "test_outcome_auroc", "seconds", "projection")},

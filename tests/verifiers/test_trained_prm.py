@@ -231,6 +231,8 @@ def test_train_prm_end_to_end_on_the_fake(tmp_path):
     calls = fake.calls
     meta2 = train_prm(fake, rows(8), tmp_path / "prm.json", cfg=cfg, heldout_fraction=0.25, c=1.0)
     assert fake.calls == calls and meta2["heldout_auroc"] == 1.0
+    assert meta2["labelled_this_run"]["problems"] == 0
+    assert [r["problems"] for r in meta2["labelling_runs"]] == [8]  # the first run's wall time is kept
     with pytest.raises(ValueError, match="other settings"):
         train_prm(fake, rows(8), tmp_path / "prm.json", cfg=LabelConfig(rollouts=3))
 

@@ -225,12 +225,14 @@ def step_features(problem: Problem, steps: Sequence[LabelledStep], backend: Feat
 # ---------------------------------------------------------------------- resumable labelling
 
 class StepCache:
-    """``<out>.steps.jsonl``: a header line with the settings, then one line per labelled problem."""
+    """``<out>.steps.jsonl``: a header line with the settings, then one line per labelled problem, and after each run
+    that labelled something a ``{"run": {...}}`` line with its wall time (for cost estimates across resumed runs)."""
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = path
         self.header = header
         self.done: dict[str, dict[str, Any]] = {}
+        self.runs: list[dict[str, Any]] = []
         if path.is_file():
             with open(path, encoding="utf-8") as f:
                 lines = [json.loads(line) for line in f if line.strip()]
@@ -238,10 +240,18 @@ class StepCache:
                 raise ValueError(f"{path} holds labels made with other settings ({lines[0].get('header')}); "
                                  "delete it or write the PRM to another --out")
             for rec in lines[1:]:
-                self.done[rec["problem_id"]] = rec
+                if "run" in rec:
+                    self.runs.append(rec["run"])
+                else:
+                    self.done[rec["problem_id"]] = rec
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"header": header}) + "\n")
+
+    def add_run(self, run: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"run": run}) + "\n")
+        self.runs.append(run)
 
     def add(self, rec: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -337,6 +347,8 @@ def train_prm(backend: FeatureBackend, rows: Sequence[dict[str, Any]], out: str 
             for future in [pool.submit(label_one, p) for p in todo]:
                 future.result()
     label_wall = time.perf_counter() - t_label
+    if todo:
+        cache.add_run({"problems": len(todo), "wall_seconds": label_wall, "workers": workers})
 
     ids = [p.id for p in problems]
     shuffled = list(ids)
@@ -386,6 +398,8 @@ def train_prm(backend: FeatureBackend, rows: Sequence[dict[str, Any]], out: str 
         "labelling_cost": {"seconds": seconds, "by_role": usage},  # seconds: summed per-problem latency
         "labelled_this_run": {"problems": len(todo), "wall_seconds": label_wall, "workers": workers,
                               "problems_before": done_before},
+        # every run that labelled problems (with its --workers): wall seconds per problem across resumed runs
+        "labelling_runs": cache.runs,
         "wall_seconds_this_run": time.perf_counter() - t_start,
     }
     TrainedPRM(backend=backend, head=head, metadata=meta, step_separator=cfg.step_separator,
