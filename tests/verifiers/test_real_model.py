@@ -11,6 +11,15 @@ from thinkscale.verifiers.trained_prm import LogisticHead, TrainedPRM
 
 pytestmark = pytest.mark.model
 
+
+@pytest.fixture(autouse=True)
+def _leave_the_shared_backend_clean(llama_backend):
+    """The session's backend is shared with other suites: leave no cached sequences behind. (Sampling at T > 0 can
+    differ by a token when other cached sequences change how much KV llama.cpp attends over, which makes
+    same-seed checks elsewhere depend on what ran before them.)"""
+    yield
+    llama_backend.clear_cache()
+
 Q = (Message("user", "Tom has 3 apples and buys 4 more. How many apples does he have?"),)
 PREFIX = "Tom starts with 3 apples."
 LONGER = PREFIX + "\n\nHe buys 4 more, so 3 + 4 = 7."
