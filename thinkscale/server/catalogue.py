@@ -13,10 +13,9 @@ there shows up in ``/v1/models`` and becomes requestable with no change here. St
 
 from __future__ import annotations
 
-import dataclasses
+import enum
 import math
 import re
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,16 +48,9 @@ class StrategyChoice:
     count: int | None  # N of "<name>-N"
 
 
-@dataclass(frozen=True)
-class KnobInfo:
-    name: str
-    type: type
-    default: Any
-
-
 class StrategyCatalogue:
     def __init__(self, *, aliases: dict[str, str] | None = None, max_count: int = 64) -> None:
-        strategies._load_all()  # importing the strategy modules registers them (one list, in strategies.base)
+        strategies.load_all()  # importing the strategy modules registers them (one list, in strategies.base)
         self.registry = dict(strategies.REGISTRY)
         self.aliases = {a: n for a, n in (ALIASES if aliases is None else aliases).items() if n in self.registry}
         self.max_count = max_count
@@ -66,16 +58,10 @@ class StrategyCatalogue:
     def names(self) -> list[str]:
         return sorted(self.registry)
 
-    def knobs(self, name: str) -> dict[str, KnobInfo]:
-        factory = self.registry[name].factory
-        if not dataclasses.is_dataclass(factory):
-            return {}
-        hints = typing.get_type_hints(factory)
-        out = {}
-        for f in dataclasses.fields(factory):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            out[f.name] = KnobInfo(f.name, hints.get(f.name, object), default)
-        return out
+    def knobs(self, name: str) -> dict[str, strategies.KnobInfo]:
+        if name not in self.registry:
+            raise KeyError(name)
+        return strategies.knobs(name)
 
     def count_knob(self, name: str) -> str | None:
         knobs = self.knobs(name)
@@ -163,10 +149,14 @@ def _fits(v: Any, t: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     if t is str:
         return isinstance(v, str)
-    return False  # enums, callables, nested objects: not settable over HTTP
+    if isinstance(t, type) and issubclass(t, enum.Enum):
+        return isinstance(v, str) and v in {str(m.value) for m in t}  # the strategy turns the value into the member
+    return False  # optional values, callables, nested objects: not settable over HTTP
 
 
 def _type_name(t: Any) -> str:
+    if isinstance(t, type) and issubclass(t, enum.Enum):
+        return "one of " + ", ".join(repr(str(m.value)) for m in t)
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(t, "not settable")
 
 

@@ -2,12 +2,25 @@
 
 A strategy is a frozen dataclass of knobs with ``run(problem, backend, budget, *, rng) -> Result``. It charges every
 backend call to the ledger, never spends past the Budget (it stops early with ``stop_reason="budget"``), draws all
-randomness from ``rng``, and returns every candidate with a JSON-serialisable trace.
+randomness from ``rng``, and returns every candidate with a JSON-serialisable trace. Its ``budget_knob`` ClassVar
+names the knob a budget sweep varies.
+
+Strategies are named by a spec (``build_strategy``), the one grammar the CLI, the server and the eval harness share::
+
+    spec  := NAME | NAME ":" knob ("," knob)*        e.g.  best-of-n:verifier=pyes,n_samples=8
+    knob  := KNOB "=" VALUE                          VALUE is parsed by the knob's declared type:
+                                                     int, float (finite), bool (true/false/yes/no/1/0),
+                                                     str, an Enum's value, "none" for an optional knob
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
 import random
+import types
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +33,8 @@ from thinkscale.types import Budget, Candidate, Completion, Ledger, Problem, Rol
 
 class Strategy(Protocol):
     name: ClassVar[str]
+    # the knob a budget sweep sets (n_samples, max_rounds, ...): the eval harness varies it
+    budget_knob: ClassVar[str]
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Any: ...
 
@@ -47,21 +62,198 @@ def register(name: str, summary: str, paper: str):
 
 
 def get_strategy(name: str) -> StrategyInfo:
-    _load_all()
+    load_all()
     try:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(sorted(REGISTRY))}") from None
 
 
-def _load_all() -> None:
-    # Importing the modules registers them; one place lists them all.
+def load_all() -> None:
+    """Import every strategy module, which registers it. This is the one list of strategy modules."""
     from thinkscale.strategies import greedy, self_consistency  # noqa: F401
 
 
+# ---------------------------------------------------------------------- knobs and specs
+
+
+@dataclass(frozen=True)
+class KnobInfo:
+    """One knob of a strategy: a field of its dataclass. ``type`` is the resolved annotation (``int``, ``float``,
+    ``bool``, ``str``, an Enum class, ``X | None``, or something that cannot be written as text); ``default`` is
+    None when the knob has none (then ``required`` is True)."""
+
+    name: str
+    type: Any
+    default: Any
+    required: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+def knobs(name: str) -> dict[str, KnobInfo]:
+    """The knobs of the strategy registered as ``name``, in declaration order (its dataclass fields)."""
+    factory = get_strategy(name).factory
+    if not dataclasses.is_dataclass(factory):
+        return {}
+    hints = typing.get_type_hints(factory)
+    out = {}
+    for f in dataclasses.fields(factory):
+        if f.default is not dataclasses.MISSING:
+            default, required = f.default, False
+        elif f.default_factory is not dataclasses.MISSING:
+            default, required = f.default_factory(), False
+        else:
+            default, required = None, True
+        out[f.name] = KnobInfo(f.name, hints.get(f.name, object), default, required)
+    return out
+
+
+def _optional_inner(t: Any) -> Any | None:
+    """``X`` for an annotation ``X | None`` (one non-None member), else None."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(t) if a is not type(None)]
+        if len(members) == 1 and len(typing.get_args(t)) == 2:
+            return members[0]
+    return None
+
+
+def type_name(t: Any) -> str:
+    """How a knob's type is shown to users (CLI help, errors)."""
+    inner = _optional_inner(t)
+    if inner is not None:
+        return f"{type_name(inner)} or none"
+    if isinstance(t, type) and issubclass(t, enum.Enum):
+        return "|".join(str(m.value) for m in t)
+    return {bool: "bool", int: "int", float: "float", str: "str"}.get(t, "not settable as text")
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def coerce_knob(strategy: str, knob: KnobInfo, value: Any) -> Any:
+    """``value`` as the knob's declared type. Strings are parsed (``"8"`` -> 8, ``"true"`` -> True, an Enum's
+    value -> the member, ``"none"`` -> None for an optional knob); other values must already have the type (an int
+    is accepted for a float). Raises ValueError naming the strategy, the knob and what it accepts."""
+    t = knob.type
+
+    def bad(why: str = "") -> ValueError:
+        return ValueError(f"knob {knob.name!r} of strategy {strategy!r} must be {type_name(t)}, got {value!r}"
+                          + (f" ({why})" if why else ""))
+
+    inner = _optional_inner(t)
+    if inner is not None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        t = inner
+    if isinstance(t, type) and issubclass(t, enum.Enum):
+        if isinstance(value, t):
+            return value
+        if isinstance(value, str):
+            for m in t:
+                if str(m.value) == value.strip():
+                    return m
+        raise bad()
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("write true or false")
+    if t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad("not an integer") from None
+        raise bad()
+    if t is float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad("not a number") from None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise bad("not a finite number")
+            return float(value)
+        raise bad()
+    if t is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    raise ValueError(f"knob {knob.name!r} of strategy {strategy!r} has type {t!r}, which cannot be set this way; "
+                     "construct the strategy in Python instead")
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """Split ``name`` or ``name:knob=value,knob=value`` into the name and the knob strings (not yet coerced)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("the strategy spec is empty: write NAME or NAME:KNOB=VALUE,KNOB=VALUE")
+    name, sep, rest = spec.strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"strategy spec {spec!r} has no strategy name before ':'")
+    values: dict[str, str] = {}
+    if sep:
+        if not rest.strip():
+            raise ValueError(f"strategy spec {spec!r} has nothing after ':'; write {name}:KNOB=VALUE,... "
+                             f"or just {name}")
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not eq or not key:
+                raise ValueError(f"strategy spec {spec!r}: {item.strip()!r} is not KNOB=VALUE")
+            if not value:
+                raise ValueError(f"strategy spec {spec!r}: knob {key!r} has an empty value")
+            if key in values:
+                raise ValueError(f"strategy spec {spec!r} sets knob {key!r} twice")
+            values[key] = value
+    return name, values
+
+
+def resolve_knobs(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Check ``values`` against the knobs of strategy ``name`` and coerce each to its type (see ``coerce_knob``)."""
+    known = knobs(name)
+    out = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"strategy {name!r} has no knob {key!r}; its knobs are "
+                             f"{', '.join(known) or 'none'}")
+        out[key] = coerce_knob(name, known[key], value)
+    return out
+
+
+def build_strategy(spec: str, **overrides: Any) -> Any:
+    """The strategy a spec names, with its knobs set.
+
+    ``spec`` is ``NAME`` or ``NAME:KNOB=VALUE,KNOB=VALUE`` (``best-of-n:verifier=pyes,n_samples=8``); values are
+    parsed by the knob's declared type (``coerce_knob``). ``overrides`` set knobs too (typed values or strings) and
+    win over the spec. Unknown strategies and knobs, and values that do not parse or that the strategy refuses,
+    raise ValueError naming them.
+    """
+    name, values = parse_spec(spec)
+    kwargs = resolve_knobs(name, {**values, **overrides})
+    try:
+        return get_strategy(name).factory(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"strategy {name!r}: {e}") from None
+
+
+def budget_knob(name: str) -> str | None:
+    """The knob a budget sweep sets for strategy ``name`` (its ``budget_knob`` ClassVar), None if it has none."""
+    return getattr(get_strategy(name).factory, "budget_knob", None)
+
+
 def candidates_from(completion: Completion) -> list[Candidate]:
+    """One Candidate per sample, with its extracted answer and (when requested) the generator's logprobs."""
     return [Candidate(text=s.text, answer=extract_answer(s.text), completion_tokens=s.completion_tokens,
-                      finish_reason=s.finish_reason) for s in completion.samples]
+                      finish_reason=s.finish_reason, logprobs=s.logprobs) for s in completion.samples]
 
 
 def charge(ledger: Ledger, role: Role, completions: Sequence[Completion]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 from thinkscale.backends.base import Backend
 from thinkscale.strategies.base import candidates_from, charge, register
@@ -18,6 +19,8 @@ class Greedy:
 
     >>> Greedy(max_tokens=256).run(problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
     """
+
+    budget_knob: ClassVar[str] = "max_tokens"
 
     max_tokens: int = 512
 

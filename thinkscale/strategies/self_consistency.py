@@ -33,6 +33,7 @@ class SelfConsistency:
     """
 
     prefix_consistent: ClassVar[bool] = True
+    budget_knob: ClassVar[str] = "n_samples"
 
     n_samples: int = 8
     temperature: float = 0.7
