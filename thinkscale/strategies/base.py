@@ -71,7 +71,15 @@ def get_strategy(name: str) -> StrategyInfo:
 
 def load_all() -> None:
     """Import every strategy module, which registers it. This is the one list of strategy modules."""
-    from thinkscale.strategies import greedy, self_consistency  # noqa: F401
+    from thinkscale.strategies import (  # noqa: F401
+        best_of_n,
+        budget_forcing,
+        greedy,
+        rsa,
+        self_consistency,
+        self_refine,
+        weighted_sc,
+    )
 
 
 # ---------------------------------------------------------------------- knobs and specs
@@ -273,11 +281,43 @@ def majority_vote(answers: Sequence[str | None], rng: random.Random) -> tuple[st
 
 
 def affordable_samples(budget: Budget, ledger: Ledger, wanted: int, max_tokens: int) -> int:
-    """How many samples of ``max_tokens`` each fit in what is left of the budget (worst case), up to ``wanted``."""
+    """How many samples of ``max_tokens`` each fit in what is left of the budget (worst case), up to ``wanted``.
+    Zero when no call is left or the time is up."""
     n = wanted
     rem = budget.remaining_completion_tokens(ledger)
     if rem is not None:
         n = min(n, max(0, rem) // max_tokens)
-    if budget.max_calls is not None and ledger.total().calls >= budget.max_calls:
+    if not fits(budget, ledger, completion_tokens=0, calls=1):
         n = 0
     return n
+
+
+def remaining_calls(budget: Budget, ledger: Ledger) -> int | None:
+    """Backend calls (of every role) left in the budget; None = no limit."""
+    if budget.max_calls is None:
+        return None
+    return max(0, budget.max_calls - ledger.total().calls)
+
+
+def fits(budget: Budget, ledger: Ledger, *, completion_tokens: int, calls: int = 1) -> bool:
+    """Whether a step that may generate up to ``completion_tokens`` (worst case) and charge ``calls`` calls still
+    fits in the budget, with time left to start it. A strategy checks this before every backend call."""
+    rem = budget.remaining_completion_tokens(ledger)
+    if rem is not None and completion_tokens > rem:
+        return False
+    left = remaining_calls(budget, ledger)
+    if left is not None and calls > left:
+        return False
+    return budget.max_seconds is None or ledger.elapsed_seconds() < budget.max_seconds
+
+
+def new_seed(rng: random.Random) -> int:
+    """A GenRequest seed drawn from the caller's rng (so one rng seed replays a whole run)."""
+    return rng.randrange(2**31 - 1)
+
+
+def chosen_by_vote(candidates: Sequence[Candidate], winner: str | None) -> Candidate | None:
+    """The first candidate whose normalised answer is the vote's ``winner`` (None when nobody answered)."""
+    if winner is None:
+        return None
+    return next((c for c in candidates if c.answer is not None and normalize_answer(c.answer) == winner), None)

@@ -1,0 +1,144 @@
+"""Recursive self-aggregation (RSA): keep a population of N solutions; each round, N new solutions are written, each
+by showing the model K members drawn from the current population and asking for one improved solution; after T rounds
+the answer is the majority over the last population.
+
+Venkatraman et al., "Recursive Self-Aggregation Unlocks Deep Thinking in Large Language Models",
+https://arxiv.org/abs/2509.26626
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.strategies.base import (
+    candidates_from,
+    charge,
+    chosen_by_vote,
+    fits,
+    majority_vote,
+    new_seed,
+    register,
+)
+from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
+from thinkscale.verifiers.base import problem_text
+
+DEFAULT_AGGREGATION_PROMPT = (
+    "Problem:\n{problem}\n\nHere are {k} candidate solutions to this problem. Some of them may be wrong, and they "
+    "may disagree.\n\n{solutions}\n\nCheck them against each other and against the problem, keep the correct "
+    "reasoning and fix the mistakes, and write one complete, correct solution. End with the final answer in the "
+    "form \\boxed{{ANSWER}}.")
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{problem\}|\{solutions\}|\{k\}")
+
+
+def aggregation_messages(problem: Problem, members: list[str], template: str) -> tuple[Message, ...]:
+    """The problem's system messages, then one user turn with the problem and the members (numbered)."""
+    fill = {"{problem}": problem_text(problem), "{k}": str(len(members)), "{{": "{", "}}": "}",
+            "{solutions}": "\n\n".join(f"Solution {i}:\n{text.strip()}" for i, text in enumerate(members, 1))}
+    # one pass over the template, so braces inside the problem or the solutions are never substituted
+    user = _PLACEHOLDER.sub(lambda m: fill[m.group(0)], template)
+    return (*(m for m in problem.messages if m.role == "system"), Message("user", user))
+
+
+@register("rsa", "recursive self-aggregation: N chains, T rounds of N re-solutions each from K sampled members; "
+          "majority over the last round", "https://arxiv.org/abs/2509.26626")
+@dataclass(frozen=True)
+class RecursiveSelfAggregation:
+    """Args:
+        population: N, the solutions kept per round. The budget knob.
+        aggregation_size: K, members shown in each aggregation prompt (distinct, drawn by ``rng``); 1 <= K <= N.
+        rounds: T, aggregation rounds after the first population (0 = plain majority vote over N samples).
+        max_tokens: completion tokens per solution; temperature, top_p: sampling knobs.
+        aggregation_prompt: the user turn; ``{problem}``, ``{solutions}`` and ``{k}`` are replaced, ``{{``/``}}``
+            are literal braces.
+
+    Budget: the first population is one call of N samples; each round is one batched call of N requests (N calls),
+    needing ``N * max_tokens`` completion tokens in the worst case. A round starts only if all of it fits, so a
+    population is never cut in half; when the budget stops it early the answer is the majority over the last whole
+    population and ``stop_reason="budget"``. If even the first population does not fit, as many samples as fit are
+    voted on, with no aggregation.
+
+    >>> RecursiveSelfAggregation(population=8, aggregation_size=3, rounds=2).run(  # doctest: +SKIP
+    ...     problem, backend, Budget(max_completion_tokens=8 * 3 * 512), rng=random.Random(0))
+    """
+
+    budget_knob: ClassVar[str] = "population"
+
+    population: int = 8
+    aggregation_size: int = 3
+    rounds: int = 2
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    aggregation_prompt: str = DEFAULT_AGGREGATION_PROMPT
+
+    def __post_init__(self) -> None:
+        for knob, low in (("population", 1), ("aggregation_size", 1), ("rounds", 0), ("max_tokens", 1)):
+            v = getattr(self, knob)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"{knob} must be an integer >= {low}, got {v!r}")
+        if self.aggregation_size > self.population:
+            raise ValueError(f"aggregation_size ({self.aggregation_size}) cannot exceed population "
+                             f"({self.population}): each prompt shows K distinct members")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0 (a population at 0 is N copies), "
+                             f"got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if "{solutions}" not in self.aggregation_prompt:
+            raise ValueError("aggregation_prompt must contain {solutions}")
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        ledger = Ledger()
+        trace: list[dict[str, Any]] = []
+        n = self.population
+        stop: StopReason = "done"
+        rem = budget.remaining_completion_tokens(ledger)
+        first = n if rem is None else min(n, max(0, rem) // self.max_tokens)
+        if first == 0 or not fits(budget, ledger, completion_tokens=first * self.max_tokens, calls=1):
+            trace.append({"event": "stop", "reason": "budget allows no sample"})
+            return Result(None, None, (), ledger, "budget", "rsa", tuple(trace))
+        req = GenRequest(messages=problem.messages, n=first, temperature=self.temperature, top_p=self.top_p,
+                         max_tokens=self.max_tokens, seed=new_seed(rng))
+        completions = backend.generate([req])
+        charge(ledger, Role.GENERATOR, completions)
+        current = candidates_from(completions[0])
+        everyone: list[Candidate] = list(current)
+        trace.append({"event": "populate", "n": first, "seed": req.seed, "usage": completions[0].usage.to_dict()})
+        rounds_done = 0
+        if first < n:
+            stop = "budget"
+            trace.append({"event": "stop", "reason": f"budget allows {first} of {n} first samples; no aggregation"})
+        else:
+            for round_ in range(1, self.rounds + 1):
+                if not fits(budget, ledger, completion_tokens=n * self.max_tokens, calls=n):
+                    stop = "budget"
+                    trace.append({"event": "stop", "reason": f"budget cannot pay for round {round_}"})
+                    break
+                offset = len(everyone) - n  # global index of the current population's first member
+                members = [rng.sample(range(n), self.aggregation_size) for _ in range(n)]
+                requests = [GenRequest(messages=aggregation_messages(problem, [current[j].text for j in m],
+                                                                     self.aggregation_prompt),
+                                       n=1, temperature=self.temperature, top_p=self.top_p,
+                                       max_tokens=self.max_tokens, seed=new_seed(rng)) for m in members]
+                completions = backend.generate(requests)
+                charge(ledger, Role.GENERATOR, completions)
+                current = [replace(candidates_from(c)[0], parent=offset + m[0])
+                           for c, m in zip(completions, members, strict=True)]
+                everyone.extend(current)
+                rounds_done = round_
+                trace.append({"event": "aggregate", "round": round_, "members": members,
+                              "seeds": [r.seed for r in requests],
+                              "completion_tokens": [c.completion_tokens for c in current]})
+        winner, counts, tie = majority_vote([c.answer for c in current], rng)
+        trace.append({"event": "vote", "round": rounds_done, "counts": counts, "tie_broken_by_rng": tie,
+                      "winner": winner})
+        chosen = chosen_by_vote(current, winner)
+        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(everyone),
+                      ledger=ledger, stop_reason=stop, strategy="rsa", trace=tuple(trace))

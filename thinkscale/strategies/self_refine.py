@@ -1,0 +1,149 @@
+"""Self-refine: draft a solution, have the model critique it, revise, and repeat until the critique judges the draft
+correct, ``max_rounds`` revisions are done, or the budget ends.
+
+Madaan et al., "Self-Refine: Iterative Refinement with Self-Feedback", https://arxiv.org/abs/2303.17651
+
+Every call extends the previous conversation (problem, draft, critique request, critique, revision request,
+revision, ...), so on a prefix-caching backend each call computes only the turns added since the last one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.strategies.base import candidates_from, charge, fits, new_seed, register
+from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
+
+DEFAULT_CRITIQUE = ("Check the solution above step by step, including every calculation. If it is completely correct, "
+                    "end your reply with the line \"{correct}\". If anything is wrong, explain the mistake and end "
+                    "your reply with the line \"{incorrect}\".")
+DEFAULT_REFINE = ("Using that feedback, write a corrected, complete solution to the original problem, and give the "
+                  "final answer in the same format as before.")
+
+
+def judge_verdict(text: str, correct: str, incorrect: str) -> bool | None:
+    """True if the last verdict marker in ``text`` is ``correct``, False if it is ``incorrect``, None if neither
+    appears. Case-insensitive; a marker inside the other one ("correct" in "incorrect") does not count."""
+    low, c, i = text.lower(), correct.lower(), incorrect.lower()
+
+    def spans(marker: str) -> list[tuple[int, int]]:
+        return [(m.start(), m.end()) for m in re.finditer(re.escape(marker), low)]
+
+    cs, is_ = spans(c), spans(i)
+    cs = [s for s in cs if not any(a <= s[0] and s[1] <= b for a, b in is_)]
+    is_ = [s for s in is_ if not any(a <= s[0] and s[1] <= b for a, b in cs)]
+    last_c = max((s[0] for s in cs), default=-1)
+    last_i = max((s[0] for s in is_), default=-1)
+    if last_c < 0 and last_i < 0:
+        return None
+    return last_c > last_i
+
+
+@register("self-refine", "draft, self-critique and revise for up to R rounds; stops when the critique says correct",
+          "https://arxiv.org/abs/2303.17651")
+@dataclass(frozen=True)
+class SelfRefine:
+    """Args:
+        max_rounds: critique-and-revise rounds after the first draft (0 = just the draft). The budget knob.
+        max_tokens: completion tokens per draft or revision; critique_max_tokens: per critique.
+        temperature, top_p: sampling knobs of every call (seeded from ``rng``).
+        critique_prompt: the user turn asking for a critique; ``{correct}`` and ``{incorrect}`` are replaced by the
+            verdict markers. refine_prompt: the user turn asking for the revision.
+        verdict_correct, verdict_incorrect: the markers a critique ends with; the last one in the critique decides
+            (none at all counts as "not judged correct", so the draft is revised).
+
+    Budget: the draft needs ``max_tokens`` and one call; each round needs ``critique_max_tokens + max_tokens`` and
+    two calls, checked (worst case) before the round starts, so a round is never cut in half. The answer is that of
+    the latest draft that has one (a revision cut off before its answer does not erase the previous answer).
+
+    >>> SelfRefine(max_rounds=2).run(  # doctest: +SKIP
+    ...     problem, backend, Budget(max_completion_tokens=3000), rng=random.Random(0))
+    """
+
+    budget_knob: ClassVar[str] = "max_rounds"
+
+    max_rounds: int = 3
+    max_tokens: int = 512
+    critique_max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    critique_prompt: str = DEFAULT_CRITIQUE
+    refine_prompt: str = DEFAULT_REFINE
+    verdict_correct: str = "VERDICT: CORRECT"
+    verdict_incorrect: str = "VERDICT: INCORRECT"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_rounds, int) or self.max_rounds < 0:
+            raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
+        for knob in ("max_tokens", "critique_max_tokens"):
+            v = getattr(self, knob)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{knob} must be an integer >= 1, got {v!r}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not self.verdict_correct.strip() or not self.verdict_incorrect.strip():
+            raise ValueError("verdict_correct and verdict_incorrect must be non-empty")
+        if self.verdict_correct.lower() == self.verdict_incorrect.lower():
+            raise ValueError(f"verdict_correct and verdict_incorrect are the same ({self.verdict_correct!r})")
+        for placeholder in ("{correct}", "{incorrect}"):
+            if placeholder not in self.critique_prompt:
+                raise ValueError(f"critique_prompt must contain {placeholder}, so the model knows the verdict markers")
+        if not self.refine_prompt.strip():
+            raise ValueError("refine_prompt is empty")
+
+    def _request(self, messages: list[Message], max_tokens: int, rng: random.Random) -> GenRequest:
+        return GenRequest(messages=tuple(messages), n=1, temperature=self.temperature, top_p=self.top_p,
+                          max_tokens=max_tokens, seed=new_seed(rng))
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        ledger = Ledger()
+        trace: list[dict[str, Any]] = []
+        drafts: list[Candidate] = []
+        conversation = list(problem.messages)
+        critique_turn = self.critique_prompt.replace("{correct}", self.verdict_correct).replace(
+            "{incorrect}", self.verdict_incorrect)
+
+        def call(messages: list[Message], max_tokens: int, event: str, **info: Any) -> Candidate:
+            req = self._request(messages, max_tokens, rng)
+            completions = backend.generate([req])
+            charge(ledger, Role.GENERATOR, completions)
+            (cand,) = candidates_from(completions[0])
+            trace.append({"event": event, **info, "seed": req.seed, "completion_tokens": cand.completion_tokens,
+                          "finish_reason": cand.finish_reason, "usage": completions[0].usage.to_dict()})
+            return cand
+
+        stop: StopReason = "done"
+        if not fits(budget, ledger, completion_tokens=self.max_tokens, calls=1):
+            trace.append({"event": "stop", "reason": "budget allows no draft"})
+            return Result(None, None, (), ledger, "budget", "self-refine", tuple(trace))
+        drafts.append(call(conversation, self.max_tokens, "draft", round=0))
+        conversation.append(Message("assistant", drafts[-1].text))
+        for round_ in range(1, self.max_rounds + 1):
+            if not fits(budget, ledger, completion_tokens=self.critique_max_tokens + self.max_tokens, calls=2):
+                stop = "budget"
+                trace.append({"event": "stop", "reason": f"budget cannot pay for round {round_}"})
+                break
+            conversation.append(Message("user", critique_turn))
+            critique = call(conversation, self.critique_max_tokens, "critique", round=round_)
+            conversation.append(Message("assistant", critique.text))
+            verdict = judge_verdict(critique.text, self.verdict_correct, self.verdict_incorrect)
+            trace[-1].update(verdict={True: "correct", False: "incorrect", None: "none"}[verdict],
+                             text=critique.text)
+            drafts[-1] = replace(drafts[-1], scores=(1.0 if verdict else 0.0,))
+            if verdict:
+                trace.append({"event": "stop", "reason": f"critique of round {round_} judged the draft correct"})
+                break
+            conversation.append(Message("user", self.refine_prompt))
+            revision = call(conversation, self.max_tokens, "revise", round=round_)
+            drafts.append(replace(revision, parent=len(drafts) - 1))
+            conversation.append(Message("assistant", revision.text))
+        chosen = next((d for d in reversed(drafts) if d.answer is not None), None)
+        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(drafts),
+                      ledger=ledger, stop_reason=stop, strategy="self-refine", trace=tuple(trace))
