@@ -1,0 +1,333 @@
+"""The supervisor that runs inside one bubblewrap sandbox (standard library only; passed to ``python -I -c``).
+
+It runs as PID 1 of the sandbox's PID namespace. The kernel drops every signal sent to a namespace's init from
+inside that namespace unless init installed a handler for it, so code running in the sandbox cannot kill or stop
+its supervisor (SIGINT is reset to the default action below for that reason). It is also made non-dumpable, so the
+code (same uid) can neither ptrace it nor open ``/proc/1/fd`` or ``/proc/1/mem``.
+
+Start-up (config JSON in argv[1]): move the protocol off fds 0/1; when started as root (no user namespace), set the
+hard process limit and drop to the sandbox uid/gid for good (this is what makes RLIMIT_NPROC apply: the kernel does
+not enforce it for uid 0); refuse to serve if the uid is still 0 in the initial user namespace; import the preload
+modules; write ``{"ready": ...}``.
+
+Per request (one JSON line ``{"code", "setup", "limits"}``): fork a child that applies the per-run rlimits and runs
+the code in a fresh ``__main__``, with stdin from /dev/null and stdout/stderr on pipes; read those pipes (keeping at
+most ``max_output_bytes`` of each) until the child exits or the wall-clock deadline passes; then SIGKILL every other
+process in the namespace (background processes, fork bombs) and reap them, empty the working directory, and answer
+one JSON line. If anything could not be cleaned up the answer says ``"recycle": true`` and the host discards this
+sandbox (tearing down the namespace kills whatever is left).
+"""
+
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+
+WORKDIR = "/sandbox"
+CHILD_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORKDIR, "TMPDIR": WORKDIR, "LANG": "C.UTF-8",
+             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+             "PYTHONIOENCODING": "utf-8"}
+PR_SET_DUMPABLE = 4
+CLEANUP_SECONDS = 3.0
+DRAIN_AFTER_EXIT_SECONDS = 0.05
+
+
+def _prctl_dumpable(value):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _outer_uid(uid):
+    """The uid in the initial user namespace that ``uid`` (ours) maps to."""
+    with open("/proc/self/uid_map") as f:
+        for line in f:
+            inner, outer, count = (int(x) for x in line.split())
+            if inner <= uid < inner + count:
+                return outer + (uid - inner)
+    return None
+
+
+def _send(out, obj):
+    os.write(out, (json.dumps(obj) + "\n").encode())
+
+
+def _read_line(fd, buf):
+    while b"\n" not in buf:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    line, _, rest = buf.partition(b"\n")
+    return line, rest
+
+
+def _other_pids():
+    return [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]
+
+
+def _kill_all(deadline):
+    """SIGKILL every process in the namespace but us, reap them; True when none is left."""
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        if not _other_pids():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+
+
+def _empty_workdir():
+    """Remove everything the run left in the working directory; True when it is empty."""
+    import shutil
+
+    def fix_and_retry(func, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        func(path)
+
+    for name in os.listdir(WORKDIR):
+        path = os.path.join(WORKDIR, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, onerror=fix_and_retry)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+    return not os.listdir(WORKDIR)
+
+
+def _child(req, out_w, err_w, status_w):
+    """In the forked child: limits, clean fds and environment, then run the code. Never returns."""
+    import io
+    import linecache
+    import resource
+    import traceback
+    import types
+
+    status = 1
+    try:
+        lim = req["limits"]
+        os.setsid()
+        _prctl_dumpable(1)  # so the code can read its own /proc/self/fd (it cannot reach PID 1 either way)
+        cpu = int(lim["cpu_seconds"])
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU at the limit, SIGKILL one second later
+        resource.setrlimit(resource.RLIMIT_AS, (lim["memory_bytes"], lim["memory_bytes"]))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim["max_file_bytes"], lim["max_file_bytes"]))
+        resource.setrlimit(resource.RLIMIT_NPROC, (lim["max_processes"], lim["max_processes"]))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim["max_open_files"], lim["max_open_files"]))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # Python ignores SIGXFSZ and SIGPIPE; restore the defaults so hitting the file-size limit ends the run
+        for sig in (signal.SIGXFSZ, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.dup2(status_w, 3)
+        os.closerange(4, 1 << 16)
+        os.chdir(WORKDIR)
+        os.environ.clear()
+        os.environ.update(CHILD_ENV)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8",
+                                      errors="backslashreplace", write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), encoding="utf-8",
+                                      errors="backslashreplace", write_through=True)
+        sys.argv = ["snippet.py"]
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = main
+        import contextlib
+
+        for i, cell in enumerate(req["setup"]):
+            # Earlier cells of the same solution, re-run silently so their variables exist; their output was
+            # already shown and their errors already reported when they ran on their own.
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    exec(compile(cell, f"<cell {i}>", "exec"), main.__dict__)
+            except BaseException:  # noqa: BLE001 - see above
+                pass
+        code = req["code"]
+        linecache.cache["snippet.py"] = (len(code), None, code.splitlines(True), "snippet.py")
+        try:
+            exec(compile(code, "snippet.py", "exec"), main.__dict__)
+            status = 0
+        except SystemExit as e:
+            if e.code is None:
+                status = 0
+            elif isinstance(e.code, int):
+                status = e.code & 0xFF
+            else:
+                print(e.code, file=sys.stderr)
+                status = 1
+        except BaseException as e:  # noqa: BLE001 - reported like the interpreter does
+            status = 1
+            try:
+                os.write(3, type(e).__name__.encode()[:100])
+            except OSError:
+                pass
+            try:
+                # skip this frame: the traceback starts at the snippet, as the interpreter's would
+                traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+            except BaseException:  # noqa: BLE001 - e.g. MemoryError while formatting
+                os.write(2, f"{type(e).__name__}\n".encode())
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+    finally:
+        os._exit(status)
+
+
+def _run(req):
+    lim = req["limits"]
+    cap = lim["max_output_bytes"]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    status_r, status_w = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        _child(req, out_w, err_w, status_w)
+    for fd in (out_w, err_w, status_w):
+        os.close(fd)
+    deadline = started + lim["timeout_seconds"]
+    pidfd = os.pidfd_open(pid)
+    sel = selectors.DefaultSelector()
+    kept = {out_r: bytearray(), err_r: bytearray(), status_r: bytearray()}
+    total = {out_r: 0, err_r: 0, status_r: 0}
+    for fd in kept:
+        sel.register(fd, selectors.EVENT_READ)
+    sel.register(pidfd, selectors.EVENT_READ)
+
+    def pump(until, stop_on_exit):
+        while sel.get_map():
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in sel.select(left):
+                fd = key.fd
+                if fd == pidfd:
+                    sel.unregister(pidfd)
+                    if stop_on_exit:
+                        return True
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                total[fd] += len(chunk)
+                room = (cap if fd != status_r else 200) - len(kept[fd])
+                if room > 0:
+                    kept[fd] += chunk[:room]
+        return True
+
+    exited = pump(deadline, stop_on_exit=True)
+    timed_out = not exited
+    if timed_out:
+        os.kill(pid, signal.SIGKILL)
+    _, wstatus, ru = os.wait4(pid, 0)
+    wall = time.monotonic() - started
+    if exited:
+        # The code's own output may still sit in the pipes; background processes may keep writing: bounded drain.
+        pump(time.monotonic() + DRAIN_AFTER_EXIT_SECONDS, stop_on_exit=False)
+    clean = _kill_all(time.monotonic() + CLEANUP_SECONDS)
+    # Every writer is dead now (or we recycle): read what is left, up to EOF.
+    pump(time.monotonic() + 0.5, stop_on_exit=False)
+    for fd in list(kept) + [pidfd]:
+        os.close(fd)
+    sel.close()
+    clean = _empty_workdir() and clean
+    exit_code = None
+    signal_number = None
+    if os.WIFEXITED(wstatus):
+        exit_code = os.WEXITSTATUS(wstatus)
+    elif os.WIFSIGNALED(wstatus):
+        signal_number = os.WTERMSIG(wstatus)
+        exit_code = -signal_number
+    cpu = ru.ru_utime + ru.ru_stime
+    exc = bytes(kept[status_r]).decode("ascii", "replace")
+    if timed_out:
+        killed = "timeout"
+    elif signal_number == signal.SIGXCPU or (signal_number == signal.SIGKILL and cpu >= int(lim["cpu_seconds"])):
+        killed = "cpu"
+    elif signal_number == signal.SIGXFSZ:
+        killed = "file_size"
+    elif exc == "MemoryError":
+        killed = "memory"
+    elif signal_number is not None:
+        killed = "signal"
+    else:
+        killed = None
+    return {"exit_code": exit_code, "signal": signal_number, "timed_out": timed_out, "killed_reason": killed,
+            "wall_seconds": wall, "cpu_seconds": cpu, "exception": exc or None,
+            "stdout": bytes(kept[out_r]).hex(), "stdout_bytes": total[out_r],
+            "stderr": bytes(kept[err_r]).hex(), "stderr_bytes": total[err_r],
+            "recycle": not clean}
+
+
+def main():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # PID 1 with no handler: signals from inside are dropped
+    cfg = json.loads(sys.argv[1])
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        import resource
+
+        nproc = cfg["max_processes"]
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if os.getuid() == 0:
+            uid = cfg["drop_to_uid"]
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        _prctl_dumpable(0)
+        outer = _outer_uid(os.getuid())
+        if outer is None or outer == 0 or os.geteuid() == 0:
+            raise RuntimeError(f"sandbox uid {os.getuid()} maps to uid {outer} outside: refusing to run code as "
+                               "root, where the process limit is not enforced")
+        os.chdir(WORKDIR)
+        t0 = time.monotonic()
+        for mod in cfg["preload"]:
+            __import__(mod)
+        preload_seconds = time.monotonic() - t0
+    except BaseException as e:  # noqa: BLE001 - reported to the host, which refuses to use this sandbox
+        _send(proto_out, {"fatal": f"{type(e).__name__}: {e}"})
+        return
+    _send(proto_out, {"ready": True, "uid": os.getuid(), "outer_uid": outer, "preload_seconds": preload_seconds})
+    buf = b""
+    while True:
+        line, buf = _read_line(proto_in, buf)
+        if line is None:
+            return
+        req = json.loads(line)
+        _send(proto_out, _run(req))
+
+
+main()

@@ -1,0 +1,449 @@
+"""Run untrusted (model-written) Python in a separate, locked-down process: bubblewrap namespaces plus rlimits.
+
+How a run is contained (operating-system mechanisms only; nothing depends on the code behaving):
+
+- **Namespaces** (``bwrap``): new mount, PID, network, IPC, UTS and cgroup namespaces. The file system is a fresh
+  tmpfs with read-only binds of ``/usr``, ``/etc/ld.so.cache``, the Python installation and its virtualenv (for
+  numpy and sympy), a new ``/proc`` and a minimal ``/dev``; ``/`` is remounted read-only. The only writable place is
+  ``/sandbox``, a size-limited tmpfs that is the working directory, ``HOME`` and ``TMPDIR``; it is emptied after
+  every run and disappears with the sandbox. No user file outside it is visible. The network namespace has only a
+  loopback device: no route anywhere, and the host's 127.0.0.1 is a different interface.
+- **An unprivileged uid.** The process limit (RLIMIT_NPROC) is not enforced for uid 0, so a fork bomb started by
+  root escapes it even inside a user namespace that maps root to an unprivileged-looking uid. When the host runs as
+  root, bwrap sets up the namespaces without a user namespace and the supervisor drops to a uid of its own (random
+  in ``uid_range``, no capabilities, no_new_privs) before any code runs; when the host is not root, bwrap puts the
+  sandbox in a user namespace (no further user namespaces allowed inside) as the calling user. Either way the
+  supervisor refuses to serve if its uid is 0 outside.
+- **Limits per run** (``Limits``): wall clock (the supervisor kills), CPU seconds, address space, processes and
+  threads (counted over the whole sandbox), file size, open files, output kept per stream (the rest is counted and
+  replaced by a marker), code size; the working directory's size is a sandbox-wide limit.
+- **Supervisor as PID 1** (``_worker.py``): the kernel ignores signals sent to a PID namespace's init from inside it
+  (no handler installed), and it is non-dumpable, so the code cannot kill, stop or ptrace it. After every run it
+  SIGKILLs every other process in the namespace (background processes, fork bombs), empties the working directory
+  and checks both; when anything is left the sandbox is discarded. ``--die-with-parent`` ties the sandbox's life to
+  this process.
+
+What it does not stop: CPU contention within its limits (a run can keep ``max_processes`` processes busy until the
+wall-clock limit), kernel exploits (there is no seccomp filter), reading world-readable files under the bound
+directories (the Python installation, ``/usr``), and, in the pooled mode, one run seeing System V IPC objects a
+previous run in the same worker left (runs in one pool belong to one engine). Memory is limited per process, so the
+worst case is ``max_processes x memory_bytes``; there is no memory cgroup.
+
+Warm pool: ``Sandbox(pool_size=k)`` keeps up to ``k`` sandboxes whose supervisor has already imported numpy and
+sympy, so a run costs a fork (milliseconds) instead of an interpreter start (about half a second). ``pool_size=0``
+starts a fresh sandbox for every run. A pooled sandbox serves one run at a time and is discarded whenever cleanup
+could not be verified or the supervisor misbehaved.
+
+>>> with Sandbox(pool_size=1) as sb:  # doctest: +SKIP
+...     print(sb.run("print(6 * 7)").stdout)
+42
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import selectors
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+KilledReason = Literal["timeout", "cpu", "memory", "file_size", "signal", "sandbox"]
+WORKDIR = "/sandbox"
+DEFAULT_PRELOAD = ("numpy", "sympy")
+# The supervisor's cleanup (kill + reap + empty the directory) is bounded by 3 s; the host waits this much on top of
+# the run's own limit before it kills the whole sandbox.
+HOST_GRACE_SECONDS = 6.0
+STARTUP_TIMEOUT_SECONDS = 120.0
+TRUNCATION_MARKER = "\n[thinkscale sandbox: output truncated, {dropped} of {total} bytes not shown]"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the code in it): it could not start, or its supervisor misbehaved."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The isolation this module needs is not available here; no code is run without it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits. Every value must be positive; ``max_processes`` counts every process and thread in the
+    sandbox, its supervisor included."""
+
+    timeout_seconds: float = 10.0
+    cpu_seconds: float = 10.0
+    memory_bytes: int = 1 << 30
+    max_processes: int = 32
+    max_output_bytes: int = 64 * 1024
+    max_file_bytes: int = 16 << 20
+    max_open_files: int = 256
+    max_code_bytes: int = 1 << 20
+    workdir_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_seconds", "cpu_seconds"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"Limits.{name} must be a finite number > 0, got {v!r}")
+        for name in ("memory_bytes", "max_processes", "max_output_bytes", "max_file_bytes", "max_open_files",
+                     "max_code_bytes", "workdir_bytes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"Limits.{name} must be an integer > 0, got {v!r}")
+        if self.memory_bytes < 256 << 20:
+            raise ValueError(f"Limits.memory_bytes must be at least 256 MiB (the interpreter with numpy and sympy "
+                             f"loaded maps about 140 MiB), got {self.memory_bytes}")
+        if self.max_processes < 2:
+            raise ValueError(f"Limits.max_processes must be >= 2 (the supervisor and the run), got "
+                             f"{self.max_processes}")
+        if self.max_open_files < 16:
+            raise ValueError(f"Limits.max_open_files must be >= 16, got {self.max_open_files}")
+
+    def for_worker(self) -> dict[str, Any]:
+        return {"timeout_seconds": float(self.timeout_seconds), "cpu_seconds": max(1, math.ceil(self.cpu_seconds)),
+                "memory_bytes": self.memory_bytes, "max_processes": self.max_processes,
+                "max_output_bytes": self.max_output_bytes, "max_file_bytes": self.max_file_bytes,
+                "max_open_files": self.max_open_files}
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What one run did. ``exit_code`` is the process's exit status, or minus the signal that ended it, or None
+    when the host had to discard the sandbox before the supervisor could say. ``killed_reason`` names the limit
+    that ended the run (``timeout``, ``cpu``, ``memory`` for an uncaught MemoryError, ``file_size``), ``signal``
+    for any other fatal signal, ``sandbox`` when the supervisor stopped answering, else None. Output is decoded as
+    UTF-8 with undecodable bytes shown as ``\\xNN`` escapes; past ``max_output_bytes`` per stream it is cut and
+    the marker says how many bytes were not shown (``stdout_bytes`` is the full count)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    killed_reason: KilledReason | None
+    wall_seconds: float
+    cpu_seconds: float | None
+    stdout_bytes: int
+    stderr_bytes: int
+    exception: str | None = None
+    call_seconds: float = 0.0  # host-side latency of the call, including queueing for a worker
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.killed_reason is None
+
+    @property
+    def truncated(self) -> bool:
+        return self.stdout_bytes > len(self.stdout.encode()) or self.stderr_bytes > len(self.stderr.encode())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _decode(hex_bytes: str, total: int) -> str:
+    raw = bytes.fromhex(hex_bytes)
+    text = raw.decode("utf-8", errors="backslashreplace")
+    if total > len(raw):
+        text += TRUNCATION_MARKER.format(dropped=total - len(raw), total=total)
+    return text
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _python_binds() -> list[str]:
+    """Directories the interpreter needs: the virtualenv (site-packages) and the base installation."""
+    out = []
+    for p in (sys.prefix, sys.base_prefix, os.path.realpath(sys.base_prefix)):
+        p = os.path.abspath(p)
+        if p not in out and not p.startswith("/usr/"):
+            out.append(p)
+    return out
+
+
+def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
+    """The bubblewrap invocation (without the command). ``as_root``: the host runs as uid 0, so no user namespace
+    is made and the supervisor drops to the sandbox uid itself (see the module docstring)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) is not installed, and code is never run without it: install it with "
+            "`apt-get install bubblewrap` (scripts/install.sh does this), or disable the code tool")
+    if as_root:
+        ns = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup",
+              "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        ns = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    cmd = [bwrap, *ns, "--die-with-parent", "--new-session", "--as-pid-1",
+           "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+           "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin"]
+    if os.path.exists("/etc/ld.so.cache"):
+        cmd += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    made: set[str] = {"/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc"}
+    for path in _python_binds():
+        for d in _ancestors(path):
+            if d not in made:
+                cmd += ["--perms", "0755", "--dir", d]
+                made.add(d)
+        cmd += ["--ro-bind", path, path]
+        made.add(path)
+    cmd += ["--proc", "/proc", "--dev", "/dev",
+            "--size", str(workdir_bytes), "--perms", "1777", "--tmpfs", WORKDIR,
+            "--symlink", WORKDIR, "/tmp", "--chdir", WORKDIR, "--remount-ro", "/", "--clearenv",
+            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OPENBLAS_NUM_THREADS", "1",
+            "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "MKL_NUM_THREADS", "1", "--setenv", "HOME", WORKDIR,
+            "--setenv", "LANG", "C.UTF-8"]
+    return cmd
+
+
+class _Worker:
+    """One sandbox: a bwrap process whose supervisor answers JSON lines."""
+
+    def __init__(self, limits: Limits, preload: tuple[str, ...], uid: int) -> None:
+        as_root = os.geteuid() == 0
+        cfg = {"max_processes": limits.max_processes, "drop_to_uid": uid, "preload": list(preload)}
+        source = (Path(__file__).with_name("_worker.py")).read_text()
+        cmd = bwrap_command(as_root=as_root, workdir_bytes=limits.workdir_bytes)
+        cmd += [sys.executable, "-I", "-c", source, json.dumps(cfg)]
+        self.started = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         start_new_session=True, close_fds=True)
+        except OSError as e:
+            raise SandboxUnavailable(f"could not start bwrap: {e}") from e
+        assert self.proc.stdout is not None and self.proc.stdin is not None and self.proc.stderr is not None
+        self._out = self.proc.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self._buf = b""
+        self._errlog: deque[bytes] = deque(maxlen=64)
+        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread.start()
+        try:
+            hello = self._read_reply(time.monotonic() + STARTUP_TIMEOUT_SECONDS)
+        except SandboxError as e:
+            self.kill()
+            raise SandboxUnavailable(f"the sandbox did not start: {e}; bwrap said: {self.stderr_tail()!r}") from e
+        if "fatal" in hello:
+            self.kill()
+            raise SandboxUnavailable(f"the sandbox refused to start: {hello['fatal']}")
+        self.uid = hello["uid"]
+        self.outer_uid = hello["outer_uid"]
+        self.startup_seconds = time.monotonic() - self.started
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._errlog.append(line[:2000])
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._errlog).decode(errors="replace")[-2000:]
+
+    def _read_reply(self, deadline: float) -> dict[str, Any]:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._out, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SandboxError("the sandbox supervisor did not answer in time")
+                if not sel.select(left):
+                    continue
+                try:
+                    chunk = os.read(self._out, 1 << 20)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise SandboxError(f"the sandbox exited (status {self.proc.poll()})")
+                self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            reply = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SandboxError(f"the sandbox supervisor sent a malformed reply: {line[:200]!r}") from e
+        if not isinstance(reply, dict):
+            raise SandboxError(f"the sandbox supervisor sent a malformed reply: {line[:200]!r}")
+        return reply
+
+    def request(self, req: dict[str, Any], deadline: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise SandboxError(f"the sandbox is gone: {e}") from e
+        return self._read_reply(deadline)
+
+    def kill(self, *, graceful: bool = False) -> None:
+        """Stop the sandbox. ``graceful``: close the supervisor's input and give it a moment to exit (it then has
+        nothing running); otherwise, or when it does not exit, SIGKILL bwrap: --die-with-parent and the PID
+        namespace take everything inside with it."""
+        if graceful and self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            logger.error("sandbox bwrap process %d did not exit after SIGKILL", self.proc.pid)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+        self._err_thread.join(timeout=1)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+class Sandbox:
+    """Runs Python snippets in bubblewrap sandboxes (see the module docstring). Thread-safe.
+
+    Args:
+        limits: per-run limits (``Limits``); fixed for the life of this object.
+        pool_size: sandboxes kept warm between runs, and the most runs at once (0 = a fresh sandbox per run, at
+            most ``max_concurrent_cold`` at once).
+        preload: modules the supervisor imports before serving (so runs import them for free).
+        uid_range: the sandbox uids are drawn from this range (only when the host runs as root); a uid of its own
+            per sandbox keeps one sandbox's processes from counting against another's process limit.
+    """
+
+    def __init__(self, limits: Limits | None = None, *, pool_size: int = 0,
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD, uid_range: tuple[int, int] = (1_900_000_000,
+                                                                                         1_910_000_000),
+                 max_concurrent_cold: int = 2) -> None:
+        if not isinstance(pool_size, int) or pool_size < 0:
+            raise ValueError(f"pool_size must be an integer >= 0, got {pool_size!r}")
+        if max_concurrent_cold < 1:
+            raise ValueError(f"max_concurrent_cold must be >= 1, got {max_concurrent_cold!r}")
+        lo, hi = uid_range
+        if not 0 < lo < hi <= 2**32 - 2:
+            raise ValueError(f"uid_range must be (low, high) with 0 < low < high < 2**32-1, got {uid_range!r}")
+        self.limits = limits if limits is not None else Limits()
+        self.pool_size = pool_size
+        self.preload = tuple(preload)
+        self._uid_range = uid_range
+        self._uids = random.SystemRandom()
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(pool_size if pool_size > 0 else max_concurrent_cold)
+        self._closed = False
+        self.workers_started = 0
+
+    def _new_worker(self) -> _Worker:
+        w = _Worker(self.limits, self.preload, self._uids.randrange(*self._uid_range))
+        with self._lock:
+            self.workers_started += 1
+        return w
+
+    def warm(self) -> None:
+        """Start the pool's sandboxes now (in parallel) instead of on first use."""
+        with self._lock:
+            missing = self.pool_size - len(self._idle)
+        if missing <= 0:
+            return
+        made: list[_Worker] = []
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                w = self._new_worker()
+                with self._lock:
+                    made.append(w)
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+        threads = [threading.Thread(target=start) for _ in range(missing)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with self._lock:
+            self._idle.extend(made)
+        if errors:
+            raise errors[0]
+
+    def run(self, code: str, *, setup: tuple[str, ...] | list[str] = ()) -> SandboxResult:
+        """Run ``code`` as ``__main__`` in a sandbox. ``setup``: code cells run silently first in the same
+        namespace (earlier cells of the same solution; their output and errors are discarded), within the same
+        limits. Raises ValueError for bad input and SandboxError when the sandbox itself fails."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        cells = list(setup)
+        if any(not isinstance(c, str) for c in cells):
+            raise TypeError("setup cells must be str")
+        size = len(code.encode("utf-8", "surrogatepass")) + sum(len(c.encode("utf-8", "surrogatepass"))
+                                                                 for c in cells)
+        if size > self.limits.max_code_bytes:
+            raise ValueError(f"code is {size} bytes, over the {self.limits.max_code_bytes}-byte limit "
+                             "(Limits.max_code_bytes)")
+        if self._closed:
+            raise SandboxError("this Sandbox is closed")
+        t0 = time.monotonic()
+        with self._slots:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                worker = self._new_worker()
+            req = {"code": code, "setup": cells, "limits": self.limits.for_worker()}
+            deadline = time.monotonic() + self.limits.timeout_seconds + HOST_GRACE_SECONDS
+            try:
+                reply = worker.request(req, deadline)
+            except SandboxError as e:
+                logger.warning("discarding a sandbox: %s", e)
+                worker.kill()
+                return SandboxResult(exit_code=None, stdout="", stderr="", timed_out=False, killed_reason="sandbox",
+                                     wall_seconds=time.monotonic() - t0, cpu_seconds=None, stdout_bytes=0,
+                                     stderr_bytes=0, exception=None, call_seconds=time.monotonic() - t0)
+            keep = self.pool_size > 0 and not reply.get("recycle", True) and not self._closed
+            if keep:
+                with self._lock:
+                    self._idle.append(worker)
+            else:
+                worker.kill()
+        try:
+            return SandboxResult(
+                exit_code=reply["exit_code"], stdout=_decode(reply["stdout"], reply["stdout_bytes"]),
+                stderr=_decode(reply["stderr"], reply["stderr_bytes"]), timed_out=bool(reply["timed_out"]),
+                killed_reason=reply["killed_reason"], wall_seconds=float(reply["wall_seconds"]),
+                cpu_seconds=reply["cpu_seconds"], stdout_bytes=int(reply["stdout_bytes"]),
+                stderr_bytes=int(reply["stderr_bytes"]), exception=reply["exception"],
+                call_seconds=time.monotonic() - t0)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SandboxError(f"the sandbox supervisor sent an incomplete reply ({e})") from e
+
+    def close(self) -> None:
+        """Kill every idle sandbox; runs in progress finish and their sandbox is then discarded."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for w in idle:
+            w.kill(graceful=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
