@@ -1,0 +1,369 @@
+"""Shared step expansion for the tree searches (beam, DVTS, MCTS): the tree, its budget checks, its scoring.
+
+A partial solution is a path of raw step texts. Extending it by one step is one ``GenRequest`` whose messages are the
+problem followed by an assistant turn holding the steps so far (each followed by the delimiter), sent with
+``continue_final=True`` and ``stop=(delimiter,)``: the backend continues that turn and stops at the next blank line.
+On a prefix-caching backend the prompt of a child is its parent's prompt plus the tokens its parent just *sampled*,
+so the child costs only the few tokens at the step boundary (the delimiter and the last prompt token); the k samples
+of one expansion share one prefill (``n=k``), and all expansions of a round go in one batched ``generate`` call.
+
+A step ends the solution (the node is terminal) when it states a final answer (``\\boxed{}``, a ``####`` line,
+"the answer is"), when the depth reaches ``max_steps``, or when the model has nothing more to say: a sample that
+stops before writing anything but whitespace (it emitted end-of-turn or the delimiter at once) marks its parent's
+solution as complete. That last rule is how end-of-sequence is seen: backends report ``finish_reason="stop"`` both
+for a stop string and for EOS, so a step that ended with EOS is followed by an empty step, which costs ~1 token.
+
+Scores: a process verifier (PRM) scores every step of the path; an outcome verifier (P(yes)) scores the partial
+solution as a whole and that score becomes the score of its newest step (a fallback: it was trained on complete
+solutions). The aggregated score of a node is ``aggregate_steps(step_scores, aggregation)``.
+
+Budget: before every backend call the worst case is checked: each sample may use ``max_tokens`` completion tokens,
+each request is one call, and the verifier may charge ``verifier_call_bound`` calls for what it will score. The
+wall-clock limit is checked before each call (a call that starts in time may end after it).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from thinkscale.answers.extract import extract_answer
+from thinkscale.backends.base import Backend
+from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Role, Sample
+from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
+from thinkscale.verifiers.base import (
+    Verifier,
+    VerifierError,
+    VerifierKind,
+    build_verifier,
+    check_scores,
+    get_verifier,
+    require_solve_safe,
+)
+
+# A final answer is stated only by these markers; extract_answer's last-number fallback would end every step.
+_FINAL = re.compile(r"\\boxed\{|\\fbox\{|^\s*####\s*\S|(?:final answer|the answer)\s*(?:is|:)", re.IGNORECASE | re.M)
+
+Terminal = Literal["answer", "eos", "max_steps"]
+E = TypeVar("E", bound=enum.Enum)
+
+
+def final_answer(step: str) -> str | None:
+    """The answer a step states explicitly (``\\boxed{}``, ``#### n``, "the answer is ..."), else None."""
+    if not _FINAL.search(step):
+        return None
+    return extract_answer(step)
+
+
+@dataclass
+class Node:
+    """One node of the search tree: a partial solution. ``raw_steps`` are the steps exactly as sampled (they rebuild
+    the prompt token for token); ``steps`` are the same stripped (what verifiers see)."""
+
+    index: int
+    parent: int | None
+    raw_steps: tuple[str, ...]
+    completion_tokens: int | None = 0  # tokens sampled to make this node (its step)
+    finish_reason: str | None = None
+    terminal: Terminal | None = None
+    answer: str | None = None
+    step_scores: tuple[float, ...] = ()
+    step: str | None = None  # the step this node added (None: the root, or a node that only ends its parent)
+    kind: Literal["step", "rollout"] = "step"  # a rollout: a sampled completion to the end, not expanded further
+
+    @property
+    def depth(self) -> int:
+        return len(self.raw_steps)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.raw_steps)
+
+    def score(self, how: StepAggregation) -> float:
+        return aggregate_steps(self.step_scores, how) if self.step_scores else 0.0
+
+
+def verifier_call_bound(verifier: Verifier, n_steps: int) -> int:
+    """The most calls scoring one candidate of ``n_steps`` steps may charge: one per scored prefix (a process
+    verifier scores every prefix, an outcome verifier one) times the answer spellings a P(yes) judge scores."""
+    spellings = len(getattr(verifier, "yes", ())) + len(getattr(verifier, "no", ()))
+    prefixes = max(1, n_steps) if verifier.kind is VerifierKind.PROCESS else 1
+    return prefixes * max(1, spellings)
+
+
+def _path_option(name: str) -> tuple[str | None, bool]:
+    """The factory option of verifier ``name`` that ``verifier_path`` fills (a trained PRM's ``path``, a PRM
+    server's ``url``; None: it takes neither) and whether the factory requires it."""
+    params = inspect.signature(get_verifier(name).factory).parameters
+    for option in ("path", "url"):
+        if option in params:
+            return option, params[option].default is inspect.Parameter.empty
+    return None, False
+
+
+def check_verifier_knobs(name: str, path: str | None) -> None:
+    """Refuse at construction a verifier that can never score here: unknown, reading the answer key, or given a
+    ``verifier_path`` it does not take (or lacking one it needs)."""
+    info = get_verifier(name)  # ValueError listing the names
+    if info.uses_reference:
+        raise ValueError(f"verifier {name!r} reads the reference answer: it grades results in evaluation and "
+                         "cannot guide a search")
+    option, required = _path_option(name)
+    if path is not None and option is None:
+        raise ValueError(f"verifier {name!r} takes no file or URL: drop verifier_path={path!r}")
+    if path is None and required:
+        raise ValueError(f"verifier {name!r} needs a {option}: set the verifier_path knob")
+
+
+def make_verifier(name: str, backend: Backend, path: str | None) -> Verifier:
+    """The verifier a knob names, built on ``backend`` (when its factory takes one) with ``path``, and refused if it
+    reads the reference answer."""
+    options: dict[str, Any] = {}
+    if "backend" in inspect.signature(get_verifier(name).factory).parameters:
+        options["backend"] = backend
+    option, _ = _path_option(name)
+    if path is not None and option is not None:
+        options[option] = path
+    return require_solve_safe(build_verifier(name, **options))
+
+
+@dataclass(frozen=True)
+class StepKnobs:
+    """Knobs every step-level search shares.
+
+    Args:
+        verifier: the step scorer, a registered verifier name: ``prm`` (a PRM head trained on this model's hidden
+            states), ``prm-http`` (a served PRM), or ``pyes`` (P(yes) of the partial solution: a fallback).
+        verifier_path: the trained PRM's file (``verifier="prm"``) or the PRM server's URL (``prm-http``).
+        step_aggregation: how a path's step scores become one score (last / min / product / mean).
+        step_delimiter: generation of a step stops here (default a blank line, as verifiers split steps).
+        max_step_tokens: completion tokens per step at most.
+        max_steps: a path this deep is terminal.
+        temperature, top_p: sampling knobs of every step.
+    """
+
+    budget_knob: ClassVar[str]
+
+    verifier: str = "pyes"
+    verifier_path: str | None = None
+    step_aggregation: StepAggregation = StepAggregation.LAST
+    step_delimiter: str = "\n\n"
+    max_step_tokens: int = 256
+    max_steps: int = 12
+    temperature: float = 0.8
+    top_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_aggregation", enum_knob("step_aggregation", StepAggregation,
+                                                               self.step_aggregation))
+        if not isinstance(self.step_delimiter, str) or not self.step_delimiter:
+            raise ValueError(f"step_delimiter must be a non-empty string, got {self.step_delimiter!r}")
+        if self.step_delimiter.strip():
+            # steps are stripped for the verifier; a delimiter with text in it would be lost from the solution
+            raise ValueError(f"step_delimiter must be whitespace (e.g. a blank line '\\n\\n'), got "
+                             f"{self.step_delimiter!r}")
+        positive_int("max_step_tokens", self.max_step_tokens)
+        positive_int("max_steps", self.max_steps)
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)) \
+                or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0 (search needs distinct samples), "
+                             f"got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        check_verifier_knobs(self.verifier, self.verifier_path)
+
+
+def enum_knob(name: str, kind: type[E], value: object) -> E:
+    """``value`` as a member of the Enum ``kind`` (members and their string values are accepted)."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}") from None
+
+
+def positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass
+class StepTree:
+    """The search state one ``run`` builds: nodes, ledger, trace, and the shared expand/score/budget operations.
+    Node 0 is the root (the empty solution); it is not a candidate."""
+
+    problem: Problem
+    backend: Backend
+    budget: Budget
+    knobs: StepKnobs
+    verifier: Verifier
+    rng: random.Random
+    ledger: Ledger = field(default_factory=Ledger)
+    nodes: list[Node] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    budget_hit: bool = False
+
+    def __post_init__(self) -> None:
+        self.nodes.append(Node(0, None, ()))
+
+    # ------------------------------------------------------------------ prompts
+
+    def prefill(self, node: Node) -> str:
+        """The assistant turn so far: every step followed by the delimiter (so the model writes the next one)."""
+        return "".join(s + self.knobs.step_delimiter for s in node.raw_steps)
+
+    def request(self, node: Node, n: int, *, max_tokens: int, stop: bool = True) -> GenRequest:
+        messages = (*self.problem.messages, Message("assistant", self.prefill(node)))
+        return GenRequest(messages=messages, n=n, temperature=self.knobs.temperature, top_p=self.knobs.top_p,
+                          max_tokens=max_tokens, stop=(self.knobs.step_delimiter,) if stop else (),
+                          seed=self.rng.randrange(2**31 - 1), continue_final=True)
+
+    def text(self, node: Node) -> str:
+        return self.knobs.step_delimiter.join(node.raw_steps)
+
+    # ------------------------------------------------------------------ budget
+
+    def affordable(self, wanted: Sequence[tuple[int, int]], max_tokens: int) -> list[tuple[int, int]]:
+        """How many of the ``wanted`` (node, samples) expansions fit the budget's worst case, in order: each sample
+        may spend ``max_tokens``, each request is one call, and scoring each sample may charge up to
+        ``verifier_call_bound`` calls. The first that does not fit in full is cut down, the rest dropped."""
+        if self.budget.max_seconds is not None and self.ledger.elapsed_seconds() >= self.budget.max_seconds:
+            return []
+        tokens = self.budget.remaining_completion_tokens(self.ledger)
+        calls = None if self.budget.max_calls is None else self.budget.max_calls - self.ledger.total().calls
+        out = []
+        for index, n in wanted:
+            vcalls = verifier_call_bound(self.verifier, self.nodes[index].depth + 1)
+            take = n
+            if tokens is not None:
+                take = min(take, max(0, tokens) // max_tokens)
+            if calls is not None:
+                take = min(take, max(0, calls - 1) // vcalls)
+            if take <= 0:
+                break
+            out.append((index, take))
+            if take < n:
+                break
+            if tokens is not None:
+                tokens -= take * max_tokens
+            if calls is not None:
+                calls -= 1 + take * vcalls
+        return out
+
+    def stop_for_budget(self, why: str) -> None:
+        self.budget_hit = True
+        self.events.append({"event": "stop", "reason": "budget", "detail": why,
+                            "spent": self.ledger.total().to_dict()})
+
+    # ------------------------------------------------------------------ expansion
+
+    def generate(self, plan: Sequence[tuple[int, int]], *, max_tokens: int, stop: bool = True) -> list[list[Sample]]:
+        """One batched call: ``n`` samples from each planned node's prompt. Charged to the generator."""
+        requests = [self.request(self.nodes[i], n, max_tokens=max_tokens, stop=stop) for i, n in plan]
+        completions = self.backend.generate(requests)
+        for c in completions:
+            self.ledger.charge(Role.GENERATOR, c.usage)
+        self.events.append({"event": "generate", "expand": [[i, n] for i, n in plan], "stop_at_step": stop,
+                            "max_tokens": max_tokens, "seeds": [r.seed for r in requests],
+                            "usage": [c.usage.to_dict() for c in completions]})
+        return [list(c.samples) for c in completions]
+
+    def add_child(self, parent: int, step: str, sample: Sample) -> Node:
+        """The child of ``parent`` that ``step`` (a sampled text cut at the delimiter) makes, with its terminal
+        reason. A whitespace-only step adds no step: its node repeats the parent's solution, marked complete."""
+        p = self.nodes[parent]
+        node = Node(len(self.nodes), parent, p.raw_steps, completion_tokens=sample.completion_tokens,
+                    finish_reason=sample.finish_reason, step_scores=p.step_scores)
+        if not step.strip():
+            node.terminal = "eos"
+        else:
+            node.raw_steps = p.raw_steps + (step,)
+            node.step = step
+            node.step_scores = ()
+            if final_answer(step) is not None:
+                node.terminal = "answer"
+            elif node.depth >= self.knobs.max_steps:
+                node.terminal = "max_steps"
+        node.answer = extract_answer(self.text(node))
+        self.nodes.append(node)
+        return node
+
+    def add_rollout(self, parent: int, more_steps: tuple[str, ...], finish_reason: str) -> Node:
+        """A rollout under ``parent``: its solution continued by ``more_steps`` to the end (``finish_reason`` "stop")
+        or to the token limit ("length"). Its tokens are counted on ``parent``, the step its sample made."""
+        p = self.nodes[parent]
+        node = Node(len(self.nodes), parent, p.raw_steps + more_steps, completion_tokens=0,
+                    finish_reason=finish_reason, kind="rollout", terminal="eos" if finish_reason == "stop" else None)
+        node.answer = extract_answer(self.text(node))
+        self.nodes.append(node)
+        return node
+
+    def expand(self, plan: Sequence[tuple[int, int]]) -> list[list[Node]]:
+        """Sample one next step ``n`` times for each planned (node, n); returns the new children per node."""
+        out = []
+        for (index, _), samples in zip(plan, self.generate(plan, max_tokens=self.knobs.max_step_tokens), strict=True):
+            out.append([self.add_child(index, s.text, s) for s in samples])
+        return out
+
+    # ------------------------------------------------------------------ scoring
+
+    def candidate(self, node: Node) -> Candidate:
+        parent = node.parent if node.parent else None  # the root is not a candidate
+        return Candidate(text=self.text(node), answer=node.answer, steps=node.steps, scores=node.step_scores,
+                         completion_tokens=node.completion_tokens, finish_reason=node.finish_reason,  # type: ignore[arg-type]
+                         parent=None if parent is None else parent - 1)
+
+    def score(self, nodes: Sequence[Node]) -> None:
+        """Set ``step_scores`` of every node that has none (in one verifier call); charged to the verifier."""
+        todo = [n for n in nodes if not n.step_scores and n.raw_steps]
+        if not todo:
+            return
+        cands = [self.candidate(n) for n in todo]
+        rows = self.verifier.score(self.problem, cands, ledger=self.ledger)
+        check_scores(rows, cands, type(self.verifier).__name__)
+        for node, row in zip(todo, rows, strict=True):
+            if self.verifier.kind is VerifierKind.PROCESS:
+                if len(row) != node.depth:
+                    raise VerifierError(f"{type(self.verifier).__name__} returned {len(row)} step scores for a "
+                                        f"{node.depth}-step solution")
+                node.step_scores = tuple(float(x) for x in row)
+            else:
+                # the outcome score of this partial solution is the score of its newest step; a rollout is scored
+                # whole and inherits nothing
+                inherit = node.kind == "step" and node.parent is not None
+                parent_scores = self.nodes[node.parent].step_scores if inherit else ()  # type: ignore[index]
+                node.step_scores = parent_scores + (float(row[-1]),)
+        self.events.append({"event": "score", "nodes": [n.index for n in todo],
+                            "scores": [list(n.step_scores) for n in todo]})
+
+    # ------------------------------------------------------------------ result
+
+    def candidates(self) -> tuple[Candidate, ...]:
+        return tuple(self.candidate(n) for n in self.nodes[1:])
+
+    def choose(self, pool: Sequence[Node], how: Selection) -> tuple[Node | None, dict[str, Any]]:
+        """The answer among ``pool`` by ``how`` on aggregated scores; with no answered node, the best-scored one."""
+        if not pool:
+            return None, {"event": "select", "pool": [], "chosen": None}
+        scores = [n.score(self.knobs.step_aggregation) for n in pool]
+        choice = select([n.answer for n in pool], scores, how, rng=self.rng)
+        if choice.index is not None:
+            chosen = pool[choice.index]
+        else:
+            chosen = pool[max(range(len(pool)), key=lambda i: (scores[i], -i))]
+        return chosen, {"event": "select", "how": Selection(how).value, "pool": [n.index for n in pool],
+                        "scores": scores, "tally": choice.tally, "tie_broken_by_rng": choice.tie,
+                        "chosen": chosen.index}
+
+    def tree(self) -> list[dict[str, Any]]:
+        """The tree as JSON: one entry per node (index 0 is the root, the empty solution)."""
+        return [{"index": n.index, "parent": n.parent, "kind": n.kind, "step": n.step, "depth": n.depth,
+                 "terminal": n.terminal, "answer": n.answer, "step_scores": list(n.step_scores),
+                 "completion_tokens": n.completion_tokens, "finish_reason": n.finish_reason}
+                for n in self.nodes]

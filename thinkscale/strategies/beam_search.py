@@ -1,0 +1,96 @@
+"""Step-level beam search with a process verifier: extend M partial solutions one reasoning step at a time and keep
+the M best by aggregated step score.
+
+Snell et al., "Scaling LLM Test-Time Compute Optimally can be More Effective than Scaling Model Parameters",
+https://arxiv.org/abs/2408.03314 (section 5; the beam search of huggingface/search-and-learn).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, make_verifier, positive_int
+from thinkscale.strategies.base import register
+from thinkscale.types import Budget, Problem, Result
+from thinkscale.verifiers.aggregate import Selection, StepAggregation
+
+
+def top_m(nodes: Sequence[Node], m: int, how: StepAggregation, rng: random.Random) -> list[Node]:
+    """The ``m`` nodes with the highest aggregated score, best first. Equal scores are ordered by ``rng`` (a seeded
+    shuffle before a stable sort), so which of two tied nodes survives depends only on the seed."""
+    order = list(nodes)
+    rng.shuffle(order)
+    order.sort(key=lambda n: -n.score(how))
+    return order[:m]
+
+
+@register("beam", "step-level beam search: keep the top-M partial solutions by PRM step score",
+          "https://arxiv.org/abs/2408.03314")
+@dataclass(frozen=True)
+class BeamSearch(StepKnobs):
+    """Args (besides the step knobs of ``StepKnobs``: verifier, step_aggregation, step_delimiter, max_step_tokens,
+    max_steps, temperature, top_p):
+        beam_width: M, the partial solutions kept after each step.
+        expansions_per_beam: k, next steps sampled from each kept solution (the first step: M x k from the problem).
+        selection: how the answer is chosen among the finished solutions (argmax of the aggregated score, or a
+            (weighted) vote).
+
+    Each round samples k next steps for every beam in one batched call, scores the children with the verifier and
+    keeps the top M of them by aggregated score (ties broken by ``rng``). Kept children that are terminal (a final
+    answer, end of sequence, ``max_steps``) are finished and the beam narrows by one for each, as in classic beam
+    search; the search ends when M solutions are finished or no beam is left.
+
+    Budget: a round's worst case is (beams x k) x ``max_step_tokens`` completion tokens, one call per beam plus the
+    verifier's calls. A round that does not fit in full is cut down (the best beams are expanded first); when nothing
+    fits the search stops with ``stop_reason="budget"`` and answers from what it has (finished solutions, else the
+    current beams).
+
+    >>> BeamSearch(beam_width=4, verifier="prm", verifier_path="prm.json").run(
+    ...     problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))  # doctest: +SKIP
+    """
+
+    budget_knob: ClassVar[str] = "beam_width"
+
+    beam_width: int = 4
+    expansions_per_beam: int = 4
+    selection: Selection = Selection.ARGMAX
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("beam_width", self.beam_width)
+        positive_int("expansions_per_beam", self.expansions_per_beam)
+        object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, backend, self.verifier_path), rng)
+        k = self.expansions_per_beam
+        beams: list[Node] = [tree.nodes[0]]
+        width = self.beam_width
+        finished: list[Node] = []
+        step = 0
+        while beams and width > 0:
+            wanted = [(0, width * k)] if step == 0 else [(b.index, k) for b in beams]
+            plan = tree.affordable(wanted, self.max_step_tokens)
+            if not plan:
+                tree.stop_for_budget(f"a step of {self.max_step_tokens} tokens for {len(beams)} beam(s) does not fit")
+                break
+            children = [c for group in tree.expand(plan) for c in group]
+            tree.score(children)
+            kept = top_m(children, width, self.step_aggregation, rng)
+            done = [c for c in kept if c.terminal is not None]
+            finished.extend(done)
+            width -= len(done)
+            beams = [c for c in kept if c.terminal is None]
+            tree.events.append({"event": "step", "step": step, "children": [c.index for c in children],
+                                "kept": [c.index for c in kept], "finished": [c.index for c in done],
+                                "width": width})
+            step += 1
+        chosen, choice = tree.choose(finished or beams, self.selection)
+        return Result(answer=chosen.answer if chosen else None,
+                      chosen=tree.candidate(chosen) if chosen else None, candidates=tree.candidates(),
+                      ledger=tree.ledger, stop_reason="budget" if tree.budget_hit else "done", strategy="beam",
+                      trace=(*tree.events, choice, {"event": "tree", "nodes": tree.tree()}))

@@ -1,0 +1,83 @@
+"""Diverse Verifier Tree Search: independent subtrees, each a greedy (width-1) step search guided by the verifier.
+
+Beeching, Tunstall, Rush, "Scaling test-time compute with open models" (Hugging Face, 2024),
+https://huggingface.co/spaces/HuggingFaceH4/blogpost-scaling-test-time-compute (DVTS extends the beam search of
+Snell et al., https://arxiv.org/abs/2408.03314).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, make_verifier, positive_int
+from thinkscale.strategies.base import register
+from thinkscale.strategies.beam_search import top_m
+from thinkscale.types import Budget, Problem, Result
+from thinkscale.verifiers.aggregate import Selection
+
+
+@register("dvts", "diverse verifier tree search: independent width-1 step searches, one answer each, then a vote",
+          "https://huggingface.co/spaces/HuggingFaceH4/blogpost-scaling-test-time-compute")
+@dataclass(frozen=True)
+class DVTS(StepKnobs):
+    """Args (besides the step knobs of ``StepKnobs``):
+        n_subtrees: independent searches; each ends with one solution.
+        expansions_per_step: k, next steps sampled from a subtree's current solution each round; the best-scored
+            child (ties broken by ``rng``) becomes its solution. Subtrees never compare children with each other,
+            which is what keeps them diverse (beam search would let one good prefix take every slot).
+        selection: how the answer is chosen among the subtrees' solutions (default: verifier-weighted vote).
+
+    All active subtrees expand in one batched call per round (each its own request and seed; the first round
+    samples each subtree's first step from the problem). A subtree stops at a terminal child.
+
+    Budget: a round's worst case is (active subtrees x k) x ``max_step_tokens`` completion tokens, one call per
+    subtree plus the verifier's calls; a round that does not fit in full expands the subtrees that fit, in order,
+    and when none fits the search stops with ``stop_reason="budget"``; unfinished subtrees answer with their
+    current partial solution.
+
+    >>> DVTS(n_subtrees=8, verifier="prm", verifier_path="prm.json").run(
+    ...     problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))  # doctest: +SKIP
+    """
+
+    budget_knob: ClassVar[str] = "n_subtrees"
+
+    n_subtrees: int = 4
+    expansions_per_step: int = 4
+    selection: Selection = Selection.WEIGHTED_MAJORITY
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_subtrees", self.n_subtrees)
+        positive_int("expansions_per_step", self.expansions_per_step)
+        object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, backend, self.verifier_path), rng)
+        heads: list[Node] = [tree.nodes[0]] * self.n_subtrees  # each subtree's current solution
+        active = list(range(self.n_subtrees))
+        step = 0
+        while active:
+            plan = tree.affordable([(heads[t].index, self.expansions_per_step) for t in active], self.max_step_tokens)
+            if not plan:
+                tree.stop_for_budget(f"a step for {len(active)} subtree(s) does not fit")
+                break
+            expanded = active[:len(plan)]  # the plan is a prefix of what was asked, in subtree order
+            groups = tree.expand(plan)
+            tree.score([c for g in groups for c in g])
+            for t, children in zip(expanded, groups, strict=True):
+                heads[t] = top_m(children, 1, self.step_aggregation, rng)[0]
+            tree.events.append({"event": "step", "step": step, "subtrees": expanded,
+                                "children": [[c.index for c in g] for g in groups],
+                                "heads": [heads[t].index for t in expanded]})
+            active = [t for t in active if heads[t].terminal is None]
+            step += 1
+        pool = [h for h in heads if h.index != 0]
+        chosen, choice = tree.choose(pool, self.selection)
+        return Result(answer=chosen.answer if chosen else None,
+                      chosen=tree.candidate(chosen) if chosen else None, candidates=tree.candidates(),
+                      ledger=tree.ledger, stop_reason="budget" if tree.budget_hit else "done", strategy="dvts",
+                      trace=(*tree.events, {"event": "subtrees", "solutions": [h.index for h in heads]}, choice,
+                             {"event": "tree", "nodes": tree.tree()}))

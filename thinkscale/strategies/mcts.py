@@ -1,0 +1,253 @@
+"""Monte Carlo tree search over reasoning steps: select by UCT/PUCT, expand k sampled next steps, evaluate them with
+the verifier (a PRM on the partial solution, or an outcome verifier on a rollout to a final answer), back up.
+
+Kocsis & Szepesvari, "Bandit based Monte-Carlo Planning" (UCT), https://doi.org/10.1007/11871842_29;
+Silver et al., "Mastering the game of Go without human knowledge" (PUCT); over LLM reasoning steps:
+Hao et al., "Reasoning with Language Model is Planning with World Model" (RAP), https://arxiv.org/abs/2305.14992.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, make_verifier, positive_int
+from thinkscale.strategies.base import register
+from thinkscale.types import Budget, Problem, Result
+from thinkscale.verifiers.base import VerifierKind
+
+
+class Rule(enum.StrEnum):
+    UCT = "uct"  # Q + c * sqrt(ln N_parent / N_child); an unvisited child first
+    PUCT = "puct"  # Q + c * P * sqrt(N_parent) / (1 + N_child), P = 1 / siblings (uniform prior)
+
+
+class ValueSource(enum.StrEnum):
+    AUTO = "auto"  # prm for a process verifier, rollout for an outcome verifier
+    PRM = "prm"  # the verifier scores the new partial solution
+    ROLLOUT = "rollout"  # sample on to the end and score the complete solution
+
+
+class FinalChoice(enum.StrEnum):
+    MOST_VISITED = "most_visited"  # follow the most-visited child from the root down to a solution
+    BEST_VALUE = "best_value"  # the complete solution (terminal node or rollout) with the highest value
+
+
+@dataclass
+class Stats:
+    """Visit counts and value sums per node index (Q = value_sum / visits)."""
+
+    visits: list[int] = field(default_factory=list)
+    value_sum: list[float] = field(default_factory=list)
+    children: list[list[int]] = field(default_factory=list)
+
+    def grow(self, n_nodes: int) -> None:
+        while len(self.visits) < n_nodes:
+            self.visits.append(0)
+            self.value_sum.append(0.0)
+            self.children.append([])
+
+    def q(self, i: int) -> float:
+        return self.value_sum[i] / self.visits[i] if self.visits[i] else 0.0
+
+
+def uct(q: float, visits: int, parent_visits: int, c: float) -> float:
+    if visits == 0:
+        return math.inf
+    return q + c * math.sqrt(math.log(max(parent_visits, 1)) / visits)
+
+
+def puct(q: float, prior: float, visits: int, parent_visits: int, c: float) -> float:
+    return q + c * prior * math.sqrt(parent_visits) / (1 + visits)
+
+
+def select_child(stats: Stats, parent: int, rule: Rule, c: float, rng: random.Random) -> tuple[int, list[float]]:
+    """The child of ``parent`` with the highest UCT/PUCT value (an unvisited child has Q = 0); ties are broken by
+    ``rng`` among the tied children in index order. Returns the child and every child's value (for the trace)."""
+    kids = stats.children[parent]
+    n = stats.visits[parent]
+    if rule is Rule.UCT:
+        values = [uct(stats.q(i), stats.visits[i], n, c) for i in kids]
+    else:
+        values = [puct(stats.q(i), 1.0 / len(kids), stats.visits[i], n, c) for i in kids]
+    best = max(values)
+    tied = [i for i, v in zip(kids, values, strict=True) if v == best]
+    return (tied[0] if len(tied) == 1 else rng.choice(tied)), values
+
+
+def backpropagate(stats: Stats, path: Sequence[int], value: float) -> None:
+    """One evaluation of ``value`` seen by every node on ``path`` (root first)."""
+    for i in path:
+        stats.visits[i] += 1
+        stats.value_sum[i] += value
+
+
+@register("mcts", "Monte Carlo tree search over reasoning steps (UCT/PUCT, PRM or rollout values)",
+          "https://arxiv.org/abs/2305.14992")
+@dataclass(frozen=True)
+class MCTS(StepKnobs):
+    """Args (besides the step knobs of ``StepKnobs``):
+        n_simulations: select-expand-evaluate-backup rounds.
+        expansions_per_node: k, next steps sampled when a leaf is expanded (one request, n=k).
+        rule: ``puct`` (uniform prior) or ``uct``; ``c_explore`` is their exploration constant c.
+        value: ``prm`` (the verifier scores each new partial solution; value = its aggregated step score),
+            ``rollout`` (each of the k samples runs on to the end, up to ``rollout_max_tokens``: its first step is
+            the child, the whole sample a complete solution whose outcome-verifier score is the child's value; it
+            needs an outcome verifier), or ``auto`` (prm for a process verifier, rollout for an outcome verifier
+            such as P(yes)).
+        final: ``most_visited`` (descend by visits; if that ends at an unfinished node, its best complete
+            descendant) or ``best_value`` (the best-valued complete solution anywhere).
+
+    A simulation descends from the root by the rule to a leaf. An unexpanded, non-terminal leaf is expanded; each new
+    child is evaluated once (visits 1, value_sum v) and every node on the path to the leaf gets +1 visit and +v. A
+    terminal leaf costs nothing: its value is backed up again along its path.
+
+    Budget: a simulation's worst case is k x ``max_step_tokens`` (prm) or k x ``rollout_max_tokens`` (rollout)
+    completion tokens, one call and the verifier's calls; if all k do not fit, fewer children are sampled; when none
+    fits the search stops with ``stop_reason="budget"``.
+
+    >>> MCTS(n_simulations=16, verifier="prm", verifier_path="prm.json").run(
+    ...     problem, backend, Budget(max_completion_tokens=8000), rng=random.Random(0))  # doctest: +SKIP
+    """
+
+    budget_knob: ClassVar[str] = "n_simulations"
+
+    n_simulations: int = 16
+    expansions_per_node: int = 3
+    rule: Rule = Rule.PUCT
+    c_explore: float = 1.0
+    value: ValueSource = ValueSource.AUTO
+    rollout_max_tokens: int = 512
+    final: FinalChoice = FinalChoice.MOST_VISITED
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_simulations", self.n_simulations)
+        positive_int("expansions_per_node", self.expansions_per_node)
+        positive_int("rollout_max_tokens", self.rollout_max_tokens)
+        if not (isinstance(self.c_explore, (int, float)) and math.isfinite(self.c_explore) and self.c_explore >= 0):
+            raise ValueError(f"c_explore must be a finite number >= 0, got {self.c_explore!r}")
+        for name, kind in (("rule", Rule), ("value", ValueSource), ("final", FinalChoice)):
+            object.__setattr__(self, name, enum_knob(name, kind, getattr(self, name)))
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        verifier = make_verifier(self.verifier, backend, self.verifier_path)
+        tree = StepTree(problem, backend, budget, self, verifier, rng)
+        if self.value is ValueSource.ROLLOUT and verifier.kind is VerifierKind.PROCESS:
+            raise ValueError(f"value='rollout' scores complete solutions with an outcome verifier; "
+                             f"{self.verifier!r} is a process verifier, which scores partial solutions: use "
+                             "value='prm' (or 'auto')")
+        rollout = self.value is ValueSource.ROLLOUT or (
+            self.value is ValueSource.AUTO and verifier.kind is VerifierKind.OUTCOME)
+        stats = Stats()
+        values: dict[int, float] = {}  # each evaluated node's own value (a child's is its rollout's)
+        for sim in range(self.n_simulations):
+            stats.grow(len(tree.nodes))
+            path, node = [0], 0
+            while stats.children[node] and tree.nodes[node].terminal is None:
+                node, _ = select_child(stats, node, self.rule, self.c_explore, rng)
+                path.append(node)
+            leaf = tree.nodes[node]
+            if leaf.terminal is not None:
+                backpropagate(stats, path, values[node])
+                tree.events.append({"event": "simulation", "i": sim, "path": path, "revisit": node,
+                                    "value": values[node]})
+                continue
+            max_tokens = self.rollout_max_tokens if rollout else self.max_step_tokens
+            plan = tree.affordable([(node, self.expansions_per_node)], max_tokens)
+            if not plan:
+                tree.stop_for_budget(f"expanding node {node} by one step does not fit")
+                break
+            children = self._expand_rollouts(tree, plan, values) if rollout else self._expand_prm(tree, plan, values)
+            stats.grow(len(tree.nodes))
+            for child in children:
+                stats.children[node].append(child.index)
+                stats.visits[child.index] = 1
+                stats.value_sum[child.index] = values[child.index]
+                backpropagate(stats, path, values[child.index])
+            tree.events.append({"event": "simulation", "i": sim, "path": path, "expanded": node,
+                                "children": [c.index for c in children],
+                                "values": [values[c.index] for c in children]})
+        stats.grow(len(tree.nodes))
+        chosen, how = self._final(tree, stats, values, rng)
+        trace: list[dict[str, Any]] = [*tree.events,
+                                       {"event": "select", "how": how, "chosen": chosen.index if chosen else None},
+                                       {"event": "stats", "visits": stats.visits, "value_sum": stats.value_sum,
+                                        "values": {str(k): v for k, v in sorted(values.items())}},
+                                       {"event": "tree", "nodes": tree.tree()}]
+        return Result(answer=chosen.answer if chosen else None,
+                      chosen=tree.candidate(chosen) if chosen else None, candidates=tree.candidates(),
+                      ledger=tree.ledger, stop_reason="budget" if tree.budget_hit else "done", strategy="mcts",
+                      trace=tuple(trace))
+
+    def _expand_prm(self, tree: StepTree, plan: list[tuple[int, int]], values: dict[int, float]) -> list[Node]:
+        children = tree.expand(plan)[0]
+        tree.score(children)
+        for c in children:
+            values[c.index] = c.score(self.step_aggregation)
+        return children
+
+    def _expand_rollouts(self, tree: StepTree, plan: list[tuple[int, int]], values: dict[int, float]) -> list[Node]:
+        """One call samples k continuations to the end: each one's first step is a child, the whole continuation a
+        rollout node under it (unless the child already ends the solution); the verifier scores the complete ones."""
+        (leaf, _), = plan
+        (samples,) = tree.generate(plan, max_tokens=self.rollout_max_tokens, stop=False)
+        delim = self.step_delimiter
+        children, evaluated = [], []
+        for s in samples:
+            first = s.text.split(delim, 1)[0]
+            child = tree.add_child(leaf, first, s)
+            children.append(child)
+            rest = [seg for seg in s.text.split(delim)[1:] if seg.strip()]
+            if child.terminal is None and not rest and s.finish_reason == "stop":
+                child.terminal = "eos"  # the sample ended within its first step: that step ends the solution
+            if child.terminal is not None:
+                evaluated.append((child, child))
+            else:
+                evaluated.append((child, tree.add_rollout(child.index, tuple(rest), s.finish_reason)))
+        tree.score([e for _, e in evaluated])
+        for child, e in evaluated:
+            values[child.index] = e.score(self.step_aggregation)
+            if e is not child:
+                values[e.index] = values[child.index]
+        return children
+
+    def _final(self, tree: StepTree, stats: Stats, values: dict[int, float],
+               rng: random.Random) -> tuple[Node | None, str]:
+        complete = [n for n in tree.nodes[1:] if n.index in values and (n.terminal is not None or n.kind == "rollout")]
+        if self.final is FinalChoice.BEST_VALUE and complete:
+            return best_valued(complete, values, rng), "best_value"
+        node = 0
+        while stats.children[node] and tree.nodes[node].terminal is None:
+            kids = stats.children[node]
+            top = max((stats.visits[i], stats.q(i)) for i in kids)
+            tied = [i for i in kids if (stats.visits[i], stats.q(i)) == top]
+            node = tied[0] if len(tied) == 1 else rng.choice(tied)
+        if node == 0:
+            return None, "most_visited"
+        end = tree.nodes[node]
+        if end.terminal is not None:
+            return end, "most_visited"
+        below = [n for n in complete if is_descendant(tree, n.index, node)]
+        return (best_valued(below, values, rng) if below else end), "most_visited"
+
+
+def best_valued(nodes: Sequence[Node], values: dict[int, float], rng: random.Random) -> Node:
+    """The node of highest value; ties broken by ``rng`` among them in index order."""
+    best = max(values[n.index] for n in nodes)
+    tied = [n for n in nodes if values[n.index] == best]
+    return tied[0] if len(tied) == 1 else rng.choice(tied)
+
+
+def is_descendant(tree: StepTree, index: int, ancestor: int) -> bool:
+    p: int | None = index
+    while p is not None:
+        if p == ancestor:
+            return True
+        p = tree.nodes[p].parent
+    return False
