@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from thinkscale.answers.cli import check_command
+from thinkscale.eval.cli import register as register_eval
 from thinkscale.models.cli import app as models_app
 from thinkscale.server.cli import serve as serve_command
 from thinkscale.verifiers.cli import app as train_app
@@ -29,6 +30,7 @@ app.add_typer(models_app, name="models", help="List, pull, locate and verify GGU
 app.command("serve")(serve_command)
 app.command("check")(check_command)
 app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
+register_eval(app)  # eval, report, export
 
 err = Console(stderr=True)
 

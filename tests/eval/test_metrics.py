@@ -1,0 +1,120 @@
+"""Metrics against numbers computed by hand (the docstrings show the arithmetic)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from thinkscale.eval import metrics
+from thinkscale.eval.metrics import Point
+from thinkscale.verifiers.aggregate import Selection
+
+
+@pytest.mark.parametrize(("n", "c", "k", "expected"), [
+    (5, 2, 2, 1 - 3 / 10),        # 1 - C(3,2)/C(5,2)
+    (10, 3, 4, 1 - 35 / 210),     # 1 - C(7,4)/C(10,4) = 5/6
+    (4, 1, 1, 0.25),              # pass@1 is the fraction correct
+    (4, 0, 3, 0.0),
+    (4, 3, 2, 1.0),               # n - c = 1 < k: every 2-subset holds a correct sample
+    (16, 16, 16, 1.0),
+])
+def test_pass_at_k_matches_chen_et_al(n: int, c: int, k: int, expected: float) -> None:
+    assert metrics.pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_equals_the_combinatorial_formula_for_large_n() -> None:
+    """The product form must equal 1 - C(n-c,k)/C(n,k) computed exactly with integers."""
+    for n, c, k in [(200, 7, 50), (100, 50, 10), (64, 1, 63)]:
+        exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+        assert metrics.pass_at_k(n, c, k) == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [(3, 4, 1), (3, 1, 0), (3, 1, 4), (3, -1, 1)])
+def test_pass_at_k_rejects_impossible_counts(bad: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError):
+        metrics.pass_at_k(*bad)
+
+
+def test_majority_value_splits_ties_evenly() -> None:
+    assert metrics.selection_value(["a", "a", "b"], [True, True, False], None, Selection.MAJORITY) == 1.0
+    assert metrics.selection_value(["a", "b"], [True, False], None, Selection.MAJORITY) == 0.5
+    assert metrics.selection_value(["a", "b", "c"], [False, True, False], None, Selection.MAJORITY) == \
+        pytest.approx(1 / 3)
+    assert metrics.selection_value([None, None], [False, False], None, Selection.MAJORITY) == 0.0
+    # None answers do not vote: "b" wins 1-0 over nothing
+    assert metrics.selection_value([None, "b", None], [False, True, False], None, Selection.MAJORITY) == 1.0
+
+
+def test_weighted_and_argmax_values() -> None:
+    """Weighted: a has 0.9, b has 0.4 + 0.4 = 0.8, so a (wrong) wins although b has more votes. Argmax: samples 0
+    and 2 tie at 0.9 and only sample 0 is right: 1/2."""
+    assert metrics.selection_value(["a", "b", "b"], [False, True, True], [0.9, 0.4, 0.4],
+                                   Selection.WEIGHTED_MAJORITY) == 0.0
+    assert metrics.selection_value(["a", "b", "b"], [False, True, True], None, Selection.MAJORITY) == 1.0
+    assert metrics.selection_value(["x", "y", "z"], [True, False, False], [0.9, 0.5, 0.9], Selection.ARGMAX) == 0.5
+
+
+def test_expected_majority_over_all_subsets() -> None:
+    """Answers [a, a, b, c], only b right. 3-subsets: {a,a,b} -> a, {a,a,c} -> a, {a,b,c} twice -> a 3-way tie,
+    1/3 each: (0 + 0 + 1/3 + 1/3) / 4 = 1/6. 2-subsets: {a,a} 0, {a,b} twice 1/2, {a,c} twice 0, {b,c} 1/2:
+    (0.5 + 0.5 + 0.5) / 6 = 1/4."""
+    keys = ["a", "a", "b", "c"]
+    correct = [False, False, True, False]
+    m3, n3 = metrics.expected_selection_accuracy(keys, correct, None, Selection.MAJORITY, 3)
+    assert (m3, n3) == (pytest.approx(1 / 6), 4)
+    m2, n2 = metrics.expected_selection_accuracy(keys, correct, None, Selection.MAJORITY, 2)
+    assert (m2, n2) == (pytest.approx(1 / 4), 6)
+
+
+def test_sampled_subsets_estimate_the_same_mean() -> None:
+    """With fewer allowed subsets than C(n, k), random subsets are drawn; their mean converges to the exact one."""
+    rng = random.Random(1)
+    keys = [rng.choice("abcd") for _ in range(16)]
+    correct = [k == "a" for k in keys]
+    exact, n_exact = metrics.expected_selection_accuracy(keys, correct, None, Selection.MAJORITY, 5,
+                                                         max_subsets=10**6)
+    est, n_est = metrics.expected_selection_accuracy(keys, correct, None, Selection.MAJORITY, 5, max_subsets=4000,
+                                                     rng=random.Random(0))
+    assert n_exact == math.comb(16, 5) and n_est == 4000
+    assert est == pytest.approx(exact, abs=0.03)
+
+
+def test_bootstrap_interval() -> None:
+    """All-correct has no spread. For p = 0.5 over 400 problems the normal approximation gives
+    0.5 +- 1.96 * sqrt(0.25 / 400) = 0.5 +- 0.049; the percentile bootstrap must land close to it."""
+    e = metrics.bootstrap_ci([1.0] * 10)
+    assert (e.mean, e.low, e.high, e.n) == (1.0, 1.0, 1.0, 10)
+    e = metrics.bootstrap_ci([1.0, 0.0] * 200, reps=4000)
+    assert e.mean == 0.5
+    assert e.low == pytest.approx(0.5 - 0.049, abs=0.008)
+    assert e.high == pytest.approx(0.5 + 0.049, abs=0.008)
+    assert metrics.bootstrap_ci([1.0, 0.0] * 200, reps=500, seed=3) == metrics.bootstrap_ci([1.0, 0.0] * 200,
+                                                                                            reps=500, seed=3)
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci([])
+
+
+def test_pareto_frontier() -> None:
+    """(20, 0.4) is beaten by (10, 0.5); (30, 0.6) by (30, 0.7); the rest each buy accuracy with tokens."""
+    pts = [Point("a", 1, 10, 0.5), Point("b", 1, 20, 0.4), Point("c", 1, 30, 0.7), Point("d", 1, 30, 0.6),
+           Point("e", 1, 5, 0.2)]
+    assert [p.label for p in metrics.pareto_frontier(pts)] == ["e", "a", "c"]
+
+
+def test_compute_optimal_lets_cheaper_configs_compete_at_larger_budgets() -> None:
+    acc = {("1", 1, "greedy"): 0.5, ("1", 2, "sc"): 0.4, ("1", 4, "sc"): 0.7,
+           ("5", 1, "greedy"): 0.0, ("5", 2, "sc"): 0.1, ("5", 4, "sc"): 0.1}
+    table = metrics.compute_optimal(acc)
+    assert table[("1", 1)] == ("greedy@1", 0.5)
+    assert table[("1", 2)] == ("greedy@1", 0.5)  # sc@2 (0.4) is worse than greedy, which also fits in budget 2
+    assert table[("1", 4)] == ("sc@4", 0.7)
+    assert table[("5", 4)] == ("sc@2", 0.1)  # a tie goes to the smaller budget
+
+
+def test_difficulty_bins() -> None:
+    assert [metrics.difficulty_bin(p) for p in (1.0, 0.8, 0.79, 0.5, 0.2, 0.19, 0.0)] == \
+        ["1", "1", "2", "3", "4", "5", "5"]
+    with pytest.raises(ValueError):
+        metrics.difficulty_bin(1.5)

@@ -1,0 +1,185 @@
+"""From a run store to the numbers a report shows: per-config accuracy with intervals and costs, pass@k and maj@k
+curves, difficulty bins, the Pareto frontier and the compute-optimal table. Reads the store; computes with
+``thinkscale.eval.metrics``.
+
+Each problem counts once per (model, strategy config, budget): its units over seeds are averaged first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from thinkscale.eval import metrics
+from thinkscale.eval.metrics import Estimate, Point
+from thinkscale.eval.store import Store
+
+COST_FIELDS = ("completion_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens", "wall_seconds",
+               "flops")
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One (model, strategy config, budget): accuracy over problems and mean costs per problem (None = unknown)."""
+
+    model: str
+    strategy: str
+    budget: int
+    accuracy: Estimate
+    costs: dict[str, float | None]
+    estimated_cost: bool  # costs are k/N shares of larger runs (sample reuse)
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy}@{self.budget}"
+
+
+@dataclass
+class Analysis:
+    config: dict[str, Any]
+    info: dict[str, Any]
+    dataset: str
+    rows: list[ConfigRow]
+    pass_at_k: dict[tuple[str, str], dict[int, float]]  # (model, strategy) -> k -> mean pass@k
+    maj_at_k: dict[tuple[str, str], dict[int, float]]  # (model, strategy) -> k -> mean accuracy (prefix-reused)
+    bins: dict[str, dict[str, str]]  # model -> problem_id -> bin
+    bin_source: str  # "MATH level" or "pass rate"
+    by_bin: dict[tuple[str, str, int, str], Estimate]  # (model, strategy, budget, bin) -> accuracy
+    frontier: dict[str, list[Point]]  # model -> Pareto points (generated tokens vs accuracy)
+    optimal: dict[str, dict[tuple[str, int], tuple[str, float]]]  # model -> (bin, budget) -> (strategy, acc)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    n_problems: int = 0
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({r.model for r in self.rows})
+
+    def overhead(self) -> tuple[float, float, float | None]:
+        """(wall seconds, seconds inside backend calls, overhead share) over every session that ran jobs."""
+        wall = sum(s["wall_seconds"] or 0.0 for s in self.sessions)
+        busy = sum(s["backend_seconds"] or 0.0 for s in self.sessions)
+        return wall, busy, (None if wall <= 0 else max(0.0, 1 - busy / wall))
+
+
+def _mean_opt(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else metrics.mean([v for v in values if v is not None])
+
+
+def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
+    """Analyse one run, or several runs on the same dataset (e.g. one per model, each with its own strategies);
+    a (model, strategy) pair may appear in only one of them."""
+    if not stores:
+        raise ValueError("no run to analyse")
+    configs = [s.config() for s in stores]
+    datasets = {(c["dataset"], c["dataset_sha256"]) for c in configs}
+    if len(datasets) > 1:
+        raise ValueError(f"runs on different datasets cannot share a report: {sorted(d for d, _ in datasets)}")
+    units = [r for s in stores for r in s.rows("SELECT * FROM units")]
+    owner: dict[tuple[str, str], str] = {}
+    for s in stores:
+        for r in s.rows("SELECT DISTINCT model, strategy FROM units"):
+            key = (r["model"], r["strategy"])
+            if key in owner:
+                raise ValueError(f"model {key[0]} with strategy {key[1]} is in both {owner[key]} and {s.dir}")
+            owner[key] = str(s.dir)
+    problems = {r["problem_id"]: r for s in stores for r in s.rows("SELECT * FROM problems")}
+    if not units:
+        raise ValueError(f"{', '.join(str(s.path) for s in stores)}: no finished units yet")
+    cfg = configs[0] if len(configs) == 1 else {"runs": {str(s.dir): c for s, c in zip(stores, configs, strict=True)},
+                                                "budgets": sorted({b for c in configs for b in c["budgets"]})}
+
+    per: dict[tuple[str, str, int], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for u in units:
+        per[(u["model"], u["strategy"], u["budget"])][u["problem_id"]].append(u)
+    rows = []
+    for (model, strat, budget), by_problem in sorted(per.items()):
+        accs = [metrics.mean([u["correct"] for u in us]) for _, us in sorted(by_problem.items())]
+        costs = {f: _mean_opt([_mean_opt([u[f] for u in us]) for us in by_problem.values()]) for f in COST_FIELDS}
+        est = any(u["estimated_cost"] for us in by_problem.values() for u in us)
+        rows.append(ConfigRow(model, strat, budget, metrics.bootstrap_ci(accs, reps=reps), costs, est))
+
+    samples = [r for st in stores for r in st.rows(
+        "SELECT j.model, j.strategy, j.problem_id, j.seed, j.reuse, s.correct, s.answer "
+        "FROM samples s JOIN jobs j ON s.job_id = j.job_id")]
+    groups: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
+    for row in samples:
+        if row["reuse"]:
+            groups[(row["model"], row["strategy"], row["problem_id"], row["seed"])].append(row["correct"])
+    pass_at: dict[tuple[str, str], dict[int, float]] = {}
+    for (model, strat) in sorted({(m, st) for m, st, _, _ in groups}):
+        gs = [v for (m, st, _, _), v in groups.items() if m == model and st == strat]
+        n = min(len(g) for g in gs)
+        pass_at[(model, strat)] = {k: metrics.mean([metrics.pass_at_k(len(g), sum(g), k) for g in gs])
+                                   for k in _ks(n)}
+    reused = {(m, st) for m, st, _, _ in groups}
+    maj_at = {key: {r.budget: r.accuracy.mean for r in rows if (r.model, r.strategy) == key} for key in sorted(reused)}
+
+    bins, source = _difficulty(problems, samples)
+    by_bin: dict[tuple[str, str, int, str], Estimate] = {}
+    for (model, strat, budget), by_problem in per.items():
+        split: dict[str, list[float]] = defaultdict(list)
+        for pid, us in by_problem.items():
+            split[bins[model][pid]].append(metrics.mean([u["correct"] for u in us]))
+        for b, accs in split.items():
+            by_bin[(model, strat, budget, b)] = metrics.bootstrap_ci(accs, reps=reps)
+
+    frontier = {}
+    optimal = {}
+    for model in sorted({r.model for r in rows}):
+        pts = [Point(r.strategy, r.budget, r.costs["completion_tokens"], r.accuracy.mean)  # type: ignore[arg-type]
+               for r in rows if r.model == model and r.costs["completion_tokens"] is not None]
+        frontier[model] = metrics.pareto_frontier(pts)
+        optimal[model] = metrics.compute_optimal({(b, budget, strat): e.mean
+                                                  for (m, strat, budget, b), e in by_bin.items() if m == model})
+    sessions = [dict(r) | {"run": str(s.dir)} for s in stores
+                for r in s.rows("SELECT * FROM sessions ORDER BY session_id")]
+    dataset = next(iter(problems.values()))["dataset"]
+    info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
+    return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
+                    sessions, len({u["problem_id"] for u in units}))
+
+
+def _ks(n: int) -> list[int]:
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k <= n]
+    return ks if n in ks else ks + [n]
+
+
+def _difficulty(problems: dict[str, Any], samples: list[Any]) -> tuple[dict[str, dict[str, str]], str]:
+    """Per model, each problem's bin: its MATH level when every problem has one, else the bin of the model's own
+    pass rate over its sampled (prefix-reused) chains, or over all its samples when it has no sampled ones."""
+    models = sorted({s["model"] for s in samples})
+    if problems and all(p["level"] is not None for p in problems.values()):
+        return {m: {pid: f"L{p['level']}" for pid, p in problems.items()} for m in models}, "MATH level"
+    out: dict[str, dict[str, str]] = {}
+    for m in models:
+        mine = [s for s in samples if s["model"] == m]
+        sampled = [s for s in mine if s["reuse"]] or mine
+        hits: dict[str, list[int]] = defaultdict(list)
+        for s in sampled:
+            hits[s["problem_id"]].append(s["correct"])
+        out[m] = {pid: metrics.difficulty_bin(sum(h) / len(h)) for pid, h in hits.items()}
+        for pid in problems:  # a problem with no sample at all (no job finished) cannot be binned
+            out[m].setdefault(pid, "?")
+    return out, "pass rate"
+
+
+def export_rows(store: Store) -> list[dict[str, Any]]:
+    """One row per unit for ``thinkscale export``: identification, answer and grade, and every cost."""
+    out = []
+    for r in store.rows("SELECT u.*, p.dataset, p.reference FROM units u JOIN problems p USING (problem_id) "
+                        "ORDER BY u.model, u.strategy, u.budget, u.problem_id, u.seed"):
+        out.append({"problem_id": r["problem_id"], "dataset": r["dataset"], "model": r["model"],
+                    "strategy": r["strategy"], "budget": r["budget"], "seed": r["seed"], "answer": r["answer"],
+                    "reference": r["reference"], "correct": r["correct"], "answer_correct": r["answer_correct"],
+                    "n_subsets": r["n_subsets"], "estimated_cost": r["estimated_cost"],
+                    "prompt_tokens": r["prompt_tokens"], "cached_prompt_tokens": r["cached_prompt_tokens"],
+                    "completion_tokens": r["completion_tokens"], "verifier_tokens": r["verifier_tokens"],
+                    "wall_seconds": r["wall_seconds"], "flops": r["flops"]})
+    return out
+
+
+def config_json(a: Analysis) -> str:
+    return json.dumps(a.config, indent=2, sort_keys=True)

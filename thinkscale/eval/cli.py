@@ -1,0 +1,181 @@
+"""``thinkscale eval``, ``thinkscale report`` and ``thinkscale export``: registered on the main app by
+``register(app)``."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip() != ""] or _fail(f"{what} is empty")
+    except ValueError:
+        _fail(f"{what} must be comma-separated integers, e.g. 1,2,4,8; got {text!r}")
+
+
+def eval_command(
+    config: Annotated[Path | None, typer.Option("--config", help="A TOML sweep file (see thinkscale.eval.config); "
+                                                "then the sweep options below must not be given.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="gsm8k, gsm8k-train, math500, amc23, aime24, aime25, game24, "
+                                                "or a .jsonl file in the same schema.")] = None,
+    task: Annotated[str | None, typer.Option(help="Answer task of a dataset file: math, numeric, integer, game24, "
+                                             "multiple_choice.")] = None,
+    system: Annotated[str | None, typer.Option(help="Replace the dataset's system prompt.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate this many problems, drawn with --seed.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the problem subset (default 0).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Model (repeatable): catalog name or .gguf path "
+                                                    "(default qwen2.5-coder-0.5b).")] = None,
+    backend: Annotated[str | None, typer.Option(help="llamacpp (default), openai:URL, or scripted:FILE (the "
+                                                "deterministic fake, for tests; see thinkscale.eval.fake).")] = None,
+    strategy: Annotated[list[str] | None, typer.Option(help="Strategy spec (repeatable): NAME or "
+                                                       "NAME:KNOB=VALUE,...")] = None,
+    budgets: Annotated[str | None, typer.Option(help="Values of each strategy's budget knob, e.g. 1,2,4,8,16.")]
+    = None,
+    sample_seeds: Annotated[str | None, typer.Option(help="Seeds per unit, e.g. 0 or 0,1,2 (default 0).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion tokens per chain (default 512).")] = None,
+    max_subsets: Annotated[int | None, typer.Option(help="k-subsets averaged per reused budget (default 1000).")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (results.sqlite); re-running resumes.")] = None,
+    workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them).")] = 1,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run a budget sweep (or resume it: finished units are skipped) and store every unit and sample."""
+    from thinkscale.eval.config import SweepConfig, format_validation_error, load_sweep_file
+    from thinkscale.eval.runner import fmt_overhead, run_sweep
+    from thinkscale.eval.store import StoreError
+
+    flags: dict[str, Any] = {
+        "dataset": dataset, "task": task, "system": system, "limit": limit, "seed": seed, "models": model,
+        "backend": backend, "strategies": strategy,
+        "budgets": None if budgets is None else _ints(budgets, "--budgets"),
+        "sample_seeds": None if sample_seeds is None else _ints(sample_seeds, "--sample-seeds"),
+        "max_tokens": max_tokens, "max_subsets": max_subsets}
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        if config is not None:
+            if given:
+                _fail(f"--config {config} sets the sweep; do not also give {', '.join(sorted(given))}")
+            cfg = load_sweep_file(config)
+        else:
+            if "dataset" not in given or "strategies" not in given:
+                _fail("give --dataset and at least one --strategy (or --config FILE)")
+            given.setdefault("models", ["qwen2.5-coder-0.5b"])
+            cfg = SweepConfig(**given)
+    except ValidationError as e:
+        _fail(format_validation_error(e, "options"))
+    except ValueError as e:
+        _fail(str(e))
+    run_dir = out or cfg.out
+    if run_dir is None:
+        _fail("give --out RUN_FOLDER (or `out` in the sweep file)")
+    command = shlex.join(["thinkscale", *sys.argv[1:]])
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err, disable=quiet)
+    task_id = bar.add_task("eval", total=None, stats="")
+
+    def on_progress(p: Any) -> None:
+        acc = "?" if p.accuracy is None else f"{p.accuracy:.3f}"
+        bar.update(task_id, completed=p.done, total=p.total,
+                   stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
+
+    try:
+        with bar:
+            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume")
+        raise typer.Exit(130) from None
+    except StoreError as e:
+        _fail(str(e))
+    except ValueError as e:
+        _fail(str(e))
+    err.print(f"{summary.jobs_run} jobs run, {summary.jobs_skipped} already stored, of {summary.jobs_total}; "
+              f"sweep {summary.wall_seconds:.1f} s (+{summary.load_seconds:.1f} s loading), harness overhead "
+              f"{fmt_overhead(summary)} of sweep wall time. Results: {run_dir}", highlight=False)
+
+
+def report_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run folder(s); several runs on one dataset share a report.")],
+    out: Annotated[Path | None, typer.Option(help="Where plots and report.html go (default RUN/report).")] = None,
+    reps: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 2000,
+) -> None:
+    """Write PNG plots and a self-contained report.html for a run, and print its tables."""
+    from thinkscale.eval.analysis import analyze
+    from thinkscale.eval.report import print_tables, write_report
+    from thinkscale.eval.store import StoreError, open_existing
+
+    try:
+        stores = [open_existing(r) for r in runs]
+    except StoreError as e:
+        _fail(str(e))
+    try:
+        a = analyze(stores, reps=reps)
+    except (ValueError, StoreError) as e:
+        _fail(str(e))
+    finally:
+        for s in stores:
+            s.close()
+    target = out or runs[0] / "report"
+    page, images = write_report(a, target)
+    print_tables(a, Console())
+    err.print(f"wrote {page} and {len(images)} plots in {target}", highlight=False)
+
+
+class ExportFormat(enum.StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="jsonl or csv.")] = ExportFormat.jsonl,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
+) -> None:
+    """Write one row per unit (problem, strategy config, budget, seed) with its answer, grade and costs."""
+    from thinkscale.eval.analysis import export_rows
+    from thinkscale.eval.store import StoreError, open_existing
+
+    try:
+        store = open_existing(run)
+    except StoreError as e:
+        _fail(str(e))
+    try:
+        rows = export_rows(store)
+    finally:
+        store.close()
+    fh = sys.stdout if output is None else output.open("w", encoding="utf-8", newline="")
+    try:
+        if format is ExportFormat.jsonl:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+        else:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["problem_id"])
+            w.writeheader()
+            w.writerows(rows)
+    finally:
+        if output is not None:
+            fh.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("report")(report_command)
+    app.command("export")(export_command)

@@ -1,0 +1,93 @@
+"""What a sweep is: one strict, frozen config, from command-line options or from a TOML sweep file.
+
+    # sweep.toml                                     (thinkscale eval --config sweep.toml)
+    dataset = "gsm8k"
+    limit = 100
+    seed = 0                                          # which problems (the subset draw)
+    models = ["qwen2.5-coder-0.5b"]
+    strategies = ["greedy", "self-consistency", "best-of-n:verifier=pyes"]
+    budgets = [1, 2, 4, 8, 16]
+    sample_seeds = [0]                                # each a unit dimension: (problem, strategy, budget, seed)
+    max_tokens = 512                                  # per chain, for strategies with a max_tokens knob
+    out = "runs/gsm8k-0.5b"                           # optional; --out on the command line wins
+
+Unknown keys are errors, as are budgets that are not strictly increasing positive integers.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from thinkscale.answers import Task
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(min_length=1)
+    task: Task | None = None  # only for a dataset file; shipped datasets know their task
+    system: str | None = None  # replaces the dataset's system prompt
+    limit: Annotated[int, Field(ge=1)] | None = None
+    seed: int = Field(default=0, ge=0)
+    models: tuple[str, ...] = Field(min_length=1)
+    backend: str = "llamacpp"  # llamacpp | openai:URL | scripted:FILE
+    strategies: tuple[str, ...] = Field(min_length=1)
+    budgets: tuple[Annotated[int, Field(ge=1)], ...] = (1, 2, 4, 8, 16)
+    sample_seeds: tuple[Annotated[int, Field(ge=0)], ...] = (0,)
+    max_tokens: int = Field(default=512, ge=1)
+    max_subsets: int = Field(default=1000, ge=1)  # k-subsets averaged per reused budget (all when fewer)
+    out: Path | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("give at least one budget")
+        if list(v) != sorted(set(v)):
+            raise ValueError(f"budgets must be strictly increasing, got {list(v)}")
+        return v
+
+    @field_validator("models", "strategies", "sample_seeds")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:  # type: ignore[type-arg]
+        if len(set(v)) != len(v):
+            raise ValueError(f"listed twice: {sorted({x for x in v if list(v).count(x) > 1})}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        kind, _, arg = v.partition(":")
+        if kind == "llamacpp" and not arg:
+            return v
+        if kind in ("openai", "scripted") and arg:
+            return v
+        raise ValueError(f"backend must be llamacpp, openai:URL or scripted:FILE, got {v!r}")
+
+
+def format_validation_error(e: ValidationError, where: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_sweep_file(path: str | Path) -> SweepConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"cannot read sweep file {p}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{p}: not valid TOML: {e}") from None
+    if isinstance(data.get("out"), str) and not Path(data["out"]).is_absolute():
+        data["out"] = str(p.parent / data["out"])
+    try:
+        return SweepConfig(**data)
+    except ValidationError as e:
+        raise ValueError(format_validation_error(e, str(p))) from None

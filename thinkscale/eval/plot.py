@@ -1,0 +1,177 @@
+"""PNG plots of an Analysis (matplotlib, Agg: no display needed). Each function writes one file and returns its path.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from thinkscale.eval.analysis import Analysis  # noqa: E402
+
+DPI = 110
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _series(a: Analysis) -> dict[tuple[str, str], list]:  # type: ignore[type-arg]
+    out: dict[tuple[str, str], list] = {}  # type: ignore[type-arg]
+    for r in a.rows:
+        out.setdefault((r.model, r.strategy), []).append(r)
+    return {k: sorted(v, key=lambda r: r.budget) for k, v in out.items()}
+
+
+def _name(a: Analysis, model: str, strategy: str) -> str:
+    return strategy if len(a.models) == 1 else f"{model} {strategy}"
+
+
+def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
+    """Accuracy (95% bootstrap interval) against mean generated tokens per problem, log x; one line per strategy
+    config (points at its budgets), and each model's Pareto frontier as a dashed step line."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (model, strat), rs in _series(a).items():
+        pts = [r for r in rs if r.costs["completion_tokens"] is not None]
+        if not pts:
+            continue
+        x = [r.costs["completion_tokens"] for r in pts]
+        y = [r.accuracy.mean for r in pts]
+        err = [[r.accuracy.mean - r.accuracy.low for r in pts], [r.accuracy.high - r.accuracy.mean for r in pts]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=_name(a, model, strat))
+        for r in pts:
+            ax.annotate(str(r.budget), (r.costs["completion_tokens"], r.accuracy.mean), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    for model, front in a.frontier.items():
+        if front:
+            name = "Pareto frontier" + ("" if len(a.models) == 1 else f" {model}")
+            ax.step([p.cost for p in front], [p.accuracy for p in front], where="post", color="black",
+                    linestyle="--", linewidth=1, alpha=0.7, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem (mean)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{a.dataset}: accuracy vs generated tokens (numbers: budget)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def pass_and_maj_at_k(a: Analysis, path: Path) -> Path | None:
+    """pass@k (unbiased estimator) and maj@k against k, for every strategy whose samples were reused."""
+    if not a.pass_at_k:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (model, strat), curve in a.pass_at_k.items():
+        ks = sorted(curve)
+        line = ax.plot(ks, [curve[k] for k in ks], marker="o", label=f"pass@k {_name(a, model, strat)}")[0]
+        maj = a.maj_at_k.get((model, strat), {})
+        if maj:
+            mk = sorted(maj)
+            ax.plot(mk, [maj[k] for k in mk], marker="s", linestyle="--", color=line.get_color(),
+                    label=f"selected@k {_name(a, model, strat)}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("fraction of problems")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{a.dataset}: coverage (pass@k) vs selection (maj@k / best-of-k)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _bins(a: Analysis) -> list[str]:
+    return sorted({b for (_, _, _, b) in a.by_bin})
+
+
+def per_difficulty(a: Analysis, path: Path) -> Path:
+    """Accuracy against budget, one panel per difficulty bin, one line per (model, strategy)."""
+    bins = _bins(a)
+    cols = min(3, len(bins))
+    rows = math.ceil(len(bins) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for i, b in enumerate(bins):
+        ax = axes[i // cols][i % cols]
+        for (model, strat) in _series(a):
+            pts = sorted((bud, e) for (m, s, bud, bb), e in a.by_bin.items() if (m, s, bb) == (model, strat, b))
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts],
+                            yerr=[[p[1].mean - p[1].low for p in pts], [p[1].high - p[1].mean for p in pts]],
+                            marker="o", capsize=2, label=_name(a, model, strat))
+        n = next((e.n for (_, _, _, bb), e in a.by_bin.items() if bb == b), 0)
+        ax.set_title(f"{a.bin_source} {b} (n={n})", fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("budget")
+        ax.grid(alpha=0.3)
+    for j in range(len(bins), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{a.dataset}: accuracy by difficulty ({a.bin_source}; bin 1 easiest)")
+    return _save(fig, path)
+
+
+def compute_optimal_heatmap(a: Analysis, path: Path) -> Path:
+    """Per model: difficulty bin x budget, colour = accuracy of the best strategy config there, text = its name."""
+    models = sorted(a.optimal)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 1.6 * len(a.config.get("budgets", [1])) + 2)
+                                                      * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        table = a.optimal[model]
+        bins = sorted({b for b, _ in table})
+        budgets = sorted({bud for _, bud in table})
+        grid = [[table[(b, bud)][1] if (b, bud) in table else math.nan for bud in budgets] for b in bins]
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for i, b in enumerate(bins):
+            for j, bud in enumerate(budgets):
+                if (b, bud) in table:
+                    name, acc = table[(b, bud)]
+                    ax.text(j, i, f"{name}\n{acc:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if acc < 0.6 else "black")
+        ax.set_xticks(range(len(budgets)), [str(x) for x in budgets])
+        ax.set_yticks(range(len(bins)), bins)
+        ax.set_xlabel("budget")
+        ax.set_ylabel(f"difficulty ({a.bin_source})")
+        ax.set_title(f"compute-optimal strategy: {model}", fontsize=10)
+        fig.colorbar(im, ax=ax, label="accuracy")
+    return _save(fig, path)
+
+
+def accuracy_vs_flops(a: Analysis, path: Path) -> Path | None:
+    """Across models: accuracy against total FLOPs per problem (generator + verifier), log x. Only drawn when the
+    run has several models: it shows where a smaller model thinking longer overtakes a larger one."""
+    if len(a.models) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (model, strat), rs in _series(a).items():
+        pts = [r for r in rs if r.costs["flops"] is not None]
+        if pts:
+            ax.plot([r.costs["flops"] for r in pts], [r.accuracy.mean for r in pts], marker="o",
+                    label=f"{model} {strat}")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per problem (mean)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{a.dataset}: accuracy vs compute across models")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def all_plots(a: Analysis, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = [accuracy_vs_tokens(a, out_dir / "accuracy_vs_tokens.png"),
+            pass_and_maj_at_k(a, out_dir / "pass_at_k.png"),
+            per_difficulty(a, out_dir / "per_difficulty.png"),
+            compute_optimal_heatmap(a, out_dir / "compute_optimal.png"),
+            accuracy_vs_flops(a, out_dir / "accuracy_vs_flops.png")]
+    return [p for p in made if p is not None]

@@ -1,0 +1,136 @@
+"""The report of a run: PNG plots, one self-contained HTML page (images embedded as data URIs, no scripts, no
+external resources), and the same tables in the terminal (rich)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from thinkscale.eval.analysis import Analysis
+from thinkscale.eval.plot import all_plots
+
+
+def _num(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "unknown" if v is None else fmt.format(v)
+
+
+def config_table_rows(a: Analysis) -> list[list[str]]:
+    out = []
+    for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget)):
+        out.append([r.model, r.strategy, str(r.budget), f"{r.accuracy.mean:.3f}",
+                    f"[{r.accuracy.low:.3f}, {r.accuracy.high:.3f}]", str(r.accuracy.n),
+                    _num(r.costs["completion_tokens"]), _num(r.costs["prompt_tokens"]),
+                    _num(r.costs["cached_prompt_tokens"]), _num(r.costs["verifier_tokens"]),
+                    _num(r.costs["wall_seconds"], "{:.2f}"), _num(r.costs["flops"], "{:.3g}"),
+                    "k/N share" if r.estimated_cost else "measured"])
+    return out
+
+
+CONFIG_HEADERS = ["model", "strategy", "budget", "accuracy", "95% CI", "problems", "generated tok", "prompt tok",
+                  "cached tok", "verifier tok", "wall s", "FLOPs", "cost"]
+
+
+def optimal_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
+    budgets = sorted({bud for t in a.optimal.values() for _, bud in t})
+    rows = []
+    for model, table in sorted(a.optimal.items()):
+        for b in sorted({b for b, _ in table}):
+            cells = []
+            for bud in budgets:
+                hit = table.get((b, bud))
+                cells.append("" if hit is None else f"{hit[0]} ({hit[1]:.2f})")
+            n = next((e.n for (m, _, _, bb), e in a.by_bin.items() if m == model and bb == b), 0)
+            rows.append([model, f"{b} (n={n})", *cells])
+    return ["model", f"difficulty ({a.bin_source})", *[f"budget {x}" for x in budgets]], rows
+
+
+def frontier_rows(a: Analysis) -> list[list[str]]:
+    return [[m, p.label, str(p.budget), f"{p.cost:.1f}", f"{p.accuracy:.3f}"]
+            for m, front in sorted(a.frontier.items()) for p in front]
+
+
+def print_tables(a: Analysis, console: Console) -> None:
+    t = Table(title=f"{a.dataset}: {a.n_problems} problems (accuracy: mean over problems; costs: mean per problem)",
+              header_style="bold")
+    for h in CONFIG_HEADERS:
+        t.add_column(h, justify="left" if h in ("model", "strategy", "cost") else "right")
+    for row in config_table_rows(a):
+        t.add_row(*row)
+    console.print(t)
+    heads, rows = optimal_rows(a)
+    t = Table(title="compute-optimal strategy per difficulty and budget", header_style="bold")
+    for h in heads:
+        t.add_column(h)
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    t = Table(title="Pareto frontier (generated tokens vs accuracy)", header_style="bold")
+    for h in ("model", "strategy", "budget", "generated tok", "accuracy"):
+        t.add_column(h)
+    for row in frontier_rows(a):
+        t.add_row(*row)
+    console.print(t)
+    wall, busy, frac = a.overhead()
+    console.print(f"harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
+                  f"outside backend calls ({busy:.1f} s inside)", highlight=False)
+
+
+def _table_html(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}pre{background:#f7f7f7;padding:1em;overflow:auto;
+font-size:12px}h2{margin-top:1.6em;border-bottom:1px solid #ddd}"""
+
+
+def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
+    wall, busy, frac = a.overhead()
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>thinkscale report: "
+             f"{html.escape(a.dataset)}</title><style>{CSS}</style></head><body>",
+             f"<h1>thinkscale eval: {html.escape(a.dataset)}</h1>",
+             f"<p>{a.n_problems} problems; models {html.escape(', '.join(a.models))}; generated "
+             f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}. Accuracy is the mean over problems with a "
+             "95% percentile-bootstrap interval; costs are means per problem. Costs marked <em>k/N share</em> are "
+             "for budgets scored from subsets of a larger run's samples (sample reuse).</p>",
+             "<h2>Plots</h2>"]
+    for img in images:
+        data = base64.b64encode(img.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img alt='{html.escape(img.stem)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(img.stem.replace('_', ' '))}</figcaption></figure>")
+    parts += ["<h2>Every strategy config</h2>", _table_html(CONFIG_HEADERS, config_table_rows(a))]
+    heads, rows = optimal_rows(a)
+    parts += ["<h2>Compute-optimal strategy per difficulty and budget</h2>", _table_html(heads, rows),
+              "<h2>Pareto frontier</h2>",
+              _table_html(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a))]
+    if a.pass_at_k:
+        ks = sorted({k for c in a.pass_at_k.values() for k in c})
+        parts += ["<h2>pass@k</h2>", _table_html(
+            ["model", "strategy", *[f"k={k}" for k in ks]],
+            [[m, s, *[f"{c[k]:.3f}" if k in c else "" for k in ks]] for (m, s), c in sorted(a.pass_at_k.items())])]
+    parts += ["<h2>Runs</h2>",
+              f"<p>Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
+              f"was outside backend calls ({busy:.1f} s inside).</p>",
+              _table_html(["session", "status", "jobs", "wall s", "backend s", "command"],
+                          [[str(s["session_id"]), s["status"], str(s["jobs_done"]), _num(s["wall_seconds"], "{:.1f}"),
+                            _num(s["backend_seconds"], "{:.1f}"), s["command"]] for s in a.sessions]),
+              "<h2>Config and versions</h2>",
+              f"<pre>{html.escape(json.dumps({'config': a.config, 'info': a.info}, indent=2, sort_keys=True))}</pre>",
+              "</body></html>"]
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def write_report(a: Analysis, out_dir: Path) -> tuple[Path, list[Path]]:
+    images = all_plots(a, out_dir)
+    return write_html(a, images, out_dir / "report.html"), images

@@ -1,0 +1,515 @@
+"""Budget sweeps: run every (problem, strategy config, budget, seed) unit of a SweepConfig and store it.
+
+Plan. Each strategy spec is built with ``thinkscale.strategies.build_strategy``; ``budgets`` set its
+``budget_knob`` (samples for self-consistency, ...). A spec that sets its budget knob itself, or whose knob is
+``max_tokens`` (greedy: the length of its one chain, which ``SweepConfig.max_tokens`` fixes), is not swept: it runs
+once, at budget 1 or at the value it pins. A ``prefix_consistent`` strategy whose selection rule is known runs once
+at the largest budget, and every smaller budget k is scored from k-subsets of its samples (sample j of an n-sample
+request is the same for every n >= j, so the first k samples are exactly what a k-sample run draws); the others
+run once per budget.
+
+Execution. Jobs run on ``workers`` threads (the llama.cpp backend batches concurrent calls); the calling thread
+grades each finished job against the reference (strategies never see it: their Problem has no reference) and
+writes it to the store in one transaction. Jobs already in the store are skipped, so re-running resumes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import importlib.metadata
+import logging
+import math
+import platform
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinkscale.answers import Verdict, check
+from thinkscale.answers.extract import normalize_answer
+from thinkscale.backends.base import Backend
+from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
+from thinkscale.eval.metrics import expected_selection_accuracy
+from thinkscale.eval.store import JobRecord, SampleRow, Store, UnitRow
+from thinkscale.strategies.base import budget_knob, build_strategy, get_strategy, knobs, parse_spec
+from thinkscale.types import Budget, Candidate, Result, Role, Usage
+from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[str], Backend]
+
+# How a prefix-consistent strategy picks among its samples, when it has no ``selection`` knob to say so.
+# A prefix-consistent strategy that is in neither place runs once per budget instead of reusing samples.
+SUBSET_SELECTION: dict[str, Selection] = {"self-consistency": Selection.MAJORITY}
+
+
+# ---------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    label: str  # the spec as the store keys it (the user's spec, canonically written)
+    name: str
+    values: dict[str, str]
+    knob: str | None  # the knob budgets set; None = not swept
+    budgets: tuple[int, ...]
+    overrides: dict[str, Any]
+    reuse: bool
+    selection: Selection | None
+    step_aggregation: StepAggregation | None
+
+    def spec_at(self, budget: int) -> str:
+        items = dict(self.values)
+        if self.knob is not None:
+            items[self.knob] = str(budget)
+        return self.name + (":" + ",".join(f"{k}={v}" for k, v in items.items()) if items else "")
+
+    def build(self, budget: int) -> Any:
+        over = dict(self.overrides)
+        if self.knob is not None:
+            over[self.knob] = budget
+        return build_strategy(self.label, **over)
+
+    def job_budgets(self) -> tuple[int, ...]:
+        return (self.budgets[-1],) if self.reuse else self.budgets
+
+
+def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
+    name, values = parse_spec(spec)
+    get_strategy(name)
+    label = name + (":" + ",".join(f"{k}={v}" for k, v in values.items()) if values else "")
+    knob = budget_knob(name)
+    known = knobs(name)
+    overrides: dict[str, Any] = {}
+    budgets: tuple[int, ...]
+    if "max_tokens" in known and "max_tokens" not in values:
+        overrides["max_tokens"] = cfg.max_tokens
+    if knob is None or knob == "max_tokens":
+        swept, budgets = None, (1,)
+    elif knob in values:
+        try:
+            budgets = (int(values[knob]),)
+        except ValueError:
+            raise ValueError(f"strategy spec {spec!r}: its budget knob {knob}={values[knob]!r} is not an integer "
+                             "budget") from None
+        swept = None
+    else:
+        swept, budgets = knob, tuple(cfg.budgets)
+    plan = StrategyPlan(label, name, values, swept, budgets, overrides, False, None, None)
+    probe = plan.build(budgets[-1])  # every knob is checked before anything runs
+    selection = getattr(probe, "selection", None) or SUBSET_SELECTION.get(name)
+    agg = getattr(probe, "step_aggregation", None) or getattr(probe, "aggregation", None)
+    reuse = (bool(getattr(type(probe), "prefix_consistent", False)) and swept is not None and len(budgets) > 1
+             and isinstance(selection, Selection))
+    if getattr(type(probe), "prefix_consistent", False) and swept is not None and not reuse:
+        log.warning("strategy %s is prefix-consistent but its selection rule is unknown: it runs once per budget",
+                    label)
+    return StrategyPlan(label, name, values, swept, budgets, overrides, reuse,
+                        selection if reuse else None, StepAggregation(agg) if isinstance(agg, str) else None)
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    plan: StrategyPlan
+    problem: EvalProblem
+    seed: int
+    budget: int
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int]:
+        return (self.model, self.plan.label, self.problem.id, self.seed, self.budget)
+
+    def rng(self) -> random.Random:
+        # Not the budget: runs of one problem at different budgets share their random numbers (less variance
+        # between budgets), and a reused job's seed is the one a k-sample run would draw.
+        return random.Random(f"{self.seed}|{self.problem.id}|{self.plan.label}|{self.model}")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("thinkscale", "llama-cpp-python", "math-verify"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                           timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[str, Any]:
+    """What must match for a run to be resumed: everything that changes results. (Not ``out``, not workers.)"""
+    backend = cfg.backend
+    if backend.startswith("scripted:"):
+        from thinkscale.eval.fake import table_sha256
+
+        backend = f"scripted:sha256={table_sha256(backend.partition(':')[2])}"
+    v = versions()
+    return {
+        "dataset": ds.name, "dataset_sha256": ds.sha256, "task": ds.task.value,
+        "system": cfg.system, "limit": cfg.limit, "subset_seed": cfg.seed,
+        "problem_ids_sha256": hashlib.sha256("\n".join(p.id for p in ds.problems).encode()).hexdigest(),
+        "models": list(cfg.models), "backend": backend,
+        "strategies": [{"spec": p.label, "budget_knob": p.knob, "budgets": list(p.budgets), "reuse": p.reuse,
+                        "overrides": p.overrides} for p in plans],
+        "budgets": list(cfg.budgets), "sample_seeds": list(cfg.sample_seeds), "max_tokens": cfg.max_tokens,
+        "max_subsets": cfg.max_subsets,
+        "versions": {k: v[k] for k in ("thinkscale", "llama-cpp-python")},
+    }
+
+
+# ---------------------------------------------------------------------- backends
+
+
+class TimedBackend:
+    """Wraps a backend to measure the wall time during which at least one call is in flight (``busy_seconds``):
+    the rest of a sweep's wall time is harness overhead. ``serialize`` makes calls one at a time (for backends
+    that are not thread-safe, like the scripted fake)."""
+
+    def __init__(self, inner: Backend, *, serialize: bool = False) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self._lock = threading.Lock()
+        self._call_lock = threading.Lock() if serialize else None
+        self._active = 0
+        self._since = 0.0
+        self.busy_seconds = 0.0
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self.busy_seconds += time.perf_counter() - self._since
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._call_lock is not None:
+            with self._call_lock:
+                return self._timed(fn, *args)
+        return self._timed(fn, *args)
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._enter()
+        try:
+            return fn(*args)
+        finally:
+            self._exit()
+
+    def generate(self, requests: Any) -> Any:
+        return self._call(self.inner.generate, requests)
+
+    def score(self, requests: Any) -> Any:
+        return self._call(self.inner.score, requests)
+
+    def hidden_states(self, requests: Any) -> Any:
+        return self._call(self.inner.hidden_states, requests)  # type: ignore[attr-defined]
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.inner.tokenize(text)
+
+    def info(self) -> Any:
+        return self.inner.info()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def default_backend_factory(backend: str) -> BackendFactory:
+    kind, _, arg = backend.partition(":")
+
+    def make(model: str) -> Backend:
+        if kind == "scripted":
+            from thinkscale.eval.fake import scripted_backend
+
+            return scripted_backend(arg)
+        from thinkscale.backends import load_backend
+
+        if kind == "openai":
+            return load_backend(model, base_url=arg)
+        return load_backend(model, progress=True)
+
+    return make
+
+
+def model_identity(model: str, backend: Backend) -> dict[str, Any]:
+    info = backend.info()
+    out: dict[str, Any] = {"fingerprint": info.fingerprint, "n_params": info.n_params}
+    from thinkscale.models.registry import CATALOG
+
+    spec = CATALOG.get(model)
+    if spec is not None:
+        out["sha256"] = spec.sha256  # the catalog's: pulls are checked against it
+    return out
+
+
+# ---------------------------------------------------------------------- one job
+
+
+@dataclass
+class Outcome:
+    job: Job
+    result: Result
+    wall_seconds: float
+
+
+def run_job(job: Job, backend: Backend) -> Outcome:
+    strategy = job.plan.build(job.budget)
+    t0 = time.perf_counter()
+    result = strategy.run(job.problem.problem, backend, Budget(), rng=job.rng())
+    return Outcome(job, result, time.perf_counter() - t0)
+
+
+def _grade(ep: EvalProblem, answer: str | None) -> Verdict:
+    return check(ep.task, answer, ep.reference)
+
+
+def _score_of(c: Candidate, agg: StepAggregation | None, label: str) -> float:
+    if not c.scores:
+        raise ValueError(f"strategy {label}: a candidate has no verifier score, so its selection cannot be replayed")
+    if len(c.scores) > 1 and agg is None:
+        raise ValueError(f"strategy {label}: per-step scores but no step aggregation knob to reduce them")
+    return aggregate_steps(c.scores, agg or StepAggregation.LAST)
+
+
+def record(outcome: Outcome, max_subsets: int) -> JobRecord:
+    """Grade a finished job and derive its units (one, or one per budget for a reused job)."""
+    job, result = outcome.job, outcome.result
+    ep, plan = job.problem, job.plan
+    cands = list(result.candidates)
+    verdicts = [_grade(ep, c.answer) for c in cands]
+    correct = [v is Verdict.EQUIVALENT for v in verdicts]
+    chosen_idx = next((i for i, c in enumerate(cands) if c is result.chosen), None)
+    samples = [SampleRow(i, c.text, c.answer, correct[i], verdicts[i].value, c.completion_tokens, c.finish_reason,
+                         c.logprobs, c.scores, i == chosen_idx) for i, c in enumerate(cands)]
+    gen = result.ledger.total(Role.GENERATOR)
+    ver = result.ledger.total(Role.VERIFIER)
+    total = result.ledger.total()
+    ver_tokens = None if ver.prompt_tokens is None or ver.completion_tokens is None \
+        else ver.prompt_tokens + ver.completion_tokens
+    answer_ok = _grade(ep, result.answer) is Verdict.EQUIVALENT
+    full = UnitRow(job.budget, result.answer, float(answer_ok), answer_ok, 1, False, gen.prompt_tokens,
+                   gen.cached_prompt_tokens, gen.completion_tokens, ver_tokens, outcome.wall_seconds, total.flops)
+    units = [full]
+    if plan.reuse:
+        units = [_subset_unit(outcome, k, cands, correct, gen, ver, ver_tokens, max_subsets)
+                 for k in plan.budgets[:-1]] + [full]
+    return JobRecord(
+        model=job.model, strategy=plan.label, problem_id=ep.id, seed=job.seed, budget=job.budget,
+        spec=plan.spec_at(job.budget), reuse=plan.reuse, stop_reason=result.stop_reason, answer=result.answer,
+        trace=result.trace, prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens,
+        completion_tokens=gen.completion_tokens, calls=total.calls, verifier_prompt_tokens=ver.prompt_tokens,
+        verifier_tokens=ver_tokens, flops=total.flops, verifier_flops=ver.flops if ver.calls else 0.0,
+        wall_seconds=outcome.wall_seconds, backend_seconds=total.seconds, samples=samples, units=units)
+
+
+def _subset_unit(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bool], gen: Usage, ver: Usage,
+                 ver_tokens: int | None, max_subsets: int) -> UnitRow:
+    job, plan = outcome.job, outcome.job.plan
+    n = len(cands)
+    if n != plan.budgets[-1]:
+        raise RuntimeError(f"{plan.label} on {job.problem.id}: asked for {plan.budgets[-1]} samples, got {n} "
+                           f"(stop_reason {outcome.result.stop_reason}); smaller budgets cannot be scored from it")
+    assert plan.selection is not None
+    keys = [normalize_answer(c.answer) if c.answer is not None else None for c in cands]
+    scores = None if plan.selection is Selection.MAJORITY else \
+        [_score_of(c, plan.step_aggregation, plan.label) for c in cands]
+    rng = random.Random(f"{job.seed}|{job.problem.id}|{plan.label}|{job.model}|{k}")
+    acc, n_subsets = expected_selection_accuracy(keys, correct, scores, plan.selection, k, max_subsets=max_subsets,
+                                                 rng=rng)
+    # The answer a k-sample run gives: its samples are the first k (see the module doc); ties broken by rng.
+    choice = select([c.answer for c in cands[:k]], None if scores is None else scores[:k], plan.selection, rng=rng)
+    answer = cands[choice.index].answer if choice.index is not None else None
+    share = k / n
+    comp = [c.completion_tokens for c in cands]
+    completion = None if any(t is None for t in comp) else share * sum(t or 0 for t in comp)
+    flops = None
+    if gen.flops is not None and gen.computed_prompt_tokens is not None and gen.completion_tokens and \
+            completion is not None:
+        per_token = gen.flops / (gen.computed_prompt_tokens + gen.completion_tokens)
+        flops = per_token * (gen.computed_prompt_tokens + completion) + share * (ver.flops or 0.0)
+    return UnitRow(k, answer, acc, _grade(job.problem, answer) is Verdict.EQUIVALENT, n_subsets, True,
+                   gen.prompt_tokens, gen.cached_prompt_tokens, completion,
+                   None if ver_tokens is None else share * ver_tokens, share * outcome.wall_seconds, flops)
+
+
+# ---------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class Progress:
+    """What the runner reports after each job (the CLI draws it; tests can collect it)."""
+
+    done: int
+    total: int
+    skipped: int
+    correct_sum: float = 0.0
+    units: int = 0
+    generated_tokens: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.units == 0 else self.correct_sum / self.units
+
+    @property
+    def tokens_per_second(self) -> float:
+        dt = time.perf_counter() - self.started
+        return self.generated_tokens / dt if dt > 0 else 0.0
+
+
+@dataclass
+class SweepSummary:
+    jobs_total: int
+    jobs_skipped: int
+    jobs_run: int
+    wall_seconds: float
+    backend_seconds: float
+    load_seconds: float
+    interrupted: bool = False
+
+    @property
+    def overhead_fraction(self) -> float | None:
+        """Share of the sweep's wall time (model loading excluded) spent outside backend calls."""
+        return None if self.wall_seconds <= 0 else max(0.0, 1 - self.backend_seconds / self.wall_seconds)
+
+
+def plan_jobs(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> list[Job]:
+    return [Job(model, plan, ep, seed, b) for model in cfg.models for plan in plans for seed in cfg.sample_seeds
+            for ep in ds.problems for b in plan.job_budgets()]
+
+
+def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyPlan], list[Job]]:
+    """Load the dataset, check every spec, open the store and bind it to this config (or refuse)."""
+    ds = load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
+    plans = [plan_strategy(s, cfg) for s in cfg.strategies]
+    labels = [p.label for p in plans]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"strategy specs name the same config twice: {labels}")
+    store = Store(out)
+    try:
+        store.bind_config(identity(cfg, ds, plans), {"git_commit": git_commit(), "versions": versions(),
+                                                     "created_at": time.time()})
+        store.add_problems(ds.name, [(p.id, p.task.value, p.reference, p.level, p.problem.messages[-1].content)
+                                     for p in ds.problems])
+    except BaseException:
+        store.close()
+        raise
+    return store, ds, plans, plan_jobs(cfg, ds, plans)
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFactory | None = None,
+              workers: int = 1, command: str = "", on_progress: Callable[[Progress], None] | None = None,
+              stop: threading.Event | None = None) -> SweepSummary:
+    """Run (or resume) the sweep ``cfg`` into the store under ``out``.
+
+    ``backend_factory(model)`` builds each model's backend (default: from ``cfg.backend``). ``stop``, when set,
+    makes the sweep finish the jobs in flight, store them, and return with ``interrupted=True``.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    factory = backend_factory or default_backend_factory(cfg.backend)
+    store, _ds, _plans, jobs = prepare(cfg, Path(out))
+    session = store.start_session(command)
+    done = store.done_jobs()
+    pending = [j for j in jobs if j.key not in done]
+    progress = Progress(done=0, total=len(pending), skipped=len(jobs) - len(pending))
+    wall = busy = load = 0.0
+    ran = 0
+    status = "finished"
+    try:
+        for model in cfg.models:
+            todo = [j for j in pending if j.model == model]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            inner = factory(model)
+            load += time.perf_counter() - t0
+            try:
+                store.bind_model(model, model_identity(model, inner))
+                backend = TimedBackend(inner, serialize=cfg.backend.startswith("scripted:"))
+                t1 = time.perf_counter()
+                for outcome in _execute(todo, backend, workers, stop):
+                    rec = record(outcome, cfg.max_subsets)
+                    store.write_job(rec)
+                    ran += 1
+                    progress.done += 1
+                    top = rec.units[-1]
+                    progress.units += 1
+                    progress.correct_sum += top.correct
+                    progress.generated_tokens += rec.completion_tokens or 0
+                    if on_progress is not None:
+                        on_progress(progress)
+                wall += time.perf_counter() - t1
+                busy += backend.busy_seconds
+            finally:
+                inner.close()
+            if stop is not None and stop.is_set():
+                status = "interrupted"
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        store.end_session(session, status=status, jobs_done=ran, wall_seconds=wall, backend_seconds=busy)
+        store.close()
+    return SweepSummary(len(jobs), len(jobs) - len(pending), ran, wall, busy, load, status == "interrupted")
+
+
+def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Event | None) -> Iterator[Outcome]:
+    """Outcomes of ``jobs`` as they finish. With one worker, in the calling thread (Ctrl-C interrupts the job in
+    flight); otherwise on a pool that keeps ``workers`` jobs in flight and starts no new one once ``stop`` is set."""
+    if workers == 1:
+        for job in jobs:
+            if stop is not None and stop.is_set():
+                return
+            yield run_job(job, backend)
+        return
+    it = iter(jobs)
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
+        running: set[cf.Future[Outcome]] = set()
+        while True:
+            while len(running) < workers and not (stop is not None and stop.is_set()):
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                running.add(pool.submit(run_job, nxt, backend))
+            if not running:
+                return
+            finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                yield f.result()
+
+
+def units_per_job(plan: StrategyPlan) -> int:
+    return len(plan.budgets) if plan.reuse else 1
+
+
+def fmt_overhead(summary: SweepSummary) -> str:
+    f = summary.overhead_fraction
+    return "n/a" if f is None or math.isnan(f) else f"{100 * f:.1f}%"
