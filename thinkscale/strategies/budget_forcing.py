@@ -107,15 +107,23 @@ class BudgetForcing:
         if not fits(budget, ledger, completion_tokens=1 + self.answer_max_tokens, calls=2):
             trace.append({"event": "stop", "reason": "budget cannot pay for one thinking token and the answer"})
             return Result(None, None, (), ledger, "budget", "budget-forcing", tuple(trace))
-        forced = None  # why the answer is forced: "max_thinking_tokens" or "budget"
-        while True:
+        def thinking_cap() -> int | None:
+            """Tokens the next thinking call may generate, keeping the answer's tokens and call in reserve;
+            None when the budget leaves no room for another thinking call."""
             room = self.max_thinking_tokens - thinking
             rem = budget.remaining_completion_tokens(ledger)
             cap = room if rem is None else min(room, rem - self.answer_max_tokens)
-            if room <= 0:
+            if cap < 1 or not fits(budget, ledger, completion_tokens=cap + self.answer_max_tokens, calls=2):
+                return None
+            return cap
+
+        forced = None  # why the answer is forced: "max_thinking_tokens" or "budget"
+        while True:
+            if thinking >= self.max_thinking_tokens:
                 forced = "max_thinking_tokens"
                 break
-            if cap < 1 or not fits(budget, ledger, completion_tokens=cap + self.answer_max_tokens, calls=2):
+            cap = thinking_cap()
+            if cap is None:
                 forced, stop = "budget", "budget"
                 break
             text, n, finish = generate(cap, (self.think_end,) if self.think_end else ())
@@ -123,10 +131,17 @@ class BudgetForcing:
             segments.append(text)
             content += text
             if finish == "length":
-                forced = "max_thinking_tokens" if cap == room else "budget"
-                stop = "budget" if forced == "budget" else stop
+                if thinking >= self.max_thinking_tokens:
+                    forced = "max_thinking_tokens"
+                else:
+                    forced, stop = "budget", "budget"
                 break
             if thinking < self.min_thinking_tokens and waits < self.max_waits:
+                if thinking_cap() is None:
+                    stop = "budget"
+                    trace.append({"event": "stop", "reason": "the budget ends thinking below the minimum",
+                                  "thinking_tokens": thinking})
+                    break
                 # the model tried to stop thinking too early: suppress that and make it continue
                 content += ("" if not content or content[-1].isspace() else "\n") + self.wait
                 waits += 1

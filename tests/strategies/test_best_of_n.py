@@ -1,0 +1,156 @@
+"""Best-of-N and weighted self-consistency on the scripted fake: which candidate each selection picks (scores set by
+hand through the fake's P(yes) logprobs), what the verifier is charged, and the verifier knobs' errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from typing import ClassVar
+
+import pytest
+
+from tests.strategies.helpers import PROBLEM, item, words, yes_no_score_fn
+from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.strategies.base import build_strategy
+from thinkscale.strategies.best_of_n import BestOfN
+from thinkscale.strategies.weighted_sc import WeightedSelfConsistency
+from thinkscale.types import Budget, Candidate, Ledger, Problem, Role
+from thinkscale.verifiers import base as verifiers
+from thinkscale.verifiers.aggregate import StepAggregation
+from thinkscale.verifiers.base import VerifierKind
+
+# Three chains answering 41, 41, 42 with P(yes) set per chain: 41 twice at 0.6 (sum 1.2), 42 once at 0.9.
+# Best-of-N takes the single best (42, 0.9); weighted SC sums per answer (41: 1.2 > 0.9); plain majority is 41 too.
+TEXTS = ["first says \\boxed{41}", "second says \\boxed{41}", "third says \\boxed{42}"]
+P_YES = {"first": 0.6, "second": 0.6, "third": 0.9}
+
+
+def p_of(prompt: str) -> float:
+    return next(p for key, p in P_YES.items() if key in prompt)
+
+
+def backend(texts: Sequence[str] = TEXTS) -> ScriptedBackend:
+    return ScriptedBackend(list(texts), score_fn=yes_no_score_fn(p_of))
+
+
+def test_best_of_n_picks_the_highest_scored_chain():
+    b = backend()
+    result = BestOfN(n_samples=3).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert result.answer == "42" and result.chosen is result.candidates[2]
+    assert [c.scores for c in result.candidates] == [pytest.approx((0.6,)), pytest.approx((0.6,)),
+                                                    pytest.approx((0.9,))]
+    select = next(e for e in result.trace if e["event"] == "select")
+    assert select["selection"] == "argmax" and select["winner"] == "42"
+    assert result.stop_reason == "done"
+
+
+def test_weighted_sc_sums_scores_per_answer():
+    """41: 0.6 + 0.6 = 1.2 beats 42: 0.9, although 42 is the single best chain."""
+    result = WeightedSelfConsistency(n_samples=3).run(PROBLEM, backend(), Budget(), rng=random.Random(0))
+    assert result.answer == "41"
+    select = next(e for e in result.trace if e["event"] == "select")
+    assert select["tally"] == pytest.approx({"41": 1.2, "42": 0.9})
+    assert result.chosen is result.candidates[0]  # the winning answer's best chain; equal scores: lowest index
+
+
+def test_verifier_calls_are_charged_to_the_verifier_role():
+    """Generator: one generate call, prompt 6 words, completion 3 + 3 + 3 = 9. Verifier: P(yes) sends 2 score
+    requests (Yes, No) per chain = 6 calls and generates nothing; each judges "<user> What is 6 times 7?" (6) +
+    "<assistant> first says \\boxed{41}" (4) + "<user> Is this solution correct? Answer Yes or No." (9) plus the
+    one-word reply = 20 prompt words, 6 x 20 = 120."""
+    result = BestOfN(n_samples=3).run(PROBLEM, b := backend(), Budget(), rng=random.Random(0))
+    gen, ver = result.ledger.total(Role.GENERATOR), result.ledger.total(Role.VERIFIER)
+    assert (gen.calls, gen.prompt_tokens, gen.completion_tokens) == (1, 6, 9)
+    assert (ver.calls, ver.prompt_tokens, ver.completion_tokens) == (6, 120, 0)
+    assert len(b.score_requests) == 6
+    assert next(e for e in result.trace if e["event"] == "score")["calls"] == 6
+
+
+def test_confidence_verifier_requests_and_reads_generator_logprobs():
+    """confidence-mean = exp(mean logprob): chain 0 has mean -1.0, chain 1 mean -0.2, so chain 1 wins; no verifier
+    model call is made."""
+    b = ScriptedBackend([item("a \\boxed{1}", (-1.0, -1.0)), item("b \\boxed{2}", (-0.1, -0.3))])
+    result = BestOfN(n_samples=2, verifier="confidence-mean").run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert b.requests[0].logprobs is True
+    assert result.candidates[0].logprobs == (-1.0, -1.0)
+    assert result.answer == "2"
+    assert result.ledger.total(Role.VERIFIER).calls == 0
+
+
+def test_pyes_does_not_request_logprobs():
+    b = backend()
+    BestOfN(n_samples=3).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert b.requests[0].logprobs is False
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTable:
+    """A process verifier for tests: step i of a chain scores TABLE[first word][i]."""
+
+    kind: ClassVar[VerifierKind] = VerifierKind.PROCESS
+    uses_reference: ClassVar[bool] = False
+    TABLE: ClassVar[dict[str, tuple[float, ...]]] = {"x": (0.9, 0.1, 0.9), "y": (0.5, 0.5, 0.5)}
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate], *, ledger: Ledger) -> list[tuple[float, ...]]:
+        return [self.TABLE[c.text.split()[0]] for c in candidates]
+
+
+@pytest.fixture
+def step_table(monkeypatch):
+    monkeypatch.setitem(verifiers.REGISTRY, "step-table",
+                        verifiers.VerifierInfo("step-table", StepTable, VerifierKind.PROCESS, False, "test"))
+
+
+@pytest.mark.parametrize(("how", "winner"), [
+    (StepAggregation.LAST, "1"),  # x: 0.9 > y: 0.5
+    (StepAggregation.MIN, "2"),  # x: 0.1 < y: 0.5
+    (StepAggregation.MEAN, "1"),  # x: 1.9 / 3 = 0.63 > 0.5
+    (StepAggregation.PRODUCT, "2"),  # x: 0.081 < y: 0.125
+])
+def test_step_aggregation_decides_with_a_process_verifier(step_table, how, winner):
+    b = ScriptedBackend(["x \\boxed{1}", "y \\boxed{2}"])
+    result = build_strategy(f"best-of-n:verifier=step-table,n_samples=2,step_aggregation={how}").run(
+        PROBLEM, b, Budget(), rng=random.Random(0))
+    assert result.answer == winner
+    assert result.candidates[0].scores == (0.9, 0.1, 0.9)
+
+
+def test_a_call_budget_also_pays_for_the_verifier():
+    """max_calls 7: 1 generate call + 2 P(yes) calls per chain leaves room for (7 - 1) // 2 = 3 of the 8 chains."""
+    b = ScriptedBackend([words(3, "1")] * 8, score_fn=yes_no_score_fn(lambda p: 0.5))
+    result = BestOfN(n_samples=8, max_tokens=5).run(PROBLEM, b, Budget(max_calls=7), rng=random.Random(0))
+    assert b.requests[0].n == 3
+    assert result.ledger.total().calls == 7
+    assert result.stop_reason == "budget"
+
+
+def test_a_call_budget_with_a_verifier_of_unknown_cost_is_refused(step_table):
+    with pytest.raises(ValueError, match="max_calls"):
+        build_strategy("best-of-n:verifier=step-table").run(PROBLEM, ScriptedBackend([]), Budget(max_calls=5),
+                                                            rng=random.Random(0))
+
+
+@pytest.mark.parametrize(("spec", "needles"), [
+    ("best-of-n:verifier=reference", ["reference answer"]),
+    ("weighted-sc:verifier=no-such", ["'no-such'", "pyes", "confidence-mean"]),
+    ("best-of-n:verifier=prm", ["'prm'", "verifier_path"]),
+    ("best-of-n:verifier=prm-http", ["'prm-http'", "verifier_path"]),
+    ("best-of-n:verifier=pyes,verifier_path=x.json", ["'pyes'", "verifier_path"]),
+    ("best-of-n:step_aggregation=median", ["step_aggregation", "last|min|product|mean"]),
+    ("best-of-n:temperature=0", ["temperature"]),
+    ("weighted-sc:n_samples=0", ["n_samples"]),
+])
+def test_bad_verifier_knobs_fail_at_construction(spec, needles):
+    with pytest.raises(ValueError) as info:
+        build_strategy(spec)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_unanswered_chains_are_scored_but_never_chosen():
+    b = ScriptedBackend(["first has no answer", "second says \\boxed{7}"], score_fn=yes_no_score_fn(
+        lambda prompt: 0.95 if "first" in prompt else 0.2))
+    result = BestOfN(n_samples=2).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert result.answer == "7"
+    assert result.candidates[0].scores == pytest.approx((0.95,))
