@@ -174,9 +174,52 @@ def _python_binds() -> list[str]:
     return out
 
 
+# Seccomp (classic BPF, x86-64 only): refuse the system calls that make namespaces or mounts, trace processes, or
+# reach rarely needed kernel interfaces. In the root mode there is no user namespace around the sandbox, and
+# without this filter the code could make one of its own (and get capabilities inside it).
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_KILL_PROCESS = 0x80000000
+_EPERM, _ENOSYS = 1, 38
+_CLONE_NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_DENIED_SYSCALLS = {  # x86-64 numbers
+    "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "keyctl": 250, "add_key": 248,
+    "request_key": 249, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "kexec_load": 246,
+    "init_module": 175, "finit_module": 313, "open_by_handle_at": 304, "fsopen": 430, "fsmount": 432,
+    "move_mount": 429, "open_tree": 428, "mount_setattr": 442, "io_uring_setup": 425,
+}
+_SYS_CLONE, _SYS_CLONE3 = 56, 435
+
+
+def seccomp_program() -> bytes | None:
+    """The filter as bwrap's ``--seccomp`` wants it (an array of ``struct sock_filter``); None off x86-64."""
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64":
+        return None
+
+    def ins(code: int, jt: int, jf: int, k: int) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    ld_w, jeq, jset, jge, ret = 0x20, 0x15, 0x45, 0x35, 0x06
+    prog = [ins(ld_w, 0, 0, 4), ins(jeq, 1, 0, _AUDIT_ARCH_X86_64), ins(ret, 0, 0, _SECCOMP_RET_KILL_PROCESS),
+            ins(ld_w, 0, 0, 0),
+            ins(jge, 0, 1, 0x40000000), ins(ret, 0, 0, 0x00050000 | _EPERM)]  # the x32 ABI
+    for nr in sorted(_DENIED_SYSCALLS.values()):
+        prog += [ins(jeq, 0, 1, nr), ins(ret, 0, 0, 0x00050000 | _EPERM)]
+    # clone3 passes its flags in memory the filter cannot read: ENOSYS makes libc fall back to clone
+    prog += [ins(jeq, 0, 1, _SYS_CLONE3), ins(ret, 0, 0, 0x00050000 | _ENOSYS)]
+    prog += [ins(jeq, 0, 3, _SYS_CLONE), ins(ld_w, 0, 0, 16), ins(jset, 0, 1, _CLONE_NS_FLAGS),
+             ins(ret, 0, 0, 0x00050000 | _EPERM)]
+    prog += [ins(ret, 0, 0, _SECCOMP_RET_ALLOW)]
+    return b"".join(prog)
+
+
 def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
-    """The bubblewrap invocation (without the command). ``as_root``: the host runs as uid 0, so no user namespace
-    is made and the supervisor drops to the sandbox uid itself (see the module docstring)."""
+    """The bubblewrap invocation (without the command or ``--seccomp``). ``as_root``: the host runs as uid 0, so no
+    user namespace is made and the supervisor drops to the sandbox uid itself (see the module docstring)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable(
@@ -190,6 +233,7 @@ def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
     cmd = [bwrap, *ns, "--die-with-parent", "--new-session", "--as-pid-1",
            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin"]
+    cmd += ["--perms", "0755", "--dir", "/etc"]
     if os.path.exists("/etc/ld.so.cache"):
         cmd += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     made: set[str] = {"/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc"}
@@ -217,13 +261,24 @@ class _Worker:
         cfg = {"max_processes": limits.max_processes, "drop_to_uid": uid, "preload": list(preload)}
         source = (Path(__file__).with_name("_worker.py")).read_text()
         cmd = bwrap_command(as_root=as_root, workdir_bytes=limits.workdir_bytes)
+        prog = seccomp_program()
+        pass_fds: tuple[int, ...] = ()
+        if prog is not None:
+            r_fd, w_fd = os.pipe()
+            os.write(w_fd, prog)  # a few hundred bytes: fits in the pipe buffer
+            os.close(w_fd)
+            cmd += ["--seccomp", str(r_fd)]
+            pass_fds = (r_fd,)
         cmd += [sys.executable, "-I", "-c", source, json.dumps(cfg)]
         self.started = time.monotonic()
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         start_new_session=True, close_fds=True)
+                                         start_new_session=True, close_fds=True, pass_fds=pass_fds)
         except OSError as e:
             raise SandboxUnavailable(f"could not start bwrap: {e}") from e
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         assert self.proc.stdout is not None and self.proc.stdin is not None and self.proc.stderr is not None
         self._out = self.proc.stdout.fileno()
         os.set_blocking(self._out, False)
