@@ -47,7 +47,8 @@ BackendFactory = Callable[[str], Backend]
 
 # How a prefix-consistent strategy picks among its samples, when it has no ``selection`` knob to say so.
 # A prefix-consistent strategy that is in neither place runs once per budget instead of reusing samples.
-SUBSET_SELECTION: dict[str, Selection] = {"self-consistency": Selection.MAJORITY}
+SUBSET_SELECTION: dict[str, Selection] = {"self-consistency": Selection.MAJORITY, "best-of-n": Selection.ARGMAX,
+                                          "weighted-sc": Selection.WEIGHTED_MAJORITY}
 
 
 # ---------------------------------------------------------------------- plan

@@ -1,0 +1,233 @@
+"""Sweeps on the scripted fake: units, sample reuse, resume, config refusal, grading, the CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from thinkscale.cli import app
+from thinkscale.eval.config import SweepConfig, load_sweep_file
+from thinkscale.eval.datasets import load_dataset
+from thinkscale.eval.fake import scripted_backend
+from thinkscale.eval.runner import Job, Outcome, plan_strategy, record, run_sweep
+from thinkscale.eval.store import Store, StoreError
+from thinkscale.types import Candidate, Ledger, Result, Role, Usage
+
+
+def cfg_for(table: Path, **kw: object) -> SweepConfig:
+    base: dict[str, object] = dict(dataset="gsm8k", limit=6, models=["fake"], backend=f"scripted:{table}",
+                                   strategies=["greedy", "self-consistency"], budgets=[1, 2, 4], sample_seeds=[0, 1])
+    base.update(kw)
+    return SweepConfig(**base)  # type: ignore[arg-type]
+
+
+def db_rows(out: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return list(db.execute(sql))
+
+
+UNIT_RESULT = ("SELECT model, strategy, budget, problem_id, seed, answer, correct, answer_correct, n_subsets, "
+               "estimated_cost, completion_tokens, prompt_tokens FROM units ORDER BY 1, 2, 3, 4, 5")
+
+
+def test_sweep_stores_every_unit_once_and_reuses_samples(table: Path, tmp_path: Path) -> None:
+    """6 problems x 2 seeds. Greedy is not swept (its knob is tokens per chain): 12 jobs, 12 units. Self-consistency
+    runs once per problem and seed at 4 samples: 12 jobs, 48 samples, and units at budgets 1, 2, 4: 36."""
+    out = tmp_path / "run"
+    s = run_sweep(cfg_for(table), out)
+    assert (s.jobs_total, s.jobs_run, s.jobs_skipped) == (24, 24, 0)
+    assert db_rows(out, "SELECT strategy, COUNT(*) FROM jobs GROUP BY 1") == [("greedy", 12), ("self-consistency", 12)]
+    assert db_rows(out, "SELECT strategy, budget, COUNT(*) FROM units GROUP BY 1, 2") == [
+        ("greedy", 1, 12), ("self-consistency", 1, 12), ("self-consistency", 2, 12), ("self-consistency", 4, 12)]
+    assert db_rows(out, "SELECT COUNT(*) FROM samples") == [(12 + 48,)]
+    # the table's first response is right, so greedy (temperature 0) is always right
+    assert db_rows(out, "SELECT MIN(correct), MAX(correct) FROM units WHERE strategy = 'greedy'") == [(1.0, 1.0)]
+    # a reused budget's tokens are k/N of the job's: per job, budget-1 tokens x 4 == budget-4 tokens
+    for b1, b4 in db_rows(out, "SELECT a.completion_tokens, b.completion_tokens FROM units a JOIN units b USING "
+                               "(job_id) WHERE a.budget = 1 AND b.budget = 4"):
+        assert b1 * 4 == pytest.approx(b4)
+    assert db_rows(out, "PRAGMA journal_mode") == [("wal",)]
+    again = run_sweep(cfg_for(table), out)
+    assert (again.jobs_run, again.jobs_skipped) == (0, 24)
+    assert db_rows(out, "SELECT COUNT(*) FROM units") == [(48,)]
+
+
+def test_sample_reuse_values_by_hand(table: Path) -> None:
+    """A self-consistency job with 4 samples answering [5, 5, 7, 9]; the reference of gsm8k_test-0 is 18, so pretend
+    7 is right by grading against a problem whose reference is 7. maj@3 over the 4 3-subsets: {5,5,7} -> 5,
+    {5,5,9} -> 5, {5,7,9} twice -> 3-way tie, 1/3 each: 2/3 / 4 = 1/6. Tokens 10+20+30+40 = 100, so budget 3 gets
+    75; FLOPs per token = 150000 / (50 computed prompt + 100) = 1000, so budget 3 gets 1000 x (50 + 75)."""
+    cfg = SweepConfig(dataset="gsm8k", limit=1, models=["m"], backend=f"scripted:{table}",
+                      strategies=["self-consistency"], budgets=[1, 3, 4])
+    plan = plan_strategy("self-consistency", cfg)
+    assert plan.reuse and plan.job_budgets() == (4,)
+    ep = load_dataset("gsm8k").problems[0]
+    ep = type(ep)(ep.id, ep.problem, "7", ep.task)
+    cands = tuple(Candidate(text=f"so \\boxed{{{a}}}", answer=a, completion_tokens=t)
+                  for a, t in zip(["5", "5", "7", "9"], [10, 20, 30, 40], strict=True))
+    ledger = Ledger()
+    ledger.charge(Role.GENERATOR, Usage(prompt_tokens=60, cached_prompt_tokens=10, completion_tokens=100, calls=1,
+                                        seconds=2.0, flops=150_000.0))
+    result = Result("5", cands[0], cands, ledger, "done", "self-consistency")
+    rec = record(Outcome(Job("m", plan, ep, 0, 4), result, wall_seconds=8.0), max_subsets=1000)
+    by_budget = {u.budget: u for u in rec.units}
+    assert by_budget[3].correct == pytest.approx(1 / 6) and by_budget[3].n_subsets == 4
+    assert by_budget[1].correct == pytest.approx(1 / 4)  # maj@1 = fraction of samples right
+    assert (by_budget[4].correct, by_budget[4].answer, by_budget[4].estimated_cost) == (0.0, "5", False)
+    assert by_budget[3].completion_tokens == pytest.approx(75)
+    assert by_budget[3].flops == pytest.approx(1000 * (50 + 75))
+    assert by_budget[3].wall_seconds == pytest.approx(6.0) and by_budget[3].estimated_cost
+    assert [s.correct for s in rec.samples] == [False, False, True, False]
+    assert by_budget[1].answer == "5" and by_budget[3].answer == "5"  # the first k samples' own vote
+
+
+def test_best_of_n_reuses_samples_with_argmax(table: Path, tmp_path: Path) -> None:
+    """best-of-n with the confidence verifier (no model call: the fake's logprobs are all -0.1, so every candidate
+    ties and the expected value is the fraction of right answered samples, at every k)."""
+    out = tmp_path / "bon"
+    run_sweep(cfg_for(table, strategies=["best-of-n:verifier=confidence-mean"], sample_seeds=[0]), out)
+    rows = db_rows(out, "SELECT problem_id, budget, correct FROM units ORDER BY 1, 2")
+    assert len(rows) == 6 * 3
+    frac = dict(db_rows(out, "SELECT j.problem_id, AVG(s.correct) FROM samples s JOIN jobs j USING (job_id) "
+                             "GROUP BY 1"))
+    for pid, budget, correct in rows:
+        if budget < 4:
+            assert correct == pytest.approx(frac[pid])
+
+
+def test_stop_event_then_resume_equals_an_uninterrupted_run(table: Path, tmp_path: Path) -> None:
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_sweep(cfg_for(table), full)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def halt(p: object) -> None:
+        seen.append(1)
+        if len(seen) == 7:
+            stop.set()
+
+    s = run_sweep(cfg_for(table), part, on_progress=halt, stop=stop)
+    assert s.interrupted and s.jobs_run == 7
+    s = run_sweep(cfg_for(table), part, workers=3)
+    assert (s.jobs_run, s.jobs_skipped) == (17, 7)
+    assert db_rows(full, UNIT_RESULT) == db_rows(part, UNIT_RESULT)
+    assert db_rows(part, "SELECT status, jobs_done FROM sessions ORDER BY session_id") == [
+        ("interrupted", 7), ("finished", 17)]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"budgets": [1, 2, 8]}, "budgets"), ({"strategies": ["greedy"]}, "strategies"), ({"limit": 5}, "limit"),
+    ({"sample_seeds": [0]}, "sample_seeds"), ({"max_tokens": 256}, "max_tokens"), ({"models": ["other"]}, "models")])
+def test_resume_refuses_a_different_config(table: Path, tmp_path: Path, change: dict, field: str) -> None:
+    out = tmp_path / "run"
+    run_sweep(cfg_for(table, limit=5) if field != "limit" else cfg_for(table), out)
+    base = {"limit": 5} if field != "limit" else {}
+    with pytest.raises(StoreError, match=rf"different config(.|\n)*{field}: stored"):
+        run_sweep(cfg_for(table, **{**base, **change}), out)
+
+
+def test_a_changed_backend_table_is_a_different_run(table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_sweep(cfg_for(table), out)
+    data = json.loads(table.read_text())
+    data["n_params"] = 5
+    table.write_text(json.dumps(data))
+    with pytest.raises(StoreError, match="backend: stored"):
+        run_sweep(cfg_for(table), out)
+
+
+def test_a_unit_can_never_be_written_twice(table: Path, tmp_path: Path) -> None:
+    cfg = cfg_for(table, strategies=["greedy"], sample_seeds=[0], limit=1)
+    plan = plan_strategy("greedy", cfg)
+    ep = load_dataset("gsm8k").subset(1, 0).problems[0]
+    backend = scripted_backend(table)
+    from thinkscale.eval.runner import run_job
+
+    rec = record(run_job(Job("fake", plan, ep, 0, 1), backend), 10)
+    store = Store(tmp_path / "s")
+    store.add_problems("gsm8k", [(ep.id, ep.task.value, ep.reference, ep.level, "text")])
+    store.write_job(rec)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write_job(rec)
+    assert store.rows("SELECT COUNT(*) AS n FROM units")[0]["n"] == 1  # the failed transaction left nothing
+    store.close()
+
+
+def test_strategies_see_no_reference(table: Path, tmp_path: Path) -> None:
+    """Every prompt the backend got is exactly the dataset's system + user message; the grader alone has the key."""
+    seen = []
+
+    def factory(model: str):  # noqa: ANN202
+        b = scripted_backend(table)
+        seen.append(b)
+        return b
+
+    run_sweep(cfg_for(table, sample_seeds=[0]), tmp_path / "r", backend_factory=factory)
+    ds = {p.problem.messages: p for p in load_dataset("gsm8k").subset(6, 0).problems}
+    assert seen and all(r.messages in ds for r in seen[0].requests)
+
+
+def test_bad_specs_and_budgets_are_named(table: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        run_sweep(cfg_for(table, strategies=["nope"]), tmp_path / "a")
+    with pytest.raises(ValueError, match="no knob 'n_sampels'"):
+        run_sweep(cfg_for(table, strategies=["self-consistency:n_sampels=3"]), tmp_path / "b")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        cfg_for(table, budgets=[4, 2])
+    with pytest.raises(ValueError, match="backend must be"):
+        cfg_for(table, backend="vllm")
+
+
+def test_pinned_budget_knob_runs_once(table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pin"
+    run_sweep(cfg_for(table, strategies=["self-consistency:n_samples=3"], sample_seeds=[0]), out)
+    assert db_rows(out, "SELECT DISTINCT strategy, budget, n_subsets FROM units") == [
+        ("self-consistency:n_samples=3", 3, 1)]
+
+
+def test_cli_eval_report_export_and_sweep_file(table: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["eval", "--dataset", "gsm8k", "--limit", "6", "--model", "fake", "--backend", f"scripted:{table}",
+            "--strategy", "greedy", "--strategy", "self-consistency", "--budgets", "1,2,4", "--sample-seeds", "0,1",
+            "--out", str(out), "--quiet"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "24 jobs run" in r.output
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'dataset = "gsm8k"\nlimit = 6\nmodels = ["fake"]\nbackend = "scripted:{table}"\n'
+                     'strategies = ["greedy", "self-consistency"]\nbudgets = [1, 2, 4]\nsample_seeds = [0, 1]\n'
+                     'out = "cli"\n')
+    assert load_sweep_file(sweep).out == out
+    r = runner.invoke(app, ["eval", "--config", str(sweep), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "0 jobs run, 24 already stored" in r.output  # the file describes the same run: it resumes
+    r = runner.invoke(app, ["eval", "--config", str(sweep), "--limit", "3"])
+    assert r.exit_code == 2 and "do not also give limit" in r.output
+    sweep.write_text(sweep.read_text() + "budget = 3\n")
+    r = runner.invoke(app, ["eval", "--config", str(sweep)])
+    assert r.exit_code == 2 and "budget: Extra inputs are not permitted" in r.output
+    r = runner.invoke(app, [*args[:-3], "--budgets", "1,x", "--out", str(out)])
+    assert r.exit_code == 2 and "--budgets must be comma-separated integers" in r.output
+    r = runner.invoke(app, [*args[:-3], "--budgets", "1,2", "--out", str(out)])
+    assert r.exit_code == 2 and "different config" in r.output
+
+    r = runner.invoke(app, ["export", str(out), "--format", "jsonl"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert len(rows) == 48
+    required = {"problem_id", "dataset", "model", "strategy", "budget", "seed", "answer", "reference", "correct",
+                "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "verifier_tokens", "wall_seconds",
+                "flops"}
+    assert required <= set(rows[0])
+    assert len({(x["model"], x["strategy"], x["budget"], x["problem_id"], x["seed"]) for x in rows}) == 48
+    csv_path = tmp_path / "u.csv"
+    r = runner.invoke(app, ["export", str(out), "--format", "csv", "-o", str(csv_path)])
+    assert r.exit_code == 0 and len(csv_path.read_text().splitlines()) == 49
+    r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "not a run folder" in r.output
