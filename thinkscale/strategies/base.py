@@ -72,9 +72,12 @@ def get_strategy(name: str) -> StrategyInfo:
 def load_all() -> None:
     """Import every strategy module, which registers it. This is the one list of strategy modules."""
     from thinkscale.strategies import (  # noqa: F401
+        beam_search,
         best_of_n,
         budget_forcing,
+        dvts,
         greedy,
+        mcts,
         rsa,
         self_consistency,
         self_refine,
