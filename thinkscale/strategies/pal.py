@@ -1,0 +1,140 @@
+"""Program-aided reasoning (PAL / Program of Thoughts): the model writes one program, the sandbox runs it, and the
+last line it prints is the answer. With ``n_samples > 1`` the printed answers are majority-voted.
+
+Gao et al., "PAL: Program-aided Language Models", https://arxiv.org/abs/2211.10435; Chen et al., "Program of
+Thoughts Prompting", https://arxiv.org/abs/2211.12588
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.strategies._tir import (
+    CODE_STOP,
+    PAL_SYSTEM,
+    charge_tool,
+    check_sandbox_knobs,
+    code_to_run,
+    format_output,
+    run_cells,
+    sandbox_for,
+    tool_event,
+    with_system,
+)
+from thinkscale.strategies.base import (
+    affordable_samples,
+    charge,
+    chosen_by_vote,
+    fits,
+    majority_vote,
+    new_seed,
+    register,
+)
+from thinkscale.tools.sandbox import Sandbox, SandboxResult
+from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
+
+_DEFAULT_SANDBOX = (10.0, 1024, 2)
+
+
+def printed_answer(r: SandboxResult) -> str | None:
+    """The last non-empty line a successful, complete run printed; None when it failed, printed nothing or its
+    output was cut (the last line would then be a truncation marker, not the program's)."""
+    if not r.ok or r.truncated:
+        return None
+    return next((ln.strip() for ln in reversed(r.stdout.splitlines()) if ln.strip()), None)
+
+
+@register("pal", "the model writes one program; its printed value is the answer (majority vote over N programs)",
+          "https://arxiv.org/abs/2211.10435")
+@dataclass(frozen=True)
+class Pal:
+    """Args:
+        n_samples: programs to sample (1 = one greedy program at ``temperature=0``). The budget knob.
+        temperature, top_p: sampling knobs; ``n_samples > 1`` needs ``temperature > 0``.
+        max_tokens: completion tokens per program.
+        code_timeout_seconds, code_memory_mb, sandbox_workers: the sandbox a run makes for itself.
+        sandbox: a ``thinkscale.tools.Sandbox`` to use instead (the caller owns it; its limits apply).
+
+    The prompt asks for one ```python block that prints only the answer; generation stops at the block's end.
+    The answer is the last non-empty line of the program's stdout; a program that fails, prints nothing, or whose
+    output was cut gives no answer. Budget: only the programs that fit in the worst case are sampled; each backend
+    request and each sandbox run is one call (runs are charged to ``Role.TOOL``).
+
+    >>> Pal().run(problem, backend, Budget(), rng=random.Random(0)).answer  # doctest: +SKIP
+    """
+
+    prefix_consistent: ClassVar[bool] = False
+    budget_knob: ClassVar[str] = "n_samples"
+
+    n_samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 0.95
+    max_tokens: int = 512
+    code_timeout_seconds: float = _DEFAULT_SANDBOX[0]
+    code_memory_mb: int = _DEFAULT_SANDBOX[1]
+    sandbox_workers: int = _DEFAULT_SANDBOX[2]
+    sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_samples, int) or self.n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.n_samples > 1 and self.temperature == 0:
+            raise ValueError("pal with n_samples > 1 needs temperature > 0 (at 0 every program is the same)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        check_sandbox_knobs(self, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
+                            workers=self.sandbox_workers, defaults=_DEFAULT_SANDBOX)
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        ledger = Ledger()
+        n = affordable_samples(budget, ledger, self.n_samples, self.max_tokens)
+        if n == 0:
+            return Result(None, None, (), ledger, "budget", "pal", ({"event": "stop", "reason": "budget allows no "
+                                                                      "program"},))
+        req = GenRequest(messages=with_system(problem.messages, PAL_SYSTEM), n=n, temperature=self.temperature,
+                         top_p=self.top_p, max_tokens=self.max_tokens, stop=CODE_STOP, seed=new_seed(rng))
+        completions = backend.generate([req])
+        charge(ledger, Role.GENERATOR, completions)
+        samples = completions[0].samples
+        trace: list[dict] = [{"event": "generate", "n": n, "seed": req.seed, "usage": completions[0].usage.to_dict()}]
+        # A program cut by max_tokens is incomplete: it is not run.
+        found = [code_to_run(s.text, s.text, s.finish_reason) for s in samples]
+        jobs = [(i, f[0]) for i, f in enumerate(found) if f is not None]
+        budget_hit = n < self.n_samples
+        results: dict[int, SandboxResult] = {}
+        if jobs and not fits(budget, ledger, completion_tokens=0, calls=len(jobs)):
+            budget_hit = True
+            trace.append({"event": "stop", "reason": "budget (code runs)"})
+        elif jobs:
+            with sandbox_for(self.sandbox, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
+                             workers=self.sandbox_workers) as sb:
+                ran = run_cells(sb, [(code, ()) for _, code in jobs], parallel=max(1, sb.pool_size))
+                timeout = sb.limits.timeout_seconds
+            charge_tool(ledger, ran)
+            for (i, _), res in zip(jobs, ran, strict=True):
+                results[i] = res
+                trace.append(tool_event(0, i, res))
+        cands = []
+        for i, s in enumerate(samples):
+            got = results.get(i)
+            text = s.text
+            if got is not None:
+                text = (found[i] or ("", text))[1] + "```output\n" + format_output(
+                    got, max_chars=2000, timeout_seconds=timeout) + "\n```\n"
+            cands.append(Candidate(text=text, answer=printed_answer(got) if got is not None else None,
+                                   steps=(s.text,), completion_tokens=s.completion_tokens,
+                                   finish_reason=s.finish_reason))
+        winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
+        chosen = chosen_by_vote(cands, winner)
+        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands),
+                      ledger=ledger, stop_reason="budget" if budget_hit else "done", strategy="pal",
+                      trace=tuple(trace))

@@ -1,0 +1,217 @@
+"""Self-consistency over tool-integrated reasoning (SC-TIR): N paths that reason, write Python, see its output and go
+on, then a majority vote over their final answers.
+
+Gou et al., "ToRA: A Tool-Integrated Reasoning Agent for Mathematical Problem Solving", https://arxiv.org/abs/2309.17452;
+NuminaMath's SC-TIR (N=48 paths, T=0.8, up to 4 code rounds), the winning recipe of the first AIMO progress prize,
+https://github.com/project-numina/aimo-progress-prize
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from thinkscale.answers.extract import extract_answer
+from thinkscale.backends.base import Backend
+from thinkscale.strategies._tir import (
+    CODE_STOP,
+    TirFormat,
+    charge_tool,
+    check_sandbox_knobs,
+    code_to_run,
+    format_output,
+    run_cells,
+    sandbox_for,
+    tir_messages,
+    tool_event,
+)
+from thinkscale.strategies.base import (
+    affordable_samples,
+    charge,
+    chosen_by_vote,
+    fits,
+    majority_vote,
+    new_seed,
+    register,
+)
+from thinkscale.tools.sandbox import Sandbox
+from thinkscale.types import Budget, Candidate, FinishReason, GenRequest, Ledger, Message, Problem, Result, Role
+
+_DEFAULT_SANDBOX = (10.0, 1024, 2)
+
+
+@dataclass
+class _Path:
+    text: str = ""
+    segments: list[str] = field(default_factory=list)
+    cells: list[str] = field(default_factory=list)
+    tokens: int = 0
+    finish: FinishReason | None = None
+    done: bool = False
+    end: str = ""  # why the path ended: answered, length, rounds, budget
+
+
+@register("sc-tir", "N paths of reasoning with Python code run in a sandbox (outputs fed back), majority vote",
+          "https://arxiv.org/abs/2309.17452")
+@dataclass(frozen=True)
+class ScTir:
+    """Args:
+        n_samples: paths (NuminaMath used 48; sized for a CPU here). The budget knob.
+        max_rounds: code blocks run per path; a path that writes another block after that ends there.
+        temperature, top_p: sampling knobs (NuminaMath: T=0.8).
+        max_tokens: completion tokens per path, over all its rounds.
+        prompt: the model family's tool format (``coder``, ``numina``, ``qwen-math``; see ``strategies._tir``).
+        stateful: each block runs after the path's earlier blocks (silently), so their variables exist.
+        max_output_chars: characters of a run's output shown to the model (the rest is cut with a marker).
+        code_timeout_seconds, code_memory_mb, sandbox_workers: the sandbox a run makes for itself (per-block wall
+            and CPU limit, address space, warm workers = blocks run at once).
+        sandbox: a ``thinkscale.tools.Sandbox`` to use instead (the caller owns and closes it; its limits apply).
+
+    Round 0 samples all paths from the shared prompt in one request; each later round continues every path that
+    stopped at a code block (``continue_final``, so the backend reuses the cached prefix) after appending the
+    block's output as an ```output block. Budget: each path may use ``max_tokens``, so only the paths that fit in
+    the worst case are started (``stop_reason="budget"`` when fewer than asked); every backend request and every
+    sandbox run is one call against ``max_calls`` (sandbox runs are charged to ``Role.TOOL`` with their seconds);
+    ``max_seconds`` is checked before every round. Answers: ``extract_answer`` on each path's whole turn, code
+    outputs included; majority vote, ties broken by ``rng``.
+
+    >>> ScTir(n_samples=4).run(problem, backend, Budget(max_completion_tokens=4096), rng=rng)  # doctest: +SKIP
+    """
+
+    prefix_consistent: ClassVar[bool] = False
+    budget_knob: ClassVar[str] = "n_samples"
+
+    n_samples: int = 4
+    max_rounds: int = 4
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    prompt: TirFormat = TirFormat.CODER
+    stateful: bool = True
+    max_output_chars: int = 1000
+    code_timeout_seconds: float = _DEFAULT_SANDBOX[0]
+    code_memory_mb: int = _DEFAULT_SANDBOX[1]
+    sandbox_workers: int = _DEFAULT_SANDBOX[2]
+    sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_samples, int) or self.n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        if not isinstance(self.max_rounds, int) or self.max_rounds < 0:
+            raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"sc-tir samples paths and needs a finite temperature > 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if self.max_output_chars < 1:
+            raise ValueError(f"max_output_chars must be >= 1, got {self.max_output_chars!r}")
+        object.__setattr__(self, "prompt", TirFormat(self.prompt))
+        check_sandbox_knobs(self, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
+                            workers=self.sandbox_workers, defaults=_DEFAULT_SANDBOX)
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        ledger = Ledger()
+        n = affordable_samples(budget, ledger, self.n_samples, self.max_tokens)
+        if n == 0:
+            return Result(None, None, (), ledger, "budget", "sc-tir",
+                          ({"event": "stop", "reason": "budget allows no path"},))
+        prompt = tir_messages(problem, self.prompt)
+        trace: list[dict] = [{"event": "start", "paths": n, "prompt_format": str(self.prompt)}]
+        paths = [_Path() for _ in range(n)]
+        budget_hit = n < self.n_samples
+        with sandbox_for(self.sandbox, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
+                         workers=self.sandbox_workers) as sb:
+            parallel = max(1, sb.pool_size)
+            timeout = sb.limits.timeout_seconds
+            for round_index in range(self.max_rounds + 1):
+                active = [i for i, p in enumerate(paths) if not p.done]
+                if not active:
+                    break
+                worst = sum(self.max_tokens - paths[i].tokens for i in active)
+                calls = 1 if round_index == 0 else len(active)
+                if not fits(budget, ledger, completion_tokens=worst, calls=calls):
+                    budget_hit = True
+                    self._end(paths, active, "budget")
+                    trace.append({"event": "stop", "round": round_index, "reason": "budget"})
+                    break
+                self._generate(prompt, paths, active, round_index, backend, ledger, trace, rng)
+                jobs: list[tuple[int, str]] = []
+                for i in active:
+                    p = paths[i]
+                    found = code_to_run(p.segments[-1], p.text, p.finish or "stop")
+                    if found is None:
+                        p.done, p.end = True, "length" if p.finish == "length" else "answered"
+                    elif round_index == self.max_rounds:
+                        p.done, p.end = True, "rounds"
+                    elif p.tokens >= self.max_tokens:  # no token left to read the output with
+                        p.done, p.end = True, "length"
+                    else:
+                        p.text = found[1]
+                        jobs.append((i, found[0]))
+                if not jobs:
+                    break
+                if not fits(budget, ledger, completion_tokens=0, calls=len(jobs)):
+                    budget_hit = True
+                    self._end(paths, [i for i, _ in jobs], "budget")
+                    trace.append({"event": "stop", "round": round_index, "reason": "budget (code runs)"})
+                    break
+                results = run_cells(sb, [(code, paths[i].cells if self.stateful else ()) for i, code in jobs],
+                                    parallel=parallel)
+                charge_tool(ledger, results)
+                for (i, code), r in zip(jobs, results, strict=True):
+                    p = paths[i]
+                    shown = format_output(r, max_chars=self.max_output_chars, timeout_seconds=timeout)
+                    p.text += f"```output\n{shown}\n```\n"
+                    p.cells.append(code)
+                    trace.append(tool_event(round_index, i, r))
+        cands = [Candidate(text=p.text, answer=extract_answer(p.text), steps=tuple(p.segments),
+                           completion_tokens=p.tokens, finish_reason=p.finish) for p in paths]
+        winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+        trace.append({"event": "paths", "ends": [p.end for p in paths], "code_runs": [len(p.cells) for p in paths]})
+        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
+        chosen = chosen_by_vote(cands, winner)
+        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands),
+                      ledger=ledger, stop_reason="budget" if budget_hit else "done", strategy="sc-tir",
+                      trace=tuple(trace))
+
+    def _generate(self, prompt: tuple[Message, ...], paths: list[_Path], active: list[int], round_index: int,
+                  backend: Backend, ledger: Ledger, trace: list[dict], rng: random.Random) -> None:
+        """One round: round 0 samples every path from the shared prompt in one request; later rounds continue each
+        active path's assistant turn."""
+        if round_index == 0:
+            req = GenRequest(messages=prompt, n=len(active), temperature=self.temperature, top_p=self.top_p,
+                             max_tokens=self.max_tokens, stop=CODE_STOP, seed=new_seed(rng))
+            completions = backend.generate([req])
+            charge(ledger, Role.GENERATOR, completions)
+            samples = list(completions[0].samples)
+            trace.append({"event": "generate", "round": 0, "paths": active, "seed": req.seed,
+                          "usage": completions[0].usage.to_dict()})
+        else:
+            reqs = [GenRequest(messages=prompt + (Message("assistant", paths[i].text),), continue_final=True, n=1,
+                               temperature=self.temperature, top_p=self.top_p,
+                               max_tokens=self.max_tokens - paths[i].tokens, stop=CODE_STOP, seed=new_seed(rng))
+                    for i in active]
+            completions = backend.generate(reqs)
+            charge(ledger, Role.GENERATOR, completions)
+            samples = [c.samples[0] for c in completions]
+            trace.append({"event": "generate", "round": round_index, "paths": active,
+                          "seeds": [r.seed for r in reqs],
+                          "usage": Ledger(entries=[(Role.GENERATOR, c.usage) for c in completions]).total().to_dict()})
+        for i, s in zip(active, samples, strict=True):
+            p = paths[i]
+            if s.completion_tokens is None:
+                raise ValueError("sc-tir needs a backend that reports completion tokens per sample (it caps each "
+                                 "path at max_tokens over its rounds)")
+            p.text += s.text
+            p.segments.append(s.text)
+            p.tokens += s.completion_tokens
+            p.finish = s.finish_reason
+
+    @staticmethod
+    def _end(paths: list[_Path], which: list[int], why: str) -> None:
+        for i in which:
+            paths[i].done, paths[i].end = True, why
