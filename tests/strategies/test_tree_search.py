@@ -160,6 +160,18 @@ def test_beam_narrows_as_solutions_finish(table):
     assert result.answer == "5"  # a (0.9) beats b1 (0.4) under the default last-step aggregation
 
 
+def test_beam_keeps_one_copy_of_a_repeated_step(table):
+    """Samples a, a, b, c with a best: M=2 keeps a once and b (0.6 > c 0.4), not a twice."""
+    table({"a": 0.9, "b": 0.6, "c": 0.4, "a1 \\boxed{1}": 0.5, "b1 \\boxed{2}": 0.5})
+    script = by_prefill({"": ["a", "a", "b", "c"], "a\n\n": ["a1 \\boxed{1}"] * 2, "b\n\n": ["b1 \\boxed{2}"] * 2})
+    backend = ScriptedBackend([script] * 8)
+    result = BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2).run(
+        PROBLEM, backend, Budget(), rng=random.Random(0))
+    first = next(e for e in result.trace if e["event"] == "step")
+    assert [result.candidates[i - 1].steps for i in first["kept"]] == [("a",), ("b",)]
+    assert sorted(prefill(r) for r in backend.requests[1:]) == ["a\n\n", "b\n\n"]
+
+
 def test_beam_ties_are_broken_by_the_rng(table):
     """Four children with the same score, M=1: which one survives depends only on the seed."""
     table({}, default=0.5)

@@ -28,6 +28,19 @@ def top_m(nodes: Sequence[Node], m: int, how: StepAggregation, rng: random.Rando
     return order[:m]
 
 
+def distinct(nodes: Sequence[Node]) -> list[Node]:
+    """The first of each group of nodes with the same solution (two samples of the same step, or two empty steps
+    ending the same parent): copies would take beam slots without adding a candidate."""
+    seen: set[tuple[tuple[str, ...], bool]] = set()
+    out = []
+    for n in nodes:
+        key = (n.raw_steps, n.terminal is not None)
+        if key not in seen:
+            seen.add(key)
+            out.append(n)
+    return out
+
+
 @register("beam", "step-level beam search: keep the top-M partial solutions by PRM step score",
           "https://arxiv.org/abs/2408.03314")
 @dataclass(frozen=True)
@@ -40,9 +53,9 @@ class BeamSearch(StepKnobs):
             (weighted) vote).
 
     Each round samples k next steps for every beam in one batched call, scores the children with the verifier and
-    keeps the top M of them by aggregated score (ties broken by ``rng``). Kept children that are terminal (a final
-    answer, end of sequence, ``max_steps``) are finished and the beam narrows by one for each, as in classic beam
-    search; the search ends when M solutions are finished or no beam is left.
+    keeps the top M of them by aggregated score (ties broken by ``rng``; duplicate solutions count once). Kept
+    children that are terminal (a final answer, end of sequence, ``max_steps``) are finished and the beam narrows by
+    one for each, as in classic beam search; the search ends when M solutions are finished or no beam is left.
 
     Budget: a round's worst case is (beams x k) x ``max_step_tokens`` completion tokens, one call per beam plus the
     verifier's calls. A round that does not fit in full is cut down (the best beams are expanded first); when nothing
@@ -80,7 +93,7 @@ class BeamSearch(StepKnobs):
                 break
             children = [c for group in tree.expand(plan) for c in group]
             tree.score(children)
-            kept = top_m(children, width, self.step_aggregation, rng)
+            kept = top_m(distinct(children), width, self.step_aggregation, rng)
             done = [c for c in kept if c.terminal is not None]
             finished.extend(done)
             width -= len(done)
