@@ -20,6 +20,7 @@ from thinkscale.answers.cli import check_command
 from thinkscale.eval.cli import register as register_eval
 from thinkscale.models.cli import app as models_app
 from thinkscale.server.cli import serve as serve_command
+from thinkscale.tools.cli import sandbox_command
 from thinkscale.verifiers.cli import app as train_app
 
 DEFAULT_SYSTEM = ("Solve the problem. Think step by step, then write the final answer as \\boxed{ANSWER}.")
@@ -29,6 +30,7 @@ app = typer.Typer(help="thinkscale: make a small local model think harder, and c
 app.add_typer(models_app, name="models", help="List, pull, locate and verify GGUF models.")
 app.command("serve")(serve_command)
 app.command("check")(check_command)
+app.command("sandbox")(sandbox_command)
 app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
 register_eval(app)  # eval, report, export
 
