@@ -1,0 +1,104 @@
+"""The report: plots, a self-contained HTML page that renders in headless Chromium with no console errors and
+visible (not blank) plots, and the terminal tables."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+from typer.testing import CliRunner
+
+from thinkscale.cli import app
+from thinkscale.eval.analysis import analyze
+from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.runner import run_sweep
+from thinkscale.eval.store import open_existing
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PLOTS = {"accuracy_vs_tokens", "pass_at_k", "per_difficulty", "compute_optimal", "accuracy_vs_flops"}
+
+
+@pytest.fixture
+def run_dir(table: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    run_sweep(SweepConfig(dataset="gsm8k", limit=6, models=["fake-small", "fake-large"],
+                          backend=f"scripted:{table}", budgets=[1, 2, 4],
+                          strategies=["greedy", "self-consistency", "best-of-n:verifier=confidence-mean"]), out)
+    return out
+
+
+def test_report_writes_plots_html_and_tables(run_dir: Path) -> None:
+    r = CliRunner().invoke(app, ["report", str(run_dir), "--reps", "200"])
+    assert r.exit_code == 0, r.output
+    rep = run_dir / "report"
+    assert {p.stem for p in rep.glob("*.png")} == PLOTS
+    page = (rep / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == len(PLOTS)
+    assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", page)  # self-contained
+    assert "<script" not in page
+    for data in images:  # every embedded plot decodes and is not one flat colour
+        px = mpimg.imread(_png(base64.b64decode(data), run_dir / "x.png"))
+        assert px.std() > 0.05
+    assert "compute-optimal" in r.output and "Pareto frontier" in r.output and "self-consistency" in r.output
+    assert "harness overhead" in r.output
+
+
+def _png(data: bytes, path: Path) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_analysis_numbers_match_the_store(run_dir: Path) -> None:
+    store = open_existing(run_dir)
+    a = analyze([store], reps=100)
+    store.close()
+    rows = {(r.model, r.strategy, r.budget): r for r in a.rows}
+    assert rows[("fake-small", "greedy", 1)].accuracy.mean == 1.0  # the table's first response is right
+    sc = a.pass_at_k[("fake-small", "self-consistency")]
+    assert sorted(sc) == [1, 2, 4] and sc[1] <= sc[2] <= sc[4]
+    assert a.bin_source == "pass rate" and set(a.bins["fake-small"].values()) <= {"1", "2", "3", "4", "5"}
+    assert a.frontier["fake-small"][-1].accuracy == max(r.accuracy.mean for r in a.rows if r.model == "fake-small")
+
+
+def _render(page: Path, shot: Path) -> list[str]:
+    """Screenshot ``page`` in headless Chromium; return the console messages it logged."""
+    assert CHROMIUM is not None
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                        "--log-level=0", "--window-size=1280,5200", f"--screenshot={shot}", page.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), r.stderr[-2000:]
+    return [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def _plot_pixels(shot: Path) -> float:
+    """Fraction of the screenshot in saturated colour (the plots' lines, markers and heatmaps; the rest of the page
+    is black, white and grey)."""
+    px = mpimg.imread(shot)[..., :3].astype(np.float32)
+    if px.max() > 1.0:
+        px /= 255.0
+    return float(((px.max(axis=-1) - px.min(axis=-1)) > 0.25).mean())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["report", str(run_dir), "--reps", "200"])
+    assert r.exit_code == 0, r.output
+    shot = tmp_path / "report.png"
+    assert _render(run_dir / "report" / "report.html", shot) == []
+    assert _plot_pixels(shot) > 0.01  # the plots are on screen (4% with this run)
+
+    # The checks can fail: a page with a script error is caught, and a page whose images are blank is too.
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><h1>x</h1><script>undefinedFunction();</script></body></html>")
+    assert any("undefinedFunction" in m for m in _render(bad, tmp_path / "bad.png"))
+    blank = tmp_path / "blank.html"
+    blank.write_text(re.sub(r"base64,[^']+", "base64,", (run_dir / "report" / "report.html").read_text()))
+    _render(blank, tmp_path / "blank.png")
+    assert _plot_pixels(tmp_path / "blank.png") < 0.001
