@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 import json
 import logging
 import math
 import random
 import sys
 import time
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,26 +38,55 @@ register_eval(app)  # eval, report, export
 err = Console(stderr=True)
 
 
-class StrategyName(enum.StrEnum):
-    greedy = "greedy"
-    self_consistency = "self-consistency"
-
-
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-@app.command()
+def _short(value: Any, width: int = 28) -> str:
+    if value == "":
+        return '""'
+    text = "none" if value is None else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _strategies_help() -> str:
+    """The knobs of every registered strategy, for ``solve --help`` (generated from the registry)."""
+    from thinkscale.strategies import base as strategies
+
+    strategies.load_all()
+    parts = ["Strategies and their knobs (KNOB=default, type; * = the budget knob a sweep varies). Set knobs in the "
+             "spec (--strategy best-of-n:verifier=pyes,n_samples=8) or with --knob KNOB=VALUE; "
+             "`thinkscale strategies` lists them with paper links."]
+    for name in sorted(strategies.REGISTRY):
+        bk = strategies.budget_knob(name)
+        knobs = ", ".join(f"{k.name}{'*' if k.name == bk else ''}="
+                          f"{'(required)' if k.required else _short(k.default)} ({k.type_name})"
+                          for k in strategies.knobs(name).values())
+        parts.append(f"{name}: {strategies.REGISTRY[name].summary}. Knobs: {knobs or 'none'}.")
+    return "\n\n".join(escape(p) for p in parts)
+
+
+@app.command(epilog=_strategies_help())
 def solve(
     problem: Annotated[str, typer.Argument(help="The problem to solve, as text.")],
     model: Annotated[str, typer.Option(help="Catalog name (see `thinkscale models list`) or a .gguf path; "
                                        "with --base-url, the server's model name.")] = "qwen2.5-coder-0.5b",
-    strategy: Annotated[StrategyName, typer.Option(help="How to spend test-time compute.")] = StrategyName.greedy,
+    strategy: Annotated[str, typer.Option(help="How to spend test-time compute: a strategy NAME, or "
+                                          "NAME:KNOB=VALUE,... (see below).")] = "greedy",
+    knob: Annotated[list[str] | None, typer.Option("--knob", "-k", metavar="KNOB=VALUE",
+                                                   help="Set a knob of the strategy (repeatable).")] = None,
     n: Annotated[int | None, typer.Option("-n", "--n-samples",
-                                          help="Samples for self-consistency (default 8).")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (self-consistency).")] = 0.7,
-    max_tokens: Annotated[int, typer.Option(help="Completion tokens per sample.")] = 512,
+                                          help="Shortcut for the strategy's sample-count knob (n_samples, "
+                                               "population, ...).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Shortcut for the strategy's temperature knob.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Shortcut for the strategy's max_tokens knob "
+                                                   "(completion tokens per sample).")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="Budget: completion tokens for the whole run, every "
+                                                      "role (default: no limit).")] = None,
+    budget_calls: Annotated[int | None, typer.Option(help="Budget: backend calls for the whole run.")] = None,
+    budget_seconds: Annotated[float | None, typer.Option(help="Budget: seconds; no call starts after it.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and tie-breaks (same seed, same run).")] = 0,
     system: Annotated[str, typer.Option(help="System prompt.")] = DEFAULT_SYSTEM,
     base_url: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server at this URL "
@@ -64,53 +94,137 @@ def solve(
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     show_reasoning: Annotated[bool, typer.Option(help="Show every sample's full text.")] = False,
+    trace: Annotated[Path | None, typer.Option("--trace", metavar="FILE", dir_okay=False,
+                                               help="Write the strategy's JSON trace to FILE.")] = None,
 ) -> None:
     """Solve PROBLEM with a scaling strategy; print the answer and exactly what it cost."""
     from thinkscale.backends.base import BackendError
     from thinkscale.models import ModelError
-    from thinkscale.types import Budget, Problem
+    from thinkscale.types import Problem
+    from thinkscale.verifiers.base import VerifierError
 
     try:
         prob = Problem.from_text(problem, system=system or None)
-        strat = _build_strategy(strategy, n=n, temperature=temperature, max_tokens=max_tokens)
+        strat = _build_strategy(strategy, knob or [], n=n, temperature=temperature, max_tokens=max_tokens)
+        budget = _budget(budget_tokens, budget_calls, budget_seconds)
     except ValueError as e:
         _fail(str(e))
     try:
         t0 = time.perf_counter()
         backend = _backend(model, base_url, quiet=json_out)
         load_seconds = time.perf_counter() - t0
-        result = strat.run(prob, backend, Budget(), rng=random.Random(seed))
-    except (ModelError, BackendError, NotImplementedError) as e:
+        result = strat.run(prob, backend, budget, rng=random.Random(seed))
+    except (ModelError, BackendError, NotImplementedError, VerifierError) as e:
         _fail(str(e), 1)
     except ValueError as e:
         _fail(str(e))
     payload = result_payload(result, model=model, show_reasoning=show_reasoning)
     payload["load_seconds"] = round(load_seconds, 3)
+    if trace is not None:
+        _write_trace(trace, strat, result, spec=strategy)
     if json_out:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         _print_result(payload, show_reasoning)
 
 
-def _build_strategy(name: StrategyName, *, n: int | None, temperature: float, max_tokens: int) -> Any:
-    from thinkscale.strategies.greedy import Greedy
-    from thinkscale.strategies.self_consistency import SelfConsistency
+def _build_strategy(spec: str, knob_args: list[str], *, n: int | None, temperature: float | None,
+                    max_tokens: int | None) -> Any:
+    """The strategy of ``--strategy SPEC``, ``--knob`` and the shortcuts; a knob set twice is an error."""
+    from thinkscale.strategies import base as strategies
 
-    if name is StrategyName.greedy and n is not None:
-        raise ValueError("-n applies to self-consistency; greedy takes one sample (use --strategy self-consistency)")
-    n = 8 if n is None else n
-    if n < 1:
-        raise ValueError(f"-n must be at least 1 (got {n})")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"--temperature must be a finite number >= 0 (got {temperature})")
-    if max_tokens < 1:
-        raise ValueError(f"--max-tokens must be at least 1 (got {max_tokens})")
-    if name is StrategyName.greedy:
-        return Greedy(max_tokens=max_tokens)
-    if temperature == 0:
-        raise ValueError("self-consistency needs --temperature > 0 (at 0 every sample is the same); "
-                         "use --strategy greedy")
-    return SelfConsistency(n_samples=n, temperature=temperature, max_tokens=max_tokens)
+    name, in_spec = strategies.parse_spec(spec)
+    known = strategies.knobs(name)  # ValueError naming the known strategies
+    values: dict[str, tuple[Any, str]] = {k: (v, "the --strategy spec") for k, v in in_spec.items()}
+
+    def put(key: str, value: Any, source: str) -> None:
+        if key in values:
+            raise ValueError(f"knob {key!r} is set twice: by {values[key][1]} and by {source}")
+        values[key] = (value, source)
+
+    for arg in knob_args:
+        key, eq, value = arg.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ValueError(f"--knob {arg!r} is not KNOB=VALUE (e.g. --knob n_samples=8)")
+        put(key.strip(), value.strip(), f"--knob {arg}")
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"-n must be at least 1 (got {n})")
+        count = strategies.count_knob(name)
+        if count is None:
+            raise ValueError(f"-n sets a sample count, and strategy {name!r} has none"
+                             + ("; greedy takes one sample (use --strategy self-consistency)"
+                                if name == "greedy" else f"; its knobs are {', '.join(known) or 'none'}"))
+        put(count, n, "-n")
+    if temperature is not None:
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"--temperature must be a finite number >= 0 (got {temperature})")
+        if "temperature" not in known:
+            raise ValueError(f"--temperature: strategy {name!r} has no temperature knob"
+                             + (" (it decodes greedily)" if name == "greedy" else ""))
+        put("temperature", temperature, "--temperature")
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1 (got {max_tokens})")
+        if "max_tokens" not in known:
+            raise ValueError(f"--max-tokens: strategy {name!r} has no max_tokens knob; its knobs are "
+                             f"{', '.join(known) or 'none'}")
+        put("max_tokens", max_tokens, "--max-tokens")
+    try:
+        return strategies.build_strategy(name, **{k: v for k, (v, _) in values.items()})
+    except ValueError as e:
+        if temperature == 0 and "temperature" in str(e):
+            raise ValueError(f"{e}; at temperature 0 every sample is the same: use --strategy greedy") from None
+        raise
+
+
+def _budget(tokens: int | None, calls: int | None, seconds: float | None) -> Any:
+    from thinkscale.types import Budget
+
+    for option, value in (("--budget-tokens", tokens), ("--budget-calls", calls), ("--budget-seconds", seconds)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{option} must be > 0 (got {value}); leave it out for no limit")
+    return Budget(max_completion_tokens=tokens, max_calls=calls, max_seconds=seconds)
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | int | float | bool) else repr(value)
+
+
+def _write_trace(path: Path, strat: Any, result: Any, *, spec: str) -> None:
+    knobs = {f.name: _jsonable(getattr(strat, f.name)) for f in dataclasses.fields(strat)}
+    doc = {"strategy": result.strategy, "spec": spec, "knobs": knobs, "answer": result.answer,
+           "stop_reason": result.stop_reason, "ledger": result.ledger.to_dict(), "trace": list(result.trace)}
+    try:
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as e:
+        _fail(f"--trace {path}: cannot write the trace ({e.strerror or e})", 1)
+
+
+@app.command("strategies")
+def list_strategies(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (knobs with types and defaults).")] = False,
+) -> None:
+    """List the strategies with one-line descriptions, their budget knob and paper links."""
+    from thinkscale.strategies import base as strategies
+
+    strategies.load_all()
+    rows: list[dict[str, Any]] = []
+    for name in sorted(strategies.REGISTRY):
+        info = strategies.REGISTRY[name]
+        rows.append({"name": name, "summary": info.summary, "paper": info.paper,
+                     "budget_knob": strategies.budget_knob(name),
+                     "knobs": {k.name: {"type": k.type_name, "default": _jsonable(k.default), "required": k.required}
+                               for k in strategies.knobs(name).values()}})
+    if json_out:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    t = Table(title="strategies (thinkscale solve --strategy NAME[:KNOB=VALUE,...])", header_style="bold")
+    for col in ("name", "budget knob", "description", "paper"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["budget_knob"] or "", escape(r["summary"]), r["paper"])
+    Console().print(t)
 
 
 def _backend(model: str, base_url: str | None, *, quiet: bool) -> Any:

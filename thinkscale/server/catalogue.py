@@ -22,7 +22,7 @@ from typing import Any
 from thinkscale.server.errors import ApiError
 from thinkscale.strategies import base as strategies
 
-COUNT_KNOBS = ("n_samples", "beam_width", "n_candidates", "n_rollouts")
+COUNT_KNOBS = strategies.COUNT_KNOBS
 ALIASES = {"sc": "self-consistency"}
 
 

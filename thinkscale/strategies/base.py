@@ -258,6 +258,16 @@ def build_strategy(spec: str, **overrides: Any) -> Any:
         raise ValueError(f"strategy {name!r}: {e}") from None
 
 
+# the knobs that count samples, in order of preference: ``-n`` in the CLI and ``NAME-N`` on the server set the first
+COUNT_KNOBS = ("n_samples", "population", "beam_width", "n_candidates", "n_rollouts")
+
+
+def count_knob(name: str) -> str | None:
+    """The sample-count knob of strategy ``name`` (the first of ``COUNT_KNOBS`` it has), None if it has none."""
+    k = knobs(name)
+    return next((c for c in COUNT_KNOBS if c in k), None)
+
+
 def budget_knob(name: str) -> str | None:
     """The knob a budget sweep sets for strategy ``name`` (its ``budget_knob`` ClassVar), None if it has none."""
     return getattr(get_strategy(name).factory, "budget_knob", None)
