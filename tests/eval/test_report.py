@@ -102,3 +102,19 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     blank.write_text(re.sub(r"base64,[^']+", "base64,", (run_dir / "report" / "report.html").read_text()))
     _render(blank, tmp_path / "blank.png")
     assert _plot_pixels(tmp_path / "blank.png") < 0.001
+
+
+def test_several_runs_share_a_report(table: Path, tmp_path: Path) -> None:
+    """One run per model, each with its own strategies (as the issue's results need), analysed together; the same
+    model and strategy in two runs is refused."""
+    base = dict(dataset="gsm8k", limit=6, backend=f"scripted:{table}")
+    run_sweep(SweepConfig(**base, models=["small"], strategies=["greedy", "self-consistency"], budgets=[1, 2, 4]),
+              tmp_path / "a")
+    run_sweep(SweepConfig(**base, models=["large"], strategies=["greedy"], budgets=[1]), tmp_path / "b")
+    run_sweep(SweepConfig(**base, models=["small"], strategies=["greedy"], budgets=[1]), tmp_path / "c")
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab"),
+                                 "--reps", "100"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ab" / "accuracy_vs_flops.png").is_file()  # two models: the cross-model plot is drawn
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert r.exit_code == 2 and "model small with strategy greedy is in both" in r.output

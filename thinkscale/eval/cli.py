@@ -101,7 +101,8 @@ def eval_command(
         with bar:
             summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress)
     except KeyboardInterrupt:
-        err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume")
+        err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume",
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except StoreError as e:
         _fail(str(e))
@@ -109,7 +110,7 @@ def eval_command(
         _fail(str(e))
     err.print(f"{summary.jobs_run} jobs run, {summary.jobs_skipped} already stored, of {summary.jobs_total}; "
               f"sweep {summary.wall_seconds:.1f} s (+{summary.load_seconds:.1f} s loading), harness overhead "
-              f"{fmt_overhead(summary)} of sweep wall time. Results: {run_dir}", highlight=False)
+              f"{fmt_overhead(summary)} of sweep wall time. Results: {run_dir}", highlight=False, soft_wrap=True)
 
 
 def report_command(
@@ -136,7 +137,7 @@ def report_command(
     target = out or runs[0] / "report"
     page, images = write_report(a, target)
     print_tables(a, Console())
-    err.print(f"wrote {page} and {len(images)} plots in {target}", highlight=False)
+    err.print(f"wrote {page} and {len(images)} plots in {target}", highlight=False, soft_wrap=True)
 
 
 class ExportFormat(enum.StrEnum):
