@@ -231,3 +231,24 @@ def test_cli_eval_report_export_and_sweep_file(table: Path, tmp_path: Path) -> N
     assert r.exit_code == 0 and len(csv_path.read_text().splitlines()) == 49
     r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "not a run folder" in r.output
+
+
+def test_two_sweeps_cannot_share_a_run_folder(table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = threading.Event()
+    release = threading.Event()
+
+    def slow(p: object) -> None:
+        first.set()
+        release.wait(10)
+
+    t = threading.Thread(target=lambda: run_sweep(cfg_for(table), out, on_progress=slow))
+    t.start()
+    try:
+        assert first.wait(10)
+        with pytest.raises(StoreError, match="another `thinkscale eval` is running"):
+            run_sweep(cfg_for(table), out)
+    finally:
+        release.set()
+        t.join(30)
+    assert db_rows(out, "SELECT COUNT(*) FROM jobs") == [(24,)]  # the first sweep finished undisturbed

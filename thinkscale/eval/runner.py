@@ -36,7 +36,7 @@ from thinkscale.backends.base import Backend
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
-from thinkscale.eval.store import JobRecord, SampleRow, Store, UnitRow
+from thinkscale.eval.store import JobRecord, SampleRow, Store, StoreError, UnitRow
 from thinkscale.strategies.base import budget_knob, build_strategy, get_strategy, knobs, parse_spec
 from thinkscale.types import Budget, Candidate, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
@@ -432,7 +432,30 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     factory = backend_factory or default_backend_factory(cfg.backend)
-    store, _ds, _plans, jobs = prepare(cfg, Path(out))
+    lock = _lock(Path(out))
+    try:
+        return _run_locked(cfg, Path(out), factory, workers, command, on_progress, stop)
+    finally:
+        lock.close()  # also released by the OS if the process is killed
+
+
+def _lock(out: Path) -> Any:
+    """An exclusive lock on the run folder: two sweeps into one store would run the same jobs twice."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fh = (out / "sweep.lock").open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StoreError(f"another `thinkscale eval` is running into {out}; wait for it or stop it first") from None
+    return fh
+
+
+def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: int, command: str,
+                on_progress: Callable[[Progress], None] | None, stop: threading.Event | None) -> SweepSummary:
+    store, _ds, _plans, jobs = prepare(cfg, out)
     session = store.start_session(command)
     done = store.done_jobs()
     pending = [j for j in jobs if j.key not in done]
