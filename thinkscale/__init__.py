@@ -1,7 +1,7 @@
 """thinkscale: test-time compute scaling for small local models. Don't scale the model, scale the thought."""
 
 from thinkscale.backends import load_backend
-from thinkscale.strategies.base import get_strategy
+from thinkscale.strategies.base import build_strategy, get_strategy
 from thinkscale.strategies.greedy import Greedy
 from thinkscale.strategies.self_consistency import SelfConsistency
 from thinkscale.types import (
@@ -23,4 +23,5 @@ from thinkscale.types import (
 __version__ = "0.1.0"
 
 __all__ = ["Budget", "Candidate", "Completion", "GenRequest", "Greedy", "Ledger", "Message", "Problem", "Result",
-           "Role", "Sample", "ScoreRequest", "Scored", "SelfConsistency", "Usage", "get_strategy", "load_backend"]
+           "Role", "Sample", "ScoreRequest", "Scored", "SelfConsistency", "Usage", "build_strategy", "get_strategy",
+           "load_backend"]

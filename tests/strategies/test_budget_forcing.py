@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -135,3 +136,13 @@ def test_generator_tokens_are_thinking_plus_answer():
 def test_bad_knobs(knobs, needle):
     with pytest.raises(ValueError, match=needle):
         BudgetForcing(**knobs)
+
+
+def test_a_backend_that_cannot_continue_a_turn_is_refused_before_any_call():
+    class NoContinue(ScriptedBackend):
+        capabilities = dataclasses.replace(ScriptedBackend.capabilities, continue_final=False)
+
+    b = NoContinue(["a \\boxed{1}"])
+    with pytest.raises(NotImplementedError, match="continue_final"):
+        BudgetForcing().run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert b.calls == 0

@@ -148,3 +148,18 @@ def test_every_registered_strategy_declares_a_budget_knob_that_is_one_of_its_kno
         bk = getattr(info.factory, "budget_knob", None)
         assert bk in knobs(name), (name, bk)
         assert base.budget_knob(name) == bk
+
+
+def test_the_server_catalogue_uses_the_same_knobs_and_takes_enum_values():
+    """The server builds strategies from JSON values: an enum knob takes its value as a string, and the sample
+    count of ``NAME-N`` goes to the shared count knob (RSA's population)."""
+    from thinkscale.server.catalogue import StrategyCatalogue
+    from thinkscale.server.errors import ApiError
+
+    cat = StrategyCatalogue()
+    assert cat.knobs("best-of-n") == knobs("best-of-n")
+    built = cat.build(cat.parse("best-of-n-4", param="model"), {"step_aggregation": ("min", "thinkscale.params.x")})
+    assert built.n_samples == 4 and built.step_aggregation == "min" and type(built.step_aggregation) is not str
+    assert cat.build(cat.parse("rsa-5", param="model"), {}).population == 5
+    with pytest.raises(ApiError, match="step_aggregation"):
+        cat.build(cat.parse("best-of-n", param="model"), {"step_aggregation": ("median", "thinkscale.params.x")})

@@ -80,6 +80,10 @@ class BudgetForcing:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        if not backend.capabilities.continue_final:
+            # every "Wait" and every forced answer continues the assistant turn: refuse before spending anything
+            raise NotImplementedError(f"budget forcing continues the model's own turn (continue_final), which "
+                                      f"{type(backend).__name__} cannot do; use the embedded llama.cpp backend")
         ledger = Ledger()
         trace: list[dict[str, Any]] = []
         content = self.think_start  # the assistant turn so far
