@@ -154,3 +154,43 @@ def test_unanswered_chains_are_scored_but_never_chosen():
     result = BestOfN(n_samples=2).run(PROBLEM, b, Budget(), rng=random.Random(0))
     assert result.answer == "7"
     assert result.candidates[0].scores == pytest.approx((0.95,))
+
+
+def trained_prm_file(tmp_path, backend: ScriptedBackend) -> str:
+    """A saved PRM head whose step score is sigmoid(#"good" - #"bad") of the step prefix."""
+    import numpy as np
+
+    from thinkscale.verifiers.trained_prm import LogisticHead, TrainedPRM
+
+    head = LogisticHead(np.zeros(2), np.ones(2), np.array([1.0, 0.0]), 0.0)
+    meta = {"model": {"fingerprint": backend.info().fingerprint}, "feature_dim": 2}
+    TrainedPRM(backend=backend, head=head, metadata=meta).save(tmp_path / "prm.json")
+    return str(tmp_path / "prm.json")
+
+
+def test_trained_prm_by_path_scores_steps(tmp_path):
+    """prm: each step prefix's hidden state -> score; "last" aggregation: chain 1 ends on a "good" step
+    (prefix good-bad+good = +1) and wins over chain 0 (good+bad = 0)."""
+    b = ScriptedBackend(["good\n\nbad \\boxed{1}", "good\n\nbad\n\ngood \\boxed{2}"], n_embd=2,
+                        hidden_fn=lambda prompt, cont: [cont.count("good") - cont.count("bad"), 0.0])
+    path = trained_prm_file(tmp_path, b)
+    result = build_strategy(f"best-of-n:verifier=prm,verifier_path={path},n_samples=2").run(
+        PROBLEM, b, Budget(), rng=random.Random(0))
+    assert [len(c.scores) for c in result.candidates] == [2, 3]
+    assert result.answer == "2"
+    assert result.ledger.total(Role.VERIFIER).calls == 5  # one hidden-state request per step prefix
+
+
+def test_when_a_prms_steps_make_scoring_too_dear_only_the_first_chains_that_fit_are_scored(tmp_path):
+    """max_calls 5 and 3 chains: before generation each chain is assumed to cost at least 1 scoring call (1 + 3 <=
+    5). The chains have 3, 1 and 2 steps: all 6 step prefixes would need 6 calls, but 4 are left, so only the first
+    two chains (3 + 1 = 4 calls) are scored and can win; the run says "budget"."""
+    b = ScriptedBackend(["good\n\ngood\n\ngood \\boxed{1}", "bad \\boxed{2}", "good\n\ngood \\boxed{3}"], n_embd=2,
+                        hidden_fn=lambda prompt, cont: [cont.count("good") - cont.count("bad"), 0.0])
+    path = trained_prm_file(tmp_path, b)
+    result = build_strategy(f"best-of-n:verifier=prm,verifier_path={path},n_samples=3").run(
+        PROBLEM, b, Budget(max_calls=5), rng=random.Random(0))
+    assert result.ledger.total().calls == 5
+    assert [len(c.scores) for c in result.candidates] == [3, 1, 0]
+    assert result.answer == "1" and result.stop_reason == "budget"
+    assert next(e for e in result.trace if e["event"] == "score")["scored"] == 2
