@@ -86,3 +86,13 @@ def test_request_seeds_come_from_the_rng(spec):
     seeds = {tuple(r.seed for r in run(spec, Budget(), s)[1].requests) for s in range(4)}
     assert len(seeds) == 4
     assert all(all(x is not None for x in t) for t in seeds)
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if not s.startswith(("greedy", "self-consistency"))])
+def test_no_call_starts_after_the_time_budget(spec):
+    """The fake sleeps 5 ms per computed token, so the first call alone outlasts a 10 ms budget: every multi-call
+    strategy makes that one call, starts nothing after it (no scoring, no second round), and says "budget"."""
+    backend = endless(seconds_per_token=0.005)
+    result = build_strategy(spec).run(PROBLEM, backend, Budget(max_seconds=0.01), rng=random.Random(0))
+    assert backend.calls == 1 and backend.score_requests == []
+    assert result.stop_reason == "budget"
