@@ -267,19 +267,31 @@ def _print_result(p: dict[str, Any], show_reasoning: bool) -> None:
                             f"({s['finish_reason']})"))
             out.print(s["text"], highlight=False, markup=False)
     votes = next((e["counts"] for e in p["trace"] if e.get("event") == "vote"), None)
+    tally = next((e["tally"] for e in p["trace"] if e.get("event") == "select"), None)
+    if tally:  # verifier-scored selection: the score per answer (best for argmax, summed for weighted votes)
+        votes = {a: round(v, 3) for a, v in tally.items()}
     answers = ", ".join(str(s["answer"]) for s in p["samples"])
     # Answers are model output: escape them, or "[/b]" in a sample crashes rich and "[red]" vanishes.
     out.print(f"[bold]answer:[/] {escape(str(p['answer']))}", highlight=False)
-    out.print("[dim]" + escape(f"strategy {p['strategy']} on {p['model']}; sample answers: {answers}"
-                               + (f"; votes {votes}" if votes else "")) + "[/]", highlight=False)
+    shown = f"; {'scores' if tally else 'votes'} {votes}" if votes else ""
+    out.print("[dim]" + escape(f"strategy {p['strategy']} on {p['model']}; sample answers: {answers}{shown}") + "[/]",
+              highlight=False)
     u = p["usage"]
+    roles = p["by_role"]
     t = Table(title="cost (measured by the backend; tokens)", show_header=True, header_style="bold")
+    if len(roles) > 1:  # e.g. generator and verifier: each role's own row, then the total
+        t.add_column("role")
     for col in ("calls", "prompt", "cached", "generated", "wall s", "gen/s", "FLOPs"):
         t.add_column(col, justify="right")
     gen = u["completion_tokens"]
     rate = f"{gen / u['wall_seconds']:.1f}" if gen is not None and u["wall_seconds"] else "?"
-    t.add_row(str(u["calls"]), _fmt(u["prompt_tokens"]), _fmt(u["cached_prompt_tokens"]), _fmt(gen),
-              f"{u['wall_seconds']:.2f}", rate, "?" if u["flops"] is None else f"{u['flops']:.3g}")
+    if len(roles) > 1:
+        for role, r in roles.items():
+            t.add_row(role, str(r["calls"]), _fmt(r["prompt_tokens"]), _fmt(r["cached_prompt_tokens"]),
+                      _fmt(r["completion_tokens"]), "", "", "?" if r["flops"] is None else f"{r['flops']:.3g}")
+    t.add_row(*(["total"] if len(roles) > 1 else []), str(u["calls"]), _fmt(u["prompt_tokens"]),
+              _fmt(u["cached_prompt_tokens"]), _fmt(gen), f"{u['wall_seconds']:.2f}", rate,
+              "?" if u["flops"] is None else f"{u['flops']:.3g}")
     out.print(t)
 
 

@@ -137,3 +137,20 @@ def test_strategies_lists_names_descriptions_budget_knobs_and_papers():
         assert r["budget_knob"] in r["knobs"]
     sc = next(r for r in rows if r["name"] == "best-of-n")
     assert sc["knobs"]["step_aggregation"] == {"type": "last|min|product|mean", "default": "last", "required": False}
+
+
+def test_table_output_splits_cost_by_role_and_shows_scores(scripted):
+    """Weighted vote: 5 has 0.9, 6 has 0.3 + 0.3 = 0.6, so 5 wins. Cost rows: generator 1 call, 3 x 2 = 6 tokens
+    generated; verifier 6 P(yes) calls, 0 generated; total 7 calls, 6 generated."""
+    scripted(["a \\boxed{5}", "b \\boxed{6}", "c \\boxed{6}"],
+             score_fn=yes_no_score_fn(lambda p: 0.9 if "a \\boxed{5}" in p else 0.3))
+    result = invoke([*ARGS, "--strategy", "weighted-sc:n_samples=3"])
+    assert result.exit_code == 0, result.stderr
+    assert "answer: 5" in result.stdout
+    assert "scores {'5': 0.9, '6': 0.6}" in result.stdout
+    rows = {line.split()[1]: line.split()[2:] for line in result.stdout.splitlines()
+            if line.startswith("│") and line.split()[1] in ("generator", "verifier", "total")}
+    cells = {role: [c for c in cols if c != "│"] for role, cols in rows.items()}
+    assert cells["generator"][0] == "1" and cells["generator"][3] == "6"
+    assert cells["verifier"][0] == "6" and cells["verifier"][3] == "0"
+    assert cells["total"][0] == "7" and cells["total"][3] == "6"
