@@ -310,6 +310,28 @@ def test_mcts_rollouts_split_the_first_step_and_score_the_complete_solution(tabl
     assert result.answer == "3"  # most visited: tie 1-1 on visits, s1 has the higher Q; its best rollout answers 3
 
 
+def test_a_trained_prm_named_by_knobs_scores_every_step_prefix(tmp_path):
+    """verifier="prm" with verifier_path loads the head onto the search's own backend (the fake's hidden states).
+    Each scored node costs one hidden-state request per step prefix, charged to the verifier: the root's children
+    a, b (1 prefix each), then the kept beam's two children (2 prefixes each) = 6 calls, plus 2 generate calls."""
+    import numpy as np
+
+    from thinkscale.verifiers.trained_prm import LogisticHead, TrainedPRM
+
+    backend = ScriptedBackend([lambda req, j: "ab"[j] if prefill(req) == "" else f"x{j} \\boxed{{{j}}}"] * 4)
+    head = LogisticHead(np.zeros(8), np.ones(8), np.ones(8), 0.0)
+    path = tmp_path / "prm.json"
+    TrainedPRM(backend, head, {"model": {"fingerprint": backend.info().fingerprint}, "feature_dim": 8}).save(path)
+    result = BeamSearch(verifier="prm", verifier_path=str(path), beam_width=1, expansions_per_beam=2).run(
+        PROBLEM, backend, Budget(max_calls=10), rng=random.Random(0))
+    assert result.chosen is not None
+    kept = result.chosen.steps[0]
+    assert [r.continuation for r in backend.hidden_requests] == [
+        "a", "b", kept, f"{kept}\n\nx0 \\boxed{{0}}", kept, f"{kept}\n\nx1 \\boxed{{1}}"]
+    assert result.ledger.total(Role.VERIFIER).calls == 6 and result.ledger.total().calls == 8
+    assert len(result.chosen.scores) == 2 and all(0 < x < 1 for x in result.chosen.scores)
+
+
 # --- budget, seeds, trace, knobs ------------------------------------------------------------------------------------
 
 
