@@ -378,6 +378,17 @@ def test_no_budget_is_ever_exceeded(table, make, budget, kind):
         assert result.ledger.total(Role.VERIFIER).calls > 0
 
 
+@pytest.mark.parametrize("make", STRATEGIES[:3], ids=["beam", "dvts", "mcts-prm"])
+def test_a_seconds_budget_stops_before_the_next_call(table, make):
+    """The fake sleeps 0.02 s per computed token: the first call (a ~9-word prompt and 3-word steps) takes well over
+    the 0.05 s allowed, so no second call is started."""
+    table({})
+    backend = ScriptedBackend([wordy] * 500, seconds_per_token=0.02)
+    result = make(verifier="table", max_step_tokens=5).run(PROBLEM, backend, Budget(max_seconds=0.05),
+                                                            rng=random.Random(1))
+    assert backend.calls == 1 and result.stop_reason == "budget" and result.candidates
+
+
 def test_rollouts_refuse_a_process_verifier(table):
     table({})
     with pytest.raises(ValueError, match="outcome verifier"):
