@@ -118,3 +118,27 @@ def test_difficulty_bins() -> None:
         ["1", "1", "2", "3", "4", "5", "5"]
     with pytest.raises(ValueError):
         metrics.difficulty_bin(1.5)
+
+
+@pytest.mark.parametrize("how", list(Selection))
+def test_vectorised_subset_mean_equals_the_one_subset_at_a_time_definition(how: Selection) -> None:
+    """Random answer sets with None answers, ties and repeated scores: the vectorised mean must equal averaging
+    ``selection_value`` over the same subsets."""
+    rng = random.Random(7)
+    for _ in range(40):
+        n = rng.randint(1, 9)
+        keys = [rng.choice(["a", "b", "c", None]) for _ in range(n)]
+        first: dict[str, bool] = {}
+        correct = []
+        for key in keys:
+            c = first.setdefault(key, rng.random() < 0.4) if key is not None else False
+            correct.append(c)
+        scores = [rng.choice([0.1, 0.5, 0.5, 0.9]) for _ in range(n)]
+        k = rng.randint(1, n)
+        got, count = metrics.expected_selection_accuracy(keys, correct, scores, how, k, max_subsets=50,
+                                                         rng=random.Random(1))
+        idx = metrics.subsets(n, k, max_subsets=50, rng=random.Random(1))
+        want = sum(metrics.selection_value([keys[i] for i in row], [correct[i] for i in row],
+                                           [scores[i] for i in row], how) for row in idx) / len(idx)
+        assert count == len(idx)
+        assert got == pytest.approx(want, abs=1e-12), (keys, correct, scores, k)

@@ -18,6 +18,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
 from thinkscale.verifiers.aggregate import Selection
 
 K = TypeVar("K", bound=Hashable)
@@ -73,14 +75,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def subsets(n: int, k: int, *, max_subsets: int, rng: random.Random) -> list[tuple[int, ...]]:
-    """The k-subsets of range(n) to average over: all C(n, k) when that is at most ``max_subsets``, else
-    ``max_subsets`` drawn uniformly at random (with replacement between draws, each a uniform k-subset)."""
+def subsets(n: int, k: int, *, max_subsets: int, rng: random.Random) -> np.ndarray:
+    """The k-subsets of range(n) to average over, one per row: all C(n, k) when that is at most ``max_subsets``,
+    else ``max_subsets`` drawn independently, each uniform over k-subsets (seeded from ``rng``)."""
     if not 1 <= k <= n:
         raise ValueError(f"need 1 <= k <= n, got n={n} k={k}")
     if math.comb(n, k) <= max_subsets:
-        return list(itertools.combinations(range(n), k))
-    return [tuple(sorted(rng.sample(range(n), k))) for _ in range(max_subsets)]
+        return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    gen = np.random.default_rng(rng.getrandbits(64))
+    return np.sort(np.argsort(gen.random((max_subsets, n)), axis=1)[:, :k], axis=1)
 
 
 def selection_value(keys: Sequence[str | None], correct: Sequence[bool], scores: Sequence[float] | None,
@@ -117,14 +120,49 @@ def expected_selection_accuracy(keys: Sequence[str | None], correct: Sequence[bo
                                 how: Selection, k: int, *, max_subsets: int = 1000,
                                 rng: random.Random | None = None) -> tuple[float, int]:
     """Mean of ``selection_value`` over k-subsets of the N candidates (see ``subsets``): maj@k for ``MAJORITY``,
-    best-of-k for ``ARGMAX``. Returns (mean, number of subsets averaged)."""
+    best-of-k for ``ARGMAX``. Returns (mean, number of subsets averaged). Vectorised over subsets; equal to
+    averaging ``selection_value`` one subset at a time."""
+    how = Selection(how)
     n = len(keys)
     if len(correct) != n or (scores is not None and len(scores) != n):
         raise ValueError(f"{n} keys, {len(correct)} grades and {len(scores or ())} scores: lengths differ")
-    chosen = subsets(n, k, max_subsets=max_subsets, rng=rng or random.Random(0))
-    total = math.fsum(selection_value([keys[i] for i in s], [correct[i] for i in s],
-                                      None if scores is None else [scores[i] for i in s], how) for s in chosen)
-    return total / len(chosen), len(chosen)
+    if how is not Selection.MAJORITY and scores is None:
+        raise ValueError(f"{how.value} needs scores")
+    idx = subsets(n, k, max_subsets=max_subsets, rng=rng or random.Random(0))
+    answered = np.array([key is not None for key in keys])
+    ok = np.array([bool(c) for c in correct])
+    if how is Selection.ARGMAX:
+        sc = np.where(answered, np.asarray(scores, dtype=np.float64), -np.inf)[idx]  # (S, k)
+        best = sc.max(axis=1, keepdims=True)
+        tied = np.isfinite(sc) & np.isclose(sc, best, rtol=1e-9, atol=1e-12)
+        hits = (tied & ok[idx]).sum(axis=1)
+        counts = tied.sum(axis=1)
+    else:
+        labels = sorted({key for key in keys if key is not None})
+        if not labels:
+            return 0.0, len(idx)
+        col = {a: j for j, a in enumerate(labels)}
+        lab = np.array([-1 if key is None else col[key] for key in keys])
+        weight = np.ones(n) if how is Selection.MAJORITY else np.asarray(scores, dtype=np.float64)
+        onehot = np.zeros((n, len(labels)))
+        onehot[answered, lab[answered]] = weight[answered]
+        label_ok = np.zeros(len(labels), dtype=bool)
+        for key in labels:  # an answer is graded by its first candidate (equal keys are graded alike)
+            label_ok[col[key]] = ok[list(keys).index(key)]
+        rows = np.arange(len(idx))
+        present = np.zeros((len(idx), len(labels)), dtype=bool)  # which answers a subset has at all
+        sub_lab = lab[idx]
+        for j in range(idx.shape[1]):
+            m = sub_lab[:, j] >= 0
+            present[rows[m], sub_lab[m, j]] = True
+        tally = onehot[idx].sum(axis=1)  # (S, A)
+        tally = np.where(present, tally, -np.inf)
+        top = tally.max(axis=1, keepdims=True)
+        tied = present & np.isclose(tally, top, rtol=1e-9, atol=1e-12)
+        hits = (tied & label_ok).sum(axis=1)
+        counts = tied.sum(axis=1)
+    values = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
+    return float(values.mean()), len(idx)
 
 
 @dataclass(frozen=True)
