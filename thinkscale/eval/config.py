@@ -9,7 +9,8 @@
     budgets = [1, 2, 4, 8, 16]
     sample_seeds = [0]                                # each a unit dimension: (problem, strategy, budget, seed)
     max_tokens = 512                                  # per chain, for strategies with a max_tokens knob
-    out = "runs/gsm8k-0.5b"                           # optional; --out on the command line wins
+    out = "runs/gsm8k-0.5b"                           # optional, relative to this file; --out wins
+    # also: task (for a dataset file), system, backend ("llamacpp", "openai:URL", "scripted:FILE"), max_subsets
 
 Unknown keys are errors, as are budgets that are not strictly increasing positive integers.
 """
