@@ -33,6 +33,20 @@ if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
   fi
 fi
 
+# bubblewrap (bwrap) isolates model-written code: thinkscale.tools.sandbox, used by the sc-tir and pal strategies and
+# `thinkscale sandbox`, refuses to run code without it. Debian package; sudo when not root.
+if ! command -v bwrap >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "install.sh: bubblewrap is not installed and cannot be installed here (no apt-get, or not root and no" \
+      "sudo): the code sandbox (sc-tir, pal, thinkscale sandbox) will refuse to run code until it is" \
+      "(Debian/Ubuntu: apt-get install bubblewrap)" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 
