@@ -292,9 +292,10 @@ def test_mcts_best_value_picks_the_best_complete_solution(table):
 def test_mcts_rollouts_split_the_first_step_and_score_the_complete_solution(table):
     """Outcome verifier -> rollout values: each sample runs on to the end (no stop string); its first step is the
     child, the rest a rollout node scored as a whole. A sample with no blank line that ended by itself ('stop') is a
-    complete one-step solution: the child is terminal and scored directly."""
+    complete one-step solution: the child is terminal and scored directly. Blank segments (a leading or doubled
+    blank line) are not steps."""
     v = table({"\\boxed{3}": 0.8, "one \\boxed{4}": 0.3}, kind=VerifierKind.OUTCOME)
-    script = by_prefill({"": ["s1\n\ns2\n\n\\boxed{3}", "one \\boxed{4}"]})
+    script = by_prefill({"": ["\n\ns1\n\ns2\n\n\n\n\\boxed{3}", "one \\boxed{4}"]})
     backend = ScriptedBackend([script] * 2)
     result = MCTS(verifier="table", n_simulations=1, expansions_per_node=2, rollout_max_tokens=50).run(
         PROBLEM, backend, Budget(), rng=random.Random(0))

@@ -200,10 +200,10 @@ class MCTS(StepKnobs):
         delim = self.step_delimiter
         children, evaluated = [], []
         for s in samples:
-            first = s.text.split(delim, 1)[0]
+            # blank segments are dropped: a continuation that opens with another blank line still has a first step
+            first, *rest = [seg for seg in s.text.split(delim) if seg.strip()] or [""]
             child = tree.add_child(leaf, first, s)
             children.append(child)
-            rest = [seg for seg in s.text.split(delim)[1:] if seg.strip()]
             if child.terminal is None and not rest and s.finish_reason == "stop":
                 child.terminal = "eos"  # the sample ended within its first step: that step ends the solution
             if child.terminal is not None:
