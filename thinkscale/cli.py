@@ -76,7 +76,8 @@ def solve(
     strategy: Annotated[str, typer.Option(help="How to spend test-time compute: a strategy NAME, or "
                                           "NAME:KNOB=VALUE,... (see below).")] = "greedy",
     knob: Annotated[list[str] | None, typer.Option("--knob", "-k", metavar="KNOB=VALUE",
-                                                   help="Set a knob of the strategy (repeatable).")] = None,
+                                                   help="Set a knob of the strategy (repeatable; the value "
+                                                        "may contain commas).")] = None,
     n: Annotated[int | None, typer.Option("-n", "--n-samples",
                                           help="Shortcut for the strategy's sample-count knob (n_samples, "
                                                "population, ...).")] = None,

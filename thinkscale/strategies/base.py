@@ -5,12 +5,16 @@ backend call to the ledger, never spends past the Budget (it stops early with ``
 randomness from ``rng``, and returns every candidate with a JSON-serialisable trace. Its ``budget_knob`` ClassVar
 names the knob a budget sweep varies.
 
-Strategies are named by a spec (``build_strategy``), the one grammar the CLI, the server and the eval harness share::
+Strategies are named by a spec (``build_strategy``), the grammar of the CLI and the eval harness (the server reads
+the same ``knobs`` from JSON)::
 
     spec  := NAME | NAME ":" knob ("," knob)*        e.g.  best-of-n:verifier=pyes,n_samples=8
     knob  := KNOB "=" VALUE                          VALUE is parsed by the knob's declared type:
                                                      int, float (finite), bool (true/false/yes/no/1/0),
                                                      str, an Enum's value, "none" for an optional knob
+
+A VALUE runs to the next ``,`` (it may contain ``=``); a value with a comma (a prompt) is set with ``--knob``, a
+keyword override of ``build_strategy``, or in Python.
 """
 
 from __future__ import annotations
