@@ -154,3 +154,12 @@ def test_table_output_splits_cost_by_role_and_shows_scores(scripted):
     assert cells["generator"][0] == "1" and cells["generator"][3] == "6"
     assert cells["verifier"][0] == "6" and cells["verifier"][3] == "0"
     assert cells["total"][0] == "7" and cells["total"][3] == "6"
+
+
+def test_a_knob_value_with_commas_goes_through_knob(scripted):
+    backend = scripted(["d0 \\boxed{4}", "fine, VERDICT: CORRECT"])
+    prompt = "Check it, step by step, and end with {correct} or {incorrect}."
+    result = invoke([*ARGS, "--strategy", "self-refine", "--knob", f"critique_prompt={prompt}"])
+    assert result.exit_code == 0, result.stderr
+    assert backend.requests[1].messages[-1].content == \
+        "Check it, step by step, and end with VERDICT: CORRECT or VERDICT: INCORRECT."
