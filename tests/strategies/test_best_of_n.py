@@ -194,3 +194,26 @@ def test_when_a_prms_steps_make_scoring_too_dear_only_the_first_chains_that_fit_
     assert [len(c.scores) for c in result.candidates] == [3, 1, 0]
     assert result.answer == "1" and result.stop_reason == "budget"
     assert next(e for e in result.trace if e["event"] == "score")["scored"] == 2
+
+
+def test_a_prm_server_costs_one_call_for_all_chains(monkeypatch):
+    """prm-http scores every chain in one POST: with max_calls 3, 1 generate call + 1 POST fit, so all 4 chains
+    are sampled (a per-chain reservation would have allowed only 2). Step scores come from the fake server."""
+    import httpx
+
+    import thinkscale.verifiers.prm as prm
+
+    posts = []
+
+    def fake_post(url, json, headers, timeout):
+        posts.append(json)
+        scores = [[0.2 + 0.1 * i] * len(c["steps"]) for i, c in enumerate(json["candidates"])]
+        return httpx.Response(200, json={"scores": scores, "usage": {"prompt_tokens": 10}})
+
+    monkeypatch.setattr(prm.httpx, "post", fake_post)
+    b = ScriptedBackend([f"s{i} \\boxed{{{i}}}" for i in range(4)])
+    result = build_strategy("best-of-n:verifier=prm-http,verifier_path=http://127.0.0.1:9/score,n_samples=4").run(
+        PROBLEM, b, Budget(max_calls=3), rng=random.Random(0))
+    assert b.requests[0].n == 4 and len(posts) == 1
+    assert result.answer == "3" and result.stop_reason == "done"
+    assert result.ledger.total(Role.VERIFIER).calls == 1 and result.ledger.total().calls == 2

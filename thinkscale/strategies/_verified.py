@@ -105,10 +105,10 @@ def run_scored(strategy: Any, selection: Selection, problem: Problem, backend: B
     ledger = Ledger()
     trace: list[dict[str, Any]] = []
     verifier = make_verifier(strategy.verifier, strategy.verifier_path, backend)
-    # Calls per candidate that are known before generation (a PRM's depend on the step count: at least 1 each).
+    # What scoring n candidates costs in calls at the least, before they exist (a one-step stand-in: a PRM's calls
+    # grow with the step count, checked again after generation).
     probe = Candidate(text="x", answer=None)
-    per_candidate = scoring_calls(verifier, [probe])
-    if per_candidate is None and budget.max_calls is not None:
+    if scoring_calls(verifier, [probe]) is None and budget.max_calls is not None:
         raise ValueError(f"{name}: verifier {strategy.verifier!r} does not say how many backend calls it makes, so "
                          "a max_calls budget cannot be kept; use a token or seconds budget")
 
@@ -121,8 +121,8 @@ def run_scored(strategy: Any, selection: Selection, problem: Problem, backend: B
     if rem is not None:
         n = min(n, max(0, rem) // strategy.max_tokens)
     left = remaining_calls(budget, ledger)
-    if left is not None and per_candidate:
-        n = min(n, max(0, left - 1) // per_candidate)  # 1 generate call + scoring
+    while left is not None and n > 0 and 1 + (scoring_calls(verifier, [probe] * n) or 0) > left:
+        n -= 1  # 1 generate call + scoring must fit
     if n == 0 or not fits(budget, ledger, completion_tokens=n * strategy.max_tokens, calls=1):
         return stop("budget allows no sample")
     req = GenRequest(messages=problem.messages, n=n, temperature=strategy.temperature, top_p=strategy.top_p,
