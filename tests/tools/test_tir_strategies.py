@@ -16,12 +16,8 @@ from thinkscale.strategies._tir import CODER_SYSTEM, NUMINA_INSTRUCTION, TirForm
 from thinkscale.strategies.base import build_strategy
 from thinkscale.strategies.pal import Pal
 from thinkscale.strategies.sc_tir import ScTir
-from thinkscale.tools import sandbox as sandbox_mod
 from thinkscale.tools.sandbox import Limits, Sandbox
 from thinkscale.types import Budget, GenRequest, Problem, Role
-
-pytestmark = pytest.mark.skipif(sandbox_mod.shutil.which("bwrap") is None,
-                                reason="bubblewrap is not installed (scripts/install.sh installs it)")
 
 PROBLEM = Problem.from_text("What is 17 times 23?")
 CODE_PATH = "Let me compute.\n```python\nprint(17*23)\n```\nIt prints 999, so \\boxed{999}"
