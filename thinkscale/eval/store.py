@@ -216,8 +216,15 @@ class Store:
         return dict(json.loads(stored))
 
     def info(self) -> dict[str, Any]:
+        """What was recorded when the run started (command-independent facts: git commit, versions) and each
+        model's identity (file fingerprint, parameters, catalog sha256) as bound on first load."""
         stored = self.get_meta("info")
-        return {} if stored is None else dict(json.loads(stored))
+        out = {} if stored is None else dict(json.loads(stored))
+        models = {r[0].removeprefix("model:"): json.loads(r[1])
+                  for r in self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'model:%' ORDER BY key")}
+        if models:
+            out["models"] = models
+        return out
 
     # ------------------------------------------------------------------ writing
 
