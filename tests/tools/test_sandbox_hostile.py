@@ -9,6 +9,7 @@ uid and no file it could have written remains on the host.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -17,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.strategies.sc_tir import ScTir
 from thinkscale.tools import sandbox as sandbox_mod
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxUnavailable
+from thinkscale.types import Budget, Problem
 
 UID_RANGE = (1_950_000_000, 1_950_100_000)
 LIMITS = Limits(timeout_seconds=2.0, cpu_seconds=2.0, memory_bytes=512 << 20, max_processes=16,
@@ -323,8 +327,12 @@ def test_cold_mode_starts_a_fresh_sandbox_per_run() -> None:
 
 
 def test_zz_the_engine_still_works_and_nothing_is_left_behind(sb: Sandbox) -> None:
-    """Runs last in this module: a normal run still works, then after closing no sandbox process or file remains."""
+    """Runs last in this module: a normal run and a whole SC-TIR solve still work in the sandbox that served every
+    case above, then after closing no sandbox process or file remains."""
     assert sb.run("print(sum(range(101)))").stdout == "5050\n"
+    be = ScriptedBackend(["```python\nprint(17 * 23)\n```\n", "So \\boxed{391}."])
+    res = ScTir(n_samples=1, sandbox=sb).run(Problem.from_text("What is 17 * 23?"), be, Budget(), rng=random.Random(0))
+    assert res.answer == "391" and "```output\n391\n```" in res.candidates[0].text
     sb.close()
     deadline = time.monotonic() + 5
     while sandbox_pids() and time.monotonic() < deadline:
