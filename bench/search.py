@@ -186,8 +186,9 @@ def main() -> None:
             "accuracy": sum(p["correct"] for p in per_problem) / len(per_problem),
             "seconds": round(time.perf_counter() - t0, 1), "per_problem": per_problem}
         s = report["strategies"][name]
+        steps_only = "n/a (no step was expanded)" if s["ratio_new_tokens"] is None else f"{s['ratio_new_tokens']:.3f}"
         print(f"== {name}: ratio {s['ratio']:.3f} (computed {computed} / unique tree tokens {tree}); steps only "
-              f"{s['ratio_new_tokens']:.3f}; accuracy {s['accuracy']:.2f}; {s['seconds']} s", flush=True)
+              f"{steps_only}; accuracy {s['accuracy']:.2f}; {s['seconds']} s", flush=True)
     import sys
 
     report["command"] = " ".join([".venv/bin/python", *sys.argv])
