@@ -12,8 +12,9 @@ Exit status: 0 when everything holds, 1 when a functional check fails (an error,
 stop), 2 when only the throughput target (``--min-ratio``, 2x) is missed. Timings depend on what else runs on the
 machine: the load average is recorded with them.
 
-``--max-concurrency 32,8,4`` repeats the concurrent phase with that many server slots (the other clients wait in
-the server's queue), to find the batch size the machine decodes fastest; the sequential phase runs once.
+``--max-active 0,32,16`` repeats the concurrent phase with the backend decoding at most that many samples per
+step (0: no cap), and ``--max-concurrency 32,8,4`` repeats it with that many server slots (the other clients wait
+in the server's queue), to find the batch size the machine decodes fastest; the sequential phase runs once.
 
     .venv/bin/python bench/server.py [--model smollm2-135m] [--requests 32] [--disconnects 4] [--max-tokens 64]
                                      [--max-concurrency 32,8,4]
@@ -91,7 +92,7 @@ def concurrent_phase(engine: ServeEngine, backend: LlamaCppBackend, args: argpar
     """All requests at once from their own client threads; the ``gone`` ones hang up part-way."""
     n_req, model_id = args.requests, f"{args.model}:sc-{args.samples}"
     app = create_app(engine, limits=ServerLimits(max_concurrency=slots, max_queue=n_req, max_n=1))
-    after_tokens = args.hang_up_after_steps * args.samples * min(slots, n_req - len(gone))
+    after_tokens = args.hang_up_after_steps * min(backend.max_active, args.samples * min(slots, n_req - len(gone)))
     done: dict[int, dict[str, Any]] = {}
     errors: dict[int, str] = {}
     cancelled: dict[int, dict[str, Any]] = {i: {} for i in gone}
@@ -190,6 +191,11 @@ def main() -> int:
     p.add_argument("--max-concurrency", default=None,
                    help="server slots, comma-separated for several runs (default: --requests, all at once); "
                         "clients beyond the slots wait in the server's queue")
+    p.add_argument("--max-active", default="0",
+                   help="backend cap on samples decoded together (LlamaCppBackend max_active_sequences), "
+                        "comma-separated for several runs; 0 = no cap (n_seq_max - 1)")
+    p.add_argument("--n-ctx", type=int, default=None,
+                   help="KV cells (default: enough for every request's samples at once)")
     p.add_argument("--hang-up-after-steps", type=int, default=16,
                    help="clients hang up after about this many decode steps of the running batch")
     p.add_argument("--min-ratio", type=float, default=2.0,
@@ -198,10 +204,12 @@ def main() -> int:
     args = p.parse_args()
     n_req, n_gone = args.requests, args.disconnects
     slot_runs = [int(x) for x in str(args.max_concurrency or n_req).split(",")]
+    active_runs = [int(x) for x in str(args.max_active).split(",")]
 
     load_before = os.getloadavg()  # other processes on the machine skew the timings: recorded with them
     path = resolve(args.model, progress=False)
-    backend = LlamaCppBackend(path, name=args.model, n_ctx=n_req * (args.samples * args.max_tokens + 128),
+    n_ctx = args.n_ctx or n_req * (args.samples * args.max_tokens + 128)
+    backend = LlamaCppBackend(path, name=args.model, n_ctx=n_ctx,
                               n_seq_max=min(256, n_req * (args.samples + 1) + 8))
     engine = ServeEngine(backend, args.model, system_prompt=DEFAULT_SYSTEM)
     gone = set(range(0, n_req, n_req // n_gone)[:n_gone]) if n_gone else set()
@@ -209,7 +217,13 @@ def main() -> int:
     with BackgroundServer(create_app(engine)) as url:  # warm up: model pages, first-call allocations
         ask(OpenAI(base_url=f"{url}/v1", api_key="unused"), f"{args.model}:greedy", 10_000, 4)
 
-    runs = [concurrent_phase(engine, backend, args, slots, gone) for slots in slot_runs]
+    uncapped = backend.max_active
+    runs = []
+    for cap in active_runs:
+        backend.max_active = cap or uncapped
+        for slots in slot_runs:
+            runs.append(concurrent_phase(engine, backend, args, slots, gone) | {"backend_max_active": cap or uncapped})
+    backend.max_active = uncapped  # one at a time, each request's samples decode together as they always do
     sequential = sequential_phase(engine, backend, args, stay)
     backend.close()
     seq_rate = sequential["completion_tok_per_s"]
@@ -232,7 +246,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"sequential_tok_s": seq_rate, "sequential_wall_s": sequential["wall_seconds"],
-                      "concurrent": [{k: r[k] for k in ("server_max_concurrency", "completed", "disconnected",
+                      "concurrent": [{k: r[k] for k in ("server_max_concurrency", "backend_max_active", "completed",
+                                                        "disconnected",
                                                         "completion_tok_per_s", "wall_seconds", "throughput_ratio",
                                                         "decode_calls_ratio", "checks_passed")}
                                      | {"max_stop_seconds": r["cancellation"]["max_stop_seconds"]} for r in runs]},

@@ -196,3 +196,28 @@ def test_cancel_stops_the_call_and_frees_its_sequences(llama_backend):
     assert all(s.pinned == 0 for s in llama_backend._seqs.values())
     (c,) = llama_backend.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=3)])  # still serves
     assert c.samples[0].completion_tokens == 3
+
+
+def test_max_active_sequences_caps_each_step_and_later_samples_wait(smollm2_path):
+    b = LlamaCppBackend(smollm2_path, n_ctx=1024, n_seq_max=16, max_active_sequences=2)
+    try:
+        reqs = [GenRequest(messages=Q, n=3, temperature=0.9, max_tokens=6, seed=1),
+                GenRequest(messages=(Message("user", "Count to five."),), n=2, temperature=0.9, max_tokens=6, seed=2)]
+        out = b.generate(reqs)
+        assert [len(c.samples) for c in out] == [3, 2]  # nothing dropped: the capped samples ran later
+        assert all(s.completion_tokens >= 1 for c in out for s in c.samples)
+        assert b.peak_active == 2
+        # the same work uncapped decodes more samples per step
+        b.max_active = 15
+        b.clear_cache()
+        b.peak_active = 0
+        b.generate(reqs)
+        assert b.peak_active > 2
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("cap", [0, 16, -1])
+def test_max_active_sequences_out_of_range_is_refused(smollm2_path, cap):
+    with pytest.raises(ValueError, match="max_active_sequences must be in 1..n_seq_max-1"):
+        LlamaCppBackend(smollm2_path, n_ctx=256, n_seq_max=16, max_active_sequences=cap)

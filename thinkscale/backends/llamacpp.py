@@ -142,7 +142,8 @@ class LlamaCppBackend(BaseBackend):
 
     def __init__(self, model: str | os.PathLike[str], *, n_ctx: int = 16384, n_threads: int | None = None,
                  n_batch: int = 512, n_seq_max: int = 64, chat_template: str | None = None,
-                 flash_attn: bool | None = None, name: str | None = None) -> None:
+                 flash_attn: bool | None = None, max_active_sequences: int | None = None,
+                 name: str | None = None) -> None:
         path = Path(model)
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
@@ -152,6 +153,9 @@ class LlamaCppBackend(BaseBackend):
             raise ValueError(f"n_seq_max must be in 1..256 (llama.cpp's limit), got {n_seq_max}")
         if n_batch < 1:
             raise ValueError(f"n_batch must be >= 1, got {n_batch}")
+        if max_active_sequences is not None and not 1 <= max_active_sequences <= n_seq_max - 1:
+            raise ValueError(f"max_active_sequences must be in 1..n_seq_max-1 ({n_seq_max - 1}; one sequence id is "
+                             f"kept for prompts), got {max_active_sequences}")
         L = _llama()
         self._L = L
         self.path = path
@@ -184,6 +188,12 @@ class LlamaCppBackend(BaseBackend):
         self.n_ctx = L.llama_n_ctx(self._ctx)
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
+        # Samples decoded together per step. More is not always faster: with the unified KV cache every query token
+        # walks the mask over all used cells, so a step costs ~ (tokens in the step) x (cells in use); past the
+        # batch size where the matmuls stop gaining (4-32 sequences on a laptop CPU) more concurrency only adds
+        # attention work. Later work waits (its prompt is not computed yet) until a running sample finishes.
+        self.max_active = max_active_sequences or n_seq_max - 1
+        self.peak_active = 0  # most samples decoded in one step so far (tests and benchmarks may reset it)
         self.n_params = int(L.llama_model_n_params(self._model))
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self.n_embd = int(L.llama_model_n_embd_out(self._model))  # size of a hidden_states() row
@@ -535,7 +545,8 @@ class LlamaCppBackend(BaseBackend):
         for every active sample."""
         self._drop_cancelled()
         active = self._active
-        while self._waiting and len(active) < self.n_seq_max - 1 and self._make_room(self._waiting[0].req.max_tokens):
+        cap = min(self.max_active, self.n_seq_max - 1)
+        while self._waiting and len(active) < cap and self._make_room(self._waiting[0].req.max_tokens):
             job = self._waiting[0]
             t0 = time.perf_counter()
             self._start_sample(job, None, active)
@@ -543,7 +554,7 @@ class LlamaCppBackend(BaseBackend):
             if job.started == job.req.n:
                 self._waiting.popleft()
                 self._release_prompt(job)
-        while self._pending and not self._waiting and len(active) < self.n_seq_max - 2:
+        while self._pending and not self._waiting and len(active) < min(cap, self.n_seq_max - 2):
             job = self._pending[0]
             src, k = self._best_prefix(job.prompt)
             k = min(k, len(job.prompt) - 1)
@@ -564,7 +575,7 @@ class LlamaCppBackend(BaseBackend):
             t0 = time.perf_counter()
             idx = self._start_job(job, src, k)
             self._start_sample(job, idx, active)
-            while job.started < job.req.n and len(active) < self.n_seq_max - 1 \
+            while job.started < job.req.n and len(active) < cap \
                     and self._make_room(job.req.max_tokens):
                 self._start_sample(job, idx, active)
             job.seconds += time.perf_counter() - t0
@@ -579,6 +590,7 @@ class LlamaCppBackend(BaseBackend):
         entries = [(a.pending, len(a.kv.tokens), a.kv.seq_id, True) for a in active]
         self._decode(entries)
         self.counters["sample_tokens_decoded"] += len(entries)
+        self.peak_active = max(self.peak_active, len(entries))
         still: list[_Active] = []
         finished: list[_Job] = []
         for i, a in enumerate(active):
