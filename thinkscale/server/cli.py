@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,9 +77,10 @@ def serve(
     try:
         # enough sequences for every running request's samples; more wait inside the backend, they are not lost
         n_seq_max = min(256, max(64, 16 * max_concurrency))
-        backend = load_backend(model, n_ctx=n_ctx, n_seq_max=n_seq_max,
-                               **({} if max_active_sequences is None else
-                                  {"max_active_sequences": max_active_sequences}))
+        options: dict[str, Any] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max}
+        if max_active_sequences is not None:
+            options["max_active_sequences"] = max_active_sequences
+        backend = load_backend(model, **options)
     except (ModelError, BackendError, ValueError) as e:
         _fail(str(e), 1)
     try:
