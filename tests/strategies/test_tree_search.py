@@ -161,8 +161,8 @@ def test_beam_narrows_as_solutions_finish(table):
 
 
 def test_beam_keeps_one_copy_of_a_repeated_step(table):
-    """Samples a, a, b, c with a best: M=2 keeps a once and b (0.6 > c 0.4), not a twice."""
-    table({"a": 0.9, "b": 0.6, "c": 0.4, "a1 \\boxed{1}": 0.5, "b1 \\boxed{2}": 0.5})
+    """Samples a, a, b, c with a best: M=2 keeps a once and b (0.6 > c 0.4), not a twice; a is scored once."""
+    v = table({"a": 0.9, "b": 0.6, "c": 0.4, "a1 \\boxed{1}": 0.5, "b1 \\boxed{2}": 0.5})
     script = by_prefill({"": ["a", "a", "b", "c"], "a\n\n": ["a1 \\boxed{1}"] * 2, "b\n\n": ["b1 \\boxed{2}"] * 2})
     backend = ScriptedBackend([script] * 8)
     result = BeamSearch(verifier="table", beam_width=2, expansions_per_beam=2).run(
@@ -170,6 +170,7 @@ def test_beam_keeps_one_copy_of_a_repeated_step(table):
     first = next(e for e in result.trace if e["event"] == "step")
     assert [result.candidates[i - 1].steps for i in first["kept"]] == [("a",), ("b",)]
     assert sorted(prefill(r) for r in backend.requests[1:]) == ["a\n\n", "b\n\n"]
+    assert v.seen[:3] == [("a",), ("b",), ("c",)]
 
 
 def test_beam_ties_are_broken_by_the_rng(table):

@@ -89,6 +89,19 @@ class Node:
         return aggregate_steps(self.step_scores, how) if self.step_scores else 0.0
 
 
+def distinct(nodes: Sequence[Node]) -> list[Node]:
+    """The first of each group of nodes with the same solution (two samples of the same step, or two empty steps
+    ending the same parent): copies would be scored again and take selection slots without adding a candidate."""
+    seen: set[tuple[tuple[str, ...], bool]] = set()
+    out = []
+    for n in nodes:
+        key = (n.raw_steps, n.terminal is not None)
+        if key not in seen:
+            seen.add(key)
+            out.append(n)
+    return out
+
+
 def verifier_call_bound(verifier: Verifier, n_steps: int) -> int:
     """The most calls scoring one candidate of ``n_steps`` steps may charge: one per scored prefix (a process
     verifier scores every prefix, an outcome verifier one) times the answer spellings a P(yes) judge scores."""

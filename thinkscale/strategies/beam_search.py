@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, make_verifier, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, make_verifier, positive_int
 from thinkscale.strategies.base import register
 from thinkscale.types import Budget, Problem, Result
 from thinkscale.verifiers.aggregate import Selection, StepAggregation
@@ -26,19 +26,6 @@ def top_m(nodes: Sequence[Node], m: int, how: StepAggregation, rng: random.Rando
     rng.shuffle(order)
     order.sort(key=lambda n: -n.score(how))
     return order[:m]
-
-
-def distinct(nodes: Sequence[Node]) -> list[Node]:
-    """The first of each group of nodes with the same solution (two samples of the same step, or two empty steps
-    ending the same parent): copies would take beam slots without adding a candidate."""
-    seen: set[tuple[tuple[str, ...], bool]] = set()
-    out = []
-    for n in nodes:
-        key = (n.raw_steps, n.terminal is not None)
-        if key not in seen:
-            seen.add(key)
-            out.append(n)
-    return out
 
 
 @register("beam", "step-level beam search: keep the top-M partial solutions by PRM step score",
@@ -91,9 +78,9 @@ class BeamSearch(StepKnobs):
             if not plan:
                 tree.stop_for_budget(f"a step of {self.max_step_tokens} tokens for {len(beams)} beam(s) does not fit")
                 break
-            children = [c for group in tree.expand(plan) for c in group]
+            children = distinct([c for group in tree.expand(plan) for c in group])
             tree.score(children)
-            kept = top_m(distinct(children), width, self.step_aggregation, rng)
+            kept = top_m(children, width, self.step_aggregation, rng)
             done = [c for c in kept if c.terminal is not None]
             finished.extend(done)
             width -= len(done)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, make_verifier, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, make_verifier, positive_int
 from thinkscale.strategies.base import register
 from thinkscale.strategies.beam_search import top_m
 from thinkscale.types import Budget, Problem, Result
@@ -65,7 +65,7 @@ class DVTS(StepKnobs):
                 tree.stop_for_budget(f"a step for {len(active)} subtree(s) does not fit")
                 break
             expanded = active[:len(plan)]  # the plan is a prefix of what was asked, in subtree order
-            groups = tree.expand(plan)
+            groups = [distinct(g) for g in tree.expand(plan)]
             tree.score([c for g in groups for c in g])
             for t, children in zip(expanded, groups, strict=True):
                 heads[t] = top_m(children, 1, self.step_aggregation, rng)[0]
