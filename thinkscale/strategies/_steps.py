@@ -15,11 +15,12 @@ for a stop string and for EOS, so a step that ended with EOS is followed by an e
 
 Scores: a process verifier (PRM) scores every step of the path; an outcome verifier (P(yes)) scores the partial
 solution as a whole and that score becomes the score of its newest step (a fallback: it was trained on complete
-solutions). The aggregated score of a node is ``aggregate_steps(step_scores, aggregation)``.
+solutions). The aggregated score of a node is ``aggregate_steps(step_scores, step_aggregation)``.
 
 Budget: before every backend call the worst case is checked: each sample may use ``max_tokens`` completion tokens,
-each request is one call, and the verifier may charge ``verifier_call_bound`` calls for what it will score. The
-wall-clock limit is checked before each call (a call that starts in time may end after it).
+each request is one call, and the verifier may charge ``verifier_call_bound`` calls for what it will score (exact for
+P(yes) and the trained PRM, an upper bound for the other registered verifiers). The wall-clock limit is checked
+before each call (a call that starts in time may end after it).
 """
 
 from __future__ import annotations
