@@ -252,3 +252,19 @@ def test_two_sweeps_cannot_share_a_run_folder(table: Path, tmp_path: Path) -> No
         release.set()
         t.join(30)
     assert db_rows(out, "SELECT COUNT(*) FROM jobs") == [(24,)]  # the first sweep finished undisturbed
+
+
+def test_a_failing_job_stops_the_sweep_with_one_line_and_keeps_the_rest(table: Path, tmp_path: Path) -> None:
+    """The table lacks one problem: the sweep stops there with an error naming it; the jobs before it are stored
+    and the session is marked failed."""
+    data = json.loads(table.read_text())
+    missing = list(data["responses"])[3]
+    del data["responses"][missing]
+    table.write_text(json.dumps(data))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["eval", "--dataset", "gsm8k", "--limit", "6", "--model", "fake", "--backend",
+                                 f"scripted:{table}", "--strategy", "greedy", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "has no responses for the prompt" in r.output
+    assert db_rows(out, "SELECT status FROM sessions") == [("failed",)]
+    order = [p.problem.messages[-1].content for p in load_dataset("gsm8k").subset(6, 0).problems]
+    assert db_rows(out, "SELECT COUNT(*) FROM jobs") == [(order.index(missing),)]  # every job before it

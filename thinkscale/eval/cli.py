@@ -59,9 +59,11 @@ def eval_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a budget sweep (or resume it: finished units are skipped) and store every unit and sample."""
+    from thinkscale.backends.base import BackendError
     from thinkscale.eval.config import SweepConfig, format_validation_error, load_sweep_file
     from thinkscale.eval.runner import fmt_overhead, run_sweep
     from thinkscale.eval.store import StoreError
+    from thinkscale.models import ModelError
 
     flags: dict[str, Any] = {
         "dataset": dataset, "task": task, "system": system, "limit": limit, "seed": seed, "models": model,
@@ -106,6 +108,8 @@ def eval_command(
         raise typer.Exit(130) from None
     except StoreError as e:
         _fail(str(e))
+    except (BackendError, ModelError, NotImplementedError) as e:
+        _fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
     except ValueError as e:
         _fail(str(e))
     err.print(f"{summary.jobs_run} jobs run, {summary.jobs_skipped} already stored, of {summary.jobs_total}; "

@@ -64,7 +64,7 @@ def scripted_backend(path: str | Path) -> ScriptedBackend:
         users = [m.content for m in req.messages or () if m.role == "user"]
         key = users[-1] if users else str(req.prompt)
         if key not in responses:
-            raise KeyError(f"scripted backend table {path} has no responses for the prompt {key[:80]!r}")
+            raise ValueError(f"scripted backend table {path} has no responses for the prompt {key[:80]!r}")
         options = responses[key]
         if req.temperature == 0:
             return ScriptItem(options[0])
