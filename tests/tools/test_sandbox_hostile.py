@@ -25,6 +25,7 @@ from thinkscale.tools.sandbox import Limits, Sandbox, SandboxUnavailable
 from thinkscale.types import Budget, Problem
 
 UID_RANGE = (1_950_000_000, 1_950_100_000)
+ORPHAN_UIDS = (1_950_100_000, 1_950_200_000)  # the orphan test counts its own processes only
 LIMITS = Limits(timeout_seconds=2.0, cpu_seconds=2.0, memory_bytes=512 << 20, max_processes=16,
                 max_output_bytes=4096, max_file_bytes=1 << 20, workdir_bytes=8 << 20)
 TOKEN = uuid.uuid4().hex[:12]
@@ -32,8 +33,8 @@ HOST_CANARIES = [Path.home() / f"thinkscale_pwned_{TOKEN}", Path(f"/etc/thinksca
                  Path(f"/tmp/thinkscale_pwned_{TOKEN}")]
 
 
-def sandbox_pids() -> list[int]:
-    """Host processes running as a sandbox uid of this module."""
+def sandbox_pids(uid_range: tuple[int, int] = UID_RANGE) -> list[int]:
+    """Host processes running as a uid in ``uid_range`` (this module's sandboxes)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -43,7 +44,7 @@ def sandbox_pids() -> list[int]:
         except OSError:
             continue
         uid_line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), None)
-        if uid_line and UID_RANGE[0] <= int(uid_line.split()[1]) < UID_RANGE[1]:
+        if uid_line and uid_range[0] <= int(uid_line.split()[1]) < uid_range[1]:
             out.append(int(entry))
     return out
 
@@ -324,6 +325,37 @@ def test_cold_mode_starts_a_fresh_sandbox_per_run() -> None:
         a = box.run("open('x', 'w').write('1')\nimport os\nprint(os.getuid())")
         b = box.run("import os\nprint(os.listdir('.'), os.getuid())")
     assert box.workers_started == 2 and b.stdout.startswith("[] ") and a.exit_code == 0
+
+
+ORPHAN_HOST = """
+import sys
+from thinkscale.tools.sandbox import Limits, Sandbox
+sb = Sandbox(Limits(timeout_seconds=60, cpu_seconds=60), pool_size=1, uid_range=(int(sys.argv[1]), int(sys.argv[2])))
+sb.warm()
+print("ready", flush=True)
+sb.run("import os\\nfor i in range(3):\\n    os.fork()\\nwhile True:\\n    pass")
+"""
+
+
+def test_a_sandbox_dies_with_its_host_process_mid_run() -> None:
+    """SIGKILL the engine while its sandbox runs a small fork bomb with a 60 s limit: the supervisor sees its input
+    close and tears the sandbox down; nothing of it survives the host by more than a few seconds."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", ORPHAN_HOST, *map(str, ORPHAN_UIDS)], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 10
+    while len(sandbox_pids(ORPHAN_UIDS)) < 8 and time.monotonic() < deadline:  # supervisor + 8 bomb processes
+        time.sleep(0.05)
+    assert len(sandbox_pids(ORPHAN_UIDS)) >= 8
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while sandbox_pids(ORPHAN_UIDS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_pids(ORPHAN_UIDS) == []
 
 
 def test_zz_the_engine_still_works_and_nothing_is_left_behind(sb: Sandbox) -> None:

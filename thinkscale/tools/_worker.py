@@ -34,12 +34,16 @@ CLEANUP_SECONDS = 3.0
 DRAIN_AFTER_EXIT_SECONDS = 0.05
 
 
-def _prctl_dumpable(value):
+def _prctl(option, value):
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed")
+
+
+def _prctl_dumpable(value):
+    _prctl(PR_SET_DUMPABLE, value)
 
 
 def _outer_uid(uid):
@@ -201,7 +205,11 @@ def _child(req, out_w, err_w, status_w):
         os._exit(status)
 
 
-def _run(req):
+class HostGone(Exception):
+    """The host closed our input: nobody will read the answer; stop everything."""
+
+
+def _run(req, proto_in):
     lim = req["limits"]
     cap = lim["max_output_bytes"]
     out_r, out_w = os.pipe()
@@ -221,14 +229,19 @@ def _run(req):
     for fd in kept:
         sel.register(fd, selectors.EVENT_READ)
     sel.register(pidfd, selectors.EVENT_READ)
+    # The host never writes during a run, so input means it closed its end (it died or gave up on this sandbox):
+    # the parent-death signal cannot reach us after the uid drop, this is how we learn it.
+    sel.register(proto_in, selectors.EVENT_READ)
 
     def pump(until, stop_on_exit):
-        while sel.get_map():
+        while len(sel.get_map()) > 1:  # proto_in stays registered
             left = until - time.monotonic()
             if left <= 0:
                 return False
             for key, _ in sel.select(left):
                 fd = key.fd
+                if fd == proto_in:
+                    raise HostGone
                 if fd == pidfd:
                     sel.unregister(pidfd)
                     if stop_on_exit:
@@ -327,7 +340,12 @@ def main():
         if line is None:
             return
         req = json.loads(line)
-        _send(proto_out, _run(req))
+        try:
+            reply = _run(req, proto_in)
+        except HostGone:
+            _kill_all(time.monotonic() + CLEANUP_SECONDS)
+            return
+        _send(proto_out, reply)
 
 
 main()

@@ -41,18 +41,22 @@ could not be verified or the supervisor misbehaved.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import math
 import os
+import queue
 import random
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -253,10 +257,70 @@ def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
     return cmd
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards), None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): with the PID, it names one process even if PIDs are reused."""
+    f = _stat_fields(pid)
+    return None if f is None else f[19]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            f = _stat_fields(int(entry))
+            if f is not None and f[1] == str(pid):
+                out.append(int(entry))
+    return out
+
+
+class _Spawner:
+    """Starts every bwrap of one Sandbox from one long-lived thread.
+
+    bwrap's ``--die-with-parent`` uses PR_SET_PDEATHSIG, whose "parent" is the *thread* that forked, not the process:
+    a sandbox started from a short-lived thread (a ThreadPoolExecutor worker, ``warm()``'s threads) would be killed
+    when that thread ends. This thread lives as long as the Sandbox."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = \
+            queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="sandbox-spawner", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, fut = item
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(e)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        if not self._thread.is_alive():
+            raise SandboxError("this Sandbox is closed")
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._q.put((fn, fut))
+        return fut.result()
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+
 class _Worker:
     """One sandbox: a bwrap process whose supervisor answers JSON lines."""
 
-    def __init__(self, limits: Limits, preload: tuple[str, ...], uid: int) -> None:
+    def __init__(self, limits: Limits, preload: tuple[str, ...], uid: int, spawner: _Spawner) -> None:
         as_root = os.geteuid() == 0
         cfg = {"max_processes": limits.max_processes, "drop_to_uid": uid, "preload": list(preload)}
         source = (Path(__file__).with_name("_worker.py")).read_text()
@@ -272,14 +336,16 @@ class _Worker:
         cmd += [sys.executable, "-I", "-c", source, json.dumps(cfg)]
         self.started = time.monotonic()
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         start_new_session=True, close_fds=True, pass_fds=pass_fds)
+            self.proc = spawner.call(lambda: subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                close_fds=True, pass_fds=pass_fds))
         except OSError as e:
             raise SandboxUnavailable(f"could not start bwrap: {e}") from e
         finally:
             for fd in pass_fds:
                 os.close(fd)
         assert self.proc.stdout is not None and self.proc.stdin is not None and self.proc.stderr is not None
+        self.supervisor: tuple[int, str] | None = None  # host PID and start time, once it is up
         self._out = self.proc.stdout.fileno()
         os.set_blocking(self._out, False)
         self._buf = b""
@@ -297,11 +363,21 @@ class _Worker:
         self.uid = hello["uid"]
         self.outer_uid = hello["outer_uid"]
         self.startup_seconds = time.monotonic() - self.started
+        sup = _children(self.proc.pid)
+        if len(sup) != 1:
+            self.kill()
+            raise SandboxError(f"expected one supervisor process under bwrap {self.proc.pid}, found {sup}")
+        start = _start_time(sup[0])
+        if start is None:
+            self.kill()
+            raise SandboxError(f"the sandbox supervisor (pid {sup[0]}) is gone")
+        self.supervisor = (sup[0], start)
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._errlog.append(line[:2000])
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self._errlog.append(line[:2000])
 
     def stderr_tail(self) -> str:
         return b"".join(self._errlog).decode(errors="replace")[-2000:]
@@ -342,13 +418,19 @@ class _Worker:
 
     def kill(self, *, graceful: bool = False) -> None:
         """Stop the sandbox. ``graceful``: close the supervisor's input and give it a moment to exit (it then has
-        nothing running); otherwise, or when it does not exit, SIGKILL bwrap: --die-with-parent and the PID
-        namespace take everything inside with it."""
+        nothing running). Then SIGKILL the supervisor by its host PID (it is the namespace's init: the kernel kills
+        everything in the namespace with it) and bwrap. bwrap's own --die-with-parent cannot do this after the uid
+        drop: bwrap no longer has the right to signal the supervisor."""
         if graceful and self.proc.poll() is None and self.proc.stdin is not None:
             try:
                 self.proc.stdin.close()
                 self.proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.supervisor is not None and _start_time(self.supervisor[0]) == self.supervisor[1]:
+            try:
+                os.kill(self.supervisor[0], signal.SIGKILL)
+            except ProcessLookupError:
                 pass
         if self.proc.poll() is None:
             self.proc.kill()
@@ -362,9 +444,8 @@ class _Worker:
                     f.close()
             except OSError:
                 pass
+        # the drain thread ends at EOF and closes nothing; closing the pipe under it could deadlock at shutdown
         self._err_thread.join(timeout=1)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 class Sandbox:
@@ -399,10 +480,11 @@ class Sandbox:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size if pool_size > 0 else max_concurrent_cold)
         self._closed = False
+        self._spawner = _Spawner()
         self.workers_started = 0
 
     def _new_worker(self) -> _Worker:
-        w = _Worker(self.limits, self.preload, self._uids.randrange(*self._uid_range))
+        w = _Worker(self.limits, self.preload, self._uids.randrange(*self._uid_range), self._spawner)
         with self._lock:
             self.workers_started += 1
         return w
@@ -490,6 +572,7 @@ class Sandbox:
             idle, self._idle = self._idle, []
         for w in idle:
             w.kill(graceful=True)
+        self._spawner.stop()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -498,6 +581,8 @@ class Sandbox:
         self.close()
 
     def __del__(self) -> None:
+        if sys.is_finalizing():  # the process is ending: its sandboxes die with it (die-with-parent, stdin EOF)
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
