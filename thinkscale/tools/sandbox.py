@@ -20,8 +20,9 @@ How a run is contained (operating-system mechanisms only; nothing depends on the
 - **Supervisor as PID 1** (``_worker.py``): the kernel ignores signals sent to a PID namespace's init from inside it
   (no handler installed), and it is non-dumpable, so the code cannot kill, stop or ptrace it. After every run it
   SIGKILLs every other process in the namespace (background processes, fork bombs), empties the working directory
-  and checks both; when anything is left the sandbox is discarded. ``--die-with-parent`` ties the sandbox's life to
-  this process.
+  and checks both; when anything is left the sandbox is discarded. A sandbox never outlives this process: the
+  supervisor exits (killing everything inside) as soon as its input closes, even mid-run, and discarding a sandbox
+  SIGKILLs the supervisor by its host PID, which takes the whole PID namespace with it.
 
 What it does not stop: CPU contention within its limits (a run can keep ``max_processes`` processes busy until the
 wall-clock limit), kernel exploits (there is no seccomp filter), reading world-readable files under the bound
@@ -581,7 +582,7 @@ class Sandbox:
         self.close()
 
     def __del__(self) -> None:
-        if sys.is_finalizing():  # the process is ending: its sandboxes die with it (die-with-parent, stdin EOF)
+        if sys.is_finalizing():  # the process is ending: its sandboxes see their input close and exit
             return
         try:
             self.close()
