@@ -101,6 +101,7 @@ def solve(
     """Solve PROBLEM with a scaling strategy; print the answer and exactly what it cost."""
     from thinkscale.backends.base import BackendError
     from thinkscale.models import ModelError
+    from thinkscale.tools.sandbox import SandboxError
     from thinkscale.types import Problem
     from thinkscale.verifiers.base import VerifierError
 
@@ -115,7 +116,7 @@ def solve(
         backend = _backend(model, base_url, quiet=json_out)
         load_seconds = time.perf_counter() - t0
         result = strat.run(prob, backend, budget, rng=random.Random(seed))
-    except (ModelError, BackendError, NotImplementedError, VerifierError) as e:
+    except (ModelError, BackendError, NotImplementedError, VerifierError, SandboxError) as e:
         _fail(str(e), 1)
     except ValueError as e:
         _fail(str(e))
