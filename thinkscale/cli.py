@@ -222,8 +222,10 @@ def list_strategies(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     t = Table(title="strategies (thinkscale solve --strategy NAME[:KNOB=VALUE,...])", header_style="bold")
-    for col in ("name", "budget knob", "description", "paper"):
-        t.add_column(col)
+    t.add_column("name", no_wrap=True)
+    t.add_column("budget knob", overflow="fold")
+    t.add_column("description")
+    t.add_column("paper", overflow="fold")  # a link must stay whole: folded, never cut with "..."
     for r in rows:
         t.add_row(r["name"], r["budget_knob"] or "", escape(r["summary"]), r["paper"])
     Console().print(t)
