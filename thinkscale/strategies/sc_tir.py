@@ -70,12 +70,12 @@ class ScTir:
         sandbox: a ``thinkscale.tools.Sandbox`` to use instead (the caller owns and closes it; its limits apply).
 
     Round 0 samples all paths from the shared prompt in one request; each later round continues every path that
-    stopped at a code block (``continue_final``, so the backend reuses the cached prefix) after appending the
-    block's output as an ```output block. Budget: each path may use ``max_tokens``, so only the paths that fit in
-    the worst case are started (``stop_reason="budget"`` when fewer than asked); every backend request and every
-    sandbox run is one call against ``max_calls`` (sandbox runs are charged to ``Role.TOOL`` with their seconds);
-    ``max_seconds`` is checked before every round. Answers: ``extract_answer`` on each path's whole turn, code
-    outputs included; majority vote, ties broken by ``rng``.
+    stopped at a code block (``continue_final``, so the backend reuses the cached prefix; a backend without that
+    capability refuses the request) after appending the block's output as an ```output block. Budget: each path may
+    use ``max_tokens``, so only the paths that fit in the worst case are started (``stop_reason="budget"`` when
+    fewer than asked); every backend request and every sandbox run is one call against ``max_calls`` (sandbox runs
+    are charged to ``Role.TOOL`` with their seconds); ``max_seconds`` is checked before every round. Answers:
+    ``extract_answer`` on each path's whole turn, code outputs included; majority vote, ties broken by ``rng``.
 
     >>> ScTir(n_samples=4).run(problem, backend, Budget(max_completion_tokens=4096), rng=rng)  # doctest: +SKIP
     """
