@@ -37,7 +37,7 @@ from thinkscale.strategies.base import (
 from thinkscale.tools.sandbox import Sandbox, SandboxResult
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
 
-_DEFAULT_SANDBOX = (10.0, 1024, 2)
+_DEFAULT_SANDBOX = (10.0, 512, 2)
 
 
 def printed_answer(r: SandboxResult) -> str | None:

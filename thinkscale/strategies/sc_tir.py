@@ -39,7 +39,7 @@ from thinkscale.strategies.base import (
 from thinkscale.tools.sandbox import Sandbox
 from thinkscale.types import Budget, Candidate, FinishReason, GenRequest, Ledger, Message, Problem, Result, Role
 
-_DEFAULT_SANDBOX = (10.0, 1024, 2)
+_DEFAULT_SANDBOX = (10.0, 512, 2)
 
 
 @dataclass

@@ -14,9 +14,9 @@ import typer
 def sandbox_command(
     file: Annotated[Path, typer.Argument(help="The Python file to run (read here, run inside the sandbox).")],
     timeout: Annotated[float, typer.Option(help="Wall-clock limit in seconds.")] = 10.0,
-    memory: Annotated[int, typer.Option(help="Address-space limit per process, in MiB (>= 256).")] = 1024,
+    memory: Annotated[int, typer.Option(help="Address-space limit per process, in MiB (>= 256).")] = 512,
     cpu: Annotated[float | None, typer.Option(help="CPU-time limit in seconds (default: --timeout).")] = None,
-    max_processes: Annotated[int, typer.Option(help="Processes and threads in the sandbox at once.")] = 32,
+    max_processes: Annotated[int, typer.Option(help="Processes and threads in the sandbox at once.")] = 16,
     max_output: Annotated[int, typer.Option(help="Bytes of stdout and of stderr kept (the rest is counted "
                                                  "and marked as cut).")] = 64 * 1024,
 ) -> None:

@@ -28,7 +28,7 @@ What it does not stop: CPU contention within its limits (a run can keep ``max_pr
 wall-clock limit), kernel exploits (there is no seccomp filter), reading world-readable files under the bound
 directories (the Python installation, ``/usr``), and, in the pooled mode, one run seeing System V IPC objects a
 previous run in the same worker left (runs in one pool belong to one engine). Memory is limited per process, so the
-worst case is ``max_processes x memory_bytes``; there is no memory cgroup.
+worst case is ``max_processes x memory_bytes`` (8 GiB by default); there is no memory cgroup.
 
 Warm pool: ``Sandbox(pool_size=k)`` keeps up to ``k`` sandboxes whose supervisor has already imported numpy and
 sympy, so a run costs a fork (milliseconds) instead of an interpreter start (about half a second). ``pool_size=0``
@@ -85,12 +85,13 @@ class SandboxUnavailable(SandboxError):
 @dataclass(frozen=True)
 class Limits:
     """Per-run limits. Every value must be positive; ``max_processes`` counts every process and thread in the
-    sandbox, its supervisor included."""
+    sandbox, its supervisor included. The address-space limit is per process and there is no memory cgroup, so the
+    memory a run can touch is bounded by ``max_processes x memory_bytes`` (8 GiB with the defaults)."""
 
     timeout_seconds: float = 10.0
     cpu_seconds: float = 10.0
-    memory_bytes: int = 1 << 30
-    max_processes: int = 32
+    memory_bytes: int = 512 << 20
+    max_processes: int = 16
     max_output_bytes: int = 64 * 1024
     max_file_bytes: int = 16 << 20
     max_open_files: int = 256
