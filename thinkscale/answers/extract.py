@@ -11,7 +11,7 @@ from fractions import Fraction
 
 _ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _HASHES = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_NUMBER = re.compile(r"-?\$?\d(?:[\d,]*\d)?(?:\.\d+)?(?:/\d+)?")  # commas inside a number only: "5," is 5
 _BIG_EXPONENT = re.compile(r"[eE][+-]?[\d_]{4,}")
 _DELIMITED_MATH = re.compile(r"^(?:\$\$?([^$\n]+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\])")
 _BARE_LATEX = re.compile(r"^\\[A-Za-z]")
