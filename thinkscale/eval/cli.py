@@ -140,7 +140,7 @@ def report_command(
             s.close()
     target = out or runs[0] / "report"
     page, images = write_report(a, target)
-    print_tables(a, Console())
+    print_tables(a, Console(width=None if sys.stdout.isatty() else 160))  # files and pipes get whole rows
     err.print(f"wrote {page} and {len(images)} plots in {target}", highlight=False, soft_wrap=True)
 
 

@@ -56,12 +56,17 @@ def frontier_rows(a: Analysis) -> list[list[str]]:
 
 
 def print_tables(a: Analysis, console: Console) -> None:
-    t = Table(title=f"{a.dataset}: {a.n_problems} problems (accuracy: mean over problems; costs: mean per problem)",
-              header_style="bold")
-    for h in CONFIG_HEADERS:
-        t.add_column(h, justify="left" if h in ("model", "strategy", "cost") else "right")
-    for row in config_table_rows(a):
-        t.add_row(*row)
+    """The report's tables, narrower than the HTML's: prompt and cached tokens are in the page and the export."""
+    t = Table(title=f"{a.dataset}: {a.n_problems} problems (accuracy: mean over problems; costs: mean per problem; "
+                    "* = k/N share of a larger run)", header_style="bold")
+    for h in ("model", "strategy", "budget", "accuracy [95% CI]", "gen tok", "verif tok", "wall s", "FLOPs"):
+        t.add_column(h, justify="left" if h in ("model", "strategy") else "right",
+                     no_wrap=h not in ("model", "strategy"), min_width=12 if h in ("model", "strategy") else None)
+    for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget)):
+        t.add_row(r.model, r.strategy, f"{r.budget}{'*' if r.estimated_cost else ''}",
+                  f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]",
+                  _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
+                  _num(r.costs["wall_seconds"], "{:.1f}"), _num(r.costs["flops"], "{:.2g}"))
     console.print(t)
     heads, rows = optimal_rows(a)
     t = Table(title="compute-optimal strategy per difficulty and budget", header_style="bold")

@@ -311,7 +311,12 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
     ver_tokens = None if ver.prompt_tokens is None or ver.completion_tokens is None \
         else ver.prompt_tokens + ver.completion_tokens
     answer_ok = _grade(ep, result.answer) is Verdict.EQUIVALENT
-    full = UnitRow(job.budget, result.answer, float(answer_ok), answer_ok, 1, False, gen.prompt_tokens,
+    value = float(answer_ok)
+    if plan.reuse:
+        # The same estimator as the smaller budgets (ties split, not broken by this run's rng), so the curve is
+        # one quantity at every k; ``answer_correct`` keeps the grade of the answer this run actually gave.
+        value = _expected(outcome, len(cands), cands, correct, max_subsets)[0]
+    full = UnitRow(job.budget, result.answer, value, answer_ok, 1, False, gen.prompt_tokens,
                    gen.cached_prompt_tokens, gen.completion_tokens, ver_tokens, outcome.wall_seconds, total.flops)
     units = [full]
     if plan.reuse:
@@ -326,13 +331,11 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
         wall_seconds=outcome.wall_seconds, backend_seconds=total.seconds, samples=samples, units=units)
 
 
-def _subset_unit(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bool], gen: Usage, ver: Usage,
-                 ver_tokens: int | None, max_subsets: int) -> UnitRow:
+def _expected(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bool], max_subsets: int
+              ) -> tuple[float, int, list[float] | None, random.Random]:
+    """Expected accuracy of the plan's selection over k-subsets of the job's candidates, the subsets averaged, the
+    aggregated scores used (None for a plain vote) and the unit's rng (for the k-prefix answer's tie-break)."""
     job, plan = outcome.job, outcome.job.plan
-    n = len(cands)
-    if n != plan.budgets[-1]:
-        raise RuntimeError(f"{plan.label} on {job.problem.id}: asked for {plan.budgets[-1]} samples, got {n} "
-                           f"(stop_reason {outcome.result.stop_reason}); smaller budgets cannot be scored from it")
     assert plan.selection is not None
     keys = [normalize_answer(c.answer) if c.answer is not None else None for c in cands]
     scores = None if plan.selection is Selection.MAJORITY else \
@@ -340,6 +343,18 @@ def _subset_unit(outcome: Outcome, k: int, cands: list[Candidate], correct: list
     rng = random.Random(f"{job.seed}|{job.problem.id}|{plan.label}|{job.model}|{k}")
     acc, n_subsets = expected_selection_accuracy(keys, correct, scores, plan.selection, k, max_subsets=max_subsets,
                                                  rng=rng)
+    return acc, n_subsets, scores, rng
+
+
+def _subset_unit(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bool], gen: Usage, ver: Usage,
+                 ver_tokens: int | None, max_subsets: int) -> UnitRow:
+    job, plan = outcome.job, outcome.job.plan
+    n = len(cands)
+    if n != plan.budgets[-1]:
+        raise RuntimeError(f"{plan.label} on {job.problem.id}: asked for {plan.budgets[-1]} samples, got {n} "
+                           f"(stop_reason {outcome.result.stop_reason}); smaller budgets cannot be scored from it")
+    acc, n_subsets, scores, rng = _expected(outcome, k, cands, correct, max_subsets)
+    assert plan.selection is not None
     # The answer a k-sample run gives: its samples are the first k (see the module doc); ties broken by rng.
     choice = select([c.answer for c in cands[:k]], None if scores is None else scores[:k], plan.selection, rng=rng)
     answer = cands[choice.index].answer if choice.index is not None else None

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
     answer TEXT,                 -- the strategy's answer (for a reused budget k: on the first k samples)
-    correct REAL NOT NULL,       -- 0/1; for a reused budget: expected accuracy over k-subsets of the samples
+    correct REAL NOT NULL,       -- 0/1; prefix-consistent strategies: expected accuracy over k-subsets, ties split
     answer_correct INTEGER NOT NULL,  -- the grade of `answer`
     n_subsets INTEGER NOT NULL,  -- 1 when run directly
     estimated_cost INTEGER NOT NULL,  -- 1: tokens/seconds/FLOPs are k/N shares of the job's (reused budgets)
