@@ -273,3 +273,23 @@ def test_a_failing_job_stops_the_sweep_with_one_line_and_keeps_the_rest(table: P
     assert db_rows(out, "SELECT status FROM sessions") == [("failed",)]
     order = [p.problem.messages[-1].content for p in load_dataset("gsm8k").subset(6, 0).problems]
     assert db_rows(out, "SELECT COUNT(*) FROM jobs") == [(order.index(missing),)]  # every job before it
+
+
+def test_rescore_reproduces_units_and_repairs_grades(table: Path, tmp_path: Path) -> None:
+    """Rescoring a fresh run changes nothing; after a sample's grade and a unit are corrupted, it restores both."""
+    out = tmp_path / "run"
+    run_sweep(cfg_for(table, strategies=["greedy", "self-consistency", "best-of-n:verifier=confidence-mean"]), out)
+    everything = "SELECT * FROM units ORDER BY model, strategy, budget, problem_id, seed"
+    before = db_rows(out, everything)
+    samples = db_rows(out, "SELECT job_id, idx, correct, verdict FROM samples ORDER BY 1, 2")
+    r = CliRunner().invoke(app, ["rescore", str(out)])
+    assert r.exit_code == 0 and "rescored 36 jobs" in r.output, r.output
+    assert db_rows(out, everything) == before
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute("UPDATE samples SET correct = 1 - correct, verdict = 'x'")
+        db.execute("UPDATE units SET correct = 0.123")
+        db.execute("DELETE FROM units WHERE budget = 2")
+    run_sweep_again = CliRunner().invoke(app, ["rescore", str(out)])
+    assert run_sweep_again.exit_code == 0
+    assert db_rows(out, everything) == before
+    assert db_rows(out, "SELECT job_id, idx, correct, verdict FROM samples ORDER BY 1, 2") == samples

@@ -180,7 +180,21 @@ def export_command(
             fh.close()
 
 
+def rescore_command(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """Grade the stored samples again and recompute every unit (no model needed): after a grader fix, or to
+    bring a run up to the current estimators. Safe to interrupt: each job is rewritten in one transaction."""
+    from thinkscale.eval.runner import rescore
+    from thinkscale.eval.store import StoreError
+
+    try:
+        n = rescore(run)
+    except (StoreError, ValueError) as e:
+        _fail(str(e))
+    err.print(f"rescored {n} jobs in {run}", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("rescore")(rescore_command)
     app.command("report")(report_command)
     app.command("export")(export_command)

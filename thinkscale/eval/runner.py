@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import importlib.metadata
+import json
 import logging
 import math
 import platform
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinkscale.answers import Verdict, check
+from thinkscale.answers import Task, Verdict, check
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.backends.base import Backend
 from thinkscale.eval.config import SweepConfig
@@ -38,7 +39,7 @@ from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
 from thinkscale.eval.store import JobRecord, SampleRow, Store, StoreError, UnitRow
 from thinkscale.strategies.base import budget_knob, build_strategy, get_strategy, knobs, parse_spec
-from thinkscale.types import Budget, Candidate, Result, Role, Usage
+from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 
 log = logging.getLogger(__name__)
@@ -552,3 +553,62 @@ def units_per_job(plan: StrategyPlan) -> int:
 def fmt_overhead(summary: SweepSummary) -> str:
     f = summary.overhead_fraction
     return "n/a" if f is None or math.isnan(f) else f"{100 * f:.1f}%"
+
+
+# ---------------------------------------------------------------------- re-scoring stored generations
+
+
+def rescore(out: str | Path) -> int:
+    """Grade every stored sample again and recompute every unit from the stored samples and usage, without a model:
+    for a fixed grader, or a changed estimator. Each job is rewritten in its own transaction; jobs and samples keep
+    their text and usage. Returns the number of jobs rescored."""
+    from thinkscale.eval.store import open_existing
+
+    store = open_existing(out)
+    try:
+        cfg = store.config()
+        problems = {r["problem_id"]: r for r in store.rows("SELECT * FROM problems")}
+        plans: dict[str, StrategyPlan] = {}
+        for s in cfg["strategies"]:
+            sweep = SweepConfig(dataset=cfg["dataset"], models=tuple(cfg["models"]), strategies=(s["spec"],),
+                                budgets=tuple(cfg["budgets"]), max_tokens=cfg["max_tokens"])
+            plan = plan_strategy(s["spec"], sweep)
+            if (list(plan.budgets), plan.reuse, plan.knob) != (s["budgets"], s["reuse"], s["budget_knob"]):
+                raise StoreError(f"strategy {s['spec']} now plans budgets {list(plan.budgets)} (reuse {plan.reuse}) "
+                                 f"where the run has {s['budgets']} (reuse {s['reuse']}): it cannot be rescored")
+            plans[s["spec"]] = plan
+        n = 0
+        for j in store.rows("SELECT * FROM jobs ORDER BY job_id"):
+            p = problems[j["problem_id"]]
+            ep = EvalProblem(p["problem_id"], Problem.from_text(p["text"], id=p["problem_id"]), p["reference"],
+                             Task(p["task"]), p["level"])
+            samples = store.rows("SELECT * FROM samples WHERE job_id = ? ORDER BY idx", (j["job_id"],))
+            cands = tuple(Candidate(text=s["text"], answer=s["answer"], scores=tuple(json.loads(s["scores"])),
+                                    completion_tokens=s["completion_tokens"], finish_reason=s["finish_reason"])
+                          for s in samples)
+            chosen = next((c for c, s in zip(cands, samples, strict=True) if s["chosen"]), None)
+            result = Result(j["answer"], chosen, cands, _stored_ledger(j), j["stop_reason"], j["strategy"],
+                            tuple(json.loads(j["trace"])))
+            rec = record(Outcome(Job(j["model"], plans[j["strategy"]], ep, j["seed"], j["budget"]), result,
+                                 j["wall_seconds"]), cfg["max_subsets"])
+            store.replace_grades(j["job_id"], rec)
+            n += 1
+        return n
+    finally:
+        store.close()
+
+
+def _stored_ledger(j: Any) -> Ledger:
+    """The usage a job stored, as a ledger ``record`` can read: generator and verifier accounts."""
+    ver_flops = j["verifier_flops"] or 0.0
+    ledger = Ledger()
+    ledger.charge(Role.GENERATOR, Usage(prompt_tokens=j["prompt_tokens"],
+                                        cached_prompt_tokens=j["cached_prompt_tokens"],
+                                        completion_tokens=j["completion_tokens"], calls=1, seconds=j["backend_seconds"],
+                                        flops=None if j["flops"] is None else j["flops"] - ver_flops))
+    if ver_flops or j["verifier_tokens"]:
+        vp, vt = j["verifier_prompt_tokens"], j["verifier_tokens"]
+        ledger.charge(Role.VERIFIER, Usage(prompt_tokens=vp, cached_prompt_tokens=None,
+                                           completion_tokens=None if vp is None or vt is None else vt - vp, calls=1,
+                                           seconds=None, flops=ver_flops))
+    return ledger

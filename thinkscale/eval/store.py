@@ -262,13 +262,17 @@ class Store:
                 [(job_id, s.idx, s.text, s.answer, int(s.correct), s.verdict, s.completion_tokens, s.finish_reason,
                   *_logprob_summary(s.logprobs), json.dumps([float(x) for x in s.scores]), int(s.chosen))
                  for s in job.samples])
-            db.executemany(
-                "INSERT INTO units VALUES (" + ", ".join("?" * 17) + ")",
-                [(job.model, job.strategy, u.budget, job.problem_id, job.seed, job_id, u.answer, u.correct,
-                  int(u.answer_correct), u.n_subsets, int(u.estimated_cost), u.prompt_tokens,
-                  u.cached_prompt_tokens, u.completion_tokens, u.verifier_tokens, u.wall_seconds, u.flops)
-                 for u in job.units])
+            _insert_units(db, job_id, job)
         return job_id
+
+    def replace_grades(self, job_id: int, job: JobRecord) -> None:
+        """Rescoring: the samples' grades and the job's units from ``job``, in one transaction."""
+        with self.transaction() as db:
+            for s in job.samples:
+                db.execute("UPDATE samples SET correct = ?, verdict = ? WHERE job_id = ? AND idx = ?",
+                           (int(s.correct), s.verdict, job_id, s.idx))
+            db.execute("DELETE FROM units WHERE job_id = ?", (job_id,))
+            _insert_units(db, job_id, job)
 
     def start_session(self, command: str) -> int:
         with self.transaction() as db:
@@ -289,6 +293,14 @@ class Store:
         cur = self.db.cursor()
         cur.row_factory = sqlite3.Row
         return list(cur.execute(sql, params))
+
+
+def _insert_units(db: sqlite3.Connection, job_id: int, job: JobRecord) -> None:
+    db.executemany(
+        "INSERT INTO units VALUES (" + ", ".join("?" * 17) + ")",
+        [(job.model, job.strategy, u.budget, job.problem_id, job.seed, job_id, u.answer, u.correct,
+          int(u.answer_correct), u.n_subsets, int(u.estimated_cost), u.prompt_tokens, u.cached_prompt_tokens,
+          u.completion_tokens, u.verifier_tokens, u.wall_seconds, u.flops) for u in job.units])
 
 
 def open_existing(out_dir: str | Path) -> Store:
