@@ -293,3 +293,17 @@ def test_rescore_reproduces_units_and_repairs_grades(table: Path, tmp_path: Path
     assert run_sweep_again.exit_code == 0
     assert db_rows(out, everything) == before
     assert db_rows(out, "SELECT job_id, idx, correct, verdict FROM samples ORDER BY 1, 2") == samples
+
+
+def test_strategies_that_sample_alike_see_the_same_chains(table: Path, tmp_path: Path) -> None:
+    """Common random numbers: self-consistency and best-of-N with equal sampling knobs get the same seeds, so their
+    samples are identical and their difference is the selection alone."""
+    out = tmp_path / "run"
+    run_sweep(cfg_for(table, strategies=["self-consistency", "best-of-n:verifier=confidence-mean"]), out)
+    texts = db_rows(out, "SELECT j.problem_id, j.seed, j.strategy, group_concat(s.text, '|') FROM samples s "
+                         "JOIN jobs j USING (job_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+    by_strategy: dict[str, list[tuple]] = {}
+    for pid, seed, strategy, joined in texts:
+        by_strategy.setdefault(strategy, []).append((pid, seed, joined))
+    assert by_strategy["self-consistency"] == by_strategy["best-of-n:verifier=confidence-mean"]
+    assert len({t for _, _, t in by_strategy["self-consistency"]}) > 1  # and they differ between problems/seeds

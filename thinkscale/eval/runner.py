@@ -52,6 +52,9 @@ SUBSET_SELECTION: dict[str, Selection] = {"self-consistency": Selection.MAJORITY
                                           "weighted-sc": Selection.WEIGHTED_MAJORITY}
 
 
+# How a job's rng is seeded; recorded in the run's config, so a run started with another scheme is not resumed.
+RNG_SCHEME = "{seed}|{problem}|{model}"
+
 # ---------------------------------------------------------------------- plan
 
 
@@ -130,9 +133,10 @@ class Job:
         return (self.model, self.plan.label, self.problem.id, self.seed, self.budget)
 
     def rng(self) -> random.Random:
-        # Not the budget: runs of one problem at different budgets share their random numbers (less variance
-        # between budgets), and a reused job's seed is the one a k-sample run would draw.
-        return random.Random(f"{self.seed}|{self.problem.id}|{self.plan.label}|{self.model}")
+        # Neither the budget nor the strategy: all runs on one problem share their random numbers (common random
+        # numbers), so a reused job's seed is the one a k-sample run would draw, and strategies that sample alike
+        # (self-consistency, best-of-N, weighted-sc with equal knobs) vote, rank and weigh the very same chains.
+        return random.Random(RNG_SCHEME.format(seed=self.seed, problem=self.problem.id, model=self.model))
 
 
 def versions() -> dict[str, str]:
@@ -170,7 +174,7 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
         "strategies": [{"spec": p.label, "budget_knob": p.knob, "budgets": list(p.budgets), "reuse": p.reuse,
                         "overrides": p.overrides} for p in plans],
         "budgets": list(cfg.budgets), "sample_seeds": list(cfg.sample_seeds), "max_tokens": cfg.max_tokens,
-        "max_subsets": cfg.max_subsets,
+        "max_subsets": cfg.max_subsets, "rng_scheme": RNG_SCHEME,
         "versions": {k: v[k] for k in ("thinkscale", "llama-cpp-python")},
     }
 
