@@ -6,7 +6,8 @@ Plan. Each strategy spec is built with ``thinkscale.strategies.build_strategy``;
 once, at budget 1 or at the value it pins. A ``prefix_consistent`` strategy whose selection rule is known runs once
 at the largest budget, and every smaller budget k is scored from k-subsets of its samples (sample j of an n-sample
 request is the same for every n >= j, so the first k samples are exactly what a k-sample run draws); the others
-run once per budget.
+run once per budget. Strategies run with an unlimited ``Budget``: the budget knob is what limits them, and the
+x-axis of every plot is what the ledger measured.
 
 Execution. Jobs run on ``workers`` threads (the llama.cpp backend batches concurrent calls); the calling thread
 grades each finished job against the reference (strategies never see it: their Problem has no reference) and
