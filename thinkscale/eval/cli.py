@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import enum
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -89,6 +90,8 @@ def eval_command(
     run_dir = out or cfg.out
     if run_dir is None:
         _fail("give --out RUN_FOLDER (or `out` in the sweep file)")
+    # The runner warns about plans the user should know of (e.g. a strategy that cannot reuse samples).
+    logging.getLogger("thinkscale.eval").setLevel(logging.WARNING)
     command = shlex.join(["thinkscale", *sys.argv[1:]])
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err, disable=quiet)
