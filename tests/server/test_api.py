@@ -164,7 +164,8 @@ def test_strategy_from_model_suffix_or_extension(how, n):
 @pytest.mark.parametrize(("how", "param"), [
     ({"model": f"{MODEL}:auto"}, "model"),
     ({"model": f"{MODEL}:tree-of-thoughts"}, "model"),
-    ({"model": MODEL, "extra_body": {"thinkscale": {"strategy": "tree-of-thoughts", "budget": 4000}}}, "thinkscale.strategy"),
+    ({"model": MODEL, "extra_body": {"thinkscale": {"strategy": "tree-of-thoughts", "budget": 4000}}},
+     "thinkscale.strategy"),
     ({"model": f"{MODEL}:sc-0"}, "model"),
     ({"model": f"{MODEL}:sc-65"}, "model"),
     ({"model": f"{MODEL}:greedy-4"}, "model"),
