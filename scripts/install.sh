@@ -47,6 +47,18 @@ if ! command -v bwrap >/dev/null; then
   fi
 fi
 
+# The test tools (--dev) include Debian's chromium: tests/eval/test_report.py renders the HTML report headless.
+if [ "$DEV" = 1 ] && ! command -v chromium >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "install.sh: chromium is not installed and cannot be installed here: the report rendering test will" \
+      "fail until it is (Debian/Ubuntu: apt-get install chromium)" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 
