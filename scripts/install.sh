@@ -27,6 +27,8 @@ fi
 if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake >/dev/null
   else
     echo "install.sh: g++ and cmake are needed to build llama.cpp: sudo apt-get install build-essential cmake" >&2
     exit 1
