@@ -46,10 +46,10 @@ def serve(
                                                       "be extracted; '' sends messages unchanged).")] = None,
     n_ctx: Annotated[int, typer.Option(help="llama.cpp context (KV cells shared by all running sequences).")]
     = 16384,
-    max_active_sequences: Annotated[int | None, typer.Option(
-        help="Samples the embedded backend decodes together per step (the rest wait their turn); default: all "
-             "that fit. On a small CPU a cap near the batch size that decodes fastest keeps attention over the "
-             "shared KV cache cheap (see bench/server.py).")] = None,
+    max_active_sequences: Annotated[int, typer.Option(
+        min=1, help="Samples the embedded backend decodes together per step; the rest wait their turn. Past the "
+                    "batch size a CPU decodes fastest (8-16 on 2 cores, see bench/server.py and the README), more "
+                    "only adds attention over the shared KV cache. Raise it on machines with more cores.")] = 16,
     request_timeout: Annotated[float, typer.Option(help="Seconds before a request's work is cancelled (504).")]
     = 600.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
@@ -76,10 +76,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # enough sequences for every running request's samples; more wait inside the backend, they are not lost
-        n_seq_max = min(256, max(64, 16 * max_concurrency))
-        options: dict[str, Any] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max}
-        if max_active_sequences is not None:
-            options["max_active_sequences"] = max_active_sequences
+        n_seq_max = min(256, max(64, 16 * max_concurrency, max_active_sequences + 1))
+        options: dict[str, Any] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max,
+                                   "max_active_sequences": max_active_sequences}
         backend = load_backend(model, **options)
     except (ModelError, BackendError, ValueError) as e:
         _fail(str(e), 1)
