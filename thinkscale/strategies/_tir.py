@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
 from thinkscale.types import Ledger, Message, Problem, Role, Usage
 
+DEFAULT_SANDBOX = (10.0, 512, 2)  # per code run: wall seconds, memory MB; warm sandbox workers
 CODE_STOP = ("\n```\n", "```output")
 CLOSE_FENCE = "\n```\n"
 _PY_LANGS = ("python", "py", "python3")

@@ -15,6 +15,7 @@ from typing import ClassVar
 from thinkscale.backends.base import Backend
 from thinkscale.strategies._tir import (
     CODE_STOP,
+    DEFAULT_SANDBOX,
     PAL_SYSTEM,
     charge_tool,
     check_sandbox_knobs,
@@ -36,8 +37,6 @@ from thinkscale.strategies.base import (
 )
 from thinkscale.tools.sandbox import Sandbox, SandboxResult
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
-
-_DEFAULT_SANDBOX = (10.0, 512, 2)
 
 
 def printed_answer(r: SandboxResult) -> str | None:
@@ -74,9 +73,9 @@ class Pal:
     temperature: float = 0.0
     top_p: float = 0.95
     max_tokens: int = 512
-    code_timeout_seconds: float = _DEFAULT_SANDBOX[0]
-    code_memory_mb: int = _DEFAULT_SANDBOX[1]
-    sandbox_workers: int = _DEFAULT_SANDBOX[2]
+    code_timeout_seconds: float = DEFAULT_SANDBOX[0]
+    code_memory_mb: int = DEFAULT_SANDBOX[1]
+    sandbox_workers: int = DEFAULT_SANDBOX[2]
     sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,7 +90,7 @@ class Pal:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         check_sandbox_knobs(self, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
-                            workers=self.sandbox_workers, defaults=_DEFAULT_SANDBOX)
+                            workers=self.sandbox_workers, defaults=DEFAULT_SANDBOX)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()

@@ -17,6 +17,7 @@ from thinkscale.answers.extract import extract_answer
 from thinkscale.backends.base import Backend
 from thinkscale.strategies._tir import (
     CODE_STOP,
+    DEFAULT_SANDBOX,
     TirFormat,
     charge_tool,
     check_sandbox_knobs,
@@ -38,8 +39,6 @@ from thinkscale.strategies.base import (
 )
 from thinkscale.tools.sandbox import Sandbox
 from thinkscale.types import Budget, Candidate, FinishReason, GenRequest, Ledger, Message, Problem, Result, Role
-
-_DEFAULT_SANDBOX = (10.0, 512, 2)
 
 
 @dataclass
@@ -91,9 +90,9 @@ class ScTir:
     prompt: TirFormat = TirFormat.CODER
     stateful: bool = True
     max_output_chars: int = 1000
-    code_timeout_seconds: float = _DEFAULT_SANDBOX[0]
-    code_memory_mb: int = _DEFAULT_SANDBOX[1]
-    sandbox_workers: int = _DEFAULT_SANDBOX[2]
+    code_timeout_seconds: float = DEFAULT_SANDBOX[0]
+    code_memory_mb: int = DEFAULT_SANDBOX[1]
+    sandbox_workers: int = DEFAULT_SANDBOX[2]
     sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,7 +110,7 @@ class ScTir:
             raise ValueError(f"max_output_chars must be >= 1, got {self.max_output_chars!r}")
         object.__setattr__(self, "prompt", TirFormat(self.prompt))
         check_sandbox_knobs(self, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
-                            workers=self.sandbox_workers, defaults=_DEFAULT_SANDBOX)
+                            workers=self.sandbox_workers, defaults=DEFAULT_SANDBOX)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()
