@@ -1,0 +1,202 @@
+"""Adaptive self-consistency: sample in waves and stop as soon as the vote is settled.
+
+Aggarwal et al., "Let's Sample Step by Step: Adaptive-Consistency for Efficient Reasoning and Coding with LLMs",
+https://arxiv.org/abs/2305.11860 (the Beta stopping criterion); optional DeepConf-style confidence filter and
+confidence-weighted vote from Fu et al., "Deep Think with Confidence", https://arxiv.org/abs/2508.15260.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from thinkscale.answers.extract import normalize_answer
+from thinkscale.backends.base import Backend
+from thinkscale.strategies.base import (
+    affordable_samples,
+    candidates_from,
+    charge,
+    chosen_by_vote,
+    majority_vote,
+    new_seed,
+    register,
+)
+from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
+from thinkscale.verifiers.confidence import lowest_group_logprob
+
+
+def _beta_cdf_half(a: int, b: int) -> float:
+    """The regularised incomplete beta function I_{0.5}(a, b) for integer a, b >= 1, exactly:
+    I_x(a, b) = sum_{j=a}^{a+b-1} C(a+b-1, j) x^j (1-x)^(a+b-1-j), which at x = 1/2 is
+    sum_{j=a}^{m} C(m, j) / 2^m with m = a + b - 1 (integer arithmetic, one rounding at the end)."""
+    m = a + b - 1
+    return sum(math.comb(m, j) for j in range(a, m + 1)) / 2**m
+
+
+def majority_stays_probability(counts: Mapping[Any, int]) -> float:
+    """Adaptive-Consistency's Beta stopping criterion: the posterior probability that the current leader is the
+    true majority answer.
+
+    ``counts`` maps each (normalised) answer to its number of votes; unanswered samples are simply not in it. With
+    the two largest counts ``v1 >= v2`` (``v2 = 0`` when only one answer was seen) and a uniform prior, the leader's
+    share of the top two, ``p1 / (p1 + p2)``, has posterior Beta(v1 + 1, v2 + 1), so
+
+        P = P(p1 > p2) = 1 - I_{0.5}(v1 + 1, v2 + 1)
+
+    (``I`` the regularised incomplete beta function, computed exactly for these integer parameters). Examples:
+    {a: 4} -> 1 - 0.5^5 = 0.96875; {a: 3, b: 1} -> 0.8125; {a: 2, b: 2} -> 0.5. No votes at all -> 0.0.
+    """
+    values = sorted(counts.values(), reverse=True)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"vote counts must be integers >= 0, got {v!r}")
+    v1 = values[0] if values else 0
+    v2 = values[1] if len(values) > 1 else 0
+    if v1 == 0:
+        return 0.0
+    return 1.0 - _beta_cdf_half(v1 + 1, v2 + 1)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _confidence(c: Candidate, window: int) -> float:
+    """DeepConf lowest-group confidence of one trace, exp-mapped to (0, 1]; 0.0 for a trace with no tokens."""
+    if not c.logprobs:
+        return 0.0
+    return math.exp(lowest_group_logprob(c.logprobs, window))
+
+
+@register("adaptive-sc", "self-consistency in waves that stops once the majority is settled (Beta posterior), "
+          "optional DeepConf confidence filter", "https://arxiv.org/abs/2305.11860")
+@dataclass(frozen=True)
+class AdaptiveSelfConsistency:
+    """Args:
+        max_samples: the most chains to sample in all. The budget knob.
+        wave_size: chains per wave (one batched backend call per wave, its seed drawn from the caller's rng).
+        threshold: stop once ``majority_stays_probability`` of the vote reaches it; in (0.5, 1).
+        confidence_filter: request logprobs, score each trace by DeepConf lowest-group confidence, drop traces
+            below the ``keep_percentile``-th percentile of the first wave's confidences from the vote, and weight
+            the remaining votes by confidence.
+        keep_percentile: the percentile of the first wave that sets the confidence threshold (10 keeps ~90%).
+        confidence_window: tokens per group of the lowest-group confidence (capped to the trace's length).
+        temperature, top_p, max_tokens: sampling knobs; ``max_tokens`` per chain.
+
+    Stopping: after every wave the (kept) answers' vote counts give ``P``, the posterior probability that the
+    leader stays the majority; the run stops when ``P >= threshold`` ("settled"), after ``max_samples`` chains
+    ("max_samples"), or when the next wave no longer fits the budget ("budget": each chain is charged at
+    ``max_tokens`` worst case, a wave is shrunk to what fits). With the confidence filter the stopping rule counts
+    the kept traces' votes and the winner is the largest confidence sum (ties broken by ``rng``); without it the
+    winner is the plain majority. The chosen candidate is the first sample with the winning normalised answer.
+
+    >>> AdaptiveSelfConsistency(max_samples=16).run(problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
+    """
+
+    prefix_consistent: ClassVar[bool] = False
+    budget_knob: ClassVar[str] = "max_samples"
+
+    max_samples: int = 16
+    wave_size: int = 4
+    threshold: float = 0.95
+    confidence_filter: bool = False
+    keep_percentile: float = 10.0
+    confidence_window: int = 2048
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if self.wave_size < 1:
+            raise ValueError(f"wave_size must be >= 1, got {self.wave_size}")
+        if self.max_samples < self.wave_size:
+            raise ValueError(f"max_samples must be >= wave_size ({self.wave_size}), got {self.max_samples}")
+        if not (math.isfinite(self.threshold) and 0.5 < self.threshold < 1.0):
+            raise ValueError(f"threshold must be in (0.5, 1), got {self.threshold}")
+        if not (math.isfinite(self.keep_percentile) and 0.0 <= self.keep_percentile < 100.0):
+            raise ValueError(f"keep_percentile must be in [0, 100), got {self.keep_percentile}")
+        if self.confidence_window < 1:
+            raise ValueError(f"confidence_window must be >= 1, got {self.confidence_window}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"adaptive-sc needs a finite temperature > 0 (got {self.temperature}); use greedy")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        ledger = Ledger()
+        cands: list[Candidate] = []
+        confs: list[float] = []
+        kept: list[bool] = []
+        conf_threshold: float | None = None
+        trace: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        p = 0.0
+        stop: str | None = None
+        while len(cands) < self.max_samples:
+            wanted = min(self.wave_size, self.max_samples - len(cands))
+            n = affordable_samples(budget, ledger, wanted, self.max_tokens)
+            if n == 0:
+                stop = "budget"
+                break
+            req = GenRequest(messages=problem.messages, n=n, temperature=self.temperature, top_p=self.top_p,
+                             max_tokens=self.max_tokens, seed=new_seed(rng), logprobs=self.confidence_filter)
+            completions = backend.generate([req])
+            charge(ledger, Role.GENERATOR, completions)
+            wave = candidates_from(completions[0])
+            cands.extend(wave)
+            event: dict[str, Any] = {"event": "wave", "wave": len(trace), "n": n, "seed": req.seed,
+                                     "usage": completions[0].usage.to_dict()}
+            if self.confidence_filter:
+                wave_confs = [_confidence(c, self.confidence_window) for c in wave]
+                if conf_threshold is None:
+                    conf_threshold = _percentile(wave_confs, self.keep_percentile)
+                confs.extend(wave_confs)
+                kept.extend(c >= conf_threshold for c in wave_confs)
+                event.update(confidences=wave_confs, kept=kept[-n:], confidence_threshold=conf_threshold)
+            else:
+                kept.extend(True for _ in wave)
+            counts = dict(Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
+                                              for c, k in zip(cands, kept, strict=True) if k) if a is not None))
+            p = majority_stays_probability(counts)
+            event.update(counts=counts, P=p)
+            trace.append(event)
+            if p >= self.threshold:
+                stop = "settled"
+                break
+        if stop is None:
+            stop = "max_samples"
+        stop_event: dict[str, Any] = {"event": "stop", "reason": stop, "samples": len(cands), "P": p}
+        if stop == "budget" and not cands:
+            stop_event["detail"] = "budget allows no sample"
+        trace.append(stop_event)
+
+        if self.confidence_filter:
+            weights: dict[str, float] = defaultdict(float)
+            for c, conf, k in zip(cands, confs, kept, strict=True):
+                a = normalize_answer(c.answer) if c.answer is not None else None
+                if k and a is not None:
+                    weights[a] += conf
+            winner, tie = None, False
+            if weights:
+                top = max(weights.values())
+                tied = sorted(a for a, w in weights.items() if w == top)
+                winner, tie = (tied[0] if len(tied) == 1 else rng.choice(tied)), len(tied) > 1
+            trace.append({"event": "vote", "weights": dict(weights), "counts": counts, "tie_broken_by_rng": tie,
+                          "winner": winner})
+        else:
+            winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+            trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
+        kept_cands = [c for c, k in zip(cands, kept, strict=True) if k]
+        chosen = chosen_by_vote(kept_cands, winner)
+        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands), ledger=ledger,
+                      stop_reason="budget" if stop == "budget" else "done", strategy="adaptive-sc",
+                      trace=tuple(trace))
