@@ -24,13 +24,15 @@ SPECS = [
     "self-refine:max_rounds=3,max_tokens=20,critique_max_tokens=10",
     "budget-forcing:min_thinking_tokens=30,max_thinking_tokens=60,answer_max_tokens=10,think_end=</think>",
     "rsa:population=3,aggregation_size=2,rounds=2,max_tokens=20",
+    "adaptive-sc:max_samples=8,wave_size=4,max_tokens=20",
 ]
 NAMES = sorted({s.partition(":")[0] for s in SPECS})
 
 
 def test_the_specs_cover_this_files_strategies():
     load_all()
-    mine = {"greedy", "self-consistency", "best-of-n", "weighted-sc", "self-refine", "budget-forcing", "rsa"}
+    mine = {"greedy", "self-consistency", "best-of-n", "weighted-sc", "self-refine", "budget-forcing", "rsa",
+            "adaptive-sc"}
     assert mine <= set(REGISTRY) and set(NAMES) == mine
 
 
