@@ -128,6 +128,14 @@ class _RequestBackend:
         self._check()
         return out
 
+    def hidden_states(self, requests: Sequence[Any]) -> Any:
+        """Features for a trained PRM (``prm`` verifier); charged like ``score``."""
+        self._check()
+        out = self._locked(lambda: self._backend.hidden_states(requests))
+        self._spent.add([out.usage])
+        self._check()
+        return out
+
     def tokenize(self, text: str) -> list[int]:
         return self._locked(lambda: self._backend.tokenize(text))  # type: ignore[no-any-return]
 
