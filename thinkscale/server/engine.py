@@ -131,7 +131,7 @@ class _RequestBackend:
     def hidden_states(self, requests: Sequence[Any]) -> Any:
         """Features for a trained PRM (``prm`` verifier); charged like ``score``."""
         self._check()
-        out = self._locked(lambda: self._backend.hidden_states(requests))
+        out = self._locked(lambda: self._backend.hidden_states(requests))  # type: ignore[attr-defined]
         self._spent.add([out.usage])
         self._check()
         return out
