@@ -158,7 +158,7 @@ def test_files_in_the_working_directory_do_not_survive_the_run(sb: Sandbox) -> N
     first = sb.run("import os\nopen(os.path.expanduser('~/note.txt'), 'w').write('hi')\nos.mkdir('d')\n"
                    "os.chmod('d', 0)\nprint(sorted(os.listdir('.')), os.getcwd())")
     assert first.stdout == "['d', 'note.txt'] /sandbox\n"
-    assert sb.run("import os\nprint(os.listdir('.'), os.listdir('/tmp'))").stdout == "[] []\n"
+    assert sb.run("import os, tempfile\nprint(os.listdir('.'), os.listdir(tempfile.gettempdir()))").stdout == "[] []\n"
 
 
 def test_file_size_limit(sb: Sandbox) -> None:

@@ -251,11 +251,13 @@ def bwrap_command(*, as_root: bool, workdir_bytes: int) -> list[str]:
         cmd += ["--ro-bind", path, path]
         made.add(path)
     cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(workdir_bytes), "--perms", "1777", "--tmpfs", WORKDIR,
-            "--symlink", WORKDIR, "/tmp", "--chdir", WORKDIR, "--remount-ro", "/", "--clearenv",
+            "--size", str(workdir_bytes), "--perms", "1777", "--tmpfs", WORKDIR]
+    if "/tmp" not in made:  # /tmp is the working directory, unless Python itself lives under /tmp (a checkout there)
+        cmd += ["--symlink", WORKDIR, "/tmp"]
+    cmd += ["--chdir", WORKDIR, "--remount-ro", "/", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OPENBLAS_NUM_THREADS", "1",
             "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "MKL_NUM_THREADS", "1", "--setenv", "HOME", WORKDIR,
-            "--setenv", "LANG", "C.UTF-8"]
+            "--setenv", "TMPDIR", WORKDIR, "--setenv", "LANG", "C.UTF-8"]
     return cmd
 
 
