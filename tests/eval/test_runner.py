@@ -182,6 +182,10 @@ def test_bad_specs_and_budgets_are_named(table: Path, tmp_path: Path) -> None:
         run_sweep(cfg_for(table, strategies=["nope"]), tmp_path / "a")
     with pytest.raises(ValueError, match="no knob 'n_sampels'"):
         run_sweep(cfg_for(table, strategies=["self-consistency:n_sampels=3"]), tmp_path / "b")
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        run_sweep(cfg_for(table, dataset="nope"), tmp_path / "c")
+    # refused before anything is written: no run folder, no lock file left behind
+    assert not any((tmp_path / d).exists() for d in ("a", "b", "c"))
     with pytest.raises(ValueError, match="strictly increasing"):
         cfg_for(table, budgets=[4, 2])
     with pytest.raises(ValueError, match="backend must be"):

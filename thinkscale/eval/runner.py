@@ -453,6 +453,10 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, backend_factory: BackendFact
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     factory = backend_factory or default_backend_factory(cfg.backend)
+    # a bad dataset or spec is refused before the run folder (and its lock file) is made
+    load_dataset(cfg.dataset, task=cfg.task, system=cfg.system).subset(cfg.limit, cfg.seed)
+    for spec in cfg.strategies:
+        plan_strategy(spec, cfg)
     lock = _lock(Path(out))
     try:
         return _run_locked(cfg, Path(out), factory, workers, command, on_progress, stop)
