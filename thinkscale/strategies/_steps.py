@@ -26,7 +26,6 @@ before each call (a call that starts in time may end after it).
 from __future__ import annotations
 
 import enum
-import inspect
 import math
 import random
 import re
@@ -36,16 +35,14 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from thinkscale.answers.extract import extract_answer
 from thinkscale.backends.base import Backend
+from thinkscale.strategies._verified import check_verifier_knobs
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Role, Sample
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 from thinkscale.verifiers.base import (
     Verifier,
     VerifierError,
     VerifierKind,
-    build_verifier,
     check_scores,
-    get_verifier,
-    require_solve_safe,
 )
 
 # A final answer is stated only by these markers; extract_answer's last-number fallback would end every step.
@@ -109,42 +106,6 @@ def verifier_call_bound(verifier: Verifier, n_steps: int) -> int:
     spellings = len(getattr(verifier, "yes", ())) + len(getattr(verifier, "no", ()))
     prefixes = max(1, n_steps) if verifier.kind is VerifierKind.PROCESS else 1
     return prefixes * max(1, spellings)
-
-
-def _path_option(name: str) -> tuple[str | None, bool]:
-    """The factory option of verifier ``name`` that ``verifier_path`` fills (a trained PRM's ``path``, a PRM
-    server's ``url``; None: it takes neither) and whether the factory requires it."""
-    params = inspect.signature(get_verifier(name).factory).parameters
-    for option in ("path", "url"):
-        if option in params:
-            return option, params[option].default is inspect.Parameter.empty
-    return None, False
-
-
-def check_verifier_knobs(name: str, path: str | None) -> None:
-    """Refuse at construction a verifier that can never score here: unknown, reading the answer key, or given a
-    ``verifier_path`` it does not take (or lacking one it needs)."""
-    info = get_verifier(name)  # ValueError listing the names
-    if info.uses_reference:
-        raise ValueError(f"verifier {name!r} reads the reference answer: it grades results in evaluation and "
-                         "cannot guide a search")
-    option, required = _path_option(name)
-    if path is not None and option is None:
-        raise ValueError(f"verifier {name!r} takes no file or URL: drop verifier_path={path!r}")
-    if path is None and required:
-        raise ValueError(f"verifier {name!r} needs a {option}: set the verifier_path knob")
-
-
-def make_verifier(name: str, backend: Backend, path: str | None) -> Verifier:
-    """The verifier a knob names, built on ``backend`` (when its factory takes one) with ``path``, and refused if it
-    reads the reference answer."""
-    options: dict[str, Any] = {}
-    if "backend" in inspect.signature(get_verifier(name).factory).parameters:
-        options["backend"] = backend
-    option, _ = _path_option(name)
-    if path is not None and option is not None:
-        options[option] = path
-    return require_solve_safe(build_verifier(name, **options))
 
 
 @dataclass(frozen=True)

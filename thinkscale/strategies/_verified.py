@@ -4,7 +4,7 @@ reduce step scores, select. One implementation, so the two differ only in their 
 The verifier is named by a string knob (``pyes``, ``confidence-mean``, ``prm``, ...) and built with
 ``thinkscale.verifiers.build_verifier`` on the strategy's own backend; the options some verifiers need come from
 the ``verifier_path`` knob (``prm``: the trained head's file; ``prm-http``: the server's URL), as in the step-level
-searches (``strategies._steps``).
+searches (``strategies._steps``), which use the same ``check_verifier_knobs`` and ``make_verifier``.
 
 Budget. Generation is charged to ``Role.GENERATOR`` and scoring to ``Role.VERIFIER``, on one ledger. A
 completion-token budget limits the samples to what fits at ``max_tokens`` each (verifiers here generate nothing).
@@ -56,7 +56,7 @@ def check_verifier_knobs(verifier: str, verifier_path: str | None) -> None:
     info = get_verifier(verifier)  # ValueError listing the names
     if info.uses_reference:
         raise ValueError(f"verifier {verifier!r} reads the reference answer: it grades results in evaluation and "
-                         "cannot choose answers")
+                         "cannot choose answers or guide a search")
     option, required = _path_option(verifier)
     if verifier_path is not None and option is None:
         raise ValueError(f"verifier {verifier!r} takes no file or URL: drop verifier_path={verifier_path!r}")

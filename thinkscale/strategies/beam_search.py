@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, make_verifier, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, positive_int
+from thinkscale.strategies._verified import make_verifier
 from thinkscale.strategies.base import register
 from thinkscale.types import Budget, Problem, Result
 from thinkscale.verifiers.aggregate import Selection, StepAggregation
@@ -66,7 +67,7 @@ class BeamSearch(StepKnobs):
         object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, backend, self.verifier_path), rng)
+        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, self.verifier_path, backend), rng)
         k = self.expansions_per_beam
         beams: list[Node] = [tree.nodes[0]]
         width = self.beam_width

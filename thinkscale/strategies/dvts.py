@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, make_verifier, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, positive_int
+from thinkscale.strategies._verified import make_verifier
 from thinkscale.strategies.base import register
 from thinkscale.strategies.beam_search import top_m
 from thinkscale.types import Budget, Problem, Result
@@ -55,7 +56,7 @@ class DVTS(StepKnobs):
         object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, backend, self.verifier_path), rng)
+        tree = StepTree(problem, backend, budget, self, make_verifier(self.verifier, self.verifier_path, backend), rng)
         heads: list[Node] = [tree.nodes[0]] * self.n_subtrees  # each subtree's current solution
         active = list(range(self.n_subtrees))
         step = 0

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, make_verifier, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, positive_int
+from thinkscale.strategies._verified import make_verifier
 from thinkscale.strategies.base import register
 from thinkscale.types import Budget, Problem, Result
 from thinkscale.verifiers.base import VerifierKind
@@ -136,7 +137,7 @@ class MCTS(StepKnobs):
             object.__setattr__(self, name, enum_knob(name, kind, getattr(self, name)))
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
-        verifier = make_verifier(self.verifier, backend, self.verifier_path)
+        verifier = make_verifier(self.verifier, self.verifier_path, backend)
         tree = StepTree(problem, backend, budget, self, verifier, rng)
         if self.value is ValueSource.ROLLOUT and verifier.kind is VerifierKind.PROCESS:
             raise ValueError(f"value='rollout' scores complete solutions with an outcome verifier; "
