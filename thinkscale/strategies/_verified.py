@@ -20,7 +20,8 @@ import inspect
 import math
 import random
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from thinkscale.backends.base import Backend
 from thinkscale.strategies.base import candidates_from, charge, fits, new_seed, remaining_calls
@@ -98,9 +99,54 @@ def scoring_calls(verifier: Verifier, candidates: Sequence[Candidate]) -> int | 
     return None
 
 
-def run_scored(strategy: Any, selection: Selection, problem: Problem, backend: Backend, budget: Budget, *,
+@dataclass(frozen=True)
+class VerifiedSampling:
+    """The knobs and the run of best-of-N and weighted self-consistency, which differ only in ``selection``.
+
+    Args:
+        n_samples: chains to sample (one batched call). The budget knob.
+        verifier: a registered verifier name (``pyes``, ``confidence-mean``, ``confidence-lowest-group``, ``prm``,
+            ``prm-http``, ``game24``); built on the generator's own backend. ``reference`` is refused.
+        verifier_path: the saved head of a ``prm`` verifier, or the URL of ``prm-http``.
+        step_aggregation: how a PRM's per-step scores become one (``last``, ``min``, ``product``, ``mean``).
+        temperature, top_p, max_tokens: sampling knobs; ``max_tokens`` per chain.
+    """
+
+    name: ClassVar[str]
+    prefix_consistent: ClassVar[bool] = True
+    budget_knob: ClassVar[str] = "n_samples"
+    # how the scored candidates' answers are chosen: set by each subclass
+    selection: ClassVar[Selection]
+
+    n_samples: int = 8
+    verifier: str = "pyes"
+    verifier_path: str | None = None
+    step_aggregation: StepAggregation = StepAggregation.LAST
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_samples, int) or self.n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0 (sampling N chains at 0 gives N copies), "
+                             f"got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        object.__setattr__(self, "step_aggregation", StepAggregation(self.step_aggregation))
+        check_verifier_knobs(self.verifier, self.verifier_path)
+
+    def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
+        return run_scored(self, problem, backend, budget, rng=rng)
+
+
+def run_scored(strategy: VerifiedSampling, problem: Problem, backend: Backend, budget: Budget, *,
                rng: random.Random) -> Result:
-    """Sample, score, select. ``strategy`` holds the knobs shared by best-of-N and weighted self-consistency."""
+    """Sample, score, select with ``strategy``'s knobs and its ``selection``."""
+    selection = strategy.selection
     name = strategy.name
     ledger = Ledger()
     trace: list[dict[str, Any]] = []
@@ -155,18 +201,3 @@ def run_scored(strategy: Any, selection: Selection, problem: Problem, backend: B
     short = n < strategy.n_samples or k < len(cands)
     return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands), ledger=ledger,
                   stop_reason="budget" if short else "done", strategy=name, trace=tuple(trace))
-
-
-def check_common_knobs(strategy: Any) -> None:
-    """The knob checks best-of-N and weighted self-consistency share (called from ``__post_init__``)."""
-    if not isinstance(strategy.n_samples, int) or strategy.n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {strategy.n_samples!r}")
-    if not math.isfinite(strategy.temperature) or strategy.temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0 (sampling N chains at 0 gives N copies), "
-                         f"got {strategy.temperature!r}")
-    if not 0 < strategy.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {strategy.top_p!r}")
-    if not isinstance(strategy.max_tokens, int) or strategy.max_tokens < 1:
-        raise ValueError(f"max_tokens must be an integer >= 1, got {strategy.max_tokens!r}")
-    object.__setattr__(strategy, "step_aggregation", StepAggregation(strategy.step_aggregation))
-    check_verifier_knobs(strategy.verifier, strategy.verifier_path)
