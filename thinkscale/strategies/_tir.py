@@ -1,5 +1,6 @@
 """Shared pieces of the code-executing strategies (``sc-tir``, ``pal``): prompt formats, finding the code block a
-generation stopped at, running code blocks in the sandbox and charging them to the ledger as ``Role.TOOL``.
+generation stopped at, running code blocks in the sandbox and charging them to the ledger as ``Role.TOOL``, the
+checks of their common knobs and the final majority vote.
 
 Prompt formats (``TirFormat``), chosen per model family by a knob, never by the model's name:
 
@@ -21,13 +22,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import random
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from thinkscale.strategies.base import chosen_by_vote, majority_vote
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
-from thinkscale.types import Ledger, Message, Problem, Role, Usage
+from thinkscale.types import Candidate, Ledger, Message, Problem, Result, Role, Usage
 
 DEFAULT_SANDBOX = (10.0, 512, 2)  # per code run: wall seconds, memory MB; warm sandbox workers
 CODE_STOP = ("\n```\n", "```output")
@@ -170,28 +174,67 @@ def tool_event(round_index: int, path: int, r: SandboxResult) -> dict[str, objec
             "stdout_bytes": r.stdout_bytes, "stderr_bytes": r.stderr_bytes}
 
 
-@contextmanager
-def sandbox_for(given: Sandbox | None, *, timeout_seconds: float, memory_mb: int, workers: int) -> Iterator[Sandbox]:
-    """``given`` as is (the caller owns it), or a pool of ``workers`` warm sandboxes for this run only."""
-    if given is not None:
-        yield given
-        return
-    sb = Sandbox(Limits(timeout_seconds=timeout_seconds, cpu_seconds=timeout_seconds, memory_bytes=memory_mb << 20),
-                 pool_size=workers)
-    try:
-        yield sb
-    finally:
-        sb.close()
+class CodeKnobs(Protocol):
+    """The knobs the code-running strategies (``Pal``, ``ScTir``) share, read by ``check_code_knobs`` and
+    ``sandbox_for``."""
+
+    @property
+    def n_samples(self) -> int: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def code_timeout_seconds(self) -> float: ...
+    @property
+    def code_memory_mb(self) -> int: ...
+    @property
+    def sandbox_workers(self) -> int: ...
+    @property
+    def sandbox(self) -> Sandbox | None: ...
 
 
-def check_sandbox_knobs(obj: object, *, timeout_seconds: float, memory_mb: int, workers: int,
-                        defaults: tuple[float, int, int]) -> None:
+def check_code_knobs(knobs: CodeKnobs) -> None:
+    """The knob checks ``Pal`` and ``ScTir`` share (called from ``__post_init__``); temperature rules differ."""
+    if not isinstance(knobs.n_samples, int) or knobs.n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {knobs.n_samples!r}")
+    if not 0 < knobs.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {knobs.top_p!r}")
+    if not isinstance(knobs.max_tokens, int) or knobs.max_tokens < 1:
+        raise ValueError(f"max_tokens must be an integer >= 1, got {knobs.max_tokens!r}")
+    timeout_seconds, memory_mb, workers = knobs.code_timeout_seconds, knobs.code_memory_mb, knobs.sandbox_workers
     if not timeout_seconds > 0 or timeout_seconds != timeout_seconds or timeout_seconds == float("inf"):
         raise ValueError(f"code_timeout_seconds must be a finite number > 0, got {timeout_seconds!r}")
     if memory_mb < 256:
         raise ValueError(f"code_memory_mb must be >= 256 (numpy and sympy are loaded), got {memory_mb!r}")
     if workers < 1:
         raise ValueError(f"sandbox_workers must be >= 1, got {workers!r}")
-    if getattr(obj, "sandbox", None) is not None and (timeout_seconds, memory_mb, workers) != defaults:
+    if knobs.sandbox is not None and (timeout_seconds, memory_mb, workers) != DEFAULT_SANDBOX:
         raise ValueError("code_timeout_seconds / code_memory_mb / sandbox_workers configure the sandbox a run "
                          "makes for itself; with sandbox= given, set its Limits and pool_size instead")
+
+
+@contextmanager
+def sandbox_for(knobs: CodeKnobs) -> Iterator[Sandbox]:
+    """``knobs.sandbox`` as is (the caller owns it), or a pool of ``sandbox_workers`` warm sandboxes made from the
+    knobs for this run only."""
+    if knobs.sandbox is not None:
+        yield knobs.sandbox
+        return
+    timeout_seconds = knobs.code_timeout_seconds
+    sb = Sandbox(Limits(timeout_seconds=timeout_seconds, cpu_seconds=timeout_seconds,
+                        memory_bytes=knobs.code_memory_mb << 20), pool_size=knobs.sandbox_workers)
+    try:
+        yield sb
+    finally:
+        sb.close()
+
+
+def voted_result(strategy: str, cands: Sequence[Candidate], ledger: Ledger, trace: list[dict[str, Any]],
+                 rng: random.Random, *, budget_hit: bool) -> Result:
+    """The majority vote over ``cands``' answers (ties broken by ``rng``) as the run's Result."""
+    winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+    trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
+    chosen = chosen_by_vote(cands, winner)
+    return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands), ledger=ledger,
+                  stop_reason="budget" if budget_hit else "done", strategy=strategy, trace=tuple(trace))

@@ -18,23 +18,16 @@ from thinkscale.strategies._tir import (
     DEFAULT_SANDBOX,
     PAL_SYSTEM,
     charge_tool,
-    check_sandbox_knobs,
+    check_code_knobs,
     code_to_run,
     format_output,
     run_cells,
     sandbox_for,
     tool_event,
+    voted_result,
     with_system,
 )
-from thinkscale.strategies.base import (
-    affordable_samples,
-    charge,
-    chosen_by_vote,
-    fits,
-    majority_vote,
-    new_seed,
-    register,
-)
+from thinkscale.strategies.base import affordable_samples, charge, fits, new_seed, register
 from thinkscale.tools.sandbox import Sandbox, SandboxResult
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
 
@@ -79,18 +72,11 @@ class Pal:
     sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_samples, int) or self.n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        check_code_knobs(self)
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if self.n_samples > 1 and self.temperature == 0:
             raise ValueError("pal with n_samples > 1 needs temperature > 0 (at 0 every program is the same)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        check_sandbox_knobs(self, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
-                            workers=self.sandbox_workers, defaults=DEFAULT_SANDBOX)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()
@@ -113,8 +99,7 @@ class Pal:
             budget_hit = True
             trace.append({"event": "stop", "reason": "budget (code runs)"})
         elif jobs:
-            with sandbox_for(self.sandbox, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
-                             workers=self.sandbox_workers) as sb:
+            with sandbox_for(self) as sb:
                 ran = run_cells(sb, [(code, ()) for _, code in jobs], parallel=max(1, sb.pool_size))
                 timeout = sb.limits.timeout_seconds
             charge_tool(ledger, ran)
@@ -131,9 +116,4 @@ class Pal:
             cands.append(Candidate(text=text, answer=printed_answer(got) if got is not None else None,
                                    steps=(s.text,), completion_tokens=s.completion_tokens,
                                    finish_reason=s.finish_reason))
-        winner, counts, tie = majority_vote([c.answer for c in cands], rng)
-        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
-        chosen = chosen_by_vote(cands, winner)
-        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands),
-                      ledger=ledger, stop_reason="budget" if budget_hit else "done", strategy="pal",
-                      trace=tuple(trace))
+        return voted_result("pal", cands, ledger, trace, rng, budget_hit=budget_hit)

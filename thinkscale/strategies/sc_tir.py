@@ -20,23 +20,16 @@ from thinkscale.strategies._tir import (
     DEFAULT_SANDBOX,
     TirFormat,
     charge_tool,
-    check_sandbox_knobs,
+    check_code_knobs,
     code_to_run,
     format_output,
     run_cells,
     sandbox_for,
     tir_messages,
     tool_event,
+    voted_result,
 )
-from thinkscale.strategies.base import (
-    affordable_samples,
-    charge,
-    chosen_by_vote,
-    fits,
-    majority_vote,
-    new_seed,
-    register,
-)
+from thinkscale.strategies.base import affordable_samples, charge, fits, new_seed, register
 from thinkscale.tools.sandbox import Sandbox
 from thinkscale.types import Budget, Candidate, FinishReason, GenRequest, Ledger, Message, Problem, Result, Role
 
@@ -96,21 +89,14 @@ class ScTir:
     sandbox: Sandbox | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_samples, int) or self.n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        check_code_knobs(self)
         if not isinstance(self.max_rounds, int) or self.max_rounds < 0:
             raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"sc-tir samples paths and needs a finite temperature > 0, got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         if self.max_output_chars < 1:
             raise ValueError(f"max_output_chars must be >= 1, got {self.max_output_chars!r}")
         object.__setattr__(self, "prompt", TirFormat(self.prompt))
-        check_sandbox_knobs(self, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
-                            workers=self.sandbox_workers, defaults=DEFAULT_SANDBOX)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()
@@ -122,8 +108,7 @@ class ScTir:
         trace: list[dict] = [{"event": "start", "paths": n, "prompt_format": str(self.prompt)}]
         paths = [_Path() for _ in range(n)]
         budget_hit = n < self.n_samples
-        with sandbox_for(self.sandbox, timeout_seconds=self.code_timeout_seconds, memory_mb=self.code_memory_mb,
-                         workers=self.sandbox_workers) as sb:
+        with sandbox_for(self) as sb:
             parallel = max(1, sb.pool_size)
             timeout = sb.limits.timeout_seconds
             for round_index in range(self.max_rounds + 1):
@@ -169,13 +154,8 @@ class ScTir:
                     trace.append(tool_event(round_index, i, r))
         cands = [Candidate(text=p.text, answer=extract_answer(p.text), steps=tuple(p.segments),
                            completion_tokens=p.tokens, finish_reason=p.finish) for p in paths]
-        winner, counts, tie = majority_vote([c.answer for c in cands], rng)
         trace.append({"event": "paths", "ends": [p.end for p in paths], "code_runs": [len(p.cells) for p in paths]})
-        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
-        chosen = chosen_by_vote(cands, winner)
-        return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands),
-                      ledger=ledger, stop_reason="budget" if budget_hit else "done", strategy="sc-tir",
-                      trace=tuple(trace))
+        return voted_result("sc-tir", cands, ledger, trace, rng, budget_hit=budget_hit)
 
     def _generate(self, prompt: tuple[Message, ...], paths: list[_Path], active: list[int], round_index: int,
                   backend: Backend, ledger: Ledger, trace: list[dict], rng: random.Random) -> None:
