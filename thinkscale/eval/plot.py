@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from thinkscale.eval.analysis import Analysis  # noqa: E402
@@ -22,6 +23,24 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _fraction_axes(ax: Axes, *, xlabel: str, log_base: float = 10) -> None:
+    """The x and y axes every accuracy-like panel has: a log x axis, y from 0 to 1 with a margin, a light grid."""
+    ax.set_xscale("log", base=log_base)
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def _finish(fig: Figure, ax: Axes, path: Path, *, title: str, xlabel: str, ylabel: str = "accuracy",
+            log_base: float = 10) -> Path:
+    """Label, title and legend a single-panel plot on ``_fraction_axes`` and write it to ``path``."""
+    _fraction_axes(ax, xlabel=xlabel, log_base=log_base)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _series(a: Analysis) -> dict[tuple[str, str], list]:  # type: ignore[type-arg]
@@ -55,14 +74,8 @@ def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
             name = "Pareto frontier" + ("" if len(a.models) == 1 else f" {model}")
             ax.step([p.cost for p in front], [p.accuracy for p in front], where="post", color="black",
                     linestyle="--", linewidth=1, alpha=0.7, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per problem (mean)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{a.dataset}: accuracy vs generated tokens (numbers: budget)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title=f"{a.dataset}: accuracy vs generated tokens (numbers: budget)",
+                   xlabel="generated tokens per problem (mean)")
 
 
 def pass_and_maj_at_k(a: Analysis, path: Path) -> Path | None:
@@ -78,14 +91,8 @@ def pass_and_maj_at_k(a: Analysis, path: Path) -> Path | None:
             mk = sorted(maj)
             ax.plot(mk, [maj[k] for k in mk], marker="s", linestyle="--", color=line.get_color(),
                     label=f"selected@k {_name(a, model, strat)}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (samples)")
-    ax.set_ylabel("fraction of problems")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{a.dataset}: coverage (pass@k) vs selection (maj@k / best-of-k)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title=f"{a.dataset}: coverage (pass@k) vs selection (maj@k / best-of-k)",
+                   xlabel="k (samples)", ylabel="fraction of problems", log_base=2)
 
 
 def _bins(a: Analysis) -> list[str]:
@@ -108,10 +115,7 @@ def per_difficulty(a: Analysis, path: Path) -> Path:
                             marker="o", capsize=2, label=_name(a, model, strat))
         n = next((e.n for (_, _, _, bb), e in a.by_bin.items() if bb == b), 0)
         ax.set_title(f"{a.bin_source} {b} (n={n})", fontsize=9)
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("budget")
-        ax.grid(alpha=0.3)
+        _fraction_axes(ax, xlabel="budget", log_base=2)
     for j in range(len(bins), rows * cols):
         axes[j // cols][j % cols].axis("off")
     axes[0][0].set_ylabel("accuracy")
@@ -157,14 +161,8 @@ def accuracy_vs_flops(a: Analysis, path: Path) -> Path | None:
         if pts:
             ax.plot([r.costs["flops"] for r in pts], [r.accuracy.mean for r in pts], marker="o",
                     label=f"{model} {strat}")
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per problem (mean)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{a.dataset}: accuracy vs compute across models")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title=f"{a.dataset}: accuracy vs compute across models",
+                   xlabel="FLOPs per problem (mean)")
 
 
 def all_plots(a: Analysis, out_dir: Path) -> list[Path]:
