@@ -9,66 +9,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.llama_server import free_port, llama_server
+from tests.helpers.stub_http import Reply, StubServer
 from thinkscale.backends.base import BackendError
 from thinkscale.backends.openai_compat import OpenAICompatBackend
 from thinkscale.types import GenRequest, Message, Usage
 
 # ---- a stub server for the fast tests ------------------------------------------------------------------------
-
-Reply = tuple[int, Any] | Callable[[dict[str, Any]], tuple[int, Any]]
-
-
-class StubServer:
-    """Answers each POST with the next scripted (status, json) reply and records the request bodies."""
-
-    def __init__(self, replies: list[Reply]) -> None:
-        self.replies = list(replies)
-        self.bodies: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        self.auth: list[str | None] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    stub.bodies.append(body)
-                    stub.paths.append(self.path)
-                    stub.auth.append(self.headers.get("Authorization"))
-                    reply = stub.replies.pop(0)
-                status, payload = reply(body) if callable(reply) else reply
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -76,7 +30,7 @@ def stub() -> Iterator[Callable[..., StubServer]]:
     servers: list[StubServer] = []
 
     def make(*replies: Reply) -> StubServer:
-        servers.append(StubServer(list(replies)))
+        servers.append(StubServer(replies, path="/v1"))
         return servers[-1]
 
     yield make
@@ -123,7 +77,7 @@ def test_sends_every_sampling_parameter_explicitly(stub: Callable[..., StubServe
     s = stub(chat_reply("hi", usage=usage_of(5, 1)))
     req = GenRequest(messages=CHAT, temperature=0.3, top_p=0.9, top_k=7, min_p=0.02, max_tokens=9, stop=("\n",),
                      seed=11)
-    with backend(s.base_url) as b:
+    with backend(s.url) as b:
         b.generate([req])
     body = s.bodies[0]
     assert s.paths == ["/v1/chat/completions"]
@@ -137,9 +91,9 @@ def test_sends_every_sampling_parameter_explicitly(stub: Callable[..., StubServe
 
 def test_api_key_is_sent_as_bearer(stub: Callable[..., StubServer]) -> None:
     s = stub(chat_reply("a", usage=usage_of(1, 1)), chat_reply("a", usage=usage_of(1, 1)))
-    with backend(s.base_url, api_key="sk-test") as b:
+    with backend(s.url, api_key="sk-test") as b:
         b.generate([GenRequest(messages=CHAT)])
-    with backend(s.base_url) as b:
+    with backend(s.url) as b:
         b.generate([GenRequest(messages=CHAT)])
     assert s.auth == ["Bearer sk-test", None]
 
@@ -147,7 +101,7 @@ def test_api_key_is_sent_as_bearer(stub: Callable[..., StubServer]) -> None:
 def test_raw_prompt_goes_to_completions_with_logprobs(stub: Callable[..., StubServer]) -> None:
     s = stub((200, {"choices": [{"index": 0, "text": " 4", "finish_reason": "length",
                                  "logprobs": {"token_logprobs": [-0.5, -0.25]}}], "usage": usage_of(3, 2)}))
-    with backend(s.base_url) as b:
+    with backend(s.url) as b:
         [c] = b.generate([GenRequest(prompt="2+2=", max_tokens=2, logprobs=True)])
     assert s.paths == ["/v1/completions"] and s.bodies[0]["prompt"] == "2+2=" and s.bodies[0]["logprobs"] == 0
     assert c.samples[0].text == " 4" and c.samples[0].finish_reason == "length"
@@ -156,26 +110,26 @@ def test_raw_prompt_goes_to_completions_with_logprobs(stub: Callable[..., StubSe
 
 def test_more_choices_than_asked_is_an_error(stub: Callable[..., StubServer]) -> None:
     s = stub(chat_reply("a", "b", usage=usage_of(5, 2)))
-    with backend(s.base_url) as b, pytest.raises(BackendError, match="2 choices for n=1"):
+    with backend(s.url) as b, pytest.raises(BackendError, match="2 choices for n=1"):
         b.generate([GenRequest(messages=CHAT)])
 
 
 def test_unknown_finish_reason_is_an_error(stub: Callable[..., StubServer]) -> None:
     s = stub(chat_reply("a", finish="tool_calls", usage=usage_of(5, 1)))
-    with backend(s.base_url) as b, pytest.raises(BackendError, match="finish_reason 'tool_calls'"):
+    with backend(s.url) as b, pytest.raises(BackendError, match="finish_reason 'tool_calls'"):
         b.generate([GenRequest(messages=CHAT)])
 
 
 def test_eos_and_stop_sequence_map_to_stop(stub: Callable[..., StubServer]) -> None:
     s = stub(chat_reply("a", finish="eos", usage=usage_of(5, 1)), chat_reply("b", finish="stop_sequence"))
-    with backend(s.base_url, supports_n=False) as b:
+    with backend(s.url, supports_n=False) as b:
         [c] = b.generate([GenRequest(messages=CHAT, n=2, seed=0)])
     assert [x.finish_reason for x in c.samples] == ["stop", "stop"]
 
 
 def test_missing_usage_is_unknown_not_zero(stub: Callable[..., StubServer]) -> None:
     s = stub(chat_reply("a"))
-    with backend(s.base_url, n_params=1000) as b:
+    with backend(s.url, n_params=1000) as b:
         [c] = b.generate([GenRequest(messages=CHAT)])
     u = c.usage
     assert (u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.flops) == (None, None, None, None)
@@ -186,7 +140,7 @@ def test_missing_usage_is_unknown_not_zero(stub: Callable[..., StubServer]) -> N
 def test_cached_tokens_give_flops(stub: Callable[..., StubServer]) -> None:
     """flops = 2 * n_params * (prompt - cached + completion) = 2 * 1000 * (10 - 4 + 3) = 18000."""
     s = stub(chat_reply("a", usage=usage_of(10, 3, cached=4)))
-    with backend(s.base_url, n_params=1000) as b:
+    with backend(s.url, n_params=1000) as b:
         [c] = b.generate([GenRequest(messages=CHAT)])
     assert (c.usage.prompt_tokens, c.usage.cached_prompt_tokens, c.usage.completion_tokens) == (10, 4, 3)
     assert c.usage.flops == 18000.0
@@ -202,7 +156,7 @@ def test_ignored_n_is_filled_with_per_sample_calls(stub: Callable[..., StubServe
         return chat_reply(f"s-{body['seed']}", usage=usage_of(5, 3 if body["seed"] == seed1 else 4))
 
     s = stub(chat_reply("s0", usage=usage_of(5, 2)), per_sample, per_sample)
-    with backend(s.base_url) as b:
+    with backend(s.url) as b:
         assert b.supports_n is None
         [c] = b.generate([req])
         assert b.supports_n is False
@@ -219,7 +173,7 @@ def test_honoured_n_keeps_the_call_total(stub: Callable[..., StubServer]) -> Non
     when asked for, else stay unknown, while the Completion carries the true total."""
     s = stub(chat_reply("a", "b", "c", usage=usage_of(5, 7)),
              chat_reply("a", "b", "c", usage=usage_of(5, 7), logprobs=[[-1.0], [-1.0, -2.0], [-1.0] * 4]))
-    with backend(s.base_url) as b:
+    with backend(s.url) as b:
         [c] = b.generate([GenRequest(messages=CHAT, n=3, seed=1)])
         assert b.supports_n is True
         [d] = b.generate([GenRequest(messages=CHAT, n=3, seed=1, logprobs=True)])
@@ -233,7 +187,7 @@ def test_honoured_n_keeps_the_call_total(stub: Callable[..., StubServer]) -> Non
 def test_supports_n_false_sends_one_call_per_sample(stub: Callable[..., StubServer]) -> None:
     s = stub(*[lambda body: chat_reply(str(body["seed"]), usage=usage_of(4, 1))] * 2)
     req = GenRequest(messages=CHAT, n=2, seed=3)
-    with backend(s.base_url, supports_n=False) as b:
+    with backend(s.url, supports_n=False) as b:
         [c] = b.generate([req])
     assert [x["n"] for x in s.bodies] == [1, 1]
     assert [x.text for x in c.samples] == [str(req.sample_seed(0)), str(req.sample_seed(1))]
@@ -241,13 +195,13 @@ def test_supports_n_false_sends_one_call_per_sample(stub: Callable[..., StubServ
 
 def test_missing_logprobs_is_an_error(stub: Callable[..., StubServer]) -> None:
     s = stub(chat_reply("a", usage=usage_of(5, 1)))
-    with backend(s.base_url) as b, pytest.raises(BackendError, match="did not return logprobs"):
+    with backend(s.url) as b, pytest.raises(BackendError, match="did not return logprobs"):
         b.generate([GenRequest(messages=CHAT, logprobs=True)])
 
 
 def test_client_error_is_not_retried(stub: Callable[..., StubServer]) -> None:
     s = stub((422, {"detail": [{"msg": "top_p too large"}]}))
-    with backend(s.base_url, max_retries=3) as b, pytest.raises(BackendError, match="HTTP 422.*top_p too large"):
+    with backend(s.url, max_retries=3) as b, pytest.raises(BackendError, match="HTTP 422.*top_p too large"):
         b.generate([GenRequest(messages=CHAT)])
     assert len(s.bodies) == 1
 
@@ -255,7 +209,7 @@ def test_client_error_is_not_retried(stub: Callable[..., StubServer]) -> None:
 def test_429_is_retried_and_not_charged(stub: Callable[..., StubServer]) -> None:
     s = stub((429, {"error": {"message": "slow down"}}), (503, {"error": "busy"}),
              chat_reply("a", usage=usage_of(5, 1)))
-    with backend(s.base_url, max_retries=2) as b:
+    with backend(s.url, max_retries=2) as b:
         [c] = b.generate([GenRequest(messages=CHAT)])
     assert len(s.bodies) == 3
     assert (c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.calls) == (5, 1, 1)

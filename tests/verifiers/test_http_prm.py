@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
+from tests.helpers.stub_http import StubServer
 from thinkscale.types import Candidate, Ledger, Problem, Role
 from thinkscale.verifiers.base import VerifierError
 from thinkscale.verifiers.prm import HttpPRM
@@ -15,46 +12,10 @@ from thinkscale.verifiers.prm import HttpPRM
 PROBLEM = Problem.from_text("Natalia sold 48 clips. How many?", system="system text is not sent")
 
 
-class Stub:
-    """Answers each POST with the next (status, body) in ``replies``; records request bodies and headers."""
-
-    def __init__(self) -> None:
-        self.replies: list[tuple[int, str]] = []
-        self.requests: list[dict] = []
-        self.headers: list[dict[str, str]] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                stub.requests.append(json.loads(body))
-                stub.headers.append(dict(self.headers))
-                status, text = stub.replies.pop(0)
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/prm"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-        self.thread.start()
-
-    def reply(self, body: object, status: int = 200) -> None:
-        self.replies.append((status, body if isinstance(body, str) else json.dumps(body)))
-
-
 @pytest.fixture
 def stub():
-    s = Stub()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
+    with StubServer(path="/prm") as s:
+        yield s
 
 
 def test_sends_problem_and_steps_and_returns_per_step_scores(stub):
@@ -64,9 +25,9 @@ def test_sends_problem_and_steps_and_returns_per_step_scores(stub):
     cands = [Candidate(text="48 / 2 = 24\n\n48 + 24 = 72", answer="72"),
              Candidate(text="ignored text", answer="5", steps=("one given step",))]
     assert prm.score(PROBLEM, cands, ledger=ledger) == [(0.9, 0.4), (0.75,)]
-    assert stub.requests == [{"problem": "Natalia sold 48 clips. How many?", "model": "qwen2.5-math-prm-7b",
-                              "candidates": [{"steps": ["48 / 2 = 24", "48 + 24 = 72"]},
-                                             {"steps": ["one given step"]}]}]
+    assert stub.bodies == [{"problem": "Natalia sold 48 clips. How many?", "model": "qwen2.5-math-prm-7b",
+                            "candidates": [{"steps": ["48 / 2 = 24", "48 + 24 = 72"]},
+                                           {"steps": ["one given step"]}]}]
     assert stub.headers[0]["Authorization"] == "Bearer k"
     (role, usage), = ledger.entries
     assert role is Role.VERIFIER and usage.calls == 1
@@ -80,7 +41,7 @@ def test_usage_the_server_does_not_report_is_unknown_not_zero(stub):
     HttpPRM(stub.url).score_steps(PROBLEM, [["a"]], ledger=ledger)
     u = ledger.total(Role.VERIFIER)
     assert u.calls == 1 and u.prompt_tokens is None and u.completion_tokens is None
-    assert "model" not in stub.requests[0] and "Authorization" not in stub.headers[0]
+    assert "model" not in stub.bodies[0] and "Authorization" not in stub.headers[0]
 
 
 @pytest.mark.parametrize(("status", "body", "match"), [
@@ -97,14 +58,12 @@ def test_bad_answers_raise_one_clear_error(stub, status, body, match):
     stub.reply(body, status)
     with pytest.raises(VerifierError, match=match):
         HttpPRM(stub.url).score_steps(PROBLEM, [["only step"]], ledger=Ledger())
-    assert len(stub.requests) == 1  # no retry
+    assert len(stub.bodies) == 1  # no retry
 
 
 def test_an_unreachable_server_is_a_verifier_error():
-    s = Stub()
-    url = s.url
-    s.server.shutdown()
-    s.server.server_close()
+    with StubServer(path="/prm") as s:
+        url = s.url
     with pytest.raises(VerifierError, match="request failed"):
         HttpPRM(url, timeout_s=2).score_steps(PROBLEM, [["a"]], ledger=Ledger())
 
@@ -112,7 +71,7 @@ def test_an_unreachable_server_is_a_verifier_error():
 def test_nothing_to_score_sends_nothing(stub):
     ledger = Ledger()
     assert HttpPRM(stub.url).score(PROBLEM, [], ledger=ledger) == []
-    assert stub.requests == [] and ledger.entries == []
+    assert stub.bodies == [] and ledger.entries == []
 
 
 def test_bad_settings_are_refused():
