@@ -23,12 +23,23 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   echo "install.sh: thinkscale needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1
 fi
 
+# Debian packages the install needs: apt-get as root, else through sudo. can_apt: whether either is possible here.
+can_apt() {
+  command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null; }
+}
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  # a failed update skips the install but is not fatal; a failed install stops the script (set -e)
+  if $sudo apt-get update -qq; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
 # A C/C++ toolchain and cmake build llama.cpp; Debian packages only.
 if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake >/dev/null
-  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake >/dev/null
+  if can_apt; then
+    apt_install build-essential cmake
   else
     echo "install.sh: g++ and cmake are needed to build llama.cpp: sudo apt-get install build-essential cmake" >&2
     exit 1
@@ -38,10 +49,8 @@ fi
 # bubblewrap (bwrap) isolates model-written code: thinkscale.tools.sandbox, used by the sc-tir and pal strategies and
 # `thinkscale sandbox`, refuses to run code without it. Debian package; sudo when not root.
 if ! command -v bwrap >/dev/null; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
-  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  if can_apt; then
+    apt_install bubblewrap
   else
     echo "install.sh: bubblewrap is not installed and cannot be installed here (no apt-get, or not root and no" \
       "sudo): the code sandbox (sc-tir, pal, thinkscale sandbox) will refuse to run code until it is" \
@@ -51,10 +60,8 @@ fi
 
 # The test tools (--dev) include Debian's chromium: tests/eval/test_report.py renders the HTML report headless.
 if [ "$DEV" = 1 ] && ! command -v chromium >/dev/null; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  if can_apt; then
+    apt_install chromium
   else
     echo "install.sh: chromium is not installed and cannot be installed here: the report rendering test will" \
       "fail until it is (Debian/Ubuntu: apt-get install chromium)" >&2
