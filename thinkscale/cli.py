@@ -20,6 +20,7 @@ from rich.table import Table
 from thinkscale.answers.cli import check_command
 from thinkscale.eval.cli import register as register_eval
 from thinkscale.models.cli import app as models_app
+from thinkscale.policy.cli import register as register_policy
 from thinkscale.server.cli import serve as serve_command
 from thinkscale.tools.cli import sandbox_command
 from thinkscale.verifiers.cli import app as train_app
@@ -34,6 +35,7 @@ app.command("check")(check_command)
 app.command("sandbox")(sandbox_command)
 app.add_typer(train_app, name="train", help="Train verifiers (a PRM head on the policy's hidden states).")
 register_eval(app)  # eval, report, export
+register_policy(app)  # fit-policy
 
 err = Console(stderr=True)
 
@@ -84,10 +86,14 @@ def solve(
     temperature: Annotated[float | None, typer.Option(help="Shortcut for the strategy's temperature knob.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Shortcut for the strategy's max_tokens knob "
                                                    "(completion tokens per sample).")] = None,
-    budget_tokens: Annotated[int | None, typer.Option(help="Budget: completion tokens for the whole run, every "
+    budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", "--budget",
+                                                      help="Budget: completion tokens for the whole run, every "
                                                       "role (default: no limit).")] = None,
     budget_calls: Annotated[int | None, typer.Option(help="Budget: backend calls for the whole run.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Budget: seconds; no call starts after it.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy file of --strategy auto (from `thinkscale "
+                                                "fit-policy`; default: the packaged one).", dir_okay=False)]
+    = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and tie-breaks (same seed, same run).")] = 0,
     system: Annotated[str, typer.Option(help="System prompt.")] = DEFAULT_SYSTEM,
     base_url: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server at this URL "
@@ -107,7 +113,8 @@ def solve(
 
     try:
         prob = Problem.from_text(problem, system=system or None)
-        strat = _build_strategy(strategy, knob or [], n=n, temperature=temperature, max_tokens=max_tokens)
+        strat = _build_strategy(strategy, knob or [], n=n, temperature=temperature, max_tokens=max_tokens,
+                                policy=policy)
         budget = _budget(budget_tokens, budget_calls, budget_seconds)
     except ValueError as e:
         _fail(str(e))
@@ -131,7 +138,7 @@ def solve(
 
 
 def _build_strategy(spec: str, knob_args: list[str], *, n: int | None, temperature: float | None,
-                    max_tokens: int | None) -> Any:
+                    max_tokens: int | None, policy: Path | None = None) -> Any:
     """The strategy of ``--strategy SPEC``, ``--knob`` and the shortcuts; a knob set twice is an error."""
     from thinkscale.strategies import base as strategies
 
@@ -172,6 +179,10 @@ def _build_strategy(spec: str, knob_args: list[str], *, n: int | None, temperatu
             raise ValueError(f"--max-tokens: strategy {name!r} has no max_tokens knob; its knobs are "
                              f"{', '.join(known) or 'none'}")
         put("max_tokens", max_tokens, "--max-tokens")
+    if policy is not None:
+        if "policy" not in known:
+            raise ValueError(f"--policy: strategy {name!r} has no policy (it is for --strategy auto)")
+        put("policy", str(policy), "--policy")
     try:
         return strategies.build_strategy(name, **{k: v for k, (v, _) in values.items()})
     except ValueError as e:

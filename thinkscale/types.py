@@ -67,7 +67,9 @@ class GenRequest:
     Exactly one of ``messages`` (chat, rendered with the model's chat template) or ``prompt`` (raw text) is set.
     ``continue_final``: the last message is an assistant turn to continue (prefilled), not to answer; this is how
     step-level search extends a partial solution. ``seed`` makes sampling reproducible; sample ``j`` of a request
-    uses a seed derived from ``(seed, j)`` so the ``n`` samples differ but replay identically.
+    uses a seed derived from ``(seed, first_sample + j)`` so the ``n`` samples differ but replay identically.
+    ``first_sample`` continues a seeded draw: ``n=4, first_sample=4`` gives exactly samples 4..7 of the same
+    request with ``n=8`` (how adaptive strategies sample in waves and still draw what self-consistency draws).
     ``top_k = 0`` and ``top_p = 1`` and ``min_p = 0`` disable those filters; ``temperature = 0`` is greedy.
     """
 
@@ -83,6 +85,7 @@ class GenRequest:
     seed: int | None = None
     logprobs: bool = False
     continue_final: bool = False
+    first_sample: int = 0
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -115,12 +118,19 @@ class GenRequest:
             raise ValueError(f"stop strings must be non-empty strings, got {self.stop!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+        if not isinstance(self.first_sample, int) or isinstance(self.first_sample, bool) or self.first_sample < 0:
+            raise ValueError(f"first_sample must be an integer >= 0, got {self.first_sample!r}")
+        if self.first_sample and self.seed is None:
+            raise ValueError("first_sample continues a seeded draw: give seed= too")
 
     def sample_seed(self, j: int) -> int | None:
-        """The seed of sample ``j``: distinct per sample, stable across runs (no ``hash()`` randomisation)."""
+        """The seed of sample ``j`` of this request, i.e. of sample ``first_sample + j`` of the seeded draw:
+        distinct per sample, stable across runs (no ``hash()`` randomisation). Backends seed sample ``j`` with it,
+        so they honour ``first_sample`` without knowing of it."""
         if self.seed is None:
             return None
-        return (self.seed * 1_000_003 + j * 7_919 + 1) % (2**31 - 1)
+        k = self.first_sample + j
+        return (self.seed * 1_000_003 + k * 7_919 + 1) % (2**31 - 1)
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,22 @@ def test_callable_entries_may_return_script_items():
     (c,) = ScriptedBackend([lambda req, j: ScriptItem("a b", (-0.5, -0.25))]).generate(
         [prompt("q", logprobs=True)])
     assert c.samples[0].logprobs == (-0.5, -0.25)
+
+
+def test_the_table_fake_continues_a_draw_with_first_sample(tmp_path):
+    """``scripted:TABLE`` answers sample j with responses[sample_seed(j) % len]: a continuation (first_sample=3)
+    gets exactly the later samples of the whole draw."""
+    import json
+
+    from thinkscale.eval.fake import scripted_backend
+    from thinkscale.types import GenRequest, Message
+
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"responses": {"q": [f"answer {i}" for i in range(7)]}}))
+    msgs = (Message("user", "q"),)
+    whole = scripted_backend(table).generate([GenRequest(messages=msgs, n=6, seed=5)])[0]
+    b = scripted_backend(table)
+    head, tail = b.generate([GenRequest(messages=msgs, n=3, seed=5),
+                             GenRequest(messages=msgs, n=3, seed=5, first_sample=3)])
+    assert [s.text for s in head.samples + tail.samples] == [s.text for s in whole.samples]
+    assert len({s.text for s in whole.samples}) > 1

@@ -232,3 +232,23 @@ def test_problem_from_text_puts_the_system_prompt_first():
     p = Problem.from_text("What is 2 + 2?", system="Be brief.")
     assert p.messages == (Message("system", "Be brief."), Message("user", "What is 2 + 2?"))
     assert Problem.from_text("What is 2 + 2?").messages == USER
+
+
+def test_first_sample_continues_the_seeded_draw():
+    """Samples 4..7 of seed 7 are what an n=8 request draws as its last four: sample_seed counts from
+    first_sample, so every backend honours it by seeding sample j with sample_seed(j)."""
+    whole = GenRequest(messages=USER, n=8, seed=7)
+    rest = GenRequest(messages=USER, n=4, seed=7, first_sample=4)
+    assert [rest.sample_seed(j) for j in range(4)] == [whole.sample_seed(j) for j in range(4, 8)]
+    assert rest.sample_seed(0) == (7 * 1_000_003 + 4 * 7_919 + 1) % (2**31 - 1)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_first_sample_must_be_a_non_negative_integer(bad):
+    with pytest.raises(ValueError, match="first_sample must be an integer >= 0"):
+        GenRequest(messages=USER, seed=1, first_sample=bad)
+
+
+def test_first_sample_needs_a_seed():
+    with pytest.raises(ValueError, match="first_sample continues a seeded draw"):
+        GenRequest(messages=USER, first_sample=2)

@@ -77,6 +77,7 @@ def load_all() -> None:
     """Import every strategy module, which registers it. This is the one list of strategy modules."""
     from thinkscale.strategies import (  # noqa: F401
         adaptive_sc,
+        auto,
         beam_search,
         best_of_n,
         budget_forcing,

@@ -1,0 +1,51 @@
+"""bench/adaptive.py's core on a hand-made run: auto replayed at each budget against SC at N, and the script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.policy.helpers import hand_run, write_policy
+from thinkscale.policy.evaluate import evaluate_auto
+
+EASY = [("ok", 10)] * 8
+HARD = [("ok", 10), ("bad", 10), ("bad2", 10), (None, 10)] + [("ok", 10)] * 4
+
+
+def policy(tmp_path: Path) -> str:
+    return write_policy(tmp_path / "policy.json", max_tokens=10, caps=(40, 80),
+                        choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 8}})
+
+
+def test_auto_against_sc_on_the_same_chains(tmp_path: Path) -> None:
+    """SC@8 is right everywhere at 80 tokens. Auto at 80: easy problems stop at 40 tokens (1.0); hard ones sample
+    to 8 (1.0, 80): accuracy 1.0 at a mean of 60 tokens, ratio 0.75. At 40 only the first wave fits: hard problems
+    are 3-way ties (1/3): accuracy (1 + 1/3) / 2 = 2/3 at 40 tokens."""
+    run = hand_run(tmp_path / "run", [EASY, HARD, EASY, HARD])
+    out, analysis = evaluate_auto(run, policy(tmp_path))
+    assert out["sc"] == {"spec": "self-consistency", "n_samples": 8, "accuracy": 1.0, "mean_tokens": 80.0}
+    low, high = out["auto"]
+    assert (high["budget_tokens"], high["accuracy"], high["mean_tokens"]) == (80, 1.0, 60.0)
+    assert high["token_ratio_vs_sc"] == 0.75 and not high["meets_target"]
+    assert high["actions"] == {"stop": 2, "sample:max_samples=8": 2} and high["bins"] == {"easy": 2, "hard": 2}
+    assert low["accuracy"] == pytest.approx(2 / 3) and low["mean_tokens"] == 40.0
+    assert low["stop_reasons"] == {"policy_stop": 2, "budget": 2}
+    assert out["target"]["met_at_budgets"] == [] and out["policy_fitted_on"]["dataset"] == "hand-made"
+    assert {r.strategy for r in analysis.rows} == {"self-consistency", "auto"}
+
+
+def test_the_bench_script_writes_json_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = hand_run(tmp_path / "run", [EASY, EASY, EASY, HARD])
+    spec = importlib.util.spec_from_file_location("adaptive", Path(__file__).parents[2] / "bench" / "adaptive.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "adaptive.json"
+    rc = bench.main([str(run), "--policy", policy(tmp_path), "--budgets", "80", "--out", str(out)])
+    data = json.loads(out.read_text())
+    # 3 easy at 40 + 1 hard at 80 = 50 tokens of SC's 80; accuracy 1.0 = SC's: not <= 25%, so the target is missed
+    assert rc == 2 and data["auto"][0]["mean_tokens"] == 50.0 and data["auto"][0]["accuracy"] == 1.0
+    assert Path(data["plot"]).is_file() and "auto@80" in capsys.readouterr().out

@@ -1,0 +1,134 @@
+"""Evaluate ``auto`` on an eval run without a model: replay the run's self-consistency chains (and greedy chains)
+through ``auto`` at each token budget and compare with self-consistency at its largest budget on the same
+problems. The core of ``bench/adaptive.py``.
+
+Auto's chains are the stored chains (same requests; ``thinkscale.eval.replay``), so its accuracy and generated
+tokens are what a live run would measure, with no new sampling noise between the two. ``accuracy`` counts a tied
+vote fractionally, the estimator the store uses for self-consistency (``answer_accuracy`` grades the answer the run
+gave, its tie broken by the rng); tokens are the ledger's generated tokens per problem. A policy action the store
+cannot replay (a verifier-scored strategy) fails with ``ReplayMissing`` / ``NotImplementedError`` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from thinkscale.answers import Verdict, check
+from thinkscale.answers.extract import normalize_answer
+from thinkscale.eval import metrics
+from thinkscale.eval.analysis import Analysis, ConfigRow, analyze
+from thinkscale.eval.replay import ReplayBackend, load_draws, run_problems, sampler_plan
+from thinkscale.eval.store import StoreError, open_existing
+from thinkscale.policy.model import load_policy
+from thinkscale.strategies.auto import Auto
+from thinkscale.types import Budget
+from thinkscale.verifiers.aggregate import Selection
+
+WITHIN_POINTS = 2.0  # issue 8: auto within 2 accuracy points of SC@16 ...
+MAX_TOKEN_RATIO = 0.25  # ... using at most 25% of its generated tokens
+
+
+def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: list[int] | None = None,
+                  sampler: str | None = None, model: str | None = None) -> tuple[dict[str, Any], Analysis]:
+    """(the comparison as JSON-ready data, the run's Analysis with auto's points added as strategy ``auto``)."""
+    policy = load_policy(policy_path)
+    pol_arg = None if policy_path is None else str(policy_path)
+    store = open_existing(run)
+    try:
+        cfg = store.config()
+        plan = sampler_plan(store, sampler)
+        models = cfg["models"] if model is None else [model]
+        if len(models) != 1:
+            raise StoreError(f"{run} has models {models}: pick one")
+        model = models[0]
+        problems = run_problems(store)
+        draws = load_draws(store, plan, model)
+        replay = ReplayBackend.from_store(store, spec=plan.label, model=model)
+        sc_units = {(u["problem_id"], u["seed"]): u for u in store.rows(
+            "SELECT * FROM units WHERE model = ? AND strategy = ? AND budget = ?", (model, plan.label,
+                                                                                  plan.budgets[-1]))}
+        analysis = analyze([store], reps=1000)
+    finally:
+        store.close()
+    sc = plan.build(plan.budgets[-1])
+    s = policy.sampling
+    if (s.temperature, s.top_p, s.max_tokens) != (sc.temperature, sc.top_p, sc.max_tokens):
+        raise StoreError(f"the policy samples at temperature {s.temperature}, top_p {s.top_p}, max_tokens "
+                         f"{s.max_tokens}; the run's {plan.label} at {sc.temperature}, {sc.top_p}, {sc.max_tokens}: "
+                         "its chains are not the ones auto would draw")
+    budgets = budgets or [r.max_completion_tokens for r in policy.budgets]
+    n_chains = plan.budgets[-1]
+    per_problem_sc_acc: dict[str, list[float]] = defaultdict(list)
+    per_problem_sc_tok: dict[str, list[float]] = defaultdict(list)
+    for d in draws:
+        u = sc_units[(d.problem_id, d.seed)]
+        per_problem_sc_acc[d.problem_id].append(u["correct"])
+        per_problem_sc_tok[d.problem_id].append(u["completion_tokens"])
+    sc_acc = metrics.mean([metrics.mean(v) for v in per_problem_sc_acc.values()])
+    sc_tok = metrics.mean([metrics.mean(v) for v in per_problem_sc_tok.values()])
+
+    fixed = [(r.costs["completion_tokens"], r.accuracy.mean, r.label) for r in analysis.rows
+             if r.model == model and r.strategy != "auto" and r.costs["completion_tokens"] is not None]
+    out_rows, auto_rows = [], []
+    for cap in budgets:
+        acc: dict[str, list[float]] = defaultdict(list)
+        ans: dict[str, list[float]] = defaultdict(list)
+        tok: dict[str, list[float]] = defaultdict(list)
+        bins: Counter[str] = Counter()
+        actions: Counter[str] = Counter()
+        stops: Counter[str] = Counter()
+        auto = Auto(budget_tokens=cap, policy=pol_arg)
+        for d in draws:
+            ep = problems[d.problem_id]
+            res = auto.run(ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
+            spent = res.ledger.total().completion_tokens
+            if spent is None or spent > cap:
+                raise AssertionError(f"auto spent {spent} tokens at a budget of {cap}")
+            right = check(ep.task, res.answer, ep.reference) is Verdict.EQUIVALENT
+            delegated = any(e.get("event") == "delegate" for e in res.trace)
+            if delegated:
+                value = float(right)
+            else:  # the chains are the draw's first len(candidates): grade the vote with ties split
+                keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
+                value = metrics.selection_value(keys, [x.correct for x in d.samples[:len(keys)]], None,
+                                                Selection.MAJORITY)
+            acc[d.problem_id].append(value)
+            ans[d.problem_id].append(float(right))
+            tok[d.problem_id].append(float(spent))
+            ev = {e["event"]: e for e in res.trace}
+            bins[ev["difficulty"]["bin"] if "difficulty" in ev else "(no first wave)"] += 1
+            actions[ev["action"]["label"] if "action" in ev else "(none)"] += 1
+            stops[ev["stop"]["reason"]] += 1
+        per_acc = [metrics.mean(v) for v in acc.values()]
+        a_mean = metrics.mean(per_acc)
+        t_mean = metrics.mean([metrics.mean(v) for v in tok.values()])
+        front = max((fa for fc, fa, _ in fixed if fc <= t_mean), default=0.0)
+        out_rows.append({
+            "budget_tokens": cap, "accuracy": a_mean, "answer_accuracy": metrics.mean(
+                [metrics.mean(v) for v in ans.values()]), "mean_tokens": t_mean,
+            "token_ratio_vs_sc": t_mean / sc_tok if sc_tok else None,
+            "accuracy_gap_points": 100 * (a_mean - sc_acc),
+            "meets_target": 100 * (sc_acc - a_mean) <= WITHIN_POINTS and t_mean <= MAX_TOKEN_RATIO * sc_tok,
+            "frontier_accuracy_at_tokens": front, "on_or_above_frontier": a_mean >= front - 1e-9,
+            "bins": dict(bins), "actions": dict(actions), "stop_reasons": dict(stops)})
+        auto_rows.append(ConfigRow(model, "auto", cap, metrics.bootstrap_ci(per_acc, reps=1000),
+                                   {"completion_tokens": t_mean} | {k: None for k in
+                                                                   ("prompt_tokens", "cached_prompt_tokens",
+                                                                    "verifier_tokens", "wall_seconds", "flops")},
+                                   False))
+    result = {
+        "run": str(run), "dataset": cfg["dataset"], "model": model, "policy": pol_arg or "(packaged default)",
+        "policy_fitted_on": policy.fitted_on.model_dump(mode="json"),
+        "same_dataset_as_fit": policy.fitted_on.dataset == cfg["dataset"],
+        "problems": len(per_problem_sc_acc), "instances": len(draws),
+        "sc": {"spec": plan.label, "n_samples": n_chains, "accuracy": sc_acc, "mean_tokens": sc_tok},
+        "auto": out_rows,
+        "target": {"within_points": WITHIN_POINTS, "max_token_ratio": MAX_TOKEN_RATIO,
+                   "met_at_budgets": [r["budget_tokens"] for r in out_rows if r["meets_target"]]},
+        "fixed_points": [{"label": lab, "mean_tokens": c, "accuracy": a} for c, a, lab in sorted(fixed)],
+    }
+    return result, dataclasses.replace(analysis, rows=analysis.rows + auto_rows)

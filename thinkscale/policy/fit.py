@@ -1,0 +1,316 @@
+"""``thinkscale fit-policy``: fit an ``auto`` policy from eval runs, by replaying their self-consistency chains.
+
+Inputs: run folders whose sweep has self-consistency at N chains (the largest budget; ``--strategy
+self-consistency --budgets ...,16``), on a training set. Every (problem, sample seed) of the runs is one fitting
+instance. Steps:
+
+1. Difficulty. ``auto``'s first wave is the first ``wave_size`` stored chains (same request, see
+   ``thinkscale.eval.replay``); the controller runs on the replay backend and its trace gives each instance's
+   difficulty score (``1 - agreement``; the confidence score needs per-token logprobs, which stores do not keep).
+   Bin edges are fitted on those scores (``features.fit_edges``).
+2. Candidate actions after the first wave: ``stop``; ``sample`` up to m chains (m = 2W, 3W, ..., N) with each
+   threshold in ``thresholds`` (none = always m); and, when the runs have them, ``strategy`` actions for the
+   one-call strategies ``greedy``, ``best-of-n`` and ``weighted-sc`` at each stored budget.
+3. Evaluation at each token budget B. ``stop`` and ``sample`` actions are *run*: the controller itself, forced to
+   the action, capped at B, on the replay backend, with the rng the eval harness gives every strategy on that
+   instance; its accuracy is the vote's expected correctness with ties split (as the eval store scores
+   self-consistency), its cost the generated tokens the ledger measured. A ``strategy`` action is estimated from
+   the stored unit of that strategy (run without a cap): first-wave tokens + the unit's tokens, the unit's
+   correctness; it is offered at B only when its worst case (first wave + chains x max_tokens) fits B, so the cap
+   never binds.
+4. Objective, per (bin, B): the highest mean accuracy over the bin's instances; among the actions within
+   ``tolerance`` of it, the one with the fewest mean generated tokens (then the label that sorts first). Every run
+   is capped at B, so each choice's mean tokens are <= B.
+
+Fitting on an evaluation set (a dataset whose name or problem ids say ``test``, or a shipped dataset that is not a
+``-train`` split) is refused unless ``allow_test_data`` is set, and the policy records it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinkscale.answers.extract import normalize_answer
+from thinkscale.eval.datasets import DATASETS, EvalProblem
+from thinkscale.eval.metrics import mean, selection_value
+from thinkscale.eval.replay import ReplayBackend, StoredDraw, load_draws, run_problems, sampler_plan
+from thinkscale.eval.runner import SweepConfig, plan_strategy
+from thinkscale.eval.store import open_existing
+from thinkscale.policy.features import DifficultyScore, bin_names, fit_edges
+from thinkscale.policy.model import (
+    FORMAT,
+    Action,
+    BudgetRow,
+    Choice,
+    Difficulty,
+    FittedOn,
+    Policy,
+    SampleAction,
+    Sampling,
+    StopAction,
+    StrategyAction,
+    TableEntry,
+)
+from thinkscale.strategies.auto import run_controller
+from thinkscale.types import Budget, Result
+from thinkscale.verifiers.aggregate import Selection
+
+log = logging.getLogger(__name__)
+
+# strategies whose stored units can stand for a ``strategy`` action: one generate call of n chains (1 for greedy)
+DELEGABLE = ("greedy", "best-of-n", "weighted-sc")
+
+OBJECTIVE = ("per difficulty bin and token budget: the action with the highest mean accuracy over the bin's "
+             "fitting instances (ties in a vote split), every run capped at the budget as auto runs it; among the "
+             "actions within `tolerance` of that accuracy, the one with the fewest mean generated tokens")
+
+
+class FitError(ValueError):
+    """The runs cannot be fitted on (test data, no self-consistency samples, mixed models or sampling)."""
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    n_bins: int = 3
+    wave_size: int = 4
+    budgets: tuple[int, ...] | None = None  # generated tokens; default wave x max_tokens x (1, 2, 4), <= N chains
+    tolerance: float = 0.005
+    min_bin_problems: int = 10
+    thresholds: tuple[float | None, ...] = (None, 0.8, 0.9, 0.95)
+    delegate: bool = True  # also compare the runs' one-call strategies as `strategy` actions
+    allow_test_data: bool = False
+    sampler: str | None = None  # the self-consistency spec to replay, when a run has several
+    model: str | None = None  # when the runs have several models
+
+
+def is_evaluation_set(dataset: str, problem_ids: Sequence[str]) -> bool:
+    """True for data a policy must not be fitted on (see the module doc)."""
+    name = dataset.lower()
+    if "test" in name or any("test" in p.lower() for p in problem_ids):
+        return True
+    return name in DATASETS and not name.endswith("-train")
+
+
+@dataclass
+class _Instance:
+    draw: StoredDraw
+    problem: EvalProblem
+    replay: ReplayBackend
+    units: dict[str, tuple[float, float]] = field(default_factory=dict)  # spec -> (correct, tokens)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    bin: str
+    accuracy: float
+    tokens: float
+
+
+def _value(result: Result, draw: StoredDraw) -> float:
+    """Expected correctness of the vote over the chains the run used (the draw's first len(candidates)), ties
+    split, graded as stored."""
+    keys = [normalize_answer(c.answer) if c.answer is not None else None for c in result.candidates]
+    correct = [s.correct for s in draw.samples[:len(keys)]]
+    return selection_value(keys, correct, None, Selection.MAJORITY)
+
+
+def _bin_and_first_wave(result: Result) -> tuple[str, float]:
+    diff = next((e for e in result.trace if e.get("event") == "difficulty"), None)
+    first = next((e for e in result.trace if e.get("event") == "wave"), None)
+    if diff is None or first is None:
+        raise FitError("a budget allows no first wave: raise the smallest budget to at least one chain's "
+                       "max_tokens")
+    return str(diff["bin"]), float(first["usage"]["completion_tokens"])
+
+
+def _run(inst: _Instance, sampling: Sampling, difficulty: Difficulty, action: Action, cap: int) -> Result:
+    def decide(bin_name: str, _cap: int | None) -> tuple[Action, dict[str, Any]]:
+        return action, {"why": "forced by the fitter"}
+
+    return run_controller(sampling, difficulty, decide, inst.problem.problem, inst.replay, Budget(),
+                          rng=random.Random(inst.draw.rng_seed()), budget_tokens=cap)
+
+
+def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) -> Policy:
+    """Fit a policy on the runs (see the module doc). Raises FitError / StoreError with what to fix."""
+    opts = options or FitOptions()
+    if not runs:
+        raise FitError("give at least one run folder")
+    instances: list[_Instance] = []
+    datasets: set[tuple[str, str]] = set()
+    samplers: set[tuple[float, float, int]] = set()
+    labels: set[str] = set()
+    fingerprints: dict[str, str | None] = {}
+    test_data = False
+    delegable: dict[str, int] = {}  # spec at budget -> worst-case chains
+    for run in runs:
+        store = open_existing(run)
+        try:
+            cfg = store.config()
+            problems = run_problems(store)
+            if is_evaluation_set(cfg["dataset"], list(problems)):
+                if not opts.allow_test_data:
+                    raise FitError(f"{run} is a run on {cfg['dataset']!r}, an evaluation set: a policy fitted on it "
+                                   "is tuned on the problems it is judged on. Fit on training-set runs "
+                                   "(`thinkscale eval --dataset gsm8k-train ...`), or pass --allow-test-data (the "
+                                   "policy records it)")
+                test_data = True
+            datasets.add((cfg["dataset"], cfg["dataset_sha256"]))
+            plan = sampler_plan(store, opts.sampler)
+            sc = plan.build(plan.budgets[-1])
+            samplers.add((sc.temperature, sc.top_p, sc.max_tokens))
+            labels.add(plan.label)
+            models = sorted({r["model"] for r in store.rows("SELECT DISTINCT model FROM jobs WHERE strategy = ?",
+                                                            (plan.label,))})
+            model = opts.model or (models[0] if len(models) == 1 else None)
+            if model is None or model not in models:
+                raise FitError(f"{run}: pick the model to fit for ({', '.join(models) or 'none has samples'})")
+            draws = load_draws(store, plan, model)
+            replay = ReplayBackend.from_draws(draws, problems, fingerprint=f"replay:{run}")
+            by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay) for d in draws}
+            instances.extend(by_key.values())
+            fingerprints[model] = ((store.info().get("models") or {}).get(model) or {}).get("fingerprint")
+            if opts.delegate:
+                _attach_units(store, cfg, model, by_key, delegable)
+        finally:
+            store.close()
+    if len(datasets) > 1:
+        raise FitError(f"the runs are on different datasets: {sorted(d for d, _ in datasets)}")
+    if len(samplers) > 1 or len(fingerprints) > 1:
+        raise FitError(f"the runs sample differently or use different models ({sorted(samplers)}, "
+                       f"{sorted(fingerprints)}): fit each on its own")
+    if not instances:
+        raise FitError("the runs have no self-consistency samples to replay")
+    temperature, top_p, max_tokens = samplers.pop()
+    n_chains = min(len(i.draw.samples) for i in instances)
+    if n_chains < opts.wave_size:
+        raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {opts.wave_size}")
+    sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    budgets = opts.budgets or _default_budgets(opts.wave_size, max_tokens, n_chains)
+
+    # 1. difficulty: the controller's own score of each first wave (one bin, forced stop)
+    one_bin = Difficulty(score=DifficultyScore.AGREEMENT, edges=[], bins=["all"])
+    scores = []
+    for inst in instances:
+        res = _run(inst, sampling, one_bin, StopAction(), max(budgets))
+        scores.append(next(e["score"] for e in res.trace if e.get("event") == "difficulty"))
+    edges = fit_edges(scores, n_bins=opts.n_bins, min_per_bin=opts.min_bin_problems)
+    difficulty = Difficulty(score=DifficultyScore.AGREEMENT, edges=edges, bins=bin_names(len(edges) + 1))
+
+    # 2.-3. every candidate action at every budget
+    actions: list[Action] = [StopAction()]
+    for m in range(2 * opts.wave_size, n_chains + opts.wave_size, opts.wave_size):
+        for t in opts.thresholds:
+            actions.append(SampleAction(max_samples=min(m, n_chains), threshold=t))
+    actions = list({a.label: a for a in actions}.values())
+    table: dict[tuple[str, int, str], list[_Outcome]] = defaultdict(list)
+    action_of: dict[str, Action] = {a.label: a for a in actions}
+    for cap in budgets:
+        for inst in instances:
+            first_bin, first_tokens = "", 0.0
+            for a in actions:
+                res = _run(inst, sampling, difficulty, a, cap)
+                b, first = _bin_and_first_wave(res)
+                if isinstance(a, StopAction):
+                    first_bin, first_tokens = b, first
+                table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.draw),
+                                                         float(res.ledger.total().completion_tokens or 0)))
+            for spec, chains in delegable.items():
+                if opts.wave_size * max_tokens + chains * max_tokens > cap:
+                    continue
+                unit = inst.units.get(spec)
+                if unit is None:
+                    continue
+                act = StrategyAction(spec=spec)
+                action_of[act.label] = act
+                table[(first_bin, cap, act.label)].append(_Outcome(first_bin, unit[0], first_tokens + unit[1]))
+
+    # 4. the choice per (bin, budget); ties in tokens go to the simplest action (stop first)
+    rows, entries = [], []
+    n_by_bin: dict[tuple[str, int], int] = defaultdict(int)
+    for (b, cap, label), outs in table.items():
+        if label == "stop":
+            n_by_bin[(b, cap)] = len(outs)
+    for cap in budgets:
+        choices: dict[str, Choice] = {}
+        for b in difficulty.bins:
+            n = n_by_bin.get((b, cap), 0)
+            stats = {label: (mean([o.accuracy for o in outs]), mean([o.tokens for o in outs]))
+                     for (bb, cc, label), outs in table.items() if (bb, cc) == (b, cap) and len(outs) == n and n}
+            for label, (acc, tok) in sorted(stats.items()):
+                entries.append(TableEntry(bin=b, max_completion_tokens=cap, action=label, accuracy=acc,
+                                          mean_tokens=tok, n_problems=n))
+            choices[b] = _choose(stats, action_of, opts.tolerance, n, b, cap)
+        rows.append(BudgetRow(max_completion_tokens=cap, choices=choices))
+    dataset, sha = datasets.pop()
+    model = next(iter(fingerprints))
+    return Policy(
+        format=FORMAT, sampling=sampling, difficulty=difficulty, budgets=rows, table=entries, objective=OBJECTIVE,
+        tolerance=opts.tolerance,
+        fitted_on=FittedOn(runs=[str(r) for r in runs], dataset=dataset, dataset_sha256=sha,
+                           problems=len({i.draw.problem_id for i in instances}), instances=len(instances),
+                           test_data=test_data, model=model, model_fingerprint=fingerprints[model],
+                           sampler=f"{labels.pop()} (n_samples={n_chains})", samples_per_problem=n_chains),
+        fitted_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _default_budgets(wave: int, max_tokens: int, n_chains: int) -> tuple[int, ...]:
+    top = n_chains * max_tokens
+    return tuple(sorted({min(top, wave * max_tokens * k) for k in (1, 2, 4)}))
+
+
+def _choose(stats: dict[str, tuple[float, float]], action_of: dict[str, Action], tolerance: float, n: int, b: str,
+            cap: int) -> Choice:
+    if not stats:  # no fitting instance fell in this bin at this budget: the cheapest safe default
+        return Choice(action=StopAction(), accuracy=0.0, mean_tokens=0.0, n_problems=0,
+                      why=f"no fitting problem in bin {b} at {cap} tokens: stop after the first wave")
+    order = {k: i for i, k in enumerate(action_of)}  # stop, then sampling by size, then strategies: simplest first
+    ranked = sorted(stats, key=lambda k: order[k])
+    best_label = max(ranked, key=lambda k: stats[k][0])
+    best_acc, best_tok = stats[best_label]
+    near = [k for k in ranked if stats[k][0] >= best_acc - tolerance]
+    label = min(near, key=lambda k: (stats[k][1], order[k]))
+    acc, tok = stats[label]
+    why = f"bin {b} at {cap} tokens, {n} fitting problems: {label} has accuracy {acc:.3f} at {tok:.0f} tokens"
+    if label == best_label:
+        why += " (the most accurate; cheapest among equals)"
+    else:
+        why += (f"; the most accurate, {best_label}, has {best_acc:.3f} at {best_tok:.0f} tokens, within the "
+                f"tolerance {tolerance:g}, so the cheaper one")
+    return Choice(action=action_of[label], accuracy=acc, mean_tokens=tok, n_problems=n, why=why)
+
+
+def _attach_units(store: Any, cfg: dict[str, Any], model: str, by_key: dict[tuple[str, int], _Instance],
+                  delegable: dict[str, int]) -> None:
+    """Each instance's stored units of the one-call strategies, keyed by their spec at a budget."""
+    for s in cfg["strategies"]:
+        name = s["spec"].partition(":")[0]
+        if name not in DELEGABLE:
+            continue
+        sweep = SweepConfig(dataset=cfg["dataset"], models=tuple(cfg["models"]), strategies=(s["spec"],),
+                            budgets=tuple(cfg["budgets"]), max_tokens=cfg["max_tokens"])
+        plan = plan_strategy(s["spec"], sweep)
+        for budget in plan.budgets:
+            strat = plan.build(budget)
+            if getattr(strat, "max_tokens", None) != cfg["max_tokens"]:
+                continue  # chains of another length: the worst-case check below would not hold
+            spec = plan.spec_at(budget)
+            try:
+                StrategyAction(spec=spec)
+            except ValueError as e:
+                log.warning("not offered as a policy action: %s (%s)", spec, e)
+                continue
+            delegable[spec] = int(getattr(strat, "n_samples", 1))
+            for u in store.rows("SELECT problem_id, seed, correct, completion_tokens FROM units WHERE model = ? "
+                                "AND strategy = ? AND budget = ?", (model, plan.label, budget)):
+                inst = by_key.get((u["problem_id"], u["seed"]))
+                if inst is not None and u["completion_tokens"] is not None:
+                    inst.units[spec] = (float(u["correct"]), float(u["completion_tokens"]))
+
