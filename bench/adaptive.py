@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 from thinkscale.eval.plot import accuracy_vs_tokens
+from thinkscale.eval.replay import ReplayMissing
+from thinkscale.eval.store import StoreError
 from thinkscale.policy.evaluate import evaluate_auto
 
 
@@ -34,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=None, help="PNG (default: OUT with .png)")
     args = ap.parse_args(argv)
     budgets = None if args.budgets is None else [int(x) for x in args.budgets.split(",") if x.strip()]
-    result, analysis = evaluate_auto(args.run, args.policy, budgets=budgets, sampler=args.sampler)
+    try:
+        result, analysis = evaluate_auto(args.run, args.policy, budgets=budgets, sampler=args.sampler)
+    except (ValueError, StoreError, ReplayMissing) as e:  # PolicyError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     sc = result["sc"]
     print(f"{result['dataset']}: {result['problems']} problems ({result['instances']} instances), model "
           f"{result['model']}; policy fitted on {result['policy_fitted_on']['dataset']} "

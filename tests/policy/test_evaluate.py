@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.policy.helpers import hand_run, write_policy
+from thinkscale.eval.replay import ReplayMissing
+from thinkscale.eval.store import StoreError
 from thinkscale.policy.evaluate import evaluate_auto
 
 EASY = [("ok", 10)] * 8
@@ -34,7 +36,7 @@ def test_auto_against_sc_on_the_same_chains(tmp_path: Path) -> None:
     assert low["accuracy"] == pytest.approx(2 / 3) and low["mean_tokens"] == 40.0
     assert low["stop_reasons"] == {"policy_stop": 2, "budget": 2}
     assert out["target"]["met_at_budgets"] == [] and out["policy_fitted_on"]["dataset"] == "hand-made"
-    assert {r.strategy for r in analysis.rows} == {"self-consistency", "auto"}
+    assert {r.strategy for r in analysis.rows} == {"self-consistency", "auto (numbers: token budget)"}
 
 
 def test_the_bench_script_writes_json_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,3 +51,16 @@ def test_the_bench_script_writes_json_and_the_plot(tmp_path: Path, capsys: pytes
     # 3 easy at 40 + 1 hard at 80 = 50 tokens of SC's 80; accuracy 1.0 = SC's: not <= 25%, so the target is missed
     assert rc == 2 and data["auto"][0]["mean_tokens"] == 50.0 and data["auto"][0]["accuracy"] == 1.0
     assert Path(data["plot"]).is_file() and "auto@80" in capsys.readouterr().out
+
+
+def test_a_policy_action_the_run_cannot_replay_is_named(tmp_path: Path) -> None:
+    run = hand_run(tmp_path / "run", [EASY, HARD])
+    path = write_policy(tmp_path / "p.json", max_tokens=10, caps=(80,),
+                        choices={"easy": {"kind": "stop"},
+                                 "hard": {"kind": "strategy", "spec": "best-of-n:verifier=pyes,n_samples=2"}})
+    with pytest.raises(ReplayMissing, match="at 80 tokens on .*--no-delegate"):
+        evaluate_auto(run, path)
+    other = write_policy(tmp_path / "q.json", max_tokens=12,
+                         choices={"easy": {"kind": "stop"}, "hard": {"kind": "stop"}})
+    with pytest.raises(StoreError, match="max_tokens 12.*not the ones auto would draw"):
+        evaluate_auto(run, other)

@@ -21,7 +21,7 @@ from thinkscale.answers import Verdict, check
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.eval import metrics
 from thinkscale.eval.analysis import Analysis, ConfigRow, analyze
-from thinkscale.eval.replay import ReplayBackend, load_draws, run_problems, sampler_plan
+from thinkscale.eval.replay import ReplayBackend, ReplayMissing, load_draws, run_problems, sampler_plan
 from thinkscale.eval.store import StoreError, open_existing
 from thinkscale.policy.model import load_policy
 from thinkscale.strategies.auto import Auto
@@ -30,6 +30,7 @@ from thinkscale.verifiers.aggregate import Selection
 
 WITHIN_POINTS = 2.0  # issue 8: auto within 2 accuracy points of SC@16 ...
 MAX_TOKEN_RATIO = 0.25  # ... using at most 25% of its generated tokens
+AUTO_LABEL = "auto (numbers: token budget)"  # its points on the accuracy-vs-tokens plot
 
 
 def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: list[int] | None = None,
@@ -72,7 +73,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
     sc_tok = metrics.mean([metrics.mean(v) for v in per_problem_sc_tok.values()])
 
     fixed = [(r.costs["completion_tokens"], r.accuracy.mean, r.label) for r in analysis.rows
-             if r.model == model and r.strategy != "auto" and r.costs["completion_tokens"] is not None]
+             if r.model == model and not r.strategy.startswith("auto") and r.costs["completion_tokens"] is not None]
     out_rows, auto_rows = [], []
     for cap in budgets:
         acc: dict[str, list[float]] = defaultdict(list)
@@ -84,7 +85,12 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         auto = Auto(budget_tokens=cap, policy=pol_arg)
         for d in draws:
             ep = problems[d.problem_id]
-            res = auto.run(ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
+            try:
+                res = auto.run(ep.problem, replay, Budget(), rng=random.Random(d.rng_seed()))
+            except (ReplayMissing, NotImplementedError) as e:
+                raise ReplayMissing(f"auto at {cap} tokens on {d.problem_id}: {e}. Only stop, sample and greedy "
+                                    "actions replay from a run; fit the policy with --no-delegate to compare it "
+                                    "this way") from None
             spent = res.ledger.total().completion_tokens
             if spent is None or spent > cap:
                 raise AssertionError(f"auto spent {spent} tokens at a budget of {cap}")
@@ -115,7 +121,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             "meets_target": 100 * (sc_acc - a_mean) <= WITHIN_POINTS and t_mean <= MAX_TOKEN_RATIO * sc_tok,
             "frontier_accuracy_at_tokens": front, "on_or_above_frontier": a_mean >= front - 1e-9,
             "bins": dict(bins), "actions": dict(actions), "stop_reasons": dict(stops)})
-        auto_rows.append(ConfigRow(model, "auto", cap, metrics.bootstrap_ci(per_acc, reps=1000),
+        auto_rows.append(ConfigRow(model, AUTO_LABEL, cap, metrics.bootstrap_ci(per_acc, reps=1000),
                                    {"completion_tokens": t_mean} | {k: None for k in
                                                                    ("prompt_tokens", "cached_prompt_tokens",
                                                                     "verifier_tokens", "wall_seconds", "flops")},
