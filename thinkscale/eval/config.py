@@ -10,6 +10,7 @@
     sample_seeds = [0]                                # each a unit dimension: (problem, strategy, budget, seed)
     max_tokens = 512                                  # per chain, for strategies with a max_tokens knob
     out = "runs/gsm8k-0.5b"                           # optional, relative to this file; --out wins
+    share_samples = true                              # serve chains a finished job already drew (default)
     # also: task (for a dataset file), system, backend ("llamacpp", "openai:URL", "scripted:FILE"), max_subsets
 
 Unknown keys are errors, as are budgets that are not strictly increasing positive integers.
@@ -41,6 +42,9 @@ class SweepConfig(BaseModel):
     sample_seeds: tuple[Annotated[int, Field(ge=0)], ...] = (0,)
     max_tokens: int = Field(default=512, ge=1)
     max_subsets: int = Field(default=1000, ge=1)  # k-subsets averaged per reused budget (all when fewer)
+    # a job's generate request is served from chains finished jobs already stored (thinkscale.eval.chains);
+    # false: every job draws its own chains
+    share_samples: bool = True
     out: Path | None = None
 
     @field_validator("budgets")

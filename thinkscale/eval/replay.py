@@ -3,7 +3,9 @@ fitted) on exactly the chains a sweep already paid for, without a model.
 
 Self-consistency asks for N chains in one seeded request; sample j of that draw is what any request with the same
 prompt, sampling knobs and seed gets as its sample j (``GenRequest.sample_seed``), including a continuation with
-``first_sample`` (see ``thinkscale.types.GenRequest``). ``ReplayBackend`` serves such requests from the store:
+``first_sample`` (see ``thinkscale.types.GenRequest``); which stored chain answers which request is decided by
+``thinkscale.eval.chains`` (the matcher the sweep runner's sample sharing uses too). ``ReplayBackend`` serves such
+requests from the store:
 the chains' text, finish reason and token counts as stored, and usage made of those counts (the prompt length as
 the run measured it; cached tokens, time and FLOPs unknown: None). A request it does not hold (another prompt,
 seed or knob, more chains than were stored) raises ``ReplayMissing`` naming what was asked and what is stored:
@@ -19,11 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
+from thinkscale.eval.chains import ChainIndex, request_id
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import EvalProblem, load_dataset
 from thinkscale.eval.runner import RNG_SCHEME, StrategyPlan, plan_strategy
 from thinkscale.eval.store import Store, StoreError
-from thinkscale.types import Completion, GenRequest, Message, Sample, Usage
+from thinkscale.types import Completion, GenRequest, Sample, Usage
 
 
 class ReplayMissing(BackendError):
@@ -58,18 +61,6 @@ class StoredDraw:
     def rng_seed(self) -> str:
         """The seed of the job's rng, as the eval harness seeds every strategy on this (problem, seed, model)."""
         return RNG_SCHEME.format(seed=self.seed, problem=self.problem_id, model=self.model)
-
-
-ReplayKey = tuple[tuple[Message, ...], float, float, int, float, int, tuple[str, ...], int | None, bool]
-
-
-def request_key(req: GenRequest) -> ReplayKey | None:
-    """What a stored draw must match: prompt, sampling knobs and seed (not n, not first_sample). A sampled request
-    without a seed never matches: it would not replay."""
-    if req.messages is None or (req.seed is None and req.temperature != 0):
-        return None
-    return (req.messages, float(req.temperature), float(req.top_p), req.top_k, float(req.min_p), req.max_tokens,
-            req.stop, req.seed, req.continue_final)
 
 
 def run_problems(store: Store) -> dict[str, EvalProblem]:
@@ -145,8 +136,8 @@ class ReplayBackend(BaseBackend):
 
     capabilities = Capabilities(raw_prompt=False)
 
-    def __init__(self, draws: dict[ReplayKey, StoredDraw], *, fingerprint: str = "replay") -> None:
-        self.draws = draws
+    def __init__(self, index: ChainIndex[tuple[StoredDraw, StoredSample]], *, fingerprint: str = "replay") -> None:
+        self.index = index
         self.fingerprint = fingerprint
         self.requests: list[GenRequest] = []
 
@@ -163,48 +154,47 @@ class ReplayBackend(BaseBackend):
     @classmethod
     def from_draws(cls, draws: Sequence[StoredDraw], problems: dict[str, EvalProblem], *,
                    fingerprint: str = "replay") -> ReplayBackend:
-        index: dict[ReplayKey, StoredDraw] = {}
+        index: ChainIndex[tuple[StoredDraw, StoredSample]] = ChainIndex()
         for d in draws:
-            req = GenRequest(messages=problems[d.problem_id].problem.messages, temperature=d.temperature,
-                             top_p=d.top_p, max_tokens=d.max_tokens, seed=d.request_seed)
-            key = request_key(req)
-            assert key is not None
-            if key in index and index[key] != d:
-                raise StoreError(f"two stored draws answer the same request (problem {d.problem_id}, seed "
-                                 f"{d.request_seed}) differently")
-            index[key] = d
+            rid = request_id(GenRequest(messages=problems[d.problem_id].problem.messages, temperature=d.temperature,
+                                        top_p=d.top_p, max_tokens=d.max_tokens, seed=d.request_seed))
+            assert rid is not None
+            for j, s in enumerate(d.samples):
+                held = index.add(rid, j, (d, s))
+                if held is not None and held[0] != d:
+                    raise StoreError(f"two stored draws answer the same request (problem {d.problem_id}, seed "
+                                     f"{d.request_seed}) differently")
         return cls(index, fingerprint=fingerprint)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         check_requests(self, requests)
         out = []
         for req in requests:
-            draw = self._draw(req)
-            got = draw.samples[req.first_sample:req.first_sample + req.n]
+            got = self._chains(req)
             samples = tuple(Sample(s.text, s.completion_tokens, s.finish_reason, None)  # type: ignore[arg-type]
-                            for s in got)
-            tokens = None if any(s.completion_tokens is None for s in got) else \
-                sum(s.completion_tokens or 0 for s in got)
+                            for _, s in got)
+            tokens = None if any(s.completion_tokens is None for _, s in got) else \
+                sum(s.completion_tokens or 0 for _, s in got)
             self.requests.append(req)
-            out.append(Completion(samples, Usage(prompt_tokens=draw.prompt_tokens, cached_prompt_tokens=None,
+            out.append(Completion(samples, Usage(prompt_tokens=got[0][0].prompt_tokens, cached_prompt_tokens=None,
                                                  completion_tokens=tokens, calls=1, seconds=None, flops=None)))
         return out
 
-    def _draw(self, req: GenRequest) -> StoredDraw:
-        key = request_key(req)
-        draw = None if key is None else self.draws.get(key)
-        if draw is None:
+    def _chains(self, req: GenRequest) -> list[tuple[StoredDraw, StoredSample]]:
+        got = self.index.prefix(req)
+        if len(got) == req.n:
+            return got
+        held = self.index.stored(req)
+        if not held:
             user = next((m.content for m in reversed(req.messages or ()) if m.role == "user"), req.prompt or "")
             raise ReplayMissing(
                 f"replay has no stored chains for this request (seed {req.seed}, temperature {req.temperature}, "
                 f"top_p {req.top_p}, max_tokens {req.max_tokens}, prompt {user[:60]!r}): only the run's "
                 "self-consistency draws can be replayed")
-        if req.first_sample + req.n > len(draw.samples):
-            raise ReplayMissing(
-                f"replay holds {len(draw.samples)} chains of problem {draw.problem_id} (seed {req.seed}); the "
-                f"request asks for chains {req.first_sample}..{req.first_sample + req.n - 1}")
-        return draw
+        draw = next(iter(held.values()))[0]
+        raise ReplayMissing(
+            f"replay holds {len(held)} chains of problem {draw.problem_id} (seed {req.seed}); the "
+            f"request asks for chains {req.first_sample}..{req.first_sample + req.n - 1}")
 
     def info(self) -> ModelInfo:
         return ModelInfo(name="replay", n_params=None, n_ctx=None, chat_template=None, fingerprint=self.fingerprint)
-

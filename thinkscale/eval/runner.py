@@ -12,6 +12,25 @@ x-axis of every plot is what the ledger measured.
 Execution. Jobs run on ``workers`` threads (the llama.cpp backend batches concurrent calls); the calling thread
 grades each finished job against the reference (strategies never see it: their Problem has no reference) and
 writes it to the store in one transaction. Jobs already in the store are skipped, so re-running resumes.
+
+Sample sharing (``SweepConfig.share_samples``, on by default; ``--no-share-samples``). Every strategy on a
+(problem, seed, model) gets the same rng, so strategies with equal sampling knobs ask for the very same seeded
+chains (self-consistency and best-of-N at 16 draw identical 16 chains). Each job's chains are stored with it
+(``chains`` table); a later job's generate request is served from chains of jobs already committed, matched
+exactly by ``thinkscale.eval.chains`` (prompt, sampling knobs, seed and each chain's place in the draw; logprob
+requests always go to the model), and only what is not stored is generated. So that the sharing happens, jobs are
+ordered model by model with the prefix-consistent strategies that draw all their chains in one request (run once at
+the largest budget) first, in config order, then the others, each largest budget first. A job in flight is never
+read from: with several workers, a job that starts before its provider is committed draws its chains itself.
+
+Cost accounting with sharing. A job's ledger (tokens, calls, FLOPs, ``backend_seconds``) charges every chain it
+used as the chain cost when generated: a strategy's cost does not depend on what ran before it. What was served
+rather than computed is recorded per chain (``chains.source_job``; summed per run in ``SweepSummary.reused_*`` and
+the report). A job's ``wall_seconds`` is the time it took now; its units' ``wall_seconds`` add the generation
+seconds the served chains took when first generated (their 1/n shares of their requests' seconds), so a reused
+chain is neither free nor counted twice in real time. The harness overhead (``SweepSummary.overhead_fraction``)
+compares real wall time with real time inside backend calls, so serving from the store (in memory) counts as
+overhead and served chains' original seconds count in neither.
 """
 
 from __future__ import annotations
@@ -35,10 +54,11 @@ from typing import Any
 from thinkscale.answers import Task, Verdict, check
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.backends.base import Backend
+from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
-from thinkscale.eval.store import JobRecord, SampleRow, Store, StoreError, UnitRow
+from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, Store, StoreError, UnitRow
 from thinkscale.strategies.base import budget_knob, build_strategy, get_strategy, knobs, parse_spec
 from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
@@ -175,7 +195,7 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
         "strategies": [{"spec": p.label, "budget_knob": p.knob, "budgets": list(p.budgets), "reuse": p.reuse,
                         "overrides": p.overrides} for p in plans],
         "budgets": list(cfg.budgets), "sample_seeds": list(cfg.sample_seeds), "max_tokens": cfg.max_tokens,
-        "max_subsets": cfg.max_subsets, "rng_scheme": RNG_SCHEME,
+        "max_subsets": cfg.max_subsets, "rng_scheme": RNG_SCHEME, "share_samples": cfg.share_samples,
         "versions": {k: v[k] for k in ("thinkscale", "llama-cpp-python")},
     }
 
@@ -279,14 +299,22 @@ def model_identity(model: str, backend: Backend) -> dict[str, Any]:
 class Outcome:
     job: Job
     result: Result
-    wall_seconds: float
+    wall_seconds: float  # measured now
+    chains: tuple[ChainRow, ...] = ()  # what its keyed generate requests got (served or generated)
+
+    @property
+    def reused_seconds(self) -> float:
+        """Generation seconds the chains served from the store took when first generated (unknown counts 0)."""
+        return sum(c.seconds or 0.0 for c in self.chains if c.source_job is not None)
 
 
-def run_job(job: Job, backend: Backend) -> Outcome:
+def run_job(job: Job, backend: Backend, shared: ChainIndex[StoredChain] | None = None) -> Outcome:
+    """Run one job; its requests are served from ``shared`` where it holds their chains (None: all generated)."""
     strategy = job.plan.build(job.budget)
+    sharing = SharingBackend(backend, shared)
     t0 = time.perf_counter()
-    result = strategy.run(job.problem.problem, backend, Budget(), rng=job.rng())
-    return Outcome(job, result, time.perf_counter() - t0)
+    result = strategy.run(job.problem.problem, sharing, Budget(), rng=job.rng())  # type: ignore[arg-type]
+    return Outcome(job, result, time.perf_counter() - t0, tuple(sharing.rows))
 
 
 def _grade(ep: EvalProblem, answer: str | None) -> Verdict:
@@ -323,7 +351,8 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
         # one quantity at every k; ``answer_correct`` keeps the grade of the answer this run actually gave.
         value = _expected(outcome, len(cands), cands, correct, max_subsets)[0]
     full = UnitRow(job.budget, result.answer, value, answer_ok, 1, False, gen.prompt_tokens,
-                   gen.cached_prompt_tokens, gen.completion_tokens, ver_tokens, outcome.wall_seconds, total.flops)
+                   gen.cached_prompt_tokens, gen.completion_tokens, ver_tokens,
+                   outcome.wall_seconds + outcome.reused_seconds, total.flops)
     units = [full]
     if plan.reuse:
         units = [_subset_unit(outcome, k, cands, correct, gen, ver, ver_tokens, max_subsets)
@@ -334,7 +363,8 @@ def record(outcome: Outcome, max_subsets: int) -> JobRecord:
         trace=result.trace, prompt_tokens=gen.prompt_tokens, cached_prompt_tokens=gen.cached_prompt_tokens,
         completion_tokens=gen.completion_tokens, calls=total.calls, verifier_prompt_tokens=ver.prompt_tokens,
         verifier_tokens=ver_tokens, flops=total.flops, verifier_flops=ver.flops if ver.calls else 0.0,
-        wall_seconds=outcome.wall_seconds, backend_seconds=total.seconds, samples=samples, units=units)
+        wall_seconds=outcome.wall_seconds, backend_seconds=total.seconds, samples=samples, units=units,
+        chains=outcome.chains)
 
 
 def _expected(outcome: Outcome, k: int, cands: list[Candidate], correct: list[bool], max_subsets: int
@@ -374,7 +404,8 @@ def _subset_unit(outcome: Outcome, k: int, cands: list[Candidate], correct: list
         flops = per_token * (gen.computed_prompt_tokens + completion) + share * (ver.flops or 0.0)
     return UnitRow(k, answer, acc, _grade(job.problem, answer) is Verdict.EQUIVALENT, n_subsets, True,
                    gen.prompt_tokens, gen.cached_prompt_tokens, completion,
-                   None if ver_tokens is None else share * ver_tokens, share * outcome.wall_seconds, flops)
+                   None if ver_tokens is None else share * ver_tokens,
+                   share * (outcome.wall_seconds + outcome.reused_seconds), flops)
 
 
 # ---------------------------------------------------------------------- the sweep
@@ -411,6 +442,11 @@ class SweepSummary:
     backend_seconds: float
     load_seconds: float
     interrupted: bool = False
+    # chains served from the store instead of generated, their completion tokens, and the seconds they took when
+    # first generated (in neither wall_seconds nor backend_seconds)
+    reused_chains: int = 0
+    reused_tokens: int = 0
+    reused_seconds: float = 0.0
 
     @property
     def overhead_fraction(self) -> float | None:
@@ -419,8 +455,10 @@ class SweepSummary:
 
 
 def plan_jobs(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> list[Job]:
-    return [Job(model, plan, ep, seed, b) for model in cfg.models for plan in plans for seed in cfg.sample_seeds
-            for ep in ds.problems for b in plan.job_budgets()]
+    """Every job, in the order that lets later jobs be served chains earlier ones drew (see the module doc)."""
+    ordered = [p for p in plans if p.reuse] + [p for p in plans if not p.reuse]
+    return [Job(model, plan, ep, seed, b) for model in cfg.models for plan in ordered for seed in cfg.sample_seeds
+            for ep in ds.problems for b in reversed(plan.job_budgets())]
 
 
 def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyPlan], list[Job]]:
@@ -432,8 +470,16 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
         raise ValueError(f"strategy specs name the same config twice: {labels}")
     store = Store(out)
     try:
-        store.bind_config(identity(cfg, ds, plans), {"git_commit": git_commit(), "versions": versions(),
-                                                     "created_at": time.time()})
+        ident = identity(cfg, ds, plans)
+        stored = store.get_meta("config")
+        if stored is not None and "share_samples" not in json.loads(stored):
+            # A run begun before sample sharing existed drew every chain itself: it resumes only that way.
+            if cfg.share_samples:
+                raise StoreError(f"{store.path} holds a run started before sample sharing existed, where every job "
+                                 "drew its own chains; resume it with --no-share-samples (share_samples = false), "
+                                 "or use another --out folder")
+            del ident["share_samples"]
+        store.bind_config(ident, {"git_commit": git_commit(), "versions": versions(), "created_at": time.time()})
         store.add_problems(ds.name, [(p.id, p.task.value, p.reference, p.level, p.problem.messages[-1].content)
                                      for p in ds.problems])
     except BaseException:
@@ -487,6 +533,8 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
     progress = Progress(done=0, total=len(pending), skipped=len(jobs) - len(pending))
     wall = busy = load = 0.0
     ran = 0
+    reused_chains = reused_tokens = 0
+    reused_seconds = 0.0
     status = "finished"
     try:
         for model in cfg.models:
@@ -499,16 +547,26 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
             try:
                 store.bind_model(model, model_identity(model, inner))
                 backend = TimedBackend(inner, serialize=cfg.backend.startswith("scripted:"))
+                shared = _stored_chains(store, model) if cfg.share_samples else None
                 t1 = time.perf_counter()
-                for outcome in _execute(todo, backend, workers, stop):
+                for outcome in _execute(todo, backend, workers, stop, shared):
                     rec = record(outcome, cfg.max_subsets)
-                    store.write_job(rec)
+                    job_id = store.write_job(rec)
+                    if shared is not None:  # committed: later jobs may be served its chains
+                        for c in rec.chains:
+                            if c.source_job is None:
+                                shared.add(c.request_key, c.place, StoredChain.from_row(c, job_id))
+                    served = [c for c in rec.chains if c.source_job is not None]
+                    served_tokens = sum(c.completion_tokens or 0 for c in served)
+                    reused_chains += len(served)
+                    reused_tokens += served_tokens
+                    reused_seconds += outcome.reused_seconds
                     ran += 1
                     progress.done += 1
                     top = rec.units[-1]
                     progress.units += 1
                     progress.correct_sum += top.correct
-                    progress.generated_tokens += rec.completion_tokens or 0
+                    progress.generated_tokens += max(0, (rec.completion_tokens or 0) - served_tokens)
                     if on_progress is not None:
                         on_progress(progress)
                 wall += time.perf_counter() - t1
@@ -527,17 +585,27 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
     finally:
         store.end_session(session, status=status, jobs_done=ran, wall_seconds=wall, backend_seconds=busy)
         store.close()
-    return SweepSummary(len(jobs), len(jobs) - len(pending), ran, wall, busy, load, status == "interrupted")
+    return SweepSummary(len(jobs), len(jobs) - len(pending), ran, wall, busy, load, status == "interrupted",
+                        reused_chains, reused_tokens, reused_seconds)
 
 
-def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Event | None) -> Iterator[Outcome]:
+def _stored_chains(store: Store, model: str) -> ChainIndex[StoredChain]:
+    """The chains ``model``'s committed jobs generated, first stored first."""
+    index: ChainIndex[StoredChain] = ChainIndex()
+    for job_id, c in store.chains(model=model, generated=True):
+        index.add(c.request_key, c.place, StoredChain.from_row(c, job_id))
+    return index
+
+
+def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Event | None,
+             shared: ChainIndex[StoredChain] | None = None) -> Iterator[Outcome]:
     """Outcomes of ``jobs`` as they finish. With one worker, in the calling thread (Ctrl-C interrupts the job in
     flight); otherwise on a pool that keeps ``workers`` jobs in flight and starts no new one once ``stop`` is set."""
     if workers == 1:
         for job in jobs:
             if stop is not None and stop.is_set():
                 return
-            yield run_job(job, backend)
+            yield run_job(job, backend, shared)
         return
     it = iter(jobs)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
@@ -547,7 +615,7 @@ def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Ev
                 nxt = next(it, None)
                 if nxt is None:
                     break
-                running.add(pool.submit(run_job, nxt, backend))
+                running.add(pool.submit(run_job, nxt, backend, shared))
             if not running:
                 return
             finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -598,8 +666,9 @@ def rescore(out: str | Path) -> int:
             chosen = next((c for c, s in zip(cands, samples, strict=True) if s["chosen"]), None)
             result = Result(j["answer"], chosen, cands, _stored_ledger(j), j["stop_reason"], j["strategy"],
                             tuple(json.loads(j["trace"])))
+            chains = tuple(c for _, c in store.chains(job_id=j["job_id"]))
             rec = record(Outcome(Job(j["model"], plans[j["strategy"]], ep, j["seed"], j["budget"]), result,
-                                 j["wall_seconds"]), cfg["max_subsets"])
+                                 j["wall_seconds"], chains), cfg["max_subsets"])
             store.replace_grades(j["job_id"], rec)
             n += 1
         return n

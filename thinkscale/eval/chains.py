@@ -1,0 +1,195 @@
+"""Stored chains: which generate request a stored sample answers, and serving requests from a run's own chains.
+
+One matcher for everything that serves stored chains (``thinkscale.eval.replay`` and the sweep runner's sample
+sharing). Sample ``j`` of a seeded request is sample ``first_sample + j`` of one seeded draw (``GenRequest
+.sample_seed``), whatever ``n`` is, so a stored chain answers a request when the request's prompt messages and
+sampling knobs (``request_key``: temperature, top_p, top_k, min_p, max_tokens, stop, seed, continue_final) are the
+ones that drew it and the chain's place in the draw is one the request asks for. ``n``, ``first_sample`` and
+``logprobs`` are not part of the key: they say which chains and what else a request wants.
+
+``SharingBackend`` is what a sweep job sees when sample sharing is on (``SweepConfig.share_samples``): it records
+every keyed request's chains (``ChainRow``, stored with the job) and serves a request from ``ChainIndex``, which
+holds only chains of jobs already committed to the store. A request is served when every chain it asks for is
+stored; when only its first chains are, those are served and the rest generated with ``first_sample`` set (exact,
+by the above); otherwise, or when it asks for logprobs (the store keeps only a summary of them), the model
+generates it. A served request is charged as the chains cost when they were generated: their completion tokens,
+the prompt tokens and cached prompt tokens of the request that drew them, and their shares (1/n each) of that
+request's seconds and FLOPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from thinkscale.backends.base import Backend
+from thinkscale.eval.store import ChainRow
+from thinkscale.types import Completion, GenRequest, Message, Sample, Usage
+
+RequestKey = tuple[tuple[Message, ...], float, float, int, float, int, tuple[str, ...], int | None, bool]
+
+
+def request_key(req: GenRequest) -> RequestKey | None:
+    """What a stored chain's request must match: prompt, sampling knobs and seed (not n, not first_sample, not
+    logprobs). A raw-prompt request, or a sampled request without a seed (it would not replay), has no key."""
+    if req.messages is None or (req.seed is None and req.temperature != 0):
+        return None
+    return (req.messages, float(req.temperature), float(req.top_p), req.top_k, float(req.min_p), req.max_tokens,
+            req.stop, req.seed, req.continue_final)
+
+
+def request_id(req: GenRequest) -> str | None:
+    """``request_key`` as the store keeps it: a sha256 of its JSON."""
+    key = request_key(req)
+    if key is None:
+        return None
+    messages, *rest = key
+    text = json.dumps([[[m.role, m.content] for m in messages], *[list(x) if isinstance(x, tuple) else x
+                                                                   for x in rest]])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+T = TypeVar("T")
+
+
+class ChainIndex(Generic[T]):
+    """Stored chains by request id and place in the seeded draw. Thread-safe: sweep workers read it while the
+    runner adds the chains of each job it commits."""
+
+    def __init__(self) -> None:
+        self._chains: dict[str, dict[int, T]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, rid: str, place: int, chain: T) -> T | None:
+        """Store ``chain`` unless the place holds one already; returns that earlier chain (None when added)."""
+        with self._lock:
+            held = self._chains.setdefault(rid, {})
+            if place in held:
+                return held[place]
+            held[place] = chain
+            return None
+
+    def stored(self, req: GenRequest) -> dict[int, T]:
+        """Every chain held for ``req``'s key, by place (empty when none or when it has no key)."""
+        rid = request_id(req)
+        with self._lock:
+            return dict(self._chains.get(rid, {})) if rid is not None else {}
+
+    def prefix(self, req: GenRequest) -> list[T]:
+        """The chains ``req`` asks for (places ``first_sample``, ``first_sample + 1``, ...) up to the first one not
+        held: all ``req.n`` of them when the request can be served whole."""
+        held = self.stored(req)
+        out = []
+        for place in range(req.first_sample, req.first_sample + req.n):
+            if place not in held:
+                break
+            out.append(held[place])
+        return out
+
+
+@dataclass(frozen=True)
+class StoredChain:
+    """A chain a committed job generated, with what its request cost (see the module doc)."""
+
+    text: str
+    finish_reason: str
+    completion_tokens: int | None
+    prompt_tokens: int | None
+    cached_prompt_tokens: int | None
+    seconds: float | None
+    flops: float | None
+    job_id: int
+
+    @classmethod
+    def from_row(cls, row: ChainRow, job_id: int) -> StoredChain:
+        return cls(row.text, row.finish_reason, row.completion_tokens, row.prompt_tokens, row.cached_prompt_tokens,
+                   row.seconds, row.flops, job_id)
+
+
+def _total(values: Sequence[Any]) -> Any:
+    return None if any(v is None for v in values) else sum(values)
+
+
+class SharingBackend:
+    """One job's view of the model backend: records its chains and serves what ``index`` holds (see the module
+    doc). ``index=None`` records only (sharing off). ``rows`` are the job's chains, in request order."""
+
+    def __init__(self, inner: Backend, index: ChainIndex[StoredChain] | None) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self.index = index
+        self.rows: list[ChainRow] = []
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
+        served: list[list[StoredChain]] = []
+        asked: list[GenRequest | None] = []  # what goes to the model for each request (None: nothing)
+        for req in requests:
+            got = [] if self.index is None or req.logprobs else self.index.prefix(req)
+            if got and len(got) < req.n and req.seed is None:
+                got = []  # an unseeded (greedy) request cannot be continued with first_sample
+            served.append(got)
+            asked.append(None if len(got) == req.n else
+                         dataclasses.replace(req, n=req.n - len(got), first_sample=req.first_sample + len(got)))
+        todo = [a for a in asked if a is not None]
+        generated = iter(self.inner.generate(todo) if todo else [])
+        out = []
+        for req, got, sub in zip(requests, served, asked, strict=True):
+            out.append(self._complete(req, got, None if sub is None else next(generated)))
+        return out
+
+    def _complete(self, req: GenRequest, got: list[StoredChain], fresh: Completion | None) -> Completion:
+        """The request's completion from its served chains and the model's completion of the rest, recorded."""
+        samples = [Sample(c.text, c.completion_tokens, c.finish_reason, None)  # type: ignore[arg-type]
+                   for c in got]
+        if fresh is not None:
+            samples += fresh.samples
+        if got:
+            stored = Usage(prompt_tokens=got[0].prompt_tokens, cached_prompt_tokens=got[0].cached_prompt_tokens,
+                           completion_tokens=_total([c.completion_tokens for c in got]), calls=1,
+                           seconds=_total([c.seconds for c in got]), flops=_total([c.flops for c in got]))
+            usage = stored if fresh is None else dataclasses.replace(
+                fresh.usage + stored, prompt_tokens=fresh.usage.prompt_tokens,
+                cached_prompt_tokens=fresh.usage.cached_prompt_tokens, calls=fresh.usage.calls)
+        else:
+            assert fresh is not None
+            usage = fresh.usage
+        self._record(req, got, fresh)
+        return Completion(tuple(samples), usage)
+
+    def _record(self, req: GenRequest, got: list[StoredChain], fresh: Completion | None) -> None:
+        rid = request_id(req)
+        if rid is None:
+            return
+        call = 1 + max((r.call for r in self.rows), default=-1)
+        for j, c in enumerate(got):
+            self.rows.append(ChainRow(call, j, rid, req.first_sample + j, c.text, c.finish_reason,
+                                      c.completion_tokens, c.prompt_tokens, c.cached_prompt_tokens, c.seconds,
+                                      c.flops, c.job_id))
+        if fresh is None:
+            return
+        u, k = fresh.usage, len(fresh.samples)
+        for j, s in enumerate(fresh.samples, start=len(got)):
+            self.rows.append(ChainRow(call, j, rid, req.first_sample + j, s.text, s.finish_reason,
+                                      s.completion_tokens, u.prompt_tokens, u.cached_prompt_tokens,
+                                      None if u.seconds is None else u.seconds / k,
+                                      None if u.flops is None else u.flops / k, None))
+
+    def score(self, requests: Any) -> Any:
+        return self.inner.score(requests)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.inner.tokenize(text)
+
+    def info(self) -> Any:
+        return self.inner.info()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
