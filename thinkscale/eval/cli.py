@@ -55,6 +55,9 @@ def eval_command(
     max_tokens: Annotated[int | None, typer.Option(help="Completion tokens per chain (default 512).")] = None,
     max_subsets: Annotated[int | None, typer.Option(help="k-subsets averaged per reused budget (default 1000).")]
     = None,
+    share_samples: Annotated[bool | None, typer.Option(
+        "--share-samples/--no-share-samples", help="Serve a job's chains from those finished jobs already drew "
+        "with the same prompt, knobs and seeds (default), or let every job draw its own.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.sqlite); re-running resumes.")] = None,
     workers: Annotated[int, typer.Option(help="Jobs in flight at once (the llama.cpp backend batches them).")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -71,7 +74,7 @@ def eval_command(
         "backend": backend, "strategies": strategy,
         "budgets": None if budgets is None else _ints(budgets, "--budgets"),
         "sample_seeds": None if sample_seeds is None else _ints(sample_seeds, "--sample-seeds"),
-        "max_tokens": max_tokens, "max_subsets": max_subsets}
+        "max_tokens": max_tokens, "max_subsets": max_subsets, "share_samples": share_samples}
     given = {k: v for k, v in flags.items() if v is not None}
     try:
         if config is not None:
@@ -115,9 +118,13 @@ def eval_command(
         _fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
     except ValueError as e:
         _fail(str(e))
+    shared = "" if not summary.reused_chains else (
+        f"; {summary.reused_chains} chains ({summary.reused_tokens} tokens, {summary.reused_seconds:.1f} s when first "
+        "generated) served from the store instead of generated again")
     err.print(f"{summary.jobs_run} jobs run, {summary.jobs_skipped} already stored, of {summary.jobs_total}; "
               f"sweep {summary.wall_seconds:.1f} s (+{summary.load_seconds:.1f} s loading), harness overhead "
-              f"{fmt_overhead(summary)} of sweep wall time. Results: {run_dir}", highlight=False, soft_wrap=True)
+              f"{fmt_overhead(summary)} of sweep wall time{shared}. Results: {run_dir}", highlight=False,
+              soft_wrap=True)
 
 
 def report_command(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,10 @@ def table_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def scripted_backend(path: str | Path) -> ScriptedBackend:
-    """A ScriptedBackend whose every script entry answers from the table at ``path`` (see the module doc)."""
+def scripted_backend(path: str | Path, *, score_fn: Callable[[str, str], tuple[float, ...]] | None = None
+                     ) -> ScriptedBackend:
+    """A ScriptedBackend whose every script entry answers from the table at ``path`` (see the module doc);
+    ``score_fn`` scores continuations (``ScriptedBackend``'s), for verifiers such as P(yes)."""
     table = load_table(path)
     responses: dict[str, list[str]] = table["responses"]
 
@@ -75,4 +78,4 @@ def scripted_backend(path: str | Path) -> ScriptedBackend:
 
     max_samples = int(table.get("max_samples", 100_000))
     return ScriptedBackend([answer] * max_samples, n_params=int(table.get("n_params", 1_000_000)),
-                           seconds_per_token=float(table.get("seconds_per_token", 0.0)))
+                           seconds_per_token=float(table.get("seconds_per_token", 0.0)), score_fn=score_fn)

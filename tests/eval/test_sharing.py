@@ -1,0 +1,228 @@
+"""Sample sharing: a sweep serves a job's generate requests from chains finished jobs already stored, exactly, and
+charges them as they cost when generated."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.eval.conftest import write_table
+from thinkscale.backends.scripted import ScriptedBackend
+from thinkscale.cli import app
+from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain, request_id
+from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.fake import scripted_backend
+from thinkscale.eval.runner import run_sweep
+from thinkscale.eval.store import Store, StoreError
+from thinkscale.types import GenRequest, Message
+
+BON = "best-of-n:verifier=pyes"
+# What a unit's result is. Cached prompt tokens (so FLOPs) and seconds depend on what the fake's prefix cache held
+# and on time; a served chain is charged as its first generation cost, so they are not compared.
+RESULT = ("SELECT model, strategy, budget, problem_id, seed, answer, correct, answer_correct, n_subsets, "
+          "completion_tokens, prompt_tokens, verifier_tokens FROM units ORDER BY 1, 2, 3, 4, 5")
+
+
+def p_yes(prompt: str, continuation: str) -> tuple[float, ...]:
+    """A deterministic P(yes) judge: the log-probability of "Yes" depends on the judged text's length."""
+    lp = -0.1 * (len(prompt) % 7) if continuation.strip() == "Yes" else -1.0
+    return tuple(lp for _ in continuation.split())
+
+
+class Counting:
+    """A backend factory that keeps every scripted backend it builds (to count the model's generate requests)."""
+
+    def __init__(self, table: Path) -> None:
+        self.table = table
+        self.built: list[ScriptedBackend] = []
+
+    def __call__(self, model: str) -> ScriptedBackend:
+        b = scripted_backend(self.table, score_fn=p_yes)
+        self.built.append(b)
+        return b
+
+    @property
+    def requests(self) -> list[GenRequest]:
+        return [r for b in self.built for r in b.requests]
+
+
+def cfg_for(table: Path, **kw: object) -> SweepConfig:
+    base: dict[str, object] = dict(dataset="gsm8k", limit=6, models=["fake"], backend=f"scripted:{table}",
+                                   strategies=["self-consistency", BON], budgets=[1, 2, 4], sample_seeds=[0, 1])
+    base.update(kw)
+    return SweepConfig(**base)  # type: ignore[arg-type]
+
+
+def rows(out: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return list(db.execute(sql))
+
+
+def test_best_of_n_after_self_consistency_generates_nothing_and_matches_an_unshared_run(tmp_path: Path) -> None:
+    """6 problems x 2 seeds: self-consistency at 4 draws 12 requests; best-of-N at 4 asks for the same seeded
+    chains and is served all 48 from the store (0 generate calls, only its P(yes) scoring reaches the model), with
+    the same texts and answers. The fake is a function of the sample seed, so every unit equals an unshared run's;
+    the served chains are charged their first generation's tokens and seconds."""
+    table = write_table(tmp_path / "table.json", limit=6, seconds_per_token=0.0002)
+    shared, alone = Counting(table), Counting(table)
+    s = run_sweep(cfg_for(table), tmp_path / "shared", backend_factory=shared)
+    assert len(shared.requests) == 12 and {r.n for r in shared.requests} == {4}
+    assert sum(len(b.score_requests) for b in shared.built) > 0
+    out = tmp_path / "shared"
+    sc_tokens = rows(out, "SELECT SUM(completion_tokens) FROM jobs WHERE strategy = 'self-consistency'")[0][0]
+    assert (s.reused_chains, s.reused_tokens) == (48, sc_tokens)
+    texts = rows(out, "SELECT j.strategy, j.problem_id, j.seed, group_concat(s.text || '=' || s.answer, '|') "
+                      "FROM samples s JOIN jobs j USING (job_id) GROUP BY 1, 2, 3 ORDER BY 2, 3, 1")
+    assert [t[1:] for t in texts if t[0] == BON] == [t[1:] for t in texts if t[0] == "self-consistency"]
+    # every best-of-N chain was served from the self-consistency job on its problem and seed, committed before it
+    served = rows(out, "SELECT c.job_id, c.source_job, j.problem_id = p.problem_id AND j.seed = p.seed, "
+                       "p.strategy FROM chains c JOIN jobs j USING (job_id) JOIN jobs p ON p.job_id = c.source_job")
+    assert len(served) == 48 and all(src < job and same and st == "self-consistency" for job, src, same, st in served)
+    # the ledger charges them as generated: tokens equal, seconds equal the provider's generation seconds
+    assert rows(out, "SELECT DISTINCT a.completion_tokens = b.completion_tokens, a.prompt_tokens = b.prompt_tokens "
+                     "FROM jobs a JOIN jobs b USING (problem_id, seed) WHERE a.strategy = 'self-consistency' "
+                     "AND b.strategy != a.strategy") == [(1, 1)]
+    for sc_seconds, reused, unit_wall, job_wall in rows(
+            out, "SELECT a.backend_seconds, (SELECT SUM(seconds) FROM chains c WHERE c.job_id = b.job_id), "
+                 "u.wall_seconds, b.wall_seconds FROM jobs a JOIN jobs b USING (problem_id, seed) JOIN units u "
+                 "ON u.job_id = b.job_id AND u.budget = 4 WHERE a.strategy = 'self-consistency' "
+                 f"AND b.strategy = '{BON}'"):
+        assert reused == pytest.approx(sc_seconds) and sc_seconds > 0
+        assert unit_wall == pytest.approx(job_wall + reused)  # the unit's time: now + the chains' first generation
+
+    run_sweep(cfg_for(table, share_samples=False), tmp_path / "alone", backend_factory=alone)
+    assert len(alone.requests) == 24
+    assert rows(out, RESULT) == rows(tmp_path / "alone", RESULT)
+    assert rows(tmp_path / "alone", "SELECT COUNT(*) FROM chains WHERE source_job IS NOT NULL") == [(0,)]
+
+
+def test_a_strategy_listed_first_is_still_served_by_a_larger_draw(table: Path, tmp_path: Path) -> None:
+    """A pinned 4-sample self-consistency (runs once, not reused) is listed first, but the swept one (one job at the
+    largest budget, 4) is scheduled first, so the pinned one is served whole: 6 generate requests, not 12."""
+    count = Counting(table)
+    run_sweep(cfg_for(table, strategies=["self-consistency:n_samples=4", "self-consistency"], sample_seeds=[0]),
+              tmp_path / "r", backend_factory=count)
+    assert len(count.requests) == 6
+    assert rows(tmp_path / "r", "SELECT j.strategy, COUNT(*) FROM chains c JOIN jobs j USING (job_id) "
+                                "WHERE c.source_job IS NOT NULL GROUP BY 1") == [("self-consistency:n_samples=4", 24)]
+
+
+def test_logprob_requests_are_never_served_from_stored_chains(table: Path, tmp_path: Path) -> None:
+    """The store keeps only logprob summaries: best-of-N with a confidence verifier asks for logprobs, so after
+    self-consistency it generates its chains again (12 requests). Listed first, its chains (drawn with logprobs)
+    serve self-consistency's requests, which ask for none (6). Both runs' units equal an unshared run's."""
+    conf = "best-of-n:verifier=confidence-mean"
+    results = []
+    for name, strategies, share, expected in (("after", ["self-consistency", conf], True, 12),
+                                              ("before", [conf, "self-consistency"], True, 6),
+                                              ("alone", ["self-consistency", conf], False, 12)):
+        count = Counting(table)
+        run_sweep(cfg_for(table, strategies=strategies, sample_seeds=[0], share_samples=share), tmp_path / name,
+                  backend_factory=count)
+        assert len(count.requests) == expected, name
+        if name == "after":
+            assert [r.logprobs for r in count.requests] == [False] * 6 + [True] * 6
+        results.append(rows(tmp_path / name, RESULT))
+    assert results[0] == results[1] == results[2]
+
+
+def test_sharing_backend_serves_a_stored_prefix_and_generates_the_rest(table: Path) -> None:
+    """Chains 0..3 of a seeded draw are stored: a request for 6 is served 4 and sends the model one request for
+    the last 2 (first_sample=4), and the 6 texts are what a 6-chain draw gives. Holes, greedy continuations and
+    logprob requests go to the model whole."""
+    msgs = (Message("user", next(iter(json.loads(table.read_text())["responses"]))),)
+    req = GenRequest(messages=msgs, n=6, temperature=0.7, top_p=0.95, max_tokens=50, seed=1234)
+    direct = scripted_backend(table).generate([req])[0]
+    provider = SharingBackend(scripted_backend(table), None)
+    provider.generate([GenRequest(messages=msgs, n=4, temperature=0.7, top_p=0.95, max_tokens=50, seed=1234)])
+    index: ChainIndex[StoredChain] = ChainIndex()
+    for c in provider.rows:
+        index.add(c.request_key, c.place, StoredChain.from_row(c, 7))
+
+    model = scripted_backend(table)
+    sharing = SharingBackend(model, index)
+    (got,) = sharing.generate([req])
+    assert [(r.n, r.first_sample) for r in model.requests] == [(2, 4)]
+    assert [s.text for s in got.samples] == [s.text for s in direct.samples]
+    assert got.usage.completion_tokens == direct.usage.completion_tokens and got.usage.calls == 1
+    assert [c.source_job for c in sharing.rows] == [7] * 4 + [None] * 2
+    assert [c.place for c in sharing.rows] == list(range(6))
+
+    holes: ChainIndex[StoredChain] = ChainIndex()
+    for c in provider.rows[1:]:
+        holes.add(c.request_key, c.place, StoredChain.from_row(c, 7))
+    model = scripted_backend(table)
+    SharingBackend(model, holes).generate([req])
+    assert [(r.n, r.first_sample) for r in model.requests] == [(6, 0)]
+
+    model = scripted_backend(table)
+    SharingBackend(model, index).generate([GenRequest(messages=msgs, n=2, temperature=0.7, top_p=0.95,
+                                                      max_tokens=50, seed=1234, logprobs=True)])
+    assert [(r.n, r.logprobs) for r in model.requests] == [(2, True)]
+
+    greedy = GenRequest(messages=msgs, n=2, temperature=0.0, max_tokens=50)
+    g = SharingBackend(scripted_backend(table), None)
+    g.generate([GenRequest(messages=msgs, n=1, temperature=0.0, max_tokens=50)])
+    one: ChainIndex[StoredChain] = ChainIndex()
+    one.add(g.rows[0].request_key, 0, StoredChain.from_row(g.rows[0], 3))
+    model = scripted_backend(table)
+    SharingBackend(model, one).generate([greedy])
+    assert [r.n for r in model.requests] == [2]  # no first_sample without a seed: generated whole
+    assert request_id(GenRequest(messages=msgs, temperature=0.7)) is None  # unseeded sampling never matches
+
+
+def test_disabling_is_recorded_and_a_resume_with_the_other_setting_is_refused(table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["eval", "--dataset", "gsm8k", "--limit", "6", "--model", "fake", "--backend",
+                                 f"scripted:{table}", "--strategy", "self-consistency", "--strategy",
+                                 "self-consistency:n_samples=4", "--budgets", "1,4", "--no-share-samples",
+                                 "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "served from the store" not in r.output
+    assert rows(out, "SELECT COUNT(*) FROM chains WHERE source_job IS NOT NULL") == [(0,)]
+    store = Store(out)
+    assert store.config()["share_samples"] is False
+    store.close()
+    with pytest.raises(StoreError, match="share_samples: stored false vs now true"):
+        run_sweep(cfg_for(table, strategies=["self-consistency", "self-consistency:n_samples=4"], budgets=[1, 4],
+                          sample_seeds=[0]), out)
+
+
+def test_a_run_from_before_sharing_resumes_only_without_it(table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    cfg = cfg_for(table, strategies=["self-consistency"], sample_seeds=[0], share_samples=False)
+    run_sweep(cfg, out)
+    with sqlite3.connect(out / "results.sqlite") as db:  # the config as such a run recorded it
+        config = json.loads(db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+        del config["share_samples"]
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config, sort_keys=True),))
+    with pytest.raises(StoreError, match="before sample sharing existed.*--no-share-samples"):
+        run_sweep(cfg.model_copy(update={"share_samples": True}), out)
+    assert run_sweep(cfg, out).jobs_skipped == 6
+
+
+def test_stop_and_resume_with_sharing_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Stopped after 7 jobs (self-consistency part-way), resumed on 3 workers: every unit as in one uninterrupted
+    run, and every served chain came from a job committed before the one it served."""
+    table = write_table(tmp_path / "table.json", limit=6)
+    run_sweep(cfg_for(table), tmp_path / "full", backend_factory=Counting(table))
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def halt(p: object) -> None:
+        seen.append(1)
+        if len(seen) == 7:
+            stop.set()
+
+    part = tmp_path / "part"
+    assert run_sweep(cfg_for(table), part, backend_factory=Counting(table), on_progress=halt, stop=stop).interrupted
+    s = run_sweep(cfg_for(table), part, backend_factory=Counting(table), workers=3)
+    assert (s.jobs_run, s.jobs_skipped) == (17, 7)
+    assert rows(tmp_path / "full", RESULT) == rows(part, RESULT)
+    served = rows(part, "SELECT job_id, source_job FROM chains WHERE source_job IS NOT NULL")
+    assert served and all(src < job for job, src in served)
