@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 from tests.eval.conftest import write_table
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.cli import app
+from thinkscale.eval.analysis import analyze
 from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain, request_id
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
-from thinkscale.eval.store import Store, StoreError
+from thinkscale.eval.store import Store, StoreError, open_existing
 from thinkscale.types import GenRequest, Message
 
 BON = "best-of-n:verifier=pyes"
@@ -94,6 +95,14 @@ def test_best_of_n_after_self_consistency_generates_nothing_and_matches_an_unsha
                  f"AND b.strategy = '{BON}'"):
         assert reused == pytest.approx(sc_seconds) and sc_seconds > 0
         assert unit_wall == pytest.approx(job_wall + reused)  # the unit's time: now + the chains' first generation
+
+    store = open_existing(out)
+    try:
+        sharing = analyze([store], reps=10).sharing
+    finally:
+        store.close()
+    assert sharing is not None and (sharing.generated, sharing.served, sharing.served_tokens) == (48, 48, sc_tokens)
+    assert "48 of 96 chains" in sharing.describe()
 
     run_sweep(cfg_for(table, share_samples=False), tmp_path / "alone", backend_factory=alone)
     assert len(alone.requests) == 24

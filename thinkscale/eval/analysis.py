@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from thinkscale.eval import metrics
@@ -37,6 +37,25 @@ class ConfigRow:
         return f"{self.strategy}@{self.budget}"
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """Chains the runs' jobs generated vs were served from the store (sample sharing), with their completion
+    tokens, and the seconds the served ones took when first generated."""
+
+    generated: int
+    served: int
+    generated_tokens: int
+    served_tokens: int
+    served_seconds: float
+
+    def describe(self) -> str:
+        total = self.generated + self.served
+        return (f"{self.served} of {total} chains ({self.served_tokens} of "
+                f"{self.generated_tokens + self.served_tokens} completion tokens) were served from the run's store "
+                f"instead of generated again (sample sharing); strategy costs charge them as first generated "
+                f"({self.served_seconds:.1f} s), the sweep's wall and backend seconds do not include them")
+
+
 @dataclass
 class Analysis:
     config: dict[str, Any]
@@ -52,6 +71,7 @@ class Analysis:
     optimal: dict[str, dict[tuple[str, int], tuple[str, float]]]  # model -> (bin, budget) -> (strategy, acc)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     n_problems: int = 0
+    sharing: Sharing | None = None  # None: the runs stored no chains (made before sample sharing existed)
 
     @property
     def models(self) -> list[str]:
@@ -139,7 +159,21 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
     dataset = next(iter(problems.values()))["dataset"]
     info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
     return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
-                    sessions, len({u["problem_id"] for u in units}))
+                    sessions, len({u["problem_id"] for u in units}), _sharing(stores))
+
+
+def _sharing(stores: Sequence[Store]) -> Sharing | None:
+    out = Sharing(0, 0, 0, 0, 0.0)
+    for s in stores:
+        for r in s.rows("SELECT source_job IS NOT NULL AS served, COUNT(*) AS n, TOTAL(completion_tokens) AS tokens, "
+                        "TOTAL(seconds) AS seconds FROM chains GROUP BY 1"):
+            if r["served"]:
+                out = replace(out, served=out.served + r["n"], served_tokens=out.served_tokens + int(r["tokens"]),
+                              served_seconds=out.served_seconds + r["seconds"])
+            else:
+                out = replace(out, generated=out.generated + r["n"],
+                              generated_tokens=out.generated_tokens + int(r["tokens"]))
+    return None if out.generated + out.served == 0 else out
 
 
 def _ks(n: int) -> list[int]:

@@ -84,6 +84,8 @@ def print_tables(a: Analysis, console: Console) -> None:
     wall, busy, frac = a.overhead()
     console.print(f"harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
                   f"outside backend calls ({busy:.1f} s inside)", highlight=False)
+    if a.sharing is not None:
+        console.print(a.sharing.describe(), highlight=False)
 
 
 def _table_html(headers: list[str], rows: list[list[str]]) -> str:
@@ -126,6 +128,7 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
     parts += ["<h2>Runs</h2>",
               f"<p>Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
               f"was outside backend calls ({busy:.1f} s inside).</p>",
+              "" if a.sharing is None else f"<p>{html.escape(a.sharing.describe())}.</p>",
               _table_html(["session", "status", "jobs", "wall s", "backend s", "command"],
                           [[str(s["session_id"]), s["status"], str(s["jobs_done"]), _num(s["wall_seconds"], "{:.1f}"),
                             _num(s["backend_seconds"], "{:.1f}"), s["command"]] for s in a.sessions]),
