@@ -124,6 +124,7 @@ class SharingBackend:
         self.capabilities = inner.capabilities
         self.index = index
         self.rows: list[ChainRow] = []
+        self._calls = 0  # keyed requests recorded so far
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         served: list[list[StoredChain]] = []
@@ -165,7 +166,8 @@ class SharingBackend:
         rid = request_id(req)
         if rid is None:
             return
-        call = 1 + max((r.call for r in self.rows), default=-1)
+        call = self._calls
+        self._calls += 1
         for j, c in enumerate(got):
             self.rows.append(ChainRow(call, j, rid, req.first_sample + j, c.text, c.finish_reason,
                                       c.completion_tokens, c.prompt_tokens, c.cached_prompt_tokens, c.seconds,
