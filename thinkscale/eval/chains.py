@@ -14,7 +14,8 @@ stored; when only its first chains are, those are served and the rest generated 
 by the above); otherwise, or when it asks for logprobs (the store keeps only a summary of them), the model
 generates it. A served request is charged as the chains cost when they were generated: their completion tokens,
 the prompt tokens and cached prompt tokens of the request that drew them, and their shares (1/n each) of that
-request's seconds and FLOPs.
+request's seconds and FLOPs; a split request is charged the model call for the rest plus those shares, its prompt
+once (as that call counted it).
 """
 
 from __future__ import annotations
