@@ -79,8 +79,21 @@ def test_a_split_problem_samples_up_to_max_samples():
     assert [w["P"] for w in waves] == [pytest.approx(0.5)] * 4
     assert [e for e in result.trace if e["event"] == "stop"][0]["reason"] == "max_samples"
     assert result.answer in ("1", "2")
-    # each wave's seed comes from the caller's rng and they differ
-    assert len({r.seed for r in b.requests}) == 4
+    # the waves continue one seeded draw: one seed, chains 0-3, 4-7, 8-11, 12-15
+    assert len({r.seed for r in b.requests}) == 1
+    assert [r.first_sample for r in b.requests] == [0, 4, 8, 12]
+
+
+def test_its_chains_are_the_ones_self_consistency_draws_with_the_same_rng():
+    from thinkscale.strategies.self_consistency import SelfConsistency
+
+    script = [words(2, "1"), words(2, "2")] * 8
+    _, ba = run(script, max_samples=8, wave_size=4, seed=3)
+    sc_backend = ScriptedBackend(script)
+    SelfConsistency(n_samples=8).run(PROBLEM, sc_backend, Budget(), rng=random.Random(3))
+    (sc_req,) = sc_backend.requests
+    assert {r.seed for r in ba.requests} == {sc_req.seed}
+    assert [r.sample_seed(j) for r in ba.requests for j in range(r.n)] == [sc_req.sample_seed(j) for j in range(8)]
 
 
 def test_it_stops_when_the_leader_is_settled_after_a_later_wave():

@@ -83,7 +83,9 @@ def _confidence(c: Candidate, window: int) -> float:
 class AdaptiveSelfConsistency:
     """Args:
         max_samples: the most chains to sample in all. The budget knob.
-        wave_size: chains per wave (one batched backend call per wave, its seed drawn from the caller's rng).
+        wave_size: chains per wave (one batched backend call per wave). All waves continue ONE seeded draw (seed
+            drawn once from the caller's rng, wave k asks for its chains with ``first_sample``), so the chains are
+            exactly the ones self-consistency draws with the same rng: an eval run shares and replays them.
         threshold: stop once ``majority_stays_probability`` of the vote reaches it; in (0.5, 1).
         confidence_filter: request logprobs, score each trace by DeepConf lowest-group confidence, drop traces
             below the ``keep_percentile``-th percentile of the first wave's confidences from the vote, and weight
@@ -141,6 +143,7 @@ class AdaptiveSelfConsistency:
         counts: dict[str, int] = {}
         p = 0.0
         stop: str | None = None
+        seed = new_seed(rng)
         while len(cands) < self.max_samples:
             wanted = min(self.wave_size, self.max_samples - len(cands))
             n = affordable_samples(budget, ledger, wanted, self.max_tokens)
@@ -148,12 +151,14 @@ class AdaptiveSelfConsistency:
                 stop = "budget"
                 break
             req = GenRequest(messages=problem.messages, n=n, temperature=self.temperature, top_p=self.top_p,
-                             max_tokens=self.max_tokens, seed=new_seed(rng), logprobs=self.confidence_filter)
+                             max_tokens=self.max_tokens, seed=seed, logprobs=self.confidence_filter,
+                             first_sample=len(cands))
             completions = backend.generate([req])
             charge(ledger, Role.GENERATOR, completions)
             wave = candidates_from(completions[0])
             cands.extend(wave)
             event: dict[str, Any] = {"event": "wave", "wave": len(trace), "n": n, "seed": req.seed,
+                                     "first_sample": req.first_sample,
                                      "usage": completions[0].usage.to_dict()}
             if self.confidence_filter:
                 wave_confs = [_confidence(c, self.confidence_window) for c in wave]
