@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from thinkscale.types import Completion, GenRequest, Scored, ScoreRequest, Usage
 
@@ -70,6 +70,33 @@ class Backend(Protocol):
     def info(self) -> ModelInfo: ...
 
     def close(self) -> None: ...
+
+
+class BackendProxy:
+    """A backend that forwards every call and attribute to ``inner``; wrappers (timing, sample sharing) subclass it
+    and override only the calls they wrap."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+
+    def generate(self, requests: Any) -> Any:
+        return self.inner.generate(requests)
+
+    def score(self, requests: Any) -> Any:
+        return self.inner.score(requests)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.inner.tokenize(text)
+
+    def info(self) -> Any:
+        return self.inner.info()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class BaseBackend:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from thinkscale.backends.base import Backend
+from thinkscale.backends.base import Backend, BackendProxy
 from thinkscale.eval.store import ChainRow
 from thinkscale.types import Completion, GenRequest, Message, Sample, Usage
 
@@ -116,13 +116,12 @@ def _total(values: Sequence[Any]) -> Any:
     return None if any(v is None for v in values) else sum(values)
 
 
-class SharingBackend:
+class SharingBackend(BackendProxy):
     """One job's view of the model backend: records its chains and serves what ``index`` holds (see the module
     doc). ``index=None`` records only (sharing off). ``rows`` are the job's chains, in request order."""
 
     def __init__(self, inner: Backend, index: ChainIndex[StoredChain] | None) -> None:
-        self.inner = inner
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self.index = index
         self.rows: list[ChainRow] = []
         self._calls = 0  # keyed requests recorded so far
@@ -181,18 +180,3 @@ class SharingBackend:
                                       s.completion_tokens, u.prompt_tokens, u.cached_prompt_tokens,
                                       None if u.seconds is None else u.seconds / k,
                                       None if u.flops is None else u.flops / k, None))
-
-    def score(self, requests: Any) -> Any:
-        return self.inner.score(requests)
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.inner.tokenize(text)
-
-    def info(self) -> Any:
-        return self.inner.info()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)

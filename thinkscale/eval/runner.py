@@ -53,7 +53,7 @@ from typing import Any
 
 from thinkscale.answers import Task, Verdict, check
 from thinkscale.answers.extract import normalize_answer
-from thinkscale.backends.base import Backend
+from thinkscale.backends.base import Backend, BackendProxy
 from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
@@ -203,14 +203,13 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
 # ---------------------------------------------------------------------- backends
 
 
-class TimedBackend:
+class TimedBackend(BackendProxy):
     """Wraps a backend to measure the wall time during which at least one call is in flight (``busy_seconds``):
     the rest of a sweep's wall time is harness overhead. ``serialize`` makes calls one at a time (for backends
     that are not thread-safe, like the scripted fake)."""
 
     def __init__(self, inner: Backend, *, serialize: bool = False) -> None:
-        self.inner = inner
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self._lock = threading.Lock()
         self._call_lock = threading.Lock() if serialize else None
         self._active = 0
@@ -250,18 +249,6 @@ class TimedBackend:
 
     def hidden_states(self, requests: Any) -> Any:
         return self._call(self.inner.hidden_states, requests)  # type: ignore[attr-defined]
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.inner.tokenize(text)
-
-    def info(self) -> Any:
-        return self.inner.info()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def default_backend_factory(backend: str) -> BackendFactory:
