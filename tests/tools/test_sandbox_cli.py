@@ -28,7 +28,9 @@ def test_prints_one_json_object_with_the_run(tmp_path: Path) -> None:
 def test_timeout_is_reported(tmp_path: Path) -> None:
     f = tmp_path / "loop.py"
     f.write_text("while True:\n    pass\n")
-    out = json.loads(run(str(f), "--timeout", "1").stdout)
+    # --cpu above --timeout: the wall clock is the only limit this loop can hit (with the default --cpu equal to
+    # --timeout, SIGXCPU and the wall-clock kill race, and whichever comes first is the one reported)
+    out = json.loads(run(str(f), "--timeout", "1", "--cpu", "30").stdout)
     assert out["timed_out"] is True and out["killed_reason"] == "timeout" and out["exit_code"] == -9
 
 

@@ -99,8 +99,9 @@ def test_coder_format_adds_the_protocol_after_the_problems_system_message(sb: Sa
 def test_a_hanging_program_is_reported_to_the_model_as_a_timeout(sb: Sandbox) -> None:
     be = ScriptedBackend(["```python\nwhile True:\n    pass\n```\n", "\\boxed{0}"])
     res = ScTir(n_samples=1, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(0))
-    assert "TimeoutError: the program ran longer than 2 seconds" in res.candidates[0].text
-    assert next(e for e in res.trace if e["event"] == "tool")["killed_reason"] == "timeout"
+    assert "TimeoutError: the program" in res.candidates[0].text
+    # CPU limit = wall-clock limit here: a busy loop meets either first, and both read as a timeout to the model
+    assert next(e for e in res.trace if e["event"] == "tool")["killed_reason"] in ("timeout", "cpu")
 
 
 def test_long_output_is_cut_for_the_model(sb: Sandbox) -> None:

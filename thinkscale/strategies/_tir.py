@@ -139,9 +139,11 @@ def format_output(r: SandboxResult, *, max_chars: int, timeout_seconds: float) -
     notes = []
     if r.timed_out:
         notes.append(f"TimeoutError: the program ran longer than {timeout_seconds:g} seconds and was stopped")
+    elif r.killed_reason == "cpu":  # a busy loop meets the CPU limit (= the timeout here) as often as the clock
+        notes.append("TimeoutError: the program used more CPU time than allowed and was stopped")
     elif r.killed_reason == "memory":
         notes.append("MemoryError: the program used more memory than allowed")
-    elif r.killed_reason in ("cpu", "file_size", "signal", "sandbox"):
+    elif r.killed_reason in ("file_size", "signal", "sandbox"):
         notes.append(f"the program was stopped ({r.killed_reason})")
     elif r.exit_code not in (0, None):
         last = next((ln for ln in reversed(r.stderr.splitlines()) if ln.strip()), "")

@@ -258,6 +258,10 @@ def _run(req, proto_in):
         return True
 
     exited = pump(deadline, stop_on_exit=True)
+    if not exited and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+        # It ended on its own (e.g. SIGXCPU when --cpu equals --timeout) as the wall clock ran out: its own
+        # cause is the one to report, not a timeout we did not enforce.
+        exited = True
     timed_out = not exited
     if timed_out:
         os.kill(pid, signal.SIGKILL)
