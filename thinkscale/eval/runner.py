@@ -134,7 +134,7 @@ def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
     agg = getattr(probe, "step_aggregation", None) or getattr(probe, "aggregation", None)
     reuse = (bool(getattr(type(probe), "prefix_consistent", False)) and swept is not None and len(budgets) > 1
              and isinstance(selection, Selection))
-    if getattr(type(probe), "prefix_consistent", False) and swept is not None and not reuse:
+    if getattr(type(probe), "prefix_consistent", False) and swept is not None and len(budgets) > 1 and not reuse:
         log.warning("strategy %s is prefix-consistent but its selection rule is unknown: it runs once per budget",
                     label)
     return StrategyPlan(label, name, values, swept, budgets, overrides, reuse,
