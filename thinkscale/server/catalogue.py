@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,10 @@ from thinkscale.strategies import base as strategies
 
 COUNT_KNOBS = strategies.COUNT_KNOBS
 ALIASES = {"sc": "self-consistency"}
+# Knobs that name files, URLs or sandbox resources on the server's machine (a PRM or policy file, a PRM server, the
+# code sandbox's limits and pool): the operator sets them (``thinkscale serve --strategy-knobs``), requests cannot.
+OPERATOR_KNOBS = frozenset({"verifier_path", "policy", "sandbox", "sandbox_workers", "code_memory_mb",
+                            "code_timeout_seconds"})
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,34 @@ class StrategyChoice:
 
 
 class StrategyCatalogue:
-    def __init__(self, *, aliases: dict[str, str] | None = None, max_count: int = 64) -> None:
+    """The strategies a server offers. ``strategy_knobs``: the operator's settings, one spec per strategy
+    (``auto:policy=policy.json``, ``best-of-n:verifier=prm,verifier_path=prm.json``): every request for that strategy
+    starts from them. They are the only way to set ``OPERATOR_KNOBS``; the others a request may still override.
+    Each is checked here, by building the strategy once, so a bad setting stops the server before it loads a model.
+    """
+
+    def __init__(self, *, aliases: dict[str, str] | None = None, max_count: int = 64,
+                 strategy_knobs: Sequence[str] = ()) -> None:
         strategies.load_all()  # importing the strategy modules registers them (one list, in strategies.base)
         self.registry = dict(strategies.REGISTRY)
         self.aliases = {a: n for a, n in (ALIASES if aliases is None else aliases).items() if n in self.registry}
         self.max_count = max_count
+        self.pinned: dict[str, dict[str, Any]] = {}
+        for spec in strategy_knobs:
+            name, values = strategies.parse_spec(spec)
+            if name not in self.registry:
+                raise ValueError(f"--strategy-knobs {spec!r}: unknown strategy {name!r}; the strategies are "
+                                 f"{', '.join(self.names())}")
+            if name in self.pinned:
+                raise ValueError(f"--strategy-knobs names {name!r} twice: give all its knobs in one spec")
+            if not values:
+                raise ValueError(f"--strategy-knobs {spec!r} sets no knob: write {name}:KNOB=VALUE,...")
+            typed = strategies.resolve_knobs(name, values)
+            try:
+                self.registry[name].factory(**typed)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"--strategy-knobs {spec!r}: {e}") from None
+            self.pinned[name] = typed
 
     def names(self) -> list[str]:
         return sorted(self.registry)
@@ -101,8 +129,8 @@ class StrategyCatalogue:
         strategy does not have are skipped when they came from a generic field (temperature, top_p, max_tokens),
         and are an error when the client named them in ``thinkscale.params``."""
         known = self.knobs(choice.name)
-        kwargs: dict[str, Any] = {}
-        fields: dict[str, str] = {}
+        kwargs: dict[str, Any] = dict(self.pinned.get(choice.name, {}))
+        fields: dict[str, str] = {k: "model" for k in kwargs}
         count = self.count_knob(choice.name)
         if choice.count is not None and count is not None:
             kwargs[count], fields[count] = choice.count, "model"
@@ -112,6 +140,10 @@ class StrategyCatalogue:
                     raise ApiError(400, f"strategy {choice.name!r} has no knob {k!r}; its knobs are "
                                         f"{', '.join(sorted(known)) or 'none'}", param=field, code="invalid_value")
                 continue
+            if k in OPERATOR_KNOBS:
+                raise ApiError(400, f"knob {k!r} of {choice.name!r} names a file or resource on the server: only "
+                                    "the server's operator sets it (thinkscale serve --strategy-knobs "
+                                    f"'{choice.name}:{k}=...')", param=field, code="invalid_value")
             if not _fits(v, known[k].type):
                 raise ApiError(400, f"knob {k!r} of {choice.name!r} must be {_type_name(known[k].type)}, "
                                     f"got {v!r}", param=field, code="invalid_value")
@@ -134,7 +166,10 @@ class StrategyCatalogue:
                 "ids": [name] + ([f"{name}-N"] + [f"{a}-N" for a, n in self.aliases.items() if n == name]
                                  if self.count_knob(name) else []),
                 "count_knob": self.count_knob(name),
-                "knobs": {k.name: {"type": _type_name(k.type), "default": _jsonable(k.default)}
+                # default: the operator's setting where there is one; operator_only: requests cannot set it
+                "knobs": {k.name: {"type": _type_name(k.type),
+                                   "default": _jsonable(self.pinned.get(name, {}).get(k.name, k.default)),
+                                   "operator_only": k.name in OPERATOR_KNOBS}
                           for k in self.knobs(name).values()},
             })
         return out

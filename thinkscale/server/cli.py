@@ -52,6 +52,12 @@ def serve(
                     "only adds attention over the shared KV cache. Raise it on machines with more cores.")] = 16,
     request_timeout: Annotated[float, typer.Option(help="Seconds before a request's work is cancelled (504).")]
     = 600.0,
+    strategy_knobs: Annotated[list[str] | None, typer.Option(
+        "--strategy-knobs", metavar="NAME:KNOB=VALUE,...",
+        help="Knob settings for every request of strategy NAME (repeatable, one per strategy), e.g. "
+             "'auto:policy=policy.json' or 'best-of-n:verifier=prm,verifier_path=prm.json'. The only way to set the "
+             "knobs that name server files or resources (verifier_path, policy, the code sandbox's limits); "
+             "requests may override the others.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API: the model thinks privately, the answer is the content."""
@@ -60,8 +66,14 @@ def serve(
     from thinkscale.cli import DEFAULT_SYSTEM, _fail
     from thinkscale.models import ModelError
     from thinkscale.server.app import create_app
+    from thinkscale.server.catalogue import StrategyCatalogue
     from thinkscale.server.engine import ServeEngine, ServerLimits
     from thinkscale.server.runner import serve_forever
+
+    try:
+        StrategyCatalogue(strategy_knobs=strategy_knobs or ())  # a bad setting fails before the model loads
+    except ValueError as e:
+        _fail(str(e))
 
     try:
         limits = ServerLimits(max_concurrency=max_concurrency, max_queue=max_queue, max_tokens_per_request=max_tokens,
@@ -84,7 +96,8 @@ def serve(
         _fail(str(e), 1)
     try:
         engine = ServeEngine(backend, name, default_effort=default_effort.value,
-                             system_prompt=DEFAULT_SYSTEM if system_prompt is None else system_prompt)
+                             system_prompt=DEFAULT_SYSTEM if system_prompt is None else system_prompt,
+                             strategy_knobs=strategy_knobs or ())
     except ValueError as e:
         backend.close()
         _fail(str(e))

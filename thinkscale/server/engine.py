@@ -198,11 +198,14 @@ class ServeEngine:
             ``generate`` takes ``cancel=`` (the llama.cpp engine, built for concurrent callers), else calls are
             serialised.
         on_result: called with (response id, choice index, Result) after each choice; for tests and audits.
+        strategy_knobs: the operator's knob settings, one spec per strategy (``auto:policy=policy.json``); the only
+            way to set the knobs that name server files or resources (``catalogue.OPERATOR_KNOBS``).
     """
 
     def __init__(self, backend: Backend, model_name: str, *, default_effort: str = "medium",
                  system_prompt: str | None = None, thread_safe: bool | None = None,
-                 on_result: Callable[[str, int, Result], None] | None = None, max_count: int = 64) -> None:
+                 on_result: Callable[[str, int, Result], None] | None = None, max_count: int = 64,
+                 strategy_knobs: Sequence[str] = ()) -> None:
         if not model_name or ":" in model_name:
             raise ValueError(f"model_name must be non-empty and contain no ':' (the strategy separator), "
                              f"got {model_name!r}")
@@ -212,7 +215,7 @@ class ServeEngine:
         self.model_name = model_name
         self.default_effort = EFFORT_ALIASES.get(default_effort, default_effort)
         self.system_prompt = system_prompt or None
-        self.catalogue = StrategyCatalogue(max_count=max_count)
+        self.catalogue = StrategyCatalogue(max_count=max_count, strategy_knobs=strategy_knobs)
         self.on_result = on_result
         try:
             self._cancellable = "cancel" in inspect.signature(backend.generate).parameters
