@@ -311,3 +311,20 @@ def test_strategies_that_sample_alike_see_the_same_chains(table: Path, tmp_path:
         by_strategy.setdefault(strategy, []).append((pid, seed, joined))
     assert by_strategy["self-consistency"] == by_strategy["best-of-n:verifier=confidence-mean"]
     assert len({t for _, _, t in by_strategy["self-consistency"]}) > 1  # and they differ between problems/seeds
+
+
+def test_a_changed_policy_or_prm_file_is_a_different_run(table: Path, tmp_path: Path) -> None:
+    """The spec names a file (auto's policy, a PRM's verifier_path): its content is part of the run's identity, so
+    resuming after it changed is refused instead of mixing two policies' results under one strategy name."""
+    from tests.policy.helpers import write_policy
+
+    path = write_policy(tmp_path / "policy.json", max_tokens=10, caps=(40,),
+                        choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 8}})
+    cfg = cfg_for(table, strategies=[f"auto:policy={path}"], budgets=[40], sample_seeds=[0], limit=2)
+    out = tmp_path / "run"
+    assert run_sweep(cfg, out).jobs_run == 2
+    assert run_sweep(cfg, out).jobs_skipped == 2  # same file: resumes
+    write_policy(tmp_path / "policy.json", max_tokens=10, caps=(40,),
+                 choices={"easy": {"kind": "stop"}, "hard": {"kind": "stop"}})
+    with pytest.raises(StoreError, match="knob_files: stored"):
+        run_sweep(cfg, out)

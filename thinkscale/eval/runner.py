@@ -197,7 +197,23 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
         "budgets": list(cfg.budgets), "sample_seeds": list(cfg.sample_seeds), "max_tokens": cfg.max_tokens,
         "max_subsets": cfg.max_subsets, "rng_scheme": RNG_SCHEME, "share_samples": cfg.share_samples,
         "versions": {k: v[k] for k in ("thinkscale", "llama-cpp-python")},
+        "knob_files": knob_files(plans),
     }
+
+
+FILE_KNOBS = ("verifier_path", "policy")  # knobs that name a file whose content changes results (PRM, policy)
+
+
+def knob_files(plans: list[StrategyPlan]) -> dict[str, dict[str, str]]:
+    """sha256 of every file a strategy spec names (a PRM head, an auto policy): a run resumed after the file changed
+    would mix two verifiers' results under one name, so the content is part of the run's identity."""
+    out: dict[str, dict[str, str]] = {}
+    for p in plans:
+        for knob in FILE_KNOBS:
+            value = {**p.values, **p.overrides}.get(knob)
+            if isinstance(value, str) and Path(value).is_file():
+                out.setdefault(p.label, {})[knob] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return out
 
 
 # ---------------------------------------------------------------------- backends
@@ -466,6 +482,8 @@ def prepare(cfg: SweepConfig, out: Path) -> tuple[Store, Dataset, list[StrategyP
                                  "drew its own chains; resume it with --no-share-samples (share_samples = false), "
                                  "or use another --out folder")
             del ident["share_samples"]
+        if stored is not None and "knob_files" not in json.loads(stored):
+            del ident["knob_files"]  # a run begun before file contents were part of the identity
         store.bind_config(ident, {"git_commit": git_commit(), "versions": versions(), "created_at": time.time()})
         store.add_problems(ds.name, [(p.id, p.task.value, p.reference, p.level, p.problem.messages[-1].content)
                                      for p in ds.problems])
