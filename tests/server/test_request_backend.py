@@ -44,3 +44,21 @@ def test_hidden_states_after_cancel_does_no_work():
     with pytest.raises(Cancelled):
         rb.hidden_states([ScoreRequest(prompt="a", continuation="b")])
     assert backend.seen == []
+
+
+class CancelledMidway:
+    """A backend whose generate is cancelled after it has spent 30 tokens (what llama.cpp reports)."""
+    capabilities = Capabilities()
+
+    def generate(self, requests, *, cancel=None):
+        raise Cancelled("generation cancelled by the caller",
+                        usage=Usage(prompt_tokens=12, cached_prompt_tokens=0, completion_tokens=30, calls=1,
+                                    seconds=0.5, flops=9.0))
+
+
+def test_work_done_before_a_cancel_is_charged_to_the_request():
+    spent = Spent()
+    rb = _RequestBackend(CancelledMidway(), threading.Event(), spent, cancellable=True, lock=None)  # type: ignore[arg-type]
+    with pytest.raises(Cancelled):
+        rb.generate([])
+    assert (spent.usage.completion_tokens, spent.usage.prompt_tokens, spent.usage.calls) == (30, 12, 1)

@@ -192,7 +192,15 @@ def test_cancel_stops_the_call_and_frees_its_sequences(llama_backend):
     t.join(10)
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], Cancelled)
-    assert delta(llama_backend, before)["decode_calls"] < 300  # stopped long before 400 steps
+    d = delta(llama_backend, before)
+    assert d["decode_calls"] < 300  # stopped long before 400 steps
+    # what it cost before it stopped comes with the error: both samples' tokens so far (each may hold one sampled
+    # token not yet decoded, and a sample's first decode may re-decode the prompt's last token), its prompt, FLOPs
+    used = errors[0].usage
+    assert used is not None and used.calls == 1 and 0 < used.completion_tokens < 2 * 400
+    assert abs(used.completion_tokens - d["sample_tokens_decoded"]) <= 2 * 2, (used, d)
+    assert 0 <= used.cached_prompt_tokens <= used.prompt_tokens and used.prompt_tokens > 0
+    assert used.flops > 0 and used.seconds > 0
     assert all(s.pinned == 0 for s in llama_backend._seqs.values())
     (c,) = llama_backend.generate([GenRequest(messages=Q, temperature=0.0, max_tokens=3)])  # still serves
     assert c.samples[0].completion_tokens == 3

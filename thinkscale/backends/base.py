@@ -22,7 +22,13 @@ class BackendError(RuntimeError):
 
 
 class Cancelled(BackendError):
-    """The caller cancelled a generate() call (e.g. its client disconnected); its remaining work was dropped."""
+    """The caller cancelled a generate() call (e.g. its client disconnected); its remaining work was dropped.
+    ``usage``: what the call had computed before it stopped (prompt tokens processed, tokens generated, seconds,
+    FLOPs), when the backend can say; None when nothing is known."""
+
+    def __init__(self, message: str = "generation cancelled by the caller", *, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ class _Call:
 
     cancel: threading.Event | None = None
     remaining: int = 0
+    jobs: list[_Job] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
 
@@ -500,6 +501,7 @@ class LlamaCppBackend(BaseBackend):
         call = _Call(cancel=cancel)
         jobs = [self._job(i, r, call) for i, r in enumerate(requests)]
         call.remaining = len(jobs)
+        call.jobs = jobs
         if not jobs:
             return []
         with self._cv:
@@ -621,7 +623,21 @@ class LlamaCppBackend(BaseBackend):
         cancelled = {id(j.call): j.call for j in (*self._pending, *self._waiting, *(a.job for a in self._active))
                      if j.call.cancel is not None and j.call.cancel.is_set()}
         for call in cancelled.values():
-            self._fail_call(call, Cancelled("generation cancelled by the caller"))
+            self._fail_call(call, Cancelled("generation cancelled by the caller", usage=self._partial_usage(call)))
+
+    def _partial_usage(self, call: _Call) -> Usage:
+        """What a call stopped midway has cost so far: the prompts processed, the tokens of its finished samples and
+        of those still being decoded, its seconds and FLOPs (a cancelled request's work is spent all the same)."""
+        decoding = {id(a.job): 0 for a in self._active}
+        for a in self._active:
+            decoding[id(a.job)] += max(a.generated, 0)
+        started = [j for j in call.jobs if j.computed or j.cached]
+        return Usage(
+            prompt_tokens=sum(len(j.prompt) for j in started), cached_prompt_tokens=sum(j.cached for j in started),
+            completion_tokens=sum(sum(s.completion_tokens or 0 for s in j.samples if s is not None)
+                                  + decoding.get(id(j), 0) for j in call.jobs),
+            calls=1, seconds=sum(j.seconds for j in call.jobs),
+            flops=2.0 * self.n_params * sum(j.computed for j in call.jobs))
 
     def _fail_call(self, call: _Call, error: Exception) -> None:
         """Remove every job of ``call`` from the scheduler, free its sequences, and wake its caller."""

@@ -113,10 +113,15 @@ class _RequestBackend:
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         self._check()
-        if self._cancellable:
-            out: list[Completion] = self._locked(lambda: self._backend.generate(requests, cancel=self._cancel))  # type: ignore[call-arg]
-        else:
-            out = self._locked(lambda: self._backend.generate(requests))
+        try:
+            if self._cancellable:
+                out: list[Completion] = self._locked(lambda: self._backend.generate(requests, cancel=self._cancel))  # type: ignore[call-arg]
+            else:
+                out = self._locked(lambda: self._backend.generate(requests))
+        except Cancelled as e:
+            if e.usage is not None:  # the work done before the cancel is spent all the same
+                self._spent.add([e.usage])
+            raise
         self._spent.add([c.usage for c in out])
         self._check()
         return out
