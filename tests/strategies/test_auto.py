@@ -43,8 +43,10 @@ def test_auto_is_registered_and_built_from_a_spec(policy) -> None:
     path = policy()
     s = build_strategy(f"auto:budget_tokens=2000,policy={path}")
     assert s == Auto(budget_tokens=2000, policy=path) and get_strategy("auto").factory is Auto
-    with pytest.raises(ValueError, match="budget_tokens must be >= 1"):
+    with pytest.raises(ValueError, match="budget_tokens must be an integer >= 1"):
         build_strategy(f"auto:budget_tokens=0,policy={path}")
+    with pytest.raises(ValueError, match="budget_tokens must be an integer >= 1"):
+        Auto(budget_tokens=True, policy=path)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no default policy is shipped.*fit-policy"):
         build_strategy("auto")  # no packaged default yet: a clear error, not an invented policy
     with pytest.raises(ValueError, match="nope.json: cannot read it"):

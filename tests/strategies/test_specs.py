@@ -63,7 +63,7 @@ def test_overrides_win_over_the_spec_and_may_be_typed_or_text():
     ("self-consistency:temperature=hot", ["'temperature'", "float"]),
     ("self-consistency:temperature=nan", ["'temperature'", "finite"]),
     ("self-consistency:temperature=inf", ["'temperature'", "finite"]),
-    ("self-consistency:n_samples=0", ["'self-consistency'", "n_samples must be >= 1"]),
+    ("self-consistency:n_samples=0", ["'self-consistency'", "n_samples must be an integer >= 1"]),
     ("greedy:max_tokens=0", ["'greedy'", "max_tokens"]),
 ])
 def test_bad_specs_raise_a_value_error_naming_what_is_wrong(spec, needles):
@@ -163,3 +163,18 @@ def test_the_server_catalogue_uses_the_same_knobs_and_takes_enum_values():
     assert cat.build(cat.parse("rsa-5", param="model"), {}).population == 5
     with pytest.raises(ApiError, match="step_aggregation"):
         cat.build(cat.parse("best-of-n", param="model"), {"step_aggregation": ("median", "thinkscale.params.x")})
+
+
+def _int_knobs() -> list[tuple[str, str]]:
+    load_all()
+    return [(name, k.name) for name in sorted(base.REGISTRY) for k in knobs(name).values() if k.type is int]
+
+
+@pytest.mark.parametrize(("name", "knob_name"), _int_knobs())
+def test_every_integer_knob_refuses_a_bool_and_a_negative_number_naming_itself(name, knob_name):
+    """Typed overrides skip the text parser, so each strategy's own check is what stands between a caller (or a
+    server request) and True samples or -1 rounds."""
+    factory = base.REGISTRY[name].factory
+    for bad in (True, -1):
+        with pytest.raises(ValueError, match=knob_name):
+            factory(**{knob_name: bad})

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from thinkscale.answers.extract import extract_answer
 from thinkscale.backends.base import Backend
 from thinkscale.strategies._verified import check_verifier_knobs
+from thinkscale.strategies.base import check_int, check_top_p
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Role, Sample
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 from thinkscale.verifiers.base import (
@@ -143,14 +144,13 @@ class StepKnobs:
             # steps are stripped for the verifier; a delimiter with text in it would be lost from the solution
             raise ValueError(f"step_delimiter must be whitespace (e.g. a blank line '\\n\\n'), got "
                              f"{self.step_delimiter!r}")
-        positive_int("max_step_tokens", self.max_step_tokens)
-        positive_int("max_steps", self.max_steps)
+        check_int("max_step_tokens", self.max_step_tokens)
+        check_int("max_steps", self.max_steps)
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)) \
                 or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0 (search needs distinct samples), "
                              f"got {self.temperature!r}")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        check_top_p(self.top_p)
         check_verifier_knobs(self.verifier, self.verifier_path)
 
 
@@ -161,11 +161,6 @@ def enum_knob(name: str, kind: type[E], value: object) -> E:
     except ValueError:
         choices = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
         raise ValueError(f"{name} must be one of {choices}; got {value!r}") from None
-
-
-def positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass

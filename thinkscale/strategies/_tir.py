@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from thinkscale.strategies.base import chosen_by_vote, majority_vote
+from thinkscale.strategies.base import check_int, check_top_p, chosen_by_vote, majority_vote
 from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
 from thinkscale.types import Candidate, Ledger, Message, Problem, Result, Role, Usage
 
@@ -198,19 +198,15 @@ class CodeKnobs(Protocol):
 
 def check_code_knobs(knobs: CodeKnobs) -> None:
     """The knob checks ``Pal`` and ``ScTir`` share (called from ``__post_init__``); temperature rules differ."""
-    if not isinstance(knobs.n_samples, int) or knobs.n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {knobs.n_samples!r}")
-    if not 0 < knobs.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {knobs.top_p!r}")
-    if not isinstance(knobs.max_tokens, int) or knobs.max_tokens < 1:
-        raise ValueError(f"max_tokens must be an integer >= 1, got {knobs.max_tokens!r}")
+    check_int("n_samples", knobs.n_samples)
+    check_top_p(knobs.top_p)
+    check_int("max_tokens", knobs.max_tokens)
     timeout_seconds, memory_mb, workers = knobs.code_timeout_seconds, knobs.code_memory_mb, knobs.sandbox_workers
     if not timeout_seconds > 0 or timeout_seconds != timeout_seconds or timeout_seconds == float("inf"):
         raise ValueError(f"code_timeout_seconds must be a finite number > 0, got {timeout_seconds!r}")
     if memory_mb < 256:
         raise ValueError(f"code_memory_mb must be >= 256 (numpy and sympy are loaded), got {memory_mb!r}")
-    if workers < 1:
-        raise ValueError(f"sandbox_workers must be >= 1, got {workers!r}")
+    check_int("sandbox_workers", workers)
     if knobs.sandbox is not None and (timeout_seconds, memory_mb, workers) != DEFAULT_SANDBOX:
         raise ValueError("code_timeout_seconds / code_memory_mb / sandbox_workers configure the sandbox a run "
                          "makes for itself; with sandbox= given, set its Limits and pool_size instead")

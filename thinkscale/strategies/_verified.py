@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import candidates_from, charge, fits, new_seed, remaining_calls
+from thinkscale.strategies.base import candidates_from, charge, check_int, check_top_p, fits, new_seed, remaining_calls
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 from thinkscale.verifiers.base import Verifier, build_verifier, candidate_steps, get_verifier, require_solve_safe
@@ -127,15 +127,12 @@ class VerifiedSampling:
     max_tokens: int = 512
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_samples, int) or self.n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        check_int("n_samples", self.n_samples)
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0 (sampling N chains at 0 gives N copies), "
                              f"got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        check_top_p(self.top_p)
+        check_int("max_tokens", self.max_tokens)
         object.__setattr__(self, "step_aggregation", StepAggregation(self.step_aggregation))
         check_verifier_knobs(self.verifier, self.verifier_path)
 

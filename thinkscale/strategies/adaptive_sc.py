@@ -20,6 +20,7 @@ from thinkscale.strategies.base import (
     affordable_samples,
     candidates_from,
     charge,
+    check_int,
     chosen_by_vote,
     majority_vote,
     new_seed,
@@ -118,20 +119,18 @@ class AdaptiveSelfConsistency:
     max_tokens: int = 512
 
     def __post_init__(self) -> None:
-        if self.wave_size < 1:
-            raise ValueError(f"wave_size must be >= 1, got {self.wave_size}")
+        check_int("wave_size", self.wave_size)
+        check_int("max_samples", self.max_samples)
         if self.max_samples < self.wave_size:
             raise ValueError(f"max_samples must be >= wave_size ({self.wave_size}), got {self.max_samples}")
         if not (math.isfinite(self.threshold) and 0.5 < self.threshold < 1.0):
             raise ValueError(f"threshold must be in (0.5, 1), got {self.threshold}")
         if not (math.isfinite(self.keep_percentile) and 0.0 <= self.keep_percentile < 100.0):
             raise ValueError(f"keep_percentile must be in [0, 100), got {self.keep_percentile}")
-        if self.confidence_window < 1:
-            raise ValueError(f"confidence_window must be >= 1, got {self.confidence_window}")
+        check_int("confidence_window", self.confidence_window)
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"adaptive-sc needs a finite temperature > 0 (got {self.temperature}); use greedy")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        check_int("max_tokens", self.max_tokens)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()

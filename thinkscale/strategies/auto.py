@@ -95,8 +95,9 @@ class Auto:
     policy: str | None = None
 
     def __post_init__(self) -> None:
-        if self.budget_tokens is not None and self.budget_tokens < 1:
-            raise ValueError(f"budget_tokens must be >= 1 or none, got {self.budget_tokens}")
+        if self.budget_tokens is not None and (not isinstance(self.budget_tokens, int)
+                                               or isinstance(self.budget_tokens, bool) or self.budget_tokens < 1):
+            raise ValueError(f"budget_tokens must be an integer >= 1 or none, got {self.budget_tokens!r}")
         policy_at(self.policy)  # a missing or bad policy fails when the strategy is built, naming the file
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:

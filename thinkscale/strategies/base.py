@@ -264,6 +264,18 @@ def build_strategy(spec: str, **overrides: Any) -> Any:
         raise ValueError(f"strategy {name!r}: {e}") from None
 
 
+def check_int(name: str, value: object, *, low: int = 1) -> None:
+    """A count or length knob: an integer >= ``low`` (a bool is refused: True is not one sample)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_top_p(value: object) -> None:
+    """Nucleus sampling's mass: a number in (0, 1]."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {value!r}")
+
+
 # the knobs that count samples, in order of preference: ``-n`` in the CLI and ``NAME-N`` on the server set the first
 COUNT_KNOBS = ("n_samples", "population", "beam_width", "n_candidates", "n_rollouts")
 

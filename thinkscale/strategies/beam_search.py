@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob
 from thinkscale.strategies._verified import make_verifier
-from thinkscale.strategies.base import register
+from thinkscale.strategies.base import check_int, register
 from thinkscale.types import Budget, Problem, Result
 from thinkscale.verifiers.aggregate import Selection, StepAggregation
 
@@ -62,8 +62,8 @@ class BeamSearch(StepKnobs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive_int("beam_width", self.beam_width)
-        positive_int("expansions_per_beam", self.expansions_per_beam)
+        check_int("beam_width", self.beam_width)
+        check_int("expansions_per_beam", self.expansions_per_beam)
         object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from thinkscale.answers.extract import extract_answer
 from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import charge, fits, new_seed, register
+from thinkscale.strategies.base import charge, check_int, check_top_p, fits, new_seed, register
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
 
 
@@ -64,9 +64,7 @@ class BudgetForcing:
     def __post_init__(self) -> None:
         for knob, low in (("max_thinking_tokens", 1), ("min_thinking_tokens", 0), ("answer_max_tokens", 1),
                           ("max_waits", 0)):
-            v = getattr(self, knob)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise ValueError(f"{knob} must be an integer >= {low}, got {v!r}")
+            check_int(knob, getattr(self, knob), low=low)
         if self.min_thinking_tokens > self.max_thinking_tokens:
             raise ValueError(f"min_thinking_tokens ({self.min_thinking_tokens}) is above max_thinking_tokens "
                              f"({self.max_thinking_tokens})")
@@ -76,8 +74,7 @@ class BudgetForcing:
             raise ValueError("answer_prefix must be non-empty text (e.g. \"Final answer:\")")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        check_top_p(self.top_p)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         if not backend.capabilities.continue_final:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, distinct, enum_knob
 from thinkscale.strategies._verified import make_verifier
-from thinkscale.strategies.base import register
+from thinkscale.strategies.base import check_int, register
 from thinkscale.strategies.beam_search import top_m
 from thinkscale.types import Budget, Problem, Result
 from thinkscale.verifiers.aggregate import Selection
@@ -51,8 +51,8 @@ class DVTS(StepKnobs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive_int("n_subtrees", self.n_subtrees)
-        positive_int("expansions_per_step", self.expansions_per_step)
+        check_int("n_subtrees", self.n_subtrees)
+        check_int("expansions_per_step", self.expansions_per_step)
         object.__setattr__(self, "selection", enum_knob("selection", Selection, self.selection))
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:

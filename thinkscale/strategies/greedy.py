@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import candidates_from, charge, register
+from thinkscale.strategies.base import candidates_from, charge, check_int, register
 from thinkscale.types import Budget, GenRequest, Ledger, Problem, Result, Role
 
 
@@ -25,8 +25,7 @@ class Greedy:
     max_tokens: int = 512
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        check_int("max_tokens", self.max_tokens)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob, positive_int
+from thinkscale.strategies._steps import Node, StepKnobs, StepTree, enum_knob
 from thinkscale.strategies._verified import make_verifier
-from thinkscale.strategies.base import register
+from thinkscale.strategies.base import check_int, register
 from thinkscale.types import Budget, Problem, Result
 from thinkscale.verifiers.base import VerifierKind
 
@@ -128,9 +128,9 @@ class MCTS(StepKnobs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive_int("n_simulations", self.n_simulations)
-        positive_int("expansions_per_node", self.expansions_per_node)
-        positive_int("rollout_max_tokens", self.rollout_max_tokens)
+        check_int("n_simulations", self.n_simulations)
+        check_int("expansions_per_node", self.expansions_per_node)
+        check_int("rollout_max_tokens", self.rollout_max_tokens)
         if not (isinstance(self.c_explore, (int, float)) and math.isfinite(self.c_explore) and self.c_explore >= 0):
             raise ValueError(f"c_explore must be a finite number >= 0, got {self.c_explore!r}")
         for name, kind in (("rule", Rule), ("value", ValueSource), ("final", FinalChoice)):

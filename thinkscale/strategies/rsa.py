@@ -18,6 +18,8 @@ from thinkscale.backends.base import Backend
 from thinkscale.strategies.base import (
     candidates_from,
     charge,
+    check_int,
+    check_top_p,
     chosen_by_vote,
     fits,
     majority_vote,
@@ -80,17 +82,14 @@ class RecursiveSelfAggregation:
 
     def __post_init__(self) -> None:
         for knob, low in (("population", 1), ("aggregation_size", 1), ("rounds", 0), ("max_tokens", 1)):
-            v = getattr(self, knob)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise ValueError(f"{knob} must be an integer >= {low}, got {v!r}")
+            check_int(knob, getattr(self, knob), low=low)
         if self.aggregation_size > self.population:
             raise ValueError(f"aggregation_size ({self.aggregation_size}) cannot exceed population "
                              f"({self.population}): each prompt shows K distinct members")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0 (a population at 0 is N copies), "
                              f"got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        check_top_p(self.top_p)
         if "{solutions}" not in self.aggregation_prompt:
             raise ValueError("aggregation_prompt must contain {solutions}")
 

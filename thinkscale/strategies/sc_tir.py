@@ -29,7 +29,7 @@ from thinkscale.strategies._tir import (
     tool_event,
     voted_result,
 )
-from thinkscale.strategies.base import affordable_samples, charge, fits, new_seed, register
+from thinkscale.strategies.base import affordable_samples, charge, check_int, fits, new_seed, register
 from thinkscale.tools.sandbox import Sandbox
 from thinkscale.types import Budget, Candidate, FinishReason, GenRequest, Ledger, Message, Problem, Result, Role
 
@@ -90,12 +90,10 @@ class ScTir:
 
     def __post_init__(self) -> None:
         check_code_knobs(self)
-        if not isinstance(self.max_rounds, int) or self.max_rounds < 0:
-            raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
+        check_int("max_rounds", self.max_rounds, low=0)
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"sc-tir samples paths and needs a finite temperature > 0, got {self.temperature!r}")
-        if self.max_output_chars < 1:
-            raise ValueError(f"max_output_chars must be >= 1, got {self.max_output_chars!r}")
+        check_int("max_output_chars", self.max_output_chars)
         object.__setattr__(self, "prompt", TirFormat(self.prompt))
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:

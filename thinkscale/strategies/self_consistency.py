@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import affordable_samples, candidates_from, charge, majority_vote, register
+from thinkscale.strategies.base import affordable_samples, candidates_from, charge, check_int, majority_vote, register
 from thinkscale.types import Budget, GenRequest, Ledger, Problem, Result, Role
 
 
@@ -41,14 +41,12 @@ class SelfConsistency:
     max_tokens: int = 512
 
     def __post_init__(self) -> None:
-        if self.n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        check_int("n_samples", self.n_samples)
         if not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.temperature <= 0:
             raise ValueError(f"self-consistency needs temperature > 0 (got {self.temperature}); use greedy")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        check_int("max_tokens", self.max_tokens)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()

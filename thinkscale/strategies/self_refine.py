@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from thinkscale.backends.base import Backend
-from thinkscale.strategies.base import candidates_from, charge, fits, new_seed, register
+from thinkscale.strategies.base import candidates_from, charge, check_int, check_top_p, fits, new_seed, register
 from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Message, Problem, Result, Role, StopReason
 
 DEFAULT_CRITIQUE = ("Check the solution above step by step, including every calculation. If it is completely correct, "
@@ -78,16 +78,12 @@ class SelfRefine:
     verdict_incorrect: str = "VERDICT: INCORRECT"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_rounds, int) or self.max_rounds < 0:
-            raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
-        for knob in ("max_tokens", "critique_max_tokens"):
-            v = getattr(self, knob)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{knob} must be an integer >= 1, got {v!r}")
+        check_int("max_rounds", self.max_rounds, low=0)
+        check_int("max_tokens", self.max_tokens)
+        check_int("critique_max_tokens", self.critique_max_tokens)
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        check_top_p(self.top_p)
         if not self.verdict_correct.strip() or not self.verdict_incorrect.strip():
             raise ValueError("verdict_correct and verdict_incorrect must be non-empty")
         if self.verdict_correct.lower() == self.verdict_incorrect.lower():
