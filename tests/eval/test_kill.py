@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.eval.conftest import write_table
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.runner import run_sweep
@@ -107,13 +109,14 @@ def test_sigkill_five_times_then_resume_equals_an_uninterrupted_run(tmp_path: Pa
     assert [s for (s,) in sessions] == ["running"] * 5 + ["finished"]
 
 
-def test_ctrl_c_stops_keeps_finished_units_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_stops_keeps_finished_units_and_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     table = write_table(tmp_path / "table.json", limit=LIMIT, seconds_per_token=0.005)
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(_cmd(table, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     _wait_for_jobs(out, 2, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "run the same command again to resume" in stderr

@@ -8,7 +8,9 @@ import enum
 import json
 import logging
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -105,6 +107,10 @@ def eval_command(
         bar.update(task_id, completed=p.done, total=p.total,
                    stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
 
+    # `kill PID` (SIGTERM, what a nohup'd sweep usually gets) stops it like Ctrl-C: the session is recorded as
+    # interrupted and the exit status is 130, instead of the process vanishing mid-transaction
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         with bar:
             summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress)
@@ -118,6 +124,9 @@ def eval_command(
         _fail(f"{e} (finished units are stored; fix this and run the same command to resume)", 1)
     except ValueError as e:
         _fail(str(e))
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     shared = "" if not summary.reused_chains else (
         f"; {summary.reused_chains} chains ({summary.reused_tokens} tokens, {summary.reused_seconds:.1f} s when first "
         "generated) served from the store instead of generated again")
