@@ -151,7 +151,7 @@ def test_sharing_backend_serves_a_stored_prefix_and_generates_the_rest(table: Pa
     provider.generate([GenRequest(messages=msgs, n=4, temperature=0.7, top_p=0.95, max_tokens=50, seed=1234)])
     index: ChainIndex[StoredChain] = ChainIndex()
     for c in provider.rows:
-        index.add(c.request_key, c.place, StoredChain.from_row(c, 7))
+        index.add(c.request_key, c.place, StoredChain(c, 7))
 
     model = scripted_backend(table)
     sharing = SharingBackend(model, index)
@@ -164,7 +164,7 @@ def test_sharing_backend_serves_a_stored_prefix_and_generates_the_rest(table: Pa
 
     holes: ChainIndex[StoredChain] = ChainIndex()
     for c in provider.rows[1:]:
-        holes.add(c.request_key, c.place, StoredChain.from_row(c, 7))
+        holes.add(c.request_key, c.place, StoredChain(c, 7))
     model = scripted_backend(table)
     SharingBackend(model, holes).generate([req])
     assert [(r.n, r.first_sample) for r in model.requests] == [(6, 0)]
@@ -178,7 +178,7 @@ def test_sharing_backend_serves_a_stored_prefix_and_generates_the_rest(table: Pa
     g = SharingBackend(scripted_backend(table), None)
     g.generate([GenRequest(messages=msgs, n=1, temperature=0.0, max_tokens=50)])
     one: ChainIndex[StoredChain] = ChainIndex()
-    one.add(g.rows[0].request_key, 0, StoredChain.from_row(g.rows[0], 3))
+    one.add(g.rows[0].request_key, 0, StoredChain(g.rows[0], 3))
     model = scripted_backend(table)
     SharingBackend(model, one).generate([greedy])
     assert [r.n for r in model.requests] == [2]  # no first_sample without a seed: generated whole

@@ -95,21 +95,10 @@ class ChainIndex(Generic[T]):
 
 @dataclass(frozen=True)
 class StoredChain:
-    """A chain a committed job generated, with what its request cost (see the module doc)."""
+    """A chain a committed job generated (its stored row, with what its request cost), and that job."""
 
-    text: str
-    finish_reason: str
-    completion_tokens: int | None
-    prompt_tokens: int | None
-    cached_prompt_tokens: int | None
-    seconds: float | None
-    flops: float | None
+    row: ChainRow
     job_id: int
-
-    @classmethod
-    def from_row(cls, row: ChainRow, job_id: int) -> StoredChain:
-        return cls(row.text, row.finish_reason, row.completion_tokens, row.prompt_tokens, row.cached_prompt_tokens,
-                   row.seconds, row.flops, job_id)
 
 
 def _total(values: Sequence[Any]) -> Any:
@@ -145,14 +134,15 @@ class SharingBackend(BackendProxy):
 
     def _complete(self, req: GenRequest, got: list[StoredChain], fresh: Completion | None) -> Completion:
         """The request's completion from its served chains and the model's completion of the rest, recorded."""
-        samples = [Sample(c.text, c.completion_tokens, c.finish_reason, None)  # type: ignore[arg-type]
-                   for c in got]
+        rows = [c.row for c in got]
+        samples = [Sample(r.text, r.completion_tokens, r.finish_reason, None)  # type: ignore[arg-type]
+                   for r in rows]
         if fresh is not None:
             samples += fresh.samples
-        if got:
-            stored = Usage(prompt_tokens=got[0].prompt_tokens, cached_prompt_tokens=got[0].cached_prompt_tokens,
-                           completion_tokens=_total([c.completion_tokens for c in got]), calls=1,
-                           seconds=_total([c.seconds for c in got]), flops=_total([c.flops for c in got]))
+        if rows:
+            stored = Usage(prompt_tokens=rows[0].prompt_tokens, cached_prompt_tokens=rows[0].cached_prompt_tokens,
+                           completion_tokens=_total([r.completion_tokens for r in rows]), calls=1,
+                           seconds=_total([r.seconds for r in rows]), flops=_total([r.flops for r in rows]))
             usage = stored if fresh is None else dataclasses.replace(
                 fresh.usage + stored, prompt_tokens=fresh.usage.prompt_tokens,
                 cached_prompt_tokens=fresh.usage.cached_prompt_tokens, calls=fresh.usage.calls)
@@ -169,9 +159,8 @@ class SharingBackend(BackendProxy):
         call = self._calls
         self._calls += 1
         for j, c in enumerate(got):
-            self.rows.append(ChainRow(call, j, rid, req.first_sample + j, c.text, c.finish_reason,
-                                      c.completion_tokens, c.prompt_tokens, c.cached_prompt_tokens, c.seconds,
-                                      c.flops, c.job_id))
+            self.rows.append(dataclasses.replace(c.row, call=call, pos=j, request_key=rid,
+                                                 place=req.first_sample + j, source_job=c.job_id))
         if fresh is None:
             return
         u, k = fresh.usage, len(fresh.samples)

@@ -560,7 +560,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
                     if shared is not None:  # committed: later jobs may be served its chains
                         for c in rec.chains:
                             if c.source_job is None:
-                                shared.add(c.request_key, c.place, StoredChain.from_row(c, job_id))
+                                shared.add(c.request_key, c.place, StoredChain(c, job_id))
                     served = [c for c in rec.chains if c.source_job is not None]
                     served_tokens = sum(c.completion_tokens or 0 for c in served)
                     reused_chains += len(served)
@@ -598,7 +598,7 @@ def _stored_chains(store: Store, model: str) -> ChainIndex[StoredChain]:
     """The chains ``model``'s committed jobs generated, first stored first."""
     index: ChainIndex[StoredChain] = ChainIndex()
     for job_id, c in store.chains(model=model, generated=True):
-        index.add(c.request_key, c.place, StoredChain.from_row(c, job_id))
+        index.add(c.request_key, c.place, StoredChain(c, job_id))
     return index
 
 
