@@ -9,6 +9,7 @@ import pytest
 from thinkscale.eval.config import load_sweep_file
 from thinkscale.eval.datasets import load_dataset
 from thinkscale.eval.runner import plan_strategy
+from thinkscale.strategies.base import budget_knob, parse_spec
 
 FILES = sorted((Path(__file__).resolve().parents[2] / "docs" / "results").rglob("sweep*.toml"))
 
@@ -24,4 +25,11 @@ def test_sweep_file_plans(path: Path) -> None:
     assert len(ds) == cfg.limit
     for spec in cfg.strategies:
         plan = plan_strategy(spec, cfg)
-        assert plan.budgets == (1,) or plan.budgets == tuple(cfg.budgets)
+        name, values = parse_spec(spec)
+        knob = budget_knob(name)
+        if knob in values:  # pinned in the spec: runs once, at that value
+            assert plan.budgets == (int(values[knob]),)
+        elif knob is None or knob == "max_tokens":  # not swept
+            assert plan.budgets == (1,)
+        else:
+            assert plan.budgets == tuple(cfg.budgets)

@@ -46,7 +46,8 @@ def serve(backend: Any, *, name: str = MODEL, api_key: str | None = None, limits
     engine = ServeEngine(backend, name, on_result=keep, **engine_kw)
     app = create_app(engine, api_key=api_key, limits=limits)
     with BackgroundServer(app) as url:
-        client = OpenAI(base_url=f"{url}/v1", api_key=api_key or "unused", max_retries=0, timeout=60)
+        # a generous timeout: the real-model tests run on 2 cores that may be busy
+        client = OpenAI(base_url=f"{url}/v1", api_key=api_key or "unused", max_retries=0, timeout=300)
         yield Served(url, app, engine, backend, client, results)
 
 
