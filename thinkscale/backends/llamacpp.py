@@ -523,11 +523,13 @@ class LlamaCppBackend(BaseBackend):
             samples = tuple(s for s in job.samples if s is not None)
             if len(samples) != job.req.n:
                 raise BackendError(f"internal error: request {job.index} got {len(samples)} of {job.req.n} samples")
-            completion = sum(s.completion_tokens or 0 for s in samples)
-            out.append(Completion(samples, Usage(
-                prompt_tokens=len(job.prompt), cached_prompt_tokens=job.cached, completion_tokens=completion,
-                calls=1, seconds=job.seconds, flops=2.0 * self.n_params * job.computed)))
+            out.append(Completion(samples, self._job_usage(job, sum(s.completion_tokens or 0 for s in samples))))
         return out
+
+    def _job_usage(self, job: _Job, completion_tokens: int) -> Usage:
+        return Usage(prompt_tokens=len(job.prompt), cached_prompt_tokens=job.cached,
+                     completion_tokens=completion_tokens, calls=1, seconds=job.seconds,
+                     flops=2.0 * self.n_params * job.computed)
 
     def _engine_loop(self) -> None:
         while True:
@@ -626,18 +628,15 @@ class LlamaCppBackend(BaseBackend):
             self._fail_call(call, Cancelled("generation cancelled by the caller", usage=self._partial_usage(call)))
 
     def _partial_usage(self, call: _Call) -> Usage:
-        """What a call stopped midway has cost so far: the prompts processed, the tokens of its finished samples and
-        of those still being decoded, its seconds and FLOPs (a cancelled request's work is spent all the same)."""
-        decoding = {id(a.job): 0 for a in self._active}
-        for a in self._active:
-            decoding[id(a.job)] += max(a.generated, 0)
-        started = [j for j in call.jobs if j.computed or j.cached]
-        return Usage(
-            prompt_tokens=sum(len(j.prompt) for j in started), cached_prompt_tokens=sum(j.cached for j in started),
-            completion_tokens=sum(sum(s.completion_tokens or 0 for s in j.samples if s is not None)
-                                  + decoding.get(id(j), 0) for j in call.jobs),
-            calls=1, seconds=sum(j.seconds for j in call.jobs),
-            flops=2.0 * self.n_params * sum(j.computed for j in call.jobs))
+        """What a call stopped midway has cost so far, as its requests' completions would have reported it: for each
+        request whose prompt was processed, that prompt, the tokens of its finished samples and of those still being
+        decoded, its seconds and FLOPs (a cancelled request's work is spent all the same)."""
+        total = Usage.zero()
+        for job in call.jobs:
+            if job.computed or job.cached:
+                done = sum(s.completion_tokens or 0 for s in job.samples if s is not None)
+                total += self._job_usage(job, done + sum(max(a.generated, 0) for a in self._active if a.job is job))
+        return total
 
     def _fail_call(self, call: _Call, error: Exception) -> None:
         """Remove every job of ``call`` from the scheduler, free its sequences, and wake its caller."""

@@ -59,7 +59,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
 from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, Store, StoreError, UnitRow
-from thinkscale.strategies.base import budget_knob, build_strategy, get_strategy, knobs, parse_spec
+from thinkscale.strategies.base import FILE_KNOBS, budget_knob, build_strategy, get_strategy, knobs, parse_spec
 from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 
@@ -132,9 +132,9 @@ def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
     probe = plan.build(budgets[-1])  # every knob is checked before anything runs
     selection = getattr(probe, "selection", None) or SUBSET_SELECTION.get(name)
     agg = getattr(probe, "step_aggregation", None) or getattr(probe, "aggregation", None)
-    reuse = (bool(getattr(type(probe), "prefix_consistent", False)) and swept is not None and len(budgets) > 1
-             and isinstance(selection, Selection))
-    if getattr(type(probe), "prefix_consistent", False) and swept is not None and len(budgets) > 1 and not reuse:
+    reusable = bool(getattr(type(probe), "prefix_consistent", False)) and swept is not None and len(budgets) > 1
+    reuse = reusable and isinstance(selection, Selection)
+    if reusable and not reuse:
         log.warning("strategy %s is prefix-consistent but its selection rule is unknown: it runs once per budget",
                     label)
     return StrategyPlan(label, name, values, swept, budgets, overrides, reuse,
@@ -201,15 +201,12 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
     }
 
 
-FILE_KNOBS = ("verifier_path", "policy")  # knobs that name a file whose content changes results (PRM, policy)
-
-
 def knob_files(plans: list[StrategyPlan]) -> dict[str, dict[str, str]]:
     """sha256 of every file a strategy spec names (a PRM head, an auto policy): a run resumed after the file changed
     would mix two verifiers' results under one name, so the content is part of the run's identity."""
     out: dict[str, dict[str, str]] = {}
     for p in plans:
-        for knob in FILE_KNOBS:
+        for knob in sorted(FILE_KNOBS):
             value = {**p.values, **p.overrides}.get(knob)
             if isinstance(value, str) and Path(value).is_file():
                 out.setdefault(p.label, {})[knob] = hashlib.sha256(Path(value).read_bytes()).hexdigest()

@@ -264,6 +264,12 @@ def build_strategy(spec: str, **overrides: Any) -> Any:
         raise ValueError(f"strategy {name!r}: {e}") from None
 
 
+# Knobs whose value names a file the strategy reads (a trained PRM head, an ``auto`` policy): its content changes
+# results (eval puts its sha256 in a run's identity), and it lives on the machine that runs the strategy (a server
+# lets only its operator set it).
+FILE_KNOBS = frozenset({"verifier_path", "policy"})
+
+
 def check_int(name: str, value: object, *, low: int = 1) -> None:
     """A count or length knob: an integer >= ``low`` (a bool is refused: True is not one sample)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
