@@ -57,11 +57,12 @@ def test_operator_settings_apply_to_every_request_and_plain_knobs_stay_overridab
     ("best-of-n:n_samples=many", "n_samples"),
     ("auto:policy=/nonexistent/policy.json", "/nonexistent/policy.json"),
     ("best-of-n", "sets no knob"),
+    ("best-of-n:n_samples", "is not KNOB=VALUE"),
 ])
 def test_a_bad_operator_setting_stops_the_server_before_the_model_loads(spec, message):
     with pytest.raises(ValueError) as e:
         StrategyCatalogue(strategy_knobs=[spec])
-    assert message in str(e.value)
+    assert message in str(e.value) and str(e.value).startswith("--strategy-knobs")
     # the CLI names it too, and exits before loading a model (this one does not exist)
     r = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model.gguf", "--strategy-knobs", spec])
     assert r.exit_code == 2 and message in r.output

@@ -67,7 +67,10 @@ class StrategyCatalogue:
         self.max_count = max_count
         self.pinned: dict[str, dict[str, Any]] = {}
         for spec in strategy_knobs:
-            name, values = strategies.parse_spec(spec)
+            try:
+                name, values = strategies.parse_spec(spec)
+            except ValueError as e:
+                raise ValueError(f"--strategy-knobs: {e}") from None
             if name not in self.registry:
                 raise ValueError(f"--strategy-knobs {spec!r}: unknown strategy {name!r}; the strategies are "
                                  f"{', '.join(self.names())}")
@@ -75,8 +78,8 @@ class StrategyCatalogue:
                 raise ValueError(f"--strategy-knobs names {name!r} twice: give all its knobs in one spec")
             if not values:
                 raise ValueError(f"--strategy-knobs {spec!r} sets no knob: write {name}:KNOB=VALUE,...")
-            typed = strategies.resolve_knobs(name, values)
             try:
+                typed = strategies.resolve_knobs(name, values)
                 self.registry[name].factory(**typed)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"--strategy-knobs {spec!r}: {e}") from None
