@@ -227,8 +227,9 @@ def _delegate(action: StrategyAction, sampling: Sampling, problem: Problem, back
     ledger.entries.extend(res.ledger.entries)
     trace.append({"event": "delegate", "spec": action.spec, "stop_reason": res.stop_reason,
                   "answer": res.answer, "usage": res.ledger.total().to_dict(), "trace": list(res.trace)})
-    if res.answer is None:
-        return finish("delegate_no_answer", f"{action.spec} gave no answer: the first wave's vote",
+    if res.answer is None:  # its chains still count: they were paid for, and they join the vote
+        cands.extend(res.candidates)
+        return finish("delegate_no_answer", f"{action.spec} gave no answer: the vote over every chain",
                       stop_reason=res.stop_reason)
     trace.append({"event": "stop", "reason": "delegated", "samples": len(cands) + len(res.candidates),
                   "detail": f"{action.spec} answered (its stop reason: {res.stop_reason})"})
