@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "low_confidence"]
 StopReason = Literal["done", "budget", "error"]
 
 
@@ -61,6 +61,37 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class ConfidenceStop:
+    """Stop a sample while it is generated once its confidence falls (DeepConf online,
+    https://arxiv.org/abs/2508.15260): after each generated token, once at least ``window`` tokens exist, when the mean
+    logprob of the last ``window`` sampled tokens is below ``min_mean_logprob`` the sample ends with finish reason
+    ``"low_confidence"``. Its text and tokens are what was generated up to there (charged as generated). The rule is
+    the online form of ``lowest_group_logprob``: a stopped sample's lowest-group logprob is below the threshold.
+    Needs ``logprobs=True`` on the request and a backend with ``Capabilities.confidence_stop``."""
+
+    window: int
+    min_mean_logprob: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
+            raise ValueError(f"ConfidenceStop.window must be an integer >= 1, got {self.window!r}")
+        v = self.min_mean_logprob
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v > 0:
+            raise ValueError(f"ConfidenceStop.min_mean_logprob must be a finite logprob <= 0, got {v!r}")
+
+    def stops(self, logprobs: Sequence[float]) -> int | None:
+        """The number of tokens after which the rule stops a sample with these logprobs (None: it never does)."""
+        w, total = self.window, 0.0
+        for i, lp in enumerate(logprobs):
+            total += lp
+            if i >= w:
+                total -= logprobs[i - w]
+            if i + 1 >= w and total / w < self.min_mean_logprob:
+                return i + 1
+        return None
+
+
+@dataclass(frozen=True)
 class GenRequest:
     """One prompt to sample ``n`` continuations of.
 
@@ -71,6 +102,7 @@ class GenRequest:
     ``first_sample`` continues a seeded draw: ``n=4, first_sample=4`` gives exactly samples 4..7 of the same
     request with ``n=8`` (how adaptive strategies sample in waves and still draw what self-consistency draws).
     ``top_k = 0`` and ``top_p = 1`` and ``min_p = 0`` disable those filters; ``temperature = 0`` is greedy.
+    ``confidence_stop`` ends a sample early when its recent tokens' confidence falls (see ``ConfidenceStop``).
     """
 
     messages: tuple[Message, ...] | None = None
@@ -86,10 +118,16 @@ class GenRequest:
     logprobs: bool = False
     continue_final: bool = False
     first_sample: int = 0
+    confidence_stop: ConfidenceStop | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenRequest needs exactly one of messages= or prompt=")
+        if self.confidence_stop is not None:
+            if not isinstance(self.confidence_stop, ConfidenceStop):
+                raise TypeError(f"confidence_stop must be a ConfidenceStop, got {type(self.confidence_stop).__name__}")
+            if not self.logprobs:
+                raise ValueError("confidence_stop judges the sampled tokens' logprobs: set logprobs=True too")
         if self.messages is not None:
             if not isinstance(self.messages, tuple):
                 object.__setattr__(self, "messages", tuple(self.messages))

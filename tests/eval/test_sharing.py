@@ -20,7 +20,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.fake import scripted_backend
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import Store, StoreError, open_existing
-from thinkscale.types import GenRequest, Message
+from thinkscale.types import ConfidenceStop, GenRequest, Message
 
 BON = "best-of-n:verifier=pyes"
 # What a unit's result is. Cached prompt tokens (so FLOPs) and seconds depend on what the fake's prefix cache held
@@ -235,3 +235,16 @@ def test_stop_and_resume_with_sharing_equals_an_uninterrupted_run(tmp_path: Path
     assert rows(tmp_path / "full", RESULT) == rows(part, RESULT)
     served = rows(part, "SELECT job_id, source_job FROM chains WHERE source_job IS NOT NULL")
     assert served and all(src < job for job, src in served)
+
+
+def test_a_request_that_may_stop_chains_early_is_neither_served_nor_recorded(table: Path) -> None:
+    """A confidence_stop request's chains may end before the draw's do: storing them under the draw's key would
+    serve truncated chains to a later plain request."""
+    msgs = (Message("user", next(iter(json.loads(table.read_text())["responses"]))),)
+    rule = ConfidenceStop(window=2, min_mean_logprob=-5.0)
+    req = GenRequest(messages=msgs, n=2, temperature=0.7, max_tokens=50, seed=1234, logprobs=True,
+                     confidence_stop=rule)
+    assert request_id(req) is None
+    sharing = SharingBackend(scripted_backend(table), None)
+    sharing.generate([req])
+    assert sharing.rows == []

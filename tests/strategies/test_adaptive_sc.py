@@ -4,15 +4,17 @@ one batched call, early stop on an easy problem, the budget, reproducibility, an
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
 
 from tests.strategies.helpers import PROBLEM, endless, item, words
+from thinkscale.backends.base import Capabilities
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.strategies.adaptive_sc import AdaptiveSelfConsistency, majority_stays_probability
 from thinkscale.strategies.base import build_strategy
-from thinkscale.types import Budget
+from thinkscale.types import Budget, ConfidenceStop
 
 
 def run(script, budget: Budget | None = None, seed: int = 0, **knobs):
@@ -251,3 +253,49 @@ def test_without_the_filter_no_logprobs_are_requested():
 def test_bad_knobs_are_refused_by_name(knobs, name):
     with pytest.raises(ValueError, match=name):
         AdaptiveSelfConsistency(**knobs)
+
+
+# ------------------------------------------------------------------ DeepConf online: stopping a trace mid-generation
+
+HI6 = (-0.1,) * 6
+CONFUSED6 = (-0.1, -0.1, -3.0, -3.0, -0.1, -0.1)
+
+
+def _online_script():
+    """Wave 1: three calm "3" and one "4" with a confused stretch; wave 2 the same again (window 2 throughout)."""
+    wave = [item(words(6, "3"), HI6)] * 3 + [item(words(6, "4"), CONFUSED6)]
+    return wave + wave
+
+
+def test_later_waves_stop_a_trace_once_its_confidence_falls():
+    """Threshold = 10th percentile of wave 1's confidences: e^-3 + 0.3 (e^-0.1 - e^-3) = 0.3063, i.e. a mean
+    logprob of log(0.3063) = -1.183 over a window of 2 tokens. Wave 2 carries that rule: the confused trace's
+    window (-0.1, -3.0) has mean -1.55, so the backend ends it after 3 tokens. It would have been dropped anyway:
+    the vote ({3: 6}, P = 1 - 0.5^7 > 0.99) is the one without online stopping, for 3 tokens fewer (45 vs 48)."""
+    on, b = run(_online_script(), max_samples=8, threshold=0.99, confidence_filter=True, confidence_window=2)
+    off, _ = run(_online_script(), max_samples=8, threshold=0.99, confidence_filter=True, confidence_window=2,
+                 online_stop=False)
+    first, second = b.requests
+    assert first.confidence_stop is None  # the first wave sets the threshold: it runs whole
+    t = on.trace[0]["confidence_threshold"]
+    assert t == pytest.approx(math.exp(-3.0) + 0.3 * (math.exp(-0.1) - math.exp(-3.0)))
+    assert second.confidence_stop == ConfidenceStop(window=2, min_mean_logprob=math.log(t))
+    stopped = on.candidates[7]
+    assert (stopped.finish_reason, stopped.completion_tokens, stopped.answer) == ("low_confidence", 3, None)
+    assert on.trace[1]["online_stop"]["stopped"] == 1 and on.trace[1]["kept"] == [True, True, True, False]
+    assert off.trace[1]["kept"] == on.trace[1]["kept"] and off.candidates[7].answer == "4"
+    assert (on.answer, on.trace[-1]["weights"]) == (off.answer, off.trace[-1]["weights"]) == (
+        "3", {"3": pytest.approx(6 * math.exp(-0.1))})
+    assert on.ledger.total().completion_tokens == 45 and off.ledger.total().completion_tokens == 48
+
+
+def test_a_backend_that_cannot_stop_a_trace_gets_whole_traces_and_the_trace_says_so():
+    class Plain(ScriptedBackend):
+        capabilities = Capabilities(logprobs=True)
+
+    b = Plain(_online_script())
+    r = AdaptiveSelfConsistency(max_samples=8, threshold=0.99, confidence_filter=True,
+                                confidence_window=2).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert all(req.confidence_stop is None for req in b.requests)
+    assert "not supported" in r.trace[1]["online_stop"] and r.answer == "3"
+    assert r.ledger.total().completion_tokens == 48

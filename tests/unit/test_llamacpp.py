@@ -11,7 +11,7 @@ import pytest
 
 from thinkscale.backends.base import BackendError
 from thinkscale.backends.llamacpp import LlamaCppBackend, common_prefix_len
-from thinkscale.types import GenRequest, Message, ScoreRequest
+from thinkscale.types import ConfidenceStop, GenRequest, Message, ScoreRequest
 
 pytestmark = pytest.mark.model
 
@@ -229,3 +229,34 @@ def test_max_active_sequences_caps_each_step_and_later_samples_wait(smollm2_path
 def test_max_active_sequences_out_of_range_is_refused(smollm2_path, cap):
     with pytest.raises(ValueError, match="max_active_sequences must be in 1..n_seq_max-1"):
         LlamaCppBackend(smollm2_path, n_ctx=256, n_seq_max=16, max_active_sequences=cap)
+
+
+def test_confidence_stop_ends_a_sample_where_the_rule_says(llama_backend):
+    """A seeded sample drawn whole, then again with a ConfidenceStop set just above the mean of one of its windows:
+    the same draw ends at the token ``ConfidenceStop.stops`` computes from the whole sample's logprobs, with
+    finish reason low_confidence, a prefix of the whole text, and only the tokens up to there generated."""
+    base = GenRequest(messages=Q, n=2, temperature=1.0, max_tokens=40, seed=11, logprobs=True)
+    llama_backend.clear_cache()  # both draws compute the prompt afresh: the same logits, the same tokens
+    (whole,) = llama_backend.generate([base])
+    lps = whole.samples[0].logprobs
+    assert lps is not None and len(lps) >= 20
+    w = 4
+    means = [sum(lps[i:i + w]) / w for i in range(len(lps) - w + 1)]
+    cut = min(means[8:]) + 1e-6  # first reachable after the 12th token at the latest; never a tie
+    rule = ConfidenceStop(window=w, min_mean_logprob=cut)
+    want = [rule.stops(s.logprobs) for s in whole.samples]
+    assert want[0] is not None and want[0] < len(lps)
+    llama_backend.clear_cache()
+    before = dict(llama_backend.counters)
+    (stopped,) = llama_backend.generate([GenRequest(messages=Q, n=2, temperature=1.0, max_tokens=40, seed=11,
+                                                    logprobs=True, confidence_stop=rule)])
+    for s, full, at in zip(stopped.samples, whole.samples, want, strict=True):
+        if at is None:
+            assert (s.text, s.finish_reason) == (full.text, full.finish_reason)
+            continue
+        assert s.finish_reason == "low_confidence" and s.completion_tokens == at
+        assert s.logprobs == pytest.approx(full.logprobs[:at], abs=1e-4)
+        assert full.text.startswith(s.text)
+    assert stopped.usage.completion_tokens == sum(s.completion_tokens for s in stopped.samples)
+    assert delta(llama_backend, before)["sample_tokens_decoded"] == sum(s.completion_tokens - 1
+                                                                         for s in stopped.samples)

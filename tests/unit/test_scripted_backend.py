@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from thinkscale.backends.base import Capabilities
 from thinkscale.backends.scripted import ScriptedBackend, ScriptExhausted, ScriptItem
-from thinkscale.types import GenRequest, Message, Usage
+from thinkscale.types import ConfidenceStop, GenRequest, Message, Usage
 
 
 def prompt(text: str, **kw) -> GenRequest:
@@ -163,3 +164,25 @@ def test_the_table_fake_continues_a_draw_with_first_sample(tmp_path):
                              GenRequest(messages=msgs, n=3, seed=5, first_sample=3)])
     assert [s.text for s in head.samples + tail.samples] == [s.text for s in whole.samples]
     assert len({s.text for s in whole.samples}) > 1
+
+
+def test_confidence_stop_cuts_the_sample_where_the_window_falls():
+    """Windows of 2 over (-0.1, -0.1, -2.0, -2.0, -0.1): the window ending at word 3 has mean -1.05 < -1.0, so the
+    sample is 3 words long, finishes with low_confidence, and only those 3 words are charged."""
+    item = ScriptItem("a b c d e", logprobs=(-0.1, -0.1, -2.0, -2.0, -0.1))
+    rule = ConfidenceStop(window=2, min_mean_logprob=-1.0)
+    (c,) = ScriptedBackend([item, "x y"]).generate([prompt("q", logprobs=True, n=2, confidence_stop=rule)])
+    s, calm = c.samples
+    assert (s.text, s.completion_tokens, s.finish_reason, s.logprobs) == ("a b c", 3, "low_confidence",
+                                                                           (-0.1, -0.1, -2.0))
+    assert (calm.text, calm.finish_reason) == ("x y", "stop")
+    assert c.usage.completion_tokens == 5
+
+
+def test_a_backend_without_the_capability_refuses_a_confidence_stop():
+    class Plain(ScriptedBackend):
+        capabilities = Capabilities(logprobs=True)
+
+    rule = ConfidenceStop(window=2, min_mean_logprob=-1.0)
+    with pytest.raises(NotImplementedError, match="confidence_stop"):
+        Plain(["a"]).generate([prompt("q", logprobs=True, confidence_stop=rule)])

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from thinkscale.types import Budget, GenRequest, Ledger, Message, Problem, Role, Usage
+from thinkscale.types import Budget, ConfidenceStop, GenRequest, Ledger, Message, Problem, Role, Usage
 
 USER = (Message("user", "What is 2 + 2?"),)
 
@@ -252,3 +252,34 @@ def test_first_sample_must_be_a_non_negative_integer(bad):
 def test_first_sample_needs_a_seed():
     with pytest.raises(ValueError, match="first_sample continues a seeded draw"):
         GenRequest(messages=USER, first_sample=2)
+
+
+def test_confidence_stop_stops_after_the_first_window_below_the_line():
+    # windows of 2: means -0.1, -0.55, -1.0 (tokens 2..3 and 3..4 below -0.5): stop after token 3
+    rule = ConfidenceStop(window=2, min_mean_logprob=-0.5)
+    assert rule.stops((-0.1, -0.1, -1.0, -1.0, -0.1)) == 3
+    assert rule.stops((-0.1, -0.1, -0.1)) is None
+    assert rule.stops((-5.0,)) is None  # fewer tokens than the window: no window to judge yet
+    assert ConfidenceStop(window=1, min_mean_logprob=-2.0).stops((-1.0, -2.5, -0.1)) == 2
+    assert rule.stops((-0.5, -0.5)) is None  # at the line is not below it
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"window": 0, "min_mean_logprob": -1.0}, "window"),
+    ({"window": True, "min_mean_logprob": -1.0}, "window"),
+    ({"window": 4, "min_mean_logprob": 0.5}, "min_mean_logprob"),
+    ({"window": 4, "min_mean_logprob": float("nan")}, "min_mean_logprob"),
+    ({"window": 4, "min_mean_logprob": float("-inf")}, "min_mean_logprob"),
+])
+def test_confidence_stop_refuses_bad_values_and_names_them(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        ConfidenceStop(**kwargs)
+
+
+def test_a_confidence_stop_needs_logprobs_on_the_request():
+    rule = ConfidenceStop(window=2, min_mean_logprob=-1.0)
+    with pytest.raises(ValueError, match="logprobs=True"):
+        GenRequest(prompt="x", confidence_stop=rule)
+    assert GenRequest(prompt="x", logprobs=True, confidence_stop=rule).confidence_stop == rule
+    with pytest.raises(TypeError, match="ConfidenceStop"):
+        GenRequest(prompt="x", logprobs=True, confidence_stop=(2, -1.0))  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ class Capabilities:
     raw_prompt: bool = True
     continue_final: bool = False
     hidden_states: bool = False  # final-layer hidden state at the end of a prompt (features of a trained PRM)
+    confidence_stop: bool = False  # GenRequest.confidence_stop: end a sample mid-generation when confidence falls
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ def check_requests(backend: BaseBackend, requests: Sequence[GenRequest]) -> None
             raise TypeError(f"requests[{i}] is {type(r).__name__}, expected GenRequest")
         if r.logprobs and not caps.logprobs:
             raise NotImplementedError(f"requests[{i}] asks for logprobs; {type(backend).__name__} cannot give them")
+        if r.confidence_stop is not None and not caps.confidence_stop:
+            raise NotImplementedError(f"requests[{i}] sets confidence_stop; {type(backend).__name__} cannot stop a "
+                                      "sample mid-generation (check Capabilities.confidence_stop first)")
         if r.continue_final and not caps.continue_final:
             raise NotImplementedError(
                 f"requests[{i}] uses continue_final; {type(backend).__name__} cannot continue an assistant turn")

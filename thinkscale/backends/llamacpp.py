@@ -133,13 +133,14 @@ class _Active:
     text: str = ""
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     logprobs: list[float] | None = None
+    window_logprob: float = 0.0  # sum of the last ConfidenceStop.window logprobs (when the request sets one)
 
 
 class LlamaCppBackend(BaseBackend):
     """Embedded llama.cpp. ``model`` is a GGUF path (use ``thinkscale.models.resolve`` for catalog names)."""
 
     capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True,
-                                hidden_states=True)
+                                hidden_states=True, confidence_stop=True)
 
     def __init__(self, model: str | os.PathLike[str], *, n_ctx: int = 16384, n_threads: int | None = None,
                  n_batch: int = 512, n_seq_max: int = 64, chat_template: str | None = None,
@@ -217,7 +218,8 @@ class LlamaCppBackend(BaseBackend):
         self._template = ChatTemplate(src, bos_token=self._bos_text, eos_token=self._eos_text) if src else None
         if self._template is None:
             self.capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True,
-                                             chat=False, continue_final=False, hidden_states=True)
+                                             chat=False, continue_final=False, hidden_states=True,
+                                             confidence_stop=True)
         #: What this backend really computed, for tests and benchmarks (llama_decode inputs, not estimates).
         self.counters = {"decode_calls": 0, "tokens_decoded": 0, "prompt_tokens_decoded": 0,
                          "sample_tokens_decoded": 0, "prompt_tokens_reused": 0, "evictions": 0,
@@ -433,6 +435,12 @@ class LlamaCppBackend(BaseBackend):
             if hits:
                 a.text = a.text[: min(hits)]
                 return self._finish(a, "stop")
+        cs = req.confidence_stop
+        if cs is not None and a.logprobs is not None:  # the online form of ConfidenceStop.stops, one token at a time
+            a.window_logprob += a.logprobs[-1] - (a.logprobs[-1 - cs.window] if len(a.logprobs) > cs.window else 0.0)
+            if len(a.logprobs) >= cs.window and a.window_logprob / cs.window < cs.min_mean_logprob:
+                a.text += a.decoder.decode(b"", final=True)
+                return self._finish(a, "low_confidence")
         if a.generated >= req.max_tokens:
             a.text += a.decoder.decode(b"", final=True)
             return self._finish(a, "length")

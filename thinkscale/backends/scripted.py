@@ -1,8 +1,8 @@
 """ScriptedBackend: a deterministic fake that makes strategies testable in milliseconds.
 
-It implements the real protocol: it honours ``n``, ``max_tokens`` and ``stop``, records every request, and reports
-usage from a simple, documented tokenizer: one token per whitespace-separated word. Its prefix cache mirrors the
-embedded backend's: a prompt's longest common word prefix with any earlier prompt counts as cached.
+It implements the real protocol: it honours ``n``, ``max_tokens``, ``stop`` and ``confidence_stop``, records every
+request, and reports usage from a simple, documented tokenizer: one token per whitespace-separated word. Its prefix
+cache mirrors the embedded backend's: a prompt's longest common word prefix with any earlier prompt counts as cached.
 When the script runs out it raises ``ScriptExhausted``: a strategy that asks for more than the test planned is a bug
 the test must see, never something to paper over by cycling the script.
 """
@@ -47,7 +47,7 @@ def render(messages: Sequence[Message] | None, prompt: str | None) -> str:
 
 class ScriptedBackend(BaseBackend):
     capabilities = Capabilities(logprobs=True, score=True, tokenize=True, prefix_cache=True, continue_final=True,
-                                hidden_states=True)
+                                hidden_states=True, confidence_stop=True)
 
     def __init__(self, script: Iterable[ScriptEntry] = (), *, n_params: int = 1_000_000,
                  score_fn: Callable[[str, str], tuple[float, ...]] | None = None,
@@ -183,4 +183,8 @@ def _cut(item: ScriptItem, req: GenRequest) -> Sample:
         lps = item.logprobs[: len(w)] if item.logprobs is not None else tuple(-0.1 for _ in w)
         if len(lps) != len(w):
             raise ValueError(f"script item has {len(item.logprobs or ())} logprobs for {len(w)} words")
+        at = req.confidence_stop.stops(lps) if req.confidence_stop is not None else None
+        if at is not None:  # the words after the stop were never generated
+            w, lps, finish = w[:at], lps[:at], "low_confidence"
+            text = " ".join(w)
     return Sample(text=text, completion_tokens=len(w), finish_reason=finish, logprobs=lps)  # type: ignore[arg-type]

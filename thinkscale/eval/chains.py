@@ -37,8 +37,9 @@ RequestKey = tuple[tuple[Message, ...], float, float, int, float, int, tuple[str
 
 def request_key(req: GenRequest) -> RequestKey | None:
     """What a stored chain's request must match: prompt, sampling knobs and seed (not n, not first_sample, not
-    logprobs). A raw-prompt request, or a sampled request without a seed (it would not replay), has no key."""
-    if req.messages is None or (req.seed is None and req.temperature != 0):
+    logprobs). A raw-prompt request, a sampled request without a seed (it would not replay), or one with a
+    ``confidence_stop`` (its chains may end early: they are not the draw's chains) has no key."""
+    if req.messages is None or (req.seed is None and req.temperature != 0) or req.confidence_stop is not None:
         return None
     return (req.messages, float(req.temperature), float(req.top_p), req.top_k, float(req.min_p), req.max_tokens,
             req.stop, req.seed, req.continue_final)

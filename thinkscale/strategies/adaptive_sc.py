@@ -26,7 +26,7 @@ from thinkscale.strategies.base import (
     new_seed,
     register,
 )
-from thinkscale.types import Budget, Candidate, GenRequest, Ledger, Problem, Result, Role
+from thinkscale.types import Budget, Candidate, ConfidenceStop, GenRequest, Ledger, Problem, Result, Role
 from thinkscale.verifiers.confidence import lowest_group_logprob
 
 
@@ -92,7 +92,14 @@ class AdaptiveSelfConsistency:
             below the ``keep_percentile``-th percentile of the first wave's confidences from the vote, and weight
             the remaining votes by confidence.
         keep_percentile: the percentile of the first wave that sets the confidence threshold (10 keeps ~90%).
-        confidence_window: tokens per group of the lowest-group confidence (capped to the trace's length).
+        confidence_window: tokens per group of the lowest-group confidence (capped to the trace's length). 128 by
+            default, a quarter of a default chain (DeepConf's 2048 suits its traces of many thousand tokens).
+        online_stop: with the filter, waves after the first are generated with ``ConfidenceStop(confidence_window,
+            log(threshold))``: the backend ends a trace as soon as a window's mean logprob falls below the
+            threshold (DeepConf online). Such a trace would be dropped anyway (its lowest group is below the
+            threshold), so the vote is the same as without it; only the tokens after the stop are saved. A
+            backend without ``Capabilities.confidence_stop`` generates whole traces and the filter applies after
+            (the wave's trace event says so).
         temperature, top_p, max_tokens: sampling knobs; ``max_tokens`` per chain.
 
     Stopping: after every wave the (kept) answers' vote counts give ``P``, the posterior probability that the
@@ -113,7 +120,8 @@ class AdaptiveSelfConsistency:
     threshold: float = 0.95
     confidence_filter: bool = False
     keep_percentile: float = 10.0
-    confidence_window: int = 2048
+    confidence_window: int = 128
+    online_stop: bool = True
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 512
@@ -128,6 +136,8 @@ class AdaptiveSelfConsistency:
         if not (math.isfinite(self.keep_percentile) and 0.0 <= self.keep_percentile < 100.0):
             raise ValueError(f"keep_percentile must be in [0, 100), got {self.keep_percentile}")
         check_int("confidence_window", self.confidence_window)
+        if not isinstance(self.online_stop, bool):
+            raise ValueError(f"online_stop must be true or false, got {self.online_stop!r}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"adaptive-sc needs a finite temperature > 0 (got {self.temperature}); use greedy")
         check_int("max_tokens", self.max_tokens)
@@ -149,9 +159,13 @@ class AdaptiveSelfConsistency:
             if n == 0:
                 stop = "budget"
                 break
+            online = (self.confidence_filter and self.online_stop and conf_threshold is not None
+                      and conf_threshold > 0.0 and backend.capabilities.confidence_stop)
+            stop_rule = ConfidenceStop(self.confidence_window, math.log(conf_threshold)) \
+                if online and conf_threshold is not None else None
             req = GenRequest(messages=problem.messages, n=n, temperature=self.temperature, top_p=self.top_p,
                              max_tokens=self.max_tokens, seed=seed, logprobs=self.confidence_filter,
-                             first_sample=len(cands))
+                             first_sample=len(cands), confidence_stop=stop_rule)
             completions = backend.generate([req])
             charge(ledger, Role.GENERATOR, completions)
             wave = candidates_from(completions[0])
@@ -164,8 +178,16 @@ class AdaptiveSelfConsistency:
                 if conf_threshold is None:
                     conf_threshold = _percentile(wave_confs, self.keep_percentile)
                 confs.extend(wave_confs)
-                kept.extend(c >= conf_threshold for c in wave_confs)
+                # a trace the backend stopped is dropped even where float rounding put its confidence at the line
+                kept.extend(conf >= conf_threshold and c.finish_reason != "low_confidence"
+                            for c, conf in zip(wave, wave_confs, strict=True))
                 event.update(confidences=wave_confs, kept=kept[-n:], confidence_threshold=conf_threshold)
+                if stop_rule is not None:
+                    event["online_stop"] = {"window": stop_rule.window, "min_mean_logprob": stop_rule.min_mean_logprob,
+                                            "stopped": sum(c.finish_reason == "low_confidence" for c in wave)}
+                elif self.online_stop and len(trace) > 0:
+                    event["online_stop"] = "not supported by this backend: whole traces, filtered after generation" \
+                        if not backend.capabilities.confidence_stop else "off: the first wave's threshold is 0"
             else:
                 kept.extend(True for _ in wave)
             counts = dict(Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
