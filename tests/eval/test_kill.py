@@ -104,9 +104,14 @@ def test_sigkill_five_times_then_resume_equals_an_uninterrupted_run(tmp_path: Pa
     assert _check(out) == (JOBS, UNITS)
     with sqlite3.connect(full / "results.sqlite") as a, sqlite3.connect(out / "results.sqlite") as b:
         assert a.execute(RESULT).fetchall() == b.execute(RESULT).fetchall()
-        sessions = b.execute("SELECT status FROM sessions ORDER BY session_id").fetchall()
-    # the five killed sessions never got to record an end: they stay 'running'; the last one finished
-    assert [s for (s,) in sessions] == ["running"] * 5 + ["finished"]
+        sessions = b.execute("SELECT status, jobs_done, wall_seconds, backend_seconds FROM sessions "
+                             "ORDER BY session_id").fetchall()
+    # the five killed sessions never recorded an end: the next start marked them killed; each keeps the counts
+    # written with its last job (in that job's transaction), so the run's time is all in the overhead report
+    assert [s[0] for s in sessions] == ["killed"] * 5 + ["finished"]
+    assert [s[1] for s in sessions] == [b - a for a, b in zip([0, *progress], [*progress, JOBS], strict=True)]
+    for _, _, wall, busy in sessions:
+        assert 0 < busy <= wall
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
@@ -123,7 +128,9 @@ def test_ctrl_c_or_kill_stops_keeps_finished_units_and_resumes(tmp_path: Path, s
     jobs, _ = _check(out)
     assert 0 < jobs < JOBS
     with sqlite3.connect(out / "results.sqlite") as db:
-        assert db.execute("SELECT status, jobs_done FROM sessions").fetchall() == [("interrupted", jobs)]
+        ((status, done_jobs, wall, busy),) = db.execute(
+            "SELECT status, jobs_done, wall_seconds, backend_seconds FROM sessions").fetchall()
+    assert (status, done_jobs) == ("interrupted", jobs) and 0 < busy <= wall  # its time is kept, not zeroed
     done = subprocess.run(_cmd(table, out), capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"{JOBS - jobs} jobs run, {jobs} already stored" in done.stderr

@@ -58,7 +58,7 @@ from thinkscale.eval.chains import ChainIndex, SharingBackend, StoredChain
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
-from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, Store, StoreError, UnitRow
+from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, SessionProgress, Store, StoreError, UnitRow
 from thinkscale.strategies.base import FILE_KNOBS, budget_knob, build_strategy, get_strategy, knobs, parse_spec
 from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
@@ -240,6 +240,11 @@ class TimedBackend(BackendProxy):
             self._active -= 1
             if self._active == 0:
                 self.busy_seconds += time.perf_counter() - self._since
+
+    def busy_now(self) -> float:
+        """``busy_seconds`` including the call(s) in flight right now."""
+        with self._lock:
+            return self.busy_seconds + (time.perf_counter() - self._since if self._active else 0.0)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._call_lock is not None:
@@ -546,14 +551,17 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
             t0 = time.perf_counter()
             inner = factory(model)
             load += time.perf_counter() - t0
+            t1: float | None = None
             try:
                 store.bind_model(model, model_identity(model, inner))
                 backend = TimedBackend(inner, serialize=cfg.backend.startswith("scripted:"))
                 shared = _stored_chains(store, model) if cfg.share_samples else None
                 t1 = time.perf_counter()
+                wall0, busy0 = wall, busy  # this model's time is added in the finally below, even on an error
                 for outcome in _execute(todo, backend, workers, stop, shared):
                     rec = record(outcome, cfg.max_subsets)
-                    job_id = store.write_job(rec)
+                    job_id = store.write_job(rec, SessionProgress(session, ran + 1, wall0 + time.perf_counter() - t1,
+                                                                  busy0 + backend.busy_now()))
                     if shared is not None:  # committed: later jobs may be served its chains
                         for c in rec.chains:
                             if c.source_job is None:
@@ -571,9 +579,10 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
                     progress.generated_tokens += max(0, (rec.completion_tokens or 0) - served_tokens)
                     if on_progress is not None:
                         on_progress(progress)
-                wall += time.perf_counter() - t1
-                busy += backend.busy_seconds
             finally:
+                if t1 is not None:
+                    wall += time.perf_counter() - t1
+                    busy += backend.busy_now()
                 inner.close()
             if stop is not None and stop.is_set():
                 status = "interrupted"

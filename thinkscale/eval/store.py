@@ -79,6 +79,17 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
+@dataclass(frozen=True)
+class SessionProgress:
+    """A running session's counts so far: jobs it committed, wall seconds since its model loaded, seconds with a
+    backend call in flight."""
+
+    session_id: int
+    jobs_done: int
+    wall_seconds: float
+    backend_seconds: float
+
+
 class StoreError(RuntimeError):
     """The store cannot be used as asked (a different config, a newer schema, a file that is not a store)."""
 
@@ -276,8 +287,10 @@ class Store:
         return {tuple(r) for r in self.db.execute(  # type: ignore[misc]
             "SELECT model, strategy, problem_id, seed, budget FROM jobs")}
 
-    def write_job(self, job: JobRecord) -> int:
-        """Insert a finished job with its samples and units in one transaction; returns its job_id."""
+    def write_job(self, job: JobRecord, session: SessionProgress | None = None) -> int:
+        """Insert a finished job with its samples and units in one transaction; returns its job_id. ``session``:
+        the running session's counts with this job, written in the same transaction (so a killed session's row
+        says exactly which jobs and how much time it had when it was killed)."""
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO jobs (model, strategy, problem_id, seed, budget, spec, reuse, stop_reason, answer, trace,"
@@ -298,6 +311,10 @@ class Store:
             _insert_units(db, job_id, job)
             db.executemany("INSERT INTO chains VALUES (" + ", ".join("?" * 13) + ")",
                            [(job_id, *astuple(c)) for c in job.chains])
+            if session is not None:
+                db.execute("UPDATE sessions SET ended_at = ?, jobs_done = ?, wall_seconds = ?, backend_seconds = ? "
+                           "WHERE session_id = ?", (time.time(), session.jobs_done, session.wall_seconds,
+                                                    session.backend_seconds, session.session_id))
         return job_id
 
     def replace_grades(self, job_id: int, job: JobRecord) -> None:
@@ -310,10 +327,14 @@ class Store:
             _insert_units(db, job_id, job)
 
     def start_session(self, command: str) -> int:
+        """A new session row. Sessions still 'running' were killed (the sweep lock lets one process write a store
+        at a time): they become 'killed', keeping the counts of the last job they wrote (``write_job``)."""
         with self.transaction() as db:
+            db.execute("UPDATE sessions SET status = 'killed' WHERE status = 'running'")
             cur = db.execute("INSERT INTO sessions (started_at, command, status) VALUES (?, ?, 'running')",
                              (time.time(), command))
         return int(cur.lastrowid or 0)
+
 
     def end_session(self, session_id: int, *, status: str, jobs_done: int, wall_seconds: float,
                     backend_seconds: float) -> None:
