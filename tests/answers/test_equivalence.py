@@ -168,7 +168,9 @@ def test_back_to_back_timeouts_each_return_within_2_s_and_the_worker_survives(ch
 @pytest.mark.parametrize("answer", [v for k, v in HOSTILE.items() if "power" not in k][:5])
 def test_hostile_answers_for_the_other_tasks_return_at_once(task, answer):
     reference = {Task.GAME24: "1 3 4 10", Task.MULTIPLE_CHOICE: "A"}.get(task, "7")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     assert check(task, answer, reference) is Verdict.NOT_EQUIVALENT
     assert grade(task, answer, reference) is Verdict.NOT_EQUIVALENT
-    assert time.perf_counter() - start < 1.0
+    # these tasks compare in-process: CPU time is the measure (wall time also counts waiting for the cores, which
+    # took over 1 s on a machine running an eval sweep); the wall bound only catches a hang
+    assert time.process_time() - cpu < 1.0 and time.perf_counter() - start < 10.0

@@ -390,8 +390,9 @@ def test_real_faults_are_retried_and_charged_once(server_url: str) -> None:
         clean = b.generate(reqs)
     plan = ["500", "hang", "reset", "truncate", "cut", "reset_after_upstream", "429", "ok"]
     with FaultProxy(server_url, plan=plan, hang_s=30) as proxy, \
-            OpenAICompatBackend(proxy.base_url, "smollm2", supports_n=False, max_concurrency=1, timeout_s=5.0,
+            OpenAICompatBackend(proxy.base_url, "smollm2", supports_n=False, max_concurrency=1, timeout_s=15.0,
                                 max_retries=7, backoff_s=0.01, max_backoff_s=0.05) as b:
+        # 15 s: the hang (30 s) must time out, a real answer must not (5 s timed one out with a sweep on the cores)
         faulty = b.generate(reqs)
         assert proxy.counts == {"500": 1, "hang": 1, "reset": 1, "truncate": 1, "cut": 1,
                                 "reset_after_upstream": 1, "429": 1, "ok": 3}
