@@ -20,6 +20,8 @@ step $TS eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --str
     --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet
 step $TS fit-policy runs/train-0.5b --out runs/train-0.5b/policy.json --wave-size 2
 step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --policy runs/train-0.5b/policy.json || true  # exit 2 = target missed
+# issue 8: what DeepConf online stopping saves on the real model (~10 min)
+step $PY bench/deepconf.py --problems 10 --out bench/results/deepconf.json
 # issue 6: the other models on the same 100 test problems (~1 h + ~4 h), then the shared report
 step $TS eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet
 step $TS eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet
