@@ -65,6 +65,6 @@ HOSTILE_TEXTS = {
 @pytest.mark.parametrize("text", HOSTILE_TEXTS.values(), ids=HOSTILE_TEXTS.keys())
 def test_extraction_is_fast_on_hostile_text(text):
     for task in Task:
-        start = time.perf_counter()
+        start = time.process_time()  # in-process: CPU time, which a busy machine does not inflate
         extract_for_task(text, task)
-        assert time.perf_counter() - start < 1.0, task
+        assert time.process_time() - start < 1.0, task
