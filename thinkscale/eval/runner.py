@@ -594,7 +594,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
         status = "failed"
         raise
     finally:
-        store.end_session(session, status=status, jobs_done=ran, wall_seconds=wall, backend_seconds=busy)
+        store.end_session(SessionProgress(session, ran, wall, busy), status=status)
         store.close()
     return SweepSummary(len(jobs), len(jobs) - len(pending), ran, wall, busy, load, status == "interrupted",
                         reused_chains, reused_tokens, reused_seconds)

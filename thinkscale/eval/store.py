@@ -90,6 +90,13 @@ class SessionProgress:
     backend_seconds: float
 
 
+def _write_session(db: sqlite3.Connection, s: SessionProgress, *, status: str) -> None:
+    """A session's counts and status, stamped now (its end, or its last job while it runs)."""
+    db.execute("UPDATE sessions SET ended_at = ?, status = ?, jobs_done = ?, wall_seconds = ?, backend_seconds = ? "
+               "WHERE session_id = ?",
+               (time.time(), status, s.jobs_done, s.wall_seconds, s.backend_seconds, s.session_id))
+
+
 class StoreError(RuntimeError):
     """The store cannot be used as asked (a different config, a newer schema, a file that is not a store)."""
 
@@ -312,9 +319,7 @@ class Store:
             db.executemany("INSERT INTO chains VALUES (" + ", ".join("?" * 13) + ")",
                            [(job_id, *astuple(c)) for c in job.chains])
             if session is not None:
-                db.execute("UPDATE sessions SET ended_at = ?, jobs_done = ?, wall_seconds = ?, backend_seconds = ? "
-                           "WHERE session_id = ?", (time.time(), session.jobs_done, session.wall_seconds,
-                                                    session.backend_seconds, session.session_id))
+                _write_session(db, session, status="running")
         return job_id
 
     def replace_grades(self, job_id: int, job: JobRecord) -> None:
@@ -335,13 +340,9 @@ class Store:
                              (time.time(), command))
         return int(cur.lastrowid or 0)
 
-
-    def end_session(self, session_id: int, *, status: str, jobs_done: int, wall_seconds: float,
-                    backend_seconds: float) -> None:
+    def end_session(self, session: SessionProgress, *, status: str) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE sessions SET ended_at = ?, status = ?, jobs_done = ?, wall_seconds = ?, "
-                       "backend_seconds = ? WHERE session_id = ?",
-                       (time.time(), status, jobs_done, wall_seconds, backend_seconds, session_id))
+            _write_session(db, session, status=status)
 
     # ------------------------------------------------------------------ reading
 

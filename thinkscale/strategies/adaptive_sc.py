@@ -159,10 +159,16 @@ class AdaptiveSelfConsistency:
             if n == 0:
                 stop = "budget"
                 break
-            online = (self.confidence_filter and self.online_stop and conf_threshold is not None
-                      and conf_threshold > 0.0 and backend.capabilities.confidence_stop)
-            stop_rule = ConfidenceStop(self.confidence_window, math.log(conf_threshold)) \
-                if online and conf_threshold is not None else None
+            # DeepConf online: a wave after the first carries the first wave's line (a threshold of 0 stops nothing)
+            stop_rule: ConfidenceStop | None = None
+            online_note: str | None = None
+            if self.confidence_filter and self.online_stop and conf_threshold is not None:
+                if not backend.capabilities.confidence_stop:
+                    online_note = "not supported by this backend: whole traces, filtered after generation"
+                elif conf_threshold > 0.0:
+                    stop_rule = ConfidenceStop(self.confidence_window, math.log(conf_threshold))
+                else:
+                    online_note = "off: the first wave's threshold is 0"
             req = GenRequest(messages=problem.messages, n=n, temperature=self.temperature, top_p=self.top_p,
                              max_tokens=self.max_tokens, seed=seed, logprobs=self.confidence_filter,
                              first_sample=len(cands), confidence_stop=stop_rule)
@@ -185,9 +191,8 @@ class AdaptiveSelfConsistency:
                 if stop_rule is not None:
                     event["online_stop"] = {"window": stop_rule.window, "min_mean_logprob": stop_rule.min_mean_logprob,
                                             "stopped": sum(c.finish_reason == "low_confidence" for c in wave)}
-                elif self.online_stop and len(trace) > 0:
-                    event["online_stop"] = "not supported by this backend: whole traces, filtered after generation" \
-                        if not backend.capabilities.confidence_stop else "off: the first wave's threshold is 0"
+                elif online_note is not None:
+                    event["online_stop"] = online_note
             else:
                 kept.extend(True for _ in wave)
             counts = dict(Counter(a for a in (normalize_answer(c.answer) if c.answer is not None else None
