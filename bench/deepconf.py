@@ -58,6 +58,12 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.wave < args.samples:
         ap.error("--wave must be >= 1 and below --samples (the later chains are the ones stopped online)")
+    if not 1 <= args.problems <= 100:
+        ap.error(f"--problems must be in 1..100 (the eval harness's 100-problem subset), got {args.problems}")
+    if any(not 0.0 <= q < 100.0 for q in args.percentiles):
+        ap.error(f"--percentiles must each be in [0, 100) like adaptive-sc's keep_percentile, got {args.percentiles}")
+    if args.window < 1 or args.max_tokens < 1:
+        ap.error("--window and --max-tokens must be >= 1")
 
     ds = load_dataset("gsm8k").subset(100, 0)
     problems = ds.problems[: args.problems]
