@@ -3,15 +3,19 @@
 # Every step is resumable (eval sweeps skip finished jobs, the benches skip finished problems), so after a kill or a
 # reboot the same command goes on where it stopped:
 #
-#   nohup bash scripts/measure.sh > runs/measure.log 2>&1 &
+#   mkdir -p runs && nohup bash scripts/measure.sh > runs/measure.log 2>&1 &
+#   nohup bash scripts/checkpoint.sh 30 > runs/checkpoint.log 2>&1 &    # commit progress every 30 min
 #
 # A step that fails stops the queue (its error is the last thing in the log). Results land in runs/ (eval stores)
-# and bench/results/; commit what you want to keep. About 30 CPU hours in all on 2 cores.
+# and bench/results/; scripts/checkpoint.sh commits both (the stores as SQL text in docs/results/stores/). About 30 CPU hours in all on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TS=.venv/bin/thinkscale
 PY=.venv/bin/python
 step() { echo "== $(date -u +%FT%TZ) $*"; "$@"; }
+
+# The stores a previous machine committed (scripts/checkpoint.sh) become runs/NAME again, so their sweeps resume.
+step $PY scripts/stores.py restore
 
 # issues 6 and 8: the default model on 100 GSM8K test problems, greedy + SC@1..16 + best-of-N (~4 h)
 step $TS eval --config docs/results/gsm8k/sweep-qwen0.5b.toml --out runs/gsm8k-qwen0.5b --workers 2 --quiet

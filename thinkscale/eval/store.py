@@ -385,3 +385,58 @@ def open_existing(out_dir: str | Path) -> Store:
         raise StoreError(f"{out_dir} is not a run folder: it has no {DB_NAME} (run `thinkscale eval --out "
                          f"{out_dir} ...` first)")
     return Store(out_dir)
+
+
+def dump_sql(out_dir: str | Path, dest: str | Path) -> int:
+    """Write a run's store as SQL text (``sqlite3``'s ``.dump``) to ``dest``, atomically, from one read snapshot:
+    only committed jobs, even while a sweep writes. Rows come in insertion order, so successive dumps of a growing run
+    differ mostly by what was appended (cheap to keep in git). Returns the number of jobs dumped."""
+    src = Path(out_dir) / DB_NAME
+    if not src.is_file():
+        raise StoreError(f"{out_dir} is not a run folder: it has no {DB_NAME}")
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    db = sqlite3.connect(f"file:{src}?mode=ro", uri=True, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("BEGIN")  # one snapshot for the count and every table's rows
+        jobs = int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in db.iterdump():
+                f.write(line + "\n")
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    tmp.replace(dest)
+    return jobs
+
+
+def load_sql(src: str | Path, out_dir: str | Path) -> int:
+    """Make a run folder's store from a :func:`dump_sql` file, so the run resumes where the dump was taken (a session
+    marked 'running' in it is marked 'killed' by the next sweep). Refuses to replace a store that exists. Returns the
+    number of jobs loaded."""
+    out = Path(out_dir)
+    dest = out / DB_NAME
+    if dest.exists():
+        raise StoreError(f"{dest} exists; not replacing it with {src} (move it away first)")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (DB_NAME + ".partial")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.executescript(Path(src).read_text(encoding="utf-8"))
+        if db.execute("PRAGMA integrity_check").fetchone() != ("ok",):
+            raise StoreError(f"{src} does not load into an intact store")
+        jobs = int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    except sqlite3.DatabaseError as e:
+        db.close()
+        tmp.unlink()
+        raise StoreError(f"{src} is not a thinkscale store dump: {e}") from None
+    except BaseException:
+        db.close()
+        tmp.unlink()
+        raise
+    db.close()
+    tmp.replace(dest)
+    Store(out).close()  # WAL mode, schema version checked
+    return jobs

@@ -1,0 +1,75 @@
+"""A run's store as SQL text (store.dump_sql / load_sql, used by scripts/stores.py to keep sweeps in git): a sweep
+stopped midway, dumped, loaded into a fresh folder elsewhere and resumed there ends exactly like an uninterrupted
+run."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.eval.test_runner import UNIT_RESULT, cfg_for, db_rows
+from thinkscale.eval.runner import run_sweep
+from thinkscale.eval.store import StoreError, dump_sql, load_sql
+
+
+def test_dump_load_resume_equals_an_uninterrupted_run(table: Path, tmp_path: Path) -> None:
+    full, part, moved = tmp_path / "full", tmp_path / "part", tmp_path / "elsewhere" / "part"
+    run_sweep(cfg_for(table), full)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def halt(p: object) -> None:
+        seen.append(1)
+        if len(seen) == 5:
+            stop.set()
+
+    assert run_sweep(cfg_for(table), part, on_progress=halt, stop=stop).jobs_run == 5
+    dump = tmp_path / "part.sql"
+    assert dump_sql(part, dump) == 5
+    assert not list(tmp_path.glob("*.partial"))
+    assert load_sql(dump, moved) == 5
+    with sqlite3.connect(moved / "results.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db_rows(moved, UNIT_RESULT) == db_rows(part, UNIT_RESULT)
+    s = run_sweep(cfg_for(table), moved)
+    assert (s.jobs_run, s.jobs_skipped) == (19, 5)
+    assert db_rows(full, UNIT_RESULT) == db_rows(moved, UNIT_RESULT)
+    # the same dump twice is the same text (so an unchanged run leaves its file as it was)
+    again = tmp_path / "again.sql"
+    dump_sql(part, again)
+    assert again.read_bytes() == dump.read_bytes()
+
+
+def test_dump_while_a_transaction_is_open_sees_only_committed_jobs(table: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_sweep(cfg_for(table, strategies=["greedy"]), run)
+    writer = sqlite3.connect(run / "results.sqlite", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("DELETE FROM units")
+    writer.execute("DELETE FROM samples")
+    writer.execute("DELETE FROM chains")
+    writer.execute("DELETE FROM jobs")
+    try:
+        assert dump_sql(run, tmp_path / "d.sql") == 12
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert load_sql(tmp_path / "d.sql", tmp_path / "copy") == 12
+
+
+def test_refusals_name_the_problem(table: Path, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no results.sqlite"):
+        dump_sql(tmp_path / "nothing", tmp_path / "x.sql")
+    run = tmp_path / "run"
+    run_sweep(cfg_for(table, strategies=["greedy"]), run)
+    dump_sql(run, tmp_path / "d.sql")
+    with pytest.raises(StoreError, match="exists; not replacing"):
+        load_sql(tmp_path / "d.sql", run)
+    bad = tmp_path / "bad.sql"
+    bad.write_text("this is not SQL;\n")
+    with pytest.raises(StoreError, match="not a thinkscale store dump"):
+        load_sql(bad, tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "results.sqlite").exists()
