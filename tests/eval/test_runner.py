@@ -328,3 +328,30 @@ def test_a_changed_policy_or_prm_file_is_a_different_run(table: Path, tmp_path: 
                  choices={"easy": {"kind": "stop"}, "hard": {"kind": "stop"}})
     with pytest.raises(StoreError, match="knob_files: stored"):
         run_sweep(cfg, out)
+
+
+def test_a_token_budget_knob_is_swept_in_chains_worth(table: Path, tmp_path: Path) -> None:
+    """auto's budget_tokens and budget forcing's max_thinking_tokens count tokens: a sweep's budget k gives them
+    k x max_tokens (k chains' worth), so they sit beside self-consistency at k samples; the scale is in the run's
+    identity, and no run ever spends past it."""
+    from tests.policy.helpers import write_policy
+
+    pol = write_policy(tmp_path / "policy.json", wave_size=2, max_tokens=10, edges=(0.25,), caps=(20, 40),
+                       choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 4}})
+    cfg = cfg_for(table, strategies=["self-consistency", f"auto:policy={pol}", "budget-forcing"], budgets=[2, 4],
+                  sample_seeds=[0], max_tokens=10)
+    out = tmp_path / "run"
+    run_sweep(cfg, out)
+    specs = db_rows(out, "SELECT DISTINCT strategy, budget, spec FROM jobs WHERE strategy != 'self-consistency' "
+                         "ORDER BY 1, 2")
+    assert specs == [(f"auto:policy={pol}", 2, f"auto:policy={pol},budget_tokens=20"),
+                     (f"auto:policy={pol}", 4, f"auto:policy={pol},budget_tokens=40"),
+                     ("budget-forcing", 2, "budget-forcing:max_thinking_tokens=20"),
+                     ("budget-forcing", 4, "budget-forcing:max_thinking_tokens=40")]
+    spent = db_rows(out, f"SELECT budget, MAX(completion_tokens) FROM jobs WHERE strategy = 'auto:policy={pol}' "
+                         "GROUP BY 1 ORDER BY 1")
+    assert [b for b, _ in spent] == [2, 4] and all(0 < t <= 10 * b for b, t in spent)
+    ident = json.loads(db_rows(out, "SELECT value FROM meta WHERE key = 'config'")[0][0])
+    assert [s.get("budget_scale") for s in ident["strategies"]] == [None, 10, 10]
+    with pytest.raises(StoreError, match="max_tokens"):  # another max_tokens is another budget: refused
+        run_sweep(SweepConfig(**{**cfg.model_dump(), "max_tokens": 20}), out)

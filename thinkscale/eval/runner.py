@@ -1,7 +1,9 @@
 """Budget sweeps: run every (problem, strategy config, budget, seed) unit of a SweepConfig and store it.
 
 Plan. Each strategy spec is built with ``thinkscale.strategies.build_strategy``; ``budgets`` set its
-``budget_knob`` (samples for self-consistency, ...). A spec that sets its budget knob itself, or whose knob is
+``budget_knob`` (samples for self-consistency, ...); a knob that counts tokens (``budget_in_tokens``: auto's
+``budget_tokens``, budget forcing's ``max_thinking_tokens``) is set to k chains' worth, k x ``max_tokens``, so one
+sweep compares every strategy at the same budgets. A spec that sets its budget knob itself, or whose knob is
 ``max_tokens`` (greedy: the length of its one chain, which ``SweepConfig.max_tokens`` fixes), is not swept: it runs
 once, at budget 1 or at the value it pins. A ``prefix_consistent`` strategy whose selection rule is known runs once
 at the largest budget, and every smaller budget k is scored from k-subsets of its samples (sample j of an n-sample
@@ -59,7 +61,15 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
 from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, SessionProgress, Store, StoreError, UnitRow
-from thinkscale.strategies.base import FILE_KNOBS, budget_knob, build_strategy, get_strategy, knobs, parse_spec
+from thinkscale.strategies.base import (
+    FILE_KNOBS,
+    budget_knob,
+    budget_scale,
+    build_strategy,
+    get_strategy,
+    knobs,
+    parse_spec,
+)
 from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 
@@ -90,17 +100,18 @@ class StrategyPlan:
     reuse: bool
     selection: Selection | None
     step_aggregation: StepAggregation | None
+    scale: int = 1  # the knob's value per budget unit: the sweep's max_tokens for a knob counting tokens, else 1
 
     def spec_at(self, budget: int) -> str:
         items = dict(self.values)
         if self.knob is not None:
-            items[self.knob] = str(budget)
+            items[self.knob] = str(budget * self.scale)
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in items.items()) if items else "")
 
     def build(self, budget: int) -> Any:
         over = dict(self.overrides)
         if self.knob is not None:
-            over[self.knob] = budget
+            over[self.knob] = budget * self.scale
         return build_strategy(self.label, **over)
 
     def job_budgets(self) -> tuple[int, ...]:
@@ -128,7 +139,8 @@ def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
         swept = None
     else:
         swept, budgets = knob, tuple(cfg.budgets)
-    plan = StrategyPlan(label, name, values, swept, budgets, overrides, False, None, None)
+    scale = budget_scale(name, cfg.max_tokens) if swept is not None else 1
+    plan = StrategyPlan(label, name, values, swept, budgets, overrides, False, None, None, scale)
     probe = plan.build(budgets[-1])  # every knob is checked before anything runs
     selection = getattr(probe, "selection", None) or SUBSET_SELECTION.get(name)
     agg = getattr(probe, "step_aggregation", None) or getattr(probe, "aggregation", None)
@@ -138,7 +150,7 @@ def plan_strategy(spec: str, cfg: SweepConfig) -> StrategyPlan:
         log.warning("strategy %s is prefix-consistent but its selection rule is unknown: it runs once per budget",
                     label)
     return StrategyPlan(label, name, values, swept, budgets, overrides, reuse,
-                        selection if reuse else None, StepAggregation(agg) if isinstance(agg, str) else None)
+                        selection if reuse else None, StepAggregation(agg) if isinstance(agg, str) else None, scale)
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,8 @@ def identity(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> dict[s
         "problem_ids_sha256": hashlib.sha256("\n".join(p.id for p in ds.problems).encode()).hexdigest(),
         "models": list(cfg.models), "backend": backend,
         "strategies": [{"spec": p.label, "budget_knob": p.knob, "budgets": list(p.budgets), "reuse": p.reuse,
-                        "overrides": p.overrides} for p in plans],
+                        "overrides": p.overrides, **({"budget_scale": p.scale} if p.scale != 1 else {})}
+                       for p in plans],
         "budgets": list(cfg.budgets), "sample_seeds": list(cfg.sample_seeds), "max_tokens": cfg.max_tokens,
         "max_subsets": cfg.max_subsets, "rng_scheme": RNG_SCHEME, "share_samples": cfg.share_samples,
         "versions": {k: v[k] for k in ("thinkscale", "llama-cpp-python")},

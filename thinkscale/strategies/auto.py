@@ -90,6 +90,7 @@ class Auto:
 
     prefix_consistent: ClassVar[bool] = False
     budget_knob: ClassVar[str] = "budget_tokens"
+    budget_in_tokens: ClassVar[bool] = True  # a sweep's budget k: k chains' worth of tokens
 
     budget_tokens: int | None = None
     policy: str | None = None

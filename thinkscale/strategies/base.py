@@ -39,6 +39,9 @@ class Strategy(Protocol):
     name: ClassVar[str]
     # the knob a budget sweep sets (n_samples, max_rounds, ...): the eval harness varies it
     budget_knob: ClassVar[str]
+    # optional, default False: the budget knob counts tokens (auto's budget_tokens, budget forcing's thinking
+    # tokens), so a sweep's budget k sets it to k chains' worth: k x the sweep's max_tokens (see budget_scale)
+    budget_in_tokens: ClassVar[bool]
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Any: ...
 
@@ -295,6 +298,12 @@ def count_knob(name: str) -> str | None:
 def budget_knob(name: str) -> str | None:
     """The knob a budget sweep sets for strategy ``name`` (its ``budget_knob`` ClassVar), None if it has none."""
     return getattr(get_strategy(name).factory, "budget_knob", None)
+
+
+def budget_scale(name: str, max_tokens: int) -> int:
+    """What one unit of a sweep budget is worth to strategy ``name``'s budget knob: ``max_tokens`` (one chain's
+    worth of tokens) for a knob that counts tokens (``budget_in_tokens``), else 1 (samples, rounds, beams, ...)."""
+    return max_tokens if getattr(get_strategy(name).factory, "budget_in_tokens", False) else 1
 
 
 def candidates_from(completion: Completion) -> list[Candidate]:

@@ -49,6 +49,7 @@ class BudgetForcing:
     """
 
     budget_knob: ClassVar[str] = "max_thinking_tokens"
+    budget_in_tokens: ClassVar[bool] = True  # a sweep's budget k: k chains' worth of thinking tokens
 
     max_thinking_tokens: int = 1024
     min_thinking_tokens: int = 0
