@@ -13,7 +13,7 @@ case "$MINUTES" in ''|*[!0-9]*|0) echo "checkpoint.sh: MINUTES must be a positiv
 PATHS=(docs/results/stores bench/results)
 while true; do
   sleep $((MINUTES * 60))
-  summary=$(.venv/bin/python scripts/stores.py save | sed 's|docs/results/stores/||' | paste -sd ';' -)
+  summary=$(.venv/bin/python scripts/stores.py save | paste -sd ';' -)
   git add -- "${PATHS[@]}"
   if git diff --cached --quiet -- "${PATHS[@]}"; then
     echo "$(date -u +%FT%TZ) nothing new"

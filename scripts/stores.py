@@ -27,10 +27,10 @@ def save(runs: Path, stores: Path) -> None:
         jobs = dump_sql(db.parent, new)
         if dest.is_file() and dest.read_bytes() == new.read_bytes():
             new.unlink()
-            print(f"{dest}: unchanged ({jobs} jobs)")
+            print(f"{dest.name}: unchanged ({jobs} jobs)")
             continue
         new.replace(dest)
-        print(f"{dest}: {jobs} jobs")
+        print(f"{dest.name}: {jobs} jobs")
 
 
 def restore(runs: Path, stores: Path) -> None:
