@@ -4,6 +4,7 @@ visible (not blank) plots, and the terminal tables."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -15,8 +16,9 @@ from matplotlib import image as mpimg
 from typer.testing import CliRunner
 
 from thinkscale.cli import app
-from thinkscale.eval.analysis import analyze
+from thinkscale.eval.analysis import Analysis, ConfigRow, analyze, crossovers
 from thinkscale.eval.config import SweepConfig
+from thinkscale.eval.metrics import Estimate
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import open_existing
 
@@ -107,15 +109,52 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
 
 def test_several_runs_share_a_report(table: Path, tmp_path: Path) -> None:
     """One run per model, each with its own strategies (as the issue's results need), analysed together; the same
-    model and strategy in two runs is refused."""
+    model and strategy in two runs is refused. The larger model (4x the parameters) gets the crossover table."""
     base = dict(dataset="gsm8k", limit=6, backend=f"scripted:{table}")
+    large_table = tmp_path / "large.json"
+    large_table.write_text(json.dumps({**json.loads(table.read_text()), "n_params": 4_000_000}))
     run_sweep(SweepConfig(**base, models=["small"], strategies=["greedy", "self-consistency"], budgets=[1, 2, 4]),
               tmp_path / "a")
-    run_sweep(SweepConfig(**base, models=["large"], strategies=["greedy"], budgets=[1]), tmp_path / "b")
+    run_sweep(SweepConfig(**{**base, "backend": f"scripted:{large_table}"}, models=["large"], strategies=["greedy"],
+                          budgets=[1]), tmp_path / "b")
     run_sweep(SweepConfig(**base, models=["small"], strategies=["greedy"], budgets=[1]), tmp_path / "c")
     r = CliRunner().invoke(app, ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab"),
-                                 "--reps", "100"])
+                                 "--reps", "100"], terminal_width=250)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ab" / "accuracy_vs_flops.png").is_file()  # two models: the cross-model plot is drawn
+    stores = [open_existing(tmp_path / "a"), open_existing(tmp_path / "b")]
+    a = analyze(stores, reps=100)
+    for st in stores:
+        st.close()
+    assert a.n_params == {"small": 1_000_000, "large": 4_000_000}
+    (c,) = crossovers(a)  # large has one config; small's greedy is as right (always) and cheaper
+    assert (c.large.label, c.small_model, c.match and c.match.label) == ("greedy@1", "small", "greedy@1")
+    assert c.flops_ratio == c.match.costs["flops"] / c.large.costs["flops"] < 1  # type: ignore[union-attr,operator]
+    assert "smaller model, more thought" in r.output and f"{c.flops_ratio:.2f}x" in r.output
+    assert "Smaller model, more thought" in (tmp_path / "ab" / "report.html").read_text()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "a"), str(tmp_path / "c")])
     assert r.exit_code == 2 and "model small with strategy greedy is in both" in r.output
+
+
+def _row(model: str, strategy: str, budget: int, acc: float, flops: float | None) -> ConfigRow:
+    return ConfigRow(model, strategy, budget, Estimate(acc, acc, acc, 100), {"flops": flops}, False)
+
+
+def test_crossover_picks_the_cheapest_config_that_reaches_each_larger_one() -> None:
+    """Hand-made rows: 1.5b greedy 0.50 at 10 FLOPs; 0.5b reaches it with SC@8 (0.52, 6) and SC@16 (0.55, 12): the
+    cheaper SC@8 is the match, ratio 0.6. 1.5b SC@4 (0.60, 40): 0.5b never reaches it (best SC@16). The smallest
+    model is compared with both larger ones; a model of unknown size and configs of unknown FLOPs take no part."""
+    rows = [_row("1.5b", "greedy", 1, 0.50, 10.0), _row("1.5b", "sc", 4, 0.60, 40.0),
+            _row("0.5b", "greedy", 1, 0.30, 2.0), _row("0.5b", "sc", 8, 0.52, 6.0), _row("0.5b", "sc", 16, 0.55, 12.0),
+            _row("0.5b", "bon", 16, 0.70, None), _row("0.1b", "greedy", 1, 0.51, 1.0), _row("x", "greedy", 1, 1.0, 1.0)]
+    a = Analysis({}, {}, "d", rows, {}, {}, {}, "", {}, {}, {}, n_params={"1.5b": 15, "0.5b": 5, "0.1b": 1, "x": None})
+    got = [(c.large.model, c.large.label, c.small_model, c.match and c.match.label, c.best.label, c.flops_ratio)
+           for c in crossovers(a)]
+    assert got == [
+        ("0.5b", "greedy@1", "0.1b", "greedy@1", "greedy@1", 0.5),
+        ("0.5b", "sc@8", "0.1b", None, "greedy@1", None),
+        ("0.5b", "sc@16", "0.1b", None, "greedy@1", None),
+        ("1.5b", "greedy@1", "0.1b", "greedy@1", "greedy@1", 0.1),
+        ("1.5b", "greedy@1", "0.5b", "sc@8", "sc@16", 0.6),
+        ("1.5b", "sc@4", "0.1b", None, "greedy@1", None),
+        ("1.5b", "sc@4", "0.5b", None, "sc@16", None)]

@@ -72,6 +72,7 @@ class Analysis:
     sessions: list[dict[str, Any]] = field(default_factory=list)
     n_problems: int = 0
     sharing: Sharing | None = None  # None: the runs stored no chains (made before sample sharing existed)
+    n_params: dict[str, int | None] = field(default_factory=dict)  # model -> parameters, as its backend reported
 
     @property
     def models(self) -> list[str]:
@@ -158,8 +159,46 @@ def analyze(stores: Sequence[Store], *, reps: int = 2000) -> Analysis:
                 for r in s.rows("SELECT * FROM sessions ORDER BY session_id")]
     dataset = next(iter(problems.values()))["dataset"]
     info = stores[0].info() if len(stores) == 1 else {str(s.dir): s.info() for s in stores}
+    n_params = {m: ident.get("n_params") for s in stores for m, ident in (s.info().get("models") or {}).items()}
     return Analysis(cfg, info, dataset, rows, pass_at, maj_at, bins, source, by_bin, frontier, optimal,
-                    sessions, len({u["problem_id"] for u in units}), _sharing(stores))
+                    sessions, len({u["problem_id"] for u in units}), _sharing(stores), n_params)
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Where a smaller model with more thought catches up: a larger model's config (``large``), and the smaller
+    model's cheapest config by mean FLOPs per problem whose mean accuracy is at least as high (``match``; None when
+    none is), beside the smaller model's most accurate config (``best``)."""
+
+    large: ConfigRow
+    small_model: str
+    match: ConfigRow | None
+    best: ConfigRow
+
+    @property
+    def flops_ratio(self) -> float | None:
+        """The match's FLOPs per problem over the larger config's (below 1: the smaller model got there cheaper)."""
+        if self.match is None or not self.large.costs["flops"]:
+            return None
+        return self.match.costs["flops"] / self.large.costs["flops"]  # type: ignore[operator]
+
+
+def crossovers(a: Analysis) -> list[Crossover]:
+    """For every config of every model with a known parameter count, and every model with fewer parameters: the
+    :class:`Crossover`. Configs whose FLOPs are unknown take no part."""
+    sized = {m: n for m, n in a.n_params.items() if n}
+    with_flops = [r for r in a.rows if r.model in sized and r.costs["flops"] is not None]
+    out = []
+    for large in sorted(with_flops, key=lambda r: (r.model, r.strategy, r.budget)):
+        for small in sorted(m for m in sized if sized[m] < sized[large.model]):
+            mine = [r for r in with_flops if r.model == small]
+            if not mine:
+                continue
+            hits = [r for r in mine if r.accuracy.mean >= large.accuracy.mean]
+            match = min(hits, key=lambda r: (r.costs["flops"], r.strategy, r.budget)) if hits else None
+            best = max(mine, key=lambda r: (r.accuracy.mean, -r.costs["flops"]))  # type: ignore[operator]
+            out.append(Crossover(large, small, match, best))
+    return out
 
 
 def _sharing(stores: Sequence[Store]) -> Sharing | None:

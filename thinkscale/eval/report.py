@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from thinkscale.eval.analysis import Analysis
+from thinkscale.eval.analysis import Analysis, crossovers
 from thinkscale.eval.plot import all_plots
 
 
@@ -50,6 +50,26 @@ def optimal_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
     return ["model", f"difficulty ({a.bin_source})", *[f"budget {x}" for x in budgets]], rows
 
 
+CROSSOVER_TITLE = ("smaller model, more thought: the cheapest config of each smaller model (mean FLOPs per problem) "
+                   "whose mean accuracy reaches each config of a larger one")
+CROSSOVER_HEADERS = ["larger model", "config", "accuracy", "FLOPs", "smaller model", "cheapest config reaching it",
+                     "accuracy", "FLOPs", "FLOPs ratio"]
+
+
+def crossover_rows(a: Analysis) -> list[list[str]]:
+    out = []
+    for c in crossovers(a):
+        head = [c.large.model, c.large.label, f"{c.large.accuracy.mean:.3f}", _num(c.large.costs["flops"], "{:.3g}"),
+                c.small_model]
+        if c.match is None:
+            out.append(head + [f"none (best: {c.best.label})", f"{c.best.accuracy.mean:.3f}",
+                               _num(c.best.costs["flops"], "{:.3g}"), ""])
+        else:
+            out.append(head + [c.match.label, f"{c.match.accuracy.mean:.3f}", _num(c.match.costs["flops"], "{:.3g}"),
+                               _num(c.flops_ratio, "{:.2f}x")])
+    return out
+
+
 def frontier_rows(a: Analysis) -> list[list[str]]:
     return [[m, p.label, str(p.budget), f"{p.cost:.1f}", f"{p.accuracy:.3f}"]
             for m, front in sorted(a.frontier.items()) for p in front]
@@ -81,6 +101,14 @@ def print_tables(a: Analysis, console: Console) -> None:
     for row in frontier_rows(a):
         t.add_row(*row)
     console.print(t)
+    cross = crossover_rows(a)
+    if cross:
+        t = Table(title=CROSSOVER_TITLE, header_style="bold")
+        for h in CROSSOVER_HEADERS:
+            t.add_column(h)
+        for row in cross:
+            t.add_row(*row)
+        console.print(t)
     wall, busy, frac = a.overhead()
     console.print(f"harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
                   f"outside backend calls ({busy:.1f} s inside)", highlight=False)
@@ -120,6 +148,10 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
     parts += ["<h2>Compute-optimal strategy per difficulty and budget</h2>", _table_html(heads, rows),
               "<h2>Pareto frontier</h2>",
               _table_html(["model", "strategy", "budget", "generated tok", "accuracy"], frontier_rows(a))]
+    cross = crossover_rows(a)
+    if cross:
+        parts += [f"<h2>{html.escape(CROSSOVER_TITLE[0].upper() + CROSSOVER_TITLE[1:])}</h2>",
+                  _table_html(CROSSOVER_HEADERS, cross)]
     if a.pass_at_k:
         ks = sorted({k for c in a.pass_at_k.values() for k in c})
         parts += ["<h2>pass@k</h2>", _table_html(
