@@ -17,7 +17,10 @@ Resumable: one JSONL file per model under ``--out``, a line per problem as it fi
 skips done problems (a file written with other settings is refused). The full experiment:
 
     .venv/bin/python bench/tir.py --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b --problems 100 --workers 3 \
-        --threads 1 --out bench/results/tir
+        --out bench/results/tir
+
+(as scripts/measure.sh runs it, alone on the machine: llama.cpp uses every core; add ``--threads 1`` only when
+other jobs share the cores.)
 
 Validation runs (``bench/results/tir_validate*``, other problems than the full run's: the seeded subset depends on
 ``--problems``) took 167 s per problem for the 0.5B model (3 problems, 3 in flight) and 346 s for the 1.5B model

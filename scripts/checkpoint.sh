@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # While the measurements run (scripts/measure.sh), commit their progress every MINUTES (default 30): the eval stores
-# as SQL text (scripts/stores.py save -> docs/results/stores/) and what the benches wrote to bench/results/. A session
+# as SQL text (scripts/stores.py save -> docs/results/stores/), the reports under docs/results/, what the benches
+# wrote to bench/results/ and the default policy once fit-policy has written it. A session
 # that ends loses at most the last interval; the next one restores the stores and resumes.
 #
 #   nohup bash scripts/checkpoint.sh 30 > runs/checkpoint.log 2>&1 &
@@ -10,17 +11,20 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-30}
 case "$MINUTES" in ''|*[!0-9]*|0) echo "checkpoint.sh: MINUTES must be a positive integer, got '$MINUTES'" >&2; exit 2 ;; esac
-PATHS=(docs/results/stores bench/results)
+# the dumps, the benches' results, the reports measure.sh writes, and the default policy fit-policy writes
+PATHS=(docs/results bench/results thinkscale/policy/default_policy.json)
 while true; do
   sleep $((MINUTES * 60))
   summary=$(.venv/bin/python scripts/stores.py save | paste -sd ';' -)
-  git add -- "${PATHS[@]}"
-  if git diff --cached --quiet -- "${PATHS[@]}"; then
+  PRESENT=()
+  for p in "${PATHS[@]}"; do [ -e "$p" ] && PRESENT+=("$p"); done
+  git add -- "${PRESENT[@]}"
+  if git diff --cached --quiet -- "${PRESENT[@]}"; then
     echo "$(date -u +%FT%TZ) nothing new"
     continue
   fi
   for try in 1 2 3; do  # another commit may hold the index lock for a moment
-    if git commit -q -m "measurements: progress checkpoint ($summary)" -- "${PATHS[@]}"; then
+    if git commit -q -m "measurements: progress checkpoint ($summary)" -- "${PRESENT[@]}"; then
       echo "$(date -u +%FT%TZ) committed: $summary"; break
     fi
     sleep 5

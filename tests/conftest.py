@@ -37,3 +37,15 @@ def llama_backend(smollm2_path: str):
     backend = LlamaCppBackend(smollm2_path, n_ctx=4096, n_seq_max=32)
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def unshipped_default_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if no default policy were packaged (the tests of the error that says so keep working once one is)."""
+    from thinkscale.policy import model
+    from thinkscale.strategies import auto
+
+    monkeypatch.setattr(model, "DEFAULT_POLICY_FILE", "not-shipped-policy.json")
+    auto._cached_policy.cache_clear()
+    yield
+    auto._cached_policy.cache_clear()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.policy.helpers import policy_dict
-from thinkscale.policy.model import PolicyError, SampleAction, StopAction, load_policy
+from thinkscale.policy.model import DEFAULT_POLICY_FILE, PolicyError, SampleAction, StopAction, load_policy
 
 GOOD = dict(choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 16, "threshold": 0.95}},
             caps=(2048, 4096))
@@ -77,7 +77,22 @@ def test_unreadable_and_non_json_files_are_refused(tmp_path: Path) -> None:
         load_policy(write(tmp_path, "{nope"))
 
 
-def test_the_default_policy_is_not_invented(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until a policy fitted on GSM8K train results is packaged, loading the default fails and says what to do."""
+@pytest.mark.usefixtures("unshipped_default_policy")
+def test_the_default_policy_is_not_invented() -> None:
+    """Where no policy fitted on GSM8K train results is packaged, loading the default fails and says what to do."""
     with pytest.raises(PolicyError, match="no default policy is shipped.*thinkscale fit-policy"):
         load_policy(None)
+
+
+def test_a_packaged_default_policy_was_fitted_on_training_data_for_the_default_model() -> None:
+    """The packaged policy (when one is shipped) is valid, for the default model, and says it was fitted on a
+    training split: never on the test problems it is judged on."""
+    from importlib import resources
+
+    from thinkscale.models import DEFAULT_MODEL
+
+    if not resources.files("thinkscale.policy").joinpath(DEFAULT_POLICY_FILE).is_file():
+        pytest.skip("no default policy is packaged yet (thinkscale fit-policy on a gsm8k-train run makes it)")
+    pol = load_policy(None)
+    assert pol.fitted_on.model == DEFAULT_MODEL
+    assert pol.fitted_on.dataset.endswith("-train") and not pol.fitted_on.test_data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import thinkscale.cli
@@ -30,6 +31,7 @@ def test_solve_auto_with_a_budget_and_a_policy(tmp_path: Path, monkeypatch) -> N
     assert backend.requests[0].max_tokens == 64 and backend.requests[0].n == 4
 
 
+@pytest.mark.usefixtures("unshipped_default_policy")
 def test_policy_is_only_for_auto_and_a_missing_default_is_explained(monkeypatch) -> None:
     monkeypatch.setattr(thinkscale.cli, "_backend", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     r = CliRunner().invoke(app, [*ARGS, "--strategy", "greedy", "--policy", "p.json"])

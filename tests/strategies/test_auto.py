@@ -39,6 +39,12 @@ def events(result, name: str) -> list[dict]:
     return [e for e in result.trace if e["event"] == name]
 
 
+@pytest.mark.usefixtures("unshipped_default_policy")
+def test_without_a_packaged_default_auto_says_so() -> None:
+    with pytest.raises(ValueError, match="no default policy is shipped.*fit-policy"):
+        build_strategy("auto")  # no packaged default: a clear error, not an invented policy
+
+
 def test_auto_is_registered_and_built_from_a_spec(policy) -> None:
     path = policy()
     s = build_strategy(f"auto:budget_tokens=2000,policy={path}")
@@ -47,8 +53,6 @@ def test_auto_is_registered_and_built_from_a_spec(policy) -> None:
         build_strategy(f"auto:budget_tokens=0,policy={path}")
     with pytest.raises(ValueError, match="budget_tokens must be an integer >= 1"):
         Auto(budget_tokens=True, policy=path)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no default policy is shipped.*fit-policy"):
-        build_strategy("auto")  # no packaged default yet: a clear error, not an invented policy
     with pytest.raises(ValueError, match="nope.json: cannot read it"):
         build_strategy("auto:policy=nope.json")
 
