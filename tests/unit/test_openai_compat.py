@@ -6,9 +6,9 @@ llama-cpp-python's real server (one per module) on 127.0.0.1, with a fault-injec
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +20,7 @@ from tests.helpers.llama_server import free_port, llama_server
 from tests.helpers.stub_http import Reply, StubServer
 from thinkscale.backends.base import BackendError
 from thinkscale.backends.openai_compat import OpenAICompatBackend
-from thinkscale.types import GenRequest, Message, Usage
+from thinkscale.types import ConfidenceStop, GenRequest, Message, Usage
 
 # ---- a stub server for the fast tests ------------------------------------------------------------------------
 
@@ -273,17 +273,17 @@ def test_info_fingerprint() -> None:
 
 # ---- against llama-cpp-python's real server -------------------------------------------------------------------
 
-MODEL_PATH = os.environ.get("THINKSCALE_TEST_MODEL", "/tmp/models/smollm2.gguf")
 PROMPT = (Message("user", "Write one short sentence about the sea."),)
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
+def server_url(smollm2_path: str) -> Iterator[str]:
+    """llama-cpp-python's server on the smallest model (pulled and verified on first use, like every real-model
+    test's; THINKSCALE_TEST_MODEL overrides it). It used to look only at a fixed path, so these tests were skipped
+    wherever that file was missing, CI included."""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
-    if not os.path.isfile(MODEL_PATH):
-        pytest.skip(f"test model not found at {MODEL_PATH} (set THINKSCALE_TEST_MODEL)")
-    with llama_server(MODEL_PATH, n_ctx=2048) as url:
+    with llama_server(smollm2_path, n_ctx=2048) as url:
         yield url
 
 
@@ -413,3 +413,24 @@ def test_real_400_is_not_retried(server_url: str) -> None:
             b.generate([GenRequest(prompt="sea " * 3000, max_tokens=4)])
         assert proxy.requests == 1
 
+
+
+@pytest.mark.model
+def test_real_confidence_stop_closes_the_stream_at_the_token_the_rule_gives(real: OpenAICompatBackend) -> None:
+    """A seeded sample drawn whole, then again with a ConfidenceStop whose line is just above its lowest 4-token
+    window: the streamed sample ends exactly where ConfidenceStop.stops says on the whole draw's logprobs, with the
+    same tokens up to there."""
+    req = GenRequest(messages=PROMPT, temperature=0.8, max_tokens=24, seed=5, logprobs=True)
+    warm_prefix_cache(real)
+    [whole] = real.generate([req])
+    lps = whole.samples[0].logprobs
+    assert lps is not None and len(lps) >= 8
+    rule = ConfidenceStop(4, min(sum(lps[i - 4:i]) / 4 for i in range(4, len(lps) + 1)) + 1e-6)
+    at = rule.stops(lps)
+    assert at is not None
+    warm_prefix_cache(real)
+    [cut] = real.generate([dataclasses.replace(req, confidence_stop=rule)])
+    (s,) = cut.samples
+    assert (s.finish_reason, s.completion_tokens, cut.usage.completion_tokens) == ("low_confidence", at, at)
+    assert s.logprobs == pytest.approx(lps[:at], abs=1e-4) and whole.samples[0].text.startswith(s.text)
+    assert s.text.strip() and (at == len(lps) or len(s.text) < len(whole.samples[0].text))

@@ -10,6 +10,12 @@ Servers differ in what they honour, so this backend trusts nothing it can check:
 - the number of returned choices is counted: llama-cpp-python's server ignores ``n`` and returns one, so the missing
   samples are requested one call each, with their own seeds;
 - usage comes only from the server's ``usage`` object; what it does not report stays ``None``.
+A request with a ``confidence_stop`` (DeepConf online) streams each sample in its own call, checks the rule on
+every token's logprob as it arrives, and closes the stream when it fires (servers stop generating a request whose
+client went away): the sample ends with finish reason ``low_confidence``, holding the tokens received, and its
+usage is what the stream said (``completion_tokens`` is the tokens it delivered; ``prompt_tokens`` only if the
+server sends usage in every chunk, as vLLM does with ``extra_body={"stream_options": {"continuous_usage_stats":
+True}}``; otherwise unknown).
 Transient failures (429, 5xx, timeouts, resets, truncated bodies) are retried with bounded exponential backoff;
 a failed attempt is never charged, so a retried sample is counted once.
 """
@@ -17,6 +23,7 @@ a failed attempt is never charged, so a retried sample is counted once.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import math
 import threading
@@ -29,7 +36,7 @@ from typing import Any, Literal
 import httpx
 
 from thinkscale.backends.base import BackendError, BaseBackend, Capabilities, ModelInfo, check_requests
-from thinkscale.types import Completion, FinishReason, GenRequest, Sample, Usage
+from thinkscale.types import Completion, ConfidenceStop, FinishReason, GenRequest, Sample, Usage
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,9 @@ Endpoint = Literal["chat", "completions"]
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "eos": "stop", "stop_sequence": "stop", "length": "length"}
 # Fields this backend owns: letting extra_body override them would break sample counting, seeding or parsing.
+# (``stream_options`` may be set: a confidence-stop stream adds ``include_usage`` to what is given.)
 _RESERVED = frozenset({"model", "messages", "prompt", "n", "seed", "stream", "logprobs", "top_logprobs", "echo"})
+_LOW_CONFIDENCE = "low_confidence"  # the finish reason of a stream this backend closed (never a server's)
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class OpenAICompatBackend(BaseBackend):
     """
 
     capabilities = Capabilities(logprobs=True, score=False, tokenize=False, prefix_cache=False, chat=True,
-                                raw_prompt=True, continue_final=False)
+                                raw_prompt=True, continue_final=False, confidence_stop=True)
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, endpoint: Endpoint = "chat",
                  supports_n: bool | None = None, max_concurrency: int = 8, timeout_s: float = 120.0,
@@ -133,7 +142,8 @@ class OpenAICompatBackend(BaseBackend):
         self.extra_body = dict(extra_body or {})
         self._supports_n = supports_n
         self.capabilities = Capabilities(logprobs=True, score=False, tokenize=False, prefix_cache=False,
-                                         chat=endpoint == "chat", raw_prompt=True, continue_final=False)
+                                         chat=endpoint == "chat", raw_prompt=True, continue_final=False,
+                                         confidence_stop=True)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.timeout_s), headers=headers,
@@ -158,9 +168,9 @@ class OpenAICompatBackend(BaseBackend):
 
         first_wave: list[_Call] = []
         for i, r in enumerate(requests):
-            if r.n == 1 or self._supports_n is not False:
+            if r.n == 1 or (self._supports_n is not False and r.confidence_stop is None):
                 first_wave.append(_Call(i, 0, r.n))
-            else:
+            else:  # a confidence stop closes one sample's stream: one call per sample
                 first_wave.extend(_Call(i, j, 1) for j in range(r.n))
         for call, res in zip(first_wave, self._run(requests, first_wave), strict=True):
             got[call.req_index].append(res)
@@ -229,7 +239,13 @@ class OpenAICompatBackend(BaseBackend):
 
     def _call(self, req: GenRequest, call: _Call) -> _CallResult:
         path, body = self._body(req, call)
-        data, seconds = self._post(path, body)
+        rule = req.confidence_stop
+        if rule is None:
+            data, seconds = self._post(path, body)
+        else:
+            body["stream"] = True
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            data, seconds = self._post(path, body, stream=rule)
         url = self.base_url + path
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -247,15 +263,17 @@ class OpenAICompatBackend(BaseBackend):
 
     # ---- HTTP with retries ----------------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
-        """POST with bounded retries; returns the JSON object and the seconds the successful attempt took."""
+    def _post(self, path: str, body: dict[str, Any], *, stream: ConfidenceStop | None = None
+              ) -> tuple[dict[str, Any], float]:
+        """POST with bounded retries; returns the JSON object (for a ``stream``, the streamed choice assembled as a
+        non-streamed answer would hold it) and the seconds the successful attempt took."""
         url = self.base_url + path
         attempts = self.max_retries + 1
         refused_every_time = True
         last = ""
         for attempt in range(attempts):
             try:
-                return self._attempt(url, body)
+                return self._attempt(url, body) if stream is None else self._attempt_stream(url, body, stream)
             except _Retryable as e:
                 last = str(e)
                 refused_every_time &= e.refused
@@ -297,6 +315,32 @@ class OpenAICompatBackend(BaseBackend):
         if not isinstance(data, dict):
             raise _Retryable(f"JSON body is a {type(data).__name__}, expected an object")
         return data, seconds
+
+    def _attempt_stream(self, url: str, body: dict[str, Any], rule: ConfidenceStop) -> tuple[dict[str, Any], float]:
+        """One streamed sample (server-sent events), closed as soon as ``rule`` fires on the received tokens'
+        logprobs. A stream that breaks off is retryable: the sample is requested again with its seed."""
+        chat = "messages" in body
+        t0 = time.perf_counter()
+        try:
+            with self._client.stream("POST", url, json=body) as resp:
+                status = resp.status_code
+                if status == 429 or status == 408 or status >= 500:
+                    resp.read()
+                    raise _Retryable(f"HTTP {status}: {_error_message(resp)}", retry_after=_retry_after(resp))
+                if status != 200:
+                    resp.read()
+                    raise BackendError(f"POST {url} was rejected with HTTP {status}: {_error_message(resp)}")
+                got = _StreamedSample(url, chat, rule)
+                for line in resp.iter_lines():
+                    if got.feed(line):
+                        break  # leaving the block closes the connection: the server stops generating
+        except httpx.ConnectError as e:
+            raise _Retryable(f"connection failed: {e}", refused=True) from e
+        except httpx.TimeoutException as e:
+            raise _Retryable(f"timed out after {self.timeout_s}s ({type(e).__name__})") from e
+        except httpx.TransportError as e:  # resets, a stream cut off midway
+            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        return got.as_answer(), time.perf_counter() - t0
 
     # ---- rest of the protocol -------------------------------------------------------------------------------
 
@@ -358,6 +402,8 @@ def _sample(choice: object, url: str, req: GenRequest, *, chat: bool, call_token
                            f"{_short(choice)}")
     raw_finish = choice.get("finish_reason")
     finish = _FINISH.get(raw_finish) if isinstance(raw_finish, str) else None
+    if raw_finish == _LOW_CONFIDENCE and choice.get("closed_by_client") is True:
+        finish = "low_confidence"  # this backend closed the stream (_StreamedSample); a server never says so
     if finish is None:
         raise BackendError(f"{url} returned finish_reason {raw_finish!r}; expected 'stop' or 'length'")
     logprobs = _logprobs(choice.get("logprobs"), url, chat=chat) if req.logprobs else None
@@ -417,3 +463,111 @@ def _retry_after(resp: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class _StreamedSample:
+    """One sample's server-sent events, fed line by line: text, token logprobs, finish reason and the last usage
+    seen, with ``rule`` checked after every token (a running window sum, as llama.cpp's backend does)."""
+
+    def __init__(self, url: str, chat: bool, rule: ConfidenceStop) -> None:
+        self.url, self.chat, self.rule = url, chat, rule
+        self.text: list[str] = []
+        self.logprobs: list[float] = []
+        self.window = 0.0
+        self.finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+
+    def feed(self, line: str) -> bool:
+        """Take one line of the stream; True once the sample is over (the rule fired, or the stream ended)."""
+        if not line.startswith("data:"):
+            return False  # blank separators, comments, event names
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            self.done = True
+            return True
+        try:
+            chunk = json.loads(payload)
+        except ValueError as e:
+            raise _Retryable(f"malformed event in the stream: {e}") from e
+        if not isinstance(chunk, dict):
+            raise _Retryable(f"an event of the stream is a {type(chunk).__name__}, expected an object")
+        if chunk.get("error") is not None:
+            raise BackendError(f"{self.url} sent an error in the stream: {_short(chunk['error'])}")
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                raise BackendError(f"{self.url} streamed a malformed choice: {_short(choice)}")
+            if self._choice(choice):
+                return True
+        return False
+
+    def _choice(self, choice: dict[str, Any]) -> bool:
+        if self.chat:
+            delta = choice.get("delta")
+            piece = delta.get("content") if isinstance(delta, dict) else None
+        else:
+            piece = choice.get("text")
+        piece = piece if isinstance(piece, str) else ""
+        entries = _stream_logprobs(choice.get("logprobs"), self.url, chat=self.chat)
+        if piece and not entries:
+            raise BackendError(f"{self.url} streamed text without its token logprobs ({_short(choice)}); a "
+                               "confidence stop needs them (for llama-cpp-python's server: --logits_all true)")
+        w = self.rule.window
+        for k, (_, lp) in enumerate(entries):
+            self.logprobs.append(lp)
+            n = len(self.logprobs)
+            self.window += lp - (self.logprobs[n - 1 - w] if n > w else 0.0)
+            if n >= w and self.window / w < self.rule.min_mean_logprob:
+                names = [t for t, _ in entries if isinstance(t, str)]
+                if k + 1 < len(entries) and len(names) == len(entries):
+                    self.text.append("".join(names[: k + 1]))  # the tokens up to the stop, by their text
+                else:  # the event's text cannot be split by token (or ends here): all of its tokens count
+                    self.text.append(piece)
+                    self.logprobs.extend(v for _, v in entries[k + 1:])
+                self.finish = _LOW_CONFIDENCE
+                return True
+        self.text.append(piece)
+        if isinstance(choice.get("finish_reason"), str):
+            self.finish = choice["finish_reason"]
+        return False
+
+    def as_answer(self) -> dict[str, Any]:
+        """The sample as a non-streamed answer holds it (parsed by ``_sample`` / ``_usage`` like one)."""
+        if self.finish is None:
+            raise _Retryable("the stream ended before the sample did (no finish reason)")
+        text = "".join(self.text)
+        lps = [{"logprob": v} for v in self.logprobs] if self.chat else None
+        choice: dict[str, Any] = {"index": 0, "finish_reason": self.finish,
+                                  "logprobs": {"content": lps} if self.chat else {"token_logprobs": self.logprobs}}
+        choice.update({"message": {"role": "assistant", "content": text}} if self.chat else {"text": text})
+        if self.finish == _LOW_CONFIDENCE:
+            choice["closed_by_client"] = True
+        usage = dict(self.usage or {})
+        if self.finish == _LOW_CONFIDENCE or _count(usage.get("completion_tokens")) is None:
+            # what the stream delivered; a server that stops on the disconnect may have sampled a few more
+            usage["completion_tokens"] = len(self.logprobs)
+        return {"choices": [choice], "usage": usage}
+
+
+def _stream_logprobs(raw: object, url: str, *, chat: bool) -> list[tuple[str | None, float]]:
+    """(token text or None, logprob) of each token in one streamed event's ``logprobs``."""
+    if raw is None:
+        return []
+    items: list[tuple[object, object]] = []
+    if isinstance(raw, dict) and chat and isinstance(raw.get("content"), list):
+        items = [(t.get("token"), t.get("logprob")) if isinstance(t, dict) else (None, None) for t in raw["content"]]
+    elif isinstance(raw, dict) and not chat and isinstance(raw.get("token_logprobs"), list):
+        lps: list[object] = raw["token_logprobs"]
+        toks = raw.get("tokens")
+        names: list[object] = toks if isinstance(toks, list) and len(toks) == len(lps) else [None] * len(lps)
+        items = list(zip(names, lps, strict=True))
+    elif raw:
+        raise BackendError(f"{url} streamed logprobs in an unknown shape: {_short(raw)}")
+    out = []
+    for tok, lp in items:
+        if not isinstance(lp, (int, float)) or isinstance(lp, bool):
+            raise BackendError(f"{url} streamed a non-numeric token logprob: {_short(raw)}")
+        out.append((tok if isinstance(tok, str) else None, float(lp)))
+    return out
