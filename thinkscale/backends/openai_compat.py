@@ -28,8 +28,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -290,24 +291,24 @@ class OpenAICompatBackend(BaseBackend):
         raise BackendError(f"POST {url} failed after {attempts} attempts; last error: {last}. Check the server's log; "
                            "if it is just slow or busy, raise timeout_s or max_retries, or lower max_concurrency")
 
-    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
-        t0 = time.perf_counter()
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """httpx's failures to reach the server or to read its answer, as retryable errors."""
         try:
-            resp = self._client.post(url, json=body)
+            yield
         except httpx.ConnectError as e:
             raise _Retryable(f"connection failed: {e}", refused=True) from e
         except httpx.TimeoutException as e:
             raise _Retryable(f"timed out after {self.timeout_s}s ({type(e).__name__})") from e
-        except httpx.TransportError as e:  # resets, truncated bodies, protocol errors
+        except httpx.TransportError as e:  # resets, truncated bodies or streams, protocol errors
             raise _Retryable(f"{type(e).__name__}: {e}") from e
+
+    def _attempt(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        with self._transport_errors():
+            resp = self._client.post(url, json=body)
         seconds = time.perf_counter() - t0
-        status = resp.status_code
-        if status == 429 or status == 408 or status >= 500:
-            raise _Retryable(f"HTTP {status}: {_error_message(resp)}", retry_after=_retry_after(resp))
-        if status >= 400:
-            raise BackendError(f"POST {url} was rejected with HTTP {status}: {_error_message(resp)}")
-        if status != 200:
-            raise BackendError(f"POST {url} answered HTTP {status}, expected 200: {resp.text[:300]!r}")
+        _check_status(url, resp)
         try:
             data = resp.json()
         except ValueError as e:
@@ -319,27 +320,15 @@ class OpenAICompatBackend(BaseBackend):
     def _attempt_stream(self, url: str, body: dict[str, Any], rule: ConfidenceStop) -> tuple[dict[str, Any], float]:
         """One streamed sample (server-sent events), closed as soon as ``rule`` fires on the received tokens'
         logprobs. A stream that breaks off is retryable: the sample is requested again with its seed."""
-        chat = "messages" in body
+        got = _StreamedSample(url, "messages" in body, rule)
         t0 = time.perf_counter()
-        try:
-            with self._client.stream("POST", url, json=body) as resp:
-                status = resp.status_code
-                if status == 429 or status == 408 or status >= 500:
-                    resp.read()
-                    raise _Retryable(f"HTTP {status}: {_error_message(resp)}", retry_after=_retry_after(resp))
-                if status != 200:
-                    resp.read()
-                    raise BackendError(f"POST {url} was rejected with HTTP {status}: {_error_message(resp)}")
-                got = _StreamedSample(url, chat, rule)
-                for line in resp.iter_lines():
-                    if got.feed(line):
-                        break  # leaving the block closes the connection: the server stops generating
-        except httpx.ConnectError as e:
-            raise _Retryable(f"connection failed: {e}", refused=True) from e
-        except httpx.TimeoutException as e:
-            raise _Retryable(f"timed out after {self.timeout_s}s ({type(e).__name__})") from e
-        except httpx.TransportError as e:  # resets, a stream cut off midway
-            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        with self._transport_errors(), self._client.stream("POST", url, json=body) as resp:
+            if resp.status_code != 200:
+                resp.read()  # the error body, for the message
+            _check_status(url, resp)
+            for line in resp.iter_lines():
+                if got.feed(line):
+                    break  # leaving the block closes the connection: the server stops generating
         return got.as_answer(), time.perf_counter() - t0
 
     # ---- rest of the protocol -------------------------------------------------------------------------------
@@ -355,6 +344,17 @@ class OpenAICompatBackend(BaseBackend):
                 self._executor.shutdown(wait=True, cancel_futures=True)
                 self._executor = None
         self._client.close()
+
+
+def _check_status(url: str, resp: httpx.Response) -> None:
+    """Retryable for 429/408/5xx, a BackendError naming the status for any other answer than 200."""
+    status = resp.status_code
+    if status == 429 or status == 408 or status >= 500:
+        raise _Retryable(f"HTTP {status}: {_error_message(resp)}", retry_after=_retry_after(resp))
+    if status >= 400:
+        raise BackendError(f"POST {url} was rejected with HTTP {status}: {_error_message(resp)}")
+    if status != 200:
+        raise BackendError(f"POST {url} answered HTTP {status}, expected 200: {resp.text[:300]!r}")
 
 
 def _is_int(x: object) -> bool:
