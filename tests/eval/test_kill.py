@@ -135,3 +135,34 @@ def test_ctrl_c_or_kill_stops_keeps_finished_units_and_resumes(tmp_path: Path, s
     assert done.returncode == 0, done.stderr
     assert f"{JOBS - jobs} jobs run, {jobs} already stored" in done.stderr
     assert _check(out) == (JOBS, UNITS)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_the_job_in_flight_at_a_stop_is_finished_and_stored_and_a_second_signal_abandons(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """Jobs of ~1 s: the signal comes 0.2 s after a job was stored, so the next is in flight. It finishes and is
+    stored (one worker: exactly one more job), no other starts. Resumed, a second signal while the job in flight
+    still runs abandons it: nothing more is stored, and the store stays whole."""
+    table = write_table(tmp_path / "table.json", limit=LIMIT, seconds_per_token=0.02)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(_cmd(table, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    _wait_for_jobs(out, 1, proc)
+    at_signal = _check(out)[0]
+    time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"{sig.name}: stopping once the jobs in flight are stored" in stderr
+    assert _check(out)[0] == at_signal + 1
+
+    proc = subprocess.Popen(_cmd(table, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    _wait_for_jobs(out, at_signal + 1, proc)
+    stored = _check(out)[0]
+    time.sleep(0.2)
+    proc.send_signal(sig)
+    time.sleep(0.1)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert _check(out)[0] == stored

@@ -107,16 +107,29 @@ def eval_command(
         bar.update(task_id, completed=p.done, total=p.total,
                    stats=f"acc {acc}  {p.tokens_per_second:.0f} tok/s  ({p.skipped} done before)")
 
-    # `kill PID` (SIGTERM, what a nohup'd sweep usually gets) stops it like Ctrl-C: the session is recorded as
-    # interrupted and the exit status is 130, instead of the process vanishing mid-transaction
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
-    try:
-        with bar:
-            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress)
-    except KeyboardInterrupt:
+    # Ctrl-C or `kill PID` (SIGTERM, what a nohup'd sweep usually gets): no new job starts, the jobs in flight finish
+    # and are stored, the session is recorded as interrupted and the exit status is 130. A second one abandons the
+    # jobs in flight at once (their work is lost; the store stays consistent).
+    stop = threading.Event()
+
+    def interrupted() -> None:
         err.print(f"interrupted: finished units are stored in {run_dir}; run the same command again to resume",
                   highlight=False, soft_wrap=True)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err.print(f"{signal.Signals(signum).name}: stopping once the jobs in flight are stored (again to abandon "
+                  "them)", highlight=False, soft_wrap=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        with bar:
+            summary = run_sweep(cfg, run_dir, workers=workers, command=command, on_progress=on_progress, stop=stop)
+    except KeyboardInterrupt:
+        interrupted()
         raise typer.Exit(130) from None
     except StoreError as e:
         _fail(str(e))
@@ -125,8 +138,8 @@ def eval_command(
     except ValueError as e:
         _fail(str(e))
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     shared = "" if not summary.reused_chains else (
         f"; {summary.reused_chains} chains ({summary.reused_tokens} tokens, {summary.reused_seconds:.1f} s when first "
         "generated) served from the store instead of generated again")
@@ -134,6 +147,9 @@ def eval_command(
               f"sweep {summary.wall_seconds:.1f} s (+{summary.load_seconds:.1f} s loading), harness overhead "
               f"{fmt_overhead(summary)} of sweep wall time{shared}. Results: {run_dir}", highlight=False,
               soft_wrap=True)
+    if summary.interrupted:
+        interrupted()
+        raise typer.Exit(130)
 
 
 def report_command(
