@@ -17,25 +17,13 @@ import pytest
 
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.llama_server import free_port, llama_server
-from tests.helpers.stub_http import Reply, StubServer
+from tests.helpers.stub_http import StubServer
 from thinkscale.backends.base import BackendError
 from thinkscale.backends.openai_compat import OpenAICompatBackend
 from thinkscale.types import ConfidenceStop, GenRequest, Message, Usage
 
 # ---- a stub server for the fast tests ------------------------------------------------------------------------
 
-
-@pytest.fixture
-def stub() -> Iterator[Callable[..., StubServer]]:
-    servers: list[StubServer] = []
-
-    def make(*replies: Reply) -> StubServer:
-        servers.append(StubServer(replies, path="/v1"))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
 
 
 def chat_reply(*texts: str, finish: str = "stop", usage: dict[str, Any] | None = None,
