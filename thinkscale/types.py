@@ -79,15 +79,22 @@ class ConfidenceStop:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v > 0:
             raise ValueError(f"ConfidenceStop.min_mean_logprob must be a finite logprob <= 0, got {v!r}")
 
+    def step(self, window_sum: float, logprobs: Sequence[float]) -> tuple[float, bool]:
+        """The rule once ``logprobs[-1]`` has been generated, in O(1): the sum of the last ``window`` logprobs
+        (``window_sum`` is the sum before that token) and whether the sample stops there. What a backend applies
+        token by token; ``stops`` is the same over a whole list."""
+        n, w = len(logprobs), self.window
+        window_sum += logprobs[-1] - (logprobs[n - 1 - w] if n > w else 0.0)
+        return window_sum, n >= w and window_sum / w < self.min_mean_logprob
+
     def stops(self, logprobs: Sequence[float]) -> int | None:
         """The number of tokens after which the rule stops a sample with these logprobs (None: it never does)."""
-        w, total = self.window, 0.0
-        for i, lp in enumerate(logprobs):
-            total += lp
-            if i >= w:
-                total -= logprobs[i - w]
-            if i + 1 >= w and total / w < self.min_mean_logprob:
-                return i + 1
+        total, seen = 0.0, []
+        for lp in logprobs:
+            seen.append(lp)
+            total, stop = self.step(total, seen)
+            if stop:
+                return len(seen)
         return None
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +31,17 @@ def write_table(path: Path, *, limit: int, seed: int = 0, seconds_per_token: flo
 @pytest.fixture
 def table(tmp_path: Path) -> Path:
     return write_table(tmp_path / "table.json", limit=6)
+
+
+def stop_after(jobs: int) -> dict[str, Any]:
+    """``run_sweep`` keyword arguments that stop a sweep once ``jobs`` jobs are stored (``on_progress`` sets its
+    ``stop`` event), as Ctrl-C would: ``run_sweep(cfg, out, **stop_after(7))``."""
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def halt(p: object) -> None:
+        seen.append(1)
+        if len(seen) == jobs:
+            stop.set()
+
+    return {"on_progress": halt, "stop": stop}

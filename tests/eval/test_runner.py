@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.eval.conftest import stop_after
 from thinkscale.cli import app
 from thinkscale.eval.config import SweepConfig, load_sweep_file
 from thinkscale.eval.datasets import load_dataset
@@ -108,15 +109,7 @@ def test_best_of_n_reuses_samples_with_argmax(table: Path, tmp_path: Path) -> No
 def test_stop_event_then_resume_equals_an_uninterrupted_run(table: Path, tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     run_sweep(cfg_for(table), full)
-    stop = threading.Event()
-    seen: list[int] = []
-
-    def halt(p: object) -> None:
-        seen.append(1)
-        if len(seen) == 7:
-            stop.set()
-
-    s = run_sweep(cfg_for(table), part, on_progress=halt, stop=stop)
+    s = run_sweep(cfg_for(table), part, **stop_after(7))
     assert s.interrupted and s.jobs_run == 7
     s = run_sweep(cfg_for(table), part, workers=3)
     assert (s.jobs_run, s.jobs_skipped) == (17, 7)

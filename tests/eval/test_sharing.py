@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.eval.conftest import write_table
+from tests.eval.conftest import stop_after, write_table
 from thinkscale.backends.scripted import ScriptedBackend
 from thinkscale.cli import app
 from thinkscale.eval.analysis import analyze
@@ -220,16 +219,8 @@ def test_stop_and_resume_with_sharing_equals_an_uninterrupted_run(tmp_path: Path
     run, and every served chain came from a job committed before the one it served."""
     table = write_table(tmp_path / "table.json", limit=6)
     run_sweep(cfg_for(table), tmp_path / "full", backend_factory=Counting(table))
-    stop = threading.Event()
-    seen: list[int] = []
-
-    def halt(p: object) -> None:
-        seen.append(1)
-        if len(seen) == 7:
-            stop.set()
-
     part = tmp_path / "part"
-    assert run_sweep(cfg_for(table), part, backend_factory=Counting(table), on_progress=halt, stop=stop).interrupted
+    assert run_sweep(cfg_for(table), part, backend_factory=Counting(table), **stop_after(7)).interrupted
     s = run_sweep(cfg_for(table), part, backend_factory=Counting(table), workers=3)
     assert (s.jobs_run, s.jobs_skipped) == (17, 7)
     assert rows(tmp_path / "full", RESULT) == rows(part, RESULT)

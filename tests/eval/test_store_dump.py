@@ -5,11 +5,11 @@ run."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.eval.conftest import stop_after
 from tests.eval.test_runner import UNIT_RESULT, cfg_for, db_rows
 from thinkscale.eval.runner import run_sweep
 from thinkscale.eval.store import StoreError, dump_sql, load_sql
@@ -18,15 +18,7 @@ from thinkscale.eval.store import StoreError, dump_sql, load_sql
 def test_dump_load_resume_equals_an_uninterrupted_run(table: Path, tmp_path: Path) -> None:
     full, part, moved = tmp_path / "full", tmp_path / "part", tmp_path / "elsewhere" / "part"
     run_sweep(cfg_for(table), full)
-    stop = threading.Event()
-    seen: list[int] = []
-
-    def halt(p: object) -> None:
-        seen.append(1)
-        if len(seen) == 5:
-            stop.set()
-
-    assert run_sweep(cfg_for(table), part, on_progress=halt, stop=stop).jobs_run == 5
+    assert run_sweep(cfg_for(table), part, **stop_after(5)).jobs_run == 5
     dump = tmp_path / "part.sql"
     assert dump_sql(part, dump) == 5
     assert not list(tmp_path.glob("*.partial"))

@@ -437,8 +437,8 @@ class LlamaCppBackend(BaseBackend):
                 return self._finish(a, "stop")
         cs = req.confidence_stop
         if cs is not None and a.logprobs is not None:  # the online form of ConfidenceStop.stops, one token at a time
-            a.window_logprob += a.logprobs[-1] - (a.logprobs[-1 - cs.window] if len(a.logprobs) > cs.window else 0.0)
-            if len(a.logprobs) >= cs.window and a.window_logprob / cs.window < cs.min_mean_logprob:
+            a.window_logprob, stop = cs.step(a.window_logprob, a.logprobs)
+            if stop:
                 a.text += a.decoder.decode(b"", final=True)
                 return self._finish(a, "low_confidence")
         if a.generated >= req.max_tokens:

@@ -467,7 +467,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 class _StreamedSample:
     """One sample's server-sent events, fed line by line: text, token logprobs, finish reason and the last usage
-    seen, with ``rule`` checked after every token (a running window sum, as llama.cpp's backend does)."""
+    seen, with ``rule`` checked after every token (``ConfidenceStop.step``, as llama.cpp's backend does)."""
 
     def __init__(self, url: str, chat: bool, rule: ConfidenceStop) -> None:
         self.url, self.chat, self.rule = url, chat, rule
@@ -476,7 +476,6 @@ class _StreamedSample:
         self.window = 0.0
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
-        self.done = False
 
     def feed(self, line: str) -> bool:
         """Take one line of the stream; True once the sample is over (the rule fired, or the stream ended)."""
@@ -484,7 +483,6 @@ class _StreamedSample:
             return False  # blank separators, comments, event names
         payload = line[5:].strip()
         if payload == "[DONE]":
-            self.done = True
             return True
         try:
             chunk = json.loads(payload)
@@ -514,12 +512,10 @@ class _StreamedSample:
         if piece and not entries:
             raise BackendError(f"{self.url} streamed text without its token logprobs ({_short(choice)}); a "
                                "confidence stop needs them (for llama-cpp-python's server: --logits_all true)")
-        w = self.rule.window
         for k, (_, lp) in enumerate(entries):
             self.logprobs.append(lp)
-            n = len(self.logprobs)
-            self.window += lp - (self.logprobs[n - 1 - w] if n > w else 0.0)
-            if n >= w and self.window / w < self.rule.min_mean_logprob:
+            self.window, stop = self.rule.step(self.window, self.logprobs)
+            if stop:
                 names = [t for t, _ in entries if isinstance(t, str)]
                 if k + 1 < len(entries) and len(names) == len(entries):
                     self.text.append("".join(names[: k + 1]))  # the tokens up to the stop, by their text

@@ -423,20 +423,19 @@ def load_sql(src: str | Path, out_dir: str | Path) -> int:
     tmp = out / (DB_NAME + ".partial")
     tmp.unlink(missing_ok=True)
     db = sqlite3.connect(tmp, isolation_level=None)
+    loaded = False
     try:
         db.executescript(Path(src).read_text(encoding="utf-8"))
         if db.execute("PRAGMA integrity_check").fetchone() != ("ok",):
             raise StoreError(f"{src} does not load into an intact store")
         jobs = int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+        loaded = True
     except sqlite3.DatabaseError as e:
-        db.close()
-        tmp.unlink()
         raise StoreError(f"{src} is not a thinkscale store dump: {e}") from None
-    except BaseException:
+    finally:
         db.close()
-        tmp.unlink()
-        raise
-    db.close()
+        if not loaded:
+            tmp.unlink()
     tmp.replace(dest)
     Store(out).close()  # WAL mode, schema version checked
     return jobs
