@@ -20,8 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def save(runs: Path, stores: Path) -> None:
+    found = sorted(runs.glob(f"*/{DB_NAME}"))
+    if not found:
+        raise StoreError(f"no run stores under {runs} (runs/NAME/{DB_NAME}): nothing to save")
     stores.mkdir(parents=True, exist_ok=True)
-    for db in sorted(runs.glob(f"*/{DB_NAME}")):
+    for db in found:
         dest = stores / f"{db.parent.name}.sql"
         new = stores / f"{db.parent.name}.sql.new"
         jobs = dump_sql(db.parent, new)
@@ -34,7 +37,12 @@ def save(runs: Path, stores: Path) -> None:
 
 
 def restore(runs: Path, stores: Path) -> None:
-    for dump in sorted(stores.glob("*.sql")):
+    if not stores.is_dir():
+        raise StoreError(f"{stores} is not a folder of store dumps")
+    dumps = sorted(stores.glob("*.sql"))
+    if not dumps:
+        print(f"{stores}: no store dumps, nothing to restore")
+    for dump in dumps:
         out = runs / dump.stem
         if (out / DB_NAME).exists():
             print(f"{out}: store exists, kept")
