@@ -22,7 +22,7 @@ step $TS eval --config docs/results/gsm8k/sweep-qwen0.5b.toml --out runs/gsm8k-q
 step $TS report runs/gsm8k-qwen0.5b --out docs/results/gsm8k/qwen0.5b
 # issue 6: the smallest model on the same problems (~20 min)
 step $TS eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet
-# issue 8: the packaged default policy is fitted on GSM8K *train* problems only (~1.5 h), then checked on the test
+# issue 8: the packaged default policy is fitted on GSM8K *train* problems only (~2.5 h), then checked on the test
 # run above (bench/adaptive.py without --policy uses the packaged one)
 step $TS eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy \
     --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet
@@ -30,16 +30,16 @@ step $TS fit-policy runs/train-0.5b --out thinkscale/policy/default_policy.json 
 step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --out bench/results/adaptive.json || true  # exit 2 = target missed
 # issue 8: what DeepConf online stopping saves on the real model (~10 min)
 step $PY bench/deepconf.py --problems 10 --out bench/results/deepconf.json
-# issue 6: the larger model on the same 100 test problems (~2-3 h), then the shared report
+# issue 6: the larger model on the same 100 test problems (~2-3 h)
 step $TS eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet
 step $TS report runs/gsm8k-qwen0.5b runs/gsm8k-qwen1.5b runs/gsm8k-smollm2 --out docs/results/gsm8k
-# issue 7: SC-TIR vs SC at matched budgets (~3.5 h quiet; it was projected at 14 h at load 4-12)
-step $PY bench/tir.py --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b --problems 100 --workers 3 \
-    --out bench/results/tir
-# issue 6: beam search on the same problems, then the report again with it
+# issue 6: beam search on the same problems, then the report with all four runs
 step $TS eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet
 step $TS report runs/gsm8k-qwen0.5b runs/gsm8k-qwen1.5b runs/gsm8k-smollm2 runs/gsm8k-qwen0.5b-beam \
     --out docs/results/gsm8k
+# issue 7: SC-TIR vs SC at matched budgets (~3.5 h quiet; it was projected at 14 h at load 4-12)
+step $PY bench/tir.py --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b --problems 100 --workers 3 \
+    --out bench/results/tir
 # issue 5's table (no open issue needs it, so last): every strategy on 50 GSM8K test problems at four parallel
 # paths (~4-5 h)
 step $TS eval --config docs/results/strategies/sweep-qwen0.5b-width4.toml --out runs/strategies-qwen0.5b \
