@@ -98,3 +98,22 @@ def test_fit_policy_cli_writes_a_loadable_policy(tmp_path: Path) -> None:
     assert "wrote" in r.stderr
     bad = CliRunner().invoke(app, ["fit-policy", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code == 2 and "not a run folder" in bad.stderr
+
+
+def test_a_futility_stop_wins_where_more_chains_only_cost(tmp_path: Path) -> None:
+    """Waves of 2 chains of 10 tokens. HARD2 (ok, bad, bad, ok, ok, ok, ...) and HOPELESS (bad, bad2, none, none,
+    ...) open alike (a 1-1 split: score 0.5, bin hard). After 4 chains HARD2 is {ok: 2, bad: 2} (leader 2 > 0.34 x
+    4: go on) and right at 6 chains {ok: 4, bad: 2}; HOPELESS is {bad: 1, bad2: 1} (leader 1 <= 1.36: futile) and
+    never right. At 80 tokens, sampling to 6 is 0.5 at (60 + 60) / 2 = 60 tokens without the futility stop and
+    0.5 at (60 + 40) / 2 = 50 with it (thresholds settle nothing earlier: P({ok: 4, bad: 2}) = 99/128 < 0.8), so
+    the fit picks the futility stop; 8 chains are no more accurate and cost more."""
+    hard2 = [("ok", 10), ("bad", 10), ("bad", 10)] + [("ok", 10)] * 5
+    hopeless = [("bad", 10), ("bad2", 10), (None, 10), (None, 10)] * 2
+    run = hand_run(tmp_path / "run", [EASY, hard2, hopeless] * 2)
+    pol = fit_policy([run], FitOptions(**{**OPTS, "wave_size": 2}, give_ups=(None, (4, 0.34))))
+    hard = pol.budgets[-1].choices["hard"]
+    assert hard.action == SampleAction(max_samples=6, give_up_after=4, give_up_share=0.34)
+    assert (hard.accuracy, hard.mean_tokens) == (0.5, 50.0)
+    table = {(e.bin, e.max_completion_tokens, e.action): (e.accuracy, e.mean_tokens) for e in pol.table}
+    assert table[("hard", 80, "sample:max_samples=6")] == (0.5, 60.0)
+    assert table[("hard", 80, "sample:max_samples=6,give_up_after=4,give_up_share=0.34")] == (0.5, 50.0)

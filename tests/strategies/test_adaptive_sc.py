@@ -299,3 +299,38 @@ def test_a_backend_that_cannot_stop_a_trace_gets_whole_traces_and_the_trace_says
     assert all(req.confidence_stop is None for req in b.requests)
     assert "not supported" in r.trace[1]["online_stop"] and r.answer == "3"
     assert r.ledger.total().completion_tokens == 48
+
+
+# ------------------------------------------------------------------ futility stopping
+
+
+def test_vote_is_futile_by_hand():
+    from thinkscale.strategies.adaptive_sc import vote_is_futile
+
+    assert vote_is_futile({"a": 1, "b": 1, "c": 1}, drawn=4, after=4, share=0.34)  # 1 <= 1.36
+    assert not vote_is_futile({"a": 2, "b": 1, "c": 1}, drawn=4, after=4, share=0.34)  # 2 > 1.36
+    assert not vote_is_futile({"a": 1, "b": 1, "c": 1}, drawn=3, after=4, share=0.34)  # too early to judge
+    assert vote_is_futile({}, drawn=4, after=4, share=0.1)  # no answer at all: nothing to wait for
+    assert vote_is_futile({"a": 2}, drawn=4, after=4, share=0.5)  # the boundary counts as futile
+
+
+def test_a_scattered_vote_gives_up_after_give_up_after_chains():
+    """Waves of 2: {1, 2} then {1, 2, 3, none}: 4 chains, leader 1 <= 0.34 x 4 -> futile; the chains beyond
+    are never asked for. Without the knob it samples on to max_samples."""
+    script = [words(2, "1"), words(2, "2"), words(2, "3"), words(2)] + [words(2, "9")] * 4
+    result, b = run(script, max_samples=8, wave_size=2, give_up_after=4, give_up_share=0.34)
+    assert [r.n for r in b.requests] == [2, 2] and len(result.candidates) == 4
+    stop = [e for e in result.trace if e["event"] == "stop"][0]
+    assert stop["reason"] == "futile" and stop["samples"] == 4 and result.stop_reason == "done"
+    result2, b2 = run(script, max_samples=8, wave_size=2)
+    assert len(result2.candidates) == 8 and result2.answer == "9"
+
+
+@pytest.mark.parametrize(("knobs", "name"), [
+    ({"give_up_after": 0}, "give_up_after"),
+    ({"give_up_after": 4, "give_up_share": 1.0}, "give_up_share"),
+    ({"give_up_after": 4, "give_up_share": 0.0}, "give_up_share"),
+])
+def test_bad_futility_knobs_are_refused_by_name(knobs, name):
+    with pytest.raises(ValueError, match=name):
+        AdaptiveSelfConsistency(**knobs)

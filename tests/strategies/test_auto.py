@@ -183,3 +183,17 @@ def test_same_seed_same_run(policy) -> None:
     a = Auto(policy=path).run(PROBLEM, endless(), Budget(), rng=random.Random(11))
     b = Auto(policy=path).run(PROBLEM, endless(), Budget(), rng=random.Random(11))
     assert [c.text for c in a.candidates] == [c.text for c in b.candidates] and a.answer == b.answer
+
+
+def test_a_sampling_action_gives_up_on_a_scattered_vote(policy) -> None:
+    """Hard first wave (1, 2, 3, none); the action samples to 16 with a futility stop after 8 chains at share
+    0.34: wave 2 adds 4, 5, 6, 7 -> 8 chains, leader 1 <= 2.72 -> futile at 8 chains, 2 calls."""
+    script = [words(2, "1"), words(2, "2"), words(2, "3"), words(2)] + [words(2, str(k)) for k in (4, 5, 6, 7)]
+    hard = {**sample(16, 0.95), "give_up_after": 8, "give_up_share": 0.34}
+    b = ScriptedBackend(script + [words(2, "1")] * 8)
+    result = Auto(policy=policy(hard=hard)).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    assert [r.n for r in b.requests] == [4, 4] and len(result.candidates) == 8
+    (stop,) = events(result, "stop")
+    assert stop["reason"] == "futile" and "leader holds 1 of them" in stop["detail"]
+    assert events(result, "action")[0]["label"] == ("sample:max_samples=16,threshold=0.95,give_up_after=8,"
+                                                    "give_up_share=0.34")

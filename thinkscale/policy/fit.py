@@ -9,8 +9,9 @@ instance. Steps:
    difficulty score (``1 - agreement``; the confidence score needs per-token logprobs, which stores do not keep).
    Bin edges are fitted on those scores (``features.fit_edges``).
 2. Candidate actions after the first wave: ``stop``; ``sample`` up to m chains (m = 2W, 3W, ..., N) with each
-   threshold in ``thresholds`` (none = always m); and, when the runs have them, ``strategy`` actions for the
-   one-call strategies ``greedy``, ``best-of-n`` and ``weighted-sc`` at each stored budget.
+   threshold in ``thresholds`` (none = always m), each with and without each futility stop in ``give_ups``; and,
+   when the runs have them, ``strategy`` actions for the one-call strategies ``greedy``, ``best-of-n`` and
+   ``weighted-sc`` at each stored budget.
 3. Evaluation at each token budget B. ``stop`` and ``sample`` actions are *run*: the controller itself, forced to
    the action, capped at B, on the replay backend, with the rng the eval harness gives every strategy on that
    instance; its accuracy is the vote's expected correctness with ties split (as the eval store scores
@@ -84,6 +85,8 @@ class FitOptions:
     tolerance: float = 0.005
     min_bin_problems: int = 10
     thresholds: tuple[float | None, ...] = (None, 0.8, 0.9, 0.95)
+    # futility stops compared with every sample action (give_up_after, give_up_share); None = no futility stop
+    give_ups: tuple[tuple[int, float] | None, ...] = (None, (4, 0.5), (6, 0.34), (6, 0.5), (8, 0.34))
     delegate: bool = True  # also compare the runs' one-call strategies as `strategy` actions
     allow_test_data: bool = False
     sampler: str | None = None  # the self-consistency spec to replay, when a run has several
@@ -208,7 +211,12 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
     actions: list[Action] = [StopAction()]
     for m in range(2 * opts.wave_size, n_chains + opts.wave_size, opts.wave_size):
         for t in opts.thresholds:
-            actions.append(SampleAction(max_samples=min(m, n_chains), threshold=t))
+            for g in opts.give_ups:
+                if g is None:
+                    actions.append(SampleAction(max_samples=min(m, n_chains), threshold=t))
+                elif g[0] < min(m, n_chains):  # a futility check at or after max_samples changes nothing
+                    actions.append(SampleAction(max_samples=min(m, n_chains), threshold=t, give_up_after=g[0],
+                                                give_up_share=g[1]))
     actions = list({a.label: a for a in actions}.values())
     table: dict[tuple[str, int, str], list[_Outcome]] = defaultdict(list)
     action_of: dict[str, Action] = {a.label: a for a in actions}

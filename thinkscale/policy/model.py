@@ -20,7 +20,9 @@ run the policy was fitted on, so auto's chains are that run's chains (and can be
 
 Actions (``kind``): ``stop`` (answer with the first wave's vote); ``sample`` (continue the same seeded draw in waves
 of ``wave_size`` up to ``max_samples`` chains in all, stopping early once Adaptive-Consistency's posterior reaches
-``threshold``; ``threshold: null`` samples to ``max_samples``); ``strategy`` (run the strategy ``spec``, checked with
+``threshold``; ``threshold: null`` samples to ``max_samples``; with ``give_up_after``, also stopping once that many
+chains are drawn and the leader holds at most ``give_up_share`` of them: futility, see
+``thinkscale.strategies.adaptive_sc.vote_is_futile``); ``strategy`` (run the strategy ``spec``, checked with
 ``build_strategy``, on what is left of the budget; its answer is auto's).
 
 The budget row used for a run is the largest ``max_completion_tokens`` not above the run's token budget (the
@@ -63,11 +65,15 @@ class SampleAction(_Strict):
     kind: Literal["sample"] = "sample"
     max_samples: int = Field(ge=1)
     threshold: float | None = Field(default=None, gt=0.5, lt=1.0)
+    give_up_after: int | None = Field(default=None, ge=1)
+    give_up_share: float = Field(default=0.34, gt=0.0, lt=1.0)
 
     @property
     def label(self) -> str:
         return f"sample:max_samples={self.max_samples}" + (
-            "" if self.threshold is None else f",threshold={self.threshold:g}")
+            "" if self.threshold is None else f",threshold={self.threshold:g}") + (
+            "" if self.give_up_after is None else f",give_up_after={self.give_up_after},"
+            f"give_up_share={self.give_up_share:g}")
 
 
 class StrategyAction(_Strict):

@@ -62,6 +62,30 @@ def majority_stays_probability(counts: Mapping[Any, int]) -> float:
     return 1.0 - _beta_cdf_half(v1 + 1, v2 + 1)
 
 
+def vote_is_futile(counts: Mapping[Any, int], drawn: int, after: int, share: float) -> bool:
+    """Futility stopping, the other side of ``majority_stays_probability``: once ``after`` chains are drawn, stop
+    when the leading answer holds at most ``share`` of them: the vote is so scattered that more chains rarely
+    settle it on the right answer (on a small model such problems are mostly beyond it), so they are not bought.
+    ``counts`` as for ``majority_stays_probability``; ``drawn`` counts every chain, with or without an answer.
+
+    >>> vote_is_futile({"12": 2, "7": 1, "40": 1, "3": 1, "9": 1}, drawn=6, after=6, share=0.34)
+    True
+    >>> vote_is_futile({"12": 3, "7": 3}, drawn=6, after=6, share=0.34)
+    False
+    """
+    if drawn < after:
+        return False
+    return max(counts.values(), default=0) <= share * drawn
+
+
+def check_give_up(after: int | None, share: float) -> None:
+    """The futility knobs' one validation (adaptive-sc and auto's sample action)."""
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 1):
+        raise ValueError(f"give_up_after must be an integer >= 1 or none, got {after!r}")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not (0.0 < share < 1.0):
+        raise ValueError(f"give_up_share must be in (0, 1), got {share!r}")
+
+
 def _percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
     s = sorted(values)
@@ -100,10 +124,13 @@ class AdaptiveSelfConsistency:
             threshold), so the vote is the same as without it; only the tokens after the stop are saved. A
             backend without ``Capabilities.confidence_stop`` generates whole traces and the filter applies after
             (the wave's trace event says so).
+        give_up_after, give_up_share: futility stopping (``vote_is_futile``): with ``give_up_after`` chains or more
+            drawn, stop once the leader holds at most ``give_up_share`` of them ("futile"). Off by default.
         temperature, top_p, max_tokens: sampling knobs; ``max_tokens`` per chain.
 
     Stopping: after every wave the (kept) answers' vote counts give ``P``, the posterior probability that the
-    leader stays the majority; the run stops when ``P >= threshold`` ("settled"), after ``max_samples`` chains
+    leader stays the majority; the run stops when ``P >= threshold`` ("settled"), when the vote is futile (with
+    ``give_up_after``), after ``max_samples`` chains
     ("max_samples"), or when the next wave no longer fits the budget ("budget": each chain is charged at
     ``max_tokens`` worst case, a wave is shrunk to what fits). With the confidence filter the stopping rule counts
     the kept traces' votes and the winner is the largest confidence sum (ties broken by ``rng``); without it the
@@ -122,6 +149,8 @@ class AdaptiveSelfConsistency:
     keep_percentile: float = 10.0
     confidence_window: int = 128
     online_stop: bool = True
+    give_up_after: int | None = None
+    give_up_share: float = 0.34
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 512
@@ -141,6 +170,7 @@ class AdaptiveSelfConsistency:
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"adaptive-sc needs a finite temperature > 0 (got {self.temperature}); use greedy")
         check_int("max_tokens", self.max_tokens)
+        check_give_up(self.give_up_after, self.give_up_share)
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()
@@ -202,6 +232,10 @@ class AdaptiveSelfConsistency:
             trace.append(event)
             if p >= self.threshold:
                 stop = "settled"
+                break
+            if self.give_up_after is not None and vote_is_futile(counts, len(cands), self.give_up_after,
+                                                                  self.give_up_share):
+                stop = "futile"
                 break
         if stop is None:
             stop = "max_samples"

@@ -30,7 +30,7 @@ from thinkscale.policy.model import (
     StrategyAction,
     load_policy,
 )
-from thinkscale.strategies.adaptive_sc import majority_stays_probability
+from thinkscale.strategies.adaptive_sc import majority_stays_probability, vote_is_futile
 from thinkscale.strategies.base import (
     affordable_samples,
     build_strategy,
@@ -78,7 +78,8 @@ class Auto:
     (same messages, sampling knobs and seed, drawn first from ``rng``); its agreement (and confidence, for
     policies that use it) give a difficulty score and bin; the policy's choice for that bin and budget is then
     carried out: ``stop`` votes on the wave, ``sample`` continues the same seeded draw (``first_sample``) in waves
-    until Adaptive-Consistency's posterior reaches the threshold or ``max_samples``, ``strategy`` runs another
+    until Adaptive-Consistency's posterior reaches the threshold, the vote is futile (``give_up_after``) or
+    ``max_samples``, ``strategy`` runs another
     strategy on what is left of the budget with the rng as the run received it (so it draws what it would draw
     on its own). Every chain is charged at ``max_tokens`` worst case before it is asked for, so the budget is
     never exceeded. The trace records the features, the bin, the action and the fitted numbers behind it, and
@@ -205,6 +206,10 @@ def _sample(action: SampleAction, wave_size: int, cands: list[Candidate], wave: 
                       "threshold": action.threshold})
         if action.threshold is not None and p >= action.threshold:
             return finish("settled", f"P = {p:.4f} >= threshold {action.threshold}")
+        if action.give_up_after is not None and vote_is_futile(counts, len(cands), action.give_up_after,
+                                                                action.give_up_share):
+            return finish("futile", f"{len(cands)} chains drawn, the leader holds {max(counts.values(), default=0)} of "
+                          f"them: a share <= give_up_share {action.give_up_share:g}")
         if len(cands) >= action.max_samples:
             return finish("max_samples", f"{len(cands)} chains drawn, the action's max_samples")
         if not wave(min(wave_size, action.max_samples - len(cands))):
