@@ -22,14 +22,14 @@ step $TS eval --config docs/results/gsm8k/sweep-qwen0.5b.toml --out runs/gsm8k-q
 step $TS report runs/gsm8k-qwen0.5b --out docs/results/gsm8k/qwen0.5b
 # issue 6: the smallest model on the same problems (~20 min)
 step $TS eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet
+# issue 8: what DeepConf online stopping saves on the real model (~10 min)
+step $PY bench/deepconf.py --problems 10 --out bench/results/deepconf.json
 # issue 8: the packaged default policy is fitted on GSM8K *train* problems only (~2.5 h), then checked on the test
 # run above (bench/adaptive.py without --policy uses the packaged one)
 step $TS eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy \
     --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet
 step $TS fit-policy runs/train-0.5b --out thinkscale/policy/default_policy.json --wave-size 2
 step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --out bench/results/adaptive.json || true  # exit 2 = target missed
-# issue 8: what DeepConf online stopping saves on the real model (~10 min)
-step $PY bench/deepconf.py --problems 10 --out bench/results/deepconf.json
 # issue 6: the larger model on the same 100 test problems (~2-3 h)
 step $TS eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet
 step $TS report runs/gsm8k-qwen0.5b runs/gsm8k-qwen1.5b runs/gsm8k-smollm2 --out docs/results/gsm8k
