@@ -117,3 +117,19 @@ def test_a_futility_stop_wins_where_more_chains_only_cost(tmp_path: Path) -> Non
     table = {(e.bin, e.max_completion_tokens, e.action): (e.accuracy, e.mean_tokens) for e in pol.table}
     assert table[("hard", 80, "sample:max_samples=6")] == (0.5, 60.0)
     assert table[("hard", 80, "sample:max_samples=6,give_up_after=4,give_up_share=0.34")] == (0.5, 50.0)
+
+
+def test_a_greedy_first_fit_replays_the_runs_greedy_chain(tmp_path: Path) -> None:
+    """greedy_first with waves of 2: the first wave is the greedy chain + sampled chain 0. LATE problems (sampled
+    chains bad, then ok...) with a right greedy chain: first wave {ok: 1, bad: 1} (a tie: 0.5); without greedy
+    the first wave would be {bad: 1, ok: 1} too, but the greedy chain's 5 tokens replace sampled chain 1's 10,
+    so the stop action costs 15 tokens. A run without greedy units cannot be fitted greedy-first."""
+    late = [("bad", 10)] + [("ok", 10)] * 7
+    run = hand_run(tmp_path / "run", [EASY, late] * 2, greedy=[("ok", 5)] * 4)
+    pol = fit_policy([run], FitOptions(**{**OPTS, "wave_size": 2, "delegate": False}, greedy_first=True))
+    assert pol.sampling.greedy_first and pol.sampling.wave_size == 2
+    table = {(e.bin, e.max_completion_tokens, e.action): (e.accuracy, e.mean_tokens) for e in pol.table}
+    assert table[("hard", 40, "stop")] == (0.5, 15.0) and table[("easy", 40, "stop")] == (1.0, 15.0)
+    bare = hand_run(tmp_path / "bare", [EASY, late])
+    with pytest.raises(FitError, match="no greedy units"):
+        fit_policy([bare], FitOptions(**OPTS, greedy_first=True))

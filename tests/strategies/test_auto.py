@@ -197,3 +197,25 @@ def test_a_sampling_action_gives_up_on_a_scattered_vote(policy) -> None:
     assert stop["reason"] == "futile" and "leader holds 1 of them" in stop["detail"]
     assert events(result, "action")[0]["label"] == ("sample:max_samples=16,threshold=0.95,give_up_after=8,"
                                                     "give_up_share=0.34")
+
+
+def test_greedy_first_puts_the_greedy_chain_first_and_continues_the_seeded_draw(policy) -> None:
+    """greedy_first: the first wave is one call of two requests, the greedy strategy's (n 1, temperature 0, the
+    policy's max_tokens) and 3 chains of the seeded draw from sample 0; a later wave continues that draw at sample 3
+    (not 4: the greedy chain is not part of it). Greedy "5", sampled 1, 2, 3: agreement 1/4 -> hard -> sample to 8
+    chains; the votes include the greedy chain."""
+    script = [words(2, "5"), words(2, "1"), words(2, "2"), words(2, "3")] + [words(2, "5")] * 4
+    b = ScriptedBackend(script)
+    result = Auto(policy=policy(hard=sample(8), greedy_first=True)).run(PROBLEM, b, Budget(), rng=random.Random(0))
+    greedy, first, second = b.requests
+    assert b.calls == 2 and (greedy.n, greedy.temperature, greedy.seed, greedy.max_tokens) == (1, 0.0, None, 10)
+    assert (first.n, first.first_sample, second.n, second.first_sample) == (3, 0, 4, 3)
+    assert first.seed == second.seed and first.temperature == 0.7
+    assert result.answer == "5" and len(result.candidates) == 8
+    waves = events(result, "wave")
+    assert waves[0]["greedy"] == 1 and waves[0]["n"] == 4 and waves[0]["usage"]["completion_tokens"] == 8
+    assert "greedy" not in waves[1]
+    # the greedy chain is exactly what the greedy strategy asks for, so a run's greedy unit serves it
+    gb = ScriptedBackend([words(2, "5")])
+    build_strategy("greedy:max_tokens=10").run(PROBLEM, gb, Budget(), rng=random.Random(0))
+    assert gb.requests[0] == greedy

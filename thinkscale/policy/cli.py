@@ -35,6 +35,8 @@ def fit_policy_command(
     model: Annotated[str | None, typer.Option(help="The model to fit for, when a run has several.")] = None,
     allow_test_data: Annotated[bool, typer.Option(help="Fit on an evaluation set anyway (recorded in the "
                                                   "policy).")] = False,
+    greedy_first: Annotated[bool, typer.Option(help="auto's first chain is the greedy chain (the runs need greedy "
+                                               "units to replay it).")] = False,
 ) -> None:
     """Fit a policy for `--strategy auto` from eval runs: difficulty bins from the first wave's agreement, and per
     bin and token budget the action with the best accuracy (the cheaper one within --tolerance)."""
@@ -50,7 +52,8 @@ def fit_policy_command(
     try:
         policy = fit_policy(runs, FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
                                              min_bin_problems=min_bin_problems, delegate=delegate,
-                                             allow_test_data=allow_test_data, sampler=sampler, model=model))
+                                             allow_test_data=allow_test_data, sampler=sampler, model=model,
+                                             greedy_first=greedy_first))
     except (StoreError, ValueError) as e:
         _fail(str(e))
     try:

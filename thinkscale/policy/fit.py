@@ -41,7 +41,14 @@ from typing import Any
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.eval.datasets import DATASETS, EvalProblem
 from thinkscale.eval.metrics import mean, selection_value
-from thinkscale.eval.replay import ReplayBackend, StoredDraw, load_draws, run_problems, sampler_plan
+from thinkscale.eval.replay import (
+    ReplayBackend,
+    StoredDraw,
+    greedy_plans,
+    load_draws,
+    run_problems,
+    sampler_plan,
+)
 from thinkscale.eval.runner import SweepConfig, plan_strategy
 from thinkscale.eval.store import open_existing
 from thinkscale.policy.features import DifficultyScore, bin_names, fit_edges
@@ -91,6 +98,7 @@ class FitOptions:
     allow_test_data: bool = False
     sampler: str | None = None  # the self-consistency spec to replay, when a run has several
     model: str | None = None  # when the runs have several models
+    greedy_first: bool = False  # auto's first chain is the run's greedy chain (Sampling.greedy_first)
 
 
 def is_evaluation_set(dataset: str, problem_ids: Sequence[str]) -> bool:
@@ -176,7 +184,15 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
             if model is None or model not in models:
                 raise FitError(f"{run}: pick the model to fit for ({', '.join(models) or 'none has samples'})")
             draws = load_draws(store, plan, model)
-            replay = ReplayBackend.from_draws(draws, problems, fingerprint=f"replay:{run}")
+            served = list(draws)
+            if opts.greedy_first:
+                greedy = greedy_plans(store)
+                if not greedy:
+                    raise FitError(f"{run} has no greedy units: a greedy-first policy replays them (run the sweep "
+                                   "with --strategy greedy too)")
+                for g in greedy:
+                    served += load_draws(store, g, model)
+            replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
             by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay) for d in draws}
             instances.extend(by_key.values())
             fingerprints[model] = ((store.info().get("models") or {}).get(model) or {}).get("fingerprint")
@@ -195,7 +211,8 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
     n_chains = min(len(i.draw.samples) for i in instances)
     if n_chains < opts.wave_size:
         raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {opts.wave_size}")
-    sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                        greedy_first=opts.greedy_first)
     budgets = opts.budgets or _default_budgets(opts.wave_size, max_tokens, n_chains)
 
     # 1. difficulty: the controller's own score of each first wave (one bin, forced stop)

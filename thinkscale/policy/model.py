@@ -16,7 +16,10 @@ JSON, validated with pydantic (unknown keys are errors; a bad file's error names
      "fitted_at": "2025-01-01T00:00:00Z"}
 
 ``sampling`` pins how the first wave and every continuation are drawn: the same requests as the self-consistency
-run the policy was fitted on, so auto's chains are that run's chains (and can be replayed from its store).
+run the policy was fitted on, so auto's chains are that run's chains (and can be replayed from its store). With
+``greedy_first: true`` the first wave's first chain is the greedy chain instead (the greedy strategy's request, served
+from the run's greedy units on replay) and the sampled chains follow it: the mode of the model is its best single
+chain on small models (qwen2.5-coder-0.5b on GSM8K: greedy 0.29, one sampled chain 0.22), and it votes too.
 
 Actions (``kind``): ``stop`` (answer with the first wave's vote); ``sample`` (continue the same seeded draw in waves
 of ``wave_size`` up to ``max_samples`` chains in all, stopping early once Adaptive-Consistency's posterior reaches
@@ -104,6 +107,8 @@ class Sampling(_Strict):
     temperature: float = Field(gt=0, allow_inf_nan=False)
     top_p: float = Field(gt=0, le=1)
     max_tokens: int = Field(ge=1)
+    # the first wave's first chain is the greedy chain (the greedy strategy's very request), the rest sampled
+    greedy_first: bool = False
 
 
 class Difficulty(_Strict):

@@ -75,7 +75,8 @@ class Auto:
         policy: a policy file from ``thinkscale fit-policy``; none = the packaged default for the default model.
 
     Run: a first wave of ``wave_size`` chains, requested exactly as self-consistency requests its first chains
-    (same messages, sampling knobs and seed, drawn first from ``rng``); its agreement (and confidence, for
+    (same messages, sampling knobs and seed, drawn first from ``rng``; with the policy's ``greedy_first``, the
+    greedy strategy's one chain and ``wave_size - 1`` of those, in one backend call); its agreement (and confidence, for
     policies that use it) give a difficulty score and bin; the policy's choice for that bin and budget is then
     carried out: ``stop`` votes on the wave, ``sample`` continues the same seeded draw (``first_sample``) in waves
     until Adaptive-Consistency's posterior reaches the threshold, the vote is futile (``give_up_after``) or
@@ -152,18 +153,32 @@ def run_controller(sampling: Sampling, difficulty: Difficulty, decide: Decide, p
     logprobs = difficulty.score.needs_logprobs
     cands: list[Candidate] = []
 
+    sampled = 0  # chains of the seeded draw so far (all chains but the greedy one)
+
     def wave(wanted: int) -> bool:
+        nonlocal sampled
         n = affordable_samples(eff, ledger, wanted, sampling.max_tokens)
         if n == 0:
             return False
-        req = GenRequest(messages=problem.messages, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-                         max_tokens=sampling.max_tokens, seed=seed, logprobs=logprobs, first_sample=len(cands))
-        completions = backend.generate([req])
+        reqs = []
+        greedy = sampling.greedy_first and not cands
+        if greedy:  # exactly the greedy strategy's request, so a run's greedy unit serves it
+            reqs.append(GenRequest(messages=problem.messages, n=1, temperature=0.0, max_tokens=sampling.max_tokens,
+                                   logprobs=logprobs))
+        if n - greedy:
+            reqs.append(GenRequest(messages=problem.messages, n=n - greedy, temperature=sampling.temperature,
+                                   top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed,
+                                   logprobs=logprobs, first_sample=sampled))
+        completions = backend.generate(reqs)  # one call: the backend batches the greedy and the sampled chains
         charge(ledger, Role.GENERATOR, completions)
-        new = candidates_from(completions[0])
-        cands.extend(new)
-        trace.append({"event": "wave", "first_sample": req.first_sample, "n": n, "seed": seed,
-                      "usage": completions[0].usage.to_dict()})
+        for c in completions:
+            cands.extend(candidates_from(c))
+        event: dict[str, Any] = {"event": "wave", "first_sample": sampled, "n": n, "seed": seed,
+                                 "usage": sum((c.usage for c in completions[1:]), completions[0].usage).to_dict()}
+        if greedy:
+            event["greedy"] = 1
+        trace.append(event)
+        sampled += n - greedy
         return True
 
     def finish(stop: str, detail: str | None = None, stop_reason: StopReason | None = None) -> Result:
