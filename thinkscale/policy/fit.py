@@ -186,12 +186,12 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
             draws = load_draws(store, plan, model)
             served = list(draws)
             if opts.greedy_first:
-                greedy = greedy_plans(store)
-                if not greedy:
+                greedy_runs = greedy_plans(store)
+                if not greedy_runs:
                     raise FitError(f"{run} has no greedy units: a greedy-first policy replays them (run the sweep "
                                    "with --strategy greedy too)")
-                for g in greedy:
-                    served += load_draws(store, g, model)
+                for gp in greedy_runs:
+                    served += load_draws(store, gp, model)
             replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
             by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay) for d in draws}
             instances.extend(by_key.values())
