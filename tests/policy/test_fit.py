@@ -130,6 +130,9 @@ def test_a_greedy_first_fit_replays_the_runs_greedy_chain(tmp_path: Path) -> Non
     assert pol.sampling.greedy_first and pol.sampling.wave_size == 2
     table = {(e.bin, e.max_completion_tokens, e.action): (e.accuracy, e.mean_tokens) for e in pol.table}
     assert table[("hard", 40, "stop")] == (0.5, 15.0) and table[("easy", 40, "stop")] == (1.0, 15.0)
+    # sampling to 4 chains: greedy ok + sampled bad, ok, ok -> {ok: 3, bad: 1}, graded by the chains auto got
+    # (greedy first), not the draw's first four: 1.0 at 5 + 30 tokens
+    assert table[("hard", 80, "sample:max_samples=4")] == (1.0, 35.0)
     bare = hand_run(tmp_path / "bare", [EASY, late])
     with pytest.raises(FitError, match="no greedy units"):
         fit_policy([bare], FitOptions(**OPTS, greedy_first=True))

@@ -131,6 +131,21 @@ def greedy_plans(store: Store) -> list[StrategyPlan]:
     return out
 
 
+def greedy_chains(store: Store, model: str | None = None) -> dict[str, StoredSample]:
+    """Each problem's stored greedy chain (of ``model``, when given), from every greedy plan of the run."""
+    out: dict[str, StoredSample] = {}
+    for plan in greedy_plans(store):
+        for d in load_draws(store, plan, model):
+            out.setdefault(d.problem_id, d.samples[0])
+    return out
+
+
+def controller_chains(draw: StoredDraw, greedy: StoredSample | None) -> tuple[StoredSample, ...]:
+    """The stored chains in the order auto's requests get them: with ``greedy`` (a greedy-first policy) the greedy
+    chain first, then the draw's chains; its candidates are the first ``len(candidates)`` of these."""
+    return ((greedy,) if greedy is not None else ()) + draw.samples
+
+
 class ReplayBackend(BaseBackend):
     """Serves stored draws (see the module doc). ``requests`` records every request served."""
 

@@ -21,7 +21,15 @@ from thinkscale.answers import Verdict, check
 from thinkscale.answers.extract import normalize_answer
 from thinkscale.eval import metrics
 from thinkscale.eval.analysis import Analysis, ConfigRow, analyze
-from thinkscale.eval.replay import ReplayBackend, ReplayMissing, load_draws, run_problems, sampler_plan
+from thinkscale.eval.replay import (
+    ReplayBackend,
+    ReplayMissing,
+    controller_chains,
+    greedy_chains,
+    load_draws,
+    run_problems,
+    sampler_plan,
+)
 from thinkscale.eval.store import StoreError, open_existing
 from thinkscale.policy.model import load_policy
 from thinkscale.strategies.auto import Auto
@@ -49,6 +57,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         problems = run_problems(store)
         draws = load_draws(store, plan, model)
         replay = ReplayBackend.from_store(store, spec=plan.label, model=model)
+        greedy = greedy_chains(store, model) if policy.sampling.greedy_first else {}
         sc_units = {(u["problem_id"], u["seed"]): u for u in store.rows(
             "SELECT * FROM units WHERE model = ? AND strategy = ? AND budget = ?", (model, plan.label,
                                                                                   plan.budgets[-1]))}
@@ -98,9 +107,10 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             delegated = any(e.get("event") == "delegate" for e in res.trace)
             if delegated:
                 value = float(right)
-            else:  # the chains are the draw's first len(candidates): grade the vote with ties split
+            else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
                 keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
-                value = metrics.selection_value(keys, [x.correct for x in d.samples[:len(keys)]], None,
+                chains = controller_chains(d, greedy[d.problem_id] if policy.sampling.greedy_first else None)
+                value = metrics.selection_value(keys, [x.correct for x in chains[:len(keys)]], None,
                                                 Selection.MAJORITY)
             acc[d.problem_id].append(value)
             ans[d.problem_id].append(float(right))

@@ -44,6 +44,9 @@ from thinkscale.eval.metrics import mean, selection_value
 from thinkscale.eval.replay import (
     ReplayBackend,
     StoredDraw,
+    StoredSample,
+    controller_chains,
+    greedy_chains,
     greedy_plans,
     load_draws,
     run_problems,
@@ -114,6 +117,7 @@ class _Instance:
     draw: StoredDraw
     problem: EvalProblem
     replay: ReplayBackend
+    chains: tuple[StoredSample, ...]  # in the order the controller's requests get them
     units: dict[str, tuple[float, float]] = field(default_factory=dict)  # spec -> (correct, tokens)
 
 
@@ -124,11 +128,11 @@ class _Outcome:
     tokens: float
 
 
-def _value(result: Result, draw: StoredDraw) -> float:
-    """Expected correctness of the vote over the chains the run used (the draw's first len(candidates)), ties
-    split, graded as stored."""
+def _value(result: Result, chains: Sequence[StoredSample]) -> float:
+    """Expected correctness of the vote over the chains the run used (the first len(candidates) of ``chains``, in
+    the controller's order: ``replay.controller_chains``), ties split, graded as stored."""
     keys = [normalize_answer(c.answer) if c.answer is not None else None for c in result.candidates]
-    correct = [s.correct for s in draw.samples[:len(keys)]]
+    correct = [s.correct for s in chains[:len(keys)]]
     return selection_value(keys, correct, None, Selection.MAJORITY)
 
 
@@ -185,15 +189,21 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                 raise FitError(f"{run}: pick the model to fit for ({', '.join(models) or 'none has samples'})")
             draws = load_draws(store, plan, model)
             served = list(draws)
+            greedy: dict[str, StoredSample] = {}
             if opts.greedy_first:
-                greedy_runs = greedy_plans(store)
-                if not greedy_runs:
+                if not greedy_plans(store):
                     raise FitError(f"{run} has no greedy units: a greedy-first policy replays them (run the sweep "
                                    "with --strategy greedy too)")
-                for gp in greedy_runs:
+                for gp in greedy_plans(store):
                     served += load_draws(store, gp, model)
+                greedy = greedy_chains(store, model)
+                missing = sorted({d.problem_id for d in draws} - set(greedy))
+                if missing:
+                    raise FitError(f"{run}: no greedy unit for {len(missing)} problems (e.g. {missing[0]}); let "
+                                   "the sweep finish")
             replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
-            by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay) for d in draws}
+            by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay, controller_chains(
+                d, greedy.get(d.problem_id) if opts.greedy_first else None)) for d in draws}
             instances.extend(by_key.values())
             fingerprints[model] = ((store.info().get("models") or {}).get(model) or {}).get("fingerprint")
             if opts.delegate:
@@ -245,7 +255,7 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                 b, first = _bin_and_first_wave(res)
                 if isinstance(a, StopAction):
                     first_bin, first_tokens = b, first
-                table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.draw),
+                table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.chains),
                                                          float(res.ledger.total().completion_tokens or 0)))
             for spec, chains in delegable.items():
                 if opts.wave_size * max_tokens + chains * max_tokens > cap:
