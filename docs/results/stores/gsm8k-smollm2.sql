@@ -1162,6 +1162,5147 @@ Dillon now has 60 * 4 = 240 dollars.
 
 In conclusion, the total amount of money he will spend is 240 + Dillon''s total amount.','stop',357,122,32,3.66416484754367299814e+00,69191157240.0,NULL);
 INSERT INTO "chains" VALUES(7,0,15,'5c03996d6a2e818af321261453fd104107f5e07a9022535bd6d8b0e3f23f0521',15,'To solve this problem, we need to carefully consider the given information. We know that Dillon is sent to the store to buy 4 watermelons, 20 peppers, and 10 oranges. This means the total amount he will spend is 4 x 20 x 10 = 100 (watermelons) + 20 x 20 x 10 = 1000 dollars, which is 100% of the price of a watermelon, which is 1000 dollars.','stop',116,122,32,3.66416484754367299814e+00,69191157240.0,NULL);
+INSERT INTO "chains" VALUES(8,0,0,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',0,'A beehive can contain any number of bees, but in the context of the problem, it''s referring to a population of bees. If there are 700 bees, then the number of bees containing 2 would be 2x, where x is the number of bees containing 2.
+
+To find the number of bees containing 2, we can multiply 700 by 2, which gives 1000. So, 1000 worker bees contain 1000 bees containing 2.
+
+To calculate the total number of worker bees, we would need to multiply 1000 by 100 (1000 bees containing 2) and then add 1000. This is a multiplication of 100 by itself (1000, which is 1000). Therefore, 1000 worker bees contain 1000 bees containing 1000.
+
+Adding 1000 to 1000 results in 1000. So, there are 1000 worker bees that contain 2, which is 1000 in total.','stop',255,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,1,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',1,'There are 700 bees in a hive, which is 1/2^3*2 = 16 (bees) + 1680 (bees) = 216 bees.
+There are twice as many bees as workers, which is 2*2*2 = 8 bees.
+There are twice as many babies as queens, which is 2*2*2 = 4 queens.
+The total number of bees is the sum of the number of worker bees and the number of queens.
+The sum of twice as many bees and twice as many queens is equal to 2*8 = 16 bees.
+Therefore, there are 16 * 2 = 32 worker bees and 32 queens, and as a result, there is 32 * 2 = 64 bees left in the hive.
+#### 6
+The answer is: 6','stop',195,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,2,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',2,'You''re referring to worker bees. In the context of a hive, honeybee colonies are typically defined by the queen, which is a queen bee that lays eggs and is responsible for maintaining the colony.
+
+In the context of a hive, a honeybee colony typically consists of a single queen bee, her offspring (the queen bee''s offspring, the workers, and the queen), and thousands of worker bees.
+
+In the case of a single hive, there are three queen bees that are the primary caregivers for the colony. The queen is the highest-ranking bee in a hive and lays eggs, which is the primary life cycle of a honeybee colony.
+
+So, the answer is 3.
+
+Here''s a more detailed explanation of the process:
+
+- A single queen bee lays eggs, which are the primary life cycle of a honeybee colony.
+- The colony is managed by the queen bee, who lays eggs to maintain the colony.
+- The colony is managed by the queen bee, who lays eggs to ensure the continued health and prosperity of the colony.
+- Each hive is managed by a colony of one queen bee, which is responsible for the entire colony.
+- The colony is managed by the worker bees, who are drones (non-reproductive males) and are responsible for caring for the colony.
+- The colony is managed by the queen bee, who lays eggs to maintain the colony.
+- In a single hive, the colony consists of one queen bee, her offspring (the workers, and the queen), and thousands of worker bees.
+- The queen is a reproduction of the colony, and her replacement is the new queen.
+- The colony is managed by the female drones, who mate with the male queen. She lays eggs, which is the primary life cycle of a honeybee colony.
+- The colony is managed by drones, who are the reproduction of the colony, and they are the only reproduction of the colony.
+
+So, the answer is 3.','stop',415,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,3,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',3,'A worker bee is a female bee that performs specific tasks, such as laying eggs and caring for the colony. In this scenario, there are 700 bees (female bees) and 256 (male bees) in a hive, which is equivalent to 700 * 256 = 16,000 bees.
+
+There are 256 male bees in a hive, which is equivalent to 16,000 / 2 = 8,000 bees.
+
+In a hive, there are 256 male bees and 16,000 female bees, so there are 256 / 16,000 = 14 female bees per male.
+
+So, there are 14 female bees per male in a hive.
+
+Therefore, there are 14 + 1 = 15 worker bees in a hive.
+
+In a single beehive, there are 14 worker bees.
+
+Therefore, there are 16 worker bees = 14 * 16 = 20 baby bees.
+
+In a single queen bee, there are only one queen bee.
+
+In a hive, there are no queen bees.','stop',269,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,4,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',4,'There are 700 bees - 2 * 2 = 100 bees
+There are 100 bees * 2 = 200 bees in a hive
+
+In a hive, 100 bees = 100 * 2
+In a hive, 200 bees = 200 * 2
+There are 200 bees in a hive = 2 * 2 = 400 bees
+
+There are 100 bees * 2 = 200 bees in a hive = 400
+There are 100 bees * 2 = 200 bees in a hive = 400
+
+So, there are 400 worker bees in a hive = 400 = 2 * 2 = 400
+
+So, there are 100 worker bees in a hive.','stop',198,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,5,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',5,'Let''s break down the information: we know that there are 700 bees in a hive, and there are twice as many worker bees as baby bees (which is 2^2) as there are (4x) baby bees.
+
+To find out how many worker bees are in a hive, we need to multiply the number of baby bees (2x) by itself 2 times:
+
+2^2 = 4
+4 = 2
+
+So there are 2 worker bees in a hive.','stop',109,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,6,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',6,'There are 700 bees in a hive, and 2^3 = 8 bees. The total number of bees is 700 * 8 = 5600 bees.
+
+There are twice as many baby bees as queens, so there are 700 * 2 = 1400 bees in a queen''s brood.
+
+There are twice as many queens as workers, so there are 1400 * 2 = 2400 bees in the hive.
+
+There are twice as many workers as queens, so there are 1400 * 2 = 2400 bees in a hive.
+
+The number of worker bees is 5600 - 2400 = 1200 bees, which is the answer.','stop',176,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,7,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',7,'This problem involves counting in fractions. One way to solve it is by using the formula for counting in fractions, which is the same as counting in whole numbers, but with a fraction in between. To solve it, we can break it down into two parts: count the number of bees, and then find the number of bees that are bees, and then find the number of bees that are bees.
+
+In this case, we have 200 (bees) and 20 bees (bees). We can either do a fraction or divide the number of bees in half. If we do a fraction, we multiply the number of bees by 2. So, 20 (bees) multiplied by 2 is equal to 40 (bees) divided by 2, or 20 (bees) which equals 10 in this case. However, if we divide the number of bees by itself (which is 1 in this case), the number of bees is 20.
+
+However, if we divide 1 by itself, which is 10, then the number of bees is 2.
+
+But we are asked to find the total number of bees, which is the same as multiplying the total number of bees by 1. 
+
+When we have 10 of the bees, 10 bees are there, so we need to multiply that by 10 to get the number of bees.
+
+The number of bees is 10 x 2 = 20.
+
+So, there are 20 worker bees.
+
+The answer is 20.','stop',337,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,8,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',8,'To solve this problem, let''s first understand the relationship between these numbers. If there are 700 bees, it means there are 700 * 2 = 1400 bees in a hive. Now, if there are twice as many worker bees as babies, that means there are 2 * 2 = 4x workers. This is because there are 2^2 = 4 pairs of bees (workers, babies, and other bees) that are related to the other 2^2 bees that are workers.
+
+Since there are twice as many workers as queens, which is 2^2 = 4 queens. Now let''s talk about queens. There are 2^2 = 4 queens in the hive. However, if we consider the relationship between workers and queens, there''s only one queen, so there''s only one queen in the hive.
+
+So, there are 1 queen in the hive, which is twice as many as queens.
+
+However, we initially said there were 700 workers and 1 queen. This means there are 1200 - 1200 = 2^2 = 4 queens. So, the answer to the original question is 4.
+
+The answer can also be thought of as 700 * (1 + 1) = 700 * 2 = 1400.','stop',299,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,9,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',9,'100 bees = 100 * 2 = 200 worker bees
+The answer is \boxed{ANSWER}.','stop',32,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,10,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',10,'A worker bee is a worker bee that is a queen bee. The queen is the only bee that lays its own eggs. Therefore, the number of worker bees is equal to the number of queen bees plus one.
+
+In a hive, the number of worker bees is equal to the total number of bees that have been raised by the queen for the past year. This is a classic example of a mathematical equation where the entire hive is comprised of the same number of reproductive bees.','stop',98,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,11,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',11,'1. The number of bees is the product of the number of worker bees and 2.
+2. Now, if 2x is the number of bees, 120 is the number of bees.
+3. So, 120 * 2 = 240.
+4. Multiplying 120 * 2 = 240, which is equal to 240.
+5. So, the answer is 240.
+
+The answer is 240.','stop',113,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,12,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',12,'Babies are about \boxed{A*B} more than queens, which is A*B. Queens are twice as many as workers, so A*B = 2A*B. So, 2A*B = 4A*B.
+The total number of worker bees is A*B + 2A*B. 
+A*B = 4A*B.
+A*B = 4A*B.
+The number of workers is 2A*B. 
+There are 2A*B = 4A*B.
+There are 2A*B = 4A*B.
+The number of queens is 2A*B + 2A*B = 2A*B + 2A*B = 4A*B + 2A*B = 4A*B + 2A*A = 4A*B + 4A*B = 4A*B + 4*A*B = 4A*B + 4A*A = 4A*B + 2A*B = 4A*B + 4A*B = 2A*A = 2A*B = 2*A*B = 2A*B + 2*A*B = 2A*B + 2A*B = 2A*B + 4*A*B = 4A*B + 4*A*B = 4A*B + 4A*B = 4A*B + 2A*B = 4A*B + 4A*B = 4A*B + 2A*B + 2A*B = 4A*B + 4A*B
+
+A*B = 4A*B + 2A*B = 4A*B + 2A*B + 2A*B + 4A*B + 4A*B + 2A*B + 4A*B + 4A*B + 4A*B + 2A*B + 4A*B + 2A*A + 2A*C + 2B + 2C = 4A*B + 2A*B + 2A*C + ','length',512,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,13,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',13,'Let''s start by making a sense of the numbers. We have 700 bees in a hive, which is 2 * 700 = 1400 bees. Now we know there are twice as many baby bees as workers, so we can say there are 2 * 1400 = 2600 bees.
+
+Now we have 1400 bees in a hive, and we know there are twice as many queen bees as workers. So we can say there are 2 Queen Bees in a hive, which is 2 * 4 = 8 Queen Bees.
+
+Next, we have 2 * 8 = 16 Queen Bees. Now we have 1400 bees in a hive, and we know there are twice as many Queens as King Bees, which is 2 * 2 = 4 Queens.
+
+So, there are 4 Queen Bees in a hive. In total, there are 1400 - 4 * 16 = 2600 - 4 * 16 = 2600 Queen Bees.
+
+But we forgot to add King Bees. So we add 2 King Bees. So there is 1400 - 2 * 16 = 2600 King Bees in a hive.
+
+This is the correct answer. The total number of Queen Bees in a hive is 2Queen Bees.','stop',307,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,14,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',14,'A beehive is made up of a workforce of 700 bees, and there are twice as many queen bees as a beehive is made up of worker bees. Since a beehive is a hive made up of bees, and bees are made up of worker bees, there are 2 x 2 = 4 queen bees.
+
+In a beehive, there are 2 x 2 = 4 beehives. So, there are 2 * 4 = 8 worker bees in a beehive, and each beehive is made up of 1 queen bee and 1 colony of bees.
+
+Therefore, there are 2 * 4 = 8 worker bees in a beehive.','stop',157,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(8,0,15,'765ed44eabf9e8a3b08fb8731c357bd66ada20bd47ae7db42b8fdbc8c39b651b',15,'1. There are 700 bees in a hive.
+2. There are twice as many baby bees as there are adult bees (which include queen bees) and there are twice as many adult bees as workers.
+3. There are 2 * 2 = 4 adult bees.
+4. To find out how many worker bees there are, multiply the number of adult bees by 2.
+5. There are 2 * 2 = 4 worker bees.
+6. So there are 6 * 4 = 24 worker bees.
+
+So there are 6 * 24 = 128 worker bees in a hive.','stop',141,78,32,2.84921669314287395735e+00,61254771768.0,NULL);
+INSERT INTO "chains" VALUES(9,0,0,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',0,'To solve this problem, we need to break down the calculation into manageable parts. We start by considering the total number of people who come by to get both tires, which is 5 people x 5 people = 25 people, and then multiply that by 2. 25 people x 2 = 50 people, and then multiply that by 5, which gives us 100 people.
+
+On the first day, she only needs to order 100 people, and 2 people order all their tires. So the total number of people she needs to order is 100 - 2 = 80 people who need to be ordered.
+
+She orders 100 - 80 = 20 people, and orders 2 people. So she orders 5 people, but 2 people order 10 people, so she orders 2 times 5 people.
+
+Therefore, she orders 5 * 2 = 10 people. So she orders 50 people.
+
+The total cost of her tires is 100 + 20 + 5 = 250, but she orders 2 people, so she orders 2 * 5 = 10 so she orders 2 * 5 = 10, which is 2 for each of the 5 people on the day. She orders 2 / 5 = 1 so she orders 1 * 2 = 2 so she orders 1 * 2 = 2 so she orders 2 * 3 = 6 so she orders 6 * 2 = 12 so she orders 12 * 2 = 24 so she orders 24 * 2 = 48 so she orders 48 * 2 = 96 so she orders 96 * 2 = 184 so she orders 184 * 2 = 408 she orders 48 * 2 = 808 so she orders 808 * 2 = 1616 so she orders 1616 * 3 = 4436 she orders 4436 * 2 = 8972 so she orders 8972 * 3 = 27860 so she orders 27860 * 2 = 6052','length',512,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,1,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',1,'To solve this problem, we need to think of the total number of people (or bicycles) that made it, and then add them together. On the first day, 5 people made 5 people, and on the second day 3 people made 3 tricycle tires. So, on the first day, 5 people made 5 tricycle tires, and on the second day, 3 people made 3 tricycle tires, for a total of 7 tricycle tires made.
+
+On the third day, 3 people made 3 tricycle tires, and 1 person made 2 tricycle tires, for a total of 4 tricycle tires made.
+
+The total number of people who were able to make 7 tricycle tires is 4.
+
+The total number of people who made 7 tricycle tires is 4.
+
+The answer is 4. The maximum number of people that could have made 7 tricycle tires is 4, but Shawnda has only 1 person who made 7 tricycle tires.
+
+Therefore, 4 people made 7 tricycle tires.
+
+Therefore, 1 person made 2 tricycle tires.
+
+#### 1
+
+Total number of people who made 7 tricycle tires: 4
+Total number of people who made 7 tricycle tires: 1','stop',286,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,2,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',2,'To solve this problem, we''ll break it down step by step, using a logic approach. Let''s think of it this way: at first, the people who came by to get the tires might have been some of the people who don''t ride bicycles. But the people who came by to get the tricycle tires cost 25 cents. The next day, 25 people brought 5 people back. That''s 25 people who didn''t ride bicycles. The last day, only one person came. So, this means that the people who came by to get the tires are the ones who didn''t ride bicycles. And the people who brought the tricycle tires are the ones who didn''t ride bicycles. But then, one person actually came. So, they''re either the people who don''t ride bicycles or the ones who bring their tricycle tires.
+
+But here''s where things get tricky. When we break it down, we find that 2 people who brought the tricycle tires brought 1 person who brought the tires who we know don''t ride bicycles. There''s only 1 person who brought the tricycle tires.
+
+The last thing we notice is that we have only 1 tricycle tire that isn''t a bicycle. So, we have 1 person who brings a tricycle tire. The last thing we notice is that we have 2 people who bring a tricycle tire to the last day. So, we have 2 people who bring a tricycle tire to the last day, but since there''s only 1 tricycle tire we haven''t counted yet, we''ve actually got 1 tricycle tire that is the one we''re looking at is not a bicycle. But if we were looking at the people who came to get the tires, we would have seen the people who brought the tricycle tires were either people who brought tricycle tires to get the tires of the people who came to get the tires, but that''s not the case, it''s just 1 person who brought the tricycle tires. So, it''s either the 3 who came to get the tires, or it''s that one person who brought the tricycle tires that we''re looking at. It''s either the one who brought the tricycle tires to get the tricycle tires, or it''s either the people who come to get the tricycle tires, but that''s the only one who comes to get the tricycle tires. But it''s either the one who brings the tricycle tires.','length',512,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,3,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',3,'On the first day, 3 people came by to get all their tricycle tires, so 3 * 3 = 9 tricycles were sold that day.
+On the second day, 5 people came by to get both tires, so 5 * 2 = 10 tricycles were sold.
+On the third day, 1 person came by to get all their tricycle tires, so 1 * 4 = 4 tricycles were sold.
+Finally, one person came by on a unicycle, so 1 * 3 = 3 tricycles were sold, but only one was sold as a tricycle set.
+So, total sales were 9 + 10 + 3 * 4 = 33 tricycles were sold that day, but 3 are sold as a tricycle set, and 1 is sold as a tricycle set is sold twice.
+So, total sales were 3 * 3 + 3 * 2 = 9 + 16 = 25 tricycles were sold that day, but 1 is sold as a tricycle set.
+
+So, total sales were 3 * 3 + 3 * 2 = 18 tricycles were sold that day, but 1 is sold as a tricycle set is sold twice.
+
+Therefore, total money made was 9 + 16 + 2 = 33 tricycles were sold that day, but 1 is sold as a tricycle set is sold twice.
+
+So, total money made was 3 * 3 + 3 * 2 = 18 tricycles were sold that day, but 1 is sold as a tricycle set is sold twice.
+
+#### 1
+
+The answer is: 2','stop',387,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,4,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',4,'To solve this problem, we need to calculate the total amount of money Shawnda made from this limited business of 3 people who came by to get her tires for the day.
+Let''s break it down step by step. She has 5 people, with 3 of them paying for their tires, and 1 person who paid for her tricycle tires. She needs to pay 2 more people to get all her tricycle tires inflated, which is 5 people.
+We know that she only had 1 person, and she only had 1 person who paid for the tires, but she only had 1 person who paid for the tricycle tires. So she only had 1 person who paid for her tires.
+Since she only had 1 person who paid for her tires, she will pay 1 person who paid for her tires. This means she has to pay 1 person.
+The total amount of money she made is 3 x 2 = 6 dollars. The total amount of money she made is 5 x 2 = 10 dollars.
+The total amount of money she made is the sum of her tires and tricycle tires, which is 10 + 5 = 15 cents.
+#### 15
+The answer is: 15','stop',270,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,5,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',5,'1. Let''s break down the problem:
+- She''ll have to pay 25 cents to inflate the tires on each bicycle.
+- She''ll have to pay 25 cents to inflate all the tires on each bicycle.
+- So, she''ll need to pay 1 dollar to inflate all the tires on each bicycle (which can be done with a wheelbarrow).
+- So, she''ll need to pay 1 dollar to inflate all the tires on each bicycle.
+- She''s lucky that one person came with tricycle tires (which can only be done with wheels that roll).
+- So, she''ll only have to pay 1 dollar to inflate all the tires on each bicycle (which can only be done with wheels that roll, so she''s not able to inflate any other way).
+- Therefore, she''ll only have to pay 5 cents to inflate all the tires on each bicycle.
+- So, she''ll only have to pay 5 cents to inflate all the tires on any bicycles (which can only be done with wheels that roll, so she''s not able to inflate anything).
+- So, the answer is 1.
+- So, the answer is 1.
+- So, there''s only one way to solve this problem.
+- So, the answer is 1.
+
+This is a classic example of a "brainstorming puzzle" where you have to think of a different way of solving the problem without using any outside-the-box thinking.','stop',322,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,6,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',6,'To solve this problem, we need to determine the total revenue generated by each type of tire.
+
+The tire with the cheaper option, 2 tire bikes, generates 300 dollars in revenue, which is $3.
+The tire with the more expensive option, 2 tire bikes, generates 200 dollars in revenue.
+The tire with the cheaper option, 3 tire bikes, generates 25 dollars in revenue.
+The tire with the more expensive option, 3 tire bikes, generates 5 dollars in revenue.
+
+So, the total revenue generated by each type of tire is $3 + 2 + 3 = $8.
+
+To find the total cost, the discounted price of the tire with the more expensive option is the cost of the tire with the cheaper option minus the cost of the unicycle. So, the cost of the tire with the cheaper option is 2 - 2 = $1.
+
+The total cost of the tires with the more expensive options is $10 - 8 = $2.
+
+The total cost of the tires with the cheaper options is $10 + 2 = $12.
+
+So, the total cost of the tires with the cheaper options is $20 + 20 = $40.
+
+The sum of the cost of the tires with the cheaper options is $20 + $40 = $80.
+
+The total cost of tires with the cheaper options is $10 + 80 = $80.
+
+The total cost of tires with the more expensive options is $10 + $80 = $240.
+
+The total cost of tires with the more expensive options is $20 + $80 = $160.
+
+The total cost of tires with the cheaper options is $10 + $80 = $280.
+
+The total cost of tires with the cheaper options is $10 + $20 = $40.
+
+The total cost of tires with the more expensive options is $10 + $80 = $280.
+
+The total cost of tires with the cheaper options is $10 + $40 = $60.
+
+The total cost of tires with the more expensive options is $10 + $80 = $280.
+
+The total cost of tires with the more expensive options is','length',512,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,7,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',7,'To solve this problem, we need to calculate the total amount of money she made, including both feet of tricycle tires, which are unicycle tires, and the money she made on each day.
+
+Let''s break it down: 3 people paid 25 cents for the tricycle tires, and 3 people paid for the unicycle tires, so she made 3 * 25 cents = 75 cents.
+
+On the first day, she paid 25 cents for the tricycle tires and 75 cents for the unicycle tires. On the second day, she paid 25 cents for the tricycle tires and 75 cents for the unicycle tires again.
+
+However, she only made 3 people pay for tricycle tires and 3 people paid for unicycle tires, which means she made 3 * 3 = 9. She made 2 - 3 = 2 people pay for tricycle tires and 2 * 3 = 6. She made 1 * 2 = 2 people pay for unicycle tires.
+
+So, 3 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 2 * 2 = 4 people paid for tricycle tires and 3 people paid for unicycle tires were paid by 3 people. She made 4 * 3 = 12 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 12 * 2 = 24 people paid for tricycle tires and 1 person paid for unicycle tires were paid by 2 people. She made 2 * 2 = 4 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 4 * 2 = 8 people paid for tricycle tires and 1 person paid for unicycle tires were paid by 2 people. She made 4 * 2 = 8 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 8 * 2 = 16 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 1 person. She made 1 * 2 = 2 people paid for tricycle tires and 3 people paid for unicycle tires were paid by ','length',512,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,8,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',8,'Let''s start by setting up the problem. We know that on one day, 5 people came by to get all their tricycle tires inflated, and 3 people came by to get all their tricycle tires inflated. This means she made 3 * 5 = 15 tricycle tires inflatable. Then, she sold 12 tricycle tires at 25 cents each, so she made 12 * 25 = 320 tricycle tires.
+
+On the next day, she sold 20 tricycle tires. She sold 3 tricycle tires at 25 cents each, which means she sold 3 * 25 = 75 tricycle tires.
+
+Now, let''s calculate the total number of tricycle tires sold. The total number of tricycle tires was 320 + 75 + 3 = 760 tricycle tires.
+
+The total number of tricycle tires sold is the sum of the number of tricycle tires sold on each day. This is 320 + 75 + 3 = 445 tricycle tires sold.
+
+Now, let''s calculate the total number of tricycle tires sold on each day. It takes 3 people to inflate a tricycle, so on each day, she sold 3 * 3 = 9 tricycle tires.
+
+There are 5 people who came by to get all their tricycle tires inflated, and 3 people who came by to get all their tricycle tires. So, she sold 3 * 5 = 15 tricycle tires for each person who came by. But she sold the tricycle tires, so she sold 9 + 3 = 12 tricycle tires back.
+
+Now, let''s calculate the total number of tricycle tires she sold. This is 445 - 12 = 415 tricycle tires.
+
+So, she made a total of 415 - 12 = 393 dollars spent on tricycles.','stop',438,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,9,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',9,'To solve this problem, we need to determine the total number of dollars made by each person. Let''s break it down step by step. She made 5 people inflate their bicycles, 3 of which are tricycles. So 5 * 3 = 15 people inflate their bicycles. Each person inflates a tricycle at a rate of 15 times each person. So she made 15 * 15 = 180 people inflate their tricycles. However, on the 5th day, 1 person actually came by on a bicycle and another person came by a tricycle and 3 more people came and each person inflated a tricycle at a rate of 15 times each person. So she made 15 * 15 = 180 people inflate their tricycles.
+
+Therefore, she made 180 people inflate their tricycles.
+
+So, the total number of dollars made by each person was 180 people * 15 = 2150 dollars, which is the same as 2150 times the original amount of 25 cents.
+
+Therefore, the total amount of money she made was 2150 * 15 = 32500 dollars.','stop',278,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,10,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',10,'To solve this problem, let''s break it down step by step. She needs to create 3 people to return all their tricycle tires, so on the first day, 1 person returns all the tires. On the second day, 2 people return all the tires, and on the third day, 3 people return all the tires. So the total number of people back on the roads is 2 + 2 + 3, which equals 5 people.
+
+This means she has made 3 * 5 = 15 people, but she only made 1 person return all her tires. So, the total number of people she made, divided by the number of people back on the roads, is 15 / 5 = 3.
+
+So, she made 3 out of 15 people making up her own taxes. 
+
+So, 15 * 3 = 45 people made her own taxes. This could be any number.','stop',205,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,11,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',11,'To solve this problem, we need to calculate the total revenue generated by the tire and tricycle inflators. 
+
+If all the tricycle tires are inflated, the tire inflators generate $100,000 in revenue.
+If all the bicycles are inflatable, the tire inflators generate $100,000 * 5 = $500,000 revenue.
+If one person is inflatable, the total revenue is $100,000 * 1 person * 5 cents = $50 per person, and the other person is inflatable, the total revenue is $50 * 1 person * 5 cents = $50 per person.
+
+We need to find the revenue generated by the tire inflators. For every dollar multiplied by a tire inflator, we multiply $100 by 5 cents, which is 5 cents. Therefore, to get $50, we multiply $100 * 5 cents = $50 per person.
+
+The total revenue from all the inflatables is $50 * 5 cents = $25 cents.
+The revenue generated by the bicycle inflators is $50 * 5 cents = $25 cents.
+
+So, the answer is $50 cents.','stop',278,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,12,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',12,'She made 3 * 25 cents = 75 cents in total, but she made 3 people and 1 unicycle.
+#### 3
+The answer is: 3','stop',41,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,13,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',13,'We can start by calculating how many dollars she made by subtracting the total amount of tires that were not inflatable from the total amount of tires that were inflatable. Since one person actually came by on a unicycle, we subtract that from the total number of tires that were inflatable: 3 tires are inflatable.
+
+Now, we need to calculate how many tires she had to inflate. Since one person actually came by, we can multiply the number of tires that were inflatable by 3: 3 tires are inflatable. So, 3 times the number of tires that were inflatable is 9 tires.
+
+However, we need to add the tires she had to inflate. We know there are 25 cents to inflate, but the amount of tires that are inflatable is 9 more than the amount of tires that are inflatable. So, 25 cents is 2 more than 175. So, we can add 2 to the 25 cents that is 2 more than 175.
+
+So, we add 2 and 2, which is 4, to the 25 cents that is 2 more than 175, which means 3.
+
+The total amount of tires that were inflatable is 3 + 27, so the total amount of tires that she was able to inflate is 9 + 27 = 26 tires.
+
+So, the total amount of money she made is 2 * 2 + 27 = 38, which is her total amount of money made minus the amount of money she had to inflate.
+
+So, she made 38 - 3 = 37 dollars.','stop',368,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,14,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',14,'To solve this problem, let''s break it down step by step.
+
+She decides to charge the tires by the tire, so on the first day, she charges 1 tire with a 25 cent inflation fee. For the other 10 days, she charges 1 additional tire with an additional 25 cents. So, she charges 11 times the original 1 tire, which means she charges 11 times the original 1 tire.
+
+Now, 3 people charged 11 times the original 1 tire, which is 3 times the original 1 tire. So, she charges 3 times the original 1 tire.
+
+However, on the last day, she charged the extra unit of her tricycle tires, which is 3 units. Therefore, she charges 11 times 3 units, which is 33 units.
+
+To find the total amount of money she made, we add these amounts together: 33 + 3 = 36.
+
+So, she made a total of 36 dollars.','stop',227,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(9,0,15,'4145c5ab010b0c9e513e176d598112b1c75d520466fc74f533fdab866de676a9',15,'To solve this problem, we''ll break it down into manageable parts. Let''s first calculate the total amount of money spent by the tires. If 3 people could really only use two tires, that would be 3/4 of the total tires, which is 2. If one person could only use one tire, that would be 1. So, the total amount spent would be 2 + 1 = 3 tires.
+
+Now, let''s calculate how many tires were used. Given that she only had 3 tires to choose from, and each tire costs 25 cents, each tire would cost 3*25 cents = 75 cents. So, 3 tires would be 3*25 cents = 75 cents.
+
+Now, let''s calculate how many ones were used. Since she only had 3 ones to choose from, 3 * 3 = 9. However, she only had one unicycle, so that would be 1.
+
+We can calculate the total amount of money spent by the tires. We already calculated that the total amount was 2 + 3 + 9 = 18, but we need to take away the fact that one person used only one tire. So, the total amount was 2 + 1 = 3.
+
+Now, we can calculate how many dollars she made. We multiply the number of ones she used by the number of tires she used. So, 1 * 2 = 2. So, 3 * 2 = 6. So, 6 = 10.
+
+However, we can simplify this further by using a calculator. We can calculate the total amount of money she made by considering the amounts of money spent by each person. Each person spent 25 cents * 3 = 75 cents. The total amount spent by the tires was 2 + 3 + 9 = 18, but we can divide that by 18, which is 10. So, to answer the question we need to multiply the answer by 2, which is 2, so the answer is 2 * 2 = 4.
+
+So, she made 4 dollars.','stop',467,130,32,4.86645948476537171245e+00,95808314448.0,NULL);
+INSERT INTO "chains" VALUES(10,0,0,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',0,'To solve this problem, we need to consider the potential savings and the market demand. We know that if Jackie does the taxes herself, she''ll be able to save $35/month and save $1200/month, which is $2000/month in missed income. However, if she hires an accountant, she''ll be able to save $35/month and save $2500/month in missed income. 
+
+So, if she hires the accountant, she''ll save $250/month and save $2500/month in missed income. But if she hires herself, she''ll save $35/month and save $2250/month, which is $2800/month in missed income.
+
+The total savings she''ll make from hireshows herself in the direction of herself is $2800/month (hired herself), plus her own taxes, which is $2250/month. The calculation of herself saving $250/month is incorrect. The actual savings is her own tax savings of $35/month. So, if she hires herself, she''ll save $280/month for herself, but she will only get back the money she''s spent on herself, which is $35/month.
+
+So, if she hires herself, she''ll save $280/month, but she''ll only get back the money she''s spent on herself, which is $2250/month. This is not the best and should be the opposite of herself saving herself, as we assumed.','stop',347,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,1,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',1,'To solve this problem, let''s break it down step by step. First, we need to calculate the total time Jackie saves by hiring the accountant. The accountant charges $90, which is a 10% increase of the total time she saves. 
+
+Since Jack is trying to decide between two options, she needs to consider both her personal and financial time savings. If she decides to hire the accountant, she''ll save 35 minutes of her own time by hiring a professional, which is a 10% increase of her own savings. She will save 35 * 1.1 = 37.1 minutes of her own time saved from her own pool of savings.
+
+So, she saves 37.1 * 10 = 37.1 minutes from her own savings.
+
+The savings from the short shift will be 37.1 * 3.3 = 108.1 minutes of her own time saved from her own pool of savings.
+
+The total savings from the short shift will be 108.1 * 3.3 = 328.3 minutes of her own time saved from her own pool of savings.
+
+Jack can now split the 37.1 * 3.3 = 108.1 * 3.3/2 * 1.1 = 336.875 hours of extra time saved by hiring the accountant, which is 336.875 hours / 2 = 173.875 hours.
+
+But, there''s a catch. She''ll only be able to hire one job now, if she hires the other job later, which means she can actually save 37.1 * 1.3 = 42.83 minutes. She can only save 42.83 * 3.3 = 144.07 minutes from her own pool of savings, which is 37.1 * 3.3 = 108.1 minutes.
+
+So, she will save 37.1 * 3.3 = 108.1 minutes if she hires the other job later, but the other job will actually take 3 days to hire, so she has to make a decision between hiring either of the two jobs. In either case, she will lose 18','length',512,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,2,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',2,'To solve this problem, we need to consider both scenarios: the accountant''s increased tax savings and the total increase in her freelance work due to hiring an accountant.
+
+If she does the taxes herself, it means she''ll only be able to spend 3 hours per month on taxes. To calculate the actual increase in her freelance work, we would need to consider that 3 hours of work would be 30% of her total monthly expenses. Adding this to the 3 hours of herself, she''d have to spend 30-3 = 90% of her monthly expenses.
+
+To calculate the actual increase in her freelance work, we would multiply the 90% by the total amount of expenses she''d have to make to cover her expenses. So, 90% * 120 = 960 dollars would be needed to cover her expenses.
+
+Both scenarios have an equal outcome of 30%. So, if she hires the accountant, she''ll end up with a total increase of 30% of her expenses, which would be 30% of $100 (to cover her expenses), which would add 30% to her own expenses.','stop',252,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,3,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',3,'To determine the final amount Jack will have if he hires the accountant, we need to consider both scenarios. If she hires the accountant, she''ll have 3 fewer hours of freelance work, which means she''ll have to work 20 hours instead of 30. This will be 20 hours less than her original 30 hours, leaving her with 20 - 30 = 10 hours.
+
+If she does the taxes herself, she''ll have 15 hours of taxes, which will be 15 hours less than her original 15 hours.
+
+However, if she hires the accountant, she''ll have 20 hours of taxes, which is 30 - 20 = 10 hours.
+
+Since the original 15 hours of taxes will be 10 hours less than the original 15 hours of taxes, and she''ll have to work 20 hours less than the original 15 hours, the final amount she''ll have is 20 hours less than she originally had.
+
+So, 15 hours of taxes - 10 hours of taxes = 15 hours of taxes - 20 hours of taxes = 20 hours of taxes.
+
+However, we can simplify the problem by multiplying both sides of the equation by 20, since 10 hours of taxes is equivalent to 10 hours of taxes multiplied by 2.
+
+So, 15 hours of taxes - 20 hours of taxes = 20 hours of taxes * 2 = 40 hours of taxes.
+
+We can simplify the fraction further by dividing both sides of the equation by 20, which gives us 15/20 = 1/4 hours of taxes.','stop',379,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,4,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',4,'To solve this problem, we need to break it down into manageable parts. First, we need to find the equation of the line represented by the slope-intercept form y = mx + b, where m represents the slope and b represents the y-intercept.
+
+Let''s start by setting up the equation y = mx + b. We know that x represents hours worked and y represents taxes paid. We can set up the equation as x = 35 - 3x.
+
+We can solve this equation using a calculator or a spreadsheet with a calculator or spreadsheet with a math function. The solution is x = 20.
+
+Now that we know the slope-intercept form, we need to find the y-intercept. This is simply the coefficient of x, which represents the tax paid. The coefficient of x is 1, so the y-intercept is the value of the absolute minimum among the coefficient of x, 1, and coefficient of y, -1.
+
+However, since the approach used to calculate this problem uses a calculator to solve for x, which means we will need to find the slope of the line by yourself. We can do this by using a graphing calculator, which can determine the slope-intercept form of a line.
+
+The slope-intercept form of a line is y = mx + b, where m represents the slope and b represents the y-intercept. To find the slope, we can use the formula y = mx + b, which is the general form of a line.
+
+We can find the slope using the formula m = (slope1 * y2 + slope1 * y1) / (slope2 * y2 + slope2 * y1), which is the formula used in our original problem.
+
+However, if we wanted to find the intercept of a line, we would have to find the y-intercept manually.
+
+The equation of a line is a linear equation in the form Ax + BY + CX + D = 0. However, this equation is actually twice the original equation, which is the slope-intercept form of a line.
+
+In this problem, we have two equations: one for the tax paid by the accountant and another for the tax paid by Jackie herself. The first equation is for the tax paid by Jackie herself. We can find the total tax paid by Jackie herself, which is 35 - 3(35) = 35. So she pays 35','length',512,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,5,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',5,'To solve this problem, let''s break it down step by step. First, we need to find out how many hours Jackie will have made by herself, which is 3 - 1 = 2 hours. Then, we need to find out how much she will have lost by herself, which is 2 - 35 dollars. 
+
+Now, we can multiply the self-loss by the lost income by herself. For instance, 2 hours * 2 = 4 hours lost.
+
+So, 3 hours is 4 hours lost.
+
+In total, 4 hours are 4 dollars more she will have by herself. So, 2 hours (net) is 2 * 4 = 8 dollars more she will have by herself.
+
+So, 2 hours (net) is 2 * 8 = 16 dollars more she will have by herself.
+
+The amount she will have lost by herself is 2 * 16 = 32 dollars more she will have by herself.
+
+Now, we can add those amounts back to the original scenario. 
+Jackie will have saved herself 33 dollars (net) by herself.
+
+So, 2 hours (net) is 2 * 33 = 78 dollars more she will have by herself.
+
+So, 2 hours is 2 * 33 = 78 dollars more she will have by herself.
+
+The amount she will have lost by herself is 2 * 78 = 156 dollars more she will have by herself.
+
+So, 2 hours is 2 * 156 = 302 dollars more she will have by herself.','stop',364,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,6,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',6,'To solve this problem, we need to weigh the pros and cons of each option. On one hand, hiring an accountant means hiring someone who can help with taxes, which is a significant financial burden. On the other hand, if she does it herself, she will lose $35/hour in missed income. This adds up to 30% of her tax payables.
+
+Now, we need to consider the cost of hiring the accountant. The accountant charges $90 per hour. To calculate the tax savings, we need to use the formula for calculating tax savings:
+
+Tax savings = (Hiring - Hiring Remainder) * 100
+Tax savings = 35 * 10.01% * 100 = 3.5%
+
+This means that, if she hires the accountant, she will save a total of 3.5% of her tax payables, which is an estimated 0.03% increase over her savings made by hiring herself.
+
+So, to calculate the total tax savings, we need to multiply the actual savings by 100:
+
+Net Tax Savings = (3.5% * 30%) * 100 = 0.03% * 30% = 0.0003 * 30% = 0.003 * 30% = 0.003 * 30% = 0.03 * 30% = 15% (rounded to 3 decimal places)
+
+The final answer is 15% of her tax payables, which is 35 - 3.5 = 20.5% of her tax payables.','stop',371,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,7,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',7,'To solve this problem, we need to consider both the potential benefits of hiring an accountant and the overall cost savings of hiring an accountant.
+
+The accountant charges $90 per hour of taxes, so if she hires the accountant, she''ll be able to hire 3 more hours of freelance work, which is 3 * 90 = 270 hours per month. Now, on top of the lost tax savings, she''ll also save $150 per month in missed income (3 * 35.35%). To calculate these savings, we can use the formula for cumulative savings: 
+A = 1 - (1 + A1)
+where A is the total cost of the accountant''s services, 
+A1 = 1 - 1 + 3 * 35.35 = 31.35
+
+To calculate the actual savings from hiring the accountant, we can multiply 
+A1 by 1.35, since 1.35 is equal to 31.35.
+
+A = 1 - 1.35 = 0.625
+
+So, the actual savings from hiring the accountant would be 
+A * 0.625 = 0.0625
+
+The actual savings of hiring the accountant would be 
+A * 0.0625 = 0.0375
+
+This is the sum of the total tax savings minus the lost expenses in missed income. So, the actual savings provided by hiring the accountant is 
+A * 0.625 = 0.625 + 0.35 = 1.0725.
+
+So, the actual cost of hiring the accountant would be 
+A * 1.0725 = 1.0725 * $12 = $123.
+
+The actual savings provided by hiring the accountant is 
+A * 0.625 = 0.625 + 0.35 = 1.0725.
+
+The actual savings provided by hiring the accountant would be 
+A * 1.0725 = 1.0725 * $23.
+
+Now, it''s time to calculate the actual cost of hiring the accountant. The actual cost of hiring the accountant is 
+A','length',512,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,8,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',8,'Let''s break it down step-by-step:
+
+Jackie wants to hire the accountant to help with her taxes, which will cost her 3 fewer hours of freelance work. So, she''ll need to hire an accountant for 3 fewer hours of freelance work. The accountant will then need to hire another 2 additional accountants for 2 more hours. This cycle of 3 more accountants can create a 3x2 or 3x2x2 cycle of 9 more accountants, which is 9x10 + 1 which equals 9x11. Since there are only 9 of them, the 10th calculator will make 10x11 = 111 more of them. So, the accountant will be able to hire 11 more accountants.
+
+Now, let''s calculate the number of accountants at the end of this 3x2 cycle. Since there are 9 such machines, there are 9 * 11 = 99 more. So, the accountant will be able to hire 9 more accountants.
+
+The total number of accountants hired is the sum of the number of accountants who hired before, the number of hired after, and the number hired after the cycle. Since there are only 9 of them (the one before the cycle) and only 11 of them, it will be twice because there''s only 1 additional one. So, the total number of people hired is 9 + 11 + 2 = 24.
+
+The total number of people hired is 9x11 = 98.','stop',338,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,9,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',9,'To solve this problem, we need to calculate the difference between the number of hours she saves by hiring the accountant and the total amount of money she saves by not hiring the accountant.
+
+The accountant charges $90 per hour. So, the total amount of money saved by hiring the accountant is 90 * 3 = 270 dollars.
+
+Jackie will have 270 - 2 = 220 dollars saved by not hiring the accountant.
+
+Jackie will need to save that same amount by hiring the accountant, so she''ll have to pay $220 - 270 = $40 more in taxes.
+
+The accountant will have to pay $220 to hire the accountant, so she''ll need to pay $220 + $40 = $440 to hire the accountant.
+
+Jackie will pay $440 to hire the accountant - which means she can pay $40/hour for 4 additional hours of her taxes. So, she''ll pay $40 * 4 = 160 dollars more in taxes by hiring the accountant.
+
+In conclusion, the accountant will have to pay $220 - $40 = $160 more in taxes by hiring the accountant, and Jackie will have to pay $40 * 3 = $120 more in taxes by hiring the accountant.','stop',299,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,10,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',10,'To determine the total amount she''ll have if she hires the accountant, we need to calculate the number of hours she''ll be able to do the tax calculations and the other expenses. 
+
+The accountant charges $90 to hire the accountant, so 100% of the $90 is available to do the taxes, which is $100. Now, she has to pay 100% of the $35 to hire the accountant, which means she needs to pay 10% of the $35. This is the additional cost of 35% of the tax. This is the same as the additional 35% of the accountant''s total cost, which is $15.
+
+Therefore, the total amount she''ll have if she hires the accountant is 100% of herself - 35% of the accountant''s cost, which is 100% - 35% = 15%. The accountant has 15% of herself. So, if she hires the accountant, she''ll have 15% more money, but she will not get any additional tax savings because she''ll only earn the same amount of money back from taxes as she did before, which is $10.','stop',265,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,11,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',11,'First, let''s calculate the net increase in earnings: 3 fewer hours of taxes * 30 hours of copays * 20 hours of copays * 20 hours of copays per tax is $1200 to 1120 to hire the accountant * 2 to hire the accountant = $2400 to hire the accountant.
+
+Now, let''s consider the original situation: if Jackie does the taxes herself, she''ll be able to do 3 fewer hours of freelance work, losing $35/hour. So, if she hires the accountant, she''ll be able to hire 3 fewer accountants, with an additional 30 hours of work per accountant.
+
+The original scenario has 1120 - 35 = 970 more hours of work per accountant, which is 230 more hours a year, with 2 additional accountants.
+
+We can calculate this as 30 / 2 = 15 more hours per year, and 2 additional accountants per year, but 2 more per month of work. So the total number of months.
+
+The total number of months for the 3 accountants is 2 * 3 = 6 months. So the total number of months depends on the overall number of months per year, but in this scenario, 6 months are the total number of months the 3 accountants work.
+
+So the last scenario is 970 / 2 = 480 months, and the first scenario is 970 - 1120 = 60 months. So, 50 months of work is less than 60 months of work. So we round to 480 months, and 480 - 1120 = 50 months of work, which is 180 months.
+
+So the answer is 180 months.
+
+The answer is 180 + 2 = 208 months.','stop',429,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,12,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',12,'To solve this problem, we need to break it down into manageable parts and use logical thinking. First, let''s calculate the total cost of doing taxes herself versus hiring an accountant. The accountant charges $90, and since Jackie hires the accountant, she''ll be using her own pay to hire someone else. This means that if she hires the accountant, she''ll have to pay the accountant''s taxes and then spend the same amount of money to hire someone else.
+
+Now, let''s calculate the total cost of doing taxes herself. In this scenario, the accountant is used to doing the tax calculation, so the cost of doing so is only 16 cents. However, the cost of doing taxes herself is 16 cents, which is still 16 cents. So, the total cost of doing taxes herself is actually 16 cents.
+
+To find out how much more Jackie will have, let''s consider the potential payback in the event of hiring the accountant. If she hires the accountant and hires the accountant, but doesn''t pay the accountant any taxes, that would be a bonus, but in the event of hiring the accountant, her taxes would still be paid. However, if she hires the accountant and hires someone else, and she doesn''t pay any taxes, but in the event of hiring the accountant, she could also hire someone else, but in the event of hiring the accountant, she could hire someone else, but in the event of hiring the other person, she would have to pay more taxes.
+
+This scenario is essentially where the payback in the event of hiring someone comes into play. If she hires the other person and she doesn''t pay taxes, but in case of hiring the other person''s hire, she would pay the tax and would not need to pay taxes again. However, if she hires the other person and doesn''t pay taxes, but in case of hiring the other person, she would still need to pay taxes again, which is where the payback in the event of hiring the other person comes into play.
+
+However, if she hires the other person and doesn''t pay taxes, but in the event of hiring the other person, she would pay the taxes again if she didn''t hire the other person. This is where the payback in the event of hiring the other person comes into play, and this payback is essentially the payback in the event of hiring the other person.
+
+In conclusion,','length',512,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,13,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',13,'To determine the additional revenue the hiring partner will provide, we need to calculate the total hours the accountant will be able to work.
+
+The accountant charges $90 per hour and the actual work they can do is 100% of the 300 hours they can work in 1 week. This is a quarter of their work. To calculate the additional hours they can work, we can use the formula for hours worked by multiplying the number of hours by the total amount of work available.
+
+The total work available is 100% of the total work they can do, which is 300 hours. So, 100% of 300 hours is 300 x 100 = 3000 hours.
+
+Now, we can calculate the extra hours the accountant can work by multiplying 3000 hours by 3. This is 9000 hours, which is 3000 x 3 = 9000 hours.
+
+The additional hours the hiring partner will receive from the hireter is the difference between the actual hours the hiring partner can work and the hours the accountant can work. So, this is the difference between 3000 - 9000 = 1000 hours.
+
+Therefore, 1000 hours is the extra hours she will receive for the job done herself, which is 1000 x 1 = 1000.
+
+#### 1000
+The answer is: 1000','stop',334,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,14,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',14,'To solve this problem, we need to break it down step by step. First, let''s understand the information given: 
+
+Jackie does taxes herself, and her own taxes are paid by herself. She also hires an accountant. The accountant charges 90% of the taxes paid by herself. So, the sum of her taxes paid by herself will be 10% of her own taxes paid by herself.
+
+Now, let''s interpret this step by step. If she hires an accountant, she will be able to spend 3 fewer hours of freelance work, losing 3 hours of her own freelance work. So, this means she can spend 2 hours a day without extra hours of her own.
+
+The additional hours she has now are her own taxes paid by herself. She will have a total of 2 hours of her own tax payed back. She will then spend 2 hours of her own tax payed back. So, she will have 2 hours of extra hours of her own tax payed back. This is a 2x2 jigsaw puzzle where the extra hours she has are the leftover hours she has. So, this is a 2 x 2 jigsaw puzzle.
+
+The extra hours she has are her own tax payed back, which is 2 hours. So, the additional hours she has will be two hours. So, the total will be 2 - 2 = 0. This is a 2 x 2 jigsaw puzzle where she has a total of 2 hours. So, the total is 2 + 1 = 3. This is the total she will have after the extra hours she has, which is her own tax payed back.
+
+The last step is a total of 2 + 1 = 3 hours. So, it is 3 + 1 = 4 hours. This is the total she will have after the extra hours she has, which is her own tax payed back, which is 2 hours.
+
+So, the answer is 0. This is the total she will have after the extra hours she has, which is her own tax payed back. So, the final answer is 0.','stop',463,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(10,0,15,'f07f13a23aa989d84768e629f870998aea977c5441e51c8ef119d40ac69ad9f9',15,'To solve this problem, we need to analyze the relationship between the number of hours she saves and the increase in the cost of her taxes. Since she saves $35, she''s essentially making a decision about whether to do her taxes herself.
+
+Let''s consider the impact of hiring the accountant on her own tax savings. If she hires the accountant, she saves 35 dollars. This 35-dollar reduction in her own tax savings could potentially offset some of the increase in their rates, which could potentially make her taxes cheaper overall.
+
+We need to calculate the total tax savings. If she hires the accountant, she saves 35 dollars, which brings her tax savings to 35 dollars. So she saves 35/36 * 100% of 35 dollars, which is 3.6 dollars. This 3.6% increase in her tax savings could be offset by the additional 3.4% in her own tax savings.
+
+The increase in her own tax savings is 3.4% of 35 dollars, which is 0.0034 or 3.4%.
+
+The total increase in her own tax savings is 3.4% of 35 dollars, which is 0.0034 or 3.4%.
+
+The 3.4% increase in her own tax savings is 3.6% of 35 dollars, which is 0.0036 or 3.6%.
+
+The savings of 3.6% is 3.6% of 35 dollars, which is 0.0036 or 3.6%, so the return on investment would be 3.6% of 35 dollars * 3.6% = 0.0036 * 3.6 = 0.036 = 3.6%
+
+The return on investment would be 3.6% of 35 dollars * 3.6% = 0.036 * 3.6 = 0.0608, which is approximately 2.2%
+
+The return on investment would be 3.6% of 35 dollars * 3.6 = 0.036 * 3.6 = 0.0912, which is approximately 9.12% of','length',512,107,32,4.71787243895302665919e+00,108620868960.0,NULL);
+INSERT INTO "chains" VALUES(11,0,0,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',0,'To solve this problem, we''ll calculate the time it will take each team to run their 400 meter legs and then add their individual times.
+
+The faster team will run 60 seconds with a 60% chance of running the 400 meter leg first, and then 1/5 of that 60 seconds will take them to the next position after the 400th second. Since their first runner runs 60 seconds with a 60% chance of running the 400 meter leg first, they will run 1.5 times as many times as their first runner would.
+
+However, the faster team will run 1.5 times as many times as the second fastest runner, and they will start from the second to last position after the 400th second. So, they will run 2 times as many times as the second fastest runner.
+
+The faster team will take 1.5 * 2 = 2.5 seconds to start and 2 times as many times as the second fastest runner to start, so the faster team will also take 2 * 2 = 4 seconds.
+
+Their combined time is 2 * 4 = 8 seconds.
+
+The slower team will take 1.5 * 4 = 6 seconds.
+
+To find the total time, we add their individual times: 2 * 4 + 6 = 10 seconds.
+
+The faster team''s time is 2 * 10 = 20 seconds.
+
+The slower team''s time is 6 * 2 = 12 seconds.
+
+So the faster team wins by 20 - 6 = 12 seconds.
+
+The slower team wins by 12 - 6 = 8 seconds.
+
+Therefore, the faster team wins by 20 - 12 + 8 - 12 + 8 = 8 + 12 = 20 seconds.','stop',425,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,1,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',1,'To solve this problem, we need to analyze the individual members of each team to determine the possible times of victory.
+
+The faster team consists of the two runners who have already completed their 400 meter leg.  So, they are running 400 meters in 45 seconds, and their 400th run is their 50th run, which is the fastest.  In 45 seconds, they will have completed 4 runs.  They are now running 800 meters.  In 45 seconds, they will have completed 4 runs, and their 5th run is their 6th run.  So, they are running 12 runs.  But they are now running 16 runs, so they will now be running 16 times.  However, the faster team will now be running 16 * 4 = 64 runs.  They will not lose any runs.  So, they will now be running 800 + 8 = 1600 runs.  They will now have 16 runs to lose.  So, they will have 16 * 8 = 128 runs.  They will now have 16 * 2 = 32 runs.  They will now have 32 * 4 = 120 runs.  However, they will now only have 2 runs left, so they will have only 2 runs left to lose.  So, they will lose 2 * 6 = 12 runs.  So, they will lose 2 * 12 = 24 runs.  They will now have 8 runs left to lose, so they will lose 8 * 12 = 88 runs.  But they will have only 10 runs left to lose, so they will lose 10 * 12 = 120 runs.  So, they will lose 10 times.  So, they will now lose 1 * 10 = 10 runs.  So, they will lose 1 * 10 = 10 runs, so they will lose 1 * 10 = 10 runs, and they will now have 5 runs left to lose.  So, they will lose 5 * 12 = 60 runs.  But they will now have 12','length',512,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,2,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',2,'To solve this problem, let''s first identify the information given. The faster team runs their 400 meter legs in 6 seconds, while the slower team runs their 400 meter legs in 5 seconds. 
+
+The slower team''s legs are 3 seconds faster than the faster team''s legs, so the slower team''s legs will take 6 - 3 = 12 seconds to run their 400 meter legs, which is 200. 
+When considering both legs together, the slower team''s legs run their 400 meter legs in 12 seconds (after the extra 200 seconds for the top two).
+
+The more well-rounded team''s legs run their 400 meter legs in 10 seconds. 
+When considering both legs together, the faster team''s legs will run their 400 meter legs in 10 seconds, which is 200.
+
+To determine the number of seconds that will be lost by the slower team, we need to consider that the faster team''s legs will run their 400 meter legs in 200 seconds. 
+However, we can add 200 to the result of the faster team''s legs running their 400 meters legs in 10 seconds. 
+Now we need to consider that the slower team''s legs will run their 400 meter legs in 200 seconds, which means they''ll run their 400 meter legs in 400 seconds, which is the result of those two slower team''s legs combined.
+
+However, we only need to consider that the slower team''s legs will run their 400 meter legs in 10 seconds, which is the result of those two slower team''s legs combined, and that''s exactly the solution. 
+However, we also need to consider that the slower team''s legs will run their 400 meter legs in 10 seconds, which is the result of those two slower team''s legs combined, and that''s the same as the faster team''s legs running their 400 meter legs in 10 seconds, which is the result of those two faster team''s legs running their 400 meters legs in 200 seconds.
+
+However, we also need to consider that the faster team''s legs will run their 400 meter legs in 10 seconds, which','length',512,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,3,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',3,'To solve this problem, we''ll break it down step by step. 
+
+The more well-rounded team will run a lap in 6 seconds, resulting in a running distance of 120 meters.  This will get 120 meters / 400 = 0.0625 meters per lap.  So, the faster team will win by a total of 120 / 400 ≈ 0.00625 seconds per lap.
+
+Now, we need to find out how many seconds this means for the more well-rounded team.  This means there will be 6 seconds less than the more well-rounded team.
+
+So, we can solve this equation: 6 seconds / 0.00625 = 0.0453 seconds.
+
+To convert this to minutes, we''ll divide by 60: 0.0453 / 60 = 0.0453 seconds per minute.
+
+So, the more well-rounded team will win by a total of 0.0453 * 60 seconds = 0.2778 seconds.
+
+So, the more well-rounded team will win by a total of 2.778 seconds.','stop',278,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,4,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',4,'Let''s analyze the situation: the faster team runs their 400 meter leg in 3 seconds, while the slower team runs their 400 meter leg in 5 seconds. We know that the faster team has a 50% chance of winning the race, and they have a 75% chance of running the full 400 meter leg.
+
+Now, let''s consider the slower team''s chance of winning. They have a 40% chance of winning, and they have to run their 400 meter leg at 50% of their chance of winning, which is 2 meters. So they would need to run 2 meters longer to win.
+
+To determine the total number of seconds they would need to run their 400 meter leg to win, we can divide 400 by 2, which gives us 20 seconds. This means the slower team''s chances of winning would be 20/400 which is 2.2% of their chances of winning.
+
+The faster team''s chances of winning would be the same as the slower team''s chances of winning, which is 100%, and their chance of running their 400 meter leg would also be 100%.
+
+So, the faster team would win by 100% of their chances of winning, which is 100%.','stop',297,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,5,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',5,'To solve this problem, we first need to understand that the faster team needs to run their 400 meter leg in exactly 55 seconds to win. They can run their 400 meter leg in 55 seconds, which means each second is 20 seconds.
+
+This means that for every second they are running their 400 meter leg, they are 20 seconds longer, but for each last second, they are 1 second less than before.
+
+To calculate the total time spent running their 400 meter leg, we can multiply each second by their running distance of 20 seconds and by their running distance of 1 second. This gives us the total time spent running their 400 meter leg, which is 20 + 1 = 21 seconds.
+
+However, we have to consider that each second spent running their 400 meter leg is 20 seconds longer, and each last second spent running their 400 meter leg is 2 seconds less. To calculate the total running distance of their 400 meter leg, we need to add these two extra seconds.
+
+So, the total running distance is 21 + 2 = 23 seconds.
+
+The faster team needs to run their 400 meter leg in exactly 55 seconds to win, so their running distance of 23 seconds is the running distance of the slower team.
+
+This means the faster team actually wins their race, but it is equivalent to the slower team winning by the same amount of time as the faster team does.','stop',339,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,6,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',6,'Let''s analyze the situation step by step.
+
+The faster team runs their 400 meter leg in 6 seconds.  Since they run their 400 meter leg in 5 seconds, they will actually run their 400 meter leg in 400 * 5 = 200 seconds.
+
+When the faster team runs their 400 meter leg, they will be 6 seconds ahead of the slower team.  In this moment, they themselves will be 3 seconds ahead of the slower team.  They must have added a 10 seconds delay to their own 400 meter leg.  So, they will actually run their 400 meter leg in 5 seconds.
+
+The faster team will then run in 5 seconds.  This means they will have run their 400 meter leg in 400 * 5 = 200 seconds.  However, they will also have ran their 400 meter leg in 10 seconds.
+
+At this moment, they must have ran their 400 meter leg in 10 seconds.  So, they will run their 400 meter leg in 20 seconds.
+
+So, they will run their 400 meter leg in 400 * 2 = 800 seconds.
+
+Then, they will run their 400 meter leg in 6 seconds.  So, they will run their 400 meter leg in 60 seconds.  This means they will run their 400 meter leg in 6 + 10 = 66 seconds.
+
+But, they will also run their 400 meter leg in 2 seconds.  So, they will run their 400 meter leg in 22 seconds.
+
+However, they will also run their 400 meter leg in 3 seconds.  So, they will run their 400 meter leg in 33 seconds.
+
+They must have ran their 400 meter leg in 36 seconds.
+
+But, they will run their 400 meter leg in 20 seconds.  So, they will run their 400 meter leg in 24 seconds.
+
+They will run their 400 meter leg in 22 seconds.  So, they will run','length',512,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,7,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',7,'To solve this problem, we need to consider both the well-rounded and the less well-rounded runners.
+
+The race of one lap around the standard track can be represented by the formula 400m / 4 = 100s.  Now, let''s compare the well-rounded team with the less well-rounded team.
+
+The slower team runs the 100s first and then the faster team runs it''s own 100s.  So there are 200s that the slower team runs first.  Each of the slower runners puts 100s into their own 100s, so they put 200 into their own 100s.  Now they have 200 - 100 = 100 seconds of running left on the slower team.  So the faster team has 200 - 2 = 180 seconds of running left on the slower team.
+
+Now, the two teams are now 180 - 2 = 180 seconds apart, but since they are running two shorter distances than they used to be, they actually lose 180/2 = 80 seconds to each other.  So, the faster team loses 80 / 1 = 80 seconds, the slower team loses 80 / 2 = 40 seconds.
+
+The faster team wins 80 seconds, the slower team loses 40 seconds.  So, the overall team wins 180 / 2 = 120 seconds.','stop',341,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,8,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',8,'To solve this problem, let''s first consider the two competing teams. The team with the well-rounded first runner will run their 400 meters in 10 seconds, but the team with the less well-rounded second runner will run their 400 meters in 3 seconds. Therefore, the second runner will be 3 seconds faster than the first runner.
+
+In a normal 4 by 400 meter 4x400 is 160 meters.  The longer runner will run 160 meters in 10 seconds.  So, 160 / 10 = 16 seconds.
+
+However, the second runner will only be 16 seconds faster than the first runner, so there will be 2 extra seconds.
+
+Now we add 2 extra seconds to the 16 seconds already given.
+
+The answer is 2 * 16 = 32 seconds.
+
+So, the faster team will win by 32 seconds.
+
+#### 32
+The answer is 32.
+
+The answer is 32.
+
+The answer is 32.
+
+The answer is 32.
+
+The answer is 32.','stop',267,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,9,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',9,'To solve this problem, let''s break it down step by step. We know that the more well-rounded team runs their 400 meter leg in 6 seconds, which is 12% of their original 400 meter leg.
+
+The more well-rounded team is 12% of their original 400 meter leg. So, 12% of 400 is 0.12 * 400 = 40 meters.
+
+The faster team runs 12% of 400 = 0.12 * 40 = 4 meters.
+
+To find out how many seconds, we need to divide 4 by 0.12, which is 4.
+
+So, 4 seconds is 4 times 12% of 4, which is 4 * 12 % = 44.
+
+Now, we can multiply 44 by 12, which is 488, and add 4 to get the total running time.
+
+The total running time is 488 + 4 = 520 seconds.
+
+The faster team wins by 520 seconds.','stop',261,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,10,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',10,'To solve this problem, we need to analyze the two teams and their individual performance. The faster team can win by running their 400 meter leg in 6 seconds. This means that if the slower team runs its 400 meter leg in 6 seconds, they will win by taking 6 seconds longer than their slower opponent.
+
+However, we need to consider the same information. The faster team''s initial 6 seconds will be added to their 400m runs to match the slower team''s 3 seconds faster than the slower team''s 6 seconds shorter. But since the slower team already runs their 400m runs in 6 seconds, they will also win by taking 6 seconds longer than the faster team''s.
+
+In 6 seconds, they will take 10 seconds to match the faster team''s 6 seconds longer than their faster teammate. So, the faster team will win by 10 seconds.
+
+However, we must consider the final part. The faster team will lose by 10 seconds. To calculate this, we need to subtract their initial 6 seconds from the final 10 seconds they have left.
+
+However, subtracting the initial 6 seconds from the final 10 seconds is not possible since they will both lose if they lose. But if we double-count the final 10 seconds they will lose, we can''t. To double-count the final 10 seconds they will lose, we need to use the final 10 seconds of their final 10 seconds, which is 6 seconds less than the final 10 seconds they will lose.
+
+This only works if we double-count the final 10 seconds they will lose. But, if we double-count the final 10 seconds they will lose, we can''t.
+
+The quicker team will lose 10 seconds to take their 400m runs in 6 seconds. So, if they lose 10 seconds to take their 400m runs, they will lose 10 seconds to take their 400m runs in 6 seconds.
+
+Therefore, the faster team loses 10 seconds to take their 400m runs in 6 seconds.
+
+So, in summary, the faster team loses 10 seconds to take their 400m runs in 6 seconds.','stop',505,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,11,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',11,'To solve this problem, we need to break it down into manageable parts. First, we need to understand that each of the two teams is a classic example of a "twin relay" game. It''s a two-legged fast 4x400m soccer event that takes place on a track.
+
+The story of the two teams is as follows: In the first stage of the two-legged fast 4x400m soccer game, each 4x400m race takes one minute to complete. Now, let''s say one of the two teams is the "slowest team" when it comes to mile running. The faster team then has to run their 400m first. So, the faster team runs their first 400m first before running their 400m second part.
+
+In the second stage of the two-legged fast 4x400m soccer game, the faster team runs their first 400m second part first, then runs their 400m first part. So, in the second stage, the faster team runs their first 400m second part.
+
+Here''s the question: 1. How many seconds would it take for the faster team to win by running their first 400m second part immediately? 
+We can think of it this way. 1 minute is 60 seconds. 60 seconds is 120 seconds. So, to win by running the first 400m second part, you would need to run the first 400m second part in just 60 seconds.
+
+If you think about it, that''s 120 seconds. If you think about it, that''s 120 seconds. So, if you think about it, that''s 120 seconds.
+
+And that''s exactly what you need to do it in 60 seconds. 60 seconds is 120 seconds.
+
+This is a math problem. The answer is 120.','stop',437,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,12,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',12,'To solve this problem, we can break it down into manageable parts. Let''s first analyze the situation: a faster team will win by 60 seconds. The faster team''s second runner will run their 400 meter leg 3 seconds faster than their first runner. In other words, the faster team has their first runner 3 seconds faster than their second runner. 
+
+To find out how many seconds it will take for the faster team to round up to the next 3 seconds would take away from their first runner''s 400 meters, which would be 400 - 3 = 380 seconds. So, the faster team''s second runner will need to run 3 + 1 = 4 seconds faster than the next runner to round up to the next 3 seconds.
+
+To determine how many seconds it will take for the faster team to round up to their next 3 seconds, we need to find the difference in the number of seconds it takes for the first runner to round up to the next 3 seconds. This is a matter of division by the number of seconds that can be added to 1, which is 3. So, the faster team''s second runner will need to run 3 + 1 = 4 seconds faster than the next runner.
+
+We can now add the next runner''s second runner to the total number of seconds it takes for the second runner to round up to the next 3 seconds, which is 4. This will take 4 seconds, as this is the only extra they can round up to the next 3 seconds.
+
+The result is 4 seconds.','stop',342,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,13,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',13,'To solve this problem, we need to think of it in terms of fractions and percentages. Since both teams are significantly better than the other, we need to find the fraction of the time each team has 3 seconds faster than the other.
+
+The faster team has 100% of their time on the 400 meter leg, and each subsequent runner has 10% more time than the previous. So, if we just subtract the amount of time each runner has 10 seconds faster than the previous runner, we get 10% difference.
+
+This means that each runner has 10% more time than the previous runner, with each subsequent runner adding 10 seconds more time than the previous runner. This is a linear relationship, where each second is 10% more than the previous second.
+
+To find out how many seconds it would take for each team to finish 400 meters, we would need to divide 400 by 10% of 10%. 
+
+This would be 400 / 10 = 40 seconds. So, 40 seconds is the time it would take for each team to finish 400 meters.
+
+Therefore, 40 seconds is the time it would take for the faster team to finish 400 meters.','stop',282,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,14,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',14,'To solve this problem, we need to consider both the well-rounded and the less well-rounded runners in terms of their time and distance. The well-rounded runners have a fixed duration of 400 meters. To calculate the time of the well-rounded runners, we need to divide the well-rounded runner''s distance by their total running time of 400 meters.
+
+The well-rounded runners have a running distance of 400 meters. To calculate the total running time of each runner, we need to multiply the running distance of each well-rounded runner by the total running time of the well-rounded runners.
+
+The well-rounded runners have a running distance of 400 meters. So, to calculate the total running time of each runner, we multiply the running distance of each runner by 400 times 4.
+
+This is a classic example of a weighted averaging problem. The well-rounded runners have twice as many times as the less well-rounded runners. To find the total running time of each runner, we multiply the running distance of each well-rounded runner by 4.
+
+To calculate the total running time of each runner, we multiply the running distance of each well-rounded runner by 4.
+
+So, to calculate the time of each runner, we multiply the running distance of each well-rounded runner by 4. This is because they are essentially 4 times the well-rounded runners.
+
+This is a classic example of a weighted averaging problem. The problem is based on a formula that uses the formula for weighted averaging to calculate the total running time of runners. The formula is as follows:
+
+Total running time = (Well-rounded runners * Well-rounded running distance * Well-rounded running speed) / (Well-rounded running distance * Well-rounded running distance)
+
+This formula is a way of scaling up the original formula by multiplying it by the number of runners.
+
+The formula is a special case of a weighted averaging problem. It is based on a specific formula that is used to calculate the total running time of runners.
+
+The formula is as follows:
+
+Total running time = (Well-rounded runners * Well-rounded running distance * Well-rounded running speed) / (Well-rounded running distance * Well-rounded running distance)
+
+This formula is a special case of a weighted averaging problem. It is based on a formula that is used to solve the weighted','length',512,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(11,0,15,'adeb21ff7889dc4babd1c68e3828911003973938e077adc64dcd672d46dbc37c',15,'To solve this problem, we need to consider both the idea of well-rounded players and the idea of runners. The more well-rounded team runs their 400 meter leg in 55 seconds, which means they have an advantage of approximately 3.25 seconds over the less well-rounded team.
+
+The more well-rounded team, which is 2.5 times the less well-rounded team, puts themselves at a 1.5X advantage. This means they have a combined advantage of 1.5 times the more well-rounded team''s advantage.
+
+The faster team, which is 3 times the less well-rounded team''s advantage, puts themselves at a 3.5X advantage. This is also a 1.5X increase over the less well-rounded team''s advantage.
+
+To add the difference between the more well-rounded and less well-rounded teams, we need to consider the fact that the more well-rounded team is 3 times the less well-rounded team''s advantage plus 2.5 times the less well-rounded team''s advantage.
+
+This results in a 6.25X difference, which is the difference between the less well-rounded team''s 6.25X and the more well-rounded team''s 3.5X.
+
+The less well-rounded team''s 6.25X is already accounted for, but the addition of the difference between the more well-rounded and less well-rounded teams results in an additional 2.5X of the difference between the less well-rounded and the more well-rounded teams.
+
+Adding 2.5X to the difference between the less well-rounded and more well-rounded results in a 1.5X increase, which is the difference between the less well-rounded and the very best match.
+
+This is a classic example of a recursive process where we can continue to find the additional difference in the shorter of the shorter paths.','stop',418,174,32,4.6422745036195793844e+00,107057131992.0,NULL);
+INSERT INTO "chains" VALUES(12,0,0,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',0,'To solve this problem, we need to consider the constraints of the problem. Firstly, there are 10 cages of hamsters, and there are 10 cages of rabbits. However, the original problem states that each hamster is given 5 pieces of straw, which means that there are 10 x 5 = 50 hamsters are given 5 pieces of straw.
+
+In other words, there are 10 cages of rabbits are divided among the rabbits. The original number of hamsters is 10.
+
+So, there are 10 + 50 = 55 rats in each cage.
+
+However, if we wanted to calculate how many rats are in the 10 cages of rabbits, we would use the ratio of the number of rabbits to the number of cages. But let''s keep the total number of rats in the 10 cages of rabbits to be 10, so we would simply multiply 10 by 50.
+
+Therefore, there are 10 + 50 = 55 rats in each cage.
+
+So, the answer is 15.','stop',241,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,1,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',1,'To solve this problem, we need to break it down into manageable parts. First, let''s find the total number of rats and small rodents, then find the total number of cages with rats and the number of rats in each cage.
+
+First, let''s find the total number of cages with rats. Since there are 10 cages of hamsters, and each cage contains 10 cages with rats, the total number of cages with rats is 10 * 10 = 100 cages with rats.
+
+Now, let''s find the total number of cages with small rodents. Since there is only one cage for rabbits, there is only one cage for rabbits, so there is a total of 100 - 1 = 90 cages with rabbits.
+
+The number of cages with rats is 10 * 20 = 200 cages with rats.
+
+The number of cages with small rodents is 10 * 2 = 20 cages with small rodents.
+
+The total number of cages with all animals is the sum of the number of cages with rats, cages with rabbits, and cages with small rodents, which is 10 + 20 + 20 = 40 cages with rats, cages with rabbits, and cages with small rodents, and another 40 cages with small rodents.
+
+So, there are 40 cages with rats, 40 cages with rabbits, and 20 cages with small rodents.
+
+Now, we can find the total number of cages with small rodents by multiplying the number of cages with small rodents by itself. So, 20 * 20 = 40 small rodents.
+
+Therefore, there are 40 small rodents in each cage.
+
+So, there are 40 small rodents in each cage.','stop',387,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,2,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',2,'The problem states that there are 10 cages of hamsters that are kept alone, which is the minimum allowed by the constraints. To reach this number, we need to consider that 10 cages of hamsters are meant to be used in a single scenario. If we divide the 10 cages by itself, the result would be 10!, which is approximately 3.848.
+
+However, 10! can also be represented as 10 factorial (10!). So, 10! = 10 × 9 × 1 ({10 × 9}) = 910.
+
+Now, the problem asks to find out how many rats are in each cage. Since there are 10 cages of hamsters and 10 cages of rabbits, there are 10 animals (from each cage) that are one of the rats.
+
+The number of rats in each cage is the number of rabbits multiplied by 10!, which is 10 × 10 × 10 = 100.
+
+The total number of rats in the entire store is 10 + 10 + 10 = 20.
+
+To find the total number of rats in the cages, we multiply the number of rabbits multiplied by 10 (the number of hamsters) by the number of rabbits multiplied by 10, which is 10 × 10 × 10 = 100.
+
+The answer is 20.','stop',326,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,3,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',3,'Let''s break down the problem step by step. We know that 160 pieces of straw are distributed among the small rodents, which is a combination of the cages with the hamsters and the rabbits.
+
+The amount of straw given to each of the 10 cages of hamsters is calculated by multiplying 160 by 10. This is a combination of the cages multiplied by themselves, which is 10 x 10 = 100 pieces of straw.
+
+The number of pieces of straw given to each of the 10 cages of rabbits is calculated by multiplying 10 by 10 = 10 pieces of straw.
+
+To find the total number of pieces of straw given to the 20 hamsters, we multiply 10 x 20 = 200 pieces of straw.
+
+Now, let''s consider the amount of straw given to the small rodents. We have 160 pieces of straw, which is a combination of the cages multiplied by itself. This means that the amount of straw given to the 20 cages of rabbits is multiplied by themselves, which is 20 * 20 = 400 pieces of straw.
+
+Finally, we need to find the total amount of straw given to the 20 cages of hamsters. This is calculated by adding the amounts of straw given to the cages of rabbits and the cages of rabbits multiplied by themselves. This is based on a rule that the number of pieces of straw given to each cage multiplied by itself is equal to the total amount of straw given to the cages multiplied by itself, which is 20 * 20 = 400 pieces of straw.
+
+The total amount of straw given to the 20 cages of hamsters is 20 * 400 = 8000 pieces of straw.','stop',394,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,4,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',4,'To solve this problem, we need to determine how many cages of small rodents there are and how many small rodents there are in each cage.
+
+First, let''s calculate the number of small rodents in each cage. There are 3 cages of small rodents in total. Since there are 10 cages of hamsters, there are 10 small rodents in the cages of hamsters.
+
+Now, let''s calculate the number of small rodents in each cage. We have 160 small rodents in the cages of hamsters, so there are 160 small rodents in each cage.
+
+However, there is no way to know the number of small rodents in the cages of rabbits without additional information, so there is no answer. The number of small rodents in the cages of hamsters is determined based solely on the number of cages of hamsters.
+
+In other words, the lions'' prize must have been a cat, and the lions have only one cat. In the initial scenario, there was only one small rodent in each cage. But the actual answer is: 160 small rodents in 10 cages of hamsters (160 x 10).','stop',247,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,5,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',5,'To solve this problem, we need to determine the total number of small rodents, which are all the animals that have been distributed among the small rodents, by first finding the total number of rats.
+
+There are 10 cages with 3 cages each, and each cage has 10 rats.
+The total number of cages is 10 * 10 = 100 cages.
+The number of rats per cage is 10 * 10 = 10 rats per cage.
+
+Now, we know there are 100 cages, which means there is a total of 100 * 10 = 1000 cages of mice and rats.
+The number of mice and rats is the same.
+There is only one cage of mice and rats.
+The total number of small rodents is 10 * 10 = 100 small rodents, which is the same as all the other small rodents.
+
+The total number of small rodents is the sum of all the other small rodents, which is the same as the total number of small rodents that can be divided between the other large rodents.
+
+We need to find the number of small rodents that are left.
+There are 1000 - 100 = 100 small rodents that are left.
+
+The number of rats that have been distributed among the small rodents is the same as the number of small rodents that are left.
+The number of small rodents that are left is the same as the number of small rodents that are not distributed to other animals.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are left.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are not distributed to other animals.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are left.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are not distributed to other animals.
+
+However, there is one small rodent that is not distributed to other animals.
+The number of small rodents that are not distributed to other animals is equal to the number of animals that have been distributed among the other animals.
+The number of small rodents that are not distributed to other animals is equal to the number of small','length',512,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,6,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',6,'To solve this problem, we need to break it down step by step. We know that there are 10 cages of hamsters and 160 pieces of straw, and we know that each cage has 20 pieces of straw. So, we can set up a system of pyramids. 
+
+The first pyramid represents the cages. There are 10 cages in total. For each cage, there are 20 pieces of straw. For each hamster, there is a straw. So, we can set up a pyramid with 10 rows of 20 and 2 rows of 20. For each hamster, there is a straw. So, we can set up a pyramid with 2 rows of 20, where the first row is the cages and the second row is the cages and so on. 
+
+Now, we have 10 rows of pyramids, and we need to find the number of rows where there are 2 rows of pyramids. This means there are 10 * 2 = 20 rows where there are 2 rows of pyramids. So, there are 20 * 2 = 40 rows in total where there are a total of 40 rows of pyramids.
+
+Finally, we need to find the number of cages where there is 10 rows of pyramids, which is 10 * 2 = 20 cages. Therefore, the total number of cages that have 2 rows of pyramids is 10 * 2 = 20 cages, and that is the answer.','stop',328,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,7,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',7,'To solve this problem, we need to break it down step by step. We know that the animals are distributed among the cages, but we don''t know the number of cages. We can start by considering the number of rats in each cage.
+
+The cages have 10 cages, and there are 160 cages in total. So, the number of cages that can accommodate all the rats is 10 * 160 = 1600.
+
+The number of cages that can accommodate the number of rats is 1600 - 10 * 10 = 10 * 10 = 100.
+
+This means that there are 10 cages that can accommodate 100 rats, which is the number of cages that can accommodate the number of rats.
+
+Now we know that there is 10 cages that can accommodate the number of rats. So, the total number of cages that can accommodate the number of rats is 10 + 10 = 20.
+
+Therefore, there are 20 rats in each cage.
+
+In conclusion, there are 20 rats in each cage.','stop',250,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,8,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',8,'To solve this problem, we need to break down the steps and think of it in a step-by-step process. We start with the initial information and then determine how to calculate each step.
+
+First, we know that there are 10 cages of hamsters, which is equivalent to 10 * 2 = 20 cages.
+We know that there are 20 cages of rabbits.
+We know that 20 cages of hamsters have been distributed among the rabbits.
+We can find the number of rabbits in each cage by multiplying the number of cages by the number of rabbits, which is 20 * 2 = 40 rabbits.
+
+Next, we know that there are 10 cages of hamsters that are kept alone, which is equivalent to 10 * 2 = 20 cages.
+We know that there is only one pen of rabbits, which is the only one left.
+We can find the number of rabbits in each cage by multiplying the number of rabbits by the number of pens, which is 20 * 2 = 40 rabbits.
+
+Finally, we know that there are 160 pieces of straw that are distributed among the small rodents.
+We can find the number of small rodents by multiplying the number of cages by the number of pieces per small rodent, which is (10 * 2) = 20 pieces per small rodent.
+
+To find the number of small rodents, we need to multiply the number of cages by the number of pieces per small rodent. This is calculated as 20 * 2 = 40 pieces per small rodent.
+
+The number of small rodents in each cage is the number of small rodents multiplied by the number of cages per small rodent. Therefore, the number of small rodents is the number of small rodents multiplied by 4.
+
+Now we have 40 pieces of straw that are distributed among the small rodents. We need to find the number of small rodents that are not in each cage by subtracting the number of cages with no straws from the number of cages with straws.
+
+In other words, the number of small rodents is the number of cages with no straws minus the number of cages with straws.
+
+The total number of cage with no straws is the number of cages with straws divided by the number of cages with straws per small rodent.
+
+The answer is 40.','stop',507,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,9,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',9,'To solve this problem, we need to first understand that the total amount of straw given to the small rodents is twice that given to the small rabbits, which is 2 \* 3 = 6 pieces of straw given to the small rabbits. Then we need to find the total amount of straw given to the small rodents. 
+
+First, we divide the number of small rodents (6) by 2, which gives us 3 pieces of straw. Then we multiply this by the number of small rodents, which is 6*3 = 18. Similarly, we multiply the number of small rodents by 2, which gives us 10, and multiply this by 2, which gives us 2, and then multiply this by 2, which gives us 4.
+
+We then repeat this process for the other 2 cages of mice. For the 10 cages of snails, we can multiply the number of cages by 2, which gives us 20, and for the 20 cages of rodents, we multiply this by 2, which gives us 4.
+
+The final answer is 4 \* 2 * 2 = 16, which is the number of rats given to the small rodents and the 18 rabbits, which is 18, and the 20 cages of mice, which is 28.
+
+The answer is 16.','stop',295,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,10,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',10,'To solve the problem, we need to calculate the number of cages and the number of rats in each cage.
+
+We know that there are 10 cages of hamsters, 160 pieces of straw, and 10 cages of rabbits.
+
+First, we calculate the number of cages, which is 10 * 16 = 160.
+
+Next, we calculate the number of cages of rats using the formula for the number of cages of a specific species. Since there are only one species of rats, the answer is 1.
+
+So, there are 1 rats in each cage.','stop',133,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,11,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',11,'To solve this problem, we need to break it down step by step. We start by dividing the total number of rats (10 cages * 6 pieces of straw per cage = 60 pieces of straw) by the number of cages and the number of cages that are left out. This gives us 60 / 3 = 15 cages left out.
+
+However, we can simplify this fraction. We can multiply both the numerator and denominator of the fraction by 2 to get rid of the denominator (15 * 2 = 30).
+
+We multiply both the numerator and denominator of the fraction by 2 to get rid of the denominator, which results in 30 * 2 = 60.
+
+This combination of steps allows us to reduce the fraction to a single fraction, which is equal to 1.
+
+So, the answer is 1.
+
+This problem requires careful calculation of fractions and decimals, which is an essential skill in solving mathematical equations.','stop',210,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,12,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',12,'To solve this problem, we need to first determine the total number of rats in each cage. We know that there are 10 cages of hamsters and 20 pieces of straw are distributed among them, which means there are 20 x 4 = 80 hamsters in each cage.
+
+The opposite of this is that the other 160 pieces of straw are distributed among the rabbits, which means there are 160 - 160 = 100 rabbits in each cage.
+
+The total number of rats is 20 x 4 = 80 rats.
+
+To find the number of rats in the cages, we multiply the number of rats in each cage by the number of pieces of straw distributed, which is 80 x 5 = 400 pieces of straw, which is the total number of pieces of straw distributed.
+
+So, there are 400 - 400 = 100 rats in each cage.
+
+The numbers of rats are a combination of the numbers of the cats and the mice. The total number of mice is the sum of the mice and the rats. There is only one group of mice. There is no group of rats. There is only one group of rats.','stop',270,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,13,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',13,'To solve this problem, we need to calculate the number of cages with the smallest number of rats and the number of cages with the largest number of rats.
+
+We know that the cages with the largest number of rats are the cages with the smallest number of rats. The cages with the smallest number of rats are 2 cages, and the cages with the largest number of rats are 10 cages.
+
+To find the number of cages with the smallest number of rats, we multiply the number of cages with the largest number of rats by the average number of rats per cage.
+
+The total number of cages with the smallest number of rats is 2 * 10 = 20, and the total number of cages with the largest number of rats is 2 * 20 = 40.
+
+The number of cages with the smallest number of rats is 20 and the number of cages with the largest number of rats is 40.
+
+We can calculate the number of cages with the smallest number of rats as 20, and the number of cages with the largest number of rats as 40.
+
+The answer is 20 + 40 = 60.
+
+The answer is 60.','stop',262,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,14,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',14,'To solve this problem, we need to break down the information given: the number of small rodents (160) is distributed among the small rodents, the number of large rodents (10) is distributed among the large rodents (20), and the number of rabbits (20) is distributed among the rabbits.
+
+First, we can calculate the number of small rodents by dividing 160 by 10, which gives us 16. Then, we can calculate the number of large rodents by dividing 10 by 20, which gives us 2. Finally, we can calculate the number of rabbits by dividing 20 by 20, which gives us 1.
+
+However, we need to consider that the rabbits are distributed among the rabbits in a different way. The number of rabbits is actually distributed among the rabbits that are left over from the rabbits that are kept alone, and that can be calculated by dividing the number of rabbits left over by 20.
+
+So, we can calculate that 20 rabbits are distributed among the rabbits that are left over from the rabbits that are kept alone. The number of rabbits left over is still 2.
+
+Therefore, there are 2 rabbits left over from the rabbits left over from the rabbits that are kept alone. Since there is only one rabbit left over, there is only one small rodent left over. Since there are no large rodents left over, there is no large rodent left over.
+
+However, the answer is actually 2, which is the number of small rodents that are distributed among the rabbits.
+
+The correct answer is 2.','stop',341,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(12,0,15,'a873565f3ed6b1a8286e9b5f36fec64057d89d70b00aa34f0516416b5f4cc7df',15,'To solve this problem, we need to break it down into manageable parts. We know that the 3 cages are in one of the 10 cages of the small rodents and that there are 5 cages of hamsters. We also know that 20 pieces of straw are distributed among the rabbits, and the final answer is the number of rats in each cage.
+
+Let''s start with the first part. The 3 cages of hamsters are one of the 10 cages of the small rodents. The next part is the 20 pieces of straw that are distributed among the rabbits.
+
+However, this doesn''t add up to the 160 pieces of straw in each cage. So we need to divide it out. This means 10 cages of the small rodents are divided into 20 cages of the rabbits.
+
+The answer is 20. We know that there are 20 cages of the mice in the 20th cage of the 10th flea. So we need to multiply that by the number of cages that are in the 10th flea of the 20th cage. So we multiply 20 by 10, which is 20, and multiply this by 2 to get 40, which is the number of cages that are in the 20th flea of the 10th cage.
+
+The answer is 40.','stop',300,154,32,3.71807021672291160285e+00,85904646984.0,NULL);
+INSERT INTO "chains" VALUES(13,0,0,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',0,'First, determine the total monthly interest paid by Mandy. This can be done by multiplying 2 by 12 (to avoid decimal). 2 * 12 = 24.
+
+Next, determine the total amount of interest that Mandy should have given Benedict to Benedict. This can be done by adding 24 to the original amount of 24 cents. 
+
+This is equivalent to multiplying 24 by 12 and multiplying 24 by 3, which equals 64. So, the amount Mandy should have given to Benedict would be 64 cents.
+
+Now, the amount of interest must be paid to Benedict. The interest is already paid, so the amount Mandy should have paid is the same amount that Benedict has already paid. So, the answer is Mandy should have paid 24 cents, which is 64 cents.','stop',187,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,1,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',1,'To find out how much Mandy should give Benedict, we need to calculate the amount of interest Mandy will earn after 3 months.
+
+Mandy paid 20% of $100 per month for 3 months'' interest, which is 0.20 x 30 = 6 in a year. This equates to 6 months of interest. Now, we need to calculate how much Mandy will earn after 3 months.
+
+The calculation of 3 months * 6 months x 1.67 = 24 months of interest. Since she can pay 24 months, she has to pay 24 months * 2.67 = 64 months. So, Mandy will earn 64 months * 2.67 = 152.67 months in a year.
+
+This is 3*1.67 = 5.14 months of interest, and Mandy can pay 5.14 months * 2.67 = 14.73 months of interest. So, Mandy will earn 14.73 months * 2.67 = 36.33 months in a year.
+
+Mandy will give 36.33 months of interest to Benedict, so she will need to give him a total of 36.33 - 24 = 3.33 months of interest.','stop',308,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,2,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',2,'To solve this problem, we need to understand the expected monthly payment of 2% (1 - 0.02 = 1.02) and the monthly payment of 2 dollars to pay Mandy after 3 months.
+
+First, we calculate the expected monthly payment as 1 + 2 = 3 dollars.
+
+The total monthly payment of 3 dollars is Mandy''s payment. If Mandy paid 2 dollars, the total payment would be Mandy''s payment + 3 dollars = 3 + 2 = 5 dollars.
+
+Since the payment of 2 dollars is Mandy''s payment and the payment of 5 dollars is Mandy''s payment plus 1 dollar, the payment of 2 dollars is Mandy''s payment + Mandy''s payment, which is 3 + 2 = 5 dollars.
+
+We can find the total payment for 1 month by multiplying 3 by 1 + 5, which is 11 dollars. The total payment for 3 months would be 3 + 2 + 11 dollars = 19 dollars.
+
+Mandy must give 3 dollars to Benedict. If she paid 1 dollar to Benedict, 3 dollars is Mandy''s payment, so 3 dollars is Mandy''s payment plus 3 dollars for 3 months.
+
+Since 3 dollars is Mandy''s payment + 3 dollars = 6 dollars, she has to give 2 dollars to Benedict to pay 1 dollar.
+
+So, Mandy needs to pay Benedict 2 dollars to pay 1 dollar to pay 3 dollars. In total, 2 dollars is Mandy''s payment plus 3 dollars for 3 months, and 2 dollars is Mandy''s payment plus 3 dollars is 3 dollars, which is Benedict''s payment plus 2 dollars, so 2 dollars is Benedict''s payment + 3 dollars = 6 dollars.
+
+Therefore, Mandy needs to pay 2 dollars to pay 1 dollar to pay 3 dollars.','stop',429,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,3,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',3,'To solve this problem, let''s break it down step by step: 
+First, we need to calculate the amount Mandy can pay after the agreed-upon 3 months. 
+Mandy must pay 2 * 3 = 6 months of interest, which is 18% more than 100, 
+This is based on the given 2% interest, and we only have 100 months available to pay, 
+So in terms of the 100 months and 
+Mandy must pay 18% of 100 months.
+
+To calculate the amount Mandy should give Benedict, we need to find the difference between Mandy''s monthly payment and Benedict''s monthly payment. 
+The difference is 
+Mandy''s monthly payment is 18% of 100 months, 
+This gives 1.8 * 100 = 18. The difference is 
+Mandy should give 1.8 * 18 * 1.8 * 1.8 = 1.8 * 1.8 = 2.24, 
+This is 1.8 * 18 * 1.8 * 2, 
+So Mandy needs to give 2*2 = 4.
+
+So, Mandy should give Benedict a total of 
+Mandy''s monthly payment is 1.8 * 18 = 24. 
+This is 4 * 24 = 96. 
+This is 24 times 24. 
+This is 56. 
+This is 6 times 1, so 6 * 1 = 6.
+
+So, the maximum amount Mandy can pay Benedict is 
+Mandy can pay 
+Mandy can pay 
+Mandy can pay 2.','stop',400,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,4,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',4,'To solve this problem, we''ll first determine the amount of interest paid, which is 2% of 100, which is 0.22.
+
+Multiplying 100 by 0.22 gives us 0.4.
+
+Now, we''ll add 1 to this result to find the amount of interest paid, which is 1 + 0.4 = 2.
+
+Mandy owes Benedict 2 months earlier, so she should give Benedict 2 months after her due date.
+
+So, Mandy should give Benedict 2 months after her due date, which is 3 months.
+
+Therefore, 2 months is the maximum amount that Benedict could have paid Mandy, which is 2 months (2 months).','stop',165,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,5,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',5,'Let''s break this down step by step. We know that Mandy paid 2% of Benedict''s monthly interest in 3 months, which means her monthly interest is 0.2% of 3 months x 2% = 0.002 of Benedict''s monthly interest.
+
+To find the amount Mandy should give Benedict to cover 3 months, we need to calculate 3 months x 0.002 = 0.008 of Benedict''s monthly interest.
+
+We can express this as 3 months * 0.008 = 0.03, which is 30 cents.
+
+So, if Mandy paid 30 cents to Benedict, she needs to give 0.03 to fill the gap between 3 months and 3 months. This is 30 - 2 months. So, she needs to give 2 months to get the full 30 cents.
+
+We want to find the amount of 2 months, so we need to divide 30 by 2 to find this. So, we divide 30 by 2, which gives 15, and then multiply by 3 to find the amount Mandy should give Benedict.
+
+So, 15 * 3 = 40 cents.
+
+Therefore, Mandy should give 40 cents to Benedict.
+
+The answer is: 40.','stop',303,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,6,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',6,'To find out how much Mandy should give Benedict, we need to calculate the amount of interest she needs to pay based on the monthly interest rate of 2% and the total debt of the business consisting of Mandy''s monthly payment and the debt Mandy owes Benedict.
+
+Since Mandy has paid 2% of her total debt, and she has paid 20% of her total debt, with 20% of 20% of 100% being 100, she needs to pay 100/200 of 100% plus 100 to pay her debt.
+
+This is 100% + 20% = 200% of the debt Mandy owes, but since 20% is Mandy''s interest, we need to subtract it from 100% to find the amount owed to the debt Mandy owes. This is 100% - 20% of 100%, which equals 10% of the debt.
+
+However, if she paid 100% of the debt, she would have paid 100% of 100% of Mandy''s interest, which is 100% of Mandy''s interest. If she paid 100% of her debt, she would have paid 100% of 100%, which is 100%.
+
+But if she paid only 10% of her debt, she would have paid only 10% of Mandy''s interest, so she needs to pay 100% of her interest.','stop',352,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,7,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',7,'To solve this problem, we need to find the maximum amount of money Mandy could have paid Benedict if she was able to pay it after 3 months. 
+
+Let''s break it down: if Mandy paid 3 months after 100, she would have paid 3 * 20 = 60 in the past 3 months and 100 months later. This means she paid 3 * 20 = 60 coins. 
+
+If Mandy paid 2 months after 100, she would have paid 2 * 20 = 40 coins.
+
+Now, let''s consider how to maximize the amount of money Mandy can have paid if she paid after 3 months.
+
+To maximize, we take the maximum amount of money that Mandy could have paid if she paid after 3 months.
+
+Let''s find the maximum amount of money Mandy can have paid if she paid after 3 months.
+
+When Mandy paid 3 months after 100, she would have paid 3 * 20 = 60 coins.
+
+This means that Mandy can pay 3 * 20 = 60 coins in the past 3 months.
+
+When Mandy paid 2 months after 100, she would have paid 2 * 60 = 120 coins.
+
+Therefore, Mandy can pay 3 * 120 + 100 = 160 coins.
+
+To maximize the amount Mandy can have paid if she paid after 3 months, we need to find the maximum amount Mandy can have paid if she paid after 3 months.
+
+By choosing a maximum amount of money to pay Mandy in the past 3 months, we can maximize the amount Mandy can pay.
+
+This is the maximum amount Mandy can pay if she paid after 3 months.
+
+So, Mandy should give 60 coins to Benedict.','stop',425,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,8,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',8,'Mandy was able to pay Benedict $100 within 3 months. She paid $20 in that time frame. To find the maximum amount she could give without exceeding the 3-month limit, we need to consider the maximum possible amount that can be paid with 2 months. Since Mandy can pay herself 20 times the minimum, and she paid exactly 3 months in total, we need to find the maximum amount that can be paid with 2 months.
+
+To maximize, we should maximize the amount she could give. There is only one way to maximize it given the constraints.
+
+Mandy can only pay herself 20 times the minimum. To maximize it, Mandy needs to pay herself 3 times the minimum. So, it is possible for Mandy to pay herself 3 times the minimum.
+
+This is a linear combination of the sum of 2 and 3 times the minimum, which is 2 * (2 * 2) = 4. So, in 1 statement, Mandy can give 2 * 4 = 8 to Benedict.
+
+Therefore, Mandy should give 8 to Benedict.
+
+The answer is 8.','stop',252,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,9,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',9,'Mandy owes Benedict $100 and she agrees to pay it after 3 months. To determine how much Benedict should pay, we need to find the maximum amount of interest she can pay.
+
+Plugging the values into the formula: 2 * 100 = 200, which is 200 * 3 = 600. She can''t pay the full 200, but she can pay the other amount, which is 200 * 3 = 600.
+
+The maximum amount of interest she can pay is the difference between the interest paid and the interest paid or the final amount by Mandy. So, the maximum amount of interest she can pay is 200 - 600 = 100.
+
+Benedict should pay the remaining amount of 100, which is 200 * 3. 
+
+The answer is 200 * 3 = 600.','stop',213,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,10,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',10,'To find the amount Mandy should give Benedict, we need to determine the amount in interest earned by Mandy over the 3 months. Let''s break it down: the first month was 3 months ago, and in that first month, Mandy paid 3 * 2 = 6 months ago. Then, in the second month, she paid 3 * 4 = 12 months ago, and in the third month, she paid 3 * 5 = 15 months ago. Now, for the second month, Mandy paid 12 months ago, which is equivalent to 3 * 5 = 15 months ago. For the third month, she paid 15 months ago.
+
+The amount of interest paid in the third month can be calculated using the formula for compound interest. The formula is n * p * (1 + r)^n, where n is the number of months, p is the principal amount, r is the annual interest rate, and n is the number of times interest is compounded per year.
+
+In this case, the interest paid per month is 15 months ago, and the interest paid per year is 15 months ago. The monthly interest rate for this year is 20% of 15 months ago, which is 0.02 x 15 months ago, which equals 0.04, so this year''s monthly interest is 0.04 * 15 months ago = 1.5 times 15 times 1 month ago, or 3 months ago.
+
+To simplify the calculation, multiply 15 * 15 * 1 by 15, which gives 3 * 15 * 1 = 3, so the amount Mandy should give to Benedict is 3 * 3 = 9.','stop',387,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,11,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',11,'Let''s break down the situation. Mandy is paying Benedict $200 within a month. To find the amount Mandy should give to Benedict, we can use a formula that takes into account the interest earned by the money.
+
+The formula we used earlier was to multiply the amount Mandy paid (200 dollars) by the amount she owed (200 dollars) and add 1.
+
+Mandy owed 200 dollars. If we add 1 for every 200 dollars, the total amount Mandy needs to pay to Benedict is 2 * 200 = 400 dollars. 
+
+So, Mandy should give Benedict 400 dollars.
+
+To check if she actually paid Benedict $200, we need to check if 200 dollars is the correct amount she should pay. We know she has paid Benedict $100, which is 200 - 200 = 0.
+
+This is not possible because 200 dollars is not a valid amount of money Mandy should make an offer to Benedict.
+
+So, no, Mandy cannot pay Benedict $200.','stop',251,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,12,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',12,'To find out how much Mandy should give to Benedict, we need to consider the interest paid by Benedict initially. Let''s find out how much Mandy should pay after 3 months. If Mandy paid 20% interest, that means 100 x 20% = 200% of Mandy''s initial amount, which is 200 dollars.
+
+So, Mandy should pay 200 - 100 = 200 dollars 3 months after her initial payment. This is because 200 months is equal to 3 months.
+
+This means Mandy should give Benedict 3 months after the 3 months when she was paid. This is not possible, as Mandy paid 3 months before her final payment of 200 dollars, which is 3 months after the 3 months she paid.','stop',185,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,13,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',13,'To solve this problem, we first need to determine how many months it takes Mandy to pay the 2% interest. Since Mandy is able to pay it after 3 months, and there are 3 months in a year, it will take her 3 months to pay the 2% interest.
+
+Therefore, we can calculate the interest as 100% of 3 months at 2%. So, 3 months x 100% = 30% of 100.
+
+So, Mandy should give Benedict 30% of her monthly interest of 2% x 3 months = 0.3333% of 100% = 33.33%.','stop',157,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,14,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',14,'Let''s break down the problem step by step. If Mandy is paid $200 after 3 months, she would have paid $1800 in that time frame. Now, when Mandy paid the entire $100 after the 3 months, she would have paid $1200. This process repeats itself 3 times, so to calculate how much Mandy should pay Benedict, we multiply the 3 times by the 100.
+
+This gives us 100 * 3 = 300. That''s the amount Mandy should pay Benedict.','stop',127,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(13,0,15,'129a35a93b9ef908d345eff193269fd24deac23283d8884117173871162f9b07',15,'To solve this problem, we need to determine the maximum amount Mandy can pay after 3 months. Since there is an even bonus, the maximum amount she can pay is 2*2 = 4.
+
+Mandy owed Benedict $100, which is 2*100 = 200 dollars.
+
+Mandy paid 4 cents after 3 months. If we double that, we get 80 cents.
+
+To maximize Mandy''s payback, we need to consider what happens when Mandy pays 80 cents after 3 months.
+
+The goal is to maximize the payback, and the answer is 80 cents.
+
+Mandy gave Benedict a 2*2 = 4 dollar payback after 3 months.
+
+Mandy paid 4 cents after 3 months.
+
+To find the maximum payback, we need to use the idea of compounding interest.
+
+When we double 80 cents, we double 4 cents, which is 16 dollars (80 * 4 = 32 feet). We want to double 4, which is 8 dollars, so we double 8 * 4 = 32 dollars.
+
+Mandy paid 4 cents after 3 months. This means she paid 12 dollars (4 * 2 = 8 dollars) after 3 months.
+
+This is the maximum payback.
+
+We can see that you can find the maximum payback by adding the maximum payback to the maximum payback you could pay 8 times, which is 16 dollars.
+
+To maximize the payback, you need to find the maximum payback you could have paid to give Benedict 12 dollars.
+
+This is 12 * 12 = 144 dollars.
+
+The answer is 144.
+
+Mandy owed Benedict a total of 12 * 12 = 144 dollars.
+
+The answer is 144.
+
+To find the maximum payback, you simply multiply the original payback by 1.
+
+To find the maximum payback you could have paid, you multiply the maximum payback by 2.
+
+The answer is 2.
+
+However, in 24 days, 2 * 2 = 4 cents = 200 dollars, BOTH 2*','length',512,78,32,3.61889841036210269109e+00,78741722808.0,NULL);
+INSERT INTO "chains" VALUES(14,0,0,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',0,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total weight of 10 ducks. Since there are 10 ducks, we multiply 10 by 10 to find the total weight: 10 x 10 = 100 pounds.
+
+Now, we can find the number of insects per duck. To do this, we divide the total weight by the number of ducks. We do this by multiplying 10 by 10, which gives us 100 pounds.
+
+So, 100 pounds of insects per duck can be calculated as 10 x 10 = 100 pounds.
+
+So, 100 pounds of insects are needed per duck.','stop',164,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,1,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',1,'To solve this problem, we need to consider both the number of insects consumed and the total number of pounds eaten.
+
+Number of gallons of water: 10 ducks = 10 gallons * 1 duck = 10 gallons
+Number of pounds eaten per day: 3.5 pounds * 10 pounds = 3.5 pounds eaten per day
+Total number of pounds eaten: 10 gallons + 3.5 pounds = 4.5 pounds eaten per day
+Total number of pounds eaten
+Total weight of insects eaten = Total weight of insects eaten = 10 gallons * 10 pounds = 10 gallons
+Number of pounds eaten per day = Number of pounds eaten per day / Number of gallons eaten = 10 / 10 = 1 pound per day
+Number of pounds eaten per day = Number of pounds eaten * Number of pounds eaten per day = 1 pound per day * 10 = 10 pounds eaten per day
+Total number of pounds eaten = Total weight of insects eaten * Number of pounds eaten per day = 1 pound per day * 10 pounds = 10 pounds eaten per day
+Total number of pounds eaten = Total weight of insects eaten * Number of pounds eaten per day = 10 pounds eaten per day * 4 = 40 pounds eaten per day
+
+Ducks need to eat 3.5 pounds of insects each week to survive, but they can only eat 1 pound of insects per day, so 40 pounds eaten per day is 40 pounds eaten * 3.5 pounds / 10 = 10 pounds eaten per day.
+Ducks need to eat 10 pounds of insects each week to survive, so 10 pounds eaten per week is 1 pound per week * 10 pounds = 10 pounds eaten per week.
+
+All in all, it would take 40 pounds eaten per week to feed 10 ducks, so 40 pounds eaten per week is 40 pounds eaten per week.
+
+The answer is 10 pounds eaten per week.','stop',445,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,2,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',2,'To solve this problem, we need to first calculate the total number of pounds of insects the ducks need to eat. Since there are 10 ducks and 3.5 pounds of insects per duck, we multiply 10 by 3.5 to get 3.5 pounds.
+
+Now, we need to find the total number of pounds of insects the ducks need per day. We can do this by dividing the total number of pounds of insects by the number of ducks per day. 
+
+This is a bit complex, but we can break it down using a formula:
+
+Ducks need to eat 3.5 pounds per duck to survive, so if there are 10 ducks, the number of ducks needed per day is 10 * 3.5 = 3.5 ducks.
+
+However, we can also use the formula:
+
+Number of ducks per day * Number of insects per duck = Total number of insects / Number of ducks per day
+Number of ducks per day = 3.5 * 10 = 35
+
+This means that for every 3.5 ducks, there are 35 insects.
+
+So, there are 35 pounds of insects per day for the ducks.','stop',261,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,3,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',3,'To solve this problem, let''s break it down step-by-step. We know that there is a flock of 10 ducks, so we can assume a 3.5-pound per duck ratio.
+
+We can start by adding the total weight of 3.5 pounds of insects to the weight of 10 ducks. This means 3.5 + 10 = 45 pounds of insects.
+
+Now, we need to find the total number of pounds of insects eaten by the 10 ducks. To do this, we can divide the weight of 45 pounds by the weight of one duck. However, this is incorrect. We should divide 45 pounds by 1.
+
+This is incorrect because 45 pounds is indeed 45 pounds of insects eaten per 10 ducks. So, the total number of pounds eaten by the 10 ducks is 45 pounds / 10 = 4 pounds per duck.','stop',206,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,4,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',4,'Ducks need to eat 3.5 pounds of insects per day to survive. If there are 10 ducks, and 10 out of them eat 3.5 pounds of insects per day, then 10 x 3.5 = 30 insects per day.
+
+Ducks need to eat 3.5 / 3.5 = 1.025 pounds of insects per day. To convert this to pounds, multiply by 3.5: 1.02 pounds / 3.5 = 1.025 pounds.
+
+So, there are 1.025 pounds of insects needed per day for the 10 ducks.','stop',148,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,5,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',5,'Ducks need to eat 3.5 pounds of insects per day to survive, so if there is a flock of ten ducks, they need to eat 3.5 * 10 = 3.5 pounds of insects per day.
+To find out how many pounds of insects there are, we multiply 3.5 pounds by 10. So, 3.5 pounds * 10 = 3.5 pounds of insects are needed for each of the 10 ducks.
+We can add these 3.5 pounds to the total number of liters of insects that they eat to find out how many pounds of insects they can eat in a day.
+Ducks need to eat 3.5 pounds of insects per day * 10 liters = 3.5 liters of insects per day.
+We can multiply the total number of liters of insects that they eat by 100 to find out how many liters there are of insects that they can eat per day.
+Ducks need to eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+Ducks can eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+We add this to the total number of liters of insects eaten per day to find out how many liters they can eat in a day.
+Ducks need to eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+Ducks can eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+To find the answer, we can round 3.5 liters of insects per liter to 4 liters.
+Ducks need to eat 4 liters of insects per day * 10 liters per liter = 40 liters of insects per day.
+There are 10 ducks, so we can add 40 liters of insects to the total number of liters of insects eaten per day to find out how many liters they can eat.
+Ducks need to eat 40 liters of insects per day * 10 liters per liter = 400 liters of insects per day.
+The answer is 400.','stop',499,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,6,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',6,'To solve this problem, we need to first determine the total pounds of insect food that can be eaten by the 10 ducks. There are 10 ducks and 3.5 pounds of insect food, which is equivalent to 10 x 3.5 = 30 pounds of insect food. The total pounds of insect food available for the ducks is 10 x 3.5 = 30 pounds.
+
+The number of pounds of insect food available per day is the sum of the pounds eaten by the ducks and the number of ducks themselves. In this scenario, that would be 3.5 x 10 = 35 pounds of insect food eaten by the ducks per day.
+
+Since we need to divide that number of insects per day by the number of ducks themselves, that would leave 35 - 30 = 5 pounds of insect food eaten per day by each of the ducks.
+
+The total number of pounds of insect food needed for the ducks is the sum of the pounds eaten by the ducks and the number of ducks themselves. So, 5 pounds of insect food eaten by the ducks per day is equal to 5 pounds of insect food eaten by the ducks per day.
+
+Therefore, the answer is 5 pounds of insect food eaten by the ducks per day.','stop',276,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,7,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',7,'1.1 pounds of insects per duck = 3.5 pounds of insects per duck
+20 ducks * 3.5 pounds per duck = 60 pounds of insects per day
+Solving this equation: 60 = (3.5 * 20) + 0.5
+Solving this equation: 108 = 60 + 10.5
+13 = 10.5
+Dividing by 10.5: 13 / 10.5 = 0.13
+Dividing both sides by 10.5: 13^2 = 13 * 10.5
+Dividing both sides of the equation by 10.5: 13 = 0.13
+Dividing both sides of the equation by 10.5: 1
+
+So, 60 ducks * 3.5 pounds per duck = 190 pounds of insects per day
+There are 190 ducks in the flock of 10 ducks, so there are 190 * 20 = 200 ducks that need to eat 200 pounds of insects per day.','stop',264,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,8,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',8,'Ducks need to eat 3.5 pounds of insects per week to survive. Therefore, 10 x 3.5 = 30 insects per week.
+Ducks need to eat 30 pounds per week. Therefore, 30 / 3.5 = 10.
+Ducks need to eat 10 pounds of insects per day.
+#### 10
+The answer is: 10','stop',92,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,9,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',9,'Ducks need to eat 3.5 pounds of insects per day to survive. To find out how many pounds per day, we can divide the weight of 10 ducks by the amount of insects they eat. 
+
+3.5 pounds / 3.5 pounds per kilogram = 1 gram of insects per kilogram of per gram of feces
+Ducks need to eat 3.5 pounds of insects per day to survive, so to convert this to grams per kilogram, we divide the weight of 10 ducks by 3.5 pounds.
+
+3.5 pounds / 3.5 pounds per kilogram = 1 gram of per gram of feces per kilogram of per gram of feces.
+Ducks need to eat 1 gram of per gram of feces per kilogram of per gram of feces.
+
+So, 10 ducks need to eat 1 liter of feces per kilogram of per gram of feces.
+
+Ducks need to eat 3.5 liters of feces per week.
+
+So, 3.5 liters / 3.5 pounds per day = 1 liter of feces per day per duck.
+
+So, 10 ducks need to eat 3.5 liters of feces per day.','stop',256,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,10,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',10,'To solve this, we need to determine how many pounds of insects per day each of the ten ducks need to eat. 
+
+We know that the answer is 3.5 pounds per duck. So, 10 ducks * 3.5 pounds per duck = 30. So, 30 ducks * 3.5 pounds per duck = 115 pounds of insects per day.
+
+Ducks need to eat 30 pounds of insects per day to survive, which means 115 pounds / 30 pounds per duck = 3.1 pounds per duck. So, 3.1 pounds per duck is the total weight of each individual duck.','stop',144,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,11,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',11,'To solve this problem, we need to think of it in the context of total daily food consumption. We know that a flock of ten ducks consumes 3.5 pounds of insects per day. To find the number of pounds of insects per day needed, we can divide 3.5 by 3.5, which equals 1.
+
+This is a classic example of how people often misinterpret math. However, in this case, math is not about performing calculations. In reality, the equation is a direct multiplication of the total daily food consumption by the number of kilograms of insects.
+
+Now, let''s break it down: 3.5 pounds (total daily food consumption) / 3 kilograms per pound (copies of birds) = 0.1 kilograms per pound, which is actually 1.01 pounds per kilogram. This is a decimal, so it doesn''t fit into the problem.
+
+So, we have: 1.01 pounds per kilogram (total daily food consumption) * 3 kilograms per pound (copies of birds) = 3.01 pounds per kilogram. This is the answer.','stop',237,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,12,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',12,'To find out how many pounds of insects are needed per day, you need to first determine how many pounds of insects are eaten by ten ducks per day.
+
+Ducks have an average of 20 pounds of insects per duck. So, for each bird that represents a duck, there are 20 * 3.5 pounds of insects per duck.
+
+Now, multiply the total number of ducks eaten per day by the number of ducks (ten) to find the total number of pounds eaten per day.
+
+Ducks can eat 10 * 3.5 pounds of insects per duck = 35.5 pounds of insects per day.
+
+So, there are 10 ducks * 3.5 pounds of insects per duck = 35.5 pounds of insects that need to be eaten per day.
+
+Ducks need to eat 35.5 pounds of insects per day to survive.
+
+Ducks also need to eat 3.5 pounds of insects per day to survive.
+
+Ducks can eat 3.5 pounds of insects every day, which is equivalent to 3.5 pounds per day.','stop',243,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,13,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',13,'1.1 pounds per duck
+Ducks need to eat 1.1 pounds per day so 1.1 * 10 = 11 pounds per day
+2.5 pounds per month = 2.5 * 10 = 25 pounds per month
+Therefore, there are 25 ducks per month.
+Ducks need to eat 1.1 * 25 = 25 pounds per month so 1.1 * 10 = 11 pounds per month
+Ducks do not need to eat 3.5 pounds per day.
+Ducks do not have to eat a whole 3.5 pounds per month.
+Ducks do not have to eat any insects per month.
+Ducks need to eat 1.1 * 3.5 = 3.15 pounds per month.
+Ducks can eat 2.5 pounds of the desired food per month.
+Ducks can eat 2.5 * 3.5 = 8.15 pounds of the desired food per month.
+Ducks can eat 2.5 * 8.15 = 21.65 pounds of the desired food per month.
+Ducks can eat 2.5 * 21.65 = 47.75 pounds of the desired food per month.
+Ducks can eat 2.5 * 47.75 = 112.75 pounds of the desired food per month.
+Ducks can eat 2.5 * 112.75 = 227.125 pounds of the desired food per month.
+Ducks can eat 2.5 * 227.125 = 558.25 pounds of the desired food per month.
+Ducks can eat 2.5 * 558.25 = 1140 pounds of the desired food per month.
+Ducks can eat 2.5 * 1140 = 1698.5 pounds of the desired food per month.
+Ducks can eat 2.5 * 1698.5 = 4577.15 pounds of the desired food per month.
+Ducks can eat 2.5 * 4577.15 = 11976.65 pounds of the','length',512,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,14,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',14,'Ducks need to eat 3.5 pounds of insects each week to survive, so if they have a flock of ten ducks, it would take 3.5 * 10 = 35 ducks to eat every day.
+Ducks need to eat 3.5 * 35 = 115 insects per day.
+The number of insects per day would be 115 / 35 = 3.5 pounds per day.
+So there would be 3.5 * 3.5 = 11.5 pounds of insects per day for the 10 ducks.
+#### 115
+The answer is: 115','stop',145,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(14,0,15,'2c17da2e599ec01a47b704d852cb07868db88271037c6684b6a39af2006b1e10',15,'To solve this problem, we need to break it down step by step. First, we need to determine the total weight of the flock of ten ducks. We multiply the number of ducks by the weight of each duck. So, it would be 10 x 3.5 = 30 pounds of ducks.
+
+We then need to determine how many pounds of insects they need to eat per day. To do this, we divide the number of ducks by the weight of each duck. So, for a total of 30 ducks x 3.5 pounds per duck = 100 pounds of insects per day.
+
+Finally, we need to find out how many pounds of insects they need to eat per day to keep up with their weight. So, we multiply the weight of each duck by the number of ducks, which is 10 x 10 = 100 pounds of insects per duck. Therefore, we can say that each duck needs to eat 100 * 3.5 = 300 insects per day to survive.','stop',224,75,32,3.12552570972998422504e+00,69661959768.0,NULL);
+INSERT INTO "chains" VALUES(15,0,0,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',0,'To solve this problem, we need to first calculate the total cost of 5 different colored crayons using the price of a crayon. Since one crayon costs $2, we can multiply 5 by 5 to find the total cost of the 5 different colored crayons.
+
+Total cost = 5 * 5 = 20 crayons
+
+Now we need to find out how many dollars 20 crayons cost, which is 20 * 5 = 100 dollars
+
+So 20 crayons, which cost 20 * 5 = 100 dollars are the pieces of the total cost. 
+
+To find out how much change she would get by using the money, we can use the equation 20 * 10 = 20x. This is the total amount of money she would need to pay for the 20 crayons.
+
+She would need to pay 20x / 2 = 10x to pay the 20 crayons. So 10x is the change she would get.
+
+So the answer is 10x = 10 * 10 = 100 cents','stop',249,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,1,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',1,'To solve this problem, we need to first find the total cost of one crayon and then find out how much change will be available.
+
+First, we know that there are 5 different colors of crayons in total, and one crayon costs $2. So, we multiply 5 colors by 2, which gives us 10 colors, and we know there are 5 colors. So, we have 10 * 5 = 50 crayons available in total.
+
+Now, we know there are only one crayon and 50 crayons available, so we need to find out how much one crayon can buy. 
+
+To do this, we multiply 1 crayon by 1, which gives us 1, but in a total of 50 crayons, we need to find out how many crayons we have 1 crayon. 
+
+We can add 1 to 50, so we add 1 to 50, which gives 10, so we know that one crayon can buy 10 crayons.
+
+Now we know that one crayon can buy 10 crayons, and we can multiply 1 by 10 to find out how many different ways there are to buy one crayon, 10 * 10 = 100 crayons.
+
+However, we need to remember that one crayon only has one color. We can multiply 1 by 1 (one color), which gives 1, but we still need to find out how many different ways there are to buy one crayon, 10 * 10 = 100 crayons.
+
+We can add 1 to 10 to find out how many different ways to buy one crayon, 10 * 10 = 100 crayons, but it is more complex to multiply 1 by 10 (the most complex operation to multiply by a number where there is no repeating unit), so we can just add 1 to 10 to get 100, but it is also more complex to multiply 1 by itself, which is 10 in this context and that is why we avoid it.
+
+However it is also 100, and each part is just 11*10 = 101.
+
+However we can only do it 10 times and we simply multiply 10 by itself 10','length',512,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,2,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',2,'To solve this problem, we need to break it down into manageable parts and think it through step-by-step. First, we need to determine the amount of money available to purchase 5 crayons with. Since one crayon costs $2, this leaves us with 5 crayons available.
+
+Now, let''s consider the money available to purchase the crayons. Since one crayon costs $2, we need to calculate how many crayons can fit in one dollar. This is a classic algebraic problem, where we need to isolate the variable (crayons) and solve for the unknown variable (money).
+
+The total cost of 5 crayons is 5 * 2 = 10 crayons. However, we need to consider that one crayon only costs 2 cents. So, 10 crayons must be 2 cents away from 10 cents.
+
+Let''s use this to solve the logic. If we subtract the cost of one crayon from the total number of crayons, we get 10 crayons minus 1 crayon = 9 crayons. This is only 1 picture away from 10 cents, which is 9 cents.
+
+This logic continues to the next step, solving it in a step-by-step manner.','stop',262,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,3,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',3,'Violetta has 5 crayons and 2 of them cost $2 each. If she has 5 crayons, then 1 crayon would cost 5 * 2 = 10 crayons. So, the total amount of money she needs is 5 crayons * 5 crayons = 20 crayons.
+
+She has 1 crayon. So, to calculate the change she will get, she needs 20 crayons * 1 crayon = 20 change.
+
+This is a classic lateral thinking puzzle. The answer is 20, not 20.
+
+The original solution without breaking the law of averages. It seems that in a real world scenario, there is no answer that fits all the available options.','stop',157,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,4,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',4,'To solve this problem, let''s break it down step by step. Violetta already has 5 crayons, so we need to calculate how many of the crayons are needed to create 5 different colors.
+
+Each crayon costs $2, so if Violetta has 5 crayons, she needs to create 5 * $2 = $10 crayons. So, 5 crayons is equal to 5 * $2 = $10 crayons.
+
+Now, we need to find out how many $2 crayons are needed to make 5 different colors. Since one crayon costs $2, we need to double that to find out how many crayons are needed to make 5 different colors. So, 5 * $2 = $10.
+
+The answer is 10 crayons.','stop',171,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,5,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',5,'To solve this problem, we need to determine the amount of change that can be earned by the owner of the crayon when they purchase 5 more crayons.
+
+First, we need to calculate the total change that can be earned by each crayon. For one crayon, there are 5 crayons available, and one crayon costs $2. So, the owner of the crayon can get $1.50, which is the total change that can be earned by the owner of the crayon when they purchase 5 more crayons.
+
+Now, we need to calculate the amount of change that can be earned by each crayon. In this scenario, the owner of the crayon has 5 crayons to choose from. So, the amount of change that can be earned by the owner of the crayon when they purchase 5 more crayons is 5 * $2 = $10.
+
+This is the same as the owner of the crayon who purchased 5 more crayons, plus the owner of the crayon who purchased the last crayon. The owner of the crayon who purchased the last crayon has 5 crayons left.
+
+So, the total amount of change that can be earned by the owner of the crayon when they purchase 5 more crayons is 5 * $10 = $50.
+
+The answer is 5 * $50 = $250.
+
+The actual amount of change that can be earned is $50.
+
+So, the solution is $50.','stop',322,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,6,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',6,'To solve this problem, we need to think of it in a step-by-step manner, as you mentioned. First, we need to find out how many crayons Violetta needs. We can do this by dividing $20 by the number of crayons she wants: 20 / 5 = 4 crayons.
+
+Now, we need to find out how many crayons she can buy at $2. To do this, we multiply the number of crayons she wants by the price per crayon: 4 * $2 = 8 crayons.
+
+So, Violetta can buy 8 crayons at $2 each. To find out how much change she will get, we need to consider different cases: 4 crayons gives a change of 4, and 8 crayons gives a change of 8.
+
+We can round each case to the nearest thousandth of a dollar: 4 * $2 = $8, 8 * $2 = $16, 4 * $2 = $8, 8 * $2 = $16, so 4 * $2 = $8 is the only case where we get a change of 8 cents.
+
+So, 4 crayons give $8 in change, and 8 crayons give a change of 4 cents (one of the other cases).
+
+So, 4 crayons give 8 cents in change, and 8 crayons gives 4 cents in change.
+
+So, Violetta will pay $8 + 4 = $12 for her crayons, and there are no other amounts of change left.
+
+So, Violetta will pay $8 + 12 = $20 change.
+
+So, the answer is 20.
+
+To give a change of 8 cents, we need to multiply the number of cents by 100 cents: 8 * 100 = 80 cents.
+
+So, the answer is 80.','stop',422,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,7,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',7,'Let''s break this down step by step. Violetta is going to buy 5 crayons, so 5 crayons x 10 is 5 crayons x 10. 10 crayons / 5 crayons = 2 coins. 
+So Violetta needs to buy 5 - 2 = 2 crayons with 2 coins. 
+She can buy this with $2, which is 2 coins. 
+Therefore, Violetta will need to spend $2 on three coins (one for the two coins she already had) to buy the 5 crayons.
+#### 3
+The answer is: 3','stop',137,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,8,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',8,'To solve this problem, we need to think about how much change can be. Since one crayon costs $2 and there are 5 different colors, each color costs 2 crayons. So, there are 5 * 2 = 10 crayons left over from the original 5 colors.
+
+The total amount left over from the original 5 colors is 10 - 5 = 5 crayons.
+
+Each crayon costs $2, so there are $10 - $2 = $8 crayons left over.
+
+The remaining crayons are 10 - 5 = 5 crayons.
+
+We need to find out how many of each color we have and how many of each color are left over.
+
+One crayon cost $2 and 10 crayons cost $8, so 10 - 2 = 8 more crayons are left over.
+
+The total amount left over is 8 + 5 = 13 crayons.
+
+The total amount of money left over is 13 + 1 = 14 crayons.
+
+We can add these amounts together to find the total money left over: 14 + 1 = 15 crayons.
+
+The total number of crayons is 15.
+
+The only way the answer can be less than 15 is if the original 5 colors cost less than 15, which is not possible since there is no 5 x 10 = 50 and the original 5 is only 5 because there are only 5 colors left.
+
+The only way the answer can be greater than or equal to 15 is if 5 is 5, which is impossible since the answer cannot be greater than 15.
+
+The answer is 1.','stop',378,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,9,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',9,'To solve this problem, let''s break it down step by step. First, we need to find the total cost of the 5 different colors. There are 5 colors and 5 crayons are made up of 5 colors and 5 crayons. To find the total cost, we can multiply the number of colors by the number of crayons. This gives us 5 * 5 = 20 dollars.
+
+So, for each color, Violetta will need 20 crayons. Now, we know there are 5 different colors, and there are 20 crayons in total. To find out how many different crayons there are, we multiply the number of colors by the number of crayons. This gives us 5 * 20 = 100 crayons.
+
+Now, we have 100 crayons in total. To find out how many different different crayons there are, we multiply 100 * 5 = 500 different crayons.
+
+So, the answer is 500 different crayons.','stop',219,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,10,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',10,'To determine the total change, we need to calculate the number of dollars (one crayon) that can buy with the 5 different colors and then add them together. If one crayon costs $2, that means 5 people can buy 5 * $2 = $10. Now, the 5 different colors add up to 5 * 5 = 25.
+
+We can calculate the total change as follows: 5 * 25 = 115. So there will be 25 - 115 = 25 - 3 = 20 change that Violetta will receive.
+
+We can think of it as 1.5 * 3 = 4. But we can also think of it as 5 * 10 * 2 = 100. So the answer is 2.','stop',184,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,11,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',11,'To find out how much change she will get, we need to calculate the total cost of the crayons. First, we''ll break it down into the parts: the crayons cost $1, and the crayons will have 2 colors. So we''ll multiply the cost of 1 crayon by 2. Multiplying 1 by 2 gives us 2, and multiplying the cost of 1 crayon by 2 gives us 2. Now we have 2 crayons and 2 colors, which is the same as 2 crayons * 3 = 6 crayons, and 2 * 3 = 6.
+
+Now we''ll work backwards. We multiply the total cost by the number of crayons to get the amount of the total cost. 6 crayons * $1.25 = $6. So we subtract this amount from the total cost, which gives us 6 - $1.25 = $1.25.
+
+So she will get $1.25.','stop',209,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,12,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',12,'To solve this problem, we need to think of Violetta''s situation. She needs a crayon that costs $2, and she plans to spend $2 in total. This means she needs 5 crayons, which is a fraction of $2, which is 100%. So, 1 crayon is equivalent to 100% of 5, which is 5.
+
+The question asks how many dollars she needs to spend, but we need to consider the total amount of money she can afford to spend. To do this, we need to think of how many cents she will be left over after buying all of the crayons. This leaves 5 cents in total.
+
+So, the answer is 5 cents.','stop',156,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,13,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',13,'To solve this problem, we need to think of Violetta''s total cost and how that relates to the different colors. The total cost is 5 * 2 = 10 dollars. She needs 10 crayons to make this change, which means the 5 is split between the 10 different colors. The remaining 5 crayons can be either sold or donated, so 10 - 5 = 5 crayons must be donated to the charity.
+
+Now, we know that 1 crayon is split between 5 different colors, and there are 5 different colors. But there can only be 1 donation of 5 crayons. So, the remaining 5 crayons must be donated to the charity.
+
+To find the amount of change, we multiply the number of crayons that can be donated (10) by 5, which is 5 * 5 = 25. So, 25 cents can be given as change. Therefore, 25 cents is 1.5 dollars. So, the answer is 25 / 1.5 = 15 cents.
+
+However, some people may want to keep 2. They can keep 2. But if they want 2, then 2 can be 5 dollars. But there is a more complex solution. 25 / 5 = 1.5 which is not possible. 
+
+The answer is 1. So, to answer the question, it is 1.','stop',314,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,14,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',14,'To solve this problem, let''s break it down step-by-step: first, we need to determine the total cost of 5 crayons. This can be calculated by multiplying the number of crayons by the cost of a crayon. In this case, it''s 5 * $2 = $10.
+
+Now, we need to find out how many change can be made with a one-crayon amount. There''s only 1 change available, so we multiply the total cost by 1.
+
+In this problem, we''re asked to find out how many change can be made with a $10 change. This is a classic problem of finding a 1-change amount.','stop',146,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(15,0,15,'30b8d663a5b05478dda70c4a9654accca18482308a70c344fa7add72ebfef8a8',15,'To solve this problem, we can first calculate the total cost of the 5 different colors and the individual crayons, then multiply that by 100%, which is the number of colors she has.
+
+First, we calculate the number of crayons: 5.
+
+For a single crayon, there are 5 crayons. To find the number of crayons she has, we multiply the number of crayons by 10: 5 x 5 = 20 crayons.
+
+Now we calculate the cost of a single crayon: 5 x $2 = $10.
+
+To find the total cost of the five different colors, we multiply the cost of a single crayon (5) by the cost of a single crayon (10) and then multiply this by 100%: 5 x 100% = 50%.
+
+So, the final answer is 50%.','stop',197,79,32,3.2708356917908787409e+00,68367252816.0,NULL);
+INSERT INTO "chains" VALUES(16,0,0,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',0,'There are 10 acres of grapes at her farm, and each acre produces 5 tons of grapes per year.  However, each barrel of wine is made from 2 barrels.  So, 10 acres * 5 tons/acre * 2 barrels = 200 barrels of wine are produced per year, which is 200 / 10 = 20 barrels of wine are produced per year.
+
+This is an example of Simpson''s paradox, where a simple relationship is distorted when there are multiple variables to consider. The apparent paradox arises when the number of variables in a problem is too complex, and when there is no straightforward way to calculate the total number of variables.','stop',147,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,1,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',1,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total amount of grapes produced.
+
+In a hectare (1000 square meters), a barrel of wine can hold 240 liters (25 liters for every barrel) of wine. So, 1000 square meters / 240 liters = 0.25 hectares.
+
+We''re also looking at a hectare of grapes. To find out how many barrels of wine are produced, we multiply the area of 1 hectare by the number of hectares of grapes.
+
+This results in 1000 square meters * 1 barrel = 1000 barrels of wine.
+
+The number of barrels of wine produced is 1000 barrels / 1 barrel = 100 barrels.','stop',179,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,2,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',2,'10 acres of grapes produce 2 barrels of wine each year.
+Josie grows grapes on her 10 acres of grapes each year, so she has 10 x 2 = 20 acres that can be grown in one year.
+Each acre of grapes produces 5 tons of grapes each year, so each acre of grapes produces 2 barrels of wine per year.
+To calculate the total number of barrels of wine she produces per year, we multiply the number of acres by the annual production of 2 barrels of wine.
+20 x 2 = 40 barrels of wine are produced per year.
+Therefore, Josie grows grapes on her 10 acres of grapes per year, and she produces 40 barrels of wine per year.
+#### 4
+The answer is: 4','stop',173,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,3,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',3,'To solve this problem, we need to break it down into manageable parts. First, let''s find out how many tons of grapes her farm produces. One ton of grapes is equivalent to 500 pounds of grapes. So, 500 pounds is equal to 500 x 20, which equals 10000 pounds of grapes.
+
+Now, let''s find the total number of barrels of wine she produces per year. To do this, we need to divide 10000 by 20, which gives us 20 barrels of wine per acre.
+
+So, Josie''s farm produces 20 barrels of wine per acre.','stop',145,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,4,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',4,'To solve this problem, we need to first identify the total number of tons of grapes produced by the 10 acres of Josie''s 10-acre farm.  This is a mix of grapes, grapes, and wines.  We know that Josie produces 10 acres of grapes, so if we multiply 10 by 10, we get 10 tons of grapes, which is the total amount of grapes produced by the 10 acres.  The answer is 10 tons of grapes multiplied by 10 acres = 100 tons of grapes.
+
+So, if there are 10 acres of Josie''s 10-acre farm producing 100 tons of grapes per year, that''s 100 tons of grapes produced per year.','stop',169,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,5,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',5,'To solve this problem, we can break it down into manageable parts. First, we need to determine the total number of barrels of wine produced by the 10-acre farm.
+
+We know that each acre produces 5 tons of grapes, so to calculate the total number of barrels of wine produced, we multiply the number of acres by the number of barrels of grapes produced per acre.
+
+The total number of barrels of wine produced is 10 acres * 5 tons per acre = 50 tons of wine.
+
+So, the Josie grows grapes on her 10-acre farm produces 50 tons of wine per year.','stop',137,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,6,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',6,'To find out how many barrels of wine Josie grows, we need to calculate the number of tons of grapes she produces per acre, which is 5 tons/acre * 10 acres = 50 tons/acre.
+
+This means she grows 50 tons of grapes every year.
+
+Now, we need to convert this number into barrels of wine by dividing 50 tons by 2 barrels of wine. This is 50 / 2 = 25 barrels of wine.
+
+So, Josie produces 25 barrels of wine per year.
+
+The answer is: 25','stop',131,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,7,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',7,'Josie grows grapes on her 10-acre farm, so she grows 10 feet of grapes per acre. 10 feet x 5 tons per acre = 500 tons of grapes per year. 10 tons of grapes make 1 barrel of wine. 1000 bottles of wine would be made per year, so 1000 * 2 = 2000 bottles of wine are produced per year.
+
+Josie produces 2000 bottles of wine per year, so she has to make 2000 - 2000 = 0 bottles of wine left over for any other purposes.','stop',144,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,8,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',8,'To solve this problem, we need to calculate the number of barrels of wine Josie produces per year and determine how many acres of grapes she produces per year.
+
+First, we calculate the total number of barrels of wine Josie produces per year. To do this, we multiply the number of tons of grapes she produces per year by the number of barrels of wine she produces per ton of grapes. 5 tons of grapes are 50 barrels of wine, and 5 tons of grapes are 5 barrels of wine.
+
+So, 5 * 50 = 250 barrels of wine are produced by Josie each year.
+
+Now, we need to calculate the number of acres of grapes she produces per year. To do this, we multiply the number of acres she produces per year by the total number of acres she grows. 10 acres of grapes is 100 acres of grapes, and 10 acres of grapes are 100 barrels of wine.
+
+So, 100 * 100 = 10000 barrels of wine are produced by Josie each year.
+
+To find out how many barrels of wine Josie produces per year, we divide 10000 by 50, which gives us 20.
+
+Therefore, Josie grows grapes on her 10-acre farm, produces 20 barrels of wine each year, and her farm produces 20 barrels of wine per year.','stop',314,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,9,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',9,'To solve this problem, we''ll break it down step by step. First, we''ll calculate the total amount of grapes produced by the 10 acres. 
+
+Each acre produces 5 tons of grapes per year, so 10 acres of grapes produce 10 * 5 tons = 50 tons of grapes per year. However, 50 tons of grapes is actually 100 tons of grapes.
+
+To calculate the total amount of grapes produced by the 10 acres, we need to consider the grapes that are produced from the excess of grapes, which are the barrels of wine. 10 acres produce 10 * 5 barrels of wine, which is 50 barrels.
+
+The number of barrels of wine is the excess of grapes, which is 100 - 50 = 50 barrels. Therefore, Josie''s farm produces 50 barrels of wine per year.','stop',196,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,10,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',10,'To solve this problem, we need to break it down step-by-step. We know that 10 acres of land produce 2 barrels of wine per year. So, 10 acres * 2 barrels/acre * 10 acres/acre = 200 barrels of wine are produced per year.
+
+Now, let''s think about this in a different way.  We know that each ton of grapes makes 2 barrels of wine. If we multiply this by the number of acres of land, we can find the total production of wine.  So, 200 barrels * 2 acres = 400 barrels of wine are produced per year.
+
+We can also use this formula to find out how many barrels of wine are produced per year: 10 acres * 2 barrels/acre * 2 barrels/acre = 400 barrels of wine are produced per year.','stop',193,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,11,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',11,'To solve this problem, we need to consider both the production of grapes and the number of barrels of wine produced per year.
+
+The total production of grapes is the sum of the number of barrels of wine produced per year.  So, 5 tons of grapes can be used to create 2 barrels of wine.
+
+Since each barrel of wine makes 2 barrels of wine, the total number of barrels of wine produced per year is 2 * 2 = 4 barrels.
+
+Josie grows grapes on her 10-acre farm, so she grows 10 acres of grapes, which means she grows 10 * 10 = 100 grapes.
+
+Each acre can produce 10 grapes, so each acre can produce 10 * 10 = 100 grapes.
+
+The number of barrels of wine produced per year is the sum of the number of barrels of wine produced per year.  So, 4 barrels * 10 = 40 barrels of wine are produced every year.
+
+So, 100 + 40 = 140 barrels of wine are produced every year.
+
+The total number of barrels of wine produced per year is the total number of barrels of wine made in 10 years * 12 months = 120 barrels of wine are produced every year, so 120 barrels of wine are produced every year.
+
+However, this is not the number of barrels of wine that can be used to produce the other product of the grapes (wine): 10 barrels of wine are used to make 1 barrel of wine.','stop',348,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,12,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',12,'To solve this problem, we need to consider the total amount of wine produced by each acre of grapes, which is given as 2 barrels of wine each year.
+
+This means that for every acre of grapes grown, Josesa produces 2 barrels of wine.
+
+The number of barrels of wine produced per year is the product of the number of acres grown and the number of barrels produced each year.
+
+To find this, we can use the formula for the number of barrels produced by a product multiplied by the number of months (365 days in a year) and multiply it by the number of barrels produced per year.
+
+This formula gives us the number of barrels produced by a product multiplied by the number of months (365 days) and multiplied by the number of years (1 year).
+
+So, 1 barrel of wine is equivalent to 12 months multiplied by 1 year. So, 1 barrel of wine is 2 * 12 = 24 barrels of wine are produced.
+
+Therefore, 24 barrels of wine are produced by one acre of grapes grown each year.
+
+The total number of barrels of wine produced by Josesa''s farm is the number of barrels produced by one acre of grapes grown multiplied by the number of years.
+
+This is the same as the number of barrels produced per year, which is 20 barrels of wine each year.
+
+So, there is 20 barrels of wine produced by Josesa''s farm each year.','stop',319,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,13,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',13,'To solve this problem, we need to consider the growth of a single acre of grapes and the production of 2 barrels of wine per acre. So, 10 acres of grapes yield 10 * 2 = 20 tons of grapes and 2 barrels of wine each acre produce 2 * 2 = 4 barrels.
+
+In other words, 20 acres of grapes is equivalent to 1000 bottles of wine, so 1000 bottles of wine is equivalent to 1000 barrels of wine. Therefore, 1000 barrels of wine makes up 1000 barrels of wine.
+
+So, the answer is 1000.','stop',150,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,14,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',14,'To solve this problem, we need to consider both the production of grapes and the amount of wine produced per barrel of grapes.
+
+In one acre, Josie has 10 acres, which yields 5 tons of grapes.  This means her farm produces 10 x 5 = 50 bottles of wine per acre, per year.
+
+Now, let''s look at the production of barrels of wine. Each barrel of wine contains 2 barrels of wine.  So, the total production of barrels of wine is 2 x 2 = 4 barrels of wine.
+
+To find out how many barrels of wine Josie produces per year, we divide the number of barrels of wine by the number of acres: 4 x 10 = 40 barrels of wine, per year.
+
+This is the answer to the original question.','stop',180,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(16,0,15,'27cd123d9715bb0c86e9dc866b4b49b1aefeaad1241341072e25247873bb1876',15,'To find out how many barrels of wine are produced by her farm, we need to calculate 10 acres of grapes multiplied by 1 ton of grapes per acre, which equals 10 tons of grapes per acre. Then, 1 cubic foot of wine is 121.67 liters.  To convert this to 1000 liters, 1000 * 121.67 = 15200 liters.  So, the answer is 15200 cubic feet of wine.','stop',115,89,32,1.85354723875711902003e+00,51805092456.0,NULL);
+INSERT INTO "chains" VALUES(17,0,0,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',0,'To find the total number of kilometers Micheal did, we need to multiply 4 weeks by 60 kilometers per week, which is 200 kilometers.
+
+Multiplying 200 by 4 gives 800 kilometers, which is the same as 8000 kilometers.
+
+So, Micheal did 8000 kilometers.
+
+Now, we need to find the total number of kilometers he did.
+
+Dividing 800 kilometers by 60 kilometers per week gives 2000, and multiplying it by 4 gives 1600.
+
+So, Micheal did 1600 kilometers.
+
+However, we can simplify the problem by dividing 2000 by 4 and getting 400. This means he did 400 times 60 kilometers per week.
+
+So, the answer is 400.','stop',204,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,1,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',1,'To find the answer, let''s first analyze the information: 
+Micheal rode the bike once every four weeks for four weeks, which is 4 weeks * 10 kilometers per week = 40 kilometers.
+He didn''t finish riding the bike for 3 weeks, which is 3 weeks * 40 kilometers per week = 120 kilometers.
+So, he completed 120 kilometers of riding in total.
+Therefore, 120 is the total of the four weeks, which is 120 / 4 = 30 times 120 kilometers.
+Micheal did 30 times 120 kilometers.
+This is the answer, 30 times 120 kilometers is equal to 30 x 120 = 3600 kilometers.
+#### 3600
+The answer is 3600.
+#### 3600
+The answer is 3600.
+#### 3600','stop',219,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,2,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',2,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the information given: 5 times a week, 25 kilometers each time, and 60 kilometers each time.
+
+First, we need to determine the total kilometers Micheal rode. Since Micheal only rode the bike 2 times a week, and 60 kilometers per week, he rode 6 times a week, which is 2 * 5 = 10 kilometers. Now, we need to find the total kilometers he rode. To do this, we add the kilometers he rode on each of those 2-times: 10 + 10 = 10 kilometers.
+
+Micheal did 25 kilometers of cycling per week, so he rode 2 * 15 = 25 kilometers. To find the total kilometers he rode, we add this 25 kilometers to the total kilometers he rode, which is 25 + 10 = 35 kilometers.
+
+So, Micheal did 35 kilometers of cycling per week, and 25 kilometers is the total kilometers he rode.','stop',245,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,3,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',3,'To solve this problem, we need to break it down into manageable parts. First, let''s find out how many times Micheal rode his bike. Since he rode it at least 5 times a week, and he made 25 kilometers each time, we can multiply 5 by 5 to find the total number of times he rode his bike. So, 5 * 5 * 5 * 5 = 125, which is a total of 125 cycles.
+
+Next, we need to find out how many times he did 2 times a week. He did 25 times a week. So, we multiply 25 by 25, which is 500.
+
+Now we can find the total number of times he did 2 times a week by adding 125 and 25, which is 375.
+
+Finally, we need to find the total number of times he did 3 times a week. We can calculate this by multiplying 3 by 375, which is 1025.
+
+Now we can find the total number of kilometers Micheal did in total by adding 125 and 375, which is 450.
+
+So, 450 is the total number of kilometers Micheal did in total.','stop',288,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,4,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',4,'First, determine Micheal''s daily mileage by dividing 25 kilometers by 4 weeks. This gives us 55 kilometers. Then, subtract 5 times a week from 55 to get 2.5 times a week.
+
+Multiply 2.5 times a week by 4 weeks to get 10 weeks. Now, divide 10 weeks by 60, which gives 2.1.
+
+Since Micheal decided to ride the bike only 2 times a week, multiply 2.1 by 2 weeks to get 4 weeks.
+
+Multiply 4 weeks by 4 weeks to get 16 weeks. Now, divide 16 weeks by 3 weeks, which gives 5.
+
+Now, subtract 5 from 55, which gives 10.
+
+Multiply 10 by 60, which gives 60.
+
+So, Micheal did 10 kilometers in total.','stop',214,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,5,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',5,'Let''s break down the information given:
+1. Mimi (Michael) rode a bike four times a week for 4 weeks.
+2. He decided to ride the bike only 2 times a week.
+3. He did that for 3 weeks.
+4. He did that for 60 kilometers each time.
+
+To find the total number of kilometers, we can multiply the number of weeks (4) by the number of bikes (3) and the number of days (60). However, this is not the total number of kilometers, but rather 60 kilometers if we consider only 2 weeks.
+
+So, we can solve this problem by first finding the total number of kilometers, and then taking half of that.
+
+First, we find the total number of kilometers:
+
+4 weeks * 3 bikes = 12 bikes = 24 kilometers
+
+So, there are 24 kilometers Micheal did in total.
+
+Now, we multiply the number of days (60) by 2 to find the total number of kilometers:
+60 kilometers (total) * 2 weeks = 120 kilometers
+
+So, Micheal did 120 kilometers in total.','stop',263,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,6,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',6,'To solve this problem, we need to calculate the number of kilometers Micheal did in total.
+Micheal rides his bike 4 weeks, and does it twice per week, so does 2 * 4 weeks = 8. Therefore, Micheal does 8 * 2 = 16 kilometers.
+To find the total number of kilometers, we need to add these kilometers to the total number of kilometers done by Micheal.
+Micheal does 16 kilometers, so we add 8 kilometers to 16 kilometers.
+This results in 18 kilometers.
+Therefore, Micheal does 18 kilometers.
+#### 18
+The answer is: 18','stop',151,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,7,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',7,'To solve this problem, we need to break it down step by step and identify the total kilometers Michael did.
+
+First, let''s find the total kilometers he rode. He rode 5 times a week, and 2 times a week, so 5 * 2 = 10 kilometers.
+
+We then need to find the total kilometers he made in 4 weeks, which is 10 + 2 * 6 = 24 kilometers.
+
+Now, we need to find the total kilometers he did in 3 weeks. Since there are 60 kilometers in a week, we can calculate this as 10 + 2 * 6 = 18 kilometers.
+
+Finally, we can add these results together to find the total kilometers he did in total, which is 2 + 18 + 18 = 36 kilometers.
+
+So, the answer is 36.','stop',195,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,8,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',8,'Let''s break down the problem step by step. First, we know Micheal can ride the bike only 3 times a week. So, after 2 weeks, he would ride 3 times a week for 2 weeks. Similarly, after 3 weeks, he could ride 3 times a week for 4 weeks. So, we divide 4 weeks by 3 to find out how many times he can ride the bike.
+
+Micheal''s 2 weeks of riding the bike is equivalent to 4 weeks of riding the bike. So, we multiply 4 weeks by 3 times a week. 4 x 3 = 12. So, Micheal does 12 times a week of riding the bike.
+
+Now, let''s find the total number of kilometers Micheal did. To do that, we need to add up all the kilometers that Micheal did. Since we''re dealing with fractions, we can simplify the problem. We can divide 12 by 3, which gives us 4. So, we have a total of 4 times 3 = 12 kilometers.
+
+Therefore, Micheal did 12 kilometers in total.','stop',253,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,9,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',9,'Micheal loves riding a bike, which means he loves to ride the bike. He made 25 kilometers every time. So, for 4 weeks, he did 4*25 = 90 kilometers, and for 3 weeks, he did 3*90 = 270 kilometers.
+He did 2 times a week, so it''s 2 x 2 = 2 times. But 2*2 is 4, and 3*3 is 90.
+So, the total is 90 + 2 = 122. So, Micheal did 122 kilometers.
+#### 122
+The answer is: 122','stop',153,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,10,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',10,'To solve this problem, we need to break it down into manageable parts. We know Micheal is riding a bike, making a total of 5 times and making 25 kilometers each time. So, we can calculate this step by step:
+
+1. Calculate the total number of times: 5 * 25 = 125 kilometers
+2. Calculate the total number of times: 125 kilometers + 125 kilometers = 240 kilometers
+
+So, Micheal does actually ride a bike 240 times, and then did it in 3 weeks. So, the answer is 240 + 3 = 273.','stop',146,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,11,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',11,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many times Micheal rode the bike. Since he rode it three times a week, we can divide the number of times by 3 to find out the number of times he rode it once.
+
+There are 6 times in 3 weeks, so 6 * 3 = 18 cycling sessions.
+So, 18 cycling sessions out of 3 weeks.
+Multiply 18 by 3: 52
+
+Micheal rode the bike three times, so he rode it three times.
+Multiply 18 by 3: 52
+
+Now we''re left with the final answer.
+Micheal rode the bike 18 times, so he rode it three times.
+So, 18 times is 52.
+
+So, 52 is the answer.
+The total number of cycling sessions is 52.
+#### 52
+The answer is 52.
+
+The answer is 52','stop',235,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,12,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',12,'To solve this problem, we need to break down the information step by step. We know that Micheal rode his bike 5 times a week and made 25 kilometers each time. However, we don''t know the number of times he made 25 kilometers.
+
+We can start by thinking of a simple way to solve this problem. We can ask ourselves, if Micheal rode it twice a week, then he would have made 25 kilometers, which is 10 km. However, we don''t know how many times he made 25 kilometers.
+
+But, we can also think of a more general solution. We can say that if we know that Micheal rode it twice a week, then he would have made 10 km of riding, which is 1.5 km. But, we don''t know how many times he made 1.5 km, which is 1.5 km.
+
+So, the answer is that for 6 weeks, Micheal rode it 10 times, and then he decided to only ride it two times a week, but for 3 weeks, he only rode it only once a week.
+
+In both cases, we have two separate equations: one for 10 times and one for 1.5 km. But we have both equations of 10 times and 1.5 km. This is because we have two separate equations, one for 10 times and one for 1.5 km.
+
+So, the answer is that the two separate equations can only be one. The only possible answer is that the answer is both 10 times and 1.5 km, which is an infinite number of possibilities.','stop',362,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,13,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',13,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the unknowns. The answer is 25, which is the number of times Micheal rode the bike. 
+
+We know that Micheal rode it at least 5 times a week, and he only rode it for 2 weeks. This means that the number of times Micheal rode the bike is 2 weeks * 5 times a week = 10 times a week.
+
+Now, we know that Micheal did it for four weeks, which means that the total number of times he rode the bike is 4 weeks * 5 times a week = 20 times a week.
+
+The total number of times he rode the bike is 20 times a week + 5 times a week = 25 times a week.
+
+We need to find the number of times he rode the bike twice, which is 2 * 5 * 2 = 10 times a week.
+
+To find the number of times he rode the bike three times, we multiply 2 * 5 * 2 = 10 times a week, and then add 10 times a week to get the final answer.
+
+The answer is 25 * 2 = 50, which is the number of times Micheal did in total.','stop',293,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,14,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',14,'To solve this problem, we need to break it down step-by-step. Let''s start by finding out how many times Micheal rode the bike.
+
+We know that Micheal rode it twice a week, so we can multiply the number of times he rode the bike by itself. To do this, we need to use the multiplicative inverse of 25.
+
+Multiplication of 25 by 25 gives 1. So, for 3 weeks, we multiply the number of times Micheal rode the bike by itself 25 times. Since we only need to find the total number of kilometers, we can multiply 1 by 3, which gives 3.
+
+Finally, we can add 1 to the result to find how many times Micheal rode the bike: 3 times Micheal rode it twice a week, and then added 1 to find the total number of times.
+
+Therefore, 3 times Micheal rode it twice a week, and 3 times 1 plus 1 equals 4 times Micheal rode it once. To find the total number of times, we need to find the total number of kilometers, and we already know the answer.
+
+Therefore, 4 times Micheal rode it once, which is 8. So, the answer is 8.','stop',286,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(17,0,15,'ad56caa3d6a13ff15c62d1aa247615e0610e8726d434f5db3ed014523a914333',15,'To solve this problem, we need to find out how many times Micheal rode the bike and how many times he completed the 25 kilometers.
+Let''s start by finding the total kilometers done by Micheal. We can do this by multiplying the number of times he rode the bike by the number of times he completed 25 kilometers:
+Micheal did 25 kilometers in total.
+We can add this to the total kilometers done by Micheal:
+25 kilometers + 25 kilometers = 50 kilometers
+So far, we have answered the question: How many kilometers did Micheal do in total?
+
+However, we need to double-check our answer. It seems we could have been adding 50 kilometers to 25 kilometers instead of 50 kilometers, then multiplying by 25 kilometers. This is where multiplying by 2 and multiplying by 3 results in 50, which is the correct answer.
+The correct answer is 50.','stop',212,117,32,2.25081024446811817085e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(18,0,0,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',0,'To find the total amount spent on advertising for the two years, we need to calculate the annual increase in advertising spend for each year and then add them together.
+
+Let''s start by determining the annual increase in advertising spend. If the company spent $15000 on the first year, it means that for every dollar spent, it increased $15000 x 2 = $30000.
+
+For the second year, the company will spend $15000 + $30000 = $45000 dollars on advertising for the second year.
+
+To find the total amount spent on advertising for the two years, we add the annual increases:
+
+$15000 + $45000 = $80000
+
+The company spent $80000 on advertising for the two years, which is $15000 x 2 = $30000.
+
+However, we need to consider the initial $15000 for the first year and the final 15000 + 15000 = $30000 increase in advertising spend, which is $30000 x 2 = $60000.
+
+Since the company initially spent $15000 and the final increase is a dollar, it is not an increase in actual amount spent, but rather a dollar increase from the initial amount spent. Therefore, the company spent $80000 - $30000 = $20000.','stop',343,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,1,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',1,'To find the total amount the company spent, we need to calculate the combination of the two years.
+
+The company spent $15000 * 2 = 30000 dollars in the two years.
+
+Now, we can add these amounts together:
+
+$15000 * 2 = $30000 dollars
+$30000 + $30000 = $60000 dollars
+
+So, the company spent $60000 dollars on advertising for the two years combined.','stop',122,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,2,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',2,'To find the total amount the company spent on advertising for the two years, we need to calculate each year''s advertising expenditure.
+
+Let''s break down the calculation:
+- Year 1: $15000 * 3 = $40000
+- Year 2: $15000 * 2 = $30000
+
+The company spent $40000 on advertising for the first year and $30000 on advertising for the second year.
+
+So, the total amount the company spent on advertising for both years is $40000 + $30000 = $70000.
+
+This is the sum of the two yearly advertising expenditure.','stop',160,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,3,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',3,'To find the total amount spent, we need to calculate the amount spent on both years and then add them together.
+
+Let''s break it down:
+
+Year 1: $15000
+Year 2: $15000 + $15000 = $25000
+
+Total amount spent is $25000 + $25000 = $50000
+
+So, the company spent $25000 on advertising for both years.','stop',114,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,4,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',4,'To find the total amount spent, we need to calculate the cost of advertising for the first two years and the total amount spent for the third year.
+
+The company spends $15000 * 2 = $30000 in the first two years, and then spends $15000 * 3 = $45000 in the third year, so the total amount spent is $30000 + $45000 = $85000.
+
+This is the company''s total advertising expenditure for the two years.','stop',124,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,5,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',5,'Let''s break this down step by step:
+
+The company spends $15000 on advertising for the first two years (2 times the initial cost of the ad is $2000) and then spends $10000 on the third year''s ad.
+
+Since the company spends a third of the initial ad, which is the total amount spent on the ad, it is 2 x $2000 = $4000.
+
+However, some of the company''s expenses are allocated to both ad campaigns, so we need to calculate the total amount the company spent on advertising for both ad campaigns.
+
+Let''s assume the company spends on the ad campaign $10000. Then the company spends a third of that amount on the third ad campaign.
+
+Let''s calculate the total amount the company spent on the ad campaign by multiplying $10000 by 3:
+
+$10000 x 3 = $30000
+
+The total amount the company spent on advertising for the two years is the sum of the expenses allocated to both ad campaigns:
+
+$4000 + $3000 = $7000
+
+The company spent $7000 on advertising for both the two years.','stop',277,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,6,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',6,'Let''s break down the problem:
+
+1. The company spends $15000 on advertising for the first two years.
+2. In the third year, the company spends $30000 on advertising for the first two years and $30000 on the third year.
+
+To find the total amount spent, we''ll consider the 3 scenarios:
+
+Scenario 1: 15000 * 2 = 30000 (2 years)
+Scenario 2: 30000 * 3 = 90000 (3 years)
+
+Now we can add these two scenarios:
+
+$30000 + 90000 = 120000 (total)
+
+So, the company spent $120000 on the two years and $120000 more on the third year. The answer is 120000.','stop',211,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,7,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',7,'To find the total amount the company spent on advertising for the two years, we need to calculate the total amount of advertising spent on both years.
+
+Let''s break it down:
+
+Year 1: $15000 * 2 = $30000
+Year 2: $15000 * 3 = $40000
+
+The total amount the company spent on advertising is $30000 + $40000 = $70000
+
+So, the company spent $70000 on advertising for both years.','stop',131,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,8,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',8,'To solve this problem, we need to calculate the total amount spent on advertising for the two years.
+
+First, we need to determine the total amount spent on advertising for each year.
+
+For the first year, the company spent $15000, so they spent a total of $15000 x 2 = $250000.
+
+The company spent 2 times the amount spent for the second year. So, they spent $15000 x 2 = $30000.
+
+The total amount spent on advertising for the two years is $25000 + $30000 = $50000.
+
+The company spent a total of $15000 + $30000 = $55000 on advertising for the first year and $30000 on the second year.
+
+So, the total amount spent on advertising for the two years is $50000 + $55000 = $125000.
+
+Therefore, the company spent a total of $25000 + $55000 = $110000 on advertising for the two years.
+
+In conclusion, the company spent a total of $110000 on advertising for the two years.','stop',297,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,9,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',9,'To find the total amount spent on advertising for the two years, we can use the formula for the total revenue at a given time of the previous period, which is the sum of the total costs of the two previous years.
+
+This is a simple linear regression with an R-squared value of 0.1, indicating that the model has a moderate explanatory power. The model suggests that the company spent $15000 * 2 = 30000 dollars on advertising for the two years, which is 2% of the company''s total spendable income.
+
+The company spends a total of 2 * $15000 = $30000 dollars on the two years. This is a 2% increase from the previous year''s spend.
+
+The company''s total spendable income is $30000 + $30000 = $300000 dollars in the original year. This is a 2% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $15000 = $30000, which is 2% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 3 * $15000 = $45000. This is a 3% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $15000 = $30000, which is 2% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 3 * $30000 = $90000. This is a 3.4% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $15000 = $30000. This is a 2.5% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $30000 = $60000. This is a 2.5% increase from the previous year''s spend of $1500','length',512,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,10,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',10,'To find the total amount the company spent on advertising for both years, we need to calculate the sum of the two percentages of $15000 and multiply it by the total amount spent on advertising for each year.
+
+The company spent $15000 * 2 = $30000 on advertising for the two years and $30000 * 2 = $60000.
+
+So, the total amount spent on advertising for both years is $60000 + $30000 = $90000.
+
+This is the total amount the company spent on advertising for both years.','stop',142,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,11,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',11,'To find the total amount spent, we need to calculate the amount spent on each of the two years separately.
+
+The company spent $15000 * 2 = 30000 dollars on the first year.
+The company spent $30000 * 2 = 60000 dollars on the second year.
+So, the total amount spent by the company on advertising is 30000 + 60000 = 100000 dollars.
+
+The company spent 1 dollar more than the second year.','stop',126,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,12,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',12,'Let''s break down the information:
+
+Amount spent on advertising for the first year = 15000 * 2 = 30000 dollars
+Budget for the second year = 15000 * 2 = 30000 dollars
+Total amount spent for both years = 30000 + 30000 = 60000 dollars
+Total amount spent on advertising for the two years = 15000 + 30000 = 55000 dollars
+
+Now, we can calculate the total amount spent on advertising for the two years:
+
+Total amount spent on advertising for the two years = 55000 dollars (total amount spent on advertising for the first year + total amount spent on the second year)
+= 55000 - 30000 = 15000 dollars
+
+So, the company spent a total of 15000 dollars on advertising for the two years.','stop',225,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,13,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',13,'To solve this problem, we''ll break it down into manageable parts. We know that the company spent $15000 on advertising for the first two years, and then spent 3/2 = 1.33 times that amount on the third year.
+
+Let''s denote the total amount the company spent on advertising for the two years as A and B. We can represent this as a multiple of 100 (the ratio of two numbers multiplied by 100). 
+
+A = 15000. 
+B = 1.33 * A
+
+Now, we can calculate the total amount the company spent on advertising for both years.
+
+A = A + 1.33B
+B = A + 3.33B
+
+So, we''ve got 2 equations with one variable and two equations with the other variable.
+
+A = 15000 + 3.33B
+B = 15000 + 3.33B
+
+Now, we need to solve for B in a system of linear equations with both variables.
+
+We can solve this by using either elimination method or Cardano''s method.
+
+However, we can simplify the equation (A + 3.33B) = 1.5 * A + 3.33B using elimination method.
+
+We can multiply both sides of the equation by 3.33 to eliminate the equation with A and 3.33B on both sides.
+
+A + 3.33B = 1.5 * A + 3.33B
+B = A + 3.33B = 1.5 * A + 3.33B
+
+Now, we solve the system of linear equations using either elimination method or Cardano''s method.
+
+A + 3.33B = 1.5 * A + 3.33B
+B = A + 3.33B = 1.5 * A + 3.33B','stop',447,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,14,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',14,'To find the total amount the company spent on advertising for both years, we need to multiply the percentage of the expenses by 100.
+
+The company spends $15000 * 0.15 = $2000, which is the total amount spent.
+
+So, the company spent $2000 in advertising per year, which is 20%. This result can be considered as a fraction of the original total amount of advertising spent.','stop',101,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(18,0,15,'3d8a061dc9904c25e7d5719d7f8017fd0decc60972b94c364eea3568fb09cfa8',15,'Let''s break this down step by step.
+
+The company spends $15000 * 2 = $30000 on advertising.
+
+To find the total amount spent, we''ll add the $30000 to the initial amount of $150000.
+
+The total amount spent is $15000 + $30000 = $450000.
+
+This is the sum of the two previous years'' expenses. We can calculate this as \boxed{8303.6}.
+
+In some cases, it may seem counterintuitive that a company can spend so much on anything, but the key is that a company spends money on anything it wants. In this case, that''s the perfect opportunity to create something new.','stop',174,83,32,1.92720375415218936332e+00,59539705416.0,NULL);
+INSERT INTO "chains" VALUES(19,0,0,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',0,'Let''s start by using the concept of comparative division to find the answer. To determine how many cows are in 8 of the stalls, we''ll first find the total number of cows in 8 of the stalls. We have 20 stalls, and each stall has 20 cows. To find the total number of cows, we multiply the number of stalls by the number of cows each animal has.
+
+So, 20 * 20 = 400 cows are in 8 of the stalls, and this is a multiple of 20. This means 8 of the stalls have 400 cows, and 400 is 20 * 40 = 800 cows.
+
+Now, we can find the remainder by dividing the total number of cows by 20. Therefore, the answer is 2.','stop',182,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,1,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',1,'Let''s break it down step by step. If Mr. Sylas buys 40 cows and dividing them equally, the number of new cows that Mr. Sylas has is 40/20 = 2 cows. Then, each of the twenty stalls can hold 1 cow.
+
+In 8 of the stalls, the number of new cows is equal to the number of new cows that have been added to the current 2-stall system.
+
+To find the number of new cows being added, we can calculate the number of new cows per 2-stall system. To do this, we can divide the total number of new cows (2) by the number of new cows in 2 such as 10.
+
+The number of new cows per 2 such as 10 is 2 * 10 = 20.
+
+Now, we multiply the number of new cows by the number of new cows being added to the current 2-stall system to find the total number of new cows being added.
+
+So, 20 new cows is 2 * 20 = 40 cows.
+
+To find the number of new cows being added to the current 2-stall system, we can divide the number of new cows being added by 2 such as 4.
+
+The number of new cows being added to the current 2-stall system is 20 / 2 = 10 cows.
+
+So, the final answer is 4 * 20 + 40 = 8 * 20 + 40 = 8 * 20 + 10, which is the same as 8 times 20, we add that to the answer, and we round that to 9.
+
+Hence, 9 cows are added to the current 2-stall system.','stop',401,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,2,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',2,'Let''s break down the problem: 20 * 2 = 40 cows. These cows are placed in 8 of the stalls. Now, Mr. Sylas wants to divide the remaining 40 cows among himself. He takes 40 - 40 = 0 cows from the first 40 stalls, leaving him with 40 remaining.
+
+So, 40 * 40 = 1600 cows are left in the remaining 40 stalls. Now, Mr. Sylas needs to divide them among himself, which means he needs to divide the remaining 40 cows by 2. This will leave him with 8 more cows.
+
+In 8 of the 40 stalls, 1 of the remaining 40 cows will be left over. So, the remaining 40 - 8 = 24 more cows are left in 8 of the 40 stalls.
+
+To find the total number of cows that have been divided, we add the 24 cows left over to the 40 cows left in the first 40 stalls. 
+To simplify this, we can first add 24 to 40 and then multiply, which gives us 80.
+
+The total number of cows left in the remaining 40 stalls is 24 + 80 = 44 * 4 = 160.
+
+So, there are 160 cows in the remaining 40 stalls.
+
+The answer is: 160','stop',330,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,3,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',3,'To solve this problem, we need to think step by step and break it down into manageable parts. First, we have to find out how many times Mr. Sylas buys a total of 20 cows. So, we multiply the number of cows by 2 (because that''s how many times they can be divided).
+
+This gives us 2 * 20 = 40 cows. So, there are 40 cows in 8 of the stalls.
+
+The next step is to find out how many of the other 10 stalls have 20 cows.
+
+We know that the 10th stall has 40 cows, so we multiply that by 10.
+
+This gives us 40 * 10 = 400 cows. So, there are 40 cows in 8 of the other 10 stalls.
+
+To find the total number of cows in 10 of the 10th stalls, we multiply 10 * 10 = 100 cows.
+
+Therefore, the answer is 10 + 40 + 40 + 10 = 110 cows.','stop',253,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,4,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',4,'Let''s break this down step by step. We know that Mr. Sylas buys 40 cows from each of the twenty-four stalls. So, there are 40 x 20 = 80 cows in the 20-stall field. Now, we need to find the number of cows in the 8-stall field. We can do this by dividing the 80 cows by the number of cows we want to allocate to the 20-stall field: 80 cows / 20 = 4 cows to each of the two 20-stall fields. So, the 8-stall animals are allocated to the two 20-stall fields. Now, we need to find the number of cows in the 20-stall animals. We can do this by multiplying the number of cows in the 20-stall field (4) by the number of cows in the 8-stall field (2). So, the number of cows in the 20-stall field is 4 * 2 = 8 cows.
+
+To find the total number of cows in the 20-stall field, we multiply the number of cows in the 20-stall field by the total number of cows. So, 8 cows (the number of cows in the 20-stall field) multiplied by the 20-stall field is 24 * 2 = 48 cows. Now, we add these two numbers together to find the total number of cows in the 20-stall field: 48 cows + 8 cows = 16 cows.
+
+The answer is 16.','stop',369,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,5,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',5,'Let''s break down the problem: 8 of the stalls are identical to the previous 20, and 4 of them have twice as many cows as the previous 20. The number of cows that have twice as many is now 8 * 2 = 16, and the total number of cows is now 2 * 16 = 24.
+
+The remaining 8 of the original 20 cows are now 24 - 16 = 4 cows.
+
+However, the original 20 cows were twice as many as the original 16 cows, so the new total number of cows is 2 * 8 = 16.
+
+It''s not possible to have 8 of the original 16 cows by dividing two identical cows. Therefore, the answer is not a positive number. The correct answer is 16.','stop',187,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,6,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',6,'To solve this problem, we can break it down into manageable parts. We need to find the number of cows in 8 of the stalls, which can be done by dividing the total number of cows by the number of cows in each of the 8 stalls. We can calculate 20 (hundreds) by 40 (stalls) by dividing the number of cows in each of the 20 stalls by 40, which gives 4. So, 20/4 = 4.
+
+Now, let''s find the number of cows in 8 of the stalls. We can do this by dividing the total number of cows by 2, which gives 2. Therefore, 8 of the stalls have 2 cows each. So, there are 2 units of cows in each of the 8 stalls.
+
+To find the number of cows in the first 2 stalls, we multiply 2 by 2, which gives 4 cows. To find the number of cows in the remaining 4 stalls, we divide 2 by 2, which gives 1 cow. So, there are 1 unit of cows in the remaining 4 stalls.
+
+Now, let''s find the number of cows in the 1st 2 stalls. We can do this by dividing the number of cows in the first 2 stalls by 2, which gives 1, which is 2. So, there are 2 units of cows in the remaining 4 stalls.
+
+Therefore, there are 2 units of cows in the remaining 4 stalls.
+
+To find the total number of cows in the entire 8 stalls, we add the number of units of cows we know, which is the 8 units. We can do this by adding these units together, which gives 2 * 4 = 8.
+
+So, there are 8 units of cows in the total.
+
+The answer is 8.','stop',409,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,7,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',7,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the assumption: "When a 10th cross is made, it involves dividing 20 cows into 20." This is a classic example of the concept of symmetry. When a cross is made, it''s a symmetry operation, so the problem involves symmetry.
+
+The problem is asking for the number of cows that are in 8 of the 20 stalls. We can start by dividing the 20 by 20 to calculate the number of cows.
+
+First, we calculate 20 / 20 = 1. This is where it all starts. The law of conservation of symmetry applies. The problem is asking for the number of cows that are in 8 of the stalls. This is a case of the inverse operation of the original operation.
+
+This is a classic example of a "10x0" problem, named after the 10th cross. The problem is not a simple multiplication problem, but rather a division problem, where we have a mix of multiplication and division.
+
+Many people have seen this problem in their backyard, so I''ll try to come up with a new math problem. You can start by dividing a fraction, and then you see how it works, it shows how it is a mix of fractions.
+
+When you start a fraction with a whole, you can always get an inverse operation, and when you hear that it''s a division problem, you can hear it''s a mix of multiplication and division.
+
+In the context of the original equation, it''s not difficult to see that when you divide 20 by 20, you get 1. But when you look at it from the perspective of division, you see that it''s actually 1.
+
+This is a classic example of a "10x0" problem that has a mix of multiple operations. It''s not just a simple multiplication problem, but rather a division problem with layers of layers of operations.
+
+So, to summarize, the answer is 2. But that''s not the best you can do. It''s not just 2, but actually 10, which is what you''re looking for.','stop',469,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,8,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',8,'To find the number of cows in 8 of the stalls, we need to first find the number of cows in the entire 10 stalls. This can be done by dividing 10 by 20, which is 0.8.
+
+So, 10 ÷ 20 = 0.8, which is the number of cows in each of the 10 stalls.
+
+Now, we need to find the number of cows in the 20th stall. This can be done by adding 1 to the result of the previous calculation.
+
+The 20th stall has 0.8 cows, and we need to find 1 of the 10stalls (the 1st one is 10). So, we add 1 to the result of the previous calculation.
+
+So, 1 + 1 = 2 cows.
+
+Therefore, 8 of the 10stalls have 2 cows.
+
+The answer is 2.','stop',215,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,9,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',9,'1. Find the total number of cows that Mr. Sylas will have after he sells all of his cattle.
+2. Find the number of cows that Mr. Sylas will have in 8 of the stalls, which is 8 x 20 = 160 cows.
+3. Calculate the number of cows that Mr. Sylas will have in 2 of the 160 stalls, which is the total number of cows he will have.
+
+First, find the total number of cattle sold to find the number of cows in 160, then add that to the number of cattle sold to find the number of cows in 160.
+
+So, 1. (20 cows in 160) + 1. (2 cows in 160) = 2 x 160 = 240 cows
+
+Now, find the number of cows in 160, which is 8.
+
+The answer is 8.','stop',214,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,10,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',10,'To solve this problem, we can think of it as a division process where we take a certain amount and divide it by the number of factors that can divide it evenly. In this case, it''s a matter of distributing a certain amount of food to a certain number of people, which is a type of mathematical division.
+
+The key concept here is the idea of dividing a certain amount of food into a set of factors that can be evenly divided. In this case, it''s the process of dividing a certain amount of food into 20 equal parts, which is a basic division operation.
+
+Let''s break it down step by step:
+
+1. Divide 20 by 20, which gives us 1.
+2. Take 20 away from 20, which gives us 1.
+
+In this process, the original 20 is divided into 20 equal parts. This is a basic division operation with 20 parts.
+
+Now, we need to find the number of parts that are equal to the original 20. We can think of it as finding the number of parts that divide 20 evenly.
+
+The number of parts that divide 20 evenly is 1. So, there are 1 parts that divide 20 evenly.
+
+So, the answer is 1.
+
+The process of dividing a certain amount of food into 20 equal parts is called "mathematical division." It''s a fundamental operation in mathematics that involves dividing a certain amount of food into a set of equal parts, and it''s a common mathematical operation in many areas of mathematics.','stop',340,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,11,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',11,'Let''s break this down step by step. 
+First, we calculate the total number of cows in the 8th stall: 
+Twenty (the original 8) - 1 is 10, so the total number of cows is 10 * 20 = 200.
+
+Next, we find the number of cows left to divide the original 20 cows by, and multiply it by the number of new cows: 
+The number of new cows is 200 - 10 = 180.
+
+Now, we calculate the number of cows left:
+The number of cows left is 100 - 180 = 10.
+
+We now know the number of cows left is 10.
+
+To find the number of cows left in the 2nd and 3rd stalls, we multiply the number of cows left in the 2nd and 3rd stalls by 2:
+The number of cows left is 2 * 2 = 4.
+
+So, there are 4 cows left in the 3rd and the 4th stalls.
+
+Now, we can find the total number of cows left in the entire 8th stall:
+The total number of cows left is 10 times 180 = 1800.
+
+So, there are 1800 cows in the 8th stall.
+
+This is the final answer.
+
+The answer is 20 + 10 + 180 = 30 * 18 = 518.','stop',347,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,12,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',12,'In the first stall, the new cows are 40 x 2 = 80 cows. In the second, the new cows are 40 + 40 = 80 cows in the first two stalls. In the third, the new cows are 80 + 80 = 160 cows in the third two stalls. In the fourth, the new cows are 160 + 160 = 260 cows in the fourth two stalls. In the fifth, the new cows are 260 + 260 = 460 cows in the fifth two stalls. In the sixth, the new cows are 460 + 460 = 920 cows in the sixth two stalls. In the seventh, the new cows are 920 + 920 = 1840 cows in the seventh two stalls. In the eighth, the new cows are 1840 + 1840 = 3760 cows in the eighth two stalls. In the ninth, the new cows are 3760 + 3760 = 7400 cows in the ninth two stalls. In the tenth, the new cows are 7400 + 7400 = 15400 cows in the tenth two stalls. In the ten, new cows are 15400 + 15400 = 21600 cows in the tenth two stalls. The new total number of cows placed into the second and third stalls is 80 + 80 = 160. Adding the new cows to the third and fourth stalls results in 1840 + 1840 = 3760 cows in the tenth two stalls.
+
+The initial total number of cows was 20 - 160 = 160 cows. The new total number is 160 + 160 = 260. So, 1840 + 1840 = 3760 cows were placed into the third and fourth two stalls.','stop',460,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,13,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',13,'Let''s break it down step by step:
+
+Rearranging the equation gives us 20 - 40 = 10.
+
+Now multiply the equation by 10 to get to 100.
+
+Multiply both sides by 10 to get rid of the multiplication by 10.
+
+Add the multiplication by 10 to the equation that represents the sum of 100 animals, which is 100 animals.
+
+Add the multiplication by 10 to the equation that represents the sum of the other 2 numbers in the equation.
+
+Add the multiplication by 10 to the equation that represents the sum of the two numbers in the equation.
+
+Add the multiplication by 10 to the equation that represents the sum of 2 numbers in the equation.
+
+Add the multiplication by 10 to the equation that represents the sum of 2 numbers.
+
+Add the multiplication by 10 to the equation that represents the sum of 2 numbers.
+
+Add the multiplication by 10 to the equation that represents the sum of the two numbers.
+
+Now add the multiplication by 10 to the equation that represents the sum of all two numbers.
+
+Sum of 2 numbers = 10 + 2 + 2 = 4 + 2 = 6.
+
+So the final answer is 16.
+
+This is a classic example of a problem that requires logic and step-by-step reasoning. In this case, it requires solving a linear equation with 10 equations to calculate 16, and then solving that equation to determine the number of cows.','stop',353,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,14,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',14,'Let''s break it down step-by-step:
+
+First, we find the total number of cows Mr. Sylas brought in the first 10 days. Since he bought 40 cows in the first day, 10 days before, and then sold them, we multiply that by 10.
+
+Secondly, we divide the total number of cows by 4 to find the number of cows that Mr. Sylas bought on each of those days. This is given by the rule of 4, where 10 days before, 10 animals were bought. The initial unit of 10 animals is 10, but 10 days before, 40 cows were bought. So, we multiply the number of cows bought by 4, by 10, and by 10, which is 10 * 10 = 100 cows.
+
+Then, we multiply this number of cows by 2, which is 2 * 2 = 4, so the total number of cows bought by Mr. Sylas was 4 * 10 = 40 cows.
+
+Finally, we subtract this from the total number of cows he brought in the first 10 days. This is a straightforward multiplication of 10 to find the number of cows he brought in the first 10 days.
+
+An alternative method would be to use the division method, which is the most straightforward way to solve the problem. 
+
+However, the step-by-step method is even more suitable for this kind of problem, as it directly allows you to calculate the number of cows he brought in the first 10 days ahead of time.','stop',357,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(19,0,15,'9e04631528a455aa3ce2b816cb5ca7362e22c22250c0a22505da7c4060a2e8e2',15,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total number of cows being sold. There are 10 stalls - 20 - 2 = 2 (the remaining 2 stalls sell 40/2 = 20 cows each). This is based on the assumption that the 40 cows are sold out of the remaining 2 stalls.
+
+Now, let''s consider the 20 cows being sold out of the 2 stalls. This is also based on 20 cows being sold each and dividing that by 2 gives 10 cows. So, 10 cows are sold out of 2 stalls.
+
+To find out how many cows are in 8 of the stalls, we need to divide 8 by 2 (the total number of cows sold is 2 * 2 = 4). This is equivalent to multiplying 8 by itself 2 times: 8 * 8 = 64.
+
+We can see that there are 2 cows left in the 2 stalls being sold out of, 40/2 = 20 cows. This is based on 20 cows being sold each and dividing that by 2 gives 10 cows.
+
+So, 2 cows are sold out of 8 of the stalls.','stop',283,87,32,3.41919430905055,87569270208.0,NULL);
+INSERT INTO "chains" VALUES(20,0,0,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',0,'Let''s break down the problem step by step. We know that Ann is 9 years old and her brother is twice her age. If we consider the time frame of 3 years, we can start with the assumption of 3 years as the number of days in a month. However, there''s a bit of a twist here. Given that we''re looking for the time period of 3 years, we need to consider that 3 years will be 18 days in a month.
+
+So, we have a problem with a linear relationship between the age of the brother and the age of the brother. Since the brother''s age is twice the brother''s age, we have an equation of a linear relationship where the slope is the brother''s age multiplied by the brother''s age, and the y-intercept is 2.
+
+To find the age of the brother''s age, we need to determine how many days a month are. There are 3 months in a year, so the number of days in a month is 3. This is where the medieval math comes in, since we''ve already used it in the problem before.
+
+So, the answer is 3 months * 2 = 6 months.','stop',252,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,1,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',1,'To solve this problem, we need to break it down into manageable parts. We know that Ann is 9 years old and her brother is twice her age, which means they''re both 2x.
+
+Let''s call this time difference "x" and substitute it into the equation 2x = 9. This is a simple linear equation, and we can use it to solve it for x.
+
+We can substitute 9 into the equation 2x = 9 and get 2x = 18, which is the value of x we''re trying to find. Now we have two equations: 2x = 18 and 2x = 18.
+
+We can solve these two equations by solving them separately and finding the solution for both variables.
+
+2x = 18, which is the value of x we''re trying to find.
+
+Now we have 2x = 18 and 2x = 18, which is the value of x we''re looking for.
+
+However, the original problem asked for the value of x. We can''t find the value of x directly, which means the answer is not a number.
+
+However, we can solve this using algebraic methods.
+
+2x = 18 - 2(9), which simplifies to 2x = 17.
+
+So, the answer is 3.
+
+So, the answer is 3.','stop',305,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,2,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',2,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many years ago Ann was 12 years old. We can do this by dividing 12 by 3. This gives us 3. Then we multiply 3 by 2, which gives us 6. Since there is no 1 in 2, we round down to 6. So, Ann is 6 years old.
+
+Now that we know there''s no 1 in 2, we can consider the 3rd year. We start with 12 in 1 year and end at 6 in 2 years. To figure out how many years there are to go, we multiply 3 by 3, which is 9. This gives us 3 years.
+
+So, in 3 years, Ann is 6 years old, and her brother is 9 years old.','stop',195,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,3,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',3,'To find the answer, we need to understand that the problem is often misinterpreted. The brother is twice the sister''s age, which is 2x. We''re also asked to find the age difference of the sister''s brother.
+
+Let''s start by taking 2x from the brother''s age and add it to the brother''s age. If the brother''s age is 9, the brother''s age is 2*9 = 18, and the sister''s age is 2x*18 = 36.
+
+So, the answer is 36. The brother''s age is 36 - 2x = 22, and the sister''s age is 2*22 = 44.
+
+The brother''s age is 2*18 = 48, and the sister''s age is 2*22 = 44.
+
+So, the answer is 36 + 48 + 44 = 264.','stop',213,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,4,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',4,'To solve this problem, we need to break it down step by step. Let''s start by understanding the given information. We know that Ann is 9 years old and her brother is twice her age.
+
+Let''s assume the total age of both is A. Now, we have A x 2 = 2A (Same age).
+
+We know that A is twice her age, so we can set up a system of equations. We have two equations:
+
+2A = 2A
+
+This means that the number of days in a month is twice the number of hours in a day.
+
+We can solve this equation by dividing both sides of the equation 2A = 2A by 2, which gives us A = 1. Now we can solve the equation twice: 2A = 2A.
+
+This means that the answer is A = 1, which doesn''t make sense. So, the only possible answer is A = 2.
+
+However, if we were to assume A = 2 and A = 3, the original problem would still be valid. The original problem is just asking for A to be twice the number of hours in a day. So, the answer would be 2.
+
+The key to solving this problem is breaking it down step by step, understanding the relationship between the variables, and using a system of equations to find the unknown value.','stop',297,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,5,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',5,'To solve this problem, we need to break it down step by step. The given information is:
+
+Ann is 9 years old and her brother is twice her age. This means they share a common factor of 2, which is 2. We are also given that they are both twice their age.
+
+Let''s calculate the age of the brother, who is 2 times the age of the sister:
+
+The brother''s age is 2*2 = 4
+The sister''s age is 2*2 = 4
+The brother''s age is 8 years old.
+
+This means that Ann is 4 years old, and the brother is 2 more years old.
+
+We can continue this process until we reach 3 years.
+
+The brother''s age is 8 years old, and the sister''s age is 4 years old. To find the day of the brother''s birthdate, we divide 8 years old (the brother) by 1 year (the sister). This results in 2 days.
+
+So, the brother is 2 days older than the sister.
+
+The brother''s age is 2 days older than 4 years old, which equals 6 years old.
+
+Therefore, the brother is 6 years old.
+
+The answer is 8 + 6 = 14.','stop',286,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,6,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',6,'Step 1: Create a mathematical equation to solve for the unknown variable.
+
+Step 2: Solve the equation to get the age of Ann, which is 3 * 2.
+
+Step 3: Add 3 to the result of step 2 to find the age of Ann''s brother, which is 2 * 2 = 4.
+
+Step 4: Multiply the age of Ann by 4, which is 16.
+
+So the answer is 16 years old.','stop',110,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,7,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',7,'To find the answer, we can start by using the given information. We know that Ann is 9 years old and her brother is twice her age. So, we can represent this relationship as a simple equation: 2 * 9 = 18.
+
+We can then solve this equation by dividing both sides of the equation by 2, which gives us 18 / 2 = 9. Now, we can find the value of 18 by multiplying both sides of the equation by 18, which gives us 18 * 9 = 18 * 18 = 36.
+
+Therefore, the answer is 36.','stop',142,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,8,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',8,'To solve this problem, we need to first determine the total age of both siblings, Ann and her brother.
+
+When two siblings are equal in age, they share the same age. Let''s denote the age of the brother as x and the age of the sister as y. In the scenario where they are equal, we can say that x = y.
+
+In this case, we have two equations:
+
+2y = 9, which is the original equation.
+
+2x = 9, which is the original equation.
+
+To find the age of the brother, we can rearrange the equation 2x = 9.
+
+To solve for x, we can divide both sides of the equation by 2.
+
+x/2 = 9/2, which is the original equation.
+
+So, x = 18, which is the age of the brother.
+
+In this scenario, the brother is 18 years old.','stop',202,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,9,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',9,'To solve this problem, first, we need to determine the relationship between the ages of the two brothers. We know that Ann is 9 years old and her brother is twice the age of Ann. This can be represented as a ratio of 2:1.
+
+We can find the ratio by dividing 2 by 2: 1. So, 2:2 is equal to 3:5, which is an arithmetic progression with a common difference of 1.
+
+To find the age of the brother, we can multiply the ratio by 3:5:1, which is the same as multiplying the ratio by 3:5:1.
+
+We can also solve this problem using a simple fraction. Since 3 + 5 * 3 = 1, and 3 * 3 = 9, the answer is 9 years old.
+
+So, the answer is 9.','stop',192,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,10,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',10,'To solve this problem, we need to break it down step by step. First, let''s determine the relationship between the ages of the two siblings. The brother is 2 years younger than the sister. So, the brother''s age is 2 years - 2 = 10 years old.
+
+Now, we need to find how many years 3 years ago. To do this, we can multiply 3 years by 10 (the brother''s age) by 10, which is 10 times 10.
+
+So, 3 years ago, the brother was 10 * 10 = 100 years old.
+
+Now we need to find the age of the sister in 3 years, which is 100 + 3.
+
+To find the age of the sister in 3 years, we need to divide 3 years by 3.
+
+So, 3 years = 3 * 3 = 9 years old.
+
+So, the age of the brother is 10 years old, and the age of the sister is 9 years old.
+
+The answer is 3 years old, but the actual age of the sister is 9 years old.','stop',262,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,11,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',11,'To solve this problem, we need to break it down step by step using mental math. We know that Ann is 9 years old and her brother is twice the age of Ann. We can think of this as 9 x 2 = 18. In 3 years, we can double this to get 18 x 2 = 36.
+
+Now, we need to find out how many years 36 represents. To do this, we can think of it as 18 x 2 = 36.
+
+We know that 18 = 36. So, the answer is 36.','stop',136,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,12,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',12,'To solve this problem, we need to break it down into manageable parts. We have two parts: the initial problem and the solution. The problem states that Ann is 9 years old and her brother is twice her age. To solve for the unknown age, we need to establish the relationship between these two numbers.
+
+We know that 9 is twice 3, which means 9 * 3 = 21, and 21 is double 3, which is 22. This is the original problem. The second part of the problem is asking for the age in 3 years.
+
+We can solve for the age in 3 years by first adding 3 to 21, which results in 32. This is the answer to the original problem.
+
+Therefore, the answer is 32.','stop',174,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,13,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',13,'To solve this problem, we''ll break down the given information: Ann is 9 years old, her brother is twice her age (2x), and they''re both 3 years old.
+
+Let''s denote the age of the brother as x. The age of the brother is twice the age of Ann, which is 2x. We can now determine the age of Ann by multiplying the age of the brother by 2.
+
+The equation for this scenario would be: x * 2 = x * 2 + 2x = 2x + 2x = 4x.
+
+We can simplify this equation by combining like terms: 4x + 2 = 4x + 4. Now, we can perform the inverse operations to isolate the term with the variable.
+
+First, we add 2x to both sides of the equation to combine like terms: 4x + 2x = 4x.
+
+The equation now becomes 4x = 4. Solving for x, we find that x = 1. So, the brother''s age is 3 years, and the brother is 1 year old.
+
+Therefore, the age of Ann is 3 years and the age of her brother is 1 year.','stop',268,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,14,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',14,'Let''s break this down step by step. We know Ann is 9 years old and her brother is twice her age, which gives us a total age of 2 * 2 = 4.
+
+So, her brother is 4 years old.
+
+Now, if we want to find out how old her brother is in 3 years, we need to find 4 years divided by 2. This is a division problem. We have to find 4 / 2, which gives us 2.
+
+Now, we can multiply 2 by 3, which gives us 6.
+
+So, in 3 years, her brother will be 6 years old.','stop',145,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(20,0,15,'53dbedd9924b64165a174faeffab2c61f8df655b35f72a46122b8155ae085ee8',15,'To solve this problem, we need to follow step-by-step reasoning. We start by knowing the combined age of Ann and her brother: 9 x 2 = 16. Then, we subtract their combined age of 9 and 16, and then add their age of 16 to the 2 remaining numbers. This is where the logic really comes into play. 
+
+We have 12 in our original total, and the number of things in the original total is 16. So, we multiply 12 by 18, which is 29, and then add 1 to get 29.
+
+Now, we add 29 to our original total, and we get 29 + 29 = 58.
+
+There is only 1 thing left to add, so the answer is 1.
+
+This is a classic example of the order of operations in mathematics, or more specifically, the order of operations in mathematics. It is often abbreviated as ORD, or for better clarity ORD+E, which means "Order of Operations".','stop',234,64,32,2.10619511945731163748e+00,57673309680.0,NULL);
+INSERT INTO "chains" VALUES(21,0,0,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',0,'To solve this problem, we need to determine how much of the house Mr. Tan sold sold for. Let''s break it down step by step.
+
+The total amount sold is $400,000 - $100,000 = 200,000.
+
+The amount paid to the brokerage fee is 3% of $200,000, which is 3%.
+
+The amount paid by the brokerage fee is 5% of $200,000, which is $100,000.
+
+To find the net proceeds, we need to calculate how much of the house Mr. Tan sold sold for.
+
+To find the net proceeds, we need to subtract the amount paid by the brokerage fee from the total amount sold.
+
+The net proceeds are $200,000 - $30,000 = $100,000.
+
+So, Mr. Tan''s net proceeds from selling the house are $100,000.','stop',235,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,1,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',1,'To find out how much Mr. Tan''s net proceeds is, we need to subtract the total loan amounts from the selling price. This means we need to calculate 400,000 + 3% of 400,000 + 5% of 400,000.
+
+First, we calculate the total loan amounts: 400,000 + 15,000 = 55,000 + 100,000 = 250,000, and then add those to 3% of 400,000, which is 3.
+
+250,000 + 3 = 283,333, which is the total loan amounts.
+
+Then we add the total loan amounts to the selling price. This results in 400,000 + 283,333 = 584,333.
+
+Now, we calculate the net proceeds from selling the house: 584,333 - 283,333 = 1.
+
+So, Mr. Tan''s net proceeds from selling the house is 1.','stop',270,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,2,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',2,'To find the net proceeds, we need to subtract the purchase price of the house from the total amount of the sale. 
+
+The total amount of the house sold is $400,000 - 3% of $400,000 = $400,000 - 2.40% of $400,000 = $400,000 - 2.40% of $400,000 = $400,000 - 40% of $400,000 = $420,000.
+
+The leftover amount of the sale is $250,000 (net proceeds). To find the total amount, we subtract the original amount of the house sold from the net proceeds: $420,000 - $400,000 = $250,000.
+
+#### 2
+The final answer is 2.','stop',220,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,3,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',3,'To solve this problem, you need to break it down into manageable parts and solve for the net proceeds. First, you need to calculate the net proceeds. The net proceeds are the amount of funds in your account after you deduct the fees.
+
+This can be done by subtracting the fees of 3% and 5% of the selling price from the total amount of your income.
+
+$400 000 - 3% * 400 000 = 400 000
+
+This is the net proceeds.
+
+The net proceeds are the amount of funds in your account after you deduct the fees of 3% and 5% of the selling price from your total income.
+
+The total is 400 000 + 3% * 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 4','length',512,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,4,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',4,'To find out the net proceeds, you need to calculate the net of $250 000 multiplied by the tax amount of 3% of the selling price.
+
+The net proceeds can be calculated by dividing the tax amount by 0.03 and multiplying it by 1.
+
+(1.03) * (3%/100) * 1 = 0.03 * 3.33 = 0.11
+
+This is the amount of net proceeds added to the selling price.
+
+To find the net proceeds, multiply the selling price by 1.
+
+(400,000 * 0.11) = 400
+
+So, the net proceeds taken from selling the house is 400.
+
+The total amount of the selling price tax is 400.
+
+The number of percent of the selling price tax can be calculated by dividing 0.03 by 4.
+
+The number of percent of the selling price tax can be calculated by multiplying 0.03 * 400 / 32 = 15.
+
+But since 15 is 15/25, the decimal places on the end of the number will simply repeat the decimal digits 15 times, which is 15. So, the decimal places on the end of the number will repeat 15 times.
+
+This is because the decimal places on the end of the number can repeat 15 times.
+
+So, the decimal places on the end of the number will repeat 15 times.
+
+The total amount of the tax can be calculated by multiplying the numbers together: 
+(250,000 * 1.15) = 250,000 * 2.5 = 550,000.
+
+This is the total amount of the tax.
+
+So, the net proceeds taken from selling the house is 550,000.
+
+The total amount of the selling price tax can be calculated by dividing the selling price by 4:
+
+The selling price = 400.
+
+The net proceeds taken from selling the house is 550,000.
+
+The total amount of the tax can be calculated by multiplying the selling price by 1.
+','length',512,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,5,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',5,'To find out how much Mr. Tan''s net proceeds from selling the house was, we need to calculate the net proceeds from selling the house by subtracting the percentage of the selling price that was paid from the selling price.
+
+First, we calculate the net proceeds from selling the house by subtracting the percentage of the selling price that was paid from the selling price of the house. The selling price was $400, and the total selling price was $400. This gives us:
+
+net proceeds = (5000 x 1 + 10000) - (5000x) = 500x - 5000 = 500x - 5000 = 500(300) = 15000 = 150000
+
+So, the net proceeds from selling the house are 15000 dollars.
+
+To find out how much Mr. Tan''s net proceeds are from selling the house, we need to find out how much he paid the brokerage fee. The total amount of his net proceeds is:
+
+total net proceeds = 15000 x 1 + 10000x = 250x + 5000 = 15000 + 25000 = 50000
+
+The total amount of his net proceeds is 5000x.
+
+Now we have the net proceeds from selling the house: 15000 + 5000 = 20000
+
+The total amount of his net proceeds is 20000.
+
+The net proceeds from selling the house are 20000 dollars.
+
+The net proceeds from selling the house are 20000 dollars.','stop',399,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,6,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',6,'To find the net proceeds, we need to calculate the total amount of money the seller paid the transfer fees, which is 3% of 400,000, which is 0.03 * 400,000 = 12,000 dollars. The second part of the transaction is 5% of 400,000, which is 0.05 * 400,000 = 20,000 dollars. The third part of the transaction is 10% of 400,000, which is 0.01 * 400,000 = 40,000 dollars. Now, we subtract the net proceeds from the selling price from the total amount paid, which is 400,000 - 120,000, which equals 280,000 dollars.
+
+Therefore, the net proceeds are 280,000 - 40,000 = 200,000 dollars. We can express this as the sum of 3% of the selling price and 5% of the remaining loan amount, which we previously calculated as 12,000 + 20,000 + 10% of the loan amount.','stop',296,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,7,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',7,'The sum of 3% of the selling price and 5% of the remaining loan amount can be broken down as follows: 0.0033% of 100% = 3.3% of 100 = 0.033 x 100 = 3.3% of 100.
+The total amount of 100% can be broken down as: 100% = 10000.
+The remaining amount of 100% is 10000 - 3.3% of 100 = 3.33%.
+A net proceeds is 10000 - 3.33 = 3.33*100 = 33.33.
+#### 333
+The answer is: 33','stop',189,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,8,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',8,'To find out how much Mr. Tan''s net proceeds from selling the house is, we need to calculate the total amount of revenue he made from selling the house. 
+
+He sold the house for $400,000 which is \$1200,000. Then, he paid a transfer fee of $3% of $400,000 which is \$120,000. He also paid a 5% brokerage fee of \$250,000 which is \$35,000. 
+
+And for the remaining loan amount, he paid a 2.5% on the remaining amount of $225,000 which is \$375,000. So, net proceeds from selling the house is \$225,000 - \$375,000 = \$125,000.
+
+Now we need to find out how much of his net proceeds is accounted for by the brokerage fee. There are 125 financing options, so his net proceeds is \$125 * 12 = \$1725. This is the amount of the brokerage fee.
+
+The net proceeds from selling the house is \$125.','stop',286,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,9,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',9,'Mr. Tan sold his house for $400,000. The total sum of his net proceeds is $400,000 - 3% of $400,000 = $250,000.
+The total sum of his net proceeds is $400,000 - 250,000 = $40,000.
+The amount of his net proceeds is $40,000 - 250,000 = $10,000.
+#### 1
+The answer is: 1','stop',135,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,10,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',10,'To find out the net proceeds from selling the house, we need to calculate the amount of the outstanding debt of the seller. The amount of the debt the seller owes to the private loan company is 250 * 0.05 = 125 dollars.
+
+The amount of the total debt is 250 * 0.05 = 12.5 dollars. Now, we need to calculate the net proceeds from selling the house. The amount of the net proceeds is the total amount of the debt minus the amount of the debt, which is 250 * 100 = 2500 dollars.
+
+To find out the net proceeds, we multiply the amount of the debt by the amount of the net proceeds: 2500 * 25 = 62500 dollars.
+
+The net proceeds from selling the house are 2500 - 62500 = 1500 dollars.','stop',209,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,11,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',11,'To find out how much Mr. Tan''s net proceeds are from selling the house, we need to calculate the total amount of net proceeds.
+
+First, we need to find out how much of the selling price was paid by the brokerage fee, which is 5% of 400. So, 400% of 5% is 0.4. Now, we multiply 0.4 by 400.
+
+This results in 200. So, 200 is the total amount of net proceeds that was paid by the brokerage fee.
+
+To find the amount that is paid by the transfer fees, we need to find the total amount of net proceeds that is paid by the brokerage fee and the money paid by the transfer fees. So, we multiply 1 by 0.4 to get 0.2. Now, we multiply 0.2 by 100 to get 20 cents.
+
+This results in 20 cents. So, the amount of net proceeds that is paid by the brokerage fee is 20 cents.
+
+To find out how much of the selling price was paid by the transfer fees, we need to find the total amount of net proceeds that was paid by the transfer fees and the money paid by the transfer fees. So, we multiply 1 by 0.2 to get 0.2. Now, we multiply 0.2 by 100 to get 20 cents.
+
+This results in 20 cents. So, the amount of net proceeds that is paid by the transfer fees is 20 cents.
+
+To find out how much of the selling price was paid by the brokerage fee, we need to find the total amount of net proceeds that was paid by the brokerage fee. So, we multiply 1 by 0.2 to get 0.2. This results in 0.2. Now, we multiply 0.2 by 100 to get 20 cents.
+
+This results in 20 cents. So, the amount of net proceeds that is paid by the brokerage fee is 20 cents.
+
+So, the total amount of net proceeds that is paid by the transfer fees is 20 cents + 20 cents = 40 cents.
+
+#### 40
+The answer is: 40','stop',510,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,12,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',12,'To find the net proceeds, we need to calculate the amount of the loan amount, which is the other side of the transaction, which is $250,000 - $400,000. This is a net amount of $150,000.
+
+To find the net proceeds, we need to subtract the loan amount from the net proceeds, which is $150,000 - $150,000 = $150,000.
+
+The net proceeds from selling the house are $150,000.
+
+To find the net proceeds, we need to calculate the amount of the total amount of the house, which is $250,000. This is $250,000 - $150,000 = $150,000, which is the original amount of the house.
+
+The net proceeds from selling the house are $150,000.
+
+The net proceeds from selling the house is $150,000.
+
+The net proceeds from selling the house is $150,000.','stop',258,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,13,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',13,'To find the net proceeds, we need to determine the total amount of funds that are being returned to the seller, which is 3% of $400 000, which is 0.03 * $400 000, which is 0.03 * $400, which is 0.06. 
+So, the net proceeds are 3% of $400 000. 
+To find the net proceeds, we subtract $250 000 from 0.03 * $400 000, which results in a net return of $0.03 * $400 000 = $0.333, which is the total amount of funds that have been returned to the seller. 
+Therefore, Mr. Tan''s net proceeds from selling the house are $0.333.','stop',198,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,14,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',14,'To solve this problem, you need to calculate the net proceeds and find the total amount of their net proceeds.
+
+First, you need to find the total amount of the selling price and transfer fees by multiplying the selling price by the percentage that means 4%. Then you would multiply that by 100% to get the total amount of the selling price and transfer fees. Then you would multiply that by 100% to get the total amount of money the seller paid.
+
+And that''s where the math comes in. To find the total amount of money the seller paid, you would multiply the total amount of the selling price by 100%.
+
+The answer is 40.10
+
+So, the total amount of money the seller paid is 40.10, and the total amount of money they paid is 40.10 * 100% = 40.10 * 100% = 40.10 * 100% = 40.10% of the selling price.
+
+The net proceeds from selling the house are 40.10 * $40.10 = $16.80.
+
+So, the total amount of money the seller paid is 40.10 * $40.10 = $16.80.
+
+To find out how much of this sum is indeed the selling price, you can multiply it by 100% to get 40.10 * 100% = 40.10 * 100% = 40.10% of the selling price.
+
+The total amount of money they paid is 40.10 * $40.10 = $16.80, and the total amount of money they paid is 40.10 * 100% = 40.10 * 100% = 40.10%.','stop',433,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(21,0,15,'6049d3fc82157f4096b21a3b6e5647452d6639cf56370541bc39d982606b1a88',15,'To find the net proceeds, we need to calculate the total amount of the loan amount minus the conversion fees and the brokerage fees.
+
+The total amount of the loan is 400 * $400 = $16000. Since the conversion fees are 3% of $400, they are 3% of $400, which is 0.33.
+The total amount of the loan is 400 * $400 = $16000, and each conversion fee is $3.33, so the total amount of the loan is 400 * 3.33 = 100.33.
+The total amount of the loan is 400 * $10.33 = $4003.33.
+Now, we need to find the net proceeds, which is the amount of the loan minus the conversion fees.
+The net proceeds is 400 * $10 = $400.
+We subtract that from the total amount of the loan, which gives us 16000 - $4003.33 = 24099.69.
+#### 24099.69
+The final answer is 24099.69.','stop',288,121,32,3.14267354156621747662e+00,84458610648.0,NULL);
+INSERT INTO "chains" VALUES(22,0,0,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',0,'To solve this problem, we need to break it down step by step. First, we''ll determine the total amount of money Kelly has left. Since she''s buying 5 quarters, and 2 of them are dimes, she has 5 quarters - 2 dimes = 3 quarters left.
+
+Now, we''ll determine the number of cents she has left. This can be calculated by multiplying 3 by 100, which is 3 cents.
+
+So, 5 quarters * 3 cents = 15 cents.
+
+Therefore, Kelly has 15 cents left.','stop',127,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,1,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',1,'To solve this problem, let''s break it down step by step. First, she has 5 quarters and 2 dimes, which is a quarter-and-dime combination. She uses 5 cents for the can of pop, so she has 5 * 5 cents = 25 cents left. 
+
+Now, we need to find out how many cents she has left. To do this, we need to divide 25 cents by 100 cents. To do this, we''ll keep dividing 25 cents by 100, which gives us 25% of the 25 cents. 
+However, we''re only given 25 cents, so we''ll keep multiplying 25 cents by 100. 
+So, 25 * 100 = 2500 cents.
+Now we can divide 2500 cents by 100 cents, which gives us 25 cents.
+
+So, she has 25 cents left over.','stop',220,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,2,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',2,'1. First, let''s find the total amount of money she has.
+2. 1 quarter = 10 cents
+3. 1 dime = 10 cents
+4. 5 quarters = 5 * 10 cents = 50 cents
+5. 2 can of pop = 5 * 10 cents = 50 cents
+6. Now, we want to find out how many cents she has left.
+7. We can calculate 50 cents to the nearest cent by dividing 50 by 10.
+8. 50 / 10 = 0.5
+9. Now we can add 1 to 9, which gives us 11 cents.
+10. That''s all she has left.
+
+However, there''s an alternative way to solve this problem.
+
+You can simply divide the total amount of money by 1 cent.
+
+She bought 50 cents worth of pop, which is 5 * 10 = 50 cents.
+
+The total amount of money she has is 50 cents + 50 cents = 100 cents.
+
+She has now 100 cents left.','stop',261,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,3,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',3,'To solve this problem, we need to first determine the total number of cents she will have left, and then divide that by the total amount of money she has.
+Let''s start by finding the total amount of money she has. Since she has 5 quarters and 2 dimes, we have 5 quarters * 2 dimes = 10 quarters.
+Now, we know that 10 quarters is equal to 10 * 20 = 200 cents.
+To find the amount of money she has left, we subtract the initial amount of money she has from the total amount. So, 55 - 200 = 25 cents.
+Therefore, the amount of money she has left is 25 cents.
+The answer is: 25','stop',168,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,4,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',4,'1. First, let''s find the total number of cents in 5 quarters. Since there are 5 quarters in a dollar, the total value of the quarter would be 5 * 100 cents = 50 cents.
+2. Now, let''s look at the value of 2 dimes and multiply it by 5 cents. 2 * 1 dollar = 2 dollars.
+3. Now, let''s add the total value of the quarter and the other dime to find the value of the quarter and the other two dimes. The value of the quarter is 5 cents - 2 dollars = 3 cents, and the value of the other two dimes is 2 * 3 = 6 cents.
+4. Now add the value of the quarter and the other two dimes to find the value of the quarter and the other two dimes and the other two quarter coins and add them together to find the value of the quarter and the other two dimes. The value of the quarter and the other two dimes is 3 cents + 6 cents + 2 cents = 12 cents.
+5. Now add the value of the quarter and the other two dimes to find the total value of the quarter and the other two dimes and the other two quarter coins. The value of the quarter and the other two dimes is 12 cents + 24 cents = 46 cents.
+6. Finally, add 1 coin to the value of the quarter and the other two dimes. This is 12 cents + 24 cents = 48 cents.
+
+The answer is 48 cents.','stop',351,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,5,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',5,'To solve this problem, we need to first find the total number of quarters and dimes the seller has, then subtract those amounts from the total amount of money she has. 
+
+First, let''s find the total number of quarters in the 5 cents can of pop. Since she has 5 cents, it means that one quarter is equal to 100 cents. 
+
+Now, let''s calculate the amount of pop she has left: 5 cents * 100 cents = 50 dollars.
+
+To find out how much she has left, we subtract the amount of pop she has from the total amount of money: 50 dollars - 5 cents (100 cents) = 45 dollars.
+
+This means that Kelly has 45 cents left after the 5 cents can of pop was sold.','stop',177,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,6,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',6,'To solve this problem, we need to think step-by-step, step-by-step, and then write the final answer as \boxed{ANSWER}.
+Let''s start by breaking down the problem:
+We are given that Kelly has 5 quarters and 2 dimes. We also know that 5 quarters and 2 dimes are equal to 1 dollar. We can add these amounts together:
+1 dollar + 2 dollars = 3 dollars
+So we have 3 dollars left.
+
+The final answer is: 3 cents
+#### 3
+
+The answer to the problem is 3 cents.','stop',135,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,7,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',7,'To solve this problem, we need to break it down into manageable parts and analyze the given information step by step.
+
+First, we need to find the total number of dollars she has available. Since she has 5 quarters and 2 dimes, she has 5 quarters * 2 dimes = 10 quarters.
+
+Now, we need to find the total amount of money she has left. We can do this by adding the number of dollars she has (10 quarters) and the number of cents she would have if she had only the original dollars.
+
+The original amount is 10 quarters + 10 cents = 20 cents. So, she has 20 cents.
+
+Finally, we need to find out how many cents she would have left if she only had the original dollars. We can do this by subtracting the original amount from the total amount, which is 20 cents - 10 cents = 10 cents. So, she would have 20 cents - 10 cents = 10 cents left.
+
+Therefore, the answer is 10 cents.','stop',237,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,8,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',8,'To solve this problem, we need to break it down step by step, step by step, to find the final answer. First, we''ll find the value of the can of pop.
+
+She buys 5 can of pop, so the amount of pop is 5 * 10 = 50 cents. Now, let''s calculate the total value of the can of pop and the can of pop itself.
+
+The can of pop includes the 50 cents of pop, which is twice the 50 cents in total. So, the total value of the can of pop is 2 * 50 = 100 cents.
+
+To find the amount of pop that she will have left, we multiply the total value of the can of pop by the value of the can of pop itself. Therefore, the amount of pop that will be left is 100 * 2 = 200 cents.
+
+So, the answer is \boxed{A}','stop',209,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,9,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',9,'To solve the problem, let''s first consider the total amount of money she has available to spend. She has a can of pop with 2 dimes, which is 2 * 10 = 20 cents. Now, if she buys 5 quarters from the can of pop, she would have 20 * 5 = 100 quarters remaining.
+
+To find the amount of money that will be left, we need to calculate the number of these quarters. This is a classic example of a binomial distribution, where the number of successes (in this case, 2 dimes) is controlled by the number of failures (the 5 can of pop).
+
+Here, the can of pop is 20 * 5 = 100, and the 20 * 5 = 100 dimes can be paired with the 100 can of pop to create a 5^2 = 200 pairs of 5 can of pop, which gives us a total of 100 * 200 = 2500 can of pop.
+
+The number of cans of pop in this scenario can be calculated by multiplying 200 * 100 = 2000 can of pop, but since the 5 can of pop has 200 pairs of 5 can of pop, so the answer is actually 200 * (100 / 5).
+
+Simplifying this fraction gives us 5 * 10 = 50, so the answer is 200 * 10 = 2000.
+
+So, to recap: in a coin flip, there are 200 coins, and 1 is flipped with 5 dimes, so there are 2 * 5 = 10 coins.','stop',393,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,10,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',10,'1. First, let''s find out how many cts of each coin are in a can of pop: 1 can of pop has 5 cent, 10 cents, and 10 pennies of that same amount of pop.
+2. Now, let''s find out how many cents she is left: 1 can of pop has 5 cents and 10 pennies of that same amount of pop.
+
+So, 5 cents is 10/100 of 1 can of pop.
+
+The answer is 10 cents.
+
+So, Kelly has 10 cents left.','stop',133,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,11,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',11,'To solve this problem, we need to break it down step by step. First, we found that 5 quarters are equal to 100 cents. So, 50 cents is the total amount of money she needs to buy 100 cents worth of dimes. This is a classic example of a logical fallacy in problem-solving.
+
+To reach 50 cents, we need to find out how many dimes are left. We can do this by dividing 50 by 100, which is a common algebraic operation. 
+
+50 / 100 = 1. So, 1 dime is left.
+
+It''s also worth noting that this problem is often used to illustrate the fallacy of "deduplication", which occurs when we assign a large number to a specific item (in this case, the total amount of money she needs to buy 100 cents worth of dimes) to make it easier to think about it in a certain way. This fallacy is a common misconception that todays problem of counting to solve is all that matters.','stop',228,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,12,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',12,'To solve this problem, we need to think of a simple equation that can be applied to the given information. We know that a can of pop costs 5 cents and has 5 quarters, so 5 * 5 cents = 25 cents.
+
+This equation is a classic example of a logic puzzle that requires solving the problem within the constraints of the given information. Therefore, the answer is 25 cents.','stop',88,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,13,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',13,'First, determine the total value of the 5 quarters and the 2 dimes. 
+A quarter is 2 dollars and a dime is 10 cents. 
+This means 5 quarters equal 50 cents, so 50 - 2*10 = 20 cents. 
+This is the amount left.
+
+She needs to buy 50 - 2*10 = 20 more dimes to buy 20 cents worth of pop. This means 20 - 2*2 = 10 dollars.
+
+Since 20 dollars is less than 10 cents, she needs to spend 2 more dimes.
+
+So, she will have 20 more dimes.
+
+#### 2
+The answer is: 2','stop',173,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,14,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',14,'1. First, we need to find the total amount of money she has left: 1 (quarter) + 1 (dime) = 2 cents.
+2. Now, we have 2 cents - 5 cents = 10 cents left.
+3. So, the answer is 10 cents.','stop',69,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(22,0,15,'ac51b8a39e6eac4004f79211e9507aa219a8cc4ccda44b06b990b179c9f4f11a',15,'Let''s break down the problem: 
+First, we need to find the total amount of money she has left to buy the can of pop. There are 5 quarters and 2 dimes. So she has 5 * 2 = 10 dollars left.
+Next, we can find the total amount of money she needs to buy the can of pop. There are 5 quarters and 2 dimes, so she needs 5 * 2 = 10 dollars to buy the can of pop.
+Now we have 10 dollars left to buy the can of pop. 
+To find out how many cents she has left, we divide 10 by 10, which gives 1 as the answer.','stop',154,71,32,2.04114906221691683185e+00,52898026896.0,NULL);
+INSERT INTO "chains" VALUES(23,0,0,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',0,'1. Divide 4 adult cookies (2 adults = 16) by 6 chocolate bars (16 / 5 = 3)
+2. Calculate the number of people to be given in each of the 16 cookie packs. 
+Each person would need 16 cookies to be given to 16 children.
+In a single person, 18 chocolate bars are not available.
+So, each child will get 18 chocolate bars.
+
+The answer is 18.
+
+The total number of people will be 18 children * 16 cookies = 240 cookies, which leaves no remaining chocolate for the children.','stop',142,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,1,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',1,'To solve this problem, we need to carefully analyze the given information. We know that each adult gets 6 chocolate bars and that the rest are to be shared equally among the children. Let''s break it down step by step.
+
+First, we determine the total number of chocolate bars available. There are 4 adult participants and 8 children, which gives us 4 * 8 = 32 chocolate bars.
+
+To determine how many chocolate bars each child will receive, we multiply the number of chocolate bars per adult by the number of children per adult. Therefore, each child will receive 5 * 32 = 160 chocolate bars.
+
+Now, let''s calculate how many chocolate bars each child will receive based on their gender. If each male child gets 4 chocolate bars, then the total number of chocolate bars each male child can receive is 5 * 4 = 20 chocolate bars.
+
+This means that each child will receive 160 / 2 = 72 chocolate bars.','stop',215,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,2,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',2,'To solve this problem, we need to break it down step by step. First, calculate the total number of packets of chocolate bars and divide it by the number of people who can share the chocolate bars.
+
+There are 4 people who will get 4/6 = 0.8 of the chocolate bars. So, each person will get 4/6 chocolate bars.
+
+Next, calculate the number of children who will get 8 chocolate bars. Since there are 4 people, there are 8 children.
+
+To find the number of people who will get 8 chocolate bars, we multiply the number of children by 4. So, 4 children * 4 chocolate bars = 16 chocolate bars will be distributed equally among the 8 children.
+
+This is the answer to the problem.','stop',171,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,3,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',3,'To solve this problem, let''s break it down step by step. We know that each adult gets 6 chocolate bars, and this is based on the 8 packet of chocolate bars, which is 6 * 5 = 30. Now we need to find how many chocolate bars are each child will get.
+
+Each child can get 5 chocolate bars. So, the number of chocolate bars each child will get is 5 * 3 = 15.
+
+When you multiply the number of each adult by the number of each child you are, you get 5 * 15 = 75.
+
+So, each child will get 75 chocolate bars.','stop',145,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,4,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',4,'To solve this problem, we need to break it down step by step and calculate the final answer. Let''s start by understanding the problem: 4 adults get 5 packets of chocolate bars, and the rest of the children get 8 packets. We know that each adult gets 6 chocolate bars, so this means that there are 4 * 5 = 20 children who get 2 chocolate bars each.
+
+Now, to find out how many children get 2 chocolate bars, we need to multiply the number of adults by 2. So, 4 + 2 = 6 children who get 2 chocolate bars.
+
+To find out how many children get 2 chocolate bars, we need to find out how many children can eat 2 chocolate bars and combine them with the 6 children who get 2 chocolate bars. The answer is 6 * 6 = 36.
+
+So, there are 36 children who get 2 chocolate bars.
+
+So, there will be 4 + 36 = 52 children who will receive 2 chocolate bars of chocolate.
+
+The number of children who will receive 2 chocolate bars is the total number of children who can get 2 chocolate bars, which is 6.
+
+So, there will be 4 + 6 = 10 children who will receive 2 chocolate bars of chocolate.','stop',292,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,5,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',5,'To solve this problem, we need to consider the given information:
+
+A total of 8 packets of chocolate bars are needed to distribute evenly among 4 adults (2 adults for each child), and each packet contains 5 chocolate bars.
+
+The original answer was 8 packets / 2 adults = 4 packets / person = 2.5 packets / person = 1.5 packets / person = 1.45 packets / person.
+
+So, 1.45 packets / person = 1.45 packets / person * 4 people = 5.325 packets / person.
+
+To find out how many packets of chocolate are needed to meet the minimum number of people: 8 packets / 1.45 packets = 4.33 packets.
+
+To find out how many chocolate bars are needed to meet the minimum number of people: 1.45 packets / person = 1.45 packets / person * 1 person = 1.45 packets / person * 2 people = 2.45 packets / person.
+
+Now, we need to round up to the nearest whole, which is 2.45 packets.
+
+So, 2.45 packets / person = 2.45 packets / person * 2 people = 4.45 packets / person.
+
+Each child will receive 4 packets of chocolate bars.
+
+To find out how many packets are needed to meet the minimum number of people: 4 packets / 4 people = 1 packet / person = 1.1111 packets.
+
+The answer is that each child will receive 4.1111 packets of chocolate bars.','stop',366,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,6,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',6,'To solve this problem, we need to analyze the given information step by step. We know that each person gets 6 chocolate bars and 8 people share 8 packets of chocolate bars. This means that 1 person gets 6 chocolate bars and 16 other people get 6 chocolate bars.
+
+So, the answer is 16.
+
+In a group of 16 people, there are 16 people who get 6 chocolate bars and 16 other people get 6 chocolate bars. This is based on a traditional 16x16 layout.
+
+There are 16 people in a group of 16 people, so there are 16 people in a 16x16 layout.
+
+The original 16x16 layout is fully occupied by 16 people, so there is only 16 people left to complete the remaining 16 people.
+
+There are 16 people who get 6 chocolate bars each, so there is one person who will receive 6 chocolate bars.
+
+So, there are 16 people who get 6 chocolate bars each and 16 people will receive 6 chocolate bars.
+
+The answer is 16.','stop',261,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,7,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',7,'To solve this problem, we need to break it down into manageable parts. First, we calculate 8 (the total number of packets) and 4 adults, which is 8 * 4 = 24.
+
+The problem asks for how many people will each child get, but the answer is already calculated. To calculate the number of children, we need to multiply 24 by 8, which gives us 16.
+
+So, there will be 16 children who will receive 16 chocolate bars. The problem then asks for how many people each child will receive, which is already calculated to be 16.
+
+In this scenario, the answer is that each child will receive 1 of 8 adults'' chocolate bars.','stop',159,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,8,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',8,'To solve this problem, we need to find out how many packets of chocolate are available for each child and then find out how much chocolate is shared among the children.
+
+The adults get 4 packets out of 8, so they get 4 / 8 = 1.5 chocolate bars each.
+Each child gets 6 chocolate bars out of 8, so they get 6 / 8 = 1.5 chocolate bars.
+So, the child gets 1.5 chocolate bars.
+
+The rest is shared equally among the children, which is calculated by dividing the total number of packets by 6.
+
+The child gets 1.5 chocolate bars, each.
+#### 1
+The answer is: 1','stop',156,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,9,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',9,'To find the number of each child gets, we''ll first calculate the total amount of chocolate bars that each child will get. There are 25 chocolate bars in a packet, so 25 children would get 25 * 5 = 125 chocolate bars of chocolate.
+
+Now, we want each child to receive 6 chocolate bars, so we''ll multiply 125 by 6. So, 125 * 6 = 750.
+
+The remainder is still 125, so we can add 125 to both sides of the equation to get 125 + 125 = 270, which is 4.
+
+Therefore, each child gets a total of 4 chocolate bars.','stop',164,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,10,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',10,'To solve this problem, we need to break it down step by step. First, let''s find out how many packets are available. We have 4 adults and 8 children, so we multiply the number of adults by 4. So, 4 x 4 = 16 packets are available.
+
+Now, we have 16 packets of chocolate bars. There are 4 children, each getting 5 chocolate bars. So, 16 x 4 = 60 snacks are available for each child.
+
+Now we need to find out how many packets of chocolate are available for each child. Each child gets 6 chocolate bars, so we multiply 6 by 16. So, 6 x 16 = 80 packets are available for each child.
+
+We now know how many packets are available for each child. To find out how many packets are available for each adult, we divide 16 by 4, which gives us 4. So, there are 4 packets of chocolate bars available for each adult.
+
+To find out how many packets of chocolate are available for each child, we divide 4 by 4, which gives us 1. So, there are 4 packets of chocolate bars available for each child.
+
+Finally, we multiply the total number of packets available by the number of children. So, 16 x 8 = 120 snacks are available for each child.
+
+So, 120 x 4 = 480 snacks are available for each child.
+
+Therefore, 4 adults get 4 cookies of chocolate, 8 children get 1 cookie of chocolate, and 80 packets of chocolate are available for each child.','stop',365,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,11,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',11,'To solve this problem, we need to break it down step by step. We have a multi-step problem that requires breaking down the problem into manageable parts, and solving it step by step.
+
+The problem is asking how many people can fit into a pack of chocolate bars, which means we have to find the total number of people that fit into the available packets.
+
+First, we calculate the number of people that can fit into the packet. For the first 4 people, there are 16 people in total. So, 16 people fit into the packet of 8, and so on.
+
+To find the total number of people that can fit into the packet of 8, we divide 8 by 16. This gives us 0.25.
+
+So, 2 people can fit into the packet of 8.
+
+In the last part of the problem, we have 8 people. To find the total number of people that can fit into the packet of 8, we multiply 8 by 16.
+
+This results in 120 people.
+
+The answer is 120.
+
+The answer is 120, which is the number of people that can fit into the packet of 8 chocolate bars.','stop',271,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,12,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',12,'To solve this problem, we need to break it down step by step. First, let''s calculate how many people can share 8 packets of chocolate bars, which is 8 * 5 = 40 people.
+
+Next, we''ll consider how many packets of chocolate bars would be shared equally among the children. For 4 adults, each would get 4 * 5 = 20 chocolate bars. For the remaining 2, we''ll want to share them equally among the children. So, 2 * 2 = 4 chocolate bars are shared equally among the children, which means that the other 2 people are left with 16 chocolate bars each.
+
+To calculate how many people each child will receive, we''ll multiply the total number of people by the number of chocolate bars that will be shared equally among the children. 4 * 16 = 64 people will receive the chocolate bars of the children.
+
+The total number of people who will receive the chocolate bars of the children is 2 * 4 = 8 people, which is the answer.','stop',228,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,13,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',13,'To solve this problem, we can use a combination of both algebra and logic. Let''s say there are two adults who will share 8% of the 4 adults with 4 children. This means each adult will get 40% of 8% of 4 children. Since there are a total of 80% of 4 children, 4 of which are adults, that means 16% of the 4 adults will be shared among the 4 children.
+
+This means for each child, one of the adults will get 16% of 4, which is 8 children. This means for each adult who does not share 16%, one of the adults will get 8 children. But since there are 2 adult who cannot share, one of the remaining adults will have to help one child. This can only happen if there is one adult who cannot share, one of the other 4 adults cannot share, and one of the remaining 2 adults cannot share.
+
+So, for each child, one of the adults will help 1 of the other 2 adults who cannot share, which means for each child, one of the adults will help 1 of the other 3 adults who cannot share, which means for each of those 3 adults, one of the other 2 adults will help 2 of the other 3 adults who cannot share, which means for each of those 3 adults, one of the other 4 adults will help 1 of the other 5 adults who cannot share, which means for each of those 5 adults, one of the other 6 adults will help 1 of the other 8 adults who cannot share, which means for each of those 8 adults, one of the other 9 adults will help 1 of the other 10 adults who cannot share, which means for each of those 10 adults, one of the other 11 adults will help 1 of the others who cannot share, which means for each of those 11 adults, one of the others who cannot share, which means for each of those 12 adults who cannot share, which means for each of those 13 adults who cannot share, which means for each of those 14 adults who cannot share, which means for each of those 15 adults who cannot share. So, for each of those 15 adults, one of the kids will help 1 of the others who cannot','length',512,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,14,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',14,'To solve this problem, we need to consider the number of ways we can distribute the 8 packets of chocolate bars among the 4 adults and 4 children. This is a combination problem, where each person can only choose one thing out of 8, and for each person, they can choose 6 chocolate bars from the 4 available, giving a total of 10 chocolate bars possible.
+
+This is an example of a combinatorial problem that can be solved using the concept of combinations. To calculate this, we can use the formula for combinations: nCk = n! / (n!(n-k)!), where n! represents the number of factors of 2 in a product of factors of 3.
+
+In this case, n = 8 and n-k = 4, so nCk = (8!) / (4!) = 24. This means there are 24 ways to choose 1 adult and 1 child out of 8, giving 16 possible distributions of chocolate bars.
+
+To find the number of ways to distribute these chocolates, we can use the formula for combinations that is based on the number of factors of 2, which is n! / (n-k)!. This means there are 16 ways to choose 1 adult and 1 child out of 8, which is (16 * 14 * 12) / 2 = 240.
+
+So, there are 240 ways to distribute the chocolate bars among the 4 adults and 4 children.','stop',332,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(23,0,15,'c58192ff12646c919607f474845cec6a6dc74d5467d0c7e617db215d88843b44',15,'To solve this problem, we need to break it down into manageable parts. We know that each adult gets 6 chocolate bars, and the rest of the total are to be shared equally. So, we need to find out how many chocolate bars are shared among the children.
+
+The calculation of how many chocolate bars are shared among the children can be done using a simple division. If we multiply the number of chocolate bars by the number of people, that would give us 6x8 = 48 children, but we are given that each person gets 6 chocolate bars, so we need to find 48 / 6 = 9 chocolate bars.
+
+This is the answer. The total number of chocolate bars that are shared among the children is 9 chocolate bars.','stop',161,89,32,2.72489217207060629988e+00,66938030856.0,NULL);
+INSERT INTO "chains" VALUES(24,0,0,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',0,'Multiplication: 2x + 16/2 = 2x + 8/2 = 2x + 16/2 = 2x + 4
+
+The answer is 2x + 4.','stop',51,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,1,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',1,'Let''s break down the information:
+
+Tomorrow is Monday (TM) and today is Sunday (S).
+Tomorrow is half a day (12/5) of Monday, and today is Saturday (S).
+Samantha (S) went to Sunday''s workout and spent 12/5 of Saturday (12/5) on Sunday.
+
+Now, we know that Samantha spent 12/5 of Saturday. To find out how many minutes she has to exercise, we can divide 12/5 by 2, which gives us 1.
+
+So, 12/5 of Saturday (12/5) is 1.
+If Samana (S) is exercising for 23 minutes on Tuesday, that means she has 23 minutes.
+
+So, 2 days will leave Samana (S) 20 minutes longer to exercise on Tuesday.
+
+Let''s find out how many minutes Samana (S) can exercise before Sunday. To do this, we''ll subtract the amount of time she had for Tuesday (S) from Sunday''s workout (S).
+
+S (S) is Saturday.
+
+So, 2 days won''t leave Samana (S) (2) minutes before Sunday.
+
+So, 2 days will take 8 days, and we''re left with 1 day.
+
+So, Samana (S) can spend 1 day before Sunday (S) (2 days).
+
+So, Samana (S) can spend 1 day before Sunday, which means she can spend 8 days before Sunday (S) in 1 day.
+
+So, 8 days before Sunday (S), Samana (S) can spend 8 days before Sunday (S), which means she can spend 1 extra day (2 days) before Sunday (S).
+
+So, on Tuesday (T), Samana (S) can spend 1 extra day (2 days) before Saturday (S).
+
+So, 1 more day (2 days) before Sunday (S), Samana (S) can spend 2 extra days before Monday (T), which means Samana (S) can spend 2 extra days before Monday (T).
+
+So, 2 additional days before Monday (T), Samana (S) can spend 2 extra days before Monday (S), which means Samana (S) can spend','length',512,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,2,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',2,'To find the solution, we need to first calculate the initial days of exercise and subtract the extra days that Peter exercised on Tuesday. 
+
+The initial days of exercise are 23 - 2 = 19 days, and the extra days are 16. So, we multiply the number of days by 2 to find the total days of exercise: 2 * 19 = 37.
+
+The total amount of time Peter exercised on Tuesday is 37 days. So, the formula for this is (1 + 1 + 37) / 3 = 20 minutes.
+
+The answer is 20.','stop',138,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,3,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',3,'Let''s break this down step by step. We know Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined, so let''s add 2 times 23/7 = 14.5 minutes. 
+
+This means Peter wants to exercise for 14.5 * 16 = 22.5 minutes. So on Tuesday, he exercises for 22.5 * 16 = 41.25 minutes. 
+
+Now let''s determine the total amount of time he needs to exercise for the remaining amount of time he wants to exercise on Tuesday to reach his goal of 23 minutes. 23 minutes + 22.5 minutes = 45 minutes. So to reach his goal of 23 minutes, Peter needs to exercise for 45 * 2 = 90 minutes.','stop',183,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,4,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',4,'To solve this problem, we need to calculate Peter''s daily workout and then find the total amount of time he needs to exercise for to reach his goal.
+
+On Tuesday, Peter did 16 minutes of his workout and spent 16 minutes on exercise. So his workout per day is 16 / 16 = 1.
+
+On Monday, Peter did 23 minutes of his workout, so his workout per day is 23 * 1 = 23 minutes per day.
+
+To reach his goal, we need to calculate the number of days in a month. Since we''re looking at 23 days in a month, we divide 23 by 7.
+
+This equals 2.67 days.
+
+So, 23 days in a month would be 23 * 7 = 159 days.
+
+Now we add 1 day to reach his goal.
+
+Benchmark: 1 + 16 + 16 + 1 = 32
+
+So, Peter has to exercise for 32 days to reach his goal.
+
+The answer is 32.','stop',248,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,5,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',5,'To solve this problem, we need to break it down step by step. First, we need to calculate the total amount of time Peter exercised on Tuesday. We multiply 23 minutes by 2, because on Tuesday, Peter exercised for 2 * 360 = 720 minutes.
+
+Next, we subtract the amount of time Peter exercised on Tuesday, which is 23 minutes. We still need to find out how many minutes Peter exercised on Tuesday. We multiply 23 minutes by 2, which is 46 minutes.
+
+We then add the amount of time Peter exercised on Monday to the amount of time he exercised on Tuesday. So, we add 46 + 720 = 2280 minutes for Peter''s workout.
+
+Finally, we divide the total amount of time Peter exercised on Tuesday by the amount of time Peter exercised on Monday to find out how many minutes Peter exercised. This is 23 minutes / 2 = 7 minutes.','stop',210,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,6,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',6,'To solve this problem, we need to find the total amount of minutes it takes to reach the goal after accounting for both days of the week. The answer is 4.
+
+Let''s break down the information given:
+
+- Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined.
+- He wants to reach his goal on Monday and Sunday combined.
+- He wants to exercise for 23 minutes, so he needs to exercise for 23 x 4 = 89 minutes.
+- He wants to reach his goal after accounting for both days of the week (Monday and Sunday combined).
+
+To find the total amount of minutes needed to reach his goal, we can calculate it as:
+
+Total minutes = (23 minutes + 89 minutes) / 2 = 47 minutes
+
+So, there''s 47 minutes that Peter needs to exercise on Tuesday to reach his goal.','stop',199,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,7,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',7,'Let''s break down the information given:
+Let''s say Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined. To reach his goal, he needs to exercise for 16 + 23 = 39 minutes.
+To reach his goal, he needs to exercise for 16 + 23 = 39 minutes.
+So, the time it takes to reach his goal is 39 - 3 = 22 minutes.
+#### 2
+The answer is: 2','stop',113,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,8,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',8,'To find out how many minutes Peter has to exercise on Tuesday, we need to calculate his actual workout.
+
+First, we convert the week number of Peter''s days into a full day, which is 8. Then, we calculate the total amount of days that Peter has to exercise on Tuesday. We can do this by multiplying the number of days by the total amount of days in the week.
+
+So, 8 * 24 + 2 * 8 = 24 + 2 = 26.
+
+So, Peter has to exercise for 26 days to reach his goal.
+
+The answer is: 26','stop',137,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,9,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',9,'To solve this problem, we need to first determine the total amount of time Peter has to exercise on Tuesday. We know that Peter has twice the amount of time he did on Monday and Sunday combined. Therefore, 2 times the total amount of time is 2 times the combined amount of time.
+
+Now we know that 2 times the combined amount of time equals 4 times the combined amount of time. To find the number of minutes, we multiply 4 by 2.
+
+So 4 x 2 = 8 minutes. Therefore, Peter has to exercise for 8 minutes on Tuesday to reach his goal.
+
+In this problem, we can see that Peter has to exercise for 10 minutes on Tuesday to reach his goal.','stop',156,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,10,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',10,'Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. So, 2 x 30 = 60 minutes.
+He wants to exercise for 2 x 60 = 120 minutes on Tuesday.
+To reach his goal of exercising for 120 minutes, he needs to exercise for 120 / 2 = 60 minutes.
+#### 60
+The answer is: 60','stop',99,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,11,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',11,'If Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined, and he puts himself at 23 minutes on Monday, then he needs to exercise for 23 minutes x 2 = 46 minutes on Tuesday.
+
+To reach his goal of exercising for 23 minutes, we need to find 23 minutes divided by 2 to reach the answer.
+
+We can do this by dividing 23 minutes by 24, which gives us 23 / 24 = 1.
+
+So, there are 1 minutes between the gym day and the day of rest.
+
+To find the total amount of time it took to exercise, we can add the 23 minutes on Monday to the 23 minutes on Tuesday.
+
+We can do this by adding 23 + 23 = 56 minutes of exercise.','stop',190,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,12,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',12,'To solve this problem, we need to calculate the total amount of time Peter has to exercise for 240 minutes.
+
+First, we need to find the total amount of time Peter has to exercise for 240 minutes.
+
+This can be calculated using the formula for work hours:
+
+Total time = Work hours * Units per unit = 240 * 3600 = 72000
+
+Now we can calculate the total amount of time Peter has to exercise for 240 minutes:
+
+Total time = Total work hours * Work hours per unit * Hours per unit = 240 * 3600 = 80000
+
+So, 80000 minutes Peter has to exercise for Tuesday to reach his goal of 23 minutes.
+
+Now we can write out the final answer:
+
+Timing: 23 days = 23 days * 240 days = 56000
+Tonnes of exercise is 23 x 3600 = 78000
+Miles of exercise is 23 x 128 = 2662.5 m
+Miles of exercise in 240 minutes = 2662.5 m
+
+So, there are 3 days of exercise (days of exercise) for 23 days (days of exercise) x 3600 = 78000 minutes of exercise Peter has to exercise for 240 minutes x 3600 = 78000.','stop',346,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,13,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',13,'Multiplication by 12 is the key here. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined, so x hours. To reach his goal, x hours will be necessary to reach his goal. This is based on the equation x + 23 + x = 23.
+
+To simplify, we can start by combining the terms: 2x + 15 = 23. Now, we can isolate x by taking the additive inverse of x. We take the 15th power, which gives us x = 21.
+
+So, the answer is 21. 
+
+For the final calculation, 21 days will be needed to reach the goal. To find out how many days it will take, we multiply 21 by 12: 21 * 12 = 220. So, he will have to exercise 220 days to reach his goal of exercising 220 times for twice the amount of time on Monday and Sunday combined.','stop',222,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,14,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',14,'First, we need to find the total time Peter exercised on both days. We know that Peter exercised for 23 minutes on Monday and 16 minutes on Tuesday. To calculate this, we can add 23 + 16, which equals 39. Therefore, Peter exercised for 39 times to reach his goal.
+
+Now, let''s find the remaining time for Tuesday. We know that Peter exercised for 23 minutes on Tuesday and that he exercised for 39 times, so 39 times * 23 (days) = 783 minutes. Therefore, Peter exercised for 39 * 23 = 771 minutes on Tuesday.
+
+Now, we can calculate the remaining time for Tuesday. We subtract the remaining time on Tuesday from the total time Peter exercised on both days. This is 771 - 39 = 628 minutes. Therefore, Peter exercised for 628 minutes on Tuesday to reach his goal.
+
+To convert this to an integer, we can divide 628 by 23. 628 divided by 23 equals 2.87, which is our answer.','stop',252,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(24,0,15,'616c7b72eac497e2de39c3b19c50419187f11ea67856cd42987d4460a80797e4',15,'To solve this problem, we need to understand the information given:
+
+Number of days: 3
+Total time: 10 (2 days)
+Target: 20 (Three days)
+
+We know that Peter has 10 days of exercise (Note: 10 is a combination of 2 days. The puzzle is trying to trick the solver by having 10 days of exercise, but actually, this is a mix of 2 days and 1 day. So we just need to add 1 day to make it 3 days.)
+
+We can calculate it as: 10 x 2 = 20 (the target is reached by the 20 days we do the 20 days of exercise in total, not the 20 days we exercise).
+
+So, we add 1 day to 3 days to get 3 days, and the answer is 3.','stop',195,94,32,1.99539478948299198179e+00,55436997672.0,NULL);
+INSERT INTO "chains" VALUES(25,0,0,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',0,'To solve this problem, we need to break it down step by step. First, we identify the information given: 60 loaves per day * 2 days in the morning = 120 loaves per day * 2 = 240 loaves of bread per day, 240 loaves / 2 = 120 loaves of bread sold in the morning, and 120 loaves sold in the afternoon.
+
+Now, we can calculate this step by step: 240 loaves / 120 loaves = 0.25 loaves per day.
+
+This means that 240 loaves of bread is sold 25% of the time, which is 0.25 * 120 loaves = 25 loaves per day.
+
+To find out how many loaves of bread are sold in the afternoon, we need to calculate the total number of loaves sold in the afternoon, which is 25 loaves / 60 loaves = 0.25 loaves per day.
+
+In other words, 240 loaves per day is 25 loaves of bread sold in the afternoon, which is 0.25 * 60 loaves = 120 loaves of bread sold.
+
+This is the answer. 
+The bakery sells 240 loaves of bread every day, so 25 loaves of bread are sold every day.','stop',322,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,1,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',1,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the number of loaves that are sold in the morning and the number of loaves sold in the afternoon and evening.
+
+We know that 60 loaves of bread are sold in the morning, and half of the remaining loaves are sold equally in the afternoon and evening. So, 60 * 2 = 120 loaves are sold in the morning.
+
+Next, we need to calculate the number of loaves that are sold in the afternoon and evening. We know that half of the remaining loaves are sold equally in the afternoon and evening, so the number of loaves sold in the afternoon is 120 - 24 = 80 loaves. So, there are 80 - 120 = 10 loaves of bread sold in the evening.
+
+Now, we can calculate the total number of loaves sold in the afternoon by adding the number of loaves sold in the morning and the total number of loaves sold in the evening. This is 10 + 80 = 80 loaves.
+
+Therefore, there are 80 loaves of bread sold in the afternoon.','stop',266,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,2,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',2,'To solve this problem, we''ll break it down into manageable parts. We know that 60 loaves of bread are sold in the morning, and 30 loaves of them are sold in the afternoon. 
+
+If we calculate 60 loaves of bread in the morning and 30 loaves in the afternoon, we can find the difference by subtracting the 60 loaves in the morning from the 60 loaves in the afternoon. This gives us 60 - 30 = 14 loaves of bread sold in the afternoon. 
+
+This is the answer to our initial question.','stop',131,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,3,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',3,'Let''s break this down step by step. The bakery produces 60 loaves of bread each day, with 2/3 of those being sold in the morning. Now, we want to find out how many loaves of bread are sold in the afternoon. 
+
+The remaining loaves sold in the afternoon must be sold equally in the evening. This is what we''re told about. So, we can calculate 60 loaves of bread sold in the morning divided by the 60 loaves sold in the afternoon, which gives us 10 loaves in the evening.
+
+So, the answer is 10 + 1 = 11 loaves of bread are sold in the afternoon.','stop',149,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,4,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',4,'To solve this problem, let''s break it down step by step. We know that 2/3 of the loaves are sold in the morning, which is 1/2 * 60 = 30 loaves.
+
+We also know that 1/2 of the loaves are sold in the afternoon, which is 1/2 * 30 = 6 loaves.
+
+To find the total amount sold in the afternoon, we need to calculate 1/2 * 30 + 1/2 * 6 = 1 + 3 = 4.
+
+So, the answer is 4 loaves of bread are sold in the afternoon.
+
+The answer is 4.','stop',154,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,5,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',5,'To solve this problem, we need to first find out how many loaves of bread are sold in the afternoon. Since 60 loaves are sold in the morning, we can simply multiply 60 by 1, which gives us 60 loaves of bread sold in the afternoon.
+
+Now, let''s consider half of that, which means half of 60 is 30 loaves of bread sold in the afternoon. This is the answer to the question.
+
+However, we can interpret the problem in a different way. The bakery produces 60 loaves of bread each day, but 30 of them are sold in the afternoon and 20 are sold in the evening. So, if we subtract these 30 from the 60, we get 20, which is the remaining 2 loaves sold in the afternoon.
+
+However, there is another way we can interpret this problem. If you know the answer to the question and you want to know how many loaves of bread are sold in the afternoon, you can simply solve the problem by dividing 20 by 2, which is 4, and then multiply 4 by 3, and then multiply by 2. However, the answer can be reinterpreted as a fraction, but this is unlikely. A much more likely interpretation is to interpret this problem as a puzzle that asks how many days of the total number of days it will take to find the answer.','stop',307,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,6,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',6,'Let''s break down the problem step by step:
+1. The bakery produces 60 loaves of bread in the morning.
+2. The remaining part of the morning is sold in the afternoon and evening.
+3. So, there are 180 loaves of bread left over and 120 of them are sold in the afternoon (2/3 of what is sold in the afternoon is sold in the evening).
+4. Now, we need to find how many loaves of bread are sold in the afternoon.
+5. So, we subtract 180 (remaining part of the afternoon) from 120 (net portion of the afternoon is sold in the evening).
+6. Therefore, there are 180 - 120 = 20 loaves of bread are sold in the afternoon.
+
+The answer is 20.','stop',187,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,7,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',7,'To solve this problem, we need to break it down step by step. Let''s start by analyzing the information given. We know that 60 loaves of bread are produced every day, 2/3 of these are sold every morning and 1/2 of the remaining is sold equally in the afternoon and evening.
+
+First, we can calculate 1/2 of 60 to find the amount sold every morning. We can do this by dividing 60 by 2, which gives us 30. Now, we can multiply this by 1/2 to find the amount sold every afternoon. We multiply 60 by 1/2, which gives us 30. So, 30 is 1/2 of the amount sold every morning.
+
+To find the amount sold every evening, we multiply 30 by 1/2. This is actually just 1/4 of the amount sold every evening. So, 1/4 is 30.
+
+We can add these amounts together to find the total amount sold every day. 1 + 30 + 30 = 40, which is the amount sold every day.
+
+Finally, we can find the answer. 40 is 17.
+
+The answer is 17.','stop',278,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,8,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',8,'1. Start by determining that 2/3 of the loaves are sold in the morning, which is 1/2 of the total 60 loaves.
+2. Calculate 1/2 of the total 60 loaves, which is 3.
+3. Divide 1 by 3, which is 1/3 of the total 60 loaves.
+4. Multiply 1 by 3, which is 3.
+5. Multiply 1 by 3, which is 3.
+6. Add 1 to get 3.
+7. Divide 1 by 3, which is 1.
+8. Add 1 to get 3.
+9. Divide 3 by 3, which is 1.
+10. Add 1 to get 3.
+11. Now add 1 to get 6.
+12. Now add 1 to get 6.
+13. Now multiply 6 by 3, which is 18.
+14. Multiply 18 by 3, which is 54.
+15. Now multiply 54 by 6, which is 312.
+16. Now add 1 to get 6.
+
+So, 6 loaves of bread are sold in the afternoon.','stop',291,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,9,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',9,'To solve this problem, let''s break it down step by step. We know that 60 out of the 100 loaves are sold in the morning, so 60 * 100 = 600 loaves are sold in the morning.
+
+Now, we know that half of the rest of the loaves are sold in the afternoon. So, 600 / 2 = 300 loaves are sold in the afternoon.
+
+To find out how many loaves of bread are sold in the afternoon, we need to divide the total amount of the afternoon by the number of loaves sold in the afternoon. 300 / 60 = 3 loaves of bread are sold in the afternoon.
+
+To find out how many loaves of bread are sold in the evening, we need to multiply the number of loaves sold in the afternoon by 1. 3 * 1 = 3 loaves of bread are sold in the evening.
+
+Now we can calculate the answer as follows: 3 loaves of bread are sold in the evening. So, 600 * 3 = 1800 loaves of bread are sold in the evening.','stop',260,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,10,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',10,'Let''s start by breaking down the information provided. The bakery produces 60 loaves of bread each day, so in the morning, that''s 60 x 2 = 120 loaves. The remaining loaves are sold twice as much as the daytime ones. This leaves 120 x 2 = 240 loaves of bread in the afternoon.
+
+To find the answer, we need to calculate 240 / 2, which equals 120. So, 120 loaves sold in the afternoon equals 240 loaves of bread sold in the afternoon.
+
+This approach can be simplified by using a fraction. We can find 120 / 2 by dividing both numerator and denominator by 2 and then multiply the result by 2. This gives us 120 / 2 = 60.
+
+So, 60 loaves of bread are sold in the afternoon.','stop',205,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,11,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',11,'To solve this problem, we need to set up a system of equations where we have the number of loaves sold in the morning and the number of loaves sold in the afternoon and evening.
+
+Let''s start by setting up the system of equations:
+
+Proposition 1: There are 60 loaves of bread sold in the morning.
+Proposition 2: There are 20 loaves of bread sold in the afternoon.
+
+We can set up the system of equations as follows:
+
+20 = 60 - 10L
+
+This is the equation for Proposition 1.
+
+Now, we can solve it for L by adding 10 to both sides of the equation:
+
+20 = 60L + 10L
+
+To solve for L, we can multiply both sides of the equation by 10:
+
+20L = 60L + 10L
+
+We can now subtract 10L from both sides of the equation:
+
+2L = 6L
+
+Now, we can solve for L by dividing both sides of the equation by 2:
+
+2L = 3L
+
+Finally, we can solve for L by dividing both sides of the equation by 2:
+
+L = 1
+
+So, there are 1 loaves of bread sold in the afternoon.','stop',294,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,12,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',12,'To solve this problem, let''s break it down step by step. We know that 60 loaves of bread are sold in the morning and the remaining 40 loaves are sold equally in the afternoon and evening. 
+
+We can break it down to the problem into two parts: 40 loaves are sold in the morning, and 160 loaves are sold in the afternoon and evening. Now we can just add them up since there''s 160 loaves in the afternoon and 40 loaves in the morning, but that''s not the answer. 
+
+We can use the concept of a fraction from a fraction, this gives us (1/4) * (160 + 40 = 240). Now, since 240 is the answer to the question of how many loaves were sold in the afternoon, we can multiply that by 1, so that''s 24 times, or 24 x 16 = 32. So the answer is 24 x 16 = 320.
+
+So the answer is 320.','stop',241,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,13,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',13,'To solve this problem, we can break it down step by step. We know that 60 loaves of bread are produced in the morning, and 2/3 of that is sold in the afternoon, which is 1/3 of 40.
+
+First, we can calculate 1/3. To do this, we multiply 1 by 3^2, which gives us 3.
+
+To find 1/3, we multiply 1 by 1, which gives us 1.
+
+This is the same as 1/2 which is the average of 1 and 1, which is 1.
+
+In other words, 1 is the same as 1/2.
+
+The answer is 1.','stop',162,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,14,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',14,'To solve this problem, we need to first analyze the data provided. The bakery produces 60 loaves of bread every day, 23.5% of which are sold in the morning, 23.5%, and 23.5% of the remaining 33.5% is sold equally in the afternoon and evening.
+
+The remaining 33.5% of 60 is 60 * 3.5 = 18.75 loaves that are sold in the afternoon.
+
+Now, we need to find how many loaves of bread are sold in the afternoon. To do this, we can divide 18.75 by 3.5, which is 6.33.
+
+Therefore, 6 loaves of bread are sold in the afternoon.
+
+Thus, we can conclude that 6 loaves of bread are sold in the afternoon of the bakery.','stop',198,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(25,0,15,'b16494354817504b8cd642ca4ef57b819b2ec7c25f6513d5130f4815a8efa541',15,'To solve this problem, we need to break it down step by step. First, we calculate 100% of the loaves in the morning and divide it by 60, which is 100%.
+
+We know that 100% of the loaves sold in the morning are sold. Therefore, 100% of what is sold must be sold to the total number of loaves sold in the afternoon. This can be written as 100% of the total number of loaves sold divided by the number of loaves sold in the afternoon.
+
+This can be rewritten as 100% of the total number of loaves sold divided by the number of loaves sold in the afternoon. This is 100% of the number of loaves sold divided by the number of loaves sold in the afternoon.
+
+So 100% of the number of loaves sold in the afternoon must be 100% of the total number of loaves sold divided by the number of loaves sold in the afternoon.
+
+This can be rewritten as 100% of the number of loaves sold divided by 60% of the number of loaves sold in the afternoon.
+
+The answer is 22. This is the answer without any fractional parts.','stop',281,90,32,2.52784894370565771382e+00,63356568768.0,NULL);
+INSERT INTO "chains" VALUES(26,0,0,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',0,'If the remaining class likes 1/4 of the green school''s students, then 1/4 of 40 is 40 - 1/4 = 20 students who like yellow.
+One-fourth of the remaining class likes 40 - 20 = 80 students who like yellow.
+So there are 80 - 40 = 20 students who like yellow.','stop',89,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,1,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',1,'1
+
+Half of 40 is 20. So, 10 are the students who like yellow. 1/2 = 5% of all the subjects. 10% of 40 = 5. 10 students like yellow, so there are 5 yellow students. 100% of the class likes yellow, so there are 10 students who like yellow. 10 students. 5 is the remaining. 5 + 1 = 6 is the remaining. 6 + 10 = 16 is the remaining. 6 = 15 is the remaining. 15 is the last remaining. 15 = 25 is the last remaining. 25 is the last remaining. 25 + 1 = 26 is the last remaining.
+
+#### 55
+
+This is the answer.','stop',191,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,2,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',2,'Step 1: Determine the number of classes that like blue.
+
+Half of 40 is 20, and 1/4 of 40 is 4.
+So, 20 / 4 = 4.
+
+Step 2: Determine the number of classes that like green.
+
+One-fourth of 40 is 8.
+So, 8 / 4 = 1.8.
+
+Step 3: Calculate the number of classes that like yellow by multiplying 2 by 1.8.
+
+One-fourth of 20 is 12.
+So, 12 / 4 = 2.
+
+So, 2 classes like yellow.','stop',155,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,3,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',3,'Let''s break this down step by step. We have two information: the number of pupils who like blue and the total number of pupils who like green.
+
+The first information is the proportion of the class who like blue. The second information is the total number of pupils who like green.
+
+To solve this problem, we need to find the ratio of the number of pupils who like blue to the total number of pupils who like green. 
+
+Let''s consider the ratio of the number of pupils who like blue to the total number of pupils who like green. If you were to divide both numbers by the same number, that would give you the number of pupils who like blue divided by the total number of pupils who like green. To do that, we can multiply 1 by 2, since there are only two of them. This is a simple division of numbers.
+
+So, 2 / 2 = 1. 
+
+So the ratio of the number of pupils who like blue to the total number of pupils who like green is 1:1.','stop',220,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,4,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',4,'To solve this problem, we need to follow a step-by-step approach. First, we need to calculate the number of students who like blue. Since one-fourth of the remaining class likes blue, we multiply 1 by 4, which gives us 1, so the number of students who like blue is 1/4.
+
+Next, we need to find the number of students who like the color yellow. This is 1/2.
+
+Finally, we need to find the total number of students who like yellow. We multiply 1 by 1, so we get 1, which is the answer.
+
+A more elegant solution to this problem involves a combination of both algebra and a bit of math. We start by identifying the number of students who like blue. This is simply 1/2, since half of the remaining class likes blue. Now we can use algebra to find the number of students who like yellow.
+
+We divide 1 by the fraction 2/2 which is 100%, which is half of 1. This is a fraction of 2, since there''s a remainder of 1 with 2. So we multiply 100% by 2/2 which is 20% of the original 1, which is 40% of the original 1.
+
+So there are 40 students who like the color yellow.','stop',296,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,5,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',5,'Let''s break this down step by step:
+
+We have 40 - 1/4 of the class likes blue, so 40 - 1/4 of 40 is 20.
+We also have 20% of the remaining class likes green, so 20% of 40 is 10.
+The rest likes yellow, so 10% of 40 is 10.
+
+We can add these fractions together: 20 + 10 + 10 = 30, and then subtract 1 from the numerator of each fraction, leaving us with 11.
+
+We can now combine the fractions: 2 * 11 = 22, and then multiply it by 11, so 22 * 11 = 222.
+This leaves us with 120.
+
+The answer is 120.
+#### 120
+The answer is 120.','stop',217,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,6,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',6,'To solve this problem, we need to break it down into manageable parts. First, we identify the given information: 25% of the class likes blue, 25% of the remaining likes green, and 15% like yellow.
+
+To find the total number of pupils who like both colors yellow and green, we''ll multiply the percentage of blue by 2. So, 25% * 2 = 4. So, 2.5 blue pupils like the color yellow.
+
+To find the number of pupils who like the color yellow and green, we''ll add those percentages: 40% + 4 = 44. So, 4.4 blue, 4.4 green, and 4.4 yellow pupils like the color yellow.
+
+Now we can add the results: 40 + 44 + 4.4 = 220, which is the total number of blue, green, and yellow pupils who like both.','stop',210,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,7,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',7,'1. To solve the problem, we need to find out how many of the remaining class likes yellow, which is 40 / 100 = 0.4 (or 40%).
+2. To find the number of pupils who like the color yellow, we need to divide 40 by 100. 40 / 100 = 0.4.
+3. Now we can find the number of pupils who like the color yellow by multiplying 40 by 0.4.
+4. So the answer is 40.','stop',123,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,8,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',8,'To solve this problem, we need to consider the fractions of the total class of 40 that like blue, the remaining 80% that like green, and the 20% that like yellow.
+
+To calculate the fraction of the class that likes blue, we can divide the number of pupils who like blue by the total number of pupils who like blue: 40 / 40 = 1.
+
+To calculate the fraction of the remaining class that likes green, we can divide the number of pupils who like green by the total number of pupils who like green: 10 / 40 = 1/2.
+
+To calculate the fraction of the class that likes yellow, we can multiply the fraction of the remaining class that likes yellow by 1: 20 * 1 = 20.
+
+So, there are 20 pupils who like the color yellow.
+
+The answer is 20.','stop',200,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,9,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',9,'To solve this problem, we need to break it down step by step. We know that Half of the Class likes Blue, which is a percentage. So, 40% of the Class likes Blue. In this case, we can use the formula for percentages to calculate the number of Class likes Blue.
+
+Let''s say 10% of the Class likes Blue, which is 0.1 * 0.80 = 0.08. Now, we need to find out how many of the Class likes Yellow. 10% of the Class likes Yellow is 0.1 * 1.08 = 0.12, and 40% of the Class likes Yellow. Therefore, the remainder of 40% isn''t applicable here because the remainder of 12 is 1, and 40% is 40%.
+
+The remainder of 40% is 4, which is the remainder of 12% when 4 is divided by 4. So, 4 is the remainder.
+
+We still have 4 left (10% of 40, which is 40, and 40% leaves 4), so there are 2 remaining.
+
+The remaining number is 40 - 2 = 28.
+
+The total number of Class likes Blue is 28.','stop',293,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,10,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',10,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many students like the color yellow. Let''s think of it this way: half of the class likes blue, and one-fourth of the remaining likes green, so there are 40 - 2 = 24 students who like blue.
+
+Now, we can find the number of students who like yellow by dividing the number of students who like yellow by 2. This is 24 / 2 = 12.
+
+To find the number of students who like the color yellow, we can multiply the number of students who like yellow by 2. So, 12 * 2 = 24 students who like yellow.
+
+Finally, we can add these two results together: 40 - 24 + 24 = 28 + 28 = 56.
+
+Therefore, there are 56 students in the class who like yellow.','stop',212,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,11,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',11,'To solve this problem, we need to determine the fraction of the class that likes yellow.
+
+Let''s break it down: half of the class likes yellow, one-fourth of the remaining likes yellow, and so on, until we reach the fraction that likes yellow.
+
+The remaining fraction is 1 - 1/4 = 3/4, which represents one-fourth of the class''s likes.
+
+This means the class likes one-fourth of the class''s likes. To find out how many people like the color yellow, we multiply the fraction by the number of people to find the total number of people who like yellow: 1/16 * 18 = 3.
+
+So, there are 3 people who like the color yellow.','stop',161,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,12,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',12,'To solve this problem, we need to break it down step by step. We need to consider the options given: one-fourth of the remaining likes blue, one-fifth of the remaining likes green, and one-fifth of the remaining likes yellow.
+
+Let''s start by considering the options for the remaining one-fifth of the remaining likes green and the remainder of one-fifth of the remaining likes yellow.
+
+The problem is asking us to find the number of such pairs that satisfy the given constraints.
+
+First, we calculate one-fifth of one-fifth of one-fifth.
+
+ (1/5) * (7/10) = 2/5 * (1/5) = 2/5.
+
+Now we want to find 7/10 of 1/5.
+
+To convert 1/5 to 1, we need to multiply by 10. So we get 1 * 10 = 10.
+
+So the answer is 10.
+
+The answer is 10.','stop',225,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,13,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',13,'1
+1
+1
+2
+2
+4
+4
+1
+1
+1
+3
+3
+4
+4
+1
+1
+1
+2
+3
+2
+2
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+','length',512,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,14,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',14,'To solve this problem, we need to consider the possible combinations of pupils who like yellow.
+
+First, we need to determine the total number of pupils who like yellow. There are 40 pupils in the class, and one-fourth of them like yellow. So, 40/4 = 10 yellow pupils.
+
+Now, let''s find the number of pupils who like green. We know that half of the remaining likes green and one-fourth of the remaining likes green, so we can calculate this as 40/4 = 10 green pupils.
+
+Finally, we can find the number of pupils who like yellow: 10 - 40 = 4 yellow pupils.
+
+So, there are 4 yellow pupils who like the color yellow.','stop',165,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(26,0,15,'8943b845531b71958df7f24e61ad88a738ceac8d43d18e095a999302843b109b',15,'To solve this problem, we need to consider all possible scenarios and find the most straightforward way to approach it.
+
+Let''s break it down by considering the fractions of the class that likes blue and the remaining 2/4 that like green and the remaining 2/4 that like yellow.
+
+For the class that likes blue, there are 2/4 of the total that like blue. This means for the class that likes green there are 2/4 of the remaining that like green.
+
+For the remaining class that like yellow, there are 2/4 of the remaining that like yellow and there are 2/4 of the remaining that like yellow.
+
+To find the total number of pupils that like the color yellow, we multiply these fractions: 2/4 * 2 = 8/2 = 4. So there are 4 pupils who like the color yellow.
+
+This is the most straightforward way to solve the problem.','stop',201,77,32,2.3373226514098810469e+00,58833501624.0,NULL);
+INSERT INTO "chains" VALUES(27,0,0,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',0,'1. Let''s think step-by-step: 1. The total number of silver pesos is 100 (since 1 silver peson is 100 gold pesos). 2. The total number of gold pesos is 20 (since 2 gold pesons can be combined into 1 gold peson). 3. The number of gold pesons x 2 = 2x. 4. The number of silver pesons x 2 = 4x. 5. Now we just need to find 4x. 6. 4x = 2x * 100 / 2 = 2x * 20 = 4x. 7. Now we just need to find 8x. 8. 8x = 8 * 20 = 16x. 9. The total number of pesos is 100 + 20 + 4 * 20 + 4 * 16 = 4 * 240 = 1280. 10. The total number of silver pesos is 100 + 2 * 20 = 40 + 4 = 44. 11. The total number of gold pesos is 20 + 2 * 4 = 8 + 8 = 16. 12. The total number of gold pesos is 4 * 2 = 8. 13. So the answer is 13.','stop',331,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,1,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',1,'Let''s break it down step by step. We have 50 silver pesos and 80 gold pesos, which means 80 + 40 = 120. Now, Anna has twice as many gold pesos as we have, which means 2 * 120 = 240 gold pesos.
+
+The total number of silver pesos is the sum of the gold pesos and the silver pesos. So, 240 - 120 = 80 silver pesos.
+
+The number of gold pesos that Anna has is twice the number of silver pesos. So, 2 * 40 = 80 gold pesos.
+
+The total number of silver pesos is the sum of the silver pesos and the gold pesos. So, 240 + 80 = 320 gold pesos.
+
+The final answer is 320 - 80 = 180 gold pesos.
+
+The total number of silver pesos is the sum of the gold pesos and silver pesos, which is the same as the sum of the silver pesos and gold pesos. So, 240 + 80 = 320.
+
+The solution is 180.','stop',281,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,2,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',2,'To solve this problem, we need to first calculate the total amount of silver and gold, and then find the total number of silver and gold in the given scenario.
+
+Let''s start by calculating the total amount of silver and gold. We have 50 silver pesos and 80 gold pesos, so the total amount of silver and gold is 50 + 80 = 100 silver and 100 gold.
+
+Now, let''s find the total number of silver and gold. We can do this by multiplying the number of silver and gold by itself twice, since 50 and 100 are both 2 * 2, so we multiply 100 * 2 = 200.
+
+So, the total number of silver and gold is 100 * 2 = 200.
+
+Now we have 100 silver and 200 gold, which is a combination of silver and gold.
+
+The total number of silver and gold together is 100 + 200 = 200.
+
+This is the total amount of silver and gold, which is the sum of both sides, so the answer is 200.','stop',264,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,3,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',3,'To solve this problem, we need to first identify the total number of silver pesos Alex has and the total number of gold pesos he has. 
+
+X = 50 
+X represents the total number of silver pesos Alex has. 
+
+2A = 40 
+So, A = 2A = X / 2 = 10 gold pesos
+
+Now, let''s find out the total number of gold pesos Alex has.
+
+A + 2A = 40 
+This is the total number of gold pesos Alex has.
+
+2A = 2 * 20 gold pesos = 40 gold pesos
+
+So, Alex has 40 gold pesos.
+
+The answer is: 40','stop',165,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,4,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',4,'Let''s break down the information. X = AXE, where AXE represents the total number of silver pesos, X represents the number of gold pesos, and 80 is the doubled number of gold pesos.
+
+We can set up the equation AXE + 40 = 2AXE, where 2AXE represents the total number of silver pesos, 2AXE represents the total number of gold pesos.
+
+Now, we can solve for the unknowns X and 40 in the equation AXE + 40 = 2AXE.
+
+40 = AXE + 2XE, which is the same as AXE + 2AXE = 4AXE.
+
+We can now eliminate the A in the equation AXE + 2AXE = 4AXE.
+
+2AXE = 4, and AXE = 2AXE.
+
+X = 2AXE.
+
+We want to find X.
+
+2AXE = 2AXE, so AXE = 2AXE.
+
+The final answer is AXE = 2AXE, which is the same as 2 (2AXE).
+
+The total number of silver pesos is 2AXE, which is 2AXE.
+
+The total number of gold pesos is 2AXE, which is 2AXE.','stop',332,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,5,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',5,'Let''s break down the problem step by step. A coin can only be one of two values: 1) silver and 2) gold.
+
+A coin can only be a single value. Since a single gold peso equals 100 silver pesos, the total value of gold is 100 * 2 = 200 gold pesos.
+
+Now, we have multiple values. A coin cannot have multiple values.
+
+We know that AXEL has 50 silver pesos, and 80 gold pesos.
+
+They have a total of 100 (1 + 2 * 200) = 100 * 2 = 200 gold pesos.
+
+But we also know that they have 100 * 2 = 200 gold pesos.
+
+So the answer is 200 gold pesos.','stop',197,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,6,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',6,'To solve this problem, we need to think about the multiplication of 2 to get the solution of 5*2*3 = 15 and then add that to the sum of the two given values. However, this problem can be simplified by breaking it down into the opposite operation. We need to find the total of 15 and then multiply that by 80.
+
+So, we would first find the total of 15 and multiply it by 80, which equals 100. Now, we have 100 + 15 = 25. Then we would add 15 to the result.
+
+This is the total amount of silver pesos they have together, which is 25.','stop',157,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,7,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',7,'Let''s break it down step by step. A coin is worth 1 silver coin and 1 gold coin. 1 silver coin and 1 gold coin is equivalent to 1 gold coin. 1 gold coin is worth 1 silver coin. If they have twice as many gold coins, they have double the amount of gold coins. 2 x 2 = 4 gold coins. The total amount of gold coins is 4 x 2 = 8 gold coins.
+
+Now we know a coin is worth 1 silver coin and 2 gold coins, so 1 silver coin and 2 gold coins are equal to 1 gold coin. A gold coin has a value of 1 silver coin. 2 gold coins is 2 * 2 = 4 gold coins. So, 8 gold coins is 8 * 2 = 16 gold coins.
+
+In total, the total amount of gold coins is 16 + 8 = 24 gold coins.','stop',208,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,8,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',8,'To solve this problem, we need to first identify the information given: the number of silver pesos the couple has and the number of gold pesos they have together.
+
+Let''s start by using the given information: 50 silver pesos is equal to 1 gold peso. This is a classic example of double counting, where we make incorrect assumptions when comparing figures that have different units.
+
+Now, let''s consider the units of the coins. Silver pesos have a value of 5, gold pesos have a value of 10, and there are 2x10 + 2 = 2x = 2^3. So, the total number of coins is 5 * (2^3) = 25.
+
+This is a nice example of a classic example of compound interest. When you double a number, you double the amount of money. In this case, the amount of money doubles, but the number itself also doubles.
+
+The solution to the problem involves solving a multiplicative equation involving both variables. We can set up an equation based on the given units and multiplies them together. In this case, we multiply 1 * 2^3 = 2 * 25 = 50.
+
+The solution is not just a matter of calculating the number of coins, but rather understanding the mathematical relationships between different numbers. By breaking down the problem, we can find a solution that takes into account both the number of coins and the multiple of coins.
+
+In fact, this problem is an excellent example of how mathematical concepts can be applied to everyday life, with a rich array of applications beyond just money and finance.','stop',350,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,9,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',9,'Axel has 50 silver pesos and 80 gold pesos, and Anna has twice as many silver pesos as he has. To find the total number of pesos they have together, we multiply the number of silver pesos by the number of gold pesos.
+
+Axel has 50 silver pesos * 2 = 100 gold pesos, and Anna has 40 more gold pesos. So, the total number of pesos they have together is 100 + 40 = 140 gold pesos.
+
+The answer is 140.','stop',134,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,10,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',10,'To solve this problem, we need to break it down step by step and calculate the total number of silver pesos and gold pesos, while considering both parties.
+
+Axel has 50 silver pesos, and he has twice as many gold pesos as he has. This means that for every gold peso, he has twice as many silver pesos. Therefore, if he has double the gold pesos, he has double the number of silver pesos.
+
+The sum of their individual value is 50 * 2 = 100 gold pesos, and 40 more gold pesos. So the total number of silver pesos is 2 * 50 + 40 = 100 + 40 = 140.
+
+Now we need to find the total number of gold pesos and silver pesos. We can do this by adding the sum of gold pesos and silver pesos (100 + 140 = 240) and then subtracting the sum of silver pesos and gold pesos.
+
+The total number of gold pesos is 240 - 40 = 160.
+
+The total number of silver pesos is 160 - 100 = 100.
+
+So the answer is 100 + 100 = 200.
+
+The solution is 100 + 100 = 200.','stop',320,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,11,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',11,'Let''s break down the information step by step:
+
+Axel''s current value is 50 * 80 = 4000 silver pesos.
+His friend Anna has twice as many silver pesos as Axel, which is 2 * 40 = 80 gold pesos.
+The total number of silver pesos is 4000 + 80 * 2 = 4000 + 1600 = 12000.
+To find the total number of gold pesos, we add the number of gold pesos, which is 12000 + 1600 = 28000.
+The total number of gold pesos is 28000 - 12000 = 1000.
+Therefore, the total number of pesos they have together is 1000 + 2800 = 4800.
+
+The total number of gold pesos is 1000 + 2800 = 4800.
+#### 4800
+The answer is: 4800','stop',256,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,12,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',12,'Let''s break it down step by step. Axel has 50 silver pesos, so he has 50 * 2 = 100 gold pesos.
+After buying 100 * 2 = 200 gold pesos with Anna, he had 100 gold pesos.
+However, he has twice as many silver pesos as he has now, so he has 100 + 2x = 225 gold pesos.
+There are 2 * 40 = 80 silver pesos left, but 80 - 2x = 150 gold pesos.
+The total number of pesos is the sum of the number of gold pesos and the number of silver pesos, which is 2x + 150 - 150 = 200 gold pesos.
+So, the answer is 200 gold pesos.
+
+x = 200 - 150 = 50 + 150 - 40 = 200 + 60 = 1200
+The answer is 200 + 60 = 2200','stop',263,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,13,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',13,'To solve this problem, we need to identify the relationship between the number of silver pesos and the number of gold pesos. We know that AXEL has 50 silver pesos and has twice as many gold pesos as AXEL, so AXEL has 50 * 2 = 100 gold pesos.
+
+We know that AXEL has twice as many gold pesos as AXEL''s friend Anna, so we know that AXEL''s friend Anna has twice as many gold pesos as AXEL''s friend Anna.
+
+We can use the equation 2A = B for AXEL''s friend Anna. Therefore, the total number of gold pesos is the sum of the number of silver pesos and the number of gold pesos.
+
+We know that 80 gold pesos is twice the number of silver pesos, so 80 gold pesos / 2 = 40 silver pesos.
+
+Now we know that AXEL has twice as many silver pesos as AXEL''s friend Anna, so AXEL has twice the amount of silver pesos of Anna, so AXEL''s friend Anna has twice the amount of silver pesos of Anna.
+
+Therefore, the answer is 40 * 2 = 80 silver pesos, which is the answer.','stop',289,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,14,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',14,'Let''s break it down step by step.
+
+Axel has 50 silver pesos and 80 gold pesos. So, A+H = 50 + 80 = 140, but A+H = 140 - 150 = 1, but for 80, 2 * 80 = 160, but for 150, 2 * 2 = 40.
+
+The total is 160 + 150 = 220, but for 40, 2 * 2 = 4.
+
+The total is 160 + 150 = 260.
+
+The total is 4 + 1 = 5.
+
+Axel has twice as many gold pesos as A+H. So, A+H = 2 * 2 = 4, but A+H is double of A+H. So, A+H = 2 * A + 2 = 4.
+
+The total is A+H = 4 + 4 = 8, but A+H is double of A+H. So, A+H = 8 + 4 = 12, but A+H is double of A+H. So, A+H = 12 + 8 = 14, but A+H is double of A+H. So, A+H = 14.
+
+Axel has twice as many silver pesos as A+H, but he has twice as many gold pesos as A+H. So, A+H = 2 * 2 = 4.
+
+Axel has twice as many gold pesos as A+H, but he has twice as many silver pesos as A+H. So, A+H = 2 * 2 = 4.
+
+Axel has added 2 gold pesos to himself, but he has doubled himself to 2 gold pesos, but he is double of himself. So, A+H = 2 * 2 = 4.
+
+Axel has twice as many gold pesos as A+H, and he is double of himself. So, A+H = 2 * 2 = 4.
+
+Axel has added ','length',512,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(27,0,15,'3b159e764d87a6781b6fd0dc72b787aab14af1bdd7955fea45c8b2cbcd08c3e8',15,'Axel has 100 silver pesos and 100 gold pesos, so he has 100 * 100 = 10000 gold pesos.
+Axel has twice as many silver pesos as Anna, so she has twice as many silver pesos as her friend.
+They have a total of 10000 * 2 = 20000 gold pesos.
+The sum of their combined gold pesos is 10000 + 20000 = 40000 gold pesos.
+The total number of pesos they have together is 10000 + 40000 = 80000 gold pesos.
+#### 80000
+The answer is: 80000','stop',185,93,33,3.07285051274766729534e+00,72116858664.0,NULL);
+INSERT INTO "chains" VALUES(28,0,0,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',0,'To solve this problem, we need to find out how many pencils are in 6 erasers and 8 pencils. We can do this by dividing the total cost of 6 and 8 by 2.
+
+First, let''s calculate 6 and 8, which are both 12 pencils. Adding these together, we get 14 pencils.
+
+Now, let''s check if 6 and 8 are equal. If we multiply 6 by 2 and 8, we get 12, which is indeed the answer.
+
+So, 6 erasers and 8 pencils are indeed 14 pencils.','stop',135,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,1,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',1,'To solve this problem, we need to consider the available resources, which in this case are both erasers and pencils. We know that 6 erasers and 8 pencils cost $6. If we add the cost of the two items, that is $12. Therefore, 6 + 8 = 12.
+
+So, in total, 6 + 12 = 18 and 12 is the product of the original two items. Adding these together, we get 18.
+
+Therefore, the answer is 18.','stop',119,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,2,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',2,'To solve this problem, let''s break it down step by step. We know that one eraser costs $2 and a pencil costs $3. Let''s assume the cost of one eraser is x and the cost of 6 pencils is x + 8. 
+
+We know that x + 8 is equal to the cost of one pencil. So, we can set up an equation: x + 8 = x + 3. 
+
+Now we can take the variable (x) and solve for x. 8 is simply 8, so we have: 2 = x. 
+
+So, the answer is 2.','stop',134,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,3,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',3,'To solve this problem, let''s break it down step by step. We have two items that are both three items, and one of those three items is worth 60 cents. So, we have a total of 6 + 8 = 12 items.
+
+First, let''s find 12 items. We can divide 12 by 3 and find 12 with a remainder, which is 2. The answer is 2.
+
+Now, let''s think about the possible cost of 12 items. We can''t have 12 items that cost the same amount, but we can have 12 items that are both worth 60 cents. We can choose 3 items, and we have 12 items, so the answer is 3.
+
+So, the final answer is 3.','stop',178,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,4,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',4,'To solve this problem, let''s first convert the problem into the context of money. We need to convert the $3 to dollars. So, 3E = 3*3 = 9. Now, we can set up the equation:
+
+9 + E = 9E.
+
+This is the equation that represents the total cost of 6+8 = 14 pencils.
+
+We can think of this problem as a simple fraction of 14. We can set it up as 9 + 14 = 21, which is a decimal.
+
+This is how we round to the nearest integer, as 21 is an irrational number.
+
+However, if we were to round the problem to a specific decimal, we would round to 22.
+
+This problem is a fun challenge that requires a bit of math. It''s an interesting way to approach a math problem, and it is a friendly challenge that encourages your kids to think creatively and solve problems in creative ways.','stop',212,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,5,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',5,'To solve this problem, we need to divide 6 by 8 to find out how much a single eraser costs. 
+
+6 ÷ 8 = 0.6
+
+This can be rewritten as 6 * 8 / 1
+
+Simplifying this equation, we get 6 * 8 = 48
+
+So, 6 x 8 = 48
+
+The answer is 48.','stop',93,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,6,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',6,'To solve this problem, we can start by identifying the information given:
+
+We know that an eraser costs $2 and a pencil costs $3. This means that the cost of an eraser plus the cost of a pencil equals $2 + 3 = $5.
+
+Now we know that 6 erasers and 8 pencils cost to be equal to 2 + 3 = 5 dollars. Since we can''t have a fraction of a dollar, we can set up a simple equation to solve this problem:
+
+2 + 3 = 5, which is the total cost of 6 erasers and 8 pencils.
+
+Therefore, the answer is 6 + 8 = 14, which is the total cost of 6 + 8 = 14 pencils.','stop',168,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,7,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',7,'To solve this problem, let''s first determine the total cost of 6 erasers and 8 pencils.
+
+First, let''s determine the cost of a pencil. Since a pencil costs $3 and 6 erasers cost $2, the total cost is 6 * $3 = $18.
+
+Next, we need to find the cost of an eraser. Let''s say an eraser costs $2. Then the cost of a pencil would be $1 (to avoid double-counting). We can add these amounts together and find the total cost of 6 erasers and 8 pencils: 6 + 8 = 14, which is $18.
+
+This problem can be solved by adding 1 to the cost of an eraser and 1 to the cost of a pencil. In this case, 1 is the cost of a pencil, 1 plus 1 equals 2, which is $1. 1 + 1 = 2, which is $1 in this problem. Therefore, the answer is $1.','stop',225,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,8,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',8,'Here''s a step-by-step solution:
+
+1. Start by removing the dollar sign from the equation "$1.50 * 2 = $3.50". This will give you the cost of 2 pencils.
+
+2. Now, multiply the cost of 6 pencils by 2.
+
+3. You would have 6 pencils * 2 pencils = 12 pencils, which is the cost of 2 pencils.
+
+4. Now you multiply 12 by the price of 2 pencils. The answer is 12 * $2 = $24, which is the cost of 2 pencils.
+
+Alternatively, you can use the equation $1.50 * 2 = $3.50 + 0.50 = $4.00 to calculate the cost of 6 pencils.','stop',178,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,9,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',9,'To solve this problem, we need to consider the total cost of an eraser and 6 pencils and 8 pencils, which is 10 * 2 = 20 dollars.
+
+We can start by finding the cost of one pencil, which is $1. To find the cost of 1 pencil, we multiply 2 by 1: 1 * 2 = 2 pencils. To find the cost of 1 pencil, we can multiply 2 by 1: 2 pencils.
+
+The total cost of the 6 pencils and 8 pencils is 10 + 2 = 20 dollars.
+
+Therefore, the total cost of the 6 pencils and 8 pencils is 20 - 2 = 12 dollars.
+
+The answer is 12.','stop',172,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,10,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',10,'Let''s break it down step by step.
+
+A pencil is $3 and an eraser is $2. So, a pencil and an eraser together cost a total of $3 + $2 = $5.
+
+Now, we need to convert this to a dollar amount. A dollar is worth 10 cents. A pencil costs $5, so 10 cents is 10 * 10 * 10 = 100 dollars. So, a pencil and an eraser together cost $100 dollars.
+
+#### 1
+
+The solution to this problem is indeed 100.','stop',135,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,11,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',11,'1. Let''s break it down step-by-step: 
+A math student knows how to solve the equation 2x = 8, which results in 2x = 8 + 2, which simplifies to 2x = 12.
+2. Now, let''s consider the cost of 1 pencil. A math student is only allowed to use 2 pencils, and a math student can''t have more than 2 pencils.
+3. We can combine the equations 2x = 12 and 2x, which is 2(12) = 24.
+4. Now we have 2x = 12, which is the total cost of using 1 pencil.
+5. This is a linear relationship between the two variables, specifically the cost of using 1 pencil is directly proportional to the cost of using 1 pencil.
+6. We need to find the cost of using 6 pencils, which is 8 + 2 = 10 pencils.
+
+Multi-step: This is a problem that requires a multi-step reasoning to solve. Here''s a step-by-step process of how to solve this:
+
+Step 1: Combine the equations 2x = 12 and 2x, which are the cost of using 1 pencil.
+
+Step 2: Determine the cost of using 1 pencil, which is 8 / 1 = 8 pencils.
+
+Step 3: Solve for the cost of using 1 pencil by cross-multiplying, which gives us 8 = 10 * x.
+
+Step 4: Now we have the cost of using 6 pencils, which is 6 * 10 = 60 pencils.
+
+Please note that this solution isn''t the correct answer. The actual cost of 6 pencils is 6*10 = 60 pencils.','stop',404,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,12,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',12,'To find out how much each of these items will cost, we need to divide $2 by $3. This is a classic problem in math that has a simple yet elegant solution. 
+
+Let''s break it down step by step. If we have $2, we can buy 6 erasers for $2, and by buying 6 erasers, we''re buying 6 * $2 = $12 of the original cost. 
+
+The total cost of all the items combined would be $12 + 6 = $18.
+
+So, there are 6 + 8 = 14 pencils that cost $12 each.','stop',137,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,13,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',13,'To solve this problem, we need to consider multiple variables at once and think of a chain-like structure. We start by setting up an equation based on the given information: 6 + 8 = $24.
+
+This equation can be rewritten as 6 + 8 = 14 + 4 = 20. This is because we need to find an equation based on the given information and add it to the original equation. The equation that adds both sides of the equation to 20 is 20.
+
+Now, we need to find the value of 14, which is 20. This is because 14 (the sum of 20) equals 20. So the answer is 20.
+
+In other words, 6 + 8 = 14, and 6 + 8 = 20.','stop',186,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,14,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',14,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the information given: the total cost of the items is $2 and the cost of the items divided by the number of items is $3, and the total cost is $2 + $3 = $6.
+
+The problem is a classic example of a puzzle that requires a step-by-step approach. We need to create a system of equations to solve this problem. The first equation is $2 * 6 = $12. Then we multiply both sides by 2 to get 2 * 6 = 12, which gives us 2*6 = 12. Finally, we multiply both sides by 2 to get 4*2 = 8, which gives us 2*2 = 4.
+
+Now the last equation tells us that to find the answer, we divide both sides by 4, which gives us 2 * 4 = 8. So we add 8 to both sides, which gives us 2 * 8 = 16.
+
+So the answer is 2 * 16 + 6 = 48.','stop',250,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(28,0,15,'d955ef206a15be9afbde37326ef97faa061e0ff0156e94d7af41982c5dc7f38f',15,'Let''s denote the cost of one pencil as x. The cost of 6 erasers can be represented by the equation x/6, which represents the total cost of 6 x 6 = 36 pencils.
+
+The total cost of 6 pencils is 6 * 36 = 204 pencils.
+
+Now we know that 6 x 36 = 208 pencils, which means there are 6 + 208 = 224 pencils that must be combined to reach the total cost of 204 pencils.
+
+The total cost of 6 pencils plus the cost of 208 pencils is 204 + 208 = 424 pencils.
+
+Therefore, 6 x 36 + 208 = 1720.
+
+So, the total cost of 6 pencils is 1720 - 208 = 922 pencils.','stop',207,64,32,1.87219894052724500355e+00,49585594824.0,NULL);
+INSERT INTO "chains" VALUES(29,0,0,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',0,'Let''s break down the information given: number of popsicles Sam has more than Betty, the ratio of Sam''s more than Betty''s number of popsicles, and the total number of popsicles Sam has.
+
+We can start by finding out how much more Sam has Betty''s number of popsicles compared to the other two persons. Since Sam has more than Betty''s number of popsicles, the ratio of Sam''s more than Betty''s number of popsicles to Betty''s number of popsicles is 1:1.
+
+To find out how many more Sam has Betty''s number of popsicles compared to Betty''s number of popsicles, we can divide the number of sam''s more than Betty''s number of popsicles by Sam''s number of popsicles. This would give us the ratio of Sam''s more than Betty''s number of popsicles to Sam''s number of popsicles.
+
+Simplifying this fraction, we get 1:4, which is the same ratio of Sam''s more than Betty''s number of popsicles to Betty''s number of popsicles.
+
+So, the answer is 1:4.','stop',232,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,1,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',1,'Let''s break down the problem step by step:
+
+- We know that Sam has 165 popsicles.
+- The ratio is 1:2, which means that 1:2 is 5:6.
+- We are asked to find the difference between the number of more than Betty''s multiple than Sam''s has and Sam''s number of more than Betty''s one, and then multiply that by Sam''s number of more than Betty''s one.
+
+Let''s work backwards: we have Sam''s number of more than Betty''s one, so we''ll multiply it by 165. 
+
+The product is 5*88 = 424. 
+
+So, Sam has 424 more than Betty, which is 5 more than Sam.
+
+Now, we can add 424 to the difference of Sam''s number of more than Betty''s one and Betty''s number of more than Betty''s one. 
+
+504 is the difference, and 424 is the product, but 424 is the product of 504 and 165, which is 424 * 165 = 7200. The product of 504 and 165 is 7200. 
+
+So, 5 more than Sam is 424, which is 5 * 7200 = 32000.
+
+To find Sam''s number of more than Betty''s one, we multiply 424 by 16, which gives 424. 
+
+So, Sam has 424 more than Betty, which is 5.
+
+So the answer is 5.','stop',366,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,2,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',2,'Let''s analyze the situation step by step:
+
+We know that Betty and Sam have a ratio of 5:6, so if we have a ratio of 5:6, then the ratio of the total number of popsicles to Sam''s total number is 5:6.
+
+We also know that Sam and Betty have a ratio of 5:6. So if we have a ratio of 5:6, that means Sam has a ratio of 5:6.
+
+We are told that Sam has a ratio of 5:6, so we can add 5 and 6 to get 11 (the total number of popsicles is 11).
+
+We are also told that Betty has a ratio of 5:6, so we can add 5 to 11 to get 26 (the total number of popsicles is 26).
+
+We also know that Sam has a ratio of 5:6, so we can add 1 to 5 and get 1, so we can add 10 (the total number of popsicles is 10).
+
+In general, if we have a ratio of n:m, then the sum of the number of items that fits into the number of items that don''t fit is n + m.
+
+Let''s find the sum of the number of items that fits into the number of items that don''t fit, which is 26 (the total number of popsicles is 26).
+
+This can be written as a formula: 
+n + m = 26
+n = 26 + m
+
+So the answer is 26.
+
+The problem asks for the number of more popsicles Sam has more than Betty, so we''ll have to add 1 to 5 to 11, but since we can''t add a fraction, we''ll add 1 to 5, and we''ll have to double 5, which is 10, which adds 1 to 26.
+
+So the answer is 26.
+
+It''s also worth noting that we can see that if we have a ratio of n:m, then the number of items that fits into the number of items that don''t fit is n + m.
+
+This is a solution to a problem that is similar to a problem about the number of items that exceed a certain number of items that don''t','length',512,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,3,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',3,'To solve this problem, we''ll first calculate Sam''s ratio and then Sam''s total number of popsicles.
+
+We know that the ratio of Betty''s pickups to Betty''s takes into account both Sam''s pickups and Betty''s total number of popsicles. Let''s denote Sam''s pickups as S and Betty''s total number of popsicles as T.
+
+The ratio of Sam''s pickups to Betty''s pickups is 5:6.
+
+This means that Sam''s pickups account for 5 out of 6 pickups (5 x 2 = 10) and Betty''s pickups account for 6 out of 6 pickups (6 x 2 = 12).
+
+To find Sam''s total pickups, we multiply the ratio by the total number of popsicles Sam has:
+
+Sam''s total pickups = (5 x 12) + (6 x 12) = 6x2 = 12
+
+So, Sam has more total pickups than Betty, and Sam has more pickups than Betty''s total number of popsicles.
+
+To find Sam''s total pickups, we multiply the ratio by the total number of popsicles:
+
+Sam''s total pickups = (5 x 12) + (6 x 12) = 5x2 = 10
+
+So, Sam has more pickups than Betty, and Betty has more pickups than Sam.
+
+The total number of popsicles Sam has is the sum of the number of pickups Sam has and the number of pickups Sam has Betty''s. This is 5 + 12 + 2 = 28, which is equal to Sam''s total pickups.','stop',366,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,4,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',4,'To solve this problem, we need to consider both sides of the ratio equation 5:6 = 4:3, where 4 is the difference between two ratios. This equation represents a situation where the ratio of the number of times a given factor is multiplied by itself can be simplified.
+
+We can rewrite 4*2 as 8, and 2*2 as 4. Now we have 2*4 = 8, which is the same as 1*8, and 1*8 = 8.
+
+However, the original equation 5:6 is 1:1, which doesn''t have a simple equation that can be easily factored into 1*1*2*1 = 8.
+
+A more elegant approach to solve this problem involves using the concept of logical reasoning. We know that 2*4 = 8 and 1*8 = 8, which is a logical fallacy. The problem is about finding a relationship where these two ratios cannot be equal, and finding a logical shortcut to solve the problem.
+
+A more elegant approach is to use a strategy of breaking down the problem into distinct parts and applying a logical pattern. We can break the problem into three parts - the ratio of the number of times a factor is multiplied, and the total number of popsicles.
+
+This approach is based on the principle of logical decomposition, which is a method of breaking down complex problems into more manageable parts and using this decomposition to find a solution.
+
+In the original problem, we have two parts - one part where we have the ratio of the number of times a factor is multiplied and the other part where we have the total number of popsicles.
+
+One approach to solving this problem is to use a mathematical trick called the "division trick" or the "division trick" which is used to find the number of times a factor is multiplied by itself.
+
+The division trick is based on a mathematical concept called "division" which is used to find the remainder of division. In the original problem, there are two parts - one part where we have the ratio of a factor multiplied by itself and the other part where we have the total number of popsicles.
+
+A more elegant approach to solving this problem is based on the idea of breaking down the problem into parts and using the logical decomposition of the problem to find a solution.','stop',493,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,5,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',5,'To solve this problem, we need to find out how many more popsicles Sam has than Betty.
+Let''s break down the ratio of 5:6. If we have 5 popsicles, we can think of 5 as 5 / 6 = 2:1.
+We can also consider the relationship of 2:1 and 5:6.
+If we add 2 and 5, we get 10. So, the ratio is 1:10.
+The ratio of Sam''s number of popsicles to Betty''s number of popsicles is 1:10.
+So, the answer is 1:10.
+
+But we can also confirm this by adding 1:10 to the ratio of Sam''s number of popsicles to Betty''s number of popsicles: 1:10 + 1:10 = 1:2 = 1:2, which is the ratio of Sam''s number of popsicles to Betty''s number of popsicles.','stop',215,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,6,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',6,'To solve this problem, we need to start by finding the ratio of Betty and Sam''s popsicles to Sam''s popsicles. This can be done by multiplying the ratio by itself. This is a fundamental concept in mathematics that allows for repeated multiplication of a fraction to find the fraction of a ratio.
+
+Let''s call this ratio `R = 5:6`. Multiplying the ratio by itself gives us:
+
+R^2 = 5*6 = 30
+
+Now, we can subtract the original ratio from R^2 to find the fraction of R:
+
+R - R^2 = 30 - 5 = 15
+
+So, Sam has more popsicles than Betty:
+
+R - R^2 = 15
+
+This is a linear equation where the equation is a sum of S times that is a fraction of itself. We can use the concept of fractions to solve the problem.
+
+We can set up a system of equations:
+
+R = 5:6
+R - R^2 = 15
+R = 15R^2 - 15*5 + 15R
+R - R^2 = 15R^2 - 15*5
+R = 15R^2 - 15R
+
+R = 15R^2 + 15
+
+This is the equation to solve the fraction of the original ratio that Sam has more than Betty. It is a linear equation with a slope of R^2 + 15 (the fraction of R that is Sam''s) and a intercept of 15.','stop',347,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,7,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',7,'Let''s analyze the situation: the ratio of popsicles Sam has more than Betty is 5:6, which means that 5 is 2/3 of 6, which is 2/3. To find out how Sam has more than Betty, we need to find out how many is 2/3 of 1, which is 1.
+
+When we divide 1 by 2/3, it gives us 100%. This is the total number of popsicles Sam has more than Betty.
+
+Now, let''s think about the scenario: if Sam had more than Betty, they would have to have more than 165 popsicles, which means Sam would need to have 165 - 20 = 150 popsicles more.
+
+However, there are only 165 popsicles left in Sam''s total amount. If Sam had 150 more popsicles, they would have to have 150 - 20 = 100 more popsicles than they originally had, which is 1000 - 150 = 100 more than Sam''s original amount.
+
+So, if Sam had 100 more popsicles than they originally had, the answer would be 1000 - 100 = 100, which is the original answer.
+
+But if Sam actually had 100 more popsicles than they originally had, that means Sam originally had 100 popsicles, and Sam now has 100 more. So, the answer is 100.','stop',343,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,8,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',8,'To solve this problem, we need to determine the total number of popsicles Sam and Betty have and then find out the difference between Sam''s number of more than Betty''s number of more than.
+
+First, let''s find out the total number of popsicles Sam has. 
+
+If Sam has 165 popsicles, then the other 85 are Betty''s. So, Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+Now, let''s find out Sam''s number of more than. Sam''s number of more than is a multiple of 2. So, Sam has 2 more than Betty''s.
+
+To find the difference between Sam''s number of more than and Betty''s number of more than, we''ll subtract Sam''s number of more than from Sam''s number of more than. 
+This is because Sam''s number of more than is equal to Sam''s number of Betty''s. So,  Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+Now, we simply subtract the numbers that Sam has more than of Betty''s from Sam''s number of more than. This leaves us with Sam''s number of more than plus Sam''s number of more than. 
+So, Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+So, Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+Now, we can find out Sam''s number of more than. 
+The difference between Sam''s number of more than and Sam''s number of more than is equal to Sam''s number of more than. 
+
+The answer is 111.
+
+The answer is 111','stop',359,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,9,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',9,'To solve this problem, we can start by considering the ratio of Sam''s and Betty''s popsicles. This means we''re dividing 165 by 1, which is equivalent to 165. 
+
+So, Sam has 165 more popsicles than Betty has.
+
+To find out how many more, we can think of this as 165 - 1 (the original total), since Sam has 165 - 1 = 164 more in total.
+
+The answer is 164.','stop',117,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,10,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',10,'First, let''s find out how many more Betty has more than Sam. There are 165 total popsicles, and Sam has 1 more than Betty. So, 165 + 1 = 166. Now, let''s calculate how much Sam has more than Betty. Sam has 1 more than Betty, and if Sam has 1 more than Betty, they have to be 1 more than Betty combined.
+
+Sam has 1 more than Betty, and Sam has 1 more than Betty combined. To find out how much Sam has more than Betty, we need to find how many more Sam has than Betty combined. But if we just add Sam and Betty, we would have both 1 more than Betty and 1 more than Betty combined. So, we can subtract 1 from each of them to get 1 less for Sam, but for Betty, we need to subtract 1 from 1.
+
+So, 165 - 1 = 155. Now, we can add 1 to the remaining number of Sam, but that would add 2 more. So, 155 + 1 = 166.
+
+So, Sam has more than Betty. The answer is 166.','stop',267,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,11,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',11,'To solve this problem, we need to start by finding the ratio of the number of popsicles Sam has more than Betty. This can be done by dividing the number of spiders by the number of popsicles Sam has.
+
+We know that Sam has 165 popsicles, so Sam''s ratio is 165 / 165 = 1.
+
+Now, we can find the difference between Sam''s ratio and Betty''s ratio. The difference is the number of spiders Sam has - Betty''s total number of spiders, which is 165 - 120 = 100.
+
+We can also find the ratio of the number of spiders Sam has to Betty''s total number of spiders by dividing 100 by Sam''s total number of spiders. This gives us 100 / 2, which equals 50.
+
+Now, we can find Sam''s ratio by multiplying 100 by Sam''s ratio. This is 100 times Sam''s ratio, which equals 100 * 100 = 1000.
+
+The answer is 1000.
+
+The solution is 1000.','stop',254,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,12,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',12,'To solve this problem, we need to first determine the total number of popsicles Sam has more than Betty.
+
+We know that 165 total popsicles are Sam''s, but we don''t know how much Sam has more than Betty. So, let''s consider the scenario where Sam has more than Betty.
+
+We can start by finding the difference between the total number of popsicles Sam has (165) and Sam''s own total number of popsicles (165). This is a mix of Sam''s own total number of popsicles and Betty''s own total number of popsicles. However, Sam already has 165 - Betty''s own total number of popsicles, and Sam actually has twice as many as Sam''s own total number of popsicles as Sam''s friend Betty.
+
+This is because Sam cannot have more than Betty''s own total number of popsicles. If we add Sam''s own total number of popsicles, it would exceed Betty''s own total number of popsicles. We simply cannot add Sam''s own total number of popsicles, and Sam''s own total number of popsicles.
+
+So, we can say that Sam has more than Sam''s own total number of popsicles, and Sam actually has twice as many as Sam''s own total number of popsicles.','stop',271,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,13,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',13,'The ratio of popsicles that Betty has is 5:6. This is a ratio of 5:6, which can be simplified to 1:2. To find out how many more popsicles Sam has more than Betty, we need to find the difference between the total number of popsicles Sam has more than Betty and the total number of popsicles Betty has less than Sam''s total.
+
+When we add the number of popsicles Sam has more than Betty, we can simply add them to the total number of popsicles Sam has more than Betty: 5 (Total popsicles Sam has more than Betty) + 2 (Bob) = 1 + 2 = 3 more.
+
+So, Sam has 3 more popsicles than Betty.
+
+To find out how Sam has more than Betty, we need to find Sam''s total number of popsicles that Betty has less than Sam''s total, and then subtract that from the total number of popsicles Sam has more than Betty. This is a ratio of 2:1. There are 2 more popsicles Sam has less than Betty, which is 1 more than Sam''s total number of popsicles is 17.
+
+So, Sam has 10 more than Betty.
+
+Now that we know Sam has 10 more than Betty, we can find out how many more they have more than Betty by dividing Sam''s total number of popsicles they have less than Betty''s total by Sam''s total number of popsicles less than Betty''s total.
+
+So, Sam has 10 more than Betty, which is 11.
+
+To find out how much Sam has more than Betty, we need to find out how many more Sam has less than Betty''s total. This is 1 less Sam''s total number of popsicles is 16.
+
+So, Sam has 11 more than Betty, which is 20.
+
+So, Sam will have 5 more than Betty.','stop',416,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,14,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',14,'To solve this problem, we need to first understand that the ratio of the number of popsicles Sam and Betty have is 5:6, which means that for every 6 popsicles Sam has, Betty has twice as many as Sam.
+
+We can start by finding the ratio of the number of popsicles Sam has to the total number of popsicles Sam has, which is 5:6. This can be calculated by dividing the number of popsicles Sam has by the total number of popsicles Sam has: 5 / 6 = 1/2 or 2:3.
+
+We can then multiply the ratio by Sam''s number of popsicles to find out how many more they have than Sam. This is done by multiplying the number of popsicles Sam has by the ratio of Sam''s number of popsicles to Sam''s number of popsicles: 5 * 2 = 10.
+
+The sum of the number of popsicles Sam has and Sam''s number of popsicles is 165. So, we subtract the total number of popsicles Sam has from 165 to find how many more Sam has than Sam has. We do this by subtracting the final calculation of 10: 165 - 10 = 145, which is Sam''s number of popsicles.
+
+Finally, we can add the 5 more Sam has (2:3) to the total number of popsicles Sam has, which is 2:3, to find out how Sam will have to spend to have Sam have 10 more popsicles. This is calculated by taking 10 into 2:3.
+
+We add 2:3 and 145, which is 145. So, we add 2:3 and 145 to get 165, which is Sam''s number of popsicles.
+
+So, the answer is 165.','stop',409,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(29,0,15,'38340c98b09acad4578ed18a20961565e5ad30a6fde49d666bc4ccb04dc244e1',15,'Step 1: Determine the total number of popsicles Sam and Betty have.
+We know Sam has 165 popsicles, so the total number of popsicles Sam and Betty have is 165 x 2 = 325.
+Step 2: Determine the ratio of Sam and Betty''s number of popsicles to Betty''s number of popsicles.
+We know the ratio of Betty''s number of popsicles to Sam''s number of popsicles is 5:6.
+
+To find Sam''s number of popsicles, we multiply Betty''s number of popsicles by 2:
+325 x 2 = 675
+So Sam has more than Betty, which means Sam has more than Betty''s number of popsicles.
+
+This is an example of a mathematical problem that involves ratios and proportions, and it''s a great example of how simple math can help us solve complex problems.','stop',193,82,32,3.36221906521556679336e+00,87350683320.0,NULL);
+INSERT INTO "chains" VALUES(30,0,0,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',0,'This problem involves an interesting combination of math and problem-solving. The answer is not directly stated in the problem statement, but rather in the context of the constraints. The problem asks to find the number of camels that can be accounted for with two humps, which is a classic example of a constrained problem in mathematics.
+
+However, there is also a mathematical explanation behind this problem. The answer is indeed a bit of a mathematical puzzle. The problem involves a combinatorial approach, where it is possible to count the number of ways to distribute two camel-sized objects among three dairy-sized objects. This can be thought of as a combination problem with two orders of selection.
+
+The solution involves solving a classic counting problem called the "n choose allowed combinations" problem, which is a fundamental concept in combinatorics. It involves generating all possible combinations of two camel-sized objects and only choosing one one-to-one combination.
+
+The answer of 3 is actually not very surprising, given the constraints. It is a result of the mathematical concept of constraint satisfaction problems, which are used to solve specific types of problems involving assigning a set of objects to a group based on certain rules.
+
+The problem also has connections to other areas of mathematics, particularly in combinatorics and probability. It is a classic example of a mathematical problem that is a combination of a combinatorial problem and a constraint problem, which is a classic example of a combinatorial puzzle.
+
+In conclusion, the answer to the problem is a combination of mathematical concepts, including the use of combinatorial methods to solve a mathematical problem.','stop',326,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,1,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',1,'To solve this problem, we need to consider the number of camels and the number of dromedaries as two separate problems. We can start by calculating the number of camels and the number of dromedaries.
+
+Let''s start by dividing the number of camels by the number of dromedaries:
+
+180 / 2 = 90 camels
+
+Now, we know that there are 180 camels in total. So, we can multiply this number by 2 to find the number of dromedaries:
+
+180 camels * 2 = 360 dromedaries
+
+So, there are 360 dromedaries in total.','stop',148,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,2,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',2,'Step 1: Determine the total number of camels.
+
+Total number of camels = 180 * 1 = 180 camels = 2 * 304 * 3 = 180 camels
+
+Step 2: Determine the number of dromedaries.
+
+Number of dromedaries = 180 * 2 = 360 camels = 2 * 304 * 3 = 2 * 304 = 688 camels
+
+Step 3: Determine the number of camels with two humps each.
+
+Number of camels with two humps each = 180 * 3 = 480 camels = 2 * 304 = 686 camels
+
+Step 4: Determine the number of dromedaries with one hump each.
+
+Number of dromedaries with one humps each = 180 * 2 = 480 camels = 2 * 304 = 648 camels
+
+Border check and rounding:
+
+Total number of camels = 180 + 2 * 304 + 480 + 686 + 648 = 2978 camels = 2978 camels
+
+Total number of camels with two humps each = 480 + 686 = 1266 camels = 1267 camels
+
+Total number of camels with one hump each = 2 * 304 = 648 camels = 2 * 304 = 648 camels
+
+Border check and rounding:
+
+Total number of camels with two humps each = 180 + 360 = 440 camels = 320 camels
+
+Total number of camels with one hump each = 180 * 2 = 440 camels = 2 * 304 = 648 camels
+
+Border check and rounding:
+
+Total number of camels with one humps each = 180 + 2 = 180 camels = 180 camels','stop',473,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,3,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',3,'The number of camels is 180 x 304 = 5160 camels.
+The number of dromeds is the number of camels with two humps plus the number of camels with one hump each.
+The total number of camels and dromeds is 5160 - 5160 + 1 = 304.
+Therefore, there are 304 camels and dromeds.
+#### 3
+The answer is: 3','stop',106,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,4,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',4,'To find the number of dromedaries, we need to consider both camels and dromedaries. We''ve already established that there are 180 camels and 304 dromedaries, but we don''t know the number of dromedaries yet.
+
+The question asks for the total number of camels. To solve for the number of dromedaries, we need to calculate the number of camels and their respective numbers of camels and dromedaries. There are 304 camels and 180 dromedaries in total, but we don''t know the number of camels yet.
+
+To solve for the number of dromedaries, we can multiply the total number of camels by the number of dromedaries. This gives us 304 * 180 = 5480 camels.
+
+So, there are 5480 camels in total that are dromedaries. This is the answer to the given question.','stop',212,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,5,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',5,'This problem is a classic example of the "unsolvable riddle" in mathematics. To solve it, we need to carefully consider the given information. The initial assumption is that camels have two humps each. However, the correct answer is that there are only 180 camels and 304 dromedaries. This is because 304 * 2 = 63 pairs of camels, but only 180 camels have two humps, which is stated to be a fact. We need to find the total number of camels that can fit into one of two humps, which is 2 * 2 = 4 camels. This is a paradox because of the meaning of the equation 2 * 2 = 4, which contradicts the assumption of camels having two humps. Thus, the answer is not a straightforward cop-out, as the answer is actually 180 camels.','stop',191,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,6,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',6,'Let''s break down the problem. We have an equation to solve: 180 * 2 = 360, where the product of 180 is 2 * 360 = 720, which is the number of camels.
+
+To find the number of dromeds, we divide the number of camels by the number of dromeds: 180 / 2 = 90.
+
+The answer is 90.
+
+So, there are 90 dromeds in the herd.','stop',119,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,7,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',7,'Let''s think step by step: First, we''ll calculate the number of camels that have two humps each. One camel can have two humps, so that''s 2 * 304 = 64 camels.
+
+Now, we''ll find out how many are there when camels have one hump each. This is 2 * 304 = 60 camels.
+
+There''s no other value beyond this step, as there''s no camel that has one hump. Therefore, there is only one dromedary in the group.
+
+So, there is one dromedary in the group.','stop',132,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,8,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',8,'1. Let''s start by identifying the main components of the problem: the number of camels, the number of dromeds, and the number of camels.
+2. The problem states that there are 180 camels and 304 bumps.
+3. Now, let''s add these two numbers together: 180 + 304 = 584.
+4. Now, let''s calculate the total number of camels, which is 180 + 584 = 1064.
+5. Finally, let''s calculate the number of dromeds.
+
+This problem involves multiple steps and calculations. One step is calculating the total number of camels and one step is calculating the number of dromeds.
+
+The calculation of the total number of camels and the number of dromeds are not directly within the bounds of the problem statement, as they are multi-step and require additional calculations. 
+
+However, in some mathematical scenarios, the answer to this question can be calculated using basic algebra and the formula for the total number of camels is 180 + 1064 = 2448.','stop',246,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,9,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',9,'To solve this problem, we need to consider both the camel and dromedary populations. Since camels have two humps and dromedaries have one humphl, we can assume a ratio of two camels to one dromedary, which means there are 2 camels to one dromedary. This can be calculated using the ratio of 2 to 1, which equals 2 to 1. In a population of animals, this ratio is 1:1.
+
+Now, let''s think about the condition that camels must have two humps and dromedaries must have one humphl. This means the total number of camels must have two humps and the total number of dromedaries must have one humphl.
+
+We can calculate these ratios using the formula for the total number of camels in a population, which is 1:2 (more specifically, 2:1:2, but since the ratio is 2:1): 2:1:2.
+
+This is the same as the ratio of camels to dromedaries, which is the same as the ratio of camel to dromedary, so it is the same as the ratio of camels to one dromedary (which is 2).
+
+So, there is only one camel and one dromedary (one camel and one dromedary).','stop',292,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,10,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',10,'To solve this problem, we need to use the concept of counting from one to infinity. We have 180 heads and 304 bumps in total. If we have two humps each, we can multiply this number by 2, which is 2. So, we can think of this problem as:
+
+Multiplication of 180 by 2 gives us 400, which is the same as multiplying the number of bumps by 2.
+Multiplication of 304 by 2 gives us 600, which is the same as multiplying the number of bumps by 2.
+Therefore, we multiply the number of bumps by itself twice, which is 400 * 400 = 16000.
+
+So, there are 16000 camels in total.','stop',180,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,11,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',11,'To solve this problem, we need to consider the number of camels and the number of dromeds.
+Let''s break it down. We know there are 180 camels and 304 dromeds. So, the number of camels is 180 * 304 = 50160 camels.
+Now, we need to find the number of dromeds. There are 50160 / 2 = 2532 dromeds.
+#### 2
+The answer is: 2','stop',118,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,12,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',12,'A simple yet elegant question. The answer is 180 * 2 = 360 camels.
+
+The answer is 360.','stop',34,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,13,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',13,'Dromedaries have two humps and camels have one humphlump each, so the total number of camels is 2 * 304 = 640. Now, add the number of camels: 640 + 304 = 944.
+
+The answer is 944.','stop',72,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,14,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',14,'Let''s break down the problem step by step. We know there are 180 heads of camels and 304 bumps, so that would be 180*304.
+
+To solve for the number of dromedaries, we can multiply 180 by 304 and then add 180 to it, which results in 3560.
+
+So, there are 3560 camels with two humps each.','stop',104,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(30,0,15,'bf5a9a461556367978c28bb4b796ef52e741f35af9379b09e13b98f92376146e',15,'Let''s denote the number of camels as x and the number of dromeds as y. We''re given that there are 180 heads of camels and 304 bumps of dromeds.
+
+The number of camels is the product of the number of camels (x) and the number of dromeds (y). This is a multiplicative identity: x times y equals the product of x and y, which is x^2.
+
+So we can write the equation x^2 = 3x, which simplifies to x^2 = 9. This equation holds true when x is a non-zero integer.
+
+To see if this equation holds true for x = 180 or x = 304, we can perform the division of 180 by 9 to check.
+
+When 180 / 9 = 2, and 2 is indeed not a non-zero integer, the equation indeed holds true for x = 180 or x = 304.
+
+A possible interpretation of the equation x^2 = 9 is that the number of camels is always 1 more than the number of dromeds. In other words, each dromedary has 1 more camel than dromeds. This is a classic example of a geometric progression.
+
+However, we can also interpret this equation in terms of the number of ways to arrange the number of camels (x) times the number of dromeds (y) without regard to the order in which they are arranged. This is a classic example of combinatorics and permutations.
+
+The answer is not just any number, but the number of ways to arrange the number of camels (x) times the number of dromeds (y). This shows that there is no finite number of ways to arrange a collection of numbers, which is a fundamental concept in mathematics and algebra.','stop',403,88,32,2.0711961491265182822e+00,53738745696.0,NULL);
+INSERT INTO "chains" VALUES(31,0,0,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',0,'Let''s break it down step by step.
+1. First, we need to find the total square of the locker''s dimensions.
+2. So, we calculate 5^2 = 25 and 2^4 = 4.
+3. Now we add these together: 25 + 4 = 5.
+
+The total square of Peter''s locker is 5^2 = 25.
+
+The total cubic inches of Peter''s locker is 25 * 2 = 50 cubic inches.
+
+So the answer is 25 + 50 = 105.
+
+The difference is 25 - 50 = 25.
+
+To convert 25 to a decimal, we multiply it by 100: 25 * 100 = 250.
+
+To convert 25 to an integer, we can divide 25 by 25: 25 / 25 = 1.
+
+To convert 1 to a decimal, we multiply it by 100: 1 * 100 = 1.
+
+As a result, the answer is 25 + 50 = 75.
+
+The answer is 15 + 25 = 27.','stop',288,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,1,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',1,'Step 1: We know that Peter''s locker is half of Timothy''s locker.
+We also know that Peter''s locker is 1/4 of Timothy''s locker.
+
+Liquid 1 = 1/4 Liters = 250 mL
+
+The volume of 250 is 25 cubic inches, which is in Liters.
+
+Step 2: We know that Peter''s locker is half of Timothy''s locker.
+We also know that 250 = 25 * 20 = 1 Litre
+
+So, we have a relationship between the volumes of two containers.
+
+Step 3: We know that 250 Litres = 20 Litres * 2 = 40 Litres
+
+We multiply the volume by 2 and add 1, and we get 40 Litres.
+
+Step 4: We know that Timothy''s locker is half of Peter''s locker.
+We multiply the volume by 2 and add 1, and we get 1 Litre.
+
+So, Timothy''s locker is 1 Litre.
+
+So, Timothy''s locker is 1 Litre.
+
+The answer is: 40.
+
+The answer is: 10.','stop',282,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,2,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',2,'To solve this problem, I''ll break it down step by step. First, I''ll find the difference in length between Peter''s locker and Timothy''s locker. So, I''ll subtract Timothy''s locker from Peter''s locker: 2 * 5 = 10.
+
+Next, I''ll find the ratio of lengths of each individual locker. I''ll divide the length of Peter''s locker by Timothy''s locker: 2x / 10. Now, I''ll divide the ratio of Peter''s locker by Timothy''s locker by x/10, which is 10:1.
+
+To solve for x, I''ll multiply 2x by 1: 2x * 10 = 2x. Then, I''ll divide 2x by 10: 10 * 2 = 20, and finally, I''ll divide 2x by 10 to find x.
+
+The final answer is 20, which is the answer I wanted.','stop',219,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,3,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',3,'Let''s break this down step by step.
+
+Step 1: Find the difference between Peter''s locker and Timothy''s locker.
+Let''s call Peter''s locker''s volume as V.
+In Peter''s locker, V = 1 cubic inch.
+V = 1 cubic inch * 5 cubic inches / 1 cubic inch = 5 cubic inches.
+
+Step 2: Find the ratio of Peter''s locker to Timothy''s locker''s volume.
+The ratio is (Peter''s locker''s volume) / Timothy''s locker''s volume = 1 cubic inch / 5 cubic inches = 1 cubic inch/1 cubic inch = 1 cubic inch/2 cubic inches.
+
+Step 3: Determine the volume of Peter''s locker.
+If Peter''s locker is 5 cubic inches, then 5 cubic inches / 1 cubic inch = 5 cubic inches cubic inches.
+
+Step 4: Find the volume of Timothy''s locker.
+To find Timothy''s locker, we need to find the volume of Peter''s locker multiplied by the ratio of Peter''s locker to Timothy''s locker.
+Let''s denote Peter''s locker as P and Timothy''s locker as T.
+The volume of Peter''s locker is 1 cubic inch * 1 cubic inch = 1 cubic inch cubic inches.
+The volume of Timothy''s locker is 1 cubic inch * 1 cubic inch = 1 cubic inch cubic inches.
+
+The ratio of Peter''s locker to Timothy''s locker is 1:1, which is the same as 5:5. 
+
+Now we just need to find the volume of Timothy''s locker multiplied by the ratio of Peter''s locker to Timothy''s locker.
+The volume of Timothy''s locker is 1 cubic inch * 1 cubic inch = 1 cubic inch cubic inches.
+
+So the answer is that Timothy''s locker is 1 cubic inch cubic inches.','stop',419,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,4,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',4,'Let''s break this down step by step. We know that Peter''s locker is half the size of Timothy''s locker, which is a ratio of 1:1. 1:1 is the equivalent of 1 to 1, which is a ratio of 1:1.
+
+We also know that Peter''s locker is half as big as Timothy''s locker, which is a ratio of 2:1, or 2:1.
+
+Let''s find 1:1. 1:1 can be represented by 1:0, which is the ratio of 1 to 1.
+
+Now, we know that 2:1 is half of 1:1. 2:1 is the same as 1:1.
+
+So, 1:1 is 1:1, which is the only ratio of 1:1.
+
+We can also express this ratio as a fraction, so we can find the final answer.
+
+1:1 is equal to 1:1, which is the ratio of 1 to 1, which is 1:1.
+
+Now we can find the final answer:
+
+1:1 is 1:1, which is the ratio of 1 to 1.
+
+So, the answer is 1:1.','stop',281,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,5,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',5,'To solve this problem, we''ll start by converting Peter''s locker to cubic inches. 1 cubic inch is equal to 31.4 cubic inches.
+
+We''ll first convert 1 cubic inch to inches. 1 cubic inch is equivalent to 31.4 cubic inches.
+
+We''ll multiply 1 cubic inch by 31.4 cubic inches to convert it back to inches. 1 cubic inch is equal to 31.4 cubic inches. Multiplying 1 cubic inch by 31.4 cubic inches gives us 31.4 cubic inches.
+
+Now, we''ll convert Timothy''s locker to cubic inches. We''ll first convert Timothy''s locker to cubic inches. 1 cubic inch is equal to 31.4 cubic inches.
+
+So, we multiply 1 cubic inch by 31.4 cubic inches to get Timothy''s locker''s cubic inches. Multiplying 1 cubic inch by 31.4 cubic inches gives us 31.4 cubic inches.
+
+Now, we''ll add Timothy''s locker''s cubic inches to Peter''s locker''s cubic inches to find Timothy''s locker''s cubic inches. Adding Timothy''s locker''s cubic inches to Peter''s locker''s cubic inches gives us 31.4 cubic inches. This is the answer to the puzzle.
+
+So, the answer is 31.4 cubic inches.','stop',300,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,6,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',6,'To solve this problem, let''s break it down step by step. First, we need to find out how much 1 cubic inch is equal to 1 cubic inch. So, we''ll divide 1 cubic inch by 1 cubic inch.
+
+We can calculate 1 cubic inch by the inverse of 1 cubic inch. So, 1 cubic inch divided by 1 cubic inch equals 1 cubic inch multiplied by itself (1 * 1 = 1 cubic inch).
+
+This means 1 cubic inch equals 1/1 cubic inch multiplied by itself 1 times. This is the same as 1 cubic inch multiplied by itself, with a fractional part.
+
+To find out how many gallons of 1 cubic inch are in 1 cubic inch, we multiply 1 cubic inch by 1/1 cubic inch. This is just 1, times 1 cubic inch.
+
+So, to find Timothy''s locker''s cubic inches, you multiply 1 cubic inch by 1/1 cubic inch. This is the answer, which is 1 / 1 cubic inch.','stop',229,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,7,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',7,'To find the answer, we need to determine how many cubic inches of Timothy''s locker are half as big as Peter''s locker. 
+
+First, we find Timothy''s locker''s cubic inch capacity by dividing Timothy''s locker by 5, which is 1. 
+
+This is the same as Peter''s locker''s cubic inch capacity, which is 1 cubic inch.
+
+Then we use the ratio of Timothy''s locker to Peter''s locker to find how many cubic inches of Timothy''s locker are half of Peter''s locker.
+
+Let''s start with the ratio of Timothy''s locker to Peter''s locker: 2:1.
+
+We can find the ratio of Timothy''s locker to Peter''s locker using ratios of 2:1:1.
+
+To convert Timothy''s locker to a ratio of Peter''s locker to 2 feet, we take 1:2:1, which is 4:5:1.
+
+We can apply the same rule to Timothy''s locker as Peter''s locker, which is 2:1.
+
+Now we just need to find the ratio of Timothy''s locker to Peter''s locker to find the ratio of Timothy''s locker to Peter''s locker: 2:1:1.
+
+Now we can divide 2 by 1, which is 2.
+
+So the answer is 2:1:1, which is 2:1:2.
+
+So the answer is 2.','stop',323,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,8,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',8,'To solve this problem, we''ll need to convert the given information into a common multiple of 100 cubic inches. 
+First, we''ll calculate the total volume of Peter''s locker. 
+We know Peter has 5 cubic inches, so we''ll multiply 5 by 100, which gives 50 cubic inches.
+Now, we''ll calculate the volume of Timothy''s locker by dividing Timothy''s locker by 100, which gives 1 cubic inch.
+The answer is 1 cubic inch.
+
+So, the answer is 1 cubic inch.','stop',126,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,9,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',9,'To solve this problem, we need to first determine the volume of Peter''s locker. It''s half of Timothy''s locker, and we''re given that Peter''s locker is half of Timothy''s locker, so 1/2 is equal to 5 cubic inches. 
+
+Let''s represent Peter''s locker as 1 cubic inch. Since Peter''s locker is half of Timothy''s locker, 1/2 is equal to 5/2 cubic inches. 
+
+Now, we are given that 1 cubic inch is equal to 5 cubic inches. This can be expressed as a ratio of 1:5. If you divide 1 by 5, it equals 3/5. 
+
+Now, we can calculate the volume of Peter''s locker by multiplying 1 by 3.33 cubic inches (1 cubic inch is equal to 3.33 cubic inches), and 3/5 is equal to 0.75 cubic inches. 
+
+So, 1 cubic inch is equal to 0.75 cubic inches. 
+
+To find out how big Timothy''s locker is, we need to know the ratio of one inch to 1 cubic inch. The ratio is 1:1, which is 1:2. 
+
+So, Timothy''s locker is 2 cubic inches bigger than Peter''s locker.','stop',288,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,10,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',10,'To solve this problem, let''s start by understanding the properties of cubic inches. A cubic inch is equal to 32 cubic inches.
+
+First, let''s convert Peter''s locker to cubic inches. To do this, we''ll divide Peter''s locker by 32 cubic inches.
+
+So, 5 cubic inches / 32 cubic inches = 0.08 cubic inches.
+
+Now, to find Timothy''s locker, we''ll divide Timothy''s locker by 32 cubic inches.
+
+So, 5 cubic inches / 32 cubic inches = 0.0283 cubic inches.
+
+This means Timothy''s locker is 0.0283 cubic inches larger than Peter''s locker.
+
+To find the difference, let''s find the difference between Peter''s locker and Timothy''s locker.
+
+Pope creates Timothy, and Pops mom, so 5 cubic inches / 32 cubic inches = 0.15 cubic inches.
+Timothy is 0.15 cubic inches smaller than 5 cubic inches.
+
+So, 0.15 cubic inches - 0.15 cubic inches = 0.015 cubic inches.
+
+This means the difference is 0.015 cubic inches, which is the difference between Timothy''s locker and Peter''s locker.
+
+To convert Timothy''s to Titus, we need to divide 4 cubic inches / 5 cubic inches = 0.2 cubic inches.
+So, 4 cubic inches / 5 cubic inches = 0.2 cubic inches.
+
+This means the difference between Timothy''s locker and Peter''s locker is 2 cubic inches.
+
+So, in 2 days, Peter''s locker will be approximately 2 cubic inches larger than Timothy''s locker.
+
+This is a simple equation: 3.125 + 1 = 4.125.','stop',417,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,11,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',11,'To solve this problem, we need to consider the given information:
+- Peter''s locker is 1/4 of Timothy''s locker.
+- Timothy''s locker is half as big as Peter''s locker.
+- Let''s denote Timothy''s locker as A.
+- The calculation of the ratio of Timothy''s locker to Peter''s locker will involve both fractions:
+- Peter''s locker has 1/4 of Timothy''s locker.
+- Timothy''s locker has 1/4 of Peter''s locker.
+- The ratio of Timothy''s locker to Peter''s locker is the reciprocal of 1:1.
+- To find the ratio of Timothy''s locker to Peter''s locker, we need to convert the fractions:
+- Peter''s locker has 1/4 of Timothy''s locker, which is 1/8.
+- Timothy''s locker has 1/4 of Peter''s locker.
+- The ratio of Timothy''s locker to Peter''s locker is 1:1.
+- To find the answer, we need to divide both fractions by their greatest common divisor of 1 and 4:
+- 1:1 = 4/1
+- The answer is 2.
+- The answer is the same as 4/4, which is 1.
+- In this scenario, the answer is only 1, but it''s not just that the answer is only 1, but it''s also 2, which is the answer itself.','stop',325,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,12,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',12,'Let''s say Peter''s locker is 5 cubic inches. First, we need to convert 5 cubic inches to a common unit of measurement, which is inches. To convert 5 cubic inches to inches, we multiply by 5. So, 5 cubic inches is equal to 5 * 1.536 = 7 inches.
+
+Now, we can calculate Timothy''s locker by dividing 1 cubic inch by 5 inches. We multiply 1 cubic inch by 5 inches. So, 1 cubic inch is equal to 1.536 cubic inches.
+
+Now we can calculate Timothy''s locker by dividing 1 cubic inch by 5 inches. We multiply 1 cubic inch by 5 inches. So, 1 cubic inch is equal to 1.536 cubic inches.
+
+To find the total amount of both containers, we add the amount of Timothy''s locker to the amount of Peter''s locker, which results in 2. Multiplying 2 by 2. We multiply 2 by 2, which results in 4.
+
+So, 5 cubic inches is equal to 5 x 1.536 = 7 inches. 1 cubic inch is equal to 1.536 cubic inches. 2 cubic inches is equal to 2 x 1.536 = 3.
+
+Adding these two results, we get 3^2 = 9 inches. 1 cubic inch is equal to 1 cubic inch. 2 cubic inches is equal to 2 x 1.536 = 3.
+
+Adding the total amount of both containers, we get 11. Now, we add the amount of Timothy''s locker to the amount of Peter''s locker, which results in 28.
+
+So, 11 cubic inches is equal to 11 x 1.536 = 18 inches. 11 cubic inches is equal to 28 inches. 2^2 = 4.
+
+So, 1 cubic inch is equal to 4 cubic inches. 11 cubic inches is equal to 28 inches. 2^3 = 8.
+
+So, 1 cubic inch is equal to 8 cubic inches. 2^4 = 16.
+
+But we''re still left with 2^4 = 16.','length',512,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,13,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',13,'To solve this problem, we need to use a mix of step-by-step reasoning and mathematical problem-solving. First, we can think about the ratio of Peter''s locker to Timothy''s locker. It''s 1:2, which can be simplified to 1:2. This ratio represents the 1:2 ratio of Peter to Timothy''s locker. 
+
+Now, we need to find the total volume of Peter''s locker and Timothy''s locker. We can do this by dividing the volume of Peter''s locker by the volume of Timothy''s locker, which is 1:2.
+
+So, the total volume of Peter''s locker is 1:2 cubic inches, and the total volume of Timothy''s locker is 1:2 cubic inches.
+
+To find the volume of Peter''s locker, we multiply 1:2 by 1:2, which equals 1:1.
+
+Now, we can calculate the volume of Timothy''s locker by dividing 1:1 by 1:1, which equals 1, so we have Timothy''s locker has 1 cubic inch.
+
+The answer is 1.1.','stop',251,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,14,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',14,'To solve this problem, we can start by defining the dimensions of Timothy''s locker. Let''s assume Peter''s locker is 1 cubic inch larger than Timothy''s locker. If Peter''s locker is 1 cubic inch larger than Timothy''s locker, we can assume Timothy''s locker has a volume of 1 cubic inch.
+
+The total volume of Timothy''s locker can be represented as the product of its dimensions. If Peter''s locker is 1 cubic inch larger than Timothy''s locker, we can calculate Timothy''s locker''s volume as half of the total volume of Timothy''s locker.
+
+Let''s denote Timothy''s locker''s volume as V, and let''s assume Timothy''s locker is 1 cubic inch larger than the volume of Peter''s locker. Therefore, Timothy''s locker''s volume is 1 cubic inch larger than Peter''s locker''s volume.
+
+Let''s multiply Timothy''s locker''s volume by 1 cubic inch to get the volume of Timothy''s locker. So, Timothy''s locker has a volume of 1 cubic inch larger than Peter''s locker''s volume.
+
+This equation can be rewritten as the product of Timothy''s locker''s volume and Peter''s locker''s volume. This is the product of Timothy''s locker''s total volume and Peter''s locker''s total volume.
+
+It''s important to note that this equation is dependent on Timothy''s locker''s volume multiplied by Peter''s locker''s volume. If Peter''s locker is half as big as Timothy''s locker, but Timothy''s locker has a different volume than Peter''s locker, we cannot directly calculate the volume of Timothy''s locker.
+
+The volume of Timothy''s locker is 1 cubic inch larger than Peter''s locker''s volume, but this calculation relies on the product of Timothy''s locker''s volume and Peter''s locker''s volume.','stop',398,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(31,0,15,'ef5147f503fe3acd1ba6df6eaa984a8f955968e991fa55c97f7d8e54402d2ab3',15,'To solve this problem, we need to determine the capacity of the Jacket with Peter''s locker as 1/4 of Timothy''s locker.
+Let''s break it down step by step.
+First, we need to find the capacity of Peter''s locker.
+We can do this by dividing 1 by 4. 
+
+1 / 4 is 0.5.
+So, Peter''s locker has 0.5 cubic inches of capacity.
+
+Now we need to find the capacity of Timothy''s locker.
+We can do this by multiplying Timothy''s locker by 1.
+We multiply 0.5 by 1, which gives 0.5.
+So, Timothy''s locker has 0.5 cubic inches of capacity.
+
+Now we can find the total capacity of Peter''s locker and Timothy''s locker by adding their combined capacity.
+Peter''s locker has 0.5 + Timothy''s locker, which we already calculated.
+So, the total capacity of Peter''s locker and Timothy''s locker is 0.5 + 1.
+
+The total capacity of Peter''s locker and Timothy''s locker is 0.5 + 1.
+So, the total capacity of both Jackets is 2 + 1.
+
+The answer is: 2 + 1 = 3.
+#### 3
+The answer is 3.
+
+The solution is: 2 + 1 = 3.','stop',316,93,32,3.92229465713001834714e+00,84391353144.0,NULL);
+INSERT INTO "chains" VALUES(32,0,0,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',0,'To solve this problem, we need to consider both the total number of apples they eat and the number of days it takes to eat them.
+
+Marin and his neighbor Nancy eat 4 apples per day, so they eat a total of 4 * 10 apples per day * 3 days = 12 apples in 30 days.
+
+Now, let''s think about how many days it will take to eat 12 apples. If they are eating 12 apples per day, it will take them 3 days to eat 12 apples, which means 3 days would be their daily eating time. However, it will also take them 4 days to eat 12 apples, which adds up to 18 days.
+
+So, in 30 days, Marin and Nancy will eat 18 days.','stop',179,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,1,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',1,'Marin and his neighbor Nancy each eat 4 apples a day, so in 30 days, Marbin and Nancy eat 4 x 30 = 120 apples.
+
+To find out how many apples they eat in 30 days, we can divide 30 days by 120 apples, which gives us 3 apples per day.','stop',79,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,2,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',2,'Marin and his neighbor Nancy eat 4 apples every day. So Marin eats 4 apples every day. In 30 days, Marin eats 3 apples every day.
+
+When dividing the number of apples by the number of days, it''s equivalent to the number of apples eaten per day. If there are 3 days in 30 days, Marin would eat 3 apples per day on those 3 days.
+
+However, 3 apples eaten per day is only 1 apple per day. If there are 3 days in 30 days, 3 apples eaten per day is less than 1 apple.
+
+So if 3 apples eaten per day is less than 1 apple, Marin would eat 2 apples per day on the 16th day.
+
+So the answer is no it is no, Marin and his neighbor Nancy eat 2 apples per day.','stop',193,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,3,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',3,'Marin eats 4 apples a day. In 30 days, he eats x apples.
+If each of his neighbors eats x apples a day, then Marbin eats (x/4) times x apples.
+So, Marbin eats 30 * (x/4) = 3x apples per day.
+
+If Nancy ate x apples a day, then Marbin eats 3x apples.
+The number of apples Marbin eats in 30 days is 3x / 4 = 3x/12.
+#### 3
+The answer is: 3','stop',127,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,4,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',4,'To solve this problem, we need to think of it in a structured and logical manner. We start by considering the relationship between the two variables: the number of apples eaten and the number of days in a week.
+
+First, let''s calculate the total number of days in a week. Since 30 days are in a week, we multiply 30 by 7, which gives us 21.
+
+Next, we need to find out how many apples Nancy ate in a day. We can do this by dividing the number of apples eaten per day by the number of days in a week. This gives us 4 apples / 7 days = 0.14 apples per day.
+
+Now, we can calculate how many apples Marin ate in a day by adding 1 apple to Marin''s daily apple count. We have 2 apples eaten in 3 days, so Marin ate 2 apples per day.
+
+So, Marin ate 2 + 1 = 3 apples in 3 days.
+
+Therefore, Marin and Nancy eat 3 apples each day for 3 days in 3 x 7 days = 21 days, but 3 apples are eaten for 3 days, so we add 1 apple back to the original total.
+
+The answer is 3 + 1 = 4.','stop',285,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,5,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',5,'Marin and his neighbor Nancy each eat 4 apples a day. 30 days * 4 apples = 120 apples
+Marbin and his neighbor Nancy both eat 4 apples a day, so 120 - 120 = 0 apples Marbin and his neighbor Nancy eat.
+
+They eat 0 apples per day.','stop',76,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,6,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',6,'Marin and Nancy each eat 4 apples every day for 30 days, so in 30 days, Marbin and Nancy eat a total of 4 * 30 = 120 apples.
+
+The total number of apples consumed by Marbin and Nancy is the sum of the apples they eat in 30 days. This can be calculated by adding 120 apples to the total number of apples they eat in 30 days.
+
+The answer is 120 + 120 = 240 apples.','stop',119,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,7,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',7,'Marin and Nancy eat 4 apples/day x 30 days = 120 apples per day.
+Marin eats 4 apples per day x 30 days = 120 apples per day.
+So Marin eats 120 apples/day - 4 apples/day = 120 apples per day.
+#### 120
+Marin and Nancy eat 120 apples/day - 120 apples/day = 120 apples/day.
+#### 120','stop',117,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,8,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',8,'Marin and Nancy both eat the same number of apples per day, which is 4 apples per day.
+
+However, they eat a total of 15 apples per day.
+
+So, if they eat 15 apples per day, they eat 15 apples * 30 days = 350 apples in 30 days.
+
+Adding 15 apples to 350 apples gives 350 + 15 = 405 apples in total.
+
+However, Marin and Nancy are eating the same number of apples per day, which is 4 apples per day.
+
+The answer is 4 apples per day, not 4 apples per day multiplied by 15 apples.','stop',157,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,9,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',9,'Marin and his neighbor Nancy each eat 4 apples a day. To find out how many apples they eat in 30 days, we need to divide 30 by 4. 30 / 4 = 6, which means that Marin and his neighbor Nancy each eat 6 apples a day.
+
+This is a classic example of how we can solve a simple arithmetic problem by dividing by 6.','stop',89,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,10,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',10,'Marin and Nancy each eat x apples in 30 days. To find out how many apples they eat in 30 days, we can divide the total apples they eat (4 apples) by the number of days they eat (30 days). This results in x apples eaten per day per 30 days.
+
+So, 30 days * x = 3x apples eaten per day, so x = 3x.
+
+We can also express x as 100 days.
+
+To solve this problem, we can multiply 3x by 100 times 10:
+3x = 3x100 = 9x apples eaten per day.
+
+However, we can also express x as 100 days and multiply 3x by 100:
+
+3x = 30.
+
+So, the answer is 9x = 90.
+
+We can round 90 to 91.
+
+The answer is 9x = 9.
+
+The other answer is 9(91)/9 = 88, and there is no other answer.
+
+So the answer is 1.','stop',257,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,11,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',11,'Marin and his neighbor Nancy each eat 4 apples a day. Therefore, in 30 days, Marin and Nancy eat 3 apples a day.
+
+In 30 days, Marin and Nancy eat 3 apples a day.
+
+So the answer is 3.
+
+The answer is 3.','stop',70,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,12,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',12,'To solve this problem, we need to break it down step by step.
+
+Step 1: Marin and his neighbor Nancy eat 4 apples a day.
+
+Step 2: In 30 days, Marin and Nancy eat 3 apples a day.
+
+Step 3: The total number of apples Marbin and his neighbor Nancy eat in 30 days is 3 apples a day.
+
+Step 4: The answer is 3 apples a day.
+
+So in 30 days, Marbin and his neighbor Nancy eat 3 apples a day.','stop',125,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,13,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',13,'Marin and Nancy eat x apples together in 30 days. To find out how many apples they eat in 30 days, we need to divide 30 by x, which is 30/x.
+
+If we have x apples, the number of apples we need to eat in 30 days will be x/30. 
+
+To find the number of apples they eat in 30 days, we can think of it as 30/x apples. 
+To calculate this we can multiply 30/x by 100% (the number of apples eaten). 
+The number of apples eaten is 30/x. 
+Multiplying this by x gives us 30 * x. 
+Multiplying 30 x 100% is 30%. 
+
+So the answer is 30 * x = 30 * 100% = 300x.
+
+This is the final answer.','stop',215,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,14,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',14,'Marin and his neighbor Nancy eat 4 apples/day * 30 days = 120 apples.
+Since they eat 120 apples / 4 days = 24 apples.
+In 30 days, Marin and Nancy eat 24 apples/day * 30 days = 64 apples.
+#### 64
+The answer is: 64','stop',86,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(32,0,15,'f21bfacb2261fcbb6edd021977c5eea7318014583cc0ce02392b84309f8f790b',15,'Marin and Nancy each eat 4 apples a day, which is 4 apples per day.
+In 30 days, Marin and Nancy eat 4 apples / day * 30 days = 16 apples per day.
+So, Marin and Nancy eat 16 apples every day.
+#### 1
+Marin and Nancy eat 16 apples.','stop',81,64,32,1.78323726386274405975e+00,38185447896.0,NULL);
+INSERT INTO "chains" VALUES(33,0,0,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',0,'Joey has two 3s in his scoreline. To calculate how many points he has won, we need to determine how many points he has already scored. 
+
+Joey has 2 points left on his 3s. Since Joey is a 3x3 player, Joey has 3x3 = 9 points left on his scoreline.
+
+Joey has 10 points on his 3x3 player scoreline (3x3). He has 9 - 10 = 1 points left on his scoreline.
+
+To calculate how many points Joey is now winning, we subtract his 3x3 scoreline from his current scoreline: 214 - 9 = 184 points.
+
+Joey has 184 - 225 = 30 points remaining on his scoreline.
+
+Joey has 3 points left on his scoreline.
+
+Joey is now winning 184 - 30 = 112 points.
+
+Joey has 112 - 10 = 110 points left on his scoreline.
+
+Joey has 110 - 10 = 10 points remaining on his scoreline.
+
+Joey is now winning 110 - 10 = 10 points on his scoreline.
+
+Joey is now winning 10 - 1 = 9 points on his scoreline.','stop',317,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,1,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',1,'Joey has 214 - 225 = 30 points left to celebrate. To calculate the number of points he won, we need to determine how many points he actually received.
+
+Joey scored 26 points on his turn in Scrabble. Since he is now winning, he needs to get rid of the points. However, he doesn''t have any points left over from his original Scrabble score of 30.
+
+Joey''s original Scrabble score was 30. He doesn''t have a point left over from scoring a point. So, he now has 225 - 30 = 185 points left to celebrate.
+
+Joey actually has 185 - 30 = 115 points that didn''t go into his Scrabble score.
+
+Joey''s original score was 30. To calculate how many points he won, we need to know how many points he actually scored. So, 115 - 225 = 25 points are his actual points.
+
+Joey''s original Scrabble score was 30, and he has 225 - 30 = 225 points left.
+
+Joey now has 225 - 225 = 10 points that he didn''t receive.
+
+Joey''s original Scrabble score was 30, and he now has 10 points.
+
+Joey''s original Scrabble score was 30, and he now has 10 points.
+
+Joey''s original score was 30, and he now has 10 points.','stop',352,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,2,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',2,'In Joey''s case, 26 points (Scores) - 214 points (Turns) = 10 points
+So Joey''s victory occurs after the 10 points are won by Marcy. So, Joey is now winning 10 - 10 = 0 points.','stop',68,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,3,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',3,'Joey has 214 points, and by adding 225 points (he scored 10 points), it becomes 214 + 225 = 430 points.
+Solving this equation, we get 214 + 225 = 430.
+Adding 430 to both sides of the equation gives 430 + 425 = 430 + 10 = 530 points.
+Joey has now gained 10 points.
+Joey has 10 + Joey = 11 points.
+Joey has gained 11 points.
+Joey has now gained 11 points.
+Joey is now the last player left in the game.
+
+Joey is the last player left in the game.','stop',179,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,4,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',4,'Joey has 200 points.
+Marcy, who has 225 points, scores 21 points.
+Joey, who has 200 - Marcy''s score, is 11 points.
+Joey, who has 200 - 11 = 175 points has the bonus.
+Joey''s total score is 200 + 175 = 375 points has the bonus.
+Joey''s bonus is 200 - 375 = 10
+Joey has 200 + 10 = 210 points has the bonus.
+Joey''s total score is 200 + 210 = 410 points has the bonus.
+Joey''s total score is 200 + 410 = 610 points has the bonus.
+Joey has 200 + 610 = 1000 points has the bonus.
+Joey''s total score is 200 + 1000 = 2000 points has the bonus.
+Joey has 200 + 2000 = 4000 points has the bonus.
+Joey has 200 + 4000 = 6000 points has the bonus.
+Joey has 1000 + 6000 = 18000 points has the bonus.
+Joey has 18000 - 10000 = 10000 points has the bonus.
+Joey has 10000 + 10000 = 20000 points has the bonus.
+Joey has 200 + 10 = 2100 points has the bonus.
+Joey has 200 + 2100 = 3110 points has the bonus.
+Joey has 200 + 3110 = 6110 points has the bonus.
+Joey has 18000 + 6110 = 25110 points has the bonus.
+Joey has 18000 + 25110 = 43110 points has the bonus.
+Joey','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,5,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',5,'Joey has a 26-point lead by 225 points. To find out how many points Joey has to win, we need to divide 225 by 26. 
+
+225 / 26 = 14. So Joey has 14 points left over from Joey''s 225 points.
+
+Joey now has 14 points left over. To find out how many points Joey has to win, we need to multiply 14 by 225.
+
+Joey has 225 points left over. To find out how many points Joey has to win, we need to divide 225 by 26.
+
+Joey has 225 - 26 = 162 points left over.
+
+Joey now has 162 points left over. To find out how many points he has to win, we need to divide 162 by 225.
+
+Joey has 225 - 225 = 10 points left over.
+
+Joey has 10 points left over.
+
+Joey now has 10 points left over.
+
+Joey now has 10 points left over.','stop',273,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,6,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',6,'Joey has 214 - 26 = 10 points left to finish. He covers 10 points with Marcy.
+In 10 points, Joey now has 225 - 10 = 175 points.
+Joey can now win 175 - 225 = 10 points.
+Joey has now lost 10 points.
+
+So, Joey has now lost 10 - 2 = 8 points of winning.','stop',111,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,7,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',7,'Joey has 214 - 26 = 172 points and Marcy has 225 - 10 = 225 points. Joey has 214 - 172 = 22 points left.
+Joey has 214 - 22 = 132 points. Since Joey has 22 points left, and Marcy has 22 points left, the total number of points Joey has is the sum of his points. 
+132 + 22 = 154 points.
+Joey has now won 154 points.','stop',137,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,8,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',8,'Joey has 214 points and Marcy has 225 points. Joey''s first turn in Scrabble scored 26 points, and by adding 225 points to his first score, he''s now 225 points higher than the original 1.
+Joey has 214 - 225 = 10 points more than his first turn.
+To find out how many points Joey has to win, we need to calculate how many points he needs to add to his score of 225. Joey has already added 225 points to his first score, so Joey needs to add 230 points. To add 230 points to a score of 225, we would have to add 230 + 230 = 500 points.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+
+Joey has 214 - 225 = 10 points','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,9,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',9,'To solve this problem, we''ll start by finding the difference between Joey''s current points and Joey''s current points, then add that difference to Joey''s current points.
+
+Joey''s current points are 26 + 225 = 410. Joey''s current points are 410 - 26 = 226. Joey''s current points are 226 - 410 = 130.
+
+To find the total points Joey has lost, we add Joey''s current points to Joey''s current points: 130 + 130 = 260.
+
+Now, find the total points Joey has won. Joey''s current points are 26 + 226 = 408. Joey''s current points are 226 - 408 = 20. Joey''s current points are 20 + 20 = 40.
+
+Joey''s current points are 20 + 20 = 40. Joey''s current points are 40 + 40 = 80. Now, find the total points Joey has lost. Joey''s current points are 26 + 226 = 432. Joey''s current points are 432 - 26 = 238. Joey''s current points are 238 + 226 = 464.
+
+Joey''s current points are 26 + 226 = 43. Joey''s current points are 43 + 43 = 86. Now, find the total points Joey has lost. Joey''s current points are 408 - 24 = 248. Joey''s current points are 248 - 40 = 168. Now, find the total points Joey has won. Joey''s current points are 20 + 40 = 60. Joey''s current points are 60 + 20 = 80.
+
+Joey''s current points are 10 + 10 = 20. Now, find the total points Joey has lost. Joey''s current points are 20 + 10 = 11. Joey''s current points','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,10,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',10,'Joey has 214 points, and Joey has 225 points. To find out how many points Joey has to win, we need to calculate 225 - 214. This can be simplified to 12. 12 can be converted to a decimal by adding 12 and 12 to get 24. 24 equals 10 points. 
+Joey now has 10 points, and Joey can win 10 points. Joey has 10 points.
+
+Each time Joey takes 10 points away from Joey, but since Joey is the one with 10 points, Joey has it all. Joey has 10 points. 
+Therefore, Joey has the maximum possible combination of 10 points if Joey has 10 points.','stop',185,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,11,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',11,'Joey has 214 points, and Marcy has 225 points. Joey has 214 - Marcy''s bonus points = 214 - 225 = 2 points. Since Joey has 2 points left and Marcy has 2 points, Joey has 2 + 2 = 4 points left. Joey now has 4 points.
+
+Joey has 2 points left, and Joey has 4 - Joey''s bonus points = 3 points left. Joey now has 2 - 4 = 2 points left. Joey has 2 points left, and Joey has 2 + 2 = 4 points left. Joey now has 2 + 4 = 6 points left. Joey has 4 + Joey''s bonus points = 10 points left, Joey now has 4 - 2 = 2 points left. Joey has 2 + 4 = 6 points left, Joey now has 6 + Joey''s bonus points = 12 points left, Joey now has 12 + Joey''s bonus points = 15 points left, Joey now has 15 + Joey''s bonus points = 20 points left, Joey now has 20 + Joey''s bonus points = 30 points left, Joey now has 30 + Joey''s bonus points = 60 points left, Joey now has 60 + Joey''s bonus points = 120 points left, Joey now has 120 + Joey''s bonus points = 240 points left.
+
+Joey now has 4 + Joey''s bonus points = 5 points left. Joey now has 4 + Joey''s bonus points = 10 points left, Joey now has 10 + Joey''s bonus points = 20 points left, Joey now has 20 + Joey''s bonus points = 40 points left, Joey now has 40 + Joey''s bonus points = 80 points left, Joey now has 80 + Joey''s bonus points = 160 points left, Joey now has 160 +Joey''s bonus points = 320 points left, Joey now has 320 +Joey''s bonus points =','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,12,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',12,'Joey has a net score of 225 points. If Joey has 214 points, Marcy is 225 - 214 = 1. So, Marcy is 1 more than Joey.
+Joey now has 225 - 1 = 220 points. Joey has a net score of 220 - 1 = 220 points.
+Joey has 220 - 1 = 220 points.
+Joey now has 220 points.
+Joey has 220 + 2 = 240 points.
+Joey has 240 - 2 = 240 points.
+Joey has 240 + 1 = 251 points.
+Joey has 251 - 2 = 252 points.
+Joey has 252 + 2 = 254 points.
+Joey has 254 - 2 = 260 points.
+Joey has 260 - 2 = 270 points.
+Joey has 270 - 2 = 280 points.
+Joey has 280 + 2 = 292 points.
+Joey has 292 - 2 = 294 points.
+Joey has 294 - 2 = 296 points.
+Joey has 296 - 2 = 298 points.
+Joey has 298 - 2 = 290 points.
+Joey has 290 + 2 = 312 points.
+Joey has 312 - 2 = 324 points.
+Joey has 324 - 2 = 330 points.
+Joey has 330 - 2 = 340 points.
+Joey has 340 + 2 = 352 points.
+Joey has 352 - 2 = 364 points.
+Joey has 364 - 2 = 370 points.
+Joey has 370 - 2 = 372 points.
+Joey has 372 - 2 = 3','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,13,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',13,'Joey''s score of 26 points is 24 points more than Marcy''s score of 10 points, since 24 - 10 = 12 points.
+Joey now has 12 points more than 20.
+Joey''s turn is over.
+So Joey has 20 points more than Joey, and Joey now has 12 + 20 = 22 points.
+#### 22
+Joey is now 12 + 2 = 14 more points than Joey, and Joey now has 22 points.
+#### 22
+Joey has 14 more points than Joey.
+#### 22
+Joey is now 14 + 2 = 16 points more than Joey.
+#### 22','stop',181,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,14,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',14,'Joey has 214 points before his turn in Scrabble, so he has 214 - 1 = 198 points in Scrabble.
+Joey has won 225 points, so in Scrabble, he has 198 + 225 = 335 points.
+Joey has now scored 335 points in Scrabble, so in Scrabble, he has 335 - 225 = 105 points.
+Joey has won 105 points, so in Scrabble, he has 335 + 105 = 430 points.
+Joey has now lost, so he has 430 - 105 = 210 points.
+Joey has scored 210 points in Scrabble, so he has 210 + 10 = 210 points.
+Joey has scored 210 + 10 = 220 points, so he has 220 - 10 = 180 points.
+Joey has now lost, so he has 180 - 10 = 100 points.
+Joey has scored 100 points in Scrabble, so he has 100 + 1 = 110 points.
+Joey has now lost, so he has 110 - 10 = 10 points.
+Joey has now lost, so he has 10 + 1 = 11 points.
+Joey has now lost, so he has 11 - 1 = 0 points.
+Joey has now lost again, so he has 0 - 1 = 1 point.
+Joey has lost again, so he has 1 - 1 = 0 points.
+Joey has lost again, so he has 0 - 1 = 1 point.
+Joey has lost again, so he has 2 - 1 = 1 point.
+Joey has lost again, so he has 2 - 2 = 1 point.
+Joey has lost again, so he has 3 - 1 = 2 points.
+Joey has lost again, so he has 3 - 1 = 2 points.
+Joey has lost again, so he has ','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(33,0,15,'91627fce6055852343f9b38759121f177fa814bfc192358aec6a7c08c4f56b4b',15,'Joey has 214 - 225 = 5 points left.
+To find out how many points Joey is now is to find out how many points Joey can win with Marcy.
+Joey can win with Marcy 5 x 225 = 100.
+Joey will win 100 / 225 = 0.4 points.
+Joey is now winning with Marcy.
+Joey won with Marcy.
+Joey is now winning with Joey.
+Joey won.
+Joey is now winning.
+Joey is now winning again.
+Joey is now winning again.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -1180,6 +6321,32 @@ INSERT INTO "jobs" VALUES(4,'smollm2-135m','self-consistency','gsm8k_test-79',0,
 INSERT INTO "jobs" VALUES(5,'smollm2-135m','self-consistency','gsm8k_test-82',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 544219355, "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 32, "completion_tokens": 2629, "calls": 1, "seconds": 27.183473236191496, "flops": 712929542400.0}}, {"event": "vote", "counts": {"28": 1, "2": 4, "7120": 1, "64": 1, "169/4": 1, "35": 1, "12": 1, "575": 1, "130": 1, "16": 1, "20": 1, "121": 1, "500": 1}, "tie_broken_by_rng": false, "winner": "2"}]',69,32,2629,1,0,0,712929542400.0,0.0,3.72859684449995256718e+01,2.71834732361914959146e+01,1.79619313834598636628e+09);
 INSERT INTO "jobs" VALUES(6,'smollm2-135m','self-consistency','gsm8k_test-127',0,16,'self-consistency:n_samples=16',1,'done','50','[{"event": "generate", "n": 16, "seed": 1172784741, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 32, "completion_tokens": 3542, "calls": 1, "seconds": 43.9570185122113, "flops": 959630067072.0}}, {"event": "vote", "counts": {"100": 1, "250": 1, "200": 1, "4": 2, "0": 1, "10": 2, "50": 3, "2": 1, "41": 1, "1": 1, "40": 2}, "tie_broken_by_rng": false, "winner": "50"}]',73,32,3542,1,0,0,959630067072.0,0.0,1.06210049352000169165e+02,43.9570185122113,1.79619323508043432233e+09);
 INSERT INTO "jobs" VALUES(7,'smollm2-135m','self-consistency','gsm8k_test-128',0,16,'self-consistency:n_samples=16',1,'done','1000','[{"event": "generate", "n": 16, "seed": 876530689, "usage": {"prompt_tokens": 122, "cached_prompt_tokens": 32, "completion_tokens": 4040, "calls": 1, "seconds": 58.62663756069877, "flops": 1107058515840.0}}, {"event": "vote", "counts": {"15": 1, "250": 1, "550": 1, "421": 1, "200": 1, "10": 2, "1200": 1, "6": 1, "70": 1, "40": 1, "1000": 2, "20": 1, "0": 1, "240": 1}, "tie_broken_by_rng": true, "winner": "1000"}]',122,32,4040,1,0,0,1107058515840.0,0.0,1.00168880857999283758e+02,5.86266375606987679694e+01,1.79619323852094984052e+09);
+INSERT INTO "jobs" VALUES(8,'smollm2-135m','self-consistency','gsm8k_test-141',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1556129095, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 32, "completion_tokens": 3613, "calls": 1, "seconds": 45.58746709028598, "flops": 980076348288.0}}, {"event": "vote", "counts": {"1000": 1, "6": 1, "3": 1, "20": 2, "100": 1, "2": 2, "1200": 1, "1400": 1, "ANSWER": 1, "240": 1, "A*B": 1, "8": 1, "128": 1}, "tie_broken_by_rng": true, "winner": "2"}]',78,32,3613,1,0,0,980076348288.0,0.0,1.22467975139999907697e+02,4.55874670902859833185e+01,1.79619335756416511531e+09);
+INSERT INTO "jobs" VALUES(9,'smollm2-135m','self-consistency','gsm8k_test-151',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 1454065860, "usage": {"prompt_tokens": 130, "cached_prompt_tokens": 32, "completion_tokens": 5615, "calls": 1, "seconds": 77.86335175624595, "flops": 1532933031168.0}}, {"event": "vote", "counts": {"6052": 1, "1": 3, "3": 3, "15": 1, "280": 1, "393": 1, "32500": 1, "45": 1, "50": 1, "37": 1, "36": 1, "2": 1}, "tie_broken_by_rng": true, "winner": "1"}]',130,32,5615,1,0,0,1532933031168.0,0.0,1.20246641939998880847e+02,7.78633517562459474001e+01,1.79619335877657604217e+09);
+INSERT INTO "jobs" VALUES(10,'smollm2-135m','self-consistency','gsm8k_test-164',0,16,'self-consistency:n_samples=16',1,'done','1000','[{"event": "generate", "n": 16, "seed": 696514178, "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 32, "completion_tokens": 6401, "calls": 1, "seconds": 75.48595902324843, "flops": 1737933903360.0}}, {"event": "vote", "counts": {"2250": 1, "18": 1, "30": 1, "1/4": 1, "35": 1, "302": 1, "15": 1, "23": 1, "98": 1, "120": 1, "10": 1, "180": 1, "16": 1, "1000": 1, "0": 1, "228/25": 1}, "tie_broken_by_rng": true, "winner": "1000"}]',107,32,6401,1,0,0,1737933903360.0,0.0,1.49048627451000356811e+02,7.54859590232484265479e+01,1.79619350662313961982e+09);
+INSERT INTO "jobs" VALUES(11,'smollm2-135m','self-consistency','gsm8k_test-183',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 1228580919, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 32, "completion_tokens": 6240, "calls": 1, "seconds": 74.27639205791327, "flops": 1712914111872.0}}, {"event": "vote", "counts": {"20": 1, "12": 1, "10": 1, "1389/500": 1, "100": 1, "23": 1, "22": 1, "120": 2, "32": 1, "520": 1, "6": 1, "4": 2, "400": 1, "3/2": 1}, "tie_broken_by_rng": true, "winner": "4"}]',174,32,6240,1,0,0,1712914111872.0,0.0,1.79817340186000365065e+02,7.42763920579132701487e+01,1.79619353860060214996e+09);
+INSERT INTO "jobs" VALUES(12,'smollm2-135m','self-consistency','gsm8k_test-186',0,16,'self-consistency:n_samples=16',1,'done','20','[{"event": "generate", "n": 16, "seed": 1435999648, "usage": {"prompt_tokens": 154, "cached_prompt_tokens": 32, "completion_tokens": 5003, "calls": 1, "seconds": 59.489123467566586, "flops": 1374474351744.0}}, {"event": "vote", "counts": {"15": 1, "40": 3, "20": 3, "8000": 1, "160": 1, "100": 2, "16": 1, "1": 2, "60": 1, "2": 1}, "tie_broken_by_rng": true, "winner": "20"}]',154,32,5003,1,0,0,1374474351744.0,0.0,1.15169347970000671924e+02,5.94891234675665856465e+01,1.79619362179732608799e+09);
+INSERT INTO "jobs" VALUES(13,'smollm2-135m','self-consistency','gsm8k_test-187',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1623466753, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 32, "completion_tokens": 4653, "calls": 1, "seconds": 57.90237456579364, "flops": 1259867564928.0}}, {"event": "vote", "counts": {"24": 1, "333/100": 1, "3": 2, "2": 3, "40": 1, "100": 1, "60": 1, "8": 1, "200": 2, "9": 1, "3333/100": 1, "300": 1}, "tie_broken_by_rng": false, "winner": "2"}]',78,32,4653,1,0,0,1259867564928.0,0.0,1.15436220857000080284e+02,5.79023745657936430566e+01,1.79619365404929757111e+09);
+INSERT INTO "jobs" VALUES(14,'smollm2-135m','self-consistency','gsm8k_test-191',0,16,'self-consistency:n_samples=16',1,'done','3.5','[{"event": "generate", "n": 16, "seed": 779657982, "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 32, "completion_tokens": 4116, "calls": 1, "seconds": 50.00841135567975, "flops": 1114591356288.0}}, {"event": "vote", "counts": {"100": 1, "10": 3, "35": 1, "4": 1, "400": 1, "5": 1, "200": 1, "7/2": 3, "301/100": 1, "239533/20": 1, "115": 1, "300": 1}, "tie_broken_by_rng": true, "winner": "7/2"}]',75,32,4116,1,0,0,1114591356288.0,0.0,1.04148273337001228354e+02,5.0008411355679747599e+01,1.79619372595509123801e+09);
+INSERT INTO "jobs" VALUES(15,'smollm2-135m','self-consistency','gsm8k_test-194',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 704761572, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 32, "completion_tokens": 4035, "calls": 1, "seconds": 52.33337106865406, "flops": 1093876045056.0}}, {"event": "vote", "counts": {"10": 3, "9": 1, "20": 1, "5": 2, "80": 1, "3": 1, "1": 3, "500": 1, "2": 1, "5/4": 1, "50": 1}, "tie_broken_by_rng": true, "winner": "1"}]',79,32,4035,1,0,0,1093876045056.0,0.0,9.78044882049998705059e+01,5.23333710686540598544e+01,1.79619375186801147458e+09);
+INSERT INTO "jobs" VALUES(16,'smollm2-135m','self-consistency','gsm8k_test-202',0,16,'self-consistency:n_samples=16',1,'done','20','[{"event": "generate", "n": 16, "seed": 1802559888, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 3040, "calls": 1, "seconds": 29.656755820113904, "flops": 828881479296.0}}, {"event": "vote", "counts": {"20": 4, "100": 1, "4": 1, "10": 1, "50": 2, "25": 1, "0": 1, "400": 1, "1": 1, "1000": 1, "40": 1, "15200": 1}, "tie_broken_by_rng": false, "winner": "20"}]',89,32,3040,1,0,0,828881479296.0,0.0,6.12170367070011707272e+01,2.96567558201139043205e+01,1.79619378718593859668e+09);
+INSERT INTO "jobs" VALUES(17,'smollm2-135m','self-consistency','gsm8k_test-206',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1100251774, "usage": {"prompt_tokens": 117, "cached_prompt_tokens": 32, "completion_tokens": 3719, "calls": 1, "seconds": 36.01296391148989, "flops": 1019085700608.0}}, {"event": "vote", "counts": {"400": 1, "3600": 1, "25": 2, "450": 1, "10": 2, "120": 1, "18": 1, "36": 1, "12": 1, "122": 1, "240": 1, "52": 1, "8": 1, "50": 1}, "tie_broken_by_rng": true, "winner": "10"}]',117,32,3719,1,0,0,1019085700608.0,0.0,6.25738450169992574964e+01,3.60129639114898907341e+01,1.79619381445565843582e+09);
+INSERT INTO "jobs" VALUES(18,'smollm2-135m','self-consistency','gsm8k_test-223',0,16,'self-consistency:n_samples=16',1,'done','$70000','[{"event": "generate", "n": 16, "seed": 666008304, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 32, "completion_tokens": 3506, "calls": 1, "seconds": 30.83526006643503, "flops": 952635286656.0}}, {"event": "vote", "counts": {"20000": 1, "60000": 1, "70000": 2, "25000": 1, "85000": 1, "7000": 1, "120000": 1, "110000": 1, "1500": 1, "90000": 1, "1": 1, "15000": 1, "333/100": 1, "20": 1, "41518/5": 1}, "tie_broken_by_rng": false, "winner": "70000"}]',83,32,3506,1,0,0,952635286656.0,0.0,8.77035297330003231746e+01,3.08352600664350298123e+01,1.79619387490112614636e+09);
+INSERT INTO "jobs" VALUES(19,'smollm2-135m','self-consistency','gsm8k_test-255',0,16,'self-consistency:n_samples=16',1,'done','8','[{"event": "generate", "n": 16, "seed": 683154294, "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 32, "completion_tokens": 5169, "calls": 1, "seconds": 54.7071089448088, "flops": 1401108323328.0}}, {"event": "vote", "counts": {"2": 3, "4": 1, "160": 1, "10": 2, "16": 3, "8": 3, "1": 1, "20": 1, "3760": 1}, "tie_broken_by_rng": true, "winner": "8"}]',87,32,5169,1,0,0,1401108323328.0,0.0,8.67543595820006885332e+01,54.7071089448088,1.79619390121756672862e+09);
+INSERT INTO "jobs" VALUES(20,'smollm2-135m','self-consistency','gsm8k_test-285',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 410321531, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 3413, "calls": 1, "seconds": 33.699121911316986, "flops": 922772954880.0}}, {"event": "vote", "counts": {"3": 3, "9": 2, "36": 3, "1": 3, "8": 1, "16": 1, "18": 1, "32": 1, "6": 1}, "tie_broken_by_rng": true, "winner": "3"}]',64,32,3413,1,0,0,922772954880.0,0.0,5.99897217929992621066e+01,3.36991219113169861989e+01,1.79619396121682024002e+09);
+INSERT INTO "jobs" VALUES(21,'smollm2-135m','self-consistency','gsm8k_test-266',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 2030136873, "usage": {"prompt_tokens": 121, "cached_prompt_tokens": 32, "completion_tokens": 4950, "calls": 1, "seconds": 50.28277666505948, "flops": 1351337770368.0}}, {"event": "vote", "counts": {"100000": 1, "1": 3, "2": 1, "4": 1, "20000": 1, "10": 1, "333": 1, "125": 1, "1500": 1, "40": 1, "150000": 1, "333/1000": 1, "401/10": 1, "2409969/100": 1}, "tie_broken_by_rng": false, "winner": "1"}]',121,32,4950,1,0,0,1351337770368.0,0.0,1.01450448747998962057e+02,5.02827766650594796269e+01,1.79619397635839319225e+09);
+INSERT INTO "jobs" VALUES(22,'smollm2-135m','self-consistency','gsm8k_test-286',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1731212774, "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 32, "completion_tokens": 3123, "calls": 1, "seconds": 32.65838499547067, "flops": 846368430336.0}}, {"event": "vote", "counts": {"15": 1, "25": 3, "100": 2, "48": 1, "5": 1, "ANSWER": 1, "10": 3, "A": 1, "200": 1, "2": 1, "1": 1}, "tie_broken_by_rng": true, "winner": "10"}]',71,32,3123,1,0,0,846368430336.0,0.0,7.56691810030006308798e+01,3.26583849954706693105e+01,1.79619403690057659146e+09);
+INSERT INTO "jobs" VALUES(23,'smollm2-135m','self-consistency','gsm8k_test-291',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 802714333, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 3940, "calls": 1, "seconds": 43.5982747531297, "flops": 1071008493696.0}}, {"event": "vote", "counts": {"18": 1, "72": 1, "8": 2, "75": 1, "6": 1, "41111/10000": 1, "16": 1, "1": 3, "4": 2, "80": 1, "120": 1, "9": 1}, "tie_broken_by_rng": false, "winner": "1"}]',89,32,3940,1,0,0,1071008493696.0,0.0,8.89243798290008271613e+01,43.5982747531297,1.79619406529470896716e+09);
+INSERT INTO "jobs" VALUES(24,'smollm2-135m','self-consistency','gsm8k_test-300',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 415112879, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 3251, "calls": 1, "seconds": 31.92631663172787, "flops": 886991962752.0}}, {"event": "vote", "counts": {"2": 3, "20": 1, "90": 1, "32": 1, "7": 1, "4": 1, "26": 1, "10": 1, "60": 1, "56": 1, "23": 1, "21": 1, "287/100": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "2"}]',94,32,3251,1,0,0,886991962752.0,0.0,75.2987401900009,3.19263166317278717092e+01,1.79619411221071267133e+09);
+INSERT INTO "jobs" VALUES(25,'smollm2-135m','self-consistency','gsm8k_test-306',0,16,'self-consistency:n_samples=16',1,'done','6','[{"event": "generate", "n": 16, "seed": 488019807, "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 32, "completion_tokens": 3726, "calls": 1, "seconds": 40.44558309929052, "flops": 1013705100288.0}}, {"event": "vote", "counts": {"25": 1, "80": 1, "14": 1, "10": 1, "4": 1, "2": 1, "20": 1, "17": 1, "6": 2, "1800": 1, "60": 1, "1": 2, "320": 1, "22": 1}, "tie_broken_by_rng": true, "winner": "6"}]',90,32,3726,1,0,0,1013705100288.0,0.0,4.82604988100010814369e+01,4.04455830992905234193e+01,1.79619411356573033334e+09);
+INSERT INTO "jobs" VALUES(26,'smollm2-135m','self-consistency','gsm8k_test-376',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 1882686353, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 32, "completion_tokens": 3470, "calls": 1, "seconds": 37.3971624225581, "flops": 941336025984.0}}, {"event": "vote", "counts": {"20": 2, "55": 1, "2": 1, "1": 2, "40": 2, "120": 1, "220": 1, "28": 1, "56": 1, "3": 1, "10": 1, "4": 2}, "tie_broken_by_rng": true, "winner": "1"}]',77,32,3470,1,0,0,941336025984.0,0.0,8.65604270229996473028e+01,37.3971624225581,1.79619419877837967875e+09);
+INSERT INTO "jobs" VALUES(27,'smollm2-135m','self-consistency','gsm8k_test-382',0,16,'self-consistency:n_samples=16',1,'done','200','[{"event": "generate", "n": 16, "seed": 103832985, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 33, "completion_tokens": 4244, "calls": 1, "seconds": 49.16560820396268, "flops": 1153869738624.0}}, {"event": "vote", "counts": {"13": 1, "320": 1, "200": 3, "40": 2, "2": 1, "25": 1, "24": 1, "50": 1, "140": 1, "100": 1, "4800": 1, "4": 1, "80000": 1}, "tie_broken_by_rng": false, "winner": "200"}]',93,33,4244,1,0,0,1153869738624.0,0.0,86.8020598460007,4.91656082039626767237e+01,1.79619420037223720548e+09);
+INSERT INTO "jobs" VALUES(28,'smollm2-135m','self-consistency','gsm8k_test-387',0,16,'self-consistency:n_samples=16',1,'done','12','[{"event": "generate", "n": 16, "seed": 2135395336, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 2933, "calls": 1, "seconds": 29.95518304843592, "flops": 793369517184.0}}, {"event": "vote", "counts": {"14": 1, "18": 1, "2": 2, "3": 1, "22": 1, "48": 1, "6": 1, "1": 2, "12": 3, "60": 1, "20": 1, "922": 1}, "tie_broken_by_rng": false, "winner": "12"}]',64,32,2933,1,0,0,793369517184.0,0.0,8.15487445840008149354e+01,2.99551830484359200568e+01,1.79619428034141182903e+09);
+INSERT INTO "jobs" VALUES(29,'smollm2-135m','self-consistency','gsm8k_test-391',0,16,'self-consistency:n_samples=16',1,'done','5','[{"event": "generate", "n": 16, "seed": 997448342, "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 32, "completion_tokens": 5160, "calls": 1, "seconds": 53.79550504344907, "flops": 1397610933120.0}}, {"event": "vote", "counts": {"1": 2, "5": 2, "26": 1, "28": 1, "8": 1, "15": 1, "100": 1, "111": 1, "164": 1, "166": 1, "1000": 1, "165": 2, "675": 1}, "tie_broken_by_rng": true, "winner": "5"}]',82,32,5160,1,0,0,1397610933120.0,0.0,9.85357187310000881552e+01,5.37955050434490686947e+01,1.79619429892214059829e+09);
+INSERT INTO "jobs" VALUES(30,'smollm2-135m','self-consistency','gsm8k_test-416',0,16,'self-consistency:n_samples=16',1,'done','360','[{"event": "generate", "n": 16, "seed": 1026941726, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 3156, "calls": 1, "seconds": 33.13913838602429, "flops": 859819931136.0}}, {"event": "vote", "counts": {"indeed a bit of a mathematical puzzle. The problem involves a combinatorial approach, where it is possible to count the number of ways to distribute two camel-sized objects among three dairy-sized objects. This can be thought of as a combination problem with two orders of selection": 1, "360": 2, "180": 2, "3": 1, "5480": 1, "90": 1, "60": 1, "2448": 1, "2": 2, "16000": 1, "944": 1, "3560": 1, "not just any number, but the number of ways to arrange the number of camels (x) times the number of dromeds (y). This shows that there is no finite number of ways to arrange a collection of numbers, which is a fundamental concept in mathematics and algebra": 1}, "tie_broken_by_rng": true, "winner": "360"}]',88,32,3156,1,0,0,859819931136.0,0.0,9.47798046989992144534e+01,3.3139138386024292516e+01,1.79619437513103032111e+09);
+INSERT INTO "jobs" VALUES(31,'smollm2-135m','self-consistency','gsm8k_test-418',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 114494218, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 4974, "calls": 1, "seconds": 62.756714514080294, "flops": 1350261650304.0}}, {"event": "vote", "counts": {"15": 1, "10": 1, "20": 1, "1": 6, "157/5": 1, "2": 2, "33/8": 1, "16": 1, "11/10": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "1"}]',93,32,4974,1,0,0,1350261650304.0,0.0,105.717455693999,6.2756714514080293556e+01,1.79619440465963029862e+09);
+INSERT INTO "jobs" VALUES(32,'smollm2-135m','self-consistency','gsm8k_test-454',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 1658347267, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 2255, "calls": 1, "seconds": 28.531796221803905, "flops": 610967166336.0}}, {"event": "vote", "counts": {"18": 1, "3": 5, "2": 1, "0": 1, "120": 2, "4": 1, "6": 1, "1": 2, "30": 1, "64": 1}, "tie_broken_by_rng": false, "winner": "3"}]',64,32,2255,1,0,0,610967166336.0,0.0,64.417029491,2.8531796221803904956e+01,1.79619446908797883986e+09);
+INSERT INTO "jobs" VALUES(33,'smollm2-135m','self-consistency','gsm8k_test-447',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1300599342, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 5387, "calls": 1, "seconds": 67.65983586866939, "flops": 1460025896832.0}}, {"event": "vote", "counts": {"9": 1, "10": 4, "0": 1, "11": 2, "43110": 1, "8": 1, "154": 1, "320": 1, "3": 1, "22": 1, "2": 1, "2/5": 1}, "tie_broken_by_rng": false, "winner": "10"}]',88,32,5387,1,0,0,1460025896832.0,0.0,1.12788257178999629104e+02,6.76598358686693899253e+01,1.79619448792874598507e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["smollm2-135m"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -2449,10 +7616,5151 @@ Dillon now has 60 * 4 = 240 dollars.
 
 In conclusion, the total amount of money he will spend is 240 + Dillon''s total amount.','240',0,'not_equivalent',357,'stop',NULL,NULL,NULL,NULL,'[]',0);
 INSERT INTO "samples" VALUES(7,15,'To solve this problem, we need to carefully consider the given information. We know that Dillon is sent to the store to buy 4 watermelons, 20 peppers, and 10 oranges. This means the total amount he will spend is 4 x 20 x 10 = 100 (watermelons) + 20 x 20 x 10 = 1000 dollars, which is 100% of the price of a watermelon, which is 1000 dollars.','1000',0,'not_equivalent',116,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,0,'A beehive can contain any number of bees, but in the context of the problem, it''s referring to a population of bees. If there are 700 bees, then the number of bees containing 2 would be 2x, where x is the number of bees containing 2.
+
+To find the number of bees containing 2, we can multiply 700 by 2, which gives 1000. So, 1000 worker bees contain 1000 bees containing 2.
+
+To calculate the total number of worker bees, we would need to multiply 1000 by 100 (1000 bees containing 2) and then add 1000. This is a multiplication of 100 by itself (1000, which is 1000). Therefore, 1000 worker bees contain 1000 bees containing 1000.
+
+Adding 1000 to 1000 results in 1000. So, there are 1000 worker bees that contain 2, which is 1000 in total.','1000',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,1,'There are 700 bees in a hive, which is 1/2^3*2 = 16 (bees) + 1680 (bees) = 216 bees.
+There are twice as many bees as workers, which is 2*2*2 = 8 bees.
+There are twice as many babies as queens, which is 2*2*2 = 4 queens.
+The total number of bees is the sum of the number of worker bees and the number of queens.
+The sum of twice as many bees and twice as many queens is equal to 2*8 = 16 bees.
+Therefore, there are 16 * 2 = 32 worker bees and 32 queens, and as a result, there is 32 * 2 = 64 bees left in the hive.
+#### 6
+The answer is: 6','6',0,'not_equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,2,'You''re referring to worker bees. In the context of a hive, honeybee colonies are typically defined by the queen, which is a queen bee that lays eggs and is responsible for maintaining the colony.
+
+In the context of a hive, a honeybee colony typically consists of a single queen bee, her offspring (the queen bee''s offspring, the workers, and the queen), and thousands of worker bees.
+
+In the case of a single hive, there are three queen bees that are the primary caregivers for the colony. The queen is the highest-ranking bee in a hive and lays eggs, which is the primary life cycle of a honeybee colony.
+
+So, the answer is 3.
+
+Here''s a more detailed explanation of the process:
+
+- A single queen bee lays eggs, which are the primary life cycle of a honeybee colony.
+- The colony is managed by the queen bee, who lays eggs to maintain the colony.
+- The colony is managed by the queen bee, who lays eggs to ensure the continued health and prosperity of the colony.
+- Each hive is managed by a colony of one queen bee, which is responsible for the entire colony.
+- The colony is managed by the worker bees, who are drones (non-reproductive males) and are responsible for caring for the colony.
+- The colony is managed by the queen bee, who lays eggs to maintain the colony.
+- In a single hive, the colony consists of one queen bee, her offspring (the workers, and the queen), and thousands of worker bees.
+- The queen is a reproduction of the colony, and her replacement is the new queen.
+- The colony is managed by the female drones, who mate with the male queen. She lays eggs, which is the primary life cycle of a honeybee colony.
+- The colony is managed by drones, who are the reproduction of the colony, and they are the only reproduction of the colony.
+
+So, the answer is 3.','3',0,'not_equivalent',415,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,3,'A worker bee is a female bee that performs specific tasks, such as laying eggs and caring for the colony. In this scenario, there are 700 bees (female bees) and 256 (male bees) in a hive, which is equivalent to 700 * 256 = 16,000 bees.
+
+There are 256 male bees in a hive, which is equivalent to 16,000 / 2 = 8,000 bees.
+
+In a hive, there are 256 male bees and 16,000 female bees, so there are 256 / 16,000 = 14 female bees per male.
+
+So, there are 14 female bees per male in a hive.
+
+Therefore, there are 14 + 1 = 15 worker bees in a hive.
+
+In a single beehive, there are 14 worker bees.
+
+Therefore, there are 16 worker bees = 14 * 16 = 20 baby bees.
+
+In a single queen bee, there are only one queen bee.
+
+In a hive, there are no queen bees.','20',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,4,'There are 700 bees - 2 * 2 = 100 bees
+There are 100 bees * 2 = 200 bees in a hive
+
+In a hive, 100 bees = 100 * 2
+In a hive, 200 bees = 200 * 2
+There are 200 bees in a hive = 2 * 2 = 400 bees
+
+There are 100 bees * 2 = 200 bees in a hive = 400
+There are 100 bees * 2 = 200 bees in a hive = 400
+
+So, there are 400 worker bees in a hive = 400 = 2 * 2 = 400
+
+So, there are 100 worker bees in a hive.','100',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,5,'Let''s break down the information: we know that there are 700 bees in a hive, and there are twice as many worker bees as baby bees (which is 2^2) as there are (4x) baby bees.
+
+To find out how many worker bees are in a hive, we need to multiply the number of baby bees (2x) by itself 2 times:
+
+2^2 = 4
+4 = 2
+
+So there are 2 worker bees in a hive.','2',0,'not_equivalent',109,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(8,6,'There are 700 bees in a hive, and 2^3 = 8 bees. The total number of bees is 700 * 8 = 5600 bees.
+
+There are twice as many baby bees as queens, so there are 700 * 2 = 1400 bees in a queen''s brood.
+
+There are twice as many queens as workers, so there are 1400 * 2 = 2400 bees in the hive.
+
+There are twice as many workers as queens, so there are 1400 * 2 = 2400 bees in a hive.
+
+The number of worker bees is 5600 - 2400 = 1200 bees, which is the answer.','1200',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,7,'This problem involves counting in fractions. One way to solve it is by using the formula for counting in fractions, which is the same as counting in whole numbers, but with a fraction in between. To solve it, we can break it down into two parts: count the number of bees, and then find the number of bees that are bees, and then find the number of bees that are bees.
+
+In this case, we have 200 (bees) and 20 bees (bees). We can either do a fraction or divide the number of bees in half. If we do a fraction, we multiply the number of bees by 2. So, 20 (bees) multiplied by 2 is equal to 40 (bees) divided by 2, or 20 (bees) which equals 10 in this case. However, if we divide the number of bees by itself (which is 1 in this case), the number of bees is 20.
+
+However, if we divide 1 by itself, which is 10, then the number of bees is 2.
+
+But we are asked to find the total number of bees, which is the same as multiplying the total number of bees by 1. 
+
+When we have 10 of the bees, 10 bees are there, so we need to multiply that by 10 to get the number of bees.
+
+The number of bees is 10 x 2 = 20.
+
+So, there are 20 worker bees.
+
+The answer is 20.','20',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,8,'To solve this problem, let''s first understand the relationship between these numbers. If there are 700 bees, it means there are 700 * 2 = 1400 bees in a hive. Now, if there are twice as many worker bees as babies, that means there are 2 * 2 = 4x workers. This is because there are 2^2 = 4 pairs of bees (workers, babies, and other bees) that are related to the other 2^2 bees that are workers.
+
+Since there are twice as many workers as queens, which is 2^2 = 4 queens. Now let''s talk about queens. There are 2^2 = 4 queens in the hive. However, if we consider the relationship between workers and queens, there''s only one queen, so there''s only one queen in the hive.
+
+So, there are 1 queen in the hive, which is twice as many as queens.
+
+However, we initially said there were 700 workers and 1 queen. This means there are 1200 - 1200 = 2^2 = 4 queens. So, the answer to the original question is 4.
+
+The answer can also be thought of as 700 * (1 + 1) = 700 * 2 = 1400.','1400',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,9,'100 bees = 100 * 2 = 200 worker bees
+The answer is \boxed{ANSWER}.','ANSWER',0,'not_equivalent',32,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,10,'A worker bee is a worker bee that is a queen bee. The queen is the only bee that lays its own eggs. Therefore, the number of worker bees is equal to the number of queen bees plus one.
+
+In a hive, the number of worker bees is equal to the total number of bees that have been raised by the queen for the past year. This is a classic example of a mathematical equation where the entire hive is comprised of the same number of reproductive bees.',NULL,0,'not_equivalent',98,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,11,'1. The number of bees is the product of the number of worker bees and 2.
+2. Now, if 2x is the number of bees, 120 is the number of bees.
+3. So, 120 * 2 = 240.
+4. Multiplying 120 * 2 = 240, which is equal to 240.
+5. So, the answer is 240.
+
+The answer is 240.','240',0,'not_equivalent',113,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,12,'Babies are about \boxed{A*B} more than queens, which is A*B. Queens are twice as many as workers, so A*B = 2A*B. So, 2A*B = 4A*B.
+The total number of worker bees is A*B + 2A*B. 
+A*B = 4A*B.
+A*B = 4A*B.
+The number of workers is 2A*B. 
+There are 2A*B = 4A*B.
+There are 2A*B = 4A*B.
+The number of queens is 2A*B + 2A*B = 2A*B + 2A*B = 4A*B + 2A*B = 4A*B + 2A*A = 4A*B + 4A*B = 4A*B + 4*A*B = 4A*B + 4A*A = 4A*B + 2A*B = 4A*B + 4A*B = 2A*A = 2A*B = 2*A*B = 2A*B + 2*A*B = 2A*B + 2A*B = 2A*B + 4*A*B = 4A*B + 4*A*B = 4A*B + 4A*B = 4A*B + 2A*B = 4A*B + 4A*B = 4A*B + 2A*B + 2A*B = 4A*B + 4A*B
+
+A*B = 4A*B + 2A*B = 4A*B + 2A*B + 2A*B + 4A*B + 4A*B + 2A*B + 4A*B + 4A*B + 4A*B + 2A*B + 4A*B + 2A*A + 2A*C + 2B + 2C = 4A*B + 2A*B + 2A*C + ','A*B',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,13,'Let''s start by making a sense of the numbers. We have 700 bees in a hive, which is 2 * 700 = 1400 bees. Now we know there are twice as many baby bees as workers, so we can say there are 2 * 1400 = 2600 bees.
+
+Now we have 1400 bees in a hive, and we know there are twice as many queen bees as workers. So we can say there are 2 Queen Bees in a hive, which is 2 * 4 = 8 Queen Bees.
+
+Next, we have 2 * 8 = 16 Queen Bees. Now we have 1400 bees in a hive, and we know there are twice as many Queens as King Bees, which is 2 * 2 = 4 Queens.
+
+So, there are 4 Queen Bees in a hive. In total, there are 1400 - 4 * 16 = 2600 - 4 * 16 = 2600 Queen Bees.
+
+But we forgot to add King Bees. So we add 2 King Bees. So there is 1400 - 2 * 16 = 2600 King Bees in a hive.
+
+This is the correct answer. The total number of Queen Bees in a hive is 2Queen Bees.','2',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,14,'A beehive is made up of a workforce of 700 bees, and there are twice as many queen bees as a beehive is made up of worker bees. Since a beehive is a hive made up of bees, and bees are made up of worker bees, there are 2 x 2 = 4 queen bees.
+
+In a beehive, there are 2 x 2 = 4 beehives. So, there are 2 * 4 = 8 worker bees in a beehive, and each beehive is made up of 1 queen bee and 1 colony of bees.
+
+Therefore, there are 2 * 4 = 8 worker bees in a beehive.','8',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,15,'1. There are 700 bees in a hive.
+2. There are twice as many baby bees as there are adult bees (which include queen bees) and there are twice as many adult bees as workers.
+3. There are 2 * 2 = 4 adult bees.
+4. To find out how many worker bees there are, multiply the number of adult bees by 2.
+5. There are 2 * 2 = 4 worker bees.
+6. So there are 6 * 4 = 24 worker bees.
+
+So there are 6 * 24 = 128 worker bees in a hive.','128',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,0,'To solve this problem, we need to break down the calculation into manageable parts. We start by considering the total number of people who come by to get both tires, which is 5 people x 5 people = 25 people, and then multiply that by 2. 25 people x 2 = 50 people, and then multiply that by 5, which gives us 100 people.
+
+On the first day, she only needs to order 100 people, and 2 people order all their tires. So the total number of people she needs to order is 100 - 2 = 80 people who need to be ordered.
+
+She orders 100 - 80 = 20 people, and orders 2 people. So she orders 5 people, but 2 people order 10 people, so she orders 2 times 5 people.
+
+Therefore, she orders 5 * 2 = 10 people. So she orders 50 people.
+
+The total cost of her tires is 100 + 20 + 5 = 250, but she orders 2 people, so she orders 2 * 5 = 10 so she orders 2 * 5 = 10, which is 2 for each of the 5 people on the day. She orders 2 / 5 = 1 so she orders 1 * 2 = 2 so she orders 1 * 2 = 2 so she orders 2 * 3 = 6 so she orders 6 * 2 = 12 so she orders 12 * 2 = 24 so she orders 24 * 2 = 48 so she orders 48 * 2 = 96 so she orders 96 * 2 = 184 so she orders 184 * 2 = 408 she orders 48 * 2 = 808 so she orders 808 * 2 = 1616 so she orders 1616 * 3 = 4436 she orders 4436 * 2 = 8972 so she orders 8972 * 3 = 27860 so she orders 27860 * 2 = 6052','6052',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,1,'To solve this problem, we need to think of the total number of people (or bicycles) that made it, and then add them together. On the first day, 5 people made 5 people, and on the second day 3 people made 3 tricycle tires. So, on the first day, 5 people made 5 tricycle tires, and on the second day, 3 people made 3 tricycle tires, for a total of 7 tricycle tires made.
+
+On the third day, 3 people made 3 tricycle tires, and 1 person made 2 tricycle tires, for a total of 4 tricycle tires made.
+
+The total number of people who were able to make 7 tricycle tires is 4.
+
+The total number of people who made 7 tricycle tires is 4.
+
+The answer is 4. The maximum number of people that could have made 7 tricycle tires is 4, but Shawnda has only 1 person who made 7 tricycle tires.
+
+Therefore, 4 people made 7 tricycle tires.
+
+Therefore, 1 person made 2 tricycle tires.
+
+#### 1
+
+Total number of people who made 7 tricycle tires: 4
+Total number of people who made 7 tricycle tires: 1','1',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(9,2,'To solve this problem, we''ll break it down step by step, using a logic approach. Let''s think of it this way: at first, the people who came by to get the tires might have been some of the people who don''t ride bicycles. But the people who came by to get the tricycle tires cost 25 cents. The next day, 25 people brought 5 people back. That''s 25 people who didn''t ride bicycles. The last day, only one person came. So, this means that the people who came by to get the tires are the ones who didn''t ride bicycles. And the people who brought the tricycle tires are the ones who didn''t ride bicycles. But then, one person actually came. So, they''re either the people who don''t ride bicycles or the ones who bring their tricycle tires.
+
+But here''s where things get tricky. When we break it down, we find that 2 people who brought the tricycle tires brought 1 person who brought the tires who we know don''t ride bicycles. There''s only 1 person who brought the tricycle tires.
+
+The last thing we notice is that we have only 1 tricycle tire that isn''t a bicycle. So, we have 1 person who brings a tricycle tire. The last thing we notice is that we have 2 people who bring a tricycle tire to the last day. So, we have 2 people who bring a tricycle tire to the last day, but since there''s only 1 tricycle tire we haven''t counted yet, we''ve actually got 1 tricycle tire that is the one we''re looking at is not a bicycle. But if we were looking at the people who came to get the tires, we would have seen the people who brought the tricycle tires were either people who brought tricycle tires to get the tires of the people who came to get the tires, but that''s not the case, it''s just 1 person who brought the tricycle tires. So, it''s either the 3 who came to get the tires, or it''s that one person who brought the tricycle tires that we''re looking at. It''s either the one who brought the tricycle tires to get the tricycle tires, or it''s either the people who come to get the tricycle tires, but that''s the only one who comes to get the tricycle tires. But it''s either the one who brings the tricycle tires.','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,3,'On the first day, 3 people came by to get all their tricycle tires, so 3 * 3 = 9 tricycles were sold that day.
+On the second day, 5 people came by to get both tires, so 5 * 2 = 10 tricycles were sold.
+On the third day, 1 person came by to get all their tricycle tires, so 1 * 4 = 4 tricycles were sold.
+Finally, one person came by on a unicycle, so 1 * 3 = 3 tricycles were sold, but only one was sold as a tricycle set.
+So, total sales were 9 + 10 + 3 * 4 = 33 tricycles were sold that day, but 3 are sold as a tricycle set, and 1 is sold as a tricycle set is sold twice.
+So, total sales were 3 * 3 + 3 * 2 = 9 + 16 = 25 tricycles were sold that day, but 1 is sold as a tricycle set.
+
+So, total sales were 3 * 3 + 3 * 2 = 18 tricycles were sold that day, but 1 is sold as a tricycle set is sold twice.
+
+Therefore, total money made was 9 + 16 + 2 = 33 tricycles were sold that day, but 1 is sold as a tricycle set is sold twice.
+
+So, total money made was 3 * 3 + 3 * 2 = 18 tricycles were sold that day, but 1 is sold as a tricycle set is sold twice.
+
+#### 1
+
+The answer is: 2','1',0,'not_equivalent',387,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,4,'To solve this problem, we need to calculate the total amount of money Shawnda made from this limited business of 3 people who came by to get her tires for the day.
+Let''s break it down step by step. She has 5 people, with 3 of them paying for their tires, and 1 person who paid for her tricycle tires. She needs to pay 2 more people to get all her tricycle tires inflated, which is 5 people.
+We know that she only had 1 person, and she only had 1 person who paid for the tires, but she only had 1 person who paid for the tricycle tires. So she only had 1 person who paid for her tires.
+Since she only had 1 person who paid for her tires, she will pay 1 person who paid for her tires. This means she has to pay 1 person.
+The total amount of money she made is 3 x 2 = 6 dollars. The total amount of money she made is 5 x 2 = 10 dollars.
+The total amount of money she made is the sum of her tires and tricycle tires, which is 10 + 5 = 15 cents.
+#### 15
+The answer is: 15','15',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,5,'1. Let''s break down the problem:
+- She''ll have to pay 25 cents to inflate the tires on each bicycle.
+- She''ll have to pay 25 cents to inflate all the tires on each bicycle.
+- So, she''ll need to pay 1 dollar to inflate all the tires on each bicycle (which can be done with a wheelbarrow).
+- So, she''ll need to pay 1 dollar to inflate all the tires on each bicycle.
+- She''s lucky that one person came with tricycle tires (which can only be done with wheels that roll).
+- So, she''ll only have to pay 1 dollar to inflate all the tires on each bicycle (which can only be done with wheels that roll, so she''s not able to inflate any other way).
+- Therefore, she''ll only have to pay 5 cents to inflate all the tires on each bicycle.
+- So, she''ll only have to pay 5 cents to inflate all the tires on any bicycles (which can only be done with wheels that roll, so she''s not able to inflate anything).
+- So, the answer is 1.
+- So, the answer is 1.
+- So, there''s only one way to solve this problem.
+- So, the answer is 1.
+
+This is a classic example of a "brainstorming puzzle" where you have to think of a different way of solving the problem without using any outside-the-box thinking.','1',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,6,'To solve this problem, we need to determine the total revenue generated by each type of tire.
+
+The tire with the cheaper option, 2 tire bikes, generates 300 dollars in revenue, which is $3.
+The tire with the more expensive option, 2 tire bikes, generates 200 dollars in revenue.
+The tire with the cheaper option, 3 tire bikes, generates 25 dollars in revenue.
+The tire with the more expensive option, 3 tire bikes, generates 5 dollars in revenue.
+
+So, the total revenue generated by each type of tire is $3 + 2 + 3 = $8.
+
+To find the total cost, the discounted price of the tire with the more expensive option is the cost of the tire with the cheaper option minus the cost of the unicycle. So, the cost of the tire with the cheaper option is 2 - 2 = $1.
+
+The total cost of the tires with the more expensive options is $10 - 8 = $2.
+
+The total cost of the tires with the cheaper options is $10 + 2 = $12.
+
+So, the total cost of the tires with the cheaper options is $20 + 20 = $40.
+
+The sum of the cost of the tires with the cheaper options is $20 + $40 = $80.
+
+The total cost of tires with the cheaper options is $10 + 80 = $80.
+
+The total cost of tires with the more expensive options is $10 + $80 = $240.
+
+The total cost of tires with the more expensive options is $20 + $80 = $160.
+
+The total cost of tires with the cheaper options is $10 + $80 = $280.
+
+The total cost of tires with the cheaper options is $10 + $20 = $40.
+
+The total cost of tires with the more expensive options is $10 + $80 = $280.
+
+The total cost of tires with the cheaper options is $10 + $40 = $60.
+
+The total cost of tires with the more expensive options is $10 + $80 = $280.
+
+The total cost of tires with the more expensive options is','$280',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,7,'To solve this problem, we need to calculate the total amount of money she made, including both feet of tricycle tires, which are unicycle tires, and the money she made on each day.
+
+Let''s break it down: 3 people paid 25 cents for the tricycle tires, and 3 people paid for the unicycle tires, so she made 3 * 25 cents = 75 cents.
+
+On the first day, she paid 25 cents for the tricycle tires and 75 cents for the unicycle tires. On the second day, she paid 25 cents for the tricycle tires and 75 cents for the unicycle tires again.
+
+However, she only made 3 people pay for tricycle tires and 3 people paid for unicycle tires, which means she made 3 * 3 = 9. She made 2 - 3 = 2 people pay for tricycle tires and 2 * 3 = 6. She made 1 * 2 = 2 people pay for unicycle tires.
+
+So, 3 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 2 * 2 = 4 people paid for tricycle tires and 3 people paid for unicycle tires were paid by 3 people. She made 4 * 3 = 12 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 12 * 2 = 24 people paid for tricycle tires and 1 person paid for unicycle tires were paid by 2 people. She made 2 * 2 = 4 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 4 * 2 = 8 people paid for tricycle tires and 1 person paid for unicycle tires were paid by 2 people. She made 4 * 2 = 8 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 2 people. She made 8 * 2 = 16 people paid for tricycle tires and 2 people paid for unicycle tires were paid by 1 person. She made 1 * 2 = 2 people paid for tricycle tires and 3 people paid for unicycle tires were paid by ','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,8,'Let''s start by setting up the problem. We know that on one day, 5 people came by to get all their tricycle tires inflated, and 3 people came by to get all their tricycle tires inflated. This means she made 3 * 5 = 15 tricycle tires inflatable. Then, she sold 12 tricycle tires at 25 cents each, so she made 12 * 25 = 320 tricycle tires.
+
+On the next day, she sold 20 tricycle tires. She sold 3 tricycle tires at 25 cents each, which means she sold 3 * 25 = 75 tricycle tires.
+
+Now, let''s calculate the total number of tricycle tires sold. The total number of tricycle tires was 320 + 75 + 3 = 760 tricycle tires.
+
+The total number of tricycle tires sold is the sum of the number of tricycle tires sold on each day. This is 320 + 75 + 3 = 445 tricycle tires sold.
+
+Now, let''s calculate the total number of tricycle tires sold on each day. It takes 3 people to inflate a tricycle, so on each day, she sold 3 * 3 = 9 tricycle tires.
+
+There are 5 people who came by to get all their tricycle tires inflated, and 3 people who came by to get all their tricycle tires. So, she sold 3 * 5 = 15 tricycle tires for each person who came by. But she sold the tricycle tires, so she sold 9 + 3 = 12 tricycle tires back.
+
+Now, let''s calculate the total number of tricycle tires she sold. This is 445 - 12 = 415 tricycle tires.
+
+So, she made a total of 415 - 12 = 393 dollars spent on tricycles.','393',0,'not_equivalent',438,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,9,'To solve this problem, we need to determine the total number of dollars made by each person. Let''s break it down step by step. She made 5 people inflate their bicycles, 3 of which are tricycles. So 5 * 3 = 15 people inflate their bicycles. Each person inflates a tricycle at a rate of 15 times each person. So she made 15 * 15 = 180 people inflate their tricycles. However, on the 5th day, 1 person actually came by on a bicycle and another person came by a tricycle and 3 more people came and each person inflated a tricycle at a rate of 15 times each person. So she made 15 * 15 = 180 people inflate their tricycles.
+
+Therefore, she made 180 people inflate their tricycles.
+
+So, the total number of dollars made by each person was 180 people * 15 = 2150 dollars, which is the same as 2150 times the original amount of 25 cents.
+
+Therefore, the total amount of money she made was 2150 * 15 = 32500 dollars.','32500',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,10,'To solve this problem, let''s break it down step by step. She needs to create 3 people to return all their tricycle tires, so on the first day, 1 person returns all the tires. On the second day, 2 people return all the tires, and on the third day, 3 people return all the tires. So the total number of people back on the roads is 2 + 2 + 3, which equals 5 people.
+
+This means she has made 3 * 5 = 15 people, but she only made 1 person return all her tires. So, the total number of people she made, divided by the number of people back on the roads, is 15 / 5 = 3.
+
+So, she made 3 out of 15 people making up her own taxes. 
+
+So, 15 * 3 = 45 people made her own taxes. This could be any number.','45',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,11,'To solve this problem, we need to calculate the total revenue generated by the tire and tricycle inflators. 
+
+If all the tricycle tires are inflated, the tire inflators generate $100,000 in revenue.
+If all the bicycles are inflatable, the tire inflators generate $100,000 * 5 = $500,000 revenue.
+If one person is inflatable, the total revenue is $100,000 * 1 person * 5 cents = $50 per person, and the other person is inflatable, the total revenue is $50 * 1 person * 5 cents = $50 per person.
+
+We need to find the revenue generated by the tire inflators. For every dollar multiplied by a tire inflator, we multiply $100 by 5 cents, which is 5 cents. Therefore, to get $50, we multiply $100 * 5 cents = $50 per person.
+
+The total revenue from all the inflatables is $50 * 5 cents = $25 cents.
+The revenue generated by the bicycle inflators is $50 * 5 cents = $25 cents.
+
+So, the answer is $50 cents.','$50',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,12,'She made 3 * 25 cents = 75 cents in total, but she made 3 people and 1 unicycle.
+#### 3
+The answer is: 3','3',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,13,'We can start by calculating how many dollars she made by subtracting the total amount of tires that were not inflatable from the total amount of tires that were inflatable. Since one person actually came by on a unicycle, we subtract that from the total number of tires that were inflatable: 3 tires are inflatable.
+
+Now, we need to calculate how many tires she had to inflate. Since one person actually came by, we can multiply the number of tires that were inflatable by 3: 3 tires are inflatable. So, 3 times the number of tires that were inflatable is 9 tires.
+
+However, we need to add the tires she had to inflate. We know there are 25 cents to inflate, but the amount of tires that are inflatable is 9 more than the amount of tires that are inflatable. So, 25 cents is 2 more than 175. So, we can add 2 to the 25 cents that is 2 more than 175.
+
+So, we add 2 and 2, which is 4, to the 25 cents that is 2 more than 175, which means 3.
+
+The total amount of tires that were inflatable is 3 + 27, so the total amount of tires that she was able to inflate is 9 + 27 = 26 tires.
+
+So, the total amount of money she made is 2 * 2 + 27 = 38, which is her total amount of money made minus the amount of money she had to inflate.
+
+So, she made 38 - 3 = 37 dollars.','37',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,14,'To solve this problem, let''s break it down step by step.
+
+She decides to charge the tires by the tire, so on the first day, she charges 1 tire with a 25 cent inflation fee. For the other 10 days, she charges 1 additional tire with an additional 25 cents. So, she charges 11 times the original 1 tire, which means she charges 11 times the original 1 tire.
+
+Now, 3 people charged 11 times the original 1 tire, which is 3 times the original 1 tire. So, she charges 3 times the original 1 tire.
+
+However, on the last day, she charged the extra unit of her tricycle tires, which is 3 units. Therefore, she charges 11 times 3 units, which is 33 units.
+
+To find the total amount of money she made, we add these amounts together: 33 + 3 = 36.
+
+So, she made a total of 36 dollars.','36',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,15,'To solve this problem, we''ll break it down into manageable parts. Let''s first calculate the total amount of money spent by the tires. If 3 people could really only use two tires, that would be 3/4 of the total tires, which is 2. If one person could only use one tire, that would be 1. So, the total amount spent would be 2 + 1 = 3 tires.
+
+Now, let''s calculate how many tires were used. Given that she only had 3 tires to choose from, and each tire costs 25 cents, each tire would cost 3*25 cents = 75 cents. So, 3 tires would be 3*25 cents = 75 cents.
+
+Now, let''s calculate how many ones were used. Since she only had 3 ones to choose from, 3 * 3 = 9. However, she only had one unicycle, so that would be 1.
+
+We can calculate the total amount of money spent by the tires. We already calculated that the total amount was 2 + 3 + 9 = 18, but we need to take away the fact that one person used only one tire. So, the total amount was 2 + 1 = 3.
+
+Now, we can calculate how many dollars she made. We multiply the number of ones she used by the number of tires she used. So, 1 * 2 = 2. So, 3 * 2 = 6. So, 6 = 10.
+
+However, we can simplify this further by using a calculator. We can calculate the total amount of money she made by considering the amounts of money spent by each person. Each person spent 25 cents * 3 = 75 cents. The total amount spent by the tires was 2 + 3 + 9 = 18, but we can divide that by 18, which is 10. So, to answer the question we need to multiply the answer by 2, which is 2, so the answer is 2 * 2 = 4.
+
+So, she made 4 dollars.','2',0,'not_equivalent',467,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,0,'To solve this problem, we need to consider the potential savings and the market demand. We know that if Jackie does the taxes herself, she''ll be able to save $35/month and save $1200/month, which is $2000/month in missed income. However, if she hires an accountant, she''ll be able to save $35/month and save $2500/month in missed income. 
+
+So, if she hires the accountant, she''ll save $250/month and save $2500/month in missed income. But if she hires herself, she''ll save $35/month and save $2250/month, which is $2800/month in missed income.
+
+The total savings she''ll make from hireshows herself in the direction of herself is $2800/month (hired herself), plus her own taxes, which is $2250/month. The calculation of herself saving $250/month is incorrect. The actual savings is her own tax savings of $35/month. So, if she hires herself, she''ll save $280/month for herself, but she will only get back the money she''s spent on herself, which is $35/month.
+
+So, if she hires herself, she''ll save $280/month, but she''ll only get back the money she''s spent on herself, which is $2250/month. This is not the best and should be the opposite of herself saving herself, as we assumed.','$2250',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,1,'To solve this problem, let''s break it down step by step. First, we need to calculate the total time Jackie saves by hiring the accountant. The accountant charges $90, which is a 10% increase of the total time she saves. 
+
+Since Jack is trying to decide between two options, she needs to consider both her personal and financial time savings. If she decides to hire the accountant, she''ll save 35 minutes of her own time by hiring a professional, which is a 10% increase of her own savings. She will save 35 * 1.1 = 37.1 minutes of her own time saved from her own pool of savings.
+
+So, she saves 37.1 * 10 = 37.1 minutes from her own savings.
+
+The savings from the short shift will be 37.1 * 3.3 = 108.1 minutes of her own time saved from her own pool of savings.
+
+The total savings from the short shift will be 108.1 * 3.3 = 328.3 minutes of her own time saved from her own pool of savings.
+
+Jack can now split the 37.1 * 3.3 = 108.1 * 3.3/2 * 1.1 = 336.875 hours of extra time saved by hiring the accountant, which is 336.875 hours / 2 = 173.875 hours.
+
+But, there''s a catch. She''ll only be able to hire one job now, if she hires the other job later, which means she can actually save 37.1 * 1.3 = 42.83 minutes. She can only save 42.83 * 3.3 = 144.07 minutes from her own pool of savings, which is 37.1 * 3.3 = 108.1 minutes.
+
+So, she will save 37.1 * 3.3 = 108.1 minutes if she hires the other job later, but the other job will actually take 3 days to hire, so she has to make a decision between hiring either of the two jobs. In either case, she will lose 18','18',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,2,'To solve this problem, we need to consider both scenarios: the accountant''s increased tax savings and the total increase in her freelance work due to hiring an accountant.
+
+If she does the taxes herself, it means she''ll only be able to spend 3 hours per month on taxes. To calculate the actual increase in her freelance work, we would need to consider that 3 hours of work would be 30% of her total monthly expenses. Adding this to the 3 hours of herself, she''d have to spend 30-3 = 90% of her monthly expenses.
+
+To calculate the actual increase in her freelance work, we would multiply the 90% by the total amount of expenses she''d have to make to cover her expenses. So, 90% * 120 = 960 dollars would be needed to cover her expenses.
+
+Both scenarios have an equal outcome of 30%. So, if she hires the accountant, she''ll end up with a total increase of 30% of her expenses, which would be 30% of $100 (to cover her expenses), which would add 30% to her own expenses.','30',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,3,'To determine the final amount Jack will have if he hires the accountant, we need to consider both scenarios. If she hires the accountant, she''ll have 3 fewer hours of freelance work, which means she''ll have to work 20 hours instead of 30. This will be 20 hours less than her original 30 hours, leaving her with 20 - 30 = 10 hours.
+
+If she does the taxes herself, she''ll have 15 hours of taxes, which will be 15 hours less than her original 15 hours.
+
+However, if she hires the accountant, she''ll have 20 hours of taxes, which is 30 - 20 = 10 hours.
+
+Since the original 15 hours of taxes will be 10 hours less than the original 15 hours of taxes, and she''ll have to work 20 hours less than the original 15 hours, the final amount she''ll have is 20 hours less than she originally had.
+
+So, 15 hours of taxes - 10 hours of taxes = 15 hours of taxes - 20 hours of taxes = 20 hours of taxes.
+
+However, we can simplify the problem by multiplying both sides of the equation by 20, since 10 hours of taxes is equivalent to 10 hours of taxes multiplied by 2.
+
+So, 15 hours of taxes - 20 hours of taxes = 20 hours of taxes * 2 = 40 hours of taxes.
+
+We can simplify the fraction further by dividing both sides of the equation by 20, which gives us 15/20 = 1/4 hours of taxes.','1/4',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,4,'To solve this problem, we need to break it down into manageable parts. First, we need to find the equation of the line represented by the slope-intercept form y = mx + b, where m represents the slope and b represents the y-intercept.
+
+Let''s start by setting up the equation y = mx + b. We know that x represents hours worked and y represents taxes paid. We can set up the equation as x = 35 - 3x.
+
+We can solve this equation using a calculator or a spreadsheet with a calculator or spreadsheet with a math function. The solution is x = 20.
+
+Now that we know the slope-intercept form, we need to find the y-intercept. This is simply the coefficient of x, which represents the tax paid. The coefficient of x is 1, so the y-intercept is the value of the absolute minimum among the coefficient of x, 1, and coefficient of y, -1.
+
+However, since the approach used to calculate this problem uses a calculator to solve for x, which means we will need to find the slope of the line by yourself. We can do this by using a graphing calculator, which can determine the slope-intercept form of a line.
+
+The slope-intercept form of a line is y = mx + b, where m represents the slope and b represents the y-intercept. To find the slope, we can use the formula y = mx + b, which is the general form of a line.
+
+We can find the slope using the formula m = (slope1 * y2 + slope1 * y1) / (slope2 * y2 + slope2 * y1), which is the formula used in our original problem.
+
+However, if we wanted to find the intercept of a line, we would have to find the y-intercept manually.
+
+The equation of a line is a linear equation in the form Ax + BY + CX + D = 0. However, this equation is actually twice the original equation, which is the slope-intercept form of a line.
+
+In this problem, we have two equations: one for the tax paid by the accountant and another for the tax paid by Jackie herself. The first equation is for the tax paid by Jackie herself. We can find the total tax paid by Jackie herself, which is 35 - 3(35) = 35. So she pays 35','35',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,5,'To solve this problem, let''s break it down step by step. First, we need to find out how many hours Jackie will have made by herself, which is 3 - 1 = 2 hours. Then, we need to find out how much she will have lost by herself, which is 2 - 35 dollars. 
+
+Now, we can multiply the self-loss by the lost income by herself. For instance, 2 hours * 2 = 4 hours lost.
+
+So, 3 hours is 4 hours lost.
+
+In total, 4 hours are 4 dollars more she will have by herself. So, 2 hours (net) is 2 * 4 = 8 dollars more she will have by herself.
+
+So, 2 hours (net) is 2 * 8 = 16 dollars more she will have by herself.
+
+The amount she will have lost by herself is 2 * 16 = 32 dollars more she will have by herself.
+
+Now, we can add those amounts back to the original scenario. 
+Jackie will have saved herself 33 dollars (net) by herself.
+
+So, 2 hours (net) is 2 * 33 = 78 dollars more she will have by herself.
+
+So, 2 hours is 2 * 33 = 78 dollars more she will have by herself.
+
+The amount she will have lost by herself is 2 * 78 = 156 dollars more she will have by herself.
+
+So, 2 hours is 2 * 156 = 302 dollars more she will have by herself.','302',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,6,'To solve this problem, we need to weigh the pros and cons of each option. On one hand, hiring an accountant means hiring someone who can help with taxes, which is a significant financial burden. On the other hand, if she does it herself, she will lose $35/hour in missed income. This adds up to 30% of her tax payables.
+
+Now, we need to consider the cost of hiring the accountant. The accountant charges $90 per hour. To calculate the tax savings, we need to use the formula for calculating tax savings:
+
+Tax savings = (Hiring - Hiring Remainder) * 100
+Tax savings = 35 * 10.01% * 100 = 3.5%
+
+This means that, if she hires the accountant, she will save a total of 3.5% of her tax payables, which is an estimated 0.03% increase over her savings made by hiring herself.
+
+So, to calculate the total tax savings, we need to multiply the actual savings by 100:
+
+Net Tax Savings = (3.5% * 30%) * 100 = 0.03% * 30% = 0.0003 * 30% = 0.003 * 30% = 0.003 * 30% = 0.03 * 30% = 15% (rounded to 3 decimal places)
+
+The final answer is 15% of her tax payables, which is 35 - 3.5 = 20.5% of her tax payables.','15',1,'equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,7,'To solve this problem, we need to consider both the potential benefits of hiring an accountant and the overall cost savings of hiring an accountant.
+
+The accountant charges $90 per hour of taxes, so if she hires the accountant, she''ll be able to hire 3 more hours of freelance work, which is 3 * 90 = 270 hours per month. Now, on top of the lost tax savings, she''ll also save $150 per month in missed income (3 * 35.35%). To calculate these savings, we can use the formula for cumulative savings: 
+A = 1 - (1 + A1)
+where A is the total cost of the accountant''s services, 
+A1 = 1 - 1 + 3 * 35.35 = 31.35
+
+To calculate the actual savings from hiring the accountant, we can multiply 
+A1 by 1.35, since 1.35 is equal to 31.35.
+
+A = 1 - 1.35 = 0.625
+
+So, the actual savings from hiring the accountant would be 
+A * 0.625 = 0.0625
+
+The actual savings of hiring the accountant would be 
+A * 0.0625 = 0.0375
+
+This is the sum of the total tax savings minus the lost expenses in missed income. So, the actual savings provided by hiring the accountant is 
+A * 0.625 = 0.625 + 0.35 = 1.0725.
+
+So, the actual cost of hiring the accountant would be 
+A * 1.0725 = 1.0725 * $12 = $123.
+
+The actual savings provided by hiring the accountant is 
+A * 0.625 = 0.625 + 0.35 = 1.0725.
+
+The actual savings provided by hiring the accountant would be 
+A * 1.0725 = 1.0725 * $23.
+
+Now, it''s time to calculate the actual cost of hiring the accountant. The actual cost of hiring the accountant is 
+A','$23',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,8,'Let''s break it down step-by-step:
+
+Jackie wants to hire the accountant to help with her taxes, which will cost her 3 fewer hours of freelance work. So, she''ll need to hire an accountant for 3 fewer hours of freelance work. The accountant will then need to hire another 2 additional accountants for 2 more hours. This cycle of 3 more accountants can create a 3x2 or 3x2x2 cycle of 9 more accountants, which is 9x10 + 1 which equals 9x11. Since there are only 9 of them, the 10th calculator will make 10x11 = 111 more of them. So, the accountant will be able to hire 11 more accountants.
+
+Now, let''s calculate the number of accountants at the end of this 3x2 cycle. Since there are 9 such machines, there are 9 * 11 = 99 more. So, the accountant will be able to hire 9 more accountants.
+
+The total number of accountants hired is the sum of the number of accountants who hired before, the number of hired after, and the number hired after the cycle. Since there are only 9 of them (the one before the cycle) and only 11 of them, it will be twice because there''s only 1 additional one. So, the total number of people hired is 9 + 11 + 2 = 24.
+
+The total number of people hired is 9x11 = 98.','98',0,'not_equivalent',338,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,9,'To solve this problem, we need to calculate the difference between the number of hours she saves by hiring the accountant and the total amount of money she saves by not hiring the accountant.
+
+The accountant charges $90 per hour. So, the total amount of money saved by hiring the accountant is 90 * 3 = 270 dollars.
+
+Jackie will have 270 - 2 = 220 dollars saved by not hiring the accountant.
+
+Jackie will need to save that same amount by hiring the accountant, so she''ll have to pay $220 - 270 = $40 more in taxes.
+
+The accountant will have to pay $220 to hire the accountant, so she''ll need to pay $220 + $40 = $440 to hire the accountant.
+
+Jackie will pay $440 to hire the accountant - which means she can pay $40/hour for 4 additional hours of her taxes. So, she''ll pay $40 * 4 = 160 dollars more in taxes by hiring the accountant.
+
+In conclusion, the accountant will have to pay $220 - $40 = $160 more in taxes by hiring the accountant, and Jackie will have to pay $40 * 3 = $120 more in taxes by hiring the accountant.','$120',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,10,'To determine the total amount she''ll have if she hires the accountant, we need to calculate the number of hours she''ll be able to do the tax calculations and the other expenses. 
+
+The accountant charges $90 to hire the accountant, so 100% of the $90 is available to do the taxes, which is $100. Now, she has to pay 100% of the $35 to hire the accountant, which means she needs to pay 10% of the $35. This is the additional cost of 35% of the tax. This is the same as the additional 35% of the accountant''s total cost, which is $15.
+
+Therefore, the total amount she''ll have if she hires the accountant is 100% of herself - 35% of the accountant''s cost, which is 100% - 35% = 15%. The accountant has 15% of herself. So, if she hires the accountant, she''ll have 15% more money, but she will not get any additional tax savings because she''ll only earn the same amount of money back from taxes as she did before, which is $10.','$10',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,11,'First, let''s calculate the net increase in earnings: 3 fewer hours of taxes * 30 hours of copays * 20 hours of copays * 20 hours of copays per tax is $1200 to 1120 to hire the accountant * 2 to hire the accountant = $2400 to hire the accountant.
+
+Now, let''s consider the original situation: if Jackie does the taxes herself, she''ll be able to do 3 fewer hours of freelance work, losing $35/hour. So, if she hires the accountant, she''ll be able to hire 3 fewer accountants, with an additional 30 hours of work per accountant.
+
+The original scenario has 1120 - 35 = 970 more hours of work per accountant, which is 230 more hours a year, with 2 additional accountants.
+
+We can calculate this as 30 / 2 = 15 more hours per year, and 2 additional accountants per year, but 2 more per month of work. So the total number of months.
+
+The total number of months for the 3 accountants is 2 * 3 = 6 months. So the total number of months depends on the overall number of months per year, but in this scenario, 6 months are the total number of months the 3 accountants work.
+
+So the last scenario is 970 / 2 = 480 months, and the first scenario is 970 - 1120 = 60 months. So, 50 months of work is less than 60 months of work. So we round to 480 months, and 480 - 1120 = 50 months of work, which is 180 months.
+
+So the answer is 180 months.
+
+The answer is 180 + 2 = 208 months.','180',0,'not_equivalent',429,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,12,'To solve this problem, we need to break it down into manageable parts and use logical thinking. First, let''s calculate the total cost of doing taxes herself versus hiring an accountant. The accountant charges $90, and since Jackie hires the accountant, she''ll be using her own pay to hire someone else. This means that if she hires the accountant, she''ll have to pay the accountant''s taxes and then spend the same amount of money to hire someone else.
+
+Now, let''s calculate the total cost of doing taxes herself. In this scenario, the accountant is used to doing the tax calculation, so the cost of doing so is only 16 cents. However, the cost of doing taxes herself is 16 cents, which is still 16 cents. So, the total cost of doing taxes herself is actually 16 cents.
+
+To find out how much more Jackie will have, let''s consider the potential payback in the event of hiring the accountant. If she hires the accountant and hires the accountant, but doesn''t pay the accountant any taxes, that would be a bonus, but in the event of hiring the accountant, her taxes would still be paid. However, if she hires the accountant and hires someone else, and she doesn''t pay any taxes, but in the event of hiring the accountant, she could also hire someone else, but in the event of hiring the accountant, she could hire someone else, but in the event of hiring the other person, she would have to pay more taxes.
+
+This scenario is essentially where the payback in the event of hiring someone comes into play. If she hires the other person and she doesn''t pay taxes, but in case of hiring the other person''s hire, she would pay the tax and would not need to pay taxes again. However, if she hires the other person and doesn''t pay taxes, but in case of hiring the other person, she would still need to pay taxes again, which is where the payback in the event of hiring the other person comes into play.
+
+However, if she hires the other person and doesn''t pay taxes, but in the event of hiring the other person, she would pay the taxes again if she didn''t hire the other person. This is where the payback in the event of hiring the other person comes into play, and this payback is essentially the payback in the event of hiring the other person.
+
+In conclusion,','16',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,13,'To determine the additional revenue the hiring partner will provide, we need to calculate the total hours the accountant will be able to work.
+
+The accountant charges $90 per hour and the actual work they can do is 100% of the 300 hours they can work in 1 week. This is a quarter of their work. To calculate the additional hours they can work, we can use the formula for hours worked by multiplying the number of hours by the total amount of work available.
+
+The total work available is 100% of the total work they can do, which is 300 hours. So, 100% of 300 hours is 300 x 100 = 3000 hours.
+
+Now, we can calculate the extra hours the accountant can work by multiplying 3000 hours by 3. This is 9000 hours, which is 3000 x 3 = 9000 hours.
+
+The additional hours the hiring partner will receive from the hireter is the difference between the actual hours the hiring partner can work and the hours the accountant can work. So, this is the difference between 3000 - 9000 = 1000 hours.
+
+Therefore, 1000 hours is the extra hours she will receive for the job done herself, which is 1000 x 1 = 1000.
+
+#### 1000
+The answer is: 1000','1000',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(10,14,'To solve this problem, we need to break it down step by step. First, let''s understand the information given: 
+
+Jackie does taxes herself, and her own taxes are paid by herself. She also hires an accountant. The accountant charges 90% of the taxes paid by herself. So, the sum of her taxes paid by herself will be 10% of her own taxes paid by herself.
+
+Now, let''s interpret this step by step. If she hires an accountant, she will be able to spend 3 fewer hours of freelance work, losing 3 hours of her own freelance work. So, this means she can spend 2 hours a day without extra hours of her own.
+
+The additional hours she has now are her own taxes paid by herself. She will have a total of 2 hours of her own tax payed back. She will then spend 2 hours of her own tax payed back. So, she will have 2 hours of extra hours of her own tax payed back. This is a 2x2 jigsaw puzzle where the extra hours she has are the leftover hours she has. So, this is a 2 x 2 jigsaw puzzle.
+
+The extra hours she has are her own tax payed back, which is 2 hours. So, the additional hours she has will be two hours. So, the total will be 2 - 2 = 0. This is a 2 x 2 jigsaw puzzle where she has a total of 2 hours. So, the total is 2 + 1 = 3. This is the total she will have after the extra hours she has, which is her own tax payed back.
+
+The last step is a total of 2 + 1 = 3 hours. So, it is 3 + 1 = 4 hours. This is the total she will have after the extra hours she has, which is her own tax payed back, which is 2 hours.
+
+So, the answer is 0. This is the total she will have after the extra hours she has, which is her own tax payed back. So, the final answer is 0.','0',0,'not_equivalent',463,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,15,'To solve this problem, we need to analyze the relationship between the number of hours she saves and the increase in the cost of her taxes. Since she saves $35, she''s essentially making a decision about whether to do her taxes herself.
+
+Let''s consider the impact of hiring the accountant on her own tax savings. If she hires the accountant, she saves 35 dollars. This 35-dollar reduction in her own tax savings could potentially offset some of the increase in their rates, which could potentially make her taxes cheaper overall.
+
+We need to calculate the total tax savings. If she hires the accountant, she saves 35 dollars, which brings her tax savings to 35 dollars. So she saves 35/36 * 100% of 35 dollars, which is 3.6 dollars. This 3.6% increase in her tax savings could be offset by the additional 3.4% in her own tax savings.
+
+The increase in her own tax savings is 3.4% of 35 dollars, which is 0.0034 or 3.4%.
+
+The total increase in her own tax savings is 3.4% of 35 dollars, which is 0.0034 or 3.4%.
+
+The 3.4% increase in her own tax savings is 3.6% of 35 dollars, which is 0.0036 or 3.6%.
+
+The savings of 3.6% is 3.6% of 35 dollars, which is 0.0036 or 3.6%, so the return on investment would be 3.6% of 35 dollars * 3.6% = 0.0036 * 3.6 = 0.036 = 3.6%
+
+The return on investment would be 3.6% of 35 dollars * 3.6% = 0.036 * 3.6 = 0.0608, which is approximately 2.2%
+
+The return on investment would be 3.6% of 35 dollars * 3.6 = 0.036 * 3.6 = 0.0912, which is approximately 9.12% of','9.12',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,0,'To solve this problem, we''ll calculate the time it will take each team to run their 400 meter legs and then add their individual times.
+
+The faster team will run 60 seconds with a 60% chance of running the 400 meter leg first, and then 1/5 of that 60 seconds will take them to the next position after the 400th second. Since their first runner runs 60 seconds with a 60% chance of running the 400 meter leg first, they will run 1.5 times as many times as their first runner would.
+
+However, the faster team will run 1.5 times as many times as the second fastest runner, and they will start from the second to last position after the 400th second. So, they will run 2 times as many times as the second fastest runner.
+
+The faster team will take 1.5 * 2 = 2.5 seconds to start and 2 times as many times as the second fastest runner to start, so the faster team will also take 2 * 2 = 4 seconds.
+
+Their combined time is 2 * 4 = 8 seconds.
+
+The slower team will take 1.5 * 4 = 6 seconds.
+
+To find the total time, we add their individual times: 2 * 4 + 6 = 10 seconds.
+
+The faster team''s time is 2 * 10 = 20 seconds.
+
+The slower team''s time is 6 * 2 = 12 seconds.
+
+So the faster team wins by 20 - 6 = 12 seconds.
+
+The slower team wins by 12 - 6 = 8 seconds.
+
+Therefore, the faster team wins by 20 - 12 + 8 - 12 + 8 = 8 + 12 = 20 seconds.','20',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,1,'To solve this problem, we need to analyze the individual members of each team to determine the possible times of victory.
+
+The faster team consists of the two runners who have already completed their 400 meter leg.  So, they are running 400 meters in 45 seconds, and their 400th run is their 50th run, which is the fastest.  In 45 seconds, they will have completed 4 runs.  They are now running 800 meters.  In 45 seconds, they will have completed 4 runs, and their 5th run is their 6th run.  So, they are running 12 runs.  But they are now running 16 runs, so they will now be running 16 times.  However, the faster team will now be running 16 * 4 = 64 runs.  They will not lose any runs.  So, they will now be running 800 + 8 = 1600 runs.  They will now have 16 runs to lose.  So, they will have 16 * 8 = 128 runs.  They will now have 16 * 2 = 32 runs.  They will now have 32 * 4 = 120 runs.  However, they will now only have 2 runs left, so they will have only 2 runs left to lose.  So, they will lose 2 * 6 = 12 runs.  So, they will lose 2 * 12 = 24 runs.  They will now have 8 runs left to lose, so they will lose 8 * 12 = 88 runs.  But they will have only 10 runs left to lose, so they will lose 10 * 12 = 120 runs.  So, they will lose 10 times.  So, they will now lose 1 * 10 = 10 runs.  So, they will lose 1 * 10 = 10 runs, so they will lose 1 * 10 = 10 runs, and they will now have 5 runs left to lose.  So, they will lose 5 * 12 = 60 runs.  But they will now have 12','12',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,2,'To solve this problem, let''s first identify the information given. The faster team runs their 400 meter legs in 6 seconds, while the slower team runs their 400 meter legs in 5 seconds. 
+
+The slower team''s legs are 3 seconds faster than the faster team''s legs, so the slower team''s legs will take 6 - 3 = 12 seconds to run their 400 meter legs, which is 200. 
+When considering both legs together, the slower team''s legs run their 400 meter legs in 12 seconds (after the extra 200 seconds for the top two).
+
+The more well-rounded team''s legs run their 400 meter legs in 10 seconds. 
+When considering both legs together, the faster team''s legs will run their 400 meter legs in 10 seconds, which is 200.
+
+To determine the number of seconds that will be lost by the slower team, we need to consider that the faster team''s legs will run their 400 meter legs in 200 seconds. 
+However, we can add 200 to the result of the faster team''s legs running their 400 meters legs in 10 seconds. 
+Now we need to consider that the slower team''s legs will run their 400 meter legs in 200 seconds, which means they''ll run their 400 meter legs in 400 seconds, which is the result of those two slower team''s legs combined.
+
+However, we only need to consider that the slower team''s legs will run their 400 meter legs in 10 seconds, which is the result of those two slower team''s legs combined, and that''s exactly the solution. 
+However, we also need to consider that the slower team''s legs will run their 400 meter legs in 10 seconds, which is the result of those two slower team''s legs combined, and that''s the same as the faster team''s legs running their 400 meter legs in 10 seconds, which is the result of those two faster team''s legs running their 400 meters legs in 200 seconds.
+
+However, we also need to consider that the faster team''s legs will run their 400 meter legs in 10 seconds, which','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,3,'To solve this problem, we''ll break it down step by step. 
+
+The more well-rounded team will run a lap in 6 seconds, resulting in a running distance of 120 meters.  This will get 120 meters / 400 = 0.0625 meters per lap.  So, the faster team will win by a total of 120 / 400 ≈ 0.00625 seconds per lap.
+
+Now, we need to find out how many seconds this means for the more well-rounded team.  This means there will be 6 seconds less than the more well-rounded team.
+
+So, we can solve this equation: 6 seconds / 0.00625 = 0.0453 seconds.
+
+To convert this to minutes, we''ll divide by 60: 0.0453 / 60 = 0.0453 seconds per minute.
+
+So, the more well-rounded team will win by a total of 0.0453 * 60 seconds = 0.2778 seconds.
+
+So, the more well-rounded team will win by a total of 2.778 seconds.','2.778',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,4,'Let''s analyze the situation: the faster team runs their 400 meter leg in 3 seconds, while the slower team runs their 400 meter leg in 5 seconds. We know that the faster team has a 50% chance of winning the race, and they have a 75% chance of running the full 400 meter leg.
+
+Now, let''s consider the slower team''s chance of winning. They have a 40% chance of winning, and they have to run their 400 meter leg at 50% of their chance of winning, which is 2 meters. So they would need to run 2 meters longer to win.
+
+To determine the total number of seconds they would need to run their 400 meter leg to win, we can divide 400 by 2, which gives us 20 seconds. This means the slower team''s chances of winning would be 20/400 which is 2.2% of their chances of winning.
+
+The faster team''s chances of winning would be the same as the slower team''s chances of winning, which is 100%, and their chance of running their 400 meter leg would also be 100%.
+
+So, the faster team would win by 100% of their chances of winning, which is 100%.','100',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,5,'To solve this problem, we first need to understand that the faster team needs to run their 400 meter leg in exactly 55 seconds to win. They can run their 400 meter leg in 55 seconds, which means each second is 20 seconds.
+
+This means that for every second they are running their 400 meter leg, they are 20 seconds longer, but for each last second, they are 1 second less than before.
+
+To calculate the total time spent running their 400 meter leg, we can multiply each second by their running distance of 20 seconds and by their running distance of 1 second. This gives us the total time spent running their 400 meter leg, which is 20 + 1 = 21 seconds.
+
+However, we have to consider that each second spent running their 400 meter leg is 20 seconds longer, and each last second spent running their 400 meter leg is 2 seconds less. To calculate the total running distance of their 400 meter leg, we need to add these two extra seconds.
+
+So, the total running distance is 21 + 2 = 23 seconds.
+
+The faster team needs to run their 400 meter leg in exactly 55 seconds to win, so their running distance of 23 seconds is the running distance of the slower team.
+
+This means the faster team actually wins their race, but it is equivalent to the slower team winning by the same amount of time as the faster team does.','23',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,6,'Let''s analyze the situation step by step.
+
+The faster team runs their 400 meter leg in 6 seconds.  Since they run their 400 meter leg in 5 seconds, they will actually run their 400 meter leg in 400 * 5 = 200 seconds.
+
+When the faster team runs their 400 meter leg, they will be 6 seconds ahead of the slower team.  In this moment, they themselves will be 3 seconds ahead of the slower team.  They must have added a 10 seconds delay to their own 400 meter leg.  So, they will actually run their 400 meter leg in 5 seconds.
+
+The faster team will then run in 5 seconds.  This means they will have run their 400 meter leg in 400 * 5 = 200 seconds.  However, they will also have ran their 400 meter leg in 10 seconds.
+
+At this moment, they must have ran their 400 meter leg in 10 seconds.  So, they will run their 400 meter leg in 20 seconds.
+
+So, they will run their 400 meter leg in 400 * 2 = 800 seconds.
+
+Then, they will run their 400 meter leg in 6 seconds.  So, they will run their 400 meter leg in 60 seconds.  This means they will run their 400 meter leg in 6 + 10 = 66 seconds.
+
+But, they will also run their 400 meter leg in 2 seconds.  So, they will run their 400 meter leg in 22 seconds.
+
+However, they will also run their 400 meter leg in 3 seconds.  So, they will run their 400 meter leg in 33 seconds.
+
+They must have ran their 400 meter leg in 36 seconds.
+
+But, they will run their 400 meter leg in 20 seconds.  So, they will run their 400 meter leg in 24 seconds.
+
+They will run their 400 meter leg in 22 seconds.  So, they will run','22',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,7,'To solve this problem, we need to consider both the well-rounded and the less well-rounded runners.
+
+The race of one lap around the standard track can be represented by the formula 400m / 4 = 100s.  Now, let''s compare the well-rounded team with the less well-rounded team.
+
+The slower team runs the 100s first and then the faster team runs it''s own 100s.  So there are 200s that the slower team runs first.  Each of the slower runners puts 100s into their own 100s, so they put 200 into their own 100s.  Now they have 200 - 100 = 100 seconds of running left on the slower team.  So the faster team has 200 - 2 = 180 seconds of running left on the slower team.
+
+Now, the two teams are now 180 - 2 = 180 seconds apart, but since they are running two shorter distances than they used to be, they actually lose 180/2 = 80 seconds to each other.  So, the faster team loses 80 / 1 = 80 seconds, the slower team loses 80 / 2 = 40 seconds.
+
+The faster team wins 80 seconds, the slower team loses 40 seconds.  So, the overall team wins 180 / 2 = 120 seconds.','120',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,8,'To solve this problem, let''s first consider the two competing teams. The team with the well-rounded first runner will run their 400 meters in 10 seconds, but the team with the less well-rounded second runner will run their 400 meters in 3 seconds. Therefore, the second runner will be 3 seconds faster than the first runner.
+
+In a normal 4 by 400 meter 4x400 is 160 meters.  The longer runner will run 160 meters in 10 seconds.  So, 160 / 10 = 16 seconds.
+
+However, the second runner will only be 16 seconds faster than the first runner, so there will be 2 extra seconds.
+
+Now we add 2 extra seconds to the 16 seconds already given.
+
+The answer is 2 * 16 = 32 seconds.
+
+So, the faster team will win by 32 seconds.
+
+#### 32
+The answer is 32.
+
+The answer is 32.
+
+The answer is 32.
+
+The answer is 32.
+
+The answer is 32.','32',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,9,'To solve this problem, let''s break it down step by step. We know that the more well-rounded team runs their 400 meter leg in 6 seconds, which is 12% of their original 400 meter leg.
+
+The more well-rounded team is 12% of their original 400 meter leg. So, 12% of 400 is 0.12 * 400 = 40 meters.
+
+The faster team runs 12% of 400 = 0.12 * 40 = 4 meters.
+
+To find out how many seconds, we need to divide 4 by 0.12, which is 4.
+
+So, 4 seconds is 4 times 12% of 4, which is 4 * 12 % = 44.
+
+Now, we can multiply 44 by 12, which is 488, and add 4 to get the total running time.
+
+The total running time is 488 + 4 = 520 seconds.
+
+The faster team wins by 520 seconds.','520',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,10,'To solve this problem, we need to analyze the two teams and their individual performance. The faster team can win by running their 400 meter leg in 6 seconds. This means that if the slower team runs its 400 meter leg in 6 seconds, they will win by taking 6 seconds longer than their slower opponent.
+
+However, we need to consider the same information. The faster team''s initial 6 seconds will be added to their 400m runs to match the slower team''s 3 seconds faster than the slower team''s 6 seconds shorter. But since the slower team already runs their 400m runs in 6 seconds, they will also win by taking 6 seconds longer than the faster team''s.
+
+In 6 seconds, they will take 10 seconds to match the faster team''s 6 seconds longer than their faster teammate. So, the faster team will win by 10 seconds.
+
+However, we must consider the final part. The faster team will lose by 10 seconds. To calculate this, we need to subtract their initial 6 seconds from the final 10 seconds they have left.
+
+However, subtracting the initial 6 seconds from the final 10 seconds is not possible since they will both lose if they lose. But if we double-count the final 10 seconds they will lose, we can''t. To double-count the final 10 seconds they will lose, we need to use the final 10 seconds of their final 10 seconds, which is 6 seconds less than the final 10 seconds they will lose.
+
+This only works if we double-count the final 10 seconds they will lose. But, if we double-count the final 10 seconds they will lose, we can''t.
+
+The quicker team will lose 10 seconds to take their 400m runs in 6 seconds. So, if they lose 10 seconds to take their 400m runs, they will lose 10 seconds to take their 400m runs in 6 seconds.
+
+Therefore, the faster team loses 10 seconds to take their 400m runs in 6 seconds.
+
+So, in summary, the faster team loses 10 seconds to take their 400m runs in 6 seconds.','6',0,'not_equivalent',505,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,11,'To solve this problem, we need to break it down into manageable parts. First, we need to understand that each of the two teams is a classic example of a "twin relay" game. It''s a two-legged fast 4x400m soccer event that takes place on a track.
+
+The story of the two teams is as follows: In the first stage of the two-legged fast 4x400m soccer game, each 4x400m race takes one minute to complete. Now, let''s say one of the two teams is the "slowest team" when it comes to mile running. The faster team then has to run their 400m first. So, the faster team runs their first 400m first before running their 400m second part.
+
+In the second stage of the two-legged fast 4x400m soccer game, the faster team runs their first 400m second part first, then runs their 400m first part. So, in the second stage, the faster team runs their first 400m second part.
+
+Here''s the question: 1. How many seconds would it take for the faster team to win by running their first 400m second part immediately? 
+We can think of it this way. 1 minute is 60 seconds. 60 seconds is 120 seconds. So, to win by running the first 400m second part, you would need to run the first 400m second part in just 60 seconds.
+
+If you think about it, that''s 120 seconds. If you think about it, that''s 120 seconds. So, if you think about it, that''s 120 seconds.
+
+And that''s exactly what you need to do it in 60 seconds. 60 seconds is 120 seconds.
+
+This is a math problem. The answer is 120.','120',0,'not_equivalent',437,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,12,'To solve this problem, we can break it down into manageable parts. Let''s first analyze the situation: a faster team will win by 60 seconds. The faster team''s second runner will run their 400 meter leg 3 seconds faster than their first runner. In other words, the faster team has their first runner 3 seconds faster than their second runner. 
+
+To find out how many seconds it will take for the faster team to round up to the next 3 seconds would take away from their first runner''s 400 meters, which would be 400 - 3 = 380 seconds. So, the faster team''s second runner will need to run 3 + 1 = 4 seconds faster than the next runner to round up to the next 3 seconds.
+
+To determine how many seconds it will take for the faster team to round up to their next 3 seconds, we need to find the difference in the number of seconds it takes for the first runner to round up to the next 3 seconds. This is a matter of division by the number of seconds that can be added to 1, which is 3. So, the faster team''s second runner will need to run 3 + 1 = 4 seconds faster than the next runner.
+
+We can now add the next runner''s second runner to the total number of seconds it takes for the second runner to round up to the next 3 seconds, which is 4. This will take 4 seconds, as this is the only extra they can round up to the next 3 seconds.
+
+The result is 4 seconds.','4',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(11,13,'To solve this problem, we need to think of it in terms of fractions and percentages. Since both teams are significantly better than the other, we need to find the fraction of the time each team has 3 seconds faster than the other.
+
+The faster team has 100% of their time on the 400 meter leg, and each subsequent runner has 10% more time than the previous. So, if we just subtract the amount of time each runner has 10 seconds faster than the previous runner, we get 10% difference.
+
+This means that each runner has 10% more time than the previous runner, with each subsequent runner adding 10 seconds more time than the previous runner. This is a linear relationship, where each second is 10% more than the previous second.
+
+To find out how many seconds it would take for each team to finish 400 meters, we would need to divide 400 by 10% of 10%. 
+
+This would be 400 / 10 = 40 seconds. So, 40 seconds is the time it would take for each team to finish 400 meters.
+
+Therefore, 40 seconds is the time it would take for the faster team to finish 400 meters.','400',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,14,'To solve this problem, we need to consider both the well-rounded and the less well-rounded runners in terms of their time and distance. The well-rounded runners have a fixed duration of 400 meters. To calculate the time of the well-rounded runners, we need to divide the well-rounded runner''s distance by their total running time of 400 meters.
+
+The well-rounded runners have a running distance of 400 meters. To calculate the total running time of each runner, we need to multiply the running distance of each well-rounded runner by the total running time of the well-rounded runners.
+
+The well-rounded runners have a running distance of 400 meters. So, to calculate the total running time of each runner, we multiply the running distance of each runner by 400 times 4.
+
+This is a classic example of a weighted averaging problem. The well-rounded runners have twice as many times as the less well-rounded runners. To find the total running time of each runner, we multiply the running distance of each well-rounded runner by 4.
+
+To calculate the total running time of each runner, we multiply the running distance of each well-rounded runner by 4.
+
+So, to calculate the time of each runner, we multiply the running distance of each well-rounded runner by 4. This is because they are essentially 4 times the well-rounded runners.
+
+This is a classic example of a weighted averaging problem. The problem is based on a formula that uses the formula for weighted averaging to calculate the total running time of runners. The formula is as follows:
+
+Total running time = (Well-rounded runners * Well-rounded running distance * Well-rounded running speed) / (Well-rounded running distance * Well-rounded running distance)
+
+This formula is a way of scaling up the original formula by multiplying it by the number of runners.
+
+The formula is a special case of a weighted averaging problem. It is based on a specific formula that is used to calculate the total running time of runners.
+
+The formula is as follows:
+
+Total running time = (Well-rounded runners * Well-rounded running distance * Well-rounded running speed) / (Well-rounded running distance * Well-rounded running distance)
+
+This formula is a special case of a weighted averaging problem. It is based on a formula that is used to solve the weighted','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,15,'To solve this problem, we need to consider both the idea of well-rounded players and the idea of runners. The more well-rounded team runs their 400 meter leg in 55 seconds, which means they have an advantage of approximately 3.25 seconds over the less well-rounded team.
+
+The more well-rounded team, which is 2.5 times the less well-rounded team, puts themselves at a 1.5X advantage. This means they have a combined advantage of 1.5 times the more well-rounded team''s advantage.
+
+The faster team, which is 3 times the less well-rounded team''s advantage, puts themselves at a 3.5X advantage. This is also a 1.5X increase over the less well-rounded team''s advantage.
+
+To add the difference between the more well-rounded and less well-rounded teams, we need to consider the fact that the more well-rounded team is 3 times the less well-rounded team''s advantage plus 2.5 times the less well-rounded team''s advantage.
+
+This results in a 6.25X difference, which is the difference between the less well-rounded team''s 6.25X and the more well-rounded team''s 3.5X.
+
+The less well-rounded team''s 6.25X is already accounted for, but the addition of the difference between the more well-rounded and less well-rounded teams results in an additional 2.5X of the difference between the less well-rounded and the more well-rounded teams.
+
+Adding 2.5X to the difference between the less well-rounded and more well-rounded results in a 1.5X increase, which is the difference between the less well-rounded and the very best match.
+
+This is a classic example of a recursive process where we can continue to find the additional difference in the shorter of the shorter paths.','1.5',0,'not_equivalent',418,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,0,'To solve this problem, we need to consider the constraints of the problem. Firstly, there are 10 cages of hamsters, and there are 10 cages of rabbits. However, the original problem states that each hamster is given 5 pieces of straw, which means that there are 10 x 5 = 50 hamsters are given 5 pieces of straw.
+
+In other words, there are 10 cages of rabbits are divided among the rabbits. The original number of hamsters is 10.
+
+So, there are 10 + 50 = 55 rats in each cage.
+
+However, if we wanted to calculate how many rats are in the 10 cages of rabbits, we would use the ratio of the number of rabbits to the number of cages. But let''s keep the total number of rats in the 10 cages of rabbits to be 10, so we would simply multiply 10 by 50.
+
+Therefore, there are 10 + 50 = 55 rats in each cage.
+
+So, the answer is 15.','15',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,1,'To solve this problem, we need to break it down into manageable parts. First, let''s find the total number of rats and small rodents, then find the total number of cages with rats and the number of rats in each cage.
+
+First, let''s find the total number of cages with rats. Since there are 10 cages of hamsters, and each cage contains 10 cages with rats, the total number of cages with rats is 10 * 10 = 100 cages with rats.
+
+Now, let''s find the total number of cages with small rodents. Since there is only one cage for rabbits, there is only one cage for rabbits, so there is a total of 100 - 1 = 90 cages with rabbits.
+
+The number of cages with rats is 10 * 20 = 200 cages with rats.
+
+The number of cages with small rodents is 10 * 2 = 20 cages with small rodents.
+
+The total number of cages with all animals is the sum of the number of cages with rats, cages with rabbits, and cages with small rodents, which is 10 + 20 + 20 = 40 cages with rats, cages with rabbits, and cages with small rodents, and another 40 cages with small rodents.
+
+So, there are 40 cages with rats, 40 cages with rabbits, and 20 cages with small rodents.
+
+Now, we can find the total number of cages with small rodents by multiplying the number of cages with small rodents by itself. So, 20 * 20 = 40 small rodents.
+
+Therefore, there are 40 small rodents in each cage.
+
+So, there are 40 small rodents in each cage.','40',0,'not_equivalent',387,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,2,'The problem states that there are 10 cages of hamsters that are kept alone, which is the minimum allowed by the constraints. To reach this number, we need to consider that 10 cages of hamsters are meant to be used in a single scenario. If we divide the 10 cages by itself, the result would be 10!, which is approximately 3.848.
+
+However, 10! can also be represented as 10 factorial (10!). So, 10! = 10 × 9 × 1 ({10 × 9}) = 910.
+
+Now, the problem asks to find out how many rats are in each cage. Since there are 10 cages of hamsters and 10 cages of rabbits, there are 10 animals (from each cage) that are one of the rats.
+
+The number of rats in each cage is the number of rabbits multiplied by 10!, which is 10 × 10 × 10 = 100.
+
+The total number of rats in the entire store is 10 + 10 + 10 = 20.
+
+To find the total number of rats in the cages, we multiply the number of rabbits multiplied by 10 (the number of hamsters) by the number of rabbits multiplied by 10, which is 10 × 10 × 10 = 100.
+
+The answer is 20.','20',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(12,3,'Let''s break down the problem step by step. We know that 160 pieces of straw are distributed among the small rodents, which is a combination of the cages with the hamsters and the rabbits.
+
+The amount of straw given to each of the 10 cages of hamsters is calculated by multiplying 160 by 10. This is a combination of the cages multiplied by themselves, which is 10 x 10 = 100 pieces of straw.
+
+The number of pieces of straw given to each of the 10 cages of rabbits is calculated by multiplying 10 by 10 = 10 pieces of straw.
+
+To find the total number of pieces of straw given to the 20 hamsters, we multiply 10 x 20 = 200 pieces of straw.
+
+Now, let''s consider the amount of straw given to the small rodents. We have 160 pieces of straw, which is a combination of the cages multiplied by itself. This means that the amount of straw given to the 20 cages of rabbits is multiplied by themselves, which is 20 * 20 = 400 pieces of straw.
+
+Finally, we need to find the total amount of straw given to the 20 cages of hamsters. This is calculated by adding the amounts of straw given to the cages of rabbits and the cages of rabbits multiplied by themselves. This is based on a rule that the number of pieces of straw given to each cage multiplied by itself is equal to the total amount of straw given to the cages multiplied by itself, which is 20 * 20 = 400 pieces of straw.
+
+The total amount of straw given to the 20 cages of hamsters is 20 * 400 = 8000 pieces of straw.','8000',0,'not_equivalent',394,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,4,'To solve this problem, we need to determine how many cages of small rodents there are and how many small rodents there are in each cage.
+
+First, let''s calculate the number of small rodents in each cage. There are 3 cages of small rodents in total. Since there are 10 cages of hamsters, there are 10 small rodents in the cages of hamsters.
+
+Now, let''s calculate the number of small rodents in each cage. We have 160 small rodents in the cages of hamsters, so there are 160 small rodents in each cage.
+
+However, there is no way to know the number of small rodents in the cages of rabbits without additional information, so there is no answer. The number of small rodents in the cages of hamsters is determined based solely on the number of cages of hamsters.
+
+In other words, the lions'' prize must have been a cat, and the lions have only one cat. In the initial scenario, there was only one small rodent in each cage. But the actual answer is: 160 small rodents in 10 cages of hamsters (160 x 10).','160',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,5,'To solve this problem, we need to determine the total number of small rodents, which are all the animals that have been distributed among the small rodents, by first finding the total number of rats.
+
+There are 10 cages with 3 cages each, and each cage has 10 rats.
+The total number of cages is 10 * 10 = 100 cages.
+The number of rats per cage is 10 * 10 = 10 rats per cage.
+
+Now, we know there are 100 cages, which means there is a total of 100 * 10 = 1000 cages of mice and rats.
+The number of mice and rats is the same.
+There is only one cage of mice and rats.
+The total number of small rodents is 10 * 10 = 100 small rodents, which is the same as all the other small rodents.
+
+The total number of small rodents is the sum of all the other small rodents, which is the same as the total number of small rodents that can be divided between the other large rodents.
+
+We need to find the number of small rodents that are left.
+There are 1000 - 100 = 100 small rodents that are left.
+
+The number of rats that have been distributed among the small rodents is the same as the number of small rodents that are left.
+The number of small rodents that are left is the same as the number of small rodents that are not distributed to other animals.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are left.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are not distributed to other animals.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are left.
+The number of small rodents that are not distributed to other animals is the same as the number of small rodents that are not distributed to other animals.
+
+However, there is one small rodent that is not distributed to other animals.
+The number of small rodents that are not distributed to other animals is equal to the number of animals that have been distributed among the other animals.
+The number of small rodents that are not distributed to other animals is equal to the number of small','100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,6,'To solve this problem, we need to break it down step by step. We know that there are 10 cages of hamsters and 160 pieces of straw, and we know that each cage has 20 pieces of straw. So, we can set up a system of pyramids. 
+
+The first pyramid represents the cages. There are 10 cages in total. For each cage, there are 20 pieces of straw. For each hamster, there is a straw. So, we can set up a pyramid with 10 rows of 20 and 2 rows of 20. For each hamster, there is a straw. So, we can set up a pyramid with 2 rows of 20, where the first row is the cages and the second row is the cages and so on. 
+
+Now, we have 10 rows of pyramids, and we need to find the number of rows where there are 2 rows of pyramids. This means there are 10 * 2 = 20 rows where there are 2 rows of pyramids. So, there are 20 * 2 = 40 rows in total where there are a total of 40 rows of pyramids.
+
+Finally, we need to find the number of cages where there is 10 rows of pyramids, which is 10 * 2 = 20 cages. Therefore, the total number of cages that have 2 rows of pyramids is 10 * 2 = 20 cages, and that is the answer.','20',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,7,'To solve this problem, we need to break it down step by step. We know that the animals are distributed among the cages, but we don''t know the number of cages. We can start by considering the number of rats in each cage.
+
+The cages have 10 cages, and there are 160 cages in total. So, the number of cages that can accommodate all the rats is 10 * 160 = 1600.
+
+The number of cages that can accommodate the number of rats is 1600 - 10 * 10 = 10 * 10 = 100.
+
+This means that there are 10 cages that can accommodate 100 rats, which is the number of cages that can accommodate the number of rats.
+
+Now we know that there is 10 cages that can accommodate the number of rats. So, the total number of cages that can accommodate the number of rats is 10 + 10 = 20.
+
+Therefore, there are 20 rats in each cage.
+
+In conclusion, there are 20 rats in each cage.','20',0,'not_equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,8,'To solve this problem, we need to break down the steps and think of it in a step-by-step process. We start with the initial information and then determine how to calculate each step.
+
+First, we know that there are 10 cages of hamsters, which is equivalent to 10 * 2 = 20 cages.
+We know that there are 20 cages of rabbits.
+We know that 20 cages of hamsters have been distributed among the rabbits.
+We can find the number of rabbits in each cage by multiplying the number of cages by the number of rabbits, which is 20 * 2 = 40 rabbits.
+
+Next, we know that there are 10 cages of hamsters that are kept alone, which is equivalent to 10 * 2 = 20 cages.
+We know that there is only one pen of rabbits, which is the only one left.
+We can find the number of rabbits in each cage by multiplying the number of rabbits by the number of pens, which is 20 * 2 = 40 rabbits.
+
+Finally, we know that there are 160 pieces of straw that are distributed among the small rodents.
+We can find the number of small rodents by multiplying the number of cages by the number of pieces per small rodent, which is (10 * 2) = 20 pieces per small rodent.
+
+To find the number of small rodents, we need to multiply the number of cages by the number of pieces per small rodent. This is calculated as 20 * 2 = 40 pieces per small rodent.
+
+The number of small rodents in each cage is the number of small rodents multiplied by the number of cages per small rodent. Therefore, the number of small rodents is the number of small rodents multiplied by 4.
+
+Now we have 40 pieces of straw that are distributed among the small rodents. We need to find the number of small rodents that are not in each cage by subtracting the number of cages with no straws from the number of cages with straws.
+
+In other words, the number of small rodents is the number of cages with no straws minus the number of cages with straws.
+
+The total number of cage with no straws is the number of cages with straws divided by the number of cages with straws per small rodent.
+
+The answer is 40.','40',0,'not_equivalent',507,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,9,'To solve this problem, we need to first understand that the total amount of straw given to the small rodents is twice that given to the small rabbits, which is 2 \* 3 = 6 pieces of straw given to the small rabbits. Then we need to find the total amount of straw given to the small rodents. 
+
+First, we divide the number of small rodents (6) by 2, which gives us 3 pieces of straw. Then we multiply this by the number of small rodents, which is 6*3 = 18. Similarly, we multiply the number of small rodents by 2, which gives us 10, and multiply this by 2, which gives us 2, and then multiply this by 2, which gives us 4.
+
+We then repeat this process for the other 2 cages of mice. For the 10 cages of snails, we can multiply the number of cages by 2, which gives us 20, and for the 20 cages of rodents, we multiply this by 2, which gives us 4.
+
+The final answer is 4 \* 2 * 2 = 16, which is the number of rats given to the small rodents and the 18 rabbits, which is 18, and the 20 cages of mice, which is 28.
+
+The answer is 16.','16',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,10,'To solve the problem, we need to calculate the number of cages and the number of rats in each cage.
+
+We know that there are 10 cages of hamsters, 160 pieces of straw, and 10 cages of rabbits.
+
+First, we calculate the number of cages, which is 10 * 16 = 160.
+
+Next, we calculate the number of cages of rats using the formula for the number of cages of a specific species. Since there are only one species of rats, the answer is 1.
+
+So, there are 1 rats in each cage.','1',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,11,'To solve this problem, we need to break it down step by step. We start by dividing the total number of rats (10 cages * 6 pieces of straw per cage = 60 pieces of straw) by the number of cages and the number of cages that are left out. This gives us 60 / 3 = 15 cages left out.
+
+However, we can simplify this fraction. We can multiply both the numerator and denominator of the fraction by 2 to get rid of the denominator (15 * 2 = 30).
+
+We multiply both the numerator and denominator of the fraction by 2 to get rid of the denominator, which results in 30 * 2 = 60.
+
+This combination of steps allows us to reduce the fraction to a single fraction, which is equal to 1.
+
+So, the answer is 1.
+
+This problem requires careful calculation of fractions and decimals, which is an essential skill in solving mathematical equations.','1',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,12,'To solve this problem, we need to first determine the total number of rats in each cage. We know that there are 10 cages of hamsters and 20 pieces of straw are distributed among them, which means there are 20 x 4 = 80 hamsters in each cage.
+
+The opposite of this is that the other 160 pieces of straw are distributed among the rabbits, which means there are 160 - 160 = 100 rabbits in each cage.
+
+The total number of rats is 20 x 4 = 80 rats.
+
+To find the number of rats in the cages, we multiply the number of rats in each cage by the number of pieces of straw distributed, which is 80 x 5 = 400 pieces of straw, which is the total number of pieces of straw distributed.
+
+So, there are 400 - 400 = 100 rats in each cage.
+
+The numbers of rats are a combination of the numbers of the cats and the mice. The total number of mice is the sum of the mice and the rats. There is only one group of mice. There is no group of rats. There is only one group of rats.','100',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,13,'To solve this problem, we need to calculate the number of cages with the smallest number of rats and the number of cages with the largest number of rats.
+
+We know that the cages with the largest number of rats are the cages with the smallest number of rats. The cages with the smallest number of rats are 2 cages, and the cages with the largest number of rats are 10 cages.
+
+To find the number of cages with the smallest number of rats, we multiply the number of cages with the largest number of rats by the average number of rats per cage.
+
+The total number of cages with the smallest number of rats is 2 * 10 = 20, and the total number of cages with the largest number of rats is 2 * 20 = 40.
+
+The number of cages with the smallest number of rats is 20 and the number of cages with the largest number of rats is 40.
+
+We can calculate the number of cages with the smallest number of rats as 20, and the number of cages with the largest number of rats as 40.
+
+The answer is 20 + 40 = 60.
+
+The answer is 60.','60',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,14,'To solve this problem, we need to break down the information given: the number of small rodents (160) is distributed among the small rodents, the number of large rodents (10) is distributed among the large rodents (20), and the number of rabbits (20) is distributed among the rabbits.
+
+First, we can calculate the number of small rodents by dividing 160 by 10, which gives us 16. Then, we can calculate the number of large rodents by dividing 10 by 20, which gives us 2. Finally, we can calculate the number of rabbits by dividing 20 by 20, which gives us 1.
+
+However, we need to consider that the rabbits are distributed among the rabbits in a different way. The number of rabbits is actually distributed among the rabbits that are left over from the rabbits that are kept alone, and that can be calculated by dividing the number of rabbits left over by 20.
+
+So, we can calculate that 20 rabbits are distributed among the rabbits that are left over from the rabbits that are kept alone. The number of rabbits left over is still 2.
+
+Therefore, there are 2 rabbits left over from the rabbits left over from the rabbits that are kept alone. Since there is only one rabbit left over, there is only one small rodent left over. Since there are no large rodents left over, there is no large rodent left over.
+
+However, the answer is actually 2, which is the number of small rodents that are distributed among the rabbits.
+
+The correct answer is 2.','2',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,15,'To solve this problem, we need to break it down into manageable parts. We know that the 3 cages are in one of the 10 cages of the small rodents and that there are 5 cages of hamsters. We also know that 20 pieces of straw are distributed among the rabbits, and the final answer is the number of rats in each cage.
+
+Let''s start with the first part. The 3 cages of hamsters are one of the 10 cages of the small rodents. The next part is the 20 pieces of straw that are distributed among the rabbits.
+
+However, this doesn''t add up to the 160 pieces of straw in each cage. So we need to divide it out. This means 10 cages of the small rodents are divided into 20 cages of the rabbits.
+
+The answer is 20. We know that there are 20 cages of the mice in the 20th cage of the 10th flea. So we need to multiply that by the number of cages that are in the 10th flea of the 20th cage. So we multiply 20 by 10, which is 20, and multiply this by 2 to get 40, which is the number of cages that are in the 20th flea of the 10th cage.
+
+The answer is 40.','40',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,0,'First, determine the total monthly interest paid by Mandy. This can be done by multiplying 2 by 12 (to avoid decimal). 2 * 12 = 24.
+
+Next, determine the total amount of interest that Mandy should have given Benedict to Benedict. This can be done by adding 24 to the original amount of 24 cents. 
+
+This is equivalent to multiplying 24 by 12 and multiplying 24 by 3, which equals 64. So, the amount Mandy should have given to Benedict would be 64 cents.
+
+Now, the amount of interest must be paid to Benedict. The interest is already paid, so the amount Mandy should have paid is the same amount that Benedict has already paid. So, the answer is Mandy should have paid 24 cents, which is 64 cents.','24',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,1,'To find out how much Mandy should give Benedict, we need to calculate the amount of interest Mandy will earn after 3 months.
+
+Mandy paid 20% of $100 per month for 3 months'' interest, which is 0.20 x 30 = 6 in a year. This equates to 6 months of interest. Now, we need to calculate how much Mandy will earn after 3 months.
+
+The calculation of 3 months * 6 months x 1.67 = 24 months of interest. Since she can pay 24 months, she has to pay 24 months * 2.67 = 64 months. So, Mandy will earn 64 months * 2.67 = 152.67 months in a year.
+
+This is 3*1.67 = 5.14 months of interest, and Mandy can pay 5.14 months * 2.67 = 14.73 months of interest. So, Mandy will earn 14.73 months * 2.67 = 36.33 months in a year.
+
+Mandy will give 36.33 months of interest to Benedict, so she will need to give him a total of 36.33 - 24 = 3.33 months of interest.','3.33',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,2,'To solve this problem, we need to understand the expected monthly payment of 2% (1 - 0.02 = 1.02) and the monthly payment of 2 dollars to pay Mandy after 3 months.
+
+First, we calculate the expected monthly payment as 1 + 2 = 3 dollars.
+
+The total monthly payment of 3 dollars is Mandy''s payment. If Mandy paid 2 dollars, the total payment would be Mandy''s payment + 3 dollars = 3 + 2 = 5 dollars.
+
+Since the payment of 2 dollars is Mandy''s payment and the payment of 5 dollars is Mandy''s payment plus 1 dollar, the payment of 2 dollars is Mandy''s payment + Mandy''s payment, which is 3 + 2 = 5 dollars.
+
+We can find the total payment for 1 month by multiplying 3 by 1 + 5, which is 11 dollars. The total payment for 3 months would be 3 + 2 + 11 dollars = 19 dollars.
+
+Mandy must give 3 dollars to Benedict. If she paid 1 dollar to Benedict, 3 dollars is Mandy''s payment, so 3 dollars is Mandy''s payment plus 3 dollars for 3 months.
+
+Since 3 dollars is Mandy''s payment + 3 dollars = 6 dollars, she has to give 2 dollars to Benedict to pay 1 dollar.
+
+So, Mandy needs to pay Benedict 2 dollars to pay 1 dollar to pay 3 dollars. In total, 2 dollars is Mandy''s payment plus 3 dollars for 3 months, and 2 dollars is Mandy''s payment plus 3 dollars is 3 dollars, which is Benedict''s payment plus 2 dollars, so 2 dollars is Benedict''s payment + 3 dollars = 6 dollars.
+
+Therefore, Mandy needs to pay 2 dollars to pay 1 dollar to pay 3 dollars.','3',0,'not_equivalent',429,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,3,'To solve this problem, let''s break it down step by step: 
+First, we need to calculate the amount Mandy can pay after the agreed-upon 3 months. 
+Mandy must pay 2 * 3 = 6 months of interest, which is 18% more than 100, 
+This is based on the given 2% interest, and we only have 100 months available to pay, 
+So in terms of the 100 months and 
+Mandy must pay 18% of 100 months.
+
+To calculate the amount Mandy should give Benedict, we need to find the difference between Mandy''s monthly payment and Benedict''s monthly payment. 
+The difference is 
+Mandy''s monthly payment is 18% of 100 months, 
+This gives 1.8 * 100 = 18. The difference is 
+Mandy should give 1.8 * 18 * 1.8 * 1.8 = 1.8 * 1.8 = 2.24, 
+This is 1.8 * 18 * 1.8 * 2, 
+So Mandy needs to give 2*2 = 4.
+
+So, Mandy should give Benedict a total of 
+Mandy''s monthly payment is 1.8 * 18 = 24. 
+This is 4 * 24 = 96. 
+This is 24 times 24. 
+This is 56. 
+This is 6 times 1, so 6 * 1 = 6.
+
+So, the maximum amount Mandy can pay Benedict is 
+Mandy can pay 
+Mandy can pay 
+Mandy can pay 2.','2',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(13,4,'To solve this problem, we''ll first determine the amount of interest paid, which is 2% of 100, which is 0.22.
+
+Multiplying 100 by 0.22 gives us 0.4.
+
+Now, we''ll add 1 to this result to find the amount of interest paid, which is 1 + 0.4 = 2.
+
+Mandy owes Benedict 2 months earlier, so she should give Benedict 2 months after her due date.
+
+So, Mandy should give Benedict 2 months after her due date, which is 3 months.
+
+Therefore, 2 months is the maximum amount that Benedict could have paid Mandy, which is 2 months (2 months).','2',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,5,'Let''s break this down step by step. We know that Mandy paid 2% of Benedict''s monthly interest in 3 months, which means her monthly interest is 0.2% of 3 months x 2% = 0.002 of Benedict''s monthly interest.
+
+To find the amount Mandy should give Benedict to cover 3 months, we need to calculate 3 months x 0.002 = 0.008 of Benedict''s monthly interest.
+
+We can express this as 3 months * 0.008 = 0.03, which is 30 cents.
+
+So, if Mandy paid 30 cents to Benedict, she needs to give 0.03 to fill the gap between 3 months and 3 months. This is 30 - 2 months. So, she needs to give 2 months to get the full 30 cents.
+
+We want to find the amount of 2 months, so we need to divide 30 by 2 to find this. So, we divide 30 by 2, which gives 15, and then multiply by 3 to find the amount Mandy should give Benedict.
+
+So, 15 * 3 = 40 cents.
+
+Therefore, Mandy should give 40 cents to Benedict.
+
+The answer is: 40.','40',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,6,'To find out how much Mandy should give Benedict, we need to calculate the amount of interest she needs to pay based on the monthly interest rate of 2% and the total debt of the business consisting of Mandy''s monthly payment and the debt Mandy owes Benedict.
+
+Since Mandy has paid 2% of her total debt, and she has paid 20% of her total debt, with 20% of 20% of 100% being 100, she needs to pay 100/200 of 100% plus 100 to pay her debt.
+
+This is 100% + 20% = 200% of the debt Mandy owes, but since 20% is Mandy''s interest, we need to subtract it from 100% to find the amount owed to the debt Mandy owes. This is 100% - 20% of 100%, which equals 10% of the debt.
+
+However, if she paid 100% of the debt, she would have paid 100% of 100% of Mandy''s interest, which is 100% of Mandy''s interest. If she paid 100% of her debt, she would have paid 100% of 100%, which is 100%.
+
+But if she paid only 10% of her debt, she would have paid only 10% of Mandy''s interest, so she needs to pay 100% of her interest.','100',0,'not_equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,7,'To solve this problem, we need to find the maximum amount of money Mandy could have paid Benedict if she was able to pay it after 3 months. 
+
+Let''s break it down: if Mandy paid 3 months after 100, she would have paid 3 * 20 = 60 in the past 3 months and 100 months later. This means she paid 3 * 20 = 60 coins. 
+
+If Mandy paid 2 months after 100, she would have paid 2 * 20 = 40 coins.
+
+Now, let''s consider how to maximize the amount of money Mandy can have paid if she paid after 3 months.
+
+To maximize, we take the maximum amount of money that Mandy could have paid if she paid after 3 months.
+
+Let''s find the maximum amount of money Mandy can have paid if she paid after 3 months.
+
+When Mandy paid 3 months after 100, she would have paid 3 * 20 = 60 coins.
+
+This means that Mandy can pay 3 * 20 = 60 coins in the past 3 months.
+
+When Mandy paid 2 months after 100, she would have paid 2 * 60 = 120 coins.
+
+Therefore, Mandy can pay 3 * 120 + 100 = 160 coins.
+
+To maximize the amount Mandy can have paid if she paid after 3 months, we need to find the maximum amount Mandy can have paid if she paid after 3 months.
+
+By choosing a maximum amount of money to pay Mandy in the past 3 months, we can maximize the amount Mandy can pay.
+
+This is the maximum amount Mandy can pay if she paid after 3 months.
+
+So, Mandy should give 60 coins to Benedict.','60',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,8,'Mandy was able to pay Benedict $100 within 3 months. She paid $20 in that time frame. To find the maximum amount she could give without exceeding the 3-month limit, we need to consider the maximum possible amount that can be paid with 2 months. Since Mandy can pay herself 20 times the minimum, and she paid exactly 3 months in total, we need to find the maximum amount that can be paid with 2 months.
+
+To maximize, we should maximize the amount she could give. There is only one way to maximize it given the constraints.
+
+Mandy can only pay herself 20 times the minimum. To maximize it, Mandy needs to pay herself 3 times the minimum. So, it is possible for Mandy to pay herself 3 times the minimum.
+
+This is a linear combination of the sum of 2 and 3 times the minimum, which is 2 * (2 * 2) = 4. So, in 1 statement, Mandy can give 2 * 4 = 8 to Benedict.
+
+Therefore, Mandy should give 8 to Benedict.
+
+The answer is 8.','8',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,9,'Mandy owes Benedict $100 and she agrees to pay it after 3 months. To determine how much Benedict should pay, we need to find the maximum amount of interest she can pay.
+
+Plugging the values into the formula: 2 * 100 = 200, which is 200 * 3 = 600. She can''t pay the full 200, but she can pay the other amount, which is 200 * 3 = 600.
+
+The maximum amount of interest she can pay is the difference between the interest paid and the interest paid or the final amount by Mandy. So, the maximum amount of interest she can pay is 200 - 600 = 100.
+
+Benedict should pay the remaining amount of 100, which is 200 * 3. 
+
+The answer is 200 * 3 = 600.','200',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,10,'To find the amount Mandy should give Benedict, we need to determine the amount in interest earned by Mandy over the 3 months. Let''s break it down: the first month was 3 months ago, and in that first month, Mandy paid 3 * 2 = 6 months ago. Then, in the second month, she paid 3 * 4 = 12 months ago, and in the third month, she paid 3 * 5 = 15 months ago. Now, for the second month, Mandy paid 12 months ago, which is equivalent to 3 * 5 = 15 months ago. For the third month, she paid 15 months ago.
+
+The amount of interest paid in the third month can be calculated using the formula for compound interest. The formula is n * p * (1 + r)^n, where n is the number of months, p is the principal amount, r is the annual interest rate, and n is the number of times interest is compounded per year.
+
+In this case, the interest paid per month is 15 months ago, and the interest paid per year is 15 months ago. The monthly interest rate for this year is 20% of 15 months ago, which is 0.02 x 15 months ago, which equals 0.04, so this year''s monthly interest is 0.04 * 15 months ago = 1.5 times 15 times 1 month ago, or 3 months ago.
+
+To simplify the calculation, multiply 15 * 15 * 1 by 15, which gives 3 * 15 * 1 = 3, so the amount Mandy should give to Benedict is 3 * 3 = 9.','9',0,'not_equivalent',387,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,11,'Let''s break down the situation. Mandy is paying Benedict $200 within a month. To find the amount Mandy should give to Benedict, we can use a formula that takes into account the interest earned by the money.
+
+The formula we used earlier was to multiply the amount Mandy paid (200 dollars) by the amount she owed (200 dollars) and add 1.
+
+Mandy owed 200 dollars. If we add 1 for every 200 dollars, the total amount Mandy needs to pay to Benedict is 2 * 200 = 400 dollars. 
+
+So, Mandy should give Benedict 400 dollars.
+
+To check if she actually paid Benedict $200, we need to check if 200 dollars is the correct amount she should pay. We know she has paid Benedict $100, which is 200 - 200 = 0.
+
+This is not possible because 200 dollars is not a valid amount of money Mandy should make an offer to Benedict.
+
+So, no, Mandy cannot pay Benedict $200.','$200',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,12,'To find out how much Mandy should give to Benedict, we need to consider the interest paid by Benedict initially. Let''s find out how much Mandy should pay after 3 months. If Mandy paid 20% interest, that means 100 x 20% = 200% of Mandy''s initial amount, which is 200 dollars.
+
+So, Mandy should pay 200 - 100 = 200 dollars 3 months after her initial payment. This is because 200 months is equal to 3 months.
+
+This means Mandy should give Benedict 3 months after the 3 months when she was paid. This is not possible, as Mandy paid 3 months before her final payment of 200 dollars, which is 3 months after the 3 months she paid.','3',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,13,'To solve this problem, we first need to determine how many months it takes Mandy to pay the 2% interest. Since Mandy is able to pay it after 3 months, and there are 3 months in a year, it will take her 3 months to pay the 2% interest.
+
+Therefore, we can calculate the interest as 100% of 3 months at 2%. So, 3 months x 100% = 30% of 100.
+
+So, Mandy should give Benedict 30% of her monthly interest of 2% x 3 months = 0.3333% of 100% = 33.33%.','33.33',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,14,'Let''s break down the problem step by step. If Mandy is paid $200 after 3 months, she would have paid $1800 in that time frame. Now, when Mandy paid the entire $100 after the 3 months, she would have paid $1200. This process repeats itself 3 times, so to calculate how much Mandy should pay Benedict, we multiply the 3 times by the 100.
+
+This gives us 100 * 3 = 300. That''s the amount Mandy should pay Benedict.','300',0,'not_equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,15,'To solve this problem, we need to determine the maximum amount Mandy can pay after 3 months. Since there is an even bonus, the maximum amount she can pay is 2*2 = 4.
+
+Mandy owed Benedict $100, which is 2*100 = 200 dollars.
+
+Mandy paid 4 cents after 3 months. If we double that, we get 80 cents.
+
+To maximize Mandy''s payback, we need to consider what happens when Mandy pays 80 cents after 3 months.
+
+The goal is to maximize the payback, and the answer is 80 cents.
+
+Mandy gave Benedict a 2*2 = 4 dollar payback after 3 months.
+
+Mandy paid 4 cents after 3 months.
+
+To find the maximum payback, we need to use the idea of compounding interest.
+
+When we double 80 cents, we double 4 cents, which is 16 dollars (80 * 4 = 32 feet). We want to double 4, which is 8 dollars, so we double 8 * 4 = 32 dollars.
+
+Mandy paid 4 cents after 3 months. This means she paid 12 dollars (4 * 2 = 8 dollars) after 3 months.
+
+This is the maximum payback.
+
+We can see that you can find the maximum payback by adding the maximum payback to the maximum payback you could pay 8 times, which is 16 dollars.
+
+To maximize the payback, you need to find the maximum payback you could have paid to give Benedict 12 dollars.
+
+This is 12 * 12 = 144 dollars.
+
+The answer is 144.
+
+Mandy owed Benedict a total of 12 * 12 = 144 dollars.
+
+The answer is 144.
+
+To find the maximum payback, you simply multiply the original payback by 1.
+
+To find the maximum payback you could have paid, you multiply the maximum payback by 2.
+
+The answer is 2.
+
+However, in 24 days, 2 * 2 = 4 cents = 200 dollars, BOTH 2*','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,0,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total weight of 10 ducks. Since there are 10 ducks, we multiply 10 by 10 to find the total weight: 10 x 10 = 100 pounds.
+
+Now, we can find the number of insects per duck. To do this, we divide the total weight by the number of ducks. We do this by multiplying 10 by 10, which gives us 100 pounds.
+
+So, 100 pounds of insects per duck can be calculated as 10 x 10 = 100 pounds.
+
+So, 100 pounds of insects are needed per duck.','100',0,'not_equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,1,'To solve this problem, we need to consider both the number of insects consumed and the total number of pounds eaten.
+
+Number of gallons of water: 10 ducks = 10 gallons * 1 duck = 10 gallons
+Number of pounds eaten per day: 3.5 pounds * 10 pounds = 3.5 pounds eaten per day
+Total number of pounds eaten: 10 gallons + 3.5 pounds = 4.5 pounds eaten per day
+Total number of pounds eaten
+Total weight of insects eaten = Total weight of insects eaten = 10 gallons * 10 pounds = 10 gallons
+Number of pounds eaten per day = Number of pounds eaten per day / Number of gallons eaten = 10 / 10 = 1 pound per day
+Number of pounds eaten per day = Number of pounds eaten * Number of pounds eaten per day = 1 pound per day * 10 = 10 pounds eaten per day
+Total number of pounds eaten = Total weight of insects eaten * Number of pounds eaten per day = 1 pound per day * 10 pounds = 10 pounds eaten per day
+Total number of pounds eaten = Total weight of insects eaten * Number of pounds eaten per day = 10 pounds eaten per day * 4 = 40 pounds eaten per day
+
+Ducks need to eat 3.5 pounds of insects each week to survive, but they can only eat 1 pound of insects per day, so 40 pounds eaten per day is 40 pounds eaten * 3.5 pounds / 10 = 10 pounds eaten per day.
+Ducks need to eat 10 pounds of insects each week to survive, so 10 pounds eaten per week is 1 pound per week * 10 pounds = 10 pounds eaten per week.
+
+All in all, it would take 40 pounds eaten per week to feed 10 ducks, so 40 pounds eaten per week is 40 pounds eaten per week.
+
+The answer is 10 pounds eaten per week.','10',0,'not_equivalent',445,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,2,'To solve this problem, we need to first calculate the total number of pounds of insects the ducks need to eat. Since there are 10 ducks and 3.5 pounds of insects per duck, we multiply 10 by 3.5 to get 3.5 pounds.
+
+Now, we need to find the total number of pounds of insects the ducks need per day. We can do this by dividing the total number of pounds of insects by the number of ducks per day. 
+
+This is a bit complex, but we can break it down using a formula:
+
+Ducks need to eat 3.5 pounds per duck to survive, so if there are 10 ducks, the number of ducks needed per day is 10 * 3.5 = 3.5 ducks.
+
+However, we can also use the formula:
+
+Number of ducks per day * Number of insects per duck = Total number of insects / Number of ducks per day
+Number of ducks per day = 3.5 * 10 = 35
+
+This means that for every 3.5 ducks, there are 35 insects.
+
+So, there are 35 pounds of insects per day for the ducks.','35',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,3,'To solve this problem, let''s break it down step-by-step. We know that there is a flock of 10 ducks, so we can assume a 3.5-pound per duck ratio.
+
+We can start by adding the total weight of 3.5 pounds of insects to the weight of 10 ducks. This means 3.5 + 10 = 45 pounds of insects.
+
+Now, we need to find the total number of pounds of insects eaten by the 10 ducks. To do this, we can divide the weight of 45 pounds by the weight of one duck. However, this is incorrect. We should divide 45 pounds by 1.
+
+This is incorrect because 45 pounds is indeed 45 pounds of insects eaten per 10 ducks. So, the total number of pounds eaten by the 10 ducks is 45 pounds / 10 = 4 pounds per duck.','4',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,4,'Ducks need to eat 3.5 pounds of insects per day to survive. If there are 10 ducks, and 10 out of them eat 3.5 pounds of insects per day, then 10 x 3.5 = 30 insects per day.
+
+Ducks need to eat 3.5 / 3.5 = 1.025 pounds of insects per day. To convert this to pounds, multiply by 3.5: 1.02 pounds / 3.5 = 1.025 pounds.
+
+So, there are 1.025 pounds of insects needed per day for the 10 ducks.','10',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,5,'Ducks need to eat 3.5 pounds of insects per day to survive, so if there is a flock of ten ducks, they need to eat 3.5 * 10 = 3.5 pounds of insects per day.
+To find out how many pounds of insects there are, we multiply 3.5 pounds by 10. So, 3.5 pounds * 10 = 3.5 pounds of insects are needed for each of the 10 ducks.
+We can add these 3.5 pounds to the total number of liters of insects that they eat to find out how many pounds of insects they can eat in a day.
+Ducks need to eat 3.5 pounds of insects per day * 10 liters = 3.5 liters of insects per day.
+We can multiply the total number of liters of insects that they eat by 100 to find out how many liters there are of insects that they can eat per day.
+Ducks need to eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+Ducks can eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+We add this to the total number of liters of insects eaten per day to find out how many liters they can eat in a day.
+Ducks need to eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+Ducks can eat 3.5 liters of insects per day * 10 liters per liter = 3.5 liters of insects per liter.
+To find the answer, we can round 3.5 liters of insects per liter to 4 liters.
+Ducks need to eat 4 liters of insects per day * 10 liters per liter = 40 liters of insects per day.
+There are 10 ducks, so we can add 40 liters of insects to the total number of liters of insects eaten per day to find out how many liters they can eat.
+Ducks need to eat 40 liters of insects per day * 10 liters per liter = 400 liters of insects per day.
+The answer is 400.','400',0,'not_equivalent',499,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,6,'To solve this problem, we need to first determine the total pounds of insect food that can be eaten by the 10 ducks. There are 10 ducks and 3.5 pounds of insect food, which is equivalent to 10 x 3.5 = 30 pounds of insect food. The total pounds of insect food available for the ducks is 10 x 3.5 = 30 pounds.
+
+The number of pounds of insect food available per day is the sum of the pounds eaten by the ducks and the number of ducks themselves. In this scenario, that would be 3.5 x 10 = 35 pounds of insect food eaten by the ducks per day.
+
+Since we need to divide that number of insects per day by the number of ducks themselves, that would leave 35 - 30 = 5 pounds of insect food eaten per day by each of the ducks.
+
+The total number of pounds of insect food needed for the ducks is the sum of the pounds eaten by the ducks and the number of ducks themselves. So, 5 pounds of insect food eaten by the ducks per day is equal to 5 pounds of insect food eaten by the ducks per day.
+
+Therefore, the answer is 5 pounds of insect food eaten by the ducks per day.','5',1,'equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,7,'1.1 pounds of insects per duck = 3.5 pounds of insects per duck
+20 ducks * 3.5 pounds per duck = 60 pounds of insects per day
+Solving this equation: 60 = (3.5 * 20) + 0.5
+Solving this equation: 108 = 60 + 10.5
+13 = 10.5
+Dividing by 10.5: 13 / 10.5 = 0.13
+Dividing both sides by 10.5: 13^2 = 13 * 10.5
+Dividing both sides of the equation by 10.5: 13 = 0.13
+Dividing both sides of the equation by 10.5: 1
+
+So, 60 ducks * 3.5 pounds per duck = 190 pounds of insects per day
+There are 190 ducks in the flock of 10 ducks, so there are 190 * 20 = 200 ducks that need to eat 200 pounds of insects per day.','200',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,8,'Ducks need to eat 3.5 pounds of insects per week to survive. Therefore, 10 x 3.5 = 30 insects per week.
+Ducks need to eat 30 pounds per week. Therefore, 30 / 3.5 = 10.
+Ducks need to eat 10 pounds of insects per day.
+#### 10
+The answer is: 10','10',0,'not_equivalent',92,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,9,'Ducks need to eat 3.5 pounds of insects per day to survive. To find out how many pounds per day, we can divide the weight of 10 ducks by the amount of insects they eat. 
+
+3.5 pounds / 3.5 pounds per kilogram = 1 gram of insects per kilogram of per gram of feces
+Ducks need to eat 3.5 pounds of insects per day to survive, so to convert this to grams per kilogram, we divide the weight of 10 ducks by 3.5 pounds.
+
+3.5 pounds / 3.5 pounds per kilogram = 1 gram of per gram of feces per kilogram of per gram of feces.
+Ducks need to eat 1 gram of per gram of feces per kilogram of per gram of feces.
+
+So, 10 ducks need to eat 1 liter of feces per kilogram of per gram of feces.
+
+Ducks need to eat 3.5 liters of feces per week.
+
+So, 3.5 liters / 3.5 pounds per day = 1 liter of feces per day per duck.
+
+So, 10 ducks need to eat 3.5 liters of feces per day.','3.5',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(14,10,'To solve this, we need to determine how many pounds of insects per day each of the ten ducks need to eat. 
+
+We know that the answer is 3.5 pounds per duck. So, 10 ducks * 3.5 pounds per duck = 30. So, 30 ducks * 3.5 pounds per duck = 115 pounds of insects per day.
+
+Ducks need to eat 30 pounds of insects per day to survive, which means 115 pounds / 30 pounds per duck = 3.1 pounds per duck. So, 3.1 pounds per duck is the total weight of each individual duck.','3.5',0,'not_equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,11,'To solve this problem, we need to think of it in the context of total daily food consumption. We know that a flock of ten ducks consumes 3.5 pounds of insects per day. To find the number of pounds of insects per day needed, we can divide 3.5 by 3.5, which equals 1.
+
+This is a classic example of how people often misinterpret math. However, in this case, math is not about performing calculations. In reality, the equation is a direct multiplication of the total daily food consumption by the number of kilograms of insects.
+
+Now, let''s break it down: 3.5 pounds (total daily food consumption) / 3 kilograms per pound (copies of birds) = 0.1 kilograms per pound, which is actually 1.01 pounds per kilogram. This is a decimal, so it doesn''t fit into the problem.
+
+So, we have: 1.01 pounds per kilogram (total daily food consumption) * 3 kilograms per pound (copies of birds) = 3.01 pounds per kilogram. This is the answer.','3.01',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,12,'To find out how many pounds of insects are needed per day, you need to first determine how many pounds of insects are eaten by ten ducks per day.
+
+Ducks have an average of 20 pounds of insects per duck. So, for each bird that represents a duck, there are 20 * 3.5 pounds of insects per duck.
+
+Now, multiply the total number of ducks eaten per day by the number of ducks (ten) to find the total number of pounds eaten per day.
+
+Ducks can eat 10 * 3.5 pounds of insects per duck = 35.5 pounds of insects per day.
+
+So, there are 10 ducks * 3.5 pounds of insects per duck = 35.5 pounds of insects that need to be eaten per day.
+
+Ducks need to eat 35.5 pounds of insects per day to survive.
+
+Ducks also need to eat 3.5 pounds of insects per day to survive.
+
+Ducks can eat 3.5 pounds of insects every day, which is equivalent to 3.5 pounds per day.','3.5',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,13,'1.1 pounds per duck
+Ducks need to eat 1.1 pounds per day so 1.1 * 10 = 11 pounds per day
+2.5 pounds per month = 2.5 * 10 = 25 pounds per month
+Therefore, there are 25 ducks per month.
+Ducks need to eat 1.1 * 25 = 25 pounds per month so 1.1 * 10 = 11 pounds per month
+Ducks do not need to eat 3.5 pounds per day.
+Ducks do not have to eat a whole 3.5 pounds per month.
+Ducks do not have to eat any insects per month.
+Ducks need to eat 1.1 * 3.5 = 3.15 pounds per month.
+Ducks can eat 2.5 pounds of the desired food per month.
+Ducks can eat 2.5 * 3.5 = 8.15 pounds of the desired food per month.
+Ducks can eat 2.5 * 8.15 = 21.65 pounds of the desired food per month.
+Ducks can eat 2.5 * 21.65 = 47.75 pounds of the desired food per month.
+Ducks can eat 2.5 * 47.75 = 112.75 pounds of the desired food per month.
+Ducks can eat 2.5 * 112.75 = 227.125 pounds of the desired food per month.
+Ducks can eat 2.5 * 227.125 = 558.25 pounds of the desired food per month.
+Ducks can eat 2.5 * 558.25 = 1140 pounds of the desired food per month.
+Ducks can eat 2.5 * 1140 = 1698.5 pounds of the desired food per month.
+Ducks can eat 2.5 * 1698.5 = 4577.15 pounds of the desired food per month.
+Ducks can eat 2.5 * 4577.15 = 11976.65 pounds of the','11976.65',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,14,'Ducks need to eat 3.5 pounds of insects each week to survive, so if they have a flock of ten ducks, it would take 3.5 * 10 = 35 ducks to eat every day.
+Ducks need to eat 3.5 * 35 = 115 insects per day.
+The number of insects per day would be 115 / 35 = 3.5 pounds per day.
+So there would be 3.5 * 3.5 = 11.5 pounds of insects per day for the 10 ducks.
+#### 115
+The answer is: 115','115',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,15,'To solve this problem, we need to break it down step by step. First, we need to determine the total weight of the flock of ten ducks. We multiply the number of ducks by the weight of each duck. So, it would be 10 x 3.5 = 30 pounds of ducks.
+
+We then need to determine how many pounds of insects they need to eat per day. To do this, we divide the number of ducks by the weight of each duck. So, for a total of 30 ducks x 3.5 pounds per duck = 100 pounds of insects per day.
+
+Finally, we need to find out how many pounds of insects they need to eat per day to keep up with their weight. So, we multiply the weight of each duck by the number of ducks, which is 10 x 10 = 100 pounds of insects per duck. Therefore, we can say that each duck needs to eat 100 * 3.5 = 300 insects per day to survive.','300',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,0,'To solve this problem, we need to first calculate the total cost of 5 different colored crayons using the price of a crayon. Since one crayon costs $2, we can multiply 5 by 5 to find the total cost of the 5 different colored crayons.
+
+Total cost = 5 * 5 = 20 crayons
+
+Now we need to find out how many dollars 20 crayons cost, which is 20 * 5 = 100 dollars
+
+So 20 crayons, which cost 20 * 5 = 100 dollars are the pieces of the total cost. 
+
+To find out how much change she would get by using the money, we can use the equation 20 * 10 = 20x. This is the total amount of money she would need to pay for the 20 crayons.
+
+She would need to pay 20x / 2 = 10x to pay the 20 crayons. So 10x is the change she would get.
+
+So the answer is 10x = 10 * 10 = 100 cents','10',1,'equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,1,'To solve this problem, we need to first find the total cost of one crayon and then find out how much change will be available.
+
+First, we know that there are 5 different colors of crayons in total, and one crayon costs $2. So, we multiply 5 colors by 2, which gives us 10 colors, and we know there are 5 colors. So, we have 10 * 5 = 50 crayons available in total.
+
+Now, we know there are only one crayon and 50 crayons available, so we need to find out how much one crayon can buy. 
+
+To do this, we multiply 1 crayon by 1, which gives us 1, but in a total of 50 crayons, we need to find out how many crayons we have 1 crayon. 
+
+We can add 1 to 50, so we add 1 to 50, which gives 10, so we know that one crayon can buy 10 crayons.
+
+Now we know that one crayon can buy 10 crayons, and we can multiply 1 by 10 to find out how many different ways there are to buy one crayon, 10 * 10 = 100 crayons.
+
+However, we need to remember that one crayon only has one color. We can multiply 1 by 1 (one color), which gives 1, but we still need to find out how many different ways there are to buy one crayon, 10 * 10 = 100 crayons.
+
+We can add 1 to 10 to find out how many different ways to buy one crayon, 10 * 10 = 100 crayons, but it is more complex to multiply 1 by 10 (the most complex operation to multiply by a number where there is no repeating unit), so we can just add 1 to 10 to get 100, but it is also more complex to multiply 1 by itself, which is 10 in this context and that is why we avoid it.
+
+However it is also 100, and each part is just 11*10 = 101.
+
+However we can only do it 10 times and we simply multiply 10 by itself 10','10',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,2,'To solve this problem, we need to break it down into manageable parts and think it through step-by-step. First, we need to determine the amount of money available to purchase 5 crayons with. Since one crayon costs $2, this leaves us with 5 crayons available.
+
+Now, let''s consider the money available to purchase the crayons. Since one crayon costs $2, we need to calculate how many crayons can fit in one dollar. This is a classic algebraic problem, where we need to isolate the variable (crayons) and solve for the unknown variable (money).
+
+The total cost of 5 crayons is 5 * 2 = 10 crayons. However, we need to consider that one crayon only costs 2 cents. So, 10 crayons must be 2 cents away from 10 cents.
+
+Let''s use this to solve the logic. If we subtract the cost of one crayon from the total number of crayons, we get 10 crayons minus 1 crayon = 9 crayons. This is only 1 picture away from 10 cents, which is 9 cents.
+
+This logic continues to the next step, solving it in a step-by-step manner.','9',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,3,'Violetta has 5 crayons and 2 of them cost $2 each. If she has 5 crayons, then 1 crayon would cost 5 * 2 = 10 crayons. So, the total amount of money she needs is 5 crayons * 5 crayons = 20 crayons.
+
+She has 1 crayon. So, to calculate the change she will get, she needs 20 crayons * 1 crayon = 20 change.
+
+This is a classic lateral thinking puzzle. The answer is 20, not 20.
+
+The original solution without breaking the law of averages. It seems that in a real world scenario, there is no answer that fits all the available options.','20',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,4,'To solve this problem, let''s break it down step by step. Violetta already has 5 crayons, so we need to calculate how many of the crayons are needed to create 5 different colors.
+
+Each crayon costs $2, so if Violetta has 5 crayons, she needs to create 5 * $2 = $10 crayons. So, 5 crayons is equal to 5 * $2 = $10 crayons.
+
+Now, we need to find out how many $2 crayons are needed to make 5 different colors. Since one crayon costs $2, we need to double that to find out how many crayons are needed to make 5 different colors. So, 5 * $2 = $10.
+
+The answer is 10 crayons.','10',1,'equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,5,'To solve this problem, we need to determine the amount of change that can be earned by the owner of the crayon when they purchase 5 more crayons.
+
+First, we need to calculate the total change that can be earned by each crayon. For one crayon, there are 5 crayons available, and one crayon costs $2. So, the owner of the crayon can get $1.50, which is the total change that can be earned by the owner of the crayon when they purchase 5 more crayons.
+
+Now, we need to calculate the amount of change that can be earned by each crayon. In this scenario, the owner of the crayon has 5 crayons to choose from. So, the amount of change that can be earned by the owner of the crayon when they purchase 5 more crayons is 5 * $2 = $10.
+
+This is the same as the owner of the crayon who purchased 5 more crayons, plus the owner of the crayon who purchased the last crayon. The owner of the crayon who purchased the last crayon has 5 crayons left.
+
+So, the total amount of change that can be earned by the owner of the crayon when they purchase 5 more crayons is 5 * $10 = $50.
+
+The answer is 5 * $50 = $250.
+
+The actual amount of change that can be earned is $50.
+
+So, the solution is $50.','5',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,6,'To solve this problem, we need to think of it in a step-by-step manner, as you mentioned. First, we need to find out how many crayons Violetta needs. We can do this by dividing $20 by the number of crayons she wants: 20 / 5 = 4 crayons.
+
+Now, we need to find out how many crayons she can buy at $2. To do this, we multiply the number of crayons she wants by the price per crayon: 4 * $2 = 8 crayons.
+
+So, Violetta can buy 8 crayons at $2 each. To find out how much change she will get, we need to consider different cases: 4 crayons gives a change of 4, and 8 crayons gives a change of 8.
+
+We can round each case to the nearest thousandth of a dollar: 4 * $2 = $8, 8 * $2 = $16, 4 * $2 = $8, 8 * $2 = $16, so 4 * $2 = $8 is the only case where we get a change of 8 cents.
+
+So, 4 crayons give $8 in change, and 8 crayons give a change of 4 cents (one of the other cases).
+
+So, 4 crayons give 8 cents in change, and 8 crayons gives 4 cents in change.
+
+So, Violetta will pay $8 + 4 = $12 for her crayons, and there are no other amounts of change left.
+
+So, Violetta will pay $8 + 12 = $20 change.
+
+So, the answer is 20.
+
+To give a change of 8 cents, we need to multiply the number of cents by 100 cents: 8 * 100 = 80 cents.
+
+So, the answer is 80.','80',0,'not_equivalent',422,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,7,'Let''s break this down step by step. Violetta is going to buy 5 crayons, so 5 crayons x 10 is 5 crayons x 10. 10 crayons / 5 crayons = 2 coins. 
+So Violetta needs to buy 5 - 2 = 2 crayons with 2 coins. 
+She can buy this with $2, which is 2 coins. 
+Therefore, Violetta will need to spend $2 on three coins (one for the two coins she already had) to buy the 5 crayons.
+#### 3
+The answer is: 3','3',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,8,'To solve this problem, we need to think about how much change can be. Since one crayon costs $2 and there are 5 different colors, each color costs 2 crayons. So, there are 5 * 2 = 10 crayons left over from the original 5 colors.
+
+The total amount left over from the original 5 colors is 10 - 5 = 5 crayons.
+
+Each crayon costs $2, so there are $10 - $2 = $8 crayons left over.
+
+The remaining crayons are 10 - 5 = 5 crayons.
+
+We need to find out how many of each color we have and how many of each color are left over.
+
+One crayon cost $2 and 10 crayons cost $8, so 10 - 2 = 8 more crayons are left over.
+
+The total amount left over is 8 + 5 = 13 crayons.
+
+The total amount of money left over is 13 + 1 = 14 crayons.
+
+We can add these amounts together to find the total money left over: 14 + 1 = 15 crayons.
+
+The total number of crayons is 15.
+
+The only way the answer can be less than 15 is if the original 5 colors cost less than 15, which is not possible since there is no 5 x 10 = 50 and the original 5 is only 5 because there are only 5 colors left.
+
+The only way the answer can be greater than or equal to 15 is if 5 is 5, which is impossible since the answer cannot be greater than 15.
+
+The answer is 1.','1',0,'not_equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(15,9,'To solve this problem, let''s break it down step by step. First, we need to find the total cost of the 5 different colors. There are 5 colors and 5 crayons are made up of 5 colors and 5 crayons. To find the total cost, we can multiply the number of colors by the number of crayons. This gives us 5 * 5 = 20 dollars.
+
+So, for each color, Violetta will need 20 crayons. Now, we know there are 5 different colors, and there are 20 crayons in total. To find out how many different crayons there are, we multiply the number of colors by the number of crayons. This gives us 5 * 20 = 100 crayons.
+
+Now, we have 100 crayons in total. To find out how many different different crayons there are, we multiply 100 * 5 = 500 different crayons.
+
+So, the answer is 500 different crayons.','500',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,10,'To determine the total change, we need to calculate the number of dollars (one crayon) that can buy with the 5 different colors and then add them together. If one crayon costs $2, that means 5 people can buy 5 * $2 = $10. Now, the 5 different colors add up to 5 * 5 = 25.
+
+We can calculate the total change as follows: 5 * 25 = 115. So there will be 25 - 115 = 25 - 3 = 20 change that Violetta will receive.
+
+We can think of it as 1.5 * 3 = 4. But we can also think of it as 5 * 10 * 2 = 100. So the answer is 2.','2',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,11,'To find out how much change she will get, we need to calculate the total cost of the crayons. First, we''ll break it down into the parts: the crayons cost $1, and the crayons will have 2 colors. So we''ll multiply the cost of 1 crayon by 2. Multiplying 1 by 2 gives us 2, and multiplying the cost of 1 crayon by 2 gives us 2. Now we have 2 crayons and 2 colors, which is the same as 2 crayons * 3 = 6 crayons, and 2 * 3 = 6.
+
+Now we''ll work backwards. We multiply the total cost by the number of crayons to get the amount of the total cost. 6 crayons * $1.25 = $6. So we subtract this amount from the total cost, which gives us 6 - $1.25 = $1.25.
+
+So she will get $1.25.','$1.25',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,12,'To solve this problem, we need to think of Violetta''s situation. She needs a crayon that costs $2, and she plans to spend $2 in total. This means she needs 5 crayons, which is a fraction of $2, which is 100%. So, 1 crayon is equivalent to 100% of 5, which is 5.
+
+The question asks how many dollars she needs to spend, but we need to consider the total amount of money she can afford to spend. To do this, we need to think of how many cents she will be left over after buying all of the crayons. This leaves 5 cents in total.
+
+So, the answer is 5 cents.','5',0,'not_equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,13,'To solve this problem, we need to think of Violetta''s total cost and how that relates to the different colors. The total cost is 5 * 2 = 10 dollars. She needs 10 crayons to make this change, which means the 5 is split between the 10 different colors. The remaining 5 crayons can be either sold or donated, so 10 - 5 = 5 crayons must be donated to the charity.
+
+Now, we know that 1 crayon is split between 5 different colors, and there are 5 different colors. But there can only be 1 donation of 5 crayons. So, the remaining 5 crayons must be donated to the charity.
+
+To find the amount of change, we multiply the number of crayons that can be donated (10) by 5, which is 5 * 5 = 25. So, 25 cents can be given as change. Therefore, 25 cents is 1.5 dollars. So, the answer is 25 / 1.5 = 15 cents.
+
+However, some people may want to keep 2. They can keep 2. But if they want 2, then 2 can be 5 dollars. But there is a more complex solution. 25 / 5 = 1.5 which is not possible. 
+
+The answer is 1. So, to answer the question, it is 1.','1',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,14,'To solve this problem, let''s break it down step-by-step: first, we need to determine the total cost of 5 crayons. This can be calculated by multiplying the number of crayons by the cost of a crayon. In this case, it''s 5 * $2 = $10.
+
+Now, we need to find out how many change can be made with a one-crayon amount. There''s only 1 change available, so we multiply the total cost by 1.
+
+In this problem, we''re asked to find out how many change can be made with a $10 change. This is a classic problem of finding a 1-change amount.','1',0,'not_equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,15,'To solve this problem, we can first calculate the total cost of the 5 different colors and the individual crayons, then multiply that by 100%, which is the number of colors she has.
+
+First, we calculate the number of crayons: 5.
+
+For a single crayon, there are 5 crayons. To find the number of crayons she has, we multiply the number of crayons by 10: 5 x 5 = 20 crayons.
+
+Now we calculate the cost of a single crayon: 5 x $2 = $10.
+
+To find the total cost of the five different colors, we multiply the cost of a single crayon (5) by the cost of a single crayon (10) and then multiply this by 100%: 5 x 100% = 50%.
+
+So, the final answer is 50%.','50',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,0,'There are 10 acres of grapes at her farm, and each acre produces 5 tons of grapes per year.  However, each barrel of wine is made from 2 barrels.  So, 10 acres * 5 tons/acre * 2 barrels = 200 barrels of wine are produced per year, which is 200 / 10 = 20 barrels of wine are produced per year.
+
+This is an example of Simpson''s paradox, where a simple relationship is distorted when there are multiple variables to consider. The apparent paradox arises when the number of variables in a problem is too complex, and when there is no straightforward way to calculate the total number of variables.','20',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(16,1,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total amount of grapes produced.
+
+In a hectare (1000 square meters), a barrel of wine can hold 240 liters (25 liters for every barrel) of wine. So, 1000 square meters / 240 liters = 0.25 hectares.
+
+We''re also looking at a hectare of grapes. To find out how many barrels of wine are produced, we multiply the area of 1 hectare by the number of hectares of grapes.
+
+This results in 1000 square meters * 1 barrel = 1000 barrels of wine.
+
+The number of barrels of wine produced is 1000 barrels / 1 barrel = 100 barrels.','100',1,'equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,2,'10 acres of grapes produce 2 barrels of wine each year.
+Josie grows grapes on her 10 acres of grapes each year, so she has 10 x 2 = 20 acres that can be grown in one year.
+Each acre of grapes produces 5 tons of grapes each year, so each acre of grapes produces 2 barrels of wine per year.
+To calculate the total number of barrels of wine she produces per year, we multiply the number of acres by the annual production of 2 barrels of wine.
+20 x 2 = 40 barrels of wine are produced per year.
+Therefore, Josie grows grapes on her 10 acres of grapes per year, and she produces 40 barrels of wine per year.
+#### 4
+The answer is: 4','4',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,3,'To solve this problem, we need to break it down into manageable parts. First, let''s find out how many tons of grapes her farm produces. One ton of grapes is equivalent to 500 pounds of grapes. So, 500 pounds is equal to 500 x 20, which equals 10000 pounds of grapes.
+
+Now, let''s find the total number of barrels of wine she produces per year. To do this, we need to divide 10000 by 20, which gives us 20 barrels of wine per acre.
+
+So, Josie''s farm produces 20 barrels of wine per acre.','20',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,4,'To solve this problem, we need to first identify the total number of tons of grapes produced by the 10 acres of Josie''s 10-acre farm.  This is a mix of grapes, grapes, and wines.  We know that Josie produces 10 acres of grapes, so if we multiply 10 by 10, we get 10 tons of grapes, which is the total amount of grapes produced by the 10 acres.  The answer is 10 tons of grapes multiplied by 10 acres = 100 tons of grapes.
+
+So, if there are 10 acres of Josie''s 10-acre farm producing 100 tons of grapes per year, that''s 100 tons of grapes produced per year.','10',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,5,'To solve this problem, we can break it down into manageable parts. First, we need to determine the total number of barrels of wine produced by the 10-acre farm.
+
+We know that each acre produces 5 tons of grapes, so to calculate the total number of barrels of wine produced, we multiply the number of acres by the number of barrels of grapes produced per acre.
+
+The total number of barrels of wine produced is 10 acres * 5 tons per acre = 50 tons of wine.
+
+So, the Josie grows grapes on her 10-acre farm produces 50 tons of wine per year.','50',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,6,'To find out how many barrels of wine Josie grows, we need to calculate the number of tons of grapes she produces per acre, which is 5 tons/acre * 10 acres = 50 tons/acre.
+
+This means she grows 50 tons of grapes every year.
+
+Now, we need to convert this number into barrels of wine by dividing 50 tons by 2 barrels of wine. This is 50 / 2 = 25 barrels of wine.
+
+So, Josie produces 25 barrels of wine per year.
+
+The answer is: 25','25',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,7,'Josie grows grapes on her 10-acre farm, so she grows 10 feet of grapes per acre. 10 feet x 5 tons per acre = 500 tons of grapes per year. 10 tons of grapes make 1 barrel of wine. 1000 bottles of wine would be made per year, so 1000 * 2 = 2000 bottles of wine are produced per year.
+
+Josie produces 2000 bottles of wine per year, so she has to make 2000 - 2000 = 0 bottles of wine left over for any other purposes.','0',0,'not_equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,8,'To solve this problem, we need to calculate the number of barrels of wine Josie produces per year and determine how many acres of grapes she produces per year.
+
+First, we calculate the total number of barrels of wine Josie produces per year. To do this, we multiply the number of tons of grapes she produces per year by the number of barrels of wine she produces per ton of grapes. 5 tons of grapes are 50 barrels of wine, and 5 tons of grapes are 5 barrels of wine.
+
+So, 5 * 50 = 250 barrels of wine are produced by Josie each year.
+
+Now, we need to calculate the number of acres of grapes she produces per year. To do this, we multiply the number of acres she produces per year by the total number of acres she grows. 10 acres of grapes is 100 acres of grapes, and 10 acres of grapes are 100 barrels of wine.
+
+So, 100 * 100 = 10000 barrels of wine are produced by Josie each year.
+
+To find out how many barrels of wine Josie produces per year, we divide 10000 by 50, which gives us 20.
+
+Therefore, Josie grows grapes on her 10-acre farm, produces 20 barrels of wine each year, and her farm produces 20 barrels of wine per year.','20',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,9,'To solve this problem, we''ll break it down step by step. First, we''ll calculate the total amount of grapes produced by the 10 acres. 
+
+Each acre produces 5 tons of grapes per year, so 10 acres of grapes produce 10 * 5 tons = 50 tons of grapes per year. However, 50 tons of grapes is actually 100 tons of grapes.
+
+To calculate the total amount of grapes produced by the 10 acres, we need to consider the grapes that are produced from the excess of grapes, which are the barrels of wine. 10 acres produce 10 * 5 barrels of wine, which is 50 barrels.
+
+The number of barrels of wine is the excess of grapes, which is 100 - 50 = 50 barrels. Therefore, Josie''s farm produces 50 barrels of wine per year.','50',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,10,'To solve this problem, we need to break it down step-by-step. We know that 10 acres of land produce 2 barrels of wine per year. So, 10 acres * 2 barrels/acre * 10 acres/acre = 200 barrels of wine are produced per year.
+
+Now, let''s think about this in a different way.  We know that each ton of grapes makes 2 barrels of wine. If we multiply this by the number of acres of land, we can find the total production of wine.  So, 200 barrels * 2 acres = 400 barrels of wine are produced per year.
+
+We can also use this formula to find out how many barrels of wine are produced per year: 10 acres * 2 barrels/acre * 2 barrels/acre = 400 barrels of wine are produced per year.','400',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,11,'To solve this problem, we need to consider both the production of grapes and the number of barrels of wine produced per year.
+
+The total production of grapes is the sum of the number of barrels of wine produced per year.  So, 5 tons of grapes can be used to create 2 barrels of wine.
+
+Since each barrel of wine makes 2 barrels of wine, the total number of barrels of wine produced per year is 2 * 2 = 4 barrels.
+
+Josie grows grapes on her 10-acre farm, so she grows 10 acres of grapes, which means she grows 10 * 10 = 100 grapes.
+
+Each acre can produce 10 grapes, so each acre can produce 10 * 10 = 100 grapes.
+
+The number of barrels of wine produced per year is the sum of the number of barrels of wine produced per year.  So, 4 barrels * 10 = 40 barrels of wine are produced every year.
+
+So, 100 + 40 = 140 barrels of wine are produced every year.
+
+The total number of barrels of wine produced per year is the total number of barrels of wine made in 10 years * 12 months = 120 barrels of wine are produced every year, so 120 barrels of wine are produced every year.
+
+However, this is not the number of barrels of wine that can be used to produce the other product of the grapes (wine): 10 barrels of wine are used to make 1 barrel of wine.','1',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,12,'To solve this problem, we need to consider the total amount of wine produced by each acre of grapes, which is given as 2 barrels of wine each year.
+
+This means that for every acre of grapes grown, Josesa produces 2 barrels of wine.
+
+The number of barrels of wine produced per year is the product of the number of acres grown and the number of barrels produced each year.
+
+To find this, we can use the formula for the number of barrels produced by a product multiplied by the number of months (365 days in a year) and multiply it by the number of barrels produced per year.
+
+This formula gives us the number of barrels produced by a product multiplied by the number of months (365 days) and multiplied by the number of years (1 year).
+
+So, 1 barrel of wine is equivalent to 12 months multiplied by 1 year. So, 1 barrel of wine is 2 * 12 = 24 barrels of wine are produced.
+
+Therefore, 24 barrels of wine are produced by one acre of grapes grown each year.
+
+The total number of barrels of wine produced by Josesa''s farm is the number of barrels produced by one acre of grapes grown multiplied by the number of years.
+
+This is the same as the number of barrels produced per year, which is 20 barrels of wine each year.
+
+So, there is 20 barrels of wine produced by Josesa''s farm each year.','20',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,13,'To solve this problem, we need to consider the growth of a single acre of grapes and the production of 2 barrels of wine per acre. So, 10 acres of grapes yield 10 * 2 = 20 tons of grapes and 2 barrels of wine each acre produce 2 * 2 = 4 barrels.
+
+In other words, 20 acres of grapes is equivalent to 1000 bottles of wine, so 1000 bottles of wine is equivalent to 1000 barrels of wine. Therefore, 1000 barrels of wine makes up 1000 barrels of wine.
+
+So, the answer is 1000.','1000',0,'not_equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,14,'To solve this problem, we need to consider both the production of grapes and the amount of wine produced per barrel of grapes.
+
+In one acre, Josie has 10 acres, which yields 5 tons of grapes.  This means her farm produces 10 x 5 = 50 bottles of wine per acre, per year.
+
+Now, let''s look at the production of barrels of wine. Each barrel of wine contains 2 barrels of wine.  So, the total production of barrels of wine is 2 x 2 = 4 barrels of wine.
+
+To find out how many barrels of wine Josie produces per year, we divide the number of barrels of wine by the number of acres: 4 x 10 = 40 barrels of wine, per year.
+
+This is the answer to the original question.','40',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,15,'To find out how many barrels of wine are produced by her farm, we need to calculate 10 acres of grapes multiplied by 1 ton of grapes per acre, which equals 10 tons of grapes per acre. Then, 1 cubic foot of wine is 121.67 liters.  To convert this to 1000 liters, 1000 * 121.67 = 15200 liters.  So, the answer is 15200 cubic feet of wine.','15200',0,'not_equivalent',115,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,0,'To find the total number of kilometers Micheal did, we need to multiply 4 weeks by 60 kilometers per week, which is 200 kilometers.
+
+Multiplying 200 by 4 gives 800 kilometers, which is the same as 8000 kilometers.
+
+So, Micheal did 8000 kilometers.
+
+Now, we need to find the total number of kilometers he did.
+
+Dividing 800 kilometers by 60 kilometers per week gives 2000, and multiplying it by 4 gives 1600.
+
+So, Micheal did 1600 kilometers.
+
+However, we can simplify the problem by dividing 2000 by 4 and getting 400. This means he did 400 times 60 kilometers per week.
+
+So, the answer is 400.','400',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,1,'To find the answer, let''s first analyze the information: 
+Micheal rode the bike once every four weeks for four weeks, which is 4 weeks * 10 kilometers per week = 40 kilometers.
+He didn''t finish riding the bike for 3 weeks, which is 3 weeks * 40 kilometers per week = 120 kilometers.
+So, he completed 120 kilometers of riding in total.
+Therefore, 120 is the total of the four weeks, which is 120 / 4 = 30 times 120 kilometers.
+Micheal did 30 times 120 kilometers.
+This is the answer, 30 times 120 kilometers is equal to 30 x 120 = 3600 kilometers.
+#### 3600
+The answer is 3600.
+#### 3600
+The answer is 3600.
+#### 3600','3600',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,2,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the information given: 5 times a week, 25 kilometers each time, and 60 kilometers each time.
+
+First, we need to determine the total kilometers Micheal rode. Since Micheal only rode the bike 2 times a week, and 60 kilometers per week, he rode 6 times a week, which is 2 * 5 = 10 kilometers. Now, we need to find the total kilometers he rode. To do this, we add the kilometers he rode on each of those 2-times: 10 + 10 = 10 kilometers.
+
+Micheal did 25 kilometers of cycling per week, so he rode 2 * 15 = 25 kilometers. To find the total kilometers he rode, we add this 25 kilometers to the total kilometers he rode, which is 25 + 10 = 35 kilometers.
+
+So, Micheal did 35 kilometers of cycling per week, and 25 kilometers is the total kilometers he rode.','25',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,3,'To solve this problem, we need to break it down into manageable parts. First, let''s find out how many times Micheal rode his bike. Since he rode it at least 5 times a week, and he made 25 kilometers each time, we can multiply 5 by 5 to find the total number of times he rode his bike. So, 5 * 5 * 5 * 5 = 125, which is a total of 125 cycles.
+
+Next, we need to find out how many times he did 2 times a week. He did 25 times a week. So, we multiply 25 by 25, which is 500.
+
+Now we can find the total number of times he did 2 times a week by adding 125 and 25, which is 375.
+
+Finally, we need to find the total number of times he did 3 times a week. We can calculate this by multiplying 3 by 375, which is 1025.
+
+Now we can find the total number of kilometers Micheal did in total by adding 125 and 375, which is 450.
+
+So, 450 is the total number of kilometers Micheal did in total.','450',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,4,'First, determine Micheal''s daily mileage by dividing 25 kilometers by 4 weeks. This gives us 55 kilometers. Then, subtract 5 times a week from 55 to get 2.5 times a week.
+
+Multiply 2.5 times a week by 4 weeks to get 10 weeks. Now, divide 10 weeks by 60, which gives 2.1.
+
+Since Micheal decided to ride the bike only 2 times a week, multiply 2.1 by 2 weeks to get 4 weeks.
+
+Multiply 4 weeks by 4 weeks to get 16 weeks. Now, divide 16 weeks by 3 weeks, which gives 5.
+
+Now, subtract 5 from 55, which gives 10.
+
+Multiply 10 by 60, which gives 60.
+
+So, Micheal did 10 kilometers in total.','10',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(17,5,'Let''s break down the information given:
+1. Mimi (Michael) rode a bike four times a week for 4 weeks.
+2. He decided to ride the bike only 2 times a week.
+3. He did that for 3 weeks.
+4. He did that for 60 kilometers each time.
+
+To find the total number of kilometers, we can multiply the number of weeks (4) by the number of bikes (3) and the number of days (60). However, this is not the total number of kilometers, but rather 60 kilometers if we consider only 2 weeks.
+
+So, we can solve this problem by first finding the total number of kilometers, and then taking half of that.
+
+First, we find the total number of kilometers:
+
+4 weeks * 3 bikes = 12 bikes = 24 kilometers
+
+So, there are 24 kilometers Micheal did in total.
+
+Now, we multiply the number of days (60) by 2 to find the total number of kilometers:
+60 kilometers (total) * 2 weeks = 120 kilometers
+
+So, Micheal did 120 kilometers in total.','120',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,6,'To solve this problem, we need to calculate the number of kilometers Micheal did in total.
+Micheal rides his bike 4 weeks, and does it twice per week, so does 2 * 4 weeks = 8. Therefore, Micheal does 8 * 2 = 16 kilometers.
+To find the total number of kilometers, we need to add these kilometers to the total number of kilometers done by Micheal.
+Micheal does 16 kilometers, so we add 8 kilometers to 16 kilometers.
+This results in 18 kilometers.
+Therefore, Micheal does 18 kilometers.
+#### 18
+The answer is: 18','18',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,7,'To solve this problem, we need to break it down step by step and identify the total kilometers Michael did.
+
+First, let''s find the total kilometers he rode. He rode 5 times a week, and 2 times a week, so 5 * 2 = 10 kilometers.
+
+We then need to find the total kilometers he made in 4 weeks, which is 10 + 2 * 6 = 24 kilometers.
+
+Now, we need to find the total kilometers he did in 3 weeks. Since there are 60 kilometers in a week, we can calculate this as 10 + 2 * 6 = 18 kilometers.
+
+Finally, we can add these results together to find the total kilometers he did in total, which is 2 + 18 + 18 = 36 kilometers.
+
+So, the answer is 36.','36',0,'not_equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,8,'Let''s break down the problem step by step. First, we know Micheal can ride the bike only 3 times a week. So, after 2 weeks, he would ride 3 times a week for 2 weeks. Similarly, after 3 weeks, he could ride 3 times a week for 4 weeks. So, we divide 4 weeks by 3 to find out how many times he can ride the bike.
+
+Micheal''s 2 weeks of riding the bike is equivalent to 4 weeks of riding the bike. So, we multiply 4 weeks by 3 times a week. 4 x 3 = 12. So, Micheal does 12 times a week of riding the bike.
+
+Now, let''s find the total number of kilometers Micheal did. To do that, we need to add up all the kilometers that Micheal did. Since we''re dealing with fractions, we can simplify the problem. We can divide 12 by 3, which gives us 4. So, we have a total of 4 times 3 = 12 kilometers.
+
+Therefore, Micheal did 12 kilometers in total.','12',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,9,'Micheal loves riding a bike, which means he loves to ride the bike. He made 25 kilometers every time. So, for 4 weeks, he did 4*25 = 90 kilometers, and for 3 weeks, he did 3*90 = 270 kilometers.
+He did 2 times a week, so it''s 2 x 2 = 2 times. But 2*2 is 4, and 3*3 is 90.
+So, the total is 90 + 2 = 122. So, Micheal did 122 kilometers.
+#### 122
+The answer is: 122','122',0,'not_equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,10,'To solve this problem, we need to break it down into manageable parts. We know Micheal is riding a bike, making a total of 5 times and making 25 kilometers each time. So, we can calculate this step by step:
+
+1. Calculate the total number of times: 5 * 25 = 125 kilometers
+2. Calculate the total number of times: 125 kilometers + 125 kilometers = 240 kilometers
+
+So, Micheal does actually ride a bike 240 times, and then did it in 3 weeks. So, the answer is 240 + 3 = 273.','240',0,'not_equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,11,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many times Micheal rode the bike. Since he rode it three times a week, we can divide the number of times by 3 to find out the number of times he rode it once.
+
+There are 6 times in 3 weeks, so 6 * 3 = 18 cycling sessions.
+So, 18 cycling sessions out of 3 weeks.
+Multiply 18 by 3: 52
+
+Micheal rode the bike three times, so he rode it three times.
+Multiply 18 by 3: 52
+
+Now we''re left with the final answer.
+Micheal rode the bike 18 times, so he rode it three times.
+So, 18 times is 52.
+
+So, 52 is the answer.
+The total number of cycling sessions is 52.
+#### 52
+The answer is 52.
+
+The answer is 52','52',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,12,'To solve this problem, we need to break down the information step by step. We know that Micheal rode his bike 5 times a week and made 25 kilometers each time. However, we don''t know the number of times he made 25 kilometers.
+
+We can start by thinking of a simple way to solve this problem. We can ask ourselves, if Micheal rode it twice a week, then he would have made 25 kilometers, which is 10 km. However, we don''t know how many times he made 25 kilometers.
+
+But, we can also think of a more general solution. We can say that if we know that Micheal rode it twice a week, then he would have made 10 km of riding, which is 1.5 km. But, we don''t know how many times he made 1.5 km, which is 1.5 km.
+
+So, the answer is that for 6 weeks, Micheal rode it 10 times, and then he decided to only ride it two times a week, but for 3 weeks, he only rode it only once a week.
+
+In both cases, we have two separate equations: one for 10 times and one for 1.5 km. But we have both equations of 10 times and 1.5 km. This is because we have two separate equations, one for 10 times and one for 1.5 km.
+
+So, the answer is that the two separate equations can only be one. The only possible answer is that the answer is both 10 times and 1.5 km, which is an infinite number of possibilities.','10',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,13,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the unknowns. The answer is 25, which is the number of times Micheal rode the bike. 
+
+We know that Micheal rode it at least 5 times a week, and he only rode it for 2 weeks. This means that the number of times Micheal rode the bike is 2 weeks * 5 times a week = 10 times a week.
+
+Now, we know that Micheal did it for four weeks, which means that the total number of times he rode the bike is 4 weeks * 5 times a week = 20 times a week.
+
+The total number of times he rode the bike is 20 times a week + 5 times a week = 25 times a week.
+
+We need to find the number of times he rode the bike twice, which is 2 * 5 * 2 = 10 times a week.
+
+To find the number of times he rode the bike three times, we multiply 2 * 5 * 2 = 10 times a week, and then add 10 times a week to get the final answer.
+
+The answer is 25 * 2 = 50, which is the number of times Micheal did in total.','25',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,14,'To solve this problem, we need to break it down step-by-step. Let''s start by finding out how many times Micheal rode the bike.
+
+We know that Micheal rode it twice a week, so we can multiply the number of times he rode the bike by itself. To do this, we need to use the multiplicative inverse of 25.
+
+Multiplication of 25 by 25 gives 1. So, for 3 weeks, we multiply the number of times Micheal rode the bike by itself 25 times. Since we only need to find the total number of kilometers, we can multiply 1 by 3, which gives 3.
+
+Finally, we can add 1 to the result to find how many times Micheal rode the bike: 3 times Micheal rode it twice a week, and then added 1 to find the total number of times.
+
+Therefore, 3 times Micheal rode it twice a week, and 3 times 1 plus 1 equals 4 times Micheal rode it once. To find the total number of times, we need to find the total number of kilometers, and we already know the answer.
+
+Therefore, 4 times Micheal rode it once, which is 8. So, the answer is 8.','8',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,15,'To solve this problem, we need to find out how many times Micheal rode the bike and how many times he completed the 25 kilometers.
+Let''s start by finding the total kilometers done by Micheal. We can do this by multiplying the number of times he rode the bike by the number of times he completed 25 kilometers:
+Micheal did 25 kilometers in total.
+We can add this to the total kilometers done by Micheal:
+25 kilometers + 25 kilometers = 50 kilometers
+So far, we have answered the question: How many kilometers did Micheal do in total?
+
+However, we need to double-check our answer. It seems we could have been adding 50 kilometers to 25 kilometers instead of 50 kilometers, then multiplying by 25 kilometers. This is where multiplying by 2 and multiplying by 3 results in 50, which is the correct answer.
+The correct answer is 50.','50',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,0,'To find the total amount spent on advertising for the two years, we need to calculate the annual increase in advertising spend for each year and then add them together.
+
+Let''s start by determining the annual increase in advertising spend. If the company spent $15000 on the first year, it means that for every dollar spent, it increased $15000 x 2 = $30000.
+
+For the second year, the company will spend $15000 + $30000 = $45000 dollars on advertising for the second year.
+
+To find the total amount spent on advertising for the two years, we add the annual increases:
+
+$15000 + $45000 = $80000
+
+The company spent $80000 on advertising for the two years, which is $15000 x 2 = $30000.
+
+However, we need to consider the initial $15000 for the first year and the final 15000 + 15000 = $30000 increase in advertising spend, which is $30000 x 2 = $60000.
+
+Since the company initially spent $15000 and the final increase is a dollar, it is not an increase in actual amount spent, but rather a dollar increase from the initial amount spent. Therefore, the company spent $80000 - $30000 = $20000.','$20000',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,1,'To find the total amount the company spent, we need to calculate the combination of the two years.
+
+The company spent $15000 * 2 = 30000 dollars in the two years.
+
+Now, we can add these amounts together:
+
+$15000 * 2 = $30000 dollars
+$30000 + $30000 = $60000 dollars
+
+So, the company spent $60000 dollars on advertising for the two years combined.','$60000',0,'not_equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,2,'To find the total amount the company spent on advertising for the two years, we need to calculate each year''s advertising expenditure.
+
+Let''s break down the calculation:
+- Year 1: $15000 * 3 = $40000
+- Year 2: $15000 * 2 = $30000
+
+The company spent $40000 on advertising for the first year and $30000 on advertising for the second year.
+
+So, the total amount the company spent on advertising for both years is $40000 + $30000 = $70000.
+
+This is the sum of the two yearly advertising expenditure.','$70000',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(18,3,'To find the total amount spent, we need to calculate the amount spent on both years and then add them together.
+
+Let''s break it down:
+
+Year 1: $15000
+Year 2: $15000 + $15000 = $25000
+
+Total amount spent is $25000 + $25000 = $50000
+
+So, the company spent $25000 on advertising for both years.','$25000',0,'not_equivalent',114,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,4,'To find the total amount spent, we need to calculate the cost of advertising for the first two years and the total amount spent for the third year.
+
+The company spends $15000 * 2 = $30000 in the first two years, and then spends $15000 * 3 = $45000 in the third year, so the total amount spent is $30000 + $45000 = $85000.
+
+This is the company''s total advertising expenditure for the two years.','$85000',0,'not_equivalent',124,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,5,'Let''s break this down step by step:
+
+The company spends $15000 on advertising for the first two years (2 times the initial cost of the ad is $2000) and then spends $10000 on the third year''s ad.
+
+Since the company spends a third of the initial ad, which is the total amount spent on the ad, it is 2 x $2000 = $4000.
+
+However, some of the company''s expenses are allocated to both ad campaigns, so we need to calculate the total amount the company spent on advertising for both ad campaigns.
+
+Let''s assume the company spends on the ad campaign $10000. Then the company spends a third of that amount on the third ad campaign.
+
+Let''s calculate the total amount the company spent on the ad campaign by multiplying $10000 by 3:
+
+$10000 x 3 = $30000
+
+The total amount the company spent on advertising for the two years is the sum of the expenses allocated to both ad campaigns:
+
+$4000 + $3000 = $7000
+
+The company spent $7000 on advertising for both the two years.','$7000',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,6,'Let''s break down the problem:
+
+1. The company spends $15000 on advertising for the first two years.
+2. In the third year, the company spends $30000 on advertising for the first two years and $30000 on the third year.
+
+To find the total amount spent, we''ll consider the 3 scenarios:
+
+Scenario 1: 15000 * 2 = 30000 (2 years)
+Scenario 2: 30000 * 3 = 90000 (3 years)
+
+Now we can add these two scenarios:
+
+$30000 + 90000 = 120000 (total)
+
+So, the company spent $120000 on the two years and $120000 more on the third year. The answer is 120000.','120000',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,7,'To find the total amount the company spent on advertising for the two years, we need to calculate the total amount of advertising spent on both years.
+
+Let''s break it down:
+
+Year 1: $15000 * 2 = $30000
+Year 2: $15000 * 3 = $40000
+
+The total amount the company spent on advertising is $30000 + $40000 = $70000
+
+So, the company spent $70000 on advertising for both years.','$70000',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,8,'To solve this problem, we need to calculate the total amount spent on advertising for the two years.
+
+First, we need to determine the total amount spent on advertising for each year.
+
+For the first year, the company spent $15000, so they spent a total of $15000 x 2 = $250000.
+
+The company spent 2 times the amount spent for the second year. So, they spent $15000 x 2 = $30000.
+
+The total amount spent on advertising for the two years is $25000 + $30000 = $50000.
+
+The company spent a total of $15000 + $30000 = $55000 on advertising for the first year and $30000 on the second year.
+
+So, the total amount spent on advertising for the two years is $50000 + $55000 = $125000.
+
+Therefore, the company spent a total of $25000 + $55000 = $110000 on advertising for the two years.
+
+In conclusion, the company spent a total of $110000 on advertising for the two years.','$110000',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,9,'To find the total amount spent on advertising for the two years, we can use the formula for the total revenue at a given time of the previous period, which is the sum of the total costs of the two previous years.
+
+This is a simple linear regression with an R-squared value of 0.1, indicating that the model has a moderate explanatory power. The model suggests that the company spent $15000 * 2 = 30000 dollars on advertising for the two years, which is 2% of the company''s total spendable income.
+
+The company spends a total of 2 * $15000 = $30000 dollars on the two years. This is a 2% increase from the previous year''s spend.
+
+The company''s total spendable income is $30000 + $30000 = $300000 dollars in the original year. This is a 2% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $15000 = $30000, which is 2% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 3 * $15000 = $45000. This is a 3% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $15000 = $30000, which is 2% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 3 * $30000 = $90000. This is a 3.4% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $15000 = $30000. This is a 2.5% increase from the previous year''s spend of $15000.
+
+The company''s total spendable income is 2 * $30000 = $60000. This is a 2.5% increase from the previous year''s spend of $1500','$1500',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,10,'To find the total amount the company spent on advertising for both years, we need to calculate the sum of the two percentages of $15000 and multiply it by the total amount spent on advertising for each year.
+
+The company spent $15000 * 2 = $30000 on advertising for the two years and $30000 * 2 = $60000.
+
+So, the total amount spent on advertising for both years is $60000 + $30000 = $90000.
+
+This is the total amount the company spent on advertising for both years.','$90000',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,11,'To find the total amount spent, we need to calculate the amount spent on each of the two years separately.
+
+The company spent $15000 * 2 = 30000 dollars on the first year.
+The company spent $30000 * 2 = 60000 dollars on the second year.
+So, the total amount spent by the company on advertising is 30000 + 60000 = 100000 dollars.
+
+The company spent 1 dollar more than the second year.','1',0,'not_equivalent',126,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,12,'Let''s break down the information:
+
+Amount spent on advertising for the first year = 15000 * 2 = 30000 dollars
+Budget for the second year = 15000 * 2 = 30000 dollars
+Total amount spent for both years = 30000 + 30000 = 60000 dollars
+Total amount spent on advertising for the two years = 15000 + 30000 = 55000 dollars
+
+Now, we can calculate the total amount spent on advertising for the two years:
+
+Total amount spent on advertising for the two years = 55000 dollars (total amount spent on advertising for the first year + total amount spent on the second year)
+= 55000 - 30000 = 15000 dollars
+
+So, the company spent a total of 15000 dollars on advertising for the two years.','15000',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,13,'To solve this problem, we''ll break it down into manageable parts. We know that the company spent $15000 on advertising for the first two years, and then spent 3/2 = 1.33 times that amount on the third year.
+
+Let''s denote the total amount the company spent on advertising for the two years as A and B. We can represent this as a multiple of 100 (the ratio of two numbers multiplied by 100). 
+
+A = 15000. 
+B = 1.33 * A
+
+Now, we can calculate the total amount the company spent on advertising for both years.
+
+A = A + 1.33B
+B = A + 3.33B
+
+So, we''ve got 2 equations with one variable and two equations with the other variable.
+
+A = 15000 + 3.33B
+B = 15000 + 3.33B
+
+Now, we need to solve for B in a system of linear equations with both variables.
+
+We can solve this by using either elimination method or Cardano''s method.
+
+However, we can simplify the equation (A + 3.33B) = 1.5 * A + 3.33B using elimination method.
+
+We can multiply both sides of the equation by 3.33 to eliminate the equation with A and 3.33B on both sides.
+
+A + 3.33B = 1.5 * A + 3.33B
+B = A + 3.33B = 1.5 * A + 3.33B
+
+Now, we solve the system of linear equations using either elimination method or Cardano''s method.
+
+A + 3.33B = 1.5 * A + 3.33B
+B = A + 3.33B = 1.5 * A + 3.33B','3.33',0,'not_equivalent',447,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,14,'To find the total amount the company spent on advertising for both years, we need to multiply the percentage of the expenses by 100.
+
+The company spends $15000 * 0.15 = $2000, which is the total amount spent.
+
+So, the company spent $2000 in advertising per year, which is 20%. This result can be considered as a fraction of the original total amount of advertising spent.','20',0,'not_equivalent',101,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,15,'Let''s break this down step by step.
+
+The company spends $15000 * 2 = $30000 on advertising.
+
+To find the total amount spent, we''ll add the $30000 to the initial amount of $150000.
+
+The total amount spent is $15000 + $30000 = $450000.
+
+This is the sum of the two previous years'' expenses. We can calculate this as \boxed{8303.6}.
+
+In some cases, it may seem counterintuitive that a company can spend so much on anything, but the key is that a company spends money on anything it wants. In this case, that''s the perfect opportunity to create something new.','8303.6',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,0,'Let''s start by using the concept of comparative division to find the answer. To determine how many cows are in 8 of the stalls, we''ll first find the total number of cows in 8 of the stalls. We have 20 stalls, and each stall has 20 cows. To find the total number of cows, we multiply the number of stalls by the number of cows each animal has.
+
+So, 20 * 20 = 400 cows are in 8 of the stalls, and this is a multiple of 20. This means 8 of the stalls have 400 cows, and 400 is 20 * 40 = 800 cows.
+
+Now, we can find the remainder by dividing the total number of cows by 20. Therefore, the answer is 2.','2',0,'not_equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,1,'Let''s break it down step by step. If Mr. Sylas buys 40 cows and dividing them equally, the number of new cows that Mr. Sylas has is 40/20 = 2 cows. Then, each of the twenty stalls can hold 1 cow.
+
+In 8 of the stalls, the number of new cows is equal to the number of new cows that have been added to the current 2-stall system.
+
+To find the number of new cows being added, we can calculate the number of new cows per 2-stall system. To do this, we can divide the total number of new cows (2) by the number of new cows in 2 such as 10.
+
+The number of new cows per 2 such as 10 is 2 * 10 = 20.
+
+Now, we multiply the number of new cows by the number of new cows being added to the current 2-stall system to find the total number of new cows being added.
+
+So, 20 new cows is 2 * 20 = 40 cows.
+
+To find the number of new cows being added to the current 2-stall system, we can divide the number of new cows being added by 2 such as 4.
+
+The number of new cows being added to the current 2-stall system is 20 / 2 = 10 cows.
+
+So, the final answer is 4 * 20 + 40 = 8 * 20 + 40 = 8 * 20 + 10, which is the same as 8 times 20, we add that to the answer, and we round that to 9.
+
+Hence, 9 cows are added to the current 2-stall system.','4',0,'not_equivalent',401,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,2,'Let''s break down the problem: 20 * 2 = 40 cows. These cows are placed in 8 of the stalls. Now, Mr. Sylas wants to divide the remaining 40 cows among himself. He takes 40 - 40 = 0 cows from the first 40 stalls, leaving him with 40 remaining.
+
+So, 40 * 40 = 1600 cows are left in the remaining 40 stalls. Now, Mr. Sylas needs to divide them among himself, which means he needs to divide the remaining 40 cows by 2. This will leave him with 8 more cows.
+
+In 8 of the 40 stalls, 1 of the remaining 40 cows will be left over. So, the remaining 40 - 8 = 24 more cows are left in 8 of the 40 stalls.
+
+To find the total number of cows that have been divided, we add the 24 cows left over to the 40 cows left in the first 40 stalls. 
+To simplify this, we can first add 24 to 40 and then multiply, which gives us 80.
+
+The total number of cows left in the remaining 40 stalls is 24 + 80 = 44 * 4 = 160.
+
+So, there are 160 cows in the remaining 40 stalls.
+
+The answer is: 160','160',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,3,'To solve this problem, we need to think step by step and break it down into manageable parts. First, we have to find out how many times Mr. Sylas buys a total of 20 cows. So, we multiply the number of cows by 2 (because that''s how many times they can be divided).
+
+This gives us 2 * 20 = 40 cows. So, there are 40 cows in 8 of the stalls.
+
+The next step is to find out how many of the other 10 stalls have 20 cows.
+
+We know that the 10th stall has 40 cows, so we multiply that by 10.
+
+This gives us 40 * 10 = 400 cows. So, there are 40 cows in 8 of the other 10 stalls.
+
+To find the total number of cows in 10 of the 10th stalls, we multiply 10 * 10 = 100 cows.
+
+Therefore, the answer is 10 + 40 + 40 + 10 = 110 cows.','10',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,4,'Let''s break this down step by step. We know that Mr. Sylas buys 40 cows from each of the twenty-four stalls. So, there are 40 x 20 = 80 cows in the 20-stall field. Now, we need to find the number of cows in the 8-stall field. We can do this by dividing the 80 cows by the number of cows we want to allocate to the 20-stall field: 80 cows / 20 = 4 cows to each of the two 20-stall fields. So, the 8-stall animals are allocated to the two 20-stall fields. Now, we need to find the number of cows in the 20-stall animals. We can do this by multiplying the number of cows in the 20-stall field (4) by the number of cows in the 8-stall field (2). So, the number of cows in the 20-stall field is 4 * 2 = 8 cows.
+
+To find the total number of cows in the 20-stall field, we multiply the number of cows in the 20-stall field by the total number of cows. So, 8 cows (the number of cows in the 20-stall field) multiplied by the 20-stall field is 24 * 2 = 48 cows. Now, we add these two numbers together to find the total number of cows in the 20-stall field: 48 cows + 8 cows = 16 cows.
+
+The answer is 16.','16',0,'not_equivalent',369,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,5,'Let''s break down the problem: 8 of the stalls are identical to the previous 20, and 4 of them have twice as many cows as the previous 20. The number of cows that have twice as many is now 8 * 2 = 16, and the total number of cows is now 2 * 16 = 24.
+
+The remaining 8 of the original 20 cows are now 24 - 16 = 4 cows.
+
+However, the original 20 cows were twice as many as the original 16 cows, so the new total number of cows is 2 * 8 = 16.
+
+It''s not possible to have 8 of the original 16 cows by dividing two identical cows. Therefore, the answer is not a positive number. The correct answer is 16.','16',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,6,'To solve this problem, we can break it down into manageable parts. We need to find the number of cows in 8 of the stalls, which can be done by dividing the total number of cows by the number of cows in each of the 8 stalls. We can calculate 20 (hundreds) by 40 (stalls) by dividing the number of cows in each of the 20 stalls by 40, which gives 4. So, 20/4 = 4.
+
+Now, let''s find the number of cows in 8 of the stalls. We can do this by dividing the total number of cows by 2, which gives 2. Therefore, 8 of the stalls have 2 cows each. So, there are 2 units of cows in each of the 8 stalls.
+
+To find the number of cows in the first 2 stalls, we multiply 2 by 2, which gives 4 cows. To find the number of cows in the remaining 4 stalls, we divide 2 by 2, which gives 1 cow. So, there are 1 unit of cows in the remaining 4 stalls.
+
+Now, let''s find the number of cows in the 1st 2 stalls. We can do this by dividing the number of cows in the first 2 stalls by 2, which gives 1, which is 2. So, there are 2 units of cows in the remaining 4 stalls.
+
+Therefore, there are 2 units of cows in the remaining 4 stalls.
+
+To find the total number of cows in the entire 8 stalls, we add the number of units of cows we know, which is the 8 units. We can do this by adding these units together, which gives 2 * 4 = 8.
+
+So, there are 8 units of cows in the total.
+
+The answer is 8.','8',0,'not_equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(19,7,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the assumption: "When a 10th cross is made, it involves dividing 20 cows into 20." This is a classic example of the concept of symmetry. When a cross is made, it''s a symmetry operation, so the problem involves symmetry.
+
+The problem is asking for the number of cows that are in 8 of the 20 stalls. We can start by dividing the 20 by 20 to calculate the number of cows.
+
+First, we calculate 20 / 20 = 1. This is where it all starts. The law of conservation of symmetry applies. The problem is asking for the number of cows that are in 8 of the stalls. This is a case of the inverse operation of the original operation.
+
+This is a classic example of a "10x0" problem, named after the 10th cross. The problem is not a simple multiplication problem, but rather a division problem, where we have a mix of multiplication and division.
+
+Many people have seen this problem in their backyard, so I''ll try to come up with a new math problem. You can start by dividing a fraction, and then you see how it works, it shows how it is a mix of fractions.
+
+When you start a fraction with a whole, you can always get an inverse operation, and when you hear that it''s a division problem, you can hear it''s a mix of multiplication and division.
+
+In the context of the original equation, it''s not difficult to see that when you divide 20 by 20, you get 1. But when you look at it from the perspective of division, you see that it''s actually 1.
+
+This is a classic example of a "10x0" problem that has a mix of multiple operations. It''s not just a simple multiplication problem, but rather a division problem with layers of layers of operations.
+
+So, to summarize, the answer is 2. But that''s not the best you can do. It''s not just 2, but actually 10, which is what you''re looking for.','2',0,'not_equivalent',469,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,8,'To find the number of cows in 8 of the stalls, we need to first find the number of cows in the entire 10 stalls. This can be done by dividing 10 by 20, which is 0.8.
+
+So, 10 ÷ 20 = 0.8, which is the number of cows in each of the 10 stalls.
+
+Now, we need to find the number of cows in the 20th stall. This can be done by adding 1 to the result of the previous calculation.
+
+The 20th stall has 0.8 cows, and we need to find 1 of the 10stalls (the 1st one is 10). So, we add 1 to the result of the previous calculation.
+
+So, 1 + 1 = 2 cows.
+
+Therefore, 8 of the 10stalls have 2 cows.
+
+The answer is 2.','2',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,9,'1. Find the total number of cows that Mr. Sylas will have after he sells all of his cattle.
+2. Find the number of cows that Mr. Sylas will have in 8 of the stalls, which is 8 x 20 = 160 cows.
+3. Calculate the number of cows that Mr. Sylas will have in 2 of the 160 stalls, which is the total number of cows he will have.
+
+First, find the total number of cattle sold to find the number of cows in 160, then add that to the number of cattle sold to find the number of cows in 160.
+
+So, 1. (20 cows in 160) + 1. (2 cows in 160) = 2 x 160 = 240 cows
+
+Now, find the number of cows in 160, which is 8.
+
+The answer is 8.','8',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,10,'To solve this problem, we can think of it as a division process where we take a certain amount and divide it by the number of factors that can divide it evenly. In this case, it''s a matter of distributing a certain amount of food to a certain number of people, which is a type of mathematical division.
+
+The key concept here is the idea of dividing a certain amount of food into a set of factors that can be evenly divided. In this case, it''s the process of dividing a certain amount of food into 20 equal parts, which is a basic division operation.
+
+Let''s break it down step by step:
+
+1. Divide 20 by 20, which gives us 1.
+2. Take 20 away from 20, which gives us 1.
+
+In this process, the original 20 is divided into 20 equal parts. This is a basic division operation with 20 parts.
+
+Now, we need to find the number of parts that are equal to the original 20. We can think of it as finding the number of parts that divide 20 evenly.
+
+The number of parts that divide 20 evenly is 1. So, there are 1 parts that divide 20 evenly.
+
+So, the answer is 1.
+
+The process of dividing a certain amount of food into 20 equal parts is called "mathematical division." It''s a fundamental operation in mathematics that involves dividing a certain amount of food into a set of equal parts, and it''s a common mathematical operation in many areas of mathematics.','1',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,11,'Let''s break this down step by step. 
+First, we calculate the total number of cows in the 8th stall: 
+Twenty (the original 8) - 1 is 10, so the total number of cows is 10 * 20 = 200.
+
+Next, we find the number of cows left to divide the original 20 cows by, and multiply it by the number of new cows: 
+The number of new cows is 200 - 10 = 180.
+
+Now, we calculate the number of cows left:
+The number of cows left is 100 - 180 = 10.
+
+We now know the number of cows left is 10.
+
+To find the number of cows left in the 2nd and 3rd stalls, we multiply the number of cows left in the 2nd and 3rd stalls by 2:
+The number of cows left is 2 * 2 = 4.
+
+So, there are 4 cows left in the 3rd and the 4th stalls.
+
+Now, we can find the total number of cows left in the entire 8th stall:
+The total number of cows left is 10 times 180 = 1800.
+
+So, there are 1800 cows in the 8th stall.
+
+This is the final answer.
+
+The answer is 20 + 10 + 180 = 30 * 18 = 518.','20',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,12,'In the first stall, the new cows are 40 x 2 = 80 cows. In the second, the new cows are 40 + 40 = 80 cows in the first two stalls. In the third, the new cows are 80 + 80 = 160 cows in the third two stalls. In the fourth, the new cows are 160 + 160 = 260 cows in the fourth two stalls. In the fifth, the new cows are 260 + 260 = 460 cows in the fifth two stalls. In the sixth, the new cows are 460 + 460 = 920 cows in the sixth two stalls. In the seventh, the new cows are 920 + 920 = 1840 cows in the seventh two stalls. In the eighth, the new cows are 1840 + 1840 = 3760 cows in the eighth two stalls. In the ninth, the new cows are 3760 + 3760 = 7400 cows in the ninth two stalls. In the tenth, the new cows are 7400 + 7400 = 15400 cows in the tenth two stalls. In the ten, new cows are 15400 + 15400 = 21600 cows in the tenth two stalls. The new total number of cows placed into the second and third stalls is 80 + 80 = 160. Adding the new cows to the third and fourth stalls results in 1840 + 1840 = 3760 cows in the tenth two stalls.
+
+The initial total number of cows was 20 - 160 = 160 cows. The new total number is 160 + 160 = 260. So, 1840 + 1840 = 3760 cows were placed into the third and fourth two stalls.','3760',0,'not_equivalent',460,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,13,'Let''s break it down step by step:
+
+Rearranging the equation gives us 20 - 40 = 10.
+
+Now multiply the equation by 10 to get to 100.
+
+Multiply both sides by 10 to get rid of the multiplication by 10.
+
+Add the multiplication by 10 to the equation that represents the sum of 100 animals, which is 100 animals.
+
+Add the multiplication by 10 to the equation that represents the sum of the other 2 numbers in the equation.
+
+Add the multiplication by 10 to the equation that represents the sum of the two numbers in the equation.
+
+Add the multiplication by 10 to the equation that represents the sum of 2 numbers in the equation.
+
+Add the multiplication by 10 to the equation that represents the sum of 2 numbers.
+
+Add the multiplication by 10 to the equation that represents the sum of 2 numbers.
+
+Add the multiplication by 10 to the equation that represents the sum of the two numbers.
+
+Now add the multiplication by 10 to the equation that represents the sum of all two numbers.
+
+Sum of 2 numbers = 10 + 2 + 2 = 4 + 2 = 6.
+
+So the final answer is 16.
+
+This is a classic example of a problem that requires logic and step-by-step reasoning. In this case, it requires solving a linear equation with 10 equations to calculate 16, and then solving that equation to determine the number of cows.','16',0,'not_equivalent',353,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,14,'Let''s break it down step-by-step:
+
+First, we find the total number of cows Mr. Sylas brought in the first 10 days. Since he bought 40 cows in the first day, 10 days before, and then sold them, we multiply that by 10.
+
+Secondly, we divide the total number of cows by 4 to find the number of cows that Mr. Sylas bought on each of those days. This is given by the rule of 4, where 10 days before, 10 animals were bought. The initial unit of 10 animals is 10, but 10 days before, 40 cows were bought. So, we multiply the number of cows bought by 4, by 10, and by 10, which is 10 * 10 = 100 cows.
+
+Then, we multiply this number of cows by 2, which is 2 * 2 = 4, so the total number of cows bought by Mr. Sylas was 4 * 10 = 40 cows.
+
+Finally, we subtract this from the total number of cows he brought in the first 10 days. This is a straightforward multiplication of 10 to find the number of cows he brought in the first 10 days.
+
+An alternative method would be to use the division method, which is the most straightforward way to solve the problem. 
+
+However, the step-by-step method is even more suitable for this kind of problem, as it directly allows you to calculate the number of cows he brought in the first 10 days ahead of time.','10',0,'not_equivalent',357,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,15,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total number of cows being sold. There are 10 stalls - 20 - 2 = 2 (the remaining 2 stalls sell 40/2 = 20 cows each). This is based on the assumption that the 40 cows are sold out of the remaining 2 stalls.
+
+Now, let''s consider the 20 cows being sold out of the 2 stalls. This is also based on 20 cows being sold each and dividing that by 2 gives 10 cows. So, 10 cows are sold out of 2 stalls.
+
+To find out how many cows are in 8 of the stalls, we need to divide 8 by 2 (the total number of cows sold is 2 * 2 = 4). This is equivalent to multiplying 8 by itself 2 times: 8 * 8 = 64.
+
+We can see that there are 2 cows left in the 2 stalls being sold out of, 40/2 = 20 cows. This is based on 20 cows being sold each and dividing that by 2 gives 10 cows.
+
+So, 2 cows are sold out of 8 of the stalls.','8',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,0,'Let''s break down the problem step by step. We know that Ann is 9 years old and her brother is twice her age. If we consider the time frame of 3 years, we can start with the assumption of 3 years as the number of days in a month. However, there''s a bit of a twist here. Given that we''re looking for the time period of 3 years, we need to consider that 3 years will be 18 days in a month.
+
+So, we have a problem with a linear relationship between the age of the brother and the age of the brother. Since the brother''s age is twice the brother''s age, we have an equation of a linear relationship where the slope is the brother''s age multiplied by the brother''s age, and the y-intercept is 2.
+
+To find the age of the brother''s age, we need to determine how many days a month are. There are 3 months in a year, so the number of days in a month is 3. This is where the medieval math comes in, since we''ve already used it in the problem before.
+
+So, the answer is 3 months * 2 = 6 months.','3',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(20,1,'To solve this problem, we need to break it down into manageable parts. We know that Ann is 9 years old and her brother is twice her age, which means they''re both 2x.
+
+Let''s call this time difference "x" and substitute it into the equation 2x = 9. This is a simple linear equation, and we can use it to solve it for x.
+
+We can substitute 9 into the equation 2x = 9 and get 2x = 18, which is the value of x we''re trying to find. Now we have two equations: 2x = 18 and 2x = 18.
+
+We can solve these two equations by solving them separately and finding the solution for both variables.
+
+2x = 18, which is the value of x we''re trying to find.
+
+Now we have 2x = 18 and 2x = 18, which is the value of x we''re looking for.
+
+However, the original problem asked for the value of x. We can''t find the value of x directly, which means the answer is not a number.
+
+However, we can solve this using algebraic methods.
+
+2x = 18 - 2(9), which simplifies to 2x = 17.
+
+So, the answer is 3.
+
+So, the answer is 3.','3',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,2,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many years ago Ann was 12 years old. We can do this by dividing 12 by 3. This gives us 3. Then we multiply 3 by 2, which gives us 6. Since there is no 1 in 2, we round down to 6. So, Ann is 6 years old.
+
+Now that we know there''s no 1 in 2, we can consider the 3rd year. We start with 12 in 1 year and end at 6 in 2 years. To figure out how many years there are to go, we multiply 3 by 3, which is 9. This gives us 3 years.
+
+So, in 3 years, Ann is 6 years old, and her brother is 9 years old.','9',0,'not_equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,3,'To find the answer, we need to understand that the problem is often misinterpreted. The brother is twice the sister''s age, which is 2x. We''re also asked to find the age difference of the sister''s brother.
+
+Let''s start by taking 2x from the brother''s age and add it to the brother''s age. If the brother''s age is 9, the brother''s age is 2*9 = 18, and the sister''s age is 2x*18 = 36.
+
+So, the answer is 36. The brother''s age is 36 - 2x = 22, and the sister''s age is 2*22 = 44.
+
+The brother''s age is 2*18 = 48, and the sister''s age is 2*22 = 44.
+
+So, the answer is 36 + 48 + 44 = 264.','36',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,4,'To solve this problem, we need to break it down step by step. Let''s start by understanding the given information. We know that Ann is 9 years old and her brother is twice her age.
+
+Let''s assume the total age of both is A. Now, we have A x 2 = 2A (Same age).
+
+We know that A is twice her age, so we can set up a system of equations. We have two equations:
+
+2A = 2A
+
+This means that the number of days in a month is twice the number of hours in a day.
+
+We can solve this equation by dividing both sides of the equation 2A = 2A by 2, which gives us A = 1. Now we can solve the equation twice: 2A = 2A.
+
+This means that the answer is A = 1, which doesn''t make sense. So, the only possible answer is A = 2.
+
+However, if we were to assume A = 2 and A = 3, the original problem would still be valid. The original problem is just asking for A to be twice the number of hours in a day. So, the answer would be 2.
+
+The key to solving this problem is breaking it down step by step, understanding the relationship between the variables, and using a system of equations to find the unknown value.','1',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,5,'To solve this problem, we need to break it down step by step. The given information is:
+
+Ann is 9 years old and her brother is twice her age. This means they share a common factor of 2, which is 2. We are also given that they are both twice their age.
+
+Let''s calculate the age of the brother, who is 2 times the age of the sister:
+
+The brother''s age is 2*2 = 4
+The sister''s age is 2*2 = 4
+The brother''s age is 8 years old.
+
+This means that Ann is 4 years old, and the brother is 2 more years old.
+
+We can continue this process until we reach 3 years.
+
+The brother''s age is 8 years old, and the sister''s age is 4 years old. To find the day of the brother''s birthdate, we divide 8 years old (the brother) by 1 year (the sister). This results in 2 days.
+
+So, the brother is 2 days older than the sister.
+
+The brother''s age is 2 days older than 4 years old, which equals 6 years old.
+
+Therefore, the brother is 6 years old.
+
+The answer is 8 + 6 = 14.','8',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,6,'Step 1: Create a mathematical equation to solve for the unknown variable.
+
+Step 2: Solve the equation to get the age of Ann, which is 3 * 2.
+
+Step 3: Add 3 to the result of step 2 to find the age of Ann''s brother, which is 2 * 2 = 4.
+
+Step 4: Multiply the age of Ann by 4, which is 16.
+
+So the answer is 16 years old.','16',0,'not_equivalent',110,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,7,'To find the answer, we can start by using the given information. We know that Ann is 9 years old and her brother is twice her age. So, we can represent this relationship as a simple equation: 2 * 9 = 18.
+
+We can then solve this equation by dividing both sides of the equation by 2, which gives us 18 / 2 = 9. Now, we can find the value of 18 by multiplying both sides of the equation by 18, which gives us 18 * 9 = 18 * 18 = 36.
+
+Therefore, the answer is 36.','36',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,8,'To solve this problem, we need to first determine the total age of both siblings, Ann and her brother.
+
+When two siblings are equal in age, they share the same age. Let''s denote the age of the brother as x and the age of the sister as y. In the scenario where they are equal, we can say that x = y.
+
+In this case, we have two equations:
+
+2y = 9, which is the original equation.
+
+2x = 9, which is the original equation.
+
+To find the age of the brother, we can rearrange the equation 2x = 9.
+
+To solve for x, we can divide both sides of the equation by 2.
+
+x/2 = 9/2, which is the original equation.
+
+So, x = 18, which is the age of the brother.
+
+In this scenario, the brother is 18 years old.','18',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,9,'To solve this problem, first, we need to determine the relationship between the ages of the two brothers. We know that Ann is 9 years old and her brother is twice the age of Ann. This can be represented as a ratio of 2:1.
+
+We can find the ratio by dividing 2 by 2: 1. So, 2:2 is equal to 3:5, which is an arithmetic progression with a common difference of 1.
+
+To find the age of the brother, we can multiply the ratio by 3:5:1, which is the same as multiplying the ratio by 3:5:1.
+
+We can also solve this problem using a simple fraction. Since 3 + 5 * 3 = 1, and 3 * 3 = 9, the answer is 9 years old.
+
+So, the answer is 9.','9',0,'not_equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,10,'To solve this problem, we need to break it down step by step. First, let''s determine the relationship between the ages of the two siblings. The brother is 2 years younger than the sister. So, the brother''s age is 2 years - 2 = 10 years old.
+
+Now, we need to find how many years 3 years ago. To do this, we can multiply 3 years by 10 (the brother''s age) by 10, which is 10 times 10.
+
+So, 3 years ago, the brother was 10 * 10 = 100 years old.
+
+Now we need to find the age of the sister in 3 years, which is 100 + 3.
+
+To find the age of the sister in 3 years, we need to divide 3 years by 3.
+
+So, 3 years = 3 * 3 = 9 years old.
+
+So, the age of the brother is 10 years old, and the age of the sister is 9 years old.
+
+The answer is 3 years old, but the actual age of the sister is 9 years old.','3',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,11,'To solve this problem, we need to break it down step by step using mental math. We know that Ann is 9 years old and her brother is twice the age of Ann. We can think of this as 9 x 2 = 18. In 3 years, we can double this to get 18 x 2 = 36.
+
+Now, we need to find out how many years 36 represents. To do this, we can think of it as 18 x 2 = 36.
+
+We know that 18 = 36. So, the answer is 36.','36',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,12,'To solve this problem, we need to break it down into manageable parts. We have two parts: the initial problem and the solution. The problem states that Ann is 9 years old and her brother is twice her age. To solve for the unknown age, we need to establish the relationship between these two numbers.
+
+We know that 9 is twice 3, which means 9 * 3 = 21, and 21 is double 3, which is 22. This is the original problem. The second part of the problem is asking for the age in 3 years.
+
+We can solve for the age in 3 years by first adding 3 to 21, which results in 32. This is the answer to the original problem.
+
+Therefore, the answer is 32.','32',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,13,'To solve this problem, we''ll break down the given information: Ann is 9 years old, her brother is twice her age (2x), and they''re both 3 years old.
+
+Let''s denote the age of the brother as x. The age of the brother is twice the age of Ann, which is 2x. We can now determine the age of Ann by multiplying the age of the brother by 2.
+
+The equation for this scenario would be: x * 2 = x * 2 + 2x = 2x + 2x = 4x.
+
+We can simplify this equation by combining like terms: 4x + 2 = 4x + 4. Now, we can perform the inverse operations to isolate the term with the variable.
+
+First, we add 2x to both sides of the equation to combine like terms: 4x + 2x = 4x.
+
+The equation now becomes 4x = 4. Solving for x, we find that x = 1. So, the brother''s age is 3 years, and the brother is 1 year old.
+
+Therefore, the age of Ann is 3 years and the age of her brother is 1 year.','1',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,14,'Let''s break this down step by step. We know Ann is 9 years old and her brother is twice her age, which gives us a total age of 2 * 2 = 4.
+
+So, her brother is 4 years old.
+
+Now, if we want to find out how old her brother is in 3 years, we need to find 4 years divided by 2. This is a division problem. We have to find 4 / 2, which gives us 2.
+
+Now, we can multiply 2 by 3, which gives us 6.
+
+So, in 3 years, her brother will be 6 years old.','6',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,15,'To solve this problem, we need to follow step-by-step reasoning. We start by knowing the combined age of Ann and her brother: 9 x 2 = 16. Then, we subtract their combined age of 9 and 16, and then add their age of 16 to the 2 remaining numbers. This is where the logic really comes into play. 
+
+We have 12 in our original total, and the number of things in the original total is 16. So, we multiply 12 by 18, which is 29, and then add 1 to get 29.
+
+Now, we add 29 to our original total, and we get 29 + 29 = 58.
+
+There is only 1 thing left to add, so the answer is 1.
+
+This is a classic example of the order of operations in mathematics, or more specifically, the order of operations in mathematics. It is often abbreviated as ORD, or for better clarity ORD+E, which means "Order of Operations".','1',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,0,'To solve this problem, we need to determine how much of the house Mr. Tan sold sold for. Let''s break it down step by step.
+
+The total amount sold is $400,000 - $100,000 = 200,000.
+
+The amount paid to the brokerage fee is 3% of $200,000, which is 3%.
+
+The amount paid by the brokerage fee is 5% of $200,000, which is $100,000.
+
+To find the net proceeds, we need to calculate how much of the house Mr. Tan sold sold for.
+
+To find the net proceeds, we need to subtract the amount paid by the brokerage fee from the total amount sold.
+
+The net proceeds are $200,000 - $30,000 = $100,000.
+
+So, Mr. Tan''s net proceeds from selling the house are $100,000.','$100,000',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,1,'To find out how much Mr. Tan''s net proceeds is, we need to subtract the total loan amounts from the selling price. This means we need to calculate 400,000 + 3% of 400,000 + 5% of 400,000.
+
+First, we calculate the total loan amounts: 400,000 + 15,000 = 55,000 + 100,000 = 250,000, and then add those to 3% of 400,000, which is 3.
+
+250,000 + 3 = 283,333, which is the total loan amounts.
+
+Then we add the total loan amounts to the selling price. This results in 400,000 + 283,333 = 584,333.
+
+Now, we calculate the net proceeds from selling the house: 584,333 - 283,333 = 1.
+
+So, Mr. Tan''s net proceeds from selling the house is 1.','1',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(21,2,'To find the net proceeds, we need to subtract the purchase price of the house from the total amount of the sale. 
+
+The total amount of the house sold is $400,000 - 3% of $400,000 = $400,000 - 2.40% of $400,000 = $400,000 - 2.40% of $400,000 = $400,000 - 40% of $400,000 = $420,000.
+
+The leftover amount of the sale is $250,000 (net proceeds). To find the total amount, we subtract the original amount of the house sold from the net proceeds: $420,000 - $400,000 = $250,000.
+
+#### 2
+The final answer is 2.','2',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,3,'To solve this problem, you need to break it down into manageable parts and solve for the net proceeds. First, you need to calculate the net proceeds. The net proceeds are the amount of funds in your account after you deduct the fees.
+
+This can be done by subtracting the fees of 3% and 5% of the selling price from the total amount of your income.
+
+$400 000 - 3% * 400 000 = 400 000
+
+This is the net proceeds.
+
+The net proceeds are the amount of funds in your account after you deduct the fees of 3% and 5% of the selling price from your total income.
+
+The total is 400 000 + 3% * 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 400 000 + 3% of 400 000 = 4','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,4,'To find out the net proceeds, you need to calculate the net of $250 000 multiplied by the tax amount of 3% of the selling price.
+
+The net proceeds can be calculated by dividing the tax amount by 0.03 and multiplying it by 1.
+
+(1.03) * (3%/100) * 1 = 0.03 * 3.33 = 0.11
+
+This is the amount of net proceeds added to the selling price.
+
+To find the net proceeds, multiply the selling price by 1.
+
+(400,000 * 0.11) = 400
+
+So, the net proceeds taken from selling the house is 400.
+
+The total amount of the selling price tax is 400.
+
+The number of percent of the selling price tax can be calculated by dividing 0.03 by 4.
+
+The number of percent of the selling price tax can be calculated by multiplying 0.03 * 400 / 32 = 15.
+
+But since 15 is 15/25, the decimal places on the end of the number will simply repeat the decimal digits 15 times, which is 15. So, the decimal places on the end of the number will repeat 15 times.
+
+This is because the decimal places on the end of the number can repeat 15 times.
+
+So, the decimal places on the end of the number will repeat 15 times.
+
+The total amount of the tax can be calculated by multiplying the numbers together: 
+(250,000 * 1.15) = 250,000 * 2.5 = 550,000.
+
+This is the total amount of the tax.
+
+So, the net proceeds taken from selling the house is 550,000.
+
+The total amount of the selling price tax can be calculated by dividing the selling price by 4:
+
+The selling price = 400.
+
+The net proceeds taken from selling the house is 550,000.
+
+The total amount of the tax can be calculated by multiplying the selling price by 1.
+','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,5,'To find out how much Mr. Tan''s net proceeds from selling the house was, we need to calculate the net proceeds from selling the house by subtracting the percentage of the selling price that was paid from the selling price.
+
+First, we calculate the net proceeds from selling the house by subtracting the percentage of the selling price that was paid from the selling price of the house. The selling price was $400, and the total selling price was $400. This gives us:
+
+net proceeds = (5000 x 1 + 10000) - (5000x) = 500x - 5000 = 500x - 5000 = 500(300) = 15000 = 150000
+
+So, the net proceeds from selling the house are 15000 dollars.
+
+To find out how much Mr. Tan''s net proceeds are from selling the house, we need to find out how much he paid the brokerage fee. The total amount of his net proceeds is:
+
+total net proceeds = 15000 x 1 + 10000x = 250x + 5000 = 15000 + 25000 = 50000
+
+The total amount of his net proceeds is 5000x.
+
+Now we have the net proceeds from selling the house: 15000 + 5000 = 20000
+
+The total amount of his net proceeds is 20000.
+
+The net proceeds from selling the house are 20000 dollars.
+
+The net proceeds from selling the house are 20000 dollars.','20000',0,'not_equivalent',399,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,6,'To find the net proceeds, we need to calculate the total amount of money the seller paid the transfer fees, which is 3% of 400,000, which is 0.03 * 400,000 = 12,000 dollars. The second part of the transaction is 5% of 400,000, which is 0.05 * 400,000 = 20,000 dollars. The third part of the transaction is 10% of 400,000, which is 0.01 * 400,000 = 40,000 dollars. Now, we subtract the net proceeds from the selling price from the total amount paid, which is 400,000 - 120,000, which equals 280,000 dollars.
+
+Therefore, the net proceeds are 280,000 - 40,000 = 200,000 dollars. We can express this as the sum of 3% of the selling price and 5% of the remaining loan amount, which we previously calculated as 12,000 + 20,000 + 10% of the loan amount.','10',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,7,'The sum of 3% of the selling price and 5% of the remaining loan amount can be broken down as follows: 0.0033% of 100% = 3.3% of 100 = 0.033 x 100 = 3.3% of 100.
+The total amount of 100% can be broken down as: 100% = 10000.
+The remaining amount of 100% is 10000 - 3.3% of 100 = 3.33%.
+A net proceeds is 10000 - 3.33 = 3.33*100 = 33.33.
+#### 333
+The answer is: 33','333',0,'not_equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,8,'To find out how much Mr. Tan''s net proceeds from selling the house is, we need to calculate the total amount of revenue he made from selling the house. 
+
+He sold the house for $400,000 which is \$1200,000. Then, he paid a transfer fee of $3% of $400,000 which is \$120,000. He also paid a 5% brokerage fee of \$250,000 which is \$35,000. 
+
+And for the remaining loan amount, he paid a 2.5% on the remaining amount of $225,000 which is \$375,000. So, net proceeds from selling the house is \$225,000 - \$375,000 = \$125,000.
+
+Now we need to find out how much of his net proceeds is accounted for by the brokerage fee. There are 125 financing options, so his net proceeds is \$125 * 12 = \$1725. This is the amount of the brokerage fee.
+
+The net proceeds from selling the house is \$125.','$125',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,9,'Mr. Tan sold his house for $400,000. The total sum of his net proceeds is $400,000 - 3% of $400,000 = $250,000.
+The total sum of his net proceeds is $400,000 - 250,000 = $40,000.
+The amount of his net proceeds is $40,000 - 250,000 = $10,000.
+#### 1
+The answer is: 1','1',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,10,'To find out the net proceeds from selling the house, we need to calculate the amount of the outstanding debt of the seller. The amount of the debt the seller owes to the private loan company is 250 * 0.05 = 125 dollars.
+
+The amount of the total debt is 250 * 0.05 = 12.5 dollars. Now, we need to calculate the net proceeds from selling the house. The amount of the net proceeds is the total amount of the debt minus the amount of the debt, which is 250 * 100 = 2500 dollars.
+
+To find out the net proceeds, we multiply the amount of the debt by the amount of the net proceeds: 2500 * 25 = 62500 dollars.
+
+The net proceeds from selling the house are 2500 - 62500 = 1500 dollars.','1500',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,11,'To find out how much Mr. Tan''s net proceeds are from selling the house, we need to calculate the total amount of net proceeds.
+
+First, we need to find out how much of the selling price was paid by the brokerage fee, which is 5% of 400. So, 400% of 5% is 0.4. Now, we multiply 0.4 by 400.
+
+This results in 200. So, 200 is the total amount of net proceeds that was paid by the brokerage fee.
+
+To find the amount that is paid by the transfer fees, we need to find the total amount of net proceeds that is paid by the brokerage fee and the money paid by the transfer fees. So, we multiply 1 by 0.4 to get 0.2. Now, we multiply 0.2 by 100 to get 20 cents.
+
+This results in 20 cents. So, the amount of net proceeds that is paid by the brokerage fee is 20 cents.
+
+To find out how much of the selling price was paid by the transfer fees, we need to find the total amount of net proceeds that was paid by the transfer fees and the money paid by the transfer fees. So, we multiply 1 by 0.2 to get 0.2. Now, we multiply 0.2 by 100 to get 20 cents.
+
+This results in 20 cents. So, the amount of net proceeds that is paid by the transfer fees is 20 cents.
+
+To find out how much of the selling price was paid by the brokerage fee, we need to find the total amount of net proceeds that was paid by the brokerage fee. So, we multiply 1 by 0.2 to get 0.2. This results in 0.2. Now, we multiply 0.2 by 100 to get 20 cents.
+
+This results in 20 cents. So, the amount of net proceeds that is paid by the brokerage fee is 20 cents.
+
+So, the total amount of net proceeds that is paid by the transfer fees is 20 cents + 20 cents = 40 cents.
+
+#### 40
+The answer is: 40','40',0,'not_equivalent',510,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,12,'To find the net proceeds, we need to calculate the amount of the loan amount, which is the other side of the transaction, which is $250,000 - $400,000. This is a net amount of $150,000.
+
+To find the net proceeds, we need to subtract the loan amount from the net proceeds, which is $150,000 - $150,000 = $150,000.
+
+The net proceeds from selling the house are $150,000.
+
+To find the net proceeds, we need to calculate the amount of the total amount of the house, which is $250,000. This is $250,000 - $150,000 = $150,000, which is the original amount of the house.
+
+The net proceeds from selling the house are $150,000.
+
+The net proceeds from selling the house is $150,000.
+
+The net proceeds from selling the house is $150,000.','$150,000',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,13,'To find the net proceeds, we need to determine the total amount of funds that are being returned to the seller, which is 3% of $400 000, which is 0.03 * $400 000, which is 0.03 * $400, which is 0.06. 
+So, the net proceeds are 3% of $400 000. 
+To find the net proceeds, we subtract $250 000 from 0.03 * $400 000, which results in a net return of $0.03 * $400 000 = $0.333, which is the total amount of funds that have been returned to the seller. 
+Therefore, Mr. Tan''s net proceeds from selling the house are $0.333.','$0.333',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,14,'To solve this problem, you need to calculate the net proceeds and find the total amount of their net proceeds.
+
+First, you need to find the total amount of the selling price and transfer fees by multiplying the selling price by the percentage that means 4%. Then you would multiply that by 100% to get the total amount of the selling price and transfer fees. Then you would multiply that by 100% to get the total amount of money the seller paid.
+
+And that''s where the math comes in. To find the total amount of money the seller paid, you would multiply the total amount of the selling price by 100%.
+
+The answer is 40.10
+
+So, the total amount of money the seller paid is 40.10, and the total amount of money they paid is 40.10 * 100% = 40.10 * 100% = 40.10 * 100% = 40.10% of the selling price.
+
+The net proceeds from selling the house are 40.10 * $40.10 = $16.80.
+
+So, the total amount of money the seller paid is 40.10 * $40.10 = $16.80.
+
+To find out how much of this sum is indeed the selling price, you can multiply it by 100% to get 40.10 * 100% = 40.10 * 100% = 40.10% of the selling price.
+
+The total amount of money they paid is 40.10 * $40.10 = $16.80, and the total amount of money they paid is 40.10 * 100% = 40.10 * 100% = 40.10%.','40.10',0,'not_equivalent',433,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,15,'To find the net proceeds, we need to calculate the total amount of the loan amount minus the conversion fees and the brokerage fees.
+
+The total amount of the loan is 400 * $400 = $16000. Since the conversion fees are 3% of $400, they are 3% of $400, which is 0.33.
+The total amount of the loan is 400 * $400 = $16000, and each conversion fee is $3.33, so the total amount of the loan is 400 * 3.33 = 100.33.
+The total amount of the loan is 400 * $10.33 = $4003.33.
+Now, we need to find the net proceeds, which is the amount of the loan minus the conversion fees.
+The net proceeds is 400 * $10 = $400.
+We subtract that from the total amount of the loan, which gives us 16000 - $4003.33 = 24099.69.
+#### 24099.69
+The final answer is 24099.69.','24099.69',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,0,'To solve this problem, we need to break it down step by step. First, we''ll determine the total amount of money Kelly has left. Since she''s buying 5 quarters, and 2 of them are dimes, she has 5 quarters - 2 dimes = 3 quarters left.
+
+Now, we''ll determine the number of cents she has left. This can be calculated by multiplying 3 by 100, which is 3 cents.
+
+So, 5 quarters * 3 cents = 15 cents.
+
+Therefore, Kelly has 15 cents left.','15',0,'not_equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,1,'To solve this problem, let''s break it down step by step. First, she has 5 quarters and 2 dimes, which is a quarter-and-dime combination. She uses 5 cents for the can of pop, so she has 5 * 5 cents = 25 cents left. 
+
+Now, we need to find out how many cents she has left. To do this, we need to divide 25 cents by 100 cents. To do this, we''ll keep dividing 25 cents by 100, which gives us 25% of the 25 cents. 
+However, we''re only given 25 cents, so we''ll keep multiplying 25 cents by 100. 
+So, 25 * 100 = 2500 cents.
+Now we can divide 2500 cents by 100 cents, which gives us 25 cents.
+
+So, she has 25 cents left over.','25',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,2,'1. First, let''s find the total amount of money she has.
+2. 1 quarter = 10 cents
+3. 1 dime = 10 cents
+4. 5 quarters = 5 * 10 cents = 50 cents
+5. 2 can of pop = 5 * 10 cents = 50 cents
+6. Now, we want to find out how many cents she has left.
+7. We can calculate 50 cents to the nearest cent by dividing 50 by 10.
+8. 50 / 10 = 0.5
+9. Now we can add 1 to 9, which gives us 11 cents.
+10. That''s all she has left.
+
+However, there''s an alternative way to solve this problem.
+
+You can simply divide the total amount of money by 1 cent.
+
+She bought 50 cents worth of pop, which is 5 * 10 = 50 cents.
+
+The total amount of money she has is 50 cents + 50 cents = 100 cents.
+
+She has now 100 cents left.','100',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,3,'To solve this problem, we need to first determine the total number of cents she will have left, and then divide that by the total amount of money she has.
+Let''s start by finding the total amount of money she has. Since she has 5 quarters and 2 dimes, we have 5 quarters * 2 dimes = 10 quarters.
+Now, we know that 10 quarters is equal to 10 * 20 = 200 cents.
+To find the amount of money she has left, we subtract the initial amount of money she has from the total amount. So, 55 - 200 = 25 cents.
+Therefore, the amount of money she has left is 25 cents.
+The answer is: 25','25',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,4,'1. First, let''s find the total number of cents in 5 quarters. Since there are 5 quarters in a dollar, the total value of the quarter would be 5 * 100 cents = 50 cents.
+2. Now, let''s look at the value of 2 dimes and multiply it by 5 cents. 2 * 1 dollar = 2 dollars.
+3. Now, let''s add the total value of the quarter and the other dime to find the value of the quarter and the other two dimes. The value of the quarter is 5 cents - 2 dollars = 3 cents, and the value of the other two dimes is 2 * 3 = 6 cents.
+4. Now add the value of the quarter and the other two dimes to find the value of the quarter and the other two dimes and the other two quarter coins and add them together to find the value of the quarter and the other two dimes. The value of the quarter and the other two dimes is 3 cents + 6 cents + 2 cents = 12 cents.
+5. Now add the value of the quarter and the other two dimes to find the total value of the quarter and the other two dimes and the other two quarter coins. The value of the quarter and the other two dimes is 12 cents + 24 cents = 46 cents.
+6. Finally, add 1 coin to the value of the quarter and the other two dimes. This is 12 cents + 24 cents = 48 cents.
+
+The answer is 48 cents.','48',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,5,'To solve this problem, we need to first find the total number of quarters and dimes the seller has, then subtract those amounts from the total amount of money she has. 
+
+First, let''s find the total number of quarters in the 5 cents can of pop. Since she has 5 cents, it means that one quarter is equal to 100 cents. 
+
+Now, let''s calculate the amount of pop she has left: 5 cents * 100 cents = 50 dollars.
+
+To find out how much she has left, we subtract the amount of pop she has from the total amount of money: 50 dollars - 5 cents (100 cents) = 45 dollars.
+
+This means that Kelly has 45 cents left after the 5 cents can of pop was sold.','5',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,6,'To solve this problem, we need to think step-by-step, step-by-step, and then write the final answer as \boxed{ANSWER}.
+Let''s start by breaking down the problem:
+We are given that Kelly has 5 quarters and 2 dimes. We also know that 5 quarters and 2 dimes are equal to 1 dollar. We can add these amounts together:
+1 dollar + 2 dollars = 3 dollars
+So we have 3 dollars left.
+
+The final answer is: 3 cents
+#### 3
+
+The answer to the problem is 3 cents.','ANSWER',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,7,'To solve this problem, we need to break it down into manageable parts and analyze the given information step by step.
+
+First, we need to find the total number of dollars she has available. Since she has 5 quarters and 2 dimes, she has 5 quarters * 2 dimes = 10 quarters.
+
+Now, we need to find the total amount of money she has left. We can do this by adding the number of dollars she has (10 quarters) and the number of cents she would have if she had only the original dollars.
+
+The original amount is 10 quarters + 10 cents = 20 cents. So, she has 20 cents.
+
+Finally, we need to find out how many cents she would have left if she only had the original dollars. We can do this by subtracting the original amount from the total amount, which is 20 cents - 10 cents = 10 cents. So, she would have 20 cents - 10 cents = 10 cents left.
+
+Therefore, the answer is 10 cents.','10',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(22,8,'To solve this problem, we need to break it down step by step, step by step, to find the final answer. First, we''ll find the value of the can of pop.
+
+She buys 5 can of pop, so the amount of pop is 5 * 10 = 50 cents. Now, let''s calculate the total value of the can of pop and the can of pop itself.
+
+The can of pop includes the 50 cents of pop, which is twice the 50 cents in total. So, the total value of the can of pop is 2 * 50 = 100 cents.
+
+To find the amount of pop that she will have left, we multiply the total value of the can of pop by the value of the can of pop itself. Therefore, the amount of pop that will be left is 100 * 2 = 200 cents.
+
+So, the answer is \boxed{A}','A',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,9,'To solve the problem, let''s first consider the total amount of money she has available to spend. She has a can of pop with 2 dimes, which is 2 * 10 = 20 cents. Now, if she buys 5 quarters from the can of pop, she would have 20 * 5 = 100 quarters remaining.
+
+To find the amount of money that will be left, we need to calculate the number of these quarters. This is a classic example of a binomial distribution, where the number of successes (in this case, 2 dimes) is controlled by the number of failures (the 5 can of pop).
+
+Here, the can of pop is 20 * 5 = 100, and the 20 * 5 = 100 dimes can be paired with the 100 can of pop to create a 5^2 = 200 pairs of 5 can of pop, which gives us a total of 100 * 200 = 2500 can of pop.
+
+The number of cans of pop in this scenario can be calculated by multiplying 200 * 100 = 2000 can of pop, but since the 5 can of pop has 200 pairs of 5 can of pop, so the answer is actually 200 * (100 / 5).
+
+Simplifying this fraction gives us 5 * 10 = 50, so the answer is 200 * 10 = 2000.
+
+So, to recap: in a coin flip, there are 200 coins, and 1 is flipped with 5 dimes, so there are 2 * 5 = 10 coins.','200',0,'not_equivalent',393,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,10,'1. First, let''s find out how many cts of each coin are in a can of pop: 1 can of pop has 5 cent, 10 cents, and 10 pennies of that same amount of pop.
+2. Now, let''s find out how many cents she is left: 1 can of pop has 5 cents and 10 pennies of that same amount of pop.
+
+So, 5 cents is 10/100 of 1 can of pop.
+
+The answer is 10 cents.
+
+So, Kelly has 10 cents left.','10',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,11,'To solve this problem, we need to break it down step by step. First, we found that 5 quarters are equal to 100 cents. So, 50 cents is the total amount of money she needs to buy 100 cents worth of dimes. This is a classic example of a logical fallacy in problem-solving.
+
+To reach 50 cents, we need to find out how many dimes are left. We can do this by dividing 50 by 100, which is a common algebraic operation. 
+
+50 / 100 = 1. So, 1 dime is left.
+
+It''s also worth noting that this problem is often used to illustrate the fallacy of "deduplication", which occurs when we assign a large number to a specific item (in this case, the total amount of money she needs to buy 100 cents worth of dimes) to make it easier to think about it in a certain way. This fallacy is a common misconception that todays problem of counting to solve is all that matters.','100',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,12,'To solve this problem, we need to think of a simple equation that can be applied to the given information. We know that a can of pop costs 5 cents and has 5 quarters, so 5 * 5 cents = 25 cents.
+
+This equation is a classic example of a logic puzzle that requires solving the problem within the constraints of the given information. Therefore, the answer is 25 cents.','25',0,'not_equivalent',88,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,13,'First, determine the total value of the 5 quarters and the 2 dimes. 
+A quarter is 2 dollars and a dime is 10 cents. 
+This means 5 quarters equal 50 cents, so 50 - 2*10 = 20 cents. 
+This is the amount left.
+
+She needs to buy 50 - 2*10 = 20 more dimes to buy 20 cents worth of pop. This means 20 - 2*2 = 10 dollars.
+
+Since 20 dollars is less than 10 cents, she needs to spend 2 more dimes.
+
+So, she will have 20 more dimes.
+
+#### 2
+The answer is: 2','2',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,14,'1. First, we need to find the total amount of money she has left: 1 (quarter) + 1 (dime) = 2 cents.
+2. Now, we have 2 cents - 5 cents = 10 cents left.
+3. So, the answer is 10 cents.','10',0,'not_equivalent',69,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,15,'Let''s break down the problem: 
+First, we need to find the total amount of money she has left to buy the can of pop. There are 5 quarters and 2 dimes. So she has 5 * 2 = 10 dollars left.
+Next, we can find the total amount of money she needs to buy the can of pop. There are 5 quarters and 2 dimes, so she needs 5 * 2 = 10 dollars to buy the can of pop.
+Now we have 10 dollars left to buy the can of pop. 
+To find out how many cents she has left, we divide 10 by 10, which gives 1 as the answer.','1',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,0,'1. Divide 4 adult cookies (2 adults = 16) by 6 chocolate bars (16 / 5 = 3)
+2. Calculate the number of people to be given in each of the 16 cookie packs. 
+Each person would need 16 cookies to be given to 16 children.
+In a single person, 18 chocolate bars are not available.
+So, each child will get 18 chocolate bars.
+
+The answer is 18.
+
+The total number of people will be 18 children * 16 cookies = 240 cookies, which leaves no remaining chocolate for the children.','18',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,1,'To solve this problem, we need to carefully analyze the given information. We know that each adult gets 6 chocolate bars and that the rest are to be shared equally among the children. Let''s break it down step by step.
+
+First, we determine the total number of chocolate bars available. There are 4 adult participants and 8 children, which gives us 4 * 8 = 32 chocolate bars.
+
+To determine how many chocolate bars each child will receive, we multiply the number of chocolate bars per adult by the number of children per adult. Therefore, each child will receive 5 * 32 = 160 chocolate bars.
+
+Now, let''s calculate how many chocolate bars each child will receive based on their gender. If each male child gets 4 chocolate bars, then the total number of chocolate bars each male child can receive is 5 * 4 = 20 chocolate bars.
+
+This means that each child will receive 160 / 2 = 72 chocolate bars.','72',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,2,'To solve this problem, we need to break it down step by step. First, calculate the total number of packets of chocolate bars and divide it by the number of people who can share the chocolate bars.
+
+There are 4 people who will get 4/6 = 0.8 of the chocolate bars. So, each person will get 4/6 chocolate bars.
+
+Next, calculate the number of children who will get 8 chocolate bars. Since there are 4 people, there are 8 children.
+
+To find the number of people who will get 8 chocolate bars, we multiply the number of children by 4. So, 4 children * 4 chocolate bars = 16 chocolate bars will be distributed equally among the 8 children.
+
+This is the answer to the problem.','8',0,'not_equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,3,'To solve this problem, let''s break it down step by step. We know that each adult gets 6 chocolate bars, and this is based on the 8 packet of chocolate bars, which is 6 * 5 = 30. Now we need to find how many chocolate bars are each child will get.
+
+Each child can get 5 chocolate bars. So, the number of chocolate bars each child will get is 5 * 3 = 15.
+
+When you multiply the number of each adult by the number of each child you are, you get 5 * 15 = 75.
+
+So, each child will get 75 chocolate bars.','75',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,4,'To solve this problem, we need to break it down step by step and calculate the final answer. Let''s start by understanding the problem: 4 adults get 5 packets of chocolate bars, and the rest of the children get 8 packets. We know that each adult gets 6 chocolate bars, so this means that there are 4 * 5 = 20 children who get 2 chocolate bars each.
+
+Now, to find out how many children get 2 chocolate bars, we need to multiply the number of adults by 2. So, 4 + 2 = 6 children who get 2 chocolate bars.
+
+To find out how many children get 2 chocolate bars, we need to find out how many children can eat 2 chocolate bars and combine them with the 6 children who get 2 chocolate bars. The answer is 6 * 6 = 36.
+
+So, there are 36 children who get 2 chocolate bars.
+
+So, there will be 4 + 36 = 52 children who will receive 2 chocolate bars of chocolate.
+
+The number of children who will receive 2 chocolate bars is the total number of children who can get 2 chocolate bars, which is 6.
+
+So, there will be 4 + 6 = 10 children who will receive 2 chocolate bars of chocolate.','6',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,5,'To solve this problem, we need to consider the given information:
+
+A total of 8 packets of chocolate bars are needed to distribute evenly among 4 adults (2 adults for each child), and each packet contains 5 chocolate bars.
+
+The original answer was 8 packets / 2 adults = 4 packets / person = 2.5 packets / person = 1.5 packets / person = 1.45 packets / person.
+
+So, 1.45 packets / person = 1.45 packets / person * 4 people = 5.325 packets / person.
+
+To find out how many packets of chocolate are needed to meet the minimum number of people: 8 packets / 1.45 packets = 4.33 packets.
+
+To find out how many chocolate bars are needed to meet the minimum number of people: 1.45 packets / person = 1.45 packets / person * 1 person = 1.45 packets / person * 2 people = 2.45 packets / person.
+
+Now, we need to round up to the nearest whole, which is 2.45 packets.
+
+So, 2.45 packets / person = 2.45 packets / person * 2 people = 4.45 packets / person.
+
+Each child will receive 4 packets of chocolate bars.
+
+To find out how many packets are needed to meet the minimum number of people: 4 packets / 4 people = 1 packet / person = 1.1111 packets.
+
+The answer is that each child will receive 4.1111 packets of chocolate bars.','4.1111',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,6,'To solve this problem, we need to analyze the given information step by step. We know that each person gets 6 chocolate bars and 8 people share 8 packets of chocolate bars. This means that 1 person gets 6 chocolate bars and 16 other people get 6 chocolate bars.
+
+So, the answer is 16.
+
+In a group of 16 people, there are 16 people who get 6 chocolate bars and 16 other people get 6 chocolate bars. This is based on a traditional 16x16 layout.
+
+There are 16 people in a group of 16 people, so there are 16 people in a 16x16 layout.
+
+The original 16x16 layout is fully occupied by 16 people, so there is only 16 people left to complete the remaining 16 people.
+
+There are 16 people who get 6 chocolate bars each, so there is one person who will receive 6 chocolate bars.
+
+So, there are 16 people who get 6 chocolate bars each and 16 people will receive 6 chocolate bars.
+
+The answer is 16.','16',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,7,'To solve this problem, we need to break it down into manageable parts. First, we calculate 8 (the total number of packets) and 4 adults, which is 8 * 4 = 24.
+
+The problem asks for how many people will each child get, but the answer is already calculated. To calculate the number of children, we need to multiply 24 by 8, which gives us 16.
+
+So, there will be 16 children who will receive 16 chocolate bars. The problem then asks for how many people each child will receive, which is already calculated to be 16.
+
+In this scenario, the answer is that each child will receive 1 of 8 adults'' chocolate bars.','1',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(23,8,'To solve this problem, we need to find out how many packets of chocolate are available for each child and then find out how much chocolate is shared among the children.
+
+The adults get 4 packets out of 8, so they get 4 / 8 = 1.5 chocolate bars each.
+Each child gets 6 chocolate bars out of 8, so they get 6 / 8 = 1.5 chocolate bars.
+So, the child gets 1.5 chocolate bars.
+
+The rest is shared equally among the children, which is calculated by dividing the total number of packets by 6.
+
+The child gets 1.5 chocolate bars, each.
+#### 1
+The answer is: 1','1',0,'not_equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,9,'To find the number of each child gets, we''ll first calculate the total amount of chocolate bars that each child will get. There are 25 chocolate bars in a packet, so 25 children would get 25 * 5 = 125 chocolate bars of chocolate.
+
+Now, we want each child to receive 6 chocolate bars, so we''ll multiply 125 by 6. So, 125 * 6 = 750.
+
+The remainder is still 125, so we can add 125 to both sides of the equation to get 125 + 125 = 270, which is 4.
+
+Therefore, each child gets a total of 4 chocolate bars.','4',0,'not_equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,10,'To solve this problem, we need to break it down step by step. First, let''s find out how many packets are available. We have 4 adults and 8 children, so we multiply the number of adults by 4. So, 4 x 4 = 16 packets are available.
+
+Now, we have 16 packets of chocolate bars. There are 4 children, each getting 5 chocolate bars. So, 16 x 4 = 60 snacks are available for each child.
+
+Now we need to find out how many packets of chocolate are available for each child. Each child gets 6 chocolate bars, so we multiply 6 by 16. So, 6 x 16 = 80 packets are available for each child.
+
+We now know how many packets are available for each child. To find out how many packets are available for each adult, we divide 16 by 4, which gives us 4. So, there are 4 packets of chocolate bars available for each adult.
+
+To find out how many packets of chocolate are available for each child, we divide 4 by 4, which gives us 1. So, there are 4 packets of chocolate bars available for each child.
+
+Finally, we multiply the total number of packets available by the number of children. So, 16 x 8 = 120 snacks are available for each child.
+
+So, 120 x 4 = 480 snacks are available for each child.
+
+Therefore, 4 adults get 4 cookies of chocolate, 8 children get 1 cookie of chocolate, and 80 packets of chocolate are available for each child.','80',0,'not_equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,11,'To solve this problem, we need to break it down step by step. We have a multi-step problem that requires breaking down the problem into manageable parts, and solving it step by step.
+
+The problem is asking how many people can fit into a pack of chocolate bars, which means we have to find the total number of people that fit into the available packets.
+
+First, we calculate the number of people that can fit into the packet. For the first 4 people, there are 16 people in total. So, 16 people fit into the packet of 8, and so on.
+
+To find the total number of people that can fit into the packet of 8, we divide 8 by 16. This gives us 0.25.
+
+So, 2 people can fit into the packet of 8.
+
+In the last part of the problem, we have 8 people. To find the total number of people that can fit into the packet of 8, we multiply 8 by 16.
+
+This results in 120 people.
+
+The answer is 120.
+
+The answer is 120, which is the number of people that can fit into the packet of 8 chocolate bars.','120',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,12,'To solve this problem, we need to break it down step by step. First, let''s calculate how many people can share 8 packets of chocolate bars, which is 8 * 5 = 40 people.
+
+Next, we''ll consider how many packets of chocolate bars would be shared equally among the children. For 4 adults, each would get 4 * 5 = 20 chocolate bars. For the remaining 2, we''ll want to share them equally among the children. So, 2 * 2 = 4 chocolate bars are shared equally among the children, which means that the other 2 people are left with 16 chocolate bars each.
+
+To calculate how many people each child will receive, we''ll multiply the total number of people by the number of chocolate bars that will be shared equally among the children. 4 * 16 = 64 people will receive the chocolate bars of the children.
+
+The total number of people who will receive the chocolate bars of the children is 2 * 4 = 8 people, which is the answer.','8',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,13,'To solve this problem, we can use a combination of both algebra and logic. Let''s say there are two adults who will share 8% of the 4 adults with 4 children. This means each adult will get 40% of 8% of 4 children. Since there are a total of 80% of 4 children, 4 of which are adults, that means 16% of the 4 adults will be shared among the 4 children.
+
+This means for each child, one of the adults will get 16% of 4, which is 8 children. This means for each adult who does not share 16%, one of the adults will get 8 children. But since there are 2 adult who cannot share, one of the remaining adults will have to help one child. This can only happen if there is one adult who cannot share, one of the other 4 adults cannot share, and one of the remaining 2 adults cannot share.
+
+So, for each child, one of the adults will help 1 of the other 2 adults who cannot share, which means for each child, one of the adults will help 1 of the other 3 adults who cannot share, which means for each of those 3 adults, one of the other 2 adults will help 2 of the other 3 adults who cannot share, which means for each of those 3 adults, one of the other 4 adults will help 1 of the other 5 adults who cannot share, which means for each of those 5 adults, one of the other 6 adults will help 1 of the other 8 adults who cannot share, which means for each of those 8 adults, one of the other 9 adults will help 1 of the other 10 adults who cannot share, which means for each of those 10 adults, one of the other 11 adults will help 1 of the others who cannot share, which means for each of those 11 adults, one of the others who cannot share, which means for each of those 12 adults who cannot share, which means for each of those 13 adults who cannot share, which means for each of those 14 adults who cannot share, which means for each of those 15 adults who cannot share. So, for each of those 15 adults, one of the kids will help 1 of the others who cannot','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,14,'To solve this problem, we need to consider the number of ways we can distribute the 8 packets of chocolate bars among the 4 adults and 4 children. This is a combination problem, where each person can only choose one thing out of 8, and for each person, they can choose 6 chocolate bars from the 4 available, giving a total of 10 chocolate bars possible.
+
+This is an example of a combinatorial problem that can be solved using the concept of combinations. To calculate this, we can use the formula for combinations: nCk = n! / (n!(n-k)!), where n! represents the number of factors of 2 in a product of factors of 3.
+
+In this case, n = 8 and n-k = 4, so nCk = (8!) / (4!) = 24. This means there are 24 ways to choose 1 adult and 1 child out of 8, giving 16 possible distributions of chocolate bars.
+
+To find the number of ways to distribute these chocolates, we can use the formula for combinations that is based on the number of factors of 2, which is n! / (n-k)!. This means there are 16 ways to choose 1 adult and 1 child out of 8, which is (16 * 14 * 12) / 2 = 240.
+
+So, there are 240 ways to distribute the chocolate bars among the 4 adults and 4 children.','4',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,15,'To solve this problem, we need to break it down into manageable parts. We know that each adult gets 6 chocolate bars, and the rest of the total are to be shared equally. So, we need to find out how many chocolate bars are shared among the children.
+
+The calculation of how many chocolate bars are shared among the children can be done using a simple division. If we multiply the number of chocolate bars by the number of people, that would give us 6x8 = 48 children, but we are given that each person gets 6 chocolate bars, so we need to find 48 / 6 = 9 chocolate bars.
+
+This is the answer. The total number of chocolate bars that are shared among the children is 9 chocolate bars.','9',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,0,'Multiplication: 2x + 16/2 = 2x + 8/2 = 2x + 16/2 = 2x + 4
+
+The answer is 2x + 4.','2',0,'not_equivalent',51,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(24,1,'Let''s break down the information:
+
+Tomorrow is Monday (TM) and today is Sunday (S).
+Tomorrow is half a day (12/5) of Monday, and today is Saturday (S).
+Samantha (S) went to Sunday''s workout and spent 12/5 of Saturday (12/5) on Sunday.
+
+Now, we know that Samantha spent 12/5 of Saturday. To find out how many minutes she has to exercise, we can divide 12/5 by 2, which gives us 1.
+
+So, 12/5 of Saturday (12/5) is 1.
+If Samana (S) is exercising for 23 minutes on Tuesday, that means she has 23 minutes.
+
+So, 2 days will leave Samana (S) 20 minutes longer to exercise on Tuesday.
+
+Let''s find out how many minutes Samana (S) can exercise before Sunday. To do this, we''ll subtract the amount of time she had for Tuesday (S) from Sunday''s workout (S).
+
+S (S) is Saturday.
+
+So, 2 days won''t leave Samana (S) (2) minutes before Sunday.
+
+So, 2 days will take 8 days, and we''re left with 1 day.
+
+So, Samana (S) can spend 1 day before Sunday (S) (2 days).
+
+So, Samana (S) can spend 1 day before Sunday, which means she can spend 8 days before Sunday (S) in 1 day.
+
+So, 8 days before Sunday (S), Samana (S) can spend 8 days before Sunday (S), which means she can spend 1 extra day (2 days) before Sunday (S).
+
+So, on Tuesday (T), Samana (S) can spend 1 extra day (2 days) before Saturday (S).
+
+So, 1 more day (2 days) before Sunday (S), Samana (S) can spend 2 extra days before Monday (T), which means Samana (S) can spend 2 extra days before Monday (T).
+
+So, 2 additional days before Monday (T), Samana (S) can spend 2 extra days before Monday (S), which means Samana (S) can spend','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,2,'To find the solution, we need to first calculate the initial days of exercise and subtract the extra days that Peter exercised on Tuesday. 
+
+The initial days of exercise are 23 - 2 = 19 days, and the extra days are 16. So, we multiply the number of days by 2 to find the total days of exercise: 2 * 19 = 37.
+
+The total amount of time Peter exercised on Tuesday is 37 days. So, the formula for this is (1 + 1 + 37) / 3 = 20 minutes.
+
+The answer is 20.','20',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,3,'Let''s break this down step by step. We know Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined, so let''s add 2 times 23/7 = 14.5 minutes. 
+
+This means Peter wants to exercise for 14.5 * 16 = 22.5 minutes. So on Tuesday, he exercises for 22.5 * 16 = 41.25 minutes. 
+
+Now let''s determine the total amount of time he needs to exercise for the remaining amount of time he wants to exercise on Tuesday to reach his goal of 23 minutes. 23 minutes + 22.5 minutes = 45 minutes. So to reach his goal of 23 minutes, Peter needs to exercise for 45 * 2 = 90 minutes.','90',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,4,'To solve this problem, we need to calculate Peter''s daily workout and then find the total amount of time he needs to exercise for to reach his goal.
+
+On Tuesday, Peter did 16 minutes of his workout and spent 16 minutes on exercise. So his workout per day is 16 / 16 = 1.
+
+On Monday, Peter did 23 minutes of his workout, so his workout per day is 23 * 1 = 23 minutes per day.
+
+To reach his goal, we need to calculate the number of days in a month. Since we''re looking at 23 days in a month, we divide 23 by 7.
+
+This equals 2.67 days.
+
+So, 23 days in a month would be 23 * 7 = 159 days.
+
+Now we add 1 day to reach his goal.
+
+Benchmark: 1 + 16 + 16 + 1 = 32
+
+So, Peter has to exercise for 32 days to reach his goal.
+
+The answer is 32.','32',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,5,'To solve this problem, we need to break it down step by step. First, we need to calculate the total amount of time Peter exercised on Tuesday. We multiply 23 minutes by 2, because on Tuesday, Peter exercised for 2 * 360 = 720 minutes.
+
+Next, we subtract the amount of time Peter exercised on Tuesday, which is 23 minutes. We still need to find out how many minutes Peter exercised on Tuesday. We multiply 23 minutes by 2, which is 46 minutes.
+
+We then add the amount of time Peter exercised on Monday to the amount of time he exercised on Tuesday. So, we add 46 + 720 = 2280 minutes for Peter''s workout.
+
+Finally, we divide the total amount of time Peter exercised on Tuesday by the amount of time Peter exercised on Monday to find out how many minutes Peter exercised. This is 23 minutes / 2 = 7 minutes.','7',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,6,'To solve this problem, we need to find the total amount of minutes it takes to reach the goal after accounting for both days of the week. The answer is 4.
+
+Let''s break down the information given:
+
+- Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined.
+- He wants to reach his goal on Monday and Sunday combined.
+- He wants to exercise for 23 minutes, so he needs to exercise for 23 x 4 = 89 minutes.
+- He wants to reach his goal after accounting for both days of the week (Monday and Sunday combined).
+
+To find the total amount of minutes needed to reach his goal, we can calculate it as:
+
+Total minutes = (23 minutes + 89 minutes) / 2 = 47 minutes
+
+So, there''s 47 minutes that Peter needs to exercise on Tuesday to reach his goal.','4',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,7,'Let''s break down the information given:
+Let''s say Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined. To reach his goal, he needs to exercise for 16 + 23 = 39 minutes.
+To reach his goal, he needs to exercise for 16 + 23 = 39 minutes.
+So, the time it takes to reach his goal is 39 - 3 = 22 minutes.
+#### 2
+The answer is: 2','2',0,'not_equivalent',113,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,8,'To find out how many minutes Peter has to exercise on Tuesday, we need to calculate his actual workout.
+
+First, we convert the week number of Peter''s days into a full day, which is 8. Then, we calculate the total amount of days that Peter has to exercise on Tuesday. We can do this by multiplying the number of days by the total amount of days in the week.
+
+So, 8 * 24 + 2 * 8 = 24 + 2 = 26.
+
+So, Peter has to exercise for 26 days to reach his goal.
+
+The answer is: 26','26',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,9,'To solve this problem, we need to first determine the total amount of time Peter has to exercise on Tuesday. We know that Peter has twice the amount of time he did on Monday and Sunday combined. Therefore, 2 times the total amount of time is 2 times the combined amount of time.
+
+Now we know that 2 times the combined amount of time equals 4 times the combined amount of time. To find the number of minutes, we multiply 4 by 2.
+
+So 4 x 2 = 8 minutes. Therefore, Peter has to exercise for 8 minutes on Tuesday to reach his goal.
+
+In this problem, we can see that Peter has to exercise for 10 minutes on Tuesday to reach his goal.','10',0,'not_equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,10,'Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. So, 2 x 30 = 60 minutes.
+He wants to exercise for 2 x 60 = 120 minutes on Tuesday.
+To reach his goal of exercising for 120 minutes, he needs to exercise for 120 / 2 = 60 minutes.
+#### 60
+The answer is: 60','60',0,'not_equivalent',99,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,11,'If Peter wants to exercise for twice the amount of time he did on Tuesday and Sunday combined, and he puts himself at 23 minutes on Monday, then he needs to exercise for 23 minutes x 2 = 46 minutes on Tuesday.
+
+To reach his goal of exercising for 23 minutes, we need to find 23 minutes divided by 2 to reach the answer.
+
+We can do this by dividing 23 minutes by 24, which gives us 23 / 24 = 1.
+
+So, there are 1 minutes between the gym day and the day of rest.
+
+To find the total amount of time it took to exercise, we can add the 23 minutes on Monday to the 23 minutes on Tuesday.
+
+We can do this by adding 23 + 23 = 56 minutes of exercise.','56',0,'not_equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,12,'To solve this problem, we need to calculate the total amount of time Peter has to exercise for 240 minutes.
+
+First, we need to find the total amount of time Peter has to exercise for 240 minutes.
+
+This can be calculated using the formula for work hours:
+
+Total time = Work hours * Units per unit = 240 * 3600 = 72000
+
+Now we can calculate the total amount of time Peter has to exercise for 240 minutes:
+
+Total time = Total work hours * Work hours per unit * Hours per unit = 240 * 3600 = 80000
+
+So, 80000 minutes Peter has to exercise for Tuesday to reach his goal of 23 minutes.
+
+Now we can write out the final answer:
+
+Timing: 23 days = 23 days * 240 days = 56000
+Tonnes of exercise is 23 x 3600 = 78000
+Miles of exercise is 23 x 128 = 2662.5 m
+Miles of exercise in 240 minutes = 2662.5 m
+
+So, there are 3 days of exercise (days of exercise) for 23 days (days of exercise) x 3600 = 78000 minutes of exercise Peter has to exercise for 240 minutes x 3600 = 78000.','23',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,13,'Multiplication by 12 is the key here. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined, so x hours. To reach his goal, x hours will be necessary to reach his goal. This is based on the equation x + 23 + x = 23.
+
+To simplify, we can start by combining the terms: 2x + 15 = 23. Now, we can isolate x by taking the additive inverse of x. We take the 15th power, which gives us x = 21.
+
+So, the answer is 21. 
+
+For the final calculation, 21 days will be needed to reach the goal. To find out how many days it will take, we multiply 21 by 12: 21 * 12 = 220. So, he will have to exercise 220 days to reach his goal of exercising 220 times for twice the amount of time on Monday and Sunday combined.','21',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,14,'First, we need to find the total time Peter exercised on both days. We know that Peter exercised for 23 minutes on Monday and 16 minutes on Tuesday. To calculate this, we can add 23 + 16, which equals 39. Therefore, Peter exercised for 39 times to reach his goal.
+
+Now, let''s find the remaining time for Tuesday. We know that Peter exercised for 23 minutes on Tuesday and that he exercised for 39 times, so 39 times * 23 (days) = 783 minutes. Therefore, Peter exercised for 39 * 23 = 771 minutes on Tuesday.
+
+Now, we can calculate the remaining time for Tuesday. We subtract the remaining time on Tuesday from the total time Peter exercised on both days. This is 771 - 39 = 628 minutes. Therefore, Peter exercised for 628 minutes on Tuesday to reach his goal.
+
+To convert this to an integer, we can divide 628 by 23. 628 divided by 23 equals 2.87, which is our answer.','2.87',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,15,'To solve this problem, we need to understand the information given:
+
+Number of days: 3
+Total time: 10 (2 days)
+Target: 20 (Three days)
+
+We know that Peter has 10 days of exercise (Note: 10 is a combination of 2 days. The puzzle is trying to trick the solver by having 10 days of exercise, but actually, this is a mix of 2 days and 1 day. So we just need to add 1 day to make it 3 days.)
+
+We can calculate it as: 10 x 2 = 20 (the target is reached by the 20 days we do the 20 days of exercise in total, not the 20 days we exercise).
+
+So, we add 1 day to 3 days to get 3 days, and the answer is 3.','3',0,'not_equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,0,'To solve this problem, we need to break it down step by step. First, we identify the information given: 60 loaves per day * 2 days in the morning = 120 loaves per day * 2 = 240 loaves of bread per day, 240 loaves / 2 = 120 loaves of bread sold in the morning, and 120 loaves sold in the afternoon.
+
+Now, we can calculate this step by step: 240 loaves / 120 loaves = 0.25 loaves per day.
+
+This means that 240 loaves of bread is sold 25% of the time, which is 0.25 * 120 loaves = 25 loaves per day.
+
+To find out how many loaves of bread are sold in the afternoon, we need to calculate the total number of loaves sold in the afternoon, which is 25 loaves / 60 loaves = 0.25 loaves per day.
+
+In other words, 240 loaves per day is 25 loaves of bread sold in the afternoon, which is 0.25 * 60 loaves = 120 loaves of bread sold.
+
+This is the answer. 
+The bakery sells 240 loaves of bread every day, so 25 loaves of bread are sold every day.','25',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,1,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the number of loaves that are sold in the morning and the number of loaves sold in the afternoon and evening.
+
+We know that 60 loaves of bread are sold in the morning, and half of the remaining loaves are sold equally in the afternoon and evening. So, 60 * 2 = 120 loaves are sold in the morning.
+
+Next, we need to calculate the number of loaves that are sold in the afternoon and evening. We know that half of the remaining loaves are sold equally in the afternoon and evening, so the number of loaves sold in the afternoon is 120 - 24 = 80 loaves. So, there are 80 - 120 = 10 loaves of bread sold in the evening.
+
+Now, we can calculate the total number of loaves sold in the afternoon by adding the number of loaves sold in the morning and the total number of loaves sold in the evening. This is 10 + 80 = 80 loaves.
+
+Therefore, there are 80 loaves of bread sold in the afternoon.','80',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,2,'To solve this problem, we''ll break it down into manageable parts. We know that 60 loaves of bread are sold in the morning, and 30 loaves of them are sold in the afternoon. 
+
+If we calculate 60 loaves of bread in the morning and 30 loaves in the afternoon, we can find the difference by subtracting the 60 loaves in the morning from the 60 loaves in the afternoon. This gives us 60 - 30 = 14 loaves of bread sold in the afternoon. 
+
+This is the answer to our initial question.','14',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,3,'Let''s break this down step by step. The bakery produces 60 loaves of bread each day, with 2/3 of those being sold in the morning. Now, we want to find out how many loaves of bread are sold in the afternoon. 
+
+The remaining loaves sold in the afternoon must be sold equally in the evening. This is what we''re told about. So, we can calculate 60 loaves of bread sold in the morning divided by the 60 loaves sold in the afternoon, which gives us 10 loaves in the evening.
+
+So, the answer is 10 + 1 = 11 loaves of bread are sold in the afternoon.','10',1,'equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,4,'To solve this problem, let''s break it down step by step. We know that 2/3 of the loaves are sold in the morning, which is 1/2 * 60 = 30 loaves.
+
+We also know that 1/2 of the loaves are sold in the afternoon, which is 1/2 * 30 = 6 loaves.
+
+To find the total amount sold in the afternoon, we need to calculate 1/2 * 30 + 1/2 * 6 = 1 + 3 = 4.
+
+So, the answer is 4 loaves of bread are sold in the afternoon.
+
+The answer is 4.','4',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,5,'To solve this problem, we need to first find out how many loaves of bread are sold in the afternoon. Since 60 loaves are sold in the morning, we can simply multiply 60 by 1, which gives us 60 loaves of bread sold in the afternoon.
+
+Now, let''s consider half of that, which means half of 60 is 30 loaves of bread sold in the afternoon. This is the answer to the question.
+
+However, we can interpret the problem in a different way. The bakery produces 60 loaves of bread each day, but 30 of them are sold in the afternoon and 20 are sold in the evening. So, if we subtract these 30 from the 60, we get 20, which is the remaining 2 loaves sold in the afternoon.
+
+However, there is another way we can interpret this problem. If you know the answer to the question and you want to know how many loaves of bread are sold in the afternoon, you can simply solve the problem by dividing 20 by 2, which is 4, and then multiply 4 by 3, and then multiply by 2. However, the answer can be reinterpreted as a fraction, but this is unlikely. A much more likely interpretation is to interpret this problem as a puzzle that asks how many days of the total number of days it will take to find the answer.','2',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,6,'Let''s break down the problem step by step:
+1. The bakery produces 60 loaves of bread in the morning.
+2. The remaining part of the morning is sold in the afternoon and evening.
+3. So, there are 180 loaves of bread left over and 120 of them are sold in the afternoon (2/3 of what is sold in the afternoon is sold in the evening).
+4. Now, we need to find how many loaves of bread are sold in the afternoon.
+5. So, we subtract 180 (remaining part of the afternoon) from 120 (net portion of the afternoon is sold in the evening).
+6. Therefore, there are 180 - 120 = 20 loaves of bread are sold in the afternoon.
+
+The answer is 20.','20',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,7,'To solve this problem, we need to break it down step by step. Let''s start by analyzing the information given. We know that 60 loaves of bread are produced every day, 2/3 of these are sold every morning and 1/2 of the remaining is sold equally in the afternoon and evening.
+
+First, we can calculate 1/2 of 60 to find the amount sold every morning. We can do this by dividing 60 by 2, which gives us 30. Now, we can multiply this by 1/2 to find the amount sold every afternoon. We multiply 60 by 1/2, which gives us 30. So, 30 is 1/2 of the amount sold every morning.
+
+To find the amount sold every evening, we multiply 30 by 1/2. This is actually just 1/4 of the amount sold every evening. So, 1/4 is 30.
+
+We can add these amounts together to find the total amount sold every day. 1 + 30 + 30 = 40, which is the amount sold every day.
+
+Finally, we can find the answer. 40 is 17.
+
+The answer is 17.','17',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,8,'1. Start by determining that 2/3 of the loaves are sold in the morning, which is 1/2 of the total 60 loaves.
+2. Calculate 1/2 of the total 60 loaves, which is 3.
+3. Divide 1 by 3, which is 1/3 of the total 60 loaves.
+4. Multiply 1 by 3, which is 3.
+5. Multiply 1 by 3, which is 3.
+6. Add 1 to get 3.
+7. Divide 1 by 3, which is 1.
+8. Add 1 to get 3.
+9. Divide 3 by 3, which is 1.
+10. Add 1 to get 3.
+11. Now add 1 to get 6.
+12. Now add 1 to get 6.
+13. Now multiply 6 by 3, which is 18.
+14. Multiply 18 by 3, which is 54.
+15. Now multiply 54 by 6, which is 312.
+16. Now add 1 to get 6.
+
+So, 6 loaves of bread are sold in the afternoon.','6',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(25,9,'To solve this problem, let''s break it down step by step. We know that 60 out of the 100 loaves are sold in the morning, so 60 * 100 = 600 loaves are sold in the morning.
+
+Now, we know that half of the rest of the loaves are sold in the afternoon. So, 600 / 2 = 300 loaves are sold in the afternoon.
+
+To find out how many loaves of bread are sold in the afternoon, we need to divide the total amount of the afternoon by the number of loaves sold in the afternoon. 300 / 60 = 3 loaves of bread are sold in the afternoon.
+
+To find out how many loaves of bread are sold in the evening, we need to multiply the number of loaves sold in the afternoon by 1. 3 * 1 = 3 loaves of bread are sold in the evening.
+
+Now we can calculate the answer as follows: 3 loaves of bread are sold in the evening. So, 600 * 3 = 1800 loaves of bread are sold in the evening.','1800',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,10,'Let''s start by breaking down the information provided. The bakery produces 60 loaves of bread each day, so in the morning, that''s 60 x 2 = 120 loaves. The remaining loaves are sold twice as much as the daytime ones. This leaves 120 x 2 = 240 loaves of bread in the afternoon.
+
+To find the answer, we need to calculate 240 / 2, which equals 120. So, 120 loaves sold in the afternoon equals 240 loaves of bread sold in the afternoon.
+
+This approach can be simplified by using a fraction. We can find 120 / 2 by dividing both numerator and denominator by 2 and then multiply the result by 2. This gives us 120 / 2 = 60.
+
+So, 60 loaves of bread are sold in the afternoon.','60',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,11,'To solve this problem, we need to set up a system of equations where we have the number of loaves sold in the morning and the number of loaves sold in the afternoon and evening.
+
+Let''s start by setting up the system of equations:
+
+Proposition 1: There are 60 loaves of bread sold in the morning.
+Proposition 2: There are 20 loaves of bread sold in the afternoon.
+
+We can set up the system of equations as follows:
+
+20 = 60 - 10L
+
+This is the equation for Proposition 1.
+
+Now, we can solve it for L by adding 10 to both sides of the equation:
+
+20 = 60L + 10L
+
+To solve for L, we can multiply both sides of the equation by 10:
+
+20L = 60L + 10L
+
+We can now subtract 10L from both sides of the equation:
+
+2L = 6L
+
+Now, we can solve for L by dividing both sides of the equation by 2:
+
+2L = 3L
+
+Finally, we can solve for L by dividing both sides of the equation by 2:
+
+L = 1
+
+So, there are 1 loaves of bread sold in the afternoon.','1',0,'not_equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,12,'To solve this problem, let''s break it down step by step. We know that 60 loaves of bread are sold in the morning and the remaining 40 loaves are sold equally in the afternoon and evening. 
+
+We can break it down to the problem into two parts: 40 loaves are sold in the morning, and 160 loaves are sold in the afternoon and evening. Now we can just add them up since there''s 160 loaves in the afternoon and 40 loaves in the morning, but that''s not the answer. 
+
+We can use the concept of a fraction from a fraction, this gives us (1/4) * (160 + 40 = 240). Now, since 240 is the answer to the question of how many loaves were sold in the afternoon, we can multiply that by 1, so that''s 24 times, or 24 x 16 = 32. So the answer is 24 x 16 = 320.
+
+So the answer is 320.','320',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,13,'To solve this problem, we can break it down step by step. We know that 60 loaves of bread are produced in the morning, and 2/3 of that is sold in the afternoon, which is 1/3 of 40.
+
+First, we can calculate 1/3. To do this, we multiply 1 by 3^2, which gives us 3.
+
+To find 1/3, we multiply 1 by 1, which gives us 1.
+
+This is the same as 1/2 which is the average of 1 and 1, which is 1.
+
+In other words, 1 is the same as 1/2.
+
+The answer is 1.','1',0,'not_equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,14,'To solve this problem, we need to first analyze the data provided. The bakery produces 60 loaves of bread every day, 23.5% of which are sold in the morning, 23.5%, and 23.5% of the remaining 33.5% is sold equally in the afternoon and evening.
+
+The remaining 33.5% of 60 is 60 * 3.5 = 18.75 loaves that are sold in the afternoon.
+
+Now, we need to find how many loaves of bread are sold in the afternoon. To do this, we can divide 18.75 by 3.5, which is 6.33.
+
+Therefore, 6 loaves of bread are sold in the afternoon.
+
+Thus, we can conclude that 6 loaves of bread are sold in the afternoon of the bakery.','6',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,15,'To solve this problem, we need to break it down step by step. First, we calculate 100% of the loaves in the morning and divide it by 60, which is 100%.
+
+We know that 100% of the loaves sold in the morning are sold. Therefore, 100% of what is sold must be sold to the total number of loaves sold in the afternoon. This can be written as 100% of the total number of loaves sold divided by the number of loaves sold in the afternoon.
+
+This can be rewritten as 100% of the total number of loaves sold divided by the number of loaves sold in the afternoon. This is 100% of the number of loaves sold divided by the number of loaves sold in the afternoon.
+
+So 100% of the number of loaves sold in the afternoon must be 100% of the total number of loaves sold divided by the number of loaves sold in the afternoon.
+
+This can be rewritten as 100% of the number of loaves sold divided by 60% of the number of loaves sold in the afternoon.
+
+The answer is 22. This is the answer without any fractional parts.','22',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,0,'If the remaining class likes 1/4 of the green school''s students, then 1/4 of 40 is 40 - 1/4 = 20 students who like yellow.
+One-fourth of the remaining class likes 40 - 20 = 80 students who like yellow.
+So there are 80 - 40 = 20 students who like yellow.','20',0,'not_equivalent',89,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,1,'1
+
+Half of 40 is 20. So, 10 are the students who like yellow. 1/2 = 5% of all the subjects. 10% of 40 = 5. 10 students like yellow, so there are 5 yellow students. 100% of the class likes yellow, so there are 10 students who like yellow. 10 students. 5 is the remaining. 5 + 1 = 6 is the remaining. 6 + 10 = 16 is the remaining. 6 = 15 is the remaining. 15 is the last remaining. 15 = 25 is the last remaining. 25 is the last remaining. 25 + 1 = 26 is the last remaining.
+
+#### 55
+
+This is the answer.','55',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,2,'Step 1: Determine the number of classes that like blue.
+
+Half of 40 is 20, and 1/4 of 40 is 4.
+So, 20 / 4 = 4.
+
+Step 2: Determine the number of classes that like green.
+
+One-fourth of 40 is 8.
+So, 8 / 4 = 1.8.
+
+Step 3: Calculate the number of classes that like yellow by multiplying 2 by 1.8.
+
+One-fourth of 20 is 12.
+So, 12 / 4 = 2.
+
+So, 2 classes like yellow.','2',0,'not_equivalent',155,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,3,'Let''s break this down step by step. We have two information: the number of pupils who like blue and the total number of pupils who like green.
+
+The first information is the proportion of the class who like blue. The second information is the total number of pupils who like green.
+
+To solve this problem, we need to find the ratio of the number of pupils who like blue to the total number of pupils who like green. 
+
+Let''s consider the ratio of the number of pupils who like blue to the total number of pupils who like green. If you were to divide both numbers by the same number, that would give you the number of pupils who like blue divided by the total number of pupils who like green. To do that, we can multiply 1 by 2, since there are only two of them. This is a simple division of numbers.
+
+So, 2 / 2 = 1. 
+
+So the ratio of the number of pupils who like blue to the total number of pupils who like green is 1:1.','1',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(26,4,'To solve this problem, we need to follow a step-by-step approach. First, we need to calculate the number of students who like blue. Since one-fourth of the remaining class likes blue, we multiply 1 by 4, which gives us 1, so the number of students who like blue is 1/4.
+
+Next, we need to find the number of students who like the color yellow. This is 1/2.
+
+Finally, we need to find the total number of students who like yellow. We multiply 1 by 1, so we get 1, which is the answer.
+
+A more elegant solution to this problem involves a combination of both algebra and a bit of math. We start by identifying the number of students who like blue. This is simply 1/2, since half of the remaining class likes blue. Now we can use algebra to find the number of students who like yellow.
+
+We divide 1 by the fraction 2/2 which is 100%, which is half of 1. This is a fraction of 2, since there''s a remainder of 1 with 2. So we multiply 100% by 2/2 which is 20% of the original 1, which is 40% of the original 1.
+
+So there are 40 students who like the color yellow.','40',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,5,'Let''s break this down step by step:
+
+We have 40 - 1/4 of the class likes blue, so 40 - 1/4 of 40 is 20.
+We also have 20% of the remaining class likes green, so 20% of 40 is 10.
+The rest likes yellow, so 10% of 40 is 10.
+
+We can add these fractions together: 20 + 10 + 10 = 30, and then subtract 1 from the numerator of each fraction, leaving us with 11.
+
+We can now combine the fractions: 2 * 11 = 22, and then multiply it by 11, so 22 * 11 = 222.
+This leaves us with 120.
+
+The answer is 120.
+#### 120
+The answer is 120.','120',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,6,'To solve this problem, we need to break it down into manageable parts. First, we identify the given information: 25% of the class likes blue, 25% of the remaining likes green, and 15% like yellow.
+
+To find the total number of pupils who like both colors yellow and green, we''ll multiply the percentage of blue by 2. So, 25% * 2 = 4. So, 2.5 blue pupils like the color yellow.
+
+To find the number of pupils who like the color yellow and green, we''ll add those percentages: 40% + 4 = 44. So, 4.4 blue, 4.4 green, and 4.4 yellow pupils like the color yellow.
+
+Now we can add the results: 40 + 44 + 4.4 = 220, which is the total number of blue, green, and yellow pupils who like both.','220',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,7,'1. To solve the problem, we need to find out how many of the remaining class likes yellow, which is 40 / 100 = 0.4 (or 40%).
+2. To find the number of pupils who like the color yellow, we need to divide 40 by 100. 40 / 100 = 0.4.
+3. Now we can find the number of pupils who like the color yellow by multiplying 40 by 0.4.
+4. So the answer is 40.','40',0,'not_equivalent',123,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,8,'To solve this problem, we need to consider the fractions of the total class of 40 that like blue, the remaining 80% that like green, and the 20% that like yellow.
+
+To calculate the fraction of the class that likes blue, we can divide the number of pupils who like blue by the total number of pupils who like blue: 40 / 40 = 1.
+
+To calculate the fraction of the remaining class that likes green, we can divide the number of pupils who like green by the total number of pupils who like green: 10 / 40 = 1/2.
+
+To calculate the fraction of the class that likes yellow, we can multiply the fraction of the remaining class that likes yellow by 1: 20 * 1 = 20.
+
+So, there are 20 pupils who like the color yellow.
+
+The answer is 20.','20',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,9,'To solve this problem, we need to break it down step by step. We know that Half of the Class likes Blue, which is a percentage. So, 40% of the Class likes Blue. In this case, we can use the formula for percentages to calculate the number of Class likes Blue.
+
+Let''s say 10% of the Class likes Blue, which is 0.1 * 0.80 = 0.08. Now, we need to find out how many of the Class likes Yellow. 10% of the Class likes Yellow is 0.1 * 1.08 = 0.12, and 40% of the Class likes Yellow. Therefore, the remainder of 40% isn''t applicable here because the remainder of 12 is 1, and 40% is 40%.
+
+The remainder of 40% is 4, which is the remainder of 12% when 4 is divided by 4. So, 4 is the remainder.
+
+We still have 4 left (10% of 40, which is 40, and 40% leaves 4), so there are 2 remaining.
+
+The remaining number is 40 - 2 = 28.
+
+The total number of Class likes Blue is 28.','28',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,10,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many students like the color yellow. Let''s think of it this way: half of the class likes blue, and one-fourth of the remaining likes green, so there are 40 - 2 = 24 students who like blue.
+
+Now, we can find the number of students who like yellow by dividing the number of students who like yellow by 2. This is 24 / 2 = 12.
+
+To find the number of students who like the color yellow, we can multiply the number of students who like yellow by 2. So, 12 * 2 = 24 students who like yellow.
+
+Finally, we can add these two results together: 40 - 24 + 24 = 28 + 28 = 56.
+
+Therefore, there are 56 students in the class who like yellow.','56',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,11,'To solve this problem, we need to determine the fraction of the class that likes yellow.
+
+Let''s break it down: half of the class likes yellow, one-fourth of the remaining likes yellow, and so on, until we reach the fraction that likes yellow.
+
+The remaining fraction is 1 - 1/4 = 3/4, which represents one-fourth of the class''s likes.
+
+This means the class likes one-fourth of the class''s likes. To find out how many people like the color yellow, we multiply the fraction by the number of people to find the total number of people who like yellow: 1/16 * 18 = 3.
+
+So, there are 3 people who like the color yellow.','3',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,12,'To solve this problem, we need to break it down step by step. We need to consider the options given: one-fourth of the remaining likes blue, one-fifth of the remaining likes green, and one-fifth of the remaining likes yellow.
+
+Let''s start by considering the options for the remaining one-fifth of the remaining likes green and the remainder of one-fifth of the remaining likes yellow.
+
+The problem is asking us to find the number of such pairs that satisfy the given constraints.
+
+First, we calculate one-fifth of one-fifth of one-fifth.
+
+ (1/5) * (7/10) = 2/5 * (1/5) = 2/5.
+
+Now we want to find 7/10 of 1/5.
+
+To convert 1/5 to 1, we need to multiply by 10. So we get 1 * 10 = 10.
+
+So the answer is 10.
+
+The answer is 10.','10',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,13,'1
+1
+1
+2
+2
+4
+4
+1
+1
+1
+3
+3
+4
+4
+1
+1
+1
+2
+3
+2
+2
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+1
+2
+4
+4
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+1
+','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,14,'To solve this problem, we need to consider the possible combinations of pupils who like yellow.
+
+First, we need to determine the total number of pupils who like yellow. There are 40 pupils in the class, and one-fourth of them like yellow. So, 40/4 = 10 yellow pupils.
+
+Now, let''s find the number of pupils who like green. We know that half of the remaining likes green and one-fourth of the remaining likes green, so we can calculate this as 40/4 = 10 green pupils.
+
+Finally, we can find the number of pupils who like yellow: 10 - 40 = 4 yellow pupils.
+
+So, there are 4 yellow pupils who like the color yellow.','4',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,15,'To solve this problem, we need to consider all possible scenarios and find the most straightforward way to approach it.
+
+Let''s break it down by considering the fractions of the class that likes blue and the remaining 2/4 that like green and the remaining 2/4 that like yellow.
+
+For the class that likes blue, there are 2/4 of the total that like blue. This means for the class that likes green there are 2/4 of the remaining that like green.
+
+For the remaining class that like yellow, there are 2/4 of the remaining that like yellow and there are 2/4 of the remaining that like yellow.
+
+To find the total number of pupils that like the color yellow, we multiply these fractions: 2/4 * 2 = 8/2 = 4. So there are 4 pupils who like the color yellow.
+
+This is the most straightforward way to solve the problem.','4',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,0,'1. Let''s think step-by-step: 1. The total number of silver pesos is 100 (since 1 silver peson is 100 gold pesos). 2. The total number of gold pesos is 20 (since 2 gold pesons can be combined into 1 gold peson). 3. The number of gold pesons x 2 = 2x. 4. The number of silver pesons x 2 = 4x. 5. Now we just need to find 4x. 6. 4x = 2x * 100 / 2 = 2x * 20 = 4x. 7. Now we just need to find 8x. 8. 8x = 8 * 20 = 16x. 9. The total number of pesos is 100 + 20 + 4 * 20 + 4 * 16 = 4 * 240 = 1280. 10. The total number of silver pesos is 100 + 2 * 20 = 40 + 4 = 44. 11. The total number of gold pesos is 20 + 2 * 4 = 8 + 8 = 16. 12. The total number of gold pesos is 4 * 2 = 8. 13. So the answer is 13.','13',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,1,'Let''s break it down step by step. We have 50 silver pesos and 80 gold pesos, which means 80 + 40 = 120. Now, Anna has twice as many gold pesos as we have, which means 2 * 120 = 240 gold pesos.
+
+The total number of silver pesos is the sum of the gold pesos and the silver pesos. So, 240 - 120 = 80 silver pesos.
+
+The number of gold pesos that Anna has is twice the number of silver pesos. So, 2 * 40 = 80 gold pesos.
+
+The total number of silver pesos is the sum of the silver pesos and the gold pesos. So, 240 + 80 = 320 gold pesos.
+
+The final answer is 320 - 80 = 180 gold pesos.
+
+The total number of silver pesos is the sum of the gold pesos and silver pesos, which is the same as the sum of the silver pesos and gold pesos. So, 240 + 80 = 320.
+
+The solution is 180.','320',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,2,'To solve this problem, we need to first calculate the total amount of silver and gold, and then find the total number of silver and gold in the given scenario.
+
+Let''s start by calculating the total amount of silver and gold. We have 50 silver pesos and 80 gold pesos, so the total amount of silver and gold is 50 + 80 = 100 silver and 100 gold.
+
+Now, let''s find the total number of silver and gold. We can do this by multiplying the number of silver and gold by itself twice, since 50 and 100 are both 2 * 2, so we multiply 100 * 2 = 200.
+
+So, the total number of silver and gold is 100 * 2 = 200.
+
+Now we have 100 silver and 200 gold, which is a combination of silver and gold.
+
+The total number of silver and gold together is 100 + 200 = 200.
+
+This is the total amount of silver and gold, which is the sum of both sides, so the answer is 200.','200',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(27,3,'To solve this problem, we need to first identify the total number of silver pesos Alex has and the total number of gold pesos he has. 
+
+X = 50 
+X represents the total number of silver pesos Alex has. 
+
+2A = 40 
+So, A = 2A = X / 2 = 10 gold pesos
+
+Now, let''s find out the total number of gold pesos Alex has.
+
+A + 2A = 40 
+This is the total number of gold pesos Alex has.
+
+2A = 2 * 20 gold pesos = 40 gold pesos
+
+So, Alex has 40 gold pesos.
+
+The answer is: 40','40',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,4,'Let''s break down the information. X = AXE, where AXE represents the total number of silver pesos, X represents the number of gold pesos, and 80 is the doubled number of gold pesos.
+
+We can set up the equation AXE + 40 = 2AXE, where 2AXE represents the total number of silver pesos, 2AXE represents the total number of gold pesos.
+
+Now, we can solve for the unknowns X and 40 in the equation AXE + 40 = 2AXE.
+
+40 = AXE + 2XE, which is the same as AXE + 2AXE = 4AXE.
+
+We can now eliminate the A in the equation AXE + 2AXE = 4AXE.
+
+2AXE = 4, and AXE = 2AXE.
+
+X = 2AXE.
+
+We want to find X.
+
+2AXE = 2AXE, so AXE = 2AXE.
+
+The final answer is AXE = 2AXE, which is the same as 2 (2AXE).
+
+The total number of silver pesos is 2AXE, which is 2AXE.
+
+The total number of gold pesos is 2AXE, which is 2AXE.','2',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,5,'Let''s break down the problem step by step. A coin can only be one of two values: 1) silver and 2) gold.
+
+A coin can only be a single value. Since a single gold peso equals 100 silver pesos, the total value of gold is 100 * 2 = 200 gold pesos.
+
+Now, we have multiple values. A coin cannot have multiple values.
+
+We know that AXEL has 50 silver pesos, and 80 gold pesos.
+
+They have a total of 100 (1 + 2 * 200) = 100 * 2 = 200 gold pesos.
+
+But we also know that they have 100 * 2 = 200 gold pesos.
+
+So the answer is 200 gold pesos.','200',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,6,'To solve this problem, we need to think about the multiplication of 2 to get the solution of 5*2*3 = 15 and then add that to the sum of the two given values. However, this problem can be simplified by breaking it down into the opposite operation. We need to find the total of 15 and then multiply that by 80.
+
+So, we would first find the total of 15 and multiply it by 80, which equals 100. Now, we have 100 + 15 = 25. Then we would add 15 to the result.
+
+This is the total amount of silver pesos they have together, which is 25.','25',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,7,'Let''s break it down step by step. A coin is worth 1 silver coin and 1 gold coin. 1 silver coin and 1 gold coin is equivalent to 1 gold coin. 1 gold coin is worth 1 silver coin. If they have twice as many gold coins, they have double the amount of gold coins. 2 x 2 = 4 gold coins. The total amount of gold coins is 4 x 2 = 8 gold coins.
+
+Now we know a coin is worth 1 silver coin and 2 gold coins, so 1 silver coin and 2 gold coins are equal to 1 gold coin. A gold coin has a value of 1 silver coin. 2 gold coins is 2 * 2 = 4 gold coins. So, 8 gold coins is 8 * 2 = 16 gold coins.
+
+In total, the total amount of gold coins is 16 + 8 = 24 gold coins.','24',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,8,'To solve this problem, we need to first identify the information given: the number of silver pesos the couple has and the number of gold pesos they have together.
+
+Let''s start by using the given information: 50 silver pesos is equal to 1 gold peso. This is a classic example of double counting, where we make incorrect assumptions when comparing figures that have different units.
+
+Now, let''s consider the units of the coins. Silver pesos have a value of 5, gold pesos have a value of 10, and there are 2x10 + 2 = 2x = 2^3. So, the total number of coins is 5 * (2^3) = 25.
+
+This is a nice example of a classic example of compound interest. When you double a number, you double the amount of money. In this case, the amount of money doubles, but the number itself also doubles.
+
+The solution to the problem involves solving a multiplicative equation involving both variables. We can set up an equation based on the given units and multiplies them together. In this case, we multiply 1 * 2^3 = 2 * 25 = 50.
+
+The solution is not just a matter of calculating the number of coins, but rather understanding the mathematical relationships between different numbers. By breaking down the problem, we can find a solution that takes into account both the number of coins and the multiple of coins.
+
+In fact, this problem is an excellent example of how mathematical concepts can be applied to everyday life, with a rich array of applications beyond just money and finance.','50',0,'not_equivalent',350,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,9,'Axel has 50 silver pesos and 80 gold pesos, and Anna has twice as many silver pesos as he has. To find the total number of pesos they have together, we multiply the number of silver pesos by the number of gold pesos.
+
+Axel has 50 silver pesos * 2 = 100 gold pesos, and Anna has 40 more gold pesos. So, the total number of pesos they have together is 100 + 40 = 140 gold pesos.
+
+The answer is 140.','140',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,10,'To solve this problem, we need to break it down step by step and calculate the total number of silver pesos and gold pesos, while considering both parties.
+
+Axel has 50 silver pesos, and he has twice as many gold pesos as he has. This means that for every gold peso, he has twice as many silver pesos. Therefore, if he has double the gold pesos, he has double the number of silver pesos.
+
+The sum of their individual value is 50 * 2 = 100 gold pesos, and 40 more gold pesos. So the total number of silver pesos is 2 * 50 + 40 = 100 + 40 = 140.
+
+Now we need to find the total number of gold pesos and silver pesos. We can do this by adding the sum of gold pesos and silver pesos (100 + 140 = 240) and then subtracting the sum of silver pesos and gold pesos.
+
+The total number of gold pesos is 240 - 40 = 160.
+
+The total number of silver pesos is 160 - 100 = 100.
+
+So the answer is 100 + 100 = 200.
+
+The solution is 100 + 100 = 200.','100',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,11,'Let''s break down the information step by step:
+
+Axel''s current value is 50 * 80 = 4000 silver pesos.
+His friend Anna has twice as many silver pesos as Axel, which is 2 * 40 = 80 gold pesos.
+The total number of silver pesos is 4000 + 80 * 2 = 4000 + 1600 = 12000.
+To find the total number of gold pesos, we add the number of gold pesos, which is 12000 + 1600 = 28000.
+The total number of gold pesos is 28000 - 12000 = 1000.
+Therefore, the total number of pesos they have together is 1000 + 2800 = 4800.
+
+The total number of gold pesos is 1000 + 2800 = 4800.
+#### 4800
+The answer is: 4800','4800',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,12,'Let''s break it down step by step. Axel has 50 silver pesos, so he has 50 * 2 = 100 gold pesos.
+After buying 100 * 2 = 200 gold pesos with Anna, he had 100 gold pesos.
+However, he has twice as many silver pesos as he has now, so he has 100 + 2x = 225 gold pesos.
+There are 2 * 40 = 80 silver pesos left, but 80 - 2x = 150 gold pesos.
+The total number of pesos is the sum of the number of gold pesos and the number of silver pesos, which is 2x + 150 - 150 = 200 gold pesos.
+So, the answer is 200 gold pesos.
+
+x = 200 - 150 = 50 + 150 - 40 = 200 + 60 = 1200
+The answer is 200 + 60 = 2200','200',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,13,'To solve this problem, we need to identify the relationship between the number of silver pesos and the number of gold pesos. We know that AXEL has 50 silver pesos and has twice as many gold pesos as AXEL, so AXEL has 50 * 2 = 100 gold pesos.
+
+We know that AXEL has twice as many gold pesos as AXEL''s friend Anna, so we know that AXEL''s friend Anna has twice as many gold pesos as AXEL''s friend Anna.
+
+We can use the equation 2A = B for AXEL''s friend Anna. Therefore, the total number of gold pesos is the sum of the number of silver pesos and the number of gold pesos.
+
+We know that 80 gold pesos is twice the number of silver pesos, so 80 gold pesos / 2 = 40 silver pesos.
+
+Now we know that AXEL has twice as many silver pesos as AXEL''s friend Anna, so AXEL has twice the amount of silver pesos of Anna, so AXEL''s friend Anna has twice the amount of silver pesos of Anna.
+
+Therefore, the answer is 40 * 2 = 80 silver pesos, which is the answer.','40',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,14,'Let''s break it down step by step.
+
+Axel has 50 silver pesos and 80 gold pesos. So, A+H = 50 + 80 = 140, but A+H = 140 - 150 = 1, but for 80, 2 * 80 = 160, but for 150, 2 * 2 = 40.
+
+The total is 160 + 150 = 220, but for 40, 2 * 2 = 4.
+
+The total is 160 + 150 = 260.
+
+The total is 4 + 1 = 5.
+
+Axel has twice as many gold pesos as A+H. So, A+H = 2 * 2 = 4, but A+H is double of A+H. So, A+H = 2 * A + 2 = 4.
+
+The total is A+H = 4 + 4 = 8, but A+H is double of A+H. So, A+H = 8 + 4 = 12, but A+H is double of A+H. So, A+H = 12 + 8 = 14, but A+H is double of A+H. So, A+H = 14.
+
+Axel has twice as many silver pesos as A+H, but he has twice as many gold pesos as A+H. So, A+H = 2 * 2 = 4.
+
+Axel has twice as many gold pesos as A+H, but he has twice as many silver pesos as A+H. So, A+H = 2 * 2 = 4.
+
+Axel has added 2 gold pesos to himself, but he has doubled himself to 2 gold pesos, but he is double of himself. So, A+H = 2 * 2 = 4.
+
+Axel has twice as many gold pesos as A+H, and he is double of himself. So, A+H = 2 * 2 = 4.
+
+Axel has added ','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,15,'Axel has 100 silver pesos and 100 gold pesos, so he has 100 * 100 = 10000 gold pesos.
+Axel has twice as many silver pesos as Anna, so she has twice as many silver pesos as her friend.
+They have a total of 10000 * 2 = 20000 gold pesos.
+The sum of their combined gold pesos is 10000 + 20000 = 40000 gold pesos.
+The total number of pesos they have together is 10000 + 40000 = 80000 gold pesos.
+#### 80000
+The answer is: 80000','80000',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,0,'To solve this problem, we need to find out how many pencils are in 6 erasers and 8 pencils. We can do this by dividing the total cost of 6 and 8 by 2.
+
+First, let''s calculate 6 and 8, which are both 12 pencils. Adding these together, we get 14 pencils.
+
+Now, let''s check if 6 and 8 are equal. If we multiply 6 by 2 and 8, we get 12, which is indeed the answer.
+
+So, 6 erasers and 8 pencils are indeed 14 pencils.','14',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,1,'To solve this problem, we need to consider the available resources, which in this case are both erasers and pencils. We know that 6 erasers and 8 pencils cost $6. If we add the cost of the two items, that is $12. Therefore, 6 + 8 = 12.
+
+So, in total, 6 + 12 = 18 and 12 is the product of the original two items. Adding these together, we get 18.
+
+Therefore, the answer is 18.','18',0,'not_equivalent',119,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,2,'To solve this problem, let''s break it down step by step. We know that one eraser costs $2 and a pencil costs $3. Let''s assume the cost of one eraser is x and the cost of 6 pencils is x + 8. 
+
+We know that x + 8 is equal to the cost of one pencil. So, we can set up an equation: x + 8 = x + 3. 
+
+Now we can take the variable (x) and solve for x. 8 is simply 8, so we have: 2 = x. 
+
+So, the answer is 2.','2',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,3,'To solve this problem, let''s break it down step by step. We have two items that are both three items, and one of those three items is worth 60 cents. So, we have a total of 6 + 8 = 12 items.
+
+First, let''s find 12 items. We can divide 12 by 3 and find 12 with a remainder, which is 2. The answer is 2.
+
+Now, let''s think about the possible cost of 12 items. We can''t have 12 items that cost the same amount, but we can have 12 items that are both worth 60 cents. We can choose 3 items, and we have 12 items, so the answer is 3.
+
+So, the final answer is 3.','3',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,4,'To solve this problem, let''s first convert the problem into the context of money. We need to convert the $3 to dollars. So, 3E = 3*3 = 9. Now, we can set up the equation:
+
+9 + E = 9E.
+
+This is the equation that represents the total cost of 6+8 = 14 pencils.
+
+We can think of this problem as a simple fraction of 14. We can set it up as 9 + 14 = 21, which is a decimal.
+
+This is how we round to the nearest integer, as 21 is an irrational number.
+
+However, if we were to round the problem to a specific decimal, we would round to 22.
+
+This problem is a fun challenge that requires a bit of math. It''s an interesting way to approach a math problem, and it is a friendly challenge that encourages your kids to think creatively and solve problems in creative ways.','22',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,5,'To solve this problem, we need to divide 6 by 8 to find out how much a single eraser costs. 
+
+6 ÷ 8 = 0.6
+
+This can be rewritten as 6 * 8 / 1
+
+Simplifying this equation, we get 6 * 8 = 48
+
+So, 6 x 8 = 48
+
+The answer is 48.','48',0,'not_equivalent',93,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,6,'To solve this problem, we can start by identifying the information given:
+
+We know that an eraser costs $2 and a pencil costs $3. This means that the cost of an eraser plus the cost of a pencil equals $2 + 3 = $5.
+
+Now we know that 6 erasers and 8 pencils cost to be equal to 2 + 3 = 5 dollars. Since we can''t have a fraction of a dollar, we can set up a simple equation to solve this problem:
+
+2 + 3 = 5, which is the total cost of 6 erasers and 8 pencils.
+
+Therefore, the answer is 6 + 8 = 14, which is the total cost of 6 + 8 = 14 pencils.','6',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,7,'To solve this problem, let''s first determine the total cost of 6 erasers and 8 pencils.
+
+First, let''s determine the cost of a pencil. Since a pencil costs $3 and 6 erasers cost $2, the total cost is 6 * $3 = $18.
+
+Next, we need to find the cost of an eraser. Let''s say an eraser costs $2. Then the cost of a pencil would be $1 (to avoid double-counting). We can add these amounts together and find the total cost of 6 erasers and 8 pencils: 6 + 8 = 14, which is $18.
+
+This problem can be solved by adding 1 to the cost of an eraser and 1 to the cost of a pencil. In this case, 1 is the cost of a pencil, 1 plus 1 equals 2, which is $1. 1 + 1 = 2, which is $1 in this problem. Therefore, the answer is $1.','$1',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,8,'Here''s a step-by-step solution:
+
+1. Start by removing the dollar sign from the equation "$1.50 * 2 = $3.50". This will give you the cost of 2 pencils.
+
+2. Now, multiply the cost of 6 pencils by 2.
+
+3. You would have 6 pencils * 2 pencils = 12 pencils, which is the cost of 2 pencils.
+
+4. Now you multiply 12 by the price of 2 pencils. The answer is 12 * $2 = $24, which is the cost of 2 pencils.
+
+Alternatively, you can use the equation $1.50 * 2 = $3.50 + 0.50 = $4.00 to calculate the cost of 6 pencils.','12',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(28,9,'To solve this problem, we need to consider the total cost of an eraser and 6 pencils and 8 pencils, which is 10 * 2 = 20 dollars.
+
+We can start by finding the cost of one pencil, which is $1. To find the cost of 1 pencil, we multiply 2 by 1: 1 * 2 = 2 pencils. To find the cost of 1 pencil, we can multiply 2 by 1: 2 pencils.
+
+The total cost of the 6 pencils and 8 pencils is 10 + 2 = 20 dollars.
+
+Therefore, the total cost of the 6 pencils and 8 pencils is 20 - 2 = 12 dollars.
+
+The answer is 12.','12',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,10,'Let''s break it down step by step.
+
+A pencil is $3 and an eraser is $2. So, a pencil and an eraser together cost a total of $3 + $2 = $5.
+
+Now, we need to convert this to a dollar amount. A dollar is worth 10 cents. A pencil costs $5, so 10 cents is 10 * 10 * 10 = 100 dollars. So, a pencil and an eraser together cost $100 dollars.
+
+#### 1
+
+The solution to this problem is indeed 100.','1',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,11,'1. Let''s break it down step-by-step: 
+A math student knows how to solve the equation 2x = 8, which results in 2x = 8 + 2, which simplifies to 2x = 12.
+2. Now, let''s consider the cost of 1 pencil. A math student is only allowed to use 2 pencils, and a math student can''t have more than 2 pencils.
+3. We can combine the equations 2x = 12 and 2x, which is 2(12) = 24.
+4. Now we have 2x = 12, which is the total cost of using 1 pencil.
+5. This is a linear relationship between the two variables, specifically the cost of using 1 pencil is directly proportional to the cost of using 1 pencil.
+6. We need to find the cost of using 6 pencils, which is 8 + 2 = 10 pencils.
+
+Multi-step: This is a problem that requires a multi-step reasoning to solve. Here''s a step-by-step process of how to solve this:
+
+Step 1: Combine the equations 2x = 12 and 2x, which are the cost of using 1 pencil.
+
+Step 2: Determine the cost of using 1 pencil, which is 8 / 1 = 8 pencils.
+
+Step 3: Solve for the cost of using 1 pencil by cross-multiplying, which gives us 8 = 10 * x.
+
+Step 4: Now we have the cost of using 6 pencils, which is 6 * 10 = 60 pencils.
+
+Please note that this solution isn''t the correct answer. The actual cost of 6 pencils is 6*10 = 60 pencils.','60',0,'not_equivalent',404,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,12,'To find out how much each of these items will cost, we need to divide $2 by $3. This is a classic problem in math that has a simple yet elegant solution. 
+
+Let''s break it down step by step. If we have $2, we can buy 6 erasers for $2, and by buying 6 erasers, we''re buying 6 * $2 = $12 of the original cost. 
+
+The total cost of all the items combined would be $12 + 6 = $18.
+
+So, there are 6 + 8 = 14 pencils that cost $12 each.','$12',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,13,'To solve this problem, we need to consider multiple variables at once and think of a chain-like structure. We start by setting up an equation based on the given information: 6 + 8 = $24.
+
+This equation can be rewritten as 6 + 8 = 14 + 4 = 20. This is because we need to find an equation based on the given information and add it to the original equation. The equation that adds both sides of the equation to 20 is 20.
+
+Now, we need to find the value of 14, which is 20. This is because 14 (the sum of 20) equals 20. So the answer is 20.
+
+In other words, 6 + 8 = 14, and 6 + 8 = 20.','20',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,14,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the information given: the total cost of the items is $2 and the cost of the items divided by the number of items is $3, and the total cost is $2 + $3 = $6.
+
+The problem is a classic example of a puzzle that requires a step-by-step approach. We need to create a system of equations to solve this problem. The first equation is $2 * 6 = $12. Then we multiply both sides by 2 to get 2 * 6 = 12, which gives us 2*6 = 12. Finally, we multiply both sides by 2 to get 4*2 = 8, which gives us 2*2 = 4.
+
+Now the last equation tells us that to find the answer, we divide both sides by 4, which gives us 2 * 4 = 8. So we add 8 to both sides, which gives us 2 * 8 = 16.
+
+So the answer is 2 * 16 + 6 = 48.','2',0,'not_equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,15,'Let''s denote the cost of one pencil as x. The cost of 6 erasers can be represented by the equation x/6, which represents the total cost of 6 x 6 = 36 pencils.
+
+The total cost of 6 pencils is 6 * 36 = 204 pencils.
+
+Now we know that 6 x 36 = 208 pencils, which means there are 6 + 208 = 224 pencils that must be combined to reach the total cost of 204 pencils.
+
+The total cost of 6 pencils plus the cost of 208 pencils is 204 + 208 = 424 pencils.
+
+Therefore, 6 x 36 + 208 = 1720.
+
+So, the total cost of 6 pencils is 1720 - 208 = 922 pencils.','922',0,'not_equivalent',207,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,0,'Let''s break down the information given: number of popsicles Sam has more than Betty, the ratio of Sam''s more than Betty''s number of popsicles, and the total number of popsicles Sam has.
+
+We can start by finding out how much more Sam has Betty''s number of popsicles compared to the other two persons. Since Sam has more than Betty''s number of popsicles, the ratio of Sam''s more than Betty''s number of popsicles to Betty''s number of popsicles is 1:1.
+
+To find out how many more Sam has Betty''s number of popsicles compared to Betty''s number of popsicles, we can divide the number of sam''s more than Betty''s number of popsicles by Sam''s number of popsicles. This would give us the ratio of Sam''s more than Betty''s number of popsicles to Sam''s number of popsicles.
+
+Simplifying this fraction, we get 1:4, which is the same ratio of Sam''s more than Betty''s number of popsicles to Betty''s number of popsicles.
+
+So, the answer is 1:4.','1',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,1,'Let''s break down the problem step by step:
+
+- We know that Sam has 165 popsicles.
+- The ratio is 1:2, which means that 1:2 is 5:6.
+- We are asked to find the difference between the number of more than Betty''s multiple than Sam''s has and Sam''s number of more than Betty''s one, and then multiply that by Sam''s number of more than Betty''s one.
+
+Let''s work backwards: we have Sam''s number of more than Betty''s one, so we''ll multiply it by 165. 
+
+The product is 5*88 = 424. 
+
+So, Sam has 424 more than Betty, which is 5 more than Sam.
+
+Now, we can add 424 to the difference of Sam''s number of more than Betty''s one and Betty''s number of more than Betty''s one. 
+
+504 is the difference, and 424 is the product, but 424 is the product of 504 and 165, which is 424 * 165 = 7200. The product of 504 and 165 is 7200. 
+
+So, 5 more than Sam is 424, which is 5 * 7200 = 32000.
+
+To find Sam''s number of more than Betty''s one, we multiply 424 by 16, which gives 424. 
+
+So, Sam has 424 more than Betty, which is 5.
+
+So the answer is 5.','5',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(29,2,'Let''s analyze the situation step by step:
+
+We know that Betty and Sam have a ratio of 5:6, so if we have a ratio of 5:6, then the ratio of the total number of popsicles to Sam''s total number is 5:6.
+
+We also know that Sam and Betty have a ratio of 5:6. So if we have a ratio of 5:6, that means Sam has a ratio of 5:6.
+
+We are told that Sam has a ratio of 5:6, so we can add 5 and 6 to get 11 (the total number of popsicles is 11).
+
+We are also told that Betty has a ratio of 5:6, so we can add 5 to 11 to get 26 (the total number of popsicles is 26).
+
+We also know that Sam has a ratio of 5:6, so we can add 1 to 5 and get 1, so we can add 10 (the total number of popsicles is 10).
+
+In general, if we have a ratio of n:m, then the sum of the number of items that fits into the number of items that don''t fit is n + m.
+
+Let''s find the sum of the number of items that fits into the number of items that don''t fit, which is 26 (the total number of popsicles is 26).
+
+This can be written as a formula: 
+n + m = 26
+n = 26 + m
+
+So the answer is 26.
+
+The problem asks for the number of more popsicles Sam has more than Betty, so we''ll have to add 1 to 5 to 11, but since we can''t add a fraction, we''ll add 1 to 5, and we''ll have to double 5, which is 10, which adds 1 to 26.
+
+So the answer is 26.
+
+It''s also worth noting that we can see that if we have a ratio of n:m, then the number of items that fits into the number of items that don''t fit is n + m.
+
+This is a solution to a problem that is similar to a problem about the number of items that exceed a certain number of items that don''t','26',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,3,'To solve this problem, we''ll first calculate Sam''s ratio and then Sam''s total number of popsicles.
+
+We know that the ratio of Betty''s pickups to Betty''s takes into account both Sam''s pickups and Betty''s total number of popsicles. Let''s denote Sam''s pickups as S and Betty''s total number of popsicles as T.
+
+The ratio of Sam''s pickups to Betty''s pickups is 5:6.
+
+This means that Sam''s pickups account for 5 out of 6 pickups (5 x 2 = 10) and Betty''s pickups account for 6 out of 6 pickups (6 x 2 = 12).
+
+To find Sam''s total pickups, we multiply the ratio by the total number of popsicles Sam has:
+
+Sam''s total pickups = (5 x 12) + (6 x 12) = 6x2 = 12
+
+So, Sam has more total pickups than Betty, and Sam has more pickups than Betty''s total number of popsicles.
+
+To find Sam''s total pickups, we multiply the ratio by the total number of popsicles:
+
+Sam''s total pickups = (5 x 12) + (6 x 12) = 5x2 = 10
+
+So, Sam has more pickups than Betty, and Betty has more pickups than Sam.
+
+The total number of popsicles Sam has is the sum of the number of pickups Sam has and the number of pickups Sam has Betty''s. This is 5 + 12 + 2 = 28, which is equal to Sam''s total pickups.','28',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,4,'To solve this problem, we need to consider both sides of the ratio equation 5:6 = 4:3, where 4 is the difference between two ratios. This equation represents a situation where the ratio of the number of times a given factor is multiplied by itself can be simplified.
+
+We can rewrite 4*2 as 8, and 2*2 as 4. Now we have 2*4 = 8, which is the same as 1*8, and 1*8 = 8.
+
+However, the original equation 5:6 is 1:1, which doesn''t have a simple equation that can be easily factored into 1*1*2*1 = 8.
+
+A more elegant approach to solve this problem involves using the concept of logical reasoning. We know that 2*4 = 8 and 1*8 = 8, which is a logical fallacy. The problem is about finding a relationship where these two ratios cannot be equal, and finding a logical shortcut to solve the problem.
+
+A more elegant approach is to use a strategy of breaking down the problem into distinct parts and applying a logical pattern. We can break the problem into three parts - the ratio of the number of times a factor is multiplied, and the total number of popsicles.
+
+This approach is based on the principle of logical decomposition, which is a method of breaking down complex problems into more manageable parts and using this decomposition to find a solution.
+
+In the original problem, we have two parts - one part where we have the ratio of the number of times a factor is multiplied and the other part where we have the total number of popsicles.
+
+One approach to solving this problem is to use a mathematical trick called the "division trick" or the "division trick" which is used to find the number of times a factor is multiplied by itself.
+
+The division trick is based on a mathematical concept called "division" which is used to find the remainder of division. In the original problem, there are two parts - one part where we have the ratio of a factor multiplied by itself and the other part where we have the total number of popsicles.
+
+A more elegant approach to solving this problem is based on the idea of breaking down the problem into parts and using the logical decomposition of the problem to find a solution.','8',0,'not_equivalent',493,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,5,'To solve this problem, we need to find out how many more popsicles Sam has than Betty.
+Let''s break down the ratio of 5:6. If we have 5 popsicles, we can think of 5 as 5 / 6 = 2:1.
+We can also consider the relationship of 2:1 and 5:6.
+If we add 2 and 5, we get 10. So, the ratio is 1:10.
+The ratio of Sam''s number of popsicles to Betty''s number of popsicles is 1:10.
+So, the answer is 1:10.
+
+But we can also confirm this by adding 1:10 to the ratio of Sam''s number of popsicles to Betty''s number of popsicles: 1:10 + 1:10 = 1:2 = 1:2, which is the ratio of Sam''s number of popsicles to Betty''s number of popsicles.','1',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,6,'To solve this problem, we need to start by finding the ratio of Betty and Sam''s popsicles to Sam''s popsicles. This can be done by multiplying the ratio by itself. This is a fundamental concept in mathematics that allows for repeated multiplication of a fraction to find the fraction of a ratio.
+
+Let''s call this ratio `R = 5:6`. Multiplying the ratio by itself gives us:
+
+R^2 = 5*6 = 30
+
+Now, we can subtract the original ratio from R^2 to find the fraction of R:
+
+R - R^2 = 30 - 5 = 15
+
+So, Sam has more popsicles than Betty:
+
+R - R^2 = 15
+
+This is a linear equation where the equation is a sum of S times that is a fraction of itself. We can use the concept of fractions to solve the problem.
+
+We can set up a system of equations:
+
+R = 5:6
+R - R^2 = 15
+R = 15R^2 - 15*5 + 15R
+R - R^2 = 15R^2 - 15*5
+R = 15R^2 - 15R
+
+R = 15R^2 + 15
+
+This is the equation to solve the fraction of the original ratio that Sam has more than Betty. It is a linear equation with a slope of R^2 + 15 (the fraction of R that is Sam''s) and a intercept of 15.','15',1,'equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,7,'Let''s analyze the situation: the ratio of popsicles Sam has more than Betty is 5:6, which means that 5 is 2/3 of 6, which is 2/3. To find out how Sam has more than Betty, we need to find out how many is 2/3 of 1, which is 1.
+
+When we divide 1 by 2/3, it gives us 100%. This is the total number of popsicles Sam has more than Betty.
+
+Now, let''s think about the scenario: if Sam had more than Betty, they would have to have more than 165 popsicles, which means Sam would need to have 165 - 20 = 150 popsicles more.
+
+However, there are only 165 popsicles left in Sam''s total amount. If Sam had 150 more popsicles, they would have to have 150 - 20 = 100 more popsicles than they originally had, which is 1000 - 150 = 100 more than Sam''s original amount.
+
+So, if Sam had 100 more popsicles than they originally had, the answer would be 1000 - 100 = 100, which is the original answer.
+
+But if Sam actually had 100 more popsicles than they originally had, that means Sam originally had 100 popsicles, and Sam now has 100 more. So, the answer is 100.','100',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,8,'To solve this problem, we need to determine the total number of popsicles Sam and Betty have and then find out the difference between Sam''s number of more than Betty''s number of more than.
+
+First, let''s find out the total number of popsicles Sam has. 
+
+If Sam has 165 popsicles, then the other 85 are Betty''s. So, Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+Now, let''s find out Sam''s number of more than. Sam''s number of more than is a multiple of 2. So, Sam has 2 more than Betty''s.
+
+To find the difference between Sam''s number of more than and Betty''s number of more than, we''ll subtract Sam''s number of more than from Sam''s number of more than. 
+This is because Sam''s number of more than is equal to Sam''s number of Betty''s. So,  Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+Now, we simply subtract the numbers that Sam has more than of Betty''s from Sam''s number of more than. This leaves us with Sam''s number of more than plus Sam''s number of more than. 
+So, Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+So, Sam''s number of more than is equal to Sam''s number of Betty''s.
+
+Now, we can find out Sam''s number of more than. 
+The difference between Sam''s number of more than and Sam''s number of more than is equal to Sam''s number of more than. 
+
+The answer is 111.
+
+The answer is 111','111',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,9,'To solve this problem, we can start by considering the ratio of Sam''s and Betty''s popsicles. This means we''re dividing 165 by 1, which is equivalent to 165. 
+
+So, Sam has 165 more popsicles than Betty has.
+
+To find out how many more, we can think of this as 165 - 1 (the original total), since Sam has 165 - 1 = 164 more in total.
+
+The answer is 164.','164',0,'not_equivalent',117,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,10,'First, let''s find out how many more Betty has more than Sam. There are 165 total popsicles, and Sam has 1 more than Betty. So, 165 + 1 = 166. Now, let''s calculate how much Sam has more than Betty. Sam has 1 more than Betty, and if Sam has 1 more than Betty, they have to be 1 more than Betty combined.
+
+Sam has 1 more than Betty, and Sam has 1 more than Betty combined. To find out how much Sam has more than Betty, we need to find how many more Sam has than Betty combined. But if we just add Sam and Betty, we would have both 1 more than Betty and 1 more than Betty combined. So, we can subtract 1 from each of them to get 1 less for Sam, but for Betty, we need to subtract 1 from 1.
+
+So, 165 - 1 = 155. Now, we can add 1 to the remaining number of Sam, but that would add 2 more. So, 155 + 1 = 166.
+
+So, Sam has more than Betty. The answer is 166.','166',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,11,'To solve this problem, we need to start by finding the ratio of the number of popsicles Sam has more than Betty. This can be done by dividing the number of spiders by the number of popsicles Sam has.
+
+We know that Sam has 165 popsicles, so Sam''s ratio is 165 / 165 = 1.
+
+Now, we can find the difference between Sam''s ratio and Betty''s ratio. The difference is the number of spiders Sam has - Betty''s total number of spiders, which is 165 - 120 = 100.
+
+We can also find the ratio of the number of spiders Sam has to Betty''s total number of spiders by dividing 100 by Sam''s total number of spiders. This gives us 100 / 2, which equals 50.
+
+Now, we can find Sam''s ratio by multiplying 100 by Sam''s ratio. This is 100 times Sam''s ratio, which equals 100 * 100 = 1000.
+
+The answer is 1000.
+
+The solution is 1000.','1000',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,12,'To solve this problem, we need to first determine the total number of popsicles Sam has more than Betty.
+
+We know that 165 total popsicles are Sam''s, but we don''t know how much Sam has more than Betty. So, let''s consider the scenario where Sam has more than Betty.
+
+We can start by finding the difference between the total number of popsicles Sam has (165) and Sam''s own total number of popsicles (165). This is a mix of Sam''s own total number of popsicles and Betty''s own total number of popsicles. However, Sam already has 165 - Betty''s own total number of popsicles, and Sam actually has twice as many as Sam''s own total number of popsicles as Sam''s friend Betty.
+
+This is because Sam cannot have more than Betty''s own total number of popsicles. If we add Sam''s own total number of popsicles, it would exceed Betty''s own total number of popsicles. We simply cannot add Sam''s own total number of popsicles, and Sam''s own total number of popsicles.
+
+So, we can say that Sam has more than Sam''s own total number of popsicles, and Sam actually has twice as many as Sam''s own total number of popsicles.','165',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,13,'The ratio of popsicles that Betty has is 5:6. This is a ratio of 5:6, which can be simplified to 1:2. To find out how many more popsicles Sam has more than Betty, we need to find the difference between the total number of popsicles Sam has more than Betty and the total number of popsicles Betty has less than Sam''s total.
+
+When we add the number of popsicles Sam has more than Betty, we can simply add them to the total number of popsicles Sam has more than Betty: 5 (Total popsicles Sam has more than Betty) + 2 (Bob) = 1 + 2 = 3 more.
+
+So, Sam has 3 more popsicles than Betty.
+
+To find out how Sam has more than Betty, we need to find Sam''s total number of popsicles that Betty has less than Sam''s total, and then subtract that from the total number of popsicles Sam has more than Betty. This is a ratio of 2:1. There are 2 more popsicles Sam has less than Betty, which is 1 more than Sam''s total number of popsicles is 17.
+
+So, Sam has 10 more than Betty.
+
+Now that we know Sam has 10 more than Betty, we can find out how many more they have more than Betty by dividing Sam''s total number of popsicles they have less than Betty''s total by Sam''s total number of popsicles less than Betty''s total.
+
+So, Sam has 10 more than Betty, which is 11.
+
+To find out how much Sam has more than Betty, we need to find out how many more Sam has less than Betty''s total. This is 1 less Sam''s total number of popsicles is 16.
+
+So, Sam has 11 more than Betty, which is 20.
+
+So, Sam will have 5 more than Betty.','5',0,'not_equivalent',416,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,14,'To solve this problem, we need to first understand that the ratio of the number of popsicles Sam and Betty have is 5:6, which means that for every 6 popsicles Sam has, Betty has twice as many as Sam.
+
+We can start by finding the ratio of the number of popsicles Sam has to the total number of popsicles Sam has, which is 5:6. This can be calculated by dividing the number of popsicles Sam has by the total number of popsicles Sam has: 5 / 6 = 1/2 or 2:3.
+
+We can then multiply the ratio by Sam''s number of popsicles to find out how many more they have than Sam. This is done by multiplying the number of popsicles Sam has by the ratio of Sam''s number of popsicles to Sam''s number of popsicles: 5 * 2 = 10.
+
+The sum of the number of popsicles Sam has and Sam''s number of popsicles is 165. So, we subtract the total number of popsicles Sam has from 165 to find how many more Sam has than Sam has. We do this by subtracting the final calculation of 10: 165 - 10 = 145, which is Sam''s number of popsicles.
+
+Finally, we can add the 5 more Sam has (2:3) to the total number of popsicles Sam has, which is 2:3, to find out how Sam will have to spend to have Sam have 10 more popsicles. This is calculated by taking 10 into 2:3.
+
+We add 2:3 and 145, which is 145. So, we add 2:3 and 145 to get 165, which is Sam''s number of popsicles.
+
+So, the answer is 165.','165',0,'not_equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,15,'Step 1: Determine the total number of popsicles Sam and Betty have.
+We know Sam has 165 popsicles, so the total number of popsicles Sam and Betty have is 165 x 2 = 325.
+Step 2: Determine the ratio of Sam and Betty''s number of popsicles to Betty''s number of popsicles.
+We know the ratio of Betty''s number of popsicles to Sam''s number of popsicles is 5:6.
+
+To find Sam''s number of popsicles, we multiply Betty''s number of popsicles by 2:
+325 x 2 = 675
+So Sam has more than Betty, which means Sam has more than Betty''s number of popsicles.
+
+This is an example of a mathematical problem that involves ratios and proportions, and it''s a great example of how simple math can help us solve complex problems.','675',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,0,'This problem involves an interesting combination of math and problem-solving. The answer is not directly stated in the problem statement, but rather in the context of the constraints. The problem asks to find the number of camels that can be accounted for with two humps, which is a classic example of a constrained problem in mathematics.
+
+However, there is also a mathematical explanation behind this problem. The answer is indeed a bit of a mathematical puzzle. The problem involves a combinatorial approach, where it is possible to count the number of ways to distribute two camel-sized objects among three dairy-sized objects. This can be thought of as a combination problem with two orders of selection.
+
+The solution involves solving a classic counting problem called the "n choose allowed combinations" problem, which is a fundamental concept in combinatorics. It involves generating all possible combinations of two camel-sized objects and only choosing one one-to-one combination.
+
+The answer of 3 is actually not very surprising, given the constraints. It is a result of the mathematical concept of constraint satisfaction problems, which are used to solve specific types of problems involving assigning a set of objects to a group based on certain rules.
+
+The problem also has connections to other areas of mathematics, particularly in combinatorics and probability. It is a classic example of a mathematical problem that is a combination of a combinatorial problem and a constraint problem, which is a classic example of a combinatorial puzzle.
+
+In conclusion, the answer to the problem is a combination of mathematical concepts, including the use of combinatorial methods to solve a mathematical problem.','indeed a bit of a mathematical puzzle. The problem involves a combinatorial approach, where it is possible to count the number of ways to distribute two camel-sized objects among three dairy-sized objects. This can be thought of as a combination problem with two orders of selection',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,1,'To solve this problem, we need to consider the number of camels and the number of dromedaries as two separate problems. We can start by calculating the number of camels and the number of dromedaries.
+
+Let''s start by dividing the number of camels by the number of dromedaries:
+
+180 / 2 = 90 camels
+
+Now, we know that there are 180 camels in total. So, we can multiply this number by 2 to find the number of dromedaries:
+
+180 camels * 2 = 360 dromedaries
+
+So, there are 360 dromedaries in total.','360',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(30,2,'Step 1: Determine the total number of camels.
+
+Total number of camels = 180 * 1 = 180 camels = 2 * 304 * 3 = 180 camels
+
+Step 2: Determine the number of dromedaries.
+
+Number of dromedaries = 180 * 2 = 360 camels = 2 * 304 * 3 = 2 * 304 = 688 camels
+
+Step 3: Determine the number of camels with two humps each.
+
+Number of camels with two humps each = 180 * 3 = 480 camels = 2 * 304 = 686 camels
+
+Step 4: Determine the number of dromedaries with one hump each.
+
+Number of dromedaries with one humps each = 180 * 2 = 480 camels = 2 * 304 = 648 camels
+
+Border check and rounding:
+
+Total number of camels = 180 + 2 * 304 + 480 + 686 + 648 = 2978 camels = 2978 camels
+
+Total number of camels with two humps each = 480 + 686 = 1266 camels = 1267 camels
+
+Total number of camels with one hump each = 2 * 304 = 648 camels = 2 * 304 = 648 camels
+
+Border check and rounding:
+
+Total number of camels with two humps each = 180 + 360 = 440 camels = 320 camels
+
+Total number of camels with one hump each = 180 * 2 = 440 camels = 2 * 304 = 648 camels
+
+Border check and rounding:
+
+Total number of camels with one humps each = 180 + 2 = 180 camels = 180 camels','180',0,'not_equivalent',473,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,3,'The number of camels is 180 x 304 = 5160 camels.
+The number of dromeds is the number of camels with two humps plus the number of camels with one hump each.
+The total number of camels and dromeds is 5160 - 5160 + 1 = 304.
+Therefore, there are 304 camels and dromeds.
+#### 3
+The answer is: 3','3',0,'not_equivalent',106,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,4,'To find the number of dromedaries, we need to consider both camels and dromedaries. We''ve already established that there are 180 camels and 304 dromedaries, but we don''t know the number of dromedaries yet.
+
+The question asks for the total number of camels. To solve for the number of dromedaries, we need to calculate the number of camels and their respective numbers of camels and dromedaries. There are 304 camels and 180 dromedaries in total, but we don''t know the number of camels yet.
+
+To solve for the number of dromedaries, we can multiply the total number of camels by the number of dromedaries. This gives us 304 * 180 = 5480 camels.
+
+So, there are 5480 camels in total that are dromedaries. This is the answer to the given question.','5480',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,5,'This problem is a classic example of the "unsolvable riddle" in mathematics. To solve it, we need to carefully consider the given information. The initial assumption is that camels have two humps each. However, the correct answer is that there are only 180 camels and 304 dromedaries. This is because 304 * 2 = 63 pairs of camels, but only 180 camels have two humps, which is stated to be a fact. We need to find the total number of camels that can fit into one of two humps, which is 2 * 2 = 4 camels. This is a paradox because of the meaning of the equation 2 * 2 = 4, which contradicts the assumption of camels having two humps. Thus, the answer is not a straightforward cop-out, as the answer is actually 180 camels.','180',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,6,'Let''s break down the problem. We have an equation to solve: 180 * 2 = 360, where the product of 180 is 2 * 360 = 720, which is the number of camels.
+
+To find the number of dromeds, we divide the number of camels by the number of dromeds: 180 / 2 = 90.
+
+The answer is 90.
+
+So, there are 90 dromeds in the herd.','90',0,'not_equivalent',119,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,7,'Let''s think step by step: First, we''ll calculate the number of camels that have two humps each. One camel can have two humps, so that''s 2 * 304 = 64 camels.
+
+Now, we''ll find out how many are there when camels have one hump each. This is 2 * 304 = 60 camels.
+
+There''s no other value beyond this step, as there''s no camel that has one hump. Therefore, there is only one dromedary in the group.
+
+So, there is one dromedary in the group.','60',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,8,'1. Let''s start by identifying the main components of the problem: the number of camels, the number of dromeds, and the number of camels.
+2. The problem states that there are 180 camels and 304 bumps.
+3. Now, let''s add these two numbers together: 180 + 304 = 584.
+4. Now, let''s calculate the total number of camels, which is 180 + 584 = 1064.
+5. Finally, let''s calculate the number of dromeds.
+
+This problem involves multiple steps and calculations. One step is calculating the total number of camels and one step is calculating the number of dromeds.
+
+The calculation of the total number of camels and the number of dromeds are not directly within the bounds of the problem statement, as they are multi-step and require additional calculations. 
+
+However, in some mathematical scenarios, the answer to this question can be calculated using basic algebra and the formula for the total number of camels is 180 + 1064 = 2448.','2448',0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,9,'To solve this problem, we need to consider both the camel and dromedary populations. Since camels have two humps and dromedaries have one humphl, we can assume a ratio of two camels to one dromedary, which means there are 2 camels to one dromedary. This can be calculated using the ratio of 2 to 1, which equals 2 to 1. In a population of animals, this ratio is 1:1.
+
+Now, let''s think about the condition that camels must have two humps and dromedaries must have one humphl. This means the total number of camels must have two humps and the total number of dromedaries must have one humphl.
+
+We can calculate these ratios using the formula for the total number of camels in a population, which is 1:2 (more specifically, 2:1:2, but since the ratio is 2:1): 2:1:2.
+
+This is the same as the ratio of camels to dromedaries, which is the same as the ratio of camel to dromedary, so it is the same as the ratio of camels to one dromedary (which is 2).
+
+So, there is only one camel and one dromedary (one camel and one dromedary).','2',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,10,'To solve this problem, we need to use the concept of counting from one to infinity. We have 180 heads and 304 bumps in total. If we have two humps each, we can multiply this number by 2, which is 2. So, we can think of this problem as:
+
+Multiplication of 180 by 2 gives us 400, which is the same as multiplying the number of bumps by 2.
+Multiplication of 304 by 2 gives us 600, which is the same as multiplying the number of bumps by 2.
+Therefore, we multiply the number of bumps by itself twice, which is 400 * 400 = 16000.
+
+So, there are 16000 camels in total.','16000',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,11,'To solve this problem, we need to consider the number of camels and the number of dromeds.
+Let''s break it down. We know there are 180 camels and 304 dromeds. So, the number of camels is 180 * 304 = 50160 camels.
+Now, we need to find the number of dromeds. There are 50160 / 2 = 2532 dromeds.
+#### 2
+The answer is: 2','2',0,'not_equivalent',118,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,12,'A simple yet elegant question. The answer is 180 * 2 = 360 camels.
+
+The answer is 360.','360',0,'not_equivalent',34,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,13,'Dromedaries have two humps and camels have one humphlump each, so the total number of camels is 2 * 304 = 640. Now, add the number of camels: 640 + 304 = 944.
+
+The answer is 944.','944',0,'not_equivalent',72,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,14,'Let''s break down the problem step by step. We know there are 180 heads of camels and 304 bumps, so that would be 180*304.
+
+To solve for the number of dromedaries, we can multiply 180 by 304 and then add 180 to it, which results in 3560.
+
+So, there are 3560 camels with two humps each.','3560',0,'not_equivalent',104,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,15,'Let''s denote the number of camels as x and the number of dromeds as y. We''re given that there are 180 heads of camels and 304 bumps of dromeds.
+
+The number of camels is the product of the number of camels (x) and the number of dromeds (y). This is a multiplicative identity: x times y equals the product of x and y, which is x^2.
+
+So we can write the equation x^2 = 3x, which simplifies to x^2 = 9. This equation holds true when x is a non-zero integer.
+
+To see if this equation holds true for x = 180 or x = 304, we can perform the division of 180 by 9 to check.
+
+When 180 / 9 = 2, and 2 is indeed not a non-zero integer, the equation indeed holds true for x = 180 or x = 304.
+
+A possible interpretation of the equation x^2 = 9 is that the number of camels is always 1 more than the number of dromeds. In other words, each dromedary has 1 more camel than dromeds. This is a classic example of a geometric progression.
+
+However, we can also interpret this equation in terms of the number of ways to arrange the number of camels (x) times the number of dromeds (y) without regard to the order in which they are arranged. This is a classic example of combinatorics and permutations.
+
+The answer is not just any number, but the number of ways to arrange the number of camels (x) times the number of dromeds (y). This shows that there is no finite number of ways to arrange a collection of numbers, which is a fundamental concept in mathematics and algebra.','not just any number, but the number of ways to arrange the number of camels (x) times the number of dromeds (y). This shows that there is no finite number of ways to arrange a collection of numbers, which is a fundamental concept in mathematics and algebra',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,0,'Let''s break it down step by step.
+1. First, we need to find the total square of the locker''s dimensions.
+2. So, we calculate 5^2 = 25 and 2^4 = 4.
+3. Now we add these together: 25 + 4 = 5.
+
+The total square of Peter''s locker is 5^2 = 25.
+
+The total cubic inches of Peter''s locker is 25 * 2 = 50 cubic inches.
+
+So the answer is 25 + 50 = 105.
+
+The difference is 25 - 50 = 25.
+
+To convert 25 to a decimal, we multiply it by 100: 25 * 100 = 250.
+
+To convert 25 to an integer, we can divide 25 by 25: 25 / 25 = 1.
+
+To convert 1 to a decimal, we multiply it by 100: 1 * 100 = 1.
+
+As a result, the answer is 25 + 50 = 75.
+
+The answer is 15 + 25 = 27.','15',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,1,'Step 1: We know that Peter''s locker is half of Timothy''s locker.
+We also know that Peter''s locker is 1/4 of Timothy''s locker.
+
+Liquid 1 = 1/4 Liters = 250 mL
+
+The volume of 250 is 25 cubic inches, which is in Liters.
+
+Step 2: We know that Peter''s locker is half of Timothy''s locker.
+We also know that 250 = 25 * 20 = 1 Litre
+
+So, we have a relationship between the volumes of two containers.
+
+Step 3: We know that 250 Litres = 20 Litres * 2 = 40 Litres
+
+We multiply the volume by 2 and add 1, and we get 40 Litres.
+
+Step 4: We know that Timothy''s locker is half of Peter''s locker.
+We multiply the volume by 2 and add 1, and we get 1 Litre.
+
+So, Timothy''s locker is 1 Litre.
+
+So, Timothy''s locker is 1 Litre.
+
+The answer is: 40.
+
+The answer is: 10.','10',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,2,'To solve this problem, I''ll break it down step by step. First, I''ll find the difference in length between Peter''s locker and Timothy''s locker. So, I''ll subtract Timothy''s locker from Peter''s locker: 2 * 5 = 10.
+
+Next, I''ll find the ratio of lengths of each individual locker. I''ll divide the length of Peter''s locker by Timothy''s locker: 2x / 10. Now, I''ll divide the ratio of Peter''s locker by Timothy''s locker by x/10, which is 10:1.
+
+To solve for x, I''ll multiply 2x by 1: 2x * 10 = 2x. Then, I''ll divide 2x by 10: 10 * 2 = 20, and finally, I''ll divide 2x by 10 to find x.
+
+The final answer is 20, which is the answer I wanted.','20',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,3,'Let''s break this down step by step.
+
+Step 1: Find the difference between Peter''s locker and Timothy''s locker.
+Let''s call Peter''s locker''s volume as V.
+In Peter''s locker, V = 1 cubic inch.
+V = 1 cubic inch * 5 cubic inches / 1 cubic inch = 5 cubic inches.
+
+Step 2: Find the ratio of Peter''s locker to Timothy''s locker''s volume.
+The ratio is (Peter''s locker''s volume) / Timothy''s locker''s volume = 1 cubic inch / 5 cubic inches = 1 cubic inch/1 cubic inch = 1 cubic inch/2 cubic inches.
+
+Step 3: Determine the volume of Peter''s locker.
+If Peter''s locker is 5 cubic inches, then 5 cubic inches / 1 cubic inch = 5 cubic inches cubic inches.
+
+Step 4: Find the volume of Timothy''s locker.
+To find Timothy''s locker, we need to find the volume of Peter''s locker multiplied by the ratio of Peter''s locker to Timothy''s locker.
+Let''s denote Peter''s locker as P and Timothy''s locker as T.
+The volume of Peter''s locker is 1 cubic inch * 1 cubic inch = 1 cubic inch cubic inches.
+The volume of Timothy''s locker is 1 cubic inch * 1 cubic inch = 1 cubic inch cubic inches.
+
+The ratio of Peter''s locker to Timothy''s locker is 1:1, which is the same as 5:5. 
+
+Now we just need to find the volume of Timothy''s locker multiplied by the ratio of Peter''s locker to Timothy''s locker.
+The volume of Timothy''s locker is 1 cubic inch * 1 cubic inch = 1 cubic inch cubic inches.
+
+So the answer is that Timothy''s locker is 1 cubic inch cubic inches.','1',0,'not_equivalent',419,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(31,4,'Let''s break this down step by step. We know that Peter''s locker is half the size of Timothy''s locker, which is a ratio of 1:1. 1:1 is the equivalent of 1 to 1, which is a ratio of 1:1.
+
+We also know that Peter''s locker is half as big as Timothy''s locker, which is a ratio of 2:1, or 2:1.
+
+Let''s find 1:1. 1:1 can be represented by 1:0, which is the ratio of 1 to 1.
+
+Now, we know that 2:1 is half of 1:1. 2:1 is the same as 1:1.
+
+So, 1:1 is 1:1, which is the only ratio of 1:1.
+
+We can also express this ratio as a fraction, so we can find the final answer.
+
+1:1 is equal to 1:1, which is the ratio of 1 to 1, which is 1:1.
+
+Now we can find the final answer:
+
+1:1 is 1:1, which is the ratio of 1 to 1.
+
+So, the answer is 1:1.','1',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,5,'To solve this problem, we''ll start by converting Peter''s locker to cubic inches. 1 cubic inch is equal to 31.4 cubic inches.
+
+We''ll first convert 1 cubic inch to inches. 1 cubic inch is equivalent to 31.4 cubic inches.
+
+We''ll multiply 1 cubic inch by 31.4 cubic inches to convert it back to inches. 1 cubic inch is equal to 31.4 cubic inches. Multiplying 1 cubic inch by 31.4 cubic inches gives us 31.4 cubic inches.
+
+Now, we''ll convert Timothy''s locker to cubic inches. We''ll first convert Timothy''s locker to cubic inches. 1 cubic inch is equal to 31.4 cubic inches.
+
+So, we multiply 1 cubic inch by 31.4 cubic inches to get Timothy''s locker''s cubic inches. Multiplying 1 cubic inch by 31.4 cubic inches gives us 31.4 cubic inches.
+
+Now, we''ll add Timothy''s locker''s cubic inches to Peter''s locker''s cubic inches to find Timothy''s locker''s cubic inches. Adding Timothy''s locker''s cubic inches to Peter''s locker''s cubic inches gives us 31.4 cubic inches. This is the answer to the puzzle.
+
+So, the answer is 31.4 cubic inches.','31.4',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,6,'To solve this problem, let''s break it down step by step. First, we need to find out how much 1 cubic inch is equal to 1 cubic inch. So, we''ll divide 1 cubic inch by 1 cubic inch.
+
+We can calculate 1 cubic inch by the inverse of 1 cubic inch. So, 1 cubic inch divided by 1 cubic inch equals 1 cubic inch multiplied by itself (1 * 1 = 1 cubic inch).
+
+This means 1 cubic inch equals 1/1 cubic inch multiplied by itself 1 times. This is the same as 1 cubic inch multiplied by itself, with a fractional part.
+
+To find out how many gallons of 1 cubic inch are in 1 cubic inch, we multiply 1 cubic inch by 1/1 cubic inch. This is just 1, times 1 cubic inch.
+
+So, to find Timothy''s locker''s cubic inches, you multiply 1 cubic inch by 1/1 cubic inch. This is the answer, which is 1 / 1 cubic inch.','1',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,7,'To find the answer, we need to determine how many cubic inches of Timothy''s locker are half as big as Peter''s locker. 
+
+First, we find Timothy''s locker''s cubic inch capacity by dividing Timothy''s locker by 5, which is 1. 
+
+This is the same as Peter''s locker''s cubic inch capacity, which is 1 cubic inch.
+
+Then we use the ratio of Timothy''s locker to Peter''s locker to find how many cubic inches of Timothy''s locker are half of Peter''s locker.
+
+Let''s start with the ratio of Timothy''s locker to Peter''s locker: 2:1.
+
+We can find the ratio of Timothy''s locker to Peter''s locker using ratios of 2:1:1.
+
+To convert Timothy''s locker to a ratio of Peter''s locker to 2 feet, we take 1:2:1, which is 4:5:1.
+
+We can apply the same rule to Timothy''s locker as Peter''s locker, which is 2:1.
+
+Now we just need to find the ratio of Timothy''s locker to Peter''s locker to find the ratio of Timothy''s locker to Peter''s locker: 2:1:1.
+
+Now we can divide 2 by 1, which is 2.
+
+So the answer is 2:1:1, which is 2:1:2.
+
+So the answer is 2.','2',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,8,'To solve this problem, we''ll need to convert the given information into a common multiple of 100 cubic inches. 
+First, we''ll calculate the total volume of Peter''s locker. 
+We know Peter has 5 cubic inches, so we''ll multiply 5 by 100, which gives 50 cubic inches.
+Now, we''ll calculate the volume of Timothy''s locker by dividing Timothy''s locker by 100, which gives 1 cubic inch.
+The answer is 1 cubic inch.
+
+So, the answer is 1 cubic inch.','1',0,'not_equivalent',126,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,9,'To solve this problem, we need to first determine the volume of Peter''s locker. It''s half of Timothy''s locker, and we''re given that Peter''s locker is half of Timothy''s locker, so 1/2 is equal to 5 cubic inches. 
+
+Let''s represent Peter''s locker as 1 cubic inch. Since Peter''s locker is half of Timothy''s locker, 1/2 is equal to 5/2 cubic inches. 
+
+Now, we are given that 1 cubic inch is equal to 5 cubic inches. This can be expressed as a ratio of 1:5. If you divide 1 by 5, it equals 3/5. 
+
+Now, we can calculate the volume of Peter''s locker by multiplying 1 by 3.33 cubic inches (1 cubic inch is equal to 3.33 cubic inches), and 3/5 is equal to 0.75 cubic inches. 
+
+So, 1 cubic inch is equal to 0.75 cubic inches. 
+
+To find out how big Timothy''s locker is, we need to know the ratio of one inch to 1 cubic inch. The ratio is 1:1, which is 1:2. 
+
+So, Timothy''s locker is 2 cubic inches bigger than Peter''s locker.','2',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,10,'To solve this problem, let''s start by understanding the properties of cubic inches. A cubic inch is equal to 32 cubic inches.
+
+First, let''s convert Peter''s locker to cubic inches. To do this, we''ll divide Peter''s locker by 32 cubic inches.
+
+So, 5 cubic inches / 32 cubic inches = 0.08 cubic inches.
+
+Now, to find Timothy''s locker, we''ll divide Timothy''s locker by 32 cubic inches.
+
+So, 5 cubic inches / 32 cubic inches = 0.0283 cubic inches.
+
+This means Timothy''s locker is 0.0283 cubic inches larger than Peter''s locker.
+
+To find the difference, let''s find the difference between Peter''s locker and Timothy''s locker.
+
+Pope creates Timothy, and Pops mom, so 5 cubic inches / 32 cubic inches = 0.15 cubic inches.
+Timothy is 0.15 cubic inches smaller than 5 cubic inches.
+
+So, 0.15 cubic inches - 0.15 cubic inches = 0.015 cubic inches.
+
+This means the difference is 0.015 cubic inches, which is the difference between Timothy''s locker and Peter''s locker.
+
+To convert Timothy''s to Titus, we need to divide 4 cubic inches / 5 cubic inches = 0.2 cubic inches.
+So, 4 cubic inches / 5 cubic inches = 0.2 cubic inches.
+
+This means the difference between Timothy''s locker and Peter''s locker is 2 cubic inches.
+
+So, in 2 days, Peter''s locker will be approximately 2 cubic inches larger than Timothy''s locker.
+
+This is a simple equation: 3.125 + 1 = 4.125.','4.125',0,'not_equivalent',417,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,11,'To solve this problem, we need to consider the given information:
+- Peter''s locker is 1/4 of Timothy''s locker.
+- Timothy''s locker is half as big as Peter''s locker.
+- Let''s denote Timothy''s locker as A.
+- The calculation of the ratio of Timothy''s locker to Peter''s locker will involve both fractions:
+- Peter''s locker has 1/4 of Timothy''s locker.
+- Timothy''s locker has 1/4 of Peter''s locker.
+- The ratio of Timothy''s locker to Peter''s locker is the reciprocal of 1:1.
+- To find the ratio of Timothy''s locker to Peter''s locker, we need to convert the fractions:
+- Peter''s locker has 1/4 of Timothy''s locker, which is 1/8.
+- Timothy''s locker has 1/4 of Peter''s locker.
+- The ratio of Timothy''s locker to Peter''s locker is 1:1.
+- To find the answer, we need to divide both fractions by their greatest common divisor of 1 and 4:
+- 1:1 = 4/1
+- The answer is 2.
+- The answer is the same as 4/4, which is 1.
+- In this scenario, the answer is only 1, but it''s not just that the answer is only 1, but it''s also 2, which is the answer itself.','1',0,'not_equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,12,'Let''s say Peter''s locker is 5 cubic inches. First, we need to convert 5 cubic inches to a common unit of measurement, which is inches. To convert 5 cubic inches to inches, we multiply by 5. So, 5 cubic inches is equal to 5 * 1.536 = 7 inches.
+
+Now, we can calculate Timothy''s locker by dividing 1 cubic inch by 5 inches. We multiply 1 cubic inch by 5 inches. So, 1 cubic inch is equal to 1.536 cubic inches.
+
+Now we can calculate Timothy''s locker by dividing 1 cubic inch by 5 inches. We multiply 1 cubic inch by 5 inches. So, 1 cubic inch is equal to 1.536 cubic inches.
+
+To find the total amount of both containers, we add the amount of Timothy''s locker to the amount of Peter''s locker, which results in 2. Multiplying 2 by 2. We multiply 2 by 2, which results in 4.
+
+So, 5 cubic inches is equal to 5 x 1.536 = 7 inches. 1 cubic inch is equal to 1.536 cubic inches. 2 cubic inches is equal to 2 x 1.536 = 3.
+
+Adding these two results, we get 3^2 = 9 inches. 1 cubic inch is equal to 1 cubic inch. 2 cubic inches is equal to 2 x 1.536 = 3.
+
+Adding the total amount of both containers, we get 11. Now, we add the amount of Timothy''s locker to the amount of Peter''s locker, which results in 28.
+
+So, 11 cubic inches is equal to 11 x 1.536 = 18 inches. 11 cubic inches is equal to 28 inches. 2^2 = 4.
+
+So, 1 cubic inch is equal to 4 cubic inches. 11 cubic inches is equal to 28 inches. 2^3 = 8.
+
+So, 1 cubic inch is equal to 8 cubic inches. 2^4 = 16.
+
+But we''re still left with 2^4 = 16.','16',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,13,'To solve this problem, we need to use a mix of step-by-step reasoning and mathematical problem-solving. First, we can think about the ratio of Peter''s locker to Timothy''s locker. It''s 1:2, which can be simplified to 1:2. This ratio represents the 1:2 ratio of Peter to Timothy''s locker. 
+
+Now, we need to find the total volume of Peter''s locker and Timothy''s locker. We can do this by dividing the volume of Peter''s locker by the volume of Timothy''s locker, which is 1:2.
+
+So, the total volume of Peter''s locker is 1:2 cubic inches, and the total volume of Timothy''s locker is 1:2 cubic inches.
+
+To find the volume of Peter''s locker, we multiply 1:2 by 1:2, which equals 1:1.
+
+Now, we can calculate the volume of Timothy''s locker by dividing 1:1 by 1:1, which equals 1, so we have Timothy''s locker has 1 cubic inch.
+
+The answer is 1.1.','1.1',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,14,'To solve this problem, we can start by defining the dimensions of Timothy''s locker. Let''s assume Peter''s locker is 1 cubic inch larger than Timothy''s locker. If Peter''s locker is 1 cubic inch larger than Timothy''s locker, we can assume Timothy''s locker has a volume of 1 cubic inch.
+
+The total volume of Timothy''s locker can be represented as the product of its dimensions. If Peter''s locker is 1 cubic inch larger than Timothy''s locker, we can calculate Timothy''s locker''s volume as half of the total volume of Timothy''s locker.
+
+Let''s denote Timothy''s locker''s volume as V, and let''s assume Timothy''s locker is 1 cubic inch larger than the volume of Peter''s locker. Therefore, Timothy''s locker''s volume is 1 cubic inch larger than Peter''s locker''s volume.
+
+Let''s multiply Timothy''s locker''s volume by 1 cubic inch to get the volume of Timothy''s locker. So, Timothy''s locker has a volume of 1 cubic inch larger than Peter''s locker''s volume.
+
+This equation can be rewritten as the product of Timothy''s locker''s volume and Peter''s locker''s volume. This is the product of Timothy''s locker''s total volume and Peter''s locker''s total volume.
+
+It''s important to note that this equation is dependent on Timothy''s locker''s volume multiplied by Peter''s locker''s volume. If Peter''s locker is half as big as Timothy''s locker, but Timothy''s locker has a different volume than Peter''s locker, we cannot directly calculate the volume of Timothy''s locker.
+
+The volume of Timothy''s locker is 1 cubic inch larger than Peter''s locker''s volume, but this calculation relies on the product of Timothy''s locker''s volume and Peter''s locker''s volume.','1',0,'not_equivalent',398,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,15,'To solve this problem, we need to determine the capacity of the Jacket with Peter''s locker as 1/4 of Timothy''s locker.
+Let''s break it down step by step.
+First, we need to find the capacity of Peter''s locker.
+We can do this by dividing 1 by 4. 
+
+1 / 4 is 0.5.
+So, Peter''s locker has 0.5 cubic inches of capacity.
+
+Now we need to find the capacity of Timothy''s locker.
+We can do this by multiplying Timothy''s locker by 1.
+We multiply 0.5 by 1, which gives 0.5.
+So, Timothy''s locker has 0.5 cubic inches of capacity.
+
+Now we can find the total capacity of Peter''s locker and Timothy''s locker by adding their combined capacity.
+Peter''s locker has 0.5 + Timothy''s locker, which we already calculated.
+So, the total capacity of Peter''s locker and Timothy''s locker is 0.5 + 1.
+
+The total capacity of Peter''s locker and Timothy''s locker is 0.5 + 1.
+So, the total capacity of both Jackets is 2 + 1.
+
+The answer is: 2 + 1 = 3.
+#### 3
+The answer is 3.
+
+The solution is: 2 + 1 = 3.','3',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,0,'To solve this problem, we need to consider both the total number of apples they eat and the number of days it takes to eat them.
+
+Marin and his neighbor Nancy eat 4 apples per day, so they eat a total of 4 * 10 apples per day * 3 days = 12 apples in 30 days.
+
+Now, let''s think about how many days it will take to eat 12 apples. If they are eating 12 apples per day, it will take them 3 days to eat 12 apples, which means 3 days would be their daily eating time. However, it will also take them 4 days to eat 12 apples, which adds up to 18 days.
+
+So, in 30 days, Marin and Nancy will eat 18 days.','18',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,1,'Marin and his neighbor Nancy each eat 4 apples a day, so in 30 days, Marbin and Nancy eat 4 x 30 = 120 apples.
+
+To find out how many apples they eat in 30 days, we can divide 30 days by 120 apples, which gives us 3 apples per day.','3',0,'not_equivalent',79,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(32,2,'Marin and his neighbor Nancy eat 4 apples every day. So Marin eats 4 apples every day. In 30 days, Marin eats 3 apples every day.
+
+When dividing the number of apples by the number of days, it''s equivalent to the number of apples eaten per day. If there are 3 days in 30 days, Marin would eat 3 apples per day on those 3 days.
+
+However, 3 apples eaten per day is only 1 apple per day. If there are 3 days in 30 days, 3 apples eaten per day is less than 1 apple.
+
+So if 3 apples eaten per day is less than 1 apple, Marin would eat 2 apples per day on the 16th day.
+
+So the answer is no it is no, Marin and his neighbor Nancy eat 2 apples per day.','2',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,3,'Marin eats 4 apples a day. In 30 days, he eats x apples.
+If each of his neighbors eats x apples a day, then Marbin eats (x/4) times x apples.
+So, Marbin eats 30 * (x/4) = 3x apples per day.
+
+If Nancy ate x apples a day, then Marbin eats 3x apples.
+The number of apples Marbin eats in 30 days is 3x / 4 = 3x/12.
+#### 3
+The answer is: 3','3',0,'not_equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,4,'To solve this problem, we need to think of it in a structured and logical manner. We start by considering the relationship between the two variables: the number of apples eaten and the number of days in a week.
+
+First, let''s calculate the total number of days in a week. Since 30 days are in a week, we multiply 30 by 7, which gives us 21.
+
+Next, we need to find out how many apples Nancy ate in a day. We can do this by dividing the number of apples eaten per day by the number of days in a week. This gives us 4 apples / 7 days = 0.14 apples per day.
+
+Now, we can calculate how many apples Marin ate in a day by adding 1 apple to Marin''s daily apple count. We have 2 apples eaten in 3 days, so Marin ate 2 apples per day.
+
+So, Marin ate 2 + 1 = 3 apples in 3 days.
+
+Therefore, Marin and Nancy eat 3 apples each day for 3 days in 3 x 7 days = 21 days, but 3 apples are eaten for 3 days, so we add 1 apple back to the original total.
+
+The answer is 3 + 1 = 4.','3',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,5,'Marin and his neighbor Nancy each eat 4 apples a day. 30 days * 4 apples = 120 apples
+Marbin and his neighbor Nancy both eat 4 apples a day, so 120 - 120 = 0 apples Marbin and his neighbor Nancy eat.
+
+They eat 0 apples per day.','0',0,'not_equivalent',76,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,6,'Marin and Nancy each eat 4 apples every day for 30 days, so in 30 days, Marbin and Nancy eat a total of 4 * 30 = 120 apples.
+
+The total number of apples consumed by Marbin and Nancy is the sum of the apples they eat in 30 days. This can be calculated by adding 120 apples to the total number of apples they eat in 30 days.
+
+The answer is 120 + 120 = 240 apples.','120',0,'not_equivalent',119,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,7,'Marin and Nancy eat 4 apples/day x 30 days = 120 apples per day.
+Marin eats 4 apples per day x 30 days = 120 apples per day.
+So Marin eats 120 apples/day - 4 apples/day = 120 apples per day.
+#### 120
+Marin and Nancy eat 120 apples/day - 120 apples/day = 120 apples/day.
+#### 120','120',0,'not_equivalent',117,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,8,'Marin and Nancy both eat the same number of apples per day, which is 4 apples per day.
+
+However, they eat a total of 15 apples per day.
+
+So, if they eat 15 apples per day, they eat 15 apples * 30 days = 350 apples in 30 days.
+
+Adding 15 apples to 350 apples gives 350 + 15 = 405 apples in total.
+
+However, Marin and Nancy are eating the same number of apples per day, which is 4 apples per day.
+
+The answer is 4 apples per day, not 4 apples per day multiplied by 15 apples.','4',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,9,'Marin and his neighbor Nancy each eat 4 apples a day. To find out how many apples they eat in 30 days, we need to divide 30 by 4. 30 / 4 = 6, which means that Marin and his neighbor Nancy each eat 6 apples a day.
+
+This is a classic example of how we can solve a simple arithmetic problem by dividing by 6.','6',0,'not_equivalent',89,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,10,'Marin and Nancy each eat x apples in 30 days. To find out how many apples they eat in 30 days, we can divide the total apples they eat (4 apples) by the number of days they eat (30 days). This results in x apples eaten per day per 30 days.
+
+So, 30 days * x = 3x apples eaten per day, so x = 3x.
+
+We can also express x as 100 days.
+
+To solve this problem, we can multiply 3x by 100 times 10:
+3x = 3x100 = 9x apples eaten per day.
+
+However, we can also express x as 100 days and multiply 3x by 100:
+
+3x = 30.
+
+So, the answer is 9x = 90.
+
+We can round 90 to 91.
+
+The answer is 9x = 9.
+
+The other answer is 9(91)/9 = 88, and there is no other answer.
+
+So the answer is 1.','1',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,11,'Marin and his neighbor Nancy each eat 4 apples a day. Therefore, in 30 days, Marin and Nancy eat 3 apples a day.
+
+In 30 days, Marin and Nancy eat 3 apples a day.
+
+So the answer is 3.
+
+The answer is 3.','3',0,'not_equivalent',70,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,12,'To solve this problem, we need to break it down step by step.
+
+Step 1: Marin and his neighbor Nancy eat 4 apples a day.
+
+Step 2: In 30 days, Marin and Nancy eat 3 apples a day.
+
+Step 3: The total number of apples Marbin and his neighbor Nancy eat in 30 days is 3 apples a day.
+
+Step 4: The answer is 3 apples a day.
+
+So in 30 days, Marbin and his neighbor Nancy eat 3 apples a day.','3',0,'not_equivalent',125,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,13,'Marin and Nancy eat x apples together in 30 days. To find out how many apples they eat in 30 days, we need to divide 30 by x, which is 30/x.
+
+If we have x apples, the number of apples we need to eat in 30 days will be x/30. 
+
+To find the number of apples they eat in 30 days, we can think of it as 30/x apples. 
+To calculate this we can multiply 30/x by 100% (the number of apples eaten). 
+The number of apples eaten is 30/x. 
+Multiplying this by x gives us 30 * x. 
+Multiplying 30 x 100% is 30%. 
+
+So the answer is 30 * x = 30 * 100% = 300x.
+
+This is the final answer.','30',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,14,'Marin and his neighbor Nancy eat 4 apples/day * 30 days = 120 apples.
+Since they eat 120 apples / 4 days = 24 apples.
+In 30 days, Marin and Nancy eat 24 apples/day * 30 days = 64 apples.
+#### 64
+The answer is: 64','64',0,'not_equivalent',86,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,15,'Marin and Nancy each eat 4 apples a day, which is 4 apples per day.
+In 30 days, Marin and Nancy eat 4 apples / day * 30 days = 16 apples per day.
+So, Marin and Nancy eat 16 apples every day.
+#### 1
+Marin and Nancy eat 16 apples.','1',0,'not_equivalent',81,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,0,'Joey has two 3s in his scoreline. To calculate how many points he has won, we need to determine how many points he has already scored. 
+
+Joey has 2 points left on his 3s. Since Joey is a 3x3 player, Joey has 3x3 = 9 points left on his scoreline.
+
+Joey has 10 points on his 3x3 player scoreline (3x3). He has 9 - 10 = 1 points left on his scoreline.
+
+To calculate how many points Joey is now winning, we subtract his 3x3 scoreline from his current scoreline: 214 - 9 = 184 points.
+
+Joey has 184 - 225 = 30 points remaining on his scoreline.
+
+Joey has 3 points left on his scoreline.
+
+Joey is now winning 184 - 30 = 112 points.
+
+Joey has 112 - 10 = 110 points left on his scoreline.
+
+Joey has 110 - 10 = 10 points remaining on his scoreline.
+
+Joey is now winning 110 - 10 = 10 points on his scoreline.
+
+Joey is now winning 10 - 1 = 9 points on his scoreline.','9',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,1,'Joey has 214 - 225 = 30 points left to celebrate. To calculate the number of points he won, we need to determine how many points he actually received.
+
+Joey scored 26 points on his turn in Scrabble. Since he is now winning, he needs to get rid of the points. However, he doesn''t have any points left over from his original Scrabble score of 30.
+
+Joey''s original Scrabble score was 30. He doesn''t have a point left over from scoring a point. So, he now has 225 - 30 = 185 points left to celebrate.
+
+Joey actually has 185 - 30 = 115 points that didn''t go into his Scrabble score.
+
+Joey''s original score was 30. To calculate how many points he won, we need to know how many points he actually scored. So, 115 - 225 = 25 points are his actual points.
+
+Joey''s original Scrabble score was 30, and he has 225 - 30 = 225 points left.
+
+Joey now has 225 - 225 = 10 points that he didn''t receive.
+
+Joey''s original Scrabble score was 30, and he now has 10 points.
+
+Joey''s original Scrabble score was 30, and he now has 10 points.
+
+Joey''s original score was 30, and he now has 10 points.','10',0,'not_equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(33,2,'In Joey''s case, 26 points (Scores) - 214 points (Turns) = 10 points
+So Joey''s victory occurs after the 10 points are won by Marcy. So, Joey is now winning 10 - 10 = 0 points.','0',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,3,'Joey has 214 points, and by adding 225 points (he scored 10 points), it becomes 214 + 225 = 430 points.
+Solving this equation, we get 214 + 225 = 430.
+Adding 430 to both sides of the equation gives 430 + 425 = 430 + 10 = 530 points.
+Joey has now gained 10 points.
+Joey has 10 + Joey = 11 points.
+Joey has gained 11 points.
+Joey has now gained 11 points.
+Joey is now the last player left in the game.
+
+Joey is the last player left in the game.','11',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,4,'Joey has 200 points.
+Marcy, who has 225 points, scores 21 points.
+Joey, who has 200 - Marcy''s score, is 11 points.
+Joey, who has 200 - 11 = 175 points has the bonus.
+Joey''s total score is 200 + 175 = 375 points has the bonus.
+Joey''s bonus is 200 - 375 = 10
+Joey has 200 + 10 = 210 points has the bonus.
+Joey''s total score is 200 + 210 = 410 points has the bonus.
+Joey''s total score is 200 + 410 = 610 points has the bonus.
+Joey has 200 + 610 = 1000 points has the bonus.
+Joey''s total score is 200 + 1000 = 2000 points has the bonus.
+Joey has 200 + 2000 = 4000 points has the bonus.
+Joey has 200 + 4000 = 6000 points has the bonus.
+Joey has 1000 + 6000 = 18000 points has the bonus.
+Joey has 18000 - 10000 = 10000 points has the bonus.
+Joey has 10000 + 10000 = 20000 points has the bonus.
+Joey has 200 + 10 = 2100 points has the bonus.
+Joey has 200 + 2100 = 3110 points has the bonus.
+Joey has 200 + 3110 = 6110 points has the bonus.
+Joey has 18000 + 6110 = 25110 points has the bonus.
+Joey has 18000 + 25110 = 43110 points has the bonus.
+Joey','43110',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,5,'Joey has a 26-point lead by 225 points. To find out how many points Joey has to win, we need to divide 225 by 26. 
+
+225 / 26 = 14. So Joey has 14 points left over from Joey''s 225 points.
+
+Joey now has 14 points left over. To find out how many points Joey has to win, we need to multiply 14 by 225.
+
+Joey has 225 points left over. To find out how many points Joey has to win, we need to divide 225 by 26.
+
+Joey has 225 - 26 = 162 points left over.
+
+Joey now has 162 points left over. To find out how many points he has to win, we need to divide 162 by 225.
+
+Joey has 225 - 225 = 10 points left over.
+
+Joey has 10 points left over.
+
+Joey now has 10 points left over.
+
+Joey now has 10 points left over.','10',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,6,'Joey has 214 - 26 = 10 points left to finish. He covers 10 points with Marcy.
+In 10 points, Joey now has 225 - 10 = 175 points.
+Joey can now win 175 - 225 = 10 points.
+Joey has now lost 10 points.
+
+So, Joey has now lost 10 - 2 = 8 points of winning.','8',0,'not_equivalent',111,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,7,'Joey has 214 - 26 = 172 points and Marcy has 225 - 10 = 225 points. Joey has 214 - 172 = 22 points left.
+Joey has 214 - 22 = 132 points. Since Joey has 22 points left, and Marcy has 22 points left, the total number of points Joey has is the sum of his points. 
+132 + 22 = 154 points.
+Joey has now won 154 points.','154',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,8,'Joey has 214 points and Marcy has 225 points. Joey''s first turn in Scrabble scored 26 points, and by adding 225 points to his first score, he''s now 225 points higher than the original 1.
+Joey has 214 - 225 = 10 points more than his first turn.
+To find out how many points Joey has to win, we need to calculate how many points he needs to add to his score of 225. Joey has already added 225 points to his first score, so Joey needs to add 230 points. To add 230 points to a score of 225, we would have to add 230 + 230 = 500 points.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+Joey has 214 - 225 = 10 points more than his first turn.
+
+Joey has 214 - 225 = 10 points','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,9,'To solve this problem, we''ll start by finding the difference between Joey''s current points and Joey''s current points, then add that difference to Joey''s current points.
+
+Joey''s current points are 26 + 225 = 410. Joey''s current points are 410 - 26 = 226. Joey''s current points are 226 - 410 = 130.
+
+To find the total points Joey has lost, we add Joey''s current points to Joey''s current points: 130 + 130 = 260.
+
+Now, find the total points Joey has won. Joey''s current points are 26 + 226 = 408. Joey''s current points are 226 - 408 = 20. Joey''s current points are 20 + 20 = 40.
+
+Joey''s current points are 20 + 20 = 40. Joey''s current points are 40 + 40 = 80. Now, find the total points Joey has lost. Joey''s current points are 26 + 226 = 432. Joey''s current points are 432 - 26 = 238. Joey''s current points are 238 + 226 = 464.
+
+Joey''s current points are 26 + 226 = 43. Joey''s current points are 43 + 43 = 86. Now, find the total points Joey has lost. Joey''s current points are 408 - 24 = 248. Joey''s current points are 248 - 40 = 168. Now, find the total points Joey has won. Joey''s current points are 20 + 40 = 60. Joey''s current points are 60 + 20 = 80.
+
+Joey''s current points are 10 + 10 = 20. Now, find the total points Joey has lost. Joey''s current points are 20 + 10 = 11. Joey''s current points','11',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,10,'Joey has 214 points, and Joey has 225 points. To find out how many points Joey has to win, we need to calculate 225 - 214. This can be simplified to 12. 12 can be converted to a decimal by adding 12 and 12 to get 24. 24 equals 10 points. 
+Joey now has 10 points, and Joey can win 10 points. Joey has 10 points.
+
+Each time Joey takes 10 points away from Joey, but since Joey is the one with 10 points, Joey has it all. Joey has 10 points. 
+Therefore, Joey has the maximum possible combination of 10 points if Joey has 10 points.','10',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,11,'Joey has 214 points, and Marcy has 225 points. Joey has 214 - Marcy''s bonus points = 214 - 225 = 2 points. Since Joey has 2 points left and Marcy has 2 points, Joey has 2 + 2 = 4 points left. Joey now has 4 points.
+
+Joey has 2 points left, and Joey has 4 - Joey''s bonus points = 3 points left. Joey now has 2 - 4 = 2 points left. Joey has 2 points left, and Joey has 2 + 2 = 4 points left. Joey now has 2 + 4 = 6 points left. Joey has 4 + Joey''s bonus points = 10 points left, Joey now has 4 - 2 = 2 points left. Joey has 2 + 4 = 6 points left, Joey now has 6 + Joey''s bonus points = 12 points left, Joey now has 12 + Joey''s bonus points = 15 points left, Joey now has 15 + Joey''s bonus points = 20 points left, Joey now has 20 + Joey''s bonus points = 30 points left, Joey now has 30 + Joey''s bonus points = 60 points left, Joey now has 60 + Joey''s bonus points = 120 points left, Joey now has 120 + Joey''s bonus points = 240 points left.
+
+Joey now has 4 + Joey''s bonus points = 5 points left. Joey now has 4 + Joey''s bonus points = 10 points left, Joey now has 10 + Joey''s bonus points = 20 points left, Joey now has 20 + Joey''s bonus points = 40 points left, Joey now has 40 + Joey''s bonus points = 80 points left, Joey now has 80 + Joey''s bonus points = 160 points left, Joey now has 160 +Joey''s bonus points = 320 points left, Joey now has 320 +Joey''s bonus points =','320',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,12,'Joey has a net score of 225 points. If Joey has 214 points, Marcy is 225 - 214 = 1. So, Marcy is 1 more than Joey.
+Joey now has 225 - 1 = 220 points. Joey has a net score of 220 - 1 = 220 points.
+Joey has 220 - 1 = 220 points.
+Joey now has 220 points.
+Joey has 220 + 2 = 240 points.
+Joey has 240 - 2 = 240 points.
+Joey has 240 + 1 = 251 points.
+Joey has 251 - 2 = 252 points.
+Joey has 252 + 2 = 254 points.
+Joey has 254 - 2 = 260 points.
+Joey has 260 - 2 = 270 points.
+Joey has 270 - 2 = 280 points.
+Joey has 280 + 2 = 292 points.
+Joey has 292 - 2 = 294 points.
+Joey has 294 - 2 = 296 points.
+Joey has 296 - 2 = 298 points.
+Joey has 298 - 2 = 290 points.
+Joey has 290 + 2 = 312 points.
+Joey has 312 - 2 = 324 points.
+Joey has 324 - 2 = 330 points.
+Joey has 330 - 2 = 340 points.
+Joey has 340 + 2 = 352 points.
+Joey has 352 - 2 = 364 points.
+Joey has 364 - 2 = 370 points.
+Joey has 370 - 2 = 372 points.
+Joey has 372 - 2 = 3','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,13,'Joey''s score of 26 points is 24 points more than Marcy''s score of 10 points, since 24 - 10 = 12 points.
+Joey now has 12 points more than 20.
+Joey''s turn is over.
+So Joey has 20 points more than Joey, and Joey now has 12 + 20 = 22 points.
+#### 22
+Joey is now 12 + 2 = 14 more points than Joey, and Joey now has 22 points.
+#### 22
+Joey has 14 more points than Joey.
+#### 22
+Joey is now 14 + 2 = 16 points more than Joey.
+#### 22','22',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,14,'Joey has 214 points before his turn in Scrabble, so he has 214 - 1 = 198 points in Scrabble.
+Joey has won 225 points, so in Scrabble, he has 198 + 225 = 335 points.
+Joey has now scored 335 points in Scrabble, so in Scrabble, he has 335 - 225 = 105 points.
+Joey has won 105 points, so in Scrabble, he has 335 + 105 = 430 points.
+Joey has now lost, so he has 430 - 105 = 210 points.
+Joey has scored 210 points in Scrabble, so he has 210 + 10 = 210 points.
+Joey has scored 210 + 10 = 220 points, so he has 220 - 10 = 180 points.
+Joey has now lost, so he has 180 - 10 = 100 points.
+Joey has scored 100 points in Scrabble, so he has 100 + 1 = 110 points.
+Joey has now lost, so he has 110 - 10 = 10 points.
+Joey has now lost, so he has 10 + 1 = 11 points.
+Joey has now lost, so he has 11 - 1 = 0 points.
+Joey has now lost again, so he has 0 - 1 = 1 point.
+Joey has lost again, so he has 1 - 1 = 0 points.
+Joey has lost again, so he has 0 - 1 = 1 point.
+Joey has lost again, so he has 2 - 1 = 1 point.
+Joey has lost again, so he has 2 - 2 = 1 point.
+Joey has lost again, so he has 3 - 1 = 2 points.
+Joey has lost again, so he has 3 - 1 = 2 points.
+Joey has lost again, so he has ','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,15,'Joey has 214 - 225 = 5 points left.
+To find out how many points Joey is now is to find out how many points Joey can win with Marcy.
+Joey can win with Marcy 5 x 225 = 100.
+Joey will win 100 / 225 = 0.4 points.
+Joey is now winning with Marcy.
+Joey won with Marcy.
+Joey is now winning with Joey.
+Joey won.
+Joey is now winning.
+Joey is now winning again.
+Joey is now winning again.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie.
+Joey is a tie','0.4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619323852157640455e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',7,2.7403746373099966149e+02,2.74036483831000623459e+02);
+INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619448792938566205e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',33,1.52344524491300035151e+03,1.52344426715700046771e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -2499,5 +12807,135 @@ INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-128',
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-128',0,7,'250',0.0,0,1000,1,122.0,32.0,1010.0,0.0,2.50422202144998209396e+01,2.9485820034479418945e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-128',0,7,'10',0.0,0,1000,1,122.0,32.0,2020.0,0.0,5.00844404289996418793e+01,5.65591638843196166993e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-128',0,7,'1000',0.0,0,1,0,122.0,32.0,4040.0,0.0,1.00168880857999283758e+02,1107058515840.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-141',0,8,'1000',0.0,0,16,1,78.0,32.0,225.8125,0.0,7.65424844624999423103e+00,7.28059585731161499006e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-141',0,8,'6',0.0,0,120,1,78.0,32.0,451.625,0.0,1.5308496892499988462e+01,1.33290651220775070186e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-141',0,8,'20',0.0,0,1000,1,78.0,32.0,903.25,0.0,3.06169937849999769237e+01,2.54260036516092926021e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-141',0,8,'20',0.0,0,1000,1,78.0,32.0,1806.5,0.0,6.12339875699999538474e+01,4.96198807106728576651e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-141',0,8,'2',0.0,0,1,0,78.0,32.0,3613.0,0.0,1.22467975139999907697e+02,980076348288.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-151',0,9,'6052',0.0,0,16,1,130.0,32.0,350.9375,0.0,7.51541512124993,1.2046055009276806641e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-151',0,9,'1',0.0,0,120,1,130.0,32.0,701.875,0.0,1.50308302424998601058e+01,2.1462538216445019531e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-151',0,9,'1',0.0,0,1000,1,130.0,32.0,1403.75,0.0,3.00616604849997202117e+01,4.02955046307814453111e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-151',0,9,'1',0.0,0,1000,1,130.0,32.0,2807.5,0.0,6.01233209699994404235e+01,779614374594.543);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-151',0,9,'1',0.0,0,1,0,130.0,32.0,5615.0,0.0,1.20246641939998880847e+02,1532933031168.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-164',0,10,'$2250',0.0625,0,16,1,107.0,32.0,400.0625,0.0,9.31553921568752230086e+00,1.27490306510957382207e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-164',0,10,'$2250',0.0625,0,120,1,107.0,32.0,800.125,0.0,1.86310784313750446017e+01,2.34853212967560211177e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-164',0,10,'18',0.06325,0,1000,1,107.0,32.0,1600.25,0.0,3.72621568627500892039e+01,4.4957902588076586914e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-164',0,10,'35',0.066375,0,1000,1,107.0,32.0,3200.5,0.0,7.45243137255001784078e+01,8.79030651707177246127e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-164',0,10,'1000',0.0625,0,1,0,107.0,32.0,6401.0,0.0,1.49048627451000356811e+02,1737933903360.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-183',0,11,'20',0.0,0,16,1,174.0,32.0,390.0,0.0,1.12385837616250228165e+01,1.42787575605751159671e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-183',0,11,'12',0.0,0,120,1,174.0,32.0,780.0,0.0,2.24771675232500456331e+01,2.47462678023501098643e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-183',0,11,'20',0.0,0,1000,1,174.0,32.0,1560.0,0.0,4.49543350465000912663e+01,4.56812882859000915546e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-183',0,11,'100',0.0,0,1000,1,174.0,32.0,3120.0,0.0,8.99086700930001825327e+01,8.75513292530000610328e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-183',0,11,'4',0.0,0,1,0,174.0,32.0,6240.0,0.0,1.79817340186000365065e+02,1712914111872.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-186',0,12,'15',0.0,0,16,1,154.0,32.0,312.6875,0.0,7.19808424812504199508e+00,1.1657889166316487121e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-186',0,12,'40',0.0,0,120,1,154.0,32.0,625.375,0.0,1.43961684962500839905e+01,2.00438589001887207028e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-186',0,12,'8000',0.0,0,1000,1,154.0,32.0,1250.75,0.0,2.87923369925001679811e+01,3.68157983679331909173e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-186',0,12,'20',0.0,0,1000,1,154.0,32.0,2501.5,0.0,5.75846739850003359623e+01,7.03596773034221313483e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-186',0,12,'20',0.0,0,1,0,154.0,32.0,5003.0,0.0,1.15169347970000671924e+02,1374474351744.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-187',0,13,'24',0.0,0,16,1,78.0,32.0,290.8125,0.0,7.2147638035625050179e+00,9.03041379468635864273e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-187',0,13,'3.33',0.0,0,120,1,78.0,32.0,581.625,0.0,1.44295276071250100358e+01,1.68275033078939361568e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-187',0,13,'3',0.0,0,1000,1,78.0,32.0,1163.25,0.0,2.88590552142500200716e+01,3.24216823343090881351e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-187',0,13,'2',0.0,0,1000,1,78.0,32.0,2326.5,0.0,5.77181104285000401432e+01,6.36100403871393920915e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-187',0,13,'2',0.0,0,1,0,78.0,32.0,4653.0,0.0,1.15436220857000080284e+02,1259867564928.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-191',0,14,'100',0.0625,0,16,1,75.0,32.0,257.25,0.0,6.50926708356257677223e+00,8.04655096719095916726e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-191',0,14,'10',0.0625,0,120,1,75.0,32.0,514.5,0.0,1.30185341671251535449e+01,1.49407232779648956296e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-191',0,14,'35',0.0485,0,1000,1,75.0,32.0,1029.0,0.0,2.60370683342503070898e+01,2.87290678995127685552e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-191',0,14,'10',0.016375,0,1000,1,75.0,32.0,2058.0,0.0,5.20741366685006141796e+01,5.63057571426085082992e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-191',0,14,'3.5',0.0,0,1,0,75.0,32.0,4116.0,0.0,1.04148273337001228354e+02,1114591356288.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-194',0,15,'10',0.1875,1,16,1,79.0,32.0,252.1875,0.0,6.11278051281249190651e+00,80174923868.2489);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-194',0,15,'10',0.1875,1,120,1,79.0,32.0,504.375,0.0,1.22255610256249838132e+01,1.47754998614098968508e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-194',0,15,'10',0.2415,1,1000,1,79.0,32.0,1008.75,0.0,2.44511220512499676264e+01,2.82915148105799133301e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-194',0,15,'10',0.369,1,1000,1,79.0,32.0,2017.5,0.0,4.89022441024999352529e+01,5.53235447089199462895e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-194',0,15,'1',0.5,0,1,0,79.0,32.0,4035.0,0.0,9.78044882049998705059e+01,1093876045056.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-202',0,16,'20',0.0625,0,16,1,89.0,32.0,190.0,0.0,3.82606479418757317034e+00,6.61071118456932525645e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-202',0,16,'100',0.0625,1,120,1,89.0,32.0,380.0,0.0,7.65212958837514634069e+00,1.16958736342380371095e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-202',0,16,'20',0.05125,0,1000,1,89.0,32.0,760.0,0.0,1.53042591767502926818e+01,2.18661985335754608154e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-202',0,16,'20',0.016875,0,1000,1,89.0,32.0,1520.0,0.0,3.06085183535005853636e+01,4.22068483322503112779e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-202',0,16,'20',0.0,0,1,0,89.0,32.0,3040.0,0.0,6.12170367070011707272e+01,828881479296.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-206',0,17,'400',0.0,0,16,1,117.0,32.0,232.4375,0.0,3.91086531356245359347e+00,8.50410139555078887965e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-206',0,17,'400',0.0,0,120,1,117.0,32.0,464.875,0.0,7.82173062712490718695e+00,1.47310659732340698243e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-206',0,17,'25',0.0,0,1000,1,117.0,32.0,929.75,0.0,1.56434612542498143739e+01,2.7184995128600631714e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-206',0,17,'400',0.0,0,1000,1,117.0,32.0,1859.5,0.0,3.12869225084996287482e+01,5.20928534393337524426e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-206',0,17,'10',0.0,0,1,0,117.0,32.0,3719.0,0.0,6.25738450169992574964e+01,1019085700608.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-223',0,18,'$20000',0.0625,1,16,1,83.0,32.0,219.125,0.0,5.48147060831252,72344843072.2384);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-223',0,18,'$60000',0.0625,0,120,1,83.0,32.0,438.25,0.0,1.09629412166250403968e+01,1.31030872644489181522e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-223',0,18,'$60000',0.05625,0,1000,1,83.0,32.0,876.5,0.0,2.19258824332500807936e+01,2.48402931788990722662e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-223',0,18,'$70000',0.050125,0,1000,1,83.0,32.0,1753.0,0.0,4.38517648665001615873e+01,4.8314705007799383543e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-223',0,18,'$70000',0.0,0,1,0,83.0,32.0,3506.0,0.0,8.77035297330003231746e+01,952635286656.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-255',0,19,'2',0.0,0,16,1,87.0,32.0,323.0625,0.0,5.42214747387504303333e+00,1.01398643853022979736e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-255',0,19,'2',0.0,0,120,1,87.0,32.0,646.125,0.0,1.08442949477500860666e+01,1.88045955818021453855e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-255',0,19,'160',0.0,0,1000,1,87.0,32.0,1292.25,0.0,2.16885898955001721333e+01,3.61340579748018371573e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-255',0,19,'16',0.0,0,1000,1,87.0,32.0,2584.5,0.0,4.33771797910003442666e+01,7.07929827608012207044e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-255',0,19,'8',0.0,0,1,0,87.0,32.0,5169.0,0.0,8.67543595820006885332e+01,1401108323328.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-285',0,20,'3',0.0,0,16,1,64.0,32.0,213.3125,0.0,3.74935761206245388166e+00,6.57090683582002868653e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-285',0,20,'3',0.0,0,120,1,64.0,32.0,426.625,0.0,7.49871522412490776332e+00,1.22846660792986938476e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-285',0,20,'3',0.0,0,1000,1,64.0,32.0,853.25,0.0,1.49974304482498155266e+01,2.37121845662560241691e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-285',0,20,'3',0.0,0,1000,1,64.0,32.0,1706.5,0.0,2.99948608964996310533e+01,4.65672215401706787122e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-285',0,20,'3',0.0,0,1,0,64.0,32.0,3413.0,0.0,5.99897217929992621066e+01,922772954880.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-266',0,21,'$100,000',0.0,0,16,1,121.0,32.0,309.375,0.0,6.3406530467499351289e+00,1.06834527539264144901e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-266',0,21,'1',0.0,0,120,1,121.0,32.0,618.75,0.0,1.2681306093499870258e+01,1.89801410394513183589e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-266',0,21,'$100,000',0.0,0,1000,1,121.0,32.0,1237.5,0.0,2.5362612186999740516e+01,3.55735176105011291513e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-266',0,21,'1',0.0,0,1000,1,121.0,32.0,2475.0,0.0,5.0725224373999481032e+01,6.87602707526007568376e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-266',0,21,'1',0.0,0,1,0,121.0,32.0,4950.0,0.0,1.01450448747998962057e+02,1351337770368.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-286',0,22,'15',0.0,0,16,1,71.0,32.0,195.1875,0.0,4.72932381268753943004e+00,6.26846637505730514515e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-286',0,22,'15',0.0,0,120,1,71.0,32.0,390.375,0.0,9.45864762537507886008e+00,1.14930248189601516724e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-286',0,22,'25',0.0,0,1000,1,71.0,32.0,780.75,0.0,1.89172952507501577201e+01,2.19421417067658447268e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-286',0,22,'25',0.0,0,1000,1,71.0,32.0,1561.5,0.0,3.78345905015003154399e+01,4.28403754823772277846e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-286',0,22,'10',0.0,0,1,0,71.0,32.0,3123.0,0.0,7.56691810030006308798e+01,846368430336.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-291',0,23,'18',0.0,0,16,1,89.0,32.0,246.25,0.0,5.55777373931255169736e+00,8.12567740088346252436e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-291',0,23,'18',0.0,0,120,1,89.0,32.0,492.5,0.0,1.11155474786251033951e+01,1.47240221987978973385e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-291',0,23,'18',0.0,0,1000,1,89.0,32.0,985.0,0.0,2.22310949572502067903e+01,2.79207117946267700196e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-291',0,23,'6',0.0,0,1000,1,89.0,32.0,1970.0,0.0,4.44621899145004135806e+01,5.43140909862845153817e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-291',0,23,'1',0.0,0,1,0,89.0,32.0,3940.0,0.0,8.89243798290008271613e+01,1071008493696.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-300',0,24,'2',0.0,0,16,1,94.0,32.0,203.1875,0.0,4.70617126187505618872e+00,7.09988473052508239739e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-300',0,24,'2',0.0,0,120,1,94.0,32.0,406.375,0.0,9.41234252375011237745e+00,1.25398388335034103398e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-300',0,24,'2',0.0,0,1000,1,94.0,32.0,812.75,0.0,1.88246850475002247549e+01,2.34197470394600646965e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-300',0,24,'2',0.0,0,1000,1,94.0,32.0,1625.5,0.0,3.76493700950004495098e+01,4.51795634513733764632e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-300',0,24,'2',0.0,0,1,0,94.0,32.0,3251.0,0.0,75.2987401900009,886991962752.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-306',0,25,'25',0.0625,0,16,1,90.0,32.0,232.875,0.0,3.01628117562506758986e+00,7.7923221735272735597e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-306',0,25,'80',0.0625,0,120,1,90.0,32.0,465.75,0.0,6.03256235125013517972e+00,1.40308680305454559324e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-306',0,25,'25',0.05375,0,1000,1,90.0,32.0,931.5,0.0,1.20651247025002703592e+01,2.65079597445818206796e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-306',0,25,'17',0.03775,0,1000,1,90.0,32.0,1863.0,0.0,2.41302494050005407184e+01,5.14621431726545471192e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-306',0,25,'6',0.0,0,1,0,90.0,32.0,3726.0,0.0,4.82604988100010814369e+01,1013705100288.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-376',0,26,'20',0.0,0,16,1,77.0,32.0,216.875,0.0,5.41002668893747795664e+00,7.01315424764039764419e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-376',0,26,'55',0.0,0,120,1,77.0,32.0,433.75,0.0,1.08200533778749559128e+01,1.2821184137691038513e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-376',0,26,'55',0.0,0,1000,1,77.0,32.0,867.5,0.0,2.16401067557499118257e+01,2.44372439177923187251e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-376',0,26,'40',0.0,0,1000,1,77.0,32.0,1735.0,0.0,4.32802135114998236514e+01,4.76693634779948791514e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-376',0,26,'1',0.0,0,1,0,77.0,32.0,3470.0,0.0,8.65604270229996473028e+01,941336025984.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-382',0,27,'13',0.0,0,16,1,93.0,33.0,265.25,0.0,5.42512874037504388979e+00,8.71970568047063140839e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-382',0,27,'320',0.0,0,120,1,93.0,33.0,530.5,0.0,1.085025748075008778e+01,1.58308568925992553715e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-382',0,27,'13',0.0,0,1000,1,93.0,33.0,1061.0,0.0,2.170051496150017556e+01,3.00531593168565063466e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-382',0,27,'200',0.0,0,1000,1,93.0,33.0,2122.0,0.0,4.34010299230003511201e+01,5.8497764165371008301e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-382',0,27,'200',0.0,0,1,0,93.0,33.0,4244.0,0.0,86.8020598460007,1153869738624.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-387',0,28,'14',0.0,0,16,1,64.0,32.0,183.3125,0.0,5.09679653650005093368e+00,5.76129423840404663106e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-387',0,28,'14',0.0,0,120,1,64.0,32.0,366.625,0.0,1.01935930730001018669e+01,1.06663380704037765508e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-387',0,28,'3',0.0,0,1000,1,64.0,32.0,733.25,0.0,2.03871861460002037338e+01,2.04764257344032379144e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-387',0,28,'$1',0.0,0,1000,1,64.0,32.0,1466.5,0.0,4.07743722920004074677e+01,4.00966010624021545419e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-387',0,28,'12',0.0,0,1,0,64.0,32.0,2933.0,0.0,8.15487445840008149354e+01,793369517184.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-391',0,29,'1',0.0625,0,16,1,82.0,32.0,322.5,0.0,6.1584824206875055097e+00,9.9925157886218811034e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-391',0,29,'1',0.0625,0,120,1,82.0,32.0,645.0,0.0,1.23169648413750110194e+01,1.86437542901804229741e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-391',0,29,'1',0.05925,0,1000,1,82.0,32.0,1290.0,0.0,2.46339296827500220388e+01,3.59462312932975036616e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-391',0,29,'1',0.0295,0,1000,1,82.0,32.0,2580.0,0.0,4.92678593655000440776e+01,7.05511852995316772474e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-391',0,29,'5',0.0,0,1,0,82.0,32.0,5160.0,0.0,9.85357187310000881552e+01,1397610933120.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-416',0,30,'indeed a bit of a mathematical puzzle. The problem involves a combinatorial approach, where it is possible to count the number of ways to distribute two camel-sized objects among three dairy-sized objects. This can be thought of as a combination problem with two orders of selection',0.0,0,16,1,88.0,32.0,197.25,0.0,5.92373779368745090323e+00,6.77924649938331222529e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-416',0,30,'360',0.0,0,120,1,88.0,32.0,394.5,0.0,1.18474755873749018066e+01,1.20594296069977584837e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-416',0,30,'180',0.0,0,1000,1,88.0,32.0,789.0,0.0,2.36949511747498036133e+01,2.26197958222266510002e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-416',0,30,'180',0.0,0,1000,1,88.0,32.0,1578.0,0.0,4.73899023494996072267e+01,4.37405282526844299334e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-416',0,30,'360',0.0,0,1,0,88.0,32.0,3156.0,0.0,9.47798046989992144534e+01,859819931136.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-418',0,31,'15',0.0,0,16,1,93.0,32.0,310.875,0.0,6.60734098087493748607e+00,99727616922.8997);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-418',0,31,'15',0.0,0,120,1,93.0,32.0,621.75,0.0,1.32146819617498749725e+01,1.83096552481639709471e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-418',0,31,'15',0.0,0,1000,1,93.0,32.0,1243.5,0.0,2.64293639234997499451e+01,3.49834423599119750968e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-418',0,31,'1',0.0,0,1000,1,93.0,32.0,2487.0,0.0,52.8587278469995,6.83310165834079833975e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-418',0,31,'1',0.0,0,1,0,93.0,32.0,4974.0,0.0,105.717455693999,1350261650304.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-454',0,32,'18',0.0,0,16,1,64.0,32.0,140.9375,0.0,4.0260643431875,4.61998838339449081425e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-454',0,32,'18',0.0,0,120,1,64.0,32.0,281.875,0.0,8.052128686375,8.38510360007485809358e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-454',0,32,'3',0.0,0,1000,1,64.0,32.0,563.75,0.0,16.10425737275,1.59153340334355926518e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-454',0,32,'3',0.0,0,1000,1,64.0,32.0,1127.5,0.0,32.2085147455,3.09757949001570617665e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-454',0,32,'3',0.0,0,1,0,64.0,32.0,2255.0,0.0,64.417029491,610967166336.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-447',0,33,'9',0.0,0,16,1,88.0,32.0,336.6875,0.0,7.04926607368747681903e+00,1.05334175888704025263e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-447',0,33,'10',0.0,0,120,1,88.0,32.0,673.375,0.0,1.4098532147374953638e+01,1.95646957284923767098e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-447',0,33,'0',0.0,0,1000,1,88.0,32.0,1346.75,0.0,2.81970642947499072761e+01,3.76272520077363220223e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-447',0,33,'10',0.0,0,1000,1,88.0,32.0,2693.5,0.0,5.63941285894998145522e+01,7.37523645662242187479e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-447',0,33,'10',0.0,0,1,0,88.0,32.0,5387.0,0.0,1.12788257178999629104e+02,1460025896832.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
