@@ -6303,6 +6303,2389 @@ Joey is a tie.
 Joey is a tie.
 Joey is a tie.
 Joey is a tie','length',512,88,32,4.22873974179183687027e+00,91251618552.0,NULL);
+INSERT INTO "chains" VALUES(34,0,0,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',0,'On 5 days at the office, Charisma has walked for 5 * 5 = 20 minutes.
+On 8 hours and 10 days at the office, she has walked for 8 * 10 = 80 minutes.
+She has walked for 20 + 80 = 240 minutes.
+To find the number of minutes she has walked, we need to divide 240 by 8, which gives us 30 minutes.
+#### 30
+The answer is: 30.','stop',119,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,1,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',1,'1
+
+To solve this problem, we need to break it down step by step, using logic. We know that Charisma has 2 hours of walking per day,  and this is split into 5 days. On each day, Charisma walks 5 minutes. So, after 10 days, Charisma has walked 10 * 5 = 50 minutes.','stop',81,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,2,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',2,'To solve this problem, we need to divide 8 hours by 5 minutes, which is 20 minutes, because 20 minutes is 20 hours.
+Let''s break it down step by step. 10 hours is 20 hours * 10 hours per hour = 20 hours x 10 = 20 hours.
+So, 20 hours is 20 * 3 = 60 minutes.
+She walked 60 minutes in a day.
+#### 60
+The answer is: 60','stop',121,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,3,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',3,'To find out how many minutes she has walked, we need to first calculate the total time she spends at work, which is 5 days * 5 hours per day * 8 hours per day * 8 days per week * 12 hours per week * 10 days per month * 15 days per year * 100 minutes = 1500 minutes.
+
+Now, we can find the time she spends at work by dividing 1500 by 5, which gives us 300 minutes.
+
+So, she has walked 300 * 5 = 1500 minutes during her 5 days of work at the office.
+
+To be more precise, we can round this to 150 minutes, which is 15 hours and 30 minutes.','stop',177,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,4,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',4,'Over 5 days, Charisma walked for 5 * 60 = 300 minutes.
+
+This is 8 hours per day * 30 days = 160 hours.
+
+Stopping at the office, after 160 hours, Charisma walked for 300 - 160 = 120 hours.
+
+To find out how many minutes she walked, we need to divide 120 by 12 (5x10), which is 10 minutes.
+
+So, Charisma walked a total of 10 minutes.','stop',130,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,5,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',5,'Decrease the hours by 1 day for each hour increase in the days. So, 5 days * 1 = 5 days * 1 = 5 hours = 1.','stop',41,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,6,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',6,'To solve this problem, we need to calculate the total number of minutes she walked and then divide it by the number of days she’s worked.
+
+First, we calculate the total time she walked: 5 days * 8 hours = 40 minutes.
+
+Now, we divide the total time she walked by the number of days she’s worked: 40 minutes / 8 days = 5 minutes per day.
+
+We can simplify this fraction: 5 minutes per day = 1 hour.
+
+Therefore, Charisma has walked 1 hour per day for 8 days at work.','stop',130,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,7,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',7,'15 days x 5 minutes per day = 75 minutes in total
+Charisma has walked 15 days * 75 minutes per day = 1150 minutes
+
+The answer is 1150.
+#### 1150
+The answer is 1150.','stop',68,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,8,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',8,'First, determine the total hours worked so far.  In 5 days, she worked 5 x 8 = 40 hours.
+Next, divide the total hours worked by the number of days worked. 40 hours / 5 days = 8 hours per day.
+Now, find the hours worked at the office.  Since she worked 40 hours per day, and there are 5 days in a week, she worked 4 x 5 = 20 hours.
+However, she would have worked 40 x 2 = 80 hours at the office per week.
+Finally, subtract 20 hours from the actual hours worked at the office per week, so she walked 80 - 20 = 20 more hours than in actual hours worked.
+Therefore, there have been 20 more hours of walking than she already walked.
+#### 20
+The answer is: 20','stop',201,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,9,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',9,'Charisma has walked for a total of 5 * 5 = 20 minutes.
+Her total hours worked at work is 8 * 5 = 40 hours.
+She has walked for a total of 20 + 40 = 60 minutes.
+#### 60
+The answer is: 60','stop',73,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,10,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',10,'To find out the number of minutes she walked, we need to first calculate the total hours she walked and multiply that by the time she walked.
+
+She walked 5 days * 1 day * 5 hours = 5 hours * 5 hours = 25 minutes.
+
+Now, we can find the number of minutes she walked by multiplying 25 by the number of minutes she walked, which is 25.
+
+So, she walked 25 minutes.
+
+The answer is 25.','stop',111,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,11,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',11,'Charisma has 5 days of extra hours. To find out how many minutes she has walked, we can divide 5 days by 8 hours, which gives us 1.5.
+
+So, Charisma has walked 1.5 hours.','stop',54,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,12,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',12,'25
+
+To solve this problem, we need to find out how many minutes have she walked. We know she has walked 25 times since the last time she reported. So, the answer is 25.','stop',47,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,13,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',13,'Let’s break this down step by step. We know that Charisma works for 8 hours every day and has a timer to remind her to get up and walk for 5 minutes every hour she’s at work.
+
+We can start by setting up an equation: 8 * 5 = 40, because 5 x 4 = 20. However, we can also set up an equation with a variable: 40 = 20 * 5. So we need to have a remainder of 1.
+
+So, we can set up an equation: 40 = 20 + 1. Therefore, 40 = 21.
+
+We have 40 days in total. We can set up an equation: 40 = 8 + 4. So, 40 = 10.
+
+We can then multiply 4 by 10: 4 * 10 = 40. This is the total amount of time we have.
+
+So, 8 + 5 = 11, because 11 is the remainder of 10 divided by 8.','stop',248,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,14,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',14,'To solve this problem, we need to break it down into manageable parts. We can start by identifying the key steps. First, we calculate the total hours spent walking. This is calculated by adding the number of hours worked and the number of minutes worked. So, 8 hours multiplied by 15 minutes equals 12 hours. 
+
+Next, we calculate the number of minutes walked based on the given timer. However, we need to add the number of minutes walked to the actual hours worked. We have 12 hours and 3 minutes worked, which is 16 minutes. Adding it to the total hours worked allows us to calculate the actual amount walked.
+
+The answer is 16.','stop',147,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(34,0,15,'e49671e4cec0e0bbf596378338aa9ec0061589ad67066cc3cb57631a61606d50',15,'Let''s break this problem down step by step. We need to find out how many minutes she walked in each of the 5 days she was at the office.
+
+We know she''s at the office every day. So, there are 5 days in total. 
+
+The total number of minutes she walked is the sum of the minutes she walked at her desk during each of those days. 
+
+In each of the 5 days, she walked 5 minutes. So, to find the total number of minutes she walked, we need to multiply the total number of days by the number of minutes she walked per day: 5 * 5 = 20 minutes.
+
+The answer is 20. So, there are 20 minutes that she walked.','stop',161,89,32,1.33179606443565456963e+00,32804847576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,0,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',0,'Let''s break down the problem step by step:
+
+The ratio of girls to boys in Jana''s Pomeranians can be determined by dividing 1 cubic meter of girls to 27 cubic meters of boys. 
+
+In a ratio of 1 to 27, 1/2 is equal to 10:2. This is a perfect example of how a ratio can be multiplied by 10:2 or 10:2, which is the same as a fraction with a numerator of 10:2.
+
+To find the answer to the ratio, we need to find the fraction of girls to boys. A fraction can be multiplied by itself 10 times (so in this case, 10:2 is multiplied by itself 10 times). 
+
+Here''s the calculation:
+
+10:2 = 20:4 = 40:4 = 10:2 * 10:2 = 10:2 * 10 = 10:2
+
+This is the ratio of girls to boys. This is just the opposite of the original ratio of girls to boys to 2.
+
+So, the answer is 10:2.','stop',260,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,1,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',1,'Two thirds of the girls are girls, which is 2/3.
+One third of the boys is boys, which is 3/2.
+Let''s convert the ratio of boys to girls: 2/3 = 3/4.
+The total number of girls is 2 + 3 = 5.
+The number of boys is 1/2 * 5 = 5.
+#### 5
+The answer is: 5','stop',97,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,2,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',2,'Let''s break this down step-by-step:
+
+- We know Jana has 27 puppies.
+- One third of the 27 puppies are girls.
+
+To find out how many girls there are, we''ll divide 27 by 3, which gives us 9 girls.
+
+- We''re asked to determine how many girl Pomeranians Jana has.
+
+We can calculate this directly:
+
+Two thirds of the 27 puppies is 2 x 3 = 6 girls.
+
+So, Jana has 2 + 6 = 8 girls.
+
+The total number of girls is the sum of the number of boys and the number of girls, which is 1 - 2 + 1 = 1.
+
+So, 18 girls are the answer.','stop',178,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,3,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',3,'To solve this problem, we need to consider both the boys and the girls in the ratio of boys to girls. We know that Jana has 27 boys and 27 girls. If Jana has 27 boys, then she has 27/2 = 13 girls.
+
+The number of girls in Jana''s pack is 13/2 = 5 girl Pomeranians.
+
+Now, let''s consider the ratio of boys to girls. We know that 2/3 of the boys are girls, so 2/3 of the girls is 2/3 of the boys.
+
+The total number of girls is 27 (boys) + 5 (girls) = 7.
+
+So, the answer is 7.','stop',168,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,4,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',4,'Let''s break this down step by step. We know that one third of the girls is 25%.
+
+We also know that half of the girls is 100%. So, 100% of the girls is 100% of 25%.
+
+To find the total number of girls, we multiply 25% by 25% by 100% (half of 25%).
+
+So, 25% of 25% is 25/25 * 100 = 30.
+
+To find out how many girls are in Jana''s total, we need to multiply 25% by 100.
+
+We multiply 25% by 25% by 100% (half of 25%) and then round up to 30 girls, because 30 is 16 more than 25% of 25%.
+
+So, 30 girls is 2.5 times 16, which is 32.5 girls.
+
+Now we can add 1 to get 4 girls.
+
+So, there are 4 girls in Jana''s total.','stop',264,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,5,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',5,'Let''s break this down step by step. The numerator of the fraction represents the number of girls and the denominator represents the number of boys. 
+
+We can find the number of boys by dividing 1 by 27. So the numerator of the fraction 1/27 will be 1/117.
+
+Now we know that 1/117 is equal to 1/117 * 1 = 1.
+
+We can now calculate the fraction of girls. Since the numerator of the fraction is 1, the denominator of the fraction is 117. 117 * 117 / 117 = 1.
+
+To find the number of girls, we can divide 117 by 117. 117 / 117 = 1.
+
+The answer is 1.','stop',188,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,6,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',6,'One third of the girls are girls, which means 1/3 of the girls is boys.
+Two thirds of the boys are boys, which means 1/2 of boys is males.
+One third of males is males, which means 1/3 of males is females.
+Therefore, 1/3 of males is females, which means 1/4 of males is females.
+
+So, the answer is 1/4 * 1/4 = 1.
+
+The answer is 1.
+##### 11
+
+Jana''s total number of girls is 27.
+##### 12
+
+The answer is 2.
+##### 13','stop',151,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,7,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',7,'To solve this problem, we need to break it down step by step. First, we need to find the ratio of girls to boys in Jana''s puppies. This can be calculated by dividing the number of boys (one third of one girl) by the number of boys in Jana''s litter.
+
+We know that one third of the Lopon (23.33%) is girls. So, 1/23.33 * 100 = 13.33% of the boys is girls.
+
+Now, we know that 13.33% of the boys is girls. This means 13.33% of the boys are girls.
+
+So, Jana has 13.33 girls, one-third of which are boys.
+
+To calculate the number of girls, we multiply 13.33% by 100. 13.33% of 100 is 13.33. 
+
+So, 13.33 girls and 13.33 boys are Jana''s total number of girls and boys mixed together.
+
+The answer is: 13.33','stop',259,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,8,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',8,'To solve this problem, we need to break it down into manageable parts. Let''s start by identifying the information given: 10% of Jana''s puppies are girls (yes, the 10% is a mix of the two 27% of females and 10% of males who make up the other 91%). 27% of Jana''s puppies are girls.
+
+We are told that 23% of Jana''s puppies are girls. This can be calculated by multiplying 2 by 0.23. So 23% is 0.23 * 0.23 = 0.66.
+
+We are also told that 10% of Jana''s puppies are girls. Now we need to find 10%. This is the same as multiplying 2 by 1, since we are working with percentages. Therefore, we get 10% of 27% = 2*10% = 27%.
+
+Now that we have the total number of girls, we need to find the number of girls who are Pomeranians. We know that 23% of girls are girls, but we also know that 27% of girls is girls. To find the number of girls who are Pomeranians, we need to subtract the number of girls who are girls.
+
+We can do this by finding 10% of 27% - 23%, which is 10% of 27% - 23% = 11.67 girls.
+
+Therefore, Jana has 27 girls, and 10% of them are girls.
+
+The answer is 10 girls.','stop',371,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,9,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',9,'1. First, we need to determine the ratio of girls to boys.
+2. To determine the ratio of boys to girls, we can divide the number of girls by the total number of boys.
+3. So, 1/2 = 0.5 (to express the ratio as a fraction with a denominator of 225 and 2)
+4. Now we can find the number of boys by dividing the number of girls by 2.
+5. So, 1/2 = 0.5
+
+Now we know that 1 girl can be a boy and that there are 2 girls in total.
+We add 1 girl (for the remaining 2 boys) to the original ratio of boys to girls.
+
+So, the answer is 2. The answer is 2.
+
+However, Jana doesn''t have any girls.
+
+The only girl in the problem is 2 boys.
+
+The only girl in the original 27 girls is 2 boys.
+
+The only girl in the original 27 girls is 2 boys.
+
+The answer is 3.
+
+The answer is 3.','stop',248,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,10,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',10,'Jana has a total of 27 * 1.25 = 36 girls. 
+Two thirds of this total is girls, which is 36 / 2 = 18 girls.
+One third of this total is girls, which is 36 / 3 = 12 girls.
+#### 12
+The answer is: 12','stop',82,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,11,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',11,'Here''s a step-by-step breakdown:
+1. Jana''s puppy population is 27 (male) + 1 (female) = 28.
+2. The ratio of female to male puppies is 28:1 (28 female to 17 male)
+3. If 1/3 of the females are males, then 28/3 = 9 female Pomeranians.
+4. So, 27 - 1 (ground) + 28 * (1/3) = 18 girls in total.
+
+However, the answer is 18 girls, not 18 girls in total.
+
+This is an example of a logical fallacy, specifically an incorrect use of the formula for a sum of 3 times another number.','stop',172,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,12,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',12,'To solve this problem, let''s break it down step by step. We know that Jana has 27 puppies, and one third of the Pomeranians is girls. If we have 27 puppies, the remaining 23 girls would need 27/2 = 10 girls.
+
+We also know that 1/2 * 23 = 10 girls.
+
+Now, we want to find out how many girl Pomeranians Jana has. If we have 10 girls, there are 10 * 23 = 260 girls in total.
+
+We can set up an equation based on this: 10 girls * 2 (total girls = 27) + 23 girls * 2 (total males = 42, so we can add 2 to both sides of the equation to get 10 * 23 = 26 * 24 = 548.
+
+However, we have 27 girls. If we have 27 males, we have 27/2 = 14 males.
+
+But we can also think of this in a more complex way. We know that one third of the girls is girls, and 23 girls * 2 = 46 girls. But one of those girls is girls, and one of those girls is girls again.
+
+So we can say that if we add another 2 to the ends of the equation, we get both ends of the total 27, but the number of girls * 2 = 46 and the number of girls * 2 = 88.
+
+But the problem ends with one more, and it''s 2 * 23 = 46, and we only have 10 / 23 = 27.
+
+So the answer is 27.
+
+However, 27 is not a multiple of 23.','stop',420,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,13,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',13,'This problem involves a mix of numbers, but let''s break it down step by step. The problem requires a fraction of the number of girls in a puppy. So, 23/12 = 0.75. It also requires a fraction of the number of girls in a puppy, but we need to consider the whole population of a puppy. So, the answer is 23/12.','stop',86,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,14,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',14,'To solve this problem, we need to consider multiple steps simultaneously and think strategically.
+
+First, we calculate the ratio of girls to boys: 2/3 = (2/3) = 1.
+
+We know that 1/4 of the girls is equal to 1/2.
+
+We know that one-third of the girls is equal to 1/2.
+
+We know that Jana has 2/3 girls.
+
+To avoid the classic "1/2" problem, we can say that one-third of the girls are girls.
+
+One more girl is not 1/2, but 1/4 is not 1/2.
+
+One-third of the girls is 1/4 + 1/2, which is 1/8.
+
+To solve this multiple-step problem, we need to write 1/8 as 2 x (1/8) + 1/2.
+
+When we multiply 1 by itself, we get 21.
+
+When we multiply 1 by itself, we get 22.
+
+Therefore, one-third of the girls is 22 - 1 = 23 girls.','stop',261,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(35,0,15,'6a09960749af6a718b807d8e1d36b738c0a9ce213ef4f93c52c9cb1783a7a0db',15,'1
+
+The total number of Pomeranians is 18 of the girls.
+
+Jana has 27 girls, so 18 girls can be found by adding 27 girls to the 18 girls that make up the boys, which are boys (she is a girl).
+
+So, Jana has 27 girls - 27 girls that make up the boys.','stop',87,82,32,2.36451813733668414485e+00,55924614576.0,NULL);
+INSERT INTO "chains" VALUES(36,0,0,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',0,'To solve this problem, we need to consider both the total cost of the two venues and what''s left out of the total cost to meet the guest''s needs.
+
+Since the first venue charges $200 and the second venue charges $25, and the second venue does not include food. We can calculate the total cost of the two venues as follows:
+
+First venue: $200 x 2 = $400
+Second venue: $25 x 2 = $40
+Total cost: $400 + $40 = $440
+
+So, the second venue costs $440, while the first venue costs $200.
+
+To find out how many guests are necessary, we can multiply the total cost of $440 by the number of guests. Since the second venue is only 2 guests, the total number of guests is 4.
+
+This is the same as the number of guests who can fit into the first venue. It''s a classic example of how different factors can add up to a single answer, and how these differences can be calculated using the difference between the total cost and the total number of guests.','stop',251,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,1,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',1,'To determine the number of guests required for the two venues to be equal in cost, we need to break down the total expected costs into individual components.
+
+The first venue has a flat fee of $200, which means it only includes food and drinks. The second venue also has a flat fee of $25. To find the total expected total cost, we need to multiply each component by the unit cost of $25.
+
+For the first venue, 1 person costs $5, so the total expected total cost is 1 * $5 = $5. For the second venue, 1 person costs $1. So the total expected total cost is 1 + 1 = 2 people.
+
+However, the second venue also has an additional component of food, which is not included in the price per person. To calculate this, we multiply the cost of food by the unit cost of $25. This is $25 * $0.20 = $0.02.
+
+So, the cost of the second venue is 2 * $0.02 = $0.04. So, there are 2 * $0.04 = $8.50 total expected total costs for the two venues.
+
+To find out how many guests are necessary for the two venues to be equal in cost, we need to divide the total expected total costs by the number of guests.
+
+This gives us 2 * $0.4 = $8. So, there are 2 + 1 = 3 guests that need to be chosen for the two venues to be equal in cost.','stop',344,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,2,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',2,'To solve this problem, we need to calculate the total amount of money Mark needs to be able to pay for the two venues to be equal in cost.
+Let''s analyze the initial scenario. The first venue charges a flat fee of $200, and the second venue charges a flat fee of $25 per person.
+To find out how much money Mark needs to pay for these two venues, we need to calculate the total amount of money at both venues.
+The first venue costs $200, which means it will cost Mark $200 x 2 = $400 to pay, assuming the first venue costs 50% of the total people, which in this scenario would be 25 people.
+The second venue costs $25 per person. This means it will cost Mark $25 x 2 = $50 to pay, which means it will be 25 people.
+In other words, the second venue will have 2 people.
+We need to find out how many people are needed to pay the first venue and the second venue.
+Let''s calculate the total number of people needed.
+We can divide the number of people needed by the ratio of the two venues to find the number of people needed to pay.
+To find the number of people needed to pay, we multiply the number of people needed by the ratio of the two venues to find the number of people needed.
+However, there is no other amount that can be added to create a ratio of 10:1, which is the ratio of two venues, which means there is no other amount that can be added to create a ratio of 1:1 to create a ratio of two venues.
+The only thing that can add to the ratio is a fraction of the amount needed.
+However, if we consider any other process, like using a fraction to create a ratio, that would create a ratio of two or more.
+We cannot create a ratio of two or more without creating a ratio of one.
+However, to solve this problem, we need to use a different method.
+The first venue charges a flat fee of $200, and the second venue charges a flat fee of $25 per person.
+The first venue charges $200 + $25 = 450, but this includes the 2 people who go to the second venue.
+The second venue charges $25 + $2 = $2','length',512,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,3,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',3,'To solve this problem, we need to determine the minimum number of guests that can be accommodated at both venues.
+
+First, we need to find the total cost of food and beverage at both venues. To do this, we can multiply the number of guests at each venue by the total cost of food and beverage at each venue.
+
+For the first venue, we can use the formula for cost of food and drink per guest: 
+Cost of food * Number of guests = Food cost * Number of guests = 2 * 10 = 20 dollars per guest.
+For the second venue, we can use the formula for cost of food and drink per guest: 
+Cost of food = Cost of food + Cost of drink = 2 * $5 = 10 dollars per guest.
+
+Now we add these two formulas together to find the total cost of food and beverage at both venues: 
+20 + 10 = 20 dollars per guest.
+
+So, the minimum number of guests at both venues to equal the cost of food and beverage at both is 2.
+
+So, the answer is 2.
+
+In other words, 2 is the minimum number of guests that can be accommodated at both venues to ensure neither has less than double the cost of food and beverage at the other venue.','stop',281,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,4,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',4,'To solve this problem, we need to consider both sides of the equation $200 * 2 + 1. This is a classic example of a "dedicated event" dilemma. 
+
+We can start by setting up the equation $1200 + 2 = 1400.  This is a classic example of a double-paned event where you have two separate events.  In other words, you have two separate meals. 
+If you split one meal into two meals, you have two separate meals that you have to serve.  On top of that, you have a meal that you cannot serve because it is a food item.  If you have a meal that is a food item, and you are serving food, you cannot serve a meal that is a meal. 
+So, you have a meal that is a meal that you cannot serve. 
+However, you can serve a meal that you cannot serve, because that meal is a food item.
+
+This is a classic example of a "dedicated event" where you have two separate events where you can serve one meal but that can only be served because it is a food item. 
+However, if you want to serve a meal that you cannot serve, you can serve a meal that is a meal item that can be served.
+
+The final answer is that there is only one guest that can serve two meals that can only be served on one of these meals that is a meal.','stop',308,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,5,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',5,'This is a classic thought experiment in economics. To solve it, we need to consider the variables that can impact the outcome of a game. In this case, the one with the flat fee and the one with the food is the one with 0.6% of the total cost.
+
+In this scenario, the basic cost of the 1.6% flat fee is 1.6% of the total cost, which is $1.6. This means that for every dollar in the $1.6 that goes towards the venue, there is $1.6 to the one who pays.
+
+This is a classic example of a limited-budget allocation problem. This occurs when there is a limited amount of money available to allocate to different factors of production, in this case, other than money. In this case, it is the one who pays for the expenses of the venue to be determined. The other one who pays has to make a calculation that involves the total cost of both the $1.6 and those who pay have to pay.
+
+This is essentially a banking game, where one side of the coin has to make a calculation that includes both the one who pays and the one who pays has to make the calculation that involves both the one who pays and those who pay have to make the calculation that involves both the one who pays and those who pay have to make the calculation that involves both of them.','stop',292,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,6,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',6,'To determine the number of guests that can be expected at both venues with equal costs, we need to calculate the required number of people for each venue.
+
+The first venue charges $200 and has a flat fee of $200, which means the total amount charged is $200 * 100 = $2000.
+
+The second venue does not include food, which means there is no cost for food.
+
+In this scenario, the first venue charges a flat fee of $200, which covers the whole $2000.
+
+The second venue does not have any food, so there is no cost for food.
+
+To calculate the number of guests that can be expected to be equal to the first venue, you can multiply the number of guests (1) by the cost of food per person (200) which equals $200 * 2 = 400.
+
+However, the second venue does not have any food, so you can multiply the number of guests (1) by the cost of food per person (200) which equals $200 * 2 = $400.
+
+In other words, the second venue charges twice as much as the first venue, which means you can expect to be at either venue 2 to 1.
+
+The answer is 2.','stop',292,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,7,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',7,'To determine the number of guests that can be accommodated at both venues, we need to calculate the total amount of cost that can be allocated to each venue.
+
+The first venue charges a flat fee of $200. 
+
+For each guest at the first venue, the total cost includes food.
+
+At the second venue, for each guest who attends, the total cost is $25 per person * 1 guest = $250.
+
+For each guest at the first venue, the total cost is $200 * 1 guest = $200.
+
+For each guest at the second venue, for each person attending, the total cost is $250 * 1 guest = $250.
+
+However, the first venue does not include food for each guest, so the total cost for food at both venues is $200 for one guest * 1 meal = $20.
+
+At the second venue, for each guest who attends, the total cost is $250 * 1 guest = $250 for one person * 1 meal = $25.
+
+In total, this means that for each guest at both venues, the second venue is left with a fixed amount of money to cover 20 guests.
+
+So, the total number of guests that can be accommodated by both venues at both is 1 + 1 + 20 = 20.','stop',307,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,8,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',8,'To solve this problem, let''s break it down step by step. We know that the first venue charges $200, which includes all the food, but it doesn''t include the flat fee of $200. The flat fee is another aspect of the venue''s pricing that Mark is only considering, but for the event itself. 
+
+Mark is considering only one aspect of the venue''s pricing, which is the flat fee. Since the party itself is expected to take place without food, we need to find the total number of guests that the party will require to accommodate 20 guests.
+
+We can calculate this by multiplying the number of guests by the number of guests that can eat at one meal, which is 20. This leaves us with 2 x 2 = 4 guests who can eat at one meal.
+
+Now, we need to find out how many guests will need to eat at a meal to accommodate 20. Since there are 4 meals available for a meal, we multiply 4 by 2 = 8.
+
+Therefore, there are 8 guests who can eat at a meal to accommodate a party of 20 guests.
+
+This means that for each guest who attends the party, there are 8 guests who can eat at one meal.','stop',270,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,9,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',9,'To solve this problem, let''s first determine the total cost of food in the two venues.
+
+The first venue charges $200 for food, which is a fixed fee.  So, if the first venue has 50 guests, the total cost of food would be 50 * $200 = $1000.
+
+Now, let''s calculate the total cost of food in the two venues.
+
+The second venue charges a flat fee of $200, which means it only charges food for the first 200 guests.  So, the total cost of food would be 200 * $200 = $4000.
+
+The first venue charges $200 for food, which means it would be 50 * $200 = $1000.
+
+In total, the second venue charges $4000 - $1000 = $2000.
+
+The second venue is only 2000 dollars short of the first venue''s capacity.  So, the second venue must have 2000 - 1000 = 200 guests.
+
+So, there must be 200 guests in the second venue.  This results in 200 * 2 = 400 guests that can be accommodated by the second venue.  So, the second venue must be equipped to accommodate 400 guests.','stop',315,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,10,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',10,'To determine the number of guests that will be needed to achieve a total of equal cost between the two venues, we need to consider the difference between the two fixed costs (such as the first venue''s food) and the one provided by the second venue.
+
+The fixed cost per guest is $25/person, not $200, because the fixed costs are not the sum of the other two costs; they are the ratio of the fixed costs to the total number of guests, which is $25/person.
+
+To find the number of guests that will be needed to achieve a total of equal cost, we can divide the fixed cost by the number of guests. This gives us 25/person.
+
+The number of guests that will be needed to achieve a total of equal cost is 2.
+
+Therefore, we need 2 guests to achieve a total of equal cost.
+
+The answer is 2.','stop',196,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,11,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',11,'To determine how many guests are necessary for the two venues to be equal in cost, we need to find the total cost of food and the flat fee of $200.
+Let''s assume the flat fee of $200 is the only part of the total cost that is not included in the flat fee of $200, which means it''s the total cost with money and the other part is the food.
+To calculate how many people in total need to eat to have a flat fee of $200, we need to multiply the cost of food by the number of people that need to eat to have the flat fee of $200.
+This is equal to the square of the flat fee of $200, squared.
+This is the same as multiplying 2 by itself 2 times, which is 4.
+So, we need to find the total cost of food to find the number of people that need to eat to have a flat fee of $200, multiplied by itself 4 times.
+This is equal to 2.
+A total of 2 people need to eat to have a flat fee of $200.
+#### 2
+The answer is: 2','stop',257,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,12,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',12,'To determine how many guests are necessary for the two venues to be equal in cost, we need to consider all the options, including the variable.
+
+We have two possibilities: either we can have either a flat fee of $200 or a flat fee of $25 per person.
+
+The first venue charges $200, which can be split into two halves of $100 per guest.  So, 100% of 100% of 200 can be allocated to 200 guests, which is 200.  This means that if we have 200 guests, we must have 200 guests paying a flat fee of $100 per guest.
+
+The second venue charges $25 for each person who attends.  So, 200 - 200 = 0 guests are necessary to complete the task.
+
+However, we can also have 100 guests paying a flat fee of $25 per guest, but that would require 100 guests to be paid by money, which is unlikely, as this would be a per-person charge.  So, there must be 100 guests paying a flat fee of $100 per guest. 
+When we divide by 2, the total number of guests can be set to 0, as there is an unbounded number of guests that can be chosen.','stop',306,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,13,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',13,'To solve this problem, we need to calculate the total cost of the two venues.
+
+The first venue charges $200 for each guest, which is 200 * 100 = $20,000.
+The second venue charges $25 for each person who attends, which is 25 * 100 = $25,000.
+
+Now we need to find how many people need to be served to get the same price as the first venue.
+The total amount spent by the first venue is 200 * 100 = $20,000.
+The people served by the second venue are 25 * 100 = 250, so they need to serve 250 people.
+
+To find the number of guests needed to serve a total of 250, we multiply 250 by 25, which gives us 500.
+
+So, there are 500 guests that Mark will need to serve in order to be equal to the first venue and third venue.','stop',239,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,14,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',14,'To determine the number of guests, we need to consider both the flat fee and the food. The flat fee of $200 is already included in the price, so we can multiply it by the number of guests to find the total amount of food.
+
+Food is already included in the flat fee of $200. Multiplying this by the number of guests (n) gives us 200 * 2 = 400.
+
+The total amount of food is 400 + 5 = 450.
+
+Now, let''s consider the food at the second venue. If the second venue charges $25 per person who attends, the number of guests at the second venue will be 2 * 2 = 4.
+
+To find the total number of guests, we need to multiply the number of guests at the second venue by 2. This is equivalent to multiplying the number of guests at both venues, which is 2 * 2 = 4.
+
+So, the answer is 2.','stop',222,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(36,0,15,'94977a4037676268cbe0b3a2112876fab5fd6f8f57ea720df91642ae15a6f95b',15,'To determine the number of guests, we need to consider both the upfront cost of the first venue and the additional cost of the second venue. 
+
+First, let''s break down the initial structure of the two venues: $200 for the first venue and $25 for the second. However, the first venue does not include food, and the second venue does not include food. 
+
+We need to consider both the initial costs of the two venues. 
+
+Let''s first calculate the total cost of the two venues: $200 for the first venue and $25 for the second venue. Since the first venue already includes food, we can keep it as a fixed cost and adjust for the second venue with food. The total cost of both venues is now $200 x 2 = $400.
+
+However, the first venue also includes food, which is a variable cost.
+
+We can adjust the cost of the first venue for food to be $400.
+
+The total cost for the first venue is now $200 x 2 = $400, which includes the food.
+
+The next step is to find the number of people who can be seated at the second venue and then divide that number by the number of people who can be seated at the first venue.
+
+We can divide the number of people who can be seated at the second venue by the number of people who can sit at the first venue, and then multiply that number by the cost of the second venue.
+
+So the number of people that can be seated at the second venue is 2 * $400 = 80, and the number of people that can be seated at the first venue is 2 * $400 = 80.
+
+We can now see that there are 20 people that can be seated at the second venue, and 20 people can be seated at the first venue. Therefore, Mark can seat 20 people at both of the venues at the same rate.
+
+However, we can save Mark''s need to seat 20 people by using the 20 people that can be seated at the second venue to seat 2 people at the first venue.
+
+So, 20 people can be seated at both venues at the same rate.
+
+There are 10 people that can be seated at both venues at the same rate.
+
+The final answer','length',512,146,32,3.6030396819348067261e+00,84105508752.0,NULL);
+INSERT INTO "chains" VALUES(37,0,0,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',0,'Let''s break down the given information step by step. Julie had $500, and she spent 20% of that, which equals $0.20. She spent $20 on clothes and $25 on CDs. So, the rest was left after 25% was spent. 
+We need to find the remaining amount. 
+First, we calculate 20% of $500. 
+To achieve 20% of $500, Julie needs 20 * 50 = 100 dollars. 
+Now, let''s find the remaining amount. 
+100 - 20 = 80. 
+So, the remaining amount is 80 - 20 = 40 dollars.
+
+The total amount left after 25% was spent is 40 dollars, which is the same as saying 20% of $500. 
+So, 20% of $500 is 2 times 100%, which is 20%.
+
+The remaining amount is 40 - 20 = 20 dollars.
+#### 20
+The answer is: 20','stop',261,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,1,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',1,'First, we need to find out how much of the remaining money is left. Julie has 50% of the remaining money as CDs and 25% of the remaining money as clothes, so Julie''s total cost is 50% of 1 CD * 50% of 1 CD = 50% of CD''s.
+
+Now, we can calculate the number of CDs. If Julie has 50% of CDs, then 1 CD = 0.5 * 50 = 2.5. Now, we have 1 CD * 2.5 = 3.
+
+We also need to find out how many times 2.5 CDs make up 1 CD, or 25%.
+
+Julie''s total cost is 2.5 CDs * 2.5 CDs = 72.5 dollars.
+
+We can repeat this process, but with a different starting amount, but we already know the total is 3. We also know the number of CDs.
+
+The answer is 3.','stop',225,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,2,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',2,'To solve this problem, we need to break it down into manageable parts. First, let''s start by finding Julie''s total spending, which is $500. We''re told that 20% of her total spending goes on clothes, and 25% goes on CDs. So, she has $500 - 20% of $500 = 500 - 250 = 250 - 20 = 200 dollars left.
+
+Now, let''s find the remaining money. We know that 25% of Julie''s total spending goes on CDs, so 25% of 200 is 250. Now, we have 200 - 250 = 200 - 20 = 100 dollars left.
+
+The remaining amount is 200 - 20 = 100 dollars.
+
+The answer is 200/100 = 2 dollars.
+
+The solution is to multiply 2 by 10, which is 10, and then add 2 to get the remaining amount. This is a common way to solve this type of problem, and it''s just 10x.','stop',269,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,3,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',3,'Julie had $500. To find out how much money she had left, we need to start by calculating the remaining amount. We know that 20% of the money is $20, and 25% of the remaining money is $2. So we calculate this as 0.25 * $20 = $4.
+
+To find the amount left, we subtract this result from $500: $500 - $4 = $48.
+
+So Julie had $48.50 left.
+
+The answer is 48.','stop',127,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,4,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',4,'To find Julie''s remaining money, we need to divide 500 by 20 and leave the remainder, which is 50.
+
+First, let''s convert 20 to have 20% of itself. So, 20% of 20 is 10, and 10% of 20 is 2.
+
+Now, divide 50 by 2 to find Julie''s remaining money. 50 ÷ 2 is 25, and 25% of 50 is 10.
+
+This leaves a remainder of 20% of 50, which is 2 times 10, or 20. So, Julie has 20% of the remaining money.','stop',165,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,5,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',5,'First, let''s find out how much of her total budget is left: 20% of $500 = 0.20 x 500 = $100.
+25% of $500 is 0.25 x 100 = $25.
+She spent 20% of the remaining $100, so she has 100 - 20 = $20 left.
+To find the amount Julie had left, we subtract the amount she spent from $20: 20 - 20 = $0.
+So Julie had $0 left in her budget.
+#### 0
+#### 0','stop',149,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,6,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',6,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total amount of money Julie spent. Since she spent 20% of it on clothes and 25% of the remaining money, she spent 20% of 500, which is 0.25.
+
+Now, let''s find out how much money Julie has left. We know she had 25% of the remaining money, which means she had 25% of 500, which is 0.25 * 500 = 100.
+
+To find the amount left, we multiply 500 by 1.1, so 500 * 1.1 = 500.
+
+The total amount left is 25% of the remaining money (500), which is 2.5 * 50 = 100, and 100 is 10 times 2.5 = 25.
+
+The amount left is 25 cents.
+
+Therefore, Julie had 25 cents left after 25% of the remaining money had been left, which is 25 cents.','stop',262,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,7,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',7,'To solve this problem, let''s first consider the total amount of money Julie spent on clothes and CDs. The remaining amount of money is 500 - 500 * 2 = 500. She spent 20% of that amount on clothes and 25% on CDs, so the remainder is 25 * 2 = 50.
+
+We''re trying to find the value of 50 that Julie chose to leave. We can think of it as the total amount of money she spent on the other items. If Julie chose 25% of the remaining amount of money, she had 20% of that amount left, so she had 20% of 25%. So, 20% of 25% is 25%.
+
+The answer is 25.
+
+This problem involves a mix of logical thinking and mathematical calculations. We needed to calculate the total amount of money Julie spent on both clothes and CDs, and then we needed to find the value of 25%. However, we didn''t have the answer for 50, and we had to find the value of 50 that Julie chose to leave.
+
+But with a twist, we could have also solved this using division. Instead of division, we would have used a remainder of 25, which is the same as the remainder of 20% of 25% when multiplying it by 25.','stop',309,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,8,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',8,'To solve this problem, I will first identify the information given: Julie had $500 in clothes and then spent 20% of the remaining amount on CDs, which is 1/2 * 50 = 20% of the remaining amount.
+
+First, I will calculate the percentage of the remaining money: 20% of $500 = 0.2 x 100 = 20% of $500 = 0.2 x 50 = 10% of $500 = 10% of $500 = 20% of $500 = (10 x 0.2) = 2% of $500 = 0.2 x 50 = 10% of $500 = 20% of $500 = (40 x 0.2) = 8% of $500 = 8% of $500 = 30% of $500 = 30% of $500 = 3 * 2 = 6% of $500 = 3% of $500 = 7.7% of $500 = 7.7% of $500 = 7.7% of $500 = 10.3% of $500 = 10.3% of $500 = 10.3% of $500 = 15.7% of $500 = 15.7% of $500 = 15.7% of $500 = 16% of $500 = 16% of $500 = 16% of $500 = 21.3% of $500 = 21.3% of $500 = 21.3% of $500 = 20% of $500 = 20% of $500 = 25% of $500 = 25% of $500 = 25% of $500 = 30% of $500 = 30% of $500 = 30% of $500 = 35','length',512,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,9,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',9,'To solve this problem, we can start by first calculating the total amount of money Julie spent, and then subtracting the total amount of money she spent on clothes and CDs, which gives us a total of $500 - 20 * 0.25 = 25% of $500.
+
+Next, we need to find the percentage of $500 that Julie spent on CDs and the remaining amount must be the other amount. To calculate this, we need to calculate 50% of $500.
+
+To do this, we can use the formula for percentage change. This formula involves the percentage of change, the amount that is being changed, and the final amount. In this case, it involves the percentage of change (which is 50% of $500), the amount that has changed, and the remaining amount must be the same as the original amount.
+
+Using this formula, we can calculate 50% of $500 as 0.5 * $500, which equals $250. Therefore, the percentage of change that Julie spent on CDs is 50%.
+
+To find the percentage of change that Julie had left, we subtract the percentage of change that was left from 100%, which is 100% - 50% = 25%. So, 25% of $500 is 50% of $500. Therefore, 25% of $500 is 25% of $500, which is 5% of the remaining amount.
+
+In conclusion, Julie had $25 left over, and 25% of $500 was 5% of $500. Therefore, 25% of $500 equals 25% of $500.','stop',397,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,10,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',10,'Let''s break down the problem step by step:
+
+First, we need to calculate the $500. Julie spent 20% of it, which means she spent $500 * 0.2 = $100.
+
+Next, we need to calculate the remaining amount left. She had $500 - $100 = $400 left.
+
+To find the total amount left, we can set up an equation:
+
+$500 + $400 = $1000
+
+This equation represents the total amount left - the amount left over from the previous step. However, to convert this to dollars (as you mentioned, 1000 cents in dollars), we can simply multiply the number by 100:
+
+$1000 * 100 = 10000 dollars
+
+This is the total amount left after the first step was set up, but in the final calculation, we actually had $500 - $100 = $400 left. This isn''t what you''re looking for, but what you''re looking for is the total amount left, which is your final answer.
+
+The last step is a standard formula that does this calculation.','stop',271,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,11,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',11,'Step 1: Determine the total amount of money Julie spent and add it to the remaining amount.
+Total amount of money = $500 (Jackie) + 20% of $500 = $500 (Jackie + 20%) + 20% of $500 = 250% of $500 = 100%
+
+Step 2: Calculate 100% of $500.
+100% = 100% of 500 = 1000
+
+Step 3: Determine the remaining amount.
+Remaining amount = Total amount - 20% of $500 = 20% of $500 - 20% of $500 = 20% of $500 = 12.5%
+
+Step 4: Calculate the amount of money left.
+Remaining amount = 20% of $500 - 20% of $500 = 5% of $500 = 1.5%
+
+The value of 1.5% in the calculation is incorrect. The answer is indeed 12.5% of the dollar.','stop',272,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,12,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',12,'To solve this problem, I''ll follow these steps:
+
+First, I''ll calculate 20% of $500, which is 0.2 x 500 = 100.
+Next, I''ll calculate 15% of $500, which is 0.15 x 500 = 7.5.
+
+Now, I''ll divide $7.5 by 20, which is 0.045.
+
+To solve for Julie''s total budget, I''ll calculate her total budget as 500 (total amount) + 7.5 (deducted) = 11.5.
+
+So, Julie had $11.50 left over after considering both clothes and CDs.','stop',168,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,13,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',13,'To solve this problem, let''s first understand the process: Julie had $500 and spent $20% of it, which is equivalent to 0.25 x 100 = 2.5% of her final balance.
+
+She then spent 25% of the remaining money, which is equivalent to 0.25 x 100 = 2.5%.
+
+Now, let''s calculate the remaining $500: $500 - 2.5 = $475.
+
+To find out how many money Julie had left, we divide the final balance by the percentage: 475 / 2.5 = 17.8.
+
+We can also solve this problem without using a calculator or any other method. To solve it, you would need to calculate a fraction of a percentage. To do that, you would need to break it down into simple fractions of the percentage.
+
+The key to solving this problem involves finding the percentage that is equivalent to 2.5% of $500. You can do this by dividing 2.5% by 100, which is 0.025, and then multiplying this by 100 to convert it to decimal form. This is a decimal representation of 0.25, which can also be expressed as 2.5% of $500, which is 2.5%.
+
+You can also look at it this way: 2.5% is equivalent to 0.025 x 1.1, which equals 0.03.
+
+So, the answer is 0.03, which is 0.33. So, Julie had $1.33 in her wallet.','stop',381,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,14,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',14,'Let''s break down the problem step by step. We know Julie spent 20% of the money, which is 2 * 100 = 20 cents. So, the amount of money left is 20 cents - 20 cents = $0.
+
+The remaining amount is 25% of the money, which is 2 * 100 = 200 cents. Now, let''s talk about the 20% of the money that Julie spent. We know Julie spent 20% of the money, which is 20 cents. So, the remaining amount that Julie spent is 20 cents - 20 cents = $0.
+
+The remainder that Julie spent is $0, which is the only remaining amount. 
+
+In conclusion, Julie had $0 left after she spent 20% of the money.','stop',187,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(37,0,15,'f9cc4a7a5a39504dea3637a2e86103c3c714f636f41882057f43e0b8abb058bc',15,'1. Julie spent $500, so she had $500 - $100 = $400 left.
+2. She spent 20% of $500, which is 0.2 * $500 = $100.
+3. She had $400 - $100 = $200 left.
+4. To find out how much money Julie had left, we subtracted the total amount in dollars that she had left from the total amount of money gone - the amount of money left after she had her last drop.
+5. She had $200 left.
+
+This is an example of a 20% or 25% split in a dollar amount.','stop',161,77,32,3.33508242608826721564e+00,69712402896.0,NULL);
+INSERT INTO "chains" VALUES(38,0,0,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',0,'To solve this problem, we can break it down into manageable parts. First, we need to calculate the total number of hours spent working out per week. 
+
+We can assume that there is a linear relationship between the number of hours worked out and the number of weeks. It''s a linear relationship, but we need to add one step forward to account for the additional weeks. 
+
+This means we need to add 1 step forward to the previous formula. So, 1 + 1 = 2 steps. 
+
+Now, let''s calculate the total number of hours:
+
+Total hours worked out = Total hours spent working out/Number of weeks * Number of weeks 
+= 400 hours/week * 2 weeks / week 
+= 800 hours/week
+
+The answer is 800.','stop',175,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,1,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',1,'To solve this problem, we can use a step-by-step approach, but more specifically, we can break it down into manageable parts and find the total number of hours. First, we need to determine how many times Josh spent working out in a week. Since he spent 4 hours in one week, and there are 8 weeks in a particular timeframe, that is 4 x 8 = 32 days.
+
+Next, we need to find the total number of hours he has spent working out. Since he spent 5 hours each day and 6 days in a week, we can add that to the total number of days he has spent working out. To do this, we need to calculate the total number of days and multiply it by the number of days. We can do this by multiplying the total number of days by the number of days in each week, which is 32 * 6 = 180.
+
+The total number of hours Josh has spent working out is the sum of those hours multiplied by the number of days in each week. This is the result of the multiplication by 180. To find the total number of hours, we add the number of days and the number of hours in each week, which is 180 + 1 = 181.
+
+We can continue this process until we reach 100 hours. So, we can add 100 * 181 = 2608 hours.
+
+So, the total number of hours that has been spent working out is 100 + 2608 = 5320 hours.','stop',346,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,2,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',2,'To solve this problem, let''s first calculate the total number of hours spent on each incident of work-related activities.
+
+Josh spent 5 hours on two consecutive weeks and spent 6 hours on one incident, so his total work-related hours increased by 2.
+
+For the fourth incident, Josh spent 6 hours, which is 30 hours more than the other incident of work-related activities.
+
+To find the total number of hours spent working out, we add these two examples together, which results in 2 * 30 = 60 hours.
+
+Since there are 8 weeks in a year, we multiply the total hours by the number of weeks in a year to find the total work-related hours. This gives us 8 * 60 = 480 hours.
+
+So, Josh spent 480 hours on work-related activities, which is 480 / 8 = 60 hours.
+
+The total number of hours spent on work-related activities is 480 + 60 = 760 hours.
+
+The total work-related hours is 1400 - 760 = 60 work-related hours.
+
+Therefore, Josh spent 60 work-related hours and a total of 760 work-related hours.','stop',287,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,3,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',3,'To solve this problem, we need to analyze the pattern of Josh''s workout routine and determine how many hours he has spent on each task, and then add them up.
+
+On the first week, he spent 4 hours on his workout routine. On the second week, he spent 5 hours on his workout routine. On the third week, he spent 6 hours. On the fourth week, he spent 6 hours. On the fifth week, he spent 7 hours.
+
+Now, let''s add up the total hours spent on each task: 4 + 5 + 6 + 7 + 8 + 9 = 48 + 54 + 60 + 68 + 76 = 480.
+
+There are 480 hours in total, but there are 10 days where he spent 4 hours (7 days) and 10 days where he spent 5 hours. The remaining 2 days where he spent 6 hours.
+
+Therefore, the total number of hours he has spent working out is 480 - 2 = 480 hours.','stop',241,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,4,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',4,'At first glance, it might seem like a simple calculation. However, we need to consider that there can be multiple scenarios when it comes to working out, and we need to find the solution based on multiple cases, not just a single case.
+
+We need to break it down into different scenarios that can be calculated and added. To solve for the total number of hours worked out, we need to add these scenarios.
+
+The total number of hours spent on one week is 4 hours. However, we need to consider that one week is an exception.
+
+However, we can create two scenarios that cover both cases.
+
+One case is 4 hours worked out on a single week, and the other is 6 hours spent on a single week.
+
+The total number of hours worked out is therefore 4 + 6 = 10 hours.
+
+So, the solution is: 10.','stop',191,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,5,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',5,'1. Find the total hours spent on each routine.
+2. Determine the total hours spent on each routine in one week.
+3. Find the total hours spent on each routine in two consecutive weeks.
+4. Add these together to find the total hours spent over the 8 weeks.
+
+Total hours spent over 8 weeks = (2+6+6+8) = 20 (rounding to 20 for the final answer)
+So there is 20 hours spent over 8 weeks.
+
+However, to add the last step, we need to add the hours spent spent in one week. So we multiply the total hours by 2 to get the actual hours spent over 8 weeks. This is 2 * 2 = 4.
+
+So in reality, the total hours spent over 8 weeks is 20 hours.','stop',183,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,6,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',6,'To solve this problem, we need to calculate the total hours spent on both 4-hour and 6-hour days.
+
+The first part of the problem is about the 4 hours spent on the first 4 days of work outs, which is 4 * 6 = 24 hours.
+The second part of the problem is about the 5 hours spent on the two consecutive 4-hour days.
+The total number of hours spent on both types of days is 24 + 5 = 30 hours.
+
+The final answer is 30 + 24 + 5 = 120 hours.
+
+The total number of hours spent on the 8 weeks is 120 hours - 24 + 2 = 120.
+#### 120
+The answer is: 120','stop',184,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,7,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',7,'To solve this problem, we need to calculate the total number of hours Josh spent working out for each of the 8 weeks.
+
+Here''s a step-by-step process:
+
+Once Josh spent 4 hours a week, he spent 5 hours a week for two consecutive weeks. In one week, he spent 6 hours.
+
+The total number of hours that Josh spent working out is the sum of these two cases:
+
+Time spent for two consecutive weeks (4 hours) + Time spent for one week (5 hours) = 7 hours
+
+Now, we need to find the total number of hours he has spent working out across the 8 weeks.
+
+To find this, we can multiply the total hours by 8:
+
+Time spent for each week = 8*5 = 40 hours
+Total hours = 8*40 = 320 hours
+Total weeks = 8*4 = 24 weeks
+Total weeks = 8*4 = 32 weeks
+
+So, Josh has spent 32 weeks that mean he spent 32 x 8 = 240 hours in total work outs.
+
+To find the total number of hours he has spent working out, we need to divide the total weeks by 8:
+
+Time spent for each week = 8*24 = 160 hours
+Total weeks = 8*24 = 192 weeks
+
+So, Josh has spent 192 / 8 = 20 hours in total work outs.','stop',332,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,8,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',8,'To solve this problem, we need to calculate the total number of hours Josh spent working out each week.
+
+Every week, Josh spent 4 hours for 3 weeks, which means he spent 4 * 5 = 20 hours in those 5 weeks.
+
+In 1 time, he spent 6 hours on 1 consecutive week, which means he spent 1 * 6 = 6 hours per week.
+
+In 1 time, he spent 2 hours on 1 piece of work, which means he spent 1 + 2 = 3 hours per week.
+
+The total amount of hours he has spent working out is the sum of these individual hours: 2 + 6 + 3 = 10 hours.
+
+The answer is 10.','stop',169,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,9,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',9,'To solve this problem, we need to consider the total hours spent per week and the days when Josh spent 5 hours per week. This means he spent 6 days of work per week.
+
+We can calculate the total hours by multiplying the number of days per week by the number of days per week.
+
+This gives us 6 * (5 days / 5 days per week) = 30 hours.
+
+Now, we need to find the total hours used to make up the extra days spent. This means we need to subtract the total hours spent each week from the total hours spent per week.
+
+The total hours used to make up the extra days spent would be 6 days * 30 hours / day = 180 hours.
+
+So, the total number of hours spent per week is 30 + 180 = 240 hours.
+
+So, the answer is 240.','stop',200,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,10,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',10,'To solve this problem, let''s first identify the key information: the total number of hours Josh spent, the number of consecutive weeks he spent, and the total number of hours he has spent.
+
+The total number of hours Josh spent is 4 + 5 + 6 + 6 + 8 = 24. So, he spent 24 hours working out every week.
+
+The number of consecutive weeks he spent is 5. So, he spent 5 hours on each consecutive week.
+
+The total number of hours Josh has spent is 24 + 5 = 30. So, he has spent 30 hours working out.
+
+Now, let''s find the total number of hours he has spent. To do this, we need to calculate the total number of hours he has spent and add it to the total number of consecutive weeks he spent. The number of consecutive weeks he spent is 5. So, we add 5 + 1 = 6. The total number of hours he has spent is 24 + 6 = 30. So, he has spent 30 hours working out.
+
+The final answer is: 30.','stop',253,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,11,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',11,'Let''s break it down step by step. Josh spent 4 hours working out every week except for the two particular events. He also spent 6 hours in one week. To find the total number of hours spent, we''ll use the concept of Var(X), which is the sum of the squared deviations from the mean.
+
+The equation for the squared deviations would be:
+Var(X) = (4-5)^2 + (6-1) + (6-1)
+= 3 + 2
+= 5
+
+The absolute value of Var(X) = 5, which is the absolute value of the variance.
+
+This makes sense because, in a normal distribution, the squared deviations represent the variance. In a normal distribution, the average of the squared deviations is the variance. The absolute value of Var(X) equals the variance.
+
+So, Var(X) = 5. This equation can be rewritten as Var(X) = 5, which is the total number of hours spent working out.
+
+Therefore, the answer is 5.','stop',229,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,12,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',12,'To find the total number of hours Josh has spent working out across the 8 weeks, we need to calculate the total number of hours and then add them together.
+
+First, we calculate the total number of hours: 8 weeks * 7.5 days * 6.5 hours = 72 hours.
+
+Next, we calculate the number of hours spent on two consecutive weeks: 7.5 days * 2 weeks = 14 hours.
+
+Now, we add these hours together to find the total number of hours: 72 + 14 = 196 hours.
+
+So, Josh has spent 196 hours over the 8 weeks.','stop',147,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,13,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',13,'To find out the total number of hours Josh has spent working out, we need to calculate the total number of hours he spent working out across the 8 weeks and then add it to the number of hours spent for each of the two consecutive instances.
+
+First, we calculate the total number of hours over the 8 weeks. Since the first instance took 4 hours, Josh spent 4 hours in 1 instance. The second instance took 6 hours, so he spent 2 hours.
+
+Next, we calculate the total hours spent over the 8 weeks by multiplying the total number of hours over each instance by the number of hours spent over that instance. This gives us 1 (over 1 instance) * 2 (over 2 instances) = 4 hours over the 8 instances. 
+
+So, the total number of hours Josh has spent working out across the 8 weeks is 4 hours.','stop',191,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,14,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',14,'To solve this problem, we need to calculate the total number of hours Josh spent working out for each week and then multiply that by the number of weeks in each case.
+
+We know that Josh spent 4 hours working out every week except for one week, which is 1 day. So for one week, he spent 1 * 4 = 4 hours. For each week, he spent 1 * 4 = 4 hours.
+
+To find the total number of hours, we multiply the number of weeks in each case by 4 to get 4 * 4 = 16 hours.
+
+Therefore, Josh spent 16 + 1 = 17 hours on one week.
+
+We need to find the total number of hours, which is 17 + 1 = 20 hours.
+
+To find the total number of hours, we multiply the number of weeks in each case by 4 to get 4 * 4 = 16 hours.
+
+So, there are 20 hours in the total.
+
+So, the answer is 20.
+
+#### 20
+
+There are 20 hours in the total.','stop',253,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(38,0,15,'103869ce92127cb9cc8293e3912fa710cee4a179c128a180330ce69c370b409b',15,'To solve this problem, we need to calculate the total number of hours Josh has spent working out across the 8 weeks.
+
+We know that he spent 4 hours per week and spent 5 hours each week. To find the total number of hours spent, we multiply the number of times he spent each week by the number of times he spent his entire week.
+
+So, the total number of hours spent is 4 * 5 = 20 hours.
+
+Now we can find the total number of hours by adding the days he spends working out, the days he spends doing his workout, and the days he spends doing other activities.
+
+This is the equation we need to solve:
+
+(3 + 2 + 1) 3 = 6
+
+So, Josh spent 6 hours in one week and 3 more in two separate days.
+
+The total number of hours spent is 4 + 1 + 3 = 8.
+
+So, Josh spent a total of 8 hours on his workout routine, and he spends 6 hours each day and 4 days, so he spends 8 + 4 = 12 hours on his workout routine.','stop',252,111,32,2.7102619467430755229e+00,62145933696.0,NULL);
+INSERT INTO "chains" VALUES(39,0,0,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',0,'To solve this problem, we need to break it down into manageable parts. Let''s start by analyzing the given information step-by-step:
+
+The age of the nephew is 5 years younger than his cousin. So, the age of the uncle''s child is 5 - 2 = 3 years younger than the nephew''s age.
+
+The age of the cousin is twice his age. So, his age will be 5 * 2 = 10 years old now.
+
+The age of the uncle is 10 years old.
+
+To find the age of the uncle''s child, we subtract the age of the uncle''s child from the age of the nephew. So, the age of the nephew''s child is 3 - 10 = 10 years old now.
+
+The age of the cousin''s child is now the age of the uncle''s child.
+
+The age of the nephew''s child is 10 years old now.
+
+The total age of the uncle''s child and the nephew''s child is the same.
+
+The age of the uncle''s child is 5 years old now.
+
+The age of the nephew''s child is 10 years old now.
+
+The age of the uncle''s child is 10 years old now.
+
+The age of the nephew''s child is now 5 years old now.
+
+The sum of the age of the uncle''s child and the nephew''s child is 5 + 10 + 5 = 15 years old now.
+
+The age of the nephew''s child is 10 years old now.
+
+The total age of the uncle''s child and the nephew''s child is the sum of the ages of the uncle''s child and the nephew''s child, which is 10 + 10 = 20 years old now.
+
+The age of the nephew''s child is now 5 years old now.
+
+The total age of the uncle''s child and the nephew''s child is 5 + 10 + 10 = 20 years old now.
+
+The age of the nephew''s child is now 5 years old now.
+
+The age of the nephew''s child is not 5 years old now.
+
+The age of the nephew''s child is still 5 years old now.
+
+In conclusion, the age of the uncle''s child is 5 years old now.','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,1,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',1,'Let''s break down the information given:
+- 27 in 5 years = 27 * 12 = 27*12 = 27*2 = 54
+- In 8 years, his cousin will be 2 years younger than twice his age = 2 * 2 = 4
+- 5 years ago, Jame will be 2 + 4 = 6 years younger than 28 years ago
+
+To find the distance between the age of 28 years ago and a current age of 5 years, we can use the formula:
+D = (A - B) / 2 for all cases
+Where:
+- A = current age of Jame
+- B = age of Jame''s cousin
+- D = distance between those two ages
+- A - B = 28 - 4 = 15 years
+- B = 2 + 4 = 6 years
+- D = 15 * 2 = 25 years
+- A = 28 - 4 = 23 years
+- B = 2 + 4 = 6 years
+- D = 15 * 2 = 25 years
+- A = 23 + 6 = 29 years
+- B = 2 + 6 = 8 years
+- D = 29 * 2 = 54 years
+- A = 29 + 8 = 47 years
+- B = 29 + 8 = 47 years
+- D = 54 * 2 = 108 years
+
+The number of years between A - B and 28 years ago and A + 2 + 4 = 6 years is 6 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 7 years is 7 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 5 years is 5 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 4 years is 4 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 3 years is 3 years.
+
+','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,2,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',2,'Let''s break this down step by step:
+
+We need to find out how many years it will take for a certain amount of time to change. 
+First, we need to find the difference in age between two numbers. 
+This can be done by multiplying the age of the first number by 100 and adding it to the corresponding age of the second number. 
+So, it can be written as 
+(age of first number - age of second number) * (100 + age of second number)
+
+This is an arithmetic progression with a common denominator of 100, so we can rewrite it as 
+age of first number + 100 * age of second number * (1/100) = 
+(age of first number - age of second number) / 100 = 
+(1/100) * (1 + 1) =
+10 = 
+age of first number - age of second number
+
+This is the formula that is used for adding an arithmetic progression with a common denominator to 100. So,
+age of first number + 10 = age of second number + 10
+
+This is the answer.
+
+[Jame will turn 27 in 5 years, so 27 + 5 = 82 in 8 years, so 82 + 1 = 93 in 10 years, then 93 + 10 = 103 in 11 years, then in 12 years, so 12 + 10 = 121 in 12 years, but in 12 years it stops there, so it''s 12 * 12 = 144 in 12 years, so 12 + 12 = 24 in 13 years, but in 13 years it stops there, so it''s 13 * 13 = 169 in 14 years, so 14 + 13 = 27 in 15 years, but in 15 years it stops there, so it''s 15 * 15 = 210 in 16 years, so it''s 16 + 15 = 215 in 17 years, but in 17 years it stops','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,3,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',3,'The age of the cousin is 5 years older than 27. In 8 years, he will have 27 + 5 = 32 years of his cousin''s age. 
+
+This means they will have 3 * 28 = 78 years of his cousin''s age.
+In 5 years, they will have 27 + 2 * 78 = 51 years.
+In 8 years, they will have 32 + 51 = 83 years.
+In 1 year, they will have 5 years.
+
+So, they will have 27 + 28 + 5 + 78 + 51 + 83 = 27 + 28 + 32 + 51 + 78 + 51 + 83 = 27 * 10 = 270, which is 27 + 32 + 55 + 78 = 27 * 10 = 270.
+
+The age of the cousin is 270 years.
+The age of his cousin is 27 + 32 + 55 + 78 = 27 + 32 + 75 + 100 = 27 + 27 = 44 years.
+The age of his cousin is 44 years.
+So, they will have 27 + 32 + 55 + 78 = 44 + 27 + 75 + 100 = 44 + 45 = 89 years.
+The age of their child is 89 years.
+The age of his child is 27 + 32 + 55 + 78 = 27 + 32 + 75 + 100 = 27 + 27 = 54 years.
+The age of their child is 27 + 32 + 55 + 78 = 27 + 32 + 75 + 100 = 27 + 32 + 75 = 335 years.
+The age of his child is 27 + 32 + 55 + 78 = 27 + 32 + ','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,4,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',4,'Let''s break down the information step by step. The story ends with Jame turning 27 in 5 years, Jame''s cousin will be 2 years younger than his age, Jame''s age will be 5 years. The information can be represented as:
+
+Age of Jame = 27 * 5 = 125 (Since 125 is Jame''s age)
+Age of cousin = 2 * 25 = 50 (Since 50 is Jame''s age)
+Age of two years old = 2 * 2 = 4 (Since 4 is Jame''s age)
+Age of Jame = Age of cousin + 1 = 5 + 1 = 6 years
+
+Now we can work backwards to find the answer. We know that in 8 years Jame will be 6 years younger than his cousin (since 8 years is 6 years of his cousin), so the answer is 2 + 6 = 8 years.
+
+So, the answer is 8.','stop',227,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,5,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',5,'To solve this problem, we need to break it down step by step. Let''s start by first identifying the information given. We know that Jame will turn 27 in 5 years (18 years), his cousin will be twice his age (25 years) in 8 years (22 years), and Jame''s age will be two years older than Jame''s cousin.
+
+First, let''s find the possible combinations of ages between Jame and his cousin. We can do this by taking the absolute max possible age for each of them. Since Jame''s age is 25, his cousin''s age is 25 + 2 = 35, and his cousin''s age is 25 + 2 = 27.
+
+Now, we can find the ages of their two possible combinations: 35 and 27 are the only possible combination of ages between Jame and his cousin.
+
+Finally, let''s add these two possible combinations to get the total age of their two possible combinations: 27 + 35 = 52, which is the only combination of ages of Jame and his cousin that is greater than 25.
+
+However, there is no other way to combine the two possible ages of Jame and his cousin, so we need to say that the answer is no.','stop',284,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,6,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',6,'Let''s break down the problem: 27 years is equivalent to 5 x 8 years, which equals 40 years. 8 years is equal to 2*10 years, which equals 20 years. 20 years is equal to 2 years.
+
+There are two years left in the time frame. 20 years is equal to 2 years * 20 years = 40 years. 40 years is equal to 8 years, so that''s the answer.','stop',110,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,7,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',7,'To solve this problem, we need to think step-by-step and analyze the relationship between the ages of the two.
+
+First, let''s find the difference between the two ages: 27 - 25 = 5.
+
+Now, we know that Jame''s age is two years older than his cousin''s age. Since 5 is 2 more than Jame''s age, the age of the cousin is 2.
+
+The age of Jame''s cousin is 2 + 2 = 4 years younger than Jame''s age.
+
+To find the age of Jame''s age, we add 2 to Jame''s age: Jame''s age + 2 = 4 years.
+
+The age of Jame''s cousin is 4 years younger than Jame''s age, so the age of Jame''s age is 2 + 4 = 6 years older than Jame''s age.
+
+The age of 2 years old is 2 + 2 = 4 years.
+
+The age of 4 years old is 2 + 4 = 6 years.
+
+The age of 2 years old is 2 + 6 = 8 years.
+
+The age of 8 years old is 2 + 8 = 10 years, but we can only add 2 years to any age to get 10 years, which is only 1 more than 10 years.
+
+So, 2 + 10 = 12 years, but 10 is the age of Jame''s age.','stop',339,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,8,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',8,'Let''s break down the information step by step.
+
+The story starts with Jame turning 27 in 5 years.  So, the total age of Jame is 27 + 5 = 8 meters.
+
+However, the cousin will be 2 years younger than Jame in 8 years.  So, 8 + 2 = 10 years.
+
+Now, the cousin will be 2 years younger than Jame in 10 years.  So, 10 + 2 = 22 years.
+
+The age of 20 years is 2 years + 10 = 30 years.
+
+The two now are 20 years apart.  In 10 years, 20 years will have been 10 years before, after which 20 years will be 2 years + 10 = 32 years.
+
+The two now are 2 years apart.  In 10 years, 2 years will have been 2 years before, after which 2 years will be 2 years after that.
+
+The age of 3 years will have been 3 years before, after which 3 years will have been 3 years after that.
+
+So, the two now are 3 years apart.  In 10 years, 3 years will have been 3 years after 10, and 3 years will have been 3 years after that.
+
+The age of 2 years will now be 3 years after 10, and 3 years will be after 10.','stop',344,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,9,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',9,'If 27 is 5 years younger than 58, and 8 years later, 28 will be twice 58. 28 is 11 years younger than 28.  In 5 years, 20 will be two years older than 28. 5 years later, 2 will be two years older than 20. 2 years later, 2 will be twice 11, which is 22 years. 5 years later, 3 will be two years older than 22. 5 years later, 1. 2. 3, 4. 5, 6, 7, 8, 9, 10, 11, 12. 13. 14. 15. 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 30, 31, 32. 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 60. 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92. 93, 94, 95, 96, 97, 98, 99, 100, 101,','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,10,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',10,'Let''s break this down step by step. The equation for this problem is:
+
+Age of Jame: 27 * 5 years * 7 years = 18,270 years
+Age of cousin: 18,270 years - 27 years = 16,810 years
+
+Now, let''s find the age of the two next years. 8 years is 16,810 years - 2 * 16,810 years = 2400 years. 
+So the age of the two next years is 2400 years - 2400 years = 100 years.
+
+The two next years are 100 years apart. 
+To find the age of the two, we add these two numbers, which is 2400 + 16, equals 2700.
+
+The two next years are separated by 2400 - 2400 = 100 years.
+
+In 5 years time, we add 100 years to 100. 
+This means that 100 years is 2800 years.
+
+Let''s solve this for the age of the 100 years, which is 5 years from now. 
+Let''s say 28 years ago. 
+Let''s say 10 years ago. 
+Let''s say 2 years ago. 
+Let''s say 2 years ago.
+
+We''re not sure.
+
+To find the age of the 20 years, which is 10 years ago. 
+The answer is 10 years ago.
+
+But to find the answer for the next 2 years. 
+We look at the next 2 years. 
+We add the next 2 years to get 20 years ago.
+
+So the answer is 20 years ago.
+
+So the answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,11,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',11,'Let''s break down the problem step by step. We have Jame''s age (27) and his cousin''s age (18), then we have his cousin''s age (25) and Jame''s age (27), and we''re looking at their age pair.
+
+The key insight here is that the cousin''s age is 25 (the youngest member of the family) and the sister''s age is 27. To find the age of the younger sibling, we can multiply their ages together: 25 * 27 = 635.
+
+Now, we need to find the age of the younger sibling''s age, which can be calculated by adding 27 to their age. So, 635 + 27 = 701.
+
+However, we also need to consider the difference between the younger sibling''s age and the older sibling''s age. So, 701 - 635 = 25.
+
+To find the age of the younger sibling''s age, we add the two younger siblings'' ages together: 25 + 27 = 52.
+
+The age of the younger sibling''s age is 25 + 52 = 77 years.
+
+So, 25 + 77 = 102 years, and 52 is the only smaller sibling''s age.','stop',297,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,12,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',12,'Let''s break down the information given:
+- Jame will turn 27 in 5 years
+- In 8 years his cousin will be 5 years younger than twice their age
+- In 10 years their age will be 5 years less than 10% of their total age
+
+Let''s consider the age of the two. 
+The age of Jame will now be 27 + 2 = 30 years old. 
+Now let''s consider the age of Jame''s cousin: 
+The age of his cousin will be 27 + 2 = 29 years old. 
+In 10 years their age will be 29 years old. 
+In 1 year 27 years old will be 29 years old. 
+The age of the two will be 29 + 2 = 31 years old.
+
+So, the age of the two is 31 + 2 = 33 years old. 
+The two will be 29 + 33 = 62 years old, but 28 + 33 = 100 years old.','stop',251,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,13,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',13,'Let''s break down the problem step by step.
+1. In the first year, Jame turns 27 years old.
+2. In 5 years, Jame will turn 27 + 5 = 42 years old.
+3. In 8 years, Jame''s cousin will turn 27 + 8 = 35 years old.
+
+Now, let''s find the age of the two now. Jame''s cousin will turn 27 + 35 = 62 years old. So, the age of Jame''s cousin is 62 - 35 = 12 years.
+The age of the two now is Jame''s cousin''s age plus Jame''s age = 2 * 35 + 12 = 58 years.
+
+So, Jame''s age is Jame''s cousin''s age + 12 = 62 - 12 = 48 years.
+The remaining distance is Jame''s cousin''s age plus Jame''s age = 2 * 12 + Jame''s age = 24 years.
+
+The answer is 48 - 24 = 2 years.','stop',257,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,14,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',14,'To solve this problem, we need to first find out how many years the cousin and the nephew will be 5 years apart. The cousin will be 27 years old today and the nephew will be 5 years younger. If the cousin is 27 years old, his 27th birthday will be 27 years old today, and the 27th birthday is 2 years before today. 
+This means that the nephew will be 4 years younger than the cousin. 
+The 4th year before today will be 2 years before today, which is 4 days ago. 
+The 4th day ago was 12 hours ago. 
+The 4th day before tomorrow is 2 days ago. 
+The 4th day ago was 4 days ago.
+This is the next day''s time for the nephew to be 2 years younger than him. 
+So the two will be 5 years apart, which is 12 + 4 = 16 days ago.
+The two will be 12 days ago tomorrow.
+The two will be 2 years ago tomorrow.
+The rest will be 16 days ago.
+The nephew will be 12 days ago tomorrow.
+The cousin will be 2 years ago tomorrow.
+The two will be 1 year ago tomorrow.
+The two will be 2 years ago tomorrow.
+They will be 5 years ago today.
+They will be 1 year ago today.
+They will be 2 years ago today.
+They will be 2 years ago today.
+The two will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+The two will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+The two will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will','length',512,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(39,0,15,'5f0eca1fb5898f1b14f593029a14d10211650a5012bbb838100808d63bbdb4fa',15,'Let''s break this down step by step. First, we have the information that Jame will turn 27 in 5 years, which means that within 5 years, he will be 27 years old. Then we have the information that his cousin''s age will be 2. Now, we need to find the age of the cousin who is two years younger.
+
+Let''s first find the age of his 2nd cousin. The age of Jame''s cousin is 2 * 2 = 4 years. Now we can find the age of the cousin who is two years younger by adding one year to the age of his cousin. So, the age of his 2nd cousin is 4 + 2 = 6 years. Now we know that the age of Jame''s cousin is 4 + 6 = 10 years.
+
+The age of Jame''s cousin is 4 + 6 = 10 years. In 8 years, they will meet in 10 years.
+
+Now we need to find the age of the cousin who is two years younger, and we can do that by adding one more year to the age of Jame''s cousin, which is 12 years, but we don''t have to do that.
+
+So, the age of Jame''s cousin is 12 + 2 = 14 years. Now, we add 1 to the age of the cousin who is 2 years younger to find the age of Jame''s cousin, but we don''t have to do that.
+
+The answer is 14 - 1 = 12 years.','stop',346,80,32,5.20279286609869728863e+00,102096891072.0,NULL);
+INSERT INTO "chains" VALUES(40,0,0,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',0,'Let''s break down the information:
+
+- He bought 2 monitors with a total cost of $1,100, which is $1,100 / 2 = $500 Monitors
+- He paid $400 less for the printer than the computer, which is 100% of the cost.
+
+Let''s denote the cost of the printer as S. The total cost of the printer plus the computer would be:
+
+$1,100 (the cost of the printer) + $1,100 (the cost of the monitor) = $2,100 (the cost of the printer + the cost of the monitor)
+
+Now, we can set up the equation:
+
+S * 1,100 = 2,100
+
+We can simplify this equation by dividing both sides by 1100:
+
+S = 2,100 / 1100 = 1.10 (decimal)
+
+So, one monitor costs 1.11 dollars, which is equivalent to 210 cents.','stop',242,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,1,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',1,'To solve this problem, we need to first determine the total cost of the computer and the printer. We know that the computer was $1,100 cheaper than the printer. So, we can set up an equation to calculate the cost of the printer:
+
+Cost = Cost of the computer - Cost of the printer
+Cost = 1,100 - 1,100
+Cost = 100
+
+Therefore, the computer costs 100 dollars less than the printer.
+
+The total cost of the computer and the printer is then 100 dollars less, which is 120 dollars, and the cost of the printer is 1 dollar less than the cost of the computer. So, the total cost of the printer and the computer is 120 dollars - 1 dollar = 120 dollars.','stop',181,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,2,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',2,'To determine the cost of one monitor, we need to calculate the cost of one monitor and the overall cost of the computer. 
+
+First, we need to find the difference between the total cost of the computer and the printer. The total cost is $1,100 - $400 = $200. 
+
+Next, we need to find the cost of one monitor. We can do this by dividing the cost of the monitor by 2. So, the cost of one monitor is $200 / 2 = 10 monitors.
+
+Now, we can calculate the cost of one monitor by multiplying the cost of the monitor by itself, which is 1 * 10 = 10 monitors.','stop',154,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,3,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',3,'To solve this problem, we need to find out how much the computer costs, and then multiply that by the cost of the monitor.
+
+We know that the cost of the computer is $2,400, and the cost of the monitor is $1,100. This means the computer has two monitors. 
+
+The total cost of both the monitor and computer is $2,400 * 2 = $4,000.
+
+The monitor costs $400 - 2,400 = $800.
+
+To find out how much the computer costs, we can multiply $400 by $800, which equals $32,000.
+
+So, the total cost of both the monitor and computer is $32,000.
+
+The answer is: 32000','stop',187,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,4,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',4,'Let''s break it down step by step.
+
+He bought a computer with 2 monitors, which is a product of 2 machines, a computer.
+The cost of the computer and the machine is 2 machines * $2 = $400.
+He paid $400 - 2 machines = $2800 for the machine.
+To find out how many monitors are there, we add 2 machines to the total. So there are 2 machines * 2 = $4 monitors.
+Therefore, the cost of one monitor is $4 / 2 = $2.
+#### 2
+The answer is: 2','stop',138,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,5,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',5,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total cost of the computer and the printer, and then subtract that from the total cost of the monitor.
+
+Let''s denote the cost of the monitor as "x" and the cost of the printer as "x + 400". Then, we can set up an equation based on the given information:
+
+x + 400 - x = 2400 - x
+
+This equation represents the cost of the monitor multiplied by itself, which gives us x + 400. Now, we can find the cost of the printer by subtracting x from the total cost of the monitor:
+
+x + 400 - x = 2400 - x
+
+This is the equation for the cost of the monitor.
+
+We are told that the total cost of the monitor is twice the total cost of the printer, so we can set up a proportion:
+
+x + 400 - x = 2
+
+This is the equation that tells us that the cost of the monitor is twice the cost of the printer. This is the same as saying that 2 times twice is 4 times, which is what we are told to be twice a total cost of the printer.
+
+So, the answer is 2x.','stop',287,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,6,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',6,'If the computer costs $1,100 and the printer only costs $400, then the amount of printer material that one monitor costs is 100% of the computer''s cost minus the printer''s cost. So, 100% of the computer''s cost is 100% of the printer''s cost. Now, if the printer costs 100% of the computer''s cost, the computer''s cost is 100% of the printer''s cost. So, if the printer is 100% of the computer''s cost, the printer is the only other cost of the computer that makes up 100%, so the ratio of printer to computer''s cost is 1:1. The ratio of monitor to printer''s cost is 2:1.
+
+To find the absolute value of the ratio, you take the absolute value of 1:1. So, the absolute value of the ratio is 1:1.','stop',205,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,7,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',7,'1. First, you need to find out how much the computer costs.
+2. Then, you have to find out how much the printer is for.
+
+The cost of the computer is 2400 - 400 = 1600 dollars, and the cost of the printer is 1100 - 1600 = 100 dollars.
+
+Now, you can calculate the cost of the printer by dividing the cost of the printer (1100 - 100) by the cost of the computer (1600 - 400).
+
+This is a fraction of 100 (the cost of the printer), which is 1/10.
+
+So, the printer costs 10 cents.','stop',169,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,8,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',8,'To solve this problem, we need to break it down into manageable parts. First, we need to find the difference between the computer and the printer. Let''s call it x. Then we can express this as 1100 - x = 2400 - x. 
+
+Now, we can simplify this equation by dividing both sides by 1100, which is the coefficient of x in the multilinear formula for the difference of squares of integers. This gives us the equation 2x - 2400 = 1100 - x.
+
+We are only interested in one variable, x, which represents the computer. So, we can simplify this equation to 1100 - x + 2400 = 2x. Now, we can manipulate this equation further by subtracting 2400 from both sides and then dividing both sides by 2, which gives us the equation 1100 - x = 2x + 2400.
+
+We can now solve this equation by factoring 1100 - x, which gives us 2(1100 - x) = 2x. Now we just need to solve this equation for x. To do this, we can use the formula for factoring a number. 
+
+We can start by multiplying both sides of the equation by 1100 - x, which gives us (1100 - x)^2 = 2(1100 - x)^2. 
+
+Expanding the square, we get 1100 - x^2 = 2(1100 - x)^2. To solve this equation, we can start by adding 1100 to both sides of the equation. This gives us 2100 - x^2 = 2(1100 - x)^2.
+
+Expanding this equation gives us 2100 - x^2 + 2(1100 - x)^2 = 2(2(1100 - x)^2) + 2(1100 - x)^2 = 4(2(1100 - x)^2). 
+
+This equation can be solved by adding 4 times itself, which gives us 44, which is equivalent to 2(1100 - x)^2.
+
+Now we can just','length',512,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,9,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',9,'The total cost of the computer and the printer is $2,400 - $1,100 = $600.
+The total cost of the two items is $600 * 2 = $1200.
+One monitor costs $1,100 - $1,100 = $1.
+#### 1
+The answer is: 1','stop',85,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,10,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',10,'To solve this problem, let''s first define the problem as a logical and step-by-step process. We know that Errol bought a computer, a printer, and a monitor. The problem asks for the cost of one monitor, which is a classic example of a multi-step decision-making problem. We have to consider multiple options and possible combinations of costs and costs.
+
+Let''s break it down step by step:
+
+We know that the cost of the computer is $1,100, and the cost of the printer is $400. This means the total cost of the computer, printer, and monitor is $1,100 + $400 = $500.
+
+We also know that the cost of the monitor is $1, but we don''t know the cost of the printer. This means we don''t know the cost of the printer.
+
+To solve this problem, we need to determine the cost of the monitor. We can do this by multiplying the cost of the printer by 1, which is $400, and then we need to find the cost of the monitor.
+
+Let''s calculate this:
+
+The cost of the monitor is $1 + $400 = $400.
+
+To find the cost of the printer, we need to multiply the cost of the printer by 1, so we multiply 1 by $400, which gives us $400.
+
+Now we can find the cost of the monitor by adding the cost of the printer, which gives us $1.
+
+Finally, we need to find the cost of the monitor, which is $1 + $400 = $400.','stop',363,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,11,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',11,'Let''s break this down step by step. First, we need to calculate the cost of the printer. 
+The cost of the printer can be found by multiplying the cost of the printer by the number of monitors by 12, which is 1.
+Now, we can use the formula for the cost of a prism: 
+The cost of the printer = 12 * $1,100 = $1200.
+
+Next, we need to calculate the cost of the computer. 
+The computer is the final answer.
+
+So, 
+The cost of the computer = 12 * $1,100 = $1200.
+
+In other words, the cost of one monitor is 12 * $1,100 = $1200.','stop',175,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,12,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',12,'To solve this problem, we need to determine the cost of the computer, which will cost $1,100. The cost of the monitor is 1100 - 200 = $1100.
+
+We can express the cost of the monitor as $1100 / 1100 = 1. However, this doesn''t give us the cost of the printer.
+
+We also don''t know the cost of the printer, which is 1100 - 200 = $1100.
+
+To find the cost of the printer, we need to find the cost of the monitor. This means we need to find $1100 / 1100 = 1.
+
+So, the total cost of the two computers is $2,000.','stop',180,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,13,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',13,'To solve this problem, we need to first determine the cost of the computer, which is $1,100 in dollars.
+
+The cost of a monitor is $2, so this is the total cost of the computer, which is $1,100 + $2 = $1,200.
+
+Now we need to find out how much one monitor will cost.
+
+If we multiply $1,200 by 2 (which gives 2 monters), we get $2,400.
+
+So, one monitor will cost $2,400.','stop',129,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,14,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',14,'Let''s break down the information step by step:
+
+The total cost of the computers, the printer, and the monitor are the same. The only change is the amount of money spent on the monitor. Therefore, the money spent on the monitor can be represented by the price of the monitor multiplied by the cost of the monitor.
+
+The cost of the computer is $1,100. To find the cost of the monitor, we can multiply the cost of the monitor (1100) by the price of the monitor (1). 
+
+Since the cost of the monitor is the same as the cost of the computer, the cost of the monitor can be represented by the cost of the monitor multiplied by the price of the monitor.
+
+So, the cost of the monitor is 1100 * 1100 = 1,110,000.
+
+The total cost of the computer, the printer, and the monitor is the total cost of the computer, the printer, and the monitor multiplied by the cost of the monitor.
+
+To find the cost of the monitor, we need to find the cost of the monitor and subtract it from the total cost of the computer, the printer, and the monitor.
+
+The cost of the monitor is the cost of the computer multiplied by the cost of the monitor.
+
+The cost of the monitor = 1100 * 1100 = 1,110,000.
+
+The total cost of the computer, printer, and monitor is 1,110,000 + 1,110,000 = 2,110,000.
+
+So, 2.110 is equal to 1110.','stop',379,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(40,0,15,'1ddb8a0aab3326e649a27f0c9cf18cb2e7ffc22565cef4d32b9a9969e64028e4',15,'Let''s break down the information: 
+- The total cost of the printer (1100 dollars) is $1,000 less than the computer''s cost.
+- Therefore, the computer costs $1,000 less than 2 monitors.
+- So, the computer costs $1,000 less than 2 monitors.
+- To find out how many monitors are there, we can divide $1,000 by 2, which gives us 2 monitors.
+- Now, we need to solve the equation 2*2 = 4.
+- The equation is 2*2 = 4.
+- Now, we can solve it in two steps: 2*2 = 4, which is 2*10 = 20.
+- Now, we can divide both sides of the equation by 2, which gives us 20/2 = 10.
+- Now, we have 20 and 10, which is 20-10 = 10.
+- So, there are 10 monitors that are 10 times the computer''s cost.
+- So, the answer is 10.','stop',258,94,32,3.20068380366475313536e+00,62045047440.0,NULL);
+INSERT INTO "chains" VALUES(41,0,0,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',0,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total number of pages she read in the first week. Then, we find out how many pages she read in the second week by dividing the total number of pages by the number of pages she read in the first week. 
+
+Let''s break it down step-by-step:
+
+In the first week, she read a total of 15 * 1 = 15 pages.
+In the second week, she read a total of 100 pages.
+
+Now, we calculate the number of pages she read in the second week by dividing the total number of pages by 1.5. So, 100 / 1.5 = 5.5.
+
+So, Judy read a total of 5.5 pages in two weeks.
+
+The answer is 5.','stop',191,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,1,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',1,'To solve this problem, we need to find out how many minutes Judy spent reading each night and then divide that by 2 to find out how many pages she read in two weeks.
+
+We know she read a total of 100 pages in two weeks. To find the number of minutes she spent reading each night, we divide the total pages by the number of pages she read in two weeks.
+
+So, 100 / 2 = 50 minutes spent reading each night.
+
+To find the total number of pages she read in two weeks, we multiply the number of pages read in two weeks by 2.
+
+So, 100 * 2 = 200 pages read in two weeks.
+
+Dividing this number by 2 gives us the number of pages she read in two weeks.
+
+Dividing 200 by 2 gives us 100, which is the answer.
+
+The answer is 200, which is the number of pages she read in two weeks.','stop',224,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,2,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',2,'To solve this problem, we need to break it down step by step. First, let''s find out how many minutes Judy read each night before going to sleep. Since she reads 15 minutes each night before going to sleep, she would read 15 * 10 = 150 minutes before going to sleep. 
+
+Now, let''s find out how many pages Judy read each night before going to sleep. To do this, we multiply 150 minutes by 10. So, we get 150 * 10 = 1500 minutes. 
+
+Next, let''s find out how many pages Judy read each night before going to sleep. To do this, we divide 1500 minutes by 2. So, we get 1500 / 2 = 750 pages.
+
+Finally, let''s find out how many pages Judy read in two weeks. To do this, we multiply 750 pages by 2. So, we get 750 * 2 = 1450 pages.
+
+The answer is 1500 + 750 = 2250 pages.','stop',254,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,3,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',3,'If Judy read a total of 100 pages in two weeks, she must read a total of 100 * 2 = 200 pages.
+To find out how many pages she read in two weeks, we need to divide 200 by 2, which is 100. So, 200 / 100 = 2.
+Therefore, Judy read 2 pages per 1.5 minutes, which is 2 * 1.5 = 3.5 pages.
+#### 3.5
+The answer is: 3.5','stop',129,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,4,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',4,'To solve this problem, we need to first determine the total number of pages Judy read in two weeks. We know that Judy read 15 minutes per night, so she reads 15 * 1.5 = 19.5 pages each night.
+
+The second week she read a total of 100 pages. This is a ratio of 1:1.5, so we can multiply 1 by 1.5 to find the total number of pages read:
+1:1.5 * 100 = 15
+
+Now we can determine the number of pages read in two weeks:
+2 * 2 = 4 pages
+
+So, Judy read 4 pages in two weeks.
+
+In the first week she read 15 minutes per night, so in one week she read a total of 15 * 2 = 30 minutes per night. In one week she read 15 * 2 = 30 minutes per night. In two weeks she read 30 * 2 = 60 minutes per night. 
+In a month she read 15 * 2 = 30 minutes per night. 
+In a week she read 15 * 3 = 40 minutes per night. In a month she read 15 * 4 = 50 minutes per night. 
+In a week she read 15 * 5 = 75 minutes per night. 
+In a month she read 15 * 6 = 90 minutes per night. 
+In one week she read 15 * 3 = 40 minutes per night. 
+In two weeks she read 15 * 4 = 50 minutes per night. 
+In a month she read 15 * 5 = 75 minutes per night. 
+In one week she read 15 * 6 = 120 minutes per night. 
+In two weeks she read 15 * 8 = 120 minutes per night. 
+
+So, in two weeks she read 15 * 8 = 108 minutes per night.','stop',465,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,5,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',5,'To find the number of pages she read in two weeks, we need to calculate the number of pages she read in one week and then multiply it by 2.
+
+She read a total of 100 pages in the first week, and 15 minutes per page, so she read 100 * 15 = 1600 pages.
+
+In the second week, she read 100 * 2 = 200 pages.
+
+Now, we multiply this by 2 to find the number of pages she read in two weeks: 2 * 2 = 4*2 = 8 pages.
+
+So, in two weeks, she read an additional page of 8 pages.
+
+#### 8
+The answer is: 8','stop',168,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,6,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',6,'To solve this problem, we need to determine the total number of pages that Judy read in two weeks, which is 2 weeks * 2 pages per minute * 2 pages per minute = 4 pages per 2 minutes.
+
+The formula for this type of problem is to multiply the total number of pages read in two weeks by the number of minutes read in one week. So, 4 pages per 2 minutes * 2 weeks = 8 pages per 2 weeks * 2 weeks = 16 pages.
+
+Therefore, Judy read 16 pages in two weeks.','stop',124,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,7,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',7,'To solve this problem, we need to find the total number of pages of books Judy read in two weeks.
+
+We know that Judy read 100 pages in two weeks, which means she read a total of 100 * 2 = 200 pages.
+
+The total number of pages read is 100 + 200 = 300 pages.
+
+To find the number of pages read in two weeks, we can divide the total number of pages read in two weeks by the number of pages read in two weeks: 300 / 2 = 150 pages.
+
+So, Judy read 150 pages in two weeks.
+
+The answer is: 150','stop',159,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,8,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',8,'To solve this problem, we need to analyze the given information step by step.
+
+First, we need to calculate the total number of pages read by Judy in the first week and the total number of pages read by Judy in the two weeks.
+
+In the first week, Judy read 15 minutes, so she read a total of 15 * 10 = 150 pages. 
+
+In the two weeks, Judy read a total of 100 pages, which means she read a total of 100 * 2 = 200 pages.
+
+Now, let''s calculate the percentage increase.
+
+The percentage increase is calculated by dividing the percentage increase by the initial percentage increase and multiplying by 100.
+
+(15 / 100) * 100 = (20 / 100) * 100 = 0.2 * 100 = 20%
+
+So, the total number of pages read by Judy in the two weeks is 200 * 20 = 400 pages * 2 = 800 pages.
+
+Therefore, Judy read 800 pages in two weeks.','stop',262,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,9,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',9,'To solve this problem, we need to determine the total number of pages she read in two weeks.
+
+We know that Judy read a total of 100 pages in two weeks, which means she read 100 * 2 = 200 pages in that two weeks.
+
+This is equivalent to reading 100 * 2 = 200 pages of books.
+
+Dividing 200 by 2, we get 100 / 2 = 50 pages.
+
+There are 50 pages in a book.
+
+#### 50
+The answer is: 50','stop',139,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,10,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',10,'To solve this problem, we need to determine the ratio of the number of pages read to the total number of pages read in the first and second weeks.
+
+Let''s first find the total number of pages read in both weeks. In the first week, the total number of pages read is 15 + 100 = 150 pages. In the second week, the total number of pages read is 100 + 2 = 120 pages.
+
+Now, let''s find the ratio of the number of pages read to the total number of pages read in the first and second weeks. We can do this by dividing the number of pages read in the first week by the number of pages read in the second week.
+
+We can calculate this by dividing 120 by 150, which gives us 0.025 hours. This means that there are 2.5 hours of pages read each day in the first week and 2.5 hours in the second week.
+
+To find the total number of pages read in the first week, we multiply the ratio of pages read to total pages read in the first week by 2.
+
+So, the total number of pages read in the first week is 2 * 0.025 = 0.04 pages. And the total number of pages read in the second week is 2 * 0.04 = 0.88 pages.
+
+Now we add these two results to find the total number of pages read in the second week, which is 4 + 0.88 = 0.128 pages.
+
+Therefore, Judy read 0.128 pages in two weeks.','stop',366,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,11,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',11,'To solve this problem, we need to first determine the total number of pages Judy read in two weeks. We can do this by multiplying the number of pages Judy read in one week by the ratio of pages read in two weeks to the total number of pages read in one week.
+
+In 15 days, she read a total of 15 x 6 = 90 pages.
+In the first week, she read a total of 100 pages.
+Multiplying the number of pages read in one week, we get 90 / 6 = 12.5 days.
+In the second week, she read a total of 12.5 * 2 = 25 pages.
+
+Now, we can find the number of pages she read in two weeks by dividing the number of pages read in one week by the number of days read in two weeks, which is 25 / 6 = 3.
+
+So, there were 3 pages Judy read in two weeks.
+#### 3
+The answer is: 3','stop',227,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,12,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',12,'To solve this problem, we need to first calculate the total number of pages added to Judy''s reading.
+
+Dividing 2 by 1.5 gives 1.25, so we can add 1 to this to find the number of pages that Judy read in two weeks: 2 * 1.25 = 2.5 pages.
+
+In the first week, Judy read 15 minutes each night. So, 15 * 2 = 30 minutes are read each day.
+
+In the second week, Judy read a total of 100 pages. So, 2 * 100 = 200 pages are read each day.
+
+Now, we add the pages read in the two weeks back to the total. So, 100 + 200 = 300 pages are read in the two weeks.
+
+The answer is 300.','stop',201,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,13,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',13,'Dividing a fraction by a whole fraction is a simple yet effective way to understand this problem. First, you can reduce the fraction by dividing both the numerator of the fraction and denominator by 2, which is the most efficient and accurate way to arrive at the answer.
+
+So, 15/100 = 1/15. Now, you can find the ratio of the two fractions by dividing both the numerator of the fraction and denominator by the denominator of the fraction.
+
+So, 15/100 = 1/15. Now, you can find the ratio of the two fractions by dividing both the numerator of the fraction and denominator by the denominator of the fraction.
+
+Performing the division, you get 1:1. So, the ratio of the two fractions is 1:1.','stop',176,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,14,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',14,'To solve this problem, we need to determine how many minutes Judy read in one week and then find the total number of pages she read in two weeks.
+
+First, we find the total number of minutes she read in one week by dividing the total number of pages she read in two weeks (2 weeks) by the number of minutes she read each night (1.5 minutes).
+
+So, 2 weeks * 1.5 minutes / 2 weeks = 1.5 minutes / 2 = 0.5 minutes.
+
+Now we can find the total number of pages she read in two weeks by multiplying the number of pages read in one week by the number of minutes she read each night.
+
+Total pages read = 2 weeks * 1.5 minutes / 2 weeks = 2.5 pages.
+
+So, Judy read 2.5 pages in two weeks.
+
+The answer is 2.5.','stop',199,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(41,0,15,'0ebfe4b58f135b8abd48f75e7b465eaccc8ba2cc0309d4678a78dd59ed05a6f6',15,'To find the answer, we need to calculate the number of pages read in two weeks.
+
+If Judy read 15 minutes each night before going to sleep, then she read 15 * 2 = 30 pages.
+
+On the second week, she read a total of 100 pages.
+
+So, in two weeks, she read 30 * 20 = 600 pages.
+
+Therefore, Judy read a total of 600 - 30 = 490 pages.
+
+#### 490
+The answer is: 490','stop',132,97,32,2.88372077191328557432e+00,58261812840.0,NULL);
+INSERT INTO "chains" VALUES(42,0,0,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',0,'To solve this problem, we need to first find the total number of birds Mack saw in a day. Since on days one and two, Mack saw 50 birds, on days four and five, he saw 120 birds, and on days six, he saw 20 birds, we can add these together: 50 + 120 + 20 + 90 = 510 birds.
+
+Now, let''s find the total number of birds Mack saw in a day. To do this, we need to divide the total number of birds by the total number of days. We can do this by first dividing 510 by 3 (the number of days) to get 240, then multiplying by 6 to get the total number of birds.
+
+510 ÷ 3 = 210 birds
+
+So, Mack saw a total of 210 birds in a day.','stop',201,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,1,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',1,'To solve this problem, we need to think of the pattern of how many birds Mack sees in a day. Each day is 1, so if we have a week, we need to find how many days there are. In a week, we can divide the number of days by 7, and if we divide the number of days by 7, we get the number of days in a week. 
+So in a week, we have 7 days and each day is 1. So on days 1, 2, 3, 4, 5, 6, and 7, Mack sees 1 bird. In total, Mack sees 1 + 2 + 3 + 4 + 5 + 6 + 7 = 25 birds.
+To find the total number of birds, we need to multiply the number of days by 7. So we multiply 7 * 1 = 7 birds.
+Therefore, there are 7 birds in the sky over the next week.
+#### 7
+The answer is: 7','stop',225,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,2,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',2,'First, we need to calculate the total number of birds Mack saw, which is 50 + 120 + 20 + 120 + 20 = 1000 birds.
+To find the average number of birds Mack saw in a day, we divide the total number of birds by the total number of days.
+So, 1000 / 60 = 15 days.
+Therefore, Mack saw 15 birds in a day.
+#### 15
+The answer is: 15','stop',118,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,3,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',3,'To find out how many birds Mack saw in a day, we need to divide the total number of days by the number of birds. 
+
+Mack saw 120 birds / 7 days = 14 birds per day.
+
+So, Mack sees an average of 14 birds per day.','stop',66,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,4,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',4,'To solve this problem, we need to find the total number of birds Mack saw in a day. Since Mack saw 50 birds on day one, and 120 birds on day two, the total number of birds Mack saw in a day is the sum of these two numbers. Therefore, the answer is 20 (the total number of birds Mack saw in a day).
+
+We can also find the average bird count by dividing the total number of birds by the number of days.
+
+We already have 50 birds, so we divide 20 by 2 to find the average bird count: 20 / 2 = 10.','stop',140,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,5,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',5,'To solve this, we''ll use a simple yet effective approach. Let''s break it down step by step. The key is to understand that if you have 6 days, you can expect to see 6 birds on every day. 
+
+Day one Mack saw 50 birds, so it''s 6 days.
+Day two saw 120 birds, so it''s 8 days.
+Day three saw 20 birds, so it''s 10 days.
+Day four saw 90 birds, so it''s 12 days.
+Day five saw 20 birds, so it''s 14 days.
+Day six saw 9 birds, so it''s 17 days.
+Day seven saw 2 birds, so it''s 18 days.
+Day eight saw 2 birds, so it''s 19 days.
+Day nine saw 1 bird, so it''s 20 days.
+Day ten saw 1 bird, so it''s 21 days.
+Day eleven saw 1 bird, so it''s 22 days.
+Day twelve saw 1 bird, so it''s 23 days.
+Day twelve saw 1 bird, so it''s 24 days.
+Day twelve saw 1 bird, so it''s 25 days.
+Day twelve saw 1 bird, so it''s 26 days.
+Day twelve saw 1 bird, so it''s 27 days.
+Day twelve saw 1 bird, so it''s 28 days.
+Day twelve saw 1 bird, so it''s 29 days.
+Day twelve saw 1 bird, so it''s 30 days.
+Day twelve saw 1 bird, so it''s 31 days.
+Day twelve saw 1 bird, so it''s 32 days.
+Day twelve saw 1 bird, so it''s 33 days.
+Day twelve saw 1 bird, so it''s 34 days.
+Day twelve saw 1 bird, so it''s 35 days.
+Day twelve saw 1 bird, so it''s 36 days.
+Day twelve saw 1 bird, so it''s 37 days.
+Day twelve saw 1 bird, so it''s 38 days.
+Day twelve saw 1 bird, so it''s 39 days.
+Day twelve saw 1 bird, so it''s','length',512,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,6,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',6,'Mack saw 50 birds in a day. To solve this problem, we need to break it down into manageable parts. Let''s first find the total number of birds Mack saw over the week. Since day one saw 50 birds, the next day saw 51 birds, and the next day saw 52 birds. However, we can''t have a fraction of a bird because we''re counting every bird we see. So, we can divide the total number of birds by the number of days we saw each bird: 51 / 10 days = 5.1 birds per day.
+
+Now we need to find the number of days in a week. Since we''ve already counted every bird Mack saw, we need to find the number of days in a week. To do this, we''ll divide the total number of birds by the number of days we seen each bird: 51 / 10 = 5 days.
+
+We then multiply the number of days by 6 to get the number of days in a week. So, the total number of days in a week is 6 days.
+
+To find the number of days in a week, we''ll multiply the number of days by 3. So, the number of days in a week is 3 days.
+
+Finally, to find the number of days in a week, we''ll add 1. So, the answer is 3 days.
+
+In essence, this problem is a classic example of a simple fraction with 10 parts: 5 + 12 + 1 + 2 + 9 = 36.','stop',342,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,7,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',7,'To solve this problem, let''s first calculate the total number of birds Mack saw in the sky on each day.
+
+Day 1: 50 birds
+Day 2: 20 birds
+Day 3: 120 birds
+Day 4: 20 birds
+Day 5: 90 birds
+Day 6: 20 birds
+Day 7: 20 birds
+
+Mack saw 120 birds in a day.
+
+Mack saw a total of 120 birds on each day.
+
+To find out how many birds Mack seen in a day, we need to divide the total number of birds seen by the number of days in a week.
+
+Total number of birds seen = 120 birds / 1 week = 120
+
+Dividing the total number of days seen by the number of weeks (1 week) to get the number of days seen is a common mistake. To divide 120 by 1, you would actually divide 120 by 7, which is 2.
+
+Therefore, 2 days showed 20 birds in a day.','stop',250,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,8,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',8,'To solve this problem, we need to calculate the total number of birds Mack saw in a day by multiplying the number of birds he saw in each day by the number of days in a week.
+
+Here, days in a week are 7 days.
+Day 1: 50 birds (5 days x 5 birds / day) + 20 birds = 20 birds
+Day 2: 20 birds (4 days x 2 birds / day) + 12 birds = 16 birds
+Day 3: 12 birds (3 days x 1 bird / day) + 9 birds = 20 birds
+Day 4: 9 birds (2 days x 2 birds / day) + 1 bird = 3 birds
+Day 5: 1 bird (1 day x 1 bird / day) + 1 bird = 1 bird
+Day 6: 1 bird (1 day x 1 bird / day) + 1 bird = 1 bird
+Day 7: 2 birds (1 day x 2 birds / day) + 1 bird = 2 birds
+Day 8: 2 birds (1 day x 2 birds / day) + 1 bird = 2 birds
+Day 9: 3 birds (1 day x 3 birds / day) + 1 bird = 4 birds
+Day 10: 4 birds (1 day x 4 birds / day) + 1 bird = 5 birds
+Day 11: 5 birds (1 day x 5 birds / day) + 1 bird = 10 birds
+Day 12: 6 birds (1 day x 6 birds / day) + 1 bird = 17 birds
+Day 13: 7 birds (1 day x 7 birds / day) + 1 bird = 21 birds
+Day 14: 8 birds (1 day x 8 birds / day) + 1 bird = 32 birds
+Day 15: 9 birds (1 day x 9 birds / day) + 1 bird = 38 birds
+Day 16: 10 birds (1 day x 10 birds / day) + 1 bird = 41 birds
+Day 17: 11 birds (1 day x 11 birds /day)','length',512,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,9,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',9,'Mack sees 5 birds in 7 days. To find out how many birds he saw in a day, we need to divide 5 by 7 which equals 1. This means Mack saw 1 bird in a day.','stop',49,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,10,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',10,'To solve this problem, we need to determine how many days there are in the total number of days Mack had until he could see nothing.
+
+There are 6 days in the total number of days. So, 6 days * 3 days = 12 days in total.
+
+The number of days Mack saw nothing is 12.
+
+We need to find the number of days Mack saw 12 birds (1 day of nothing). Since there are 6 days in the total (3+2+1 = 6), there is only one day of nothing left.
+
+Multiplying 12 by 3 gives 36. This is the number of days Mack saw nothing. The answer is 3.
+
+So, there is only one day of nothing and the answer is 3.','stop',174,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,11,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',11,'Let''s break down the information:
+
+Day 1: 50 birds (on two days)
+Day 2: 120 birds (on three days)
+Day 3: 20 birds (on four days)
+Day 4: 90 birds (on five days)
+Day 5: 20 birds (on six days)
+Day 6: 20 birds (on seven days)
+Day 7: 90 birds (on eight days)
+Day 8: 20 birds (on nine days)
+Day 9: 20 birds (on ten days)
+Day 10: 20 birds (on eleven days)
+
+Mack saw a total of 10 birds on his 11th day.
+
+So, the number of birds Mack saw on his 11th day is 10 birds.
+
+The total number of birds in the sky is the sum of the number of birds he saw on each day: 50 + 120 + 20 + 90 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 2','length',512,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,12,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',12,'To solve this problem, we need to calculate the total number of birds Mack saw in a day. Since he saw 50 birds on days one and two, 120 birds on days three and four, and 20 and 90 on days six and seven, we''ll add these fractions together: 50 + 120 + 20 + 20 + 90 = 500 birds.
+
+Mack saw 50 birds in a day, so the total number of birds he saw in a day is 50 birds.
+
+To calculate the average bird count, we need to divide the total number of birds Mack saw in a day by the number of days he saw 1-day birds. This can be calculated as 50/12 = 0.333, which is approximately 3.33 birds.
+
+So, Mack saw 3.33 birds in a day.','stop',204,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,13,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',13,'To solve this problem, we need to determine the number of days that Mack saw the same number of birds as his first day. 
+
+On day one, Mack saw 50 birds. On day two, he saw 120 birds, which is 27% of 50, so he saw 27 birds per day. On day three, he saw 12 birds, so he saw 3 birds per day. On day four, he saw 1 bird, so he saw 4 birds per day, and on day five, he saw 1 bird, so he saw 1 bird every day. So, on his last day, he saw 2 birds, which is 2*3 = 6 birds.
+
+On day six, he saw 2 birds. So, on his last day, he saw 2 birds every day. So, in total, he saw 6 birds. So, the number of days where Mack saw the same number of birds as his first day is 6.','stop',216,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,14,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',14,'To solve this problem, we need to first find out how many birds Mack saw in a day. We can do this by dividing the total number of birds by the number of days in the day.
+
+Mack saw 50 birds / 3 days = 16 birds / day. So, Mack saw 16 birds in a day.
+
+Mack wants to know how many birds he saw in a day. We can do this by multiplying the number of birds in a day by the number of days in the day.
+
+Mack saw 16 birds in a day * 3 days = 48 birds.
+
+Therefore, Mack saw 48 birds in a day.','stop',148,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(42,0,15,'bc068d3f836a12031f78926f4d3a43f48241d83155dea00e5dce27a172d1a954',15,'To solve this problem, we need to calculate the total number of birds Mack saw in a day. Since Mack saw 20 birds in a day, we multiply 20 by 5 to find the total number of birds he saw in a day: 50 birds * 2 = 100 birds.
+
+Mack saw 100 birds in a day. To find the average bird count, we divide the number of birds Mack saw in a day by the total number of birds he saw in a day. So, the average bird count would be 100 birds / 2 = 50 birds.
+
+So, Mack saw a total of 50 birds in a day.','stop',151,129,32,3.1159549582005321433e+00,65592880776.0,NULL);
+INSERT INTO "chains" VALUES(43,0,0,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',0,'To find the difference in his weight at the end of 5 weeks, we need to calculate the difference in his weight between the two options: 
+He will lose 1.25 pounds/week * 5 weeks = 6.75 pounds/week * 5 weeks = 31.75 pounds/week.
+This means he will lose 31.75 pounds/week * 5 weeks = 192.25 pounds/week.
+So, the difference in his weight at the end of 5 weeks is 192.25 - 31.75 = 11.75 pounds/week.
+#### 11.75
+The answer is: 11.75','stop',162,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,1,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',1,'To solve this problem, we''ll first determine the probability of losing a weight of 1.25 pounds/week and gaining a weight of 1.75 pounds/week. These probabilities are:
+
+Losing 1.25 pounds/week is equivalent to 0.75 (75%), and gaining 1.75 pounds/week is equivalent to 0.45 (45%). So, to find the probability of losing 1.25 pounds/week and gaining 1.75 pounds/week, we multiply these probabilities:
+
+Probability = (0.75) * (0.75) = 0.725 = 72.5%
+
+This means that Martin will lose 72.5% of his weight in the 5-week timeframe.
+
+Now, to find the difference in Martin''s weight between the two breakfast options, we''ll subtract the weight of the donuts from the weight of the donuts. 
+
+Difference = (Donuts) - (Earned donuts) = 36.85 - 36.85 = 1.115 = 10.75%
+
+So, the difference in Martin''s weight between the two breakfast options is 10.75% of his weight, which is 12.25 pounds, or 8lbs.','stop',301,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,2,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',2,'To solve this problem, we''ll start by understanding the rates at which Martin eats and loses and gains. He eats 1.25 pounds/week of donuts and 1.75 pounds/week of cheersios, so his weight is determined by his weight in calories. Let''s say he eats 1.25 donuts x 5 days = 6.25 donuts per week. If he eats 1.25 donuts x 5 days = 6.25 donuts per week, then he''ll lose 6.25 pounds/week.
+
+So, the difference in his weight is the weight he loses (6.25 pounds/week) - the weight he gains (6.25 pounds/week). This is a 4.25% difference.
+
+To solve for the time it takes for Martin to reach his goal of losing 1.25 pounds/week, we''ll divide the weight by his daily calories and multiply by 100 to get the percentage. 6.25 pounds/week / 1.25 pounds/week = 4.25% per day.
+
+So, Martin will reach his goal in 4.25% of a day. This can be written as 4.25% per day x 100 = 4.25 days.
+
+To translate to 5 weeks, we multiply the daily weight by 5: 6.25 donuts / 5 days = 0.75 donuts per week.
+
+So, 6.25 donuts / 5 days x 0.75 donuts per day = 0.1344 days.
+
+Adding these to 1.25, we get 0.1344 + 1.25 = 2.39.
+
+So, after 5 weeks, Martin will have lost 2.39 pounds/week, which is 2.39% of himself.','stop',434,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,3,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',3,'To solve this problem, we''ll first calculate the difference between the initial weight and the weight lost by the two meals.
+
+Let''s assume that the initial weight is 125 pounds. If he eats donuts, the difference will be 125 - 1.25 = 11.25 pounds. If he eats Cheerios, the difference will be 11.25 - 1.25 = 1.125 pounds.
+
+Now, we''ll calculate the weight gained by that 1.125 pounds of donuts for each of the 5 weeks. So, the difference will be 1.125 * 5 = 5.25 pounds.
+
+The weight lost by eating donuts will be 1.125 * 5 = 5.125 pounds. However, the difference is 1.125 - 5.125 = 0.25 pounds.
+
+This can be simplified by dividing both sides of the equation by 0.25: 0.25 = 1.125 * 1.125, which equals 0.25.
+
+So, the difference between the initial weight and the weight lost by eating donuts is 0.25, which is 2.5 pounds.','stop',291,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,4,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',4,'To solve this problem, we need to calculate the difference between the weight lost by Martin and the weight lost by donuts, and then add them together.
+
+First, we calculate the difference in weight lost by donuts: 1.25 pounds/week * 5 days = 6.25 pounds/week * 5 days = 30.25 pounds/week.
+
+Now, we calculate the difference in weight lost by breakfast options: 1.75 pounds/week * 5 days = 7.75 pounds/week * 5 days = 31.75 pounds/week.
+
+The difference in weight lost by breakfast options is 31.75 pounds/week - 6.25 pounds/week = 22.25 pounds/week.
+
+So, the difference in weight lost by breakfast options is 22.25 pounds/week - 22.25 pounds/week = 22.25 pounds/week.
+
+The answer is 22.25 pounds/week.','stop',232,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,5,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',5,'To solve this problem, we need to consider both the daily weight gains and the daily weight losses.
+
+First, let''s find the difference in the weight gained and lost.
+
+For 5 weeks, the difference in weight gained and lost is 1.25 pounds/week * 5 weeks = 6.75 pounds/week.
+
+For 1-week days of breakfast, the difference between the weight gained and lost is 1.75 pounds/week * 1 week = 1.75 pounds/week.
+
+To find the percentage change, we''ll divide the difference by the initial weight (1.25 pounds/week) and multiply by 100 to convert it to percentage.
+
+6.75 * 100 = 6.75%
+
+So, the difference in Martin''s weight is 6.75% of 1.25 pounds/week = 0.0675 pounds/week.','stop',210,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,6,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',6,'Let''s break down the problem step by step. We know that Martin eats 1.25 pounds/week of donuts and 1.75 pounds/week of donuts. To find the difference, we can multiply the combined weight by 2 (the weight of donuts per day), then add it to the weight of donuts per week.
+
+So, 1.25 * 2 = 2.725 pounds of weight of donuts per week is 2.725 pounds * 2 = 5 pounds/week. Now, we subtract 1.75 * 2 = 4.25 pounds/week of weight of donuts per week from that new weight per week.
+
+The difference between these two is 2.725 - 4.25 = 2.25 pounds/week.
+
+We can round this result to 2 pounds/week.
+
+So, the difference in Martin''s weight is 2.25 pounds/week.','stop',219,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,7,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',7,'Let''s break down the problem step by step:
+1. Calculate the weight lost by melting donuts, which is 1.25 pounds/week.
+2. Calculate the weight gained by eating donuts, which is 1.75 pounds/week.
+3. Calculate the difference in weight gained by eating donuts and weight lost by melting donuts to solve the equation:
+
+Weight = Weight gained by eating donuts - Weight lost by melting donuts
+Weight = 1.25 pounds/week * 1.25 pounds/week + 1.75 pounds/week
+
+This is a simple equation that involves weight and net change. To solve for Weight, you add 1.75 to 1.25, because you''re adding 1.25 to any number multiplied by 1.25, which is the result of the original calculation.
+
+So, 1.25 pounds/week * 1.25 pounds/week + 1.75 pounds/week = 2.005 pounds
+
+This is the difference in weight gained by eating donuts and weight lost by melting donuts.','stop',249,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,8,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',8,'Let''s break it down step by step. If Martin eats donuts every day for breakfast, he''ll gain 1.75 pounds/week, so 1.75 * 5 = 6.75 pounds of donuts eaten each week will cover 6.75 * 5 = 31.75 pounds of his daily donuts. However, this does not take into consideration that he''ll still gain 6.75 pounds/week. So, the difference between his weight at the end of 5 weeks and his weight when he only eats donuts is 31.75 - 6.75 = 25.25 pounds.
+
+Now, let''s find the difference between the weight Adam will have on the 11th day and the weight Adam will have at the end of 5 weeks. To do this, we need to subtract the weight Adam will have on the first 10 days (since he will eat 1 donut each day) from the weight Adam will have on the 11th day (from the table).
+
+The difference between Adam''s weight on the 11th day and Adam''s weight at the end of 5 weeks is 31.75 - 25.25 = 6.25.','stop',278,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,9,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',9,'To solve this problem, we need to calculate the difference in weight between the two breakfast options.
+
+Let''s assume the weight of 5 weeks is the weight of 5 weeks in the first option (5*1.25 = 6) plus the weight of 5 weeks in the second option (5*1.75 = 9.75).
+
+We know that the weight of 5 weeks in the first option is 6 + 9.75 = 15. The weight of 5 weeks in the second option is 6 + 9.75 = 15.
+
+We can calculate the difference in weight by subtracting the weight of 5 weeks in the first option from the weight of 5 weeks in the second option:
+
+Difference = (15 - 15) - (15) = 5
+
+However, we could have simply multiplied 5 by 5, which would have resulted in 25. So, we multiply 5 by 5, which gives us 25.
+
+The answer is 25.','stop',234,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,10,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',10,'To find the difference, we need to determine how many days it will take for Martin to lose 1.25 pounds/week and gain 1.75 pounds/week. 
+
+First, calculate the difference between the weight gained by eating donuts and the weight lost by eating Cheerios: 1.25 pounds/week * 1.25 pounds/week = 1.5 pounds/week.
+
+Now, multiply the difference by 5: 1.5 pounds/week * 5 weeks = 6.10 pounds.
+
+So, the difference in Martin''s weight between the two breakfast options will be 6.10 pounds.','stop',144,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,11,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',11,'To solve this problem, we need to calculate the difference between the initial weight of Martin and the weight gained by eating donuts over 5 weeks. 
+
+Initially, Martin has a weight of 184 pounds. He ate 1.25 pounds of donuts and gained 1.75 pounds of donuts, so his new weight is 184 - 1.75 = 128 pounds.
+
+Now, we need to calculate the weight gained by eating donuts and the weight lost by eating donuts over 5 weeks. 5 weeks are equivalent to 25 days, so 25 days is equivalent to 12 weeks.
+
+We can calculate this by multiplying 25 by 12: 25 x 12 = 300.
+
+So, the difference in Martin''s weight is 300 - 128 = 54 pounds.
+
+To convert this to liters, we multiply 54 by 12: 54 x 12 = 620 liters.
+
+So, the difference in Martin''s weight between the two breakfast options is 620 liters - 54 pounds = 184 pounds.
+
+The answer is: 184','stop',273,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,12,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',12,'To solve this problem, let''s start by defining the variables. We have two numbers: the number of days he eats donuts and the number of days he eats breakfast.
+
+Let''s assume that the number of days he eats breakfast represents the amount of weight he gains per week. So, if he eats 5 days, that would be 5 * 2 = 10 days. Now we need to determine the difference in weight lost per week. We can do this by dividing the amount of weight he lost per week by the number of days he eats breakfast, and then multiply by 100 to get the percentage weight lost. 
+
+1.25 (total weight lost per week) / 5 days = 0.333 (percentage weight loss) * 100% = 3.33%
+
+This means that out of every 10 days, Martin loses 3.33% of his daily weight.
+
+Now, let''s calculate the percentage loss of weight lost per week. To do this, we divide the percentage weight lost by the total weight lost per week by the weight lost per week. 
+
+0.333 * 100% / 100 = 3.33% / 100 = 0.0333 or 3.33%
+
+So, there is a 3.33% difference between the number of days he eats breakfast and the number of days he eats donuts.','stop',316,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,13,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',13,'First, we need to determine the total weight of donuts and donuts consumed by Martin. So, we''ll calculate the total weight of donuts and donuts consumed by him.
+
+First, we''ll calculate the weight of donuts by adding the weight of donuts by himself and the weight of the donuts consumed by him. This is 1.25 x 2 donuts = 2 donuts.
+
+Second, we''ll calculate the weight of donuts consumed by Martin by adding the weight of donuts consumed by him by himself and the weight of the donuts consumed by himself. This is 1.75 x 2 donuts = 3.75 donuts.
+
+Now, we''ll find the difference between the weight of donuts consumed by Martin and the weight of donuts consumed by himself. This is 3.75 - 2 = 1.
+
+This difference is 1.25 pounds/week.','stop',203,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,14,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',14,'To solve this problem, first, we need to find the difference between the weight of Martin''s breakfast and the weight of the donut per week. We can do this by subtracting the weight of the donut from the weight of the breakfast. This is a linear relationship, where the weight of a donut is directly proportional to the weight of the breakfast.
+
+We can set up the equation x - x = 1.25, which simplifies to x = 1.75. This means the difference in Martin''s weight over the 5-week period is 1.75 pounds.
+
+This relationship applies when the weight of a donut is directly proportional to the weight of the breakfast, so when we know this relationship, we can use it to calculate the weight difference. 
+
+In this particular equation, it would be 1.75 pounds - 1.25 = 0.125, which is the difference between the weight of the breakfast and the weight of the donut.','stop',212,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(43,0,15,'6b5c0327f45780d14d4c9786e549045bbfad2fdd89eefb56ec267ad478685d8f',15,'To solve this problem, we can use a step-by-step approach:
+
+Step 1: Calculate the difference in weight between the two breakfast options (1.25 pounds/week * 5 weeks = 6.75 pounds/week)
+
+Step 2: Add the difference in weight to calculate the difference in weight between the two options.
+
+Step 3: Calculate the difference in weight between the two options.
+
+At the end of 5 weeks, Martin will lose 6.75 pounds/week, which will be 1.75 pounds/week.
+
+So, the difference in Martin''s weight at the end of 5 weeks will be 1.75 pounds/week - 6.75 pounds/week = 6.75 pounds/week * 2 weeks = 13.04 pounds/week.','stop',187,104,32,3.31031749272986486332e+00,67274318376.0,NULL);
+INSERT INTO "chains" VALUES(44,0,0,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',0,'To solve this problem, we need to find the ratio of protein to the total weight of the mushrooms consumed per week.
+100g / 3g = 3g/week
+This means that John consumes 3 grams of protein per day.
+#### 3
+The answer is: 3','stop',65,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,1,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',1,'To solve this problem, we need to first determine the total amount of protein John consumes daily.
+
+Initially, 1 gram of protein is equivalent to 0.625 grams of protein. So, 1 gram of protein * 0.625 grams = 0.0075 grams of protein.
+
+We need to find out how many grams of protein John consumes daily to find out how many grams of protein he gets per week.
+
+To do this, we can divide 100 grams of protein by 0.75 grams of protein, which equals 17.5 grams of protein per 100 grams of protein.
+
+This is the answer.
+
+Now, to find out how many grams of protein John gets per week, we multiply 100 grams of protein by 1,000 calories per gram of protein, which equals 100 calories of protein per gram of protein.
+
+So, 100 grams of protein * 100 calories per gram of protein = 1000 calories of protein per gram of protein.
+
+To find the total amount of protein John consumes daily, we multiply 100 grams of protein by 100 calories per gram of protein, which equals 100 calories of protein per gram of protein.
+
+So, 100 grams of protein * 100 calories per gram of protein = 1000 calories of protein per gram of protein.
+
+Therefore, John gets 100 calories of protein per gram of protein.
+
+To find out how many grams of protein John gets per week, we multiply 100 calories of protein per gram of protein by the number of weeks that John eats 100 grams of mushrooms per week.
+
+This is 100 calories of protein per gram of protein * 100 weeks * 100 grams of protein = 1000 calories of protein per gram of protein * 100 pounds of protein per week = 1000 calories of protein per gram of protein * 100 pounds of protein per week = 100,000 calories of protein per pound of protein per week.
+
+So, 100,000 calories of protein per pound of protein per week is equal to 100 grams of protein per pound of protein per','length',512,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,2,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',2,'100 grams - 100 grams = 10 grams of protein.
+There are 200 grams of mushrooms in 10 grams of protein.
+The total amount of protein is 10 + 200 = 200 grams of protein.
+John has eaten 10 grams of protein per week for 200 grams of mushrooms.
+He now consumes 200 - 10 = 100 grams of mushrooms per week.
+So, John has eaten 100 grams of mushrooms per week.
+#### 1
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+So, 3 + 3 = 6, which is the number of grams of protein.
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+#### 2
+A cup of mushrooms weighs 100 grams and has 2 grams of protein.
+A cup of mushrooms weighs 100 grams and has 2 grams of protein.
+#### 3
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+#### 4
+A cup of mushrooms weighs 100 grams and has 4 grams of protein.
+A cup of mushrooms weighs 100 grams and has 4 grams of protein.
+#### 5
+A cup of mushrooms weighs 100 grams and has 5 grams of protein.
+A cup of mushrooms weighs 100 grams and has 5 grams of protein.
+#### 6
+A cup of mushrooms weighs 100 grams and has 6 grams of protein.
+A cup of mushrooms weighs 100 grams and has 6 grams of protein.
+#### 7
+A cup of mushrooms weighs 100 grams and has 7 grams of protein.
+A cup of mushrooms weighs 100 grams and has 7 grams of protein.
+#### 8
+A cup of mushrooms weighs 100 grams and has 8 grams of protein.
+A cup of mushrooms weighs 100 grams and has 8 grams of protein.
+#### 9
+A cup of mushrooms weighs 100 grams and','length',512,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,3,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',3,'100 grams (masher) * 3 grams of protein = 300 grams of protein.
+John eats 200 grams of mushrooms every day, so he eats 200 x 3 = 600 grams of mushrooms per day.
+In a week, 200 x 7 = 1400 grams of mushrooms are eaten per week.
+So, John gets 1400 grams of protein from eating mushrooms every week.
+#### 1
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.  So, 100 + 3 = 130 grams of protein that John is getting from eating mushrooms each week.
+#### 2
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.  So, 100 + 3 = 133 grams of protein that John is getting from eating mushrooms each week.
+#### 3
+The answer is 3','stop',215,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,4,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',4,'100 grams * 3 grams of protein per kilogram = 30 grams of protein
+John eats 200 grams of mushrooms every day, so he eats 200 * 3 = 600 grams of protein per day.
+So, he gets 30 grams of protein per day * 600 grams = 1800 grams of protein from his mushrooms.
+#### 1800
+The answer is: 1800','stop',103,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,5,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',5,'Protein is a nutrient found in meat and dairy products and is used to build muscle. So, to calculate how many grams of protein John gets per day, we need to divide the total amount of protein by the number of grams of protein per day. 
+
+Protein is made up of amino acids, which are the building blocks of proteins. So, 100 grams of protein is equal to 100 grams of protein, which is 0.2 grams of protein per gram. 1/100 = 0.002 grams of protein per gram.
+
+To convert, we can multiply 1 by 100, which is 100. 0.002 grams of protein per gram is 2 x 10^-0.7 grams of protein per gram, which is 2 grams of protein per gram.
+
+So, the answer is 2 x 10^-0.7 = 2 grams of protein per gram.','stop',209,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,6,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',6,'100 grams of protein can be broken down into 200 grams of protein, so each day John eats 200 grams of mushrooms, he needs 400 grams of protein.
+He gets 400 grams of protein per day.
+The total number of grams of protein he gets per week is 400 grams / 200 grams = 0.25 grams per week.
+The number of grams of protein per kilogram of his diet is 400 / 200 = 0.25 grams per kilogram.
+The answer is 0.25 grams per kilogram.','stop',135,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,7,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',7,'100g = 100g x 0.5 = 5g
+There are 3 grams of protein in 100g of mushrooms
+To calculate the number of grams of protein John needs to consume per week, we multiply the total weight of 3 grams of protein by 100g per kilogram of protein per week. 
+
+This is a factorial calculation that would take a very long time to calculate. However, we can calculate it much more simply by converting 3 grams of protein to kilograms. 3 grams equals approximately 1.6 kilograms.
+
+So, 3 grams of protein per kilogram would be equal to 3 x 3.6 = 1.6 kilograms.
+
+To calculate the number of grams of protein John needs to consume per week, we multiply 1.6 kilograms by 30 grams per kilogram of protein per kilogram, which is 30.
+
+This is a mathematical calculation that can be done very quickly.','stop',209,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,8,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',8,'100 grams of mushrooms can be calculated as 100 / 100 = 1 gram.
+The total weight of 200 grams of mushrooms is 200 * 100 = 20000 grams.
+200 grams of mushrooms = 1000 grams.
+Protein = 1 gram.
+Jason eats 200 grams of mushrooms per week = 200 * 100 = 20000 grams.
+He gets 200 grams of protein from 20000 grams of mushrooms per week.
+#### 2
+The answer is: 2','stop',144,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,9,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',9,'100 grams of meat = 100g
+1 gram of protein = 0.2 grams
+3 grams of protein = 0.23 grams
+200 grams of mushrooms = 200g
+
+To find out how many grams of protein John has eaten per week, divide the total grams of protein by 3:
+200g / 3 = 50g/week
+
+So John has eaten 50 grams of protein per week.','stop',105,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,10,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',10,'100 grams of protein = 3 * 100 grams = 300 grams
+Protein = 2 * 100 grams = 200 grams
+300 grams per day = 3 * 200 = 600 grams per day
+
+John eats 200 grams of mushrooms every day. 600 grams per day * 20 days = 1200 grams of meat per day (meat = 200 grams)
+
+Milk is a protein-rich liquid. 190 grams of protein = 190 grams of milk = 1 gram of protein per ounce
+
+Since 1 gram of protein = 30 grams of protein, John has lost 190 grams of protein from his diet so far.','stop',174,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,11,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',11,'100 grams of mushroom = 3 grams of protein
+200 grams of mushroom = 2 grams of protein
+Weeks = 4 days
+So, 100 grams of mushroom = 100 * 4 = 400 grams of protein per week
+
+Since there are 4 days in a week, 400 grams of protein = 4 * 4 = 160 grams of protein per day','stop',96,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,12,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',12,'100 grams of protein = 100 grams / 100 grams = 1 gram
+Protein = 1 gram
+
+John eats 200 grams of mushrooms every day, so 200 / 2 = 100 grams of protein consumed per day.
+
+So, John gets 100 grams of protein from his daily consumption of mushrooms.','stop',83,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,13,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',13,'100g - 3g = 75g
+Protein = 75g
+Protein = 100g / 75g = 2.67 grams per day
+
+To find out how many grams of protein John needs per week, we multiply 2.67 by 365 (for 365 days in a year) to find the total grams of protein John needs to meet his protein requirements.
+
+Weight of 2.67g * 365 days = 94.24g.
+Each day, John needs to eat 75g of protein to meet his protein requirements.
+
+So, 2.67g * 75g = 192.5g.
+
+The answer is 2.67 grams of protein per day.','stop',181,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,14,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',14,'To solve this problem, we need to calculate the number of grams of protein per kilogram of weight of mushrooms.
+100 grams * 3 grams per kilogram = 3 grams
+So, 100 grams * 3 grams per kilogram = 30 grams
+This means John consumes 3 grams of protein per kilogram of weight of mushrooms.
+#### 3
+The answer is: 3','stop',85,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(44,0,15,'8862ce35199a0467ab8e22d539a9a8d506796ee684260bfc4b4b6c945647724a',15,'To solve this problem, we''ll follow the steps of calculating the total number of grams of protein from the sum of proteins contained in each mushroom, which is 3 grams. 
+
+Since each mushroom contains 100 grams of protein, and there are 200 grams in 100 grams of protein, we can multiply 200 by 100 to get 200x100 = 20000 grams of protein.
+
+The sum of proteins from mushrooms is 3 grams of protein per gram. To find out how many grams of protein John gets per week, we''ll divide the number of grams of protein by 3 to get 2. 
+
+To simplify the problem, we can find 20000 / 2 = 10000, which is the total number of grams of protein given. 
+
+Therefore, John gets 10000 grams of protein per week.','stop',203,80,32,2.62298117956916954085e+00,51502433688.0,NULL);
+INSERT INTO "chains" VALUES(45,0,0,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',0,'To solve this problem, we need to first determine the number of hours the dental work can be completed before the deposit needs to be paid.
+Let''s break it down: 
+The total amount of work required is 100, the current work output is 200 * 100 = 20000, and the deposit is 20000.
+To find the work done, we divide the current work output by the current work output, so 20000 / 2000 = 1.
+The work needed is 1 + 1 = 2 hours.
+The work done is 2 * 2 = 4 hours.
+
+However, we need to consider the work done 2x times to calculate the work done after each shift.
+Let''s calculate 2x + 1 = 4x, which simplifies to 2x = 12.
+Multiplying both sides by 2 gives us 2x = 24, which gives us x = 16.
+
+To find the work done before the final payout, we subtract the work done 2x from the current work done 2x + 1x, then subtract 2x from the 1x.
+This gives us 1x - 2x - 2x = 12 - 2x.
+This simplifies to 2 - 4 = 2, and subtracting 2 gives us 0.
+
+Therefore, there is no work done before the final payout.
+The answer is 1.
+The work done in 1 day is 2 * 24 = 48 hours.
+The work done after the final payout is the total work done before the final payout - 1 - 2 = 1.
+
+The answer is 1.
+The work done before the final payout is 2x, and the work done after the final payout is 1.','stop',425,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,1,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',1,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total cost of one dental implant. The base price of one dental implant is $2000, and the total cost of a single dental implant is $2000 * 1.5 = $20000. So, the total cost of one dental implant is $20000.
+
+Now, we need to determine how many hours you need to work before you can pay for the dental work. We know that the dental implant is made of porcelain, and the base price of one dental implant is $2000. So, 2 * $2000 = $4000 is the base price of one dental implant. The base price is a fixed price per dental implant, and it can only be reduced by one item. So, if we reduce the base price by one item, we need to reduce the total cost of one dental implant by one item. This can only happen if the porcelain base price is reduced to 1.
+
+Finally, we need to find the minimum number of hours you need to work before you can pay the dental work. We can do this by dividing 2 * $20000 by 1.5. 2 * $2000 = 4000 is the base price of one dental implant. The base price of one dental implant is 2000 * 1.5 = 3000. 3000 is the total cost of one dental implant, and we need to reduce it by 1.
+
+Simplifying the decimal 1.5, we get 1.5. So, 2 * $2000 = $4000. So, the minimum number of hours he needs to work before he can pay for the dental work is 2 * 3000 = 6000.
+
+We know that 6000 is the base price of one dental implant, and we also know that 2 * $2000 equals $4000. So, the answer is 6000.
+
+#### 6000
+The answer is: 6000','stop',482,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,2,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',2,'The problem is a classic example of a basic economics equation. Let''s break it down step-by-step:
+
+The total cost of the dental work is $2000 (the total cost of the dental work) plus the extra $500 that was added to the initial investment (the base price of the dental work) and the extra $600 that has to be paid for the dental work.
+
+To solve this equation, we can start by multiplying the base cost by each of the extra costs:
+
+The total cost of $2000 and the extra $500 are multiplied by a new variable. So, we multiply:
+
+2000 x $500 = $10000000
+
+The total cost of $2000, plus the extra $500, and the extra $600 is multiplied by a new variable:
+
+This represents an infinite number of hours. We need to find the hours that will go over the $600 range before we have enough to pay the dental work.
+
+Since the amount of dental work is a decreasing value, we can think of this as having an infinite number of possibilities.
+
+We can think of this as having an infinite number of hours before we have enough to pay the dental work.
+
+Imagine you''re working for 10 hours. But you only have 2000 to go. So, you have 2000 - 2000 = 0000 options to choose from. You can choose any number of hours, but you only have 2000 options left.
+
+The number of options is infinite.
+
+We can say that there is an infinite number of options to choose from.
+
+This is a classic example of a mathematical concept called an infinite set.
+
+The answer is that it will take a infinite number of hours before George can pay for the dental work.
+
+In other words, the answer is that there is an infinite number of possible outcomes where he can pay for the dental work, and there is only one outcome where he cannot pay for the dental work.','stop',457,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,3,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',3,'To solve this problem, we need to determine the hours where George can pay for the dental work without exceeding his deposit. This means that we need to find the hours where the initial deposit is equal to the total amount of dental work, and then divide that amount by the amount of dental work that George needs to pay to keep going.
+
+We know that each of the two implants has a base price of $2000, and each of the two implants costs an extra $500. This means that for two implants, there are two possibilities for the price of the base price of the one that is removed: it can be $2000 x 2 = $4000 for the one and $2000 for the other one. This means that for three implants, there are three possibilities for the price of the base price of the one that is removed, and for four implants, there is four possibilities for the price of the base price of the one that is removed.
+
+However, for five implants, there is only one possibility for the price of the base price of the one that is removed.
+
+We need to find the number of ways to choose two options to add to the base price of the one that is removed. This is a combination problem, and there are a total of 6 options in this case.
+
+So, there are 6 ways to choose two options to add to the base price of the one that is removed.
+
+However, there is no way to divide 6 by 6 (the number of choices), but since the base price of the one that is removed is only one option, there is only one way to choose two to remove the base price of one of the implants.
+
+Therefore, there is only one way to choose two to remove the base price of one of the implants.
+
+This is because the base price of one of the implants is always 2000 * 2 = 4000, so there is only one way to choose two of these to remove the base price of one of the implants.
+
+The answer is 1.
+
+So, George needs 1 option to choose between the two implants at the end. This is exactly 2.
+
+So, the answer is 2.
+
+The initial cost of the dental work is 2 * 2000 = 4000.
+The final cost of the dental work','length',512,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,4,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',4,'To solve this problem, we need to carefully analyze the given information and establish the relationship between the number of hours and the amount of money each option requires.
+
+Let''s start by considering the total cost of the dental work. The total cost is the base price of the dental work multiplied by the amount of each implant needed. This can be represented as the sum of the costs, which is the base price of the dental work multiplied by the amount needed for the dental work, which is 1.
+
+The base price of the dental work is $2000 x 1 = $2000. The amount of each implant needed is 200 x 2 = 400. The total amount of the dental work is the sum of the costs of each implant. This can be represented as the sum of the costs of each implant multiplied by the amount needed for the dental work, which is the sum of the costs of each implant multiplied by the number of implants needed, which is 400 x 2 = 800.
+
+The cost of each implant multiplied by the number of implants is 400 x 2, which equals 800. This means that for every 2 implants, the dentist will have to pay a $2 x 2 = $400 additional dental work that costs $800.
+
+Now we have the total amount that must be paid for the dental work. This can be represented as the total amount of the dental work multiplied by the number of implants, which is 800 x 2, which equals 1600. This adds up to the amount needed for the dental work, which is 2.
+
+This can be expressed as the sum of the costs, which is 1600 + 2 = 1800. This can be represented as the selling price of the dental work, which is 800 - 400 = 240. This represents the amount that must be paid for the dental work, which is 240 - 160 = 40.','stop',445,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,5,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',5,'To solve this problem, we need to determine the total amount of work that can be done in 1 hour. If we can pay for each of the 2 implants with an additional $600, then we need to calculate the total cost of the dental work.
+
+The total cost of the dental work is the sum of the base price of the dental implant and the cost of the crown. Since the base price of the dental implant is $2000 and the cost of the crown is $500, we can set up an equation:
+
+Cost of dental implant + Cost of crown = Total cost of dental implant
+
+Let''s call the cost of the dental implant "C" and the cost of the crown "C+". We need to find the cost of the dental implant plus the cost of the crown.
+
+Let''s say the cost of the dental implant is "C" and the cost of the crown is "C+". We know that the cost of the dental implant plus the cost of the crown equals the cost of the dental implant plus the cost of the crown plus the cost of the crown plus $1.
+
+We can write this equation using the base price of the dental implant, the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the','length',512,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,6,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',6,'First, we need to find the total cost of the dental work. The total cost can be calculated by multiplying the base price of the dental work by the cost of one dental implant.
+
+The total cost is 2 * $2000 = $4000.
+
+Here is the math: 2 * $2000 = $4000.
+
+We also need to find how many hours George needs to work until he has enough to pay for the dental work.
+
+To calculate how many hours, we multiply the cost of one dental implant by the cost of two dental implants: 2 * $2000 = $4000.
+
+Now we can add the cost of one dental implant to each of the remaining dental implants. So, 4000 + 4000 = 8000.
+
+So, George needs to work 8000 hours to pay for the dental work.
+
+Let’s add this to the initial budget of $1500: 1500 + $1500 = $2000.
+
+We add these amounts together: 1500 + 1500 = 20000.
+
+So, George needs to work 20000 hours to pay for the dental work.
+
+Now, we add the total cost to the initial budget: 1500 + $2000 = $4000.
+
+We add these amounts together: 1500 + 4000 = 80000.
+
+So, George needs to work 80000 hours to pay for the dental work.
+
+The answer is 80000.
+
+#### 80000
+The answer is 80000','stop',403,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,7,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',7,'To solve this problem, we need to calculate the total cost of the implants needed to create a dental veneer, which is $1500 (the base price of the option) + $500 (the cost of the dental veneer) = $2000.
+
+Since each of the implants has a base price of $2000, and each of them costs $2000, we can think of it as 2 * $2000 = $4000.
+
+The dentist can only work 18 hours per day, so this means that 18 * 2 = 40 hours.
+
+So, George needs to work 40 hours to complete the dental work.
+
+Now, let’s imagine the dentist’s schedule for the exact time, which is 40 hours, plus 18 hours with a dentist’s option. So, George’s schedule would be 40 + 18 + 4 = 84 hours.
+
+To find the number of hours George needs to work before he has enough to pay for the dental work, we can use the formula for the number of hours it takes for a dental veneer to wear a filling. This is 18 / 100 = 0.18, and for a dental veneer, it takes 18 hours to make one. So, 20 + 18 + 4 = 72 hours.
+
+This is the minimum number of hours it takes for a dental veneer to be worn.
+
+This is George’s number. Since there are 2000 options and 20 options are available for each of the 18 options, the total number of options and options are totaled. So, 20 * 20 = 4000 options and options are totaled.
+
+Therefore, George has 4000 options and 40 options total. Now, let’s find the number of hours George needs to work before he has enough to pay for the dental work.
+
+These are the hours George needs to work before he has enough to pay for the dental work. In one day, George has 4000 options and 4 options total. This is the number of options George has. So, 4 * 4 = 1600 hours.
+
+So','length',512,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,8,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',8,'To solve this problem, we need to determine the maximum number of hours that George can work before he has enough to pay for the dental work. We can start by considering the maximum amount of work George can do before he has enough to pay. This is $15 per hour. So, this is 15 * 2 = 30 hours.
+
+Now, to find the maximum number of hours George can work before he has enough to pay for the dental work, we need to consider the total hours he needs to work before he has enough to pay.
+
+The maximum number of hours George can work before he has enough to pay is 15 * 3 = 40 hours.
+
+So, George can work for 40 hours before he has enough to pay for the dental work.
+
+#### 4
+The answer is: 4','stop',181,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,9,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',9,'To solve this problem, we need to break it down step by step and use logical thinking. The key to this problem is to analyze it from different angles. First, we need to consider the fact that there are 600 minutes in a week, and we can only spend 15 hours per day. This means that we have to spend 600/15 = 30 hours per day.
+
+Now, let''s consider the amount of time that can go to the dental work. Since he has already spent $15 and has to pay for the dental work, he needs to spend at least 30 hours a month to cover the cost. So, we can set up an equation: 2(30) + 30 = 600 + 30 = 660, which is 30 hours.
+
+However, there is no 30th hour. So, we need to find the value of the fraction 3/4 to determine whether it''s a possible amount of hours. So, 3/4 is approximately 0.7. So, we can add 0.7 to the previous answer to get 3.33.
+
+This means that the amount of time that George needs to work before he has enough to pay for the dental work is 3.33 + 100 = 233.
+
+But we can only have 233 hours. So, we can round to 240 hours. So, yes, George needs to work 240 hours to pay for the dental work.','stop',340,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,10,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',10,'To solve this problem, we need to find out how many hours it takes to pay for a dental work of one dental implant using one of the implants as a base.
+
+The problem states that each implant costs $2000 and two implants together cost $500. When you multiply these numbers, it can be seen that 1 dental implant is worth $2000 * 2 = $4000. So the total amount of money needed to pay for the implant is the sum of the base price of the dental implant plus the base price of the other implant. 
+
+This is a simple multiplication problem. The answer is 2 * 400 = 800. 
+
+The problem only gives you one of the implants and the base price of two implants. It doesn’t give you the total number of implants, so you have to multiply 1 by itself 10 times to get the answer.
+
+The answer is 2 * 2000 + 400 = 4400.
+
+So the answer is 4400.','stop',234,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,11,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',11,'Let’s break down the problem step by step. The problem states that George needs to pay for dental work, which means he needs to pay for the entire dental budget of 2 times the base price of $2000, which is $2,000. This is a linear relationship between the dental budget and the base price.
+
+The base price of a dental implant is $2000. Therefore, the total cost of the dental implant is $2000 + $150 = $2150.
+
+The dental budget is fixed at $2,000. However, this can only go up to $2,000, which is a maximum of $2150.
+
+The maximum amount of dental work that can be performed can only go to $2,000.
+
+So, the answer is that George needs to work for 12 hours before he has enough to pay for the dental work.
+
+The solution is 12 + 12 = 24 hours.','stop',225,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,12,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',12,'To solve this problem, let''s break it down into manageable parts. We know that each of the implants has a base price of $2000, and there are two implants, but we''re only considering the base price of $500. So, the base price of one of the implants is $500.
+
+We also know that for one of the implants, he wants a crown made of porcelain. This is a fixed cost, which we''ll call $15. So, we can set up an equation to represent the situation:
+
+Base price of one of the implants = $500 * (1 + 1/2) = $500 + 20 = $500 + 20 = $500 + 50 = $500+50 = $650
+
+The base price of the second implant is now 1. Now we need to determine how many hours it will take to pay for the entire dental work.
+
+Assuming the base price of one of the implants is $500, and the base price of the second implant is $500, we can set up an equation to represent the situation:
+
+First implant: $500 + 1 * $500 = 500 + 100 = 200
+Second implant: 1 * $500 = 50
+
+Now we have two possible scenarios:
+
+Scenario 1: 
+One of the implants is $500.
+Second implant: 1 * $500 = 50
+Both implants are $500.
+
+Scenario 2: 
+One of the implants is $500.
+The base price of one of the implants is $500.
+
+Both implants are $500.
+
+In both scenarios, the base price of one of the implants is $500. So, we''ve already answered both of the scenarios.
+
+So, the answer is either 1, 2, or 3, but we can also choose one option by choosing the other two options.
+
+The first option is 1, and the second option is 2. However, we can also choose 1 and 2 as the answer.
+
+The answer is 1.
+
+The only other possible way is 3, but we can','length',512,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,13,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',13,'To solve this problem, we need to break it down into manageable parts. We have a fixed amount of money to pay for his dental work, a fixed number of dental implants, and the payment requirement.
+
+First, let’s add the number of dental implants to the fixed amount of $600 per hour: 2 dental implants * 2 hours = 4 dental implants * 8 hours = 32 dental implants.
+
+Now, let’s calculate the total cost of all the dental implants. We have 32 dental implants, so the total cost would be 32 dental implants * $2000 = $60000.
+
+However, we need to consider the payment requirement. The payment requirement is $15 per hour, not $15 per day * 8 hours = $120 per day.
+
+This can only be done with a minimum of 1 day. So, we need to divide the total cost by the minimum number of days needed to pay for the dental work.
+
+So, we need to divide $60000 by 1 day * 12 hours = 6 * 12 * 24 hours = 120 hours.
+
+Now, we can calculate the number of days needed to pay for the dental work:
+
+Number of days = 1 day * 12 hours = 12 hours.
+
+So, there are 12 days to pay for the dental work. This can only be done within a period of 12 days.
+
+Therefore, we need to pay the dental work within 12 days.
+
+#### 12
+The answer is: 12','stop',362,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,14,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',14,'To solve this problem, we need to first determine the total amount of work that must be done before the dental work can begin.
+
+We know that the dental work costs $2000 (the base price of the implant) and the dental work also costs $2000. To calculate these costs together, we can use the formula for the cost of a product multiplied by the number of products that will be sold.
+
+The total cost of the dental work is $2000 * 2 = $4000. So, the total cost is $4000 * 2 = $8000.
+
+Now, let’s calculate the amount of work that must be done before the dental work can begin: 1. The dental work costs $2000 and the dental work also costs $2000. So, the dental work is 2000 * 2 = 4000 dollars, and in one of the implants, only the dental work can take place. So, the amount of work that must be done before the dental work can begin is 4000 - 2000 = 2000.
+
+Now, let’s calculate the number of hours that must be done before the dental work can begin: 2 * 1 = 2 hours.
+
+The answer is 2.
+
+#### 2
+The answer is 2.
+
+The time George needs to work before he has enough to pay for the dental work is 2 hours.','stop',330,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(45,0,15,'dddd3d810e3ab02da3d9d372c1325015e23a4d008147b66c7ed0688131073c0b',15,'To solve this problem, we need to consider the following steps:
+
+1. Determine the total cost of the dental work: This is a fixed cost, so it doesn''t change as the number of hours used by George increases.
+2. Determine the cost of the dental work based on the initial cost of the implant and the base price of the dental work.
+3. Calculate the total cost of the dental work by multiplying the cost of the dental work by the number of hours used, and then by the cost of the dental work multiplied by the number of hours used.
+
+Given the information, we can calculate the cost of the dental work based on the number of hours used as 100% of the base price, which is $2000. Now, the total cost of the dental work can be calculated by multiplying the number of hours used by the cost of the dental work and then by the cost of the dental work multiplied by the number of hours used.
+
+1. 100% of $2000 = $2000
+2. 100 * $2000 = $4000
+3. 2 * 400 = $8000
+
+Now, we can multiply the cost of the dental work multiplied by the number of hours used by the cost of the dental work multiplied by the number of hours used, which is 100 * 10 = 1000.
+
+This is the total cost of the dental work.
+
+The answer is 1000.
+
+The time George needs to work before he has enough to pay for the dental work is 100 hours.','stop',356,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -6347,6 +8730,18 @@ INSERT INTO "jobs" VALUES(30,'smollm2-135m','self-consistency','gsm8k_test-416',
 INSERT INTO "jobs" VALUES(31,'smollm2-135m','self-consistency','gsm8k_test-418',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 114494218, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 4974, "calls": 1, "seconds": 62.756714514080294, "flops": 1350261650304.0}}, {"event": "vote", "counts": {"15": 1, "10": 1, "20": 1, "1": 6, "157/5": 1, "2": 2, "33/8": 1, "16": 1, "11/10": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "1"}]',93,32,4974,1,0,0,1350261650304.0,0.0,105.717455693999,6.2756714514080293556e+01,1.79619440465963029862e+09);
 INSERT INTO "jobs" VALUES(32,'smollm2-135m','self-consistency','gsm8k_test-454',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 1658347267, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 2255, "calls": 1, "seconds": 28.531796221803905, "flops": 610967166336.0}}, {"event": "vote", "counts": {"18": 1, "3": 5, "2": 1, "0": 1, "120": 2, "4": 1, "6": 1, "1": 2, "30": 1, "64": 1}, "tie_broken_by_rng": false, "winner": "3"}]',64,32,2255,1,0,0,610967166336.0,0.0,64.417029491,2.8531796221803904956e+01,1.79619446908797883986e+09);
 INSERT INTO "jobs" VALUES(33,'smollm2-135m','self-consistency','gsm8k_test-447',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1300599342, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 5387, "calls": 1, "seconds": 67.65983586866939, "flops": 1460025896832.0}}, {"event": "vote", "counts": {"9": 1, "10": 4, "0": 1, "11": 2, "43110": 1, "8": 1, "154": 1, "320": 1, "3": 1, "22": 1, "2": 1, "2/5": 1}, "tie_broken_by_rng": false, "winner": "10"}]',88,32,5387,1,0,0,1460025896832.0,0.0,1.12788257178999629104e+02,6.76598358686693899253e+01,1.79619448792874598507e+09);
+INSERT INTO "jobs" VALUES(34,'smollm2-135m','self-consistency','gsm8k_test-495',0,16,'self-consistency:n_samples=16',1,'done','8','[{"event": "generate", "n": 16, "seed": 1906546161, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 1909, "calls": 1, "seconds": 21.308737030970473, "flops": 524877561216.0}}, {"event": "vote", "counts": {"30": 2, "50": 1, "60": 2, "10": 1, "1": 1, "8": 2, "1150": 1, "20": 2, "25": 2, "3/2": 1, "16": 1}, "tie_broken_by_rng": true, "winner": "8"}]',89,32,1909,1,0,0,524877561216.0,0.0,4.45186136920001445087e+01,2.13087370309704731146e+01,1.79619453245855736729e+09);
+INSERT INTO "jobs" VALUES(35,'smollm2-135m','self-consistency','gsm8k_test-488',0,16,'self-consistency:n_samples=16',1,'done','27','[{"event": "generate", "n": 16, "seed": 2133170389, "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 32, "completion_tokens": 3292, "calls": 1, "seconds": 37.832290197386946, "flops": 894793833216.0}}, {"event": "vote", "counts": {"10": 2, "5": 1, "18": 2, "7": 1, "4": 1, "1": 1, "# 13": 1, "1333/100": 1, "3": 1, "12": 1, "27": 2, "23/12": 1, "23": 1}, "tie_broken_by_rng": true, "winner": "27"}]',82,32,3292,1,0,0,894793833216.0,0.0,81.5095081060008,3.78322901973869463176e+01,1.79619455060642862313e+09);
+INSERT INTO "jobs" VALUES(36,'smollm2-135m','self-consistency','gsm8k_test-499',0,16,'self-consistency:n_samples=16',1,'done','$2','[{"event": "generate", "n": 16, "seed": 1028833604, "usage": {"prompt_tokens": 146, "cached_prompt_tokens": 32, "completion_tokens": 4904, "calls": 1, "seconds": 57.64863491095691, "flops": 1345688140032.0}}, {"event": "vote", "counts": {"4": 1, "3": 1, "2": 6, "that there is only one guest that can serve two meals that can only be served on one of these meals that is a meal": 1, "8/5": 1, "20": 1, "8": 1, "400": 1, "0": 1, "500": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "2"}]',146,32,4904,1,0,0,1345688140032.0,0.0,1.1140565444999992906e+02,5.76486349109569076168e+01,1.79619464388159751893e+09);
+INSERT INTO "jobs" VALUES(37,'smollm2-135m','self-consistency','gsm8k_test-513',0,16,'self-consistency:n_samples=16',1,'done','25','[{"event": "generate", "n": 16, "seed": 393211976, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 32, "completion_tokens": 4116, "calls": 1, "seconds": 53.361318817412275, "flops": 1115398446336.0}}, {"event": "vote", "counts": {"20": 3, "3": 1, "2": 1, "48": 1, "0": 1, "25": 3, "35": 1, "500": 1, "400": 1, "25/2": 1, "23/2": 1, "3/100": 1}, "tie_broken_by_rng": true, "winner": "25"}]',77,32,4116,1,0,0,1115398446336.0,0.0,1.12615812314001232155e+02,5.33613188174122754503e+01,1.79619466324711942678e+09);
+INSERT INTO "jobs" VALUES(38,'smollm2-135m','self-consistency','gsm8k_test-530',0,16,'self-consistency:n_samples=16',1,'done','20','[{"event": "generate", "n": 16, "seed": 1894593278, "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 32, "completion_tokens": 3633, "calls": 1, "seconds": 43.36419114788921, "flops": 994334939136.0}}, {"event": "vote", "counts": {"800": 1, "5320": 1, "760": 1, "480": 1, "10": 2, "20": 3, "120": 1, "240": 1, "30": 1, "5": 1, "8": 1, "4": 1, "12": 1}, "tie_broken_by_rng": false, "winner": "20"}]',111,32,3633,1,0,0,994334939136.0,0.0,9.40391752810010075371e+01,4.33641911478892083664e+01,1.79619473794457626338e+09);
+INSERT INTO "jobs" VALUES(39,'smollm2-135m','self-consistency','gsm8k_test-532',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1013302700, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 6039, "calls": 1, "seconds": 83.24468585757916, "flops": 1633550257152.0}}, {"event": "vote", "counts": {"5": 1, "3": 1, "17": 1, "32": 1, "8": 2, "no": 1, "10": 2, "101": 1, "20": 1, "52": 1, "100": 1, "48": 1, "1": 1, "14": 1}, "tie_broken_by_rng": true, "winner": "10"}]',80,32,6039,1,0,0,1633550257152.0,0.0,1.53287500787999306337e+02,8.32446858575791566198e+01,1.79619481655221319201e+09);
+INSERT INTO "jobs" VALUES(40,'smollm2-135m','self-consistency','gsm8k_test-533',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 139924340, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 3644, "calls": 1, "seconds": 51.21094085863605, "flops": 992720759040.0}}, {"event": "vote", "counts": {"210": 1, "120": 1, "10": 3, "32000": 1, "2": 3, "1": 2, "400": 1, "1200": 1, "2000": 1, "2400": 1, "1110": 1}, "tie_broken_by_rng": true, "winner": "2"}]',94,32,3644,1,0,0,992720759040.0,0.0,1.26476029770999957694e+02,5.12109408586360501667e+01,1.79619486443658804889e+09);
+INSERT INTO "jobs" VALUES(41,'smollm2-135m','self-consistency','gsm8k_test-564',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 335390764, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 3416, "calls": 1, "seconds": 46.13953235061257, "flops": 932189005440.0}}, {"event": "vote", "counts": {"5": 1, "200": 1, "1500": 1, "7/2": 1, "108": 1, "8": 1, "16": 1, "150": 1, "800": 1, "50": 1, "16/125": 1, "3": 1, "300": 1, "1": 1, "5/2": 1, "490": 1}, "tie_broken_by_rng": true, "winner": "1"}]',97,32,3416,1,0,0,932189005440.0,0.0,8.83245600950012885697e+01,4.61395323506125691875e+01,1.79619490488823294635e+09);
+INSERT INTO "jobs" VALUES(42,'smollm2-135m','self-consistency','gsm8k_test-577',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 521449904, "usage": {"prompt_tokens": 129, "cached_prompt_tokens": 32, "completion_tokens": 3820, "calls": 1, "seconds": 49.855279331208514, "flops": 1049486092416.0}}, {"event": "vote", "counts": {"210": 1, "7": 1, "15": 1, "14": 1, "20": 2, "1": 2, "3": 2, "11": 1, "2": 1, "333/100": 1, "6": 1, "48": 1, "50": 1}, "tie_broken_by_rng": true, "winner": "3"}]',129,32,3820,1,0,0,1049486092416.0,0.0,1.05304547201998502717e+02,4.9855279331208514292e+01,1.79619496977290248876e+09);
+INSERT INTO "jobs" VALUES(43,'smollm2-135m','self-consistency','gsm8k_test-589',0,16,'self-consistency:n_samples=16',1,'done','6.25','[{"event": "generate", "n": 16, "seed": 1250518885, "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 32, "completion_tokens": 3945, "calls": 1, "seconds": 52.96507988367784, "flops": 1076389094016.0}}, {"event": "vote", "counts": {"47/4": 1, "8": 1, "239/100": 1, "5/2": 1, "89/4": 1, "27/400": 1, "9/4": 1, "401/200": 1, "25/4": 1, "25": 1, "61/10": 1, "184": 1, "333/100": 1, "5/4": 1, "1/8": 1, "326/25": 1}, "tie_broken_by_rng": true, "winner": "25/4"}]',104,32,3945,1,0,0,1076389094016.0,0.0,9.11484894820005138189e+01,5.2965079883677837814e+01,1.79619499604779458046e+09);
+INSERT INTO "jobs" VALUES(44,'smollm2-135m','self-consistency','gsm8k_test-594',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 848584296, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3031, "calls": 1, "seconds": 41.96769887310671, "flops": 824038939008.0}}, {"event": "vote", "counts": {"3": 3, "100": 2, "9": 1, "1800": 1, "2": 2, "1/4": 1, "30": 1, "50": 1, "190": 1, "160": 1, "267/100": 1, "10000": 1}, "tie_broken_by_rng": false, "winner": "3"}]',80,32,3031,1,0,0,824038939008.0,0.0,1.40264638937998824992e+02,4.19676988731067126528e+01,1.79619511012316679949e+09);
+INSERT INTO "jobs" VALUES(45,'smollm2-135m','self-consistency','gsm8k_test-596',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 509079066, "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 32, "completion_tokens": 6288, "calls": 1, "seconds": 112.99102065222242, "flops": 1714259261952.0}}, {"event": "vote", "counts": {"1": 3, "6000": 1, "that there is an infinite number of possible outcomes where he can pay for the dental work, and there is only one outcome where he cannot pay for the dental work": 1, "2": 2, "40": 1, "80000": 1, "1600": 1, "4": 1, "240": 1, "4400": 1, "12": 2, "1000": 1}, "tie_broken_by_rng": false, "winner": "1"}]',132,32,6288,1,0,0,1714259261952.0,0.0,1.72282107699000334834e+02,1.12991020652222417196e+02,1.7961951683433814049e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["smollm2-135m"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -12757,10 +15152,2393 @@ Joey is a tie.
 Joey is a tie.
 Joey is a tie.
 Joey is a tie','0.4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,0,'On 5 days at the office, Charisma has walked for 5 * 5 = 20 minutes.
+On 8 hours and 10 days at the office, she has walked for 8 * 10 = 80 minutes.
+She has walked for 20 + 80 = 240 minutes.
+To find the number of minutes she has walked, we need to divide 240 by 8, which gives us 30 minutes.
+#### 30
+The answer is: 30.','30',0,'not_equivalent',119,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,1,'1
+
+To solve this problem, we need to break it down step by step, using logic. We know that Charisma has 2 hours of walking per day,  and this is split into 5 days. On each day, Charisma walks 5 minutes. So, after 10 days, Charisma has walked 10 * 5 = 50 minutes.','50',0,'not_equivalent',81,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,2,'To solve this problem, we need to divide 8 hours by 5 minutes, which is 20 minutes, because 20 minutes is 20 hours.
+Let''s break it down step by step. 10 hours is 20 hours * 10 hours per hour = 20 hours x 10 = 20 hours.
+So, 20 hours is 20 * 3 = 60 minutes.
+She walked 60 minutes in a day.
+#### 60
+The answer is: 60','60',0,'not_equivalent',121,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,3,'To find out how many minutes she has walked, we need to first calculate the total time she spends at work, which is 5 days * 5 hours per day * 8 hours per day * 8 days per week * 12 hours per week * 10 days per month * 15 days per year * 100 minutes = 1500 minutes.
+
+Now, we can find the time she spends at work by dividing 1500 by 5, which gives us 300 minutes.
+
+So, she has walked 300 * 5 = 1500 minutes during her 5 days of work at the office.
+
+To be more precise, we can round this to 150 minutes, which is 15 hours and 30 minutes.','30',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,4,'Over 5 days, Charisma walked for 5 * 60 = 300 minutes.
+
+This is 8 hours per day * 30 days = 160 hours.
+
+Stopping at the office, after 160 hours, Charisma walked for 300 - 160 = 120 hours.
+
+To find out how many minutes she walked, we need to divide 120 by 12 (5x10), which is 10 minutes.
+
+So, Charisma walked a total of 10 minutes.','10',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,5,'Decrease the hours by 1 day for each hour increase in the days. So, 5 days * 1 = 5 days * 1 = 5 hours = 1.','1',0,'not_equivalent',41,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,6,'To solve this problem, we need to calculate the total number of minutes she walked and then divide it by the number of days she’s worked.
+
+First, we calculate the total time she walked: 5 days * 8 hours = 40 minutes.
+
+Now, we divide the total time she walked by the number of days she’s worked: 40 minutes / 8 days = 5 minutes per day.
+
+We can simplify this fraction: 5 minutes per day = 1 hour.
+
+Therefore, Charisma has walked 1 hour per day for 8 days at work.','8',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(34,7,'15 days x 5 minutes per day = 75 minutes in total
+Charisma has walked 15 days * 75 minutes per day = 1150 minutes
+
+The answer is 1150.
+#### 1150
+The answer is 1150.','1150',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,8,'First, determine the total hours worked so far.  In 5 days, she worked 5 x 8 = 40 hours.
+Next, divide the total hours worked by the number of days worked. 40 hours / 5 days = 8 hours per day.
+Now, find the hours worked at the office.  Since she worked 40 hours per day, and there are 5 days in a week, she worked 4 x 5 = 20 hours.
+However, she would have worked 40 x 2 = 80 hours at the office per week.
+Finally, subtract 20 hours from the actual hours worked at the office per week, so she walked 80 - 20 = 20 more hours than in actual hours worked.
+Therefore, there have been 20 more hours of walking than she already walked.
+#### 20
+The answer is: 20','20',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,9,'Charisma has walked for a total of 5 * 5 = 20 minutes.
+Her total hours worked at work is 8 * 5 = 40 hours.
+She has walked for a total of 20 + 40 = 60 minutes.
+#### 60
+The answer is: 60','60',0,'not_equivalent',73,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,10,'To find out the number of minutes she walked, we need to first calculate the total hours she walked and multiply that by the time she walked.
+
+She walked 5 days * 1 day * 5 hours = 5 hours * 5 hours = 25 minutes.
+
+Now, we can find the number of minutes she walked by multiplying 25 by the number of minutes she walked, which is 25.
+
+So, she walked 25 minutes.
+
+The answer is 25.','25',0,'not_equivalent',111,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,11,'Charisma has 5 days of extra hours. To find out how many minutes she has walked, we can divide 5 days by 8 hours, which gives us 1.5.
+
+So, Charisma has walked 1.5 hours.','1.5',0,'not_equivalent',54,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,12,'25
+
+To solve this problem, we need to find out how many minutes have she walked. We know she has walked 25 times since the last time she reported. So, the answer is 25.','25',0,'not_equivalent',47,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,13,'Let’s break this down step by step. We know that Charisma works for 8 hours every day and has a timer to remind her to get up and walk for 5 minutes every hour she’s at work.
+
+We can start by setting up an equation: 8 * 5 = 40, because 5 x 4 = 20. However, we can also set up an equation with a variable: 40 = 20 * 5. So we need to have a remainder of 1.
+
+So, we can set up an equation: 40 = 20 + 1. Therefore, 40 = 21.
+
+We have 40 days in total. We can set up an equation: 40 = 8 + 4. So, 40 = 10.
+
+We can then multiply 4 by 10: 4 * 10 = 40. This is the total amount of time we have.
+
+So, 8 + 5 = 11, because 11 is the remainder of 10 divided by 8.','8',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,14,'To solve this problem, we need to break it down into manageable parts. We can start by identifying the key steps. First, we calculate the total hours spent walking. This is calculated by adding the number of hours worked and the number of minutes worked. So, 8 hours multiplied by 15 minutes equals 12 hours. 
+
+Next, we calculate the number of minutes walked based on the given timer. However, we need to add the number of minutes walked to the actual hours worked. We have 12 hours and 3 minutes worked, which is 16 minutes. Adding it to the total hours worked allows us to calculate the actual amount walked.
+
+The answer is 16.','16',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,15,'Let''s break this problem down step by step. We need to find out how many minutes she walked in each of the 5 days she was at the office.
+
+We know she''s at the office every day. So, there are 5 days in total. 
+
+The total number of minutes she walked is the sum of the minutes she walked at her desk during each of those days. 
+
+In each of the 5 days, she walked 5 minutes. So, to find the total number of minutes she walked, we need to multiply the total number of days by the number of minutes she walked per day: 5 * 5 = 20 minutes.
+
+The answer is 20. So, there are 20 minutes that she walked.','20',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,0,'Let''s break down the problem step by step:
+
+The ratio of girls to boys in Jana''s Pomeranians can be determined by dividing 1 cubic meter of girls to 27 cubic meters of boys. 
+
+In a ratio of 1 to 27, 1/2 is equal to 10:2. This is a perfect example of how a ratio can be multiplied by 10:2 or 10:2, which is the same as a fraction with a numerator of 10:2.
+
+To find the answer to the ratio, we need to find the fraction of girls to boys. A fraction can be multiplied by itself 10 times (so in this case, 10:2 is multiplied by itself 10 times). 
+
+Here''s the calculation:
+
+10:2 = 20:4 = 40:4 = 10:2 * 10:2 = 10:2 * 10 = 10:2
+
+This is the ratio of girls to boys. This is just the opposite of the original ratio of girls to boys to 2.
+
+So, the answer is 10:2.','10',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,1,'Two thirds of the girls are girls, which is 2/3.
+One third of the boys is boys, which is 3/2.
+Let''s convert the ratio of boys to girls: 2/3 = 3/4.
+The total number of girls is 2 + 3 = 5.
+The number of boys is 1/2 * 5 = 5.
+#### 5
+The answer is: 5','5',0,'not_equivalent',97,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,2,'Let''s break this down step-by-step:
+
+- We know Jana has 27 puppies.
+- One third of the 27 puppies are girls.
+
+To find out how many girls there are, we''ll divide 27 by 3, which gives us 9 girls.
+
+- We''re asked to determine how many girl Pomeranians Jana has.
+
+We can calculate this directly:
+
+Two thirds of the 27 puppies is 2 x 3 = 6 girls.
+
+So, Jana has 2 + 6 = 8 girls.
+
+The total number of girls is the sum of the number of boys and the number of girls, which is 1 - 2 + 1 = 1.
+
+So, 18 girls are the answer.','18',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,3,'To solve this problem, we need to consider both the boys and the girls in the ratio of boys to girls. We know that Jana has 27 boys and 27 girls. If Jana has 27 boys, then she has 27/2 = 13 girls.
+
+The number of girls in Jana''s pack is 13/2 = 5 girl Pomeranians.
+
+Now, let''s consider the ratio of boys to girls. We know that 2/3 of the boys are girls, so 2/3 of the girls is 2/3 of the boys.
+
+The total number of girls is 27 (boys) + 5 (girls) = 7.
+
+So, the answer is 7.','7',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,4,'Let''s break this down step by step. We know that one third of the girls is 25%.
+
+We also know that half of the girls is 100%. So, 100% of the girls is 100% of 25%.
+
+To find the total number of girls, we multiply 25% by 25% by 100% (half of 25%).
+
+So, 25% of 25% is 25/25 * 100 = 30.
+
+To find out how many girls are in Jana''s total, we need to multiply 25% by 100.
+
+We multiply 25% by 25% by 100% (half of 25%) and then round up to 30 girls, because 30 is 16 more than 25% of 25%.
+
+So, 30 girls is 2.5 times 16, which is 32.5 girls.
+
+Now we can add 1 to get 4 girls.
+
+So, there are 4 girls in Jana''s total.','4',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,5,'Let''s break this down step by step. The numerator of the fraction represents the number of girls and the denominator represents the number of boys. 
+
+We can find the number of boys by dividing 1 by 27. So the numerator of the fraction 1/27 will be 1/117.
+
+Now we know that 1/117 is equal to 1/117 * 1 = 1.
+
+We can now calculate the fraction of girls. Since the numerator of the fraction is 1, the denominator of the fraction is 117. 117 * 117 / 117 = 1.
+
+To find the number of girls, we can divide 117 by 117. 117 / 117 = 1.
+
+The answer is 1.','1',0,'not_equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,6,'One third of the girls are girls, which means 1/3 of the girls is boys.
+Two thirds of the boys are boys, which means 1/2 of boys is males.
+One third of males is males, which means 1/3 of males is females.
+Therefore, 1/3 of males is females, which means 1/4 of males is females.
+
+So, the answer is 1/4 * 1/4 = 1.
+
+The answer is 1.
+##### 11
+
+Jana''s total number of girls is 27.
+##### 12
+
+The answer is 2.
+##### 13','# 13',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,7,'To solve this problem, we need to break it down step by step. First, we need to find the ratio of girls to boys in Jana''s puppies. This can be calculated by dividing the number of boys (one third of one girl) by the number of boys in Jana''s litter.
+
+We know that one third of the Lopon (23.33%) is girls. So, 1/23.33 * 100 = 13.33% of the boys is girls.
+
+Now, we know that 13.33% of the boys is girls. This means 13.33% of the boys are girls.
+
+So, Jana has 13.33 girls, one-third of which are boys.
+
+To calculate the number of girls, we multiply 13.33% by 100. 13.33% of 100 is 13.33. 
+
+So, 13.33 girls and 13.33 boys are Jana''s total number of girls and boys mixed together.
+
+The answer is: 13.33','13.33',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,8,'To solve this problem, we need to break it down into manageable parts. Let''s start by identifying the information given: 10% of Jana''s puppies are girls (yes, the 10% is a mix of the two 27% of females and 10% of males who make up the other 91%). 27% of Jana''s puppies are girls.
+
+We are told that 23% of Jana''s puppies are girls. This can be calculated by multiplying 2 by 0.23. So 23% is 0.23 * 0.23 = 0.66.
+
+We are also told that 10% of Jana''s puppies are girls. Now we need to find 10%. This is the same as multiplying 2 by 1, since we are working with percentages. Therefore, we get 10% of 27% = 2*10% = 27%.
+
+Now that we have the total number of girls, we need to find the number of girls who are Pomeranians. We know that 23% of girls are girls, but we also know that 27% of girls is girls. To find the number of girls who are Pomeranians, we need to subtract the number of girls who are girls.
+
+We can do this by finding 10% of 27% - 23%, which is 10% of 27% - 23% = 11.67 girls.
+
+Therefore, Jana has 27 girls, and 10% of them are girls.
+
+The answer is 10 girls.','10',0,'not_equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,9,'1. First, we need to determine the ratio of girls to boys.
+2. To determine the ratio of boys to girls, we can divide the number of girls by the total number of boys.
+3. So, 1/2 = 0.5 (to express the ratio as a fraction with a denominator of 225 and 2)
+4. Now we can find the number of boys by dividing the number of girls by 2.
+5. So, 1/2 = 0.5
+
+Now we know that 1 girl can be a boy and that there are 2 girls in total.
+We add 1 girl (for the remaining 2 boys) to the original ratio of boys to girls.
+
+So, the answer is 2. The answer is 2.
+
+However, Jana doesn''t have any girls.
+
+The only girl in the problem is 2 boys.
+
+The only girl in the original 27 girls is 2 boys.
+
+The only girl in the original 27 girls is 2 boys.
+
+The answer is 3.
+
+The answer is 3.','3',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,10,'Jana has a total of 27 * 1.25 = 36 girls. 
+Two thirds of this total is girls, which is 36 / 2 = 18 girls.
+One third of this total is girls, which is 36 / 3 = 12 girls.
+#### 12
+The answer is: 12','12',0,'not_equivalent',82,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,11,'Here''s a step-by-step breakdown:
+1. Jana''s puppy population is 27 (male) + 1 (female) = 28.
+2. The ratio of female to male puppies is 28:1 (28 female to 17 male)
+3. If 1/3 of the females are males, then 28/3 = 9 female Pomeranians.
+4. So, 27 - 1 (ground) + 28 * (1/3) = 18 girls in total.
+
+However, the answer is 18 girls, not 18 girls in total.
+
+This is an example of a logical fallacy, specifically an incorrect use of the formula for a sum of 3 times another number.','18',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,12,'To solve this problem, let''s break it down step by step. We know that Jana has 27 puppies, and one third of the Pomeranians is girls. If we have 27 puppies, the remaining 23 girls would need 27/2 = 10 girls.
+
+We also know that 1/2 * 23 = 10 girls.
+
+Now, we want to find out how many girl Pomeranians Jana has. If we have 10 girls, there are 10 * 23 = 260 girls in total.
+
+We can set up an equation based on this: 10 girls * 2 (total girls = 27) + 23 girls * 2 (total males = 42, so we can add 2 to both sides of the equation to get 10 * 23 = 26 * 24 = 548.
+
+However, we have 27 girls. If we have 27 males, we have 27/2 = 14 males.
+
+But we can also think of this in a more complex way. We know that one third of the girls is girls, and 23 girls * 2 = 46 girls. But one of those girls is girls, and one of those girls is girls again.
+
+So we can say that if we add another 2 to the ends of the equation, we get both ends of the total 27, but the number of girls * 2 = 46 and the number of girls * 2 = 88.
+
+But the problem ends with one more, and it''s 2 * 23 = 46, and we only have 10 / 23 = 27.
+
+So the answer is 27.
+
+However, 27 is not a multiple of 23.','27',0,'not_equivalent',420,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(35,13,'This problem involves a mix of numbers, but let''s break it down step by step. The problem requires a fraction of the number of girls in a puppy. So, 23/12 = 0.75. It also requires a fraction of the number of girls in a puppy, but we need to consider the whole population of a puppy. So, the answer is 23/12.','23/12',0,'not_equivalent',86,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,14,'To solve this problem, we need to consider multiple steps simultaneously and think strategically.
+
+First, we calculate the ratio of girls to boys: 2/3 = (2/3) = 1.
+
+We know that 1/4 of the girls is equal to 1/2.
+
+We know that one-third of the girls is equal to 1/2.
+
+We know that Jana has 2/3 girls.
+
+To avoid the classic "1/2" problem, we can say that one-third of the girls are girls.
+
+One more girl is not 1/2, but 1/4 is not 1/2.
+
+One-third of the girls is 1/4 + 1/2, which is 1/8.
+
+To solve this multiple-step problem, we need to write 1/8 as 2 x (1/8) + 1/2.
+
+When we multiply 1 by itself, we get 21.
+
+When we multiply 1 by itself, we get 22.
+
+Therefore, one-third of the girls is 22 - 1 = 23 girls.','23',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,15,'1
+
+The total number of Pomeranians is 18 of the girls.
+
+Jana has 27 girls, so 18 girls can be found by adding 27 girls to the 18 girls that make up the boys, which are boys (she is a girl).
+
+So, Jana has 27 girls - 27 girls that make up the boys.','27',0,'not_equivalent',87,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,0,'To solve this problem, we need to consider both the total cost of the two venues and what''s left out of the total cost to meet the guest''s needs.
+
+Since the first venue charges $200 and the second venue charges $25, and the second venue does not include food. We can calculate the total cost of the two venues as follows:
+
+First venue: $200 x 2 = $400
+Second venue: $25 x 2 = $40
+Total cost: $400 + $40 = $440
+
+So, the second venue costs $440, while the first venue costs $200.
+
+To find out how many guests are necessary, we can multiply the total cost of $440 by the number of guests. Since the second venue is only 2 guests, the total number of guests is 4.
+
+This is the same as the number of guests who can fit into the first venue. It''s a classic example of how different factors can add up to a single answer, and how these differences can be calculated using the difference between the total cost and the total number of guests.','4',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,1,'To determine the number of guests required for the two venues to be equal in cost, we need to break down the total expected costs into individual components.
+
+The first venue has a flat fee of $200, which means it only includes food and drinks. The second venue also has a flat fee of $25. To find the total expected total cost, we need to multiply each component by the unit cost of $25.
+
+For the first venue, 1 person costs $5, so the total expected total cost is 1 * $5 = $5. For the second venue, 1 person costs $1. So the total expected total cost is 1 + 1 = 2 people.
+
+However, the second venue also has an additional component of food, which is not included in the price per person. To calculate this, we multiply the cost of food by the unit cost of $25. This is $25 * $0.20 = $0.02.
+
+So, the cost of the second venue is 2 * $0.02 = $0.04. So, there are 2 * $0.04 = $8.50 total expected total costs for the two venues.
+
+To find out how many guests are necessary for the two venues to be equal in cost, we need to divide the total expected total costs by the number of guests.
+
+This gives us 2 * $0.4 = $8. So, there are 2 + 1 = 3 guests that need to be chosen for the two venues to be equal in cost.','3',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,2,'To solve this problem, we need to calculate the total amount of money Mark needs to be able to pay for the two venues to be equal in cost.
+Let''s analyze the initial scenario. The first venue charges a flat fee of $200, and the second venue charges a flat fee of $25 per person.
+To find out how much money Mark needs to pay for these two venues, we need to calculate the total amount of money at both venues.
+The first venue costs $200, which means it will cost Mark $200 x 2 = $400 to pay, assuming the first venue costs 50% of the total people, which in this scenario would be 25 people.
+The second venue costs $25 per person. This means it will cost Mark $25 x 2 = $50 to pay, which means it will be 25 people.
+In other words, the second venue will have 2 people.
+We need to find out how many people are needed to pay the first venue and the second venue.
+Let''s calculate the total number of people needed.
+We can divide the number of people needed by the ratio of the two venues to find the number of people needed to pay.
+To find the number of people needed to pay, we multiply the number of people needed by the ratio of the two venues to find the number of people needed.
+However, there is no other amount that can be added to create a ratio of 10:1, which is the ratio of two venues, which means there is no other amount that can be added to create a ratio of 1:1 to create a ratio of two venues.
+The only thing that can add to the ratio is a fraction of the amount needed.
+However, if we consider any other process, like using a fraction to create a ratio, that would create a ratio of two or more.
+We cannot create a ratio of two or more without creating a ratio of one.
+However, to solve this problem, we need to use a different method.
+The first venue charges a flat fee of $200, and the second venue charges a flat fee of $25 per person.
+The first venue charges $200 + $25 = 450, but this includes the 2 people who go to the second venue.
+The second venue charges $25 + $2 = $2','$2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(36,3,'To solve this problem, we need to determine the minimum number of guests that can be accommodated at both venues.
+
+First, we need to find the total cost of food and beverage at both venues. To do this, we can multiply the number of guests at each venue by the total cost of food and beverage at each venue.
+
+For the first venue, we can use the formula for cost of food and drink per guest: 
+Cost of food * Number of guests = Food cost * Number of guests = 2 * 10 = 20 dollars per guest.
+For the second venue, we can use the formula for cost of food and drink per guest: 
+Cost of food = Cost of food + Cost of drink = 2 * $5 = 10 dollars per guest.
+
+Now we add these two formulas together to find the total cost of food and beverage at both venues: 
+20 + 10 = 20 dollars per guest.
+
+So, the minimum number of guests at both venues to equal the cost of food and beverage at both is 2.
+
+So, the answer is 2.
+
+In other words, 2 is the minimum number of guests that can be accommodated at both venues to ensure neither has less than double the cost of food and beverage at the other venue.','2',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,4,'To solve this problem, we need to consider both sides of the equation $200 * 2 + 1. This is a classic example of a "dedicated event" dilemma. 
+
+We can start by setting up the equation $1200 + 2 = 1400.  This is a classic example of a double-paned event where you have two separate events.  In other words, you have two separate meals. 
+If you split one meal into two meals, you have two separate meals that you have to serve.  On top of that, you have a meal that you cannot serve because it is a food item.  If you have a meal that is a food item, and you are serving food, you cannot serve a meal that is a meal. 
+So, you have a meal that is a meal that you cannot serve. 
+However, you can serve a meal that you cannot serve, because that meal is a food item.
+
+This is a classic example of a "dedicated event" where you have two separate events where you can serve one meal but that can only be served because it is a food item. 
+However, if you want to serve a meal that you cannot serve, you can serve a meal that is a meal item that can be served.
+
+The final answer is that there is only one guest that can serve two meals that can only be served on one of these meals that is a meal.','that there is only one guest that can serve two meals that can only be served on one of these meals that is a meal',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,5,'This is a classic thought experiment in economics. To solve it, we need to consider the variables that can impact the outcome of a game. In this case, the one with the flat fee and the one with the food is the one with 0.6% of the total cost.
+
+In this scenario, the basic cost of the 1.6% flat fee is 1.6% of the total cost, which is $1.6. This means that for every dollar in the $1.6 that goes towards the venue, there is $1.6 to the one who pays.
+
+This is a classic example of a limited-budget allocation problem. This occurs when there is a limited amount of money available to allocate to different factors of production, in this case, other than money. In this case, it is the one who pays for the expenses of the venue to be determined. The other one who pays has to make a calculation that involves the total cost of both the $1.6 and those who pay have to pay.
+
+This is essentially a banking game, where one side of the coin has to make a calculation that includes both the one who pays and the one who pays has to make the calculation that involves both the one who pays and those who pay have to make the calculation that involves both the one who pays and those who pay have to make the calculation that involves both of them.','$1.6',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,6,'To determine the number of guests that can be expected at both venues with equal costs, we need to calculate the required number of people for each venue.
+
+The first venue charges $200 and has a flat fee of $200, which means the total amount charged is $200 * 100 = $2000.
+
+The second venue does not include food, which means there is no cost for food.
+
+In this scenario, the first venue charges a flat fee of $200, which covers the whole $2000.
+
+The second venue does not have any food, so there is no cost for food.
+
+To calculate the number of guests that can be expected to be equal to the first venue, you can multiply the number of guests (1) by the cost of food per person (200) which equals $200 * 2 = 400.
+
+However, the second venue does not have any food, so you can multiply the number of guests (1) by the cost of food per person (200) which equals $200 * 2 = $400.
+
+In other words, the second venue charges twice as much as the first venue, which means you can expect to be at either venue 2 to 1.
+
+The answer is 2.','2',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,7,'To determine the number of guests that can be accommodated at both venues, we need to calculate the total amount of cost that can be allocated to each venue.
+
+The first venue charges a flat fee of $200. 
+
+For each guest at the first venue, the total cost includes food.
+
+At the second venue, for each guest who attends, the total cost is $25 per person * 1 guest = $250.
+
+For each guest at the first venue, the total cost is $200 * 1 guest = $200.
+
+For each guest at the second venue, for each person attending, the total cost is $250 * 1 guest = $250.
+
+However, the first venue does not include food for each guest, so the total cost for food at both venues is $200 for one guest * 1 meal = $20.
+
+At the second venue, for each guest who attends, the total cost is $250 * 1 guest = $250 for one person * 1 meal = $25.
+
+In total, this means that for each guest at both venues, the second venue is left with a fixed amount of money to cover 20 guests.
+
+So, the total number of guests that can be accommodated by both venues at both is 1 + 1 + 20 = 20.','20',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,8,'To solve this problem, let''s break it down step by step. We know that the first venue charges $200, which includes all the food, but it doesn''t include the flat fee of $200. The flat fee is another aspect of the venue''s pricing that Mark is only considering, but for the event itself. 
+
+Mark is considering only one aspect of the venue''s pricing, which is the flat fee. Since the party itself is expected to take place without food, we need to find the total number of guests that the party will require to accommodate 20 guests.
+
+We can calculate this by multiplying the number of guests by the number of guests that can eat at one meal, which is 20. This leaves us with 2 x 2 = 4 guests who can eat at one meal.
+
+Now, we need to find out how many guests will need to eat at a meal to accommodate 20. Since there are 4 meals available for a meal, we multiply 4 by 2 = 8.
+
+Therefore, there are 8 guests who can eat at a meal to accommodate a party of 20 guests.
+
+This means that for each guest who attends the party, there are 8 guests who can eat at one meal.','8',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,9,'To solve this problem, let''s first determine the total cost of food in the two venues.
+
+The first venue charges $200 for food, which is a fixed fee.  So, if the first venue has 50 guests, the total cost of food would be 50 * $200 = $1000.
+
+Now, let''s calculate the total cost of food in the two venues.
+
+The second venue charges a flat fee of $200, which means it only charges food for the first 200 guests.  So, the total cost of food would be 200 * $200 = $4000.
+
+The first venue charges $200 for food, which means it would be 50 * $200 = $1000.
+
+In total, the second venue charges $4000 - $1000 = $2000.
+
+The second venue is only 2000 dollars short of the first venue''s capacity.  So, the second venue must have 2000 - 1000 = 200 guests.
+
+So, there must be 200 guests in the second venue.  This results in 200 * 2 = 400 guests that can be accommodated by the second venue.  So, the second venue must be equipped to accommodate 400 guests.','400',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,10,'To determine the number of guests that will be needed to achieve a total of equal cost between the two venues, we need to consider the difference between the two fixed costs (such as the first venue''s food) and the one provided by the second venue.
+
+The fixed cost per guest is $25/person, not $200, because the fixed costs are not the sum of the other two costs; they are the ratio of the fixed costs to the total number of guests, which is $25/person.
+
+To find the number of guests that will be needed to achieve a total of equal cost, we can divide the fixed cost by the number of guests. This gives us 25/person.
+
+The number of guests that will be needed to achieve a total of equal cost is 2.
+
+Therefore, we need 2 guests to achieve a total of equal cost.
+
+The answer is 2.','2',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,11,'To determine how many guests are necessary for the two venues to be equal in cost, we need to find the total cost of food and the flat fee of $200.
+Let''s assume the flat fee of $200 is the only part of the total cost that is not included in the flat fee of $200, which means it''s the total cost with money and the other part is the food.
+To calculate how many people in total need to eat to have a flat fee of $200, we need to multiply the cost of food by the number of people that need to eat to have the flat fee of $200.
+This is equal to the square of the flat fee of $200, squared.
+This is the same as multiplying 2 by itself 2 times, which is 4.
+So, we need to find the total cost of food to find the number of people that need to eat to have a flat fee of $200, multiplied by itself 4 times.
+This is equal to 2.
+A total of 2 people need to eat to have a flat fee of $200.
+#### 2
+The answer is: 2','2',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,12,'To determine how many guests are necessary for the two venues to be equal in cost, we need to consider all the options, including the variable.
+
+We have two possibilities: either we can have either a flat fee of $200 or a flat fee of $25 per person.
+
+The first venue charges $200, which can be split into two halves of $100 per guest.  So, 100% of 100% of 200 can be allocated to 200 guests, which is 200.  This means that if we have 200 guests, we must have 200 guests paying a flat fee of $100 per guest.
+
+The second venue charges $25 for each person who attends.  So, 200 - 200 = 0 guests are necessary to complete the task.
+
+However, we can also have 100 guests paying a flat fee of $25 per guest, but that would require 100 guests to be paid by money, which is unlikely, as this would be a per-person charge.  So, there must be 100 guests paying a flat fee of $100 per guest. 
+When we divide by 2, the total number of guests can be set to 0, as there is an unbounded number of guests that can be chosen.','0',0,'not_equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,13,'To solve this problem, we need to calculate the total cost of the two venues.
+
+The first venue charges $200 for each guest, which is 200 * 100 = $20,000.
+The second venue charges $25 for each person who attends, which is 25 * 100 = $25,000.
+
+Now we need to find how many people need to be served to get the same price as the first venue.
+The total amount spent by the first venue is 200 * 100 = $20,000.
+The people served by the second venue are 25 * 100 = 250, so they need to serve 250 people.
+
+To find the number of guests needed to serve a total of 250, we multiply 250 by 25, which gives us 500.
+
+So, there are 500 guests that Mark will need to serve in order to be equal to the first venue and third venue.','500',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,14,'To determine the number of guests, we need to consider both the flat fee and the food. The flat fee of $200 is already included in the price, so we can multiply it by the number of guests to find the total amount of food.
+
+Food is already included in the flat fee of $200. Multiplying this by the number of guests (n) gives us 200 * 2 = 400.
+
+The total amount of food is 400 + 5 = 450.
+
+Now, let''s consider the food at the second venue. If the second venue charges $25 per person who attends, the number of guests at the second venue will be 2 * 2 = 4.
+
+To find the total number of guests, we need to multiply the number of guests at the second venue by 2. This is equivalent to multiplying the number of guests at both venues, which is 2 * 2 = 4.
+
+So, the answer is 2.','2',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,15,'To determine the number of guests, we need to consider both the upfront cost of the first venue and the additional cost of the second venue. 
+
+First, let''s break down the initial structure of the two venues: $200 for the first venue and $25 for the second. However, the first venue does not include food, and the second venue does not include food. 
+
+We need to consider both the initial costs of the two venues. 
+
+Let''s first calculate the total cost of the two venues: $200 for the first venue and $25 for the second venue. Since the first venue already includes food, we can keep it as a fixed cost and adjust for the second venue with food. The total cost of both venues is now $200 x 2 = $400.
+
+However, the first venue also includes food, which is a variable cost.
+
+We can adjust the cost of the first venue for food to be $400.
+
+The total cost for the first venue is now $200 x 2 = $400, which includes the food.
+
+The next step is to find the number of people who can be seated at the second venue and then divide that number by the number of people who can be seated at the first venue.
+
+We can divide the number of people who can be seated at the second venue by the number of people who can sit at the first venue, and then multiply that number by the cost of the second venue.
+
+So the number of people that can be seated at the second venue is 2 * $400 = 80, and the number of people that can be seated at the first venue is 2 * $400 = 80.
+
+We can now see that there are 20 people that can be seated at the second venue, and 20 people can be seated at the first venue. Therefore, Mark can seat 20 people at both of the venues at the same rate.
+
+However, we can save Mark''s need to seat 20 people by using the 20 people that can be seated at the second venue to seat 2 people at the first venue.
+
+So, 20 people can be seated at both venues at the same rate.
+
+There are 10 people that can be seated at both venues at the same rate.
+
+The final answer','10',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,0,'Let''s break down the given information step by step. Julie had $500, and she spent 20% of that, which equals $0.20. She spent $20 on clothes and $25 on CDs. So, the rest was left after 25% was spent. 
+We need to find the remaining amount. 
+First, we calculate 20% of $500. 
+To achieve 20% of $500, Julie needs 20 * 50 = 100 dollars. 
+Now, let''s find the remaining amount. 
+100 - 20 = 80. 
+So, the remaining amount is 80 - 20 = 40 dollars.
+
+The total amount left after 25% was spent is 40 dollars, which is the same as saying 20% of $500. 
+So, 20% of $500 is 2 times 100%, which is 20%.
+
+The remaining amount is 40 - 20 = 20 dollars.
+#### 20
+The answer is: 20','20',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,1,'First, we need to find out how much of the remaining money is left. Julie has 50% of the remaining money as CDs and 25% of the remaining money as clothes, so Julie''s total cost is 50% of 1 CD * 50% of 1 CD = 50% of CD''s.
+
+Now, we can calculate the number of CDs. If Julie has 50% of CDs, then 1 CD = 0.5 * 50 = 2.5. Now, we have 1 CD * 2.5 = 3.
+
+We also need to find out how many times 2.5 CDs make up 1 CD, or 25%.
+
+Julie''s total cost is 2.5 CDs * 2.5 CDs = 72.5 dollars.
+
+We can repeat this process, but with a different starting amount, but we already know the total is 3. We also know the number of CDs.
+
+The answer is 3.','3',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,2,'To solve this problem, we need to break it down into manageable parts. First, let''s start by finding Julie''s total spending, which is $500. We''re told that 20% of her total spending goes on clothes, and 25% goes on CDs. So, she has $500 - 20% of $500 = 500 - 250 = 250 - 20 = 200 dollars left.
+
+Now, let''s find the remaining money. We know that 25% of Julie''s total spending goes on CDs, so 25% of 200 is 250. Now, we have 200 - 250 = 200 - 20 = 100 dollars left.
+
+The remaining amount is 200 - 20 = 100 dollars.
+
+The answer is 200/100 = 2 dollars.
+
+The solution is to multiply 2 by 10, which is 10, and then add 2 to get the remaining amount. This is a common way to solve this type of problem, and it''s just 10x.','200/100',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,3,'Julie had $500. To find out how much money she had left, we need to start by calculating the remaining amount. We know that 20% of the money is $20, and 25% of the remaining money is $2. So we calculate this as 0.25 * $20 = $4.
+
+To find the amount left, we subtract this result from $500: $500 - $4 = $48.
+
+So Julie had $48.50 left.
+
+The answer is 48.','48',0,'not_equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,4,'To find Julie''s remaining money, we need to divide 500 by 20 and leave the remainder, which is 50.
+
+First, let''s convert 20 to have 20% of itself. So, 20% of 20 is 10, and 10% of 20 is 2.
+
+Now, divide 50 by 2 to find Julie''s remaining money. 50 ÷ 2 is 25, and 25% of 50 is 10.
+
+This leaves a remainder of 20% of 50, which is 2 times 10, or 20. So, Julie has 20% of the remaining money.','20',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,5,'First, let''s find out how much of her total budget is left: 20% of $500 = 0.20 x 500 = $100.
+25% of $500 is 0.25 x 100 = $25.
+She spent 20% of the remaining $100, so she has 100 - 20 = $20 left.
+To find the amount Julie had left, we subtract the amount she spent from $20: 20 - 20 = $0.
+So Julie had $0 left in her budget.
+#### 0
+#### 0','0',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,6,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total amount of money Julie spent. Since she spent 20% of it on clothes and 25% of the remaining money, she spent 20% of 500, which is 0.25.
+
+Now, let''s find out how much money Julie has left. We know she had 25% of the remaining money, which means she had 25% of 500, which is 0.25 * 500 = 100.
+
+To find the amount left, we multiply 500 by 1.1, so 500 * 1.1 = 500.
+
+The total amount left is 25% of the remaining money (500), which is 2.5 * 50 = 100, and 100 is 10 times 2.5 = 25.
+
+The amount left is 25 cents.
+
+Therefore, Julie had 25 cents left after 25% of the remaining money had been left, which is 25 cents.','25',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(37,7,'To solve this problem, let''s first consider the total amount of money Julie spent on clothes and CDs. The remaining amount of money is 500 - 500 * 2 = 500. She spent 20% of that amount on clothes and 25% on CDs, so the remainder is 25 * 2 = 50.
+
+We''re trying to find the value of 50 that Julie chose to leave. We can think of it as the total amount of money she spent on the other items. If Julie chose 25% of the remaining amount of money, she had 20% of that amount left, so she had 20% of 25%. So, 20% of 25% is 25%.
+
+The answer is 25.
+
+This problem involves a mix of logical thinking and mathematical calculations. We needed to calculate the total amount of money Julie spent on both clothes and CDs, and then we needed to find the value of 25%. However, we didn''t have the answer for 50, and we had to find the value of 50 that Julie chose to leave.
+
+But with a twist, we could have also solved this using division. Instead of division, we would have used a remainder of 25, which is the same as the remainder of 20% of 25% when multiplying it by 25.','25',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,8,'To solve this problem, I will first identify the information given: Julie had $500 in clothes and then spent 20% of the remaining amount on CDs, which is 1/2 * 50 = 20% of the remaining amount.
+
+First, I will calculate the percentage of the remaining money: 20% of $500 = 0.2 x 100 = 20% of $500 = 0.2 x 50 = 10% of $500 = 10% of $500 = 20% of $500 = (10 x 0.2) = 2% of $500 = 0.2 x 50 = 10% of $500 = 20% of $500 = (40 x 0.2) = 8% of $500 = 8% of $500 = 30% of $500 = 30% of $500 = 3 * 2 = 6% of $500 = 3% of $500 = 7.7% of $500 = 7.7% of $500 = 7.7% of $500 = 10.3% of $500 = 10.3% of $500 = 10.3% of $500 = 15.7% of $500 = 15.7% of $500 = 15.7% of $500 = 16% of $500 = 16% of $500 = 16% of $500 = 21.3% of $500 = 21.3% of $500 = 21.3% of $500 = 20% of $500 = 20% of $500 = 25% of $500 = 25% of $500 = 25% of $500 = 30% of $500 = 30% of $500 = 30% of $500 = 35','35',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,9,'To solve this problem, we can start by first calculating the total amount of money Julie spent, and then subtracting the total amount of money she spent on clothes and CDs, which gives us a total of $500 - 20 * 0.25 = 25% of $500.
+
+Next, we need to find the percentage of $500 that Julie spent on CDs and the remaining amount must be the other amount. To calculate this, we need to calculate 50% of $500.
+
+To do this, we can use the formula for percentage change. This formula involves the percentage of change, the amount that is being changed, and the final amount. In this case, it involves the percentage of change (which is 50% of $500), the amount that has changed, and the remaining amount must be the same as the original amount.
+
+Using this formula, we can calculate 50% of $500 as 0.5 * $500, which equals $250. Therefore, the percentage of change that Julie spent on CDs is 50%.
+
+To find the percentage of change that Julie had left, we subtract the percentage of change that was left from 100%, which is 100% - 50% = 25%. So, 25% of $500 is 50% of $500. Therefore, 25% of $500 is 25% of $500, which is 5% of the remaining amount.
+
+In conclusion, Julie had $25 left over, and 25% of $500 was 5% of $500. Therefore, 25% of $500 equals 25% of $500.','$500',0,'not_equivalent',397,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,10,'Let''s break down the problem step by step:
+
+First, we need to calculate the $500. Julie spent 20% of it, which means she spent $500 * 0.2 = $100.
+
+Next, we need to calculate the remaining amount left. She had $500 - $100 = $400 left.
+
+To find the total amount left, we can set up an equation:
+
+$500 + $400 = $1000
+
+This equation represents the total amount left - the amount left over from the previous step. However, to convert this to dollars (as you mentioned, 1000 cents in dollars), we can simply multiply the number by 100:
+
+$1000 * 100 = 10000 dollars
+
+This is the total amount left after the first step was set up, but in the final calculation, we actually had $500 - $100 = $400 left. This isn''t what you''re looking for, but what you''re looking for is the total amount left, which is your final answer.
+
+The last step is a standard formula that does this calculation.','$400',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,11,'Step 1: Determine the total amount of money Julie spent and add it to the remaining amount.
+Total amount of money = $500 (Jackie) + 20% of $500 = $500 (Jackie + 20%) + 20% of $500 = 250% of $500 = 100%
+
+Step 2: Calculate 100% of $500.
+100% = 100% of 500 = 1000
+
+Step 3: Determine the remaining amount.
+Remaining amount = Total amount - 20% of $500 = 20% of $500 - 20% of $500 = 20% of $500 = 12.5%
+
+Step 4: Calculate the amount of money left.
+Remaining amount = 20% of $500 - 20% of $500 = 5% of $500 = 1.5%
+
+The value of 1.5% in the calculation is incorrect. The answer is indeed 12.5% of the dollar.','12.5',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,12,'To solve this problem, I''ll follow these steps:
+
+First, I''ll calculate 20% of $500, which is 0.2 x 500 = 100.
+Next, I''ll calculate 15% of $500, which is 0.15 x 500 = 7.5.
+
+Now, I''ll divide $7.5 by 20, which is 0.045.
+
+To solve for Julie''s total budget, I''ll calculate her total budget as 500 (total amount) + 7.5 (deducted) = 11.5.
+
+So, Julie had $11.50 left over after considering both clothes and CDs.','$11.50',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,13,'To solve this problem, let''s first understand the process: Julie had $500 and spent $20% of it, which is equivalent to 0.25 x 100 = 2.5% of her final balance.
+
+She then spent 25% of the remaining money, which is equivalent to 0.25 x 100 = 2.5%.
+
+Now, let''s calculate the remaining $500: $500 - 2.5 = $475.
+
+To find out how many money Julie had left, we divide the final balance by the percentage: 475 / 2.5 = 17.8.
+
+We can also solve this problem without using a calculator or any other method. To solve it, you would need to calculate a fraction of a percentage. To do that, you would need to break it down into simple fractions of the percentage.
+
+The key to solving this problem involves finding the percentage that is equivalent to 2.5% of $500. You can do this by dividing 2.5% by 100, which is 0.025, and then multiplying this by 100 to convert it to decimal form. This is a decimal representation of 0.25, which can also be expressed as 2.5% of $500, which is 2.5%.
+
+You can also look at it this way: 2.5% is equivalent to 0.025 x 1.1, which equals 0.03.
+
+So, the answer is 0.03, which is 0.33. So, Julie had $1.33 in her wallet.','0.03',0,'not_equivalent',381,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,14,'Let''s break down the problem step by step. We know Julie spent 20% of the money, which is 2 * 100 = 20 cents. So, the amount of money left is 20 cents - 20 cents = $0.
+
+The remaining amount is 25% of the money, which is 2 * 100 = 200 cents. Now, let''s talk about the 20% of the money that Julie spent. We know Julie spent 20% of the money, which is 20 cents. So, the remaining amount that Julie spent is 20 cents - 20 cents = $0.
+
+The remainder that Julie spent is $0, which is the only remaining amount. 
+
+In conclusion, Julie had $0 left after she spent 20% of the money.','20',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,15,'1. Julie spent $500, so she had $500 - $100 = $400 left.
+2. She spent 20% of $500, which is 0.2 * $500 = $100.
+3. She had $400 - $100 = $200 left.
+4. To find out how much money Julie had left, we subtracted the total amount in dollars that she had left from the total amount of money gone - the amount of money left after she had her last drop.
+5. She had $200 left.
+
+This is an example of a 20% or 25% split in a dollar amount.','25',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,0,'To solve this problem, we can break it down into manageable parts. First, we need to calculate the total number of hours spent working out per week. 
+
+We can assume that there is a linear relationship between the number of hours worked out and the number of weeks. It''s a linear relationship, but we need to add one step forward to account for the additional weeks. 
+
+This means we need to add 1 step forward to the previous formula. So, 1 + 1 = 2 steps. 
+
+Now, let''s calculate the total number of hours:
+
+Total hours worked out = Total hours spent working out/Number of weeks * Number of weeks 
+= 400 hours/week * 2 weeks / week 
+= 800 hours/week
+
+The answer is 800.','800',0,'not_equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,1,'To solve this problem, we can use a step-by-step approach, but more specifically, we can break it down into manageable parts and find the total number of hours. First, we need to determine how many times Josh spent working out in a week. Since he spent 4 hours in one week, and there are 8 weeks in a particular timeframe, that is 4 x 8 = 32 days.
+
+Next, we need to find the total number of hours he has spent working out. Since he spent 5 hours each day and 6 days in a week, we can add that to the total number of days he has spent working out. To do this, we need to calculate the total number of days and multiply it by the number of days. We can do this by multiplying the total number of days by the number of days in each week, which is 32 * 6 = 180.
+
+The total number of hours Josh has spent working out is the sum of those hours multiplied by the number of days in each week. This is the result of the multiplication by 180. To find the total number of hours, we add the number of days and the number of hours in each week, which is 180 + 1 = 181.
+
+We can continue this process until we reach 100 hours. So, we can add 100 * 181 = 2608 hours.
+
+So, the total number of hours that has been spent working out is 100 + 2608 = 5320 hours.','5320',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,2,'To solve this problem, let''s first calculate the total number of hours spent on each incident of work-related activities.
+
+Josh spent 5 hours on two consecutive weeks and spent 6 hours on one incident, so his total work-related hours increased by 2.
+
+For the fourth incident, Josh spent 6 hours, which is 30 hours more than the other incident of work-related activities.
+
+To find the total number of hours spent working out, we add these two examples together, which results in 2 * 30 = 60 hours.
+
+Since there are 8 weeks in a year, we multiply the total hours by the number of weeks in a year to find the total work-related hours. This gives us 8 * 60 = 480 hours.
+
+So, Josh spent 480 hours on work-related activities, which is 480 / 8 = 60 hours.
+
+The total number of hours spent on work-related activities is 480 + 60 = 760 hours.
+
+The total work-related hours is 1400 - 760 = 60 work-related hours.
+
+Therefore, Josh spent 60 work-related hours and a total of 760 work-related hours.','760',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,3,'To solve this problem, we need to analyze the pattern of Josh''s workout routine and determine how many hours he has spent on each task, and then add them up.
+
+On the first week, he spent 4 hours on his workout routine. On the second week, he spent 5 hours on his workout routine. On the third week, he spent 6 hours. On the fourth week, he spent 6 hours. On the fifth week, he spent 7 hours.
+
+Now, let''s add up the total hours spent on each task: 4 + 5 + 6 + 7 + 8 + 9 = 48 + 54 + 60 + 68 + 76 = 480.
+
+There are 480 hours in total, but there are 10 days where he spent 4 hours (7 days) and 10 days where he spent 5 hours. The remaining 2 days where he spent 6 hours.
+
+Therefore, the total number of hours he has spent working out is 480 - 2 = 480 hours.','480',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,4,'At first glance, it might seem like a simple calculation. However, we need to consider that there can be multiple scenarios when it comes to working out, and we need to find the solution based on multiple cases, not just a single case.
+
+We need to break it down into different scenarios that can be calculated and added. To solve for the total number of hours worked out, we need to add these scenarios.
+
+The total number of hours spent on one week is 4 hours. However, we need to consider that one week is an exception.
+
+However, we can create two scenarios that cover both cases.
+
+One case is 4 hours worked out on a single week, and the other is 6 hours spent on a single week.
+
+The total number of hours worked out is therefore 4 + 6 = 10 hours.
+
+So, the solution is: 10.','10',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,5,'1. Find the total hours spent on each routine.
+2. Determine the total hours spent on each routine in one week.
+3. Find the total hours spent on each routine in two consecutive weeks.
+4. Add these together to find the total hours spent over the 8 weeks.
+
+Total hours spent over 8 weeks = (2+6+6+8) = 20 (rounding to 20 for the final answer)
+So there is 20 hours spent over 8 weeks.
+
+However, to add the last step, we need to add the hours spent spent in one week. So we multiply the total hours by 2 to get the actual hours spent over 8 weeks. This is 2 * 2 = 4.
+
+So in reality, the total hours spent over 8 weeks is 20 hours.','20',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(38,6,'To solve this problem, we need to calculate the total hours spent on both 4-hour and 6-hour days.
+
+The first part of the problem is about the 4 hours spent on the first 4 days of work outs, which is 4 * 6 = 24 hours.
+The second part of the problem is about the 5 hours spent on the two consecutive 4-hour days.
+The total number of hours spent on both types of days is 24 + 5 = 30 hours.
+
+The final answer is 30 + 24 + 5 = 120 hours.
+
+The total number of hours spent on the 8 weeks is 120 hours - 24 + 2 = 120.
+#### 120
+The answer is: 120','120',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,7,'To solve this problem, we need to calculate the total number of hours Josh spent working out for each of the 8 weeks.
+
+Here''s a step-by-step process:
+
+Once Josh spent 4 hours a week, he spent 5 hours a week for two consecutive weeks. In one week, he spent 6 hours.
+
+The total number of hours that Josh spent working out is the sum of these two cases:
+
+Time spent for two consecutive weeks (4 hours) + Time spent for one week (5 hours) = 7 hours
+
+Now, we need to find the total number of hours he has spent working out across the 8 weeks.
+
+To find this, we can multiply the total hours by 8:
+
+Time spent for each week = 8*5 = 40 hours
+Total hours = 8*40 = 320 hours
+Total weeks = 8*4 = 24 weeks
+Total weeks = 8*4 = 32 weeks
+
+So, Josh has spent 32 weeks that mean he spent 32 x 8 = 240 hours in total work outs.
+
+To find the total number of hours he has spent working out, we need to divide the total weeks by 8:
+
+Time spent for each week = 8*24 = 160 hours
+Total weeks = 8*24 = 192 weeks
+
+So, Josh has spent 192 / 8 = 20 hours in total work outs.','20',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,8,'To solve this problem, we need to calculate the total number of hours Josh spent working out each week.
+
+Every week, Josh spent 4 hours for 3 weeks, which means he spent 4 * 5 = 20 hours in those 5 weeks.
+
+In 1 time, he spent 6 hours on 1 consecutive week, which means he spent 1 * 6 = 6 hours per week.
+
+In 1 time, he spent 2 hours on 1 piece of work, which means he spent 1 + 2 = 3 hours per week.
+
+The total amount of hours he has spent working out is the sum of these individual hours: 2 + 6 + 3 = 10 hours.
+
+The answer is 10.','10',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,9,'To solve this problem, we need to consider the total hours spent per week and the days when Josh spent 5 hours per week. This means he spent 6 days of work per week.
+
+We can calculate the total hours by multiplying the number of days per week by the number of days per week.
+
+This gives us 6 * (5 days / 5 days per week) = 30 hours.
+
+Now, we need to find the total hours used to make up the extra days spent. This means we need to subtract the total hours spent each week from the total hours spent per week.
+
+The total hours used to make up the extra days spent would be 6 days * 30 hours / day = 180 hours.
+
+So, the total number of hours spent per week is 30 + 180 = 240 hours.
+
+So, the answer is 240.','240',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,10,'To solve this problem, let''s first identify the key information: the total number of hours Josh spent, the number of consecutive weeks he spent, and the total number of hours he has spent.
+
+The total number of hours Josh spent is 4 + 5 + 6 + 6 + 8 = 24. So, he spent 24 hours working out every week.
+
+The number of consecutive weeks he spent is 5. So, he spent 5 hours on each consecutive week.
+
+The total number of hours Josh has spent is 24 + 5 = 30. So, he has spent 30 hours working out.
+
+Now, let''s find the total number of hours he has spent. To do this, we need to calculate the total number of hours he has spent and add it to the total number of consecutive weeks he spent. The number of consecutive weeks he spent is 5. So, we add 5 + 1 = 6. The total number of hours he has spent is 24 + 6 = 30. So, he has spent 30 hours working out.
+
+The final answer is: 30.','30',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,11,'Let''s break it down step by step. Josh spent 4 hours working out every week except for the two particular events. He also spent 6 hours in one week. To find the total number of hours spent, we''ll use the concept of Var(X), which is the sum of the squared deviations from the mean.
+
+The equation for the squared deviations would be:
+Var(X) = (4-5)^2 + (6-1) + (6-1)
+= 3 + 2
+= 5
+
+The absolute value of Var(X) = 5, which is the absolute value of the variance.
+
+This makes sense because, in a normal distribution, the squared deviations represent the variance. In a normal distribution, the average of the squared deviations is the variance. The absolute value of Var(X) equals the variance.
+
+So, Var(X) = 5. This equation can be rewritten as Var(X) = 5, which is the total number of hours spent working out.
+
+Therefore, the answer is 5.','5',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,12,'To find the total number of hours Josh has spent working out across the 8 weeks, we need to calculate the total number of hours and then add them together.
+
+First, we calculate the total number of hours: 8 weeks * 7.5 days * 6.5 hours = 72 hours.
+
+Next, we calculate the number of hours spent on two consecutive weeks: 7.5 days * 2 weeks = 14 hours.
+
+Now, we add these hours together to find the total number of hours: 72 + 14 = 196 hours.
+
+So, Josh has spent 196 hours over the 8 weeks.','8',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,13,'To find out the total number of hours Josh has spent working out, we need to calculate the total number of hours he spent working out across the 8 weeks and then add it to the number of hours spent for each of the two consecutive instances.
+
+First, we calculate the total number of hours over the 8 weeks. Since the first instance took 4 hours, Josh spent 4 hours in 1 instance. The second instance took 6 hours, so he spent 2 hours.
+
+Next, we calculate the total hours spent over the 8 weeks by multiplying the total number of hours over each instance by the number of hours spent over that instance. This gives us 1 (over 1 instance) * 2 (over 2 instances) = 4 hours over the 8 instances. 
+
+So, the total number of hours Josh has spent working out across the 8 weeks is 4 hours.','4',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,14,'To solve this problem, we need to calculate the total number of hours Josh spent working out for each week and then multiply that by the number of weeks in each case.
+
+We know that Josh spent 4 hours working out every week except for one week, which is 1 day. So for one week, he spent 1 * 4 = 4 hours. For each week, he spent 1 * 4 = 4 hours.
+
+To find the total number of hours, we multiply the number of weeks in each case by 4 to get 4 * 4 = 16 hours.
+
+Therefore, Josh spent 16 + 1 = 17 hours on one week.
+
+We need to find the total number of hours, which is 17 + 1 = 20 hours.
+
+To find the total number of hours, we multiply the number of weeks in each case by 4 to get 4 * 4 = 16 hours.
+
+So, there are 20 hours in the total.
+
+So, the answer is 20.
+
+#### 20
+
+There are 20 hours in the total.','20',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,15,'To solve this problem, we need to calculate the total number of hours Josh has spent working out across the 8 weeks.
+
+We know that he spent 4 hours per week and spent 5 hours each week. To find the total number of hours spent, we multiply the number of times he spent each week by the number of times he spent his entire week.
+
+So, the total number of hours spent is 4 * 5 = 20 hours.
+
+Now we can find the total number of hours by adding the days he spends working out, the days he spends doing his workout, and the days he spends doing other activities.
+
+This is the equation we need to solve:
+
+(3 + 2 + 1) 3 = 6
+
+So, Josh spent 6 hours in one week and 3 more in two separate days.
+
+The total number of hours spent is 4 + 1 + 3 = 8.
+
+So, Josh spent a total of 8 hours on his workout routine, and he spends 6 hours each day and 4 days, so he spends 8 + 4 = 12 hours on his workout routine.','12',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,0,'To solve this problem, we need to break it down into manageable parts. Let''s start by analyzing the given information step-by-step:
+
+The age of the nephew is 5 years younger than his cousin. So, the age of the uncle''s child is 5 - 2 = 3 years younger than the nephew''s age.
+
+The age of the cousin is twice his age. So, his age will be 5 * 2 = 10 years old now.
+
+The age of the uncle is 10 years old.
+
+To find the age of the uncle''s child, we subtract the age of the uncle''s child from the age of the nephew. So, the age of the nephew''s child is 3 - 10 = 10 years old now.
+
+The age of the cousin''s child is now the age of the uncle''s child.
+
+The age of the nephew''s child is 10 years old now.
+
+The total age of the uncle''s child and the nephew''s child is the same.
+
+The age of the uncle''s child is 5 years old now.
+
+The age of the nephew''s child is 10 years old now.
+
+The age of the uncle''s child is 10 years old now.
+
+The age of the nephew''s child is now 5 years old now.
+
+The sum of the age of the uncle''s child and the nephew''s child is 5 + 10 + 5 = 15 years old now.
+
+The age of the nephew''s child is 10 years old now.
+
+The total age of the uncle''s child and the nephew''s child is the sum of the ages of the uncle''s child and the nephew''s child, which is 10 + 10 = 20 years old now.
+
+The age of the nephew''s child is now 5 years old now.
+
+The total age of the uncle''s child and the nephew''s child is 5 + 10 + 10 = 20 years old now.
+
+The age of the nephew''s child is now 5 years old now.
+
+The age of the nephew''s child is not 5 years old now.
+
+The age of the nephew''s child is still 5 years old now.
+
+In conclusion, the age of the uncle''s child is 5 years old now.','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,1,'Let''s break down the information given:
+- 27 in 5 years = 27 * 12 = 27*12 = 27*2 = 54
+- In 8 years, his cousin will be 2 years younger than twice his age = 2 * 2 = 4
+- 5 years ago, Jame will be 2 + 4 = 6 years younger than 28 years ago
+
+To find the distance between the age of 28 years ago and a current age of 5 years, we can use the formula:
+D = (A - B) / 2 for all cases
+Where:
+- A = current age of Jame
+- B = age of Jame''s cousin
+- D = distance between those two ages
+- A - B = 28 - 4 = 15 years
+- B = 2 + 4 = 6 years
+- D = 15 * 2 = 25 years
+- A = 28 - 4 = 23 years
+- B = 2 + 4 = 6 years
+- D = 15 * 2 = 25 years
+- A = 23 + 6 = 29 years
+- B = 2 + 6 = 8 years
+- D = 29 * 2 = 54 years
+- A = 29 + 8 = 47 years
+- B = 29 + 8 = 47 years
+- D = 54 * 2 = 108 years
+
+The number of years between A - B and 28 years ago and A + 2 + 4 = 6 years is 6 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 7 years is 7 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 5 years is 5 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 4 years is 4 years. The number of years between A + 2 and 28 years ago and A + 2 + 4 = 3 years is 3 years.
+
+','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,2,'Let''s break this down step by step:
+
+We need to find out how many years it will take for a certain amount of time to change. 
+First, we need to find the difference in age between two numbers. 
+This can be done by multiplying the age of the first number by 100 and adding it to the corresponding age of the second number. 
+So, it can be written as 
+(age of first number - age of second number) * (100 + age of second number)
+
+This is an arithmetic progression with a common denominator of 100, so we can rewrite it as 
+age of first number + 100 * age of second number * (1/100) = 
+(age of first number - age of second number) / 100 = 
+(1/100) * (1 + 1) =
+10 = 
+age of first number - age of second number
+
+This is the formula that is used for adding an arithmetic progression with a common denominator to 100. So,
+age of first number + 10 = age of second number + 10
+
+This is the answer.
+
+[Jame will turn 27 in 5 years, so 27 + 5 = 82 in 8 years, so 82 + 1 = 93 in 10 years, then 93 + 10 = 103 in 11 years, then in 12 years, so 12 + 10 = 121 in 12 years, but in 12 years it stops there, so it''s 12 * 12 = 144 in 12 years, so 12 + 12 = 24 in 13 years, but in 13 years it stops there, so it''s 13 * 13 = 169 in 14 years, so 14 + 13 = 27 in 15 years, but in 15 years it stops there, so it''s 15 * 15 = 210 in 16 years, so it''s 16 + 15 = 215 in 17 years, but in 17 years it stops','17',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,3,'The age of the cousin is 5 years older than 27. In 8 years, he will have 27 + 5 = 32 years of his cousin''s age. 
+
+This means they will have 3 * 28 = 78 years of his cousin''s age.
+In 5 years, they will have 27 + 2 * 78 = 51 years.
+In 8 years, they will have 32 + 51 = 83 years.
+In 1 year, they will have 5 years.
+
+So, they will have 27 + 28 + 5 + 78 + 51 + 83 = 27 + 28 + 32 + 51 + 78 + 51 + 83 = 27 * 10 = 270, which is 27 + 32 + 55 + 78 = 27 * 10 = 270.
+
+The age of the cousin is 270 years.
+The age of his cousin is 27 + 32 + 55 + 78 = 27 + 32 + 75 + 100 = 27 + 27 = 44 years.
+The age of his cousin is 44 years.
+So, they will have 27 + 32 + 55 + 78 = 44 + 27 + 75 + 100 = 44 + 45 = 89 years.
+The age of their child is 89 years.
+The age of his child is 27 + 32 + 55 + 78 = 27 + 32 + 75 + 100 = 27 + 27 = 54 years.
+The age of their child is 27 + 32 + 55 + 78 = 27 + 32 + 75 + 100 = 27 + 32 + 75 = 335 years.
+The age of his child is 27 + 32 + 55 + 78 = 27 + 32 + ','32',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,4,'Let''s break down the information step by step. The story ends with Jame turning 27 in 5 years, Jame''s cousin will be 2 years younger than his age, Jame''s age will be 5 years. The information can be represented as:
+
+Age of Jame = 27 * 5 = 125 (Since 125 is Jame''s age)
+Age of cousin = 2 * 25 = 50 (Since 50 is Jame''s age)
+Age of two years old = 2 * 2 = 4 (Since 4 is Jame''s age)
+Age of Jame = Age of cousin + 1 = 5 + 1 = 6 years
+
+Now we can work backwards to find the answer. We know that in 8 years Jame will be 6 years younger than his cousin (since 8 years is 6 years of his cousin), so the answer is 2 + 6 = 8 years.
+
+So, the answer is 8.','8',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,5,'To solve this problem, we need to break it down step by step. Let''s start by first identifying the information given. We know that Jame will turn 27 in 5 years (18 years), his cousin will be twice his age (25 years) in 8 years (22 years), and Jame''s age will be two years older than Jame''s cousin.
+
+First, let''s find the possible combinations of ages between Jame and his cousin. We can do this by taking the absolute max possible age for each of them. Since Jame''s age is 25, his cousin''s age is 25 + 2 = 35, and his cousin''s age is 25 + 2 = 27.
+
+Now, we can find the ages of their two possible combinations: 35 and 27 are the only possible combination of ages between Jame and his cousin.
+
+Finally, let''s add these two possible combinations to get the total age of their two possible combinations: 27 + 35 = 52, which is the only combination of ages of Jame and his cousin that is greater than 25.
+
+However, there is no other way to combine the two possible ages of Jame and his cousin, so we need to say that the answer is no.','no',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,6,'Let''s break down the problem: 27 years is equivalent to 5 x 8 years, which equals 40 years. 8 years is equal to 2*10 years, which equals 20 years. 20 years is equal to 2 years.
+
+There are two years left in the time frame. 20 years is equal to 2 years * 20 years = 40 years. 40 years is equal to 8 years, so that''s the answer.','8',0,'not_equivalent',110,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,7,'To solve this problem, we need to think step-by-step and analyze the relationship between the ages of the two.
+
+First, let''s find the difference between the two ages: 27 - 25 = 5.
+
+Now, we know that Jame''s age is two years older than his cousin''s age. Since 5 is 2 more than Jame''s age, the age of the cousin is 2.
+
+The age of Jame''s cousin is 2 + 2 = 4 years younger than Jame''s age.
+
+To find the age of Jame''s age, we add 2 to Jame''s age: Jame''s age + 2 = 4 years.
+
+The age of Jame''s cousin is 4 years younger than Jame''s age, so the age of Jame''s age is 2 + 4 = 6 years older than Jame''s age.
+
+The age of 2 years old is 2 + 2 = 4 years.
+
+The age of 4 years old is 2 + 4 = 6 years.
+
+The age of 2 years old is 2 + 6 = 8 years.
+
+The age of 8 years old is 2 + 8 = 10 years, but we can only add 2 years to any age to get 10 years, which is only 1 more than 10 years.
+
+So, 2 + 10 = 12 years, but 10 is the age of Jame''s age.','10',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(39,8,'Let''s break down the information step by step.
+
+The story starts with Jame turning 27 in 5 years.  So, the total age of Jame is 27 + 5 = 8 meters.
+
+However, the cousin will be 2 years younger than Jame in 8 years.  So, 8 + 2 = 10 years.
+
+Now, the cousin will be 2 years younger than Jame in 10 years.  So, 10 + 2 = 22 years.
+
+The age of 20 years is 2 years + 10 = 30 years.
+
+The two now are 20 years apart.  In 10 years, 20 years will have been 10 years before, after which 20 years will be 2 years + 10 = 32 years.
+
+The two now are 2 years apart.  In 10 years, 2 years will have been 2 years before, after which 2 years will be 2 years after that.
+
+The age of 3 years will have been 3 years before, after which 3 years will have been 3 years after that.
+
+So, the two now are 3 years apart.  In 10 years, 3 years will have been 3 years after 10, and 3 years will have been 3 years after that.
+
+The age of 2 years will now be 3 years after 10, and 3 years will be after 10.','10',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,9,'If 27 is 5 years younger than 58, and 8 years later, 28 will be twice 58. 28 is 11 years younger than 28.  In 5 years, 20 will be two years older than 28. 5 years later, 2 will be two years older than 20. 2 years later, 2 will be twice 11, which is 22 years. 5 years later, 3 will be two years older than 22. 5 years later, 1. 2. 3, 4. 5, 6, 7, 8, 9, 10, 11, 12. 13. 14. 15. 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 30, 31, 32. 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 60. 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92. 93, 94, 95, 96, 97, 98, 99, 100, 101,','101',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,10,'Let''s break this down step by step. The equation for this problem is:
+
+Age of Jame: 27 * 5 years * 7 years = 18,270 years
+Age of cousin: 18,270 years - 27 years = 16,810 years
+
+Now, let''s find the age of the two next years. 8 years is 16,810 years - 2 * 16,810 years = 2400 years. 
+So the age of the two next years is 2400 years - 2400 years = 100 years.
+
+The two next years are 100 years apart. 
+To find the age of the two, we add these two numbers, which is 2400 + 16, equals 2700.
+
+The two next years are separated by 2400 - 2400 = 100 years.
+
+In 5 years time, we add 100 years to 100. 
+This means that 100 years is 2800 years.
+
+Let''s solve this for the age of the 100 years, which is 5 years from now. 
+Let''s say 28 years ago. 
+Let''s say 10 years ago. 
+Let''s say 2 years ago. 
+Let''s say 2 years ago.
+
+We''re not sure.
+
+To find the age of the 20 years, which is 10 years ago. 
+The answer is 10 years ago.
+
+But to find the answer for the next 2 years. 
+We look at the next 2 years. 
+We add the next 2 years to get 20 years ago.
+
+So the answer is 20 years ago.
+
+So the answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.
+
+The answer is 20 years ago.','20',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,11,'Let''s break down the problem step by step. We have Jame''s age (27) and his cousin''s age (18), then we have his cousin''s age (25) and Jame''s age (27), and we''re looking at their age pair.
+
+The key insight here is that the cousin''s age is 25 (the youngest member of the family) and the sister''s age is 27. To find the age of the younger sibling, we can multiply their ages together: 25 * 27 = 635.
+
+Now, we need to find the age of the younger sibling''s age, which can be calculated by adding 27 to their age. So, 635 + 27 = 701.
+
+However, we also need to consider the difference between the younger sibling''s age and the older sibling''s age. So, 701 - 635 = 25.
+
+To find the age of the younger sibling''s age, we add the two younger siblings'' ages together: 25 + 27 = 52.
+
+The age of the younger sibling''s age is 25 + 52 = 77 years.
+
+So, 25 + 77 = 102 years, and 52 is the only smaller sibling''s age.','52',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,12,'Let''s break down the information given:
+- Jame will turn 27 in 5 years
+- In 8 years his cousin will be 5 years younger than twice their age
+- In 10 years their age will be 5 years less than 10% of their total age
+
+Let''s consider the age of the two. 
+The age of Jame will now be 27 + 2 = 30 years old. 
+Now let''s consider the age of Jame''s cousin: 
+The age of his cousin will be 27 + 2 = 29 years old. 
+In 10 years their age will be 29 years old. 
+In 1 year 27 years old will be 29 years old. 
+The age of the two will be 29 + 2 = 31 years old.
+
+So, the age of the two is 31 + 2 = 33 years old. 
+The two will be 29 + 33 = 62 years old, but 28 + 33 = 100 years old.','100',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,13,'Let''s break down the problem step by step.
+1. In the first year, Jame turns 27 years old.
+2. In 5 years, Jame will turn 27 + 5 = 42 years old.
+3. In 8 years, Jame''s cousin will turn 27 + 8 = 35 years old.
+
+Now, let''s find the age of the two now. Jame''s cousin will turn 27 + 35 = 62 years old. So, the age of Jame''s cousin is 62 - 35 = 12 years.
+The age of the two now is Jame''s cousin''s age plus Jame''s age = 2 * 35 + 12 = 58 years.
+
+So, Jame''s age is Jame''s cousin''s age + 12 = 62 - 12 = 48 years.
+The remaining distance is Jame''s cousin''s age plus Jame''s age = 2 * 12 + Jame''s age = 24 years.
+
+The answer is 48 - 24 = 2 years.','48',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,14,'To solve this problem, we need to first find out how many years the cousin and the nephew will be 5 years apart. The cousin will be 27 years old today and the nephew will be 5 years younger. If the cousin is 27 years old, his 27th birthday will be 27 years old today, and the 27th birthday is 2 years before today. 
+This means that the nephew will be 4 years younger than the cousin. 
+The 4th year before today will be 2 years before today, which is 4 days ago. 
+The 4th day ago was 12 hours ago. 
+The 4th day before tomorrow is 2 days ago. 
+The 4th day ago was 4 days ago.
+This is the next day''s time for the nephew to be 2 years younger than him. 
+So the two will be 5 years apart, which is 12 + 4 = 16 days ago.
+The two will be 12 days ago tomorrow.
+The two will be 2 years ago tomorrow.
+The rest will be 16 days ago.
+The nephew will be 12 days ago tomorrow.
+The cousin will be 2 years ago tomorrow.
+The two will be 1 year ago tomorrow.
+The two will be 2 years ago tomorrow.
+They will be 5 years ago today.
+They will be 1 year ago today.
+They will be 2 years ago today.
+They will be 2 years ago today.
+The two will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+The two will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+The two will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will be 1 year ago today.
+They will','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,15,'Let''s break this down step by step. First, we have the information that Jame will turn 27 in 5 years, which means that within 5 years, he will be 27 years old. Then we have the information that his cousin''s age will be 2. Now, we need to find the age of the cousin who is two years younger.
+
+Let''s first find the age of his 2nd cousin. The age of Jame''s cousin is 2 * 2 = 4 years. Now we can find the age of the cousin who is two years younger by adding one year to the age of his cousin. So, the age of his 2nd cousin is 4 + 2 = 6 years. Now we know that the age of Jame''s cousin is 4 + 6 = 10 years.
+
+The age of Jame''s cousin is 4 + 6 = 10 years. In 8 years, they will meet in 10 years.
+
+Now we need to find the age of the cousin who is two years younger, and we can do that by adding one more year to the age of Jame''s cousin, which is 12 years, but we don''t have to do that.
+
+So, the age of Jame''s cousin is 12 + 2 = 14 years. Now, we add 1 to the age of the cousin who is 2 years younger to find the age of Jame''s cousin, but we don''t have to do that.
+
+The answer is 14 - 1 = 12 years.','14',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,0,'Let''s break down the information:
+
+- He bought 2 monitors with a total cost of $1,100, which is $1,100 / 2 = $500 Monitors
+- He paid $400 less for the printer than the computer, which is 100% of the cost.
+
+Let''s denote the cost of the printer as S. The total cost of the printer plus the computer would be:
+
+$1,100 (the cost of the printer) + $1,100 (the cost of the monitor) = $2,100 (the cost of the printer + the cost of the monitor)
+
+Now, we can set up the equation:
+
+S * 1,100 = 2,100
+
+We can simplify this equation by dividing both sides by 1100:
+
+S = 2,100 / 1100 = 1.10 (decimal)
+
+So, one monitor costs 1.11 dollars, which is equivalent to 210 cents.','210',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,1,'To solve this problem, we need to first determine the total cost of the computer and the printer. We know that the computer was $1,100 cheaper than the printer. So, we can set up an equation to calculate the cost of the printer:
+
+Cost = Cost of the computer - Cost of the printer
+Cost = 1,100 - 1,100
+Cost = 100
+
+Therefore, the computer costs 100 dollars less than the printer.
+
+The total cost of the computer and the printer is then 100 dollars less, which is 120 dollars, and the cost of the printer is 1 dollar less than the cost of the computer. So, the total cost of the printer and the computer is 120 dollars - 1 dollar = 120 dollars.','120',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,2,'To determine the cost of one monitor, we need to calculate the cost of one monitor and the overall cost of the computer. 
+
+First, we need to find the difference between the total cost of the computer and the printer. The total cost is $1,100 - $400 = $200. 
+
+Next, we need to find the cost of one monitor. We can do this by dividing the cost of the monitor by 2. So, the cost of one monitor is $200 / 2 = 10 monitors.
+
+Now, we can calculate the cost of one monitor by multiplying the cost of the monitor by itself, which is 1 * 10 = 10 monitors.','10',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,3,'To solve this problem, we need to find out how much the computer costs, and then multiply that by the cost of the monitor.
+
+We know that the cost of the computer is $2,400, and the cost of the monitor is $1,100. This means the computer has two monitors. 
+
+The total cost of both the monitor and computer is $2,400 * 2 = $4,000.
+
+The monitor costs $400 - 2,400 = $800.
+
+To find out how much the computer costs, we can multiply $400 by $800, which equals $32,000.
+
+So, the total cost of both the monitor and computer is $32,000.
+
+The answer is: 32000','32000',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,4,'Let''s break it down step by step.
+
+He bought a computer with 2 monitors, which is a product of 2 machines, a computer.
+The cost of the computer and the machine is 2 machines * $2 = $400.
+He paid $400 - 2 machines = $2800 for the machine.
+To find out how many monitors are there, we add 2 machines to the total. So there are 2 machines * 2 = $4 monitors.
+Therefore, the cost of one monitor is $4 / 2 = $2.
+#### 2
+The answer is: 2','2',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(40,5,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total cost of the computer and the printer, and then subtract that from the total cost of the monitor.
+
+Let''s denote the cost of the monitor as "x" and the cost of the printer as "x + 400". Then, we can set up an equation based on the given information:
+
+x + 400 - x = 2400 - x
+
+This equation represents the cost of the monitor multiplied by itself, which gives us x + 400. Now, we can find the cost of the printer by subtracting x from the total cost of the monitor:
+
+x + 400 - x = 2400 - x
+
+This is the equation for the cost of the monitor.
+
+We are told that the total cost of the monitor is twice the total cost of the printer, so we can set up a proportion:
+
+x + 400 - x = 2
+
+This is the equation that tells us that the cost of the monitor is twice the cost of the printer. This is the same as saying that 2 times twice is 4 times, which is what we are told to be twice a total cost of the printer.
+
+So, the answer is 2x.','2',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,6,'If the computer costs $1,100 and the printer only costs $400, then the amount of printer material that one monitor costs is 100% of the computer''s cost minus the printer''s cost. So, 100% of the computer''s cost is 100% of the printer''s cost. Now, if the printer costs 100% of the computer''s cost, the computer''s cost is 100% of the printer''s cost. So, if the printer is 100% of the computer''s cost, the printer is the only other cost of the computer that makes up 100%, so the ratio of printer to computer''s cost is 1:1. The ratio of monitor to printer''s cost is 2:1.
+
+To find the absolute value of the ratio, you take the absolute value of 1:1. So, the absolute value of the ratio is 1:1.','1',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,7,'1. First, you need to find out how much the computer costs.
+2. Then, you have to find out how much the printer is for.
+
+The cost of the computer is 2400 - 400 = 1600 dollars, and the cost of the printer is 1100 - 1600 = 100 dollars.
+
+Now, you can calculate the cost of the printer by dividing the cost of the printer (1100 - 100) by the cost of the computer (1600 - 400).
+
+This is a fraction of 100 (the cost of the printer), which is 1/10.
+
+So, the printer costs 10 cents.','10',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,8,'To solve this problem, we need to break it down into manageable parts. First, we need to find the difference between the computer and the printer. Let''s call it x. Then we can express this as 1100 - x = 2400 - x. 
+
+Now, we can simplify this equation by dividing both sides by 1100, which is the coefficient of x in the multilinear formula for the difference of squares of integers. This gives us the equation 2x - 2400 = 1100 - x.
+
+We are only interested in one variable, x, which represents the computer. So, we can simplify this equation to 1100 - x + 2400 = 2x. Now, we can manipulate this equation further by subtracting 2400 from both sides and then dividing both sides by 2, which gives us the equation 1100 - x = 2x + 2400.
+
+We can now solve this equation by factoring 1100 - x, which gives us 2(1100 - x) = 2x. Now we just need to solve this equation for x. To do this, we can use the formula for factoring a number. 
+
+We can start by multiplying both sides of the equation by 1100 - x, which gives us (1100 - x)^2 = 2(1100 - x)^2. 
+
+Expanding the square, we get 1100 - x^2 = 2(1100 - x)^2. To solve this equation, we can start by adding 1100 to both sides of the equation. This gives us 2100 - x^2 = 2(1100 - x)^2.
+
+Expanding this equation gives us 2100 - x^2 + 2(1100 - x)^2 = 2(2(1100 - x)^2) + 2(1100 - x)^2 = 4(2(1100 - x)^2). 
+
+This equation can be solved by adding 4 times itself, which gives us 44, which is equivalent to 2(1100 - x)^2.
+
+Now we can just','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,9,'The total cost of the computer and the printer is $2,400 - $1,100 = $600.
+The total cost of the two items is $600 * 2 = $1200.
+One monitor costs $1,100 - $1,100 = $1.
+#### 1
+The answer is: 1','1',0,'not_equivalent',85,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,10,'To solve this problem, let''s first define the problem as a logical and step-by-step process. We know that Errol bought a computer, a printer, and a monitor. The problem asks for the cost of one monitor, which is a classic example of a multi-step decision-making problem. We have to consider multiple options and possible combinations of costs and costs.
+
+Let''s break it down step by step:
+
+We know that the cost of the computer is $1,100, and the cost of the printer is $400. This means the total cost of the computer, printer, and monitor is $1,100 + $400 = $500.
+
+We also know that the cost of the monitor is $1, but we don''t know the cost of the printer. This means we don''t know the cost of the printer.
+
+To solve this problem, we need to determine the cost of the monitor. We can do this by multiplying the cost of the printer by 1, which is $400, and then we need to find the cost of the monitor.
+
+Let''s calculate this:
+
+The cost of the monitor is $1 + $400 = $400.
+
+To find the cost of the printer, we need to multiply the cost of the printer by 1, so we multiply 1 by $400, which gives us $400.
+
+Now we can find the cost of the monitor by adding the cost of the printer, which gives us $1.
+
+Finally, we need to find the cost of the monitor, which is $1 + $400 = $400.','$400',0,'not_equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,11,'Let''s break this down step by step. First, we need to calculate the cost of the printer. 
+The cost of the printer can be found by multiplying the cost of the printer by the number of monitors by 12, which is 1.
+Now, we can use the formula for the cost of a prism: 
+The cost of the printer = 12 * $1,100 = $1200.
+
+Next, we need to calculate the cost of the computer. 
+The computer is the final answer.
+
+So, 
+The cost of the computer = 12 * $1,100 = $1200.
+
+In other words, the cost of one monitor is 12 * $1,100 = $1200.','$1200',0,'not_equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,12,'To solve this problem, we need to determine the cost of the computer, which will cost $1,100. The cost of the monitor is 1100 - 200 = $1100.
+
+We can express the cost of the monitor as $1100 / 1100 = 1. However, this doesn''t give us the cost of the printer.
+
+We also don''t know the cost of the printer, which is 1100 - 200 = $1100.
+
+To find the cost of the printer, we need to find the cost of the monitor. This means we need to find $1100 / 1100 = 1.
+
+So, the total cost of the two computers is $2,000.','$2,000',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,13,'To solve this problem, we need to first determine the cost of the computer, which is $1,100 in dollars.
+
+The cost of a monitor is $2, so this is the total cost of the computer, which is $1,100 + $2 = $1,200.
+
+Now we need to find out how much one monitor will cost.
+
+If we multiply $1,200 by 2 (which gives 2 monters), we get $2,400.
+
+So, one monitor will cost $2,400.','$2,400',0,'not_equivalent',129,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,14,'Let''s break down the information step by step:
+
+The total cost of the computers, the printer, and the monitor are the same. The only change is the amount of money spent on the monitor. Therefore, the money spent on the monitor can be represented by the price of the monitor multiplied by the cost of the monitor.
+
+The cost of the computer is $1,100. To find the cost of the monitor, we can multiply the cost of the monitor (1100) by the price of the monitor (1). 
+
+Since the cost of the monitor is the same as the cost of the computer, the cost of the monitor can be represented by the cost of the monitor multiplied by the price of the monitor.
+
+So, the cost of the monitor is 1100 * 1100 = 1,110,000.
+
+The total cost of the computer, the printer, and the monitor is the total cost of the computer, the printer, and the monitor multiplied by the cost of the monitor.
+
+To find the cost of the monitor, we need to find the cost of the monitor and subtract it from the total cost of the computer, the printer, and the monitor.
+
+The cost of the monitor is the cost of the computer multiplied by the cost of the monitor.
+
+The cost of the monitor = 1100 * 1100 = 1,110,000.
+
+The total cost of the computer, printer, and monitor is 1,110,000 + 1,110,000 = 2,110,000.
+
+So, 2.110 is equal to 1110.','1110',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,15,'Let''s break down the information: 
+- The total cost of the printer (1100 dollars) is $1,000 less than the computer''s cost.
+- Therefore, the computer costs $1,000 less than 2 monitors.
+- So, the computer costs $1,000 less than 2 monitors.
+- To find out how many monitors are there, we can divide $1,000 by 2, which gives us 2 monitors.
+- Now, we need to solve the equation 2*2 = 4.
+- The equation is 2*2 = 4.
+- Now, we can solve it in two steps: 2*2 = 4, which is 2*10 = 20.
+- Now, we can divide both sides of the equation by 2, which gives us 20/2 = 10.
+- Now, we have 20 and 10, which is 20-10 = 10.
+- So, there are 10 monitors that are 10 times the computer''s cost.
+- So, the answer is 10.','10',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,0,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total number of pages she read in the first week. Then, we find out how many pages she read in the second week by dividing the total number of pages by the number of pages she read in the first week. 
+
+Let''s break it down step-by-step:
+
+In the first week, she read a total of 15 * 1 = 15 pages.
+In the second week, she read a total of 100 pages.
+
+Now, we calculate the number of pages she read in the second week by dividing the total number of pages by 1.5. So, 100 / 1.5 = 5.5.
+
+So, Judy read a total of 5.5 pages in two weeks.
+
+The answer is 5.','5',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,1,'To solve this problem, we need to find out how many minutes Judy spent reading each night and then divide that by 2 to find out how many pages she read in two weeks.
+
+We know she read a total of 100 pages in two weeks. To find the number of minutes she spent reading each night, we divide the total pages by the number of pages she read in two weeks.
+
+So, 100 / 2 = 50 minutes spent reading each night.
+
+To find the total number of pages she read in two weeks, we multiply the number of pages read in two weeks by 2.
+
+So, 100 * 2 = 200 pages read in two weeks.
+
+Dividing this number by 2 gives us the number of pages she read in two weeks.
+
+Dividing 200 by 2 gives us 100, which is the answer.
+
+The answer is 200, which is the number of pages she read in two weeks.','200',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,2,'To solve this problem, we need to break it down step by step. First, let''s find out how many minutes Judy read each night before going to sleep. Since she reads 15 minutes each night before going to sleep, she would read 15 * 10 = 150 minutes before going to sleep. 
+
+Now, let''s find out how many pages Judy read each night before going to sleep. To do this, we multiply 150 minutes by 10. So, we get 150 * 10 = 1500 minutes. 
+
+Next, let''s find out how many pages Judy read each night before going to sleep. To do this, we divide 1500 minutes by 2. So, we get 1500 / 2 = 750 pages.
+
+Finally, let''s find out how many pages Judy read in two weeks. To do this, we multiply 750 pages by 2. So, we get 750 * 2 = 1450 pages.
+
+The answer is 1500 + 750 = 2250 pages.','1500',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,3,'If Judy read a total of 100 pages in two weeks, she must read a total of 100 * 2 = 200 pages.
+To find out how many pages she read in two weeks, we need to divide 200 by 2, which is 100. So, 200 / 100 = 2.
+Therefore, Judy read 2 pages per 1.5 minutes, which is 2 * 1.5 = 3.5 pages.
+#### 3.5
+The answer is: 3.5','3.5',0,'not_equivalent',129,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,4,'To solve this problem, we need to first determine the total number of pages Judy read in two weeks. We know that Judy read 15 minutes per night, so she reads 15 * 1.5 = 19.5 pages each night.
+
+The second week she read a total of 100 pages. This is a ratio of 1:1.5, so we can multiply 1 by 1.5 to find the total number of pages read:
+1:1.5 * 100 = 15
+
+Now we can determine the number of pages read in two weeks:
+2 * 2 = 4 pages
+
+So, Judy read 4 pages in two weeks.
+
+In the first week she read 15 minutes per night, so in one week she read a total of 15 * 2 = 30 minutes per night. In one week she read 15 * 2 = 30 minutes per night. In two weeks she read 30 * 2 = 60 minutes per night. 
+In a month she read 15 * 2 = 30 minutes per night. 
+In a week she read 15 * 3 = 40 minutes per night. In a month she read 15 * 4 = 50 minutes per night. 
+In a week she read 15 * 5 = 75 minutes per night. 
+In a month she read 15 * 6 = 90 minutes per night. 
+In one week she read 15 * 3 = 40 minutes per night. 
+In two weeks she read 15 * 4 = 50 minutes per night. 
+In a month she read 15 * 5 = 75 minutes per night. 
+In one week she read 15 * 6 = 120 minutes per night. 
+In two weeks she read 15 * 8 = 120 minutes per night. 
+
+So, in two weeks she read 15 * 8 = 108 minutes per night.','108',0,'not_equivalent',465,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,5,'To find the number of pages she read in two weeks, we need to calculate the number of pages she read in one week and then multiply it by 2.
+
+She read a total of 100 pages in the first week, and 15 minutes per page, so she read 100 * 15 = 1600 pages.
+
+In the second week, she read 100 * 2 = 200 pages.
+
+Now, we multiply this by 2 to find the number of pages she read in two weeks: 2 * 2 = 4*2 = 8 pages.
+
+So, in two weeks, she read an additional page of 8 pages.
+
+#### 8
+The answer is: 8','8',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,6,'To solve this problem, we need to determine the total number of pages that Judy read in two weeks, which is 2 weeks * 2 pages per minute * 2 pages per minute = 4 pages per 2 minutes.
+
+The formula for this type of problem is to multiply the total number of pages read in two weeks by the number of minutes read in one week. So, 4 pages per 2 minutes * 2 weeks = 8 pages per 2 weeks * 2 weeks = 16 pages.
+
+Therefore, Judy read 16 pages in two weeks.','16',0,'not_equivalent',124,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,7,'To solve this problem, we need to find the total number of pages of books Judy read in two weeks.
+
+We know that Judy read 100 pages in two weeks, which means she read a total of 100 * 2 = 200 pages.
+
+The total number of pages read is 100 + 200 = 300 pages.
+
+To find the number of pages read in two weeks, we can divide the total number of pages read in two weeks by the number of pages read in two weeks: 300 / 2 = 150 pages.
+
+So, Judy read 150 pages in two weeks.
+
+The answer is: 150','150',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,8,'To solve this problem, we need to analyze the given information step by step.
+
+First, we need to calculate the total number of pages read by Judy in the first week and the total number of pages read by Judy in the two weeks.
+
+In the first week, Judy read 15 minutes, so she read a total of 15 * 10 = 150 pages. 
+
+In the two weeks, Judy read a total of 100 pages, which means she read a total of 100 * 2 = 200 pages.
+
+Now, let''s calculate the percentage increase.
+
+The percentage increase is calculated by dividing the percentage increase by the initial percentage increase and multiplying by 100.
+
+(15 / 100) * 100 = (20 / 100) * 100 = 0.2 * 100 = 20%
+
+So, the total number of pages read by Judy in the two weeks is 200 * 20 = 400 pages * 2 = 800 pages.
+
+Therefore, Judy read 800 pages in two weeks.','800',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,9,'To solve this problem, we need to determine the total number of pages she read in two weeks.
+
+We know that Judy read a total of 100 pages in two weeks, which means she read 100 * 2 = 200 pages in that two weeks.
+
+This is equivalent to reading 100 * 2 = 200 pages of books.
+
+Dividing 200 by 2, we get 100 / 2 = 50 pages.
+
+There are 50 pages in a book.
+
+#### 50
+The answer is: 50','50',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,10,'To solve this problem, we need to determine the ratio of the number of pages read to the total number of pages read in the first and second weeks.
+
+Let''s first find the total number of pages read in both weeks. In the first week, the total number of pages read is 15 + 100 = 150 pages. In the second week, the total number of pages read is 100 + 2 = 120 pages.
+
+Now, let''s find the ratio of the number of pages read to the total number of pages read in the first and second weeks. We can do this by dividing the number of pages read in the first week by the number of pages read in the second week.
+
+We can calculate this by dividing 120 by 150, which gives us 0.025 hours. This means that there are 2.5 hours of pages read each day in the first week and 2.5 hours in the second week.
+
+To find the total number of pages read in the first week, we multiply the ratio of pages read to total pages read in the first week by 2.
+
+So, the total number of pages read in the first week is 2 * 0.025 = 0.04 pages. And the total number of pages read in the second week is 2 * 0.04 = 0.88 pages.
+
+Now we add these two results to find the total number of pages read in the second week, which is 4 + 0.88 = 0.128 pages.
+
+Therefore, Judy read 0.128 pages in two weeks.','0.128',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,11,'To solve this problem, we need to first determine the total number of pages Judy read in two weeks. We can do this by multiplying the number of pages Judy read in one week by the ratio of pages read in two weeks to the total number of pages read in one week.
+
+In 15 days, she read a total of 15 x 6 = 90 pages.
+In the first week, she read a total of 100 pages.
+Multiplying the number of pages read in one week, we get 90 / 6 = 12.5 days.
+In the second week, she read a total of 12.5 * 2 = 25 pages.
+
+Now, we can find the number of pages she read in two weeks by dividing the number of pages read in one week by the number of days read in two weeks, which is 25 / 6 = 3.
+
+So, there were 3 pages Judy read in two weeks.
+#### 3
+The answer is: 3','3',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,12,'To solve this problem, we need to first calculate the total number of pages added to Judy''s reading.
+
+Dividing 2 by 1.5 gives 1.25, so we can add 1 to this to find the number of pages that Judy read in two weeks: 2 * 1.25 = 2.5 pages.
+
+In the first week, Judy read 15 minutes each night. So, 15 * 2 = 30 minutes are read each day.
+
+In the second week, Judy read a total of 100 pages. So, 2 * 100 = 200 pages are read each day.
+
+Now, we add the pages read in the two weeks back to the total. So, 100 + 200 = 300 pages are read in the two weeks.
+
+The answer is 300.','300',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,13,'Dividing a fraction by a whole fraction is a simple yet effective way to understand this problem. First, you can reduce the fraction by dividing both the numerator of the fraction and denominator by 2, which is the most efficient and accurate way to arrive at the answer.
+
+So, 15/100 = 1/15. Now, you can find the ratio of the two fractions by dividing both the numerator of the fraction and denominator by the denominator of the fraction.
+
+So, 15/100 = 1/15. Now, you can find the ratio of the two fractions by dividing both the numerator of the fraction and denominator by the denominator of the fraction.
+
+Performing the division, you get 1:1. So, the ratio of the two fractions is 1:1.','1',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(41,14,'To solve this problem, we need to determine how many minutes Judy read in one week and then find the total number of pages she read in two weeks.
+
+First, we find the total number of minutes she read in one week by dividing the total number of pages she read in two weeks (2 weeks) by the number of minutes she read each night (1.5 minutes).
+
+So, 2 weeks * 1.5 minutes / 2 weeks = 1.5 minutes / 2 = 0.5 minutes.
+
+Now we can find the total number of pages she read in two weeks by multiplying the number of pages read in one week by the number of minutes she read each night.
+
+Total pages read = 2 weeks * 1.5 minutes / 2 weeks = 2.5 pages.
+
+So, Judy read 2.5 pages in two weeks.
+
+The answer is 2.5.','2.5',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,15,'To find the answer, we need to calculate the number of pages read in two weeks.
+
+If Judy read 15 minutes each night before going to sleep, then she read 15 * 2 = 30 pages.
+
+On the second week, she read a total of 100 pages.
+
+So, in two weeks, she read 30 * 20 = 600 pages.
+
+Therefore, Judy read a total of 600 - 30 = 490 pages.
+
+#### 490
+The answer is: 490','490',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,0,'To solve this problem, we need to first find the total number of birds Mack saw in a day. Since on days one and two, Mack saw 50 birds, on days four and five, he saw 120 birds, and on days six, he saw 20 birds, we can add these together: 50 + 120 + 20 + 90 = 510 birds.
+
+Now, let''s find the total number of birds Mack saw in a day. To do this, we need to divide the total number of birds by the total number of days. We can do this by first dividing 510 by 3 (the number of days) to get 240, then multiplying by 6 to get the total number of birds.
+
+510 ÷ 3 = 210 birds
+
+So, Mack saw a total of 210 birds in a day.','210',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,1,'To solve this problem, we need to think of the pattern of how many birds Mack sees in a day. Each day is 1, so if we have a week, we need to find how many days there are. In a week, we can divide the number of days by 7, and if we divide the number of days by 7, we get the number of days in a week. 
+So in a week, we have 7 days and each day is 1. So on days 1, 2, 3, 4, 5, 6, and 7, Mack sees 1 bird. In total, Mack sees 1 + 2 + 3 + 4 + 5 + 6 + 7 = 25 birds.
+To find the total number of birds, we need to multiply the number of days by 7. So we multiply 7 * 1 = 7 birds.
+Therefore, there are 7 birds in the sky over the next week.
+#### 7
+The answer is: 7','7',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,2,'First, we need to calculate the total number of birds Mack saw, which is 50 + 120 + 20 + 120 + 20 = 1000 birds.
+To find the average number of birds Mack saw in a day, we divide the total number of birds by the total number of days.
+So, 1000 / 60 = 15 days.
+Therefore, Mack saw 15 birds in a day.
+#### 15
+The answer is: 15','15',0,'not_equivalent',118,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,3,'To find out how many birds Mack saw in a day, we need to divide the total number of days by the number of birds. 
+
+Mack saw 120 birds / 7 days = 14 birds per day.
+
+So, Mack sees an average of 14 birds per day.','14',0,'not_equivalent',66,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,4,'To solve this problem, we need to find the total number of birds Mack saw in a day. Since Mack saw 50 birds on day one, and 120 birds on day two, the total number of birds Mack saw in a day is the sum of these two numbers. Therefore, the answer is 20 (the total number of birds Mack saw in a day).
+
+We can also find the average bird count by dividing the total number of birds by the number of days.
+
+We already have 50 birds, so we divide 20 by 2 to find the average bird count: 20 / 2 = 10.','20',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,5,'To solve this, we''ll use a simple yet effective approach. Let''s break it down step by step. The key is to understand that if you have 6 days, you can expect to see 6 birds on every day. 
+
+Day one Mack saw 50 birds, so it''s 6 days.
+Day two saw 120 birds, so it''s 8 days.
+Day three saw 20 birds, so it''s 10 days.
+Day four saw 90 birds, so it''s 12 days.
+Day five saw 20 birds, so it''s 14 days.
+Day six saw 9 birds, so it''s 17 days.
+Day seven saw 2 birds, so it''s 18 days.
+Day eight saw 2 birds, so it''s 19 days.
+Day nine saw 1 bird, so it''s 20 days.
+Day ten saw 1 bird, so it''s 21 days.
+Day eleven saw 1 bird, so it''s 22 days.
+Day twelve saw 1 bird, so it''s 23 days.
+Day twelve saw 1 bird, so it''s 24 days.
+Day twelve saw 1 bird, so it''s 25 days.
+Day twelve saw 1 bird, so it''s 26 days.
+Day twelve saw 1 bird, so it''s 27 days.
+Day twelve saw 1 bird, so it''s 28 days.
+Day twelve saw 1 bird, so it''s 29 days.
+Day twelve saw 1 bird, so it''s 30 days.
+Day twelve saw 1 bird, so it''s 31 days.
+Day twelve saw 1 bird, so it''s 32 days.
+Day twelve saw 1 bird, so it''s 33 days.
+Day twelve saw 1 bird, so it''s 34 days.
+Day twelve saw 1 bird, so it''s 35 days.
+Day twelve saw 1 bird, so it''s 36 days.
+Day twelve saw 1 bird, so it''s 37 days.
+Day twelve saw 1 bird, so it''s 38 days.
+Day twelve saw 1 bird, so it''s 39 days.
+Day twelve saw 1 bird, so it''s','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,6,'Mack saw 50 birds in a day. To solve this problem, we need to break it down into manageable parts. Let''s first find the total number of birds Mack saw over the week. Since day one saw 50 birds, the next day saw 51 birds, and the next day saw 52 birds. However, we can''t have a fraction of a bird because we''re counting every bird we see. So, we can divide the total number of birds by the number of days we saw each bird: 51 / 10 days = 5.1 birds per day.
+
+Now we need to find the number of days in a week. Since we''ve already counted every bird Mack saw, we need to find the number of days in a week. To do this, we''ll divide the total number of birds by the number of days we seen each bird: 51 / 10 = 5 days.
+
+We then multiply the number of days by 6 to get the number of days in a week. So, the total number of days in a week is 6 days.
+
+To find the number of days in a week, we''ll multiply the number of days by 3. So, the number of days in a week is 3 days.
+
+Finally, to find the number of days in a week, we''ll add 1. So, the answer is 3 days.
+
+In essence, this problem is a classic example of a simple fraction with 10 parts: 5 + 12 + 1 + 2 + 9 = 36.','3',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(42,7,'To solve this problem, let''s first calculate the total number of birds Mack saw in the sky on each day.
+
+Day 1: 50 birds
+Day 2: 20 birds
+Day 3: 120 birds
+Day 4: 20 birds
+Day 5: 90 birds
+Day 6: 20 birds
+Day 7: 20 birds
+
+Mack saw 120 birds in a day.
+
+Mack saw a total of 120 birds on each day.
+
+To find out how many birds Mack seen in a day, we need to divide the total number of birds seen by the number of days in a week.
+
+Total number of birds seen = 120 birds / 1 week = 120
+
+Dividing the total number of days seen by the number of weeks (1 week) to get the number of days seen is a common mistake. To divide 120 by 1, you would actually divide 120 by 7, which is 2.
+
+Therefore, 2 days showed 20 birds in a day.','20',0,'not_equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,8,'To solve this problem, we need to calculate the total number of birds Mack saw in a day by multiplying the number of birds he saw in each day by the number of days in a week.
+
+Here, days in a week are 7 days.
+Day 1: 50 birds (5 days x 5 birds / day) + 20 birds = 20 birds
+Day 2: 20 birds (4 days x 2 birds / day) + 12 birds = 16 birds
+Day 3: 12 birds (3 days x 1 bird / day) + 9 birds = 20 birds
+Day 4: 9 birds (2 days x 2 birds / day) + 1 bird = 3 birds
+Day 5: 1 bird (1 day x 1 bird / day) + 1 bird = 1 bird
+Day 6: 1 bird (1 day x 1 bird / day) + 1 bird = 1 bird
+Day 7: 2 birds (1 day x 2 birds / day) + 1 bird = 2 birds
+Day 8: 2 birds (1 day x 2 birds / day) + 1 bird = 2 birds
+Day 9: 3 birds (1 day x 3 birds / day) + 1 bird = 4 birds
+Day 10: 4 birds (1 day x 4 birds / day) + 1 bird = 5 birds
+Day 11: 5 birds (1 day x 5 birds / day) + 1 bird = 10 birds
+Day 12: 6 birds (1 day x 6 birds / day) + 1 bird = 17 birds
+Day 13: 7 birds (1 day x 7 birds / day) + 1 bird = 21 birds
+Day 14: 8 birds (1 day x 8 birds / day) + 1 bird = 32 birds
+Day 15: 9 birds (1 day x 9 birds / day) + 1 bird = 38 birds
+Day 16: 10 birds (1 day x 10 birds / day) + 1 bird = 41 birds
+Day 17: 11 birds (1 day x 11 birds /day)','11',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,9,'Mack sees 5 birds in 7 days. To find out how many birds he saw in a day, we need to divide 5 by 7 which equals 1. This means Mack saw 1 bird in a day.','1',0,'not_equivalent',49,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,10,'To solve this problem, we need to determine how many days there are in the total number of days Mack had until he could see nothing.
+
+There are 6 days in the total number of days. So, 6 days * 3 days = 12 days in total.
+
+The number of days Mack saw nothing is 12.
+
+We need to find the number of days Mack saw 12 birds (1 day of nothing). Since there are 6 days in the total (3+2+1 = 6), there is only one day of nothing left.
+
+Multiplying 12 by 3 gives 36. This is the number of days Mack saw nothing. The answer is 3.
+
+So, there is only one day of nothing and the answer is 3.','3',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,11,'Let''s break down the information:
+
+Day 1: 50 birds (on two days)
+Day 2: 120 birds (on three days)
+Day 3: 20 birds (on four days)
+Day 4: 90 birds (on five days)
+Day 5: 20 birds (on six days)
+Day 6: 20 birds (on seven days)
+Day 7: 90 birds (on eight days)
+Day 8: 20 birds (on nine days)
+Day 9: 20 birds (on ten days)
+Day 10: 20 birds (on eleven days)
+
+Mack saw a total of 10 birds on his 11th day.
+
+So, the number of birds Mack saw on his 11th day is 10 birds.
+
+The total number of birds in the sky is the sum of the number of birds he saw on each day: 50 + 120 + 20 + 90 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 20 + 2','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,12,'To solve this problem, we need to calculate the total number of birds Mack saw in a day. Since he saw 50 birds on days one and two, 120 birds on days three and four, and 20 and 90 on days six and seven, we''ll add these fractions together: 50 + 120 + 20 + 20 + 90 = 500 birds.
+
+Mack saw 50 birds in a day, so the total number of birds he saw in a day is 50 birds.
+
+To calculate the average bird count, we need to divide the total number of birds Mack saw in a day by the number of days he saw 1-day birds. This can be calculated as 50/12 = 0.333, which is approximately 3.33 birds.
+
+So, Mack saw 3.33 birds in a day.','3.33',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,13,'To solve this problem, we need to determine the number of days that Mack saw the same number of birds as his first day. 
+
+On day one, Mack saw 50 birds. On day two, he saw 120 birds, which is 27% of 50, so he saw 27 birds per day. On day three, he saw 12 birds, so he saw 3 birds per day. On day four, he saw 1 bird, so he saw 4 birds per day, and on day five, he saw 1 bird, so he saw 1 bird every day. So, on his last day, he saw 2 birds, which is 2*3 = 6 birds.
+
+On day six, he saw 2 birds. So, on his last day, he saw 2 birds every day. So, in total, he saw 6 birds. So, the number of days where Mack saw the same number of birds as his first day is 6.','6',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,14,'To solve this problem, we need to first find out how many birds Mack saw in a day. We can do this by dividing the total number of birds by the number of days in the day.
+
+Mack saw 50 birds / 3 days = 16 birds / day. So, Mack saw 16 birds in a day.
+
+Mack wants to know how many birds he saw in a day. We can do this by multiplying the number of birds in a day by the number of days in the day.
+
+Mack saw 16 birds in a day * 3 days = 48 birds.
+
+Therefore, Mack saw 48 birds in a day.','48',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,15,'To solve this problem, we need to calculate the total number of birds Mack saw in a day. Since Mack saw 20 birds in a day, we multiply 20 by 5 to find the total number of birds he saw in a day: 50 birds * 2 = 100 birds.
+
+Mack saw 100 birds in a day. To find the average bird count, we divide the number of birds Mack saw in a day by the total number of birds he saw in a day. So, the average bird count would be 100 birds / 2 = 50 birds.
+
+So, Mack saw a total of 50 birds in a day.','50',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,0,'To find the difference in his weight at the end of 5 weeks, we need to calculate the difference in his weight between the two options: 
+He will lose 1.25 pounds/week * 5 weeks = 6.75 pounds/week * 5 weeks = 31.75 pounds/week.
+This means he will lose 31.75 pounds/week * 5 weeks = 192.25 pounds/week.
+So, the difference in his weight at the end of 5 weeks is 192.25 - 31.75 = 11.75 pounds/week.
+#### 11.75
+The answer is: 11.75','11.75',0,'not_equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,1,'To solve this problem, we''ll first determine the probability of losing a weight of 1.25 pounds/week and gaining a weight of 1.75 pounds/week. These probabilities are:
+
+Losing 1.25 pounds/week is equivalent to 0.75 (75%), and gaining 1.75 pounds/week is equivalent to 0.45 (45%). So, to find the probability of losing 1.25 pounds/week and gaining 1.75 pounds/week, we multiply these probabilities:
+
+Probability = (0.75) * (0.75) = 0.725 = 72.5%
+
+This means that Martin will lose 72.5% of his weight in the 5-week timeframe.
+
+Now, to find the difference in Martin''s weight between the two breakfast options, we''ll subtract the weight of the donuts from the weight of the donuts. 
+
+Difference = (Donuts) - (Earned donuts) = 36.85 - 36.85 = 1.115 = 10.75%
+
+So, the difference in Martin''s weight between the two breakfast options is 10.75% of his weight, which is 12.25 pounds, or 8lbs.','8',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,2,'To solve this problem, we''ll start by understanding the rates at which Martin eats and loses and gains. He eats 1.25 pounds/week of donuts and 1.75 pounds/week of cheersios, so his weight is determined by his weight in calories. Let''s say he eats 1.25 donuts x 5 days = 6.25 donuts per week. If he eats 1.25 donuts x 5 days = 6.25 donuts per week, then he''ll lose 6.25 pounds/week.
+
+So, the difference in his weight is the weight he loses (6.25 pounds/week) - the weight he gains (6.25 pounds/week). This is a 4.25% difference.
+
+To solve for the time it takes for Martin to reach his goal of losing 1.25 pounds/week, we''ll divide the weight by his daily calories and multiply by 100 to get the percentage. 6.25 pounds/week / 1.25 pounds/week = 4.25% per day.
+
+So, Martin will reach his goal in 4.25% of a day. This can be written as 4.25% per day x 100 = 4.25 days.
+
+To translate to 5 weeks, we multiply the daily weight by 5: 6.25 donuts / 5 days = 0.75 donuts per week.
+
+So, 6.25 donuts / 5 days x 0.75 donuts per day = 0.1344 days.
+
+Adding these to 1.25, we get 0.1344 + 1.25 = 2.39.
+
+So, after 5 weeks, Martin will have lost 2.39 pounds/week, which is 2.39% of himself.','2.39',0,'not_equivalent',434,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,3,'To solve this problem, we''ll first calculate the difference between the initial weight and the weight lost by the two meals.
+
+Let''s assume that the initial weight is 125 pounds. If he eats donuts, the difference will be 125 - 1.25 = 11.25 pounds. If he eats Cheerios, the difference will be 11.25 - 1.25 = 1.125 pounds.
+
+Now, we''ll calculate the weight gained by that 1.125 pounds of donuts for each of the 5 weeks. So, the difference will be 1.125 * 5 = 5.25 pounds.
+
+The weight lost by eating donuts will be 1.125 * 5 = 5.125 pounds. However, the difference is 1.125 - 5.125 = 0.25 pounds.
+
+This can be simplified by dividing both sides of the equation by 0.25: 0.25 = 1.125 * 1.125, which equals 0.25.
+
+So, the difference between the initial weight and the weight lost by eating donuts is 0.25, which is 2.5 pounds.','2.5',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,4,'To solve this problem, we need to calculate the difference between the weight lost by Martin and the weight lost by donuts, and then add them together.
+
+First, we calculate the difference in weight lost by donuts: 1.25 pounds/week * 5 days = 6.25 pounds/week * 5 days = 30.25 pounds/week.
+
+Now, we calculate the difference in weight lost by breakfast options: 1.75 pounds/week * 5 days = 7.75 pounds/week * 5 days = 31.75 pounds/week.
+
+The difference in weight lost by breakfast options is 31.75 pounds/week - 6.25 pounds/week = 22.25 pounds/week.
+
+So, the difference in weight lost by breakfast options is 22.25 pounds/week - 22.25 pounds/week = 22.25 pounds/week.
+
+The answer is 22.25 pounds/week.','22.25',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,5,'To solve this problem, we need to consider both the daily weight gains and the daily weight losses.
+
+First, let''s find the difference in the weight gained and lost.
+
+For 5 weeks, the difference in weight gained and lost is 1.25 pounds/week * 5 weeks = 6.75 pounds/week.
+
+For 1-week days of breakfast, the difference between the weight gained and lost is 1.75 pounds/week * 1 week = 1.75 pounds/week.
+
+To find the percentage change, we''ll divide the difference by the initial weight (1.25 pounds/week) and multiply by 100 to convert it to percentage.
+
+6.75 * 100 = 6.75%
+
+So, the difference in Martin''s weight is 6.75% of 1.25 pounds/week = 0.0675 pounds/week.','0.0675',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,6,'Let''s break down the problem step by step. We know that Martin eats 1.25 pounds/week of donuts and 1.75 pounds/week of donuts. To find the difference, we can multiply the combined weight by 2 (the weight of donuts per day), then add it to the weight of donuts per week.
+
+So, 1.25 * 2 = 2.725 pounds of weight of donuts per week is 2.725 pounds * 2 = 5 pounds/week. Now, we subtract 1.75 * 2 = 4.25 pounds/week of weight of donuts per week from that new weight per week.
+
+The difference between these two is 2.725 - 4.25 = 2.25 pounds/week.
+
+We can round this result to 2 pounds/week.
+
+So, the difference in Martin''s weight is 2.25 pounds/week.','2.25',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,7,'Let''s break down the problem step by step:
+1. Calculate the weight lost by melting donuts, which is 1.25 pounds/week.
+2. Calculate the weight gained by eating donuts, which is 1.75 pounds/week.
+3. Calculate the difference in weight gained by eating donuts and weight lost by melting donuts to solve the equation:
+
+Weight = Weight gained by eating donuts - Weight lost by melting donuts
+Weight = 1.25 pounds/week * 1.25 pounds/week + 1.75 pounds/week
+
+This is a simple equation that involves weight and net change. To solve for Weight, you add 1.75 to 1.25, because you''re adding 1.25 to any number multiplied by 1.25, which is the result of the original calculation.
+
+So, 1.25 pounds/week * 1.25 pounds/week + 1.75 pounds/week = 2.005 pounds
+
+This is the difference in weight gained by eating donuts and weight lost by melting donuts.','2.005',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,8,'Let''s break it down step by step. If Martin eats donuts every day for breakfast, he''ll gain 1.75 pounds/week, so 1.75 * 5 = 6.75 pounds of donuts eaten each week will cover 6.75 * 5 = 31.75 pounds of his daily donuts. However, this does not take into consideration that he''ll still gain 6.75 pounds/week. So, the difference between his weight at the end of 5 weeks and his weight when he only eats donuts is 31.75 - 6.75 = 25.25 pounds.
+
+Now, let''s find the difference between the weight Adam will have on the 11th day and the weight Adam will have at the end of 5 weeks. To do this, we need to subtract the weight Adam will have on the first 10 days (since he will eat 1 donut each day) from the weight Adam will have on the 11th day (from the table).
+
+The difference between Adam''s weight on the 11th day and Adam''s weight at the end of 5 weeks is 31.75 - 25.25 = 6.25.','6.25',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(43,9,'To solve this problem, we need to calculate the difference in weight between the two breakfast options.
+
+Let''s assume the weight of 5 weeks is the weight of 5 weeks in the first option (5*1.25 = 6) plus the weight of 5 weeks in the second option (5*1.75 = 9.75).
+
+We know that the weight of 5 weeks in the first option is 6 + 9.75 = 15. The weight of 5 weeks in the second option is 6 + 9.75 = 15.
+
+We can calculate the difference in weight by subtracting the weight of 5 weeks in the first option from the weight of 5 weeks in the second option:
+
+Difference = (15 - 15) - (15) = 5
+
+However, we could have simply multiplied 5 by 5, which would have resulted in 25. So, we multiply 5 by 5, which gives us 25.
+
+The answer is 25.','25',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,10,'To find the difference, we need to determine how many days it will take for Martin to lose 1.25 pounds/week and gain 1.75 pounds/week. 
+
+First, calculate the difference between the weight gained by eating donuts and the weight lost by eating Cheerios: 1.25 pounds/week * 1.25 pounds/week = 1.5 pounds/week.
+
+Now, multiply the difference by 5: 1.5 pounds/week * 5 weeks = 6.10 pounds.
+
+So, the difference in Martin''s weight between the two breakfast options will be 6.10 pounds.','6.10',0,'not_equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,11,'To solve this problem, we need to calculate the difference between the initial weight of Martin and the weight gained by eating donuts over 5 weeks. 
+
+Initially, Martin has a weight of 184 pounds. He ate 1.25 pounds of donuts and gained 1.75 pounds of donuts, so his new weight is 184 - 1.75 = 128 pounds.
+
+Now, we need to calculate the weight gained by eating donuts and the weight lost by eating donuts over 5 weeks. 5 weeks are equivalent to 25 days, so 25 days is equivalent to 12 weeks.
+
+We can calculate this by multiplying 25 by 12: 25 x 12 = 300.
+
+So, the difference in Martin''s weight is 300 - 128 = 54 pounds.
+
+To convert this to liters, we multiply 54 by 12: 54 x 12 = 620 liters.
+
+So, the difference in Martin''s weight between the two breakfast options is 620 liters - 54 pounds = 184 pounds.
+
+The answer is: 184','184',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,12,'To solve this problem, let''s start by defining the variables. We have two numbers: the number of days he eats donuts and the number of days he eats breakfast.
+
+Let''s assume that the number of days he eats breakfast represents the amount of weight he gains per week. So, if he eats 5 days, that would be 5 * 2 = 10 days. Now we need to determine the difference in weight lost per week. We can do this by dividing the amount of weight he lost per week by the number of days he eats breakfast, and then multiply by 100 to get the percentage weight lost. 
+
+1.25 (total weight lost per week) / 5 days = 0.333 (percentage weight loss) * 100% = 3.33%
+
+This means that out of every 10 days, Martin loses 3.33% of his daily weight.
+
+Now, let''s calculate the percentage loss of weight lost per week. To do this, we divide the percentage weight lost by the total weight lost per week by the weight lost per week. 
+
+0.333 * 100% / 100 = 3.33% / 100 = 0.0333 or 3.33%
+
+So, there is a 3.33% difference between the number of days he eats breakfast and the number of days he eats donuts.','3.33',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,13,'First, we need to determine the total weight of donuts and donuts consumed by Martin. So, we''ll calculate the total weight of donuts and donuts consumed by him.
+
+First, we''ll calculate the weight of donuts by adding the weight of donuts by himself and the weight of the donuts consumed by him. This is 1.25 x 2 donuts = 2 donuts.
+
+Second, we''ll calculate the weight of donuts consumed by Martin by adding the weight of donuts consumed by him by himself and the weight of the donuts consumed by himself. This is 1.75 x 2 donuts = 3.75 donuts.
+
+Now, we''ll find the difference between the weight of donuts consumed by Martin and the weight of donuts consumed by himself. This is 3.75 - 2 = 1.
+
+This difference is 1.25 pounds/week.','1.25',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,14,'To solve this problem, first, we need to find the difference between the weight of Martin''s breakfast and the weight of the donut per week. We can do this by subtracting the weight of the donut from the weight of the breakfast. This is a linear relationship, where the weight of a donut is directly proportional to the weight of the breakfast.
+
+We can set up the equation x - x = 1.25, which simplifies to x = 1.75. This means the difference in Martin''s weight over the 5-week period is 1.75 pounds.
+
+This relationship applies when the weight of a donut is directly proportional to the weight of the breakfast, so when we know this relationship, we can use it to calculate the weight difference. 
+
+In this particular equation, it would be 1.75 pounds - 1.25 = 0.125, which is the difference between the weight of the breakfast and the weight of the donut.','0.125',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,15,'To solve this problem, we can use a step-by-step approach:
+
+Step 1: Calculate the difference in weight between the two breakfast options (1.25 pounds/week * 5 weeks = 6.75 pounds/week)
+
+Step 2: Add the difference in weight to calculate the difference in weight between the two options.
+
+Step 3: Calculate the difference in weight between the two options.
+
+At the end of 5 weeks, Martin will lose 6.75 pounds/week, which will be 1.75 pounds/week.
+
+So, the difference in Martin''s weight at the end of 5 weeks will be 1.75 pounds/week - 6.75 pounds/week = 6.75 pounds/week * 2 weeks = 13.04 pounds/week.','13.04',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,0,'To solve this problem, we need to find the ratio of protein to the total weight of the mushrooms consumed per week.
+100g / 3g = 3g/week
+This means that John consumes 3 grams of protein per day.
+#### 3
+The answer is: 3','3',0,'not_equivalent',65,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(44,1,'To solve this problem, we need to first determine the total amount of protein John consumes daily.
+
+Initially, 1 gram of protein is equivalent to 0.625 grams of protein. So, 1 gram of protein * 0.625 grams = 0.0075 grams of protein.
+
+We need to find out how many grams of protein John consumes daily to find out how many grams of protein he gets per week.
+
+To do this, we can divide 100 grams of protein by 0.75 grams of protein, which equals 17.5 grams of protein per 100 grams of protein.
+
+This is the answer.
+
+Now, to find out how many grams of protein John gets per week, we multiply 100 grams of protein by 1,000 calories per gram of protein, which equals 100 calories of protein per gram of protein.
+
+So, 100 grams of protein * 100 calories per gram of protein = 1000 calories of protein per gram of protein.
+
+To find the total amount of protein John consumes daily, we multiply 100 grams of protein by 100 calories per gram of protein, which equals 100 calories of protein per gram of protein.
+
+So, 100 grams of protein * 100 calories per gram of protein = 1000 calories of protein per gram of protein.
+
+Therefore, John gets 100 calories of protein per gram of protein.
+
+To find out how many grams of protein John gets per week, we multiply 100 calories of protein per gram of protein by the number of weeks that John eats 100 grams of mushrooms per week.
+
+This is 100 calories of protein per gram of protein * 100 weeks * 100 grams of protein = 1000 calories of protein per gram of protein * 100 pounds of protein per week = 1000 calories of protein per gram of protein * 100 pounds of protein per week = 100,000 calories of protein per pound of protein per week.
+
+So, 100,000 calories of protein per pound of protein per week is equal to 100 grams of protein per pound of protein per','100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,2,'100 grams - 100 grams = 10 grams of protein.
+There are 200 grams of mushrooms in 10 grams of protein.
+The total amount of protein is 10 + 200 = 200 grams of protein.
+John has eaten 10 grams of protein per week for 200 grams of mushrooms.
+He now consumes 200 - 10 = 100 grams of mushrooms per week.
+So, John has eaten 100 grams of mushrooms per week.
+#### 1
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+So, 3 + 3 = 6, which is the number of grams of protein.
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+#### 2
+A cup of mushrooms weighs 100 grams and has 2 grams of protein.
+A cup of mushrooms weighs 100 grams and has 2 grams of protein.
+#### 3
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.
+#### 4
+A cup of mushrooms weighs 100 grams and has 4 grams of protein.
+A cup of mushrooms weighs 100 grams and has 4 grams of protein.
+#### 5
+A cup of mushrooms weighs 100 grams and has 5 grams of protein.
+A cup of mushrooms weighs 100 grams and has 5 grams of protein.
+#### 6
+A cup of mushrooms weighs 100 grams and has 6 grams of protein.
+A cup of mushrooms weighs 100 grams and has 6 grams of protein.
+#### 7
+A cup of mushrooms weighs 100 grams and has 7 grams of protein.
+A cup of mushrooms weighs 100 grams and has 7 grams of protein.
+#### 8
+A cup of mushrooms weighs 100 grams and has 8 grams of protein.
+A cup of mushrooms weighs 100 grams and has 8 grams of protein.
+#### 9
+A cup of mushrooms weighs 100 grams and','9',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,3,'100 grams (masher) * 3 grams of protein = 300 grams of protein.
+John eats 200 grams of mushrooms every day, so he eats 200 x 3 = 600 grams of mushrooms per day.
+In a week, 200 x 7 = 1400 grams of mushrooms are eaten per week.
+So, John gets 1400 grams of protein from eating mushrooms every week.
+#### 1
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.  So, 100 + 3 = 130 grams of protein that John is getting from eating mushrooms each week.
+#### 2
+A cup of mushrooms weighs 100 grams and has 3 grams of protein.  So, 100 + 3 = 133 grams of protein that John is getting from eating mushrooms each week.
+#### 3
+The answer is 3','3',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,4,'100 grams * 3 grams of protein per kilogram = 30 grams of protein
+John eats 200 grams of mushrooms every day, so he eats 200 * 3 = 600 grams of protein per day.
+So, he gets 30 grams of protein per day * 600 grams = 1800 grams of protein from his mushrooms.
+#### 1800
+The answer is: 1800','1800',0,'not_equivalent',103,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,5,'Protein is a nutrient found in meat and dairy products and is used to build muscle. So, to calculate how many grams of protein John gets per day, we need to divide the total amount of protein by the number of grams of protein per day. 
+
+Protein is made up of amino acids, which are the building blocks of proteins. So, 100 grams of protein is equal to 100 grams of protein, which is 0.2 grams of protein per gram. 1/100 = 0.002 grams of protein per gram.
+
+To convert, we can multiply 1 by 100, which is 100. 0.002 grams of protein per gram is 2 x 10^-0.7 grams of protein per gram, which is 2 grams of protein per gram.
+
+So, the answer is 2 x 10^-0.7 = 2 grams of protein per gram.','2',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,6,'100 grams of protein can be broken down into 200 grams of protein, so each day John eats 200 grams of mushrooms, he needs 400 grams of protein.
+He gets 400 grams of protein per day.
+The total number of grams of protein he gets per week is 400 grams / 200 grams = 0.25 grams per week.
+The number of grams of protein per kilogram of his diet is 400 / 200 = 0.25 grams per kilogram.
+The answer is 0.25 grams per kilogram.','0.25',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,7,'100g = 100g x 0.5 = 5g
+There are 3 grams of protein in 100g of mushrooms
+To calculate the number of grams of protein John needs to consume per week, we multiply the total weight of 3 grams of protein by 100g per kilogram of protein per week. 
+
+This is a factorial calculation that would take a very long time to calculate. However, we can calculate it much more simply by converting 3 grams of protein to kilograms. 3 grams equals approximately 1.6 kilograms.
+
+So, 3 grams of protein per kilogram would be equal to 3 x 3.6 = 1.6 kilograms.
+
+To calculate the number of grams of protein John needs to consume per week, we multiply 1.6 kilograms by 30 grams per kilogram of protein per kilogram, which is 30.
+
+This is a mathematical calculation that can be done very quickly.','30',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,8,'100 grams of mushrooms can be calculated as 100 / 100 = 1 gram.
+The total weight of 200 grams of mushrooms is 200 * 100 = 20000 grams.
+200 grams of mushrooms = 1000 grams.
+Protein = 1 gram.
+Jason eats 200 grams of mushrooms per week = 200 * 100 = 20000 grams.
+He gets 200 grams of protein from 20000 grams of mushrooms per week.
+#### 2
+The answer is: 2','2',0,'not_equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,9,'100 grams of meat = 100g
+1 gram of protein = 0.2 grams
+3 grams of protein = 0.23 grams
+200 grams of mushrooms = 200g
+
+To find out how many grams of protein John has eaten per week, divide the total grams of protein by 3:
+200g / 3 = 50g/week
+
+So John has eaten 50 grams of protein per week.','50',0,'not_equivalent',105,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,10,'100 grams of protein = 3 * 100 grams = 300 grams
+Protein = 2 * 100 grams = 200 grams
+300 grams per day = 3 * 200 = 600 grams per day
+
+John eats 200 grams of mushrooms every day. 600 grams per day * 20 days = 1200 grams of meat per day (meat = 200 grams)
+
+Milk is a protein-rich liquid. 190 grams of protein = 190 grams of milk = 1 gram of protein per ounce
+
+Since 1 gram of protein = 30 grams of protein, John has lost 190 grams of protein from his diet so far.','190',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,11,'100 grams of mushroom = 3 grams of protein
+200 grams of mushroom = 2 grams of protein
+Weeks = 4 days
+So, 100 grams of mushroom = 100 * 4 = 400 grams of protein per week
+
+Since there are 4 days in a week, 400 grams of protein = 4 * 4 = 160 grams of protein per day','160',0,'not_equivalent',96,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,12,'100 grams of protein = 100 grams / 100 grams = 1 gram
+Protein = 1 gram
+
+John eats 200 grams of mushrooms every day, so 200 / 2 = 100 grams of protein consumed per day.
+
+So, John gets 100 grams of protein from his daily consumption of mushrooms.','100',0,'not_equivalent',83,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,13,'100g - 3g = 75g
+Protein = 75g
+Protein = 100g / 75g = 2.67 grams per day
+
+To find out how many grams of protein John needs per week, we multiply 2.67 by 365 (for 365 days in a year) to find the total grams of protein John needs to meet his protein requirements.
+
+Weight of 2.67g * 365 days = 94.24g.
+Each day, John needs to eat 75g of protein to meet his protein requirements.
+
+So, 2.67g * 75g = 192.5g.
+
+The answer is 2.67 grams of protein per day.','2.67',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,14,'To solve this problem, we need to calculate the number of grams of protein per kilogram of weight of mushrooms.
+100 grams * 3 grams per kilogram = 3 grams
+So, 100 grams * 3 grams per kilogram = 30 grams
+This means John consumes 3 grams of protein per kilogram of weight of mushrooms.
+#### 3
+The answer is: 3','3',0,'not_equivalent',85,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,15,'To solve this problem, we''ll follow the steps of calculating the total number of grams of protein from the sum of proteins contained in each mushroom, which is 3 grams. 
+
+Since each mushroom contains 100 grams of protein, and there are 200 grams in 100 grams of protein, we can multiply 200 by 100 to get 200x100 = 20000 grams of protein.
+
+The sum of proteins from mushrooms is 3 grams of protein per gram. To find out how many grams of protein John gets per week, we''ll divide the number of grams of protein by 3 to get 2. 
+
+To simplify the problem, we can find 20000 / 2 = 10000, which is the total number of grams of protein given. 
+
+Therefore, John gets 10000 grams of protein per week.','10000',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,0,'To solve this problem, we need to first determine the number of hours the dental work can be completed before the deposit needs to be paid.
+Let''s break it down: 
+The total amount of work required is 100, the current work output is 200 * 100 = 20000, and the deposit is 20000.
+To find the work done, we divide the current work output by the current work output, so 20000 / 2000 = 1.
+The work needed is 1 + 1 = 2 hours.
+The work done is 2 * 2 = 4 hours.
+
+However, we need to consider the work done 2x times to calculate the work done after each shift.
+Let''s calculate 2x + 1 = 4x, which simplifies to 2x = 12.
+Multiplying both sides by 2 gives us 2x = 24, which gives us x = 16.
+
+To find the work done before the final payout, we subtract the work done 2x from the current work done 2x + 1x, then subtract 2x from the 1x.
+This gives us 1x - 2x - 2x = 12 - 2x.
+This simplifies to 2 - 4 = 2, and subtracting 2 gives us 0.
+
+Therefore, there is no work done before the final payout.
+The answer is 1.
+The work done in 1 day is 2 * 24 = 48 hours.
+The work done after the final payout is the total work done before the final payout - 1 - 2 = 1.
+
+The answer is 1.
+The work done before the final payout is 2x, and the work done after the final payout is 1.','1',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(45,1,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total cost of one dental implant. The base price of one dental implant is $2000, and the total cost of a single dental implant is $2000 * 1.5 = $20000. So, the total cost of one dental implant is $20000.
+
+Now, we need to determine how many hours you need to work before you can pay for the dental work. We know that the dental implant is made of porcelain, and the base price of one dental implant is $2000. So, 2 * $2000 = $4000 is the base price of one dental implant. The base price is a fixed price per dental implant, and it can only be reduced by one item. So, if we reduce the base price by one item, we need to reduce the total cost of one dental implant by one item. This can only happen if the porcelain base price is reduced to 1.
+
+Finally, we need to find the minimum number of hours you need to work before you can pay the dental work. We can do this by dividing 2 * $20000 by 1.5. 2 * $2000 = 4000 is the base price of one dental implant. The base price of one dental implant is 2000 * 1.5 = 3000. 3000 is the total cost of one dental implant, and we need to reduce it by 1.
+
+Simplifying the decimal 1.5, we get 1.5. So, 2 * $2000 = $4000. So, the minimum number of hours he needs to work before he can pay for the dental work is 2 * 3000 = 6000.
+
+We know that 6000 is the base price of one dental implant, and we also know that 2 * $2000 equals $4000. So, the answer is 6000.
+
+#### 6000
+The answer is: 6000','6000',0,'not_equivalent',482,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,2,'The problem is a classic example of a basic economics equation. Let''s break it down step-by-step:
+
+The total cost of the dental work is $2000 (the total cost of the dental work) plus the extra $500 that was added to the initial investment (the base price of the dental work) and the extra $600 that has to be paid for the dental work.
+
+To solve this equation, we can start by multiplying the base cost by each of the extra costs:
+
+The total cost of $2000 and the extra $500 are multiplied by a new variable. So, we multiply:
+
+2000 x $500 = $10000000
+
+The total cost of $2000, plus the extra $500, and the extra $600 is multiplied by a new variable:
+
+This represents an infinite number of hours. We need to find the hours that will go over the $600 range before we have enough to pay the dental work.
+
+Since the amount of dental work is a decreasing value, we can think of this as having an infinite number of possibilities.
+
+We can think of this as having an infinite number of hours before we have enough to pay the dental work.
+
+Imagine you''re working for 10 hours. But you only have 2000 to go. So, you have 2000 - 2000 = 0000 options to choose from. You can choose any number of hours, but you only have 2000 options left.
+
+The number of options is infinite.
+
+We can say that there is an infinite number of options to choose from.
+
+This is a classic example of a mathematical concept called an infinite set.
+
+The answer is that it will take a infinite number of hours before George can pay for the dental work.
+
+In other words, the answer is that there is an infinite number of possible outcomes where he can pay for the dental work, and there is only one outcome where he cannot pay for the dental work.','that there is an infinite number of possible outcomes where he can pay for the dental work, and there is only one outcome where he cannot pay for the dental work',0,'not_equivalent',457,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,3,'To solve this problem, we need to determine the hours where George can pay for the dental work without exceeding his deposit. This means that we need to find the hours where the initial deposit is equal to the total amount of dental work, and then divide that amount by the amount of dental work that George needs to pay to keep going.
+
+We know that each of the two implants has a base price of $2000, and each of the two implants costs an extra $500. This means that for two implants, there are two possibilities for the price of the base price of the one that is removed: it can be $2000 x 2 = $4000 for the one and $2000 for the other one. This means that for three implants, there are three possibilities for the price of the base price of the one that is removed, and for four implants, there is four possibilities for the price of the base price of the one that is removed.
+
+However, for five implants, there is only one possibility for the price of the base price of the one that is removed.
+
+We need to find the number of ways to choose two options to add to the base price of the one that is removed. This is a combination problem, and there are a total of 6 options in this case.
+
+So, there are 6 ways to choose two options to add to the base price of the one that is removed.
+
+However, there is no way to divide 6 by 6 (the number of choices), but since the base price of the one that is removed is only one option, there is only one way to choose two to remove the base price of one of the implants.
+
+Therefore, there is only one way to choose two to remove the base price of one of the implants.
+
+This is because the base price of one of the implants is always 2000 * 2 = 4000, so there is only one way to choose two of these to remove the base price of one of the implants.
+
+The answer is 1.
+
+So, George needs 1 option to choose between the two implants at the end. This is exactly 2.
+
+So, the answer is 2.
+
+The initial cost of the dental work is 2 * 2000 = 4000.
+The final cost of the dental work','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,4,'To solve this problem, we need to carefully analyze the given information and establish the relationship between the number of hours and the amount of money each option requires.
+
+Let''s start by considering the total cost of the dental work. The total cost is the base price of the dental work multiplied by the amount of each implant needed. This can be represented as the sum of the costs, which is the base price of the dental work multiplied by the amount needed for the dental work, which is 1.
+
+The base price of the dental work is $2000 x 1 = $2000. The amount of each implant needed is 200 x 2 = 400. The total amount of the dental work is the sum of the costs of each implant. This can be represented as the sum of the costs of each implant multiplied by the amount needed for the dental work, which is the sum of the costs of each implant multiplied by the number of implants needed, which is 400 x 2 = 800.
+
+The cost of each implant multiplied by the number of implants is 400 x 2, which equals 800. This means that for every 2 implants, the dentist will have to pay a $2 x 2 = $400 additional dental work that costs $800.
+
+Now we have the total amount that must be paid for the dental work. This can be represented as the total amount of the dental work multiplied by the number of implants, which is 800 x 2, which equals 1600. This adds up to the amount needed for the dental work, which is 2.
+
+This can be expressed as the sum of the costs, which is 1600 + 2 = 1800. This can be represented as the selling price of the dental work, which is 800 - 400 = 240. This represents the amount that must be paid for the dental work, which is 240 - 160 = 40.','40',0,'not_equivalent',445,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,5,'To solve this problem, we need to determine the total amount of work that can be done in 1 hour. If we can pay for each of the 2 implants with an additional $600, then we need to calculate the total cost of the dental work.
+
+The total cost of the dental work is the sum of the base price of the dental implant and the cost of the crown. Since the base price of the dental implant is $2000 and the cost of the crown is $500, we can set up an equation:
+
+Cost of dental implant + Cost of crown = Total cost of dental implant
+
+Let''s call the cost of the dental implant "C" and the cost of the crown "C+". We need to find the cost of the dental implant plus the cost of the crown.
+
+Let''s say the cost of the dental implant is "C" and the cost of the crown is "C+". We know that the cost of the dental implant plus the cost of the crown equals the cost of the dental implant plus the cost of the crown plus the cost of the crown plus $1.
+
+We can write this equation using the base price of the dental implant, the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the cost of the dental implant plus the','$1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,6,'First, we need to find the total cost of the dental work. The total cost can be calculated by multiplying the base price of the dental work by the cost of one dental implant.
+
+The total cost is 2 * $2000 = $4000.
+
+Here is the math: 2 * $2000 = $4000.
+
+We also need to find how many hours George needs to work until he has enough to pay for the dental work.
+
+To calculate how many hours, we multiply the cost of one dental implant by the cost of two dental implants: 2 * $2000 = $4000.
+
+Now we can add the cost of one dental implant to each of the remaining dental implants. So, 4000 + 4000 = 8000.
+
+So, George needs to work 8000 hours to pay for the dental work.
+
+Let’s add this to the initial budget of $1500: 1500 + $1500 = $2000.
+
+We add these amounts together: 1500 + 1500 = 20000.
+
+So, George needs to work 20000 hours to pay for the dental work.
+
+Now, we add the total cost to the initial budget: 1500 + $2000 = $4000.
+
+We add these amounts together: 1500 + 4000 = 80000.
+
+So, George needs to work 80000 hours to pay for the dental work.
+
+The answer is 80000.
+
+#### 80000
+The answer is 80000','80000',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,7,'To solve this problem, we need to calculate the total cost of the implants needed to create a dental veneer, which is $1500 (the base price of the option) + $500 (the cost of the dental veneer) = $2000.
+
+Since each of the implants has a base price of $2000, and each of them costs $2000, we can think of it as 2 * $2000 = $4000.
+
+The dentist can only work 18 hours per day, so this means that 18 * 2 = 40 hours.
+
+So, George needs to work 40 hours to complete the dental work.
+
+Now, let’s imagine the dentist’s schedule for the exact time, which is 40 hours, plus 18 hours with a dentist’s option. So, George’s schedule would be 40 + 18 + 4 = 84 hours.
+
+To find the number of hours George needs to work before he has enough to pay for the dental work, we can use the formula for the number of hours it takes for a dental veneer to wear a filling. This is 18 / 100 = 0.18, and for a dental veneer, it takes 18 hours to make one. So, 20 + 18 + 4 = 72 hours.
+
+This is the minimum number of hours it takes for a dental veneer to be worn.
+
+This is George’s number. Since there are 2000 options and 20 options are available for each of the 18 options, the total number of options and options are totaled. So, 20 * 20 = 4000 options and options are totaled.
+
+Therefore, George has 4000 options and 40 options total. Now, let’s find the number of hours George needs to work before he has enough to pay for the dental work.
+
+These are the hours George needs to work before he has enough to pay for the dental work. In one day, George has 4000 options and 4 options total. This is the number of options George has. So, 4 * 4 = 1600 hours.
+
+So','1600',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,8,'To solve this problem, we need to determine the maximum number of hours that George can work before he has enough to pay for the dental work. We can start by considering the maximum amount of work George can do before he has enough to pay. This is $15 per hour. So, this is 15 * 2 = 30 hours.
+
+Now, to find the maximum number of hours George can work before he has enough to pay for the dental work, we need to consider the total hours he needs to work before he has enough to pay.
+
+The maximum number of hours George can work before he has enough to pay is 15 * 3 = 40 hours.
+
+So, George can work for 40 hours before he has enough to pay for the dental work.
+
+#### 4
+The answer is: 4','4',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,9,'To solve this problem, we need to break it down step by step and use logical thinking. The key to this problem is to analyze it from different angles. First, we need to consider the fact that there are 600 minutes in a week, and we can only spend 15 hours per day. This means that we have to spend 600/15 = 30 hours per day.
+
+Now, let''s consider the amount of time that can go to the dental work. Since he has already spent $15 and has to pay for the dental work, he needs to spend at least 30 hours a month to cover the cost. So, we can set up an equation: 2(30) + 30 = 600 + 30 = 660, which is 30 hours.
+
+However, there is no 30th hour. So, we need to find the value of the fraction 3/4 to determine whether it''s a possible amount of hours. So, 3/4 is approximately 0.7. So, we can add 0.7 to the previous answer to get 3.33.
+
+This means that the amount of time that George needs to work before he has enough to pay for the dental work is 3.33 + 100 = 233.
+
+But we can only have 233 hours. So, we can round to 240 hours. So, yes, George needs to work 240 hours to pay for the dental work.','240',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,10,'To solve this problem, we need to find out how many hours it takes to pay for a dental work of one dental implant using one of the implants as a base.
+
+The problem states that each implant costs $2000 and two implants together cost $500. When you multiply these numbers, it can be seen that 1 dental implant is worth $2000 * 2 = $4000. So the total amount of money needed to pay for the implant is the sum of the base price of the dental implant plus the base price of the other implant. 
+
+This is a simple multiplication problem. The answer is 2 * 400 = 800. 
+
+The problem only gives you one of the implants and the base price of two implants. It doesn’t give you the total number of implants, so you have to multiply 1 by itself 10 times to get the answer.
+
+The answer is 2 * 2000 + 400 = 4400.
+
+So the answer is 4400.','4400',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,11,'Let’s break down the problem step by step. The problem states that George needs to pay for dental work, which means he needs to pay for the entire dental budget of 2 times the base price of $2000, which is $2,000. This is a linear relationship between the dental budget and the base price.
+
+The base price of a dental implant is $2000. Therefore, the total cost of the dental implant is $2000 + $150 = $2150.
+
+The dental budget is fixed at $2,000. However, this can only go up to $2,000, which is a maximum of $2150.
+
+The maximum amount of dental work that can be performed can only go to $2,000.
+
+So, the answer is that George needs to work for 12 hours before he has enough to pay for the dental work.
+
+The solution is 12 + 12 = 24 hours.','12',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,12,'To solve this problem, let''s break it down into manageable parts. We know that each of the implants has a base price of $2000, and there are two implants, but we''re only considering the base price of $500. So, the base price of one of the implants is $500.
+
+We also know that for one of the implants, he wants a crown made of porcelain. This is a fixed cost, which we''ll call $15. So, we can set up an equation to represent the situation:
+
+Base price of one of the implants = $500 * (1 + 1/2) = $500 + 20 = $500 + 20 = $500 + 50 = $500+50 = $650
+
+The base price of the second implant is now 1. Now we need to determine how many hours it will take to pay for the entire dental work.
+
+Assuming the base price of one of the implants is $500, and the base price of the second implant is $500, we can set up an equation to represent the situation:
+
+First implant: $500 + 1 * $500 = 500 + 100 = 200
+Second implant: 1 * $500 = 50
+
+Now we have two possible scenarios:
+
+Scenario 1: 
+One of the implants is $500.
+Second implant: 1 * $500 = 50
+Both implants are $500.
+
+Scenario 2: 
+One of the implants is $500.
+The base price of one of the implants is $500.
+
+Both implants are $500.
+
+In both scenarios, the base price of one of the implants is $500. So, we''ve already answered both of the scenarios.
+
+So, the answer is either 1, 2, or 3, but we can also choose one option by choosing the other two options.
+
+The first option is 1, and the second option is 2. However, we can also choose 1 and 2 as the answer.
+
+The answer is 1.
+
+The only other possible way is 3, but we can','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,13,'To solve this problem, we need to break it down into manageable parts. We have a fixed amount of money to pay for his dental work, a fixed number of dental implants, and the payment requirement.
+
+First, let’s add the number of dental implants to the fixed amount of $600 per hour: 2 dental implants * 2 hours = 4 dental implants * 8 hours = 32 dental implants.
+
+Now, let’s calculate the total cost of all the dental implants. We have 32 dental implants, so the total cost would be 32 dental implants * $2000 = $60000.
+
+However, we need to consider the payment requirement. The payment requirement is $15 per hour, not $15 per day * 8 hours = $120 per day.
+
+This can only be done with a minimum of 1 day. So, we need to divide the total cost by the minimum number of days needed to pay for the dental work.
+
+So, we need to divide $60000 by 1 day * 12 hours = 6 * 12 * 24 hours = 120 hours.
+
+Now, we can calculate the number of days needed to pay for the dental work:
+
+Number of days = 1 day * 12 hours = 12 hours.
+
+So, there are 12 days to pay for the dental work. This can only be done within a period of 12 days.
+
+Therefore, we need to pay the dental work within 12 days.
+
+#### 12
+The answer is: 12','12',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,14,'To solve this problem, we need to first determine the total amount of work that must be done before the dental work can begin.
+
+We know that the dental work costs $2000 (the base price of the implant) and the dental work also costs $2000. To calculate these costs together, we can use the formula for the cost of a product multiplied by the number of products that will be sold.
+
+The total cost of the dental work is $2000 * 2 = $4000. So, the total cost is $4000 * 2 = $8000.
+
+Now, let’s calculate the amount of work that must be done before the dental work can begin: 1. The dental work costs $2000 and the dental work also costs $2000. So, the dental work is 2000 * 2 = 4000 dollars, and in one of the implants, only the dental work can take place. So, the amount of work that must be done before the dental work can begin is 4000 - 2000 = 2000.
+
+Now, let’s calculate the number of hours that must be done before the dental work can begin: 2 * 1 = 2 hours.
+
+The answer is 2.
+
+#### 2
+The answer is 2.
+
+The time George needs to work before he has enough to pay for the dental work is 2 hours.','2',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,15,'To solve this problem, we need to consider the following steps:
+
+1. Determine the total cost of the dental work: This is a fixed cost, so it doesn''t change as the number of hours used by George increases.
+2. Determine the cost of the dental work based on the initial cost of the implant and the base price of the dental work.
+3. Calculate the total cost of the dental work by multiplying the cost of the dental work by the number of hours used, and then by the cost of the dental work multiplied by the number of hours used.
+
+Given the information, we can calculate the cost of the dental work based on the number of hours used as 100% of the base price, which is $2000. Now, the total cost of the dental work can be calculated by multiplying the number of hours used by the cost of the dental work and then by the cost of the dental work multiplied by the number of hours used.
+
+1. 100% of $2000 = $2000
+2. 100 * $2000 = $4000
+3. 2 * 400 = $8000
+
+Now, we can multiply the cost of the dental work multiplied by the number of hours used by the cost of the dental work multiplied by the number of hours used, which is 100 * 10 = 1000.
+
+This is the total cost of the dental work.
+
+The answer is 1000.
+
+The time George needs to work before he has enough to pay for the dental work is 100 hours.','1000',0,'not_equivalent',356,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619448792938566205e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',33,1.52344524491300035151e+03,1.52344426715700046771e+03);
+INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619516834404706956e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',45,2.20385986151599900031e+03,2.2038588833090007029e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -12937,5 +17715,65 @@ INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-447',
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-447',0,33,'0',0.0,0,1000,1,88.0,32.0,1346.75,0.0,2.81970642947499072761e+01,3.76272520077363220223e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-447',0,33,'10',0.0,0,1000,1,88.0,32.0,2693.5,0.0,5.63941285894998145522e+01,7.37523645662242187479e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-447',0,33,'10',0.0,0,1,0,88.0,32.0,5387.0,0.0,1.12788257178999629104e+02,1460025896832.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-495',0,34,'30',0.0,0,16,1,89.0,32.0,119.3125,0.0,2.7824133557500090319e+00,4.70714521932329635605e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-495',0,34,'50',0.0,0,120,1,89.0,32.0,238.625,0.0,5.56482671150001806381e+00,7.89251927947507629385e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-495',0,34,'30',0.0,0,1000,1,89.0,32.0,477.25,0.0,1.11296534230000361271e+01,1.4263267399778637696e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-495',0,34,'30',0.0,0,1000,1,89.0,32.0,954.5,0.0,2.22593068460000722543e+01,2.7004763640385760499e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-495',0,34,'8',0.0,0,1,0,89.0,32.0,1909.0,0.0,4.45186136920001445087e+01,524877561216.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-488',0,35,'10',0.0,0,16,1,82.0,32.0,205.75,0.0,5.09434425662505,6.84750217968258590708e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-488',0,35,'5',0.0,0,120,1,82.0,32.0,411.5,0.0,10.1886885132501,1.23562942558104141234e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-488',0,35,'7',0.0,0,1000,1,82.0,32.0,823.0,0.0,20.3773770265002,2.33738784080660705571e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-488',0,35,'13.33',0.0,0,1000,1,82.0,32.0,1646.0,0.0,40.7547540530004,4.54090467125773803716e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-488',0,35,'27',0.0,0,1,0,82.0,32.0,3292.0,0.0,81.5095081060008,894793833216.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-499',0,36,'4',0.0625,0,16,1,146.0,32.0,306.5,0.0,6.96285340312499556603e+00,1.12766413488133911136e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-499',0,36,'4',0.0625,0,120,1,146.0,32.0,613.0,0.0,1.3925706806249991132e+01,1.94961195257724975585e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-499',0,36,'$2',0.0385,0,1000,1,146.0,32.0,1226.0,0.0,2.78514136124999822641e+01,3.59350758796907104484e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-499',0,36,'$2',0.004125,0,1000,1,146.0,32.0,2452.0,0.0,5.57028272249999645282e+01,6.88129885875271362326e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-499',0,36,'$2',0.0,0,1,0,146.0,32.0,4904.0,0.0,1.1140565444999992906e+02,1345688140032.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-513',0,37,'20',0.0,0,16,1,77.0,32.0,257.25,0.0,7.03848826962507700955e+00,81021192118.4946);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-513',0,37,'20',0.0,0,120,1,77.0,32.0,514.5,0.0,1.40769765392501540186e+01,1.49979675732994964599e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-513',0,37,'48',0.0,0,1000,1,77.0,32.0,1029.0,0.0,2.81539530785003080373e+01,2.87896642961995666504e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-513',0,37,'25',0.0,0,1000,1,77.0,32.0,2058.0,0.0,5.63079061570006160746e+01,5.63730577419997070298e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-513',0,37,'25',0.0,0,1,0,77.0,32.0,4116.0,0.0,1.12615812314001232155e+02,1115398446336.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-530',0,38,'800',0.0,0,16,1,111.0,32.0,227.0625,0.0,5.87744845506256297085e+00,8.1985085482034484863e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-530',0,38,'5320',0.0,0,120,1,111.0,32.0,454.125,0.0,1.17548969101251259421e+01,1.42808409058965515132e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-530',0,38,'800',0.0,0,1000,1,111.0,32.0,908.25,0.0,2.35097938202502518842e+01,2.64455056212827575683e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-530',0,38,'20',0.0,0,1000,1,111.0,32.0,1816.5,0.0,4.70195876405005037685e+01,5.07748350520551696785e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-530',0,38,'20',0.0,0,1,0,111.0,32.0,3633.0,0.0,9.40391752810010075371e+01,994334939136.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-532',0,39,'5',0.0,0,16,1,80.0,32.0,377.4375,0.0,9.58046879924995664623e+00,1.1417340849796353149e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-532',0,39,'5',0.0,0,120,1,80.0,32.0,754.875,0.0,1.91609375984999132924e+01,2.15465198408232635508e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-532',0,39,'32',0.0,0,1000,1,80.0,32.0,1509.75,0.0,3.83218751969998265849e+01,4.1804877822877081297e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-532',0,39,'8',0.0,0,1000,1,80.0,32.0,3019.5,0.0,7.66437503939996531707e+01,8.23215937869847167937e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-532',0,39,'10',0.0,0,1,0,80.0,32.0,6039.0,0.0,1.53287500787999306337e+02,1633550257152.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-533',0,40,'210',0.0,0,16,1,94.0,32.0,227.75,0.0,7.90475186068749735568e+00,77614905540.1619);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-533',0,40,'210',0.0,0,120,1,94.0,32.0,455.5,0.0,1.58095037213749947113e+01,1.38621962440151092529e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-533',0,40,'32000',0.0,0,1000,1,94.0,32.0,911.0,0.0,3.16190074427499894231e+01,2.60636076240129516612e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-533',0,40,'2',0.0,0,1000,1,94.0,32.0,1822.0,0.0,6.32380148854999788463e+01,5.04664303840086364734e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-533',0,40,'2',0.0,0,1,0,94.0,32.0,3644.0,0.0,1.26476029770999957694e+02,992720759040.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-564',0,41,'5',0.0,0,16,1,97.0,32.0,213.5,0.0,5.52028500593758053582e+00,74580476304.2344);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-564',0,41,'5',0.0,0,120,1,97.0,32.0,427.0,0.0,1.10405700118751610712e+01,1.31754378246618774413e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-564',0,41,'3.5',0.0,0,1000,1,97.0,32.0,854.0,0.0,2.20811400237503221424e+01,2.46102182131387512212e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-564',0,41,'1500',0.0,0,1000,1,97.0,32.0,1708.0,0.0,4.41622800475006442848e+01,474797789900.925);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-564',0,41,'1',0.0,0,1,0,97.0,32.0,3416.0,0.0,8.83245600950012885697e+01,932189005440.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-577',0,42,'210',0.0,0,16,1,129.0,32.0,238.75,0.0,6.58153420012490641965e+00,8.99578645720377807586e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-577',0,42,'210',0.0,0,120,1,129.0,32.0,477.5,0.0,1.31630684002498128388e+01,1.53926413094968597412e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-577',0,42,'15',0.0,0,1000,1,129.0,32.0,955.0,0.0,2.63261368004996256777e+01,2.81863510140830261221e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-577',0,42,'20',0.0,0,1000,1,129.0,32.0,1910.0,0.0,5.26522736009992513555e+01,5.3773770423255352782e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-577',0,42,'3',0.0,0,1,0,129.0,32.0,3820.0,0.0,1.05304547201998502717e+02,1049486092416.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-589',0,43,'11.75',0.0,0,16,1,104.0,32.0,246.5625,0.0,5.69678059262503211357e+00,8.53615137571501159628e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-589',0,43,'8',0.0,0,120,1,104.0,32.0,493.125,0.0,1.13935611852500642273e+01,1.51430019107740112304e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-589',0,43,'2.5',0.0,0,1000,1,104.0,32.0,986.25,0.0,2.27871223705001284547e+01,2.83567029808920104978e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-589',0,43,'0.0675',0.0,0,1000,1,104.0,32.0,1972.5,0.0,4.55742447410002569094e+01,547841051211.28);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-589',0,43,'6.25',0.0,0,1,0,104.0,32.0,3945.0,0.0,9.11484894820005138189e+01,1076389094016.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-594',0,44,'3',0.0,0,16,1,80.0,32.0,189.4375,0.0,8.7665399336249265616e+00,6.35458738488834075927e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-594',0,44,'100',0.0,0,120,1,80.0,32.0,378.875,0.0,1.75330798672498531232e+01,1.14245411526157852172e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-594',0,44,'3',0.0,0,1000,1,80.0,32.0,757.75,0.0,3.50661597344997062459e+01,2.15644486880706726084e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-594',0,44,'3',0.0,0,1000,1,80.0,32.0,1515.5,0.0,7.01323194689994124919e+01,4.18442637589804504374e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-594',0,44,'3',0.0,0,1,0,80.0,32.0,3031.0,0.0,1.40264638937998824992e+02,824038939008.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-596',0,45,'1',0.0,0,16,1,132.0,32.0,393.0,0.0,1.07676317311875209266e+01,1.32299595513828430171e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-596',0,45,'6000',0.0,0,120,1,132.0,32.0,786.0,0.0,2.15352634623750418532e+01,2.37763573276373199453e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-596',0,45,'1',0.0,0,1000,1,132.0,32.0,1572.0,0.0,4.30705269247500837064e+01,4.4869152880146276857e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-596',0,45,'1',0.0,0,1000,1,132.0,32.0,3144.0,0.0,8.61410538495001674129e+01,8.70547439851641845741e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-596',0,45,'1',0.0,0,1,0,132.0,32.0,6288.0,0.0,1.72282107699000334834e+02,1714259261952.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
