@@ -64,3 +64,16 @@ def test_a_policy_action_the_run_cannot_replay_is_named(tmp_path: Path) -> None:
                          choices={"easy": {"kind": "stop"}, "hard": {"kind": "stop"}})
     with pytest.raises(StoreError, match="max_tokens 12.*not the ones auto would draw"):
         evaluate_auto(run, other)
+
+
+def test_a_greedy_first_policy_is_graded_on_the_chains_it_got(tmp_path: Path) -> None:
+    """Waves of 2, greedy first (right, 5 tokens). EASY: greedy ok + sampled ok -> easy -> stop: 1.0 at 15 tokens.
+    LATE (sampled bad, then ok...): greedy ok + bad -> hard -> sample to 4: ok, bad, ok, ok -> 1.0 at 35 tokens.
+    Graded by the draw's first chains instead (bad, ok, ok, ok) the vote's 'ok' would count wrong."""
+    late = [("bad", 10)] + [("ok", 10)] * 7
+    run = hand_run(tmp_path / "run", [EASY, late], greedy=[("ok", 5)] * 2)
+    path = write_policy(tmp_path / "g.json", max_tokens=10, caps=(80,), wave_size=2, greedy_first=True,
+                        choices={"easy": {"kind": "stop"}, "hard": {"kind": "sample", "max_samples": 4}})
+    out, _ = evaluate_auto(run, path)
+    (row,) = out["auto"]
+    assert (row["accuracy"], row["mean_tokens"]) == (1.0, 25.0) and row["bins"] == {"easy": 1, "hard": 1}
