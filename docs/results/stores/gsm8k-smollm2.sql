@@ -8686,6 +8686,1988 @@ This is the total cost of the dental work.
 The answer is 1000.
 
 The time George needs to work before he has enough to pay for the dental work is 100 hours.','stop',356,132,32,7.06193879076390107485e+00,107141203872.0,NULL);
+INSERT INTO "chains" VALUES(46,0,0,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',0,'1. First, find out how many hours a day he works. 10 hours is 365 days / 10 hours = 3 days (15 days)
+2. Now, find out how many hours he works per day. 10 hours is 3 * 24 hours = 60 hours.
+3. Calculate how many days there are to sell the meat from Bill''s bull. 3 days is 3 * 7 days = 21 days.
+
+Therefore, 1 year (18 months in this cycle) will take 1 year (21 days) for the 18 months of the 3-year cycle to be sold.','stop',148,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,1,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',1,'Let''s break down the problem step by step. Prince works 10 hours a day and buys 15kg of meat every hour. So, each hour, he buys 15*10 = 150kg of meat.
+
+The bull is a 750kg animal. To find the number of days it would take Prince to sell the meat from the bull, we need to consider the total number of days.
+
+The total number of days it would take Prince to sell the meat from the bull would be the sum of the days it would take Prince to sell the bull and the time it would take Prince to sell the bull (day 1 * 10 hours = 10 days) would still be 150 - 10 = 150 days.
+
+Prince would still take 150 days to sell the meat from the bull, but not more. He would sell the meat from the bull every day, regardless of how long it would take him to sell the bull, which would be 10 days of selling the bull.
+
+Therefore, it would take Prince 10 days to sell the meat from the bull.','stop',249,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,2,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',2,'1. First, we need to determine the number of hours the butcher works and find the number of hours that time period the butcher works.
+2. 1. Calculate the weight of the bull in hours.
+3. 2. The number of hours for which the butcher can work is 10.
+4. 3. The total number of hours the butcher can work is (10 + 10) = 10 hours.
+
+Prince sells 15kg of meat every hour he works. He works 10 hours a day, which means he sells 10 * 15 = 1500kg of meat each day.
+
+* He sells 1500kg of meat every day * 10 hours per day * 10 hours per day = 1500 * 10 = 15000
+
+* Therefore, it will take Prince 15000/10 = 150 days to sell the meat from the bull.
+
+* Therefore, the answer is 150 days.
+
+The answer is 150.','stop',244,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,3,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',3,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the variables: it takes Prince 1 day to make a single meal.
+
+The problem requires the product of the number of hours and the number of meals per hour. This is a product of a number multiplied by itself, which is in the form of a product of 181.
+
+So, we can solve this problem using the product rule and the formula for the sum of products of numbers raised to different powers, which is 
+Hmm... we don''t have the actual step-by-step breakdown yet but I''ll give you one.
+
+The product of 181 is (181*181*181), which is 181*181 * 181, which equals 181*181*181, this is the answer.
+
+To solve this equation, we can use the formula S = P(1 + R), where S is the number of items sold.
+
+This means that the number of items sold is equal to 181*181*181.
+
+This means that the number of items sold is equal to 181(1 + 1 + 1 + 1 + 1 + 1 + 1 + 1).
+
+This is the same as the product 181*181*181.
+
+We know there are 181 items in total, and we have 181 items sold.
+
+This is the same as the product of 181*181*181.
+
+So this product of 181*181*181 equals the product of 181*181*181.
+
+S((1 + 1 + 1 + 1 + 1 + 1 + 1 + 1)) = 181*181*181.
+
+This equals 2^181.
+
+This is the same as 2^181.
+
+This is 2^181, and it''s the same as the number 2^181.
+
+Therefore we have 2^181 times 181, which is 2^181.','length',512,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,4,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',4,'To solve this problem, we need to break it down into manageable parts and create a step-by-step narrative that illustrates each step.
+
+The initial problem involves "How many days will it take to sell the meat from Bill''s bull?" This is a classic lateral thinking puzzle. We can think of it as "how many days to sell a product?" The answer is given.
+
+The next step involves "How many hours does it take to sell the product?" The answer is already given.
+
+The final step involves "How many days will it take to sell the product?" This is the final step in the problem.
+
+To solve this problem, we need to create a narrative that describes each step in a step-by-step manner. We start with the unknown answer, which is not given. We then break it down into manageable parts until we reach the final answer. The process is repeated until we reach the answer.
+
+In each stage, we ask a question that involves breaking down the problem. We create a narrative that shows each step, and then we repeat this process until we reach the final answer.
+
+So, the final answer is "10 days."','stop',245,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,5,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',5,'To solve this problem, we need to break it down step by step. First, we need to determine the number of hours of work that Prince has for each hour of Bill''s bull.
+
+Let''s start by using the formula for the number of hours worked: 
+Number of hours = Number of hours of work / 60
+
+Priest has worked 10 hours, so 10 / 60 = 1 hour.
+
+So, Prince has worked 1 hour of work for each hour of Bill''s bull.
+
+Now, we need to find the number of days that need to be added to the number of hours that Prince has worked to reach the total hours worked for Bill''s bull. 
+
+Priest has worked 10 hours, so 10 / 60 = 1 hour.
+
+Now we can add 1 to 10 to get the total hours worked for Bill''s bull:
+1 + 1 = 2
+
+So, Prince has worked 2 hours of work for each hour of Bill''s bull.
+
+To find the number of days that Prince needs to sell the meat from Bill''s bull, we need to find the number of days that Prince needs to work for Bill''s bull.
+
+Since we are working 10 times, we need to multiply 2 by 2 to find the number of days it takes to sell 10 times the number of hours it takes Prince to work the bull.
+
+So, 2 * 2 * 2 = 16 days.
+
+This is the number of days it takes to sell 10 times the number of hours it takes Prince to work the bull.
+
+So, it will take 2 years of work to sell 10 times the number of hours it takes Prince to work the bull.
+
+So, it will take 2 years of work to sell the 10 times of the number of hours it takes Prince to work the bull.
+
+Now, we can add 1 to 2 to get the total number of days it will take 10 times the number of hours it takes Prince to work the bull, which is 2 years of work.
+
+The answer is 2
+
+We need to find the number of days it will take Prince to sell 10 times the number of hours it takes Prince to work the bull.
+The answer is 2.
+','length',512,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,6,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',6,'Let''s break down the problem step by step. We know that Prince sells 15kg of meat every hour, and the number of hours he works is determined by Bill''s 10 hours a day. If we add the number of hours he works to Bill''s bull, that''s 10 hours a day. To find the time it takes to sell the meat, we''ll divide 750 by 10, which gives 7.5. Therefore, it will take 7 days for Prince to sell the meat from Bill''s bull.
+
+To add this to the 15kg of meat sold from Bill''s bull, we''ll multiply 15 by 7.5. This is 125.5. So the answer is 7 + 75.5 = 12.5 days.','stop',176,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,7,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',7,'To solve this problem, we need to determine the number of days it takes Prince to sell the meat from Bill''s bull.
+Let''s break it down:
+1. Prince sells 15kg of meat every hour, so he sells 15kg * 10 hours = 150kg/10 hours = 15kg/hour
+2. So, 15kg/hour * 10 hours = 150kg/10 hours = 15kg/hour
+However, we don''t know how many hours it takes Prince to sell the meat from Bill''s bull. We need to find the number of days it takes Prince to sell the meat from Bill''s bull.
+3. So, 15kg/hour * 10 hours = 15kg/hour * 15 days = 200 days = 200 days
+4. So, 200 days = 200 * 10 days = 200 days = 500 days
+
+Prince sells 500kg of meat, so he has to sell 200/500 = 0.20 = 20% of the meat he sells.
+
+So, 20% of the pig''s weight will be the weight of the 200kg of the beef. So, 20% of 150kg is 150*0.2 = 0.150 = 0.20 = 20% of the pig''s weight.
+
+Prince will sell 20% of the 750kg beef, which will be 750*0.2 = 0.750 = 7.50 kilograms of beef.
+
+The answer is: 15*20 = 250 = 25 days.
+#### 25
+The answer is 25.
+
+The answer is 20.','stop',429,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,8,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',8,'To solve this problem, we need to break it down into manageable parts. First, we need to understand that the answer can be expressed as a fraction of minutes, which is 1/8 of a minute.
+
+The time taken to sell the meat from the bull is 1/8 of a minute. This means the time taken to sell 1/8 of a minute is equivalent to 1/8 of a minute multiplied by itself 8 times.
+
+To find the total time taken to sell 1/8 of a minute, we can use the formula for calculating minutes multiplied by itself, which is 1/1000. So, we can multiply 1 by 1/1000, which results in 1/1000 minutes.
+
+This is equivalent to 1/1000 minutes, which can be simplified to 1/100 minutes.
+
+Now, we know that there are 8 minutes in 1 minute, so we can multiply 1 by 1/100 to get 1/10 minutes.
+
+To find the total time taken to sell 1/100 minutes, we can divide 1/100 by 8, which gives us 1/10 minutes.
+
+Now we can find the time taken to sell 1/10 of a minute, which is 1 minute.
+
+Therefore, 1/10 of a minute is equal to 10 minutes.
+
+The answer is 10 minutes.','stop',328,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,9,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',9,'To solve this problem, we need to break it down step by step, carefully weighing the meat and the bull. First, we convert the unknowns: 15kg of meat is equivalent to 1.50 kg. Then, we convert the unknowns to solve for the unknowns.
+
+First, we calculate 1.50 kg to find the mass of 1.50 kg of meat. Then, we divide 1.50 kg by 1.50 kg to find the mass of 1.50 kg of meat. Finally, we add the total number of kilograms of meat to find the total mass of meat.
+
+So, 1.50 kg + 1.50 kg + 1.50 kg = 50 kilograms of meat.
+
+Now, we can find the number of days it will take for Prince to sell the meat from Bill''s bull.
+
+If we add 1.50 kg to the total number of kilograms of meat sold, we get 1.50 + 1.50 + 1.50 = 4.50 kilograms of meat.
+
+However, to avoid multiples of 100, we can use the integer system to simplify the problem.
+
+So, 1.50 + 1.50 + 1.50 = 4.50 kilograms of meat.
+
+Now, we multiply the number of kilograms of meat sold by 4.50.
+
+The total number of days it will take Prince to sell the meat from Bill''s bull is 4.50 * 30 days = 120 days.
+
+The number of days it will take Prince to sell the meat from Bill''s bull is 120 days * 5 days = 600 days.
+
+So, it will take Prince 120 + 600 = 600 days to sell the meat from Bill''s bull.
+
+The answer is: 120.','stop',435,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,10,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',10,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the number of hours worked by Prince in a day. He works 10 hours per day, which means he can work 10 days in a week (10 days / 7 days per week). So, Prince works 10 x 7 = 70 hours per week.
+
+Now that we know there''s a 70th hour, we can calculate the number of days in a week. Prince can sell 10 x 7 = 70 minutes of meat per day. He can sell 70 x 2 = 140 minutes of meat per day.
+
+To find the total number of days it takes Prince to sell the meat, we need to add the days the King (Prince) can sell the meat, which is 70 days in a week (10 days / 7 days per week).
+
+To add the days, we multiply the number of days (70) by the total number of days: (70 / 10) * 70 days = 70 days.
+
+So, it will take Prince 70 days to sell the meat from his King.','stop',264,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,11,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',11,'To solve this problem, let''s analyze the information step-by-step. First, we need to determine if King Bill''s bull is a prime number. If it is, the answer will be 1. If it''s not, we know we''ve missed an option.
+
+King Bill works 10 hours a day and sells 15kg of meat every hour. If the bull is a prime number, it will make 10 hours a day a prime number. If the bull is not prime, it will make 10 hours/day the same as King Bill''s. So, King Bill works from 1 to 10 days, and the prime number is indeed King Bill''s.
+
+However, if the bull is prime, it will take King Bill 10 days to sell the meat.
+
+If King Bill sells the meat in 10 days, it means he sells 10 of the prime number bulls. If King Bill sells the prime number and the prime number and the prime number bull is King Bill''s, it means the King Bill''s bull is the prime number Bulls. If King Bill sells the prime number Bulls, it means the King Bill''s is the prime number King Bill''s. If King Bill sells a prime number and the prime number and the prime number Bulls, it means King Bill''s is the prime number King Bill''s.
+
+King Bill sells the prime number and the prime number bull and King Bill sells the prime number and the prime number bull and the Prime King Bill''s, but the King Bill''s is the prime number King Bill''s.
+
+King Bill sells the prime number and the prime number bull and the King Bill''s, but the King Bill''s is the prime number King Bill''s, and King Bill sells King Bill''s, but King Bill sells the Prime King Bill''s.
+
+King Bill sells the prime number and King Bill''s, but the King Bill''s is the Prime King Bill''s.
+
+King Bill sells the prime number and the Prime King Bill''s, but King Bill sells the Prime King Bill''s, which is King Bill''s, but King Bill sells King Bill''s, which is the King Bill''s, King Bill sells King Bill''s, which is the King Bill''s, which is King Bill''s, King Bill sells King Bill''s, which is King Bill''s, which is King Bill''s, which is King Bill''s, which is King Bill''s, which is King Bill''s, which is','length',512,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,12,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',12,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the variables:
+
+The number of hours sold is the unknown x (hours), and the weight of the bull is the unknown y (g).
+
+Let''s denote the number of hours sold as x and the weight of the bull as y.
+
+We know that 15kg of meat is sold every hour, so we can set up the equation:
+
+15kg / x = 750kg / y
+
+Now, we can rewrite the equation as:
+
+15 * (y + 750) = 750kg * y - 750kg
+
+This is the equation we want to solve.
+
+To solve for y, we need to subtract 750 from both sides of the equation. This is because the product of a constant times itself and a negative number results in a negative constant. So, we have:
+
+-15 * (y + 750 - 750) = 750 * y + 750 * y
+
+This is the equation we need to solve.
+
+To solve it, we can divide both sides of the equation by -15. The equation simplifies to:
+
+y + 750 = 750 * y
+
+This is the equation we need to solve.
+
+Now, we just need to find the answer:
+
+y = 750 * y
+
+So, the answer is 750.','stop',333,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,13,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',13,'To solve this problem, we need to break it down into manageable parts. We know that Prince sells 15kg of meat every hour and works 10 hours a day. So, we can start by calculating the number of hours he works.
+
+If we were to calculate 15 times 10 hours, we would be calculating 100 hours. This is the maximum number of hours a butcher can work without running out of a specific product.
+
+However, we are given that Prince sells 15kg of meat every hour. He works 10 hours a day, which means he sells 15 * 10 = 150kg of meat per day.
+
+Now we need to find out how many days it would take Prince to sell 150kg of meat.
+
+We can calculate this by dividing the number of hours he worked (150) by the number of hours he worked each day (10).
+
+This results in 150 / 10 = 15 days.
+
+So, Prince would have sold 15 x 10 = 150kg of meat in 15 days.
+
+So, the answer is 15 days.
+
+The number of days it would take Prince to sell the 750kg of meat is 15 * 10 = 150 days, which is the same as 150 days, 360 days.','stop',316,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,14,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',14,'To solve this problem, we need to break it down into manageable parts. First, let''s consider the information given: the number of hours the butcher works, the total weight of the butcher''s mouthfuls (the bull), and the total weight of the butcher''s mouthfuls sold (the meat from the butcher''s bull).
+
+First, let''s calculate the total weight of the butcher''s mouthfuls: 15kg * 750kg = 125,000kg. So, the butcher''s mouthfuls are 125,000kg x 100 = 125,000kg.
+
+Now, let''s calculate how many hours the butcher works. The butcher sells 15kg of meat every hour, so he can work for 15 hours. However, he only sells 125,000kg of his mouthfuls. So, he has to work 125,000 - 15 = 100,000 mouths of meat.
+
+Now, let''s consider the time it takes for Prince to sell the meat from the butcher''s bull. The calculation for the time it takes to sell 125,000kg * 100 = 1,000,000 mouths of meat takes 100000 mouths of meat / 15 hours = 10. However, he is only selling 125,000kg of his mouthfuls. So, he has to sell 125,000 - 15 = 115,000 jaws of meat.
+
+Now, let''s calculate how many days it will take Prince to sell the meat from the butcher''s bull. He needs to sell 115,000 jaws of meat. So, he needs to sell 115,000 * 40 = 450,000 jaws of meat in 115 days. This is a 125 day cycle of selling and buying. However, he also needs to sell 115,000 jaws of meat in 115 days. This is a 13th day cycle of selling and buying. He must sell 115,000 * 12 = 1425,','length',512,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(46,0,15,'45e89d4bf7a1b92915cf56be3b30dcfa2e4a231531762d58ec2e5f5f42282c88',15,'To solve this problem, we need to determine how many days it would take Prince to sell Ben''s bull, which is 750kg, because if Ben is a multiple of 15, he would have to work 15x = 180 days to sell Ben''s bull.
+15x = 180 days
+To find the number of days, we divide 180 by 15:
+
+180 / 15 = 12
+
+So, it would take Prince 12 days to sell Ben''s bull.
+
+Let''s calculate this by multiplying 12 by 12:
+
+12 x 12 = 144
+
+So, it would take Prince 12 days to sell Ben''s bull.
+
+The answer is 12 days.','stop',178,97,32,5.70639051305139,91503834192.0,NULL);
+INSERT INTO "chains" VALUES(47,0,0,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',0,'To solve this problem, we need to calculate the total cost of each session.
+
+Each session lasts for 2 hours. The total cost of 6 sessions is 2 * 2 = 4 sessions.
+The number of sessions is fixed at 2.
+
+So, the total cost of each session is 4 / 2 = 2 sessions.
+
+The cost of 4 sessions can be represented as 4 * 2 = 8 sessions.
+
+To find the total cost of each session, we multiply the cost of each session by the number of sessions.
+
+Total cost = 4 * 8 = 32 sessions.
+
+So, John needs to spend 32 * 12 = 360 cents to buy 32 sessions of physical therapy.','stop',170,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,1,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',1,'To solve this problem, we need to calculate the total amount of money John spent at each session.
+John spent 6 weeks at each session for a total of 6 * 2 * 2 = 12 sessions.
+Each session cost 6 * 2 = 12 hours.
+Each session cost 12 hours * 2 = 24 hours.
+The total amount spent at each session was 12 + 24 = 44 hours.
+The total amount of money John spent at each session was 44 hours * $1.25 = $57.25.
+So, the physical therapy cost 57.25 * $12 = $65.50.
+#### 67
+The answer is: 67','stop',170,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,2,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',2,'To solve this problem, we need to break it down into manageable parts. We know that John injured his back and needs to go to physical therapy. The problem states that he went to physical therapy for 6 weeks. So, we can think of it as going for 6 weeks and then going for another 2 weeks.
+
+To find out how many weeks are left, we multiply the number of weeks by the number of weeks that are left. 6 weeks * 2 weeks = 12 weeks.
+
+The total amount spent on physical therapy is 12 weeks * $125 = $1775.
+
+The total amount of money spent on physical therapy is $1775.
+
+The cost of physical therapy can be calculated by multiplying the amount of money spent by the amount of money that was spent. 
+$1775 * $125 = $2082.
+
+So, the cost of physical therapy is $2082.','stop',211,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,3,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',3,'To solve this problem, we need to determine the total cost of the physical therapy session and then break it down into the hours spent. 
+
+First, we calculate the total cost of the physical therapy session: 125 hours * 2 weeks * 6 sessions = 240 hours * 2 = 480 hours.
+
+The total cost of the physical therapy session is the sum of the hours spent: 480 hours + 240 hours = 720 hours.
+
+To find the cost of one session, we need to divide 720 hours by 2 weeks to find the cost per week. 720 hours / 2 weeks = 333.33.
+
+The cost of one session is 333.33.
+
+To find the total cost of 6 weeks of physical therapy, we multiply the cost per week by 6 weeks: 333.33 * 6 weeks = 1969.67.
+
+The total cost of the physical therapy session is 1969.67.
+
+We round this to 198.
+
+The final answer is 198.','stop',261,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,4,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',4,'To solve this problem, we need to first calculate the total time spent by John visiting physical therapy sessions. Since each session costs $125, and each week costs 6 weeks, we can multiply this by the total number of sessions John had visited by himself (6 weeks). So, 6 weeks * 2 sessions per week = 12 sessions per week.
+
+We can now calculate the total time spent by John visiting physical therapy sessions. 6 weeks * 12 sessions per week = 72 sessions per week. 12 sessions per week * 12 weeks = 144 sessions per week.
+
+Now, we need to find out how many sessions John had visited physical therapy sessions. This is calculated by multiplying the number of sessions by the total number of sessions John visited by himself. 72 sessions * 12 sessions per session = 96 sessions.
+
+The total number of sessions John had visited physical therapy sessions is 96 sessions.
+
+The total amount of money John spent on physical therapy sessions can be calculated by multiplying the cost of 12 sessions per week by the total number of sessions John had visited by himself. 
+The amount of money John spent on physical therapy sessions is (96 sessions * $125 / session) = $1266.67.
+
+So, 
+John spent $1266.67 on physical therapy sessions.','stop',302,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,5,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',5,'To solve this problem, we need to break it down step by step and find the total cost of the physical therapy sessions.
+
+The first step is to find the total cost of physical therapy sessions.  The total cost of physical therapy sessions is the sum of the cost of each session and the cost of each session.  This is a classic example of a product-versus-service problem, where we need to find the total cost of a product (physical therapy sessions) by multiplying the cost of each session by the number of sessions.
+
+We can do this by multiplying the cost of each session by the number of sessions.  This is based on the 3-hour session equal to 1 session (the total cost is 1 session * 1 session / 2 hours = 1 session per hour), which is the formula for the total cost.
+
+The next step is to find the total cost of each session.  This is a product-versus-cost problem, where we need to find the total cost of each item (the total cost is the product of the cost of each item by the number of items).  In this case, we can multiply the cost of each item by the number of items (the total cost is the product of each item multiplied by the number of items).
+
+This is based on multiplying the cost of each item by the number of items.  This is a classic example of a product-versus-cost ratio problem, where we need to find the ratio of the cost of one item to the cost of one unit (the total cost is the product of the cost of one item multiplied by the number of items).
+
+The final step is to find the total cost of all the physical therapy sessions.  This is a product-versus-total cost problem, where we need to find the total cost of all the physical therapy sessions.  This problem involves finding the total cost of one item (the cost of one session) multiplied by the number of sessions.
+
+In this example, we have a product-versus-total cost problem, where we need to find the total cost of one item multiplied by the number of items, which is the cost of one session multiplied by the number of sessions.  This is a classic example of a product-versus-total cost ratio problem, where we need to find the total cost of one item multiplied by the number of items, which is the total cost of one session multiplied by the number','length',512,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,6,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',6,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total amount of time John spent at the physical therapy. 
+
+John spent 6 weeks at physical therapy. So, 6 weeks * 6 weeks * 2 hours = 120 hours.
+
+The total time John spent at physical therapy is 120 hours * 6 weeks = 720 hours.
+
+Now, we can calculate the total amount of time John spent at physical therapy. 
+
+The total amount spent at physical therapy is 120 hours * 720 hours = 10,400 hours.
+
+Now, we can calculate the amount of money John spent at physical therapy.
+
+The amount spent at physical therapy is 10,400 hours * 6 weeks = 6,240 weeks.
+
+The total amount spent at physical therapy is 6,240 weeks * 6 weeks = 3,126,000 weeks.
+
+To find the amount of money John spent at physical therapy by converting it to dollars, we need to divide 120 hours by 6 weeks, which results in 30.33 days.
+
+So, John spent 30.33 days at physical therapy.
+
+To find out how much he spent at physical therapy by converting it to dollars, we need to multiply 120 hours by 30.33 days.
+
+This is a conversion of 120 hours to days and 30.33 days.
+
+We can add the conversion to 30.33 days to get how many days it takes to convert the amount of time John spent at physical therapy.
+
+To convert 120 hours to days and 30.33 days, we need to calculate 120 hours / 30.33 days = 3.
+
+So, he spent 3.84 days at physical therapy.
+
+We can round this to 4 days to 4, which is 2 days.','stop',453,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,7,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',7,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many weeks it took John to go to physical therapy.
+
+The total cost of 6 weeks is 6 weeks x 30 days = 180 days. To find out how many sessions John spent, we divide 180 by 30 (the total amount of time John spent) to find out how many sessions he spent. 
+
+So, 180 days x 3 sessions = 540 hours. That''s the amount of time John spent.
+
+Now, let''s find out how much the physical therapy cost. 6 weeks x 2 sessions = 12 sessions. So, the physical therapy cost John $12.
+
+To find out how much the physical therapy cost, we need to convert the $12 to a decimal. 12 x 12.6 = $144. So, the physical therapy cost John $12.','stop',215,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,8,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',8,'To solve this problem, we need to break it down into manageable parts. We know that John went to physical therapy for 6 weeks, which means he spent x weeks. Now we need to find the total amount of money John spent to spend x weeks at physical therapy.
+
+Let''s denote the number of weeks as x. So, the total amount of money spent by John to spend x weeks at physical therapy would be 6x weeks * x = 6 * x.
+
+To find the total amount of money John spent, we need to find the value of x. To do this, we can divide both sides of the equation 6 * x = x by 2, which is a standard algebraic manipulation.
+
+This gives us 6 * x = x / 2, which simplifies to 6 = x.
+
+So, the answer is 6.
+
+The answer is 6.','stop',190,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,9,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',9,'Step 1: Determine the total amount of money spent by John during the 6 weeks (i.e., 6 weeks * 6 weeks * 2 weeks = 24 weeks * 2 weeks = $125).
+Step 2: Calculate the total amount spent by John, which is $125 * 6 weeks * 2 weeks = $125 * 6 = $725.
+Step 3: Determine the total amount spent by John, which is $125 * 6 = $720.
+Step 4: Determine the total amount spent by John, which is $720 / 6 weeks = $12.
+Step 5: Find the total amount spent by John, which is $12.
+Step 6: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 7: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 8: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 9: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 10: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 11: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 12: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 13: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 14: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 15: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 16: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 17: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 18: Determine the total amount spent by John, which is $12 * 2 = $24.','length',512,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,10,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',10,'To solve this problem, let''s break it down step by step. First, we need to determine the total amount of money John spent on physical therapy each week. 
+
+He spent 6 weeks at a time at a rate of 1 gym session for every week.  So, 6 * 30 = 180 weeks.
+
+Now, we can calculate the total cost of physical therapy by multiplying the number of weeks by the cost per week. This gives us 180 * 12.5 = 1800.
+
+So, John spent 1800 dollars on physical therapy each week.','stop',135,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,11,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',11,'To solve this problem, we need to determine the total cost of physical therapy for John per week, which is $125. This can be calculated by multiplying the total cost of physical therapy by the number of weeks.
+
+$125 * 6 weeks = $625
+The total cost of physical therapy per week is $625.
+
+John''s physical therapy costs $625, which is $62.50 in total dollars.','stop',100,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,12,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',12,'Let''s break down the problem step by step:
+
+- John went to physical therapy for 6 weeks.
+- Each week, he went twice for 2 hours at a time.
+- The total cost of each session is 6 weeks * 2 hours * 2 hours = 24 hours.
+- The total cost for the 6 weeks is 24 hours * $125 per week = $3100.
+
+The total cost of the 6 weeks is $3100 / 6 weeks = $50.
+
+So, the physical therapy costs $50 per week.','stop',134,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,13,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',13,'To solve this problem, we need to determine the total number of sessions John had and then determine the total cost of physical therapy.
+
+John had 2 weeks of sessions, which means he had 2 * 6 = 12 sessions.  So, he has 12 * 2 = 24 sessions.
+
+Each session costs $125.  So, if he goes to physical therapy for 2 weeks, it would cost him $24 x 2 = $48.  So, the total cost of physical therapy would be 12 + 24 = 48.
+
+We know that 48 is 100% of the total amount.  So, the answer is 100%.','stop',161,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,14,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',14,'To solve this problem, we need to consider the 6 weeks of physical therapy and the 2 hours of physical therapy per week as a weight reduction strategy.
+If the total amount of money spent is 125, then we can multiply 125 by 6, which would be 750, to find the total cost of the physical therapy.
+So, the answer is 750 * 2 = 1400.
+#### 1400
+The final answer is 1400.','stop',115,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(47,0,15,'2784bbcaa6f0b5ddfef50cfb3f02a39f6ed971522784615705c924930f00e86d',15,'First, let''s break down the problem into manageable parts. We know that John injured his back for 6 weeks, and that takes him 6 weeks. So, he needs to spend 6 * 6 = 36 weeks.
+
+Assume that one week has 36 weeks of sessions. 6 weeks * 36 weeks = 180 weeks.
+
+Now, multiply the total number of weeks by 180 weeks: 180 weeks * 6 weeks = 1280 weeks.
+
+So, John spent 1280 weeks on physical therapy.
+
+The physical therapy cost 1280 weeks * $125 per week = $15500.
+
+#### 15500
+The answer is: 15500','stop',177,94,32,3.61114411140785973586e+00,64987563240.0,NULL);
+INSERT INTO "chains" VALUES(48,0,0,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',0,'Step 1: Determine the total cost of Karate classes for Manny''s parents.
+Cost of Karate classes = 60 * $1.20 = $620
+Cost of Karate classes = 10 * $1.20 = $120
+
+Step 2: Determine the cost of Karate classes for Manny''s parents.
+Cost of Karate classes = 10 * $1.20 = $100
+
+Step 3: Calculate the number of Karate classes that Manny can miss before Karate classes do not sign him up again.
+Cost of Karate classes = Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents
+= $120 + $100 = $120
+
+Step 4: Determine the number of Karate classes that Manny can miss before Karate classes do not sign him up again.
+Cost of Karate classes = Cost of Karate classes for Manny''s parents * Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents * Cost of Karate classes for Manny''s parents
+= $10 + $10 = $20
+
+So, Manny can miss 2 more Karate classes before Karate classes do not sign him up again.
+
+To calculate the total number of Karate classes he can miss without signing up, we multiply the number of Karate classes he can miss by the cost of Karate classes for his parents.
+
+Total number of Karate classes he can miss without signing up = Cost of Karate classes for his parents * Cost of Karate classes for his parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents * Cost of Karate classes for Manny''s parents
+= Cost of Karate classes for his parents * Cost of Karate classes for his parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents
+= 1 + 120 + 100 + 10 + 20 + 30 + 30 + 20 + 40 + 40 +','length',512,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,1,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',1,'To solve this problem, we need to think step by step and analyze the situation step by step. First, let''s find out how many classes can Manny miss without having fewer classes signed up.
+
+Manny''s parents tell him that if his classes end up costing more than $10, then he can''t sign them up anymore. So, Manny has to make up the extra $10 with the remaining 5 classes. To make up the extra 10 classes would cost him $22, which is more than 5 classes.
+
+Now, let''s consider the scenario where Manny''s parents don''t want him to sign up again, and Manny''s parents are directly opposing their wishes. Here''s the possible outcome. If his parents want him to sign up, but his parents don''t want him to sign up, then there is exactly one class he could sign up for.
+
+But if his parents want him to sign up and they want to do it with them, but there''s only one class Manny can sign up for, that would be the only class he could sign up for.
+
+The only other possible outcome is if his parents didn''t want him to sign up, but Manny''s parents are not the only ones who can''t sign him up. The only other possible outcome is if Manny''s parents didn''t want him to sign up, but Manny''s parents are not the only ones who can sign him up, or the only other possible outcome is if Manny''s parents want him to sign up, but there''s only one class he can sign up for, and one of the other classes, but one of the other classes is the only class he can sign up for.
+
+But the only other possible outcome is if Manny''s parents want him to sign up, but one of the other classes is the only class he can sign up for, or one of the other classes is the only class he can sign up for, or one of the other classes is the only class he can sign up for, or all of the other classes are the only class he can sign up for, or all of the other classes are the only class he can sign up for.
+
+The only other possible outcome is that he can only sign up for one of the other classes, or one of the other classes is the only class he can sign up for.
+
+To solve it, we can consider the simplest possible scenario. Manny''s parents tell him','length',512,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,2,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',2,'To solve this problem, we need to break it down step by step. The problem states that if a Karate class ends up costing more than $10, then Karate will not be signed up anymore. 
+
+The possible outcomes are 1) a Karate class is paid and the money is spent, 2) a Karate class is paid but doesn''t end, and 3) Karate is spent but doesn''t end.
+
+To find the number of Karate classes that can be missed without a Karate class anymore, we need to find the number that can be missed without both ending.
+
+Let''s start with Karate ends after 10 classes. If Karate ends after 10 classes, the next class is not a Karate class.
+
+If a Karate class ends after 10 classes, there will be 10 classes left to go. Therefore, the number of classes that can be missed without both ends is 10 - 10 = 0 classes.
+
+However, if a Karate class ends after 10 classes, one of those classes is both ends. So it cannot be missed.
+
+If a Karate class ends after 10 classes, two of those classes are both ends. But if there is only 1 class left, then that is zero classes.
+
+To find the number of classes that can be missed without both ends, we need to find the number of classes that can be missed without both ends.
+
+There are 10 - 10 = 0 classes left to go. Therefore, the number of classes that can be missed without both ends is 10 - 1 = 9 classes.
+
+There is no class that can be missed without both ends.
+
+Therefore, the number of Karate classes that can be missed without both ends is always 1.
+
+So in all, there is only 1 Karate class that can be missed without both ends without Karate.','stop',418,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,3,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',3,'To solve this problem, we need to first identify the total amount of money that can be spent on Karate lessons. Manny is signed up for 10 classes at a total cost of $60. This means he has $10 to spend. To find out how many classes he can miss without losing interest, we need to calculate how many classes he can spend without going more than 10 classes.
+
+This is equivalent to 10 * 1 = 10 classes he can spend without going more than 10 classes. So, 10 classes can be spent without going more than 10 classes.
+
+If Manny doesn''t spend any more than 10 classes, then he can spend 1 class without going more than 10 classes without losing interest. Now, we need to find how many classes he can spend without going more than 10 classes without losing interest.
+
+If he spends 1 class without losing interest, that means he spends 2 classes without going more than 10 classes without losing interest. 
+
+So, he spends 2 classes without going more than 10 classes without losing interest, which is a total of 12 classes. 
+
+Manny can spend 12 classes without losing interest, which is 12 * 10 = 120 classes.
+
+So, he can spend 120 classes without losing interest, which is 136.
+
+Therefore, Manny can miss 136 classes without going more than 10 classes without losing interest.','stop',332,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,4,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',4,'If 10 classes equal 10 x 10 = 100, then Manny''s parents have 100 classes and Manny can miss 10 classes before they don''t sign him up again.
+If Manny''s parents can cancel one class at a time without losing any money, then he can cancel 10 classes before his parents can cancel any of his classes.
+So, he can cancel 10 x 2 = 20 classes before his parents can cancel any of their classes.
+If he can miss 10 classes without paying any money, then he can cancel 10 classes without paying anything.
+However, he cannot cancel any classes without paying money.
+So, the answer is 20 + 2 = 22.
+#### 22
+The answer is 22.
+
+Manny can now buy 20+2 = 42 E-books and another car. His parents have already paid the 20 classes and he has 42 E-books. He can now pick up the first car and he will need to pay the price of the car 42 times. He will spend 20 x 12 = 240 E-books.
+Manny can now clean his house 42 x 4 = 1640 E-books.
+Manny will need to pay the cost of the car 42 times. He will spend 1640 x 4 = 6360 E-books to clean his house.
+#### 6360
+The answer is 6360.
+
+In this problem Manny bought 6 E-books and only 1 car was sold. The problem says that if he bought two cars, one of which is the model car he will not be able to buy two cars. He bought two cars, one of which is the model car but only 1 car is the actual car.','stop',419,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,5,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',5,'Let''s analyze the situation step by step. Manny has two classes and wants to go to 10 classes. If he already has 10 classes, he needs to choose 1 class to sign for. To solve this, we need to choose 1 class from 10, which means he can choose 2 classes out of 10. So, Manny can choose 2 classes out of 10.
+
+To calculate the number of classes he can miss without choosing any classes, we need to consider the possibility of picking up 1 class before the next class. This gives us 10 - 2 = 8 classes that Manny can miss without choosing any.
+
+When Manny chooses 1 class to sign for, he can choose 2 classes out of 10. If he chooses 1 class, he can choose 1 class without needing to pick up any classes on the other 8 classes.
+
+So, if Manny chooses 1 class to sign for, he has to choose 2 classes without picking up any classes on the other 8 classes. This can happen in either order:
+
+If Manny chooses 1 class to sign for, he can choose either 1 class before choosing 2 or both before choosing 2 classes.
+
+If Manny chooses 2 classes without picking up any classes, he can choose either 1 class or 2 classes before choosing 2, but he can''t choose 3 classes at this point since 3 is already chosen.
+
+But he can choose 1 class after 2 classes to keep both 2 classes. So, if he chooses 2 classes without picking up 1 class, he can choose either 1 or 2 classes before choosing 2 classes.
+
+Adding these cases, for 10 classes, there are 11 possible ways to choose only 1 class without picking up any classes.
+
+Therefore, Manny can miss 11 classes without picking up any classes in total.','stop',421,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,6,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',6,'Let''s break down the problem step by step. Manny started his Karate classes at $60 and his parents told him that if his classes ended up costing more than $10, then he wouldn''t get to sign up again. This means that Manny''s classes will cost $10, and if his classes end up costing more than $10, he will get to sign up.
+
+If Manny''s classes end up costing more than $10, then his parents will have to consider the possibility of him not getting to go to Karate school. So, they will have to decide whether they will make a decision that will allow Manny to stay in Karate school or not.
+
+The only way for Manny to stay in Karate school is to agree to sign up or not. If he doesn''t choose to sign up, there are two possible outcomes: either he chooses to sign up, or his parents decide to make a decision. In either case, he wouldn''t be able to get out of Karate school.
+
+In other words, if he chooses to sign up, his parents can make a decision that will allow him to stay in Karate school, but if he chooses not to sign up, they won''t make a decision that would allow him to go to Karate school.
+
+This is a classic puzzle that goes by the name of "Manny''s Choice" because the uncle makes the choice to have his nephew make a decision that could not be done. The family is cleverly using Manny''s choice to make one of the only possible outcomes possible, but ultimately doesn''t make the decision.','stop',339,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,7,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',7,'To solve this problem, we need to think of it in a step-by-step breakdown of the possible scenarios.
+
+First, let''s calculate the total cost of Karate classes. There are 10 classes, and Karate is a boutique class. So, the total cost of the classes is 10 * 1 = 10 classes * $1 = $10.
+
+Now, let''s calculate how many can he miss without adding another class to the list. If he doesn''t need to add another class, there are 10 classes in total. But there is only 10 classes left in the list. If he needs to add another class, he can go ahead and add one.
+
+So, the maximum he can miss without adding another class is 1.
+
+Now, let''s consider the scenario where he misses 1 class in the list of 10. He can go ahead and add one class to the list without adding another one. So, he can add one class to the list of 10 without adding another class. 
+
+So, he can add one class to the list of 10 without adding another one.
+
+In the last scenario, he can add one class to the list without adding another one.
+
+There are no other possible scenarios where he can miss without adding another class to the list, so there is only one possible answer.
+
+The answer is 1.','stop',304,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,8,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',8,'Let''s break down the problem: Manny has 10 classes, and Karate classes can be divided into 10 equal parts. If 10 classes can fit into 10 equal parts, then there are 10! equal parts between the classes.
+
+Now, Karate classes can be divided into 10 equal parts. If 10 classes can fit into 10 equal parts, then there are 10 * 10 = 100 equal parts between the classes.
+
+So, the number of classes Karate can miss is 10 * 10 = 100 classes.','stop',136,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,9,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',9,'Let''s break this down step by step. We know that Karate is 10 classes long, so we can represent this with a ratio of Karate classes to the total number of classes. 10 / Karate classes = 10 / 10 = 1.
+
+The above is a classic example of a geometric series, where each term is twice the previous one. To represent the ratio, we can use a formula called the ratio of Karate classes to the total number of classes.
+
+Let''s denote the ratio of Karate classes to the total number of classes as R, and let''s denote it as k. Then, R = k / 2.
+
+We can set up an equation using the combination formula: 
+R * k = k * 2, where k = 2.
+
+This is a classic example of a geometric formula in a variation called the ratio of Karate classes to the total number of classes. The formula is also known as a geometric formula with k as the multiplier.
+
+We need to find the value of k, which means we need to multiply R by 2. This is because we are dealing with a 2D geometric series, and we need to find a multiplier that will give us the square of the previous term.
+
+So, we multiply k * k, which gives us k times k. This is the geometric formula with k as the multiplier, but we also need to add 1, so we need to add 2 to the result.
+
+This gives us the relationship between R and k, and it''s a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier.
+
+So, we can write a recursive formula that can be used to calculate k:
+
+k = k^(1/2) + 1
+
+This formula gives us the number of Karate classes that Karate classes can miss without changing the total number of classes.
+
+The above is a classic example of a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier that allows us to use recursive formulas to calculate k.
+
+So, this is a special case of a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier that allows us to use recursive formulas','length',512,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,10,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',10,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total cost of Karate classes. Karate classes typically range between $60 and $100, so we can multiply it by 10 to find the total cost.
+
+Let''s assume the total cost is $100. Then we multiply it by 10 to find the cost of one Karate class. So the total cost is $100 x 10 = $1000. Now we have the cost of one Karate class and we need to find how many of them there are.
+
+We can think of this as 10 x 10 = 100 Karate classes. To find out how many we need to miss, we subtract the number of classes that will last for 10 days. So we subtract $1000 from $1000, which results in 10 Karate classes that will last for 10 days, but we still need to find how many classes will last for 10 days.
+
+So we add 10 to 10 days, which results in 20 classes. Now we need to find how many classes can be missed without changing the number of classes.
+
+We know there are 20 classes that can be missed. So we subtract 20 from 1000 to find how many classes we will have left, which is 10.
+
+To find out how many classes we will have left, we divide 20 by 10, which results in 1/2, which is 0.5.
+
+So the answer is 1.5 Karate classes.','stop',367,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,11,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',11,'To solve this problem, let''s first understand the scenario: Karate classes can only go one day before they can no longer spend money on classes. If there are 10 classes, that would mean Manny can only spend one day without spending money on classes.
+
+Now, let''s think about how much Manny has to spend on classes during that one day. Since there are 10 classes, he can spend at least 10 * 2 = 20 dollars on classes. If he spends 10 dollars on classes, then he has to spend at least 20 - 10 = 10 dollars on other things, like snacks, drinks, and other activities.
+
+Manny cannot spend more than 20 dollars on classes, so he needs to spend at least 20 - 10 = 10 dollars on other things.
+
+So, Manny can spend 20 - 10 = 10 dollars on other things, but only 10 days a month (1 full month) can he miss before they don''t sign him up.
+
+To find the answer, we need to find the maximum number of classes he can miss without spending more than 10 dollars. So, we can subtract 10 from this maximum, which gives us 30 classes.
+
+Therefore, Manny can miss 30 classes without spending more than 10 dollars.','stop',301,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,12,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',12,'Let''s calculate the total cost of Karate classes. Karate classes usually range between $1.20 and $1.80 per class. 10 classes = 20 * $1.20 = $200.
+So, Manny can miss a total of 20 * $1.20 = $220
+
+Manny doesn''t need to miss a single class.
+
+Now, let''s calculate the cost of Karate classes before the end of the next month. Karate classes typically range between $1.25 and $1.55 per class. To calculate the cost of classes before the end of the next month, we need to subtract the end of the month from each class.
+Cost of Karate classes before the end of the next month = $220 - (20 * $1.25) = $220 - $20 = $240
+
+Now, let''s find out how many Karate classes Manny can miss without them having to sign up again.
+
+Manny can miss a total of $240 - $220 = $40
+
+Manny can pick up 40 Karate classes without needing to sign up again.','stop',267,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,13,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',13,'To solve this problem, we need to break it down step by step, take into account all possible scenarios. First, we calculate the total costs associated with Manny''s classes. Manny''s classes cost $60, and there are 10 total classes. This means Manny can spend a total of 10 * $60 = $600 on his classes.
+
+Now, we need to find how many of these classes can Manny miss without them signing him up again. We can do this by reducing the total costs by one. If we have 10 classes, we need to find how many of these classes can Manny miss without them signing them up again. Since Manny has 10 classes and we can spend 1, we can reduce that to 10 / 10 = 1.
+
+Now we simply take away the cost of 1 class. So, we subtract 1 from the total cost of 10 classes. This leaves us with 10 classes.
+
+So, there are 10 classes that Manny can miss without them signing him up again. Therefore, Manny can miss 10 - 10 = 0 class of his own that would allow him to sign his own classes.','stop',266,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,14,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',14,'Let''s break this down step by step. If Karate classes can cost $60, and if Karate can cost $10 per class, then Karate can serve 10 lessons. However, if Karate can cost $10, then the cost of one lesson is $10. So, if Karate can cost $1, then the cost of one lesson is $10.
+
+This scenario is a classic example of a situation where there''s a trade-off between resources and outcomes. Karate is a skill that can be both a skill and a sport. It''s designed to be both a skill and a sport. However, it also has a cost that goes beyond what''s comfortable for everyone to just focus on.
+
+However, Karate is also a way to learn, and it''s not just about how Karate makes money. The Karate world has a strong, cultural aspect that''s not just about the skill, but about the art of self-cultivation, self-protection, and the ability to control your thoughts and actions.
+
+But here''s the key part. Karate is also a skill that is not only a physical skill, but also a way of life. It''s a way to live life, and it''s not just limited to Karate. Karate is a way to make decisions based on the right mindset, and it''s not just a skill that''s limited to a certain set of rules and regulations.
+
+So, if Karate is a way to live life, and if it''s a way to make decisions based on the right mindset, then there''s a very special Karate that has been chosen for its unique ability to live life, and that''s what makes Karate a skill that can be learned and improved with every new day.','stop',372,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(48,0,15,'ff4cec18b6cf480b5aabfe5075a2b1f1e0bdcc88f90e93c312a46cbf4239b13a',15,'To solve this problem, we need to think step by step, considering the given information and using a logical approach.
+
+First, let''s break it down step by step:
+
+1. Calculate the total cost of Karate classes: $60 (total classes)
+2. Determine how much Karate classes can be missed per class: $10 (total classes) + $10 (classes missed) = $20 (total missed)
+3. Calculate the number of days left to wait for Karate classes: 20 (days left) - 10 (classes missed) = 8 days
+
+Now, we need to determine how many days the parents can wait to sign Karate classes:
+
+- 1 day is 20 days * 1 day left
+- 2 days are 40 days * 2 days left
+- 3 days are 80 days * 3 days left
+
+However, there are 8 days left to wait for Karate classes. We have to consider the 8 days left to wait.
+
+The parents cannot wait 8 days left until Karate classes can be signed.
+
+So, 8 days left to wait will be 10 additional days until Karate classes can be signed.
+
+The answer is 8 days left, which is the maximum allowed when there are 10 classes left.
+
+The Karate classes can be signed until 10 days left.','stop',308,102,32,4.60096549551812916689e+00,98195955840.0,NULL);
+INSERT INTO "chains" VALUES(49,0,0,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',0,'To solve this problem, we need to use the formula for calculating time given a specific set of steps. The formula is to calculate the time it takes to make a certain number of steps with a given set of steps. In this case, we want to know how long it takes to make 4 steps with a step of 4 feet, which will be 4 steps. To get 4 steps with a 2x step of clay, we need to divide 4 by 2.
+
+So, we calculate 4/2 which equals 2. The calculation of 4 steps with a 2x step of clay is 2 feet. 
+This is just 2 feet less than the total depth of the well. So, the total depth of the well is 24 - 2 = 16 feet. 
+
+So, the answer is 16 feet.','stop',185,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,1,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',1,'To solve this problem, we need to break it down into manageable parts and solve it step by step.
+
+First, we calculate the total amount of work Bill has to do. He has to dig 4 feet/hour and 24 feet / 8 feet = 4 feet/minute.
+
+Next, we calculate the time it takes to dig 4 feet/minute, which is 1 hour.
+
+We also need to calculate the time it takes to dig 24 feet. This is 1/2 * 4 = 2 hours.
+
+Finally, we multiply this result by the total amount of work taken to calculate how long it will take to dig the well.
+
+So, 2 hours * 4 feet/hour * 8 feet/foot = 16 feet/hour * 8 feet/foot = 124 feet/day * 1 day = 124 feet/day * 24 hours = 3280 feet/day = 6040 feet/week * 1 week = 6040 feet/week.
+
+Now we multiply this result by 24 days, which is 24 * 24 = 5120 feet/week.
+
+Finally, we add 1 more to the number.
+
+So, the answer is 3280 feet/week * 24 days = 7520 feet/week * 24 days = 16240 feet/week.
+
+So, the answer is 16240 feet/week.','stop',342,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,2,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',2,'To solve this problem, we need to determine the rate at which Bill is digging the soil to determine how much he will dig the clay. The rate at which Bill digs the soil to determine how much he will dig the clay is given as 1 foot/second.
+
+The total amount of land that is being dug is 24 feet of soil times 1 foot/foot equals 24 feet. The rate at which Bill digs the soil is 1 foot/second.
+
+To find out how long it will take Bill to dig the clay, we need to divide the total amount of land (24 feet) by the rate at which he digs the soil (1 foot/second). We can do this by dividing 24 by 1, which is 24. This is based on the formula: 1/1 + 1/1 = 24.
+
+So, the answer is that it will take 24 days to dig 24 feet of clay. However, we cannot provide an exact number of days as there is no specific formula to calculate the time based on a fraction. However, it is 24 days to dig the 24 feet of clay.
+
+So, the answer is 24 days.','stop',267,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,3,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',3,'If Bill can dig 4 feet/hour through soil and half that speed through clay, it means he can dig 4 x 1.5 feet/hour or 4 feet/hour. To reach the top of the well that way, he needs to make 4 feet/hour to get below the top. If the bottom of the well is 4 feet below the top, the top of the well will take 4 feet * 24 days = 96 feet of soil to reach the top, but it will take 96 feet / 4 feet/day = 2.4 days to make 20 feet of soil, so the answer is 96 + 24 = 32 feet.','stop',153,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,4,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',4,'To solve this problem, we need to apply the formula for calculating the length of the well based on the depth and width of the soil. Since the well is 24 feet deep and 8 feet wide, the formula for the length of the well can be applied.
+
+Let''s calculate the total length of the well by multiplying the width by the depth. So, the formula is 24 * 2 = 48 feet.
+
+Now we know that 4 feet and 8 feet of clay make a difference in length of the well. To find the total length of the well, we multiply the width by the depth: 24 * 2 = 48 feet.
+
+However, in the original question, Bill said that he can dig 4 feet/hour, which means he can dig 4 feet/hour * 24 feet = 96 feet of soil per day. However, if he can dig 96 feet of soil per day, he can dig one additional day''s worth of soil per day.
+
+The answer is 48 + 1 = 50 feet. The answer is 24 feet of soil to be covered by 50 feet of clay. But the answer can only be 50 feet.
+
+The answer is 24 feet of soil to be covered by 50 feet of clay.','stop',289,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,5,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',5,'Let''s break down the problem step by step.
+
+The rate at which Bill digs through soil is 4 feet/hour, which means he can dig 4 feet/hour, and 24 feet is 12 feet (he has to dig 12 feet of soil).
+
+This means the length of the well is 24 * 12 = 288 feet.
+
+To find out how long it will take Bill to dig the remainder of the 288 feet, we can divide 288 by 4. However, since 288 is a multiple of both 4 and 12, we can simplify the problem by dividing the remainder by 4 and multiplying it by 12. So, 288 = 12 * 13 * 12 * 2.
+
+Now, we just add 4 and 12 * 2 * 2 * 2, which results in 4 * 2 * 4 = 16 * 2 = 32 feet.
+
+This leaves 288 feet as 288 feet (brick) - 288 feet (soil) = 2 feet.
+
+So, the answer is 2 feet.
+
+However, if you want to give a different answer, 288 feet (brick) - 2 feet (soil) = 2 feet.
+
+Please adjust the answer based on your preference.','stop',317,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,6,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',6,'To solve this problem, we need to break it down step by step. Bill has to dig 24 feet of soil and 8 feet of clay, which means he can go 4 feet/hour * 24 feet = 96 feet of soil to move, and 16 feet of clay to move it.
+
+In a 1:2:4 ratio, 96 feet of soil would be 4 feet * 16 feet = 64 feet of clay. Bill needs to move 16 feet of clay, which is equivalent to 4 feet * 16 feet = 64 feet.
+
+The total distance he needs to dig is 24 feet - 64 feet = 48 feet.
+
+So, it will take Bill 48 / 4 = 12.5 hours to dig the well.','stop',185,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,7,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',7,'To solve this problem, let''s consider the rate at which he can dig the well. He can dig 1 foot of soil every 8 feet of clay (which is half of 4 feet/crt) and 1 foot of soil every 24 feet of clay (which is 1 foot/crt). 
+
+So, his journey would be 1 foot of soil / 4 feet/dry-crt + 1 foot of soil / 2 feet/dry-crt = 1 foot/dry-crt / 2 feet/dry-crt = 1/2 feet/dry-crt = 2 hours.
+
+To find out how long it would take him to dig 20 feet of soil, we need to divide the total length of the well (20 feet) by the rate of 2 feet/dry-crt/hour. 20 / 1/2 = 20 * 2 = 40 hours.
+
+Now we can find the answer by multiplying 20 * 40 hours = 800 hours.','stop',235,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,8,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',8,'Let''s break this down step by step. The problem states that Bill can dig 4 feet/hour through soil and half that speed through clay, which is 2/3 of the 4 feet/hour. Since he has to dig 24 feet of soil, the rate at which he can dig is 2/3 of the initial 4 feet/hour.
+
+To solve this problem, we need to find out how many times 2/3 of 4 feet/hour is 4 feet/hour. This is a fraction with a denominator of 2, which is 2. Therefore, 4 feet/hour is the answer.
+
+The answer is 4.','stop',145,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,9,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',9,'To solve this problem, we need to first understand the total amount of soil removed from the well and the amount of soil removed through the soil. We know that Bill can dig 4 feet/hour through soil, but he only has to dig 24 feet of soil, so he needs to dig 16 feet of soil.
+
+The goal is to calculate how long it will take Bill to dig 16 feet of soil. To do that, we can think of it in terms of the total amount of soil removed, as well as the amount removed through the soil. The total amount of soil removed is 16 feet of soil - 16 feet of clay.
+
+We can calculate this by multiplying 16 feet by 16 feet of soil per foot, which is 240 feet. So 240 feet is equal to 240 x 16 = 3200 feet.
+
+Now we can calculate the amount removed through the soil. We can divide 240 by 16, which gives us 16. So the amount removed through the soil is 16 feet.
+
+The total amount of soil removed is 16 feet + 16 feet = 22 feet.
+
+When factoring it out of the original 32 feet, we get 22 feet as the result of 16 feet, which is the total amount of soil removed.
+
+So the answer is 22/16, which is the length of the well in the same unit as the number 32.
+
+So the answer is 22/16.','stop',347,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,10,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',10,'To solve this problem, we need to determine the rate at which Bill can dig through the soil and the clay. We can do this by first calculating the total distance Bill needs to dig to reach the desired depth.
+
+The well is 24 feet deep, and 8 feet of clay is 24 feet, which is 10 feet less than 1 foot. So, 24 - 24 + 10 = 3 feet of additional soil to be dug.
+
+In other words, 3 feet of soil is 10 feet, which is 1.5 feet less than a single additional foot of soil.
+
+So, 3 feet of additional soil is 3 feet of extra soil.
+
+To find the time it takes Bill to dig the well, we divide the total distance by the rate at which he digs: 24 / 3 = 7.73 feet / 3.00 feet / 1.5 feet / 3 feet = 1.23 feet, which is the time.
+
+However, to find the time, we can use the formula to calculate the time. To do that, we first need to determine how long it takes to dig 1 foot of extra soil. The answer is 3 feet, which is the time.
+
+The answer is 1.23 feet, which is the time it takes to dig 1 foot of extra soil.
+
+We can write the answer as 24 - 24 + 1 = 3 feet / 3.00 feet / 1.5 feet / 3 feet / 1.23 feet = 1.23 feet, which is the time it takes to dig 1 foot of extra soil.
+
+The time is 1.23 feet / 1 foot / 1.23 feet = 24 / 3 = 7.73 feet.
+
+The answer is 7.73 feet, which is the time it takes to dig 1 foot of extra soil.','stop',438,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,11,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',11,'Bill can dig a 24-foot well in 24 feet of clay, which means he will take 24/2 = 12 feet of clay to dig the well. To find the total distance he needs to dig, he would then need 24 feet * 12 feet/foot = 24 meters.
+
+The answer is 24 meters.','stop',82,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,12,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',12,'To solve this problem, we need to understand the rate at which Bill can dig through soil and the rate at which he can dig through clay.
+
+Bill''s rate of soil digging is 4 feet/hour, which means he can dig 4 x 24 = 96 feet of soil in 24 hours.
+
+To understand the rate at which he can dig through clay, we need to know the total amount of soil that he can dig through in 24 hours. Since he can dig 96 feet in 24 hours, he can dig 96 * 24 = 192 feet of soil in 24 hours.
+
+The total distance he can dig through clay is 192 - 96 = 28 feet.
+
+Bill can dig 28 feet of soil in 24 hours, so the time it takes him to dig the clay would be 20 feet / 24 hours = 1/2 hour.
+
+So, the answer is 20/2 = 10/2 hours.','stop',231,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,13,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',13,'To solve this problem, we need to think of a method that doesn''t involve adding more depth or dimensions to the problem. We need to calculate the number of feet of soil or clay that Bill needs to dig to reach 24 feet, and then divide that by the current depth of the well.
+
+Let''s calculate it step by step: 
+First, we calculate the number of feet to reach 24 feet by dividing 24 by 4 and then multiplying by 4. So, 24 / 4 = 6 feet.
+
+Next, we calculate the depth of the well by multiplying 24 by the number of feet. So, 24 * 6 = 120 feet.
+
+Now we multiply this by the number of feet to reach 24 feet (6 feet), which is approximately 120 / 2 = 60 feet.
+
+So, for every 120 feet of soil or clay Bill needs to dig, he needs to dig 120 feet of soil or clay, which is 60 feet.
+
+So, Bill will need to dig 120 + 60 = 180 feet of soil or clay to reach 24 feet.
+
+This is the total amount of time that Bill needs to dig the well. To solve the problem, we add 1 to the total amount of time. So, the answer is 1 + 120 = 140.
+
+This is the number of days needed for Bill to dig the well.','stop',332,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,14,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',14,'To solve this problem, we need to first understand the rate at which Bill works. He works at 1 foot/day in soil and 0.25 feet/day in clay, which is a bit of a simplification in this case. To make it easier, we can take a different scenario where he digs 1 foot/day at 1 foot/day and subtract that from the original 1 foot/day.
+
+So, the rate at which he works is 1 foot/day - 1 foot/day = 1 foot/day.
+
+Now, we need to find the time it takes to dig 1 foot. To do this, we can divide 1 foot by 1.
+
+Time = 1 foot / 1 foot/day = 1 minute/day.
+
+So, it takes 1 minute/day for Bill to dig 1 foot.
+
+To solve this problem, we need to multiply the number of minutes by 1, because 1 minutes is going to be multiplied by 1 hour. This can be expressed as 1/100, which is 0.01.
+
+This is the time it takes for Bill to dig 1 foot in 1 minute.','stop',263,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(49,0,15,'b01bade23a89d4ee200f14a8609bc2fb8e3c383c25aef085dbf4f2ea9316fb31',15,'To solve this problem, we''ll first calculate the labor difference. Bill has to dig 4 feet of clay and 8 feet of clay, so the labor difference is 4 feet * 8 feet = 32 feet.
+
+In the 4th foot of clay, he can dig 32 feet. Then he has to dig 32 - 32 = 0 feet of clay. So the final labor is 0 feet.
+
+We''ll divide this by 2 to find the labor difference. The labor difference would be 32 feet / 2 = 12 feet.
+
+The 12th foot of clay would take 12 * 2 = 24 minutes to dig.
+
+Benchmarking 12 inches of clay is 12 * 2 = 24 inches. If he needs to dig 24 inches, he will take 24 / 24 = 1, so it will take 2 hours to dig 24 inches.
+
+So, the answer is 2 hours.','stop',227,96,32,3.2779565451646806018e+00,68703540336.0,NULL);
+INSERT INTO "chains" VALUES(50,0,0,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',0,'To solve this problem, we need to find the fraction of the paper that Shiela actually finished writing.
+
+First, we calculate 1/3 of the paper: 1/3 * 1 = 1
+
+Next, we calculate the fraction of the paper that Shiela actually finished writing.
+
+So, the fraction of the paper that Shiela actually finished writing is 1/3.
+
+Now, we can find the remaining paper with Shiela: 1/3 + 1 = 2
+
+So, Shiela has 1 page left to write.
+
+However, we want to find the fraction of paper that she actually finished writing.
+
+To do this, we multiply 1 by 2: 2 = 2
+
+So, the fraction of paper that Shiela actually finished writing is 2/3.
+
+So, there are 1 + 2 = 3 pages left to write.
+
+Therefore, Shiela has 3 pages leftover.
+
+#### 3
+The answer is: 3','stop',230,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,1,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',1,'1/3 of the paper is 1/3 of 5 pages, which means 5 pages. Shiela already finished 5 pages, so she has 1/3 * 5 = 1 page left to write.','stop',50,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,2,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',2,'Shiela already completed the 15th page of her research paper, which means she has 15 pages remaining.
+To find out how many pages she has left, we need to divide the total number of pages she has by 15. 15 is a multiple of 15. So, 15 * 15 = 150 pages have been written.
+She has a total of 15 * 15 = 180 pages remaining.
+To find out how many pages she has left, we subtract the final page from the total page count. 15 pages have been written, and 15 pages have already been written. So, 15 - 15 = 10 pages have been written.
+To find the remaining pages she has left, we divide the remaining page count by 15. 15 is a multiple of 15. So, 15 divided by 15 leaves 1.
+So, 10 pages have been written.
+She has 10 pages left to write.
+#### 10
+The answer is: 10','stop',244,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,3,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',3,'1/3 of the paper can be divided into 2/3 of the paper, which equals 0.5 pages. Shiela already has 0.5 pages left to write her research paper.
+
+To solve this problem, you can break it down into several steps:
+
+1. Number of pages: 15 - 2 = 13 pages
+2. Total pages: 15 - 2 = 13 pages
+3. Total pages remaining: 15 - 2 = 12 pages
+4. Number of pages left to finish: 12 - 3 = 7 pages
+
+So, Shiela has 7 pages left to finish her research paper.
+
+Now you have 2 pages left to finish and you continue with the rest of your paper.
+
+However, you have already finished the paper.','stop',183,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,4,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',4,'1/3 - 1/2 = 0.5, so Shiela has 2 pages left.
+
+If Shiela''s research paper is 15 pages long, she needs to divide the 2 pages by 2. 
+She has 2 pages left, so she needs to divide 2 by 2, which equals 1.
+So, she has 2 pages left to finish writing.
+
+So, the answer is 1.','stop',101,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,5,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',5,'15 pages x 1/3 pages per page = 15 pages x 3 pages / page = 35 pages
+Shiela has 15 pages left to write.
+She has 35 pages - 35 pages = 0 pages
+The answer is not available.','stop',64,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,6,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',6,'To find out how many pages Shiela has left to write, we need to determine how many pages she has before the 15th page.
+
+She started with 15 pages before the end, but she didn''t finish the 15th page. So, after the first 15 pages, she''s left with 25 pages.
+
+So, she has 25 pages left to write.
+
+To convert the fraction to decimal, we can divide the fraction by 1, which gives us 1:1. Therefore, 25 is equal to 0.5555555555.
+
+In this context, 25 is equivalent to 15+1, which is 26.','stop',162,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,7,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',7,'Shiela already completed writing the 15-page paper. To find out how many pages she has left to write, she needs to divide the total paper by 1. So, 15 pages / 1 = 15 pages.
+
+In other words, she has only 15 pages left to write the entire 15-page paper.','stop',78,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,8,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',8,'She has already started writing the 15-page research paper, so she has 15 - 1/3 = 7 pages remaining to finish.
+
+To solve this problem, we need to determine the value of x, which represents the number of pages left to complete.
+
+We can set up the equation 15 - 1/3 = x, which means that 15 - 1/3 = x, which is the number of pages left to complete.
+
+This is the same as dividing both sides of the equation by 1/3.
+
+Therefore, we can set up the equation x = (15 - 1/3)*3 = 3x.
+
+Now we can write it as 3x = 8.
+
+To solve for x, we can multiply both sides of the equation by 3 to get rid of the fraction:
+
+x * 3 = 8 * 3 = 18
+
+So, x = 18
+
+The answer is x = 18.','stop',225,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,9,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',9,'1/3 of the paper is equal to 1/3 of the total paper.
+So, there are 1/3 * 1 = 1 page of paper remaining.
+Shiela''s research paper is 1/3 of the paper, which means she has 1/3 * 1 = 1 page left to write.
+She already finished writing 1 page, so she has 1 - 1 = 0 pages to continue.
+She has 1 - 1 = 0 pages to continue the research paper.
+#### 0
+
+How many pages is that?
+The answer is 0.','stop',135,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,10,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',10,'To find out how many pages Shiela has left to write, we need to calculate the total number of pages completed and subtract that from the original requirement of 15 pages.
+
+She has already completed 1/3 of the paper and completed 1/4 of the paper. To find how many pages Shiela has left, we multiply the initial number of pages by 1/2.
+
+The initial number of pages is 15, and the initial amount of paper is 1/15. So, we multiply 15 by 1/15: 15 * 1/15 = 1.5.
+
+Now, we subtract the initial amount of paper from the final amount of paper: 15 - 1.5 = 12.
+
+So, Shiela has left 12 pages remaining to write.
+
+To find out how many pages Shiela has left, we divide 12 by 12: 12 / 12 = 1.
+
+In other words, she has barely enough pages left to complete the rest of the paper, and she only has 1 more page left to finish the rest.
+
+So, it is Shiela''s turn to finish the rest of the paper.','stop',275,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,11,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',11,'To solve this problem, we need to consider the total number of pages she already finished writing and the number of pages she has left to write.
+
+She started writing her 15-page research paper on 36 pages. This means she has 36 pages left to write.
+
+She has 1/3 of the paper left to write, which is 1/3 of 15 pages, which is 3 pages.
+
+So, she has a total of 3 pages left to finish her research paper.','stop',113,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,12,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',12,'To determine how many pages Shiela needs to write, we need to calculate her initial writing task of 1/3 of the final paper. This can be done by dividing 15 (the final paper) by 1/3 (the initial writing task). 
+
+This can be expressed as 15:3. This is approximately 12.5 pages. So, Shiela needs to write 12.5 pages. 
+
+However, if we were to use a more precise approach, we could say that the total amount of work Shiela needs to do is 15:3. This is a fraction of the original total of work.','stop',141,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,13,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',13,'1/3 of 15 pages = 0.35 pages
+To find out how many pages Shiela has left, subtract the total number of pages she has written from the total number of pages she has written so far.
+15 - 3 = 10 pages
+So Shiela has 10 pages remaining to finish her research paper.
+#### 1
+Shiela has 10 pages left to write.','stop',95,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,14,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',14,'First, calculate the total number of pages the paper will be submitted: 15 pages * 1/3 = 3.25 pages.
+
+In the given 15-page paper, 1/3 of the total pages will be left to the final submission. So, 15 pages - 3.25 pages = 7.75 pages will be left to the final submission.
+
+The remaining capacity is 7.75 pages - 7.75 pages = 1.00 pages.
+
+So, Shiela has 1.00 pages left to write the final paper.','stop',136,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(50,0,15,'40a77c9db87dac09476aec7b26926484be971e17385e7d51c0378af03eccaf64',15,'To solve this problem, we need to first calculate the total number of pages Shiela needs to complete the 15-page paper. This can be calculated by multiplying the number of pages she already wrote (15) by the total number of pages she will need to complete (3).
+
+So, 15 * 3 = 45 pages Shiela needs to complete the final 3 pages.
+
+Now that we know there are 45 pages remaining, we can find the number of pages left to write. We can calculate this by dividing the total number of pages by the number of pages left to write.
+
+So, 45 / 3 = 15 pages left to write.
+
+So, Shiela has 15 pages left to write.
+
+The answer is: 15','stop',177,76,32,1.72169314494427383444e+00,40993448688.0,NULL);
+INSERT INTO "chains" VALUES(51,0,0,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',0,'To solve this, we need to first find out how many likes the new number of likes is (70 x 2) = 140.
+
+We can calculate the number of likes from the number of likes added to the previous number. This is (70 x 2) = 140.
+
+The new number of likes is 140 - 140 = 0.
+
+We can write this as 1 (no equals 0). So we have 1.
+
+We can calculate the total number of likes.
+
+The number of likes is the total number of likes multiplied by the number of likes per month. So 140 x 3 = 400. 
+The total number of likes is 400 - 1 = 400.
+
+The total number of likes is the total number of likes multiplied by the number of likes per month. So 400 * 3 = 1200.
+
+So there is 1200 Instagram likes.
+
+So the answer is 1200.
+
+#### 1200
+
+The answer is 1200','stop',257,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,1,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',1,'To solve this problem, we need to find out how many likes were actually received since she received 20000 more likes recently.
+Let''s break down the information:
+1. She received 2000 likes on the photo.
+2. She received 70 likes now.
+3. Three weeks ago, the number of likes was 70 times as many as her initial number of likes.
+4. The number of likes in the past three weeks was 70 * 3 = 180.
+5. Now, we want to find out how many likes are there.
+6. She received 20000 more likes recently.
+7. The number of likes is 20000 + 20000 = 40000 likes.
+8. The number of likes in the past three weeks was 70 * 3 = 180 likes.
+9. Now, we want to find out how many likes are there.
+10. She received 40000 likes.
+11. The total number of likes is 2 * 20000 + 180 + 180 = 64000.
+12. We want to find out how many likes are there.
+13. The number of likes is 20000 + 180 + 180 = 40000.
+14. We don''t know what the number of likes is.
+15. We need to find the number of likes for the past three weeks.
+16. We can''t find the number of likes because there is no number of likes.
+17. This can only be the number of likes that she has for the past three weeks.
+
+The answer is: 180','stop',400,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,2,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',2,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total number of likes after the first week. Then, we need to calculate the number of likes after the first week of 20000 new likes. Finally, we need to calculate the number of likes after the last week and add it to the previous number of likes.
+
+Let''s first calculate the total number of likes after the first week: 20000 (initial number of likes) + 20000 (new likes after the first week) = 40000.
+
+Next, we need to calculate the number of likes after the last week: 20000 (initial number of likes) + 40000 (new likes after the last week) = 60000.
+
+Now, we need to calculate the number of likes after the last week: 60000 (initial number of likes) + 20000 (new likes after the last week) = 120000.
+
+Finally, we need to calculate the total number of likes after the last week: 120000 (initial number of likes) + 100000 (new likes after the last week) = 110000.
+
+Therefore, there are 40000 (initial number of likes) + 110000 (new likes after the last week) = 220000 Instagram likes.','stop',337,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,3,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',3,'To solve this problem, we need to think step-by-step. We can start by dividing 20000 by 3 to find out how many likes she has received.
+
+We know that 20000 is 2*3*7.
+
+Now, we can multiply 20000 by 3 to find the number of likes she has received:
+
+$$20000\times 3=60000$$
+
+So, there are 60000 Instagram likes.
+
+But we need to round up to the next whole number.
+
+$$60000\approx 6001$$','stop',149,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,4,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',4,'To solve this problem, we need to first find the number of likes and then find the total number of likes.
+
+Step 1: Calculate the total number of likes.
+
+Total likes = 20000
+
+Step 2: Calculate the number of likes.
+
+Number of likes = 20000 / 1
+
+Step 3: Calculate the number of likes (Removing the non-integer from both sides of the equation to avoid division by zero).
+
+Total likes = 20000 / 1
+
+Total likes = 2000
+
+Step 4: Calculate the total number of likes.
+
+Total likes = 2000
+
+So, there are 2000 Instagram likes.
+
+To find the number of likes, we can use the number of likes in 12 hours. In 12 hours, the number of likes is 24 * 12 = 240.
+
+To find the number of likes, we can multiply 240 by 12. 
+
+Let''s do this: 24 * 12 = 240.
+
+To convert 12 to 24, we multiply 12 * 2, which is 24.
+
+So, there are 240 Instagram likes.
+
+So, 240 is equal to 24 times 2, which equals 48, which is the number of likes.
+
+The solution is 48. So, there are 48 Instagram likes.','stop',343,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,5,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',5,'To solve this problem, we need to break it down into manageable parts. First, let''s find the total number of likes.
+
+We know that after 1 week, there were 17500 likes. This is based on the total number of likes: 17500 * 1 = 17500 likes.
+
+Next, we know that after three weeks, there were 2000 likes. This is based on the total number of likes: 20000 * 1 = 20000 likes.
+
+We can add these two amounts together: 17500 + 2000 = 37500 likes.
+
+Now we know that there are 37500 likes.
+
+To find the number of Instagram likes, we need to find out how many times 17500 likes is equivalent to 17500.
+
+To find the number of likes, we can multiply the number of likes by 1.
+
+So, 17500 * 1 = 17500 likes.
+
+We can add 17500 to 17500 to get back to 20000:
+
+So, 20000 + 17500 = 21000 likes.
+
+Finally, we can find the number of Instagram likes:
+
+Number of likes = 20000 + 17500 = 28500
+
+#### 28500
+The answer is: 28500','stop',361,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,6,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',6,'Let''s break down the problem:
+
+1. Fishio posted her selfie on Instagram, which has 2000 likes.
+2. She received 2000 likes after 1 week.
+3. She received 20000 likes after 1 week.
+4. This means she received 20000+2000= 4000 likes in 1 week.
+5. So she received 4000 likes in one week.
+6. Given that the total number of likes is the sum of her initial and final likes.
+
+Let''s denote the number of likes as N. Then, the total number of likes is N + 2000.
+
+We can set up an equation:
+
+2000N = 4000 + 2000
+
+This is a total of 4000 but only includes her initial and final likes.
+
+4000 + 2000 = 6000
+
+So the total number of likes is 6000.
+
+Number of Instagram likes = Total number of likes / 100 = 2000
+
+So there is 2 Instagram likes for every 100 likes.
+
+The total number of likes is 6000.
+
+#### 6000
+The answer is: 6000','stop',307,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,7,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',7,'To solve this problem, we can break it down into manageable parts. First, let''s find the total number of likes.
+
+The number of likes is 20000. This is the total number of likes, which is the sum of the number of likes for the first 1777 days.
+
+Now, let''s talk about the 18th day and the 19th day. The 18th day is the 19th day (19) of the 18th day (19). Since it''s a full cycle of 19 days, we take 19 days to calculate the total number of likes.
+
+The 19th day is the 19th day (19) of the 19th day (19). Since it''s a full cycle of 19 days, we take 19 days to calculate the total number of likes.
+
+The 18th day is the 18th day (18) of the 18th day (18). Since it''s a full cycle of 18 days, we take 18 days to calculate the total number of likes.
+
+In total, the 19th day is the 19th day (19) of the 19th day (19) of the 19 hours. Since it''s a full cycle of 19 hours, we take 19 hours to calculate the total number of likes.
+
+Therefore, there is only 19 likes (19) of the 19 times that a full cycle is taken.','stop',349,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,8,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',8,'Let''s break down the problem step by step. We know that after 1 week, she received 2000 likes, and for the next 1 week, she received 2000 likes again. This pattern continues.
+
+Given the equation 1 + 2 + 3 + 4 + ... + 98 = 350 for the initial number of likes, and the number of likes is 1 more than the initial number, we can rewrite the problem as 1 + 2 * 3 = 11. Now we have a recurrence relation where we have the recurrence equation 1 + 2*11 = 11.
+
+We need to solve for the number of likes to find the final number of likes. If we take the initial number and multiply it by itself, we get the final number. So, the number of likes is 1 + 2*11 = 22.
+
+We can calculate this as 1 + 2*11 = 22.
+
+So, there are 22 Instagram likes available.','stop',232,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,9,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',9,'Likes = number of likes + previous number of likes
+1 + previous number of likes = 1
+10000 + previous number of likes = 20000
+
+Number of likes = 1 + 20000
+Multiplication of 1 + 20000 = 20000
+
+So, there are 20000 Instagram likes.
+
+The last two weeks after her selfie posting she received 20000 new likes, so she received 20000/2 = 1000 likes.
+
+The answer is 1000','stop',141,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,10,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',10,'To solve this problem, we need to determine the number of Instagram likes available for the given time frame. Since the number of likes is 70 times the previous number of likes, the total number of likes is the sum of the previous number of likes and the current number of likes.
+
+Let''s denote the number of likes as n. We know that the number of likes is 70x and the number of likes before the last of n is 70x-1.
+
+To find the number of likes before the last of n, we can use the recursive formula to calculate n:
+
+n = 70x + 1
+
+So, we have n = 70x + 1. Now, let''s look at the number of likes: 70x + 1 = 70x + 2.
+
+Multiplying both sides by 100 gives us: 100x + 2 = 2x + 2.
+
+Subtracting 2 from both sides gives us: 10x = 4x.
+
+Dividing both sides by 4 gives us: x = 1.
+
+Now we can solve for x:
+
+x = 1
+
+The number of likes before the last of n is 1.
+
+The number of likes after n is n - 1, which is the number of likes before the last of n.
+
+So, the total number of likes is 1 + n - 1 = 2.
+
+The number of Instagram likes is 2.
+
+The answer is 2.
+
+The 1st Instagram question was 154840. The 2nd was 215440. The answer is 2','stop',381,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,11,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',11,'Let''s break down the problem step by step. We know that after 1 week, there were 10000 likes. Then, three weeks later, she received 20000 likes. So, the total number of likes she received last week is 10000 + 20000 = 30000 likes.
+
+Now, let''s calculate the total number of likes. We have 11000 likes and 3000 likes, so the total number of likes would be 30000 * 11000 = 330,000 likes.
+
+So, there are 33000 Instagram likes.
+
+The answer is 33000','stop',167,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,12,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',12,'To solve this problem, we''ll break it down step by step. First, let''s calculate the total number of likes after 1 week. Since the number of likes decreases by 1 each week, the total number of likes after 1 week is 1 / 1 = 1.
+
+The number of likes after 1 week is 1 + 1 = 2 likes. Now, let''s calculate the number of likes after 2 weeks. The number of likes increases by 1 for each week, so the number of likes after 2 weeks is 2 + 1 = 3 likes.
+
+The total number of likes after 2 weeks is 3 * 2 + 1 = 6 likes.
+
+To find out how many Instagram likes there are, we need to find out how many likes there are in 6 weeks. To do this, we multiply the number of likes after 2 weeks by 6: 6 * 2 = 12 likes.
+
+Now, let''s consider the number of likes after 1 week. In 1 week, there are 1 likes. To calculate the number of likes after 2 weeks, we divide 2 by 1: 2 likes.
+
+Finally, to find out how many likes there are in 1 week, we multiply 1 by 2: 1 likes.
+
+So, there are 3 likes in 1 week.','stop',302,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,13,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',13,'To solve this problem, let''s start by understanding the given information:
+
+- If there are 1 week of likes and 20000 more likes are received after 1 week, this means the number of likes is 1 + 20000.
+
+Since 1 + 20000 = 20000.
+
+The total number of likes is the total number of likes multiplied by 1 + 1.
+
+This can be calculated by multiplying the number of likes by itself, which is 1 + 1 = 2.
+
+So, 1 + 2 = 3, and 20000 is 3.
+
+The answer is 3.
+
+The answer is 3','stop',165,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,14,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',14,'Let''s break this down step by step:
+
+1. First, we calculate the number of likes for the initial post: 20000.
+2. Then, we multiply this number by 100 to get the number of likes for the initial post: 20000 * 100 = 200000 like.
+3. Next, we calculate the number of likes for the previous post: 20000*7 = 160000 likes.
+4. Then, we add the number of likes of the previous post to the number of likes for the current post: 160000 + 20000 = 360000 likes.
+5. Now, we calculate the number of likes for the current post: 360000 + 20000 = 560000 likes.
+6. Finally, we calculate the number of likes for the current post: 560000 + 70 = 620000 likes.
+
+To find the total number of likes for the current post, we add 560000 to 160000: 560000 + 160000 = 230000 likes.
+
+The total number of likes for the current post is 230000.
+
+The total number of likes for the current post is 230000 * 10 = 230000.
+
+To find the total number of likes for the current post plus the new post, we multiply 230000 by 11: 230000 * 11 = 2410000.
+
+So, there are 241000 likes on the current post and 241000 likes on the previous post.','stop',433,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(51,0,15,'74975cd7553d4b13765f3e7ebb50fc4026cbed8d53ed9cdc4494b37d833a5821',15,'Let''s break down the given information. The Instagram is currently 170000 likes.
+1. A post containing 2000 likes was received on a specific day.
+2. A post contains 2000 likes.
+3. 1 week after the post contains 2000 likes.
+4. Within 3 weeks, the number of likes is 70 times the initial number of likes.
+
+To solve this problem, we need to find the total number of likes that were generated during the 3-week period.
+We can use the formula for the number of likes based on the number of likes and the number of likes within a week.
+
+Let''s use a step-by-step approach to find the total number of likes that were generated during the 3-week period.
+If we were to multiply 1 by 3, we would get 3, but let''s say 1 is multiplied by 3 (which is the number of likes we are considering), we can multiply 10 by 3.
+
+So, the total number of likes that were generated during the 3-week period would be 10 * 3 = 30 likes.
+
+So, there are 30 Instagram likes.
+
+This is the exact number of likes.','stop',282,106,32,3.29374737450592336429e+00,78422249664.0,NULL);
+INSERT INTO "chains" VALUES(52,0,0,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',0,'To solve this problem, we need to first understand that Arelia and Kassidy are both totaled with their own money, so we need to split the $120 evenly among them. The ratio of Arelia''s money to Kassidy''s money can be calculated as 3:4, which means Arelia has 3 times as many money as Kassidy, and Kassidy has 4 times as many money as Arelia.
+
+We can now multiply the ratio of Arelia''s money to Kassidy''s money by 100 to convert it to dollars. So, 3:4 = 4:1, so we divide 4 by 100, which gives us 0.4.
+
+Now, we can multiply the ratio of Arelia''s money to Kassidy''s money by 100 and then multiply it by 0.4 again to get the total amount of money Arelia and Kassidy will have after they share equally among them.
+
+This is a classic division problem in which we multiply the product of the numbers. So, we multiply 0.4 by 0.4, which gives us 0.2, which is the remaining amount of money.
+
+In this way, we can solve it step by step, but instead of writing it out, we simply multiply the 0.4 by 4 to get the final answer.','stop',305,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,1,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',1,'Let''s start by understanding the problem step by step. Since Arelia has $120, they''re considering adding Arelia''s money to Arelia''s initial 120.
+The first part of the problem is to determine how many times Arelia needs to add her amount of money to find her total amount of money she needs to share equally among her friends.
+Let''s think about it in a different way. If they decided to share equally, Arelia has to share every time with Arelia''s friends. So, they would need to add Arelia''s total amount of money to every single other person''s share. But how many times can they add to every other person''s share to get every other person''s total amount of money?
+This is a classic example of multiplying by the reciprocal. So, to find out how many times Arelia needs to add her total amount of money to ensure it is shared equally, they would need to multiply every other person''s share by 1/1024.
+This is based on the reciprocal of 1024. So, 1024 is multiplied by 256, which equals 656, and then multiplied by 1 and 1, which is 1.
+This is what they would need to do to share 1024 times Arelia''s total amount of money, which is 1024. So, they would need to multiply 1024 * 656 or 7680.
+This is 7680 times 656.
+This is 12, so they would add 12 to it.
+So, they would add 12 to 1024 times 656.
+This is 1024x656.
+This is the answer.
+But, if they want to discuss more, they can find it with a 1/1024*1 = 12.
+
+They''ll find it with a 1024*1 = 120 multiplication of 1024.
+They''ll find it with a 1024*1 = 1024 multiplication of 1024.
+They''ll find it with a 1024*1 = 1024 multiplication of 1024.
+','length',512,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,2,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',2,'To solve this problem, we need to consider multiple steps at once, but let''s break it down step-by-step.
+
+First, let''s find the sum of the two given numbers. Since Arelia has $120, the sum is 1 + 1 = 2.
+
+Next, let''s find the combined amount of money given by the two people. Arelia has $120, and Kassidy has 3/4 times the amount of Aurelia. So, they have Arelia + Kassidy = 1 + 3. So, Arelia = 4 and Kassidy = 3.
+
+Now, let''s find the combined amount of money that has been added. Since Arelia has 4 and Kassidy has 3, the total amount is Arelia + Kassidy = 6.
+
+The answer is 6, which is the total amount added.','stop',203,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,3,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',3,'In this problem, we''re asked to find out how many people Rayna and Kassidy would have if they decided to add together their money and share equally among them.
+
+Let''s break it down step by step. Rayna has 60 dollars, and Kassidy has 3/4 times as much money as Rayna. If they decided to add together their money, they would have a total of 60 + 3/4 * 1 = 60 + 3 = 70 dollars.
+
+If they decided to add together their money and share equally among them, the total would be 70 + 3 = 83 dollars.
+
+We can see that the result is the same, but we need to adjust the order of how we calculate it. If they decided to add together their money and share equally among them, we could have added 83 + 3 = 116 dollars. This is 1 more than 116.
+
+But, if they decided to add together their money and share equally among them, we could have added 116 + 3 = 149 dollars. This is 1 less than 149.
+
+To find out how many people Rayna and Kassidy would have, we need to subtract the total from the new total, which is 120 - 116 + 3 = 4.
+
+So, Rayna and Kassidy would have a total of 83 - 149 = 10 people.
+
+So, the answer is 10.
+
+Here''s the original problem: Rayna has 60 dollars, and Kassidy has 3/4 times as much money as Rayna. If they decided to add their money and share equally, they would have a total of 120 - 116 = 4 people. They could have added 10 people if they decided to add together their money and share equally among them. They would have a total of 83 - 149 = 10 people.','stop',449,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,4,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',4,'Let''s break down the problem step by step. The problem begins with two parts:
+
+- Rayna has $120.
+- Kassidy has $120 and has 3/4 times as much money as Aurelia as she makes a purchase of 120 dollars.
+- Aurelia has 3x feet of money and has 120 feet.
+
+To find the total amount of money, we''ll calculate the total amount of money, which will be 3x feet + 30 feet, and we''ll divide both sides by 3, since we''re dividing both sides by 3.
+
+The total amount of money is the sum of the amounts that have been multiplied by 3. We''ll multiply 120 by 3 and get 3x feet.
+
+This process can be described as the division of a sum and multiplying by the number of factors of 3. Since 3x is 3 times 3 times 3 times 1, it''s a multiplication of 3 times itself.
+
+So, we multiply 3 times 3, which is 9, and 3 times 3 is 9, and so on. So the final answer is 9 * 3 * 9 * 9 = 9^3.
+
+So, 3x = 9 * 3^3, which gives us the answer.
+
+This is a classic example of the concept of 3^3 in repeating decimals. We can repeat the process of multiplying 9 by 9 to get 9 itself, which is 3^3.
+
+So, this is the answer to the problem.
+
+In the context of this problem, it is a linear multiplier of 3, where the multiplier 9 is repeated 3 times. This is a special multiplication that is defined by the number of factors of 3.
+
+The exact calculation of this equation is just a lot of repeated multiplication by 9, which is why it''s called a repeating decimal.
+
+So, this is the answer to the problem.','stop',442,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,5,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',5,'Let''s break down the problem step by step. Kassidy has 3/4 times as much money as Aurelia, so she''s got 3/4 of the total amount. If Arelia has $120, that''s equal to 12 * 3/4 = 36/10 = 2, so she''s got 2 * (3/4) = 12/4.
+
+Rayna has 60 more dollars than Kassidy. If Arelia has 2, that''s equal to 2 * 3 = 6. So, the total number of dollars is 6 + 2 = 8.
+
+Now, if Rayna and Kassidy both decide to add their money together, Kassidy gets 2 more dollars than Rayna, and Rayna gets 6 dollars.
+
+The total number of dollars is now 8 + 6 = 14. Since both sides of the equation 2 * (1 + 2) = 2 * 2 = 4 legs, the problem has no two legs equal.
+
+The two figures represent the opposite sides of the same triangle, and the total number of feet is twice the total number of feet. Therefore, the problem has no two legs equal.
+
+The answer is 28.','stop',284,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,6,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',6,'To solve this problem, we need to find the total amount of money Arelia and Kassidy can have if they add together their money and share equally among them.
+Let''s break it down step by step: Arelia and Kassidy have 60 dollars each, and Arelia has 3/4 times as much money as Kassidy as well as Arelia''s brothers. So they have 60 * 3 = 180 dollars each, and Kassidy''s brother has 60 * 3 = 180 dollars.
+When they add their money and share equally, they will have 180 / 60 * 1 = 30 dollars each.
+#### 3
+The answer is: 3','stop',165,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,7,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',7,'To find the answer, we need to break down the problem step by step and analyze the situation.
+Let''s start by considering the information given. Rayna has 60 more dollars than Kassidy, and Kassidy has 3/4 times as much money as Aurelia.
+To start, let''s look at the situation from a different perspective. If Arelia has $120, that means Aurelia has 60 * 120 = 6000 dollars.
+Now, the problem states that Rayna has 60 more dollars than Kassidy. This means that Rayna has 60 * 3 = 180 dollars.
+The key here is to find how much Aurelia would have been if she used all of her money, which is 6000 * 3 = 18000 dollars.
+Rayna and Kassidy are adding together, but to simplify the problem, we can consider a different way of looking at the problem.
+Imagine Rayna and Aurelia having 3 times as much money as Arelia, or 3A * 3 = 9A dollars. This implies that Arelia has 3A * 3 = 9A dollars.
+Now, if Rayna and Aurelia need to share their money, they would have to divide their own money equally. In this case, if they decided to share, they would each need to divide their own money by 3.
+However, if Rayna and Aurelia wanted to share, they would need to find a way to distribute their money evenly, which would involve dividing any extra dollars that had been shared by Arelia.
+To find the answer, we need to consider all possible scenarios and analyze the math.
+The math is simple: 3A * 3 = 9A. This can be simplified to 9A = 27A.
+The math is simplified further by dividing 27A by 3, which is 9A.
+This is the answer, and it''s the only way to find the answer if you want to find all possible solutions for Arelia and Aurelia.','stop',460,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,8,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',8,'To find out how much each Rayna will have if they decide to add together their share, we need to calculate the shared amount of each Rayna''s share and then multiply that by their combined share.
+
+The shared amount of Rayna''s share is 60% of Aurelia''s share, which is 0.6 * 120 = 60.
+
+So, Rayna will have 60 - 60 * 120 = 60 * 120 = 60 * 2 = 120.
+
+Kassidy will have 3/4 times as much as Aurelia''s share, which is 0.3 * 120 = 36.
+
+Each Rayna will have 60 - 60 * 36 = 60 * 36 = 180, and Aurelia will have 36 + 36 = 62.
+
+The answer is 62.
+
+The total amount of Rayna''s share equals 120 - 120 * 36 = 60, which is 100% of Aurelia''s share. The answer is 100%','stop',265,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,9,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',9,'Arelia and Kassidy have a combined budget of $120, and Kassidy has 3/4 times as many dollars as Arelia. If Arelia wants to share her money equally among them, she would need to divide the combined budget by 4.
+
+To find out how many times Arelia would need to divide the combined budget by 4 to share it equally among them, we need to find the reciprocal of 4, which is 12/4. So, Arelia would need to divide 12/4 by 4, which is 3.
+
+She would need to divide 12/4 by 3, which is 2. This gives her a total of 3 times to share their money equally among them, so she would share their money 3 times, which is 2.
+
+This means that Arelia will have to share 2/3 of her money among herself, which is 2x.
+
+Arelia and Kassidy would each have 2 x 3 = 6 dollars.
+
+So the answer is 2x = 12.
+
+The answer is 12.
+
+The total amount of money that each has when they decide to add together their money and share equally among them is 12.','stop',284,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,10,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',10,'To solve this problem, we need to think step-by-step, step-by-step - step-by-step. We know that Arelia has twice the amount of Aurelia, which is 2Arelia. Kassidy has 3 times as many dollars as Aurelia, which is 3Arelia. So, Arelia and Kassidy have a combined amount of 3Arelia.
+
+Let''s start by finding 2Arelia. To do this, we need to multiply 2Arelia by 3. So, we multiply 2Arelia by 3, which gives us 6Arelia.
+
+Now that we have the amount of Arelia, we can find the amount of Kassidy by dividing Arelia by 2Arelia, which gives us 3Arelia.
+
+To find the combined amount of Arelia, we need to add Arelia to Arelia. So, we add 6Arelia to 3Arelia. So, we add 6Arelia to 3Arelia, which gives us 9Arelia, and then we add Arelia to Arelia, so we add 3Arelia to 3Arelia, which gives us 3Arelia.
+
+This is a fraction of Arelia, which is 1/3. So, we can add 1/3 to 3Arelia, which gives us 9Arelia.
+
+Finally, we multiply 9Arelia by 3Arelia, which gives us 3Arelia.
+
+So, the sum of the combined amounts of Arelia and Kassidy, given by the ratio of 9Arelia to 3Arelia, is 3Arelia.
+
+But what we actually want to know is how many times Arelia would double to get Aurelia, which is 2Arelia.
+
+We can multiply 2Arelia by 3Arelia, which gives 6Arelia. So, 3Arelia is 3 times 2Arelia. This is the same as doubling Arelia, which is 9Arelia.
+
+So, 3Arelia is 9Arelia, and we can add ','length',512,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,11,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',11,'Let''s break down the problem step by step. We know that Arelia has 60 dollars, so Arelia has 100 dollars.
+
+Rachel has 3/4 times the number of Arelia''s, so Rachel has 3Arelia''s.
+
+Since Arelia has 100 dollars, Arelia has 100 * 3 = 300 dollars.
+
+Rachel has 3Arelia''s, so Rachel has 3 * 3 = 90 dollars.
+
+Now, if Arelia has 100 dollars, Aurelia has 3Arelia''s, so Aurelia has 90 * 3 = 270 dollars.
+
+Rachel has 270 * 3 = 750 dollars.
+
+Arelia has 90 * 3 = 270 dollars, which means that each of Arelia''s would have 270 / 3 = 90 gold.
+
+Rachel has 270 * 3 = 750 dollars, which means that each of Arelia''s would have 750 / 3 = 250 dollars.
+
+Alek is selling 200 coins, so Alek sells 2 * 2 = 400 coins.
+
+Rach has 400 * 2 = 800 coins.
+
+Arelia has 2 * 400 = 800 coins, which means that each of Arelia''s would have 800 / 2 = 400 dollars.
+
+Arelia has 400 * 2 = 800 dollars, which means that each of Aurelia''s would have 400 * 2 = 800 dollars.','stop',404,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,12,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',12,'First, let''s find the total amount of money Arelia has and Kassidy has. Kassidy has 120 dollars, and Arelia has 3/4 times as much money as Kassidy.
+
+The sum of Arelia''s money and Arelia''s share is 120 - 3/4 = 120/4 = 30 times Arelia''s share.
+
+Now, let''s find the total amount of money Arelia has and Kassidy has.
+
+Arelia has 3 times Arelia''s share, which is 3 times 3 = 9 times Arelia''s share.
+
+The total amount of money Arelia has is 120 / 9 = 14.43 times Arelia''s share.
+
+Now, let''s find the amount of money Kassidy has.
+
+120 is 3 times Arelia''s share, so 3 x 3 = 9 times Arelia''s share.
+
+Now, let''s find the amount of money Kassidy has.
+
+3 x 3 = 9 times Arelia''s share, so 9 x 1 = 9 times Arelia''s share.
+
+Arelia and Kassidy are both 18 times Arelia''s share, so Arelia and Kassidy are both 18/4 times Arelia''s share.
+
+So, Arelia and Kassidy are both 18/4 times Arelia''s share.
+
+This is the only way to share equally among Arelia and Kassidy.
+
+The answer is: 18/4','stop',371,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,13,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',13,'Let''s start by breaking down the problem: Arelia has $120, so if they decided to add together their money and share equally among them, they would have a total of Arelia''s money + Arelia''s shares = Arelia''s money + Aurelia''s money = Kassidy''s money.
+
+Now, if they had Kassidy''s shares, they would have all those 3/4 of the original Arelia''s money, which would have been two 3/4''s of what Arelia''s original money was, which would have been 120 - Arelia''s original money. So, they would have one 120 - Arelia''s original money divided in half.
+
+This is a classic example of division of a fraction by a fraction. When Arelia decides to add their money and share equally among them, the answer is 120 - Arelia''s original money divided in half.','stop',206,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,14,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',14,'To solve this problem, we need to divide 120 by 60 to find out how many times Arelia and Kassidy should share.
+Let''s break it down:
+One of Arelia''s coins is twice as many times Arelia as Kassidy''s coin is Kassidy''s coin multiplied by 2.
+So, 10% of Arelia''s coin is Arelia''s coin multiplied by 2, which is 2Arelia''s coin.
+And that''s where Kassidy''s coin is one-third of Arelia''s coin.
+To find how many times Kassidy''s coin should be multiplied to get Arelia''s coin, we divide: 10% of 2Arelia''s coin is 2Arelia''s coin multiplied by 2, which is 4Arelia''s coin.
+The other 10% of Arelia''s coin is Arelia''s coin multiplied by 2, which is 2Arelia''s coin.
+And that''s where Kassidy''s coin is one-third of Arelia''s coin.
+Multiplying both sides by 3, we get:
+Kassidy''s coin multiplied by 3 is 2Arelia''s coin multiplied by 3, which is 6Arelia''s coin.
+So, Arelia''s coin is 2Arelia''s coin multiplied by 3, which is 9Arelia''s coin.
+The other 30% of Arelia''s coin is Arelia''s coin multiplied by 2, which is 4Arelia''s coin.
+So, Arelia''s coin is 4Arelia''s coin multiplied by 2, which is 8Arelia''s coin.
+The whole sum of Arelia''s coin and Arelia''s coin is 16Arelia''s coin multiplied by 2, which is 32Arelia''s coin.
+The answer is 32Arelia''s coin.
+#### 32
+The answer is 32','stop',452,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(52,0,15,'040ff08c8afb5e67f7b5bbce6fd27113c4c41c89a47c3864a4cfac6f1cf31aea',15,'To solve this problem, we''ll start by setting up a ratio of the given items to the other: Arelia = 3/4Arelia + Kassidy = 60 + (3/4 * Arelia) + Kassidy = 120 + (3/4 * Arelia).
+
+Now, to find the answer, we''ll divide both sides of the equation by 3/4. This is because Arelia will have 3 times as many money as Kassidy, and they will have Arelia and 3/4 times as many money as Kassidy, which is 3Arelia + 3Aassidy.
+
+So, Arelia = 3Arelia + 3Aassidy, and Kassidy = 3Aassidy + 3Arelia.
+
+Now, we can find Arelia''s total cost. Arelia costs Areliadis equal to 3 times the cost of Aassidayidas, and Aassidy is 3 times the cost of Arelia.
+
+Arelia = Areliadis * (3/Arelia) = 3Areliadis * (3/Arelia) = 3 * 3 = 9.
+
+So, Aurelia has 9 times more money than Kassidy.
+
+Arelia = Aurelia * 3 = 9 * 3 = 27.
+
+So, Rayna has 9 times more money than Kassidy.
+
+The answer is 9 * 27 = 209.
+
+The answer is 20.
+
+The answer is 9.','stop',370,97,32,4.09882587629681527374e+00,96396817608.0,NULL);
+INSERT INTO "chains" VALUES(53,0,0,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',0,'To solve this problem, we need to think step by step and make logical connections between the different parts of the problem. We have three people, Dylan, Frances, and Skyler, who invested a total of 1200 dollars.
+
+Let''s start by identifying the key relationships.
+
+Dylan invested 1/5 of the total amount.  So, Dylan invested 1/5 of the total amount.
+Frances invested 2/3 of the remaining amount.
+So, Frances invested 2/3 of the remaining amount.
+
+Now, we need to find the sum of the three. 
+The sum is the total amount minus the remains.
+We know Dylan invested 1/5 of the total amount, which means we need to subtract 1/5 of the remaining amount.
+So, Dylan invested 1/5 of the remaining amount, which means we can say 1/5 - 1/5 = 1, which is the same as 2.
+
+The problem doesn''t specify which of the other two people invested what. 
+Let''s think about it in terms of the total amount and the ratio of the remaining amount to the other two. 
+Let''s think about what happens when we add the ratio of the remaining amount to 1/2. 
+Let''s think about what happens when we add the ratio of the remaining amount to 1/3. 
+Let''s think about what happens when we add the ratio of the remaining amount to 2/3.
+
+One of the other two people, two people, or the total amount. 
+Let''s think about what happens when we add the ratio of the remaining amount to 2/3. 
+Let''s think about what happens when we add the ratio of the remaining amount to 3/4.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 4/5.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 6/8.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 7/10.
+
+So, we can think about what happens when we add the ratio of the remaining amount to 11/10.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 12/10.
+
+Let','length',512,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,1,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',1,'To solve this problem, we need to calculate the total amount as the sum of the contributions of the three people.
+Let''s start by breaking down the problem. We know that Skyler invested $1200, Frances invested 2/5 of that amount, and Dylan invested 2/3 of that amount.
+We can calculate the total amount as 1200 + 1200 + 2/3 = 540, but since 1200 is not divisible by 5, we must use the quotient approach to calculate 225.
+So, 225 is calculated as 540 * (225 / 5), and on top of this, we have 2/3 of 540, which is 24.
+Therefore, 24 is calculated as 540 * (24 / 5), and on top of this, we have 100 left in the total amount, so we have 24 + 100 = 240 left.
+This is only 1 of 5 people, and in total, it is 2 people.
+To find the amount of money that Skyler invested, we can divide 540 by 2.
+This is 154, so that''s 2 of the 3 people.
+Therefore, 2 people invested the same amount of money.
+The answer is 2.
+So, 2 people invested the same amount of money.','stop',326,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,2,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',2,'Let''s start by setting up the problem:
+
+Since Dylan invested 2/5 of the total amount, which is 0.2, it is 25% of the total amount.
+
+When Dylan invested 2/5 of the total amount, 0.2 becomes 2.
+
+Flying two times Skyler''s investment (2 times 2/3, which is 2/3) accounts for the rest.
+
+To find Skyler''s investment (2), we multiply the total amount (1200) by 2, which is 2.
+
+So, Skyler''s investment is 1200 * 2 = 2400.
+
+The total amount invested by Dylan is still 1200 + 2400 = 4600, but this time Skyler''s investment is 2400.
+
+The final answer is: 1200 + 2400 = 4600.','stop',219,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,3,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',3,'Let''s break it down step by step:
+
+Step 1: Let''s denote Dylan''s investment as D and Skyler''s investment as S.
+
+Step 2: The ratio of Dylan''s investment to the total amount is 2:1, and the ratio of Skyler''s investment to the remaining amount is 2/3.
+
+Step 3: To find the total amount, we multiply the number of dollars by the ratio of each investment:
+
+Total Amount = Dylan''s investment * 2:1 = 2D
+
+Dylan''s investment = 2D
+
+Step 4: Now we know that the ratio of Skyler''s investment to the remaining amount is 2:1. This means that Skyler''s investment has a ratio of 2:1.
+
+Step 5: Since we''re trying to find the final amount, we multiply the ratio of Skyler''s investment to the remaining amount by 1:1:2:1, which is an equation:
+
+Total Amount = 2D
+
+Step 6: The answer is 2D
+
+So, the answer is 2D.','stop',245,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,4,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',4,'To solve this problem, let''s break it down step by step. 
+
+First, we need to calculate 2/5 of the total amount. 
+We can do this by multiplying 1200 by 2. 
+So, 2 * 1200 = 2400.
+
+This is the amount of money Skyler invested, which is 2400.
+
+Now, we need to calculate 2/3 of the remaining amount.
+This is already done. 
+We can calculate 2/3 by multiplying 1200 by 2. 
+So, 2 * 1200 = 2400.
+
+So, 2400 is the amount of money Skyler invested.
+
+Now, we need to calculate how much Skyler invested based on the remaining amount.
+So, 2400 - 2400 is the amount of money Skyler invested.
+
+So, 2400 is the amount of money Skyler invested.','stop',228,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,5,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',5,'To solve this problem, let''s break it down step by step.  We''re told that Dylan invested 2/5 of the total amount, which is equal to 0.25. This means Dylan invested 2/5 of the total amount.  So, we can set up the equation: 2/5 of the total amount = Dylan''s investment.
+
+To solve this equation, we can multiply both sides of the equation by 2/5 to solve for Dylan''s investment. This is because 2/5 of 1200 is equivalent to multiplying 2 by itself 25 times (since 1200 is 25 times 50). This is equivalent to multiplying 25 times 25.  So, we multiply 25 * 25 = 625.
+
+This is the only possible solution for Dylan''s investment, which is 2. However, we can also solve this equation for Dylan''s investment using a different method.  We can set up an equation using the property of algebra that states 2^(5x) = 1.  So, 2^(5x) = 1.  Now, we have 10x = 10*2.  So, 10x = 20.  Now we can solve for x.  x = 20/10 = 1.
+
+So, Dylan invested 2/5 of the total amount, Frances invested 2/3 of the remaining amount, and Skyler invested 2/3 of the remaining amount. This means that each person invested 2/5 of the total amount, and each person invested 2/3 of the remaining amount.
+
+Therefore, 2/5 + 2/3 = 5/3 = 1.  So, there are 1 person who invested 1 unit of money.','stop',411,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,6,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',6,'To solve this problem, we need to break it down step by step. First, we need to calculate the combined amount of money Skyler invested. We can do this by multiplying the sum of 2/3 and 2/3 by 15. This gives us 2*2*2*5 = 12.
+
+Now, we need to calculate the amounts Skyler invested. We have 2/3 of the total amount and 2/3 of the remaining amount. So, we can multiply both sides by 15 to get 4*2*2*3 = 12.
+
+Now, we have 12*2*2 = 40. This is the exact amount Skyler invested.
+
+So, Skyler''s investment was 12*2*2 = 40.','stop',178,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,7,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',7,'Let''s break it down step by step. 
+Step 1: 
+Frosh''s investment accounts for 2/3 of the total amount. 
+This means that 2/3 is 0.75, which is an imaginary number. 
+So 2/3 is 0.75.
+
+Step 2: 
+Dylan''s investment accounts for 2/5 of the total amount. 
+This means that 2/5 is 0.375.
+
+Step 3: 
+Skyler''s investment accounts for 1.5 of the total amount. 
+This means that 1.5 is 0.75.
+
+So the answer is 2.
+
+In other words, 
+- 2/3 is 0.75
+- 2/5 is 1.5
+- 1.5 is 2','stop',197,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,8,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',8,'To find out how much money Skyler''s investment was, we need to calculate 2/5 of the original 1200. This is the calculation of 1.2 * 1.2 = 2.4. Since we have a fraction, we can multiply 2 by itself to get 24. So, 200 * 240 = 5400.
+
+Frica invested 2/3 of the total amount. So, 2 / 3 * 1200 = 24. So, 24 * 200 = 4400 and 4400 is Skyler''s investment.
+
+So, 4400 is the total amount Skyler invested, which is 1000.
+
+The answer is 1000.','stop',183,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,9,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',9,'Dylan invested 2/5 x 1200 = 160.
+Fringe invested 2/3 of the total amount, which is 3 x 1200 = 360.
+Sierra invested 2/3 of the remaining amount, which is 4 x 1200 = 480.
+Skyler invested 2 x 1200 = 240.
+The final amount Skyler invested was 240 - 480 = 160.
+#### 1
+The answer is: 1','stop',130,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,10,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',10,'Let''s break it down step by step. 
+
+First, we know that Skyler invested 3/5 of the remaining amount, which means that 3/5 x 100% = 30%. So, Skyler invested 3 x 100% = 30% of the remaining amount.
+
+We''re also given that Frances invested 2/3 of the total amount, which means Frances invested 2/3 x 100% = 30%.
+
+The total amount is 30 + 30 = 60%. Therefore, Skyler invested $1200 - 60 = $800.
+
+But we''re also given that Skyler invested 30% of the remaining amount, which means that 30% of $1200 = $300. So, Skyler invested 30% of 1200, which equals 30%.
+
+So, Skyler invested $2100, which is $1200 - 300 = $800.','stop',237,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,11,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',11,'Let''s break down the information step by step:
+1. Dylan invested 2/5 of the total amount in Skyler''s investment and Skyler invested 2/3 of the remaining amount in Dylan''s investment.
+2. Dylan invested 2/5 of the total amount, which means he invested 1/3 of the total amount.
+3. Skyler invested 2/3 of the remaining amount, which means he invested 1/6th of the total amount.
+
+Let''s use a simplified equation: 
+(1/100)*(1 + 1/36 + 1) = 1/25
+
+So, Skyler invested 1/6th of the total amount.
+
+We can also solve this problem using the formula:
+
+Assuming all else is equal, the answer would be 1/25 = 0.0163 (approximately)','stop',198,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,12,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',12,'Dylan invested $1200 in a joint savings account.  To find how much Skyler''s investment accounted for the rest, we need to find how much the other two people combined to account for the remaining amount.
+
+Her investment accounted for 1/3 of the total amount, which means Dylan invested 1/3 of the total amount, giving 1/9 of the remaining amount.  Skyler invested 2/3 of the total amount, giving 2/9 of the total amount, so Skyler invested 1/9 of the remaining amount.
+
+To find how much Skyler''s investment accounted for the rest, we need to find how much the other two people combined to account for the rest. This can be done by dividing the ratio of Skyler''s investment to Dylan''s investment by the ratio of Skyler''s investment to Skyler''s investment, which is 2:1.
+
+The other two people combined to account for 2/3 of the total amount, which means 2/9 of the other two people combined to account for 2/9 of the other two people. 
+
+So 2 people were combined to account for 2/9 of the other two people, which is 1/9 of the other two people.
+
+This means 1 person combined to account for 1/9 of the other two people, which is 2/9 of the other two people. 
+
+This is the total amount of money that Skyler''s investment accounted for the rest, which is 2x, where x is the number of other people (2 people).','stop',340,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,13,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',13,'To solve this problem, let''s break it down step by step.  We have three people: Dylan, Frances, and Skyler.  We have three specific situations: Dylan invested 2/3 of the total amount, Frances invested 2/3 of the remaining amount, and Skyler invested 2/3 of the remaining amount.  We need to determine how much money Dylan, Frances, and Skyler made.
+
+First, let''s find the total amount of money Dylan, Frances, and Skyler made.  We have Dylan, Frances, and Skyler, so the total amount is 3(Dylan, Frances, and Skyler) + 2(Dylan, Frances, and Skyler) + 2/3 of the remaining (2/3 of the total amount).  We can simplify this equation by first multiplying the numerator of each fraction by 3, since there''s only one fraction in each of the three conditions.  Then we can add them up.
+
+Summing the fractions gives us 3(Dylan, Frances, and Skyler) + 2(Dylan, Frances, and Skyler) + 2(2/3 of the total amount).  Now, multiplying both sides by 3 gives us 3D(Dylan, Frances, and Skyler) + 2D(Dylan, Frances, and Skyler), which is 3D(Dylan, Frances, and Skyler) + 2D(Dylan, Frances, and Skyler), and then subtracting 2D(Dylan, Frances, and Skyler) gives us 3D(Dylan, Frances, and Skyler) + 2D(Dylan, Frances, and Skyler), which simplifies to 3D(Dylan, Frances, and Skyler), which is 3D(Dylan, Frances, and Skyler) + 3D(Dylan, Frances, and Skyler), and then 3D(Dylan, Frances, and Skyler) gives us 3D(Dylan, Frances, and Skyler).
+
+Finally, all three fractions have the same denominator, so the last one becomes 1, which is the original 3.','stop',470,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,14,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',14,'To solve this problem, let''s first consider the information given. The total amount invested is 1200 (representing the amount invested by each person) multiplied by 3, which is 3 * 1200 = 3600.
+
+Dylan invested $1200, so 3 * 1200 = 3600. 
+
+Fiona invested 2/5 of the remaining amount, which is 2/3 of 3600 = 300. 
+
+Skyler invested 2/3 of 3600.
+
+So, Skyler''s investment is 300 - 300 = 0.
+
+The amount Skyler''s investment represents is 3 * 0 = 0.
+
+#### 1
+
+The solution is not provided in the given constraints.
+
+So, the answer is "0".','stop',199,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(53,0,15,'bede384e60427186f2c4816a4a21f68c2c05cae1e65b5dbae901bceb746591e5',15,'To solve this problem, let''s break it down step by step. We know that Skyler invested 2/3 of the total amount, which is 0.25. So, Skyler invested 2/3 of 100% of the total amount, which is 0.25.
+
+To find the money Skyler invested, we need to divide 100% by 2/3. This is a decimal, so we can convert it to a percentage. 100% of 2/3 is 0.25, so we can convert that decimal to a percentage by dividing it by 100, which is 25%.
+
+So, 25% of 100% is 25. Therefore, Skyler invested 25% of the total amount.
+
+To solve this problem, we use the rule of 2 in mathematics. This rule states that if we have a fraction with a denominator of 100, and we multiply it by itself 2 times, the result is also 1. This is called the rule of 2, which is a fundamental rule in mathematics.','stop',248,98,32,3.27336119445318773912e+00,73512451872.0,NULL);
+INSERT INTO "chains" VALUES(54,0,0,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',0,'First, we need to find out how many cookies Katarina has. Let''s call this number x. In total, Katarina has 5x cookies.
+
+Now, we know that Max has 12 more cookies than Katarina, so Max has 12x + 16 cookies.
+
+If we add 16 cookies to Katarina, we get 60 cookies.
+
+Now, we know that Katarina has 5x + 16 cookies. We need to find out how many cookies Katarina has in total.
+
+We can think of this as 5x + 16 = 68, so 5x + 16 = 68. Solving for x, we get 2x = 4, so x = 2.
+
+Now we know that 2x = 68. So 68 = x.
+
+We can find the total number of cookies by adding 1 (because 16 + 68 = 16 + 32 = 32) to 60, which gives 120.
+
+So, we need to find 120 - 16 = 64.
+
+So katarina has 64 cookies.
+
+In total, katarina has 64 - 6 = 62 cookies.','stop',298,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,1,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',1,'1. Let''s first determine the relationship between the number of cookies Max has and Katarina''s weight.
+2. We know that Max has 68 cookies, and Katarina has 12 more cookies than Max.
+3. This means that when Max adds 23 more cookies, Katarina must have 12 more.
+4. To find the relationship between the number of cookies Max has and Katarina''s weight, we can use the equation 12 + 23 = 36.
+5. Since we''re asked about the number of cookies Max has, we can rewrite 36 as 12 + 23.
+6. This equation is a classic example of subtraction with an equal sign.
+7. So we add 12 and 23, and we get 25.
+8. So there are 25 cookies Max has.
+
+Now we can calculate the total number of cookies:
+4 x 25 = 90
+
+Therefore, Katarina has 90 cookies.','stop',227,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,2,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',2,'To solve this problem, we need to consider the relationships between the given information. Let''s start by setting up the problem with the given information: 
+Katarina has 5 less than a Cookie Monster has, so she has 5 - Max''s height. 
+Max has 12 more than a Cookie Monster has, so she has 12 + Katarina''s height. 
+So, Katarina has 68 - 12 + Katarina''s height = 62. 
+The answer is 62, which is the total number of cookies Katarina has.
+
+Here''s the step-by-step breakdown:
+
+1. We can see that Katarina''s height is 5 less than a Cookie Monster''s height. This can be rewritten as 5 - Katarina''s height.
+2. The equation 12 + Katarina''s height = Katarina''s height + Katarina''s height is given as 12 + 68 = 62.
+3. We can write 12 + 68 = 62.
+4. We know that 12 + 68 = 62.
+5. We can solve this equation by solving 12 + 68 = 62.
+6. 12 + 68 = 62, so the answer is 62.
+
+This is the final answer.','stop',311,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,3,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',3,'Let''s break it down step by step:
+
+The sum of the Cookie Monster''s cookies is 23 - 5 = 12 cookies. The number of Cookie Monster''s cookies is 12 * 5 = 60 cookies.
+
+Number of Cookie Monster''s cookies is Katarina''s total number of cookies multiplied by 2 (12 * 5 = 60).
+
+So, Total Cookie Monster''s cookies is 2 * 60 = 120 cookies * 2 = 240 cookies.
+
+Now, we add the number of Cookie Monster''s cookies: 12 + 60 = 60.
+
+There are 2 cookies left, and 4 cookies total.
+
+In total, Katarina has 2 + 60 = 60 cookies.
+
+The total number of Cookie Monster''s cookies is 60 + 60 = 120 cookies.
+
+We have 2 cookies left.
+
+The answer is: 2','stop',227,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,4,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',4,'To solve this problem, first, we need to calculate the difference between the number of cookies Katarina has and the number of cookies Max has.
+
+Max has 68 cookies, so Katarina has 68 - Max''s total number of cookies.
+
+This can be calculated using the difference of a certain number and a quantity, which in this case is the number of cookies Max has. Since the number of cookies Max has is the excess of Katarina''s value compared to Max''s total number of cookies, the calculation of extra amount of 68 - Max''s total number of cookies is 68 - Max''s total number of cookies.
+
+We can simplify this equation to 28 - Max''s total number of cookies.
+
+Now, let''s find the difference of the extra amount from Katarina''s total amount of cookies, which is 28 - 28 = 20.
+
+This can be solved for the number of extra amounts of 28 - 28 by dividing the difference by 2.
+
+So, 20 / 2 = 10.
+
+The difference of 10 is 20, and there is an extra amount of 28 - 28 = 20.
+
+The 20 is the extra amount of 28 - 28 = 20.
+
+So, 20 is the extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra.','stop',435,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,5,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',5,'First, let''s find out how many 12 cookies are Max''s. Since Max has 12 more cookies than Katarina, we know that 12 + 3 = 15. So, Katarina has 15 more cookies.
+
+Now, let''s find out how many 12 cookies are Katarina''s. We know that Katarina has 68 cookies. To find out how many of those 12 are 12, we can think of it as 68 - Katarina''s. Since 12 is 1 more than Katarina''s, we can think of Katarina''s as 12/1.
+
+So, 15 + 3 = 4. Therefore, Katarina''s has 4 more cookies than Katarina.
+
+Now, we know that 12 + 3 = 4, which is Katarina''s. So, Katarina has 1 - 3 = 2 cookies.
+
+Let''s consider what we know. If Katarina has 68 cookies, and Katarina''s has 4 more, that means Katarina''s is 4 more than Katarina''s, which means Katarina''s has 6 times Katarina''s. We can multiply 15 by 6, so we multiply 6 by 2, which gives us 12.
+
+In total, we add 15 * 6 = 90 cookies. So, the answer is 90.','stop',331,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,6,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',6,'First, we know that Max has 12 more cookies than Katarina, so Max has 12 + 1 = 13 more cookies than Katarina.
+
+Katarina has 68 - 12 = 24 cookies.
+
+The sum of 24 and 13 is 24 + 13 = 47, which means that Katarina has 24 + 13 = 47 cookies.
+
+Now we subtract that from the total number of cookies, which is 68, so we have 24 - 68 = 47 cookies.
+
+We know that Katarina has 24 cookies, which is the total amount of cookies.
+
+The number of cookies Katarina has in total is 24 + 47 = 91, which means that Katarina has 91 cookies.
+
+The answer is 91.','stop',205,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,7,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',7,'Let''s break it down step by step. We know that Max has 12 more cookies than Katarina and Katarina has 12 more cookies than Summer. This means that Katarina''s total number of cookies equals Max''s total number of cookies plus Katarina''s total number of cookies.
+
+The equation can be rewritten as 5x = 12x - 23, which represents the relationship between Max''s total number of cookies and Katarina''s total number of cookies. 
+
+We can set this equal to 68, which is 12x - 23. So, we can solve for x: 68 = 12x - 23.
+
+Subtracting 23 from both sides gives us: 68 = 12x. 
+
+Dividing both sides by 12 gives us: x = 3. 
+
+This means that Katarina has 3 cookies, and Summer has 2 more cookies than Katarina.
+
+The total number of cookies is 12 + 3 = 15, which is the difference between the total number of cookies and the individual number of cookies.
+
+So, the sum of the individual cookies is 15 - 3 = 10, and the total number of cookies is 12 + 3 = 15.
+
+The equation is now 12 + 3 = 15, which is 11.','stop',317,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,8,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',8,'First, let''s find out how many cookies Katarina has by dividing the number of cookies by the number of cookies Katarina has: 68 / 2 = 34.
+Now, let''s find out how many cookies Summer has. 34 - Katarina has 23 more cookies than Summer has. So, we can write: 34 - Katarina has 23 more cookies than Summer has = 34 - 23 = 7.
+Finally, let''s find out how many cookies Katarina has by adding 1: 68 + Katarina has 1 more cookie. 1 more cookie is Katarina''s final answer.
+#### 1
+Let''s check if the answer is correct: 11 / 68 is not. The answer is 11 / 68.
+The answer is 11.
+
+Solve a problem. Solve an equation.','stop',203,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,9,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',9,'To solve this problem, I''ll break it down step by step.
+
+First, let''s calculate the total number of cookies Katarina has. Since she has 12 more cookies than Max, she has 12 + 2 = 14 cookies.
+
+Next, we''ll calculate the number of cookies Katarina has by adding the number of cookies she''s already had to Max''s current number of cookies. This is calculated as 24 (from Katarina''s current number of cookies) + 1 (total number of cookies Katarina has) = 48.
+
+Now, we''ll calculate the total number of cookies Katarina has by adding 1 (the number of cookies Katarina has) and 12 (the number of cookies Katarina has). This is calculated as 12 + 2 (the number of cookies Katarina has) = 14 (the total number of cookies Katarina has).
+
+Finally, we''ll add the total number of cookies Katarina has to find the total number of cookies Katarina has, which is 14 + 2 = 26.
+
+The answer is 26. 26 is the total number of cookies Katarina has.','stop',269,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,10,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',10,'To solve this problem, let''s consider the information given. Max has 12 more cookies than Katarina, and Katarina has 12 + 12 = 24 cookies less than Katarina. So, the total number of cookies Katarina has is twice the total number of cookies Katimina has. This is based on the symmetry of the problem.
+
+We can represent this as the equation 2x = 24. To solve for x, we can use the identity of 2x = 24. This means that the total number of cookies Katimina has must be 24 - 2 = 22 cookies. But we know that Katarina has 12 more cookies than Katimina, and 24 - 2 = 22 is actually 22. So the number of cookies Katimina has must be 22.
+
+We can do the math: 22 = 24 + 28, which is 2, so the total number of cookies is 2 * 22 = 44 cookies.
+
+This is the only solution in the given information. There is no other possible way to have 44 cookies.
+
+So, the answer is 44.','stop',273,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,11,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',11,'Let''s break down the problem step by step. First, we know that Max has 12 more cookies than Katarina. This means Max has 12 - 10 = 2 cookies of Max''s size. Then, Katarina has 2 cookies of Katarina''s size.
+
+Now, we know that Katarina has 12 more cookies than Katarina. This means Katarina has 12 + 2 = 14 cookies of Katarina''s size. So, Katarina has 14 - 2 = 12 cookies of Katarina''s size.
+
+The total number of cookies Katarina has is the sum of her two boxes, which is 14 + 12 = 26. However, we also know that Katarina has 2 cookies of Katarina''s size. So, 2 * 2 = 4 cookies of Katarina''s size have been removed from Katarina''s boxes.
+
+Thus, Katarina has 12 - 4 = 6 cookies of Katarina''s size. Therefore, the total number of cookies Katarina has is 12 + 6 = 18.
+
+Now, we add the total number of cookies that did not belong to Katarina to the total number of cookies that did not belong to Katarina, which is 18 - 6 = 9 cookies.
+
+So, the total number of cookies that did not belong to Katarina is 9 (26), and the total number of cookies that did not belong to Katarina is 9 (6).','stop',352,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,12,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',12,'Katarina has 5 less than Max''s cookie count. Max has 12 more cookies than Katarina. Therefore, Katarina has 12 - 5 = 6 cookies.
+To find the total number of cookies, we need to calculate 6 times Katarina''s count, which means 6 * 12 = 64 cookies.
+The answer is 64.','stop',87,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,13,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',13,'Let''s break it down step by step.
+
+Step 1: Determine the ratio of Max''s cookies to Katarina''s cookies.
+Max''s cookies are 12 more than Katarina''s.
+
+Step 2: Let''s find out how many cookies Katarina has.
+If Katarina has 12 more than Max''s, she has 12 + 1 = 13 cookies.
+
+Step 3: Now we know Katarina has 13 cookies.
+
+Step 4: Determine how many cookies Katarina has.
+We know that Katarina has 13 cookies.
+
+Step 5: Now we know that Katarina has 2 cookies.
+
+Step 6: We can add 2 to the sum of Katarina''s cookies and add 1 to the sum of Katarina''s cookies.
+
+The total number of cookies Katarina has is 2 + 1 = 3 cookies.
+
+The number of cookies Katarina has is 3.
+
+In total, there are 3 cookies.
+
+So the answer is: 3','stop',245,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,14,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',14,'To solve this problem, we need to first calculate the ratio of their cookies to themselves. If Max has 12 more cookies than Katarina, then Max has 12 + 1 = 13 more cookies than Katarina.
+Let''s think of this problem in terms of the ratio of their cookies to themselves. If Max had 13 more cookies than Katarina, then Katarina''s ratio would be 13/12. But let''s think of it in terms of the original ratio of their cookies to themselves, which is 1:1.
+So, when we add 1 to the other ratio, we get 2:1.
+We know that 2 is one more than 13, so we can add 13 to 2 to get 3.
+So, the total number of cookies is 3 + 13 = 26.
+#### 26
+The answer is: 26','stop',205,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(54,0,15,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',15,'Katarina has 5 less than Max''s count of cookies, which is 12. Max has 23 cookies, and Katarina has 68 cookies. If Katarina has 12 cookies, then 12 - 5 = 6 cookies. So, there are 6 cookies left in total.
+
+The total number of cookies is the sum of 12 + 6 = 7 cookies.','stop',93,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -8742,6 +10724,15 @@ INSERT INTO "jobs" VALUES(42,'smollm2-135m','self-consistency','gsm8k_test-577',
 INSERT INTO "jobs" VALUES(43,'smollm2-135m','self-consistency','gsm8k_test-589',0,16,'self-consistency:n_samples=16',1,'done','6.25','[{"event": "generate", "n": 16, "seed": 1250518885, "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 32, "completion_tokens": 3945, "calls": 1, "seconds": 52.96507988367784, "flops": 1076389094016.0}}, {"event": "vote", "counts": {"47/4": 1, "8": 1, "239/100": 1, "5/2": 1, "89/4": 1, "27/400": 1, "9/4": 1, "401/200": 1, "25/4": 1, "25": 1, "61/10": 1, "184": 1, "333/100": 1, "5/4": 1, "1/8": 1, "326/25": 1}, "tie_broken_by_rng": true, "winner": "25/4"}]',104,32,3945,1,0,0,1076389094016.0,0.0,9.11484894820005138189e+01,5.2965079883677837814e+01,1.79619499604779458046e+09);
 INSERT INTO "jobs" VALUES(44,'smollm2-135m','self-consistency','gsm8k_test-594',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 848584296, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3031, "calls": 1, "seconds": 41.96769887310671, "flops": 824038939008.0}}, {"event": "vote", "counts": {"3": 3, "100": 2, "9": 1, "1800": 1, "2": 2, "1/4": 1, "30": 1, "50": 1, "190": 1, "160": 1, "267/100": 1, "10000": 1}, "tie_broken_by_rng": false, "winner": "3"}]',80,32,3031,1,0,0,824038939008.0,0.0,1.40264638937998824992e+02,4.19676988731067126528e+01,1.79619511012316679949e+09);
 INSERT INTO "jobs" VALUES(45,'smollm2-135m','self-consistency','gsm8k_test-596',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 509079066, "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 32, "completion_tokens": 6288, "calls": 1, "seconds": 112.99102065222242, "flops": 1714259261952.0}}, {"event": "vote", "counts": {"1": 3, "6000": 1, "that there is an infinite number of possible outcomes where he can pay for the dental work, and there is only one outcome where he cannot pay for the dental work": 1, "2": 2, "40": 1, "80000": 1, "1600": 1, "4": 1, "240": 1, "4400": 1, "12": 2, "1000": 1}, "tie_broken_by_rng": false, "winner": "1"}]',132,32,6288,1,0,0,1714259261952.0,0.0,1.72282107699000334834e+02,1.12991020652222417196e+02,1.7961951683433814049e+09);
+INSERT INTO "jobs" VALUES(46,'smollm2-135m','self-consistency','gsm8k_test-617',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1279686613, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 5393, "calls": 1, "seconds": 91.30224820882223, "flops": 1464061347072.0}}, {"event": "vote", "counts": {"3": 1, "10": 4, "150": 1, "181": 1, "2": 1, "7": 1, "25": 1, "120": 1, "70": 1, "750": 1, "15": 1, "1425": 1, "12": 1}, "tie_broken_by_rng": false, "winner": "10"}]',97,32,5393,1,0,0,1464061347072.0,0.0,1.61087752577001083404e+02,9.13022482088222346856e+01,1.79619527123456358911e+09);
+INSERT INTO "jobs" VALUES(47,'smollm2-135m','self-consistency','gsm8k_test-621',0,16,'self-consistency:n_samples=16',1,'done','6','[{"event": "generate", "n": 16, "seed": 543952081, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 3818, "calls": 1, "seconds": 57.778305782525756, "flops": 1039801011840.0}}, {"event": "vote", "counts": {"32": 1, "67": 1, "2082": 1, "198": 1, "126667/100": 1, "1": 1, "2": 1, "12": 1, "6": 1, "24": 1, "1800": 1, "125/2": 1, "50": 1, "100": 1, "1400": 1, "15500": 1}, "tie_broken_by_rng": true, "winner": "6"}]',94,32,3818,1,0,0,1039801011840.0,0.0,137.066752394001,5.77783057825257557755e+01,1796195305.43611);
+INSERT INTO "jobs" VALUES(48,'smollm2-135m','self-consistency','gsm8k_test-635',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1316385645, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 32, "completion_tokens": 5786, "calls": 1, "seconds": 73.61544792829007, "flops": 1571135293440.0}}, {"event": "vote", "counts": {"40": 2, "5": 1, "1": 3, "10": 4, "6360": 1, "11": 1, "100": 1, "3/2": 1, "0": 1, "8": 1}, "tie_broken_by_rng": false, "winner": "10"}]',102,32,5786,1,0,0,1571135293440.0,0.0,1.29836087373998452674e+02,7.36154479282900666694e+01,1.79619540109269857407e+09);
+INSERT INTO "jobs" VALUES(49,'smollm2-135m','self-consistency','gsm8k_test-647',0,16,'self-consistency:n_samples=16',1,'done','24','[{"event": "generate", "n": 16, "seed": 1113232410, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 4038, "calls": 1, "seconds": 52.44730472263489, "flops": 1099256645376.0}}, {"event": "vote", "counts": {"16": 1, "16240": 1, "24": 3, "96": 1, "2": 2, "25/2": 1, "800": 1, "4": 1, "11/8": 1, "773/100": 1, "10": 1, "1": 2}, "tie_broken_by_rng": false, "winner": "24"}]',96,32,4038,1,0,0,1099256645376.0,0.0,1.1185649275700052385e+02,5.24473047226348896296e+01,1.79619541730457425113e+09);
+INSERT INTO "jobs" VALUES(50,'smollm2-135m','self-consistency','gsm8k_test-655',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 163780511, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 32, "completion_tokens": 2409, "calls": 1, "seconds": 27.54709031910838, "flops": 655895179008.0}}, {"event": "vote", "counts": {"3": 3, "1": 5, "10": 1, "2": 1, "not available": 1, "26": 1, "15": 2, "18": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "1"}]',76,32,2409,1,0,0,655895179008.0,0.0,6.39258981130005850008e+01,2.75470903191083813519e+01,1.79619548124446892735e+09);
+INSERT INTO "jobs" VALUES(51,'smollm2-135m','self-consistency','gsm8k_test-649',0,16,'self-consistency:n_samples=16',1,'done','220000','[{"event": "generate", "n": 16, "seed": 681228083, "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 32, "completion_tokens": 4606, "calls": 1, "seconds": 52.699957992094774, "flops": 1254755994624.0}}, {"event": "vote", "counts": {"1200": 1, "180": 1, "220000": 1, "6001": 1, "48": 1, "28500": 1, "6000": 1, "19": 1, "22": 1, "1000": 1, "2": 1, "33000": 1, "1": 1, "3": 1, "241000": 1, "30": 1}, "tie_broken_by_rng": true, "winner": "220000"}]',106,32,4606,1,0,0,1254755994624.0,0.0,9.09016883099993719917e+01,5.26999579920947738278e+01,1.79619549201185059548e+09);
+INSERT INTO "jobs" VALUES(52,'smollm2-135m','self-consistency','gsm8k_test-666',0,16,'self-consistency:n_samples=16',1,'done','9','[{"event": "generate", "n": 16, "seed": 649253322, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 5684, "calls": 1, "seconds": 65.58121402074904, "flops": 1542349081728.0}}, {"event": "vote", "counts": {"4": 1, "1024": 1, "6": 1, "10": 1, "9": 4, "28": 1, "3": 1, "100": 1, "12": 1, "800": 1, "9/2": 1, "120": 1, "32": 1}, "tie_broken_by_rng": false, "winner": "9"}]',97,32,5684,1,0,0,1542349081728.0,0.0,1.17631389131000105405e+02,6.55812140207490443808e+01,1.79619559889367294306e+09);
+INSERT INTO "jobs" VALUES(53,'smollm2-135m','self-consistency','gsm8k_test-676',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1927950364, "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 32, "completion_tokens": 4321, "calls": 1, "seconds": 52.373779111251004, "flops": 1176199229952.0}}, {"event": "vote", "counts": {"6/5": 1, "2": 5, "1200": 1, "2400": 1, "1": 3, "40": 1, "1000": 1, "800": 1, "163/10000": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "2"}]',98,32,4321,1,0,0,1176199229952.0,0.0,1.23639576084000509578e+02,5.23737791112510038277e+01,1.79619561567224454877e+09);
+INSERT INTO "jobs" VALUES(54,'smollm2-135m','self-consistency','gsm8k_test-681',0,16,'self-consistency:n_samples=16',1,'done','90','[{"event": "generate", "n": 16, "seed": 463438664, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 4078, "calls": 1, "seconds": 45.89123229775487, "flops": 1109210755968.0}}, {"event": "vote", "counts": {"62": 2, "90": 2, "2": 1, "20": 1, "91": 1, "11": 1, "1": 1, "26": 2, "44": 1, "6": 1, "64": 1, "3": 1, "7": 1}, "tie_broken_by_rng": true, "winner": "90"}]',93,32,4078,1,0,0,1109210755968.0,0.0,9.30774624089990538795e+01,4.58912322977548683402e+01,1.79619569198480916018e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["smollm2-135m"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -17535,10 +19526,1992 @@ This is the total cost of the dental work.
 The answer is 1000.
 
 The time George needs to work before he has enough to pay for the dental work is 100 hours.','1000',0,'not_equivalent',356,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,0,'1. First, find out how many hours a day he works. 10 hours is 365 days / 10 hours = 3 days (15 days)
+2. Now, find out how many hours he works per day. 10 hours is 3 * 24 hours = 60 hours.
+3. Calculate how many days there are to sell the meat from Bill''s bull. 3 days is 3 * 7 days = 21 days.
+
+Therefore, 1 year (18 months in this cycle) will take 1 year (21 days) for the 18 months of the 3-year cycle to be sold.','3',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,1,'Let''s break down the problem step by step. Prince works 10 hours a day and buys 15kg of meat every hour. So, each hour, he buys 15*10 = 150kg of meat.
+
+The bull is a 750kg animal. To find the number of days it would take Prince to sell the meat from the bull, we need to consider the total number of days.
+
+The total number of days it would take Prince to sell the meat from the bull would be the sum of the days it would take Prince to sell the bull and the time it would take Prince to sell the bull (day 1 * 10 hours = 10 days) would still be 150 - 10 = 150 days.
+
+Prince would still take 150 days to sell the meat from the bull, but not more. He would sell the meat from the bull every day, regardless of how long it would take him to sell the bull, which would be 10 days of selling the bull.
+
+Therefore, it would take Prince 10 days to sell the meat from the bull.','10',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(46,2,'1. First, we need to determine the number of hours the butcher works and find the number of hours that time period the butcher works.
+2. 1. Calculate the weight of the bull in hours.
+3. 2. The number of hours for which the butcher can work is 10.
+4. 3. The total number of hours the butcher can work is (10 + 10) = 10 hours.
+
+Prince sells 15kg of meat every hour he works. He works 10 hours a day, which means he sells 10 * 15 = 1500kg of meat each day.
+
+* He sells 1500kg of meat every day * 10 hours per day * 10 hours per day = 1500 * 10 = 15000
+
+* Therefore, it will take Prince 15000/10 = 150 days to sell the meat from the bull.
+
+* Therefore, the answer is 150 days.
+
+The answer is 150.','150',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,3,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the variables: it takes Prince 1 day to make a single meal.
+
+The problem requires the product of the number of hours and the number of meals per hour. This is a product of a number multiplied by itself, which is in the form of a product of 181.
+
+So, we can solve this problem using the product rule and the formula for the sum of products of numbers raised to different powers, which is 
+Hmm... we don''t have the actual step-by-step breakdown yet but I''ll give you one.
+
+The product of 181 is (181*181*181), which is 181*181 * 181, which equals 181*181*181, this is the answer.
+
+To solve this equation, we can use the formula S = P(1 + R), where S is the number of items sold.
+
+This means that the number of items sold is equal to 181*181*181.
+
+This means that the number of items sold is equal to 181(1 + 1 + 1 + 1 + 1 + 1 + 1 + 1).
+
+This is the same as the product 181*181*181.
+
+We know there are 181 items in total, and we have 181 items sold.
+
+This is the same as the product of 181*181*181.
+
+So this product of 181*181*181 equals the product of 181*181*181.
+
+S((1 + 1 + 1 + 1 + 1 + 1 + 1 + 1)) = 181*181*181.
+
+This equals 2^181.
+
+This is the same as 2^181.
+
+This is 2^181, and it''s the same as the number 2^181.
+
+Therefore we have 2^181 times 181, which is 2^181.','181',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,4,'To solve this problem, we need to break it down into manageable parts and create a step-by-step narrative that illustrates each step.
+
+The initial problem involves "How many days will it take to sell the meat from Bill''s bull?" This is a classic lateral thinking puzzle. We can think of it as "how many days to sell a product?" The answer is given.
+
+The next step involves "How many hours does it take to sell the product?" The answer is already given.
+
+The final step involves "How many days will it take to sell the product?" This is the final step in the problem.
+
+To solve this problem, we need to create a narrative that describes each step in a step-by-step manner. We start with the unknown answer, which is not given. We then break it down into manageable parts until we reach the final answer. The process is repeated until we reach the answer.
+
+In each stage, we ask a question that involves breaking down the problem. We create a narrative that shows each step, and then we repeat this process until we reach the final answer.
+
+So, the final answer is "10 days."','10',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,5,'To solve this problem, we need to break it down step by step. First, we need to determine the number of hours of work that Prince has for each hour of Bill''s bull.
+
+Let''s start by using the formula for the number of hours worked: 
+Number of hours = Number of hours of work / 60
+
+Priest has worked 10 hours, so 10 / 60 = 1 hour.
+
+So, Prince has worked 1 hour of work for each hour of Bill''s bull.
+
+Now, we need to find the number of days that need to be added to the number of hours that Prince has worked to reach the total hours worked for Bill''s bull. 
+
+Priest has worked 10 hours, so 10 / 60 = 1 hour.
+
+Now we can add 1 to 10 to get the total hours worked for Bill''s bull:
+1 + 1 = 2
+
+So, Prince has worked 2 hours of work for each hour of Bill''s bull.
+
+To find the number of days that Prince needs to sell the meat from Bill''s bull, we need to find the number of days that Prince needs to work for Bill''s bull.
+
+Since we are working 10 times, we need to multiply 2 by 2 to find the number of days it takes to sell 10 times the number of hours it takes Prince to work the bull.
+
+So, 2 * 2 * 2 = 16 days.
+
+This is the number of days it takes to sell 10 times the number of hours it takes Prince to work the bull.
+
+So, it will take 2 years of work to sell 10 times the number of hours it takes Prince to work the bull.
+
+So, it will take 2 years of work to sell the 10 times of the number of hours it takes Prince to work the bull.
+
+Now, we can add 1 to 2 to get the total number of days it will take 10 times the number of hours it takes Prince to work the bull, which is 2 years of work.
+
+The answer is 2
+
+We need to find the number of days it will take Prince to sell 10 times the number of hours it takes Prince to work the bull.
+The answer is 2.
+','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,6,'Let''s break down the problem step by step. We know that Prince sells 15kg of meat every hour, and the number of hours he works is determined by Bill''s 10 hours a day. If we add the number of hours he works to Bill''s bull, that''s 10 hours a day. To find the time it takes to sell the meat, we''ll divide 750 by 10, which gives 7.5. Therefore, it will take 7 days for Prince to sell the meat from Bill''s bull.
+
+To add this to the 15kg of meat sold from Bill''s bull, we''ll multiply 15 by 7.5. This is 125.5. So the answer is 7 + 75.5 = 12.5 days.','7',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,7,'To solve this problem, we need to determine the number of days it takes Prince to sell the meat from Bill''s bull.
+Let''s break it down:
+1. Prince sells 15kg of meat every hour, so he sells 15kg * 10 hours = 150kg/10 hours = 15kg/hour
+2. So, 15kg/hour * 10 hours = 150kg/10 hours = 15kg/hour
+However, we don''t know how many hours it takes Prince to sell the meat from Bill''s bull. We need to find the number of days it takes Prince to sell the meat from Bill''s bull.
+3. So, 15kg/hour * 10 hours = 15kg/hour * 15 days = 200 days = 200 days
+4. So, 200 days = 200 * 10 days = 200 days = 500 days
+
+Prince sells 500kg of meat, so he has to sell 200/500 = 0.20 = 20% of the meat he sells.
+
+So, 20% of the pig''s weight will be the weight of the 200kg of the beef. So, 20% of 150kg is 150*0.2 = 0.150 = 0.20 = 20% of the pig''s weight.
+
+Prince will sell 20% of the 750kg beef, which will be 750*0.2 = 0.750 = 7.50 kilograms of beef.
+
+The answer is: 15*20 = 250 = 25 days.
+#### 25
+The answer is 25.
+
+The answer is 20.','25',0,'not_equivalent',429,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,8,'To solve this problem, we need to break it down into manageable parts. First, we need to understand that the answer can be expressed as a fraction of minutes, which is 1/8 of a minute.
+
+The time taken to sell the meat from the bull is 1/8 of a minute. This means the time taken to sell 1/8 of a minute is equivalent to 1/8 of a minute multiplied by itself 8 times.
+
+To find the total time taken to sell 1/8 of a minute, we can use the formula for calculating minutes multiplied by itself, which is 1/1000. So, we can multiply 1 by 1/1000, which results in 1/1000 minutes.
+
+This is equivalent to 1/1000 minutes, which can be simplified to 1/100 minutes.
+
+Now, we know that there are 8 minutes in 1 minute, so we can multiply 1 by 1/100 to get 1/10 minutes.
+
+To find the total time taken to sell 1/100 minutes, we can divide 1/100 by 8, which gives us 1/10 minutes.
+
+Now we can find the time taken to sell 1/10 of a minute, which is 1 minute.
+
+Therefore, 1/10 of a minute is equal to 10 minutes.
+
+The answer is 10 minutes.','10',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,9,'To solve this problem, we need to break it down step by step, carefully weighing the meat and the bull. First, we convert the unknowns: 15kg of meat is equivalent to 1.50 kg. Then, we convert the unknowns to solve for the unknowns.
+
+First, we calculate 1.50 kg to find the mass of 1.50 kg of meat. Then, we divide 1.50 kg by 1.50 kg to find the mass of 1.50 kg of meat. Finally, we add the total number of kilograms of meat to find the total mass of meat.
+
+So, 1.50 kg + 1.50 kg + 1.50 kg = 50 kilograms of meat.
+
+Now, we can find the number of days it will take for Prince to sell the meat from Bill''s bull.
+
+If we add 1.50 kg to the total number of kilograms of meat sold, we get 1.50 + 1.50 + 1.50 = 4.50 kilograms of meat.
+
+However, to avoid multiples of 100, we can use the integer system to simplify the problem.
+
+So, 1.50 + 1.50 + 1.50 = 4.50 kilograms of meat.
+
+Now, we multiply the number of kilograms of meat sold by 4.50.
+
+The total number of days it will take Prince to sell the meat from Bill''s bull is 4.50 * 30 days = 120 days.
+
+The number of days it will take Prince to sell the meat from Bill''s bull is 120 days * 5 days = 600 days.
+
+So, it will take Prince 120 + 600 = 600 days to sell the meat from Bill''s bull.
+
+The answer is: 120.','120',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,10,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the number of hours worked by Prince in a day. He works 10 hours per day, which means he can work 10 days in a week (10 days / 7 days per week). So, Prince works 10 x 7 = 70 hours per week.
+
+Now that we know there''s a 70th hour, we can calculate the number of days in a week. Prince can sell 10 x 7 = 70 minutes of meat per day. He can sell 70 x 2 = 140 minutes of meat per day.
+
+To find the total number of days it takes Prince to sell the meat, we need to add the days the King (Prince) can sell the meat, which is 70 days in a week (10 days / 7 days per week).
+
+To add the days, we multiply the number of days (70) by the total number of days: (70 / 10) * 70 days = 70 days.
+
+So, it will take Prince 70 days to sell the meat from his King.','70',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,11,'To solve this problem, let''s analyze the information step-by-step. First, we need to determine if King Bill''s bull is a prime number. If it is, the answer will be 1. If it''s not, we know we''ve missed an option.
+
+King Bill works 10 hours a day and sells 15kg of meat every hour. If the bull is a prime number, it will make 10 hours a day a prime number. If the bull is not prime, it will make 10 hours/day the same as King Bill''s. So, King Bill works from 1 to 10 days, and the prime number is indeed King Bill''s.
+
+However, if the bull is prime, it will take King Bill 10 days to sell the meat.
+
+If King Bill sells the meat in 10 days, it means he sells 10 of the prime number bulls. If King Bill sells the prime number and the prime number and the prime number bull is King Bill''s, it means the King Bill''s bull is the prime number Bulls. If King Bill sells the prime number Bulls, it means the King Bill''s is the prime number King Bill''s. If King Bill sells a prime number and the prime number and the prime number Bulls, it means King Bill''s is the prime number King Bill''s.
+
+King Bill sells the prime number and the prime number bull and King Bill sells the prime number and the prime number bull and the Prime King Bill''s, but the King Bill''s is the prime number King Bill''s.
+
+King Bill sells the prime number and the prime number bull and the King Bill''s, but the King Bill''s is the prime number King Bill''s, and King Bill sells King Bill''s, but King Bill sells the Prime King Bill''s.
+
+King Bill sells the prime number and King Bill''s, but the King Bill''s is the Prime King Bill''s.
+
+King Bill sells the prime number and the Prime King Bill''s, but King Bill sells the Prime King Bill''s, which is King Bill''s, but King Bill sells King Bill''s, which is the King Bill''s, King Bill sells King Bill''s, which is the King Bill''s, which is King Bill''s, King Bill sells King Bill''s, which is King Bill''s, which is King Bill''s, which is King Bill''s, which is King Bill''s, which is King Bill''s, which is','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,12,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the variables:
+
+The number of hours sold is the unknown x (hours), and the weight of the bull is the unknown y (g).
+
+Let''s denote the number of hours sold as x and the weight of the bull as y.
+
+We know that 15kg of meat is sold every hour, so we can set up the equation:
+
+15kg / x = 750kg / y
+
+Now, we can rewrite the equation as:
+
+15 * (y + 750) = 750kg * y - 750kg
+
+This is the equation we want to solve.
+
+To solve for y, we need to subtract 750 from both sides of the equation. This is because the product of a constant times itself and a negative number results in a negative constant. So, we have:
+
+-15 * (y + 750 - 750) = 750 * y + 750 * y
+
+This is the equation we need to solve.
+
+To solve it, we can divide both sides of the equation by -15. The equation simplifies to:
+
+y + 750 = 750 * y
+
+This is the equation we need to solve.
+
+Now, we just need to find the answer:
+
+y = 750 * y
+
+So, the answer is 750.','750',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,13,'To solve this problem, we need to break it down into manageable parts. We know that Prince sells 15kg of meat every hour and works 10 hours a day. So, we can start by calculating the number of hours he works.
+
+If we were to calculate 15 times 10 hours, we would be calculating 100 hours. This is the maximum number of hours a butcher can work without running out of a specific product.
+
+However, we are given that Prince sells 15kg of meat every hour. He works 10 hours a day, which means he sells 15 * 10 = 150kg of meat per day.
+
+Now we need to find out how many days it would take Prince to sell 150kg of meat.
+
+We can calculate this by dividing the number of hours he worked (150) by the number of hours he worked each day (10).
+
+This results in 150 / 10 = 15 days.
+
+So, Prince would have sold 15 x 10 = 150kg of meat in 15 days.
+
+So, the answer is 15 days.
+
+The number of days it would take Prince to sell the 750kg of meat is 15 * 10 = 150 days, which is the same as 150 days, 360 days.','15',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,14,'To solve this problem, we need to break it down into manageable parts. First, let''s consider the information given: the number of hours the butcher works, the total weight of the butcher''s mouthfuls (the bull), and the total weight of the butcher''s mouthfuls sold (the meat from the butcher''s bull).
+
+First, let''s calculate the total weight of the butcher''s mouthfuls: 15kg * 750kg = 125,000kg. So, the butcher''s mouthfuls are 125,000kg x 100 = 125,000kg.
+
+Now, let''s calculate how many hours the butcher works. The butcher sells 15kg of meat every hour, so he can work for 15 hours. However, he only sells 125,000kg of his mouthfuls. So, he has to work 125,000 - 15 = 100,000 mouths of meat.
+
+Now, let''s consider the time it takes for Prince to sell the meat from the butcher''s bull. The calculation for the time it takes to sell 125,000kg * 100 = 1,000,000 mouths of meat takes 100000 mouths of meat / 15 hours = 10. However, he is only selling 125,000kg of his mouthfuls. So, he has to sell 125,000 - 15 = 115,000 jaws of meat.
+
+Now, let''s calculate how many days it will take Prince to sell the meat from the butcher''s bull. He needs to sell 115,000 jaws of meat. So, he needs to sell 115,000 * 40 = 450,000 jaws of meat in 115 days. This is a 125 day cycle of selling and buying. However, he also needs to sell 115,000 jaws of meat in 115 days. This is a 13th day cycle of selling and buying. He must sell 115,000 * 12 = 1425,','1425',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,15,'To solve this problem, we need to determine how many days it would take Prince to sell Ben''s bull, which is 750kg, because if Ben is a multiple of 15, he would have to work 15x = 180 days to sell Ben''s bull.
+15x = 180 days
+To find the number of days, we divide 180 by 15:
+
+180 / 15 = 12
+
+So, it would take Prince 12 days to sell Ben''s bull.
+
+Let''s calculate this by multiplying 12 by 12:
+
+12 x 12 = 144
+
+So, it would take Prince 12 days to sell Ben''s bull.
+
+The answer is 12 days.','12',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,0,'To solve this problem, we need to calculate the total cost of each session.
+
+Each session lasts for 2 hours. The total cost of 6 sessions is 2 * 2 = 4 sessions.
+The number of sessions is fixed at 2.
+
+So, the total cost of each session is 4 / 2 = 2 sessions.
+
+The cost of 4 sessions can be represented as 4 * 2 = 8 sessions.
+
+To find the total cost of each session, we multiply the cost of each session by the number of sessions.
+
+Total cost = 4 * 8 = 32 sessions.
+
+So, John needs to spend 32 * 12 = 360 cents to buy 32 sessions of physical therapy.','32',0,'not_equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,1,'To solve this problem, we need to calculate the total amount of money John spent at each session.
+John spent 6 weeks at each session for a total of 6 * 2 * 2 = 12 sessions.
+Each session cost 6 * 2 = 12 hours.
+Each session cost 12 hours * 2 = 24 hours.
+The total amount spent at each session was 12 + 24 = 44 hours.
+The total amount of money John spent at each session was 44 hours * $1.25 = $57.25.
+So, the physical therapy cost 57.25 * $12 = $65.50.
+#### 67
+The answer is: 67','67',0,'not_equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,2,'To solve this problem, we need to break it down into manageable parts. We know that John injured his back and needs to go to physical therapy. The problem states that he went to physical therapy for 6 weeks. So, we can think of it as going for 6 weeks and then going for another 2 weeks.
+
+To find out how many weeks are left, we multiply the number of weeks by the number of weeks that are left. 6 weeks * 2 weeks = 12 weeks.
+
+The total amount spent on physical therapy is 12 weeks * $125 = $1775.
+
+The total amount of money spent on physical therapy is $1775.
+
+The cost of physical therapy can be calculated by multiplying the amount of money spent by the amount of money that was spent. 
+$1775 * $125 = $2082.
+
+So, the cost of physical therapy is $2082.','$2082',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,3,'To solve this problem, we need to determine the total cost of the physical therapy session and then break it down into the hours spent. 
+
+First, we calculate the total cost of the physical therapy session: 125 hours * 2 weeks * 6 sessions = 240 hours * 2 = 480 hours.
+
+The total cost of the physical therapy session is the sum of the hours spent: 480 hours + 240 hours = 720 hours.
+
+To find the cost of one session, we need to divide 720 hours by 2 weeks to find the cost per week. 720 hours / 2 weeks = 333.33.
+
+The cost of one session is 333.33.
+
+To find the total cost of 6 weeks of physical therapy, we multiply the cost per week by 6 weeks: 333.33 * 6 weeks = 1969.67.
+
+The total cost of the physical therapy session is 1969.67.
+
+We round this to 198.
+
+The final answer is 198.','198',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,4,'To solve this problem, we need to first calculate the total time spent by John visiting physical therapy sessions. Since each session costs $125, and each week costs 6 weeks, we can multiply this by the total number of sessions John had visited by himself (6 weeks). So, 6 weeks * 2 sessions per week = 12 sessions per week.
+
+We can now calculate the total time spent by John visiting physical therapy sessions. 6 weeks * 12 sessions per week = 72 sessions per week. 12 sessions per week * 12 weeks = 144 sessions per week.
+
+Now, we need to find out how many sessions John had visited physical therapy sessions. This is calculated by multiplying the number of sessions by the total number of sessions John visited by himself. 72 sessions * 12 sessions per session = 96 sessions.
+
+The total number of sessions John had visited physical therapy sessions is 96 sessions.
+
+The total amount of money John spent on physical therapy sessions can be calculated by multiplying the cost of 12 sessions per week by the total number of sessions John had visited by himself. 
+The amount of money John spent on physical therapy sessions is (96 sessions * $125 / session) = $1266.67.
+
+So, 
+John spent $1266.67 on physical therapy sessions.','$1266.67',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,5,'To solve this problem, we need to break it down step by step and find the total cost of the physical therapy sessions.
+
+The first step is to find the total cost of physical therapy sessions.  The total cost of physical therapy sessions is the sum of the cost of each session and the cost of each session.  This is a classic example of a product-versus-service problem, where we need to find the total cost of a product (physical therapy sessions) by multiplying the cost of each session by the number of sessions.
+
+We can do this by multiplying the cost of each session by the number of sessions.  This is based on the 3-hour session equal to 1 session (the total cost is 1 session * 1 session / 2 hours = 1 session per hour), which is the formula for the total cost.
+
+The next step is to find the total cost of each session.  This is a product-versus-cost problem, where we need to find the total cost of each item (the total cost is the product of the cost of each item by the number of items).  In this case, we can multiply the cost of each item by the number of items (the total cost is the product of each item multiplied by the number of items).
+
+This is based on multiplying the cost of each item by the number of items.  This is a classic example of a product-versus-cost ratio problem, where we need to find the ratio of the cost of one item to the cost of one unit (the total cost is the product of the cost of one item multiplied by the number of items).
+
+The final step is to find the total cost of all the physical therapy sessions.  This is a product-versus-total cost problem, where we need to find the total cost of all the physical therapy sessions.  This problem involves finding the total cost of one item (the cost of one session) multiplied by the number of sessions.
+
+In this example, we have a product-versus-total cost problem, where we need to find the total cost of one item multiplied by the number of items, which is the cost of one session multiplied by the number of sessions.  This is a classic example of a product-versus-total cost ratio problem, where we need to find the total cost of one item multiplied by the number of items, which is the total cost of one session multiplied by the number','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,6,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total amount of time John spent at the physical therapy. 
+
+John spent 6 weeks at physical therapy. So, 6 weeks * 6 weeks * 2 hours = 120 hours.
+
+The total time John spent at physical therapy is 120 hours * 6 weeks = 720 hours.
+
+Now, we can calculate the total amount of time John spent at physical therapy. 
+
+The total amount spent at physical therapy is 120 hours * 720 hours = 10,400 hours.
+
+Now, we can calculate the amount of money John spent at physical therapy.
+
+The amount spent at physical therapy is 10,400 hours * 6 weeks = 6,240 weeks.
+
+The total amount spent at physical therapy is 6,240 weeks * 6 weeks = 3,126,000 weeks.
+
+To find the amount of money John spent at physical therapy by converting it to dollars, we need to divide 120 hours by 6 weeks, which results in 30.33 days.
+
+So, John spent 30.33 days at physical therapy.
+
+To find out how much he spent at physical therapy by converting it to dollars, we need to multiply 120 hours by 30.33 days.
+
+This is a conversion of 120 hours to days and 30.33 days.
+
+We can add the conversion to 30.33 days to get how many days it takes to convert the amount of time John spent at physical therapy.
+
+To convert 120 hours to days and 30.33 days, we need to calculate 120 hours / 30.33 days = 3.
+
+So, he spent 3.84 days at physical therapy.
+
+We can round this to 4 days to 4, which is 2 days.','2',0,'not_equivalent',453,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,7,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many weeks it took John to go to physical therapy.
+
+The total cost of 6 weeks is 6 weeks x 30 days = 180 days. To find out how many sessions John spent, we divide 180 by 30 (the total amount of time John spent) to find out how many sessions he spent. 
+
+So, 180 days x 3 sessions = 540 hours. That''s the amount of time John spent.
+
+Now, let''s find out how much the physical therapy cost. 6 weeks x 2 sessions = 12 sessions. So, the physical therapy cost John $12.
+
+To find out how much the physical therapy cost, we need to convert the $12 to a decimal. 12 x 12.6 = $144. So, the physical therapy cost John $12.','$12',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,8,'To solve this problem, we need to break it down into manageable parts. We know that John went to physical therapy for 6 weeks, which means he spent x weeks. Now we need to find the total amount of money John spent to spend x weeks at physical therapy.
+
+Let''s denote the number of weeks as x. So, the total amount of money spent by John to spend x weeks at physical therapy would be 6x weeks * x = 6 * x.
+
+To find the total amount of money John spent, we need to find the value of x. To do this, we can divide both sides of the equation 6 * x = x by 2, which is a standard algebraic manipulation.
+
+This gives us 6 * x = x / 2, which simplifies to 6 = x.
+
+So, the answer is 6.
+
+The answer is 6.','6',0,'not_equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(47,9,'Step 1: Determine the total amount of money spent by John during the 6 weeks (i.e., 6 weeks * 6 weeks * 2 weeks = 24 weeks * 2 weeks = $125).
+Step 2: Calculate the total amount spent by John, which is $125 * 6 weeks * 2 weeks = $125 * 6 = $725.
+Step 3: Determine the total amount spent by John, which is $125 * 6 = $720.
+Step 4: Determine the total amount spent by John, which is $720 / 6 weeks = $12.
+Step 5: Find the total amount spent by John, which is $12.
+Step 6: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 7: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 8: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 9: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 10: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 11: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 12: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 13: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 14: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 15: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 16: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 17: Determine the total amount spent by John, which is $12 * 2 = $24.
+Step 18: Determine the total amount spent by John, which is $12 * 2 = $24.','$24',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,10,'To solve this problem, let''s break it down step by step. First, we need to determine the total amount of money John spent on physical therapy each week. 
+
+He spent 6 weeks at a time at a rate of 1 gym session for every week.  So, 6 * 30 = 180 weeks.
+
+Now, we can calculate the total cost of physical therapy by multiplying the number of weeks by the cost per week. This gives us 180 * 12.5 = 1800.
+
+So, John spent 1800 dollars on physical therapy each week.','1800',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,11,'To solve this problem, we need to determine the total cost of physical therapy for John per week, which is $125. This can be calculated by multiplying the total cost of physical therapy by the number of weeks.
+
+$125 * 6 weeks = $625
+The total cost of physical therapy per week is $625.
+
+John''s physical therapy costs $625, which is $62.50 in total dollars.','$62.50',0,'not_equivalent',100,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,12,'Let''s break down the problem step by step:
+
+- John went to physical therapy for 6 weeks.
+- Each week, he went twice for 2 hours at a time.
+- The total cost of each session is 6 weeks * 2 hours * 2 hours = 24 hours.
+- The total cost for the 6 weeks is 24 hours * $125 per week = $3100.
+
+The total cost of the 6 weeks is $3100 / 6 weeks = $50.
+
+So, the physical therapy costs $50 per week.','$50',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,13,'To solve this problem, we need to determine the total number of sessions John had and then determine the total cost of physical therapy.
+
+John had 2 weeks of sessions, which means he had 2 * 6 = 12 sessions.  So, he has 12 * 2 = 24 sessions.
+
+Each session costs $125.  So, if he goes to physical therapy for 2 weeks, it would cost him $24 x 2 = $48.  So, the total cost of physical therapy would be 12 + 24 = 48.
+
+We know that 48 is 100% of the total amount.  So, the answer is 100%.','100',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,14,'To solve this problem, we need to consider the 6 weeks of physical therapy and the 2 hours of physical therapy per week as a weight reduction strategy.
+If the total amount of money spent is 125, then we can multiply 125 by 6, which would be 750, to find the total cost of the physical therapy.
+So, the answer is 750 * 2 = 1400.
+#### 1400
+The final answer is 1400.','1400',0,'not_equivalent',115,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,15,'First, let''s break down the problem into manageable parts. We know that John injured his back for 6 weeks, and that takes him 6 weeks. So, he needs to spend 6 * 6 = 36 weeks.
+
+Assume that one week has 36 weeks of sessions. 6 weeks * 36 weeks = 180 weeks.
+
+Now, multiply the total number of weeks by 180 weeks: 180 weeks * 6 weeks = 1280 weeks.
+
+So, John spent 1280 weeks on physical therapy.
+
+The physical therapy cost 1280 weeks * $125 per week = $15500.
+
+#### 15500
+The answer is: 15500','15500',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,0,'Step 1: Determine the total cost of Karate classes for Manny''s parents.
+Cost of Karate classes = 60 * $1.20 = $620
+Cost of Karate classes = 10 * $1.20 = $120
+
+Step 2: Determine the cost of Karate classes for Manny''s parents.
+Cost of Karate classes = 10 * $1.20 = $100
+
+Step 3: Calculate the number of Karate classes that Manny can miss before Karate classes do not sign him up again.
+Cost of Karate classes = Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents
+= $120 + $100 = $120
+
+Step 4: Determine the number of Karate classes that Manny can miss before Karate classes do not sign him up again.
+Cost of Karate classes = Cost of Karate classes for Manny''s parents * Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents * Cost of Karate classes for Manny''s parents
+= $10 + $10 = $20
+
+So, Manny can miss 2 more Karate classes before Karate classes do not sign him up again.
+
+To calculate the total number of Karate classes he can miss without signing up, we multiply the number of Karate classes he can miss by the cost of Karate classes for his parents.
+
+Total number of Karate classes he can miss without signing up = Cost of Karate classes for his parents * Cost of Karate classes for his parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents * Cost of Karate classes for Manny''s parents
+= Cost of Karate classes for his parents * Cost of Karate classes for his parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents + Cost of Karate classes for Manny''s parents
+= 1 + 120 + 100 + 10 + 20 + 30 + 30 + 20 + 40 + 40 +','40',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,1,'To solve this problem, we need to think step by step and analyze the situation step by step. First, let''s find out how many classes can Manny miss without having fewer classes signed up.
+
+Manny''s parents tell him that if his classes end up costing more than $10, then he can''t sign them up anymore. So, Manny has to make up the extra $10 with the remaining 5 classes. To make up the extra 10 classes would cost him $22, which is more than 5 classes.
+
+Now, let''s consider the scenario where Manny''s parents don''t want him to sign up again, and Manny''s parents are directly opposing their wishes. Here''s the possible outcome. If his parents want him to sign up, but his parents don''t want him to sign up, then there is exactly one class he could sign up for.
+
+But if his parents want him to sign up and they want to do it with them, but there''s only one class Manny can sign up for, that would be the only class he could sign up for.
+
+The only other possible outcome is if his parents didn''t want him to sign up, but Manny''s parents are not the only ones who can''t sign him up. The only other possible outcome is if Manny''s parents didn''t want him to sign up, but Manny''s parents are not the only ones who can sign him up, or the only other possible outcome is if Manny''s parents want him to sign up, but there''s only one class he can sign up for, and one of the other classes, but one of the other classes is the only class he can sign up for.
+
+But the only other possible outcome is if Manny''s parents want him to sign up, but one of the other classes is the only class he can sign up for, or one of the other classes is the only class he can sign up for, or one of the other classes is the only class he can sign up for, or all of the other classes are the only class he can sign up for, or all of the other classes are the only class he can sign up for.
+
+The only other possible outcome is that he can only sign up for one of the other classes, or one of the other classes is the only class he can sign up for.
+
+To solve it, we can consider the simplest possible scenario. Manny''s parents tell him','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,2,'To solve this problem, we need to break it down step by step. The problem states that if a Karate class ends up costing more than $10, then Karate will not be signed up anymore. 
+
+The possible outcomes are 1) a Karate class is paid and the money is spent, 2) a Karate class is paid but doesn''t end, and 3) Karate is spent but doesn''t end.
+
+To find the number of Karate classes that can be missed without a Karate class anymore, we need to find the number that can be missed without both ending.
+
+Let''s start with Karate ends after 10 classes. If Karate ends after 10 classes, the next class is not a Karate class.
+
+If a Karate class ends after 10 classes, there will be 10 classes left to go. Therefore, the number of classes that can be missed without both ends is 10 - 10 = 0 classes.
+
+However, if a Karate class ends after 10 classes, one of those classes is both ends. So it cannot be missed.
+
+If a Karate class ends after 10 classes, two of those classes are both ends. But if there is only 1 class left, then that is zero classes.
+
+To find the number of classes that can be missed without both ends, we need to find the number of classes that can be missed without both ends.
+
+There are 10 - 10 = 0 classes left to go. Therefore, the number of classes that can be missed without both ends is 10 - 1 = 9 classes.
+
+There is no class that can be missed without both ends.
+
+Therefore, the number of Karate classes that can be missed without both ends is always 1.
+
+So in all, there is only 1 Karate class that can be missed without both ends without Karate.','1',0,'not_equivalent',418,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,3,'To solve this problem, we need to first identify the total amount of money that can be spent on Karate lessons. Manny is signed up for 10 classes at a total cost of $60. This means he has $10 to spend. To find out how many classes he can miss without losing interest, we need to calculate how many classes he can spend without going more than 10 classes.
+
+This is equivalent to 10 * 1 = 10 classes he can spend without going more than 10 classes. So, 10 classes can be spent without going more than 10 classes.
+
+If Manny doesn''t spend any more than 10 classes, then he can spend 1 class without going more than 10 classes without losing interest. Now, we need to find how many classes he can spend without going more than 10 classes without losing interest.
+
+If he spends 1 class without losing interest, that means he spends 2 classes without going more than 10 classes without losing interest. 
+
+So, he spends 2 classes without going more than 10 classes without losing interest, which is a total of 12 classes. 
+
+Manny can spend 12 classes without losing interest, which is 12 * 10 = 120 classes.
+
+So, he can spend 120 classes without losing interest, which is 136.
+
+Therefore, Manny can miss 136 classes without going more than 10 classes without losing interest.','10',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(48,4,'If 10 classes equal 10 x 10 = 100, then Manny''s parents have 100 classes and Manny can miss 10 classes before they don''t sign him up again.
+If Manny''s parents can cancel one class at a time without losing any money, then he can cancel 10 classes before his parents can cancel any of his classes.
+So, he can cancel 10 x 2 = 20 classes before his parents can cancel any of their classes.
+If he can miss 10 classes without paying any money, then he can cancel 10 classes without paying anything.
+However, he cannot cancel any classes without paying money.
+So, the answer is 20 + 2 = 22.
+#### 22
+The answer is 22.
+
+Manny can now buy 20+2 = 42 E-books and another car. His parents have already paid the 20 classes and he has 42 E-books. He can now pick up the first car and he will need to pay the price of the car 42 times. He will spend 20 x 12 = 240 E-books.
+Manny can now clean his house 42 x 4 = 1640 E-books.
+Manny will need to pay the cost of the car 42 times. He will spend 1640 x 4 = 6360 E-books to clean his house.
+#### 6360
+The answer is 6360.
+
+In this problem Manny bought 6 E-books and only 1 car was sold. The problem says that if he bought two cars, one of which is the model car he will not be able to buy two cars. He bought two cars, one of which is the model car but only 1 car is the actual car.','6360',0,'not_equivalent',419,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,5,'Let''s analyze the situation step by step. Manny has two classes and wants to go to 10 classes. If he already has 10 classes, he needs to choose 1 class to sign for. To solve this, we need to choose 1 class from 10, which means he can choose 2 classes out of 10. So, Manny can choose 2 classes out of 10.
+
+To calculate the number of classes he can miss without choosing any classes, we need to consider the possibility of picking up 1 class before the next class. This gives us 10 - 2 = 8 classes that Manny can miss without choosing any.
+
+When Manny chooses 1 class to sign for, he can choose 2 classes out of 10. If he chooses 1 class, he can choose 1 class without needing to pick up any classes on the other 8 classes.
+
+So, if Manny chooses 1 class to sign for, he has to choose 2 classes without picking up any classes on the other 8 classes. This can happen in either order:
+
+If Manny chooses 1 class to sign for, he can choose either 1 class before choosing 2 or both before choosing 2 classes.
+
+If Manny chooses 2 classes without picking up any classes, he can choose either 1 class or 2 classes before choosing 2, but he can''t choose 3 classes at this point since 3 is already chosen.
+
+But he can choose 1 class after 2 classes to keep both 2 classes. So, if he chooses 2 classes without picking up 1 class, he can choose either 1 or 2 classes before choosing 2 classes.
+
+Adding these cases, for 10 classes, there are 11 possible ways to choose only 1 class without picking up any classes.
+
+Therefore, Manny can miss 11 classes without picking up any classes in total.','11',0,'not_equivalent',421,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,6,'Let''s break down the problem step by step. Manny started his Karate classes at $60 and his parents told him that if his classes ended up costing more than $10, then he wouldn''t get to sign up again. This means that Manny''s classes will cost $10, and if his classes end up costing more than $10, he will get to sign up.
+
+If Manny''s classes end up costing more than $10, then his parents will have to consider the possibility of him not getting to go to Karate school. So, they will have to decide whether they will make a decision that will allow Manny to stay in Karate school or not.
+
+The only way for Manny to stay in Karate school is to agree to sign up or not. If he doesn''t choose to sign up, there are two possible outcomes: either he chooses to sign up, or his parents decide to make a decision. In either case, he wouldn''t be able to get out of Karate school.
+
+In other words, if he chooses to sign up, his parents can make a decision that will allow him to stay in Karate school, but if he chooses not to sign up, they won''t make a decision that would allow him to go to Karate school.
+
+This is a classic puzzle that goes by the name of "Manny''s Choice" because the uncle makes the choice to have his nephew make a decision that could not be done. The family is cleverly using Manny''s choice to make one of the only possible outcomes possible, but ultimately doesn''t make the decision.','$10',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,7,'To solve this problem, we need to think of it in a step-by-step breakdown of the possible scenarios.
+
+First, let''s calculate the total cost of Karate classes. There are 10 classes, and Karate is a boutique class. So, the total cost of the classes is 10 * 1 = 10 classes * $1 = $10.
+
+Now, let''s calculate how many can he miss without adding another class to the list. If he doesn''t need to add another class, there are 10 classes in total. But there is only 10 classes left in the list. If he needs to add another class, he can go ahead and add one.
+
+So, the maximum he can miss without adding another class is 1.
+
+Now, let''s consider the scenario where he misses 1 class in the list of 10. He can go ahead and add one class to the list without adding another one. So, he can add one class to the list of 10 without adding another class. 
+
+So, he can add one class to the list of 10 without adding another one.
+
+In the last scenario, he can add one class to the list without adding another one.
+
+There are no other possible scenarios where he can miss without adding another class to the list, so there is only one possible answer.
+
+The answer is 1.','1',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,8,'Let''s break down the problem: Manny has 10 classes, and Karate classes can be divided into 10 equal parts. If 10 classes can fit into 10 equal parts, then there are 10! equal parts between the classes.
+
+Now, Karate classes can be divided into 10 equal parts. If 10 classes can fit into 10 equal parts, then there are 10 * 10 = 100 equal parts between the classes.
+
+So, the number of classes Karate can miss is 10 * 10 = 100 classes.','100',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,9,'Let''s break this down step by step. We know that Karate is 10 classes long, so we can represent this with a ratio of Karate classes to the total number of classes. 10 / Karate classes = 10 / 10 = 1.
+
+The above is a classic example of a geometric series, where each term is twice the previous one. To represent the ratio, we can use a formula called the ratio of Karate classes to the total number of classes.
+
+Let''s denote the ratio of Karate classes to the total number of classes as R, and let''s denote it as k. Then, R = k / 2.
+
+We can set up an equation using the combination formula: 
+R * k = k * 2, where k = 2.
+
+This is a classic example of a geometric formula in a variation called the ratio of Karate classes to the total number of classes. The formula is also known as a geometric formula with k as the multiplier.
+
+We need to find the value of k, which means we need to multiply R by 2. This is because we are dealing with a 2D geometric series, and we need to find a multiplier that will give us the square of the previous term.
+
+So, we multiply k * k, which gives us k times k. This is the geometric formula with k as the multiplier, but we also need to add 1, so we need to add 2 to the result.
+
+This gives us the relationship between R and k, and it''s a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier.
+
+So, we can write a recursive formula that can be used to calculate k:
+
+k = k^(1/2) + 1
+
+This formula gives us the number of Karate classes that Karate classes can miss without changing the total number of classes.
+
+The above is a classic example of a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier that allows us to use recursive formulas to calculate k.
+
+So, this is a special case of a geometric series with k as the multiplier. It''s a special case of a geometric series with k as the multiplier that allows us to use recursive formulas','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,10,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total cost of Karate classes. Karate classes typically range between $60 and $100, so we can multiply it by 10 to find the total cost.
+
+Let''s assume the total cost is $100. Then we multiply it by 10 to find the cost of one Karate class. So the total cost is $100 x 10 = $1000. Now we have the cost of one Karate class and we need to find how many of them there are.
+
+We can think of this as 10 x 10 = 100 Karate classes. To find out how many we need to miss, we subtract the number of classes that will last for 10 days. So we subtract $1000 from $1000, which results in 10 Karate classes that will last for 10 days, but we still need to find how many classes will last for 10 days.
+
+So we add 10 to 10 days, which results in 20 classes. Now we need to find how many classes can be missed without changing the number of classes.
+
+We know there are 20 classes that can be missed. So we subtract 20 from 1000 to find how many classes we will have left, which is 10.
+
+To find out how many classes we will have left, we divide 20 by 10, which results in 1/2, which is 0.5.
+
+So the answer is 1.5 Karate classes.','1.5',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,11,'To solve this problem, let''s first understand the scenario: Karate classes can only go one day before they can no longer spend money on classes. If there are 10 classes, that would mean Manny can only spend one day without spending money on classes.
+
+Now, let''s think about how much Manny has to spend on classes during that one day. Since there are 10 classes, he can spend at least 10 * 2 = 20 dollars on classes. If he spends 10 dollars on classes, then he has to spend at least 20 - 10 = 10 dollars on other things, like snacks, drinks, and other activities.
+
+Manny cannot spend more than 20 dollars on classes, so he needs to spend at least 20 - 10 = 10 dollars on other things.
+
+So, Manny can spend 20 - 10 = 10 dollars on other things, but only 10 days a month (1 full month) can he miss before they don''t sign him up.
+
+To find the answer, we need to find the maximum number of classes he can miss without spending more than 10 dollars. So, we can subtract 10 from this maximum, which gives us 30 classes.
+
+Therefore, Manny can miss 30 classes without spending more than 10 dollars.','10',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,12,'Let''s calculate the total cost of Karate classes. Karate classes usually range between $1.20 and $1.80 per class. 10 classes = 20 * $1.20 = $200.
+So, Manny can miss a total of 20 * $1.20 = $220
+
+Manny doesn''t need to miss a single class.
+
+Now, let''s calculate the cost of Karate classes before the end of the next month. Karate classes typically range between $1.25 and $1.55 per class. To calculate the cost of classes before the end of the next month, we need to subtract the end of the month from each class.
+Cost of Karate classes before the end of the next month = $220 - (20 * $1.25) = $220 - $20 = $240
+
+Now, let''s find out how many Karate classes Manny can miss without them having to sign up again.
+
+Manny can miss a total of $240 - $220 = $40
+
+Manny can pick up 40 Karate classes without needing to sign up again.','40',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,13,'To solve this problem, we need to break it down step by step, take into account all possible scenarios. First, we calculate the total costs associated with Manny''s classes. Manny''s classes cost $60, and there are 10 total classes. This means Manny can spend a total of 10 * $60 = $600 on his classes.
+
+Now, we need to find how many of these classes can Manny miss without them signing him up again. We can do this by reducing the total costs by one. If we have 10 classes, we need to find how many of these classes can Manny miss without them signing them up again. Since Manny has 10 classes and we can spend 1, we can reduce that to 10 / 10 = 1.
+
+Now we simply take away the cost of 1 class. So, we subtract 1 from the total cost of 10 classes. This leaves us with 10 classes.
+
+So, there are 10 classes that Manny can miss without them signing him up again. Therefore, Manny can miss 10 - 10 = 0 class of his own that would allow him to sign his own classes.','0',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,14,'Let''s break this down step by step. If Karate classes can cost $60, and if Karate can cost $10 per class, then Karate can serve 10 lessons. However, if Karate can cost $10, then the cost of one lesson is $10. So, if Karate can cost $1, then the cost of one lesson is $10.
+
+This scenario is a classic example of a situation where there''s a trade-off between resources and outcomes. Karate is a skill that can be both a skill and a sport. It''s designed to be both a skill and a sport. However, it also has a cost that goes beyond what''s comfortable for everyone to just focus on.
+
+However, Karate is also a way to learn, and it''s not just about how Karate makes money. The Karate world has a strong, cultural aspect that''s not just about the skill, but about the art of self-cultivation, self-protection, and the ability to control your thoughts and actions.
+
+But here''s the key part. Karate is also a skill that is not only a physical skill, but also a way of life. It''s a way to live life, and it''s not just limited to Karate. Karate is a way to make decisions based on the right mindset, and it''s not just a skill that''s limited to a certain set of rules and regulations.
+
+So, if Karate is a way to live life, and if it''s a way to make decisions based on the right mindset, then there''s a very special Karate that has been chosen for its unique ability to live life, and that''s what makes Karate a skill that can be learned and improved with every new day.','$10',0,'not_equivalent',372,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,15,'To solve this problem, we need to think step by step, considering the given information and using a logical approach.
+
+First, let''s break it down step by step:
+
+1. Calculate the total cost of Karate classes: $60 (total classes)
+2. Determine how much Karate classes can be missed per class: $10 (total classes) + $10 (classes missed) = $20 (total missed)
+3. Calculate the number of days left to wait for Karate classes: 20 (days left) - 10 (classes missed) = 8 days
+
+Now, we need to determine how many days the parents can wait to sign Karate classes:
+
+- 1 day is 20 days * 1 day left
+- 2 days are 40 days * 2 days left
+- 3 days are 80 days * 3 days left
+
+However, there are 8 days left to wait for Karate classes. We have to consider the 8 days left to wait.
+
+The parents cannot wait 8 days left until Karate classes can be signed.
+
+So, 8 days left to wait will be 10 additional days until Karate classes can be signed.
+
+The answer is 8 days left, which is the maximum allowed when there are 10 classes left.
+
+The Karate classes can be signed until 10 days left.','8',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,0,'To solve this problem, we need to use the formula for calculating time given a specific set of steps. The formula is to calculate the time it takes to make a certain number of steps with a given set of steps. In this case, we want to know how long it takes to make 4 steps with a step of 4 feet, which will be 4 steps. To get 4 steps with a 2x step of clay, we need to divide 4 by 2.
+
+So, we calculate 4/2 which equals 2. The calculation of 4 steps with a 2x step of clay is 2 feet. 
+This is just 2 feet less than the total depth of the well. So, the total depth of the well is 24 - 2 = 16 feet. 
+
+So, the answer is 16 feet.','16',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,1,'To solve this problem, we need to break it down into manageable parts and solve it step by step.
+
+First, we calculate the total amount of work Bill has to do. He has to dig 4 feet/hour and 24 feet / 8 feet = 4 feet/minute.
+
+Next, we calculate the time it takes to dig 4 feet/minute, which is 1 hour.
+
+We also need to calculate the time it takes to dig 24 feet. This is 1/2 * 4 = 2 hours.
+
+Finally, we multiply this result by the total amount of work taken to calculate how long it will take to dig the well.
+
+So, 2 hours * 4 feet/hour * 8 feet/foot = 16 feet/hour * 8 feet/foot = 124 feet/day * 1 day = 124 feet/day * 24 hours = 3280 feet/day = 6040 feet/week * 1 week = 6040 feet/week.
+
+Now we multiply this result by 24 days, which is 24 * 24 = 5120 feet/week.
+
+Finally, we add 1 more to the number.
+
+So, the answer is 3280 feet/week * 24 days = 7520 feet/week * 24 days = 16240 feet/week.
+
+So, the answer is 16240 feet/week.','16240',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,2,'To solve this problem, we need to determine the rate at which Bill is digging the soil to determine how much he will dig the clay. The rate at which Bill digs the soil to determine how much he will dig the clay is given as 1 foot/second.
+
+The total amount of land that is being dug is 24 feet of soil times 1 foot/foot equals 24 feet. The rate at which Bill digs the soil is 1 foot/second.
+
+To find out how long it will take Bill to dig the clay, we need to divide the total amount of land (24 feet) by the rate at which he digs the soil (1 foot/second). We can do this by dividing 24 by 1, which is 24. This is based on the formula: 1/1 + 1/1 = 24.
+
+So, the answer is that it will take 24 days to dig 24 feet of clay. However, we cannot provide an exact number of days as there is no specific formula to calculate the time based on a fraction. However, it is 24 days to dig the 24 feet of clay.
+
+So, the answer is 24 days.','24',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(49,3,'If Bill can dig 4 feet/hour through soil and half that speed through clay, it means he can dig 4 x 1.5 feet/hour or 4 feet/hour. To reach the top of the well that way, he needs to make 4 feet/hour to get below the top. If the bottom of the well is 4 feet below the top, the top of the well will take 4 feet * 24 days = 96 feet of soil to reach the top, but it will take 96 feet / 4 feet/day = 2.4 days to make 20 feet of soil, so the answer is 96 + 24 = 32 feet.','96',0,'not_equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,4,'To solve this problem, we need to apply the formula for calculating the length of the well based on the depth and width of the soil. Since the well is 24 feet deep and 8 feet wide, the formula for the length of the well can be applied.
+
+Let''s calculate the total length of the well by multiplying the width by the depth. So, the formula is 24 * 2 = 48 feet.
+
+Now we know that 4 feet and 8 feet of clay make a difference in length of the well. To find the total length of the well, we multiply the width by the depth: 24 * 2 = 48 feet.
+
+However, in the original question, Bill said that he can dig 4 feet/hour, which means he can dig 4 feet/hour * 24 feet = 96 feet of soil per day. However, if he can dig 96 feet of soil per day, he can dig one additional day''s worth of soil per day.
+
+The answer is 48 + 1 = 50 feet. The answer is 24 feet of soil to be covered by 50 feet of clay. But the answer can only be 50 feet.
+
+The answer is 24 feet of soil to be covered by 50 feet of clay.','24',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,5,'Let''s break down the problem step by step.
+
+The rate at which Bill digs through soil is 4 feet/hour, which means he can dig 4 feet/hour, and 24 feet is 12 feet (he has to dig 12 feet of soil).
+
+This means the length of the well is 24 * 12 = 288 feet.
+
+To find out how long it will take Bill to dig the remainder of the 288 feet, we can divide 288 by 4. However, since 288 is a multiple of both 4 and 12, we can simplify the problem by dividing the remainder by 4 and multiplying it by 12. So, 288 = 12 * 13 * 12 * 2.
+
+Now, we just add 4 and 12 * 2 * 2 * 2, which results in 4 * 2 * 4 = 16 * 2 = 32 feet.
+
+This leaves 288 feet as 288 feet (brick) - 288 feet (soil) = 2 feet.
+
+So, the answer is 2 feet.
+
+However, if you want to give a different answer, 288 feet (brick) - 2 feet (soil) = 2 feet.
+
+Please adjust the answer based on your preference.','2',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,6,'To solve this problem, we need to break it down step by step. Bill has to dig 24 feet of soil and 8 feet of clay, which means he can go 4 feet/hour * 24 feet = 96 feet of soil to move, and 16 feet of clay to move it.
+
+In a 1:2:4 ratio, 96 feet of soil would be 4 feet * 16 feet = 64 feet of clay. Bill needs to move 16 feet of clay, which is equivalent to 4 feet * 16 feet = 64 feet.
+
+The total distance he needs to dig is 24 feet - 64 feet = 48 feet.
+
+So, it will take Bill 48 / 4 = 12.5 hours to dig the well.','12.5',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,7,'To solve this problem, let''s consider the rate at which he can dig the well. He can dig 1 foot of soil every 8 feet of clay (which is half of 4 feet/crt) and 1 foot of soil every 24 feet of clay (which is 1 foot/crt). 
+
+So, his journey would be 1 foot of soil / 4 feet/dry-crt + 1 foot of soil / 2 feet/dry-crt = 1 foot/dry-crt / 2 feet/dry-crt = 1/2 feet/dry-crt = 2 hours.
+
+To find out how long it would take him to dig 20 feet of soil, we need to divide the total length of the well (20 feet) by the rate of 2 feet/dry-crt/hour. 20 / 1/2 = 20 * 2 = 40 hours.
+
+Now we can find the answer by multiplying 20 * 40 hours = 800 hours.','800',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,8,'Let''s break this down step by step. The problem states that Bill can dig 4 feet/hour through soil and half that speed through clay, which is 2/3 of the 4 feet/hour. Since he has to dig 24 feet of soil, the rate at which he can dig is 2/3 of the initial 4 feet/hour.
+
+To solve this problem, we need to find out how many times 2/3 of 4 feet/hour is 4 feet/hour. This is a fraction with a denominator of 2, which is 2. Therefore, 4 feet/hour is the answer.
+
+The answer is 4.','4',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,9,'To solve this problem, we need to first understand the total amount of soil removed from the well and the amount of soil removed through the soil. We know that Bill can dig 4 feet/hour through soil, but he only has to dig 24 feet of soil, so he needs to dig 16 feet of soil.
+
+The goal is to calculate how long it will take Bill to dig 16 feet of soil. To do that, we can think of it in terms of the total amount of soil removed, as well as the amount removed through the soil. The total amount of soil removed is 16 feet of soil - 16 feet of clay.
+
+We can calculate this by multiplying 16 feet by 16 feet of soil per foot, which is 240 feet. So 240 feet is equal to 240 x 16 = 3200 feet.
+
+Now we can calculate the amount removed through the soil. We can divide 240 by 16, which gives us 16. So the amount removed through the soil is 16 feet.
+
+The total amount of soil removed is 16 feet + 16 feet = 22 feet.
+
+When factoring it out of the original 32 feet, we get 22 feet as the result of 16 feet, which is the total amount of soil removed.
+
+So the answer is 22/16, which is the length of the well in the same unit as the number 32.
+
+So the answer is 22/16.','22/16',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,10,'To solve this problem, we need to determine the rate at which Bill can dig through the soil and the clay. We can do this by first calculating the total distance Bill needs to dig to reach the desired depth.
+
+The well is 24 feet deep, and 8 feet of clay is 24 feet, which is 10 feet less than 1 foot. So, 24 - 24 + 10 = 3 feet of additional soil to be dug.
+
+In other words, 3 feet of soil is 10 feet, which is 1.5 feet less than a single additional foot of soil.
+
+So, 3 feet of additional soil is 3 feet of extra soil.
+
+To find the time it takes Bill to dig the well, we divide the total distance by the rate at which he digs: 24 / 3 = 7.73 feet / 3.00 feet / 1.5 feet / 3 feet = 1.23 feet, which is the time.
+
+However, to find the time, we can use the formula to calculate the time. To do that, we first need to determine how long it takes to dig 1 foot of extra soil. The answer is 3 feet, which is the time.
+
+The answer is 1.23 feet, which is the time it takes to dig 1 foot of extra soil.
+
+We can write the answer as 24 - 24 + 1 = 3 feet / 3.00 feet / 1.5 feet / 3 feet / 1.23 feet = 1.23 feet, which is the time it takes to dig 1 foot of extra soil.
+
+The time is 1.23 feet / 1 foot / 1.23 feet = 24 / 3 = 7.73 feet.
+
+The answer is 7.73 feet, which is the time it takes to dig 1 foot of extra soil.','7.73',0,'not_equivalent',438,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,11,'Bill can dig a 24-foot well in 24 feet of clay, which means he will take 24/2 = 12 feet of clay to dig the well. To find the total distance he needs to dig, he would then need 24 feet * 12 feet/foot = 24 meters.
+
+The answer is 24 meters.','24',0,'not_equivalent',82,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,12,'To solve this problem, we need to understand the rate at which Bill can dig through soil and the rate at which he can dig through clay.
+
+Bill''s rate of soil digging is 4 feet/hour, which means he can dig 4 x 24 = 96 feet of soil in 24 hours.
+
+To understand the rate at which he can dig through clay, we need to know the total amount of soil that he can dig through in 24 hours. Since he can dig 96 feet in 24 hours, he can dig 96 * 24 = 192 feet of soil in 24 hours.
+
+The total distance he can dig through clay is 192 - 96 = 28 feet.
+
+Bill can dig 28 feet of soil in 24 hours, so the time it takes him to dig the clay would be 20 feet / 24 hours = 1/2 hour.
+
+So, the answer is 20/2 = 10/2 hours.','20/2',1,'equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,13,'To solve this problem, we need to think of a method that doesn''t involve adding more depth or dimensions to the problem. We need to calculate the number of feet of soil or clay that Bill needs to dig to reach 24 feet, and then divide that by the current depth of the well.
+
+Let''s calculate it step by step: 
+First, we calculate the number of feet to reach 24 feet by dividing 24 by 4 and then multiplying by 4. So, 24 / 4 = 6 feet.
+
+Next, we calculate the depth of the well by multiplying 24 by the number of feet. So, 24 * 6 = 120 feet.
+
+Now we multiply this by the number of feet to reach 24 feet (6 feet), which is approximately 120 / 2 = 60 feet.
+
+So, for every 120 feet of soil or clay Bill needs to dig, he needs to dig 120 feet of soil or clay, which is 60 feet.
+
+So, Bill will need to dig 120 + 60 = 180 feet of soil or clay to reach 24 feet.
+
+This is the total amount of time that Bill needs to dig the well. To solve the problem, we add 1 to the total amount of time. So, the answer is 1 + 120 = 140.
+
+This is the number of days needed for Bill to dig the well.','1',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,14,'To solve this problem, we need to first understand the rate at which Bill works. He works at 1 foot/day in soil and 0.25 feet/day in clay, which is a bit of a simplification in this case. To make it easier, we can take a different scenario where he digs 1 foot/day at 1 foot/day and subtract that from the original 1 foot/day.
+
+So, the rate at which he works is 1 foot/day - 1 foot/day = 1 foot/day.
+
+Now, we need to find the time it takes to dig 1 foot. To do this, we can divide 1 foot by 1.
+
+Time = 1 foot / 1 foot/day = 1 minute/day.
+
+So, it takes 1 minute/day for Bill to dig 1 foot.
+
+To solve this problem, we need to multiply the number of minutes by 1, because 1 minutes is going to be multiplied by 1 hour. This can be expressed as 1/100, which is 0.01.
+
+This is the time it takes for Bill to dig 1 foot in 1 minute.','1',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,15,'To solve this problem, we''ll first calculate the labor difference. Bill has to dig 4 feet of clay and 8 feet of clay, so the labor difference is 4 feet * 8 feet = 32 feet.
+
+In the 4th foot of clay, he can dig 32 feet. Then he has to dig 32 - 32 = 0 feet of clay. So the final labor is 0 feet.
+
+We''ll divide this by 2 to find the labor difference. The labor difference would be 32 feet / 2 = 12 feet.
+
+The 12th foot of clay would take 12 * 2 = 24 minutes to dig.
+
+Benchmarking 12 inches of clay is 12 * 2 = 24 inches. If he needs to dig 24 inches, he will take 24 / 24 = 1, so it will take 2 hours to dig 24 inches.
+
+So, the answer is 2 hours.','2',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,0,'To solve this problem, we need to find the fraction of the paper that Shiela actually finished writing.
+
+First, we calculate 1/3 of the paper: 1/3 * 1 = 1
+
+Next, we calculate the fraction of the paper that Shiela actually finished writing.
+
+So, the fraction of the paper that Shiela actually finished writing is 1/3.
+
+Now, we can find the remaining paper with Shiela: 1/3 + 1 = 2
+
+So, Shiela has 1 page left to write.
+
+However, we want to find the fraction of paper that she actually finished writing.
+
+To do this, we multiply 1 by 2: 2 = 2
+
+So, the fraction of paper that Shiela actually finished writing is 2/3.
+
+So, there are 1 + 2 = 3 pages left to write.
+
+Therefore, Shiela has 3 pages leftover.
+
+#### 3
+The answer is: 3','3',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,1,'1/3 of the paper is 1/3 of 5 pages, which means 5 pages. Shiela already finished 5 pages, so she has 1/3 * 5 = 1 page left to write.','1',0,'not_equivalent',50,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(50,2,'Shiela already completed the 15th page of her research paper, which means she has 15 pages remaining.
+To find out how many pages she has left, we need to divide the total number of pages she has by 15. 15 is a multiple of 15. So, 15 * 15 = 150 pages have been written.
+She has a total of 15 * 15 = 180 pages remaining.
+To find out how many pages she has left, we subtract the final page from the total page count. 15 pages have been written, and 15 pages have already been written. So, 15 - 15 = 10 pages have been written.
+To find the remaining pages she has left, we divide the remaining page count by 15. 15 is a multiple of 15. So, 15 divided by 15 leaves 1.
+So, 10 pages have been written.
+She has 10 pages left to write.
+#### 10
+The answer is: 10','10',1,'equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,3,'1/3 of the paper can be divided into 2/3 of the paper, which equals 0.5 pages. Shiela already has 0.5 pages left to write her research paper.
+
+To solve this problem, you can break it down into several steps:
+
+1. Number of pages: 15 - 2 = 13 pages
+2. Total pages: 15 - 2 = 13 pages
+3. Total pages remaining: 15 - 2 = 12 pages
+4. Number of pages left to finish: 12 - 3 = 7 pages
+
+So, Shiela has 7 pages left to finish her research paper.
+
+Now you have 2 pages left to finish and you continue with the rest of your paper.
+
+However, you have already finished the paper.','2',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,4,'1/3 - 1/2 = 0.5, so Shiela has 2 pages left.
+
+If Shiela''s research paper is 15 pages long, she needs to divide the 2 pages by 2. 
+She has 2 pages left, so she needs to divide 2 by 2, which equals 1.
+So, she has 2 pages left to finish writing.
+
+So, the answer is 1.','1',0,'not_equivalent',101,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,5,'15 pages x 1/3 pages per page = 15 pages x 3 pages / page = 35 pages
+Shiela has 15 pages left to write.
+She has 35 pages - 35 pages = 0 pages
+The answer is not available.','not available',0,'not_equivalent',64,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,6,'To find out how many pages Shiela has left to write, we need to determine how many pages she has before the 15th page.
+
+She started with 15 pages before the end, but she didn''t finish the 15th page. So, after the first 15 pages, she''s left with 25 pages.
+
+So, she has 25 pages left to write.
+
+To convert the fraction to decimal, we can divide the fraction by 1, which gives us 1:1. Therefore, 25 is equal to 0.5555555555.
+
+In this context, 25 is equivalent to 15+1, which is 26.','26',0,'not_equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,7,'Shiela already completed writing the 15-page paper. To find out how many pages she has left to write, she needs to divide the total paper by 1. So, 15 pages / 1 = 15 pages.
+
+In other words, she has only 15 pages left to write the entire 15-page paper.','15',0,'not_equivalent',78,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,8,'She has already started writing the 15-page research paper, so she has 15 - 1/3 = 7 pages remaining to finish.
+
+To solve this problem, we need to determine the value of x, which represents the number of pages left to complete.
+
+We can set up the equation 15 - 1/3 = x, which means that 15 - 1/3 = x, which is the number of pages left to complete.
+
+This is the same as dividing both sides of the equation by 1/3.
+
+Therefore, we can set up the equation x = (15 - 1/3)*3 = 3x.
+
+Now we can write it as 3x = 8.
+
+To solve for x, we can multiply both sides of the equation by 3 to get rid of the fraction:
+
+x * 3 = 8 * 3 = 18
+
+So, x = 18
+
+The answer is x = 18.','18',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,9,'1/3 of the paper is equal to 1/3 of the total paper.
+So, there are 1/3 * 1 = 1 page of paper remaining.
+Shiela''s research paper is 1/3 of the paper, which means she has 1/3 * 1 = 1 page left to write.
+She already finished writing 1 page, so she has 1 - 1 = 0 pages to continue.
+She has 1 - 1 = 0 pages to continue the research paper.
+#### 0
+
+How many pages is that?
+The answer is 0.','0',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,10,'To find out how many pages Shiela has left to write, we need to calculate the total number of pages completed and subtract that from the original requirement of 15 pages.
+
+She has already completed 1/3 of the paper and completed 1/4 of the paper. To find how many pages Shiela has left, we multiply the initial number of pages by 1/2.
+
+The initial number of pages is 15, and the initial amount of paper is 1/15. So, we multiply 15 by 1/15: 15 * 1/15 = 1.5.
+
+Now, we subtract the initial amount of paper from the final amount of paper: 15 - 1.5 = 12.
+
+So, Shiela has left 12 pages remaining to write.
+
+To find out how many pages Shiela has left, we divide 12 by 12: 12 / 12 = 1.
+
+In other words, she has barely enough pages left to complete the rest of the paper, and she only has 1 more page left to finish the rest.
+
+So, it is Shiela''s turn to finish the rest of the paper.','1',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,11,'To solve this problem, we need to consider the total number of pages she already finished writing and the number of pages she has left to write.
+
+She started writing her 15-page research paper on 36 pages. This means she has 36 pages left to write.
+
+She has 1/3 of the paper left to write, which is 1/3 of 15 pages, which is 3 pages.
+
+So, she has a total of 3 pages left to finish her research paper.','3',0,'not_equivalent',113,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,12,'To determine how many pages Shiela needs to write, we need to calculate her initial writing task of 1/3 of the final paper. This can be done by dividing 15 (the final paper) by 1/3 (the initial writing task). 
+
+This can be expressed as 15:3. This is approximately 12.5 pages. So, Shiela needs to write 12.5 pages. 
+
+However, if we were to use a more precise approach, we could say that the total amount of work Shiela needs to do is 15:3. This is a fraction of the original total of work.','3',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,13,'1/3 of 15 pages = 0.35 pages
+To find out how many pages Shiela has left, subtract the total number of pages she has written from the total number of pages she has written so far.
+15 - 3 = 10 pages
+So Shiela has 10 pages remaining to finish her research paper.
+#### 1
+Shiela has 10 pages left to write.','1',0,'not_equivalent',95,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,14,'First, calculate the total number of pages the paper will be submitted: 15 pages * 1/3 = 3.25 pages.
+
+In the given 15-page paper, 1/3 of the total pages will be left to the final submission. So, 15 pages - 3.25 pages = 7.75 pages will be left to the final submission.
+
+The remaining capacity is 7.75 pages - 7.75 pages = 1.00 pages.
+
+So, Shiela has 1.00 pages left to write the final paper.','1.00',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,15,'To solve this problem, we need to first calculate the total number of pages Shiela needs to complete the 15-page paper. This can be calculated by multiplying the number of pages she already wrote (15) by the total number of pages she will need to complete (3).
+
+So, 15 * 3 = 45 pages Shiela needs to complete the final 3 pages.
+
+Now that we know there are 45 pages remaining, we can find the number of pages left to write. We can calculate this by dividing the total number of pages by the number of pages left to write.
+
+So, 45 / 3 = 15 pages left to write.
+
+So, Shiela has 15 pages left to write.
+
+The answer is: 15','15',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,0,'To solve this, we need to first find out how many likes the new number of likes is (70 x 2) = 140.
+
+We can calculate the number of likes from the number of likes added to the previous number. This is (70 x 2) = 140.
+
+The new number of likes is 140 - 140 = 0.
+
+We can write this as 1 (no equals 0). So we have 1.
+
+We can calculate the total number of likes.
+
+The number of likes is the total number of likes multiplied by the number of likes per month. So 140 x 3 = 400. 
+The total number of likes is 400 - 1 = 400.
+
+The total number of likes is the total number of likes multiplied by the number of likes per month. So 400 * 3 = 1200.
+
+So there is 1200 Instagram likes.
+
+So the answer is 1200.
+
+#### 1200
+
+The answer is 1200','1200',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,1,'To solve this problem, we need to find out how many likes were actually received since she received 20000 more likes recently.
+Let''s break down the information:
+1. She received 2000 likes on the photo.
+2. She received 70 likes now.
+3. Three weeks ago, the number of likes was 70 times as many as her initial number of likes.
+4. The number of likes in the past three weeks was 70 * 3 = 180.
+5. Now, we want to find out how many likes are there.
+6. She received 20000 more likes recently.
+7. The number of likes is 20000 + 20000 = 40000 likes.
+8. The number of likes in the past three weeks was 70 * 3 = 180 likes.
+9. Now, we want to find out how many likes are there.
+10. She received 40000 likes.
+11. The total number of likes is 2 * 20000 + 180 + 180 = 64000.
+12. We want to find out how many likes are there.
+13. The number of likes is 20000 + 180 + 180 = 40000.
+14. We don''t know what the number of likes is.
+15. We need to find the number of likes for the past three weeks.
+16. We can''t find the number of likes because there is no number of likes.
+17. This can only be the number of likes that she has for the past three weeks.
+
+The answer is: 180','180',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,2,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total number of likes after the first week. Then, we need to calculate the number of likes after the first week of 20000 new likes. Finally, we need to calculate the number of likes after the last week and add it to the previous number of likes.
+
+Let''s first calculate the total number of likes after the first week: 20000 (initial number of likes) + 20000 (new likes after the first week) = 40000.
+
+Next, we need to calculate the number of likes after the last week: 20000 (initial number of likes) + 40000 (new likes after the last week) = 60000.
+
+Now, we need to calculate the number of likes after the last week: 60000 (initial number of likes) + 20000 (new likes after the last week) = 120000.
+
+Finally, we need to calculate the total number of likes after the last week: 120000 (initial number of likes) + 100000 (new likes after the last week) = 110000.
+
+Therefore, there are 40000 (initial number of likes) + 110000 (new likes after the last week) = 220000 Instagram likes.','220000',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(51,3,'To solve this problem, we need to think step-by-step. We can start by dividing 20000 by 3 to find out how many likes she has received.
+
+We know that 20000 is 2*3*7.
+
+Now, we can multiply 20000 by 3 to find the number of likes she has received:
+
+$$20000\times 3=60000$$
+
+So, there are 60000 Instagram likes.
+
+But we need to round up to the next whole number.
+
+$$60000\approx 6001$$','6001',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,4,'To solve this problem, we need to first find the number of likes and then find the total number of likes.
+
+Step 1: Calculate the total number of likes.
+
+Total likes = 20000
+
+Step 2: Calculate the number of likes.
+
+Number of likes = 20000 / 1
+
+Step 3: Calculate the number of likes (Removing the non-integer from both sides of the equation to avoid division by zero).
+
+Total likes = 20000 / 1
+
+Total likes = 2000
+
+Step 4: Calculate the total number of likes.
+
+Total likes = 2000
+
+So, there are 2000 Instagram likes.
+
+To find the number of likes, we can use the number of likes in 12 hours. In 12 hours, the number of likes is 24 * 12 = 240.
+
+To find the number of likes, we can multiply 240 by 12. 
+
+Let''s do this: 24 * 12 = 240.
+
+To convert 12 to 24, we multiply 12 * 2, which is 24.
+
+So, there are 240 Instagram likes.
+
+So, 240 is equal to 24 times 2, which equals 48, which is the number of likes.
+
+The solution is 48. So, there are 48 Instagram likes.','48',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,5,'To solve this problem, we need to break it down into manageable parts. First, let''s find the total number of likes.
+
+We know that after 1 week, there were 17500 likes. This is based on the total number of likes: 17500 * 1 = 17500 likes.
+
+Next, we know that after three weeks, there were 2000 likes. This is based on the total number of likes: 20000 * 1 = 20000 likes.
+
+We can add these two amounts together: 17500 + 2000 = 37500 likes.
+
+Now we know that there are 37500 likes.
+
+To find the number of Instagram likes, we need to find out how many times 17500 likes is equivalent to 17500.
+
+To find the number of likes, we can multiply the number of likes by 1.
+
+So, 17500 * 1 = 17500 likes.
+
+We can add 17500 to 17500 to get back to 20000:
+
+So, 20000 + 17500 = 21000 likes.
+
+Finally, we can find the number of Instagram likes:
+
+Number of likes = 20000 + 17500 = 28500
+
+#### 28500
+The answer is: 28500','28500',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,6,'Let''s break down the problem:
+
+1. Fishio posted her selfie on Instagram, which has 2000 likes.
+2. She received 2000 likes after 1 week.
+3. She received 20000 likes after 1 week.
+4. This means she received 20000+2000= 4000 likes in 1 week.
+5. So she received 4000 likes in one week.
+6. Given that the total number of likes is the sum of her initial and final likes.
+
+Let''s denote the number of likes as N. Then, the total number of likes is N + 2000.
+
+We can set up an equation:
+
+2000N = 4000 + 2000
+
+This is a total of 4000 but only includes her initial and final likes.
+
+4000 + 2000 = 6000
+
+So the total number of likes is 6000.
+
+Number of Instagram likes = Total number of likes / 100 = 2000
+
+So there is 2 Instagram likes for every 100 likes.
+
+The total number of likes is 6000.
+
+#### 6000
+The answer is: 6000','6000',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,7,'To solve this problem, we can break it down into manageable parts. First, let''s find the total number of likes.
+
+The number of likes is 20000. This is the total number of likes, which is the sum of the number of likes for the first 1777 days.
+
+Now, let''s talk about the 18th day and the 19th day. The 18th day is the 19th day (19) of the 18th day (19). Since it''s a full cycle of 19 days, we take 19 days to calculate the total number of likes.
+
+The 19th day is the 19th day (19) of the 19th day (19). Since it''s a full cycle of 19 days, we take 19 days to calculate the total number of likes.
+
+The 18th day is the 18th day (18) of the 18th day (18). Since it''s a full cycle of 18 days, we take 18 days to calculate the total number of likes.
+
+In total, the 19th day is the 19th day (19) of the 19th day (19) of the 19 hours. Since it''s a full cycle of 19 hours, we take 19 hours to calculate the total number of likes.
+
+Therefore, there is only 19 likes (19) of the 19 times that a full cycle is taken.','19',0,'not_equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,8,'Let''s break down the problem step by step. We know that after 1 week, she received 2000 likes, and for the next 1 week, she received 2000 likes again. This pattern continues.
+
+Given the equation 1 + 2 + 3 + 4 + ... + 98 = 350 for the initial number of likes, and the number of likes is 1 more than the initial number, we can rewrite the problem as 1 + 2 * 3 = 11. Now we have a recurrence relation where we have the recurrence equation 1 + 2*11 = 11.
+
+We need to solve for the number of likes to find the final number of likes. If we take the initial number and multiply it by itself, we get the final number. So, the number of likes is 1 + 2*11 = 22.
+
+We can calculate this as 1 + 2*11 = 22.
+
+So, there are 22 Instagram likes available.','22',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,9,'Likes = number of likes + previous number of likes
+1 + previous number of likes = 1
+10000 + previous number of likes = 20000
+
+Number of likes = 1 + 20000
+Multiplication of 1 + 20000 = 20000
+
+So, there are 20000 Instagram likes.
+
+The last two weeks after her selfie posting she received 20000 new likes, so she received 20000/2 = 1000 likes.
+
+The answer is 1000','1000',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,10,'To solve this problem, we need to determine the number of Instagram likes available for the given time frame. Since the number of likes is 70 times the previous number of likes, the total number of likes is the sum of the previous number of likes and the current number of likes.
+
+Let''s denote the number of likes as n. We know that the number of likes is 70x and the number of likes before the last of n is 70x-1.
+
+To find the number of likes before the last of n, we can use the recursive formula to calculate n:
+
+n = 70x + 1
+
+So, we have n = 70x + 1. Now, let''s look at the number of likes: 70x + 1 = 70x + 2.
+
+Multiplying both sides by 100 gives us: 100x + 2 = 2x + 2.
+
+Subtracting 2 from both sides gives us: 10x = 4x.
+
+Dividing both sides by 4 gives us: x = 1.
+
+Now we can solve for x:
+
+x = 1
+
+The number of likes before the last of n is 1.
+
+The number of likes after n is n - 1, which is the number of likes before the last of n.
+
+So, the total number of likes is 1 + n - 1 = 2.
+
+The number of Instagram likes is 2.
+
+The answer is 2.
+
+The 1st Instagram question was 154840. The 2nd was 215440. The answer is 2','2',0,'not_equivalent',381,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,11,'Let''s break down the problem step by step. We know that after 1 week, there were 10000 likes. Then, three weeks later, she received 20000 likes. So, the total number of likes she received last week is 10000 + 20000 = 30000 likes.
+
+Now, let''s calculate the total number of likes. We have 11000 likes and 3000 likes, so the total number of likes would be 30000 * 11000 = 330,000 likes.
+
+So, there are 33000 Instagram likes.
+
+The answer is 33000','33000',0,'not_equivalent',167,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,12,'To solve this problem, we''ll break it down step by step. First, let''s calculate the total number of likes after 1 week. Since the number of likes decreases by 1 each week, the total number of likes after 1 week is 1 / 1 = 1.
+
+The number of likes after 1 week is 1 + 1 = 2 likes. Now, let''s calculate the number of likes after 2 weeks. The number of likes increases by 1 for each week, so the number of likes after 2 weeks is 2 + 1 = 3 likes.
+
+The total number of likes after 2 weeks is 3 * 2 + 1 = 6 likes.
+
+To find out how many Instagram likes there are, we need to find out how many likes there are in 6 weeks. To do this, we multiply the number of likes after 2 weeks by 6: 6 * 2 = 12 likes.
+
+Now, let''s consider the number of likes after 1 week. In 1 week, there are 1 likes. To calculate the number of likes after 2 weeks, we divide 2 by 1: 2 likes.
+
+Finally, to find out how many likes there are in 1 week, we multiply 1 by 2: 1 likes.
+
+So, there are 3 likes in 1 week.','1',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,13,'To solve this problem, let''s start by understanding the given information:
+
+- If there are 1 week of likes and 20000 more likes are received after 1 week, this means the number of likes is 1 + 20000.
+
+Since 1 + 20000 = 20000.
+
+The total number of likes is the total number of likes multiplied by 1 + 1.
+
+This can be calculated by multiplying the number of likes by itself, which is 1 + 1 = 2.
+
+So, 1 + 2 = 3, and 20000 is 3.
+
+The answer is 3.
+
+The answer is 3','3',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,14,'Let''s break this down step by step:
+
+1. First, we calculate the number of likes for the initial post: 20000.
+2. Then, we multiply this number by 100 to get the number of likes for the initial post: 20000 * 100 = 200000 like.
+3. Next, we calculate the number of likes for the previous post: 20000*7 = 160000 likes.
+4. Then, we add the number of likes of the previous post to the number of likes for the current post: 160000 + 20000 = 360000 likes.
+5. Now, we calculate the number of likes for the current post: 360000 + 20000 = 560000 likes.
+6. Finally, we calculate the number of likes for the current post: 560000 + 70 = 620000 likes.
+
+To find the total number of likes for the current post, we add 560000 to 160000: 560000 + 160000 = 230000 likes.
+
+The total number of likes for the current post is 230000.
+
+The total number of likes for the current post is 230000 * 10 = 230000.
+
+To find the total number of likes for the current post plus the new post, we multiply 230000 by 11: 230000 * 11 = 2410000.
+
+So, there are 241000 likes on the current post and 241000 likes on the previous post.','241000',0,'not_equivalent',433,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,15,'Let''s break down the given information. The Instagram is currently 170000 likes.
+1. A post containing 2000 likes was received on a specific day.
+2. A post contains 2000 likes.
+3. 1 week after the post contains 2000 likes.
+4. Within 3 weeks, the number of likes is 70 times the initial number of likes.
+
+To solve this problem, we need to find the total number of likes that were generated during the 3-week period.
+We can use the formula for the number of likes based on the number of likes and the number of likes within a week.
+
+Let''s use a step-by-step approach to find the total number of likes that were generated during the 3-week period.
+If we were to multiply 1 by 3, we would get 3, but let''s say 1 is multiplied by 3 (which is the number of likes we are considering), we can multiply 10 by 3.
+
+So, the total number of likes that were generated during the 3-week period would be 10 * 3 = 30 likes.
+
+So, there are 30 Instagram likes.
+
+This is the exact number of likes.','30',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,0,'To solve this problem, we need to first understand that Arelia and Kassidy are both totaled with their own money, so we need to split the $120 evenly among them. The ratio of Arelia''s money to Kassidy''s money can be calculated as 3:4, which means Arelia has 3 times as many money as Kassidy, and Kassidy has 4 times as many money as Arelia.
+
+We can now multiply the ratio of Arelia''s money to Kassidy''s money by 100 to convert it to dollars. So, 3:4 = 4:1, so we divide 4 by 100, which gives us 0.4.
+
+Now, we can multiply the ratio of Arelia''s money to Kassidy''s money by 100 and then multiply it by 0.4 again to get the total amount of money Arelia and Kassidy will have after they share equally among them.
+
+This is a classic division problem in which we multiply the product of the numbers. So, we multiply 0.4 by 0.4, which gives us 0.2, which is the remaining amount of money.
+
+In this way, we can solve it step by step, but instead of writing it out, we simply multiply the 0.4 by 4 to get the final answer.','4',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,1,'Let''s start by understanding the problem step by step. Since Arelia has $120, they''re considering adding Arelia''s money to Arelia''s initial 120.
+The first part of the problem is to determine how many times Arelia needs to add her amount of money to find her total amount of money she needs to share equally among her friends.
+Let''s think about it in a different way. If they decided to share equally, Arelia has to share every time with Arelia''s friends. So, they would need to add Arelia''s total amount of money to every single other person''s share. But how many times can they add to every other person''s share to get every other person''s total amount of money?
+This is a classic example of multiplying by the reciprocal. So, to find out how many times Arelia needs to add her total amount of money to ensure it is shared equally, they would need to multiply every other person''s share by 1/1024.
+This is based on the reciprocal of 1024. So, 1024 is multiplied by 256, which equals 656, and then multiplied by 1 and 1, which is 1.
+This is what they would need to do to share 1024 times Arelia''s total amount of money, which is 1024. So, they would need to multiply 1024 * 656 or 7680.
+This is 7680 times 656.
+This is 12, so they would add 12 to it.
+So, they would add 12 to 1024 times 656.
+This is 1024x656.
+This is the answer.
+But, if they want to discuss more, they can find it with a 1/1024*1 = 12.
+
+They''ll find it with a 1024*1 = 120 multiplication of 1024.
+They''ll find it with a 1024*1 = 1024 multiplication of 1024.
+They''ll find it with a 1024*1 = 1024 multiplication of 1024.
+','1024',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,2,'To solve this problem, we need to consider multiple steps at once, but let''s break it down step-by-step.
+
+First, let''s find the sum of the two given numbers. Since Arelia has $120, the sum is 1 + 1 = 2.
+
+Next, let''s find the combined amount of money given by the two people. Arelia has $120, and Kassidy has 3/4 times the amount of Aurelia. So, they have Arelia + Kassidy = 1 + 3. So, Arelia = 4 and Kassidy = 3.
+
+Now, let''s find the combined amount of money that has been added. Since Arelia has 4 and Kassidy has 3, the total amount is Arelia + Kassidy = 6.
+
+The answer is 6, which is the total amount added.','6',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,3,'In this problem, we''re asked to find out how many people Rayna and Kassidy would have if they decided to add together their money and share equally among them.
+
+Let''s break it down step by step. Rayna has 60 dollars, and Kassidy has 3/4 times as much money as Rayna. If they decided to add together their money, they would have a total of 60 + 3/4 * 1 = 60 + 3 = 70 dollars.
+
+If they decided to add together their money and share equally among them, the total would be 70 + 3 = 83 dollars.
+
+We can see that the result is the same, but we need to adjust the order of how we calculate it. If they decided to add together their money and share equally among them, we could have added 83 + 3 = 116 dollars. This is 1 more than 116.
+
+But, if they decided to add together their money and share equally among them, we could have added 116 + 3 = 149 dollars. This is 1 less than 149.
+
+To find out how many people Rayna and Kassidy would have, we need to subtract the total from the new total, which is 120 - 116 + 3 = 4.
+
+So, Rayna and Kassidy would have a total of 83 - 149 = 10 people.
+
+So, the answer is 10.
+
+Here''s the original problem: Rayna has 60 dollars, and Kassidy has 3/4 times as much money as Rayna. If they decided to add their money and share equally, they would have a total of 120 - 116 = 4 people. They could have added 10 people if they decided to add together their money and share equally among them. They would have a total of 83 - 149 = 10 people.','10',0,'not_equivalent',449,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,4,'Let''s break down the problem step by step. The problem begins with two parts:
+
+- Rayna has $120.
+- Kassidy has $120 and has 3/4 times as much money as Aurelia as she makes a purchase of 120 dollars.
+- Aurelia has 3x feet of money and has 120 feet.
+
+To find the total amount of money, we''ll calculate the total amount of money, which will be 3x feet + 30 feet, and we''ll divide both sides by 3, since we''re dividing both sides by 3.
+
+The total amount of money is the sum of the amounts that have been multiplied by 3. We''ll multiply 120 by 3 and get 3x feet.
+
+This process can be described as the division of a sum and multiplying by the number of factors of 3. Since 3x is 3 times 3 times 3 times 1, it''s a multiplication of 3 times itself.
+
+So, we multiply 3 times 3, which is 9, and 3 times 3 is 9, and so on. So the final answer is 9 * 3 * 9 * 9 = 9^3.
+
+So, 3x = 9 * 3^3, which gives us the answer.
+
+This is a classic example of the concept of 3^3 in repeating decimals. We can repeat the process of multiplying 9 by 9 to get 9 itself, which is 3^3.
+
+So, this is the answer to the problem.
+
+In the context of this problem, it is a linear multiplier of 3, where the multiplier 9 is repeated 3 times. This is a special multiplication that is defined by the number of factors of 3.
+
+The exact calculation of this equation is just a lot of repeated multiplication by 9, which is why it''s called a repeating decimal.
+
+So, this is the answer to the problem.','9',0,'not_equivalent',442,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(52,5,'Let''s break down the problem step by step. Kassidy has 3/4 times as much money as Aurelia, so she''s got 3/4 of the total amount. If Arelia has $120, that''s equal to 12 * 3/4 = 36/10 = 2, so she''s got 2 * (3/4) = 12/4.
+
+Rayna has 60 more dollars than Kassidy. If Arelia has 2, that''s equal to 2 * 3 = 6. So, the total number of dollars is 6 + 2 = 8.
+
+Now, if Rayna and Kassidy both decide to add their money together, Kassidy gets 2 more dollars than Rayna, and Rayna gets 6 dollars.
+
+The total number of dollars is now 8 + 6 = 14. Since both sides of the equation 2 * (1 + 2) = 2 * 2 = 4 legs, the problem has no two legs equal.
+
+The two figures represent the opposite sides of the same triangle, and the total number of feet is twice the total number of feet. Therefore, the problem has no two legs equal.
+
+The answer is 28.','28',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,6,'To solve this problem, we need to find the total amount of money Arelia and Kassidy can have if they add together their money and share equally among them.
+Let''s break it down step by step: Arelia and Kassidy have 60 dollars each, and Arelia has 3/4 times as much money as Kassidy as well as Arelia''s brothers. So they have 60 * 3 = 180 dollars each, and Kassidy''s brother has 60 * 3 = 180 dollars.
+When they add their money and share equally, they will have 180 / 60 * 1 = 30 dollars each.
+#### 3
+The answer is: 3','3',0,'not_equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,7,'To find the answer, we need to break down the problem step by step and analyze the situation.
+Let''s start by considering the information given. Rayna has 60 more dollars than Kassidy, and Kassidy has 3/4 times as much money as Aurelia.
+To start, let''s look at the situation from a different perspective. If Arelia has $120, that means Aurelia has 60 * 120 = 6000 dollars.
+Now, the problem states that Rayna has 60 more dollars than Kassidy. This means that Rayna has 60 * 3 = 180 dollars.
+The key here is to find how much Aurelia would have been if she used all of her money, which is 6000 * 3 = 18000 dollars.
+Rayna and Kassidy are adding together, but to simplify the problem, we can consider a different way of looking at the problem.
+Imagine Rayna and Aurelia having 3 times as much money as Arelia, or 3A * 3 = 9A dollars. This implies that Arelia has 3A * 3 = 9A dollars.
+Now, if Rayna and Aurelia need to share their money, they would have to divide their own money equally. In this case, if they decided to share, they would each need to divide their own money by 3.
+However, if Rayna and Aurelia wanted to share, they would need to find a way to distribute their money evenly, which would involve dividing any extra dollars that had been shared by Arelia.
+To find the answer, we need to consider all possible scenarios and analyze the math.
+The math is simple: 3A * 3 = 9A. This can be simplified to 9A = 27A.
+The math is simplified further by dividing 27A by 3, which is 9A.
+This is the answer, and it''s the only way to find the answer if you want to find all possible solutions for Arelia and Aurelia.','9',0,'not_equivalent',460,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,8,'To find out how much each Rayna will have if they decide to add together their share, we need to calculate the shared amount of each Rayna''s share and then multiply that by their combined share.
+
+The shared amount of Rayna''s share is 60% of Aurelia''s share, which is 0.6 * 120 = 60.
+
+So, Rayna will have 60 - 60 * 120 = 60 * 120 = 60 * 2 = 120.
+
+Kassidy will have 3/4 times as much as Aurelia''s share, which is 0.3 * 120 = 36.
+
+Each Rayna will have 60 - 60 * 36 = 60 * 36 = 180, and Aurelia will have 36 + 36 = 62.
+
+The answer is 62.
+
+The total amount of Rayna''s share equals 120 - 120 * 36 = 60, which is 100% of Aurelia''s share. The answer is 100%','100',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,9,'Arelia and Kassidy have a combined budget of $120, and Kassidy has 3/4 times as many dollars as Arelia. If Arelia wants to share her money equally among them, she would need to divide the combined budget by 4.
+
+To find out how many times Arelia would need to divide the combined budget by 4 to share it equally among them, we need to find the reciprocal of 4, which is 12/4. So, Arelia would need to divide 12/4 by 4, which is 3.
+
+She would need to divide 12/4 by 3, which is 2. This gives her a total of 3 times to share their money equally among them, so she would share their money 3 times, which is 2.
+
+This means that Arelia will have to share 2/3 of her money among herself, which is 2x.
+
+Arelia and Kassidy would each have 2 x 3 = 6 dollars.
+
+So the answer is 2x = 12.
+
+The answer is 12.
+
+The total amount of money that each has when they decide to add together their money and share equally among them is 12.','12',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,10,'To solve this problem, we need to think step-by-step, step-by-step - step-by-step. We know that Arelia has twice the amount of Aurelia, which is 2Arelia. Kassidy has 3 times as many dollars as Aurelia, which is 3Arelia. So, Arelia and Kassidy have a combined amount of 3Arelia.
+
+Let''s start by finding 2Arelia. To do this, we need to multiply 2Arelia by 3. So, we multiply 2Arelia by 3, which gives us 6Arelia.
+
+Now that we have the amount of Arelia, we can find the amount of Kassidy by dividing Arelia by 2Arelia, which gives us 3Arelia.
+
+To find the combined amount of Arelia, we need to add Arelia to Arelia. So, we add 6Arelia to 3Arelia. So, we add 6Arelia to 3Arelia, which gives us 9Arelia, and then we add Arelia to Arelia, so we add 3Arelia to 3Arelia, which gives us 3Arelia.
+
+This is a fraction of Arelia, which is 1/3. So, we can add 1/3 to 3Arelia, which gives us 9Arelia.
+
+Finally, we multiply 9Arelia by 3Arelia, which gives us 3Arelia.
+
+So, the sum of the combined amounts of Arelia and Kassidy, given by the ratio of 9Arelia to 3Arelia, is 3Arelia.
+
+But what we actually want to know is how many times Arelia would double to get Aurelia, which is 2Arelia.
+
+We can multiply 2Arelia by 3Arelia, which gives 6Arelia. So, 3Arelia is 3 times 2Arelia. This is the same as doubling Arelia, which is 9Arelia.
+
+So, 3Arelia is 9Arelia, and we can add ','9',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,11,'Let''s break down the problem step by step. We know that Arelia has 60 dollars, so Arelia has 100 dollars.
+
+Rachel has 3/4 times the number of Arelia''s, so Rachel has 3Arelia''s.
+
+Since Arelia has 100 dollars, Arelia has 100 * 3 = 300 dollars.
+
+Rachel has 3Arelia''s, so Rachel has 3 * 3 = 90 dollars.
+
+Now, if Arelia has 100 dollars, Aurelia has 3Arelia''s, so Aurelia has 90 * 3 = 270 dollars.
+
+Rachel has 270 * 3 = 750 dollars.
+
+Arelia has 90 * 3 = 270 dollars, which means that each of Arelia''s would have 270 / 3 = 90 gold.
+
+Rachel has 270 * 3 = 750 dollars, which means that each of Arelia''s would have 750 / 3 = 250 dollars.
+
+Alek is selling 200 coins, so Alek sells 2 * 2 = 400 coins.
+
+Rach has 400 * 2 = 800 coins.
+
+Arelia has 2 * 400 = 800 coins, which means that each of Arelia''s would have 800 / 2 = 400 dollars.
+
+Arelia has 400 * 2 = 800 dollars, which means that each of Aurelia''s would have 400 * 2 = 800 dollars.','800',0,'not_equivalent',404,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,12,'First, let''s find the total amount of money Arelia has and Kassidy has. Kassidy has 120 dollars, and Arelia has 3/4 times as much money as Kassidy.
+
+The sum of Arelia''s money and Arelia''s share is 120 - 3/4 = 120/4 = 30 times Arelia''s share.
+
+Now, let''s find the total amount of money Arelia has and Kassidy has.
+
+Arelia has 3 times Arelia''s share, which is 3 times 3 = 9 times Arelia''s share.
+
+The total amount of money Arelia has is 120 / 9 = 14.43 times Arelia''s share.
+
+Now, let''s find the amount of money Kassidy has.
+
+120 is 3 times Arelia''s share, so 3 x 3 = 9 times Arelia''s share.
+
+Now, let''s find the amount of money Kassidy has.
+
+3 x 3 = 9 times Arelia''s share, so 9 x 1 = 9 times Arelia''s share.
+
+Arelia and Kassidy are both 18 times Arelia''s share, so Arelia and Kassidy are both 18/4 times Arelia''s share.
+
+So, Arelia and Kassidy are both 18/4 times Arelia''s share.
+
+This is the only way to share equally among Arelia and Kassidy.
+
+The answer is: 18/4','18/4',0,'not_equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,13,'Let''s start by breaking down the problem: Arelia has $120, so if they decided to add together their money and share equally among them, they would have a total of Arelia''s money + Arelia''s shares = Arelia''s money + Aurelia''s money = Kassidy''s money.
+
+Now, if they had Kassidy''s shares, they would have all those 3/4 of the original Arelia''s money, which would have been two 3/4''s of what Arelia''s original money was, which would have been 120 - Arelia''s original money. So, they would have one 120 - Arelia''s original money divided in half.
+
+This is a classic example of division of a fraction by a fraction. When Arelia decides to add their money and share equally among them, the answer is 120 - Arelia''s original money divided in half.','120',1,'equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,14,'To solve this problem, we need to divide 120 by 60 to find out how many times Arelia and Kassidy should share.
+Let''s break it down:
+One of Arelia''s coins is twice as many times Arelia as Kassidy''s coin is Kassidy''s coin multiplied by 2.
+So, 10% of Arelia''s coin is Arelia''s coin multiplied by 2, which is 2Arelia''s coin.
+And that''s where Kassidy''s coin is one-third of Arelia''s coin.
+To find how many times Kassidy''s coin should be multiplied to get Arelia''s coin, we divide: 10% of 2Arelia''s coin is 2Arelia''s coin multiplied by 2, which is 4Arelia''s coin.
+The other 10% of Arelia''s coin is Arelia''s coin multiplied by 2, which is 2Arelia''s coin.
+And that''s where Kassidy''s coin is one-third of Arelia''s coin.
+Multiplying both sides by 3, we get:
+Kassidy''s coin multiplied by 3 is 2Arelia''s coin multiplied by 3, which is 6Arelia''s coin.
+So, Arelia''s coin is 2Arelia''s coin multiplied by 3, which is 9Arelia''s coin.
+The other 30% of Arelia''s coin is Arelia''s coin multiplied by 2, which is 4Arelia''s coin.
+So, Arelia''s coin is 4Arelia''s coin multiplied by 2, which is 8Arelia''s coin.
+The whole sum of Arelia''s coin and Arelia''s coin is 16Arelia''s coin multiplied by 2, which is 32Arelia''s coin.
+The answer is 32Arelia''s coin.
+#### 32
+The answer is 32','32',0,'not_equivalent',452,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,15,'To solve this problem, we''ll start by setting up a ratio of the given items to the other: Arelia = 3/4Arelia + Kassidy = 60 + (3/4 * Arelia) + Kassidy = 120 + (3/4 * Arelia).
+
+Now, to find the answer, we''ll divide both sides of the equation by 3/4. This is because Arelia will have 3 times as many money as Kassidy, and they will have Arelia and 3/4 times as many money as Kassidy, which is 3Arelia + 3Aassidy.
+
+So, Arelia = 3Arelia + 3Aassidy, and Kassidy = 3Aassidy + 3Arelia.
+
+Now, we can find Arelia''s total cost. Arelia costs Areliadis equal to 3 times the cost of Aassidayidas, and Aassidy is 3 times the cost of Arelia.
+
+Arelia = Areliadis * (3/Arelia) = 3Areliadis * (3/Arelia) = 3 * 3 = 9.
+
+So, Aurelia has 9 times more money than Kassidy.
+
+Arelia = Aurelia * 3 = 9 * 3 = 27.
+
+So, Rayna has 9 times more money than Kassidy.
+
+The answer is 9 * 27 = 209.
+
+The answer is 20.
+
+The answer is 9.','9',0,'not_equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,0,'To solve this problem, we need to think step by step and make logical connections between the different parts of the problem. We have three people, Dylan, Frances, and Skyler, who invested a total of 1200 dollars.
+
+Let''s start by identifying the key relationships.
+
+Dylan invested 1/5 of the total amount.  So, Dylan invested 1/5 of the total amount.
+Frances invested 2/3 of the remaining amount.
+So, Frances invested 2/3 of the remaining amount.
+
+Now, we need to find the sum of the three. 
+The sum is the total amount minus the remains.
+We know Dylan invested 1/5 of the total amount, which means we need to subtract 1/5 of the remaining amount.
+So, Dylan invested 1/5 of the remaining amount, which means we can say 1/5 - 1/5 = 1, which is the same as 2.
+
+The problem doesn''t specify which of the other two people invested what. 
+Let''s think about it in terms of the total amount and the ratio of the remaining amount to the other two. 
+Let''s think about what happens when we add the ratio of the remaining amount to 1/2. 
+Let''s think about what happens when we add the ratio of the remaining amount to 1/3. 
+Let''s think about what happens when we add the ratio of the remaining amount to 2/3.
+
+One of the other two people, two people, or the total amount. 
+Let''s think about what happens when we add the ratio of the remaining amount to 2/3. 
+Let''s think about what happens when we add the ratio of the remaining amount to 3/4.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 4/5.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 6/8.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 7/10.
+
+So, we can think about what happens when we add the ratio of the remaining amount to 11/10.
+
+Let''s think about what happens when we add the ratio of the remaining amount to 12/10.
+
+Let','12/10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,1,'To solve this problem, we need to calculate the total amount as the sum of the contributions of the three people.
+Let''s start by breaking down the problem. We know that Skyler invested $1200, Frances invested 2/5 of that amount, and Dylan invested 2/3 of that amount.
+We can calculate the total amount as 1200 + 1200 + 2/3 = 540, but since 1200 is not divisible by 5, we must use the quotient approach to calculate 225.
+So, 225 is calculated as 540 * (225 / 5), and on top of this, we have 2/3 of 540, which is 24.
+Therefore, 24 is calculated as 540 * (24 / 5), and on top of this, we have 100 left in the total amount, so we have 24 + 100 = 240 left.
+This is only 1 of 5 people, and in total, it is 2 people.
+To find the amount of money that Skyler invested, we can divide 540 by 2.
+This is 154, so that''s 2 of the 3 people.
+Therefore, 2 people invested the same amount of money.
+The answer is 2.
+So, 2 people invested the same amount of money.','2',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(53,2,'Let''s start by setting up the problem:
+
+Since Dylan invested 2/5 of the total amount, which is 0.2, it is 25% of the total amount.
+
+When Dylan invested 2/5 of the total amount, 0.2 becomes 2.
+
+Flying two times Skyler''s investment (2 times 2/3, which is 2/3) accounts for the rest.
+
+To find Skyler''s investment (2), we multiply the total amount (1200) by 2, which is 2.
+
+So, Skyler''s investment is 1200 * 2 = 2400.
+
+The total amount invested by Dylan is still 1200 + 2400 = 4600, but this time Skyler''s investment is 2400.
+
+The final answer is: 1200 + 2400 = 4600.','1200',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,3,'Let''s break it down step by step:
+
+Step 1: Let''s denote Dylan''s investment as D and Skyler''s investment as S.
+
+Step 2: The ratio of Dylan''s investment to the total amount is 2:1, and the ratio of Skyler''s investment to the remaining amount is 2/3.
+
+Step 3: To find the total amount, we multiply the number of dollars by the ratio of each investment:
+
+Total Amount = Dylan''s investment * 2:1 = 2D
+
+Dylan''s investment = 2D
+
+Step 4: Now we know that the ratio of Skyler''s investment to the remaining amount is 2:1. This means that Skyler''s investment has a ratio of 2:1.
+
+Step 5: Since we''re trying to find the final amount, we multiply the ratio of Skyler''s investment to the remaining amount by 1:1:2:1, which is an equation:
+
+Total Amount = 2D
+
+Step 6: The answer is 2D
+
+So, the answer is 2D.','2',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,4,'To solve this problem, let''s break it down step by step. 
+
+First, we need to calculate 2/5 of the total amount. 
+We can do this by multiplying 1200 by 2. 
+So, 2 * 1200 = 2400.
+
+This is the amount of money Skyler invested, which is 2400.
+
+Now, we need to calculate 2/3 of the remaining amount.
+This is already done. 
+We can calculate 2/3 by multiplying 1200 by 2. 
+So, 2 * 1200 = 2400.
+
+So, 2400 is the amount of money Skyler invested.
+
+Now, we need to calculate how much Skyler invested based on the remaining amount.
+So, 2400 - 2400 is the amount of money Skyler invested.
+
+So, 2400 is the amount of money Skyler invested.','2400',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,5,'To solve this problem, let''s break it down step by step.  We''re told that Dylan invested 2/5 of the total amount, which is equal to 0.25. This means Dylan invested 2/5 of the total amount.  So, we can set up the equation: 2/5 of the total amount = Dylan''s investment.
+
+To solve this equation, we can multiply both sides of the equation by 2/5 to solve for Dylan''s investment. This is because 2/5 of 1200 is equivalent to multiplying 2 by itself 25 times (since 1200 is 25 times 50). This is equivalent to multiplying 25 times 25.  So, we multiply 25 * 25 = 625.
+
+This is the only possible solution for Dylan''s investment, which is 2. However, we can also solve this equation for Dylan''s investment using a different method.  We can set up an equation using the property of algebra that states 2^(5x) = 1.  So, 2^(5x) = 1.  Now, we have 10x = 10*2.  So, 10x = 20.  Now we can solve for x.  x = 20/10 = 1.
+
+So, Dylan invested 2/5 of the total amount, Frances invested 2/3 of the remaining amount, and Skyler invested 2/3 of the remaining amount. This means that each person invested 2/5 of the total amount, and each person invested 2/3 of the remaining amount.
+
+Therefore, 2/5 + 2/3 = 5/3 = 1.  So, there are 1 person who invested 1 unit of money.','1',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,6,'To solve this problem, we need to break it down step by step. First, we need to calculate the combined amount of money Skyler invested. We can do this by multiplying the sum of 2/3 and 2/3 by 15. This gives us 2*2*2*5 = 12.
+
+Now, we need to calculate the amounts Skyler invested. We have 2/3 of the total amount and 2/3 of the remaining amount. So, we can multiply both sides by 15 to get 4*2*2*3 = 12.
+
+Now, we have 12*2*2 = 40. This is the exact amount Skyler invested.
+
+So, Skyler''s investment was 12*2*2 = 40.','40',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,7,'Let''s break it down step by step. 
+Step 1: 
+Frosh''s investment accounts for 2/3 of the total amount. 
+This means that 2/3 is 0.75, which is an imaginary number. 
+So 2/3 is 0.75.
+
+Step 2: 
+Dylan''s investment accounts for 2/5 of the total amount. 
+This means that 2/5 is 0.375.
+
+Step 3: 
+Skyler''s investment accounts for 1.5 of the total amount. 
+This means that 1.5 is 0.75.
+
+So the answer is 2.
+
+In other words, 
+- 2/3 is 0.75
+- 2/5 is 1.5
+- 1.5 is 2','2',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,8,'To find out how much money Skyler''s investment was, we need to calculate 2/5 of the original 1200. This is the calculation of 1.2 * 1.2 = 2.4. Since we have a fraction, we can multiply 2 by itself to get 24. So, 200 * 240 = 5400.
+
+Frica invested 2/3 of the total amount. So, 2 / 3 * 1200 = 24. So, 24 * 200 = 4400 and 4400 is Skyler''s investment.
+
+So, 4400 is the total amount Skyler invested, which is 1000.
+
+The answer is 1000.','1000',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,9,'Dylan invested 2/5 x 1200 = 160.
+Fringe invested 2/3 of the total amount, which is 3 x 1200 = 360.
+Sierra invested 2/3 of the remaining amount, which is 4 x 1200 = 480.
+Skyler invested 2 x 1200 = 240.
+The final amount Skyler invested was 240 - 480 = 160.
+#### 1
+The answer is: 1','1',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,10,'Let''s break it down step by step. 
+
+First, we know that Skyler invested 3/5 of the remaining amount, which means that 3/5 x 100% = 30%. So, Skyler invested 3 x 100% = 30% of the remaining amount.
+
+We''re also given that Frances invested 2/3 of the total amount, which means Frances invested 2/3 x 100% = 30%.
+
+The total amount is 30 + 30 = 60%. Therefore, Skyler invested $1200 - 60 = $800.
+
+But we''re also given that Skyler invested 30% of the remaining amount, which means that 30% of $1200 = $300. So, Skyler invested 30% of 1200, which equals 30%.
+
+So, Skyler invested $2100, which is $1200 - 300 = $800.','$800',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,11,'Let''s break down the information step by step:
+1. Dylan invested 2/5 of the total amount in Skyler''s investment and Skyler invested 2/3 of the remaining amount in Dylan''s investment.
+2. Dylan invested 2/5 of the total amount, which means he invested 1/3 of the total amount.
+3. Skyler invested 2/3 of the remaining amount, which means he invested 1/6th of the total amount.
+
+Let''s use a simplified equation: 
+(1/100)*(1 + 1/36 + 1) = 1/25
+
+So, Skyler invested 1/6th of the total amount.
+
+We can also solve this problem using the formula:
+
+Assuming all else is equal, the answer would be 1/25 = 0.0163 (approximately)','0.0163',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,12,'Dylan invested $1200 in a joint savings account.  To find how much Skyler''s investment accounted for the rest, we need to find how much the other two people combined to account for the remaining amount.
+
+Her investment accounted for 1/3 of the total amount, which means Dylan invested 1/3 of the total amount, giving 1/9 of the remaining amount.  Skyler invested 2/3 of the total amount, giving 2/9 of the total amount, so Skyler invested 1/9 of the remaining amount.
+
+To find how much Skyler''s investment accounted for the rest, we need to find how much the other two people combined to account for the rest. This can be done by dividing the ratio of Skyler''s investment to Dylan''s investment by the ratio of Skyler''s investment to Skyler''s investment, which is 2:1.
+
+The other two people combined to account for 2/3 of the total amount, which means 2/9 of the other two people combined to account for 2/9 of the other two people. 
+
+So 2 people were combined to account for 2/9 of the other two people, which is 1/9 of the other two people.
+
+This means 1 person combined to account for 1/9 of the other two people, which is 2/9 of the other two people. 
+
+This is the total amount of money that Skyler''s investment accounted for the rest, which is 2x, where x is the number of other people (2 people).','2',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,13,'To solve this problem, let''s break it down step by step.  We have three people: Dylan, Frances, and Skyler.  We have three specific situations: Dylan invested 2/3 of the total amount, Frances invested 2/3 of the remaining amount, and Skyler invested 2/3 of the remaining amount.  We need to determine how much money Dylan, Frances, and Skyler made.
+
+First, let''s find the total amount of money Dylan, Frances, and Skyler made.  We have Dylan, Frances, and Skyler, so the total amount is 3(Dylan, Frances, and Skyler) + 2(Dylan, Frances, and Skyler) + 2/3 of the remaining (2/3 of the total amount).  We can simplify this equation by first multiplying the numerator of each fraction by 3, since there''s only one fraction in each of the three conditions.  Then we can add them up.
+
+Summing the fractions gives us 3(Dylan, Frances, and Skyler) + 2(Dylan, Frances, and Skyler) + 2(2/3 of the total amount).  Now, multiplying both sides by 3 gives us 3D(Dylan, Frances, and Skyler) + 2D(Dylan, Frances, and Skyler), which is 3D(Dylan, Frances, and Skyler) + 2D(Dylan, Frances, and Skyler), and then subtracting 2D(Dylan, Frances, and Skyler) gives us 3D(Dylan, Frances, and Skyler) + 2D(Dylan, Frances, and Skyler), which simplifies to 3D(Dylan, Frances, and Skyler), which is 3D(Dylan, Frances, and Skyler) + 3D(Dylan, Frances, and Skyler), and then 3D(Dylan, Frances, and Skyler) gives us 3D(Dylan, Frances, and Skyler).
+
+Finally, all three fractions have the same denominator, so the last one becomes 1, which is the original 3.','3',0,'not_equivalent',470,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,14,'To solve this problem, let''s first consider the information given. The total amount invested is 1200 (representing the amount invested by each person) multiplied by 3, which is 3 * 1200 = 3600.
+
+Dylan invested $1200, so 3 * 1200 = 3600. 
+
+Fiona invested 2/5 of the remaining amount, which is 2/3 of 3600 = 300. 
+
+Skyler invested 2/3 of 3600.
+
+So, Skyler''s investment is 300 - 300 = 0.
+
+The amount Skyler''s investment represents is 3 * 0 = 0.
+
+#### 1
+
+The solution is not provided in the given constraints.
+
+So, the answer is "0".','1',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,15,'To solve this problem, let''s break it down step by step. We know that Skyler invested 2/3 of the total amount, which is 0.25. So, Skyler invested 2/3 of 100% of the total amount, which is 0.25.
+
+To find the money Skyler invested, we need to divide 100% by 2/3. This is a decimal, so we can convert it to a percentage. 100% of 2/3 is 0.25, so we can convert that decimal to a percentage by dividing it by 100, which is 25%.
+
+So, 25% of 100% is 25. Therefore, Skyler invested 25% of the total amount.
+
+To solve this problem, we use the rule of 2 in mathematics. This rule states that if we have a fraction with a denominator of 100, and we multiply it by itself 2 times, the result is also 1. This is called the rule of 2, which is a fundamental rule in mathematics.','2',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,0,'First, we need to find out how many cookies Katarina has. Let''s call this number x. In total, Katarina has 5x cookies.
+
+Now, we know that Max has 12 more cookies than Katarina, so Max has 12x + 16 cookies.
+
+If we add 16 cookies to Katarina, we get 60 cookies.
+
+Now, we know that Katarina has 5x + 16 cookies. We need to find out how many cookies Katarina has in total.
+
+We can think of this as 5x + 16 = 68, so 5x + 16 = 68. Solving for x, we get 2x = 4, so x = 2.
+
+Now we know that 2x = 68. So 68 = x.
+
+We can find the total number of cookies by adding 1 (because 16 + 68 = 16 + 32 = 32) to 60, which gives 120.
+
+So, we need to find 120 - 16 = 64.
+
+So katarina has 64 cookies.
+
+In total, katarina has 64 - 6 = 62 cookies.','62',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,1,'1. Let''s first determine the relationship between the number of cookies Max has and Katarina''s weight.
+2. We know that Max has 68 cookies, and Katarina has 12 more cookies than Max.
+3. This means that when Max adds 23 more cookies, Katarina must have 12 more.
+4. To find the relationship between the number of cookies Max has and Katarina''s weight, we can use the equation 12 + 23 = 36.
+5. Since we''re asked about the number of cookies Max has, we can rewrite 36 as 12 + 23.
+6. This equation is a classic example of subtraction with an equal sign.
+7. So we add 12 and 23, and we get 25.
+8. So there are 25 cookies Max has.
+
+Now we can calculate the total number of cookies:
+4 x 25 = 90
+
+Therefore, Katarina has 90 cookies.','90',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(54,2,'To solve this problem, we need to consider the relationships between the given information. Let''s start by setting up the problem with the given information: 
+Katarina has 5 less than a Cookie Monster has, so she has 5 - Max''s height. 
+Max has 12 more than a Cookie Monster has, so she has 12 + Katarina''s height. 
+So, Katarina has 68 - 12 + Katarina''s height = 62. 
+The answer is 62, which is the total number of cookies Katarina has.
+
+Here''s the step-by-step breakdown:
+
+1. We can see that Katarina''s height is 5 less than a Cookie Monster''s height. This can be rewritten as 5 - Katarina''s height.
+2. The equation 12 + Katarina''s height = Katarina''s height + Katarina''s height is given as 12 + 68 = 62.
+3. We can write 12 + 68 = 62.
+4. We know that 12 + 68 = 62.
+5. We can solve this equation by solving 12 + 68 = 62.
+6. 12 + 68 = 62, so the answer is 62.
+
+This is the final answer.','62',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,3,'Let''s break it down step by step:
+
+The sum of the Cookie Monster''s cookies is 23 - 5 = 12 cookies. The number of Cookie Monster''s cookies is 12 * 5 = 60 cookies.
+
+Number of Cookie Monster''s cookies is Katarina''s total number of cookies multiplied by 2 (12 * 5 = 60).
+
+So, Total Cookie Monster''s cookies is 2 * 60 = 120 cookies * 2 = 240 cookies.
+
+Now, we add the number of Cookie Monster''s cookies: 12 + 60 = 60.
+
+There are 2 cookies left, and 4 cookies total.
+
+In total, Katarina has 2 + 60 = 60 cookies.
+
+The total number of Cookie Monster''s cookies is 60 + 60 = 120 cookies.
+
+We have 2 cookies left.
+
+The answer is: 2','2',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,4,'To solve this problem, first, we need to calculate the difference between the number of cookies Katarina has and the number of cookies Max has.
+
+Max has 68 cookies, so Katarina has 68 - Max''s total number of cookies.
+
+This can be calculated using the difference of a certain number and a quantity, which in this case is the number of cookies Max has. Since the number of cookies Max has is the excess of Katarina''s value compared to Max''s total number of cookies, the calculation of extra amount of 68 - Max''s total number of cookies is 68 - Max''s total number of cookies.
+
+We can simplify this equation to 28 - Max''s total number of cookies.
+
+Now, let''s find the difference of the extra amount from Katarina''s total amount of cookies, which is 28 - 28 = 20.
+
+This can be solved for the number of extra amounts of 28 - 28 by dividing the difference by 2.
+
+So, 20 / 2 = 10.
+
+The difference of 10 is 20, and there is an extra amount of 28 - 28 = 20.
+
+The 20 is the extra amount of 28 - 28 = 20.
+
+So, 20 is the extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra amount of extra.','20',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,5,'First, let''s find out how many 12 cookies are Max''s. Since Max has 12 more cookies than Katarina, we know that 12 + 3 = 15. So, Katarina has 15 more cookies.
+
+Now, let''s find out how many 12 cookies are Katarina''s. We know that Katarina has 68 cookies. To find out how many of those 12 are 12, we can think of it as 68 - Katarina''s. Since 12 is 1 more than Katarina''s, we can think of Katarina''s as 12/1.
+
+So, 15 + 3 = 4. Therefore, Katarina''s has 4 more cookies than Katarina.
+
+Now, we know that 12 + 3 = 4, which is Katarina''s. So, Katarina has 1 - 3 = 2 cookies.
+
+Let''s consider what we know. If Katarina has 68 cookies, and Katarina''s has 4 more, that means Katarina''s is 4 more than Katarina''s, which means Katarina''s has 6 times Katarina''s. We can multiply 15 by 6, so we multiply 6 by 2, which gives us 12.
+
+In total, we add 15 * 6 = 90 cookies. So, the answer is 90.','90',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,6,'First, we know that Max has 12 more cookies than Katarina, so Max has 12 + 1 = 13 more cookies than Katarina.
+
+Katarina has 68 - 12 = 24 cookies.
+
+The sum of 24 and 13 is 24 + 13 = 47, which means that Katarina has 24 + 13 = 47 cookies.
+
+Now we subtract that from the total number of cookies, which is 68, so we have 24 - 68 = 47 cookies.
+
+We know that Katarina has 24 cookies, which is the total amount of cookies.
+
+The number of cookies Katarina has in total is 24 + 47 = 91, which means that Katarina has 91 cookies.
+
+The answer is 91.','91',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,7,'Let''s break it down step by step. We know that Max has 12 more cookies than Katarina and Katarina has 12 more cookies than Summer. This means that Katarina''s total number of cookies equals Max''s total number of cookies plus Katarina''s total number of cookies.
+
+The equation can be rewritten as 5x = 12x - 23, which represents the relationship between Max''s total number of cookies and Katarina''s total number of cookies. 
+
+We can set this equal to 68, which is 12x - 23. So, we can solve for x: 68 = 12x - 23.
+
+Subtracting 23 from both sides gives us: 68 = 12x. 
+
+Dividing both sides by 12 gives us: x = 3. 
+
+This means that Katarina has 3 cookies, and Summer has 2 more cookies than Katarina.
+
+The total number of cookies is 12 + 3 = 15, which is the difference between the total number of cookies and the individual number of cookies.
+
+So, the sum of the individual cookies is 15 - 3 = 10, and the total number of cookies is 12 + 3 = 15.
+
+The equation is now 12 + 3 = 15, which is 11.','11',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,8,'First, let''s find out how many cookies Katarina has by dividing the number of cookies by the number of cookies Katarina has: 68 / 2 = 34.
+Now, let''s find out how many cookies Summer has. 34 - Katarina has 23 more cookies than Summer has. So, we can write: 34 - Katarina has 23 more cookies than Summer has = 34 - 23 = 7.
+Finally, let''s find out how many cookies Katarina has by adding 1: 68 + Katarina has 1 more cookie. 1 more cookie is Katarina''s final answer.
+#### 1
+Let''s check if the answer is correct: 11 / 68 is not. The answer is 11 / 68.
+The answer is 11.
+
+Solve a problem. Solve an equation.','1',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,9,'To solve this problem, I''ll break it down step by step.
+
+First, let''s calculate the total number of cookies Katarina has. Since she has 12 more cookies than Max, she has 12 + 2 = 14 cookies.
+
+Next, we''ll calculate the number of cookies Katarina has by adding the number of cookies she''s already had to Max''s current number of cookies. This is calculated as 24 (from Katarina''s current number of cookies) + 1 (total number of cookies Katarina has) = 48.
+
+Now, we''ll calculate the total number of cookies Katarina has by adding 1 (the number of cookies Katarina has) and 12 (the number of cookies Katarina has). This is calculated as 12 + 2 (the number of cookies Katarina has) = 14 (the total number of cookies Katarina has).
+
+Finally, we''ll add the total number of cookies Katarina has to find the total number of cookies Katarina has, which is 14 + 2 = 26.
+
+The answer is 26. 26 is the total number of cookies Katarina has.','26',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,10,'To solve this problem, let''s consider the information given. Max has 12 more cookies than Katarina, and Katarina has 12 + 12 = 24 cookies less than Katarina. So, the total number of cookies Katarina has is twice the total number of cookies Katimina has. This is based on the symmetry of the problem.
+
+We can represent this as the equation 2x = 24. To solve for x, we can use the identity of 2x = 24. This means that the total number of cookies Katimina has must be 24 - 2 = 22 cookies. But we know that Katarina has 12 more cookies than Katimina, and 24 - 2 = 22 is actually 22. So the number of cookies Katimina has must be 22.
+
+We can do the math: 22 = 24 + 28, which is 2, so the total number of cookies is 2 * 22 = 44 cookies.
+
+This is the only solution in the given information. There is no other possible way to have 44 cookies.
+
+So, the answer is 44.','44',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,11,'Let''s break down the problem step by step. First, we know that Max has 12 more cookies than Katarina. This means Max has 12 - 10 = 2 cookies of Max''s size. Then, Katarina has 2 cookies of Katarina''s size.
+
+Now, we know that Katarina has 12 more cookies than Katarina. This means Katarina has 12 + 2 = 14 cookies of Katarina''s size. So, Katarina has 14 - 2 = 12 cookies of Katarina''s size.
+
+The total number of cookies Katarina has is the sum of her two boxes, which is 14 + 12 = 26. However, we also know that Katarina has 2 cookies of Katarina''s size. So, 2 * 2 = 4 cookies of Katarina''s size have been removed from Katarina''s boxes.
+
+Thus, Katarina has 12 - 4 = 6 cookies of Katarina''s size. Therefore, the total number of cookies Katarina has is 12 + 6 = 18.
+
+Now, we add the total number of cookies that did not belong to Katarina to the total number of cookies that did not belong to Katarina, which is 18 - 6 = 9 cookies.
+
+So, the total number of cookies that did not belong to Katarina is 9 (26), and the total number of cookies that did not belong to Katarina is 9 (6).','6',0,'not_equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,12,'Katarina has 5 less than Max''s cookie count. Max has 12 more cookies than Katarina. Therefore, Katarina has 12 - 5 = 6 cookies.
+To find the total number of cookies, we need to calculate 6 times Katarina''s count, which means 6 * 12 = 64 cookies.
+The answer is 64.','64',0,'not_equivalent',87,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,13,'Let''s break it down step by step.
+
+Step 1: Determine the ratio of Max''s cookies to Katarina''s cookies.
+Max''s cookies are 12 more than Katarina''s.
+
+Step 2: Let''s find out how many cookies Katarina has.
+If Katarina has 12 more than Max''s, she has 12 + 1 = 13 cookies.
+
+Step 3: Now we know Katarina has 13 cookies.
+
+Step 4: Determine how many cookies Katarina has.
+We know that Katarina has 13 cookies.
+
+Step 5: Now we know that Katarina has 2 cookies.
+
+Step 6: We can add 2 to the sum of Katarina''s cookies and add 1 to the sum of Katarina''s cookies.
+
+The total number of cookies Katarina has is 2 + 1 = 3 cookies.
+
+The number of cookies Katarina has is 3.
+
+In total, there are 3 cookies.
+
+So the answer is: 3','3',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,14,'To solve this problem, we need to first calculate the ratio of their cookies to themselves. If Max has 12 more cookies than Katarina, then Max has 12 + 1 = 13 more cookies than Katarina.
+Let''s think of this problem in terms of the ratio of their cookies to themselves. If Max had 13 more cookies than Katarina, then Katarina''s ratio would be 13/12. But let''s think of it in terms of the original ratio of their cookies to themselves, which is 1:1.
+So, when we add 1 to the other ratio, we get 2:1.
+We know that 2 is one more than 13, so we can add 13 to 2 to get 3.
+So, the total number of cookies is 3 + 13 = 26.
+#### 26
+The answer is: 26','26',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,15,'Katarina has 5 less than Max''s count of cookies, which is 12. Max has 23 cookies, and Katarina has 68 cookies. If Katarina has 12 cookies, then 12 - 5 = 6 cookies. So, there are 6 cookies left in total.
+
+The total number of cookies is the sum of 12 + 6 = 7 cookies.','7',0,'not_equivalent',93,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619516834404706956e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',45,2.20385986151599900031e+03,2.2038588833090007029e+03);
+INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619569198528528219e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',54,2.72750130773499950011e+03,2727.500326483);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -17775,5 +21748,50 @@ INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-596',
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-596',0,45,'1',0.0,0,1000,1,132.0,32.0,1572.0,0.0,4.30705269247500837064e+01,4.4869152880146276857e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-596',0,45,'1',0.0,0,1000,1,132.0,32.0,3144.0,0.0,8.61410538495001674129e+01,8.70547439851641845741e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-596',0,45,'1',0.0,0,1,0,132.0,32.0,6288.0,0.0,1.72282107699000334834e+02,1714259261952.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-617',0,46,'3',0.0,0,16,1,97.0,32.0,337.0625,0.0,1.00679845360625677133e+01,1.0784979211380285645e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-617',0,46,'10',0.0,0,120,1,97.0,32.0,674.125,0.0,2.01359690721251354266e+01,1.98263895777682678219e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-617',0,46,'3',0.0,0,1000,1,97.0,32.0,1348.25,0.0,4.02719381442502708532e+01,3.79092103105442321774e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-617',0,46,'10',0.0,0,1000,1,97.0,32.0,2696.5,0.0,8.05438762885005417064e+01,7.40748517760961547838e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-617',0,46,'10',0.0,0,1,0,97.0,32.0,5393.0,0.0,1.61087752577001083404e+02,1464061347072.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-621',0,47,'32',0.0,0,16,1,94.0,32.0,238.625,0.0,8.56667202462506338633e+00,80564479171.2371);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-621',0,47,'32',0.0,0,120,1,94.0,32.0,477.25,0.0,1.71333440492501267726e+01,1.44513581349154632566e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-621',0,47,'32',0.0,0,1000,1,94.0,32.0,954.5,0.0,3.42666880985002535457e+01,2.7241178570498968505e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-621',0,47,'1',0.0,0,1000,1,94.0,32.0,1909.0,0.0,68.5333761970005,5.28208194416659790023e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-621',0,47,'6',0.0,0,1,0,94.0,32.0,3818.0,0.0,137.066752394001,1039801011840.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-635',0,48,'40',0.0,0,16,1,102.0,32.0,361.625,0.0,8.11475546087490329227e+00,1.15802812676065567016e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-635',0,48,'40',0.0,0,120,1,102.0,32.0,723.25,0.0,1.62295109217498065845e+01,2.12824978060327850339e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-635',0,48,'40',0.0,0,1000,1,102.0,32.0,1446.5,0.0,3.24590218434996131686e+01,4.06869308828852417007e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-635',0,48,'10',0.0,0,1000,1,102.0,32.0,2893.0,0.0,6.49180436869992263373e+01,7.94957970365901611317e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-635',0,48,'10',0.0,0,1,0,102.0,32.0,5786.0,0.0,1.29836087373998452674e+02,1571135293440.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-647',0,49,'16',0.0625,0,16,1,96.0,32.0,252.375,0.0,6.99103079731253274076e+00,8.47823796150248718255e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-647',0,49,'16240',0.0625,0,120,1,96.0,32.0,504.75,0.0,1.3982061594625065481e+01,1.52413997332423217768e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-647',0,49,'16240',0.05625,0,1000,1,96.0,32.0,1009.5,0.0,2.79641231892501309621e+01,2.87677232767219909666e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-647',0,49,'24',0.019875,0,1000,1,96.0,32.0,2019.0,0.0,5.59282463785002619243e+01,5.58203703636813232434e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-647',0,49,'24',0.0,0,1,0,96.0,32.0,4038.0,0.0,1.1185649275700052385e+02,1099256645376.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-655',0,50,'3',0.0625,0,16,1,76.0,32.0,150.5625,0.0,3.99536863206253656244e+00,52023076137.6861);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-655',0,50,'3',0.0625,0,120,1,76.0,32.0,301.125,0.0,7.99073726412507312488e+00,9.22812163290403594979e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-655',0,50,'3',0.03925,0,1000,1,76.0,32.0,602.25,0.0,1.59814745282501462502e+01,1.72797496711748870849e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-655',0,50,'1',0.0015,0,1000,1,76.0,32.0,1204.5,0.0,3.19629490565002925004e+01,3.33830057477165893548e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-655',0,50,'1',0.0,0,1,0,76.0,32.0,2409.0,0.0,6.39258981130005850008e+01,655895179008.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-649',0,51,'1200',0.0,0,16,1,106.0,32.0,287.875,0.0,5.6813555193749607497e+00,9.7022398622769241332e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-649',0,51,'1200',0.0,0,120,1,106.0,32.0,575.75,0.0,1.13627110387499214989e+01,1.74204638356184631341e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-649',0,51,'180',0.0,0,1000,1,106.0,32.0,1151.5,0.0,2.27254220774998429979e+01,3.2856911782301538086e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-649',0,51,'1200',0.0,0,1000,1,106.0,32.0,2303.0,0.0,4.54508441549996859958e+01,637298076756.677);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-649',0,51,'220000',0.0,0,1,0,106.0,32.0,4606.0,0.0,9.09016883099993719917e+01,1254755994624.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-666',0,52,'4',0.0625,0,16,1,97.0,32.0,355.25,0.0,7.351961820687506588e+00,1.12745208139883804326e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-666',0,52,'4',0.0625,0,120,1,97.0,32.0,710.5,0.0,1.4703923641375013176e+01,2.08052133045758209234e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-666',0,52,'4',0.05175,0,1000,1,97.0,32.0,1421.0,0.0,2.9407847282750026352e+01,3.98665982857507080073e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-666',0,52,'9',0.022375,0,1000,1,97.0,32.0,2842.0,0.0,5.88156945655000527048e+01,7.79893682481004760741e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-666',0,52,'9',0.0,0,1,0,97.0,32.0,5684.0,0.0,1.17631389131000105405e+02,1542349081728.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-676',0,53,'12/10',0.0,0,16,1,98.0,32.0,270.0625,0.0,7.72747350525003184884e+00,9.01017674300761413613e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-676',0,53,'12/10',0.0,0,120,1,98.0,32.0,540.125,0.0,1.54549470105000636972e+01,1.62508264931537719727e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-676',0,53,'2',0.0,0,1000,1,98.0,32.0,1080.25,0.0,3.09098940210001273945e+01,3.07321259934460937505e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-676',0,53,'2',0.0,0,1000,1,98.0,32.0,2160.5,0.0,6.1819788042000254789e+01,5.96947249940307250997e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-676',0,53,'2',0.0,0,1,0,98.0,32.0,4321.0,0.0,1.23639576084000509578e+02,1176199229952.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-681',0,54,'62',0.0,0,16,1,93.0,32.0,254.875,0.0,5.81734140056244086736e+00,8.46513523898023681653e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-681',0,54,'62',0.0,0,120,1,93.0,32.0,509.75,0.0,1.16346828011248817349e+01,1.52955312628348876957e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-681',0,54,'62',0.0,0,1000,1,93.0,32.0,1019.5,0.0,2.32693656022497634698e+01,2.89563233105441894532e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-681',0,54,'62',0.0,0,1000,1,93.0,32.0,2039.0,0.0,4.65387312044995269397e+01,5.62779074059627929665e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-681',0,54,'90',0.0,0,1,0,93.0,32.0,4078.0,0.0,9.30774624089990538795e+01,1109210755968.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
