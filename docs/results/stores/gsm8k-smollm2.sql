@@ -10668,6 +10668,5174 @@ The answer is: 26','stop',205,93,32,2.86820201860967927132e+00,69325672248.0,NUL
 INSERT INTO "chains" VALUES(54,0,15,'4e4f9f6134639d8bd33aa8350dff5be06bad769b470b9d04bf193d326281260b',15,'Katarina has 5 less than Max''s count of cookies, which is 12. Max has 23 cookies, and Katarina has 68 cookies. If Katarina has 12 cookies, then 12 - 5 = 6 cookies. So, there are 6 cookies left in total.
 
 The total number of cookies is the sum of 12 + 6 = 7 cookies.','stop',93,93,32,2.86820201860967927132e+00,69325672248.0,NULL);
+INSERT INTO "chains" VALUES(55,0,0,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',0,'She initially made a dress 140cm long, so she would have created a dress with an additional length of 140cm.
+To find the length of the dress, you would take 140cm and multiply it by 1.4, which equals 160.
+Therefore, the dress was 160cm long.
+
+To add the lace trim, you would multiply the lace trim by 0.5cm, so the final dress would be 160*0.5 = 80cm long.
+So, the final dress is 160cm long by adding the lace trim.','stop',138,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,1,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',1,'Let''s break it down step by step:
+1. Shania is creating a long dress with a lace trim.
+2. She adds the lace trim to the top edge of the dress and places it at the bottom of the dress.
+3. She chooses to use a 140cm length of the dress.
+4. She adds 20cm to the bottom edge of the dress and places it at the bottom of the dress.
+
+The length of the dress is 140cm (the original design).
+So the width of the dress is 140 - 140 = 0cm.
+The width of the dress is 14cm.
+The width of the dress is 20cm (the lace trim) and 20cm (the bottom edge of the dress).
+
+Celestial, the one-legged, is the one-legged, no legs, but you have to add 2 to account for the dress that was originally 2 feet long (the one-legged) and the remaining dress has legs (the one-legged is the one-legged and no legs), the dress that was originally 3 feet long and now is 14cm in length, and the one-legged is the one-legged and no legs.
+
+The dress that Shania created is a one-legged but no legs, it has legs only if it is a dress that is a one-legged but no legs.','stop',309,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,2,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',2,'To solve this problem, we need to first calculate the original length of the dress.
+1. Multiply the original length by 1.3333 to find the total length of the dress.
+2. Calculate 1.3333 and multiply it by 1.
+3. Add 1.3333 to the result to find the total increase.
+4. Calculate 1.3333 + 1.3333 = 2.6667 and multiply it by 1.
+5. Add 1.3333 + 1.3333 = 2.3333 and multiply it by 1.
+6. Calculate 2.3333 + 1.3333 = 4.6667 and multiply it by 1.
+7. Add 1.3333 + 1.3333 = 2.6667 and multiply it by 1.
+8. Calculate 2.6667 + 1.3333 = 4.9333 and multiply it by 1.
+9. Calculate 4.9333 + 1.3333 = 8.3666 and multiply it by 1.
+10. Calculate 8.3666 + 1.6667 = 19.797 and multiply it by 1.
+11. Calculate 19.797 + 1.6667 = 22.494 and multiply it by 1.
+12. Calculate 22.494 + 1.6667 = 45.189 and multiply it by 1.
+13. Calculate 45.189 + 1.6667 = 111.281 and multiply it by 1.
+14. Calculate 111.281 + 1.6667 = 228.49 and multiply it by 1.
+15. Calculate 228.49 + 1.3333 = 451.32 and multiply it by 1.
+16. Calculate 25.32 + 1.3','length',512,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,3,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',3,'Let''s break down the problem: if she plans to make a dress that is 140cm long, she needs to make another three more dresses with a tail, and they will each have a tail of 20cm. So, she can make 3 more dresses with a tail of 20cm each.
+
+She will make 3 more dresses with a tail of 20cm each, which will give her a total of 3 * 20cm = 60cm of lengths of tails.
+
+Now, she needs to make 14 more dresses with a tail of 20cm each, which will give her a total of 14 * 20cm = 240cm of tails.
+
+So, the total length of tails is 60 + 240 = 200cm, which is 3 times 20cm.
+
+So, the dress is 3 times 20cm long, which is 60cm long.
+
+Therefore, the dress is 60cm long.
+
+The original dress had a tail of 20cm, so the final dress has a tail of 60cm long.','stop',258,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,4,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',4,'To solve this problem, we need to calculate the final design length, which is the minimum length that can be achieved using the original design length of 140cm. The dress is now 140cm long.
+
+We need to find the total length of the original design, which is 140cm. To do this, we need to multiply the original design length of 140cm by the original design length of 140cm.
+
+So, 140cm * 140cm = 1640cm
+The final design length is 1640cm.
+
+We can also calculate this using the formula:
+
+Final length = Original design length + (Original design length multiplier) * New design length multiplier
+
+In this case, the multiplier is 140.
+
+Celsius = 140 - 140
+Celsius = 0
+
+So, 140cm is actually 0 cm long, which is the desired length based on 140cm.','stop',228,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,5,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',5,'To solve this problem, let''s first consider the original design. The dress had 140cm of original length, so the original design was 140cm long.
+
+Shania then added a lace trim to the dress, which is 20cm long. This lace trim is simply 20cm long itself. So, adding this lace trim to the original length of 140cm would be 160cm.
+
+Now, let''s calculate the remaining length of the dress, which is 160cm. This is the final design Shania wants to create.
+
+To calculate the length of the dress, we can use the formula for the length of an object that has been cut from its original length. We multiply the original length by the ratio of the reduced length to the original length. In this case, it would be 160cm / 140cm / 20cm = 1.6.
+
+So, the dress in its original design would be a length of 1.6cm long.','stop',226,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,6,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',6,'To solve this problem, we need to calculate the original length of the dress and the additional length with the lace trim added to it.
+Let''s start by finding the original length of the dress.
+We know that the dress is 140cm long. To get the additional length, we would need to multiply 140 by 20, which gives us 240.
+Now, let''s calculate the lace trim. The lace trim is 20cm long. The lace trim would be 2*20 = 40cm.
+The lace trim is 20cm long. To find the original length of the dress, we need to multiply the original length of the dress by 2, which gives us 40cm.
+So, the original length of the dress is 140cm + 40cm = 200cm.
+To find the new length of the dress with the lace trim, we need to find the difference between the original length of the dress and the lace trim, which is 40-20 = 40cm.
+The new length of the dress is 140cm + 40cm = 280cm.
+Therefore, the dress in its original design has a length of 280cm.','stop',278,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,7,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',7,'To solve this problem, we need to first calculate the total increase in length of the original dress by 50%, which is 50% of the original dress. This is a 2:1 ratio of the original dress to the final dress. 
+
+We can calculate this ratio as 50/100 = 1:2. 
+
+We can then multiply this ratio by 140 to find the total increase in length of the original dress. 1:2 * 140 = 20cm.
+
+In other words, the original dress has a length of 140cm when divided by 1:2, which gives us 20cm. 
+
+The dress in its original design has a length of 140cm when divided by 1:1, which gives us 20cm. 
+
+So, the dress in its original design has a length of 20cm.','stop',200,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,8,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',8,'To solve this problem, let''s first calculate the original design of the dress and the final design. The original design is 140cm long and the final design is 140cm long. This means the final design is 140% of the original design.
+
+To find the length of the final design, we need to convert the ratio of the original design to the final design to centimeters. This can be done by dividing 140 by 140, which gives us 1.
+
+So, the length of the final design is 140cm.','stop',126,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,9,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',9,'Step 1: Determine the original length of the dress.
+Let''s denote the original length of the dress as ''L'' and the final length of the dress as ''L+L''
+Step 2: Calculate the original length of the dress, which is ''L''
+Step 3: Calculate the final length of the dress, which is the initial length of the dress multiplied by itself (L+L)
+Step 4: Calculate the final length of the dress, which is the original length of the dress multiplied by itself (L+L) * 100%
+Step 5: Calculate the final length of the dress, which is 140 (L+L) + 20 cm
+Step 6: Calculate the total length of the dress, which is 140 (L+L) + 20 cm = 340 cm
+
+The final length of the dress was 340cm.
+
+Lemon, Shania, and other designers have a wide range of designs. So, the calculation is not only limited to any specific item but also applies to an item that doesn''t have any attributes.','stop',244,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,10,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',10,'To solve this problem, we need to consider the scale effect of 100% (140cm) multiplied by the original length (15cm) and then multiply it by the original length (15cm). This can be done by multiplying 140cm by 15cm / 100, which gives 15cm.
+
+However, 15cm is indeed 140cm (140cm) and thus 15cm is added to the original length of 15cm, resulting in 16cm.
+
+So, the dress is actually 16cm long. This is the answer.','stop',142,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,11,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',11,'To solve this problem, let''s first understand the process of making a dress from the original design. She started with a dress of a length of 140cm. So, the dress is 140cm long. She then added a lace trim to the top of the dress, which is 20cm in length. Now, the dress has a lace trim of 20cm across the top, so the total length is 20cm * 20cm = 400cm.
+
+She then added a second lace trim of 20cm across the top of the dress, which adds 20cm to the dress''s length. The total length is now 400cm + 20cm = 420cm.
+
+The final design is 140cm long, so the dress is 140cm * 2 = 280cm long.
+
+In this case, the answer is 280cm, which is 280cm / 2 = 140cm.','stop',228,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,12,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',12,'To solve this problem, let''s first calculate the total length of the original dress. 
+
+The original dress has a length of 140cm.
+The dress is 10% longer by 50% of its original length, so its original length is 140*0.055 = 7.5cm.
+The dress is 140cm long, so the dress''s original length is 140cm + 7.5cm = 20.5cm.
+The dress''s original length is then 20.5cm + 5.5cm = 25.5cm.
+
+Now, let''s calculate the total length of the dress. Since the dress originally had a length of 20.5cm, the full dress would have a total length of 20.5cm + 25.5cm = 55.5cm.
+To find the dress''s original length, we subtract the full dress''s original length from the dress''s original length: 20.5cm - 55.5cm = 25.5cm.
+
+Therefore, the dress''s original length is 25.5cm.
+
+So, the length of the dress in its original design is 25.5cm.','stop',281,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,13,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',13,'First, we calculate the original length of the dress by multiplying the original length (approximately 140cm) by 50% (1/50, which is 0.196), then we multiply that by the original length of the dress (140cm), then add 50% of the original length of the dress (1.96), and finally we find the final length of the dress (140cm) by taking the fractional part of 1.96 (1.96).
+
+So, 1.96 is 50% of 1.96, which equals 1.96.','stop',142,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,14,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',14,'Let''s break down the problem: 
+
+Step 1: The dress is designed to be 140cm long, so we need to determine the number of cm of the dress that is 140cm long. Since the dress is originally 140cm long, we can assume it''s 140cm long at the start of the process, so we can take the initial 140cm and add 140cm.
+
+Step 2: The dress is designed to be 140cm long. So, the dress is 140cm long.
+
+Step 3: Now we need to determine how many cm of the dress that is 140cm long are those that are indeed 140cm long. We know that one way to determine this is to add 140cm to the dress, so that''s 140cm. 
+
+So, 140cm + 140cm = 260cm. 
+
+Now we just need to round to the nearest cent. 
+
+To round to 1cm, we''ll simply round to the nearest cent and add that to the dress to get 140cm long.
+
+So the final length is 140cm long. 
+
+Therefore, the answer is 140cm.','stop',288,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(55,0,15,'68383718dc3605f0362168ee2745e7c183e657e70bd44002d2b5fd96025c8a1b',15,'The dress is 140cm long so 140cm / 1.5cm = 12.8 cm
+The dress is 140cm long so 12.8 cm * 50% of the original length = 7.2 cm
+The dress is 140cm long so 7.2 cm * 20% of the original length = 1.5 cm
+The final dress is 140cm long so 140cm / 1.5cm * 100% = 22.5cm * 100% = 14.25cm
+The final dress is 140cm long so 14.25cm * 20% of the original length = 3.85cm
+The final dress is 140cm long so 3.85cm * 20% = 7.3cm
+The final dress is 140cm long so 7.3cm * 20% = 1.7cm
+The final dress is 140cm long so 1.7cm * 20% = 2.3cm
+The final dress is 140cm long so 2.3cm * 20% = 4.75cm
+The final dress is 140cm long so 4.75cm * 20% = 8.1cm
+The final dress is 140cm long so 8.1cm * 20% = 16.3cm
+The final dress is 140cm long so 16.3cm * 20% = 28.75cm
+The final dress is 140cm long so 28.75cm * 20% = 57.25cm','stop',412,112,32,2.98698335346645871268e+00,68535396576.0,NULL);
+INSERT INTO "chains" VALUES(56,0,0,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',0,'First, calculate 2/3 of the pizzas. 2/3 of the pizza = 0.75
+The two remaining friends ate 1.5 times the remaining slices of pizza. So, 1.5 * 0.75 = 0.98.
+We know that 0.98 is 11.75.
+#### 11.75
+The answer is: 11.75','stop',99,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,1,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',1,'Let''s start by breaking down the problem step by step. We know the total number of pieces of pizza is 12. We also know there are two remaining friends, and one of them ate half of the remaining slices.
+
+Let''s call the number of slices of pizza that one of the two friends ate x. This means they ate x/12 slices.
+
+However, we know the pizza had 12 slices, and each of the two remaining friends ate 2/3 of that, so they ate 12/3x slices.
+
+The remaining slices of pizza are 12 - 12/3x.
+
+We can now write this as x/3x = 12/3x.
+
+Simplifying the fraction, we get x = 3/8.
+
+So, there were 3x slices of pizza that one of the two friends ate x/3x = 3/8.
+
+The remaining slices of pizza were 3/8 of those that one of the two friends ate x/3x.
+
+We can now add these fractions to get the final answer, which is 3x/8 = 3x/2.
+
+Dividing both sides by 2, we get x = 4/2.
+
+So, the remaining slices of pizza are 4/2 = 2.
+
+The answer is x = 2.','stop',304,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,2,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',2,'To solve this problem, we need to break it down into manageable parts. We know that two of the friends ate only 1/3 of their pizza. This means that the remaining pizza had 2/3 of the pizza left.
+
+We can think of this as 2 x 1/3 x 2 = 4 slices of pizza were left, which is 2 slices of pizza and 2 x 4 = 8 slices of pizza were eaten. However, this is an equation that is difficult to solve directly without using a calculator.
+
+Instead, we can think of it as the two friends'' pizza had 2 * 1/3 of the pizza left, which is 2/3 of the pizza left.
+
+We can simplify this by dividing the numerator of the fraction by 2, which is 1. This gives us 1/2, which is the 2 slices we need to double.
+
+This is a classic example of a simple division problem with an equation. To solve it, we can use the formula for division: 2 slices is equal to 2 * (1/2) = 2/4, which can be simplified to 2/4.
+
+However, we can also simplify it by dividing the fraction 2/4 by 2, which gives us 1/2. So, 2 slices is equal to 2/4 of the pizza, which is 2/4.
+
+In both cases, we have an equation where we have to double the fraction 2/4 to get 1/2. This is a classic example of a division problem that can be solved by dividing the fraction by itself, so it''s actually just another example of a division problem with a special name.','stop',369,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,3,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',3,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the problem. The problem states that after football practice, 12 slices of pizza were ordered and each pizza had 12 slices. So, we can think of the pizza as a fraction of a pizza with 12 slices. We need to find out how many slices of pizza were left.
+
+Let''s divide the pizza by 12. This means we need to find 12 / 12, which equals 1. So, the two remaining friends ate 1 slice of pizza.
+
+The final answer is 1 * 12 = 12 slices of pizza were left.
+
+So, there are 12 slices of pizza left, and one of the two remaining friends ate 1 slice of pizza.','stop',176,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,4,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',4,'Let''s break this down step by step. We know that each pizza had 12 slices and there were four friends. So, the total number of slices is 12 multiplied by 4 (fights) * 12 (slices) = 160. Now we have 12 * 4 = 48 slices left.
+
+So, we can say that 48 slices of pizza were left over after the two remaining friends ate ¾ of their pizzas.','stop',106,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,5,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',5,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total number of slices of pizza that were consumed. There are 12 slices of pizza, and each pizza contains 1 slice. So, the total number of slices of pizza is 12 x 1 = 12 slices.
+
+Next, we need to calculate the number of remaining slices. There are two remaining friends who ate ¾ of the pizza (2/3), and there are two slices left. So, the number of remaining slices is 2 x 2 = 4.
+
+Finally, we can calculate the number of remaining slices by dividing the total number of slices by the ratio of the number of remaining slices to the number of people who ate 2/3 of the pizza. This is a fraction of 12/4, which is 1. So, the number of remaining slices is 4 - 1 = 3.
+
+Therefore, there are 3 slices left in the pizza that were not consumed.','stop',221,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,6,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',6,'To solve this problem, we need to break it down into manageable parts. We know there are four friends and we want to find out how many slices of pizza are left.
+
+Let''s start by understanding the problem step by step. We know there are four friends and two slices of pizza are eaten by one of them. Now, we need to find the number of slices of pizza that are left.
+
+To do this, we need to divide the total number of slices of pizza by the number of friends. So, we will divide 1 by 4 (2 friends) and get 1/4.
+
+Now that we have the number of slices of pizza that are left, we can find out how many slices of pizza are left by multiplying 1 by 4 (which is 1).
+
+This is the answer to the question. 1 slice of pizza is left.','stop',185,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,7,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',7,'Bryce and his friends each ordered 12 slices of pizza. Each pizza had 12 slices, so if they ate half of it, that would be 14 slices of pizza left. The remaining two friends ate ¾ of the pizza, which is 2 * 14 = 26 slices of pizza left.
+To find the final answer, we need to subtract the two remaining friends from the total, which leaves 2 * 26 = 52 slices of pizza left. But 52 - 2 = 50 slices of pizza were eaten.
+Therefore, the answer is 52.','stop',134,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,8,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',8,'To solve this problem, we need to break it down step by step. First, we calculate the total number of slices of pizza each friend ate: 12 slices * 2 = 24 slices. Then we multiply this by the number of friends: 2 * 2 = 4.
+
+Now, we have 4 slices of pizza left. So, to find the number of slices of pizza left, we divide the number of slices by the number of friends: 4 / 2 = 2 slices left.
+
+This is the number of slices of pizza that Bryce and the two remaining friends ate.','stop',131,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,9,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',9,'To solve this problem, let''s break it down step by step. We know there are four friends and two of them ate 2/3 of the pizza, which is 1.45. So there are 2 friends who ate 1.45 slices of pizza. Now we have 1.45 pairs of friends eating the remaining 1.45 slices of pizza. So we add the remaining 1.45 to the total number of friends.
+
+The total number of slices of pizza is 4 + 2 = 6. However, we know there are only 2 friends who ate 2 slices of pizza, and 1.45 pairs of friends eating the remaining 1.45 slices of pizza is a combination of the friends who ate 2 slices each, but there''s only 1.45 slices left to the remaining friends.
+
+So we round up to 3, as there are only 3 friends left who ate the remaining 3 slices of pizza. So we add 3 to the remaining 1.45 slices of pizza, which is 6. 
+
+So, the answer is 6.','stop',245,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,10,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',10,'The solution is straightforward. Each pizza had 12 slices, so to calculate the number of remaining slices, we need to find 12 * (1.2 becomes 12/12), which equals 1.
+
+In all, 4 friends ate 2/3 of the pizza and 2 friends ate 1. So there were 4 * 2 = 8 remaining slices.
+
+So there was 1.2 + 8 = 17 remaining slices of pizza.','stop',107,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,11,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',11,'To solve this problem, we need to break it down into manageable parts. First, let''s understand the total number of slices of pizza each friend ate. Each pizza had 12 slices, so the total number of slices is 12 x 12 = 12 x 12 = 144 slices.
+
+Now, let''s explore the situation. To maximize the pizza''s slices, each of the friends ate 2/3 of their own pizza, which is 1/3. So, we can think of it as 12 x 1/3 = 2 x 2 = 4 slices.
+
+Another approach to solve this problem is to use a division and multiplication trick. To find the answer, we can divide 144 by 2, which gives us 72. This means that the pizza was 72 slices.
+
+This is essentially a mix of both of our previous answers. We can actually simplify it to 4 slices at a time. This is because if we divide 4 by 2, we get 2, which is the actual answer.','stop',235,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,12,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',12,'Let''s break this down step by step. First, we need to find out how many slices of pizza there are. Since there are 12 slices of pizza, we can multiply 12 by 12 to find the total number of slices: 12 * 12 = 120 slices.
+
+Next, we''ll find the number of people who ate the pizza. We know that there are 2 friends who ate 2/3 of the pizza, and there are 4 of them. So, there are 4 * 2 = 8 people who ate 2/3 of the pizza.
+
+Now, we''ll find the number of slices of pizza left: 120 - 8 = 124 slices of pizza were left after the two friends ate their pizza. To do this, we need to divide 124 by 2 and get the total number of slices of pizza.
+
+We''ll divide 124 by 2 and get 68 slices of pizza left, but that''s not the total. There''s a mistake somewhere. So, we''ll round to the nearest whole number. 68 slices of pizza are left.
+
+So, there are 11 slices of pizza left.
+
+The final answer is 11.','stop',276,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,13,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',13,'To solve this problem, we''ll break it down into manageable parts. First, we need to find the total number of slices of pizza that were left. 
+
+We know that each pizza had 12 slices, and for every 12 slices, there are 12 slices of pizza left. This can be calculated by dividing the number of slices by the number of slices per pizza, which is 12 / 12 = 1.
+
+The second part of the problem involves finding the number of remaining slices of pizza. We''ll denote the number of remaining slices of pizza as ''n''. 
+
+We know that for every 12 slices of pizza, there are 12 slices of pizza left. However, we''re looking for the number of slices remaining, which is 12 * (12 / 12). This simplifies to 1, which is the number of remaining slices.
+
+Another way to think about this problem is to consider the total number of slices of pizza, which is 12 * 12 = 120 slices. There are 12 slices remaining.
+
+The final answer is 120 - 12 = 80 slices of pizza that were left.','stop',259,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,14,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',14,'To solve this problem, we need to break it down into manageable parts and use logical thinking. First, let''s calculate the total number of slices of pizza that were left:
+
+Bryce and two friends ate 2 slices of pizza each. So, he took away 2 slices from his total pizza.
+This means the remaining pizza was 2 slices away from the total.
+
+Now, let''s find the ratio of slices to total pizza that were left. We know the pizza was 2 slices away from the total, and this means 2/3 of pizza was left.
+
+To find the ratio of slices to total pizza that was left, we can divide both sides of the ratio of slices to total pizza that was left by the ratio of slices to total pizza that was left. However, we can also simplify this by looking at the ratio of slices to total pizza that was left. It is the combination of slices to pizza that was left.
+
+We can find the ratio of slices to total pizza that was left based on the ratio of slices to pizza that was left. So, 2/3 of slices was left, that is 1/2 of slices to pizza that was left.
+
+To simplify this, we can multiply both the numerator and the denominator by 6 (since 6*2 = 12).
+
+We get 12/6 = 2 slices.
+
+So, the total number of slices of pizza that were left is 12 - 2 = 10 slices.','stop',321,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(56,0,15,'98d1dd819939732f9015abedad41ee2296ca4868da24de427fc9f708f75b92da',15,'Let''s break down the problem. 
+
+We know that each pizza had 12 slices, and 4 friends ate 2/3 of that pizza. So, 12 * (2/3) = 24 slices of pizza were left, but that was not the case. 24 - 2 = 20 slices of pizza were left, which is not possible given the 2/3 of the pizza is not the pizza.
+
+However, we can only consider the two remaining friends eating ¾ of the pizza because that''s the only remaining pizza.
+
+Now we have 20 slices - 2 = 18 slices left, but that was not possible, we only have 11 slices left, which is the maximum we can get considering the remaining pizza is only 11.
+
+The only way we can get to 11 is 10 slices left, which is 10 units. However, we cannot have more than 11 slices left, so we can only have 11 slices left.
+
+So, we need to find out how many slices of pizza are left after we have only 11 slices left.','stop',249,102,32,2.03598617306106355329e+00,58362699096.0,NULL);
+INSERT INTO "chains" VALUES(57,0,0,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',0,'To solve this problem, we need to break it down into manageable parts. We know that Greg spent $20, and he decided to split it equally. So, if we consider the two scenarios:
+
+Scenario 1:
+
+When Greg decided to split the money, he was essentially giving away $20 to himself, which means the other two siblings received exactly $10. So, each of them would have received $10.
+
+Scenario 2:
+
+When he decided to split the money, he was giving away $20 to himself, which means he had to split it with his younger siblings. So, he had to give away $10 to each of them.
+
+The total amount of money earned by Greg is $20 (Greg) - 2 (more or less), which is $12. So, he got 12 times the amount of money he originally spent.
+
+So, the answer is: 12 * 12 = 144.
+
+The final answer is 12 * 144 = 1632.','stop',235,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,1,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',1,'To solve this problem, we need to think about the concept of division. If we divide $20 by 3, the result will be 5, but it''s actually 2, since 20 is the division of 3 times 2. So, the answer is 2.
+
+This is a classic lateral thinking puzzle that involves the natural tendency to think creatively and avoid using traditional logic. It''s a great example of how some people believe in the power of imagination and can use it to solve seemingly impossible problems. In fact, this is a classic example of a simple logic puzzle that has been around for centuries.','stop',130,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,2,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',2,'To solve this problem, we need to first find the total amount of money Greg spent on chips and snacks, and then divide that by the total amount of money he spent, and multiply by himself.
+
+First, we calculate the total amount of money Greg spent by himself: $20 * 3 = $60.
+
+Next, we divide the total amount of money Greg spent by himself: 20 / 3 = 6.
+
+So, each of Greg''s 3 younger siblings got a total of 6 chips and 6 snacks.','stop',118,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,3,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',3,'To solve this problem, we need to find the total amount of money Greg spent, and then divide it by himself. 
+
+First, we need to find the total amount of money Greg spent by multiplying $20 by 3. This is because 3 is a multiple of 20, which is why we have 3 in our previous formula. So, the answer is 60.
+
+Now, to find out how much money each of Greg''s siblings received, we need to divide 20 by the number of siblings he had. So, we divide 20 by the number of siblings Greg had, which is 2.
+
+Finally, we need to find out how much each of Greg''s siblings received. This is just 20 / 2, which is 10.
+
+This problem has a simple yet elegant solution.','stop',180,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,4,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',4,'To find out how much money each of his siblings received, we need to divide $20 by the number of siblings. This can be done using a bit of algebra. We can start by dividing $20 by 3, which gives us 6.
+
+Now that we have the value of one sibling''s money, we have the value of the next sibling''s money multiplied by 2. So we multiply $6 by 2, which is 12.
+
+Each of his siblings received a value of 6 * 2 = 12 dollars.
+
+So, to clarify, Greg received a total of 12 + 3 = 15 dollars.','stop',143,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,5,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',5,'To solve this problem, we need to first find out how much money each sibling got by dividing $20 by 3. This can be done by dividing $20 by 3, which gives us 4. Then, we multiply this by the number of siblings, which is 2, to get the answer for each of the siblings.
+
+So, 4 siblings received $4 worth of money, and 2 siblings received 2 times 4 = 8 dollars.
+
+#### 8
+The answer is: 8','stop',113,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,6,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',6,'To solve this problem, let''s break it down step by step. We know Greg found $20, so he would have $20 / 3 siblings, which equals 1.5.
+
+Now we need to find out how much 2 siblings would get if they were split equally. If they were 2 siblings each, they would have 2 siblings x 2 = 4 siblings.
+
+So, if they are both in the first group, they would have 2 siblings x 2 = 4 siblings. If they are in the second group, they would have 2 siblings x 2 = 4 siblings.
+
+In total, they would have 4 + 4 = 8 siblings, which is 2 x 3 = 6.
+
+#### 2
+
+The answer is 2.','stop',176,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,7,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',7,'1. The total amount of money Greg spent is $20, so he spent 20 cents.
+2. To find out how much money each of his siblings earned, divide 20 cents by each of them: 20 / 3 = 6.
+3. Now that we know Greg decided to split the money equally, divide 6 by each of them to find the amount each of them received: 6 / 3 = 2.
+4. Greg''s siblings earned a total of 2 * 3 = 6 dollars.
+
+The final answer is 6 * 3 = 18 dollars.','stop',135,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,8,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',8,'Let''s break it down step by step. First, determine how much money Greg has. He has $20, so his wealth is $20.
+
+Now, calculate how much his younger siblings have. They have 2 (brothers) and 3 (siblings) at either end of the spectrum. So, they each have $1.
+
+To find out how much each of them would have if they were equal, we need to divide the wealth of everyone by the number of siblings. This gives us $20 / 2 = 1. To get a whole number of siblings, we can''t just add 1, so we multiply by 2, which is 2.
+
+So, Greg''s wealth is 2 siblings. This is the opposite of what his younger siblings would have, so they would need to divide 2 by 2 to get their own share.
+
+To solve this problem, we''ll multiply $20 by 2. This results in a total wealth of $40. 
+
+The answer is $40.','stop',225,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,9,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',9,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the problem itself. We''re told Greg found $20 after a certain amount of time, which is a fraction of $10. We can also simplify this fraction by dividing both the numerator and denominator by 2.
+
+So, the answer is $2.
+
+This problem requires thinking about fractions in a more practical way, rather than just using numbers. It''s about finding a solution that already has a fraction of $10, which is a clever way to simplify a problem that can also be solved with a fraction of $10. This is a classic example of how problem-solving often requires looking at a problem from multiple perspectives to find the most efficient solution.','stop',160,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,10,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',10,'To solve this problem, we need to break it down into manageable parts. First, we need to determine how much money Greg spent on himself. He spent $20, and we know that can be calculated as 20 dollars. So, we multiply $20 by 20 cents to find out how much money he spent.
+
+Next, we need to find how much money each of his siblings spent on themselves. To do this, we multiply the total amount of money they spent by themselves, which is 20 dollars. So, we have a total of 40 dollars. Now, we multiply this by 20 dollars, which gives us 80 dollars.
+
+However, we also need to consider that Greg actually spent $20 on himself. This is not possible, as Greg wants every single person to get a dollar. But, if we only consider the amount of money they spent on themselves, they actually spent 20 dollars on themselves.
+
+To put it more simply, Greg spent 20 dollars on himself, which means he spent $20 on himself and then spent $20 on himself again. So, he actually spent 20 dollars on himself twice, which is 40 dollars. So, he actually spent $40 dollars on himself.
+
+So, to calculate the amount of money he spent on himself, we simply divide $40 by 2, which gives us 20 dollars. So, to find the amount of money he spent on himself, we simply multiply $40 by 2, which gives us 80 dollars.
+
+Therefore, he spent 20 dollars on himself, which is not possible because he only spent 20 dollars on himself. The only possible answer is $40 dollars on himself.','stop',375,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,11,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',11,'To solve this problem, we need to consider the value of the final answer. We know that Greg had $20, and he decided to split it equally among his siblings. To do this, we multiply the amount by 2. 
+
+So the total amount Greg took away from his siblings can be calculated by multiplying $20 by 2. 
+
+So the total amount Greg took away from his siblings was 2 x $20 = $40. This is the same amount that his siblings initially received.
+
+So the two siblings who initially received $40 are now 40 - 2 = 24.
+
+So, the two siblings who initially received $40 each are each receiving 2 x $20 = $40.
+
+The total amount of money Greg had to divide himself was 2 x $20 = $40.
+
+However, this is not the total amount he initially had to divide himself. He initially had $20, but he then decided to split it equally among himself. He now has 2 x 2 = 4, so the total amount he initially had to split himself was 2 + 4 = 6.
+
+So, he now has 2 + 6 = 8, which is the same amount he initially had to divide himself.
+
+#### 2
+
+The answer is 2.','stop',293,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,12,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',12,'Let''s break down the problem step by step.
+
+First, we need to find out how much money Greg got by splitting it. He got $20 and a total of $10x was left over.
+
+Now, we need to find out how much money each of his siblings had. So, we can think of it as a fraction of $10x.
+
+So, we multiply the fraction by itself 3 times (to find the fraction of $10x). This is equivalent to 10x * 10x / 3.
+
+To get the fraction with a denominator of 10x, we can divide both numerator and denominator by 10. So, 10x / 10x is 1.
+
+Now, we add the fractions of $10x to the fraction of 10x.
+
+This gives us:
+
+(10x / 10x) + (10x / 10x) = 3x (which is the fraction of $10x).
+
+This is the answer.
+
+So, the answer is 3x.','stop',247,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,13,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',13,'To solve this problem, we''ll break it down step by step. First, we need to calculate the total amount of money Greg had to distribute. He had $20, which is 100%, so the total amount spent is 100% of his initial $20. So, he had 100% of himself ($100) and 20% of his siblings ($20). So the total amount spent is 100% of himself + 20% of himself equals 110%.
+
+To solve this problem, we''ll multiply 110 by 2, since 110 is equal to 2 multiplied by itself, 2 times 2, which is 4. This is a standard multiplication of 2 by itself, 2 times 2, which equals 4.
+
+So the final answer is 2x. Since we don''t know how many siblings Greg had, we can take 4 and add it to the total, which is 4 + 2 = 6 siblings.
+
+So Greg had 6 siblings, and he now has 2 siblings.','stop',244,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,14,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',14,'To solve this problem, we need to think about the given information step-by-step. We are told that Greg spent $20, so he had to split the $20 equally among his siblings.
+
+Let''s start by finding a total amount Greg could have spent by himself. If he had only spent $1, he would have spent $1, so he didn''t have to spend money himself. 
+
+Now, let''s consider the siblings. He had to divide the $20 equally among himself and the $1, which is like a fraction of $2. He had to split $1, so he would have had to divide $2 by himself. 
+
+So, the total amount Greg had to spend is $1, which is a fraction of $2. So, the answer is $1.','stop',171,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(57,0,15,'d983470ab571211098590de381f39a46c3ea62d69f197ddfc17e570e7918f423',15,'To solve this problem, we need to think step-by-step, carefully considering every possible scenario and potential outcomes. First, we need to find the total amount Greg spent. He spent $20, so he spent x dollars. This is a multi-step calculation, but we can break it down into two separate calculations: the amount he spent and the amount he spent x.
+
+We know that the amount he spent x is equal to his total expenses. So, we can set up a system of equations:
+
+x (total expenses) = 20 (total amount Greg spent)
+
+Let''s denote the amount Greg spent as ''x''. This gives us two equations:
+
+2x = 20
+x = 20 - x
+
+Now, we can solve this equation using either of the following methods:
+
+- One of the methods is to eliminate x by multiplying both sides of the equation by 20 to get rid of the fraction 20 - x. This will give us x = 20 - 20 = 0.
+- The other method is to use the elimination of x, but this will only work if the original equation has no x terms. Since we have already solved the equation with 0 as an answer, there is no remaining equation.
+
+So, the only solution is by using elimination:
+
+x = 20 - 20 = 0
+
+The answer is 0.
+
+This problem can also be solved using a different approach, but one that requires a bit more math and involves an equation that is perfect for solving linear equations with fractions. But that is a story for another time.','stop',350,80,32,1.98009046732460847195e+00,55941428952.0,NULL);
+INSERT INTO "chains" VALUES(58,0,0,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how much he can afford to cover if he has $50 to work. We can do this by multiplying $300 by 50. That''s 150, which is the total amount John can cover.
+
+Now, we need to find out how much he can afford to work if he has $50 to work. We can do this by dividing the total amount ($50) by 50, which is 1. So, he can afford to work 100% of the $300 trip.
+
+Let''s add these two values together: 100% of $300 = 100% * 50 = 500. Now we just need to find the amount left over to make 100% of $300. We subtract that amount from 100% to get the amount left over, which is 100% - 50 = 50.
+
+So, John can afford to work 50% more than he actually has. So, to find out how much he can afford to work, we need to find out how much of the $50 he actually has to work. We can do this by dividing the $50 by 100, which is 0.05. This gives us 0.1. So, John can afford to work 1% more than he actually has to work.
+
+Therefore, 1% of the $50 is 10% of 50, which is 50/50 * 100 = 10. So, John can afford to work 10% more than he actually has to work.','stop',389,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,1,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',1,'To find out how much John is missing, we need to subtract the cost of the trip from his initial funds. 
+
+John has $50 and the trip costs $300, so if he has $50, he needs to pay $300 - $50 = $40 for the trip.
+
+To find out how much John is missing, we can multiply $40 by 100, which is 400. This means John has $40 left over, which is $160.
+
+So, John is missing 160 cents.','stop',128,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,2,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',2,'To solve this problem, we need to first understand that the school has allocated $50 to cover the trip, which means John''s trip will cost $300. We can think of this as half of the total trip budget. So, we need to find the cost of the trip that matches half of the total budget.
+
+Given that the school has allocated $50 to the trip, we can multiply the cost of the trip by half (to find the cost of the trip that matches half of the total budget). This will give us $50 * 0.5 = $25.
+
+Now, John has a $300 budget that needs to be split between the two trips. We can multiply this by half to find the total cost of the trip that will be sold. So, 1/2 * $300 = $30.
+
+Thus, John has $30 left over to cover the remaining $100, which is the school''s total cost of 50 - 30 = $100.
+
+So, 100 cents is $25. This means John has earned $25 in return from the school''s donation.','stop',254,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,3,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',3,'To solve this problem, we need to calculate the cost of the trip (300 dollars) and determine how much John is missing.
+
+First, let''s find out how much John''s trip costs, which is 300 dollars.
+
+Next, we need to calculate the cost of the trip by multiplying the cost (300 dollars) by the amount John is missing (40 dollars). 
+
+We can calculate this using the formula for find of the cost of project, which is 100% of 40 multiplied by itself 4 times.
+
+So, 40 x 4 = 160, which is the cost of the trip.
+
+Now, we need to find out how much John''s trip costs to find out how much he is missing.
+
+We know that 40 x 4 = 160, which is 160 dollars.
+
+We can add 160 to both sides of the equation, which gives 160 + 160 = 240 dollars.
+
+Now, we need to find out how much John''s trip costs, which is 160 dollars.
+
+We can multiply 4 by 160, which is 720 dollars, which is the cost of the trip.
+
+The answer is 720.
+
+So, John is missing $720.','stop',303,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,4,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',4,'To solve this problem, we need to use logical thinking and step-by-step calculation. Firstly, let''s set up the equation: 50 = 300 - 1/2.
+
+This equation simplifies to: 1 = 3. We can calculate 1 as 1. Now, we have 100 as 25 and 1 is 10. So, we can consider 50 as 2. So, 50 = 20.
+
+Now, we can set up our logic: We are left with 20 = 10, which means that 10 is the only part of the problem we have to solve, as we can''t add 10 to 10 anymore. So, 1 is the only part of the problem left to solve.
+
+Next, we want to find the fraction of 10. We can do this by dividing 10 by 10. Since the answer is 10, that means 1 is the only fraction that leaves a remainder of 10 when divided by 10.
+
+Now, let''s find the fraction of 20 that leaves a remainder of 1 when divided by 10. So, we can multiply 2 by 2 and get 4, which means 2 is the only fraction that leaves a remainder of 2 when divided by 10.
+
+So, 1 is the only fraction that leaves a remainder of 1 when divided by 10.
+
+Now, let''s solve for 10: 10 = 10 * 2. So, the answer is 20.
+
+Now, we need to find the total money John has left when he decides to raise money for the school trip. So, we need to subtract 2 from 20. So, 20 - 20 = 0. So, we have 0 left on the bill.
+
+So, there''s only one leftover amount of money.','stop',432,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,5,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',5,'Let''s break it down step by step: 
+John has $50, which represents the entire $300 he needs to cover.
+The total amount of money that needs to be covered is half of $50, which is $25.
+Therefore, 50% of the entire $300 is covered by $25.
+So, 100% of the entire $300 is matched by 25% of the money that was originally needed to cover it.
+#### 2
+The answer is: 2','stop',120,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,6,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',6,'To solve this problem, we need to determine the total cost of the trip. We can calculate it by multiplying the number of hours John has been working on the project by the cost of the trip. 
+
+This means we multiply $50 by 300, which gives us $1500.
+
+We can now add this amount to the total cost of the trip. However, to avoid multiples of 100, we''ll use a different approach. Since the cost of the trip is $1500, we can calculate it as 1500 * 300 = 450000.
+
+This means that John has missed 45,000 dollars.
+
+To calculate the total cost of the trip, we need to multiply the number of hours John has been working on the project by the cost of the trip. This would be 1500 * 300 = 400000 dollars.
+
+So, John has missed 40,000 dollars.','stop',225,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,7,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',7,'To solve this problem, we need to find out how much money John needs to cover the entire trip with the help of the school. We can do this by multiplying $50 by the cost of the trip, which is $300.
+
+This means that 100% of the trip could already be covered, with 100% being both the price of the trip ($300) and the road to the trip ($300).
+
+So, the answer is that 100% of the trip is already covered.
+
+However, we can also consider that 90% of the trip was covered by the school''s help, but this 10% is likely to be lost if we don''t have 100% of the trip covered. So, the answer is that 100% of the trip is already covered.','stop',186,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,8,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',8,'To determine the amount John is missing, we need to find the difference between the $50 and the total cost of the trip.
+
+Each dollar represents a half-dollar spent, or $1. So, the cost of the trip is $1.10.
+
+The total cost of the trip is $300.
+
+The amount John is missing is $1.10 - $1.10 = $1.00.
+
+Thus, John is missing $1.00, which can be calculated as 10% of $1.00, which is $1.00 * 0.10 = $0.10.','stop',146,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,9,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',9,'To solve this problem, we need to determine how much of the $300 is John missing.
+
+First, we need to find the total amount John needs to cover the trip, which is $50. So, we can multiply $50 by $300, which gives us $1500.
+
+Now, let''s find the remaining amount John needs to cover the trip. If John has $50 left, he needs to cover 50% of $300, which is $150. So, he needs to spend 50% of $300, which is $15.
+
+Therefore, the remaining amount John needs to cover the trip is $15, which is $30.
+
+So, John has $20 left, and 50% of it is $30, which means 70% of it is $20.
+
+Therefore, the remaining amount John needs to cover the trip is $15.
+
+#### 15
+The answer is: 15','stop',229,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,10,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',10,'To solve this problem, we need to consider the total amount of money John needs to cover the trip, which is $50. This is equivalent to half of $300, which is $100. So, the total amount of money needed is $50 / 2 = $25.
+
+We can calculate John''s original cost of the trip, which is $50, as $50 / 2 = $25. Since we want to know the total amount of money John needs to cover, we need to find out how much money John needs to cover half of his original cost, which is $50/2 = $25.
+
+We can multiply this by 2 (since we want to find the total cost of the trip) to find the total amount of money John needs to cover half of his original cost. This is $25 * 2 = $40.
+
+So, John is missing $40 if he has $50.','stop',211,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,11,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',11,'Step 1: Determine the total cost of the trip.
+Cost of the trip = $50 * 300 = $1500
+
+Step 2: Determine the number of dollars John is missing.
+The number of dollars John is missing is $1500 - $50 = $1500
+
+Step 3: Calculate the amount John is missing by multiplying the cost of the trip by 1500.
+The amount John is missing = 1500 * $150 = $22500
+
+So, John is missing $22500','stop',135,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,12,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',12,'To solve this problem, we need to determine how much of the total trip cost to cover. We can start by finding the cost of the trip by dividing $300 by 50, which gives 2.5. Now we know we need to find half of 2.5, which is 1.
+
+He has applied for help, which means he has got 1/2 of the trip. He needs to cover $1.50 to match the 2.5, so he needs to spend $1.50 to cover the entire trip. So, he needs to spend $1.50 on himself to match the rest of the trip. So, his total spending is $1.50 + $1.50 = $2.00.
+
+So, John has 2.00 remaining for half of the trip. To find half of 2.5, he would need to divide 2.5 by 2.5 to find the amount of money left over. This is 1.1 (which is 2.5 times 2.5). So, John has 1.1 remaining for half of the trip.
+
+To find the total money wasted, we need to divide the remaining amount by 2, which gives 0.6. This is the money John has left over for himself.
+
+So, the final answer is 1.6.','stop',301,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,13,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',13,'To determine the cost of the trip, we need to find out how much money John needs to cover the entire $50 for the school trip. This is a classic example of a game where the answer is essentially doubling the initial amount.
+
+The initial amount John has is $50, and since he needs to cover half of the money, he needs to spend $100 to cover the entire trip. So, if he has $50, he needs to spend $50 x 2 = $100.
+
+Now we know that John needs to spend $100 to cover the entire trip. To find out how much money he needs to spend, we multiply $100 by 2, which is 20. This is a combination of doubling the initial amount.
+
+The total cost of the trip is $50 x 2 = $100, which means John has to spend $20 to cover the entire trip. So, to find out how much money John needs to spend, we multiply $20 by 2, which is 4, and then subtract the total cost of $50, which is $20.
+
+Therefore, John is missing $20 in money from the $50 trip.','stop',267,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,14,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',14,'To solve this problem, we need to determine the value of $300 by multiplying it by 50% of $300. This is a problem of finding the percentage of the total cost that the original $50 is worth. 
+
+To solve this, we can use a formula that allows us to find the desired percentage from the original percentage by multiplying the percentage by the original amount by itself, which is 100%. 
+
+This is a formula to find the percentage of a percentage by multiplying it by itself. 
+
+First, we need to find the original percentage by itself, which is 100%. 
+
+Now, we can find the percentage by multiplying 100 by 100. 
+
+So, 100x is the original percentage.
+
+Now, we can multiply 100x by 50% of $300.
+
+This is a problem of multiplying the original by the percentage. 
+
+So, 100x is the value of 10% of the original amount.
+
+So, 100x = 0.01 * 50 = 0.5.
+
+This is the amount that is missing from the original.
+
+We know that 100x is the only amount of money John has that is worth 10%.','stop',290,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(58,0,15,'fa0b63aee961fc3b0cd77355bc0d0c22fd2a17ff550ed2f2b7cad957f0e637e5',15,'To solve this problem, we need to calculate the actual cost of the trip by multiplying the cost of the trip by 1/2 and adding the cost of the original money.
+
+The cost of the trip is $50, and the original money is $50. So, we multiply $50 by 1/2, which gives us $10. 
+
+The original cost of the trip is $300, so we multiply this by 1/2, which gives us $60.
+
+The total cost of the trip is $10 + $60 = $260.
+
+To find the amount John is missing, we subtract the original cost from the total cost: $260 - $10 = $260.
+
+This means John is missing $260 if he wants to have the school trip, but if he only wants the trip itself, he will have to pay the original cost of $300, which is $10, however he can only have the trip as he already owns it.','stop',227,89,32,2.39611740856761645801e+00,65307036384.0,NULL);
+INSERT INTO "chains" VALUES(59,0,0,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',0,'To solve this problem, we need to determine the value of $1500 and multiply that by 3.
+
+First, we multiply the value of $1500 by 3: $3000 * 3 = $9000.
+
+So, John spent a total of $9000 on the goats and $9000 on the cows.
+
+The answer is: 9000.','stop',97,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,1,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',1,'To solve this problem, we need to first identify the total cost of the two animals. Let''s say the goats cost $500 and the cows cost $1500. We know that the total cost is the sum of these two animal costs multiplied by their respective prices.
+
+The total cost of 2 goats multiplied by 500 dollars is 2 * 500 = 1000 dollars. Similarly, the total cost of 2 cows multiplied by 1500 dollars is 2 * 1500 = 3000 dollars.
+
+We can now multiply 1000 by 2 to find the total cost of 2 goats multiplied by 2 cows, which is 400 dollars.
+
+Dividing 1000 by 2 gives us 400, and dividing 400 by 2 gives us 200 dollars. So, 
+the answer is 200.
+
+The answer is 2.','stop',219,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,2,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',2,'To solve this problem, I will first find the total cost of the goats and the cows, then determine the amount John spent on goats and cows.
+
+First, I will find the total cost of the goats and cows: 
+The goats cost 3 goats = 3 * $500 = $1500. 
+The cows cost 2 cows = 2 * $1500 = $300. 
+The total cost is 3 + 2 = 5 = $6.
+
+Now I will find the amount John spent on goats and cows:
+The goats cost 3 goats = 3 * $500 = $1500, 
+The cows cost 2 cows = 2 * $1500 = $300.
+
+I will add the amount John spent on goats and cows to find the total amount John spent on goats and cows: 
+$6 + $300 = $106.
+
+So, John spent $106 on goats and cows.','stop',226,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,3,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',3,'To solve this problem, we need to analyze the expenses involved. Each goat costs $50, and each cow costs $150. So, 1 goat = 150 cows.
+
+The total cost of 1 goat = 150 cows * $50 = $750.
+
+Therefore, John spent $750.','stop',78,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,4,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',4,'To solve this problem, I will first analyze the numbers provided. John buys 3 goats for $500 and 2 cows for $1500. This means the total cost is 3 + 2 = 5 dollars and 3 goats are 3 goats, and 2 cows are 2 cows. So, 5 + 2 = 7 dollars of the total cost.
+
+The sum of the costs of 3 goats and 2 cows is 5 + 7 = 12 dollars. Now we have 7 dollars. The actual amount of money that John spent is 5 + 12 = 17 dollars.
+
+To find the total amount of money John spent, we multiply the number of goats by 3 and the number of cows by 2. 
+This results in 3 * 3 = 9 dollars.
+
+Therefore, John spent 9 dollars on the goats and 17 dollars on the cows.','stop',205,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,5,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',5,'To solve this problem, we need to break it down into manageable parts and make the most of our time. First, we need to determine the total amount of money John spent. 
+
+We can calculate this by adding the number of goats to $500. 
+To do this, we can first calculate the total amount of money he spent by adding the number of goats to $500, which is 500 dollars. Then, we can multiply this by 100 dollars. 
+
+The total amount of money John spent is 500 dollars + 1500 dollars = 2000 dollars.
+
+Now, we want to find out how much he spent. To do this, we need to divide 2000 dollars by 3 goats, which gives us 2000 / 3 = 500 dollars.
+
+So, John spent 500 dollars on 3 goats and 2 cows. 
+
+This is the final answer.','stop',214,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,6,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',6,'1. Let x be the amount John spent.
+2. Since he bought 3 goats and 2 cows, each with a value of $1500, the value of the goat is x, and the value of the cow is 2x.
+3. So, the cost of 1 goat is x + 2x, and the cost of 1 cow is x.
+4. Now, we can set up the equation: 2x + 2x = 1500.
+5. Combining like terms: 2x = 1500.
+6. Dividing both sides of the equation by 2 gives us: x = 75.
+7. So, the amount John spent is 1500 / 2 = 750.
+
+So, the answer is 750.','stop',184,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,7,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',7,'1. Let x be the money John spent on goats.
+2. Let x be the money he spent on cows.
+3. Let the total amount paid be 50 + 1500 = 2000 dollars.
+
+Solving this equation, we multiply x by 50 to get 1000, then add 2000 = 20000 dollars.
+
+The total amount is 500 + 2000 = 3000 dollars.
+
+The answer is x = 500.
+
+#### 500
+
+No, 50 is incorrect. The answer is 2000 dollars.
+
+The total amount is 20000 + 3000 = 50000 dollars.','stop',180,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,8,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',8,'To solve this problem, let''s break it down step by step. John buys 3 goats for $500 each, and 2 cows for $1500 each. So, he would have spent 2 + 2 = 4 goats * $500 each = $1000. And he spent $1500 * 2 = $3000, which is the total amount he spent on both goats and cows.
+
+To solve this problem, we need to identify the total amount spent. Since 2 goats * $500 = $1000 is both the goats and the cows, and 2 cows * $1500 = $3500, so 2 goats * $1500 = $3500, which is the total amount spent. Therefore, the total amount spent is $3500.
+
+So, the answer is $3500.','stop',204,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,9,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',9,'To solve this problem, I broke it down into manageable parts. First, I determined that John bought 3 goats and 2 cows, so the total number of goats and cows is 3*2 = 6 goats and 2 cows, so the total cost is 3*6 + 2*2 = 18 + 4 = 22 dollars.
+
+Next, I determined that each goat cost 1.5 dollars, so the total amount of money John spent was 22 - 1.5 = 17 dollars.
+
+To find the total amount John spent, I added the cost of the goats and the cost of the cows together, so I got 17 + 1.5 = 2.75 dollars.
+
+Finally, I determined that John spent $2.75 on the goats and 2.75 on the cows. I rounded the total to 2 dollars, which is the answer.
+
+So, John spent $2.75 on the goats and $2.75 on the cows.','stop',226,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,10,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',10,'1. 3 goats * 1000 cents = 300 dollars
+2. 2 cows * 1500 cents = 3000 dollars
+
+Here is an example of how you can solve it:
+
+First, you know that the total amount spent is 3000 dollars + 3000 dollars = 6000 dollars. 
+To find out how much John spent, you multiply 6000 dollars by 3000 cents: 6000 dollars * 3000 cents = 180,000 dollars.
+
+So, John spent 180,000 dollars.','stop',151,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,11,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',11,'To solve this problem, we need to break it down step by step. First, John buys 3 goats and 2 cows and has 2 options. He can either buy one or two goats, but not both. So, he has 2 options to choose from, one of which is either a goat or a cow.
+
+The last option is 2 goats. So, we have 2 options to choose from. We can either buy one of the two options or we can buy two options.
+
+The problem asks how much money John spent, which is the total number of options divided by the total number of options (2 options). 
+So, we need to find 2 x 2 x 2 = 8 different options * 2 options = 16 different options to choose from.
+
+So, the answer is 16.','stop',180,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,12,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',12,'To solve this problem, we need to consider both the total cost of the two goats and the two cows, which is $500 (the goat) and $1500 (the cow).
+
+Let''s break it down step by step. For the goat, we know the total cost is $500, so we can set up a equation: 500 + 2 = 500 + 500 = $1000
+
+For the cow, we know the total cost is $1500, so we can set up a second equation: 500 + 2 = 500 + 25 = $250
+
+Now we need to find the total amount of money John spent. We can do this by multiplying the total cost by each item: 500 * $500 = $250000 
+So John spent a total of $250000.
+
+So, the answer is 250000.','stop',224,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,13,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',13,'To solve this problem, we need to first determine the total value of the two goats. We can do this by multiplying the number of goats by the price of a goat per cow: 3 * $5 = $15. Then we add the price of a goat to the price of a cow, which gives us the total value of the two goats: 3 * $15 = $42.
+
+Now we can calculate the total amount John spent by multiplying $42 by 2, which gives us $64.
+
+So the answer is 64.','stop',122,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,14,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',14,'To solve this problem, we need to first determine the total amount John spent by considering both the animals involved, the goats and the cows.
+
+Let''s first calculate the total amount of money spent by considering both the animals involved.
+
+For the 3 goats, John spent 3 * $500 = $1500.
+For the 2 cows, John spent 2 * $1500 = $300.
+
+Now, we need to find the total amount of money John spent by considering both the animals involved, which is 3 + 2 = 5.
+
+Therefore, John spent $5 + $1500 = $1050.
+
+So, John spent $1050 on both the goats and the cows.','stop',168,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(59,0,15,'cbfbb122fb30b371d3f1a0c567f506b0733520bf8d7ab8739f2818aec1587b4d',15,'First, let''s calculate the total amount of money John spent:
+
+John buys 3 goats for $500 each and 2 cows for $1500 each, so he buys $1500 * 3 + $500 * 2 = $2250 * 2 = $4500.
+
+He spends $4500 on goats and $5000 on cows, so he spends $1500 - $500 = $700.
+
+Now, let''s find out how much he spent by multiplying the number of goats by the number of cows. So, 3 goats * 2 cows = 6 cows. He spends 6 cows on goats and 1 cow on cows. He spends a total of 6 + 1 = 7 cows.
+
+Therefore, John spent a total of 7 * $500 = $350.
+
+So, John spent $700 on goats and $350 on cows.','stop',222,74,33,1.63061728840469721824e+00,49182049800.0,NULL);
+INSERT INTO "chains" VALUES(60,0,0,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',0,'Let''s break down the problem step-by-step:
+
+We know that each child planted a tree, and each teacher planted 2 trees.
+The total number of children planted can be represented as 40 / 2 = 20.
+The total number of teachers planted can be represented as 3 * 2 = 6.
+The total number of trees planted can be represented as 10 trees (the number of teachers planted).
+So, the number of trees planted is 20 - 6 = 12.
+
+The number of trees planted at the end of the campaign can be represented as 20 - 12 = 12.
+
+The answer is 12.
+
+The calculation is 20 - 12 = 12.','stop',171,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,1,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',1,'To solve this problem, we need to determine the total number of trees planted so far. We can start by finding the total number of trees planted so far. There are 40 classes * 25 students * 3 teachers * 2 trees / class = 40 * 2 * 3 * 2 = 120 trees that have already been planted.
+
+However, we need to add the number of trees planted so far to the total number of plants. This is where we can use the concept of division to solve it. We divide 120 trees (the total number of trees planted so far) by 120 (the number of plants planted so far), which gives us 2. So we add 1 to the total number of trees planted so far.
+
+The total number of trees planted so far is 120 (total number of trees planted so far) + 2 (the number of plants planted so far) = 24 trees.
+
+We can also think about what happens if we remove the 2 plants from the total number of trees planted so far. If we remove the 2 plants (the maximum is 2), we would subtract 1 from the total number of trees planted so far, which means the number of trees planted so far would now be 1 (the number of trees planted so far already removed).
+
+This is only possible if we were to remove 2 plants from the total number of trees planted so far. So, in reality we would be removing 2 plants to get back to the original total number of trees planted so far.
+
+However, in reality you simply remove the 2 plants from the total number of trees planted so far. The number of trees planted so far that would be removed is 2, and you would not remove the 2 plants.
+
+So, in reality you would need to remove 2 plants from the total number of trees planted so far. If you remove 2 plants you would remove all that you planted in the 1st place.','stop',430,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,2,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',2,'1. Calculate the number of trees each child planted: 25 x 2 = 50 trees
+2. Calculate the total number of trees planted: 1 tree for each child x 2 classrooms = 2 x 2 = 4 trees per classroom
+3. Calculate the total number of trees planted: 1 tree for each child x 4 classrooms = 4 trees per class
+
+So, they planted 4 trees per class.
+
+The final answer is 4 trees per class x 40 classes = 160 trees.','stop',118,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,3,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',3,'To find out how many trees will be planted at the end of the campaign, we need to calculate the number of trees each teacher will plant and the total number of classrooms planted.
+
+First, we calculate the number of classrooms each teacher planted: 3 teachers * 20 classrooms = 60 classrooms.
+
+Then, we calculate the number of trees each tree will grow: 2 trees per tree * 2 trees per tree = 4 trees per tree.
+
+Now, we calculate the total number of trees each teacher planted: 60 classrooms * 4 trees = 204 trees.
+
+There will be 204 trees in total planted at the end of the campaign.','stop',148,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,4,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',4,'To find out how many trees Ashley will have planted, we need to calculate the number of trees each teacher planted and then multiply that by the number of students.
+
+Assume each teacher planted 2 trees, so 2x = 4 trees. Now multiply 4 by 2 to find the number of trees each teacher planted: 4x = 8 trees.
+
+Now divide 4x by 2 to find the number of trees each tree represents: 8 trees / 2 = 4 trees.
+
+So, Ashley will have planted 4 trees.
+
+The total number of trees planted is the number of teachers multiplied by the number of trees planted: 3x = 3x, and 1 is added to the final answer.
+
+Therefore, Ashley will have planted 1 tree each.','stop',173,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,5,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',5,'To solve this problem, we need to calculate the total number of trees planted and then subtract the number of trees that will be planted at the end of the campaign.
+
+The total number of trees planted is the sum of the number of trees planted by each child multiplied by the number of teachers, multiplied by the number of classes. This is calculated as 25 * 3 * 3 = 32. Multiplying it by each of the teachers adds to 2. Each tree is planted by one teacher, so the total number of trees planted is 3 * 2 = 6.
+
+The number of trees planted at the end of the campaign is the difference between the number of trees planted at the beginning of the campaign and the number of trees planted at the end. This can be calculated as 25 - 3 = 18.
+
+In this case, the final answer will be 6.','stop',192,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,6,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',6,'To solve this problem, let''s first understand the total number of trees planted. Since each child planted a tree, the total number of trees planted would be the sum of the number of trees planted by each child.
+
+There are 40 classes with an average of 25 students each, so there are 40 x 25 = 1000 students in each class. So, there are 1000 students x 25 trees per student = 3000 trees planted.
+
+Each teacher planted a tree, so the number of trees planted by each teacher would be 20 students * 2 trees = 40 trees planted.
+
+The total number of trees planted would be the sum of the number of trees planted by each child, multiplied by 2, which is 2^2 = 4 trees planted.
+
+Therefore, the total number of trees planted at the end of the campaign would be 2^2 = 4 trees planted.','stop',210,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,7,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',7,'To solve this problem, we need to calculate the number of trees that will be planted at the end of the campaign.
+
+First, we need to find the total number of trees the school will plant. We can do this by multiplying the number of students planted (25) by the number of teachers planted (3): 25 * 3 = 75.
+
+Now we know that each of the 40 classes planted a tree, so we can calculate the number of trees planted by dividing the total number of trees by the number of plants planted.
+
+Number of trees planted / number of plants planted = 25 / 3 = 7.5.
+
+So, the school will have planted approximately 7.5 trees.
+
+The answer is: 7.5','stop',168,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,8,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',8,'Let''s break down the problem by considering the number of trees each child will plant and the amount of each class will plant, and then calculate the total number of trees planted.
+
+First, we calculate the number of trees each child will plant. In this case, 25 children multiply 25. So, 25 people plant 25 trees. So, 25 trees per person.
+
+Next, we calculate the number of trees each class will plant. Since 3 classes each plant 2 trees, 3 trees per class. So, 3 trees per class.
+
+So, the number of trees planted by each class is 3 * 25 trees = 75 trees.
+
+In total, the school has 40 classes (total trees planted - the number of each class planted) and 3 teachers each plant 2 trees. This means the total number of trees planted is 40 * 3 = 120 trees.','stop',206,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,9,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',9,'To find out how many trees Ashley will have planted, we first need to calculate the total number of trees planted. Let''s assume the number of trees is equal to the number of classrooms divided by the number of teachers per class.
+
+The number of classrooms is 40 * 3 = 120, and the number of teachers is 3 * 2 = 6. This means that the number of trees is equal to the number of classrooms divided by the number of teachers, which is 120 / 6 = 18.
+
+Now we know that the total number of trees planted is 18. To find the number of trees, we can use the formula for this type of scenario:
+
+Number of trees = Number of classrooms * Number of teachers
+Number of trees = 18 * 2
+Number of trees = 36
+
+The answer is 36.','stop',192,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,10,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',10,'Let''s break this down step-by-step. Initially, Ashley planted 40 trees in 25 classrooms, with 3 teachers per classroom. This leads to a total of 40 x 25 = 1000 students planted. Now, Ashley will plant 1000 students in 10 classrooms, each with 3 teachers.
+
+This means that at the end of the campaign, Ashley will plant 1000 - 1000 = 0 trees.
+
+There are only 40 classes with 25 students each, so the total number of trees planted will be 40 x 25 = 1000 students planted.','stop',150,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,11,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',11,'To solve this problem, we need to calculate the total number of trees planted. 
+
+The number of trees planted by each child is 1 tree for each child, since they plant 1 tree for each child. 
+
+The number of trees planted by each teacher is the number of trees planted by each teacher multiplied by the number of teachers.
+
+The total number of trees planted can be calculated by multiplying the number of trees planted by the number of teachers: 1 (children) * 3 (teachers) * 2 (teachers) * 2 (teachers per class) = 36 (trees planted)
+
+The total number of trees planted is 1 + 1 + 36 = 50 trees.
+
+We can calculate the number of trees planted by each class: 1 tree for each child * 20 children = 20 trees.
+
+The number of trees planted by each teacher is the number of trees planted by each teacher multiplied by the number of teachers: 1 tree * 3 teachers = 3 trees.
+
+The total number of trees planted is 50 - 3 = 45 trees planted.
+
+The answer is 45.','stop',252,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,12,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',12,'To solve this problem, we can break it down into manageable parts. We know that the school has 40 classes with an average of 25 students, and each class has 2 trees planted. We also know that the total number of trees planted is 40 * 25 = 1000 trees.
+
+We can calculate this by multiplying 1000 by 15, which is 2500. The total number of trees planted is 1000 + 2500 = 3000 trees.
+
+So, the answer is 3000.','stop',134,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,13,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',13,'Step 1: Calculate the total number of trees planted.
+Total trees planted = Total trees planted - 1
+Total trees planted = 25
+
+Step 2: Determine the number of trees planted by each teacher.
+Number of teachers planted = Total trees planted / Number of teachers per class
+Number of teachers planted = 25 / 3
+Number of teachers planted = 1.25
+
+Step 3: Calculate the total number of trees planted.
+Total trees planted = Total trees planted - 1 (teachers planted - 1)
+Total trees planted = 25 - 1
+Total trees planted = 24
+
+Step 4: Calculate the number of trees planted by each child.
+Number of children planted = Number of children planted - 1
+Number of children planted = 2
+
+So, there will be 2 trees planted by each child, and 24 trees planted by each child.','stop',199,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,14,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',14,'To solve this problem, we need to calculate the total number of trees that Ashley will have planted throughout the campaign.
+
+Initially, there were 40 classes with 40 teachers. Each class planted 2 trees, and each class had a maximum of 20 students. So, after planting 20 students, there would be 40 * 20 = 800 students planted.
+
+The total number of trees planted is the sum of the trees planted by each class and each teacher: 40 trees (class) + 20 trees (teacher) = 40 trees.
+
+Therefore, Ashley will have planted 40 trees over the course of the campaign.
+
+So, the answer is 40.','stop',159,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(60,0,15,'e6580d555576a0bae53c705787122661331502535a52eb56a3b55e29f1ab5ab2',15,'To solve this problem, we need to calculate the number of trees each teacher planted.
+
+Each teacher planted 2 trees, so in total, the total number of trees planted is 2 * 2 = 4 trees.
+
+In the context of the campaign, the total number of trees planted is the sum of the number of trees planted by each teacher. So, we subtract the number of trees planted by each teacher from the total number of students planted, which is 2 * 40 = 80 trees.
+
+So, the answer is 2 + 80 = 160 trees.','stop',130,99,32,1.83418960330090596855e+00,51838721208.0,NULL);
+INSERT INTO "chains" VALUES(61,0,0,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',0,'Boris creates 50,000 bars of chocolate every day.
+Each day, he produces 8,000 bars of chocolate, which means he produces 50,000 * 8,000 = 40,000 chocolate bars.
+On the second day, Boris produces 8,000 * 2 = 16,000 chocolate bars.
+On the third day, Boris only produces half as much as the first day, which means he produces 4,000 chocolate bars.
+Finally, on the fourth day, Boris produces three times as much as the first day, so he produces 4 * 3 = 12 chocolate bars.
+The total production for the fourth week is 4 * 4 = 20 chocolate bars.
+Boris produces 50,000 - 20 = 45,000 chocolate bars.
+He produces 50,000 - 20 = 45,000 chocolate bars.
+The fourth week, Boris produces 45,000 chocolate bars.
+The answer is: 80','stop',251,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,1,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',1,'To solve this problem, let''s break it down step by step. We know that Boris produces 50,000 bars of chocolate each month, which is equivalent to 50,000 * 50,000 = 25,000,000 bars of chocolate every month.
+
+Every month, Boris only produces half of the first week''s chocolate, so that''s 25,000 * 2 = 50,000 bars of chocolate. This means he produces 25,000 * 2 = 50,000 bars of chocolate the first week. Then, he only produces 1 bar of chocolate on the fourth week, which is 25,000 * 2 = 50,000 bars of chocolate.
+
+So, to find out how much he produces the fourth week, we need to calculate this as 25,000 * (1 + 4) = 50,000 * 4 = 20,000,000.
+
+Finally, we multiply this by the number of days in a month (4), which is 200 * 4 = 800. This is the total amount of chocolate Boris produces each month.
+
+Therefore, Boris produces 200 * 800 = 16,000,000 chocolate bars every month.','stop',315,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,2,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',2,'To solve this problem, we need to consider the process of production. Here''s the reasoning:
+
+1. Boris produces 5,000 bars of chocolate per month. Each week, he produces 8,000 bars * 5,000 = 400,000 chocolate bars. So, he produces 400,000 bars in a month.
+
+2. The third week, he only produces half of the previous week''s production, which is 8,000 bars * 5,000 = 400,000 bars. So, he only produces 400,000 bars in a month.
+
+3. He produces 11,000 bars of chocolate per month in a week. So, he produces 11,000 * 1000 = 110,000 chocolate bars per month. However, he only produces 110,000 chocolate bars per month, which is less than his daily production of 400,000 chocolate bars. So, he produces 110,000 chocolate bars per week in a month, which is less than the minimum production of 400,000 chocolate bars.
+
+4. So, each week, Boris only produces 11,000 chocolate bars, which is less than his daily production of 400,000 chocolate bars.
+
+In total, Boris produces 111,000 chocolate bars in a month, which is less than the minimum production of 400,000 chocolate bars.
+
+So, the answer is 111, which is the maximum possible.','stop',374,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,3,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',3,'This is a classic example of a recursive logic puzzle. The solution relies on the assumption that the number of bars produced in the previous week is proportional to the number of bars produced in the previous month.
+
+Let''s break it down step by step. In the first week, Boris only produces 50,000 bars. So, in the next week, he can produce 15,000 bars of chocolate. This happens twice.
+
+The next week, Boris produces 25000 bars, and in the next week, he can produce 22500 bars. This happens twice.
+
+In the next week, Boris can produce 28000 bars, which happens twice. So, he can produce 25000 + 28000 = 54000 bars of chocolate.
+
+In the fourth week, Boris can produce 32500 bars of chocolate. This is twice. So, he can produce 32500 + 32500 = 65000 bars of chocolate.
+
+The answer is 54000.
+
+This problem involves recursive logic because it uses the concept of self-referential recursion. The original problem asks what amount Boris produces after the fourth week. The answer is 54000, which is calculated by multiplying 54000 by the recursive process of calculating the number of bars produced in the previous week (3,333,330, to be exact).','stop',331,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,4,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',4,'Boris has 8,000 - 500 = 300,000 bars of chocolate produced in 4 weeks.
+Boris produces 300,000 - 100,000 = 30,000,000 bars of chocolate the first week.
+Boris produces 8,000 - 30 = 3500 bars of chocolate the second week.
+Boris produces 4 days before the third week, 3500 - 3 = 3000, and 3 days before the third week, 3000 - 3 = 2600, respectively.
+So, Boris produces 3 * 100 = 300, which is 27,000, but 3 days before the third, that is 3 * 3 = 9.
+So, Boris produces 4 * 9 = 34.
+Boris works at a 3-day-a-week cycle.
+So, 3 days before the third week, 3 * 3 = 9.
+Then, 3 days before the third week, 3 * 4 = 12 = 12 * 3 = 36, 
+Then, 3 days before the third week, 3 * 2 = 6 = 6 * 3 = 12, 
+Then, 3 days before the third week, 3 * 3 = 9 = 9 * 3 = 27, 
+Then, 3 days before the fourth week, 3 * 4 = 12 = 2 * 4 = 8, 
+Then, 3 days before the fourth week, 3 * 2 = 6 = 8 = 6 * 2 = 12, 
+Then, 3 days before the fourth week, 3 * 1 = 3 = 10 = 3 * 1 = 3, 
+Then, 3 days before the fourth week, 3 * 3 = 9 = 9 = 8 = 8 * 3 = 64.
+The answer is 28.
+
+OPTIONS:
+C
+B
+D
+E','stop',502,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,5,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',5,'To solve this problem, we need to find out the number of bananas that Boris produces per month. In each of the first three weeks, Boris produces 1 banana. In the fourth week, Boris only produces half as much as the first week, so he produces 2 bananas per week.
+
+The question asks for the number of bananas Boris produces each month, but we need to find out how many bananas he produces every week. There are 7 days in a week and 2 weeks in a month, so there are 365 days in a year. To find the number of bananas he produces every month, we need to divide the number of bananas he produces by the number of days in each week.
+
+2 / 3 * 365 = 1.5 bananas per day = 2.25 bananas per month.
+
+In the fourth week, Boris only produces half as much as the first week. This means that his production is 1.5 bananas per day * 4 weeks = 6.25 bananas per day.
+
+Therefore, Boris produces 2.25 bananas per day.','stop',235,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,6,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',6,'Boris produces 8,000 x 3 = 24,000 bars of chocolate every day.
+The first week lasts for 4 weeks (12 weeks x 3), which is 4 x 3 = 12 weeks.
+The second week lasts for 4 x 3 = 12 weeks.
+The third week lasts for 12 x 3 = 36 weeks.
+The fourth week lasts for 4 x 1 = 4 weeks, where 2 weeks are the last 2 weeks.
+Boris produces 2 * 2 = 4 bars of chocolate every day.
+Therefore, he produces 2 * 4 = 8 more bars of chocolate every day.
+However, the fourth week ends with 4 weeks of chocolate, so the third week will start with 4 * 3 = 12 weeks of chocolate.
+Boris will continue producing chocolate for 12 weeks, which is approximately 9 months.','stop',211,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,7,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',7,'To solve this problem, we need to break it down into manageable parts. First, we determine how many batches of 50,000 are produced per month. Then, we calculate the number of weeks in each month.
+
+The problem states that Boris produces 50,000 bars of chocolate each month, which is equivalent to 100,000 bars per month. We can calculate the number of weeks in each month by dividing 100,000 by 5. 
+
+50,000 / 5 = 100 weeks per month.
+
+The number of weeks per month is 100. This is calculated by multiplying 100 by 100.
+
+So, in 100 weeks, Boris produces 100 * 10 = 1000 bars of chocolate each month.
+
+Boris buys 8,000 bars of chocolate the first week, which is equivalent to 1000 / 10 = 100 bars.
+
+The second week, Boris only buys 3 * 10 = 30 bars of chocolate.
+
+Boris buys 3 * 10 = 30 bars of chocolate the second week.
+
+Therefore, Boris buys 30 + 30 = 60 bars of chocolate the third week.
+
+Boris continues to buy chocolate every day until the third week of each month, which is equivalent to the first week.
+
+The third week, Boris only buys 3 * 1 = 3 bars of chocolate.
+
+The total number of bars that Boris produces every week is 1000 / 3 = 300 bars of chocolate that he produces every week.
+
+Therefore, Boris produces 300 / 3 = 100 bars of chocolate that he produces every week.
+
+The final answer is 300 + 100 = 400 bars of chocolate that Boris produces every week.','stop',435,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,8,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',8,'Boris produces 8,000 * 2 = 16,000 bars of chocolate each month.
+The fourth week, Boris only produces half as much as the first week, so he only produces 16,000 / 2 = 7,200 bars of chocolate.
+On the fifth week, he produces three times as much as the first week, so he produces 7,200 * 3 = 20,400 bars of chocolate.
+He produces the fourth week, so he produces 20,400 / 2 = 10,600 bars of chocolate.
+To find out how much he produces the fifth week, we subtract his final production from his daily production of 10,600, so 20,400 - 10,600 = 10,600 - 260 = 7,200.
+So, Boris produces 7,200 * 3 = 21,200 bars of chocolate each week.
+Boris only produces 3 times as much as the first week, so he only produces 21,200 / 3 = 5,400, but he only produces 1,500 more bars of chocolate than he did last week.
+So, he produces 1.5 * 3 = 4.000 bars of chocolate each week.
+To find out how much he produces the fifth week, we subtract his final production from his daily production of 4.000. So, 4.000 - 4.000 = 1.000, so he produces 1.000 * 3 = 3.000 bars of chocolate each week.
+The answer is: 3','stop',402,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,9,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',9,'Boris buys 50,000 bars of chocolate each month in the first week. He produces 8,000 bars of chocolate in the first week. In the second week, he only produces half as many as the first week''s chocolate. In the third week, he produces three times as much as the first week''s chocolate. So, he can produce a total of 50,000 x 2 = 100,000 in the second and third weeks.
+
+In the fourth week, he can produce a total of 100,000 x 2 = 200,000. 
+
+The total production of his chocolate is 50,000 + 100,000 = 200,000.','stop',176,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,10,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',10,'To solve this problem, we need to break it down into manageable parts. First, we need to determine how many bars of chocolate are produced each week. We can find this by dividing the total number of bars by the number of weeks.
+
+The formula for this is:
+
+Number of weeks = Number of bars * Number of weeks per month
+
+In this case, the number of weeks per month is 3. So, we can calculate:
+
+3 weeks = 3 * 3 = 9 weeks
+
+So, we need to find the total number of bars produced and divide it by the number of weeks per month to find the number of bars produced the fourth week.
+
+3 weeks = 3 * 4 = 12 weeks
+
+Now, we multiply this by 18 to find the number of bars produced the fourth week.
+
+12 weeks * 12 bars per week = 180 bars
+
+So, the answer is 180 x 4 = 720, but since we actually have 720 - 180 = 220 bars that are produced the fourth week, so the answer is 720 - 220 = 280 bars.
+
+Alternatively, you could have simply stated it as 180 x 4 = 720, but 280 is already at 180, and 720 - 280 equals 280.','stop',315,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,11,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',11,'Boris produces 8,000 x 3 = 24,000 bars of chocolate each month.
+Boris produces 2^4 = 8,000 x 2 = 16,000 bars of chocolate each month.
+On the fourth week, Boris only produces half as much as the first week, so he only produces 16,000 x 1 = 16,000 bars of chocolate each month.
+Boris produces 2^4 = 16,000 x 2 = 32,000 bars of chocolate each month.
+However, the fourth week ends on the fourth day. This means that on day 12, Boris only produces 16,000 x 2 = 32,000 bars of chocolate each month. He produces 16,000 x 3 = 42,000 bars of chocolate each month.
+Boris only produces 32,000 x 2 = 64,000 bars of chocolate each month, and then he only produces 2^3 = 8,000 x 3 = 24,000 bars of chocolate each month.
+Therefore, Boris only produces 8,000 x 3 = 24,000 bars of chocolate each month, which is 16,000 x 3 = 42,000.','stop',323,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,12,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',12,'To solve this problem, we need to determine how much more Boris produces chocolate each week compared to the previous three weeks. 
+
+First, we calculate the total number of chocolate supplied by Boris each week: 50,000 / 3 = 1500 chocolate.
+Now, we know that on each of the third and fourth weeks, Boris only produces half as much as the first week. This means that for each of the first three weeks, Boris only produces 2/3 * 50,000 = 100 chocolate.
+For the fourth week, Boris only produces three times the amount of chocolate that was produced last week. So, for the fourth week, Boris only produces 2 * 100 = 20 chocolate.
+Boris can produce 100 chocolate each week, so for each week, he can produce 100 * 12 = 1200 chocolate.
+
+Now, we can calculate how much more he can produce by producing 1200 chocolate per week compared to the previous three weeks. So, 1200 chocolate / 2 = 600 chocolate per week.
+Therefore, Boris can produce 600 chocolate each week.
+#### 6
+The answer is: 6','stop',275,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,13,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',13,'Boris produces 8,000 bars of chocolate the first week, which is 0.15 * 50,000 = 8,000 bars of chocolate.
+Boris produces 8,000 * 1.5 = 12,000 bars of chocolate the second week.
+Boris only produces half as much as the first week, so he produces 12,000 * 1 = 12,000 * 2 = 24,000 bars of chocolate the third week.
+Boris produces 24,000 * 1.5 = 32,000 bars of chocolate the fourth week.
+The total amount of chocolate he produces is 8,000 + 8,000 + 12,000 + 24,000 = 24,000 bars.
+The answer is 24,000.','stop',216,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,14,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',14,'Step 1: Determine the total number of bars of chocolate that Boris produces every month.
+Step 2: Determine how many bars of chocolate Boris produces the first week.
+Step 3: Determine how many bars of chocolate Boris produces the second week.
+Step 4: Determine how many bars of chocolate Boris produces the third week.
+Step 5: Calculate how many bars of chocolate Boris produces the fourth week.
+
+First, find the total number of bars of chocolate Boris produces every month:
+200,000 / 50,000 = 0.06547 (1.6667 bar)
+
+Step 6: Determine how many bars of chocolate Boris produces the first week.
+Step 7: Calculate how many bars of chocolate Boris produces the second week by dividing 200,000 by 0.06547 (which equals 200,000)
+
+Step 8: Calculate how many bars of chocolate Boris produces the third week by multiplying 200,000 by 2
+
+Step 9: Calculate how many bars of chocolate Boris produces the fourth week by multiplying 2 by 2
+
+Boris produces 1.6667 bars of chocolate every month, so he produces 1.6667 * 2 = 3 * 2 = 6.547 bars of chocolate.
+He produces a total of 6.547 * 2 = 12.142 bars of chocolate.
+
+So, Boris produces 12.142 bars of chocolate every month.','stop',351,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(61,0,15,'8d51eafc1a9e3208052226a117004561e23e21fdbe9129ac5043eadeb4c43c70',15,'To solve this problem, we need to break it down step by step. First, we know that Boris produces 8,000 bars of chocolate per month. So, the daily production is 8,000 * 2 = 16,000 bars of chocolate per month.
+
+The second week has 16,000 - 8,000 = 2000 bars of chocolate.
+This means there are 2000 * 1.5 = 3000 mm of chocolate left over from the first week.
+
+Now, we need to find out how many chocolates Boris produces the fourth week.
+We know that Boris only produces half as much as the first week (2000). Now we have half the chocolate left over from the first week.
+
+So, the number of chocolates Boris produces the fourth week is 16,000 - 2000 = 1200.
+
+This is a total of 4 times the chocolate Boris produces the fourth week.
+
+The total number of chocolates Boris produces the fourth week is 1200 / 4 = 240 chocolate.
+
+Now, we need to find out how much Boris produces the fifth week.
+Boris produces 3 chocolate for the fifth week. So, the number of chocolates Boris produces the fifth week is 16,000 - 300 = 1160.
+
+This is the last chocolate Boris produces the fifth week.
+
+The total number of chocolates Boris produces the fifth week is 1160 / 5 = 212.
+
+So, Boris produces 212 chocolate.
+
+The answer is: 212','stop',378,116,32,3.00604775195614148941e+00,86728551408.0,NULL);
+INSERT INTO "chains" VALUES(62,0,0,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',0,'Each girl scout is worth 1 girl. 1 x 1 = 1.  When combined, they make a total of 1 + 1 = 2 girls.  Amber takes the opposite amount of each girl to Claire. 3 x 3 = 9 badges. 4 times 9 = 18 badges.  Wendy makes 18 - 2 = 16 more badges.  This is a 1.33% increase.  This is 1.33% of 2.
+
+The total amount of badges that Wendy earns is 1.33 * 2 = 2. 2 * 2 = 4 badges. 3 * 3 = 9 badges. 4 times 3 = 12 badges.  This total is 1.33 * 1.33 = 1.6667 badges.  This is 1.33 times 4 = 16 badges.  This is 1.33 times 5 = 19 badges.
+
+This is 1.33 times 6 = 17.  This is 1.33 times 8 = 21 badges.  This is 1.33 times 9 = 25 badges.  This is 1.33 times 10 = 26 badges.  This is 1.33 times 11 = 32 badges.  This is 1.33 times 12 = 35 badges.  This is 1.33 times 13 = 48 badges.  This is 1.33 times 14 = 69 badges.  This is 1.33 times 15 = 105 badges.  This is 1.33 times 16 = 200 badges.  This is 1.33 times 17 = 227 badges.  This is 1.33 times 18 = 254.  This is 1.33 times 19 = 275 badges.  This is 1.33 times 20 = 289 badges.  This is 1.33 times 21 = 322 badges.  This is 1.33 times 22 = ','length',512,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,1,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',1,'Let''s break this down step by step.  Claire earns 1 girl scout badge every month, so in one month, she earns 1 * 3 = 3 girls.
+Claire earns 1 girl scout badge every 3 months, so in one month, she earns 3 * 3 = 9 girls.
+Wendy earns 3 times the amount of badges as Claire, so in one month, she earns 9 * 3 = 27 badges.
+
+Now, we need to find out how many more badges Wendy earns compared to Amber in a 1 year time frame.
+If Claire earns 1 girl scout badge every 1 year, then in one year, she earns 3 * 1 = 3 more badges compared to Amber.
+If Wendy earns 3 times the amount of badges as Claire, then in one year, she earns 9 * 3 = 27 more badges compared to Amber.
+
+We want to find the difference between the number of badges Wendy earns and the number of badges Claire earns in a 1 year time frame.
+We can calculate this by multiplying the difference by 11.
+(3 * 11) - (27 * 3) = 221 - 27 = 220.
+
+So, Wendy earns 220 badges compared to Claire in a 1 year time frame.
+
+Now, we need to find how many more she earns compared to Claire in a 1 year time frame.
+-10% of Wendy''s earns 220, so in one year, she earns 220 - 10 = 180 more badges compared to Claire in a 1 year time frame.
+
+We can calculate this by multiplying 180 by 11, which gives us 180 * 11 = 1818.
+
+So, in 1 year, Wendy earns 1818 more badges compared to Claire in a 1 year time frame.','stop',434,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,2,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',2,'1. We have a problem that involves a simple arithmetic operation. 2. When we have a problem with multiplication we can use a strategy called "FOB" - Factition Binding by Operations. 3. 4. 5. 1, 2, 3. 6. 
+So the answer is 6.','stop',72,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,3,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',3,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of time Claire and Wendy need to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month, which means she earns 1 girl scout badge every month. Now, we need to calculate how many months it would take Claire to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month, which means she earns 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 month = 1 ball of badges per month = 1 ball of badges every 2 months * 2 months = 2 balls of badges per month * 2 months = 4 balls of badges every 12 months = 4 balls every 8 months = 4 balls every 2 years = 24 balls of badges each year.
+
+Now, we need to find the total number of months it would take Claire and Wendy to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 year = 1 ball of badges * 1 year = 1 ball of badges every year * 1* 2 = 1 ball of badges every year = 1 ball of badges every 2 years * 2 = 2 balls of badges, so 2^2 = 4 balls of badges every 12 months = 4 balls every 8 months = 4 balls every 2 years = 46 balls of badges every 1 year.
+
+Now, we need to find the total number of months it would take Claire and Wendy to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 year = 1 girl scout badge every month * 1 year = 1 ball of badges every year = 1 ball of badges every 2 years * 2 = 2 balls of badges * 2 = 4 balls of badges every 12 years = 4 balls every 8 years = 4 balls every 2 years = 46 balls of badges every 1 year.
+
+','length',512,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,4,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',4,'Claire earns 1 x 1 = 1
+Amber earns 3 x 2 = 6
+In a 1 year time frame, 1 + 6 = 7
+In a 1 month time frame, 1 + 7 = 8
+Total number of badges is 1 + 8 = 9
+We are given that 1 + 9 = 10
+
+If we divide 9 by 10, we get 1
+
+Now we know that 1 more badge (10) is equal to 10, so Wendy earns 10 badges compared to Claire.
+
+To solve this, we can cross multiply: 10 x 2 = 20
+We will need to multiply both sides of 10 x 2 = 20 by 2 to find the answer.
+
+So, 10 x 2 = 20
+
+Therefore, Wendy earns 20 badges.
+
+However, when we bring this answer back to the original time frame, we know that 10 + 9 = 19 is 10 more than Claire.
+To find this answer, we divide 19 by 10:
+
+19 / 10 = 1.9
+
+We simply add 1.9 to 10, which is 2.
+
+Therefore, Wendy earns 2 more badges compared to Claire.','stop',305,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,5,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',5,'To solve this problem, we need to break it down step by step.
+Let''s start by identifying the information given: Claire earns 1 girl scout badge every month, and Claire earns 1 girl scout badge every year.
+If Claire earns 1 girl scout badge every month, it means she earns 1 / 1 = 1 girl scout badge every month, so she earns 1 times 1 girl scout badge each year.
+If Wendy earns 3 times the amount of badges Claire earns, it means she earns 3 * 1 = 3 more badges Claire earns.
+Now we can calculate the total amount of badges she earns.
+Claire earns 1 girl scout badge every month, so she earns 1 + 3 = 4 badges Claire earns each year.
+Dividing this by the number of years, we get 4/1 = 4 badges Wendy earns every 1 year.
+We can now compare this to 1 girl scout badge every month Claire earns.
+If Claire earns 1 girl scout badge every month, it means she earns 1 / 1 = 1 girl badge every year Claire earns.
+If Wendy earns 3 times the amount Claire earns, it means she earns 3 times 4 = 12 badges Claire earns each year.
+Dividing 12 by 3, we get 4 badges Wendy earns every 1 year.
+If Claire earns 1 / 1, it means she earns 1 girl badge every month, so she earns 1 / 1 = 1 girl badge every year Claire earns.
+If Wendy earns 3 times the amount Claire earns, it means she earns 3 * 12 = 36 badges Claire earns each year.
+Dividing 36 by 3, we get 1 girl badge every month Claire earns.
+If Claire earns 1 / 1, it means she earns 1 girl badge every year Claire earns.
+If Wendy earns 4 / 1, it means she earns 4 badges Claire earns each year.
+Dividing 4 by 1, we get 4 badges Claire earns each year.
+If Claire earns 4 / 1, it means she earns 4 badges Claire earns each year.
+If Wendy earns 5 / 1, it means she earns 5 badges Claire earns each year.
+Dividing 5 by 1, we get 1 girl badge every','length',512,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,6,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',6,'To solve this problem, we need to find out how many more badges Wendy earns compared to Amber in a 1 year time frame.
+Let''s break it down: 
+Claire earns 1 girl scout badge every month, so in a 1 year time frame, she earns 1 * 1 girl scout = 1 girl badge every month.
+Now, if Wendy earns 3 * 1 girl scout = 3 girls, this means that her new rate of 1 girl scout is 3*1 = 3 more badges than Claire.
+If Wendy earns 3 more badges than Claire, she will earn 3 - 3 = 0 more badges.
+#### 0
+Claire earns 1 girl scout badge every month, so in a 1 year time frame, she earns 1 girl badge every month.
+In a 1 year time frame, Wendy earns 3 more badges than Claire.
+Therefore, Wendy earns 3 more badges compared to Claire.
+#### 0
+There are no additional badges to choose from.','stop',221,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,7,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',7,'Claire earns 1 girl scout badge every month, so 1 x 100 = 100 girls Cameroon (maga)  Claire earns 1 x 3 = 30 girls Cameroon (maga)  Wendy earns 3 times the amount of Cameroon (maga) compared to Claire, so 3 x 3 = 9 more than Claire 
+If Claire has 100 balls and Sarah has 30 more balls, then Sarah has a difference of 3 x 9 = 27 more than Claire 
+So, 30 - 27 = 1 more than 9 
+The answer is 1.','stop',142,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,8,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',8,'To solve this problem, we need to analyze the rate at which Claire earns a badge and compare it to the rate at which Claire earns Wendy.
+Let''s break it down step-by-step.
+Claire earns 1 girl scout badge every month. 
+To calculate the rate of Claire, we can first calculate the rate of Claire''s work. 
+When Claire earns a badge, she does so in 1 month. 
+She earns 1 girl scout badge every month. 
+Therefore, the rate of Claire''s work is 1 girl scout badge / month. 
+To find the rate of Claire''s work, we divide the amount of work by the amount of work. 
+Claire earns 1 girl scout badge every month. 
+Therefore, the rate of Claire''s work is 1 girl scout badge / month. 
+To calculate the rate of Claire''s work, we can multiply the rate of Claire''s work by 1. 
+This means we multiply the rate of Claire''s work by 1, which means Claire earns 1 girl scout badge every month. 
+To find the rate of Claire''s work, we can divide the rate of Claire''s work by 1, which means Claire earns 1 as much as Claire in 1 year. 
+Therefore, the rate of Claire''s work is 1 / 1. 
+To calculate the rate of Claire''s work, we can multiply the rate of Claire''s work by 1, which is 1, which means Claire earns 1 as much as Claire in 1 year. 
+This is the answer. 
+Claire earns 1 girl scout badge every month, which means she earns 1 / 1. 
+Therefore, the answer is 1.','stop',368,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,9,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',9,'Claire earns 1 x 3 = 3 badges in 1 year, and Claire earns 3 x 2 = 6 badges in the same time frame.
+Hint: To solve this problem, you need to consider the relationship between the amounts of badges and badges earned over time.
+To calculate the difference, you need to find out how many badges Claire earns in 1 year. If Claire earns 3 badges in 1 year, she earns 3 x 2 = 6 badges in 1 year. Similarly, if Claire earns 6 badges in 1 year, she earns 6 x 2 = 12 badges in 1 year.
+Now, you can add these values together to find the difference: 3 + 6 = 9 badges. 
+Therefore, Wendy earns 9 more badges than Claire.
+
+Claire earns 1 x 3 = 3 badges in 1 year, and Claire earns 3 x 2 = 6 badges in the same time frame. 
+Therefore, Wendy earns 9 more badges than Claire.','stop',227,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,10,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',10,'Claire earns 1 girl scout badge every month, so she earns 1 * 1 girl scout badge = 1 girl badge.
+In 1 year, Claire earns 3 * 1 year = 3 girls badge.
+Now, Claire earns 3 times as many badges as Claire in 1 year, which is 1 * 3 = 3 badges.
+In 1 year, Wendy earns 3 times as many badges as Claire, which is 3 * 3 = 9 badges.
+Therefore, Wendy earns 9 more badges compared to Claire.
+#### 9
+The answer is: 9','stop',132,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,11,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',11,'To solve this problem, let''s break it down step by step. We know that Claire earns 1 girl scout badge every month, and Claire earns 3 times the amount of badges as Claire in a 1 year time frame.
+
+Claire earns 1 girl scout badge every month * 3 months = 3 girl scout badges
+Dawg earns 1 girl scout badge every month * 2 months = 2 girl scout badges
+
+Since Claire earns 1 girl scout badge every month, Claire will earn 3 + 2 = 5 more badges than Wendy, and Wendy will earn 2 + 5 = 7 badges.
+
+Now, let''s compare these two women to each other. If Claire is 1 more badge than Wendy, and Wendy earns 5 more badges than Claire, they will earn 3 more badges than Claire, which is the same as the difference of 3 and 7.
+
+So, Wendy earns 3 more badges than Claire, and Claire earns 3 more badges than Wendy.
+
+A more accurate way to calculate this is by multiplying the answer to the 3rd row of the two women''s equations by three, which is 3 * 3 = 9 badges.
+
+Therefore, Wendy earns 9 more badges compared to Claire.','stop',271,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,12,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',12,'Claire earns 1 girl scout badge every month, so in a 1-year time frame, she earns 1 * 100 = 100 badges. 
+In 1 month, Wendy earns 100 * 1 = 100 badges. 
+However, 3 times the amount of badges Wendy earns is 3 * 100 = 300 badges.
+To find the total number of badges Wendy earns compared to Claire, we need to consider the time frame of 1 year. 
+In 1 year, 1 girl scout is equivalent to 100 * 1 = 100 badges. 
+Therefore, Wendy earns 100 * 100 = 10000 badges. 
+To find the difference between Wendy''s earnings and Claire''s earnings, we can compare the two proportions. 
+Claire earns 1 girl scout badge every month, so 10000 * 100 = 100000 badges. 
+In 1 year, she earns 100000 * 1 = 1000000 badges. 
+Wendy earns 100 * 1000 = 100000 badges. 
+To find the difference between them, we subtract 100 from 100000 and take the floor of the result.
+The difference is 100000 - 100000 = 00000. 
+The difference in the two proportions is 100000 - 10000 = 00000, which is the difference between the two 1-year time frames.
+In other words, 100000 - 10000 = 00000, which is the story of 1-year time frames.
+
+Therefore, 
+Claire earns 100000 - 10000 = 00000, which is 100000, which is 100000 in 1-year time frames. 
+In 1-year time frames, Wendy earns 100000 badges, which is 100000 badges. ','length',512,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,13,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',13,'Claire earns 1 girl scout badge every month, so if Claire earns 1 girl scout badge every month, she earns 1 * 360 = 330 badges. Wendy earns 1 girl scout badge every year, so if Wendy earns 1 girl scout badge every year, she earns 1 * 360 = 360 badges.
+
+If Wendy earns 360 more badges than Claire, that''s 360 - 330 = 100 more badges.
+
+The answer is 100.
+
+The answer is 100','stop',130,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,14,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',14,'Let''s break down the problem step by step.
+
+Claire earns 1 girl scout badge every month, so if Claire earns 1 girl scout badge every month, she earns 1 * 17.5 = 17.5 more badges than Amber every year.
+
+To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we can use the formula to find the difference in the number of badges each time frame.
+
+Every year, Wendy earns 1 * 17.5 = 2 more badges than Claire. So, the difference is 2 * 17.5 = 4.
+
+If you add 1 to the year of each time frame, you should add 1 to the time frame itself, which is 1 + 1 = 2.
+
+If you double 2, you should double 1.
+
+In both cases, you get 1 * 2 + 1 = 2.
+
+So, there are two ways to show the logic of the problem.
+
+One way is by dividing 1 * 2 + 1 = 2, which is correct.
+
+Another way is by adding 1 to the answer, it''s 2.
+
+The logic of the problem is combining the two steps to get the final answer of 2.','stop',290,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(62,0,15,'5424d10f312b324c34f8be7e50c517d5ad634496819eaa897c2b7ce5816a8579',15,'Claire earns 1 girl scout badge every month, so in a 1-year time frame, she earns 1 * 2 = 2 girls.  Wendy earns 3 * 3 = 9 badges. 1 year is 1 year * 12 weeks = 12 weeks.  In 12 weeks, she earns 12 * 3 = 36 badges. 36 * 2 = 72 badges.  In 1 year, 36 * 2 = 72 badges.  In 1 year, Wendy earns 72 * 3 = 204 badges.  The answer is 204 - 2 = 208.','stop',154,101,32,2.99890652818926950473e+00,81516094848.0,NULL);
+INSERT INTO "chains" VALUES(63,0,0,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',0,'Let''s break it down step by step.
+
+Joelle has 5 orchids on her balcony, which is a combination of flowers.
+Each flower has 10 petals.
+
+The ratio of flowers to flowers is 1:10.
+
+To find out how many petals are left over, we add the ratio of flowers to flowers and the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers','length',512,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,1,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',1,'Let''s break it down step by step. The number of flowers per 100 flowers is a multiple of 10. So we''ll divide the number of flowers by 10.
+
+10 x 10 = 100
+
+The flowers are multiplied by 10.
+
+So we multiply the number of flowers by 10.
+
+The flowers have 10 more petals than the flowers.
+
+Converting to the number of flowers per flower we can see 10 is the same as 10, which is equal to 100, so there is only 1 more flower than the flowers.
+
+We can add the extra 1 to 10 to get 11.
+
+So the answer is 11.','stop',167,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,2,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',2,'Let''s assume the jalette has 10 more petals than the orchids.
+If the jalette has 5 petals, the jalette has 5 * 10 = 50 petals.
+The jalette has 5 + 10 = 15 petals.
+The jalette has 50 - 15 = 25 petals.
+The jalette has 25 - 4 = 19 petals.
+The jalette has 4 more petals than the daisies.
+The jalette has 2 + 4 = 6 more petals than the daisies.
+The jalette has a total of 19 - 6 = 9 more petals than the daisies.
+#### 9
+The answer is: 9','stop',176,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,3,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',3,'To solve this problem, we need to determine the ratio of the number of petals to the total number of petals. Let''s denote the ratio of the number of petals to the number of petals as 2:1. 
+
+The ratio of the number of petals to the number of petals is 2:1. This ratio is the key to this problem. 
+
+To find the number of petals to the number of petals, we need to divide both the numerator and the denominator of the ratio 2:1 by the denominator, which is 2. This gives us the fraction 2:1.
+
+Now, to find how many petals have the ratio of 2:1, we multiply the ratio by itself 2 times:
+
+(2:1) * (2:1) = 1
+
+This is the only possible answer. The answer is the ratio of a fraction to the other fraction, which is undefined in mathematics, but it is also valid in this context.
+
+In mathematical terms, this is an example of a mathematical identity that is undefined.','stop',223,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,4,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',4,'Let''s first calculate the number of petals for the daisies based on the formula 12(flower type) + 3 for flowers with 2 petals (daisies) + 3 for flowers with 3 petals (peach) = 2.
+
+The number of petals for the orchids is 5 (one more) and the number of petals for the daisies is 10 (1 more).
+
+We know that the number of petals for the daisies is 10 - 5 = 5, so the number of petals for the orchids is 12 - 5 = 6.
+
+To find out how many more petals the orchids have compared to the daisies, we need to subtract the number of petals for the orchids from the number of petals for the daisies. This gives us 6 - 5 = 1.
+
+However, we can use a bit of math. 10 - 1 = 9 is incorrect, 9 is actually a more appropriate answer. Since 6 is more than what we originally expected, we round it to 7.
+
+Therefore, 6 is a more appropriate answer, so we round 11 to 12.
+
+The answer is 12.','stop',270,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,5,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',5,'To solve this problem, we need to first determine the ratio of each species of flowers to the others.
+
+The ratio of flowers to daisies is 5:10, so the ratio of flowers to petals is 5:10.
+
+The ratio of petals to flowers is 1:5, so the ratio of petals to flowers is 5:1.
+
+Now we can calculate the ratio of flowers to petals. 1:5 * 1:5 = 1, which is the ratio of flowers to petals. 
+Therefore, the ratio of flowers to petals is 1:1.
+
+Now we can determine how many more petals the orchids have compared to the daisies. 
+The ratio of flowers to petals is 1:1, which is 1.
+
+The question asks for the number of more petals the orchids have.
+
+We can subtract the ratio of flowers to petals from the ratio of flowers to petals to find the number of more petals the orchids have: 1:1 - 1:1 = 2.
+
+The answer is 2.','stop',235,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,6,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',6,'The number of daisies compared to the orchids is 5 + 10 = 15, but if you have 5 petals, the answer is 5 petals.
+
+The flowers are 100% of the other flowers. So the answer is 180, which is the number of flowers compared to the flowers.','stop',73,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,7,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',7,'To solve this problem, we need to determine the difference in the number of petals between the orchids and the daisies.
+
+The number of petals is determined by looking at the orchids. Since the orchids are 5 petals more than the daisies, the total number of petals is the sum of the number of petals between the orchids and daisies.
+
+Here''s a step-by-step approach to solve the problem:
+
+First, we need to find the total number of petals.
+
+The equation to calculate the number of petals is:
+
+Pentameters = Total number of petals * Number of petals per flower
+
+Pentameters = 5 petals / flower per plant = 5 flowers / 5 petals per flower = 1 flower per flower
+
+So, the answer is 1 flower per flower.','stop',177,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,8,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',8,'To find out how many more petals the daisies have, we need to consider the number of petals of the orchids and the number of petals of the daisies.
+
+The number of petals of the orchids is 5 * 5 = 25 petals.
+The number of petals of the daisies is 10 * 10 = 100 petals.
+
+The ratio of the number of petals of orchids to the number of petals of the daisies is the same.
+
+The ratio of the number of petals of orchids to the number of petals of the daisies is also 25:10.
+
+To find out how many more petals the daisies have compared to the orchids, we can divide the number of petals of the daisies (100) by the number of petals of the orchids (25): 100 / 25 = 5.
+
+So, there are 5 more petals of the daisies than of the orchids.','stop',217,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,9,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',9,'Joelle has 5 flowers (daisies) that are twice as many as orchids.
+There are 4 more flowers (daisies) than orchids, so the total number of flowers is 4 + 5 = 9 more flowers compared to orchids.
+To convert the number of flowers to petals, you multiply it by 2, so the total number of flowers is 9 * 2 = 18 more flowers.
+Therefore, the number of petals is 18 + 19 = 27 more flowers than orchids.
+#### 27
+The answer is: 27','stop',129,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,10,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',10,'1
+Here is a step-by-step solution:
+
+1. 1 flower is equivalent to 1 flower * 10 flowers = 10 flowers
+2. 1 flower is equivalent to 1 flower * 5 petals = 5 petals
+3. 1 flower is equivalent to 1 flower * 10 petals = 100 petals
+4. 1 flower is equal to 1 flower * 20 petals = 200 petals
+
+Adding these fractions together: 10 + 50 + 100 = 200 
+Now add your final answer: 200 + 200 = 400
+
+So the answer is 400.
+
+This is the answer to a 4x4. 
+This is also the answer to a 2x2.','stop',185,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,11,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',11,'To solve this problem, we can think of it as a simple fractional division. If we have 5 x 10 = 50 flowers that are given to the orchids, they will have a total of 50 x 10 = 500 flowers.
+
+On the other hand, the daisies have 10 x 10 = 100 flowers. So, the additional flower that daisies have is 100 - 50 = 50 flowers.
+
+We know that the total number of flowers is equal to the number of flowers that the daisies have, which is 500 / 100 = 5 flowers.
+
+We can think of this as 5 flowers are a fraction of 5 flowers, and 5 is the closest fraction of a whole fraction of 5. So, the answer is 5.','stop',191,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,12,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',12,'Let''s break it down step by step. 
+Daisies have 10 petals, but the flowers are actually flowers that are already standing on the rooftop. So, the number of petals that are already standing is 10.
+The number of flowers that are already standing is 10 - 5 = 5.
+If we multiply this number of flowers by the number of petals that are already standing, we get 10 * 5 = 50.
+However, to find out how many more petals are needed, we subtract 50 from the total number of flowers, but this is incorrect. So, we need to find out how many more petals are needed to reach 10.
+The correct answer is 50.
+#### 50
+The answer is 50.','stop',172,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,13,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',13,'Joelle has 5 flowers (or petals) of the orchids, and she has 4 flowers of daisies.  So, the total number of flowers is 5 * 4 = 20 flowers.
+The number of petals of the orchids is 5 * 10 = 50 petals.
+The number of petals of the daisies is 10 * 10 = 100 petals.
+The total number of petals of both flowers is 20 + 50 + 100 = 1000 petals.
+The total number of flowers is 1000 - 200 = 700 flowers.
+#### 700
+The answer is: 700','stop',161,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,14,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',14,'To solve this problem, we need to first calculate the difference between the number of petals of the orchids and the number of petals of the daisies.
+
+Number of petals of the orchids = Total number of flowers = 5 (stems) + 4 (petals) = 2 more than 4
+Number of petals of the daisies = Total number of flowers = 10 (flowers)
+
+Difference between the number of petals of the orchids and the daisies = Difference between the number of petals of the orchids and the number of petals of the daisies - Difference between the number of petals of the orchids and the number of petals of the daisies = 5 (daisies) - 4 (daisies) = 1
+
+This is the total difference between the number of petals of the orchids and the number of petals of the daisies.
+
+To find the total number of petals of the orchids, we need to multiply the number of petals of the orchids by the number of petals of the daisies.
+
+Total number of petals of the orchids = Expected number of petals of the orchids x Expected number of petals of the daisies = 5 x 10 = 50
+
+Now we add the number of petals of the orchids to find the total number of petals of the orchids: 50 + 10 = 150
+
+So, the answer is 150.','stop',310,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(63,0,15,'29b6cd8e7aff2697cda0a66179a000dce7315c006b72437ef8c4162a38de1613',15,'To solve this problem, let''s start by setting up the equation: 5 + 4 * 10 = 5 + 50 = 5 * 5 = 25
+
+So, the answer is 25.','stop',52,88,32,1.83468555778120623322e+00,55319297040.0,NULL);
+INSERT INTO "chains" VALUES(64,0,0,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',0,'Tim uses 3 blue shoeboxes.
+If he uses 1/3 red of his shoeboxes to go fishing, then he uses 3 blue shoeboxes, so he uses 3/4 of his original 2 blue shoeboxes.
+The total number of red and blue shoe boxes is 2 * 3 = 6 red and 3 blue shoes boxes.
+Tim has a box with 7 blue shoe boxes.
+The number of red and blue shoe boxes is the total number of blue and red shoes boxes minus the total number of white shoes boxes, which is 2 - 6 = 3 shoes boxes.
+#### 3
+The answer is: 3','stop',150,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,1,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',1,'First, we need to calculate the total number of boxes Tim has. There are 7 blue and 9 red shoes boxes, so there are 7 + 9 = 16 boxes.
+
+Now, let''s find the ratio of the boxes with red and blue shoe boxes to the boxes with blue shoe boxes. 
+There are 16 boxes with red shoe boxes out of 16 boxes with blue shoe boxes, so there are 16 / 16 = 1 box with red shoe boxes that is half of the box with blue shoe boxes.
+
+Now we know that 15 boxes with blue shoe boxes can be split into 15/15 of the boxes with red shoe boxes. 
+We can re-arrange the ratio of the boxes with red and blue shoe boxes to find the box with blue shoe boxes that has the smallest ratio.
+
+Let''s consider the box with red shoe boxes that has the smallest ratio. 
+Let''s say we have a box that has a ratio of 1 and 2, it is 1 + 2. That is 3 boxes with red shoe boxes.
+Now, we can find the ratio of 1 + 2 to get 3. This means the box with blue shoe boxes that has the smallest ratio is 1 + 3, which is 4 boxes.
+The box with blue shoe boxes that is half of the box with blue shoe boxes that has the smallest ratio is 2 * 2 = 4 boxes.
+The box with red shoe boxes that is half of the box with blue shoe boxes that has the smallest ratio is 2 + 2 = 4 boxes.
+
+So, there are 4 boxes with red shoe boxes that are half of the box with blue shoe boxes that has the smallest ratio.
+The box with blue shoe boxes that is half of the box with red shoe boxes that has the smallest ratio is 4 boxes.
+
+Therefore, the answer is 4.
+#### 4
+The answer is 4.
+
+The answer is 4.','stop',435,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,2,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',2,'To find out how many red and blue shoe boxes are left in Tim''s box, we need to subtract the total number of blue shoeboxes from the total number of boxes Tim uses.
+
+We know that Tim uses 3 blue shoeboxes, so he uses a total of 3 * 7 = 21 blue shoeboxes. However, if he uses 1/3 red of his shoeboxes, then the remaining blue shoeboxes are 21 - 3 = 14 blue shoeboxes.
+
+A total of 3 * 14 + 21 = 26 red shoe boxes are left in Tim''s box.','stop',147,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,3,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',3,'To solve this problem, we can break it down into manageable parts. First, we need to calculate the total number of shoe boxes Tim has. We know that 7 blue shoe boxes and 9 red shoe boxes make up 1 blue shoe box, so we multiply the numbers.
+
+7 blue shoe boxes * 1/3 red shoe boxes * 1 = 0.25 red shoes boxes
+
+Now we have the total number of shoe boxes, which is 1 + 0.25 = 1.25 red shoes boxes.
+
+We can also find out the amount of red shoes boxes by dividing the total number of red shoes boxes by the total number of blue shoe boxes.
+
+1.25 / 7 = 0.25 red shoes boxes
+
+So, there are 1.25 red shoe boxes left in Tim''s box.','stop',183,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,4,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',4,'To solve this problem, we need to break it down step by step and use a logical approach. First, we need to calculate the number of blue shoes boxes and the number of red shoe boxes.
+
+Let''s start by finding the total number of blue shoes boxes. We have 7 blue shoe boxes and 9 red shoe boxes, so the number of blue shoes boxes is 7 * 9 = 60 blue shoes boxes.
+
+Now, we know that Tim uses 3 blue shoe boxes. In a total of 60 blue shoes boxes, we can find the number of red shoes boxes using the number of blue shoes boxes divided by 3. So, 60 divided by 3 gives us 18 red shoes boxes.
+
+However, we want to find the number of red shoe boxes. To find this, we need to divide the total number of blue shoes boxes by the number of red shoes boxes. 
+
+This calculation is a bit tricky because it involves both the number of blue shoes boxes and the number of red shoes boxes. The total number of blue shoe boxes, which is 60, is twice the number of red shoe boxes. So, we need to find the number of red shoe boxes by dividing the number of blue shoes boxes by the number of red shoes boxes.
+
+So, 60 / 3 = 18. Now we just need to find the ratio of red shoe boxes to blue shoe boxes. We need to divide the number of red shoe boxes by the total number of blue shoes boxes.
+
+18 / 60 = 1 / 6 = 2.5. This means the number of red shoe boxes is 2.5 * 18 / 6 = 2 * 6 = 12. However, we must stick to the total number of blue shoes boxes, which is 60 * 3 = 180.
+
+So, the answer is 12.','stop',411,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,5,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',5,'To solve this problem, we need to break it down step by step. We know that Tim has 7 blue shoeboxes and 9 red shoe boxes, and he uses 3 blue shoeboxes and 1/3 red of his shoeboxes. The total number of shoes is the sum of white socks and blue socks.
+
+We can start by dividing the total number of shoes by the number of blue shoeboxes and 1/3 blue, which results in 7 - 1/3.
+
+We can rewrite 7 - 1/3 as 4/3, which is the ratio of the numbers 4 and 1. Since there are two 4s, we multiply 4 by 2 and get 8.
+
+So, 4 * 2 * 8 = 24.
+
+The number of red and blue shoe boxes is the ratio of the number of white socks to the number of blue socks.
+
+The total number of white socks is the sum of white socks and blue socks.
+
+The total number of white socks and blue socks is the sum of the ratio of white socks to the number of white socks (which is the ratio of the number of white socks to the number of blue socks).
+
+In this way, we do not need to list all of the possible combinations of the numbers 4 and 1. Instead, we simply work backwards, starting with the total number of shoes and then working backwards to find the number of red and blue shoe boxes.
+
+So, the answer is 4 * 2 * 8 = 24, which is the total number of shoes that Tim has.','stop',354,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,6,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',6,'If each shoe is equal to one blue shoe, and each shoe box is 7 blue shoes, then the total number of blue shoe boxes is 7*7 = 49 blue shoe boxes.
+If Tim uses 3 blue shoe boxes, then the remaining number of blue shoe boxes is 49 - 3 = 42 blue shoe boxes.
+If Tim uses 1/3 red of his shoeboxes to go fishing, then the number of red shoe boxes is 42/100 * 42 = 12 red shoe boxes.
+#### 12
+The answer is: 12','stop',134,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,7,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',7,'To solve this problem, we need to understand that Tim has a box with 7 blue shoe boxes and 9 red shoe boxes. The remaining box is the only remaining area left. If there are 7 blue shoe boxes and 9 red shoe boxes, the answer is 7*9 = 63 blue and 6 red shoes boxes left.
+
+We can simplify this problem by dividing both 7*9 and 63*6 by 3 to get the answer. 7*9 / 3 = 12 and 6*6 / 3 = 12. Since we are dealing with numbers with a fractional value, we round down to 1. So, 12 is the answer.
+
+This problem can be solved using the fundamental counting principles. If we divide 12 by 3, we get 3, which is the only solution to a fractional number that can be expressed as a decimal. In this case, the answer is 1.','stop',207,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,8,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',8,'To solve this problem, we need to think step-by-step, as initially, we didn''t have all the information. Let''s break it down: 
+We are told that Tim has 7 blue shoe boxes and 18 red shoe boxes. So, we can set up the equation: 7 (blue) + 18 (red) = 1 + 1
+To find the number of blue shoe boxes, we need to subtract the number of red shoes, as this is the other leg of the equation. 
+So, 7 (blue) - 18 (red) = 1 - 1 + 2 = 2. This is the only possible combination of legs that adds up to 2.
+Therefore, the remaining leg of the equation is 2.
+Let''s look at this from the other side. 
+We have 2 blue shoes, 18 red shoes, and 10 blue shoes and 10 red shoes.
+Since 10 blue shoes is leftover, it can only be left by one of the shoes.
+So, the remaining leg of the equation is 2.
+Let''s look at this from the other side. 
+We have 10 blue shoes, 2 red shoes, and 2 blue shoes in the 10.
+So, the remaining leg of the equation is 10 + 2.
+However, 2 is already left, so the remaining leg of the equation is 2.
+From the other side, 
+We have 10 blue shoes, 18 red shoes, and 10 red shoes in the 10.
+So, the remaining leg of the equation is 10 + 18 + 10 = 20.
+However, 2 is already left, so the remaining leg of the equation is 18 + 18 + 10 = 21.
+However, 2 is already left, so the remaining leg of the equation is 18 + 18 + 10 = 21.
+In this case, 
+Here, we have two legs that can only be left by one of the shoes.
+In other words, we have 2 legs that can only be left by one of the shoes.
+So, there is only one remaining leg of the equation.
+So, the answer is: 1
+
+We solved it','length',512,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,9,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',9,'To solve this problem, let''s think step by step. We know that Tim has 7 blue shoe boxes and 9 red shoe boxes, and he uses 3 blue shoeboxes and 1/3 red of the remaining shoe boxes.
+
+We can start by multiplying the number of blue shoes by the ratio of 3 to 9, which is 3:9. So, 7*3 = 21 and 21*3 = 62, which is the desired answer.
+
+However, we could also have factored 62 into 2^2*3*7 and then taken the original 2 and added 1 to account for 7. But the more intuitive way is to just multiply 21*3 by 9, which results in 21*9 = 181, which is the answer we were looking for.
+
+So, 7*3*9 = 249, which is the answer we are looking for.','stop',213,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,10,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',10,'Tim has a box with 7 blue shoe boxes and 9 red shoe boxes. To find out how many red and blue shoe boxes are left, we need to subtract the number of blue and red shoes from the total number of boxes. This is a straightforward calculation, but we can also think about it in a different way by considering the fact that both blue and red shoes are indistinguishable from each other, and they are indistinguishable from each other.
+
+If we were to remove only one of these two types of shoes from a box of shoes that is equal in both color and size, and you would have 7 blue shoes and 9 red shoes left, that would be 2 blue boxes and 3 red boxes, which is the same as removing just one blue and one red shoe.
+
+However, if we considered removing only one blue shoe, we could keep the 2 blue boxes and the 3 red boxes. But removing the 2 blue shoes and removing the 3 red shoes would only leave 1 blue box and 2 red boxes, which is not possible.
+
+So, the answer is 1, and that is the answer to that question.','stop',240,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,11,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',11,'To solve this problem, we need to carefully count the number of items being counted. Tim has 7 blue shoe boxes and 9 red shoe boxes, so we can think of it as 7 - 9, because the blue boxes are subtracted from the number of red boxes.
+
+Tim has 7 blue shoe boxes and 9 red shoe boxes, so to determine how many red shoes are left, we need to count the number of red boxes that are left.
+
+The total number of red boxes is the sum of the number of red boxes that are left: 7 + 9 = 16.
+
+The number of blue shoes is the number of blue shoes that are left. There are 3 blue shoes left.
+
+Therefore, the answer is 16 - 1 = 15.','stop',172,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,12,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',12,'To solve this problem, we need to calculate the possible combinations of shoeboxes and the number of shoes needed to fill each box.
+
+Same goes for shoes, as a shoebox is a single item and can hold any number of items.
+
+Let''s consider the possibilities of using only 3 blue shoeboxes and 1/3 red shoeboxes.
+
+If we have a total of 7 blue shoeboxes and 3 of them are just 3 blue shoeboxes, that means there is one blue and one red shoe box left.
+
+If we have a total of 9 red shoeboxes and 1/3 of them are just 1 blue and 1 red shoe box, that means there are 2 blue and 2 red shoe boxes left.
+
+To find the total number of shoes needed, we multiply the number of blue and red shoes boxes by the number of blue and red shoes boxes, which gives 2*3 = 6.
+
+So, there are 6 red and blue shoe boxes in Tim''s box that are left over.
+
+Therefore, there are 2 red and 6 blue shoe boxes left in Tim''s box.','stop',258,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,13,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',13,'To solve this problem, we need to understand the constraints. We know that Tim has a total of 3 blue shoeboxes and 1/3 red of his shoeboxes (the remaining 2 blue shoes). So, we can think of it as 3 blue shoeboxes and 1/3 red of the remaining 2 blue shoes.
+
+We can use the concept of inverse fractions to find the answer. We can rewrite 3 blue shoeboxes as 3/2 blue shoes and 1/3 red of the remaining 2 blue shoes as 2/3 red shoes. So, we have 3 blue shoeboxes and 1/3 red of the remaining 2 blue shoes as 2/3 red shoes.
+
+Now, we can find the inverse of 2/3 by converting it to 3/2. So, we have 2/3 + 3/2 = 7/4. Therefore, we have 3 blue shoeboxes and 1/3 red of the remaining 2 blue shoes as 7/4.
+
+We can now find the number of red shoe boxes by dividing the number of blue shoeboxes by 2. This gives us 2 blue shoes / 2 = 1.
+
+So, there are 2 red and 1/2 blue shoe boxes left in Tim''s box.
+
+Note that the solution is not the only possible solution, as 3 blue shoeboxes must have been used to catch 1/3 of the remaining 2 blue shoes, which is not possible since we don''t have 2 blue shoes, but we do have 3 blue shoeboxes.','stop',362,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,14,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',14,'Let''s break this down step by step.
+
+Tim has 7 blue shoe boxes and 9 red shoe boxes, so he has 7 * 9 - 7 = 54 blue boxes.
+
+Now, he uses 3 blue shoeboxes to go fishing, which is 3 * 3 = 9 blue boxes.
+
+The remaining 10 blue boxes are left in Tim''s box, so that''s 7 * 10 = 70 blue boxes.
+
+The answer is 70.','stop',115,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(64,0,15,'929b9b14888b38224a18f3f07652f5462193da841072561ee9c5c11711ce5e93',15,'In a 3x3 rectangle with 7 blue and 9 red, the area of the rectangle is 47. The area of a rectangle is half the area of a square with a square base of side length 1. So, the area of the blue box is 47 / 2 = 21 blue boxes.
+The area of the red box is 21 * 2 = 42 red boxes.
+The total number of red and blue shoe boxes is the sum of the two squares of the area of the blue box and the two squares of the red box sides.
+
+The answer is 2 * 2 = 4.
+#### 4
+The answer is 4.
+
+The original scenario is a classic lateral thinking puzzle with a clear solution and no apparent logical fallacy.','stop',172,95,32,2.57648738297397716934e+00,69157528488.0,NULL);
+INSERT INTO "chains" VALUES(65,0,0,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',0,'To solve this problem, we need to break it down step by step. We know that Kira bought 3 apples, 5 bananas, and 6 oranges at the grocery store. Now we need to calculate each of those fractions.
+
+1. The first fraction is 3 apples * 3 bananas * 5 oranges = 18 apples.
+2. The second fraction is 5 bananas * 2 oranges * 6 apples = 18 bananas.
+3. Now we have 18 apples + 18 bananas = 30 pieces of fruit left.
+
+The answer is that there are 30 pieces of fruit left.','stop',137,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,1,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',1,'To solve this problem, we need to consider the possible combinations of fruits that can be bought with the specified quantities. First, let''s find the total number of pieces needed to buy all the fruits. 3 apples * 5 bananas * 6 oranges * 2 fruits = 150 pieces = 10 apples * 5 bananas * 6 oranges * 2 fruits = 100 pieces.
+
+Now, we know that Lola ate 2 pieces of fruit. So, the remaining pieces left are 100 - 2 = 80 pieces.
+
+The total number of pieces that Kira bought is the number of pieces that Lola ate, which is 10 apples * 5 bananas * 6 oranges * 2 fruits = 100 pieces.
+
+Therefore, the answer is 10 apples * 5 bananas * 6 oranges * 2 = 100 pieces.','stop',197,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,2,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',2,'1. 3 apples = 3 x 5 = 15 pieces of fruit
+2. 5 bananas = 5 x 2 = 10 pieces of fruit
+3. 6 oranges = 6 x 1 = 6 pieces of fruit
+
+There are 6 pieces left, which is the total number of pieces of fruit that Kira alone consumed.
+
+The answer: 6','stop',87,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,3,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',3,'To solve this problem, let''s break it down step by step. We know that Kira bought 3 apples, 5 bananas, and 6 oranges, and that Lola ate 2 pieces of fruit.
+
+First, we need to find out how many apples are left, which is 3 - 5 - 6 = 2 apples.
+
+We know that kira bought 3 apples, 5 bananas, and 6 oranges. We need to find out how many oranges there are. We know that Lola ate 2 pieces of fruit, so there are 6 oranges left.
+
+To solve this problem, we multiply the number of apples by the number of bananas and oranges, which is 6.
+
+So 2 apples * 2 bananas * 6 oranges = 18 oranges.
+
+The answer is 18.','stop',182,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,4,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',4,'1) Let''s break it down:
+Ax + B = 3
+Ax = 15
+
+B = 10
+
+From the fruit, Lola ate 2 pieces of fruit = 2A
+
+To find the total number of pieces left, subtract the number of pieces eaten from the total number of pieces. Let''s say 2A - 2B = 10.
+
+Ax = 15
+B = 10
+
+Ax = 15 - 2B
+2B
+
+This is the total number of pieces left.
+
+So, the answer is 2.','stop',138,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,5,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',5,'To solve this problem, we need to understand that 3 apples, 5 bananas, and 6 oranges are all one of the original fruit combinations. When we add apples and bananas, we get 2 apples, which is the same as 3 bananas, and 2 bananas, which is just 2 bananas. So, we have 3 bananas left.
+
+We can think of the problem as a combination of 3 apples and 2 bananas. To find out how many pieces of fruit we have left, we can divide the total number of pieces of fruit (3 bananas) by the number of pieces of fruit to find the number of pieces left.
+
+There are 3 pieces of fruit remaining. So, the answer is 3.','stop',155,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,6,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',6,'First, we need to find the total number of apples, bananas, and oranges. 
+
+There are 3 apples, 5 bananas, and 6 oranges in total.
+
+There are also 2 pieces of fruit, but the last piece was left as a fraction of apples. To solve this, let''s first convert the fraction to a decimal. 2 (apples) / 6 (bananas) = 1.5 (as there was 1 piece left).
+
+We can also use a simple method of division to solve this problem. We divide the total number of apples, bananas, and oranges by the fraction. 
+Plugging the fractions into the original multiplication: 
+(3/5) * (2/6) = 6/20 = 1/2 * 1.5 = 1.5 Apples.
+
+However, this method is not the most efficient way to solve this problem.
+
+Instead, we can use a process called dividing the total number of pieces into the fraction of pieces that were left. This is called "2 to the 2/3rd" or "3/4 as 13/4th" but more mathematically is 13/4 = 3/4.
+
+This is why we add 1 to the original 3/4 and divide it into 2 parts to get 3/4.
+
+The answer is 3/4.','stop',303,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,7,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',7,'To solve this problem, we need to break it down into manageable parts and make a plan. Let''s start by identifying the key parts of the problem. We have a total of 3 apples, 5 bananas, and 6 oranges. This can be represented by the equation 3 + 5 + 6 = 18.
+
+We know that Lola ate 2 pieces of fruit, which is equivalent to 2 apples. This means that two pieces of fruit are left.
+
+To find out how many pieces left, we can use the concept of 2-addition. We have 3 apples, 5 bananas, and 6 oranges. If we add the three pieces of fruit together, we get 2 * 3 = 6. Since we can''t have a fraction of an apple, we have to leave 6 pieces of fruit. So, we need to find a remainder of 12 from the 6.
+
+To find the remainder, we can divide 12 by 6. 12 / 6 leaves a remainder of 1. So we can leave 12 - 1 = 10 pieces of fruit.
+
+The remaining pieces of fruit are 10 apples, 10 bananas, and 12 oranges.
+
+So, the answer is 10.','stop',281,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,8,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',8,'To solve this problem, we need to break it down step by step.
+
+Step 1: Determine the total number of apples, bananas, and oranges.
+Let''s call it A.
+
+Step 2: Calculate the number of pieces of fruit.
+We know that A contains 3 apples, 5 bananas, and 6 oranges.
+
+Step 3: Determine the final number of pieces of fruit.
+We can''t solve this step-by-step, but we can find the total number of pieces of fruit by multiplying the number of pieces of fruit by the number of pieces of fruit.
+
+Total pieces of fruit = 3 apples * 5 bananas * 6 oranges = 140 pieces of fruit = A + 180 pieces
+
+So, the answer is 140.
+
+The answer is 140.','stop',184,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,9,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',9,'To solve this problem, we need to break it down step by step. First, we found the total number of apples, bananas, and oranges. Then, we determined the number of pieces of fruit that Lola ate.
+
+First, we had 3 apples * 2 bananas * 5 oranges = 15 apples. Then, we had 1 piece of fruit that Lola ate, which was 1 piece of fruit * 3 slices = 3 slices.
+
+The last piece is left. That''s 3 pieces.
+
+The answer is 3, 5, 6, or any other number that can be expressed as 15 + 5.','stop',143,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,10,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',10,'Let''s break this down step by step:
+
+The total number of apples is 3 + 5 + 6 = 18 and the number of bananas is 5. The number of oranges is 2, but we don''t have the correct answer here.
+
+We don''t know the number of apples. We can''t have more than 18 apples in a single transaction. So, the final answer is 18 - 2 = 16 pieces of fruit left.
+
+Let''s round to 17 to follow the logic of this problem. If we round 17 and 18, that would be 19 pieces of fruit left.','stop',143,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,11,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',11,'Let''s think of this in terms of the total number of fruits sold. Kira bought 3 apples, so she consumed 3 apples * 10 apples per kg = 30 apples. Lola ate 2 pieces of fruit, so she consumed 2 pieces * 10 apples per piece = 20 pieces.
+
+To find out how many pieces are left, we need to think of it in terms of the total number of pieces. If each piece is 20 pieces, then 30 apples * 20 apples = 600 apples. This means that Lola ate 2 pieces of fruit, which is equivalent to 2 x 60 = 120 pieces.
+
+However, if you look at it from the perspective of the apples, 3 apples is equal to 3 x 6, which is 18. So, 20 pieces are an even number of pieces. So, to find out how many pieces are left, we subtract the 120 pieces from the original 300 pieces, which gives 3 pieces. So, 3 is the answer to the question.','stop',243,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,12,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',12,'Let''s break down the information given:
+
+Kira bought 3 apples, 5 bananas, and 6 oranges.
+Lola ate 2 pieces of fruit.
+
+The total number of pieces available is 3 + 5 + 6 = 18 pieces.
+
+The total number of pieces that Lola ate is 2 (apples) + 2 (bananas) + 2 (oranges) = 6 pieces.
+
+So, the available pieces that Lola ate are 18 - 6 = 9 pieces.
+
+The answer is 9.
+
+Note: This problem involves multiplication and can be solved using mental math by adding the values of the ingredients to find the total: 9 + 3 + 5 + 6 = 18.','stop',170,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,13,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',13,'To solve this problem, we need to first calculate the total number of apples, bananas, and oranges.
+Let''s start by adding the apples, bananas, and oranges.
+Adding apples = 3 + 5 + 6 = 18 apples
+Adding bananas = 4 bananas = 10 bananas
+Adding oranges = 4 oranges = 8 oranges
+Now, we have the total number of apples, bananas, and oranges: 18 + 10 + 8 = 36
+Therefore, there are 36 pieces left.','stop',117,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,14,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',14,'To solve this problem, we need to consider the total number of items that had a negative value, which is the number of pieces that were left.
+
+The initial numbers were 3 apples, 5 bananas, and 6 oranges, which means there were 3 + 5 + 6 = 18 pieces that needed to be eaten.
+
+If we think of the original numbers as 3 apples, 5 bananas, and 6 oranges, which is simply 18 parts of that total, we can consider 18 as a fraction of 1 (the original 3). 1 is 18/18.
+
+However, we can also think of the original numbers being 18 parts of 18, which is 18/18. Since the original 3 apples, 5 bananas, and 6 oranges cannot be part of 18 parts, but 3 + 5 + 6 is not part of 18 parts, it''s part of 18/18.
+
+But if we think of the original numbers being 18 parts of 18, this is more than we initially thought. It''s not just 18/18, which is not possible.
+
+So, in total, there are 3 + 5 + 6 = 18 parts that need to be eaten.
+
+So we have 18 parts left that the original 3 pieces used to make it.
+
+The answer is 3.','stop',320,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(65,0,15,'b9209bbcee1737b9a4c02ead3d30bc498f543afc9593a5003de308a1d5f12e55',15,'To solve this problem, we need to think step by step, considering the constraints of only two items at a time. Let''s break it down step by step:
+
+First, we need to find the total number of pieces in total. 3 apples can be split into 3 pieces. So, 3 apples multiplied by 3 is 9 pieces.
+
+Next, we need to find the number of bananas. Since Lola ate 2 pieces of fruit, Lola ate 2 bananas. So, 2 bananas multiplied by 2 is 4.
+
+However, we need to add back the number of oranges. 6 oranges can be split into 6 oranges. So, 6 oranges multiplied by 6 is 36, and 36 is 9 pieces.
+
+Now we have 37 pieces left over. So, we subtract the 9 pieces we already had from the total number of pieces, which is 37.
+
+So, the answer is 9.','stop',212,73,32,2.00885899997650074766e+00,51082074288.0,NULL);
+INSERT INTO "chains" VALUES(66,0,0,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',0,'To solve this problem, we''ll use inverse operations to find the answer. First, convert $0.20 to a decimal by dividing $0.20 by 1.2, which is 20. Next, we''ll use inverse operations to find the answer. To convert $0.20 to a decimal, we''ll multiply it by 12 and then divide by 12. To convert it to dollars, we''ll divide it by 12. Multiplying it by 12 gives us 120 dollars, and dividing it by 12 gives us 0.0001 dollars. Finally, dividing 0.0001 by 12 gives us 0.00001 dollars, which can be written as 1.00 cents.
+
+Now we can add 20 cents to the result. 20 + 20 + 0.0001 = 20.01 cents.
+
+Finally, dividing 20.01 by 12 gives us 2.02 cents.
+
+The answer is 2.02 cents, which is the answer we were looking for.','stop',254,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,1,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',1,'To solve this problem, we need to determine the data points that will provide the maximum possible value for the coefficient of interest, which is 1.
+
+First, let''s calculate the total cost of one package. 1 package costs $1.10, so 10-1 = 10 packages per hour. 10 packages per hour is 1 package per hour multiplied by 10 hours.
+
+Now, let''s calculate the total cost of one package made in a typical eight-hour workday. 1 package is made every 1 hour, so the total cost per package made would be 1 package / 1 hour = 1 package / hour.
+
+Adding the cost of one package to the cost of one package made per hour, we get 1 package + 1 package per hour = 2 packages per hour. 10 packages per hour is 20 packages per hour * 2 = 40 packages per day. 1 package per day is 20 packages per day * 24 hours = 480 packages per day.
+
+Now, let''s calculate the total cost of one package made each day. 1 package made every 1 day would be 1 package / day * 1 day = 1 package / day * 365 days = 500 packages. 1 package per day is equal to 1 package / day * 365 days = 500 per day.
+
+We want to find out how many days it would take to make 2000 packages. 2000 packages per day is equal to 2000 packages per day * 7 days = 132000 packages. 2000 packages is greater than 132000. 140000 is not an option. 140000 is too high. 2000 is too high. 2000 is a very high number that is too high. 2000 is too low. 2000 is too low.
+
+So, it takes 2000 days to make 2000 packages.','stop',470,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,2,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',2,'The problem involves the concept of money and can be solved by breaking it down into manageable parts. First, let''s analyze the given information: the company''s production costs $0.20 per package, and the production time of 50 packages per hour. Since the company only produces 50 packages per hour, the actual production time can be determined by multiplying the number of packages by the production time per package.
+
+The production time is 50 packages * 360 days/week * 60 days/month * 2 weeks/month = 12000 days/year. Now, to find the actual production time, we need to find out how many packages can be produced in a week. Since a week is 7 days, the production time per week is 7 days * 60 days/week = 40 weeks/year.
+
+Therefore, the production time per week is 40 weeks/year * 7 weeks/month = 320 weeks/year.
+
+Now, we can find the actual production time by dividing the production time per week by the production time per package. This gives us 12000 days/year / 40 weeks/year = 30000 days/year.
+
+To find the actual production time, we need to find out how many packages can be produced in a year. Since a year is 12000 days/year, the production time per month is 12000 months/year.
+
+Now, we can find the actual production time by multiplying the production time per month by the production time per package, which is 40 weeks/year * 360 days/week * 60 days/week = 18000 hours/year.
+
+This is the answer. The answer is 30000 / 18000 = 0.0623. So, Colby earns 0.0623 dollars in a typical eight-hour workday.','stop',437,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,3,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',3,'To solve this problem, we can break it down into manageable parts. First, we need to determine the total number of packages that Colby can complete per hour. We know that Colby gets paid $0.20 for every package he completes, which means that for every 50 packages that he completes, he gets $0.20 of the total package cost. This is equivalent to 1 package per hour.
+
+We can now calculate the total number of packages that Colby can complete per hour. We can think of this as a fraction of 1 package per hour, where 1 package per hour is 1. This means that for every 1 package per hour, Colby can complete 1 package per hour.
+
+Now, we need to find the total number of packages that Colby can complete per hour. This is equivalent to finding the fraction of 1 package per hour, which is 10/16. So, 10/16 is the answer.
+
+We can simplify this fraction by dividing both numerator and denominator by 16, which gives us a fraction of 1/16. This is the answer to our problem.
+
+Therefore, Colby earns $0.16 per package per hour.','stop',264,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,4,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',4,'To solve this problem, we need to use algebra. Let''s first find the total cost of 1000 packages.  We can multiply 1000 by 10 and add the result to 1000 to find the total cost of 1000 packages.  Then we''ll add 1 to the result to get the total cost of 1000 packages.
+
+So, 1000 (total cost of 1000 packages) + 1 (total cost of 1 package) = 1010.  Now, we''ll add 1 to the result to get the total cost of 1010.
+
+The answer is 1010. The total cost of 1000 packages is 1010 dollars.','stop',176,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,5,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',5,'Step 1: Determine the total number of packages Colby completed at 4 hours per package.
+Filled packages at 4 hours per package = 4 * 10 = 40 packages
+Colby completed 40 packages per hour.
+
+Step 2: Determine the total number of packages Colby completed at 4 hours per package per day per package.
+At 4 hours per package per day, Colby completed 40 packages / 4 = 100 packages per day.
+
+Step 3: Determine the total number of packages Colby completed at 4 hours per day per package per day.
+Colby completed 100 packages per day * 4 = 400 packages per day
+
+Step 4: Calculate the average number of packages Colby completed at 4 hours per day per package per day, which is: (100/400) * 4 = 1.5 packages per day
+
+Step 5: Calculate the total money Colby earned per day, which is 1.5 * 2 = 2
+
+Total amount of money Colby earned per day = 2 * 1.5 = 3.5
+
+So, Colby earns 3.5 dollars per day.
+
+In a typical 8-hour workday, Colby earns 3.5 * 2 = 7.5 dollars per day.','stop',304,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,6,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',6,'To solve this problem, we can use algebraic thinking. We can start by setting up an equation based on the given information: 10 - 1 = 50. Adding 1 to both sides gives us 10 = 50. Now we can solve for 50 by dividing both sides by 5, which gives us 100 = 1. This equation represents a division of 100 by 5, which is 1. Thus, 1 is the remainder when we divide 100 by 5.
+
+To solve the equation 100 = 1, we can multiply both sides by 10 to get rid of the 100, which is the equation we were trying to solve. 
+
+Solving this equation gives us 10 = 10, which is the answer.
+
+We can conclude that Colby works for a company that produces packaging, but the answer is only 10 dollars. The answer isn''t 10 dollars.','stop',216,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,7,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',7,'To find out how much money Colby earns per hour, we need to consider the hours he completes a package in a 8-hour workday. Since he completes 10 less than 50, he completes 10/15 of a package, so 10% of 10 is 0.10 * 50 = 5.
+This means Colby earns 5 dollars per package per 10 hours.
+The total earnings per hour is 5 dollars + 5 dollars = $10, which is the number of hours he works per day.
+Multiply this number by the total number of hours he works: 5 * 12 = 52 hours.
+Therefore, Colby earns 52 dollars per hour.
+#### 52
+The answer is: 52','stop',179,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,8,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',8,'To determine the total earnings, we need to calculate the total number of packages completed and multiply it by the number of hours the company works per day.
+
+The total number of packages completed is 10 - 50 = 50. Therefore, the earnings per package are 50 * $0.20 = $0.10.
+
+Now, we need to find the total earnings from 10 - 50 = 50. This is calculated by adding the earnings per package to the earnings per package.
+
+Perfect! So, 10 - 50 + $0.10 = 40 cents is correct.
+
+We can calculate the total earnings. 
+
+Total earnings = 100 + $50 = $500
+
+Now, we can calculate the total earnings from 10 - 50 = 50.
+
+To achieve this, we need to calculate the earnings per package.
+
+Perfect! So, 100 + $50 = 150 and 100 + $50 = $100.
+
+We can calculate this by dividing 150 by 100.
+
+Perfect! So, 100 + 50 = 60.
+
+And 100 + 50 = 60.
+
+We can calculate this by dividing 50 by 10.
+
+Perfect! So, 60 + 20 = 22.
+
+We can calculate this by dividing 22 by 10.
+
+Perfect! So, 22 + 10 = 32.
+
+This is the total earnings.','stop',374,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,9,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',9,'To solve this problem, we need to find out the number of packages that can be completed in a standard eight-hour workday and then find the number of packages that can be completed in a typical 10-hour workday.
+
+We can start by finding out how many packages can be completed in a standard 10-hour workday. This is based on the 8-hour cycle of workdays. So, 10 x 8 = 80 can be completed in a standard 10-hour workday.
+
+Now, we need to find out how many packages can be completed in a standard 10-hour workday. To find this, we need to divide 80 by 10, which is 80 / 10 = 8. 
+
+In other words, 80-8 = 0 units.
+
+However, we are also asked to find out the number of packages that can be completed in a typical 10-hour workday. To do this, we need to find out how many packages can be completed in 10-8-1 = 14-2 = 6-3 = 4-5 units.
+
+So, 80-8 = 14-2 = 6-3 = 4-5 units.
+
+Now, we can find the total number of packages that can be completed in a typical 10-hour workday by multiplying the number of packages that can be completed in 10-8-1 = 14-2 = 14, by the number of packages that can be completed in 10-8-1 = 6-3 = 4-5, which is 13-1 = 13-1 = 3-4 units.
+
+So, 13-1 = 3-4 units, which is 3-4 units.
+
+Now, we can calculate how many packages can be completed in a 10-8-1 = 14-2 = 14, and find how many packages can be completed in 10-8-1 = 14, which is 3-4 units, which is 3-4 units.
+
+We can add these amounts to find how many packages can be completed in a 10-8-1 = 14-2 = 1','length',512,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,10,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',10,'To solve this problem, we need to break it down into manageable parts. First, we calculate the hours of the total amount of money that Colby earns per day (10 - 50 = 10). Then, we multiply this by the total amount of money that Colby earns per day (10 - 50 = 10). Finally, we multiply the result by 30 (the number of days the manufacturing company operates per week).
+
+This results in 10 * (30 * 5) = 250 = 250 days of Colby''s work. 
+
+We can then add this to the total amount of money Colby earns per day, which is 250. 
+
+Combine the results of both equations to find the final answer: 250 + 250 = 500.
+
+Therefore, Colby earns 500 dollars in a typical eight-hour workday.','stop',207,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,11,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',11,'To solve this problem, we need to calculate the total value of the 10-pack of 1000 packages, which is 10 x 1000 = 10000 packages, and then find the total value of the 10-pack product, which is 10 x 1000 = 10000 packages.
+
+We know that Colby gets paid $0.20 for each package he completes. If we divide the total value of the 10000 packages by 10000, we get 10 x 10 = 1000. Since there are 10000 packages, 10 x 10 = 10000. So, 10000 packages is equivalent to 10 x 10 = 10000 packages.
+
+The total value of the 10000 packages is 10000 - 1000 = 00000 packages, which is the amount of money Colby earns.
+
+The total amount of money Colby earns is 10000 x 0.20 = 20000 dollars.
+
+We can conclude that Colby earns 20000 dollars in a typical eight-hour workday.','stop',299,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,12,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',12,'To solve this problem, let''s first analyze the given information:
+
+Colby works for a manufacturing company in the packaging division and each package requires 10 less than 50 packages. Therefore, 10% of the 1000 packages is 1000 / 100 = 1 package per hour.
+
+Colby does 10% of 1000 = 1001 packages per hour.
+
+Now, let''s convert this to a dollar amount:
+
+Colby earns $1.001 for every hour he does.
+
+To solve the equation 10% of 1 = 1001, we''ll use the equation 10% of 1 = 10 * 11.
+
+To simplify, we''ll multiply 10 by 11:
+
+10 * 11 = 110 * 11 = 1211
+
+1211 is equal to 1001 dollars.
+
+Colby earns 1001 dollars in a typical eight-hour workday, which is the same as 1001 dollars.
+
+Therefore, Colby earns 1001 dollars, in a typical eight-hour workday.','stop',277,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,13,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',13,'To solve this problem, we need to break it down into manageable parts and then use logical reasoning. We know that Colby gets paid $0.20 per package completed per hour, and 10-pack packages can be worked out of 50-pack packages in an eight-hour workday. So, 50 is a multiple of 10.
+
+Given that 10-pack packages can be worked out of 50-pack packages in an eight-hour workday, we can multiply 10 and 10 to find the total number of workdays per 12 hours. 10 * 12 = 120 workdays per 12 hours.
+
+Now, let''s consider the problem. If Colby earns $20 for every 50-pack package, and 50 is a multiple of 10, we can calculate the number of workdays per 10-pack package. 50 / 10 = 5, so 5 workdays per 10-pack package is 5 workdays per 10 workdays per 10-pack package.
+
+Now, we can add this to 10 and multiply by 5 to find the total cost of 10 workdays. 10 * 5 = 50, so 10 * 5 = 50 workdays per 10 workdays per 10-pack package equals 50 workdays.
+
+Finally, let''s consider the formula for calculating the total cost of 10 workdays per 10-pack package. It is calculated by multiplying the cost of the workday by the workday itself. So 50 workdays per 10-pack package is equivalent to 5 workdays, and 10 workdays is equal to 10 workdays. So the total number of workdays in a 10-pack package is 10 workdays.','stop',423,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,14,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',14,'To solve this problem, we''ll follow the steps outlined in the problem:
+
+Step 1: Calculate the total cost of 1000 packages per hour using the given formula for total cost of 1000 boxes of a product.
+Total cost = 1000 * 1.05 = 1500.05
+
+Step 2: Determine the ratio of the cost of one package to the total cost of 1000 boxes of a product to the cost of 1 package of the manufacturer''s product.
+Cost of 1 package / 1000 boxes of a product = 1 / 1000.
+
+Step 3: Calculate the cost of one package of a product by dividing the cost of 1 package by 1000 boxes of a product.
+Cost of 1 package / 1000 boxes of a product = 0.001.
+
+Step 4: Multiply this by 100 to find the total cost of 1000 boxes of a product.
+Total cost of 1000 boxes of a product = 100 * 0.001 = 1.01
+
+Step 5: Calculate the cost of one package of a product by dividing the cost of 1 package by 1000 boxes of a product.
+Cost of 1 package / 1000 boxes of a product = 0.01.
+
+Step 6: Calculate the value of 0.01 by multiplying it by 100.
+Value of 0.01 = 100 * 100 = 1000
+
+Finally, find the total cost of 1000 boxes of a product by multiplying the cost of 1 package by the value of 100.
+Total cost of 1000 boxes of a product = 100 * 100 = 10000.
+
+The answer is 1000.','stop',446,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(66,0,15,'a76af0c3184be2a0a1f6e431825c0bc5f89ff6e115154b82bcfee11faad28b58',15,'To solve this problem, we need to calculate the number of packages that can be completed in a typical eight-hour workday and then find the total amount of money that Colby earns in a typical eight-hour workday.
+
+Colby works for 10 hours a day, so 10 hours x 60 minutes = 60 hours, and he can work 60 times 5 days per week. 5 days x 10 hours = 50 days of work.
+
+To find out how many packages can be completed in a typical eight-hour workday, we need to calculate 10 hours x 50 days of work / 180 hours of workday = 300 packages.
+
+Now, we need to find the total amount of money that Colby earns in a typical eight-hour workday. This is 300 x 10 = 3000 dollars.
+
+So, Colby earns a total of 3000 dollars in a typical eight-hour workday of 50.
+
+In general, Colby makes a total of 5000 dollars in a typical eight-hour workday for the entire 10 hours of work.','stop',265,99,32,3.49627395354105363622e+00,86661293904.0,NULL);
+INSERT INTO "chains" VALUES(67,0,0,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',0,'To find the number of individual brownies Greta had left over from the entire day, we need to calculate 1/2 x 4 = 2.  This is exactly 1 dollar, which is the total amount of brownies in all.  So, we need to divide 1 by 2 to find out how many brownies Greta had left over from the entire day.  This is 1 / 2 = 0.5, which is the total amount of brownies Greta had left over.','stop',110,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,1,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',1,'To solve this problem, we need to break down the information step by step. We know that Greta made 2 dozen cream cheese swirl brownies, 1/2 of them were eaten during the party, and 1/2 of those were eaten during the party itself.
+
+Let''s start by adding these two pieces of information together: 2 * 1 (one dozen) + 1 (1/2) = 3.
+
+This is the number of cream cheese swirl brownies Greta had left over from the entire day.
+
+We know that 1 1/2 dozen brownies were eaten during the party and later eaten during the party itself.
+
+So, the answer is 3.','stop',154,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,2,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',2,'To solve this problem, we need to break it down step by step. We know that Greta made 1/2 a dozen brownies yesterday. So, 1/2 a dozen = 1/2 * 12 = 12.
+The party threw her a surprise party and had 4 dozen brownies, so that''s a party of 4 * 12 = 48 brownies.
+The party took 48 brownies to throw, so that''s a party of 48.
+So, we need to find out how many individual brownies Greta had left over from the entire day.
+We know Greta had 12 individual brownies yesterday, so to find the total number of individual brownies, we can multiply 12 by 48.
+We can multiply 48 by 12, which gives us 164.
+We can multiply 12 by 48, which gives us 64.
+We can multiply 12 by 16, which gives us 16.
+The total number of individual brownies Greta had left over from the entire day is 16.
+#### 16
+The answer is: 6','stop',262,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,3,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',3,'First, let''s calculate the total number of individual brownies Greta has left over from the entire day.  She has 110 individual brownies left over.
+
+Each individual brownie is 10% of the total number of brownies, so 110 individual brownies can be split into 10% of the total number of brownies.  This is based on the equation 10% of 110 = 110 * 0.11, which equals 110 individual brownies.
+
+Now we need to find out how many individual brownies Greta has left over. 110 individual brownies can be divided into 111 individual brownies. This is possible if we divide 111 by 11, which is 11.  However, 111 individual brownies is one more than a multiple of 11, which cannot be.  So, Greta has 11 individual brownies left over.
+
+Now that we know Greta has 11 individual brownies left over from the entire day, we can find out how many individual brownies she has left over from the entire day.  This is 111 individual brownies divided by 11.  This simplifies to 1, so we can calculate this as 11.  So, Greta has a total of 11 individual brownies left over from the entire day.','stop',311,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,4,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',4,'To solve this problem, we need to break it down step by step and use logical thinking. Let''s start by identifying the problem. We have two parts: the party and the party plan. The party has 1/2 a dozen brownies, so that''s 2 * 10 = 20 brownies. The party plan includes 4 dozen brownies, so that''s 4 * 2 = 8 brownies.
+
+We''re asked to find the amount of individual brownies Greta had left over from the entire day. To do this, we need to calculate the amount of brownies Greta had left over from the party plan. The party had 4 dozen brownies, so that''s 4 * 8 = 32 brownies.
+
+But we also need to calculate the number of individual brownies Greta had left over from the party plan. To do this, we need to divide 32 brownies by 4 dozen brownies, which gives us 6.
+
+So, Greta had 6 brownies left over from the entire day.
+
+The answer is 6.','stop',238,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,5,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',5,'First, let''s calculate the number of cream cheese swirl brownies. 1/2 a dozen = 0.5 (the number of cream cheese swirl brownies is 1/2 * 12 = 4 cream cheese swirl brownies).
+
+Now, let''s calculate the number of individual brownies. 1 dozen * 4 = 4 brownies.
+
+There are 4 individual brownies left over.
+
+So, Greta had 4 individual brownies leftover from the entire day.','stop',112,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,6,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',6,'1. 1 1/2 dozen brownies
+2. 4 dozen brownies
+
+Greta had 1 1/2 dozen brownies left over from the entire day. The party took place for 2 people, and in total, 4 people ate 4 dozen brownies. The party ended with 1 1/2 dozen brownies.  So Greta had 1 1/2 dozen brownies leftover from the entire day.','stop',99,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,7,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',7,'1
+1/2 = 1.25
+4 = 4
+Greta had 4 individual brownies left over from the entire day.
+
+The number of individual brownies Greta had left over from the entire day is 1 - 4 = 2 brownies.','stop',63,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,8,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',8,'To solve this problem, we need to break it down step by step. Let''s first calculate the number of brownies Greta had left over from the entire day. We know that 1/2 of a dozen brownies are eaten during the party. So, 1 / 2 = 0.5.
+
+Now, we need to find out how many brownies Greta had left over from the whole day. We can do this by dividing the whole by the whole (1 / 2). 
+
+1 / 1 (1 / 2) = 1.
+
+So, Greta had 1 brownie left over from the entire day.
+
+To calculate this, we need to multiply 1 by 1 (1) and 1.
+
+So, 1 * 1 = 1.
+
+This gives us the answer, 1.','stop',185,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,9,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',9,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of brownies Greta had left over from the entire day. We can do this by multiplying 1 by 24 and adding 4.  So, 24 + 4 = 38 brownies Greta had left over from the entire day.
+
+Now we have two ways to calculate the number of brownies Greta had left over from the entire day. We can use the first method by adding the number of brownies Greta had left over to the number of brownies that were eaten. Adding these together gives us 2 x 38 = 72 brownies Greta had left over from the entire day.
+
+The second method would be to calculate 1/2 x 38, which gives us 1/4 of 38 brownies, which is 1/4 of 38 brownies, which is 3 brownies.','stop',211,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,10,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',10,'To solve this problem, we need to first calculate the total number of brownies Greta had left over from the entire day.
+
+The party lasted 4 hours, so the party lasted 8 hours total. 
+The party was entirely 10 hours from the birthday. 
+So, 10 hours * 1 brownie = 10 brownies Greta has left over from the entire day.
+
+At the party, 1 brownie was eaten, so Greta has left a total of 10 - 1 = 9 brownies left over from the entire day.
+
+#### 9
+The answer is: 9','stop',139,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,11,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',11,'Greta made 1/2 dozen brownies, which is 10% of the total amount she made.  She made 10% of 1200, which is 120.  She ate 12*120 = 1640 brownies.  She made 10% of 1640, which is 12*10 = 120.  She ate 12*10 = 120 brownies.  So, 20 brownies were eaten.  So, 20 are left over from the entire day, which is 200.  So, 20% of the day was eaten.  So, 20% of the day was 20 * 1.  So, 20% of the day was 4.  So, the final answer is 20 * 10 = 20% of the day was eaten.','stop',213,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,12,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',12,'To solve this problem, we need to break it down step by step. 
+Step 1: We need to find the total number of cookies Greta had on the party.
+Step 2: We need to determine how many ice cream swirl brownies Greta has left over from the entire day.
+Step 3: We need to calculate the number of cookies Greta had to eat from the party.
+We know that Greta made one dozen cream cheese swirl brownies and made 1/2 dozen brownies. 
+Let''s break it down:
+1. 1 dozen cream cheese swirl brownies = 12*12 = 144 cookies
+2. 1/2 dozen brownies = 24 cookies
+3. 1 dozen cream cheese swirl brownies = 12*1 = 12 cookies
+4. 1/2 dozen brownies = 24 cookies
+
+Step 4: We need to find out how many cookies Greta ate from the party.
+We can think of this as the number of cookies Greta ate from the party - the number of cookies she ate from the party- the cake and the cake itself.
+Let''s break it down:
+1. 1 dozen cream cheese swirl brownies = 12*1 = 12 cookies
+2. 1/2 dozen brownies = 2*2 = 4 cookies
+3. 1/2 dozen brownies = 4 cookies
+
+Step 5: We need to find out how many cookies Greta ate from the cake.
+We can think of this as the number of cookies Greta ate from the cake - the cake itself.
+Let''s think of this as the number of cookies Greta ate from the cake - the cake itself.
+We need to find the number of cookies Greta ate from the cake.
+We can think of this as the number of cookies Greta ate from the cake - the cake itself.
+
+We need to find out how many cookies Greta ate from the cake, which is 2 cookies - the cake itself.
+
+Step 6: We need to find out how many cookies Greta ate from the cake, which is 4 cookies - the cake itself.
+
+To solve this problem, we need to multiply 12 by 2 (the number of cookies Greta ate from the cake) and divide it by 4','length',512,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,13,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',13,'Let''s break this down step-by-step.
+
+First, we''ll calculate the number of individual brownies Greta had left over from the entire day.  We know there were 4 dozen brownies that Greta had to eat. This is equivalent to 4 x 12 = 48 individual brownies left over from the entire day.
+
+However, we need to account for the fact that Greta''s party included the entire day''s party food. To calculate this, we''ll divide 48 by 12 to get 3. So, Greta had 3 individual brownies leftover from the entire day.
+
+Now, let''s find the total number of individual brownies Greta had left over from the entire day. Since there were 4 dozen brownies left over from the entire day, we multiply 4 by 48 to find the total number of individual brownies Greta had left over from the entire day.
+
+To do this, we''ll add 1 to 48 + 48, which gives us 66. So, Greta had 66 individual brownies leftover from the entire day.','stop',245,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,14,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',14,'To solve this problem, we need to consider the whole day as a single batch of 4 dozen brownies, which is 12 * 4 = 48 brownies.
+The party took 48 brownies, so it took 48 / 4 = 12 drinks to deliver the party.
+Each party requires 12 drinks, so Greta needs to make 12 * 4 = 48 drinks to make the party.
+The party took 12 drinks, so it took 12 * 4 = 48 drinks to make the party.
+The number of individual brownies available is the total number of brownies, which is 48 + 48 + 4 = 96.
+#### 96
+The answer is: 96','stop',173,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(67,0,15,'153f1c5618d1023b6e6c19876c31f43e3c9f0aab2dca4f2d6727cdda5ddc0e39',15,'Let''s break down the problem step by step. We know that Greta made 1 dozen cream cheese swirl brownies.  She made 1 dozen cream cheese swirl brownies.  She made 1 dozen of those cream cheese swirl brownies.  So, 1 dozen of those cream cheese swirl brownies is equal to 1 dozen swirls.  She made 1 dozen of those cream cheese swirl brownies and left 1 dozen of those cream cheese swirl brownies to eat.  So, 1 dozen of those cream cheese swirl brownies are equal to 1 dozen chocolate.  So, 1 dozen of that would be equal to 1 dozen chocolate.  Now, let''s think about the number of chocolate.  The number of chocolate is a multiple of 12, so 12 chocolate is 12*100 = 120.  So, 12 chocolate is equal to 120*12 = 1440.  Now, 12 chocolate is equal to 120*12 = 1440.  Now, 100% of that is equal to 100*12 = 1200.  The number of brownies is 1200.  So, 120 of them are equal to 100*12 = 1002.  Now, how many brownies are left over from the entire day.  If 1002 is 1002 * 12,  So, 12 brownies are left over from the entire day.  So, 120 brownies are left over from the entire day.  Now, 120 is a multiple of 12, so 12*12 = 1440.  Now, 12*12*1 = 1440.  This is the number of brownies Greta had left over from the entire day, so 12 is the only way to reach this number.','stop',449,148,32,2.50569152753855872717e+00,60128208576.0,NULL);
+INSERT INTO "chains" VALUES(68,0,0,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',0,'To solve this problem, we need to consider the possible combinations of Robert''s and Jerry''s appetites and determine how much more they need to satisfy each other.
+
+Let''s start by analyzing the given information: Robert has 30 more cherries than Jerry. This means that if Robert adds 10 more cherries to Jerry, the total number of more cherries that can be shared with Jerry is 10 + 30 = 30 more cherries.
+
+We can denote Robert''s appetites as R10 and Jerry''s as R30. We want to find the number of more cherries that can be shared with Jerry, which is equivalent to the number of more cherries that Robert can share with Jerry.
+
+When Robert adds 10 more cherries to Jerry, we need to consider how many of each type of fruit they can share.
+
+Let''s set up an equation:
+
+R10 * (R30) + (10 * R30) = 30 + R30 = 2R
+R10 + 10 * R30 = 2R
+R10 + 30 = 2R
+
+Rearrangement of the equation: R10 + 30 = 2R
+
+Now we have a relationship between the number of more cherries that Robert can share with Jerry and the number of more cherries that Jerry can share with Robert, given that Robert can share 2R more cherries than Jerry.
+
+To find a fraction of the total number of cherries shared by Jerry, we would need to know the ratio of more cherries that Robert can share with Jerry''s appetites. This is a ratio of the number of more cherries that Robert can share with Jerry''s appetites, but given that we can only measure the ratio of more cherries that Robert can share with Jerry''s appetites, we would need to know the ratio of more cherries that Robert can share with Jerry''s appetites.
+
+However, we only have information about the proportion of more cherries that Robert can share with Jerry''s appetites. We cannot know the exact proportion of more cherries that Robert can share with Jerry''s appetites.
+
+Therefore, the final answer is not possible to determine, because we don''t have enough information to determine the exact ratio of more cherries that Robert can share with Jerry''s appetites. This is a classic example of a binary logic puzzle: adding a fraction to a fraction doesn''t give the actual fraction','length',512,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,1,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',1,'Let''s break it down step by step. We know that Robert has 30 cherries, and Richard has 10 more than Robert. So, we can set up the equation:
+
+Number of cherries = 30 + 10
+Number of cherries = 30
+
+Now, we know that Robert has 30 cherries, and Richard has 30 more cherries than Robert. Since we''re interested in Robert''s own quantity, we can find out how many more he has than Richard. We know that Robert has 30 more cherries than Richard, so we need to find out how many more he has than Richard - 10. So, we need to find 30 - 10 = 3 = 2 more.
+
+So, Robert has 3 more cherries than Richard.','stop',172,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,2,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',2,'Let''s break down the information:
+
+Rounding up to the nearest integer (already done), we have 10 more cherries than Robert.
+We know that Richard has 30 more cherries than Robert, so we can set up a simple equation:
+
+Roch = 10 + 10 = 20
+Bob = 30 - 20 = 3
+
+Robert has 3 more cherries than Richard, so we can set up a 3:1 ratio:
+
+Jeffrey = Bob / Richard = 22.5
+
+So, Robert has 22 more cherries than Bobby.
+
+Now, let''s find how many more are needed to reach Bob. Since Bob has 3 more cherries than Bobby, we know that Bobby will have 22 more cherries than Bob.
+
+If we subtract this from Bobby''s current number of cherries, we get: 22 - Bobby = 22 - 3 = 11
+
+Now, let''s find how many more Bobby has than Bob. Bobby has 22 more cherries than Bob, so we can set up a 2:1 ratio:
+
+Boj = Bobby / Bob = 21
+
+So, Bob has 21 more cherries than Bongo.
+
+The answer is: 22 + 21 = 33
+
+Rearrangement of the equation:
+
+r = 10 + 20
+r = 30
+
+The answer is: 3
+
+So, Robert has 22 more cherries than Bobby.','stop',337,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,3,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',3,'To solve this problem, let''s break it down step-by-step. We know that Robert has 30 more cherries than Richard, and they have 10 more cherries than Jerry. So, we can set up an equation to represent the situation:
+
+Robert + Richard + 10 = 30 + 30 (making 30 the answer)
+
+This equation can be simplified to 2 + 30 = 30, which is the answer.
+
+So, Robert has 2 more cherries than Jerry, and Jerry has 1 more than Richard.
+
+The solution is 2 + 1 = 3.','stop',139,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,4,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',4,'To find out how many more cherries Robert has than Jerry, we need to start by adding the number of cherries Jerry has to 100.
+Let''s find the difference between the number of cherries Jerry has and the number of cherries Robert has:
+30 - 10 = 20
+The number of cherries Jerry has is 20.
+The number of cherries Robert has is 20 + 10 = 30.
+Robert has 30 more cherries than Jerry.
+#### 3
+The answer is: 3','stop',117,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,5,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',5,'Step 1: Determine the number of more cherries Robert has than Jerry.
+Let''s start by finding Robert''s first 3 more cherries, which means 3*Robert+1 = 6 * 3 = 18 more.
+Step 2: Determine how many more Roberts have than Jerry.
+Robert''s first 3 more cherries are 3 + 18 = 22 more.
+Robert''s current number of more cherries is now 3 + 22 = 25 more.
+Step 3: Determine how many more Roberts there are than Jerry.
+Since Robert''s current number of more cherries is 3 + 25 = 50 more, and he has 6 more cherries, the new number of Roberts is 50 - 3 = 35 more.
+Step 4: Determine how many more Roberts there are than Jerry.
+Now, we need to find how many more Roberts there are than Jerry''s current number of more cherries, which we can calculate by adding 1 to the number of more cherries.
+Therefore, 50 + 1 = 51 more.
+Step 5: Determine how many more Roberts there are than Jerry''s current number of more cherries.
+Since there is already 3 more Roberts, the new number of Roberts is 3.
+The final answer is 3.','stop',293,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,6,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',6,'To solve this problem, let''s break it down step by step. We know that Robert has 30 more cherries than Jerry and that Robert has 10 more cherries than Richard.
+
+Let''s start by understanding the relationship between the given quantities. We have 10 more cherries than Jerry, which means 30 more cherries than Jerry''s own amount of cherries. If we add 10 to Jerry''s own amount of cherries, the total number of cherries will now be 30 more than Jerry''s own.
+
+So, we can set up an equation to represent this: 30 + 1 = Jerry''s own amount of cherries
+
+Now, let''s find the total number of cherries by adding the number of Jerry''s own cherries to the number of 10 more cherries. This is 10 more cherries, which is 30.
+
+So, 30 + 30 = 60 and 60 = 10 (to express it as fraction would take 2 decimals).
+
+So, we can rewrite it as 10 (to express it as fraction) + 10 = 20 and 20 + 10 = 30.
+
+So, the answer is 30.
+
+So, the solution is 30, which is the answer.','stop',283,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,7,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',7,'To solve this problem, we need to break it down step by step. We know that Richard, Jerry, and Robert have 60 cherries. So, they have a total of 30 + 60 = 90 cherries.
+
+First, we need to find out how many more cherries Robert has than Jerry. Since Robert has 30 + 10 = 30 more cherries than Jerry, Richard already has 30 - Jerry + 30 = 60 cherries.
+
+Now we know that Richard has 30 more cherries than Jerry. We can add 60 + 30 = 90 to Richard''s total. So, Richard has 90 - 60 + 30 = 90 - 60 + 3 = 130 cherries.
+
+So Robert has 130 - 10 = 130 more cherries than Jerry.
+
+Conversely, if Jerry has 30 more cherries than Robert, then Jerry has 30 + 30 = 60 more cherries than Richard.
+
+Let''s calculate what happens when we add 60 + 10 to each of them. 60 + 10 = 100, 30 + 10 = 40, 30 + 10 + 10 = 50, so 60 + 10 + 10 is 110.
+
+When we add 110 to both sides of the equation 60 + 10 + 30 = 130, we get 30 + 110 = 210, which is the same as 60 + 10 = 100.
+
+So, Robert has 110 more cherries than Jerry when they are first paired.
+
+So, the answer is 110.','stop',411,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,8,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',8,'Let''s break down the problem step by step. Robert has 30 cherries. If Robert has 10 more than Richard, then Richard has 30 + 10 = 40 cherries.
+
+Now, let''s find out how many more cherries Robert has than Jerry. If Robert has 40 cherries, then Jerry has 30 + 40 = 70 cherries.
+
+To find out how many more cherries Robert has than Jerry, we add the number of more cherries compared to Jerry. So, we add 40 + 70 = 110 more cherries to Bob''s weight.
+
+Now, let''s calculate how many more cherries Robert has than Jerry. If Bob has 110 more cherries than Jerry, then Bob has 110 - 110 = 0 more cherries than Bob has.
+
+This means that Jerry is 110 more cherries than Bob.
+
+So, the answer is: 2
+
+Rachel, Stephanie, and Ruby are going to share 100 more flowers than Rachel, and she also has 15 more flowers than Stephanie. What are the numbers of Ruby?','stop',249,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,9,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',9,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total number of cherries that Richard can have as follows: 30 cherries, which is the sum of 60 cherries, but since Richard already has 30 cherries, he can have 60 - 30 = 10 more cherries that he does not have.
+
+Now, let''s consider the case where Richard has more cherries. If he has 10 more cherries than Jerry, that means he has 10 - 3 = 5 cherries that Jerry cannot have. To find out how many more Jerry has than Richard, we need to consider how much more Jerry has than Richard.
+
+We need to find the difference between the number of cherries that Richard has and the number of cherries that Jerry can have. This is the same as finding the difference between the number of more cherries that Richard has than Jerry and the number of more cherries that Jerry can have. This is a simple arithmetic difference between the number of more cherries that can be eaten by Robert and the number of more cherries that can be eaten by Richard.
+
+The number of more cherries that can be eaten by Richard is 5, and the number of more cherries that can be eaten by Jerry is also 5, since there is only one more, but this is because he is eating a smaller quantity compared to Jerry. So, the difference is 5 - 5 = 1, which is the number of more cherries that can be eaten by Richard.','stop',319,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,10,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',10,'To solve this problem, we need to break it down into manageable parts and find the answer step by step. First, we need to find the number of more cherries Robert has than Jerry.
+
+We know that Robert has 30 cherryx, and there are 60 cherries. So, the number of more cherries Robert has than Jerry can be calculated by dividing 30 by 60.
+
+This gives us 1 more cherryx. So, Robert has 1 more cherryx cherries than Jerry.
+
+To find the final answer, we need to add this to the total number of more cherries Robert has than Jerry.
+
+We can add 1 more cherryx to 60, which is 70. So, the total number of more cherries Robert has than Jerry is 70 more cherries than Jerry, which is 70 more cherries Robert has than Jerry.
+
+Therefore, Robert has 7 more cherries than Jerry.
+
+The answer is 7.','stop',208,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,11,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',11,'To solve this problem, we need to think about the total number of cherries that can be shared between three people. Since Robert has 10 more cherries than Richard, he can share 10 * 3 = 30 cherries among himself.
+
+In the original problem, we said that Richard has 30 cherries. When we add the number of cherries that Robert has, it is 10 more cherries, which means Robert has 30 + 10 = 40 more cherries than Richard.
+
+So, Robert has 40 more cherries than Richard.','stop',122,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,12,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',12,'Let''s break this down step by step.
+
+Let''s start by understanding the relationships between the values. We know that Robert has 30 cherry-wise than Richard. This means that Richard has 30 / Robert''s number of cherries + 10 which is Robert''s number of cherry-wise.
+
+The key here is to understand that Robert has 30 / Richard''s number of cherries (30 cherries / Richard''s number of cherries). Now, if we add Robert''s number of cherries + 30, it''s the same as adding Richard''s number of cherries + 10, which is Robert''s number of cherry-wise, and Robert''s number of cherry-wise plus Richard''s number of cherries = 30 cherry-wise + 10 = Robert''s number of cherry-wise.
+
+When we add Robert''s number of cherries + 30, it is the same as adding Jerry''s number of cherries + 10, which is 60 cherries.
+
+So, the answer is that Robert has 30 cherries + 10 = 60 cherries, and Jerry has 60 - 30 = 18 cherries.','stop',249,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,13,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',13,'Let''s break down the given information:
+
+Rocker, Richard, and Robert are going to share 60 cherries. This means ROCKER has 60 - 10 = 40 more cherries than DOGS.
+
+To solve this problem, we need to consider the total number of cherries each of the three people has. Since they are sharing 60 cherries, each person has 60 / 10 = 6 cherries each.
+
+Now, let''s add the number of cherries each person has. ROCKER has 40 more cherries than DOGS, which means ROCKER has 6 + 40 = 60 cherries.
+
+So, Robert has 60 - 40 = 20 more cherries than DOGS.
+
+Therefore, Robert has 20 + DOGS = 24 additional cherries than ROCKER.
+
+The answer is 24, which matches the given information.','stop',205,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,14,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',14,'Let''s break it down step by step:
+
+Roch: 30 + 10 = 30+10 = 30 more cherries than Jerry.
+
+Robert: 60 + 30 = 90, so Robert has 90 more cherries than Jerry.
+
+To find Robert''s total number of cherries, we add these to Jerry''s total number of cherries:
+
+90 + 30 = 120 more cherries than Jerry''s goal of 60 + 30 = 90.
+
+So Robert has 120 more cherries than Jerry.
+
+The answer is 120.
+
+To summarize, Robert has 120 more cherries than Jerry.','stop',158,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(68,0,15,'9378f439971b48264718d941d4d0ddb20a79a36d7bbf1ca655bac5ded2cba0d2',15,'Let''s start by first finding the total number of cherries Bobric can have.
+
+A fruit is defined as a fruit that contains at least 500 calories. If we just multiply 60 cherry by 500 calories, that would be 2500 calories per cherry.
+
+This is a fraction of a calorie, and we want to know how many more cherries Bobric can have if he only has 30 cherry. So, we can multiply 2500 by 30, which is 60000.
+
+Since Bobric can only have 30 cherry, he has 60 more cherries than Robert.
+
+So, Robert has 60 more cherries than Bobric.
+
+The answer is 60.
+
+The final answer is 60.','stop',176,80,32,3.07180624214614583777e+00,66954845232.0,NULL);
+INSERT INTO "chains" VALUES(69,0,0,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',0,'To solve this problem, we need to first identify the parts of the puzzle. We know that Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, so we need to add them up: 10 + 4 = 5 boxes of gingerbread and 4 fewer boxes of apple pie.
+
+Now, we know that the total amount of money sold is 6 (total square inches of gingerbread) + 4 (total boxes of apple pie) = $12.
+
+We know that on Sunny''s first day, he sold 10 boxes of gingerbread (1 x 6 = 6), and 5 fewer boxes of apple pie (4 - 15). So, he sold 6 - 55 = 10 boxes of both items.
+
+He sold 10 + 15 = 25 boxes of both items. So, he earned 25 boxes of both items * 1.5 = 30 boxes of both items.
+
+On Sunny''s second day, he sold 30 boxes of both items. So, he earned 30 - 25 = 10 boxes of both items * 3 = 30 boxes of both items.
+
+We know that on Sunny''s third day, he sold 30 boxes of both items. So, he earned 30 - 30 = 0 boxes of both items * 3 = 9 boxes of both items.
+
+We can add 3 boxes of both items together: 9 + 10 = 11 boxes of both items.
+
+The total amount of money sold is 11 boxes of both items. So, he earned 11 * 12 = 132 dollars of both items.
+
+The total amount of money earned is his total amount of both items * 2 = 2 * 13 = 26 dollars of both items.
+
+So, the total amount of money earned is 132 + 26 = 398 dollars of both items.
+
+The answer is 398.','stop',457,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,1,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',1,'To solve this problem, I''ll start by first finding the total revenue from each day and then divide that by the number of days.
+
+The total revenue is $6, and there are 2 days in the scenario. I''ll calculate 6 * 2 = 12, and then multiply that by the number of days (2) to find the total revenue.
+
+Total revenue: 6 + 12 = 18
+In 2 days, total revenue: 18 * 2 = 36 dollars
+
+Now, I''ll find the total increase in revenue: 18 + 36 = 54 dollars
+
+If we subtract this from the total revenue, we get 10 + 54 - 54 = 12, which is the number of days Sunny sold more than two boxes of apple pie.
+
+So, the answer is 12.','stop',195,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,2,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',2,'Let''s break down the problem. We know that on Saturday, Sunny sold 10 boxes of gingerbread and 5 boxes of apple pie, which means he sold 10 + 5 = 15 boxes of both.
+
+On Sunday, he sold 15 boxes of both, which means he sold 15 * 5 = 75 cones of both.
+
+Now, let''s consider the cost of the two days. For Saturday, he sold 10 boxes of gingerbread, which means he sold 10 * 5 = 50 cookies of both. For Sunday, he sold 5 boxes of both, which means he sold 5 * 15 = 75 cookies of both.
+
+The total cost of both is 75 + 75 = 120 cookies of both. This can be calculated by subtracting the cookies sold for each day from total. So, 120 - 75 = 20 cookies for one day.
+
+On Sunday, he sold 20 cookies of both, which means he sold 20 * 75 = 1600 cookies of both.
+
+This problem is an example of a classic economic puzzle that requires calculating the total cost of two different items sold, in this case, gingerbread and apple pie, simultaneously.','stop',285,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,3,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',3,'To solve this problem, let''s first calculate the total revenue Sunny made on both days. He sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, so his total revenue is 10 + 4 - 10 = 10 boxes * 4 boxes per day * 1.5 (to account for the extra 15 boxes of apple pie). So, the total revenue is 10 + 15 = 25 boxes * 4 boxes per day * 1.5 boxes per day = 25 boxes * 4 = 100 boxes sold. The revenue made on both days is 10 boxes * 4 = 40 boxes sold.
+
+On Sunday, he sold 5 more boxes of gingerbread and 4 fewer boxes of apple pie, so his total revenue is 10 + 5 = 15 boxes * 4 = 20 boxes sold. So, he made a profit of 20 - 15 = 5 boxes sold.
+
+Therefore, to calculate the total cost of the two days, we multiply the revenue by the number of days: 10 + 5 = 6.
+
+The total cost of the two days is 6 boxes * 4 boxes/day = 24 boxes.
+
+So, the total cost of the two days is 24 boxes * 4 = 128 boxes.
+
+To find the total amount of money left, we subtract the total cost of the two days from the total revenue: 10 + 5 = 6.
+
+Therefore, the total amount of money left is 6.
+
+So, there is 6 cookies left.','stop',366,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,4,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',4,'To solve this problem, we need to consider the total amount of money sold and the total amount of money made on both days.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie. This means that for each box of gingerbread sold, he sold 10 - 4 = 4 gingerbread pieces for the day. For the remaining 4 gingerbread pieces, he sold 1 box of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread and apple pie, which means that for each of the remaining boxes of gingerbread and apple pie sold, he sold 5 * 4 = 20 gingerbread pieces.
+
+The total amount of money made on both days is the sum of the amounts sold and the amount sold on Sunday: 10 + 20 = 30 / 4 = 6.
+
+So, he earned a total of 6 * 4 = 24 cookies of gingerbread pie and 2 cookies of apple pie.
+
+Therefore, the answer is 24 cookies in total.','stop',236,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,5,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',5,'To solve this problem, we can start by dividing the total cost of 6 gingerbread and 4 fewer boxes of apple pie by 2, which means we can simplify the problem to 3x + 1 for a general equation to represent this scenario.
+
+Let''s break it down step by step. If Sunny sells 10 bags of gingerbread and 10 x 4 = 40 boxes of gingerbread, and if 15 of those are apples pie, then 10 x 4 = 40 apples pie.
+
+We want to find out how many 10 x 4 = 40 apples pie pieces of 10 that are sold. So, 10 x 4 = 40.
+
+The total number of apples pie is 40 + 10 = 14, and the number of apples pie pieces is 14.
+
+There are 4 x 14 = 54 apples pie pieces.
+
+The total number of 10 x 1 = 10 apples pie pieces is 4 x 5 = 20, and the number of apples pie pieces is 4 x 1 = 4.
+
+Sunny has sold an additional amount of apples pie pieces.
+
+The number of apples pie pieces is 14 + 20 = 24.
+
+The total number of apples pie pieces is 24.
+
+The answer is 14 + 24 = 48.
+
+The answer is 48.
+
+The solution is 48.','stop',342,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,6,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',6,'To solve this problem, let''s start by breaking it down into manageable parts. The problem states that Sunny sells 10 boxes of gingerbread and 4 fewer boxes of apple pie, then sells 15 boxes of banana. The ratio of the number of items sold to the total quantity sold is 1:1 (one to one).
+
+Let''s assume the number of items sold is x, and the number of items sold is x/100. The total number of items sold is 10x, and the total quantity sold is x(100-x).
+
+The ratio of the number of items sold to the total number of items sold is (1:1), which means the ratio of the number of items sold to the total number of items sold is 1:1.
+
+The total quantity of items sold will be 10x, and the total quantity of banana will be 10x/100. The number of bananas sold will be 10x/100, which is also 1:1.
+
+Now we can find the number of items sold by dividing the number of bananas sold by 10x, which is 1:1.
+
+To find the number of items sold by multiplying the number of bananas sold by 10, which is 1:1.
+
+The total number of items sold is 10x, and the number of items sold is x/100.
+
+The total quantity of items sold is 10x/100, which is also 1:1.
+
+The number of items sold is 10x/100, which is 1:1.
+
+The total number of items sold is 10x, which is also 1:1.
+
+The total quantity of items sold is 10x/100, which is 1:1.
+
+The number of items sold is 10x/100, which is 1:1.
+
+The total quantity of items sold is 10x/100, which is 1:1.
+
+The number of items sold is 10x/100, which is 1:1.
+
+The total quantity of items sold is 10x/100, which is 1:1.
+
+The number of items','length',512,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,7,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',7,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many days of each type of food have Sunny sold.
+
+Let''s calculate the total number of days:
+
+One day of each type of food costs 40 cents, so if Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, that would be 14 days.
+
+Now, we need to find the total number of days of both types of food. We can do this by dividing the number of days of each type by the total number of days:
+
+(14 / 40) * 10 = 2.4 days = 2.4 days per day
+
+So, Sunny earned 2.4 days * 2 days per day = 4.8 days of each type of food.
+
+But, we can simplify this to 2.4 * 2 = 4.4 days of each type of food.
+
+So, in total, Sunny earned 4.4 * 2 = 8.8 days of both types of food.
+
+The final answer is 8.8 days * 2 = 17 days * 2 = 32.4 days.
+
+However, we need to calculate the number of days of all types of food. We can do this by dividing the total number of days by the total number of days, and then multiply by 2. This gives us 17 days * 2 = 34 days.
+
+So, the answer is 32.4 days.','stop',348,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,8,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',8,'To solve this problem, we need to first calculate the total cost of the two days. On Sunny''s first day, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which equals 40 boxes of these items. Then, he sold 5 boxes of gingerbread and 15 boxes of apple pie. So, he sold 10 + 40 - 5 = 17 total boxes of food.
+
+On Sunny''s second day, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which equals 80 boxes of these items. So, he sold 10 + 80 - 1 = 180 boxes of these items.
+
+Now, we need to find the total cost of the two days. He sold 17 boxes of food and 180 boxes of food, so he sold 17 * 180 = 2760 cookies. He sold 10 * 2760 = 3120 cookies.
+
+So, he made a total of 2760 + 3120 = 5200 cookies.
+
+The total amount of money he made was 2760 + 5200 = 10000 dollars.
+
+Now we need to find out how much he earned. He made 10000 dollars, so he earned 10000 / 2 = 500 dollars.
+
+So, he earned 10000 dollars * 2 days = 20000 dollars.','stop',354,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,9,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',9,'To solve this problem, let''s break it down step by step. We know that on Saturday, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, so 10 x 4 - 10 = 4 x 2 = 8 boxes of gingerbread and 8 - 4 = 2 boxes of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread than on Saturday, so 5 x 2 = 10 boxes of gingerbread and 15 - 5 = 8 boxes of apple pie.
+
+Now we add the two sets of data: 4 + 8 = 12, 10 + 2 = 22, 2 + 15 = 30, 3 + 15 = 45, 4 + 15 = 19, and 1 + 1 = 2, so the total is 2 + 2 = 4.
+
+So, Sunny earned 4 gold coins.','stop',224,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,10,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',10,'To solve this problem, we need to determine the total revenue Sunny earned for two days. Let''s break it down step by step.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which means he sold a total of 10 + 4 - 2 = 14 boxes of gingerbread and 4 boxes of apple pie, which equals 16. So, he earned 14 * 2 = 28 dollars of gingerbread and 4 * 2 = 8 dollars of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread than on Saturday, which means he sold a total of 10 + 5 = 15 boxes of gingerbread and 5 + 2 = 7 boxes of apple pie. So, he earned 15 * 2 = 20 dollars of these remaining apples pie, which means he earned 20 - 2 = 18 dollars of apples pie.
+
+Therefore, he earned 18 * 2 = 36 dollars of apples pie. He also earned 36 - 15 = 12 dollars of gingerbread.
+
+Now let''s find the total revenue, which is the sum of all the dollars: 16 + 15 + 12 = 30 dollars.
+
+So, he earned 30 dollars for two days. 
+
+To find the amount of apples pie Sunny earned, we need to convert the dollar to kilograms. Since 1 kg = 2.20462 kilograms, we can convert 30 to kilograms. 30 * 2.20462 = 64.84 pounds.
+
+However, we also need to do the math to find 18 dollars of apples pie. 18 * 2 = 36 dollars. We need to find the number of apples pie, which is 18 * 2 = 36 apples pie.
+
+So, to convert it to kilograms, we need to multiply 36 by 2. 36 * 2 = 72.
+
+So, his cost of 30 dollars is actually 18 * 2 + 36 = 44, and his cost of 72 is actually 2 * 44 = 96 dollars.
+','length',512,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,11,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',11,'Let''s break this down step by step.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which is the same as selling 4 boxes of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread than on Saturday, which is the same as selling 5 boxes of gingerbread.
+
+To find out how much Sunny earned for two days, we can set up a simple equation:
+
+Bench = Daily Sales * 3
+Bench = 10 * 3 = 30
+
+Bench is equal to 2 times the number of days.
+
+Bench = 2 * 2 = 4 days
+Bench = 4 * (Bench - 2) = 4 * 2 = 8 days
+Bench = 8 * (Bench - 2) = 8 * (Bench - 2) = 2 * (Bench - 2) = 2 * 2 = 4 days
+Bench = 4 * (Bench - 2) = 2 * 2 = 4 days
+Bench = 2 * (Bench - 2) = 4 * (Bench - 2) = 2 * 2 = 4 days
+Bench = 8 * (Bench - 2) = 4 * (Bench - 2) = 8 * (Bench - 2) = 4 * 2 = 8 days
+
+Bench = 2 * 8 = 16 days
+Bench = 16 * (Bench - 2) = 16 * (Bench - 2) = 16 * 2 = 32 days
+Bench = 32 * (Bench - 2) = 32 * (Bench - 2) = 32 * 2 = 64 days
+Bench = 2 * 64 = 128 days
+Bench = 2 * 24 = 48 days
+Bench = 4 * 24 = 8*24 = 192 days
+
+This is the total amount of money Sunny earned for two days.
+Bench = 2 * 24 = 48 days
+Bench = 8 * ','length',512,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,12,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',12,'Let''s analyze the situation: Sunny sells 10 boxes of gingerbread and 5 more boxes of apple pie. This results in a total of 10 + 5 + 4 = 18 boxes of apples pie.
+Sitting on Sunday, he sold 15 boxes of gingerbread, which means he sold 18 * 2 = 36 more boxes of apples pie than on Saturday.
+On Saturday, he sold 36 + 1 = 37 boxes of apples pie.
+When he sells 2 days, he sells 17 * 2 = 34 boxes of apples pie, which means he sold 34 * 2 = 68 boxes of apples pie.
+To find out what Sunny earned for two days, we subtract the total amount of apples pie sold from what he sold on one day.
+2 * 1 = 2.
+On Monday, he sold 2 + 2 = 4 boxes of apples pie.
+On Tuesday, he sold 4 boxes of apples pie.
+In the other two days, he sold 2 * 2 = 4 boxes of apples pie.
+In the final two days, he sold 2 * 2 = 4 boxes of apples pie.
+To find the final amount of apples pie sold, we multiply the number of days by the number of boxes sold.
+This calculation is the sum of the amount of apples pie sold, which is 2 + 4 + 2 + 2 + 4 + 4 + 4 = 18 boxes of apples pie.
+Therefore, Sunny earned 2 * 18 = 36 boxes of apples pie.
+#### 36
+The answer is: 36.','stop',372,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,13,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',13,'Let''s break down the data:
+
+Saturdays: 10 boxes x 4 more boxes = 40 boxes of gingerbread
+Saturdays: 10 x 4 = 40
+Sundays: 15 boxes of gingerbread
+Sundays: 40 - 15 = 15
+
+Sunday: 15 boxes of apple pie (15 cones of apple pie * 1 pineapple = 15 cones of pie)
+
+Suffer: 15 cones of pie (1 pineapple of pie * 1 pineapple = 1 pineapple of pie)
+
+Benefit: 4 cones of gingerbread (4 cones of pie * 4 cones of gingerbread = 16 cones of gingerbread)
+Benefit: 4 cones of pie (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of pie (4 cones of pie * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of pie (4 cones of pie * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake','length',512,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,14,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',14,'To solve this problem, let''s first identify the information given:
+
+The total cost of the two days is 2 * 2 = 4 (1 day) + 3 (2 days) = 5 (total)
+The cost of one block of gingerbread is 6 (on Sunday)
+The cost of one block of apple pie is 4 (on Saturday)
+The cost of the two days is 1.4 (on Sunday)
+The cost of one day is 2 (on Saturday)
+The total cost of the two days is 4 + 2 = 6 (total)
+
+The answer is 6.
+
+To calculate the amount of the gift of 2 days, subtract the cost of the two days from the total: 2 * 6 = 12
+The amount of the gift of two days is 12 - 4 = 8
+
+Therefore, the answer is 8.
+
+This problem involves converting the problem into a calculation of the total cost of two days, which is 12 + 8 = 16.','stop',233,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(69,0,15,'a12822451d7833a202e47201b8d7e2d244e4cc9b4c64cdb32954dcc373efc166',15,'Let''s break this problem down step by step. We know that Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which means he sold 10 + 4 = 14 boxes of each product.
+
+On Saturday, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which means he sold 10 + 4 = 14 gingerbread and 4 more apples pie. This is 12 * 1 = 12 apples pie.
+
+On Sunday, he sold 15 boxes of apple pie and 1 more box of gingerbread than on Saturday, which means he sold 15 + 1 = 16 gingerbread and 1 more box of apple pie.
+
+So, we can say that for each of his 3 sets of 10 and 14, he sold 12 + 16 = 20 cones of both products combined.
+
+Now we can find the total amount of money that he sold each day. For 3 sets of 10, it takes 10 sets x 3 = 30 sets of cones that he sold. This is 2 sets * 3 = 6 sets of cones that he sold.
+
+So, for each set of 10, he sold 10 * 6 = 60 cones.
+
+For each set of 14, he sold 14 * 6 = 72 sets of cones that he sold.
+
+This means that for each of his 3 sets of 10, he sold 10 / 3 = 2 sets of cones that he sold.
+
+So, he sold 2 * 2 = 4 sets of cones, which he sold on Sunday.
+
+So, we can add the amount for each of his 3 sets of 14 to find the total amount of money that he sold. He sold 2 + 4 = 6 sets of cones that he sold.
+
+#### 2
+The answer is: 8','stop',445,128,32,4.76069967412579497789e+00,100634040360.0,NULL);
+INSERT INTO "chains" VALUES(70,0,0,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',0,'To solve this problem, we need to break it down step by step. Firstly, we need to find out what Adam''s mother gave him and his father gave him. We''ll start by adding the amount they gave each other to the amount Adam already had.
+
+Adam bought himself a new trousers for $30. So, he already had $30 - $6 - $30 = $10. Now, if they''re sharing a tail, they''re both giving each other $10. This means that every dollar they each gave is shared by one tail. So, they give twice the amount Adam already had.
+
+Their share of Adam''s savings is 2 * $10 = $20. However, they now have 2 * $20 = $40. They have both a tail of $20. So, they now have the complete set of 2 + 2 = 4 ($20).
+
+Now, they have 4 * $2 = $8. But, they''re both giving the money Adam already had, so they''re only sharing it. They now only have 2, but they can''t share anything. They''re only giving each other.
+
+So, they''ve only each gave a tail of 1. They''re only giving each other a tail of 1. They can''t keep each other''s hands (their hands).
+
+They''re only giving each other a tail of 1, but they''re only giving each other one tail, and one tail of each tail of each tail of each tail, which is a tail of two.
+
+They''re both giving each other one tail of each tail of each tail of each tail of each tail, which is a tail of two, but their hands are now both giving the same amount.
+
+They''re only giving each other twice of each other''s hands, which is a tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of','length',512,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,1,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',1,'Adam bought himself a new pair of trousers for $30, and his mother gave him $6 for this purpose, so she gave him twice as much as he did. This means he had to contribute $3 x 2 = $6 to her new budget. Therefore, she gave him twice the amount of her own budget. Now, she gave him twice as much money as she gave his mother, so she gave him twice the amount of her own budget.
+
+This is a classic example of a multi-step reasoning problem. The solution involves multiplying and adding fractions, which is a fundamental skill in mathematics. In this case, the problem requires not only understanding the steps involved but also the ability to handle problems that involve multiple steps that can sometimes seem difficult.','stop',156,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,2,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',2,'Adam''s mother gave him $30, which is $21. He''s asking for twice the amount of his father''s savings, which is $6. So, in total, Adam has 2 * $6 = $12.
+However, Adam has $12 - $6 = $2.
+Therefore, his savings is $2 + $2 = $4.
+Adam''s father''s savings is $30 + $4 = $34.
+In total, Adam''s father and Adam''s mother contributed a total of 4 times Adam''s father''s, which is 4 * $6 = $24.
+So, Adam''s father contributed 4 * $6 = $24 - 2 = $24.
+The total amount of their combined contribution was 4 * $6 = $24, which is the sum of their own personal contributions.
+Therefore, the total amount of their combined personal contributions is 4 * $24 = $88.
+Therefore, Adam''s father''s personal contribution is $88.
+His mother''s contribution is $4 * $24 = $12, and their own contribution is $88.
+This makes 20 - 2 = 12 pairs of their own personal contributions.
+Since their own personal contributions are twice their own personal contributions, that means they have 2 * 2 = 4 pairs of own personal contributions.
+This results in 2 * 8 = 16 pairs of own personal contributions.
+This results in 8 * 16 = 120 pairs of own personal contributions.
+Therefore, Adam''s father''s personal contribution is 16 pairs of own personal contributions.
+This is 2 * 2 * 16 = 20 * 16 = 360 pairs of own personal contributions.
+Therefore, Adam''s mother''s personal contribution is 24 * 16 = 320 pairs of own personal contributions.
+This is 4 * 2 = 8 pairs of own personal contributions.
+This makes 4 * 8 = 32 pairs of own personal contributions.
+This results in 12 * 8 = 104 pairs of own personal contributions.
+This makes 16 * 4 = 64 pairs of own personal contributions.
+This is 12 * 16 = 192 pairs of own personal','length',512,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,3,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',3,'Adam bought himself 15 trousers with his money and gave 10 of those away to his mother and father, but for Adam''s share, he gave twice the amount his family donated. The total amount that his family donated is 2 * 10 = 20. So Adam''s share is 2 * 20 = 40.
+
+Adam took 40 from his own savings and gave it to his mother and father, so his share is 40 - 20 = 20.
+
+The total amount that Adam took from his own savings is 20 + 40 = 60, so his share is 60 - 40 = 10.
+
+To find the amount that Adam contributed from his own savings, we multiply 60 by 2: 2 * 2 = 4.
+
+This means that Adam contributed 2 times the amount his family donated, which is 2 * 2 = 4.
+
+The amount that Adam contributed from his own savings is 4 * 2 = 8.
+
+The total amount that Adam contributed is 4 + 8 = 12, and he took 12 out of his own savings, which is 12 * 2 = 24.
+
+The final answer is 4 * 2 * 12 = 24.
+
+The answer is 24.','stop',305,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,4,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',4,'To solve this problem, we need to calculate the value of Adam''s savings. We know that Adam bought himself some new trousers, and his mother gave him $30, so she had 30 - Adam''s savings. The total amount of money Adam''s mother gave him is twice the amount of money he gave her, so she had 2 * 2 = 4 times Adam''s savings.
+
+This means that Adam''s mother gave Adam twice as much money as he gave her, so she had 2 * 4 = 8 times Adam''s savings. We can also calculate this as 8 * 2 = 16 times Adam''s savings.
+
+Let''s calculate the final answer: 16 * 2 = 32. So, Adam had 32 dollars of his own savings.
+
+The answer is 32.','stop',180,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,5,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',5,'Let''s break down the information step by step. Adam bought himself some new trousers for $30, and his mother gave him $6. This means his mother''s contribution of $6 is twice the cost of the new trousers.
+
+Adam''s savings are $30 - $6 = $14. Now, let''s calculate the amount Adam contributed from his own savings. If Adam had $14 at his own discretion, he could have taken care of himself by himself. He would have had to pay back his mother and father. However, most people would have had to repay their parents on a regular basis. So, Adam would have had to pay himself off from his own savings.
+
+We can now consider Adam''s father''s contribution of $6. Adam''s father would have had to pay back the money he gave Adam at his discretion. So, Adam''s father would have had to pay back Adam''s father''s contribution of $6, which means Adam''s father would have paid back Adam''s mother''s contribution of $30.
+
+However, Adam''s mother''s contribution of $14 is actually Adam''s mother''s contribution of $30. Adam''s mother''s contribution of $30 is twice the cost of the second most expensive trousers. Adam''s father''s contribution of $6 would have been twice the cost of the second most expensive trousers.
+
+Adam''s contribution of $14 is actually Adam''s father''s contribution of $30, and not the mother''s contribution of $30.
+
+So, Adam''s father''s contribution of $6 is Adam''s mother''s contribution of $30, and Adam''s mother''s contribution of $30 is Adam''s father''s contribution of $14.
+
+We can now consider Adam''s father''s contribution of $30. His father''s contribution of $30 would have been twice the cost of the second most expensive trousers, but wouldn''t have been twice the cost of the second most expensive trousers.
+
+So, Adam''s father''s contribution of $30 is twice the cost of the second most expensive trousers, which is not Adam''s father''s contribution of $6.
+
+We can now consider Adam''s mother''s contribution of $30. His mother''s contribution of $30 would have been twice the cost of the second most expensive trousers.
+
+We now know that Adam''s contribution of $14 is double that of his father''s, so Adam''s mother''s contribution of $30','length',512,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,6,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',6,'Adam spent $30 on trousers, so he gave twice as much as that, which is $6 x 2 = $12. He already has $6 for his budget, so Adam has a budget of $6 + $12 = $8.
+
+Adam''s father gave him twice as much as that, so his father gave Adam $12 / 2 = $6.
+
+Adam''s mother gave him twice as much as that, so his mother gave Adam $12 / 2 = $6.
+
+The total amount Adam contributed from his savings is $8 + $6 = $14.
+
+The total amount Adam has to contribute from his savings is $14.','stop',149,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,7,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',7,'Adam bought himself a new outfit for $30, and his mother gave him $6 for this purpose. He also gave his father a second-handed outfit, which is twice as much as Adam''s original outfit. So, his father''s attire is twice the original amount. So, the total amount Adam spent is half of $30 * 2 = $60.
+Adam had $60 to contribute from his savings, and he gave away twice the original amount. He gave away twice the original amount * 2 = 4 times the original amount. The total amount Adam had to contribute from his savings is $12 * 4 = 48.
+Therefore, Adam had a $20 worth of savings left to make ends meet.
+
+The answer is: 4.','stop',166,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,8,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',8,'Adam bought himself some new trousers for $30, his mother gave him $6 for this purpose, and his father gave him twice as much as Adam. So, Adam''s mother gave 1/2 * $30 = $6 to Adam and his father gave him twice as much as Adam. 
+
+Adam''s savings were $30 * 6 = $180. The total amount he contributed was $180 - $6 = $160. So, Adam''s contribution was $160 / 2 = $80.
+
+The answer is 80.','stop',127,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,9,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',9,'Adam bought himself some new trousers for $30, and his mother gave him $6. So, he had to contribute $30 - $6 = $12 trousers. His father gave him twice as much as Adam had to contribute, so he gave her $12 x 2 = 24 trousers. Adam''s total savings was $30 + 24 = $72.
+
+To find out how much money Adam had to contribute, we subtract his own savings from Adam''s total savings. So, Adam''s total savings is $30 - $12 = $14 trousers. This means Adam had to contribute $14 / $30 = $0.5, which is 5 cents.','stop',153,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,10,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',10,'Adam bought himself new trousers for $30, but his mother gave him $6, and his father gave him twice as much as Adam. So, the total amount of money Adam had to contribute from his savings is 2x + 6 = 18.
+
+Adam''s mother gave him twice as much as Adam, so they gave him 2 * 18 = 36.
+
+Adam''s father gave him twice as much as Adam, so he gave them twice as much as Adam, so he gave them 2 * 36 = 72.
+
+So, Adam''s savings were 72 x 2 = 144.
+
+Adam''s father gave his son half of Adam''s father''s savings, so he gave Adam 144 - Adam''s father''s savings.
+
+The total amount of money Adam had to contribute from his savings is 144 - 144 = 0.
+
+The answer is 1.','stop',209,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,11,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',11,'Adam bought himself a new outfit for a total of $30, which includes his own clothing. So, to find out how much money he had to contribute, we need to consider his mother''s contribution of $6 and his father''s contribution of twice as much.
+
+First, let''s calculate how much money Adam actually had to contribute. If Adam bought himself one outfit, his mother gave him twice that amount. If Adam bought two outfits, he still had a total of one outfit, and if he bought three outfits, he had three outfits, but they were all of the same value, so they added up to two.
+
+When calculating how much money Adam had to contribute, it''s not just about how much he had to contribute, but also how much of his mother''s income he had to give. So, we multiply the total amount of his mother''s income by 2, which would be 4, and then add that to the amount of his mother''s income.
+
+So, 2 * 1.43 = 2.44. Now, we multiply that by the total amount of his mother''s income, which is $17.25. So, we subtract 2.44 from the total amount, which is 2.44, which is the total amount of his mother''s income.
+
+This is 1.43, so our answer is 1.43.','stop',298,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,12,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',12,'Adam bought himself $30 and his mother gave him $6, so his mother gave him $3*6 = $18.
+Adam bought himself twice as much as his father gave him $3*2 = $6, so his father gave him $3*6 = $18.
+
+Adam''s total budget was $30 + $18 + $3 = $72.
+The funds Adam had to contribute from his savings were a total of $6 + $18 = $36.
+The total amount Adam had to contribute was $36 - $72 = $24.
+Since Adam has no savings, he has nothing left over to help himself.','stop',147,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,13,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',13,'Adam bought himself some new trousers for $30. His mother gave him $6, and his father gave him twice as much as Adam''s mother, so his father gave him twice as many as Adam''s mother. 2xAdam''s mother = 30 /2 = 6.
+
+Adam''s savings is $30 - 6 = 24 and he gave twice as much as Adam''s mother, so his expenses are twice as much as Adam''s mother''s.
+
+Adam''s expenses = 24 + 2 = 26.
+
+So, Adam had to contribute twice as much as Adam''s mother''s expenses.
+
+The answer is: 24 + 2 = 26.','stop',153,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,14,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',14,'Adam bought himself a new pair of trousers for $30. His mother gave him $6 for this purpose, so she gave him twice as much as Adam.
+The sum of these two expenses is 3 * 2 = 6.
+The sum of Adam’s savings is 2 * 6 = 12.
+The total amount of money Adam has to contribute is 12 + 6 = 18.
+Therefore, Adam had to contribute $18.','stop',103,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(70,0,15,'2abc487ae2c498ca450c0383a6a9dc890b597bd352640c99b918ad89158eadaf',15,'Adam''s total expenditure was $30 - $6 = $60, but he had originally saved $30. Let''s denote his total expenditure as x. So, his total savings are twice the sum of his personal savings multiplied by x. This can be represented as x^2. The rest of his expenses are his personal expenses, which is his personal savings multiplied by x.
+
+To calculate the total expenditure, we multiply x^2 by x:
+
+x^2 * 2x = 2x^2
+
+This is the total expenditure of his personal savings multiplied by x.
+
+So, the total expenditure is:
+
+x^2 * 2x = 4x
+
+This confirms the result we wanted to know earlier, and it''s a beautifully simple example of how to solve a problem in algebra.','stop',176,80,32,3.36244029942995847903e+00,65424737016.0,NULL);
+INSERT INTO "chains" VALUES(71,0,0,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',0,'To solve this problem, we need to first determine how many boxes of chocolate bar are in a box. Since they sold 64 chocolate bars, it means they sold three and a half boxes. 
+
+Now, we need to determine how many boxes of chocolate bar are in a box. To do this, we can use the formula for combinations: n choose k = n! / (k! * (n-k)!), where n is the total number of items and k is the number of items to choose.
+
+In this case, n = 64 and k = 3. So,
+
+Number of boxes = 64 * 3 = 184 boxes
+
+Now we have 184 boxes in a box. To find out how many chocolate bars are in a box, we need to divide 184 by 3.
+
+Dividing 184 by 3 gives us 56.
+
+So, there are 56 chocolate bars in a box.','stop',215,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,1,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',1,'To solve this problem, we need to break it down step by step. First, we need to determine the total number of boxes of chocolate bars.
+
+Lisa sold three and a half boxes of chocolate bars. To find the number of boxes, we multiply 3 and 1. So, 3 and 1 * 3 = 9 boxes of chocolate bars were sold.
+
+Now, we need to determine the total number of chocolate bars. To do this, we simply add 9 boxes of chocolate bars together, which is 9 + 9 = 18 chocolate bars.
+
+So, there are 18 chocolate bars in a box of chocolate bars.','stop',142,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,2,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',2,'To solve this problem, we need to first calculate the total number of chocolate bars that were sold together. Since Lisa sold three and a half boxes of chocolate bars, and Peter sold four and a half boxes, we add them together. 
+
+3.5 boxes * 3.5 boxes = 10.15 boxes
+
+However, we also need to consider that two of their sales of 4 and a half boxes is what we''re referring to. So, we''ll multiply 10.15 by 2, which equals 20.15.
+
+Now, we multiply the total number of chocolate bars sold by 2 to find the number of chocolate bars that were sold together.
+
+2x = 2x = 2 * 2 = 4 chocolate bars
+
+So, the answer is 4 chocolate bars.','stop',177,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,3,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',3,'Lisa sold 3.5 * 64 = 225 chocolate bars.
+Peter sold 4 * 225 = 90 chocolate bars.
+Together, they sold 225 + 90 = 315 chocolate bars.
+The total number of chocolate bars was 315 - 225 = 45 chocolate bars.
+#### 45
+The answer is: 45','stop',95,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,4,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',4,'To solve this problem, we need to think step by step. Lets break it down in a way that makes it easier to solve.
+
+Lisa sold three and a half boxes of chocolate bars. This means she sold 3 * 3.5 = 9 boxes of chocolate bars.
+
+Now, Peter sold four and a half boxes of chocolate bars. So, he sold 9 * 4.5 = 36 chocolate bars.
+
+The total number of chocolate bars is the sum of the number of chocolate bars sold by Lisa and Peter. So, we can say the number of chocolate bars is 3 + 4.5 = 7.
+
+Therefore, the answer is 7.
+
+But let''s simplify it a bit. 3 + 4.5 = 7, so the answer is 7.','stop',178,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,5,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',5,'To solve this problem, we need to first find the total number of chocolates that Lisa and Peter sold together. 64 chocolate bars * 3.5 boxes/box = 216 chocolates.
+
+Lisa''s sales combined with Peter''s were 216 chocolates / 3.5 boxes * 3.5 boxes = 6.4 chocolate bars.
+
+We can see that the two of them sold a total of 2.4 chocolate bars.','stop',100,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,6,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',6,'To solve this problem, we need to break it down step by step and think about the total number of chocolate bars in the box.
+
+First, we found that 3 of the two people sold three boxes of chocolate bars, and 4 of the three people sold four boxes of chocolate bars.
+
+We now know that 64 chocolate bars are in a box. We need to find how many chocolate bars are in the box.
+
+We can calculate it by multiplying the total number of chocolate bars (64) by the ratio of the number of boxes sold to the number of chocolate bars sold.
+
+This is a ratio of the number of boxes sold to the number of chocolate bars sold, which is 64 / 4.
+
+So, 64 / 4 is 16.
+
+We can round this value to 16 chocolates in a box, which means that for every 16 chocolate bars, there are 16 chocolates.
+
+This is the total number of chocolates in a box.','stop',217,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,7,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',7,'To solve this problem, we need to first determine the total number of chocolates that Lisa and Peter sold, and then determine how many chocolates Peter sold in a box.
+
+First, we calculate the total number of chocolate bars that Lisa sold: 3 + 4.5 = 7 chocolate bars.
+
+Now, we know that Peter sold 64 chocolate bars in a box, so 64 chocolate bars divided by 7 chocolate bars equals 9 chocolate bars.
+
+So, the answer is 9.','stop',109,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,8,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',8,'To find the number of chocolate bars in a box, we need to first determine the total number of chocolate bars they sold. Lisa sold three and a half boxes of chocolate bars, which is 3.5 boxes. However, they sold 4 and a half boxes of chocolate bars. Since the total number of chocolate bars is equal to the number of boxes multiplied by themselves, which is 4.
+
+The answer is 4.
+
+This is an example of a classic lateral thinking puzzle. By dividing the total number of chocolates by the number of boxes, we can solve the problem, which is a classic lateral thinking puzzle.','stop',130,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,9,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',9,'To solve this, we need to first determine the total number of chocolate bars Lisa sold. Since she sold three and a half boxes, she sold 3 boxes * 3 = 9 chocolate bars.
+
+We know that 64 chocolate bars are equal to 2 * 9 = 18 chocolate bars. However, 18 chocolate bars are the same as 1 chocolate bar. So, 64 chocolate bars is 2 * 1 + 1 = 2 chocolate bars.
+
+Lisa sold 2 chocolate bars, which is 2 * 6 = 12 chocolate bars.
+
+Peter sold 1 chocolate bar, which is 1 * 2 = 2 chocolate bars.
+
+The answer is 2.','stop',159,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,10,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',10,'To solve this problem, we need to determine the total number of chocolate bars that are in a box. We know that Peter sold a total of 64 chocolate bars and Lisa sold a total of 3.5 boxes, so we can calculate the total number of chocolate bars by multiplying the number of boxes by the number of boxes per chocolate bar: 64 * 3.5 = 216.
+
+Now, we can add up the number of chocolate bars sold by each party: 3.5 + 3.5 = 7.5. Since there''s only one chocolate bar left over, the total number of chocolate bars sold is 1.
+
+So, 1 chocolate bar is left over from Peter selling a total of 7.5 boxes of chocolate bars.','stop',166,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,11,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',11,'We know that Lisa sold three and a half boxes of chocolate bars. To find the total number of chocolate bars, we can multiply three by 3.33. So, the answer is 3.33 * 3.33 * 3.33 = 210.','stop',63,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,12,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',12,'Lisa sold three and a half boxes of chocolate bars.
+She sold four and a half boxes, which is equal to 2 * 64 = 120 chocolate bars.
+She sold a total of 120 chocolate bars, so in a box, she sold 2 * 120 = 240 chocolate bars.
+So, the total amount of chocolate Lisa and Peter sold was 240 + 120 = 360 chocolate bars.
+#### 360
+The answer is: 360','stop',120,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,13,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',13,'To solve this problem, we need to find the total number of chocolate bars, which can be calculated by multiplying the number of boxes by the number of boxes.
+
+3.5 * 64 = 216.
+
+So, there are 216 chocolate bars in a box of chocolate bars.','stop',66,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,14,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',14,'To solve this problem, we need to first calculate the total number of chocolate bars that Lisa sold in total, which is the sum of the boxes of chocolate bars sold by Lisa.
+
+Lisa sold three and a half boxes of chocolate bars, and Peter sold four and a half boxes, so the total number of chocolate bars is 6 * 3.5 = 18.
+
+To find the number of chocolate bars in a box, we divide the total number of chocolate bars by the total number of chocolate bars sold.
+
+So, the number of chocolate bars in a box is 18 / 18 = 1. 
+
+Therefore, 1 chocolate bar is equal to 1 * 18 / 18 = 1 chocolate.','stop',160,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(71,0,15,'c1caff7506dab9445dbac3aaa632c5653d3124005a6f0c644dcfa6dbd7a11845',15,'To solve this problem, let''s break it down step by step. We know that Peter sold 64 chocolate bars (4 x 3.5 = 12), while Lisa sold three and a half boxes of chocolate bars. So, the total number of chocolate bars is 12 x 3.5 = 37.5 chocolate bars.
+
+The problem asks for the number of chocolate bars in a box, which means we need to find the total number of boxes that meet the condition of having 12 chocolate bars in a box, which is 37.5 + 4. So, 37.5 + 4. = 41. So, the answer is 41.','stop',152,88,32,1.70693348081960061257e+00,38488106664.0,NULL);
+INSERT INTO "chains" VALUES(72,0,0,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',0,'Let''s break down the information step by step.
+
+Step 1: Bethany can run 10 laps on the track in one hour.
+
+Step 2: Trey can run 4 more laps than Bethany.
+
+Step 3: Shaelyn can run half as many laps as Bethany.
+
+Step 4: Quinn can run 2 more laps than Bethany.
+
+Step 5: The total number of laps Bethany can run is the sum of the distances they can cover running the full amount of time: 10 + 4 + 2 = 14.
+
+Step 6: The amount of distance Bethany can run is the difference between the total distance they can run and the distance they can run the first two laps (which is 10 laps) and the distance they can run the second half of the distance they can run.
+
+Step 7: So, Bethany can run 14 + 1 = 15 more laps than Bethany can run compared to Bethany.
+
+Reverse order: Bethany can run more than Quinn can run.
+
+Step 8: Bethany can run 15 more laps than Bethany can run compared to Bethany.
+
+So, Bethany can run 15 more laps than Bethany can run compared to Bethany.','stop',297,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,1,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',1,'To solve this problem, we''ll break it down step by step. 
+Step 1: 
+We know that Trey can run 4 more laps than Shaelyn, which is 4 * 2 = 8laps.
+We know that Bethany can run 10 laps, which is 10 * 8 = 80laps.
+We also know that Quinn can run 2 fewer laps than Bethany, which is 2 * 2 = 4laps.
+The total number of minutes that Bethany can run is 80laps + 4laps = 120laps.
+We''ve already determined that Bethany can run 120laps.
+Step 2: 
+We know that Shaelyn can run half as many laps as Bethany, which is 2 * 4 = 8laps.
+We''re told that Shaelyn can run 2 fewer laps than Bethany. This means Shaelyn can run 2laps less than Bethany.
+The total number of minutes that Bethany can run is 120laps - 2laps = 120laps.
+The total number of minutes that Quinn can run is 120laps + 2laps = 240laps.
+The total number of minutes that Bethany can run is 120laps + 2laps = 240laps.
+Step 3:
+We know that Bethany can run 120laps, which is 120laps / 2l = 8ream*l = 8ream*2 = 16ream*l.
+We also know that Quinn can run 2laps less than Bethany, which is 2l = 2ream*2 = 4ream*l.
+We''re told that Bethany can run 16ream*l * 2 = 16ream*2 = 32ream*l, and Bethany can also run 8ream*l, which is 8ream*2 = 16ream*l.
+The total number of minutes that Bethany can run is 16ream*l + 16ream*2 = 32re','length',512,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,2,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',2,'To find the difference, we can start by adding the values of Bethany and Shawn to find the new total distance covered.
+
+Let''s say Bethany runs 10 laps and Quinn runs 4 more than Bethany. So, Bethany has 10 + 4 = 14 laps of the original 10 laps.
+
+Trey can run 4 more than Bethany, so Trey has 10 + 4 = 14 laps of the original 10 laps.
+
+Now we can add the total distances covered by Bethany and Trey: 10 + 14 = 24, and 14 + 2 = 26.
+
+So, Bethany can run 26 more than Quinn: 26 - 2 = 25 feet.
+
+We can also calculate the difference as 25 - 26 = 1 foot.
+
+This is the difference of the two units, which is 1 foot on both sides.
+
+To find out how many more laps Bethany can run compared to Quinn, we multiply the difference by 1. So, Bethany can run 25 - 25 * 1 = 25 feet.','stop',272,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,3,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',3,'Bethany can run 10 laps one hour.
+Trey can run 4 more laps than Bethany.
+Shaelyn can run half as many laps as Bethany.
+Quinn can run 2 fewer laps than Bethany.
+#### 2
+The answer is: 2','stop',69,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,4,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',4,'Let''s break down the information step by step.
+
+- Bethany can run 10 laps on the track in one hour.
+- Trey can run 4 more laps than Bethany, which means he can run 10 + 4 = 14 laps.
+- Shaelyn can run half as many laps as Bethany, which means she can run 10 / 2 = 5 laps.
+
+We can set up a proportion based on this information. Let''s say Bethany can run 10 x 5 = 50 feet. This is the distance she can run in one hour. If she can run 10 + 4 = 14 laps, then she must have run 50 + 14 = 64 feet.
+
+This is 50laps * 1 (representing Bethany''s 10 + 4 = 14 laps) plus 14laps = 24l = 48l = 10l = 10l.
+
+So Bethany can run 10 laps more than Bethany. However, to find the answer, we must consider the ratio of Bethany''s distance to her run. We can do this by saying Bethany can run 10/2 = 5 more laps than Shaelyn. This is the same ratio that has been applied to Bethany''s run.
+
+We also have to consider the ratio of Bethany''s run to Bethany''s distance, 10/14 = 1.5. This is the ratio of Bethany''s distance to her run.
+
+We can say Bethany''s run is 10/14 times Bethany''s distance. This can only be true if Bethany''s run is 10 times Bethany''s distance. This is only possible if Bethany''s distance is 10 + 14 = 24.
+
+Now we have a ratio of Bethany''s distance to Bethany''s run, which is 10/2 = 5. This is the ratio of Bethany''s run to Bethany''s distance.
+
+Finally, we can add 1 to both sides of the ratio to get 5 + 5 = 10 + 2. This is the total distance to Bethany''s run.
+
+So, Bethany''s run','length',512,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,5,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',5,'Let''s break down the information step by step:
+
+1. Bethany can run 10 laps on the track. So, she runs 10 * 6 = 60 laps.
+2. Trey can run 4 more laps than Bethany. So, she runs 60 - 4 = 48 laps.
+3. Shaelyn can run half as many laps as Bethany. So, she runs 18 / 2 = 9 laps.
+4. Quinn can run 2 fewer laps than Bethany. So, she runs 60 - 2 = 48 laps.
+5. The total number of laps Bethany can run is 60 + 48 + 9 + 1 = 251.
+
+Now we can find the number of laps Bethany can run:
+
+Bethany can run 60 - 48 = 20 laps
+Bethany can run 2 more laps than Bethany: 20 + 4 = 48
+Bethany can run 1 more laps than Bethany: 2 * 1 = 2
+
+Bethany can run 2 more laps than Bethany: 20 + 4 = 60
+
+So, Bethany can run 1 more lap than Bethany.','stop',301,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,6,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',6,'To solve this problem, we need to think of a step-by-step approach that takes into account the given information and the constraints.
+
+Let''s start by identifying the information given:
+
+The first part of the problem is:
+10 laps = 10 laps * 10 laps per lap = 100 laps
+Trey can run 4 more laps than Bethany. So, Bethany can run 10 + 4 = 14 more laps than Trey.
+
+The second part of the problem is:
+Trey can run half as many laps as Bethany. So, Bethany can run 10/2 = 5 more laps than Trey.
+
+Now, let''s consider the third part of the problem:
+10 + 10 + 10 = 20
+Quinn can run 1 more lap than Bethany. So, Bethany can run 10 + 1 = 11 more laps than Trey.
+
+Let''s combine these equations to find a final answer:
+10 + 10 = 20 + 11
+20 + 11 = 31
+Since 31 cannot be less than 20, we round up to 32.
+
+So, Bethany can run 32 more laps than Trey.
+
+The answer is 32.
+#### 32
+At last, Bethany can run 32 more laps than Trey.
+#### 32
+We have completed the final answer.','stop',346,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,7,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',7,'To solve this problem, we need to identify the unknown variables and determine the relationship between them. Let''s denote the number of laps Bethany can run as x.
+
+We know that Trey runs 10 laps, and Shaelyn runs 4 more laps than Bethany.
+Let''s denote the number of laps Bethany can run as x.
+Let''s denote the number of laps Trey can run as x.
+Let''s denote the number of laps Bethany can run as y.
+
+We''re given that Trey can run 2 more than Shaelyn.
+We can set up an equation to represent the scenario.
+Let''s denote the number of laps Bethany can run as x.
+Let''s denote the number of laps Trey can run as y.
+Let''s denote the number of laps Bethany can run as x.
+Let''s denote the number of laps Bethany can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote','length',512,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,8,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',8,'Let''s break it down step by step.
+
+First, we know Bethany can run 10 laps on the track in 1 hour. So, 10 * 10 = 100 laps.
+
+Trey can run 4 more laps than Bethany: 10 * 4 = 40 laps.
+
+Shaelyn can run half as many laps as Bethany: 10 * 2 = 20 laps.
+
+Now, let''s consider the cases:
+
+Shaelyn runs 2 fewer laps than Shaelyn: 20 * 2 = 40 laps.
+
+To find the difference, we can subtract 20 from 40, which gives us 40 - 20 = 10 more.
+
+Quinn runs 1 less than Bethany, which is 10 - 1 = 9 laps.
+
+Now, we can add these two cases to find the difference:
+
+- 10 * 2 = 20 + 1 = 12 more.
+- 10 * 1 = 10.
+
+So, Bethany can run 12 more laps than Bethany.
+
+Trey runs 4 more than Bethany, but we don''t need to do that because Bethany runs 10 times, and Trey runs 4. So, the answer would be 12 - 4 = 8 laps.
+
+Shaelyn runs 2 less than Bethany, but we don''t need to do that because Shalyn runs 2 times. So, the answer would be 10 - 2 = 8 more.
+
+Quinn runs 1 less than Bethany, but we don''t need to do that because Bethany runs 10 times, and Shalyn runs 1 times. So, the answer would be 8 - 1 = 7 laps.
+
+So, Bethany can run 7 laps more than Bethany compared to Quinn.
+
+So, Bethany can run 7 + 8 = 15 more than Bethany.
+
+The answer is 15 + 1 = 17.','stop',491,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,9,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',9,'To solve this problem, we need to break it down into manageable parts. We know that Bethany can run 10 laps on the track, which is equal to 10 times 8.13 feet.
+
+We also know that Trey can run 4 times 101 feet, which is 40 feet, and Shaelyn can run 1/2 times 80 feet.
+
+We can think of these ideas as: 10 times 80 feet is 80 feet, and 4 times 101 feet is 40 feet.
+
+Noticing that a quarter of a mile is 101 feet, we can also take 101 feet as 10 feet. This seems to be a common ratio.
+
+In this case, it''s a ratio of 1:1.
+
+The ratio of 1:1 holds true for any number, where a fraction is multiplied by itself (1:1).
+
+We can then determine that the number of times 1:1 is equal to 1:1 is the ratio of 1:1 to itself, which can be written as 1:1.
+
+Therefore, the answer is 1:1.
+
+However, this answer seems to be based on the assumption that ratios can only hold true for whole numbers. In reality, ratios can be used to show all proportions, and they can be multiplied to show ratios can be multiplied.
+
+In this case, we just showed that 1:1 can be multiplied to 1:1, which is an identity.','stop',342,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,10,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',10,'Given that Bethany can run 10 laps on the track, we need to determine how many laps she can run compared to Quinn''s.
+Quinn''s running 10 laps is 1/2 of 10 laps, which is 20 laps.
+If Bethany can run 10 laps, she would now be running 20% more than Bethany''s.
+So, Bethany can run 20% more than Quinn.
+We need to find how many more laps Bethany can run compared to Quinn.
+Bethany''s running 10 laps is 10% more than Bethany''s, so Bethany can run 10% more than Quinn.
+So, Bethany can run 10% more than Quinn, which is 20% more than Bethany''s.
+Bethany''s running 10% more than Bethany''s is 10% more than Bethany''s, and Bethany can run 10% more than Bethany''s.
+Therefore, Bethany can run 10% more than Bethany''s.
+We need to find how many more laps she can run compared to Bethany''s by dividing the difference by 10%.
+So, Bethany''s running 10% more than Bethany''s is 10% more than Bethany''s, and Bethany''s running 10% more than Bethany''s.
+To find the difference between Bethany''s running 10% more than Bethany''s and Bethany''s running 10%, we need to calculate how many times Bethany''s running 10% more than Bethany''s is divided by Bethany''s.
+The difference between Bethany''s running 10% more than Bethany''s and Bethany''s running 10% more than Bethany''s is 10% more than Bethany''s.
+There is 10% more than Bethany''s in Bethany''s running 10%.
+There is 10% more than Bethany''s in Bethany''s running 10%.
+Therefore, Bethany can run 10% more than Bethany''s.
+Bethany can run 10% more than Bethany''s, which is 10% more than Bethany''s.
+To find the difference between Bethany''s running 10% more than Bethany','length',512,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,11,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',11,'Bethany runs 10 laps, and Trey runs 4 more laps than Bethany. This means Trey runs 10 + 4 = 14 more laps than Bethany.
+
+Quinn runs 2 fewer laps than Bethany, so Quinn runs 14 - 2 = 12 more laps than Bethany.
+
+Bethany can run 10 + 14 = 24 more than Bethany.
+
+To find Bethany''s running requirements, we multiply Bethany''s running requirement by itself 2. So, Bethany''s running requirements are 10 + 2 = 22 and 14 - 2 = 12 more.
+
+This matches Bethany''s running requirements, so Bethany can run 22 + 12 = 34 more than Bethany.
+
+Therefore, Bethany can run 34 more than Quinn.
+
+#### 34
+The answer is: 34','stop',216,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,12,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',12,'Bethany can run 10 laps on the track in 1 hour.
+Trey can run 1 more laps than Bethany, so 10 + 1 = 11 laps.
+Shaelyn can run 2 fewer laps than Bethany, so 11 - 2 = 8 laps.
+Quinn can run 2 more laps than Bethany, so 2 * 2 = 4 laps.
+
+We can set up an equation to solve this problem:
+Trey * 11 + Shaelyn * 8 = 10 + 11 + 2 * 4 = 8 + 4 = 12.
+Trey * 11 + Shaelyn * 8 + 2 * 4 = 10 + 11 + 4 = 12.
+
+The answer is 12.','stop',199,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,13,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',13,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the information given: number of laps covered by each of Bethany, Trey, Shaelyn, and Quinn, and the total number of laps covered by each of them.
+
+There are 2 laps covered by Bethany, 4 more than Trey, and 2 more than Shaelyn. We can think of this as the "2 + 2 = 4" part of the formula.
+
+The total number of laps covered by each of them can be calculated by adding the number of laps covered by each of them. This is a multiplicative relationship, where the number of laps covered by each of them is the product of the number of laps covered by each of them and the number of laps covered by Bethany, Trey, Shaelyn, and Quinn.
+
+To find the number of laps covered by Bethany, Trey, Shaelyn, and Quinn, we can use the formula for the number of laps covered by each of them. The formula is n * (n + 1) for the nth term of a geometric progression.
+
+Let''s find the nth term of the sequence: n = (2n + 1) / 2. So the nth term of the sequence is 2n + 1.
+
+Now, we can find the number of laps covered by Bethany, Trey, Shaelyn, and Quinn using the formula: n * (n + 1) = 2n + 1, where "2n" represents the number of laps covered by Bethany, Trey, Shaelyn, and Quinn.
+
+The number of laps covered by Bethany, Trey, Shaelyn, and Quinn is n + 2, and the number of laps covered by each of them is (2n + 1) - 1, where "2n" represents the number of laps covered by each of them.','stop',435,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,14,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',14,'Let''s break down the information step by step:
+
+- Bethany can run 10 laps faster than Trey.
+- Trey can run 4 more laps than Bethany.
+- Shaelyn can run 2 fewer laps than Bethany.
+- Quinn can run 2 more laps than Bethany.
+
+Let''s calculate the total distance played between Bethany and Quinn.
+
+If Bethany runs 10 laps faster than Trey, then Bethany runs a total of 10 * 2 = 20 more laps than Trey.
+If Bethany runs 4 more laps than Trey, then Bethany runs a total of 4 * 2 = 8 more laps than Trey.
+If Bethany runs 2 more laps than Bethany, then Bethany runs a total of 2 * 2 = 4 more laps than Bethany.
+
+We need to find how many more laps Bethany can run compared to Quinn. We can think of it as a formula:
+
+Bethany can run a total of (Trey * 2) + Bethany''s own run = 2 + Bethany''s own run = 4 + Bethany''s own run = (Trey * 3) + 4 + Bethany''s own run = 2 + 4 + 4 = 8
+
+However, there is another way to look at this:
+
+Bethany can run a total of 8 more than Bethany''s own run.
+If Bethany''s own run is 10, then Bethany''s own run is 8 - 10 = 2.
+Bethany runs 2 more than Bethany''s own run.
+
+So Bethany can run 2 more than Bethany''s own run.
+
+But the most straightforward way to solve the problem is to multiply Bethany''s own run by 3:
+
+Bethany can run 3 times Bethany''s own run.
+
+This is 3 times 2 = 6 more laps Bethany can run compared to Quinn.
+
+So Bethany can run 2 more than Bethany''s own run.','stop',471,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(72,0,15,'f39ac5abdf856495a98543e1ce2132e0690d4a132e0d1f69a3afdc45b4f4b1da',15,'Let''s break down the problem step by step. We know that Shaelyn can run 2 more laps than Bethany, which means Bethany can run 2 * 10 * 2 = 40 laps.
+
+Now, we know that Trey can run 4 more laps than Bethany. So, we can write: 10 * Bethany * 2 = 40 * Bethany.
+
+We also know that Quinn can run 2 fewer laps than Bethany. So, we can write: 25 * Bethany = 25 * Bethany * 2 = 10 * Bethany * 2.
+
+This is the answer. Bethany can run 4 * 25 = 100 - 200 = 100 more than Bethany.
+
+So, Bethany can run 100 more than Bethany.','stop',198,112,32,4.47437816330788518115e+00,96665847624.0,NULL);
+INSERT INTO "chains" VALUES(73,0,0,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',0,'Melissa spends 6 hours a day listening to a court case.
+In 3 days, she spends 6 * 3 = 18 hours per day.
+She earns an additional $3 for each day spent to make up for the lost pay for parking.
+After expenses, she earns 18 * 3 = $48 per day.
+To make up for lost pay, she must pay $48 per day, so she earns 48 * 3 = $144 per day.
+Melissa has 48 + 3 = 71 jury pay days.
+#### 71
+The answer is: 71','stop',141,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,1,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',1,'Melissa''s time spent listening to the court case is 6 hours, and she has to spend 6 hours a day listening to the case. To find her jury pay, we need to divide the jury pay by the number of hours she spends.
+
+Jury pay is 15/3 = 4 cents per hour. Multiplying this by the hours she spends, we get 4*4 = 16 hours. However, 16 hours is 15 days * 3 = 40 days of jury pay.
+
+To find the jury pay, we need to divide the jury pay by 3 (the number of days she spends watching the case). 40/3 = 12.
+
+Melissa makes a jury pay of 12 dollars per hour.
+
+So, 12 * 30 = 360 cents of jury pay is earned.','stop',192,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,2,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',2,'To solve this problem, we need to calculate the total amount of jury pay Melissa makes per hour. The court case is a court case, and each day is a jury day. So, 3 days * 6 hours is 18 hours. 18 hours * $3 = $54.
+
+Melissa can spend 18 hours at a rate of $15 per day, so in 5 days she can spend $54 * 5 = $280.
+
+So, Melissa makes 280 jury pay per day.
+
+To find out how many jury pay she makes per hour, we need to divide $280 by 6 hours, which is 1.5 hours.
+
+So, Melissa makes 1.5 x 6 = $9.25 jury pay per hour.
+
+To calculate how much jury pay she makes per hour, we multiply the number of jury pay she makes per hour by the number of hours she spends per day.
+
+This is 280 jury pay per day * 6 days * 3 days * 3 = 280 jury pay per day * 6 x 3 = 180 jury pay per day.
+
+This is the amount Melissa makes per jury day.
+
+So, the total jury pay Melissa makes per day is $9.25, and the total jury pay per hour is 280 jury pay per day.
+
+To check if the answer is correct, we can check if it matches our original answer.
+
+We calculated that the total jury pay Melissa makes per day is $9.25, which is exactly 280 jury pay per day.
+
+The only possibility for the answer to be slightly less than 280 jury pay per day was 280 jury pay per day.
+
+The answer is indeed 280.','stop',402,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,3,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',3,'Melissa is paid $15 per day, so she spends 6 hours a day watching her case being heard (1 day). To find the jury pay, she needs to divide the total jury pay by the total days: 15 days / 3 days per jury pay = 2.5 jury pay per day.
+
+Since Melissa has to spend 3 days to watch her case and pays $3 per day, she can multiply 2 jury pay per day by 3 to find the jury pay per day: 2 jury pay per day * 3 days = 6 jury pay per day.
+
+Now, let''s think about her expenses. If she has to spend 3 days to watch her case, it means she has to spend 30 days in total. So, she has to spend 2 * 30 = 60 days in total.
+
+To find the jury pay per day, she needs to divide the total jury pay by the total days: 6 jury pay per day * 30 days = 180 jury pay per day.
+
+So, Melissa gets 180 jury pay per day.','stop',243,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,4,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',4,'Melissa spends 6 hours a day listening to a court case, which is equivalent to 10 days of her vacation time. If she spends $15 per day on parking, she is essentially paying $3 to a driver''s license for every day she spends. The total number of days she spends can be calculated by multiplying her daily mileage by her daily parking fee. So, 6 days * 10 days * $15 per day = 150 days.
+
+The jury pay the defendant, Melissa, is paid $15 per day * 150 days = 1800 dollars. This is the total amount of jury pay.','stop',141,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,5,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',5,'Melissa spends 6 hours a day for 3 days and spends $15 per day for parking each day. So, to calculate the jury pay, we multiply the daily parking fee by the daily parking charge:
+
+Jury pay = (15/3) * 3.00 = 12.25/3 = 4.25 dollars per day
+
+Melissa spends 6 hours a day for 3 days and spends $3 for parking each day. So, to calculate the jury pay, we multiply the daily parking fee by the daily parking charge:
+
+Jury pay = (3/3) * 4.25 = 14.75 cents per day
+
+Now we can add the jury pay to the daily parking fee to find the jury pay:
+
+Jury pay = 14.75 + 4.25 = 69.00 cents per day
+
+So, Melissa spends 69.00 cents per day on jury pay.','stop',218,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,6,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',6,'Melissa has 6 hours a day to listen to a court case and spends 6 hours a day for 3 days.
+She is paid $15 per day with parking expenses.
+She spends 6 hours a day on a court case for 3 days * 6 hours per day = 18 days.
+She spends 18 days * 3 days per day = 48 days.
+She spends $15 per day * 48 days = 720 dollars per year.
+She has to pay a jury pay of $3 per day per year.
+So the jury pay is 720 - 720 = 100 cents per year.
+The jury pay is 720 / 100 = 0.720 dollars per year.
+Melissa makes 0.720 dollars per hour she is paid a jury pay of 0.720 dollars per hour.
+The jury pay is 0.720 hours per day per week.
+The jury pay is 720 / 360 = 0.0143 hours per day per week.
+The jury pay is 0.0143 hours per day per day.
+Melissa makes 0.0143 hours per hour she is paid a jury pay of 0.0143 hours per hour.
+The jury pay is 720 / 360 = 0.0025 hours per day per week.
+Melissa makes 0.0025 hours per minute per day.
+The jury pay is 720 / 360 = 0.0044 hours per day per week.
+Melissa makes 0.0044 hours per second per minute.
+The jury pay is 720 / 360 = 0.0060 hours per second per minute.
+The jury pay is 720 / 360 = 0.00625 hours per second per minute.
+The jury pay is 720 / 360 = 0.0078 hours per second per minute.
+The jury pay is 720 / 360 = 0.0125 hours per second per minute.
+The jury pay is 720 / ','length',512,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,7,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',7,'Melissa spends 6 hours a day for 3 days at a court case, so her daily workload is 3 * 6 = 18 hours.
+She also pays a parking fee of $3 per day.
+To calculate the jury pay, we need to determine how much of a jury pay Melissa makes per hour.
+The jury pay is $15 per hour multiplied by the jury pay per hour (15 / 3 = $3.6) and then multiplied by 18 hours (18 * 60 = 960 hours).
+Melissa spends 960 hours doing jury duty, so she makes a jury pay of 960 * 3.6 = 312.4.
+#### 312.4
+The answer is: 312.4','stop',176,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,8,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',8,'Melissa spends 6 hours per day, which is equivalent to 32 hours per day, so 32 * 6 = 180 hours, which is 6 days.
+Melissa has to work 6 days a week and is paid $15 per day, which is 6 days per week.
+Therefore, she spends 6 / 180 = 15% of her earnings after expenses, which is 32 * 1.5 * 3 = 12.5% of her total earnings.
+To solve this problem, we can think of it like a game of dice. Imagine that you roll a die, and if you roll a 3, you win 100%, and if you roll a 1, you lose 10%. In this scenario, the payoff is 3 - 10 = 10%. The payoff is 10% of your total earnings, but you roll the die 3 times to get 1 die. You can use this example to your advantage. You can roll a 3 and you win 10%, and roll a 1 and you lose 10%.
+However, let’s say you roll a 3 and you win 10%. You can still roll the die 6 times, and you will get a 1. But if you roll a 1 and you lose 10% of your earnings, you will also lose 10% of your earnings as well, which might not seem like a 10% loss, but it actually means that you will lose 10% of your earnings, because you rolled a 3 and you rolled a 1.
+
+Another way to think this problem is to consider the concept of what happens when you roll a die a large number of times. Imagine that the die is rolled 3 times. If you roll a 3, you win 10%, and if you roll a 1, you lose 10%. But if you roll a 3 and a 1, you can roll a 3 and you win again, but if you roll a 1 and a 1, you can roll a 3 and you win again. But if you roll a 3 and a 2, you can roll a 3 and you lose again. But if you roll a 1 and a 2, you can roll a 3 and you','length',512,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,9,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',9,'Melissa spends 6 hours a day on a court case, which is equivalent to 6 hours * 3 days * 3 days = 36 hours.
+During a court case, she spends 6 hours on one case and 3 days on another case. So, she spends 3 * 6 = 18 hours on one case and 3 * 6 = 18 days on another case.
+Therefore, she has to spend 18 / 3 = 4.5 days per court case, which is equivalent to 4.5 * 6 = 24 hours per day.
+Therefore, she makes 24 * 18 / 3 = 32 hours per week, which is equivalent to 32 * 6 = 180 hours per month.
+She spends 3 * 6 = 18 hours per month.
+She can make 32 * 18 / 6 = 128 hours per year.
+Therefore, in one year, she spends 128 * 18 = 2560 hours per year.
+However, she pays 15 cents per hour.
+So, she has to spend 128 * 15 / 3 = 20 hours per month.
+She works 6 hours a day.
+She spends 6 * 6 = 36 hours per month.
+She works 4.5 * 6 = 24 hours per month.
+She works 4.5 * 6 = 23 hours per month.
+She works 2.5 * 6 = 12 hours per month.
+She works 4.5 * 6 = 24 hours per month.
+She works 4.5 * 6 = 24 hours per month.
+She works 8 hours a day.
+She works 4 * 8 = 32 hours per month.
+She works 4 * 8 = 32 hours per month.
+She works 6 hours a day.
+She works 4.5 * 6 = 24 hours per day.
+She works 4.5 * 6 = 24 hours a day.
+She works 8 hours a day.
+She works 6 hours a day.
+She works 4 hours a day.
+She works 4.5 *','length',512,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,10,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',10,'To solve this problem, we need to determine the total amount of money Melissa will earn after considering expenses and parking costs.
+Let''s break down the information given:
+
+- 6 hours of listening to a court case at a rate of $15 per hour
+- 3 days of listening to a court case at a rate of $15 per hour per day
+- 6 days of parking at a rate of $15 per day
+
+We need to find the total amount of money Melissa will earn per hour at the rate of 15 per day.
+
+The total amount of money Melissa will earn per hour at 15 per day is equal to 15 * 6 = 90 hours.
+
+But, we need to consider the extra parking for 3 days at 15 per day. To calculate this, we need to multiply 15 * 3 * 15, which equals 120.
+
+This is a 90-hour parking calculation.','stop',213,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,11,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',11,'To solve this problem, we need to first determine the total amount of jury duty Melissa spends per day and then determine her total amount of jury pay after expenses.
+
+Melissa spends 6 hours a day listening to a court case, which is equivalent to one day of jury duty. So, the total amount of jury duty she spends per day is 6 hours * 1 day = 6 hours per day.
+
+Now, we need to determine the total amount of jury pay she spends per day. To do this, we''ll calculate the cost of one day of jury duty by multiplying it by the number of days (12) and dividing it by 3, which is 2.
+
+So, Melissa spends 6 hours * 2 per day * 2 = 12 hours * 2 = 24 hours per day.
+
+Therefore, Melissa makes 2 * 12 = 24 jury pay.
+
+So, Melissa makes 24 * 1 = 24 jury pay per day.','stop',217,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,12,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',12,'To solve this problem, we need to break it down step by step so that we can provide the final answer in a structured way. First, let''s find the total daily workload by multiplying the total hours worked by the total days worked. 
+
+Melissa works 6 hours a day and 3 days a week, so she works a total of 6 * 3 = 18 days.
+
+Now, let''s find the total expenses by multiplying the total days worked by the total number of days worked.
+
+Melissa spends 18 days * 3 days = 54 days. So, she spends 54 / 3 = 18.
+
+Now, let''s find the total jury pay per hour.
+
+To find the total jury pay per hour, we need to multiply each day''s expenses by the number of days worked.
+
+Here, we multiply the total expenses by the number of days worked.
+
+Tonnes of jury pay per day = 54 / 3 = 18.
+
+So, Melissa has 18 jury pay per hour.
+
+Let''s round this answer to 19, as 19 is the maximum possible jury pay per hour.
+
+Melissa will have 19 jury pay per hour.','stop',272,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,13,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',13,'Melissa spends 6 hours per day at her job and pays $15 per day. To find her jury pay, we need to calculate the total amount made by the jury and divide it by the total number of hours worked.
+
+She spends 6 hours per day at work and pays $15 per day. So, 6 x $15 = $72. Now, we divide the total amount by the number of days worked: 72 / 3 = 24. 
+
+Dividing 24 by 3 gives 6, so the jury pay is 6 hours (24 hours) / 3 days (360 days in a year) = 1.8 hours per day.
+
+Melissa makes 1.8 hours per day, which is equivalent to 1.8 * 30 hours = 40 hours of jury pay. 
+
+The total amount of her jury pay is 24 hours * 40 hours = 960 hours of jury pay.','stop',219,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,14,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',14,'Melissa spends 6 hours a day (3 days) and earns $15 per day for justifying her payment for parking.
+She has to pay $3 parking each day, which means for 3 days she will earn $15/day * 6 days = $9x, for 3 days she will earn $3x.
+To calculate the jury pay, we multiply the overall pay by the number of days.
+$15 * 6 days = $9x * 6 days = $54x = 43.5x.
+Melissa makes jury pay for the 4th day of her week (Saturday) at 4x per day.
+Therefore, she makes jury pay for 4x days * 2 days = 8x days of jury pay.
+#### 8
+The answer is: 8','stop',181,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(73,0,15,'edad298999cf27cdaaa7c0f9ea543923077a27302b4e1106afdfafb0c229ad0f',15,'Melissa spends 6 hours a day for 3 days, meaning she spends 6 * 3 = 18 hours a day.
+She also has to pay $15 per day for parking, which is 3 * 15 = $40 per day.
+To find out how much jury pay she makes per hour, we need to divide the total jury pay by the total hours per day.
+(15 * 18) / 15 = 3.
+
+So, Melissa makes 3-hour jury pay per day.','stop',120,96,32,3.55037237540348415976e+00,72621289944.0,NULL);
+INSERT INTO "chains" VALUES(74,0,0,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',0,'Let''s break down the information step by step:
+
+On Monday, the post office delivered 425 letters. On Tuesday, they delivered 17 more than one-fifth of 425, which is 125.
+On Tuesday, they delivered 17 more than twice as many as Monday, which is 24.
+On Wednesday, they delivered 5 times as many as Wednesday, which is 15.
+
+Let''s convert this into a percentage:
+
+24 / 15 = 0.15 or 15%
+
+So, the post office delivered 15 letters.','stop',136,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,1,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',1,'On Monday, the post office delivered 425 letters, so 425 / 100 = 0.425.
+On Tuesday, they delivered 17 more than twice as many as they delivered on Tuesday, so 17 + 3 = 4.3.
+On Wednesday, they delivered 5 more than twice as many as they delivered on Wednesday, so 5 + 2 = 7.
+The post office delivered 7 * 4.3 = 28.35 more than their original count, so 28.35 + 17 + 3 = 55.
+To find the total, we add 55 units of the post office to the original content, so 55 + 28.35 = 52.5.
+#### 52.5
+The answer is: 52.5','stop',194,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,2,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',2,'The post office delivered 425 - 17 = 345 more than one-fifth of Monday''s deliveries.
+They delivered 17 more than twice as many as a week ago on Monday, so they delivered 345 x 2 = 625 more than two weeks ago.
+On Wednesday they delivered 5 more than twice as many as three weeks ago, so they delivered 625 x 2 = 1200 more than three weeks ago.
+In total, they delivered 625 + 1200 = 1800 more than three weeks ago.
+They delivered 1800 - 345 = 2100 more than three weeks ago.
+The post office delivered 2100 - 1800 = 400 more than last week.
+They delivered 400 + 210 = 610 on Friday, but on Sunday they delivered 400 - 210 = 180 more than last Sunday.
+They delivered 180 + 400 = 420 on Sunday.
+They delivered 420 - 180 = 160 more than last Sunday.
+They delivered 160 + 180 = 320 on Monday.
+They delivered 320 - 360 = 100 more than Monday.
+They delivered 100 + 160 = 260 on Tuesday.
+They delivered 260 - 100 = 60 more than Tuesday.
+They delivered 60 + 160 = 240 on Wednesday.
+They delivered 240 - 60 = 120 more than Wednesday.
+They delivered 120 + 60 = 70 more than Wednesday.
+They delivered 70 + 120 = 200 on Friday.
+They delivered 200 - 70 = 150 on Saturday.
+They delivered 150 + 70 = 125 more than Saturday.
+They delivered 125 + 70 = 195 on Sunday.
+They delivered 195 - 125 = 80 on Monday.
+They delivered 80 -','length',512,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,3,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',3,'Let''s start by breaking down the problem. We know that the post office delivered 425 letters on Monday, so it would be 425 * 100 / 2 = 425 total letters delivered.
+
+Now, let''s calculate the difference: we have 17 more letters delivered compared to the first day of the next month (Wednesday), 5 more letters delivered compared to the first day of the previous month (Monday), and 1 more letters delivered compared to the previous month.
+
+We calculate it as 17 + 5 + 1 = 22. So, the post office delivered 22 letters on Monday.
+
+Now, let''s calculate the difference: we have 12 more letters delivered compared to the previous month, 5 more letters delivered compared to the previous month, and 1 more letters delivered compared to the previous month.
+
+We calculate it as 12 + 5 = 17. So, the post office delivered 17 letters on Tuesday.
+
+We subtract the first day of the previous month (Monday) from the last day of the previous month (Tuesday) to find the difference: 3 days - 2 days = 1 day. So, the post office delivered 1 day more letters compared to Tuesday, 3 days ago.
+
+The post office delivered 3 days ago. So, the post office delivered 3 * 2 = 6 more letters compared to the previous day.
+
+Finally, we add the last day to the post office''s deliveries to find the total number of letters delivered: 425 + 6 + 1 = 431.
+
+The total number of letters delivered is 431.','stop',368,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,4,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',4,'To solve this problem, we need to first determine the total number of letters delivered by the post office on Monday - Wednesday.
+Let''s calculate the total number of letters delivered:
+On Monday, 425 * 1 = 425 more than one-fifth of the previous days.
+On Tuesday, 17 * 1 = 17 more than twice the previous days.
+On Wednesday, 5 * 2 = 10 more than twice the previous days.
+There are 26 days remaining until Tuesday.
+Now, we can calculate the number of letters delivered:
+Total number of days = 26 (remaining days) + 425 (days) = 520 days
+Days remaining until Tuesday = 520 - 26 = 420 days
+Number of days until Tuesday = 420 / 520 = 1.78 days
+Total number of days until Tuesday = 425 - 1.78 = 293.25 days
+So, there are 293.25 days remaining until Tuesday.
+We now have 43 days to calculate the number of letters delivered.
+Let''s calculate the number of letters delivered for each day:
+Monday = 425 * 1 + 1 (1 letter per day)
+Tuesday = 17 * 1 + 2 (2 letters per day)
+Wednesday = 5 * 2 + 3 (3 letters per day)
+On Wednesday = 17 + 5 = 22 days
+The number of days until Tuesday is 293.25 - 293.25 = 58.75 days
+To find the number of days until Tuesday, we divide the number of days by the number of days to determine the total days until Tuesday.
+There are 293.25 / 293.25 = 1.15 days
+Now, we divide the total number of days until Tuesday by the number of days to find the number of days until Tuesday itself:
+Number of days until Tuesday = Total days / Number of days to calculate the number of days until Tuesday itself
+Number of days until Tuesday = 293.25 / 293.25
+Number of days until Tuesday = 1.15
+We round the number','length',512,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,5,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',5,'If the post office delivered Monday - Wednesday, it means they delivered 425 - 175 = 225 more letters than Monday.
+If they delivered 17 more than twice as many as the Monday, they delivered 17 * 2 = 34 more letters than the Monday.
+So, the total number of letters delivered for Monday is 225 + 34 = 379.
+Then, they delivered 225 * 379 / 2 = 7325 fewer letters on Tuesday than on Monday.
+It''s the same as Tuesday''s delivery, so Tuesday delivered 7325 - 1946 = 440 more letters compared to Monday.
+Therefore, 440 + 1946 / 2 = 324, which is the same as Wednesday''s delivery.
+The two days (Monday and Tuesday) are totaled to get the total number of days (Monday - Tuesday) for Tuesday''s delivery.
+So, Tuesday delivered 7325 - 440 = 284 more days than Tuesday.
+The total number of days, Monday - Wednesday = 284.
+#### 284','stop',266,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,6,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',6,'First, let''s find out how many days each day (Monday, Tuesday, and Wednesday) took to deliver the number of letters.
+On Monday, they delivered 425/5 = 100 letters.
+On Tuesday, they delivered 17 more than one-fifth of that, which means on Tuesday they delivered 17*100 = 1700 letters.
+On Wednesday, they delivered 5 more than twice as many as Tuesday, which means on Wednesday they delivered 17*5 = 850 letters.
+To find out how many days they took to deliver the number of letters, we can simply add 1700 and 850, which gives us 2250 days.
+So, on Monday, they took 2250/5 = 50 days to deliver the number of letters.
+On Tuesday, they took 850/2 = 360 days to deliver the number of letters.
+On Wednesday, they took 5 more days than they took on Tuesday.
+To find out how many days they took on Tuesday, we can divide 360 by 5, which gives us 90 days.
+So, they took 90 days to deliver the number of letters.
+To find out how many days they took on Wednesday, we can divide 90 by 3, which gives us 3 days.
+To find out how many days they took on Monday, we can divide 50 by 1, which gives us 5 days.
+So, they took 5 days to deliver the number of letters.
+So, they took 2 days to deliver the number of letters.
+To find out how many days they took on Wednesday, we can divide 360 by 2, which gives us 160 days.
+So, they took 2 days to deliver the number of letters.
+To find out how many days they took on Monday, we can divide 50 by 2, which gives us 2 days.
+So, they took 2 days to deliver the number of letters.
+The answer is 2 days.
+#### 2
+The answer is 2 days.
+#### 2
+The answer is 2 days','stop',485,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,7,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',7,'If there were 425 letters on Monday, and there are 425 x 1.5 = 625 more days on Wednesday, that means Tuesday delivered 625 - Wednesday''s delivery, Monday delivered 17 more, and Wednesday delivered twice as many as Tuesday, that means Monday delivered 17 * 2 = 34.
+If Tuesday delivered 12 more than twice as many as Wednesday, that means Tuesday delivered 12 * 2 = 24 more days than Monday, Wednesday delivered 24 * 2 = 48 days, and Wednesday delivered twice as many as Monday, that means Wednesday delivered 48 days.
+The total days on Wednesday are 48 + 49 = 97 days.
+If Tuesday delivered 12 more than twice as many as Monday, then Tuesday delivered 12 * 2 = 24 more days than Monday, and Wednesday delivered 24 * 2 = 48 days.
+There are 97 days to calculate the days on Wednesday.
+So the answer is 97 days.
+####eca
+11177051
+','stop',249,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,8,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',8,'First, find the difference between the number of days in the week and the number of days to the week of the month.
+- 1 week = 7 days
+- There are 7 days in the week
+- So there are 7 times 7 days in the week
+- So the answer is 7 * 7 = 49
+
+Now, find the difference between the number of days to the week of the month and 49.
+- There are 49 days in the month
+- So there is 49 - 7 = 22 days in the week
+- So there is 22 times 7 days in the week
+- So the answer is 22 * 7 = 142 days
+
+So the answer is 142 days','stop',171,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,9,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',9,'Let''s break it down step by step.
+
+On Monday, the post office delivered 425 letters.
+On Tuesday, they delivered 17 more than 425 letters, so on Tuesday, they delivered 425 - 17 = 250 more than 425.
+On Wednesday, they delivered 5 more than twice as many as they delivered Monday, so they delivered 250 * 2 = 450 more than twice as many.
+
+The total number of letters delivered is the sum of the results: 250 + 450 + 250 = 1000.
+
+The answer is 1000.
+
+The solution uses the concept of multiplication, which is a fundamental concept in algebra. In this problem, we have a sequence of consecutive fractions with a denominator of 10, which is a well-known algebraic concept. The solution uses the technique of using the multiplication of fractions, which is just another way of writing this type of problem where numbers are added together by multiplying them by fractions and then adding them together.','stop',240,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,10,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',10,'On Monday they delivered 425 letters.
+On Tuesday they delivered 17 more than one-fifth of this, which is 0.9 * 425 = 440.
+On Wednesday they delivered 5 times this amount, which is 0.5 * 440 = 208.
+On Wednesday they delivered 208 more than twice this amount, which is 208 * 2 = 448.
+Total number of letters delivered is the product of days and numbers, so it is 448 * 2 = 892.
+The post office delivered 892 letters.
+#### 892
+The answer is:892','stop',157,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,11,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',11,'First, let''s calculate the total number of letters delivered by the post office. The post office delivered 425 letters on Monday, which means they delivered 425/1000 = 0.0425 letters per day.
+
+On Tuesday, they delivered 17 more than one-fifth of 425, which is 0.425 times 1.0425. So, they delivered 0.425 times that. So, they delivered 0.0425 * 1.0425 = 4.25 letters.
+
+On Wednesday, they delivered 5 times 0.0425. So, they delivered 5 * 0.425 = 2.425 more than the daily delivery.
+
+On Thursday, they delivered 1 more than twice 5 times 0.425. So, they delivered 1 + 0.425 = 2.475 more than double of the daily delivery.
+
+Therefore, they delivered 2.475 * 5 = 12.15.
+
+The post office delivered 12.15 more than on Thursday, as they delivered 12.15 * 2.475 = 32.75.
+
+The post office delivered 12.15 more than on Wednesday, as they delivered 12.15 * 2.475 = 33.4.
+
+They delivered 33.4 more than on Wednesday, as they delivered 33.4 * 2.475 = 78.75.
+
+The total number of letters delivered is the sum of the daily delivery, twice double, and the daily delivery multiplied by the number of days they delivered, but they only delivered twice twice, which is exactly 12.
+
+They delivered 12.15 more than on Wednesday.
+
+They delivered 12.15 more than on Thursday, which is exactly twice a total of 425.
+
+They delivered 12.15 more than on Friday, which is exactly twice a total of 425.
+
+They delivered 12.15 more than on Saturday, which is exactly twice a total of 425.
+
+They delivered','length',512,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,12,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',12,'Let''s break this down step by step. On Monday, they delivered 425 letters. On Tuesday, they delivered 17 more than one-fifth of that, which is 975 letters. On Wednesday, they delivered 5 times 17, so that''s 925 letters.
+
+This is a classic example of a lateral thinking problem, where you have to think outside the box and come up with a solution that doesn''t involve multiplication or division. So, you could simply multiply 925 by 17, which results in 18125.
+
+The answer is 18125.','stop',138,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,13,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',13,'If 425 letters were delivered by Monday, then on Tuesday it was delivered by 425/12 = 40.5 days. On Wednesday it was delivered by 40.5 days * 2 = 85 days.
+Let the number of days a week be x. On Monday, it was delivered by 40.5 days. On Tuesday, it was delivered by 85/12 days * 2 days = 21.75 days.
+On Wednesday it was delivered by 21.75 days * 3 days = 67.875 days.
+The total number of days to be divided by the number of days that were delivered by Monday = 1 + 40.5 + 21.75 + 67.875 = 160.
+So the number of days that were delivered by Wednesday on Monday is 67.875 - 160 = 27.
+However, there are two 7s, which doesn''t make sense. The answer should be 3.','stop',238,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,14,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',14,'The post office delivered 425 letters.
+On Monday, they delivered 425 * 10 = 4250 letters.
+On Tuesday, they delivered 17 more than twice as many as they delivered on Tuesday (4 days) * 12 days = 4420 mailboxes delivered (12 days * 2).
+On Wednesday, they delivered 5 more than twice as many as they delivered on Wednesday (4 days) * 24 days = 842 mailboxes delivered (12 days * 2).
+
+How many mailboxes were delivered Monday - Wednesday?
+Let''s denote the number of mailboxes delivered as 1.
+In 1 day, they delivered 1 mailbox.
+In 2 days, they delivered 1 mailbox.
+They delivered 2 mailboxes.
+They delivered 1 mailbox twice.
+They delivered 1 mailbox.
+
+They delivered 1 mailbox twice.
+They delivered 1 mailbox twice.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.','length',512,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(74,0,15,'5e97db74ca06d084e2a2e706a3b32869a20ec85fb22333bba00cc0755f0b8a31',15,'When Monday delivered 425 letters, then Tuesday delivered 17, and on Wednesday delivered 5, they added 2, so on Tuesday, they added 2 more days of the previous week. On Wednesday, they added 2 more days to the previous week (Monday), so Wednesday added 2 more days to the previous week (Wednesday), but since Wednesday is already Tuesday, Tuesday added 1 more day.
+
+Conceptually, on Friday they added 4, so on Friday, they added 4 days (Friday). On Saturday they added 4, so on Saturday they added 3. On Sunday they added 3, so on Sunday they added 4 days (Sunday).
+
+Total on Sunday was the sum of days of the previous week, which is Sunday + Saturday + Monday + Tuesday + Wednesday + Friday + Sunday + Saturday + Sunday + Sunday + Monday + Saturday + Saturday + Sunday + Friday + Saturday + Sunday + Sunday + Monday + Monday + Monday + Sunday + Sunday + Friday + Saturday + Friday + Sunday + Sunday.
+
+18 days (Sunday) + 1 day (Monday) + 1 day (Tuesday) + 4 days (Wednesday) + 3 days (Friday) + 2 days (Saturday) + 4 days (Saturday) + 5 days (Sunday) + 4 days (Sunday) = 18.
+
+The post office delivered Monday - Wednesday. That is exactly 18 days (Monday). There was no additional mail delivered.
+
+The total number of days is 18. A more specific answer would be 18 days.','stop',337,96,32,3.91236124803364493374e+00,85332958200.0,NULL);
+INSERT INTO "chains" VALUES(75,0,0,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',0,'To solve this problem, we need to break it down step-by-step. Let''s start by finding the total number of tennis balls that Rory retrieved in the first set of the match.
+
+In the first set of the match, Rory retrieved 19 tennis balls out of a total of 22 balls. So, the total number of tennis balls Rory retrieved in the first set is 19.
+
+To calculate how many tennis balls Rory retrieved in the third set, we need to find how many tennis balls Rory retrieved in the first set of the match plus how many tennis balls Rory retrieved in the second set.
+
+First, we found that Rory retrieved 19 + 2 = 21 tennis balls in the first set of the match. Then, in the third set of the match, Rory retrieved 19 - 2 = 11 tennis balls.
+
+So, the total number of tennis balls Rory retrieved in the third set of the match was 11 + 1 = 12. Now we need to calculate how many tennis balls Rory retrieved in the first set of the match.
+
+We know that in the first set of the match, Rory retrieved 19, and Rory retrieved 21 - 19 = 11 tennis balls. So, Rory retrieved 21 - 19 = 2 tennis balls.
+
+Now we need to find the number of tennis balls Rory retrieved in the first set of the match. This can be calculated by adding the number of tennis balls Rory retrieved in the first set of the match to himself, and then subtracting 1. 
+
+The number of tennis balls Rory retrieved in the first set of the match is 21 - 2 = 11. Therefore, Rory retrieved 11 tennis balls.','stop',393,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,1,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',1,'To solve this problem, we need to break it down step by step. We know that in the first set, he retrieved 19 tennis balls. This is based on the 19 balls in the second set. In the third set, he retrieved 19 x 2 = 38 tennis balls.
+
+To find out how many tennis balls he retrieved in the first set of the match, we need to calculate the number of tennis balls he retrieved in the first set of the game, which is 19 + 38 = 47.
+
+Now we know that in the first set of the match, there were 19 tennis balls. So, we can find out how many tennis balls he retrieved in the second set by dividing the difference between the first set and the third set by 2, which gives us 47 / 2 = 21.
+
+Finally, we know that in the third set, he retrieved 38 tennis balls. Therefore, there were 21 tennis balls in the third set of the match.
+
+The answer is 21. The solution is 21.','stop',239,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,2,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',2,'To solve this problem, we need to break it down into manageable parts. Let''s first identify the information given:
+
+The total number of balls retrieved from the first set is 19, and the total number of balls retrieved in the second set is 19 + 19 = 20.
+
+We need to find out how many balls he retrieved in the first set of the match. To do this, we need to multiply the total number of balls retrieved in the first set by itself. This is 19 * 19 = 319.
+
+The total number of balls retrieved in the first set is 19 + 319 = 399.
+
+The total number of balls retrieved in the second set is 19 + 399 = 689.
+
+Now we have two equations:
+
+Number of balls retrieved in the first set = Total balls retrieved in first set * 19 + 19 = 319
+Number of balls retrieved in the second set = Number of balls retrieved in first set * Total balls retrieved in second set = 698
+
+Finally, we can find the answer by adding the two equations:
+
+319 + 698 = 1027
+
+So the answer is 1027.','stop',284,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,3,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',3,'To solve this problem, we''ll break it down into manageable parts. First, let''s determine the total number of balls that Rory retrieved in each set. For the second set, Rory retrieved 19 * 2 = 38 balls. For the first set, he retrieved 4 balls. So in the first set, Rory retrieved 38 + 4 = 64 balls.
+
+To find the total number of balls that Rory retrieved in the first set, we''ll multiply the total number of balls in the first set by the number of balls in Rory''s second set. This will give us 64 * 2 = 128 balls.
+
+Now we''ll add those two numbers together: 128 + 64 = 608 balls.
+
+So the answer is 608.','stop',181,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,4,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',4,'Let''s break down the process of the game:
+
+In the first set, Rory retrieved 19 balls and 10 more balls (the total number of balls in the third set)
+In the second set, Rory retrieved half the number of balls in the first set
+In the third set, he retrieved 19 - 10 = 9 more balls
+
+So in total, he retrieved 19 * 2 = 38 balls in the first set.
+In the third set, he retrieved 38 - 9 = 27 balls
+
+Rory retrieved 38 - 27 = 9 more balls in the third set
+
+Rory retrieved 27 * 10 = 270 balls in the second set','stop',166,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,5,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',5,'To solve this problem, I''ll break it down step by step. I''ll calculate the total number of balls he retrieved from the first set of the match. He retrieved 19 tennis balls from the second set. So, he retrieved 19 * 18 = 310 tennis balls from the first set.
+
+Then, I''ll calculate the total number of balls he retrieved from the third set. He retrieved 310 - 39 = 194 tennis balls from the third set.
+
+To find out how many of those he retrieved in the first set of the match, I''ll divide the total number of balls he retrieved from the first set by the total number of balls in the first set. So, 19 * 19 = 399, but the first set is only 19.
+
+So, I''ll add the number of balls he retrieved from the third set to the number of balls he retrieved in the first set. That would be 399 + 19 = 498 balls.
+
+Therefore, Rory retrieved 498 tennis balls in the first set of the match.','stop',246,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,6,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',6,'If each ball in the first set is twice as many as each ball in the second, then in the second set, that would be 2 * 2 = 4 balls. Each ball in the third set is half as many as the balls in the first set. So the total number of balls in the first set is 2 * 4 = 8 balls, and in the third set, that would be 2 * 4 = 8 balls.
+
+Therefore, there are 8 - 4 = 2 balls in the third set. To find the number of balls in the first set of the match, we need to consider both sets together. In the first set, there are 4 balls in total. In the second set, there are 8 balls. So there is 2 * 8 = 16 balls in the first set of the match, and in the third set, there are 2 * 16 = 24 balls.
+
+The total number of balls in the first set of the match is 2 * 8 + 16 = 32 balls.','stop',233,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,7,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',7,'Let''s break down the problem. First, Rory had to retrieve four more balls than in the second set, which is 18 in the third set. So, in the third set, Rory had to retrieve 18 - 18 = 0 balls, which is the same as the first set.
+
+In the fourth set, he retrieved half as many balls as in the first set. So, in the fourth set, he retrieved 2 * 0 = 2 balls.
+
+In the fifth set, he retrieved 19 tennis balls. So, in the fifth set, he retrieved 19 - 18 = 2 tennis balls.
+
+Therefore, in the first set of the match, Rory retrieved 19 tennis balls.
+
+To find the total number of balls retrieved, we add these results: 19 + 2 + 2 = 43.','stop',193,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,8,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',8,'To solve this problem, let''s break it down step by step. We know that in the first set of the match, Rory retrieved 19 balls. In the second set, he retrieved half as many balls as in the first set. In the third set, he retrieved half as many balls as in the first set, so the total number of balls retrieved is 2 x 19 + 2 x 1 = 2 x 2 = 4.
+
+To solve this problem, we can think of it as a fraction of balls: 19 / 2 = 9.11. This means Rory retrieved 9.11 balls in the first set of the match.
+
+Now, let''s find out how many balls he retrieved in the third set. In the second set, he retrieved half as many balls as in the first set, which means he retrieved 2 / 19 = 1.11 balls. Then, in the third set, he retrieved 1.11 / 2 = 0.111 balls.
+
+The total number of balls retrieved is the total number of balls retrieved divided by the number of sets: 19 / 2 + 2 x 2 + 1. So, 19 + 2 + 1 = 41 total balls retrieved.','stop',284,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,9,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',9,'Rory is retrieving tennis balls from the court each set. In the first set, he retrieved four more balls compared to the second set, so in 12 sets, he retrieved 12 * 4 = 48 tennis balls.
+In the third set, he retrieved half as many balls as in the first set, so he retrieved 16 tennis balls.
+Therefore, the total number of tennis balls Rory retrieved is 12 + 48 = 20 tennis balls.
+Rory retrieved 20 tennis balls in total in the first set of the match.
+#### 2
+The answer is: 2','stop',135,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,10,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',10,'To solve this problem, we need to break it down step-by-step.
+
+We have Rory retrieving four more balls than in the second set, so in the second set, he retrieved 4 * 4 = 16 balls.
+
+In the third set, he retrieved half as many balls as in the second set, so in the third set, he retrieved 16 / 2 = 8 balls.
+
+To find out how many tennis balls he retrieved in the first set of the match, we need to find the total number of balls retrieved by Rory in all three sets.
+
+We know that in the first set, he retrieved 4 * 4 = 16 balls, and in the second set, he retrieved 16 * 2 = 32 balls. In the third set, he retrieved 32 * 2 = 64 balls.
+
+To find the total number of balls retrieved, we add the number of balls retrieved by Rory in the first set to the number of balls retrieved by Rory in the second set to find the total number of balls retrieved by Rory in the third set:
+
+Total number of balls retrieved = 16 + 32 + 64 = 160 balls
+
+Rory retrieved 160 - 16 + 16 = 10 more balls
+
+Now we can find the number of tennis balls Rory retrieved in the first set of the match by dividing the number of balls retrieved by 1 by the number of balls retrieved in the second set, by 3:
+
+Rory retrieved 10 * 3 = 30 tennis balls
+
+The answer is 10.','stop',364,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,11,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',11,'Rory initially had 19 balls in the first set. In the second set, he retrieved 19 * 2 = 38 tennis balls. In the third set, he retrieved 38 * 1 = 38 tennis balls.
+Therefore, in the first set of the match, he retrieved 38 - 39 = 3 tennis balls.
+In the third set, he retrieved 38 * 1 = 38 tennis balls.
+#### 3
+The answer is: 3','stop',112,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,12,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',12,'Let''s break down the information step by step:
+
+Rory retrieved four extra tennis balls from the second set of the match, which means he retrieved 4x19 = 72 tennis balls.
+
+In the first set of the match, he retrieved 19 tennis balls.
+
+To find out how many more tennis balls he retrieved in the first set, we subtract the total number of tennis balls retrieved from the total number of tennis balls he retrieved in the second set. 
+
+This is the product of the number of tennis balls retrieved in the first set and the number of tennis balls retrieved in the second set. 
+
+So, 72 - 19 = 48 tennis balls.
+
+#### 48
+The answer is: 48','stop',163,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,13,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',13,'Let''s break down the problem: in the first set of the match, he retrieved four more balls than in the second set, so in the first set, he retrieved 18 * 4 = 72 tennis balls.
+
+In the second set, he retrieved 19 more balls than the first set, so in the second set, he retrieved 72 - 19 = 29 tennis balls.
+
+In the third set, he retrieved 19 tennis balls.
+
+To find the total number of tennis balls retrieved, we add the number of tennis balls retrieved in each set: 29 + 29 = 58 tennis balls.
+
+Rory retrieved 58 tennis balls in the first set of the match.','stop',160,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,14,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',14,'To solve this problem, we need to break it down step by step and use logical reasoning. First, let''s understand that in the first set, Rory retrieved 4 balls out of 27 balls, which is a combination of 4 out of 27. In the second set, he retrieved half the number of balls from the first set, which means he retrieved 2 * 4 = 8 balls.
+
+In the third set, he retrieved 19 balls out of 27 balls, which is a combination of 19 out of 27 balls. To find out how many balls he retrieved in the first set, we need to consider the total number of balls in the three sets. This is 16 (the number of sets) + 27 (the number of sets) = 33 balls.
+
+However, this is not the answer we wanted, so we want to find how many balls he retrieved in the third set. Rory retrieved 19 * 3 = 57 balls, but we need to know how many balls he retrieved in the first set of the match, which was 4 + 4 = 8 balls.
+
+Rory retrieved 27 balls from the first set. To find how many balls he retrieved in the second set, we need to find how many balls he retrieved in the third set. He retrieved 3 * 3 = 9 balls, but we need to find how many balls he retrieved in the first set of the match, which is 4 + 4 = 8 balls.
+
+Rory retrieved 19 * 2 = 38 balls. So, he retrieved 19 balls in the first set.','stop',361,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(75,0,15,'3038c305d74cd1da2697c19aba4e5190813cc8b5a66c1fc0a5d97a803f0c5cd4',15,'To solve this problem, we need to break it down step by step. First, we need to calculate the total number of balls Rory retrieved in each set.
+
+In the first set, Rory retrieved 19 tennis balls. In the second, he retrieved 19 * 2 = 37 tennis balls. This is because he retrieved 19 * 2 = 37 tennis balls from the two sets that have more than twice the number of balls in the other two sets (the ones he started with and the two other sets).
+
+In the third set, he retrieved 19 * 2 = 37 tennis balls. There is only one third set, so there is only one set he retrieved.
+
+The total number of balls Rory retrieved is the sum of the number of balls he retrieved in each set, which is 37 + 37 = 75 balls.
+
+Therefore, Rory retrieved 75 balls in the first set of the match.','stop',212,113,32,2.99916924231666381928e+00,63743299416.0,NULL);
+INSERT INTO "chains" VALUES(76,0,0,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',0,'To solve this problem, we need to first determine the total amount of money that Anthony has to spend and then determine how many big and small coupons he has.
+
+The number of big and small coupons is determined by multiplying the number of small coupons by 2 and then multiplying that by the amount of money that is needed to send the additional big and small coupons.
+
+So, 2*2=4 big and 2*2=4 big and small coupons are sent.
+
+The total amount of money Anthony has to spend is 700 * 4 = 2400 dollars.
+
+Now, we need to determine how many of each type of coupon Anthony has. We know that there are 2 big and small coupons, and there are 4 big and small coupons. So, there are 2 big and small coupons.
+
+We can now determine the amount of each type of coupon by multiplying the number of big and small coupons by the number of big and small coupons. So, 2 * 4 = 8 big and small coupons.
+
+We also need to determine the amount of each type of coupon, which is 4 big and small coupons.
+
+The total amount of money in both types of coupons is 700 * 8 = 5600 dollars, which is very large. However, we can also determine that the type of coupon needed to make a big and small coupon is 4 big and small coupons, which is 4x5 = 20 small coupons.
+
+This means that all of the big and small coupons are not using up any of the 20 small coupons.
+
+So, the answer is 2x8 = 16 small coupons, which is 2x8 = 16x2 = 320 small coupons.
+
+The total amount of money that Anthony has to spend is now 2x8 = 16x2 = 360 dollars.
+
+The total amount of money that Anthony has to spend is now 2x8 = 16x2 = 320 dollars.
+
+The total amount of money that Anthony has to spend is now 4x2 = 8x2 = 16x2 = 320 dollars.
+
+This is the total amount','length',512,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,1,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',1,'Let''s break this down step by step. First, we need to calculate the total amount of postage needed for both small and big coupons.
+
+For small coupons, 700 * 5 cents = 3000 cents is the amount needed for each small coupon. 3000 * 5 cents = 15000 cents is the amount needed for each big coupon.
+
+Now we multiply the value of each possible small coupon by 100 to find the value of the big coupon. So 700 * 100 = 70000 cents is the amount needed for each big coupon.
+
+To find out how much postage is needed for each small coupon, we multiply each small coupon by 10 cents by dividing the value of each small coupon by 5 cents by adding 100 cents. So 700 * 10 = 7000 cents is the amount needed for each small coupon.
+
+To find out how much postage is needed for each big coupon, we can multiply each big coupon by 10 cents by multiplying each value by 10 by adding 100 cents. So 700 * 10 = 7000 cents is the amount needed for each big coupon.
+
+Adding these together, we get 7000 + 70000 + 1000 = 160000 cents is the amount needed for each big coupon.
+
+Now we add the amount needed for each small coupon to find the amount needed for each big coupon. So 700 * 10 = 70000 cents is the amount needed for each big coupon.
+
+Therefore, the total amount of postage needed for both small and big coupons is 160000 cents.
+
+The total amount of postage needed for both small and big coupons is 160000 cents, which is the total amount of postage needed for both small and big coupons combined.','stop',454,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,2,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',2,'To solve this problem, we can use a logic approach. We need to calculate the total cost of one big coupon multiplied by 15, plus the cost of one small coupon multiplied by 5 cents (which is 1.5x).
+
+Total cost of a single big coupon is 5 * 1.5x = 7.5x, so we can calculate the total cost of one big coupon as 7.5x.
+
+Now, we need to find the total cost of 700 small coupons multiplied by 1.5x. We can do this by multiplying 7.5x by 1.5x, which gives us 2.25x.
+
+The final answer is 2.25 * 7.5x = 18.5x.
+
+So, Anthony spent 18.5x on postage.','stop',193,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,3,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',3,'To solve this problem, we need to determine the total amount of money spent on postage and then determine the final cost of one ticket.
+
+The total amount of money spent on postage is the sum of the amount spent on postage and the total number of small coupons and big coupons. This is a combination of both small and big coupons, and the answer is the product of the two.
+
+The formula for this type of problem is:
+
+Total cost = (Amount spent on postage * Number of small coupons * Total number of large coupons) + (Amount spent on postage * Number of big coupons)
+
+In this case, the total amount spent on postage is 5 * 70 = 350, and the total number of small coupons is 2 * 2 = 4. The total number of large coupons is 4 * 4 = 20.
+
+Now we can multiply the total amount spent on postage by the number of large coupons to find the total cost:
+
+Total cost = (350 + 4) * 20 = 300 * 2 = 600
+
+So, Anthony spends 600 dollars on postage.','stop',260,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,4,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',4,'To solve this problem, we need to determine the total cost of sending out 700 small coupons and double that number twice. 
+
+Let''s start by calculating the total cost of sending out 700 small coupons. The cost of one small coupon would be 5 cents. Multiplying 700 by 5, we get 700 * 5 = 350. Now, we want to find out the total cost of sending out 700 small coupons. We need to multiply 700 by 7.
+
+So, the total cost of sending out 700 small coupons is 700 * 7 = 4500 small coupons * 7 = 30750 small coupons * 2 * 7 = 111250 small coupons * 2 = 222400 small coupons * 2 = 44400 small coupons * 4 * 2 = 16800 small coupons * 2 = 26400 small coupons * 4 = 10400 small coupons * 2 = 20400 small coupons * 2 = 4400 small coupons * 2 = 800 small coupons * 2 = 1600 small coupons * 2 = 2400 small coupons * 4 = 4800 small coupons * 4 = 2040 small coupons * 2 = 480 small coupons * 2 = 1040 small coupons * 2 = 1840 small coupons * 2 = 3240 small coupons * 2 = 640 small coupons * 2 = 1240 small coupons * 4 = 2040 small coupons * 2 = 440 small coupons * 2 = 80 small coupons * 2 = 16 small coupons * 2 = 32 small coupons * 2 = 64 small coupons * 2 = 124 small coupons * 2 = 24 small coupons * 2 = 48 small coupons * 2 = 88 small coupons *','length',512,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,5,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',5,'To solve this problem, we need to calculate the total postage spent and determine how many small and big coupons Anthony will need to send out to meet his postage requirements.
+
+First, we calculate the total amount of postage needed by multiplying the number of small coupons by the number of big coupons, since each small coupon costs 5 cents, and the total amount of postage needed is 5*5 = 25 cents.
+
+We can then multiply the number of small coupons by 2 to calculate the total amount of postage needed. So, we multiply the cost of 2 big coupons * 2 small coupons = 4 big coupons * 2 = 8 large coupons * 2 = 16 large coupons * 2 = 32 large coupons * 2 = 64 large coupons * 2 = 124 large coupons * 2 = 24 large coupons * 2 = 4 large coupons * 2 = 8 large coupons = 64 large coupons * 2 = 12 larger coupons * 2 = 16 large coupons * 2 = 18 large coupons = 32 large coupons * 2 = 64 large coupons * 2 = 12 large coupons = 64 large coupons * 2 = 12 large coupons * 2 = 24 large coupons = 124 large coupons * 2 = 24 large coupons = 64 large coupons * 2 = 124 large coupons = 124 large coupons * 2 = 24 large coupons = 64 large coupons * 2 = 12 large coupons = 32 large coupons = 24 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons =','length',512,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,6,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',6,'To find out how much he spends on postage, we need to calculate 700 (total courier packages) * 5 cents per small coupon = 3000 dollars.
+To find out how much he spends on postage, we need to divide 3000 dollars by 15 cents per big coupon to get 200 dollars.
+So, 3000 dollars (total courier packages) / 15 cents per big coupon = 200 dollars.
+Tonight, Anthony spends 200 dollars on postage, which is 200 * 2 = 400 dollars.
+#### 400
+The answer is: 400','stop',156,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,7,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',7,'To determine the amount of postage spent, we need to calculate the total cost of both types of coupons. 
+
+Given that each small coupon costs 5 cents, if we multiply the number of small coupons by the cost per small coupon, we get 700 small coupons * 5 cents per small coupon = 35000 cents per small coupon.
+
+Now, we need to calculate the total cost of 35000 cents per small coupon. To find this, we can use the formula for calculating a total cost of a set of items:
+
+Total Cost = Total Items * Item Value / Per Item Cost * 100%
+Total Cost = 35000 cents per small coupon * 3500 cents per small coupon * 100% = 35000 cents per small coupon * 3.50 = 107500 cents per small coupon
+
+So, the total cost of 35000 cents per small coupon is 35000 cents per small coupon.','stop',242,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,8,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',8,'To solve this problem, let''s break it down step by step. First, we need to determine the total cost of each type of coupon. Since each small coupon costs 5 cents, and each big coupon costs 15 cents, we multiply the total number of small coupons by the price of each coupon.
+
+This gives us 5 * 5 cents = 25 cents in total. Now, we need to find out how much each type of coupon costs, which is 7 cents * 2 = 14 cents.
+
+So, the total cost of sending out 700 small coupons is 7 * 25 cents = 150 cents in total, and 150 cents * 2 = 300 cents in total. However, 300 cents is greater than the total cost of sending out 700 small coupons.
+
+So, Anthony needs to spend 150 + 300 = 450 dollars on postage to get 150 small coupons.','stop',229,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,9,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',9,'To solve this problem, we need to consider the total cost of the small and big coupons. The first small coupon costs 5 cents and the second small coupon costs 15 cents.
+
+The total cost of the small and big coupons is 5 cents + 15 cents = 20 cents.
+
+The total amount of postage is 20 cents * 2 = 40 cents.
+
+To find the total amount of postage, we multiply the total amount of postage by the total amount of postage. This is 40 cents * 2 = 80 dollars.
+
+So, Anthony spends 80 dollars on postage.','stop',142,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,10,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',10,'To solve this problem, we need to calculate the total cost of sending out 700 small coupons and 2x15 cents (big coupons) as postage is a one-time expense, and we want to determine the total cost of 2x15 cents as the price of one small coupon.
+
+Let''s start by calculating the total cost of 2x15 cents as postage. This is a one-time expense and we don''t have the original prices of the small and big coupons to work with. However, we can use the fact that there is a 2x15 cent price for the big coupons.
+
+We can calculate this: 2x15 = 2(2x15) = 4x10 = 400.
+
+So, we have 400 small coupons and 2x15 cents as postage, which means 400 x 2 = 800 small coupons and 2x15 cents as postage, which is 800 x 4 = 2400 small coupons and 4x15 = 2200 small coupons.
+
+So, the total cost of 2x15 cents as postage is 800 small coupons and 2x15 cents as postage, which is 2400 small coupons.
+
+Therefore, Anthony spends 2400 small coupons and 800 small coupons as postage.
+
+So, the answer is 2400.','stop',338,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,11,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',11,'To solve this problem, we need to calculate the total amount of money Anthony has to spend and then determine the amount of money he needs to spend on postage.
+
+First, we calculate the cost of a small coupon: 5 cents * 5 cents = 20 cents. This means he needs 2 small coupons to cover 20 cents.
+
+Now, we multiply the cost of a small coupon by 2 to find the total amount of money he needs to spend. Therefore, 2 * 20 cents = 40 cents of postage.
+
+Finally, we subtract the cost of the big coupon from the total amount he needs to spend. So, 40 cents (total) - 20 cents (small coupon) = 10 cents. He needs 10 cents to cover 10 cents of the big coupons.
+
+The answer is 10 cents.','stop',196,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,12,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',12,'To solve this problem, let''s start by understanding the total cost of sending out the 700 small coupons and the total cost of sending out the 2400 big coupons.
+
+The total cost of 700 small coupons is the sum of the small coupons, which is 700 * 5 cents = 300 small coupons * 5 cents = 150 small coupons * 5 cents = 75 small coupons.
+
+The total cost of sending out the 2400 big coupons is twice the total cost of sending out the 700 small coupons. This can be calculated as 2 * 150 = 300 small coupons * 25 cents = 75 small coupons * 25 cents = 175 small coupons * 25 cents = 425 small coupons * 25 cents = 1010 small coupons.
+
+Now, let''s find the total cost of sending out the 2400 big coupons. There are 700 small coupons * 25 cents = 150 small coupons * 25 cents = 300 small coupons * 25 cents = 700 small coupons. Multiplying these numbers together gives 300 * 700 = 22000 small coupons * 25 cents = 7000 small coupons.
+
+Now, let''s find the total cost of sending out the 2400 big coupons. We already know the total cost is 700 * 250 = 18000 big coupons * 25 cents = 40000 big coupons. This is double the original cost of 175 small coupons * 25 cents = 425 small coupons * 25 cents = 700 small coupons.
+
+There are 700 small coupons * 25 cents = 150 small coupons * 25 cents = 300 small coupons * 25 cents = 700 small coupons. Multiplying these numbers together gives 150 * 300 = 4000 small coupons * 25 cents = ','length',512,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,13,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',13,'To find the total cost of postage, we need to multiply the number of small coupons by the price of each small coupon. The total cost of postage is 700 * 5 cents = 3500 cents.
+
+A small coupon costs 15 cents, so 3500 * 15 cents = 5000 dollars is the total amount of postage.
+
+We need to convert dollars to dollars, so 5000 * 15 cents = 7500 dollars is the total amount of postage.
+
+Now we can add the two total amounts of postage: 7500 dollars + 5000 dollars = 10000 dollars is the total amount of postage.','stop',163,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,14,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',14,'To solve this problem, we can use the formula for the total cost of a single item to find the total amount of postage. Since we know that the total cost of a small coupon is 5 cents and the total cost of a big coupon is 15 cents, we can set up an equation:
+
+(1) Coupon price * 100% = 1
+
+(2) Total cost of a small coupon = 1 * 100% = 1 * 50% = 50%
+
+(3) Total cost of a big coupon = 1 * 100% = 100%
+
+Now we have 2 variables: the total number of small coupons sold (2) and the total cost of a big coupon (100%).
+
+We have 100 as the number of small coupons sold, and we need to find 2 and 100.
+
+To solve this, we can multiply the results:
+
+100 = 2 * 100 * 100 = 100 * 100 = 10000
+
+So, 100 is the number of small coupons sold and 100 is the total number of big coupons sold, but we can simplify this by just adding them:
+
+100 + 2 = 102
+
+This means that Anthony spent 102 small coupons and 2 big coupons to send out 700 small coupons and 2 big coupons to send out 102 big coupons.
+
+So, the total amount of postage spent is 102 smaller coupons + 102 bigger coupons = 210, which is 100% of the total amount of postage.','stop',400,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(76,0,15,'3dd3237c3b409c4729ddced629e90b71ed40076e17f2ef7bb853584a20b26ce4',15,'To solve this problem, we need to determine the total cost of sending out 700 small coupons and 1750 big coupons. 
+
+First, we''ll calculate the cost of each small coupon: 5 cents x 700 small coupons = 300 small coupons.
+
+To find the total cost of 700 small coupons, multiply the number of small coupons by the cost of a single small coupon: 700 small coupons x $5 = $3500.
+
+For the big coupons, multiply the cost of a single large coupon by 2: 1750 big coupons x $1.25 = 2250.
+
+Now we''ll add these two amounts to find the total cost of sending out 700 small coupons: $3500 + 2250 = $6750.
+
+Therefore, Anthony spends $6750 on postage.','stop',217,105,32,4.01502168348749322035e+00,85669245720.0,NULL);
+INSERT INTO "chains" VALUES(77,0,0,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',0,'To solve this problem, we need to consider the total hours Teddy spent, which is 500 + 500 + 50 + 50 = 1500 hours.
+
+We can think of this problem as a division of 1500 hours by 2 hours to find out how many pieces of puzzle Teddy placed within that hour. We can calculate this by dividing 1500 by 2, which gives us 750.
+
+So, Teddy placed 750 pieces of puzzle puzzle within an hour.','stop',123,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,1,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',1,'To solve this problem, let''s break it down step by step.
+
+Teddy started and finished half of the puzzle and finished another 500 puzzle pieces in an hour.  So, the total number of puzzle pieces Teddy finished and finished would be 500 * 1.5 = 750 puzzle pieces.
+
+Teddy finished and finished another 500 puzzle pieces within an hour.  To find the hour by hour, we need to find the total hours.  The total hours would be 5 * 60 = 300 hours.
+
+Now we have 300 puzzle pieces that Teddy finished and finished within an hour.  So, we add that to the total puzzle pieces that Teddy finished and finished.  So, we add 300 + 300 = 600 puzzle pieces that Teddy finished and finished within an hour.
+
+The total puzzle pieces that Teddy finished and finished within an hour would be 750 + 600 = 1350 puzzle pieces.
+
+The puzzle pieces that Teddy finished and finished within an hour would be 750 + 1350 = 2250 puzzle pieces.
+
+The sum of all puzzle pieces that Teddy finished and finished within an hour is a total of 2250 puzzle pieces.
+
+The puzzle pieces that Teddy finished and finished within an hour would be 1150 puzzle pieces.
+
+In conclusion, there are 2250 puzzle pieces that Teddy finished and finished within an hour.','stop',344,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,2,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',2,'Teddy finished 500 - 500 = 1 piece of puzzle pieces.
+He started and finished 100 pieces within an hour.
+So, 1 piece of puzzle pieces was completed within 1 hour.
+#### 1
+Teddy placed 1 piece of puzzle pieces within 1 hour.
+#### 2
+Teddy finished 500 - 100 = 500 pieces of puzzle pieces during the hour.
+#### 3
+Teddy finished 500 + 100 = 600 pieces of puzzle pieces during the hour.
+#### 4
+Teddy finished 600 + 100 = 700 pieces of puzzle pieces during the hour.
+#### 5
+Teddy finished 700 + 100 = 800 pieces of puzzle pieces during the hour.
+#### 6
+Teddy finished 800 + 100 = 900 pieces of puzzle pieces during the hour.
+#### 7
+Teddy finished 900 + 100 = 1000 pieces of puzzle pieces during the hour.
+#### 8
+Teddy finished 1000 + 100 = 1100 pieces of puzzle pieces during the hour.
+#### 9
+Teddy finished 1100 + 100 = 2200 pieces of puzzle pieces during the hour.
+#### 10
+Teddy finished 2200 + 100 = 2300 pieces of puzzle pieces during the hour.
+#### 11
+Teddy finished 2300 + 100 = 2600 pieces of puzzle pieces during the hour.
+#### 12
+Teddy finished 2600 + 100 = 2700 pieces of puzzle pieces during the hour.
+#### 13
+Teddy finished 2700 + 100 = 2800 pieces of puzzle pieces during the hour.
+#### 14
+Teddy finished 2800 + 100 = 3000 pieces of puzzle pieces during the hour.
+#### 15
+Teddy finished 3000 + 1','length',512,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,3,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',3,'To solve this problem, we need to break it down into manageable parts. We know Teddy finished half of the puzzle, and the total number of puzzle pieces is 500, but we don''t know the number of puzzle pieces he finished.
+
+First, we calculate the total number of puzzle pieces. 500 + 500 + 100 = 1000.
+
+Next, we know that Teddy finished half of the puzzle, so we can calculate the remaining puzzle pieces by dividing the total number of puzzle pieces by 2. This gives us 50 pieces.
+
+Now, we need to determine the number of puzzle pieces Teddy finished. To do this, we need to multiply the total puzzle pieces by 2. This gives us 2 * 50 = 100 puzzle pieces.
+
+So, Teddy finished 100 puzzle pieces during the hour.','stop',196,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,4,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',4,'To solve this problem, let''s break it down step by step. Teddy completed half of the puzzle in 500 pieces. Each piece of the puzzle has 1 piece. So, 500 / 1 = 50 pieces of the puzzle.
+
+Now we can find the number of puzzle pieces Teddy finished by dividing 50 by 1. 
+
+Teddy finished 1 piece of the puzzle each hour. To find this, we''ll divide 500 by 1.
+
+500 / 1 = 500 pieces of the puzzle Teddy finished each hour.
+
+So, 500 pieces of the puzzle Teddy finished in 1 hour.
+
+The answer is 500.','stop',162,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,5,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',5,'There are a total of 500 puzzle pieces Teddy finished and 500 puzzle pieces Teddy finished and then finished, so that is 250 pieces. So, 250 pieces of puzzle pieces Teddy finished can be divided into 500 that Teddy finished and 500 that Teddy finished and then Teddy finished and Teddy finished and Teddy finished and Teddy finished again. So, 500 is 150 pieces of puzzle pieces Teddy finished.
+
+This is a classic example of a "multiplicative identity" in mathematics, where the number of terms of a Fibonacci sequence is the same when multiplying the sequence by any non-zero integer.','stop',152,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,6,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',6,'Odds: 25%
+
+Teddy flipped half of the puzzle puzzle into half of another puzzle puzzle.  So, 25% of the puzzle puzzle was flipped into 100% of the puzzle puzzle.
+
+Doubling of 100% = 25%
+
+Teddy flipped another 25% of the puzzle puzzle into another puzzle puzzle, and then flipped another 25% more puzzle puzzle.
+
+So, 25% of the puzzle puzzle was doubled.
+
+The puzzle pieces Teddy had to place were twice the puzzle pieces Teddy had to pick at the end.
+
+Doubling of 2 = 4
+
+So, 4 puzzle pieces were added to the puzzle pieces Teddy had to pick at the end.
+
+Teddy added 4 puzzle pieces to himself.
+
+So, 4 puzzle pieces Teddy added to himself = 4 * 25 = 10
+
+So, Teddy added 10 puzzle pieces to himself.
+
+The puzzle pieces Teddy had to place were doubled by 25%.
+
+Doubling of 25 = 40
+
+So, 40 puzzle pieces Teddy added to himself = 40
+
+So, Teddy added 40 puzzle pieces to himself.
+
+The puzzle pieces Teddy had to place were doubled by 25%.
+
+Doubling of 25 = 4
+
+So, 4 puzzle pieces Teddy added to himself = 4','stop',332,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,7,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',7,'Teddy had 500 - 100 = 300 pieces of the 500 puzzle that they completed in an hour.
+He started and finished another 500 piece puzzle within an hour.
+To find the total number of puzzle pieces Teddy placed, we subtracted the number of puzzle pieces finished from the total puzzle pieces completed: 300 + 500 = 600 pieces.
+So, Teddy placed 600 puzzle pieces within an hour.
+#### 6
+The answer is: 6','stop',122,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,8,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',8,'If Teddy finished half of a 500 piece puzzle, that would be 500 / 25 = 25 pieces. 
+Then, Teddy started and finished another 500 piece puzzle within an hour, so they completed 500 / 25 = 25 pieces.
+To find out how many puzzle pieces Teddy placed, we need to divide the total number of pieces by the number of pieces that Teddy completed within an hour. 
+Dividing 25 by 25 gives 1, so we can calculate the actual number of pieces that Teddy placed by dividing the total number of pieces by the number of pieces that Teddy completed within an hour.
+This is a straightforward multiplication, but since we''re not starting from 1, we need to find how many times the table of 25 can be divided by 25 to get 1.
+Multiplying 25 by itself 25 times gives 625, so the answer is 1 * 1, which equals 1.','stop',228,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,9,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',9,'To solve this problem, let''s break it down step by step. 
+First, we want to find out how many puzzle pieces Teddy put together. 
+Second, we''ll find out how many puzzle pieces Teddy finished within that hour. 
+We can do this by adding the pieces Teddy put together to the total puzzle pieces. 
+So, 
+We have 50 pieces Teddy put together. 
+We have 50 pieces Teddy finished within an hour. 
+To find the answer, we''ll subtract the pieces Teddy put together from the total puzzle pieces. 
+So, 
+We have 50 - 50 + 50 = 50 pieces Teddy put together from the total puzzle pieces. 
+Now we can add the pieces Teddy put together to the total puzzle pieces. 
+So, 
+We have 50 + 50 = 100 pieces Teddy put together from the total puzzle pieces.
+Now we have 100 + 50 = 60 pieces Teddy finished within an hour.
+The answer is 6.
+
+So, 
+The answer is 6.','stop',252,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,10,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',10,'To solve this problem, we need to determine the number of puzzle pieces Teddy finished and finished another puzzle within an hour.
+
+The puzzle was comprised of 50 pieces, and 5 pieces were completed within an hour. Since 5 pieces are equal to 1 piece, the puzzle was completed within an hour.
+
+However, we know that the puzzle was comprised of 5 pieces. So, the puzzle was completed within an hour and the puzzle was comprised of 5 pieces.
+
+To find the number of puzzle pieces Teddy finished and finished another puzzle within an hour, we need to multiply the total number of pieces by the number of pieces that were finished within an hour.
+
+The total number of puzzle pieces Teddy finished and finished another puzzle within an hour is 5 pieces / 50 = 0.1 piece / 5 = 0.1.
+
+So, the total number of puzzle pieces Teddy finished and finished another puzzle within an hour is 0.1.
+
+We can write the answer as 0.1 * 5 = 0.1.','stop',231,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,11,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',11,'To solve this, we need to break it down step by step. First, we multiply the total puzzle pieces by 50: 50 * 50 = 250 pieces. Then we subtracted the total puzzle pieces we had before the hour, which was 250, from the puzzle pieces Teddy already had. So, 250 - 250 = 0 pieces Teddy finished.
+
+Next, we added the puzzle pieces we had before the hour to the total puzzle pieces Teddy already had. So, 50 + 250 = 250 puzzle pieces Teddy finished.
+
+Then we subtracted the puzzle pieces we had before the hour from the total puzzle pieces Teddy already had. So, 50 - 50 = 0 pieces Teddy finished.
+
+Finally, we divided the total puzzle pieces Teddy already had by 100 to find out how many puzzle pieces Teddy finished. So, 50 / 100 = 0.5 pieces Teddy finished.
+
+So, 0.5 pieces Teddy finished.','stop',240,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,12,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',12,'To solve this problem, we need to break down the puzzle and understand the pattern. Teddy''s completed puzzle was 500 pieces, and each completed puzzle is equal to 500 pieces multiplied by 5.
+
+So, 500 + 500 = 1000 pieces Teddy completed.
+
+Therefore, Teddy completed 1 puzzle piece per hour.
+
+To find out how many puzzle pieces Teddy put together, we need to find the total number of puzzle pieces. The answer is 1 + 1 = 2 puzzle pieces.
+
+This problem has a net effect of 2 puzzle pieces being placed in one hour.','stop',143,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,13,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',13,'1. Teddy worked half of the puzzle pieces in one hour.
+2. 500 - 100 = 400 pieces were completed.
+3. 400 - 500 = 100 pieces were finished.
+
+So, Teddy had a mix of completed and finished pieces. To find the total number of pieces, we add the total number of pieces completed to the total number of finished pieces.
+
+Teddy had a mix of 100 completed and 100 finished pieces, which is 100/100 = 1 piece.','stop',133,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,14,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',14,'To solve this puzzle, we need to first identify the puzzle piece Teddy finished and finished. We know Teddy finished and finished one puzzle at a time, so Teddy finished by starting a new puzzle from the end, and finishing the puzzle at the beginning is equivalent to completing one puzzle at a time.
+
+The puzzle piece Teddy finished is the puzzle piece that was placed next to the puzzle piece that Teddy finished. 
+
+To find the total number of puzzle pieces Teddy finished, we need to add all the puzzle pieces Teddy finished and finished.
+
+The puzzle piece Teddy finished is 500 - 100 = 50 puzzle pieces.
+
+To find the total number of puzzle pieces Teddy finished, we can divide the total number of puzzle pieces Teddy finished and finished by the number of puzzle pieces Teddy finished and finished.
+
+This can be expressed as 50 / (100 / 50) = 10 / 5 = 2.
+
+The total number of puzzle pieces Teddy finished and finished is 2.
+
+So, Teddy finished and finished 2 puzzle pieces.','stop',243,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(77,0,15,'edfe1a04dbf27ce4459ef03a30a1ac979ec807071b605f16fa3423faf0e652b0',15,'Teddy completed a puzzle piece every minute of every hour. So, 500 / 15 = 25 (rounding down, to avoid double counting). 25 (rounding down) * 500 (rounding up) = 1000 pieces.
+
+It took Teddy a total of 25 (rounding down) of 500 puzzle pieces throughout the hour. So, 25 + 1 = 26 puzzle pieces were placed.
+
+So, 26 puzzle pieces were added to the total.','stop',124,81,32,2.62946357015650100663e+00,60044136696.0,NULL);
+INSERT INTO "chains" VALUES(78,0,0,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',0,'To solve this problem, we need to calculate the number of equal parts that will make up each final cut. Since each of the cut parts has a length of 100cm, we can divide 100 by 100 to find out how many equal parts there are. 
+
+100 / 100 = 1, which is the answer.
+
+So, there are 1 equal parts that will make up each final cut. Therefore, the length of each final cut is 1, which is half of the total length of the ribbon.','stop',120,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,1,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',1,'To solve this problem, we need to understand the concept of cutting and dividing a fixed-length piece of paper into equal parts. We start by cutting the ribbon into 4 equal parts, 100 centimeters of which is 40 centimeters. Now, each of those parts must be divided into 5 parts. This means we need to multiply the length of each part by 5.
+
+So, we have 40 centimeters * 5 parts = 200 centimeters. Then, the number of parts can be calculated as 200 / 5 = 40. This is because each part is divided into 4 equal parts.
+
+To find the total length of each part, we multiply the length of each part by 4. So, 40 * 4 = 160 centimeters. Now we add the parts to form the final length of each cut part, which is 40 + 160 = 160.
+
+So, each final cut is 160 centimeters long.','stop',220,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,2,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',2,'To solve this problem, we need to break it down into manageable parts and think of a step-by-step approach. First, we need to calculate the total length of each final cut. Each final cut is 100 centimeters long, and if we multiply it by 4, we get 4x100 = 400 centimeters. Now, we can divide this by 5 to find the final length of each final cut. So, 400 / 5 = 80.
+
+Next, we need to find the final length of each final cut. Since we need 80 parts of each final cut, we multiply 80 by 4. This gives us 320 parts. Since each final cut is 4 parts long, we multiply 320 by 4, which gives us 1240 parts.
+
+Now, we need to find the total length of each final cut. We multiply 4x100 by 4, which gives us 80. So, the answer is 80 x 4 = 240.
+
+So, the answer is 240.','stop',248,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,3,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',3,'To solve this problem, we need to break down the problem into manageable parts. We are told that each of the cut parts must be divided into 5 equal parts. This is a linear division problem where we have multiple parts to divide.
+
+We can start by dividing the total length of the ribbon into 5 parts, which is equivalent to 5*100 = 500 centimeters.
+
+Now, we have a linear division problem with an unknown variable that represents the number of parts. We can solve this problem using the division method. We need to divide 100 by 5, which is equivalent to 20.
+
+This is a simple linear division problem and we can solve it step by step. We can either multiply the number of parts by 2, which is equivalent to multiplying 2 by itself 5 times, which is equivalent to 2*2=4, or we can multiply the number of parts by 2, which results in 2*2=4, or we can simply divide by 2, which is equivalent to dividing 100 by 2, which results in 50.
+
+However, one way to solve this problem is by using a calculator. The calculation is easy and the answer is given by 50. 
+
+So the correct answer is 50.','stop',281,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,4,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',4,'This problem involves integer division. To find the length of each cut, you need to divide 100 by 4, which means multiplying 100 by 4. So, the length of each cut is 400 centimeters.
+
+The answer is 400.','stop',62,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,5,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',5,'To solve this problem, we need to first determine the ratio of the cut parts to the total length of the ribbon. Since each part is cut into 5 equal parts, and there are 100 centimeters in one inch, each part is equivalent to 5 cm.
+
+We can represent the length of the cut parts as 100 cm * 5 cm / 1 inch, which gives us the total length of the cut parts as 100 cm / 5 cm * 1 inch. This gives us a ratio of 1 : 4, which means that each part takes one-fourth of the total length of the ribbon to be cut.
+
+We know that each part can be divided into 5 equal parts. Therefore, we can multiply the length of the cut parts by 5:
+100 * 5 = 500 cm (the entire length of the ribbon)
+Each part is equal to the entire length of the ribbon.
+
+So, each part takes 500 / 5 = 100 cm of the ribbon, which is the entire length of the ribbon.
+
+Now, we can calculate the total length of the cut parts:
+100 cm * 5 cm / 1 inch * 5 cm = 500 cm
+Each part takes 500 / 5 = 100 cm, which is the entire length of the ribbon.
+
+So, the answer is 100 * 100 / 5 = 500 cm.
+
+This is the total length of the cut parts. Each part is equal to the entire length of the ribbon.','stop',353,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,6,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',6,'To solve this problem, we need to break it down step by step, using a logic approach. First, we determine the maximum number of cuts that can be made with 100 centimeters of ribbon. This is a fundamental concept in mathematics, and it''s often referred to as the "maximum possible" of a quantity.
+
+We then look for the maximum possible length of each cut. Since each cut is a removable dimension, we can think of it as a ceiling dimension. The maximum possible length of a single cut is the maximum length of each cut.
+
+The maximum possible length of a single cut is therefore 100 / 4 = 30 centimeters. This is because each cut is a removable dimension, and there are 30 cuts possible.
+
+To find the length of each final cut, we can multiply the maximum possible length of each cut by 3. This is because each cut is a removable dimension, and there are 3 cuts possible.
+
+In general, the maximum length of any cut is 3, and each cut is a removable dimension, so it will always have the same maximum possible length.
+
+Given that each cut can be multiplied by 3 and each cut will always have the maximum possible length, each final cut will be 3 centimeters longer than any previous final cut.','stop',274,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,7,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',7,'To solve this problem, we need to think about it step by step. First, we need to find out how many different ways we can cut a piece of ribbon into 4 equal parts. We can do this by dividing the ribbon by 4.
+
+This is a fraction, but we can simplify it. When we divide a fraction by another fraction, we get the fraction of the original fraction''s numerator over the original fraction''s denominator. So, 4/10 = (1/4) * (1/4) = 1.
+
+Now that we know we can cut the 4 parts into 1 piece, we need to find the total length of the piece of ribbon. This is a common multiple of 10, which is 10. So, we can use the formula for the total length of a piece of ribbon.
+
+We multiply 4 by 10, which gives us 4, and we add 10 to this result, which gives us 50.
+
+This is the length of the piece of ribbon. So, we can say that the length of each piece of ribbon is 50cm.
+
+So, the answer is 50cm.','stop',255,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,8,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',8,'To solve this problem, we need to find the length of each cut part. We know that each of the 100 centimeters must be divided into 4 equal parts, which means each part will be 40 centimeters long. So, we can calculate the length of each cut part.
+
+100 * 40 = 400 meters
+
+Each cut part will be 400 / 4 = 100 meters long.
+
+So, each final cut will be 100 * 4 = 400 meters.
+
+The answer is \boxed{ANSWER}. This is a nice example of how simple equations can sometimes be used to solve complex problems, and it''s a great example of how math can be used to solve seemingly complex problems.','stop',169,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,9,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',9,'To solve this problem, let''s break it down step by step. We have a classic cut-a-recipe puzzle, where we have to determine the length of each cut part.
+
+There are 4 cuts to each part, so we need to find the total number of parts that can be divided. In a standard cut-a-recipe puzzle, there are 4 cuts. This is calculated as 4 * 4 = 16 parts.
+
+Each part is 100 / 4 = 25 cm. To find the length of each cut part, we divide the total length of each cut by 25, which gives us 25 / 25 = 1.
+
+So, each final cut is 1 unit long. This is the length of each cut part. To find the final length of each cut part, we multiply the length of each cut part by 4, which results in 80 cm.
+
+The answer is 80 cm * 4 = 320 cm, which is the total length of each cut part.','stop',230,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,10,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',10,'To solve this problem, we need to break it down into manageable parts and find the final cut that will maximize the remaining area of the ribbon while considering the constraint of having 4 equal parts.
+
+We can start by finding the total length of the ribbon. Since each part of the ribbon is cut into 4 equal parts, there are 100 * 4 = 400 centimeters of ribbon.
+
+Now, we need to find the area of the final cut that will maximize the area of the remaining part. We can do this by dividing the total length of the ribbon by the length of the individual parts. This gives us 400 / 5 = 100 centimeters of the ribbon will be equal to 100 * 40 = 400 centimeters of the remaining part.
+
+However, we need to consider the constraint of having 4 equal parts. For each of the 4 equal parts, there is one remaining part that is cut into 2 equal parts, and one part that is not cut. To maximize the area of the remaining part, we need to find the maximum possible area, which is the area of the remaining part multiplied by the factor of 2.
+
+To maximize the area of the remaining part, we take 2 * 40 = 80cm², which equals 80 * 40 = 2400cm².
+
+So, the answer is 2400cm².','stop',313,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,11,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',11,'To solve this problem, we need to first understand that each of the cut parts must be divided into 5 equal parts. This implies that the original problem has a fractional part in it. To solve for the length of each cut, we need to divide 100 by 5.
+
+So, we have 100 / 5 = 20. This is the length of each cut. Now that we know the length of each cut is 20, we can find out how many of each cut we have by multiplying the length of each cut by the number of cuts, which is 4.
+
+This is the number of cuts that must be made to create each final cut. So, we can multiply the length of each cut by 4 to find the number of cuts that have to be made. This results in 20 * 4 = 80 cuts.
+
+Therefore, each final cut has to be made of 4 cuts. This is the answer to the original problem of how many cuts each final cut must have.','stop',221,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,12,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',12,'To solve this problem, let''s break it down step by step. First, we need to understand that each of the cuts can be divided into 4 equal parts. So, the total number of cuts must be 100 * 4 = 400.
+
+Now, there are 400 cuts. So, the total length of each cut must be a multiple of 400, which means the cuts must be multiples of 20. However, 20 is a multiple of 4, so we can leave out the term 20, and the cut is of length 2.
+
+So, the cut is of length 2. Now we need to find the length of each final cut. Each final cut must be of length 2 units. To find this out, we divide 2 by 2, which gives us 1.
+
+So, the length of each final cut is 1 unit.','stop',200,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,13,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',13,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of cuts that can be made from 100 centimeters of ribbon. We can calculate this using the formula for cutting a circumference, which is the circumference of a circle multiplied by pi. 
+
+The circumference of a circle is 2 * pi * radius. So, the total number of cuts is 100 * 2 * pi * 100 = 100 * 2 * 3.33 = 400.
+
+Now, to find the number of cuts that can be made, we divide 400 by 4. This results in 100 * 2. Now we can multiply 100 * 2 by 4 to find the number of cuts that can be made: 100 * 2 = 200.
+
+So, there are 200 total cuts that are equal parts of one of the original cut pieces. Each of these cuts can be made twice, which is 2 * 4 = 8. Each final cut is determined by the cut that is made from each of the original cuts. Therefore, each final cut is equal to the cut that is made from each of the original cuts multiplied by 2, which is 8.','stop',285,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,14,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',14,'100 cm is equal to 100 / 25 = 0.6 meters.
+
+So each of the cut parts must be divided into 5 equal parts. This can be calculated as 100 / 5 = 20.
+
+Now we have 20 segments of the ribbon. Each of these segments must be divided into 4 equal segments, which means each of the final cut parts must be divided into 20 / 4 = 5 segments.
+
+So each final cut is equal to 2 * 5 = 10 segments.
+
+So the answer is 20 + 10 = 30 segments of the ribbon.','stop',148,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(78,0,15,'29447d88f789e12fa0d5635fdbb2899a8185838504aed24d6c494a8bd253c81e',15,'To solve this problem, we can think of it in terms of the number of pieces to cut, which is a classic example of breaking down a problem into a series of smaller problems. Let''s break it down step by step.
+
+First, we need to determine the total number of pieces. Since each piece is cut in 4 parts, we multiply the number of pieces by 4. So, there are 100 × 4 = 400 pieces.
+
+Now, we want to determine how many pieces there are. To do this, we divide the total number of pieces by the number of pieces per part. 100 × 4 = 400.
+
+The answer is that there are 400 pieces in total.
+
+Now, we can multiply 1 by 4 to get the final answer. So, 100 × 4 = 400.
+
+So, the answer is that each final cut is 400 pieces.','stop',212,80,32,2.5203286611073849599e+00,60935298624.0,NULL);
+INSERT INTO "chains" VALUES(79,0,0,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',0,'This is a classic problem of multiplication and division, specifically with the use of fractions. To solve it, we need to convert the height from feet to inches.
+
+First, we multiply 4 feet by 6 inches, which gives us 24 inches. Next, we multiply the height by 2, which gives us 4 inches.
+
+Now, we subtract the height of the fourth child from the height of the first, which gives us 24 - 4 = 16 inches. 
+
+To find the total height of the fourth child, we add the height of the second child and the fourth child together, which is 3 + 4 + 5 + 6 + 4 = 18 inches.
+
+In this problem, we used the concept of division and fractions, which is a fundamental skill in mathematics. But the actual solution is actually a simple example of multiplication and division with fractions, highlighting the connection between fractions and division.
+
+The answer is 18 inches, which is a bit unusual for a standard US measurement (36 inches). However, we can still explore more complex fractions, which is a typical part of many mathematical scenarios.','stop',246,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,1,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',1,'To solve this problem, we need to break it down step by step. We have a sequence of equations that will help us find the unknowns. Let''s start by listing out all the possible heights of the fourth child: 4, 6, 8, 10, 12, 14, 16, 18, and 20.
+
+Let''s start by starting with the first child''s height. For the first child, we know the height is 6 feet. Now, we can create a formula that will help us find the height of the second child, the third child, and the fourth child.
+
+Let''s look at the fourth child''s height. The formula we''re using is 4^3 + 3*2 + 2 = 10. This can be written as 4^3 + 3*2 + 4 = 10. 
+
+So, the formula used is (4^3 + 3*2 + 4) = 10, which is the same as the original formula.
+
+So, the answer is 10.','stop',239,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,2,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',2,'Let''s start by defining the problem. We have a sequence of consecutive integers that adds up to 100.  Here''s a step-by-step approach to solve it:
+
+1.  Let the first child be C.  Since C is the first step, we can pair it with any number from the sequence.
+2.  Now 4C = 4*2 = 8.
+3.  Now 4C = 8.
+4.  Since C cannot be a multiple of 3,  we can divide both sides of the equation by 4.  This leaves us with the equation 8^2 = 64.
+5.  Now this equation simplifies to 8^4 = 8*8*8 = 64.
+6.  Now we can find the answer by dividing both sides of the equation by 8.  This leaves us with 8*10^2 = 64.
+
+So, the fourth child is 8*10^2 = 64.','stop',224,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,3,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',3,'First, find the third child''s height. A child grows at a rate that is proportional to the number of inches added to the child''s height. This can be done by dividing the height of the child by the height of the child to find the height of the third child, which is the fourth child''s height.
+
+The third child''s height is the first child''s height multiplied by 3, since the first child is doubled. This is where the 3rd child''s height is obtained from the first two children.
+
+The fourth child''s height is the third child''s height multiplied by 4. This can be understood as the fourth child''s height multiplied by 4. 
+
+Now we simply add the heights of the first two children to get the height of the fourth child.
+
+The fourth child''s height is the first child''s height multiplied by 5.
+
+The fourth child''s height is the second child''s height multiplied by 2.','stop',199,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,4,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',4,'To solve this problem, we need to break it down into manageable parts and create a logical and step-by-step process. First, we need to find the ratio of the first child''s height to the second child''s height. This can be done by dividing the number of inches by the number of inches. So, 6 (the first child''s height) by 2 (the second child''s height) gives us 3 inches.
+
+The ratio of the fourth child''s height to the third child''s height is 2 (the third child''s height) by 4 (the fourth child''s height), which means the fourth child''s height is 2 inches more than the fourth child''s height.
+
+Now we can work backwards to find the fourth child''s height. We divide 4 (the fourth child''s height) by 2 (the second child''s height). This gives us 2*2 = 4 inches.
+
+So, the fourth child is 2 inches more than 4 inches. Therefore, the fourth child is 2 inches + 4 inches = 6 inches.
+
+The answer is 6.','stop',237,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,5,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',5,'Let''s break down the information step by step:
+
+The first child is 6 feet tall. 
+The second child is two inches taller than the first child. 
+The third child is 5 inches taller than the second child. 
+The fourth child is 3 inches taller than the third child.
+
+We know that the fourth child is 3 inches taller than the fourth child, so we can set up the equation: 
+Fraction of the third child is 3/4 of the fourth child.
+First child is 6 feet tall. 
+Second child is 2*6 = 12 feet tall. 
+Third child is 2*12 = 24 feet tall. 
+Fraction of the fourth child is 12/24 = 3/4. 
+The third child is 3/4 of the fourth child.
+
+The total number of feet is the sum of the feet for each child: 
+Fraction of the fourth child is 3/4 of the fourth child. 
+Adding 24 to the fraction of the fourth child: 
+Fraction of the fourth child is 3/4.
+Adding 24 + 4 = 26 feet.
+Adding 4 feet for the last child.
+
+So the total height is 
+Fraction of the fourth child is 3/4 of the fourth child + 4 + 6 + 2 = 2.
+
+The answer is 2.','stop',320,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,6,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',6,'First, calculate the total height of the first two children (the first and third) by multiplying their heights by 2. This results in 4 * 2 = 8 inches.
+Now, calculate the height of the third child.  The third child is two inches taller than the third child, so it is 8 + 2 = 10 inches tall.
+Then multiply the height of the third child by 2 to find the height of the fourth child.  The fourth child is two inches taller than the fourth child, so it is 10 + 2 = 12 inches tall.
+Add the height of the fourth child to the height of the third child, so it becomes 14 + 4 = 18 inches tall.
+Finally, calculate the height of the fourth child.  This is the height of the fourth child multiplied by 2, which is 2 * 2 = 4 inches tall.
+So, the answer is 4 * 2 + 4 = 8 + 4 = 12 inches tall.','stop',225,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,7,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',7,'Let''s start by analyzing the given information step by step. We know that the first child is 6 feet tall, the second child is two inches taller than the first, and the third child is three inches taller than the second.
+
+We know that the fourth child is three inches taller than the third child. Let''s think about this. If we had 2 feet of the 3rd child, we could be subtracting feet that are already accounted for. So the first child has a foot less than the third child, the second child has a foot less than the third child, and the third child has a foot less than the fourth child.
+
+Now we only have 2 feet left for the fourth child. If we had 2 feet of the fourth child, that would be 3 feet less than the last child. If we have 2 feet of the fourth child, that would be 3 feet less than the second child.
+
+So, we can see that the fourth child has three feet less than the last child. This is because we are adding feet that are already accounted for.
+
+We can also think of it this way: if the fourth child is three feet taller than the last child, then the first child, the second child, and the third child must all be three feet taller than the fourth child. This is because they cannot all be smaller than the fourth child.
+
+This problem is similar to an infinite geometric progression with no common ratio. It has no integer value for x, because there is no integer value for x that is a multiple of 3.','stop',328,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,8,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',8,'To solve this problem, we need to start by breaking down the given information:
+
+1. The first child is 6 feet tall.
+2. The second child is 2 inches taller than the first child.
+3. The third child is 5 inches shorter than the second child.
+4. The fourth child is three inches taller than the fourth child.
+
+Let''s first calculate each part of the problem:
+
+First, consider the fact that the second child is 2 inches taller than the first child. If we know the height of one child, we can find the height of the second child by multiplying the height of the first child by 2. So, 2 * 6 = 12 inches.
+
+Next, consider the fact that the third child is 5 inches taller than the second child. Adding these two together gives us 8 inches.
+
+Now let''s consider the fact that the fourth child is three inches taller than the fourth child. If we know the height of one child, we can find the height of the second child by multiplying the height of the first child by 2. So, 2 * 6 = 12 inches.
+
+Finally, let''s consider the fact that the fourth child is 3 inches taller than the fourth child. This means that the fourth child is 3 inches taller than the third child.','stop',286,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,9,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',9,'Let''s start by understanding the given information. The first child''s height is 6 feet tall, and the second child is two inches taller than that, so that''s 2 feet. The third child is 6 + 2 = 8 feet tall, and the fourth child is 5 + 3 = 8 feet tall.
+
+The equation to find the unknown height is: Height = 2x + 8 feet
+
+We are given that Height = 8 feet, which is a multiple of 2. We have 4 feet to convert to feet. 
+Height = 2 * 4 = 8 feet
+
+This is the answer.','stop',140,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,10,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',10,'Let''s break down the information step by step. We know the first child is 6 feet tall. The second child is two inches taller than that, which is 2 feet. The third child is 2 feet less than that, which is 3 feet. And the fourth child is 3 feet.
+
+Let''s start by adding the height of the first child and the third child, which is 2 + 3 = 5 inches. We can also find the height of the second child by multiplying 2 feet by 2, which is 4 inches. So the height of the second child is 2 feet + 4 inches = 6 inches.
+
+Now we have 6 inches + 2 feet = 8 inches and 5 inches (the height of the third child) and 3 feet is already calculated but we can add a third child at the end to the total.
+
+So the total height of the fourth child is 6 + 8 + 5 + 3 = 24 inches.
+
+The answer is 24.','stop',225,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,11,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',11,'Let''s analyze the information step by step:
+
+We know that the first child is 6 feet tall (1 foot), the second child is two inches taller than the first child (1.5 feet), and the third child is 5 inches taller than the second child (1.5 feet).
+
+To find the fourth child''s height, we need to calculate each height. The fourth child is 3.5 inches taller than the fourth child''s height. This can be achieved by multiplying 3.5 feet by 3.5 inches, which gives 10.5 inches.
+
+However, we can approach this problem from both ends: either by multiplying the first child''s height by the third child''s height (3.5 feet * 3.5 feet = 11.25 feet) or by multiplying the second child''s height by the fourth child''s height (5.5 feet * 5.5 feet = 27.5 feet). But, we can simplify this problem by only considering the possible combinations of height multiplied by height multiplied by height.
+
+We calculate 3.5 * 3.5 * 3.5 = 216.67 feet. This is the answer. So, the solution is 216.67 inches.','stop',273,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,12,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',12,'Let''s start by breaking down the problem into manageable parts. We know that the first child is 6 feet tall, the second child is two inches taller than the first, and the third child is three inches taller than the second. 
+
+Let''s denote the height of the third child as x. Since the first and second children add up to 4, we can say that the third child is 4x inches tall. 
+
+Now, we know that the fourth child is three inches taller than the third child. This means that the fourth child is 3x + 1 inches tall. 
+
+To find the total height of the fourth child, we need to add the height of the first, second, and third children, which is 4x + 3x + 3. This is equal to 4(1 + 2 + 3) = 4(3) = 12 inches.
+
+We know that the fourth child is 3x + 1, so we can set up an equation to find the total height of the fourth child. The total height of the fourth child is 12 + 3x + 3 = 14. 
+
+This is just the equation we''ve been working with for the previous problem. So, the correct answer is 14 + 3x = 12.','stop',282,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,13,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',13,'First, we need to determine how many inches the fourth child is.  If a child is 3 inches shorter than their siblings, the fourth child would have 3-inch shorter siblings.
+
+Then, we can determine the total height of the fourth child based on the height of the first two children, who are two inches taller than the fourth child.  So, we can add the height of the first two children to the height of the fourth child.  This results in a total height of 2*2+3 = 5 inches.
+
+Now, we can use the formula for a standard deck of 52 cards to determine the value of the fourth child''s card.  Since there are 4th cousins of each of the first two children, the fourth child''s card would have the same number of cards of each of the two first two children combined.  So, the fourth child''s card would be the same number of cards of each of the first two children combined, which is 4 times 2, which is 8 cards total.
+
+This results in a total of 16 cards being chosen from each pair of the second two children.  So, 16/2 = 8 cards.  Now we can add the number of cards of each of the fourth two children to the remaining 8 cards (the only remaining cards).  So, the total number of cards that will be chosen from the deck of 52 is 8 times 4 = 32.  So there will be 3 * 8 = 24 cards left over that were not chosen.  Since there are only 4 cards left over to choose from, the answer is 4.  So the answer is 4.','stop',364,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,14,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',14,'To solve this problem, I need to consider all the possible combinations of one-to-one ratios of the given lengths. Let''s start by listing out all the possible ratios for each of the three children:
+
+First child = 6 * 2 = 12 inches
+Second child = 6 + 2 = 8 inches
+Third child = 6 + 4 = 10 inches
+
+Now we need to find the total height of the fourth child. First, we multiply the heights of the first two children: 12 * 8 = 84 inches
+Next, we multiply the height of the third child: 10 * 10 = 100 inches
+Finally, we add the height of the fourth child: 10 + 8 + 1 = 24 inches
+
+So, the answer is 24 inches, which matches the given height of the fourth child: 24 inches.','stop',201,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(79,0,15,'3bc0ef4775c2ac3167545188a075dd4489cc85f7add7894dc0b30d148f58fd87',15,'To solve this problem, we need to break it down step by step.
+
+Let''s start by identifying the information given:
+
+- The first child is 6 feet tall.
+- The second child is two inches taller than the first child.
+- The third child is two inches taller than the second child.
+- The fourth child is three inches taller than the third child.
+
+We''ve already determined that the third child is twice the fourth child, and this is a fundamental inequality of the form a^2 + b^2 = c^2, where a and b are the upper and lower bounds of the inequality, respectively.
+
+We can set up the equation:
+
+(2 + 2x) + (2x + 3x) = 2x + 3 + 2(2) + 3
+
+This is a triple product of two pairs of identical terms, which can be factored into the product of two terms multiplied by two, which is 4x.
+
+So, the equation reduces to:
+
+(2 + 3 + 2x + 2x) = 4x
+
+Now, we have a triple product of two identical terms, which is the only possible cubic expression that can be evaluated.
+
+This can be factored as:
+
+(2 + 3) = 4(2) = 4
+
+So, the solution to the original equation is 4.
+
+However, we can actually solve it more efficiently. We can start by solving the equation 2 + 3 + 2x = 4x, which is a quadratic equation in disguise.
+
+We can start by adding 10 to both sides of the equation, resulting in:
+
+(2 + 3 + 2x) = 10 + 2x
+
+This is a quadratic equation in disguise. Since we can''t solve it directly, we''ll need to find a quadratic equation that can be factored into the square of a binomial. This is only possible when we can factor the binomial 2x(2x + 1) = 4x(2x + 1), which has the property that 2x(2x + 1) = 4x(2x + 1).
+
+This might seem to be a contradiction, but it''s actually a mathematical identity that we can prove.
+
+So, the solution','length',512,107,32,3.01270786699253845242e+00,73310679360.0,NULL);
+INSERT INTO "chains" VALUES(80,0,0,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',0,'To solve this problem, we need to break it down step by step. First, we''ll find the total number of girls in the school population. 
+
+The school has 40% of the total population, which is 0.4. Now, we''ll find the number of girls who are not boys. 240 - 240 = 100 girls are not boys.
+
+So, the number of girls in the school population is 100 (total number of girls) - 100 (not boys) = 20 girls.
+
+To find the number of girls in the school population, we divide the number of girls by the total number of girls. 20 girls / 40% = 20 * (100 / 0.4) = 20 * 10 = 20 girls.
+
+This is the answer. There are 20 girls in the school population.','stop',205,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,1,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',1,'Let''s break down the problem step-by-step.
+
+We''re given that 40% of the school population is made up of 240 boys. This is a ratio of 2. So we have 40% of all the boys in the population, which is 240/1000 = 0.24. Therefore, 40% of a school population is 24 boys.
+
+To find the number of girls, we need to find the number of girls who are not boys. We know that 240/1000 = 0.24, which is the same as 1.024. However, 24 girls is not 1. So we round down to 2... and 2 is 2, which is 2.
+
+There are 2 girls in the population.
+
+Therefore, there are 2 girls in the school population.','stop',203,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,2,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',2,'To solve this problem, we need to find out how many girls are in the school population of 40% of 240 boys. First, let''s find 40% of 240 boys. 40% of 240 is 0.4 * 240 = 108. Now, multiply this number by the number of girls in the population: 108 * 240 = 3024.
+
+Therefore, there are 3024 girls in the school population of 40% of 240 boys.','stop',130,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,3,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',3,'To solve this problem, I will first find the percentage of the school population that consists of 240 girls. Since 40% of a population is made up of 240 girls, 40% of the population is the population of 240 girls. The answer is 240 x 0.4 = 90.
+
+Now I will multiply this answer by 100 to find the number of girls in the school.
+
+So, 90 x 2 = 180.
+
+So, there are 2 girls in the school.','stop',129,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,4,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',4,'To solve this problem, we''ll break it down step by step. First, let''s determine the number of girls in the school population. Since 40% of the school population is males, the remaining percentage is 60% of the population that is females. Now, let''s find the number of females in the school population. We can do this by multiplying 40% by 60% of 40% of 240, which is 0.6 * 0.6 * 0.6 * 40% of 40% of 40, which is 40 * 1.6 = 60.
+
+Now, let''s find the number of boys in the school population. Since 240 is equal to 40*1, 240 boys are 40 times the number of girls that are male. So, 40x = 40*240 = 1080.
+
+Now, we can find the ratio of girls to boys by dividing the number of girls by the number of boys. So, 160 / 240 = 1/3.
+
+Finally, we multiply 160 by 1 to find the answer: 160 * 1 = 160.
+
+So, there are 160 girls in the school population.','stop',300,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,5,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',5,'To solve this problem, I''ll break it down into manageable parts. We know the school population is 40% of itself, which means the school population is 0.4 * 40 = 20. 
+
+We also know that 40% of the total population is made up of boys. So, the total number of girls is 20 * 40 = 80.
+
+Now, to find the number of girls, we divide the number of girls (80) by the number of boys (40), which gives us 80 / 40 = 2.
+
+Therefore, 2 girls are in the school population if the school population is 20/40 * 40 = 2.5.','stop',164,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,6,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',6,'1. Let''s start by finding out how many girls are in the school. We can do this by dividing 40% of 240 boys by 240 girls, which gives us 4 boys.
+2. Now that we know there are 4 boys in the school, we can find out how many girls are there. There are 240 girls in the school.
+3. To find out how many girls there are in total, we multiply this by 240.
+4. So, we multiply 4 by 240, which is 960, which is the total number of girls in the school.
+
+Therefore, there are 960 girls in the school.','stop',155,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,7,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',7,'To solve this problem, we need to first determine the number of girls in the school population and then determine the percentage of boys to determine the number of girls.
+
+First, we convert the percentage to a decimal by dividing by 100, giving 40% as 0.4. Next, we multiply the result by 100 to get the number of girls.
+
+In this case, the number of girls is 40% of the total population. So, 40% of 1000 is 40% of 1000, which is 40 girls.
+
+This is the number of girls in the school population.','stop',145,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,8,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',8,'To find the number of girls in the school, we need to calculate the population of the school and then multiply that by 40%. 
+
+This is based on the formula for population, where the value is the number of subjects (in this case, the number of students) multiplied by the number of teachers (which is 15). 
+
+This translates to 40% of 15 children (15 * 40 = 600) divided by the total number of students (15 * 15 = 150). So, the answer is 600 / 150 = 2.5 girls.','stop',139,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,9,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',9,'1. First, identify the total population of 240 boys and 40% of that population being made up of boys.
+2. So, 240 boys (240/240) * 40% = 100 boys are made up of boys.
+3. Now, there are 40 boys in the school population.
+4. Therefore, 100 girls are made up of girls.
+5. So, there are 40 + 100 = 140 girls in the school population.
+
+The final answer is 40 + 140 = 240 girls in the school population.','stop',148,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,10,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',10,'To solve this problem, we need to break it down step by step. First, we find the total number of girls in the school, which is 240. Then we multiply this by 40% to get the number of boys who make up the school''s population.
+
+So, 240 * (1 + 40/100) = (240 * 100) / 100 = 240 * (100 / 100) = 240 boys.
+
+Therefore, there are 240 girls in the school.','stop',133,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,11,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',11,'To find the number of girls in the school, we need to first find out the number of boys in the school population, and then multiply that number by 40% to find out how many girls are in the school.
+
+The number of boys in the school population is 40% of 240, which equals 0.4 * 240 = 92.
+
+So, there are 92 girls in the school population. This is the answer to the initial question.','stop',108,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,12,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',12,'Let''s start by understanding the problem. The school population is 40% of itself, which means it''s 0.4 * 40 = 24.
+
+To find the total number of girls, we need to divide the number of girls by the population. So, 24 / 0.4 = 24/2 = 10.
+
+The answer is 10. So, in 10 cases, the school population is comprised of 24 boys and 10 girls, with 10 girls being 24 boys (rounding to 25 girls).','stop',132,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,13,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',13,'To solve this problem, we need to break it down step by step and make sure to follow the correct steps.
+
+First, we need to find the number of girls in the school. We can do this by dividing 40% of 240 by 240, which is 0.04. So, 0.04 is equal to 4 girls.
+
+Next, we need to find the number of girls in the school population. We can do this by multiplying 240 by 0.04, which is 8. So, 8 is equal to 8 girls.
+
+Now, we add the number of girls to the initial answer. So, 40% of 40 is 0.04 x 4 = 2.4, which is the number of girls in the school population.
+
+So, the final answer is 4 + 2.4 = 6.8 = 4 girls.','stop',209,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,14,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',14,'To solve this problem, we need to break it down step-by-step. First, we calculate the number of girls that are made up of 240 boys. There are 240 boys, and 40% of the total school population are made up of boys. So, 240/100 = 2 girls.
+
+To find the number of girls, we subtract the number of boys we know is made up of girls from the total population of the school. However, this is a non-linear calculation. So, we need to find the number of girls that are more likely to be made up of girls rather than boys. Since there are 240 boys and 40% of those boys are boys, we need to find the number of girls that are made up of those 240 boys.
+
+To find this, we can use a process called binomial expansion. The formula for this is:
+
+Number of terms = (number of terms) * (number of terms) / (1 - (number of terms / (number of terms * 2))^(number of terms))
+
+The formula is:
+
+n * (n + 1) * (2n + 1) / (2n + 1) * 6
+
+Simplifying this expression, we get:
+
+n * (n + 1) * (2n + 1) / 6
+
+This formula calculates the number of terms needed to reach 2n terms, with the number of terms being n, to be exactly n terms.
+
+So, the number of girls that are made up of 240 boys is 240 * (2 + 1) = 480.
+
+So, there are 480 girls in the school if there is a total of 240 + 480 = 920 girls.
+
+This is just a numerical example of binomial expansion and does not take into account probabilities or other mathematical concepts. It is just one example of how to solve such a problem.','stop',448,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(80,0,15,'d93343af55745b2625e466668d73857daa28e1b6e45efc7b0cf1058dc46252ca',15,'To solve this problem, we need to use mathematical operations to find the answer, breaking it down into manageable parts. First, we need to find the fraction of the total population that is made up of 240 boys. 
+
+We can do this by dividing the total population by the total number of boys in the school (40% of 240 = 240/40 = 5). Then, we multiply the fraction by itself to find the desired percentage. In this case, 5 * 5 = 25 is the quotient. 
+
+So, 25% of the total population is comprised of 240 boys (40% of 240). This is a multiple of 25 because it''s a multiple of 24, so it''s 1. So 25% of the total is 240 * 100 = 240.
+
+This doesn''t add up to 240, but if we just consider 240, 40% of 240 is 240 * 2 = 440, which is the answer.
+
+This problem is a classic example of a "multiplication of a multiple of 10." It''s a special mathematical operation, and it''s often used to illustrate the concept of binary operations in mathematics.','stop',292,64,32,1.69664539731694175017e+00,51384733056.0,NULL);
+INSERT INTO "chains" VALUES(81,0,0,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',0,'12 kg of apples = 12 * 2 = 24 kilograms
+Pierre, Paul, and Jacques bought 12 kilograms of apples = 12 * 2 = 24 kilograms
+They bought 24 kilograms of apples
+James has 24 kilograms - 12 = 8 kilograms left
+#### 8
+The answer is: 8','stop',81,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,1,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',1,'1. Pierre bought 12 kg of apples and 1/3 of this is Peter''s apples, so he will have 3 * 12 / 3 = 12 kg of apples.
+2. To find James'' apples, we need to divide 12 kg by 12 / 3 = 1. So James has 3 / 12 = 1 kg of apples left.
+3. 1 / 12 = 11.67% of the apples.
+
+Now we need to find how many apples out of 12 kg are Peter''s and 1 / 12 of the remaining apples. To do that, we multiply 3 * 12 / 1 = 3 x 12 / 1 = 3 x 12 = 32 apples.
+
+So James has 32 - 32 = 0 apples left.','stop',197,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,2,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',2,'To solve this problem, let''s break it down step by step. First, we''ll find the total number of kilograms Pierre, Paul, and Jacques can eat. It''s given that Peter can eat 1/3, so they can eat 1/3 x 12 = 12 kilograms.
+
+Now, we can find the number of kilograms they can eat without eating 1 kilogram. If Jack eats 1 x 10 = 10 kilograms, and if Pierre eats 1/3 x 12 = 12 kilograms, then Jacks will have 12 - 10 = 12 kilograms, and Pierre will have 12 - 1 = 10 kilograms.
+
+In total, they can have 12 + 12 = 24 kilograms remaining.
+
+So, James will have 24 kilograms of apples left.','stop',188,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,3,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',3,'Let''s break down the problem step by step.
+
+Pierre bought 12 kg of apples, so he has 12 * 3 = 36 kilograms.
+
+Pierre wants a quarter of that, which is 12 / 4 = 3 kilograms.
+
+So, James wants 1 * 3 = 3 kilograms.
+
+Now, let''s consider the scenario. If Peter wants a quarter of the apples to be 3 kilograms, then he would have 3 * 3 = 9 kilograms.
+
+Pierre wants 1/3 of the apples to be just 3 kilograms. So, he would have 1 + 3 = 4 kilograms.
+
+Now, we need to find how many kilograms James will have left.
+
+We can calculate it by multiplying the number of kilograms he has (36) by the number of kilograms he wants (4).
+
+So, 36 * 4 = 132 kilograms.
+
+So, James will have 132 kilograms left.','stop',224,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,4,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',4,'Pierre buys 1.5 kg of apples and all of Paul''s apples are sold. This means Peter will have 1.5 * 1.5 = 1.9 kilograms left.
+
+Heres the calculation: 1.5 * 1.5 = 1.9 kilograms.
+
+So, James will have 1.9 kilograms left.','stop',79,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,5,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',5,'Let''s break this down step by step.
+
+Pierre, Paul, and Jacques bought 12 kg of apples. This means there are 12 * 3 = 36 apples left.
+
+Jacére, Peter, and Jacques bought 1/3 of that, which means 1/3 * 3 = 1 kg of apples left.
+
+So, James will have 1 kg of apples left if they ate 1/3 of the apples.
+
+We need to find out how many kilograms they will have left. If they ate 1/3 of the apples, then 1/3 * 1 = 1 kg of apples left.
+
+#### 1
+
+The answer is 1.','stop',158,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,6,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',6,'Pierre, Paul, and Jacques purchased 12 kg of apples, so they had a total of 12 * 3 = 36 kilograms of apples.
+Jules, Paris, buys 1/3 of 36 which is 36 / 3 = 12 kilograms of apples.
+The remaining 12 kilograms of apples that were sold in Paris are the same as the apples that were sold in Paris, which is 12 * 1 = 12 kilograms.
+The remaining apples that were sold in Paris are 12 - 12 = 0 kilograms.
+The total number of kilograms that were sold is 12 + 12 = 24 kilograms.
+So,
+12 kilograms sold in Paris = 12 * 24 = 320 kilograms.
+The total number of kilograms that were sold is 24 kilograms.
+The number of kilograms that were sold in Paris is 24 / 320 = 1/32 kilograms.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram','length',512,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,7,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',7,'To solve this problem, we need to consider the possible combinations of apples and their corresponding quantities. If Peter bought 12 kg of apples and Paul wants a quarter of that, he would have 12/4 = 3 kilograms left.
+
+If James wanted to buy 1/3 of a quarter, he would have 3/4 of a kilogram left.
+
+Let''s break it down step by step:
+
+Pierre bought 12 kg of apples, so he would have 12 x 4 = 48 kg of apples left.
+
+Now, if Peter bought 3 kg of apples, then he would have 12 x 3 = 36 kg of apples left.
+
+If James wanted to buy 1/3 of a quarter, he would have 3 / 4 = 1 kg of apples left.
+
+So the answer is 1 x 3 = 3 apples left = 3 x 3 = 9 kg.
+
+#### 9
+The answer is 9.
+
+The answer is 9','stop',229,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,8,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',8,'Pierre, Paul, and Jacques bought 12 kg of apples. Peter wants a quarter of that. So, if Peter wants a quarter of that, they would need 12 / 4 or 24 apples.
+If 24 apples were bought, then James would have 24 / 4 = 6.67 kilograms left.
+To find out how many kilograms of apples Pierre, Paul, and Jacques would have to buy to spare 24, we multiply 24 by 24, which equals 512 kilograms.
+#### 5
+The answer is: 5','stop',130,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,9,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',9,'To solve this problem, we need to think step by step and work through the problem algebraically. We know that 12 kg of apples is equal to a quarter of it. So, we can set up an equation: 12 kg / 1/3 = 4/2.
+
+To solve for the unknown quantity, we can multiply both sides of the equation by 4/2, which gives us 4 x 2 = 8. So, the answer is 80.
+
+The equation describing this problem is 12 kg / (4/2) = 4 x 2 = 8 kilograms.','stop',135,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,10,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',10,'To solve this problem, let''s analyze the problem step by step. We know that each apple is worth 15 grams of sugar and that each kg of apples has 3.5 grams of sugar.
+
+First, we need to find out how many kilograms of apples Peter wants to eat. To do this, we can multiply 12 by 3.5, which gives us 40 kilograms.
+
+Now, we know that each kg of apples has a specific weight of 15 grams of sugar. To find out how many kilograms of apples Peter wants to eat, we need to find out how many kilograms of sugar Peter needs to consume.
+
+This can be done using the formula 1 kg of apples x 15 grams of sugar = 15 grams of sugar. Multiplying 1 kg of apples by 15 grams of sugar gives us 15 grams of sugar, which is 1.5 x 15 = 1.6 x 15 = 2.1 x 16 = 3.1 x 16 = 5.2 x 16 = 8.4 x 16 = 11.6 x 16 = 21.
+
+Now we know that each kg of apples has 3.5 kilograms of sugar. If we multiply 1.6 x 3.5 by 1.6, we get 1.72 x 3.5 = 3.7 x 3.5 = 13.
+
+So, James will have a minimum of 13 kilograms of apples left. This is because 1.72 x 3.5 = 21.','stop',359,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,11,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',11,'To solve this problem, we need to understand that there are 2400 grams in one kilogram. We can calculate this as 2400 / 100 = 2.
+
+Now, let''s calculate the possible combinations:
+
+Pierre wants 2 quarters of apples, so 2 x 12 = 24 apples. This is 2 x 12 = 24 apples left.
+
+Paul wants 1/3 of that, so 1/3 x 24 = 24 apples left.
+
+James wants 1/3 of that, so 1/3 x 24 = 24 apples left.
+
+So, James ends up with 24 - 24 = 0 apples.
+
+Therefore, James will have 0 kilograms.','stop',177,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,12,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',12,'1.2 kg = 12 kg/100 g = 12 g
+2.2 kg = 22 g
+∵100 = 100 * 12 = 160
+
+Pierre, Paul, and Jacques bought 12 kg of apples, so they bought 12 * 12 = 120 apples.
+Jules, Jusum, and Garbage: 5
+
+To find Jusum, he sold 1/3 of 120, so he sold 5 * 12 = 60 apples.
+To find Garbage, he sold 1/3 of 120, so he sold 12 - 6 = 7 apples.
+
+So in total, Jusum sold 60 + 7 = 77 kilograms.
+
+James, 2.2 kg, 4
+
+Pierre, 1.2 kg, 2
+
+Demonstrating the multiplicative inverse of 12: 12 = 12 * 2, which is the multiplicative inverse of 12.','stop',251,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,13,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',13,'To solve this problem, we need to first understand the information given:
+
+Pierre wants a quarter of a kilogram of apples, and Paul wants 1/3 of that.
+We know that Peter wants 1/3 of a kilogram, so 12/3 = 4 kilograms.
+We also know that 1/3 of 12 is 4 kilograms.
+
+To find the number of kilograms left, we can first find 4 kilograms:
+
+One kilogram is 4 kilograms.
+So, 12 divided by 4 is 4 kilograms.
+
+James has 12 kilograms left.
+
+This is a classic example of a simple fraction with a denominator of 3, and it happens to be 4.','stop',159,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,14,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',14,'To solve this problem, we need to break it down into manageable parts. First, we calculate the amount of apples that Pierre, Paul, and Jacques will have left after purchasing 12, 13, and 1, respectively.
+
+Pierre will have 12 apples left, and Paul will have 1/3 of that. This is equivalent to 3 apples per 2 apples. So, 3 apples left represent the apples that Pierre has left.
+
+Now, we need to find the amount of apples that Jack has left, which is the same as 1/3 of 3 apples. So, 1/3 of 3 apples represents the apples Jack has left.
+
+To find the number of apples that Jack will have left, we multiply the number of apples Jack has left by 1 (since Jack has one apple). This is 1 apples per 1 apple. So, 1 apples left represents the apples Jack has left.
+
+To find the number of apples that Jack will have left, we multiply the number of apples Jack has left by 1 (since Jack has one apple, we just need to add 1 to 1). This is 1 apples per 2 apples.
+
+Now, we need to find the number of apples that Jack has left, which is the same as 1 apples per 2 apples.
+
+To find the total number of apples that Jack has left, we multiply the number of apples Jack has left by 2, which is 2 apples left. So, 2 apples left represents the apples Jack has left, and 2 apples left is the same as 2 apples Jack has left, also 1 apples per 2 apples.
+
+The answer is 4 apples.
+
+So, 4 apples are left.','stop',378,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(81,0,15,'2c2ea0c9390a78f1233ceacd0ef2d1fad5c866e22590b69f51dc3f197ed62e90',15,'To solve this problem, we''ll use the principle of counting. We''ll first calculate the total value of the apples sold and the total value of the apples sold as 100% cents, and then multiply that by 12. So, we''ll calculate 100% of 12, which is 12. Now, we''ll subtract the value of the apples sold, which is 12, from the total value of the apples sold, which is 1200. So we''ll divide 12 by 1200, which is 12%.
+
+This leaves us with 12 apples left, but 12 apples sold was left. So we need to find out how many apples left. We''ll divide 12 apples by 12 (which is 1), which is 1. Now we''ll multiply 1 by 12 (which is 12) and divide it by 12 (which is 1), which is 4.
+
+So 4 apples left, or 12 apples. So there are 12 apples left.','stop',238,77,32,2.05119170891465651962e+00,59270675400.0,NULL);
+INSERT INTO "chains" VALUES(82,0,0,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',0,'To solve this, we need to first find the total distance John needs to drive, and then find the number of miles he drives.
+
+The distance John needs to drive is the circumference of his car''s wheel multiplied by the speed of his car. The speed of his car is 70 mph.
+
+The circumference of a wheel is 2 * pi * radius, so the circumference of a wheel is 2 * (pi * radius) = pi * radius.
+
+Now, we can find the circumference of the car''s wheel by multiplying 2 * pi * radius by 2. 
+
+The circumference of a wheel is 2 * pi * radius, so the circumference of the car''s wheel is 2 * pi * radius.
+
+To find the total distance John needs to drive, we multiply the circumference of the car''s wheel by the speed of the car.
+
+The total distance is 2 * pi * radius * speed = pi * radius * speed = pi * radius * speed = 2 * pi * sqrt(2) = 2 * sqrt(2)
+
+So, the total distance is 2 * sqrt(2) miles.
+
+We can also use this formula to find the number of miles John drives.
+
+The number of miles is 2 * sqrt(2).
+
+So, the answer is 2.','stop',285,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,1,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',1,'He drives the round trip of 70 * 2 = 140 miles.
+He visits his parents twice a month, so he visits them twice.
+The distance between his parents and his own destination is 140 + 1 = 150 miles.
+To find the total miles he drives, we multiply the distance by speed: 150 * 70 = 10,000 miles.
+#### 10000
+The answer is: 10000','stop',113,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,2,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',2,'To solve this problem, let''s first break it down into manageable parts. We know that John drives at a speed of 70 mph when traveling from his parents'' home to his parents'' workplace. He also visits his parents twice a month, which is 2 * 60 = 120 miles away.
+
+Now, let''s consider the round trip. We assume the journey starts from John''s home and ends in his parents'' workplace. So, in one round trip, he travels to the office, where he visits his parents. However, the journey ends at his parents'' workplace. Therefore, John travels back to his own home.
+
+To calculate the miles he drives when visiting his parents, we need to consider both the round trip and the round trip back to his own home. Since the round trip is the one John travels back, we can calculate the miles he drives twice a month by dividing the round trip by 2.
+
+The round trip is 2 * 60 = 120 miles, and John drives 120 * 2 = 240 miles back to his own home. He then travels back to his own home and drives 120 * 2 = 240 miles, which again accounts for the round trip.
+
+Therefore, the total number of miles John drives when visiting his parents is 120 + 240 = 480 miles.','stop',301,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,3,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',3,'1. Let''s denote the total distance John drives as D. 2 hours of driving at 70 mph gives 2 * 70 = 140 miles.
+2. Now we know that 140 miles is equal to 2 * 10 = 20 miles.
+3. To find out how many miles John drives, we multiply 20 by 2: 2 * 2 = 40 miles.
+4. Now we know that John drives 40 miles at a speed of 70 mph.
+5. To find out how many miles he drives when he visits his parents, we need to find the total distance and multiply it by the speed. 40 miles * 70 mph = 3100 miles.
+
+The answer is 3100.','stop',178,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,4,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',4,'Let''s analyze this scenario. We know that John visits his parents twice a month, so we can think of it as a cycle of 2 months. Since he drives at a speed of 70 mph, it takes him 2 months to complete the cycle.
+
+Now, let''s consider the round trip. We can think of it as a cycle of 2 months. Imagine a round trip of 2 months as a cycle of 2 months. When we consider the round trip, we should multiply the number of months by the total distance.
+
+Since we''re dealing with π, we have π * 2 = π * 2 = 2π = 2 * π = 4 miles
+
+So, when John visits his parents, he travels 4 miles of the round trip. To find the total distance, we multiply the total miles by the round trip.
+
+This calculation is straightforward. When we multiply 4 miles by π * 2, we get π * 2 = 4 * π = 4 square miles
+
+This is the total distance John visits his parents and it''s the same as the round trip, so the answer is 4 miles.','stop',247,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,5,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',5,'To solve this problem, we need to consider John''s daily commute to and from his parents'' house. Each round trip at 70 mph is equivalent to a trip of 2 miles per hour. So, if John visits his parents, he travels 2 * 10 miles per hour * 2 = 20 miles a month.
+
+This is equivalent to 2 * 16.8 miles per month, which is 32 miles per month.
+
+To find out how many miles John spends a month, we need to find the total miles he travels during that 32 months. There are 32 months in a year, so we need to convert 32 into 18 since there are 32 + 1 = 33 days in a year. This is equivalent to 32 hours in a day.
+
+Add 12 hours (days) to 32 hours (hours), which results in 24 hours in a day.
+
+So, 24 * 32 = 720 miles John travels during his 33 month cycle, which is a total of 32 months * 24 hours = 720 miles.
+
+Therefore, John spends 24 * 7 = 180 miles per month on his commute during the 33-month cycle.','stop',289,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,6,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',6,'Let''s break down the problem. John visits his parents twice a month, and he drives at a speed of 70 mph, which means he covers 48 miles in one hour, or 1.4 hours. To calculate the total distance he drives, we''ll multiply the distance he covers by the speed: 1.4 hours * 70 mph = 104 miles.
+
+However, we''re told that he drives at a quarter of his daily miles, so we need to find the daily miles. To do this, we''ll first find the total daily miles. Since he covers 1.4 hours of driving times, he covers a quarter of his daily miles. So, 1.4 hours * 1.4 hours = 1.92 daily miles.
+
+This leaves us with the total daily miles, which is 1.92 * 4.4 = 7.48 miles. 
+
+We can now calculate the number of miles John drives for each month by dividing the total daily miles by the daily miles. So, 7.48 * 4 = 29.92 miles per month.','stop',244,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,7,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',7,'To solve this problem, we can break it down into manageable parts. Let''s start by understanding the given information:
+
+John visits his parents twice a month and drives at a speed of 70 mph. This tells us the speed of the round trip. Then, we can set up an equation to represent the distance John has to cover from his home to his parents'' home.
+
+The distance is 2 * 70 = 140 miles
+John travels 140 miles in 2 hours
+
+Now, let''s find the total distance John has to cover. We can do this by multiplying the distance by the speed.
+
+So, 140 * 1.125 = 1620 miles
+
+This means that John has to cover 1620 miles (the total distance) in 1620 hours.
+
+So, 1620 / 1620 = 1.
+
+To solve this, we need to divide both sides of the equation by 1.
+
+We can rewrite this as 1125 / 1620 = 45 / 1620 = 45 / 1620 = 1 / 1620, which is 45/25.
+
+So, 45/25 = 1.
+
+So, 45/25 = 1.
+
+This is the answer to the given problem.','stop',319,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,8,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',8,'To solve this problem, we need to determine how many miles John visits his parents when he is driving back.
+Let''s start by calculating the time it takes for John to drive back.
+He makes 2 hours of driving to get to his parents'' house and then drives back to the town.
+The driving time includes both the time he drives back and the time he drives back to his parents'' house.
+So, the driving time for the home is 2 - 1 = 1 mile.
+The driving time for the back-to-home is 1 + 1 = 2 miles.
+So, the total driving time is 2 + 1 + 2 = 5 miles.
+The total distance John has traveled is 2 + 1 + 5 = 15 miles.
+Therefore, John has driven a total of 15 miles.
+#### 1
+John drives a total of 15 miles, which is 2 times the round trip he makes when visiting his parents.
+#### 2','stop',218,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,9,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',9,'To solve this problem, we need to find the total distance John travels between visits and then calculate it by dividing the distance by time.
+
+First, we can calculate the distance John travels between visits by multiplying the speed by time. This gives us 70 mph * 2 hours = 140 miles.
+
+Now, we can find the total distance John travels by multiplying the distance by time. 140 miles * 2 hours = 240 miles.
+
+So, John drives a total of 240 miles when visiting his parents.','stop',120,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,10,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',10,'To solve this problem, let''s break it down step by step.  First, we need to find the total distance John drives when visiting his parents.  So, we can calculate 2 hours multiplied by the distance John drives, which is 2 * 180 miles.  So, 2 * 180 miles is 360 miles.
+
+Next, we need to determine how many miles John drives when he visits his parents.  So, 2 hours * 360 miles is 720 miles.
+
+To find the total miles John drives, we add these miles to 360 miles.  So, 360 + 720 is 1020 miles.
+
+There are 1020 miles John drives when visiting his parents. 
+
+The answer is 1020 - 360 = 240. 
+John drives 240 miles when visiting his parents.','stop',208,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,11,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',11,'To solve this problem, I''ll start by breaking it down into manageable parts. First, I''ll calculate the total distance John drives when visiting his parents. In one round trip, John drives a total of 2 * 70 = 140 miles.
+
+Now, I''ll calculate the distance John drives by dividing 140 miles by 2 hours (to convert hours to miles) and multiplying by 2. 
+The answer is 2 * 140 = 260 miles.
+
+So, John drives 260 miles when visiting his parents.','stop',125,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,12,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',12,'To solve this problem, we first need to find the total distance John has to drive when visiting his parents twice a month.
+Let''s think about the round trip.  When visiting, John takes one round trip of 2 x 70 = 140 miles to visit John''s parents.  So, 140 miles of driving times is 2 * 140 = 280 miles.
+Now, we need to find the total distance John has to drive when visiting, so we multiply the miles by the round trip. 280 miles * 2 = 560 miles.
+Now, we subtract the round trip miles from the total miles to find the total miles John has to drive. 560 miles - 280 miles = 300 miles.
+Therefore, John has to drive 300 miles when visiting his parents twice a month, which is 1.2 miles per month.
+#### 12
+The answer is: 12','stop',215,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,13,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',13,'1. First, determine the time it takes John to visit his parents. There are 12 months in a year, so 1 month is equivalent to 12/12 = 1 year.
+2. Now, calculate the distance John travels to visit his parents. Given that he drives at 70 mph, the distance is 112 km (70 m / 1000 m / 1000 km / 1000 km / 1000 km).
+3. Now, multiply the distance by 112 to find the total travel time.
+4. Add 112 km to the distance, 112 * 112 = 1236.
+5. Now, add the time it takes for John to travel to visit his parents to the round trip factor (112 km / 1 mile).
+6. Divide 1236 by 112 to find the total travel time.
+7. Calculate 1236 / 112 = 12.
+8. Now, multiply the total travel time by 12 to find the answer.
+9. Multiply 12 * 12 = 144 miles.
+10. Therefore, John drives 144/12 = 12 miles per month.
+
+The answer is 12.','stop',302,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,14,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',14,'John visits his parents twice a month and drives at a speed of 70 mph.  To find the answer, we need to determine the total distance he drives and multiply it by the time.
+
+The round trip is 2 * 70 = 140 miles.  So, the answer is 140 miles / 2 hours = 75 miles per hour.
+
+So, John drives 140 miles per hour.','stop',97,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(82,0,15,'f8f85e13f8be99af42fbd2c2a370dcfd3729c4d9574705bec37a1d6e1eb4843e',15,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many miles John visits his parents when visiting them at a speed of 70 mph. Since he drives at 70 mph and he visits his parents, he visits them 70 times, which means he visits John''s parents 70 times.
+
+To find out how many miles he drives, we need to divide the total distance he visits his parents by the speed of the round trip.
+
+So, 70 * 2 = 140 miles he drives his parents.
+
+Therefore, John drives 140 miles when visiting his parents.
+
+In other words, to convert this into a percentage: 140% is equal to 14 * 100% is equal to 70%.
+
+So, answer is: 70 - 70 = 0.
+
+The answer is 0.','stop',206,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10733,6 +15901,34 @@ INSERT INTO "jobs" VALUES(51,'smollm2-135m','self-consistency','gsm8k_test-649',
 INSERT INTO "jobs" VALUES(52,'smollm2-135m','self-consistency','gsm8k_test-666',0,16,'self-consistency:n_samples=16',1,'done','9','[{"event": "generate", "n": 16, "seed": 649253322, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 5684, "calls": 1, "seconds": 65.58121402074904, "flops": 1542349081728.0}}, {"event": "vote", "counts": {"4": 1, "1024": 1, "6": 1, "10": 1, "9": 4, "28": 1, "3": 1, "100": 1, "12": 1, "800": 1, "9/2": 1, "120": 1, "32": 1}, "tie_broken_by_rng": false, "winner": "9"}]',97,32,5684,1,0,0,1542349081728.0,0.0,1.17631389131000105405e+02,6.55812140207490443808e+01,1.79619559889367294306e+09);
 INSERT INTO "jobs" VALUES(53,'smollm2-135m','self-consistency','gsm8k_test-676',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1927950364, "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 32, "completion_tokens": 4321, "calls": 1, "seconds": 52.373779111251004, "flops": 1176199229952.0}}, {"event": "vote", "counts": {"6/5": 1, "2": 5, "1200": 1, "2400": 1, "1": 3, "40": 1, "1000": 1, "800": 1, "163/10000": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "2"}]',98,32,4321,1,0,0,1176199229952.0,0.0,1.23639576084000509578e+02,5.23737791112510038277e+01,1.79619561567224454877e+09);
 INSERT INTO "jobs" VALUES(54,'smollm2-135m','self-consistency','gsm8k_test-681',0,16,'self-consistency:n_samples=16',1,'done','90','[{"event": "generate", "n": 16, "seed": 463438664, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 4078, "calls": 1, "seconds": 45.89123229775487, "flops": 1109210755968.0}}, {"event": "vote", "counts": {"62": 2, "90": 2, "2": 1, "20": 1, "91": 1, "11": 1, "1": 1, "26": 2, "44": 1, "6": 1, "64": 1, "3": 1, "7": 1}, "tie_broken_by_rng": true, "winner": "90"}]',93,32,4078,1,0,0,1109210755968.0,0.0,9.30774624089990538795e+01,4.58912322977548683402e+01,1.79619569198480916018e+09);
+INSERT INTO "jobs" VALUES(55,'smollm2-135m','self-consistency','gsm8k_test-682',0,16,'self-consistency:n_samples=16',1,'done','140','[{"event": "generate", "n": 16, "seed": 1205294292, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 32, "completion_tokens": 4012, "calls": 1, "seconds": 47.79173365546334, "flops": 1096566345216.0}}, {"event": "vote", "counts": {"160": 1, "14": 1, "13/10": 1, "60": 1, "140": 3, "8/5": 1, "280": 2, "20": 1, "340": 1, "16": 1, "51/2": 1, "49/25": 1, "229/4": 1}, "tie_broken_by_rng": false, "winner": "140"}]',112,32,4012,1,0,0,1096566345216.0,0.0,9.98241563049996329971e+01,4.77917336554633394047e+01,1.79619571550955581663e+09);
+INSERT INTO "jobs" VALUES(56,'smollm2-135m','self-consistency','gsm8k_test-724',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 993036449, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 32, "completion_tokens": 3417, "calls": 1, "seconds": 32.57577876897702, "flops": 933803185536.0}}, {"event": "vote", "counts": {"47/4": 1, "2": 3, "1/2": 1, "1": 2, "48": 1, "3": 1, "52": 1, "6": 1, "17": 1, "11": 2, "120": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "2"}]',102,32,3417,1,0,0,933803185536.0,0.0,4.71906496869996772147e+01,3.25757787689770168522e+01,1.79619573918591928481e+09);
+INSERT INTO "jobs" VALUES(57,'smollm2-135m','self-consistency','gsm8k_test-733',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 707848112, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3295, "calls": 1, "seconds": 31.681447477193736, "flops": 895062863232.0}}, {"event": "vote", "counts": {"12": 1, "2": 5, "6": 2, "60": 1, "15": 1, "8": 1, "40": 2, "3": 1, "1": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "2"}]',80,32,3295,1,0,0,895062863232.0,0.0,7.61832304859999567261e+01,3.16814474771937355508e+01,1.79619579170601391792e+09);
+INSERT INTO "jobs" VALUES(58,'smollm2-135m','self-consistency','gsm8k_test-788',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 943933270, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 3843, "calls": 1, "seconds": 38.33787853708186, "flops": 1044912582144.0}}, {"event": "vote", "counts": {"10": 3, "160": 1, "25": 1, "720": 1, "20": 1, "2": 1, "40000": 1, "100": 1, "1/10": 1, "15": 1, "50": 1, "22500": 1, "8/5": 1, "essentially doubling the initial amount": 1}, "tie_broken_by_rng": false, "winner": "10"}]',89,32,3843,1,0,0,1044912582144.0,0.0,8.35370457349999924207e+01,3.83378785370818633273e+01,1.79619582273485469811e+09);
+INSERT INTO "jobs" VALUES(59,'smollm2-135m','self-consistency','gsm8k_test-816',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1738934494, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 33, "completion_tokens": 2900, "calls": 1, "seconds": 26.089876614475155, "flops": 786912796800.0}}, {"event": "vote", "counts": {"9000": 1, "2": 2, "106": 1, "750": 2, "17": 1, "500": 1, "3500": 1, "11/4": 1, "180000": 1, "16": 1, "250000": 1, "64": 1, "1050": 1, "350": 1}, "tie_broken_by_rng": true, "winner": "2"}]',74,33,2900,1,0,0,786912796800.0,0.0,2.92433172409982944373e+01,2.60898766144751554914e+01,1.79619585199330258364e+09);
+INSERT INTO "jobs" VALUES(60,'smollm2-135m','self-consistency','gsm8k_test-801',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 2121307177, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 32, "completion_tokens": 3032, "calls": 1, "seconds": 29.347033652814495, "flops": 829419539328.0}}, {"event": "vote", "counts": {"12": 1, "1": 2, "4": 2, "204": 1, "6": 1, "15/2": 1, "120": 1, "36": 1, "1000": 1, "45": 1, "3000": 1, "24": 1, "40": 1, "2": 1}, "tie_broken_by_rng": true, "winner": "4"}]',99,32,3032,1,0,0,829419539328.0,0.0,6.29194683040004747436e+01,2.93470336528144954968e+01,1.79619585464441776272e+09);
+INSERT INTO "jobs" VALUES(61,'smollm2-135m','self-consistency','gsm8k_test-829',0,16,'self-consistency:n_samples=16',1,'done','6','[{"event": "generate", "n": 16, "seed": 198555697, "usage": {"prompt_tokens": 116, "cached_prompt_tokens": 32, "completion_tokens": 5090, "calls": 1, "seconds": 48.096764031298264, "flops": 1387656822528.0}}, {"event": "vote", "counts": {"80": 1, "16000000": 1, "111": 1, "54000": 1, "28": 1, "9/4": 1, "9": 1, "300": 1, "3": 1, "200000": 1, "180": 1, "42000": 1, "6": 1, "24000": 1, "6071/500": 1, "212": 1}, "tie_broken_by_rng": true, "winner": "6"}]',116,32,5090,1,0,0,1387656822528.0,0.0,9.53308096300006582203e+01,4.80967640312982638297e+01,1.79619594733959722521e+09);
+INSERT INTO "jobs" VALUES(62,'smollm2-135m','self-consistency','gsm8k_test-861',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 1696745366, "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 32, "completion_tokens": 4794, "calls": 1, "seconds": 47.98250445102831, "flops": 1304257517568.0}}, {"event": "vote", "counts": {"22": 1, "1": 5, "6": 1, "2": 2, "0": 1, "9": 3, "100000": 1, "100": 1, "204": 1}, "tie_broken_by_rng": false, "winner": "1"}]',101,32,4794,1,0,0,1304257517568.0,0.0,9.73108350830007111636e+01,4.7982504451028312074e+01,1.79619595197037863732e+09);
+INSERT INTO "jobs" VALUES(63,'smollm2-135m','self-consistency','gsm8k_test-889',0,16,'self-consistency:n_samples=16',1,'done','5','[{"event": "generate", "n": 16, "seed": 433810401, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 3250, "calls": 1, "seconds": 29.3549689244993, "flops": 885108752640.0}}, {"event": "vote", "counts": {"10": 1, "11": 1, "9": 1, "the ratio of a fraction to the other fraction, which is undefined in mathematics, but it is also valid in this context": 1, "12": 1, "2": 1, "180": 1, "1": 1, "5": 2, "27": 1, "400": 1, "50": 1, "700": 1, "150": 1, "25": 1}, "tie_broken_by_rng": false, "winner": "5"}]',88,32,3250,1,0,0,885108752640.0,0.0,7.10462262419987382582e+01,29.3549689244993,1.79619601840793776509e+09);
+INSERT INTO "jobs" VALUES(64,'smollm2-135m','self-consistency','gsm8k_test-906',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 1967872498, "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 32, "completion_tokens": 4065, "calls": 1, "seconds": 41.223798127583635, "flops": 1106520455808.0}}, {"event": "vote", "counts": {"3": 2, "4": 3, "26": 1, "5/4": 1, "12": 2, "1": 3, "249": 1, "16": 1, "6": 1, "70": 1}, "tie_broken_by_rng": true, "winner": "1"}]',95,32,4065,1,0,0,1106520455808.0,0.0,7.41367675639994558886e+01,4.12237981275836347112e+01,1.79619602612782955169e+09);
+INSERT INTO "jobs" VALUES(65,'smollm2-135m','self-consistency','gsm8k_test-917',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 109863529, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 32, "completion_tokens": 3012, "calls": 1, "seconds": 32.14174399962401, "flops": 817313188608.0}}, {"event": "vote", "counts": {"30": 1, "10": 2, "6": 1, "18": 2, "2": 1, "3": 4, "3/4": 1, "140": 1, "9": 2, "36": 1}, "tie_broken_by_rng": false, "winner": "3"}]',73,32,3012,1,0,0,817313188608.0,0.0,7.54725121030005539077e+01,3.21417439996240119617e+01,1.79619610161392331123e+09);
+INSERT INTO "jobs" VALUES(66,'smollm2-135m','self-consistency','gsm8k_test-911',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 212312010, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 32, "completion_tokens": 5103, "calls": 1, "seconds": 55.94038325665686, "flops": 1386580702464.0}}, {"event": "vote", "counts": {"101/50": 1, "2000": 1, "30000": 1, "4/25": 1, "1010": 1, "15/2": 1, "10": 3, "52": 1, "32": 1, "1": 1, "250": 1, "20000": 1, "1001": 1, "1000": 1}, "tie_broken_by_rng": false, "winner": "10"}]',99,32,5103,1,0,0,1386580702464.0,0.0,1.13067773954000585947e+02,5.59403832566568581796e+01,1.79619613148647832871e+09);
+INSERT INTO "jobs" VALUES(67,'smollm2-135m','self-consistency','gsm8k_test-966',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 1155911679, "usage": {"prompt_tokens": 148, "cached_prompt_tokens": 32, "completion_tokens": 3476, "calls": 1, "seconds": 40.09106444061694, "flops": 962051337216.0}}, {"event": "vote", "counts": {"1/2": 2, "3": 2, "16": 1, "11": 1, "6": 1, "4": 2, "2": 1, "1": 1, "9": 1, "20": 1, "66": 1, "96": 1, "12": 1}, "tie_broken_by_rng": true, "winner": "4"}]',148,32,3476,1,0,0,962051337216.0,0.0,9.24152424550011346564e+01,4.0091064440616939633e+01,1.79619619404880833625e+09);
+INSERT INTO "jobs" VALUES(68,'smollm2-135m','self-consistency','gsm8k_test-975',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 1568040385, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3950, "calls": 1, "seconds": 49.14889987433833, "flops": 1071277523712.0}}, {"event": "vote", "counts": {"not possible to determine, because we don''t have enough information to determine the exact ratio of more cherries that Robert can share with Jerry''s appetites. This is a classic example of a binary logic puzzle: adding a fraction to a fraction doesn''t give the actual fraction": 1, "3": 5, "30": 2, "110": 1, "2": 1, "1": 1, "7": 1, "40": 1, "24": 1, "120": 1, "60": 1}, "tie_broken_by_rng": false, "winner": "3"}]',80,32,3950,1,0,0,1071277523712.0,0.0,9.2038044544000513266e+01,4.91488998743383334035e+01,1.79619622353820228583e+09);
+INSERT INTO "jobs" VALUES(69,'smollm2-135m','self-consistency','gsm8k_test-976',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 1389225959, "usage": {"prompt_tokens": 128, "cached_prompt_tokens": 32, "completion_tokens": 5905, "calls": 1, "seconds": 76.17119478601272, "flops": 1610144645760.0}}, {"event": "vote", "counts": {"398": 1, "12": 1, "1600": 1, "6": 1, "24": 1, "48": 1, "1": 1, "162/5": 1, "20000": 1, "4": 2, "96": 1, "8": 2, "36": 1, "2": 1}, "tie_broken_by_rng": true, "winner": "4"}]',128,32,5905,1,0,0,1610144645760.0,0.0,1.24137384825999106394e+02,7.61711947860127196446e+01,1.79619631820902419085e+09);
+INSERT INTO "jobs" VALUES(70,'smollm2-135m','self-consistency','gsm8k_test-995',0,16,'self-consistency:n_samples=16',1,'done','24','[{"event": "generate", "n": 16, "seed": 1265395230, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3858, "calls": 1, "seconds": 53.799044790879336, "flops": 1046795792256.0}}, {"event": "vote", "counts": {"1": 2, "6": 1, "192": 1, "24": 3, "32": 1, "30": 1, "14": 1, "4": 2, "80": 1, "5": 1, "143/100": 1, "18": 1}, "tie_broken_by_rng": false, "winner": "24"}]',80,32,3858,1,0,0,1046795792256.0,0.0,1.18284738242000457835e+02,5.37990447908793356646e+01,1.79619634184977507588e+09);
+INSERT INTO "jobs" VALUES(71,'smollm2-135m','self-consistency','gsm8k_test-1002',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 214531516, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 2249, "calls": 1, "seconds": 27.31093569311361, "flops": 615809706624.0}}, {"event": "vote", "counts": {"56": 1, "18": 1, "4": 2, "45": 1, "7": 1, "12/5": 1, "16": 1, "9": 1, "2": 1, "15/2": 1, "333/100": 1, "360": 1, "216": 1, "1": 1, "41": 1}, "tie_broken_by_rng": false, "winner": "4"}]',88,32,2249,1,0,0,615809706624.0,0.0,5.99213357640001049748e+01,2.73109356931136098016e+01,1.79619637815417504313e+09);
+INSERT INTO "jobs" VALUES(72,'smollm2-135m','self-consistency','gsm8k_test-1010',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1192115577, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 32, "completion_tokens": 5685, "calls": 1, "seconds": 71.59005061292616, "flops": 1546653561984.0}}, {"event": "vote", "counts": {"15": 2, "32": 2, "25": 1, "2": 5, "1": 2, "10": 1, "34": 1, "12": 1, "100": 1}, "tie_broken_by_rng": false, "winner": "2"}]',112,32,5685,1,0,0,1546653561984.0,0.0,1.33984462424999946957e+02,7.15900506129261628976e+01,1.79619647586948227879e+09);
+INSERT INTO "jobs" VALUES(73,'smollm2-135m','self-consistency','gsm8k_test-1033',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 711084777, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 4271, "calls": 1, "seconds": 56.80595800645575, "flops": 1161940639104.0}}, {"event": "vote", "counts": {"71": 1, "360": 1, "280": 1, "180": 1, "1800": 1, "69": 1, "720": 1, "1562/5": 1, "3": 2, "9/2": 1, "90": 1, "24": 1, "19": 1, "960": 1, "8": 1}, "tie_broken_by_rng": false, "winner": "3"}]',96,32,4271,1,0,0,1161940639104.0,0.0,1.33294140228999822281e+02,5.6805958006455746557e+01,1.7961965114665880203e+09);
+INSERT INTO "jobs" VALUES(74,'smollm2-135m','self-consistency','gsm8k_test-1040',0,16,'self-consistency:n_samples=16',1,'done','52.5','[{"event": "generate", "n": 16, "seed": 1389046059, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 5027, "calls": 1, "seconds": 62.59777996853832, "flops": 1365327331200.0}}, {"event": "vote", "counts": {"15": 1, "105/2": 1, "80": 1, "431": 1, "23/20": 1, "284": 1, "2": 1, "eca": 1, "142": 1, "1000": 1, "892": 1, "425": 1, "18125": 1, "3": 1, "1": 1, "18": 1}, "tie_broken_by_rng": true, "winner": "105/2"}]',96,32,5027,1,0,0,1365327331200.0,0.0,1.16038812574000985481e+02,6.25977799685383189381e+01,1.79619659192275977132e+09);
+INSERT INTO "jobs" VALUES(75,'smollm2-135m','self-consistency','gsm8k_test-1047',0,16,'self-consistency:n_samples=16',1,'done','21','[{"event": "generate", "n": 16, "seed": 820582915, "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 32, "completion_tokens": 3726, "calls": 1, "seconds": 47.98670787706662, "flops": 1019892790656.0}}, {"event": "vote", "counts": {"11": 1, "21": 1, "1027": 1, "608": 1, "270": 1, "498": 1, "32": 1, "43": 1, "41": 1, "2": 1, "10": 1, "3": 1, "48": 1, "58": 1, "19": 1, "75": 1}, "tie_broken_by_rng": true, "winner": "21"}]',113,32,3726,1,0,0,1019892790656.0,0.0,88.5224940320004,4.79867078770666211084e+01,1.79619660000565433506e+09);
+INSERT INTO "jobs" VALUES(76,'smollm2-135m','self-consistency','gsm8k_test-1067',0,16,'self-consistency:n_samples=16',1,'done','35000','[{"event": "generate", "n": 16, "seed": 659000998, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 32, "completion_tokens": 5038, "calls": 1, "seconds": 64.24034693579989, "flops": 1370707931520.0}}, {"event": "vote", "counts": {"2": 1, "160000": 1, "9/4": 1, "the product of the two": 1, "88": 1, "18": 1, "400": 1, "35000": 1, "150": 1, "80": 1, "2400": 1, "10": 1, "25": 1, "10000": 1, "100": 1, "6750": 1}, "tie_broken_by_rng": true, "winner": "35000"}]',105,32,5038,1,0,0,1370707931520.0,0.0,1.06546536576001017238e+02,6.42403469357998915248e+01,1796196698.48243);
+INSERT INTO "jobs" VALUES(77,'smollm2-135m','self-consistency','gsm8k_test-1074',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 1630307608, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 32, "completion_tokens": 3537, "calls": 1, "seconds": 42.071417122504016, "flops": 960706187136.0}}, {"event": "vote", "counts": {"750": 1, "2250": 1, "15": 1, "100": 1, "500": 1, "150": 1, "4": 1, "6": 2, "1": 3, "1/10": 1, "1/2": 1, "2": 1, "26": 1}, "tie_broken_by_rng": false, "winner": "1"}]',81,32,3537,1,0,0,960706187136.0,0.0,1.05858576220998656935e+02,4.20714171225040161044e+01,1.79619670619496893879e+09);
+INSERT INTO "jobs" VALUES(78,'smollm2-135m','self-consistency','gsm8k_test-1106',0,16,'self-consistency:n_samples=16',1,'done','400','[{"event": "generate", "n": 16, "seed": 1598534703, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3591, "calls": 1, "seconds": 40.32525857771816, "flops": 974964777984.0}}, {"event": "vote", "counts": {"1": 2, "160": 1, "240": 1, "50": 2, "400": 2, "100": 1, "3": 1, "ANSWER": 1, "80": 1, "2400": 1, "4": 1, "8": 1, "20": 1}, "tie_broken_by_rng": true, "winner": "400"}]',80,32,3591,1,0,0,974964777984.0,0.0,79.1122485270007,4.03252585777181593584e+01,1.79619678531982302667e+09);
+INSERT INTO "jobs" VALUES(79,'smollm2-135m','self-consistency','gsm8k_test-1090',0,16,'self-consistency:n_samples=16',1,'done','24','[{"event": "generate", "n": 16, "seed": 1480778633, "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 32, "completion_tokens": 4301, "calls": 1, "seconds": 48.203325871880615, "flops": 1172970869760.0}}, {"event": "vote", "counts": {"18": 1, "10": 1, "64": 1, "2": 2, "6": 1, "4": 2, "3": 2, "8": 1, "24": 2, "21667/100": 1, "14": 1, "1": 1}, "tie_broken_by_rng": true, "winner": "24"}]',107,32,4301,1,0,0,1172970869760.0,0.0,8.9016114976000608296e+01,4.82033258718806152404e+01,1.7961967875394580364e+09);
+INSERT INTO "jobs" VALUES(80,'smollm2-135m','self-consistency','gsm8k_test-1107',0,16,'self-consistency:n_samples=16',1,'done','240','[{"event": "generate", "n": 16, "seed": 1322605507, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 3040, "calls": 1, "seconds": 27.146326357071068, "flops": 822155728896.0}}, {"event": "vote", "counts": {"20": 1, "2": 1, "240": 3, "160": 1, "5/2": 1, "960": 1, "40": 2, "600": 1, "92": 1, "10": 2, "4": 1, "920": 1}, "tie_broken_by_rng": false, "winner": "240"}]',64,32,3040,1,0,0,822155728896.0,0.0,6.16713312570009293284e+01,2.71463263570710680019e+01,1.79619684700059556959e+09);
+INSERT INTO "jobs" VALUES(81,'smollm2-135m','self-consistency','gsm8k_test-1112',0,16,'self-consistency:n_samples=16',1,'done','0','[{"event": "generate", "n": 16, "seed": 444308936, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 32, "completion_tokens": 3495, "calls": 1, "seconds": 32.819067342634504, "flops": 948330806400.0}}, {"event": "vote", "counts": {"8": 1, "0": 2, "24": 1, "132": 1, "19/10": 1, "1": 1, "1/2": 1, "9": 1, "5": 1, "80": 1, "21": 1, "12": 2, "4": 2}, "tie_broken_by_rng": true, "winner": "0"}]',77,32,3495,1,0,0,948330806400.0,0.0,68.3860242360006,3.28190673426345043135e+01,1.79619685593729352945e+09);
+INSERT INTO "jobs" VALUES(82,'smollm2-135m','self-consistency','gsm8k_test-1120',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1031642322, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 32, "completion_tokens": 3467, "calls": 1, "seconds": 32.23810433829698, "flops": 942412146048.0}}, {"event": "vote", "counts": {"2": 3, "10000": 1, "480": 1, "3100": 1, "4": 1, "33": 1, "748/25": 1, "1": 1, "240": 1, "1020": 1, "12": 2, "140": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "2"}]',84,32,3467,1,0,0,942412146048.0,0.0,3.27852291140006855138e+01,3.22381043382969778576e+01,1.79619687980139946942e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["smollm2-135m"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -21508,10 +26704,5178 @@ The answer is: 26','26',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0
 INSERT INTO "samples" VALUES(54,15,'Katarina has 5 less than Max''s count of cookies, which is 12. Max has 23 cookies, and Katarina has 68 cookies. If Katarina has 12 cookies, then 12 - 5 = 6 cookies. So, there are 6 cookies left in total.
 
 The total number of cookies is the sum of 12 + 6 = 7 cookies.','7',0,'not_equivalent',93,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,0,'She initially made a dress 140cm long, so she would have created a dress with an additional length of 140cm.
+To find the length of the dress, you would take 140cm and multiply it by 1.4, which equals 160.
+Therefore, the dress was 160cm long.
+
+To add the lace trim, you would multiply the lace trim by 0.5cm, so the final dress would be 160*0.5 = 80cm long.
+So, the final dress is 160cm long by adding the lace trim.','160',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,1,'Let''s break it down step by step:
+1. Shania is creating a long dress with a lace trim.
+2. She adds the lace trim to the top edge of the dress and places it at the bottom of the dress.
+3. She chooses to use a 140cm length of the dress.
+4. She adds 20cm to the bottom edge of the dress and places it at the bottom of the dress.
+
+The length of the dress is 140cm (the original design).
+So the width of the dress is 140 - 140 = 0cm.
+The width of the dress is 14cm.
+The width of the dress is 20cm (the lace trim) and 20cm (the bottom edge of the dress).
+
+Celestial, the one-legged, is the one-legged, no legs, but you have to add 2 to account for the dress that was originally 2 feet long (the one-legged) and the remaining dress has legs (the one-legged is the one-legged and no legs), the dress that was originally 3 feet long and now is 14cm in length, and the one-legged is the one-legged and no legs.
+
+The dress that Shania created is a one-legged but no legs, it has legs only if it is a dress that is a one-legged but no legs.','14',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,2,'To solve this problem, we need to first calculate the original length of the dress.
+1. Multiply the original length by 1.3333 to find the total length of the dress.
+2. Calculate 1.3333 and multiply it by 1.
+3. Add 1.3333 to the result to find the total increase.
+4. Calculate 1.3333 + 1.3333 = 2.6667 and multiply it by 1.
+5. Add 1.3333 + 1.3333 = 2.3333 and multiply it by 1.
+6. Calculate 2.3333 + 1.3333 = 4.6667 and multiply it by 1.
+7. Add 1.3333 + 1.3333 = 2.6667 and multiply it by 1.
+8. Calculate 2.6667 + 1.3333 = 4.9333 and multiply it by 1.
+9. Calculate 4.9333 + 1.3333 = 8.3666 and multiply it by 1.
+10. Calculate 8.3666 + 1.6667 = 19.797 and multiply it by 1.
+11. Calculate 19.797 + 1.6667 = 22.494 and multiply it by 1.
+12. Calculate 22.494 + 1.6667 = 45.189 and multiply it by 1.
+13. Calculate 45.189 + 1.6667 = 111.281 and multiply it by 1.
+14. Calculate 111.281 + 1.6667 = 228.49 and multiply it by 1.
+15. Calculate 228.49 + 1.3333 = 451.32 and multiply it by 1.
+16. Calculate 25.32 + 1.3','1.3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,3,'Let''s break down the problem: if she plans to make a dress that is 140cm long, she needs to make another three more dresses with a tail, and they will each have a tail of 20cm. So, she can make 3 more dresses with a tail of 20cm each.
+
+She will make 3 more dresses with a tail of 20cm each, which will give her a total of 3 * 20cm = 60cm of lengths of tails.
+
+Now, she needs to make 14 more dresses with a tail of 20cm each, which will give her a total of 14 * 20cm = 240cm of tails.
+
+So, the total length of tails is 60 + 240 = 200cm, which is 3 times 20cm.
+
+So, the dress is 3 times 20cm long, which is 60cm long.
+
+Therefore, the dress is 60cm long.
+
+The original dress had a tail of 20cm, so the final dress has a tail of 60cm long.','60',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,4,'To solve this problem, we need to calculate the final design length, which is the minimum length that can be achieved using the original design length of 140cm. The dress is now 140cm long.
+
+We need to find the total length of the original design, which is 140cm. To do this, we need to multiply the original design length of 140cm by the original design length of 140cm.
+
+So, 140cm * 140cm = 1640cm
+The final design length is 1640cm.
+
+We can also calculate this using the formula:
+
+Final length = Original design length + (Original design length multiplier) * New design length multiplier
+
+In this case, the multiplier is 140.
+
+Celsius = 140 - 140
+Celsius = 0
+
+So, 140cm is actually 0 cm long, which is the desired length based on 140cm.','140',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(55,5,'To solve this problem, let''s first consider the original design. The dress had 140cm of original length, so the original design was 140cm long.
+
+Shania then added a lace trim to the dress, which is 20cm long. This lace trim is simply 20cm long itself. So, adding this lace trim to the original length of 140cm would be 160cm.
+
+Now, let''s calculate the remaining length of the dress, which is 160cm. This is the final design Shania wants to create.
+
+To calculate the length of the dress, we can use the formula for the length of an object that has been cut from its original length. We multiply the original length by the ratio of the reduced length to the original length. In this case, it would be 160cm / 140cm / 20cm = 1.6.
+
+So, the dress in its original design would be a length of 1.6cm long.','1.6',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,6,'To solve this problem, we need to calculate the original length of the dress and the additional length with the lace trim added to it.
+Let''s start by finding the original length of the dress.
+We know that the dress is 140cm long. To get the additional length, we would need to multiply 140 by 20, which gives us 240.
+Now, let''s calculate the lace trim. The lace trim is 20cm long. The lace trim would be 2*20 = 40cm.
+The lace trim is 20cm long. To find the original length of the dress, we need to multiply the original length of the dress by 2, which gives us 40cm.
+So, the original length of the dress is 140cm + 40cm = 200cm.
+To find the new length of the dress with the lace trim, we need to find the difference between the original length of the dress and the lace trim, which is 40-20 = 40cm.
+The new length of the dress is 140cm + 40cm = 280cm.
+Therefore, the dress in its original design has a length of 280cm.','280',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,7,'To solve this problem, we need to first calculate the total increase in length of the original dress by 50%, which is 50% of the original dress. This is a 2:1 ratio of the original dress to the final dress. 
+
+We can calculate this ratio as 50/100 = 1:2. 
+
+We can then multiply this ratio by 140 to find the total increase in length of the original dress. 1:2 * 140 = 20cm.
+
+In other words, the original dress has a length of 140cm when divided by 1:2, which gives us 20cm. 
+
+The dress in its original design has a length of 140cm when divided by 1:1, which gives us 20cm. 
+
+So, the dress in its original design has a length of 20cm.','20',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,8,'To solve this problem, let''s first calculate the original design of the dress and the final design. The original design is 140cm long and the final design is 140cm long. This means the final design is 140% of the original design.
+
+To find the length of the final design, we need to convert the ratio of the original design to the final design to centimeters. This can be done by dividing 140 by 140, which gives us 1.
+
+So, the length of the final design is 140cm.','140',0,'not_equivalent',126,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,9,'Step 1: Determine the original length of the dress.
+Let''s denote the original length of the dress as ''L'' and the final length of the dress as ''L+L''
+Step 2: Calculate the original length of the dress, which is ''L''
+Step 3: Calculate the final length of the dress, which is the initial length of the dress multiplied by itself (L+L)
+Step 4: Calculate the final length of the dress, which is the original length of the dress multiplied by itself (L+L) * 100%
+Step 5: Calculate the final length of the dress, which is 140 (L+L) + 20 cm
+Step 6: Calculate the total length of the dress, which is 140 (L+L) + 20 cm = 340 cm
+
+The final length of the dress was 340cm.
+
+Lemon, Shania, and other designers have a wide range of designs. So, the calculation is not only limited to any specific item but also applies to an item that doesn''t have any attributes.','340',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,10,'To solve this problem, we need to consider the scale effect of 100% (140cm) multiplied by the original length (15cm) and then multiply it by the original length (15cm). This can be done by multiplying 140cm by 15cm / 100, which gives 15cm.
+
+However, 15cm is indeed 140cm (140cm) and thus 15cm is added to the original length of 15cm, resulting in 16cm.
+
+So, the dress is actually 16cm long. This is the answer.','16',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,11,'To solve this problem, let''s first understand the process of making a dress from the original design. She started with a dress of a length of 140cm. So, the dress is 140cm long. She then added a lace trim to the top of the dress, which is 20cm in length. Now, the dress has a lace trim of 20cm across the top, so the total length is 20cm * 20cm = 400cm.
+
+She then added a second lace trim of 20cm across the top of the dress, which adds 20cm to the dress''s length. The total length is now 400cm + 20cm = 420cm.
+
+The final design is 140cm long, so the dress is 140cm * 2 = 280cm long.
+
+In this case, the answer is 280cm, which is 280cm / 2 = 140cm.','280',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,12,'To solve this problem, let''s first calculate the total length of the original dress. 
+
+The original dress has a length of 140cm.
+The dress is 10% longer by 50% of its original length, so its original length is 140*0.055 = 7.5cm.
+The dress is 140cm long, so the dress''s original length is 140cm + 7.5cm = 20.5cm.
+The dress''s original length is then 20.5cm + 5.5cm = 25.5cm.
+
+Now, let''s calculate the total length of the dress. Since the dress originally had a length of 20.5cm, the full dress would have a total length of 20.5cm + 25.5cm = 55.5cm.
+To find the dress''s original length, we subtract the full dress''s original length from the dress''s original length: 20.5cm - 55.5cm = 25.5cm.
+
+Therefore, the dress''s original length is 25.5cm.
+
+So, the length of the dress in its original design is 25.5cm.','25.5',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,13,'First, we calculate the original length of the dress by multiplying the original length (approximately 140cm) by 50% (1/50, which is 0.196), then we multiply that by the original length of the dress (140cm), then add 50% of the original length of the dress (1.96), and finally we find the final length of the dress (140cm) by taking the fractional part of 1.96 (1.96).
+
+So, 1.96 is 50% of 1.96, which equals 1.96.','1.96',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,14,'Let''s break down the problem: 
+
+Step 1: The dress is designed to be 140cm long, so we need to determine the number of cm of the dress that is 140cm long. Since the dress is originally 140cm long, we can assume it''s 140cm long at the start of the process, so we can take the initial 140cm and add 140cm.
+
+Step 2: The dress is designed to be 140cm long. So, the dress is 140cm long.
+
+Step 3: Now we need to determine how many cm of the dress that is 140cm long are those that are indeed 140cm long. We know that one way to determine this is to add 140cm to the dress, so that''s 140cm. 
+
+So, 140cm + 140cm = 260cm. 
+
+Now we just need to round to the nearest cent. 
+
+To round to 1cm, we''ll simply round to the nearest cent and add that to the dress to get 140cm long.
+
+So the final length is 140cm long. 
+
+Therefore, the answer is 140cm.','140',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,15,'The dress is 140cm long so 140cm / 1.5cm = 12.8 cm
+The dress is 140cm long so 12.8 cm * 50% of the original length = 7.2 cm
+The dress is 140cm long so 7.2 cm * 20% of the original length = 1.5 cm
+The final dress is 140cm long so 140cm / 1.5cm * 100% = 22.5cm * 100% = 14.25cm
+The final dress is 140cm long so 14.25cm * 20% of the original length = 3.85cm
+The final dress is 140cm long so 3.85cm * 20% = 7.3cm
+The final dress is 140cm long so 7.3cm * 20% = 1.7cm
+The final dress is 140cm long so 1.7cm * 20% = 2.3cm
+The final dress is 140cm long so 2.3cm * 20% = 4.75cm
+The final dress is 140cm long so 4.75cm * 20% = 8.1cm
+The final dress is 140cm long so 8.1cm * 20% = 16.3cm
+The final dress is 140cm long so 16.3cm * 20% = 28.75cm
+The final dress is 140cm long so 28.75cm * 20% = 57.25cm','57.25',0,'not_equivalent',412,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,0,'First, calculate 2/3 of the pizzas. 2/3 of the pizza = 0.75
+The two remaining friends ate 1.5 times the remaining slices of pizza. So, 1.5 * 0.75 = 0.98.
+We know that 0.98 is 11.75.
+#### 11.75
+The answer is: 11.75','11.75',0,'not_equivalent',99,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,1,'Let''s start by breaking down the problem step by step. We know the total number of pieces of pizza is 12. We also know there are two remaining friends, and one of them ate half of the remaining slices.
+
+Let''s call the number of slices of pizza that one of the two friends ate x. This means they ate x/12 slices.
+
+However, we know the pizza had 12 slices, and each of the two remaining friends ate 2/3 of that, so they ate 12/3x slices.
+
+The remaining slices of pizza are 12 - 12/3x.
+
+We can now write this as x/3x = 12/3x.
+
+Simplifying the fraction, we get x = 3/8.
+
+So, there were 3x slices of pizza that one of the two friends ate x/3x = 3/8.
+
+The remaining slices of pizza were 3/8 of those that one of the two friends ate x/3x.
+
+We can now add these fractions to get the final answer, which is 3x/8 = 3x/2.
+
+Dividing both sides by 2, we get x = 4/2.
+
+So, the remaining slices of pizza are 4/2 = 2.
+
+The answer is x = 2.','2',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(56,2,'To solve this problem, we need to break it down into manageable parts. We know that two of the friends ate only 1/3 of their pizza. This means that the remaining pizza had 2/3 of the pizza left.
+
+We can think of this as 2 x 1/3 x 2 = 4 slices of pizza were left, which is 2 slices of pizza and 2 x 4 = 8 slices of pizza were eaten. However, this is an equation that is difficult to solve directly without using a calculator.
+
+Instead, we can think of it as the two friends'' pizza had 2 * 1/3 of the pizza left, which is 2/3 of the pizza left.
+
+We can simplify this by dividing the numerator of the fraction by 2, which is 1. This gives us 1/2, which is the 2 slices we need to double.
+
+This is a classic example of a simple division problem with an equation. To solve it, we can use the formula for division: 2 slices is equal to 2 * (1/2) = 2/4, which can be simplified to 2/4.
+
+However, we can also simplify it by dividing the fraction 2/4 by 2, which gives us 1/2. So, 2 slices is equal to 2/4 of the pizza, which is 2/4.
+
+In both cases, we have an equation where we have to double the fraction 2/4 to get 1/2. This is a classic example of a division problem that can be solved by dividing the fraction by itself, so it''s actually just another example of a division problem with a special name.','1/2',0,'not_equivalent',369,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,3,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the problem. The problem states that after football practice, 12 slices of pizza were ordered and each pizza had 12 slices. So, we can think of the pizza as a fraction of a pizza with 12 slices. We need to find out how many slices of pizza were left.
+
+Let''s divide the pizza by 12. This means we need to find 12 / 12, which equals 1. So, the two remaining friends ate 1 slice of pizza.
+
+The final answer is 1 * 12 = 12 slices of pizza were left.
+
+So, there are 12 slices of pizza left, and one of the two remaining friends ate 1 slice of pizza.','1',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,4,'Let''s break this down step by step. We know that each pizza had 12 slices and there were four friends. So, the total number of slices is 12 multiplied by 4 (fights) * 12 (slices) = 160. Now we have 12 * 4 = 48 slices left.
+
+So, we can say that 48 slices of pizza were left over after the two remaining friends ate ¾ of their pizzas.','48',0,'not_equivalent',106,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,5,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total number of slices of pizza that were consumed. There are 12 slices of pizza, and each pizza contains 1 slice. So, the total number of slices of pizza is 12 x 1 = 12 slices.
+
+Next, we need to calculate the number of remaining slices. There are two remaining friends who ate ¾ of the pizza (2/3), and there are two slices left. So, the number of remaining slices is 2 x 2 = 4.
+
+Finally, we can calculate the number of remaining slices by dividing the total number of slices by the ratio of the number of remaining slices to the number of people who ate 2/3 of the pizza. This is a fraction of 12/4, which is 1. So, the number of remaining slices is 4 - 1 = 3.
+
+Therefore, there are 3 slices left in the pizza that were not consumed.','3',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,6,'To solve this problem, we need to break it down into manageable parts. We know there are four friends and we want to find out how many slices of pizza are left.
+
+Let''s start by understanding the problem step by step. We know there are four friends and two slices of pizza are eaten by one of them. Now, we need to find the number of slices of pizza that are left.
+
+To do this, we need to divide the total number of slices of pizza by the number of friends. So, we will divide 1 by 4 (2 friends) and get 1/4.
+
+Now that we have the number of slices of pizza that are left, we can find out how many slices of pizza are left by multiplying 1 by 4 (which is 1).
+
+This is the answer to the question. 1 slice of pizza is left.','1',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,7,'Bryce and his friends each ordered 12 slices of pizza. Each pizza had 12 slices, so if they ate half of it, that would be 14 slices of pizza left. The remaining two friends ate ¾ of the pizza, which is 2 * 14 = 26 slices of pizza left.
+To find the final answer, we need to subtract the two remaining friends from the total, which leaves 2 * 26 = 52 slices of pizza left. But 52 - 2 = 50 slices of pizza were eaten.
+Therefore, the answer is 52.','52',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,8,'To solve this problem, we need to break it down step by step. First, we calculate the total number of slices of pizza each friend ate: 12 slices * 2 = 24 slices. Then we multiply this by the number of friends: 2 * 2 = 4.
+
+Now, we have 4 slices of pizza left. So, to find the number of slices of pizza left, we divide the number of slices by the number of friends: 4 / 2 = 2 slices left.
+
+This is the number of slices of pizza that Bryce and the two remaining friends ate.','2',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,9,'To solve this problem, let''s break it down step by step. We know there are four friends and two of them ate 2/3 of the pizza, which is 1.45. So there are 2 friends who ate 1.45 slices of pizza. Now we have 1.45 pairs of friends eating the remaining 1.45 slices of pizza. So we add the remaining 1.45 to the total number of friends.
+
+The total number of slices of pizza is 4 + 2 = 6. However, we know there are only 2 friends who ate 2 slices of pizza, and 1.45 pairs of friends eating the remaining 1.45 slices of pizza is a combination of the friends who ate 2 slices each, but there''s only 1.45 slices left to the remaining friends.
+
+So we round up to 3, as there are only 3 friends left who ate the remaining 3 slices of pizza. So we add 3 to the remaining 1.45 slices of pizza, which is 6. 
+
+So, the answer is 6.','6',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,10,'The solution is straightforward. Each pizza had 12 slices, so to calculate the number of remaining slices, we need to find 12 * (1.2 becomes 12/12), which equals 1.
+
+In all, 4 friends ate 2/3 of the pizza and 2 friends ate 1. So there were 4 * 2 = 8 remaining slices.
+
+So there was 1.2 + 8 = 17 remaining slices of pizza.','17',0,'not_equivalent',107,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,11,'To solve this problem, we need to break it down into manageable parts. First, let''s understand the total number of slices of pizza each friend ate. Each pizza had 12 slices, so the total number of slices is 12 x 12 = 12 x 12 = 144 slices.
+
+Now, let''s explore the situation. To maximize the pizza''s slices, each of the friends ate 2/3 of their own pizza, which is 1/3. So, we can think of it as 12 x 1/3 = 2 x 2 = 4 slices.
+
+Another approach to solve this problem is to use a division and multiplication trick. To find the answer, we can divide 144 by 2, which gives us 72. This means that the pizza was 72 slices.
+
+This is essentially a mix of both of our previous answers. We can actually simplify it to 4 slices at a time. This is because if we divide 4 by 2, we get 2, which is the actual answer.','2',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,12,'Let''s break this down step by step. First, we need to find out how many slices of pizza there are. Since there are 12 slices of pizza, we can multiply 12 by 12 to find the total number of slices: 12 * 12 = 120 slices.
+
+Next, we''ll find the number of people who ate the pizza. We know that there are 2 friends who ate 2/3 of the pizza, and there are 4 of them. So, there are 4 * 2 = 8 people who ate 2/3 of the pizza.
+
+Now, we''ll find the number of slices of pizza left: 120 - 8 = 124 slices of pizza were left after the two friends ate their pizza. To do this, we need to divide 124 by 2 and get the total number of slices of pizza.
+
+We''ll divide 124 by 2 and get 68 slices of pizza left, but that''s not the total. There''s a mistake somewhere. So, we''ll round to the nearest whole number. 68 slices of pizza are left.
+
+So, there are 11 slices of pizza left.
+
+The final answer is 11.','11',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,13,'To solve this problem, we''ll break it down into manageable parts. First, we need to find the total number of slices of pizza that were left. 
+
+We know that each pizza had 12 slices, and for every 12 slices, there are 12 slices of pizza left. This can be calculated by dividing the number of slices by the number of slices per pizza, which is 12 / 12 = 1.
+
+The second part of the problem involves finding the number of remaining slices of pizza. We''ll denote the number of remaining slices of pizza as ''n''. 
+
+We know that for every 12 slices of pizza, there are 12 slices of pizza left. However, we''re looking for the number of slices remaining, which is 12 * (12 / 12). This simplifies to 1, which is the number of remaining slices.
+
+Another way to think about this problem is to consider the total number of slices of pizza, which is 12 * 12 = 120 slices. There are 12 slices remaining.
+
+The final answer is 120 - 12 = 80 slices of pizza that were left.','120',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,14,'To solve this problem, we need to break it down into manageable parts and use logical thinking. First, let''s calculate the total number of slices of pizza that were left:
+
+Bryce and two friends ate 2 slices of pizza each. So, he took away 2 slices from his total pizza.
+This means the remaining pizza was 2 slices away from the total.
+
+Now, let''s find the ratio of slices to total pizza that were left. We know the pizza was 2 slices away from the total, and this means 2/3 of pizza was left.
+
+To find the ratio of slices to total pizza that was left, we can divide both sides of the ratio of slices to total pizza that was left by the ratio of slices to total pizza that was left. However, we can also simplify this by looking at the ratio of slices to total pizza that was left. It is the combination of slices to pizza that was left.
+
+We can find the ratio of slices to total pizza that was left based on the ratio of slices to pizza that was left. So, 2/3 of slices was left, that is 1/2 of slices to pizza that was left.
+
+To simplify this, we can multiply both the numerator and the denominator by 6 (since 6*2 = 12).
+
+We get 12/6 = 2 slices.
+
+So, the total number of slices of pizza that were left is 12 - 2 = 10 slices.','10',0,'not_equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,15,'Let''s break down the problem. 
+
+We know that each pizza had 12 slices, and 4 friends ate 2/3 of that pizza. So, 12 * (2/3) = 24 slices of pizza were left, but that was not the case. 24 - 2 = 20 slices of pizza were left, which is not possible given the 2/3 of the pizza is not the pizza.
+
+However, we can only consider the two remaining friends eating ¾ of the pizza because that''s the only remaining pizza.
+
+Now we have 20 slices - 2 = 18 slices left, but that was not possible, we only have 11 slices left, which is the maximum we can get considering the remaining pizza is only 11.
+
+The only way we can get to 11 is 10 slices left, which is 10 units. However, we cannot have more than 11 slices left, so we can only have 11 slices left.
+
+So, we need to find out how many slices of pizza are left after we have only 11 slices left.','11',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,0,'To solve this problem, we need to break it down into manageable parts. We know that Greg spent $20, and he decided to split it equally. So, if we consider the two scenarios:
+
+Scenario 1:
+
+When Greg decided to split the money, he was essentially giving away $20 to himself, which means the other two siblings received exactly $10. So, each of them would have received $10.
+
+Scenario 2:
+
+When he decided to split the money, he was giving away $20 to himself, which means he had to split it with his younger siblings. So, he had to give away $10 to each of them.
+
+The total amount of money earned by Greg is $20 (Greg) - 2 (more or less), which is $12. So, he got 12 times the amount of money he originally spent.
+
+So, the answer is: 12 * 12 = 144.
+
+The final answer is 12 * 144 = 1632.','12',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,1,'To solve this problem, we need to think about the concept of division. If we divide $20 by 3, the result will be 5, but it''s actually 2, since 20 is the division of 3 times 2. So, the answer is 2.
+
+This is a classic lateral thinking puzzle that involves the natural tendency to think creatively and avoid using traditional logic. It''s a great example of how some people believe in the power of imagination and can use it to solve seemingly impossible problems. In fact, this is a classic example of a simple logic puzzle that has been around for centuries.','2',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(57,2,'To solve this problem, we need to first find the total amount of money Greg spent on chips and snacks, and then divide that by the total amount of money he spent, and multiply by himself.
+
+First, we calculate the total amount of money Greg spent by himself: $20 * 3 = $60.
+
+Next, we divide the total amount of money Greg spent by himself: 20 / 3 = 6.
+
+So, each of Greg''s 3 younger siblings got a total of 6 chips and 6 snacks.','6',0,'not_equivalent',118,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,3,'To solve this problem, we need to find the total amount of money Greg spent, and then divide it by himself. 
+
+First, we need to find the total amount of money Greg spent by multiplying $20 by 3. This is because 3 is a multiple of 20, which is why we have 3 in our previous formula. So, the answer is 60.
+
+Now, to find out how much money each of Greg''s siblings received, we need to divide 20 by the number of siblings he had. So, we divide 20 by the number of siblings Greg had, which is 2.
+
+Finally, we need to find out how much each of Greg''s siblings received. This is just 20 / 2, which is 10.
+
+This problem has a simple yet elegant solution.','60',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,4,'To find out how much money each of his siblings received, we need to divide $20 by the number of siblings. This can be done using a bit of algebra. We can start by dividing $20 by 3, which gives us 6.
+
+Now that we have the value of one sibling''s money, we have the value of the next sibling''s money multiplied by 2. So we multiply $6 by 2, which is 12.
+
+Each of his siblings received a value of 6 * 2 = 12 dollars.
+
+So, to clarify, Greg received a total of 12 + 3 = 15 dollars.','15',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,5,'To solve this problem, we need to first find out how much money each sibling got by dividing $20 by 3. This can be done by dividing $20 by 3, which gives us 4. Then, we multiply this by the number of siblings, which is 2, to get the answer for each of the siblings.
+
+So, 4 siblings received $4 worth of money, and 2 siblings received 2 times 4 = 8 dollars.
+
+#### 8
+The answer is: 8','8',0,'not_equivalent',113,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,6,'To solve this problem, let''s break it down step by step. We know Greg found $20, so he would have $20 / 3 siblings, which equals 1.5.
+
+Now we need to find out how much 2 siblings would get if they were split equally. If they were 2 siblings each, they would have 2 siblings x 2 = 4 siblings.
+
+So, if they are both in the first group, they would have 2 siblings x 2 = 4 siblings. If they are in the second group, they would have 2 siblings x 2 = 4 siblings.
+
+In total, they would have 4 + 4 = 8 siblings, which is 2 x 3 = 6.
+
+#### 2
+
+The answer is 2.','2',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,7,'1. The total amount of money Greg spent is $20, so he spent 20 cents.
+2. To find out how much money each of his siblings earned, divide 20 cents by each of them: 20 / 3 = 6.
+3. Now that we know Greg decided to split the money equally, divide 6 by each of them to find the amount each of them received: 6 / 3 = 2.
+4. Greg''s siblings earned a total of 2 * 3 = 6 dollars.
+
+The final answer is 6 * 3 = 18 dollars.','6',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,8,'Let''s break it down step by step. First, determine how much money Greg has. He has $20, so his wealth is $20.
+
+Now, calculate how much his younger siblings have. They have 2 (brothers) and 3 (siblings) at either end of the spectrum. So, they each have $1.
+
+To find out how much each of them would have if they were equal, we need to divide the wealth of everyone by the number of siblings. This gives us $20 / 2 = 1. To get a whole number of siblings, we can''t just add 1, so we multiply by 2, which is 2.
+
+So, Greg''s wealth is 2 siblings. This is the opposite of what his younger siblings would have, so they would need to divide 2 by 2 to get their own share.
+
+To solve this problem, we''ll multiply $20 by 2. This results in a total wealth of $40. 
+
+The answer is $40.','$40',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,9,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the problem itself. We''re told Greg found $20 after a certain amount of time, which is a fraction of $10. We can also simplify this fraction by dividing both the numerator and denominator by 2.
+
+So, the answer is $2.
+
+This problem requires thinking about fractions in a more practical way, rather than just using numbers. It''s about finding a solution that already has a fraction of $10, which is a clever way to simplify a problem that can also be solved with a fraction of $10. This is a classic example of how problem-solving often requires looking at a problem from multiple perspectives to find the most efficient solution.','$2',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,10,'To solve this problem, we need to break it down into manageable parts. First, we need to determine how much money Greg spent on himself. He spent $20, and we know that can be calculated as 20 dollars. So, we multiply $20 by 20 cents to find out how much money he spent.
+
+Next, we need to find how much money each of his siblings spent on themselves. To do this, we multiply the total amount of money they spent by themselves, which is 20 dollars. So, we have a total of 40 dollars. Now, we multiply this by 20 dollars, which gives us 80 dollars.
+
+However, we also need to consider that Greg actually spent $20 on himself. This is not possible, as Greg wants every single person to get a dollar. But, if we only consider the amount of money they spent on themselves, they actually spent 20 dollars on themselves.
+
+To put it more simply, Greg spent 20 dollars on himself, which means he spent $20 on himself and then spent $20 on himself again. So, he actually spent 20 dollars on himself twice, which is 40 dollars. So, he actually spent $40 dollars on himself.
+
+So, to calculate the amount of money he spent on himself, we simply divide $40 by 2, which gives us 20 dollars. So, to find the amount of money he spent on himself, we simply multiply $40 by 2, which gives us 80 dollars.
+
+Therefore, he spent 20 dollars on himself, which is not possible because he only spent 20 dollars on himself. The only possible answer is $40 dollars on himself.','$40',0,'not_equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,11,'To solve this problem, we need to consider the value of the final answer. We know that Greg had $20, and he decided to split it equally among his siblings. To do this, we multiply the amount by 2. 
+
+So the total amount Greg took away from his siblings can be calculated by multiplying $20 by 2. 
+
+So the total amount Greg took away from his siblings was 2 x $20 = $40. This is the same amount that his siblings initially received.
+
+So the two siblings who initially received $40 are now 40 - 2 = 24.
+
+So, the two siblings who initially received $40 each are each receiving 2 x $20 = $40.
+
+The total amount of money Greg had to divide himself was 2 x $20 = $40.
+
+However, this is not the total amount he initially had to divide himself. He initially had $20, but he then decided to split it equally among himself. He now has 2 x 2 = 4, so the total amount he initially had to split himself was 2 + 4 = 6.
+
+So, he now has 2 + 6 = 8, which is the same amount he initially had to divide himself.
+
+#### 2
+
+The answer is 2.','2',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,12,'Let''s break down the problem step by step.
+
+First, we need to find out how much money Greg got by splitting it. He got $20 and a total of $10x was left over.
+
+Now, we need to find out how much money each of his siblings had. So, we can think of it as a fraction of $10x.
+
+So, we multiply the fraction by itself 3 times (to find the fraction of $10x). This is equivalent to 10x * 10x / 3.
+
+To get the fraction with a denominator of 10x, we can divide both numerator and denominator by 10. So, 10x / 10x is 1.
+
+Now, we add the fractions of $10x to the fraction of 10x.
+
+This gives us:
+
+(10x / 10x) + (10x / 10x) = 3x (which is the fraction of $10x).
+
+This is the answer.
+
+So, the answer is 3x.','3',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,13,'To solve this problem, we''ll break it down step by step. First, we need to calculate the total amount of money Greg had to distribute. He had $20, which is 100%, so the total amount spent is 100% of his initial $20. So, he had 100% of himself ($100) and 20% of his siblings ($20). So the total amount spent is 100% of himself + 20% of himself equals 110%.
+
+To solve this problem, we''ll multiply 110 by 2, since 110 is equal to 2 multiplied by itself, 2 times 2, which is 4. This is a standard multiplication of 2 by itself, 2 times 2, which equals 4.
+
+So the final answer is 2x. Since we don''t know how many siblings Greg had, we can take 4 and add it to the total, which is 4 + 2 = 6 siblings.
+
+So Greg had 6 siblings, and he now has 2 siblings.','2',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,14,'To solve this problem, we need to think about the given information step-by-step. We are told that Greg spent $20, so he had to split the $20 equally among his siblings.
+
+Let''s start by finding a total amount Greg could have spent by himself. If he had only spent $1, he would have spent $1, so he didn''t have to spend money himself. 
+
+Now, let''s consider the siblings. He had to divide the $20 equally among himself and the $1, which is like a fraction of $2. He had to split $1, so he would have had to divide $2 by himself. 
+
+So, the total amount Greg had to spend is $1, which is a fraction of $2. So, the answer is $1.','$1',0,'not_equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,15,'To solve this problem, we need to think step-by-step, carefully considering every possible scenario and potential outcomes. First, we need to find the total amount Greg spent. He spent $20, so he spent x dollars. This is a multi-step calculation, but we can break it down into two separate calculations: the amount he spent and the amount he spent x.
+
+We know that the amount he spent x is equal to his total expenses. So, we can set up a system of equations:
+
+x (total expenses) = 20 (total amount Greg spent)
+
+Let''s denote the amount Greg spent as ''x''. This gives us two equations:
+
+2x = 20
+x = 20 - x
+
+Now, we can solve this equation using either of the following methods:
+
+- One of the methods is to eliminate x by multiplying both sides of the equation by 20 to get rid of the fraction 20 - x. This will give us x = 20 - 20 = 0.
+- The other method is to use the elimination of x, but this will only work if the original equation has no x terms. Since we have already solved the equation with 0 as an answer, there is no remaining equation.
+
+So, the only solution is by using elimination:
+
+x = 20 - 20 = 0
+
+The answer is 0.
+
+This problem can also be solved using a different approach, but one that requires a bit more math and involves an equation that is perfect for solving linear equations with fractions. But that is a story for another time.','0',0,'not_equivalent',350,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how much he can afford to cover if he has $50 to work. We can do this by multiplying $300 by 50. That''s 150, which is the total amount John can cover.
+
+Now, we need to find out how much he can afford to work if he has $50 to work. We can do this by dividing the total amount ($50) by 50, which is 1. So, he can afford to work 100% of the $300 trip.
+
+Let''s add these two values together: 100% of $300 = 100% * 50 = 500. Now we just need to find the amount left over to make 100% of $300. We subtract that amount from 100% to get the amount left over, which is 100% - 50 = 50.
+
+So, John can afford to work 50% more than he actually has. So, to find out how much he can afford to work, we need to find out how much of the $50 he actually has to work. We can do this by dividing the $50 by 100, which is 0.05. This gives us 0.1. So, John can afford to work 1% more than he actually has to work.
+
+Therefore, 1% of the $50 is 10% of 50, which is 50/50 * 100 = 10. So, John can afford to work 10% more than he actually has to work.','10',0,'not_equivalent',389,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(58,1,'To find out how much John is missing, we need to subtract the cost of the trip from his initial funds. 
+
+John has $50 and the trip costs $300, so if he has $50, he needs to pay $300 - $50 = $40 for the trip.
+
+To find out how much John is missing, we can multiply $40 by 100, which is 400. This means John has $40 left over, which is $160.
+
+So, John is missing 160 cents.','160',0,'not_equivalent',128,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,2,'To solve this problem, we need to first understand that the school has allocated $50 to cover the trip, which means John''s trip will cost $300. We can think of this as half of the total trip budget. So, we need to find the cost of the trip that matches half of the total budget.
+
+Given that the school has allocated $50 to the trip, we can multiply the cost of the trip by half (to find the cost of the trip that matches half of the total budget). This will give us $50 * 0.5 = $25.
+
+Now, John has a $300 budget that needs to be split between the two trips. We can multiply this by half to find the total cost of the trip that will be sold. So, 1/2 * $300 = $30.
+
+Thus, John has $30 left over to cover the remaining $100, which is the school''s total cost of 50 - 30 = $100.
+
+So, 100 cents is $25. This means John has earned $25 in return from the school''s donation.','$25',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,3,'To solve this problem, we need to calculate the cost of the trip (300 dollars) and determine how much John is missing.
+
+First, let''s find out how much John''s trip costs, which is 300 dollars.
+
+Next, we need to calculate the cost of the trip by multiplying the cost (300 dollars) by the amount John is missing (40 dollars). 
+
+We can calculate this using the formula for find of the cost of project, which is 100% of 40 multiplied by itself 4 times.
+
+So, 40 x 4 = 160, which is the cost of the trip.
+
+Now, we need to find out how much John''s trip costs to find out how much he is missing.
+
+We know that 40 x 4 = 160, which is 160 dollars.
+
+We can add 160 to both sides of the equation, which gives 160 + 160 = 240 dollars.
+
+Now, we need to find out how much John''s trip costs, which is 160 dollars.
+
+We can multiply 4 by 160, which is 720 dollars, which is the cost of the trip.
+
+The answer is 720.
+
+So, John is missing $720.','720',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,4,'To solve this problem, we need to use logical thinking and step-by-step calculation. Firstly, let''s set up the equation: 50 = 300 - 1/2.
+
+This equation simplifies to: 1 = 3. We can calculate 1 as 1. Now, we have 100 as 25 and 1 is 10. So, we can consider 50 as 2. So, 50 = 20.
+
+Now, we can set up our logic: We are left with 20 = 10, which means that 10 is the only part of the problem we have to solve, as we can''t add 10 to 10 anymore. So, 1 is the only part of the problem left to solve.
+
+Next, we want to find the fraction of 10. We can do this by dividing 10 by 10. Since the answer is 10, that means 1 is the only fraction that leaves a remainder of 10 when divided by 10.
+
+Now, let''s find the fraction of 20 that leaves a remainder of 1 when divided by 10. So, we can multiply 2 by 2 and get 4, which means 2 is the only fraction that leaves a remainder of 2 when divided by 10.
+
+So, 1 is the only fraction that leaves a remainder of 1 when divided by 10.
+
+Now, let''s solve for 10: 10 = 10 * 2. So, the answer is 20.
+
+Now, we need to find the total money John has left when he decides to raise money for the school trip. So, we need to subtract 2 from 20. So, 20 - 20 = 0. So, we have 0 left on the bill.
+
+So, there''s only one leftover amount of money.','20',0,'not_equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,5,'Let''s break it down step by step: 
+John has $50, which represents the entire $300 he needs to cover.
+The total amount of money that needs to be covered is half of $50, which is $25.
+Therefore, 50% of the entire $300 is covered by $25.
+So, 100% of the entire $300 is matched by 25% of the money that was originally needed to cover it.
+#### 2
+The answer is: 2','2',0,'not_equivalent',120,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,6,'To solve this problem, we need to determine the total cost of the trip. We can calculate it by multiplying the number of hours John has been working on the project by the cost of the trip. 
+
+This means we multiply $50 by 300, which gives us $1500.
+
+We can now add this amount to the total cost of the trip. However, to avoid multiples of 100, we''ll use a different approach. Since the cost of the trip is $1500, we can calculate it as 1500 * 300 = 450000.
+
+This means that John has missed 45,000 dollars.
+
+To calculate the total cost of the trip, we need to multiply the number of hours John has been working on the project by the cost of the trip. This would be 1500 * 300 = 400000 dollars.
+
+So, John has missed 40,000 dollars.','40,000',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,7,'To solve this problem, we need to find out how much money John needs to cover the entire trip with the help of the school. We can do this by multiplying $50 by the cost of the trip, which is $300.
+
+This means that 100% of the trip could already be covered, with 100% being both the price of the trip ($300) and the road to the trip ($300).
+
+So, the answer is that 100% of the trip is already covered.
+
+However, we can also consider that 90% of the trip was covered by the school''s help, but this 10% is likely to be lost if we don''t have 100% of the trip covered. So, the answer is that 100% of the trip is already covered.','100',1,'equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,8,'To determine the amount John is missing, we need to find the difference between the $50 and the total cost of the trip.
+
+Each dollar represents a half-dollar spent, or $1. So, the cost of the trip is $1.10.
+
+The total cost of the trip is $300.
+
+The amount John is missing is $1.10 - $1.10 = $1.00.
+
+Thus, John is missing $1.00, which can be calculated as 10% of $1.00, which is $1.00 * 0.10 = $0.10.','$0.10',0,'not_equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,9,'To solve this problem, we need to determine how much of the $300 is John missing.
+
+First, we need to find the total amount John needs to cover the trip, which is $50. So, we can multiply $50 by $300, which gives us $1500.
+
+Now, let''s find the remaining amount John needs to cover the trip. If John has $50 left, he needs to cover 50% of $300, which is $150. So, he needs to spend 50% of $300, which is $15.
+
+Therefore, the remaining amount John needs to cover the trip is $15, which is $30.
+
+So, John has $20 left, and 50% of it is $30, which means 70% of it is $20.
+
+Therefore, the remaining amount John needs to cover the trip is $15.
+
+#### 15
+The answer is: 15','15',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,10,'To solve this problem, we need to consider the total amount of money John needs to cover the trip, which is $50. This is equivalent to half of $300, which is $100. So, the total amount of money needed is $50 / 2 = $25.
+
+We can calculate John''s original cost of the trip, which is $50, as $50 / 2 = $25. Since we want to know the total amount of money John needs to cover, we need to find out how much money John needs to cover half of his original cost, which is $50/2 = $25.
+
+We can multiply this by 2 (since we want to find the total cost of the trip) to find the total amount of money John needs to cover half of his original cost. This is $25 * 2 = $40.
+
+So, John is missing $40 if he has $50.','$50',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,11,'Step 1: Determine the total cost of the trip.
+Cost of the trip = $50 * 300 = $1500
+
+Step 2: Determine the number of dollars John is missing.
+The number of dollars John is missing is $1500 - $50 = $1500
+
+Step 3: Calculate the amount John is missing by multiplying the cost of the trip by 1500.
+The amount John is missing = 1500 * $150 = $22500
+
+So, John is missing $22500','$22500',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,12,'To solve this problem, we need to determine how much of the total trip cost to cover. We can start by finding the cost of the trip by dividing $300 by 50, which gives 2.5. Now we know we need to find half of 2.5, which is 1.
+
+He has applied for help, which means he has got 1/2 of the trip. He needs to cover $1.50 to match the 2.5, so he needs to spend $1.50 to cover the entire trip. So, he needs to spend $1.50 on himself to match the rest of the trip. So, his total spending is $1.50 + $1.50 = $2.00.
+
+So, John has 2.00 remaining for half of the trip. To find half of 2.5, he would need to divide 2.5 by 2.5 to find the amount of money left over. This is 1.1 (which is 2.5 times 2.5). So, John has 1.1 remaining for half of the trip.
+
+To find the total money wasted, we need to divide the remaining amount by 2, which gives 0.6. This is the money John has left over for himself.
+
+So, the final answer is 1.6.','1.6',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,13,'To determine the cost of the trip, we need to find out how much money John needs to cover the entire $50 for the school trip. This is a classic example of a game where the answer is essentially doubling the initial amount.
+
+The initial amount John has is $50, and since he needs to cover half of the money, he needs to spend $100 to cover the entire trip. So, if he has $50, he needs to spend $50 x 2 = $100.
+
+Now we know that John needs to spend $100 to cover the entire trip. To find out how much money he needs to spend, we multiply $100 by 2, which is 20. This is a combination of doubling the initial amount.
+
+The total cost of the trip is $50 x 2 = $100, which means John has to spend $20 to cover the entire trip. So, to find out how much money John needs to spend, we multiply $20 by 2, which is 4, and then subtract the total cost of $50, which is $20.
+
+Therefore, John is missing $20 in money from the $50 trip.','essentially doubling the initial amount',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,14,'To solve this problem, we need to determine the value of $300 by multiplying it by 50% of $300. This is a problem of finding the percentage of the total cost that the original $50 is worth. 
+
+To solve this, we can use a formula that allows us to find the desired percentage from the original percentage by multiplying the percentage by the original amount by itself, which is 100%. 
+
+This is a formula to find the percentage of a percentage by multiplying it by itself. 
+
+First, we need to find the original percentage by itself, which is 100%. 
+
+Now, we can find the percentage by multiplying 100 by 100. 
+
+So, 100x is the original percentage.
+
+Now, we can multiply 100x by 50% of $300.
+
+This is a problem of multiplying the original by the percentage. 
+
+So, 100x is the value of 10% of the original amount.
+
+So, 100x = 0.01 * 50 = 0.5.
+
+This is the amount that is missing from the original.
+
+We know that 100x is the only amount of money John has that is worth 10%.','10',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,15,'To solve this problem, we need to calculate the actual cost of the trip by multiplying the cost of the trip by 1/2 and adding the cost of the original money.
+
+The cost of the trip is $50, and the original money is $50. So, we multiply $50 by 1/2, which gives us $10. 
+
+The original cost of the trip is $300, so we multiply this by 1/2, which gives us $60.
+
+The total cost of the trip is $10 + $60 = $260.
+
+To find the amount John is missing, we subtract the original cost from the total cost: $260 - $10 = $260.
+
+This means John is missing $260 if he wants to have the school trip, but if he only wants the trip itself, he will have to pay the original cost of $300, which is $10, however he can only have the trip as he already owns it.','$10',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,0,'To solve this problem, we need to determine the value of $1500 and multiply that by 3.
+
+First, we multiply the value of $1500 by 3: $3000 * 3 = $9000.
+
+So, John spent a total of $9000 on the goats and $9000 on the cows.
+
+The answer is: 9000.','9000',0,'not_equivalent',97,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,1,'To solve this problem, we need to first identify the total cost of the two animals. Let''s say the goats cost $500 and the cows cost $1500. We know that the total cost is the sum of these two animal costs multiplied by their respective prices.
+
+The total cost of 2 goats multiplied by 500 dollars is 2 * 500 = 1000 dollars. Similarly, the total cost of 2 cows multiplied by 1500 dollars is 2 * 1500 = 3000 dollars.
+
+We can now multiply 1000 by 2 to find the total cost of 2 goats multiplied by 2 cows, which is 400 dollars.
+
+Dividing 1000 by 2 gives us 400, and dividing 400 by 2 gives us 200 dollars. So, 
+the answer is 200.
+
+The answer is 2.','2',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(59,2,'To solve this problem, I will first find the total cost of the goats and the cows, then determine the amount John spent on goats and cows.
+
+First, I will find the total cost of the goats and cows: 
+The goats cost 3 goats = 3 * $500 = $1500. 
+The cows cost 2 cows = 2 * $1500 = $300. 
+The total cost is 3 + 2 = 5 = $6.
+
+Now I will find the amount John spent on goats and cows:
+The goats cost 3 goats = 3 * $500 = $1500, 
+The cows cost 2 cows = 2 * $1500 = $300.
+
+I will add the amount John spent on goats and cows to find the total amount John spent on goats and cows: 
+$6 + $300 = $106.
+
+So, John spent $106 on goats and cows.','$106',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,3,'To solve this problem, we need to analyze the expenses involved. Each goat costs $50, and each cow costs $150. So, 1 goat = 150 cows.
+
+The total cost of 1 goat = 150 cows * $50 = $750.
+
+Therefore, John spent $750.','$750',0,'not_equivalent',78,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,4,'To solve this problem, I will first analyze the numbers provided. John buys 3 goats for $500 and 2 cows for $1500. This means the total cost is 3 + 2 = 5 dollars and 3 goats are 3 goats, and 2 cows are 2 cows. So, 5 + 2 = 7 dollars of the total cost.
+
+The sum of the costs of 3 goats and 2 cows is 5 + 7 = 12 dollars. Now we have 7 dollars. The actual amount of money that John spent is 5 + 12 = 17 dollars.
+
+To find the total amount of money John spent, we multiply the number of goats by 3 and the number of cows by 2. 
+This results in 3 * 3 = 9 dollars.
+
+Therefore, John spent 9 dollars on the goats and 17 dollars on the cows.','17',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,5,'To solve this problem, we need to break it down into manageable parts and make the most of our time. First, we need to determine the total amount of money John spent. 
+
+We can calculate this by adding the number of goats to $500. 
+To do this, we can first calculate the total amount of money he spent by adding the number of goats to $500, which is 500 dollars. Then, we can multiply this by 100 dollars. 
+
+The total amount of money John spent is 500 dollars + 1500 dollars = 2000 dollars.
+
+Now, we want to find out how much he spent. To do this, we need to divide 2000 dollars by 3 goats, which gives us 2000 / 3 = 500 dollars.
+
+So, John spent 500 dollars on 3 goats and 2 cows. 
+
+This is the final answer.','2',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,6,'1. Let x be the amount John spent.
+2. Since he bought 3 goats and 2 cows, each with a value of $1500, the value of the goat is x, and the value of the cow is 2x.
+3. So, the cost of 1 goat is x + 2x, and the cost of 1 cow is x.
+4. Now, we can set up the equation: 2x + 2x = 1500.
+5. Combining like terms: 2x = 1500.
+6. Dividing both sides of the equation by 2 gives us: x = 75.
+7. So, the amount John spent is 1500 / 2 = 750.
+
+So, the answer is 750.','750',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,7,'1. Let x be the money John spent on goats.
+2. Let x be the money he spent on cows.
+3. Let the total amount paid be 50 + 1500 = 2000 dollars.
+
+Solving this equation, we multiply x by 50 to get 1000, then add 2000 = 20000 dollars.
+
+The total amount is 500 + 2000 = 3000 dollars.
+
+The answer is x = 500.
+
+#### 500
+
+No, 50 is incorrect. The answer is 2000 dollars.
+
+The total amount is 20000 + 3000 = 50000 dollars.','500',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,8,'To solve this problem, let''s break it down step by step. John buys 3 goats for $500 each, and 2 cows for $1500 each. So, he would have spent 2 + 2 = 4 goats * $500 each = $1000. And he spent $1500 * 2 = $3000, which is the total amount he spent on both goats and cows.
+
+To solve this problem, we need to identify the total amount spent. Since 2 goats * $500 = $1000 is both the goats and the cows, and 2 cows * $1500 = $3500, so 2 goats * $1500 = $3500, which is the total amount spent. Therefore, the total amount spent is $3500.
+
+So, the answer is $3500.','$3500',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,9,'To solve this problem, I broke it down into manageable parts. First, I determined that John bought 3 goats and 2 cows, so the total number of goats and cows is 3*2 = 6 goats and 2 cows, so the total cost is 3*6 + 2*2 = 18 + 4 = 22 dollars.
+
+Next, I determined that each goat cost 1.5 dollars, so the total amount of money John spent was 22 - 1.5 = 17 dollars.
+
+To find the total amount John spent, I added the cost of the goats and the cost of the cows together, so I got 17 + 1.5 = 2.75 dollars.
+
+Finally, I determined that John spent $2.75 on the goats and 2.75 on the cows. I rounded the total to 2 dollars, which is the answer.
+
+So, John spent $2.75 on the goats and $2.75 on the cows.','$2.75',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,10,'1. 3 goats * 1000 cents = 300 dollars
+2. 2 cows * 1500 cents = 3000 dollars
+
+Here is an example of how you can solve it:
+
+First, you know that the total amount spent is 3000 dollars + 3000 dollars = 6000 dollars. 
+To find out how much John spent, you multiply 6000 dollars by 3000 cents: 6000 dollars * 3000 cents = 180,000 dollars.
+
+So, John spent 180,000 dollars.','180,000',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,11,'To solve this problem, we need to break it down step by step. First, John buys 3 goats and 2 cows and has 2 options. He can either buy one or two goats, but not both. So, he has 2 options to choose from, one of which is either a goat or a cow.
+
+The last option is 2 goats. So, we have 2 options to choose from. We can either buy one of the two options or we can buy two options.
+
+The problem asks how much money John spent, which is the total number of options divided by the total number of options (2 options). 
+So, we need to find 2 x 2 x 2 = 8 different options * 2 options = 16 different options to choose from.
+
+So, the answer is 16.','16',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,12,'To solve this problem, we need to consider both the total cost of the two goats and the two cows, which is $500 (the goat) and $1500 (the cow).
+
+Let''s break it down step by step. For the goat, we know the total cost is $500, so we can set up a equation: 500 + 2 = 500 + 500 = $1000
+
+For the cow, we know the total cost is $1500, so we can set up a second equation: 500 + 2 = 500 + 25 = $250
+
+Now we need to find the total amount of money John spent. We can do this by multiplying the total cost by each item: 500 * $500 = $250000 
+So John spent a total of $250000.
+
+So, the answer is 250000.','250000',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,13,'To solve this problem, we need to first determine the total value of the two goats. We can do this by multiplying the number of goats by the price of a goat per cow: 3 * $5 = $15. Then we add the price of a goat to the price of a cow, which gives us the total value of the two goats: 3 * $15 = $42.
+
+Now we can calculate the total amount John spent by multiplying $42 by 2, which gives us $64.
+
+So the answer is 64.','64',0,'not_equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,14,'To solve this problem, we need to first determine the total amount John spent by considering both the animals involved, the goats and the cows.
+
+Let''s first calculate the total amount of money spent by considering both the animals involved.
+
+For the 3 goats, John spent 3 * $500 = $1500.
+For the 2 cows, John spent 2 * $1500 = $300.
+
+Now, we need to find the total amount of money John spent by considering both the animals involved, which is 3 + 2 = 5.
+
+Therefore, John spent $5 + $1500 = $1050.
+
+So, John spent $1050 on both the goats and the cows.','$1050',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,15,'First, let''s calculate the total amount of money John spent:
+
+John buys 3 goats for $500 each and 2 cows for $1500 each, so he buys $1500 * 3 + $500 * 2 = $2250 * 2 = $4500.
+
+He spends $4500 on goats and $5000 on cows, so he spends $1500 - $500 = $700.
+
+Now, let''s find out how much he spent by multiplying the number of goats by the number of cows. So, 3 goats * 2 cows = 6 cows. He spends 6 cows on goats and 1 cow on cows. He spends a total of 6 + 1 = 7 cows.
+
+Therefore, John spent a total of 7 * $500 = $350.
+
+So, John spent $700 on goats and $350 on cows.','$350',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,0,'Let''s break down the problem step-by-step:
+
+We know that each child planted a tree, and each teacher planted 2 trees.
+The total number of children planted can be represented as 40 / 2 = 20.
+The total number of teachers planted can be represented as 3 * 2 = 6.
+The total number of trees planted can be represented as 10 trees (the number of teachers planted).
+So, the number of trees planted is 20 - 6 = 12.
+
+The number of trees planted at the end of the campaign can be represented as 20 - 12 = 12.
+
+The answer is 12.
+
+The calculation is 20 - 12 = 12.','12',0,'not_equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,1,'To solve this problem, we need to determine the total number of trees planted so far. We can start by finding the total number of trees planted so far. There are 40 classes * 25 students * 3 teachers * 2 trees / class = 40 * 2 * 3 * 2 = 120 trees that have already been planted.
+
+However, we need to add the number of trees planted so far to the total number of plants. This is where we can use the concept of division to solve it. We divide 120 trees (the total number of trees planted so far) by 120 (the number of plants planted so far), which gives us 2. So we add 1 to the total number of trees planted so far.
+
+The total number of trees planted so far is 120 (total number of trees planted so far) + 2 (the number of plants planted so far) = 24 trees.
+
+We can also think about what happens if we remove the 2 plants from the total number of trees planted so far. If we remove the 2 plants (the maximum is 2), we would subtract 1 from the total number of trees planted so far, which means the number of trees planted so far would now be 1 (the number of trees planted so far already removed).
+
+This is only possible if we were to remove 2 plants from the total number of trees planted so far. So, in reality we would be removing 2 plants to get back to the original total number of trees planted so far.
+
+However, in reality you simply remove the 2 plants from the total number of trees planted so far. The number of trees planted so far that would be removed is 2, and you would not remove the 2 plants.
+
+So, in reality you would need to remove 2 plants from the total number of trees planted so far. If you remove 2 plants you would remove all that you planted in the 1st place.','1',0,'not_equivalent',430,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,2,'1. Calculate the number of trees each child planted: 25 x 2 = 50 trees
+2. Calculate the total number of trees planted: 1 tree for each child x 2 classrooms = 2 x 2 = 4 trees per classroom
+3. Calculate the total number of trees planted: 1 tree for each child x 4 classrooms = 4 trees per class
+
+So, they planted 4 trees per class.
+
+The final answer is 4 trees per class x 40 classes = 160 trees.','4',0,'not_equivalent',118,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(60,3,'To find out how many trees will be planted at the end of the campaign, we need to calculate the number of trees each teacher will plant and the total number of classrooms planted.
+
+First, we calculate the number of classrooms each teacher planted: 3 teachers * 20 classrooms = 60 classrooms.
+
+Then, we calculate the number of trees each tree will grow: 2 trees per tree * 2 trees per tree = 4 trees per tree.
+
+Now, we calculate the total number of trees each teacher planted: 60 classrooms * 4 trees = 204 trees.
+
+There will be 204 trees in total planted at the end of the campaign.','204',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,4,'To find out how many trees Ashley will have planted, we need to calculate the number of trees each teacher planted and then multiply that by the number of students.
+
+Assume each teacher planted 2 trees, so 2x = 4 trees. Now multiply 4 by 2 to find the number of trees each teacher planted: 4x = 8 trees.
+
+Now divide 4x by 2 to find the number of trees each tree represents: 8 trees / 2 = 4 trees.
+
+So, Ashley will have planted 4 trees.
+
+The total number of trees planted is the number of teachers multiplied by the number of trees planted: 3x = 3x, and 1 is added to the final answer.
+
+Therefore, Ashley will have planted 1 tree each.','1',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,5,'To solve this problem, we need to calculate the total number of trees planted and then subtract the number of trees that will be planted at the end of the campaign.
+
+The total number of trees planted is the sum of the number of trees planted by each child multiplied by the number of teachers, multiplied by the number of classes. This is calculated as 25 * 3 * 3 = 32. Multiplying it by each of the teachers adds to 2. Each tree is planted by one teacher, so the total number of trees planted is 3 * 2 = 6.
+
+The number of trees planted at the end of the campaign is the difference between the number of trees planted at the beginning of the campaign and the number of trees planted at the end. This can be calculated as 25 - 3 = 18.
+
+In this case, the final answer will be 6.','6',0,'not_equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,6,'To solve this problem, let''s first understand the total number of trees planted. Since each child planted a tree, the total number of trees planted would be the sum of the number of trees planted by each child.
+
+There are 40 classes with an average of 25 students each, so there are 40 x 25 = 1000 students in each class. So, there are 1000 students x 25 trees per student = 3000 trees planted.
+
+Each teacher planted a tree, so the number of trees planted by each teacher would be 20 students * 2 trees = 40 trees planted.
+
+The total number of trees planted would be the sum of the number of trees planted by each child, multiplied by 2, which is 2^2 = 4 trees planted.
+
+Therefore, the total number of trees planted at the end of the campaign would be 2^2 = 4 trees planted.','4',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,7,'To solve this problem, we need to calculate the number of trees that will be planted at the end of the campaign.
+
+First, we need to find the total number of trees the school will plant. We can do this by multiplying the number of students planted (25) by the number of teachers planted (3): 25 * 3 = 75.
+
+Now we know that each of the 40 classes planted a tree, so we can calculate the number of trees planted by dividing the total number of trees by the number of plants planted.
+
+Number of trees planted / number of plants planted = 25 / 3 = 7.5.
+
+So, the school will have planted approximately 7.5 trees.
+
+The answer is: 7.5','7.5',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,8,'Let''s break down the problem by considering the number of trees each child will plant and the amount of each class will plant, and then calculate the total number of trees planted.
+
+First, we calculate the number of trees each child will plant. In this case, 25 children multiply 25. So, 25 people plant 25 trees. So, 25 trees per person.
+
+Next, we calculate the number of trees each class will plant. Since 3 classes each plant 2 trees, 3 trees per class. So, 3 trees per class.
+
+So, the number of trees planted by each class is 3 * 25 trees = 75 trees.
+
+In total, the school has 40 classes (total trees planted - the number of each class planted) and 3 teachers each plant 2 trees. This means the total number of trees planted is 40 * 3 = 120 trees.','120',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,9,'To find out how many trees Ashley will have planted, we first need to calculate the total number of trees planted. Let''s assume the number of trees is equal to the number of classrooms divided by the number of teachers per class.
+
+The number of classrooms is 40 * 3 = 120, and the number of teachers is 3 * 2 = 6. This means that the number of trees is equal to the number of classrooms divided by the number of teachers, which is 120 / 6 = 18.
+
+Now we know that the total number of trees planted is 18. To find the number of trees, we can use the formula for this type of scenario:
+
+Number of trees = Number of classrooms * Number of teachers
+Number of trees = 18 * 2
+Number of trees = 36
+
+The answer is 36.','36',0,'not_equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,10,'Let''s break this down step-by-step. Initially, Ashley planted 40 trees in 25 classrooms, with 3 teachers per classroom. This leads to a total of 40 x 25 = 1000 students planted. Now, Ashley will plant 1000 students in 10 classrooms, each with 3 teachers.
+
+This means that at the end of the campaign, Ashley will plant 1000 - 1000 = 0 trees.
+
+There are only 40 classes with 25 students each, so the total number of trees planted will be 40 x 25 = 1000 students planted.','1000',0,'not_equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,11,'To solve this problem, we need to calculate the total number of trees planted. 
+
+The number of trees planted by each child is 1 tree for each child, since they plant 1 tree for each child. 
+
+The number of trees planted by each teacher is the number of trees planted by each teacher multiplied by the number of teachers.
+
+The total number of trees planted can be calculated by multiplying the number of trees planted by the number of teachers: 1 (children) * 3 (teachers) * 2 (teachers) * 2 (teachers per class) = 36 (trees planted)
+
+The total number of trees planted is 1 + 1 + 36 = 50 trees.
+
+We can calculate the number of trees planted by each class: 1 tree for each child * 20 children = 20 trees.
+
+The number of trees planted by each teacher is the number of trees planted by each teacher multiplied by the number of teachers: 1 tree * 3 teachers = 3 trees.
+
+The total number of trees planted is 50 - 3 = 45 trees planted.
+
+The answer is 45.','45',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,12,'To solve this problem, we can break it down into manageable parts. We know that the school has 40 classes with an average of 25 students, and each class has 2 trees planted. We also know that the total number of trees planted is 40 * 25 = 1000 trees.
+
+We can calculate this by multiplying 1000 by 15, which is 2500. The total number of trees planted is 1000 + 2500 = 3000 trees.
+
+So, the answer is 3000.','3000',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,13,'Step 1: Calculate the total number of trees planted.
+Total trees planted = Total trees planted - 1
+Total trees planted = 25
+
+Step 2: Determine the number of trees planted by each teacher.
+Number of teachers planted = Total trees planted / Number of teachers per class
+Number of teachers planted = 25 / 3
+Number of teachers planted = 1.25
+
+Step 3: Calculate the total number of trees planted.
+Total trees planted = Total trees planted - 1 (teachers planted - 1)
+Total trees planted = 25 - 1
+Total trees planted = 24
+
+Step 4: Calculate the number of trees planted by each child.
+Number of children planted = Number of children planted - 1
+Number of children planted = 2
+
+So, there will be 2 trees planted by each child, and 24 trees planted by each child.','24',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,14,'To solve this problem, we need to calculate the total number of trees that Ashley will have planted throughout the campaign.
+
+Initially, there were 40 classes with 40 teachers. Each class planted 2 trees, and each class had a maximum of 20 students. So, after planting 20 students, there would be 40 * 20 = 800 students planted.
+
+The total number of trees planted is the sum of the trees planted by each class and each teacher: 40 trees (class) + 20 trees (teacher) = 40 trees.
+
+Therefore, Ashley will have planted 40 trees over the course of the campaign.
+
+So, the answer is 40.','40',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,15,'To solve this problem, we need to calculate the number of trees each teacher planted.
+
+Each teacher planted 2 trees, so in total, the total number of trees planted is 2 * 2 = 4 trees.
+
+In the context of the campaign, the total number of trees planted is the sum of the number of trees planted by each teacher. So, we subtract the number of trees planted by each teacher from the total number of students planted, which is 2 * 40 = 80 trees.
+
+So, the answer is 2 + 80 = 160 trees.','2',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,0,'Boris creates 50,000 bars of chocolate every day.
+Each day, he produces 8,000 bars of chocolate, which means he produces 50,000 * 8,000 = 40,000 chocolate bars.
+On the second day, Boris produces 8,000 * 2 = 16,000 chocolate bars.
+On the third day, Boris only produces half as much as the first day, which means he produces 4,000 chocolate bars.
+Finally, on the fourth day, Boris produces three times as much as the first day, so he produces 4 * 3 = 12 chocolate bars.
+The total production for the fourth week is 4 * 4 = 20 chocolate bars.
+Boris produces 50,000 - 20 = 45,000 chocolate bars.
+He produces 50,000 - 20 = 45,000 chocolate bars.
+The fourth week, Boris produces 45,000 chocolate bars.
+The answer is: 80','80',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,1,'To solve this problem, let''s break it down step by step. We know that Boris produces 50,000 bars of chocolate each month, which is equivalent to 50,000 * 50,000 = 25,000,000 bars of chocolate every month.
+
+Every month, Boris only produces half of the first week''s chocolate, so that''s 25,000 * 2 = 50,000 bars of chocolate. This means he produces 25,000 * 2 = 50,000 bars of chocolate the first week. Then, he only produces 1 bar of chocolate on the fourth week, which is 25,000 * 2 = 50,000 bars of chocolate.
+
+So, to find out how much he produces the fourth week, we need to calculate this as 25,000 * (1 + 4) = 50,000 * 4 = 20,000,000.
+
+Finally, we multiply this by the number of days in a month (4), which is 200 * 4 = 800. This is the total amount of chocolate Boris produces each month.
+
+Therefore, Boris produces 200 * 800 = 16,000,000 chocolate bars every month.','16,000,000',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,2,'To solve this problem, we need to consider the process of production. Here''s the reasoning:
+
+1. Boris produces 5,000 bars of chocolate per month. Each week, he produces 8,000 bars * 5,000 = 400,000 chocolate bars. So, he produces 400,000 bars in a month.
+
+2. The third week, he only produces half of the previous week''s production, which is 8,000 bars * 5,000 = 400,000 bars. So, he only produces 400,000 bars in a month.
+
+3. He produces 11,000 bars of chocolate per month in a week. So, he produces 11,000 * 1000 = 110,000 chocolate bars per month. However, he only produces 110,000 chocolate bars per month, which is less than his daily production of 400,000 chocolate bars. So, he produces 110,000 chocolate bars per week in a month, which is less than the minimum production of 400,000 chocolate bars.
+
+4. So, each week, Boris only produces 11,000 chocolate bars, which is less than his daily production of 400,000 chocolate bars.
+
+In total, Boris produces 111,000 chocolate bars in a month, which is less than the minimum production of 400,000 chocolate bars.
+
+So, the answer is 111, which is the maximum possible.','111',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,3,'This is a classic example of a recursive logic puzzle. The solution relies on the assumption that the number of bars produced in the previous week is proportional to the number of bars produced in the previous month.
+
+Let''s break it down step by step. In the first week, Boris only produces 50,000 bars. So, in the next week, he can produce 15,000 bars of chocolate. This happens twice.
+
+The next week, Boris produces 25000 bars, and in the next week, he can produce 22500 bars. This happens twice.
+
+In the next week, Boris can produce 28000 bars, which happens twice. So, he can produce 25000 + 28000 = 54000 bars of chocolate.
+
+In the fourth week, Boris can produce 32500 bars of chocolate. This is twice. So, he can produce 32500 + 32500 = 65000 bars of chocolate.
+
+The answer is 54000.
+
+This problem involves recursive logic because it uses the concept of self-referential recursion. The original problem asks what amount Boris produces after the fourth week. The answer is 54000, which is calculated by multiplying 54000 by the recursive process of calculating the number of bars produced in the previous week (3,333,330, to be exact).','54000',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,4,'Boris has 8,000 - 500 = 300,000 bars of chocolate produced in 4 weeks.
+Boris produces 300,000 - 100,000 = 30,000,000 bars of chocolate the first week.
+Boris produces 8,000 - 30 = 3500 bars of chocolate the second week.
+Boris produces 4 days before the third week, 3500 - 3 = 3000, and 3 days before the third week, 3000 - 3 = 2600, respectively.
+So, Boris produces 3 * 100 = 300, which is 27,000, but 3 days before the third, that is 3 * 3 = 9.
+So, Boris produces 4 * 9 = 34.
+Boris works at a 3-day-a-week cycle.
+So, 3 days before the third week, 3 * 3 = 9.
+Then, 3 days before the third week, 3 * 4 = 12 = 12 * 3 = 36, 
+Then, 3 days before the third week, 3 * 2 = 6 = 6 * 3 = 12, 
+Then, 3 days before the third week, 3 * 3 = 9 = 9 * 3 = 27, 
+Then, 3 days before the fourth week, 3 * 4 = 12 = 2 * 4 = 8, 
+Then, 3 days before the fourth week, 3 * 2 = 6 = 8 = 6 * 2 = 12, 
+Then, 3 days before the fourth week, 3 * 1 = 3 = 10 = 3 * 1 = 3, 
+Then, 3 days before the fourth week, 3 * 3 = 9 = 9 = 8 = 8 * 3 = 64.
+The answer is 28.
+
+OPTIONS:
+C
+B
+D
+E','28',0,'not_equivalent',502,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,5,'To solve this problem, we need to find out the number of bananas that Boris produces per month. In each of the first three weeks, Boris produces 1 banana. In the fourth week, Boris only produces half as much as the first week, so he produces 2 bananas per week.
+
+The question asks for the number of bananas Boris produces each month, but we need to find out how many bananas he produces every week. There are 7 days in a week and 2 weeks in a month, so there are 365 days in a year. To find the number of bananas he produces every month, we need to divide the number of bananas he produces by the number of days in each week.
+
+2 / 3 * 365 = 1.5 bananas per day = 2.25 bananas per month.
+
+In the fourth week, Boris only produces half as much as the first week. This means that his production is 1.5 bananas per day * 4 weeks = 6.25 bananas per day.
+
+Therefore, Boris produces 2.25 bananas per day.','2.25',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,6,'Boris produces 8,000 x 3 = 24,000 bars of chocolate every day.
+The first week lasts for 4 weeks (12 weeks x 3), which is 4 x 3 = 12 weeks.
+The second week lasts for 4 x 3 = 12 weeks.
+The third week lasts for 12 x 3 = 36 weeks.
+The fourth week lasts for 4 x 1 = 4 weeks, where 2 weeks are the last 2 weeks.
+Boris produces 2 * 2 = 4 bars of chocolate every day.
+Therefore, he produces 2 * 4 = 8 more bars of chocolate every day.
+However, the fourth week ends with 4 weeks of chocolate, so the third week will start with 4 * 3 = 12 weeks of chocolate.
+Boris will continue producing chocolate for 12 weeks, which is approximately 9 months.','9',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,7,'To solve this problem, we need to break it down into manageable parts. First, we determine how many batches of 50,000 are produced per month. Then, we calculate the number of weeks in each month.
+
+The problem states that Boris produces 50,000 bars of chocolate each month, which is equivalent to 100,000 bars per month. We can calculate the number of weeks in each month by dividing 100,000 by 5. 
+
+50,000 / 5 = 100 weeks per month.
+
+The number of weeks per month is 100. This is calculated by multiplying 100 by 100.
+
+So, in 100 weeks, Boris produces 100 * 10 = 1000 bars of chocolate each month.
+
+Boris buys 8,000 bars of chocolate the first week, which is equivalent to 1000 / 10 = 100 bars.
+
+The second week, Boris only buys 3 * 10 = 30 bars of chocolate.
+
+Boris buys 3 * 10 = 30 bars of chocolate the second week.
+
+Therefore, Boris buys 30 + 30 = 60 bars of chocolate the third week.
+
+Boris continues to buy chocolate every day until the third week of each month, which is equivalent to the first week.
+
+The third week, Boris only buys 3 * 1 = 3 bars of chocolate.
+
+The total number of bars that Boris produces every week is 1000 / 3 = 300 bars of chocolate that he produces every week.
+
+Therefore, Boris produces 300 / 3 = 100 bars of chocolate that he produces every week.
+
+The final answer is 300 + 100 = 400 bars of chocolate that Boris produces every week.','300',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,8,'Boris produces 8,000 * 2 = 16,000 bars of chocolate each month.
+The fourth week, Boris only produces half as much as the first week, so he only produces 16,000 / 2 = 7,200 bars of chocolate.
+On the fifth week, he produces three times as much as the first week, so he produces 7,200 * 3 = 20,400 bars of chocolate.
+He produces the fourth week, so he produces 20,400 / 2 = 10,600 bars of chocolate.
+To find out how much he produces the fifth week, we subtract his final production from his daily production of 10,600, so 20,400 - 10,600 = 10,600 - 260 = 7,200.
+So, Boris produces 7,200 * 3 = 21,200 bars of chocolate each week.
+Boris only produces 3 times as much as the first week, so he only produces 21,200 / 3 = 5,400, but he only produces 1,500 more bars of chocolate than he did last week.
+So, he produces 1.5 * 3 = 4.000 bars of chocolate each week.
+To find out how much he produces the fifth week, we subtract his final production from his daily production of 4.000. So, 4.000 - 4.000 = 1.000, so he produces 1.000 * 3 = 3.000 bars of chocolate each week.
+The answer is: 3','3',0,'not_equivalent',402,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,9,'Boris buys 50,000 bars of chocolate each month in the first week. He produces 8,000 bars of chocolate in the first week. In the second week, he only produces half as many as the first week''s chocolate. In the third week, he produces three times as much as the first week''s chocolate. So, he can produce a total of 50,000 x 2 = 100,000 in the second and third weeks.
+
+In the fourth week, he can produce a total of 100,000 x 2 = 200,000. 
+
+The total production of his chocolate is 50,000 + 100,000 = 200,000.','200,000',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,10,'To solve this problem, we need to break it down into manageable parts. First, we need to determine how many bars of chocolate are produced each week. We can find this by dividing the total number of bars by the number of weeks.
+
+The formula for this is:
+
+Number of weeks = Number of bars * Number of weeks per month
+
+In this case, the number of weeks per month is 3. So, we can calculate:
+
+3 weeks = 3 * 3 = 9 weeks
+
+So, we need to find the total number of bars produced and divide it by the number of weeks per month to find the number of bars produced the fourth week.
+
+3 weeks = 3 * 4 = 12 weeks
+
+Now, we multiply this by 18 to find the number of bars produced the fourth week.
+
+12 weeks * 12 bars per week = 180 bars
+
+So, the answer is 180 x 4 = 720, but since we actually have 720 - 180 = 220 bars that are produced the fourth week, so the answer is 720 - 220 = 280 bars.
+
+Alternatively, you could have simply stated it as 180 x 4 = 720, but 280 is already at 180, and 720 - 280 equals 280.','180',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,11,'Boris produces 8,000 x 3 = 24,000 bars of chocolate each month.
+Boris produces 2^4 = 8,000 x 2 = 16,000 bars of chocolate each month.
+On the fourth week, Boris only produces half as much as the first week, so he only produces 16,000 x 1 = 16,000 bars of chocolate each month.
+Boris produces 2^4 = 16,000 x 2 = 32,000 bars of chocolate each month.
+However, the fourth week ends on the fourth day. This means that on day 12, Boris only produces 16,000 x 2 = 32,000 bars of chocolate each month. He produces 16,000 x 3 = 42,000 bars of chocolate each month.
+Boris only produces 32,000 x 2 = 64,000 bars of chocolate each month, and then he only produces 2^3 = 8,000 x 3 = 24,000 bars of chocolate each month.
+Therefore, Boris only produces 8,000 x 3 = 24,000 bars of chocolate each month, which is 16,000 x 3 = 42,000.','42,000',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,12,'To solve this problem, we need to determine how much more Boris produces chocolate each week compared to the previous three weeks. 
+
+First, we calculate the total number of chocolate supplied by Boris each week: 50,000 / 3 = 1500 chocolate.
+Now, we know that on each of the third and fourth weeks, Boris only produces half as much as the first week. This means that for each of the first three weeks, Boris only produces 2/3 * 50,000 = 100 chocolate.
+For the fourth week, Boris only produces three times the amount of chocolate that was produced last week. So, for the fourth week, Boris only produces 2 * 100 = 20 chocolate.
+Boris can produce 100 chocolate each week, so for each week, he can produce 100 * 12 = 1200 chocolate.
+
+Now, we can calculate how much more he can produce by producing 1200 chocolate per week compared to the previous three weeks. So, 1200 chocolate / 2 = 600 chocolate per week.
+Therefore, Boris can produce 600 chocolate each week.
+#### 6
+The answer is: 6','6',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(61,13,'Boris produces 8,000 bars of chocolate the first week, which is 0.15 * 50,000 = 8,000 bars of chocolate.
+Boris produces 8,000 * 1.5 = 12,000 bars of chocolate the second week.
+Boris only produces half as much as the first week, so he produces 12,000 * 1 = 12,000 * 2 = 24,000 bars of chocolate the third week.
+Boris produces 24,000 * 1.5 = 32,000 bars of chocolate the fourth week.
+The total amount of chocolate he produces is 8,000 + 8,000 + 12,000 + 24,000 = 24,000 bars.
+The answer is 24,000.','24,000',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,14,'Step 1: Determine the total number of bars of chocolate that Boris produces every month.
+Step 2: Determine how many bars of chocolate Boris produces the first week.
+Step 3: Determine how many bars of chocolate Boris produces the second week.
+Step 4: Determine how many bars of chocolate Boris produces the third week.
+Step 5: Calculate how many bars of chocolate Boris produces the fourth week.
+
+First, find the total number of bars of chocolate Boris produces every month:
+200,000 / 50,000 = 0.06547 (1.6667 bar)
+
+Step 6: Determine how many bars of chocolate Boris produces the first week.
+Step 7: Calculate how many bars of chocolate Boris produces the second week by dividing 200,000 by 0.06547 (which equals 200,000)
+
+Step 8: Calculate how many bars of chocolate Boris produces the third week by multiplying 200,000 by 2
+
+Step 9: Calculate how many bars of chocolate Boris produces the fourth week by multiplying 2 by 2
+
+Boris produces 1.6667 bars of chocolate every month, so he produces 1.6667 * 2 = 3 * 2 = 6.547 bars of chocolate.
+He produces a total of 6.547 * 2 = 12.142 bars of chocolate.
+
+So, Boris produces 12.142 bars of chocolate every month.','12.142',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,15,'To solve this problem, we need to break it down step by step. First, we know that Boris produces 8,000 bars of chocolate per month. So, the daily production is 8,000 * 2 = 16,000 bars of chocolate per month.
+
+The second week has 16,000 - 8,000 = 2000 bars of chocolate.
+This means there are 2000 * 1.5 = 3000 mm of chocolate left over from the first week.
+
+Now, we need to find out how many chocolates Boris produces the fourth week.
+We know that Boris only produces half as much as the first week (2000). Now we have half the chocolate left over from the first week.
+
+So, the number of chocolates Boris produces the fourth week is 16,000 - 2000 = 1200.
+
+This is a total of 4 times the chocolate Boris produces the fourth week.
+
+The total number of chocolates Boris produces the fourth week is 1200 / 4 = 240 chocolate.
+
+Now, we need to find out how much Boris produces the fifth week.
+Boris produces 3 chocolate for the fifth week. So, the number of chocolates Boris produces the fifth week is 16,000 - 300 = 1160.
+
+This is the last chocolate Boris produces the fifth week.
+
+The total number of chocolates Boris produces the fifth week is 1160 / 5 = 212.
+
+So, Boris produces 212 chocolate.
+
+The answer is: 212','212',0,'not_equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,0,'Each girl scout is worth 1 girl. 1 x 1 = 1.  When combined, they make a total of 1 + 1 = 2 girls.  Amber takes the opposite amount of each girl to Claire. 3 x 3 = 9 badges. 4 times 9 = 18 badges.  Wendy makes 18 - 2 = 16 more badges.  This is a 1.33% increase.  This is 1.33% of 2.
+
+The total amount of badges that Wendy earns is 1.33 * 2 = 2. 2 * 2 = 4 badges. 3 * 3 = 9 badges. 4 times 3 = 12 badges.  This total is 1.33 * 1.33 = 1.6667 badges.  This is 1.33 times 4 = 16 badges.  This is 1.33 times 5 = 19 badges.
+
+This is 1.33 times 6 = 17.  This is 1.33 times 8 = 21 badges.  This is 1.33 times 9 = 25 badges.  This is 1.33 times 10 = 26 badges.  This is 1.33 times 11 = 32 badges.  This is 1.33 times 12 = 35 badges.  This is 1.33 times 13 = 48 badges.  This is 1.33 times 14 = 69 badges.  This is 1.33 times 15 = 105 badges.  This is 1.33 times 16 = 200 badges.  This is 1.33 times 17 = 227 badges.  This is 1.33 times 18 = 254.  This is 1.33 times 19 = 275 badges.  This is 1.33 times 20 = 289 badges.  This is 1.33 times 21 = 322 badges.  This is 1.33 times 22 = ','22',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,1,'Let''s break this down step by step.  Claire earns 1 girl scout badge every month, so in one month, she earns 1 * 3 = 3 girls.
+Claire earns 1 girl scout badge every 3 months, so in one month, she earns 3 * 3 = 9 girls.
+Wendy earns 3 times the amount of badges as Claire, so in one month, she earns 9 * 3 = 27 badges.
+
+Now, we need to find out how many more badges Wendy earns compared to Amber in a 1 year time frame.
+If Claire earns 1 girl scout badge every 1 year, then in one year, she earns 3 * 1 = 3 more badges compared to Amber.
+If Wendy earns 3 times the amount of badges as Claire, then in one year, she earns 9 * 3 = 27 more badges compared to Amber.
+
+We want to find the difference between the number of badges Wendy earns and the number of badges Claire earns in a 1 year time frame.
+We can calculate this by multiplying the difference by 11.
+(3 * 11) - (27 * 3) = 221 - 27 = 220.
+
+So, Wendy earns 220 badges compared to Claire in a 1 year time frame.
+
+Now, we need to find how many more she earns compared to Claire in a 1 year time frame.
+-10% of Wendy''s earns 220, so in one year, she earns 220 - 10 = 180 more badges compared to Claire in a 1 year time frame.
+
+We can calculate this by multiplying 180 by 11, which gives us 180 * 11 = 1818.
+
+So, in 1 year, Wendy earns 1818 more badges compared to Claire in a 1 year time frame.','1',0,'not_equivalent',434,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(62,2,'1. We have a problem that involves a simple arithmetic operation. 2. When we have a problem with multiplication we can use a strategy called "FOB" - Factition Binding by Operations. 3. 4. 5. 1, 2, 3. 6. 
+So the answer is 6.','6',0,'not_equivalent',72,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,3,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of time Claire and Wendy need to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month, which means she earns 1 girl scout badge every month. Now, we need to calculate how many months it would take Claire to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month, which means she earns 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 month = 1 ball of badges per month = 1 ball of badges every 2 months * 2 months = 2 balls of badges per month * 2 months = 4 balls of badges every 12 months = 4 balls every 8 months = 4 balls every 2 years = 24 balls of badges each year.
+
+Now, we need to find the total number of months it would take Claire and Wendy to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 year = 1 ball of badges * 1 year = 1 ball of badges every year * 1* 2 = 1 ball of badges every year = 1 ball of badges every 2 years * 2 = 2 balls of badges, so 2^2 = 4 balls of badges every 12 months = 4 balls every 8 months = 4 balls every 2 years = 46 balls of badges every 1 year.
+
+Now, we need to find the total number of months it would take Claire and Wendy to earn 1 girl scout badge.
+
+Claire earns 1 girl scout badge every month * 1 year * 1 month = 1 girl scout badge every month * 1 year = 1 girl scout badge every month * 1 year = 1 ball of badges every year = 1 ball of badges every 2 years * 2 = 2 balls of badges * 2 = 4 balls of badges every 12 years = 4 balls every 8 years = 4 balls every 2 years = 46 balls of badges every 1 year.
+
+','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,4,'Claire earns 1 x 1 = 1
+Amber earns 3 x 2 = 6
+In a 1 year time frame, 1 + 6 = 7
+In a 1 month time frame, 1 + 7 = 8
+Total number of badges is 1 + 8 = 9
+We are given that 1 + 9 = 10
+
+If we divide 9 by 10, we get 1
+
+Now we know that 1 more badge (10) is equal to 10, so Wendy earns 10 badges compared to Claire.
+
+To solve this, we can cross multiply: 10 x 2 = 20
+We will need to multiply both sides of 10 x 2 = 20 by 2 to find the answer.
+
+So, 10 x 2 = 20
+
+Therefore, Wendy earns 20 badges.
+
+However, when we bring this answer back to the original time frame, we know that 10 + 9 = 19 is 10 more than Claire.
+To find this answer, we divide 19 by 10:
+
+19 / 10 = 1.9
+
+We simply add 1.9 to 10, which is 2.
+
+Therefore, Wendy earns 2 more badges compared to Claire.','2',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,5,'To solve this problem, we need to break it down step by step.
+Let''s start by identifying the information given: Claire earns 1 girl scout badge every month, and Claire earns 1 girl scout badge every year.
+If Claire earns 1 girl scout badge every month, it means she earns 1 / 1 = 1 girl scout badge every month, so she earns 1 times 1 girl scout badge each year.
+If Wendy earns 3 times the amount of badges Claire earns, it means she earns 3 * 1 = 3 more badges Claire earns.
+Now we can calculate the total amount of badges she earns.
+Claire earns 1 girl scout badge every month, so she earns 1 + 3 = 4 badges Claire earns each year.
+Dividing this by the number of years, we get 4/1 = 4 badges Wendy earns every 1 year.
+We can now compare this to 1 girl scout badge every month Claire earns.
+If Claire earns 1 girl scout badge every month, it means she earns 1 / 1 = 1 girl badge every year Claire earns.
+If Wendy earns 3 times the amount Claire earns, it means she earns 3 times 4 = 12 badges Claire earns each year.
+Dividing 12 by 3, we get 4 badges Wendy earns every 1 year.
+If Claire earns 1 / 1, it means she earns 1 girl badge every month, so she earns 1 / 1 = 1 girl badge every year Claire earns.
+If Wendy earns 3 times the amount Claire earns, it means she earns 3 * 12 = 36 badges Claire earns each year.
+Dividing 36 by 3, we get 1 girl badge every month Claire earns.
+If Claire earns 1 / 1, it means she earns 1 girl badge every year Claire earns.
+If Wendy earns 4 / 1, it means she earns 4 badges Claire earns each year.
+Dividing 4 by 1, we get 4 badges Claire earns each year.
+If Claire earns 4 / 1, it means she earns 4 badges Claire earns each year.
+If Wendy earns 5 / 1, it means she earns 5 badges Claire earns each year.
+Dividing 5 by 1, we get 1 girl badge every','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,6,'To solve this problem, we need to find out how many more badges Wendy earns compared to Amber in a 1 year time frame.
+Let''s break it down: 
+Claire earns 1 girl scout badge every month, so in a 1 year time frame, she earns 1 * 1 girl scout = 1 girl badge every month.
+Now, if Wendy earns 3 * 1 girl scout = 3 girls, this means that her new rate of 1 girl scout is 3*1 = 3 more badges than Claire.
+If Wendy earns 3 more badges than Claire, she will earn 3 - 3 = 0 more badges.
+#### 0
+Claire earns 1 girl scout badge every month, so in a 1 year time frame, she earns 1 girl badge every month.
+In a 1 year time frame, Wendy earns 3 more badges than Claire.
+Therefore, Wendy earns 3 more badges compared to Claire.
+#### 0
+There are no additional badges to choose from.','0',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,7,'Claire earns 1 girl scout badge every month, so 1 x 100 = 100 girls Cameroon (maga)  Claire earns 1 x 3 = 30 girls Cameroon (maga)  Wendy earns 3 times the amount of Cameroon (maga) compared to Claire, so 3 x 3 = 9 more than Claire 
+If Claire has 100 balls and Sarah has 30 more balls, then Sarah has a difference of 3 x 9 = 27 more than Claire 
+So, 30 - 27 = 1 more than 9 
+The answer is 1.','1',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,8,'To solve this problem, we need to analyze the rate at which Claire earns a badge and compare it to the rate at which Claire earns Wendy.
+Let''s break it down step-by-step.
+Claire earns 1 girl scout badge every month. 
+To calculate the rate of Claire, we can first calculate the rate of Claire''s work. 
+When Claire earns a badge, she does so in 1 month. 
+She earns 1 girl scout badge every month. 
+Therefore, the rate of Claire''s work is 1 girl scout badge / month. 
+To find the rate of Claire''s work, we divide the amount of work by the amount of work. 
+Claire earns 1 girl scout badge every month. 
+Therefore, the rate of Claire''s work is 1 girl scout badge / month. 
+To calculate the rate of Claire''s work, we can multiply the rate of Claire''s work by 1. 
+This means we multiply the rate of Claire''s work by 1, which means Claire earns 1 girl scout badge every month. 
+To find the rate of Claire''s work, we can divide the rate of Claire''s work by 1, which means Claire earns 1 as much as Claire in 1 year. 
+Therefore, the rate of Claire''s work is 1 / 1. 
+To calculate the rate of Claire''s work, we can multiply the rate of Claire''s work by 1, which is 1, which means Claire earns 1 as much as Claire in 1 year. 
+This is the answer. 
+Claire earns 1 girl scout badge every month, which means she earns 1 / 1. 
+Therefore, the answer is 1.','1',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,9,'Claire earns 1 x 3 = 3 badges in 1 year, and Claire earns 3 x 2 = 6 badges in the same time frame.
+Hint: To solve this problem, you need to consider the relationship between the amounts of badges and badges earned over time.
+To calculate the difference, you need to find out how many badges Claire earns in 1 year. If Claire earns 3 badges in 1 year, she earns 3 x 2 = 6 badges in 1 year. Similarly, if Claire earns 6 badges in 1 year, she earns 6 x 2 = 12 badges in 1 year.
+Now, you can add these values together to find the difference: 3 + 6 = 9 badges. 
+Therefore, Wendy earns 9 more badges than Claire.
+
+Claire earns 1 x 3 = 3 badges in 1 year, and Claire earns 3 x 2 = 6 badges in the same time frame. 
+Therefore, Wendy earns 9 more badges than Claire.','9',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,10,'Claire earns 1 girl scout badge every month, so she earns 1 * 1 girl scout badge = 1 girl badge.
+In 1 year, Claire earns 3 * 1 year = 3 girls badge.
+Now, Claire earns 3 times as many badges as Claire in 1 year, which is 1 * 3 = 3 badges.
+In 1 year, Wendy earns 3 times as many badges as Claire, which is 3 * 3 = 9 badges.
+Therefore, Wendy earns 9 more badges compared to Claire.
+#### 9
+The answer is: 9','9',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,11,'To solve this problem, let''s break it down step by step. We know that Claire earns 1 girl scout badge every month, and Claire earns 3 times the amount of badges as Claire in a 1 year time frame.
+
+Claire earns 1 girl scout badge every month * 3 months = 3 girl scout badges
+Dawg earns 1 girl scout badge every month * 2 months = 2 girl scout badges
+
+Since Claire earns 1 girl scout badge every month, Claire will earn 3 + 2 = 5 more badges than Wendy, and Wendy will earn 2 + 5 = 7 badges.
+
+Now, let''s compare these two women to each other. If Claire is 1 more badge than Wendy, and Wendy earns 5 more badges than Claire, they will earn 3 more badges than Claire, which is the same as the difference of 3 and 7.
+
+So, Wendy earns 3 more badges than Claire, and Claire earns 3 more badges than Wendy.
+
+A more accurate way to calculate this is by multiplying the answer to the 3rd row of the two women''s equations by three, which is 3 * 3 = 9 badges.
+
+Therefore, Wendy earns 9 more badges compared to Claire.','9',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,12,'Claire earns 1 girl scout badge every month, so in a 1-year time frame, she earns 1 * 100 = 100 badges. 
+In 1 month, Wendy earns 100 * 1 = 100 badges. 
+However, 3 times the amount of badges Wendy earns is 3 * 100 = 300 badges.
+To find the total number of badges Wendy earns compared to Claire, we need to consider the time frame of 1 year. 
+In 1 year, 1 girl scout is equivalent to 100 * 1 = 100 badges. 
+Therefore, Wendy earns 100 * 100 = 10000 badges. 
+To find the difference between Wendy''s earnings and Claire''s earnings, we can compare the two proportions. 
+Claire earns 1 girl scout badge every month, so 10000 * 100 = 100000 badges. 
+In 1 year, she earns 100000 * 1 = 1000000 badges. 
+Wendy earns 100 * 1000 = 100000 badges. 
+To find the difference between them, we subtract 100 from 100000 and take the floor of the result.
+The difference is 100000 - 100000 = 00000. 
+The difference in the two proportions is 100000 - 10000 = 00000, which is the difference between the two 1-year time frames.
+In other words, 100000 - 10000 = 00000, which is the story of 1-year time frames.
+
+Therefore, 
+Claire earns 100000 - 10000 = 00000, which is 100000, which is 100000 in 1-year time frames. 
+In 1-year time frames, Wendy earns 100000 badges, which is 100000 badges. ','100000',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,13,'Claire earns 1 girl scout badge every month, so if Claire earns 1 girl scout badge every month, she earns 1 * 360 = 330 badges. Wendy earns 1 girl scout badge every year, so if Wendy earns 1 girl scout badge every year, she earns 1 * 360 = 360 badges.
+
+If Wendy earns 360 more badges than Claire, that''s 360 - 330 = 100 more badges.
+
+The answer is 100.
+
+The answer is 100','100',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,14,'Let''s break down the problem step by step.
+
+Claire earns 1 girl scout badge every month, so if Claire earns 1 girl scout badge every month, she earns 1 * 17.5 = 17.5 more badges than Amber every year.
+
+To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we can use the formula to find the difference in the number of badges each time frame.
+
+Every year, Wendy earns 1 * 17.5 = 2 more badges than Claire. So, the difference is 2 * 17.5 = 4.
+
+If you add 1 to the year of each time frame, you should add 1 to the time frame itself, which is 1 + 1 = 2.
+
+If you double 2, you should double 1.
+
+In both cases, you get 1 * 2 + 1 = 2.
+
+So, there are two ways to show the logic of the problem.
+
+One way is by dividing 1 * 2 + 1 = 2, which is correct.
+
+Another way is by adding 1 to the answer, it''s 2.
+
+The logic of the problem is combining the two steps to get the final answer of 2.','2',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,15,'Claire earns 1 girl scout badge every month, so in a 1-year time frame, she earns 1 * 2 = 2 girls.  Wendy earns 3 * 3 = 9 badges. 1 year is 1 year * 12 weeks = 12 weeks.  In 12 weeks, she earns 12 * 3 = 36 badges. 36 * 2 = 72 badges.  In 1 year, 36 * 2 = 72 badges.  In 1 year, Wendy earns 72 * 3 = 204 badges.  The answer is 204 - 2 = 208.','204',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,0,'Let''s break it down step by step.
+
+Joelle has 5 orchids on her balcony, which is a combination of flowers.
+Each flower has 10 petals.
+
+The ratio of flowers to flowers is 1:10.
+
+To find out how many petals are left over, we add the ratio of flowers to flowers and the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers to the ratio of flowers','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,1,'Let''s break it down step by step. The number of flowers per 100 flowers is a multiple of 10. So we''ll divide the number of flowers by 10.
+
+10 x 10 = 100
+
+The flowers are multiplied by 10.
+
+So we multiply the number of flowers by 10.
+
+The flowers have 10 more petals than the flowers.
+
+Converting to the number of flowers per flower we can see 10 is the same as 10, which is equal to 100, so there is only 1 more flower than the flowers.
+
+We can add the extra 1 to 10 to get 11.
+
+So the answer is 11.','11',0,'not_equivalent',167,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,2,'Let''s assume the jalette has 10 more petals than the orchids.
+If the jalette has 5 petals, the jalette has 5 * 10 = 50 petals.
+The jalette has 5 + 10 = 15 petals.
+The jalette has 50 - 15 = 25 petals.
+The jalette has 25 - 4 = 19 petals.
+The jalette has 4 more petals than the daisies.
+The jalette has 2 + 4 = 6 more petals than the daisies.
+The jalette has a total of 19 - 6 = 9 more petals than the daisies.
+#### 9
+The answer is: 9','9',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,3,'To solve this problem, we need to determine the ratio of the number of petals to the total number of petals. Let''s denote the ratio of the number of petals to the number of petals as 2:1. 
+
+The ratio of the number of petals to the number of petals is 2:1. This ratio is the key to this problem. 
+
+To find the number of petals to the number of petals, we need to divide both the numerator and the denominator of the ratio 2:1 by the denominator, which is 2. This gives us the fraction 2:1.
+
+Now, to find how many petals have the ratio of 2:1, we multiply the ratio by itself 2 times:
+
+(2:1) * (2:1) = 1
+
+This is the only possible answer. The answer is the ratio of a fraction to the other fraction, which is undefined in mathematics, but it is also valid in this context.
+
+In mathematical terms, this is an example of a mathematical identity that is undefined.','the ratio of a fraction to the other fraction, which is undefined in mathematics, but it is also valid in this context',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,4,'Let''s first calculate the number of petals for the daisies based on the formula 12(flower type) + 3 for flowers with 2 petals (daisies) + 3 for flowers with 3 petals (peach) = 2.
+
+The number of petals for the orchids is 5 (one more) and the number of petals for the daisies is 10 (1 more).
+
+We know that the number of petals for the daisies is 10 - 5 = 5, so the number of petals for the orchids is 12 - 5 = 6.
+
+To find out how many more petals the orchids have compared to the daisies, we need to subtract the number of petals for the orchids from the number of petals for the daisies. This gives us 6 - 5 = 1.
+
+However, we can use a bit of math. 10 - 1 = 9 is incorrect, 9 is actually a more appropriate answer. Since 6 is more than what we originally expected, we round it to 7.
+
+Therefore, 6 is a more appropriate answer, so we round 11 to 12.
+
+The answer is 12.','12',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,5,'To solve this problem, we need to first determine the ratio of each species of flowers to the others.
+
+The ratio of flowers to daisies is 5:10, so the ratio of flowers to petals is 5:10.
+
+The ratio of petals to flowers is 1:5, so the ratio of petals to flowers is 5:1.
+
+Now we can calculate the ratio of flowers to petals. 1:5 * 1:5 = 1, which is the ratio of flowers to petals. 
+Therefore, the ratio of flowers to petals is 1:1.
+
+Now we can determine how many more petals the orchids have compared to the daisies. 
+The ratio of flowers to petals is 1:1, which is 1.
+
+The question asks for the number of more petals the orchids have.
+
+We can subtract the ratio of flowers to petals from the ratio of flowers to petals to find the number of more petals the orchids have: 1:1 - 1:1 = 2.
+
+The answer is 2.','2',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,6,'The number of daisies compared to the orchids is 5 + 10 = 15, but if you have 5 petals, the answer is 5 petals.
+
+The flowers are 100% of the other flowers. So the answer is 180, which is the number of flowers compared to the flowers.','180',0,'not_equivalent',73,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,7,'To solve this problem, we need to determine the difference in the number of petals between the orchids and the daisies.
+
+The number of petals is determined by looking at the orchids. Since the orchids are 5 petals more than the daisies, the total number of petals is the sum of the number of petals between the orchids and daisies.
+
+Here''s a step-by-step approach to solve the problem:
+
+First, we need to find the total number of petals.
+
+The equation to calculate the number of petals is:
+
+Pentameters = Total number of petals * Number of petals per flower
+
+Pentameters = 5 petals / flower per plant = 5 flowers / 5 petals per flower = 1 flower per flower
+
+So, the answer is 1 flower per flower.','1',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,8,'To find out how many more petals the daisies have, we need to consider the number of petals of the orchids and the number of petals of the daisies.
+
+The number of petals of the orchids is 5 * 5 = 25 petals.
+The number of petals of the daisies is 10 * 10 = 100 petals.
+
+The ratio of the number of petals of orchids to the number of petals of the daisies is the same.
+
+The ratio of the number of petals of orchids to the number of petals of the daisies is also 25:10.
+
+To find out how many more petals the daisies have compared to the orchids, we can divide the number of petals of the daisies (100) by the number of petals of the orchids (25): 100 / 25 = 5.
+
+So, there are 5 more petals of the daisies than of the orchids.','5',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(63,9,'Joelle has 5 flowers (daisies) that are twice as many as orchids.
+There are 4 more flowers (daisies) than orchids, so the total number of flowers is 4 + 5 = 9 more flowers compared to orchids.
+To convert the number of flowers to petals, you multiply it by 2, so the total number of flowers is 9 * 2 = 18 more flowers.
+Therefore, the number of petals is 18 + 19 = 27 more flowers than orchids.
+#### 27
+The answer is: 27','27',0,'not_equivalent',129,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,10,'1
+Here is a step-by-step solution:
+
+1. 1 flower is equivalent to 1 flower * 10 flowers = 10 flowers
+2. 1 flower is equivalent to 1 flower * 5 petals = 5 petals
+3. 1 flower is equivalent to 1 flower * 10 petals = 100 petals
+4. 1 flower is equal to 1 flower * 20 petals = 200 petals
+
+Adding these fractions together: 10 + 50 + 100 = 200 
+Now add your final answer: 200 + 200 = 400
+
+So the answer is 400.
+
+This is the answer to a 4x4. 
+This is also the answer to a 2x2.','400',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,11,'To solve this problem, we can think of it as a simple fractional division. If we have 5 x 10 = 50 flowers that are given to the orchids, they will have a total of 50 x 10 = 500 flowers.
+
+On the other hand, the daisies have 10 x 10 = 100 flowers. So, the additional flower that daisies have is 100 - 50 = 50 flowers.
+
+We know that the total number of flowers is equal to the number of flowers that the daisies have, which is 500 / 100 = 5 flowers.
+
+We can think of this as 5 flowers are a fraction of 5 flowers, and 5 is the closest fraction of a whole fraction of 5. So, the answer is 5.','5',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,12,'Let''s break it down step by step. 
+Daisies have 10 petals, but the flowers are actually flowers that are already standing on the rooftop. So, the number of petals that are already standing is 10.
+The number of flowers that are already standing is 10 - 5 = 5.
+If we multiply this number of flowers by the number of petals that are already standing, we get 10 * 5 = 50.
+However, to find out how many more petals are needed, we subtract 50 from the total number of flowers, but this is incorrect. So, we need to find out how many more petals are needed to reach 10.
+The correct answer is 50.
+#### 50
+The answer is 50.','50',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,13,'Joelle has 5 flowers (or petals) of the orchids, and she has 4 flowers of daisies.  So, the total number of flowers is 5 * 4 = 20 flowers.
+The number of petals of the orchids is 5 * 10 = 50 petals.
+The number of petals of the daisies is 10 * 10 = 100 petals.
+The total number of petals of both flowers is 20 + 50 + 100 = 1000 petals.
+The total number of flowers is 1000 - 200 = 700 flowers.
+#### 700
+The answer is: 700','700',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,14,'To solve this problem, we need to first calculate the difference between the number of petals of the orchids and the number of petals of the daisies.
+
+Number of petals of the orchids = Total number of flowers = 5 (stems) + 4 (petals) = 2 more than 4
+Number of petals of the daisies = Total number of flowers = 10 (flowers)
+
+Difference between the number of petals of the orchids and the daisies = Difference between the number of petals of the orchids and the number of petals of the daisies - Difference between the number of petals of the orchids and the number of petals of the daisies = 5 (daisies) - 4 (daisies) = 1
+
+This is the total difference between the number of petals of the orchids and the number of petals of the daisies.
+
+To find the total number of petals of the orchids, we need to multiply the number of petals of the orchids by the number of petals of the daisies.
+
+Total number of petals of the orchids = Expected number of petals of the orchids x Expected number of petals of the daisies = 5 x 10 = 50
+
+Now we add the number of petals of the orchids to find the total number of petals of the orchids: 50 + 10 = 150
+
+So, the answer is 150.','150',0,'not_equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,15,'To solve this problem, let''s start by setting up the equation: 5 + 4 * 10 = 5 + 50 = 5 * 5 = 25
+
+So, the answer is 25.','25',0,'not_equivalent',52,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,0,'Tim uses 3 blue shoeboxes.
+If he uses 1/3 red of his shoeboxes to go fishing, then he uses 3 blue shoeboxes, so he uses 3/4 of his original 2 blue shoeboxes.
+The total number of red and blue shoe boxes is 2 * 3 = 6 red and 3 blue shoes boxes.
+Tim has a box with 7 blue shoe boxes.
+The number of red and blue shoe boxes is the total number of blue and red shoes boxes minus the total number of white shoes boxes, which is 2 - 6 = 3 shoes boxes.
+#### 3
+The answer is: 3','3',0,'not_equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,1,'First, we need to calculate the total number of boxes Tim has. There are 7 blue and 9 red shoes boxes, so there are 7 + 9 = 16 boxes.
+
+Now, let''s find the ratio of the boxes with red and blue shoe boxes to the boxes with blue shoe boxes. 
+There are 16 boxes with red shoe boxes out of 16 boxes with blue shoe boxes, so there are 16 / 16 = 1 box with red shoe boxes that is half of the box with blue shoe boxes.
+
+Now we know that 15 boxes with blue shoe boxes can be split into 15/15 of the boxes with red shoe boxes. 
+We can re-arrange the ratio of the boxes with red and blue shoe boxes to find the box with blue shoe boxes that has the smallest ratio.
+
+Let''s consider the box with red shoe boxes that has the smallest ratio. 
+Let''s say we have a box that has a ratio of 1 and 2, it is 1 + 2. That is 3 boxes with red shoe boxes.
+Now, we can find the ratio of 1 + 2 to get 3. This means the box with blue shoe boxes that has the smallest ratio is 1 + 3, which is 4 boxes.
+The box with blue shoe boxes that is half of the box with blue shoe boxes that has the smallest ratio is 2 * 2 = 4 boxes.
+The box with red shoe boxes that is half of the box with blue shoe boxes that has the smallest ratio is 2 + 2 = 4 boxes.
+
+So, there are 4 boxes with red shoe boxes that are half of the box with blue shoe boxes that has the smallest ratio.
+The box with blue shoe boxes that is half of the box with red shoe boxes that has the smallest ratio is 4 boxes.
+
+Therefore, the answer is 4.
+#### 4
+The answer is 4.
+
+The answer is 4.','4',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,2,'To find out how many red and blue shoe boxes are left in Tim''s box, we need to subtract the total number of blue shoeboxes from the total number of boxes Tim uses.
+
+We know that Tim uses 3 blue shoeboxes, so he uses a total of 3 * 7 = 21 blue shoeboxes. However, if he uses 1/3 red of his shoeboxes, then the remaining blue shoeboxes are 21 - 3 = 14 blue shoeboxes.
+
+A total of 3 * 14 + 21 = 26 red shoe boxes are left in Tim''s box.','26',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,3,'To solve this problem, we can break it down into manageable parts. First, we need to calculate the total number of shoe boxes Tim has. We know that 7 blue shoe boxes and 9 red shoe boxes make up 1 blue shoe box, so we multiply the numbers.
+
+7 blue shoe boxes * 1/3 red shoe boxes * 1 = 0.25 red shoes boxes
+
+Now we have the total number of shoe boxes, which is 1 + 0.25 = 1.25 red shoes boxes.
+
+We can also find out the amount of red shoes boxes by dividing the total number of red shoes boxes by the total number of blue shoe boxes.
+
+1.25 / 7 = 0.25 red shoes boxes
+
+So, there are 1.25 red shoe boxes left in Tim''s box.','1.25',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,4,'To solve this problem, we need to break it down step by step and use a logical approach. First, we need to calculate the number of blue shoes boxes and the number of red shoe boxes.
+
+Let''s start by finding the total number of blue shoes boxes. We have 7 blue shoe boxes and 9 red shoe boxes, so the number of blue shoes boxes is 7 * 9 = 60 blue shoes boxes.
+
+Now, we know that Tim uses 3 blue shoe boxes. In a total of 60 blue shoes boxes, we can find the number of red shoes boxes using the number of blue shoes boxes divided by 3. So, 60 divided by 3 gives us 18 red shoes boxes.
+
+However, we want to find the number of red shoe boxes. To find this, we need to divide the total number of blue shoes boxes by the number of red shoes boxes. 
+
+This calculation is a bit tricky because it involves both the number of blue shoes boxes and the number of red shoes boxes. The total number of blue shoe boxes, which is 60, is twice the number of red shoe boxes. So, we need to find the number of red shoe boxes by dividing the number of blue shoes boxes by the number of red shoes boxes.
+
+So, 60 / 3 = 18. Now we just need to find the ratio of red shoe boxes to blue shoe boxes. We need to divide the number of red shoe boxes by the total number of blue shoes boxes.
+
+18 / 60 = 1 / 6 = 2.5. This means the number of red shoe boxes is 2.5 * 18 / 6 = 2 * 6 = 12. However, we must stick to the total number of blue shoes boxes, which is 60 * 3 = 180.
+
+So, the answer is 12.','12',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,5,'To solve this problem, we need to break it down step by step. We know that Tim has 7 blue shoeboxes and 9 red shoe boxes, and he uses 3 blue shoeboxes and 1/3 red of his shoeboxes. The total number of shoes is the sum of white socks and blue socks.
+
+We can start by dividing the total number of shoes by the number of blue shoeboxes and 1/3 blue, which results in 7 - 1/3.
+
+We can rewrite 7 - 1/3 as 4/3, which is the ratio of the numbers 4 and 1. Since there are two 4s, we multiply 4 by 2 and get 8.
+
+So, 4 * 2 * 8 = 24.
+
+The number of red and blue shoe boxes is the ratio of the number of white socks to the number of blue socks.
+
+The total number of white socks is the sum of white socks and blue socks.
+
+The total number of white socks and blue socks is the sum of the ratio of white socks to the number of white socks (which is the ratio of the number of white socks to the number of blue socks).
+
+In this way, we do not need to list all of the possible combinations of the numbers 4 and 1. Instead, we simply work backwards, starting with the total number of shoes and then working backwards to find the number of red and blue shoe boxes.
+
+So, the answer is 4 * 2 * 8 = 24, which is the total number of shoes that Tim has.','4',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,6,'If each shoe is equal to one blue shoe, and each shoe box is 7 blue shoes, then the total number of blue shoe boxes is 7*7 = 49 blue shoe boxes.
+If Tim uses 3 blue shoe boxes, then the remaining number of blue shoe boxes is 49 - 3 = 42 blue shoe boxes.
+If Tim uses 1/3 red of his shoeboxes to go fishing, then the number of red shoe boxes is 42/100 * 42 = 12 red shoe boxes.
+#### 12
+The answer is: 12','12',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,7,'To solve this problem, we need to understand that Tim has a box with 7 blue shoe boxes and 9 red shoe boxes. The remaining box is the only remaining area left. If there are 7 blue shoe boxes and 9 red shoe boxes, the answer is 7*9 = 63 blue and 6 red shoes boxes left.
+
+We can simplify this problem by dividing both 7*9 and 63*6 by 3 to get the answer. 7*9 / 3 = 12 and 6*6 / 3 = 12. Since we are dealing with numbers with a fractional value, we round down to 1. So, 12 is the answer.
+
+This problem can be solved using the fundamental counting principles. If we divide 12 by 3, we get 3, which is the only solution to a fractional number that can be expressed as a decimal. In this case, the answer is 1.','1',0,'not_equivalent',207,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(64,8,'To solve this problem, we need to think step-by-step, as initially, we didn''t have all the information. Let''s break it down: 
+We are told that Tim has 7 blue shoe boxes and 18 red shoe boxes. So, we can set up the equation: 7 (blue) + 18 (red) = 1 + 1
+To find the number of blue shoe boxes, we need to subtract the number of red shoes, as this is the other leg of the equation. 
+So, 7 (blue) - 18 (red) = 1 - 1 + 2 = 2. This is the only possible combination of legs that adds up to 2.
+Therefore, the remaining leg of the equation is 2.
+Let''s look at this from the other side. 
+We have 2 blue shoes, 18 red shoes, and 10 blue shoes and 10 red shoes.
+Since 10 blue shoes is leftover, it can only be left by one of the shoes.
+So, the remaining leg of the equation is 2.
+Let''s look at this from the other side. 
+We have 10 blue shoes, 2 red shoes, and 2 blue shoes in the 10.
+So, the remaining leg of the equation is 10 + 2.
+However, 2 is already left, so the remaining leg of the equation is 2.
+From the other side, 
+We have 10 blue shoes, 18 red shoes, and 10 red shoes in the 10.
+So, the remaining leg of the equation is 10 + 18 + 10 = 20.
+However, 2 is already left, so the remaining leg of the equation is 18 + 18 + 10 = 21.
+However, 2 is already left, so the remaining leg of the equation is 18 + 18 + 10 = 21.
+In this case, 
+Here, we have two legs that can only be left by one of the shoes.
+In other words, we have 2 legs that can only be left by one of the shoes.
+So, there is only one remaining leg of the equation.
+So, the answer is: 1
+
+We solved it','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,9,'To solve this problem, let''s think step by step. We know that Tim has 7 blue shoe boxes and 9 red shoe boxes, and he uses 3 blue shoeboxes and 1/3 red of the remaining shoe boxes.
+
+We can start by multiplying the number of blue shoes by the ratio of 3 to 9, which is 3:9. So, 7*3 = 21 and 21*3 = 62, which is the desired answer.
+
+However, we could also have factored 62 into 2^2*3*7 and then taken the original 2 and added 1 to account for 7. But the more intuitive way is to just multiply 21*3 by 9, which results in 21*9 = 181, which is the answer we were looking for.
+
+So, 7*3*9 = 249, which is the answer we are looking for.','249',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,10,'Tim has a box with 7 blue shoe boxes and 9 red shoe boxes. To find out how many red and blue shoe boxes are left, we need to subtract the number of blue and red shoes from the total number of boxes. This is a straightforward calculation, but we can also think about it in a different way by considering the fact that both blue and red shoes are indistinguishable from each other, and they are indistinguishable from each other.
+
+If we were to remove only one of these two types of shoes from a box of shoes that is equal in both color and size, and you would have 7 blue shoes and 9 red shoes left, that would be 2 blue boxes and 3 red boxes, which is the same as removing just one blue and one red shoe.
+
+However, if we considered removing only one blue shoe, we could keep the 2 blue boxes and the 3 red boxes. But removing the 2 blue shoes and removing the 3 red shoes would only leave 1 blue box and 2 red boxes, which is not possible.
+
+So, the answer is 1, and that is the answer to that question.','1',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,11,'To solve this problem, we need to carefully count the number of items being counted. Tim has 7 blue shoe boxes and 9 red shoe boxes, so we can think of it as 7 - 9, because the blue boxes are subtracted from the number of red boxes.
+
+Tim has 7 blue shoe boxes and 9 red shoe boxes, so to determine how many red shoes are left, we need to count the number of red boxes that are left.
+
+The total number of red boxes is the sum of the number of red boxes that are left: 7 + 9 = 16.
+
+The number of blue shoes is the number of blue shoes that are left. There are 3 blue shoes left.
+
+Therefore, the answer is 16 - 1 = 15.','16',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,12,'To solve this problem, we need to calculate the possible combinations of shoeboxes and the number of shoes needed to fill each box.
+
+Same goes for shoes, as a shoebox is a single item and can hold any number of items.
+
+Let''s consider the possibilities of using only 3 blue shoeboxes and 1/3 red shoeboxes.
+
+If we have a total of 7 blue shoeboxes and 3 of them are just 3 blue shoeboxes, that means there is one blue and one red shoe box left.
+
+If we have a total of 9 red shoeboxes and 1/3 of them are just 1 blue and 1 red shoe box, that means there are 2 blue and 2 red shoe boxes left.
+
+To find the total number of shoes needed, we multiply the number of blue and red shoes boxes by the number of blue and red shoes boxes, which gives 2*3 = 6.
+
+So, there are 6 red and blue shoe boxes in Tim''s box that are left over.
+
+Therefore, there are 2 red and 6 blue shoe boxes left in Tim''s box.','6',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,13,'To solve this problem, we need to understand the constraints. We know that Tim has a total of 3 blue shoeboxes and 1/3 red of his shoeboxes (the remaining 2 blue shoes). So, we can think of it as 3 blue shoeboxes and 1/3 red of the remaining 2 blue shoes.
+
+We can use the concept of inverse fractions to find the answer. We can rewrite 3 blue shoeboxes as 3/2 blue shoes and 1/3 red of the remaining 2 blue shoes as 2/3 red shoes. So, we have 3 blue shoeboxes and 1/3 red of the remaining 2 blue shoes as 2/3 red shoes.
+
+Now, we can find the inverse of 2/3 by converting it to 3/2. So, we have 2/3 + 3/2 = 7/4. Therefore, we have 3 blue shoeboxes and 1/3 red of the remaining 2 blue shoes as 7/4.
+
+We can now find the number of red shoe boxes by dividing the number of blue shoeboxes by 2. This gives us 2 blue shoes / 2 = 1.
+
+So, there are 2 red and 1/2 blue shoe boxes left in Tim''s box.
+
+Note that the solution is not the only possible solution, as 3 blue shoeboxes must have been used to catch 1/3 of the remaining 2 blue shoes, which is not possible since we don''t have 2 blue shoes, but we do have 3 blue shoeboxes.','3',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,14,'Let''s break this down step by step.
+
+Tim has 7 blue shoe boxes and 9 red shoe boxes, so he has 7 * 9 - 7 = 54 blue boxes.
+
+Now, he uses 3 blue shoeboxes to go fishing, which is 3 * 3 = 9 blue boxes.
+
+The remaining 10 blue boxes are left in Tim''s box, so that''s 7 * 10 = 70 blue boxes.
+
+The answer is 70.','70',0,'not_equivalent',115,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,15,'In a 3x3 rectangle with 7 blue and 9 red, the area of the rectangle is 47. The area of a rectangle is half the area of a square with a square base of side length 1. So, the area of the blue box is 47 / 2 = 21 blue boxes.
+The area of the red box is 21 * 2 = 42 red boxes.
+The total number of red and blue shoe boxes is the sum of the two squares of the area of the blue box and the two squares of the red box sides.
+
+The answer is 2 * 2 = 4.
+#### 4
+The answer is 4.
+
+The original scenario is a classic lateral thinking puzzle with a clear solution and no apparent logical fallacy.','4',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,0,'To solve this problem, we need to break it down step by step. We know that Kira bought 3 apples, 5 bananas, and 6 oranges at the grocery store. Now we need to calculate each of those fractions.
+
+1. The first fraction is 3 apples * 3 bananas * 5 oranges = 18 apples.
+2. The second fraction is 5 bananas * 2 oranges * 6 apples = 18 bananas.
+3. Now we have 18 apples + 18 bananas = 30 pieces of fruit left.
+
+The answer is that there are 30 pieces of fruit left.','30',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,1,'To solve this problem, we need to consider the possible combinations of fruits that can be bought with the specified quantities. First, let''s find the total number of pieces needed to buy all the fruits. 3 apples * 5 bananas * 6 oranges * 2 fruits = 150 pieces = 10 apples * 5 bananas * 6 oranges * 2 fruits = 100 pieces.
+
+Now, we know that Lola ate 2 pieces of fruit. So, the remaining pieces left are 100 - 2 = 80 pieces.
+
+The total number of pieces that Kira bought is the number of pieces that Lola ate, which is 10 apples * 5 bananas * 6 oranges * 2 fruits = 100 pieces.
+
+Therefore, the answer is 10 apples * 5 bananas * 6 oranges * 2 = 100 pieces.','10',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,2,'1. 3 apples = 3 x 5 = 15 pieces of fruit
+2. 5 bananas = 5 x 2 = 10 pieces of fruit
+3. 6 oranges = 6 x 1 = 6 pieces of fruit
+
+There are 6 pieces left, which is the total number of pieces of fruit that Kira alone consumed.
+
+The answer: 6','6',0,'not_equivalent',87,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,3,'To solve this problem, let''s break it down step by step. We know that Kira bought 3 apples, 5 bananas, and 6 oranges, and that Lola ate 2 pieces of fruit.
+
+First, we need to find out how many apples are left, which is 3 - 5 - 6 = 2 apples.
+
+We know that kira bought 3 apples, 5 bananas, and 6 oranges. We need to find out how many oranges there are. We know that Lola ate 2 pieces of fruit, so there are 6 oranges left.
+
+To solve this problem, we multiply the number of apples by the number of bananas and oranges, which is 6.
+
+So 2 apples * 2 bananas * 6 oranges = 18 oranges.
+
+The answer is 18.','18',0,'not_equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,4,'1) Let''s break it down:
+Ax + B = 3
+Ax = 15
+
+B = 10
+
+From the fruit, Lola ate 2 pieces of fruit = 2A
+
+To find the total number of pieces left, subtract the number of pieces eaten from the total number of pieces. Let''s say 2A - 2B = 10.
+
+Ax = 15
+B = 10
+
+Ax = 15 - 2B
+2B
+
+This is the total number of pieces left.
+
+So, the answer is 2.','2',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,5,'To solve this problem, we need to understand that 3 apples, 5 bananas, and 6 oranges are all one of the original fruit combinations. When we add apples and bananas, we get 2 apples, which is the same as 3 bananas, and 2 bananas, which is just 2 bananas. So, we have 3 bananas left.
+
+We can think of the problem as a combination of 3 apples and 2 bananas. To find out how many pieces of fruit we have left, we can divide the total number of pieces of fruit (3 bananas) by the number of pieces of fruit to find the number of pieces left.
+
+There are 3 pieces of fruit remaining. So, the answer is 3.','3',0,'not_equivalent',155,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(65,6,'First, we need to find the total number of apples, bananas, and oranges. 
+
+There are 3 apples, 5 bananas, and 6 oranges in total.
+
+There are also 2 pieces of fruit, but the last piece was left as a fraction of apples. To solve this, let''s first convert the fraction to a decimal. 2 (apples) / 6 (bananas) = 1.5 (as there was 1 piece left).
+
+We can also use a simple method of division to solve this problem. We divide the total number of apples, bananas, and oranges by the fraction. 
+Plugging the fractions into the original multiplication: 
+(3/5) * (2/6) = 6/20 = 1/2 * 1.5 = 1.5 Apples.
+
+However, this method is not the most efficient way to solve this problem.
+
+Instead, we can use a process called dividing the total number of pieces into the fraction of pieces that were left. This is called "2 to the 2/3rd" or "3/4 as 13/4th" but more mathematically is 13/4 = 3/4.
+
+This is why we add 1 to the original 3/4 and divide it into 2 parts to get 3/4.
+
+The answer is 3/4.','3/4',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,7,'To solve this problem, we need to break it down into manageable parts and make a plan. Let''s start by identifying the key parts of the problem. We have a total of 3 apples, 5 bananas, and 6 oranges. This can be represented by the equation 3 + 5 + 6 = 18.
+
+We know that Lola ate 2 pieces of fruit, which is equivalent to 2 apples. This means that two pieces of fruit are left.
+
+To find out how many pieces left, we can use the concept of 2-addition. We have 3 apples, 5 bananas, and 6 oranges. If we add the three pieces of fruit together, we get 2 * 3 = 6. Since we can''t have a fraction of an apple, we have to leave 6 pieces of fruit. So, we need to find a remainder of 12 from the 6.
+
+To find the remainder, we can divide 12 by 6. 12 / 6 leaves a remainder of 1. So we can leave 12 - 1 = 10 pieces of fruit.
+
+The remaining pieces of fruit are 10 apples, 10 bananas, and 12 oranges.
+
+So, the answer is 10.','10',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,8,'To solve this problem, we need to break it down step by step.
+
+Step 1: Determine the total number of apples, bananas, and oranges.
+Let''s call it A.
+
+Step 2: Calculate the number of pieces of fruit.
+We know that A contains 3 apples, 5 bananas, and 6 oranges.
+
+Step 3: Determine the final number of pieces of fruit.
+We can''t solve this step-by-step, but we can find the total number of pieces of fruit by multiplying the number of pieces of fruit by the number of pieces of fruit.
+
+Total pieces of fruit = 3 apples * 5 bananas * 6 oranges = 140 pieces of fruit = A + 180 pieces
+
+So, the answer is 140.
+
+The answer is 140.','140',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,9,'To solve this problem, we need to break it down step by step. First, we found the total number of apples, bananas, and oranges. Then, we determined the number of pieces of fruit that Lola ate.
+
+First, we had 3 apples * 2 bananas * 5 oranges = 15 apples. Then, we had 1 piece of fruit that Lola ate, which was 1 piece of fruit * 3 slices = 3 slices.
+
+The last piece is left. That''s 3 pieces.
+
+The answer is 3, 5, 6, or any other number that can be expressed as 15 + 5.','3',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,10,'Let''s break this down step by step:
+
+The total number of apples is 3 + 5 + 6 = 18 and the number of bananas is 5. The number of oranges is 2, but we don''t have the correct answer here.
+
+We don''t know the number of apples. We can''t have more than 18 apples in a single transaction. So, the final answer is 18 - 2 = 16 pieces of fruit left.
+
+Let''s round to 17 to follow the logic of this problem. If we round 17 and 18, that would be 19 pieces of fruit left.','18',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,11,'Let''s think of this in terms of the total number of fruits sold. Kira bought 3 apples, so she consumed 3 apples * 10 apples per kg = 30 apples. Lola ate 2 pieces of fruit, so she consumed 2 pieces * 10 apples per piece = 20 pieces.
+
+To find out how many pieces are left, we need to think of it in terms of the total number of pieces. If each piece is 20 pieces, then 30 apples * 20 apples = 600 apples. This means that Lola ate 2 pieces of fruit, which is equivalent to 2 x 60 = 120 pieces.
+
+However, if you look at it from the perspective of the apples, 3 apples is equal to 3 x 6, which is 18. So, 20 pieces are an even number of pieces. So, to find out how many pieces are left, we subtract the 120 pieces from the original 300 pieces, which gives 3 pieces. So, 3 is the answer to the question.','3',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,12,'Let''s break down the information given:
+
+Kira bought 3 apples, 5 bananas, and 6 oranges.
+Lola ate 2 pieces of fruit.
+
+The total number of pieces available is 3 + 5 + 6 = 18 pieces.
+
+The total number of pieces that Lola ate is 2 (apples) + 2 (bananas) + 2 (oranges) = 6 pieces.
+
+So, the available pieces that Lola ate are 18 - 6 = 9 pieces.
+
+The answer is 9.
+
+Note: This problem involves multiplication and can be solved using mental math by adding the values of the ingredients to find the total: 9 + 3 + 5 + 6 = 18.','9',0,'not_equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,13,'To solve this problem, we need to first calculate the total number of apples, bananas, and oranges.
+Let''s start by adding the apples, bananas, and oranges.
+Adding apples = 3 + 5 + 6 = 18 apples
+Adding bananas = 4 bananas = 10 bananas
+Adding oranges = 4 oranges = 8 oranges
+Now, we have the total number of apples, bananas, and oranges: 18 + 10 + 8 = 36
+Therefore, there are 36 pieces left.','36',0,'not_equivalent',117,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,14,'To solve this problem, we need to consider the total number of items that had a negative value, which is the number of pieces that were left.
+
+The initial numbers were 3 apples, 5 bananas, and 6 oranges, which means there were 3 + 5 + 6 = 18 pieces that needed to be eaten.
+
+If we think of the original numbers as 3 apples, 5 bananas, and 6 oranges, which is simply 18 parts of that total, we can consider 18 as a fraction of 1 (the original 3). 1 is 18/18.
+
+However, we can also think of the original numbers being 18 parts of 18, which is 18/18. Since the original 3 apples, 5 bananas, and 6 oranges cannot be part of 18 parts, but 3 + 5 + 6 is not part of 18 parts, it''s part of 18/18.
+
+But if we think of the original numbers being 18 parts of 18, this is more than we initially thought. It''s not just 18/18, which is not possible.
+
+So, in total, there are 3 + 5 + 6 = 18 parts that need to be eaten.
+
+So we have 18 parts left that the original 3 pieces used to make it.
+
+The answer is 3.','3',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,15,'To solve this problem, we need to think step by step, considering the constraints of only two items at a time. Let''s break it down step by step:
+
+First, we need to find the total number of pieces in total. 3 apples can be split into 3 pieces. So, 3 apples multiplied by 3 is 9 pieces.
+
+Next, we need to find the number of bananas. Since Lola ate 2 pieces of fruit, Lola ate 2 bananas. So, 2 bananas multiplied by 2 is 4.
+
+However, we need to add back the number of oranges. 6 oranges can be split into 6 oranges. So, 6 oranges multiplied by 6 is 36, and 36 is 9 pieces.
+
+Now we have 37 pieces left over. So, we subtract the 9 pieces we already had from the total number of pieces, which is 37.
+
+So, the answer is 9.','9',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,0,'To solve this problem, we''ll use inverse operations to find the answer. First, convert $0.20 to a decimal by dividing $0.20 by 1.2, which is 20. Next, we''ll use inverse operations to find the answer. To convert $0.20 to a decimal, we''ll multiply it by 12 and then divide by 12. To convert it to dollars, we''ll divide it by 12. Multiplying it by 12 gives us 120 dollars, and dividing it by 12 gives us 0.0001 dollars. Finally, dividing 0.0001 by 12 gives us 0.00001 dollars, which can be written as 1.00 cents.
+
+Now we can add 20 cents to the result. 20 + 20 + 0.0001 = 20.01 cents.
+
+Finally, dividing 20.01 by 12 gives us 2.02 cents.
+
+The answer is 2.02 cents, which is the answer we were looking for.','2.02',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,1,'To solve this problem, we need to determine the data points that will provide the maximum possible value for the coefficient of interest, which is 1.
+
+First, let''s calculate the total cost of one package. 1 package costs $1.10, so 10-1 = 10 packages per hour. 10 packages per hour is 1 package per hour multiplied by 10 hours.
+
+Now, let''s calculate the total cost of one package made in a typical eight-hour workday. 1 package is made every 1 hour, so the total cost per package made would be 1 package / 1 hour = 1 package / hour.
+
+Adding the cost of one package to the cost of one package made per hour, we get 1 package + 1 package per hour = 2 packages per hour. 10 packages per hour is 20 packages per hour * 2 = 40 packages per day. 1 package per day is 20 packages per day * 24 hours = 480 packages per day.
+
+Now, let''s calculate the total cost of one package made each day. 1 package made every 1 day would be 1 package / day * 1 day = 1 package / day * 365 days = 500 packages. 1 package per day is equal to 1 package / day * 365 days = 500 per day.
+
+We want to find out how many days it would take to make 2000 packages. 2000 packages per day is equal to 2000 packages per day * 7 days = 132000 packages. 2000 packages is greater than 132000. 140000 is not an option. 140000 is too high. 2000 is too high. 2000 is a very high number that is too high. 2000 is too low. 2000 is too low.
+
+So, it takes 2000 days to make 2000 packages.','2000',0,'not_equivalent',470,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,2,'The problem involves the concept of money and can be solved by breaking it down into manageable parts. First, let''s analyze the given information: the company''s production costs $0.20 per package, and the production time of 50 packages per hour. Since the company only produces 50 packages per hour, the actual production time can be determined by multiplying the number of packages by the production time per package.
+
+The production time is 50 packages * 360 days/week * 60 days/month * 2 weeks/month = 12000 days/year. Now, to find the actual production time, we need to find out how many packages can be produced in a week. Since a week is 7 days, the production time per week is 7 days * 60 days/week = 40 weeks/year.
+
+Therefore, the production time per week is 40 weeks/year * 7 weeks/month = 320 weeks/year.
+
+Now, we can find the actual production time by dividing the production time per week by the production time per package. This gives us 12000 days/year / 40 weeks/year = 30000 days/year.
+
+To find the actual production time, we need to find out how many packages can be produced in a year. Since a year is 12000 days/year, the production time per month is 12000 months/year.
+
+Now, we can find the actual production time by multiplying the production time per month by the production time per package, which is 40 weeks/year * 360 days/week * 60 days/week = 18000 hours/year.
+
+This is the answer. The answer is 30000 / 18000 = 0.0623. So, Colby earns 0.0623 dollars in a typical eight-hour workday.','30000',0,'not_equivalent',437,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,3,'To solve this problem, we can break it down into manageable parts. First, we need to determine the total number of packages that Colby can complete per hour. We know that Colby gets paid $0.20 for every package he completes, which means that for every 50 packages that he completes, he gets $0.20 of the total package cost. This is equivalent to 1 package per hour.
+
+We can now calculate the total number of packages that Colby can complete per hour. We can think of this as a fraction of 1 package per hour, where 1 package per hour is 1. This means that for every 1 package per hour, Colby can complete 1 package per hour.
+
+Now, we need to find the total number of packages that Colby can complete per hour. This is equivalent to finding the fraction of 1 package per hour, which is 10/16. So, 10/16 is the answer.
+
+We can simplify this fraction by dividing both numerator and denominator by 16, which gives us a fraction of 1/16. This is the answer to our problem.
+
+Therefore, Colby earns $0.16 per package per hour.','$0.16',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,4,'To solve this problem, we need to use algebra. Let''s first find the total cost of 1000 packages.  We can multiply 1000 by 10 and add the result to 1000 to find the total cost of 1000 packages.  Then we''ll add 1 to the result to get the total cost of 1000 packages.
+
+So, 1000 (total cost of 1000 packages) + 1 (total cost of 1 package) = 1010.  Now, we''ll add 1 to the result to get the total cost of 1010.
+
+The answer is 1010. The total cost of 1000 packages is 1010 dollars.','1010',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,5,'Step 1: Determine the total number of packages Colby completed at 4 hours per package.
+Filled packages at 4 hours per package = 4 * 10 = 40 packages
+Colby completed 40 packages per hour.
+
+Step 2: Determine the total number of packages Colby completed at 4 hours per package per day per package.
+At 4 hours per package per day, Colby completed 40 packages / 4 = 100 packages per day.
+
+Step 3: Determine the total number of packages Colby completed at 4 hours per day per package per day.
+Colby completed 100 packages per day * 4 = 400 packages per day
+
+Step 4: Calculate the average number of packages Colby completed at 4 hours per day per package per day, which is: (100/400) * 4 = 1.5 packages per day
+
+Step 5: Calculate the total money Colby earned per day, which is 1.5 * 2 = 2
+
+Total amount of money Colby earned per day = 2 * 1.5 = 3.5
+
+So, Colby earns 3.5 dollars per day.
+
+In a typical 8-hour workday, Colby earns 3.5 * 2 = 7.5 dollars per day.','7.5',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,6,'To solve this problem, we can use algebraic thinking. We can start by setting up an equation based on the given information: 10 - 1 = 50. Adding 1 to both sides gives us 10 = 50. Now we can solve for 50 by dividing both sides by 5, which gives us 100 = 1. This equation represents a division of 100 by 5, which is 1. Thus, 1 is the remainder when we divide 100 by 5.
+
+To solve the equation 100 = 1, we can multiply both sides by 10 to get rid of the 100, which is the equation we were trying to solve. 
+
+Solving this equation gives us 10 = 10, which is the answer.
+
+We can conclude that Colby works for a company that produces packaging, but the answer is only 10 dollars. The answer isn''t 10 dollars.','10',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(66,7,'To find out how much money Colby earns per hour, we need to consider the hours he completes a package in a 8-hour workday. Since he completes 10 less than 50, he completes 10/15 of a package, so 10% of 10 is 0.10 * 50 = 5.
+This means Colby earns 5 dollars per package per 10 hours.
+The total earnings per hour is 5 dollars + 5 dollars = $10, which is the number of hours he works per day.
+Multiply this number by the total number of hours he works: 5 * 12 = 52 hours.
+Therefore, Colby earns 52 dollars per hour.
+#### 52
+The answer is: 52','52',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,8,'To determine the total earnings, we need to calculate the total number of packages completed and multiply it by the number of hours the company works per day.
+
+The total number of packages completed is 10 - 50 = 50. Therefore, the earnings per package are 50 * $0.20 = $0.10.
+
+Now, we need to find the total earnings from 10 - 50 = 50. This is calculated by adding the earnings per package to the earnings per package.
+
+Perfect! So, 10 - 50 + $0.10 = 40 cents is correct.
+
+We can calculate the total earnings. 
+
+Total earnings = 100 + $50 = $500
+
+Now, we can calculate the total earnings from 10 - 50 = 50.
+
+To achieve this, we need to calculate the earnings per package.
+
+Perfect! So, 100 + $50 = 150 and 100 + $50 = $100.
+
+We can calculate this by dividing 150 by 100.
+
+Perfect! So, 100 + 50 = 60.
+
+And 100 + 50 = 60.
+
+We can calculate this by dividing 50 by 10.
+
+Perfect! So, 60 + 20 = 22.
+
+We can calculate this by dividing 22 by 10.
+
+Perfect! So, 22 + 10 = 32.
+
+This is the total earnings.','32',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,9,'To solve this problem, we need to find out the number of packages that can be completed in a standard eight-hour workday and then find the number of packages that can be completed in a typical 10-hour workday.
+
+We can start by finding out how many packages can be completed in a standard 10-hour workday. This is based on the 8-hour cycle of workdays. So, 10 x 8 = 80 can be completed in a standard 10-hour workday.
+
+Now, we need to find out how many packages can be completed in a standard 10-hour workday. To find this, we need to divide 80 by 10, which is 80 / 10 = 8. 
+
+In other words, 80-8 = 0 units.
+
+However, we are also asked to find out the number of packages that can be completed in a typical 10-hour workday. To do this, we need to find out how many packages can be completed in 10-8-1 = 14-2 = 6-3 = 4-5 units.
+
+So, 80-8 = 14-2 = 6-3 = 4-5 units.
+
+Now, we can find the total number of packages that can be completed in a typical 10-hour workday by multiplying the number of packages that can be completed in 10-8-1 = 14-2 = 14, by the number of packages that can be completed in 10-8-1 = 6-3 = 4-5, which is 13-1 = 13-1 = 3-4 units.
+
+So, 13-1 = 3-4 units, which is 3-4 units.
+
+Now, we can calculate how many packages can be completed in a 10-8-1 = 14-2 = 14, and find how many packages can be completed in 10-8-1 = 14, which is 3-4 units, which is 3-4 units.
+
+We can add these amounts to find how many packages can be completed in a 10-8-1 = 14-2 = 1','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,10,'To solve this problem, we need to break it down into manageable parts. First, we calculate the hours of the total amount of money that Colby earns per day (10 - 50 = 10). Then, we multiply this by the total amount of money that Colby earns per day (10 - 50 = 10). Finally, we multiply the result by 30 (the number of days the manufacturing company operates per week).
+
+This results in 10 * (30 * 5) = 250 = 250 days of Colby''s work. 
+
+We can then add this to the total amount of money Colby earns per day, which is 250. 
+
+Combine the results of both equations to find the final answer: 250 + 250 = 500.
+
+Therefore, Colby earns 500 dollars in a typical eight-hour workday.','250',0,'not_equivalent',207,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,11,'To solve this problem, we need to calculate the total value of the 10-pack of 1000 packages, which is 10 x 1000 = 10000 packages, and then find the total value of the 10-pack product, which is 10 x 1000 = 10000 packages.
+
+We know that Colby gets paid $0.20 for each package he completes. If we divide the total value of the 10000 packages by 10000, we get 10 x 10 = 1000. Since there are 10000 packages, 10 x 10 = 10000. So, 10000 packages is equivalent to 10 x 10 = 10000 packages.
+
+The total value of the 10000 packages is 10000 - 1000 = 00000 packages, which is the amount of money Colby earns.
+
+The total amount of money Colby earns is 10000 x 0.20 = 20000 dollars.
+
+We can conclude that Colby earns 20000 dollars in a typical eight-hour workday.','20000',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,12,'To solve this problem, let''s first analyze the given information:
+
+Colby works for a manufacturing company in the packaging division and each package requires 10 less than 50 packages. Therefore, 10% of the 1000 packages is 1000 / 100 = 1 package per hour.
+
+Colby does 10% of 1000 = 1001 packages per hour.
+
+Now, let''s convert this to a dollar amount:
+
+Colby earns $1.001 for every hour he does.
+
+To solve the equation 10% of 1 = 1001, we''ll use the equation 10% of 1 = 10 * 11.
+
+To simplify, we''ll multiply 10 by 11:
+
+10 * 11 = 110 * 11 = 1211
+
+1211 is equal to 1001 dollars.
+
+Colby earns 1001 dollars in a typical eight-hour workday, which is the same as 1001 dollars.
+
+Therefore, Colby earns 1001 dollars, in a typical eight-hour workday.','1001',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,13,'To solve this problem, we need to break it down into manageable parts and then use logical reasoning. We know that Colby gets paid $0.20 per package completed per hour, and 10-pack packages can be worked out of 50-pack packages in an eight-hour workday. So, 50 is a multiple of 10.
+
+Given that 10-pack packages can be worked out of 50-pack packages in an eight-hour workday, we can multiply 10 and 10 to find the total number of workdays per 12 hours. 10 * 12 = 120 workdays per 12 hours.
+
+Now, let''s consider the problem. If Colby earns $20 for every 50-pack package, and 50 is a multiple of 10, we can calculate the number of workdays per 10-pack package. 50 / 10 = 5, so 5 workdays per 10-pack package is 5 workdays per 10 workdays per 10-pack package.
+
+Now, we can add this to 10 and multiply by 5 to find the total cost of 10 workdays. 10 * 5 = 50, so 10 * 5 = 50 workdays per 10 workdays per 10-pack package equals 50 workdays.
+
+Finally, let''s consider the formula for calculating the total cost of 10 workdays per 10-pack package. It is calculated by multiplying the cost of the workday by the workday itself. So 50 workdays per 10-pack package is equivalent to 5 workdays, and 10 workdays is equal to 10 workdays. So the total number of workdays in a 10-pack package is 10 workdays.','10',0,'not_equivalent',423,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,14,'To solve this problem, we''ll follow the steps outlined in the problem:
+
+Step 1: Calculate the total cost of 1000 packages per hour using the given formula for total cost of 1000 boxes of a product.
+Total cost = 1000 * 1.05 = 1500.05
+
+Step 2: Determine the ratio of the cost of one package to the total cost of 1000 boxes of a product to the cost of 1 package of the manufacturer''s product.
+Cost of 1 package / 1000 boxes of a product = 1 / 1000.
+
+Step 3: Calculate the cost of one package of a product by dividing the cost of 1 package by 1000 boxes of a product.
+Cost of 1 package / 1000 boxes of a product = 0.001.
+
+Step 4: Multiply this by 100 to find the total cost of 1000 boxes of a product.
+Total cost of 1000 boxes of a product = 100 * 0.001 = 1.01
+
+Step 5: Calculate the cost of one package of a product by dividing the cost of 1 package by 1000 boxes of a product.
+Cost of 1 package / 1000 boxes of a product = 0.01.
+
+Step 6: Calculate the value of 0.01 by multiplying it by 100.
+Value of 0.01 = 100 * 100 = 1000
+
+Finally, find the total cost of 1000 boxes of a product by multiplying the cost of 1 package by the value of 100.
+Total cost of 1000 boxes of a product = 100 * 100 = 10000.
+
+The answer is 1000.','1000',0,'not_equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,15,'To solve this problem, we need to calculate the number of packages that can be completed in a typical eight-hour workday and then find the total amount of money that Colby earns in a typical eight-hour workday.
+
+Colby works for 10 hours a day, so 10 hours x 60 minutes = 60 hours, and he can work 60 times 5 days per week. 5 days x 10 hours = 50 days of work.
+
+To find out how many packages can be completed in a typical eight-hour workday, we need to calculate 10 hours x 50 days of work / 180 hours of workday = 300 packages.
+
+Now, we need to find the total amount of money that Colby earns in a typical eight-hour workday. This is 300 x 10 = 3000 dollars.
+
+So, Colby earns a total of 3000 dollars in a typical eight-hour workday of 50.
+
+In general, Colby makes a total of 5000 dollars in a typical eight-hour workday for the entire 10 hours of work.','10',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,0,'To find the number of individual brownies Greta had left over from the entire day, we need to calculate 1/2 x 4 = 2.  This is exactly 1 dollar, which is the total amount of brownies in all.  So, we need to divide 1 by 2 to find out how many brownies Greta had left over from the entire day.  This is 1 / 2 = 0.5, which is the total amount of brownies Greta had left over.','0.5',0,'not_equivalent',110,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,1,'To solve this problem, we need to break down the information step by step. We know that Greta made 2 dozen cream cheese swirl brownies, 1/2 of them were eaten during the party, and 1/2 of those were eaten during the party itself.
+
+Let''s start by adding these two pieces of information together: 2 * 1 (one dozen) + 1 (1/2) = 3.
+
+This is the number of cream cheese swirl brownies Greta had left over from the entire day.
+
+We know that 1 1/2 dozen brownies were eaten during the party and later eaten during the party itself.
+
+So, the answer is 3.','3',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,2,'To solve this problem, we need to break it down step by step. We know that Greta made 1/2 a dozen brownies yesterday. So, 1/2 a dozen = 1/2 * 12 = 12.
+The party threw her a surprise party and had 4 dozen brownies, so that''s a party of 4 * 12 = 48 brownies.
+The party took 48 brownies to throw, so that''s a party of 48.
+So, we need to find out how many individual brownies Greta had left over from the entire day.
+We know Greta had 12 individual brownies yesterday, so to find the total number of individual brownies, we can multiply 12 by 48.
+We can multiply 48 by 12, which gives us 164.
+We can multiply 12 by 48, which gives us 64.
+We can multiply 12 by 16, which gives us 16.
+The total number of individual brownies Greta had left over from the entire day is 16.
+#### 16
+The answer is: 6','16',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,3,'First, let''s calculate the total number of individual brownies Greta has left over from the entire day.  She has 110 individual brownies left over.
+
+Each individual brownie is 10% of the total number of brownies, so 110 individual brownies can be split into 10% of the total number of brownies.  This is based on the equation 10% of 110 = 110 * 0.11, which equals 110 individual brownies.
+
+Now we need to find out how many individual brownies Greta has left over. 110 individual brownies can be divided into 111 individual brownies. This is possible if we divide 111 by 11, which is 11.  However, 111 individual brownies is one more than a multiple of 11, which cannot be.  So, Greta has 11 individual brownies left over.
+
+Now that we know Greta has 11 individual brownies left over from the entire day, we can find out how many individual brownies she has left over from the entire day.  This is 111 individual brownies divided by 11.  This simplifies to 1, so we can calculate this as 11.  So, Greta has a total of 11 individual brownies left over from the entire day.','11',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,4,'To solve this problem, we need to break it down step by step and use logical thinking. Let''s start by identifying the problem. We have two parts: the party and the party plan. The party has 1/2 a dozen brownies, so that''s 2 * 10 = 20 brownies. The party plan includes 4 dozen brownies, so that''s 4 * 2 = 8 brownies.
+
+We''re asked to find the amount of individual brownies Greta had left over from the entire day. To do this, we need to calculate the amount of brownies Greta had left over from the party plan. The party had 4 dozen brownies, so that''s 4 * 8 = 32 brownies.
+
+But we also need to calculate the number of individual brownies Greta had left over from the party plan. To do this, we need to divide 32 brownies by 4 dozen brownies, which gives us 6.
+
+So, Greta had 6 brownies left over from the entire day.
+
+The answer is 6.','6',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,5,'First, let''s calculate the number of cream cheese swirl brownies. 1/2 a dozen = 0.5 (the number of cream cheese swirl brownies is 1/2 * 12 = 4 cream cheese swirl brownies).
+
+Now, let''s calculate the number of individual brownies. 1 dozen * 4 = 4 brownies.
+
+There are 4 individual brownies left over.
+
+So, Greta had 4 individual brownies leftover from the entire day.','4',0,'not_equivalent',112,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(67,6,'1. 1 1/2 dozen brownies
+2. 4 dozen brownies
+
+Greta had 1 1/2 dozen brownies left over from the entire day. The party took place for 2 people, and in total, 4 people ate 4 dozen brownies. The party ended with 1 1/2 dozen brownies.  So Greta had 1 1/2 dozen brownies leftover from the entire day.','1/2',0,'not_equivalent',99,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,7,'1
+1/2 = 1.25
+4 = 4
+Greta had 4 individual brownies left over from the entire day.
+
+The number of individual brownies Greta had left over from the entire day is 1 - 4 = 2 brownies.','2',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,8,'To solve this problem, we need to break it down step by step. Let''s first calculate the number of brownies Greta had left over from the entire day. We know that 1/2 of a dozen brownies are eaten during the party. So, 1 / 2 = 0.5.
+
+Now, we need to find out how many brownies Greta had left over from the whole day. We can do this by dividing the whole by the whole (1 / 2). 
+
+1 / 1 (1 / 2) = 1.
+
+So, Greta had 1 brownie left over from the entire day.
+
+To calculate this, we need to multiply 1 by 1 (1) and 1.
+
+So, 1 * 1 = 1.
+
+This gives us the answer, 1.','1',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,9,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of brownies Greta had left over from the entire day. We can do this by multiplying 1 by 24 and adding 4.  So, 24 + 4 = 38 brownies Greta had left over from the entire day.
+
+Now we have two ways to calculate the number of brownies Greta had left over from the entire day. We can use the first method by adding the number of brownies Greta had left over to the number of brownies that were eaten. Adding these together gives us 2 x 38 = 72 brownies Greta had left over from the entire day.
+
+The second method would be to calculate 1/2 x 38, which gives us 1/4 of 38 brownies, which is 1/4 of 38 brownies, which is 3 brownies.','3',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,10,'To solve this problem, we need to first calculate the total number of brownies Greta had left over from the entire day.
+
+The party lasted 4 hours, so the party lasted 8 hours total. 
+The party was entirely 10 hours from the birthday. 
+So, 10 hours * 1 brownie = 10 brownies Greta has left over from the entire day.
+
+At the party, 1 brownie was eaten, so Greta has left a total of 10 - 1 = 9 brownies left over from the entire day.
+
+#### 9
+The answer is: 9','9',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,11,'Greta made 1/2 dozen brownies, which is 10% of the total amount she made.  She made 10% of 1200, which is 120.  She ate 12*120 = 1640 brownies.  She made 10% of 1640, which is 12*10 = 120.  She ate 12*10 = 120 brownies.  So, 20 brownies were eaten.  So, 20 are left over from the entire day, which is 200.  So, 20% of the day was eaten.  So, 20% of the day was 20 * 1.  So, 20% of the day was 4.  So, the final answer is 20 * 10 = 20% of the day was eaten.','20',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,12,'To solve this problem, we need to break it down step by step. 
+Step 1: We need to find the total number of cookies Greta had on the party.
+Step 2: We need to determine how many ice cream swirl brownies Greta has left over from the entire day.
+Step 3: We need to calculate the number of cookies Greta had to eat from the party.
+We know that Greta made one dozen cream cheese swirl brownies and made 1/2 dozen brownies. 
+Let''s break it down:
+1. 1 dozen cream cheese swirl brownies = 12*12 = 144 cookies
+2. 1/2 dozen brownies = 24 cookies
+3. 1 dozen cream cheese swirl brownies = 12*1 = 12 cookies
+4. 1/2 dozen brownies = 24 cookies
+
+Step 4: We need to find out how many cookies Greta ate from the party.
+We can think of this as the number of cookies Greta ate from the party - the number of cookies she ate from the party- the cake and the cake itself.
+Let''s break it down:
+1. 1 dozen cream cheese swirl brownies = 12*1 = 12 cookies
+2. 1/2 dozen brownies = 2*2 = 4 cookies
+3. 1/2 dozen brownies = 4 cookies
+
+Step 5: We need to find out how many cookies Greta ate from the cake.
+We can think of this as the number of cookies Greta ate from the cake - the cake itself.
+Let''s think of this as the number of cookies Greta ate from the cake - the cake itself.
+We need to find the number of cookies Greta ate from the cake.
+We can think of this as the number of cookies Greta ate from the cake - the cake itself.
+
+We need to find out how many cookies Greta ate from the cake, which is 2 cookies - the cake itself.
+
+Step 6: We need to find out how many cookies Greta ate from the cake, which is 4 cookies - the cake itself.
+
+To solve this problem, we need to multiply 12 by 2 (the number of cookies Greta ate from the cake) and divide it by 4','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,13,'Let''s break this down step-by-step.
+
+First, we''ll calculate the number of individual brownies Greta had left over from the entire day.  We know there were 4 dozen brownies that Greta had to eat. This is equivalent to 4 x 12 = 48 individual brownies left over from the entire day.
+
+However, we need to account for the fact that Greta''s party included the entire day''s party food. To calculate this, we''ll divide 48 by 12 to get 3. So, Greta had 3 individual brownies leftover from the entire day.
+
+Now, let''s find the total number of individual brownies Greta had left over from the entire day. Since there were 4 dozen brownies left over from the entire day, we multiply 4 by 48 to find the total number of individual brownies Greta had left over from the entire day.
+
+To do this, we''ll add 1 to 48 + 48, which gives us 66. So, Greta had 66 individual brownies leftover from the entire day.','66',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,14,'To solve this problem, we need to consider the whole day as a single batch of 4 dozen brownies, which is 12 * 4 = 48 brownies.
+The party took 48 brownies, so it took 48 / 4 = 12 drinks to deliver the party.
+Each party requires 12 drinks, so Greta needs to make 12 * 4 = 48 drinks to make the party.
+The party took 12 drinks, so it took 12 * 4 = 48 drinks to make the party.
+The number of individual brownies available is the total number of brownies, which is 48 + 48 + 4 = 96.
+#### 96
+The answer is: 96','96',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,15,'Let''s break down the problem step by step. We know that Greta made 1 dozen cream cheese swirl brownies.  She made 1 dozen cream cheese swirl brownies.  She made 1 dozen of those cream cheese swirl brownies.  So, 1 dozen of those cream cheese swirl brownies is equal to 1 dozen swirls.  She made 1 dozen of those cream cheese swirl brownies and left 1 dozen of those cream cheese swirl brownies to eat.  So, 1 dozen of those cream cheese swirl brownies are equal to 1 dozen chocolate.  So, 1 dozen of that would be equal to 1 dozen chocolate.  Now, let''s think about the number of chocolate.  The number of chocolate is a multiple of 12, so 12 chocolate is 12*100 = 120.  So, 12 chocolate is equal to 120*12 = 1440.  Now, 12 chocolate is equal to 120*12 = 1440.  Now, 100% of that is equal to 100*12 = 1200.  The number of brownies is 1200.  So, 120 of them are equal to 100*12 = 1002.  Now, how many brownies are left over from the entire day.  If 1002 is 1002 * 12,  So, 12 brownies are left over from the entire day.  So, 120 brownies are left over from the entire day.  Now, 120 is a multiple of 12, so 12*12 = 1440.  Now, 12*12*1 = 1440.  This is the number of brownies Greta had left over from the entire day, so 12 is the only way to reach this number.','12',0,'not_equivalent',449,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,0,'To solve this problem, we need to consider the possible combinations of Robert''s and Jerry''s appetites and determine how much more they need to satisfy each other.
+
+Let''s start by analyzing the given information: Robert has 30 more cherries than Jerry. This means that if Robert adds 10 more cherries to Jerry, the total number of more cherries that can be shared with Jerry is 10 + 30 = 30 more cherries.
+
+We can denote Robert''s appetites as R10 and Jerry''s as R30. We want to find the number of more cherries that can be shared with Jerry, which is equivalent to the number of more cherries that Robert can share with Jerry.
+
+When Robert adds 10 more cherries to Jerry, we need to consider how many of each type of fruit they can share.
+
+Let''s set up an equation:
+
+R10 * (R30) + (10 * R30) = 30 + R30 = 2R
+R10 + 10 * R30 = 2R
+R10 + 30 = 2R
+
+Rearrangement of the equation: R10 + 30 = 2R
+
+Now we have a relationship between the number of more cherries that Robert can share with Jerry and the number of more cherries that Jerry can share with Robert, given that Robert can share 2R more cherries than Jerry.
+
+To find a fraction of the total number of cherries shared by Jerry, we would need to know the ratio of more cherries that Robert can share with Jerry''s appetites. This is a ratio of the number of more cherries that Robert can share with Jerry''s appetites, but given that we can only measure the ratio of more cherries that Robert can share with Jerry''s appetites, we would need to know the ratio of more cherries that Robert can share with Jerry''s appetites.
+
+However, we only have information about the proportion of more cherries that Robert can share with Jerry''s appetites. We cannot know the exact proportion of more cherries that Robert can share with Jerry''s appetites.
+
+Therefore, the final answer is not possible to determine, because we don''t have enough information to determine the exact ratio of more cherries that Robert can share with Jerry''s appetites. This is a classic example of a binary logic puzzle: adding a fraction to a fraction doesn''t give the actual fraction','not possible to determine, because we don''t have enough information to determine the exact ratio of more cherries that Robert can share with Jerry''s appetites. This is a classic example of a binary logic puzzle: adding a fraction to a fraction doesn''t give the actual fraction',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,1,'Let''s break it down step by step. We know that Robert has 30 cherries, and Richard has 10 more than Robert. So, we can set up the equation:
+
+Number of cherries = 30 + 10
+Number of cherries = 30
+
+Now, we know that Robert has 30 cherries, and Richard has 30 more cherries than Robert. Since we''re interested in Robert''s own quantity, we can find out how many more he has than Richard. We know that Robert has 30 more cherries than Richard, so we need to find out how many more he has than Richard - 10. So, we need to find 30 - 10 = 3 = 2 more.
+
+So, Robert has 3 more cherries than Richard.','3',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(68,2,'Let''s break down the information:
+
+Rounding up to the nearest integer (already done), we have 10 more cherries than Robert.
+We know that Richard has 30 more cherries than Robert, so we can set up a simple equation:
+
+Roch = 10 + 10 = 20
+Bob = 30 - 20 = 3
+
+Robert has 3 more cherries than Richard, so we can set up a 3:1 ratio:
+
+Jeffrey = Bob / Richard = 22.5
+
+So, Robert has 22 more cherries than Bobby.
+
+Now, let''s find how many more are needed to reach Bob. Since Bob has 3 more cherries than Bobby, we know that Bobby will have 22 more cherries than Bob.
+
+If we subtract this from Bobby''s current number of cherries, we get: 22 - Bobby = 22 - 3 = 11
+
+Now, let''s find how many more Bobby has than Bob. Bobby has 22 more cherries than Bob, so we can set up a 2:1 ratio:
+
+Boj = Bobby / Bob = 21
+
+So, Bob has 21 more cherries than Bongo.
+
+The answer is: 22 + 21 = 33
+
+Rearrangement of the equation:
+
+r = 10 + 20
+r = 30
+
+The answer is: 3
+
+So, Robert has 22 more cherries than Bobby.','3',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,3,'To solve this problem, let''s break it down step-by-step. We know that Robert has 30 more cherries than Richard, and they have 10 more cherries than Jerry. So, we can set up an equation to represent the situation:
+
+Robert + Richard + 10 = 30 + 30 (making 30 the answer)
+
+This equation can be simplified to 2 + 30 = 30, which is the answer.
+
+So, Robert has 2 more cherries than Jerry, and Jerry has 1 more than Richard.
+
+The solution is 2 + 1 = 3.','3',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,4,'To find out how many more cherries Robert has than Jerry, we need to start by adding the number of cherries Jerry has to 100.
+Let''s find the difference between the number of cherries Jerry has and the number of cherries Robert has:
+30 - 10 = 20
+The number of cherries Jerry has is 20.
+The number of cherries Robert has is 20 + 10 = 30.
+Robert has 30 more cherries than Jerry.
+#### 3
+The answer is: 3','3',0,'not_equivalent',117,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,5,'Step 1: Determine the number of more cherries Robert has than Jerry.
+Let''s start by finding Robert''s first 3 more cherries, which means 3*Robert+1 = 6 * 3 = 18 more.
+Step 2: Determine how many more Roberts have than Jerry.
+Robert''s first 3 more cherries are 3 + 18 = 22 more.
+Robert''s current number of more cherries is now 3 + 22 = 25 more.
+Step 3: Determine how many more Roberts there are than Jerry.
+Since Robert''s current number of more cherries is 3 + 25 = 50 more, and he has 6 more cherries, the new number of Roberts is 50 - 3 = 35 more.
+Step 4: Determine how many more Roberts there are than Jerry.
+Now, we need to find how many more Roberts there are than Jerry''s current number of more cherries, which we can calculate by adding 1 to the number of more cherries.
+Therefore, 50 + 1 = 51 more.
+Step 5: Determine how many more Roberts there are than Jerry''s current number of more cherries.
+Since there is already 3 more Roberts, the new number of Roberts is 3.
+The final answer is 3.','3',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,6,'To solve this problem, let''s break it down step by step. We know that Robert has 30 more cherries than Jerry and that Robert has 10 more cherries than Richard.
+
+Let''s start by understanding the relationship between the given quantities. We have 10 more cherries than Jerry, which means 30 more cherries than Jerry''s own amount of cherries. If we add 10 to Jerry''s own amount of cherries, the total number of cherries will now be 30 more than Jerry''s own.
+
+So, we can set up an equation to represent this: 30 + 1 = Jerry''s own amount of cherries
+
+Now, let''s find the total number of cherries by adding the number of Jerry''s own cherries to the number of 10 more cherries. This is 10 more cherries, which is 30.
+
+So, 30 + 30 = 60 and 60 = 10 (to express it as fraction would take 2 decimals).
+
+So, we can rewrite it as 10 (to express it as fraction) + 10 = 20 and 20 + 10 = 30.
+
+So, the answer is 30.
+
+So, the solution is 30, which is the answer.','30',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,7,'To solve this problem, we need to break it down step by step. We know that Richard, Jerry, and Robert have 60 cherries. So, they have a total of 30 + 60 = 90 cherries.
+
+First, we need to find out how many more cherries Robert has than Jerry. Since Robert has 30 + 10 = 30 more cherries than Jerry, Richard already has 30 - Jerry + 30 = 60 cherries.
+
+Now we know that Richard has 30 more cherries than Jerry. We can add 60 + 30 = 90 to Richard''s total. So, Richard has 90 - 60 + 30 = 90 - 60 + 3 = 130 cherries.
+
+So Robert has 130 - 10 = 130 more cherries than Jerry.
+
+Conversely, if Jerry has 30 more cherries than Robert, then Jerry has 30 + 30 = 60 more cherries than Richard.
+
+Let''s calculate what happens when we add 60 + 10 to each of them. 60 + 10 = 100, 30 + 10 = 40, 30 + 10 + 10 = 50, so 60 + 10 + 10 is 110.
+
+When we add 110 to both sides of the equation 60 + 10 + 30 = 130, we get 30 + 110 = 210, which is the same as 60 + 10 = 100.
+
+So, Robert has 110 more cherries than Jerry when they are first paired.
+
+So, the answer is 110.','110',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,8,'Let''s break down the problem step by step. Robert has 30 cherries. If Robert has 10 more than Richard, then Richard has 30 + 10 = 40 cherries.
+
+Now, let''s find out how many more cherries Robert has than Jerry. If Robert has 40 cherries, then Jerry has 30 + 40 = 70 cherries.
+
+To find out how many more cherries Robert has than Jerry, we add the number of more cherries compared to Jerry. So, we add 40 + 70 = 110 more cherries to Bob''s weight.
+
+Now, let''s calculate how many more cherries Robert has than Jerry. If Bob has 110 more cherries than Jerry, then Bob has 110 - 110 = 0 more cherries than Bob has.
+
+This means that Jerry is 110 more cherries than Bob.
+
+So, the answer is: 2
+
+Rachel, Stephanie, and Ruby are going to share 100 more flowers than Rachel, and she also has 15 more flowers than Stephanie. What are the numbers of Ruby?','2',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,9,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total number of cherries that Richard can have as follows: 30 cherries, which is the sum of 60 cherries, but since Richard already has 30 cherries, he can have 60 - 30 = 10 more cherries that he does not have.
+
+Now, let''s consider the case where Richard has more cherries. If he has 10 more cherries than Jerry, that means he has 10 - 3 = 5 cherries that Jerry cannot have. To find out how many more Jerry has than Richard, we need to consider how much more Jerry has than Richard.
+
+We need to find the difference between the number of cherries that Richard has and the number of cherries that Jerry can have. This is the same as finding the difference between the number of more cherries that Richard has than Jerry and the number of more cherries that Jerry can have. This is a simple arithmetic difference between the number of more cherries that can be eaten by Robert and the number of more cherries that can be eaten by Richard.
+
+The number of more cherries that can be eaten by Richard is 5, and the number of more cherries that can be eaten by Jerry is also 5, since there is only one more, but this is because he is eating a smaller quantity compared to Jerry. So, the difference is 5 - 5 = 1, which is the number of more cherries that can be eaten by Richard.','1',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,10,'To solve this problem, we need to break it down into manageable parts and find the answer step by step. First, we need to find the number of more cherries Robert has than Jerry.
+
+We know that Robert has 30 cherryx, and there are 60 cherries. So, the number of more cherries Robert has than Jerry can be calculated by dividing 30 by 60.
+
+This gives us 1 more cherryx. So, Robert has 1 more cherryx cherries than Jerry.
+
+To find the final answer, we need to add this to the total number of more cherries Robert has than Jerry.
+
+We can add 1 more cherryx to 60, which is 70. So, the total number of more cherries Robert has than Jerry is 70 more cherries than Jerry, which is 70 more cherries Robert has than Jerry.
+
+Therefore, Robert has 7 more cherries than Jerry.
+
+The answer is 7.','7',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,11,'To solve this problem, we need to think about the total number of cherries that can be shared between three people. Since Robert has 10 more cherries than Richard, he can share 10 * 3 = 30 cherries among himself.
+
+In the original problem, we said that Richard has 30 cherries. When we add the number of cherries that Robert has, it is 10 more cherries, which means Robert has 30 + 10 = 40 more cherries than Richard.
+
+So, Robert has 40 more cherries than Richard.','40',0,'not_equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,12,'Let''s break this down step by step.
+
+Let''s start by understanding the relationships between the values. We know that Robert has 30 cherry-wise than Richard. This means that Richard has 30 / Robert''s number of cherries + 10 which is Robert''s number of cherry-wise.
+
+The key here is to understand that Robert has 30 / Richard''s number of cherries (30 cherries / Richard''s number of cherries). Now, if we add Robert''s number of cherries + 30, it''s the same as adding Richard''s number of cherries + 10, which is Robert''s number of cherry-wise, and Robert''s number of cherry-wise plus Richard''s number of cherries = 30 cherry-wise + 10 = Robert''s number of cherry-wise.
+
+When we add Robert''s number of cherries + 30, it is the same as adding Jerry''s number of cherries + 10, which is 60 cherries.
+
+So, the answer is that Robert has 30 cherries + 10 = 60 cherries, and Jerry has 60 - 30 = 18 cherries.','30',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,13,'Let''s break down the given information:
+
+Rocker, Richard, and Robert are going to share 60 cherries. This means ROCKER has 60 - 10 = 40 more cherries than DOGS.
+
+To solve this problem, we need to consider the total number of cherries each of the three people has. Since they are sharing 60 cherries, each person has 60 / 10 = 6 cherries each.
+
+Now, let''s add the number of cherries each person has. ROCKER has 40 more cherries than DOGS, which means ROCKER has 6 + 40 = 60 cherries.
+
+So, Robert has 60 - 40 = 20 more cherries than DOGS.
+
+Therefore, Robert has 20 + DOGS = 24 additional cherries than ROCKER.
+
+The answer is 24, which matches the given information.','24',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,14,'Let''s break it down step by step:
+
+Roch: 30 + 10 = 30+10 = 30 more cherries than Jerry.
+
+Robert: 60 + 30 = 90, so Robert has 90 more cherries than Jerry.
+
+To find Robert''s total number of cherries, we add these to Jerry''s total number of cherries:
+
+90 + 30 = 120 more cherries than Jerry''s goal of 60 + 30 = 90.
+
+So Robert has 120 more cherries than Jerry.
+
+The answer is 120.
+
+To summarize, Robert has 120 more cherries than Jerry.','120',0,'not_equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,15,'Let''s start by first finding the total number of cherries Bobric can have.
+
+A fruit is defined as a fruit that contains at least 500 calories. If we just multiply 60 cherry by 500 calories, that would be 2500 calories per cherry.
+
+This is a fraction of a calorie, and we want to know how many more cherries Bobric can have if he only has 30 cherry. So, we can multiply 2500 by 30, which is 60000.
+
+Since Bobric can only have 30 cherry, he has 60 more cherries than Robert.
+
+So, Robert has 60 more cherries than Bobric.
+
+The answer is 60.
+
+The final answer is 60.','60',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,0,'To solve this problem, we need to first identify the parts of the puzzle. We know that Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, so we need to add them up: 10 + 4 = 5 boxes of gingerbread and 4 fewer boxes of apple pie.
+
+Now, we know that the total amount of money sold is 6 (total square inches of gingerbread) + 4 (total boxes of apple pie) = $12.
+
+We know that on Sunny''s first day, he sold 10 boxes of gingerbread (1 x 6 = 6), and 5 fewer boxes of apple pie (4 - 15). So, he sold 6 - 55 = 10 boxes of both items.
+
+He sold 10 + 15 = 25 boxes of both items. So, he earned 25 boxes of both items * 1.5 = 30 boxes of both items.
+
+On Sunny''s second day, he sold 30 boxes of both items. So, he earned 30 - 25 = 10 boxes of both items * 3 = 30 boxes of both items.
+
+We know that on Sunny''s third day, he sold 30 boxes of both items. So, he earned 30 - 30 = 0 boxes of both items * 3 = 9 boxes of both items.
+
+We can add 3 boxes of both items together: 9 + 10 = 11 boxes of both items.
+
+The total amount of money sold is 11 boxes of both items. So, he earned 11 * 12 = 132 dollars of both items.
+
+The total amount of money earned is his total amount of both items * 2 = 2 * 13 = 26 dollars of both items.
+
+So, the total amount of money earned is 132 + 26 = 398 dollars of both items.
+
+The answer is 398.','398',0,'not_equivalent',457,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,1,'To solve this problem, I''ll start by first finding the total revenue from each day and then divide that by the number of days.
+
+The total revenue is $6, and there are 2 days in the scenario. I''ll calculate 6 * 2 = 12, and then multiply that by the number of days (2) to find the total revenue.
+
+Total revenue: 6 + 12 = 18
+In 2 days, total revenue: 18 * 2 = 36 dollars
+
+Now, I''ll find the total increase in revenue: 18 + 36 = 54 dollars
+
+If we subtract this from the total revenue, we get 10 + 54 - 54 = 12, which is the number of days Sunny sold more than two boxes of apple pie.
+
+So, the answer is 12.','12',0,'not_equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,2,'Let''s break down the problem. We know that on Saturday, Sunny sold 10 boxes of gingerbread and 5 boxes of apple pie, which means he sold 10 + 5 = 15 boxes of both.
+
+On Sunday, he sold 15 boxes of both, which means he sold 15 * 5 = 75 cones of both.
+
+Now, let''s consider the cost of the two days. For Saturday, he sold 10 boxes of gingerbread, which means he sold 10 * 5 = 50 cookies of both. For Sunday, he sold 5 boxes of both, which means he sold 5 * 15 = 75 cookies of both.
+
+The total cost of both is 75 + 75 = 120 cookies of both. This can be calculated by subtracting the cookies sold for each day from total. So, 120 - 75 = 20 cookies for one day.
+
+On Sunday, he sold 20 cookies of both, which means he sold 20 * 75 = 1600 cookies of both.
+
+This problem is an example of a classic economic puzzle that requires calculating the total cost of two different items sold, in this case, gingerbread and apple pie, simultaneously.','1600',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,3,'To solve this problem, let''s first calculate the total revenue Sunny made on both days. He sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, so his total revenue is 10 + 4 - 10 = 10 boxes * 4 boxes per day * 1.5 (to account for the extra 15 boxes of apple pie). So, the total revenue is 10 + 15 = 25 boxes * 4 boxes per day * 1.5 boxes per day = 25 boxes * 4 = 100 boxes sold. The revenue made on both days is 10 boxes * 4 = 40 boxes sold.
+
+On Sunday, he sold 5 more boxes of gingerbread and 4 fewer boxes of apple pie, so his total revenue is 10 + 5 = 15 boxes * 4 = 20 boxes sold. So, he made a profit of 20 - 15 = 5 boxes sold.
+
+Therefore, to calculate the total cost of the two days, we multiply the revenue by the number of days: 10 + 5 = 6.
+
+The total cost of the two days is 6 boxes * 4 boxes/day = 24 boxes.
+
+So, the total cost of the two days is 24 boxes * 4 = 128 boxes.
+
+To find the total amount of money left, we subtract the total cost of the two days from the total revenue: 10 + 5 = 6.
+
+Therefore, the total amount of money left is 6.
+
+So, there is 6 cookies left.','6',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,4,'To solve this problem, we need to consider the total amount of money sold and the total amount of money made on both days.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie. This means that for each box of gingerbread sold, he sold 10 - 4 = 4 gingerbread pieces for the day. For the remaining 4 gingerbread pieces, he sold 1 box of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread and apple pie, which means that for each of the remaining boxes of gingerbread and apple pie sold, he sold 5 * 4 = 20 gingerbread pieces.
+
+The total amount of money made on both days is the sum of the amounts sold and the amount sold on Sunday: 10 + 20 = 30 / 4 = 6.
+
+So, he earned a total of 6 * 4 = 24 cookies of gingerbread pie and 2 cookies of apple pie.
+
+Therefore, the answer is 24 cookies in total.','24',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,5,'To solve this problem, we can start by dividing the total cost of 6 gingerbread and 4 fewer boxes of apple pie by 2, which means we can simplify the problem to 3x + 1 for a general equation to represent this scenario.
+
+Let''s break it down step by step. If Sunny sells 10 bags of gingerbread and 10 x 4 = 40 boxes of gingerbread, and if 15 of those are apples pie, then 10 x 4 = 40 apples pie.
+
+We want to find out how many 10 x 4 = 40 apples pie pieces of 10 that are sold. So, 10 x 4 = 40.
+
+The total number of apples pie is 40 + 10 = 14, and the number of apples pie pieces is 14.
+
+There are 4 x 14 = 54 apples pie pieces.
+
+The total number of 10 x 1 = 10 apples pie pieces is 4 x 5 = 20, and the number of apples pie pieces is 4 x 1 = 4.
+
+Sunny has sold an additional amount of apples pie pieces.
+
+The number of apples pie pieces is 14 + 20 = 24.
+
+The total number of apples pie pieces is 24.
+
+The answer is 14 + 24 = 48.
+
+The answer is 48.
+
+The solution is 48.','48',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,6,'To solve this problem, let''s start by breaking it down into manageable parts. The problem states that Sunny sells 10 boxes of gingerbread and 4 fewer boxes of apple pie, then sells 15 boxes of banana. The ratio of the number of items sold to the total quantity sold is 1:1 (one to one).
+
+Let''s assume the number of items sold is x, and the number of items sold is x/100. The total number of items sold is 10x, and the total quantity sold is x(100-x).
+
+The ratio of the number of items sold to the total number of items sold is (1:1), which means the ratio of the number of items sold to the total number of items sold is 1:1.
+
+The total quantity of items sold will be 10x, and the total quantity of banana will be 10x/100. The number of bananas sold will be 10x/100, which is also 1:1.
+
+Now we can find the number of items sold by dividing the number of bananas sold by 10x, which is 1:1.
+
+To find the number of items sold by multiplying the number of bananas sold by 10, which is 1:1.
+
+The total number of items sold is 10x, and the number of items sold is x/100.
+
+The total quantity of items sold is 10x/100, which is also 1:1.
+
+The number of items sold is 10x/100, which is 1:1.
+
+The total number of items sold is 10x, which is also 1:1.
+
+The total quantity of items sold is 10x/100, which is 1:1.
+
+The number of items sold is 10x/100, which is 1:1.
+
+The total quantity of items sold is 10x/100, which is 1:1.
+
+The number of items sold is 10x/100, which is 1:1.
+
+The total quantity of items sold is 10x/100, which is 1:1.
+
+The number of items','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,7,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many days of each type of food have Sunny sold.
+
+Let''s calculate the total number of days:
+
+One day of each type of food costs 40 cents, so if Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, that would be 14 days.
+
+Now, we need to find the total number of days of both types of food. We can do this by dividing the number of days of each type by the total number of days:
+
+(14 / 40) * 10 = 2.4 days = 2.4 days per day
+
+So, Sunny earned 2.4 days * 2 days per day = 4.8 days of each type of food.
+
+But, we can simplify this to 2.4 * 2 = 4.4 days of each type of food.
+
+So, in total, Sunny earned 4.4 * 2 = 8.8 days of both types of food.
+
+The final answer is 8.8 days * 2 = 17 days * 2 = 32.4 days.
+
+However, we need to calculate the number of days of all types of food. We can do this by dividing the total number of days by the total number of days, and then multiply by 2. This gives us 17 days * 2 = 34 days.
+
+So, the answer is 32.4 days.','32.4',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,8,'To solve this problem, we need to first calculate the total cost of the two days. On Sunny''s first day, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which equals 40 boxes of these items. Then, he sold 5 boxes of gingerbread and 15 boxes of apple pie. So, he sold 10 + 40 - 5 = 17 total boxes of food.
+
+On Sunny''s second day, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which equals 80 boxes of these items. So, he sold 10 + 80 - 1 = 180 boxes of these items.
+
+Now, we need to find the total cost of the two days. He sold 17 boxes of food and 180 boxes of food, so he sold 17 * 180 = 2760 cookies. He sold 10 * 2760 = 3120 cookies.
+
+So, he made a total of 2760 + 3120 = 5200 cookies.
+
+The total amount of money he made was 2760 + 5200 = 10000 dollars.
+
+Now we need to find out how much he earned. He made 10000 dollars, so he earned 10000 / 2 = 500 dollars.
+
+So, he earned 10000 dollars * 2 days = 20000 dollars.','20000',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,9,'To solve this problem, let''s break it down step by step. We know that on Saturday, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, so 10 x 4 - 10 = 4 x 2 = 8 boxes of gingerbread and 8 - 4 = 2 boxes of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread than on Saturday, so 5 x 2 = 10 boxes of gingerbread and 15 - 5 = 8 boxes of apple pie.
+
+Now we add the two sets of data: 4 + 8 = 12, 10 + 2 = 22, 2 + 15 = 30, 3 + 15 = 45, 4 + 15 = 19, and 1 + 1 = 2, so the total is 2 + 2 = 4.
+
+So, Sunny earned 4 gold coins.','4',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(69,10,'To solve this problem, we need to determine the total revenue Sunny earned for two days. Let''s break it down step by step.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which means he sold a total of 10 + 4 - 2 = 14 boxes of gingerbread and 4 boxes of apple pie, which equals 16. So, he earned 14 * 2 = 28 dollars of gingerbread and 4 * 2 = 8 dollars of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread than on Saturday, which means he sold a total of 10 + 5 = 15 boxes of gingerbread and 5 + 2 = 7 boxes of apple pie. So, he earned 15 * 2 = 20 dollars of these remaining apples pie, which means he earned 20 - 2 = 18 dollars of apples pie.
+
+Therefore, he earned 18 * 2 = 36 dollars of apples pie. He also earned 36 - 15 = 12 dollars of gingerbread.
+
+Now let''s find the total revenue, which is the sum of all the dollars: 16 + 15 + 12 = 30 dollars.
+
+So, he earned 30 dollars for two days. 
+
+To find the amount of apples pie Sunny earned, we need to convert the dollar to kilograms. Since 1 kg = 2.20462 kilograms, we can convert 30 to kilograms. 30 * 2.20462 = 64.84 pounds.
+
+However, we also need to do the math to find 18 dollars of apples pie. 18 * 2 = 36 dollars. We need to find the number of apples pie, which is 18 * 2 = 36 apples pie.
+
+So, to convert it to kilograms, we need to multiply 36 by 2. 36 * 2 = 72.
+
+So, his cost of 30 dollars is actually 18 * 2 + 36 = 44, and his cost of 72 is actually 2 * 44 = 96 dollars.
+','96',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,11,'Let''s break this down step by step.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which is the same as selling 4 boxes of apple pie.
+
+On Sunday, he sold 5 more boxes of gingerbread than on Saturday, which is the same as selling 5 boxes of gingerbread.
+
+To find out how much Sunny earned for two days, we can set up a simple equation:
+
+Bench = Daily Sales * 3
+Bench = 10 * 3 = 30
+
+Bench is equal to 2 times the number of days.
+
+Bench = 2 * 2 = 4 days
+Bench = 4 * (Bench - 2) = 4 * 2 = 8 days
+Bench = 8 * (Bench - 2) = 8 * (Bench - 2) = 2 * (Bench - 2) = 2 * 2 = 4 days
+Bench = 4 * (Bench - 2) = 2 * 2 = 4 days
+Bench = 2 * (Bench - 2) = 4 * (Bench - 2) = 2 * 2 = 4 days
+Bench = 8 * (Bench - 2) = 4 * (Bench - 2) = 8 * (Bench - 2) = 4 * 2 = 8 days
+
+Bench = 2 * 8 = 16 days
+Bench = 16 * (Bench - 2) = 16 * (Bench - 2) = 16 * 2 = 32 days
+Bench = 32 * (Bench - 2) = 32 * (Bench - 2) = 32 * 2 = 64 days
+Bench = 2 * 64 = 128 days
+Bench = 2 * 24 = 48 days
+Bench = 4 * 24 = 8*24 = 192 days
+
+This is the total amount of money Sunny earned for two days.
+Bench = 2 * 24 = 48 days
+Bench = 8 * ','8',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,12,'Let''s analyze the situation: Sunny sells 10 boxes of gingerbread and 5 more boxes of apple pie. This results in a total of 10 + 5 + 4 = 18 boxes of apples pie.
+Sitting on Sunday, he sold 15 boxes of gingerbread, which means he sold 18 * 2 = 36 more boxes of apples pie than on Saturday.
+On Saturday, he sold 36 + 1 = 37 boxes of apples pie.
+When he sells 2 days, he sells 17 * 2 = 34 boxes of apples pie, which means he sold 34 * 2 = 68 boxes of apples pie.
+To find out what Sunny earned for two days, we subtract the total amount of apples pie sold from what he sold on one day.
+2 * 1 = 2.
+On Monday, he sold 2 + 2 = 4 boxes of apples pie.
+On Tuesday, he sold 4 boxes of apples pie.
+In the other two days, he sold 2 * 2 = 4 boxes of apples pie.
+In the final two days, he sold 2 * 2 = 4 boxes of apples pie.
+To find the final amount of apples pie sold, we multiply the number of days by the number of boxes sold.
+This calculation is the sum of the amount of apples pie sold, which is 2 + 4 + 2 + 2 + 4 + 4 + 4 = 18 boxes of apples pie.
+Therefore, Sunny earned 2 * 18 = 36 boxes of apples pie.
+#### 36
+The answer is: 36.','36',0,'not_equivalent',372,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,13,'Let''s break down the data:
+
+Saturdays: 10 boxes x 4 more boxes = 40 boxes of gingerbread
+Saturdays: 10 x 4 = 40
+Sundays: 15 boxes of gingerbread
+Sundays: 40 - 15 = 15
+
+Sunday: 15 boxes of apple pie (15 cones of apple pie * 1 pineapple = 15 cones of pie)
+
+Suffer: 15 cones of pie (1 pineapple of pie * 1 pineapple = 1 pineapple of pie)
+
+Benefit: 4 cones of gingerbread (4 cones of pie * 4 cones of gingerbread = 16 cones of gingerbread)
+Benefit: 4 cones of pie (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of pie (4 cones of pie * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of pie (4 cones of pie * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake * 4 cones of cake = 16 cones of cake)
+Benefit: 4 cones of cake (4 cones of cake','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,14,'To solve this problem, let''s first identify the information given:
+
+The total cost of the two days is 2 * 2 = 4 (1 day) + 3 (2 days) = 5 (total)
+The cost of one block of gingerbread is 6 (on Sunday)
+The cost of one block of apple pie is 4 (on Saturday)
+The cost of the two days is 1.4 (on Sunday)
+The cost of one day is 2 (on Saturday)
+The total cost of the two days is 4 + 2 = 6 (total)
+
+The answer is 6.
+
+To calculate the amount of the gift of 2 days, subtract the cost of the two days from the total: 2 * 6 = 12
+The amount of the gift of two days is 12 - 4 = 8
+
+Therefore, the answer is 8.
+
+This problem involves converting the problem into a calculation of the total cost of two days, which is 12 + 8 = 16.','8',0,'not_equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,15,'Let''s break this problem down step by step. We know that Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which means he sold 10 + 4 = 14 boxes of each product.
+
+On Saturday, he sold 10 boxes of gingerbread and 4 fewer boxes of apple pie, which means he sold 10 + 4 = 14 gingerbread and 4 more apples pie. This is 12 * 1 = 12 apples pie.
+
+On Sunday, he sold 15 boxes of apple pie and 1 more box of gingerbread than on Saturday, which means he sold 15 + 1 = 16 gingerbread and 1 more box of apple pie.
+
+So, we can say that for each of his 3 sets of 10 and 14, he sold 12 + 16 = 20 cones of both products combined.
+
+Now we can find the total amount of money that he sold each day. For 3 sets of 10, it takes 10 sets x 3 = 30 sets of cones that he sold. This is 2 sets * 3 = 6 sets of cones that he sold.
+
+So, for each set of 10, he sold 10 * 6 = 60 cones.
+
+For each set of 14, he sold 14 * 6 = 72 sets of cones that he sold.
+
+This means that for each of his 3 sets of 10, he sold 10 / 3 = 2 sets of cones that he sold.
+
+So, he sold 2 * 2 = 4 sets of cones, which he sold on Sunday.
+
+So, we can add the amount for each of his 3 sets of 14 to find the total amount of money that he sold. He sold 2 + 4 = 6 sets of cones that he sold.
+
+#### 2
+The answer is: 8','2',0,'not_equivalent',445,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,0,'To solve this problem, we need to break it down step by step. Firstly, we need to find out what Adam''s mother gave him and his father gave him. We''ll start by adding the amount they gave each other to the amount Adam already had.
+
+Adam bought himself a new trousers for $30. So, he already had $30 - $6 - $30 = $10. Now, if they''re sharing a tail, they''re both giving each other $10. This means that every dollar they each gave is shared by one tail. So, they give twice the amount Adam already had.
+
+Their share of Adam''s savings is 2 * $10 = $20. However, they now have 2 * $20 = $40. They have both a tail of $20. So, they now have the complete set of 2 + 2 = 4 ($20).
+
+Now, they have 4 * $2 = $8. But, they''re both giving the money Adam already had, so they''re only sharing it. They now only have 2, but they can''t share anything. They''re only giving each other.
+
+So, they''ve only each gave a tail of 1. They''re only giving each other a tail of 1. They can''t keep each other''s hands (their hands).
+
+They''re only giving each other a tail of 1, but they''re only giving each other one tail, and one tail of each tail of each tail of each tail, which is a tail of two.
+
+They''re both giving each other one tail of each tail of each tail of each tail of each tail, which is a tail of two, but their hands are now both giving the same amount.
+
+They''re only giving each other twice of each other''s hands, which is a tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of each tail of','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,1,'Adam bought himself a new pair of trousers for $30, and his mother gave him $6 for this purpose, so she gave him twice as much as he did. This means he had to contribute $3 x 2 = $6 to her new budget. Therefore, she gave him twice the amount of her own budget. Now, she gave him twice as much money as she gave his mother, so she gave him twice the amount of her own budget.
+
+This is a classic example of a multi-step reasoning problem. The solution involves multiplying and adding fractions, which is a fundamental skill in mathematics. In this case, the problem requires not only understanding the steps involved but also the ability to handle problems that involve multiple steps that can sometimes seem difficult.','$6',0,'not_equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,2,'Adam''s mother gave him $30, which is $21. He''s asking for twice the amount of his father''s savings, which is $6. So, in total, Adam has 2 * $6 = $12.
+However, Adam has $12 - $6 = $2.
+Therefore, his savings is $2 + $2 = $4.
+Adam''s father''s savings is $30 + $4 = $34.
+In total, Adam''s father and Adam''s mother contributed a total of 4 times Adam''s father''s, which is 4 * $6 = $24.
+So, Adam''s father contributed 4 * $6 = $24 - 2 = $24.
+The total amount of their combined contribution was 4 * $6 = $24, which is the sum of their own personal contributions.
+Therefore, the total amount of their combined personal contributions is 4 * $24 = $88.
+Therefore, Adam''s father''s personal contribution is $88.
+His mother''s contribution is $4 * $24 = $12, and their own contribution is $88.
+This makes 20 - 2 = 12 pairs of their own personal contributions.
+Since their own personal contributions are twice their own personal contributions, that means they have 2 * 2 = 4 pairs of own personal contributions.
+This results in 2 * 8 = 16 pairs of own personal contributions.
+This results in 8 * 16 = 120 pairs of own personal contributions.
+Therefore, Adam''s father''s personal contribution is 16 pairs of own personal contributions.
+This is 2 * 2 * 16 = 20 * 16 = 360 pairs of own personal contributions.
+Therefore, Adam''s mother''s personal contribution is 24 * 16 = 320 pairs of own personal contributions.
+This is 4 * 2 = 8 pairs of own personal contributions.
+This makes 4 * 8 = 32 pairs of own personal contributions.
+This results in 12 * 8 = 104 pairs of own personal contributions.
+This makes 16 * 4 = 64 pairs of own personal contributions.
+This is 12 * 16 = 192 pairs of own personal','192',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,3,'Adam bought himself 15 trousers with his money and gave 10 of those away to his mother and father, but for Adam''s share, he gave twice the amount his family donated. The total amount that his family donated is 2 * 10 = 20. So Adam''s share is 2 * 20 = 40.
+
+Adam took 40 from his own savings and gave it to his mother and father, so his share is 40 - 20 = 20.
+
+The total amount that Adam took from his own savings is 20 + 40 = 60, so his share is 60 - 40 = 10.
+
+To find the amount that Adam contributed from his own savings, we multiply 60 by 2: 2 * 2 = 4.
+
+This means that Adam contributed 2 times the amount his family donated, which is 2 * 2 = 4.
+
+The amount that Adam contributed from his own savings is 4 * 2 = 8.
+
+The total amount that Adam contributed is 4 + 8 = 12, and he took 12 out of his own savings, which is 12 * 2 = 24.
+
+The final answer is 4 * 2 * 12 = 24.
+
+The answer is 24.','24',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(70,4,'To solve this problem, we need to calculate the value of Adam''s savings. We know that Adam bought himself some new trousers, and his mother gave him $30, so she had 30 - Adam''s savings. The total amount of money Adam''s mother gave him is twice the amount of money he gave her, so she had 2 * 2 = 4 times Adam''s savings.
+
+This means that Adam''s mother gave Adam twice as much money as he gave her, so she had 2 * 4 = 8 times Adam''s savings. We can also calculate this as 8 * 2 = 16 times Adam''s savings.
+
+Let''s calculate the final answer: 16 * 2 = 32. So, Adam had 32 dollars of his own savings.
+
+The answer is 32.','32',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,5,'Let''s break down the information step by step. Adam bought himself some new trousers for $30, and his mother gave him $6. This means his mother''s contribution of $6 is twice the cost of the new trousers.
+
+Adam''s savings are $30 - $6 = $14. Now, let''s calculate the amount Adam contributed from his own savings. If Adam had $14 at his own discretion, he could have taken care of himself by himself. He would have had to pay back his mother and father. However, most people would have had to repay their parents on a regular basis. So, Adam would have had to pay himself off from his own savings.
+
+We can now consider Adam''s father''s contribution of $6. Adam''s father would have had to pay back the money he gave Adam at his discretion. So, Adam''s father would have had to pay back Adam''s father''s contribution of $6, which means Adam''s father would have paid back Adam''s mother''s contribution of $30.
+
+However, Adam''s mother''s contribution of $14 is actually Adam''s mother''s contribution of $30. Adam''s mother''s contribution of $30 is twice the cost of the second most expensive trousers. Adam''s father''s contribution of $6 would have been twice the cost of the second most expensive trousers.
+
+Adam''s contribution of $14 is actually Adam''s father''s contribution of $30, and not the mother''s contribution of $30.
+
+So, Adam''s father''s contribution of $6 is Adam''s mother''s contribution of $30, and Adam''s mother''s contribution of $30 is Adam''s father''s contribution of $14.
+
+We can now consider Adam''s father''s contribution of $30. His father''s contribution of $30 would have been twice the cost of the second most expensive trousers, but wouldn''t have been twice the cost of the second most expensive trousers.
+
+So, Adam''s father''s contribution of $30 is twice the cost of the second most expensive trousers, which is not Adam''s father''s contribution of $6.
+
+We can now consider Adam''s mother''s contribution of $30. His mother''s contribution of $30 would have been twice the cost of the second most expensive trousers.
+
+We now know that Adam''s contribution of $14 is double that of his father''s, so Adam''s mother''s contribution of $30','$30',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,6,'Adam spent $30 on trousers, so he gave twice as much as that, which is $6 x 2 = $12. He already has $6 for his budget, so Adam has a budget of $6 + $12 = $8.
+
+Adam''s father gave him twice as much as that, so his father gave Adam $12 / 2 = $6.
+
+Adam''s mother gave him twice as much as that, so his mother gave Adam $12 / 2 = $6.
+
+The total amount Adam contributed from his savings is $8 + $6 = $14.
+
+The total amount Adam has to contribute from his savings is $14.','$14',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,7,'Adam bought himself a new outfit for $30, and his mother gave him $6 for this purpose. He also gave his father a second-handed outfit, which is twice as much as Adam''s original outfit. So, his father''s attire is twice the original amount. So, the total amount Adam spent is half of $30 * 2 = $60.
+Adam had $60 to contribute from his savings, and he gave away twice the original amount. He gave away twice the original amount * 2 = 4 times the original amount. The total amount Adam had to contribute from his savings is $12 * 4 = 48.
+Therefore, Adam had a $20 worth of savings left to make ends meet.
+
+The answer is: 4.','4',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,8,'Adam bought himself some new trousers for $30, his mother gave him $6 for this purpose, and his father gave him twice as much as Adam. So, Adam''s mother gave 1/2 * $30 = $6 to Adam and his father gave him twice as much as Adam. 
+
+Adam''s savings were $30 * 6 = $180. The total amount he contributed was $180 - $6 = $160. So, Adam''s contribution was $160 / 2 = $80.
+
+The answer is 80.','80',0,'not_equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,9,'Adam bought himself some new trousers for $30, and his mother gave him $6. So, he had to contribute $30 - $6 = $12 trousers. His father gave him twice as much as Adam had to contribute, so he gave her $12 x 2 = 24 trousers. Adam''s total savings was $30 + 24 = $72.
+
+To find out how much money Adam had to contribute, we subtract his own savings from Adam''s total savings. So, Adam''s total savings is $30 - $12 = $14 trousers. This means Adam had to contribute $14 / $30 = $0.5, which is 5 cents.','5',0,'not_equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,10,'Adam bought himself new trousers for $30, but his mother gave him $6, and his father gave him twice as much as Adam. So, the total amount of money Adam had to contribute from his savings is 2x + 6 = 18.
+
+Adam''s mother gave him twice as much as Adam, so they gave him 2 * 18 = 36.
+
+Adam''s father gave him twice as much as Adam, so he gave them twice as much as Adam, so he gave them 2 * 36 = 72.
+
+So, Adam''s savings were 72 x 2 = 144.
+
+Adam''s father gave his son half of Adam''s father''s savings, so he gave Adam 144 - Adam''s father''s savings.
+
+The total amount of money Adam had to contribute from his savings is 144 - 144 = 0.
+
+The answer is 1.','1',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,11,'Adam bought himself a new outfit for a total of $30, which includes his own clothing. So, to find out how much money he had to contribute, we need to consider his mother''s contribution of $6 and his father''s contribution of twice as much.
+
+First, let''s calculate how much money Adam actually had to contribute. If Adam bought himself one outfit, his mother gave him twice that amount. If Adam bought two outfits, he still had a total of one outfit, and if he bought three outfits, he had three outfits, but they were all of the same value, so they added up to two.
+
+When calculating how much money Adam had to contribute, it''s not just about how much he had to contribute, but also how much of his mother''s income he had to give. So, we multiply the total amount of his mother''s income by 2, which would be 4, and then add that to the amount of his mother''s income.
+
+So, 2 * 1.43 = 2.44. Now, we multiply that by the total amount of his mother''s income, which is $17.25. So, we subtract 2.44 from the total amount, which is 2.44, which is the total amount of his mother''s income.
+
+This is 1.43, so our answer is 1.43.','1.43',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,12,'Adam bought himself $30 and his mother gave him $6, so his mother gave him $3*6 = $18.
+Adam bought himself twice as much as his father gave him $3*2 = $6, so his father gave him $3*6 = $18.
+
+Adam''s total budget was $30 + $18 + $3 = $72.
+The funds Adam had to contribute from his savings were a total of $6 + $18 = $36.
+The total amount Adam had to contribute was $36 - $72 = $24.
+Since Adam has no savings, he has nothing left over to help himself.','$24',0,'not_equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,13,'Adam bought himself some new trousers for $30. His mother gave him $6, and his father gave him twice as much as Adam''s mother, so his father gave him twice as many as Adam''s mother. 2xAdam''s mother = 30 /2 = 6.
+
+Adam''s savings is $30 - 6 = 24 and he gave twice as much as Adam''s mother, so his expenses are twice as much as Adam''s mother''s.
+
+Adam''s expenses = 24 + 2 = 26.
+
+So, Adam had to contribute twice as much as Adam''s mother''s expenses.
+
+The answer is: 24 + 2 = 26.','24',0,'not_equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,14,'Adam bought himself a new pair of trousers for $30. His mother gave him $6 for this purpose, so she gave him twice as much as Adam.
+The sum of these two expenses is 3 * 2 = 6.
+The sum of Adam’s savings is 2 * 6 = 12.
+The total amount of money Adam has to contribute is 12 + 6 = 18.
+Therefore, Adam had to contribute $18.','$18',0,'not_equivalent',103,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,15,'Adam''s total expenditure was $30 - $6 = $60, but he had originally saved $30. Let''s denote his total expenditure as x. So, his total savings are twice the sum of his personal savings multiplied by x. This can be represented as x^2. The rest of his expenses are his personal expenses, which is his personal savings multiplied by x.
+
+To calculate the total expenditure, we multiply x^2 by x:
+
+x^2 * 2x = 2x^2
+
+This is the total expenditure of his personal savings multiplied by x.
+
+So, the total expenditure is:
+
+x^2 * 2x = 4x
+
+This confirms the result we wanted to know earlier, and it''s a beautifully simple example of how to solve a problem in algebra.','4',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,0,'To solve this problem, we need to first determine how many boxes of chocolate bar are in a box. Since they sold 64 chocolate bars, it means they sold three and a half boxes. 
+
+Now, we need to determine how many boxes of chocolate bar are in a box. To do this, we can use the formula for combinations: n choose k = n! / (k! * (n-k)!), where n is the total number of items and k is the number of items to choose.
+
+In this case, n = 64 and k = 3. So,
+
+Number of boxes = 64 * 3 = 184 boxes
+
+Now we have 184 boxes in a box. To find out how many chocolate bars are in a box, we need to divide 184 by 3.
+
+Dividing 184 by 3 gives us 56.
+
+So, there are 56 chocolate bars in a box.','56',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,1,'To solve this problem, we need to break it down step by step. First, we need to determine the total number of boxes of chocolate bars.
+
+Lisa sold three and a half boxes of chocolate bars. To find the number of boxes, we multiply 3 and 1. So, 3 and 1 * 3 = 9 boxes of chocolate bars were sold.
+
+Now, we need to determine the total number of chocolate bars. To do this, we simply add 9 boxes of chocolate bars together, which is 9 + 9 = 18 chocolate bars.
+
+So, there are 18 chocolate bars in a box of chocolate bars.','18',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,2,'To solve this problem, we need to first calculate the total number of chocolate bars that were sold together. Since Lisa sold three and a half boxes of chocolate bars, and Peter sold four and a half boxes, we add them together. 
+
+3.5 boxes * 3.5 boxes = 10.15 boxes
+
+However, we also need to consider that two of their sales of 4 and a half boxes is what we''re referring to. So, we''ll multiply 10.15 by 2, which equals 20.15.
+
+Now, we multiply the total number of chocolate bars sold by 2 to find the number of chocolate bars that were sold together.
+
+2x = 2x = 2 * 2 = 4 chocolate bars
+
+So, the answer is 4 chocolate bars.','4',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(71,3,'Lisa sold 3.5 * 64 = 225 chocolate bars.
+Peter sold 4 * 225 = 90 chocolate bars.
+Together, they sold 225 + 90 = 315 chocolate bars.
+The total number of chocolate bars was 315 - 225 = 45 chocolate bars.
+#### 45
+The answer is: 45','45',0,'not_equivalent',95,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,4,'To solve this problem, we need to think step by step. Lets break it down in a way that makes it easier to solve.
+
+Lisa sold three and a half boxes of chocolate bars. This means she sold 3 * 3.5 = 9 boxes of chocolate bars.
+
+Now, Peter sold four and a half boxes of chocolate bars. So, he sold 9 * 4.5 = 36 chocolate bars.
+
+The total number of chocolate bars is the sum of the number of chocolate bars sold by Lisa and Peter. So, we can say the number of chocolate bars is 3 + 4.5 = 7.
+
+Therefore, the answer is 7.
+
+But let''s simplify it a bit. 3 + 4.5 = 7, so the answer is 7.','7',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,5,'To solve this problem, we need to first find the total number of chocolates that Lisa and Peter sold together. 64 chocolate bars * 3.5 boxes/box = 216 chocolates.
+
+Lisa''s sales combined with Peter''s were 216 chocolates / 3.5 boxes * 3.5 boxes = 6.4 chocolate bars.
+
+We can see that the two of them sold a total of 2.4 chocolate bars.','2.4',0,'not_equivalent',100,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,6,'To solve this problem, we need to break it down step by step and think about the total number of chocolate bars in the box.
+
+First, we found that 3 of the two people sold three boxes of chocolate bars, and 4 of the three people sold four boxes of chocolate bars.
+
+We now know that 64 chocolate bars are in a box. We need to find how many chocolate bars are in the box.
+
+We can calculate it by multiplying the total number of chocolate bars (64) by the ratio of the number of boxes sold to the number of chocolate bars sold.
+
+This is a ratio of the number of boxes sold to the number of chocolate bars sold, which is 64 / 4.
+
+So, 64 / 4 is 16.
+
+We can round this value to 16 chocolates in a box, which means that for every 16 chocolate bars, there are 16 chocolates.
+
+This is the total number of chocolates in a box.','16',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,7,'To solve this problem, we need to first determine the total number of chocolates that Lisa and Peter sold, and then determine how many chocolates Peter sold in a box.
+
+First, we calculate the total number of chocolate bars that Lisa sold: 3 + 4.5 = 7 chocolate bars.
+
+Now, we know that Peter sold 64 chocolate bars in a box, so 64 chocolate bars divided by 7 chocolate bars equals 9 chocolate bars.
+
+So, the answer is 9.','9',0,'not_equivalent',109,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,8,'To find the number of chocolate bars in a box, we need to first determine the total number of chocolate bars they sold. Lisa sold three and a half boxes of chocolate bars, which is 3.5 boxes. However, they sold 4 and a half boxes of chocolate bars. Since the total number of chocolate bars is equal to the number of boxes multiplied by themselves, which is 4.
+
+The answer is 4.
+
+This is an example of a classic lateral thinking puzzle. By dividing the total number of chocolates by the number of boxes, we can solve the problem, which is a classic lateral thinking puzzle.','4',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,9,'To solve this, we need to first determine the total number of chocolate bars Lisa sold. Since she sold three and a half boxes, she sold 3 boxes * 3 = 9 chocolate bars.
+
+We know that 64 chocolate bars are equal to 2 * 9 = 18 chocolate bars. However, 18 chocolate bars are the same as 1 chocolate bar. So, 64 chocolate bars is 2 * 1 + 1 = 2 chocolate bars.
+
+Lisa sold 2 chocolate bars, which is 2 * 6 = 12 chocolate bars.
+
+Peter sold 1 chocolate bar, which is 1 * 2 = 2 chocolate bars.
+
+The answer is 2.','2',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,10,'To solve this problem, we need to determine the total number of chocolate bars that are in a box. We know that Peter sold a total of 64 chocolate bars and Lisa sold a total of 3.5 boxes, so we can calculate the total number of chocolate bars by multiplying the number of boxes by the number of boxes per chocolate bar: 64 * 3.5 = 216.
+
+Now, we can add up the number of chocolate bars sold by each party: 3.5 + 3.5 = 7.5. Since there''s only one chocolate bar left over, the total number of chocolate bars sold is 1.
+
+So, 1 chocolate bar is left over from Peter selling a total of 7.5 boxes of chocolate bars.','7.5',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,11,'We know that Lisa sold three and a half boxes of chocolate bars. To find the total number of chocolate bars, we can multiply three by 3.33. So, the answer is 3.33 * 3.33 * 3.33 = 210.','3.33',0,'not_equivalent',63,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,12,'Lisa sold three and a half boxes of chocolate bars.
+She sold four and a half boxes, which is equal to 2 * 64 = 120 chocolate bars.
+She sold a total of 120 chocolate bars, so in a box, she sold 2 * 120 = 240 chocolate bars.
+So, the total amount of chocolate Lisa and Peter sold was 240 + 120 = 360 chocolate bars.
+#### 360
+The answer is: 360','360',0,'not_equivalent',120,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,13,'To solve this problem, we need to find the total number of chocolate bars, which can be calculated by multiplying the number of boxes by the number of boxes.
+
+3.5 * 64 = 216.
+
+So, there are 216 chocolate bars in a box of chocolate bars.','216',0,'not_equivalent',66,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,14,'To solve this problem, we need to first calculate the total number of chocolate bars that Lisa sold in total, which is the sum of the boxes of chocolate bars sold by Lisa.
+
+Lisa sold three and a half boxes of chocolate bars, and Peter sold four and a half boxes, so the total number of chocolate bars is 6 * 3.5 = 18.
+
+To find the number of chocolate bars in a box, we divide the total number of chocolate bars by the total number of chocolate bars sold.
+
+So, the number of chocolate bars in a box is 18 / 18 = 1. 
+
+Therefore, 1 chocolate bar is equal to 1 * 18 / 18 = 1 chocolate.','1',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,15,'To solve this problem, let''s break it down step by step. We know that Peter sold 64 chocolate bars (4 x 3.5 = 12), while Lisa sold three and a half boxes of chocolate bars. So, the total number of chocolate bars is 12 x 3.5 = 37.5 chocolate bars.
+
+The problem asks for the number of chocolate bars in a box, which means we need to find the total number of boxes that meet the condition of having 12 chocolate bars in a box, which is 37.5 + 4. So, 37.5 + 4. = 41. So, the answer is 41.','41',0,'not_equivalent',152,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,0,'Let''s break down the information step by step.
+
+Step 1: Bethany can run 10 laps on the track in one hour.
+
+Step 2: Trey can run 4 more laps than Bethany.
+
+Step 3: Shaelyn can run half as many laps as Bethany.
+
+Step 4: Quinn can run 2 more laps than Bethany.
+
+Step 5: The total number of laps Bethany can run is the sum of the distances they can cover running the full amount of time: 10 + 4 + 2 = 14.
+
+Step 6: The amount of distance Bethany can run is the difference between the total distance they can run and the distance they can run the first two laps (which is 10 laps) and the distance they can run the second half of the distance they can run.
+
+Step 7: So, Bethany can run 14 + 1 = 15 more laps than Bethany can run compared to Bethany.
+
+Reverse order: Bethany can run more than Quinn can run.
+
+Step 8: Bethany can run 15 more laps than Bethany can run compared to Bethany.
+
+So, Bethany can run 15 more laps than Bethany can run compared to Bethany.','15',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,1,'To solve this problem, we''ll break it down step by step. 
+Step 1: 
+We know that Trey can run 4 more laps than Shaelyn, which is 4 * 2 = 8laps.
+We know that Bethany can run 10 laps, which is 10 * 8 = 80laps.
+We also know that Quinn can run 2 fewer laps than Bethany, which is 2 * 2 = 4laps.
+The total number of minutes that Bethany can run is 80laps + 4laps = 120laps.
+We''ve already determined that Bethany can run 120laps.
+Step 2: 
+We know that Shaelyn can run half as many laps as Bethany, which is 2 * 4 = 8laps.
+We''re told that Shaelyn can run 2 fewer laps than Bethany. This means Shaelyn can run 2laps less than Bethany.
+The total number of minutes that Bethany can run is 120laps - 2laps = 120laps.
+The total number of minutes that Quinn can run is 120laps + 2laps = 240laps.
+The total number of minutes that Bethany can run is 120laps + 2laps = 240laps.
+Step 3:
+We know that Bethany can run 120laps, which is 120laps / 2l = 8ream*l = 8ream*2 = 16ream*l.
+We also know that Quinn can run 2laps less than Bethany, which is 2l = 2ream*2 = 4ream*l.
+We''re told that Bethany can run 16ream*l * 2 = 16ream*2 = 32ream*l, and Bethany can also run 8ream*l, which is 8ream*2 = 16ream*l.
+The total number of minutes that Bethany can run is 16ream*l + 16ream*2 = 32re','32',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,2,'To find the difference, we can start by adding the values of Bethany and Shawn to find the new total distance covered.
+
+Let''s say Bethany runs 10 laps and Quinn runs 4 more than Bethany. So, Bethany has 10 + 4 = 14 laps of the original 10 laps.
+
+Trey can run 4 more than Bethany, so Trey has 10 + 4 = 14 laps of the original 10 laps.
+
+Now we can add the total distances covered by Bethany and Trey: 10 + 14 = 24, and 14 + 2 = 26.
+
+So, Bethany can run 26 more than Quinn: 26 - 2 = 25 feet.
+
+We can also calculate the difference as 25 - 26 = 1 foot.
+
+This is the difference of the two units, which is 1 foot on both sides.
+
+To find out how many more laps Bethany can run compared to Quinn, we multiply the difference by 1. So, Bethany can run 25 - 25 * 1 = 25 feet.','25',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,3,'Bethany can run 10 laps one hour.
+Trey can run 4 more laps than Bethany.
+Shaelyn can run half as many laps as Bethany.
+Quinn can run 2 fewer laps than Bethany.
+#### 2
+The answer is: 2','2',0,'not_equivalent',69,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(72,4,'Let''s break down the information step by step.
+
+- Bethany can run 10 laps on the track in one hour.
+- Trey can run 4 more laps than Bethany, which means he can run 10 + 4 = 14 laps.
+- Shaelyn can run half as many laps as Bethany, which means she can run 10 / 2 = 5 laps.
+
+We can set up a proportion based on this information. Let''s say Bethany can run 10 x 5 = 50 feet. This is the distance she can run in one hour. If she can run 10 + 4 = 14 laps, then she must have run 50 + 14 = 64 feet.
+
+This is 50laps * 1 (representing Bethany''s 10 + 4 = 14 laps) plus 14laps = 24l = 48l = 10l = 10l.
+
+So Bethany can run 10 laps more than Bethany. However, to find the answer, we must consider the ratio of Bethany''s distance to her run. We can do this by saying Bethany can run 10/2 = 5 more laps than Shaelyn. This is the same ratio that has been applied to Bethany''s run.
+
+We also have to consider the ratio of Bethany''s run to Bethany''s distance, 10/14 = 1.5. This is the ratio of Bethany''s distance to her run.
+
+We can say Bethany''s run is 10/14 times Bethany''s distance. This can only be true if Bethany''s run is 10 times Bethany''s distance. This is only possible if Bethany''s distance is 10 + 14 = 24.
+
+Now we have a ratio of Bethany''s distance to Bethany''s run, which is 10/2 = 5. This is the ratio of Bethany''s run to Bethany''s distance.
+
+Finally, we can add 1 to both sides of the ratio to get 5 + 5 = 10 + 2. This is the total distance to Bethany''s run.
+
+So, Bethany''s run','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,5,'Let''s break down the information step by step:
+
+1. Bethany can run 10 laps on the track. So, she runs 10 * 6 = 60 laps.
+2. Trey can run 4 more laps than Bethany. So, she runs 60 - 4 = 48 laps.
+3. Shaelyn can run half as many laps as Bethany. So, she runs 18 / 2 = 9 laps.
+4. Quinn can run 2 fewer laps than Bethany. So, she runs 60 - 2 = 48 laps.
+5. The total number of laps Bethany can run is 60 + 48 + 9 + 1 = 251.
+
+Now we can find the number of laps Bethany can run:
+
+Bethany can run 60 - 48 = 20 laps
+Bethany can run 2 more laps than Bethany: 20 + 4 = 48
+Bethany can run 1 more laps than Bethany: 2 * 1 = 2
+
+Bethany can run 2 more laps than Bethany: 20 + 4 = 60
+
+So, Bethany can run 1 more lap than Bethany.','1',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,6,'To solve this problem, we need to think of a step-by-step approach that takes into account the given information and the constraints.
+
+Let''s start by identifying the information given:
+
+The first part of the problem is:
+10 laps = 10 laps * 10 laps per lap = 100 laps
+Trey can run 4 more laps than Bethany. So, Bethany can run 10 + 4 = 14 more laps than Trey.
+
+The second part of the problem is:
+Trey can run half as many laps as Bethany. So, Bethany can run 10/2 = 5 more laps than Trey.
+
+Now, let''s consider the third part of the problem:
+10 + 10 + 10 = 20
+Quinn can run 1 more lap than Bethany. So, Bethany can run 10 + 1 = 11 more laps than Trey.
+
+Let''s combine these equations to find a final answer:
+10 + 10 = 20 + 11
+20 + 11 = 31
+Since 31 cannot be less than 20, we round up to 32.
+
+So, Bethany can run 32 more laps than Trey.
+
+The answer is 32.
+#### 32
+At last, Bethany can run 32 more laps than Trey.
+#### 32
+We have completed the final answer.','32',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,7,'To solve this problem, we need to identify the unknown variables and determine the relationship between them. Let''s denote the number of laps Bethany can run as x.
+
+We know that Trey runs 10 laps, and Shaelyn runs 4 more laps than Bethany.
+Let''s denote the number of laps Bethany can run as x.
+Let''s denote the number of laps Trey can run as x.
+Let''s denote the number of laps Bethany can run as y.
+
+We''re given that Trey can run 2 more than Shaelyn.
+We can set up an equation to represent the scenario.
+Let''s denote the number of laps Bethany can run as x.
+Let''s denote the number of laps Trey can run as y.
+Let''s denote the number of laps Bethany can run as x.
+Let''s denote the number of laps Bethany can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote the number of laps Shawn can run as y.
+Let''s denote the number of laps Shawn can run as x.
+Let''s denote','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,8,'Let''s break it down step by step.
+
+First, we know Bethany can run 10 laps on the track in 1 hour. So, 10 * 10 = 100 laps.
+
+Trey can run 4 more laps than Bethany: 10 * 4 = 40 laps.
+
+Shaelyn can run half as many laps as Bethany: 10 * 2 = 20 laps.
+
+Now, let''s consider the cases:
+
+Shaelyn runs 2 fewer laps than Shaelyn: 20 * 2 = 40 laps.
+
+To find the difference, we can subtract 20 from 40, which gives us 40 - 20 = 10 more.
+
+Quinn runs 1 less than Bethany, which is 10 - 1 = 9 laps.
+
+Now, we can add these two cases to find the difference:
+
+- 10 * 2 = 20 + 1 = 12 more.
+- 10 * 1 = 10.
+
+So, Bethany can run 12 more laps than Bethany.
+
+Trey runs 4 more than Bethany, but we don''t need to do that because Bethany runs 10 times, and Trey runs 4. So, the answer would be 12 - 4 = 8 laps.
+
+Shaelyn runs 2 less than Bethany, but we don''t need to do that because Shalyn runs 2 times. So, the answer would be 10 - 2 = 8 more.
+
+Quinn runs 1 less than Bethany, but we don''t need to do that because Bethany runs 10 times, and Shalyn runs 1 times. So, the answer would be 8 - 1 = 7 laps.
+
+So, Bethany can run 7 laps more than Bethany compared to Quinn.
+
+So, Bethany can run 7 + 8 = 15 more than Bethany.
+
+The answer is 15 + 1 = 17.','15',0,'not_equivalent',491,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,9,'To solve this problem, we need to break it down into manageable parts. We know that Bethany can run 10 laps on the track, which is equal to 10 times 8.13 feet.
+
+We also know that Trey can run 4 times 101 feet, which is 40 feet, and Shaelyn can run 1/2 times 80 feet.
+
+We can think of these ideas as: 10 times 80 feet is 80 feet, and 4 times 101 feet is 40 feet.
+
+Noticing that a quarter of a mile is 101 feet, we can also take 101 feet as 10 feet. This seems to be a common ratio.
+
+In this case, it''s a ratio of 1:1.
+
+The ratio of 1:1 holds true for any number, where a fraction is multiplied by itself (1:1).
+
+We can then determine that the number of times 1:1 is equal to 1:1 is the ratio of 1:1 to itself, which can be written as 1:1.
+
+Therefore, the answer is 1:1.
+
+However, this answer seems to be based on the assumption that ratios can only hold true for whole numbers. In reality, ratios can be used to show all proportions, and they can be multiplied to show ratios can be multiplied.
+
+In this case, we just showed that 1:1 can be multiplied to 1:1, which is an identity.','1',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,10,'Given that Bethany can run 10 laps on the track, we need to determine how many laps she can run compared to Quinn''s.
+Quinn''s running 10 laps is 1/2 of 10 laps, which is 20 laps.
+If Bethany can run 10 laps, she would now be running 20% more than Bethany''s.
+So, Bethany can run 20% more than Quinn.
+We need to find how many more laps Bethany can run compared to Quinn.
+Bethany''s running 10 laps is 10% more than Bethany''s, so Bethany can run 10% more than Quinn.
+So, Bethany can run 10% more than Quinn, which is 20% more than Bethany''s.
+Bethany''s running 10% more than Bethany''s is 10% more than Bethany''s, and Bethany can run 10% more than Bethany''s.
+Therefore, Bethany can run 10% more than Bethany''s.
+We need to find how many more laps she can run compared to Bethany''s by dividing the difference by 10%.
+So, Bethany''s running 10% more than Bethany''s is 10% more than Bethany''s, and Bethany''s running 10% more than Bethany''s.
+To find the difference between Bethany''s running 10% more than Bethany''s and Bethany''s running 10%, we need to calculate how many times Bethany''s running 10% more than Bethany''s is divided by Bethany''s.
+The difference between Bethany''s running 10% more than Bethany''s and Bethany''s running 10% more than Bethany''s is 10% more than Bethany''s.
+There is 10% more than Bethany''s in Bethany''s running 10%.
+There is 10% more than Bethany''s in Bethany''s running 10%.
+Therefore, Bethany can run 10% more than Bethany''s.
+Bethany can run 10% more than Bethany''s, which is 10% more than Bethany''s.
+To find the difference between Bethany''s running 10% more than Bethany','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,11,'Bethany runs 10 laps, and Trey runs 4 more laps than Bethany. This means Trey runs 10 + 4 = 14 more laps than Bethany.
+
+Quinn runs 2 fewer laps than Bethany, so Quinn runs 14 - 2 = 12 more laps than Bethany.
+
+Bethany can run 10 + 14 = 24 more than Bethany.
+
+To find Bethany''s running requirements, we multiply Bethany''s running requirement by itself 2. So, Bethany''s running requirements are 10 + 2 = 22 and 14 - 2 = 12 more.
+
+This matches Bethany''s running requirements, so Bethany can run 22 + 12 = 34 more than Bethany.
+
+Therefore, Bethany can run 34 more than Quinn.
+
+#### 34
+The answer is: 34','34',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,12,'Bethany can run 10 laps on the track in 1 hour.
+Trey can run 1 more laps than Bethany, so 10 + 1 = 11 laps.
+Shaelyn can run 2 fewer laps than Bethany, so 11 - 2 = 8 laps.
+Quinn can run 2 more laps than Bethany, so 2 * 2 = 4 laps.
+
+We can set up an equation to solve this problem:
+Trey * 11 + Shaelyn * 8 = 10 + 11 + 2 * 4 = 8 + 4 = 12.
+Trey * 11 + Shaelyn * 8 + 2 * 4 = 10 + 11 + 4 = 12.
+
+The answer is 12.','12',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,13,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the information given: number of laps covered by each of Bethany, Trey, Shaelyn, and Quinn, and the total number of laps covered by each of them.
+
+There are 2 laps covered by Bethany, 4 more than Trey, and 2 more than Shaelyn. We can think of this as the "2 + 2 = 4" part of the formula.
+
+The total number of laps covered by each of them can be calculated by adding the number of laps covered by each of them. This is a multiplicative relationship, where the number of laps covered by each of them is the product of the number of laps covered by each of them and the number of laps covered by Bethany, Trey, Shaelyn, and Quinn.
+
+To find the number of laps covered by Bethany, Trey, Shaelyn, and Quinn, we can use the formula for the number of laps covered by each of them. The formula is n * (n + 1) for the nth term of a geometric progression.
+
+Let''s find the nth term of the sequence: n = (2n + 1) / 2. So the nth term of the sequence is 2n + 1.
+
+Now, we can find the number of laps covered by Bethany, Trey, Shaelyn, and Quinn using the formula: n * (n + 1) = 2n + 1, where "2n" represents the number of laps covered by Bethany, Trey, Shaelyn, and Quinn.
+
+The number of laps covered by Bethany, Trey, Shaelyn, and Quinn is n + 2, and the number of laps covered by each of them is (2n + 1) - 1, where "2n" represents the number of laps covered by each of them.','2',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,14,'Let''s break down the information step by step:
+
+- Bethany can run 10 laps faster than Trey.
+- Trey can run 4 more laps than Bethany.
+- Shaelyn can run 2 fewer laps than Bethany.
+- Quinn can run 2 more laps than Bethany.
+
+Let''s calculate the total distance played between Bethany and Quinn.
+
+If Bethany runs 10 laps faster than Trey, then Bethany runs a total of 10 * 2 = 20 more laps than Trey.
+If Bethany runs 4 more laps than Trey, then Bethany runs a total of 4 * 2 = 8 more laps than Trey.
+If Bethany runs 2 more laps than Bethany, then Bethany runs a total of 2 * 2 = 4 more laps than Bethany.
+
+We need to find how many more laps Bethany can run compared to Quinn. We can think of it as a formula:
+
+Bethany can run a total of (Trey * 2) + Bethany''s own run = 2 + Bethany''s own run = 4 + Bethany''s own run = (Trey * 3) + 4 + Bethany''s own run = 2 + 4 + 4 = 8
+
+However, there is another way to look at this:
+
+Bethany can run a total of 8 more than Bethany''s own run.
+If Bethany''s own run is 10, then Bethany''s own run is 8 - 10 = 2.
+Bethany runs 2 more than Bethany''s own run.
+
+So Bethany can run 2 more than Bethany''s own run.
+
+But the most straightforward way to solve the problem is to multiply Bethany''s own run by 3:
+
+Bethany can run 3 times Bethany''s own run.
+
+This is 3 times 2 = 6 more laps Bethany can run compared to Quinn.
+
+So Bethany can run 2 more than Bethany''s own run.','2',0,'not_equivalent',471,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,15,'Let''s break down the problem step by step. We know that Shaelyn can run 2 more laps than Bethany, which means Bethany can run 2 * 10 * 2 = 40 laps.
+
+Now, we know that Trey can run 4 more laps than Bethany. So, we can write: 10 * Bethany * 2 = 40 * Bethany.
+
+We also know that Quinn can run 2 fewer laps than Bethany. So, we can write: 25 * Bethany = 25 * Bethany * 2 = 10 * Bethany * 2.
+
+This is the answer. Bethany can run 4 * 25 = 100 - 200 = 100 more than Bethany.
+
+So, Bethany can run 100 more than Bethany.','100',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,0,'Melissa spends 6 hours a day listening to a court case.
+In 3 days, she spends 6 * 3 = 18 hours per day.
+She earns an additional $3 for each day spent to make up for the lost pay for parking.
+After expenses, she earns 18 * 3 = $48 per day.
+To make up for lost pay, she must pay $48 per day, so she earns 48 * 3 = $144 per day.
+Melissa has 48 + 3 = 71 jury pay days.
+#### 71
+The answer is: 71','71',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,1,'Melissa''s time spent listening to the court case is 6 hours, and she has to spend 6 hours a day listening to the case. To find her jury pay, we need to divide the jury pay by the number of hours she spends.
+
+Jury pay is 15/3 = 4 cents per hour. Multiplying this by the hours she spends, we get 4*4 = 16 hours. However, 16 hours is 15 days * 3 = 40 days of jury pay.
+
+To find the jury pay, we need to divide the jury pay by 3 (the number of days she spends watching the case). 40/3 = 12.
+
+Melissa makes a jury pay of 12 dollars per hour.
+
+So, 12 * 30 = 360 cents of jury pay is earned.','360',0,'not_equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,2,'To solve this problem, we need to calculate the total amount of jury pay Melissa makes per hour. The court case is a court case, and each day is a jury day. So, 3 days * 6 hours is 18 hours. 18 hours * $3 = $54.
+
+Melissa can spend 18 hours at a rate of $15 per day, so in 5 days she can spend $54 * 5 = $280.
+
+So, Melissa makes 280 jury pay per day.
+
+To find out how many jury pay she makes per hour, we need to divide $280 by 6 hours, which is 1.5 hours.
+
+So, Melissa makes 1.5 x 6 = $9.25 jury pay per hour.
+
+To calculate how much jury pay she makes per hour, we multiply the number of jury pay she makes per hour by the number of hours she spends per day.
+
+This is 280 jury pay per day * 6 days * 3 days * 3 = 280 jury pay per day * 6 x 3 = 180 jury pay per day.
+
+This is the amount Melissa makes per jury day.
+
+So, the total jury pay Melissa makes per day is $9.25, and the total jury pay per hour is 280 jury pay per day.
+
+To check if the answer is correct, we can check if it matches our original answer.
+
+We calculated that the total jury pay Melissa makes per day is $9.25, which is exactly 280 jury pay per day.
+
+The only possibility for the answer to be slightly less than 280 jury pay per day was 280 jury pay per day.
+
+The answer is indeed 280.','280',0,'not_equivalent',402,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,3,'Melissa is paid $15 per day, so she spends 6 hours a day watching her case being heard (1 day). To find the jury pay, she needs to divide the total jury pay by the total days: 15 days / 3 days per jury pay = 2.5 jury pay per day.
+
+Since Melissa has to spend 3 days to watch her case and pays $3 per day, she can multiply 2 jury pay per day by 3 to find the jury pay per day: 2 jury pay per day * 3 days = 6 jury pay per day.
+
+Now, let''s think about her expenses. If she has to spend 3 days to watch her case, it means she has to spend 30 days in total. So, she has to spend 2 * 30 = 60 days in total.
+
+To find the jury pay per day, she needs to divide the total jury pay by the total days: 6 jury pay per day * 30 days = 180 jury pay per day.
+
+So, Melissa gets 180 jury pay per day.','180',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,4,'Melissa spends 6 hours a day listening to a court case, which is equivalent to 10 days of her vacation time. If she spends $15 per day on parking, she is essentially paying $3 to a driver''s license for every day she spends. The total number of days she spends can be calculated by multiplying her daily mileage by her daily parking fee. So, 6 days * 10 days * $15 per day = 150 days.
+
+The jury pay the defendant, Melissa, is paid $15 per day * 150 days = 1800 dollars. This is the total amount of jury pay.','1800',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,5,'Melissa spends 6 hours a day for 3 days and spends $15 per day for parking each day. So, to calculate the jury pay, we multiply the daily parking fee by the daily parking charge:
+
+Jury pay = (15/3) * 3.00 = 12.25/3 = 4.25 dollars per day
+
+Melissa spends 6 hours a day for 3 days and spends $3 for parking each day. So, to calculate the jury pay, we multiply the daily parking fee by the daily parking charge:
+
+Jury pay = (3/3) * 4.25 = 14.75 cents per day
+
+Now we can add the jury pay to the daily parking fee to find the jury pay:
+
+Jury pay = 14.75 + 4.25 = 69.00 cents per day
+
+So, Melissa spends 69.00 cents per day on jury pay.','69.00',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,6,'Melissa has 6 hours a day to listen to a court case and spends 6 hours a day for 3 days.
+She is paid $15 per day with parking expenses.
+She spends 6 hours a day on a court case for 3 days * 6 hours per day = 18 days.
+She spends 18 days * 3 days per day = 48 days.
+She spends $15 per day * 48 days = 720 dollars per year.
+She has to pay a jury pay of $3 per day per year.
+So the jury pay is 720 - 720 = 100 cents per year.
+The jury pay is 720 / 100 = 0.720 dollars per year.
+Melissa makes 0.720 dollars per hour she is paid a jury pay of 0.720 dollars per hour.
+The jury pay is 0.720 hours per day per week.
+The jury pay is 720 / 360 = 0.0143 hours per day per week.
+The jury pay is 0.0143 hours per day per day.
+Melissa makes 0.0143 hours per hour she is paid a jury pay of 0.0143 hours per hour.
+The jury pay is 720 / 360 = 0.0025 hours per day per week.
+Melissa makes 0.0025 hours per minute per day.
+The jury pay is 720 / 360 = 0.0044 hours per day per week.
+Melissa makes 0.0044 hours per second per minute.
+The jury pay is 720 / 360 = 0.0060 hours per second per minute.
+The jury pay is 720 / 360 = 0.00625 hours per second per minute.
+The jury pay is 720 / 360 = 0.0078 hours per second per minute.
+The jury pay is 720 / 360 = 0.0125 hours per second per minute.
+The jury pay is 720 / ','720',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,7,'Melissa spends 6 hours a day for 3 days at a court case, so her daily workload is 3 * 6 = 18 hours.
+She also pays a parking fee of $3 per day.
+To calculate the jury pay, we need to determine how much of a jury pay Melissa makes per hour.
+The jury pay is $15 per hour multiplied by the jury pay per hour (15 / 3 = $3.6) and then multiplied by 18 hours (18 * 60 = 960 hours).
+Melissa spends 960 hours doing jury duty, so she makes a jury pay of 960 * 3.6 = 312.4.
+#### 312.4
+The answer is: 312.4','312.4',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,8,'Melissa spends 6 hours per day, which is equivalent to 32 hours per day, so 32 * 6 = 180 hours, which is 6 days.
+Melissa has to work 6 days a week and is paid $15 per day, which is 6 days per week.
+Therefore, she spends 6 / 180 = 15% of her earnings after expenses, which is 32 * 1.5 * 3 = 12.5% of her total earnings.
+To solve this problem, we can think of it like a game of dice. Imagine that you roll a die, and if you roll a 3, you win 100%, and if you roll a 1, you lose 10%. In this scenario, the payoff is 3 - 10 = 10%. The payoff is 10% of your total earnings, but you roll the die 3 times to get 1 die. You can use this example to your advantage. You can roll a 3 and you win 10%, and roll a 1 and you lose 10%.
+However, let’s say you roll a 3 and you win 10%. You can still roll the die 6 times, and you will get a 1. But if you roll a 1 and you lose 10% of your earnings, you will also lose 10% of your earnings as well, which might not seem like a 10% loss, but it actually means that you will lose 10% of your earnings, because you rolled a 3 and you rolled a 1.
+
+Another way to think this problem is to consider the concept of what happens when you roll a die a large number of times. Imagine that the die is rolled 3 times. If you roll a 3, you win 10%, and if you roll a 1, you lose 10%. But if you roll a 3 and a 1, you can roll a 3 and you win again, but if you roll a 1 and a 1, you can roll a 3 and you win again. But if you roll a 3 and a 2, you can roll a 3 and you lose again. But if you roll a 1 and a 2, you can roll a 3 and you','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(73,9,'Melissa spends 6 hours a day on a court case, which is equivalent to 6 hours * 3 days * 3 days = 36 hours.
+During a court case, she spends 6 hours on one case and 3 days on another case. So, she spends 3 * 6 = 18 hours on one case and 3 * 6 = 18 days on another case.
+Therefore, she has to spend 18 / 3 = 4.5 days per court case, which is equivalent to 4.5 * 6 = 24 hours per day.
+Therefore, she makes 24 * 18 / 3 = 32 hours per week, which is equivalent to 32 * 6 = 180 hours per month.
+She spends 3 * 6 = 18 hours per month.
+She can make 32 * 18 / 6 = 128 hours per year.
+Therefore, in one year, she spends 128 * 18 = 2560 hours per year.
+However, she pays 15 cents per hour.
+So, she has to spend 128 * 15 / 3 = 20 hours per month.
+She works 6 hours a day.
+She spends 6 * 6 = 36 hours per month.
+She works 4.5 * 6 = 24 hours per month.
+She works 4.5 * 6 = 23 hours per month.
+She works 2.5 * 6 = 12 hours per month.
+She works 4.5 * 6 = 24 hours per month.
+She works 4.5 * 6 = 24 hours per month.
+She works 8 hours a day.
+She works 4 * 8 = 32 hours per month.
+She works 4 * 8 = 32 hours per month.
+She works 6 hours a day.
+She works 4.5 * 6 = 24 hours per day.
+She works 4.5 * 6 = 24 hours a day.
+She works 8 hours a day.
+She works 6 hours a day.
+She works 4 hours a day.
+She works 4.5 *','4.5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,10,'To solve this problem, we need to determine the total amount of money Melissa will earn after considering expenses and parking costs.
+Let''s break down the information given:
+
+- 6 hours of listening to a court case at a rate of $15 per hour
+- 3 days of listening to a court case at a rate of $15 per hour per day
+- 6 days of parking at a rate of $15 per day
+
+We need to find the total amount of money Melissa will earn per hour at the rate of 15 per day.
+
+The total amount of money Melissa will earn per hour at 15 per day is equal to 15 * 6 = 90 hours.
+
+But, we need to consider the extra parking for 3 days at 15 per day. To calculate this, we need to multiply 15 * 3 * 15, which equals 120.
+
+This is a 90-hour parking calculation.','90',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,11,'To solve this problem, we need to first determine the total amount of jury duty Melissa spends per day and then determine her total amount of jury pay after expenses.
+
+Melissa spends 6 hours a day listening to a court case, which is equivalent to one day of jury duty. So, the total amount of jury duty she spends per day is 6 hours * 1 day = 6 hours per day.
+
+Now, we need to determine the total amount of jury pay she spends per day. To do this, we''ll calculate the cost of one day of jury duty by multiplying it by the number of days (12) and dividing it by 3, which is 2.
+
+So, Melissa spends 6 hours * 2 per day * 2 = 12 hours * 2 = 24 hours per day.
+
+Therefore, Melissa makes 2 * 12 = 24 jury pay.
+
+So, Melissa makes 24 * 1 = 24 jury pay per day.','24',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,12,'To solve this problem, we need to break it down step by step so that we can provide the final answer in a structured way. First, let''s find the total daily workload by multiplying the total hours worked by the total days worked. 
+
+Melissa works 6 hours a day and 3 days a week, so she works a total of 6 * 3 = 18 days.
+
+Now, let''s find the total expenses by multiplying the total days worked by the total number of days worked.
+
+Melissa spends 18 days * 3 days = 54 days. So, she spends 54 / 3 = 18.
+
+Now, let''s find the total jury pay per hour.
+
+To find the total jury pay per hour, we need to multiply each day''s expenses by the number of days worked.
+
+Here, we multiply the total expenses by the number of days worked.
+
+Tonnes of jury pay per day = 54 / 3 = 18.
+
+So, Melissa has 18 jury pay per hour.
+
+Let''s round this answer to 19, as 19 is the maximum possible jury pay per hour.
+
+Melissa will have 19 jury pay per hour.','19',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,13,'Melissa spends 6 hours per day at her job and pays $15 per day. To find her jury pay, we need to calculate the total amount made by the jury and divide it by the total number of hours worked.
+
+She spends 6 hours per day at work and pays $15 per day. So, 6 x $15 = $72. Now, we divide the total amount by the number of days worked: 72 / 3 = 24. 
+
+Dividing 24 by 3 gives 6, so the jury pay is 6 hours (24 hours) / 3 days (360 days in a year) = 1.8 hours per day.
+
+Melissa makes 1.8 hours per day, which is equivalent to 1.8 * 30 hours = 40 hours of jury pay. 
+
+The total amount of her jury pay is 24 hours * 40 hours = 960 hours of jury pay.','960',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,14,'Melissa spends 6 hours a day (3 days) and earns $15 per day for justifying her payment for parking.
+She has to pay $3 parking each day, which means for 3 days she will earn $15/day * 6 days = $9x, for 3 days she will earn $3x.
+To calculate the jury pay, we multiply the overall pay by the number of days.
+$15 * 6 days = $9x * 6 days = $54x = 43.5x.
+Melissa makes jury pay for the 4th day of her week (Saturday) at 4x per day.
+Therefore, she makes jury pay for 4x days * 2 days = 8x days of jury pay.
+#### 8
+The answer is: 8','8',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,15,'Melissa spends 6 hours a day for 3 days, meaning she spends 6 * 3 = 18 hours a day.
+She also has to pay $15 per day for parking, which is 3 * 15 = $40 per day.
+To find out how much jury pay she makes per hour, we need to divide the total jury pay by the total hours per day.
+(15 * 18) / 15 = 3.
+
+So, Melissa makes 3-hour jury pay per day.','3',0,'not_equivalent',120,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,0,'Let''s break down the information step by step:
+
+On Monday, the post office delivered 425 letters. On Tuesday, they delivered 17 more than one-fifth of 425, which is 125.
+On Tuesday, they delivered 17 more than twice as many as Monday, which is 24.
+On Wednesday, they delivered 5 times as many as Wednesday, which is 15.
+
+Let''s convert this into a percentage:
+
+24 / 15 = 0.15 or 15%
+
+So, the post office delivered 15 letters.','15',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,1,'On Monday, the post office delivered 425 letters, so 425 / 100 = 0.425.
+On Tuesday, they delivered 17 more than twice as many as they delivered on Tuesday, so 17 + 3 = 4.3.
+On Wednesday, they delivered 5 more than twice as many as they delivered on Wednesday, so 5 + 2 = 7.
+The post office delivered 7 * 4.3 = 28.35 more than their original count, so 28.35 + 17 + 3 = 55.
+To find the total, we add 55 units of the post office to the original content, so 55 + 28.35 = 52.5.
+#### 52.5
+The answer is: 52.5','52.5',0,'not_equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(74,2,'The post office delivered 425 - 17 = 345 more than one-fifth of Monday''s deliveries.
+They delivered 17 more than twice as many as a week ago on Monday, so they delivered 345 x 2 = 625 more than two weeks ago.
+On Wednesday they delivered 5 more than twice as many as three weeks ago, so they delivered 625 x 2 = 1200 more than three weeks ago.
+In total, they delivered 625 + 1200 = 1800 more than three weeks ago.
+They delivered 1800 - 345 = 2100 more than three weeks ago.
+The post office delivered 2100 - 1800 = 400 more than last week.
+They delivered 400 + 210 = 610 on Friday, but on Sunday they delivered 400 - 210 = 180 more than last Sunday.
+They delivered 180 + 400 = 420 on Sunday.
+They delivered 420 - 180 = 160 more than last Sunday.
+They delivered 160 + 180 = 320 on Monday.
+They delivered 320 - 360 = 100 more than Monday.
+They delivered 100 + 160 = 260 on Tuesday.
+They delivered 260 - 100 = 60 more than Tuesday.
+They delivered 60 + 160 = 240 on Wednesday.
+They delivered 240 - 60 = 120 more than Wednesday.
+They delivered 120 + 60 = 70 more than Wednesday.
+They delivered 70 + 120 = 200 on Friday.
+They delivered 200 - 70 = 150 on Saturday.
+They delivered 150 + 70 = 125 more than Saturday.
+They delivered 125 + 70 = 195 on Sunday.
+They delivered 195 - 125 = 80 on Monday.
+They delivered 80 -','80',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,3,'Let''s start by breaking down the problem. We know that the post office delivered 425 letters on Monday, so it would be 425 * 100 / 2 = 425 total letters delivered.
+
+Now, let''s calculate the difference: we have 17 more letters delivered compared to the first day of the next month (Wednesday), 5 more letters delivered compared to the first day of the previous month (Monday), and 1 more letters delivered compared to the previous month.
+
+We calculate it as 17 + 5 + 1 = 22. So, the post office delivered 22 letters on Monday.
+
+Now, let''s calculate the difference: we have 12 more letters delivered compared to the previous month, 5 more letters delivered compared to the previous month, and 1 more letters delivered compared to the previous month.
+
+We calculate it as 12 + 5 = 17. So, the post office delivered 17 letters on Tuesday.
+
+We subtract the first day of the previous month (Monday) from the last day of the previous month (Tuesday) to find the difference: 3 days - 2 days = 1 day. So, the post office delivered 1 day more letters compared to Tuesday, 3 days ago.
+
+The post office delivered 3 days ago. So, the post office delivered 3 * 2 = 6 more letters compared to the previous day.
+
+Finally, we add the last day to the post office''s deliveries to find the total number of letters delivered: 425 + 6 + 1 = 431.
+
+The total number of letters delivered is 431.','431',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,4,'To solve this problem, we need to first determine the total number of letters delivered by the post office on Monday - Wednesday.
+Let''s calculate the total number of letters delivered:
+On Monday, 425 * 1 = 425 more than one-fifth of the previous days.
+On Tuesday, 17 * 1 = 17 more than twice the previous days.
+On Wednesday, 5 * 2 = 10 more than twice the previous days.
+There are 26 days remaining until Tuesday.
+Now, we can calculate the number of letters delivered:
+Total number of days = 26 (remaining days) + 425 (days) = 520 days
+Days remaining until Tuesday = 520 - 26 = 420 days
+Number of days until Tuesday = 420 / 520 = 1.78 days
+Total number of days until Tuesday = 425 - 1.78 = 293.25 days
+So, there are 293.25 days remaining until Tuesday.
+We now have 43 days to calculate the number of letters delivered.
+Let''s calculate the number of letters delivered for each day:
+Monday = 425 * 1 + 1 (1 letter per day)
+Tuesday = 17 * 1 + 2 (2 letters per day)
+Wednesday = 5 * 2 + 3 (3 letters per day)
+On Wednesday = 17 + 5 = 22 days
+The number of days until Tuesday is 293.25 - 293.25 = 58.75 days
+To find the number of days until Tuesday, we divide the number of days by the number of days to determine the total days until Tuesday.
+There are 293.25 / 293.25 = 1.15 days
+Now, we divide the total number of days until Tuesday by the number of days to find the number of days until Tuesday itself:
+Number of days until Tuesday = Total days / Number of days to calculate the number of days until Tuesday itself
+Number of days until Tuesday = 293.25 / 293.25
+Number of days until Tuesday = 1.15
+We round the number','1.15',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,5,'If the post office delivered Monday - Wednesday, it means they delivered 425 - 175 = 225 more letters than Monday.
+If they delivered 17 more than twice as many as the Monday, they delivered 17 * 2 = 34 more letters than the Monday.
+So, the total number of letters delivered for Monday is 225 + 34 = 379.
+Then, they delivered 225 * 379 / 2 = 7325 fewer letters on Tuesday than on Monday.
+It''s the same as Tuesday''s delivery, so Tuesday delivered 7325 - 1946 = 440 more letters compared to Monday.
+Therefore, 440 + 1946 / 2 = 324, which is the same as Wednesday''s delivery.
+The two days (Monday and Tuesday) are totaled to get the total number of days (Monday - Tuesday) for Tuesday''s delivery.
+So, Tuesday delivered 7325 - 440 = 284 more days than Tuesday.
+The total number of days, Monday - Wednesday = 284.
+#### 284','284',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,6,'First, let''s find out how many days each day (Monday, Tuesday, and Wednesday) took to deliver the number of letters.
+On Monday, they delivered 425/5 = 100 letters.
+On Tuesday, they delivered 17 more than one-fifth of that, which means on Tuesday they delivered 17*100 = 1700 letters.
+On Wednesday, they delivered 5 more than twice as many as Tuesday, which means on Wednesday they delivered 17*5 = 850 letters.
+To find out how many days they took to deliver the number of letters, we can simply add 1700 and 850, which gives us 2250 days.
+So, on Monday, they took 2250/5 = 50 days to deliver the number of letters.
+On Tuesday, they took 850/2 = 360 days to deliver the number of letters.
+On Wednesday, they took 5 more days than they took on Tuesday.
+To find out how many days they took on Tuesday, we can divide 360 by 5, which gives us 90 days.
+So, they took 90 days to deliver the number of letters.
+To find out how many days they took on Wednesday, we can divide 90 by 3, which gives us 3 days.
+To find out how many days they took on Monday, we can divide 50 by 1, which gives us 5 days.
+So, they took 5 days to deliver the number of letters.
+So, they took 2 days to deliver the number of letters.
+To find out how many days they took on Wednesday, we can divide 360 by 2, which gives us 160 days.
+So, they took 2 days to deliver the number of letters.
+To find out how many days they took on Monday, we can divide 50 by 2, which gives us 2 days.
+So, they took 2 days to deliver the number of letters.
+The answer is 2 days.
+#### 2
+The answer is 2 days.
+#### 2
+The answer is 2 days','2',0,'not_equivalent',485,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,7,'If there were 425 letters on Monday, and there are 425 x 1.5 = 625 more days on Wednesday, that means Tuesday delivered 625 - Wednesday''s delivery, Monday delivered 17 more, and Wednesday delivered twice as many as Tuesday, that means Monday delivered 17 * 2 = 34.
+If Tuesday delivered 12 more than twice as many as Wednesday, that means Tuesday delivered 12 * 2 = 24 more days than Monday, Wednesday delivered 24 * 2 = 48 days, and Wednesday delivered twice as many as Monday, that means Wednesday delivered 48 days.
+The total days on Wednesday are 48 + 49 = 97 days.
+If Tuesday delivered 12 more than twice as many as Monday, then Tuesday delivered 12 * 2 = 24 more days than Monday, and Wednesday delivered 24 * 2 = 48 days.
+There are 97 days to calculate the days on Wednesday.
+So the answer is 97 days.
+####eca
+11177051
+','eca',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,8,'First, find the difference between the number of days in the week and the number of days to the week of the month.
+- 1 week = 7 days
+- There are 7 days in the week
+- So there are 7 times 7 days in the week
+- So the answer is 7 * 7 = 49
+
+Now, find the difference between the number of days to the week of the month and 49.
+- There are 49 days in the month
+- So there is 49 - 7 = 22 days in the week
+- So there is 22 times 7 days in the week
+- So the answer is 22 * 7 = 142 days
+
+So the answer is 142 days','142',0,'not_equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,9,'Let''s break it down step by step.
+
+On Monday, the post office delivered 425 letters.
+On Tuesday, they delivered 17 more than 425 letters, so on Tuesday, they delivered 425 - 17 = 250 more than 425.
+On Wednesday, they delivered 5 more than twice as many as they delivered Monday, so they delivered 250 * 2 = 450 more than twice as many.
+
+The total number of letters delivered is the sum of the results: 250 + 450 + 250 = 1000.
+
+The answer is 1000.
+
+The solution uses the concept of multiplication, which is a fundamental concept in algebra. In this problem, we have a sequence of consecutive fractions with a denominator of 10, which is a well-known algebraic concept. The solution uses the technique of using the multiplication of fractions, which is just another way of writing this type of problem where numbers are added together by multiplying them by fractions and then adding them together.','1000',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,10,'On Monday they delivered 425 letters.
+On Tuesday they delivered 17 more than one-fifth of this, which is 0.9 * 425 = 440.
+On Wednesday they delivered 5 times this amount, which is 0.5 * 440 = 208.
+On Wednesday they delivered 208 more than twice this amount, which is 208 * 2 = 448.
+Total number of letters delivered is the product of days and numbers, so it is 448 * 2 = 892.
+The post office delivered 892 letters.
+#### 892
+The answer is:892','892',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,11,'First, let''s calculate the total number of letters delivered by the post office. The post office delivered 425 letters on Monday, which means they delivered 425/1000 = 0.0425 letters per day.
+
+On Tuesday, they delivered 17 more than one-fifth of 425, which is 0.425 times 1.0425. So, they delivered 0.425 times that. So, they delivered 0.0425 * 1.0425 = 4.25 letters.
+
+On Wednesday, they delivered 5 times 0.0425. So, they delivered 5 * 0.425 = 2.425 more than the daily delivery.
+
+On Thursday, they delivered 1 more than twice 5 times 0.425. So, they delivered 1 + 0.425 = 2.475 more than double of the daily delivery.
+
+Therefore, they delivered 2.475 * 5 = 12.15.
+
+The post office delivered 12.15 more than on Thursday, as they delivered 12.15 * 2.475 = 32.75.
+
+The post office delivered 12.15 more than on Wednesday, as they delivered 12.15 * 2.475 = 33.4.
+
+They delivered 33.4 more than on Wednesday, as they delivered 33.4 * 2.475 = 78.75.
+
+The total number of letters delivered is the sum of the daily delivery, twice double, and the daily delivery multiplied by the number of days they delivered, but they only delivered twice twice, which is exactly 12.
+
+They delivered 12.15 more than on Wednesday.
+
+They delivered 12.15 more than on Thursday, which is exactly twice a total of 425.
+
+They delivered 12.15 more than on Friday, which is exactly twice a total of 425.
+
+They delivered 12.15 more than on Saturday, which is exactly twice a total of 425.
+
+They delivered','425',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,12,'Let''s break this down step by step. On Monday, they delivered 425 letters. On Tuesday, they delivered 17 more than one-fifth of that, which is 975 letters. On Wednesday, they delivered 5 times 17, so that''s 925 letters.
+
+This is a classic example of a lateral thinking problem, where you have to think outside the box and come up with a solution that doesn''t involve multiplication or division. So, you could simply multiply 925 by 17, which results in 18125.
+
+The answer is 18125.','18125',0,'not_equivalent',138,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,13,'If 425 letters were delivered by Monday, then on Tuesday it was delivered by 425/12 = 40.5 days. On Wednesday it was delivered by 40.5 days * 2 = 85 days.
+Let the number of days a week be x. On Monday, it was delivered by 40.5 days. On Tuesday, it was delivered by 85/12 days * 2 days = 21.75 days.
+On Wednesday it was delivered by 21.75 days * 3 days = 67.875 days.
+The total number of days to be divided by the number of days that were delivered by Monday = 1 + 40.5 + 21.75 + 67.875 = 160.
+So the number of days that were delivered by Wednesday on Monday is 67.875 - 160 = 27.
+However, there are two 7s, which doesn''t make sense. The answer should be 3.','3',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,14,'The post office delivered 425 letters.
+On Monday, they delivered 425 * 10 = 4250 letters.
+On Tuesday, they delivered 17 more than twice as many as they delivered on Tuesday (4 days) * 12 days = 4420 mailboxes delivered (12 days * 2).
+On Wednesday, they delivered 5 more than twice as many as they delivered on Wednesday (4 days) * 24 days = 842 mailboxes delivered (12 days * 2).
+
+How many mailboxes were delivered Monday - Wednesday?
+Let''s denote the number of mailboxes delivered as 1.
+In 1 day, they delivered 1 mailbox.
+In 2 days, they delivered 1 mailbox.
+They delivered 2 mailboxes.
+They delivered 1 mailbox twice.
+They delivered 1 mailbox.
+
+They delivered 1 mailbox twice.
+They delivered 1 mailbox twice.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.
+They delivered 1 mailbox.','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,15,'When Monday delivered 425 letters, then Tuesday delivered 17, and on Wednesday delivered 5, they added 2, so on Tuesday, they added 2 more days of the previous week. On Wednesday, they added 2 more days to the previous week (Monday), so Wednesday added 2 more days to the previous week (Wednesday), but since Wednesday is already Tuesday, Tuesday added 1 more day.
+
+Conceptually, on Friday they added 4, so on Friday, they added 4 days (Friday). On Saturday they added 4, so on Saturday they added 3. On Sunday they added 3, so on Sunday they added 4 days (Sunday).
+
+Total on Sunday was the sum of days of the previous week, which is Sunday + Saturday + Monday + Tuesday + Wednesday + Friday + Sunday + Saturday + Sunday + Sunday + Monday + Saturday + Saturday + Sunday + Friday + Saturday + Sunday + Sunday + Monday + Monday + Monday + Sunday + Sunday + Friday + Saturday + Friday + Sunday + Sunday.
+
+18 days (Sunday) + 1 day (Monday) + 1 day (Tuesday) + 4 days (Wednesday) + 3 days (Friday) + 2 days (Saturday) + 4 days (Saturday) + 5 days (Sunday) + 4 days (Sunday) = 18.
+
+The post office delivered Monday - Wednesday. That is exactly 18 days (Monday). There was no additional mail delivered.
+
+The total number of days is 18. A more specific answer would be 18 days.','18',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,0,'To solve this problem, we need to break it down step-by-step. Let''s start by finding the total number of tennis balls that Rory retrieved in the first set of the match.
+
+In the first set of the match, Rory retrieved 19 tennis balls out of a total of 22 balls. So, the total number of tennis balls Rory retrieved in the first set is 19.
+
+To calculate how many tennis balls Rory retrieved in the third set, we need to find how many tennis balls Rory retrieved in the first set of the match plus how many tennis balls Rory retrieved in the second set.
+
+First, we found that Rory retrieved 19 + 2 = 21 tennis balls in the first set of the match. Then, in the third set of the match, Rory retrieved 19 - 2 = 11 tennis balls.
+
+So, the total number of tennis balls Rory retrieved in the third set of the match was 11 + 1 = 12. Now we need to calculate how many tennis balls Rory retrieved in the first set of the match.
+
+We know that in the first set of the match, Rory retrieved 19, and Rory retrieved 21 - 19 = 11 tennis balls. So, Rory retrieved 21 - 19 = 2 tennis balls.
+
+Now we need to find the number of tennis balls Rory retrieved in the first set of the match. This can be calculated by adding the number of tennis balls Rory retrieved in the first set of the match to himself, and then subtracting 1. 
+
+The number of tennis balls Rory retrieved in the first set of the match is 21 - 2 = 11. Therefore, Rory retrieved 11 tennis balls.','11',0,'not_equivalent',393,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,1,'To solve this problem, we need to break it down step by step. We know that in the first set, he retrieved 19 tennis balls. This is based on the 19 balls in the second set. In the third set, he retrieved 19 x 2 = 38 tennis balls.
+
+To find out how many tennis balls he retrieved in the first set of the match, we need to calculate the number of tennis balls he retrieved in the first set of the game, which is 19 + 38 = 47.
+
+Now we know that in the first set of the match, there were 19 tennis balls. So, we can find out how many tennis balls he retrieved in the second set by dividing the difference between the first set and the third set by 2, which gives us 47 / 2 = 21.
+
+Finally, we know that in the third set, he retrieved 38 tennis balls. Therefore, there were 21 tennis balls in the third set of the match.
+
+The answer is 21. The solution is 21.','21',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(75,2,'To solve this problem, we need to break it down into manageable parts. Let''s first identify the information given:
+
+The total number of balls retrieved from the first set is 19, and the total number of balls retrieved in the second set is 19 + 19 = 20.
+
+We need to find out how many balls he retrieved in the first set of the match. To do this, we need to multiply the total number of balls retrieved in the first set by itself. This is 19 * 19 = 319.
+
+The total number of balls retrieved in the first set is 19 + 319 = 399.
+
+The total number of balls retrieved in the second set is 19 + 399 = 689.
+
+Now we have two equations:
+
+Number of balls retrieved in the first set = Total balls retrieved in first set * 19 + 19 = 319
+Number of balls retrieved in the second set = Number of balls retrieved in first set * Total balls retrieved in second set = 698
+
+Finally, we can find the answer by adding the two equations:
+
+319 + 698 = 1027
+
+So the answer is 1027.','1027',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,3,'To solve this problem, we''ll break it down into manageable parts. First, let''s determine the total number of balls that Rory retrieved in each set. For the second set, Rory retrieved 19 * 2 = 38 balls. For the first set, he retrieved 4 balls. So in the first set, Rory retrieved 38 + 4 = 64 balls.
+
+To find the total number of balls that Rory retrieved in the first set, we''ll multiply the total number of balls in the first set by the number of balls in Rory''s second set. This will give us 64 * 2 = 128 balls.
+
+Now we''ll add those two numbers together: 128 + 64 = 608 balls.
+
+So the answer is 608.','608',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,4,'Let''s break down the process of the game:
+
+In the first set, Rory retrieved 19 balls and 10 more balls (the total number of balls in the third set)
+In the second set, Rory retrieved half the number of balls in the first set
+In the third set, he retrieved 19 - 10 = 9 more balls
+
+So in total, he retrieved 19 * 2 = 38 balls in the first set.
+In the third set, he retrieved 38 - 9 = 27 balls
+
+Rory retrieved 38 - 27 = 9 more balls in the third set
+
+Rory retrieved 27 * 10 = 270 balls in the second set','270',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,5,'To solve this problem, I''ll break it down step by step. I''ll calculate the total number of balls he retrieved from the first set of the match. He retrieved 19 tennis balls from the second set. So, he retrieved 19 * 18 = 310 tennis balls from the first set.
+
+Then, I''ll calculate the total number of balls he retrieved from the third set. He retrieved 310 - 39 = 194 tennis balls from the third set.
+
+To find out how many of those he retrieved in the first set of the match, I''ll divide the total number of balls he retrieved from the first set by the total number of balls in the first set. So, 19 * 19 = 399, but the first set is only 19.
+
+So, I''ll add the number of balls he retrieved from the third set to the number of balls he retrieved in the first set. That would be 399 + 19 = 498 balls.
+
+Therefore, Rory retrieved 498 tennis balls in the first set of the match.','498',0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,6,'If each ball in the first set is twice as many as each ball in the second, then in the second set, that would be 2 * 2 = 4 balls. Each ball in the third set is half as many as the balls in the first set. So the total number of balls in the first set is 2 * 4 = 8 balls, and in the third set, that would be 2 * 4 = 8 balls.
+
+Therefore, there are 8 - 4 = 2 balls in the third set. To find the number of balls in the first set of the match, we need to consider both sets together. In the first set, there are 4 balls in total. In the second set, there are 8 balls. So there is 2 * 8 = 16 balls in the first set of the match, and in the third set, there are 2 * 16 = 24 balls.
+
+The total number of balls in the first set of the match is 2 * 8 + 16 = 32 balls.','32',0,'not_equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,7,'Let''s break down the problem. First, Rory had to retrieve four more balls than in the second set, which is 18 in the third set. So, in the third set, Rory had to retrieve 18 - 18 = 0 balls, which is the same as the first set.
+
+In the fourth set, he retrieved half as many balls as in the first set. So, in the fourth set, he retrieved 2 * 0 = 2 balls.
+
+In the fifth set, he retrieved 19 tennis balls. So, in the fifth set, he retrieved 19 - 18 = 2 tennis balls.
+
+Therefore, in the first set of the match, Rory retrieved 19 tennis balls.
+
+To find the total number of balls retrieved, we add these results: 19 + 2 + 2 = 43.','43',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,8,'To solve this problem, let''s break it down step by step. We know that in the first set of the match, Rory retrieved 19 balls. In the second set, he retrieved half as many balls as in the first set. In the third set, he retrieved half as many balls as in the first set, so the total number of balls retrieved is 2 x 19 + 2 x 1 = 2 x 2 = 4.
+
+To solve this problem, we can think of it as a fraction of balls: 19 / 2 = 9.11. This means Rory retrieved 9.11 balls in the first set of the match.
+
+Now, let''s find out how many balls he retrieved in the third set. In the second set, he retrieved half as many balls as in the first set, which means he retrieved 2 / 19 = 1.11 balls. Then, in the third set, he retrieved 1.11 / 2 = 0.111 balls.
+
+The total number of balls retrieved is the total number of balls retrieved divided by the number of sets: 19 / 2 + 2 x 2 + 1. So, 19 + 2 + 1 = 41 total balls retrieved.','41',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,9,'Rory is retrieving tennis balls from the court each set. In the first set, he retrieved four more balls compared to the second set, so in 12 sets, he retrieved 12 * 4 = 48 tennis balls.
+In the third set, he retrieved half as many balls as in the first set, so he retrieved 16 tennis balls.
+Therefore, the total number of tennis balls Rory retrieved is 12 + 48 = 20 tennis balls.
+Rory retrieved 20 tennis balls in total in the first set of the match.
+#### 2
+The answer is: 2','2',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,10,'To solve this problem, we need to break it down step-by-step.
+
+We have Rory retrieving four more balls than in the second set, so in the second set, he retrieved 4 * 4 = 16 balls.
+
+In the third set, he retrieved half as many balls as in the second set, so in the third set, he retrieved 16 / 2 = 8 balls.
+
+To find out how many tennis balls he retrieved in the first set of the match, we need to find the total number of balls retrieved by Rory in all three sets.
+
+We know that in the first set, he retrieved 4 * 4 = 16 balls, and in the second set, he retrieved 16 * 2 = 32 balls. In the third set, he retrieved 32 * 2 = 64 balls.
+
+To find the total number of balls retrieved, we add the number of balls retrieved by Rory in the first set to the number of balls retrieved by Rory in the second set to find the total number of balls retrieved by Rory in the third set:
+
+Total number of balls retrieved = 16 + 32 + 64 = 160 balls
+
+Rory retrieved 160 - 16 + 16 = 10 more balls
+
+Now we can find the number of tennis balls Rory retrieved in the first set of the match by dividing the number of balls retrieved by 1 by the number of balls retrieved in the second set, by 3:
+
+Rory retrieved 10 * 3 = 30 tennis balls
+
+The answer is 10.','10',1,'equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,11,'Rory initially had 19 balls in the first set. In the second set, he retrieved 19 * 2 = 38 tennis balls. In the third set, he retrieved 38 * 1 = 38 tennis balls.
+Therefore, in the first set of the match, he retrieved 38 - 39 = 3 tennis balls.
+In the third set, he retrieved 38 * 1 = 38 tennis balls.
+#### 3
+The answer is: 3','3',0,'not_equivalent',112,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,12,'Let''s break down the information step by step:
+
+Rory retrieved four extra tennis balls from the second set of the match, which means he retrieved 4x19 = 72 tennis balls.
+
+In the first set of the match, he retrieved 19 tennis balls.
+
+To find out how many more tennis balls he retrieved in the first set, we subtract the total number of tennis balls retrieved from the total number of tennis balls he retrieved in the second set. 
+
+This is the product of the number of tennis balls retrieved in the first set and the number of tennis balls retrieved in the second set. 
+
+So, 72 - 19 = 48 tennis balls.
+
+#### 48
+The answer is: 48','48',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,13,'Let''s break down the problem: in the first set of the match, he retrieved four more balls than in the second set, so in the first set, he retrieved 18 * 4 = 72 tennis balls.
+
+In the second set, he retrieved 19 more balls than the first set, so in the second set, he retrieved 72 - 19 = 29 tennis balls.
+
+In the third set, he retrieved 19 tennis balls.
+
+To find the total number of tennis balls retrieved, we add the number of tennis balls retrieved in each set: 29 + 29 = 58 tennis balls.
+
+Rory retrieved 58 tennis balls in the first set of the match.','58',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,14,'To solve this problem, we need to break it down step by step and use logical reasoning. First, let''s understand that in the first set, Rory retrieved 4 balls out of 27 balls, which is a combination of 4 out of 27. In the second set, he retrieved half the number of balls from the first set, which means he retrieved 2 * 4 = 8 balls.
+
+In the third set, he retrieved 19 balls out of 27 balls, which is a combination of 19 out of 27 balls. To find out how many balls he retrieved in the first set, we need to consider the total number of balls in the three sets. This is 16 (the number of sets) + 27 (the number of sets) = 33 balls.
+
+However, this is not the answer we wanted, so we want to find how many balls he retrieved in the third set. Rory retrieved 19 * 3 = 57 balls, but we need to know how many balls he retrieved in the first set of the match, which was 4 + 4 = 8 balls.
+
+Rory retrieved 27 balls from the first set. To find how many balls he retrieved in the second set, we need to find how many balls he retrieved in the third set. He retrieved 3 * 3 = 9 balls, but we need to find how many balls he retrieved in the first set of the match, which is 4 + 4 = 8 balls.
+
+Rory retrieved 19 * 2 = 38 balls. So, he retrieved 19 balls in the first set.','19',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,15,'To solve this problem, we need to break it down step by step. First, we need to calculate the total number of balls Rory retrieved in each set.
+
+In the first set, Rory retrieved 19 tennis balls. In the second, he retrieved 19 * 2 = 37 tennis balls. This is because he retrieved 19 * 2 = 37 tennis balls from the two sets that have more than twice the number of balls in the other two sets (the ones he started with and the two other sets).
+
+In the third set, he retrieved 19 * 2 = 37 tennis balls. There is only one third set, so there is only one set he retrieved.
+
+The total number of balls Rory retrieved is the sum of the number of balls he retrieved in each set, which is 37 + 37 = 75 balls.
+
+Therefore, Rory retrieved 75 balls in the first set of the match.','75',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,0,'To solve this problem, we need to first determine the total amount of money that Anthony has to spend and then determine how many big and small coupons he has.
+
+The number of big and small coupons is determined by multiplying the number of small coupons by 2 and then multiplying that by the amount of money that is needed to send the additional big and small coupons.
+
+So, 2*2=4 big and 2*2=4 big and small coupons are sent.
+
+The total amount of money Anthony has to spend is 700 * 4 = 2400 dollars.
+
+Now, we need to determine how many of each type of coupon Anthony has. We know that there are 2 big and small coupons, and there are 4 big and small coupons. So, there are 2 big and small coupons.
+
+We can now determine the amount of each type of coupon by multiplying the number of big and small coupons by the number of big and small coupons. So, 2 * 4 = 8 big and small coupons.
+
+We also need to determine the amount of each type of coupon, which is 4 big and small coupons.
+
+The total amount of money in both types of coupons is 700 * 8 = 5600 dollars, which is very large. However, we can also determine that the type of coupon needed to make a big and small coupon is 4 big and small coupons, which is 4x5 = 20 small coupons.
+
+This means that all of the big and small coupons are not using up any of the 20 small coupons.
+
+So, the answer is 2x8 = 16 small coupons, which is 2x8 = 16x2 = 320 small coupons.
+
+The total amount of money that Anthony has to spend is now 2x8 = 16x2 = 360 dollars.
+
+The total amount of money that Anthony has to spend is now 2x8 = 16x2 = 320 dollars.
+
+The total amount of money that Anthony has to spend is now 4x2 = 8x2 = 16x2 = 320 dollars.
+
+This is the total amount','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,1,'Let''s break this down step by step. First, we need to calculate the total amount of postage needed for both small and big coupons.
+
+For small coupons, 700 * 5 cents = 3000 cents is the amount needed for each small coupon. 3000 * 5 cents = 15000 cents is the amount needed for each big coupon.
+
+Now we multiply the value of each possible small coupon by 100 to find the value of the big coupon. So 700 * 100 = 70000 cents is the amount needed for each big coupon.
+
+To find out how much postage is needed for each small coupon, we multiply each small coupon by 10 cents by dividing the value of each small coupon by 5 cents by adding 100 cents. So 700 * 10 = 7000 cents is the amount needed for each small coupon.
+
+To find out how much postage is needed for each big coupon, we can multiply each big coupon by 10 cents by multiplying each value by 10 by adding 100 cents. So 700 * 10 = 7000 cents is the amount needed for each big coupon.
+
+Adding these together, we get 7000 + 70000 + 1000 = 160000 cents is the amount needed for each big coupon.
+
+Now we add the amount needed for each small coupon to find the amount needed for each big coupon. So 700 * 10 = 70000 cents is the amount needed for each big coupon.
+
+Therefore, the total amount of postage needed for both small and big coupons is 160000 cents.
+
+The total amount of postage needed for both small and big coupons is 160000 cents, which is the total amount of postage needed for both small and big coupons combined.','160000',0,'not_equivalent',454,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,2,'To solve this problem, we can use a logic approach. We need to calculate the total cost of one big coupon multiplied by 15, plus the cost of one small coupon multiplied by 5 cents (which is 1.5x).
+
+Total cost of a single big coupon is 5 * 1.5x = 7.5x, so we can calculate the total cost of one big coupon as 7.5x.
+
+Now, we need to find the total cost of 700 small coupons multiplied by 1.5x. We can do this by multiplying 7.5x by 1.5x, which gives us 2.25x.
+
+The final answer is 2.25 * 7.5x = 18.5x.
+
+So, Anthony spent 18.5x on postage.','2.25',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,3,'To solve this problem, we need to determine the total amount of money spent on postage and then determine the final cost of one ticket.
+
+The total amount of money spent on postage is the sum of the amount spent on postage and the total number of small coupons and big coupons. This is a combination of both small and big coupons, and the answer is the product of the two.
+
+The formula for this type of problem is:
+
+Total cost = (Amount spent on postage * Number of small coupons * Total number of large coupons) + (Amount spent on postage * Number of big coupons)
+
+In this case, the total amount spent on postage is 5 * 70 = 350, and the total number of small coupons is 2 * 2 = 4. The total number of large coupons is 4 * 4 = 20.
+
+Now we can multiply the total amount spent on postage by the number of large coupons to find the total cost:
+
+Total cost = (350 + 4) * 20 = 300 * 2 = 600
+
+So, Anthony spends 600 dollars on postage.','the product of the two',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,4,'To solve this problem, we need to determine the total cost of sending out 700 small coupons and double that number twice. 
+
+Let''s start by calculating the total cost of sending out 700 small coupons. The cost of one small coupon would be 5 cents. Multiplying 700 by 5, we get 700 * 5 = 350. Now, we want to find out the total cost of sending out 700 small coupons. We need to multiply 700 by 7.
+
+So, the total cost of sending out 700 small coupons is 700 * 7 = 4500 small coupons * 7 = 30750 small coupons * 2 * 7 = 111250 small coupons * 2 = 222400 small coupons * 2 = 44400 small coupons * 4 * 2 = 16800 small coupons * 2 = 26400 small coupons * 4 = 10400 small coupons * 2 = 20400 small coupons * 2 = 4400 small coupons * 2 = 800 small coupons * 2 = 1600 small coupons * 2 = 2400 small coupons * 4 = 4800 small coupons * 4 = 2040 small coupons * 2 = 480 small coupons * 2 = 1040 small coupons * 2 = 1840 small coupons * 2 = 3240 small coupons * 2 = 640 small coupons * 2 = 1240 small coupons * 4 = 2040 small coupons * 2 = 440 small coupons * 2 = 80 small coupons * 2 = 16 small coupons * 2 = 32 small coupons * 2 = 64 small coupons * 2 = 124 small coupons * 2 = 24 small coupons * 2 = 48 small coupons * 2 = 88 small coupons *','88',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,5,'To solve this problem, we need to calculate the total postage spent and determine how many small and big coupons Anthony will need to send out to meet his postage requirements.
+
+First, we calculate the total amount of postage needed by multiplying the number of small coupons by the number of big coupons, since each small coupon costs 5 cents, and the total amount of postage needed is 5*5 = 25 cents.
+
+We can then multiply the number of small coupons by 2 to calculate the total amount of postage needed. So, we multiply the cost of 2 big coupons * 2 small coupons = 4 big coupons * 2 = 8 large coupons * 2 = 16 large coupons * 2 = 32 large coupons * 2 = 64 large coupons * 2 = 124 large coupons * 2 = 24 large coupons * 2 = 4 large coupons * 2 = 8 large coupons = 64 large coupons * 2 = 12 larger coupons * 2 = 16 large coupons * 2 = 18 large coupons = 32 large coupons * 2 = 64 large coupons * 2 = 12 large coupons = 64 large coupons * 2 = 12 large coupons * 2 = 24 large coupons = 124 large coupons * 2 = 24 large coupons = 64 large coupons * 2 = 124 large coupons = 124 large coupons * 2 = 24 large coupons = 64 large coupons * 2 = 12 large coupons = 32 large coupons = 24 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons = 18 large coupons =','18',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,6,'To find out how much he spends on postage, we need to calculate 700 (total courier packages) * 5 cents per small coupon = 3000 dollars.
+To find out how much he spends on postage, we need to divide 3000 dollars by 15 cents per big coupon to get 200 dollars.
+So, 3000 dollars (total courier packages) / 15 cents per big coupon = 200 dollars.
+Tonight, Anthony spends 200 dollars on postage, which is 200 * 2 = 400 dollars.
+#### 400
+The answer is: 400','400',0,'not_equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,7,'To determine the amount of postage spent, we need to calculate the total cost of both types of coupons. 
+
+Given that each small coupon costs 5 cents, if we multiply the number of small coupons by the cost per small coupon, we get 700 small coupons * 5 cents per small coupon = 35000 cents per small coupon.
+
+Now, we need to calculate the total cost of 35000 cents per small coupon. To find this, we can use the formula for calculating a total cost of a set of items:
+
+Total Cost = Total Items * Item Value / Per Item Cost * 100%
+Total Cost = 35000 cents per small coupon * 3500 cents per small coupon * 100% = 35000 cents per small coupon * 3.50 = 107500 cents per small coupon
+
+So, the total cost of 35000 cents per small coupon is 35000 cents per small coupon.','35000',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(76,8,'To solve this problem, let''s break it down step by step. First, we need to determine the total cost of each type of coupon. Since each small coupon costs 5 cents, and each big coupon costs 15 cents, we multiply the total number of small coupons by the price of each coupon.
+
+This gives us 5 * 5 cents = 25 cents in total. Now, we need to find out how much each type of coupon costs, which is 7 cents * 2 = 14 cents.
+
+So, the total cost of sending out 700 small coupons is 7 * 25 cents = 150 cents in total, and 150 cents * 2 = 300 cents in total. However, 300 cents is greater than the total cost of sending out 700 small coupons.
+
+So, Anthony needs to spend 150 + 300 = 450 dollars on postage to get 150 small coupons.','150',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,9,'To solve this problem, we need to consider the total cost of the small and big coupons. The first small coupon costs 5 cents and the second small coupon costs 15 cents.
+
+The total cost of the small and big coupons is 5 cents + 15 cents = 20 cents.
+
+The total amount of postage is 20 cents * 2 = 40 cents.
+
+To find the total amount of postage, we multiply the total amount of postage by the total amount of postage. This is 40 cents * 2 = 80 dollars.
+
+So, Anthony spends 80 dollars on postage.','80',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,10,'To solve this problem, we need to calculate the total cost of sending out 700 small coupons and 2x15 cents (big coupons) as postage is a one-time expense, and we want to determine the total cost of 2x15 cents as the price of one small coupon.
+
+Let''s start by calculating the total cost of 2x15 cents as postage. This is a one-time expense and we don''t have the original prices of the small and big coupons to work with. However, we can use the fact that there is a 2x15 cent price for the big coupons.
+
+We can calculate this: 2x15 = 2(2x15) = 4x10 = 400.
+
+So, we have 400 small coupons and 2x15 cents as postage, which means 400 x 2 = 800 small coupons and 2x15 cents as postage, which is 800 x 4 = 2400 small coupons and 4x15 = 2200 small coupons.
+
+So, the total cost of 2x15 cents as postage is 800 small coupons and 2x15 cents as postage, which is 2400 small coupons.
+
+Therefore, Anthony spends 2400 small coupons and 800 small coupons as postage.
+
+So, the answer is 2400.','2400',0,'not_equivalent',338,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,11,'To solve this problem, we need to calculate the total amount of money Anthony has to spend and then determine the amount of money he needs to spend on postage.
+
+First, we calculate the cost of a small coupon: 5 cents * 5 cents = 20 cents. This means he needs 2 small coupons to cover 20 cents.
+
+Now, we multiply the cost of a small coupon by 2 to find the total amount of money he needs to spend. Therefore, 2 * 20 cents = 40 cents of postage.
+
+Finally, we subtract the cost of the big coupon from the total amount he needs to spend. So, 40 cents (total) - 20 cents (small coupon) = 10 cents. He needs 10 cents to cover 10 cents of the big coupons.
+
+The answer is 10 cents.','10',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,12,'To solve this problem, let''s start by understanding the total cost of sending out the 700 small coupons and the total cost of sending out the 2400 big coupons.
+
+The total cost of 700 small coupons is the sum of the small coupons, which is 700 * 5 cents = 300 small coupons * 5 cents = 150 small coupons * 5 cents = 75 small coupons.
+
+The total cost of sending out the 2400 big coupons is twice the total cost of sending out the 700 small coupons. This can be calculated as 2 * 150 = 300 small coupons * 25 cents = 75 small coupons * 25 cents = 175 small coupons * 25 cents = 425 small coupons * 25 cents = 1010 small coupons.
+
+Now, let''s find the total cost of sending out the 2400 big coupons. There are 700 small coupons * 25 cents = 150 small coupons * 25 cents = 300 small coupons * 25 cents = 700 small coupons. Multiplying these numbers together gives 300 * 700 = 22000 small coupons * 25 cents = 7000 small coupons.
+
+Now, let''s find the total cost of sending out the 2400 big coupons. We already know the total cost is 700 * 250 = 18000 big coupons * 25 cents = 40000 big coupons. This is double the original cost of 175 small coupons * 25 cents = 425 small coupons * 25 cents = 700 small coupons.
+
+There are 700 small coupons * 25 cents = 150 small coupons * 25 cents = 300 small coupons * 25 cents = 700 small coupons. Multiplying these numbers together gives 150 * 300 = 4000 small coupons * 25 cents = ','25',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,13,'To find the total cost of postage, we need to multiply the number of small coupons by the price of each small coupon. The total cost of postage is 700 * 5 cents = 3500 cents.
+
+A small coupon costs 15 cents, so 3500 * 15 cents = 5000 dollars is the total amount of postage.
+
+We need to convert dollars to dollars, so 5000 * 15 cents = 7500 dollars is the total amount of postage.
+
+Now we can add the two total amounts of postage: 7500 dollars + 5000 dollars = 10000 dollars is the total amount of postage.','10000',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,14,'To solve this problem, we can use the formula for the total cost of a single item to find the total amount of postage. Since we know that the total cost of a small coupon is 5 cents and the total cost of a big coupon is 15 cents, we can set up an equation:
+
+(1) Coupon price * 100% = 1
+
+(2) Total cost of a small coupon = 1 * 100% = 1 * 50% = 50%
+
+(3) Total cost of a big coupon = 1 * 100% = 100%
+
+Now we have 2 variables: the total number of small coupons sold (2) and the total cost of a big coupon (100%).
+
+We have 100 as the number of small coupons sold, and we need to find 2 and 100.
+
+To solve this, we can multiply the results:
+
+100 = 2 * 100 * 100 = 100 * 100 = 10000
+
+So, 100 is the number of small coupons sold and 100 is the total number of big coupons sold, but we can simplify this by just adding them:
+
+100 + 2 = 102
+
+This means that Anthony spent 102 small coupons and 2 big coupons to send out 700 small coupons and 2 big coupons to send out 102 big coupons.
+
+So, the total amount of postage spent is 102 smaller coupons + 102 bigger coupons = 210, which is 100% of the total amount of postage.','100',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,15,'To solve this problem, we need to determine the total cost of sending out 700 small coupons and 1750 big coupons. 
+
+First, we''ll calculate the cost of each small coupon: 5 cents x 700 small coupons = 300 small coupons.
+
+To find the total cost of 700 small coupons, multiply the number of small coupons by the cost of a single small coupon: 700 small coupons x $5 = $3500.
+
+For the big coupons, multiply the cost of a single large coupon by 2: 1750 big coupons x $1.25 = 2250.
+
+Now we''ll add these two amounts to find the total cost of sending out 700 small coupons: $3500 + 2250 = $6750.
+
+Therefore, Anthony spends $6750 on postage.','$6750',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,0,'To solve this problem, we need to consider the total hours Teddy spent, which is 500 + 500 + 50 + 50 = 1500 hours.
+
+We can think of this problem as a division of 1500 hours by 2 hours to find out how many pieces of puzzle Teddy placed within that hour. We can calculate this by dividing 1500 by 2, which gives us 750.
+
+So, Teddy placed 750 pieces of puzzle puzzle within an hour.','750',1,'equivalent',123,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,1,'To solve this problem, let''s break it down step by step.
+
+Teddy started and finished half of the puzzle and finished another 500 puzzle pieces in an hour.  So, the total number of puzzle pieces Teddy finished and finished would be 500 * 1.5 = 750 puzzle pieces.
+
+Teddy finished and finished another 500 puzzle pieces within an hour.  To find the hour by hour, we need to find the total hours.  The total hours would be 5 * 60 = 300 hours.
+
+Now we have 300 puzzle pieces that Teddy finished and finished within an hour.  So, we add that to the total puzzle pieces that Teddy finished and finished.  So, we add 300 + 300 = 600 puzzle pieces that Teddy finished and finished within an hour.
+
+The total puzzle pieces that Teddy finished and finished within an hour would be 750 + 600 = 1350 puzzle pieces.
+
+The puzzle pieces that Teddy finished and finished within an hour would be 750 + 1350 = 2250 puzzle pieces.
+
+The sum of all puzzle pieces that Teddy finished and finished within an hour is a total of 2250 puzzle pieces.
+
+The puzzle pieces that Teddy finished and finished within an hour would be 1150 puzzle pieces.
+
+In conclusion, there are 2250 puzzle pieces that Teddy finished and finished within an hour.','2250',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,2,'Teddy finished 500 - 500 = 1 piece of puzzle pieces.
+He started and finished 100 pieces within an hour.
+So, 1 piece of puzzle pieces was completed within 1 hour.
+#### 1
+Teddy placed 1 piece of puzzle pieces within 1 hour.
+#### 2
+Teddy finished 500 - 100 = 500 pieces of puzzle pieces during the hour.
+#### 3
+Teddy finished 500 + 100 = 600 pieces of puzzle pieces during the hour.
+#### 4
+Teddy finished 600 + 100 = 700 pieces of puzzle pieces during the hour.
+#### 5
+Teddy finished 700 + 100 = 800 pieces of puzzle pieces during the hour.
+#### 6
+Teddy finished 800 + 100 = 900 pieces of puzzle pieces during the hour.
+#### 7
+Teddy finished 900 + 100 = 1000 pieces of puzzle pieces during the hour.
+#### 8
+Teddy finished 1000 + 100 = 1100 pieces of puzzle pieces during the hour.
+#### 9
+Teddy finished 1100 + 100 = 2200 pieces of puzzle pieces during the hour.
+#### 10
+Teddy finished 2200 + 100 = 2300 pieces of puzzle pieces during the hour.
+#### 11
+Teddy finished 2300 + 100 = 2600 pieces of puzzle pieces during the hour.
+#### 12
+Teddy finished 2600 + 100 = 2700 pieces of puzzle pieces during the hour.
+#### 13
+Teddy finished 2700 + 100 = 2800 pieces of puzzle pieces during the hour.
+#### 14
+Teddy finished 2800 + 100 = 3000 pieces of puzzle pieces during the hour.
+#### 15
+Teddy finished 3000 + 1','15',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,3,'To solve this problem, we need to break it down into manageable parts. We know Teddy finished half of the puzzle, and the total number of puzzle pieces is 500, but we don''t know the number of puzzle pieces he finished.
+
+First, we calculate the total number of puzzle pieces. 500 + 500 + 100 = 1000.
+
+Next, we know that Teddy finished half of the puzzle, so we can calculate the remaining puzzle pieces by dividing the total number of puzzle pieces by 2. This gives us 50 pieces.
+
+Now, we need to determine the number of puzzle pieces Teddy finished. To do this, we need to multiply the total puzzle pieces by 2. This gives us 2 * 50 = 100 puzzle pieces.
+
+So, Teddy finished 100 puzzle pieces during the hour.','100',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,4,'To solve this problem, let''s break it down step by step. Teddy completed half of the puzzle in 500 pieces. Each piece of the puzzle has 1 piece. So, 500 / 1 = 50 pieces of the puzzle.
+
+Now we can find the number of puzzle pieces Teddy finished by dividing 50 by 1. 
+
+Teddy finished 1 piece of the puzzle each hour. To find this, we''ll divide 500 by 1.
+
+500 / 1 = 500 pieces of the puzzle Teddy finished each hour.
+
+So, 500 pieces of the puzzle Teddy finished in 1 hour.
+
+The answer is 500.','500',0,'not_equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,5,'There are a total of 500 puzzle pieces Teddy finished and 500 puzzle pieces Teddy finished and then finished, so that is 250 pieces. So, 250 pieces of puzzle pieces Teddy finished can be divided into 500 that Teddy finished and 500 that Teddy finished and then Teddy finished and Teddy finished and Teddy finished and Teddy finished again. So, 500 is 150 pieces of puzzle pieces Teddy finished.
+
+This is a classic example of a "multiplicative identity" in mathematics, where the number of terms of a Fibonacci sequence is the same when multiplying the sequence by any non-zero integer.','150',0,'not_equivalent',152,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,6,'Odds: 25%
+
+Teddy flipped half of the puzzle puzzle into half of another puzzle puzzle.  So, 25% of the puzzle puzzle was flipped into 100% of the puzzle puzzle.
+
+Doubling of 100% = 25%
+
+Teddy flipped another 25% of the puzzle puzzle into another puzzle puzzle, and then flipped another 25% more puzzle puzzle.
+
+So, 25% of the puzzle puzzle was doubled.
+
+The puzzle pieces Teddy had to place were twice the puzzle pieces Teddy had to pick at the end.
+
+Doubling of 2 = 4
+
+So, 4 puzzle pieces were added to the puzzle pieces Teddy had to pick at the end.
+
+Teddy added 4 puzzle pieces to himself.
+
+So, 4 puzzle pieces Teddy added to himself = 4 * 25 = 10
+
+So, Teddy added 10 puzzle pieces to himself.
+
+The puzzle pieces Teddy had to place were doubled by 25%.
+
+Doubling of 25 = 40
+
+So, 40 puzzle pieces Teddy added to himself = 40
+
+So, Teddy added 40 puzzle pieces to himself.
+
+The puzzle pieces Teddy had to place were doubled by 25%.
+
+Doubling of 25 = 4
+
+So, 4 puzzle pieces Teddy added to himself = 4','4',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,7,'Teddy had 500 - 100 = 300 pieces of the 500 puzzle that they completed in an hour.
+He started and finished another 500 piece puzzle within an hour.
+To find the total number of puzzle pieces Teddy placed, we subtracted the number of puzzle pieces finished from the total puzzle pieces completed: 300 + 500 = 600 pieces.
+So, Teddy placed 600 puzzle pieces within an hour.
+#### 6
+The answer is: 6','6',0,'not_equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,8,'If Teddy finished half of a 500 piece puzzle, that would be 500 / 25 = 25 pieces. 
+Then, Teddy started and finished another 500 piece puzzle within an hour, so they completed 500 / 25 = 25 pieces.
+To find out how many puzzle pieces Teddy placed, we need to divide the total number of pieces by the number of pieces that Teddy completed within an hour. 
+Dividing 25 by 25 gives 1, so we can calculate the actual number of pieces that Teddy placed by dividing the total number of pieces by the number of pieces that Teddy completed within an hour.
+This is a straightforward multiplication, but since we''re not starting from 1, we need to find how many times the table of 25 can be divided by 25 to get 1.
+Multiplying 25 by itself 25 times gives 625, so the answer is 1 * 1, which equals 1.','1',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(77,9,'To solve this problem, let''s break it down step by step. 
+First, we want to find out how many puzzle pieces Teddy put together. 
+Second, we''ll find out how many puzzle pieces Teddy finished within that hour. 
+We can do this by adding the pieces Teddy put together to the total puzzle pieces. 
+So, 
+We have 50 pieces Teddy put together. 
+We have 50 pieces Teddy finished within an hour. 
+To find the answer, we''ll subtract the pieces Teddy put together from the total puzzle pieces. 
+So, 
+We have 50 - 50 + 50 = 50 pieces Teddy put together from the total puzzle pieces. 
+Now we can add the pieces Teddy put together to the total puzzle pieces. 
+So, 
+We have 50 + 50 = 100 pieces Teddy put together from the total puzzle pieces.
+Now we have 100 + 50 = 60 pieces Teddy finished within an hour.
+The answer is 6.
+
+So, 
+The answer is 6.','6',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,10,'To solve this problem, we need to determine the number of puzzle pieces Teddy finished and finished another puzzle within an hour.
+
+The puzzle was comprised of 50 pieces, and 5 pieces were completed within an hour. Since 5 pieces are equal to 1 piece, the puzzle was completed within an hour.
+
+However, we know that the puzzle was comprised of 5 pieces. So, the puzzle was completed within an hour and the puzzle was comprised of 5 pieces.
+
+To find the number of puzzle pieces Teddy finished and finished another puzzle within an hour, we need to multiply the total number of pieces by the number of pieces that were finished within an hour.
+
+The total number of puzzle pieces Teddy finished and finished another puzzle within an hour is 5 pieces / 50 = 0.1 piece / 5 = 0.1.
+
+So, the total number of puzzle pieces Teddy finished and finished another puzzle within an hour is 0.1.
+
+We can write the answer as 0.1 * 5 = 0.1.','0.1',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,11,'To solve this, we need to break it down step by step. First, we multiply the total puzzle pieces by 50: 50 * 50 = 250 pieces. Then we subtracted the total puzzle pieces we had before the hour, which was 250, from the puzzle pieces Teddy already had. So, 250 - 250 = 0 pieces Teddy finished.
+
+Next, we added the puzzle pieces we had before the hour to the total puzzle pieces Teddy already had. So, 50 + 250 = 250 puzzle pieces Teddy finished.
+
+Then we subtracted the puzzle pieces we had before the hour from the total puzzle pieces Teddy already had. So, 50 - 50 = 0 pieces Teddy finished.
+
+Finally, we divided the total puzzle pieces Teddy already had by 100 to find out how many puzzle pieces Teddy finished. So, 50 / 100 = 0.5 pieces Teddy finished.
+
+So, 0.5 pieces Teddy finished.','0.5',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,12,'To solve this problem, we need to break down the puzzle and understand the pattern. Teddy''s completed puzzle was 500 pieces, and each completed puzzle is equal to 500 pieces multiplied by 5.
+
+So, 500 + 500 = 1000 pieces Teddy completed.
+
+Therefore, Teddy completed 1 puzzle piece per hour.
+
+To find out how many puzzle pieces Teddy put together, we need to find the total number of puzzle pieces. The answer is 1 + 1 = 2 puzzle pieces.
+
+This problem has a net effect of 2 puzzle pieces being placed in one hour.','1',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,13,'1. Teddy worked half of the puzzle pieces in one hour.
+2. 500 - 100 = 400 pieces were completed.
+3. 400 - 500 = 100 pieces were finished.
+
+So, Teddy had a mix of completed and finished pieces. To find the total number of pieces, we add the total number of pieces completed to the total number of finished pieces.
+
+Teddy had a mix of 100 completed and 100 finished pieces, which is 100/100 = 1 piece.','1',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,14,'To solve this puzzle, we need to first identify the puzzle piece Teddy finished and finished. We know Teddy finished and finished one puzzle at a time, so Teddy finished by starting a new puzzle from the end, and finishing the puzzle at the beginning is equivalent to completing one puzzle at a time.
+
+The puzzle piece Teddy finished is the puzzle piece that was placed next to the puzzle piece that Teddy finished. 
+
+To find the total number of puzzle pieces Teddy finished, we need to add all the puzzle pieces Teddy finished and finished.
+
+The puzzle piece Teddy finished is 500 - 100 = 50 puzzle pieces.
+
+To find the total number of puzzle pieces Teddy finished, we can divide the total number of puzzle pieces Teddy finished and finished by the number of puzzle pieces Teddy finished and finished.
+
+This can be expressed as 50 / (100 / 50) = 10 / 5 = 2.
+
+The total number of puzzle pieces Teddy finished and finished is 2.
+
+So, Teddy finished and finished 2 puzzle pieces.','2',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,15,'Teddy completed a puzzle piece every minute of every hour. So, 500 / 15 = 25 (rounding down, to avoid double counting). 25 (rounding down) * 500 (rounding up) = 1000 pieces.
+
+It took Teddy a total of 25 (rounding down) of 500 puzzle pieces throughout the hour. So, 25 + 1 = 26 puzzle pieces were placed.
+
+So, 26 puzzle pieces were added to the total.','26',0,'not_equivalent',124,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,0,'To solve this problem, we need to calculate the number of equal parts that will make up each final cut. Since each of the cut parts has a length of 100cm, we can divide 100 by 100 to find out how many equal parts there are. 
+
+100 / 100 = 1, which is the answer.
+
+So, there are 1 equal parts that will make up each final cut. Therefore, the length of each final cut is 1, which is half of the total length of the ribbon.','1',0,'not_equivalent',120,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,1,'To solve this problem, we need to understand the concept of cutting and dividing a fixed-length piece of paper into equal parts. We start by cutting the ribbon into 4 equal parts, 100 centimeters of which is 40 centimeters. Now, each of those parts must be divided into 5 parts. This means we need to multiply the length of each part by 5.
+
+So, we have 40 centimeters * 5 parts = 200 centimeters. Then, the number of parts can be calculated as 200 / 5 = 40. This is because each part is divided into 4 equal parts.
+
+To find the total length of each part, we multiply the length of each part by 4. So, 40 * 4 = 160 centimeters. Now we add the parts to form the final length of each cut part, which is 40 + 160 = 160.
+
+So, each final cut is 160 centimeters long.','160',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,2,'To solve this problem, we need to break it down into manageable parts and think of a step-by-step approach. First, we need to calculate the total length of each final cut. Each final cut is 100 centimeters long, and if we multiply it by 4, we get 4x100 = 400 centimeters. Now, we can divide this by 5 to find the final length of each final cut. So, 400 / 5 = 80.
+
+Next, we need to find the final length of each final cut. Since we need 80 parts of each final cut, we multiply 80 by 4. This gives us 320 parts. Since each final cut is 4 parts long, we multiply 320 by 4, which gives us 1240 parts.
+
+Now, we need to find the total length of each final cut. We multiply 4x100 by 4, which gives us 80. So, the answer is 80 x 4 = 240.
+
+So, the answer is 240.','240',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,3,'To solve this problem, we need to break down the problem into manageable parts. We are told that each of the cut parts must be divided into 5 equal parts. This is a linear division problem where we have multiple parts to divide.
+
+We can start by dividing the total length of the ribbon into 5 parts, which is equivalent to 5*100 = 500 centimeters.
+
+Now, we have a linear division problem with an unknown variable that represents the number of parts. We can solve this problem using the division method. We need to divide 100 by 5, which is equivalent to 20.
+
+This is a simple linear division problem and we can solve it step by step. We can either multiply the number of parts by 2, which is equivalent to multiplying 2 by itself 5 times, which is equivalent to 2*2=4, or we can multiply the number of parts by 2, which results in 2*2=4, or we can simply divide by 2, which is equivalent to dividing 100 by 2, which results in 50.
+
+However, one way to solve this problem is by using a calculator. The calculation is easy and the answer is given by 50. 
+
+So the correct answer is 50.','50',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,4,'This problem involves integer division. To find the length of each cut, you need to divide 100 by 4, which means multiplying 100 by 4. So, the length of each cut is 400 centimeters.
+
+The answer is 400.','400',0,'not_equivalent',62,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(78,5,'To solve this problem, we need to first determine the ratio of the cut parts to the total length of the ribbon. Since each part is cut into 5 equal parts, and there are 100 centimeters in one inch, each part is equivalent to 5 cm.
+
+We can represent the length of the cut parts as 100 cm * 5 cm / 1 inch, which gives us the total length of the cut parts as 100 cm / 5 cm * 1 inch. This gives us a ratio of 1 : 4, which means that each part takes one-fourth of the total length of the ribbon to be cut.
+
+We know that each part can be divided into 5 equal parts. Therefore, we can multiply the length of the cut parts by 5:
+100 * 5 = 500 cm (the entire length of the ribbon)
+Each part is equal to the entire length of the ribbon.
+
+So, each part takes 500 / 5 = 100 cm of the ribbon, which is the entire length of the ribbon.
+
+Now, we can calculate the total length of the cut parts:
+100 cm * 5 cm / 1 inch * 5 cm = 500 cm
+Each part takes 500 / 5 = 100 cm, which is the entire length of the ribbon.
+
+So, the answer is 100 * 100 / 5 = 500 cm.
+
+This is the total length of the cut parts. Each part is equal to the entire length of the ribbon.','100',0,'not_equivalent',353,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,6,'To solve this problem, we need to break it down step by step, using a logic approach. First, we determine the maximum number of cuts that can be made with 100 centimeters of ribbon. This is a fundamental concept in mathematics, and it''s often referred to as the "maximum possible" of a quantity.
+
+We then look for the maximum possible length of each cut. Since each cut is a removable dimension, we can think of it as a ceiling dimension. The maximum possible length of a single cut is the maximum length of each cut.
+
+The maximum possible length of a single cut is therefore 100 / 4 = 30 centimeters. This is because each cut is a removable dimension, and there are 30 cuts possible.
+
+To find the length of each final cut, we can multiply the maximum possible length of each cut by 3. This is because each cut is a removable dimension, and there are 3 cuts possible.
+
+In general, the maximum length of any cut is 3, and each cut is a removable dimension, so it will always have the same maximum possible length.
+
+Given that each cut can be multiplied by 3 and each cut will always have the maximum possible length, each final cut will be 3 centimeters longer than any previous final cut.','3',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,7,'To solve this problem, we need to think about it step by step. First, we need to find out how many different ways we can cut a piece of ribbon into 4 equal parts. We can do this by dividing the ribbon by 4.
+
+This is a fraction, but we can simplify it. When we divide a fraction by another fraction, we get the fraction of the original fraction''s numerator over the original fraction''s denominator. So, 4/10 = (1/4) * (1/4) = 1.
+
+Now that we know we can cut the 4 parts into 1 piece, we need to find the total length of the piece of ribbon. This is a common multiple of 10, which is 10. So, we can use the formula for the total length of a piece of ribbon.
+
+We multiply 4 by 10, which gives us 4, and we add 10 to this result, which gives us 50.
+
+This is the length of the piece of ribbon. So, we can say that the length of each piece of ribbon is 50cm.
+
+So, the answer is 50cm.','50',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,8,'To solve this problem, we need to find the length of each cut part. We know that each of the 100 centimeters must be divided into 4 equal parts, which means each part will be 40 centimeters long. So, we can calculate the length of each cut part.
+
+100 * 40 = 400 meters
+
+Each cut part will be 400 / 4 = 100 meters long.
+
+So, each final cut will be 100 * 4 = 400 meters.
+
+The answer is \boxed{ANSWER}. This is a nice example of how simple equations can sometimes be used to solve complex problems, and it''s a great example of how math can be used to solve seemingly complex problems.','ANSWER',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,9,'To solve this problem, let''s break it down step by step. We have a classic cut-a-recipe puzzle, where we have to determine the length of each cut part.
+
+There are 4 cuts to each part, so we need to find the total number of parts that can be divided. In a standard cut-a-recipe puzzle, there are 4 cuts. This is calculated as 4 * 4 = 16 parts.
+
+Each part is 100 / 4 = 25 cm. To find the length of each cut part, we divide the total length of each cut by 25, which gives us 25 / 25 = 1.
+
+So, each final cut is 1 unit long. This is the length of each cut part. To find the final length of each cut part, we multiply the length of each cut part by 4, which results in 80 cm.
+
+The answer is 80 cm * 4 = 320 cm, which is the total length of each cut part.','80',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,10,'To solve this problem, we need to break it down into manageable parts and find the final cut that will maximize the remaining area of the ribbon while considering the constraint of having 4 equal parts.
+
+We can start by finding the total length of the ribbon. Since each part of the ribbon is cut into 4 equal parts, there are 100 * 4 = 400 centimeters of ribbon.
+
+Now, we need to find the area of the final cut that will maximize the area of the remaining part. We can do this by dividing the total length of the ribbon by the length of the individual parts. This gives us 400 / 5 = 100 centimeters of the ribbon will be equal to 100 * 40 = 400 centimeters of the remaining part.
+
+However, we need to consider the constraint of having 4 equal parts. For each of the 4 equal parts, there is one remaining part that is cut into 2 equal parts, and one part that is not cut. To maximize the area of the remaining part, we need to find the maximum possible area, which is the area of the remaining part multiplied by the factor of 2.
+
+To maximize the area of the remaining part, we take 2 * 40 = 80cm², which equals 80 * 40 = 2400cm².
+
+So, the answer is 2400cm².','2400',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,11,'To solve this problem, we need to first understand that each of the cut parts must be divided into 5 equal parts. This implies that the original problem has a fractional part in it. To solve for the length of each cut, we need to divide 100 by 5.
+
+So, we have 100 / 5 = 20. This is the length of each cut. Now that we know the length of each cut is 20, we can find out how many of each cut we have by multiplying the length of each cut by the number of cuts, which is 4.
+
+This is the number of cuts that must be made to create each final cut. So, we can multiply the length of each cut by 4 to find the number of cuts that have to be made. This results in 20 * 4 = 80 cuts.
+
+Therefore, each final cut has to be made of 4 cuts. This is the answer to the original problem of how many cuts each final cut must have.','4',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,12,'To solve this problem, let''s break it down step by step. First, we need to understand that each of the cuts can be divided into 4 equal parts. So, the total number of cuts must be 100 * 4 = 400.
+
+Now, there are 400 cuts. So, the total length of each cut must be a multiple of 400, which means the cuts must be multiples of 20. However, 20 is a multiple of 4, so we can leave out the term 20, and the cut is of length 2.
+
+So, the cut is of length 2. Now we need to find the length of each final cut. Each final cut must be of length 2 units. To find this out, we divide 2 by 2, which gives us 1.
+
+So, the length of each final cut is 1 unit.','1',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,13,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of cuts that can be made from 100 centimeters of ribbon. We can calculate this using the formula for cutting a circumference, which is the circumference of a circle multiplied by pi. 
+
+The circumference of a circle is 2 * pi * radius. So, the total number of cuts is 100 * 2 * pi * 100 = 100 * 2 * 3.33 = 400.
+
+Now, to find the number of cuts that can be made, we divide 400 by 4. This results in 100 * 2. Now we can multiply 100 * 2 by 4 to find the number of cuts that can be made: 100 * 2 = 200.
+
+So, there are 200 total cuts that are equal parts of one of the original cut pieces. Each of these cuts can be made twice, which is 2 * 4 = 8. Each final cut is determined by the cut that is made from each of the original cuts. Therefore, each final cut is equal to the cut that is made from each of the original cuts multiplied by 2, which is 8.','8',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,14,'100 cm is equal to 100 / 25 = 0.6 meters.
+
+So each of the cut parts must be divided into 5 equal parts. This can be calculated as 100 / 5 = 20.
+
+Now we have 20 segments of the ribbon. Each of these segments must be divided into 4 equal segments, which means each of the final cut parts must be divided into 20 / 4 = 5 segments.
+
+So each final cut is equal to 2 * 5 = 10 segments.
+
+So the answer is 20 + 10 = 30 segments of the ribbon.','20',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,15,'To solve this problem, we can think of it in terms of the number of pieces to cut, which is a classic example of breaking down a problem into a series of smaller problems. Let''s break it down step by step.
+
+First, we need to determine the total number of pieces. Since each piece is cut in 4 parts, we multiply the number of pieces by 4. So, there are 100 × 4 = 400 pieces.
+
+Now, we want to determine how many pieces there are. To do this, we divide the total number of pieces by the number of pieces per part. 100 × 4 = 400.
+
+The answer is that there are 400 pieces in total.
+
+Now, we can multiply 1 by 4 to get the final answer. So, 100 × 4 = 400.
+
+So, the answer is that each final cut is 400 pieces.','400',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,0,'This is a classic problem of multiplication and division, specifically with the use of fractions. To solve it, we need to convert the height from feet to inches.
+
+First, we multiply 4 feet by 6 inches, which gives us 24 inches. Next, we multiply the height by 2, which gives us 4 inches.
+
+Now, we subtract the height of the fourth child from the height of the first, which gives us 24 - 4 = 16 inches. 
+
+To find the total height of the fourth child, we add the height of the second child and the fourth child together, which is 3 + 4 + 5 + 6 + 4 = 18 inches.
+
+In this problem, we used the concept of division and fractions, which is a fundamental skill in mathematics. But the actual solution is actually a simple example of multiplication and division with fractions, highlighting the connection between fractions and division.
+
+The answer is 18 inches, which is a bit unusual for a standard US measurement (36 inches). However, we can still explore more complex fractions, which is a typical part of many mathematical scenarios.','18',0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,1,'To solve this problem, we need to break it down step by step. We have a sequence of equations that will help us find the unknowns. Let''s start by listing out all the possible heights of the fourth child: 4, 6, 8, 10, 12, 14, 16, 18, and 20.
+
+Let''s start by starting with the first child''s height. For the first child, we know the height is 6 feet. Now, we can create a formula that will help us find the height of the second child, the third child, and the fourth child.
+
+Let''s look at the fourth child''s height. The formula we''re using is 4^3 + 3*2 + 2 = 10. This can be written as 4^3 + 3*2 + 4 = 10. 
+
+So, the formula used is (4^3 + 3*2 + 4) = 10, which is the same as the original formula.
+
+So, the answer is 10.','10',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,2,'Let''s start by defining the problem. We have a sequence of consecutive integers that adds up to 100.  Here''s a step-by-step approach to solve it:
+
+1.  Let the first child be C.  Since C is the first step, we can pair it with any number from the sequence.
+2.  Now 4C = 4*2 = 8.
+3.  Now 4C = 8.
+4.  Since C cannot be a multiple of 3,  we can divide both sides of the equation by 4.  This leaves us with the equation 8^2 = 64.
+5.  Now this equation simplifies to 8^4 = 8*8*8 = 64.
+6.  Now we can find the answer by dividing both sides of the equation by 8.  This leaves us with 8*10^2 = 64.
+
+So, the fourth child is 8*10^2 = 64.','64',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,3,'First, find the third child''s height. A child grows at a rate that is proportional to the number of inches added to the child''s height. This can be done by dividing the height of the child by the height of the child to find the height of the third child, which is the fourth child''s height.
+
+The third child''s height is the first child''s height multiplied by 3, since the first child is doubled. This is where the 3rd child''s height is obtained from the first two children.
+
+The fourth child''s height is the third child''s height multiplied by 4. This can be understood as the fourth child''s height multiplied by 4. 
+
+Now we simply add the heights of the first two children to get the height of the fourth child.
+
+The fourth child''s height is the first child''s height multiplied by 5.
+
+The fourth child''s height is the second child''s height multiplied by 2.','2',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,4,'To solve this problem, we need to break it down into manageable parts and create a logical and step-by-step process. First, we need to find the ratio of the first child''s height to the second child''s height. This can be done by dividing the number of inches by the number of inches. So, 6 (the first child''s height) by 2 (the second child''s height) gives us 3 inches.
+
+The ratio of the fourth child''s height to the third child''s height is 2 (the third child''s height) by 4 (the fourth child''s height), which means the fourth child''s height is 2 inches more than the fourth child''s height.
+
+Now we can work backwards to find the fourth child''s height. We divide 4 (the fourth child''s height) by 2 (the second child''s height). This gives us 2*2 = 4 inches.
+
+So, the fourth child is 2 inches more than 4 inches. Therefore, the fourth child is 2 inches + 4 inches = 6 inches.
+
+The answer is 6.','6',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,5,'Let''s break down the information step by step:
+
+The first child is 6 feet tall. 
+The second child is two inches taller than the first child. 
+The third child is 5 inches taller than the second child. 
+The fourth child is 3 inches taller than the third child.
+
+We know that the fourth child is 3 inches taller than the fourth child, so we can set up the equation: 
+Fraction of the third child is 3/4 of the fourth child.
+First child is 6 feet tall. 
+Second child is 2*6 = 12 feet tall. 
+Third child is 2*12 = 24 feet tall. 
+Fraction of the fourth child is 12/24 = 3/4. 
+The third child is 3/4 of the fourth child.
+
+The total number of feet is the sum of the feet for each child: 
+Fraction of the fourth child is 3/4 of the fourth child. 
+Adding 24 to the fraction of the fourth child: 
+Fraction of the fourth child is 3/4.
+Adding 24 + 4 = 26 feet.
+Adding 4 feet for the last child.
+
+So the total height is 
+Fraction of the fourth child is 3/4 of the fourth child + 4 + 6 + 2 = 2.
+
+The answer is 2.','2',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,6,'First, calculate the total height of the first two children (the first and third) by multiplying their heights by 2. This results in 4 * 2 = 8 inches.
+Now, calculate the height of the third child.  The third child is two inches taller than the third child, so it is 8 + 2 = 10 inches tall.
+Then multiply the height of the third child by 2 to find the height of the fourth child.  The fourth child is two inches taller than the fourth child, so it is 10 + 2 = 12 inches tall.
+Add the height of the fourth child to the height of the third child, so it becomes 14 + 4 = 18 inches tall.
+Finally, calculate the height of the fourth child.  This is the height of the fourth child multiplied by 2, which is 2 * 2 = 4 inches tall.
+So, the answer is 4 * 2 + 4 = 8 + 4 = 12 inches tall.','4',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,7,'Let''s start by analyzing the given information step by step. We know that the first child is 6 feet tall, the second child is two inches taller than the first, and the third child is three inches taller than the second.
+
+We know that the fourth child is three inches taller than the third child. Let''s think about this. If we had 2 feet of the 3rd child, we could be subtracting feet that are already accounted for. So the first child has a foot less than the third child, the second child has a foot less than the third child, and the third child has a foot less than the fourth child.
+
+Now we only have 2 feet left for the fourth child. If we had 2 feet of the fourth child, that would be 3 feet less than the last child. If we have 2 feet of the fourth child, that would be 3 feet less than the second child.
+
+So, we can see that the fourth child has three feet less than the last child. This is because we are adding feet that are already accounted for.
+
+We can also think of it this way: if the fourth child is three feet taller than the last child, then the first child, the second child, and the third child must all be three feet taller than the fourth child. This is because they cannot all be smaller than the fourth child.
+
+This problem is similar to an infinite geometric progression with no common ratio. It has no integer value for x, because there is no integer value for x that is a multiple of 3.','3',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,8,'To solve this problem, we need to start by breaking down the given information:
+
+1. The first child is 6 feet tall.
+2. The second child is 2 inches taller than the first child.
+3. The third child is 5 inches shorter than the second child.
+4. The fourth child is three inches taller than the fourth child.
+
+Let''s first calculate each part of the problem:
+
+First, consider the fact that the second child is 2 inches taller than the first child. If we know the height of one child, we can find the height of the second child by multiplying the height of the first child by 2. So, 2 * 6 = 12 inches.
+
+Next, consider the fact that the third child is 5 inches taller than the second child. Adding these two together gives us 8 inches.
+
+Now let''s consider the fact that the fourth child is three inches taller than the fourth child. If we know the height of one child, we can find the height of the second child by multiplying the height of the first child by 2. So, 2 * 6 = 12 inches.
+
+Finally, let''s consider the fact that the fourth child is 3 inches taller than the fourth child. This means that the fourth child is 3 inches taller than the third child.','3',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,9,'Let''s start by understanding the given information. The first child''s height is 6 feet tall, and the second child is two inches taller than that, so that''s 2 feet. The third child is 6 + 2 = 8 feet tall, and the fourth child is 5 + 3 = 8 feet tall.
+
+The equation to find the unknown height is: Height = 2x + 8 feet
+
+We are given that Height = 8 feet, which is a multiple of 2. We have 4 feet to convert to feet. 
+Height = 2 * 4 = 8 feet
+
+This is the answer.','8',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,10,'Let''s break down the information step by step. We know the first child is 6 feet tall. The second child is two inches taller than that, which is 2 feet. The third child is 2 feet less than that, which is 3 feet. And the fourth child is 3 feet.
+
+Let''s start by adding the height of the first child and the third child, which is 2 + 3 = 5 inches. We can also find the height of the second child by multiplying 2 feet by 2, which is 4 inches. So the height of the second child is 2 feet + 4 inches = 6 inches.
+
+Now we have 6 inches + 2 feet = 8 inches and 5 inches (the height of the third child) and 3 feet is already calculated but we can add a third child at the end to the total.
+
+So the total height of the fourth child is 6 + 8 + 5 + 3 = 24 inches.
+
+The answer is 24.','24',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(79,11,'Let''s analyze the information step by step:
+
+We know that the first child is 6 feet tall (1 foot), the second child is two inches taller than the first child (1.5 feet), and the third child is 5 inches taller than the second child (1.5 feet).
+
+To find the fourth child''s height, we need to calculate each height. The fourth child is 3.5 inches taller than the fourth child''s height. This can be achieved by multiplying 3.5 feet by 3.5 inches, which gives 10.5 inches.
+
+However, we can approach this problem from both ends: either by multiplying the first child''s height by the third child''s height (3.5 feet * 3.5 feet = 11.25 feet) or by multiplying the second child''s height by the fourth child''s height (5.5 feet * 5.5 feet = 27.5 feet). But, we can simplify this problem by only considering the possible combinations of height multiplied by height multiplied by height.
+
+We calculate 3.5 * 3.5 * 3.5 = 216.67 feet. This is the answer. So, the solution is 216.67 inches.','216.67',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,12,'Let''s start by breaking down the problem into manageable parts. We know that the first child is 6 feet tall, the second child is two inches taller than the first, and the third child is three inches taller than the second. 
+
+Let''s denote the height of the third child as x. Since the first and second children add up to 4, we can say that the third child is 4x inches tall. 
+
+Now, we know that the fourth child is three inches taller than the third child. This means that the fourth child is 3x + 1 inches tall. 
+
+To find the total height of the fourth child, we need to add the height of the first, second, and third children, which is 4x + 3x + 3. This is equal to 4(1 + 2 + 3) = 4(3) = 12 inches.
+
+We know that the fourth child is 3x + 1, so we can set up an equation to find the total height of the fourth child. The total height of the fourth child is 12 + 3x + 3 = 14. 
+
+This is just the equation we''ve been working with for the previous problem. So, the correct answer is 14 + 3x = 12.','14',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,13,'First, we need to determine how many inches the fourth child is.  If a child is 3 inches shorter than their siblings, the fourth child would have 3-inch shorter siblings.
+
+Then, we can determine the total height of the fourth child based on the height of the first two children, who are two inches taller than the fourth child.  So, we can add the height of the first two children to the height of the fourth child.  This results in a total height of 2*2+3 = 5 inches.
+
+Now, we can use the formula for a standard deck of 52 cards to determine the value of the fourth child''s card.  Since there are 4th cousins of each of the first two children, the fourth child''s card would have the same number of cards of each of the two first two children combined.  So, the fourth child''s card would be the same number of cards of each of the first two children combined, which is 4 times 2, which is 8 cards total.
+
+This results in a total of 16 cards being chosen from each pair of the second two children.  So, 16/2 = 8 cards.  Now we can add the number of cards of each of the fourth two children to the remaining 8 cards (the only remaining cards).  So, the total number of cards that will be chosen from the deck of 52 is 8 times 4 = 32.  So there will be 3 * 8 = 24 cards left over that were not chosen.  Since there are only 4 cards left over to choose from, the answer is 4.  So the answer is 4.','4',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,14,'To solve this problem, I need to consider all the possible combinations of one-to-one ratios of the given lengths. Let''s start by listing out all the possible ratios for each of the three children:
+
+First child = 6 * 2 = 12 inches
+Second child = 6 + 2 = 8 inches
+Third child = 6 + 4 = 10 inches
+
+Now we need to find the total height of the fourth child. First, we multiply the heights of the first two children: 12 * 8 = 84 inches
+Next, we multiply the height of the third child: 10 * 10 = 100 inches
+Finally, we add the height of the fourth child: 10 + 8 + 1 = 24 inches
+
+So, the answer is 24 inches, which matches the given height of the fourth child: 24 inches.','24',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,15,'To solve this problem, we need to break it down step by step.
+
+Let''s start by identifying the information given:
+
+- The first child is 6 feet tall.
+- The second child is two inches taller than the first child.
+- The third child is two inches taller than the second child.
+- The fourth child is three inches taller than the third child.
+
+We''ve already determined that the third child is twice the fourth child, and this is a fundamental inequality of the form a^2 + b^2 = c^2, where a and b are the upper and lower bounds of the inequality, respectively.
+
+We can set up the equation:
+
+(2 + 2x) + (2x + 3x) = 2x + 3 + 2(2) + 3
+
+This is a triple product of two pairs of identical terms, which can be factored into the product of two terms multiplied by two, which is 4x.
+
+So, the equation reduces to:
+
+(2 + 3 + 2x + 2x) = 4x
+
+Now, we have a triple product of two identical terms, which is the only possible cubic expression that can be evaluated.
+
+This can be factored as:
+
+(2 + 3) = 4(2) = 4
+
+So, the solution to the original equation is 4.
+
+However, we can actually solve it more efficiently. We can start by solving the equation 2 + 3 + 2x = 4x, which is a quadratic equation in disguise.
+
+We can start by adding 10 to both sides of the equation, resulting in:
+
+(2 + 3 + 2x) = 10 + 2x
+
+This is a quadratic equation in disguise. Since we can''t solve it directly, we''ll need to find a quadratic equation that can be factored into the square of a binomial. This is only possible when we can factor the binomial 2x(2x + 1) = 4x(2x + 1), which has the property that 2x(2x + 1) = 4x(2x + 1).
+
+This might seem to be a contradiction, but it''s actually a mathematical identity that we can prove.
+
+So, the solution','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,0,'To solve this problem, we need to break it down step by step. First, we''ll find the total number of girls in the school population. 
+
+The school has 40% of the total population, which is 0.4. Now, we''ll find the number of girls who are not boys. 240 - 240 = 100 girls are not boys.
+
+So, the number of girls in the school population is 100 (total number of girls) - 100 (not boys) = 20 girls.
+
+To find the number of girls in the school population, we divide the number of girls by the total number of girls. 20 girls / 40% = 20 * (100 / 0.4) = 20 * 10 = 20 girls.
+
+This is the answer. There are 20 girls in the school population.','20',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,1,'Let''s break down the problem step-by-step.
+
+We''re given that 40% of the school population is made up of 240 boys. This is a ratio of 2. So we have 40% of all the boys in the population, which is 240/1000 = 0.24. Therefore, 40% of a school population is 24 boys.
+
+To find the number of girls, we need to find the number of girls who are not boys. We know that 240/1000 = 0.24, which is the same as 1.024. However, 24 girls is not 1. So we round down to 2... and 2 is 2, which is 2.
+
+There are 2 girls in the population.
+
+Therefore, there are 2 girls in the school population.','2',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,2,'To solve this problem, we need to find out how many girls are in the school population of 40% of 240 boys. First, let''s find 40% of 240 boys. 40% of 240 is 0.4 * 240 = 108. Now, multiply this number by the number of girls in the population: 108 * 240 = 3024.
+
+Therefore, there are 3024 girls in the school population of 40% of 240 boys.','240',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(80,3,'To solve this problem, I will first find the percentage of the school population that consists of 240 girls. Since 40% of a population is made up of 240 girls, 40% of the population is the population of 240 girls. The answer is 240 x 0.4 = 90.
+
+Now I will multiply this answer by 100 to find the number of girls in the school.
+
+So, 90 x 2 = 180.
+
+So, there are 2 girls in the school.','240',0,'not_equivalent',129,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,4,'To solve this problem, we''ll break it down step by step. First, let''s determine the number of girls in the school population. Since 40% of the school population is males, the remaining percentage is 60% of the population that is females. Now, let''s find the number of females in the school population. We can do this by multiplying 40% by 60% of 40% of 240, which is 0.6 * 0.6 * 0.6 * 40% of 40% of 40, which is 40 * 1.6 = 60.
+
+Now, let''s find the number of boys in the school population. Since 240 is equal to 40*1, 240 boys are 40 times the number of girls that are male. So, 40x = 40*240 = 1080.
+
+Now, we can find the ratio of girls to boys by dividing the number of girls by the number of boys. So, 160 / 240 = 1/3.
+
+Finally, we multiply 160 by 1 to find the answer: 160 * 1 = 160.
+
+So, there are 160 girls in the school population.','160',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,5,'To solve this problem, I''ll break it down into manageable parts. We know the school population is 40% of itself, which means the school population is 0.4 * 40 = 20. 
+
+We also know that 40% of the total population is made up of boys. So, the total number of girls is 20 * 40 = 80.
+
+Now, to find the number of girls, we divide the number of girls (80) by the number of boys (40), which gives us 80 / 40 = 2.
+
+Therefore, 2 girls are in the school population if the school population is 20/40 * 40 = 2.5.','2.5',0,'not_equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,6,'1. Let''s start by finding out how many girls are in the school. We can do this by dividing 40% of 240 boys by 240 girls, which gives us 4 boys.
+2. Now that we know there are 4 boys in the school, we can find out how many girls are there. There are 240 girls in the school.
+3. To find out how many girls there are in total, we multiply this by 240.
+4. So, we multiply 4 by 240, which is 960, which is the total number of girls in the school.
+
+Therefore, there are 960 girls in the school.','960',0,'not_equivalent',155,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,7,'To solve this problem, we need to first determine the number of girls in the school population and then determine the percentage of boys to determine the number of girls.
+
+First, we convert the percentage to a decimal by dividing by 100, giving 40% as 0.4. Next, we multiply the result by 100 to get the number of girls.
+
+In this case, the number of girls is 40% of the total population. So, 40% of 1000 is 40% of 1000, which is 40 girls.
+
+This is the number of girls in the school population.','40',0,'not_equivalent',145,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,8,'To find the number of girls in the school, we need to calculate the population of the school and then multiply that by 40%. 
+
+This is based on the formula for population, where the value is the number of subjects (in this case, the number of students) multiplied by the number of teachers (which is 15). 
+
+This translates to 40% of 15 children (15 * 40 = 600) divided by the total number of students (15 * 15 = 150). So, the answer is 600 / 150 = 2.5 girls.','600',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,9,'1. First, identify the total population of 240 boys and 40% of that population being made up of boys.
+2. So, 240 boys (240/240) * 40% = 100 boys are made up of boys.
+3. Now, there are 40 boys in the school population.
+4. Therefore, 100 girls are made up of girls.
+5. So, there are 40 + 100 = 140 girls in the school population.
+
+The final answer is 40 + 140 = 240 girls in the school population.','40',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,10,'To solve this problem, we need to break it down step by step. First, we find the total number of girls in the school, which is 240. Then we multiply this by 40% to get the number of boys who make up the school''s population.
+
+So, 240 * (1 + 40/100) = (240 * 100) / 100 = 240 * (100 / 100) = 240 boys.
+
+Therefore, there are 240 girls in the school.','240',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,11,'To find the number of girls in the school, we need to first find out the number of boys in the school population, and then multiply that number by 40% to find out how many girls are in the school.
+
+The number of boys in the school population is 40% of 240, which equals 0.4 * 240 = 92.
+
+So, there are 92 girls in the school population. This is the answer to the initial question.','92',0,'not_equivalent',108,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,12,'Let''s start by understanding the problem. The school population is 40% of itself, which means it''s 0.4 * 40 = 24.
+
+To find the total number of girls, we need to divide the number of girls by the population. So, 24 / 0.4 = 24/2 = 10.
+
+The answer is 10. So, in 10 cases, the school population is comprised of 24 boys and 10 girls, with 10 girls being 24 boys (rounding to 25 girls).','10',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,13,'To solve this problem, we need to break it down step by step and make sure to follow the correct steps.
+
+First, we need to find the number of girls in the school. We can do this by dividing 40% of 240 by 240, which is 0.04. So, 0.04 is equal to 4 girls.
+
+Next, we need to find the number of girls in the school population. We can do this by multiplying 240 by 0.04, which is 8. So, 8 is equal to 8 girls.
+
+Now, we add the number of girls to the initial answer. So, 40% of 40 is 0.04 x 4 = 2.4, which is the number of girls in the school population.
+
+So, the final answer is 4 + 2.4 = 6.8 = 4 girls.','4',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,14,'To solve this problem, we need to break it down step-by-step. First, we calculate the number of girls that are made up of 240 boys. There are 240 boys, and 40% of the total school population are made up of boys. So, 240/100 = 2 girls.
+
+To find the number of girls, we subtract the number of boys we know is made up of girls from the total population of the school. However, this is a non-linear calculation. So, we need to find the number of girls that are more likely to be made up of girls rather than boys. Since there are 240 boys and 40% of those boys are boys, we need to find the number of girls that are made up of those 240 boys.
+
+To find this, we can use a process called binomial expansion. The formula for this is:
+
+Number of terms = (number of terms) * (number of terms) / (1 - (number of terms / (number of terms * 2))^(number of terms))
+
+The formula is:
+
+n * (n + 1) * (2n + 1) / (2n + 1) * 6
+
+Simplifying this expression, we get:
+
+n * (n + 1) * (2n + 1) / 6
+
+This formula calculates the number of terms needed to reach 2n terms, with the number of terms being n, to be exactly n terms.
+
+So, the number of girls that are made up of 240 boys is 240 * (2 + 1) = 480.
+
+So, there are 480 girls in the school if there is a total of 240 + 480 = 920 girls.
+
+This is just a numerical example of binomial expansion and does not take into account probabilities or other mathematical concepts. It is just one example of how to solve such a problem.','920',0,'not_equivalent',448,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,15,'To solve this problem, we need to use mathematical operations to find the answer, breaking it down into manageable parts. First, we need to find the fraction of the total population that is made up of 240 boys. 
+
+We can do this by dividing the total population by the total number of boys in the school (40% of 240 = 240/40 = 5). Then, we multiply the fraction by itself to find the desired percentage. In this case, 5 * 5 = 25 is the quotient. 
+
+So, 25% of the total population is comprised of 240 boys (40% of 240). This is a multiple of 25 because it''s a multiple of 24, so it''s 1. So 25% of the total is 240 * 100 = 240.
+
+This doesn''t add up to 240, but if we just consider 240, 40% of 240 is 240 * 2 = 440, which is the answer.
+
+This problem is a classic example of a "multiplication of a multiple of 10." It''s a special mathematical operation, and it''s often used to illustrate the concept of binary operations in mathematics.','10',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,0,'12 kg of apples = 12 * 2 = 24 kilograms
+Pierre, Paul, and Jacques bought 12 kilograms of apples = 12 * 2 = 24 kilograms
+They bought 24 kilograms of apples
+James has 24 kilograms - 12 = 8 kilograms left
+#### 8
+The answer is: 8','8',0,'not_equivalent',81,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,1,'1. Pierre bought 12 kg of apples and 1/3 of this is Peter''s apples, so he will have 3 * 12 / 3 = 12 kg of apples.
+2. To find James'' apples, we need to divide 12 kg by 12 / 3 = 1. So James has 3 / 12 = 1 kg of apples left.
+3. 1 / 12 = 11.67% of the apples.
+
+Now we need to find how many apples out of 12 kg are Peter''s and 1 / 12 of the remaining apples. To do that, we multiply 3 * 12 / 1 = 3 x 12 / 1 = 3 x 12 = 32 apples.
+
+So James has 32 - 32 = 0 apples left.','0',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(81,2,'To solve this problem, let''s break it down step by step. First, we''ll find the total number of kilograms Pierre, Paul, and Jacques can eat. It''s given that Peter can eat 1/3, so they can eat 1/3 x 12 = 12 kilograms.
+
+Now, we can find the number of kilograms they can eat without eating 1 kilogram. If Jack eats 1 x 10 = 10 kilograms, and if Pierre eats 1/3 x 12 = 12 kilograms, then Jacks will have 12 - 10 = 12 kilograms, and Pierre will have 12 - 1 = 10 kilograms.
+
+In total, they can have 12 + 12 = 24 kilograms remaining.
+
+So, James will have 24 kilograms of apples left.','24',0,'not_equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,3,'Let''s break down the problem step by step.
+
+Pierre bought 12 kg of apples, so he has 12 * 3 = 36 kilograms.
+
+Pierre wants a quarter of that, which is 12 / 4 = 3 kilograms.
+
+So, James wants 1 * 3 = 3 kilograms.
+
+Now, let''s consider the scenario. If Peter wants a quarter of the apples to be 3 kilograms, then he would have 3 * 3 = 9 kilograms.
+
+Pierre wants 1/3 of the apples to be just 3 kilograms. So, he would have 1 + 3 = 4 kilograms.
+
+Now, we need to find how many kilograms James will have left.
+
+We can calculate it by multiplying the number of kilograms he has (36) by the number of kilograms he wants (4).
+
+So, 36 * 4 = 132 kilograms.
+
+So, James will have 132 kilograms left.','132',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,4,'Pierre buys 1.5 kg of apples and all of Paul''s apples are sold. This means Peter will have 1.5 * 1.5 = 1.9 kilograms left.
+
+Heres the calculation: 1.5 * 1.5 = 1.9 kilograms.
+
+So, James will have 1.9 kilograms left.','1.9',0,'not_equivalent',79,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,5,'Let''s break this down step by step.
+
+Pierre, Paul, and Jacques bought 12 kg of apples. This means there are 12 * 3 = 36 apples left.
+
+Jacére, Peter, and Jacques bought 1/3 of that, which means 1/3 * 3 = 1 kg of apples left.
+
+So, James will have 1 kg of apples left if they ate 1/3 of the apples.
+
+We need to find out how many kilograms they will have left. If they ate 1/3 of the apples, then 1/3 * 1 = 1 kg of apples left.
+
+#### 1
+
+The answer is 1.','1',0,'not_equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,6,'Pierre, Paul, and Jacques purchased 12 kg of apples, so they had a total of 12 * 3 = 36 kilograms of apples.
+Jules, Paris, buys 1/3 of 36 which is 36 / 3 = 12 kilograms of apples.
+The remaining 12 kilograms of apples that were sold in Paris are the same as the apples that were sold in Paris, which is 12 * 1 = 12 kilograms.
+The remaining apples that were sold in Paris are 12 - 12 = 0 kilograms.
+The total number of kilograms that were sold is 12 + 12 = 24 kilograms.
+So,
+12 kilograms sold in Paris = 12 * 24 = 320 kilograms.
+The total number of kilograms that were sold is 24 kilograms.
+The number of kilograms that were sold in Paris is 24 / 320 = 1/32 kilograms.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram.
+The total number of kilograms that were sold is 24 / 32 = 1/2 kilogram.
+The number of kilograms that were sold in Paris is 24 / 32 = 1/2 kilogram','1/2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,7,'To solve this problem, we need to consider the possible combinations of apples and their corresponding quantities. If Peter bought 12 kg of apples and Paul wants a quarter of that, he would have 12/4 = 3 kilograms left.
+
+If James wanted to buy 1/3 of a quarter, he would have 3/4 of a kilogram left.
+
+Let''s break it down step by step:
+
+Pierre bought 12 kg of apples, so he would have 12 x 4 = 48 kg of apples left.
+
+Now, if Peter bought 3 kg of apples, then he would have 12 x 3 = 36 kg of apples left.
+
+If James wanted to buy 1/3 of a quarter, he would have 3 / 4 = 1 kg of apples left.
+
+So the answer is 1 x 3 = 3 apples left = 3 x 3 = 9 kg.
+
+#### 9
+The answer is 9.
+
+The answer is 9','9',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,8,'Pierre, Paul, and Jacques bought 12 kg of apples. Peter wants a quarter of that. So, if Peter wants a quarter of that, they would need 12 / 4 or 24 apples.
+If 24 apples were bought, then James would have 24 / 4 = 6.67 kilograms left.
+To find out how many kilograms of apples Pierre, Paul, and Jacques would have to buy to spare 24, we multiply 24 by 24, which equals 512 kilograms.
+#### 5
+The answer is: 5','5',1,'equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,9,'To solve this problem, we need to think step by step and work through the problem algebraically. We know that 12 kg of apples is equal to a quarter of it. So, we can set up an equation: 12 kg / 1/3 = 4/2.
+
+To solve for the unknown quantity, we can multiply both sides of the equation by 4/2, which gives us 4 x 2 = 8. So, the answer is 80.
+
+The equation describing this problem is 12 kg / (4/2) = 4 x 2 = 8 kilograms.','80',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,10,'To solve this problem, let''s analyze the problem step by step. We know that each apple is worth 15 grams of sugar and that each kg of apples has 3.5 grams of sugar.
+
+First, we need to find out how many kilograms of apples Peter wants to eat. To do this, we can multiply 12 by 3.5, which gives us 40 kilograms.
+
+Now, we know that each kg of apples has a specific weight of 15 grams of sugar. To find out how many kilograms of apples Peter wants to eat, we need to find out how many kilograms of sugar Peter needs to consume.
+
+This can be done using the formula 1 kg of apples x 15 grams of sugar = 15 grams of sugar. Multiplying 1 kg of apples by 15 grams of sugar gives us 15 grams of sugar, which is 1.5 x 15 = 1.6 x 15 = 2.1 x 16 = 3.1 x 16 = 5.2 x 16 = 8.4 x 16 = 11.6 x 16 = 21.
+
+Now we know that each kg of apples has 3.5 kilograms of sugar. If we multiply 1.6 x 3.5 by 1.6, we get 1.72 x 3.5 = 3.7 x 3.5 = 13.
+
+So, James will have a minimum of 13 kilograms of apples left. This is because 1.72 x 3.5 = 21.','21',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,11,'To solve this problem, we need to understand that there are 2400 grams in one kilogram. We can calculate this as 2400 / 100 = 2.
+
+Now, let''s calculate the possible combinations:
+
+Pierre wants 2 quarters of apples, so 2 x 12 = 24 apples. This is 2 x 12 = 24 apples left.
+
+Paul wants 1/3 of that, so 1/3 x 24 = 24 apples left.
+
+James wants 1/3 of that, so 1/3 x 24 = 24 apples left.
+
+So, James ends up with 24 - 24 = 0 apples.
+
+Therefore, James will have 0 kilograms.','0',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,12,'1.2 kg = 12 kg/100 g = 12 g
+2.2 kg = 22 g
+∵100 = 100 * 12 = 160
+
+Pierre, Paul, and Jacques bought 12 kg of apples, so they bought 12 * 12 = 120 apples.
+Jules, Jusum, and Garbage: 5
+
+To find Jusum, he sold 1/3 of 120, so he sold 5 * 12 = 60 apples.
+To find Garbage, he sold 1/3 of 120, so he sold 12 - 6 = 7 apples.
+
+So in total, Jusum sold 60 + 7 = 77 kilograms.
+
+James, 2.2 kg, 4
+
+Pierre, 1.2 kg, 2
+
+Demonstrating the multiplicative inverse of 12: 12 = 12 * 2, which is the multiplicative inverse of 12.','12',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,13,'To solve this problem, we need to first understand the information given:
+
+Pierre wants a quarter of a kilogram of apples, and Paul wants 1/3 of that.
+We know that Peter wants 1/3 of a kilogram, so 12/3 = 4 kilograms.
+We also know that 1/3 of 12 is 4 kilograms.
+
+To find the number of kilograms left, we can first find 4 kilograms:
+
+One kilogram is 4 kilograms.
+So, 12 divided by 4 is 4 kilograms.
+
+James has 12 kilograms left.
+
+This is a classic example of a simple fraction with a denominator of 3, and it happens to be 4.','4',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,14,'To solve this problem, we need to break it down into manageable parts. First, we calculate the amount of apples that Pierre, Paul, and Jacques will have left after purchasing 12, 13, and 1, respectively.
+
+Pierre will have 12 apples left, and Paul will have 1/3 of that. This is equivalent to 3 apples per 2 apples. So, 3 apples left represent the apples that Pierre has left.
+
+Now, we need to find the amount of apples that Jack has left, which is the same as 1/3 of 3 apples. So, 1/3 of 3 apples represents the apples Jack has left.
+
+To find the number of apples that Jack will have left, we multiply the number of apples Jack has left by 1 (since Jack has one apple). This is 1 apples per 1 apple. So, 1 apples left represents the apples Jack has left.
+
+To find the number of apples that Jack will have left, we multiply the number of apples Jack has left by 1 (since Jack has one apple, we just need to add 1 to 1). This is 1 apples per 2 apples.
+
+Now, we need to find the number of apples that Jack has left, which is the same as 1 apples per 2 apples.
+
+To find the total number of apples that Jack has left, we multiply the number of apples Jack has left by 2, which is 2 apples left. So, 2 apples left represents the apples Jack has left, and 2 apples left is the same as 2 apples Jack has left, also 1 apples per 2 apples.
+
+The answer is 4 apples.
+
+So, 4 apples are left.','4',0,'not_equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,15,'To solve this problem, we''ll use the principle of counting. We''ll first calculate the total value of the apples sold and the total value of the apples sold as 100% cents, and then multiply that by 12. So, we''ll calculate 100% of 12, which is 12. Now, we''ll subtract the value of the apples sold, which is 12, from the total value of the apples sold, which is 1200. So we''ll divide 12 by 1200, which is 12%.
+
+This leaves us with 12 apples left, but 12 apples sold was left. So we need to find out how many apples left. We''ll divide 12 apples by 12 (which is 1), which is 1. Now we''ll multiply 1 by 12 (which is 12) and divide it by 12 (which is 1), which is 4.
+
+So 4 apples left, or 12 apples. So there are 12 apples left.','12',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,0,'To solve this, we need to first find the total distance John needs to drive, and then find the number of miles he drives.
+
+The distance John needs to drive is the circumference of his car''s wheel multiplied by the speed of his car. The speed of his car is 70 mph.
+
+The circumference of a wheel is 2 * pi * radius, so the circumference of a wheel is 2 * (pi * radius) = pi * radius.
+
+Now, we can find the circumference of the car''s wheel by multiplying 2 * pi * radius by 2. 
+
+The circumference of a wheel is 2 * pi * radius, so the circumference of the car''s wheel is 2 * pi * radius.
+
+To find the total distance John needs to drive, we multiply the circumference of the car''s wheel by the speed of the car.
+
+The total distance is 2 * pi * radius * speed = pi * radius * speed = pi * radius * speed = 2 * pi * sqrt(2) = 2 * sqrt(2)
+
+So, the total distance is 2 * sqrt(2) miles.
+
+We can also use this formula to find the number of miles John drives.
+
+The number of miles is 2 * sqrt(2).
+
+So, the answer is 2.','2',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(82,1,'He drives the round trip of 70 * 2 = 140 miles.
+He visits his parents twice a month, so he visits them twice.
+The distance between his parents and his own destination is 140 + 1 = 150 miles.
+To find the total miles he drives, we multiply the distance by speed: 150 * 70 = 10,000 miles.
+#### 10000
+The answer is: 10000','10000',0,'not_equivalent',113,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,2,'To solve this problem, let''s first break it down into manageable parts. We know that John drives at a speed of 70 mph when traveling from his parents'' home to his parents'' workplace. He also visits his parents twice a month, which is 2 * 60 = 120 miles away.
+
+Now, let''s consider the round trip. We assume the journey starts from John''s home and ends in his parents'' workplace. So, in one round trip, he travels to the office, where he visits his parents. However, the journey ends at his parents'' workplace. Therefore, John travels back to his own home.
+
+To calculate the miles he drives when visiting his parents, we need to consider both the round trip and the round trip back to his own home. Since the round trip is the one John travels back, we can calculate the miles he drives twice a month by dividing the round trip by 2.
+
+The round trip is 2 * 60 = 120 miles, and John drives 120 * 2 = 240 miles back to his own home. He then travels back to his own home and drives 120 * 2 = 240 miles, which again accounts for the round trip.
+
+Therefore, the total number of miles John drives when visiting his parents is 120 + 240 = 480 miles.','480',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,3,'1. Let''s denote the total distance John drives as D. 2 hours of driving at 70 mph gives 2 * 70 = 140 miles.
+2. Now we know that 140 miles is equal to 2 * 10 = 20 miles.
+3. To find out how many miles John drives, we multiply 20 by 2: 2 * 2 = 40 miles.
+4. Now we know that John drives 40 miles at a speed of 70 mph.
+5. To find out how many miles he drives when he visits his parents, we need to find the total distance and multiply it by the speed. 40 miles * 70 mph = 3100 miles.
+
+The answer is 3100.','3100',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,4,'Let''s analyze this scenario. We know that John visits his parents twice a month, so we can think of it as a cycle of 2 months. Since he drives at a speed of 70 mph, it takes him 2 months to complete the cycle.
+
+Now, let''s consider the round trip. We can think of it as a cycle of 2 months. Imagine a round trip of 2 months as a cycle of 2 months. When we consider the round trip, we should multiply the number of months by the total distance.
+
+Since we''re dealing with π, we have π * 2 = π * 2 = 2π = 2 * π = 4 miles
+
+So, when John visits his parents, he travels 4 miles of the round trip. To find the total distance, we multiply the total miles by the round trip.
+
+This calculation is straightforward. When we multiply 4 miles by π * 2, we get π * 2 = 4 * π = 4 square miles
+
+This is the total distance John visits his parents and it''s the same as the round trip, so the answer is 4 miles.','4',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,5,'To solve this problem, we need to consider John''s daily commute to and from his parents'' house. Each round trip at 70 mph is equivalent to a trip of 2 miles per hour. So, if John visits his parents, he travels 2 * 10 miles per hour * 2 = 20 miles a month.
+
+This is equivalent to 2 * 16.8 miles per month, which is 32 miles per month.
+
+To find out how many miles John spends a month, we need to find the total miles he travels during that 32 months. There are 32 months in a year, so we need to convert 32 into 18 since there are 32 + 1 = 33 days in a year. This is equivalent to 32 hours in a day.
+
+Add 12 hours (days) to 32 hours (hours), which results in 24 hours in a day.
+
+So, 24 * 32 = 720 miles John travels during his 33 month cycle, which is a total of 32 months * 24 hours = 720 miles.
+
+Therefore, John spends 24 * 7 = 180 miles per month on his commute during the 33-month cycle.','33',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,6,'Let''s break down the problem. John visits his parents twice a month, and he drives at a speed of 70 mph, which means he covers 48 miles in one hour, or 1.4 hours. To calculate the total distance he drives, we''ll multiply the distance he covers by the speed: 1.4 hours * 70 mph = 104 miles.
+
+However, we''re told that he drives at a quarter of his daily miles, so we need to find the daily miles. To do this, we''ll first find the total daily miles. Since he covers 1.4 hours of driving times, he covers a quarter of his daily miles. So, 1.4 hours * 1.4 hours = 1.92 daily miles.
+
+This leaves us with the total daily miles, which is 1.92 * 4.4 = 7.48 miles. 
+
+We can now calculate the number of miles John drives for each month by dividing the total daily miles by the daily miles. So, 7.48 * 4 = 29.92 miles per month.','29.92',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,7,'To solve this problem, we can break it down into manageable parts. Let''s start by understanding the given information:
+
+John visits his parents twice a month and drives at a speed of 70 mph. This tells us the speed of the round trip. Then, we can set up an equation to represent the distance John has to cover from his home to his parents'' home.
+
+The distance is 2 * 70 = 140 miles
+John travels 140 miles in 2 hours
+
+Now, let''s find the total distance John has to cover. We can do this by multiplying the distance by the speed.
+
+So, 140 * 1.125 = 1620 miles
+
+This means that John has to cover 1620 miles (the total distance) in 1620 hours.
+
+So, 1620 / 1620 = 1.
+
+To solve this, we need to divide both sides of the equation by 1.
+
+We can rewrite this as 1125 / 1620 = 45 / 1620 = 45 / 1620 = 1 / 1620, which is 45/25.
+
+So, 45/25 = 1.
+
+So, 45/25 = 1.
+
+This is the answer to the given problem.','1',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,8,'To solve this problem, we need to determine how many miles John visits his parents when he is driving back.
+Let''s start by calculating the time it takes for John to drive back.
+He makes 2 hours of driving to get to his parents'' house and then drives back to the town.
+The driving time includes both the time he drives back and the time he drives back to his parents'' house.
+So, the driving time for the home is 2 - 1 = 1 mile.
+The driving time for the back-to-home is 1 + 1 = 2 miles.
+So, the total driving time is 2 + 1 + 2 = 5 miles.
+The total distance John has traveled is 2 + 1 + 5 = 15 miles.
+Therefore, John has driven a total of 15 miles.
+#### 1
+John drives a total of 15 miles, which is 2 times the round trip he makes when visiting his parents.
+#### 2','2',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,9,'To solve this problem, we need to find the total distance John travels between visits and then calculate it by dividing the distance by time.
+
+First, we can calculate the distance John travels between visits by multiplying the speed by time. This gives us 70 mph * 2 hours = 140 miles.
+
+Now, we can find the total distance John travels by multiplying the distance by time. 140 miles * 2 hours = 240 miles.
+
+So, John drives a total of 240 miles when visiting his parents.','240',0,'not_equivalent',120,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,10,'To solve this problem, let''s break it down step by step.  First, we need to find the total distance John drives when visiting his parents.  So, we can calculate 2 hours multiplied by the distance John drives, which is 2 * 180 miles.  So, 2 * 180 miles is 360 miles.
+
+Next, we need to determine how many miles John drives when he visits his parents.  So, 2 hours * 360 miles is 720 miles.
+
+To find the total miles John drives, we add these miles to 360 miles.  So, 360 + 720 is 1020 miles.
+
+There are 1020 miles John drives when visiting his parents. 
+
+The answer is 1020 - 360 = 240. 
+John drives 240 miles when visiting his parents.','1020',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,11,'To solve this problem, I''ll start by breaking it down into manageable parts. First, I''ll calculate the total distance John drives when visiting his parents. In one round trip, John drives a total of 2 * 70 = 140 miles.
+
+Now, I''ll calculate the distance John drives by dividing 140 miles by 2 hours (to convert hours to miles) and multiplying by 2. 
+The answer is 2 * 140 = 260 miles.
+
+So, John drives 260 miles when visiting his parents.','2',0,'not_equivalent',125,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,12,'To solve this problem, we first need to find the total distance John has to drive when visiting his parents twice a month.
+Let''s think about the round trip.  When visiting, John takes one round trip of 2 x 70 = 140 miles to visit John''s parents.  So, 140 miles of driving times is 2 * 140 = 280 miles.
+Now, we need to find the total distance John has to drive when visiting, so we multiply the miles by the round trip. 280 miles * 2 = 560 miles.
+Now, we subtract the round trip miles from the total miles to find the total miles John has to drive. 560 miles - 280 miles = 300 miles.
+Therefore, John has to drive 300 miles when visiting his parents twice a month, which is 1.2 miles per month.
+#### 12
+The answer is: 12','12',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,13,'1. First, determine the time it takes John to visit his parents. There are 12 months in a year, so 1 month is equivalent to 12/12 = 1 year.
+2. Now, calculate the distance John travels to visit his parents. Given that he drives at 70 mph, the distance is 112 km (70 m / 1000 m / 1000 km / 1000 km / 1000 km).
+3. Now, multiply the distance by 112 to find the total travel time.
+4. Add 112 km to the distance, 112 * 112 = 1236.
+5. Now, add the time it takes for John to travel to visit his parents to the round trip factor (112 km / 1 mile).
+6. Divide 1236 by 112 to find the total travel time.
+7. Calculate 1236 / 112 = 12.
+8. Now, multiply the total travel time by 12 to find the answer.
+9. Multiply 12 * 12 = 144 miles.
+10. Therefore, John drives 144/12 = 12 miles per month.
+
+The answer is 12.','12',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,14,'John visits his parents twice a month and drives at a speed of 70 mph.  To find the answer, we need to determine the total distance he drives and multiply it by the time.
+
+The round trip is 2 * 70 = 140 miles.  So, the answer is 140 miles / 2 hours = 75 miles per hour.
+
+So, John drives 140 miles per hour.','140',0,'not_equivalent',97,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,15,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many miles John visits his parents when visiting them at a speed of 70 mph. Since he drives at 70 mph and he visits his parents, he visits them 70 times, which means he visits John''s parents 70 times.
+
+To find out how many miles he drives, we need to divide the total distance he visits his parents by the speed of the round trip.
+
+So, 70 * 2 = 140 miles he drives his parents.
+
+Therefore, John drives 140 miles when visiting his parents.
+
+In other words, to convert this into a percentage: 140% is equal to 14 * 100% is equal to 70%.
+
+So, answer is: 70 - 70 = 0.
+
+The answer is 0.','0',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619569198528528219e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',54,2.72750130773499950011e+03,2727.500326483);
+INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619687980219340322e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',82,3.9153178305179990276e+03,3915.316855115);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -21793,5 +32157,145 @@ INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-681',
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-681',0,54,'62',0.0,0,1000,1,93.0,32.0,1019.5,0.0,2.32693656022497634698e+01,2.89563233105441894532e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-681',0,54,'62',0.0,0,1000,1,93.0,32.0,2039.0,0.0,4.65387312044995269397e+01,5.62779074059627929665e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-681',0,54,'90',0.0,0,1,0,93.0,32.0,4078.0,0.0,9.30774624089990538795e+01,1109210755968.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-682',0,55,'160',0.0,0,16,1,112.0,32.0,250.75,0.0,6.2390097690624770621e+00,8.86337533431554260281e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-682',0,55,'160',0.0,0,120,1,112.0,32.0,501.5,0.0,1.24780195381249541246e+01,1.55829259468011718748e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-682',0,55,'1.3',0.0,0,1000,1,112.0,32.0,1003.0,0.0,2.49560390762499082492e+01,2.90220271717724304198e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-682',0,55,'20',0.0,0,1000,1,112.0,32.0,2006.0,0.0,4.99120781524998164985e+01,5.59002296217149536152e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-682',0,55,'140',0.0,0,1,0,112.0,32.0,4012.0,0.0,9.98241563049996329971e+01,1096566345216.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-724',0,56,'11.75',0.0,0,16,1,102.0,32.0,213.5625,0.0,2.94941560543748,7.59367839972905120859e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-724',0,56,'11.75',0.0,0,120,1,102.0,32.0,427.125,0.0,5.89883121087496,1.33127877433204483035e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-724',0,56,'1/2',0.0,0,1000,1,102.0,32.0,854.25,0.0,1.17976624217499193036e+01,2.47510064305032409666e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-724',0,56,'1',0.0,0,1000,1,102.0,32.0,1708.5,0.0,2.35953248434998386073e+01,4.7627443804868829346e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-724',0,56,'2',0.0,0,1,0,102.0,32.0,3417.0,0.0,4.71906496869996772147e+01,933803185536.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-733',0,57,'12',0.0,0,16,1,80.0,32.0,205.9375,0.0,4.76145190537499729543e+00,6.79898372216500167849e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-733',0,57,'12',0.0,0,120,1,80.0,32.0,411.875,0.0,9.52290381074999459087e+00,1.23128038955673339849e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-733',0,57,'12',0.0,0,1000,1,80.0,32.0,823.75,0.0,1.90458076214999891817e+01,233404442423.72);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-733',0,57,'2',0.0,0,1000,1,80.0,32.0,1647.5,0.0,3.80916152429999783635e+01,4.53957249359813354511e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-733',0,57,'2',0.0,0,1,0,80.0,32.0,3295.0,0.0,7.61832304859999567261e+01,895062863232.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-788',0,58,'10',0.0625,0,16,1,89.0,32.0,240.1875,0.0,5.22106535843749952618e+00,7.96243482066461486824e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-788',0,58,'10',0.0625,0,120,1,89.0,32.0,480.375,0.0,1.04421307168749990525e+01,1.43976897135803070075e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-788',0,58,'10',0.05175,0,1000,1,89.0,32.0,960.75,0.0,2.08842614337499981051e+01,2.72681994994116912839e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-788',0,58,'720',0.034875,0,1000,1,89.0,32.0,1921.5,0.0,4.17685228674999962103e+01,5.30092190710744628904e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-788',0,58,'10',0.0,0,1,0,89.0,32.0,3843.0,0.0,8.35370457349999924207e+01,1044912582144.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-816',0,59,'9000',0.0,0,16,1,74.0,33.0,181.25,0.0,1.82770732756239340233e+00,5.94666334882012939449e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-816',0,59,'2',0.0,0,120,1,74.0,33.0,362.5,0.0,3.65541465512478680466e+00,1.07963044375654541016e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-816',0,59,'$750',0.0,0,1000,1,74.0,33.0,725.0,0.0,7.31082931024957360932e+00,2.04955866150561035149e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-816',0,59,'$750',0.0,0,1000,1,74.0,33.0,1450.0,0.0,1.46216586204991472186e+01,398941509700.374);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-816',0,59,'2',0.0,0,1,0,74.0,33.0,2900.0,0.0,2.92433172409982944373e+01,786912796800.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-801',0,60,'12',0.0,0,16,1,99.0,32.0,189.5,0.0,3.93246676900002967158e+00,6.86499231486389160147e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-801',0,60,'1',0.0,0,120,1,99.0,32.0,379.0,0.0,7.86493353800005934317e+00,1.19367897560596313477e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-801',0,60,'4',0.0,0,1000,1,99.0,32.0,758.0,0.0,1.57298670760001186859e+01,2.20803846384511138914e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-801',0,60,'4',0.0,0,1000,1,99.0,32.0,1516.0,0.0,3.14597341520002373718e+01,4.23675744032340759279e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-801',0,60,'4',0.0,0,1,0,99.0,32.0,3032.0,0.0,6.29194683040004747436e+01,829419539328.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-829',0,61,'80',0.0,0,16,1,116.0,32.0,318.125,0.0,5.95817560187504113855e+00,1.0784914954755932617e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-829',0,61,'16,000,000',0.0,0,120,1,116.0,32.0,636.25,0.0,1.19163512037500822775e+01,1.93169661079588714592e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-829',0,61,'16,000,000',0.0,0,1000,1,116.0,32.0,1272.5,0.0,2.3832702407500164555e+01,3.63810684143647460942e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-829',0,61,'300',0.0,0,1000,1,116.0,32.0,2545.0,0.0,4.76654048150003291101e+01,705092730271.765);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-829',0,61,'6',0.0,0,1,0,116.0,32.0,5090.0,0.0,9.53308096300006582203e+01,1387656822528.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-861',0,62,'22',0.0,0,16,1,101.0,32.0,299.625,0.0,6.08192719268754444783e+00,9.88652945534657592776e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-861',0,62,'22',0.0,0,120,1,101.0,32.0,599.25,0.0,1.21638543853750888954e+01,1.79224776087768035894e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-861',0,62,'1',0.0,0,1000,1,101.0,32.0,1198.5,0.0,2.43277087707501777909e+01,3.39943739156372619629e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-861',0,62,'1',0.0,0,1000,1,101.0,32.0,2397.0,0.0,4.86554175415003555818e+01,6.61381665293581787103e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-861',0,62,'1',0.0,0,1,0,101.0,32.0,4794.0,0.0,9.73108350830007111636e+01,1304257517568.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-889',0,63,'10',0.0,0,16,1,88.0,32.0,203.125,0.0,4.44038914012492114125e+00,6.93750167960798492421e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-889',0,63,'10',0.0,0,120,1,88.0,32.0,406.25,0.0,8.8807782802498422825e+00,1.2375726585234118652e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-889',0,63,'9',0.0,0,1000,1,88.0,32.0,812.5,0.0,1.77615565604996845645e+01,2.3252176396486386109e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-889',0,63,'1',0.0,0,1000,1,88.0,32.0,1625.0,0.0,3.55231131209993691291e+01,4.50050760189909240718e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-889',0,63,'5',0.0,0,1,0,88.0,32.0,3250.0,0.0,7.10462262419987382582e+01,885108752640.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-906',0,64,'3',0.0,0,16,1,95.0,32.0,254.0625,0.0,4.63354797274996599298e+00,84989375489.25);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-906',0,64,'3',0.0,0,120,1,95.0,32.0,508.125,0.0,9.26709594549993198597e+00,153091447510.5);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-906',0,64,'4',0.0,0,1000,1,95.0,32.0,1016.25,0.0,1.85341918909998639719e+01,289295591553.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-906',0,64,'4',0.0,0,1000,1,95.0,32.0,2032.5,0.0,3.70683837819997279443e+01,561703879638.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-906',0,64,'1',0.0,0,1,0,95.0,32.0,4065.0,0.0,7.41367675639994558886e+01,1106520455808.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-917',0,65,'30',0.0,0,16,1,73.0,32.0,188.25,0.0,4.71703200643753461918e+00,6.13721089054647903461e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-917',0,65,'10',0.0,0,120,1,73.0,32.0,376.5,0.0,9.43406401287507,1.11768180885633804317e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-917',0,65,'10',0.0,0,1000,1,73.0,32.0,753.0,0.0,1.88681280257501384767e+01,2.12560324845971832267e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-917',0,65,'10',0.0,0,1000,1,73.0,32.0,1506.0,0.0,3.77362560515002769538e+01,4.14144612766647888168e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-917',0,65,'3',0.0,0,1,0,73.0,32.0,3012.0,0.0,7.54725121030005539077e+01,817313188608.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-911',0,66,'2.02',0.0,0,16,1,99.0,32.0,318.9375,0.0,7.06673587212503662158e+00,1.03507444846653762812e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-911',0,66,'2.02',0.0,0,120,1,99.0,32.0,637.875,0.0,1.41334717442500732431e+01,1.8904566202114352417e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-911',0,66,'30000',0.0,0,1000,1,99.0,32.0,1275.75,0.0,2.82669434885001464863e+01,360122096370.123);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-911',0,66,'2.02',0.0,0,1000,1,99.0,32.0,2551.5,0.0,5.65338869770002929717e+01,702274965068.082);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-911',0,66,'10',0.0,0,1,0,99.0,32.0,5103.0,0.0,1.13067773954000585947e+02,1386580702464.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-966',0,67,'0.5',0.0,0,16,1,148.0,32.0,217.25,0.0,5.77595265343757091613e+00,8.92549020398752899173e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-966',0,67,'3',0.0,0,120,1,148.0,32.0,434.5,0.0,1.1551905306875141832e+01,1.47441331051616943354e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-966',0,67,'3',0.0,0,1000,1,148.0,32.0,869.0,0.0,2.31038106137502836641e+01,2.63814189075100219731e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-966',0,67,'0.5',0.0,0,1000,1,148.0,32.0,1738.0,0.0,4.62076212275005673282e+01,4.96559905122066833505e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-966',0,67,'4',0.0,0,1,0,148.0,32.0,3476.0,0.0,9.24152424550011346564e+01,962051337216.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-975',0,68,'not possible to determine, because we don''t have enough information to determine the exact ratio of more cherries that Robert can share with Jerry''s appetites. This is a classic example of a binary logic puzzle: adding a fraction to a fraction doesn''t give the actual fraction',0.0,0,16,1,80.0,32.0,246.875,0.0,5.75237778400003207934e+00,7.90127463243061523446e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-975',0,68,'not possible to determine, because we don''t have enough information to determine the exact ratio of more cherries that Robert can share with Jerry''s appetites. This is a classic example of a binary logic puzzle: adding a fraction to a fraction doesn''t give the actual fraction',0.0,0,120,1,80.0,32.0,493.75,0.0,1.15047555680000641582e+01,1.45163731483485748292e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-975',0,68,'3',0.0,0,1000,1,80.0,32.0,987.5,0.0,2.30095111360001283165e+01,2.77465701801844909658e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-975',0,68,'3',0.0,0,1000,1,80.0,32.0,1975.0,0.0,4.6019022272000256633e+01,5.42069642438563232406e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-975',0,68,'3',0.0,0,1,0,80.0,32.0,3950.0,0.0,9.2038044544000513266e+01,1071277523712.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-976',0,69,'398',0.0,0,16,1,128.0,32.0,369.0625,0.0,7.7585865516249441498e+00,1.24782185355567398071e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-976',0,69,'12',0.0,0,120,1,128.0,32.0,738.125,0.0,1.55171731032498882996e+01,2.23806349382529571538e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-976',0,69,'6',0.0,0,1000,1,128.0,32.0,1476.25,0.0,3.10343462064997765992e+01,4.2185467743645391845e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-976',0,69,'1600',0.0,0,1000,1,128.0,32.0,2952.5,0.0,6.20686924129995531984e+01,8.17951333544302612316e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-976',0,69,'4',0.0,0,1,0,128.0,32.0,5905.0,0.0,1.24137384825999106394e+02,1610144645760.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-995',0,70,'1',0.0,0,16,1,80.0,32.0,241.125,0.0,7.39279614012502861442e+00,7.74845963737880096423e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-995',0,70,'$6',0.0,0,120,1,80.0,32.0,482.25,0.0,1.47855922802500572288e+01,1.42105342765935485846e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-995',0,70,'1',0.0,0,1000,1,80.0,32.0,964.5,0.0,2.95711845605001144576e+01,2.71346835550230407706e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-995',0,70,'192',0.0,0,1000,1,80.0,32.0,1929.0,0.0,5.91423691210002289153e+01,5.29829821118820251451e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-995',0,70,'24',0.0,0,1,0,80.0,32.0,3858.0,0.0,1.18284738242000457835e+02,1046795792256.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1002',0,71,'56',0.0,0,16,1,88.0,32.0,140.5625,0.0,3.74508348525000656081e+00,5.25141411966507568346e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1002',0,71,'18',0.0,0,120,1,88.0,32.0,281.125,0.0,7.49016697050001312163e+00,9.00671788918073730478e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1002',0,71,'18',0.0,0,1000,1,88.0,32.0,562.25,0.0,1.49803339410000262437e+01,1.65173254282120605465e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1002',0,71,'9',0.0,0,1000,1,88.0,32.0,1124.5,0.0,2.99606678820000524874e+01,3.15385405062747070322e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1002',0,71,'4',0.0,0,1,0,88.0,32.0,2249.0,0.0,5.99213357640001049748e+01,615809706624.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1010',0,72,'15',0.0,0,16,1,112.0,32.0,355.3125,0.0,8.37402890156249668507e+00,1.16787099514511718753e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1010',0,72,'32',0.0,0,120,1,112.0,32.0,710.625,0.0,1.67480578031249933697e+01,2.12111530345810943612e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1010',0,72,'25',0.0,0,1000,1,112.0,32.0,1421.25,0.0,3.34961156062499867394e+01,4.027603920084093628e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1010',0,72,'2',0.0,0,1000,1,112.0,32.0,2842.5,0.0,6.69922312124999734788e+01,7.84058115333606323255e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1010',0,72,'2',0.0,0,1,0,112.0,32.0,5685.0,0.0,1.33984462424999946957e+02,1546653561984.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1033',0,73,'71',0.0,0,16,1,96.0,32.0,266.9375,0.0,8.33088376431248889275e+00,8.87035133226020812945e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1033',0,73,'71',0.0,0,120,1,96.0,32.0,533.875,0.0,1.66617675286249777855e+01,1.60252655041361938476e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1033',0,73,'280',0.0,0,1000,1,96.0,32.0,1067.75,0.0,3.3323535057249955571e+01,3.03350938478881652828e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1033',0,73,'1800',0.0,0,1000,1,96.0,32.0,2135.5,0.0,6.6647070114499911142e+01,5.89547505353921142594e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1033',0,73,'3',0.0,0,1,0,96.0,32.0,4271.0,0.0,1.33294140228999822281e+02,1161940639104.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1040',0,74,'15',0.0,0,16,1,96.0,32.0,314.1875,0.0,7.25242578587506159237e+00,1.01424028691455505376e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1040',0,74,'15',0.0,0,120,1,96.0,32.0,628.375,0.0,1.45048515717501231843e+01,1.85684248858691802984e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1040',0,74,'431',0.0,0,1000,1,96.0,32.0,1256.75,0.0,2.90097031435002463686e+01,3.54204689193164367678e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1040',0,74,'2',0.0,0,1000,1,96.0,32.0,2513.5,0.0,5.80194062870004927372e+01,6.91245569862109619134e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1040',0,74,'52.5',0.0,0,1,0,96.0,32.0,5027.0,0.0,1.16038812574000985481e+02,1365327331200.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1047',0,75,'11',0.0625,0,16,1,113.0,32.0,232.875,0.0,5.53265587700002470228e+00,8.40869056125957489017e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1047',0,75,'11',0.0625,0,120,1,113.0,32.0,465.75,0.0,1.1065311754000049405e+01,1.4647396461548934936e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1047',0,75,'608',0.06,0,1000,1,113.0,32.0,931.5,0.0,22.1306235080001,2.71248082621276580803e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1047',0,75,'32',0.063875,0,1000,1,113.0,32.0,1863.0,0.0,44.2612470160002,5.207963186328510742e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1047',0,75,'21',0.0625,0,1,0,113.0,32.0,3726.0,0.0,88.5224940320004,1019892790656.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1067',0,76,'2',0.0,0,16,1,105.0,32.0,314.875,0.0,6.65915853600006357737e+00,1.04023349430311096196e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1067',0,76,'160000',0.0,0,120,1,105.0,32.0,629.75,0.0,1.33183170720001271543e+01,1.88468988236290344237e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1067',0,76,'the product of the two',0.0,0,1000,1,105.0,32.0,1259.5,0.0,2.66366341440002543086e+01,3.57360265848248840323e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1067',0,76,'18',0.0,0,1000,1,105.0,32.0,2519.0,0.0,5.32732682880005086172e+01,6.95142821072165893563e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1067',0,76,'35000',0.0,0,1,0,105.0,32.0,5038.0,0.0,1.06546536576001017238e+02,1370707931520.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1074',0,77,'750',0.0625,1,16,1,81.0,32.0,221.0625,0.0,6.61616101381241605849e+00,7.23510079931444549574e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1074',0,77,'750',0.0625,1,120,1,81.0,32.0,442.125,0.0,1.32323220276248321169e+01,1.31574686602668151859e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1074',0,77,'100',0.05625,0,1000,1,81.0,32.0,884.25,0.0,2.64646440552496642339e+01,2.50022043821715576178e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1074',0,77,'150',0.0255,0,1000,1,81.0,32.0,1768.5,0.0,5.29292881104993284679e+01,4.86916758259810363755e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1074',0,77,'1',0.0,0,1,0,81.0,32.0,3537.0,0.0,1.05858576220998656935e+02,960706187136.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1106',0,78,'1',0.0,0,16,1,80.0,32.0,224.4375,0.0,4.94451553293754386686e+00,7.29917468266051177976e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1106',0,78,'160',0.0,0,120,1,80.0,32.0,448.875,0.0,9.88903106587508773372e+00,1.33123282237098098756e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1106',0,78,'160',0.0,0,1000,1,80.0,32.0,897.75,0.0,1.97780621317501754674e+01,2.53386353058084075936e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1106',0,78,'50',0.0,0,1000,1,80.0,32.0,1795.5,0.0,3.9556124263500350934e+01,493912494700.056);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1106',0,78,'400',0.0,0,1,0,80.0,32.0,3591.0,0.0,79.1122485270007,974964777984.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1090',0,79,'18',0.0,0,16,1,107.0,32.0,268.8125,0.0,5.56350718600003801839e+00,92157689021.7916);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1090',0,79,'18',0.0,0,120,1,107.0,32.0,537.625,0.0,1.1127014372000076037e+01,1.64211901071005493164e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1090',0,79,'2',0.0,0,1000,1,107.0,32.0,1075.25,0.0,2.2254028744000152074e+01,3.08320325169433288566e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1090',0,79,'2',0.0,0,1000,1,107.0,32.0,2150.5,0.0,4.4508057488000304148e+01,5.96537173366288818367e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1090',0,79,'24',0.0,0,1,0,107.0,32.0,4301.0,0.0,8.9016114976000608296e+01,1172970869760.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1107',0,80,'20',0.0,0,16,1,64.0,32.0,190.0,0.0,3.85445820356255808292e+00,59413597596.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1107',0,80,'2',0.0,0,120,1,64.0,32.0,380.0,0.0,7.70891640712511616584e+00,110263073016.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1107',0,80,'240',0.0,0,1000,1,64.0,32.0,760.0,0.0,1.54178328142502323321e+01,211962023856.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1107',0,80,'240',0.0,0,1000,1,64.0,32.0,1520.0,0.0,3.08356656285004646642e+01,415359925536.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1107',0,80,'240',0.0,0,1,0,64.0,32.0,3040.0,0.0,6.16713312570009293284e+01,822155728896.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1112',0,81,'8',0.0625,0,16,1,77.0,32.0,218.4375,0.0,4.2741265147500371313e+00,7.05722872347457580574e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1112',0,81,'8',0.0625,0,120,1,77.0,32.0,436.875,0.0,8.54825302950007426261e+00,1.29089521845762710569e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1112',0,81,'132',0.04925,0,1000,1,77.0,32.0,873.75,0.0,1.70965060590001485252e+01,2.46123991067796600335e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1112',0,81,'24',0.026875,0,1000,1,77.0,32.0,1747.5,0.0,34.1930121180003,4.80192929511864379866e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1112',0,81,'0',0.0,0,1,0,77.0,32.0,3495.0,0.0,68.3860242360006,948330806400.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1120',0,82,'2',0.0,0,16,1,84.0,32.0,216.6875,0.0,2.04907681962504284456e+00,7.19563408614015350339e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1120',0,82,'10000',0.0,0,120,1,84.0,32.0,433.375,0.0,4.09815363925008568912e+00,1.2998672787384143066e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1120',0,82,'10000',0.0,0,1000,1,84.0,32.0,866.75,0.0,8.19630727850017137825e+00,2.46047501898721221913e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1120',0,82,'3100',0.0,0,1000,1,84.0,32.0,1733.5,0.0,1.63926145570003427569e+01,4.78169049948480834972e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1120',0,82,'2',0.0,0,1,0,84.0,32.0,3467.0,0.0,3.27852291140006855138e+01,942412146048.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
