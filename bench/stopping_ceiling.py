@@ -31,9 +31,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from thinkscale.answers.extract import normalize_answer
+from thinkscale.eval.metrics import selection_value
 from thinkscale.eval.replay import load_draws, sampler_plan
 from thinkscale.eval.store import StoreError, open_existing
-from thinkscale.strategies.adaptive_sc import majority_stays_probability
+from thinkscale.strategies.adaptive_sc import majority_stays_probability, vote_is_futile
+from thinkscale.verifiers.aggregate import Selection
 
 State = tuple[int, int, int, int]  # chains drawn, largest count, second count, distinct answers
 # one draw, after each prefix of n chains: (vote state, expected correctness of the majority, tokens so far)
@@ -43,20 +45,14 @@ Trajectory = list[tuple[State, float, int]]
 def prefix_paths(answers: Sequence[str | None], correct: Sequence[bool], tokens: Sequence[int]) -> Trajectory:
     out: Trajectory = []
     counts: Counter[str] = Counter()
-    right: set[str] = set()
     spent = 0
-    for n, (a, ok, t) in enumerate(zip(answers, correct, tokens, strict=True), start=1):
+    for n, (a, t) in enumerate(zip(answers, tokens, strict=True), start=1):
         spent += t
         if a is not None:
             counts[a] += 1
-            if ok:
-                right.add(a)
-        top = counts.most_common()
-        v1 = top[0][1] if top else 0
-        v2 = top[1][1] if len(top) > 1 else 0
-        leaders = [x for x, v in top if v == v1] if top else []
-        acc = sum(x in right for x in leaders) / len(leaders) if leaders else 0.0
-        out.append(((n, v1, v2, len(counts)), acc, spent))
+        top = [v for _, v in counts.most_common(2)] + [0, 0]
+        acc = selection_value(answers[:n], correct[:n], None, Selection.MAJORITY)
+        out.append(((n, top[0], top[1], len(counts)), acc, spent))
     return out
 
 
@@ -86,9 +82,9 @@ def beta_family(paths: Sequence[Trajectory]) -> list[dict]:
 def beta_rule(thr: float, give_up: int | None, share: float | None) -> Callable[[State], bool]:
     def rule(s: State) -> bool:
         n, v1, v2, _ = s
-        if v1 and majority_stays_probability({0: v1, 1: v2} if v2 else {0: v1}) >= thr:
+        if majority_stays_probability({0: v1, 1: v2}) >= thr:
             return True
-        return give_up is not None and share is not None and n >= give_up and v1 <= share * n
+        return give_up is not None and share is not None and vote_is_futile({0: v1}, n, give_up, share)
     return rule
 
 

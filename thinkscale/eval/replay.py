@@ -131,15 +131,6 @@ def greedy_plans(store: Store) -> list[StrategyPlan]:
     return out
 
 
-def greedy_chains(store: Store, model: str | None = None) -> dict[str, StoredSample]:
-    """Each problem's stored greedy chain (of ``model``, when given), from every greedy plan of the run."""
-    out: dict[str, StoredSample] = {}
-    for plan in greedy_plans(store):
-        for d in load_draws(store, plan, model):
-            out.setdefault(d.problem_id, d.samples[0])
-    return out
-
-
 def controller_chains(draw: StoredDraw, greedy: StoredSample | None) -> tuple[StoredSample, ...]:
     """The stored chains in the order auto's requests get them: with ``greedy`` (a greedy-first policy) the greedy
     chain first, then the draw's chains; its candidates are the first ``len(candidates)`` of these."""
@@ -151,9 +142,11 @@ class ReplayBackend(BaseBackend):
 
     capabilities = Capabilities(raw_prompt=False)
 
-    def __init__(self, index: ChainIndex[tuple[StoredDraw, StoredSample]], *, fingerprint: str = "replay") -> None:
+    def __init__(self, index: ChainIndex[tuple[StoredDraw, StoredSample]], *, fingerprint: str = "replay",
+                 greedy: dict[str, StoredSample] | None = None) -> None:
         self.index = index
         self.fingerprint = fingerprint
+        self.greedy = greedy or {}  # problem id -> its stored greedy chain (greedy draws have no request seed)
         self.requests: list[GenRequest] = []
 
     @classmethod
@@ -179,7 +172,8 @@ class ReplayBackend(BaseBackend):
                 if held is not None and held[0] != d:
                     raise StoreError(f"two stored draws answer the same request (problem {d.problem_id}, seed "
                                      f"{d.request_seed}) differently")
-        return cls(index, fingerprint=fingerprint)
+        greedy = {d.problem_id: d.samples[0] for d in draws if d.request_seed is None and d.samples}
+        return cls(index, fingerprint=fingerprint, greedy=greedy)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         check_requests(self, requests)

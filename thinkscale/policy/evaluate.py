@@ -25,7 +25,6 @@ from thinkscale.eval.replay import (
     ReplayBackend,
     ReplayMissing,
     controller_chains,
-    greedy_chains,
     load_draws,
     run_problems,
     sampler_plan,
@@ -57,7 +56,6 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
         problems = run_problems(store)
         draws = load_draws(store, plan, model)
         replay = ReplayBackend.from_store(store, spec=plan.label, model=model)
-        greedy = greedy_chains(store, model) if policy.sampling.greedy_first else {}
         sc_units = {(u["problem_id"], u["seed"]): u for u in store.rows(
             "SELECT * FROM units WHERE model = ? AND strategy = ? AND budget = ?", (model, plan.label,
                                                                                   plan.budgets[-1]))}
@@ -109,7 +107,7 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
                 value = float(right)
             else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
                 keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
-                chains = controller_chains(d, greedy[d.problem_id] if policy.sampling.greedy_first else None)
+                chains = controller_chains(d, replay.greedy[d.problem_id] if policy.sampling.greedy_first else None)
                 value = metrics.selection_value(keys, [x.correct for x in chains[:len(keys)]], None,
                                                 Selection.MAJORITY)
             acc[d.problem_id].append(value)

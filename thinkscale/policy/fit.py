@@ -46,7 +46,6 @@ from thinkscale.eval.replay import (
     StoredDraw,
     StoredSample,
     controller_chains,
-    greedy_chains,
     greedy_plans,
     load_draws,
     run_problems,
@@ -189,21 +188,21 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                 raise FitError(f"{run}: pick the model to fit for ({', '.join(models) or 'none has samples'})")
             draws = load_draws(store, plan, model)
             served = list(draws)
-            greedy: dict[str, StoredSample] = {}
             if opts.greedy_first:
-                if not greedy_plans(store):
+                greedy_runs = greedy_plans(store)
+                if not greedy_runs:
                     raise FitError(f"{run} has no greedy units: a greedy-first policy replays them (run the sweep "
                                    "with --strategy greedy too)")
-                for gp in greedy_plans(store):
+                for gp in greedy_runs:
                     served += load_draws(store, gp, model)
-                greedy = greedy_chains(store, model)
-                missing = sorted({d.problem_id for d in draws} - set(greedy))
+            replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
+            if opts.greedy_first:
+                missing = sorted({d.problem_id for d in draws} - set(replay.greedy))
                 if missing:
                     raise FitError(f"{run}: no greedy unit for {len(missing)} problems (e.g. {missing[0]}); let "
                                    "the sweep finish")
-            replay = ReplayBackend.from_draws(served, problems, fingerprint=f"replay:{run}")
             by_key = {(d.problem_id, d.seed): _Instance(d, problems[d.problem_id], replay, controller_chains(
-                d, greedy.get(d.problem_id) if opts.greedy_first else None)) for d in draws}
+                d, replay.greedy[d.problem_id] if opts.greedy_first else None)) for d in draws}
             instances.extend(by_key.values())
             fingerprints[model] = ((store.info().get("models") or {}).get(model) or {}).get("fingerprint")
             if opts.delegate:

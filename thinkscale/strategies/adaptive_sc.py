@@ -78,14 +78,6 @@ def vote_is_futile(counts: Mapping[Any, int], drawn: int, after: int, share: flo
     return max(counts.values(), default=0) <= share * drawn
 
 
-def check_give_up(after: int | None, share: float) -> None:
-    """The futility knobs' one validation (adaptive-sc and auto's sample action)."""
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 1):
-        raise ValueError(f"give_up_after must be an integer >= 1 or none, got {after!r}")
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not (0.0 < share < 1.0):
-        raise ValueError(f"give_up_share must be in (0, 1), got {share!r}")
-
-
 def _percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
     s = sorted(values)
@@ -170,7 +162,11 @@ class AdaptiveSelfConsistency:
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"adaptive-sc needs a finite temperature > 0 (got {self.temperature}); use greedy")
         check_int("max_tokens", self.max_tokens)
-        check_give_up(self.give_up_after, self.give_up_share)
+        if self.give_up_after is not None:
+            check_int("give_up_after", self.give_up_after)
+        if isinstance(self.give_up_share, bool) or not isinstance(self.give_up_share, int | float) or not (
+                0.0 < self.give_up_share < 1.0):
+            raise ValueError(f"give_up_share must be in (0, 1), got {self.give_up_share!r}")
 
     def run(self, problem: Problem, backend: Backend, budget: Budget, *, rng: random.Random) -> Result:
         ledger = Ledger()
