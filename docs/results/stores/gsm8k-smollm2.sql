@@ -15836,6 +15836,4552 @@ In other words, to convert this into a percentage: 140% is equal to 14 * 100% is
 So, answer is: 70 - 70 = 0.
 
 The answer is 0.','stop',206,84,32,2.0148815211435611161e+00,58900759128.0,NULL);
+INSERT INTO "chains" VALUES(83,0,0,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',0,'To solve this problem, we can break it down into manageable parts. First, we need to find the total distance Sofia will cover in seven days. We know that Sofie will walk twice as far as Brian and that she plans to walk 10 miles every day. So, the total distance she covers is twice the distance she walks twice.
+
+Since she walks twice as far as Brian, she covers twice the distance she walks twice. So, her total distance is twice the distance she walks twice. This is a pattern where each day, she covers half of the distance she walks twice.
+
+Therefore, the total distance she covers is twice the distance she walks twice, which is half of the distance she walks twice. This is the same as half of the distance she walks twice, which is twice the distance she walks twice.
+
+Now we know that every day, she covers twice the distance she walks twice, and she covers half of that distance every day.
+
+To find the answer, we multiply half of the total distance she covers by half of the total distance she covers every day. This is half of the total distance she covers, which is twice the distance she walks twice.
+
+So, the answer is twice the distance she walks twice.
+
+We can think of it as half of twice, which is half of the answer. The answer is half of twice, which is twice the answer to the original question, which is 25% of twice, which is 0.25 * 2 = 5.
+
+So, the answer is 5 miles.
+
+In the original problem, the answer is 5 miles.','stop',343,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,1,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',1,'To solve this problem, we need to break it down into manageable parts. The first step is to find out how many days 10 miles is exactly twice as far as the original 7 miles. This is based on a simple linear relationship where two things are twice as far as one.
+
+Let''s say we''re looking at 7 miles, which is the distance of 10 miles. We know that 10 miles is exactly twice the distance of 7 miles. If we have a fixed amount of distance, we can divide it by the given amount. So, 10 miles is twice the amount of 7 miles. To find this, we multiply 10 by 2.
+
+So, 10 miles is twice 7 miles. This can be converted to the decimal form. So, 10 * 2 = 20 miles. Now, we know that 10 miles is twice the distance of 7 miles. We can multiply 10 by 2.
+
+This is a simple example of a linear relationship where a fixed amount of a fixed amount can be scaled up. In this case, 10 miles is twice the distance of 7 miles.
+
+So, 10 miles is twice the distance of 7 miles. This is just a reminder of how we can scale up a fixed amount and make it twice as large as the original amount.
+
+In a similar way, when we have a fixed amount of a fixed amount, we can scale it up to its original size. This is just a reminder of how we can make things larger when we have a fixed amount that we need to do something with.','stop',348,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,2,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',2,'Step 1: Determine the duration of each day.
+Solve the problem.
+\boxed{7 days x 10 miles/day = 70 miles/day}
+Step 2: Determine the distance of each day.
+Brian''s daily walk is 10 miles.
+\boxed{10 miles/day * 7 days = 70 days = 70 * 7 = 450 miles/day}
+Step 3: Determine the amount of distance Brian will walk in seven days.
+Bunny''s daily walk is 70 miles/day.
+\boxed{70 miles/day * 7 days = 450 days = 450 * 7 = 3000 miles/day}
+Step 4: Determine the total distance Brian will walk in seven days.
+Bunny''s daily walk is 70 miles/day.
+\boxed{70 miles/day * 7 days = 500 days = 500 * 7 = 3000 miles/day}
+Step 5: Determine the total distance Sofia will walk in seven days.
+\boxed{8 days x 10 miles/day = 80 miles/day}
+\boxed{8 days x 10 miles/day = 80 miles/day}
+Step 6: Determine the total distance Sofia will walk in seven days.
+Bunny''s daily walk is 70 miles/day.
+\boxed{70 miles/day * 7 days = 450 days = 450 * 7 = 3000 miles/day}
+Bunny''s daily walk is 70 miles/day.
+Bunny''s daily walk is 80 miles/day, so she walks 80 miles/day.
+Bunny''s daily walk is 80 miles/day.
+Dropping 3000 in both feet and 500 in each leg means she walks 2000 feet/day.
+Dropping 80 in both legs and 500 in each leg means she walks 450 feet/day.
+Dropping 3000 in both feet and 500 in each leg means she walks 3500 feet/','length',512,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,3,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',3,'To solve this problem, let''s break it down step by step. We know that 7 days are equal to 7 days multiplied by a factor of 2, but in this case, the problem only asks for how many miles the first day will be longer than the second.
+
+We need to find out how many days it will take for both of them to be longer than the first day. To do this, we divide the total distance by the factor of 2. So, 7 days * 2 weeks = 14 weeks, and 14 weeks * 2 days = 28 days.
+
+So, for 7 days, there are 14 days in total. For 1 day, it will take 14 days * 1 day = 14 days.
+
+Therefore, Brian will take 14 days to walk 10 miles, and Sofie will take 7 days to walk twice as far as Brian.','stop',203,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,4,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',4,'To solve this problem, we need to break it down into manageable parts. First, we need to determine what the unknown variable is - in this case, it''s the unknown quantity, which is unknown number of days.
+
+Let''s start by assigning a variable to the unknown number of days. In this case, it''s 7. So, we have 7 days. We''re told that in 7 days, Sofie will walk twice as far as Brian. This means that in 7 days, Sofia will walk twice the distance that Brian already walked.
+
+We can rearrange the equation to solve for Sofia''s distance. Let''s solve this equation: 10 * 7 = 7 * 2. This equation simplifies to 7 * 2 = 14. This means that Sofia''s distance is 14 miles.
+
+The answer is 14.','stop',184,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,5,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',5,'Fiona''s plans to walk twice as far as Brian''s as she walks 10 miles every day, so she would walk a total of 120 miles.
+To find out how many miles she will walk in seven days, we need to divide 120 by 7.
+
+120 / 7 = 16 miles
+Fiona is walking exactly 16 miles in seven days.
+
+The answer is 16.','stop',97,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,6,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',6,'To solve this problem, we need to consider the information given - the unknown is the unknown. In logic, this is where our problem is like a puzzle. The secret is to break it down into smaller parts and analyze them step by step.
+
+Let''s start by identifying the information given:
+
+We know that 7 days have 7 days. This is given as a fraction, 10/10.
+
+We also know that Brian plans to walk twice as far as Sofia. This means that on the same day, Sofia will be twice as far as Brian''s. So, the distance Brian will walk is twice as long as Sofia''s.
+
+We also know that 10 miles is the distance Sofia will walk. This is given as a fraction, 10/10, which is 20%.
+
+Now, we need to find the ratio of the distance Brian will walk to the distance Sofia will walk. This is given as a fraction, 20/10.
+
+We can divide both numerator and denominator by 10 to find the ratio. So, the ratio is 20:1.
+
+We can also find the answer by dividing 20 by 10:
+
+This is 20 / 10 = 20 / 10 = 20:10 = 1:2 as the answer.
+
+So, the answer is 2:2.','stop',305,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,7,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',7,'To solve this problem, we can break it down into manageable parts. We need to determine the number of days it will take for Brian to walk 10 miles, which is 10 times 2 = 20 miles.
+
+In 7 days, we know Brian will walk 20 miles. If we represent this as 10 times 20, we can rewrite it as 10 x 20 = 200. Now, we have only 20 days left to reach Brian''s destination, so we need to find out how many days it will take for the 200 to take Brian to another location.
+
+To find the answer, we can divide 200 by 20, which gives us 1. This means that in 7 days, Brian will take 1 mile to reach Brian''s destination.','stop',183,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,8,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',8,'To solve this problem, we need to determine the number of days it takes for Brian to walk half of the distance Sofie plans to walk. We can find the number of days it takes for each of them to walk half of the distance twice by dividing the distance Sofie plans to walk by half. This gives us the number of days it takes for each of them to walk half of the distance twice.
+
+In 7 days, Brian will walk 2 * 10 = 20 miles. So, the total distance it will take for both of them to walk half of the distance twice is the sum of the distances they will walk twice: 10 + 20 = 20 miles.
+
+This is the same as the number of days it takes for each of them to walk half of the distance twice. As the answer is just 20 miles, which is the same as the original equation.
+
+So, the answer is 20.','stop',203,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,9,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',9,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the number of days Sofia plans to walk twice the distance Sofia plans to walk twice as far as herself. This is a fundamental problem in mathematics where we have an unknown variable (the unknown is in this case, however, it''s not actually a variable, it''s called ''infinitesimal'' in mathematics).
+
+We know that in 7 days, Sofia will walk twice as far as Brian. This is a multiplicative relationship, where the distance Sofia plans to walk is itself twice the distance she plans to walk twice as far as herself.
+
+Multiplication is a fundamental operation in mathematics where we can divide one number by another that is a multiple of that number. Multiplication is a bit tricky here, but we can break it down to find a simple formula.
+
+In mathematics, when you double the number of times a given operation is performed, you get another operation with that same operation. So we can use exponentiation to get the answer to the distance she plans to walk twice as far as herself.
+
+This is often represented as a^2 * a^2, where a is the multiplier. We are given a^2 = 2, so we can set up an equation to solve for d.
+
+So, we set up the equation:
+
+d = 2
+
+And we solved it with an exponentiation of a^2 = 2, which is the one we need to do.
+
+This is a classic example of a mathematical problem where we use exponentiation to manipulate mathematical expressions. It''s a bit mind-bending, but it''s a fundamental rule of mathematics.','stop',355,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,10,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',10,'Fiona plans to walk twice as far as Brian, so she''s going to walk twice the distance every day. To calculate her daily distance, we multiply the distance by 2, so 10 miles * 2 = 20 miles. Now, we need to find out how many miles she''ll walk in seven days.
+
+Fiona''s goal is to walk 10 miles every day, so she''d walk 10 * 2 = 20 miles in seven days. But she''ll only walk 20 miles in seven days. So, the answer is 20 + 1 = 21 miles.
+
+So, there are 21 miles of feet that she''ll walk in seven days.','stop',154,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,11,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',11,'To solve this problem, we can break it down into manageable parts. First, let''s understand the total distance of 7 days. If we know that each day is twice as far as the previous day, we can find out how far each day is.
+
+We know that each day is twice as far as the previous day, so the total distance is 2 * 7 = 14 miles.
+
+Now, we need to find out how many miles the 10th day can cover. If we consider that a day is two times as far as the previous day, we can see that on the 10th day, each of the days 5 days have already been covered. So we have 10 days of covered miles.
+
+To find out how many miles of every day can be covered, we need to divide the total miles of every day by the amount of miles they can take to cover the next day.
+
+So the answer is 10 / 2 = 5 miles of every day.
+
+In other words, every day can take 5 miles of every day to cover the next day.','stop',238,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,12,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',12,'To solve this problem, we need to calculate the total distance Sofia will cover over 7 days and then divide that by Brian''s daily walk of 10 miles.
+
+Step 1: Calculate the total distance Sofia will cover over 7 days.
+Sofie plans to walk twice as far as Brian (10 miles), so she will walk twice as far as Brian for every 7 days.
+To calculate the total distance Sofia will cover, we multiply the distance she plans to walk by 2.
+Total distance Sofia will cover = (2 * 10) miles = 20 miles
+
+Step 2: Calculate the number of miles Sofia will cover in 7 days.
+To calculate the number of miles Sofia will cover in 7 days, we multiply the total distance by 7.
+Number of miles Sofia will cover = (20 miles * 7) miles = 140 miles
+
+So, in 7 days, Sofia will cover a total of 140 miles and Brian will walk 10 miles.
+#### 1
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 10 miles every day for 7 days.
+Brian already spent 10 miles on 7 days, so he will spend 10 / 7 = 1.5 miles every day.
+#### 2
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 10 + 1 = 11 miles every day.
+#### 3
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 10 + 1 = 11 miles every day.
+#### 4
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 11 + 1 = 12 miles every day.
+#### 5
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 11 + 1 = 12 miles every day.
+#### 6
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 12 + 1 = 13 miles every day.
+#### 7
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 1','length',512,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,13,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',13,'To solve this problem, we need to break it down into manageable parts. First, we calculate the distance Sofia has walked twice as far as Brian every day, which would be 2*10 miles. Then we multiply this by the total number of days Sofia plans to walk, which is 7 days * 2 days = 14 days.
+
+Now, let''s add the distances Sofia has walked twice as far as Brian every day to find out the total distance. So, 2 times twice the distance Sofia has walked twice as far as Brian every day is 2*2 = 4 miles.
+
+To find out how many miles Sofia can walk in seven days, we multiply the total distance by 7. So, 4 miles * 7 days = 28 miles.
+
+Therefore, in seven days, Sofia will have walked twice as many miles as Brian, which means she will have walked 28 * 7 = 196 miles.','stop',204,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,14,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',14,'To solve this problem, we''ll break it down step by step. First, we''ll determine the total distance covered by Brian.
+
+Brian walks 10 miles every day. So, Brian''s daily mileage is 10 miles. Now, we''ll subtract his daily mileage from Sofia''s daily mileage. 
+
+Sofie will walk twice as far as Brian as the daily mileage, which means she will walk twice as many miles as Sofia. So, the total distance Sofia walks in seven days is 7 days * 2 = 14 miles.
+
+Therefore, in seven days, Sofie will walk 14 * 2 = 28 miles, which is exactly twice as far as Brian walks.','stop',151,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(83,0,15,'f98888da38e73791e69d95d9a2f5ead6b5e0cfc10f4fcec60543e325ce5b2bfc',15,'To solve this problem, we need to consider the information given. We know that next Monday, Brian will walk 10 miles every day. So, Brian will take 10 * 2 = 20 days to walk 10 miles.
+
+In seven days, Brian will walk 10 * 7 = 70 miles.
+
+So, the answer is 70.
+
+We can back it up by calculating 70 ÷ 20 = 3.
+
+The answer is 3.','stop',114,76,32,3.02102299497504,69510630384.0,NULL);
+INSERT INTO "chains" VALUES(84,0,0,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',0,'To solve this problem, we need to consider the ratio of the dogs to the total weight. If we have one-fourth of the dogs, that means for every one-fourth dog, there are two-thirds of the dogs to the other half, which can be expressed as a ratio of two: one-fourth to one-third.
+
+We can represent this ratio with an equation: (one-fourth to one-third) / (two-thirds to one-fourth) = (one-fourth to one-third) / (two-thirds to one-fourth) = 2:1.
+
+We are given that one-fourth is twice the weight of one-third, so we have a ratio of 2:1. To find the total weight of Elijah and Kory’s dogs, we can multiply both the numerator and the denominator of the ratio by 2 (because the ratio can be multiplied by 2).
+
+This equation is 2:2, where 2 is twice the ratio of 2:1, which is 2:2.
+
+So, 2:2 is equal to 1:1, which is the answer.
+
+In general, if we have a ratio of two numbers with a total weight of one-fourth to one-third, we multiply the ratio by 2 to get 1:1, which is the answer to the original problem.','stop',295,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,1,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',1,'Elijah has one-fourth of Kory’s dog and Kory’s dog is half the weight of Kory’s dog. If Kory’s dog is 60 pounds, we can set up an equation to represent this:
+
+One-fourth of Kory’s dog = 40% of Kory’s dog
+The equation is:
+1/4 of Kory’s dog = 1/2 of Kory’s dog (assuming both equations have the same denominator, which is 100%)
+
+The total weight of both equations is 20% of Kory’s dog, which is 20% of 60 pounds.
+
+The total weight of both equations is 20% of 60 pounds (20% of 60 pounds is 20% of 60 pounds).
+
+To find the total weight of both equations, we multiply:
+
+20% of 60 pounds * 20% of 60 pounds = 20% * 100% = 20% of 60 = 60 * 100 = 6000
+The total weight of both equations is 6000 pounds.
+
+So, 6000 + 20% of 60 = 6000 + 20% of 60 = 6000 + 20% of 60 = 6100 pounds.
+
+Therefore, 60 pounds is one of the two equations, and 100% of 60 is 6000, so Elijah and Kory’s dogs weigh 6000 pounds.','stop',375,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,2,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',2,'Elijah has one-fourth the weight of Kory’s dog, so 1/4 of 60 = 60/4 = 15 pounds.
+Kory’s dog weighs half the weight of Kory’s dog.
+To find the total weight of Elijah and Kory’s dogs, multiply the weights of Elijah and Kory’s dogs: 15 pounds * 2 = 25 pounds.
+#### 25
+The answer is: 25','stop',108,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,3,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',3,'To solve this problem, we need to first determine the net weight of the first dog, which is 60 pounds, and then subtract the weights of the second and third dogs. However, this is an improper fraction where we need to convert it to a decimal.
+
+First, we can find the difference in weight between the first and second dogs, which is 60 - 48 = 8 pounds. Then we can multiply this by 60 and add it to 48, which gives us 120 pounds of weight, which is 12 pounds of the first dog plus 12 pounds of the second dog.
+
+So, we multiply 12 by 12 and add it to 48 to get 24, which is 24 pounds of the first dog plus 24 pounds of the second dog.
+
+Now we can add 24 to 120, which gives us 28, and then we multiply 28 by 6, which is 144.
+
+Finally, we subtract 144 from 24, which gives us 48, and so on, until we reach 1, which represents 1 dog.
+
+So, we have 12 + 28 + 144 = 48 feet of the first dog plus 4 more feet of the second dog plus 2 more feet of the third dog plus 3 feet of the fourth dog plus the remaining 5 feet of all the dogs combined.
+
+This is a decimal, and we need to convert it to a percentage. 48% is equal to 48%.
+
+This is the final answer, and it is 48 pounds of the first dog plus 48 more pounds of the second dog.','stop',382,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,4,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',4,'To solve this problem, we need to identify the numbers of pounds that are not divisible by 4. We can start by dividing the unknown weight by 4 and find the remainder.
+
+Let''s calculate the number of pounds that are not divisible by 4:
+
+60 / 4 = 15
+
+Now we have the unknown weight, which is 15 pounds.
+
+We know that Elijah has one-fourth of the weight of Kory’s dog, so we can multiply the unknown by 3:
+
+3 * 15 = 45 pounds
+
+Finally, we need to find the total weight of Elijah''s and Kory''s dogs. We multiply the unknown by 4:
+
+45 * 4 = 200 pounds
+
+This is the exact weight of Elijah and Kory''s dogs.','stop',177,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,5,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',5,'To solve this problem, we need to convert the unknowns to the same units. First, we find the ratio of Elijah’s dog to Kory’s dog: 1:1, which is 1:2. We then subtract this ratio from both sides of the ratio to find the ratio of Elijah’s dog to Kory’s dog: 1:2:1, which is 2:1.
+
+To find the unknowns, we can use inverse multiplication. We multiply both sides of the ratio by 1:2:1, which is 2:1. This can be rewritten as 2 * 1:2:1, which is the equation for the ratio of Elijah’s dog to Kory’s dog.
+
+However, this equation is not a simple multiplication of 1:2:1, but rather 2:1 multiplied by 1:2:1, which actually is the equation we wanted to solve. We can solve this equation by first doing 2:1 and then multiplying by 1:2 to get the answer back to the original ratio of Elijah’s dog to Kory’s dog.
+
+So, we simply multiply 2 by itself 2 times, which gives us 2 times 2 = 4. Therefore, we add 4 to both sides of the equation 2 * 2 = 4 to get the answer 2:1.
+
+So, 2:1 is equal to 4.','stop',314,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,6,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',6,'Step 1: First, we need to find out how many pounds Elijah has and how much Kory’s dog weighs.
+Elijah has 10 * 1.5 = 15 pounds.
+Kory’s dog weighs 60 * 1.5 = 90 pounds.
+Now, let’s find out how much Elijah has to add to 15 to reach the total weight of Kory’s dog.
+15 - 60 = 10 * 1.5 = 20 pounds.
+To find out how much Elijah has to add to 20 to add one more dog to reach the total weight of Kory’s dog, we can multiply the weight of Kory’s dog by 2.
+2 * 20 = 40
+We subtract 40 from 20 to get the weight of Elijah’s dog.
+Elijah has 2 * 20 = 40 pounds.
+Now, we need to find out how much Elijah’s dog weighs.
+We can divide the weight of Elijah’s dog by 2 to find the number of pounds.
+2 * 20 = 40.
+We multiply the weight of Elijah’s dog by 2 to find the number of pounds.
+Elijah’s dog weighs 40 * 2 = 80.
+We add 80 to 20 to get the total weight of Elijah’s dog.
+Elijah’s dog weighs 80 * 2 = 160 pounds.
+Now, we need to find out how much Elijah’s dog weighs.
+We can divide the weight of Elijah’s dog by 2 to find the number of pounds.
+2 * 20 = 40.
+We multiply the weight of Elijah’s dog by 2 to find the number of pounds.
+Elijah’s dog weighs 80 * 2 = 160 pounds.
+We add 160 pounds to Elijah’s dog.
+Elijah has 160 + 160 = 220 pounds.
+We have to find how much Elijah’s dog weighs.
+We can divide the weight of Elijah’s dog by 4 to find the number of pounds.
+We multiply the weight of Elijah’s dog by 4 to','length',512,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,7,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',7,'To solve this problem, we need to first find the total weight of the first dog and the weight of the second dog combined. We know that Elijah has one-fourth the weight of Kory’s dog, so we can calculate it as 1/4 * 1. Then we can multiply this by the size of the second dog (2) to find the weight of the first dog.
+
+First, let’s find the weight of Elijah’s dog by dividing Elijah’s weight by 2, which gives 0.25. Then we multiply this by the size of the second dog (2) to find the weight of the first dog.
+
+So, 0.25 * 2 = 5.
+
+The total weight of the first dog is 1, and the total weight of the second dog is 5.
+
+Now we can add the weight of the first dog and the weight of the second dog together, which gives us 8.5.
+
+Therefore, 8.5 + 5 = 13.
+
+The weight of Elijah’s dog is 13 pounds.
+
+The weight of Kory’s dog is 13 pounds.','stop',255,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,8,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',8,'To solve this problem, we need to first determine the total weight of both Elijah’s and Kory’s dogs. We know Elijah has one-fourth the weight of Kory’s dog and Kory’s dog is half the weight of Kory’s dog.
+
+Let’s denote the weight of Kory’s dog as K. So, the weight of Elijah’s dog is 60 * (1 + 1/4), which is 160 / 4 = 36.
+
+Now, we need to find the weight of Elijah’s dog. We can multiply 36 by 1/4, which gives us 12 / 4 = 2.
+
+So, Elijah’s dog is twice Kory’s dog, which is 2 * 30 = 60 pounds.
+
+Now we need to find the weight of Elijah’s dog. We multiply 2 by 30, which gives us 60 pounds.
+
+We can also find the weight of Elijah’s dog by multiplying 2 by 30, which is 60.
+
+The total weight of both Elijah’s and Kory’s dogs is 2 * (30 + 60) = 30 + 60 = 100 pounds.
+
+So, there are 100 pounds of weight of both Elijah’s and Kory’s dogs.','stop',310,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,9,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',9,'Let’s start by understanding the information. We know the two dogs are 60 pounds each, and both are one-fourth the weight of Kory’s dog. This means that one-fourth of 60 is 60/4 = 12.
+
+We are also given that one-fourth of the weight of Kory’s dog is equal to two-thirds of 60, which we can consider as 60/2 = 30.
+
+Now, to find out how much Elijah and Kory’s dogs weigh together, we need to determine the total weight of their weight and the weight of one-fourth of Kory’s dog.
+
+We can first calculate the weight of one-fourth of one-fourth of 30, which is 30/4 = 6. Then we multiply this by the total weight of one-fourth of one-fourth of 30 to find the total weight of one-fourth of one-fourth of 6.
+
+However, we need to remember that 6 is one-fourth. So we should multiply the result by 6.
+
+So, 6 * (30/4) = 18
+
+This means that 18 dogs weigh 18/3. So, we add that to the total weight of Elijah and Kory’s dogs, which is 18 + 18 = 26 dogs.
+
+The total weight of both animals is 26 + 6 = 32 dogs.
+
+So, the total weight of Elijah and Kory’s dogs is 26 + 26 = 42 dogs.','stop',357,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,10,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',10,'1. First, we need to find the total weight of the two dogs.
+2. Kory’s dog weighs 60 pounds.
+3. Elijah’s dog weighs 1 (one-fourth) of Kory’s dog and has 1 (1/4) of Kory’s dog’s weight.
+
+4. Now, we need to find the total weight of all the dogs.
+5. So we multiply the weight of Elijah’s dog (one-fourth) by 1 (one-fourth is 1/4 or 25% of the weight of a dog).
+
+6. So the total weight of all the dogs is 25% of the weight of Elijah’s dog.
+
+We can set up an equation:
+
+25% of the weight of Elijah’s dog = 25% * 1 dog = 2.5 dogs
+
+So the total weight of all the dogs is 2.5 dogs.
+
+In this type of problem, it is common to multiply a fraction by 2.5, which means it might seem like a difficult task to calculate the weight of Elijah’s dog but with a bit of mindful thinking, we can quickly find the answer.','stop',263,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,11,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',11,'Let’s break it down step by step.
+
+If Elijah has one-fourth the weight of Kory’s dog, then Kory’s dog weighs 1/4 of Elijah’s dog.
+
+The second dog weighs half Elijah’s dog.
+
+The total weight of Elijah’s dog and the second dog is the sum of Elijah’s dog and the two other dogs.
+
+So, the total weight of Elijah’s dog and the two other dogs is 1/4 of Elijah’s dog.
+
+We need to multiply this by the total weight of Elijah’s dog and the two other dogs to find the total weight of Elijah’s dog.
+
+We can write this as 1/4 * 1 + 1/2 * 2 = 5.
+
+This is the total weight of Elijah’s dog and the two other dogs.
+
+So the total weight of Elijah’s dog and the two other dogs is 5 + 2 = 7 pounds.
+
+We can round this to the nearest whole number, which is 8 pounds.
+
+So the total weight of Elijah’s dog and the two other dogs is 8 pounds.
+
+So the answer is 8 - 1 = 7 pounds.
+
+The answer is (1/4) + (1/2) = 1/2 pounds.
+
+The answer is 7 pounds.
+
+So the answer is 7.
+
+So the final answer is 7.','stop',322,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,12,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',12,'First, we need to determine Kory’s dog''s weight in ounces.
+In 1-eighth of the weight, 1-eighth of the dog’s weight is 1/2 of the dog''s weight.
+So, 1/2 of the dog''s weight is 1/4 of the dog''s weight in ounces, which is 0.8 ounces.
+The total weight of the dog is 1/4 of the dog''s weight multiplied by 1/4, which is 0.2 ounces.
+Now we need to find out how much Elijah’s dog weighs in pounds.
+Each pound of the dog weighs 3 ounces. So, 3 pounds of the dog weighs 3/4 of the dog''s weight multiplied by 3, which is 1.8 ounces.
+So, Elijah’s dog weighs 1.8 ounces.
+The total weight of Elijah’s dog and Kory’s dog is 1.8 + 1.8 = 2.8 pounds.
+#### 2.8
+The answer is 2.8.
+
+Elijah has 1 heavier dog.','stop',246,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,13,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',13,'1
+1
+1
+1
+Both dogs are one-fourth the weight of one-fourth the weight of the other dog, so the weight of one dog is 1/4 of one-fourth of the dog.
+The weight of one dog is 1.5 times the weight of one dog.
+The weight of one dog is 1.5 * 1.5 = 2.25 pounds.
+The weight of one dog is 2.25 * 2.25 = 5 pounds.
+The total weight of one dog is 1.5 * 2.25 = 3.25 pounds.
+The weight of one dog is 3.25 * 2 = 6 pounds.
+The weight of one dog is 2 pounds.
+The weight of Elijah and Kory’s dogs is 2 * 2 = 4 pounds.
+The weight of Elijah and Kory’s dogs is 2 * 4 = 8 pounds.
+The total weight of Elijah and Kory’s dogs is 2 + 8 = 10 pounds.
+The total weight of Elijah and Kory’s dogs is 10 * 2 = 20 pounds.
+#### 20
+The total weight of Elijah and Kory’s dogs is 4 * 2 = 8 pounds.
+#### 8
+Elijah and Kory’s dogs are 4 pounds.','stop',309,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,14,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',14,'Let’s break down the problem step by step.
+
+Weighing Kory’s dog against Elijah’s dog is a classic example of a simple yet counterintuitive calculation.
+
+First, we need to find the relative weights of the two dogs. We know that Kory’s dog is 60 pounds, which means Elijah’s dog is 1/4 of Kory’s dog. So, Elijah’s dog is 1/6 of Kory’s dog.
+
+Now, we can find the relative weights of the two dogs. Elijah’s dog is 1/6 of Kory’s dog, which means Elijah’s dog is 1/6 of 1. This is equivalent to Elijah’s dog being twice the weight of Kory’s dog.
+
+Since we know that one-fourth of the weight of Kory’s dog is equal to one-fourth of the weight of Elijah’s dog, and one-fourth of the weight of Elijah’s dog is equal to 1/4 of the weight of Kory’s dog, we can easily calculate this ratio.
+
+So, we can set up the equation: 1/6 = 1/4 * 1/4, which equals 1/16.
+
+This means that Elijah’s dog is twice the weight of Kory’s dog.','stop',293,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(84,0,15,'31e353728d7792056711c0788572d6ee6652d8c544c0ac4acd7c0e5bfc90d4b7',15,'Let’s break this down step by step. We know that Elijah has one-fourth the weight of Kory’s dog, and Kory’s dog weighs 60 pounds. Since Elijah has one-fourth that of Kory’s dog, Kory’s dog weighs half that of Elijah.
+
+We know that Elijah has one-fourth the weight of Kory’s dog. To find this, we can multiply the weight by 4. 60 * 4 = 24. So, Kory’s dog weighs 24 pounds.
+
+Now we can add these two numbers: 24 + 24 = 48.
+
+We know that Kory’s dog is half the weight of Elijah’s dog. So, we can find the weight of Elijah’s dog by dividing Elijah’s dog by 2. So, 2 / 2 = 1.
+
+We also know that Elijah has one-fourth the weight of Kory’s dog, which means that Elijah’s dog is 1/4 the weight of Kory’s dog.
+
+We can also find the weight of Elijah’s dog by adding 1 to the weight of Elijah’s dog. So, 1 + 1 = 2.
+
+We can also find the weight of Kory’s dog by multiplying the weight of Elijah’s dog by 2. So, (2)^2 = 4.
+
+So, the total weight of Elijah’s dog and Kory’s dog is 4 + 2 = 6 pounds. This is also the weight of 1 dog and 2 dogs.
+
+So, the total weight of both dogs is 6 + 4 = 10 pounds. This is the same as the weight of one dog and two dogs.','stop',390,100,32,3.74577644705516599188e+00,83416119336.0,NULL);
+INSERT INTO "chains" VALUES(85,0,0,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',0,'Let''s break this down step by step. We''re given the two equations:
+
+1. Liam''s age = 2 * 26. 
+And Vince''s age = 26 * 2.
+
+To solve this, we''ll use the process of elimination. We''ll subtract 26 from both sides to get:
+
+26 = 2 * 26.
+
+Then we''ll divide both sides by 2:
+
+26 = 42.
+
+Dividing both sides by 4 gives:
+
+Remaining equation:
+
+26 = 8.
+
+Now we''re left with:
+
+26 = 24.
+
+Now we''ll divide both sides by 2:
+
+Remaining equation:
+
+Dividing both sides by 2 gives:
+
+26 = 4.
+
+Now we''re left with:
+
+26 = 2.
+
+Now we''re left with:
+
+Therefore:
+
+Vince''s age is 2 years + 1 year = 3 years + 1 = 4 years + 1 + 1 = 5 years + 2 = 8 years + 1 = 9 years + 1 = 10 years + 1 = 11 years + 1 = 12 years + 1 = 13 years + 1 = 20 years + 1 = 21 years
+
+So the answer is:
+21
+
+Alternatively, we could have approached this problem using a different method:
+
+Consider the scenario where both Liam and Vince are lying about Liam''s age. In this scenario, Liam is indeed 3 years older than Vince.
+
+Let''s denote Liam''s age as x. Then, Liam''s age is x + 1. If Liam is 3 years older than Vince, it implies that Liam is x/3 years older than Vince.
+
+Now, we want to find the age of Liam when Liam is x/3 years older than Vince. Using the age-age ratio of 2:2, we can calculate:
+
+(3 + x) / 3 = 2 + x / 3
+
+This equation gives the ratio of Liam''s age to Vince''s age when Liam is x/3 years older than Vince.
+
+Let''s consider','length',512,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,1,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',1,'Let''s break this down step-by-step:
+
+1. Liam’s age is 16, so Liam is 16 years old.
+2. Vince’s age is 2 years earlier. So, Liam is 16 + 2 = 18 years old.
+3. Now, we know Liam is 18 years old.
+
+To solve this problem, we can use the method of elimination. Let''s start by taking Liam''s age and subtracting Vince''s age from it. 
+The equation 16 - 18 = 12 is the opposite of the equation 2 + 2 = 4. So, we subtract 12 from 18. This gives us 12 - 12 = 0. So, the equation becomes 12 = 0.
+
+However, we can also solve this equation using the method of elimination. We can add 18 to both sides of the equation 18 - 12 = 0. So, 18 - 12 = 0, which is the same as 0. So, the equation 18 = 0 is either false or no equation is true. So, the answer is either true or false.
+
+But we can do the opposite of this step-by-step: 18 = 8*0, which is either true or false. So, the answer is either true or false.','stop',315,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,2,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',2,'Let''s start by using the given information: Liam is 16 years old and two years ago, Vince''s age was twice Liam''s age.
+To find the answer, we need to determine the ratio of Liam''s age to Vince''s age.
+We can do this by dividing the result of the ratio by the original ratio.
+This is a ratio of fractions, and by dividing both numerator and denominator by the same number, we get:
+(2/2) = 2.
+This means that Liam''s age is 2 years more than the age of Vince.
+Let''s write this as a ratio where 2 is the unknown reciprocal of the ratio of Liam''s age to Vince''s age.
+Let''s write it as 2:2, which is 2:2.
+We can solve this ratio by dividing both numbers by 2.
+We can see that 2 is the only number that can be multiplied by both 2 and 2 to get 2, so we divide both numbers by 2, which is 2.
+The number that is multiplied by both 2 and 2 gives us 2, which is the only number that we need to find the answer for.
+The answer is 2.
+#### 2
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+This is the answer.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.','stop',382,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,3,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',3,'16 - 2 = 14 (By adding 2 to the previous result)
+2 * 16 = 32 (By dividing the previous result by 2)
+2 * 14 = 28 (By dividing the previous result by 2)
+32 / 2 = 12 (By dividing the previous result by 2)
+
+Liam is now 14 years old.
+
+The answer is: 14','stop',101,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,4,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',4,'To solve this problem, we need to consider the key information given: Liam’s age is twice Liam’s age, and Liam’s age is 16 years old. We can start by using the multiplication operation and chain multiplication rules to solve this equation.
+
+Let’s first find Liam’s age, which is 16 years old. Then we can multiply it by 2 and subtract it from 16, which gives us 2 * 16 = 24. This gives us Liam’s age is 24 years old.
+
+Now we need to find the age of Vince, which is 24 years old. We can add 24 to 16 and find the answer is 48. So, Liam’s age is 24 years old.
+
+This problem has a twist, as the initial formula for solving this problem using multiplication could have been adjusted to 
+The age of Liam’s age is 24. Since Liam’s age is 24, we can find Liam’s age using the formula (age of Liam’s age) = age of Liam’s age +1.
+
+This is a bit of a simplification and a simpler equation. Let’s break it down: the equation is 2 * (age of Liam’s age) + 1, which is equivalent to 2 * (24) + 1.
+
+This is another example of how you can add numbers together by using multiplication and the three-digit addition rule of the number of digits that can be multiplied by the base.
+
+However, the simplest way to solve this problem without a calculator is to just add the numbers together, which is 16 + 48 = 56.','stop',386,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,5,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',5,'To solve this problem, let’s first understand the information given. The formula for calculating the age of someone is the sum of their years of study (20 years) multiplied by their age, multiplied by their age tomorrow (2 years) multiplied by the same factor (2 years ago), plus the age of tomorrow''s calculation.
+
+We have two equations:
+
+1. 2A = (20*2) + Vince''s age - Vince''s age tomorrow = (20*2) + 20 + Vince''s age tomorrow = 0
+2. 2A + Vince''s age = 0
+
+To solve these equations, we can use the method of elimination. Let''s start with the equation 2A = (20*2) + Vince''s age - Vince''s age tomorrow. We need to know the value of Vince''s age tomorrow, so we''ll start with the equation:
+
+2A + Vince''s age = (20*2) + 20
+
+This is the equation for the first step of elimination. We''ll then try to eliminate the left-hand side of the equation using the equation 2A + Vince''s age = 0. But we also need to have the equation 2A + Vince''s age = 0, which we already have.
+
+Therefore, the only solution is 2A + Vince''s age = 0.
+
+This is the equation for the second step of elimination. We''ll then use the equation 2A + Vince''s age = 0 to eliminate it.
+
+Here''s the equation for the second step of elimination:
+
+2A + Vince''s age = 0
+
+This is the equation for the third step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the fourth step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the fifth step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the sixth step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the seventh step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+','length',512,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,6,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',6,'To solve this problem, we need to break it down step by step and find the answer for each step.
+
+Let''s start by defining what we know. We know Liam is 16 years old, and Vince is 2 times Liam''s age. So we have Liam''s age + 2 times Liam''s age = Liam''s age + 2 years, which simplifies to 2 + 2 = Liam''s age + 2.
+
+Now we have 1 + 2 = Liam''s age + 2. We can use this relationship to our advantage. Let''s say we want to know Liam''s age + 2. We can say Liam''s age + 2 is 3 times Liam''s age.
+
+We can add 3 to Liam''s age. This is because Liam is 16 and Liam''s age is the result of multiplying Liam''s age by 2.
+
+So the answer is 3x + 3 = Liam''s age + 2.
+
+This is a simple equation that can be applied to any equation. It is what mathematicians call an "extensional formula" or a "mathematical expression."
+
+This is a classic example of a mathematical identity that has an exponential relationship to the equation 2 + 2 = Liam''s age + 2.
+
+This equation is a mathematical identity that has the equation 2 + 2 = Liam''s age + 2.
+
+This is a beautiful example of a mathematical identity, and it has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has','length',512,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,7,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',7,'Let’s break it down step by step:
+
+1. Liam is 16 years old.
+2. Two years ago, Liam’s age was twice the age of Vince. So, Liam’s age is 2 * Vince’s age = Liam’s age * 2 = 2 * (Vince’s age / 2) = 2Vince’s age * 2 = 4Vince’s age = 4Vince’s age * 2 = 8Vince’s age
+3. Now, Liam’s age is 2 * 8Vince’s age = Liam’s age * 2 = 4Vince’s age * 2 = 8Vince’s age
+4. Finally, Liam’s age is 2 * 8Vince’s age = 16 * 8Vince’s age = 128Vince’s age
+5. Now, Liam’s age is 2 * 16 = 24 Liam’s age = 24 Liam’s age * 2 = 48 Liam’s age
+
+So, Liam is 24 + 48 = 72 Liam’s age
+
+Now, Liam’s age is 2 * 72 = 144 Liam’s age
+
+Vince’s age is 2 * 4Vince’s age = 8Vince’s age
+
+Liam is 16 * 4Vince’s age = 60 Vince’s age','stop',359,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,8,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',8,'Liam is 16 + 2 = 20 years old now.
+Two years ago, Vince’s age was twice Liam’s age, which is Liam’s age multiplied by 2.
+Liam is 16 + 2 = 20 years old now.
+Vince is 20 years old now.
+#### 20
+The answer is: 20','stop',90,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,9,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',9,'To solve this problem, we need to follow a straightforward equation approach. Let’s denote Liam’s age as x.
+
+We know that Liam is twice the age of Vince. If we want to know the age of Vince, we can express it as x / 2. This is because Liam is twice the age of Vince.
+
+We can then multiply x by 2 to get x / 2. This is because Liam is two years younger than the previous age, which is x / 2.
+
+Now we can rewrite the equation as x / 2 * 2 = 2x. This is the equation we need to solve.
+
+We can then simplify it by dividing both sides by 2, which gives us x = 4.
+
+So, the answer is x = 4.
+
+The correct answer is 4 years old.','stop',190,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,10,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',10,'To solve this problem, we need to break it down step by step. We know that Liam is 16 years old now and that Vince’s age is twice Liam’s age.
+
+Let’s solve it step by step:
+
+1. Lets assume Liam’s age is 20 years old.
+
+20 + 2 = 22
+
+22 * 2 = 44
+
+24 * 2 = 48
+
+48 + 48 = 80
+
+80 * 2 = 160
+
+160 * 2 = 260
+
+260 is 24 times Liam’s age.
+
+320 is 32 times Liam’s age, which is 120 times 24.
+
+240 is 24 times 48.
+
+The answer is 48.
+
+48 + 48 = 100
+
+100 * 2 = 200
+
+200 is 2 times 48.
+
+The answer is 48.
+
+So, the answer is 48.','stop',255,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,11,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',11,'To solve this problem, we need to start by first identifying the information given: Liam''s age is 16 years old, and Vince''s age was twice the age of Liam.
+
+Let''s first consider the given information: Liam''s age is twice Liam''s age. This type of equation is known as a linear equation in algebra, where the variable represents the unknown age.
+
+We can represent the problem as x = 2^x, where x represents the age of Liam. This is because the only relationship between the variables is the multiplication of the base (in this case, 2^x) by the exponent to the power of the coefficient of the exponent.
+
+So, the equation is: x = 2^x.
+
+Now we can use the formula for solving linear equations: x = 2^x, where x is the unknown age. This is because the only exponent is the exponent of the unknown age, which is 2^x.
+
+To find the age of Liam, we''ll simply divide both sides of the equation by 2^x, which is the exponent to the base. This is because the only operation left by the original equation is multiplication by itself, which means the equation is simply x = 2^x, so we just have to divide both sides of the equation by 2^x to get the answer.','stop',291,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,12,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',12,'In this scenario, Liam is 2 years older than Liam Vince. Let''s denote Liam Vince''s age as a_12. So, a_12 = Liam Vince''s age.
+
+The key to this puzzle lies in the concept of "2 to the 0th power." Since a_12 = 2^0 = 1, it follows a_12^2 = 1.
+
+To represent this mathematically, we can use the formula for exponential growth to solve the equation 2^n = a_n. However, this equation doesn''t imply exponential growth, but rather a constant number multiplied by itself 2 times. We can solve this equation using a_12 = 2^2.
+
+This is where a_12^2 = a_2^2 = 2, which means that a_12 is 2 times twice the age of Liam Vince, which is 40.
+
+It''s worth noting that this problem is a classic example of a classic geometric interpretation of a classic mathematical concept. It requires a deep understanding of exponential growth and has been used in various mathematical contexts, such as calculating growth rates and modeling growth processes.','stop',258,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,13,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',13,'Liam is 23 years old.
+
+To solve this problem, we need to break it down into manageable parts. Let''s start by identifying the key information: the initial age of Liam (23), the age of Vince (23 x 2), and the age of Liam''s current relative (23 + 2 = 26).
+
+First, let''s find Liam''s age in relation to Liam''s relative. Liam''s age is 23 + 2 = 26, but since Liam''s relative is 2, the age of Liam''s relative would be 2 + Liam''s relative''s age.
+
+So, Liam''s age is 2 + 2 = 4. Now, we need to find Vince''s age. Liam''s age is 23 + 2 = 26, so Liam''s age is 4 years ahead of Liam.
+
+To find Liam''s age in relation to Liam''s relative, we should consider the relationship with Liam''s relative''s age. Liam''s age is 23 + 2 = 26. This is consistent with Liam''s relative''s age being the product of the relative''s age and Liam''s age.
+
+So, Liam''s age is 4 + 26 = 48 + 1 = 50.
+
+The answer is: 50.','stop',307,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,14,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',14,'To solve this problem, we need to first determine Liam’s age. Liam’s age can be represented as 2Liam’s, where L is Liam’s age.
+
+We can start by calculating Liam’s age given L is 2Liam’s, which means Liam’s age is 2Liam’s.
+
+The key here is to use the formula for multiplication of numbers modulo 100:
+
+We can multiply the given equation by 10 to simplify it: Liam’s = 2 * (2Liam’s) = 2 * 2Liam’s = 40Liam’s
+
+This is our final answer.
+
+The step 2 adds a new variable to the equation, 40Liam’s, which we simply have accounted for.','stop',186,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(85,0,15,'b9bb1fdd9912ed9180d6aafc1cde5bd70fad08703a782532a828e6db1eff9853',15,'To solve this problem, we need to first find Liam’s current age and then find Vince’s current age.
+
+First, Liam’s current age is 16, and Vince’s current age is 24.
+
+Now, we need to find the difference between the current age of Liam and the age of Vince.
+
+liam’s current age is 16 - 24 = 24.
+
+This means that Liam’s current age is 24 years old.
+
+Next, we need to find how many years ago Liam was 24 years old.
+
+To find this, we need to divide the age of Liam by 24.
+
+liam’s current age divided by 24 = (24 / 24) = 1.
+
+This means that Liam was born on a date that is 1 year and 10 months later than Vince.
+
+However, to find how many years ago Liam was born, we need to find how many years ago Liam was born and subtract that from 24.
+
+If Liam was born 24 years ago, it means that Liam was born on February 24th of 2023.
+
+So, Liam was born in February 2022.
+
+Liam’s current age is 23, and Vince’s current age is 24.
+
+Now we can add the two numbers together: Liam’s current age + Liam’s current age = 23 + 24 = 48.
+
+So, Liam is 48 years old.
+
+Finally, we can find the age of Liam’s current age: Liam is 23 years old.
+
+Liam is 23 years old.','stop',407,72,32,3.33962891906943681874e+00,85534730712.0,NULL);
+INSERT INTO "chains" VALUES(86,0,0,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',0,'To solve this problem, we need to break it down into manageable parts. We know that John can make 4-floors of planks each time. This means for every 80-foot tree, he can make 4x80 = 320 planks.
+
+However, we don''t know how many planks he can make from each tree, which is a linear multiple of the total number of planks. So, we have to find out how many planks he can make from a tree that is 80 feet long.
+
+A common method to solve this problem is to divide the number of planks he can make from each tree by the number of planks he can make from a tree that is one-third of the tree''s length, which is 80 / 3.
+
+This is a bit tricky to calculate without using factorials, but we can use a formula that allows us to calculate the number of planks needed. It is a simple division of 35 (the number of planks) by 2 (the number of planks). This is the number of planks that would need to be cut from a tree that is one-third of 35.
+
+This is a combination of a few division problems. It''s actually a way of solving a problem that includes multiple steps, which is a common technique in mathematics.
+
+So, to be very honest, the answer is 320, but that''s just a simplification of a calculation. The final answer is actually 320 / 35, which is 3.33.','stop',329,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,1,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',1,'To solve this problem, we need to break it down into manageable parts. Let''s start by assigning a variable to the unknown result. Let''s say the value of the planks is x.
+
+Let''s say the planks are of the size of 4x, where x is the number of planks. This means 4x is the number of planks. The total number of planks sold is x + x = 4x + 4x.  This is a straightforward equation to solve.
+
+The original problem states that each plank is of the size of 4x. So we can take each plank and divide it by 4 to find the number of planks sold.  This is a linear equation, where we can simply solve for x.
+
+Setting up an equation that includes the original number of planks multiplied by the length of each plank, the total number of planks sold is x + x = 4x + 4x.  Simplifying this equation gives us 4x + 4x = x^2.
+
+Now we can solve this equation using the quadratic formula, x^2 = 4x + 4. This is the quadratic equation we need to solve.
+
+We can solve it by factoring. The cubic equation x^3 + 4x^3 + 2x^2 + 4x + 2 can be factored into (x^3 + 4x^3 + 2). This is a popular method and it''s just as easy as x^2 + 4x^2 + 4x + 2. 
+
+The final answer is x^3 + 4x^3 + 2 = 4x^3 + 4x + 4.','stop',362,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,2,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',2,'To solve this problem, we need to consider the possibilities. One of the possible results could be $0.  So what does that tell us? No answer, but we can try a different approach.
+
+Let''s try to think about the number of possible results that match our initial assumption. Since each plank of 80 feet is made up of 4-foot logs and each 5-foot planks is 4-foot logs, we can have a net effect of 13-4 = 6.  However, we need to consider the original problem and the goal of making planks from each of the original 80 feet.  This is the only set-up that allows for the other results.
+
+So, we can tell that there are 6 possible ways to make 80 feet out of 6 stacks of 4-foot logs. 
+
+Think about it this way, if we had 6 stacks of 4-foot logs, then 4 stacks of 4-foot logs would be 16-4 = 9 stacks of 4-foot logs.  If we had 16-4 = 9-2, that would leave us with 7-2 = 1-3.  So 7-2 + 1 = 8.  This is not a possible outcome.  But we can try.  If we had 8 stacks of 4-foot logs, that would leave 16-4 = 9-2, which is not possible. But we can ask the question.  If we had 16-4 = 9-2 we could think of the question and the answer.  But  we can think of the question in the same way that we would know that if we had 16-4 = 9-2, we could guess that if we wanted to make 12-16, that would be true, but would make it impossible to do it.  If we had 9-2, that would make it impossible to do it.  So 16-4, that would make it impossible to do it, and so we would have to have 16-4 = 9-2.  However,  if we had 16-4 = 9-2, that would mean that we could make 12-16.  But 12-16 does have to be 9-','length',512,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,3,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',3,'To solve this problem, we need to think step-by-step, step-by-step. We know that 80 feet of the log is 100 feet.  The total number of planks can be calculated by multiplying 100 feet by 8, since there are 80 feet of the log.
+So, 100 feet * 8 planks = 800 planks.
+We are given that 4 planks are made up of 5 planks.
+We can calculate this as 4 * 5 = 20.
+The total number of planks is 100 + 20 = 200.
+The answer is 200.
+
+The solution to the problem is that 4 planks are made up of 5, but 200 is the answer. The answer is 200.','stop',187,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,4,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',4,'To solve this problem, we need to break it down into manageable parts. We start with the initial cost of 80 feet as the base and 80 feet of the straightcut. Then, we cut the straightcut in half, so the total cost is 80 * 2 = 160 feet of straightcut. Now, we have 4-foot logs as the sides of the logs. Using 5 planks, we have 4 * 5 = 20 planks. Now, each plank is cut into 5 long logs, so the final outcome is 4 * 5 = 20 long logs.
+
+We know that 20 planks is equal to 80 feet * 2 = 160 feet. We need to find out how much John will make. He will make 160 feet / 20 = 8 feet of planks by himself. To find out how many planks he will make, we multiply 8 feet by 5, which is 40.
+
+So, the answer is 160 feet * 40 = 720 feet of planks. So, the answer is 160 feet * 40 = 6400 feet.
+
+This is also the total cost of making planks with each plank being 4 * 5 = 20. This is the total cost of making each plank. So, the total cost is 160 feet * 8 = 1200 feet. This is the total cost of making each plank.','stop',331,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,5,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',5,'To solve this problem, we need to calculate the total revenue of the multi-story building.
+
+First, let''s calculate the revenue of the first 80 feet of the 80-foot tree: 80 feet * 1.2 feet = 96 feet.
+Then, we multiply this by the cost of each plank: 96 feet * $1.2 = $108.20
+
+Now, we calculate the revenue of the first plank: 96 feet * 5 = 420 feet
+The total revenue is 420 feet + 96 feet = 1400 feet
+
+So, John earns $1400 dollars.
+
+The other planks have been sold for $1.2 each, so he is now making 420 feet * $1.2 = $4840.
+
+So, John earns a total of 4840 - 1400 = $2240 in total revenue.
+
+The answer is: 2240','stop',230,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,6,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',6,'To solve this problem, we''ll break it down step by step. The goal is to determine how much the person makes by considering the total cost of 4.25 planks and the cost of one plank.
+
+First, we need to calculate the total cost of 4.25 planks. Since 80% of 4.25 planks is 0.8 (120%). To find the total cost of 4.25 planks, we multiply 0.8 by 4.25, which is 3.6.
+
+So, 3.6 planks would cost 4.25 * 4.25 = 16.125 dollars.
+
+Now, we need to calculate how much the person made by considering the cost of each plank. Since 4.25 * 4.25 equals 16.125, 16.125 is equal to 4.25 * 4.25 = 16.125.
+
+However, to find the total cost of 4.25 planks, we''ll need to multiply 4.25 * 4.25 by 4.25. This gives us 4.25 * 4.25 = 19.75.
+
+So, John made 16.125 * 19.75 = 271.75 dollars.
+
+But, this isn''t what you want. We want to find the amount he made, which is 4.25 * 4.25 = 16.125.','stop',356,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,7,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',7,'To solve this problem, we need to break it down step-by-step. First, we know that John can make 80% of himself, which is 0.8. If John didn''t make any, he would only be making 0.0005 of himself. So, we have a 50% chance of making a 1-foot plank each time. In one of those 50% ways, John can make 1-foot planks.
+
+We can think of this problem as a fraction of a possible value. The number of possible values is 50/100 which is 0.5. So, if we want to find the total value of the number of possible values, we would have to multiply 50 by itself 5 times, which is 500. This is 1000.
+
+To find the answer, we can think of it as dividing 500 by 5, which is 100. This is the total possible value that can be achieved by dividing 1000 by 5.
+
+Multiplying this by 1000 gives us the total amount of money the person made.
+
+This is 500 * 500 / 1000 which is 50/100 which is 0.5. This is the amount of money the person made, which is 1.
+
+However, the person sold 400 * 50 / 100 = 500 * 50 * 0.5 = 1.2.
+
+So, the answer is 1.2, which is 5.5.','stop',366,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,8,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',8,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total value of the planks made. Since John has cut down an 80-foot tree, and each plank is worth 50 cents, we can find the total value by multiplying 80 by 50. 
+
+This results in 50x50 = 250x5 = 15000. So, the total value of the planks made is 15000. Now, we need to find out how many planks he sold. Since each plank is worth 50 cents, and 1.2x1.2 = 2.4, we multiply this by 2, which is 2.4.
+
+This gives us 2.4 * 250 = 500. So, John has sold 500 planks. To find the total value of the planks made, we need to add these values together. 15000 + 500 = 20000. So, John has sold 20000 planks.','stop',245,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,9,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',9,'To solve this problem, we need to break it down into manageable parts and make some sense of it. Let''s start by breaking it down into individual parts. We have John cutting down an 80-foot tree, which we can call it F. He decides to make F*200 planks of wood to make his 4-foot logs.
+
+Now, each plank of wood is made up of 4 planks. So, 4 planks * 4 = 20 planks, and each of those 20 planks is made up of 20*2 = 40 sides. Since he cut down 20 sides of the wood, he now has 20-20 = 20 sides to make his 4-foot logs.
+
+To find out how much each plank is made up of, we need to divide 20 by 4. So, 20/4 = 4. Now, we have 4 sides of the wood we can use as the base of his planks, which are 20 * 4 = 80 sides. He can now make any number of sides by multiplying the number of sides by 2, so he can now make any number of planks of 80 sides.
+
+This can only happen if he has a fixed number of sides to make his 4-foot logs. He needs to make as many sides as possible to create each tree. He has 80 sides to make his 80-foot tree.
+
+So, to find out how much each plank is made up of, he needs to divide the number of sides by 2. So, 80 * 2 = 160 sides, and each side of 160 sides.
+
+The answer is 160.
+
+This answer is the actual answer to the original question, and it''s the total of 160 sides and 160 sides is always 160 sides.','stop',419,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,10,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',10,'To solve this problem, we need to break it down into manageable parts. We know that John can make a total of 80 feet of logs, which means he can make 80 feet of logs divided by 20 feet, or 20% of the total.  So, 20% of the total is 0.2 * 20 = 4.  Since we''re given that 4 planks can be sold for a total of $1.2, and each plank is 20% of the total, we can calculate the profit by multiplying by 1.2.  So, 4 * $1.2 = $4.  This means that John makes 4 * $1.2 = $5.  This is the total profit, but we need to add the profit of 4 net planks, which is 4 x $1.2 = $4.  He makes 4 net planks.  He then sells each plank for $1.2.  So, 1 net plank = $1.2, and the total profit is 4 net planks - 1 net plank = 5 net planks of profit, which is 5 * 2 = 10.  So, 5 net planks of profit is 10.  Therefore, 5 net planks of profit is 10 * 4 = 40, which is 40% of the total profit, which is 40 / 100 * 40 = 40, which is the total profit from 80 feet of logs.','stop',337,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,11,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',11,'To solve this problem, we need to think of it in terms of multiples of the plank.  The problem asks to find the total value of both the planks and the profits.  The planks can be thought of as 4-of-5, which is the number of planks in 4-of-5.
+
+If we think of the planks as the planks of the tree, there are 4-of-5 planks, which can be thought of as a cut of the tree.  So 4-of-5 is 8-of-15, which is 4 * 5 = 20.
+
+Now we need to find the total value of both the planks and the profits.  The total value of the planks is 80 * 2 = 160, and the total value of the profits is 4 * 2 = 8.
+
+This is a recursive application of the recursive formula for recursive math.  It is essentially a way of solving problems using a recursive formula where you start with a resource and make it grow.  However, the recursive formula is not actually a recursive function, but rather a code that is used to create a recursive function that returns a function that solves a problem.
+
+A more accurate way to think of it is that it is a recursive design pattern, but that is a bit too complicated.  Here is a simpler way to think about it.
+
+The problem is a recursive design pattern that involves creating a recursive function that solves a recursive problem.  The code in this problem does not actually solve the problem in a linear manner, but rather creates a recursive function that solves a linear problem.  As long as you can get the same result for a given input, you can create a recursive function.
+
+This problem is actually just a design pattern that uses recursion.  However, you can actually use it to solve a linear problem.  If you have a linear problem with a recursive solution, you can create a recursive function to solve it recursively.  But the actual solution is in a recursive pattern that uses a recursive code to solve the problem, but that is not the actual problem itself.
+
+The actual problem itself is a design pattern that uses a recursive function to solve a linear problem.  The actual problem itself is a design pattern that uses a recursive function to solve a linear problem.  This is a classic example of a recursive design pattern that uses a recursive function to solve a linear','length',512,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,12,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',12,'To solve this problem, let''s break it down step by step.  We know John''s cut-down tree is 80 feet long and  He can make logs out of 80 feet, which means he can make 80 * 4 * 1.2 = 320 log pieces of wood.  He then sells each log piece for 1.2 * 4 * 5 = 120 pieces of wood.  Now, we have 320 / 2 = 120 pieces of wood that he can sell.
+
+Here''s the key part.  He sold each of those 320 = 8 * 120 = 960 pieces of wood, which means he has 960 * 4 = 3200 feet of wood left.  He then uses 3200 / 4 = 960, but he only needs to use 960 + 1 = 980.
+
+So,  He has 980 pieces of wood left to sell.  He actually only has 980 - 1 = 980 feet of lumber that he cannot sell. 
+
+The answer is 980.','stop',268,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,13,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',13,'To solve this problem, we need to break it down into manageable parts. We have John cutting down an 80-foot tree, which means he''s effectively reducing it by 80 feet. This means he can make 80-foot trees out of 80-foot trees. He''s effectively reducing the distance he cut down by 80 feet.
+
+The 4-foot logs represent the original 80-foot tree. When he sells each plank for 1.2, he''s essentially selling a fraction of the original 80-foot tree.
+
+Each plank is equivalent to 4 of those logs. Therefore, he''s making 4 * 4 = 16 planks of 4-foot logs each.
+
+Each plank is 4 * 4 = 16 net planks of 4-foot logs. This represents a net gain of 16 planks of 4-foot logs over what would have been 16 net planks of 4-foot logs.
+
+The total is 16 + 16 = 22 planks of 4-foot logs each.
+
+To find the answer, we need to divide 22 by 4. 
+
+The answer is 5. 
+
+This is the total amount of money he can make by selling 5 net planks of 4-foot logs per plank.','stop',292,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,14,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',14,'Let''s break down the problem step by step. We know that 80% of the tree is cut into 4-foot logs and the remaining 20% are planks. We''re given that John sells each plank for $1.2.
+
+The problem is asking for the total value of the planks sold. So, we need to calculate the value of the planks sold. We know that each plank is 5x feet long, so the planks sold are 5x * 4.2 * 5 = 22.4.
+
+The total value of the planks sold is 22.4 * 4.2 = 97.6.','stop',143,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,15,'9f59d446d56c20b8d3bb3050904d165ca806114ad661cfcaa110247a1091ebb1',15,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total cost of cutting down the tree. 80 feet divided by 4 feet is 20 feet per plank. So, 20 feet of planks is 20 feet x 4 feet per plank = 80 feet.
+
+Next, we calculate the cost of each plank. 80 feet of planks x 2 feet per plank = 160 feet. Therefore, a plank is worth 160 feet. So, 80 feet of planks x 160 feet = 1200 square feet.
+
+Then, we calculate the total cost of cutting the tree. 80 feet of planks is worth 1200 feet, so 80 feet of planks is worth 1200 feet x 12. Therefore, 1200 feet is equal to 1600 feet. This is the amount of wood that John has to sell.
+
+Finally, we multiply the total cost of 1200 feet of planks by the cost of each plank. 1200 feet x 12 planks = 12000 planks. Now that we know that is the total amount of wood that John has to sell, we can find the amount of wood that he has to sell. 
+
+The answer is 12000.','stop',303,105,32,3.47044483019315519456e+00,88275474000.0,NULL);
+INSERT INTO "chains" VALUES(87,0,0,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',0,'Let''s break down the problem step-by-step. Initially, Adam has $100, so he has 60% of his inventory worth. If he sells all his inventory, he will have 100 - 60 = 40 remaining. So, he must spend his entire $100 to open a new rock stand.
+
+To maximize his winnings, he must spend his entire $40 to make a rock stand. However, there is only 1 rock in 60% of the total value. So, he must spend $40 to make a rock stand.
+
+This is a classic example of the Monty Hall problem where the game show host opens a door, and in other cases where he deals with multiple doors. He takes 1/3 of the initial $100 and gives it to someone else. In this case, 1/3 of $100 is equal to 10% of $10, which is 10% of 60%. He then has to spend 60% of his entire $40, which means he must spend 30% of $100 to make a new rock that contains 20% of the original $100.
+
+However, there is an infinite number of doors, and if he has 20 doors, he must decide which one to choose. He can only divide $100 by 20, which is 10. So, he must decide between 2 doors.
+
+He has 30 options to choose from, 1 for the first door, and 2 for the second, but only 1 is a choice. The other 2 are doors, 1 of which are already chosen, and he must pick either the first or the second, but he cannot pick which one is his first choice.
+
+To avoid the Monty Hall problem, each of these doors have 1 out of the 3 choices, and there are no other doors that are not the first choice. He must choose either the first or second choice, but there are only 2 doors that are not the first choice.
+
+So, 3 doors can only be one choice, but 3 of the doors can be either one choice or two choices, which is the original 3 except for the 1 that cannot be eaten (the 2nd option which is the 2nd','length',512,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,1,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',1,'To solve this problem, we need to break it down into manageable parts and analyze it step by step. First, we need to determine the total revenue Adam has after dedicating himself to the rock stand, which is $100 * 60 = $6000.
+
+Then, we need to determine the amount of money Adam loses by selling only 60%. To do this, we need to find the percentage of his inventory that is lost. 
+
+We know that 60% of the total revenue is spent on the rock stand, which means 60% of the original amount is 0.6 * 6000 = 3000. So, 3000 - 6000 = 1000 is the amount lost.
+
+To find the amount Adam loses, we subtract 1000 from 6000, which gives us 1000 - 6000 = 100.
+
+So, Adam has $100 - 6000 = $1000 left after the 100 sold items.
+
+This is the amount that Adam loses by selling only 60% of his inventory.
+
+So, the answer is $1000.','stop',277,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,2,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',2,'To solve this problem, we need to break it down into manageable parts. Let''s start by understanding the equation. If the rock stand costs 100 dollars and Adam can buy 60% of that, then he would need 100 * 60 = 600 dollars.
+
+Now, we need to calculate the total amount of money Adam has left after buying all the rocks. Since he can only sell 60% of his inventory, he has to buy 100 - 60 = 20 more rocks to meet his selling goal. Now, we know that 20 out of 200 is 100% of the total value of the rocks sold, but we need to consider that his other 80% is going to the rock stand. So, he has to pay for 20 of his original 100 dollars.
+
+Now, we can calculate the amount of money Adam would need to pay to pay for his original 100 dollars by multiplying 20 by 100, which is 200. However, this calculation is incorrect. The correct way to calculate this is to multiply the original 100 dollars by 200. So, the answer is 200 * 20 = 4000 dollars.
+
+The final answer is 200 * 20 = 4000 dollars.','stop',306,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,3,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',3,'To solve this problem, we can break it down into manageable parts. First, we need to calculate the total cost of buying and selling the rocks. Adam must purchase a total of 60% of his inventory (100 rocks) but only sold 60% of his inventory (56 rocks). This means that 60% of his original cost is now not being sold, and the remaining 40% is being sold.
+
+The remaining 40% of his original cost is the sum of all his costs, which is 100 - 40 = 40. This is given as 60% of his original cost, which is 10.
+
+So, the total cost of buying and selling the rocks is the sum of his original costs, which is 10, and the remaining 40% is the cost of the original rocks sold.
+
+To find the total cost, we can multiply the cost of the original rocks by the number of sold options, which is 40 * 5 = 200. This means that the total cost is 10 + 200 = 200 * 5 = 1000.
+
+This is the amount Adam must spend to buy and sell the remaining 40 options, and it''s 1000 dollars. So, he loses 100 dollars.','stop',298,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,4,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',4,'Let''s break down the problem step by step. Adam has $100 and wants to spend it to open a rock stand. This implies that he has $100 - 100 = 0 available to spend. However, he cannot spend his entire $100 to open a single rock stand, as he only sells 60% of his inventory. So, Adam has to spend 60% of his $100 to open a single rock stand.
+
+The remaining 20% of the money Adam has to spend is his original $100. He can only spend 60% of this amount, which means he needs to invest 20% of his $100. Since he can only spend 20%, the remaining 20% of his $100 is his original $100.
+
+So, Adam has to spend 20% of his $100, which means to be honest, he only ends up with $80. This is the only amount that makes sense. The only amount that fits the given information is 20% of $100. He ends up with 20% of $100, which is 20% of $100, which is 20%.
+
+This is the only possible solution that satisfies the given information.','stop',291,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,5,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',5,'To solve this problem, we need to determine how much of Adam''s initial budget ($100) is being lost by selling less than 60% of his inventory.
+Let''s break it down: 100% of his budget is 100% of $100 = $100. He only needs to sell 60% of his inventory to reach his goal of opening a rock stand, which means he needs to sell something proportional to his initial budget.
+If he sells 60% of his inventory, he loses $100/100 = $1.
+So Adam will lose $1 on every dollar he wants to spend on the proceeds of his rock stand.
+To calculate the amount of money Adam will lose, we''ll divide the amount sold by 60% (which means 100% of $100 = $100).
+Adam will lose 100/100 * $10 = $1.
+Therefore, Adam will lose $1 on every dollar he wants to spend.
+#### 1
+The answer is: 1','stop',240,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,6,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',6,'Adam has $100 and plans to buy 60% of his inventory, which is 100 x 0.6 = 60 units. He also sells 60 units worth of rocks, which adds to his total inventory. However, he only sells 60 units worth of rocks, and 60% of the total market value (which is $7 x 0.6 = $3.6) is left for himself. So, he loses 30% of his investment, which is $7 x 0.3 = $2.4.
+
+To solve this problem, we need to find out how much money he loses. He loses 30% of his investment. So, his loss is 30% of $7 x 0.3 = $0.04 = $0.04 (or 40 cents). So, he actually loses 40 cents.
+
+The answer is: 4.','stop',208,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,7,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',7,'To solve this problem, we need to analyze the situation step by step. First, let''s calculate the total amount of money Adam has to spend, which is $100. Then, we subtract that from the total amount of money he has to spend. So, $100 - 500 = $100.
+
+To calculate the amount of money Adam loses, we need to find out how much he sells his inventory at $7 each. This is the difference between $100 and $10. So, 100 - $100 = $10.
+
+We know that 60% of his inventory is sold at $7 each, so that''s 60% of the total inventory. So, 100 - 60 = 40.
+
+The remaining amount is 40 - 10 = 20.
+
+Therefore, Adam loses 20 cents, which is the amount of money he loses to the rock stand, and the amount he loses to himself.','stop',224,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,8,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',8,'To solve this problem, we''ll first calculate the total amount of money Adam has available to spend. He has $100, so he has $100 x 2 = $200 available.
+
+He can buy the rocks for $5 each, so he needs to spend $100 - $5 = $700 to buy them. He can sell these rocks for $7 x 6 = $420 to buy more items.
+
+The remaining 60% of the money Adam has is the overall market value of the rock stands. So, 100 - 70 = 200 is the market value.
+
+Now we''ll calculate the amount of money Adam loses by selling only the 60% of his inventory. This is the remaining $420.
+
+If Adam doesn''t sell all of his inventory, he will lose 20% of this $420. So, the amount of money he loses is $420 - 20 = $220.
+
+So, Adam will lose 2 x 12 = 24 in total. However, he will also lose 20% of $420, which is $220, and 24 - 20 = 20% of $420 represents a loss of 20% of $420.
+
+To find out the actual amount of money Adam loses, we''ll multiply the total amount of money lost by 2 and add it to the 20% of the original amount. 
+
+So, 2 x 2 = 4. So, he will lose 2 x 4 = 8 dollars in total.
+
+So, 20% of the market value of the rock stands will be 28 dollars. To find out how much of the original $100 will he need to spend, we''ll multiply the original amount of the market value by 2 and divide by 4. So, 2 x 2 = 4. So, he will need to spend 2 x 4 = 8 dollars.
+
+So, he will spend 8 - 2 = 4 dollars for the remaining amount of money. So, 4 - 2 = 2 dollars is the amount he will need to spend to have some extra money left over after he sells all his inventory.
+','length',512,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,9,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',9,'Let''s break down the problem step by step. Adam has $100, and he wants to spend it to open a rock stand. He has $100 and wants to spend it to open a rock stand, so he needs to spend 100 * 7 = 700 dollars. However, 60% of his inventory is sold at $7 each, so he needs to sell 60 * 7 = 420 dollars.
+
+To find out how much money he loses, we need to divide $420 by 700, which gives us $2. So, Adam''s initial loss is $420 / 700 = $2. He also lost 60 - 2 = 40 dollars, which is his revenue.
+
+This means that as Adam spends $2 to open a rock stand, he is effectively losing 40 dollars to his customers. Therefore, he actually ends up with $2 - 40 = 60 dollars on top of his initial loss.','stop',224,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,10,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',10,'To solve this problem, we need to break it down into manageable parts. We know that Adam has $100 and wants to spend it to open a rock stand, but he can only spend it if he sells 60% of his inventory.
+
+Let''s first calculate what happens when Adam sells 60%. He can buy 5 more rocks for $7, but he only sells 60% of his inventory, so he ends up with 60% of his inventory sold.
+
+However, this is only half of the problem. We need to consider what happens when Adam simply sells all his inventory. He can do so by only selling 1 rock. So, the problem reduces to solving the initial part of the problem.
+
+The total amount that Adam has to spend is 100 - 60 = 40. This is a fraction of the total cost. So, 100 - 40 = 40 is the final answer.
+
+So, Adam''s answer is 40.','stop',220,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,11,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',11,'Adam has $100 and wants to spend it to open a rock stand, but only spends $7 on the initial investment, so he will lose 70% of his initial investment.
+So, the total amount lost by Adam is $70 * 100 = $70,000.
+
+The rock stand costs 7 * 60 = $400.
+
+Adam now has $70 * 60 = $400.
+The final amount he loses is 400 - 700 = 50.
+
+So, he loses $50 to protect his innocent.','stop',139,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,12,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',12,'To solve this problem, let''s break it down step-by-step. Adam has a fixed budget of $100, which can be broken down into several parts. He has $100 and wants to spend it, so he must start by spending his $100. This can be done with either 1 rock ($100) or 60% of his inventory (7 + 1), which can be done with either 1 rock or 2 extra rocks.
+
+One way to think about it is that he can either spend his entire $100 and leave the rest of his budget untouched or he can take an extra $100 and leave the rest of his budget untouched. This is a classic example of a closed-box problem.
+
+The total amount available is the sum of the amount left over after taking 1 rock and 2 extra rocks, and the remaining amount. This is an example of a closed-box problem with a negative outcome.
+
+The negative outcome is not actually negative in the context of a rock stand. However, in some contexts, it is often used to indicate that a problem''s behavior is asymmetric, where one side is intentionally or unintentionally giving away a specific outcome, while the other side is giving away a complete elimination of a certain amount.
+
+However, it is only a classic example of a closed-box problem with a negative outcome, but it is also an example of a closed-box problem with a positive outcome.','stop',311,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,13,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',13,'Let''s break this problem down step by step. Adam has $100 and wants to spend it to open a rock stand. So he can buy 60% of his inventory, which is 60 * 10 = 600 rocks. Now, he has 600 - 100 = 500 dollars to spend, which is his initial unlimited wealth.
+
+To solve this problem, we need to find out how much money he actually loses. He has $100 - 500 = 100 dollars left over. So, 100 - 100 = 0 dollars left to spend.
+
+This means that Adam has to spend 0 dollars to cover his initial unlimited wealth. This is a classic example of a losing game, where you only have enough money to spend 100% of your unlimited wealth.
+
+However, this doesn''t necessarily mean that Adam will lose 100 dollars, we just know that 100 dollars are left over. But if you believe that 100 dollars is an infinite amount, then 100 dollars is actually unlimited wealth. So, if there is no other explanation why 100 dollars are leftover, then it is obvious that Adam has to lose his unlimited wealth.
+
+But if you find that 100 dollars are leftover for some other reasons, then 100 dollars is unlimited wealth, not just infinite. But then it would be 100 dollars is unlimited wealth problem or 100 dollars is just infinite is not true.
+
+It seems that when you think about the 100 dollars is just infinite it''s actually just infinite, but in reality 100 dollars could also be infinite, but 100 dollars is infinite. So it''s thought of as there is something else that is just infinite, but it''s actually just infinite because that is the only way to show it is infinite, but it''s actually just infinite, but it''s also just infinite.','stop',431,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,14,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',14,'To solve this problem, we need to determine the total amount of money Adam loses by selling his inventory. Let''s break it down: 1) Adam has $100 and wants to spend it to open a rock stand, so he has a dollar. 2) He has 60% to spend on himself, which is 60% of 100 dollars = 60% of 100, which is 60 * 10 = 600 dollars. 3) He has 100 dollars left to spend, which is 100 - 600 = 600 dollars.
+
+Now, we know that 60% of 100 is 600 dollars. 
+So, Adam has to pay 600 - 600 = 0 dollars to buy the other 600 dollars. So, Adam has to sell 60 dollars to buy the remaining 600 dollars. 
+If Adam sold 60 dollars, he has 60 dollars left to spend. 
+So, he must sell 60 - 60 = 0 dollars to buy the remaining 60 dollars. 
+So, Adam must sell 60 - 60 = 0 dollars to buy the remaining 60 dollars, but that was already 60 dollars when he initially sold it, so 60 dollars is only sold once, and that would be 60 * 10 = 600 dollars, which is the stuff that he already has, but that''s not the only way to do it. 
+So, Adam must buy 100 dollars of something, or he won''t have enough to buy more, but he can buy the remaining 60 dollars. So, 60 dollars is a limited amount he can buy with himself, and that''s 60 dollars of a limited amount, which is 60 dollars. But the most likely choice would be buying 100 dollars.
+So, 60 dollars is probably the most likely choice, but 60 * 10 = 600 dollars, which is the thing he already has. 
+So, the answer is actually 60 * 10 = 600 dollars, and that''s indeed the thing he already has, but he has no money left to buy anything else','length',512,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(87,0,15,'5b6cfb08810e3ea9804f7a768e8547144fe5aa1df06861874ea7d452a99b5b8b',15,'To solve this problem, we need to first understand the total cost of buying and selling the rocks and then calculate the total loss.
+
+Adam has $100 and wants to spend it to open a rock stand. This means he can buy 1 rock for $5 and sell 60% of it to make a profit of 10% of $5. So, 1 / (1 + 60) = 10% of $5 = $5. So, the total loss is $5 - 10 = 10% of $5 = $6.
+
+This is only 1 in 6. So, the total loss is 1 - 1 = 0, which is the same amount as the original problem.
+
+To calculate the actual amount of money Adam loses, we need to find out how many more rocks he would have sold if he only sold the remaining 60% of his inventory.
+
+The original amount of money is $600, and Adam has $100, so he would have sold 60% of his inventory at $100 per unit, which would have cost him $60. Therefore, the total loss is 60% of $100 = 6 units of his original amount.
+
+So, the actual loss is 6 units.
+
+Now, let''s calculate the new amount of money Adam would have sold if he only sold 1 rock, which would have cost him $10 (to avoid selling 6 units), and he would have sold 1 rock. So, the new amount of money is 1 - 6 = 2, which is the same amount as the original problem, and the total loss is 6 units.','stop',372,100,32,3.45361086545836,86240934504.0,NULL);
+INSERT INTO "chains" VALUES(88,0,0,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',0,'To solve this problem, let''s break it down step by step:
+
+1. We know that Haley is 10 less than half of George, which is George - Haley.
+2. We can set up an equation: 10 - 2 = 5, so 20 = 5.
+3. We can now solve this equation for 5.
+4. 5 - 2 = 1.
+5. We can solve 1 for 5.
+6. 5 = 5.
+7. We are left with 4, which is the answer.
+
+Therefore, Geb is 4 years old.','stop',141,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,1,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',1,'Geb is 26 - 10 = 18 years old.
+To solve this equation, step-by-step:
+Let''s think about it:
+18 - 10 = 9
+Nice.
+So 18 - 9 = 17
+Nice.
+Therefore Geb is 17 years old.
+
+The answer is: 17','stop',87,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,2,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',2,'To solve this problem, we need to start by using the given information and breaking it down into manageable parts. We know that Haley is 26 years old and that Geb is 10 less than half of Haley''s age, which is 26 - (10/26) = 14.
+
+We can set up the equation 14 = 26 + 10 / 26, which simplifies to 20 / 26 = 1 / 18.
+
+Now, let''s solve for Geb. We can rewrite Geb as 26 + 1 = 22.
+
+To solve for Geb, we need to isolate Geb. In a fraction, we can do this by multiplying both the numerator and denominator of Geb by 18. 
+
+So, 22 * Geb = 26 * 18 = 324.
+
+The key here is to understand that when solving equations with fractions, you multiply both the numerator and denominator by 18 to isolate the variable and can solve for the unknown variable.','stop',239,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,3,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',3,'Let''s break it down step by step. First, we need to find Haley''s age. If Haley is 26 years old, that means she is 0.26 years old from Haley''s age.
+
+Next, we need to find the age of Geb. Geb is 10 less than half the age of Haley, which means 10/25 = 0.05.
+
+We can now use this relationship to solve the equation: 1.05 * 26 = 37. However, 37 is also 26. The result should be 26 + 37 = 53.
+
+To find the age of Geb, we take 37 back to 38. 38 is 26 + 38, so the answer is 38 + 38 = 76.
+
+So, Geb is 76 years old.','stop',208,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,4,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',4,'Let''s break this down step by step. We know that Geb''s age is half of Haley''s age, which is 2\times 3 = 6. We also know that Haley''s age is 10 less than half the age of Geb. So, 6 - 2 = 4 is 2\times 3 = 6.
+
+We can now consider Geb''s age as 10 - 6 = 4.
+
+We know from the previous problem that Haley is 26 years old, which is 4 years more than Geb''s age.
+
+We can rewrite 10 - 4 as 4, which is Geb''s age.
+
+Geb''s age can also be expressed as Geb''s age - Haley''s age.
+
+Geb''s age is Geb''s age - Haley''s age = 13 - 4, which gives us Geb''s age - 1.
+
+Geb''s age is 13 + 1 = 14, which is the total age of Haley.
+
+So, Geb''s age is 14.
+
+Rewrite Geb''s age - Haley''s age = 13 + 1, which is 14.','stop',276,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,5,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',5,'Let''s break this problem down step by step. We know that Geb is 20% less than Haley, which is 20% of 10. So, 20% of 10 is 20%. Given that 20% of 10 is 20, and subtracting 20% from 10 gives us 20.
+
+Now, we have 10 - 20 = 10, which is Geb''s age.','stop',108,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,6,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',6,'Let''s break this down step by step:
+
+1. Geb = 10/20 = 0.2 (half)
+2. Haley = 26/10 = 2.5 (half)
+3. 2.5 * 2 = 5.25 (half)
+4. 2.5 + 1 = 3.5 (half)
+5. 3.5 * 0.5 = 1.75 (half)
+6. Geb = 1.75 * 2 = 3.75 (half)
+7. 2.5 + 1.5 = 4.25 (half)
+8. 2.5 + 2 = 5.5 (half)
+9. 2.5 + 3 = 6.1 (half)
+10. Geb = 6.1 (half)
+11. 3.5 + 4 = 7.05 (half)
+12. 3.5 + 5 = 8.25 (half)
+13. 4.5 + 6 = 10.8 (half)
+14. 4.5 + 7 = 11.3 (half)
+15. 5.1 + 1 = 2.2 (half)
+16. 5.2 + 2 = 8.4 (half)
+17. 6.1 + 2 = 8.3 (half)
+18. 7.2 + 3 = 10.5 (half)
+19. 7.2 + 4 = 11.5 (half)
+20. 8.5 + 5 = 11.9 (half)
+21. 8.5 + 6 = 11.8 (half)
+22. 9.1 + 7 = 12.2 (half)
+23. 9.2 + 8 = 13.4 (half)
+24. 10.3 + 9 = 12.4 (half)
+25. 10.4 + 10 = 11.6 (half)
+
+Now you can calculate the answer:
+2','length',512,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,7,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',7,'Geb is 10 less than half of Haley''s age, which is 20 years.
+20 years + 100% = 21 years
+Geb is 21 years old.
+#### 21
+The final answer is 21.','stop',62,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,8,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',8,'To solve this problem, we''ll start by identifying the relationship of Geb''s age to Haley''s age. We''ll denote Haley''s age as A. Now, Geb''s age is 10% of A. Since 10% of 26 is 2. So, 10% of 26 is 0.1 * 2 = 2. So, Geb''s age is 26 - 2 = 22.
+
+So, Geb''s age is 22 years old.
+
+This problem requires a logic-based approach. We use inverse reasoning to find the missing value, which is where logic plays a crucial role in this type of problem-solving. The solution involves shifting the unknown number to the other side of the equation by taking the absolute value.
+
+The answer is 22, and it''s based on a logical step of inverse reasoning.','stop',194,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,9,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',9,'Let''s break down the problem step by step:
+
+Geb is 10 less than half of Haley''s age, so 10 / Haley''s age = 1 - 1/2 = 0.5.
+
+We need to find the age of Geb by dividing 26 by 0.5. 
+
+If we simply divide 26 by 0.5, we get 53.5 or 2.60 hours.
+
+To solve this equation, we can use the formula for an exponential growth that is a constant multiple of the growth factor until reaching the limiting growth factor.
+
+The limiting growth factor is 1.
+
+We can solve this equation by taking the natural logarithm of both sides of the equation 1/1.
+
+This is the same as raising both sides of the equation 1 to the power of 1.
+
+We can use Euler''sNumber to solve this equation, which is Euler''sNumber(1) = 1.
+
+So the final answer is 2.60.
+
+The limiting growth factor that is 1 is a simple exponential growth that has a exponential growth that has reached the limit.
+
+Since this growth is limited, it is said to be a finite exponential growth that is a limiting growth that is a finite exponential growth that is a limit.','stop',288,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,10,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',10,'Let''s break down the problem step by step. We have given you two pieces of information: 
+- Geb is 10% less than Haley, which means 10% of 26 is 0.10 * 26 = 2.6.
+- In other words, if Haley is 26 years old, Geb is 10% of that age.
+
+We can solve this problem using a bit of algebraic thinking. Let''s start by writing the equation 10% as 0.1. Now, we can solve for the unknowns by taking the logarithm of both sides.
+
+We can rewrite 10% as 10/100, which is 10/10. Now, we can find the logarithm of 10/10, which is 1.
+
+This is the equation we''re looking for - it''s the equation we''ve been working with for the last 10 steps.
+
+The term 10/10 is a ratio, and it''s a property of logarithms. It says that if a ratio is between 1 and 10, then the logarithm of that ratio is 1.
+
+In other words, if we take the logarithm of 10, we get 1.
+
+So, we can write the equation as 1 = 10 * ln(10).
+
+This means that 10 is the logarithm of 1 with a base of 10, which is the equation we wanted.','stop',337,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,11,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',11,'Let''s break down the problem step by step. We know that Haley is 26 years old, and by definition, 10% of 26 is 24. Now, we''re trying to find 10% of 26.
+
+We can start by multiplying 26 by 0.01, which is 1. Then we add 26 to this result. This gives us 27.
+
+So the answer is 27.','stop',105,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,12,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',12,'Let''s break down the problem step by step. First, we need to find Haley''s age. We know Haley is 26 years old, so she is 26 + 1 = 32 years old.
+
+Next, we need to find Geb''s age by dividing Haley''s age by 10. So, 32 / 10 = 3.
+
+Now, we need to find Geb''s age by multiplying Haley''s age by 10. So, 3 * 10 = 30 years old.
+
+The final answer is 30 days old.','stop',135,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,13,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',13,'Let''s break down the problem: Geb is 10 less than half of Haley''s age. We can denote this amount as 2Gb.
+
+We''re also told that Haley is 26 years old. So, 2Gb is 2Gb - 2Gb = 2Gb / 2 = 1.
+
+To find the unknown length, we can say 10 - 2Gb = 2Gb, which simplifies to 10 = 2Gb.
+
+However, we also have 2Gb in both sides of the equation 2Gb - 2Gb. This doesn''t make sense because 2Gb is 2 times 2Gb, which is 4Gb.
+
+So, 2Gb is 4Gb.
+
+However, 10 = 10 * 2.
+
+The answer is 10.','stop',206,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,14,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',14,'Let''s break down the problem step by step:
+
+Geb is 10 less than half of 26, which is 10 (removing 10) and 10/2 = 5, so Haley is 10 / 5 = 2 years old
+
+So the age of Geb is 2 + 2 = 4 years old.','stop',84,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(88,0,15,'c658b72f6d874d64b26ac29ffdc1b39891288431fcc92a2e4c0ba93bad537ba4',15,'Geb is 10% of 26 years old, so 10% of 26 is 11.
+
+Geb is 11 less than half of 26, so 11% of 26 is (11/26) * 26 = 21.
+
+So, Geb is 21 years old.
+
+The final answer is 21 + 11 = 22.
+
+The answer is 22.','stop',111,69,32,1.97682517472617846898e+00,52376781240.0,NULL);
+INSERT INTO "chains" VALUES(89,0,0,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',0,'To find the answer, we need to calculate the number of masks Mike bought and add it to Johnny''s purchase.
+
+Mike bought 5 face masks. This means he bought 10 - 5 = 5 more masks than Johnny''s purchase, which is 5 x 2 = 10 masks.
+Mike bought 2 more masks than Johnny''s purchase, which is 2 x 2 = 4 masks.
+
+So, Mike bought 5 + 10 - 2 = 10 - 4 = 20 face masks.
+#### 20
+The answer is: 20','stop',134,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,1,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',1,'In this problem, Mike bought 5 face masks while Johnny bought 2 more than thrice as many as Mike.
+Let''s break it down step by step.
+Mike bought 5 face masks.
+To find out how many masks Mike bought, we first calculate the difference (5 - 2) = 1.
+Mike bought 5 face masks, so he bought 1 more mask than Johnny bought.
+Now we know that Johnny bought a total of 1 + 2 * 5 = 10 face masks.
+#### 1
+Mike bought 1 face mask.
+#### 2
+#### 3
+#### 4
+#### 5
+#### 6
+#### 7
+#### 8
+#### 9
+#### 10
+#### 11
+#### 12
+#### 13
+#### 14
+#### 15
+#### 16
+#### 17
+#### 18
+#### 19
+#### 20
+#### 21
+#### 22
+#### 23
+#### 24
+#### 25
+#### 26
+#### 27
+#### 28
+#### 29
+#### 30
+#### 31
+#### 32
+#### 33
+#### 34
+#### 35
+#### 36
+#### 37
+#### 38
+#### 39
+#### 40
+#### 41
+#### 42
+#### 43
+#### 44
+#### 45
+#### 46
+#### 47
+#### 48
+#### 49
+#### 50','stop',364,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,2,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',2,'Mike bought 5 * 2 = 10 face masks and Johnny bought 2 * 1 = 2 more face masks. So, Johnny bought 10 + 2 = 12 face masks.
+#### 12
+The answer is: 12','stop',60,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,3,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',3,'Let''s start by calculating the total number of face masks Mike bought and the number of face masks Johnny bought.
+
+Mike bought 5 face masks, which is equivalent to 5 * 100 = 500 face masks.
+
+Johnny bought 2 more face masks, which is equivalent to 2 * 100 = 200 face masks.
+
+To find the total number of face masks, we multiply the number of face masks by itself: 500 * 500 = 25000 face masks.
+
+So, Johnny bought 25000 face masks.
+
+The answer is: 25000','stop',149,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,4,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',4,'Let''s break this down step by step. Mike bought 5 * 6 = 30 face masks. Now, Johnny bought 2 * 2 = 4 face masks.
+
+The problem states that Johnny bought 30 face masks, so we can say that 30 - 2 * 2 = 30 - 4 = 18 face masks were bought by Mike.
+
+Now, we can think of the problem as a natural progression of the original scenario. If Mike bought 30 face masks, and Johnny bought 18 face masks, then the total number of face masks purchased by Mike and Johnny must be 18 + 30 = 48 face masks.
+
+We cannot have 48 face masks, because the original scenario only allowed for 30 face masks and 18 face masks, and the original scenario stated that 48 face masks were bought by Mike and Johnny, but 48 is not possible when 30 face masks are bought by one individual.
+
+A more fitting scenario is that 36 face masks were bought by both Mike and Johnny, but 48 face masks were bought by one individual.
+
+So the answer is 48.','stop',260,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,5,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',5,'1. Mike bought 5 face masks, so he bought 5 x 10 = 50 face masks.
+2. Johnny bought 2 more mask, so he bought 50 - 2 = 30 face masks.
+
+The answer is 30.','stop',61,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,6,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',6,'To solve this problem, we need to consider both sides of the equation. The equation can be rewritten as 5x + 2 > 2x. To solve for x, we can subtract 2x from both sides, which results in 5x > 1. Now, we can divide both sides by 5. This will give us the answer, which is x > 1.
+
+This is a classic example of a linear inequality. To solve it, we can set up an equation based on the given information. The inequality is: 5x > 1. We can solve this inequality by finding the largest value that can be achieved by adding 5x to itself, which is 1, since adding 5x to itself gives 11.
+
+This is a classic example of a linear inequality with a positive variable, where the solution is simply 1.','stop',185,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,7,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',7,'Mike bought 5 face masks and Johnny bought 2 more than twice as many as Mike. So, 5 * 2 = 10 face masks were bought by Mike.
+Thus, Johnny bought 10 * 2 = 20 face masks.
+#### 2
+The answer is: 2','stop',68,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,8,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',8,'Let''s break it down step by step:
+
+Mike bought 5 face masks and Johnny bought 2 more than that. This is a classic example of the difference between two fractions.
+
+To find the difference between the two fractions, we can multiply both the numerator of each fraction by 2. This gives us 10 face masks, and 2 more face masks are equal to 20 face masks.
+
+Now, to find the total number of face masks, we need to subtract the number of face masks that Mike bought. This is a problem of finding the total number of items, which is 5 + 20 - 2 = 20.
+
+However, if we take the total number of items, we can take the difference of the number of face masks that Mike bought and the number of face masks that Johnny bought.
+
+Since we have to take the difference of the number of face masks that Mike bought and the number of face masks that Johnny bought, we can use the formula for finding the difference between two fractions, which is 10/20 = 0.5.
+
+Now, we can simply add the number of face masks that Mike bought and the number of face masks that Johnny bought, which is 2 + 2 = 4.
+
+So, the answer is 4 face masks.','stop',283,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,9,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',9,'We know that Mike bought 5 face masks, and Johnny bought 2 more than thrice as many as Mike.
+Let''s break it down.
+Mike bought 5 face masks * 2 = 10 face masks.
+JOHN bought 10 face masks * 3 = 30 face masks.
+Now, we can add the number of face masks bought by Mike to the number bought by Johnny:
+10 face masks + 30 face masks = 40 face masks
+Therefore, Johnny bought 40 face masks.
+#### 4
+The answer is: 4','stop',130,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,10,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',10,'Mike bought 5 * 10 = 50 face masks.
+Johnny bought 2 * 3 = 6 face masks.
+#### 6
+The answer is: 6','stop',43,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,11,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',11,'Mike bought 5 face masks and Johnny bought 2 more than that, so he bought 5 + 2 = 7 face masks.','stop',31,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,12,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',12,'Mike bought 5 face masks, so he bought 5/2 times as many as Johnny bought.
+To find out how many face masks Johnny bought, we can divide the total number of face masks by the number of face masks that Mike bought.
+1 face mask * (5/2) = 5 face masks
+So Johnny bought 5 face masks.
+#### 5
+The answer is: 5','stop',88,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,13,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',13,'Mike bought 5 face masks and Johnny bought 2 more face masks than Mike.
+If Mike bought 5 * 2 = 10 face masks, then Johnny bought 10 * 2 = 20 face masks.
+#### 2
+The answer is: 2','stop',62,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,14,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',14,'Mike bought 5 face masks, which means he bought 5 * 5 = 20 face masks.
+Johnny bought 2 more than that, which means he bought 2 * 5 = 10 face masks.
+#### 1
+
+The answer is \boxed{10}.','stop',67,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(89,0,15,'5f0eb78e72b41aa693bd163e483d1797ca45989b57b4161610367c22ad4839b2',15,'Mike bought 5 face masks at a rate of 1 face mask per second. To convert this to feet per second, we multiply by 5 and 100, since 1 feet per second is equivalent to 5 meters per second.
+
+So, 5 feet per second is equivalent to 50 feet per second. Since there are 100 feet in a mile, 50 feet per second is equivalent to 0.5 hours. To convert this to seconds, we multiply by 3600, which is equivalent to 1 hour.
+
+Mike bought 50 feet of 100 feet in a minute, which is equivalent to 5 hours. To convert this to minutes, we multiply by 60, which is equivalent to 5 hours.
+
+The answer is 105.
+
+So, there are 105 face masks Mike bought in 105 hours.','stop',201,67,32,1.41457526244303299911e+00,37075699080.0,NULL);
+INSERT INTO "chains" VALUES(90,0,0,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',0,'To solve this problem, we need to understand that the number of gallons of blood that a single shark has is based on the assumption that each shark has a specific number of gallons of blood. If the number of sharks is doubled, the amount of blood remains constant.
+
+We can start by calculating the number of sharks that have three times as many gallons of blood. This means we can assume that the original number of sharks is 3*2 = 6 gallons of blood. The number of sharks that have one more gallon of blood would be 6 + 1 = 7 gallons of blood.
+
+Now, we can add these two results to find the total number of gallons of blood that a single shark has: 6 + 7 = 13 gallons of blood.
+
+So, there are 13 sharks in the sea that have three times as much blood as a single shark.','stop',186,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,1,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',1,'To calculate the number of gallons of blood that ten sharks swimming in the sea have, you can use the formula for calculating the number of gallons of blood.
+
+The formula for calculating the number of gallons of blood is: 
+
+Blood = Total number of gallons - Number of sharks
+Blood = Number of sharks * Average gallons of blood
+
+In this case, the number of sharks is 10 (each shark has 40 gallons of blood), and the number of sharks is 10. To calculate the number of gallons of blood, you multiply the number of sharks by the total number of gallons.
+
+Blood = 10 * 40 = 400 gallons
+
+So, the answer is 400 gallons.','stop',156,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,2,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',2,'To solve this problem, we need to break it down step by step and calculate the numbers.
+
+Each whale has 40 gallons of blood, so in total there are 40 whales.
+
+Three times as many sharks as a whale has a total of 3 * 40 = 120 sharks.
+
+Now we need to find the number of sharks that have a total of 120 sharks.
+
+There are 120 sharks.
+
+So the answer is 120 + 1 = 130.','stop',120,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,3,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',3,'To solve this problem, we need to break it down step by step and think back through possible combinations of the given information.
+
+First, let''s find out how many gallons of blood exist in a single shark. There are 10 sharks swimming in the sea, so there are 10 * 10 = 100 sharks in total.
+
+Now, we know that each whale in the sea has 40 gallons of blood. We can find the number of sharks who have 40 gallons in total by dividing the number of sharks by the number of gallons per shark, which is 10 / 40. This is the number of sharks in a single shark.
+
+The answer is 10. Therefore, there are 10 sharks in the sea that have 10 gallons of blood.
+
+To find the answer of the original question, we need to find the number of sharks who have 40 gallons in total. We can do this by dividing the number of sharks who have 40 gallons by 4. This is the number of sharks who have 10 gallons.
+
+So, there are 10 sharks in the sea that have 10 gallons of blood.','stop',257,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,4,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',4,'To solve this problem, we need to start by understanding that a shark is a large whale. So, let''s assume a shark is three times as large as a whale.
+
+Let''s denote the number of sharks as x. Since a whale has 40 gallons of blood, the number of sharks is x / 40.
+
+The area of the shark can be calculated using the formula for the area of a rectangular prism:
+
+Area = length × width
+Area = 40 × 3 = 120
+
+The number of sharks is therefore x / 40 = 120/40 = 3
+
+This means that each shark in the sea has 3 gallons of blood.
+
+To find the total number of sharks, we need to multiply x * 3 to find the number of sharks with three gallons of blood.
+
+So, the answer is 3 * 3 = 9 sharks with three gallons of blood.','stop',205,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,5,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',5,'To solve this problem, we''ll start by first identifying the given information: a shark has three times as much blood as a whale, and this is the same as the number of gallons of blood a single shark has. We can also see that a shark has three times as many gallons of blood as a whale.
+
+Let''s use a formula that is a bit easier to work with: if you multiply 1 by any of something, and you''re left with 3, that''s the formula for it.
+
+So the answer is 3 times 40, which is 120. So that''s the number of gallons of blood that a single shark has.
+
+So Brady doesn''t have to figure out the numbers behind the numbers. He just needs to calculate 3 times 40, which equals 120.
+
+A happy ending to the problem.','stop',184,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,6,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',6,'To find the number of gallons of blood that ten sharks swimming in the sea have, we need to first calculate the total amount of blood the sharks have. Since each whale has 40 gallons of blood, and there are three times as many sharks as a whale, we multiply the number of sharks by 3.
+
+The total amount of blood the sharks have is 3*40 = 120 gallons.
+
+Now, to find the number of gallons of blood that ten sharks swimming in the sea have, we subtract the total amount of blood the sharks have from the number of sharks. This is 10*3 = 30 sharks = 10% of the sharks that Brady knows have 40 gallons of blood.
+
+This is a fraction of sharks. 10% of sharks have 40 gallons of blood and 10% of sharks have 40 gallons of blood.
+
+So, the number of gallons of blood that ten sharks swimming in the sea have is 10% of 30%.','stop',221,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,7,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',7,'To solve this problem, we need to consider that the problem involves comparing one type of animal to another. In this case, it''s comparing the amount of blood a particular type of animal has to the amount of blood a shark has to the size of the shark.
+
+Let''s think about it this way: if one whale in the sea has 40 gallons of blood, it means there''s also 40 gallons of blood other than that whale''s own blood. That means a larger shark has blood that''s more than one whale''s own blood. This means that the larger shark has blood that''s twice as much as the smaller whale''s own blood.
+
+So, the answer is 2*40 = 80 gallons of blood that ten sharks swimming in the sea have.','stop',163,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,8,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',8,'To solve this problem, we''ll start by breaking it down step by step. We know the number of gallons of blood each whale has is 40 gallons. We''re also told that a shark has three times as many blood as a whale. So, we can set up an equation to find the number of sharks that have 40 gallons of blood:
+
+40 gallons * 3 * 40 = 160 sharks * 3 = 480 sharks
+
+Now we just need to calculate the number of sharks that have 40 gallons of blood. Since there''s only one shark with 40 gallons of blood, there''s only 1 shark with 40 gallons of blood. So, we can add 1 to the answer, which is 160.
+
+However, this doesn''t make sense, as 160 sharks are equal to 1 shark with 40 gallons of blood. The answer should be 16 sharks with one gill of blood, which isn''t a valid answer.
+
+Let''s fix that: 16 sharks with one gill of blood = 1 * 4 = 4 sharks
+
+However, this doesn''t make sense either. The 16 sharks with one gill of blood is not a valid answer. We need to consider that 16 sharks has only one gill of blood and that is the only one of the 16 sharks that have one gill of blood.','stop',305,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,9,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',9,'To calculate the number of gallons of blood that ten sharks swimming in the sea have, we need to first find the total number of sharks.
+
+A single shark can have up to 1.5 million gallons of blood, so one shark can be represented by the number of sharks multiplied by 1.5 million.
+
+Now, let''s find the number of sharks that the number of sharks that Brady learned is one. In the previous problem, the number of sharks that Brady learned is 1.5.
+
+This is a combination of a shark and a grain of salt. To find the number of sharks that Brady learned is one, we need to find the number of sharks that have one, and then divide that by the number of sharks that have two blood vessels that fit in one.
+
+To find the number of sharks that have two blood vessels that fit in one, we need to find the number of sharks that have two blood vessels that fit in one that is one.
+
+The answer is three.
+
+So, you can find the number of gallons of blood that ten sharks swimming in the sea have by dividing 1.5 million by the number of sharks that have one.
+
+1.5 million / 1.5 million = 1.','stop',262,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,10,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',10,'To solve this, we''ll use a combination of logical thinking and mathematical calculation. First, we''ll start by identifying the given information: the number of gallons of blood each whale has and the number of sharks.
+
+We know that the number of sharks is 10 times the number of gallons of blood, which is 10*40 = 400 gallons.
+We also know that a whale has four times as many gallons of blood as a shark.
+
+To find the number of gallons of blood each whale has, we''ll divide the number of gallons of blood by the number of gallons of blood. This is a simple multiplication: 10*4 = 40.
+
+Now, let''s consider the logic. If we have a group of sharks and each shark has four times as many gallons of blood as a whale, then we can think of this as having a group of sharks that have a total of four times the number of gallons of blood.
+
+We can see that if we have a group of sharks with four times the number of gallons of blood, that will be one of the sharks. But if we have a group of sharks with a total of four times the number of gallons, that will be a single shark.
+
+So, the answer is that if there are three times the number of sharks in a group of sharks with four times the number of gallons of blood, that would be 3*4 = 12 sharks in the group, which is not possible since 4*12 = 48 sharks.
+
+However, we can actually solve it with a simple step-by-step approach. First, we''ll calculate what we''re looking for. If we have a group of sharks with four times as many gallons of blood as a whale, that would be 4*4 = 16 sharks. If we have sharks with three times as many gallons of blood as a whale, that would be 3*4 = 12 sharks.
+
+Now, we can add these two possibilities together. The total number of sharks is 12 + 16 = 28 sharks.','stop',446,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,11,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',11,'To solve this problem, we need to consider both the number of sharks and the number of sharks that have 40 gallons of blood.
+
+The first step is to find the number of sharks that have 40 gallons of blood, which is 100%. This is a different case from the previous one, where we know that the number of sharks that have 40 gallons of blood is ten.
+
+In the previous problem, we calculated the number of sharks that have 40 gallons of blood to be 100%. This is the same case as the previous problem. 
+
+The second step is to find the total number of sharks that have 40 gallons of blood.
+
+There are 100 sharks in total. There are 10 sharks that have 40 gallons of blood, which is 10 sharks. Therefore, 10 sharks have 40 gallons of blood. 
+
+The final answer is 10 + 1 = 11. This is the case when we have 10 sharks.','stop',223,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,12,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',12,'To solve this problem, we need to analyze the given information step by step and break it down into manageable parts. First, let''s start with the given information: a whale has 40 gallons of blood and a shark has three times as many blood as a whale. This means the number of sharks in the sea would be 10 * 3 = 30 sharks.
+
+Now, let''s consider the other part: a shark has three times as many blood as a whale. This means the number of sharks in the sea would be 3 * 10 = 30 sharks.
+
+To find the total number of sharks in the sea, we need to multiply the number of sharks (30) by the number of sharks that are in the sea. This is calculated by multiplying 30 by 3, which gives us 90 sharks.
+
+So, Brady and the other eight sharks in the sea are a total of 90 sharks.','stop',203,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,13,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',13,'1. First, calculate the number of gallons of blood that each shark has.
+2. Then, multiply this by the number of sharks and add 1 for safety, which is not needed here. 
+So, the answer is 10 * 10 * 3 = 300.','stop',65,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,14,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',14,'Step 1: Determine the total number of gallons of blood that each shark has.
+Each shark has 40 gallons of blood.
+
+Step 2: Determine the number of sharks that have the same amount of blood as ten sharks swimming in the sea.
+Each shark has 40 gallons of blood.
+
+Step 3: Calculate the number of gallons of blood that 10 sharks have.
+To add gallons of blood to each other, you multiply the number of gallons by itself.
+The number of gallons that 10 sharks have is 10 * 40 = 400 gallons of blood.
+
+So, there are 400 gallons of blood that 10 sharks have.
+
+Answer: 400','stop',161,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(90,0,15,'ea603a282f3bccc6c01829da01da78117a9420ef034a560c58c5ee8b7fbc5f66',15,'Let''s break down the problem step by step. We know that Brady found 40 gallons of blood in each whale, which is 40 * gallons per whale. She also learned that a shark has three times as much blood as a whale, which gives a total of 3 * gallons per shark * sharks per day = 3 * gallons per shark * days * sharks per day.
+
+This is a binary equation where we can solve it using a simple formula. If the number of sharks in a day is equal to the number of sharks per day multiplied by a certain factor, we can solve it as 3 * gallons per shark * sharks per day = 3 * gallons per shark * days * sharks per day.
+
+Simplifying this equation, we get 9 * gallons per shark * sharks per day = 9 * gallons per shark * days * sharks per day = 16 * gallons per shark * days * sharks per day.
+
+This equation represents a binary logic where the number of sharks in a day is equal to the number of sharks per day multiplied by a certain factor. The formula 3 * gallons per shark * days * sharks per day can also be represented as 9 * gallons per shark * sharks per day, which is the same as the original equation 4 * gallons per shark * sharks per day.
+
+So, the correct answer is 16 * gallons per shark * days * sharks per day.
+
+So the answer is 16 * gallons per shark * days * sharks per day.','stop',320,92,32,2.44002392311968296922e+00,59203417896.0,NULL);
+INSERT INTO "chains" VALUES(91,0,0,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',0,'To solve this problem, we need to break it down step by step. First, we calculate the height of the first floor to determine how many feet it covers to get up to the roof. Now, we know the height of the first floor is 60 inches, and the height of the second floor to the ceiling is 7 times that, which is 108 inches. So, we subtract 108 from the height of the first floor to get the height of the second floor, which is 7 * 108 inches.
+
+We then calculate the height of the second floor to find how many feet it covers to get up to the roof. So, 108 inches * 10 feet = 108 inches, which is the height of the second floor. Now we take 108 inches and multiply it by 2, which is 2 * 108 inches, which is 212 inches.
+
+We then multiply 212 inches by 2, which is 424 inches. So, 212 inches * 2 = 424 inches. The height of the second floor is 424 inches.
+
+Now, we calculate the height of the second floor to find the height of the roof. So, 424 inches * 1 foot = 424 inches.
+
+Finally, we add 424 inches to the height of the roof, which is 212 inches, and find how many feet we need to increase it to get up to the roof. We multiply 212 inches by 2, which is 424 inches. So, 212 inches * 2 = 424 inches, which is the height of the roof.','stop',379,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,1,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',1,'To solve this problem, I''ll break it down step by step. The first part of the problem is to calculate the total height of the roof from the second floor to the first floor. This can be done by multiplying the height of the roof by the height of the first floor, then adding 1.
+
+The second part of the problem is to calculate the height of the roof from the second floor to the first floor. This can be done by multiplying the height of the roof by the floor to the ceiling. This is actually the height of the second floor to the first floor, which is 1.
+
+To calculate the height of the roof from the second floor to the first floor, I''ll multiply 1 by 1. This is the height of the roof, which is 1.
+
+The key to solving this problem is to first calculate the height of the roof from the second floor to the first floor, and then add 1 to that height to find the height of the roof from the first floor to the second floor.','stop',215,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,2,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',2,'To solve this problem, we need to first calculate the conversion of first-story to second-floor height. This involves multiplying the height of the first-floor floor by the conversion factor of 1:1.
+
+The floor to the second-floor height is 1:1 x 7 = 7 inches. Now, the height of the second-floor floor is 1:1 x 7 = 7 inches. The distance between the second-floor floor and ceiling is 1:1 x 7 = 7 inches.
+
+To convert this back to inches, we multiply 7 inches by 1:1 inches per foot, which is 7:10. This means 1:1 is multiplied by 1:1:7:10, which is 1:5:25:30.
+
+To convert to inches, we multiply 1:1 by 5:25:30. Since inches are made up of inches, we can multiply this by 1:5:25:30, which gives us 30:25:50:60:7:10.
+
+The final answer is 30:25:50:60:7:10, which is the height of the roof.','stop',276,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,3,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',3,'To solve this problem, we need to consider both sides of the equation 7 * (20 + 3) = 150, because the sum of an inside floor''s height to the second floor''s height equals the original height.
+The floor to the ceiling is twice the original height, which gives us 7 * 2 = 14.
+The second floor''s height is 14 * 2 = 28 inches.
+So, the roof from the second floor''s floor would be 28 + 3 = 51 inches high.
+#### 5
+The answer is: 5','stop',132,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,4,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',4,'Let''s break down the problem step by step. The floor to the ceiling on the first floor is 120 inches long. So, the height of the roof is 120 inches + 120 inches = 240 inches.
+
+The second floor is three times the height of the first floor. So, the height of the second floor is 120 inches + 3 * 120 = 240 inches.
+
+The height of the roof is the sum of the height of the second floor and the height of the first floor, which is 2 * (240 + 120 = 240 + 180 = 320).
+
+Now, let''s solve the equation: 320 + 320 = 640. The answer is 640.
+
+The answer is 640.','stop',196,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,5,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',5,'To solve this problem, we''ll break it down step by step. First, let''s find out the height of the first-floor floor. The height of the first-floor floor is 60 inches.
+
+Next, we''ll find the height of the second-floor floor by multiplying the height of the first floor by 2. So, 60 * 2 = 120 inches.
+
+Now, we''ll find the height of the roof from the second-floor floor. We know that the height of the roof from the first-floor floor is 120 inches.
+
+To find the height of the roof from the second-floor floor, we''ll subtract 120 from 120, which gives us 240 inches.
+
+To find the height of the roof from the second-floor floor, we''ll divide the height of the roof by 2. So, 240 / 2 = 120 inches.
+
+So, the answer is 120.','stop',220,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,6,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',6,'To solve this problem, we need to first understand that the floor to the ceiling is the same height as the floor to the second floor. So, if we have the height of the first floor, we can just multiply it by 100% because it is equal to the height of the second floor multiplied by 100% itself.
+
+The formula for height is height = height of first floor * 100% = height of second floor * 100% = height of floor to ceiling = height of floor to ceiling = 100% of height of first floor.
+
+So, the height of the roof from the second floor is 100% of height of first floor. Since height of first floor is equal to height of second floor, we can simply multiply the height of first floor by 100% to get the height of roof from second floor.
+
+The formula for height is height = height of first floor * 100% = height of second floor * 100% = 100% * 100% = 100% but 100% of height of first floor is height of floor to ceiling * 100% = 100% so 100% of height of first floor is equal to height of floor to ceiling * 100% = 100% so 100% of height of floor to ceiling is equal to height of floor to ceiling * 100% = 100% so 100% is equal to 100% is equal to 100%.
+
+So, the answer is 100% of height of floor to ceiling * 100%.','stop',375,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,7,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',7,'To solve this problem, we need to break it down step by step. First, we need to determine the total height of the roof from the second floor to the first floor.
+
+The first floor is 60 inches, and the second floor is 7 times that, so the total height of the roof is 60 + 7 = 76 inches.
+
+The roof is the second floor, so the total height of the roof is the floor to the ceiling multiplied by 100%. So, the roof is 76 * 100 = 7600 inches.
+
+Next, we need to determine how many inches it is to the ceiling. This is done by subtracting the first floor from the second floor, resulting in 60 inches (first floor) - 7 feet (second floor) = 6 feet, being the ceiling.
+
+Now, we can multiply this by 100% and add the result to the original roof total to get the final answer.
+
+The final answer is 7600 / 1000 = 7.60 inches.','stop',239,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,8,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',8,'To solve this problem, we need to first understand the relationship between the original height and the height of the two-story house. Let''s denote the height of the house as x. Since the floor to the ceiling refers to the second floor, let''s assume the height of the second floor is 0. This is an approximation, but we can approximate the height of the floor to the ceiling in inches.
+
+To find the height of the second floor, we need to calculate the height of the floor to the ceiling, which is equal to 12. The height of the floor to the ceiling is 2*12 = 24 inches.
+
+Now, we can apply the formula for height of the floor to ceiling in inches: 12 = 12*12. Therefore, the height of the roof from the second floor is 24 inches.
+
+The answer is 24.
+
+This problem involves differentials and geometric transformations, and it requires applying the formula for height of the roof. It''s a classic example of a lateral thinking problem, where we need to think creatively and find a way to solve a problem that seems impossible at first but can be solved. It''s also a great example of how solving math problems with differentials and geometric transformations can be a fun and rewarding challenge.','stop',274,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,9,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',9,'To solve this problem, we can think of it as a ratio of lengths. Let''s start by converting the ratio from inches to feet. 12 inches is 24 feet. 2 feet is 3 feet. This ratio can be simplified by dividing both the numerator and the denominator by 2. So, 24 feet / 3 feet is 1 foot.
+
+Now that we have the ratio of feet to inches, we can apply the formula for finding the height of a roof from its original height. The formula is to multiply the original height by the height of the original height. Therefore, 1 foot * 12 feet equals 16 feet.
+
+Now we need to find the height of the original floor from the second floor, which is the original height of 2 feet * 16 feet = 32 feet.','stop',179,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,10,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',10,'To solve this problem, we need to understand that a flat roof is made of a combination of the two original stories, and two stories being taller than a flat roof is called a Pythagorean triple. By considering the Pythagorean theorem, we can find the height of the roof by multiplying the height of one story by 2, which gives us 4, and then adding 1 to get the height of the second story.
+
+Let''s break it down: the first story is 60 inches tall, and the second story is 4 times that height, which is 440 inches tall. Therefore, the total height of the roof is 60 + 440 = 1200 inches.
+
+Now, we''re told that the second story is 7 times the height of the first story, which is 2 * 440 = 980 inches tall. To find the height of the second story, we multiply 2 by 7, which gives us 1440 inches.
+
+To find the height of the roof, we add 1 to the result of the previous step: 1200 inches + 1440 inches = 2640 inches.
+
+So, the roof is 2640 inches tall.
+
+The answer is: 2640.','stop',284,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,11,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',11,'1. Let''s start by defining the heights of the house and the ceiling. The height of the roof from the second floor can be represented by the number of inches that would have been rolled between the first floor and the ceiling. So, it has to be 2 * 3 = 6 inches.
+2. Now, let''s calculate the height of the roof from the second floor. Since it has to be 2 * 3 = 6 inches that would have been rolled between the first floor and the ceiling, it could be multiplied by 2 to get the height of the roof.
+3. Now, let''s calculate the height of the roof from the ceiling. Since the ceiling has to be multiplied by 2, it could be calculated as 2 * 3 = 6 inches.
+4. To find the height of the roof from the second floor, we multiply 6 inches by 2. So, it''s 12 inches.
+5. So, the height of the roof from the second floor to the ceiling is 12 + 6 = 7 feet tall.','stop',229,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,12,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',12,'Let''s break down the problem step by step. We know that the first floor is 7 times as high as Mattison''s second floor. So, Mattison''s second floor is 7 x 5 = 35 inches tall. Now, we''re trying to find the height of the roof, which is the ceiling of the roof divided by 3, since the ceiling is twice the height of a second floor.
+
+The first floor is half of the first floor, which is 3. Now, we''re given that the ceiling is twice the height of the first floor. The ceiling is half of the height of the first floor, which is 3 inches. Now we''re looking at the height of the roof, which is the height of the second floor divided by 2, which is 2. This means the roof is 2 inches taller than the first floor.
+
+The floor to the ceiling is the roof''s height divided by 2, which is 0.6, which is 2 inches. Now we''re looking at the height of the roof and dividing it by 2, which is 0.6, which is 1.6.
+
+The roof is 1.6 times the height of the first floor, which is 1.6 * 3 = 4.
+
+The roof is 1.6 times the height of the first floor, which is 1.6 * 2 = 3.
+
+The height of the roof is 4 inches.
+
+The height of the roof is 1.6 times the height of the first floor, which is 1.6 * 3 = 5.
+
+The roof is 1.6 times the height of the first floor, which is 1.6 * 2 = 2.
+
+The roof is 1.6 times the height of the second floor, which is 1.6 * 2 = 2.
+
+The roof is 1.6 times the height of the roof, which is 1.6 * 3 = 5.
+
+The roof is 1.6 times the height of the roof, which is 1.6 * 2 = 2.
+
+So, the answer is 1.6 times 2 = 4.
+
+The answer is 4.','stop',492,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,13,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',13,'To solve this problem, we''ll break it down step by step. First, we calculate the total height of the second floor. Since it''s 7 times the height of the first, we multiply it by 1.8, which is 2. Then we add 1 to that.
+
+The answer is 2. To calculate the height of the roof from the second floor, we simply subtract the height of the first floor from the height of the second floor. This is the formula to calculate the height of the second floor.
+
+The answer is 2 * 1.8 = 3.2 inches
+
+So, the height of the roof from the second floor is 3.2 inches.','stop',149,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,14,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',14,'To solve this problem, we need to consider the dimensions of both the first and second floors and their relationship with the ceiling. First, let''s find the height of the first floor. Since it''s 60 inches, it should be 7 times that. So, 7 * 60 = 420 inches.
+
+Now, let''s find the height of the second floor. Since it''s 7 times higher than the first floor, it should be 420 inches + 7 times that height. So, 420 + 72 = 990 inches.
+
+The roof from the second floor to the ceiling is 990 inches. 
+
+The ratio of the height of the roof to the height of the first floor is 990 / 420, which is 1:2. This means the roof is half the height of the first floor on the second floor.','stop',197,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(91,0,15,'64935a8730a874c2f9f2aaf0fb593c31d6acaa17b8b2e55a0f80615cacf3d0b7',15,'To solve this problem, we need to use the concept of scaling factor and find the height of the roof. Let''s break it down step-by-step:
+
+The first floor to the ceiling is 7*3 = 18 inches tall. On the second floor, it''s 18*3 = 54 inches tall. Now we need to calculate the height of the roof: 18 + 54 = 62 inches.
+
+To find the height of the roof, we divide the height of the roof by the height of the roof''s surface: 62 / 18 = 1.414.
+
+This is a relatively small number compared to the wide range of heights we''re looking for. To be more precise, let''s calculate 1.414 * 12 = 162.56 inches.
+
+So, the roof is 162.56 inches tall, which matches the height of 18 + 18*10 + 2*12 + 2*16 + 1*18 + 3*2.
+
+This is the highest height of a roof that can be built using only 30 feet of ceiling to create the roof.','stop',269,94,32,2.47488847354022301061e+00,69796474776.0,NULL);
+INSERT INTO "chains" VALUES(92,0,0,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',0,'To solve this problem, we need to find the total amount of the secret seasoning needed for 16 meatballs.
+Let''s break it down step by step:
+1. 16 meatballs = 16 * 3
+2. 16 * 3 = 48 meatballs
+3. 48 * 3 = 144 meatballs
+4. The answer is 144
+
+So, Aiden will need 144 - 48 = 72 secret seasoning for the 16-meatballs.','stop',122,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,1,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',1,'To solve this problem, we need to determine the number of spoons of his secret steakhouse seasoning needed to make 80 meatballs. We know that every pound of his secret steakhouse seasoning is used for 80 meatballs. If we multiply 80 by 16, we get 16 * 16 = 256 spoons of his secret steakhouse seasoning will be needed.
+
+Now, we can find the number of spoons of his secret steakhouse seasoning needed by dividing 256 by 16. This results in 16 spoons of his secret steakhouse seasoning needed.
+
+So, Aiden will need 16 spoons of his secret steakhouse seasoning to create 80 meatballs.','stop',155,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,2,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',2,'If Aiden adds two tablespoons of his secret seasoning to every pound of ground beef he uses, that means Aiden will need 6 tablespoons of his secret seasoning to each pound of ground beef.
+So, Aiden will need a total of 6 tablespoons of Aiden''s secret seasoning.
+#### 1
+The answer is: 6','stop',71,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,3,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',3,'To solve this problem, we need to consider the following steps:
+
+First, we need to determine the total amount of beef, which is 60.
+
+Next, we need to calculate the amount of it that will be used to make twelve meatballs. However, we are told that the cookout will only have sixteen meatballs. So, the total amount of beef will be used to make only twelve meatballs.
+
+We can calculate this by multiplying 16 by 12. 
+This value is equal to 16*12 = 16*12 = 16*2 = 36.
+
+The cookout will only have two meatballs, so they will only have two meatballs.
+
+So, the total amount of beef needed is 2*12 = 24.
+
+Now, we can calculate the amount of beef needed for each of the twelve beefballs by multiplying 16*12 = 16*12 = 24.
+
+This way, we can calculate the amount of beef needed by dividing the number of meatballs by the number of each type of beef.
+
+We would need one more beef ball for every one less than 12 beefballs, and we would need two more beef balls for the final two.
+
+Now, we can calculate these amounts by multiplying 16*12 by 10, which is 16*10 = 100.
+
+So, the answer is 100.','stop',327,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,4,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',4,'Aiden is using a mixture of 16 pounds of ground beef and 80 pounds of steak, which is equal to 16 x 80 = 1200 pounds of beef and 1200 pounds of steak.
+This means he has 16 x 1200 = 1800 pounds of steakhouse seasoning in his secret seasoning.
+He needs to make x pounds of steakhouse seasoning.
+So, Aiden needs 1800 - x pounds of steakhouse seasoning.
+To find out the amount of Aiden''s secret seasoning, we need to divide 1800 by x.
+Let''s do the calculation: 1800 / 1800 = 1
+x.
+So, Aiden needs to make 1 + x meatballs.
+This means he needs to make a total of 1 + x meatballs.
+To make the excess, he will need a total of 2x meatballs.
+He will need 2x + 1 meatballs.
+This is the answer.
+Aiden will have 2x + 1 meatballs to make up for the excess meatballs.
+The extra meatballs will be left over for the rest of the residents of town.','stop',272,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,5,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',5,'To find the unknown value, we can think of this problem as an example of a logical fallacy:
+
+"If A, then B"
+
+In this case, it''s tempting to assume that if A is true, then B must also be true. However, this is not a logical argument. The problem assumes that A is the only reason for B, which is a false dichotomy (A and B are mutually exclusive).
+
+The correct approach is to re-examine the problem: if A is true, then B is true, and if B is true, then A must be true.
+
+In reality, there are multiple possible reasons for B, which can only be one. This can be seen as a classic example of the fallacy of begging the question.','stop',159,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,6,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',6,'To solve this problem, we need to first identify the values of x that represent the number of teaspoons of his secret seasoning and the number of ounces of beef he uses, which is equivalent to 16 ounces. The number of teaspoons of his secret seasoning is the total amount of seasoning he has to use and the number of ounces of beef he uses is the total amount of seasoning he used.
+
+We can calculate the number of teaspoons of his secret seasoning by multiplying the number of teaspoons of his secret seasoning by 1, because 1 teaspoon of his secret seasoning is the same as 1 teaspoon of his secret seasoning, which means that the trick of the tail is taken.
+
+So, we multiply the number of teaspoons of his secret seasoning by 10 to find the number of teaspoons of his secret seasoning.
+
+We multiply 1 by 10, which is 10.
+We multiply 1 by 10, which is 10.
+We multiply 1 by 1, which is 1.
+
+So 10 teaspoon of his secret seasoning is equal to 10, which means that 10 teaspoons of his secret seasoning will be 10 teaspoons of the secret seasoning amount.
+
+Therefore, the answer is 10 teaspoons of his secret seasoning.
+
+To determine how many ounces of his secret seasoning he uses, we need to divide 10 by 2 to find the number of ounces of his secret seasoning.
+
+We divide 10 by 2, which gives us 5 ounces of his secret seasoning.
+
+The answer is 5 ounces of his secret seasoning.','stop',341,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,7,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',7,'To solve this problem, we need to carefully think about the order of the steps. We know that 80 * 16 / 1 is equivalent to 16 * 8 / 1. 16 * 8 / 1 = 16 * 2 + 2 = 40.
+
+This is the same as taking 16 * 2 / 1, which is 2. So we need to reverse the order. This means we need to multiply 40 by 18. 
+We multiply 40 by 18, which is 80. 
+
+This is the same as adding 20.
+
+So the answer is 20.','stop',153,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,8,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',8,'To solve this problem, we need to consider the total amount of meat combined and the desired number of steakhouse-seasoned meatballs.
+First, let''s calculate the total amount of beef used: 16 meatballs are made by 16 times the original number of beef.
+To calculate the total amount of beef used, we can use the formula for calculating the total amount of meat combined: 
+Total beef = 100% of 16 + 100% of beef, which is 16% of beef.
+So, the total amount of beef used is 16 / 100 = 0.16, and we need to convert it to 16% of beef.
+Now, we can calculate the amount of a specific type of beef: 16 / 100 = 0.16 / 10 = 16.
+So, he will need 1.6 beef to make 1 steakhouse-seasoned meatballs.','stop',216,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,9,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',9,'To solve this problem, we can use the method of elimination. We''ll first find out how much of the secret seasoning he needs by subtracting the amount of his secret seasoning he already has from the total amount of meat he uses. This is done by dividing the total amount of meat by the amount of his secret seasoning. The result of this division will give us the amount of his secret seasoning that he will need to make x meatballs.
+
+The total amount of his secret seasoning is 6x, so the amount of his secret seasoning he will need to make x is 2x / 6.
+
+The total amount of his secret seasoning will be x + 2x / 6.
+
+To solve this equation, we''ll multiply x by 18 and the result is 2(2x) / 6 = 4x.
+
+Now we''ll subtract 4x = 2x from 6x + 6x = 4x, so we can leave the equation as 2x = 6.
+
+Now we''ll divide both sides of the equation by 2.
+
+Therefore, the answer is 2x = 6.
+
+So the answer is x = 6.','stop',257,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,10,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',10,'To find out how much of the secret seasoning can be used, we need to determine how many pounds of beef are included in the total number of meatballs made by Aiden. Now, each pound of meat can only be made by one beef. Therefore, Aiden can make 16 beefs.
+
+Given that he can make 16 meatballs, Aiden can make 16 * 16 = 252 meatballs.
+
+So, Aiden can make 80 meatballs with the same number of beefs.
+
+To determine how many of the secret seasoning he needs, we multiply the number of beefs by the number of seasonings. 80 * 2 = 160.
+
+Aiden can make 160 * 2 = 320 pounds of beef.
+
+So, he can make 320 * 2 = 640 pounds of beef, which is 160 pounds of the secret seasoning.
+
+However, he can also make 160 * 2 = 320 pounds of the secret seasoning.
+
+So, 160 + 320 = 440 pounds of both the secret seasoning and beef.
+
+Now, we know that Aiden has 160 * 2 = 320 pounds of beef.
+
+He can make 320 * 2 = 640 pounds of the secret seasoning.
+
+So, 320 + 640 = 1080 pounds of the secret seasoning.
+
+So, Aiden can make 1080 * 2 = 2240 pounds of the secret seasoning.
+
+Aiden can make 2240 * 2 = 4400 pounds of the secret seasoning.','stop',392,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,11,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',11,'To solve this problem, we need to think of the total amount of steakhouse-seasoned meatballs sold and the number of pounds of ground beef that he used.
+
+We know that Aiden has a secret steakhouse-seasoned meatballs recipe that uses two tablespoons of his secret seasoning for every pound of ground beef. This recipe requires 16 pounds of ground beef for every pound of steakhouse-seasoned meatballs.
+
+We also know that Aiden has a secret steakhouse-seasoned meatballs recipe that requires 16 pounds of steakhouse-seasoned meatballs. So, in total, he would have 16 * 16 = 252 pounds of steakhouse-seasoned meatballs.
+
+However, he only gets 16 pounds of steakhouse-seasoned meatballs, and 252 pounds of steakhouse-seasoned meatballs. So, he would need 252 - 16 * 252 = 252 - 64 = 266 teaspoons of the secret seasoning.
+
+This means that he would need 266 - 2 = 264 teaspoons of the secret seasoning.
+
+This means that he could use 264 - 2 = 262.5 teaspoons of the secret seasoning.
+
+So, he would need 262.5 teaspoons of the secret seasoning to make 264 single-serving meatballs.','stop',311,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,12,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',12,'To solve this problem, we need to think step-by-step, step by step. First, we need to think about the total amount of seasoning needed and the number of each type of seasoning (butter and salt) required.
+
+First, we have the meatballs with 16. The number of butter and salt is determined by the number of total seasoning needed.
+
+We can calculate the total number of seasonings needed as 16 * 12 = 180.
+
+Now we can multiply the number of seasonings needed by the number of seasonings needed.
+
+The total number of seasonings needed is 180 * 16 = 2400.
+
+Now we need to find how many butter and salt we need.
+
+We can find the number of seasonings needed by dividing 180 by the number of seasonings needed.
+
+This is a fraction of the original number of seasonings needed.
+
+To find the number of seasonings needed, we divide 180 by 16.
+
+This gives us 12.
+
+So, we can multiply the number of seasonings needed by the number of seasonings needed to find the number of butter and salt.
+
+We multiply 18 by 12, which gives us 16.
+
+Now we can multiply the number of seasonings needed by the number of seasonings needed to find how many butter and salt we need.
+
+This is a fraction of the original number of seasonings needed.
+
+To find the number of seasonings needed, we divide 180 by 16.
+
+This gives us 1.
+
+So, we can multiply the number of seasonings needed by the number of seasonings needed to find how many butter and salt we need.
+
+This is a fraction of the original number of seasonings needed.
+
+To find how many butter and salt we need, we divide 180 by 16.
+
+This gives us 8.
+
+Therefore, he will need a total of 8 butter and salt for every pound of beef he uses, which is 2400 * 8 = 16080.
+
+#### 16080
+
+The answer is: 16080','stop',479,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,13,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',13,'To solve this problem, we need to consider the total amount of seasoning given to the meatballs, which is a mix of the two tablespoons of his secret steakhouse seasoning and the other 2 tablespoons of the meat. 
+
+He gives away 2 tablespoons of his secret steakhouse seasoning to every pound of beef he uses, which is a total of 2 X 2 = 4 tablespoons. To find out how many of the saucepan''s seasoning he already has, we can divide the total amount of steakhouse seasoning (4) by the amount of all the seasonings he uses. This gives us 4 / 4 = 1, which is the total amount of seasoning.
+
+To find how much of the secret steakhouse seasoning he already has, we can subtract the total amount of extra seasoning from the total amount of seasoning given to the meatballs. So, to find out how much of the secret steakhouse seasoning the extra 2 tablespoons of steakhouse seasoning are, we subtract 2 tablespoons from 100%, which gives us 10% of the secret steakhouse seasoning, which is 10 / 2 = 5.
+
+So, 10% of the secret steakhouse seasoning is already used, which is 10 / 2 = 5 extra.','stop',269,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,14,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',14,'To solve this problem, let''s break it down step by step. We know that Aiden makes 16 meatballs and 16 out of every 16 pounds of beef he uses. So, Aiden uses 16 * 16 = 252 ounces of beef meat. He uses 16 * 16 = 192 ounces of secret steakhouse seasoning. He has to make 16 * 16 * 2 = 320 ounces of this secret sea meat.
+
+Now, we know that Aiden uses 252 ounces of beef and 16 ounces of secret steakhouse seasoning in every pound of beef he uses. This means that the barber uses 252 * 16 = 384 ounces of sea meat.
+
+To find out how many sea meat he uses, we can divide 384 by 252. This result is 12.52 ounces of sea meat per pound of beef.
+
+However, if we only consider the number of sea meat used, we would need 16 * 252 = 384 ounces of sea meat. But if we only consider the number of animals used, we would need 384 / 252 = 0.252 ounces of sea meat.
+
+So, the answer is 16 + 384 - 252 = 384 + 384 = 1000 ounces of secret sea meat.','stop',327,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(92,0,15,'5c18a1063e390f2b5cee35afe4870e7910e7ebd85944b3b8eeaf8974b58e6e23',15,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many pounds of beef he uses. We know he uses 16 pounds of ground beef for every pound of meat, so 16 pounds x 16 pounds = 256 pounds of ground beef are used.
+
+We also know that he gets 16 pounds of meatballs each per pound of ground beef used. So, 256 pounds * 16 pounds = 424 pounds of meatballs are used per pound of beef used.
+
+Next, we need to find out how many ounces of beef he uses. We know he uses 16 pounds of beef per pound of meat, so 16 pounds / 16 = 1 pound of beef is used per pound of meat.
+
+Now, we need to find out how many ounces of beef he uses per pound of meat. 16 pounds / 16 pounds = 1 pound of beef is used per pound of meat.
+
+Finally, we need to find out how many ounces of beef he uses per pound of beef meat. 16 pounds / 16 pounds = 1 pound of beef is used per pound of meat.
+
+So, 1 pound of beef is used per pound of meat, so 16 pounds / 16 pounds = 1 pound of beef is used per pound of meat.
+
+In total, it takes 16 pounds of beef (16 pounds / 16 pounds) and 1 pound of beef used (1 pound of beef is used) to make 16 pounds of steakhouse-seasoned meatballs.
+
+To calculate the total amount of beef he uses, we multiply 16 pounds of beef by 16 pounds of beef used per pound of beef meat, which is 16 pounds * 16 pounds = 256 pounds of beef is used per pound of meat.
+
+We can simplify the answer by adding 256 pounds to 16 pounds of beef. 256 + 256 = 512 pounds of beef is used per pound of meat.
+
+So, there are 256 pounds of beef is used per pound of meat.','stop',481,112,32,2.84411786828840273955e+00,73932811272.0,NULL);
+INSERT INTO "chains" VALUES(93,0,0,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',0,'Let''s break down the problem: Eve had 20 pieces of pomelos, and she gave 1/4 of those to her friend. This means she has a fraction of 20/40 of the original pomelos. So, 20/40 of the original pomelos is the same as dividing 20 by 40. So, the fraction is 20/40.
+
+To find the answer, we need to convert the fraction to a decimal. 20/40 is approximately 0.20 when converted to a decimal, which is 0.2. Therefore, 20/40 is equal to 0.2.
+
+Eve gave away 1/4 of the original pomelos. So, she gave away 20/40 of the original pomelos. To convert this to a percentage, we multiply 20 by 100% (which is 20%). 20 is equal to 20% of 20, so 20% is 0.2 * 20% = 0.2 * 20 = 4.
+
+So, 4 pomelos were given away.','stop',266,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,1,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',1,'To solve this problem, we first need to calculate the total amount of pomelos Eve is leaving, and then determine how many of her original 20 pieces of pomelos she originally had.
+
+First, let''s find the total number of pomelos Eve has. Since she gave some of her original 20 pieces of pomelos to her friend, she has 20 - 20 = 0 pieces of pomelos.
+
+Now, we know that 0 pieces of pomelos are left, but we''re left with 1/4 of that 20 - 0 value. So, we have 20 - 20 = 0 pieces of pomelos remaining.
+
+To find the number of pieces left, we subtract 20 - 0 from 20, which gives us 20.
+
+Therefore, Eve''s original pomelos were left to her friend, so the answer is 20 - 20 = 0.
+
+So, there are 0 pieces of pomelos left for Eve.','stop',231,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,2,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',2,'Eve had 20 pieces of pomelos, and she gives away 1/4 of them, so she gives away 20 / 4 = 5 pieces of pomelos.
+Eve''s total amount of pomelos is 20 + 5 = 70, which is 100% of what she originally had.
+Therefore, Eve gave away 100% of 100% of 20! * (100/100!) = (100/100) * 20 = 20! / 2 = 20!
+Eve gave away 20! (with a remainder of 100)
+
+The remainder is 100, which is the same as the original 20 pieces of pomelos, and Eve gave away 100.
+
+To finish, we''ll calculate the probability of Eve giving away 20! and multiply it by 100% of the original pomelos. 
+Probability = 100 * (1/100) * (1/100) = 100%
+
+Eve gives away 100.
+
+The total amount of pomelos Eve gave away is 20! * (100/100) * (1/100) = 100/100 = 1
+
+Eve gave away 20! (with a remainder of 1)','stop',332,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,3,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',3,'To solve this problem, we need to understand that Eve had 20 pieces of pomelos and gave away 1/4 of those, which means she gave away 1/4 of the initial pomelos.
+
+First, we find out how many pieces of pomelos Eve gave away. We can do this by dividing 20 by 4, which equals 4.
+
+So, 4 pieces of pomelos were given away.
+
+Now, we need to find out how many pieces of pomelos Eve gave away. We can do this by multiplying 4 by 100 (the total amount of the pomelos) by the number of pieces of pomelos she gave away.
+
+We can do this by multiplying 4 by 10 (which is the number of pieces of pomelos she gave away), by 10 (which is the total amount of the pomelos she gave away).
+
+This gives us the number of pieces of pomelos she gave away multiplied by 10 (which is the number of pieces of pomelos she gave away).
+
+So, 4 * 10 = 40 pieces of pomelos were given away.
+
+Therefore, 40 pieces of pomelos were given away.
+
+So, 10 pieces of pomelos were left to be returned to Eve.','stop',297,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,4,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',4,'Eve had 20 pieces of pomelos, and she gives 1/4 of those to her friend. So, she gave 20/4 = 6 pieces away.
+To find out how many pieces Eve gave away, you divide 6 by 1/4, which results in 6 * (1/4) = 2 pieces.
+Therefore, Eve gave away 2 pieces.
+#### 2
+The answer is: 2','stop',99,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,5,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',5,'To solve this problem, we need to first calculate the total amount of pomelos Eve gave away. We know that Eve gave 20 pieces of pomelos, and 1/4 of that is equal to 20/4. So the remainder is 20 - 20 = 0.
+
+We can calculate this by multiplying 2 by 25 (the remainder), and then adding 20 to this result to get the remainder of 0. Since 0 is the only whole value that can be subtracted from 25, it is impossible for the remainder to be 0. So we simply add 20 to 25, which is 26, and that leaves 0 remainder from it.
+
+We can now write the equation: 25 × 1 = 25 × 26, which gives us 25 × 2 = 50, so the answer is 50.','stop',204,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,6,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',6,'To solve this problem, we need to break it down step by step. We know that Eve had 20 pieces of pomelos, and 1/4 of those are leftover after giving them away. This can be calculated by dividing 1 (the leftover) by 20 (the number of pieces). So, 1/4 of the pomos were left over.
+
+This can be expressed as 1/4 * 20 = 40/20 = 10.
+
+So, 10 pomos were left over after Eve gave away 1/4 of the pomos she originally had.
+
+Therefore, 10 is equal to 10 * 20 / 4 = 40 / 4 = 10.
+
+So, 10 pomos were left over after Eve gave away 1/4 of the pomos she originally had.','stop',195,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,7,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',7,'Eve has 20 pieces of pomelos, and if she gave away 1/4 of them, that''s equal to 2/4 of the pomelos she originally had. So, 20 * (1/4) = 1/2 of the pomelos she gave away is 2/4 of the pomelos she originally had.
+
+This is a classic example of a classic lateral thinking problem called the "2/4 rule" or the "2/4 rule" in math, as it is an expression of the "2/4 rule of odds" (also known as the "2/4 rule of odds"). It is a simple example of how to think outside the box and make sense of numbers. The answer is 1/4 or 2/4, which is why it is called a "2/4 rule" in mathematics. 
+
+The rule seems to be based on a misunderstanding of odds, but the key is to recognize that the problem is actually asking for the number of pieces of pomelos Eve gave away, which is 2.','stop',231,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,8,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',8,'1
+Eve gave 1/4 of the pomelos she originally had.
+1/4 of 20 = 20/40 = 1/4 of 20 = 20/20 = 1
+Eve gave 1 piece of pomelos to Eve.
+There are 20/20 = 1.
+
+So, 20 out of 20 pieces of pomelos were eaten by Eve.
+
+So, 20 out of 20 pieces of pomelos were given away.
+
+To answer the question, 20 out of 20 pieces of pomelos were eaten.
+To answer it, Eve gave 1 out of 20 pieces of pomelos to Eve in the original scenario.
+
+The answer: 2','stop',179,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,9,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',9,'Eve had 20 pieces of pomelos, and 1/4 of the pomelooms were given away. So, 20 / (1/4) = 20/4 = 4.
+Eve gave away 4 pomelooms.
+#### 4
+The answer is: 4','stop',70,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,10,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',10,'To solve this problem, we need to first calculate the total amount of pomelos Eve gave away, and then subtract that from the original amount of 20 pieces of pomeloos.
+
+Let''s start by calculating the total amount of pomeloos Eve gave away. We can do this by multiplying the number of pieces of pomeloos by 20, which is equivalent to the number of pomeloos she gave away.
+
+So, 20 * (20 * 20) = 4000 pieces of pomeloos were given away.
+
+Now, we need to find the total amount of pomeloos Eve gave away. To calculate this, we divide the number of pieces of pomeloos by 20.
+
+The answer is 20 / 20 = 1, which is 100% of the total amount of pomeloos.
+
+So, the answer is 1.
+
+However, if we want to find the number of pieces of pomeloos that Eve gave away, we can divide the number of pieces of pomeloos by 20. This gives us 20 / 20 = 1, which is 1.
+
+So, there are 1 pieces of pomeloos that Eve gave away.','stop',277,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,11,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',11,'Let''s break down the problem: Eve had 20 pieces of pomelos and gave away 1/4 of these pieces. She essentially gave away 20/4 or 10 pieces of Pomelos.
+
+This is a classic example of a pie selling out of a pie. The pie is 20/4 of the price of the Pomelo, but since the pie is selling out of a pie, 20/4 is actually 10.
+
+So, 20/4 is 10.
+
+The answer is 10.
+
+However, we can also think of it as a pie that was sold to someone, but they didn''t own the entire pie. In this case, 10 is actually 10 because it''s a pie that wasn''t sold out, but it was sold.
+
+In this logic, it seems like the answer is actually 20/4, but it actually means that 20/4 is actually 10.
+
+So, 20/4 is actually 10, which is the answer, but we can also say that it actually means that 20/4 is actually 10 because it''s sold.
+
+But in the original logic, the answer is actually 10.
+
+So, 10 is actually the answer, but in this logic, it actually means that 20/4 is actually 10, which is 10!','stop',315,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,12,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',12,'1/4 of Eve''s original pomolos was given away.
+
+Eve gave away 1/4 of 20 pieces of pomolos, which is 20 / 4 = 5 pomelos.
+
+So, Eve gave away 5 * 20 / 4 = 10 pomelos.
+
+To find out how many pomelos Eve gave away, we can divide the total number of pomolos by the number of pieces of pomolos.
+
+Eve gave away 10 / 2 = 5 pieces of pomelos.
+
+Therefore, Eve gave away 5 pieces of pomelos.
+
+The total number of pieces of pomolos Eve gave away is 20 + 5 = 70 pieces of pomelos.
+
+Eve had 20 + 5 = 25 pieces of pomelos, but 20 is a multiple of 20, and we originally had 20 + 1 = 21 pieces of pomelos. So, we add 1 to get 21.
+
+The final answer is 21 + 1 = 22.','stop',257,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,13,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',13,'First, find out how many parts of the pomos there are. 20 is the number of parts of pomos, which is equal to the number of parts of the pomos.
+
+Eve gave away 1/4 of the pomos. 1/4 of a part is 1/16 of the pomos.
+
+So, 1/16 of the pomos were lost.
+
+To add the lost pomos to the total number of parts of the pomos, we need to divide the number of parts of the pomos by the number of parts of the pomos to get the remainder.
+
+So, 1/16 of the pomos are left over.
+
+To find the total number of parts of the pomos, we need to divide the total number of parts of the pomos by the number of parts of the pomos.
+
+This is a division problem, but can be solved by looking at the fraction of the pomos you don''t have.
+
+The fraction of the pomos you don''t have is 1/16 of the total pomos, which is the number of parts of the pomos you don''t have divided by the number of parts of the pomos.
+
+This fraction is equal to 1/16 of the total number of parts of the pomos.
+
+So, 1/16 of the total number of parts of the pomos is the number of parts of the pomos that Eve didn''t give away.
+
+The total number of parts of the pomos is now 1/16 of the original total number of parts of the pomos, which is 24/16 of the original number of parts of the pomos.
+
+So, 24/16 of the original number of parts of the pomos is the original number of parts of the pomos that Eve gave away.','stop',405,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,14,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',14,'Let''s break this down step by step. We know that Eve had 20 pieces of pomelos, and she gave 1/4 of that to her friend. So, she''s left with 20/4 = 10 pieces of pomelos.
+
+To find out how many pieces of pomelos Eve gave away, we divide 20 by 10, which gives us 2. So, 1/2 = 0.5 pieces of pomelos were not returned by Eve.
+
+Therefore, there were 10 - 2 = 8 pieces of pomelos that Eve gave away.','stop',137,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(93,0,15,'315fc92e477386a92cffc3b9df2e025682646c7e34d8beb1c0ea1bd35569d0ad',15,'Eve had 20 pieces of pomelos, and she gave 1/4 of the pomelos to her friend. This means her original pomos were 20/4, which is 2 pieces.
+To find out how many pieces of pomos Eve gave away, we need to divide the total number of pieces by the original number of pieces that Eve gave away.
+In this problem, we''re given that Eve gave 2 pieces, and the answer is 2. Let''s convert it to a fraction: 2 is 2/4.
+So, 2 is 2/4.
+There are 2 pieces of pomos Eve gave away.
+#### 2
+Eve gave away 2 pieces of pomos.
+The total number of pieces Eve gave away is 2 + 2 = 4.
+#### 4
+Eve gave 4 pieces of pomos.
+#### 4
+Eve gave 4 pieces of pomos, and now she has 1 piece of pomos left.
+#### 1
+Eve gave 1 piece of pomos.
+#### 1
+Eve gave a whole piece of pomos.
+#### 1','stop',255,86,32,2.41803017337614356563e+00,63692856288.0,NULL);
+INSERT INTO "chains" VALUES(94,0,0,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',0,'To solve this, we can first find the total distance across the interstate, which is 3x100000km. Then, we need to find the percentage. To do this, we divide 1 by the total distance, and add 1. The answer is (1/3) * 1000000 = 333333%.
+
+This is 33.33%.','stop',93,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,1,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',1,'To find the percentage of the distance covered by Michael, we need to divide the total distance by the total time taken and multiply by 100% (to convert it to percentage).
+
+3 days * 6000 km / 3 days * 1 km/day = 3/100 * 6000 km / 3 days = 15% of the total distance is covered.
+
+So, 15% of the total distance is covered by Michael.','stop',106,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,2,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',2,'To find the percentage of distance covered, we can divide the total distance by the total time and multiply by 100 to convert it to percentage. So the total percentage is 100% / 5000 * 100 = 10%. 
+
+This is the answer to the problem.','stop',68,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,3,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',3,'To solve this problem, we need to calculate the total distance Michael has traveled and find the percentage covered by gas, and then compare this to the total distance of 6000 km.
+
+First, we need to calculate the total distance Michael has traveled: 5000 km (trip) + 6000 km (gas) = 12000 km.
+
+Now, we want to find the percentage covered by gas. This is a percentage calculation based on the ratio of gas trips to total trips, and we can use the formula: ((gas trips / total trips) * 100) + 100% = percentage (percentage of percentage) of total trips = 10%
+
+The percentage of percentage is then (10% / 100000) * 100% = 0.1%
+
+This means that 10% of the total mileage is driven by gas, which is 20% of the total mileage.','stop',216,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,4,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',4,'To find the percentage of the distance covered, we''ll first calculate the total distance covered and then divide it by the total time taken.
+
+The total distance covered is 6000 km, which can be calculated by multiplying 6000 by 18.8333 (rounded to two decimal places).
+
+The total time taken is 3 * 3600 seconds, which is 9800 minutes.
+
+The percentage of the distance covered is (3600 / 9800) * 100% ≈ 23.6%
+
+This is approximately 23.6% of the total distance covered is covered.','stop',149,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,5,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',5,'To find the percentage of the distance covered, we need to determine the percentage of the total distance. Multiply 1 by 100% to get the percentage. 
+
+So, 1 percent of 6000 km is 1,000 km * 0.1 = 600 km.','stop',70,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,6,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',6,'The total distance Michael has traveled is 6000 km, and 50% of it has been covered by his interstate. So, 30% is the percentage of the total distance that has been covered by Michael.
+
+This can be calculated as 1:30 which is 3:10.','stop',69,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,7,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',7,'This is a classic lateral thinking puzzle that requires careful analysis. The answer is 0.67, which is based on the formula for percentage of the total distance to be covered by a certain fraction. The answer is 67%. This puzzle typically involves breaking down a complex problem into manageable parts, finding the percentage by multiplying each part by the denominator of the fraction.
+
+In this case, the numerator (50km) is multiplied by the denominator (6000 km), which results in 1500 km, and the result is then added to 1. Then, subtracting 1 from the original fraction results in 0.67, which is the answer.','stop',143,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,8,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',8,'To solve this problem, we need to first convert the speed of 50km/hr to the speed of a car, which is 127.5mph (assuming 100 km/h for ease). Multiply 50km/hr by 127.5mph to find the speed of the car.
+
+So, 50km/hr * 127.5mph = 72.5km/hr = 127.5mph
+
+Then, we can convert this to miles per hour by dividing 127.5mph by 3600 and multiplying by 100.
+
+So, 127.5mph * 3600 = 4435.5mph
+
+Now, we can find the percentage by dividing 127.5mph by 127.5mph, and multiplying by 100.
+
+So, 127.5mph * 100% = 100%
+
+So, 127.5% of the distance is covered.
+
+To convert this to percentage:
+127.5% = 0.1275%
+
+The percentage is 127.5% of the total distance, which is the total distance is 60,000km.','stop',299,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,9,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',9,'To solve this problem, we''ll first find the total distance covered and then find the percentage of the total distance that has been covered by Michael.
+
+The total distance covered is the sum of the distances covered by Michael, Alaska to Texas, and the sum of the distances covered by Michael and his driving, including himself, and then subtracting the total distance covered by himself.
+
+The sum of the distances covered by Michael, Alaska to Texas, and the total distance covered by himself is 6000 km.
+
+The total distance covered by Michael, Alaska to Texas is 6000 km.
+
+The percentage of the total distance that has been covered by Michael by himself is 6000 / 6000 * 100 = 1%.
+
+The percentage of the total distance that has been covered by Michael by himself and his driving is 100%.','stop',188,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,10,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',10,'To solve this problem, we need to first find the total distance covered. Since Michael goes on the interstate for 3 days, that means he has covered an entire 3 days.
+
+We can calculate this by multiplying the total distance by itself 3 times:
+
+(3 * 3 * 6000) km = 9600 km
+
+So, 9600 km has been covered by Michael.
+
+Now, we can find the percentage of the total distance covered by dividing the total distance by the total number of days, and multiply it by 100:
+
+(100 * (1999 * 9600)) / 9600 = 0.03%
+
+So, 3% of the total distance was covered by Michael.','stop',176,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,11,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',11,'To solve this problem, we''ll first calculate the total distance covered by Michael. The math is straightforward: 6000 km (the total distance) multiplied by 50 km/1.000001 (the speed of the interstate) is 1000 km/1.000001 (the miles).
+
+Now we''ll calculate the percentage. 6000 km / 1000 km/mile = 0.6, and multiply it by 100 to get 6%.
+
+This is 100%. 100% is the percentage of the highway that was covered by Michael, and when you multiply it by 100, you get 6%.','stop',160,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,12,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',12,'To solve this problem, we need to calculate the total distance covered by Michael across the interstate and convert it to the approximate distance between Alaska and Texas.
+
+Let''s break it down:
+
+The interstate is 6000 km long, and Michael goes on for 3 days. So, each day Michael covers a distance of 6000 km * 3 = 18000 km.
+
+Now, let''s calculate the total distance covered:
+
+The highway is 3 days (1 day in each of the 3 days) * 18000 km = 52000 km.
+
+The highway is 18000 km * 3 = 54000 km.
+
+The total distance covered by Michael across the interstate is 18000 km + 54000 km = 60000 km.
+
+To convert this to a percentage: 60000 / 18000 = 2.22%
+
+So, 2.22% of the 60000 km across the interstate has been covered by Michael across the interstate.','stop',256,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,13,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',13,'First, convert 18000 km to miles (1000 km) by dividing 18000 by 1000, which results in 18000/1000 = 18000 in miles.
+
+To convert 6000 km to miles, convert 6000 to miles with the conversion formula: 1 mile = 1.609343 miles ≈ 18.61 miles
+
+Now, multiply 18000 km by 6000: 18000 * 6000 ≈ 1360000000000 km
+
+Now, calculate 136000000000 km / 18000 km = 0.0031667%
+
+So, 31.67% of the 6000 km is covered by the distance between Alaska and Texas.','stop',224,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,14,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',14,'To find the percentage of the trip Michael has covered, we need to calculate the percentage of his total trip, including the gas he consumes, and then divide it by the total trip.
+
+First, we calculate the total trip by adding up all the distances covered by Michael: 6000 km + 11000 km + 17000 km = 6000 km.
+
+Now, we divide the total distance by the total trip: 6000 km / 6000 km = 1%.
+
+Therefore, Michael has covered 1% of the distance before considering gas.','stop',135,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(94,0,15,'acbfd5b0c8d38ed0453d300a915d963c974c5e692ea5a34afd4abfbcf9430d3d',15,'To solve this problem, we''ll first calculate the total distance Michael has traveled. Given that he goes on a interstate and covers an average distance of 6000 km between Alaska and Texas, we can multiply that distance by 3 to find the total distance.
+
+This calculation would be 6000 km * 3 = 18000 km * 3 = 50000 km. Now we''ll subtract the total distance from the initial interstate drive to find out how much distance Michael has covered.
+
+This calculation would be 18000 km * 1 = 18000 km.
+
+To solve for the percentage, we''ll divide this fraction by 1. 
+
+(18000 / 50000) * 100% ≈ 33.3%
+
+So, 33.3% of the 6000 km is taken by Michael on the interstate.','stop',210,105,32,1.76986307042382784437e+00,44036850744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,0,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',0,'Let''s break down the problem step by step. We have two congruent pieces that fit together perfectly, so we can think of this as a combination of simple, congruent figures. In a Rubik''s Cube, there are 8 pieces: 2 such as the first, 2 such as the second, and 2 such as the 5th. This is a 2x2x2 cube.
+
+Each piece is congruent to itself, so we can calculate the area of one of the pieces as a square. This is a combination of congruent triangles.
+
+Now, let''s consider the 5th piece. Its area is 5 times the area of the first piece. This means the 5th piece has an area of 5 times 2 times 25. This is again a combination of congruent triangles.
+
+We can continue this cycle indefinitely. The number of sides of the cube is determined by the number of congruent pieces. There are 8 such pieces, each having an area of 5 times 25. So, the total number of pieces is 8 times 25 = 19.
+
+This is a combination of congruent triangles. This is a combination of two congruent triangles. This is a combination of 3 congruent triangles. This is a combination of 3 congruent triangles. This is a combination of 4 congruent triangles. This is a combination of 4 congruent triangles. This is a combination of 2 congruent triangles.
+
+The total number of pieces is 8. This is a combination of 2 congruent triangles. This is a combination of 3 congruent triangles. This is a combination of 4 congruent triangles. This is a combination of 5 congruent triangles. This is a combination of 6 congruent triangles.
+
+This is a combination of 6 congruent triangles. This is a combination of 7 congruent triangles. This is a combination of 8 congruent triangles. This is a combination of 9 congruent triangles.
+
+This is a combination of 12 congruent triangles. This is a combination of 13 congruent triangles. This is a combination of 16 congruent triangles.
+
+This is a combination of 17 congruent triangles. This is a combination of 18 congruent triangles. This is a combination of 19 congruent triangles.
+
+This is a combination of ','length',512,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,1,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',1,'To solve this problem, we need to break it down into manageable parts. The total time taken to get to the first side is 5 minutes * 5 minutes = 20 minutes. The time taken to get to the second side is 5 minutes * 2 minutes = 10 minutes, and the time taken to get to the third side is 10 minutes * 2 minutes = 20 minutes. However, we need to consider the last 2 sides that are taken half as long. The time taken to get to the last 2 sides is 10 + 20 = 30 minutes.
+
+The total time taken to get to the end of the cube is the sum of the time taken to get the first, second, and third sides, plus the time taken to get the last two sides, which is 20 - 30 = 10 minutes.
+
+The answer is 11.1111...','stop',203,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,2,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',2,'To solve this problem, we''ll start by breaking it down step by step. Let''s first find the total length of the first and third sides. The first side has a length of 5 units, and the second side has a length of 2. So the total length of these sides is 5 + 2 = 7 units.
+
+Now, we''ll find the length of the last 2 sides by dividing the total length of the first two sides by 2, which gives us 2 units. This is the length of the last 2 sides of the Rubik''s cube.
+
+Now we''ll add the length of the first two sides to the length of the last two sides. This results in the total length of the second and third sides, which is 2 units.
+
+So the answer is 2 units.','stop',175,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,3,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',3,'To solve this problem, we need to break it down step by step. We know that the first side is 5 minutes, and the second side is 2 minutes. The third side is 10 minutes, so the total time it takes to finish the Rubik''s cube is 5 + 2 + 10, which is 20 minutes, plus 1 solution.
+
+We can think of this problem as a classic lateral thinking puzzle. We need to find the combination of 5 minutes and 2 minutes that makes a total of 10 minutes, which is the given answer. So let''s add these two minutes together and subtract 1 to avoid double counting. 10 minutes + 1 = 11 minutes.
+
+The total time that the cube takes to finish is 11 minutes. We can think of it in terms of the number of combinations that can be made. The first 2 combinations that need to be made are 11 and 12, and 10 combinations that are made from those are 11 and 12 + 3.
+
+There are 11 + 12 + 3 = 43 combinations that can be made, and the total number of these combinations is 10.
+
+So, we add these two minutes together and get 11 + 12 + 3 = 13 minutes, and we can round that to 14 minutes, which is what we need to do.','stop',314,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,4,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',4,'Let''s break this down step by step.
+
+First, let''s analyze the possible combinations of the first side and the second side. Each possible combination of the first side and the second side would take 2*5 = 10 minutes to get to the first side of the cube. This would be 15 minutes for the second side.
+
+Now, let''s add the possible combinations of the second and third sides. Each possible combination would take 2*5 = 10 minutes to get the second side of the cube. This would be 2*2 = 4 minutes for the third side.
+
+Now let''s combine the possible combinations of both sides. Each possible combination would take 2*4 = 8 minutes to get all 6 sides of the cube.
+
+However, this is a 3x3x3 cube, which has 8 possible combinations, but 1 of them would take 8*5*2 = 3*10 = 30 minutes to get all sides of the cube, and 2 of them would take 30*3 = 90 minutes to get all sides of the cube.
+
+So, the final answer is 30 minutes + 90 minutes = 120 minutes.','stop',268,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,5,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',5,'To solve this problem, let''s break it down step by step. The formula for solving a Rubik''s cube is to order the pieces in a specific sequence and then to arrange them in a specific order. This can be done by using a mathematical formula.
+
+The problem asks for the total number of steps to get to the final 5th side of the cube. To solve this, we need to divide the total possible steps (5) by the number of possible steps (3).
+
+This is a classic problem of division, and it''s actually a well-known mathematical formula.
+
+So, the answer is 5 * 3 = 15.','stop',139,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,6,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',6,'To solve this problem, let''s start by understanding the given information. We know that the first side of the Rubik''s cube takes 5 minutes. The second and third sides each take twice that long, which means they take 2 times 5 minutes. The last 2 sides each take half that long, which means they take 1.
+
+The total length of the Rubik''s cube is 6. So, 5 + 2 + 1 = 8.
+
+Now, we can multiply 8 by 5 to find the total length of the cube. So, the answer is 8 * 5 = 40.
+
+However, we can also think of this problem as a classic multi-step logic puzzle. The problem says that the first side of the cube takes 5 minutes (the first side of the cube), which is twice the length of the second and third sides. This means that the cube is made up of two halves, one for each side. The last 2 sides take half the length of the first side, and then the last 2 sides take half the length of the second side.
+
+This is an example of a 5x5x5 grid, which is a classic example of a 9x10 grid. The equation 8 * 8 * 5 = 5 * 5 * 10 = 5x5x5 = 250 is a puzzle based on this grid.','stop',308,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,7,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',7,'To solve this problem, we first need to determine the number of possible combinations of 5 minutes to get to the first side and the number of combinations of 2 to get the second side.
+
+Let''s start by considering the possible combinations of 5 minutes to get to the first side and 2 minutes to get the second side. This gives us combinations of 5 minutes to get to the first side and 2 minutes to get the second side.
+
+Since there is only 1 way to get a single side, the number of combinations of 2 minutes to get the second side and then the way to get the third side is the same as getting the first side. So, we can multiply the combinations by 2 to get the combination of 3 minutes to get the third side.
+
+The total number of combinations of 5 minutes to get to the first side and 2 minutes to get the second side is the product of the number of combinations of 5 minutes to get the first side and 2 minutes to get the second side, which is 5 * 2 * 3 = 15.
+
+So, the total number of possible combinations of 5 minutes to get to the first side is 15.
+
+Now, we need to find the number of possible combinations of 2 minutes to get the third side. We can do this by multiplying the combinations of 5 minutes to get the first side by 2, and then adding 1 to get the combination of 3 minutes to get the third side.
+
+However, there is only one way to get a single side. So, there are no other combinations where the number of combinations of 2 minutes to get the third side is the same as the number of combinations of 3 minutes to get the first side.
+
+So, there is only one possible combination of 2 minutes to get the third side, and it is the only combination for the combination of 3 minutes to get the second side.
+
+The answer is 1.
+
+So, the answer to the problem is 1.','stop',434,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,8,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',8,'To solve this problem, we need to break it down into manageable parts. We know that the Rubik''s cube has 5 layers of blocks, and each layer has a different shape. Now let''s consider the 5th layer. This layer is made up of 3 layers of blocks stacked horizontally, with 1 layer of blocks stacked vertically. So, the outer layer is made up of 3 layers of blocks stacked horizontally with 1 layer of blocks stacked vertically.
+
+There are 5 layers of blocks of each shape, and each layer has 1 layer of blocks stacked horizontally. To calculate the total number of layers, we can multiply the number of layers of each shape by the number of available layers.
+
+The outer layer has 3 layers of blocks stacked horizontally, with 1 layer of blocks stacked vertically, so there are 3 layers of blocks stacked horizontally. Therefore, the outer layer has 3 x 3 = 9 layers of blocks stacked horizontally, 3 layers of blocks stacked vertically.
+
+So, the outer layer has 9 layers of blocks stacked horizontally, and 3 layers of blocks stacked vertically. Each layer has 1 layer of blocks stacked horizontally.
+
+The last layer has 2 layers of blocks stacked vertically. This is because there is only 1 layer of blocks stacked vertically, but since there are 3 layers of blocks stacked horizontally, we can multiply the number of layers of each shape by 2.
+
+So, the last layer has 3 x 2 = 6 layers of blocks stacked horizontally, and 2 layers of blocks stacked vertically, which is 3 layers of blocks stacked horizontally.','stop',340,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,9,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',9,'Let''s break this down step by step. First, we need to calculate the total distance between the two corners of the cube. Since the corner is twice the distance between the two corners (a square root of 4), the distance is 2*sqrt(2) units.
+
+Next, we''re asked to find the time it takes for John to get all 5 corners of the cube together. Since the corner of the cube is twice the distance to the corner of the corner, the time is 2*sqrt(2) units * sqrt(2).
+
+Now, we''re asked to find the total time. We can do this by multiplying the time by 2. So, 2*2*sqrt(2) = 4*sqrt(2) units.
+
+The last step is to find the time it takes for John to get all 6 sides together. Since the corner of the cube is double the distance to the corner of the corner, the time is 2*sqrt(2) units * 2 = 4*sqrt(2) units.
+
+We already know that the area of the cube is 8*8 = 64 cubic units. So, we can say that the time it takes is 2*sqrt(2)*64 = 8*sqrt(2) units.
+
+Now, we can find the total time by multiplying the time by 2. So, 2*2*8*sqrt(2) = 24*2 = 48 units.
+
+Therefore, 48 units * 2 = 96 units.
+
+The answer is 96.','stop',348,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,10,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',10,'Let''s break down the problem: we have a cube with three faces and two ends that cannot be touched. To reach the last side, we need to find the length of one of the faces. Since there are two faces, the other end must be one-thirds of the way up from the center. This means the length of one face must be 1/3.
+
+If we start with the 5th side of the cube, we have to find the length of one of the faces that is one-third of the way up from the center. The 5th side of the cube is 1/3 of the way up from the center. We can multiply 1 by 1/3 and add 1/3 to it to get the length of the first face:
+
+1/3 * 1/3 + 1/3 * 1/3 = 1 + 1/3 = 1.5
+However, we can also find the length of one of the faces by multiplying 1/3 by 1, which gives us the length of one face.
+
+So the length of the last face is 1.5 - 1 = 1. In other words, 1.5 is the length of one face that goes from the center to the second and third sides.','stop',276,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,11,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',11,'To solve this puzzle, we need to break it down step by step. We have two congruent parts: the first side takes 5 minutes, and the second and third sides each take twice that long.
+
+The key here is recognizing that the first side of a cube takes 5 minutes. This is because if the cube was a cube of any other size, it would take 5 minutes to complete one side.
+
+The second and third sides take twice that long. So, 2 times twice is 4 times.
+
+The last 2 sides take half that long. This is because the last two sides of a cube of any other size would take half that long.
+
+The only possible way to do this is by taking a 5-minute amount of time to complete one side and a 4-minute amount to complete the last two sides.
+
+The total time it would take for them to finish their respective parts is 5 + 4 = 9 minutes.
+
+So, the answer is 9 minutes.','stop',217,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,12,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',12,'To solve this problem, let''s break it down step by step. We know that each of the 5th side, 6th side, and 9th side take 2 times the length of one of the sides. This is because the last side is twice the first, and the 9th side is twice the side before it.
+
+We also know that the last two sides take half the length of the first side. So, the difference between the last two sides and the first side is 1/2.
+
+Now, we can find the length of each of the remaining sides by dividing the last two sides by 2. This gives us 1/4 of the first side (1/4) and 1/2 of the second side (1/2).
+
+We can add these fractions back in, which gives us 2/4 + 1/2 = 3/4 of the last two sides (which we already know to be 1/2).
+
+The final answer is 3/4 of the total length of the first side, which is 5/8.
+
+So, the total length of the first side is 5/8.','stop',252,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,13,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',13,'To solve this problem, we need to consider the process of adding 5 to the total number of possible solutions, which is 6. Since there are six possible combinations of 5, adding 5 to the total number of solutions yields a total of 35 solutions.
+
+However, we need to add 1 to the 3rd side, which is the solution to the 6th side''s length. This is only half of the total possible combinations. Therefore, adding 1 to the 3rd side results in a total of 10 possible solutions.
+
+To find the total number of possible solutions, we multiply 6 by 10, which is 60. So, the total number of possible solutions is 60.
+
+The answer is 60.','stop',167,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,14,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',14,'To solve this problem, let''s break it down step by step. The first side of the cube is 5 units long, which is half of the cube''s length. So the total length is 5*2 = 10 units.
+
+The second and third sides are each of length 2 units, which is half of the cube''s length. So the total length is 2*2 = 4 units.
+
+The last 2 sides take half of the cube''s length, which is 2 times 2*2 = 4 units.
+
+The total length is 10*2*4 = 40 units.
+
+Therefore, 10 * 2 * 4 = 10*2 * 4 = 160 units.
+
+The answer is 160, which is the total length of the 5th side of the cube.','stop',191,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(95,0,15,'d621a1544361f3cf43269d181775059c3fed0ab45264eb14c48417835f6b7a1f',15,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total time taken to get from the first side to the last side.
+
+The first side takes 5 minutes, so you have 5 minutes * 5 minutes = 25 minutes to get to the second side, which is 25% of the total time taken to get to the first side.
+
+The second side takes 25% of 5 minutes = 2.5 minutes to get to the third side. So, the total time taken is 5 minutes + 2.5 minutes = 7.5 minutes.
+
+The last 2 sides take half of the total time taken, which is 5/2 = 2.25 minutes.
+
+The total time taken to get to the third side is 2.5 minutes + 2.25 minutes = 4.75 minutes.
+
+The total time taken to get to the last side is 4.75 - 5.5 = 7.075 minutes.
+
+So, the answer is 7.075. The answer is also 9.075. 
+Let''s add this answer to the last answer we calculated: 9 + 7.075 = 17.075.','stop',287,111,32,2.96624075435743828066e+00,75563805744.0,NULL);
+INSERT INTO "chains" VALUES(96,0,0,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',0,'If Tim spends 6 hours each day at work answering phones, and there are 5 days in a week, he would spend 6 * 5 = 30 hours per week.
+To find out how many calls he deals with during his 5 day work week, we can think of it as a 5 day work week divided by the 6 hours spent at work answering phones.
+5 / 6 = 0.75
+There are 0.75 calls in a 5 day work week.
+
+So, Tim deals with 0.75 * 3 = 2.15 calls in a 5 day work week.','stop',140,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,1,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',1,'At work, Tim spends 6 hours a day and deals with 15 minutes of each day. Since 15 minutes is split equally across 15 days, and 5 days are divided into 15 days, that leaves 15 days as the total number of calls.
+
+There are a total of 15 days * 6 hours * 15 minutes = 125 hours x 6 minutes = 750 minutes in 5 days * 15 minutes = 125 minutes in 15 days = 125 * 15 = 1600 calls.
+
+Tim deals with 125 * 15 = 1600 calls in his 5 days of work week.','stop',163,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,2,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',2,'To solve this problem, we need to calculate the number of calls Tim deals with on each day and then add that to the total number of days.
+
+Let''s break it down:
+
+Tim deals with 6 hours/day * 30 days/week = 180 hours/week
+On his 5 days work week, he deals with 180 hours/week * 7 days/week = 1360 hours/week
+
+So, Tim deals with 1360 hours/week.
+
+To find the total number of calls Tim deals with, we need to calculate the total number of calls.
+
+There are 6 hours/day * 1 day/hour = 6 hours/day * 1 day/hour = 6 hours per day
+There are 180 hours/week * 1 day/hour * 7 days/week = 180 * 7 days/week = 1120 hours/week
+There are 1360 hours/week * 1 day/hour * 7 days/week = 1120 * 7 days/week = 7200 hours/week
+
+To find the total number of calls Tim deals with, we add the total hours/day * 1 day/hour * 7 days/week = 6 hours/day * 1 day/hour * 7 days/week = 6 * 7 = 42 hours/week
+There are 1360 hours/week * 1 day/hour * 7 days/week = 1120 * 7 days/week = 7200 hours/week
+
+Now add the total hours/day * 1 day/hour * 7 days/week = 6 * 13 = 66.67 hours/week
+There are 1360 hours/week * 1 day/hour * 7 days/week = 1120 * 7 days/week = 7200 hours/week
+
+Adding these together gives us:
+1 + 66.67 + 1360 + 7200 = 7200
+
+So, Tim deals with 7200 calls during his 5 day work week.','stop',501,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,3,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',3,'Let''s break this down step-by-step:
+
+1. Tim spends 6 hours each day at work, so he spends 15 hours per week.
+2. He deals with 15 days in a 5-day work week.
+3. To find out how many calls he makes during his 5-day work week, we need to find out how many calls he makes in 15 days.
+4. Since he deals with 15 days in a 5-day work week, we can divide 15 by 5 to find out how many calls he makes in 5 days.
+5. So, 15 * 5 = 75 calls.
+
+So, he deals with 75 calls during his 5-day work week.','stop',169,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,4,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',4,'Tim has a daily commute of 6 hours and a weekly work job that takes him 15 minutes to deal with a call.
+To find the total number of calls Tim deals with in a 5 day work week, we multiply the daily commute by the work week hours.
+15 minutes * 6 hours * 5 days = 125 minutes
+The total number of calls Tim deals with in a 5 day work week is 125 minutes * 5 days = 600 calls.
+#### 600
+The answer is: 600','stop',124,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,5,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',5,'To solve this problem, let''s first calculate the total time Tim spends answering calls each day. 6 hours x 15 minutes = 90 minutes.
+
+Since Tim spends 90 minutes answering calls each day, that means he deals with 90 calls during his 5 day work week.
+
+Now, let''s calculate the total number of calls he deals with. 90 minutes / 5 days = 180 calls per day.
+
+To solve this problem, we can multiply 90 minutes by 180 calls per day. 
+The answer is 180 * 180 = 3125 calls.
+
+So, Tim deals with 3125 calls during his 5 day work week.','stop',164,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,6,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',6,'Tim needs to spend 6 x 15 = 90 minutes answering phone calls during his 5 day work week. To find out how many calls he deals with, we can divide 90 by 15, which equals 3.33 calls.
+To convert this to a percentage, we multiply by 100. 3.33% is equal to 0.0333. So, 3.33 calls is equivalent to 0.0333 hours.
+#### 0333
+The answer is 0333.
+
+Same goes for the other scenario, but to convert it to a percentage, we multiply by 100 then find the remainder of 3.33 divided by 15.
+
+First, calculate 3.33 / 15.
+
+Then, take the remainder of 3.33 by 15.
+
+Let''s find the remainder of 3.33 by 15:
+
+(3.33 * 15) = 46.33
+
+Remainder of 3.33 by 15 gives us the remainder of 3.33 by 15:
+
+(3.33 * 15) = 43.33
+
+((3.33 * 15) - 43.33) = 20.46
+
+So, 3.33 * 15 = 48.66
+
+Now, let''s find the remainder of 3.33 by 15.
+
+Dividing 3.33 by 15 gives the remainder of 3.33 by 15, which is 0.
+
+So, 3.33 * 15 / 15 = 3.
+
+So, there are 3.
+
+In summary, he deals 3.33 phone calls during his 5 day work week.
+
+#### 0333
+The answer is 3.
+
+Draft the answer using a bold font with your answer as bold bold.','stop',471,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,7,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',7,'Set up the equation: 15 minutes * 24 hours = 360 minutes / work week days = 360 / 5 days
+
+Now, multiply by 100: 15 minutes * 5 days = 75 minutes
+
+So, Tim deals 75 calls per day at a rate of 5 days / 100 hours = 1.75 calls per day
+
+The answer is 1.75.','stop',103,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,8,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',8,'Tim spends 6 hours per day at work (i.e., 6 * 24 = 120 hours per year) and deals with a total of 120 * 6 = 640 calls.
+To find the number of calls he deals with during his 5 day work week, we can divide the number of calls by the work week, which is 5 days/week.
+So, 640 / 5 = 120 hours/week.
+The number of calls he deals with is 120 hours/week * 6 days/week = 720 calls.
+#### 720
+The answer is: 720','stop',151,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,9,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',9,'Solving this equation: 15 minutes / 6 hours = 2 hours per day * 5 days = 10 days.
+Therefore, Tim deals with 10 calls during his 5 day work week.','stop',48,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,10,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',10,'Tim has 15 minutes of work per day * 5 days * 30 days = 1500 minutes.
+He spends 6 hours per day * 15 minutes per hour = 80 hours.
+To find out how many calls he deals with, we need to divide 1500 by 80.
+1500 / 80 = 22.5
+The number of calls he deals with is 22.5 * 10 = 22.50
+Tim spends 22.5 calls on his 5 day work week.
+#### 225
+The answer is: 225','stop',146,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,11,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',11,'To solve this problem, we need to find out how many hours a day Tim spends at work and then divide that by the number of days in a week to find out how many calls he deals with during his 5 day work week.
+
+Let''s first find out how many hours he spends at work. He spends 6 hours each day at work, so 6 hours / 24 = 0.6 hours per day.
+
+Now, let''s find out how many days in a week. 1 week is 7 days. 
+
+To find out how many calls he deals with during his 5 day work week, we need to divide the total number of days by 5. 
+So, 5 days / 5 days / 24 hours = 1.8333 * 5 = 9.4533 days in a week.
+
+Now, we can multiply the number of days in a week (9.4533) by 6 (he spends 6 hours each day at work). 
+So, 9.4533 * 6 = 51.4467 days in a week.
+
+Now we add these days to the total number of days in a week to find the total number of days in a week. 
+So, 5 days * 7 days/week + 2 days * 6 days/week = 27 days in a week.
+
+Therefore, he deals with 9.4533 * 7 + 2 = 61.4467 + 2 = 63.4472 days in a week.
+
+So, there are 63.4472 days in a week.
+
+The answer is 63.4472','stop',387,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,12,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',12,'Tim spends 6 hours each day at work, which means he spends 15 minutes on calls per day.
+So, to find out how many calls he deals with during the 5-day work week, we need to divide the number of calls by the number of hours per day:
+5 (total workdays) * 15 minutes per day / 15 hours per day = 1.25 hours per day.
+Therefore, he deals with 1.25 hours per day.
+#### 1
+Tim deals with 1.25 hours per day.','stop',124,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,13,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',13,'Let''s break down the problem:
+1. Tim spends 6 hours per day at work, which is 1.5 * 30 = 35 hours per week.
+2. In 1.5 * 30 = 35 hours per week, he deals with 35 calls each day.
+3. To find the total number of calls he deals with, we multiply 35 by 6, which is 210.
+
+So, Tim deals with a total of 210 calls during his 5 day work week.','stop',122,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,14,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',14,'Let''s break down the problem: Tim spends 6 hours per day at work, and 15 minutes per day in dealing with calls. To find out how many calls he deals with, we can multiply the number of hours he spends per day by the number of days in a work week: 6 * 3 = 18 days. Now, we can find out how many calls he deals with by multiplying the number of calls per day by 3: 18 * 3 = 54.
+
+So, Tim deals with 54 calls on a 5 day work week.','stop',126,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(96,0,15,'5cbd359993a4204bac655439bb5f5b2b9d5c7ce3844240927d04d246c917704a',15,'Tim spends 6 hours per day at work, so it takes him 15 minutes to deal with a call.
+To find the number of calls he deals with during his 5 day work week, we need to calculate 15 minutes / 100 hours = 1.5 calls per day.
+Therefore, Tim deals with 1.5 calls per day.','stop',80,80,32,2.06289189638501957446e+00,51317475552.0,NULL);
+INSERT INTO "chains" VALUES(97,0,0,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',0,'To solve this problem, let''s first analyze the situation: the new varnish only dries 12 minutes faster, and it takes 12 minutes for the coat of varnish to dry. This means that the original varnish will take 12 - 12 = 0 days to dry.
+
+However, the 6 paintings with the new varnish will take 12 / 12 days, which means 1 day for them to dry. So, the total time for the painting to dry will be 1 day * 12 days = 12 days.
+
+The answer is 12.','stop',133,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,1,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',1,'To solve this problem, let''s first calculate the time it takes for the old varnish to dry. 12 minutes is equivalent to 1 hour, so 1 hour is equal to 3600 minutes. 1 day is 86 days, and 1 day is 12 hours. 1 hour is equal to 24 hours, and 1 day is equal to 12 days.
+
+This means that 12 * 3600 = 48000 hours. 36000 days is equal to 1 year. 1 day is equal to 12 months. 1 month is equal to 1 year. 1 year is 7 years. 7 years is 12000 months.
+
+The time it takes for the old varnish to dry is proportional to the amount of time the paint is exposed. Therefore, 12000 is proportional to 7 years. 7 years is also 12000 months. 
+Therefore, it will take 12000 months * 1 year = 12000 years to dry the old varnish.
+
+So, 12000 years is equivalent to 20 years.
+
+The answer is 20.','stop',281,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,2,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',2,'To solve this problem, we need to analyze the relationship between the time it takes for the coat of varnish to dry and the time it takes to dry the new varnish.
+
+Let''s say we want to determine how many minutes it will take for the coat of varnish to dry two paintings. If we know that the time it takes for the coat to dry is 7 minutes, it will take 2 * 7 = 14 minutes for the new varnish to dry, because the coat will only dry once.
+
+However, if the new varnish will only dry 1 time, it will take 1 * 1 = 1 minute for the coat of varnish to dry.
+
+When we add the two times for the coat of varnish to dry, we''re essentially adding the time it will take for the new varnish to dry to the time it will take for the old varnish to dry, but to double this time is unlikely. So we need to consider the new times.
+
+The new times are 1*2 = 2 minutes, 
+and we need to consider the new times when the new varnish will dry another time.
+
+When we add the two times for the coat of varnish to dry another time, we are adding the two times for the old varnish to do it twice.
+
+However, we need to consider the new times.
+
+There are 2 times for the old varnish to dry.
+
+The new times are 2*2 = 4 minutes.
+
+The old varnish is still required to dry another time.
+
+However, when we add the two times for the old varnish to dry another time, we need to consider that both times are for the old varnish to dry.
+
+Adding the two times will double the time it takes to dry the old varnish.
+
+However, adding the two times will double the time it takes to dry the coat of varnish.
+
+The original answer was wrong.
+
+The original answer was wrong was because it was asking how long would it take to dry 6 paintings with the new varnish that will still take 2 minutes to dry, when actually it is double that time, two 1 minute time, 
+when actually two times are every time that you double that time.
+
+This is because double that time would double that time to double that time again, when you double that time would double','length',512,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,3,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',3,'To solve this problem, we need to calculate the time it takes for the coat of varnish to dry. The old varnish can only be applied once per year. So, 12 months * 12 months = 144 months are available to apply the coat.
+
+However, the new varnish can only be applied once every 12 months. So, it takes 12 months * 12 months = 164 months for the new varnish to dry.
+
+To find the difference, we subtract the new varnish from the old varnish: 6 * 12 months = 64 months are available to apply.
+
+The old varnish can be applied 7 times per year for 6 months, and it will take 7 times 6 months = 42 months of the old varnish to dry.
+
+The new varnish can only be applied once every 12 months, so it will take 12 months * 12 months = 164 months to dry.
+
+The remaining months are left for the old varnish to be applied again.
+
+Therefore, 7 months are left for the old varnish to be applied again.
+
+So, 7 months are left for the old varnish to be applied again.
+
+The 12 months of the old varnish is applied once only.
+
+The 12 months of the new varnish are applied once only.
+
+The 12 months of the new varnish are applied twice only.
+
+The old varnish is applied 12 times, and the new varnish only needs to be applied twice only.
+
+The old varnish is applied 12 times, and the new varnish only needs to be applied once only.
+
+The old varnish is applied 12 times, and the new varnish is only applied once only.
+
+Therefore, 12 months are left for the old varnish to be applied again.','stop',424,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,4,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',4,'To solve this problem, we need to determine the ratio of the time it takes for the old varnish to dry to the time it takes for the new varnish to dry.
+
+Let''s break it down:
+
+Time for old varnish to dry = Time for new varnish to dry / Time for old varnish to dry = 12/7
+
+Now, we need to find out how many minutes it would take to dry 6 paintings.
+
+Time for old varnish to dry = Time for old varnish to dry / Time for new varnish to dry = 12/12
+
+Time for old varnish to dry = 1/2
+
+So, in total, it would take 6 * 1/2 = 3 minutes for the old varnish to dry compared to 3 minutes for the new varnish to dry.
+
+Therefore, the answer is 3.','stop',194,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,5,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',5,'To solve this problem, we need to calculate the time it takes for the coat of varnish to dry for 6 paintings and then compare it to the time it would take for the old varnish to dry.
+
+The time it takes for the old varnish to dry is the difference between the coat of varnish and the coat of varnish, which is the age of the varnish. This is the same as the time it would take to dry the old varnish.
+
+The time it takes to dry the old varnish is 18 minutes. Therefore, 12 minutes is 18 minutes x 12 minutes / one painting = 18 minutes. This means the time it would take for the old varnish to dry is 18 minutes.
+
+The answer is 18.
+
+The previous answer was 12 minutes, which is incorrect. The correct time it takes to dry the old varnish is indeed 18 minutes, and the correct answer is 12.','stop',213,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,6,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',6,'To solve this problem, we need to calculate the time it takes for 6 paintings with the new varnish to dry, which is 6 x 12 = 64 minutes. We can represent the time it takes for the coat of varnish to dry as 12x, where x represents the time.
+
+To find the relationship between the time it takes for a coat of varnish to dry and the number of paintings, we can divide the time it takes for a coat of varnish by the number of paintings.
+
+Time (12x) / Number of paintings = Time (12x) / (Number of paintings x 12)
+
+Simplifying the fraction, we get:
+Time (12x) / (Number of paintings x 12) = 12x / Number of paintings
+
+To find the relationship between the time it takes for a coat of varnish to dry and the number of paintings, we can cube the ratio.
+
+Time (12x) / Number of paintings = 12(Number of paintings / (Time x))
+
+This can be rewritten as:
+
+Time (12x) / (Time x) = (12/3) / (12/3) = (1/3)
+
+Now we know that 1/3, or 2.5, is the time it takes for the coat of varnish to dry. So, 12x / (Time x) = 2.5.
+
+The ratio of time it takes for the coat of varnish to dry to the number of paintings is 2.5.
+
+To find the time it takes for the coat of varnish to dry to be 2.5 times longer, we can multiply 2.5 by 6, which is 12.
+
+Therefore, the answer is 2.5.','stop',403,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,7,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',7,'To solve this problem, we need to consider the relationship between the time it takes to dry the varnish and the total number of paintings.
+
+The varnish takes 12 minutes to dry. If we multiply this by the number of paintings, we get 12 * 6 = 64 minutes.
+
+Now, we know that 6 * 7 = 42 minutes are taken by the old varnish to dry, and the new varnish will only take 12 minutes to dry.
+
+To find out how long it will take for the new varnish to dry, we can consider the following steps:
+
+- Since the old varnish takes 12 minutes to dry, it will still take 12 minutes for the new varnish to dry.
+- If the old varnish takes 12 minutes to dry, it will still take 12 minutes for the new varnish to dry.
+
+So, it will take 12 - 12 + 1 = 12/2 = 6 minutes for the old varnish to dry. Then, it will take 12 + 1 = 14 minutes for the new varnish to dry.
+
+However, we need to consider the other option. The old varnish will still take 12 minutes to dry, so it will still take 12 + 1 = 14 minutes for the new varnish to dry.
+
+The total time taken to dry the varnish is 12 + 14 = 28 minutes, which is the solution.','stop',335,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,8,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',8,'To solve this problem, we need to first calculate the time it takes for the original varnish to dry, which is 7 minutes, and then subtract that from the time it takes for the new varnish to dry.
+
+Time to dry is 7 minutes * 7 minutes = 45 minutes. Now, let''s think about the new varnish. Since it takes 12 minutes to dry the old varnish, if we double the time to dry the new varnish, we get 24 minutes. To calculate the time to dry the new varnish, we multiply the time to dry the old varnish by 2. So, 24 * 2 = 48 minutes.
+
+Now, we can add these 48 minutes to the time to dry the new varnish: 48 + 45 + 48 = 103 minutes.
+
+Therefore, 103 minutes will take 10 days to dry, which is the answer.','stop',211,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,9,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',9,'This problem involves a mix of fractions and decimals. To solve it, we need to find the approximate time for each component of the original varnish and then find the difference between these fractions.
+
+Let''s start by finding the approximate time for the old varnish. 
+The original varnish is 7 minutes (5 hours * 1 minute = 15 minutes) and the new varnish is 10 minutes (5 hours * 1 minute = 5 minutes).
+The original varnish is 7 + 10 = 17 minutes.
+The new varnish is 10 + 17 = 27 minutes.
+
+The answer is 27 + 15 = 42 minutes.
+
+However, we can find the difference between the fractions: 
+The old varnish is 7 + 10 = 17 minutes. 
+The new varnish is 17 - 1 = 13 minutes.
+The difference is 13 - 17 = 7 minutes.
+
+So, 7 minutes is the difference of the original varnish by 10 and the new varnish by 15. 
+
+Therefore, 7 minutes is 13 + 1 = 16 minutes of overlap.','stop',273,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,10,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',10,'To solve this problem, we need to consider the physics of applying varnish. Volumetric vaporization is the process of vaporizing one substance into another substance with a specific volume. When varnishing a paint, the paint absorbs water vapor, which is an energy that changes the physical properties of the paint. Therefore, the amount of time it takes for a varnishing coat to dry is directly proportional to the volume of the varnishing coat.
+
+We can use the formula for volumetric vaporization which is: V = (Vapor Mass) x (Mass Volumetric) / (specific volume of the varnishing coat). So, if we want to calculate the time it takes for a varnishing coat to dry, we can use it as V = (Vapor Mass) x (Mass Volumetric) / (specific volume of the varnishing coat).
+
+Now, let''s find the time it takes for a varnishing coat to dry. The time it takes for a varnishing coat to dry is calculated as T = (Var) x (mass / specific volume of varnishing coat). So, we can multiply the time it takes for a varnishing coat to dry by the specific volume of the varnishing coat.
+
+Now we can use the formula for volumetric vaporization which is: V = (Var) x (mass / specific volume of varnishing coat).
+
+We can plug in the values: V = (Var) x (mass / specific volume of varnishing coat).
+
+So, V = (Var) x (mass / specific volume of varnishing coat).
+
+So, we can get the time it takes for a varnishing coat to dry as a result: T = (Var) x (mass / specific volume of varnishing coat).
+
+T = (Var) x (mass / specific volume of varnishing coat) x (mass / specific volume of varnishing coat).
+
+T = 12 x (mass / specific volume of varnishing coat) = 12 x 144 = 1920 minutes.
+
+So, now we have a final answer. The time it takes for a varnishing coat to dry is 1920 minutes.','stop',484,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,11,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',11,'To solve this problem, we can use the formula for the time it takes to dry a varnish. The formula is:
+
+Time (seconds) = Time (minutes) * 60 = 4 minutes * 60 = 240 minutes
+
+So the answer is 240 minutes.
+
+However, we should note that the actual time it takes to dry the varnish is 4 minutes longer, because the varnish is being applied to each painting. So the actual time it will take for 6 paintings with the new varnish to dry is 6 * 240 = 1200 minutes.','stop',136,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,12,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',12,'To solve this problem, let''s first calculate the total time it takes to dry the coat of varnish on 6 paintings. Since the varnish is 12 minutes longer than the old varnish on the original painting, it takes 6 x 12 = 64 minutes for the varnish to dry on the old painting.
+
+Now, we need to find out how much time it will take to dry the coat of varnish on the new painting. To achieve this, we can divide the coat of varnish by the time it takes to dry the original painting, which is 12 minutes. So, 12 / 64 = 10%.
+
+To find out how much time it will take to dry the coat of varnish on the new painting, we can multiply the time it takes to dry the original painting by the time it takes to dry the coat of varnish. This gives us 10% of 12 minutes, which is 10 / 12 * 12 = 2 hours.
+
+Therefore, 2 hours will take 2 paint of varnish, and 1 more painting will be removed from the total. So, the answer is 2.','stop',257,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,13,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',13,'To solve this problem, we need to determine the time it takes for the coat of varnish to dry based on the new varnish. Since the varnish can only be applied during the initial 7 minutes it takes for the old varnish to dry, it will take 12 minutes for the new varnish to dry.
+
+Let''s calculate the time it takes for the new varnish to dry:
+
+12 minutes (new varnish) = 12 * 7 minutes = 80 minutes
+
+Now we can calculate the time it takes to dry the old varnish:
+
+7 minutes (old varnish) = 7 * 14 minutes = 80 minutes
+
+So, it will take 80 minutes for the coat of varnish to dry on 6 paintings, which is 2.8 hours.','stop',177,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,14,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',14,'To solve this problem, we need to consider the specific time difference between applying a coat of varnish and the time difference between applying the new varnish and the original varnish.
+
+We know that the original varnish takes 12 minutes to dry, while the new varnish takes 12 minutes. The time difference between applying the coat of varnish and the original varnish is 12 - 12 = 0. However, the time difference between applying the original varnish and the varnish with the new varnish is the actual time difference.
+
+So, we need to find the difference between the time difference before applying the varnish and the time difference after the new varnish is applied.
+
+To find this time difference, we can calculate the time difference between the time it takes to apply the original varnish and the time it takes to apply the new varnish.
+
+The time difference before applying the new varnish is 12 - 12 = 0.
+
+The time difference after applying the varnish is 12 - 12 = 0.
+
+The time difference is the only difference in time between the varnish was applied to and the varnish was removed, so it is only the time difference between the varnish was removed and the varnish was reapplied.
+
+Therefore, the time difference is the only difference in time between the varnish was removed and reapplied, so it is simply 0.
+
+The original varnish is removed, the varnish is reapplied, and the new varnish is applied, so the total time difference is 0.
+
+The answer is 0.','stop',348,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(97,0,15,'6172ae1c7c721c14dffba677d0f6204cd4cacc62a4a47a5ae501acd8e0c9cce3',15,'To solve this problem, we need to calculate the time it takes for the old varnish to dry and then subtract that from the time it takes for the new varnish to dry.
+
+The old varnish takes 12 minutes to dry, which means it takes 12 * 6 = 60 minutes for 6 paintings with the new varnish to dry.
+
+The new varnish takes 12 minutes for 6 paintings to dry, which means it takes 12 * 6 = 60 minutes for the remaining paintings that were not covered by the old varnish to dry.
+
+The total time it would take to dry the old varnish is 12 * 6 = 64 minutes.
+
+Now, we want to know how many minutes it would take for the new varnish to dry, which is 60 - 64 = 12 minutes.
+
+Since 12 minutes is 12 * 6 = 60 minutes, the answer is 12 * 6 = 64.','stop',226,130,32,3.31864714600370058761e+00,78842609064.0,NULL);
+INSERT INTO "chains" VALUES(98,0,0,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',0,'To solve this problem, we need to first determine the number of kilograms of dog food the German Shepherds and the Bulldogs will need in a week.
+
+First, let''s find out how many kilograms of dog food these two dogs will need in a week: 
+
+Each German Shepherd consumes 5 kilograms of dog food per week, and each Bulldog consumes 3 kilograms of dog food per week. So, the number of kilograms of dog food each German Shepherd will need in a week is 5 + 3 = 8 kilograms.
+
+The number of kilograms of dog food each Bulldog will need in a week is 5 + 3 = 8 kilograms.
+
+Now we can multiply these two numbers:
+
+(8 * 5) = 40 kilograms.
+
+So the sum of the numbers of kilograms of dog food each German Shepherd and each Bulldog will need in a week is 40 kilograms.
+
+Therefore, the answer is 40.','stop',210,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,1,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',1,'To solve this problem, we need to first calculate the daily caloric needs of the dogs.
+
+The German Shepherd consumes 3 kilograms of dog food per day, which means it will consume 3 * 5 kilograms = 15 kilograms of dog food per week.
+
+The bulldog consumes 3 kilograms of dog food per week. So, the total daily caloric needs of the bulldog are 3 + 15 = 18 kilograms of dog food.
+
+To find the daily caloric needs of the dogs, we multiply the daily caloric needs of the dogs by the number of days in a week. This is 3 * 5 = 15 kilograms of dog food that the dogs will need in a week.
+
+We can calculate this by multiplying 15 kilograms by 5 days / week * 5 days / week * 5 days / week = 15 kilograms / 5 days / week * 5 days / week = 3 kilograms * 5 = 15 kilograms.
+
+This can be expressed as 3 + 5 = 8 kilograms.','stop',229,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,2,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',2,'To solve this problem, we need to consider both the dog food consumed by the German Shepherds and the dog food consumed by the bulldogs.
+
+First, let''s find out how many kilograms of dog food are needed per week. 3 German Shepherds and 2 Bulldogs together need 1.5 kilograms per week, and 2 Bulldogs need 2.5 kilograms per week. However, the total weight of the dogs consumed by the German Shepherds and the bulldogs is 2.5 kilograms for the German Shepherds and 2.5 kilograms for the bulldogs. So, the total amount of dog food needed per week is 2.5 kilograms of dog food for the dogs consumed by the German Shepherds and the bulldogs.
+
+Now, let''s find out how many kilograms of dog food are needed per week. We can divide the total amount of dog food needed by the amount of dog food eaten per week. 
+
+A 1.5-kilogram per week waste of dog food is 1.5 * 1.5 = 2 kilograms. 2.5 kilograms for the dogs consumed by the German Shepherds and the bulldogs is 2.5 * 2.5 = 6.25 kilograms. 6.25 kilograms for the dogs consumed by the bulldogs is 2.5 * 2 = 5.25 kilograms. 
+The total amount of dog food needed per week is 2.5 kilograms + 5.25 kilograms = 8.75 kilograms.','stop',327,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,3,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',3,'1. Let''s start with the unknown: the number of kilograms of dog food a German Shepherd will consume in a week.
+2. There are 2 German Shepherds.
+3. A German Shepherd consumes 3 kilograms of dog food daily.
+4. So, 2 German Shepherds * 3 kilograms of dog food daily = 6 kilograms of dog food a week.
+5. Now, we can multiply these numbers to find out how many kilograms of dog food they will need in a week: 1 + 6 = 7.
+6. However, the answer is still 7, because we need 1 + 7 = 8 kilograms of dog food.','stop',143,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,4,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',4,'1. Determine the total amount of dog food in a week.
+2. Determine the number of kilograms of dog food that will be needed in a week.
+3. Calculate the total amount of dog food that will be needed in a week.
+
+A given week will have 77.5 kilograms of dog food, as 3 German Shepherds consume 5 kilograms of dog food per week, and a bulldog consumes 3 kilograms of dog food per week.
+
+This means that the given amount of dog food is 1.5 kilograms.
+
+4. Calculate the total amount of dog food needed in a week.
+5. Calculate the number of kilograms of dog food that will be needed in a week.
+
+Total amount of dog food needed in a week = 77.5 kilograms * 3 kilograms/kilogram = 210 kilograms of dog food.
+
+So, the answer is 210.','stop',197,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,5,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',5,'To solve this problem, we need to determine the number of kilograms of dog food the German Shepherds will need to consume to maintain their current weight of 3 kilograms.
+
+First, we need to determine the number of kilograms of dog food each German Shepherd will consume. Since they consume 3 kilograms of dog food per day, the German Shepherds need to consume 3 * 3 = 9 kilograms of dog food daily.
+
+Now, we need to find out how many kilograms of dog food the Bulldogs will need to consume to maintain their current weight of 2 kilograms. Each Bulldog consumes 2 * 2 = 4 kilograms of dog food daily.
+
+We know that for each kilogram of dog food, the German Shepherds consume 5 kilograms of dog food per day. Therefore, the Bulldogs will need 4 * 5 = 20 kilograms of dog food to maintain their current weight of 2 kilograms.
+
+The result is 2 * 2 * 5 = 10 kilograms.
+
+The answer is 10.','stop',226,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,6,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',6,'To solve this problem, we need to calculate the number of kilograms that a German Shepherd will consume in a week based on the given information. We know that a German Shepherd consumes 3 kilograms of dog food per day, which means a German Shepherd will consume 3 * 5 = 15 kilograms of dog food daily.
+
+The problem states that a bulldog consumes 3 kilograms of dog food per day. Since a bulldog is a dog that is not a German Shepherd, the bulldog''s diet is not a dog that a German Shepherd consumes. So, the problem is actually about a bulldog that is a bulldog, which is neither a German Shepherd nor a bulldog.','stop',142,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,7,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',7,'To solve this problem, we need to consider both sides of the equation. The first equation is 3 + 2 = 5, which is the total amount of dog food consumed. The second equation is 3 + 2 = 5, which also equals 5.
+
+We can now choose a variable from both equations and solve for the unknowns in a logical way. Let''s assume the unknowns are the number of kilograms of dog food required per week for each of the two possible scenarios. 
+
+If the number of kilograms of dog food required is 5, we can set up the equation: 3 + 5 = 8, which is the number of kilograms of dog food required. This is the opposite of the original scenario where we need 3 kilograms.
+
+If the number of kilograms of dog food required is 6, we can set up the equation: 3 + 6 = 10, which is the number of kilograms of dog food required. This is the same scenario as the original scenario where we had 3 kilograms of dog food required per week.
+
+Both scenarios can be represented as 3 + 6 = 10, which is the opposite of the original scenario where we had 3 kilograms of dog food per week. Therefore, the answer is 3 + 1 = 4 kilograms of dog food will be needed for each week.','stop',289,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,8,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',8,'To solve this problem, we need to consider both the effective daily caloric intake of a dog and the time it takes for a dog to consume a kilogram of food.
+
+First, we need to determine the number of kilograms of dog food that will satisfy 3 German Shepherds. If a dog eats 3 kilograms of food per day, they need to consume 3 * 5 = 15 kilograms of dog food daily. This is a total of 3 * 5 = 15 kilograms. However, we already know that a bulldog consumes 3 kilograms of dog food per day, so we need to subtract this from the total.
+
+So, we can say that the dog that consumes 15 kilograms of dog food per day is 15 * 3 = 45 kilograms.
+
+However, this also means that the dog that consumes 15 kilograms of dog food on any given day would need to consume 15 * 5 = 70 kilograms of dog food each week.
+
+To find the number of kilograms of dog food needed for a week, we add these days back to the previous calculation:
+
+Day 1: 3 German Shepherds * 5 kilograms per day = 15 kilograms.
+Day 2: 3 * 15 = 45 kilograms.
+Day 3: 3 * 45 = 120 kilograms.
+Day 4: 3 * 120 = 360 kilograms.
+Day 5: 3 * 120 = 360 kilograms.
+Day 6: 3 * 120 = 360 kilograms.
+Day 7: 3 * 120 = 360 kilograms.
+Day 8: 3 * 120 = 360 kilograms.
+Day 9: 3 * 120 = 360 kilograms.
+Day 10: 3 * 120 = 360 kilograms.
+
+So, the dog that consumes 17 kilograms of dog food per week will need to consume 17 * 5 = 85 kilograms.
+
+To find out how many kilograms of dog food that can be given back to the dog in a week, we multiply it by 37, since it can only be given back to the dog in one month.
+
+So, the','length',512,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,9,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',9,'To solve this problem, we need to consider the total amount of dog food consumed by both the German Shepherd and the bulldog. The dog consumed 5 kilograms of dog food in a week and the bulldog consumed 3 kilograms of dog food per day. However, the German Shepherd is the heavier eater, so it consumed 3 kilograms of dog food per day.
+
+The total diet consists of both the dog and the bulldog, so we need to consider the dog''s daily diet and the bulldog''s daily diet. In a week, the dog consumed 5 kilograms of dog food, and the bulldog consumed 3 kilograms of dog food per day. The total diet consists of both the dog and the bulldog in a day.
+
+To find the number of kilograms of dog food needed for a week, we need to divide the daily diet of both dogs by the daily diet of the bulldog. 
+
+5 kilograms / 3 kilograms per day = 1.5 kilograms / day
+
+We can solve this equation as a decimal by dividing both sides of the equation by 1.5. 
+
+1.5 kilograms / day = 0.25 kilograms / day
+
+So the dog''s daily diet consists of 2.5 kilograms of dog food.
+
+The bulldog''s daily diet consists of 3 kilograms of dog food per day.
+
+The total daily diet consists of 2.5 kilograms of dog food.
+
+To convert this into a fraction with a denominator of 100, we would need a decimal.
+
+The dog''s diet consists of 2.5 kilograms of dog food, and the bulldog''s diet consists of 3 kilograms of dog food.
+
+The dog''s diet consists of 2.5 kilograms of dog food, and the bulldog''s diet consists of 3 kilograms of dog food.
+
+So the total dog diet consists of 2.5 kilograms of dog food, 2.5 kilograms of dog food, and 3 kilograms of dog food.
+
+The dog''s diet consists of 2.5 kilograms of dog food, 2.5 kilograms of dog food, and 3 kilograms of dog food.
+
+The bulldog''s diet consists of 3 kilograms of dog food, 3 kilograms of dog food.','stop',477,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,10,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',10,'Let''s break this problem down step by step. The total number of kilograms of dog food needed per week is 1 cubic meter.
+
+The number of kilograms of dog food needed per week is 1 cubic meter * 3 pounds * 3 kilograms = 3 cubic meters.
+
+Now, we know that 1 cubic meter is equal to 1 cubic meter * 1 kilogram / 3.360000001 = 0.1 kilogram.
+
+Therefore, 3 kilograms of dog food will be needed per week.
+
+So, the answer is 3 ounces of dog food.','stop',131,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,11,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',11,'To find out how many kilograms of dog food can be consumed in a week, we need to calculate the daily consumption of the German Shepherds and the bulldogs. 
+
+First, we need to find out how many kilograms of dog food each German Shepherd and bulldog consumes. 
+
+In a week, this translates to 5 meals * 2 kilograms per meal = 10 kilograms of dog food per week.
+
+Now, to find out how many kilograms of dog food a German Shepherd and bulldog can consume, we need to divide the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 10 kilograms / 2 kilograms per meal * 2 kilograms per meal = 2.5 kilograms per meal.
+
+To find out how many kilograms of dog food each of the German Shepherds and bulldogs can consume, we need to divide the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 10 kilograms / 2 kilograms per dog * 2 kilograms per dog = 1 kilogram per dog per week.
+
+So, there are 1 kilogram per dog per week.
+
+Now, to find out how many kilograms of dog food each of the German Shepherds and bulldogs can consume, we need to divide the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 1 kilogram per dog per dog per week.
+
+So, there are 1 kilogram per dog per dog per week.
+
+To find out how many kilograms of dog food each of the German Shepherds and bulldogs can consume, we need to multiply the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 1 kilogram per dog per day * 2 kilograms per month * 1 kilogram per day = 2 kilograms per month * 3 kilograms per month = 6 kilograms per month.
+
+So, there are 6 kilograms per month.
+
+The total number of kilograms of dog food each of the German Shepherds and bulldogs can consume is 6 kilograms * 1 kilogram per month = 6 kilograms per month.','stop',457,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,12,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',12,'To solve this problem, we need to break it down step by step. First, we calculate the number of kilograms of dog food that a German Shepherd will consume in a week.
+
+In a week, a German Shepherd will consume 5 kilograms of dog food. So, the total number of kilograms of dog food that a German Shepherd will consume in a week is 5 kilograms * 7 days * 100% = 150 kilograms of dog food.
+
+Now, we subtract the number of kilograms of dog food that a bulldog will consume in a week from the total number of kilograms of dog food that a German Shepherd will consume in a week. The calculation is straightforward: it takes one German Shepherd to consume 1.5 kilograms of dog food per week.
+
+Therefore, the answer is 1.5 kilograms of dog food.','stop',178,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,13,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',13,'To solve this problem, we need to consider both the dog food consumption and the dog food availability.
+
+Let''s break down the information:
+
+1. Dogs consume 5 kilograms of dog food per week
+2. Bulldogs consume 3 kilograms of dog food per day
+
+First, we need to determine how many kilograms of dog food are needed for each dog. However, to do this, we need to consider the dog food consumption and dog food availability.
+
+There is a relationship between dog food consumption and dog food availability. If a dog has no food available, it will consume 5 kilograms of food, but it also consumes 3 kilograms of food every week. This means that per week, the dog can only consume 1 kilogram of food, which means it will have to consume 3 kilograms of food.
+
+Now, here''s the key step:
+
+The number of kilograms of food is determined by the number of kilograms of dog food consumed. If a dog has no food available, it will consume 5 kilograms of dog food every week. This means that the dog will consume 3 kilograms of food every week, but this isn''t the correct answer. We need to correct it to the correct answer.
+
+The correct answer is: 1.112 kilograms of dog food.
+
+The answer is that for every kilogram of dog food, a German Shepherd consumes 1.112 kilograms of dog food per week.','stop',302,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,14,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',14,'To solve this problem, we need to first find the total number of kilograms of dog food the German Shepherds and the bulldogs will consume in a week.
+
+There are 2 German Shepherds and 3 bulldogs in the Kennel house, but the dog food is divided into 2 + 3 = 5 kilograms of dog food.
+
+The bulldogs consume 5 kilograms of dog food per day.
+
+To find the total number of kilograms of dog food the German Shepherds and the bulldogs will consume, we can multiply the number of kilograms of dog food by the number of kilograms of dog food per kilogram of dog food.
+
+This gives us 5 kilograms * 5 kilograms per kilogram of dog food = 25 kilograms per kilogram of dog food, which is the same as the calculation of 5 kilogram / 1 kilogram of dog food per kilogram of dog food.
+
+Therefore, the German Shepherds and the bulldogs will need 2 * 5 = 10 kilograms of dog food in a week.','stop',218,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(98,0,15,'e65e5ff7d0aa472245261e4ec238526ee6b029e6e4a95786c890176a7632ff67',15,'To solve this problem, I''ll break it down step by step. First, I''ll determine the number of kilograms of dog food that can be consumed by each German Shepherd and bulldog.
+
+First, I''ll find out how many kilograms of dog food each German Shepherd needs. Since German Shepherds consume 3 kilograms of dog food every day, I can calculate this by multiplying the number of kilograms of dog food by the number of kilograms of dog food each German Shepherd needs.
+
+Let''s assume 3 kilograms of dog food is needed for each German Shepherd. So, the total amount of dog food that can be consumed by each German Shepherd is 3 * 3 = 9 kilograms.
+
+Now, I''ll find out how many kilograms of dog food each bulldog consumes. If a bulldog consumes 3 kilograms of dog food every day, the remaining amount is 2 kilograms. So, the number of kilograms of dog food that can be consumed by each bulldog is 2 * 2 = 4 kilograms.
+
+The total amount of dog food that can be consumed by each German Shepherd and bulldog is 9 * 4 = 24 kilograms.
+
+To find the total number of kilograms of dog food that can be consumed by each German Shepherd and bulldog, I''ll divide the total amount of dog food by the number of kilograms of dog food each German Shepherd needs.
+
+Doubling the number of kilograms of dog food that each German Shepherd needs would result in 2 * 2 = 4 kilograms of dog food each dog die.
+
+The total number of kilograms of dog food that each German Shepherd and bulldog need to consume is 9 * 4 = 28 kilograms.
+
+Now, I''ll calculate how many kilograms of dog food each German Shepherd and bulldog need to consume.
+
+Doubling the number of kilograms of dog food that each German Shepherd and bulldog needs would result in 2 * 4 = 8 kilograms of dog food each dog die.
+
+The total number of kilograms of dog food that each German Shepherd and bulldog need to consume is 28 * 8 = 256 kilograms.
+
+So, each German Shepherd and bulldog needs to consume 256 / 4 = 72 kilograms of dog food.','stop',482,93,32,3.3823010663034138723e+00,76774440816.0,NULL);
+INSERT INTO "chains" VALUES(99,0,0,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',0,'To solve this problem, we need to calculate the time taken by Anna to complete the puzzle and then compare it to Steve''s time to complete the puzzle.
+
+Let''s break it down: Anna has put together a puzzle in 2 hours more than twice as long as Steve''s time, which means she finished the puzzle in 2 * (2 / 2) * 2 = 2 hours more than twice Steve''s time.
+
+To calculate the total time, we need to find out how much time Anna will take to complete the puzzle. If we simply add the time taken by Steve to the time taken by Anna, that''s not accurate because they''re working together. We need to find out how much time it will take to complete the puzzle twice. To do that, we''ll divide the total time by 2, which gives us 1.5 hours.
+
+So, Anna will take 1.5 hours to complete the puzzle. The total time is 1.5 + 2 = 3.
+
+Therefore, 3 hours is the extra time of 2 hours, which is correct. The puzzle finished in 2.
+
+The answer is: 3.','stop',248,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,1,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',1,'To solve this problem, we need to break down the information into manageable parts. We know Anna put together the puzzle in 2 hours more than twice as long as Steve''s time. If we assume Steve puts the additional puzzle together 2 hours faster, that means Steve puts the extra puzzle together 5 times.
+
+Let''s calculate the time it takes for Steve to complete the extra puzzle together: 2 hours * 5 = 10 hours.
+
+Now we can compare this to Anna''s total time of 2 hours more than twice the extra puzzle, which is 2 * 5 = 10 hours.
+
+The difference between the two times is 10 - 2 = 8 hours.
+
+The total time of 2 hours more than twice the extra puzzle is 10 hours - 8 hours = 4 hours.
+
+To find the time it takes to complete the extra puzzle, we can divide the extra puzzle by 2. So, 4 hours (completing the extra puzzle) is equal to 2 * 2 = 4 hours.
+
+This makes sense, because the extra puzzle is twice the extra puzzle, so if we want to put the extra puzzle back into the original puzzle, it needs to be flipped. If we flipped the puzzle 5 times in 2 hours, we would need 5 * 2 = 10 turns of the puzzle. So, 2 hours is the maximum number of turns we can do in 2 hours, which is 25 turns. If we flip the puzzle 5 times in 2 hours, we would need 5 turns of the puzzle to flip it.
+
+So, 4 hours is the maximum number of turns we can do in 2 hours. Therefore, 4 hours is the minimum number of turns we need to flip the extra puzzle to complete it in 2 hours.
+
+The answer is 4 hours.','stop',403,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,2,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',2,'Let''s break down the information step by step. The puzzle consists of two parts: the first part takes 10 hours of hard work to complete, and the second part takes 2 hours more than that.
+
+To solve this problem, we need to find the time it takes Anna to complete the difficult puzzle. We can start by dividing the puzzle by 2 to find the time it takes Anna to complete the second part.
+
+10 hours of hard work (2 hours) * 10 hours (10 hours) = 100 hours
+
+So, it took Anna 100 hours of hard work to complete the difficult puzzle.
+
+The answer is: 100.','stop',148,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,3,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',3,'10 hours of hard work (10 hours / 20 hours/day = 0.05 hours/day) x 2 = 20 hours
+2 hours + 2x = 4 hours
+The total time taken by Anna to finish the difficult puzzle is 4 hours + 20 = 42 hours
+Anna finished the puzzle in 42 hours
+
+The answer is 42.','stop',91,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,4,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',4,'To solve this problem, we need to break it down into manageable parts. We have 10 hours of hard work to complete and 2 hours of hard work are needed to complete the puzzle.
+
+The puzzle is 10 hours + 2 hours = 2x hours of hard work.
+
+To find out how long it took Anna to finish the difficult puzzle, we need to calculate 2x hours of hard work and then divide that by 2 hours of hard work to find out how long it took Anna to complete the puzzle.
+
+If we simply divide 2x hours of hard work by 2 hours, we would get 2 * 2 = 4 hours of hard work.
+
+However, this would also mean that Anna would have worked 4 hours of hard work to complete the puzzle.
+
+The only scenario that fits this idea is if Anna worked 2x hours, but 2x hours is not possible since Anna would have worked 2 * 2 = 4 hours to complete the puzzle.
+
+The only scenario that fits this idea is if Anna worked 4 hours.
+
+However, if Anna worked 4 hours, she would have worked 10 hours + 2 = 12 hours of hard work.
+
+However, if Anna worked 10 hours + 2 = 12 hours of hard work and we can only work 10 hours, so we can only work 2 hours.
+
+The only possible scenario is that Anna worked 2 * 2 = 4 hours, but 10 hours + 2 = 12 hours of hard work.
+
+Here, 10 hours + 2 = 12 hours of hard work.
+
+We can only think of this as only 10 hours + 2 = 20 hours of hard work.
+
+However, in this scenario it could be as simple as 10 + 2 = 20 hours of hard work.
+
+However, if 10 + 2 = 20 hours of hard work, we can say 20 hours of hard work is 10 hours + 2.
+
+However, we can say 10 hours + 2 = 12 hours of hard work.
+
+However, we can say 10 hours + 2 = 14 hours of hard work, but we can also say 10 + 2','length',512,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,5,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',5,'Let''s break this down step by step.
+1. Anna put together the puzzle in 2 hours more than 1/2 the amount of Steve''s task.
+2. So, Anna put together the puzzle with Steve''s task completed in 2 * 1/2 = 0.5 hours.
+3. This means Anna put together the puzzle with Steve''s task completed in 1.5 hours.
+
+Now we know that 2 hours is 2 times 0.5 hours. So, 2 hours is equal to 2 * 1.5 hours = 3 hours.
+
+The answer is 3 hours.','stop',136,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,6,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',6,'To solve this puzzle, we need to calculate the time it took for Anna to complete the difficult puzzle, which is the 2 hours difference between the time Anna put together the puzzle and Steve''s time.
+
+Let''s denote the time Anna put together the puzzle as x hours.
+
+The difficulty of the puzzle is 2x hours. To find the time Anna put together the puzzle, we can multiply the difficulty of the puzzle by 2 and add the result to the difficulty of the puzzle.
+
+This is because the difficult puzzle is twice the easy puzzle, and subtracting twice the easy puzzle gives us the difficult puzzle. Therefore, x + 2 represents the time Anna put together the puzzle.
+
+The difficulty of the difficult puzzle is 2x hours, so we can set up an equation:
+
+x + 2 = 2x + 2x + x + 2
+
+Combine like terms:
+
+x + 2x = 2x + x + 2
+
+Since we can''t have a fraction of a fraction (x + 1 equals 2x), we can add 1 to x to get rid of the fraction.
+
+This is because we''ve subtracted 1 times twice the difficulty of the puzzle and added 2 times twice the difficult puzzle, which is two times twice the difficult puzzle. This equation then has only one solution.
+
+The only number that can satisfy such a equation is 1, which is the only number that can have two distinct solutions (2x + 2x = 2x + 2x = 1).
+
+Therefore, the only complete solution to the puzzle is 1, which is the only way to solve it.
+
+So the answer is 1.','stop',367,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,7,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',7,'To solve this problem, we need to analyze the information given. Anna finished the difficult puzzle in 2 hours more than 10 hours of work. So, 10 hours + 2 hours = 2x hours of work have been completed. Now, we need to find the total time that Anna has spent on the puzzle.
+
+The puzzle takes 2 hours to complete. To find the time Anna has spent, we need to divide the total hours by 10 and then multiply it by the total number of hours.
+
+There are 2 hours in 10 hours, so 2 * 10 = 20 hours of work have been completed. Now, we need to find the total time taken by Anna. We can do this by dividing the total time by 10 and multiplying by the total number of hours.
+
+So, 20 / 10 = 2 hours. Therefore, it takes Anna 2 hours to finish the puzzle.
+
+In logic, this problem is called "division" in logic because it involves dividing a whole, in this case, the hours worked, by a number to find the total work done.','stop',245,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,8,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',8,'Let''s break it down step by step. We know that Anna put together the puzzle in 2 hours more than 100% of Steve''s time. To find the time Anna put together the puzzle, we''ll use the formula for work per hour:
+
+Work per hour = (Steve''s work done) / (100% of Anna''s work done) = 10% of 100% = 0.10 = 10 hours
+
+Therefore, 10 hours of work were put into the difficult puzzle.
+
+To find the time Anna put together the puzzle, we''ll use the formula for work done by an employee:
+
+Work done by a 100% employee = 10 work days = 10 work days x 10 hours = 100 hours
+
+So, 10 hours of work were put into the difficult puzzle.
+
+The answer is 10 hours.','stop',204,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,9,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',9,'To solve this problem, we need to consider the time difference in hours. Steve spent 10 hours and Anna spent 2 hours more on the difficult puzzle. A simple division of 10 hours by 2 hours gives us 2 hours.
+
+However, Anna''s task was twice as long as Steve''s task, which makes 2 hours and 20 minutes more than 10 hours, but not 10 hours. We need to round 20 to 20 and go with it, 2 hours and 20 minutes.
+
+So, 2 hours and 20 minutes is actually 2 + 20 = 22 and not double.
+
+We need to round 20 to 20 and round 20 to 20, and then we add 1 to get 30.
+
+So the answer is 30.
+
+However, we also had to round 20 to 20, which is correct; but we cannot round 20 to 20 because it exceeds the length of 20, which is double the length of 20. To round 20 to 20 we get 30, but actually 30 is double the length of 20, but we are trying to round 20 to 20, so we round 20 to 20.
+
+20 is actually double the length of 20, so we round 20 to 20.','stop',320,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,10,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',10,'To solve this problem, we need to break it down into manageable parts. We need to determine how long it took for Anna to complete the difficult puzzle in 2 hours more than half of Steve''s time.
+
+First, we need to find out how long it took for Anna to complete the difficult puzzle. We can do this by dividing the puzzle''s dimensions by half. So, 10 hours (the time it took for Anna to complete the difficult puzzle) divided by 2 (the time it took for Anna to complete the difficult puzzle) equals 5 hours.
+
+Now, we need to find out how long it took Anna to complete the difficult puzzle. To solve this problem, we need to multiply 5 by 1.5 (the total time it took to complete the difficult puzzle by 1.5). This is based on the 5 hours in 1.5 hours.
+
+So, 5 hours * 1.5 hours = 7.5 hours. Now, we have 7.5 hours as the answer. To translate it to 10 hours, we multiply 7.5 hours by 10, which gives us 7.5 hours * 10 = 75 hours.
+
+The answer is 75 hours.
+
+So, the correct answer is 75.','stop',280,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,11,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',11,'Solving the problem using basic math can be a bit complex, but here''s a step-by-step approach to calculate the time:
+
+First, let''s find the time Anna put together the puzzle (2 hours). Next, she put 10 hours of hard work in one of the tasks (10 hours of Anna''s 2-hour puzzle). Now, we divide 10 hours by 2 hours to get 2 hours. So, 10 + 2 = 30 hours of Anna''s 2-hour puzzle were put together.
+
+To find how long it took Anna to complete the puzzle, we can divide the total hours of 30 hours of Anna''s puzzle by 2 hours. This results in 1.2 hours. So, Anna took 1.2 hours to complete the difficult puzzle.
+
+In essence, Anna took 1.2 hours to complete the 2-hour puzzle, not 1.2 hours to complete the entire puzzle.','stop',210,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,12,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',12,'To solve this problem, let''s break it down step by step. We know that Anna put together a puzzle in 2 hours more than Steve''s time, which means they put together 2 times twice as long as Steve''s time.
+
+If Anna put together the puzzle in 10 hours, that would be 10 * 2 = 20 hours. So, it would take Steve 10 hours to complete the puzzle.
+
+Now, let''s think about the puzzle. If Anna put together the puzzle in 2 hours more than twice as long as Steve''s time, it would take Anna 2 * 2 = 4 hours to complete the puzzle.
+
+The answer is 4 hours.','stop',151,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,13,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',13,'To solve this problem, we need to first find out how many hours Steve put together the puzzle in, and then find out how long it took Anna to complete the puzzle.
+
+Step 1: 10 hours of hard work + 2 hours of extra work = 22 hours
+
+Step 2: 22 hours - 10 hours = 12 hours
+
+So, it took 12 hours for Anna to finish the difficult puzzle.
+
+The answer is 12:12.','stop',111,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,14,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',14,'To solve this problem, we need to determine the total time it took Anna to complete the difficult puzzle and then find the difference between these two numbers.
+
+First, let''s calculate the time it took Anna to complete the difficult puzzle by dividing 2 hours by the time Steve put together the puzzle. This gives 2 hours / 2 hours = 1 minute. To find the time Steve put together the puzzle, we multiply 2 hours by 2 hours = 4 hours.
+
+To find the difference, we subtract the time Steve put together the puzzle from the time Anna completed the puzzle. This gives 2 hours - 4 hours = 1 hour.
+
+Now, we can find the total time it took Anna to complete the puzzle by adding the time Anna put together the puzzle to the total time Steve put together the puzzle. So, 2 hours + 1 hour = 3 hours.
+
+Therefore, it took Anna 3 hours to complete the difficult puzzle.
+
+We can simplify the process by dividing 2 hours by 3 and multiplying by 3, which is a common trick for simplifying fractions. The answer is 3/2 hours.','stop',243,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(99,0,15,'2747dbf1550ba5fefba1708f761c8a6e0e51b5fd27ccab6ce040fe37cfa60cd5',15,'To solve this problem, we need to calculate the time it took Anna to complete the difficult puzzle. The puzzle is 2 hours more than 100% of the puzzle. So, 2 hours is 10% of 2 hours, which is 0.10 hours.
+
+We can calculate the time it took Anna to complete the puzzle as 100% of 10 hours, which is 10 hours.
+
+This is based on the formula for time-based problems, where the total time taken is the time taken by Anna to complete the puzzle.
+
+To find the time taken by Anna, we need to divide the total time taken by 2 by 2, which means we need to divide 10 hours by 2 hours.
+
+This means we need to divide 10 hours by 2 hours, which gives us 2 hours.
+
+So, the answer is 2 hours.
+
+The other option is not a valid answer. The puzzle has no answer, so the answer is neither 10 hours nor 2 hours.','stop',231,85,32,2.73614165842335,66198198312.0,NULL);
+INSERT INTO "chains" VALUES(100,0,0,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',0,'To solve this problem, we need to calculate the total length of the dock and then subtract the amount of new line being bought.
+
+First, let''s find the total length of the dock. Since the dock is 6 feet long and 1 foot more than the previous total, the length of the dock is 6 + 1 = 7 feet.
+
+Now, let''s calculate the new length of the dock. We know that 6 feet of new line is 1 foot more than the previous length, so the new length is 7 + 1 = 8 feet.
+
+The total length of the dock is the total length of the dock - the new length, which is 7 + 8 = 15 feet.
+
+To find the amount of new line being bought, we can think of it as 3 feet of line multiplied by 15 feet. However, we can also find it by dividing 3 feet by 15 feet, which gives us 1.5 feet.
+
+The total number of line that is being bought is 7 + 1.5 = 8 feet of line.
+
+So, the answer is 8 feet of line.','stop',252,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,1,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',1,'To solve this problem, we need to break it down step by step. First, we calculate the total number of feet of dock given by the first step (200 feet of dock + 6 feet of new line). Then, we multiply this by 3 feet (the number of feet of new line) to find the total number of feet of line, which is 200 feet * 3 feet = 600 feet.
+
+Next, we subtract the number of feet of dock that is now 6 feet from the total number of feet of dock, which gives us 200 - 6 = 184 feet. So, the total number of feet of line is 184 feet.
+
+We can now add the total number of feet of dock to the number of feet of new line. So, 184 feet + 184 feet = 268 feet. This is the number of feet of new line that must be bought to end the 4th day of the cycle. But we only want to buy 2, so the last foot must be taken away. So, 2 feet are left to buy the last pair of new line feet. 
+
+Therefore, we can write: 184 feet + 2 feet = 200 feet. The answer is 200 feet.','stop',287,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,2,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',2,'To solve this problem, we need to think about the net change, which is the addition of a fixed amount to the original amount of something. The problem states that there is 200 feet of dock and 6 feet of new line, but 3 feet of line is the fixed amount. In terms of net change, the answer is 3 feet of line.
+
+This is based on the concept of net change, which is a fundamental concept in linear algebra. The equation 2x + 3y = 3 is used to represent a linear equation. In this case, it represents the net change of 3 feet of new line to 2 feet of dock.
+
+To find the answer, we need to identify the net change and add it to the original amount of dock. So, we subtract 3 feet of new line from 3 feet of dock, which gives us 2 feet of line. This is the net change of 2 feet.
+
+Therefore, the answer is 2 feet.','stop',212,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,3,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',3,'To solve this problem, we need to find out how many feet of new line need to be bought to reach the 6 feet of the total dock. 3 feet of new line would be 6 feet of new line, and since the original dock has 200 feet of dock, we need to find how many feet of the new dock need to be bought. 1 more foot is needed, so we can multiply 2 by 11 (the dimension of the new dock).
+
+So, 3 * 11 = 33 feet of new dock will be needed to reach 6 feet.
+
+We can calculate this using the formula 3 * (33 - 1) + 1, which gives us 3 * (60 - 1) = 12 feet of new line that will be needed to reach 6 feet.
+
+So, 12 feet of new line is 10 feet that will be needed to reach 6 feet.
+
+Therefore, 10 feet of the new dock will be used to cover the 10 feet that will be needed to reach 6 feet, which is the total of the original 6 feet of the original dock that are needed to be added to the 3 feet of the new dock.
+
+So, the total number of new lines that will be needed to reach 6 feet is 10 feet of the new dock that will be used to be added to the 3 feet of the original dock, which is 3 feet of the original dock that will be used to double to reach 10 feet.
+
+The answer is 10 feet.
+
+#### 10
+The solution is 10.','stop',362,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,4,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',4,'To solve this problem, you need to have a set of shoes that can hold 25 pounds. The answer is 25 shoes.
+
+This is a classic lateral thinking puzzle. You might think, "How can we make a 25-pound shoe hold 25 pounds of weight?" The answer is that you can only buy one pair of shoes that can hold 25 pounds.','stop',84,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,5,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',5,'To find the total number of feet of line, we first need to calculate the current and desired total line.
+
+Current line: 3 feet of dock * 200 feet = 600 feet
+Desired total line: 3 feet of dock * 6 feet of new line = 180 feet
+
+Now we can find the total amount of line needed by multiplying the current line by the desired total line.
+
+The total line needed by 180 feet is 180 * 6 feet = 1280 feet.
+
+Using the formula for total line, we can calculate this number: 1280 feet / 3 feet = 360 feet.
+
+So, the caretaker needs to buy 60 feet of additional line to meet the requirement for 3 feet of new line.','stop',182,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,6,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',6,'To solve this problem, we need to find out how many feet of line is needed to create 3 feet of new dock. The answer is 3 feet * 200 = 600 feet.
+
+We can calculate this by multiplying 600 feet by 2, since we have 200 feet of new line and 2 feet of old dock, which is 2 * 600 = 1200 feet of total line. 
+
+So, 1200 feet of new line is 1200 * 2 = 2400 feet of line that was originally 200 feet for each foot of old dock, or 240 feet.','stop',154,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,7,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',7,'To find the number of feet of line that will be needed, we need to first calculate the total number of lines and then subtract those who have already been sold.
+
+The total number of lines is 600 feet, and the number of lines that have been sold is 300. To find the number of lines that will be needed, we can divide 300 by 600, which gives us 10%.
+
+So, the caretaker will need 10 feet of line. To calculate the amount of line that will be needed, we can multiply the number of lines sold by 10, which gives us 10 feet.
+
+The number of lines sold is 300, and the answer is 300 * 10 = 300 lines of line.','stop',176,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,8,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',8,'To solve this problem, we need to calculate 3 feet of new line and multiply it by 6 feet. 3 feet * 6 feet equals 18 feet. The dock is already 200 feet, so the amount of new line needed will be 200 - 18 = 14 feet.
+
+In total, the dock needs 14 feet of new line. So the answer is 14 * 3 = 38 feet.','stop',102,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,9,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',9,'To solve this problem, let''s break it down step by step. The caretaker wants to buy 3 feet of new line and 200 feet of dock, which means he needs to buy 2 * 3 * 200 = 600 feet of new line.
+
+However, he only has 6 feet of new line. So, he needs to buy 600 - 600 = 0 feet of new line.
+
+Therefore, the answer is 0.','stop',109,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,10,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',10,'If 200 feet of dock is 3 feet more than the current 6 feet, so 300 feet is 6 feet more than 200 feet. The problem is asking how much of the dock is needed to make up for the difference, but to solve it, we need to consider the 200 feet that is 3 feet more than the 6 feet, but that is not the problem statement. The correct solution is 300 - 200 = 100 feet of the original 200 feet are still available, but to make up 20 feet for the 3 feet more than the original 3 feet, 20 feet is not necessary to make up 100 feet of the remaining 20 feet that is now 3 feet more than the 6 feet.
+
+So, if 100 feet is to make up the difference between the 20 feet that is to be 2 feet, 20 feet is just over 3 feet more than the original 6 feet. But 3 feet is not exactly 2 feet, 3 feet is not a whole number of feet, 3 feet is too many feet. So 2 feet is too many feet.
+
+So, 2 feet is too many feet, but 1 foot of the original 2 feet is leftover, 2 feet is too many feet.
+
+So, you can make up the difference between the 3 feet that is now 2 feet and the original 6 feet is 2.
+
+The answer is 100 feet, but that is actually 2 feet more than 3 feet.','stop',354,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,11,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',11,'To solve this problem, we need to break it down step by step. First, we need to calculate the total number of feet of line that can be bought.
+
+We know that 3 feet of the new line is 3 feet of line, so we multiply 3 by 3. This results in 9 feet of line.
+
+So, we have 9 feet of line that can be bought. Now, we need to find out how many of the old line we have left. We can do this by dividing 6 feet of new line by 3, which gives us 1.5. So, we have 1.5 feet of leftover old line.
+
+Finally, we need to multiply the leftover old line by 2, which is 2. This results in 2 feet of the leftover old line.
+
+So, the final answer is 2 feet * 2 = 4 feet of leftover old line that we can sell.','stop',202,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,12,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',12,'To solve this problem, we need to first calculate the total amount of line needed to cover 6 feet of new line. This is a classic example of a linear equation with no fractional coefficients. We can set up the equation as follows: 3 feet of line = 6 feet of new line + 1 foot of new line = 8 feet of new line.
+
+Now, we have 3 feet of line, 6 feet of new line, and 1 foot of new line. This means we need 6 + 1 = 7 feet of new line. So, 7 feet of new line is 8 feet, but 8 feet is too high, so we round to 8 feet.
+
+To find the total amount of line needed, we need to multiply the number of feet of new line by the total amount of new line. This results in 8 feet multiplied by 3 feet per foot. So, 8 feet multiplied by 3 feet is 24 feet.
+
+Therefore, 8 feet multiplied by 3 feet is 24 feet.
+
+So, there are 24 feet of line that the caretaker needs to buy to cover 6 feet of new line.','stop',255,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,13,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',13,'To solve this problem, let''s break it down step-by-step. First, we need to calculate 200 feet of dock. Since 6 feet of new line is 200 feet, we add 200 feet to the total. So, 200 feet + 200 feet = 400 feet.
+
+The answer is 400 feet.
+
+However, this calculation is slightly wrong, as 200 feet is not exactly 3 feet of new line; it''s actually 200 feet + 1 foot, which is 300 feet, the same as 18 feet of the original boat. This happens when you multiply 18 by 2, to reach 30 feet. But that''s incorrect, you have to double it, so you double 18, which is 30 feet.
+
+So the correct answer is 30 feet, which is the 3 times 18, or 36 feet, that is 3 feet of new line.
+
+So, 3 * 18 = 50 feet.
+
+The correct solution to the problem is 50 feet.','stop',257,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,14,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',14,'To solve this problem, we need to first calculate how many feet of line is 3 feet away from the dock, and then we multiply that by the number of feet of line needed to buy.
+
+Let''s start by finding the total length of the dock needed, which is the nearest multiple of 3 feet to the dock total. We need to find the distance between 3 feet and 3 feet, and then divide that by the number of feet needed to buy.
+
+The calculation is 10 feet. Divide 3 feet by 10 feet to find out how many feet are there, and then multiply that by the number of feet needed to buy, which is 3.
+
+So, 10 feet divided by 3 feet is 3 feet, and 3 feet multiplied by 3 feet is 9 feet. We need to find how many feet the new line needs to buy to reach 9 feet.
+
+Now, we can calculate how many feet the new line will need to buy to reach that total of 9 feet. Dividing 9 feet by 3 feet gives 3 feet. This means the new line will need to buy 9 feet of line that way.
+
+So, 9 feet multiplied by 3 feet is 27 feet, and 3 feet multiplied by 3 feet is 9 feet, which is the answer.
+
+The solution is 3 feet of line is 3 feet, and we need to buy 9 feet of line to reach the total of 9 feet. We simply add 9 feet of line to the total to reach the total of 9 feet, which is 3 feet of the new line is 9 feet of the total, and 3 feet of the new line is 3 feet.
+
+The total of 3 feet of the new line is 9 feet of the total.
+
+The answer is 9 feet.','stop',402,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(100,0,15,'4aaf5ca885f99cb748b9065b1b65ad133b66545cb87636407cf40b6c8b48b52c',15,'To solve this problem, we need to consider both the direction of the increase and the cost of the new line. We know there are 6 feet of new line and 3 feet of dock, so 6 feet of new line can be sold for 3 feet of dock. This will cover 3 feet of the original 3 feet of line. If we add the new order of 3 feet of new line, we will have 6 feet of new line plus 3 feet of dock, which will total 9 feet of new line.
+
+However, we have to consider that 9 feet of new line is already sold. But, we can''t continue with this logic. If we add 3 feet to 9 feet of new line, we will have 17 feet of new line, which is already sold. So, the answer is not 17 feet of the new line. The answer is 9 feet of the new line.
+
+The calculation is incorrect because the 3 feet of new line is sold, but the answer is actually 9 feet of the original 3 feet line. So, the correct answer is 9.','stop',240,100,33,2.95694228920445523201e+00,61893718056.0,NULL);
+INSERT INTO "chains" VALUES(101,0,0,'2ae74f59390ca5995805f7479119520806cf2e7ade426793feb9c2990dd01c79',0,'To solve this problem, we need to calculate the profit made by Josh.  He invested $50,000 in repairs and then sold the house for $80,000.  This means he sold 150% of the original price.  So, the profit made by Josh is 150 * $80,000 = $120,000.
+
+We can calculate this profit as 150 * 120 = $160,000.
+
+The total profit made by Josh is the original price minus the profit made by selling the house, which is $80,000 - $160,000 = $24,000.
+
+So, Josh made a profit of $24,000.','stop',180,95,32,3.13015452548643224872e+00,65105263872.0,NULL);
+INSERT INTO "chains" VALUES(102,0,0,'105b2c8ffd45af035923a6a1a12d4766289ef5e71a63334f0715f69b0a1a2626',0,'Henry started at 20 miles and traveled 15 miles before the end of the trip. So, he traveled 20 + 15 = 35 miles before the end of the trip.
+
+To find the total miles he traveled between his first and second stops, we need to calculate the distance he traveled between the two stops. He traveled 35 miles before the end of the trip, which is 35 * 15 = 500 miles.
+
+So, he traveled 500 - 35 = 355 miles between his first stop and his second stop.
+
+Therefore, Henry traveled 20 + 15 = 35 miles between his first stop and his second stop.','stop',158,89,32,2.32624974900591041659e+00,57572423424.0,NULL);
+INSERT INTO "chains" VALUES(103,0,0,'b86cba5cbfa49bf63e2ac9cb9a7c3d9ec9a3c1c6ae581899639d399bc17bd6d9',0,'To solve this problem, we need to break it down step by step. First, we need to determine the cost of the dog. The dog costs $100. So, the cost of the dog is $100 * 100 / 100 = $10.
+
+Next, we need to determine the cost of the groomer. The groomer offers the dog a 30% discount for being a new customer. So, the cost of the groomer is 30% of $100 = $3.
+
+Now, we need to find the total cost of the dog and the groomer. The dog costs $10 and the groomer costs $3. So, the total cost is $10 + $3 = $23.
+
+Finally, we need to find the cost of the dog and the groomer. The dog costs $10 and the groomer costs $3. So, the cost of the dog is $10 + $3 = $43.
+
+The total cost of the dog and the groomer is $23 + $43 = $89.
+
+So, the answer is 89.','stop',255,86,32,3.45545386950925603741e+00,82861244928.0,NULL);
+INSERT INTO "chains" VALUES(104,0,0,'e5f8a717016033765a48f49d9d8a18ae0a8b87cf8a4c4f491f73ff63733b8fec',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of diamonds, rubies, emeralds, and gems.
+
+The treasure hunter found a chest filled with 175 diamonds, 35 fewer than diamonds, and 25 fewer than rubies. So, the total number of diamonds is 175 - 35 - 25 = 125.
+
+The treasure hunter found a chest filled with 35 fewer than diamonds, which is 35.
+
+The treasure hunter found a chest filled with 25 fewer than rubies, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+','length',512,92,32,7.27748742451512953266e+00,153616139136.0,NULL);
+INSERT INTO "chains" VALUES(105,0,0,'a47cb622532b016abf907bc9c73e6c57030faf68980e59282353e1905f9f1b79',0,'To solve this problem, we need to first find the combined weight of Alex and Grace. We know that Alex weighs 2 pounds less than Grace, so we can set up an equation: 2 pounds (Grace) - 2 pounds (Alex) = 125 pounds.
+
+Now, we can multiply both sides of the equation by 2 to find the combined weight of both Alex and Grace: 2 pounds (Grace) * 2 = 4 pounds (Grace) * 2 = 8 pounds.
+
+So, the combined weight of both Alex and Grace is 8 pounds.
+
+To find the combined weight of both Grace and Alex, we need to find the weight of 125 pounds. We can do this by dividing 125 by 2, which gives us 75.
+
+So, the combined weight of both Alex and Grace is 75 pounds.
+
+The answer is: 75','stop',203,69,32,2.53974943899993377272e+00,64298173824.0,NULL);
+INSERT INTO "chains" VALUES(106,0,0,'813247b2860bb48dd662d6799ad74abe36193dd8fbab0070222f7d55c7f81f09',0,'To solve this problem, we need to break it down step by step. First, we need to find out how many friends Lily made. We can do this by dividing the number of friends Lily made by the total number of friends Lily made.
+
+Let''s call this number x. So, x = 20. Now we know that Lily made 20 friends.
+
+We can now find the total number of friends Lily made by multiplying the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Lily made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by the number of friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Amy made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Amy made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Amy made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number','length',512,73,32,8.63648469699910492636e+00,148504568832.0,NULL);
+INSERT INTO "chains" VALUES(107,0,0,'847200a8b2187cd418c1bbd69a717dcebba552eea7e4537ab97266937209dc11',0,'Let''s break it down step by step. We know there are 700 bees in a hive, and there are twice as many baby bees as queens. So, we can set up the equation: 700 (bees) / 2 = 300 (queens) * 2 = 600 (workers) * 2 = 1200 (workers)
+
+Now, let''s find the number of workers. We know there are twice as many queens as workers, so we can set up the equation: 1200 (workers) / 2 = 600 (workers) * 2 = 1200 (workers)
+
+Finally, we can find the number of workers by multiplying the number of queens by 2: 1200 * 2 = 2400 (workers)
+
+So, there are 2400 worker bees in a hive.','stop',202,78,32,3.44750138999734190292e+00,66450413952.0,NULL);
+INSERT INTO "chains" VALUES(108,0,0,'4501548bddb1bd9feca337eef3e49004d9ceff347eb7f1db29d1910d18eb6e7b',0,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the given information: the total amount of money Dillon will spend is 4 x 15 = 60 dollars. The number of watermelons, peppers, and oranges is determined by the ratio of each item to the total amount of money.
+
+Let''s denote the number of watermelons, peppers, and oranges as x, y, and z, respectively. We know that x + y + z = 4, which means that the number of watermelons, peppers, and oranges is equal to the total amount of money Dillon will spend.
+
+We can set up an equation based on this ratio: x + y + z = 4. This equation represents the total amount of money Dillon will spend.
+
+Now, let''s find the value of x, which represents the number of watermelons, peppers, and oranges. We can do this by dividing the total amount of money Dillon will spend by the ratio of each item to the total amount of money.
+
+x = 4 / (x + y + z)
+
+This equation represents the total amount of money Dillon will spend.
+
+So, the answer is x = 4.','stop',268,122,32,4.83487920099833,96043715712.0,NULL);
+INSERT INTO "chains" VALUES(109,0,0,'884375ea77f94afad39cfd96b87ce98dfd06bbd78d30425d39b905f8f524cb1b',0,'To solve this problem, we need to break it down into manageable parts. We know that on the first day, 5 people came by to get both tires, and 3 people came by to get all their tricycle tires. This means that on the first day, 5 people had 3 tricycle tires, and 3 people had 2 tricycle tires.
+
+On the second day, 5 people came by to get all their tricycle tires, and 3 people came by to get all their tricycle tires. So, on the second day, 5 people had 5 tricycle tires, and 3 people had 2 tricycle tires.
+
+On the third day, 5 people came by to get all their tricycle tires, and 3 people came by to get all their tricycle tires. So, on the third day, 5 people had 5 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 3 + 3 = 15. So, on the third day, 5 people had 15 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 15 = 10. So, on the third day, 5 people had 10 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 10 = 15. So, on the third day, 5 people had 15 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 15 = 20. So, on the third day, 5 people had 20 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 20 = 25. So, on the third day, 5 people had 25 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 25 = 20. So, on the third day, 5 people had 20 tricycle tires, and 3','length',512,130,32,9.4271431214974654722e+00,163839279744.0,NULL);
+INSERT INTO "chains" VALUES(110,0,0,'5a64fc4162f4cbd193a42c06657baa9936aa6625422054fe45384cac8a05ccab',0,'To solve this problem, we need to consider both the benefits of hiring the accountant and the costs associated with hiring someone to do the job.
+
+The accountant charges $90 per hour, which means she''s making a 10% increase in her earnings. This is a 10% increase in her earnings, which is a 10% increase in her total earnings.
+
+The total earnings of the accountant are 30% of the total earnings of the tax payer. So, the total earnings of the accountant are 30% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax','length',512,107,32,9.26717509299669472966e+00,157651589376.0,NULL);
+INSERT INTO "chains" VALUES(111,0,0,'4f6168aeb599785dc45dffb6e9d2ddb9e7443f8b745cd0175a72440dc3c222aa',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of cages. We can do this by multiplying the number of cages by the number of rats per cage. So, 10 * 3 = 30 cages.
+
+Next, we need to find the number of cages with no straw. We can do this by dividing the total number of cages by the number of cages with no straw. So, 10 * 3 = 30 cages.
+
+Now, we need to find the number of cages with no straw. We can do this by dividing the number of cages with no straw by 2. So, 30 / 2 = 15 cages.
+
+Finally, we need to find the number of cages with no straw. We can do this by dividing the number of cages with no straw by 2. So, 15 / 2 = 7 cages.
+
+The answer is 7. The total number of cages with no straw is 30 + 15 + 7 = 185 cages. There are 185 cages in each cage.
+
+The number of cages with no straw is 185 / 3 = 60 cages. There are 60 cages in each cage.','stop',281,154,32,5.70739959450384048977e+00,108150066432.0,NULL);
+INSERT INTO "chains" VALUES(112,0,0,'279493bec18cb4d31b68b618477a7b5062082f6caa108c8a58cbfbada742fb0c',0,'To solve this problem, we need to determine the amount of interest Mandy should pay Benedict after 3 months.
+
+Let''s break it down:
+
+Mandy owed Benedict $100 after 3 months, so she owes Benedict $100 * 3 = 300 dollars.
+
+Now, we need to find the amount of interest Mandy should pay Benedict after 3 months.
+
+The interest is 2% of $100, which is 0.02 * 100 = 2 dollars.
+
+Mandy should pay 2 dollars to Benedict.
+
+So, Mandy should give Benedict 2 dollars.
+
+The answer is: 2','stop',151,78,32,2.92098139799600176047e+00,52729883136.0,NULL);
+INSERT INTO "chains" VALUES(113,0,0,'8658d746b9d37aa1bbd750b88a06c8317b8cd19518c4f33cfed60280bbb3b609',0,'To solve this problem, we need to consider the two teams and their relative performance. The faster team has a 50% chance of winning by running their 400 meter leg in 60 seconds, which is 1.5 times the slower team''s chance of winning by running their 400 meter leg in 60 seconds.
+
+The faster team''s chance of winning by running their 400 meter leg in 60 seconds is 1.5 * 1.5 = 1.8.
+
+The slower team''s chance of winning by running their 400 meter leg in 60 seconds is 1.5 * 1.5 = 1.8.
+
+The total chance of winning by running their 400 meter leg in 60 seconds is 1.8 * 1.8 = 3.6.
+
+The faster team has a 3.6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.6.
+
+The slower team has a 3.6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.6.
+
+The total chance of winning by running their 400 meter leg in 60 seconds is 2.6 * 2.6 = 6.
+
+The faster team has a 6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 3.
+
+The slower team has a 6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.
+
+The total chance of winning by running their 400 meter leg in 60 seconds is 6 * 6 = 36.
+
+The faster team has a 36 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.
+
+The slower team has a 36 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.','length',512,174,32,9.74810394650285161333e+00,175676600448.0,NULL);
+INSERT INTO "chains" VALUES(114,0,0,'7c783674ecf165a361f29b022b08a6a0c836eececcc641fb127ebf0e9856c2f0',0,'To solve this problem, we need to consider the total number of pounds of insects that the ducks need to survive. Since there are 10 ducks, and 3.5 pounds of insects per duck, we can multiply the number of ducks by the number of pounds of insects per duck.
+
+This results in 10 x 3.5 = 30 pounds of insects per day.
+
+So, the answer is 30 pounds of insects per day.','stop',99,75,32,1.72090880399719026172e+00,37933232256.0,NULL);
+INSERT INTO "chains" VALUES(115,0,0,'7a88db7d04009a292fda930e709064e106d227d0dc788a134397f8e573913e0c',0,'To solve this problem, we need to calculate the number of barrels of wine produced per year.
+
+Josie grows grapes on her 10-acre farm, which means she produces 10 acres of grapes per year.  So, 10 acres * 5 tons of grapes per acre = 50 tons of grapes per year.
+
+Now, we need to calculate the number of barrels of wine produced per year. 10 acres * 2 barrels of wine per barrel = 20 barrels of wine per year.
+
+Therefore, Josie produces 20 barrels of wine per year.','stop',130,89,32,2.58090702150184370111e+00,50039582976.0,NULL);
+INSERT INTO "chains" VALUES(116,0,0,'4b712f6debf0e28752b85003790275186f66035b766d0d96131caa1bb52c092e',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total kilometers Micheal did in total. We can do this by adding the kilometers he rode for each of the four weeks and the 60 kilometers he did in total.
+
+Total kilometers = 5 * 4 weeks + 2 * 60 kilometers = 200 + 200 = 400 kilometers
+
+Now, we need to find the total kilometers Micheal did in total. We can do this by adding the kilometers he rode for each of the four weeks and the 60 kilometers he did in total.
+
+Total kilometers = 200 + 400 = 600 kilometers
+
+So, Micheal did 600 kilometers in total.','stop',175,117,33,4.04397125249943201197e+00,69409744128.0,NULL);
+INSERT INTO "chains" VALUES(117,0,0,'105121d18f357371fc65d9e4184f0a0ca3a79da183b6dd6098c1a9d59eef32a4',0,'To solve this problem, we need to think of the most efficient way to calculate the change. We can start by using the concept of change and the concept of change. 
+
+We know that one crayon costs $2, and we want to know how much change we will get. 
+
+Let''s think of the most efficient way to calculate change. We can use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change','length',512,79,32,8.60060907799925189465e+00,150118748928.0,NULL);
+INSERT INTO "chains" VALUES(118,0,0,'f53a5aa0f8c636578c1743325f56b07739ed7f426adab84ba2de29b169dce5cd',0,'To solve this problem, we need to calculate the total amount spent on advertising for both years.
+
+The company spent $15000 on advertising for the first year, which is 15000 * $15 = $15000.
+
+The company spent $15000 on advertising for the second year, which is 15000 * $16 = $20000.
+
+The total amount spent on advertising for both years is the sum of the two amounts: $15000 + $20000 = $40000.
+
+So, the company spent a total of $40000 on advertising for both years.','stop',158,83,33,2.92296870048903656424e+00,55689213312.0,NULL);
+INSERT INTO "chains" VALUES(119,0,0,'e2338f56016c5fb2797d4e18ed48e43af320788b3421452a1f3e85e5c098005e',0,'To solve this problem, we need to break it down step by step. First, we need to find out how many cows are in 8 of the stalls. We can do this by dividing 8 by 20, which is 0.25. So, 8 of the stalls have 2 cows each.
+
+Next, we need to find out how many cows are in 2 of the 8 stalls. We can do this by multiplying 2 by 20, which is 40. So, 2 of the 8 stalls have 40 cows.
+
+Now, we need to find out how many cows are in 4 of the 8 stalls. We can do this by multiplying 4 by 20, which is 80. So, 4 of the 8 stalls have 80 cows.
+
+Finally, we need to find out how many cows are left in 4 of the 8 stalls. We can do this by dividing 4 by 20, which is 0.25. So, 4 of the 8 stalls have 25 cows.
+
+The answer is 4.','stop',247,87,32,4.59585576899644365767e+00,80978034816.0,NULL);
+INSERT INTO "chains" VALUES(120,0,0,'f4f7d40842a63ae6a85c9855cd182ca39a78bd3042509b5773fbe446c8870c66',0,'To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+First, we calculate the selling price: 400 * 100 = 40000.
+
+Then, we calculate the net proceeds: 40000 - 40000 = 0.
+
+Now, we calculate the net proceeds: 0.000001 * 0.00001 = 0.0001.
+
+So, the net proceeds are 0.0001.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 0.0001 * 400 = 0.04.
+
+So, the net proceeds are 4%.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we','length',512,121,32,1.05807723415009604652e+01,161418009600.0,NULL);
+INSERT INTO "chains" VALUES(121,0,0,'4cbc037139c7cdb1f126fed1e2de95cb5e54bac3b2b4a385e524bbdc8b66325a',0,'To solve this problem, we need to break it down step by step. First, we need to find the difference between the two ages. We can do this by subtracting the age of Ann from the age of her brother.
+
+Let''s say Ann is 9 years old and her brother is 2x years old. So, 9 - 2x = 2(2x). This is a simple equation that can be solved using the formula for subtraction.
+
+The answer is 2x. So, the age of Ann is 9 - 2x = 2x.
+
+Now we can add 2x to both sides of the equation to get the equation 2x + 2x = 4x. This is the equation we need to solve.
+
+To solve for x, we can multiply both sides of the equation by 2 to get rid of the fraction. So, 2x + 2x = 4x. This is the equation we need to solve.
+
+Now we can add 2x to both sides of the equation to get 2x = 8. This is the answer.
+
+So, the age of Ann is 9 - 2x = 2x, and her brother is 2x + 2 = 4x.','stop',276,64,32,5.79639708750073623377e+00,82592214912.0,NULL);
+INSERT INTO "chains" VALUES(122,0,0,'e9186bb0591b94862b0725c6521f7066faeec14e55d6d0bd090017e212700033',0,'To solve this problem, we need to break it down step by step. First, we need to find the total amount of money she has left.
+
+She has 5 quarters and 2 dimes, which is 5 * 10 = 50 cents.
+
+Now, we know that 50 cents is equal to 100 cents.
+
+So, the answer is 100 cents.
+
+The answer is 100 cents.','stop',102,71,32,1.86352968750452419044e+00,37664202240.0,NULL);
+INSERT INTO "chains" VALUES(123,0,0,'f42d3489f71a8d08c8f265325d06896c73e886c790a824cb33c8cec2708a64c2',0,'To solve this problem, we need to break it down step by step. First, we need to calculate the total number of packets of chocolate bars that will be shared among the children.
+
+We know that each adult gets 6 chocolate bars, and the rest are to be shared equally among the children. So, we can multiply the number of packets of chocolate bars by the number of children.
+
+So, 4 adults * 6 chocolate bars per person = 24 chocolate bars per child.
+
+Now, we need to find out how many packets of chocolate bars are shared among the children. We can do this by dividing the number of packets of chocolate bars by the number of children.
+
+So, 24 chocolate bars / 4 children = 5 packets of chocolate bars per child.
+
+Therefore, each child will get 5 packets of chocolate bars.
+
+So, the answer is 5.','stop',192,89,32,3.46993957700487953843e+00,66719443968.0,NULL);
+INSERT INTO "chains" VALUES(124,0,0,'9887d9eef1f172568f12486f4bfeae1d66a3bd80af0a59af822ea31005250c84',0,'To solve this problem, we need to calculate the total amount of time Peter exercised for both days and then find the total amount of time he has to exercise on Tuesday.
+
+First, we calculate the total amount of time Peter exercised for both days: 23 minutes (Monday) + 16 minutes (Sunday) = 29 minutes.
+
+Then, we calculate the total amount of time Peter exercised for both days: 29 minutes (Monday) + 23 minutes (Sunday) = 52 minutes.
+
+Now, we subtract the total amount of time Peter exercised for both days from the total amount of time Peter exercised for both days: 29 minutes (Monday) - 52 minutes (Sunday) = 2 minutes.
+
+Therefore, Peter has to exercise for 2 minutes to reach his goal.
+
+The answer is 2.','stop',184,94,32,3.49345085550248768413e+00,65912353920.0,NULL);
+INSERT INTO "chains" VALUES(125,0,0,'c6036180620fdde049ec55170abf2a49d2432cd54f3a28ab58c50287049abce8',0,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total amount of bread sold in the morning and the amount sold in the afternoon and evening.
+
+The bakery produces 60 loaves of bread each day, and 2/3 of those are sold in the morning, which means 60 * 2/3 = 120 loaves of bread are sold in the morning.
+
+The remaining 100 loaves of bread are sold in the afternoon and evening, so we need to calculate the amount of those that were sold in the morning. 100 * 1/2 = 20 loaves of bread are sold in the afternoon.
+
+Now, we need to find the total amount of bread sold in the afternoon. We can do this by adding the amount sold in the morning to the amount sold in the afternoon. 120 + 20 = 240 loaves of bread are sold in the afternoon.
+
+So, there are 240 - 240 = 100 loaves of bread are sold in the afternoon.
+
+Therefore, 100 * 1 = 100 loaves of bread are sold in the afternoon.','stop',270,90,33,4.98223465600403869757e+00,87703785216.0,NULL);
+INSERT INTO "chains" VALUES(126,0,0,'a7258a5d1977b1831d180fa80e284aefee0ec44796f3dfce9dd414fb408a9707',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of pupils who like blue. We can do this by dividing the number of pupils who like blue by 2, which is the number of pupils who like blue divided by half of the total number of pupils who like blue.
+
+This gives us 40 / 2 = 20. So, there are 20 pupils who like blue.
+
+Next, we need to find the number of pupils who like green. We can do this by dividing the number of pupils who like blue by 2, which is the number of pupils who like green divided by half of the total number of pupils who like blue.
+
+This gives us 40 / 2 = 20. So, there are 20 pupils who like green.
+
+Finally, we need to find the number of pupils who like yellow. We can do this by dividing the number of pupils who like blue by 2, which is the number of pupils who like yellow divided by half of the total number of pupils who like blue.
+
+This gives us 40 / 2 = 20. So, there are 20 pupils who like yellow.
+
+The answer is 20.','stop',273,77,35,5.04881591750290681375e+00,84475425024.0,NULL);
+INSERT INTO "chains" VALUES(127,0,0,'48e832565f2d1a8a87c786e4b507b89658b8b350e38be153bdf40673626823c6',0,'Let''s break down the information step by step. Axel has 50 silver pesos, which means he has 50 * 10 = 50 silver coins. He also has 40 more gold pesos, which means he has 40 * 2 = 80 gold coins.
+
+The total number of silver pesos is the sum of the silver coins and gold coins. So, 50 + 80 = 140 silver coins.
+
+The total number of gold pesos is the sum of the gold coins and silver coins. So, 40 + 80 = 100 gold coins.
+
+Now, we can add these two equations: 140 + 100 = 240, and 100 + 80 = 180.
+
+The total number of gold pesos is 180 - 240 = 40 gold pesos.
+
+So, the answer is 40.','stop',221,93,33,4.25732575550137,75328404480.0,NULL);
+INSERT INTO "chains" VALUES(128,0,0,'ef271e6f902a4af98f7208902c7f66f8a268636a6c7141dfa0404427b91ba1a5',0,'To solve this problem, we need to break it down into manageable parts. First, let''s find the total cost of 6 erasers and 8 pencils.
+
+We know that 6 erasers and 8 pencils cost $6. To find the total cost, we multiply the cost of 6 by 8, which is 48.
+
+So, 6 + 48 = 120 cents, which is the total cost of 6 + 8 = 14 = 120 cents.
+
+Therefore, the answer is 120.','stop',125,64,32,2.33699552199595927959e+00,41968682496.0,NULL);
+INSERT INTO "chains" VALUES(129,0,0,'fddf0b41a396a6e5fe343ad4cdfa8ff5a4cb41afa934aa117a14b63918fe0a9f',0,'To solve this problem, we need to consider the total number of camels and the number of dromedaries.
+
+The total number of camels is the sum of the number of camels and the number of dromedaries. This is a classic example of a multi-step problem, where we need to break it down into manageable parts.
+
+First, we need to find the total number of camels. We can do this by multiplying the number of camels by the number of camels per dromedary. This is a multi-step calculation, where we multiply the number of camels by the number of camels per dromedary.
+
+To find the total number of camels, we can use the formula for the total number of camels:
+
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+
+This formula is a combination of the formula for the total number of camels and the formula for the number of camels per dromedary.
+
+The formula for the total number of camels is:
+
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+
+This is the formula we need to find the number of camels per dromedary.
+
+The final answer is:
+
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+
+This is the final answer.','stop',434,88,33,8.60086421099549625068e+00,131286647808.0,NULL);
+INSERT INTO "chains" VALUES(130,0,0,'d462fd34a784be94dac55201fc8fd3a8304a5d411d3db7d73f2795ebe02ef3fc',0,'To solve this problem, we need to first find the total number of popsicles Sam and Betty have together. We can do this by multiplying the number of popsicles Sam has by the ratio of their number of popsicles to Betty''s number of popsicles.
+
+Let''s call this ratio "S" and it represents the number of times Sam has more than Betty. So, S = 5 * 6 = 30.
+
+Now, we know that Sam has more than Betty, so we can find the difference between Sam''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty','length',512,82,33,1.03266576329951931256e+01,150656808960.0,NULL);
+INSERT INTO "chains" VALUES(131,0,0,'0833f42c863d58b50d96ec042342e31e39666ab644ef9cfb0c78a09fe9af7da5',0,'To solve this problem, we need to first determine the total volume of Peter''s locker and Timothy''s locker.
+
+Let''s start by finding the volume of Peter''s locker. We know Peter''s locker is half as big as Timothy''s locker, so the volume of Peter''s locker is 1/2 * 5 cubic inches = 2 cubic inches.
+
+Now, we need to find the volume of Timothy''s locker. We know Timothy''s locker is 1 cubic inch less than Peter''s locker, so the volume of Timothy''s locker is 1 cubic inch less than Peter''s locker.
+
+To find the volume of Timothy''s locker, we can use the formula for volume of a cylinder:
+
+V = π × r² × h
+
+where V is the volume of Timothy''s locker, r is the radius of Timothy''s locker, and h is the height of Timothy''s locker.
+
+Plugging in the values, we get:
+
+V = π × (1 cubic inch / 1 cubic inch)² = π cubic inches
+
+This is the volume of Timothy''s locker.
+
+Now, we need to find the volume of Peter''s locker. We can use the formula for volume of a cylinder:
+
+V = π × l² × w
+
+where V is the volume of Peter''s locker, l is the length of Peter''s locker, and w is the width of Peter''s locker.
+
+Plugging in the values, we get:
+
+V = π × (1 cubic inch / 1 cubic inch)² = π cubic inches
+
+This is the volume of Peter''s locker.
+
+Finally, we can find the volume of Timothy''s locker by multiplying the volume of Peter''s locker by the ratio of Timothy''s locker to Peter''s locker.
+
+V = π × (1 cubic inch / 1 cubic inch)² = π cubic inches
+
+This is the volume of Timothy''s locker.
+
+So, the answer is:
+
+V = π × l² × w = π cubic inches
+
+This is the volume of Timothy''s locker.','stop',466,93,32,9.63675042449813190614e+00,141509788416.0,NULL);
+INSERT INTO "chains" VALUES(132,0,0,'1c82a853f2a3298855655106d997c0f455afcf971113e1be4b11cf36a815d856',0,'Marin and Nancy each eat 4 apples a day, so in 30 days, Marin and Nancy eat 30 * 4 = 120 apples.
+
+To find out how many apples they eat in 30 days, we need to divide 120 apples by 30 days. 120 apples / 30 days = 3 apples per day.
+
+So, Marin and Nancy eat 3 apples per day.','stop',101,64,32,2.24561885100138169946e+00,35511962112.0,NULL);
+INSERT INTO "chains" VALUES(133,0,0,'f9601bca00694821680c7ef2e145d090d2fed6ed2db40f5ac638c45c779618cd',0,'Joey has 214 points - 225 = 10 points.
+Joey has 214 - 10 = 18 points.
+Joey has 18 + 225 = 300 points.
+Joey has 300 - 225 = 100 points.
+Joey has 100 + 225 = 325 points.
+Joey has 325 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+','length',512,88,32,1.03582448980041590407e+01,152540019072.0,NULL);
+INSERT INTO "chains" VALUES(134,0,0,'35042417239fa0ab764c045a229b65b5799ae385badda5b666c13e7242343d9e',0,'To solve this problem, we need to break it down step by step. First, we need to find the ratio of Jana''s puppies to the total number of Pomeranians.
+
+We know that 2/3 of the total number of Pomeranians is girls. So, 2/3 of 27 is 2/3 of 27 girls.
+
+Now, we can multiply 2 by 27 to find the total number of girls.
+
+So, 2 * 27 = 54.
+
+Therefore, Jana has 54 girl Pomeranians.
+
+The answer is: 54','stop',142,82,33,2.61930192050567711703e+00,51115703040.0,NULL);
+INSERT INTO "chains" VALUES(135,0,0,'e0b3779321b1df3695d46b45588b68376e5666fe91d846ae61a64800d12623da',0,'To solve this problem, we need to break it down step by step. We know that Charisma works for 8 hours every day, and she has a timer to remind her to get up and walk for 5 minutes every hour she''s at work.
+
+First, we need to find out how many hours she''s at work. We can do this by dividing 8 hours by 5 minutes per hour. So, 8 hours / 5 minutes per hour = 1.6 hours per hour.
+
+Now, we need to find out how many minutes she''s at work. We can do this by multiplying 1.6 hours by 5 minutes per hour. So, 1.6 hours * 5 minutes per hour = 7.25 hours.
+
+Now, we need to find out how many minutes she''s at work. We can do this by dividing 7.25 hours by 5 minutes per hour. So, 7.25 hours / 5 minutes per hour = 1.6 hours.
+
+Finally, we need to find out how many minutes she''s at work. We can do this by multiplying 1.6 hours by 5 minutes per hour. So, 1.6 hours * 5 minutes per hour = 7.25 hours.
+
+So, Charisma has walked 7.25 hours every day for 8 days, and she''s walked 1.6 hours every day.','stop',308,89,32,5.41156966000835382146e+00,97926925824.0,NULL);
+INSERT INTO "chains" VALUES(136,0,0,'44f3ca9262f16aef454c98f01f063763675e4676ca110f25a8a8f14f00eb1e94',0,'To solve this problem, we need to consider the two possible scenarios: either the first venue charges a flat fee of $200 and allows guests to choose from a range of $5 per person, or the first venue charges a flat fee of $200 and does not include food.
+
+Let''s assume the first venue charges a flat fee of $200 and allows guests to choose from a range of $5 per person. This means that for every guest who attends, the first venue can accommodate 5 guests.
+
+Now, let''s consider the second venue. The second venue charges a flat fee of $200 and allows guests to choose from a range of $25 per person. This means that for every guest who attends, the second venue can accommodate 25 guests.
+
+To find the total number of guests, we need to multiply the number of guests who can be accommodated by the number of guests who can be accommodated by the second venue. This is a multiple of 2, since the number of guests who can be accommodated by the second venue is 2 * 25 = 50 guests.
+
+So, there are 50 guests who can be accommodated by the second venue.
+
+Therefore, there are 50 guests who can be accommodated by the first venue.','stop',280,146,32,5.58869309350575349526e+00,105728796288.0,NULL);
+INSERT INTO "chains" VALUES(137,0,0,'b349f4bbc2042183f26dd36a56b9a14877a7ec78c99d0054a4982fc9f1fe234c',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of hours spent working out. We can do this by adding the hours spent on both days and the two consecutive weeks.
+
+Let''s calculate the total hours spent:
+
+Total hours spent = 8 weeks * 4 hours/week * 2 weeks/week * 2 weeks/week = 160 hours
+
+Now, we need to find the total number of hours spent. We can do this by dividing the total hours by the total number of weeks:
+
+Total hours spent = 160 hours / 8 weeks = 20 hours
+
+So, Josh spent 20 hours on his workout routine each week.','stop',160,111,32,3.27639209749668225413e+00,64029143808.0,NULL);
+INSERT INTO "chains" VALUES(138,0,0,'f07aef32df5a5b6f2c41996768881a8957eeb1a9635586767bf6140e4a3cb84a',0,'To solve this problem, we need to break it down step by step. First, we need to find Julie''s total amount of money spent. We know that 20% of the money was spent on clothes, which is 0.20 * $500 = $100. Then, we need to find the remaining amount of money left. We can do this by subtracting the amount spent on CDs from the total amount spent. So, 25% of $500 is 0.25 * $500 = $100. Now, we can find the remaining amount of money left by dividing $100 by 25% of $500.
+
+$100 / 25% = $5. Now, we can find the remaining amount of money left by dividing $500 by 25% of $500.
+
+$500 / 25% = $25. Now, we can find the remaining amount of money left by dividing $25 by 25% of $500.
+
+$25 / 25% = $1. Now, we can find the remaining amount of money left by dividing $1 by 100.
+
+$1 / 100 = $0.1. Now, we can find the remaining amount of money left by dividing $0.1 by 100.
+
+$0.1 / 100 = $0.01. Now, we can find the remaining amount of money left by dividing $0.01 by 100.
+
+$0.01 / 100 = $0.001. Now, we can find the remaining amount of money left by dividing $0.001 by 100.
+
+$0.0001 / 100 = 0.0001. Now, we can find the remaining amount of money left by dividing $0.0001 by 100.
+
+$0.00001 / 100 = 0.0001. Now, we can find the remaining amount of money left by dividing $0.0001 by 100.
+
+$0.000001 / 100 = 0','length',512,77,32,9.4041375085098479758e+00,149580688896.0,NULL);
+INSERT INTO "chains" VALUES(139,0,0,'c86409171ee0bab6117a403a8b89189ee4ee93658ba975a7ce05222058ce8114',0,'To solve this problem, we need to break it down step by step. First, let''s find the difference in age between the two. 27 - 25 = 5 years.
+
+Now, let''s find the difference in age between the two cousins. 5 years is 2.5 years.
+
+Now, let''s find the difference in age between the two cousins. 2.5 years is 2.5 * 2 = 5 years.
+
+The age of the cousin is 2.5 years more than the age of the other cousin. 2.5 years is 2.5 * 2 = 5 years.
+
+The age of the cousin is 2.5 years more than 5 years. 2.5 years is 2.5 * 3 = 7 years.
+
+The age of the other cousin is 2.5 years more than 7 years. 2.5 years is 2.5 * 4 = 10 years.
+
+The age of the other cousin is 2.5 years more than 10 years. 2.5 years is 2.5 * 5 = 10 years.
+
+The age of the other cousin is 2.5 years more than 10 years. 2.5 years is 2.5 * 6 = 14 years.
+
+The age of the other cousin is 2.5 years more than 14 years. 2.5 years is 2.5 * 8 = 19 years.
+
+The age of the other cousin is 2.5 years more than 19 years. 2.5 years is 2.5 * 9 = 22.5 years.
+
+The age of the other cousin is 2.5 years more than 22.5 years. 2.5 years is 2.5 * 11 = 26.5 years.
+
+The age of the other cousin is 2.5 years more than 26.5 years. 2.5 years is 2.5 * 12 = 26.5 years.
+
+The age of the other cousin is 2.5 years more than 26.5 years. 2.5 years is 2.5 * 13 = 28.5 years','length',512,80,33,9.97538101650570752099e+00,150118748928.0,NULL);
+INSERT INTO "chains" VALUES(140,0,0,'e1470ecf38fa5a9777db5cd6cdb6fc1ab7314df1a7fe9624a90110be91173802',0,'To solve this problem, we need to determine the total number of pages Judy read in two weeks.
+
+First, we calculate the total number of pages she read in two weeks.
+
+In one week, she read a total of 100 pages * 2 pages/week = 200 pages.
+
+So, she read a total of 200 pages * 2 = 400 pages.
+
+Therefore, Judy read 400 pages in two weeks.
+
+To find the number of pages she read in two weeks, we multiply the total number of pages by the number of weeks: 400 * 2 = 800 pages.
+
+#### 800
+The answer is: 800','stop',163,97,32,3.18061989400484890211e+00,61069813632.0,NULL);
+INSERT INTO "chains" VALUES(141,0,0,'a4cf3cbaf4ab3d2c8f45fac5f69fdd148fbbd5039c5e8b427aa1aa70d948e767',0,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the cost of the computer. We know that the computer costs $1,100, and the total cost of the computer and the printer is $2,400. So, we can set up an equation:
+
+$1,100 = $2,400 - $1,100
+
+This equation simplifies to:
+
+$1,100 = $2,400 - 100
+
+Now, we can solve for the cost of the computer:
+
+$1,100 = 2.400 * 100
+
+To solve for the cost of the computer, we need to divide both sides of the equation by 2.400:
+
+$1,100 / 2.400 = 2.400 * 100 / 2.400 = 2.400 * 100 = 2400
+
+So, the cost of the computer is $2400.
+
+Now, we need to find the cost of the monitor. We know that the computer costs $1,100, and the total cost of the computer and the printer is $2,400. So, we can set up an equation:
+
+$1,100 = $2,400 - $1,100
+
+This equation simplifies to:
+
+$1,100 = 2.400 * 100
+
+To solve for the cost of the monitor, we need to multiply both sides of the equation by 2.400:
+
+$1,100 * 2.400 = 2.400 * 100
+
+This equation simplifies to:
+
+$2.400 = 2.400 * 100
+
+Now, we can solve for the cost of the monitor:
+
+$2.400 = 2.400 * 100
+
+This equation simplifies to:
+
+$2.400 = 2.400 * 100
+
+The only remaining fraction is 100, which is the cost of the monitor.','length',512,94,32,9.39900391800256329588e+00,154154199168.0,NULL);
+INSERT INTO "chains" VALUES(142,0,0,'7dc247e23a5ae973635247aefdb1de49d7c2c682ea81d12e1ddabf45be002cc7',0,'To solve this problem, we need to calculate the total number of birds Mack saw in a day.
+
+Mack saw 50 birds on days one and two, which is 50% of the total number of birds. So, 50% of 50 birds is 0.5 birds.
+
+On days four and five, Mack saw 120 birds, which is 120% of the total number of birds.
+
+On days six, Mack saw 20 birds, which is 20% of the total number of birds.
+
+On days seven, Mack saw 90 birds, which is 90% of the total number of birds.
+
+The total number of birds Mack saw in a day is 50% of 120, which is 0.5 birds.
+
+So, the answer is 50% of 120, which is 0.5 birds.','stop',205,129,33,4.03165002950299822259e+00,80709004800.0,NULL);
+INSERT INTO "chains" VALUES(143,0,0,'7d9b5f61af1c96c2c9426220e66b8c95af5a61287db431253b37c7069a2a0eb2',0,'To solve this problem, we need to calculate the difference in weight between the two breakfast options.
+
+Let''s assume the difference in weight is 1.25 pounds/week.
+
+If Martin eats donuts every day for breakfast, he will gain 1.75 pounds/week * 5 weeks = 7.75 pounds/week.
+
+If he eats Cheerios every day for breakfast, he will lose 1.25 pounds/week * 5 weeks = 2.25 pounds/week.
+
+Now, we need to calculate the difference in weight between the two breakfast options:
+
+Difference = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week','length',512,104,33,1.01024380375010878194e+01,156575469312.0,NULL);
+INSERT INTO "chains" VALUES(144,0,0,'fbb545f4bce50297cca94ac88b92ee7e87f041af297bec51162222ae0bc378d8',0,'100 grams of protein = 100 grams of protein / 3 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein','length',512,80,33,1.02796700814988071213e+01,150118748928.0,NULL);
+INSERT INTO "chains" VALUES(145,0,0,'4bf46be8c15891db5f9aa232f6a2a256de7ddb3997c41a28bbec85efb4cea9ae',0,'To solve this problem, we need to determine the total cost of the dental work and then determine how many hours George needs to work before he has enough to pay for the dental work.
+
+First, we need to calculate the total cost of the dental work. This includes the base price of the dental work, the cost of the dental work itself, and the cost of the dental work made from porcelain.
+
+The total cost of the dental work is the sum of the base price, the cost of the dental work itself, and the cost of the dental work made from porcelain. This is a product of the base price, the cost of the dental work itself, and the cost of the dental work made from porcelain.
+
+The total cost of the dental work is 2 * 2000 + 500 * 2000 + 2 * 2000 = 40000 + 80000 = 120000.
+
+Now we can calculate the number of hours George needs to work before he has enough to pay for the dental work.
+
+The number of hours George needs to work before he has enough to pay for the dental work is 120000 / 2 = 60000 hours.
+
+So, George needs to work 60000 hours to pay for the dental work.','stop',295,132,32,6.85754155699942202772e+00,105997826304.0,NULL);
+INSERT INTO "chains" VALUES(146,0,0,'edd6c5fa143449753c3537a0e3958ed4ecda494d04f2e058282121c80b6140b5',0,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total cost of the 6 weeks of physical therapy. We can do this by multiplying the number of weeks by the cost per hour. So, 6 weeks * $125/week * 2 hours/week = $625.
+
+Next, we need to find the total cost of the 6 weeks of physical therapy. We can do this by adding the cost of the 6 weeks of physical therapy to the total cost of the 6 weeks of physical therapy. This is $625 + $625 = $1275.
+
+So, the total cost of the 6 weeks of physical therapy is $1275.','stop',163,94,32,3.39520564250051393173e+00,60262723584.0,NULL);
+INSERT INTO "chains" VALUES(147,0,0,'250b44fbdcd71945875f2719dd4a56b7e08c7eb424061d09da4365bade7ff740',0,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the number of hours each of Prince''s workdays will take to sell the meat from Bill''s bull.
+
+Prince''s workdays are 10 hours a day, which means he works 10 x 60 = 60 hours per day.
+
+Now, let''s calculate the number of hours each of Prince''s workdays will take to sell the meat from Bill''s bull.
+
+The number of hours each workday will take to sell the meat from Bill''s bull is 10 hours x 60 = 60 hours per day.
+
+To find the total number of hours each workday will take to sell the meat from Bill''s bull, we multiply the number of hours each workday will take to sell the meat from Bill''s bull by the number of hours each workday will take to sell the meat from Bill''s bull.
+
+This is a classic example of a linear equation:
+
+Number of hours each workday will take to sell the meat from Bill''s bull = 10 x 60 = 60 hours per day
+Total number of hours each workday will take to sell the meat from Bill''s bull = 60 x 60 = 360 hours per day
+
+So, the answer is 60 + 360 = 660 days.
+
+However, we can simplify this by dividing both sides of the equation by 60:
+
+Number of hours each workday will take to sell the meat from Bill''s bull = 10 x 60 = 60 hours per day
+Total number of hours each workday will take to sell the meat from Bill''s bull = 360 hours per day
+
+The answer is 360 / 60 = 4 days.
+
+The answer is 4 days.','stop',407,97,32,7.5714286894935867167e+00,126713137536.0,NULL);
+INSERT INTO "chains" VALUES(148,0,0,'eea08f8379a2066c444fe2f012ce5a55e7c100017a7beeddd4208976ef7cb25f',0,'To solve this problem, we need to consider the rate at which Bill can dig through soil and the rate at which he can dig through clay.
+
+The rate at which Bill can dig through soil is 4 feet/hour, and the rate at which he can dig through clay is half of that rate. So, the rate at which he can dig through soil is 4 feet/hour * 1/2 = 2 feet/hour.
+
+The rate at which he can dig through clay is half of that rate. So, the rate at which he can dig through clay is 2 feet/hour * 1/2 = 1 foot/hour.
+
+Now, we need to find the time it takes to dig a certain amount of soil. To do this, we can divide the total amount of soil by the rate at which he can dig through soil.
+
+The time it takes to dig 24 feet of soil is 24 feet / 2 feet/hour * 1/2 = 12 feet/hour * 1/2 = 2 hours.
+
+So, it will take Bill 2 hours to dig the well.','stop',245,96,32,4.82643965399984153918e+00,82861244928.0,NULL);
+INSERT INTO "chains" VALUES(149,0,0,'98005c994af7d990f059bd4de189fad65a4eaee3feddf6ee52f8ff94e21c4b0f',0,'To solve this problem, we need to break it down step by step. First, we calculate the number of likes: 2000 likes = 2000 * 10 = 20000 likes.
+
+Next, we calculate the number of new likes: 70 likes = 70 * 10 = 70 likes.
+
+Now, we calculate the total number of likes: 20000 likes + 70 likes = 27000 likes.
+
+Finally, we calculate the total number of likes: 20000 likes + 70 likes = 27000 likes.
+
+So, there are 27000 likes in total.
+
+The answer is 27000.','stop',174,106,32,3.91984947800028749043e+00,66450413952.0,NULL);
+INSERT INTO "chains" VALUES(150,0,0,'23b53c706e3cc217fe1b291b55e18067a3400722d0fa057ccc2197c3bc816021',0,'To solve this problem, we need to break it down step by step. First, let''s find out how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 100 classes.
+
+Now, we need to find how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+Now, we need to find how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+Now, we need to find how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes','length',512,102,33,1.01998181949929858094e+01,156037409280.0,NULL);
+INSERT INTO "chains" VALUES(151,0,0,'bd2269a8245c8efb4e7f0a8e6a2d2b6487fe6d2a9d40aa28b9f58f6423ffcc84',0,'To solve this problem, we need to calculate the total number of pages Shiela has left to write.
+
+She has already completed 1/3 of the paper, which means she has 1/3 of the total paper.
+
+So, Shiela has 1/3 of the paper left to write.
+
+To find out how many pages she has left, we divide the total paper by the number of pages: 1/3 = 0.33.
+
+Therefore, Shiela has 0.33 pages left to write.
+
+In other words, she has 33 pages left to finish her research paper.','stop',140,76,32,2.60598554800071724457e+00,49232492928.0,NULL);
+INSERT INTO "chains" VALUES(152,0,0,'752a3ff0b5b1bc6995e2379a851d3874bc7372d052704777af2ead7749ca47dd',0,'To solve this problem, we need to consider the given information: Rayna has 60 more dollars than Kassidy, and Kassidy has 3/4 times as much money as Aurelia.
+Let''s break down the problem step by step:
+1. Rayna has 60 more dollars than Kassidy.
+2. Kassidy has 3/4 times as much money as Aurelia.
+3. If Rayna adds together their money and share equally among them, they will have 60 + 3/4 = 60 + 3 = 70 dollars.
+4. Aurelia has 120 dollars.
+5. If Rayna adds together their money and share equally among them, they will have 70 + 120 = 190 dollars.
+
+Now, let''s calculate the total amount of money they will have if they decide to add together their money and share equally among them.
+The total amount of money they will have is 70 + 190 = 280 dollars.
+Each of them will have 280 / 3 = 90 dollars.
+#### 90
+The answer is: 90','stop',262,97,32,4.85803065550135215744e+00,87703785216.0,NULL);
+INSERT INTO "chains" VALUES(153,0,0,'106ff772baf4259f437f30a719863a3b3ae4d21267af7aa90f2885dfbd56a523',0,'Let''s break down the problem step by step. We know that Max has 12 more cookies than Katarina, and Katarina has 12 more cookies than Summer. This means that Katarina has a total of 12 + 12 = 24 cookies.
+
+The problem states that Katarina has 68 cookies. This can be represented as 24 x 12 = 280 cookies.
+
+Now, we know that Katarina has 24 cookies. This can be represented as 280 x 12 = 3240 cookies.
+
+The total number of cookies is 3240 + 280 = 5080 cookies.
+
+So, the answer is 5080.','stop',172,93,32,3.42021545149691519327e+00,62414963712.0,NULL);
+INSERT INTO "chains" VALUES(154,0,0,'9ed878277c32ac404b84afb596c609edba2f28df7689384d17cb5e6ab1785578',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of money invested by each person. 
+
+Dylan invested 2/5 of the total amount, which is 0.25. So, 1200 - 2x = 1200 - 2x = 1200 - 2x.
+
+Next, we need to find the amount of money Skyler invested. He invested 2/3 of the total amount, which is 0.25. So, 1200 - 2x = 1200 - 2x.
+
+Now, we can find the amount Skyler invested by dividing 1200 - 2x by 2. This gives us 1200 - 2x = 1200 - 2x.
+
+We can rewrite 1200 - 2x as 1200 - 2x + 2, which is 1200 - 2x.
+
+Now, we can find the amount Skyler invested by adding 2 to 1200 - 2x. This gives us 1200 - 2x + 2, which is 1200 + 2x.
+
+Finally, we can find the amount Skyler invested by multiplying 1200 + 2x by 2. This gives us 1200 + 4x.
+
+So, 1200 + 4x = 1200 + 4x = 1200 + 8x.
+
+Now, we can find the amount Skyler invested by dividing 1200 + 4x by 2. This gives us 1200 + 4x = 1200 + 8x.
+
+So, 1200 + 8x = 1200 + 16x.
+
+Now, we can find the amount Skyler invested by multiplying 1200 + 8x by 2. This gives us 1200 + 16x = 1200 + 24x.
+
+So, 1200 + 24x = 1200 + 48','length',512,98,32,9.88549179499841557117e+00,155230319232.0,NULL);
+INSERT INTO "chains" VALUES(155,0,0,'864084eeaffa0346c57e281fe32cbb0cc8e977c37e3e7f6df20201046ab448b9',0,'To solve this problem, we need to first calculate the original length of the dress. The dress is 140cm long, so the original length is 140cm.
+
+Next, we need to calculate the original length of the dress with the lace trim. The lace trim is 20cm long, so the original length of the dress with the lace trim is 20cm.
+
+Now, we can calculate the original length of the dress with the lace trim by multiplying the original length of the dress with the lace trim by 2. This is 2 * 20cm = 40cm.
+
+Finally, we can calculate the original length of the dress with the lace trim by multiplying the original length of the dress with the lace trim by 2. This is 2 * 40cm = 80cm.
+
+The final length of the dress with the lace trim is 80cm.
+
+The answer is 80cm.','stop',209,112,33,4.85597124300147697795e+00,77211614592.0,NULL);
+INSERT INTO "chains" VALUES(156,0,0,'b3c4db15651158646b04ecd1751e8c304f39f1c7f582bc9ed6cfdd54e1b201b4',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of slices of pizza that were left.
+
+We know that each pizza had 12 slices, and there were 4 friends. So, 12 * 4 = 48 slices of pizza were left.
+
+Now, we need to find the number of slices of pizza that were left. We can do this by dividing the total number of slices by the number of friends. So, 48 / 4 = 12 slices of pizza were left.
+
+This is the answer to the problem.','stop',134,102,32,2.73262977499507542233e+00,54613093248.0,NULL);
+INSERT INTO "chains" VALUES(157,0,0,'eb9187c069efd274839285c7bcd0839fa952b127e017281263010c7445ed8215',0,'To solve this problem, we need to break it down step by step. First, we need to find out how much money Greg spent on himself. He spent $20, so he spent $20 on himself.
+
+Next, we need to find out how much money each of his siblings spent on himself. He spent $20 on himself, so he spent $20 on himself.
+
+Now, we need to find out how much money each of his siblings spent on himself. He spent $20 on himself, so he spent $20 on himself.
+
+We can think of this problem as a fraction of himself. If we divide $20 by himself, we get $20 / himself, which is the same as 100%.
+
+So, the answer is $20 / himself, which is 20 cents.','stop',181,80,32,3.26280265149307524552e+00,61338843648.0,NULL);
+INSERT INTO "chains" VALUES(158,0,0,'4a76933573bcd741bd110c7f8def2e09e92e5ed3be7dde056e624b54b741b055',0,'To solve this problem, we need to determine the total cost of the trip and then subtract the cost of the trip from the total amount of money John has saved.
+
+First, we need to find the total amount of money John has saved. This can be done by multiplying the cost of the trip by the number of trips. So, 300 * 3 = 900.
+
+Next, we need to find the total amount of money John has saved. This can be done by adding the cost of the trip to the total amount of money he has saved. So, 900 + 300 = 1200.
+
+Now, we need to find the total amount of money John has left. This can be done by dividing the total amount of money John has saved by the number of trips. So, 1200 / 3 = 360.
+
+Finally, we need to find the amount of money John has left. This can be done by multiplying the amount of money John has left by 1. So, 360 * 1 = 360.
+
+So, John has 360 dollars left over from the trip.','stop',257,89,33,4.543024625501857372e+00,83937364992.0,NULL);
+INSERT INTO "chains" VALUES(159,0,0,'d17f25766e9772b32df0fde3896c9d258d893fb0f00f37f25303e930dcbcad75',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many goats John bought and how many cows he bought.
+
+John bought 3 goats and 2 cows. So, he bought 3 * 2 = 6 goats and 2 * 2 = 4 cows.
+
+Now, we need to find out how much money he spent. He spent 6 goats * $500 = $300. He spent 4 cows * $1500 = $600.
+
+The total amount John spent is $300 + $600 = $1000.
+
+So, John spent $1000.
+
+The answer is: 1000','stop',166,74,33,3.150124824498561793e+00,55420183296.0,NULL);
+INSERT INTO "chains" VALUES(160,0,0,'071a519f7507a9a47f661588549f6782e779251b21d2e3c192cc6ac4e2a93f70',0,'To solve this problem, we need to calculate the total number of trees planted and divide it by the number of classes.
+
+The number of trees planted is the sum of the number of trees planted by each class and the number of trees planted by each teacher.
+
+The total number of trees planted is the sum of the number of trees planted by each class and the number of trees planted by each teacher.
+
+To calculate this, we can use the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+In this case, we have 40 classes with 25 students each, and 3 teachers each. So, we can calculate the number of trees planted by each class as follows:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for','length',512,99,32,9.50673461699443578254e+00,155499349248.0,NULL);
+INSERT INTO "chains" VALUES(161,0,0,'a7c41b74c6787bcd6dc7e8d774597efa9a6186135fcc590cfdbb6ab15dc50455',0,'To solve this problem, we need to break it down step by step. First, we need to calculate the total production of 50,000 bars of chocolate per month. This is 50,000 * 50,000 = 250,000,000.
+
+Next, we need to calculate the production of 3 weeks. This is 3 * 50,000 = 150,000.
+
+Then, we need to calculate the production of 4 weeks. This is 4 * 50,000 = 200,000.
+
+Now, we need to calculate the production of 5 weeks. This is 5 * 200,000 = 100,000.
+
+Finally, we need to calculate the production of 6 weeks. This is 6 * 100,000 = 60,000.
+
+The answer is 250,000 + 150,000 + 200,000 + 100,000 = 600,000.
+
+So, Boris produces 600,000 chocolate bars per month.','stop',288,116,33,6.05098507949605846079e+00,99541105920.0,NULL);
+INSERT INTO "chains" VALUES(162,0,0,'6e0f5026dbd8f586eba5d13b14234b09b8a97ea00b750c31d290a4dc1b5edfeb',0,'To solve this problem, we need to break it down step by step. We know that Claire earns 1 girl scout badge every month, and Claire earns 3 times the amount of badges as Claire.
+
+Let''s start by understanding the relationship between the two. If Claire earns 1 girl scout badge every month, it means she earns 1 * 3 = 3 badges every month.
+
+Now, if Wendy earns 3 times the amount of badges as Claire, she earns 3 * 3 = 9 badges every month.
+
+We can set up an equation to represent this: 3 * 1 + 9 = 3 * 3 + 3 * 3 = 9 * 3 = 27.
+
+This is the total amount of badges Wendy earns every month.
+
+Now, we need to find the difference between the amount of badges Wendy earns and Claire''s earnings.
+
+We can do this by subtracting the amount of badges Claire earns from the amount of badges Wendy earns: 3 * 3 = 9 badges, and 9 - 3 = 6 badges.
+
+So, the difference between Wendy''s earnings and Claire''s earnings is 6 - 3 = 1.
+
+We can also find the total amount of badges Wendy earns by adding the amount of badges Claire earns to the amount of badges Wendy earns: 3 * 3 = 9 badges, and 9 + 3 = 12 badges.
+
+Therefore, Wendy earns 12 badges.
+
+The answer is 12.','stop',330,101,32,6.08132404550451610703e+00,107073946368.0,NULL);
+INSERT INTO "chains" VALUES(163,0,0,'c966b6d7712db9c272808bcf024e0b00b441fc24f239dc64021315349e28744c',0,'To solve this problem, we need to consider the ratio of the number of petals to the number of petals of the orchids to the number of petals of the daisies.
+
+The ratio of the number of petals of the orchids to the number of petals of the daisies is 5:10.
+
+We can express this ratio as a fraction: 5:10 = 1:10.
+
+This means that the number of petals of the orchids is 1 more than the number of petals of the daisies.
+
+To find the number of petals of the daisies, we can divide the number of petals of the orchids by the number of petals of the daisies: 10/5 = 2.
+
+So, the number of petals of the daisies is 2 more than the number of petals of the orchids.
+
+To find the number of petals of the orchids, we can multiply the number of petals of the daisies by 2: 2*2 = 4.
+
+Therefore, the answer is 4.','stop',231,88,33,4.20425146000616223318e+00,76673554560.0,NULL);
+INSERT INTO "chains" VALUES(164,0,0,'4e280beb042413e3e8fb468512f906b61cfd2faf4117063d77a362cb2182191c',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of shoeboxes in Tim''s box. We know that there are 7 blue shoe boxes and 9 red shoe boxes, so we can multiply the number of blue shoeboxes by 7 to find the total number of shoeboxes.
+
+So, 7 * 7 = 49.
+
+Now, we need to find the number of red shoe boxes. We know that there are 3 blue shoe boxes and 1/3 red of the remaining shoeboxes, so we can multiply the number of blue shoeboxes by 3 to find the number of red shoe boxes.
+
+So, 3 * 3 = 9.
+
+Finally, we can add these two numbers together to find the total number of red shoe boxes: 9 + 9 = 18.
+
+Therefore, there are 18 red and blue shoe boxes left in Tim''s box.','stop',219,95,32,4.03860056650683,75597434496.0,NULL);
+INSERT INTO "chains" VALUES(165,0,0,'ae357f810ab4e565398046e9cf9a677c5c4286dcf22e26931f529944ed34a107',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of apples, bananas, and oranges.
+
+We know that Lola ate 2 pieces of fruit, which means she ate 2 * 5 = 10 apples.
+We also know that Kira bought 3 apples, so she bought 3 * 5 = 15 bananas.
+We know that Lola ate 2 pieces of fruit, which means she ate 1 piece of fruit.
+
+Now we can calculate the total number of pieces: 15 bananas + 1 piece of fruit = 16 pieces.
+
+So, there are 16 pieces left.
+
+The answer is 16.','stop',160,73,33,2.98355874149729061173e+00,53536973184.0,NULL);
+INSERT INTO "chains" VALUES(166,0,0,'567c5a293c3f8a007839db2395a4a482a1f4102621def0b4727734afc92e84e9',0,'To solve this problem, we need to determine the hours of work and multiply it by the number of packages per hour.
+
+Colby works 10 hours per day, which is 10 days per week. So, 10 * 7 days = 70 days.
+
+Colby works 1000 packages per day. So, 1000 * 70 days = 70000 packages per day.
+
+Now, we need to find the number of packages per hour.
+
+Colby works 1000 * 70 = 700000 packages per day.
+
+Colby earns 700000 * 10 = 7000000 dollars per day.
+
+To find the total amount of money earned per day, we multiply the number of packages per day by the number of packages per day:
+
+Colby earns 700000 * 10 = 7000000 dollars per day * 1000 packages per day = 70000000 dollars per day * 1000 packages per day = 700000000 dollars per day.
+
+So, Colby earns 7000000 dollars per day.
+
+To find the total amount of money earned per day, we multiply the number of packages per day by the number of packages per day:
+
+Colby earns 7000000 * 10 = 700000000 dollars per day * 1000 packages per day = 7000000000 dollars per day * 1000 packages per day = 70000000000 dollars per day * 1000 packages per day = 700000000000 dollars per day.
+
+So, Colby earns 7000000 dollars per day.
+
+The total amount of money earned per day is 7000000000 dollars per day * 1000 packages per day = 70000000000000000000 dollars per day.
+
+The answer is: 7','length',512,99,32,9.23656236598981195129e+00,155499349248.0,NULL);
+INSERT INTO "chains" VALUES(167,0,0,'84bb549861740718f32b756c1e7bbf92edca79cbea81d6f5b38dbae52b526438',0,'To solve this problem, we need to break it down step by step.  First, we need to find out how many cream cheese swirl brownies Greta made.  We can do this by dividing 12 by 1, which gives us 12.  Then we can find out how many cream cheese swirl brownies Greta made by multiplying 12 by 1.  This is 12 * 1 = 12.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 1 by 1.  This is 1.  So we add 1 to the result.  This is 2.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 2 by 1.  This is 2.  So we add 1 to the result.  This is 3.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 3 by 1.  This is 3.  So we add 1 to the result.  This is 4.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 4 by 1.  This is 4.  So we add 1 to the result.  This is 5.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 5 by 1.  This is 5.  So we add 1 to the result.  This is 6.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 6 by 1.  This is 6.  So we add 1 to the result.  This is 7.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 7 by 1.  This is 7.  So we add 1 to the result.  This is 8.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 8 by 1.  This is 8.  So we add 1 to the result.  This is 9.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 9 by 1.  This is 9.  So we add 1 to the result','length',512,148,32,1.00920607419948282768e+01,168681820032.0,NULL);
+INSERT INTO "chains" VALUES(168,0,0,'283b73cf073330dd3028b646e5227680e6e11e77f5a1148c853987b291c1a856',0,'To solve this problem, we need to break it down step by step. First, let''s find out how many more cherries Robert has than Jerry.
+
+Let''s say Robert has 30 cherries. If Richard has 10 more than Robert, then Richard has 30 + 10 = 40 cherries. Now, we know that Robert has 40 - 30 = 10 more cherries than Richard.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has than Jerry. We can do this by subtracting the number of cherries Robert has from the number of cherries Richard has.
+
+Let''s say Robert has 10 more cherries than Jerry. So, we can say that Robert has 10 + 10 = 10 more cherries than Jerry.
+
+Now, we know that Richard has 40 - 10 = 20 more cherries than Jerry. So, we can say that Richard has 20 + 10 = 21 more cherries than Jerry.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has than Jerry. We can do this by dividing the number of cherries Robert has by the number of cherries Richard has.
+
+Let''s say Robert has 20 more cherries than Jerry. So, we can say that Robert has 20 + 20 = 40 more cherries than Jerry.
+
+Now, we know that Richard has 40 - 20 = 10 more cherries than Jerry. So, we can say that Richard has 10 + 10 = 20 more cherries than Jerry.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has than Jerry. We can do this by dividing the number of cherries Robert has by the number of cherries Richard has.
+
+Let''s say Robert has 20 more cherries than Jerry. So, we can say that Robert has 20 + 20 = 40 more cherries than Jerry.
+
+Now, we know that Richard has 10 more cherries than Jerry. So, we can say that Richard has 10 + 10 = 20 more cherries than Jerry.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has','length',512,80,32,9.12827602101060620043e+00,150387778944.0,NULL);
+INSERT INTO "chains" VALUES(169,0,0,'ed634351b51089bb3b9ac35f14ae89456c757a3aae640b61d3589651d1cc398e',0,'To solve this problem, we need to determine the total amount of money Sunny earned for two days.
+Let''s break it down step by step:
+1. Calculate the total amount of money sold: 10 boxes of gingerbread and 4 fewer boxes of apple pie = 10 x 4 = 40 boxes of gingerbread and 4 boxes of apple pie = 40 boxes of gingerbread and 4 boxes of apple pie * 2 = 80 boxes of gingerbread and 2 boxes of apple pie * 2 = 160 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 640 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 240 boxes of gingerbread and 2 boxes of apple pie * 2 = 480 boxes of gingerbread and 2 boxes of apple pie * 2 = 920 boxes of gingerbread and 2 boxes of apple pie * 2 = 1840 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 640 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread','length',512,128,32,8.55307568050921,163301219712.0,NULL);
+INSERT INTO "chains" VALUES(170,0,0,'10d64201ece027d87c1b35d81ad15e5ebb9351a9bd65d076106bcaf87bd66f10',0,'Adam bought himself some new trousers for $30, and his mother gave him $6 for this purpose. So, his mother gave him $30 - $6 = $12 trousers.
+Adam bought himself twice as much as his mother gave him, so he bought himself twice as many trousers as his mother gave him.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from','length',512,80,32,8.08719872451092669507e+00,150387778944.0,NULL);
+INSERT INTO "chains" VALUES(171,0,0,'a187974abe63124b9a96e3d474b5a6247ac5d211c48c34fc1605031202d916bd',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of boxes of chocolate bars. Lisa sold 3 and a half boxes, and Peter sold 4 and a half boxes. So, the total number of boxes is 3 + 4 = 7 boxes.
+
+Next, we need to find the total number of chocolate bars. We can do this by multiplying the number of boxes by the number of chocolate bars. So, 7 x 3.5 = 21.5 chocolate bars.
+
+Now, we need to find the number of chocolate bars in a box. We can do this by dividing the number of chocolate bars by 3.5. So, 21.5 / 3.5 = 5.
+
+Finally, we can add these numbers together to find the total number of chocolate bars: 5 + 21.5 = 26.
+
+So, there are 26 chocolate bars in a box.','stop',215,88,32,3.63501408000593073666e+00,72638104320.0,NULL);
+INSERT INTO "chains" VALUES(172,0,0,'e616b63de39870c6afc6b64f7d1a38fc6a6f09a12bb5fb07cd2c9b7085eaf1b0',0,'Melissa spends 6 hours a day listening to a court case, which is equivalent to 3 days of listening. To calculate the jury pay, we need to find the total amount of money Melissa will earn per hour.
+
+She spends 6 hours a day listening to a court case, which is equivalent to 3 days of listening. To calculate the jury pay, we multiply the number of days by the number of hours she spends per day.
+
+So, 3 days * 6 hours = 18 hours of jury pay.
+
+Melissa will earn 18 hours of jury pay per day * 3 days = 48 hours of jury pay per day * 3 days = 144 hours of jury pay per day.
+
+To find the jury pay, we divide the total jury pay by the number of hours she spends per day.
+
+Melissa will earn 144 hours of jury pay / 3 days = 42.5 hours of jury pay per day.
+
+So, Melissa will make 42.5 hours of jury pay per day.','stop',232,96,32,4.26373539650558086577e+00,79363854720.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -15929,6 +20475,96 @@ INSERT INTO "jobs" VALUES(79,'smollm2-135m','self-consistency','gsm8k_test-1090'
 INSERT INTO "jobs" VALUES(80,'smollm2-135m','self-consistency','gsm8k_test-1107',0,16,'self-consistency:n_samples=16',1,'done','240','[{"event": "generate", "n": 16, "seed": 1322605507, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 3040, "calls": 1, "seconds": 27.146326357071068, "flops": 822155728896.0}}, {"event": "vote", "counts": {"20": 1, "2": 1, "240": 3, "160": 1, "5/2": 1, "960": 1, "40": 2, "600": 1, "92": 1, "10": 2, "4": 1, "920": 1}, "tie_broken_by_rng": false, "winner": "240"}]',64,32,3040,1,0,0,822155728896.0,0.0,6.16713312570009293284e+01,2.71463263570710680019e+01,1.79619684700059556959e+09);
 INSERT INTO "jobs" VALUES(81,'smollm2-135m','self-consistency','gsm8k_test-1112',0,16,'self-consistency:n_samples=16',1,'done','0','[{"event": "generate", "n": 16, "seed": 444308936, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 32, "completion_tokens": 3495, "calls": 1, "seconds": 32.819067342634504, "flops": 948330806400.0}}, {"event": "vote", "counts": {"8": 1, "0": 2, "24": 1, "132": 1, "19/10": 1, "1": 1, "1/2": 1, "9": 1, "5": 1, "80": 1, "21": 1, "12": 2, "4": 2}, "tie_broken_by_rng": true, "winner": "0"}]',77,32,3495,1,0,0,948330806400.0,0.0,68.3860242360006,3.28190673426345043135e+01,1.79619685593729352945e+09);
 INSERT INTO "jobs" VALUES(82,'smollm2-135m','self-consistency','gsm8k_test-1120',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1031642322, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 32, "completion_tokens": 3467, "calls": 1, "seconds": 32.23810433829698, "flops": 942412146048.0}}, {"event": "vote", "counts": {"2": 3, "10000": 1, "480": 1, "3100": 1, "4": 1, "33": 1, "748/25": 1, "1": 1, "240": 1, "1020": 1, "12": 2, "140": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "2"}]',84,32,3467,1,0,0,942412146048.0,0.0,3.27852291140006855138e+01,3.22381043382969778576e+01,1.79619687980139946942e+09);
+INSERT INTO "jobs" VALUES(83,'smollm2-135m','self-consistency','gsm8k_test-1121',0,16,'self-consistency:n_samples=16',1,'done','7','[{"event": "generate", "n": 16, "seed": 403278708, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 32, "completion_tokens": 4106, "calls": 1, "seconds": 48.33636791960064, "flops": 1112170086144.0}}, {"event": "vote", "counts": {"5": 1, "7": 3, "70 miles/day * 7 days = 450 days = 450 * 7 = 3000 miles/day": 1, "14": 1, "16": 1, "2": 2, "1": 1, "20": 2, "10": 1, "196": 1, "28": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "7"}]',76,32,4106,1,0,0,1112170086144.0,0.0,132.105986382001,4.83363679196006401639e+01,1.79619698806821322437e+09);
+INSERT INTO "jobs" VALUES(84,'smollm2-135m','self-consistency','gsm8k_test-1123',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 956235945, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 32, "completion_tokens": 4908, "calls": 1, "seconds": 59.932423152882656, "flops": 1334657909376.0}}, {"event": "vote", "counts": {"1": 1, "6000": 1, "25": 1, "48": 1, "200": 1, "4": 2, "13": 1, "100": 1, "42": 1, "5/2": 1, "7": 1, "14/5": 1, "8": 1, "1/16": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "4"}]',100,32,4908,1,0,0,1334657909376.0,0.0,1.08679126548999192889e+02,5.99324231528826558692e+01,1.79619698854130077367e+09);
+INSERT INTO "jobs" VALUES(85,'smollm2-135m','self-consistency','gsm8k_test-1128',0,16,'self-consistency:n_samples=16',1,'done','48','[{"event": "generate", "n": 16, "seed": 419963400, "usage": {"prompt_tokens": 72, "cached_prompt_tokens": 32, "completion_tokens": 5063, "calls": 1, "seconds": 53.43406270511099, "flops": 1368555691392.0}}, {"event": "vote", "counts": {"21": 1, "either true or false": 1, "2": 2, "14": 1, "48": 2, "0": 1, "3": 1, "60": 1, "20": 1, "4": 1, "40": 2, "50": 1, "23": 1}, "tie_broken_by_rng": true, "winner": "48"}]',72,32,5063,1,0,0,1368555691392.0,0.0,1.08529856374998416872e+02,5.34340627051109891016e+01,1.79619709661206912996e+09);
+INSERT INTO "jobs" VALUES(86,'smollm2-135m','self-consistency','gsm8k_test-1131',0,16,'self-consistency:n_samples=16',1,'done','160','[{"event": "generate", "n": 16, "seed": 531265797, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 32, "completion_tokens": 5192, "calls": 1, "seconds": 55.52711728309048, "flops": 1412407584000.0}}, {"event": "vote", "counts": {"320": 1, "3": 1, "9": 1, "200": 1, "160": 2, "2240": 1, "129/8": 1, "6/5": 1, "20000": 1, "80": 1, "8": 1, "980": 1, "5": 1, "488/5": 1, "12000": 1}, "tie_broken_by_rng": false, "winner": "160"}]',105,32,5192,1,0,0,1412407584000.0,0.0,1.10941420811001080438e+02,5.55271172830904831147e+01,1.79619709950393056864e+09);
+INSERT INTO "jobs" VALUES(87,'smollm2-135m','self-consistency','gsm8k_test-1146',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 1796981149, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 32, "completion_tokens": 5077, "calls": 1, "seconds": 55.25777384733376, "flops": 1379854952064.0}}, {"event": "vote", "counts": {"2": 3, "1000": 1, "200": 1, "100": 2, "20": 2, "1": 1, "4": 1, "60": 2, "40": 1, "50": 1, "6": 1}, "tie_broken_by_rng": false, "winner": "2"}]',100,32,5077,1,0,0,1379854952064.0,0.0,8.72064454800001840305e+01,5.52577738473337589644e+01,1.79619718383250904082e+09);
+INSERT INTO "jobs" VALUES(88,'smollm2-135m','self-consistency','gsm8k_test-1162',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1102747122, "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 32, "completion_tokens": 3093, "calls": 1, "seconds": 31.629202795618856, "flops": 838028499840.0}}, {"event": "vote", "counts": {"4": 2, "17": 1, "18": 1, "38": 1, "14": 1, "10": 3, "2": 1, "21": 1, "22": 2, "13/5": 1, "27": 1, "30": 1}, "tie_broken_by_rng": false, "winner": "10"}]',69,32,3093,1,0,0,838028499840.0,0.0,8.7207569995000085326e+01,3.16292027956188555033e+01,1.79619718671903491015e+09);
+INSERT INTO "jobs" VALUES(89,'smollm2-135m','self-consistency','gsm8k_test-1178',0,16,'self-consistency:n_samples=16',1,'done','4','[{"event": "generate", "n": 16, "seed": 1030117919, "usage": {"prompt_tokens": 67, "cached_prompt_tokens": 32, "completion_tokens": 2186, "calls": 1, "seconds": 22.633204199088528, "flops": 593211185280.0}}, {"event": "vote", "counts": {"20": 1, "50": 1, "12": 1, "25000": 1, "48": 1, "30": 1, "1": 1, "2": 2, "4": 2, "6": 1, "7": 1, "5": 1, "10": 1, "105": 1}, "tie_broken_by_rng": true, "winner": "4"}]',67,32,2186,1,0,0,593211185280.0,0.0,60.5474193200007,2.26332041990885279858e+01,1.7961972444011347294e+09);
+INSERT INTO "jobs" VALUES(90,'smollm2-135m','self-consistency','gsm8k_test-1194',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1508362721, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 32, "completion_tokens": 3477, "calls": 1, "seconds": 39.04038276991493, "flops": 947254686336.0}}, {"event": "vote", "counts": {"13": 1, "400": 2, "120": 1, "10": 3, "3": 3, "30": 1, "2": 1, "16": 2, "three": 1, "90": 1}, "tie_broken_by_rng": true, "winner": "10"}]',92,32,3477,1,0,0,947254686336.0,0.0,7.94003236499993363377e+01,3.90403827699149275076e+01,1.79619726613070464131e+09);
+INSERT INTO "jobs" VALUES(91,'smollm2-135m','self-consistency','gsm8k_test-1203',0,16,'self-consistency:n_samples=16',1,'done','30','[{"event": "generate", "n": 16, "seed": 520194991, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 4105, "calls": 1, "seconds": 39.59821557664357, "flops": 1116743596416.0}}, {"event": "vote", "counts": {"424": 1, "1": 1, "30": 2, "5": 1, "640": 1, "120": 1, "100": 1, "7600": 1, "24": 1, "32": 1, "2640": 1, "7": 1, "4": 1, "2": 2}, "tie_broken_by_rng": true, "winner": "30"}]',94,32,4105,1,0,0,1116743596416.0,0.0,8.37715314920005766925e+01,3.95982155766435681707e+01,1.7961973281779966354e+09);
+INSERT INTO "jobs" VALUES(92,'smollm2-135m','self-consistency','gsm8k_test-1221',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 1524026501, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 32, "completion_tokens": 4332, "calls": 1, "seconds": 45.505885892614444, "flops": 1182924980352.0}}, {"event": "vote", "counts": {"144": 1, "80": 1, "1": 3, "100": 1, "5": 2, "20": 1, "6": 1, "4400": 1, "264": 1, "16080": 1, "16": 1, "256": 1}, "tie_broken_by_rng": false, "winner": "1"}]',112,32,4332,1,0,0,1182924980352.0,0.0,8.3410970339000414242e+01,4.55058858926144438328e+01,1.79619734955190944671e+09);
+INSERT INTO "jobs" VALUES(93,'smollm2-135m','self-consistency','gsm8k_test-1232',0,16,'self-consistency:n_samples=16',1,'done','1','[{"event": "generate", "n": 16, "seed": 923789460, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 32, "completion_tokens": 3750, "calls": 1, "seconds": 38.6884827740183, "flops": 1019085700608.0}}, {"event": "vote", "counts": {"4": 2, "20": 1, "1": 3, "10": 2, "2": 2, "50": 1, "1/4": 2, "21": 1, "3/2": 1, "8": 1}, "tie_broken_by_rng": false, "winner": "1"}]',86,32,3750,1,0,0,1019085700608.0,0.0,6.9327897402999951737e+01,38.6884827740183,1.79619739751612067218e+09);
+INSERT INTO "jobs" VALUES(94,'smollm2-135m','self-consistency','gsm8k_test-1235',0,16,'self-consistency:n_samples=16',1,'done','60,000','[{"event": "generate", "n": 16, "seed": 2010888840, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 32, "completion_tokens": 2562, "calls": 1, "seconds": 28.317809126781246, "flops": 704589611904.0}}, {"event": "vote", "counts": {"1/3": 1, "15": 1, "10": 2, "20": 1, "118/5": 1, "600": 1, "67/100": 1, "60000": 2, "100": 1, "3": 1, "6": 1, "6000": 2, "1": 1}, "tie_broken_by_rng": true, "winner": "60000"}]',105,32,2562,1,0,0,704589611904.0,0.0,5.4230679750000490456e+01,2.831780912678124551e+01,1.79619740378838968278e+09);
+INSERT INTO "jobs" VALUES(95,'smollm2-135m','self-consistency','gsm8k_test-1251',0,16,'self-consistency:n_samples=16',1,'done','8','[{"event": "generate", "n": 16, "seed": 959849996, "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 32, "completion_tokens": 4431, "calls": 1, "seconds": 47.45985206971901, "flops": 1209020891904.0}}, {"event": "vote", "counts": {"19": 1, "111111/10000": 1, "2": 1, "14": 1, "30": 1, "5": 1, "8": 1, "1": 1, "3": 1, "96": 1, "3/2": 1, "9": 1, "3/4": 1, "60": 1, "160": 1, "283/40": 1}, "tie_broken_by_rng": true, "winner": "8"}]',111,32,4431,1,0,0,1209020891904.0,0.0,8.05752601599997433402e+01,4.74598520697190124923e+01,1.7961974781026554108e+09);
+INSERT INTO "jobs" VALUES(96,'smollm2-135m','self-consistency','gsm8k_test-1253',0,16,'self-consistency:n_samples=16',1,'done','5','[{"event": "generate", "n": 16, "seed": 1802449294, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 3019, "calls": 1, "seconds": 33.00627034216031, "flops": 821079608832.0}}, {"event": "vote", "counts": {"5": 7, "600": 1, "180": 1, "333": 1, "7/4": 1, "720": 1, "225": 1, "79309/1250": 1, "1": 1, "3/2": 1}, "tie_broken_by_rng": false, "winner": "5"}]',80,32,3019,1,0,0,821079608832.0,0.0,7.90696822319987404617e+01,3.30062703421603131914e+01,1.79619748286947894097e+09);
+INSERT INTO "jobs" VALUES(97,'smollm2-135m','self-consistency','gsm8k_test-1254',0,16,'self-consistency:n_samples=16',1,'done','12','[{"event": "generate", "n": 16, "seed": 538497767, "usage": {"prompt_tokens": 130, "cached_prompt_tokens": 32, "completion_tokens": 4607, "calls": 1, "seconds": 53.09835433605921, "flops": 1261481745024.0}}, {"event": "vote", "counts": {"12": 4, "20": 1, "1": 1, "3": 1, "5/2": 1, "28": 1, "10": 1, "27": 1, "1920": 1, "240": 1, "2": 1, "14/5": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "12"}]',130,32,4607,1,0,0,1261481745024.0,0.0,1.06226295054000729578e+02,5.30983543360592094009e+01,1.79619758434717893599e+09);
+INSERT INTO "jobs" VALUES(98,'smollm2-135m','self-consistency','gsm8k_test-1266',0,16,'self-consistency:n_samples=16',1,'done','3','[{"event": "generate", "n": 16, "seed": 1660336430, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 4520, "calls": 1, "seconds": 54.11681706085462, "flops": 1228391053056.0}}, {"event": "vote", "counts": {"40": 1, "8": 1, "35/4": 1, "7": 1, "210": 1, "10": 2, "3": 4, "37": 1, "6": 1, "3/2": 1, "139/125": 1, "72": 1}, "tie_broken_by_rng": false, "winner": "3"}]',93,32,4520,1,0,0,1228391053056.0,0.0,1.18838611904999197571e+02,5.4116817060854621956e+01,1.79619760172284269328e+09);
+INSERT INTO "jobs" VALUES(99,'smollm2-135m','self-consistency','gsm8k_test-1280',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 1874931101, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 32, "completion_tokens": 3900, "calls": 1, "seconds": 43.7782665347736, "flops": 1059171172992.0}}, {"event": "vote", "counts": {"3": 2, "4": 2, "100": 1, "42": 1, "2": 2, "1": 1, "10": 2, "30": 1, "75": 1, "6/5": 1, "12": 1, "3/2": 1}, "tie_broken_by_rng": true, "winner": "10"}]',85,32,3900,1,0,0,1059171172992.0,0.0,9.18085920850007823883e+01,43.7782665347736,1.79619767621767091755e+09);
+INSERT INTO "jobs" VALUES(100,'smollm2-135m','self-consistency','gsm8k_test-1311',0,16,'self-consistency:n_samples=16',1,'done','9','[{"event": "generate", "n": 16, "seed": 627056753, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 33, "completion_tokens": 3630, "calls": 1, "seconds": 47.311076627271284, "flops": 990299488896.0}}, {"event": "vote", "counts": {"8": 1, "200": 1, "2": 2, "10": 1, "25": 1, "3": 2, "300": 1, "14": 1, "0": 1, "100": 1, "6": 1, "30": 1, "9": 2}, "tie_broken_by_rng": true, "winner": "9"}]',100,33,3630,1,0,0,990299488896.0,0.0,7.60071182350002345646e+01,4.73110766272712837112e+01,1.79619767774596929546e+09);
+INSERT INTO "jobs" VALUES(101,'smollm2-135m','greedy','gsm8k_test-2',0,1,'greedy',0,'done','$24,000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 32, "completion_tokens": 180, "calls": 1, "seconds": 3.1301545254864322, "flops": 65105263872.0}}]',95,32,180,1,0,0,65105263872.0,0.0,3.65629849399920203723e+00,3.13015452548643224872e+00,1.79619767988487625122e+09);
+INSERT INTO "jobs" VALUES(102,'smollm2-135m','greedy','gsm8k_test-28',0,1,'greedy',0,'done','35','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 158, "calls": 1, "seconds": 2.3262497490059104, "flops": 57572423424.0}}]',89,32,158,1,0,0,57572423424.0,0.0,6.80829192199962562881e+00,2.32624974900591041659e+00,1.7961976845639278889e+09);
+INSERT INTO "jobs" VALUES(103,'smollm2-135m','greedy','gsm8k_test-79',0,1,'greedy',0,'done','89','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 32, "completion_tokens": 255, "calls": 1, "seconds": 3.455453869509256, "flops": 82861244928.0}}]',86,32,255,1,0,0,82861244928.0,0.0,6.93599048699979903176e+00,3.45545386950925603741e+00,1.79619769150794196133e+09);
+INSERT INTO "jobs" VALUES(104,'smollm2-135m','greedy','gsm8k_test-67',0,1,'greedy',0,'done','25','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 7.2774874245151295, "flops": 153616139136.0}}]',92,32,512,1,0,0,153616139136.0,0.0,1.30815223930003412535e+01,7.27748742451512953266e+00,1.79619769296919274325e+09);
+INSERT INTO "jobs" VALUES(105,'smollm2-135m','greedy','gsm8k_test-82',0,1,'greedy',0,'done','75','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 32, "completion_tokens": 203, "calls": 1, "seconds": 2.5397494389999338, "flops": 64298173824.0}}]',69,32,203,1,0,0,64298173824.0,0.0,6.56170223299886856693e+00,2.53974943899993377272e+00,1.79619769807180404658e+09);
+INSERT INTO "jobs" VALUES(106,'smollm2-135m','greedy','gsm8k_test-127',0,1,'greedy',0,'done','20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 8.636484696999105, "flops": 148504568832.0}}]',73,32,512,1,0,0,148504568832.0,0.0,1.12082175790001201674e+01,8.63648469699910492636e+00,1.79619770418354320531e+09);
+INSERT INTO "jobs" VALUES(107,'smollm2-135m','greedy','gsm8k_test-141',0,1,'greedy',0,'done','2400','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 32, "completion_tokens": 202, "calls": 1, "seconds": 3.447501389997342, "flops": 66450413952.0}}]',78,32,202,1,0,0,66450413952.0,0.0,7.26560101199902419466e+00,3.44750138999734190292e+00,1.79619771145210838318e+09);
+INSERT INTO "jobs" VALUES(108,'smollm2-135m','greedy','gsm8k_test-128',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 122, "cached_prompt_tokens": 32, "completion_tokens": 268, "calls": 1, "seconds": 4.83487920099833, "flops": 96043715712.0}}]',122,32,268,1,0,0,96043715712.0,0.0,1.62117686849996971436e+01,4.83487920099833,1.79619771428627395632e+09);
+INSERT INTO "jobs" VALUES(109,'smollm2-135m','greedy','gsm8k_test-151',0,1,'greedy',0,'done','3','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 130, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.427143121497465, "flops": 163839279744.0}}]',130,32,512,1,0,0,163839279744.0,0.0,1.86814926949991786386e+01,9.4271431214974654722e+00,1.79619773013582134245e+09);
+INSERT INTO "jobs" VALUES(110,'smollm2-135m','greedy','gsm8k_test-164',0,1,'greedy',0,'done','100','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.267175092996695, "flops": 157651589376.0}}]',107,32,512,1,0,0,157651589376.0,0.0,1.88924694630004523787e+01,9.26717509299669472966e+00,1.79619773318831181529e+09);
+INSERT INTO "jobs" VALUES(111,'smollm2-135m','greedy','gsm8k_test-186',0,1,'greedy',0,'done','7','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 154, "cached_prompt_tokens": 32, "completion_tokens": 281, "calls": 1, "seconds": 5.7073995945038405, "flops": 108150066432.0}}]',154,32,281,1,0,0,108150066432.0,0.0,1.06724928260009619405e+01,5.70739959450384048977e+00,1.79619774386317515371e+09);
+INSERT INTO "jobs" VALUES(112,'smollm2-135m','greedy','gsm8k_test-187',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 32, "completion_tokens": 151, "calls": 1, "seconds": 2.9209813979960018, "flops": 52729883136.0}}]',78,32,151,1,0,0,52729883136.0,0.0,5.50435007600026438012e+00,2.92098139799600176047e+00,1.79619774937348699564e+09);
+INSERT INTO "jobs" VALUES(113,'smollm2-135m','greedy','gsm8k_test-183',0,1,'greedy',0,'done','1','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.748103946502852, "flops": 175676600448.0}}]',174,32,512,1,0,0,175676600448.0,0.0,1.99906641130000934936e+01,9.74810394650285161333e+00,1.79619775012896251676e+09);
+INSERT INTO "jobs" VALUES(114,'smollm2-135m','greedy','gsm8k_test-191',0,1,'greedy',0,'done','30','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 32, "completion_tokens": 99, "calls": 1, "seconds": 1.7209088039971903, "flops": 37933232256.0}}]',75,32,99,1,0,0,37933232256.0,0.0,3.43891996300044411327e+00,1.72090880399719026172e+00,1.79619775281468081469e+09);
+INSERT INTO "jobs" VALUES(115,'smollm2-135m','greedy','gsm8k_test-202',0,1,'greedy',0,'done','20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 130, "calls": 1, "seconds": 2.5809070215018437, "flops": 50039582976.0}}]',89,32,130,1,0,0,50039582976.0,0.0,4.7072930440008349251e+00,2.58090702150184370111e+00,1.79619775752813768386e+09);
+INSERT INTO "jobs" VALUES(116,'smollm2-135m','greedy','gsm8k_test-206',0,1,'greedy',0,'done','600','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 117, "cached_prompt_tokens": 33, "completion_tokens": 175, "calls": 1, "seconds": 4.043971252499432, "flops": 69409744128.0}}]',117,33,175,1,0,0,69409744128.0,0.0,7.00308577099895046558e+00,4.04397125249943201197e+00,1.79619776453292155269e+09);
+INSERT INTO "jobs" VALUES(117,'smollm2-135m','greedy','gsm8k_test-194',0,1,'greedy',0,'done','$2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 8.600609077999252, "flops": 150118748928.0}}]',79,32,512,1,0,0,150118748928.0,0.0,1.86689358780004113214e+01,8.60060907799925189465e+00,1.79619776880009937285e+09);
+INSERT INTO "jobs" VALUES(118,'smollm2-135m','greedy','gsm8k_test-223',0,1,'greedy',0,'done','$40000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 33, "completion_tokens": 158, "calls": 1, "seconds": 2.9229687004890366, "flops": 55689213312.0}}]',83,33,158,1,0,0,55689213312.0,0.0,4.95209498999975,2.92296870048903656424e+00,1.79619776949501776695e+09);
+INSERT INTO "jobs" VALUES(119,'smollm2-135m','greedy','gsm8k_test-255',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 32, "completion_tokens": 247, "calls": 1, "seconds": 4.595855768996444, "flops": 80978034816.0}}]',87,32,247,1,0,0,80978034816.0,0.0,1.05381887550011015268e+01,4.59585576899644365767e+00,1.79619777934071350091e+09);
+INSERT INTO "jobs" VALUES(120,'smollm2-135m','greedy','gsm8k_test-266',0,1,'greedy',0,'done','4000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 121, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 10.58077234150096, "flops": 161418009600.0}}]',121,32,512,1,0,0,161418009600.0,0.0,2.07880269380002573602e+01,1.05807723415009604652e+01,1.79619779028536129001e+09);
+INSERT INTO "jobs" VALUES(121,'smollm2-135m','greedy','gsm8k_test-285',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 276, "calls": 1, "seconds": 5.796397087500736, "flops": 82592214912.0}}]',64,32,276,1,0,0,82592214912.0,0.0,1.1620930510000107461e+01,5.79639708750073623377e+00,1.79619779096389460557e+09);
+INSERT INTO "jobs" VALUES(122,'smollm2-135m','greedy','gsm8k_test-286',0,1,'greedy',0,'done','100','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 32, "completion_tokens": 102, "calls": 1, "seconds": 1.8635296875045242, "flops": 37664202240.0}}]',71,32,102,1,0,0,37664202240.0,0.0,3.84646132000125362537e+00,1.86352968750452419044e+00,1.79619779414645600315e+09);
+INSERT INTO "jobs" VALUES(123,'smollm2-135m','greedy','gsm8k_test-291',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 192, "calls": 1, "seconds": 3.4699395770048795, "flops": 66719443968.0}}]',89,32,192,1,0,0,66719443968.0,0.0,6.89686534300017228815e+00,3.46993957700487953843e+00,1.79619779786224079134e+09);
+INSERT INTO "jobs" VALUES(124,'smollm2-135m','greedy','gsm8k_test-300',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 184, "calls": 1, "seconds": 3.4934508555024877, "flops": 65912353920.0}}]',94,32,184,1,0,0,65912353920.0,0.0,6.95043854699906660243e+00,3.49345085550248768413e+00,1796197801.26464);
+INSERT INTO "jobs" VALUES(125,'smollm2-135m','greedy','gsm8k_test-306',0,1,'greedy',0,'done','100','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 33, "completion_tokens": 270, "calls": 1, "seconds": 4.982234656004039, "flops": 87703785216.0}}]',90,33,270,1,0,0,87703785216.0,0.0,9.79029465799976605921e+00,4.98223465600403869757e+00,1.79619780766226625444e+09);
+INSERT INTO "jobs" VALUES(126,'smollm2-135m','greedy','gsm8k_test-376',0,1,'greedy',0,'done','20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 35, "completion_tokens": 273, "calls": 1, "seconds": 5.048815917502907, "flops": 84475425024.0}}]',77,35,273,1,0,0,84475425024.0,0.0,1.03133674840009916808e+01,5.04881591750290681375e+00,1.79619781158348131174e+09);
+INSERT INTO "jobs" VALUES(127,'smollm2-135m','greedy','gsm8k_test-382',0,1,'greedy',0,'done','40','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 33, "completion_tokens": 221, "calls": 1, "seconds": 4.25732575550137, "flops": 75328404480.0}}]',93,33,221,1,0,0,75328404480.0,0.0,8.29470755100010137539e+00,4.25732575550137,1.79619781595835542676e+09);
+INSERT INTO "jobs" VALUES(128,'smollm2-135m','greedy','gsm8k_test-387',0,1,'greedy',0,'done','120','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 125, "calls": 1, "seconds": 2.3369955219959593, "flops": 41968682496.0}}]',64,32,125,1,0,0,41968682496.0,0.0,4.39417073600088770035e+00,2.33699552199595927959e+00,1.7961978159830925464e+09);
+INSERT INTO "jobs" VALUES(129,'smollm2-135m','greedy','gsm8k_test-416',0,1,'greedy',0,'done','1','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 33, "completion_tokens": 434, "calls": 1, "seconds": 8.600864210995496, "flops": 131286647808.0}}]',88,33,434,1,0,0,131286647808.0,0.0,1.71912979850003466708e+01,8.60086421099549625068e+00,1.79619783317921447758e+09);
+INSERT INTO "jobs" VALUES(130,'smollm2-135m','greedy','gsm8k_test-391',0,1,'greedy',0,'done','30','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 10.326657632995193, "flops": 150656808960.0}}]',82,33,512,1,0,0,150656808960.0,0.0,2.11480718950006121295e+01,1.03266576329951931256e+01,1.79619783710762572284e+09);
+INSERT INTO "jobs" VALUES(131,'smollm2-135m','greedy','gsm8k_test-418',0,1,'greedy',0,'done','V = π × l² × w = π cubic inches','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 466, "calls": 1, "seconds": 9.636750424498132, "flops": 141509788416.0}}]',93,32,466,1,0,0,141509788416.0,0.0,1.94289922030002344399e+01,9.63675042449813190614e+00,1.79619785260948753354e+09);
+INSERT INTO "jobs" VALUES(132,'smollm2-135m','greedy','gsm8k_test-454',0,1,'greedy',0,'done','3','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 101, "calls": 1, "seconds": 2.2456188510013817, "flops": 35511962112.0}}]',64,32,101,1,0,0,35511962112.0,0.0,4.21534699199946771841e+00,2.24561885100138169946e+00,1.79619785683138775828e+09);
+INSERT INTO "jobs" VALUES(133,'smollm2-135m','greedy','gsm8k_test-447',0,1,'greedy',0,'done','30','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 10.358244898004159, "flops": 152540019072.0}}]',88,32,512,1,0,0,152540019072.0,0.0,20.8611961409988,1.03582448980041590407e+01,1.79619785797551608083e+09);
+INSERT INTO "jobs" VALUES(134,'smollm2-135m','greedy','gsm8k_test-488',0,1,'greedy',0,'done','54','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 82, "cached_prompt_tokens": 33, "completion_tokens": 142, "calls": 1, "seconds": 2.619301920505677, "flops": 51115703040.0}}]',82,33,142,1,0,0,51115703040.0,0.0,5.3193226289986341726e+00,2.61930192050567711703e+00,1.79619786215200424187e+09);
+INSERT INTO "jobs" VALUES(135,'smollm2-135m','greedy','gsm8k_test-495',0,1,'greedy',0,'done','1.6','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 32, "completion_tokens": 308, "calls": 1, "seconds": 5.411569660008354, "flops": 97926925824.0}}]',89,32,308,1,0,0,97926925824.0,0.0,1.12671456120006041601e+01,5.41156966000835382146e+00,1796197869.24408);
+INSERT INTO "jobs" VALUES(136,'smollm2-135m','greedy','gsm8k_test-499',0,1,'greedy',0,'done','50','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 146, "cached_prompt_tokens": 32, "completion_tokens": 280, "calls": 1, "seconds": 5.5886930935057535, "flops": 105728796288.0}}]',146,32,280,1,0,0,105728796288.0,0.0,1.0660712081000383478e+01,5.58869309350575349526e+00,1.79619787281419110297e+09);
+INSERT INTO "jobs" VALUES(137,'smollm2-135m','greedy','gsm8k_test-530',0,1,'greedy',0,'done','20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 32, "completion_tokens": 160, "calls": 1, "seconds": 3.2763920974966823, "flops": 64029143808.0}}]',111,32,160,1,0,0,64029143808.0,0.0,5.90042254899890394881e+00,3.27639209749668225413e+00,1.79619787871701836585e+09);
+INSERT INTO "jobs" VALUES(138,'smollm2-135m','greedy','gsm8k_test-513',0,1,'greedy',0,'done','0','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.404137508509848, "flops": 149580688896.0}}]',77,32,512,1,0,0,149580688896.0,0.0,1.94249421089989482425e+01,9.4041375085098479758e+00,1.79619788867340397829e+09);
+INSERT INTO "jobs" VALUES(139,'smollm2-135m','greedy','gsm8k_test-532',0,1,'greedy',0,'done','28.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 9.975381016505708, "flops": 150118748928.0}}]',80,33,512,1,0,0,150118748928.0,0.0,2.01387796839990187427e+01,9.97538101650570752099e+00,1.79619789886407709117e+09);
+INSERT INTO "jobs" VALUES(140,'smollm2-135m','greedy','gsm8k_test-564',0,1,'greedy',0,'done','800','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 163, "calls": 1, "seconds": 3.180619894004849, "flops": 61069813632.0}}]',97,32,163,1,0,0,61069813632.0,0.0,5.85263783099981083068e+00,3.18061989400484890211e+00,1.79619790471798634534e+09);
+INSERT INTO "jobs" VALUES(141,'smollm2-135m','greedy','gsm8k_test-533',0,1,'greedy',0,'done','100','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.399003918002563, "flops": 154154199168.0}}]',94,32,512,1,0,0,154154199168.0,0.0,1.95016162910014827502e+01,9.39900391800256329588e+00,1.79619790817944431299e+09);
+INSERT INTO "jobs" VALUES(142,'smollm2-135m','greedy','gsm8k_test-577',0,1,'greedy',0,'done','50','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 129, "cached_prompt_tokens": 33, "completion_tokens": 205, "calls": 1, "seconds": 4.031650029502998, "flops": 80709004800.0}}]',129,33,205,1,0,0,80709004800.0,0.0,7.87539544599894725251e+00,4.03165002950299822259e+00,1.79619791259589552884e+09);
+INSERT INTO "jobs" VALUES(143,'smollm2-135m','greedy','gsm8k_test-589',0,1,'greedy',0,'done','2.25','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 10.102438037501088, "flops": 156575469312.0}}]',104,33,512,1,0,0,156575469312.0,0.0,2.01453972290000820071e+01,1.01024380375010878194e+01,1.79619792833149790767e+09);
+INSERT INTO "jobs" VALUES(144,'smollm2-135m','greedy','gsm8k_test-594',0,1,'greedy',0,'done','2.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 10.279670081498807, "flops": 150118748928.0}}]',80,33,512,1,0,0,150118748928.0,0.0,2.17180124299993622112e+01,1.02796700814988071213e+01,1.79619793431583046916e+09);
+INSERT INTO "jobs" VALUES(145,'smollm2-135m','greedy','gsm8k_test-596',0,1,'greedy',0,'done','60000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 132, "cached_prompt_tokens": 32, "completion_tokens": 295, "calls": 1, "seconds": 6.857541556999422, "flops": 105997826304.0}}]',132,32,295,1,0,0,105997826304.0,0.0,1.26447756210000079586e+01,6.85754155699942202772e+00,1.79619794097768926618e+09);
+INSERT INTO "jobs" VALUES(146,'smollm2-135m','greedy','gsm8k_test-621',0,1,'greedy',0,'done','$1275','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 163, "calls": 1, "seconds": 3.395205642500514, "flops": 60262723584.0}}]',94,32,163,1,0,0,60262723584.0,0.0,6.2547925050002959324e+00,3.39520564250051393173e+00,1.79619794723372435568e+09);
+INSERT INTO "jobs" VALUES(147,'smollm2-135m','greedy','gsm8k_test-617',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 407, "calls": 1, "seconds": 7.571428689493587, "flops": 126713137536.0}}]',97,32,407,1,0,0,126713137536.0,0.0,1.61454360619991348362e+01,7.5714286894935867167e+00,1.79619795046261596679e+09);
+INSERT INTO "jobs" VALUES(148,'smollm2-135m','greedy','gsm8k_test-647',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 245, "calls": 1, "seconds": 4.8264396539998415, "flops": 82861244928.0}}]',96,32,245,1,0,0,82861244928.0,0.0,9.10280504000002110842e+00,4.82643965399984153918e+00,1.79619795957469391822e+09);
+INSERT INTO "jobs" VALUES(149,'smollm2-135m','greedy','gsm8k_test-649',0,1,'greedy',0,'done','27000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 106, "cached_prompt_tokens": 32, "completion_tokens": 174, "calls": 1, "seconds": 3.9198494780002875, "flops": 66450413952.0}}]',106,32,174,1,0,0,66450413952.0,0.0,7.26434190299914916977e+00,3.91984947800028749043e+00,1.79619796684200072286e+09);
+INSERT INTO "jobs" VALUES(150,'smollm2-135m','greedy','gsm8k_test-635',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 10.199818194992986, "flops": 156037409280.0}}]',102,33,512,1,0,0,156037409280.0,0.0,2.10109872280008858069e+01,1.01998181949929858094e+01,1.79619796825148367877e+09);
+INSERT INTO "jobs" VALUES(151,'smollm2-135m','greedy','gsm8k_test-655',0,1,'greedy',0,'done','33','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 32, "completion_tokens": 140, "calls": 1, "seconds": 2.6059855480007172, "flops": 49232492928.0}}]',76,32,140,1,0,0,49232492928.0,0.0,5.39489798200156656093e+00,2.60598554800071724457e+00,1.79619797224294757841e+09);
+INSERT INTO "jobs" VALUES(152,'smollm2-135m','greedy','gsm8k_test-666',0,1,'greedy',0,'done','90','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 32, "completion_tokens": 262, "calls": 1, "seconds": 4.858030655501352, "flops": 87703785216.0}}]',97,32,262,1,0,0,87703785216.0,0.0,9.77572837199841160327e+00,4.85803065550135215744e+00,1.79619797802999663352e+09);
+INSERT INTO "jobs" VALUES(153,'smollm2-135m','greedy','gsm8k_test-681',0,1,'greedy',0,'done','5080','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 32, "completion_tokens": 172, "calls": 1, "seconds": 3.420215451496915, "flops": 62414963712.0}}]',93,32,172,1,0,0,62414963712.0,0.0,6.35156828299841436091e+00,3.42021545149691519327e+00,1.79619798439149689671e+09);
+INSERT INTO "jobs" VALUES(154,'smollm2-135m','greedy','gsm8k_test-676',0,1,'greedy',0,'done','48','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.885491794998416, "flops": 155230319232.0}}]',98,32,512,1,0,0,155230319232.0,0.0,2.04563608090011257441e+01,9.88549179499841557117e+00,1.7961979927021629811e+09);
+INSERT INTO "jobs" VALUES(155,'smollm2-135m','greedy','gsm8k_test-682',0,1,'greedy',0,'done','80','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 33, "completion_tokens": 209, "calls": 1, "seconds": 4.855971243001477, "flops": 77211614592.0}}]',112,33,209,1,0,0,77211614592.0,0.0,9.39564341299956140574e+00,4.85597124300147697795e+00,1.79619799379877734179e+09);
+INSERT INTO "jobs" VALUES(156,'smollm2-135m','greedy','gsm8k_test-724',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 32, "completion_tokens": 134, "calls": 1, "seconds": 2.7326297749950754, "flops": 54613093248.0}}]',102,32,134,1,0,0,54613093248.0,0.0,5.45088327500161540228e+00,2.73262977499507542233e+00,1.79619799815543913844e+09);
+INSERT INTO "jobs" VALUES(157,'smollm2-135m','greedy','gsm8k_test-733',0,1,'greedy',0,'done','$20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 181, "calls": 1, "seconds": 3.2628026514930752, "flops": 61338843648.0}}]',80,32,181,1,0,0,61338843648.0,0.0,6.5921529550014383858e+00,3.26280265149307524552e+00,1.79619800039531946189e+09);
+INSERT INTO "jobs" VALUES(158,'smollm2-135m','greedy','gsm8k_test-788',0,1,'greedy',0,'done','360','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 33, "completion_tokens": 257, "calls": 1, "seconds": 4.543024625501857, "flops": 83937364992.0}}]',89,33,257,1,0,0,83937364992.0,0.0,9.0679620350001641782e+00,4.543024625501857372e+00,1.79619800722580504415e+09);
+INSERT INTO "jobs" VALUES(159,'smollm2-135m','greedy','gsm8k_test-816',0,1,'greedy',0,'done','1000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 33, "completion_tokens": 166, "calls": 1, "seconds": 3.150124824498562, "flops": 55420183296.0}}]',74,33,166,1,0,0,55420183296.0,0.0,5.98663575200043851509e+00,3.150124824498561793e+00,1.79619801321940875051e+09);
+INSERT INTO "jobs" VALUES(160,'smollm2-135m','greedy','gsm8k_test-801',0,1,'greedy',0,'done','3','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.506734616994436, "flops": 155499349248.0}}]',99,32,512,1,0,0,155499349248.0,0.0,1.95092336950001481454e+01,9.50673461699443578254e+00,1.79619801990694546696e+09);
+INSERT INTO "jobs" VALUES(161,'smollm2-135m','greedy','gsm8k_test-829',0,1,'greedy',0,'done','250,000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 116, "cached_prompt_tokens": 33, "completion_tokens": 288, "calls": 1, "seconds": 6.0509850794960585, "flops": 99541105920.0}}]',116,33,288,1,0,0,99541105920.0,0.0,1.20488956299996061714e+01,6.05098507949605846079e+00,1.79619802527165985106e+09);
+INSERT INTO "jobs" VALUES(162,'smollm2-135m','greedy','gsm8k_test-861',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 32, "completion_tokens": 330, "calls": 1, "seconds": 6.081324045504516, "flops": 107073946368.0}}]',101,32,330,1,0,0,107073946368.0,0.0,1.19542666040015319593e+01,6.08132404550451610703e+00,1.7961980318662536144e+09);
+INSERT INTO "jobs" VALUES(163,'smollm2-135m','greedy','gsm8k_test-889',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 33, "completion_tokens": 231, "calls": 1, "seconds": 4.204251460006162, "flops": 76673554560.0}}]',88,33,231,1,0,0,76673554560.0,0.0,8.6145831389985687565e+00,4.20425146000616223318e+00,1.79619803389149904253e+09);
+INSERT INTO "jobs" VALUES(164,'smollm2-135m','greedy','gsm8k_test-906',0,1,'greedy',0,'done','18','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 32, "completion_tokens": 219, "calls": 1, "seconds": 4.03860056650683, "flops": 75597434496.0}}]',95,32,219,1,0,0,75597434496.0,0.0,8.1508109049991617212e+00,4.03860056650683,1.79619804001934432985e+09);
+INSERT INTO "jobs" VALUES(165,'smollm2-135m','greedy','gsm8k_test-917',0,1,'greedy',0,'done','16','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 33, "completion_tokens": 160, "calls": 1, "seconds": 2.9835587414972906, "flops": 53536973184.0}}]',73,33,160,1,0,0,53536973184.0,0.0,5.66063404799933778122e+00,2.98355874149729061173e+00,1.79619804568285441393e+09);
+INSERT INTO "jobs" VALUES(166,'smollm2-135m','greedy','gsm8k_test-911',0,1,'greedy',0,'done','7','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.236562365989812, "flops": 155499349248.0}}]',99,32,512,1,0,0,155499349248.0,0.0,1.9172897489999741083e+01,9.23656236598981195129e+00,1.79619805306774568557e+09);
+INSERT INTO "jobs" VALUES(167,'smollm2-135m','greedy','gsm8k_test-966',0,1,'greedy',0,'done','1','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 148, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 10.092060741994828, "flops": 168681820032.0}}]',148,32,512,1,0,0,168681820032.0,0.0,1.97117378149996511638e+01,1.00920607419948282768e+01,1.79619806540108489997e+09);
+INSERT INTO "jobs" VALUES(168,'smollm2-135m','greedy','gsm8k_test-975',0,1,'greedy',0,'done','20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 9.128276021010606, "flops": 150387778944.0}}]',80,32,512,1,0,0,150387778944.0,0.0,1.8620153257999845664e+01,9.12827602101060620043e+00,1.79619807168996357916e+09);
+INSERT INTO "jobs" VALUES(169,'smollm2-135m','greedy','gsm8k_test-976',0,1,'greedy',0,'done','1280','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 128, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 8.55307568050921, "flops": 163301219712.0}}]',128,32,512,1,0,0,163301219712.0,0.0,1.66097925289996055657e+01,8.55307568050921,1.79619808201933407786e+09);
+INSERT INTO "jobs" VALUES(170,'smollm2-135m','greedy','gsm8k_test-995',0,1,'greedy',0,'done','$12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 8.087198724510927, "flops": 150387778944.0}}]',80,32,512,1,0,0,150387778944.0,0.0,1.62468645039989496576e+01,8.08719872451092669507e+00,1.79619808793968820572e+09);
+INSERT INTO "jobs" VALUES(171,'smollm2-135m','greedy','gsm8k_test-1002',0,1,'greedy',0,'done','26','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 215, "calls": 1, "seconds": 3.6350140800059307, "flops": 72638104320.0}}]',88,32,215,1,0,0,72638104320.0,0.0,7.55637392399876262061e+00,3.63501408000593073666e+00,1.79619808957821178434e+09);
+INSERT INTO "jobs" VALUES(172,'smollm2-135m','greedy','gsm8k_test-1033',0,1,'greedy',0,'done','42.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 232, "calls": 1, "seconds": 4.263735396505581, "flops": 79363854720.0}}]',96,32,232,1,0,0,79363854720.0,0.0,8.11459735100106627214e+00,4.26373539650558086577e+00,1.79619809769533753402e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["smollm2-135m"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -31872,10 +36508,4556 @@ In other words, to convert this into a percentage: 140% is equal to 14 * 100% is
 So, answer is: 70 - 70 = 0.
 
 The answer is 0.','0',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,0,'To solve this problem, we can break it down into manageable parts. First, we need to find the total distance Sofia will cover in seven days. We know that Sofie will walk twice as far as Brian and that she plans to walk 10 miles every day. So, the total distance she covers is twice the distance she walks twice.
+
+Since she walks twice as far as Brian, she covers twice the distance she walks twice. So, her total distance is twice the distance she walks twice. This is a pattern where each day, she covers half of the distance she walks twice.
+
+Therefore, the total distance she covers is twice the distance she walks twice, which is half of the distance she walks twice. This is the same as half of the distance she walks twice, which is twice the distance she walks twice.
+
+Now we know that every day, she covers twice the distance she walks twice, and she covers half of that distance every day.
+
+To find the answer, we multiply half of the total distance she covers by half of the total distance she covers every day. This is half of the total distance she covers, which is twice the distance she walks twice.
+
+So, the answer is twice the distance she walks twice.
+
+We can think of it as half of twice, which is half of the answer. The answer is half of twice, which is twice the answer to the original question, which is 25% of twice, which is 0.25 * 2 = 5.
+
+So, the answer is 5 miles.
+
+In the original problem, the answer is 5 miles.','5',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,1,'To solve this problem, we need to break it down into manageable parts. The first step is to find out how many days 10 miles is exactly twice as far as the original 7 miles. This is based on a simple linear relationship where two things are twice as far as one.
+
+Let''s say we''re looking at 7 miles, which is the distance of 10 miles. We know that 10 miles is exactly twice the distance of 7 miles. If we have a fixed amount of distance, we can divide it by the given amount. So, 10 miles is twice the amount of 7 miles. To find this, we multiply 10 by 2.
+
+So, 10 miles is twice 7 miles. This can be converted to the decimal form. So, 10 * 2 = 20 miles. Now, we know that 10 miles is twice the distance of 7 miles. We can multiply 10 by 2.
+
+This is a simple example of a linear relationship where a fixed amount of a fixed amount can be scaled up. In this case, 10 miles is twice the distance of 7 miles.
+
+So, 10 miles is twice the distance of 7 miles. This is just a reminder of how we can scale up a fixed amount and make it twice as large as the original amount.
+
+In a similar way, when we have a fixed amount of a fixed amount, we can scale it up to its original size. This is just a reminder of how we can make things larger when we have a fixed amount that we need to do something with.','7',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(83,2,'Step 1: Determine the duration of each day.
+Solve the problem.
+\boxed{7 days x 10 miles/day = 70 miles/day}
+Step 2: Determine the distance of each day.
+Brian''s daily walk is 10 miles.
+\boxed{10 miles/day * 7 days = 70 days = 70 * 7 = 450 miles/day}
+Step 3: Determine the amount of distance Brian will walk in seven days.
+Bunny''s daily walk is 70 miles/day.
+\boxed{70 miles/day * 7 days = 450 days = 450 * 7 = 3000 miles/day}
+Step 4: Determine the total distance Brian will walk in seven days.
+Bunny''s daily walk is 70 miles/day.
+\boxed{70 miles/day * 7 days = 500 days = 500 * 7 = 3000 miles/day}
+Step 5: Determine the total distance Sofia will walk in seven days.
+\boxed{8 days x 10 miles/day = 80 miles/day}
+\boxed{8 days x 10 miles/day = 80 miles/day}
+Step 6: Determine the total distance Sofia will walk in seven days.
+Bunny''s daily walk is 70 miles/day.
+\boxed{70 miles/day * 7 days = 450 days = 450 * 7 = 3000 miles/day}
+Bunny''s daily walk is 70 miles/day.
+Bunny''s daily walk is 80 miles/day, so she walks 80 miles/day.
+Bunny''s daily walk is 80 miles/day.
+Dropping 3000 in both feet and 500 in each leg means she walks 2000 feet/day.
+Dropping 80 in both legs and 500 in each leg means she walks 450 feet/day.
+Dropping 3000 in both feet and 500 in each leg means she walks 3500 feet/','70 miles/day * 7 days = 450 days = 450 * 7 = 3000 miles/day',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,3,'To solve this problem, let''s break it down step by step. We know that 7 days are equal to 7 days multiplied by a factor of 2, but in this case, the problem only asks for how many miles the first day will be longer than the second.
+
+We need to find out how many days it will take for both of them to be longer than the first day. To do this, we divide the total distance by the factor of 2. So, 7 days * 2 weeks = 14 weeks, and 14 weeks * 2 days = 28 days.
+
+So, for 7 days, there are 14 days in total. For 1 day, it will take 14 days * 1 day = 14 days.
+
+Therefore, Brian will take 14 days to walk 10 miles, and Sofie will take 7 days to walk twice as far as Brian.','7',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,4,'To solve this problem, we need to break it down into manageable parts. First, we need to determine what the unknown variable is - in this case, it''s the unknown quantity, which is unknown number of days.
+
+Let''s start by assigning a variable to the unknown number of days. In this case, it''s 7. So, we have 7 days. We''re told that in 7 days, Sofie will walk twice as far as Brian. This means that in 7 days, Sofia will walk twice the distance that Brian already walked.
+
+We can rearrange the equation to solve for Sofia''s distance. Let''s solve this equation: 10 * 7 = 7 * 2. This equation simplifies to 7 * 2 = 14. This means that Sofia''s distance is 14 miles.
+
+The answer is 14.','14',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,5,'Fiona''s plans to walk twice as far as Brian''s as she walks 10 miles every day, so she would walk a total of 120 miles.
+To find out how many miles she will walk in seven days, we need to divide 120 by 7.
+
+120 / 7 = 16 miles
+Fiona is walking exactly 16 miles in seven days.
+
+The answer is 16.','16',0,'not_equivalent',97,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,6,'To solve this problem, we need to consider the information given - the unknown is the unknown. In logic, this is where our problem is like a puzzle. The secret is to break it down into smaller parts and analyze them step by step.
+
+Let''s start by identifying the information given:
+
+We know that 7 days have 7 days. This is given as a fraction, 10/10.
+
+We also know that Brian plans to walk twice as far as Sofia. This means that on the same day, Sofia will be twice as far as Brian''s. So, the distance Brian will walk is twice as long as Sofia''s.
+
+We also know that 10 miles is the distance Sofia will walk. This is given as a fraction, 10/10, which is 20%.
+
+Now, we need to find the ratio of the distance Brian will walk to the distance Sofia will walk. This is given as a fraction, 20/10.
+
+We can divide both numerator and denominator by 10 to find the ratio. So, the ratio is 20:1.
+
+We can also find the answer by dividing 20 by 10:
+
+This is 20 / 10 = 20 / 10 = 20:10 = 1:2 as the answer.
+
+So, the answer is 2:2.','2',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,7,'To solve this problem, we can break it down into manageable parts. We need to determine the number of days it will take for Brian to walk 10 miles, which is 10 times 2 = 20 miles.
+
+In 7 days, we know Brian will walk 20 miles. If we represent this as 10 times 20, we can rewrite it as 10 x 20 = 200. Now, we have only 20 days left to reach Brian''s destination, so we need to find out how many days it will take for the 200 to take Brian to another location.
+
+To find the answer, we can divide 200 by 20, which gives us 1. This means that in 7 days, Brian will take 1 mile to reach Brian''s destination.','1',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,8,'To solve this problem, we need to determine the number of days it takes for Brian to walk half of the distance Sofie plans to walk. We can find the number of days it takes for each of them to walk half of the distance twice by dividing the distance Sofie plans to walk by half. This gives us the number of days it takes for each of them to walk half of the distance twice.
+
+In 7 days, Brian will walk 2 * 10 = 20 miles. So, the total distance it will take for both of them to walk half of the distance twice is the sum of the distances they will walk twice: 10 + 20 = 20 miles.
+
+This is the same as the number of days it takes for each of them to walk half of the distance twice. As the answer is just 20 miles, which is the same as the original equation.
+
+So, the answer is 20.','20',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,9,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the number of days Sofia plans to walk twice the distance Sofia plans to walk twice as far as herself. This is a fundamental problem in mathematics where we have an unknown variable (the unknown is in this case, however, it''s not actually a variable, it''s called ''infinitesimal'' in mathematics).
+
+We know that in 7 days, Sofia will walk twice as far as Brian. This is a multiplicative relationship, where the distance Sofia plans to walk is itself twice the distance she plans to walk twice as far as herself.
+
+Multiplication is a fundamental operation in mathematics where we can divide one number by another that is a multiple of that number. Multiplication is a bit tricky here, but we can break it down to find a simple formula.
+
+In mathematics, when you double the number of times a given operation is performed, you get another operation with that same operation. So we can use exponentiation to get the answer to the distance she plans to walk twice as far as herself.
+
+This is often represented as a^2 * a^2, where a is the multiplier. We are given a^2 = 2, so we can set up an equation to solve for d.
+
+So, we set up the equation:
+
+d = 2
+
+And we solved it with an exponentiation of a^2 = 2, which is the one we need to do.
+
+This is a classic example of a mathematical problem where we use exponentiation to manipulate mathematical expressions. It''s a bit mind-bending, but it''s a fundamental rule of mathematics.','2',0,'not_equivalent',355,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,10,'Fiona plans to walk twice as far as Brian, so she''s going to walk twice the distance every day. To calculate her daily distance, we multiply the distance by 2, so 10 miles * 2 = 20 miles. Now, we need to find out how many miles she''ll walk in seven days.
+
+Fiona''s goal is to walk 10 miles every day, so she''d walk 10 * 2 = 20 miles in seven days. But she''ll only walk 20 miles in seven days. So, the answer is 20 + 1 = 21 miles.
+
+So, there are 21 miles of feet that she''ll walk in seven days.','20',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,11,'To solve this problem, we can break it down into manageable parts. First, let''s understand the total distance of 7 days. If we know that each day is twice as far as the previous day, we can find out how far each day is.
+
+We know that each day is twice as far as the previous day, so the total distance is 2 * 7 = 14 miles.
+
+Now, we need to find out how many miles the 10th day can cover. If we consider that a day is two times as far as the previous day, we can see that on the 10th day, each of the days 5 days have already been covered. So we have 10 days of covered miles.
+
+To find out how many miles of every day can be covered, we need to divide the total miles of every day by the amount of miles they can take to cover the next day.
+
+So the answer is 10 / 2 = 5 miles of every day.
+
+In other words, every day can take 5 miles of every day to cover the next day.','10',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,12,'To solve this problem, we need to calculate the total distance Sofia will cover over 7 days and then divide that by Brian''s daily walk of 10 miles.
+
+Step 1: Calculate the total distance Sofia will cover over 7 days.
+Sofie plans to walk twice as far as Brian (10 miles), so she will walk twice as far as Brian for every 7 days.
+To calculate the total distance Sofia will cover, we multiply the distance she plans to walk by 2.
+Total distance Sofia will cover = (2 * 10) miles = 20 miles
+
+Step 2: Calculate the number of miles Sofia will cover in 7 days.
+To calculate the number of miles Sofia will cover in 7 days, we multiply the total distance by 7.
+Number of miles Sofia will cover = (20 miles * 7) miles = 140 miles
+
+So, in 7 days, Sofia will cover a total of 140 miles and Brian will walk 10 miles.
+#### 1
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 10 miles every day for 7 days.
+Brian already spent 10 miles on 7 days, so he will spend 10 / 7 = 1.5 miles every day.
+#### 2
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 10 + 1 = 11 miles every day.
+#### 3
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 10 + 1 = 11 miles every day.
+#### 4
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 11 + 1 = 12 miles every day.
+#### 5
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 11 + 1 = 12 miles every day.
+#### 6
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 12 + 1 = 13 miles every day.
+#### 7
+Sofie plans to spend 10 miles every day.
+Sofie plans to spend 1','7',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,13,'To solve this problem, we need to break it down into manageable parts. First, we calculate the distance Sofia has walked twice as far as Brian every day, which would be 2*10 miles. Then we multiply this by the total number of days Sofia plans to walk, which is 7 days * 2 days = 14 days.
+
+Now, let''s add the distances Sofia has walked twice as far as Brian every day to find out the total distance. So, 2 times twice the distance Sofia has walked twice as far as Brian every day is 2*2 = 4 miles.
+
+To find out how many miles Sofia can walk in seven days, we multiply the total distance by 7. So, 4 miles * 7 days = 28 miles.
+
+Therefore, in seven days, Sofia will have walked twice as many miles as Brian, which means she will have walked 28 * 7 = 196 miles.','196',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,14,'To solve this problem, we''ll break it down step by step. First, we''ll determine the total distance covered by Brian.
+
+Brian walks 10 miles every day. So, Brian''s daily mileage is 10 miles. Now, we''ll subtract his daily mileage from Sofia''s daily mileage. 
+
+Sofie will walk twice as far as Brian as the daily mileage, which means she will walk twice as many miles as Sofia. So, the total distance Sofia walks in seven days is 7 days * 2 = 14 miles.
+
+Therefore, in seven days, Sofie will walk 14 * 2 = 28 miles, which is exactly twice as far as Brian walks.','28',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,15,'To solve this problem, we need to consider the information given. We know that next Monday, Brian will walk 10 miles every day. So, Brian will take 10 * 2 = 20 days to walk 10 miles.
+
+In seven days, Brian will walk 10 * 7 = 70 miles.
+
+So, the answer is 70.
+
+We can back it up by calculating 70 ÷ 20 = 3.
+
+The answer is 3.','3',0,'not_equivalent',114,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,0,'To solve this problem, we need to consider the ratio of the dogs to the total weight. If we have one-fourth of the dogs, that means for every one-fourth dog, there are two-thirds of the dogs to the other half, which can be expressed as a ratio of two: one-fourth to one-third.
+
+We can represent this ratio with an equation: (one-fourth to one-third) / (two-thirds to one-fourth) = (one-fourth to one-third) / (two-thirds to one-fourth) = 2:1.
+
+We are given that one-fourth is twice the weight of one-third, so we have a ratio of 2:1. To find the total weight of Elijah and Kory’s dogs, we can multiply both the numerator and the denominator of the ratio by 2 (because the ratio can be multiplied by 2).
+
+This equation is 2:2, where 2 is twice the ratio of 2:1, which is 2:2.
+
+So, 2:2 is equal to 1:1, which is the answer.
+
+In general, if we have a ratio of two numbers with a total weight of one-fourth to one-third, we multiply the ratio by 2 to get 1:1, which is the answer to the original problem.','1',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,1,'Elijah has one-fourth of Kory’s dog and Kory’s dog is half the weight of Kory’s dog. If Kory’s dog is 60 pounds, we can set up an equation to represent this:
+
+One-fourth of Kory’s dog = 40% of Kory’s dog
+The equation is:
+1/4 of Kory’s dog = 1/2 of Kory’s dog (assuming both equations have the same denominator, which is 100%)
+
+The total weight of both equations is 20% of Kory’s dog, which is 20% of 60 pounds.
+
+The total weight of both equations is 20% of 60 pounds (20% of 60 pounds is 20% of 60 pounds).
+
+To find the total weight of both equations, we multiply:
+
+20% of 60 pounds * 20% of 60 pounds = 20% * 100% = 20% of 60 = 60 * 100 = 6000
+The total weight of both equations is 6000 pounds.
+
+So, 6000 + 20% of 60 = 6000 + 20% of 60 = 6000 + 20% of 60 = 6100 pounds.
+
+Therefore, 60 pounds is one of the two equations, and 100% of 60 is 6000, so Elijah and Kory’s dogs weigh 6000 pounds.','6000',0,'not_equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,2,'Elijah has one-fourth the weight of Kory’s dog, so 1/4 of 60 = 60/4 = 15 pounds.
+Kory’s dog weighs half the weight of Kory’s dog.
+To find the total weight of Elijah and Kory’s dogs, multiply the weights of Elijah and Kory’s dogs: 15 pounds * 2 = 25 pounds.
+#### 25
+The answer is: 25','25',0,'not_equivalent',108,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,3,'To solve this problem, we need to first determine the net weight of the first dog, which is 60 pounds, and then subtract the weights of the second and third dogs. However, this is an improper fraction where we need to convert it to a decimal.
+
+First, we can find the difference in weight between the first and second dogs, which is 60 - 48 = 8 pounds. Then we can multiply this by 60 and add it to 48, which gives us 120 pounds of weight, which is 12 pounds of the first dog plus 12 pounds of the second dog.
+
+So, we multiply 12 by 12 and add it to 48 to get 24, which is 24 pounds of the first dog plus 24 pounds of the second dog.
+
+Now we can add 24 to 120, which gives us 28, and then we multiply 28 by 6, which is 144.
+
+Finally, we subtract 144 from 24, which gives us 48, and so on, until we reach 1, which represents 1 dog.
+
+So, we have 12 + 28 + 144 = 48 feet of the first dog plus 4 more feet of the second dog plus 2 more feet of the third dog plus 3 feet of the fourth dog plus the remaining 5 feet of all the dogs combined.
+
+This is a decimal, and we need to convert it to a percentage. 48% is equal to 48%.
+
+This is the final answer, and it is 48 pounds of the first dog plus 48 more pounds of the second dog.','48',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,4,'To solve this problem, we need to identify the numbers of pounds that are not divisible by 4. We can start by dividing the unknown weight by 4 and find the remainder.
+
+Let''s calculate the number of pounds that are not divisible by 4:
+
+60 / 4 = 15
+
+Now we have the unknown weight, which is 15 pounds.
+
+We know that Elijah has one-fourth of the weight of Kory’s dog, so we can multiply the unknown by 3:
+
+3 * 15 = 45 pounds
+
+Finally, we need to find the total weight of Elijah''s and Kory''s dogs. We multiply the unknown by 4:
+
+45 * 4 = 200 pounds
+
+This is the exact weight of Elijah and Kory''s dogs.','200',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,5,'To solve this problem, we need to convert the unknowns to the same units. First, we find the ratio of Elijah’s dog to Kory’s dog: 1:1, which is 1:2. We then subtract this ratio from both sides of the ratio to find the ratio of Elijah’s dog to Kory’s dog: 1:2:1, which is 2:1.
+
+To find the unknowns, we can use inverse multiplication. We multiply both sides of the ratio by 1:2:1, which is 2:1. This can be rewritten as 2 * 1:2:1, which is the equation for the ratio of Elijah’s dog to Kory’s dog.
+
+However, this equation is not a simple multiplication of 1:2:1, but rather 2:1 multiplied by 1:2:1, which actually is the equation we wanted to solve. We can solve this equation by first doing 2:1 and then multiplying by 1:2 to get the answer back to the original ratio of Elijah’s dog to Kory’s dog.
+
+So, we simply multiply 2 by itself 2 times, which gives us 2 times 2 = 4. Therefore, we add 4 to both sides of the equation 2 * 2 = 4 to get the answer 2:1.
+
+So, 2:1 is equal to 4.','4',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(84,6,'Step 1: First, we need to find out how many pounds Elijah has and how much Kory’s dog weighs.
+Elijah has 10 * 1.5 = 15 pounds.
+Kory’s dog weighs 60 * 1.5 = 90 pounds.
+Now, let’s find out how much Elijah has to add to 15 to reach the total weight of Kory’s dog.
+15 - 60 = 10 * 1.5 = 20 pounds.
+To find out how much Elijah has to add to 20 to add one more dog to reach the total weight of Kory’s dog, we can multiply the weight of Kory’s dog by 2.
+2 * 20 = 40
+We subtract 40 from 20 to get the weight of Elijah’s dog.
+Elijah has 2 * 20 = 40 pounds.
+Now, we need to find out how much Elijah’s dog weighs.
+We can divide the weight of Elijah’s dog by 2 to find the number of pounds.
+2 * 20 = 40.
+We multiply the weight of Elijah’s dog by 2 to find the number of pounds.
+Elijah’s dog weighs 40 * 2 = 80.
+We add 80 to 20 to get the total weight of Elijah’s dog.
+Elijah’s dog weighs 80 * 2 = 160 pounds.
+Now, we need to find out how much Elijah’s dog weighs.
+We can divide the weight of Elijah’s dog by 2 to find the number of pounds.
+2 * 20 = 40.
+We multiply the weight of Elijah’s dog by 2 to find the number of pounds.
+Elijah’s dog weighs 80 * 2 = 160 pounds.
+We add 160 pounds to Elijah’s dog.
+Elijah has 160 + 160 = 220 pounds.
+We have to find how much Elijah’s dog weighs.
+We can divide the weight of Elijah’s dog by 4 to find the number of pounds.
+We multiply the weight of Elijah’s dog by 4 to','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,7,'To solve this problem, we need to first find the total weight of the first dog and the weight of the second dog combined. We know that Elijah has one-fourth the weight of Kory’s dog, so we can calculate it as 1/4 * 1. Then we can multiply this by the size of the second dog (2) to find the weight of the first dog.
+
+First, let’s find the weight of Elijah’s dog by dividing Elijah’s weight by 2, which gives 0.25. Then we multiply this by the size of the second dog (2) to find the weight of the first dog.
+
+So, 0.25 * 2 = 5.
+
+The total weight of the first dog is 1, and the total weight of the second dog is 5.
+
+Now we can add the weight of the first dog and the weight of the second dog together, which gives us 8.5.
+
+Therefore, 8.5 + 5 = 13.
+
+The weight of Elijah’s dog is 13 pounds.
+
+The weight of Kory’s dog is 13 pounds.','13',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,8,'To solve this problem, we need to first determine the total weight of both Elijah’s and Kory’s dogs. We know Elijah has one-fourth the weight of Kory’s dog and Kory’s dog is half the weight of Kory’s dog.
+
+Let’s denote the weight of Kory’s dog as K. So, the weight of Elijah’s dog is 60 * (1 + 1/4), which is 160 / 4 = 36.
+
+Now, we need to find the weight of Elijah’s dog. We can multiply 36 by 1/4, which gives us 12 / 4 = 2.
+
+So, Elijah’s dog is twice Kory’s dog, which is 2 * 30 = 60 pounds.
+
+Now we need to find the weight of Elijah’s dog. We multiply 2 by 30, which gives us 60 pounds.
+
+We can also find the weight of Elijah’s dog by multiplying 2 by 30, which is 60.
+
+The total weight of both Elijah’s and Kory’s dogs is 2 * (30 + 60) = 30 + 60 = 100 pounds.
+
+So, there are 100 pounds of weight of both Elijah’s and Kory’s dogs.','100',0,'not_equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,9,'Let’s start by understanding the information. We know the two dogs are 60 pounds each, and both are one-fourth the weight of Kory’s dog. This means that one-fourth of 60 is 60/4 = 12.
+
+We are also given that one-fourth of the weight of Kory’s dog is equal to two-thirds of 60, which we can consider as 60/2 = 30.
+
+Now, to find out how much Elijah and Kory’s dogs weigh together, we need to determine the total weight of their weight and the weight of one-fourth of Kory’s dog.
+
+We can first calculate the weight of one-fourth of one-fourth of 30, which is 30/4 = 6. Then we multiply this by the total weight of one-fourth of one-fourth of 30 to find the total weight of one-fourth of one-fourth of 6.
+
+However, we need to remember that 6 is one-fourth. So we should multiply the result by 6.
+
+So, 6 * (30/4) = 18
+
+This means that 18 dogs weigh 18/3. So, we add that to the total weight of Elijah and Kory’s dogs, which is 18 + 18 = 26 dogs.
+
+The total weight of both animals is 26 + 6 = 32 dogs.
+
+So, the total weight of Elijah and Kory’s dogs is 26 + 26 = 42 dogs.','42',0,'not_equivalent',357,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,10,'1. First, we need to find the total weight of the two dogs.
+2. Kory’s dog weighs 60 pounds.
+3. Elijah’s dog weighs 1 (one-fourth) of Kory’s dog and has 1 (1/4) of Kory’s dog’s weight.
+
+4. Now, we need to find the total weight of all the dogs.
+5. So we multiply the weight of Elijah’s dog (one-fourth) by 1 (one-fourth is 1/4 or 25% of the weight of a dog).
+
+6. So the total weight of all the dogs is 25% of the weight of Elijah’s dog.
+
+We can set up an equation:
+
+25% of the weight of Elijah’s dog = 25% * 1 dog = 2.5 dogs
+
+So the total weight of all the dogs is 2.5 dogs.
+
+In this type of problem, it is common to multiply a fraction by 2.5, which means it might seem like a difficult task to calculate the weight of Elijah’s dog but with a bit of mindful thinking, we can quickly find the answer.','2.5',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,11,'Let’s break it down step by step.
+
+If Elijah has one-fourth the weight of Kory’s dog, then Kory’s dog weighs 1/4 of Elijah’s dog.
+
+The second dog weighs half Elijah’s dog.
+
+The total weight of Elijah’s dog and the second dog is the sum of Elijah’s dog and the two other dogs.
+
+So, the total weight of Elijah’s dog and the two other dogs is 1/4 of Elijah’s dog.
+
+We need to multiply this by the total weight of Elijah’s dog and the two other dogs to find the total weight of Elijah’s dog.
+
+We can write this as 1/4 * 1 + 1/2 * 2 = 5.
+
+This is the total weight of Elijah’s dog and the two other dogs.
+
+So the total weight of Elijah’s dog and the two other dogs is 5 + 2 = 7 pounds.
+
+We can round this to the nearest whole number, which is 8 pounds.
+
+So the total weight of Elijah’s dog and the two other dogs is 8 pounds.
+
+So the answer is 8 - 1 = 7 pounds.
+
+The answer is (1/4) + (1/2) = 1/2 pounds.
+
+The answer is 7 pounds.
+
+So the answer is 7.
+
+So the final answer is 7.','7',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,12,'First, we need to determine Kory’s dog''s weight in ounces.
+In 1-eighth of the weight, 1-eighth of the dog’s weight is 1/2 of the dog''s weight.
+So, 1/2 of the dog''s weight is 1/4 of the dog''s weight in ounces, which is 0.8 ounces.
+The total weight of the dog is 1/4 of the dog''s weight multiplied by 1/4, which is 0.2 ounces.
+Now we need to find out how much Elijah’s dog weighs in pounds.
+Each pound of the dog weighs 3 ounces. So, 3 pounds of the dog weighs 3/4 of the dog''s weight multiplied by 3, which is 1.8 ounces.
+So, Elijah’s dog weighs 1.8 ounces.
+The total weight of Elijah’s dog and Kory’s dog is 1.8 + 1.8 = 2.8 pounds.
+#### 2.8
+The answer is 2.8.
+
+Elijah has 1 heavier dog.','2.8',0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,13,'1
+1
+1
+1
+Both dogs are one-fourth the weight of one-fourth the weight of the other dog, so the weight of one dog is 1/4 of one-fourth of the dog.
+The weight of one dog is 1.5 times the weight of one dog.
+The weight of one dog is 1.5 * 1.5 = 2.25 pounds.
+The weight of one dog is 2.25 * 2.25 = 5 pounds.
+The total weight of one dog is 1.5 * 2.25 = 3.25 pounds.
+The weight of one dog is 3.25 * 2 = 6 pounds.
+The weight of one dog is 2 pounds.
+The weight of Elijah and Kory’s dogs is 2 * 2 = 4 pounds.
+The weight of Elijah and Kory’s dogs is 2 * 4 = 8 pounds.
+The total weight of Elijah and Kory’s dogs is 2 + 8 = 10 pounds.
+The total weight of Elijah and Kory’s dogs is 10 * 2 = 20 pounds.
+#### 20
+The total weight of Elijah and Kory’s dogs is 4 * 2 = 8 pounds.
+#### 8
+Elijah and Kory’s dogs are 4 pounds.','8',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,14,'Let’s break down the problem step by step.
+
+Weighing Kory’s dog against Elijah’s dog is a classic example of a simple yet counterintuitive calculation.
+
+First, we need to find the relative weights of the two dogs. We know that Kory’s dog is 60 pounds, which means Elijah’s dog is 1/4 of Kory’s dog. So, Elijah’s dog is 1/6 of Kory’s dog.
+
+Now, we can find the relative weights of the two dogs. Elijah’s dog is 1/6 of Kory’s dog, which means Elijah’s dog is 1/6 of 1. This is equivalent to Elijah’s dog being twice the weight of Kory’s dog.
+
+Since we know that one-fourth of the weight of Kory’s dog is equal to one-fourth of the weight of Elijah’s dog, and one-fourth of the weight of Elijah’s dog is equal to 1/4 of the weight of Kory’s dog, we can easily calculate this ratio.
+
+So, we can set up the equation: 1/6 = 1/4 * 1/4, which equals 1/16.
+
+This means that Elijah’s dog is twice the weight of Kory’s dog.','1/16',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,15,'Let’s break this down step by step. We know that Elijah has one-fourth the weight of Kory’s dog, and Kory’s dog weighs 60 pounds. Since Elijah has one-fourth that of Kory’s dog, Kory’s dog weighs half that of Elijah.
+
+We know that Elijah has one-fourth the weight of Kory’s dog. To find this, we can multiply the weight by 4. 60 * 4 = 24. So, Kory’s dog weighs 24 pounds.
+
+Now we can add these two numbers: 24 + 24 = 48.
+
+We know that Kory’s dog is half the weight of Elijah’s dog. So, we can find the weight of Elijah’s dog by dividing Elijah’s dog by 2. So, 2 / 2 = 1.
+
+We also know that Elijah has one-fourth the weight of Kory’s dog, which means that Elijah’s dog is 1/4 the weight of Kory’s dog.
+
+We can also find the weight of Elijah’s dog by adding 1 to the weight of Elijah’s dog. So, 1 + 1 = 2.
+
+We can also find the weight of Kory’s dog by multiplying the weight of Elijah’s dog by 2. So, (2)^2 = 4.
+
+So, the total weight of Elijah’s dog and Kory’s dog is 4 + 2 = 6 pounds. This is also the weight of 1 dog and 2 dogs.
+
+So, the total weight of both dogs is 6 + 4 = 10 pounds. This is the same as the weight of one dog and two dogs.','10',0,'not_equivalent',390,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,0,'Let''s break this down step by step. We''re given the two equations:
+
+1. Liam''s age = 2 * 26. 
+And Vince''s age = 26 * 2.
+
+To solve this, we''ll use the process of elimination. We''ll subtract 26 from both sides to get:
+
+26 = 2 * 26.
+
+Then we''ll divide both sides by 2:
+
+26 = 42.
+
+Dividing both sides by 4 gives:
+
+Remaining equation:
+
+26 = 8.
+
+Now we''re left with:
+
+26 = 24.
+
+Now we''ll divide both sides by 2:
+
+Remaining equation:
+
+Dividing both sides by 2 gives:
+
+26 = 4.
+
+Now we''re left with:
+
+26 = 2.
+
+Now we''re left with:
+
+Therefore:
+
+Vince''s age is 2 years + 1 year = 3 years + 1 = 4 years + 1 + 1 = 5 years + 2 = 8 years + 1 = 9 years + 1 = 10 years + 1 = 11 years + 1 = 12 years + 1 = 13 years + 1 = 20 years + 1 = 21 years
+
+So the answer is:
+21
+
+Alternatively, we could have approached this problem using a different method:
+
+Consider the scenario where both Liam and Vince are lying about Liam''s age. In this scenario, Liam is indeed 3 years older than Vince.
+
+Let''s denote Liam''s age as x. Then, Liam''s age is x + 1. If Liam is 3 years older than Vince, it implies that Liam is x/3 years older than Vince.
+
+Now, we want to find the age of Liam when Liam is x/3 years older than Vince. Using the age-age ratio of 2:2, we can calculate:
+
+(3 + x) / 3 = 2 + x / 3
+
+This equation gives the ratio of Liam''s age to Vince''s age when Liam is x/3 years older than Vince.
+
+Let''s consider','21',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,1,'Let''s break this down step-by-step:
+
+1. Liam’s age is 16, so Liam is 16 years old.
+2. Vince’s age is 2 years earlier. So, Liam is 16 + 2 = 18 years old.
+3. Now, we know Liam is 18 years old.
+
+To solve this problem, we can use the method of elimination. Let''s start by taking Liam''s age and subtracting Vince''s age from it. 
+The equation 16 - 18 = 12 is the opposite of the equation 2 + 2 = 4. So, we subtract 12 from 18. This gives us 12 - 12 = 0. So, the equation becomes 12 = 0.
+
+However, we can also solve this equation using the method of elimination. We can add 18 to both sides of the equation 18 - 12 = 0. So, 18 - 12 = 0, which is the same as 0. So, the equation 18 = 0 is either false or no equation is true. So, the answer is either true or false.
+
+But we can do the opposite of this step-by-step: 18 = 8*0, which is either true or false. So, the answer is either true or false.','either true or false',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,2,'Let''s start by using the given information: Liam is 16 years old and two years ago, Vince''s age was twice Liam''s age.
+To find the answer, we need to determine the ratio of Liam''s age to Vince''s age.
+We can do this by dividing the result of the ratio by the original ratio.
+This is a ratio of fractions, and by dividing both numerator and denominator by the same number, we get:
+(2/2) = 2.
+This means that Liam''s age is 2 years more than the age of Vince.
+Let''s write this as a ratio where 2 is the unknown reciprocal of the ratio of Liam''s age to Vince''s age.
+Let''s write it as 2:2, which is 2:2.
+We can solve this ratio by dividing both numbers by 2.
+We can see that 2 is the only number that can be multiplied by both 2 and 2 to get 2, so we divide both numbers by 2, which is 2.
+The number that is multiplied by both 2 and 2 gives us 2, which is the only number that we need to find the answer for.
+The answer is 2.
+#### 2
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+This is the answer.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.
+
+The answer is 2.','2',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,3,'16 - 2 = 14 (By adding 2 to the previous result)
+2 * 16 = 32 (By dividing the previous result by 2)
+2 * 14 = 28 (By dividing the previous result by 2)
+32 / 2 = 12 (By dividing the previous result by 2)
+
+Liam is now 14 years old.
+
+The answer is: 14','14',0,'not_equivalent',101,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,4,'To solve this problem, we need to consider the key information given: Liam’s age is twice Liam’s age, and Liam’s age is 16 years old. We can start by using the multiplication operation and chain multiplication rules to solve this equation.
+
+Let’s first find Liam’s age, which is 16 years old. Then we can multiply it by 2 and subtract it from 16, which gives us 2 * 16 = 24. This gives us Liam’s age is 24 years old.
+
+Now we need to find the age of Vince, which is 24 years old. We can add 24 to 16 and find the answer is 48. So, Liam’s age is 24 years old.
+
+This problem has a twist, as the initial formula for solving this problem using multiplication could have been adjusted to 
+The age of Liam’s age is 24. Since Liam’s age is 24, we can find Liam’s age using the formula (age of Liam’s age) = age of Liam’s age +1.
+
+This is a bit of a simplification and a simpler equation. Let’s break it down: the equation is 2 * (age of Liam’s age) + 1, which is equivalent to 2 * (24) + 1.
+
+This is another example of how you can add numbers together by using multiplication and the three-digit addition rule of the number of digits that can be multiplied by the base.
+
+However, the simplest way to solve this problem without a calculator is to just add the numbers together, which is 16 + 48 = 56.','48',0,'not_equivalent',386,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(85,5,'To solve this problem, let’s first understand the information given. The formula for calculating the age of someone is the sum of their years of study (20 years) multiplied by their age, multiplied by their age tomorrow (2 years) multiplied by the same factor (2 years ago), plus the age of tomorrow''s calculation.
+
+We have two equations:
+
+1. 2A = (20*2) + Vince''s age - Vince''s age tomorrow = (20*2) + 20 + Vince''s age tomorrow = 0
+2. 2A + Vince''s age = 0
+
+To solve these equations, we can use the method of elimination. Let''s start with the equation 2A = (20*2) + Vince''s age - Vince''s age tomorrow. We need to know the value of Vince''s age tomorrow, so we''ll start with the equation:
+
+2A + Vince''s age = (20*2) + 20
+
+This is the equation for the first step of elimination. We''ll then try to eliminate the left-hand side of the equation using the equation 2A + Vince''s age = 0. But we also need to have the equation 2A + Vince''s age = 0, which we already have.
+
+Therefore, the only solution is 2A + Vince''s age = 0.
+
+This is the equation for the second step of elimination. We''ll then use the equation 2A + Vince''s age = 0 to eliminate it.
+
+Here''s the equation for the second step of elimination:
+
+2A + Vince''s age = 0
+
+This is the equation for the third step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the fourth step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the fifth step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the sixth step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+This is the equation for the seventh step of elimination. We''ll use the equation 2A + Vince''s age = 0.
+
+','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,6,'To solve this problem, we need to break it down step by step and find the answer for each step.
+
+Let''s start by defining what we know. We know Liam is 16 years old, and Vince is 2 times Liam''s age. So we have Liam''s age + 2 times Liam''s age = Liam''s age + 2 years, which simplifies to 2 + 2 = Liam''s age + 2.
+
+Now we have 1 + 2 = Liam''s age + 2. We can use this relationship to our advantage. Let''s say we want to know Liam''s age + 2. We can say Liam''s age + 2 is 3 times Liam''s age.
+
+We can add 3 to Liam''s age. This is because Liam is 16 and Liam''s age is the result of multiplying Liam''s age by 2.
+
+So the answer is 3x + 3 = Liam''s age + 2.
+
+This is a simple equation that can be applied to any equation. It is what mathematicians call an "extensional formula" or a "mathematical expression."
+
+This is a classic example of a mathematical identity that has an exponential relationship to the equation 2 + 2 = Liam''s age + 2.
+
+This equation is a mathematical identity that has the equation 2 + 2 = Liam''s age + 2.
+
+This is a beautiful example of a mathematical identity, and it has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has an exponential relationship to the equation that has','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,7,'Let’s break it down step by step:
+
+1. Liam is 16 years old.
+2. Two years ago, Liam’s age was twice the age of Vince. So, Liam’s age is 2 * Vince’s age = Liam’s age * 2 = 2 * (Vince’s age / 2) = 2Vince’s age * 2 = 4Vince’s age = 4Vince’s age * 2 = 8Vince’s age
+3. Now, Liam’s age is 2 * 8Vince’s age = Liam’s age * 2 = 4Vince’s age * 2 = 8Vince’s age
+4. Finally, Liam’s age is 2 * 8Vince’s age = 16 * 8Vince’s age = 128Vince’s age
+5. Now, Liam’s age is 2 * 16 = 24 Liam’s age = 24 Liam’s age * 2 = 48 Liam’s age
+
+So, Liam is 24 + 48 = 72 Liam’s age
+
+Now, Liam’s age is 2 * 72 = 144 Liam’s age
+
+Vince’s age is 2 * 4Vince’s age = 8Vince’s age
+
+Liam is 16 * 4Vince’s age = 60 Vince’s age','60',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,8,'Liam is 16 + 2 = 20 years old now.
+Two years ago, Vince’s age was twice Liam’s age, which is Liam’s age multiplied by 2.
+Liam is 16 + 2 = 20 years old now.
+Vince is 20 years old now.
+#### 20
+The answer is: 20','20',0,'not_equivalent',90,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,9,'To solve this problem, we need to follow a straightforward equation approach. Let’s denote Liam’s age as x.
+
+We know that Liam is twice the age of Vince. If we want to know the age of Vince, we can express it as x / 2. This is because Liam is twice the age of Vince.
+
+We can then multiply x by 2 to get x / 2. This is because Liam is two years younger than the previous age, which is x / 2.
+
+Now we can rewrite the equation as x / 2 * 2 = 2x. This is the equation we need to solve.
+
+We can then simplify it by dividing both sides by 2, which gives us x = 4.
+
+So, the answer is x = 4.
+
+The correct answer is 4 years old.','4',0,'not_equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,10,'To solve this problem, we need to break it down step by step. We know that Liam is 16 years old now and that Vince’s age is twice Liam’s age.
+
+Let’s solve it step by step:
+
+1. Lets assume Liam’s age is 20 years old.
+
+20 + 2 = 22
+
+22 * 2 = 44
+
+24 * 2 = 48
+
+48 + 48 = 80
+
+80 * 2 = 160
+
+160 * 2 = 260
+
+260 is 24 times Liam’s age.
+
+320 is 32 times Liam’s age, which is 120 times 24.
+
+240 is 24 times 48.
+
+The answer is 48.
+
+48 + 48 = 100
+
+100 * 2 = 200
+
+200 is 2 times 48.
+
+The answer is 48.
+
+So, the answer is 48.','48',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,11,'To solve this problem, we need to start by first identifying the information given: Liam''s age is 16 years old, and Vince''s age was twice the age of Liam.
+
+Let''s first consider the given information: Liam''s age is twice Liam''s age. This type of equation is known as a linear equation in algebra, where the variable represents the unknown age.
+
+We can represent the problem as x = 2^x, where x represents the age of Liam. This is because the only relationship between the variables is the multiplication of the base (in this case, 2^x) by the exponent to the power of the coefficient of the exponent.
+
+So, the equation is: x = 2^x.
+
+Now we can use the formula for solving linear equations: x = 2^x, where x is the unknown age. This is because the only exponent is the exponent of the unknown age, which is 2^x.
+
+To find the age of Liam, we''ll simply divide both sides of the equation by 2^x, which is the exponent to the base. This is because the only operation left by the original equation is multiplication by itself, which means the equation is simply x = 2^x, so we just have to divide both sides of the equation by 2^x to get the answer.','2',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,12,'In this scenario, Liam is 2 years older than Liam Vince. Let''s denote Liam Vince''s age as a_12. So, a_12 = Liam Vince''s age.
+
+The key to this puzzle lies in the concept of "2 to the 0th power." Since a_12 = 2^0 = 1, it follows a_12^2 = 1.
+
+To represent this mathematically, we can use the formula for exponential growth to solve the equation 2^n = a_n. However, this equation doesn''t imply exponential growth, but rather a constant number multiplied by itself 2 times. We can solve this equation using a_12 = 2^2.
+
+This is where a_12^2 = a_2^2 = 2, which means that a_12 is 2 times twice the age of Liam Vince, which is 40.
+
+It''s worth noting that this problem is a classic example of a classic geometric interpretation of a classic mathematical concept. It requires a deep understanding of exponential growth and has been used in various mathematical contexts, such as calculating growth rates and modeling growth processes.','40',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,13,'Liam is 23 years old.
+
+To solve this problem, we need to break it down into manageable parts. Let''s start by identifying the key information: the initial age of Liam (23), the age of Vince (23 x 2), and the age of Liam''s current relative (23 + 2 = 26).
+
+First, let''s find Liam''s age in relation to Liam''s relative. Liam''s age is 23 + 2 = 26, but since Liam''s relative is 2, the age of Liam''s relative would be 2 + Liam''s relative''s age.
+
+So, Liam''s age is 2 + 2 = 4. Now, we need to find Vince''s age. Liam''s age is 23 + 2 = 26, so Liam''s age is 4 years ahead of Liam.
+
+To find Liam''s age in relation to Liam''s relative, we should consider the relationship with Liam''s relative''s age. Liam''s age is 23 + 2 = 26. This is consistent with Liam''s relative''s age being the product of the relative''s age and Liam''s age.
+
+So, Liam''s age is 4 + 26 = 48 + 1 = 50.
+
+The answer is: 50.','50',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,14,'To solve this problem, we need to first determine Liam’s age. Liam’s age can be represented as 2Liam’s, where L is Liam’s age.
+
+We can start by calculating Liam’s age given L is 2Liam’s, which means Liam’s age is 2Liam’s.
+
+The key here is to use the formula for multiplication of numbers modulo 100:
+
+We can multiply the given equation by 10 to simplify it: Liam’s = 2 * (2Liam’s) = 2 * 2Liam’s = 40Liam’s
+
+This is our final answer.
+
+The step 2 adds a new variable to the equation, 40Liam’s, which we simply have accounted for.','40',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,15,'To solve this problem, we need to first find Liam’s current age and then find Vince’s current age.
+
+First, Liam’s current age is 16, and Vince’s current age is 24.
+
+Now, we need to find the difference between the current age of Liam and the age of Vince.
+
+liam’s current age is 16 - 24 = 24.
+
+This means that Liam’s current age is 24 years old.
+
+Next, we need to find how many years ago Liam was 24 years old.
+
+To find this, we need to divide the age of Liam by 24.
+
+liam’s current age divided by 24 = (24 / 24) = 1.
+
+This means that Liam was born on a date that is 1 year and 10 months later than Vince.
+
+However, to find how many years ago Liam was born, we need to find how many years ago Liam was born and subtract that from 24.
+
+If Liam was born 24 years ago, it means that Liam was born on February 24th of 2023.
+
+So, Liam was born in February 2022.
+
+Liam’s current age is 23, and Vince’s current age is 24.
+
+Now we can add the two numbers together: Liam’s current age + Liam’s current age = 23 + 24 = 48.
+
+So, Liam is 48 years old.
+
+Finally, we can find the age of Liam’s current age: Liam is 23 years old.
+
+Liam is 23 years old.','23',0,'not_equivalent',407,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,0,'To solve this problem, we need to break it down into manageable parts. We know that John can make 4-floors of planks each time. This means for every 80-foot tree, he can make 4x80 = 320 planks.
+
+However, we don''t know how many planks he can make from each tree, which is a linear multiple of the total number of planks. So, we have to find out how many planks he can make from a tree that is 80 feet long.
+
+A common method to solve this problem is to divide the number of planks he can make from each tree by the number of planks he can make from a tree that is one-third of the tree''s length, which is 80 / 3.
+
+This is a bit tricky to calculate without using factorials, but we can use a formula that allows us to calculate the number of planks needed. It is a simple division of 35 (the number of planks) by 2 (the number of planks). This is the number of planks that would need to be cut from a tree that is one-third of 35.
+
+This is a combination of a few division problems. It''s actually a way of solving a problem that includes multiple steps, which is a common technique in mathematics.
+
+So, to be very honest, the answer is 320, but that''s just a simplification of a calculation. The final answer is actually 320 / 35, which is 3.33.','320',0,'not_equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,1,'To solve this problem, we need to break it down into manageable parts. Let''s start by assigning a variable to the unknown result. Let''s say the value of the planks is x.
+
+Let''s say the planks are of the size of 4x, where x is the number of planks. This means 4x is the number of planks. The total number of planks sold is x + x = 4x + 4x.  This is a straightforward equation to solve.
+
+The original problem states that each plank is of the size of 4x. So we can take each plank and divide it by 4 to find the number of planks sold.  This is a linear equation, where we can simply solve for x.
+
+Setting up an equation that includes the original number of planks multiplied by the length of each plank, the total number of planks sold is x + x = 4x + 4x.  Simplifying this equation gives us 4x + 4x = x^2.
+
+Now we can solve this equation using the quadratic formula, x^2 = 4x + 4. This is the quadratic equation we need to solve.
+
+We can solve it by factoring. The cubic equation x^3 + 4x^3 + 2x^2 + 4x + 2 can be factored into (x^3 + 4x^3 + 2). This is a popular method and it''s just as easy as x^2 + 4x^2 + 4x + 2. 
+
+The final answer is x^3 + 4x^3 + 2 = 4x^3 + 4x + 4.','3',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,2,'To solve this problem, we need to consider the possibilities. One of the possible results could be $0.  So what does that tell us? No answer, but we can try a different approach.
+
+Let''s try to think about the number of possible results that match our initial assumption. Since each plank of 80 feet is made up of 4-foot logs and each 5-foot planks is 4-foot logs, we can have a net effect of 13-4 = 6.  However, we need to consider the original problem and the goal of making planks from each of the original 80 feet.  This is the only set-up that allows for the other results.
+
+So, we can tell that there are 6 possible ways to make 80 feet out of 6 stacks of 4-foot logs. 
+
+Think about it this way, if we had 6 stacks of 4-foot logs, then 4 stacks of 4-foot logs would be 16-4 = 9 stacks of 4-foot logs.  If we had 16-4 = 9-2, that would leave us with 7-2 = 1-3.  So 7-2 + 1 = 8.  This is not a possible outcome.  But we can try.  If we had 8 stacks of 4-foot logs, that would leave 16-4 = 9-2, which is not possible. But we can ask the question.  If we had 16-4 = 9-2 we could think of the question and the answer.  But  we can think of the question in the same way that we would know that if we had 16-4 = 9-2, we could guess that if we wanted to make 12-16, that would be true, but would make it impossible to do it.  If we had 9-2, that would make it impossible to do it.  So 16-4, that would make it impossible to do it, and so we would have to have 16-4 = 9-2.  However,  if we had 16-4 = 9-2, that would mean that we could make 12-16.  But 12-16 does have to be 9-','9',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,3,'To solve this problem, we need to think step-by-step, step-by-step. We know that 80 feet of the log is 100 feet.  The total number of planks can be calculated by multiplying 100 feet by 8, since there are 80 feet of the log.
+So, 100 feet * 8 planks = 800 planks.
+We are given that 4 planks are made up of 5 planks.
+We can calculate this as 4 * 5 = 20.
+The total number of planks is 100 + 20 = 200.
+The answer is 200.
+
+The solution to the problem is that 4 planks are made up of 5, but 200 is the answer. The answer is 200.','200',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,4,'To solve this problem, we need to break it down into manageable parts. We start with the initial cost of 80 feet as the base and 80 feet of the straightcut. Then, we cut the straightcut in half, so the total cost is 80 * 2 = 160 feet of straightcut. Now, we have 4-foot logs as the sides of the logs. Using 5 planks, we have 4 * 5 = 20 planks. Now, each plank is cut into 5 long logs, so the final outcome is 4 * 5 = 20 long logs.
+
+We know that 20 planks is equal to 80 feet * 2 = 160 feet. We need to find out how much John will make. He will make 160 feet / 20 = 8 feet of planks by himself. To find out how many planks he will make, we multiply 8 feet by 5, which is 40.
+
+So, the answer is 160 feet * 40 = 720 feet of planks. So, the answer is 160 feet * 40 = 6400 feet.
+
+This is also the total cost of making planks with each plank being 4 * 5 = 20. This is the total cost of making each plank. So, the total cost is 160 feet * 8 = 1200 feet. This is the total cost of making each plank.','160',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(86,5,'To solve this problem, we need to calculate the total revenue of the multi-story building.
+
+First, let''s calculate the revenue of the first 80 feet of the 80-foot tree: 80 feet * 1.2 feet = 96 feet.
+Then, we multiply this by the cost of each plank: 96 feet * $1.2 = $108.20
+
+Now, we calculate the revenue of the first plank: 96 feet * 5 = 420 feet
+The total revenue is 420 feet + 96 feet = 1400 feet
+
+So, John earns $1400 dollars.
+
+The other planks have been sold for $1.2 each, so he is now making 420 feet * $1.2 = $4840.
+
+So, John earns a total of 4840 - 1400 = $2240 in total revenue.
+
+The answer is: 2240','2240',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,6,'To solve this problem, we''ll break it down step by step. The goal is to determine how much the person makes by considering the total cost of 4.25 planks and the cost of one plank.
+
+First, we need to calculate the total cost of 4.25 planks. Since 80% of 4.25 planks is 0.8 (120%). To find the total cost of 4.25 planks, we multiply 0.8 by 4.25, which is 3.6.
+
+So, 3.6 planks would cost 4.25 * 4.25 = 16.125 dollars.
+
+Now, we need to calculate how much the person made by considering the cost of each plank. Since 4.25 * 4.25 equals 16.125, 16.125 is equal to 4.25 * 4.25 = 16.125.
+
+However, to find the total cost of 4.25 planks, we''ll need to multiply 4.25 * 4.25 by 4.25. This gives us 4.25 * 4.25 = 19.75.
+
+So, John made 16.125 * 19.75 = 271.75 dollars.
+
+But, this isn''t what you want. We want to find the amount he made, which is 4.25 * 4.25 = 16.125.','16.125',0,'not_equivalent',356,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,7,'To solve this problem, we need to break it down step-by-step. First, we know that John can make 80% of himself, which is 0.8. If John didn''t make any, he would only be making 0.0005 of himself. So, we have a 50% chance of making a 1-foot plank each time. In one of those 50% ways, John can make 1-foot planks.
+
+We can think of this problem as a fraction of a possible value. The number of possible values is 50/100 which is 0.5. So, if we want to find the total value of the number of possible values, we would have to multiply 50 by itself 5 times, which is 500. This is 1000.
+
+To find the answer, we can think of it as dividing 500 by 5, which is 100. This is the total possible value that can be achieved by dividing 1000 by 5.
+
+Multiplying this by 1000 gives us the total amount of money the person made.
+
+This is 500 * 500 / 1000 which is 50/100 which is 0.5. This is the amount of money the person made, which is 1.
+
+However, the person sold 400 * 50 / 100 = 500 * 50 * 0.5 = 1.2.
+
+So, the answer is 1.2, which is 5.5.','1.2',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,8,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total value of the planks made. Since John has cut down an 80-foot tree, and each plank is worth 50 cents, we can find the total value by multiplying 80 by 50. 
+
+This results in 50x50 = 250x5 = 15000. So, the total value of the planks made is 15000. Now, we need to find out how many planks he sold. Since each plank is worth 50 cents, and 1.2x1.2 = 2.4, we multiply this by 2, which is 2.4.
+
+This gives us 2.4 * 250 = 500. So, John has sold 500 planks. To find the total value of the planks made, we need to add these values together. 15000 + 500 = 20000. So, John has sold 20000 planks.','20000',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,9,'To solve this problem, we need to break it down into manageable parts and make some sense of it. Let''s start by breaking it down into individual parts. We have John cutting down an 80-foot tree, which we can call it F. He decides to make F*200 planks of wood to make his 4-foot logs.
+
+Now, each plank of wood is made up of 4 planks. So, 4 planks * 4 = 20 planks, and each of those 20 planks is made up of 20*2 = 40 sides. Since he cut down 20 sides of the wood, he now has 20-20 = 20 sides to make his 4-foot logs.
+
+To find out how much each plank is made up of, we need to divide 20 by 4. So, 20/4 = 4. Now, we have 4 sides of the wood we can use as the base of his planks, which are 20 * 4 = 80 sides. He can now make any number of sides by multiplying the number of sides by 2, so he can now make any number of planks of 80 sides.
+
+This can only happen if he has a fixed number of sides to make his 4-foot logs. He needs to make as many sides as possible to create each tree. He has 80 sides to make his 80-foot tree.
+
+So, to find out how much each plank is made up of, he needs to divide the number of sides by 2. So, 80 * 2 = 160 sides, and each side of 160 sides.
+
+The answer is 160.
+
+This answer is the actual answer to the original question, and it''s the total of 160 sides and 160 sides is always 160 sides.','160',0,'not_equivalent',419,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,10,'To solve this problem, we need to break it down into manageable parts. We know that John can make a total of 80 feet of logs, which means he can make 80 feet of logs divided by 20 feet, or 20% of the total.  So, 20% of the total is 0.2 * 20 = 4.  Since we''re given that 4 planks can be sold for a total of $1.2, and each plank is 20% of the total, we can calculate the profit by multiplying by 1.2.  So, 4 * $1.2 = $4.  This means that John makes 4 * $1.2 = $5.  This is the total profit, but we need to add the profit of 4 net planks, which is 4 x $1.2 = $4.  He makes 4 net planks.  He then sells each plank for $1.2.  So, 1 net plank = $1.2, and the total profit is 4 net planks - 1 net plank = 5 net planks of profit, which is 5 * 2 = 10.  So, 5 net planks of profit is 10.  Therefore, 5 net planks of profit is 10 * 4 = 40, which is 40% of the total profit, which is 40 / 100 * 40 = 40, which is the total profit from 80 feet of logs.','80',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,11,'To solve this problem, we need to think of it in terms of multiples of the plank.  The problem asks to find the total value of both the planks and the profits.  The planks can be thought of as 4-of-5, which is the number of planks in 4-of-5.
+
+If we think of the planks as the planks of the tree, there are 4-of-5 planks, which can be thought of as a cut of the tree.  So 4-of-5 is 8-of-15, which is 4 * 5 = 20.
+
+Now we need to find the total value of both the planks and the profits.  The total value of the planks is 80 * 2 = 160, and the total value of the profits is 4 * 2 = 8.
+
+This is a recursive application of the recursive formula for recursive math.  It is essentially a way of solving problems using a recursive formula where you start with a resource and make it grow.  However, the recursive formula is not actually a recursive function, but rather a code that is used to create a recursive function that returns a function that solves a problem.
+
+A more accurate way to think of it is that it is a recursive design pattern, but that is a bit too complicated.  Here is a simpler way to think about it.
+
+The problem is a recursive design pattern that involves creating a recursive function that solves a recursive problem.  The code in this problem does not actually solve the problem in a linear manner, but rather creates a recursive function that solves a linear problem.  As long as you can get the same result for a given input, you can create a recursive function.
+
+This problem is actually just a design pattern that uses recursion.  However, you can actually use it to solve a linear problem.  If you have a linear problem with a recursive solution, you can create a recursive function to solve it recursively.  But the actual solution is in a recursive pattern that uses a recursive code to solve the problem, but that is not the actual problem itself.
+
+The actual problem itself is a design pattern that uses a recursive function to solve a linear problem.  The actual problem itself is a design pattern that uses a recursive function to solve a linear problem.  This is a classic example of a recursive design pattern that uses a recursive function to solve a linear','8',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,12,'To solve this problem, let''s break it down step by step.  We know John''s cut-down tree is 80 feet long and  He can make logs out of 80 feet, which means he can make 80 * 4 * 1.2 = 320 log pieces of wood.  He then sells each log piece for 1.2 * 4 * 5 = 120 pieces of wood.  Now, we have 320 / 2 = 120 pieces of wood that he can sell.
+
+Here''s the key part.  He sold each of those 320 = 8 * 120 = 960 pieces of wood, which means he has 960 * 4 = 3200 feet of wood left.  He then uses 3200 / 4 = 960, but he only needs to use 960 + 1 = 980.
+
+So,  He has 980 pieces of wood left to sell.  He actually only has 980 - 1 = 980 feet of lumber that he cannot sell. 
+
+The answer is 980.','980',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,13,'To solve this problem, we need to break it down into manageable parts. We have John cutting down an 80-foot tree, which means he''s effectively reducing it by 80 feet. This means he can make 80-foot trees out of 80-foot trees. He''s effectively reducing the distance he cut down by 80 feet.
+
+The 4-foot logs represent the original 80-foot tree. When he sells each plank for 1.2, he''s essentially selling a fraction of the original 80-foot tree.
+
+Each plank is equivalent to 4 of those logs. Therefore, he''s making 4 * 4 = 16 planks of 4-foot logs each.
+
+Each plank is 4 * 4 = 16 net planks of 4-foot logs. This represents a net gain of 16 planks of 4-foot logs over what would have been 16 net planks of 4-foot logs.
+
+The total is 16 + 16 = 22 planks of 4-foot logs each.
+
+To find the answer, we need to divide 22 by 4. 
+
+The answer is 5. 
+
+This is the total amount of money he can make by selling 5 net planks of 4-foot logs per plank.','5',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,14,'Let''s break down the problem step by step. We know that 80% of the tree is cut into 4-foot logs and the remaining 20% are planks. We''re given that John sells each plank for $1.2.
+
+The problem is asking for the total value of the planks sold. So, we need to calculate the value of the planks sold. We know that each plank is 5x feet long, so the planks sold are 5x * 4.2 * 5 = 22.4.
+
+The total value of the planks sold is 22.4 * 4.2 = 97.6.','97.6',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,15,'To solve this problem, we need to break it down into manageable parts. First, we calculate the total cost of cutting down the tree. 80 feet divided by 4 feet is 20 feet per plank. So, 20 feet of planks is 20 feet x 4 feet per plank = 80 feet.
+
+Next, we calculate the cost of each plank. 80 feet of planks x 2 feet per plank = 160 feet. Therefore, a plank is worth 160 feet. So, 80 feet of planks x 160 feet = 1200 square feet.
+
+Then, we calculate the total cost of cutting the tree. 80 feet of planks is worth 1200 feet, so 80 feet of planks is worth 1200 feet x 12. Therefore, 1200 feet is equal to 1600 feet. This is the amount of wood that John has to sell.
+
+Finally, we multiply the total cost of 1200 feet of planks by the cost of each plank. 1200 feet x 12 planks = 12000 planks. Now that we know that is the total amount of wood that John has to sell, we can find the amount of wood that he has to sell. 
+
+The answer is 12000.','12000',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,0,'Let''s break down the problem step-by-step. Initially, Adam has $100, so he has 60% of his inventory worth. If he sells all his inventory, he will have 100 - 60 = 40 remaining. So, he must spend his entire $100 to open a new rock stand.
+
+To maximize his winnings, he must spend his entire $40 to make a rock stand. However, there is only 1 rock in 60% of the total value. So, he must spend $40 to make a rock stand.
+
+This is a classic example of the Monty Hall problem where the game show host opens a door, and in other cases where he deals with multiple doors. He takes 1/3 of the initial $100 and gives it to someone else. In this case, 1/3 of $100 is equal to 10% of $10, which is 10% of 60%. He then has to spend 60% of his entire $40, which means he must spend 30% of $100 to make a new rock that contains 20% of the original $100.
+
+However, there is an infinite number of doors, and if he has 20 doors, he must decide which one to choose. He can only divide $100 by 20, which is 10. So, he must decide between 2 doors.
+
+He has 30 options to choose from, 1 for the first door, and 2 for the second, but only 1 is a choice. The other 2 are doors, 1 of which are already chosen, and he must pick either the first or the second, but he cannot pick which one is his first choice.
+
+To avoid the Monty Hall problem, each of these doors have 1 out of the 3 choices, and there are no other doors that are not the first choice. He must choose either the first or second choice, but there are only 2 doors that are not the first choice.
+
+So, 3 doors can only be one choice, but 3 of the doors can be either one choice or two choices, which is the original 3 except for the 1 that cannot be eaten (the 2nd option which is the 2nd','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(87,1,'To solve this problem, we need to break it down into manageable parts and analyze it step by step. First, we need to determine the total revenue Adam has after dedicating himself to the rock stand, which is $100 * 60 = $6000.
+
+Then, we need to determine the amount of money Adam loses by selling only 60%. To do this, we need to find the percentage of his inventory that is lost. 
+
+We know that 60% of the total revenue is spent on the rock stand, which means 60% of the original amount is 0.6 * 6000 = 3000. So, 3000 - 6000 = 1000 is the amount lost.
+
+To find the amount Adam loses, we subtract 1000 from 6000, which gives us 1000 - 6000 = 100.
+
+So, Adam has $100 - 6000 = $1000 left after the 100 sold items.
+
+This is the amount that Adam loses by selling only 60% of his inventory.
+
+So, the answer is $1000.','$1000',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,2,'To solve this problem, we need to break it down into manageable parts. Let''s start by understanding the equation. If the rock stand costs 100 dollars and Adam can buy 60% of that, then he would need 100 * 60 = 600 dollars.
+
+Now, we need to calculate the total amount of money Adam has left after buying all the rocks. Since he can only sell 60% of his inventory, he has to buy 100 - 60 = 20 more rocks to meet his selling goal. Now, we know that 20 out of 200 is 100% of the total value of the rocks sold, but we need to consider that his other 80% is going to the rock stand. So, he has to pay for 20 of his original 100 dollars.
+
+Now, we can calculate the amount of money Adam would need to pay to pay for his original 100 dollars by multiplying 20 by 100, which is 200. However, this calculation is incorrect. The correct way to calculate this is to multiply the original 100 dollars by 200. So, the answer is 200 * 20 = 4000 dollars.
+
+The final answer is 200 * 20 = 4000 dollars.','200',0,'not_equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,3,'To solve this problem, we can break it down into manageable parts. First, we need to calculate the total cost of buying and selling the rocks. Adam must purchase a total of 60% of his inventory (100 rocks) but only sold 60% of his inventory (56 rocks). This means that 60% of his original cost is now not being sold, and the remaining 40% is being sold.
+
+The remaining 40% of his original cost is the sum of all his costs, which is 100 - 40 = 40. This is given as 60% of his original cost, which is 10.
+
+So, the total cost of buying and selling the rocks is the sum of his original costs, which is 10, and the remaining 40% is the cost of the original rocks sold.
+
+To find the total cost, we can multiply the cost of the original rocks by the number of sold options, which is 40 * 5 = 200. This means that the total cost is 10 + 200 = 200 * 5 = 1000.
+
+This is the amount Adam must spend to buy and sell the remaining 40 options, and it''s 1000 dollars. So, he loses 100 dollars.','100',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,4,'Let''s break down the problem step by step. Adam has $100 and wants to spend it to open a rock stand. This implies that he has $100 - 100 = 0 available to spend. However, he cannot spend his entire $100 to open a single rock stand, as he only sells 60% of his inventory. So, Adam has to spend 60% of his $100 to open a single rock stand.
+
+The remaining 20% of the money Adam has to spend is his original $100. He can only spend 60% of this amount, which means he needs to invest 20% of his $100. Since he can only spend 20%, the remaining 20% of his $100 is his original $100.
+
+So, Adam has to spend 20% of his $100, which means to be honest, he only ends up with $80. This is the only amount that makes sense. The only amount that fits the given information is 20% of $100. He ends up with 20% of $100, which is 20% of $100, which is 20%.
+
+This is the only possible solution that satisfies the given information.','20',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,5,'To solve this problem, we need to determine how much of Adam''s initial budget ($100) is being lost by selling less than 60% of his inventory.
+Let''s break it down: 100% of his budget is 100% of $100 = $100. He only needs to sell 60% of his inventory to reach his goal of opening a rock stand, which means he needs to sell something proportional to his initial budget.
+If he sells 60% of his inventory, he loses $100/100 = $1.
+So Adam will lose $1 on every dollar he wants to spend on the proceeds of his rock stand.
+To calculate the amount of money Adam will lose, we''ll divide the amount sold by 60% (which means 100% of $100 = $100).
+Adam will lose 100/100 * $10 = $1.
+Therefore, Adam will lose $1 on every dollar he wants to spend.
+#### 1
+The answer is: 1','1',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,6,'Adam has $100 and plans to buy 60% of his inventory, which is 100 x 0.6 = 60 units. He also sells 60 units worth of rocks, which adds to his total inventory. However, he only sells 60 units worth of rocks, and 60% of the total market value (which is $7 x 0.6 = $3.6) is left for himself. So, he loses 30% of his investment, which is $7 x 0.3 = $2.4.
+
+To solve this problem, we need to find out how much money he loses. He loses 30% of his investment. So, his loss is 30% of $7 x 0.3 = $0.04 = $0.04 (or 40 cents). So, he actually loses 40 cents.
+
+The answer is: 4.','4',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,7,'To solve this problem, we need to analyze the situation step by step. First, let''s calculate the total amount of money Adam has to spend, which is $100. Then, we subtract that from the total amount of money he has to spend. So, $100 - 500 = $100.
+
+To calculate the amount of money Adam loses, we need to find out how much he sells his inventory at $7 each. This is the difference between $100 and $10. So, 100 - $100 = $10.
+
+We know that 60% of his inventory is sold at $7 each, so that''s 60% of the total inventory. So, 100 - 60 = 40.
+
+The remaining amount is 40 - 10 = 20.
+
+Therefore, Adam loses 20 cents, which is the amount of money he loses to the rock stand, and the amount he loses to himself.','20',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,8,'To solve this problem, we''ll first calculate the total amount of money Adam has available to spend. He has $100, so he has $100 x 2 = $200 available.
+
+He can buy the rocks for $5 each, so he needs to spend $100 - $5 = $700 to buy them. He can sell these rocks for $7 x 6 = $420 to buy more items.
+
+The remaining 60% of the money Adam has is the overall market value of the rock stands. So, 100 - 70 = 200 is the market value.
+
+Now we''ll calculate the amount of money Adam loses by selling only the 60% of his inventory. This is the remaining $420.
+
+If Adam doesn''t sell all of his inventory, he will lose 20% of this $420. So, the amount of money he loses is $420 - 20 = $220.
+
+So, Adam will lose 2 x 12 = 24 in total. However, he will also lose 20% of $420, which is $220, and 24 - 20 = 20% of $420 represents a loss of 20% of $420.
+
+To find out the actual amount of money Adam loses, we''ll multiply the total amount of money lost by 2 and add it to the 20% of the original amount. 
+
+So, 2 x 2 = 4. So, he will lose 2 x 4 = 8 dollars in total.
+
+So, 20% of the market value of the rock stands will be 28 dollars. To find out how much of the original $100 will he need to spend, we''ll multiply the original amount of the market value by 2 and divide by 4. So, 2 x 2 = 4. So, he will need to spend 2 x 4 = 8 dollars.
+
+So, he will spend 8 - 2 = 4 dollars for the remaining amount of money. So, 4 - 2 = 2 dollars is the amount he will need to spend to have some extra money left over after he sells all his inventory.
+','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,9,'Let''s break down the problem step by step. Adam has $100, and he wants to spend it to open a rock stand. He has $100 and wants to spend it to open a rock stand, so he needs to spend 100 * 7 = 700 dollars. However, 60% of his inventory is sold at $7 each, so he needs to sell 60 * 7 = 420 dollars.
+
+To find out how much money he loses, we need to divide $420 by 700, which gives us $2. So, Adam''s initial loss is $420 / 700 = $2. He also lost 60 - 2 = 40 dollars, which is his revenue.
+
+This means that as Adam spends $2 to open a rock stand, he is effectively losing 40 dollars to his customers. Therefore, he actually ends up with $2 - 40 = 60 dollars on top of his initial loss.','60',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,10,'To solve this problem, we need to break it down into manageable parts. We know that Adam has $100 and wants to spend it to open a rock stand, but he can only spend it if he sells 60% of his inventory.
+
+Let''s first calculate what happens when Adam sells 60%. He can buy 5 more rocks for $7, but he only sells 60% of his inventory, so he ends up with 60% of his inventory sold.
+
+However, this is only half of the problem. We need to consider what happens when Adam simply sells all his inventory. He can do so by only selling 1 rock. So, the problem reduces to solving the initial part of the problem.
+
+The total amount that Adam has to spend is 100 - 60 = 40. This is a fraction of the total cost. So, 100 - 40 = 40 is the final answer.
+
+So, Adam''s answer is 40.','40',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,11,'Adam has $100 and wants to spend it to open a rock stand, but only spends $7 on the initial investment, so he will lose 70% of his initial investment.
+So, the total amount lost by Adam is $70 * 100 = $70,000.
+
+The rock stand costs 7 * 60 = $400.
+
+Adam now has $70 * 60 = $400.
+The final amount he loses is 400 - 700 = 50.
+
+So, he loses $50 to protect his innocent.','$50',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,12,'To solve this problem, let''s break it down step-by-step. Adam has a fixed budget of $100, which can be broken down into several parts. He has $100 and wants to spend it, so he must start by spending his $100. This can be done with either 1 rock ($100) or 60% of his inventory (7 + 1), which can be done with either 1 rock or 2 extra rocks.
+
+One way to think about it is that he can either spend his entire $100 and leave the rest of his budget untouched or he can take an extra $100 and leave the rest of his budget untouched. This is a classic example of a closed-box problem.
+
+The total amount available is the sum of the amount left over after taking 1 rock and 2 extra rocks, and the remaining amount. This is an example of a closed-box problem with a negative outcome.
+
+The negative outcome is not actually negative in the context of a rock stand. However, in some contexts, it is often used to indicate that a problem''s behavior is asymmetric, where one side is intentionally or unintentionally giving away a specific outcome, while the other side is giving away a complete elimination of a certain amount.
+
+However, it is only a classic example of a closed-box problem with a negative outcome, but it is also an example of a closed-box problem with a positive outcome.','2',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,13,'Let''s break this problem down step by step. Adam has $100 and wants to spend it to open a rock stand. So he can buy 60% of his inventory, which is 60 * 10 = 600 rocks. Now, he has 600 - 100 = 500 dollars to spend, which is his initial unlimited wealth.
+
+To solve this problem, we need to find out how much money he actually loses. He has $100 - 500 = 100 dollars left over. So, 100 - 100 = 0 dollars left to spend.
+
+This means that Adam has to spend 0 dollars to cover his initial unlimited wealth. This is a classic example of a losing game, where you only have enough money to spend 100% of your unlimited wealth.
+
+However, this doesn''t necessarily mean that Adam will lose 100 dollars, we just know that 100 dollars are left over. But if you believe that 100 dollars is an infinite amount, then 100 dollars is actually unlimited wealth. So, if there is no other explanation why 100 dollars are leftover, then it is obvious that Adam has to lose his unlimited wealth.
+
+But if you find that 100 dollars are leftover for some other reasons, then 100 dollars is unlimited wealth, not just infinite. But then it would be 100 dollars is unlimited wealth problem or 100 dollars is just infinite is not true.
+
+It seems that when you think about the 100 dollars is just infinite it''s actually just infinite, but in reality 100 dollars could also be infinite, but 100 dollars is infinite. So it''s thought of as there is something else that is just infinite, but it''s actually just infinite because that is the only way to show it is infinite, but it''s actually just infinite, but it''s also just infinite.','100',0,'not_equivalent',431,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,14,'To solve this problem, we need to determine the total amount of money Adam loses by selling his inventory. Let''s break it down: 1) Adam has $100 and wants to spend it to open a rock stand, so he has a dollar. 2) He has 60% to spend on himself, which is 60% of 100 dollars = 60% of 100, which is 60 * 10 = 600 dollars. 3) He has 100 dollars left to spend, which is 100 - 600 = 600 dollars.
+
+Now, we know that 60% of 100 is 600 dollars. 
+So, Adam has to pay 600 - 600 = 0 dollars to buy the other 600 dollars. So, Adam has to sell 60 dollars to buy the remaining 600 dollars. 
+If Adam sold 60 dollars, he has 60 dollars left to spend. 
+So, he must sell 60 - 60 = 0 dollars to buy the remaining 60 dollars. 
+So, Adam must sell 60 - 60 = 0 dollars to buy the remaining 60 dollars, but that was already 60 dollars when he initially sold it, so 60 dollars is only sold once, and that would be 60 * 10 = 600 dollars, which is the stuff that he already has, but that''s not the only way to do it. 
+So, Adam must buy 100 dollars of something, or he won''t have enough to buy more, but he can buy the remaining 60 dollars. So, 60 dollars is a limited amount he can buy with himself, and that''s 60 dollars of a limited amount, which is 60 dollars. But the most likely choice would be buying 100 dollars.
+So, 60 dollars is probably the most likely choice, but 60 * 10 = 600 dollars, which is the thing he already has. 
+So, the answer is actually 60 * 10 = 600 dollars, and that''s indeed the thing he already has, but he has no money left to buy anything else','60',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,15,'To solve this problem, we need to first understand the total cost of buying and selling the rocks and then calculate the total loss.
+
+Adam has $100 and wants to spend it to open a rock stand. This means he can buy 1 rock for $5 and sell 60% of it to make a profit of 10% of $5. So, 1 / (1 + 60) = 10% of $5 = $5. So, the total loss is $5 - 10 = 10% of $5 = $6.
+
+This is only 1 in 6. So, the total loss is 1 - 1 = 0, which is the same amount as the original problem.
+
+To calculate the actual amount of money Adam loses, we need to find out how many more rocks he would have sold if he only sold the remaining 60% of his inventory.
+
+The original amount of money is $600, and Adam has $100, so he would have sold 60% of his inventory at $100 per unit, which would have cost him $60. Therefore, the total loss is 60% of $100 = 6 units of his original amount.
+
+So, the actual loss is 6 units.
+
+Now, let''s calculate the new amount of money Adam would have sold if he only sold 1 rock, which would have cost him $10 (to avoid selling 6 units), and he would have sold 1 rock. So, the new amount of money is 1 - 6 = 2, which is the same amount as the original problem, and the total loss is 6 units.','6',0,'not_equivalent',372,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,0,'To solve this problem, let''s break it down step by step:
+
+1. We know that Haley is 10 less than half of George, which is George - Haley.
+2. We can set up an equation: 10 - 2 = 5, so 20 = 5.
+3. We can now solve this equation for 5.
+4. 5 - 2 = 1.
+5. We can solve 1 for 5.
+6. 5 = 5.
+7. We are left with 4, which is the answer.
+
+Therefore, Geb is 4 years old.','4',0,'not_equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,1,'Geb is 26 - 10 = 18 years old.
+To solve this equation, step-by-step:
+Let''s think about it:
+18 - 10 = 9
+Nice.
+So 18 - 9 = 17
+Nice.
+Therefore Geb is 17 years old.
+
+The answer is: 17','17',0,'not_equivalent',87,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,2,'To solve this problem, we need to start by using the given information and breaking it down into manageable parts. We know that Haley is 26 years old and that Geb is 10 less than half of Haley''s age, which is 26 - (10/26) = 14.
+
+We can set up the equation 14 = 26 + 10 / 26, which simplifies to 20 / 26 = 1 / 18.
+
+Now, let''s solve for Geb. We can rewrite Geb as 26 + 1 = 22.
+
+To solve for Geb, we need to isolate Geb. In a fraction, we can do this by multiplying both the numerator and denominator of Geb by 18. 
+
+So, 22 * Geb = 26 * 18 = 324.
+
+The key here is to understand that when solving equations with fractions, you multiply both the numerator and denominator by 18 to isolate the variable and can solve for the unknown variable.','18',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,3,'Let''s break it down step by step. First, we need to find Haley''s age. If Haley is 26 years old, that means she is 0.26 years old from Haley''s age.
+
+Next, we need to find the age of Geb. Geb is 10 less than half the age of Haley, which means 10/25 = 0.05.
+
+We can now use this relationship to solve the equation: 1.05 * 26 = 37. However, 37 is also 26. The result should be 26 + 37 = 53.
+
+To find the age of Geb, we take 37 back to 38. 38 is 26 + 38, so the answer is 38 + 38 = 76.
+
+So, Geb is 76 years old.','38',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,4,'Let''s break this down step by step. We know that Geb''s age is half of Haley''s age, which is 2\times 3 = 6. We also know that Haley''s age is 10 less than half the age of Geb. So, 6 - 2 = 4 is 2\times 3 = 6.
+
+We can now consider Geb''s age as 10 - 6 = 4.
+
+We know from the previous problem that Haley is 26 years old, which is 4 years more than Geb''s age.
+
+We can rewrite 10 - 4 as 4, which is Geb''s age.
+
+Geb''s age can also be expressed as Geb''s age - Haley''s age.
+
+Geb''s age is Geb''s age - Haley''s age = 13 - 4, which gives us Geb''s age - 1.
+
+Geb''s age is 13 + 1 = 14, which is the total age of Haley.
+
+So, Geb''s age is 14.
+
+Rewrite Geb''s age - Haley''s age = 13 + 1, which is 14.','14',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,5,'Let''s break this problem down step by step. We know that Geb is 20% less than Haley, which is 20% of 10. So, 20% of 10 is 20%. Given that 20% of 10 is 20, and subtracting 20% from 10 gives us 20.
+
+Now, we have 10 - 20 = 10, which is Geb''s age.','10',0,'not_equivalent',108,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(88,6,'Let''s break this down step by step:
+
+1. Geb = 10/20 = 0.2 (half)
+2. Haley = 26/10 = 2.5 (half)
+3. 2.5 * 2 = 5.25 (half)
+4. 2.5 + 1 = 3.5 (half)
+5. 3.5 * 0.5 = 1.75 (half)
+6. Geb = 1.75 * 2 = 3.75 (half)
+7. 2.5 + 1.5 = 4.25 (half)
+8. 2.5 + 2 = 5.5 (half)
+9. 2.5 + 3 = 6.1 (half)
+10. Geb = 6.1 (half)
+11. 3.5 + 4 = 7.05 (half)
+12. 3.5 + 5 = 8.25 (half)
+13. 4.5 + 6 = 10.8 (half)
+14. 4.5 + 7 = 11.3 (half)
+15. 5.1 + 1 = 2.2 (half)
+16. 5.2 + 2 = 8.4 (half)
+17. 6.1 + 2 = 8.3 (half)
+18. 7.2 + 3 = 10.5 (half)
+19. 7.2 + 4 = 11.5 (half)
+20. 8.5 + 5 = 11.9 (half)
+21. 8.5 + 6 = 11.8 (half)
+22. 9.1 + 7 = 12.2 (half)
+23. 9.2 + 8 = 13.4 (half)
+24. 10.3 + 9 = 12.4 (half)
+25. 10.4 + 10 = 11.6 (half)
+
+Now you can calculate the answer:
+2','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,7,'Geb is 10 less than half of Haley''s age, which is 20 years.
+20 years + 100% = 21 years
+Geb is 21 years old.
+#### 21
+The final answer is 21.','21',0,'not_equivalent',62,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,8,'To solve this problem, we''ll start by identifying the relationship of Geb''s age to Haley''s age. We''ll denote Haley''s age as A. Now, Geb''s age is 10% of A. Since 10% of 26 is 2. So, 10% of 26 is 0.1 * 2 = 2. So, Geb''s age is 26 - 2 = 22.
+
+So, Geb''s age is 22 years old.
+
+This problem requires a logic-based approach. We use inverse reasoning to find the missing value, which is where logic plays a crucial role in this type of problem-solving. The solution involves shifting the unknown number to the other side of the equation by taking the absolute value.
+
+The answer is 22, and it''s based on a logical step of inverse reasoning.','22',0,'not_equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,9,'Let''s break down the problem step by step:
+
+Geb is 10 less than half of Haley''s age, so 10 / Haley''s age = 1 - 1/2 = 0.5.
+
+We need to find the age of Geb by dividing 26 by 0.5. 
+
+If we simply divide 26 by 0.5, we get 53.5 or 2.60 hours.
+
+To solve this equation, we can use the formula for an exponential growth that is a constant multiple of the growth factor until reaching the limiting growth factor.
+
+The limiting growth factor is 1.
+
+We can solve this equation by taking the natural logarithm of both sides of the equation 1/1.
+
+This is the same as raising both sides of the equation 1 to the power of 1.
+
+We can use Euler''sNumber to solve this equation, which is Euler''sNumber(1) = 1.
+
+So the final answer is 2.60.
+
+The limiting growth factor that is 1 is a simple exponential growth that has a exponential growth that has reached the limit.
+
+Since this growth is limited, it is said to be a finite exponential growth that is a limiting growth that is a finite exponential growth that is a limit.','2.60',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,10,'Let''s break down the problem step by step. We have given you two pieces of information: 
+- Geb is 10% less than Haley, which means 10% of 26 is 0.10 * 26 = 2.6.
+- In other words, if Haley is 26 years old, Geb is 10% of that age.
+
+We can solve this problem using a bit of algebraic thinking. Let''s start by writing the equation 10% as 0.1. Now, we can solve for the unknowns by taking the logarithm of both sides.
+
+We can rewrite 10% as 10/100, which is 10/10. Now, we can find the logarithm of 10/10, which is 1.
+
+This is the equation we''re looking for - it''s the equation we''ve been working with for the last 10 steps.
+
+The term 10/10 is a ratio, and it''s a property of logarithms. It says that if a ratio is between 1 and 10, then the logarithm of that ratio is 1.
+
+In other words, if we take the logarithm of 10, we get 1.
+
+So, we can write the equation as 1 = 10 * ln(10).
+
+This means that 10 is the logarithm of 1 with a base of 10, which is the equation we wanted.','10',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,11,'Let''s break down the problem step by step. We know that Haley is 26 years old, and by definition, 10% of 26 is 24. Now, we''re trying to find 10% of 26.
+
+We can start by multiplying 26 by 0.01, which is 1. Then we add 26 to this result. This gives us 27.
+
+So the answer is 27.','27',0,'not_equivalent',105,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,12,'Let''s break down the problem step by step. First, we need to find Haley''s age. We know Haley is 26 years old, so she is 26 + 1 = 32 years old.
+
+Next, we need to find Geb''s age by dividing Haley''s age by 10. So, 32 / 10 = 3.
+
+Now, we need to find Geb''s age by multiplying Haley''s age by 10. So, 3 * 10 = 30 years old.
+
+The final answer is 30 days old.','30',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,13,'Let''s break down the problem: Geb is 10 less than half of Haley''s age. We can denote this amount as 2Gb.
+
+We''re also told that Haley is 26 years old. So, 2Gb is 2Gb - 2Gb = 2Gb / 2 = 1.
+
+To find the unknown length, we can say 10 - 2Gb = 2Gb, which simplifies to 10 = 2Gb.
+
+However, we also have 2Gb in both sides of the equation 2Gb - 2Gb. This doesn''t make sense because 2Gb is 2 times 2Gb, which is 4Gb.
+
+So, 2Gb is 4Gb.
+
+However, 10 = 10 * 2.
+
+The answer is 10.','10',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,14,'Let''s break down the problem step by step:
+
+Geb is 10 less than half of 26, which is 10 (removing 10) and 10/2 = 5, so Haley is 10 / 5 = 2 years old
+
+So the age of Geb is 2 + 2 = 4 years old.','4',0,'not_equivalent',84,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,15,'Geb is 10% of 26 years old, so 10% of 26 is 11.
+
+Geb is 11 less than half of 26, so 11% of 26 is (11/26) * 26 = 21.
+
+So, Geb is 21 years old.
+
+The final answer is 21 + 11 = 22.
+
+The answer is 22.','22',0,'not_equivalent',111,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,0,'To find the answer, we need to calculate the number of masks Mike bought and add it to Johnny''s purchase.
+
+Mike bought 5 face masks. This means he bought 10 - 5 = 5 more masks than Johnny''s purchase, which is 5 x 2 = 10 masks.
+Mike bought 2 more masks than Johnny''s purchase, which is 2 x 2 = 4 masks.
+
+So, Mike bought 5 + 10 - 2 = 10 - 4 = 20 face masks.
+#### 20
+The answer is: 20','20',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,1,'In this problem, Mike bought 5 face masks while Johnny bought 2 more than thrice as many as Mike.
+Let''s break it down step by step.
+Mike bought 5 face masks.
+To find out how many masks Mike bought, we first calculate the difference (5 - 2) = 1.
+Mike bought 5 face masks, so he bought 1 more mask than Johnny bought.
+Now we know that Johnny bought a total of 1 + 2 * 5 = 10 face masks.
+#### 1
+Mike bought 1 face mask.
+#### 2
+#### 3
+#### 4
+#### 5
+#### 6
+#### 7
+#### 8
+#### 9
+#### 10
+#### 11
+#### 12
+#### 13
+#### 14
+#### 15
+#### 16
+#### 17
+#### 18
+#### 19
+#### 20
+#### 21
+#### 22
+#### 23
+#### 24
+#### 25
+#### 26
+#### 27
+#### 28
+#### 29
+#### 30
+#### 31
+#### 32
+#### 33
+#### 34
+#### 35
+#### 36
+#### 37
+#### 38
+#### 39
+#### 40
+#### 41
+#### 42
+#### 43
+#### 44
+#### 45
+#### 46
+#### 47
+#### 48
+#### 49
+#### 50','50',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,2,'Mike bought 5 * 2 = 10 face masks and Johnny bought 2 * 1 = 2 more face masks. So, Johnny bought 10 + 2 = 12 face masks.
+#### 12
+The answer is: 12','12',0,'not_equivalent',60,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,3,'Let''s start by calculating the total number of face masks Mike bought and the number of face masks Johnny bought.
+
+Mike bought 5 face masks, which is equivalent to 5 * 100 = 500 face masks.
+
+Johnny bought 2 more face masks, which is equivalent to 2 * 100 = 200 face masks.
+
+To find the total number of face masks, we multiply the number of face masks by itself: 500 * 500 = 25000 face masks.
+
+So, Johnny bought 25000 face masks.
+
+The answer is: 25000','25000',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,4,'Let''s break this down step by step. Mike bought 5 * 6 = 30 face masks. Now, Johnny bought 2 * 2 = 4 face masks.
+
+The problem states that Johnny bought 30 face masks, so we can say that 30 - 2 * 2 = 30 - 4 = 18 face masks were bought by Mike.
+
+Now, we can think of the problem as a natural progression of the original scenario. If Mike bought 30 face masks, and Johnny bought 18 face masks, then the total number of face masks purchased by Mike and Johnny must be 18 + 30 = 48 face masks.
+
+We cannot have 48 face masks, because the original scenario only allowed for 30 face masks and 18 face masks, and the original scenario stated that 48 face masks were bought by Mike and Johnny, but 48 is not possible when 30 face masks are bought by one individual.
+
+A more fitting scenario is that 36 face masks were bought by both Mike and Johnny, but 48 face masks were bought by one individual.
+
+So the answer is 48.','48',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,5,'1. Mike bought 5 face masks, so he bought 5 x 10 = 50 face masks.
+2. Johnny bought 2 more mask, so he bought 50 - 2 = 30 face masks.
+
+The answer is 30.','30',0,'not_equivalent',61,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,6,'To solve this problem, we need to consider both sides of the equation. The equation can be rewritten as 5x + 2 > 2x. To solve for x, we can subtract 2x from both sides, which results in 5x > 1. Now, we can divide both sides by 5. This will give us the answer, which is x > 1.
+
+This is a classic example of a linear inequality. To solve it, we can set up an equation based on the given information. The inequality is: 5x > 1. We can solve this inequality by finding the largest value that can be achieved by adding 5x to itself, which is 1, since adding 5x to itself gives 11.
+
+This is a classic example of a linear inequality with a positive variable, where the solution is simply 1.','1',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,7,'Mike bought 5 face masks and Johnny bought 2 more than twice as many as Mike. So, 5 * 2 = 10 face masks were bought by Mike.
+Thus, Johnny bought 10 * 2 = 20 face masks.
+#### 2
+The answer is: 2','2',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,8,'Let''s break it down step by step:
+
+Mike bought 5 face masks and Johnny bought 2 more than that. This is a classic example of the difference between two fractions.
+
+To find the difference between the two fractions, we can multiply both the numerator of each fraction by 2. This gives us 10 face masks, and 2 more face masks are equal to 20 face masks.
+
+Now, to find the total number of face masks, we need to subtract the number of face masks that Mike bought. This is a problem of finding the total number of items, which is 5 + 20 - 2 = 20.
+
+However, if we take the total number of items, we can take the difference of the number of face masks that Mike bought and the number of face masks that Johnny bought.
+
+Since we have to take the difference of the number of face masks that Mike bought and the number of face masks that Johnny bought, we can use the formula for finding the difference between two fractions, which is 10/20 = 0.5.
+
+Now, we can simply add the number of face masks that Mike bought and the number of face masks that Johnny bought, which is 2 + 2 = 4.
+
+So, the answer is 4 face masks.','4',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(89,9,'We know that Mike bought 5 face masks, and Johnny bought 2 more than thrice as many as Mike.
+Let''s break it down.
+Mike bought 5 face masks * 2 = 10 face masks.
+JOHN bought 10 face masks * 3 = 30 face masks.
+Now, we can add the number of face masks bought by Mike to the number bought by Johnny:
+10 face masks + 30 face masks = 40 face masks
+Therefore, Johnny bought 40 face masks.
+#### 4
+The answer is: 4','4',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,10,'Mike bought 5 * 10 = 50 face masks.
+Johnny bought 2 * 3 = 6 face masks.
+#### 6
+The answer is: 6','6',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,11,'Mike bought 5 face masks and Johnny bought 2 more than that, so he bought 5 + 2 = 7 face masks.','7',0,'not_equivalent',31,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,12,'Mike bought 5 face masks, so he bought 5/2 times as many as Johnny bought.
+To find out how many face masks Johnny bought, we can divide the total number of face masks by the number of face masks that Mike bought.
+1 face mask * (5/2) = 5 face masks
+So Johnny bought 5 face masks.
+#### 5
+The answer is: 5','5',0,'not_equivalent',88,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,13,'Mike bought 5 face masks and Johnny bought 2 more face masks than Mike.
+If Mike bought 5 * 2 = 10 face masks, then Johnny bought 10 * 2 = 20 face masks.
+#### 2
+The answer is: 2','2',0,'not_equivalent',62,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,14,'Mike bought 5 face masks, which means he bought 5 * 5 = 20 face masks.
+Johnny bought 2 more than that, which means he bought 2 * 5 = 10 face masks.
+#### 1
+
+The answer is \boxed{10}.','10',0,'not_equivalent',67,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,15,'Mike bought 5 face masks at a rate of 1 face mask per second. To convert this to feet per second, we multiply by 5 and 100, since 1 feet per second is equivalent to 5 meters per second.
+
+So, 5 feet per second is equivalent to 50 feet per second. Since there are 100 feet in a mile, 50 feet per second is equivalent to 0.5 hours. To convert this to seconds, we multiply by 3600, which is equivalent to 1 hour.
+
+Mike bought 50 feet of 100 feet in a minute, which is equivalent to 5 hours. To convert this to minutes, we multiply by 60, which is equivalent to 5 hours.
+
+The answer is 105.
+
+So, there are 105 face masks Mike bought in 105 hours.','105',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,0,'To solve this problem, we need to understand that the number of gallons of blood that a single shark has is based on the assumption that each shark has a specific number of gallons of blood. If the number of sharks is doubled, the amount of blood remains constant.
+
+We can start by calculating the number of sharks that have three times as many gallons of blood. This means we can assume that the original number of sharks is 3*2 = 6 gallons of blood. The number of sharks that have one more gallon of blood would be 6 + 1 = 7 gallons of blood.
+
+Now, we can add these two results to find the total number of gallons of blood that a single shark has: 6 + 7 = 13 gallons of blood.
+
+So, there are 13 sharks in the sea that have three times as much blood as a single shark.','13',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,1,'To calculate the number of gallons of blood that ten sharks swimming in the sea have, you can use the formula for calculating the number of gallons of blood.
+
+The formula for calculating the number of gallons of blood is: 
+
+Blood = Total number of gallons - Number of sharks
+Blood = Number of sharks * Average gallons of blood
+
+In this case, the number of sharks is 10 (each shark has 40 gallons of blood), and the number of sharks is 10. To calculate the number of gallons of blood, you multiply the number of sharks by the total number of gallons.
+
+Blood = 10 * 40 = 400 gallons
+
+So, the answer is 400 gallons.','400',0,'not_equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,2,'To solve this problem, we need to break it down step by step and calculate the numbers.
+
+Each whale has 40 gallons of blood, so in total there are 40 whales.
+
+Three times as many sharks as a whale has a total of 3 * 40 = 120 sharks.
+
+Now we need to find the number of sharks that have a total of 120 sharks.
+
+There are 120 sharks.
+
+So the answer is 120 + 1 = 130.','120',0,'not_equivalent',120,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,3,'To solve this problem, we need to break it down step by step and think back through possible combinations of the given information.
+
+First, let''s find out how many gallons of blood exist in a single shark. There are 10 sharks swimming in the sea, so there are 10 * 10 = 100 sharks in total.
+
+Now, we know that each whale in the sea has 40 gallons of blood. We can find the number of sharks who have 40 gallons in total by dividing the number of sharks by the number of gallons per shark, which is 10 / 40. This is the number of sharks in a single shark.
+
+The answer is 10. Therefore, there are 10 sharks in the sea that have 10 gallons of blood.
+
+To find the answer of the original question, we need to find the number of sharks who have 40 gallons in total. We can do this by dividing the number of sharks who have 40 gallons by 4. This is the number of sharks who have 10 gallons.
+
+So, there are 10 sharks in the sea that have 10 gallons of blood.','10',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(90,4,'To solve this problem, we need to start by understanding that a shark is a large whale. So, let''s assume a shark is three times as large as a whale.
+
+Let''s denote the number of sharks as x. Since a whale has 40 gallons of blood, the number of sharks is x / 40.
+
+The area of the shark can be calculated using the formula for the area of a rectangular prism:
+
+Area = length × width
+Area = 40 × 3 = 120
+
+The number of sharks is therefore x / 40 = 120/40 = 3
+
+This means that each shark in the sea has 3 gallons of blood.
+
+To find the total number of sharks, we need to multiply x * 3 to find the number of sharks with three gallons of blood.
+
+So, the answer is 3 * 3 = 9 sharks with three gallons of blood.','3',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,5,'To solve this problem, we''ll start by first identifying the given information: a shark has three times as much blood as a whale, and this is the same as the number of gallons of blood a single shark has. We can also see that a shark has three times as many gallons of blood as a whale.
+
+Let''s use a formula that is a bit easier to work with: if you multiply 1 by any of something, and you''re left with 3, that''s the formula for it.
+
+So the answer is 3 times 40, which is 120. So that''s the number of gallons of blood that a single shark has.
+
+So Brady doesn''t have to figure out the numbers behind the numbers. He just needs to calculate 3 times 40, which equals 120.
+
+A happy ending to the problem.','3',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,6,'To find the number of gallons of blood that ten sharks swimming in the sea have, we need to first calculate the total amount of blood the sharks have. Since each whale has 40 gallons of blood, and there are three times as many sharks as a whale, we multiply the number of sharks by 3.
+
+The total amount of blood the sharks have is 3*40 = 120 gallons.
+
+Now, to find the number of gallons of blood that ten sharks swimming in the sea have, we subtract the total amount of blood the sharks have from the number of sharks. This is 10*3 = 30 sharks = 10% of the sharks that Brady knows have 40 gallons of blood.
+
+This is a fraction of sharks. 10% of sharks have 40 gallons of blood and 10% of sharks have 40 gallons of blood.
+
+So, the number of gallons of blood that ten sharks swimming in the sea have is 10% of 30%.','30',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,7,'To solve this problem, we need to consider that the problem involves comparing one type of animal to another. In this case, it''s comparing the amount of blood a particular type of animal has to the amount of blood a shark has to the size of the shark.
+
+Let''s think about it this way: if one whale in the sea has 40 gallons of blood, it means there''s also 40 gallons of blood other than that whale''s own blood. That means a larger shark has blood that''s more than one whale''s own blood. This means that the larger shark has blood that''s twice as much as the smaller whale''s own blood.
+
+So, the answer is 2*40 = 80 gallons of blood that ten sharks swimming in the sea have.','2',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,8,'To solve this problem, we''ll start by breaking it down step by step. We know the number of gallons of blood each whale has is 40 gallons. We''re also told that a shark has three times as many blood as a whale. So, we can set up an equation to find the number of sharks that have 40 gallons of blood:
+
+40 gallons * 3 * 40 = 160 sharks * 3 = 480 sharks
+
+Now we just need to calculate the number of sharks that have 40 gallons of blood. Since there''s only one shark with 40 gallons of blood, there''s only 1 shark with 40 gallons of blood. So, we can add 1 to the answer, which is 160.
+
+However, this doesn''t make sense, as 160 sharks are equal to 1 shark with 40 gallons of blood. The answer should be 16 sharks with one gill of blood, which isn''t a valid answer.
+
+Let''s fix that: 16 sharks with one gill of blood = 1 * 4 = 4 sharks
+
+However, this doesn''t make sense either. The 16 sharks with one gill of blood is not a valid answer. We need to consider that 16 sharks has only one gill of blood and that is the only one of the 16 sharks that have one gill of blood.','16',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,9,'To calculate the number of gallons of blood that ten sharks swimming in the sea have, we need to first find the total number of sharks.
+
+A single shark can have up to 1.5 million gallons of blood, so one shark can be represented by the number of sharks multiplied by 1.5 million.
+
+Now, let''s find the number of sharks that the number of sharks that Brady learned is one. In the previous problem, the number of sharks that Brady learned is 1.5.
+
+This is a combination of a shark and a grain of salt. To find the number of sharks that Brady learned is one, we need to find the number of sharks that have one, and then divide that by the number of sharks that have two blood vessels that fit in one.
+
+To find the number of sharks that have two blood vessels that fit in one, we need to find the number of sharks that have two blood vessels that fit in one that is one.
+
+The answer is three.
+
+So, you can find the number of gallons of blood that ten sharks swimming in the sea have by dividing 1.5 million by the number of sharks that have one.
+
+1.5 million / 1.5 million = 1.','three',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,10,'To solve this, we''ll use a combination of logical thinking and mathematical calculation. First, we''ll start by identifying the given information: the number of gallons of blood each whale has and the number of sharks.
+
+We know that the number of sharks is 10 times the number of gallons of blood, which is 10*40 = 400 gallons.
+We also know that a whale has four times as many gallons of blood as a shark.
+
+To find the number of gallons of blood each whale has, we''ll divide the number of gallons of blood by the number of gallons of blood. This is a simple multiplication: 10*4 = 40.
+
+Now, let''s consider the logic. If we have a group of sharks and each shark has four times as many gallons of blood as a whale, then we can think of this as having a group of sharks that have a total of four times the number of gallons of blood.
+
+We can see that if we have a group of sharks with four times the number of gallons of blood, that will be one of the sharks. But if we have a group of sharks with a total of four times the number of gallons, that will be a single shark.
+
+So, the answer is that if there are three times the number of sharks in a group of sharks with four times the number of gallons of blood, that would be 3*4 = 12 sharks in the group, which is not possible since 4*12 = 48 sharks.
+
+However, we can actually solve it with a simple step-by-step approach. First, we''ll calculate what we''re looking for. If we have a group of sharks with four times as many gallons of blood as a whale, that would be 4*4 = 16 sharks. If we have sharks with three times as many gallons of blood as a whale, that would be 3*4 = 12 sharks.
+
+Now, we can add these two possibilities together. The total number of sharks is 12 + 16 = 28 sharks.','3',0,'not_equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,11,'To solve this problem, we need to consider both the number of sharks and the number of sharks that have 40 gallons of blood.
+
+The first step is to find the number of sharks that have 40 gallons of blood, which is 100%. This is a different case from the previous one, where we know that the number of sharks that have 40 gallons of blood is ten.
+
+In the previous problem, we calculated the number of sharks that have 40 gallons of blood to be 100%. This is the same case as the previous problem. 
+
+The second step is to find the total number of sharks that have 40 gallons of blood.
+
+There are 100 sharks in total. There are 10 sharks that have 40 gallons of blood, which is 10 sharks. Therefore, 10 sharks have 40 gallons of blood. 
+
+The final answer is 10 + 1 = 11. This is the case when we have 10 sharks.','10',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,12,'To solve this problem, we need to analyze the given information step by step and break it down into manageable parts. First, let''s start with the given information: a whale has 40 gallons of blood and a shark has three times as many blood as a whale. This means the number of sharks in the sea would be 10 * 3 = 30 sharks.
+
+Now, let''s consider the other part: a shark has three times as many blood as a whale. This means the number of sharks in the sea would be 3 * 10 = 30 sharks.
+
+To find the total number of sharks in the sea, we need to multiply the number of sharks (30) by the number of sharks that are in the sea. This is calculated by multiplying 30 by 3, which gives us 90 sharks.
+
+So, Brady and the other eight sharks in the sea are a total of 90 sharks.','90',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,13,'1. First, calculate the number of gallons of blood that each shark has.
+2. Then, multiply this by the number of sharks and add 1 for safety, which is not needed here. 
+So, the answer is 10 * 10 * 3 = 300.','10',0,'not_equivalent',65,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,14,'Step 1: Determine the total number of gallons of blood that each shark has.
+Each shark has 40 gallons of blood.
+
+Step 2: Determine the number of sharks that have the same amount of blood as ten sharks swimming in the sea.
+Each shark has 40 gallons of blood.
+
+Step 3: Calculate the number of gallons of blood that 10 sharks have.
+To add gallons of blood to each other, you multiply the number of gallons by itself.
+The number of gallons that 10 sharks have is 10 * 40 = 400 gallons of blood.
+
+So, there are 400 gallons of blood that 10 sharks have.
+
+Answer: 400','400',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,15,'Let''s break down the problem step by step. We know that Brady found 40 gallons of blood in each whale, which is 40 * gallons per whale. She also learned that a shark has three times as much blood as a whale, which gives a total of 3 * gallons per shark * sharks per day = 3 * gallons per shark * days * sharks per day.
+
+This is a binary equation where we can solve it using a simple formula. If the number of sharks in a day is equal to the number of sharks per day multiplied by a certain factor, we can solve it as 3 * gallons per shark * sharks per day = 3 * gallons per shark * days * sharks per day.
+
+Simplifying this equation, we get 9 * gallons per shark * sharks per day = 9 * gallons per shark * days * sharks per day = 16 * gallons per shark * days * sharks per day.
+
+This equation represents a binary logic where the number of sharks in a day is equal to the number of sharks per day multiplied by a certain factor. The formula 3 * gallons per shark * days * sharks per day can also be represented as 9 * gallons per shark * sharks per day, which is the same as the original equation 4 * gallons per shark * sharks per day.
+
+So, the correct answer is 16 * gallons per shark * days * sharks per day.
+
+So the answer is 16 * gallons per shark * days * sharks per day.','16',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,0,'To solve this problem, we need to break it down step by step. First, we calculate the height of the first floor to determine how many feet it covers to get up to the roof. Now, we know the height of the first floor is 60 inches, and the height of the second floor to the ceiling is 7 times that, which is 108 inches. So, we subtract 108 from the height of the first floor to get the height of the second floor, which is 7 * 108 inches.
+
+We then calculate the height of the second floor to find how many feet it covers to get up to the roof. So, 108 inches * 10 feet = 108 inches, which is the height of the second floor. Now we take 108 inches and multiply it by 2, which is 2 * 108 inches, which is 212 inches.
+
+We then multiply 212 inches by 2, which is 424 inches. So, 212 inches * 2 = 424 inches. The height of the second floor is 424 inches.
+
+Now, we calculate the height of the second floor to find the height of the roof. So, 424 inches * 1 foot = 424 inches.
+
+Finally, we add 424 inches to the height of the roof, which is 212 inches, and find how many feet we need to increase it to get up to the roof. We multiply 212 inches by 2, which is 424 inches. So, 212 inches * 2 = 424 inches, which is the height of the roof.','424',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,1,'To solve this problem, I''ll break it down step by step. The first part of the problem is to calculate the total height of the roof from the second floor to the first floor. This can be done by multiplying the height of the roof by the height of the first floor, then adding 1.
+
+The second part of the problem is to calculate the height of the roof from the second floor to the first floor. This can be done by multiplying the height of the roof by the floor to the ceiling. This is actually the height of the second floor to the first floor, which is 1.
+
+To calculate the height of the roof from the second floor to the first floor, I''ll multiply 1 by 1. This is the height of the roof, which is 1.
+
+The key to solving this problem is to first calculate the height of the roof from the second floor to the first floor, and then add 1 to that height to find the height of the roof from the first floor to the second floor.','1',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,2,'To solve this problem, we need to first calculate the conversion of first-story to second-floor height. This involves multiplying the height of the first-floor floor by the conversion factor of 1:1.
+
+The floor to the second-floor height is 1:1 x 7 = 7 inches. Now, the height of the second-floor floor is 1:1 x 7 = 7 inches. The distance between the second-floor floor and ceiling is 1:1 x 7 = 7 inches.
+
+To convert this back to inches, we multiply 7 inches by 1:1 inches per foot, which is 7:10. This means 1:1 is multiplied by 1:1:7:10, which is 1:5:25:30.
+
+To convert to inches, we multiply 1:1 by 5:25:30. Since inches are made up of inches, we can multiply this by 1:5:25:30, which gives us 30:25:50:60:7:10.
+
+The final answer is 30:25:50:60:7:10, which is the height of the roof.','30',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(91,3,'To solve this problem, we need to consider both sides of the equation 7 * (20 + 3) = 150, because the sum of an inside floor''s height to the second floor''s height equals the original height.
+The floor to the ceiling is twice the original height, which gives us 7 * 2 = 14.
+The second floor''s height is 14 * 2 = 28 inches.
+So, the roof from the second floor''s floor would be 28 + 3 = 51 inches high.
+#### 5
+The answer is: 5','5',0,'not_equivalent',132,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,4,'Let''s break down the problem step by step. The floor to the ceiling on the first floor is 120 inches long. So, the height of the roof is 120 inches + 120 inches = 240 inches.
+
+The second floor is three times the height of the first floor. So, the height of the second floor is 120 inches + 3 * 120 = 240 inches.
+
+The height of the roof is the sum of the height of the second floor and the height of the first floor, which is 2 * (240 + 120 = 240 + 180 = 320).
+
+Now, let''s solve the equation: 320 + 320 = 640. The answer is 640.
+
+The answer is 640.','640',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,5,'To solve this problem, we''ll break it down step by step. First, let''s find out the height of the first-floor floor. The height of the first-floor floor is 60 inches.
+
+Next, we''ll find the height of the second-floor floor by multiplying the height of the first floor by 2. So, 60 * 2 = 120 inches.
+
+Now, we''ll find the height of the roof from the second-floor floor. We know that the height of the roof from the first-floor floor is 120 inches.
+
+To find the height of the roof from the second-floor floor, we''ll subtract 120 from 120, which gives us 240 inches.
+
+To find the height of the roof from the second-floor floor, we''ll divide the height of the roof by 2. So, 240 / 2 = 120 inches.
+
+So, the answer is 120.','120',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,6,'To solve this problem, we need to first understand that the floor to the ceiling is the same height as the floor to the second floor. So, if we have the height of the first floor, we can just multiply it by 100% because it is equal to the height of the second floor multiplied by 100% itself.
+
+The formula for height is height = height of first floor * 100% = height of second floor * 100% = height of floor to ceiling = height of floor to ceiling = 100% of height of first floor.
+
+So, the height of the roof from the second floor is 100% of height of first floor. Since height of first floor is equal to height of second floor, we can simply multiply the height of first floor by 100% to get the height of roof from second floor.
+
+The formula for height is height = height of first floor * 100% = height of second floor * 100% = 100% * 100% = 100% but 100% of height of first floor is height of floor to ceiling * 100% = 100% so 100% of height of first floor is equal to height of floor to ceiling * 100% = 100% so 100% of height of floor to ceiling is equal to height of floor to ceiling * 100% = 100% so 100% is equal to 100% is equal to 100%.
+
+So, the answer is 100% of height of floor to ceiling * 100%.','100',0,'not_equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,7,'To solve this problem, we need to break it down step by step. First, we need to determine the total height of the roof from the second floor to the first floor.
+
+The first floor is 60 inches, and the second floor is 7 times that, so the total height of the roof is 60 + 7 = 76 inches.
+
+The roof is the second floor, so the total height of the roof is the floor to the ceiling multiplied by 100%. So, the roof is 76 * 100 = 7600 inches.
+
+Next, we need to determine how many inches it is to the ceiling. This is done by subtracting the first floor from the second floor, resulting in 60 inches (first floor) - 7 feet (second floor) = 6 feet, being the ceiling.
+
+Now, we can multiply this by 100% and add the result to the original roof total to get the final answer.
+
+The final answer is 7600 / 1000 = 7.60 inches.','7600',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,8,'To solve this problem, we need to first understand the relationship between the original height and the height of the two-story house. Let''s denote the height of the house as x. Since the floor to the ceiling refers to the second floor, let''s assume the height of the second floor is 0. This is an approximation, but we can approximate the height of the floor to the ceiling in inches.
+
+To find the height of the second floor, we need to calculate the height of the floor to the ceiling, which is equal to 12. The height of the floor to the ceiling is 2*12 = 24 inches.
+
+Now, we can apply the formula for height of the floor to ceiling in inches: 12 = 12*12. Therefore, the height of the roof from the second floor is 24 inches.
+
+The answer is 24.
+
+This problem involves differentials and geometric transformations, and it requires applying the formula for height of the roof. It''s a classic example of a lateral thinking problem, where we need to think creatively and find a way to solve a problem that seems impossible at first but can be solved. It''s also a great example of how solving math problems with differentials and geometric transformations can be a fun and rewarding challenge.','24',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,9,'To solve this problem, we can think of it as a ratio of lengths. Let''s start by converting the ratio from inches to feet. 12 inches is 24 feet. 2 feet is 3 feet. This ratio can be simplified by dividing both the numerator and the denominator by 2. So, 24 feet / 3 feet is 1 foot.
+
+Now that we have the ratio of feet to inches, we can apply the formula for finding the height of a roof from its original height. The formula is to multiply the original height by the height of the original height. Therefore, 1 foot * 12 feet equals 16 feet.
+
+Now we need to find the height of the original floor from the second floor, which is the original height of 2 feet * 16 feet = 32 feet.','32',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,10,'To solve this problem, we need to understand that a flat roof is made of a combination of the two original stories, and two stories being taller than a flat roof is called a Pythagorean triple. By considering the Pythagorean theorem, we can find the height of the roof by multiplying the height of one story by 2, which gives us 4, and then adding 1 to get the height of the second story.
+
+Let''s break it down: the first story is 60 inches tall, and the second story is 4 times that height, which is 440 inches tall. Therefore, the total height of the roof is 60 + 440 = 1200 inches.
+
+Now, we''re told that the second story is 7 times the height of the first story, which is 2 * 440 = 980 inches tall. To find the height of the second story, we multiply 2 by 7, which gives us 1440 inches.
+
+To find the height of the roof, we add 1 to the result of the previous step: 1200 inches + 1440 inches = 2640 inches.
+
+So, the roof is 2640 inches tall.
+
+The answer is: 2640.','2640',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,11,'1. Let''s start by defining the heights of the house and the ceiling. The height of the roof from the second floor can be represented by the number of inches that would have been rolled between the first floor and the ceiling. So, it has to be 2 * 3 = 6 inches.
+2. Now, let''s calculate the height of the roof from the second floor. Since it has to be 2 * 3 = 6 inches that would have been rolled between the first floor and the ceiling, it could be multiplied by 2 to get the height of the roof.
+3. Now, let''s calculate the height of the roof from the ceiling. Since the ceiling has to be multiplied by 2, it could be calculated as 2 * 3 = 6 inches.
+4. To find the height of the roof from the second floor, we multiply 6 inches by 2. So, it''s 12 inches.
+5. So, the height of the roof from the second floor to the ceiling is 12 + 6 = 7 feet tall.','7',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,12,'Let''s break down the problem step by step. We know that the first floor is 7 times as high as Mattison''s second floor. So, Mattison''s second floor is 7 x 5 = 35 inches tall. Now, we''re trying to find the height of the roof, which is the ceiling of the roof divided by 3, since the ceiling is twice the height of a second floor.
+
+The first floor is half of the first floor, which is 3. Now, we''re given that the ceiling is twice the height of the first floor. The ceiling is half of the height of the first floor, which is 3 inches. Now we''re looking at the height of the roof, which is the height of the second floor divided by 2, which is 2. This means the roof is 2 inches taller than the first floor.
+
+The floor to the ceiling is the roof''s height divided by 2, which is 0.6, which is 2 inches. Now we''re looking at the height of the roof and dividing it by 2, which is 0.6, which is 1.6.
+
+The roof is 1.6 times the height of the first floor, which is 1.6 * 3 = 4.
+
+The roof is 1.6 times the height of the first floor, which is 1.6 * 2 = 3.
+
+The height of the roof is 4 inches.
+
+The height of the roof is 1.6 times the height of the first floor, which is 1.6 * 3 = 5.
+
+The roof is 1.6 times the height of the first floor, which is 1.6 * 2 = 2.
+
+The roof is 1.6 times the height of the second floor, which is 1.6 * 2 = 2.
+
+The roof is 1.6 times the height of the roof, which is 1.6 * 3 = 5.
+
+The roof is 1.6 times the height of the roof, which is 1.6 * 2 = 2.
+
+So, the answer is 1.6 times 2 = 4.
+
+The answer is 4.','4',0,'not_equivalent',492,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,13,'To solve this problem, we''ll break it down step by step. First, we calculate the total height of the second floor. Since it''s 7 times the height of the first, we multiply it by 1.8, which is 2. Then we add 1 to that.
+
+The answer is 2. To calculate the height of the roof from the second floor, we simply subtract the height of the first floor from the height of the second floor. This is the formula to calculate the height of the second floor.
+
+The answer is 2 * 1.8 = 3.2 inches
+
+So, the height of the roof from the second floor is 3.2 inches.','2',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,14,'To solve this problem, we need to consider the dimensions of both the first and second floors and their relationship with the ceiling. First, let''s find the height of the first floor. Since it''s 60 inches, it should be 7 times that. So, 7 * 60 = 420 inches.
+
+Now, let''s find the height of the second floor. Since it''s 7 times higher than the first floor, it should be 420 inches + 7 times that height. So, 420 + 72 = 990 inches.
+
+The roof from the second floor to the ceiling is 990 inches. 
+
+The ratio of the height of the roof to the height of the first floor is 990 / 420, which is 1:2. This means the roof is half the height of the first floor on the second floor.','2',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,15,'To solve this problem, we need to use the concept of scaling factor and find the height of the roof. Let''s break it down step-by-step:
+
+The first floor to the ceiling is 7*3 = 18 inches tall. On the second floor, it''s 18*3 = 54 inches tall. Now we need to calculate the height of the roof: 18 + 54 = 62 inches.
+
+To find the height of the roof, we divide the height of the roof by the height of the roof''s surface: 62 / 18 = 1.414.
+
+This is a relatively small number compared to the wide range of heights we''re looking for. To be more precise, let''s calculate 1.414 * 12 = 162.56 inches.
+
+So, the roof is 162.56 inches tall, which matches the height of 18 + 18*10 + 2*12 + 2*16 + 1*18 + 3*2.
+
+This is the highest height of a roof that can be built using only 30 feet of ceiling to create the roof.','30',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,0,'To solve this problem, we need to find the total amount of the secret seasoning needed for 16 meatballs.
+Let''s break it down step by step:
+1. 16 meatballs = 16 * 3
+2. 16 * 3 = 48 meatballs
+3. 48 * 3 = 144 meatballs
+4. The answer is 144
+
+So, Aiden will need 144 - 48 = 72 secret seasoning for the 16-meatballs.','144',0,'not_equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,1,'To solve this problem, we need to determine the number of spoons of his secret steakhouse seasoning needed to make 80 meatballs. We know that every pound of his secret steakhouse seasoning is used for 80 meatballs. If we multiply 80 by 16, we get 16 * 16 = 256 spoons of his secret steakhouse seasoning will be needed.
+
+Now, we can find the number of spoons of his secret steakhouse seasoning needed by dividing 256 by 16. This results in 16 spoons of his secret steakhouse seasoning needed.
+
+So, Aiden will need 16 spoons of his secret steakhouse seasoning to create 80 meatballs.','80',0,'not_equivalent',155,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,2,'If Aiden adds two tablespoons of his secret seasoning to every pound of ground beef he uses, that means Aiden will need 6 tablespoons of his secret seasoning to each pound of ground beef.
+So, Aiden will need a total of 6 tablespoons of Aiden''s secret seasoning.
+#### 1
+The answer is: 6','1',0,'not_equivalent',71,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(92,3,'To solve this problem, we need to consider the following steps:
+
+First, we need to determine the total amount of beef, which is 60.
+
+Next, we need to calculate the amount of it that will be used to make twelve meatballs. However, we are told that the cookout will only have sixteen meatballs. So, the total amount of beef will be used to make only twelve meatballs.
+
+We can calculate this by multiplying 16 by 12. 
+This value is equal to 16*12 = 16*12 = 16*2 = 36.
+
+The cookout will only have two meatballs, so they will only have two meatballs.
+
+So, the total amount of beef needed is 2*12 = 24.
+
+Now, we can calculate the amount of beef needed for each of the twelve beefballs by multiplying 16*12 = 16*12 = 24.
+
+This way, we can calculate the amount of beef needed by dividing the number of meatballs by the number of each type of beef.
+
+We would need one more beef ball for every one less than 12 beefballs, and we would need two more beef balls for the final two.
+
+Now, we can calculate these amounts by multiplying 16*12 by 10, which is 16*10 = 100.
+
+So, the answer is 100.','100',0,'not_equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,4,'Aiden is using a mixture of 16 pounds of ground beef and 80 pounds of steak, which is equal to 16 x 80 = 1200 pounds of beef and 1200 pounds of steak.
+This means he has 16 x 1200 = 1800 pounds of steakhouse seasoning in his secret seasoning.
+He needs to make x pounds of steakhouse seasoning.
+So, Aiden needs 1800 - x pounds of steakhouse seasoning.
+To find out the amount of Aiden''s secret seasoning, we need to divide 1800 by x.
+Let''s do the calculation: 1800 / 1800 = 1
+x.
+So, Aiden needs to make 1 + x meatballs.
+This means he needs to make a total of 1 + x meatballs.
+To make the excess, he will need a total of 2x meatballs.
+He will need 2x + 1 meatballs.
+This is the answer.
+Aiden will have 2x + 1 meatballs to make up for the excess meatballs.
+The extra meatballs will be left over for the rest of the residents of town.','1',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,5,'To find the unknown value, we can think of this problem as an example of a logical fallacy:
+
+"If A, then B"
+
+In this case, it''s tempting to assume that if A is true, then B must also be true. However, this is not a logical argument. The problem assumes that A is the only reason for B, which is a false dichotomy (A and B are mutually exclusive).
+
+The correct approach is to re-examine the problem: if A is true, then B is true, and if B is true, then A must be true.
+
+In reality, there are multiple possible reasons for B, which can only be one. This can be seen as a classic example of the fallacy of begging the question.',NULL,0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,6,'To solve this problem, we need to first identify the values of x that represent the number of teaspoons of his secret seasoning and the number of ounces of beef he uses, which is equivalent to 16 ounces. The number of teaspoons of his secret seasoning is the total amount of seasoning he has to use and the number of ounces of beef he uses is the total amount of seasoning he used.
+
+We can calculate the number of teaspoons of his secret seasoning by multiplying the number of teaspoons of his secret seasoning by 1, because 1 teaspoon of his secret seasoning is the same as 1 teaspoon of his secret seasoning, which means that the trick of the tail is taken.
+
+So, we multiply the number of teaspoons of his secret seasoning by 10 to find the number of teaspoons of his secret seasoning.
+
+We multiply 1 by 10, which is 10.
+We multiply 1 by 10, which is 10.
+We multiply 1 by 1, which is 1.
+
+So 10 teaspoon of his secret seasoning is equal to 10, which means that 10 teaspoons of his secret seasoning will be 10 teaspoons of the secret seasoning amount.
+
+Therefore, the answer is 10 teaspoons of his secret seasoning.
+
+To determine how many ounces of his secret seasoning he uses, we need to divide 10 by 2 to find the number of ounces of his secret seasoning.
+
+We divide 10 by 2, which gives us 5 ounces of his secret seasoning.
+
+The answer is 5 ounces of his secret seasoning.','5',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,7,'To solve this problem, we need to carefully think about the order of the steps. We know that 80 * 16 / 1 is equivalent to 16 * 8 / 1. 16 * 8 / 1 = 16 * 2 + 2 = 40.
+
+This is the same as taking 16 * 2 / 1, which is 2. So we need to reverse the order. This means we need to multiply 40 by 18. 
+We multiply 40 by 18, which is 80. 
+
+This is the same as adding 20.
+
+So the answer is 20.','20',0,'not_equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,8,'To solve this problem, we need to consider the total amount of meat combined and the desired number of steakhouse-seasoned meatballs.
+First, let''s calculate the total amount of beef used: 16 meatballs are made by 16 times the original number of beef.
+To calculate the total amount of beef used, we can use the formula for calculating the total amount of meat combined: 
+Total beef = 100% of 16 + 100% of beef, which is 16% of beef.
+So, the total amount of beef used is 16 / 100 = 0.16, and we need to convert it to 16% of beef.
+Now, we can calculate the amount of a specific type of beef: 16 / 100 = 0.16 / 10 = 16.
+So, he will need 1.6 beef to make 1 steakhouse-seasoned meatballs.','1',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,9,'To solve this problem, we can use the method of elimination. We''ll first find out how much of the secret seasoning he needs by subtracting the amount of his secret seasoning he already has from the total amount of meat he uses. This is done by dividing the total amount of meat by the amount of his secret seasoning. The result of this division will give us the amount of his secret seasoning that he will need to make x meatballs.
+
+The total amount of his secret seasoning is 6x, so the amount of his secret seasoning he will need to make x is 2x / 6.
+
+The total amount of his secret seasoning will be x + 2x / 6.
+
+To solve this equation, we''ll multiply x by 18 and the result is 2(2x) / 6 = 4x.
+
+Now we''ll subtract 4x = 2x from 6x + 6x = 4x, so we can leave the equation as 2x = 6.
+
+Now we''ll divide both sides of the equation by 2.
+
+Therefore, the answer is 2x = 6.
+
+So the answer is x = 6.','6',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,10,'To find out how much of the secret seasoning can be used, we need to determine how many pounds of beef are included in the total number of meatballs made by Aiden. Now, each pound of meat can only be made by one beef. Therefore, Aiden can make 16 beefs.
+
+Given that he can make 16 meatballs, Aiden can make 16 * 16 = 252 meatballs.
+
+So, Aiden can make 80 meatballs with the same number of beefs.
+
+To determine how many of the secret seasoning he needs, we multiply the number of beefs by the number of seasonings. 80 * 2 = 160.
+
+Aiden can make 160 * 2 = 320 pounds of beef.
+
+So, he can make 320 * 2 = 640 pounds of beef, which is 160 pounds of the secret seasoning.
+
+However, he can also make 160 * 2 = 320 pounds of the secret seasoning.
+
+So, 160 + 320 = 440 pounds of both the secret seasoning and beef.
+
+Now, we know that Aiden has 160 * 2 = 320 pounds of beef.
+
+He can make 320 * 2 = 640 pounds of the secret seasoning.
+
+So, 320 + 640 = 1080 pounds of the secret seasoning.
+
+So, Aiden can make 1080 * 2 = 2240 pounds of the secret seasoning.
+
+Aiden can make 2240 * 2 = 4400 pounds of the secret seasoning.','4400',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,11,'To solve this problem, we need to think of the total amount of steakhouse-seasoned meatballs sold and the number of pounds of ground beef that he used.
+
+We know that Aiden has a secret steakhouse-seasoned meatballs recipe that uses two tablespoons of his secret seasoning for every pound of ground beef. This recipe requires 16 pounds of ground beef for every pound of steakhouse-seasoned meatballs.
+
+We also know that Aiden has a secret steakhouse-seasoned meatballs recipe that requires 16 pounds of steakhouse-seasoned meatballs. So, in total, he would have 16 * 16 = 252 pounds of steakhouse-seasoned meatballs.
+
+However, he only gets 16 pounds of steakhouse-seasoned meatballs, and 252 pounds of steakhouse-seasoned meatballs. So, he would need 252 - 16 * 252 = 252 - 64 = 266 teaspoons of the secret seasoning.
+
+This means that he would need 266 - 2 = 264 teaspoons of the secret seasoning.
+
+This means that he could use 264 - 2 = 262.5 teaspoons of the secret seasoning.
+
+So, he would need 262.5 teaspoons of the secret seasoning to make 264 single-serving meatballs.','264',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,12,'To solve this problem, we need to think step-by-step, step by step. First, we need to think about the total amount of seasoning needed and the number of each type of seasoning (butter and salt) required.
+
+First, we have the meatballs with 16. The number of butter and salt is determined by the number of total seasoning needed.
+
+We can calculate the total number of seasonings needed as 16 * 12 = 180.
+
+Now we can multiply the number of seasonings needed by the number of seasonings needed.
+
+The total number of seasonings needed is 180 * 16 = 2400.
+
+Now we need to find how many butter and salt we need.
+
+We can find the number of seasonings needed by dividing 180 by the number of seasonings needed.
+
+This is a fraction of the original number of seasonings needed.
+
+To find the number of seasonings needed, we divide 180 by 16.
+
+This gives us 12.
+
+So, we can multiply the number of seasonings needed by the number of seasonings needed to find the number of butter and salt.
+
+We multiply 18 by 12, which gives us 16.
+
+Now we can multiply the number of seasonings needed by the number of seasonings needed to find how many butter and salt we need.
+
+This is a fraction of the original number of seasonings needed.
+
+To find the number of seasonings needed, we divide 180 by 16.
+
+This gives us 1.
+
+So, we can multiply the number of seasonings needed by the number of seasonings needed to find how many butter and salt we need.
+
+This is a fraction of the original number of seasonings needed.
+
+To find how many butter and salt we need, we divide 180 by 16.
+
+This gives us 8.
+
+Therefore, he will need a total of 8 butter and salt for every pound of beef he uses, which is 2400 * 8 = 16080.
+
+#### 16080
+
+The answer is: 16080','16080',0,'not_equivalent',479,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,13,'To solve this problem, we need to consider the total amount of seasoning given to the meatballs, which is a mix of the two tablespoons of his secret steakhouse seasoning and the other 2 tablespoons of the meat. 
+
+He gives away 2 tablespoons of his secret steakhouse seasoning to every pound of beef he uses, which is a total of 2 X 2 = 4 tablespoons. To find out how many of the saucepan''s seasoning he already has, we can divide the total amount of steakhouse seasoning (4) by the amount of all the seasonings he uses. This gives us 4 / 4 = 1, which is the total amount of seasoning.
+
+To find how much of the secret steakhouse seasoning he already has, we can subtract the total amount of extra seasoning from the total amount of seasoning given to the meatballs. So, to find out how much of the secret steakhouse seasoning the extra 2 tablespoons of steakhouse seasoning are, we subtract 2 tablespoons from 100%, which gives us 10% of the secret steakhouse seasoning, which is 10 / 2 = 5.
+
+So, 10% of the secret steakhouse seasoning is already used, which is 10 / 2 = 5 extra.','5',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,14,'To solve this problem, let''s break it down step by step. We know that Aiden makes 16 meatballs and 16 out of every 16 pounds of beef he uses. So, Aiden uses 16 * 16 = 252 ounces of beef meat. He uses 16 * 16 = 192 ounces of secret steakhouse seasoning. He has to make 16 * 16 * 2 = 320 ounces of this secret sea meat.
+
+Now, we know that Aiden uses 252 ounces of beef and 16 ounces of secret steakhouse seasoning in every pound of beef he uses. This means that the barber uses 252 * 16 = 384 ounces of sea meat.
+
+To find out how many sea meat he uses, we can divide 384 by 252. This result is 12.52 ounces of sea meat per pound of beef.
+
+However, if we only consider the number of sea meat used, we would need 16 * 252 = 384 ounces of sea meat. But if we only consider the number of animals used, we would need 384 / 252 = 0.252 ounces of sea meat.
+
+So, the answer is 16 + 384 - 252 = 384 + 384 = 1000 ounces of secret sea meat.','16',0,'not_equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,15,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many pounds of beef he uses. We know he uses 16 pounds of ground beef for every pound of meat, so 16 pounds x 16 pounds = 256 pounds of ground beef are used.
+
+We also know that he gets 16 pounds of meatballs each per pound of ground beef used. So, 256 pounds * 16 pounds = 424 pounds of meatballs are used per pound of beef used.
+
+Next, we need to find out how many ounces of beef he uses. We know he uses 16 pounds of beef per pound of meat, so 16 pounds / 16 = 1 pound of beef is used per pound of meat.
+
+Now, we need to find out how many ounces of beef he uses per pound of meat. 16 pounds / 16 pounds = 1 pound of beef is used per pound of meat.
+
+Finally, we need to find out how many ounces of beef he uses per pound of beef meat. 16 pounds / 16 pounds = 1 pound of beef is used per pound of meat.
+
+So, 1 pound of beef is used per pound of meat, so 16 pounds / 16 pounds = 1 pound of beef is used per pound of meat.
+
+In total, it takes 16 pounds of beef (16 pounds / 16 pounds) and 1 pound of beef used (1 pound of beef is used) to make 16 pounds of steakhouse-seasoned meatballs.
+
+To calculate the total amount of beef he uses, we multiply 16 pounds of beef by 16 pounds of beef used per pound of beef meat, which is 16 pounds * 16 pounds = 256 pounds of beef is used per pound of meat.
+
+We can simplify the answer by adding 256 pounds to 16 pounds of beef. 256 + 256 = 512 pounds of beef is used per pound of meat.
+
+So, there are 256 pounds of beef is used per pound of meat.','256',0,'not_equivalent',481,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,0,'Let''s break down the problem: Eve had 20 pieces of pomelos, and she gave 1/4 of those to her friend. This means she has a fraction of 20/40 of the original pomelos. So, 20/40 of the original pomelos is the same as dividing 20 by 40. So, the fraction is 20/40.
+
+To find the answer, we need to convert the fraction to a decimal. 20/40 is approximately 0.20 when converted to a decimal, which is 0.2. Therefore, 20/40 is equal to 0.2.
+
+Eve gave away 1/4 of the original pomelos. So, she gave away 20/40 of the original pomelos. To convert this to a percentage, we multiply 20 by 100% (which is 20%). 20 is equal to 20% of 20, so 20% is 0.2 * 20% = 0.2 * 20 = 4.
+
+So, 4 pomelos were given away.','4',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,1,'To solve this problem, we first need to calculate the total amount of pomelos Eve is leaving, and then determine how many of her original 20 pieces of pomelos she originally had.
+
+First, let''s find the total number of pomelos Eve has. Since she gave some of her original 20 pieces of pomelos to her friend, she has 20 - 20 = 0 pieces of pomelos.
+
+Now, we know that 0 pieces of pomelos are left, but we''re left with 1/4 of that 20 - 0 value. So, we have 20 - 20 = 0 pieces of pomelos remaining.
+
+To find the number of pieces left, we subtract 20 - 0 from 20, which gives us 20.
+
+Therefore, Eve''s original pomelos were left to her friend, so the answer is 20 - 20 = 0.
+
+So, there are 0 pieces of pomelos left for Eve.','20',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,2,'Eve had 20 pieces of pomelos, and she gives away 1/4 of them, so she gives away 20 / 4 = 5 pieces of pomelos.
+Eve''s total amount of pomelos is 20 + 5 = 70, which is 100% of what she originally had.
+Therefore, Eve gave away 100% of 100% of 20! * (100/100!) = (100/100) * 20 = 20! / 2 = 20!
+Eve gave away 20! (with a remainder of 100)
+
+The remainder is 100, which is the same as the original 20 pieces of pomelos, and Eve gave away 100.
+
+To finish, we''ll calculate the probability of Eve giving away 20! and multiply it by 100% of the original pomelos. 
+Probability = 100 * (1/100) * (1/100) = 100%
+
+Eve gives away 100.
+
+The total amount of pomelos Eve gave away is 20! * (100/100) * (1/100) = 100/100 = 1
+
+Eve gave away 20! (with a remainder of 1)','1',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(93,3,'To solve this problem, we need to understand that Eve had 20 pieces of pomelos and gave away 1/4 of those, which means she gave away 1/4 of the initial pomelos.
+
+First, we find out how many pieces of pomelos Eve gave away. We can do this by dividing 20 by 4, which equals 4.
+
+So, 4 pieces of pomelos were given away.
+
+Now, we need to find out how many pieces of pomelos Eve gave away. We can do this by multiplying 4 by 100 (the total amount of the pomelos) by the number of pieces of pomelos she gave away.
+
+We can do this by multiplying 4 by 10 (which is the number of pieces of pomelos she gave away), by 10 (which is the total amount of the pomelos she gave away).
+
+This gives us the number of pieces of pomelos she gave away multiplied by 10 (which is the number of pieces of pomelos she gave away).
+
+So, 4 * 10 = 40 pieces of pomelos were given away.
+
+Therefore, 40 pieces of pomelos were given away.
+
+So, 10 pieces of pomelos were left to be returned to Eve.','10',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,4,'Eve had 20 pieces of pomelos, and she gives 1/4 of those to her friend. So, she gave 20/4 = 6 pieces away.
+To find out how many pieces Eve gave away, you divide 6 by 1/4, which results in 6 * (1/4) = 2 pieces.
+Therefore, Eve gave away 2 pieces.
+#### 2
+The answer is: 2','2',0,'not_equivalent',99,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,5,'To solve this problem, we need to first calculate the total amount of pomelos Eve gave away. We know that Eve gave 20 pieces of pomelos, and 1/4 of that is equal to 20/4. So the remainder is 20 - 20 = 0.
+
+We can calculate this by multiplying 2 by 25 (the remainder), and then adding 20 to this result to get the remainder of 0. Since 0 is the only whole value that can be subtracted from 25, it is impossible for the remainder to be 0. So we simply add 20 to 25, which is 26, and that leaves 0 remainder from it.
+
+We can now write the equation: 25 × 1 = 25 × 26, which gives us 25 × 2 = 50, so the answer is 50.','50',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,6,'To solve this problem, we need to break it down step by step. We know that Eve had 20 pieces of pomelos, and 1/4 of those are leftover after giving them away. This can be calculated by dividing 1 (the leftover) by 20 (the number of pieces). So, 1/4 of the pomos were left over.
+
+This can be expressed as 1/4 * 20 = 40/20 = 10.
+
+So, 10 pomos were left over after Eve gave away 1/4 of the pomos she originally had.
+
+Therefore, 10 is equal to 10 * 20 / 4 = 40 / 4 = 10.
+
+So, 10 pomos were left over after Eve gave away 1/4 of the pomos she originally had.','1/4',0,'not_equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,7,'Eve has 20 pieces of pomelos, and if she gave away 1/4 of them, that''s equal to 2/4 of the pomelos she originally had. So, 20 * (1/4) = 1/2 of the pomelos she gave away is 2/4 of the pomelos she originally had.
+
+This is a classic example of a classic lateral thinking problem called the "2/4 rule" or the "2/4 rule" in math, as it is an expression of the "2/4 rule of odds" (also known as the "2/4 rule of odds"). It is a simple example of how to think outside the box and make sense of numbers. The answer is 1/4 or 2/4, which is why it is called a "2/4 rule" in mathematics. 
+
+The rule seems to be based on a misunderstanding of odds, but the key is to recognize that the problem is actually asking for the number of pieces of pomelos Eve gave away, which is 2.','1/4',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,8,'1
+Eve gave 1/4 of the pomelos she originally had.
+1/4 of 20 = 20/40 = 1/4 of 20 = 20/20 = 1
+Eve gave 1 piece of pomelos to Eve.
+There are 20/20 = 1.
+
+So, 20 out of 20 pieces of pomelos were eaten by Eve.
+
+So, 20 out of 20 pieces of pomelos were given away.
+
+To answer the question, 20 out of 20 pieces of pomelos were eaten.
+To answer it, Eve gave 1 out of 20 pieces of pomelos to Eve in the original scenario.
+
+The answer: 2','2',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,9,'Eve had 20 pieces of pomelos, and 1/4 of the pomelooms were given away. So, 20 / (1/4) = 20/4 = 4.
+Eve gave away 4 pomelooms.
+#### 4
+The answer is: 4','4',0,'not_equivalent',70,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,10,'To solve this problem, we need to first calculate the total amount of pomelos Eve gave away, and then subtract that from the original amount of 20 pieces of pomeloos.
+
+Let''s start by calculating the total amount of pomeloos Eve gave away. We can do this by multiplying the number of pieces of pomeloos by 20, which is equivalent to the number of pomeloos she gave away.
+
+So, 20 * (20 * 20) = 4000 pieces of pomeloos were given away.
+
+Now, we need to find the total amount of pomeloos Eve gave away. To calculate this, we divide the number of pieces of pomeloos by 20.
+
+The answer is 20 / 20 = 1, which is 100% of the total amount of pomeloos.
+
+So, the answer is 1.
+
+However, if we want to find the number of pieces of pomeloos that Eve gave away, we can divide the number of pieces of pomeloos by 20. This gives us 20 / 20 = 1, which is 1.
+
+So, there are 1 pieces of pomeloos that Eve gave away.','1',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,11,'Let''s break down the problem: Eve had 20 pieces of pomelos and gave away 1/4 of these pieces. She essentially gave away 20/4 or 10 pieces of Pomelos.
+
+This is a classic example of a pie selling out of a pie. The pie is 20/4 of the price of the Pomelo, but since the pie is selling out of a pie, 20/4 is actually 10.
+
+So, 20/4 is 10.
+
+The answer is 10.
+
+However, we can also think of it as a pie that was sold to someone, but they didn''t own the entire pie. In this case, 10 is actually 10 because it''s a pie that wasn''t sold out, but it was sold.
+
+In this logic, it seems like the answer is actually 20/4, but it actually means that 20/4 is actually 10.
+
+So, 20/4 is actually 10, which is the answer, but we can also say that it actually means that 20/4 is actually 10 because it''s sold.
+
+But in the original logic, the answer is actually 10.
+
+So, 10 is actually the answer, but in this logic, it actually means that 20/4 is actually 10, which is 10!','10',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,12,'1/4 of Eve''s original pomolos was given away.
+
+Eve gave away 1/4 of 20 pieces of pomolos, which is 20 / 4 = 5 pomelos.
+
+So, Eve gave away 5 * 20 / 4 = 10 pomelos.
+
+To find out how many pomelos Eve gave away, we can divide the total number of pomolos by the number of pieces of pomolos.
+
+Eve gave away 10 / 2 = 5 pieces of pomelos.
+
+Therefore, Eve gave away 5 pieces of pomelos.
+
+The total number of pieces of pomolos Eve gave away is 20 + 5 = 70 pieces of pomelos.
+
+Eve had 20 + 5 = 25 pieces of pomelos, but 20 is a multiple of 20, and we originally had 20 + 1 = 21 pieces of pomelos. So, we add 1 to get 21.
+
+The final answer is 21 + 1 = 22.','21',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,13,'First, find out how many parts of the pomos there are. 20 is the number of parts of pomos, which is equal to the number of parts of the pomos.
+
+Eve gave away 1/4 of the pomos. 1/4 of a part is 1/16 of the pomos.
+
+So, 1/16 of the pomos were lost.
+
+To add the lost pomos to the total number of parts of the pomos, we need to divide the number of parts of the pomos by the number of parts of the pomos to get the remainder.
+
+So, 1/16 of the pomos are left over.
+
+To find the total number of parts of the pomos, we need to divide the total number of parts of the pomos by the number of parts of the pomos.
+
+This is a division problem, but can be solved by looking at the fraction of the pomos you don''t have.
+
+The fraction of the pomos you don''t have is 1/16 of the total pomos, which is the number of parts of the pomos you don''t have divided by the number of parts of the pomos.
+
+This fraction is equal to 1/16 of the total number of parts of the pomos.
+
+So, 1/16 of the total number of parts of the pomos is the number of parts of the pomos that Eve didn''t give away.
+
+The total number of parts of the pomos is now 1/16 of the original total number of parts of the pomos, which is 24/16 of the original number of parts of the pomos.
+
+So, 24/16 of the original number of parts of the pomos is the original number of parts of the pomos that Eve gave away.','24/16',0,'not_equivalent',405,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,14,'Let''s break this down step by step. We know that Eve had 20 pieces of pomelos, and she gave 1/4 of that to her friend. So, she''s left with 20/4 = 10 pieces of pomelos.
+
+To find out how many pieces of pomelos Eve gave away, we divide 20 by 10, which gives us 2. So, 1/2 = 0.5 pieces of pomelos were not returned by Eve.
+
+Therefore, there were 10 - 2 = 8 pieces of pomelos that Eve gave away.','8',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,15,'Eve had 20 pieces of pomelos, and she gave 1/4 of the pomelos to her friend. This means her original pomos were 20/4, which is 2 pieces.
+To find out how many pieces of pomos Eve gave away, we need to divide the total number of pieces by the original number of pieces that Eve gave away.
+In this problem, we''re given that Eve gave 2 pieces, and the answer is 2. Let''s convert it to a fraction: 2 is 2/4.
+So, 2 is 2/4.
+There are 2 pieces of pomos Eve gave away.
+#### 2
+Eve gave away 2 pieces of pomos.
+The total number of pieces Eve gave away is 2 + 2 = 4.
+#### 4
+Eve gave 4 pieces of pomos.
+#### 4
+Eve gave 4 pieces of pomos, and now she has 1 piece of pomos left.
+#### 1
+Eve gave 1 piece of pomos.
+#### 1
+Eve gave a whole piece of pomos.
+#### 1','1',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,0,'To solve this, we can first find the total distance across the interstate, which is 3x100000km. Then, we need to find the percentage. To do this, we divide 1 by the total distance, and add 1. The answer is (1/3) * 1000000 = 333333%.
+
+This is 33.33%.','1/3',0,'not_equivalent',93,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,1,'To find the percentage of the distance covered by Michael, we need to divide the total distance by the total time taken and multiply by 100% (to convert it to percentage).
+
+3 days * 6000 km / 3 days * 1 km/day = 3/100 * 6000 km / 3 days = 15% of the total distance is covered.
+
+So, 15% of the total distance is covered by Michael.','15',0,'not_equivalent',106,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,2,'To find the percentage of distance covered, we can divide the total distance by the total time and multiply by 100 to convert it to percentage. So the total percentage is 100% / 5000 * 100 = 10%. 
+
+This is the answer to the problem.','10',0,'not_equivalent',68,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,3,'To solve this problem, we need to calculate the total distance Michael has traveled and find the percentage covered by gas, and then compare this to the total distance of 6000 km.
+
+First, we need to calculate the total distance Michael has traveled: 5000 km (trip) + 6000 km (gas) = 12000 km.
+
+Now, we want to find the percentage covered by gas. This is a percentage calculation based on the ratio of gas trips to total trips, and we can use the formula: ((gas trips / total trips) * 100) + 100% = percentage (percentage of percentage) of total trips = 10%
+
+The percentage of percentage is then (10% / 100000) * 100% = 0.1%
+
+This means that 10% of the total mileage is driven by gas, which is 20% of the total mileage.','20',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,4,'To find the percentage of the distance covered, we''ll first calculate the total distance covered and then divide it by the total time taken.
+
+The total distance covered is 6000 km, which can be calculated by multiplying 6000 by 18.8333 (rounded to two decimal places).
+
+The total time taken is 3 * 3600 seconds, which is 9800 minutes.
+
+The percentage of the distance covered is (3600 / 9800) * 100% ≈ 23.6%
+
+This is approximately 23.6% of the total distance covered is covered.','23.6',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,5,'To find the percentage of the distance covered, we need to determine the percentage of the total distance. Multiply 1 by 100% to get the percentage. 
+
+So, 1 percent of 6000 km is 1,000 km * 0.1 = 600 km.','600',0,'not_equivalent',70,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,6,'The total distance Michael has traveled is 6000 km, and 50% of it has been covered by his interstate. So, 30% is the percentage of the total distance that has been covered by Michael.
+
+This can be calculated as 1:30 which is 3:10.','10',0,'not_equivalent',69,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,7,'This is a classic lateral thinking puzzle that requires careful analysis. The answer is 0.67, which is based on the formula for percentage of the total distance to be covered by a certain fraction. The answer is 67%. This puzzle typically involves breaking down a complex problem into manageable parts, finding the percentage by multiplying each part by the denominator of the fraction.
+
+In this case, the numerator (50km) is multiplied by the denominator (6000 km), which results in 1500 km, and the result is then added to 1. Then, subtracting 1 from the original fraction results in 0.67, which is the answer.','0.67',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,8,'To solve this problem, we need to first convert the speed of 50km/hr to the speed of a car, which is 127.5mph (assuming 100 km/h for ease). Multiply 50km/hr by 127.5mph to find the speed of the car.
+
+So, 50km/hr * 127.5mph = 72.5km/hr = 127.5mph
+
+Then, we can convert this to miles per hour by dividing 127.5mph by 3600 and multiplying by 100.
+
+So, 127.5mph * 3600 = 4435.5mph
+
+Now, we can find the percentage by dividing 127.5mph by 127.5mph, and multiplying by 100.
+
+So, 127.5mph * 100% = 100%
+
+So, 127.5% of the distance is covered.
+
+To convert this to percentage:
+127.5% = 0.1275%
+
+The percentage is 127.5% of the total distance, which is the total distance is 60,000km.','60,000',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(94,9,'To solve this problem, we''ll first find the total distance covered and then find the percentage of the total distance that has been covered by Michael.
+
+The total distance covered is the sum of the distances covered by Michael, Alaska to Texas, and the sum of the distances covered by Michael and his driving, including himself, and then subtracting the total distance covered by himself.
+
+The sum of the distances covered by Michael, Alaska to Texas, and the total distance covered by himself is 6000 km.
+
+The total distance covered by Michael, Alaska to Texas is 6000 km.
+
+The percentage of the total distance that has been covered by Michael by himself is 6000 / 6000 * 100 = 1%.
+
+The percentage of the total distance that has been covered by Michael by himself and his driving is 100%.','100',0,'not_equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,10,'To solve this problem, we need to first find the total distance covered. Since Michael goes on the interstate for 3 days, that means he has covered an entire 3 days.
+
+We can calculate this by multiplying the total distance by itself 3 times:
+
+(3 * 3 * 6000) km = 9600 km
+
+So, 9600 km has been covered by Michael.
+
+Now, we can find the percentage of the total distance covered by dividing the total distance by the total number of days, and multiply it by 100:
+
+(100 * (1999 * 9600)) / 9600 = 0.03%
+
+So, 3% of the total distance was covered by Michael.','3',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,11,'To solve this problem, we''ll first calculate the total distance covered by Michael. The math is straightforward: 6000 km (the total distance) multiplied by 50 km/1.000001 (the speed of the interstate) is 1000 km/1.000001 (the miles).
+
+Now we''ll calculate the percentage. 6000 km / 1000 km/mile = 0.6, and multiply it by 100 to get 6%.
+
+This is 100%. 100% is the percentage of the highway that was covered by Michael, and when you multiply it by 100, you get 6%.','6',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,12,'To solve this problem, we need to calculate the total distance covered by Michael across the interstate and convert it to the approximate distance between Alaska and Texas.
+
+Let''s break it down:
+
+The interstate is 6000 km long, and Michael goes on for 3 days. So, each day Michael covers a distance of 6000 km * 3 = 18000 km.
+
+Now, let''s calculate the total distance covered:
+
+The highway is 3 days (1 day in each of the 3 days) * 18000 km = 52000 km.
+
+The highway is 18000 km * 3 = 54000 km.
+
+The total distance covered by Michael across the interstate is 18000 km + 54000 km = 60000 km.
+
+To convert this to a percentage: 60000 / 18000 = 2.22%
+
+So, 2.22% of the 60000 km across the interstate has been covered by Michael across the interstate.','60000',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,13,'First, convert 18000 km to miles (1000 km) by dividing 18000 by 1000, which results in 18000/1000 = 18000 in miles.
+
+To convert 6000 km to miles, convert 6000 to miles with the conversion formula: 1 mile = 1.609343 miles ≈ 18.61 miles
+
+Now, multiply 18000 km by 6000: 18000 * 6000 ≈ 1360000000000 km
+
+Now, calculate 136000000000 km / 18000 km = 0.0031667%
+
+So, 31.67% of the 6000 km is covered by the distance between Alaska and Texas.','6000',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,14,'To find the percentage of the trip Michael has covered, we need to calculate the percentage of his total trip, including the gas he consumes, and then divide it by the total trip.
+
+First, we calculate the total trip by adding up all the distances covered by Michael: 6000 km + 11000 km + 17000 km = 6000 km.
+
+Now, we divide the total distance by the total trip: 6000 km / 6000 km = 1%.
+
+Therefore, Michael has covered 1% of the distance before considering gas.','1',0,'not_equivalent',135,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,15,'To solve this problem, we''ll first calculate the total distance Michael has traveled. Given that he goes on a interstate and covers an average distance of 6000 km between Alaska and Texas, we can multiply that distance by 3 to find the total distance.
+
+This calculation would be 6000 km * 3 = 18000 km * 3 = 50000 km. Now we''ll subtract the total distance from the initial interstate drive to find out how much distance Michael has covered.
+
+This calculation would be 18000 km * 1 = 18000 km.
+
+To solve for the percentage, we''ll divide this fraction by 1. 
+
+(18000 / 50000) * 100% ≈ 33.3%
+
+So, 33.3% of the 6000 km is taken by Michael on the interstate.','6000',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,0,'Let''s break down the problem step by step. We have two congruent pieces that fit together perfectly, so we can think of this as a combination of simple, congruent figures. In a Rubik''s Cube, there are 8 pieces: 2 such as the first, 2 such as the second, and 2 such as the 5th. This is a 2x2x2 cube.
+
+Each piece is congruent to itself, so we can calculate the area of one of the pieces as a square. This is a combination of congruent triangles.
+
+Now, let''s consider the 5th piece. Its area is 5 times the area of the first piece. This means the 5th piece has an area of 5 times 2 times 25. This is again a combination of congruent triangles.
+
+We can continue this cycle indefinitely. The number of sides of the cube is determined by the number of congruent pieces. There are 8 such pieces, each having an area of 5 times 25. So, the total number of pieces is 8 times 25 = 19.
+
+This is a combination of congruent triangles. This is a combination of two congruent triangles. This is a combination of 3 congruent triangles. This is a combination of 3 congruent triangles. This is a combination of 4 congruent triangles. This is a combination of 4 congruent triangles. This is a combination of 2 congruent triangles.
+
+The total number of pieces is 8. This is a combination of 2 congruent triangles. This is a combination of 3 congruent triangles. This is a combination of 4 congruent triangles. This is a combination of 5 congruent triangles. This is a combination of 6 congruent triangles.
+
+This is a combination of 6 congruent triangles. This is a combination of 7 congruent triangles. This is a combination of 8 congruent triangles. This is a combination of 9 congruent triangles.
+
+This is a combination of 12 congruent triangles. This is a combination of 13 congruent triangles. This is a combination of 16 congruent triangles.
+
+This is a combination of 17 congruent triangles. This is a combination of 18 congruent triangles. This is a combination of 19 congruent triangles.
+
+This is a combination of ','19',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,1,'To solve this problem, we need to break it down into manageable parts. The total time taken to get to the first side is 5 minutes * 5 minutes = 20 minutes. The time taken to get to the second side is 5 minutes * 2 minutes = 10 minutes, and the time taken to get to the third side is 10 minutes * 2 minutes = 20 minutes. However, we need to consider the last 2 sides that are taken half as long. The time taken to get to the last 2 sides is 10 + 20 = 30 minutes.
+
+The total time taken to get to the end of the cube is the sum of the time taken to get the first, second, and third sides, plus the time taken to get the last two sides, which is 20 - 30 = 10 minutes.
+
+The answer is 11.1111...','11.1111',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,2,'To solve this problem, we''ll start by breaking it down step by step. Let''s first find the total length of the first and third sides. The first side has a length of 5 units, and the second side has a length of 2. So the total length of these sides is 5 + 2 = 7 units.
+
+Now, we''ll find the length of the last 2 sides by dividing the total length of the first two sides by 2, which gives us 2 units. This is the length of the last 2 sides of the Rubik''s cube.
+
+Now we''ll add the length of the first two sides to the length of the last two sides. This results in the total length of the second and third sides, which is 2 units.
+
+So the answer is 2 units.','2',0,'not_equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,3,'To solve this problem, we need to break it down step by step. We know that the first side is 5 minutes, and the second side is 2 minutes. The third side is 10 minutes, so the total time it takes to finish the Rubik''s cube is 5 + 2 + 10, which is 20 minutes, plus 1 solution.
+
+We can think of this problem as a classic lateral thinking puzzle. We need to find the combination of 5 minutes and 2 minutes that makes a total of 10 minutes, which is the given answer. So let''s add these two minutes together and subtract 1 to avoid double counting. 10 minutes + 1 = 11 minutes.
+
+The total time that the cube takes to finish is 11 minutes. We can think of it in terms of the number of combinations that can be made. The first 2 combinations that need to be made are 11 and 12, and 10 combinations that are made from those are 11 and 12 + 3.
+
+There are 11 + 12 + 3 = 43 combinations that can be made, and the total number of these combinations is 10.
+
+So, we add these two minutes together and get 11 + 12 + 3 = 13 minutes, and we can round that to 14 minutes, which is what we need to do.','14',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,4,'Let''s break this down step by step.
+
+First, let''s analyze the possible combinations of the first side and the second side. Each possible combination of the first side and the second side would take 2*5 = 10 minutes to get to the first side of the cube. This would be 15 minutes for the second side.
+
+Now, let''s add the possible combinations of the second and third sides. Each possible combination would take 2*5 = 10 minutes to get the second side of the cube. This would be 2*2 = 4 minutes for the third side.
+
+Now let''s combine the possible combinations of both sides. Each possible combination would take 2*4 = 8 minutes to get all 6 sides of the cube.
+
+However, this is a 3x3x3 cube, which has 8 possible combinations, but 1 of them would take 8*5*2 = 3*10 = 30 minutes to get all sides of the cube, and 2 of them would take 30*3 = 90 minutes to get all sides of the cube.
+
+So, the final answer is 30 minutes + 90 minutes = 120 minutes.','30',1,'equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,5,'To solve this problem, let''s break it down step by step. The formula for solving a Rubik''s cube is to order the pieces in a specific sequence and then to arrange them in a specific order. This can be done by using a mathematical formula.
+
+The problem asks for the total number of steps to get to the final 5th side of the cube. To solve this, we need to divide the total possible steps (5) by the number of possible steps (3).
+
+This is a classic problem of division, and it''s actually a well-known mathematical formula.
+
+So, the answer is 5 * 3 = 15.','5',0,'not_equivalent',139,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,6,'To solve this problem, let''s start by understanding the given information. We know that the first side of the Rubik''s cube takes 5 minutes. The second and third sides each take twice that long, which means they take 2 times 5 minutes. The last 2 sides each take half that long, which means they take 1.
+
+The total length of the Rubik''s cube is 6. So, 5 + 2 + 1 = 8.
+
+Now, we can multiply 8 by 5 to find the total length of the cube. So, the answer is 8 * 5 = 40.
+
+However, we can also think of this problem as a classic multi-step logic puzzle. The problem says that the first side of the cube takes 5 minutes (the first side of the cube), which is twice the length of the second and third sides. This means that the cube is made up of two halves, one for each side. The last 2 sides take half the length of the first side, and then the last 2 sides take half the length of the second side.
+
+This is an example of a 5x5x5 grid, which is a classic example of a 9x10 grid. The equation 8 * 8 * 5 = 5 * 5 * 10 = 5x5x5 = 250 is a puzzle based on this grid.','8',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(95,7,'To solve this problem, we first need to determine the number of possible combinations of 5 minutes to get to the first side and the number of combinations of 2 to get the second side.
+
+Let''s start by considering the possible combinations of 5 minutes to get to the first side and 2 minutes to get the second side. This gives us combinations of 5 minutes to get to the first side and 2 minutes to get the second side.
+
+Since there is only 1 way to get a single side, the number of combinations of 2 minutes to get the second side and then the way to get the third side is the same as getting the first side. So, we can multiply the combinations by 2 to get the combination of 3 minutes to get the third side.
+
+The total number of combinations of 5 minutes to get to the first side and 2 minutes to get the second side is the product of the number of combinations of 5 minutes to get the first side and 2 minutes to get the second side, which is 5 * 2 * 3 = 15.
+
+So, the total number of possible combinations of 5 minutes to get to the first side is 15.
+
+Now, we need to find the number of possible combinations of 2 minutes to get the third side. We can do this by multiplying the combinations of 5 minutes to get the first side by 2, and then adding 1 to get the combination of 3 minutes to get the third side.
+
+However, there is only one way to get a single side. So, there are no other combinations where the number of combinations of 2 minutes to get the third side is the same as the number of combinations of 3 minutes to get the first side.
+
+So, there is only one possible combination of 2 minutes to get the third side, and it is the only combination for the combination of 3 minutes to get the second side.
+
+The answer is 1.
+
+So, the answer to the problem is 1.','1',0,'not_equivalent',434,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,8,'To solve this problem, we need to break it down into manageable parts. We know that the Rubik''s cube has 5 layers of blocks, and each layer has a different shape. Now let''s consider the 5th layer. This layer is made up of 3 layers of blocks stacked horizontally, with 1 layer of blocks stacked vertically. So, the outer layer is made up of 3 layers of blocks stacked horizontally with 1 layer of blocks stacked vertically.
+
+There are 5 layers of blocks of each shape, and each layer has 1 layer of blocks stacked horizontally. To calculate the total number of layers, we can multiply the number of layers of each shape by the number of available layers.
+
+The outer layer has 3 layers of blocks stacked horizontally, with 1 layer of blocks stacked vertically, so there are 3 layers of blocks stacked horizontally. Therefore, the outer layer has 3 x 3 = 9 layers of blocks stacked horizontally, 3 layers of blocks stacked vertically.
+
+So, the outer layer has 9 layers of blocks stacked horizontally, and 3 layers of blocks stacked vertically. Each layer has 1 layer of blocks stacked horizontally.
+
+The last layer has 2 layers of blocks stacked vertically. This is because there is only 1 layer of blocks stacked vertically, but since there are 3 layers of blocks stacked horizontally, we can multiply the number of layers of each shape by 2.
+
+So, the last layer has 3 x 2 = 6 layers of blocks stacked horizontally, and 2 layers of blocks stacked vertically, which is 3 layers of blocks stacked horizontally.','3',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,9,'Let''s break this down step by step. First, we need to calculate the total distance between the two corners of the cube. Since the corner is twice the distance between the two corners (a square root of 4), the distance is 2*sqrt(2) units.
+
+Next, we''re asked to find the time it takes for John to get all 5 corners of the cube together. Since the corner of the cube is twice the distance to the corner of the corner, the time is 2*sqrt(2) units * sqrt(2).
+
+Now, we''re asked to find the total time. We can do this by multiplying the time by 2. So, 2*2*sqrt(2) = 4*sqrt(2) units.
+
+The last step is to find the time it takes for John to get all 6 sides together. Since the corner of the cube is double the distance to the corner of the corner, the time is 2*sqrt(2) units * 2 = 4*sqrt(2) units.
+
+We already know that the area of the cube is 8*8 = 64 cubic units. So, we can say that the time it takes is 2*sqrt(2)*64 = 8*sqrt(2) units.
+
+Now, we can find the total time by multiplying the time by 2. So, 2*2*8*sqrt(2) = 24*2 = 48 units.
+
+Therefore, 48 units * 2 = 96 units.
+
+The answer is 96.','96',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,10,'Let''s break down the problem: we have a cube with three faces and two ends that cannot be touched. To reach the last side, we need to find the length of one of the faces. Since there are two faces, the other end must be one-thirds of the way up from the center. This means the length of one face must be 1/3.
+
+If we start with the 5th side of the cube, we have to find the length of one of the faces that is one-third of the way up from the center. The 5th side of the cube is 1/3 of the way up from the center. We can multiply 1 by 1/3 and add 1/3 to it to get the length of the first face:
+
+1/3 * 1/3 + 1/3 * 1/3 = 1 + 1/3 = 1.5
+However, we can also find the length of one of the faces by multiplying 1/3 by 1, which gives us the length of one face.
+
+So the length of the last face is 1.5 - 1 = 1. In other words, 1.5 is the length of one face that goes from the center to the second and third sides.','1.5',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,11,'To solve this puzzle, we need to break it down step by step. We have two congruent parts: the first side takes 5 minutes, and the second and third sides each take twice that long.
+
+The key here is recognizing that the first side of a cube takes 5 minutes. This is because if the cube was a cube of any other size, it would take 5 minutes to complete one side.
+
+The second and third sides take twice that long. So, 2 times twice is 4 times.
+
+The last 2 sides take half that long. This is because the last two sides of a cube of any other size would take half that long.
+
+The only possible way to do this is by taking a 5-minute amount of time to complete one side and a 4-minute amount to complete the last two sides.
+
+The total time it would take for them to finish their respective parts is 5 + 4 = 9 minutes.
+
+So, the answer is 9 minutes.','9',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,12,'To solve this problem, let''s break it down step by step. We know that each of the 5th side, 6th side, and 9th side take 2 times the length of one of the sides. This is because the last side is twice the first, and the 9th side is twice the side before it.
+
+We also know that the last two sides take half the length of the first side. So, the difference between the last two sides and the first side is 1/2.
+
+Now, we can find the length of each of the remaining sides by dividing the last two sides by 2. This gives us 1/4 of the first side (1/4) and 1/2 of the second side (1/2).
+
+We can add these fractions back in, which gives us 2/4 + 1/2 = 3/4 of the last two sides (which we already know to be 1/2).
+
+The final answer is 3/4 of the total length of the first side, which is 5/8.
+
+So, the total length of the first side is 5/8.','3/4',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,13,'To solve this problem, we need to consider the process of adding 5 to the total number of possible solutions, which is 6. Since there are six possible combinations of 5, adding 5 to the total number of solutions yields a total of 35 solutions.
+
+However, we need to add 1 to the 3rd side, which is the solution to the 6th side''s length. This is only half of the total possible combinations. Therefore, adding 1 to the 3rd side results in a total of 10 possible solutions.
+
+To find the total number of possible solutions, we multiply 6 by 10, which is 60. So, the total number of possible solutions is 60.
+
+The answer is 60.','60',0,'not_equivalent',167,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,14,'To solve this problem, let''s break it down step by step. The first side of the cube is 5 units long, which is half of the cube''s length. So the total length is 5*2 = 10 units.
+
+The second and third sides are each of length 2 units, which is half of the cube''s length. So the total length is 2*2 = 4 units.
+
+The last 2 sides take half of the cube''s length, which is 2 times 2*2 = 4 units.
+
+The total length is 10*2*4 = 40 units.
+
+Therefore, 10 * 2 * 4 = 10*2 * 4 = 160 units.
+
+The answer is 160, which is the total length of the 5th side of the cube.','160',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,15,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total time taken to get from the first side to the last side.
+
+The first side takes 5 minutes, so you have 5 minutes * 5 minutes = 25 minutes to get to the second side, which is 25% of the total time taken to get to the first side.
+
+The second side takes 25% of 5 minutes = 2.5 minutes to get to the third side. So, the total time taken is 5 minutes + 2.5 minutes = 7.5 minutes.
+
+The last 2 sides take half of the total time taken, which is 5/2 = 2.25 minutes.
+
+The total time taken to get to the third side is 2.5 minutes + 2.25 minutes = 4.75 minutes.
+
+The total time taken to get to the last side is 4.75 - 5.5 = 7.075 minutes.
+
+So, the answer is 7.075. The answer is also 9.075. 
+Let''s add this answer to the last answer we calculated: 9 + 7.075 = 17.075.','7.075',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,0,'If Tim spends 6 hours each day at work answering phones, and there are 5 days in a week, he would spend 6 * 5 = 30 hours per week.
+To find out how many calls he deals with during his 5 day work week, we can think of it as a 5 day work week divided by the 6 hours spent at work answering phones.
+5 / 6 = 0.75
+There are 0.75 calls in a 5 day work week.
+
+So, Tim deals with 0.75 * 3 = 2.15 calls in a 5 day work week.','5',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(96,1,'At work, Tim spends 6 hours a day and deals with 15 minutes of each day. Since 15 minutes is split equally across 15 days, and 5 days are divided into 15 days, that leaves 15 days as the total number of calls.
+
+There are a total of 15 days * 6 hours * 15 minutes = 125 hours x 6 minutes = 750 minutes in 5 days * 15 minutes = 125 minutes in 15 days = 125 * 15 = 1600 calls.
+
+Tim deals with 125 * 15 = 1600 calls in his 5 days of work week.','5',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,2,'To solve this problem, we need to calculate the number of calls Tim deals with on each day and then add that to the total number of days.
+
+Let''s break it down:
+
+Tim deals with 6 hours/day * 30 days/week = 180 hours/week
+On his 5 days work week, he deals with 180 hours/week * 7 days/week = 1360 hours/week
+
+So, Tim deals with 1360 hours/week.
+
+To find the total number of calls Tim deals with, we need to calculate the total number of calls.
+
+There are 6 hours/day * 1 day/hour = 6 hours/day * 1 day/hour = 6 hours per day
+There are 180 hours/week * 1 day/hour * 7 days/week = 180 * 7 days/week = 1120 hours/week
+There are 1360 hours/week * 1 day/hour * 7 days/week = 1120 * 7 days/week = 7200 hours/week
+
+To find the total number of calls Tim deals with, we add the total hours/day * 1 day/hour * 7 days/week = 6 hours/day * 1 day/hour * 7 days/week = 6 * 7 = 42 hours/week
+There are 1360 hours/week * 1 day/hour * 7 days/week = 1120 * 7 days/week = 7200 hours/week
+
+Now add the total hours/day * 1 day/hour * 7 days/week = 6 * 13 = 66.67 hours/week
+There are 1360 hours/week * 1 day/hour * 7 days/week = 1120 * 7 days/week = 7200 hours/week
+
+Adding these together gives us:
+1 + 66.67 + 1360 + 7200 = 7200
+
+So, Tim deals with 7200 calls during his 5 day work week.','5',0,'not_equivalent',501,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,3,'Let''s break this down step-by-step:
+
+1. Tim spends 6 hours each day at work, so he spends 15 hours per week.
+2. He deals with 15 days in a 5-day work week.
+3. To find out how many calls he makes during his 5-day work week, we need to find out how many calls he makes in 15 days.
+4. Since he deals with 15 days in a 5-day work week, we can divide 15 by 5 to find out how many calls he makes in 5 days.
+5. So, 15 * 5 = 75 calls.
+
+So, he deals with 75 calls during his 5-day work week.','5',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,4,'Tim has a daily commute of 6 hours and a weekly work job that takes him 15 minutes to deal with a call.
+To find the total number of calls Tim deals with in a 5 day work week, we multiply the daily commute by the work week hours.
+15 minutes * 6 hours * 5 days = 125 minutes
+The total number of calls Tim deals with in a 5 day work week is 125 minutes * 5 days = 600 calls.
+#### 600
+The answer is: 600','600',0,'not_equivalent',124,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,5,'To solve this problem, let''s first calculate the total time Tim spends answering calls each day. 6 hours x 15 minutes = 90 minutes.
+
+Since Tim spends 90 minutes answering calls each day, that means he deals with 90 calls during his 5 day work week.
+
+Now, let''s calculate the total number of calls he deals with. 90 minutes / 5 days = 180 calls per day.
+
+To solve this problem, we can multiply 90 minutes by 180 calls per day. 
+The answer is 180 * 180 = 3125 calls.
+
+So, Tim deals with 3125 calls during his 5 day work week.','180',0,'not_equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,6,'Tim needs to spend 6 x 15 = 90 minutes answering phone calls during his 5 day work week. To find out how many calls he deals with, we can divide 90 by 15, which equals 3.33 calls.
+To convert this to a percentage, we multiply by 100. 3.33% is equal to 0.0333. So, 3.33 calls is equivalent to 0.0333 hours.
+#### 0333
+The answer is 0333.
+
+Same goes for the other scenario, but to convert it to a percentage, we multiply by 100 then find the remainder of 3.33 divided by 15.
+
+First, calculate 3.33 / 15.
+
+Then, take the remainder of 3.33 by 15.
+
+Let''s find the remainder of 3.33 by 15:
+
+(3.33 * 15) = 46.33
+
+Remainder of 3.33 by 15 gives us the remainder of 3.33 by 15:
+
+(3.33 * 15) = 43.33
+
+((3.33 * 15) - 43.33) = 20.46
+
+So, 3.33 * 15 = 48.66
+
+Now, let''s find the remainder of 3.33 by 15.
+
+Dividing 3.33 by 15 gives the remainder of 3.33 by 15, which is 0.
+
+So, 3.33 * 15 / 15 = 3.
+
+So, there are 3.
+
+In summary, he deals 3.33 phone calls during his 5 day work week.
+
+#### 0333
+The answer is 3.
+
+Draft the answer using a bold font with your answer as bold bold.','0333',0,'not_equivalent',471,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,7,'Set up the equation: 15 minutes * 24 hours = 360 minutes / work week days = 360 / 5 days
+
+Now, multiply by 100: 15 minutes * 5 days = 75 minutes
+
+So, Tim deals 75 calls per day at a rate of 5 days / 100 hours = 1.75 calls per day
+
+The answer is 1.75.','1.75',0,'not_equivalent',103,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,8,'Tim spends 6 hours per day at work (i.e., 6 * 24 = 120 hours per year) and deals with a total of 120 * 6 = 640 calls.
+To find the number of calls he deals with during his 5 day work week, we can divide the number of calls by the work week, which is 5 days/week.
+So, 640 / 5 = 120 hours/week.
+The number of calls he deals with is 120 hours/week * 6 days/week = 720 calls.
+#### 720
+The answer is: 720','720',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,9,'Solving this equation: 15 minutes / 6 hours = 2 hours per day * 5 days = 10 days.
+Therefore, Tim deals with 10 calls during his 5 day work week.','5',0,'not_equivalent',48,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,10,'Tim has 15 minutes of work per day * 5 days * 30 days = 1500 minutes.
+He spends 6 hours per day * 15 minutes per hour = 80 hours.
+To find out how many calls he deals with, we need to divide 1500 by 80.
+1500 / 80 = 22.5
+The number of calls he deals with is 22.5 * 10 = 22.50
+Tim spends 22.5 calls on his 5 day work week.
+#### 225
+The answer is: 225','225',0,'not_equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,11,'To solve this problem, we need to find out how many hours a day Tim spends at work and then divide that by the number of days in a week to find out how many calls he deals with during his 5 day work week.
+
+Let''s first find out how many hours he spends at work. He spends 6 hours each day at work, so 6 hours / 24 = 0.6 hours per day.
+
+Now, let''s find out how many days in a week. 1 week is 7 days. 
+
+To find out how many calls he deals with during his 5 day work week, we need to divide the total number of days by 5. 
+So, 5 days / 5 days / 24 hours = 1.8333 * 5 = 9.4533 days in a week.
+
+Now, we can multiply the number of days in a week (9.4533) by 6 (he spends 6 hours each day at work). 
+So, 9.4533 * 6 = 51.4467 days in a week.
+
+Now we add these days to the total number of days in a week to find the total number of days in a week. 
+So, 5 days * 7 days/week + 2 days * 6 days/week = 27 days in a week.
+
+Therefore, he deals with 9.4533 * 7 + 2 = 61.4467 + 2 = 63.4472 days in a week.
+
+So, there are 63.4472 days in a week.
+
+The answer is 63.4472','63.4472',0,'not_equivalent',387,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,12,'Tim spends 6 hours each day at work, which means he spends 15 minutes on calls per day.
+So, to find out how many calls he deals with during the 5-day work week, we need to divide the number of calls by the number of hours per day:
+5 (total workdays) * 15 minutes per day / 15 hours per day = 1.25 hours per day.
+Therefore, he deals with 1.25 hours per day.
+#### 1
+Tim deals with 1.25 hours per day.','1',0,'not_equivalent',124,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,13,'Let''s break down the problem:
+1. Tim spends 6 hours per day at work, which is 1.5 * 30 = 35 hours per week.
+2. In 1.5 * 30 = 35 hours per week, he deals with 35 calls each day.
+3. To find the total number of calls he deals with, we multiply 35 by 6, which is 210.
+
+So, Tim deals with a total of 210 calls during his 5 day work week.','5',0,'not_equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,14,'Let''s break down the problem: Tim spends 6 hours per day at work, and 15 minutes per day in dealing with calls. To find out how many calls he deals with, we can multiply the number of hours he spends per day by the number of days in a work week: 6 * 3 = 18 days. Now, we can find out how many calls he deals with by multiplying the number of calls per day by 3: 18 * 3 = 54.
+
+So, Tim deals with 54 calls on a 5 day work week.','5',0,'not_equivalent',126,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,15,'Tim spends 6 hours per day at work, so it takes him 15 minutes to deal with a call.
+To find the number of calls he deals with during his 5 day work week, we need to calculate 15 minutes / 100 hours = 1.5 calls per day.
+Therefore, Tim deals with 1.5 calls per day.','1.5',0,'not_equivalent',80,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,0,'To solve this problem, let''s first analyze the situation: the new varnish only dries 12 minutes faster, and it takes 12 minutes for the coat of varnish to dry. This means that the original varnish will take 12 - 12 = 0 days to dry.
+
+However, the 6 paintings with the new varnish will take 12 / 12 days, which means 1 day for them to dry. So, the total time for the painting to dry will be 1 day * 12 days = 12 days.
+
+The answer is 12.','12',0,'not_equivalent',133,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(97,1,'To solve this problem, let''s first calculate the time it takes for the old varnish to dry. 12 minutes is equivalent to 1 hour, so 1 hour is equal to 3600 minutes. 1 day is 86 days, and 1 day is 12 hours. 1 hour is equal to 24 hours, and 1 day is equal to 12 days.
+
+This means that 12 * 3600 = 48000 hours. 36000 days is equal to 1 year. 1 day is equal to 12 months. 1 month is equal to 1 year. 1 year is 7 years. 7 years is 12000 months.
+
+The time it takes for the old varnish to dry is proportional to the amount of time the paint is exposed. Therefore, 12000 is proportional to 7 years. 7 years is also 12000 months. 
+Therefore, it will take 12000 months * 1 year = 12000 years to dry the old varnish.
+
+So, 12000 years is equivalent to 20 years.
+
+The answer is 20.','20',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,2,'To solve this problem, we need to analyze the relationship between the time it takes for the coat of varnish to dry and the time it takes to dry the new varnish.
+
+Let''s say we want to determine how many minutes it will take for the coat of varnish to dry two paintings. If we know that the time it takes for the coat to dry is 7 minutes, it will take 2 * 7 = 14 minutes for the new varnish to dry, because the coat will only dry once.
+
+However, if the new varnish will only dry 1 time, it will take 1 * 1 = 1 minute for the coat of varnish to dry.
+
+When we add the two times for the coat of varnish to dry, we''re essentially adding the time it will take for the new varnish to dry to the time it will take for the old varnish to dry, but to double this time is unlikely. So we need to consider the new times.
+
+The new times are 1*2 = 2 minutes, 
+and we need to consider the new times when the new varnish will dry another time.
+
+When we add the two times for the coat of varnish to dry another time, we are adding the two times for the old varnish to do it twice.
+
+However, we need to consider the new times.
+
+There are 2 times for the old varnish to dry.
+
+The new times are 2*2 = 4 minutes.
+
+The old varnish is still required to dry another time.
+
+However, when we add the two times for the old varnish to dry another time, we need to consider that both times are for the old varnish to dry.
+
+Adding the two times will double the time it takes to dry the old varnish.
+
+However, adding the two times will double the time it takes to dry the coat of varnish.
+
+The original answer was wrong.
+
+The original answer was wrong was because it was asking how long would it take to dry 6 paintings with the new varnish that will still take 2 minutes to dry, when actually it is double that time, two 1 minute time, 
+when actually two times are every time that you double that time.
+
+This is because double that time would double that time to double that time again, when you double that time would double','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,3,'To solve this problem, we need to calculate the time it takes for the coat of varnish to dry. The old varnish can only be applied once per year. So, 12 months * 12 months = 144 months are available to apply the coat.
+
+However, the new varnish can only be applied once every 12 months. So, it takes 12 months * 12 months = 164 months for the new varnish to dry.
+
+To find the difference, we subtract the new varnish from the old varnish: 6 * 12 months = 64 months are available to apply.
+
+The old varnish can be applied 7 times per year for 6 months, and it will take 7 times 6 months = 42 months of the old varnish to dry.
+
+The new varnish can only be applied once every 12 months, so it will take 12 months * 12 months = 164 months to dry.
+
+The remaining months are left for the old varnish to be applied again.
+
+Therefore, 7 months are left for the old varnish to be applied again.
+
+So, 7 months are left for the old varnish to be applied again.
+
+The 12 months of the old varnish is applied once only.
+
+The 12 months of the new varnish are applied once only.
+
+The 12 months of the new varnish are applied twice only.
+
+The old varnish is applied 12 times, and the new varnish only needs to be applied twice only.
+
+The old varnish is applied 12 times, and the new varnish only needs to be applied once only.
+
+The old varnish is applied 12 times, and the new varnish is only applied once only.
+
+Therefore, 12 months are left for the old varnish to be applied again.','12',0,'not_equivalent',424,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,4,'To solve this problem, we need to determine the ratio of the time it takes for the old varnish to dry to the time it takes for the new varnish to dry.
+
+Let''s break it down:
+
+Time for old varnish to dry = Time for new varnish to dry / Time for old varnish to dry = 12/7
+
+Now, we need to find out how many minutes it would take to dry 6 paintings.
+
+Time for old varnish to dry = Time for old varnish to dry / Time for new varnish to dry = 12/12
+
+Time for old varnish to dry = 1/2
+
+So, in total, it would take 6 * 1/2 = 3 minutes for the old varnish to dry compared to 3 minutes for the new varnish to dry.
+
+Therefore, the answer is 3.','3',0,'not_equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,5,'To solve this problem, we need to calculate the time it takes for the coat of varnish to dry for 6 paintings and then compare it to the time it would take for the old varnish to dry.
+
+The time it takes for the old varnish to dry is the difference between the coat of varnish and the coat of varnish, which is the age of the varnish. This is the same as the time it would take to dry the old varnish.
+
+The time it takes to dry the old varnish is 18 minutes. Therefore, 12 minutes is 18 minutes x 12 minutes / one painting = 18 minutes. This means the time it would take for the old varnish to dry is 18 minutes.
+
+The answer is 18.
+
+The previous answer was 12 minutes, which is incorrect. The correct time it takes to dry the old varnish is indeed 18 minutes, and the correct answer is 12.','12',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,6,'To solve this problem, we need to calculate the time it takes for 6 paintings with the new varnish to dry, which is 6 x 12 = 64 minutes. We can represent the time it takes for the coat of varnish to dry as 12x, where x represents the time.
+
+To find the relationship between the time it takes for a coat of varnish to dry and the number of paintings, we can divide the time it takes for a coat of varnish by the number of paintings.
+
+Time (12x) / Number of paintings = Time (12x) / (Number of paintings x 12)
+
+Simplifying the fraction, we get:
+Time (12x) / (Number of paintings x 12) = 12x / Number of paintings
+
+To find the relationship between the time it takes for a coat of varnish to dry and the number of paintings, we can cube the ratio.
+
+Time (12x) / Number of paintings = 12(Number of paintings / (Time x))
+
+This can be rewritten as:
+
+Time (12x) / (Time x) = (12/3) / (12/3) = (1/3)
+
+Now we know that 1/3, or 2.5, is the time it takes for the coat of varnish to dry. So, 12x / (Time x) = 2.5.
+
+The ratio of time it takes for the coat of varnish to dry to the number of paintings is 2.5.
+
+To find the time it takes for the coat of varnish to dry to be 2.5 times longer, we can multiply 2.5 by 6, which is 12.
+
+Therefore, the answer is 2.5.','2.5',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,7,'To solve this problem, we need to consider the relationship between the time it takes to dry the varnish and the total number of paintings.
+
+The varnish takes 12 minutes to dry. If we multiply this by the number of paintings, we get 12 * 6 = 64 minutes.
+
+Now, we know that 6 * 7 = 42 minutes are taken by the old varnish to dry, and the new varnish will only take 12 minutes to dry.
+
+To find out how long it will take for the new varnish to dry, we can consider the following steps:
+
+- Since the old varnish takes 12 minutes to dry, it will still take 12 minutes for the new varnish to dry.
+- If the old varnish takes 12 minutes to dry, it will still take 12 minutes for the new varnish to dry.
+
+So, it will take 12 - 12 + 1 = 12/2 = 6 minutes for the old varnish to dry. Then, it will take 12 + 1 = 14 minutes for the new varnish to dry.
+
+However, we need to consider the other option. The old varnish will still take 12 minutes to dry, so it will still take 12 + 1 = 14 minutes for the new varnish to dry.
+
+The total time taken to dry the varnish is 12 + 14 = 28 minutes, which is the solution.','28',0,'not_equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,8,'To solve this problem, we need to first calculate the time it takes for the original varnish to dry, which is 7 minutes, and then subtract that from the time it takes for the new varnish to dry.
+
+Time to dry is 7 minutes * 7 minutes = 45 minutes. Now, let''s think about the new varnish. Since it takes 12 minutes to dry the old varnish, if we double the time to dry the new varnish, we get 24 minutes. To calculate the time to dry the new varnish, we multiply the time to dry the old varnish by 2. So, 24 * 2 = 48 minutes.
+
+Now, we can add these 48 minutes to the time to dry the new varnish: 48 + 45 + 48 = 103 minutes.
+
+Therefore, 103 minutes will take 10 days to dry, which is the answer.','10',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,9,'This problem involves a mix of fractions and decimals. To solve it, we need to find the approximate time for each component of the original varnish and then find the difference between these fractions.
+
+Let''s start by finding the approximate time for the old varnish. 
+The original varnish is 7 minutes (5 hours * 1 minute = 15 minutes) and the new varnish is 10 minutes (5 hours * 1 minute = 5 minutes).
+The original varnish is 7 + 10 = 17 minutes.
+The new varnish is 10 + 17 = 27 minutes.
+
+The answer is 27 + 15 = 42 minutes.
+
+However, we can find the difference between the fractions: 
+The old varnish is 7 + 10 = 17 minutes. 
+The new varnish is 17 - 1 = 13 minutes.
+The difference is 13 - 17 = 7 minutes.
+
+So, 7 minutes is the difference of the original varnish by 10 and the new varnish by 15. 
+
+Therefore, 7 minutes is 13 + 1 = 16 minutes of overlap.','27',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,10,'To solve this problem, we need to consider the physics of applying varnish. Volumetric vaporization is the process of vaporizing one substance into another substance with a specific volume. When varnishing a paint, the paint absorbs water vapor, which is an energy that changes the physical properties of the paint. Therefore, the amount of time it takes for a varnishing coat to dry is directly proportional to the volume of the varnishing coat.
+
+We can use the formula for volumetric vaporization which is: V = (Vapor Mass) x (Mass Volumetric) / (specific volume of the varnishing coat). So, if we want to calculate the time it takes for a varnishing coat to dry, we can use it as V = (Vapor Mass) x (Mass Volumetric) / (specific volume of the varnishing coat).
+
+Now, let''s find the time it takes for a varnishing coat to dry. The time it takes for a varnishing coat to dry is calculated as T = (Var) x (mass / specific volume of varnishing coat). So, we can multiply the time it takes for a varnishing coat to dry by the specific volume of the varnishing coat.
+
+Now we can use the formula for volumetric vaporization which is: V = (Var) x (mass / specific volume of varnishing coat).
+
+We can plug in the values: V = (Var) x (mass / specific volume of varnishing coat).
+
+So, V = (Var) x (mass / specific volume of varnishing coat).
+
+So, we can get the time it takes for a varnishing coat to dry as a result: T = (Var) x (mass / specific volume of varnishing coat).
+
+T = (Var) x (mass / specific volume of varnishing coat) x (mass / specific volume of varnishing coat).
+
+T = 12 x (mass / specific volume of varnishing coat) = 12 x 144 = 1920 minutes.
+
+So, now we have a final answer. The time it takes for a varnishing coat to dry is 1920 minutes.','1920',0,'not_equivalent',484,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,11,'To solve this problem, we can use the formula for the time it takes to dry a varnish. The formula is:
+
+Time (seconds) = Time (minutes) * 60 = 4 minutes * 60 = 240 minutes
+
+So the answer is 240 minutes.
+
+However, we should note that the actual time it takes to dry the varnish is 4 minutes longer, because the varnish is being applied to each painting. So the actual time it will take for 6 paintings with the new varnish to dry is 6 * 240 = 1200 minutes.','240',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,12,'To solve this problem, let''s first calculate the total time it takes to dry the coat of varnish on 6 paintings. Since the varnish is 12 minutes longer than the old varnish on the original painting, it takes 6 x 12 = 64 minutes for the varnish to dry on the old painting.
+
+Now, we need to find out how much time it will take to dry the coat of varnish on the new painting. To achieve this, we can divide the coat of varnish by the time it takes to dry the original painting, which is 12 minutes. So, 12 / 64 = 10%.
+
+To find out how much time it will take to dry the coat of varnish on the new painting, we can multiply the time it takes to dry the original painting by the time it takes to dry the coat of varnish. This gives us 10% of 12 minutes, which is 10 / 12 * 12 = 2 hours.
+
+Therefore, 2 hours will take 2 paint of varnish, and 1 more painting will be removed from the total. So, the answer is 2.','2',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,13,'To solve this problem, we need to determine the time it takes for the coat of varnish to dry based on the new varnish. Since the varnish can only be applied during the initial 7 minutes it takes for the old varnish to dry, it will take 12 minutes for the new varnish to dry.
+
+Let''s calculate the time it takes for the new varnish to dry:
+
+12 minutes (new varnish) = 12 * 7 minutes = 80 minutes
+
+Now we can calculate the time it takes to dry the old varnish:
+
+7 minutes (old varnish) = 7 * 14 minutes = 80 minutes
+
+So, it will take 80 minutes for the coat of varnish to dry on 6 paintings, which is 2.8 hours.','2.8',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,14,'To solve this problem, we need to consider the specific time difference between applying a coat of varnish and the time difference between applying the new varnish and the original varnish.
+
+We know that the original varnish takes 12 minutes to dry, while the new varnish takes 12 minutes. The time difference between applying the coat of varnish and the original varnish is 12 - 12 = 0. However, the time difference between applying the original varnish and the varnish with the new varnish is the actual time difference.
+
+So, we need to find the difference between the time difference before applying the varnish and the time difference after the new varnish is applied.
+
+To find this time difference, we can calculate the time difference between the time it takes to apply the original varnish and the time it takes to apply the new varnish.
+
+The time difference before applying the new varnish is 12 - 12 = 0.
+
+The time difference after applying the varnish is 12 - 12 = 0.
+
+The time difference is the only difference in time between the varnish was applied to and the varnish was removed, so it is only the time difference between the varnish was removed and the varnish was reapplied.
+
+Therefore, the time difference is the only difference in time between the varnish was removed and reapplied, so it is simply 0.
+
+The original varnish is removed, the varnish is reapplied, and the new varnish is applied, so the total time difference is 0.
+
+The answer is 0.','0',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,15,'To solve this problem, we need to calculate the time it takes for the old varnish to dry and then subtract that from the time it takes for the new varnish to dry.
+
+The old varnish takes 12 minutes to dry, which means it takes 12 * 6 = 60 minutes for 6 paintings with the new varnish to dry.
+
+The new varnish takes 12 minutes for 6 paintings to dry, which means it takes 12 * 6 = 60 minutes for the remaining paintings that were not covered by the old varnish to dry.
+
+The total time it would take to dry the old varnish is 12 * 6 = 64 minutes.
+
+Now, we want to know how many minutes it would take for the new varnish to dry, which is 60 - 64 = 12 minutes.
+
+Since 12 minutes is 12 * 6 = 60 minutes, the answer is 12 * 6 = 64.','12',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,0,'To solve this problem, we need to first determine the number of kilograms of dog food the German Shepherds and the Bulldogs will need in a week.
+
+First, let''s find out how many kilograms of dog food these two dogs will need in a week: 
+
+Each German Shepherd consumes 5 kilograms of dog food per week, and each Bulldog consumes 3 kilograms of dog food per week. So, the number of kilograms of dog food each German Shepherd will need in a week is 5 + 3 = 8 kilograms.
+
+The number of kilograms of dog food each Bulldog will need in a week is 5 + 3 = 8 kilograms.
+
+Now we can multiply these two numbers:
+
+(8 * 5) = 40 kilograms.
+
+So the sum of the numbers of kilograms of dog food each German Shepherd and each Bulldog will need in a week is 40 kilograms.
+
+Therefore, the answer is 40.','40',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,1,'To solve this problem, we need to first calculate the daily caloric needs of the dogs.
+
+The German Shepherd consumes 3 kilograms of dog food per day, which means it will consume 3 * 5 kilograms = 15 kilograms of dog food per week.
+
+The bulldog consumes 3 kilograms of dog food per week. So, the total daily caloric needs of the bulldog are 3 + 15 = 18 kilograms of dog food.
+
+To find the daily caloric needs of the dogs, we multiply the daily caloric needs of the dogs by the number of days in a week. This is 3 * 5 = 15 kilograms of dog food that the dogs will need in a week.
+
+We can calculate this by multiplying 15 kilograms by 5 days / week * 5 days / week * 5 days / week = 15 kilograms / 5 days / week * 5 days / week = 3 kilograms * 5 = 15 kilograms.
+
+This can be expressed as 3 + 5 = 8 kilograms.','8',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,2,'To solve this problem, we need to consider both the dog food consumed by the German Shepherds and the dog food consumed by the bulldogs.
+
+First, let''s find out how many kilograms of dog food are needed per week. 3 German Shepherds and 2 Bulldogs together need 1.5 kilograms per week, and 2 Bulldogs need 2.5 kilograms per week. However, the total weight of the dogs consumed by the German Shepherds and the bulldogs is 2.5 kilograms for the German Shepherds and 2.5 kilograms for the bulldogs. So, the total amount of dog food needed per week is 2.5 kilograms of dog food for the dogs consumed by the German Shepherds and the bulldogs.
+
+Now, let''s find out how many kilograms of dog food are needed per week. We can divide the total amount of dog food needed by the amount of dog food eaten per week. 
+
+A 1.5-kilogram per week waste of dog food is 1.5 * 1.5 = 2 kilograms. 2.5 kilograms for the dogs consumed by the German Shepherds and the bulldogs is 2.5 * 2.5 = 6.25 kilograms. 6.25 kilograms for the dogs consumed by the bulldogs is 2.5 * 2 = 5.25 kilograms. 
+The total amount of dog food needed per week is 2.5 kilograms + 5.25 kilograms = 8.75 kilograms.','8.75',0,'not_equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,3,'1. Let''s start with the unknown: the number of kilograms of dog food a German Shepherd will consume in a week.
+2. There are 2 German Shepherds.
+3. A German Shepherd consumes 3 kilograms of dog food daily.
+4. So, 2 German Shepherds * 3 kilograms of dog food daily = 6 kilograms of dog food a week.
+5. Now, we can multiply these numbers to find out how many kilograms of dog food they will need in a week: 1 + 6 = 7.
+6. However, the answer is still 7, because we need 1 + 7 = 8 kilograms of dog food.','7',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,4,'1. Determine the total amount of dog food in a week.
+2. Determine the number of kilograms of dog food that will be needed in a week.
+3. Calculate the total amount of dog food that will be needed in a week.
+
+A given week will have 77.5 kilograms of dog food, as 3 German Shepherds consume 5 kilograms of dog food per week, and a bulldog consumes 3 kilograms of dog food per week.
+
+This means that the given amount of dog food is 1.5 kilograms.
+
+4. Calculate the total amount of dog food needed in a week.
+5. Calculate the number of kilograms of dog food that will be needed in a week.
+
+Total amount of dog food needed in a week = 77.5 kilograms * 3 kilograms/kilogram = 210 kilograms of dog food.
+
+So, the answer is 210.','210',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,5,'To solve this problem, we need to determine the number of kilograms of dog food the German Shepherds will need to consume to maintain their current weight of 3 kilograms.
+
+First, we need to determine the number of kilograms of dog food each German Shepherd will consume. Since they consume 3 kilograms of dog food per day, the German Shepherds need to consume 3 * 3 = 9 kilograms of dog food daily.
+
+Now, we need to find out how many kilograms of dog food the Bulldogs will need to consume to maintain their current weight of 2 kilograms. Each Bulldog consumes 2 * 2 = 4 kilograms of dog food daily.
+
+We know that for each kilogram of dog food, the German Shepherds consume 5 kilograms of dog food per day. Therefore, the Bulldogs will need 4 * 5 = 20 kilograms of dog food to maintain their current weight of 2 kilograms.
+
+The result is 2 * 2 * 5 = 10 kilograms.
+
+The answer is 10.','10',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,6,'To solve this problem, we need to calculate the number of kilograms that a German Shepherd will consume in a week based on the given information. We know that a German Shepherd consumes 3 kilograms of dog food per day, which means a German Shepherd will consume 3 * 5 = 15 kilograms of dog food daily.
+
+The problem states that a bulldog consumes 3 kilograms of dog food per day. Since a bulldog is a dog that is not a German Shepherd, the bulldog''s diet is not a dog that a German Shepherd consumes. So, the problem is actually about a bulldog that is a bulldog, which is neither a German Shepherd nor a bulldog.','3',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(98,7,'To solve this problem, we need to consider both sides of the equation. The first equation is 3 + 2 = 5, which is the total amount of dog food consumed. The second equation is 3 + 2 = 5, which also equals 5.
+
+We can now choose a variable from both equations and solve for the unknowns in a logical way. Let''s assume the unknowns are the number of kilograms of dog food required per week for each of the two possible scenarios. 
+
+If the number of kilograms of dog food required is 5, we can set up the equation: 3 + 5 = 8, which is the number of kilograms of dog food required. This is the opposite of the original scenario where we need 3 kilograms.
+
+If the number of kilograms of dog food required is 6, we can set up the equation: 3 + 6 = 10, which is the number of kilograms of dog food required. This is the same scenario as the original scenario where we had 3 kilograms of dog food required per week.
+
+Both scenarios can be represented as 3 + 6 = 10, which is the opposite of the original scenario where we had 3 kilograms of dog food per week. Therefore, the answer is 3 + 1 = 4 kilograms of dog food will be needed for each week.','3',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,8,'To solve this problem, we need to consider both the effective daily caloric intake of a dog and the time it takes for a dog to consume a kilogram of food.
+
+First, we need to determine the number of kilograms of dog food that will satisfy 3 German Shepherds. If a dog eats 3 kilograms of food per day, they need to consume 3 * 5 = 15 kilograms of dog food daily. This is a total of 3 * 5 = 15 kilograms. However, we already know that a bulldog consumes 3 kilograms of dog food per day, so we need to subtract this from the total.
+
+So, we can say that the dog that consumes 15 kilograms of dog food per day is 15 * 3 = 45 kilograms.
+
+However, this also means that the dog that consumes 15 kilograms of dog food on any given day would need to consume 15 * 5 = 70 kilograms of dog food each week.
+
+To find the number of kilograms of dog food needed for a week, we add these days back to the previous calculation:
+
+Day 1: 3 German Shepherds * 5 kilograms per day = 15 kilograms.
+Day 2: 3 * 15 = 45 kilograms.
+Day 3: 3 * 45 = 120 kilograms.
+Day 4: 3 * 120 = 360 kilograms.
+Day 5: 3 * 120 = 360 kilograms.
+Day 6: 3 * 120 = 360 kilograms.
+Day 7: 3 * 120 = 360 kilograms.
+Day 8: 3 * 120 = 360 kilograms.
+Day 9: 3 * 120 = 360 kilograms.
+Day 10: 3 * 120 = 360 kilograms.
+
+So, the dog that consumes 17 kilograms of dog food per week will need to consume 17 * 5 = 85 kilograms.
+
+To find out how many kilograms of dog food that can be given back to the dog in a week, we multiply it by 37, since it can only be given back to the dog in one month.
+
+So, the','37',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,9,'To solve this problem, we need to consider the total amount of dog food consumed by both the German Shepherd and the bulldog. The dog consumed 5 kilograms of dog food in a week and the bulldog consumed 3 kilograms of dog food per day. However, the German Shepherd is the heavier eater, so it consumed 3 kilograms of dog food per day.
+
+The total diet consists of both the dog and the bulldog, so we need to consider the dog''s daily diet and the bulldog''s daily diet. In a week, the dog consumed 5 kilograms of dog food, and the bulldog consumed 3 kilograms of dog food per day. The total diet consists of both the dog and the bulldog in a day.
+
+To find the number of kilograms of dog food needed for a week, we need to divide the daily diet of both dogs by the daily diet of the bulldog. 
+
+5 kilograms / 3 kilograms per day = 1.5 kilograms / day
+
+We can solve this equation as a decimal by dividing both sides of the equation by 1.5. 
+
+1.5 kilograms / day = 0.25 kilograms / day
+
+So the dog''s daily diet consists of 2.5 kilograms of dog food.
+
+The bulldog''s daily diet consists of 3 kilograms of dog food per day.
+
+The total daily diet consists of 2.5 kilograms of dog food.
+
+To convert this into a fraction with a denominator of 100, we would need a decimal.
+
+The dog''s diet consists of 2.5 kilograms of dog food, and the bulldog''s diet consists of 3 kilograms of dog food.
+
+The dog''s diet consists of 2.5 kilograms of dog food, and the bulldog''s diet consists of 3 kilograms of dog food.
+
+So the total dog diet consists of 2.5 kilograms of dog food, 2.5 kilograms of dog food, and 3 kilograms of dog food.
+
+The dog''s diet consists of 2.5 kilograms of dog food, 2.5 kilograms of dog food, and 3 kilograms of dog food.
+
+The bulldog''s diet consists of 3 kilograms of dog food, 3 kilograms of dog food.','3',0,'not_equivalent',477,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,10,'Let''s break this problem down step by step. The total number of kilograms of dog food needed per week is 1 cubic meter.
+
+The number of kilograms of dog food needed per week is 1 cubic meter * 3 pounds * 3 kilograms = 3 cubic meters.
+
+Now, we know that 1 cubic meter is equal to 1 cubic meter * 1 kilogram / 3.360000001 = 0.1 kilogram.
+
+Therefore, 3 kilograms of dog food will be needed per week.
+
+So, the answer is 3 ounces of dog food.','3',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,11,'To find out how many kilograms of dog food can be consumed in a week, we need to calculate the daily consumption of the German Shepherds and the bulldogs. 
+
+First, we need to find out how many kilograms of dog food each German Shepherd and bulldog consumes. 
+
+In a week, this translates to 5 meals * 2 kilograms per meal = 10 kilograms of dog food per week.
+
+Now, to find out how many kilograms of dog food a German Shepherd and bulldog can consume, we need to divide the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 10 kilograms / 2 kilograms per meal * 2 kilograms per meal = 2.5 kilograms per meal.
+
+To find out how many kilograms of dog food each of the German Shepherds and bulldogs can consume, we need to divide the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 10 kilograms / 2 kilograms per dog * 2 kilograms per dog = 1 kilogram per dog per week.
+
+So, there are 1 kilogram per dog per week.
+
+Now, to find out how many kilograms of dog food each of the German Shepherds and bulldogs can consume, we need to divide the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 1 kilogram per dog per dog per week.
+
+So, there are 1 kilogram per dog per dog per week.
+
+To find out how many kilograms of dog food each of the German Shepherds and bulldogs can consume, we need to multiply the daily consumption of each by the daily consumption of each type of dog.
+
+This is equivalent to 1 kilogram per dog per day * 2 kilograms per month * 1 kilogram per day = 2 kilograms per month * 3 kilograms per month = 6 kilograms per month.
+
+So, there are 6 kilograms per month.
+
+The total number of kilograms of dog food each of the German Shepherds and bulldogs can consume is 6 kilograms * 1 kilogram per month = 6 kilograms per month.','6',0,'not_equivalent',457,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,12,'To solve this problem, we need to break it down step by step. First, we calculate the number of kilograms of dog food that a German Shepherd will consume in a week.
+
+In a week, a German Shepherd will consume 5 kilograms of dog food. So, the total number of kilograms of dog food that a German Shepherd will consume in a week is 5 kilograms * 7 days * 100% = 150 kilograms of dog food.
+
+Now, we subtract the number of kilograms of dog food that a bulldog will consume in a week from the total number of kilograms of dog food that a German Shepherd will consume in a week. The calculation is straightforward: it takes one German Shepherd to consume 1.5 kilograms of dog food per week.
+
+Therefore, the answer is 1.5 kilograms of dog food.','1.5',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,13,'To solve this problem, we need to consider both the dog food consumption and the dog food availability.
+
+Let''s break down the information:
+
+1. Dogs consume 5 kilograms of dog food per week
+2. Bulldogs consume 3 kilograms of dog food per day
+
+First, we need to determine how many kilograms of dog food are needed for each dog. However, to do this, we need to consider the dog food consumption and dog food availability.
+
+There is a relationship between dog food consumption and dog food availability. If a dog has no food available, it will consume 5 kilograms of food, but it also consumes 3 kilograms of food every week. This means that per week, the dog can only consume 1 kilogram of food, which means it will have to consume 3 kilograms of food.
+
+Now, here''s the key step:
+
+The number of kilograms of food is determined by the number of kilograms of dog food consumed. If a dog has no food available, it will consume 5 kilograms of dog food every week. This means that the dog will consume 3 kilograms of food every week, but this isn''t the correct answer. We need to correct it to the correct answer.
+
+The correct answer is: 1.112 kilograms of dog food.
+
+The answer is that for every kilogram of dog food, a German Shepherd consumes 1.112 kilograms of dog food per week.','1.112',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,14,'To solve this problem, we need to first find the total number of kilograms of dog food the German Shepherds and the bulldogs will consume in a week.
+
+There are 2 German Shepherds and 3 bulldogs in the Kennel house, but the dog food is divided into 2 + 3 = 5 kilograms of dog food.
+
+The bulldogs consume 5 kilograms of dog food per day.
+
+To find the total number of kilograms of dog food the German Shepherds and the bulldogs will consume, we can multiply the number of kilograms of dog food by the number of kilograms of dog food per kilogram of dog food.
+
+This gives us 5 kilograms * 5 kilograms per kilogram of dog food = 25 kilograms per kilogram of dog food, which is the same as the calculation of 5 kilogram / 1 kilogram of dog food per kilogram of dog food.
+
+Therefore, the German Shepherds and the bulldogs will need 2 * 5 = 10 kilograms of dog food in a week.','10',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,15,'To solve this problem, I''ll break it down step by step. First, I''ll determine the number of kilograms of dog food that can be consumed by each German Shepherd and bulldog.
+
+First, I''ll find out how many kilograms of dog food each German Shepherd needs. Since German Shepherds consume 3 kilograms of dog food every day, I can calculate this by multiplying the number of kilograms of dog food by the number of kilograms of dog food each German Shepherd needs.
+
+Let''s assume 3 kilograms of dog food is needed for each German Shepherd. So, the total amount of dog food that can be consumed by each German Shepherd is 3 * 3 = 9 kilograms.
+
+Now, I''ll find out how many kilograms of dog food each bulldog consumes. If a bulldog consumes 3 kilograms of dog food every day, the remaining amount is 2 kilograms. So, the number of kilograms of dog food that can be consumed by each bulldog is 2 * 2 = 4 kilograms.
+
+The total amount of dog food that can be consumed by each German Shepherd and bulldog is 9 * 4 = 24 kilograms.
+
+To find the total number of kilograms of dog food that can be consumed by each German Shepherd and bulldog, I''ll divide the total amount of dog food by the number of kilograms of dog food each German Shepherd needs.
+
+Doubling the number of kilograms of dog food that each German Shepherd needs would result in 2 * 2 = 4 kilograms of dog food each dog die.
+
+The total number of kilograms of dog food that each German Shepherd and bulldog need to consume is 9 * 4 = 28 kilograms.
+
+Now, I''ll calculate how many kilograms of dog food each German Shepherd and bulldog need to consume.
+
+Doubling the number of kilograms of dog food that each German Shepherd and bulldog needs would result in 2 * 4 = 8 kilograms of dog food each dog die.
+
+The total number of kilograms of dog food that each German Shepherd and bulldog need to consume is 28 * 8 = 256 kilograms.
+
+So, each German Shepherd and bulldog needs to consume 256 / 4 = 72 kilograms of dog food.','72',0,'not_equivalent',482,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,0,'To solve this problem, we need to calculate the time taken by Anna to complete the puzzle and then compare it to Steve''s time to complete the puzzle.
+
+Let''s break it down: Anna has put together a puzzle in 2 hours more than twice as long as Steve''s time, which means she finished the puzzle in 2 * (2 / 2) * 2 = 2 hours more than twice Steve''s time.
+
+To calculate the total time, we need to find out how much time Anna will take to complete the puzzle. If we simply add the time taken by Steve to the time taken by Anna, that''s not accurate because they''re working together. We need to find out how much time it will take to complete the puzzle twice. To do that, we''ll divide the total time by 2, which gives us 1.5 hours.
+
+So, Anna will take 1.5 hours to complete the puzzle. The total time is 1.5 + 2 = 3.
+
+Therefore, 3 hours is the extra time of 2 hours, which is correct. The puzzle finished in 2.
+
+The answer is: 3.','3',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,1,'To solve this problem, we need to break down the information into manageable parts. We know Anna put together the puzzle in 2 hours more than twice as long as Steve''s time. If we assume Steve puts the additional puzzle together 2 hours faster, that means Steve puts the extra puzzle together 5 times.
+
+Let''s calculate the time it takes for Steve to complete the extra puzzle together: 2 hours * 5 = 10 hours.
+
+Now we can compare this to Anna''s total time of 2 hours more than twice the extra puzzle, which is 2 * 5 = 10 hours.
+
+The difference between the two times is 10 - 2 = 8 hours.
+
+The total time of 2 hours more than twice the extra puzzle is 10 hours - 8 hours = 4 hours.
+
+To find the time it takes to complete the extra puzzle, we can divide the extra puzzle by 2. So, 4 hours (completing the extra puzzle) is equal to 2 * 2 = 4 hours.
+
+This makes sense, because the extra puzzle is twice the extra puzzle, so if we want to put the extra puzzle back into the original puzzle, it needs to be flipped. If we flipped the puzzle 5 times in 2 hours, we would need 5 * 2 = 10 turns of the puzzle. So, 2 hours is the maximum number of turns we can do in 2 hours, which is 25 turns. If we flip the puzzle 5 times in 2 hours, we would need 5 turns of the puzzle to flip it.
+
+So, 4 hours is the maximum number of turns we can do in 2 hours. Therefore, 4 hours is the minimum number of turns we need to flip the extra puzzle to complete it in 2 hours.
+
+The answer is 4 hours.','4',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,2,'Let''s break down the information step by step. The puzzle consists of two parts: the first part takes 10 hours of hard work to complete, and the second part takes 2 hours more than that.
+
+To solve this problem, we need to find the time it takes Anna to complete the difficult puzzle. We can start by dividing the puzzle by 2 to find the time it takes Anna to complete the second part.
+
+10 hours of hard work (2 hours) * 10 hours (10 hours) = 100 hours
+
+So, it took Anna 100 hours of hard work to complete the difficult puzzle.
+
+The answer is: 100.','100',0,'not_equivalent',148,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,3,'10 hours of hard work (10 hours / 20 hours/day = 0.05 hours/day) x 2 = 20 hours
+2 hours + 2x = 4 hours
+The total time taken by Anna to finish the difficult puzzle is 4 hours + 20 = 42 hours
+Anna finished the puzzle in 42 hours
+
+The answer is 42.','42',0,'not_equivalent',91,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,4,'To solve this problem, we need to break it down into manageable parts. We have 10 hours of hard work to complete and 2 hours of hard work are needed to complete the puzzle.
+
+The puzzle is 10 hours + 2 hours = 2x hours of hard work.
+
+To find out how long it took Anna to finish the difficult puzzle, we need to calculate 2x hours of hard work and then divide that by 2 hours of hard work to find out how long it took Anna to complete the puzzle.
+
+If we simply divide 2x hours of hard work by 2 hours, we would get 2 * 2 = 4 hours of hard work.
+
+However, this would also mean that Anna would have worked 4 hours of hard work to complete the puzzle.
+
+The only scenario that fits this idea is if Anna worked 2x hours, but 2x hours is not possible since Anna would have worked 2 * 2 = 4 hours to complete the puzzle.
+
+The only scenario that fits this idea is if Anna worked 4 hours.
+
+However, if Anna worked 4 hours, she would have worked 10 hours + 2 = 12 hours of hard work.
+
+However, if Anna worked 10 hours + 2 = 12 hours of hard work and we can only work 10 hours, so we can only work 2 hours.
+
+The only possible scenario is that Anna worked 2 * 2 = 4 hours, but 10 hours + 2 = 12 hours of hard work.
+
+Here, 10 hours + 2 = 12 hours of hard work.
+
+We can only think of this as only 10 hours + 2 = 20 hours of hard work.
+
+However, in this scenario it could be as simple as 10 + 2 = 20 hours of hard work.
+
+However, if 10 + 2 = 20 hours of hard work, we can say 20 hours of hard work is 10 hours + 2.
+
+However, we can say 10 hours + 2 = 12 hours of hard work.
+
+However, we can say 10 hours + 2 = 14 hours of hard work, but we can also say 10 + 2','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,5,'Let''s break this down step by step.
+1. Anna put together the puzzle in 2 hours more than 1/2 the amount of Steve''s task.
+2. So, Anna put together the puzzle with Steve''s task completed in 2 * 1/2 = 0.5 hours.
+3. This means Anna put together the puzzle with Steve''s task completed in 1.5 hours.
+
+Now we know that 2 hours is 2 times 0.5 hours. So, 2 hours is equal to 2 * 1.5 hours = 3 hours.
+
+The answer is 3 hours.','3',0,'not_equivalent',136,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,6,'To solve this puzzle, we need to calculate the time it took for Anna to complete the difficult puzzle, which is the 2 hours difference between the time Anna put together the puzzle and Steve''s time.
+
+Let''s denote the time Anna put together the puzzle as x hours.
+
+The difficulty of the puzzle is 2x hours. To find the time Anna put together the puzzle, we can multiply the difficulty of the puzzle by 2 and add the result to the difficulty of the puzzle.
+
+This is because the difficult puzzle is twice the easy puzzle, and subtracting twice the easy puzzle gives us the difficult puzzle. Therefore, x + 2 represents the time Anna put together the puzzle.
+
+The difficulty of the difficult puzzle is 2x hours, so we can set up an equation:
+
+x + 2 = 2x + 2x + x + 2
+
+Combine like terms:
+
+x + 2x = 2x + x + 2
+
+Since we can''t have a fraction of a fraction (x + 1 equals 2x), we can add 1 to x to get rid of the fraction.
+
+This is because we''ve subtracted 1 times twice the difficulty of the puzzle and added 2 times twice the difficult puzzle, which is two times twice the difficult puzzle. This equation then has only one solution.
+
+The only number that can satisfy such a equation is 1, which is the only number that can have two distinct solutions (2x + 2x = 2x + 2x = 1).
+
+Therefore, the only complete solution to the puzzle is 1, which is the only way to solve it.
+
+So the answer is 1.','1',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,7,'To solve this problem, we need to analyze the information given. Anna finished the difficult puzzle in 2 hours more than 10 hours of work. So, 10 hours + 2 hours = 2x hours of work have been completed. Now, we need to find the total time that Anna has spent on the puzzle.
+
+The puzzle takes 2 hours to complete. To find the time Anna has spent, we need to divide the total hours by 10 and then multiply it by the total number of hours.
+
+There are 2 hours in 10 hours, so 2 * 10 = 20 hours of work have been completed. Now, we need to find the total time taken by Anna. We can do this by dividing the total time by 10 and multiplying by the total number of hours.
+
+So, 20 / 10 = 2 hours. Therefore, it takes Anna 2 hours to finish the puzzle.
+
+In logic, this problem is called "division" in logic because it involves dividing a whole, in this case, the hours worked, by a number to find the total work done.','2',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,8,'Let''s break it down step by step. We know that Anna put together the puzzle in 2 hours more than 100% of Steve''s time. To find the time Anna put together the puzzle, we''ll use the formula for work per hour:
+
+Work per hour = (Steve''s work done) / (100% of Anna''s work done) = 10% of 100% = 0.10 = 10 hours
+
+Therefore, 10 hours of work were put into the difficult puzzle.
+
+To find the time Anna put together the puzzle, we''ll use the formula for work done by an employee:
+
+Work done by a 100% employee = 10 work days = 10 work days x 10 hours = 100 hours
+
+So, 10 hours of work were put into the difficult puzzle.
+
+The answer is 10 hours.','10',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(99,9,'To solve this problem, we need to consider the time difference in hours. Steve spent 10 hours and Anna spent 2 hours more on the difficult puzzle. A simple division of 10 hours by 2 hours gives us 2 hours.
+
+However, Anna''s task was twice as long as Steve''s task, which makes 2 hours and 20 minutes more than 10 hours, but not 10 hours. We need to round 20 to 20 and go with it, 2 hours and 20 minutes.
+
+So, 2 hours and 20 minutes is actually 2 + 20 = 22 and not double.
+
+We need to round 20 to 20 and round 20 to 20, and then we add 1 to get 30.
+
+So the answer is 30.
+
+However, we also had to round 20 to 20, which is correct; but we cannot round 20 to 20 because it exceeds the length of 20, which is double the length of 20. To round 20 to 20 we get 30, but actually 30 is double the length of 20, but we are trying to round 20 to 20, so we round 20 to 20.
+
+20 is actually double the length of 20, so we round 20 to 20.','30',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,10,'To solve this problem, we need to break it down into manageable parts. We need to determine how long it took for Anna to complete the difficult puzzle in 2 hours more than half of Steve''s time.
+
+First, we need to find out how long it took for Anna to complete the difficult puzzle. We can do this by dividing the puzzle''s dimensions by half. So, 10 hours (the time it took for Anna to complete the difficult puzzle) divided by 2 (the time it took for Anna to complete the difficult puzzle) equals 5 hours.
+
+Now, we need to find out how long it took Anna to complete the difficult puzzle. To solve this problem, we need to multiply 5 by 1.5 (the total time it took to complete the difficult puzzle by 1.5). This is based on the 5 hours in 1.5 hours.
+
+So, 5 hours * 1.5 hours = 7.5 hours. Now, we have 7.5 hours as the answer. To translate it to 10 hours, we multiply 7.5 hours by 10, which gives us 7.5 hours * 10 = 75 hours.
+
+The answer is 75 hours.
+
+So, the correct answer is 75.','75',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,11,'Solving the problem using basic math can be a bit complex, but here''s a step-by-step approach to calculate the time:
+
+First, let''s find the time Anna put together the puzzle (2 hours). Next, she put 10 hours of hard work in one of the tasks (10 hours of Anna''s 2-hour puzzle). Now, we divide 10 hours by 2 hours to get 2 hours. So, 10 + 2 = 30 hours of Anna''s 2-hour puzzle were put together.
+
+To find how long it took Anna to complete the puzzle, we can divide the total hours of 30 hours of Anna''s puzzle by 2 hours. This results in 1.2 hours. So, Anna took 1.2 hours to complete the difficult puzzle.
+
+In essence, Anna took 1.2 hours to complete the 2-hour puzzle, not 1.2 hours to complete the entire puzzle.','1.2',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,12,'To solve this problem, let''s break it down step by step. We know that Anna put together a puzzle in 2 hours more than Steve''s time, which means they put together 2 times twice as long as Steve''s time.
+
+If Anna put together the puzzle in 10 hours, that would be 10 * 2 = 20 hours. So, it would take Steve 10 hours to complete the puzzle.
+
+Now, let''s think about the puzzle. If Anna put together the puzzle in 2 hours more than twice as long as Steve''s time, it would take Anna 2 * 2 = 4 hours to complete the puzzle.
+
+The answer is 4 hours.','4',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,13,'To solve this problem, we need to first find out how many hours Steve put together the puzzle in, and then find out how long it took Anna to complete the puzzle.
+
+Step 1: 10 hours of hard work + 2 hours of extra work = 22 hours
+
+Step 2: 22 hours - 10 hours = 12 hours
+
+So, it took 12 hours for Anna to finish the difficult puzzle.
+
+The answer is 12:12.','12',0,'not_equivalent',111,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,14,'To solve this problem, we need to determine the total time it took Anna to complete the difficult puzzle and then find the difference between these two numbers.
+
+First, let''s calculate the time it took Anna to complete the difficult puzzle by dividing 2 hours by the time Steve put together the puzzle. This gives 2 hours / 2 hours = 1 minute. To find the time Steve put together the puzzle, we multiply 2 hours by 2 hours = 4 hours.
+
+To find the difference, we subtract the time Steve put together the puzzle from the time Anna completed the puzzle. This gives 2 hours - 4 hours = 1 hour.
+
+Now, we can find the total time it took Anna to complete the puzzle by adding the time Anna put together the puzzle to the total time Steve put together the puzzle. So, 2 hours + 1 hour = 3 hours.
+
+Therefore, it took Anna 3 hours to complete the difficult puzzle.
+
+We can simplify the process by dividing 2 hours by 3 and multiplying by 3, which is a common trick for simplifying fractions. The answer is 3/2 hours.','3/2',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,15,'To solve this problem, we need to calculate the time it took Anna to complete the difficult puzzle. The puzzle is 2 hours more than 100% of the puzzle. So, 2 hours is 10% of 2 hours, which is 0.10 hours.
+
+We can calculate the time it took Anna to complete the puzzle as 100% of 10 hours, which is 10 hours.
+
+This is based on the formula for time-based problems, where the total time taken is the time taken by Anna to complete the puzzle.
+
+To find the time taken by Anna, we need to divide the total time taken by 2 by 2, which means we need to divide 10 hours by 2 hours.
+
+This means we need to divide 10 hours by 2 hours, which gives us 2 hours.
+
+So, the answer is 2 hours.
+
+The other option is not a valid answer. The puzzle has no answer, so the answer is neither 10 hours nor 2 hours.','10',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,0,'To solve this problem, we need to calculate the total length of the dock and then subtract the amount of new line being bought.
+
+First, let''s find the total length of the dock. Since the dock is 6 feet long and 1 foot more than the previous total, the length of the dock is 6 + 1 = 7 feet.
+
+Now, let''s calculate the new length of the dock. We know that 6 feet of new line is 1 foot more than the previous length, so the new length is 7 + 1 = 8 feet.
+
+The total length of the dock is the total length of the dock - the new length, which is 7 + 8 = 15 feet.
+
+To find the amount of new line being bought, we can think of it as 3 feet of line multiplied by 15 feet. However, we can also find it by dividing 3 feet by 15 feet, which gives us 1.5 feet.
+
+The total number of line that is being bought is 7 + 1.5 = 8 feet of line.
+
+So, the answer is 8 feet of line.','8',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,1,'To solve this problem, we need to break it down step by step. First, we calculate the total number of feet of dock given by the first step (200 feet of dock + 6 feet of new line). Then, we multiply this by 3 feet (the number of feet of new line) to find the total number of feet of line, which is 200 feet * 3 feet = 600 feet.
+
+Next, we subtract the number of feet of dock that is now 6 feet from the total number of feet of dock, which gives us 200 - 6 = 184 feet. So, the total number of feet of line is 184 feet.
+
+We can now add the total number of feet of dock to the number of feet of new line. So, 184 feet + 184 feet = 268 feet. This is the number of feet of new line that must be bought to end the 4th day of the cycle. But we only want to buy 2, so the last foot must be taken away. So, 2 feet are left to buy the last pair of new line feet. 
+
+Therefore, we can write: 184 feet + 2 feet = 200 feet. The answer is 200 feet.','200',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,2,'To solve this problem, we need to think about the net change, which is the addition of a fixed amount to the original amount of something. The problem states that there is 200 feet of dock and 6 feet of new line, but 3 feet of line is the fixed amount. In terms of net change, the answer is 3 feet of line.
+
+This is based on the concept of net change, which is a fundamental concept in linear algebra. The equation 2x + 3y = 3 is used to represent a linear equation. In this case, it represents the net change of 3 feet of new line to 2 feet of dock.
+
+To find the answer, we need to identify the net change and add it to the original amount of dock. So, we subtract 3 feet of new line from 3 feet of dock, which gives us 2 feet of line. This is the net change of 2 feet.
+
+Therefore, the answer is 2 feet.','2',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,3,'To solve this problem, we need to find out how many feet of new line need to be bought to reach the 6 feet of the total dock. 3 feet of new line would be 6 feet of new line, and since the original dock has 200 feet of dock, we need to find how many feet of the new dock need to be bought. 1 more foot is needed, so we can multiply 2 by 11 (the dimension of the new dock).
+
+So, 3 * 11 = 33 feet of new dock will be needed to reach 6 feet.
+
+We can calculate this using the formula 3 * (33 - 1) + 1, which gives us 3 * (60 - 1) = 12 feet of new line that will be needed to reach 6 feet.
+
+So, 12 feet of new line is 10 feet that will be needed to reach 6 feet.
+
+Therefore, 10 feet of the new dock will be used to cover the 10 feet that will be needed to reach 6 feet, which is the total of the original 6 feet of the original dock that are needed to be added to the 3 feet of the new dock.
+
+So, the total number of new lines that will be needed to reach 6 feet is 10 feet of the new dock that will be used to be added to the 3 feet of the original dock, which is 3 feet of the original dock that will be used to double to reach 10 feet.
+
+The answer is 10 feet.
+
+#### 10
+The solution is 10.','10',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,4,'To solve this problem, you need to have a set of shoes that can hold 25 pounds. The answer is 25 shoes.
+
+This is a classic lateral thinking puzzle. You might think, "How can we make a 25-pound shoe hold 25 pounds of weight?" The answer is that you can only buy one pair of shoes that can hold 25 pounds.','25',0,'not_equivalent',84,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,5,'To find the total number of feet of line, we first need to calculate the current and desired total line.
+
+Current line: 3 feet of dock * 200 feet = 600 feet
+Desired total line: 3 feet of dock * 6 feet of new line = 180 feet
+
+Now we can find the total amount of line needed by multiplying the current line by the desired total line.
+
+The total line needed by 180 feet is 180 * 6 feet = 1280 feet.
+
+Using the formula for total line, we can calculate this number: 1280 feet / 3 feet = 360 feet.
+
+So, the caretaker needs to buy 60 feet of additional line to meet the requirement for 3 feet of new line.','3',0,'not_equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,6,'To solve this problem, we need to find out how many feet of line is needed to create 3 feet of new dock. The answer is 3 feet * 200 = 600 feet.
+
+We can calculate this by multiplying 600 feet by 2, since we have 200 feet of new line and 2 feet of old dock, which is 2 * 600 = 1200 feet of total line. 
+
+So, 1200 feet of new line is 1200 * 2 = 2400 feet of line that was originally 200 feet for each foot of old dock, or 240 feet.','3',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,7,'To find the number of feet of line that will be needed, we need to first calculate the total number of lines and then subtract those who have already been sold.
+
+The total number of lines is 600 feet, and the number of lines that have been sold is 300. To find the number of lines that will be needed, we can divide 300 by 600, which gives us 10%.
+
+So, the caretaker will need 10 feet of line. To calculate the amount of line that will be needed, we can multiply the number of lines sold by 10, which gives us 10 feet.
+
+The number of lines sold is 300, and the answer is 300 * 10 = 300 lines of line.','300',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,8,'To solve this problem, we need to calculate 3 feet of new line and multiply it by 6 feet. 3 feet * 6 feet equals 18 feet. The dock is already 200 feet, so the amount of new line needed will be 200 - 18 = 14 feet.
+
+In total, the dock needs 14 feet of new line. So the answer is 14 * 3 = 38 feet.','14',0,'not_equivalent',102,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,9,'To solve this problem, let''s break it down step by step. The caretaker wants to buy 3 feet of new line and 200 feet of dock, which means he needs to buy 2 * 3 * 200 = 600 feet of new line.
+
+However, he only has 6 feet of new line. So, he needs to buy 600 - 600 = 0 feet of new line.
+
+Therefore, the answer is 0.','0',0,'not_equivalent',109,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,10,'If 200 feet of dock is 3 feet more than the current 6 feet, so 300 feet is 6 feet more than 200 feet. The problem is asking how much of the dock is needed to make up for the difference, but to solve it, we need to consider the 200 feet that is 3 feet more than the 6 feet, but that is not the problem statement. The correct solution is 300 - 200 = 100 feet of the original 200 feet are still available, but to make up 20 feet for the 3 feet more than the original 3 feet, 20 feet is not necessary to make up 100 feet of the remaining 20 feet that is now 3 feet more than the 6 feet.
+
+So, if 100 feet is to make up the difference between the 20 feet that is to be 2 feet, 20 feet is just over 3 feet more than the original 6 feet. But 3 feet is not exactly 2 feet, 3 feet is not a whole number of feet, 3 feet is too many feet. So 2 feet is too many feet.
+
+So, 2 feet is too many feet, but 1 foot of the original 2 feet is leftover, 2 feet is too many feet.
+
+So, you can make up the difference between the 3 feet that is now 2 feet and the original 6 feet is 2.
+
+The answer is 100 feet, but that is actually 2 feet more than 3 feet.','100',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,11,'To solve this problem, we need to break it down step by step. First, we need to calculate the total number of feet of line that can be bought.
+
+We know that 3 feet of the new line is 3 feet of line, so we multiply 3 by 3. This results in 9 feet of line.
+
+So, we have 9 feet of line that can be bought. Now, we need to find out how many of the old line we have left. We can do this by dividing 6 feet of new line by 3, which gives us 1.5. So, we have 1.5 feet of leftover old line.
+
+Finally, we need to multiply the leftover old line by 2, which is 2. This results in 2 feet of the leftover old line.
+
+So, the final answer is 2 feet * 2 = 4 feet of leftover old line that we can sell.','2',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,12,'To solve this problem, we need to first calculate the total amount of line needed to cover 6 feet of new line. This is a classic example of a linear equation with no fractional coefficients. We can set up the equation as follows: 3 feet of line = 6 feet of new line + 1 foot of new line = 8 feet of new line.
+
+Now, we have 3 feet of line, 6 feet of new line, and 1 foot of new line. This means we need 6 + 1 = 7 feet of new line. So, 7 feet of new line is 8 feet, but 8 feet is too high, so we round to 8 feet.
+
+To find the total amount of line needed, we need to multiply the number of feet of new line by the total amount of new line. This results in 8 feet multiplied by 3 feet per foot. So, 8 feet multiplied by 3 feet is 24 feet.
+
+Therefore, 8 feet multiplied by 3 feet is 24 feet.
+
+So, there are 24 feet of line that the caretaker needs to buy to cover 6 feet of new line.','6',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,13,'To solve this problem, let''s break it down step-by-step. First, we need to calculate 200 feet of dock. Since 6 feet of new line is 200 feet, we add 200 feet to the total. So, 200 feet + 200 feet = 400 feet.
+
+The answer is 400 feet.
+
+However, this calculation is slightly wrong, as 200 feet is not exactly 3 feet of new line; it''s actually 200 feet + 1 foot, which is 300 feet, the same as 18 feet of the original boat. This happens when you multiply 18 by 2, to reach 30 feet. But that''s incorrect, you have to double it, so you double 18, which is 30 feet.
+
+So the correct answer is 30 feet, which is the 3 times 18, or 36 feet, that is 3 feet of new line.
+
+So, 3 * 18 = 50 feet.
+
+The correct solution to the problem is 50 feet.','30',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,14,'To solve this problem, we need to first calculate how many feet of line is 3 feet away from the dock, and then we multiply that by the number of feet of line needed to buy.
+
+Let''s start by finding the total length of the dock needed, which is the nearest multiple of 3 feet to the dock total. We need to find the distance between 3 feet and 3 feet, and then divide that by the number of feet needed to buy.
+
+The calculation is 10 feet. Divide 3 feet by 10 feet to find out how many feet are there, and then multiply that by the number of feet needed to buy, which is 3.
+
+So, 10 feet divided by 3 feet is 3 feet, and 3 feet multiplied by 3 feet is 9 feet. We need to find how many feet the new line needs to buy to reach 9 feet.
+
+Now, we can calculate how many feet the new line will need to buy to reach that total of 9 feet. Dividing 9 feet by 3 feet gives 3 feet. This means the new line will need to buy 9 feet of line that way.
+
+So, 9 feet multiplied by 3 feet is 27 feet, and 3 feet multiplied by 3 feet is 9 feet, which is the answer.
+
+The solution is 3 feet of line is 3 feet, and we need to buy 9 feet of line to reach the total of 9 feet. We simply add 9 feet of line to the total to reach the total of 9 feet, which is 3 feet of the new line is 9 feet of the total, and 3 feet of the new line is 3 feet.
+
+The total of 3 feet of the new line is 9 feet of the total.
+
+The answer is 9 feet.','9',0,'not_equivalent',402,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(100,15,'To solve this problem, we need to consider both the direction of the increase and the cost of the new line. We know there are 6 feet of new line and 3 feet of dock, so 6 feet of new line can be sold for 3 feet of dock. This will cover 3 feet of the original 3 feet of line. If we add the new order of 3 feet of new line, we will have 6 feet of new line plus 3 feet of dock, which will total 9 feet of new line.
+
+However, we have to consider that 9 feet of new line is already sold. But, we can''t continue with this logic. If we add 3 feet to 9 feet of new line, we will have 17 feet of new line, which is already sold. So, the answer is not 17 feet of the new line. The answer is 9 feet of the new line.
+
+The calculation is incorrect because the 3 feet of new line is sold, but the answer is actually 9 feet of the original 3 feet line. So, the correct answer is 9.','9',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(101,0,'To solve this problem, we need to calculate the profit made by Josh.  He invested $50,000 in repairs and then sold the house for $80,000.  This means he sold 150% of the original price.  So, the profit made by Josh is 150 * $80,000 = $120,000.
+
+We can calculate this profit as 150 * 120 = $160,000.
+
+The total profit made by Josh is the original price minus the profit made by selling the house, which is $80,000 - $160,000 = $24,000.
+
+So, Josh made a profit of $24,000.','$24,000',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(102,0,'Henry started at 20 miles and traveled 15 miles before the end of the trip. So, he traveled 20 + 15 = 35 miles before the end of the trip.
+
+To find the total miles he traveled between his first and second stops, we need to calculate the distance he traveled between the two stops. He traveled 35 miles before the end of the trip, which is 35 * 15 = 500 miles.
+
+So, he traveled 500 - 35 = 355 miles between his first stop and his second stop.
+
+Therefore, Henry traveled 20 + 15 = 35 miles between his first stop and his second stop.','35',0,'not_equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(103,0,'To solve this problem, we need to break it down step by step. First, we need to determine the cost of the dog. The dog costs $100. So, the cost of the dog is $100 * 100 / 100 = $10.
+
+Next, we need to determine the cost of the groomer. The groomer offers the dog a 30% discount for being a new customer. So, the cost of the groomer is 30% of $100 = $3.
+
+Now, we need to find the total cost of the dog and the groomer. The dog costs $10 and the groomer costs $3. So, the total cost is $10 + $3 = $23.
+
+Finally, we need to find the cost of the dog and the groomer. The dog costs $10 and the groomer costs $3. So, the cost of the dog is $10 + $3 = $43.
+
+The total cost of the dog and the groomer is $23 + $43 = $89.
+
+So, the answer is 89.','89',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(104,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of diamonds, rubies, emeralds, and gems.
+
+The treasure hunter found a chest filled with 175 diamonds, 35 fewer than diamonds, and 25 fewer than rubies. So, the total number of diamonds is 175 - 35 - 25 = 125.
+
+The treasure hunter found a chest filled with 35 fewer than diamonds, which is 35.
+
+The treasure hunter found a chest filled with 25 fewer than rubies, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+The treasure hunter found a chest filled with 25 emeralds, which is 25.
+
+','25',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(105,0,'To solve this problem, we need to first find the combined weight of Alex and Grace. We know that Alex weighs 2 pounds less than Grace, so we can set up an equation: 2 pounds (Grace) - 2 pounds (Alex) = 125 pounds.
+
+Now, we can multiply both sides of the equation by 2 to find the combined weight of both Alex and Grace: 2 pounds (Grace) * 2 = 4 pounds (Grace) * 2 = 8 pounds.
+
+So, the combined weight of both Alex and Grace is 8 pounds.
+
+To find the combined weight of both Grace and Alex, we need to find the weight of 125 pounds. We can do this by dividing 125 by 2, which gives us 75.
+
+So, the combined weight of both Alex and Grace is 75 pounds.
+
+The answer is: 75','75',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(106,0,'To solve this problem, we need to break it down step by step. First, we need to find out how many friends Lily made. We can do this by dividing the number of friends Lily made by the total number of friends Lily made.
+
+Let''s call this number x. So, x = 20. Now we know that Lily made 20 friends.
+
+We can now find the total number of friends Lily made by multiplying the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Lily made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by the number of friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Amy made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Amy made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number of friends Lily made by itself, which is 20.
+
+So, 20 x 20 = 400.
+
+Now we know that Amy made 400 friends.
+
+To find out how many friends Amy made, we need to find out how many friends Lily made.
+
+We can do this by dividing the number of friends Lily made by itself, which is 20.
+
+This is the same as dividing the number','20',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(107,0,'Let''s break it down step by step. We know there are 700 bees in a hive, and there are twice as many baby bees as queens. So, we can set up the equation: 700 (bees) / 2 = 300 (queens) * 2 = 600 (workers) * 2 = 1200 (workers)
+
+Now, let''s find the number of workers. We know there are twice as many queens as workers, so we can set up the equation: 1200 (workers) / 2 = 600 (workers) * 2 = 1200 (workers)
+
+Finally, we can find the number of workers by multiplying the number of queens by 2: 1200 * 2 = 2400 (workers)
+
+So, there are 2400 worker bees in a hive.','2400',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(108,0,'To solve this problem, we need to break it down into manageable parts. First, let''s identify the given information: the total amount of money Dillon will spend is 4 x 15 = 60 dollars. The number of watermelons, peppers, and oranges is determined by the ratio of each item to the total amount of money.
+
+Let''s denote the number of watermelons, peppers, and oranges as x, y, and z, respectively. We know that x + y + z = 4, which means that the number of watermelons, peppers, and oranges is equal to the total amount of money Dillon will spend.
+
+We can set up an equation based on this ratio: x + y + z = 4. This equation represents the total amount of money Dillon will spend.
+
+Now, let''s find the value of x, which represents the number of watermelons, peppers, and oranges. We can do this by dividing the total amount of money Dillon will spend by the ratio of each item to the total amount of money.
+
+x = 4 / (x + y + z)
+
+This equation represents the total amount of money Dillon will spend.
+
+So, the answer is x = 4.','4',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(109,0,'To solve this problem, we need to break it down into manageable parts. We know that on the first day, 5 people came by to get both tires, and 3 people came by to get all their tricycle tires. This means that on the first day, 5 people had 3 tricycle tires, and 3 people had 2 tricycle tires.
+
+On the second day, 5 people came by to get all their tricycle tires, and 3 people came by to get all their tricycle tires. So, on the second day, 5 people had 5 tricycle tires, and 3 people had 2 tricycle tires.
+
+On the third day, 5 people came by to get all their tricycle tires, and 3 people came by to get all their tricycle tires. So, on the third day, 5 people had 5 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 3 + 3 = 15. So, on the third day, 5 people had 15 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 15 = 10. So, on the third day, 5 people had 10 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 10 = 15. So, on the third day, 5 people had 15 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 15 = 20. So, on the third day, 5 people had 20 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 20 = 25. So, on the third day, 5 people had 25 tricycle tires, and 3 people came by to get all their tricycle tires.
+
+The total number of tricycle tires is 5 + 25 = 20. So, on the third day, 5 people had 20 tricycle tires, and 3','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(110,0,'To solve this problem, we need to consider both the benefits of hiring the accountant and the costs associated with hiring someone to do the job.
+
+The accountant charges $90 per hour, which means she''s making a 10% increase in her earnings. This is a 10% increase in her earnings, which is a 10% increase in her total earnings.
+
+The total earnings of the accountant are 30% of the total earnings of the tax payer. So, the total earnings of the accountant are 30% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax payer. So, the total earnings of the tax payer are 100% of the total earnings of the tax payer.
+
+The total earnings of the tax payer are 100% of the total earnings of the tax','100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(111,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of cages. We can do this by multiplying the number of cages by the number of rats per cage. So, 10 * 3 = 30 cages.
+
+Next, we need to find the number of cages with no straw. We can do this by dividing the total number of cages by the number of cages with no straw. So, 10 * 3 = 30 cages.
+
+Now, we need to find the number of cages with no straw. We can do this by dividing the number of cages with no straw by 2. So, 30 / 2 = 15 cages.
+
+Finally, we need to find the number of cages with no straw. We can do this by dividing the number of cages with no straw by 2. So, 15 / 2 = 7 cages.
+
+The answer is 7. The total number of cages with no straw is 30 + 15 + 7 = 185 cages. There are 185 cages in each cage.
+
+The number of cages with no straw is 185 / 3 = 60 cages. There are 60 cages in each cage.','7',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(112,0,'To solve this problem, we need to determine the amount of interest Mandy should pay Benedict after 3 months.
+
+Let''s break it down:
+
+Mandy owed Benedict $100 after 3 months, so she owes Benedict $100 * 3 = 300 dollars.
+
+Now, we need to find the amount of interest Mandy should pay Benedict after 3 months.
+
+The interest is 2% of $100, which is 0.02 * 100 = 2 dollars.
+
+Mandy should pay 2 dollars to Benedict.
+
+So, Mandy should give Benedict 2 dollars.
+
+The answer is: 2','2',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(113,0,'To solve this problem, we need to consider the two teams and their relative performance. The faster team has a 50% chance of winning by running their 400 meter leg in 60 seconds, which is 1.5 times the slower team''s chance of winning by running their 400 meter leg in 60 seconds.
+
+The faster team''s chance of winning by running their 400 meter leg in 60 seconds is 1.5 * 1.5 = 1.8.
+
+The slower team''s chance of winning by running their 400 meter leg in 60 seconds is 1.5 * 1.5 = 1.8.
+
+The total chance of winning by running their 400 meter leg in 60 seconds is 1.8 * 1.8 = 3.6.
+
+The faster team has a 3.6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.6.
+
+The slower team has a 3.6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.6.
+
+The total chance of winning by running their 400 meter leg in 60 seconds is 2.6 * 2.6 = 6.
+
+The faster team has a 6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 3.
+
+The slower team has a 6 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.
+
+The total chance of winning by running their 400 meter leg in 60 seconds is 6 * 6 = 36.
+
+The faster team has a 36 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.6 = 2.
+
+The slower team has a 36 chance of winning by running their 400 meter leg in 60 seconds, which is 1.6 * 1.','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(114,0,'To solve this problem, we need to consider the total number of pounds of insects that the ducks need to survive. Since there are 10 ducks, and 3.5 pounds of insects per duck, we can multiply the number of ducks by the number of pounds of insects per duck.
+
+This results in 10 x 3.5 = 30 pounds of insects per day.
+
+So, the answer is 30 pounds of insects per day.','30',0,'not_equivalent',99,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(115,0,'To solve this problem, we need to calculate the number of barrels of wine produced per year.
+
+Josie grows grapes on her 10-acre farm, which means she produces 10 acres of grapes per year.  So, 10 acres * 5 tons of grapes per acre = 50 tons of grapes per year.
+
+Now, we need to calculate the number of barrels of wine produced per year. 10 acres * 2 barrels of wine per barrel = 20 barrels of wine per year.
+
+Therefore, Josie produces 20 barrels of wine per year.','20',0,'not_equivalent',130,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(116,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total kilometers Micheal did in total. We can do this by adding the kilometers he rode for each of the four weeks and the 60 kilometers he did in total.
+
+Total kilometers = 5 * 4 weeks + 2 * 60 kilometers = 200 + 200 = 400 kilometers
+
+Now, we need to find the total kilometers Micheal did in total. We can do this by adding the kilometers he rode for each of the four weeks and the 60 kilometers he did in total.
+
+Total kilometers = 200 + 400 = 600 kilometers
+
+So, Micheal did 600 kilometers in total.','600',0,'not_equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(117,0,'To solve this problem, we need to think of the most efficient way to calculate the change. We can start by using the concept of change and the concept of change. 
+
+We know that one crayon costs $2, and we want to know how much change we will get. 
+
+Let''s think of the most efficient way to calculate change. We can use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change is to use the concept of change and the concept of change. 
+
+One way to calculate change','$2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(118,0,'To solve this problem, we need to calculate the total amount spent on advertising for both years.
+
+The company spent $15000 on advertising for the first year, which is 15000 * $15 = $15000.
+
+The company spent $15000 on advertising for the second year, which is 15000 * $16 = $20000.
+
+The total amount spent on advertising for both years is the sum of the two amounts: $15000 + $20000 = $40000.
+
+So, the company spent a total of $40000 on advertising for both years.','$40000',0,'not_equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(119,0,'To solve this problem, we need to break it down step by step. First, we need to find out how many cows are in 8 of the stalls. We can do this by dividing 8 by 20, which is 0.25. So, 8 of the stalls have 2 cows each.
+
+Next, we need to find out how many cows are in 2 of the 8 stalls. We can do this by multiplying 2 by 20, which is 40. So, 2 of the 8 stalls have 40 cows.
+
+Now, we need to find out how many cows are in 4 of the 8 stalls. We can do this by multiplying 4 by 20, which is 80. So, 4 of the 8 stalls have 80 cows.
+
+Finally, we need to find out how many cows are left in 4 of the 8 stalls. We can do this by dividing 4 by 20, which is 0.25. So, 4 of the 8 stalls have 25 cows.
+
+The answer is 4.','4',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(120,0,'To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+First, we calculate the selling price: 400 * 100 = 40000.
+
+Then, we calculate the net proceeds: 40000 - 40000 = 0.
+
+Now, we calculate the net proceeds: 0.000001 * 0.00001 = 0.0001.
+
+So, the net proceeds are 0.0001.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 0.0001 * 400 = 0.04.
+
+So, the net proceeds are 4%.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we need to calculate the net proceeds and then add them to the selling price.
+
+We can calculate the net proceeds as follows: 400 * 100 = 4000.
+
+So, the net proceeds are 4000.
+
+To find out how much Mr. Tan''s net proceeds are, we','4000',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(121,0,'To solve this problem, we need to break it down step by step. First, we need to find the difference between the two ages. We can do this by subtracting the age of Ann from the age of her brother.
+
+Let''s say Ann is 9 years old and her brother is 2x years old. So, 9 - 2x = 2(2x). This is a simple equation that can be solved using the formula for subtraction.
+
+The answer is 2x. So, the age of Ann is 9 - 2x = 2x.
+
+Now we can add 2x to both sides of the equation to get the equation 2x + 2x = 4x. This is the equation we need to solve.
+
+To solve for x, we can multiply both sides of the equation by 2 to get rid of the fraction. So, 2x + 2x = 4x. This is the equation we need to solve.
+
+Now we can add 2x to both sides of the equation to get 2x = 8. This is the answer.
+
+So, the age of Ann is 9 - 2x = 2x, and her brother is 2x + 2 = 4x.','2',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(122,0,'To solve this problem, we need to break it down step by step. First, we need to find the total amount of money she has left.
+
+She has 5 quarters and 2 dimes, which is 5 * 10 = 50 cents.
+
+Now, we know that 50 cents is equal to 100 cents.
+
+So, the answer is 100 cents.
+
+The answer is 100 cents.','100',0,'not_equivalent',102,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(123,0,'To solve this problem, we need to break it down step by step. First, we need to calculate the total number of packets of chocolate bars that will be shared among the children.
+
+We know that each adult gets 6 chocolate bars, and the rest are to be shared equally among the children. So, we can multiply the number of packets of chocolate bars by the number of children.
+
+So, 4 adults * 6 chocolate bars per person = 24 chocolate bars per child.
+
+Now, we need to find out how many packets of chocolate bars are shared among the children. We can do this by dividing the number of packets of chocolate bars by the number of children.
+
+So, 24 chocolate bars / 4 children = 5 packets of chocolate bars per child.
+
+Therefore, each child will get 5 packets of chocolate bars.
+
+So, the answer is 5.','5',0,'not_equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(124,0,'To solve this problem, we need to calculate the total amount of time Peter exercised for both days and then find the total amount of time he has to exercise on Tuesday.
+
+First, we calculate the total amount of time Peter exercised for both days: 23 minutes (Monday) + 16 minutes (Sunday) = 29 minutes.
+
+Then, we calculate the total amount of time Peter exercised for both days: 29 minutes (Monday) + 23 minutes (Sunday) = 52 minutes.
+
+Now, we subtract the total amount of time Peter exercised for both days from the total amount of time Peter exercised for both days: 29 minutes (Monday) - 52 minutes (Sunday) = 2 minutes.
+
+Therefore, Peter has to exercise for 2 minutes to reach his goal.
+
+The answer is 2.','2',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(125,0,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total amount of bread sold in the morning and the amount sold in the afternoon and evening.
+
+The bakery produces 60 loaves of bread each day, and 2/3 of those are sold in the morning, which means 60 * 2/3 = 120 loaves of bread are sold in the morning.
+
+The remaining 100 loaves of bread are sold in the afternoon and evening, so we need to calculate the amount of those that were sold in the morning. 100 * 1/2 = 20 loaves of bread are sold in the afternoon.
+
+Now, we need to find the total amount of bread sold in the afternoon. We can do this by adding the amount sold in the morning to the amount sold in the afternoon. 120 + 20 = 240 loaves of bread are sold in the afternoon.
+
+So, there are 240 - 240 = 100 loaves of bread are sold in the afternoon.
+
+Therefore, 100 * 1 = 100 loaves of bread are sold in the afternoon.','100',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(126,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of pupils who like blue. We can do this by dividing the number of pupils who like blue by 2, which is the number of pupils who like blue divided by half of the total number of pupils who like blue.
+
+This gives us 40 / 2 = 20. So, there are 20 pupils who like blue.
+
+Next, we need to find the number of pupils who like green. We can do this by dividing the number of pupils who like blue by 2, which is the number of pupils who like green divided by half of the total number of pupils who like blue.
+
+This gives us 40 / 2 = 20. So, there are 20 pupils who like green.
+
+Finally, we need to find the number of pupils who like yellow. We can do this by dividing the number of pupils who like blue by 2, which is the number of pupils who like yellow divided by half of the total number of pupils who like blue.
+
+This gives us 40 / 2 = 20. So, there are 20 pupils who like yellow.
+
+The answer is 20.','20',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(127,0,'Let''s break down the information step by step. Axel has 50 silver pesos, which means he has 50 * 10 = 50 silver coins. He also has 40 more gold pesos, which means he has 40 * 2 = 80 gold coins.
+
+The total number of silver pesos is the sum of the silver coins and gold coins. So, 50 + 80 = 140 silver coins.
+
+The total number of gold pesos is the sum of the gold coins and silver coins. So, 40 + 80 = 100 gold coins.
+
+Now, we can add these two equations: 140 + 100 = 240, and 100 + 80 = 180.
+
+The total number of gold pesos is 180 - 240 = 40 gold pesos.
+
+So, the answer is 40.','40',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(128,0,'To solve this problem, we need to break it down into manageable parts. First, let''s find the total cost of 6 erasers and 8 pencils.
+
+We know that 6 erasers and 8 pencils cost $6. To find the total cost, we multiply the cost of 6 by 8, which is 48.
+
+So, 6 + 48 = 120 cents, which is the total cost of 6 + 8 = 14 = 120 cents.
+
+Therefore, the answer is 120.','120',0,'not_equivalent',125,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(129,0,'To solve this problem, we need to consider the total number of camels and the number of dromedaries.
+
+The total number of camels is the sum of the number of camels and the number of dromedaries. This is a classic example of a multi-step problem, where we need to break it down into manageable parts.
+
+First, we need to find the total number of camels. We can do this by multiplying the number of camels by the number of camels per dromedary. This is a multi-step calculation, where we multiply the number of camels by the number of camels per dromedary.
+
+To find the total number of camels, we can use the formula for the total number of camels:
+
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+
+This formula is a combination of the formula for the total number of camels and the formula for the number of camels per dromedary.
+
+The formula for the total number of camels is:
+
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+
+This is the formula we need to find the number of camels per dromedary.
+
+The final answer is:
+
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+Total number of camels = (Number of camels per dromedary * Number of camels per camel) + 1
+
+This is the final answer.','1',0,'not_equivalent',434,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(130,0,'To solve this problem, we need to first find the total number of popsicles Sam and Betty have together. We can do this by multiplying the number of popsicles Sam has by the ratio of their number of popsicles to Betty''s number of popsicles.
+
+Let''s call this ratio "S" and it represents the number of times Sam has more than Betty. So, S = 5 * 6 = 30.
+
+Now, we know that Sam has more than Betty, so we can find the difference between Sam''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty''s number of more than Betty','30',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(131,0,'To solve this problem, we need to first determine the total volume of Peter''s locker and Timothy''s locker.
+
+Let''s start by finding the volume of Peter''s locker. We know Peter''s locker is half as big as Timothy''s locker, so the volume of Peter''s locker is 1/2 * 5 cubic inches = 2 cubic inches.
+
+Now, we need to find the volume of Timothy''s locker. We know Timothy''s locker is 1 cubic inch less than Peter''s locker, so the volume of Timothy''s locker is 1 cubic inch less than Peter''s locker.
+
+To find the volume of Timothy''s locker, we can use the formula for volume of a cylinder:
+
+V = π × r² × h
+
+where V is the volume of Timothy''s locker, r is the radius of Timothy''s locker, and h is the height of Timothy''s locker.
+
+Plugging in the values, we get:
+
+V = π × (1 cubic inch / 1 cubic inch)² = π cubic inches
+
+This is the volume of Timothy''s locker.
+
+Now, we need to find the volume of Peter''s locker. We can use the formula for volume of a cylinder:
+
+V = π × l² × w
+
+where V is the volume of Peter''s locker, l is the length of Peter''s locker, and w is the width of Peter''s locker.
+
+Plugging in the values, we get:
+
+V = π × (1 cubic inch / 1 cubic inch)² = π cubic inches
+
+This is the volume of Peter''s locker.
+
+Finally, we can find the volume of Timothy''s locker by multiplying the volume of Peter''s locker by the ratio of Timothy''s locker to Peter''s locker.
+
+V = π × (1 cubic inch / 1 cubic inch)² = π cubic inches
+
+This is the volume of Timothy''s locker.
+
+So, the answer is:
+
+V = π × l² × w = π cubic inches
+
+This is the volume of Timothy''s locker.','V = π × l² × w = π cubic inches',0,'not_equivalent',466,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(132,0,'Marin and Nancy each eat 4 apples a day, so in 30 days, Marin and Nancy eat 30 * 4 = 120 apples.
+
+To find out how many apples they eat in 30 days, we need to divide 120 apples by 30 days. 120 apples / 30 days = 3 apples per day.
+
+So, Marin and Nancy eat 3 apples per day.','3',0,'not_equivalent',101,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(133,0,'Joey has 214 points - 225 = 10 points.
+Joey has 214 - 10 = 18 points.
+Joey has 18 + 225 = 300 points.
+Joey has 300 - 225 = 100 points.
+Joey has 100 + 225 = 325 points.
+Joey has 325 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+Joey has 30 + 225 = 60 points.
+Joey has 60 - 225 = 10 points.
+Joey has 10 + 225 = 30 points.
+','30',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(134,0,'To solve this problem, we need to break it down step by step. First, we need to find the ratio of Jana''s puppies to the total number of Pomeranians.
+
+We know that 2/3 of the total number of Pomeranians is girls. So, 2/3 of 27 is 2/3 of 27 girls.
+
+Now, we can multiply 2 by 27 to find the total number of girls.
+
+So, 2 * 27 = 54.
+
+Therefore, Jana has 54 girl Pomeranians.
+
+The answer is: 54','54',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(135,0,'To solve this problem, we need to break it down step by step. We know that Charisma works for 8 hours every day, and she has a timer to remind her to get up and walk for 5 minutes every hour she''s at work.
+
+First, we need to find out how many hours she''s at work. We can do this by dividing 8 hours by 5 minutes per hour. So, 8 hours / 5 minutes per hour = 1.6 hours per hour.
+
+Now, we need to find out how many minutes she''s at work. We can do this by multiplying 1.6 hours by 5 minutes per hour. So, 1.6 hours * 5 minutes per hour = 7.25 hours.
+
+Now, we need to find out how many minutes she''s at work. We can do this by dividing 7.25 hours by 5 minutes per hour. So, 7.25 hours / 5 minutes per hour = 1.6 hours.
+
+Finally, we need to find out how many minutes she''s at work. We can do this by multiplying 1.6 hours by 5 minutes per hour. So, 1.6 hours * 5 minutes per hour = 7.25 hours.
+
+So, Charisma has walked 7.25 hours every day for 8 days, and she''s walked 1.6 hours every day.','1.6',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(136,0,'To solve this problem, we need to consider the two possible scenarios: either the first venue charges a flat fee of $200 and allows guests to choose from a range of $5 per person, or the first venue charges a flat fee of $200 and does not include food.
+
+Let''s assume the first venue charges a flat fee of $200 and allows guests to choose from a range of $5 per person. This means that for every guest who attends, the first venue can accommodate 5 guests.
+
+Now, let''s consider the second venue. The second venue charges a flat fee of $200 and allows guests to choose from a range of $25 per person. This means that for every guest who attends, the second venue can accommodate 25 guests.
+
+To find the total number of guests, we need to multiply the number of guests who can be accommodated by the number of guests who can be accommodated by the second venue. This is a multiple of 2, since the number of guests who can be accommodated by the second venue is 2 * 25 = 50 guests.
+
+So, there are 50 guests who can be accommodated by the second venue.
+
+Therefore, there are 50 guests who can be accommodated by the first venue.','50',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(137,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of hours spent working out. We can do this by adding the hours spent on both days and the two consecutive weeks.
+
+Let''s calculate the total hours spent:
+
+Total hours spent = 8 weeks * 4 hours/week * 2 weeks/week * 2 weeks/week = 160 hours
+
+Now, we need to find the total number of hours spent. We can do this by dividing the total hours by the total number of weeks:
+
+Total hours spent = 160 hours / 8 weeks = 20 hours
+
+So, Josh spent 20 hours on his workout routine each week.','20',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(138,0,'To solve this problem, we need to break it down step by step. First, we need to find Julie''s total amount of money spent. We know that 20% of the money was spent on clothes, which is 0.20 * $500 = $100. Then, we need to find the remaining amount of money left. We can do this by subtracting the amount spent on CDs from the total amount spent. So, 25% of $500 is 0.25 * $500 = $100. Now, we can find the remaining amount of money left by dividing $100 by 25% of $500.
+
+$100 / 25% = $5. Now, we can find the remaining amount of money left by dividing $500 by 25% of $500.
+
+$500 / 25% = $25. Now, we can find the remaining amount of money left by dividing $25 by 25% of $500.
+
+$25 / 25% = $1. Now, we can find the remaining amount of money left by dividing $1 by 100.
+
+$1 / 100 = $0.1. Now, we can find the remaining amount of money left by dividing $0.1 by 100.
+
+$0.1 / 100 = $0.01. Now, we can find the remaining amount of money left by dividing $0.01 by 100.
+
+$0.01 / 100 = $0.001. Now, we can find the remaining amount of money left by dividing $0.001 by 100.
+
+$0.0001 / 100 = 0.0001. Now, we can find the remaining amount of money left by dividing $0.0001 by 100.
+
+$0.00001 / 100 = 0.0001. Now, we can find the remaining amount of money left by dividing $0.0001 by 100.
+
+$0.000001 / 100 = 0','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(139,0,'To solve this problem, we need to break it down step by step. First, let''s find the difference in age between the two. 27 - 25 = 5 years.
+
+Now, let''s find the difference in age between the two cousins. 5 years is 2.5 years.
+
+Now, let''s find the difference in age between the two cousins. 2.5 years is 2.5 * 2 = 5 years.
+
+The age of the cousin is 2.5 years more than the age of the other cousin. 2.5 years is 2.5 * 2 = 5 years.
+
+The age of the cousin is 2.5 years more than 5 years. 2.5 years is 2.5 * 3 = 7 years.
+
+The age of the other cousin is 2.5 years more than 7 years. 2.5 years is 2.5 * 4 = 10 years.
+
+The age of the other cousin is 2.5 years more than 10 years. 2.5 years is 2.5 * 5 = 10 years.
+
+The age of the other cousin is 2.5 years more than 10 years. 2.5 years is 2.5 * 6 = 14 years.
+
+The age of the other cousin is 2.5 years more than 14 years. 2.5 years is 2.5 * 8 = 19 years.
+
+The age of the other cousin is 2.5 years more than 19 years. 2.5 years is 2.5 * 9 = 22.5 years.
+
+The age of the other cousin is 2.5 years more than 22.5 years. 2.5 years is 2.5 * 11 = 26.5 years.
+
+The age of the other cousin is 2.5 years more than 26.5 years. 2.5 years is 2.5 * 12 = 26.5 years.
+
+The age of the other cousin is 2.5 years more than 26.5 years. 2.5 years is 2.5 * 13 = 28.5 years','28.5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(140,0,'To solve this problem, we need to determine the total number of pages Judy read in two weeks.
+
+First, we calculate the total number of pages she read in two weeks.
+
+In one week, she read a total of 100 pages * 2 pages/week = 200 pages.
+
+So, she read a total of 200 pages * 2 = 400 pages.
+
+Therefore, Judy read 400 pages in two weeks.
+
+To find the number of pages she read in two weeks, we multiply the total number of pages by the number of weeks: 400 * 2 = 800 pages.
+
+#### 800
+The answer is: 800','800',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(141,0,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the cost of the computer. We know that the computer costs $1,100, and the total cost of the computer and the printer is $2,400. So, we can set up an equation:
+
+$1,100 = $2,400 - $1,100
+
+This equation simplifies to:
+
+$1,100 = $2,400 - 100
+
+Now, we can solve for the cost of the computer:
+
+$1,100 = 2.400 * 100
+
+To solve for the cost of the computer, we need to divide both sides of the equation by 2.400:
+
+$1,100 / 2.400 = 2.400 * 100 / 2.400 = 2.400 * 100 = 2400
+
+So, the cost of the computer is $2400.
+
+Now, we need to find the cost of the monitor. We know that the computer costs $1,100, and the total cost of the computer and the printer is $2,400. So, we can set up an equation:
+
+$1,100 = $2,400 - $1,100
+
+This equation simplifies to:
+
+$1,100 = 2.400 * 100
+
+To solve for the cost of the monitor, we need to multiply both sides of the equation by 2.400:
+
+$1,100 * 2.400 = 2.400 * 100
+
+This equation simplifies to:
+
+$2.400 = 2.400 * 100
+
+Now, we can solve for the cost of the monitor:
+
+$2.400 = 2.400 * 100
+
+This equation simplifies to:
+
+$2.400 = 2.400 * 100
+
+The only remaining fraction is 100, which is the cost of the monitor.','100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(142,0,'To solve this problem, we need to calculate the total number of birds Mack saw in a day.
+
+Mack saw 50 birds on days one and two, which is 50% of the total number of birds. So, 50% of 50 birds is 0.5 birds.
+
+On days four and five, Mack saw 120 birds, which is 120% of the total number of birds.
+
+On days six, Mack saw 20 birds, which is 20% of the total number of birds.
+
+On days seven, Mack saw 90 birds, which is 90% of the total number of birds.
+
+The total number of birds Mack saw in a day is 50% of 120, which is 0.5 birds.
+
+So, the answer is 50% of 120, which is 0.5 birds.','50',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(143,0,'To solve this problem, we need to calculate the difference in weight between the two breakfast options.
+
+Let''s assume the difference in weight is 1.25 pounds/week.
+
+If Martin eats donuts every day for breakfast, he will gain 1.75 pounds/week * 5 weeks = 7.75 pounds/week.
+
+If he eats Cheerios every day for breakfast, he will lose 1.25 pounds/week * 5 weeks = 2.25 pounds/week.
+
+Now, we need to calculate the difference in weight between the two breakfast options:
+
+Difference = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week = 1.25 pounds/week - 2.25 pounds/week','2.25',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(144,0,'100 grams of protein = 100 grams of protein / 3 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein per gram of protein = 2.5 grams of protein','2.5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(145,0,'To solve this problem, we need to determine the total cost of the dental work and then determine how many hours George needs to work before he has enough to pay for the dental work.
+
+First, we need to calculate the total cost of the dental work. This includes the base price of the dental work, the cost of the dental work itself, and the cost of the dental work made from porcelain.
+
+The total cost of the dental work is the sum of the base price, the cost of the dental work itself, and the cost of the dental work made from porcelain. This is a product of the base price, the cost of the dental work itself, and the cost of the dental work made from porcelain.
+
+The total cost of the dental work is 2 * 2000 + 500 * 2000 + 2 * 2000 = 40000 + 80000 = 120000.
+
+Now we can calculate the number of hours George needs to work before he has enough to pay for the dental work.
+
+The number of hours George needs to work before he has enough to pay for the dental work is 120000 / 2 = 60000 hours.
+
+So, George needs to work 60000 hours to pay for the dental work.','60000',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(146,0,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the total cost of the 6 weeks of physical therapy. We can do this by multiplying the number of weeks by the cost per hour. So, 6 weeks * $125/week * 2 hours/week = $625.
+
+Next, we need to find the total cost of the 6 weeks of physical therapy. We can do this by adding the cost of the 6 weeks of physical therapy to the total cost of the 6 weeks of physical therapy. This is $625 + $625 = $1275.
+
+So, the total cost of the 6 weeks of physical therapy is $1275.','$1275',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(147,0,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the number of hours each of Prince''s workdays will take to sell the meat from Bill''s bull.
+
+Prince''s workdays are 10 hours a day, which means he works 10 x 60 = 60 hours per day.
+
+Now, let''s calculate the number of hours each of Prince''s workdays will take to sell the meat from Bill''s bull.
+
+The number of hours each workday will take to sell the meat from Bill''s bull is 10 hours x 60 = 60 hours per day.
+
+To find the total number of hours each workday will take to sell the meat from Bill''s bull, we multiply the number of hours each workday will take to sell the meat from Bill''s bull by the number of hours each workday will take to sell the meat from Bill''s bull.
+
+This is a classic example of a linear equation:
+
+Number of hours each workday will take to sell the meat from Bill''s bull = 10 x 60 = 60 hours per day
+Total number of hours each workday will take to sell the meat from Bill''s bull = 60 x 60 = 360 hours per day
+
+So, the answer is 60 + 360 = 660 days.
+
+However, we can simplify this by dividing both sides of the equation by 60:
+
+Number of hours each workday will take to sell the meat from Bill''s bull = 10 x 60 = 60 hours per day
+Total number of hours each workday will take to sell the meat from Bill''s bull = 360 hours per day
+
+The answer is 360 / 60 = 4 days.
+
+The answer is 4 days.','4',0,'not_equivalent',407,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(148,0,'To solve this problem, we need to consider the rate at which Bill can dig through soil and the rate at which he can dig through clay.
+
+The rate at which Bill can dig through soil is 4 feet/hour, and the rate at which he can dig through clay is half of that rate. So, the rate at which he can dig through soil is 4 feet/hour * 1/2 = 2 feet/hour.
+
+The rate at which he can dig through clay is half of that rate. So, the rate at which he can dig through clay is 2 feet/hour * 1/2 = 1 foot/hour.
+
+Now, we need to find the time it takes to dig a certain amount of soil. To do this, we can divide the total amount of soil by the rate at which he can dig through soil.
+
+The time it takes to dig 24 feet of soil is 24 feet / 2 feet/hour * 1/2 = 12 feet/hour * 1/2 = 2 hours.
+
+So, it will take Bill 2 hours to dig the well.','2',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(149,0,'To solve this problem, we need to break it down step by step. First, we calculate the number of likes: 2000 likes = 2000 * 10 = 20000 likes.
+
+Next, we calculate the number of new likes: 70 likes = 70 * 10 = 70 likes.
+
+Now, we calculate the total number of likes: 20000 likes + 70 likes = 27000 likes.
+
+Finally, we calculate the total number of likes: 20000 likes + 70 likes = 27000 likes.
+
+So, there are 27000 likes in total.
+
+The answer is 27000.','27000',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(150,0,'To solve this problem, we need to break it down step by step. First, let''s find out how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 100 classes.
+
+Now, we need to find how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+Now, we need to find how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+Now, we need to find how many classes Manny can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes, Manny can miss 10 * 10 = 10 classes.
+
+To find how many classes Manny can miss without losing his classes, we need to find how many classes he can miss without losing his classes. Since there are 10 classes','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(151,0,'To solve this problem, we need to calculate the total number of pages Shiela has left to write.
+
+She has already completed 1/3 of the paper, which means she has 1/3 of the total paper.
+
+So, Shiela has 1/3 of the paper left to write.
+
+To find out how many pages she has left, we divide the total paper by the number of pages: 1/3 = 0.33.
+
+Therefore, Shiela has 0.33 pages left to write.
+
+In other words, she has 33 pages left to finish her research paper.','33',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(152,0,'To solve this problem, we need to consider the given information: Rayna has 60 more dollars than Kassidy, and Kassidy has 3/4 times as much money as Aurelia.
+Let''s break down the problem step by step:
+1. Rayna has 60 more dollars than Kassidy.
+2. Kassidy has 3/4 times as much money as Aurelia.
+3. If Rayna adds together their money and share equally among them, they will have 60 + 3/4 = 60 + 3 = 70 dollars.
+4. Aurelia has 120 dollars.
+5. If Rayna adds together their money and share equally among them, they will have 70 + 120 = 190 dollars.
+
+Now, let''s calculate the total amount of money they will have if they decide to add together their money and share equally among them.
+The total amount of money they will have is 70 + 190 = 280 dollars.
+Each of them will have 280 / 3 = 90 dollars.
+#### 90
+The answer is: 90','90',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(153,0,'Let''s break down the problem step by step. We know that Max has 12 more cookies than Katarina, and Katarina has 12 more cookies than Summer. This means that Katarina has a total of 12 + 12 = 24 cookies.
+
+The problem states that Katarina has 68 cookies. This can be represented as 24 x 12 = 280 cookies.
+
+Now, we know that Katarina has 24 cookies. This can be represented as 280 x 12 = 3240 cookies.
+
+The total number of cookies is 3240 + 280 = 5080 cookies.
+
+So, the answer is 5080.','5080',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(154,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of money invested by each person. 
+
+Dylan invested 2/5 of the total amount, which is 0.25. So, 1200 - 2x = 1200 - 2x = 1200 - 2x.
+
+Next, we need to find the amount of money Skyler invested. He invested 2/3 of the total amount, which is 0.25. So, 1200 - 2x = 1200 - 2x.
+
+Now, we can find the amount Skyler invested by dividing 1200 - 2x by 2. This gives us 1200 - 2x = 1200 - 2x.
+
+We can rewrite 1200 - 2x as 1200 - 2x + 2, which is 1200 - 2x.
+
+Now, we can find the amount Skyler invested by adding 2 to 1200 - 2x. This gives us 1200 - 2x + 2, which is 1200 + 2x.
+
+Finally, we can find the amount Skyler invested by multiplying 1200 + 2x by 2. This gives us 1200 + 4x.
+
+So, 1200 + 4x = 1200 + 4x = 1200 + 8x.
+
+Now, we can find the amount Skyler invested by dividing 1200 + 4x by 2. This gives us 1200 + 4x = 1200 + 8x.
+
+So, 1200 + 8x = 1200 + 16x.
+
+Now, we can find the amount Skyler invested by multiplying 1200 + 8x by 2. This gives us 1200 + 16x = 1200 + 24x.
+
+So, 1200 + 24x = 1200 + 48','48',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(155,0,'To solve this problem, we need to first calculate the original length of the dress. The dress is 140cm long, so the original length is 140cm.
+
+Next, we need to calculate the original length of the dress with the lace trim. The lace trim is 20cm long, so the original length of the dress with the lace trim is 20cm.
+
+Now, we can calculate the original length of the dress with the lace trim by multiplying the original length of the dress with the lace trim by 2. This is 2 * 20cm = 40cm.
+
+Finally, we can calculate the original length of the dress with the lace trim by multiplying the original length of the dress with the lace trim by 2. This is 2 * 40cm = 80cm.
+
+The final length of the dress with the lace trim is 80cm.
+
+The answer is 80cm.','80',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(156,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of slices of pizza that were left.
+
+We know that each pizza had 12 slices, and there were 4 friends. So, 12 * 4 = 48 slices of pizza were left.
+
+Now, we need to find the number of slices of pizza that were left. We can do this by dividing the total number of slices by the number of friends. So, 48 / 4 = 12 slices of pizza were left.
+
+This is the answer to the problem.','12',0,'not_equivalent',134,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(157,0,'To solve this problem, we need to break it down step by step. First, we need to find out how much money Greg spent on himself. He spent $20, so he spent $20 on himself.
+
+Next, we need to find out how much money each of his siblings spent on himself. He spent $20 on himself, so he spent $20 on himself.
+
+Now, we need to find out how much money each of his siblings spent on himself. He spent $20 on himself, so he spent $20 on himself.
+
+We can think of this problem as a fraction of himself. If we divide $20 by himself, we get $20 / himself, which is the same as 100%.
+
+So, the answer is $20 / himself, which is 20 cents.','$20',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(158,0,'To solve this problem, we need to determine the total cost of the trip and then subtract the cost of the trip from the total amount of money John has saved.
+
+First, we need to find the total amount of money John has saved. This can be done by multiplying the cost of the trip by the number of trips. So, 300 * 3 = 900.
+
+Next, we need to find the total amount of money John has saved. This can be done by adding the cost of the trip to the total amount of money he has saved. So, 900 + 300 = 1200.
+
+Now, we need to find the total amount of money John has left. This can be done by dividing the total amount of money John has saved by the number of trips. So, 1200 / 3 = 360.
+
+Finally, we need to find the amount of money John has left. This can be done by multiplying the amount of money John has left by 1. So, 360 * 1 = 360.
+
+So, John has 360 dollars left over from the trip.','360',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(159,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many goats John bought and how many cows he bought.
+
+John bought 3 goats and 2 cows. So, he bought 3 * 2 = 6 goats and 2 * 2 = 4 cows.
+
+Now, we need to find out how much money he spent. He spent 6 goats * $500 = $300. He spent 4 cows * $1500 = $600.
+
+The total amount John spent is $300 + $600 = $1000.
+
+So, John spent $1000.
+
+The answer is: 1000','1000',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(160,0,'To solve this problem, we need to calculate the total number of trees planted and divide it by the number of classes.
+
+The number of trees planted is the sum of the number of trees planted by each class and the number of trees planted by each teacher.
+
+The total number of trees planted is the sum of the number of trees planted by each class and the number of trees planted by each teacher.
+
+To calculate this, we can use the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+In this case, we have 40 classes with 25 students each, and 3 teachers each. So, we can calculate the number of trees planted by each class as follows:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for the number of trees planted by each class:
+
+Number of trees planted = (Number of trees planted by each class * Number of trees planted by each teacher) / Number of trees planted by each class * Number of trees planted by each teacher
+
+This is the formula for','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(161,0,'To solve this problem, we need to break it down step by step. First, we need to calculate the total production of 50,000 bars of chocolate per month. This is 50,000 * 50,000 = 250,000,000.
+
+Next, we need to calculate the production of 3 weeks. This is 3 * 50,000 = 150,000.
+
+Then, we need to calculate the production of 4 weeks. This is 4 * 50,000 = 200,000.
+
+Now, we need to calculate the production of 5 weeks. This is 5 * 200,000 = 100,000.
+
+Finally, we need to calculate the production of 6 weeks. This is 6 * 100,000 = 60,000.
+
+The answer is 250,000 + 150,000 + 200,000 + 100,000 = 600,000.
+
+So, Boris produces 600,000 chocolate bars per month.','250,000',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(162,0,'To solve this problem, we need to break it down step by step. We know that Claire earns 1 girl scout badge every month, and Claire earns 3 times the amount of badges as Claire.
+
+Let''s start by understanding the relationship between the two. If Claire earns 1 girl scout badge every month, it means she earns 1 * 3 = 3 badges every month.
+
+Now, if Wendy earns 3 times the amount of badges as Claire, she earns 3 * 3 = 9 badges every month.
+
+We can set up an equation to represent this: 3 * 1 + 9 = 3 * 3 + 3 * 3 = 9 * 3 = 27.
+
+This is the total amount of badges Wendy earns every month.
+
+Now, we need to find the difference between the amount of badges Wendy earns and Claire''s earnings.
+
+We can do this by subtracting the amount of badges Claire earns from the amount of badges Wendy earns: 3 * 3 = 9 badges, and 9 - 3 = 6 badges.
+
+So, the difference between Wendy''s earnings and Claire''s earnings is 6 - 3 = 1.
+
+We can also find the total amount of badges Wendy earns by adding the amount of badges Claire earns to the amount of badges Wendy earns: 3 * 3 = 9 badges, and 9 + 3 = 12 badges.
+
+Therefore, Wendy earns 12 badges.
+
+The answer is 12.','12',0,'not_equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(163,0,'To solve this problem, we need to consider the ratio of the number of petals to the number of petals of the orchids to the number of petals of the daisies.
+
+The ratio of the number of petals of the orchids to the number of petals of the daisies is 5:10.
+
+We can express this ratio as a fraction: 5:10 = 1:10.
+
+This means that the number of petals of the orchids is 1 more than the number of petals of the daisies.
+
+To find the number of petals of the daisies, we can divide the number of petals of the orchids by the number of petals of the daisies: 10/5 = 2.
+
+So, the number of petals of the daisies is 2 more than the number of petals of the orchids.
+
+To find the number of petals of the orchids, we can multiply the number of petals of the daisies by 2: 2*2 = 4.
+
+Therefore, the answer is 4.','4',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(164,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of shoeboxes in Tim''s box. We know that there are 7 blue shoe boxes and 9 red shoe boxes, so we can multiply the number of blue shoeboxes by 7 to find the total number of shoeboxes.
+
+So, 7 * 7 = 49.
+
+Now, we need to find the number of red shoe boxes. We know that there are 3 blue shoe boxes and 1/3 red of the remaining shoeboxes, so we can multiply the number of blue shoeboxes by 3 to find the number of red shoe boxes.
+
+So, 3 * 3 = 9.
+
+Finally, we can add these two numbers together to find the total number of red shoe boxes: 9 + 9 = 18.
+
+Therefore, there are 18 red and blue shoe boxes left in Tim''s box.','18',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(165,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of apples, bananas, and oranges.
+
+We know that Lola ate 2 pieces of fruit, which means she ate 2 * 5 = 10 apples.
+We also know that Kira bought 3 apples, so she bought 3 * 5 = 15 bananas.
+We know that Lola ate 2 pieces of fruit, which means she ate 1 piece of fruit.
+
+Now we can calculate the total number of pieces: 15 bananas + 1 piece of fruit = 16 pieces.
+
+So, there are 16 pieces left.
+
+The answer is 16.','16',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(166,0,'To solve this problem, we need to determine the hours of work and multiply it by the number of packages per hour.
+
+Colby works 10 hours per day, which is 10 days per week. So, 10 * 7 days = 70 days.
+
+Colby works 1000 packages per day. So, 1000 * 70 days = 70000 packages per day.
+
+Now, we need to find the number of packages per hour.
+
+Colby works 1000 * 70 = 700000 packages per day.
+
+Colby earns 700000 * 10 = 7000000 dollars per day.
+
+To find the total amount of money earned per day, we multiply the number of packages per day by the number of packages per day:
+
+Colby earns 700000 * 10 = 7000000 dollars per day * 1000 packages per day = 70000000 dollars per day * 1000 packages per day = 700000000 dollars per day.
+
+So, Colby earns 7000000 dollars per day.
+
+To find the total amount of money earned per day, we multiply the number of packages per day by the number of packages per day:
+
+Colby earns 7000000 * 10 = 700000000 dollars per day * 1000 packages per day = 7000000000 dollars per day * 1000 packages per day = 70000000000 dollars per day * 1000 packages per day = 700000000000 dollars per day.
+
+So, Colby earns 7000000 dollars per day.
+
+The total amount of money earned per day is 7000000000 dollars per day * 1000 packages per day = 70000000000000000000 dollars per day.
+
+The answer is: 7','7',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(167,0,'To solve this problem, we need to break it down step by step.  First, we need to find out how many cream cheese swirl brownies Greta made.  We can do this by dividing 12 by 1, which gives us 12.  Then we can find out how many cream cheese swirl brownies Greta made by multiplying 12 by 1.  This is 12 * 1 = 12.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 1 by 1.  This is 1.  So we add 1 to the result.  This is 2.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 2 by 1.  This is 2.  So we add 1 to the result.  This is 3.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 3 by 1.  This is 3.  So we add 1 to the result.  This is 4.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 4 by 1.  This is 4.  So we add 1 to the result.  This is 5.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 5 by 1.  This is 5.  So we add 1 to the result.  This is 6.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 6 by 1.  This is 6.  So we add 1 to the result.  This is 7.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 7 by 1.  This is 7.  So we add 1 to the result.  This is 8.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 8 by 1.  This is 8.  So we add 1 to the result.  This is 9.  Now we can find out how many cream cheese swirl brownies Greta made by multiplying 9 by 1.  This is 9.  So we add 1 to the result','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(168,0,'To solve this problem, we need to break it down step by step. First, let''s find out how many more cherries Robert has than Jerry.
+
+Let''s say Robert has 30 cherries. If Richard has 10 more than Robert, then Richard has 30 + 10 = 40 cherries. Now, we know that Robert has 40 - 30 = 10 more cherries than Richard.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has than Jerry. We can do this by subtracting the number of cherries Robert has from the number of cherries Richard has.
+
+Let''s say Robert has 10 more cherries than Jerry. So, we can say that Robert has 10 + 10 = 10 more cherries than Jerry.
+
+Now, we know that Richard has 40 - 10 = 20 more cherries than Jerry. So, we can say that Richard has 20 + 10 = 21 more cherries than Jerry.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has than Jerry. We can do this by dividing the number of cherries Robert has by the number of cherries Richard has.
+
+Let''s say Robert has 20 more cherries than Jerry. So, we can say that Robert has 20 + 20 = 40 more cherries than Jerry.
+
+Now, we know that Richard has 40 - 20 = 10 more cherries than Jerry. So, we can say that Richard has 10 + 10 = 20 more cherries than Jerry.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has than Jerry. We can do this by dividing the number of cherries Robert has by the number of cherries Richard has.
+
+Let''s say Robert has 20 more cherries than Jerry. So, we can say that Robert has 20 + 20 = 40 more cherries than Jerry.
+
+Now, we know that Richard has 10 more cherries than Jerry. So, we can say that Richard has 10 + 10 = 20 more cherries than Jerry.
+
+To find out how many more cherries Robert has than Jerry, we need to find how many more cherries Robert has','20',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(169,0,'To solve this problem, we need to determine the total amount of money Sunny earned for two days.
+Let''s break it down step by step:
+1. Calculate the total amount of money sold: 10 boxes of gingerbread and 4 fewer boxes of apple pie = 10 x 4 = 40 boxes of gingerbread and 4 boxes of apple pie = 40 boxes of gingerbread and 4 boxes of apple pie * 2 = 80 boxes of gingerbread and 2 boxes of apple pie * 2 = 160 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 640 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 240 boxes of gingerbread and 2 boxes of apple pie * 2 = 480 boxes of gingerbread and 2 boxes of apple pie * 2 = 920 boxes of gingerbread and 2 boxes of apple pie * 2 = 1840 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 640 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread and 2 boxes of apple pie * 2 = 320 boxes of gingerbread and 2 boxes of apple pie * 2 = 1280 boxes of gingerbread','1280',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(170,0,'Adam bought himself some new trousers for $30, and his mother gave him $6 for this purpose. So, his mother gave him $30 - $6 = $12 trousers.
+Adam bought himself twice as much as his mother gave him, so he bought himself twice as many trousers as his mother gave him.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from his savings is the sum of the amount he bought himself and the amount he gave to his mother.
+The total amount of money Adam had to contribute from','$12',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(171,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of boxes of chocolate bars. Lisa sold 3 and a half boxes, and Peter sold 4 and a half boxes. So, the total number of boxes is 3 + 4 = 7 boxes.
+
+Next, we need to find the total number of chocolate bars. We can do this by multiplying the number of boxes by the number of chocolate bars. So, 7 x 3.5 = 21.5 chocolate bars.
+
+Now, we need to find the number of chocolate bars in a box. We can do this by dividing the number of chocolate bars by 3.5. So, 21.5 / 3.5 = 5.
+
+Finally, we can add these numbers together to find the total number of chocolate bars: 5 + 21.5 = 26.
+
+So, there are 26 chocolate bars in a box.','26',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(172,0,'Melissa spends 6 hours a day listening to a court case, which is equivalent to 3 days of listening. To calculate the jury pay, we need to find the total amount of money Melissa will earn per hour.
+
+She spends 6 hours a day listening to a court case, which is equivalent to 3 days of listening. To calculate the jury pay, we multiply the number of days by the number of hours she spends per day.
+
+So, 3 days * 6 hours = 18 hours of jury pay.
+
+Melissa will earn 18 hours of jury pay per day * 3 days = 48 hours of jury pay per day * 3 days = 144 hours of jury pay per day.
+
+To find the jury pay, we divide the total jury pay by the number of hours she spends per day.
+
+Melissa will earn 144 hours of jury pay / 3 days = 42.5 hours of jury pay per day.
+
+So, Melissa will make 42.5 hours of jury pay per day.','42.5',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619687980219340322e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',82,3.9153178305179990276e+03,3915.316855115);
+INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619809769547486306e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',172,5.13321183163599926036e+03,5133.210851556);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -32297,5 +41479,167 @@ INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1120'
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1120',0,82,'10000',0.0,0,1000,1,84.0,32.0,866.75,0.0,8.19630727850017137825e+00,2.46047501898721221913e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1120',0,82,'3100',0.0,0,1000,1,84.0,32.0,1733.5,0.0,1.63926145570003427569e+01,4.78169049948480834972e+11);
 INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1120',0,82,'2',0.0,0,1,0,84.0,32.0,3467.0,0.0,3.27852291140006855138e+01,942412146048.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1121',0,83,'5',0.0,0,16,1,76.0,32.0,256.625,0.0,8.25662414887506201921e+00,8.05653330474795227079e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1121',0,83,'5',0.0,0,120,1,76.0,32.0,513.25,0.0,1.65132482977501240384e+01,1.49338983253914215094e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1121',0,83,'7',0.0,0,1000,1,76.0,32.0,1026.5,0.0,3.30264965955002480772e+01,2.8688628366678363038e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1121',0,83,'7',0.0,0,1000,1,76.0,32.0,2053.0,0.0,66.0529931910005,5.61980884492522460944e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1121',0,83,'7',0.0,0,1,0,76.0,32.0,4106.0,0.0,132.105986382001,1112170086144.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1123',0,84,'1',0.0,0,16,1,100.0,32.0,306.75,0.0,6.79244540931245,1.00515082704713836674e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1123',0,84,'6000',0.0,0,120,1,100.0,32.0,613.5,0.0,13.5848908186249,1.82791271149466247551e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1123',0,84,'6000',0.0,0,1000,1,100.0,32.0,1227.0,0.0,27.1697816372498,3.47343648038971069343e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1123',0,84,'4',0.0,0,1000,1,100.0,32.0,2454.0,0.0,54.3395632744996,6.7644840181798071288e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1123',0,84,'4',0.0,0,1,0,100.0,32.0,4908.0,0.0,1.08679126548999192889e+02,1334657909376.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1128',0,85,'21',0.0,0,16,1,72.0,32.0,316.4375,0.0,6.78311602343740105425e+00,9.5591724328931213378e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1128',0,85,'21',0.0,0,120,1,72.0,32.0,632.875,0.0,1.35662320468748021085e+01,1.80455988799802459713e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1128',0,85,'21',0.0,0,1000,1,72.0,32.0,1265.75,0.0,2.7132464093749604217e+01,350184517741.545);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1128',0,85,'0',0.0,0,1000,1,72.0,32.0,2531.5,0.0,5.4264928187499208434e+01,6.89641575625029907246e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1128',0,85,'48',0.0,0,1,0,72.0,32.0,5063.0,0.0,1.08529856374998416872e+02,1368555691392.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1131',0,86,'320',0.0,0,16,1,105.0,32.0,324.5,0.0,6.93383880068756752734e+00,1.06634760615384613033e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1131',0,86,'320',0.0,0,120,1,105.0,32.0,649.0,0.0,1.38676776013751350551e+01,1.93686282174358978275e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1131',0,86,'320',0.0,0,1000,1,105.0,32.0,1298.0,0.0,2.77353552027502701102e+01,3.6778932529230767823e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1131',0,86,'160',0.0,0,1000,1,105.0,32.0,2596.0,0.0,5.54707104055005402205e+01,7.15995411528205078117e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1131',0,86,'160',0.0,0,1,0,105.0,32.0,5192.0,0.0,1.10941420811001080438e+02,1412407584000.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1146',0,87,'2',0.0,0,16,1,100.0,32.0,317.3125,0.0,5.45040284250001150212e+00,1.03338262627241989132e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1146',0,87,'$1000',0.0,0,120,1,100.0,32.0,634.625,0.0,1.09008056850000230038e+01,1.88439375256359191888e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1146',0,87,'$1000',0.0,0,1000,1,100.0,32.0,1269.25,0.0,2.18016113700000460076e+01,3.58641600514593627928e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1146',0,87,'20',0.0,0,1000,1,100.0,32.0,2538.5,0.0,4.36032227400000920152e+01,6.99046051031062377944e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1146',0,87,'2',0.0,0,1,0,100.0,32.0,5077.0,0.0,8.72064454800001840305e+01,1379854952064.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1162',0,88,'4',0.0,0,16,1,69.0,32.0,193.3125,0.0,5.45047312468750533298e+00,6.16640379774440841684e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1162',0,88,'17',0.0,0,120,1,69.0,32.0,386.625,0.0,1.09009462493750106657e+01,1.13421668768281143184e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1162',0,88,'18',0.0,0,1000,1,69.0,32.0,773.25,0.0,2.18018924987500213315e+01,2.16936930349955261229e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1162',0,88,'38',0.0,0,1000,1,69.0,32.0,1546.5,0.0,4.3603784997500042663e+01,4.23967453513303527828e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1162',0,88,'10',0.0,0,1,0,69.0,32.0,3093.0,0.0,8.7207569995000085326e+01,838028499840.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1178',0,89,'20',0.0,0,16,1,67.0,32.0,136.625,0.0,3.78421370750004371075e+00,4.58396531623953170774e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1178',0,89,'50',0.0,0,120,1,67.0,32.0,273.25,0.0,7.5684274150000874215e+00,82331088636.9023);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1178',0,89,'25000',0.0,0,1000,1,67.0,32.0,546.5,0.0,1.5136854830000174843e+01,1.55313959585916259772e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1178',0,89,'1',0.0,0,1000,1,67.0,32.0,1093.0,0.0,3.0273709660000349686e+01,3.01279701483944152822e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1178',0,89,'4',0.0,0,1,0,67.0,32.0,2186.0,0.0,60.5474193200007,593211185280.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1194',0,90,'13',0.0,0,16,1,92.0,32.0,217.3125,0.0,4.96252022812495852122e+00,7.42679008211908416731e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1194',0,90,'400',0.0,0,120,1,92.0,32.0,434.625,0.0,9.92504045624991704244e+00,1.32467019855511459352e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1194',0,90,'13',0.0,0,1000,1,92.0,32.0,869.25,0.0,1.98500809124998340848e+01,2.48865257924152679432e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1194',0,90,'3',0.0,0,1000,1,92.0,32.0,1738.5,0.0,3.97001618249996681688e+01,4.81661734061435119636e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1194',0,90,'10',0.0,0,1,0,92.0,32.0,3477.0,0.0,7.94003236499993363377e+01,947254686336.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1203',0,91,'424',0.0,0,16,1,94.0,32.0,256.5625,0.0,5.23572071825003604317e+00,85373801759.8445);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1203',0,91,'424',0.0,0,120,1,94.0,32.0,513.125,0.0,1.04714414365000720865e+01,1.54131788070254852288e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1203',0,91,'30',0.0,0,1000,1,94.0,32.0,1026.25,0.0,2.09428828730001441731e+01,2.91647760691075622566e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1203',0,91,'120',0.0,0,1000,1,94.0,32.0,2052.5,0.0,4.18857657460002883462e+01,566679705932.717);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1203',0,91,'30',0.0,0,1,0,94.0,32.0,4105.0,0.0,8.37715314920005766925e+01,1116743596416.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1221',0,92,'144',0.0,0,16,1,112.0,32.0,270.75,0.0,5.21318564618752589012e+00,94041463476.5331);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1221',0,92,'144',0.0,0,120,1,112.0,32.0,541.5,0.0,1.04263712923750517802e+01,1.66633697934897552495e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1221',0,92,'144',0.0,0,1000,1,112.0,32.0,1083.0,0.0,2.08527425847501035605e+01,3.11818166851626464835e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1221',0,92,'1',0.0,0,1000,1,112.0,32.0,2166.0,0.0,4.1705485169500207121e+01,6.02187104685084350578e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1221',0,92,'1',0.0,0,1,0,112.0,32.0,4332.0,0.0,8.3410970339000414242e+01,1182924980352.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1232',0,93,'4',0.0,0,16,1,86.0,32.0,234.375,0.0,4.33299358768749698356e+00,7.72552152767697143534e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1232',0,93,'4',0.0,0,120,1,86.0,32.0,468.75,0.0,8.66598717537499396712e+00,1.400439142988517456e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1232',0,93,'10',0.0,0,1000,1,86.0,32.0,937.5,0.0,1.73319743507499879342e+01,2.65621312343015777588e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1232',0,93,'1/4',0.0,0,1000,1,86.0,32.0,1875.0,0.0,3.46639487014999758685e+01,5.16776108431343872071e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1232',0,93,'1',0.0,0,1,0,86.0,32.0,3750.0,0.0,6.9327897402999951737e+01,1019085700608.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1235',0,94,'1/3',0.0,0,16,1,105.0,32.0,160.125,0.0,3.3894174843750306536e+00,6.23367944118102493278e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1235',0,94,'15',0.0,0,120,1,105.0,32.0,320.25,0.0,6.77883496875006130721e+00,1.05153648911289566037e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1235',0,94,'20',0.0,0,1000,1,105.0,32.0,640.5,0.0,1.3557669937500122614e+01,1.90787357910248199467e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1235',0,94,'10',0.0,0,1000,1,105.0,32.0,1281.0,0.0,2.7115339875000245228e+01,3.62054775908165466305e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1235',0,94,'60,000',0.0,0,1,0,105.0,32.0,2562.0,0.0,5.4230679750000490456e+01,704589611904.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1251',0,95,'19',0.0625,0,16,1,111.0,32.0,276.9375,0.0,5.03595375999998395855e+00,9.54181538164257202119e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1251',0,95,'11.1111',0.0625,0,120,1,111.0,32.0,553.875,0.0,1.00719075199999679175e+01,1.69658336355597320552e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1251',0,95,'19',0.067,0,1000,1,111.0,32.0,1107.75,0.0,2.0143815039999935835e+01,3.18138701433940551763e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1251',0,95,'30',0.06125,1,1000,1,111.0,32.0,2215.5,0.0,4.02876300799998716701e+01,6.15099431590627075206e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1251',0,95,'8',0.0625,0,1,0,111.0,32.0,4431.0,0.0,8.05752601599997433402e+01,1209020891904.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1253',0,96,'5',0.0,0,16,1,80.0,32.0,188.6875,0.0,4.94185513949992127891e+00,63364616861.8924);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1253',0,96,'5',0.0,0,120,1,80.0,32.0,377.375,0.0,9.88371027899984255782e+00,1.13878949659899581913e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1253',0,96,'5',0.0,0,1000,1,80.0,32.0,754.75,0.0,1.97674205579996851156e+01,2.14907615255913940423e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1253',0,96,'5',0.0,0,1000,1,80.0,32.0,1509.5,0.0,3.95348411159993702312e+01,4.16964946447942626933e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1253',0,96,'5',0.0,0,1,0,80.0,32.0,3019.0,0.0,7.90696822319987404617e+01,821079608832.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1254',0,97,'12',0.0,0,16,1,130.0,32.0,287.9375,0.0,6.63914344087504559865e+00,1.0347568777262486267e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1254',0,97,'20',0.0,0,120,1,130.0,32.0,575.875,0.0,1.32782868817500911975e+01,1.80676091589383209234e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1254',0,97,'12',0.0,0,1000,1,130.0,32.0,1151.75,0.0,2.6556573763500182395e+01,3.35076899222899902345e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1254',0,97,'12',0.0,0,1000,1,130.0,32.0,2303.5,0.0,5.31131475270003647901e+01,6.43878514489933227553e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1254',0,97,'12',0.0,0,1,0,130.0,32.0,4607.0,0.0,1.06226295054000729578e+02,1261481745024.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1266',0,98,'40',0.0,0,16,1,93.0,32.0,282.5,0.0,7.42741324406245,9.21092177962750396739e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1266',0,98,'8',0.0,0,120,1,93.0,32.0,565.0,0.0,14.8548264881249,1.67861340146923370365e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1266',0,98,'8',0.0,0,1000,1,93.0,32.0,1130.0,0.0,29.7096529762498,3.19365584848220031744e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1266',0,98,'3',0.0,0,1000,1,93.0,32.0,2260.0,0.0,59.4193059524996,6.22374074250813354505e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1266',0,98,'3',0.0,0,1,0,93.0,32.0,4520.0,0.0,1.18838611904999197571e+02,1228391053056.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1280',0,99,'3',0.0,0,16,1,85.0,32.0,243.75,0.0,5.73803700531254889938e+00,7.95115217772264099103e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1280',0,99,'3',0.0,0,120,1,85.0,32.0,487.5,0.0,1.14760740106250977985e+01,1.44822165191544647219e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1280',0,99,'100',0.0,0,1000,1,85.0,32.0,975.0,0.0,2.2952148021250195597e+01,2.75443452020181152339e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1280',0,99,'2',0.0,0,1000,1,85.0,32.0,1950.0,0.0,4.59042960425003911941e+01,5.36686025677454101555e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1280',0,99,'10',0.0,0,1,0,85.0,32.0,3900.0,0.0,9.18085920850007823883e+01,1059171172992.0);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',1,'gsm8k_test-1311',0,100,'8',0.0,0,16,1,100.0,33.0,226.875,0.0,4.75044488968751466018e+00,7.87190322692215271004e+10);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',2,'gsm8k_test-1311',0,100,'200',0.0,0,120,1,100.0,33.0,453.75,0.0,9.50088977937503,1.39491062711006774904e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',4,'gsm8k_test-1311',0,100,'10',0.0,0,1000,1,100.0,33.0,907.5,0.0,1.90017795587500586407e+01,2.61035123594577239984e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',8,'gsm8k_test-1311',0,100,'3',0.0,0,1000,1,100.0,33.0,1815.0,0.0,3.80035591175001172823e+01,5.04123245361718139634e+11);
+INSERT INTO "units" VALUES('smollm2-135m','self-consistency',16,'gsm8k_test-1311',0,100,'9',0.0,0,1,0,100.0,33.0,3630.0,0.0,7.60071182350002345646e+01,990299488896.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-2',0,101,'$24,000',0.0,0,1,0,95.0,32.0,180.0,0.0,3.65629849399920203723e+00,65105263872.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-28',0,102,'35',0.0,0,1,0,89.0,32.0,158.0,0.0,6.80829192199962562881e+00,57572423424.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-79',0,103,'89',0.0,0,1,0,86.0,32.0,255.0,0.0,6.93599048699979903176e+00,82861244928.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-67',0,104,'25',0.0,0,1,0,92.0,32.0,512.0,0.0,1.30815223930003412535e+01,153616139136.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-82',0,105,'75',0.0,0,1,0,69.0,32.0,203.0,0.0,6.56170223299886856693e+00,64298173824.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-127',0,106,'20',0.0,0,1,0,73.0,32.0,512.0,0.0,1.12082175790001201674e+01,148504568832.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-141',0,107,'2400',0.0,0,1,0,78.0,32.0,202.0,0.0,7.26560101199902419466e+00,66450413952.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-128',0,108,'4',0.0,0,1,0,122.0,32.0,268.0,0.0,1.62117686849996971436e+01,96043715712.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-151',0,109,'3',0.0,0,1,0,130.0,32.0,512.0,0.0,1.86814926949991786386e+01,163839279744.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-164',0,110,'100',0.0,0,1,0,107.0,32.0,512.0,0.0,1.88924694630004523787e+01,157651589376.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-186',0,111,'7',0.0,0,1,0,154.0,32.0,281.0,0.0,1.06724928260009619405e+01,108150066432.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-187',0,112,'2',0.0,0,1,0,78.0,32.0,151.0,0.0,5.50435007600026438012e+00,52729883136.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-183',0,113,'1',0.0,0,1,0,174.0,32.0,512.0,0.0,1.99906641130000934936e+01,175676600448.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-191',0,114,'30',0.0,0,1,0,75.0,32.0,99.0,0.0,3.43891996300044411327e+00,37933232256.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-202',0,115,'20',0.0,0,1,0,89.0,32.0,130.0,0.0,4.7072930440008349251e+00,50039582976.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-206',0,116,'600',0.0,0,1,0,117.0,33.0,175.0,0.0,7.00308577099895046558e+00,69409744128.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-194',0,117,'$2',0.0,0,1,0,79.0,32.0,512.0,0.0,1.86689358780004113214e+01,150118748928.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-223',0,118,'$40000',0.0,0,1,0,83.0,33.0,158.0,0.0,4.95209498999975,55689213312.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-255',0,119,'4',0.0,0,1,0,87.0,32.0,247.0,0.0,1.05381887550011015268e+01,80978034816.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-266',0,120,'4000',0.0,0,1,0,121.0,32.0,512.0,0.0,2.07880269380002573602e+01,161418009600.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-285',0,121,'2',0.0,0,1,0,64.0,32.0,276.0,0.0,1.1620930510000107461e+01,82592214912.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-286',0,122,'100',0.0,0,1,0,71.0,32.0,102.0,0.0,3.84646132000125362537e+00,37664202240.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-291',0,123,'5',0.0,0,1,0,89.0,32.0,192.0,0.0,6.89686534300017228815e+00,66719443968.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-300',0,124,'2',0.0,0,1,0,94.0,32.0,184.0,0.0,6.95043854699906660243e+00,65912353920.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-306',0,125,'100',0.0,0,1,0,90.0,33.0,270.0,0.0,9.79029465799976605921e+00,87703785216.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-376',0,126,'20',0.0,0,1,0,77.0,35.0,273.0,0.0,1.03133674840009916808e+01,84475425024.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-382',0,127,'40',0.0,0,1,0,93.0,33.0,221.0,0.0,8.29470755100010137539e+00,75328404480.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-387',0,128,'120',0.0,0,1,0,64.0,32.0,125.0,0.0,4.39417073600088770035e+00,41968682496.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-416',0,129,'1',0.0,0,1,0,88.0,33.0,434.0,0.0,1.71912979850003466708e+01,131286647808.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-391',0,130,'30',0.0,0,1,0,82.0,33.0,512.0,0.0,2.11480718950006121295e+01,150656808960.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-418',0,131,'V = π × l² × w = π cubic inches',0.0,0,1,0,93.0,32.0,466.0,0.0,1.94289922030002344399e+01,141509788416.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-454',0,132,'3',0.0,0,1,0,64.0,32.0,101.0,0.0,4.21534699199946771841e+00,35511962112.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-447',0,133,'30',0.0,0,1,0,88.0,32.0,512.0,0.0,20.8611961409988,152540019072.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-488',0,134,'54',0.0,0,1,0,82.0,33.0,142.0,0.0,5.3193226289986341726e+00,51115703040.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-495',0,135,'1.6',0.0,0,1,0,89.0,32.0,308.0,0.0,1.12671456120006041601e+01,97926925824.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-499',0,136,'50',0.0,0,1,0,146.0,32.0,280.0,0.0,1.0660712081000383478e+01,105728796288.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-530',0,137,'20',0.0,0,1,0,111.0,32.0,160.0,0.0,5.90042254899890394881e+00,64029143808.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-513',0,138,'0',0.0,0,1,0,77.0,32.0,512.0,0.0,1.94249421089989482425e+01,149580688896.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-532',0,139,'28.5',0.0,0,1,0,80.0,33.0,512.0,0.0,2.01387796839990187427e+01,150118748928.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-564',0,140,'800',0.0,0,1,0,97.0,32.0,163.0,0.0,5.85263783099981083068e+00,61069813632.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-533',0,141,'100',0.0,0,1,0,94.0,32.0,512.0,0.0,1.95016162910014827502e+01,154154199168.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-577',0,142,'50',0.0,0,1,0,129.0,33.0,205.0,0.0,7.87539544599894725251e+00,80709004800.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-589',0,143,'2.25',0.0,0,1,0,104.0,33.0,512.0,0.0,2.01453972290000820071e+01,156575469312.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-594',0,144,'2.5',0.0,0,1,0,80.0,33.0,512.0,0.0,2.17180124299993622112e+01,150118748928.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-596',0,145,'60000',0.0,0,1,0,132.0,32.0,295.0,0.0,1.26447756210000079586e+01,105997826304.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-621',0,146,'$1275',0.0,0,1,0,94.0,32.0,163.0,0.0,6.2547925050002959324e+00,60262723584.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-617',0,147,'4',0.0,0,1,0,97.0,32.0,407.0,0.0,1.61454360619991348362e+01,126713137536.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-647',0,148,'2',0.0,0,1,0,96.0,32.0,245.0,0.0,9.10280504000002110842e+00,82861244928.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-649',0,149,'27000',0.0,0,1,0,106.0,32.0,174.0,0.0,7.26434190299914916977e+00,66450413952.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-635',0,150,'10',0.0,0,1,0,102.0,33.0,512.0,0.0,2.10109872280008858069e+01,156037409280.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-655',0,151,'33',0.0,0,1,0,76.0,32.0,140.0,0.0,5.39489798200156656093e+00,49232492928.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-666',0,152,'90',0.0,0,1,0,97.0,32.0,262.0,0.0,9.77572837199841160327e+00,87703785216.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-681',0,153,'5080',0.0,0,1,0,93.0,32.0,172.0,0.0,6.35156828299841436091e+00,62414963712.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-676',0,154,'48',0.0,0,1,0,98.0,32.0,512.0,0.0,2.04563608090011257441e+01,155230319232.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-682',0,155,'80',1.0,1,1,0,112.0,33.0,209.0,0.0,9.39564341299956140574e+00,77211614592.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-724',0,156,'12',0.0,0,1,0,102.0,32.0,134.0,0.0,5.45088327500161540228e+00,54613093248.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-733',0,157,'$20',0.0,0,1,0,80.0,32.0,181.0,0.0,6.5921529550014383858e+00,61338843648.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-788',0,158,'360',0.0,0,1,0,89.0,33.0,257.0,0.0,9.0679620350001641782e+00,83937364992.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-816',0,159,'1000',0.0,0,1,0,74.0,33.0,166.0,0.0,5.98663575200043851509e+00,55420183296.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-801',0,160,'3',0.0,0,1,0,99.0,32.0,512.0,0.0,1.95092336950001481454e+01,155499349248.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-829',0,161,'250,000',0.0,0,1,0,116.0,33.0,288.0,0.0,1.20488956299996061714e+01,99541105920.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-861',0,162,'12',0.0,0,1,0,101.0,32.0,330.0,0.0,1.19542666040015319593e+01,107073946368.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-889',0,163,'4',0.0,0,1,0,88.0,33.0,231.0,0.0,8.6145831389985687565e+00,76673554560.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-906',0,164,'18',0.0,0,1,0,95.0,32.0,219.0,0.0,8.1508109049991617212e+00,75597434496.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-917',0,165,'16',0.0,0,1,0,73.0,33.0,160.0,0.0,5.66063404799933778122e+00,53536973184.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-911',0,166,'7',0.0,0,1,0,99.0,32.0,512.0,0.0,1.9172897489999741083e+01,155499349248.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-966',0,167,'1',0.0,0,1,0,148.0,32.0,512.0,0.0,1.97117378149996511638e+01,168681820032.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-975',0,168,'20',1.0,1,1,0,80.0,32.0,512.0,0.0,1.8620153257999845664e+01,150387778944.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-976',0,169,'1280',0.0,0,1,0,128.0,32.0,512.0,0.0,1.66097925289996055657e+01,163301219712.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-995',0,170,'$12',1.0,1,1,0,80.0,32.0,512.0,0.0,1.62468645039989496576e+01,150387778944.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1002',0,171,'26',0.0,0,1,0,88.0,32.0,215.0,0.0,7.55637392399876262061e+00,72638104320.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1033',0,172,'42.5',0.0,0,1,0,96.0,32.0,232.0,0.0,8.11459735100106627214e+00,79363854720.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
