@@ -20382,6 +20382,377 @@ To find the jury pay, we divide the total jury pay by the number of hours she sp
 Melissa will earn 144 hours of jury pay / 3 days = 42.5 hours of jury pay per day.
 
 So, Melissa will make 42.5 hours of jury pay per day.','stop',232,96,32,4.26373539650558086577e+00,79363854720.0,NULL);
+INSERT INTO "chains" VALUES(173,0,0,'4f949096ecfcf4020f1d72ae5f9c30b1a0e9f29908b972f197b97ff1aa4db7b9',0,'Let''s break down the information:
+
+- On Monday, they delivered 425 letters.
+- On Tuesday, they delivered 17 more than one-fifth of the number of days they delivered on Tuesday.
+- On Wednesday, they delivered 5 times twice as many as they delivered on Wednesday.
+- On Wednesday, they delivered 5 more than twice as many as they delivered on Wednesday.
+
+To find the total number of letters delivered, we need to calculate the number of days they delivered, which is 425 / 100 = 0.4 days.
+
+Now, we can find the number of days they delivered by dividing 0.4 by 100, which gives us 0.04 days.
+
+To find the number of days they delivered, we multiply 0.04 by 100, which gives us 0.04 days.
+
+The total number of days they delivered is 0.04 days * 100 days = 4 days.
+
+So, the post office delivered 4 days of mail.','stop',236,96,32,5.39184227449914,80439974784.0,NULL);
+INSERT INTO "chains" VALUES(174,0,0,'949492103fe57676a87cd661990ec2266b017ffcb0747e55d2aee3004330e4af',0,'Let''s break down the information step by step.
+
+Bethany can run 10 laps on the track in one hour. So, she can run 10 * 60 = 60 laps.
+
+Trey can run 4 more laps than Bethany. So, he can run 4 * 60 = 20 laps.
+
+Shaelyn can run half as many laps as Bethany. So, he can run 2 * 60 = 120 laps.
+
+Quinn can run 2 fewer laps than Bethany. So, he can run 2 * 60 = 120 laps.
+
+Now, let''s consider the last part of the problem. Bethany can run 10 * 60 = 600 feet. So, she can run 10 * 60 = 600 feet.
+
+The total distance covered by Bethany is 600 + 200 = 800 feet.
+
+The total distance covered by Shaelyn is 120 + 120 = 240 feet.
+
+The total distance covered by Quinn is 120 + 120 = 240 feet.
+
+The total distance covered by Bethany is 800 feet - 240 feet = 240 feet.
+
+The total distance covered by Bethany is 240 feet - 240 feet = 240 feet.
+
+The total distance covered by Shaelyn is 120 + 120 = 240 feet.
+
+The total distance covered by Bethany is 800 feet - 240 feet = 240 feet.
+
+The total distance covered by Bethany is 240 feet - 240 feet = 240 feet.
+
+The total distance covered by Shaelyn is 120 + 120 = 240 feet.
+
+The total distance covered by Bethany is 800 feet - 240 feet = 240 feet.
+
+The total distance covered by Bethany is 240 feet - 240 feet = 240 feet.
+
+The total distance covered by Shaelyn','length',512,112,33,1.00346353020022434061e+01,158727709440.0,NULL);
+INSERT INTO "chains" VALUES(175,0,0,'1430a451d1ecaf8b595c025160f735749e3dcf47cc29b52eea0b01bb16d9bd08',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of balls that Rory retrieved in the first set of the match. This is 4 + 4 + 19 = 21 balls.
+
+Next, we need to find the number of balls that Rory retrieved in the third set of the match. This is 19 - 2 = 17 balls.
+
+Now, we need to find the total number of balls that Rory retrieved in the first set of the match. This is 21 - 17 = 2 balls.
+
+Finally, we need to find the total number of balls that Rory retrieved in the first set of the match by adding the number of balls that Rory retrieved in the second set of the match to the number of balls that Rory retrieved in the first set of the match. This is 2 balls + 19 balls = 3 balls.
+
+So, Rory retrieved 3 balls in the first set of the match.','stop',224,113,32,4.53979756499757058918e+00,81785124864.0,NULL);
+INSERT INTO "chains" VALUES(176,0,0,'632050f37a6248ac2dea60219ae1ddacca5e13bccde6a413e5b5b211f2706ec5',0,'To solve this problem, we need to determine the total cost of sending out 700 small coupons and 250 big coupons.
+
+First, we can calculate the total cost of sending out 700 small coupons by multiplying 700 by 7 (the total number of small coupons) by 7 (the total number of small coupons). This gives us 7 * 7 * 7 = 420 small coupons * 7 = 2800 small coupons.
+
+Next, we can calculate the total cost of sending out 250 big coupons by multiplying 250 by 25 (the total number of big coupons). This gives us 25 * 25 = 625 big coupons.
+
+Now, we can calculate the total cost of sending out 700 small coupons and 250 big coupons by adding them together: 700 small coupons + 250 big coupons = 350 small coupons * 25 = 750 big coupons.
+
+Finally, we can calculate the total cost of sending out 700 small coupons and 250 big coupons by dividing 750 by 25 (the total number of small coupons). This gives us 750 / 25 = 25 small coupons * 25 = 62.5 big coupons.
+
+So, Anthony spends 25 * 62.5 = 152.25 big coupons.','stop',347,105,32,7.1947120269896913669e+00,112723576704.0,NULL);
+INSERT INTO "chains" VALUES(177,0,0,'37c6e50d8bb43915ee59ad4c2587f95b38c77a6414cbc4032439d2a52b30ff12',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of puzzle pieces Teddy finished.
+
+Teddy finished 500 pieces in 5 hours. So, 500 / 5 = 100 pieces.
+
+Now, we need to find the total number of puzzle pieces Teddy finished. We can do this by adding the number of pieces Teddy finished to the total number of puzzle pieces.
+
+Teddy finished 100 pieces, which is 100 / 5 = 20 pieces.
+
+So, Teddy finished 20 pieces.
+
+The answer is 20.','stop',151,81,32,3.0630619269895760226e+00,53536973184.0,NULL);
+INSERT INTO "chains" VALUES(178,0,0,'0fb3e2cc564a7e1bdc7f5162a31b7d74f6a5d44ce7e6bef5482a1e641e256bfc',0,'To solve this problem, we need to break it down step by step. We know that the first child is 6 feet tall, the second child is two inches taller than the first child, and the third child is three inches taller than the second child.
+
+Let''s start by finding the height of the third child. We know that the third child is three inches taller than the second child. So, the height of the third child is 3 + 2 = 5 inches.
+
+Now, we know that the fourth child is three inches taller than the fourth child. So, the height of the fourth child is 3 + 3 = 6 inches.
+
+To find the total height of the fourth child, we add the heights of the first, second, and third children. This is 4 + 2 + 3 = 9 inches.
+
+So, the answer is 9 inches.','stop',191,107,32,3.82703144549486751202e+00,71292954240.0,NULL);
+INSERT INTO "chains" VALUES(179,0,0,'a2dbe40d7177941d5a5996edd5757b00c52a1bb9138832436f894bac264bbb4c',0,'To solve this problem, we need to break it down step by step. First, we need to determine the total length of the ribbon that Marty needs to cut. Since each of the cut parts must be divided into 5 equal parts, we can think of this as a fraction of the total length of the ribbon. So, the total length of the ribbon is 100 / 5 = 20 centimeters.
+
+Now, we need to find the number of equal parts that Marty needs to cut. To do this, we can divide 20 by 5, which gives us 0.4. This means that each of the cut parts must be divided into 4 equal parts.
+
+So, the total length of the ribbon that Marty needs to cut is 20 / 4 = 4 centimeters.
+
+Now, we need to find the number of equal parts that Marty needs to cut. To do this, we can multiply the total length of the ribbon by the number of equal parts that Marty needs to cut. This gives us 20 / 4 = 4 centimeters.
+
+So, each of the cut parts that Marty needs to cut is 4 centimeters long.
+
+Therefore, each final cut is 4 centimeters long.','stop',269,80,32,4.8138281384999572765e+00,85013485056.0,NULL);
+INSERT INTO "chains" VALUES(180,0,0,'770e1c2fe38d637c1f32b76097c967ef9f37e0ee1162296d50d16763e663ab03',0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of girls in the school population. 
+
+We know that 40% of the school population is made up of 240 boys. So, 40% of 240 is 0.4 * 240 = 120 girls.
+
+Now, we need to find the number of girls in the school population. To do this, we divide the number of girls by the total number of girls in the school population.
+
+So, 120 / 240 = 0.04.
+
+Therefore, there are 4 girls in the school population.','stop',155,64,32,2.80812965000222902745e+00,50039582976.0,NULL);
+INSERT INTO "chains" VALUES(181,0,0,'0453d5f23eeb1a599fc31581356c67ab3489618fb9dd4312080bcbf368b5cd82',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of apples Pierre, Paul, and Jacques bought. We know that Peter wants a quarter of that, which means he needs 1/4 of the total apples. So, 1/4 * 12 = 4 apples.
+
+Now, we need to find the number of kilograms that Peter, Paul, and Jacques will have left. We can do this by dividing 4 apples by 12 apples. This gives us 1/4 of the apples left.
+
+To find the number of kilograms that James will have left, we need to find the number of kilograms that Peter, Paul, and Jacques will have left. We can do this by dividing 1/4 of the apples left by 12 apples. This gives us 1/12 of the apples left.
+
+So, the answer is 1/12 of the apples left.','stop',206,77,32,3.50031230199965648353e+00,67257504000.0,NULL);
+INSERT INTO "chains" VALUES(182,0,0,'a5f27a33572ddaab62aad44f4f8e8fdcf0a84801ce37dd2657cb3806fc13621c',0,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total distance John visits his parents twice a month. This can be calculated by multiplying the distance John visits his parents twice a month by the speed of his car.
+
+The speed of his car is 70 mph, so we can calculate the total distance as 2 * 70 = 140 miles.
+
+Now, we need to find the total distance John visits his parents twice a month. This can be calculated by multiplying the distance John visits his parents twice a month by the speed of his car.
+
+So, 140 miles * 70 mph = 11200 miles.
+
+Therefore, John drives 11200 miles when visiting his parents twice a month.','stop',174,84,33,3.01077493549928476568e+00,60262723584.0,NULL);
+INSERT INTO "chains" VALUES(183,0,0,'965a92c6663a89760bb38305d17e48fc564c1e3597cc3451974a11e8801bbd81',0,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total distance Sofia will cover in seven days. Since she plans to walk twice as far as Brian, she will cover twice the distance Sofia will cover in one day. So, she will cover 2 * 10 = 20 miles in one day.
+
+Now, we need to find the total distance Sofia will cover in seven days. To do this, we can divide the total distance by the number of days. So, 20 miles / 7 days = 3 miles per day.
+
+Brian will walk 3 miles per day. So, in seven days, he will walk 3 * 7 = 21 miles.
+
+Therefore, the answer is 21.','stop',170,76,32,2.61859870099488034611e+00,57303393408.0,NULL);
+INSERT INTO "chains" VALUES(184,0,0,'6f4eddc9cafae32620364ebcbf8c2af1d55eb56fdb1e9a5e7bd0171383a78b9b',0,'To solve this problem, we need to first determine the total weight of both dogs. We know that Elijah has one-fourth the weight of Kory’s dog, so we can set up an equation:
+
+Elijah’s dog = 1/4 * Kory’s dog
+
+Now, we can multiply both sides of the equation by 1/4 to find the total weight of both dogs:
+
+Elijah’s dog = 1/4 * Kory’s dog = 1/4 * 1 = 1
+
+So, Elijah has one-fourth the weight of Kory’s dog.
+
+We can now add the weight of both dogs together:
+
+Elijah’s dog + Kory’s dog = 1 + 1 = 2
+
+So, Elijah has two dogs.
+
+Now, we need to find the total weight of both dogs. We can do this by multiplying the weight of both dogs by 2:
+
+Elijah’s dog = 2 * 1 = 2
+
+So, Elijah has two dogs.
+
+We can now add the weight of both dogs together:
+
+Elijah’s dog + Kory’s dog = 2 + 2 = 4
+
+So, Elijah has four dogs.
+
+The final answer is:
+
+Elijah has two dogs, and Kory’s dog is twice as heavy as Elijah’s dog.','stop',314,100,32,5.20010859499052457977e+00,102500436096.0,NULL);
+INSERT INTO "chains" VALUES(185,0,0,'64165d8024fcfc9b33d3276f8cb729553232ab52601394946c3873fd7c67b4c2',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the difference between Liam’s age and Vince’s age.
+
+Let’s start by finding the difference between Liam’s age and Vince’s age. Liam’s age is 16, and Vince’s age is 2x. So, Liam’s age is 16 + 2x.
+
+Now, we can use the formula for subtraction: Liam’s age - Vince’s age = 16 - 2x.
+
+We can simplify this equation by dividing both sides by 2. This gives us Liam’s age - 2x = 16.
+
+Now, we can solve this equation by dividing both sides by 2. This gives us Liam’s age = 16 / 2 = 8.
+
+So, Liam’s age is 8 years old.
+
+The answer is: 8','stop',220,72,33,3.79681716499544563703e+00,69409744128.0,NULL);
+INSERT INTO "chains" VALUES(186,0,0,'b621c2d3d9975496ec8a804335dba9e0e289359097db013f09caafbd733b320a',0,'To solve this problem, we need to break it down step by step. First, we need to calculate the total amount of wood John can cut down. He can make 80 feet of wood, so he can cut 80 feet of wood into 80 feet of logs.
+
+Now, we need to calculate the number of planks he can cut down. He can cut 4-foot planks out of each of the 80-foot logs. So, he can cut 4 * 80 = 300 planks out of the 80-foot logs.
+
+The total number of planks he can cut down is the sum of the number of planks he can cut down, which is 300.
+
+Now, we need to calculate the number of planks he can cut down. He can cut 300 * 4 = 1200 planks out of the 80-foot logs.
+
+So, he can make 1200 * 4 = 5400 planks out of the 80-foot logs.
+
+The total amount of wood he can make is the sum of the number of planks he can cut down and the number of planks he can cut down, which is 5400 + 300 = 6400.
+
+So, he makes 6400 * 4 = 25600 feet of wood.
+
+The answer is 25600.','stop',319,105,33,6.35351938849726138869e+00,104921706240.0,NULL);
+INSERT INTO "chains" VALUES(187,0,0,'ee78a70117de56544261cd304b464456fa5852478708c4d1d095675700d0ee19',0,'Let''s break down the problem step by step. We know that Haley is 26 years old, so we can set up an equation: 26 = 10 + (26 / 2)
+
+This is a classic example of an equation that can be solved using basic arithmetic. To solve it, we can simply add 10 to both sides of the equation, which gives us: 26 = 22 + 2 * 26 / 2, which simplifies to 26 = 48, and then 48 = 10 * 2, which is the answer.
+
+However, we can also solve this problem using a more algebraic approach. We can start by dividing both sides of the equation by 2, which gives us: 26 / 2 = 10 * 2 / 2, which simplifies to 2 * 2 = 4 * 2, which is the answer.
+
+So, Geb is 4 years older than Haley.','stop',219,69,33,4.28182870800719683757e+00,68333624064.0,NULL);
+INSERT INTO "chains" VALUES(188,0,0,'8d532e81c2af5cc1280cc6e58c5ea64ec2a84fd6bf1841d44d371af0dae0ee2a',0,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total cost of buying and selling the rocks. Adam has $100, so he needs to spend $100 * 5 = $500 to buy and $100 * 60 = $600. This is a 60% increase.
+
+Now, let''s calculate the cost of the rocks. He can buy 5 rocks for $5 each, so he needs to spend $5 * 5 = $25. So, he has $25 left over.
+
+The remaining amount is the cost of the rocks minus the cost of the sold rocks. So, it''s $25 - $5 = $15.
+
+The total cost of buying and selling the rocks is $100 + 25 = $265.
+
+The total cost of selling the rocks is $25 - $15 = $10.
+
+The total cost of buying and selling the rocks is $100 + 25 = $350.
+
+The total cost of all the money Adam has is $350.
+
+The total cost of buying and selling the rocks is $100 + 25 = $350.
+
+The total cost of selling the rocks is $100 + 10 = $200.
+
+The total cost of Adam''s final amount is $265 - 350 = $10.
+
+The total cost of Adam''s final amount is $200.
+
+The total cost of buying and selling the rocks is $100 + 25 = $350.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks','length',512,100,33,9.9888978820026750327e+00,155499349248.0,NULL);
+INSERT INTO "chains" VALUES(189,0,0,'d29606a8e99b1b45ac648d15603ef77ad4549c3d77505f541b35b5a267946a04',0,'Mike bought 5 face masks, and Johnny bought 2 more than that, so Johnny bought 5 + 2 = 7 face masks.
+#### 7
+The answer is: 7','stop',43,67,32,9.66100497494153387378e-01,20715311232.0,NULL);
+INSERT INTO "chains" VALUES(190,0,0,'1605d842fc30fbff0187691cd1d2d2930e38d94a0c1617c2e2adb8b220afb352',0,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many sharks there are. We can do this by dividing the number of gallons of blood by the number of sharks.
+
+The number of sharks is 10 * 3 = 30.
+
+Now we know that there are 40 gallons of blood in a single shark, so we can find the number of sharks by multiplying the number of gallons by 3.
+
+So, 10 * 3 = 30 sharks.
+
+We can also find the number of sharks that have one shark''s blood by dividing the number of sharks by 1.
+
+So, 30 / 1 = 30 sharks.
+
+The answer is 30.
+
+The solution is 30.','stop',178,92,32,3.19179361899841751437e+00,63760113792.0,NULL);
+INSERT INTO "chains" VALUES(191,0,0,'0cec55f6dc249b20696a5d0878fbcf184b1575e8f7f90f154a0ef4d6c54cf67c',0,'To solve this problem, we need to determine the total amount of seasoning needed for 80 meatballs. We can do this by multiplying the number of meatballs by the amount of seasoning needed.
+
+We know that 80 meatballs contain 16 meatballs. So, 16 * 16 = 256 meatballs contain 16 meatballs.
+
+Now, we can calculate the total amount of seasoning needed for 256 meatballs: 256 * 16 = 4216.
+
+So, Aiden will need 4216 - 256 = 2288 extra seasoning to make 80 meatballs.
+
+To find the number of extra seasoning needed, we can divide 2288 by 256, which gives us 1.
+
+So, Aiden will need 1 extra seasoning to make 80 meatballs.','stop',202,112,32,4.46898174900070443982e+00,75597434496.0,NULL);
+INSERT INTO "chains" VALUES(192,0,0,'9830d20b7276f8633fdfaf2b8144f45ee545b862670b1477ba059296c133eda0',0,'To solve this problem, we need to consider both the horizontal and vertical components of the problem. The horizontal component is 60 inches, and the vertical component is 7 times the horizontal height.
+
+Let''s start by finding the height of the roof from the second floor. Since the roof is 7 times the height of the first floor, we can multiply the height of the first floor by 7. This gives us 7 * 60 = 420 inches.
+
+Now, let''s find the height of the roof from the second floor. The height of the roof is 420 inches, and the height of the first floor is 60 inches. So, the height of the roof is 420 - 60 = 280 inches.
+
+To find the height of the roof from the second floor, we need to find the height of the roof that is 280 inches higher than the height of the first floor. This is a combination of the height of the first floor and the height of the second floor.
+
+The height of the roof that is 280 inches higher than the height of the first floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the second floor.
+
+The height of the roof that is 280 inches higher than the height of the second floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the first floor.
+
+The height of the roof that is 280 inches higher than the height of the second floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the first floor.
+
+The height of the roof that is 280 inches higher than the height of the second floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the first floor.','stop',432,94,32,7.60973991149603534722e+00,132631797888.0,NULL);
+INSERT INTO "chains" VALUES(193,0,0,'b7e7dca2821cc2bb162e9fcb0c5647262aef15d8608621a3b3073620d2e2ae06',0,'To solve this problem, we need to break it down step by step. We know that Eve had 20 pieces of pomelos, and she gave 1/4 of those to her friend. So, we can think of it as 20/4 = 10.
+
+Now, we need to find out how many pieces of pomelos Eve gave away. We can do this by dividing 10 by 10, which is 1. So, we can write: 10 / 10 = 1.
+
+So, the answer is 1.
+
+This problem is a classic example of a simple division problem, where we need to find the number of pieces of pomelos Eve gave away.','stop',158,86,33,2.58286292349203,56496303360.0,NULL);
+INSERT INTO "chains" VALUES(194,0,0,'5bd1df4725c8a40c0b9e73ce8780078d4468ed68b5e394a8086de54d65cfa39c',0,'To solve this problem, we need to first calculate the total distance covered by Michael. This is a combination of the interstate route and the 3-day trip. So, we multiply the total distance by the number of days Michael traveled.
+
+The total distance covered by Michael is 6000 km * 3 days = 18000 km.
+
+Now, we can calculate the percentage of the total distance covered by Michael by dividing the percentage of the total distance by the total distance covered by Michael, and multiplying by 100.
+
+(18000 / 18000) * 100 = 10%
+
+So, Michael has covered 10% of the interstate route, which is 18000 / 18000 = 10% of the total distance covered by Michael.','stop',187,105,32,2.70748364149130793521e+00,69678774144.0,NULL);
+INSERT INTO "chains" VALUES(195,0,0,'3603060c401958df56c28d4d3b8867e8ce063ba0732d76f2e518594c1847d6ad',0,'Tim spends 6 hours each day at work, which is 15 minutes.  So, 15 minutes / 6 hours = 2.5 calls.
+
+In a 5 day work week, 2.5 * 5 = 10.5 calls are made.
+
+Tim deals with 10.5 calls during his 5 day work week.','stop',82,80,32,1.35989983900617517065e+00,34704872064.0,NULL);
+INSERT INTO "chains" VALUES(196,0,0,'7e0efef254a513d1ac50345c74d2fa80fff7ec5629775495df4e770cb91eea55',0,'To solve this problem, we need to break it down into manageable parts. We know that the first side takes 5 minutes, the second side takes 2 minutes, and the last side takes half of the first side.
+
+Let''s start by finding the total time it takes to get to the first side. Since the first side takes 5 minutes, the total time it takes to get to the first side is 5 minutes * 5 minutes = 25 minutes.
+
+Now, we know that the last side takes half of the first side, so the total time it takes to get to the last side is 2 * 5 = 10 minutes.
+
+We can add these two times together to find the total time it takes to get to the last side: 25 minutes + 10 minutes = 35 minutes.
+
+So, the total time it takes to get to the last side is 35 minutes.
+
+The answer is 35.','stop',208,111,32,3.00251595149893546476e+00,76942584576.0,NULL);
+INSERT INTO "chains" VALUES(197,0,0,'857e7a7af9eb8b2711eaed5bde5ec9636136aaff351e79ddde75a359c1209720',0,'To solve this problem, we need to consider the given information: a German Shepherd consumes 5 kilograms of dog food per day, and a bulldog consumes 3 kilograms of dog food per day.
+
+First, we need to calculate the daily consumption of both dogs. A bulldog consumes 3 kilograms of dog food per day, and a German Shepherd consumes 5 kilograms of dog food per day.
+
+The total daily consumption of both dogs is 5 kilograms * 3 kilograms per day = 15 kilograms of dog food.
+
+The total daily consumption of both dogs is 15 kilograms * 3 kilograms per day = 40 kilograms of dog food.
+
+Now, we need to find out how many kilograms of dog food will be needed in a week. To do this, we multiply the daily consumption of both dogs by the number of days in a week.
+
+In a week, 4 days * 3 kilograms per day = 12 kilograms of dog food will be needed.
+
+So, 4 days * 3 kilograms per day = 12 kilograms of dog food will be needed in a week.
+
+Therefore, 4 days * 3 kilograms per day = 12 kilograms of dog food will be needed in a week.','stop',266,93,92,3.40040345399938814807e+00,71561984256.0,NULL);
+INSERT INTO "chains" VALUES(198,0,0,'c90726c05b994408b7d8c7a94b936dc1cfd29d2dcb2d928795bc3b6e1fe0bb2f',0,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the time it took Anna to complete the difficult puzzle.
+
+Anna put together the puzzle in 2 hours more than half of Steve''s time. To find the time, we can divide 2 hours by 2 hours. This gives us 2 hours.
+
+Now, we need to find the time it took Anna to complete the puzzle. To do this, we need to divide 2 hours by 2 hours. This gives us 1 hour.
+
+So, the time it took Anna to complete the puzzle is 1 hour.
+
+The answer is: 1.','stop',143,85,32,2.57798760350124211981e+00,52460853120.0,NULL);
+INSERT INTO "chains" VALUES(199,0,0,'dbb4ba07999b143ebde0961dc52524e91ebcbaf645e7f8163aa95fd61b33d617',0,'To solve this problem, we need to consider the time it takes for the varnish to dry on each painting. The varnish takes 12 minutes to dry, so if we multiply the time it takes for the varnish to dry by the number of paintings, we can find the time it takes for each painting to dry.
+
+Let''s calculate the time it takes for each painting to dry: 1 painting takes 12 minutes, 1 painting takes 12 minutes, 1 painting takes 12 minutes, and 1 painting takes 12 minutes.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting','length',512,130,32,8.10531366850045742467e+00,163839279744.0,NULL);
+INSERT INTO "chains" VALUES(200,0,0,'144f6aee9d46566c23e52644cf807918b8b695e2ff47c1474487979b59b7b496',0,'To solve this problem, we need to calculate the total number of feet of line that the caretaker needs to buy.
+
+First, we calculate the total number of feet of line that the caretaker needs to buy: 200 feet * 3 feet = 600 feet.
+
+Now, we subtract the total number of feet of line that the caretaker needs to buy from the total number of feet of line that the caretaker needs to buy: 600 feet - 6 feet = 600 feet.
+
+So, the caretaker needs to buy 600 feet of line.
+
+The answer is 600.','stop',142,100,33,2.94115469750431657303e+00,55958243328.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -20565,6 +20936,34 @@ INSERT INTO "jobs" VALUES(169,'smollm2-135m','greedy','gsm8k_test-976',0,1,'gree
 INSERT INTO "jobs" VALUES(170,'smollm2-135m','greedy','gsm8k_test-995',0,1,'greedy',0,'done','$12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 8.087198724510927, "flops": 150387778944.0}}]',80,32,512,1,0,0,150387778944.0,0.0,1.62468645039989496576e+01,8.08719872451092669507e+00,1.79619808793968820572e+09);
 INSERT INTO "jobs" VALUES(171,'smollm2-135m','greedy','gsm8k_test-1002',0,1,'greedy',0,'done','26','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 32, "completion_tokens": 215, "calls": 1, "seconds": 3.6350140800059307, "flops": 72638104320.0}}]',88,32,215,1,0,0,72638104320.0,0.0,7.55637392399876262061e+00,3.63501408000593073666e+00,1.79619808957821178434e+09);
 INSERT INTO "jobs" VALUES(172,'smollm2-135m','greedy','gsm8k_test-1033',0,1,'greedy',0,'done','42.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 232, "calls": 1, "seconds": 4.263735396505581, "flops": 79363854720.0}}]',96,32,232,1,0,0,79363854720.0,0.0,8.11459735100106627214e+00,4.26373539650558086577e+00,1.79619809769533753402e+09);
+INSERT INTO "jobs" VALUES(173,'smollm2-135m','greedy','gsm8k_test-1040',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 32, "completion_tokens": 236, "calls": 1, "seconds": 5.39184227449914, "flops": 80439974784.0}}]',96,32,236,1,0,0,80439974784.0,0.0,1.03037956749994918936e+01,5.39184227449914,1.79619810800748896601e+09);
+INSERT INTO "jobs" VALUES(174,'smollm2-135m','greedy','gsm8k_test-1010',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 10.034635302002243, "flops": 158727709440.0}}]',112,33,512,1,0,0,158727709440.0,0.0,2.10956683820004400322e+01,1.00346353020022434061e+01,1.79619810903775811196e+09);
+INSERT INTO "jobs" VALUES(175,'smollm2-135m','greedy','gsm8k_test-1047',0,1,'greedy',0,'done','3','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 32, "completion_tokens": 224, "calls": 1, "seconds": 4.539797564997571, "flops": 81785124864.0}}]',113,32,224,1,0,0,81785124864.0,0.0,9.52867034500013687647e+00,4.53979756499757058918e+00,1.79619811753921151164e+09);
+INSERT INTO "jobs" VALUES(176,'smollm2-135m','greedy','gsm8k_test-1067',0,1,'greedy',0,'done','152.25','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 32, "completion_tokens": 347, "calls": 1, "seconds": 7.194712026989691, "flops": 112723576704.0}}]',105,32,347,1,0,0,112723576704.0,0.0,1.36237242660008632815e+01,7.1947120269896913669e+00,1.79619812266248655326e+09);
+INSERT INTO "jobs" VALUES(177,'smollm2-135m','greedy','gsm8k_test-1074',0,1,'greedy',0,'done','20','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 32, "completion_tokens": 151, "calls": 1, "seconds": 3.063061926989576, "flops": 53536973184.0}}]',81,32,151,1,0,0,53536973184.0,0.0,6.44342345799850590992e+00,3.0630619269895760226e+00,1.79619812399131107329e+09);
+INSERT INTO "jobs" VALUES(178,'smollm2-135m','greedy','gsm8k_test-1090',0,1,'greedy',0,'done','9','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 107, "cached_prompt_tokens": 32, "completion_tokens": 191, "calls": 1, "seconds": 3.8270314454948675, "flops": 71292954240.0}}]',107,32,191,1,0,0,71292954240.0,0.0,7.32376689400007307995e+00,3.82703144549486751202e+00,1.79619812998787140847e+09);
+INSERT INTO "jobs" VALUES(179,'smollm2-135m','greedy','gsm8k_test-1106',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 269, "calls": 1, "seconds": 4.813828138499957, "flops": 85013485056.0}}]',80,32,269,1,0,0,85013485056.0,0.0,9.54966222899929562117e+00,4.8138281384999572765e+00,1.79619813354764318465e+09);
+INSERT INTO "jobs" VALUES(180,'smollm2-135m','greedy','gsm8k_test-1107',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 64, "cached_prompt_tokens": 32, "completion_tokens": 155, "calls": 1, "seconds": 2.808129650002229, "flops": 50039582976.0}}]',64,32,155,1,0,0,50039582976.0,0.0,5.71131336600046779494e+00,2.80812965000222902745e+00,1.79619813570119738581e+09);
+INSERT INTO "jobs" VALUES(181,'smollm2-135m','greedy','gsm8k_test-1112',0,1,'greedy',0,'done','1/12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 32, "completion_tokens": 206, "calls": 1, "seconds": 3.5003123019996565, "flops": 67257504000.0}}]',77,32,206,1,0,0,67257504000.0,0.0,7.06204151599922624882e+00,3.50031230199965648353e+00,1.79619814061195182805e+09);
+INSERT INTO "jobs" VALUES(182,'smollm2-135m','greedy','gsm8k_test-1120',0,1,'greedy',0,'done','11200','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 33, "completion_tokens": 174, "calls": 1, "seconds": 3.0107749354992848, "flops": 60262723584.0}}]',84,33,174,1,0,0,60262723584.0,0.0,5.90006541399998241104e+00,3.01077493549928476568e+00,1.79619814160314631465e+09);
+INSERT INTO "jobs" VALUES(183,'smollm2-135m','greedy','gsm8k_test-1121',0,1,'greedy',0,'done','21','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 32, "completion_tokens": 170, "calls": 1, "seconds": 2.6185987009948803, "flops": 57303393408.0}}]',76,32,170,1,0,0,57303393408.0,0.0,5.53968391800117387901e+00,2.61859870099488034611e+00,1.79619814615662097938e+09);
+INSERT INTO "jobs" VALUES(184,'smollm2-135m','greedy','gsm8k_test-1123',0,1,'greedy',0,'done','Elijah has two dogs, and Kory’s dog is twice as heavy as Elijah’s dog','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 32, "completion_tokens": 314, "calls": 1, "seconds": 5.200108594990525, "flops": 102500436096.0}}]',100,32,314,1,0,0,102500436096.0,0.0,1.01103920749992539642e+01,5.20010859499052457977e+00,1.79619815171810913089e+09);
+INSERT INTO "jobs" VALUES(185,'smollm2-135m','greedy','gsm8k_test-1128',0,1,'greedy',0,'done','8','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 72, "cached_prompt_tokens": 33, "completion_tokens": 220, "calls": 1, "seconds": 3.7968171649954456, "flops": 69409744128.0}}]',72,33,220,1,0,0,69409744128.0,0.0,7.95734856700073578394e+00,3.79681716499544563703e+00,1.79619815411572861674e+09);
+INSERT INTO "jobs" VALUES(186,'smollm2-135m','greedy','gsm8k_test-1131',0,1,'greedy',0,'done','25600','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 33, "completion_tokens": 319, "calls": 1, "seconds": 6.353519388497261, "flops": 104921706240.0}}]',105,33,319,1,0,0,104921706240.0,0.0,1.26968169020001369067e+01,6.35351938849726138869e+00,1.79619816442057251932e+09);
+INSERT INTO "jobs" VALUES(187,'smollm2-135m','greedy','gsm8k_test-1162',0,1,'greedy',0,'done','4','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 33, "completion_tokens": 219, "calls": 1, "seconds": 4.281828708007197, "flops": 68333624064.0}}]',69,33,219,1,0,0,68333624064.0,0.0,8.34526420200018,4.28182870800719683757e+00,1.79619817276739645e+09);
+INSERT INTO "jobs" VALUES(188,'smollm2-135m','greedy','gsm8k_test-1146',0,1,'greedy',0,'done','$200','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 33, "completion_tokens": 512, "calls": 1, "seconds": 9.988897882002675, "flops": 155499349248.0}}]',100,33,512,1,0,0,155499349248.0,0.0,1.98468491189996711909e+01,9.9888978820026750327e+00,1.79619817396941828732e+09);
+INSERT INTO "jobs" VALUES(189,'smollm2-135m','greedy','gsm8k_test-1178',0,1,'greedy',0,'done','7','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 67, "cached_prompt_tokens": 32, "completion_tokens": 43, "calls": 1, "seconds": 0.9661004974941534, "flops": 20715311232.0}}]',67,32,43,1,0,0,20715311232.0,0.0,2.1592118919998029014e+00,9.66100497494153387378e-01,1.79619817492842888829e+09);
+INSERT INTO "jobs" VALUES(190,'smollm2-135m','greedy','gsm8k_test-1194',0,1,'greedy',0,'done','30','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 32, "completion_tokens": 178, "calls": 1, "seconds": 3.1917936189984175, "flops": 63760113792.0}}]',92,32,178,1,0,0,63760113792.0,0.0,6.42605825300051947124e+00,3.19179361899841751437e+00,1.79619818040184235576e+09);
+INSERT INTO "jobs" VALUES(191,'smollm2-135m','greedy','gsm8k_test-1221',0,1,'greedy',0,'done','80','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 32, "completion_tokens": 202, "calls": 1, "seconds": 4.468981749000704, "flops": 75597434496.0}}]',112,32,202,1,0,0,75597434496.0,0.0,7.986182794998967438e+00,4.46898174900070443982e+00,1.79619818839522409439e+09);
+INSERT INTO "jobs" VALUES(192,'smollm2-135m','greedy','gsm8k_test-1203',0,1,'greedy',0,'done','280','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 32, "completion_tokens": 432, "calls": 1, "seconds": 7.609739911496035, "flops": 132631797888.0}}]',94,32,432,1,0,0,132631797888.0,0.0,1.60769353979994775727e+01,7.60973991149603534722e+00,1.79619819100824904445e+09);
+INSERT INTO "jobs" VALUES(193,'smollm2-135m','greedy','gsm8k_test-1232',0,1,'greedy',0,'done','1','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 33, "completion_tokens": 158, "calls": 1, "seconds": 2.58286292349203, "flops": 56496303360.0}}]',86,33,158,1,0,0,56496303360.0,0.0,5.17885576399930869229e+00,2.58286292349203,1.79619819357516551016e+09);
+INSERT INTO "jobs" VALUES(194,'smollm2-135m','greedy','gsm8k_test-1235',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 32, "completion_tokens": 187, "calls": 1, "seconds": 2.707483641491308, "flops": 69678774144.0}}]',105,32,187,1,0,0,69678774144.0,0.0,5.41610930800015921704e+00,2.70748364149130793521e+00,1.79619819642543649676e+09);
+INSERT INTO "jobs" VALUES(195,'smollm2-135m','greedy','gsm8k_test-1253',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 32, "completion_tokens": 82, "calls": 1, "seconds": 1.3598998390061752, "flops": 34704872064.0}}]',80,32,82,1,0,0,34704872064.0,0.0,2.38931241200043587014e+00,1.35989983900617517065e+00,1.79619819881564950943e+09);
+INSERT INTO "jobs" VALUES(196,'smollm2-135m','greedy','gsm8k_test-1251',0,1,'greedy',0,'done','35','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 111, "cached_prompt_tokens": 32, "completion_tokens": 208, "calls": 1, "seconds": 3.0025159514989355, "flops": 76942584576.0}}]',111,32,208,1,0,0,76942584576.0,0.0,6.67521358500016503967e+00,3.00251595149893546476e+00,1.79619820025142717359e+09);
+INSERT INTO "jobs" VALUES(197,'smollm2-135m','greedy','gsm8k_test-1266',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 92, "completion_tokens": 266, "calls": 1, "seconds": 3.400403453999388, "flops": 71561984256.0}}]',93,92,266,1,0,0,71561984256.0,0.0,6.81210567199923389125e+00,3.40040345399938814807e+00,1.79619820707133483889e+09);
+INSERT INTO "jobs" VALUES(198,'smollm2-135m','greedy','gsm8k_test-1280',0,1,'greedy',0,'done','1','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 32, "completion_tokens": 143, "calls": 1, "seconds": 2.577987603501242, "flops": 52460853120.0}}]',85,32,143,1,0,0,52460853120.0,0.0,4.865261200999157154e+00,2.57798760350124211981e+00,1.79619821194028592105e+09);
+INSERT INTO "jobs" VALUES(199,'smollm2-135m','greedy','gsm8k_test-1254',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 130, "cached_prompt_tokens": 32, "completion_tokens": 512, "calls": 1, "seconds": 8.105313668500457, "flops": 163839279744.0}}]',130,32,512,1,0,0,163839279744.0,0.0,1.62485594039990246528e+01,8.10531366850045742467e+00,1.79619821506596755982e+09);
+INSERT INTO "jobs" VALUES(200,'smollm2-135m','greedy','gsm8k_test-1311',0,1,'greedy',0,'done','600','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 33, "completion_tokens": 142, "calls": 1, "seconds": 2.9411546975043166, "flops": 55958243328.0}}]',100,33,142,1,0,0,55958243328.0,0.0,4.28876508299981651362e+00,2.94115469750431657303e+00,1.79619821623153305047e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["smollm2-135m"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -41054,10 +41453,382 @@ To find the jury pay, we divide the total jury pay by the number of hours she sp
 Melissa will earn 144 hours of jury pay / 3 days = 42.5 hours of jury pay per day.
 
 So, Melissa will make 42.5 hours of jury pay per day.','42.5',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(173,0,'Let''s break down the information:
+
+- On Monday, they delivered 425 letters.
+- On Tuesday, they delivered 17 more than one-fifth of the number of days they delivered on Tuesday.
+- On Wednesday, they delivered 5 times twice as many as they delivered on Wednesday.
+- On Wednesday, they delivered 5 more than twice as many as they delivered on Wednesday.
+
+To find the total number of letters delivered, we need to calculate the number of days they delivered, which is 425 / 100 = 0.4 days.
+
+Now, we can find the number of days they delivered by dividing 0.4 by 100, which gives us 0.04 days.
+
+To find the number of days they delivered, we multiply 0.04 by 100, which gives us 0.04 days.
+
+The total number of days they delivered is 0.04 days * 100 days = 4 days.
+
+So, the post office delivered 4 days of mail.','4',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(174,0,'Let''s break down the information step by step.
+
+Bethany can run 10 laps on the track in one hour. So, she can run 10 * 60 = 60 laps.
+
+Trey can run 4 more laps than Bethany. So, he can run 4 * 60 = 20 laps.
+
+Shaelyn can run half as many laps as Bethany. So, he can run 2 * 60 = 120 laps.
+
+Quinn can run 2 fewer laps than Bethany. So, he can run 2 * 60 = 120 laps.
+
+Now, let''s consider the last part of the problem. Bethany can run 10 * 60 = 600 feet. So, she can run 10 * 60 = 600 feet.
+
+The total distance covered by Bethany is 600 + 200 = 800 feet.
+
+The total distance covered by Shaelyn is 120 + 120 = 240 feet.
+
+The total distance covered by Quinn is 120 + 120 = 240 feet.
+
+The total distance covered by Bethany is 800 feet - 240 feet = 240 feet.
+
+The total distance covered by Bethany is 240 feet - 240 feet = 240 feet.
+
+The total distance covered by Shaelyn is 120 + 120 = 240 feet.
+
+The total distance covered by Bethany is 800 feet - 240 feet = 240 feet.
+
+The total distance covered by Bethany is 240 feet - 240 feet = 240 feet.
+
+The total distance covered by Shaelyn is 120 + 120 = 240 feet.
+
+The total distance covered by Bethany is 800 feet - 240 feet = 240 feet.
+
+The total distance covered by Bethany is 240 feet - 240 feet = 240 feet.
+
+The total distance covered by Shaelyn','240',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(175,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of balls that Rory retrieved in the first set of the match. This is 4 + 4 + 19 = 21 balls.
+
+Next, we need to find the number of balls that Rory retrieved in the third set of the match. This is 19 - 2 = 17 balls.
+
+Now, we need to find the total number of balls that Rory retrieved in the first set of the match. This is 21 - 17 = 2 balls.
+
+Finally, we need to find the total number of balls that Rory retrieved in the first set of the match by adding the number of balls that Rory retrieved in the second set of the match to the number of balls that Rory retrieved in the first set of the match. This is 2 balls + 19 balls = 3 balls.
+
+So, Rory retrieved 3 balls in the first set of the match.','3',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(176,0,'To solve this problem, we need to determine the total cost of sending out 700 small coupons and 250 big coupons.
+
+First, we can calculate the total cost of sending out 700 small coupons by multiplying 700 by 7 (the total number of small coupons) by 7 (the total number of small coupons). This gives us 7 * 7 * 7 = 420 small coupons * 7 = 2800 small coupons.
+
+Next, we can calculate the total cost of sending out 250 big coupons by multiplying 250 by 25 (the total number of big coupons). This gives us 25 * 25 = 625 big coupons.
+
+Now, we can calculate the total cost of sending out 700 small coupons and 250 big coupons by adding them together: 700 small coupons + 250 big coupons = 350 small coupons * 25 = 750 big coupons.
+
+Finally, we can calculate the total cost of sending out 700 small coupons and 250 big coupons by dividing 750 by 25 (the total number of small coupons). This gives us 750 / 25 = 25 small coupons * 25 = 62.5 big coupons.
+
+So, Anthony spends 25 * 62.5 = 152.25 big coupons.','152.25',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(177,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total number of puzzle pieces Teddy finished.
+
+Teddy finished 500 pieces in 5 hours. So, 500 / 5 = 100 pieces.
+
+Now, we need to find the total number of puzzle pieces Teddy finished. We can do this by adding the number of pieces Teddy finished to the total number of puzzle pieces.
+
+Teddy finished 100 pieces, which is 100 / 5 = 20 pieces.
+
+So, Teddy finished 20 pieces.
+
+The answer is 20.','20',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(178,0,'To solve this problem, we need to break it down step by step. We know that the first child is 6 feet tall, the second child is two inches taller than the first child, and the third child is three inches taller than the second child.
+
+Let''s start by finding the height of the third child. We know that the third child is three inches taller than the second child. So, the height of the third child is 3 + 2 = 5 inches.
+
+Now, we know that the fourth child is three inches taller than the fourth child. So, the height of the fourth child is 3 + 3 = 6 inches.
+
+To find the total height of the fourth child, we add the heights of the first, second, and third children. This is 4 + 2 + 3 = 9 inches.
+
+So, the answer is 9 inches.','9',0,'not_equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(179,0,'To solve this problem, we need to break it down step by step. First, we need to determine the total length of the ribbon that Marty needs to cut. Since each of the cut parts must be divided into 5 equal parts, we can think of this as a fraction of the total length of the ribbon. So, the total length of the ribbon is 100 / 5 = 20 centimeters.
+
+Now, we need to find the number of equal parts that Marty needs to cut. To do this, we can divide 20 by 5, which gives us 0.4. This means that each of the cut parts must be divided into 4 equal parts.
+
+So, the total length of the ribbon that Marty needs to cut is 20 / 4 = 4 centimeters.
+
+Now, we need to find the number of equal parts that Marty needs to cut. To do this, we can multiply the total length of the ribbon by the number of equal parts that Marty needs to cut. This gives us 20 / 4 = 4 centimeters.
+
+So, each of the cut parts that Marty needs to cut is 4 centimeters long.
+
+Therefore, each final cut is 4 centimeters long.','4',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(180,0,'To solve this problem, we need to break it down step by step. First, we need to find the total number of girls in the school population. 
+
+We know that 40% of the school population is made up of 240 boys. So, 40% of 240 is 0.4 * 240 = 120 girls.
+
+Now, we need to find the number of girls in the school population. To do this, we divide the number of girls by the total number of girls in the school population.
+
+So, 120 / 240 = 0.04.
+
+Therefore, there are 4 girls in the school population.','4',0,'not_equivalent',155,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(181,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the total amount of apples Pierre, Paul, and Jacques bought. We know that Peter wants a quarter of that, which means he needs 1/4 of the total apples. So, 1/4 * 12 = 4 apples.
+
+Now, we need to find the number of kilograms that Peter, Paul, and Jacques will have left. We can do this by dividing 4 apples by 12 apples. This gives us 1/4 of the apples left.
+
+To find the number of kilograms that James will have left, we need to find the number of kilograms that Peter, Paul, and Jacques will have left. We can do this by dividing 1/4 of the apples left by 12 apples. This gives us 1/12 of the apples left.
+
+So, the answer is 1/12 of the apples left.','1/12',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(182,0,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total distance John visits his parents twice a month. This can be calculated by multiplying the distance John visits his parents twice a month by the speed of his car.
+
+The speed of his car is 70 mph, so we can calculate the total distance as 2 * 70 = 140 miles.
+
+Now, we need to find the total distance John visits his parents twice a month. This can be calculated by multiplying the distance John visits his parents twice a month by the speed of his car.
+
+So, 140 miles * 70 mph = 11200 miles.
+
+Therefore, John drives 11200 miles when visiting his parents twice a month.','11200',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(183,0,'To solve this problem, we need to break it down into manageable parts. First, we need to determine the total distance Sofia will cover in seven days. Since she plans to walk twice as far as Brian, she will cover twice the distance Sofia will cover in one day. So, she will cover 2 * 10 = 20 miles in one day.
+
+Now, we need to find the total distance Sofia will cover in seven days. To do this, we can divide the total distance by the number of days. So, 20 miles / 7 days = 3 miles per day.
+
+Brian will walk 3 miles per day. So, in seven days, he will walk 3 * 7 = 21 miles.
+
+Therefore, the answer is 21.','21',0,'not_equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(184,0,'To solve this problem, we need to first determine the total weight of both dogs. We know that Elijah has one-fourth the weight of Kory’s dog, so we can set up an equation:
+
+Elijah’s dog = 1/4 * Kory’s dog
+
+Now, we can multiply both sides of the equation by 1/4 to find the total weight of both dogs:
+
+Elijah’s dog = 1/4 * Kory’s dog = 1/4 * 1 = 1
+
+So, Elijah has one-fourth the weight of Kory’s dog.
+
+We can now add the weight of both dogs together:
+
+Elijah’s dog + Kory’s dog = 1 + 1 = 2
+
+So, Elijah has two dogs.
+
+Now, we need to find the total weight of both dogs. We can do this by multiplying the weight of both dogs by 2:
+
+Elijah’s dog = 2 * 1 = 2
+
+So, Elijah has two dogs.
+
+We can now add the weight of both dogs together:
+
+Elijah’s dog + Kory’s dog = 2 + 2 = 4
+
+So, Elijah has four dogs.
+
+The final answer is:
+
+Elijah has two dogs, and Kory’s dog is twice as heavy as Elijah’s dog.','Elijah has two dogs, and Kory’s dog is twice as heavy as Elijah’s dog',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(185,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find the difference between Liam’s age and Vince’s age.
+
+Let’s start by finding the difference between Liam’s age and Vince’s age. Liam’s age is 16, and Vince’s age is 2x. So, Liam’s age is 16 + 2x.
+
+Now, we can use the formula for subtraction: Liam’s age - Vince’s age = 16 - 2x.
+
+We can simplify this equation by dividing both sides by 2. This gives us Liam’s age - 2x = 16.
+
+Now, we can solve this equation by dividing both sides by 2. This gives us Liam’s age = 16 / 2 = 8.
+
+So, Liam’s age is 8 years old.
+
+The answer is: 8','8',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(186,0,'To solve this problem, we need to break it down step by step. First, we need to calculate the total amount of wood John can cut down. He can make 80 feet of wood, so he can cut 80 feet of wood into 80 feet of logs.
+
+Now, we need to calculate the number of planks he can cut down. He can cut 4-foot planks out of each of the 80-foot logs. So, he can cut 4 * 80 = 300 planks out of the 80-foot logs.
+
+The total number of planks he can cut down is the sum of the number of planks he can cut down, which is 300.
+
+Now, we need to calculate the number of planks he can cut down. He can cut 300 * 4 = 1200 planks out of the 80-foot logs.
+
+So, he can make 1200 * 4 = 5400 planks out of the 80-foot logs.
+
+The total amount of wood he can make is the sum of the number of planks he can cut down and the number of planks he can cut down, which is 5400 + 300 = 6400.
+
+So, he makes 6400 * 4 = 25600 feet of wood.
+
+The answer is 25600.','25600',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(187,0,'Let''s break down the problem step by step. We know that Haley is 26 years old, so we can set up an equation: 26 = 10 + (26 / 2)
+
+This is a classic example of an equation that can be solved using basic arithmetic. To solve it, we can simply add 10 to both sides of the equation, which gives us: 26 = 22 + 2 * 26 / 2, which simplifies to 26 = 48, and then 48 = 10 * 2, which is the answer.
+
+However, we can also solve this problem using a more algebraic approach. We can start by dividing both sides of the equation by 2, which gives us: 26 / 2 = 10 * 2 / 2, which simplifies to 2 * 2 = 4 * 2, which is the answer.
+
+So, Geb is 4 years older than Haley.','4',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(188,0,'To solve this problem, we need to break it down into manageable parts. First, let''s calculate the total cost of buying and selling the rocks. Adam has $100, so he needs to spend $100 * 5 = $500 to buy and $100 * 60 = $600. This is a 60% increase.
+
+Now, let''s calculate the cost of the rocks. He can buy 5 rocks for $5 each, so he needs to spend $5 * 5 = $25. So, he has $25 left over.
+
+The remaining amount is the cost of the rocks minus the cost of the sold rocks. So, it''s $25 - $5 = $15.
+
+The total cost of buying and selling the rocks is $100 + 25 = $265.
+
+The total cost of selling the rocks is $25 - $15 = $10.
+
+The total cost of buying and selling the rocks is $100 + 25 = $350.
+
+The total cost of all the money Adam has is $350.
+
+The total cost of buying and selling the rocks is $100 + 25 = $350.
+
+The total cost of selling the rocks is $100 + 10 = $200.
+
+The total cost of Adam''s final amount is $265 - 350 = $10.
+
+The total cost of Adam''s final amount is $200.
+
+The total cost of buying and selling the rocks is $100 + 25 = $350.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks is $100 + 10 = $200.
+
+The total cost of buying and selling the rocks','$200',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(189,0,'Mike bought 5 face masks, and Johnny bought 2 more than that, so Johnny bought 5 + 2 = 7 face masks.
+#### 7
+The answer is: 7','7',0,'not_equivalent',43,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(190,0,'To solve this problem, we need to break it down into manageable parts. First, we need to find out how many sharks there are. We can do this by dividing the number of gallons of blood by the number of sharks.
+
+The number of sharks is 10 * 3 = 30.
+
+Now we know that there are 40 gallons of blood in a single shark, so we can find the number of sharks by multiplying the number of gallons by 3.
+
+So, 10 * 3 = 30 sharks.
+
+We can also find the number of sharks that have one shark''s blood by dividing the number of sharks by 1.
+
+So, 30 / 1 = 30 sharks.
+
+The answer is 30.
+
+The solution is 30.','30',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(191,0,'To solve this problem, we need to determine the total amount of seasoning needed for 80 meatballs. We can do this by multiplying the number of meatballs by the amount of seasoning needed.
+
+We know that 80 meatballs contain 16 meatballs. So, 16 * 16 = 256 meatballs contain 16 meatballs.
+
+Now, we can calculate the total amount of seasoning needed for 256 meatballs: 256 * 16 = 4216.
+
+So, Aiden will need 4216 - 256 = 2288 extra seasoning to make 80 meatballs.
+
+To find the number of extra seasoning needed, we can divide 2288 by 256, which gives us 1.
+
+So, Aiden will need 1 extra seasoning to make 80 meatballs.','80',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(192,0,'To solve this problem, we need to consider both the horizontal and vertical components of the problem. The horizontal component is 60 inches, and the vertical component is 7 times the horizontal height.
+
+Let''s start by finding the height of the roof from the second floor. Since the roof is 7 times the height of the first floor, we can multiply the height of the first floor by 7. This gives us 7 * 60 = 420 inches.
+
+Now, let''s find the height of the roof from the second floor. The height of the roof is 420 inches, and the height of the first floor is 60 inches. So, the height of the roof is 420 - 60 = 280 inches.
+
+To find the height of the roof from the second floor, we need to find the height of the roof that is 280 inches higher than the height of the first floor. This is a combination of the height of the first floor and the height of the second floor.
+
+The height of the roof that is 280 inches higher than the height of the first floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the second floor.
+
+The height of the roof that is 280 inches higher than the height of the second floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the first floor.
+
+The height of the roof that is 280 inches higher than the height of the second floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the first floor.
+
+The height of the roof that is 280 inches higher than the height of the second floor is 280 inches. This is the height of the roof that is 280 inches higher than the height of the first floor.','280',0,'not_equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(193,0,'To solve this problem, we need to break it down step by step. We know that Eve had 20 pieces of pomelos, and she gave 1/4 of those to her friend. So, we can think of it as 20/4 = 10.
+
+Now, we need to find out how many pieces of pomelos Eve gave away. We can do this by dividing 10 by 10, which is 1. So, we can write: 10 / 10 = 1.
+
+So, the answer is 1.
+
+This problem is a classic example of a simple division problem, where we need to find the number of pieces of pomelos Eve gave away.','1',0,'not_equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(194,0,'To solve this problem, we need to first calculate the total distance covered by Michael. This is a combination of the interstate route and the 3-day trip. So, we multiply the total distance by the number of days Michael traveled.
+
+The total distance covered by Michael is 6000 km * 3 days = 18000 km.
+
+Now, we can calculate the percentage of the total distance covered by Michael by dividing the percentage of the total distance by the total distance covered by Michael, and multiplying by 100.
+
+(18000 / 18000) * 100 = 10%
+
+So, Michael has covered 10% of the interstate route, which is 18000 / 18000 = 10% of the total distance covered by Michael.','10',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(195,0,'Tim spends 6 hours each day at work, which is 15 minutes.  So, 15 minutes / 6 hours = 2.5 calls.
+
+In a 5 day work week, 2.5 * 5 = 10.5 calls are made.
+
+Tim deals with 10.5 calls during his 5 day work week.','5',0,'not_equivalent',82,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(196,0,'To solve this problem, we need to break it down into manageable parts. We know that the first side takes 5 minutes, the second side takes 2 minutes, and the last side takes half of the first side.
+
+Let''s start by finding the total time it takes to get to the first side. Since the first side takes 5 minutes, the total time it takes to get to the first side is 5 minutes * 5 minutes = 25 minutes.
+
+Now, we know that the last side takes half of the first side, so the total time it takes to get to the last side is 2 * 5 = 10 minutes.
+
+We can add these two times together to find the total time it takes to get to the last side: 25 minutes + 10 minutes = 35 minutes.
+
+So, the total time it takes to get to the last side is 35 minutes.
+
+The answer is 35.','35',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(197,0,'To solve this problem, we need to consider the given information: a German Shepherd consumes 5 kilograms of dog food per day, and a bulldog consumes 3 kilograms of dog food per day.
+
+First, we need to calculate the daily consumption of both dogs. A bulldog consumes 3 kilograms of dog food per day, and a German Shepherd consumes 5 kilograms of dog food per day.
+
+The total daily consumption of both dogs is 5 kilograms * 3 kilograms per day = 15 kilograms of dog food.
+
+The total daily consumption of both dogs is 15 kilograms * 3 kilograms per day = 40 kilograms of dog food.
+
+Now, we need to find out how many kilograms of dog food will be needed in a week. To do this, we multiply the daily consumption of both dogs by the number of days in a week.
+
+In a week, 4 days * 3 kilograms per day = 12 kilograms of dog food will be needed.
+
+So, 4 days * 3 kilograms per day = 12 kilograms of dog food will be needed in a week.
+
+Therefore, 4 days * 3 kilograms per day = 12 kilograms of dog food will be needed in a week.','12',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(198,0,'To solve this problem, we need to break it down into manageable parts. First, we need to calculate the time it took Anna to complete the difficult puzzle.
+
+Anna put together the puzzle in 2 hours more than half of Steve''s time. To find the time, we can divide 2 hours by 2 hours. This gives us 2 hours.
+
+Now, we need to find the time it took Anna to complete the puzzle. To do this, we need to divide 2 hours by 2 hours. This gives us 1 hour.
+
+So, the time it took Anna to complete the puzzle is 1 hour.
+
+The answer is: 1.','1',0,'not_equivalent',143,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(199,0,'To solve this problem, we need to consider the time it takes for the varnish to dry on each painting. The varnish takes 12 minutes to dry, so if we multiply the time it takes for the varnish to dry by the number of paintings, we can find the time it takes for each painting to dry.
+
+Let''s calculate the time it takes for each painting to dry: 1 painting takes 12 minutes, 1 painting takes 12 minutes, 1 painting takes 12 minutes, and 1 painting takes 12 minutes.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting per painting.
+
+The varnish takes 12 minutes to dry, so the time it takes for each painting to dry is 12 minutes / painting','12',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(200,0,'To solve this problem, we need to calculate the total number of feet of line that the caretaker needs to buy.
+
+First, we calculate the total number of feet of line that the caretaker needs to buy: 200 feet * 3 feet = 600 feet.
+
+Now, we subtract the total number of feet of line that the caretaker needs to buy from the total number of feet of line that the caretaker needs to buy: 600 feet - 6 feet = 600 feet.
+
+So, the caretaker needs to buy 600 feet of line.
+
+The answer is 600.','600',0,'not_equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619809769547486306e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','running',172,5.13321183163599926036e+03,5133.210851556);
+INSERT INTO "sessions" VALUES(1,1796192961.22111,1.79619821627785849569e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','finished',200,5251.750110121,5.25174631016200055451e+03);
+INSERT INTO "sessions" VALUES(2,1.79619824407685732842e+09,1.79619824407824611668e+09,'thinkscale eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet','finished',0,0.0,0.0);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -41641,5 +42412,33 @@ INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-976',0,169,'128
 INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-995',0,170,'$12',1.0,1,1,0,80.0,32.0,512.0,0.0,1.62468645039989496576e+01,150387778944.0);
 INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1002',0,171,'26',0.0,0,1,0,88.0,32.0,215.0,0.0,7.55637392399876262061e+00,72638104320.0);
 INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1033',0,172,'42.5',0.0,0,1,0,96.0,32.0,232.0,0.0,8.11459735100106627214e+00,79363854720.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1040',0,173,'4',0.0,0,1,0,96.0,32.0,236.0,0.0,1.03037956749994918936e+01,80439974784.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1010',0,174,'240',0.0,0,1,0,112.0,33.0,512.0,0.0,2.10956683820004400322e+01,158727709440.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1047',0,175,'3',0.0,0,1,0,113.0,32.0,224.0,0.0,9.52867034500013687647e+00,81785124864.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1067',0,176,'152.25',0.0,0,1,0,105.0,32.0,347.0,0.0,1.36237242660008632815e+01,112723576704.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1074',0,177,'20',0.0,0,1,0,81.0,32.0,151.0,0.0,6.44342345799850590992e+00,53536973184.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1090',0,178,'9',0.0,0,1,0,107.0,32.0,191.0,0.0,7.32376689400007307995e+00,71292954240.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1106',0,179,'4',0.0,0,1,0,80.0,32.0,269.0,0.0,9.54966222899929562117e+00,85013485056.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1107',0,180,'4',0.0,0,1,0,64.0,32.0,155.0,0.0,5.71131336600046779494e+00,50039582976.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1112',0,181,'1/12',0.0,0,1,0,77.0,32.0,206.0,0.0,7.06204151599922624882e+00,67257504000.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1120',0,182,'11200',0.0,0,1,0,84.0,33.0,174.0,0.0,5.90006541399998241104e+00,60262723584.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1121',0,183,'21',0.0,0,1,0,76.0,32.0,170.0,0.0,5.53968391800117387901e+00,57303393408.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1123',0,184,'Elijah has two dogs, and Kory’s dog is twice as heavy as Elijah’s dog',0.0,0,1,0,100.0,32.0,314.0,0.0,1.01103920749992539642e+01,102500436096.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1128',0,185,'8',0.0,0,1,0,72.0,33.0,220.0,0.0,7.95734856700073578394e+00,69409744128.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1131',0,186,'25600',0.0,0,1,0,105.0,33.0,319.0,0.0,1.26968169020001369067e+01,104921706240.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1162',0,187,'4',0.0,0,1,0,69.0,33.0,219.0,0.0,8.34526420200018,68333624064.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1146',0,188,'$200',0.0,0,1,0,100.0,33.0,512.0,0.0,1.98468491189996711909e+01,155499349248.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1178',0,189,'7',0.0,0,1,0,67.0,32.0,43.0,0.0,2.1592118919998029014e+00,20715311232.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1194',0,190,'30',0.0,0,1,0,92.0,32.0,178.0,0.0,6.42605825300051947124e+00,63760113792.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1221',0,191,'80',0.0,0,1,0,112.0,32.0,202.0,0.0,7.986182794998967438e+00,75597434496.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1203',0,192,'280',0.0,0,1,0,94.0,32.0,432.0,0.0,1.60769353979994775727e+01,132631797888.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1232',0,193,'1',0.0,0,1,0,86.0,33.0,158.0,0.0,5.17885576399930869229e+00,56496303360.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1235',0,194,'10',0.0,0,1,0,105.0,32.0,187.0,0.0,5.41610930800015921704e+00,69678774144.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1253',0,195,'5',0.0,0,1,0,80.0,32.0,82.0,0.0,2.38931241200043587014e+00,34704872064.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1251',0,196,'35',0.0,0,1,0,111.0,32.0,208.0,0.0,6.67521358500016503967e+00,76942584576.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1266',0,197,'12',0.0,0,1,0,93.0,92.0,266.0,0.0,6.81210567199923389125e+00,71561984256.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1280',0,198,'1',0.0,0,1,0,85.0,32.0,143.0,0.0,4.865261200999157154e+00,52460853120.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1254',0,199,'12',0.0,0,1,0,130.0,32.0,512.0,0.0,1.62485594039990246528e+01,163839279744.0);
+INSERT INTO "units" VALUES('smollm2-135m','greedy',1,'gsm8k_test-1311',0,200,'600',0.0,0,1,0,100.0,33.0,142.0,0.0,4.28876508299981651362e+00,55958243328.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
