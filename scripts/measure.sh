@@ -23,7 +23,7 @@ step $TS report runs/gsm8k-qwen0.5b --out docs/results/gsm8k/qwen0.5b
 # issue 6: the smallest model on the same problems (~20 min)
 step $TS eval --config docs/results/gsm8k/sweep-smollm2.toml --out runs/gsm8k-smollm2 --workers 2 --quiet
 # issue 8: what DeepConf online stopping saves on the real model (~10 min)
-step $PY bench/deepconf.py --problems 10 --out bench/results/deepconf.json
+[ -f bench/results/deepconf.json ] || step $PY bench/deepconf.py --problems 10 --out bench/results/deepconf.json
 # issue 8: the packaged default policy is fitted on GSM8K *train* problems only (~2.5 h), then checked on the test
 # run above (bench/adaptive.py without --policy uses the packaged one)
 step $TS eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy \
