@@ -16101,6 +16101,1018 @@ The total number of oranges left eaten is the original number of oranges minus t
 \]
 
 Therefore, the number of oranges left eaten in total is \(\boxed{72}\).','stop',322,77,30,1.75751943444865901255e+01,463803224064.0,NULL);
+INSERT INTO "chains" VALUES(135,0,0,'3e7818959e63089f3c396bae781aa2e9981b6ba620d7b9a84aecba074680ca45',0,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Gwen received a $900 bonus at work.
+2. She invested one-third of her bonus on stock A, one-third on stock B, and the remaining one-third on stock C.
+3. After one year, stock A and stock B had doubled in value, while stock C had lost half of its value.
+4. We need to find out how much Gwen''s stocks were worth at the end of the year.
+
+Let''s denote the initial investment in stock A as \(A\), in stock B as \(B\), and in stock C as \(C\). The bonus is $900, so we have:
+\[ A + B + C = 900 \]
+
+After one year, stock A and stock B had doubled in value, so:
+\[ A \cdot 2 = B \cdot 2 \]
+\[ A = B \]
+
+After one year, stock C had lost half of its value, so:
+\[ C \cdot 2 = \frac{C}{2} \]
+\[ C = C \]
+
+Now we have two equations:
+1. \( A + B + C = 900 \)
+2. \( A = B \)
+
+Substitute \( A = B \) into the first equation:
+\[ A + A + A = 900 \]
+\[ 3A = 900 \]
+\[ A = 300 \]
+
+So, Gwen''s initial investment in stock A was $300, in stock B was also $300, and in stock C was $300. After one year, stock A and stock B had doubled in value, so:
+\[ A \cdot 2 = B \cdot 2 \]
+\[ 300 = 2 \cdot 300 \]
+\[ 300 = 600 \]
+
+This is a contradiction, so we need to re-evaluate the problem. Let''s assume the problem is correct and we need to find the value of Gwen''s stocks at the end of the year. We can use the following steps:
+
+1. Let \( A = 300 \), \( B = 300 \), and \( C = 300 \).
+2. After one year, stock A and stock B had doubled in value, so:
+\[ A \cdot 2 = B \cdot 2 \]
+','length',512,128,30,2.66005800804852121643e+01,767543922432.0,NULL);
+INSERT INTO "chains" VALUES(136,0,0,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',0,'To determine the total number of books in the library after the specified changes, we will follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and taken out again on Thursday.
+
+Let''s break it down step by step:
+
+1. Initial number of books: 235
+2. Books taken out on Tuesday: 227
+   \[
+   235 - 227 = 18
+   \]
+3. Books brought back and taken out again on Thursday: 56 + 35 = 91
+   \[
+   18 + 91 = 109
+   \]
+
+So, the total number of books now in the library is \(\boxed{109}\).','stop',183,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,1,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of books remaining after Tuesday.
+2. Calculate the number of books remaining after Thursday.
+3. Add the number of books taken out on Friday to the number of books remaining after Thursday.
+
+Let''s break it down step-by-step and use Python to ensure accuracy.
+
+1. The initial number of books is 235.
+2. On Tuesday, 227 books are taken out.
+3. On Thursday, 56 books are brought back and 35 books are taken out again on Friday.
+
+Let''s calculate this using Python.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back Thursday = 56
+
+# Books taken out on Friday
+books_taken_out_friday = 35
+
+# Books remaining after Tuesday
+books_remaining_after_tuesday = initial_books - books_taken_out_tuesday
+
+# Books remaining after Thursday
+books_remaining_after Thursday = books_remaining_after_tuesday - books_brought_back Thursday
+
+# Books remaining after Friday
+books_remaining_after_friday = books_remaining_after Thursday - books_taken_out_friday
+
+print(books_remaining_after_friday)
+```
+```output
+83
+```
+The final number of books in the library now is \(\boxed{83}\).','stop',300,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,2,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',2,'To solve this problem, we can follow these steps:
+
+1. Start with the initial number of books, which is 235.
+2. Subtract the number of books taken out on Tuesday, which is 227.
+3. Add the number of books brought back on Thursday, which is 56.
+4. Subtract the number of books taken out again on Friday, which is 35.
+
+Let''s do this step by step using Python code.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+147
+```
+The final number of books in the library is \(\boxed{147}\).','stop',233,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,3,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',3,'Let''s solve this problem step by step. We''ll use Python code to ensure the accuracy of our result. We''ll start by calculating the number of books left after Tuesday and Thursday, and then add the remaining books from Friday to get the final count.
+
+1. Calculate the number of books left after Tuesday.
+2. Calculate the number of books left after Thursday.
+3. Add the remaining books from Friday to the number of books left after Thursday.
+
+Here''s the Python code to solve the problem:
+```python
+# Initial number of books in the library
+initial_books = 235
+
+# Books taken out on Tuesday
+tuesday_books_taken_out = 227
+
+# Books brought back and taken out again on Thursday
+thursday_books_taken_out = 56
+thursday_books_returned = 35
+
+# Books left after Tuesday and Thursday
+books_left_after_tuesday = initial_books - tuesday_books_taken_out
+
+# Books left after Thursday
+books_left_after_thursday = books_left_after_tuesday + thursday_books_taken_out + Thursday_books_returned
+
+# Final number of books
+final_books = books_left_after_thursday
+print(final_books)
+```
+```output
+274
+```
+The final number of books in the library is \(\boxed{274}\).','stop',270,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,4,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',4,'To determine the number of books left in the library after the given events, we can follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday.
+4. Subtract the number of books taken out on Friday.
+
+Let''s implement this step by step in Python.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out on Friday
+books_taken_out_friday = 35
+
+# Final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+157
+```
+The final number of books left in the library is \(\boxed{157}\).','stop',216,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,5,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',5,'To solve this problem, we need to track the number of books in the library step by step. We''ll use Python code to iterate through the process and calculate the final number of books.
+
+Here''s the step-by-step approach:
+
+1. Start with 235 books in the library.
+2. On Tuesday, 227 books are taken out. So, we subtract 227 from the initial number of books.
+3. On Thursday, 56 books are brought back and 35 books are taken out again on Friday. So, we add 56 to the remaining number of books after Tuesday''s takeout.
+
+Let''s calculate this using Python.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+159
+```
+The final number of books in the library is \(\boxed{159}\).','stop',276,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,6,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',6,'Let''s break down the problem step by step:
+
+1. **Initial number of books**: There are 235 books in the library.
+2. **Books taken out on Tuesday**: 227 books are taken out.
+   \[
+   \text{Books remaining after Tuesday} = 235 - 227 = 18
+   \]
+3. **Books brought back on Thursday**: 56 books are brought back.
+   \[
+   \text{Books remaining after Thursday} = 18 + 56 = 74
+   \]
+4. **Books taken out on Friday**: 35 books are taken out.
+   \[
+   \text{Books remaining after Friday} = 74 - 35 = 39
+   \]
+
+Therefore, the final number of books in the library is \(\boxed{39}\).','stop',187,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,7,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',7,'To solve the problem, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and the number of books taken out again on Friday.
+
+Let''s go through these steps using Python code.
+```python
+# Initial number of books in the library
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back and taken out again on Friday
+books_brought_back = 56
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back + books_taken_out_friday
+print(final_books)
+```
+```output
+156
+```
+The final number of books in the library is \(\boxed{156}\).','stop',200,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,8,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',8,'To determine the number of books in the library after the specified events, we need to follow these steps:
+
+1. Start with the initial number of books in the library, which is 235.
+2. Subtract the number of books taken out on Tuesday, which is 227.
+3. Add the number of books brought back on Thursday, which is 56.
+4. Subtract the number of books taken out again on Friday, which is 35.
+
+Let''s perform these calculations step by step using Python code.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+127
+```
+After performing the calculations, we find that the number of books now in the library is \(\boxed{127}\).','stop',255,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,9,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',9,'To solve this problem, we can break it down step by step:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday and then subtract the number of books taken out again on Friday.
+
+Let''s implement this in Python using sympy.
+
+```python
+import sympy as sp
+
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the number of books now
+books_now = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(books_now)
+```
+```output
+133
+```
+The number of books now in the library is \(\boxed{133}\).','stop',218,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,10,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',10,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. Initially, there are 235 books in the library.
+2. On Tuesday, 227 books are taken out. After this, the number of books left is \(235 - 227\).
+3. On Thursday, 56 books are brought back and 35 books are taken out again on Friday. After this, the number of books left is the result of the previous step minus the number of books taken out from Tuesday and Thursday.
+
+We can calculate this step by step using Python code.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out on Friday
+books_taken_out_friday = 35
+
+# Number of books left after Tuesday and Thursday
+books_left_after_tuesday_and_thursday = initial_books - books_taken_out_tuesday - books_brought_back_thursday
+
+# Number of books left after Friday
+final_books = books_left_after_tuesday_and_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+103
+```
+The final number of books in the library is \(\boxed{103}\).','stop',295,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,11,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',11,'To solve the problem, let''s break it down step by step:
+
+1. First, we need to determine the number of books left in the library after 227 books are taken out.
+2. Then, we need to add the 56 books brought back and 35 books taken out again on Friday to the number of books left after the first step.
+
+Let''s implement this in Python using the sympy library.
+
+```python
+# Initial number of books in the library
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the number of books left after the first step
+books_left_after_tuesday = initial_books - books_taken_out_tuesday
+
+# Calculate the number of books after the second step
+books_left_after_thursday = books_left_after_tuesday + books_brought_back_thursday
+
+# Calculate the number of books after the third step
+books_left_after_friday = books_left_after_thursday - books_taken_out_friday
+
+# The final number of books in the library
+final_books = books_left_after_friday
+
+# Print the final number of books
+print(final_books)
+```
+```output
+132
+```
+The final number of books in the library is \(\boxed{132}\).','stop',309,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,12,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',12,'To solve this problem step by step, we will follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and taken out again on Thursday.
+4. Determine the final number of books in the library.
+
+Let''s break it down and write the Python code to solve it accurately.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back and taken out again on Thursday
+books_brought_back_thursday = 56
+books_taken_out_thursday_again = 35
+
+# Final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday + books_taken_out_thursday_again
+print(final_books)
+```
+```output
+110
+```
+The final number of books in the library is \(\boxed{110}\).','stop',216,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,13,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',13,'To solve this problem, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday.
+4. Subtract the number of books taken out again on Friday.
+
+Let''s break it down step by step:
+
+1. Initial number of books: \(235\)
+2. Books taken out on Tuesday: \(227\)
+3. Books brought back on Thursday: \(56\)
+4. Books taken out again on Friday: \(35\)
+
+Now, we can calculate the final number of books:
+
+\[235 - 227 + 56 - 35\]
+
+Let''s perform the calculation using Python to ensure accuracy.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+144
+```
+The final number of books in the library is \(\boxed{144}\).','stop',302,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,14,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',14,'To determine the number of books now in the library, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday.
+4. Subtract the number of books taken out again on Friday.
+
+Let''s go through these steps in detail:
+
+1. Initial number of books = 235
+2. Books taken out on Tuesday = 227
+3. Books brought back on Thursday = 56
+4. Books taken out again on Friday = 35
+
+Now, we perform the operations step by step:
+
+\[ 235 - 227 = 28 \]
+\[ 28 + 56 = 84 \]
+\[ 84 - 35 = 59 \]
+
+Therefore, the number of books now in the library is \(\boxed{59}\).','stop',201,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(136,0,15,'761239592c0a04b01d23545b5451e9776a2206850bcee59c49ef49be9c5c634b',15,'To solve this problem, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and taken out again on Thursday.
+4. Sum the results from the previous steps to get the final number of books.
+
+Let''s go through these steps in detail.
+
+1. Initial number of books: 235
+2. Books taken out on Tuesday: 227
+   \[
+   235 - 227 = 18
+   \]
+3. Books brought back and taken out again on Thursday: 56 + 35 = 91
+   \[
+   18 + 91 = 109
+   \]
+
+So, the final number of books in the library is \(\boxed{109}\).','stop',190,87,30,9.42589051122978638375e+00,306655222704.0,NULL);
+INSERT INTO "chains" VALUES(137,0,0,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',0,'To determine how long it took for the elevator to reach the bottom, we need to calculate the time taken for each floor to travel down and then sum these times. Here''s a step-by-step breakdown of the solution:
+
+1. **First Half of the Floors**: The elevator travels down 20 floors and it takes 15 minutes to travel down each floor. Therefore, the time taken for the first half of the floors is:
+   \[
+   20 \text{ floors} \times 15 \text{ minutes/floor} = 300 \text{ minutes}
+   \]
+
+2. **Next Five Floors**: The elevator travels down the next 5 floors and it takes 5 minutes per floor. Therefore, the time taken for the next five floors is:
+   \[
+   5 \text{ floors} \times 5 \text{ minutes/floor} = 25 \text{ minutes}
+   \]
+
+3. **Final Five Floors**: The elevator travels down the final 5 floors and it takes 16 minutes per floor. Therefore, the time taken for the final five floors is:
+   \[
+   5 \text{ floors} \times 16 \text{ minutes/floor} = 80 \text{ minutes}
+   \]
+
+Now, we sum the times taken for each floor:
+\[
+300 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 675 \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\frac{675 \text{ minutes}}{60 \text{ minutes/hour}} = 11.25 \text{ hours}
+\]
+
+Thus, the elevator took \(\boxed{11.25}\) hours to reach the bottom.','stop',398,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,1,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',1,'To determine the total time it took for Michael to reach the bottom of the elevator, we need to calculate the time for each segment of the elevator''s journey and then sum these times.
+
+First, let''s calculate the time for the first half of the floors:
+\[
+\text{Time for first half} = \frac{20 \text{ floors}}{2} = 10 \text{ floors}
+\]
+The elevator takes 15 minutes to travel down each of these 10 floors. Therefore, the total time for the first half is:
+\[
+\text{Total time for first half} = 10 \text{ floors} \times 15 \text{ minutes/floor} = 150 \text{ minutes}
+\]
+
+Next, let''s calculate the time for the next 5 floors:
+\[
+\text{Time for next 5 floors} = \frac{20 \text{ floors}}{2} = 10 \text{ floors}
+\]
+The elevator takes 5 minutes per floor to travel down each of these 10 floors. Therefore, the total time for the next 5 floors is:
+\[
+\text{Total time for next 5 floors} = 10 \text{ floors} \times 5 \text{ minutes/floor} = 50 \text{ minutes}
+\]
+
+Then, let''s calculate the time for the final 5 floors:
+\[
+\text{Time for final 5 floors} = \frac{20 \text{ floors}}{2} = 10 \text{ floors}
+\]
+The elevator takes 16 minutes per floor to travel down each of these 10 floors. Therefore, the total time for the final 5 floors is:
+\[
+\text{Total time for final 5 floors} = 10 \text{ floors} \times 16 \text{ minutes/floor} = 160 \text{ minutes}
+\]
+
+Now, we sum the total times for all three segments:
+\[
+\text{Total time} = 150 \text{ minutes} + 50 \text{ minutes} + 160 \text{ minutes} = 360 \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours:
+\[
+\text{Total time in hours} = \frac{360 \text{ minutes}}','length',512,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,2,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',2,'Let''s break down the problem step-by-step:
+
+1. The elevator takes 15 minutes to travel down the first half of the floors (10 floors).
+2. The elevator then takes 5 minutes per floor to travel down the next 5 floors.
+3. The elevator then takes 16 minutes per floor to finish traveling down the final 5 floors.
+4. We need to find the total time taken to travel down all 20 floors.
+
+First, we calculate the time for each part of the journey:
+- Time for the first half of the floors: \(10 \times 15 = 150\) minutes
+- Time for the next 5 floors: \(5 \times 5 = 25\) minutes
+- Time for the final 5 floors: \(5 \times 16 = 80\) minutes
+
+Next, we add these times together to get the total time:
+\[150 + 25 + 80 = 405 \text{ minutes}\]
+
+Now, we convert the total time from minutes to hours. Since there are 60 minutes in an hour, we divide 405 by 60 to get the result:
+\[405 \div 60 = 7.5 \text{ hours}\]
+
+So, the elevator took \(\boxed{7.5}\) hours to reach the bottom.','stop',293,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,3,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',3,'To determine the total time it took for Michael to reach the bottom of the elevator, we need to calculate the time for each floor individually and then sum them up. Let''s break this down step by step:
+
+1. **First half of the floors:**
+   - The elevator takes 15 minutes to travel down the first half of the floors.
+   - There are 20 floors in total, so there are 10 floors in the first half.
+   - Therefore, the time for the first half is \(10 \times 15 = 150\) minutes.
+
+2. **Next 5 floors:**
+   - The elevator then takes 5 minutes per floor to travel down the next 5 floors.
+   - There are 5 floors in total.
+   - Therefore, the time for the next 5 floors is \(5 \times 5 = 25\) minutes.
+
+3. **Final 5 floors:**
+   - The elevator then takes 16 minutes per floor to finish traveling down the final 5 floors.
+   - There are 5 floors in total.
+   - Therefore, the time for the final 5 floors is \(5 \times 16 = 80\) minutes.
+
+Now, we sum the times for all the floors:
+\[
+150 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 255 \text{ minutes}
+\]
+
+Next, we convert the total time from minutes to hours. Since there are 60 minutes in an hour, we divide 255 minutes by 60:
+\[
+255 \text{ minutes} \div 60 \text{ minutes/hour} = 4.1667
+\]
+
+Therefore, the elevator took \(\boxed{4.1667}\) hours to reach the bottom.','stop',397,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,4,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',4,'To solve this problem, we need to calculate the total time the elevator took to travel down each half of the floors and then sum these times to get the total time for the entire elevator to reach the bottom. Here''s a step-by-step breakdown of how to do this:
+
+1. Calculate the time for the first half of the floors.
+2. Calculate the time for the next 5 floors.
+3. Calculate the time for the final 5 floors.
+4. Sum these times to get the total time for the elevator to reach the bottom.
+5. Convert the total time from minutes to hours.
+
+Let''s use Python to perform these calculations accurately.
+```python
+# Given data
+total_floors = 20
+time_first_half = 15  # in minutes
+time_next_5 = 5 * 5  # in minutes
+time_final_5 = 16 * 5  # in minutes
+time_per_floor = 1  # in minutes
+
+# Calculate total time for the first half of the floors
+time_first_half_minutes = time_first_half * (total_floors // 2)
+
+# Calculate total time for the next 5 floors
+time_next_5_minutes = time_next_5 * (total_floors // 5)
+
+# Calculate total time for the final 5 floors
+time_final_5_minutes = time_final_5 * (total_floors // 5)
+
+# Calculate total time for the elevator to reach the bottom
+total_time_minutes = time_first_half_minutes + time_next_5_minutes + time_final_5_minutes
+
+# Convert total time from minutes to hours
+total_time_hours = total_time_minutes / 60
+
+print(total_time_hours)
+```
+```output
+2.0
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{2}\) hours.','stop',386,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,5,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',5,'To determine the time it took for the elevator to reach the bottom, we need to calculate the time spent in each segment of the elevator''s journey and then sum these times.
+
+1. **Time spent traveling down the first half of the floors:**
+   - There are 20 floors in total, so there are 10 floors in the first half.
+   - Michael takes 15 minutes to travel down the first half.
+   - Therefore, the time spent traveling down the first half is:
+     \[
+     \frac{15 \text{ minutes}}{20 \text{ floors}} = \frac{3}{4} \text{ minutes}
+     \]
+
+2. **Time spent traveling down the next 5 floors:**
+   - Michael takes 5 minutes per floor to travel down the next 5 floors.
+   - Therefore, the time spent traveling down the next 5 floors is:
+     \[
+     5 \text{ minutes/floor} \times 5 \text{ floors} = 25 \text{ minutes}
+     \]
+
+3. **Time spent traveling down the final 5 floors:**
+   - Michael takes 16 minutes per floor to travel down the final 5 floors.
+   - Therefore, the time spent traveling down the final 5 floors is:
+     \[
+     16 \text{ minutes/floor} \times 5 \text{ floors} = 80 \text{ minutes}
+     \]
+
+Now, we sum the times spent in each segment of the journey to find the total time:
+\[
+\frac{3}{4} \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = \frac{3}{4} + \frac{100}{4} + \frac{320}{4} = \frac{453}{4} \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\frac{453}{4} \text{ minutes} \div 60 = \frac{453}{4} \times \frac{1}{60} = \frac{453}{240} = \frac{31}{16}
+\]
+
+Therefore, the time it took for the elevator to reach the bottom is \(\boxed{\frac{31}{16}}\)','length',512,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,6,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',6,'To determine the total time it took for Michael to reach the bottom of the elevator, we need to break down the problem into smaller parts and calculate the time for each segment of the journey.
+
+1. **First half of the floors:**
+   The elevator needs to travel down 20 floors, which is an equal number of floors to both halves. The time for the elevator to travel down this half is 15 minutes.
+   \[
+   \text{Time for first half} = 15 \text{ minutes}
+   \]
+
+2. **Next 5 floors:**
+   The elevator then needs to travel down the next 5 floors. The time for each of these floors is 5 minutes.
+   \[
+   \text{Time for next 5 floors} = 5 \text{ minutes/floor} \times 5 \text{ floors} = 25 \text{ minutes}
+   \]
+
+3. **Final 5 floors:**
+   The elevator then needs to travel down the final 5 floors. The time for each of these floors is 16 minutes.
+   \[
+   \text{Time for final 5 floors} = 16 \text{ minutes/floor} \times 5 \text{ floors} = 80 \text{ minutes}
+   \]
+
+Now, we sum the time for each segment of the journey to find the total time:
+\[
+\text{Total time} = 15 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 130 \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\text{Total time in hours} = \frac{130 \text{ minutes}}{60} = 2.1667 \text{ hours}
+\]
+
+Thus, the total time it took for the elevator to reach the bottom is \(\boxed{2.1667}\) hours.','stop',427,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,7,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',7,'To determine how long it took for the elevator to reach the bottom, we need to break down the problem into smaller steps and calculate the time for each stage of the elevator''s movement.
+
+1. **Calculate the time for the first half of the floors:**
+   The elevator takes 15 minutes to travel down the first half of the floors. Since there are 20 floors in total, the first half of the floors takes:
+   \[
+   \frac{20}{2} \times 15 = 10 \times 15 = 150 \text{ minutes}
+   \]
+
+2. **Calculate the time for the next 5 floors:**
+   After traveling the first half of the floors, the elevator takes 5 minutes per floor to travel down the next 5 floors. Therefore, the time for the next 5 floors is:
+   \[
+   5 \times 5 = 25 \text{ minutes}
+   \]
+
+3. **Calculate the time for the final 5 floors:**
+   After traveling the next 5 floors, the elevator takes 16 minutes per floor to travel down the final 5 floors. Therefore, the time for the final 5 floors is:
+   \[
+   16 \times 5 = 80 \text{ minutes}
+   \]
+
+4. **Calculate the total time taken:**
+   The total time taken for the elevator to reach the bottom is the sum of the time for each stage:
+   \[
+   150 + 25 + 80 = 355 \text{ minutes}
+   \]
+
+5. **Convert the total time from minutes to hours:**
+   Since there are 60 minutes in an hour, the total time in hours is:
+   \[
+   \frac{355}{60} = 5.85 \text{ hours}
+   \]
+
+Therefore, the elevator took \(\boxed{5.85}\) hours to reach the bottom.','stop',421,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,8,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',8,'To determine how long it took for Michael to reach the bottom of the elevator, we need to calculate the time taken for each half of the floors and then sum these times.
+
+First, let''s calculate the time taken for the first half of the floors. The elevator travels down 20 floors in 15 minutes. Therefore, the time for the first half is:
+\[
+\frac{20 \text{ floors}}{15 \text{ minutes per floor}} = \frac{20}{15} = \frac{4}{3} \text{ minutes}
+\]
+
+Next, let''s calculate the time taken for the next 5 floors. The elevator travels down 5 floors in 5 minutes. Therefore, the time for the next 5 floors is:
+\[
+\frac{5 \text{ floors}}{5 \text{ minutes per floor}} = 1 \text{ minute}
+\]
+
+Now, let''s calculate the time taken for the final 5 floors. The elevator travels down 5 floors in 16 minutes. Therefore, the time for the final 5 floors is:
+\[
+\frac{5 \text{ floors}}{16 \text{ minutes per floor}} = \frac{5}{16} = \frac{5}{16} \text{ minutes}
+\]
+
+Finally, we sum these times to find the total time taken for all five floors:
+\[
+\frac{4}{3} + 1 + \frac{5}{16} = \frac{4 \times 16 + 12 + 5}{36} = \frac{64 + 12 + 5}{36} = \frac{81}{36} = \frac{9}{4}
+\]
+
+Therefore, the time it took for the elevator to reach the bottom is \(\boxed{\frac{9}{4}}\) hours.','stop',401,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,9,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',9,'To solve this problem, we need to calculate the total time it takes for the elevator to travel down all 20 floors. We''ll break down the problem step-by-step and use Python to ensure accuracy.
+
+1. **Calculate the time for the first half of the floors:**
+   - The elevator takes 15 minutes to travel down the first half of the floors.
+   - Therefore, the time for the first half is \(15 \text{ minutes}\).
+
+2. **Calculate the time for the second half of the floors:**
+   - The elevator takes 5 minutes per floor to travel down the second half.
+   - Therefore, the time for the second half is \(5 \times 5 = 25 \text{ minutes}\).
+
+3. **Calculate the time for the final half of the floors:**
+   - The elevator takes 16 minutes per floor to travel down the final half.
+   - Therefore, the time for the final half is \(16 \times 5 = 80 \text{ minutes}\).
+
+4. **Calculate the total time:**
+   - Add the time for the first half, second half, and final half to get the total time.
+   - Therefore, the total time is \(15 + 25 + 80 = 110 \text{ minutes}\).
+
+5. **Convert the total time from minutes to hours:**
+   - Since there are 60 minutes in an hour, we divide the total time by 60.
+   - Therefore, the total time in hours is \(\frac{110}{60} = 1.8333\) hours.
+
+Let''s confirm this with Python code.
+```python
+# Time calculations
+time_first_half = 15  # minutes
+time_second_half = 5 * 5  # minutes
+time_final_half = 16 * 5  # minutes
+
+# Total time in minutes
+total_time_minutes = time_first_half + time_second_half + time_final_half
+
+# Convert total time to hours
+total_time_hours = total_time_minutes / 60
+print(total_time_hours)
+```
+```output
+1.8333333333333333
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{1.8333}\) hours.','stop',498,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,10,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',10,'To solve the problem, we need to calculate the total time spent traveling down the elevator and then convert the time from minutes to hours. Here''s a step-by-step breakdown of the solution:
+
+1. Calculate the time spent traveling down the first half of the floors.
+2. Calculate the time spent traveling down the next 5 floors.
+3. Calculate the time spent traveling down the final 5 floors.
+4. Sum up all the time spent traveling.
+5. Convert the total time from minutes to hours.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Time taken for each half of the floors
+time_first_half = 15  # in minutes
+time_next_half = 5  # in minutes
+time_final_half = 16  # in minutes
+
+# Total time spent traveling down the elevator
+total_time = time_first_half + time_next_half + time_final_half
+
+# Convert the total time from minutes to hours
+total_time_hours = total_time / 60
+
+# Print the final answer
+print(total_time_hours)
+```
+```output
+3.0
+```
+The elevator took a total of \(\boxed{3}\) hours to reach the bottom floor.','stop',249,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,11,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',11,'To solve this problem, we need to calculate the total time taken by Michael to travel down the floors. We will break down the time into three parts: the first half, the next 5 floors, and the final 5 floors. Then we will sum these times to get the total time.
+
+Here''s the step-by-step breakdown:
+
+1. Calculate the time taken to travel down the first half of the floors.
+2. Calculate the time taken to travel down the next 5 floors.
+3. Calculate the time taken to travel down the final 5 floors.
+4. Sum the times from steps 1, 2, and 3 to get the total time.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the number of floors
+n = 20
+
+# Define the time taken per floor
+time_per_floor = {
+    ''first_half'': 15,
+    ''next_5'': 5,
+    ''final_5'': 16
+}
+
+# Calculate the total time
+total_time = 0
+
+# Time taken for the first half
+for floor in range(n // 2):
+    total_time += time_per_floor[''first_half'']
+
+# Time taken for the next 5 floors
+for floor in range(n // 2, n):
+    total_time += time_per_floor[''next_5'']
+
+# Time taken for the final 5 floors
+for floor in range(n // 2, n):
+    total_time += time_per_floor[''final_5'']
+
+# Convert the total time from minutes to hours
+total_time_hours = total_time / 60
+
+# Print the total time in hours
+print(total_time_hours)
+```
+```output
+3.0
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{3}\) hours.','stop',384,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,12,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',12,'Let''s solve the problem step by step:
+
+1. Calculate the time the elevator takes to travel down the first half of the floors.
+2. Calculate the time the elevator takes to travel down the next 5 floors.
+3. Calculate the time the elevator takes to travel down the final 5 floors.
+4. Sum the times from steps 1 and 3 to get the total time.
+5. Convert the total time from minutes to hours.
+
+Here is the Python code to solve the problem:
+
+```python
+# Time taken to travel down the first half of the floors
+time_first_half = 15 * 2  # 20 floors, each 15 minutes
+
+# Time taken to travel down the next 5 floors
+time_next_5 = 5 * 5  # 5 floors, each 5 minutes
+
+# Time taken to travel down the final 5 floors
+time_final_5 = 16 * 5  # 5 floors, each 16 minutes
+
+# Total time in minutes
+total_time_minutes = time_first_half + time_next_5 + time_final_5
+
+# Convert total time from minutes to hours
+total_time_hours = total_time_minutes / 60
+
+# Print the final answer
+print(total_time_hours)
+```
+```output
+2.0
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{2}\) hours.','stop',297,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,13,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',13,'To determine the time it took for Michael to reach the bottom of the elevator, we need to calculate the total time spent traveling down all the floors and then convert that time into hours.
+
+1. **Calculate the time spent traveling down the first half of the floors:**
+   The elevator takes 15 minutes to travel down the first half of the floors.
+   \[
+   \text{Time for first half} = 15 \text{ minutes}
+   \]
+
+2. **Calculate the time spent traveling down the next 5 floors:**
+   The elevator takes 5 minutes per floor to travel down the next 5 floors.
+   \[
+   \text{Time for next 5 floors} = 5 \text{ minutes per floor} \times 5 = 25 \text{ minutes}
+   \]
+
+3. **Calculate the time spent traveling down the final 5 floors:**
+   The elevator takes 16 minutes per floor to travel down the final 5 floors.
+   \[
+   \text{Time for final 5 floors} = 16 \text{ minutes per floor} \times 5 = 80 \text{ minutes}
+   \]
+
+4. **Sum the times spent traveling down all the floors:**
+   \[
+   \text{Total time} = 15 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 130 \text{ minutes}
+   \]
+
+5. **Convert the total time from minutes to hours:**
+   Since there are 60 minutes in an hour, we divide the total time by 60:
+   \[
+   \text{Total time in hours} = \frac{130 \text{ minutes}}{60 \text{ minutes/hour}} = 2.1667 \text{ hours}
+   \]
+
+Thus, the time it took for the elevator to reach the bottom is \(\boxed{2.1667}\) hours.','stop',424,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,14,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',14,'To determine the total time Michael took to reach the bottom of the elevator, we need to break down the problem into smaller steps and calculate the time for each half of the journey separately.
+
+1. **Time for the first half of the journey:**
+   - Michael travels 20 floors down in 15 minutes.
+   - Therefore, the time for the first half of the journey is:
+     \[
+     \frac{20 \text{ floors}}{15 \text{ minutes per floor}} = \frac{20}{15} = \frac{4}{3} \text{ minutes}
+     \]
+
+2. **Time for the next 5 floors:**
+   - Michael travels 5 floors down in 5 minutes per floor.
+   - Therefore, the time for the next 5 floors is:
+     \[
+     5 \text{ floors} \times 5 \text{ minutes per floor} = 25 \text{ minutes}
+     \]
+
+3. **Time for the final 5 floors:**
+   - Michael travels 5 floors down in 16 minutes per floor.
+   - Therefore, the time for the final 5 floors is:
+     \[
+     5 \text{ floors} \times 16 \text{ minutes per floor} = 80 \text{ minutes}
+     \]
+
+Now, we sum the time for all three halves of the journey:
+\[
+\frac{4}{3} + 25 + 80 = \frac{4}{3} + \frac{75}{3} + \frac{240}{3} = \frac{359}{3}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\frac{359}{3} \div 60 = \frac{359}{3 \times 60} = \frac{359}{180}
+\]
+
+Thus, the total time it took for the elevator to reach the bottom is:
+\[
+\boxed{\frac{359}{180}}
+\]','stop',449,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(137,0,15,'58e815cf303db4d7f005742c5f7511779752feeb451df397156940e860a25de4',15,'To solve this problem, we need to calculate the time taken for each floor to travel down and then sum these times to get the total time taken for the elevator to reach the bottom. Here''s a step-by-step breakdown of the process:
+
+1. Calculate the time taken for the elevator to travel down the first half of the floors.
+2. Calculate the time taken for the elevator to travel down the next 5 floors.
+3. Calculate the time taken for the elevator to travel down the final 5 floors.
+4. Sum the times calculated in steps 1, 2, and 3 to get the total time taken.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Time taken to travel down each floor
+time_first_half = 15  # minutes
+time_next_5 = 5  # minutes
+time_last_5 = 16  # minutes
+
+# Total time for the elevator to reach the bottom
+total_time = (time_first_half + time_next_5 + time_last_5) * 2
+print(total_time)
+```
+```output
+88.0
+```
+The total time taken for the elevator to reach the bottom is \(\boxed{88}\) minutes.','stop',256,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -16246,6 +17258,9 @@ INSERT INTO "jobs" VALUES(131,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7304',0
 INSERT INTO "jobs" VALUES(132,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7363',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 31, "completion_tokens": 343, "calls": 1, "seconds": 17.24182119498164, "flops": 504133939200.0}}]',89,31,343,1,0,0,504133939200.0,0.0,3.37006549289981194306e+01,1.72418211949816395649e+01,1.79625413160512757302e+09);
 INSERT INTO "jobs" VALUES(133,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7390',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 57, "cached_prompt_tokens": 30, "completion_tokens": 240, "calls": 1, "seconds": 11.389827580484052, "flops": 335249069568.0}}]',57,30,240,1,0,0,335249069568.0,0.0,2.3489419676998295472e+01,1.13898275804840523053e+01,1.79625413314221858977e+09);
 INSERT INTO "jobs" VALUES(134,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7439',0,1,'greedy',0,'done','72','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 322, "calls": 1, "seconds": 17.57519434448659, "flops": 463803224064.0}}]',77,30,322,1,0,0,463803224064.0,0.0,3.60546446100015600673e+01,1.75751943444865901255e+01,1.79625416766487431522e+09);
+INSERT INTO "jobs" VALUES(135,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7452',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 128, "cached_prompt_tokens": 30, "completion_tokens": 512, "calls": 1, "seconds": 26.600580080485212, "flops": 767543922432.0}}]',128,30,512,1,0,0,767543922432.0,0.0,1.76078589584001747427e+02,2.66005800804852121643e+01,1.79625430922234702105e+09);
+INSERT INTO "jobs" VALUES(136,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-2933',0,16,'self-consistency:n_samples=16',1,'done','109','[{"event": "generate", "n": 16, "seed": 1186150342, "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 30, "completion_tokens": 3851, "calls": 1, "seconds": 150.81424817967658, "flops": 4906483563264.0}}, {"event": "vote", "counts": {"109": 2, "83": 1, "147": 1, "274": 1, "157": 1, "159": 1, "39": 1, "156": 1, "127": 1, "133": 1, "103": 1, "132": 1, "110": 1, "144": 1, "59": 1}, "tie_broken_by_rng": false, "winner": "109"}]',87,30,3851,1,0,0,4906483563264.0,0.0,2.74183495466997555916e+02,1.5081424817967658214e+02,1.79625458344872546197e+09);
+INSERT INTO "jobs" VALUES(137,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-2898',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 588536815, "usage": {"prompt_tokens": 140, "cached_prompt_tokens": 30, "completion_tokens": 6304, "calls": 1, "seconds": 257.4649513520356, "flops": 8063622357504.0}}, {"event": "vote", "counts": {"45/4": 1, "360": 1, "15/2": 1, "41667/10000": 1, "2": 2, "\\frac{31}{16}": 1, "21667/10000": 2, "117/20": 1, "\\frac{9}{4}": 1, "18333/10000": 1, "3": 2, "\\frac{359}{180}": 1, "88": 1}, "tie_broken_by_rng": true, "winner": "2"}]',140,30,6304,1,0,0,8063622357504.0,0.0,4.24041403342998819443e+02,2.57464951352035598119e+02,1.79625459171922874455e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k-train", "dataset_sha256": "ab3a168a46f3d981ee9114700626510cddaa9493661561ec3f9676cebf44bb7e", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "0323e2c32e71afb38bcda685350550137b44e2f586e3d9d5292267619940ee54", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -32454,13 +33469,1025 @@ The total number of oranges left eaten is the original number of oranges minus t
 \]
 
 Therefore, the number of oranges left eaten in total is \(\boxed{72}\).','72',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(135,0,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Gwen received a $900 bonus at work.
+2. She invested one-third of her bonus on stock A, one-third on stock B, and the remaining one-third on stock C.
+3. After one year, stock A and stock B had doubled in value, while stock C had lost half of its value.
+4. We need to find out how much Gwen''s stocks were worth at the end of the year.
+
+Let''s denote the initial investment in stock A as \(A\), in stock B as \(B\), and in stock C as \(C\). The bonus is $900, so we have:
+\[ A + B + C = 900 \]
+
+After one year, stock A and stock B had doubled in value, so:
+\[ A \cdot 2 = B \cdot 2 \]
+\[ A = B \]
+
+After one year, stock C had lost half of its value, so:
+\[ C \cdot 2 = \frac{C}{2} \]
+\[ C = C \]
+
+Now we have two equations:
+1. \( A + B + C = 900 \)
+2. \( A = B \)
+
+Substitute \( A = B \) into the first equation:
+\[ A + A + A = 900 \]
+\[ 3A = 900 \]
+\[ A = 300 \]
+
+So, Gwen''s initial investment in stock A was $300, in stock B was also $300, and in stock C was $300. After one year, stock A and stock B had doubled in value, so:
+\[ A \cdot 2 = B \cdot 2 \]
+\[ 300 = 2 \cdot 300 \]
+\[ 300 = 600 \]
+
+This is a contradiction, so we need to re-evaluate the problem. Let''s assume the problem is correct and we need to find the value of Gwen''s stocks at the end of the year. We can use the following steps:
+
+1. Let \( A = 300 \), \( B = 300 \), and \( C = 300 \).
+2. After one year, stock A and stock B had doubled in value, so:
+\[ A \cdot 2 = B \cdot 2 \]
+','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(136,0,'To determine the total number of books in the library after the specified changes, we will follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and taken out again on Thursday.
+
+Let''s break it down step by step:
+
+1. Initial number of books: 235
+2. Books taken out on Tuesday: 227
+   \[
+   235 - 227 = 18
+   \]
+3. Books brought back and taken out again on Thursday: 56 + 35 = 91
+   \[
+   18 + 91 = 109
+   \]
+
+So, the total number of books now in the library is \(\boxed{109}\).','109',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(136,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of books remaining after Tuesday.
+2. Calculate the number of books remaining after Thursday.
+3. Add the number of books taken out on Friday to the number of books remaining after Thursday.
+
+Let''s break it down step-by-step and use Python to ensure accuracy.
+
+1. The initial number of books is 235.
+2. On Tuesday, 227 books are taken out.
+3. On Thursday, 56 books are brought back and 35 books are taken out again on Friday.
+
+Let''s calculate this using Python.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back Thursday = 56
+
+# Books taken out on Friday
+books_taken_out_friday = 35
+
+# Books remaining after Tuesday
+books_remaining_after_tuesday = initial_books - books_taken_out_tuesday
+
+# Books remaining after Thursday
+books_remaining_after Thursday = books_remaining_after_tuesday - books_brought_back Thursday
+
+# Books remaining after Friday
+books_remaining_after_friday = books_remaining_after Thursday - books_taken_out_friday
+
+print(books_remaining_after_friday)
+```
+```output
+83
+```
+The final number of books in the library now is \(\boxed{83}\).','83',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,2,'To solve this problem, we can follow these steps:
+
+1. Start with the initial number of books, which is 235.
+2. Subtract the number of books taken out on Tuesday, which is 227.
+3. Add the number of books brought back on Thursday, which is 56.
+4. Subtract the number of books taken out again on Friday, which is 35.
+
+Let''s do this step by step using Python code.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+147
+```
+The final number of books in the library is \(\boxed{147}\).','147',0,'not_equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,3,'Let''s solve this problem step by step. We''ll use Python code to ensure the accuracy of our result. We''ll start by calculating the number of books left after Tuesday and Thursday, and then add the remaining books from Friday to get the final count.
+
+1. Calculate the number of books left after Tuesday.
+2. Calculate the number of books left after Thursday.
+3. Add the remaining books from Friday to the number of books left after Thursday.
+
+Here''s the Python code to solve the problem:
+```python
+# Initial number of books in the library
+initial_books = 235
+
+# Books taken out on Tuesday
+tuesday_books_taken_out = 227
+
+# Books brought back and taken out again on Thursday
+thursday_books_taken_out = 56
+thursday_books_returned = 35
+
+# Books left after Tuesday and Thursday
+books_left_after_tuesday = initial_books - tuesday_books_taken_out
+
+# Books left after Thursday
+books_left_after_thursday = books_left_after_tuesday + thursday_books_taken_out + Thursday_books_returned
+
+# Final number of books
+final_books = books_left_after_thursday
+print(final_books)
+```
+```output
+274
+```
+The final number of books in the library is \(\boxed{274}\).','274',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,4,'To determine the number of books left in the library after the given events, we can follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday.
+4. Subtract the number of books taken out on Friday.
+
+Let''s implement this step by step in Python.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out on Friday
+books_taken_out_friday = 35
+
+# Final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+157
+```
+The final number of books left in the library is \(\boxed{157}\).','157',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,5,'To solve this problem, we need to track the number of books in the library step by step. We''ll use Python code to iterate through the process and calculate the final number of books.
+
+Here''s the step-by-step approach:
+
+1. Start with 235 books in the library.
+2. On Tuesday, 227 books are taken out. So, we subtract 227 from the initial number of books.
+3. On Thursday, 56 books are brought back and 35 books are taken out again on Friday. So, we add 56 to the remaining number of books after Tuesday''s takeout.
+
+Let''s calculate this using Python.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+159
+```
+The final number of books in the library is \(\boxed{159}\).','159',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,6,'Let''s break down the problem step by step:
+
+1. **Initial number of books**: There are 235 books in the library.
+2. **Books taken out on Tuesday**: 227 books are taken out.
+   \[
+   \text{Books remaining after Tuesday} = 235 - 227 = 18
+   \]
+3. **Books brought back on Thursday**: 56 books are brought back.
+   \[
+   \text{Books remaining after Thursday} = 18 + 56 = 74
+   \]
+4. **Books taken out on Friday**: 35 books are taken out.
+   \[
+   \text{Books remaining after Friday} = 74 - 35 = 39
+   \]
+
+Therefore, the final number of books in the library is \(\boxed{39}\).','39',0,'not_equivalent',187,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,7,'To solve the problem, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and the number of books taken out again on Friday.
+
+Let''s go through these steps using Python code.
+```python
+# Initial number of books in the library
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back and taken out again on Friday
+books_brought_back = 56
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back + books_taken_out_friday
+print(final_books)
+```
+```output
+156
+```
+The final number of books in the library is \(\boxed{156}\).','156',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,8,'To determine the number of books in the library after the specified events, we need to follow these steps:
+
+1. Start with the initial number of books in the library, which is 235.
+2. Subtract the number of books taken out on Tuesday, which is 227.
+3. Add the number of books brought back on Thursday, which is 56.
+4. Subtract the number of books taken out again on Friday, which is 35.
+
+Let''s perform these calculations step by step using Python code.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+127
+```
+After performing the calculations, we find that the number of books now in the library is \(\boxed{127}\).','127',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,9,'To solve this problem, we can break it down step by step:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday and then subtract the number of books taken out again on Friday.
+
+Let''s implement this in Python using sympy.
+
+```python
+import sympy as sp
+
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the number of books now
+books_now = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(books_now)
+```
+```output
+133
+```
+The number of books now in the library is \(\boxed{133}\).','133',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,10,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. Initially, there are 235 books in the library.
+2. On Tuesday, 227 books are taken out. After this, the number of books left is \(235 - 227\).
+3. On Thursday, 56 books are brought back and 35 books are taken out again on Friday. After this, the number of books left is the result of the previous step minus the number of books taken out from Tuesday and Thursday.
+
+We can calculate this step by step using Python code.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out on Friday
+books_taken_out_friday = 35
+
+# Number of books left after Tuesday and Thursday
+books_left_after_tuesday_and_thursday = initial_books - books_taken_out_tuesday - books_brought_back_thursday
+
+# Number of books left after Friday
+final_books = books_left_after_tuesday_and_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+103
+```
+The final number of books in the library is \(\boxed{103}\).','103',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,11,'To solve the problem, let''s break it down step by step:
+
+1. First, we need to determine the number of books left in the library after 227 books are taken out.
+2. Then, we need to add the 56 books brought back and 35 books taken out again on Friday to the number of books left after the first step.
+
+Let''s implement this in Python using the sympy library.
+
+```python
+# Initial number of books in the library
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Calculate the number of books left after the first step
+books_left_after_tuesday = initial_books - books_taken_out_tuesday
+
+# Calculate the number of books after the second step
+books_left_after_thursday = books_left_after_tuesday + books_brought_back_thursday
+
+# Calculate the number of books after the third step
+books_left_after_friday = books_left_after_thursday - books_taken_out_friday
+
+# The final number of books in the library
+final_books = books_left_after_friday
+
+# Print the final number of books
+print(final_books)
+```
+```output
+132
+```
+The final number of books in the library is \(\boxed{132}\).','132',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,12,'To solve this problem step by step, we will follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and taken out again on Thursday.
+4. Determine the final number of books in the library.
+
+Let''s break it down and write the Python code to solve it accurately.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back and taken out again on Thursday
+books_brought_back_thursday = 56
+books_taken_out_thursday_again = 35
+
+# Final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday + books_taken_out_thursday_again
+print(final_books)
+```
+```output
+110
+```
+The final number of books in the library is \(\boxed{110}\).','110',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,13,'To solve this problem, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday.
+4. Subtract the number of books taken out again on Friday.
+
+Let''s break it down step by step:
+
+1. Initial number of books: \(235\)
+2. Books taken out on Tuesday: \(227\)
+3. Books brought back on Thursday: \(56\)
+4. Books taken out again on Friday: \(35\)
+
+Now, we can calculate the final number of books:
+
+\[235 - 227 + 56 - 35\]
+
+Let''s perform the calculation using Python to ensure accuracy.
+```python
+# Initial number of books
+initial_books = 235
+
+# Books taken out on Tuesday
+books_taken_out_tuesday = 227
+
+# Books brought back on Thursday
+books_brought_back_thursday = 56
+
+# Books taken out again on Friday
+books_taken_out_friday = 35
+
+# Final number of books
+final_books = initial_books - books_taken_out_tuesday + books_brought_back_thursday - books_taken_out_friday
+print(final_books)
+```
+```output
+144
+```
+The final number of books in the library is \(\boxed{144}\).','144',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,14,'To determine the number of books now in the library, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back on Thursday.
+4. Subtract the number of books taken out again on Friday.
+
+Let''s go through these steps in detail:
+
+1. Initial number of books = 235
+2. Books taken out on Tuesday = 227
+3. Books brought back on Thursday = 56
+4. Books taken out again on Friday = 35
+
+Now, we perform the operations step by step:
+
+\[ 235 - 227 = 28 \]
+\[ 28 + 56 = 84 \]
+\[ 84 - 35 = 59 \]
+
+Therefore, the number of books now in the library is \(\boxed{59}\).','59',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,15,'To solve this problem, we need to follow these steps:
+
+1. Start with the initial number of books in the library.
+2. Subtract the number of books taken out on Tuesday.
+3. Add the number of books brought back and taken out again on Thursday.
+4. Sum the results from the previous steps to get the final number of books.
+
+Let''s go through these steps in detail.
+
+1. Initial number of books: 235
+2. Books taken out on Tuesday: 227
+   \[
+   235 - 227 = 18
+   \]
+3. Books brought back and taken out again on Thursday: 56 + 35 = 91
+   \[
+   18 + 91 = 109
+   \]
+
+So, the final number of books in the library is \(\boxed{109}\).','109',0,'not_equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,0,'To determine how long it took for the elevator to reach the bottom, we need to calculate the time taken for each floor to travel down and then sum these times. Here''s a step-by-step breakdown of the solution:
+
+1. **First Half of the Floors**: The elevator travels down 20 floors and it takes 15 minutes to travel down each floor. Therefore, the time taken for the first half of the floors is:
+   \[
+   20 \text{ floors} \times 15 \text{ minutes/floor} = 300 \text{ minutes}
+   \]
+
+2. **Next Five Floors**: The elevator travels down the next 5 floors and it takes 5 minutes per floor. Therefore, the time taken for the next five floors is:
+   \[
+   5 \text{ floors} \times 5 \text{ minutes/floor} = 25 \text{ minutes}
+   \]
+
+3. **Final Five Floors**: The elevator travels down the final 5 floors and it takes 16 minutes per floor. Therefore, the time taken for the final five floors is:
+   \[
+   5 \text{ floors} \times 16 \text{ minutes/floor} = 80 \text{ minutes}
+   \]
+
+Now, we sum the times taken for each floor:
+\[
+300 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 675 \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\frac{675 \text{ minutes}}{60 \text{ minutes/hour}} = 11.25 \text{ hours}
+\]
+
+Thus, the elevator took \(\boxed{11.25}\) hours to reach the bottom.','11.25',0,'not_equivalent',398,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,1,'To determine the total time it took for Michael to reach the bottom of the elevator, we need to calculate the time for each segment of the elevator''s journey and then sum these times.
+
+First, let''s calculate the time for the first half of the floors:
+\[
+\text{Time for first half} = \frac{20 \text{ floors}}{2} = 10 \text{ floors}
+\]
+The elevator takes 15 minutes to travel down each of these 10 floors. Therefore, the total time for the first half is:
+\[
+\text{Total time for first half} = 10 \text{ floors} \times 15 \text{ minutes/floor} = 150 \text{ minutes}
+\]
+
+Next, let''s calculate the time for the next 5 floors:
+\[
+\text{Time for next 5 floors} = \frac{20 \text{ floors}}{2} = 10 \text{ floors}
+\]
+The elevator takes 5 minutes per floor to travel down each of these 10 floors. Therefore, the total time for the next 5 floors is:
+\[
+\text{Total time for next 5 floors} = 10 \text{ floors} \times 5 \text{ minutes/floor} = 50 \text{ minutes}
+\]
+
+Then, let''s calculate the time for the final 5 floors:
+\[
+\text{Time for final 5 floors} = \frac{20 \text{ floors}}{2} = 10 \text{ floors}
+\]
+The elevator takes 16 minutes per floor to travel down each of these 10 floors. Therefore, the total time for the final 5 floors is:
+\[
+\text{Total time for final 5 floors} = 10 \text{ floors} \times 16 \text{ minutes/floor} = 160 \text{ minutes}
+\]
+
+Now, we sum the total times for all three segments:
+\[
+\text{Total time} = 150 \text{ minutes} + 50 \text{ minutes} + 160 \text{ minutes} = 360 \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours:
+\[
+\text{Total time in hours} = \frac{360 \text{ minutes}}','360',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,2,'Let''s break down the problem step-by-step:
+
+1. The elevator takes 15 minutes to travel down the first half of the floors (10 floors).
+2. The elevator then takes 5 minutes per floor to travel down the next 5 floors.
+3. The elevator then takes 16 minutes per floor to finish traveling down the final 5 floors.
+4. We need to find the total time taken to travel down all 20 floors.
+
+First, we calculate the time for each part of the journey:
+- Time for the first half of the floors: \(10 \times 15 = 150\) minutes
+- Time for the next 5 floors: \(5 \times 5 = 25\) minutes
+- Time for the final 5 floors: \(5 \times 16 = 80\) minutes
+
+Next, we add these times together to get the total time:
+\[150 + 25 + 80 = 405 \text{ minutes}\]
+
+Now, we convert the total time from minutes to hours. Since there are 60 minutes in an hour, we divide 405 by 60 to get the result:
+\[405 \div 60 = 7.5 \text{ hours}\]
+
+So, the elevator took \(\boxed{7.5}\) hours to reach the bottom.','7.5',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,3,'To determine the total time it took for Michael to reach the bottom of the elevator, we need to calculate the time for each floor individually and then sum them up. Let''s break this down step by step:
+
+1. **First half of the floors:**
+   - The elevator takes 15 minutes to travel down the first half of the floors.
+   - There are 20 floors in total, so there are 10 floors in the first half.
+   - Therefore, the time for the first half is \(10 \times 15 = 150\) minutes.
+
+2. **Next 5 floors:**
+   - The elevator then takes 5 minutes per floor to travel down the next 5 floors.
+   - There are 5 floors in total.
+   - Therefore, the time for the next 5 floors is \(5 \times 5 = 25\) minutes.
+
+3. **Final 5 floors:**
+   - The elevator then takes 16 minutes per floor to finish traveling down the final 5 floors.
+   - There are 5 floors in total.
+   - Therefore, the time for the final 5 floors is \(5 \times 16 = 80\) minutes.
+
+Now, we sum the times for all the floors:
+\[
+150 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 255 \text{ minutes}
+\]
+
+Next, we convert the total time from minutes to hours. Since there are 60 minutes in an hour, we divide 255 minutes by 60:
+\[
+255 \text{ minutes} \div 60 \text{ minutes/hour} = 4.1667
+\]
+
+Therefore, the elevator took \(\boxed{4.1667}\) hours to reach the bottom.','4.1667',0,'not_equivalent',397,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,4,'To solve this problem, we need to calculate the total time the elevator took to travel down each half of the floors and then sum these times to get the total time for the entire elevator to reach the bottom. Here''s a step-by-step breakdown of how to do this:
+
+1. Calculate the time for the first half of the floors.
+2. Calculate the time for the next 5 floors.
+3. Calculate the time for the final 5 floors.
+4. Sum these times to get the total time for the elevator to reach the bottom.
+5. Convert the total time from minutes to hours.
+
+Let''s use Python to perform these calculations accurately.
+```python
+# Given data
+total_floors = 20
+time_first_half = 15  # in minutes
+time_next_5 = 5 * 5  # in minutes
+time_final_5 = 16 * 5  # in minutes
+time_per_floor = 1  # in minutes
+
+# Calculate total time for the first half of the floors
+time_first_half_minutes = time_first_half * (total_floors // 2)
+
+# Calculate total time for the next 5 floors
+time_next_5_minutes = time_next_5 * (total_floors // 5)
+
+# Calculate total time for the final 5 floors
+time_final_5_minutes = time_final_5 * (total_floors // 5)
+
+# Calculate total time for the elevator to reach the bottom
+total_time_minutes = time_first_half_minutes + time_next_5_minutes + time_final_5_minutes
+
+# Convert total time from minutes to hours
+total_time_hours = total_time_minutes / 60
+
+print(total_time_hours)
+```
+```output
+2.0
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{2}\) hours.','2',1,'equivalent',386,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(137,5,'To determine the time it took for the elevator to reach the bottom, we need to calculate the time spent in each segment of the elevator''s journey and then sum these times.
+
+1. **Time spent traveling down the first half of the floors:**
+   - There are 20 floors in total, so there are 10 floors in the first half.
+   - Michael takes 15 minutes to travel down the first half.
+   - Therefore, the time spent traveling down the first half is:
+     \[
+     \frac{15 \text{ minutes}}{20 \text{ floors}} = \frac{3}{4} \text{ minutes}
+     \]
+
+2. **Time spent traveling down the next 5 floors:**
+   - Michael takes 5 minutes per floor to travel down the next 5 floors.
+   - Therefore, the time spent traveling down the next 5 floors is:
+     \[
+     5 \text{ minutes/floor} \times 5 \text{ floors} = 25 \text{ minutes}
+     \]
+
+3. **Time spent traveling down the final 5 floors:**
+   - Michael takes 16 minutes per floor to travel down the final 5 floors.
+   - Therefore, the time spent traveling down the final 5 floors is:
+     \[
+     16 \text{ minutes/floor} \times 5 \text{ floors} = 80 \text{ minutes}
+     \]
+
+Now, we sum the times spent in each segment of the journey to find the total time:
+\[
+\frac{3}{4} \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = \frac{3}{4} + \frac{100}{4} + \frac{320}{4} = \frac{453}{4} \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\frac{453}{4} \text{ minutes} \div 60 = \frac{453}{4} \times \frac{1}{60} = \frac{453}{240} = \frac{31}{16}
+\]
+
+Therefore, the time it took for the elevator to reach the bottom is \(\boxed{\frac{31}{16}}\)','\frac{31}{16}',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,6,'To determine the total time it took for Michael to reach the bottom of the elevator, we need to break down the problem into smaller parts and calculate the time for each segment of the journey.
+
+1. **First half of the floors:**
+   The elevator needs to travel down 20 floors, which is an equal number of floors to both halves. The time for the elevator to travel down this half is 15 minutes.
+   \[
+   \text{Time for first half} = 15 \text{ minutes}
+   \]
+
+2. **Next 5 floors:**
+   The elevator then needs to travel down the next 5 floors. The time for each of these floors is 5 minutes.
+   \[
+   \text{Time for next 5 floors} = 5 \text{ minutes/floor} \times 5 \text{ floors} = 25 \text{ minutes}
+   \]
+
+3. **Final 5 floors:**
+   The elevator then needs to travel down the final 5 floors. The time for each of these floors is 16 minutes.
+   \[
+   \text{Time for final 5 floors} = 16 \text{ minutes/floor} \times 5 \text{ floors} = 80 \text{ minutes}
+   \]
+
+Now, we sum the time for each segment of the journey to find the total time:
+\[
+\text{Total time} = 15 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 130 \text{ minutes}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\text{Total time in hours} = \frac{130 \text{ minutes}}{60} = 2.1667 \text{ hours}
+\]
+
+Thus, the total time it took for the elevator to reach the bottom is \(\boxed{2.1667}\) hours.','2.1667',0,'not_equivalent',427,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,7,'To determine how long it took for the elevator to reach the bottom, we need to break down the problem into smaller steps and calculate the time for each stage of the elevator''s movement.
+
+1. **Calculate the time for the first half of the floors:**
+   The elevator takes 15 minutes to travel down the first half of the floors. Since there are 20 floors in total, the first half of the floors takes:
+   \[
+   \frac{20}{2} \times 15 = 10 \times 15 = 150 \text{ minutes}
+   \]
+
+2. **Calculate the time for the next 5 floors:**
+   After traveling the first half of the floors, the elevator takes 5 minutes per floor to travel down the next 5 floors. Therefore, the time for the next 5 floors is:
+   \[
+   5 \times 5 = 25 \text{ minutes}
+   \]
+
+3. **Calculate the time for the final 5 floors:**
+   After traveling the next 5 floors, the elevator takes 16 minutes per floor to travel down the final 5 floors. Therefore, the time for the final 5 floors is:
+   \[
+   16 \times 5 = 80 \text{ minutes}
+   \]
+
+4. **Calculate the total time taken:**
+   The total time taken for the elevator to reach the bottom is the sum of the time for each stage:
+   \[
+   150 + 25 + 80 = 355 \text{ minutes}
+   \]
+
+5. **Convert the total time from minutes to hours:**
+   Since there are 60 minutes in an hour, the total time in hours is:
+   \[
+   \frac{355}{60} = 5.85 \text{ hours}
+   \]
+
+Therefore, the elevator took \(\boxed{5.85}\) hours to reach the bottom.','5.85',0,'not_equivalent',421,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,8,'To determine how long it took for Michael to reach the bottom of the elevator, we need to calculate the time taken for each half of the floors and then sum these times.
+
+First, let''s calculate the time taken for the first half of the floors. The elevator travels down 20 floors in 15 minutes. Therefore, the time for the first half is:
+\[
+\frac{20 \text{ floors}}{15 \text{ minutes per floor}} = \frac{20}{15} = \frac{4}{3} \text{ minutes}
+\]
+
+Next, let''s calculate the time taken for the next 5 floors. The elevator travels down 5 floors in 5 minutes. Therefore, the time for the next 5 floors is:
+\[
+\frac{5 \text{ floors}}{5 \text{ minutes per floor}} = 1 \text{ minute}
+\]
+
+Now, let''s calculate the time taken for the final 5 floors. The elevator travels down 5 floors in 16 minutes. Therefore, the time for the final 5 floors is:
+\[
+\frac{5 \text{ floors}}{16 \text{ minutes per floor}} = \frac{5}{16} = \frac{5}{16} \text{ minutes}
+\]
+
+Finally, we sum these times to find the total time taken for all five floors:
+\[
+\frac{4}{3} + 1 + \frac{5}{16} = \frac{4 \times 16 + 12 + 5}{36} = \frac{64 + 12 + 5}{36} = \frac{81}{36} = \frac{9}{4}
+\]
+
+Therefore, the time it took for the elevator to reach the bottom is \(\boxed{\frac{9}{4}}\) hours.','\frac{9}{4}',0,'not_equivalent',401,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,9,'To solve this problem, we need to calculate the total time it takes for the elevator to travel down all 20 floors. We''ll break down the problem step-by-step and use Python to ensure accuracy.
+
+1. **Calculate the time for the first half of the floors:**
+   - The elevator takes 15 minutes to travel down the first half of the floors.
+   - Therefore, the time for the first half is \(15 \text{ minutes}\).
+
+2. **Calculate the time for the second half of the floors:**
+   - The elevator takes 5 minutes per floor to travel down the second half.
+   - Therefore, the time for the second half is \(5 \times 5 = 25 \text{ minutes}\).
+
+3. **Calculate the time for the final half of the floors:**
+   - The elevator takes 16 minutes per floor to travel down the final half.
+   - Therefore, the time for the final half is \(16 \times 5 = 80 \text{ minutes}\).
+
+4. **Calculate the total time:**
+   - Add the time for the first half, second half, and final half to get the total time.
+   - Therefore, the total time is \(15 + 25 + 80 = 110 \text{ minutes}\).
+
+5. **Convert the total time from minutes to hours:**
+   - Since there are 60 minutes in an hour, we divide the total time by 60.
+   - Therefore, the total time in hours is \(\frac{110}{60} = 1.8333\) hours.
+
+Let''s confirm this with Python code.
+```python
+# Time calculations
+time_first_half = 15  # minutes
+time_second_half = 5 * 5  # minutes
+time_final_half = 16 * 5  # minutes
+
+# Total time in minutes
+total_time_minutes = time_first_half + time_second_half + time_final_half
+
+# Convert total time to hours
+total_time_hours = total_time_minutes / 60
+print(total_time_hours)
+```
+```output
+1.8333333333333333
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{1.8333}\) hours.','1.8333',0,'not_equivalent',498,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,10,'To solve the problem, we need to calculate the total time spent traveling down the elevator and then convert the time from minutes to hours. Here''s a step-by-step breakdown of the solution:
+
+1. Calculate the time spent traveling down the first half of the floors.
+2. Calculate the time spent traveling down the next 5 floors.
+3. Calculate the time spent traveling down the final 5 floors.
+4. Sum up all the time spent traveling.
+5. Convert the total time from minutes to hours.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Time taken for each half of the floors
+time_first_half = 15  # in minutes
+time_next_half = 5  # in minutes
+time_final_half = 16  # in minutes
+
+# Total time spent traveling down the elevator
+total_time = time_first_half + time_next_half + time_final_half
+
+# Convert the total time from minutes to hours
+total_time_hours = total_time / 60
+
+# Print the final answer
+print(total_time_hours)
+```
+```output
+3.0
+```
+The elevator took a total of \(\boxed{3}\) hours to reach the bottom floor.','3',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,11,'To solve this problem, we need to calculate the total time taken by Michael to travel down the floors. We will break down the time into three parts: the first half, the next 5 floors, and the final 5 floors. Then we will sum these times to get the total time.
+
+Here''s the step-by-step breakdown:
+
+1. Calculate the time taken to travel down the first half of the floors.
+2. Calculate the time taken to travel down the next 5 floors.
+3. Calculate the time taken to travel down the final 5 floors.
+4. Sum the times from steps 1, 2, and 3 to get the total time.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the number of floors
+n = 20
+
+# Define the time taken per floor
+time_per_floor = {
+    ''first_half'': 15,
+    ''next_5'': 5,
+    ''final_5'': 16
+}
+
+# Calculate the total time
+total_time = 0
+
+# Time taken for the first half
+for floor in range(n // 2):
+    total_time += time_per_floor[''first_half'']
+
+# Time taken for the next 5 floors
+for floor in range(n // 2, n):
+    total_time += time_per_floor[''next_5'']
+
+# Time taken for the final 5 floors
+for floor in range(n // 2, n):
+    total_time += time_per_floor[''final_5'']
+
+# Convert the total time from minutes to hours
+total_time_hours = total_time / 60
+
+# Print the total time in hours
+print(total_time_hours)
+```
+```output
+3.0
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{3}\) hours.','3',0,'not_equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,12,'Let''s solve the problem step by step:
+
+1. Calculate the time the elevator takes to travel down the first half of the floors.
+2. Calculate the time the elevator takes to travel down the next 5 floors.
+3. Calculate the time the elevator takes to travel down the final 5 floors.
+4. Sum the times from steps 1 and 3 to get the total time.
+5. Convert the total time from minutes to hours.
+
+Here is the Python code to solve the problem:
+
+```python
+# Time taken to travel down the first half of the floors
+time_first_half = 15 * 2  # 20 floors, each 15 minutes
+
+# Time taken to travel down the next 5 floors
+time_next_5 = 5 * 5  # 5 floors, each 5 minutes
+
+# Time taken to travel down the final 5 floors
+time_final_5 = 16 * 5  # 5 floors, each 16 minutes
+
+# Total time in minutes
+total_time_minutes = time_first_half + time_next_5 + time_final_5
+
+# Convert total time from minutes to hours
+total_time_hours = total_time_minutes / 60
+
+# Print the final answer
+print(total_time_hours)
+```
+```output
+2.0
+```
+The total time it took for the elevator to reach the bottom is \(\boxed{2}\) hours.','2',1,'equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,13,'To determine the time it took for Michael to reach the bottom of the elevator, we need to calculate the total time spent traveling down all the floors and then convert that time into hours.
+
+1. **Calculate the time spent traveling down the first half of the floors:**
+   The elevator takes 15 minutes to travel down the first half of the floors.
+   \[
+   \text{Time for first half} = 15 \text{ minutes}
+   \]
+
+2. **Calculate the time spent traveling down the next 5 floors:**
+   The elevator takes 5 minutes per floor to travel down the next 5 floors.
+   \[
+   \text{Time for next 5 floors} = 5 \text{ minutes per floor} \times 5 = 25 \text{ minutes}
+   \]
+
+3. **Calculate the time spent traveling down the final 5 floors:**
+   The elevator takes 16 minutes per floor to travel down the final 5 floors.
+   \[
+   \text{Time for final 5 floors} = 16 \text{ minutes per floor} \times 5 = 80 \text{ minutes}
+   \]
+
+4. **Sum the times spent traveling down all the floors:**
+   \[
+   \text{Total time} = 15 \text{ minutes} + 25 \text{ minutes} + 80 \text{ minutes} = 130 \text{ minutes}
+   \]
+
+5. **Convert the total time from minutes to hours:**
+   Since there are 60 minutes in an hour, we divide the total time by 60:
+   \[
+   \text{Total time in hours} = \frac{130 \text{ minutes}}{60 \text{ minutes/hour}} = 2.1667 \text{ hours}
+   \]
+
+Thus, the time it took for the elevator to reach the bottom is \(\boxed{2.1667}\) hours.','2.1667',0,'not_equivalent',424,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,14,'To determine the total time Michael took to reach the bottom of the elevator, we need to break down the problem into smaller steps and calculate the time for each half of the journey separately.
+
+1. **Time for the first half of the journey:**
+   - Michael travels 20 floors down in 15 minutes.
+   - Therefore, the time for the first half of the journey is:
+     \[
+     \frac{20 \text{ floors}}{15 \text{ minutes per floor}} = \frac{20}{15} = \frac{4}{3} \text{ minutes}
+     \]
+
+2. **Time for the next 5 floors:**
+   - Michael travels 5 floors down in 5 minutes per floor.
+   - Therefore, the time for the next 5 floors is:
+     \[
+     5 \text{ floors} \times 5 \text{ minutes per floor} = 25 \text{ minutes}
+     \]
+
+3. **Time for the final 5 floors:**
+   - Michael travels 5 floors down in 16 minutes per floor.
+   - Therefore, the time for the final 5 floors is:
+     \[
+     5 \text{ floors} \times 16 \text{ minutes per floor} = 80 \text{ minutes}
+     \]
+
+Now, we sum the time for all three halves of the journey:
+\[
+\frac{4}{3} + 25 + 80 = \frac{4}{3} + \frac{75}{3} + \frac{240}{3} = \frac{359}{3}
+\]
+
+Finally, we convert the total time from minutes to hours by dividing by 60:
+\[
+\frac{359}{3} \div 60 = \frac{359}{3 \times 60} = \frac{359}{180}
+\]
+
+Thus, the total time it took for the elevator to reach the bottom is:
+\[
+\boxed{\frac{359}{180}}
+\]','\frac{359}{180}',0,'not_equivalent',449,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,15,'To solve this problem, we need to calculate the time taken for each floor to travel down and then sum these times to get the total time taken for the elevator to reach the bottom. Here''s a step-by-step breakdown of the process:
+
+1. Calculate the time taken for the elevator to travel down the first half of the floors.
+2. Calculate the time taken for the elevator to travel down the next 5 floors.
+3. Calculate the time taken for the elevator to travel down the final 5 floors.
+4. Sum the times calculated in steps 1, 2, and 3 to get the total time taken.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Time taken to travel down each floor
+time_first_half = 15  # minutes
+time_next_5 = 5  # minutes
+time_last_5 = 16  # minutes
+
+# Total time for the elevator to reach the bottom
+total_time = (time_first_half + time_next_5 + time_last_5) * 2
+print(total_time)
+```
+```output
+88.0
+```
+The total time taken for the elevator to reach the bottom is \(\boxed{88}\) minutes.','88',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.79619888488999342917e+09,1.79620103311560273167e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',23,2.14744660876699890649e+03,2.14744569257299917799e+03);
 INSERT INTO "sessions" VALUES(2,1.79621726692407107355e+09,1.79621836691814827915e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',10,1.09872731265400216211e+03,1.09872583812200173272e+03);
 INSERT INTO "sessions" VALUES(3,1.7962524162180757523e+09,1.79625273764532709117e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','interrupted',2,3.02665840505000232956e+02,3.02653134796999438542e+02);
-INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79625416766510939596e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',99,1.41380041307899955425e+03,1.41379878091799946557e+03);
+INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79625459172026705743e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',102,1.83785475615700124758e+03,1.83785313131199836787e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -32746,5 +34773,16 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','greedy',1,'gsm8k_train-7304',0,
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','greedy',1,'gsm8k_train-7363',0,132,'12',0.0,0,1,0,89.0,31.0,343.0,0.0,3.37006549289981194306e+01,504133939200.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','greedy',1,'gsm8k_train-7390',0,133,'12',0.0,0,1,0,57.0,30.0,240.0,0.0,2.3489419676998295472e+01,335249069568.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','greedy',1,'gsm8k_train-7439',0,134,'72',0.0,0,1,0,77.0,30.0,322.0,0.0,3.60546446100015600673e+01,463803224064.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','greedy',1,'gsm8k_train-7452',0,135,'2',0.0,0,1,0,128.0,30.0,512.0,0.0,1.76078589584001747427e+02,767543922432.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-2933',0,136,'109',0.0,0,16,1,87.0,30.0,240.6875,0.0,1.71364684666873472456e+01,3.73745861243385864248e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-2933',0,136,'83',0.0,0,120,1,87.0,30.0,481.375,0.0,3.42729369333746944912e+01,6.75928374711426879902e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-2933',0,136,'83',0.0,0,1000,1,87.0,30.0,962.75,0.0,6.85458738667493889824e+01,1.28029340164750878906e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-2933',0,136,'274',0.0,0,1000,1,87.0,30.0,1925.5,0.0,1.37091747733498777958e+02,2.4890234555196723632e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-2933',0,136,'109',0.0,0,1,0,87.0,30.0,3851.0,0.0,2.74183495466997555916e+02,4906483563264.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-2898',0,137,'11.25',0.125,0,16,1,140.0,30.0,394.0,0.0,2.65025877089374262141e+01,6.33624207699098266613e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-2898',0,137,'11.25',0.125,0,120,1,140.0,30.0,788.0,0.0,5.30051754178748524282e+01,1.12895741768609155278e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-2898',0,137,'4.1667',0.13925,0,1000,1,140.0,30.0,1576.0,0.0,1.0601035083574970486e+02,2.1196238376600786133e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-2898',0,137,'2.1667',2.31958333333333321935e-01,0,1000,1,140.0,30.0,3152.0,0.0,2.12020701671499409721e+02,4.10095667760805224601e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-2898',0,137,'2',3.33333333333333314829e-01,1,1,0,140.0,30.0,6304.0,0.0,4.24041403342998819443e+02,8063622357504.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
