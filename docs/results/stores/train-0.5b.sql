@@ -17113,6 +17113,1188 @@ print(total_time)
 88.0
 ```
 The total time taken for the elevator to reach the bottom is \(\boxed{88}\) minutes.','stop',256,140,30,1.60915594595022248824e+01,503976397344.0,NULL);
+INSERT INTO "chains" VALUES(138,0,0,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',0,'To determine the number of blue candles Caleb used, we start by calculating the total number of candles Caleb has put on the cake. According to the problem, Caleb puts one candle for each year for his grandfather. Therefore, for 79 years, the total number of candles is:
+
+\[ 79 \times 1 = 79 \]
+
+This means Caleb has put 79 candles on the cake. Caleb also puts 27 yellow candles, 14 red candles, and the rest are blue candles. To find the number of blue candles, we subtract the number of yellow and red candles from the total number of candles:
+
+\[ 79 - 27 - 14 = 56 \]
+
+So, the number of blue candles Caleb used is:
+
+\[
+\boxed{56}
+\]','stop',170,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,1,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',1,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb has.
+2. Subtract the number of yellow candles, red candles, and blue candles from the total number of candles to find the number of blue candles.
+
+First, let''s calculate the total number of candles Caleb has. We know that Caleb puts one candle for each year for his grandfather and there are three colors of candles:
+- Yellow: 27 candles
+- Red: 14 candles
+- Blue: The rest are blue candles
+
+The total number of candles is the sum of the yellow, red, and blue candles:
+\[
+27 + 14 + \text{number of blue candles} = 41 + \text{number of blue candles}
+\]
+
+We know that Caleb''s grandfather is turning 79 years old, so he has been alive for:
+\[
+79 - 1 = 78 \text{ years}
+\]
+
+Now, we subtract the number of yellow, red, and blue candles from the total number of candles to find the number of blue candles:
+\[
+41 + \text{number of blue candles} - 27 - 14 = \text{number of blue candles}
+\]
+
+So, the number of blue candles Caleb used is:
+\[
+\boxed{\text{number of blue candles}}
+\]','stop',291,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,2,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',2,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb used for his grandfather.
+2. Subtract the number of yellow and red candles from the total number of candles to find the number of blue candles.
+
+First, we calculate the total number of candles Caleb used for his grandfather:
+\[ 3 \text{ colors} \times 1 \text{ candle/year} = 3 \text{ candles} \]
+
+Next, we subtract the number of yellow and red candles from the total number of candles:
+\[ 3 \text{ candles} - (27 \text{ yellow candles} + 14 \text{ red candles}) = 3 \text{ candles} - 41 \text{ candles} = -48 \text{ candles} \]
+
+Since the number of candles cannot be negative, it means Caleb used more candles than the number of years for his grandfather. However, the problem does not specify the exact number of years, so we can only state the number of blue candles as the number of candles used minus the number of yellow and red candles.
+
+Therefore, the number of blue candles Caleb used is \(\boxed{-48}\).','stop',252,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,3,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',3,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb put on the cake.
+2. Determine how many candles are blue.
+
+First, let''s calculate the total number of candles Caleb put on the cake:
+- He put one candle for each year for his grandfather.
+- He is turning 79 years old, so he has 79 years in total.
+- Therefore, the total number of candles is:
+  \[
+  79 \times 1 = 79
+  \]
+
+Next, we need to determine how many candles are blue. According to the problem, Caleb puts 27 yellow candles, 14 red candles, and the rest are blue candles. Since we know the total number of candles is 79, we can subtract the number of yellow and red candles from the total number of candles:
+\[
+79 - 27 - 14 = 54
+\]
+
+Thus, the number of blue candles Caleb used is:
+\[
+\boxed{54}
+\]','stop',226,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,4,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',4,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Identify the total number of candles Caleb used.
+2. Subtract the number of yellow and red candles from the total number of candles to find the number of blue candles.
+
+First, let''s calculate the total number of candles Caleb used. Caleb put one candle for each year for his grandfather. The grandfather is turning 79 years old, so he put:
+
+\[ 79 \text{ years} \times 1 \text{ candle/year} = 79 \text{ candles} \]
+
+Next, we subtract the number of yellow and red candles from the total number of candles. Caleb put 27 yellow candles and 14 red candles. Therefore, we subtract:
+
+\[ 79 \text{ candles} - 27 \text{ candles} - 14 \text{ candles} = 20 \text{ candles} \]
+
+Thus, the number of blue candles Caleb used is \(\boxed{20}\).','stop',214,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,5,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',5,'Let''s break down the problem step by step and then use Python code to verify the solution.
+
+1. Caleb puts one candle for each year for his grandfather.
+2. There are 3 years in a year for Caleb.
+3. Caleb has 27 yellow candles, 14 red candles, and the rest are blue candles.
+
+So, we can calculate the total number of blue candles as follows:
+\[ \text{Total blue candles} = \text{Number of yellow candles} + \text{Number of red candles} + \text{Number of blue candles} \]
+
+Let''s use Python to compute this.
+```python
+# Number of yellow candles
+yellow_candles = 27
+
+# Number of red candles
+red_candles = 14
+
+# Number of blue candles
+blue_candles = 3 * yellow_candles + red_candles
+print(blue_candles)
+```
+```output
+101
+```
+The total number of blue candles Caleb used is \(\boxed{101}\).','stop',215,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,6,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',6,'To solve this problem, let''s break it down step by step:
+
+1. Identify the total number of candles Caleb is putting on the cake.
+2. Calculate the number of candles for each year for his grandfather.
+3. Determine the number of blue candles from the remaining candles.
+
+Let''s go through each step with the given information:
+
+1. The total number of candles is 379.
+2. Caleb puts 1 candle for each year for his grandfather.
+3. The number of yellow candles is 27.
+4. The number of red candles is 14.
+5. The number of blue candles from the remaining candles is the remainder of the total number of candles divided by 379.
+
+Let''s calculate this using Python.
+```python
+# Given values
+total_candles = 379
+yellow_candles = 27
+red_candles = 14
+
+# Calculate the number of blue candles
+blue_candles = total_candles - (yellow_candles + red_candles)
+print(blue_candles)
+```
+```output
+140
+```
+The number of blue candles Caleb used is \(\boxed{140}\).','stop',244,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,7,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',7,'To determine the number of blue candles Caleb used, let''s break down the problem step by step.
+
+1. **Identify the total number of candles Caleb has:**
+   Caleb puts 3 colors of candles on the cake: one candle for each year for his grandfather.
+
+2. **Calculate the total number of years Caleb has been alive:**
+   Caleb''s grandfather is turning 79 years old. Therefore, Caleb has been alive for 79 years.
+
+3. **Determine the total number of candles Caleb has put on the cake:**
+   Since Caleb puts one candle for each year, the total number of candles he has put on the cake is equal to the number of years he has been alive.
+   \[
+   \text{Total candles} = 79
+   \]
+
+4. **Identify the number of yellow candles, red candles, and blue candles:**
+   Caleb has 27 yellow candles, 14 red candles, and the rest are blue candles. This means there are \(79 - 27 - 14 - \text{number of blue candles}\) blue candles.
+
+5. **Calculate the number of blue candles:**
+   Let \(x\) be the number of blue candles. The total number of blue candles is the remaining number of candles after accounting for yellow, red, and blue candles.
+   \[
+   79 - 27 - 14 - x = 37 - x
+   \]
+   Since the total number of candles must be 79, we can set up the equation:
+   \[
+   79 = 37 - x
+   \]
+   To find \(x\), we solve the equation by isolating \(x\):
+   \[
+   x = 79 - 37
+   \]
+   \[
+   x = 42
+   \]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{42}\).','stop',409,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,8,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',8,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb puts on the cake.
+2. Subtract the number of yellow and red candles from the total number of candles to find the number of blue candles.
+
+First, let''s find the total number of candles Caleb puts on the cake. Caleb puts one candle for each year for his grandfather, and he has been baking for 79 years. Therefore, the total number of candles is:
+\[ 79 \]
+
+Next, we need to subtract the number of yellow and red candles from the total number of candles to find the number of blue candles. Caleb puts 27 yellow candles and 14 red candles. Adding these together gives:
+\[ 27 + 14 = 41 \]
+
+Now, we subtract the number of blue candles from the total number of candles:
+\[ 79 - 41 = 38 \]
+
+So, the number of blue candles Caleb used is:
+\[ \boxed{38} \]','stop',219,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,9,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',9,'To solve this problem, we need to follow these steps:
+
+1. Determine the total number of years Caleb has been baking the cake.
+2. Calculate the total number of candles Caleb has used.
+3. Identify the number of blue candles Caleb used.
+
+First, we know that Caleb''s grandfather is turning 79 years old. Caleb has been baking the cake for 79 years. Therefore, the total number of years Caleb has been baking is 79.
+
+Next, we know that Caleb has put 27 yellow candles, 14 red candles, and the rest are blue candles. To find the number of blue candles, we subtract the sum of the yellow and red candles from the total number of candles.
+
+The sum of the yellow candles is:
+\[ 27 \]
+
+The sum of the red candles is:
+\[ 14 \]
+
+Adding these together gives:
+\[ 27 + 14 = 41 \]
+
+So, the total number of candles used is 41. Since Caleb uses 3 colors of candles, the number of blue candles he used is:
+\[ \frac{41}{3} = 13 \]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{13}\).','stop',258,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,10,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',10,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the number of candles Caleb put for each year.
+2. Sum the number of yellow and red candles.
+3. Subtract the sum of yellow and red candles from the total number of candles put on the cake to find the number of blue candles.
+
+First, let''s calculate the number of candles Caleb put for each year. Caleb puts one candle for each year for his grandfather:
+- For 79 years, he puts \(1 \times 79 = 79\) candles.
+
+Next, we sum the number of yellow and red candles:
+- Yellow candles: 27
+- Red candles: 14
+
+Now, we subtract the sum of yellow and red candles from the total number of candles put on the cake:
+\[79 - 27 - 14 = 47\]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{47}\).','stop',203,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,11,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',11,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb is putting on the cake.
+2. Subtract the number of candles used from the total number of candles to find out how many blue candles he used.
+
+First, let''s calculate the total number of candles Caleb is putting on the cake. He puts one candle for each year for his grandfather, and he has been baking for 79 years. Therefore, the total number of candles is:
+\[ 1 \text{ candle/year} \times 79 \text{ years} = 79 \text{ candles} \]
+
+Next, we subtract the number of candles used from the total number of candles to find out how many blue candles he used. Caleb has used 27 yellow candles, 14 red candles, and the rest are blue candles. So, the number of blue candles is:
+\[ 79 \text{ candles} - (27 \text{ yellow candles} + 14 \text{ red candles}) = 79 \text{ candles} - 41 \text{ candles} = 38 \text{ candles} \]
+
+Therefore, the number of blue candles Caleb used is:
+\[ \boxed{38} \]','stop',268,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,12,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',12,'To solve this problem, let''s break it down step by step:
+
+1. Caleb put one candle for each year for his grandfather. Since he is turning 79 years old, he put \(79 - 1 = 78\) candles.
+2. Caleb put 27 yellow candles.
+3. Caleb put 14 red candles.
+4. The remaining candles are blue.
+
+The total number of blue candles is the sum of the yellow and red candles. So, we can calculate the number of blue candles as follows:
+
+\[ \text{Number of blue candles} = 27 + 14 \]
+
+Let''s write the Python code to perform these calculations:
+```python
+# Given data
+years = 79
+yellow_candles = 27
+red_candles = 14
+
+# Calculate the total number of blue candles
+blue_candles = yellow_candles + red_candles
+print(blue_candles)
+```
+```output
+41
+```
+The total number of blue candles Caleb used is \(\boxed{41}\).','stop',223,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,13,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',13,'To determine the number of blue candles Caleb used, we can follow these steps:
+
+1. Calculate the total number of candles Caleb has initially.
+2. Subtract the number of candles used for yellow, red, and blue from the total number of candles to find the number of blue candles.
+
+Let''s break it down:
+
+1. Caleb has 27 yellow candles, 14 red candles, and the rest are blue candles.
+2. The total number of candles initially is the sum of these three quantities.
+3. The number of blue candles is the total number of candles minus the sum of yellow, red, and blue.
+
+We can use Python to perform these calculations accurately.
+```python
+# Initial number of candles
+yellow_candles = 27
+red_candles = 14
+
+# Total initial candles
+total_initial_candles = yellow_candles + red_candles
+
+# Number of blue candles
+blue_candles = total_initial_candles - (yellow_candles + red_candles)
+print(blue_candles)
+```
+```output
+15
+```
+Caleb used \(\boxed{15}\) blue candles.','stop',234,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,14,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',14,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of years Caleb has been alive.
+2. Determine the number of blue candles Caleb puts on the cake.
+
+First, we know that Caleb''s grandfather is turning 79 years old. Therefore, the number of years he has been alive is:
+\[ 79 - 1 = 78 \]
+
+Next, we know the number of yellow candles Caleb puts on the cake. According to the problem, Caleb puts 27 yellow candles. Therefore, the number of blue candles Caleb puts on the cake is:
+\[ 78 - 27 = 51 \]
+
+Thus, the number of blue candles Caleb used is \(\boxed{51}\).','stop',159,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(138,0,15,'7f35342aeceab09ccc8d061400fc4b7cff416386c96002ba34cf8db9345e07af',15,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb puts on the cake.
+2. Determine the number of blue candles used by subtracting the number of yellow and red candles from the total number of candles.
+
+First, we know that Caleb has three colors of candles on the cake: yellow, red, and blue. We are given the number of yellow candles as 27, the number of red candles as 14, and the total number of candles as 30. We can calculate the total number of candles by adding these three quantities together:
+
+\[ 27 + 14 + 30 = 61 \]
+
+So, Caleb puts a total of 61 candles on the cake. Next, we need to find the number of blue candles. We subtract the number of yellow and red candles from the total number of candles:
+
+\[ 61 - (27 + 14) = 61 - 41 = 20 \]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{20}\).','stop',235,105,30,8.82390417708561791698e+00,305631200640.0,NULL);
+INSERT INTO "chains" VALUES(139,0,0,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',0,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Initial number of bars in the chocolate box:**
+   \[
+   \text{Initial bars} = 200
+   \]
+
+2. **Thomas and his 4 friends take 1/4 of the bars and decide to divide them equally between them:**
+   \[
+   \text{Bars taken by Thomas} = \frac{1}{4} \times 200 = 50
+   \]
+   \[
+   \text{Remaining bars after Thomas''s take} = 200 - 50 = 150
+   \]
+   \[
+   \text{Remaining bars after Thomas''s take and division} = \frac{150}{4} = 37.5 \quad \text{(since we can''t have a fraction of a bar)}
+   \]
+   Since we can''t have a fraction of a bar, this means that Thomas''s friends did not take any bars and the remaining bars are equally divided among them. Therefore, each of Thomas''s friends gets:
+   \[
+   \frac{150}{4} = 37.5 \text{ bars}
+   \]
+   Since there are 4 friends, the total number of bars each friend gets is:
+   \[
+   4 \times 37.5 = 150
+   \]
+
+3. **Thomas''s friend returns 5 bars to the box:**
+   \[
+   \text{Remaining bars after Thomas''s return} = 150 - 5 = 145
+   \]
+
+4. **Thomas''s sister Piper takes 5 fewer bars than those taken in total by Thomas and his friends so she can also share with her friends:**
+   \[
+   \text{Bars taken by Piper} = 5 + 5 = 10
+   \]
+   \[
+   \text{Remaining bars after Piper''s take} = 145 - 10 = 135
+   \]
+
+5. **Total number of bars left in the box:**
+   \[
+   \text{Total bars left} = 135
+   \]
+
+Let''s write the Python code to verify this solution.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Thomas and his 4 friends take 1/4 of','length',512,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,1,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',1,'Let''s break down the problem step by step:
+
+1. **Initial number of bars**: The chocolate box contains 200 bars.
+2. **Thomas''s share**: Thomas takes \( \frac{1}{4} \) of the bars. So, Thomas gets \( \frac{200}{4} = 50 \) bars.
+3. **Bar left after Thomas**: After Thomas''s share, the number of bars left in the box is \( 200 - 50 = 150 \).
+4. **Thomas''s friend''s return**: Thomas''s friend returns 5 bars to the box. So, the number of bars left after Thomas''s friend''s return is \( 150 - 5 = 145 \).
+5. **Bar left after Thomas''s friend''s return**: The number of bars left after Thomas''s friend''s return is \( 145 - 5 = 140 \).
+6. **Peter''s share**: Piper takes 5 fewer bars than the total number of bars taken in total by Thomas and his friends. So, Piper takes \( 200 - (50 + 140) = 200 - 280 = -80 \). Since the number of bars must be non-negative, we need to take the absolute value of this. So, Piper takes 80 bars. So, the number of bars left after Piper''s share is \( 140 - 80 = 60 \).
+7. **Final number of bars left**: The final number of bars left in the box is \( 60 \).
+
+The final answer is \(\boxed{60}\).','stop',356,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,2,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',2,'Let''s break down the problem step by step:
+
+1. **Calculate the number of chocolate bars taken by Thomas and his friends:**
+   \[
+   \text{Number of bars taken by Thomas and friends} = \frac{1}{4} \times 200 = 50
+   \]
+
+2. **Calculate the total number of chocolate bars taken by Thomas and friends and their friends:**
+   \[
+   \text{Total number of bars taken by Thomas and friends and their friends} = 50 + 4 = 54
+   \]
+
+3. **Calculate the number of bars taken by Thomas''s friends after returning 5 bars:**
+   \[
+   \text{Number of bars taken by Thomas''s friends after returning} = 54 - 5 = 59
+   \]
+
+4. **Calculate the number of bars taken by Piper after taking 5 fewer bars than the total taken by Thomas and friends and their friends:**
+   \[
+   \text{Number of bars taken by Piper} = 59 - 5 = 54
+   \]
+
+5. **Calculate the total number of bars left in the box:**
+   \[
+   \text{Total number of bars left in the box} = 200 - (59 + 54) = 200 - 113 = 87
+   \]
+
+So, the total number of bars left in the box is \(\boxed{87}\).','stop',316,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,3,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate how many bars Thomas and his 4 friends take.
+2. Divide the taken bars equally between them.
+3. Subtract the returned bars from the divided total.
+4. Add the bars taken by Piper to the remaining total.
+
+Let''s break it down step by step:
+
+1. Thomas and his 4 friends take:
+\[ \frac{1}{4} \times 200 = 50 \text{ bars} \]
+
+2. Divide the taken bars equally between them:
+\[ \frac{50}{4} = 12.5 \text{ bars} \]
+
+Since we can''t have half a bar, we''ll round up to 13 bars.
+
+3. Subtract the returned bars from the divided total:
+\[ 50 - 5 = 45 \text{ bars} \]
+
+4. Add the bars taken by Piper to the remaining total:
+\[ 45 + 5 = 50 \text{ bars} \]
+
+So, the total number of bars left in the box is 50. Let''s confirm this with Python code.
+```python
+# Step 1: Calculate how many bars Thomas and his 4 friends take
+bars_taken = (1/4) * 200
+
+# Step 2: Divide the taken bars equally between them
+bars_divided = bars_taken // 4
+
+# Step 3: Subtract the returned bars from the divided total
+bars_taken_by_piper = bars_divided - 5
+
+# Step 4: Add the bars taken by Piper to the remaining total
+total_bars_left = bars_divided + bars_taken_by_piper
+
+print(total_bars_left)
+```
+```output
+50.0
+```
+The total number of bars left in the box is \(\boxed{50}\).','stop',391,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,4,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',4,'To solve this problem, we need to follow these steps:
+
+1. Determine how many bars Thomas and his friends take.
+2. Calculate the number of bars each of Thomas''s friends gets after returning the bars.
+3. Sum the bars taken and the bars taken by Piper.
+4. Subtract the total number of bars taken and the bars taken by Piper from the total number of bars in the box to find the number of bars left.
+
+Let''s break it down step by step using Python code.
+```python
+# Initial number of bars in the box
+total_bars = 200
+
+# Number of bars taken by Thomas and his friends
+bars_taken_by_thomas_and_friends = total_bars // 4
+
+# Number of bars each of Thomas''s friends gets after returning the bars
+bars_taken_by_each_friend = bars_taken_by_thomas_and_friends - 5
+
+# Total number of bars taken by Thomas and his friends and Piper
+total_bars_taken_and_piper = bars_taken_by_thomas_and_friends + 5
+
+# Number of bars left in the box
+bars_left = total_bars - total_bars_taken_and_piper
+print(bars_left)
+```
+```output
+80
+```
+The total number of bars left in the box is \(\boxed{80}\).','stop',269,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,5,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',5,'To solve this problem, we will break it down step by step. Let''s start with the initial number of bars in the box:
+
+\[ \text{Initial bars} = 200 \]
+
+Next, we take \( \frac{1}{4} \) of the bars and divide it equally among the four friends. The number of bars taken is:
+\[ \frac{1}{4} \times 200 = 50 \]
+
+Since there are four friends, the total number of bars taken is:
+\[ 50 \times 4 = 200 \]
+
+Now, Thomas''s friend doesn''t like chocolate bars very much and returns 5 of his bars to the box. The number of bars left after Thomas''s friend returns is:
+\[ 200 - 5 = 195 \]
+
+Next, Piper comes home and takes 5 fewer bars than those taken in total by Thomas and his friends. The total number of bars taken is:
+\[ 50 + 5 = 55 \]
+
+So, Piper''s number of bars taken is:
+\[ 55 \]
+
+Then, we need to find out how many bars are left after Piper takes them:
+\[ 195 - 55 = 140 \]
+
+Finally, we add the number of bars left to the initial number of bars to find the total number of bars left in the box:
+\[ 200 + 140 = 340 \]
+
+Therefore, the total number of bars left in the box is:
+\[ \boxed{340} \]','stop',333,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,6,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',6,'Let''s break down the problem step by step:
+
+1. Thomas and his 4 friends take 1/4 of the bars.
+2. Thomas''s friend doesn''t like chocolate bars very much and returns 5 of his bars to the box.
+3. Piper comes home and takes 5 fewer bars than those taken in total by Thomas and his friends.
+
+First, we need to calculate how many bars Thomas''s friends take:
+\[
+\frac{1}{4} \times 200 = 50
+\]
+
+Next, we need to adjust this for the fact that Thomas''s friend returns 5 bars:
+\[
+50 - 5 = 45
+\]
+
+Now, Piper takes 5 fewer bars than those taken in total by Thomas and his friends:
+\[
+5 - 5 = 0
+\]
+
+So, the total number of bars left in the box is the original number of bars minus the number taken by Thomas''s friends and Piper:
+\[
+200 - 45 - 0 = 145
+\]
+
+Therefore, the total number of bars left in the box is \(\boxed{145}\).','stop',242,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,7,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',7,'Let''s break down the problem step by step:
+
+1. **Calculate the number of bars taken by Thomas and his friends:**
+   \[
+   \frac{200}{4} = 50
+   \]
+   So, Thomas and his 4 friends take 50 bars.
+
+2. **Divide the bars equally among them:**
+   \[
+   \frac{50}{4} = 12.5
+   \]
+   Since we can''t take a fraction of a bar, we round up to the next whole number, which is 13.
+
+3. **Calculate the number of bars Thomas''s friend returns:**
+   \[
+   5 - 13 = -8
+   \]
+   Since we can''t take a negative number of bars, we set it to 0. Since Thomas''s friend doesn''t like chocolate bars very much and returns 5 of his bars, he doesn''t have any choices to take.
+
+4. **Calculate the number of bars Piper takes:**
+   \[
+   5 - 13 = -8
+   \]
+   Again, since we can''t take a negative number of bars, we set it to 0. Piper takes 5 fewer bars than those taken in total by Thomas and his friends.
+   \[
+   5 - 13 = -8
+   \]
+   Since we can''t take a negative number of bars, we set it to 0.
+
+5. **Calculate the total number of bars left in the box:**
+   \[
+   13 - 0 - 0 - 0 = 13
+   \]
+
+Therefore, the total number of bars left in the box is \(\boxed{13}\).','stop',364,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,8,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',8,'To solve this problem, let''s break it down step by step:
+
+1. **Initial distribution of bars:**
+   - Thomas takes \(\frac{1}{4} \times 200 = 50\) bars.
+   - His friends take 40 - 50 = 90 bars.
+   - Thomas''s friend returns 5 of his bars to the box, so he returns 5 + 90 = 95 bars.
+   - The remaining bars in the box are \(200 - 50 - 90 - 95 = 40\).
+
+2. **Remaining bars after the return:**
+   - Thomas''s friend returns 5 bars, so he now has \(40 - 5 = 35\) bars.
+   - The remaining bars in the box are \(40 - 35 = 5\).
+
+3. **Piper''s return:**
+   - Piper takes 5 fewer bars than those taken in total, so she takes \(50 - 5 = 45\) bars.
+   - The remaining bars in the box are \(40 - 45 = -5\).
+
+Since the number of remaining bars should not be negative (as it represents the number of bars in a box), the only possible answer is that the remaining bars are 5.
+
+Let''s verify this with Python code.
+```python
+# Initial distribution of bars
+bars_taken_by_thomas = (1/4) * 200
+bars_taken_by_friends = 40 - bars_taken_by_thomas
+bars_taken_by_piper = 50 - (bars_taken_by_thomas + bars_taken_by_friends)
+remaining_bars = 200 - bars_taken_by_thomas - bars_taken_by_friends - bars_taken_by_piper
+
+# Remaining bars after the return
+remaining_bars_after_return = remaining_bars - 5
+print(remaining_bars_after_return)
+```
+```output
+5.0
+```
+The total number of bars left in the box is \(\boxed{5}\).','stop',434,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,9,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',9,'Let''s break down the problem step by step:
+
+1. **Total number of bars in the box:** 200
+2. **Number of bars taken by Thomas and his friends:** \( \frac{1}{4} \times 200 = 50 \)
+3. **Number of bars taken by Thomas''s friend who doesn''t like chocolate bars:** 5
+4. **Number of bars taken by Piper:** \( 50 - 5 = 45 \)
+5. **Total number of bars left in the box:** \( 200 - (50 + 5 + 45) = 200 - 120 = 80 \)
+
+Now, let''s verify this with Python code.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Bars taken by Thomas and his friends
+bars_taken_by_thomas_and_friends = initial_bars / 4
+
+# Bars taken by Thomas''s friend who doesn''t like chocolate bars
+bars_taken_by_thomas_friend_not_like_chocolate = 5
+
+# Bars taken by Piper
+bars_taken_by_piper = bars_taken_by_thomas_and_friends - 5
+
+# Total number of bars left in the box
+total_bars_left = initial_bars - (bars_taken_by_thomas_and_friends + bars_taken_by_thomas_friend_not_like_chocolate + bars_taken_by_piper)
+print(total_bars_left)
+```
+```output
+80.0
+```
+The total number of bars left in the box is \(\boxed{80}\).','stop',333,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,10,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',10,'Let''s break down the problem step by step and then use Python code to ensure the solution is accurate.
+
+1. Calculate the number of bars taken by Thomas and his 4 friends.
+2. Divide the taken bars equally among them.
+3. Subtract the bars Thomas''s friend returns (5).
+4. Subtract the bars taken by Piper (5 fewer than the total taken by Thomas and his friends, which is 10).
+5. Add the remaining bars to the box.
+
+Let''s implement this in Python:
+```python
+# Initial number of bars
+total_bars = 200
+
+# Number of bars taken by Thomas and his 4 friends
+bars_taken_by_thomas = total_bars / 4
+bars_taken_by_friends = bars_taken_by_thomas / 4
+
+# Bars Thomas''s friend returns
+bars_returned_by_thomas = 5
+
+# Bars taken by Piper
+bars_taken_by_piper = 5 - (bars_taken_by_friends + bars_returned_by_thomas)
+
+# Total bars taken by Thomas and his friends
+total_bars_taken = bars_taken_by_thomas + bars_taken_by_friends + bars_returned_by_thomas
+
+# Remaining bars in the box
+remaining_bars = total_bars - total_bars_taken
+print(remaining_bars)
+```
+```output
+165.0
+```
+The total number of bars left in the box is \(\boxed{165}\).','stop',298,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,11,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',11,'To solve this problem, we need to follow these steps:
+
+1. Determine how many bars Thomas and his 4 friends take.
+2. Divide the total number of bars by 4 to find out how many bars are left.
+3. Determine how many bars Thomas''s friend returns to the box.
+4. Calculate how many bars Piper takes from the total.
+5. Sum up all the bars left and take out Piper''s bars.
+
+Here''s the step-by-step reasoning in Python:
+
+1. Thomas and his 4 friends take \( \frac{200}{4} = 50 \) bars.
+2. The total number of bars left is \( 200 - 50 = 150 \).
+3. Thomas''s friend returns 5 bars, so the total number of bars left is \( 150 - 5 = 145 \).
+4. Piper takes 5 fewer bars than those taken in total by Thomas and his friends, so she takes \( 50 - 5 = 45 \) bars.
+5. The total number of bars left is \( 145 + 45 = 190 \).
+
+Now, let''s confirm this with Python code.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Bars taken by Thomas and his 4 friends
+bars_taken = initial_bars // 4
+
+# Total number of bars left
+total_bars_left = initial_bars - bars_taken
+
+# Bars taken by Thomas''s friend
+bars_taken_by_friend = 5
+
+# Total number of bars left after Thomas''s friend returns
+total_bars_left_after_friends = total_bars_left - bars_taken_by_friend
+
+# Bars taken by Piper
+bars_taken_by_piper = bars_taken_by_friend - 5
+
+# Total number of bars left after Piper takes her bars
+total_bars_left_after_piper = total_bars_left_after_friends - bars_taken_by_piper
+
+print(total_bars_left_after_piper)
+```
+```output
+190
+```
+The total number of bars left in the box is \(\boxed{190}\).','stop',450,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,12,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',12,'Let''s break down the problem step by step:
+
+1. **Calculate the number of bars taken by Thomas and his friends:**
+   - Thomas and his 4 friends take \(\frac{1}{4} \times 200\) bars.
+   - This can be calculated as follows:
+     \[
+     \text{Bars taken by Thomas and friends} = \frac{200}{4} = 50
+     \]
+
+2. **Determine the number of bars remaining after Thomas and his friends take their shares:**
+   - After Thomas and his friends take their shares, the number of bars left is:
+     \[
+     200 - 50 = 150
+     \]
+
+3. **Calculate the number of bars Thomas''s friend returns:**
+   - Thomas''s friend returns 5 of his bars to the box.
+   - This can be calculated as follows:
+     \[
+     \text{Bars returned} = 5
+     \]
+
+4. **Determine the number of bars remaining after Thomas''s friend returns their bars:**
+   - After Thomas''s friend returns their bars, the number of bars left is:
+     \[
+     150 - 5 = 145
+     \]
+
+5. **Calculate the number of bars Piper takes:**
+   - Piper takes 5 fewer bars than those taken in total by Thomas and his friends. So, she takes:
+     \[
+     50 - 5 = 45
+     \]
+
+6. **Determine the number of bars remaining after Piper takes her bars:**
+   - After Piper takes her bars, the number of bars left is:
+     \[
+     145 - 45 = 100
+     \]
+
+Therefore, the total number of bars left in the box is \(\boxed{100}\).','stop',392,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,13,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',13,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Thomas and his 4 friends take \( \frac{1}{4} \) of the 200 bars. This can be calculated as \( \frac{200}{4} = 50 \) bars.
+2. Thomas''s friends don''t like chocolate bars very much, so they return 5 of his bars to the box. This means the number of bars left in the box after Thomas''s friends return is \( 200 - 50 = 150 \).
+3. Piper takes 5 fewer bars than those taken in total by Thomas and his friends, so she takes \( 50 - 5 = 45 \) bars. This means the number of bars left in the box after Piper takes her bars is \( 150 - 45 = 105 \).
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Number of bars taken by Thomas and his friends
+bars_taken = initial_bars / 4
+
+# Number of bars left in the box after Thomas''s friends return
+bars_left_after_return = initial_bars - bars_taken
+
+# Number of bars taken by Piper
+bars_taken_by_piper = bars_taken - 5
+
+# Number of bars left in the box after Piper takes her bars
+bars_left_after_piper = bars_left_after_return - bars_taken_by_piper
+
+print(bars_left_after_piper)
+```
+```output
+105.0
+```
+The total number of bars left in the box is \(\boxed{105}\).','stop',363,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,14,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',14,'To determine the total number of bars left in the box, we need to follow these steps:
+
+1. Calculate the number of bars Thomas and his 4 friends take.
+2. Divide the taken bars equally among them.
+3. Add the bars taken by Thomas and Piper to the total.
+4. Subtract the bars taken by Piper from the total.
+5. Output the final number of bars left in the box.
+
+Let''s go through each step in detail:
+
+1. Thomas and his 4 friends take \(\frac{1}{4}\) of the 200 bars:
+   \[
+   \frac{1}{4} \times 200 = 50
+   \]
+   So, Thomas and his 4 friends take 50 bars.
+
+2. Divide the taken 50 bars equally among them. Since there are 4 friends, we divide 50 by 4:
+   \[
+   \frac{50}{4} = 12.5
+   \]
+   Since we can''t have a fraction of a bar, we assume that the bars were divided equally among 4 friends, and each friend takes 12.5 bars:
+   \[
+   12.5 \times 4 = 50
+   \]
+   So, each friend takes 50 bars.
+
+3. Add the bars taken by Thomas and Piper to the total:
+   \[
+   50 + 50 = 100
+   \]
+   So, the total number of bars left in the box is 100.
+
+4. Subtract the bars taken by Piper from the total:
+   \[
+   100 - 5 = 95
+   \]
+   So, the total number of bars left in the box is 95.
+
+Therefore, the total number of bars left in the box is \(\boxed{95}\).','stop',398,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(139,0,15,'548edf1bb0e2a37f4c01b4798b7250119c8f185ec081fbd0893e95b224a0f4ec',15,'To solve the problem, we will break it down step by step:
+
+1. First, we calculate the number of bars taken by Thomas and his 4 friends. This is given as \( \frac{1}{4} \) of the total bars in the box, which is \( \frac{200}{4} = 50 \) bars.
+2. Thomas and his friends divide these 50 bars equally among them. Since there are 5 friends, the number of bars each person takes is \( \frac{50}{5} = 10 \) bars.
+3. One of Thomas''s friends doesn''t like chocolate bars very much and returns 5 of his bars to the box. So, the number of bars left for Thomas is \( 50 - 5 = 45 \).
+4. Later, his sister Piper comes home and takes 5 fewer bars than those taken in total by Thomas and his friends. This is \( 50 - (10 + 5) = 40 \) bars.
+5. The total number of bars left in the box is the sum of the bars left for Thomas and Piper, which is \( 45 + 40 = 85 \).
+
+Therefore, the total number of bars left in the box is \( \boxed{85} \).','stop',280,135,30,1.36683517571532622272e+01,458446800960.0,NULL);
+INSERT INTO "chains" VALUES(140,0,0,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',0,'Let''s solve this problem step by step.
+
+1. Determine the number of days Hazel can miss without having to take her exams.
+2. Subtract the number of days Hazel missed from the total number of school days to find out how many more days she can miss and still not have to take her exams.
+
+First, we calculate the number of days Hazel can miss without having to take her exams. The senior can skip their final exams if they miss 5% or less of the school year. Since Hazel has missed 6 days of school, she can miss 5% of the school year. The number of days she can miss is \(0.05 \times 180\).
+
+Next, we subtract the number of days Hazel missed from the total number of school days to find out how many more days she can miss and still not have to take her exams. The total number of days in a school year is 180, and Hazel has missed 6 days of school. So, the number of days she can miss and still not have to take her exams is \(180 - 6\).
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total number of school days
+total_days = 180
+
+# Days Hazel missed due to illness
+missed_days = 6
+
+# Calculate the number of days Hazel can miss without having to take her exams
+missed_days_without_exam = 0.05 * total_days
+
+# Calculate the number of days Hazel can miss and still not have to take her exams
+missed_days_with_exam = total_days - missed_days_without_exam
+
+print(missed_days_with_exam)
+```
+```output
+174.0
+```
+Hazel can miss \(\boxed{174}\) more days and still not have to take her exams.','stop',382,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,1,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',1,'To determine how many more days Hazel can miss and still not have to take her exams, we can follow these steps:
+
+1. Calculate the number of days Hazel has to miss if she misses 5% or less of the school year.
+2. Subtract the number of days Hazel has already missed from the total number of school days to find out how many days she can still miss.
+
+Let''s start with step 1. Hazel has missed 6 days of school due to illness. So, the number of days she needs to miss is:
+\[ 60\% \text{ of } 180 = 0.60 \times 180 = 108 \text{ days} \]
+
+Now, let''s move to step 2. Subtract the number of days Hazel has already missed from the total number of school days:
+\[ 180 - 108 = 72 \text{ days} \]
+
+Therefore, Hazel can miss \(\boxed{72}\) more days and still not have to take her exams.','stop',221,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,2,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',2,'To solve the problem, we need to determine how many more days Hazel can miss while still not having to take her exams due to the 5% rule. Here are the steps we will follow:
+
+1. Calculate the number of days Hazel can miss without exceeding the 5% rule.
+2. Subtract the number of days Hazel can miss from the total number of days in a school year.
+
+**Step 1: Calculate the number of days Hazel can miss without exceeding the 5% rule.**
+
+Hazel has missed 6 days of school due to illness. The 5% rule means she cannot miss more than 5% of the school year. We calculate 5% of the total number of days in a school year:
+\[
+0.05 \times 180 = 9
+\]
+So, Hazel can miss 9 days without exceeding the 5% rule.
+
+**Step 2: Subtract the number of days Hazel can miss from the total number of days in a school year.**
+
+The total number of days in a school year is 180. Subtracting 9 days from 180 gives:
+\[
+180 - 9 = 171
+\]
+Therefore, Hazel can miss \(\boxed{171}\) more days and still not have to take her exams due to the 5% rule.','stop',284,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,3,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',3,'Let''s break down the problem step by step.
+
+1. First, we need to determine the number of days Hazel has left to miss school due to illness. Since Hazel missed 6 days of school, she has \(180 - 6 = 174\) days left to miss school.
+2. Next, we need to calculate how many more days Hazel can miss due to illness. Since Hazel has 174 days left to miss school and she missed 5% of the school year, we calculate 5% of 174 and then add that to the number of days she missed. This can be done as follows:
+   \[
+   0.05 \times 174 = 8.7 \text{ days}
+   \]
+   Adding this to the number of days she missed, we get:
+   \[
+   6 + 8.7 = 14.7 \text{ days}
+   \]
+3. Since Hazel cannot miss more than 14 days of school, she can miss the remaining days by taking her exams. Therefore, the number of days she can miss and still not have to take her exams is \(\boxed{14}\).','stop',253,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,4,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',4,'Let''s break down the problem step by step:
+
+1. Calculate the number of days Hazel''s senior will miss if they miss 5% or less of the school year.
+2. Add the number of days Hazel missed to the number of days she has already missed to find out how many more days she can miss.
+
+Here''s the step-by-step solution in Python:
+```python
+# Total number of days in a school year
+total_days = 180
+
+# Number of days Hazel has missed
+missed_days = 6
+
+# Calculate the number of days Hazel will miss if they miss 5% or less of the school year
+missed_days_percentage = 0.05
+
+# The number of days Hazel will miss
+missed_days_percentage_value = missed_days_percentage * total_days
+missed_days_value = round(missed_days_percentage_value)
+
+# The number of days Hazel has already missed
+already_missed_days = missed_days
+
+# Calculate the total number of days Hazel can miss without having to take her exams
+total_days_with_exams = total_days - already_missed_days - missed_days_value
+
+print(total_days_with_exams)
+```
+```output
+65
+```
+After calculating, Hazel can miss 65 more days without having to take her exams.
+
+So, the final answer is \(\boxed{65}\).','stop',281,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,5,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',5,'To determine how many more days Hazel can miss and still not have to take her exams, we need to follow these steps:
+
+1. Calculate the number of days Hazel can miss if she misses 5% or less of the school year.
+2. Subtract the number of days Hazel has missed from the total number of school days.
+
+First, we calculate the number of days Hazel can miss if she misses 5% or less of the school year. This can be done by multiplying the total number of school days by 0.05:
+\[ 180 \times 0.05 = 9 \text{ days} \]
+
+Next, we subtract the number of days Hazel has missed from the total number of school days:
+\[ 180 - 9 = 171 \text{ days} \]
+
+Therefore, Hazel can miss \(\boxed{171}\) more days and still not have to take her exams.','stop',196,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,6,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',6,'To determine how many more days Hazel can miss and still not have to take her exams, we need to follow these steps:
+
+1. Calculate the number of days Hazel can miss if she misses 5% or less of the school year.
+2. Subtract the number of days Hazel has already missed from the number of days she can miss.
+
+First, we calculate 5% of 180 days:
+\[
+5\% \text{ of } 180 = \frac{5}{100} \times 180 = 0.05 \times 180 = 9
+\]
+So, Hazel can miss 9 days if she misses 5% or less of the school year. Since Hazel has already missed 6 days, we subtract 9 from 6:
+\[
+9 - 6 = 3
+\]
+Therefore, Hazel can miss an additional \(\boxed{3}\) days and still not have to take her exams.','stop',205,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,7,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',7,'To solve this problem, we need to determine how many more days Hazel can miss and still not have to take her exams if she misses less than 5% of the school year. Here''s the step-by-step reasoning:
+
+1. Calculate the number of days Hazel missed.
+2. Determine if Hazel can still miss them if she has missed less than 5% of the school year.
+3. If Hazel can miss them, calculate the additional days she can miss and still not have to take her exams.
+
+Let''s break it down in Python code.
+```python
+# Total number of days in a school year
+total_days = 180
+
+# Number of days Hazel has missed
+missed_days = 6
+
+# Calculate the number of days Hazel missed if she has missed less than 5% of the school year
+# 5% of the school year is 0.05 * total_days
+missed_days_if_less_than_5_percent = 0.05 * total_days
+
+# Determine if Hazel can still miss them
+if missed_days_if_less_than_5_percent <= missed_days:
+    # Calculate the additional days Hazel can miss and still not have to take her exams
+    additional_days = missed_days - missed_days_if_less_than_5_percent
+    print(additional_days)
+else:
+    print("Hazel cannot miss more than 5% of the school year.")
+```
+```output
+119.0
+```
+Hazel can miss \(\boxed{119}\) more days and still not have to take her exams.','stop',325,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,8,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',8,'Let''s start by determining how many more days Hazel can miss without having to take her exams. We know that Hazel missed 6 days of school due to illness. We are also told that a senior can skip their final exams if they miss 5% or less of the school year. This means that the senior must have missed more than 5% of the school year to have to take their exams.
+
+First, we calculate 5% of 180 days:
+\[
+0.05 \times 180 = 9
+\]
+Since Hazel missed 9 days, she can miss:
+\[
+180 - 9 = 171
+\]
+days without having to take her exams.
+
+Next, we need to determine how many more days Hazel can miss to still not have to take her exams. Since Hazel can miss 171 days and she has already missed 6 days, she can still miss:
+\[
+171 - 6 = 165
+\]
+days without having to take her exams.
+
+Therefore, the number of more days Hazel can miss and still not have to take her exams is \(\boxed{165}\).','stop',247,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,9,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',9,'Let''s break down the problem step-by-step:
+
+1. Calculate the total number of days Hazel can miss while still not having to take her exams.
+2. Determine how many days Hazel missed due to illness.
+3. Subtract the number of days Hazel missed due to illness from the total number of days she can miss.
+
+Let''s start by calculating the total number of days Hazel can miss while still not having to take her exams. Since Hazel missed 6 days of school due to illness, she can miss a total of \(180 - 6 = 174\) days.
+
+Next, we need to determine how many days Hazel missed due to illness. Since Hazel missed 6 days of school due to illness, she can miss a total of \(6\) days.
+
+Now, we subtract the number of days Hazel missed due to illness from the total number of days she can miss. This gives us \(174 - 6 = 168\).
+
+Therefore, Hazel can miss and still not have to take her exams \(\boxed{168}\) more days.','stop',223,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,10,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',10,'Let''s break down the problem step by step:
+
+1. Calculate the total number of days Hazel has missed due to illness.
+2. Determine how many days Hazel can miss without having to take her exams.
+3. Calculate how many days Hazel can miss to still not have to take her exams.
+
+First, let''s calculate the total number of days Hazel has missed due to illness. Hazel has missed 6 days of school due to illness, and each day has 2 days missed, so the total number of days missed is:
+\[ 6 \text{ days} \times 2 \text{ days/day} = 12 \text{ days} \]
+
+Next, we determine how many days Hazel can miss without having to take her exams. Since Hazel has 180 days in a school year and has already missed 12 days, the number of days she can miss is:
+\[ 180 \text{ days} - 12 \text{ days} = 168 \text{ days} \]
+
+Finally, we calculate how many days Hazel can miss to still not have to take her exams. Since Hazel can miss up to 5% of the school year, we first calculate 5% of 180 days:
+\[ 0.05 \times 180 = 9 \text{ days} \]
+Then, we subtract this number from the number of days she can miss:
+\[ 168 \text{ days} - 9 \text{ days} = 159 \text{ days} \]
+
+Therefore, Hazel can miss \(\boxed{159}\) more days to still not have to take her exams.','stop',352,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,11,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',11,'Let''s break down the problem step by step.
+
+1. First, we need to calculate the number of days Hazel will miss school if she misses 5% or less of the school year. Since there are 180 days in a school year, we can calculate 5% of 180 as follows:
+\[ 0.05 \times 180 = 9 \]
+So, Hazel will miss 9 days of school.
+
+2. Next, we need to find out how many days Hazel has already missed and how many she still has to miss. Hazel has missed 6 days of school, so she has already missed \(6 - 9 = -3\) days.
+3. To determine how many more days Hazel can miss, we need to add the number of days she has already missed to the number of days she has left to miss:
+\[ -3 + 9 = 6 \]
+
+Therefore, Hazel can miss 6 more days of school, still not having to take her exams. The final answer is \(\boxed{6}\).','stop',222,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,12,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',12,'To solve this problem, we''ll follow these steps:
+
+1. Determine how many days Hazel can miss and still not have to take her exams.
+2. Calculate how many days she has already missed due to illness.
+3. Subtract the number of days Hazel has already missed from the total number of school days.
+
+Let''s break it down step by step:
+
+1. Hazel has already missed 6 days of school due to illness. She has 180 days in a school year.
+   \[
+   \text{Days Hazel can miss} = 180 - 6 = 174
+   \]
+
+2. Hazel has missed 6 days of school due to illness, and she has already missed a certain number of days. Let''s denote this number by \(x\). Therefore, the total number of days Hazel has missed is \(6 + x\).
+   \[
+   \text{Total days Hazel has missed} = 174 + x
+   \]
+
+3. Hazel has 180 days in a school year, and she has already missed a certain number of days. Let''s denote this number by \(y\). Therefore, the total number of days Hazel has missed is \(180 + y\).
+   \[
+   \text{Total days Hazel has missed} = 180 + y
+   \]
+
+4. According to the problem, Hazel can miss their final exams if she misses 5% or less of the school year. We can set up the following inequality:
+   \[
+   0.05 \times 180 + x \leq 180
+   \]
+   Simplifying the left side:
+   \[
+   9 + x \leq 180
+   \]
+   Subtracting 9 from both sides:
+   \[
+   x \leq 71
+   \]
+
+5. Since Hazel has already missed 6 days of school due to illness, and she can miss up to 71 days, the number of days she can miss and still not have to take her exams is:
+   \[
+   174 - 6 = 168
+   \]
+
+Therefore, the final answer is \(\boxed{168}\).','stop',473,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,13,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',13,'To determine how many more days Hazel can miss and still not have to take her exams, we can follow these steps:
+
+1. Calculate the number of days Hazel has missed due to illness.
+2. Determine the maximum number of days Hazel can miss without missing more than 5% of the school year.
+
+First, we calculate the number of days Hazel has missed due to illness. Hazel missed 6 days of school due to illness. This means she missed \(6 \times 0.05 = 3\) days of school. To find out how many more days she can miss without missing more than 5% of the school year, we calculate \(180 - 3 = 177\) days.
+
+Next, we need to determine the maximum number of days Hazel can miss without missing more than 5% of the school year. Since she has already missed 3 days, the maximum number of days she can miss is \(180 - 3 = 177\). This means Hazel can miss no more than 5% of the school year.
+
+Therefore, the number of more days Hazel can miss and still not have to take her exams is \(\boxed{0}\).','stop',248,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,14,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',14,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of days Hazel can miss without taking her exams due to illness.
+2. Determine how many days Hazel can miss to take her exams.
+3. Find the difference between the number of days Hazel can miss without taking her exams and the number of days she can miss to take her exams.
+
+Let''s break this down step by step:
+
+1. Calculate the number of days Hazel can miss without taking her exams due to illness:
+\[ \text{Days to miss} = 180 - 6 \]
+
+2. Determine how many days Hazel can miss to take her exams:
+\[ \text{Days to take exams} = 180 \]
+
+3. Find the difference between the number of days Hazel can miss without taking her exams and the number of days she can miss to take her exams:
+\[ \text{Difference} = \text{Days to miss} - \text{Days to take exams} \]
+
+Now, let''s implement this in Python to get the accurate result.
+```python
+# Given data
+total_days = 180
+days_missed = 6
+
+# Calculate the number of days Hazel can miss without taking her exams due to illness
+days_to_miss = total_days - days_missed
+
+# Calculate the number of days Hazel can miss to take her exams
+days_to_take_exams = total_days
+
+# Calculate the difference
+difference = days_to_miss - days_to_take_exams
+print(difference)
+```
+```output
+144
+```
+After calculating, we find that Hazel can miss \(\boxed{144}\) more days to take her exams.','stop',349,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
+INSERT INTO "chains" VALUES(140,0,15,'24ff190e3d719532ad0165dfd4f78fe0da8571b23ce51333cb6bbf7a0cafa3c0',15,'To solve this problem, we need to determine how many days Hazel can miss and still not have to take her exams. Here''s the step-by-step reasoning:
+
+1. Calculate the number of days Hazel can miss without missing more than 5% of the school year.
+2. Determine how many days Hazel has already missed.
+3. Subtract the number of days Hazel has already missed from the maximum days she can miss without missing more than 5%.
+
+Let''s go through this step-by-step with Python code.
+```python
+# Given values
+total_school_days = 180
+missed_days = 6
+percentage_missed = 5 / 100
+
+# Calculate the maximum days Hazel can miss without missing more than 5%
+max_missed_days = max(0, total_school_days * (1 - percentage_missed))
+
+# Calculate the number of days Hazel has already missed
+days_missed = missed_days
+
+# Calculate the number of days Hazel can miss and still not have to take her exams
+remaining_days = max_missed_days - days_missed
+print(remaining_days)
+```
+```output
+30.0
+```
+After calculating, Hazel can miss \(\boxed{30}\) more days and still not have to take her exams.','stop',263,98,30,1.16358098544722654565e+01,360455766528.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -17261,6 +18443,9 @@ INSERT INTO "jobs" VALUES(134,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7439',0
 INSERT INTO "jobs" VALUES(135,'qwen2.5-coder-0.5b','greedy','gsm8k_train-7452',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 128, "cached_prompt_tokens": 30, "completion_tokens": 512, "calls": 1, "seconds": 26.600580080485212, "flops": 767543922432.0}}]',128,30,512,1,0,0,767543922432.0,0.0,1.76078589584001747427e+02,2.66005800804852121643e+01,1.79625430922234702105e+09);
 INSERT INTO "jobs" VALUES(136,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-2933',0,16,'self-consistency:n_samples=16',1,'done','109','[{"event": "generate", "n": 16, "seed": 1186150342, "usage": {"prompt_tokens": 87, "cached_prompt_tokens": 30, "completion_tokens": 3851, "calls": 1, "seconds": 150.81424817967658, "flops": 4906483563264.0}}, {"event": "vote", "counts": {"109": 2, "83": 1, "147": 1, "274": 1, "157": 1, "159": 1, "39": 1, "156": 1, "127": 1, "133": 1, "103": 1, "132": 1, "110": 1, "144": 1, "59": 1}, "tie_broken_by_rng": false, "winner": "109"}]',87,30,3851,1,0,0,4906483563264.0,0.0,2.74183495466997555916e+02,1.5081424817967658214e+02,1.79625458344872546197e+09);
 INSERT INTO "jobs" VALUES(137,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-2898',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 588536815, "usage": {"prompt_tokens": 140, "cached_prompt_tokens": 30, "completion_tokens": 6304, "calls": 1, "seconds": 257.4649513520356, "flops": 8063622357504.0}}, {"event": "vote", "counts": {"45/4": 1, "360": 1, "15/2": 1, "41667/10000": 1, "2": 2, "\\frac{31}{16}": 1, "21667/10000": 2, "117/20": 1, "\\frac{9}{4}": 1, "18333/10000": 1, "3": 2, "\\frac{359}{180}": 1, "88": 1}, "tie_broken_by_rng": true, "winner": "2"}]',140,30,6304,1,0,0,8063622357504.0,0.0,4.24041403342998819443e+02,2.57464951352035598119e+02,1.79625459171922874455e+09);
+INSERT INTO "jobs" VALUES(138,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-3267',0,16,'self-consistency:n_samples=16',1,'done','38','[{"event": "generate", "n": 16, "seed": 395977345, "usage": {"prompt_tokens": 105, "cached_prompt_tokens": 30, "completion_tokens": 3820, "calls": 1, "seconds": 141.1824668333699, "flops": 4890099210240.0}}, {"event": "vote", "counts": {"56": 1, "number of blue candles": 1, "-48": 1, "54": 1, "20": 2, "101": 1, "140": 1, "42": 1, "38": 2, "13": 1, "47": 1, "41": 1, "15": 1, "51": 1}, "tie_broken_by_rng": true, "winner": "38"}]',105,30,3820,1,0,0,4890099210240.0,0.0,347.197641216997,1.4118246683336988667e+02,1.79625493893444705011e+09);
+INSERT INTO "jobs" VALUES(139,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-3155',0,16,'self-consistency:n_samples=16',1,'done','80','[{"event": "generate", "n": 16, "seed": 1934659442, "usage": {"prompt_tokens": 135, "cached_prompt_tokens": 30, "completion_tokens": 5731, "calls": 1, "seconds": 218.6936281144522, "flops": 7335148815360.0}}, {"event": "vote", "counts": {"1/4": 1, "60": 1, "87": 1, "50": 1, "80": 2, "340": 1, "145": 1, "13": 1, "5": 1, "165": 1, "190": 1, "100": 1, "105": 1, "95": 1, "85": 1}, "tie_broken_by_rng": false, "winner": "80"}]',135,30,5731,1,0,0,7335148815360.0,0.0,4.0764561231399784446e+02,2.18693628114452195639e+02,1.79625499111858654018e+09);
+INSERT INTO "jobs" VALUES(140,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-3317',0,16,'self-consistency:n_samples=16',1,'done','168','[{"event": "generate", "n": 16, "seed": 979237303, "usage": {"prompt_tokens": 98, "cached_prompt_tokens": 30, "completion_tokens": 4524, "calls": 1, "seconds": 186.17295767155625, "flops": 5767292264448.0}}, {"event": "vote", "counts": {"174": 1, "72": 1, "171": 2, "14": 1, "65": 1, "3": 1, "119": 1, "165": 1, "168": 2, "159": 1, "6": 1, "0": 1, "144": 1, "30": 1}, "tie_broken_by_rng": true, "winner": "168"}]',98,30,4524,1,0,0,5767292264448.0,0.0,4.22545314061000681265e+02,1.86172957671556247305e+02,1.79625536149932098391e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k-train", "dataset_sha256": "ab3a168a46f3d981ee9114700626510cddaa9493661561ec3f9676cebf44bb7e", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "0323e2c32e71afb38bcda685350550137b44e2f586e3d9d5292267619940ee54", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -34481,13 +35666,1195 @@ print(total_time)
 88.0
 ```
 The total time taken for the elevator to reach the bottom is \(\boxed{88}\) minutes.','88',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,0,'To determine the number of blue candles Caleb used, we start by calculating the total number of candles Caleb has put on the cake. According to the problem, Caleb puts one candle for each year for his grandfather. Therefore, for 79 years, the total number of candles is:
+
+\[ 79 \times 1 = 79 \]
+
+This means Caleb has put 79 candles on the cake. Caleb also puts 27 yellow candles, 14 red candles, and the rest are blue candles. To find the number of blue candles, we subtract the number of yellow and red candles from the total number of candles:
+
+\[ 79 - 27 - 14 = 56 \]
+
+So, the number of blue candles Caleb used is:
+
+\[
+\boxed{56}
+\]','56',0,'not_equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,1,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb has.
+2. Subtract the number of yellow candles, red candles, and blue candles from the total number of candles to find the number of blue candles.
+
+First, let''s calculate the total number of candles Caleb has. We know that Caleb puts one candle for each year for his grandfather and there are three colors of candles:
+- Yellow: 27 candles
+- Red: 14 candles
+- Blue: The rest are blue candles
+
+The total number of candles is the sum of the yellow, red, and blue candles:
+\[
+27 + 14 + \text{number of blue candles} = 41 + \text{number of blue candles}
+\]
+
+We know that Caleb''s grandfather is turning 79 years old, so he has been alive for:
+\[
+79 - 1 = 78 \text{ years}
+\]
+
+Now, we subtract the number of yellow, red, and blue candles from the total number of candles to find the number of blue candles:
+\[
+41 + \text{number of blue candles} - 27 - 14 = \text{number of blue candles}
+\]
+
+So, the number of blue candles Caleb used is:
+\[
+\boxed{\text{number of blue candles}}
+\]','\text{number of blue candles}',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,2,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb used for his grandfather.
+2. Subtract the number of yellow and red candles from the total number of candles to find the number of blue candles.
+
+First, we calculate the total number of candles Caleb used for his grandfather:
+\[ 3 \text{ colors} \times 1 \text{ candle/year} = 3 \text{ candles} \]
+
+Next, we subtract the number of yellow and red candles from the total number of candles:
+\[ 3 \text{ candles} - (27 \text{ yellow candles} + 14 \text{ red candles}) = 3 \text{ candles} - 41 \text{ candles} = -48 \text{ candles} \]
+
+Since the number of candles cannot be negative, it means Caleb used more candles than the number of years for his grandfather. However, the problem does not specify the exact number of years, so we can only state the number of blue candles as the number of candles used minus the number of yellow and red candles.
+
+Therefore, the number of blue candles Caleb used is \(\boxed{-48}\).','-48',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,3,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb put on the cake.
+2. Determine how many candles are blue.
+
+First, let''s calculate the total number of candles Caleb put on the cake:
+- He put one candle for each year for his grandfather.
+- He is turning 79 years old, so he has 79 years in total.
+- Therefore, the total number of candles is:
+  \[
+  79 \times 1 = 79
+  \]
+
+Next, we need to determine how many candles are blue. According to the problem, Caleb puts 27 yellow candles, 14 red candles, and the rest are blue candles. Since we know the total number of candles is 79, we can subtract the number of yellow and red candles from the total number of candles:
+\[
+79 - 27 - 14 = 54
+\]
+
+Thus, the number of blue candles Caleb used is:
+\[
+\boxed{54}
+\]','54',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,4,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Identify the total number of candles Caleb used.
+2. Subtract the number of yellow and red candles from the total number of candles to find the number of blue candles.
+
+First, let''s calculate the total number of candles Caleb used. Caleb put one candle for each year for his grandfather. The grandfather is turning 79 years old, so he put:
+
+\[ 79 \text{ years} \times 1 \text{ candle/year} = 79 \text{ candles} \]
+
+Next, we subtract the number of yellow and red candles from the total number of candles. Caleb put 27 yellow candles and 14 red candles. Therefore, we subtract:
+
+\[ 79 \text{ candles} - 27 \text{ candles} - 14 \text{ candles} = 20 \text{ candles} \]
+
+Thus, the number of blue candles Caleb used is \(\boxed{20}\).','20',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,5,'Let''s break down the problem step by step and then use Python code to verify the solution.
+
+1. Caleb puts one candle for each year for his grandfather.
+2. There are 3 years in a year for Caleb.
+3. Caleb has 27 yellow candles, 14 red candles, and the rest are blue candles.
+
+So, we can calculate the total number of blue candles as follows:
+\[ \text{Total blue candles} = \text{Number of yellow candles} + \text{Number of red candles} + \text{Number of blue candles} \]
+
+Let''s use Python to compute this.
+```python
+# Number of yellow candles
+yellow_candles = 27
+
+# Number of red candles
+red_candles = 14
+
+# Number of blue candles
+blue_candles = 3 * yellow_candles + red_candles
+print(blue_candles)
+```
+```output
+101
+```
+The total number of blue candles Caleb used is \(\boxed{101}\).','101',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,6,'To solve this problem, let''s break it down step by step:
+
+1. Identify the total number of candles Caleb is putting on the cake.
+2. Calculate the number of candles for each year for his grandfather.
+3. Determine the number of blue candles from the remaining candles.
+
+Let''s go through each step with the given information:
+
+1. The total number of candles is 379.
+2. Caleb puts 1 candle for each year for his grandfather.
+3. The number of yellow candles is 27.
+4. The number of red candles is 14.
+5. The number of blue candles from the remaining candles is the remainder of the total number of candles divided by 379.
+
+Let''s calculate this using Python.
+```python
+# Given values
+total_candles = 379
+yellow_candles = 27
+red_candles = 14
+
+# Calculate the number of blue candles
+blue_candles = total_candles - (yellow_candles + red_candles)
+print(blue_candles)
+```
+```output
+140
+```
+The number of blue candles Caleb used is \(\boxed{140}\).','140',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,7,'To determine the number of blue candles Caleb used, let''s break down the problem step by step.
+
+1. **Identify the total number of candles Caleb has:**
+   Caleb puts 3 colors of candles on the cake: one candle for each year for his grandfather.
+
+2. **Calculate the total number of years Caleb has been alive:**
+   Caleb''s grandfather is turning 79 years old. Therefore, Caleb has been alive for 79 years.
+
+3. **Determine the total number of candles Caleb has put on the cake:**
+   Since Caleb puts one candle for each year, the total number of candles he has put on the cake is equal to the number of years he has been alive.
+   \[
+   \text{Total candles} = 79
+   \]
+
+4. **Identify the number of yellow candles, red candles, and blue candles:**
+   Caleb has 27 yellow candles, 14 red candles, and the rest are blue candles. This means there are \(79 - 27 - 14 - \text{number of blue candles}\) blue candles.
+
+5. **Calculate the number of blue candles:**
+   Let \(x\) be the number of blue candles. The total number of blue candles is the remaining number of candles after accounting for yellow, red, and blue candles.
+   \[
+   79 - 27 - 14 - x = 37 - x
+   \]
+   Since the total number of candles must be 79, we can set up the equation:
+   \[
+   79 = 37 - x
+   \]
+   To find \(x\), we solve the equation by isolating \(x\):
+   \[
+   x = 79 - 37
+   \]
+   \[
+   x = 42
+   \]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{42}\).','42',0,'not_equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,8,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb puts on the cake.
+2. Subtract the number of yellow and red candles from the total number of candles to find the number of blue candles.
+
+First, let''s find the total number of candles Caleb puts on the cake. Caleb puts one candle for each year for his grandfather, and he has been baking for 79 years. Therefore, the total number of candles is:
+\[ 79 \]
+
+Next, we need to subtract the number of yellow and red candles from the total number of candles to find the number of blue candles. Caleb puts 27 yellow candles and 14 red candles. Adding these together gives:
+\[ 27 + 14 = 41 \]
+
+Now, we subtract the number of blue candles from the total number of candles:
+\[ 79 - 41 = 38 \]
+
+So, the number of blue candles Caleb used is:
+\[ \boxed{38} \]','38',1,'equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(138,9,'To solve this problem, we need to follow these steps:
+
+1. Determine the total number of years Caleb has been baking the cake.
+2. Calculate the total number of candles Caleb has used.
+3. Identify the number of blue candles Caleb used.
+
+First, we know that Caleb''s grandfather is turning 79 years old. Caleb has been baking the cake for 79 years. Therefore, the total number of years Caleb has been baking is 79.
+
+Next, we know that Caleb has put 27 yellow candles, 14 red candles, and the rest are blue candles. To find the number of blue candles, we subtract the sum of the yellow and red candles from the total number of candles.
+
+The sum of the yellow candles is:
+\[ 27 \]
+
+The sum of the red candles is:
+\[ 14 \]
+
+Adding these together gives:
+\[ 27 + 14 = 41 \]
+
+So, the total number of candles used is 41. Since Caleb uses 3 colors of candles, the number of blue candles he used is:
+\[ \frac{41}{3} = 13 \]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{13}\).','13',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,10,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the number of candles Caleb put for each year.
+2. Sum the number of yellow and red candles.
+3. Subtract the sum of yellow and red candles from the total number of candles put on the cake to find the number of blue candles.
+
+First, let''s calculate the number of candles Caleb put for each year. Caleb puts one candle for each year for his grandfather:
+- For 79 years, he puts \(1 \times 79 = 79\) candles.
+
+Next, we sum the number of yellow and red candles:
+- Yellow candles: 27
+- Red candles: 14
+
+Now, we subtract the sum of yellow and red candles from the total number of candles put on the cake:
+\[79 - 27 - 14 = 47\]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{47}\).','47',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,11,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb is putting on the cake.
+2. Subtract the number of candles used from the total number of candles to find out how many blue candles he used.
+
+First, let''s calculate the total number of candles Caleb is putting on the cake. He puts one candle for each year for his grandfather, and he has been baking for 79 years. Therefore, the total number of candles is:
+\[ 1 \text{ candle/year} \times 79 \text{ years} = 79 \text{ candles} \]
+
+Next, we subtract the number of candles used from the total number of candles to find out how many blue candles he used. Caleb has used 27 yellow candles, 14 red candles, and the rest are blue candles. So, the number of blue candles is:
+\[ 79 \text{ candles} - (27 \text{ yellow candles} + 14 \text{ red candles}) = 79 \text{ candles} - 41 \text{ candles} = 38 \text{ candles} \]
+
+Therefore, the number of blue candles Caleb used is:
+\[ \boxed{38} \]','38',1,'equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,12,'To solve this problem, let''s break it down step by step:
+
+1. Caleb put one candle for each year for his grandfather. Since he is turning 79 years old, he put \(79 - 1 = 78\) candles.
+2. Caleb put 27 yellow candles.
+3. Caleb put 14 red candles.
+4. The remaining candles are blue.
+
+The total number of blue candles is the sum of the yellow and red candles. So, we can calculate the number of blue candles as follows:
+
+\[ \text{Number of blue candles} = 27 + 14 \]
+
+Let''s write the Python code to perform these calculations:
+```python
+# Given data
+years = 79
+yellow_candles = 27
+red_candles = 14
+
+# Calculate the total number of blue candles
+blue_candles = yellow_candles + red_candles
+print(blue_candles)
+```
+```output
+41
+```
+The total number of blue candles Caleb used is \(\boxed{41}\).','41',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,13,'To determine the number of blue candles Caleb used, we can follow these steps:
+
+1. Calculate the total number of candles Caleb has initially.
+2. Subtract the number of candles used for yellow, red, and blue from the total number of candles to find the number of blue candles.
+
+Let''s break it down:
+
+1. Caleb has 27 yellow candles, 14 red candles, and the rest are blue candles.
+2. The total number of candles initially is the sum of these three quantities.
+3. The number of blue candles is the total number of candles minus the sum of yellow, red, and blue.
+
+We can use Python to perform these calculations accurately.
+```python
+# Initial number of candles
+yellow_candles = 27
+red_candles = 14
+
+# Total initial candles
+total_initial_candles = yellow_candles + red_candles
+
+# Number of blue candles
+blue_candles = total_initial_candles - (yellow_candles + red_candles)
+print(blue_candles)
+```
+```output
+15
+```
+Caleb used \(\boxed{15}\) blue candles.','15',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,14,'To determine how many blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of years Caleb has been alive.
+2. Determine the number of blue candles Caleb puts on the cake.
+
+First, we know that Caleb''s grandfather is turning 79 years old. Therefore, the number of years he has been alive is:
+\[ 79 - 1 = 78 \]
+
+Next, we know the number of yellow candles Caleb puts on the cake. According to the problem, Caleb puts 27 yellow candles. Therefore, the number of blue candles Caleb puts on the cake is:
+\[ 78 - 27 = 51 \]
+
+Thus, the number of blue candles Caleb used is \(\boxed{51}\).','51',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,15,'To determine the number of blue candles Caleb used, we need to follow these steps:
+
+1. Calculate the total number of candles Caleb puts on the cake.
+2. Determine the number of blue candles used by subtracting the number of yellow and red candles from the total number of candles.
+
+First, we know that Caleb has three colors of candles on the cake: yellow, red, and blue. We are given the number of yellow candles as 27, the number of red candles as 14, and the total number of candles as 30. We can calculate the total number of candles by adding these three quantities together:
+
+\[ 27 + 14 + 30 = 61 \]
+
+So, Caleb puts a total of 61 candles on the cake. Next, we need to find the number of blue candles. We subtract the number of yellow and red candles from the total number of candles:
+
+\[ 61 - (27 + 14) = 61 - 41 = 20 \]
+
+Therefore, the number of blue candles Caleb used is \(\boxed{20}\).','20',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,0,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Initial number of bars in the chocolate box:**
+   \[
+   \text{Initial bars} = 200
+   \]
+
+2. **Thomas and his 4 friends take 1/4 of the bars and decide to divide them equally between them:**
+   \[
+   \text{Bars taken by Thomas} = \frac{1}{4} \times 200 = 50
+   \]
+   \[
+   \text{Remaining bars after Thomas''s take} = 200 - 50 = 150
+   \]
+   \[
+   \text{Remaining bars after Thomas''s take and division} = \frac{150}{4} = 37.5 \quad \text{(since we can''t have a fraction of a bar)}
+   \]
+   Since we can''t have a fraction of a bar, this means that Thomas''s friends did not take any bars and the remaining bars are equally divided among them. Therefore, each of Thomas''s friends gets:
+   \[
+   \frac{150}{4} = 37.5 \text{ bars}
+   \]
+   Since there are 4 friends, the total number of bars each friend gets is:
+   \[
+   4 \times 37.5 = 150
+   \]
+
+3. **Thomas''s friend returns 5 bars to the box:**
+   \[
+   \text{Remaining bars after Thomas''s return} = 150 - 5 = 145
+   \]
+
+4. **Thomas''s sister Piper takes 5 fewer bars than those taken in total by Thomas and his friends so she can also share with her friends:**
+   \[
+   \text{Bars taken by Piper} = 5 + 5 = 10
+   \]
+   \[
+   \text{Remaining bars after Piper''s take} = 145 - 10 = 135
+   \]
+
+5. **Total number of bars left in the box:**
+   \[
+   \text{Total bars left} = 135
+   \]
+
+Let''s write the Python code to verify this solution.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Thomas and his 4 friends take 1/4 of','1/4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,1,'Let''s break down the problem step by step:
+
+1. **Initial number of bars**: The chocolate box contains 200 bars.
+2. **Thomas''s share**: Thomas takes \( \frac{1}{4} \) of the bars. So, Thomas gets \( \frac{200}{4} = 50 \) bars.
+3. **Bar left after Thomas**: After Thomas''s share, the number of bars left in the box is \( 200 - 50 = 150 \).
+4. **Thomas''s friend''s return**: Thomas''s friend returns 5 bars to the box. So, the number of bars left after Thomas''s friend''s return is \( 150 - 5 = 145 \).
+5. **Bar left after Thomas''s friend''s return**: The number of bars left after Thomas''s friend''s return is \( 145 - 5 = 140 \).
+6. **Peter''s share**: Piper takes 5 fewer bars than the total number of bars taken in total by Thomas and his friends. So, Piper takes \( 200 - (50 + 140) = 200 - 280 = -80 \). Since the number of bars must be non-negative, we need to take the absolute value of this. So, Piper takes 80 bars. So, the number of bars left after Piper''s share is \( 140 - 80 = 60 \).
+7. **Final number of bars left**: The final number of bars left in the box is \( 60 \).
+
+The final answer is \(\boxed{60}\).','60',0,'not_equivalent',356,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,2,'Let''s break down the problem step by step:
+
+1. **Calculate the number of chocolate bars taken by Thomas and his friends:**
+   \[
+   \text{Number of bars taken by Thomas and friends} = \frac{1}{4} \times 200 = 50
+   \]
+
+2. **Calculate the total number of chocolate bars taken by Thomas and friends and their friends:**
+   \[
+   \text{Total number of bars taken by Thomas and friends and their friends} = 50 + 4 = 54
+   \]
+
+3. **Calculate the number of bars taken by Thomas''s friends after returning 5 bars:**
+   \[
+   \text{Number of bars taken by Thomas''s friends after returning} = 54 - 5 = 59
+   \]
+
+4. **Calculate the number of bars taken by Piper after taking 5 fewer bars than the total taken by Thomas and friends and their friends:**
+   \[
+   \text{Number of bars taken by Piper} = 59 - 5 = 54
+   \]
+
+5. **Calculate the total number of bars left in the box:**
+   \[
+   \text{Total number of bars left in the box} = 200 - (59 + 54) = 200 - 113 = 87
+   \]
+
+So, the total number of bars left in the box is \(\boxed{87}\).','87',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate how many bars Thomas and his 4 friends take.
+2. Divide the taken bars equally between them.
+3. Subtract the returned bars from the divided total.
+4. Add the bars taken by Piper to the remaining total.
+
+Let''s break it down step by step:
+
+1. Thomas and his 4 friends take:
+\[ \frac{1}{4} \times 200 = 50 \text{ bars} \]
+
+2. Divide the taken bars equally between them:
+\[ \frac{50}{4} = 12.5 \text{ bars} \]
+
+Since we can''t have half a bar, we''ll round up to 13 bars.
+
+3. Subtract the returned bars from the divided total:
+\[ 50 - 5 = 45 \text{ bars} \]
+
+4. Add the bars taken by Piper to the remaining total:
+\[ 45 + 5 = 50 \text{ bars} \]
+
+So, the total number of bars left in the box is 50. Let''s confirm this with Python code.
+```python
+# Step 1: Calculate how many bars Thomas and his 4 friends take
+bars_taken = (1/4) * 200
+
+# Step 2: Divide the taken bars equally between them
+bars_divided = bars_taken // 4
+
+# Step 3: Subtract the returned bars from the divided total
+bars_taken_by_piper = bars_divided - 5
+
+# Step 4: Add the bars taken by Piper to the remaining total
+total_bars_left = bars_divided + bars_taken_by_piper
+
+print(total_bars_left)
+```
+```output
+50.0
+```
+The total number of bars left in the box is \(\boxed{50}\).','50',0,'not_equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,4,'To solve this problem, we need to follow these steps:
+
+1. Determine how many bars Thomas and his friends take.
+2. Calculate the number of bars each of Thomas''s friends gets after returning the bars.
+3. Sum the bars taken and the bars taken by Piper.
+4. Subtract the total number of bars taken and the bars taken by Piper from the total number of bars in the box to find the number of bars left.
+
+Let''s break it down step by step using Python code.
+```python
+# Initial number of bars in the box
+total_bars = 200
+
+# Number of bars taken by Thomas and his friends
+bars_taken_by_thomas_and_friends = total_bars // 4
+
+# Number of bars each of Thomas''s friends gets after returning the bars
+bars_taken_by_each_friend = bars_taken_by_thomas_and_friends - 5
+
+# Total number of bars taken by Thomas and his friends and Piper
+total_bars_taken_and_piper = bars_taken_by_thomas_and_friends + 5
+
+# Number of bars left in the box
+bars_left = total_bars - total_bars_taken_and_piper
+print(bars_left)
+```
+```output
+80
+```
+The total number of bars left in the box is \(\boxed{80}\).','80',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(139,5,'To solve this problem, we will break it down step by step. Let''s start with the initial number of bars in the box:
+
+\[ \text{Initial bars} = 200 \]
+
+Next, we take \( \frac{1}{4} \) of the bars and divide it equally among the four friends. The number of bars taken is:
+\[ \frac{1}{4} \times 200 = 50 \]
+
+Since there are four friends, the total number of bars taken is:
+\[ 50 \times 4 = 200 \]
+
+Now, Thomas''s friend doesn''t like chocolate bars very much and returns 5 of his bars to the box. The number of bars left after Thomas''s friend returns is:
+\[ 200 - 5 = 195 \]
+
+Next, Piper comes home and takes 5 fewer bars than those taken in total by Thomas and his friends. The total number of bars taken is:
+\[ 50 + 5 = 55 \]
+
+So, Piper''s number of bars taken is:
+\[ 55 \]
+
+Then, we need to find out how many bars are left after Piper takes them:
+\[ 195 - 55 = 140 \]
+
+Finally, we add the number of bars left to the initial number of bars to find the total number of bars left in the box:
+\[ 200 + 140 = 340 \]
+
+Therefore, the total number of bars left in the box is:
+\[ \boxed{340} \]','340',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,6,'Let''s break down the problem step by step:
+
+1. Thomas and his 4 friends take 1/4 of the bars.
+2. Thomas''s friend doesn''t like chocolate bars very much and returns 5 of his bars to the box.
+3. Piper comes home and takes 5 fewer bars than those taken in total by Thomas and his friends.
+
+First, we need to calculate how many bars Thomas''s friends take:
+\[
+\frac{1}{4} \times 200 = 50
+\]
+
+Next, we need to adjust this for the fact that Thomas''s friend returns 5 bars:
+\[
+50 - 5 = 45
+\]
+
+Now, Piper takes 5 fewer bars than those taken in total by Thomas and his friends:
+\[
+5 - 5 = 0
+\]
+
+So, the total number of bars left in the box is the original number of bars minus the number taken by Thomas''s friends and Piper:
+\[
+200 - 45 - 0 = 145
+\]
+
+Therefore, the total number of bars left in the box is \(\boxed{145}\).','145',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,7,'Let''s break down the problem step by step:
+
+1. **Calculate the number of bars taken by Thomas and his friends:**
+   \[
+   \frac{200}{4} = 50
+   \]
+   So, Thomas and his 4 friends take 50 bars.
+
+2. **Divide the bars equally among them:**
+   \[
+   \frac{50}{4} = 12.5
+   \]
+   Since we can''t take a fraction of a bar, we round up to the next whole number, which is 13.
+
+3. **Calculate the number of bars Thomas''s friend returns:**
+   \[
+   5 - 13 = -8
+   \]
+   Since we can''t take a negative number of bars, we set it to 0. Since Thomas''s friend doesn''t like chocolate bars very much and returns 5 of his bars, he doesn''t have any choices to take.
+
+4. **Calculate the number of bars Piper takes:**
+   \[
+   5 - 13 = -8
+   \]
+   Again, since we can''t take a negative number of bars, we set it to 0. Piper takes 5 fewer bars than those taken in total by Thomas and his friends.
+   \[
+   5 - 13 = -8
+   \]
+   Since we can''t take a negative number of bars, we set it to 0.
+
+5. **Calculate the total number of bars left in the box:**
+   \[
+   13 - 0 - 0 - 0 = 13
+   \]
+
+Therefore, the total number of bars left in the box is \(\boxed{13}\).','13',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,8,'To solve this problem, let''s break it down step by step:
+
+1. **Initial distribution of bars:**
+   - Thomas takes \(\frac{1}{4} \times 200 = 50\) bars.
+   - His friends take 40 - 50 = 90 bars.
+   - Thomas''s friend returns 5 of his bars to the box, so he returns 5 + 90 = 95 bars.
+   - The remaining bars in the box are \(200 - 50 - 90 - 95 = 40\).
+
+2. **Remaining bars after the return:**
+   - Thomas''s friend returns 5 bars, so he now has \(40 - 5 = 35\) bars.
+   - The remaining bars in the box are \(40 - 35 = 5\).
+
+3. **Piper''s return:**
+   - Piper takes 5 fewer bars than those taken in total, so she takes \(50 - 5 = 45\) bars.
+   - The remaining bars in the box are \(40 - 45 = -5\).
+
+Since the number of remaining bars should not be negative (as it represents the number of bars in a box), the only possible answer is that the remaining bars are 5.
+
+Let''s verify this with Python code.
+```python
+# Initial distribution of bars
+bars_taken_by_thomas = (1/4) * 200
+bars_taken_by_friends = 40 - bars_taken_by_thomas
+bars_taken_by_piper = 50 - (bars_taken_by_thomas + bars_taken_by_friends)
+remaining_bars = 200 - bars_taken_by_thomas - bars_taken_by_friends - bars_taken_by_piper
+
+# Remaining bars after the return
+remaining_bars_after_return = remaining_bars - 5
+print(remaining_bars_after_return)
+```
+```output
+5.0
+```
+The total number of bars left in the box is \(\boxed{5}\).','5',0,'not_equivalent',434,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,9,'Let''s break down the problem step by step:
+
+1. **Total number of bars in the box:** 200
+2. **Number of bars taken by Thomas and his friends:** \( \frac{1}{4} \times 200 = 50 \)
+3. **Number of bars taken by Thomas''s friend who doesn''t like chocolate bars:** 5
+4. **Number of bars taken by Piper:** \( 50 - 5 = 45 \)
+5. **Total number of bars left in the box:** \( 200 - (50 + 5 + 45) = 200 - 120 = 80 \)
+
+Now, let''s verify this with Python code.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Bars taken by Thomas and his friends
+bars_taken_by_thomas_and_friends = initial_bars / 4
+
+# Bars taken by Thomas''s friend who doesn''t like chocolate bars
+bars_taken_by_thomas_friend_not_like_chocolate = 5
+
+# Bars taken by Piper
+bars_taken_by_piper = bars_taken_by_thomas_and_friends - 5
+
+# Total number of bars left in the box
+total_bars_left = initial_bars - (bars_taken_by_thomas_and_friends + bars_taken_by_thomas_friend_not_like_chocolate + bars_taken_by_piper)
+print(total_bars_left)
+```
+```output
+80.0
+```
+The total number of bars left in the box is \(\boxed{80}\).','80',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,10,'Let''s break down the problem step by step and then use Python code to ensure the solution is accurate.
+
+1. Calculate the number of bars taken by Thomas and his 4 friends.
+2. Divide the taken bars equally among them.
+3. Subtract the bars Thomas''s friend returns (5).
+4. Subtract the bars taken by Piper (5 fewer than the total taken by Thomas and his friends, which is 10).
+5. Add the remaining bars to the box.
+
+Let''s implement this in Python:
+```python
+# Initial number of bars
+total_bars = 200
+
+# Number of bars taken by Thomas and his 4 friends
+bars_taken_by_thomas = total_bars / 4
+bars_taken_by_friends = bars_taken_by_thomas / 4
+
+# Bars Thomas''s friend returns
+bars_returned_by_thomas = 5
+
+# Bars taken by Piper
+bars_taken_by_piper = 5 - (bars_taken_by_friends + bars_returned_by_thomas)
+
+# Total bars taken by Thomas and his friends
+total_bars_taken = bars_taken_by_thomas + bars_taken_by_friends + bars_returned_by_thomas
+
+# Remaining bars in the box
+remaining_bars = total_bars - total_bars_taken
+print(remaining_bars)
+```
+```output
+165.0
+```
+The total number of bars left in the box is \(\boxed{165}\).','165',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,11,'To solve this problem, we need to follow these steps:
+
+1. Determine how many bars Thomas and his 4 friends take.
+2. Divide the total number of bars by 4 to find out how many bars are left.
+3. Determine how many bars Thomas''s friend returns to the box.
+4. Calculate how many bars Piper takes from the total.
+5. Sum up all the bars left and take out Piper''s bars.
+
+Here''s the step-by-step reasoning in Python:
+
+1. Thomas and his 4 friends take \( \frac{200}{4} = 50 \) bars.
+2. The total number of bars left is \( 200 - 50 = 150 \).
+3. Thomas''s friend returns 5 bars, so the total number of bars left is \( 150 - 5 = 145 \).
+4. Piper takes 5 fewer bars than those taken in total by Thomas and his friends, so she takes \( 50 - 5 = 45 \) bars.
+5. The total number of bars left is \( 145 + 45 = 190 \).
+
+Now, let''s confirm this with Python code.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Bars taken by Thomas and his 4 friends
+bars_taken = initial_bars // 4
+
+# Total number of bars left
+total_bars_left = initial_bars - bars_taken
+
+# Bars taken by Thomas''s friend
+bars_taken_by_friend = 5
+
+# Total number of bars left after Thomas''s friend returns
+total_bars_left_after_friends = total_bars_left - bars_taken_by_friend
+
+# Bars taken by Piper
+bars_taken_by_piper = bars_taken_by_friend - 5
+
+# Total number of bars left after Piper takes her bars
+total_bars_left_after_piper = total_bars_left_after_friends - bars_taken_by_piper
+
+print(total_bars_left_after_piper)
+```
+```output
+190
+```
+The total number of bars left in the box is \(\boxed{190}\).','190',0,'not_equivalent',450,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,12,'Let''s break down the problem step by step:
+
+1. **Calculate the number of bars taken by Thomas and his friends:**
+   - Thomas and his 4 friends take \(\frac{1}{4} \times 200\) bars.
+   - This can be calculated as follows:
+     \[
+     \text{Bars taken by Thomas and friends} = \frac{200}{4} = 50
+     \]
+
+2. **Determine the number of bars remaining after Thomas and his friends take their shares:**
+   - After Thomas and his friends take their shares, the number of bars left is:
+     \[
+     200 - 50 = 150
+     \]
+
+3. **Calculate the number of bars Thomas''s friend returns:**
+   - Thomas''s friend returns 5 of his bars to the box.
+   - This can be calculated as follows:
+     \[
+     \text{Bars returned} = 5
+     \]
+
+4. **Determine the number of bars remaining after Thomas''s friend returns their bars:**
+   - After Thomas''s friend returns their bars, the number of bars left is:
+     \[
+     150 - 5 = 145
+     \]
+
+5. **Calculate the number of bars Piper takes:**
+   - Piper takes 5 fewer bars than those taken in total by Thomas and his friends. So, she takes:
+     \[
+     50 - 5 = 45
+     \]
+
+6. **Determine the number of bars remaining after Piper takes her bars:**
+   - After Piper takes her bars, the number of bars left is:
+     \[
+     145 - 45 = 100
+     \]
+
+Therefore, the total number of bars left in the box is \(\boxed{100}\).','100',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,13,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Thomas and his 4 friends take \( \frac{1}{4} \) of the 200 bars. This can be calculated as \( \frac{200}{4} = 50 \) bars.
+2. Thomas''s friends don''t like chocolate bars very much, so they return 5 of his bars to the box. This means the number of bars left in the box after Thomas''s friends return is \( 200 - 50 = 150 \).
+3. Piper takes 5 fewer bars than those taken in total by Thomas and his friends, so she takes \( 50 - 5 = 45 \) bars. This means the number of bars left in the box after Piper takes her bars is \( 150 - 45 = 105 \).
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Initial number of bars
+initial_bars = 200
+
+# Number of bars taken by Thomas and his friends
+bars_taken = initial_bars / 4
+
+# Number of bars left in the box after Thomas''s friends return
+bars_left_after_return = initial_bars - bars_taken
+
+# Number of bars taken by Piper
+bars_taken_by_piper = bars_taken - 5
+
+# Number of bars left in the box after Piper takes her bars
+bars_left_after_piper = bars_left_after_return - bars_taken_by_piper
+
+print(bars_left_after_piper)
+```
+```output
+105.0
+```
+The total number of bars left in the box is \(\boxed{105}\).','105',0,'not_equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,14,'To determine the total number of bars left in the box, we need to follow these steps:
+
+1. Calculate the number of bars Thomas and his 4 friends take.
+2. Divide the taken bars equally among them.
+3. Add the bars taken by Thomas and Piper to the total.
+4. Subtract the bars taken by Piper from the total.
+5. Output the final number of bars left in the box.
+
+Let''s go through each step in detail:
+
+1. Thomas and his 4 friends take \(\frac{1}{4}\) of the 200 bars:
+   \[
+   \frac{1}{4} \times 200 = 50
+   \]
+   So, Thomas and his 4 friends take 50 bars.
+
+2. Divide the taken 50 bars equally among them. Since there are 4 friends, we divide 50 by 4:
+   \[
+   \frac{50}{4} = 12.5
+   \]
+   Since we can''t have a fraction of a bar, we assume that the bars were divided equally among 4 friends, and each friend takes 12.5 bars:
+   \[
+   12.5 \times 4 = 50
+   \]
+   So, each friend takes 50 bars.
+
+3. Add the bars taken by Thomas and Piper to the total:
+   \[
+   50 + 50 = 100
+   \]
+   So, the total number of bars left in the box is 100.
+
+4. Subtract the bars taken by Piper from the total:
+   \[
+   100 - 5 = 95
+   \]
+   So, the total number of bars left in the box is 95.
+
+Therefore, the total number of bars left in the box is \(\boxed{95}\).','95',0,'not_equivalent',398,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,15,'To solve the problem, we will break it down step by step:
+
+1. First, we calculate the number of bars taken by Thomas and his 4 friends. This is given as \( \frac{1}{4} \) of the total bars in the box, which is \( \frac{200}{4} = 50 \) bars.
+2. Thomas and his friends divide these 50 bars equally among them. Since there are 5 friends, the number of bars each person takes is \( \frac{50}{5} = 10 \) bars.
+3. One of Thomas''s friends doesn''t like chocolate bars very much and returns 5 of his bars to the box. So, the number of bars left for Thomas is \( 50 - 5 = 45 \).
+4. Later, his sister Piper comes home and takes 5 fewer bars than those taken in total by Thomas and his friends. This is \( 50 - (10 + 5) = 40 \) bars.
+5. The total number of bars left in the box is the sum of the bars left for Thomas and Piper, which is \( 45 + 40 = 85 \).
+
+Therefore, the total number of bars left in the box is \( \boxed{85} \).','85',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,0,'Let''s solve this problem step by step.
+
+1. Determine the number of days Hazel can miss without having to take her exams.
+2. Subtract the number of days Hazel missed from the total number of school days to find out how many more days she can miss and still not have to take her exams.
+
+First, we calculate the number of days Hazel can miss without having to take her exams. The senior can skip their final exams if they miss 5% or less of the school year. Since Hazel has missed 6 days of school, she can miss 5% of the school year. The number of days she can miss is \(0.05 \times 180\).
+
+Next, we subtract the number of days Hazel missed from the total number of school days to find out how many more days she can miss and still not have to take her exams. The total number of days in a school year is 180, and Hazel has missed 6 days of school. So, the number of days she can miss and still not have to take her exams is \(180 - 6\).
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total number of school days
+total_days = 180
+
+# Days Hazel missed due to illness
+missed_days = 6
+
+# Calculate the number of days Hazel can miss without having to take her exams
+missed_days_without_exam = 0.05 * total_days
+
+# Calculate the number of days Hazel can miss and still not have to take her exams
+missed_days_with_exam = total_days - missed_days_without_exam
+
+print(missed_days_with_exam)
+```
+```output
+174.0
+```
+Hazel can miss \(\boxed{174}\) more days and still not have to take her exams.','174',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,1,'To determine how many more days Hazel can miss and still not have to take her exams, we can follow these steps:
+
+1. Calculate the number of days Hazel has to miss if she misses 5% or less of the school year.
+2. Subtract the number of days Hazel has already missed from the total number of school days to find out how many days she can still miss.
+
+Let''s start with step 1. Hazel has missed 6 days of school due to illness. So, the number of days she needs to miss is:
+\[ 60\% \text{ of } 180 = 0.60 \times 180 = 108 \text{ days} \]
+
+Now, let''s move to step 2. Subtract the number of days Hazel has already missed from the total number of school days:
+\[ 180 - 108 = 72 \text{ days} \]
+
+Therefore, Hazel can miss \(\boxed{72}\) more days and still not have to take her exams.','72',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,2,'To solve the problem, we need to determine how many more days Hazel can miss while still not having to take her exams due to the 5% rule. Here are the steps we will follow:
+
+1. Calculate the number of days Hazel can miss without exceeding the 5% rule.
+2. Subtract the number of days Hazel can miss from the total number of days in a school year.
+
+**Step 1: Calculate the number of days Hazel can miss without exceeding the 5% rule.**
+
+Hazel has missed 6 days of school due to illness. The 5% rule means she cannot miss more than 5% of the school year. We calculate 5% of the total number of days in a school year:
+\[
+0.05 \times 180 = 9
+\]
+So, Hazel can miss 9 days without exceeding the 5% rule.
+
+**Step 2: Subtract the number of days Hazel can miss from the total number of days in a school year.**
+
+The total number of days in a school year is 180. Subtracting 9 days from 180 gives:
+\[
+180 - 9 = 171
+\]
+Therefore, Hazel can miss \(\boxed{171}\) more days and still not have to take her exams due to the 5% rule.','171',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,3,'Let''s break down the problem step by step.
+
+1. First, we need to determine the number of days Hazel has left to miss school due to illness. Since Hazel missed 6 days of school, she has \(180 - 6 = 174\) days left to miss school.
+2. Next, we need to calculate how many more days Hazel can miss due to illness. Since Hazel has 174 days left to miss school and she missed 5% of the school year, we calculate 5% of 174 and then add that to the number of days she missed. This can be done as follows:
+   \[
+   0.05 \times 174 = 8.7 \text{ days}
+   \]
+   Adding this to the number of days she missed, we get:
+   \[
+   6 + 8.7 = 14.7 \text{ days}
+   \]
+3. Since Hazel cannot miss more than 14 days of school, she can miss the remaining days by taking her exams. Therefore, the number of days she can miss and still not have to take her exams is \(\boxed{14}\).','14',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,4,'Let''s break down the problem step by step:
+
+1. Calculate the number of days Hazel''s senior will miss if they miss 5% or less of the school year.
+2. Add the number of days Hazel missed to the number of days she has already missed to find out how many more days she can miss.
+
+Here''s the step-by-step solution in Python:
+```python
+# Total number of days in a school year
+total_days = 180
+
+# Number of days Hazel has missed
+missed_days = 6
+
+# Calculate the number of days Hazel will miss if they miss 5% or less of the school year
+missed_days_percentage = 0.05
+
+# The number of days Hazel will miss
+missed_days_percentage_value = missed_days_percentage * total_days
+missed_days_value = round(missed_days_percentage_value)
+
+# The number of days Hazel has already missed
+already_missed_days = missed_days
+
+# Calculate the total number of days Hazel can miss without having to take her exams
+total_days_with_exams = total_days - already_missed_days - missed_days_value
+
+print(total_days_with_exams)
+```
+```output
+65
+```
+After calculating, Hazel can miss 65 more days without having to take her exams.
+
+So, the final answer is \(\boxed{65}\).','65',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,5,'To determine how many more days Hazel can miss and still not have to take her exams, we need to follow these steps:
+
+1. Calculate the number of days Hazel can miss if she misses 5% or less of the school year.
+2. Subtract the number of days Hazel has missed from the total number of school days.
+
+First, we calculate the number of days Hazel can miss if she misses 5% or less of the school year. This can be done by multiplying the total number of school days by 0.05:
+\[ 180 \times 0.05 = 9 \text{ days} \]
+
+Next, we subtract the number of days Hazel has missed from the total number of school days:
+\[ 180 - 9 = 171 \text{ days} \]
+
+Therefore, Hazel can miss \(\boxed{171}\) more days and still not have to take her exams.','171',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,6,'To determine how many more days Hazel can miss and still not have to take her exams, we need to follow these steps:
+
+1. Calculate the number of days Hazel can miss if she misses 5% or less of the school year.
+2. Subtract the number of days Hazel has already missed from the number of days she can miss.
+
+First, we calculate 5% of 180 days:
+\[
+5\% \text{ of } 180 = \frac{5}{100} \times 180 = 0.05 \times 180 = 9
+\]
+So, Hazel can miss 9 days if she misses 5% or less of the school year. Since Hazel has already missed 6 days, we subtract 9 from 6:
+\[
+9 - 6 = 3
+\]
+Therefore, Hazel can miss an additional \(\boxed{3}\) days and still not have to take her exams.','3',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,7,'To solve this problem, we need to determine how many more days Hazel can miss and still not have to take her exams if she misses less than 5% of the school year. Here''s the step-by-step reasoning:
+
+1. Calculate the number of days Hazel missed.
+2. Determine if Hazel can still miss them if she has missed less than 5% of the school year.
+3. If Hazel can miss them, calculate the additional days she can miss and still not have to take her exams.
+
+Let''s break it down in Python code.
+```python
+# Total number of days in a school year
+total_days = 180
+
+# Number of days Hazel has missed
+missed_days = 6
+
+# Calculate the number of days Hazel missed if she has missed less than 5% of the school year
+# 5% of the school year is 0.05 * total_days
+missed_days_if_less_than_5_percent = 0.05 * total_days
+
+# Determine if Hazel can still miss them
+if missed_days_if_less_than_5_percent <= missed_days:
+    # Calculate the additional days Hazel can miss and still not have to take her exams
+    additional_days = missed_days - missed_days_if_less_than_5_percent
+    print(additional_days)
+else:
+    print("Hazel cannot miss more than 5% of the school year.")
+```
+```output
+119.0
+```
+Hazel can miss \(\boxed{119}\) more days and still not have to take her exams.','119',0,'not_equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,8,'Let''s start by determining how many more days Hazel can miss without having to take her exams. We know that Hazel missed 6 days of school due to illness. We are also told that a senior can skip their final exams if they miss 5% or less of the school year. This means that the senior must have missed more than 5% of the school year to have to take their exams.
+
+First, we calculate 5% of 180 days:
+\[
+0.05 \times 180 = 9
+\]
+Since Hazel missed 9 days, she can miss:
+\[
+180 - 9 = 171
+\]
+days without having to take her exams.
+
+Next, we need to determine how many more days Hazel can miss to still not have to take her exams. Since Hazel can miss 171 days and she has already missed 6 days, she can still miss:
+\[
+171 - 6 = 165
+\]
+days without having to take her exams.
+
+Therefore, the number of more days Hazel can miss and still not have to take her exams is \(\boxed{165}\).','165',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,9,'Let''s break down the problem step-by-step:
+
+1. Calculate the total number of days Hazel can miss while still not having to take her exams.
+2. Determine how many days Hazel missed due to illness.
+3. Subtract the number of days Hazel missed due to illness from the total number of days she can miss.
+
+Let''s start by calculating the total number of days Hazel can miss while still not having to take her exams. Since Hazel missed 6 days of school due to illness, she can miss a total of \(180 - 6 = 174\) days.
+
+Next, we need to determine how many days Hazel missed due to illness. Since Hazel missed 6 days of school due to illness, she can miss a total of \(6\) days.
+
+Now, we subtract the number of days Hazel missed due to illness from the total number of days she can miss. This gives us \(174 - 6 = 168\).
+
+Therefore, Hazel can miss and still not have to take her exams \(\boxed{168}\) more days.','168',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(140,10,'Let''s break down the problem step by step:
+
+1. Calculate the total number of days Hazel has missed due to illness.
+2. Determine how many days Hazel can miss without having to take her exams.
+3. Calculate how many days Hazel can miss to still not have to take her exams.
+
+First, let''s calculate the total number of days Hazel has missed due to illness. Hazel has missed 6 days of school due to illness, and each day has 2 days missed, so the total number of days missed is:
+\[ 6 \text{ days} \times 2 \text{ days/day} = 12 \text{ days} \]
+
+Next, we determine how many days Hazel can miss without having to take her exams. Since Hazel has 180 days in a school year and has already missed 12 days, the number of days she can miss is:
+\[ 180 \text{ days} - 12 \text{ days} = 168 \text{ days} \]
+
+Finally, we calculate how many days Hazel can miss to still not have to take her exams. Since Hazel can miss up to 5% of the school year, we first calculate 5% of 180 days:
+\[ 0.05 \times 180 = 9 \text{ days} \]
+Then, we subtract this number from the number of days she can miss:
+\[ 168 \text{ days} - 9 \text{ days} = 159 \text{ days} \]
+
+Therefore, Hazel can miss \(\boxed{159}\) more days to still not have to take her exams.','159',0,'not_equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,11,'Let''s break down the problem step by step.
+
+1. First, we need to calculate the number of days Hazel will miss school if she misses 5% or less of the school year. Since there are 180 days in a school year, we can calculate 5% of 180 as follows:
+\[ 0.05 \times 180 = 9 \]
+So, Hazel will miss 9 days of school.
+
+2. Next, we need to find out how many days Hazel has already missed and how many she still has to miss. Hazel has missed 6 days of school, so she has already missed \(6 - 9 = -3\) days.
+3. To determine how many more days Hazel can miss, we need to add the number of days she has already missed to the number of days she has left to miss:
+\[ -3 + 9 = 6 \]
+
+Therefore, Hazel can miss 6 more days of school, still not having to take her exams. The final answer is \(\boxed{6}\).','6',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,12,'To solve this problem, we''ll follow these steps:
+
+1. Determine how many days Hazel can miss and still not have to take her exams.
+2. Calculate how many days she has already missed due to illness.
+3. Subtract the number of days Hazel has already missed from the total number of school days.
+
+Let''s break it down step by step:
+
+1. Hazel has already missed 6 days of school due to illness. She has 180 days in a school year.
+   \[
+   \text{Days Hazel can miss} = 180 - 6 = 174
+   \]
+
+2. Hazel has missed 6 days of school due to illness, and she has already missed a certain number of days. Let''s denote this number by \(x\). Therefore, the total number of days Hazel has missed is \(6 + x\).
+   \[
+   \text{Total days Hazel has missed} = 174 + x
+   \]
+
+3. Hazel has 180 days in a school year, and she has already missed a certain number of days. Let''s denote this number by \(y\). Therefore, the total number of days Hazel has missed is \(180 + y\).
+   \[
+   \text{Total days Hazel has missed} = 180 + y
+   \]
+
+4. According to the problem, Hazel can miss their final exams if she misses 5% or less of the school year. We can set up the following inequality:
+   \[
+   0.05 \times 180 + x \leq 180
+   \]
+   Simplifying the left side:
+   \[
+   9 + x \leq 180
+   \]
+   Subtracting 9 from both sides:
+   \[
+   x \leq 71
+   \]
+
+5. Since Hazel has already missed 6 days of school due to illness, and she can miss up to 71 days, the number of days she can miss and still not have to take her exams is:
+   \[
+   174 - 6 = 168
+   \]
+
+Therefore, the final answer is \(\boxed{168}\).','168',0,'not_equivalent',473,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,13,'To determine how many more days Hazel can miss and still not have to take her exams, we can follow these steps:
+
+1. Calculate the number of days Hazel has missed due to illness.
+2. Determine the maximum number of days Hazel can miss without missing more than 5% of the school year.
+
+First, we calculate the number of days Hazel has missed due to illness. Hazel missed 6 days of school due to illness. This means she missed \(6 \times 0.05 = 3\) days of school. To find out how many more days she can miss without missing more than 5% of the school year, we calculate \(180 - 3 = 177\) days.
+
+Next, we need to determine the maximum number of days Hazel can miss without missing more than 5% of the school year. Since she has already missed 3 days, the maximum number of days she can miss is \(180 - 3 = 177\). This means Hazel can miss no more than 5% of the school year.
+
+Therefore, the number of more days Hazel can miss and still not have to take her exams is \(\boxed{0}\).','0',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,14,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of days Hazel can miss without taking her exams due to illness.
+2. Determine how many days Hazel can miss to take her exams.
+3. Find the difference between the number of days Hazel can miss without taking her exams and the number of days she can miss to take her exams.
+
+Let''s break this down step by step:
+
+1. Calculate the number of days Hazel can miss without taking her exams due to illness:
+\[ \text{Days to miss} = 180 - 6 \]
+
+2. Determine how many days Hazel can miss to take her exams:
+\[ \text{Days to take exams} = 180 \]
+
+3. Find the difference between the number of days Hazel can miss without taking her exams and the number of days she can miss to take her exams:
+\[ \text{Difference} = \text{Days to miss} - \text{Days to take exams} \]
+
+Now, let''s implement this in Python to get the accurate result.
+```python
+# Given data
+total_days = 180
+days_missed = 6
+
+# Calculate the number of days Hazel can miss without taking her exams due to illness
+days_to_miss = total_days - days_missed
+
+# Calculate the number of days Hazel can miss to take her exams
+days_to_take_exams = total_days
+
+# Calculate the difference
+difference = days_to_miss - days_to_take_exams
+print(difference)
+```
+```output
+144
+```
+After calculating, we find that Hazel can miss \(\boxed{144}\) more days to take her exams.','144',0,'not_equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,15,'To solve this problem, we need to determine how many days Hazel can miss and still not have to take her exams. Here''s the step-by-step reasoning:
+
+1. Calculate the number of days Hazel can miss without missing more than 5% of the school year.
+2. Determine how many days Hazel has already missed.
+3. Subtract the number of days Hazel has already missed from the maximum days she can miss without missing more than 5%.
+
+Let''s go through this step-by-step with Python code.
+```python
+# Given values
+total_school_days = 180
+missed_days = 6
+percentage_missed = 5 / 100
+
+# Calculate the maximum days Hazel can miss without missing more than 5%
+max_missed_days = max(0, total_school_days * (1 - percentage_missed))
+
+# Calculate the number of days Hazel has already missed
+days_missed = missed_days
+
+# Calculate the number of days Hazel can miss and still not have to take her exams
+remaining_days = max_missed_days - days_missed
+print(remaining_days)
+```
+```output
+30.0
+```
+After calculating, Hazel can miss \(\boxed{30}\) more days and still not have to take her exams.','30',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.79619888488999342917e+09,1.79620103311560273167e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',23,2.14744660876699890649e+03,2.14744569257299917799e+03);
 INSERT INTO "sessions" VALUES(2,1.79621726692407107355e+09,1.79621836691814827915e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',10,1.09872731265400216211e+03,1.09872583812200173272e+03);
 INSERT INTO "sessions" VALUES(3,1.7962524162180757523e+09,1.79625273764532709117e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','interrupted',2,3.02665840505000232956e+02,3.02653134796999438542e+02);
-INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79625459172026705743e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',102,1.83785475615700124758e+03,1.83785313131199836787e+03);
+INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79625536150071477893e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',105,2.60763476723100029626e+03,2.60763314259499929897e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -34784,5 +37151,20 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_trai
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-2898',0,137,'4.1667',0.13925,0,1000,1,140.0,30.0,1576.0,0.0,1.0601035083574970486e+02,2.1196238376600786133e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-2898',0,137,'2.1667',2.31958333333333321935e-01,0,1000,1,140.0,30.0,3152.0,0.0,2.12020701671499409721e+02,4.10095667760805224601e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-2898',0,137,'2',3.33333333333333314829e-01,1,1,0,140.0,30.0,6304.0,0.0,4.24041403342998819443e+02,8063622357504.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-3267',0,138,'56',0.125,0,16,1,105.0,30.0,238.75,0.0,2.16998525760623124365e+01,3.93907221364005126961e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-3267',0,138,'\text{number of blue candles}',0.125,0,120,1,105.0,30.0,477.5,0.0,4.33997051521246248731e+01,6.93653353955738159178e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-3267',0,138,'56',0.15025,0,1000,1,105.0,30.0,955.0,0.0,8.67994103042492497462e+01,1.29314561913920410154e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-3267',0,138,'140',0.269125,0,1000,1,105.0,30.0,1910.0,0.0,1.73598820608498499501e+02,2.49213014950613623039e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-3267',0,138,'38',0.5,1,1,0,105.0,30.0,3820.0,0.0,347.197641216997,4890099210240.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-3155',0,139,'1/4',0.0,0,16,1,135.0,30.0,358.1875,0.0,2.54778507696248652787e+01,5.8217087764128857422e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-3155',0,139,'60',0.0,0,120,1,135.0,30.0,716.375,0.0,5.09557015392497305575e+01,1.03236940682253601074e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-3155',0,139,'60',0.0,0,1000,1,135.0,30.0,1432.75,0.0,1.01911403078499461115e+02,1.93276646518503076171e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-3155',0,139,'1/4',0.0,0,1000,1,135.0,30.0,2865.5,0.0,2.0382280615699892223e+02,3.73356058191002050791e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-3155',0,139,'80',0.0,0,1,0,135.0,30.0,5731.0,0.0,4.0764561231399784446e+02,7335148815360.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-3317',0,140,'174',0.0625,0,16,1,98.0,30.0,282.75,0.0,2.64090821288125425785e+01,4.40522160660961730957e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-3317',0,140,'174',0.0625,0,120,1,98.0,30.0,565.5,0.0,5.2818164257625085157e+01,7.95640167580097656258e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-3317',0,140,'174',0.057,0,1000,1,98.0,30.0,1131.0,0.0,1.05636328515250170316e+02,1.50587618141836938477e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-3317',0,140,'171',0.03925,0,1000,1,98.0,30.0,2262.0,0.0,2.11272657030500340632e+02,2.92634820909491308593e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-3317',0,140,'168',0.0,0,1,0,98.0,30.0,4524.0,0.0,4.22545314061000681265e+02,5767292264448.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
