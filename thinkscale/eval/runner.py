@@ -21,8 +21,9 @@ chains (self-consistency and best-of-N at 16 draw identical 16 chains). Each job
 (``chains`` table); a later job's generate request is served from chains of jobs already committed, matched
 exactly by ``thinkscale.eval.chains`` (prompt, sampling knobs, seed and each chain's place in the draw; logprob
 requests always go to the model), and only what is not stored is generated. So that the sharing happens, jobs are
-ordered model by model with the prefix-consistent strategies that draw all their chains in one request (run once at
-the largest budget) first, in config order, then the others, each largest budget first. A job in flight is never
+ordered model by model: greedy first (its temperature-0 chain matches no sampled request, and a partial sweep then
+has every problem's baseline), then the prefix-consistent strategies that draw all their chains in one request (run
+once at the largest budget), in config order, then the others, each largest budget first. A job in flight is never
 read from: with several workers, a job that starts before its provider is committed draws its chains itself.
 
 Cost accounting with sharing. A job's ledger (tokens, calls, FLOPs, ``backend_seconds``) charges every chain it
@@ -474,7 +475,10 @@ class SweepSummary:
 
 def plan_jobs(cfg: SweepConfig, ds: Dataset, plans: list[StrategyPlan]) -> list[Job]:
     """Every job, in the order that lets later jobs be served chains earlier ones drew (see the module doc)."""
-    ordered = [p for p in plans if p.reuse] + [p for p in plans if not p.reuse]
+    # greedy first: its temperature-0 chain matches no sampled request, so this moves no sharing, and a partial
+    # sweep then holds the baseline of every problem (what `fit-policy --greedy-first` replays)
+    ordered = ([p for p in plans if p.name == "greedy"] + [p for p in plans if p.reuse and p.name != "greedy"]
+               + [p for p in plans if not p.reuse and p.name != "greedy"])
     return [Job(model, plan, ep, seed, b) for model in cfg.models for plan in ordered for seed in cfg.sample_seeds
             for ep in ds.problems for b in reversed(plan.job_budgets())]
 
