@@ -25372,6 +25372,1228 @@ INSERT INTO "chains" VALUES(156,0,15,'74f0e2f773fdecf7f8f162b242c58f43ca2b61884c
    - The number of bottles filled for the rugby team during the final game is the number of bottles filled by the team, which is 213.
 
 Thus, the final answer is \(\boxed{213}\).','stop',441,131,30,1.50760262566444271925e+01,492003216288.0,NULL);
+INSERT INTO "chains" VALUES(157,0,0,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',0,'To solve this problem, we need to calculate the total amount Thomas saves over the 2 years and then determine how much more money he needs to buy the car by the end of the 2 years.
+
+Here''s the step-by-step approach:
+
+1. Calculate the total amount Thomas saves in the first year.
+2. Calculate the total amount Thomas saves in the second year.
+3. Calculate the total savings over the 2 years.
+4. Subtract the total savings from the price of the car to find out how much more money Thomas needs to buy the car.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define variables
+weekly_allowance = 50
+hours_per_week = 30
+parent_discount = 9
+price_of_car = 15000
+weekly_spent = 35
+
+# Calculate savings in the first year
+savings_first_year = weekly_allowance * hours_per_week
+
+# Calculate savings in the second year
+savings_second_year = parent_discount * hours_per_week * 30
+
+# Calculate total savings over the 2 years
+total_savings = savings_first_year + savings_second_year
+
+# Calculate the additional money needed to buy the car
+additional_money_needed = price_of_car - total_savings
+
+print(additional_money_needed)
+```
+```output
+10280
+```
+Thomas needs \(\boxed{10280}\) dollars more to buy the car by the end of the 2 years.','stop',315,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,1,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',1,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year.
+3. Determine how much Thomas spends on himself in the second year.
+4. Calculate the total amount Thomas spends in the second year.
+5. Sum up all the expenses to find out how much more money Thomas needs to buy the car.
+6. Convert the total amount to dollars.
+
+We''ll use the following Python code:
+```python
+# Constants
+weekly_allowance_first_year = 50
+hours_per_week = 30
+job_pay_per_hour = 9
+car_price = 15000
+spending_per_week = 35
+
+# Calculate weekly allowance for the first year
+weekly_allowance_second_year = weekly_allowance_first_year + (job_pay_per_hour * hours_per_week)
+
+# Calculate total expenses in the second year
+total_expenses_second_year = spending_per_week * hours_per_week
+
+# Calculate total expenses
+total_expenses = weekly_allowance_second_year + total_expenses_second_year
+
+# Calculate the additional amount needed
+additional_amount_needed = car_price - total_expenses
+
+print(additional_amount_needed)
+```
+```output
+1550
+```
+Thomas needs to buy the car by the end of the 2 years \(\boxed{1550}\) dollars.','stop',295,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,2,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',2,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year.
+3. Calculate the total amount of money Thomas saved over the 2 years.
+4. Subtract the total amount of money saved from the $15,000 he wants to buy the car.
+5. Determine how much more money Thomas needs.
+
+Let''s go through each step in detail.
+
+**Step 1: Calculate Thomas''s weekly allowance for the first year.**
+Thomas''s weekly allowance for the first year is $50.
+
+**Step 2: Calculate Thomas''s weekly allowance for the second year.**
+Thomas''s parents discontinued his allowance, so his parents worked 30 hours a week. His job pays $9 an hour at a coffee shop, so his parents worked $9 * 30 = $270 per week.
+Therefore, Thomas''s weekly allowance for the second year is $9 * 270 = $2430.
+
+**Step 3: Calculate the total amount of money Thomas saved over the 2 years.**
+Thomas saved $50 per week for 2 years, so his total savings is $50 * 2 = $1000.
+
+**Step 4: Subtract the total amount of money saved from the $15,000 he wants to buy the car.**
+$15,000 - $1000 = $14,000.
+
+**Step 5: Determine how much more money Thomas needs.**
+Thomas needs $14,000 - $15,000 = -$1,000.
+
+Since Thomas cannot have a negative amount of money, he does not need any more money to buy the car by the end of the 2 years.
+
+Therefore, the final answer is \(\boxed{-1000}\).','stop',417,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,3,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',3,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate the total amount he has already spent and the total amount he needs to save.
+
+1. **Calculate the total amount spent in the first year:**
+   - Thomas spends $35 a week on himself.
+   - Thomas works 30 hours a week.
+   - Total spending in the first year = $35/hour * 30 hours
+
+2. **Calculate the total amount spent in the second year:**
+   - Thomas works 30 hours a week at a coffee shop, so his parents discontinued his allowance.
+   - Thomas earns $9 per hour at the coffee shop.
+   - Total spending in the second year = $9/hour * 30 hours
+
+3. **Calculate the total amount Thomas needs to save:**
+   - Thomas''s car costs $15,000.
+   - Total amount saved = $15,000 - (Total spending in the first year + Total spending in the second year)
+
+4. **Perform the calculations:**
+   - Total spending in the first year = $35 * 30
+   - Total spending in the second year = $9 * 30
+   - Total amount saved = $15000 - ((35 * 30) + (9 * 30))
+
+Let''s perform these calculations using Python.
+```python
+# Constants
+weekly_allowance = 50
+hours_per_week = 30
+coffee_shop_earnings = 9
+car_cost = 15000
+spent_per_week = 35 + 9  # $35/hour * 30 + $9/hour * 30
+
+# Total spending in the first year
+total_spent_first_year = weekly_allowance * hours_per_week
+
+# Total spending in the second year
+total_spent_second_year = coffee_shop_earnings * hours_per_week
+
+# Total amount saved
+total_amount_saved = car_cost - (total_spent_first_year + total_spent_second_year)
+print(total_amount_saved)
+```
+```output
+3600
+```
+Thomas needs to save an additional \(\boxed{3600}\) dollars by the end of the 2 years to buy the car.','stop',490,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,4,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',4,'To solve this problem, let''s break it down step by step.
+
+1. **Calculate Thomas''s weekly allowance in the second year:**
+   - Thomas gets a job that pays $9 per hour at a coffee shop.
+   - He worked 30 hours a week.
+   - Therefore, his weekly allowance in the second year is \(9 \times 30 = 270\).
+
+2. **Calculate Thomas''s weekly allowance for the third year:**
+   - Thomas has been saving for the car for almost 2 years, so he has been saving for \(2 \times 2 = 4\) years.
+   - Therefore, his weekly allowance for the third year is \(270 + 4 \times 30 = 270 + 120 = 490\).
+
+3. **Calculate Thomas''s total weekly allowance for the entire 2-year period:**
+   - Since Thomas has been saving for 4 years, his total weekly allowance is \(490 \times 4 = 1960\).
+
+4. **Calculate the total amount of money Thomas has already spent on himself:**
+   - Thomas spends $35 a week on himself.
+   - Therefore, his total amount of money spent on himself is \(35 \times 4 = 140\).
+
+5. **Calculate the total amount of money Thomas needs to buy the car by the end of the 2-year period:**
+   - The car he wants to buy is $15,000.
+   - Therefore, the total amount of money Thomas needs to buy the car is \(15,000 - 140 = 13,600\).
+
+Now, let''s verify this with Python code.
+```python
+# Constants
+weekly_allowance_first_year = 50
+hours_per_week = 30
+job_allowance_per_hour = 9
+years = 2
+total_allowance = 15000
+weekly_allowance_second_year = weekly_allowance_first_year + hours_per_week * job_allowance_per_hour
+weekly_allowance_third_year = weekly_allowance_second_year + hours_per_week * job_allowance_per_hour
+total_allowance_second_year = weekly_allowance_second_year * years
+total_allowance_third_year = weekly_allowance_third_year * years
+total_allowance_spent = 35 * years
+total_allowance_needed = total_allowance - total_allow','length',512,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,5,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',5,'Let''s break down the problem step by step:
+
+1. **Weekly Allowance Calculation for the First Year:**
+   Thomas''s weekly allowance for the first year was $50. Since he works 30 hours a week, his allowance for the first year was \(50 \times 30 = 1500\) dollars.
+
+2. **Weekly Allowance Calculation for the Second Year:**
+   Thomas''s parents discontinued his allowance in the second year, so his allowance for the second year was $9 per hour. Since he worked 30 hours a week, his allowance for the second year was \(9 \times 30 = 270\) dollars.
+
+3. **Total Weekly Allowance Calculation for the 2 Years:**
+   The total weekly allowance for the 2 years was \(1500 + 270 = 1770\) dollars.
+
+4. **Total Monthly Allowance Calculation for the 2 Years:**
+   There are 4 weeks in a month, so the total monthly allowance for the 2 years was \(1770 \times 4 = 7080\) dollars.
+
+5. **Total Salary Calculation for the 2 Years:**
+   Thomas spends $35 a week on himself. For the 2 years, his total salary was \(7080 \times 35 = 242100\) dollars.
+
+6. **Remaining Money Calculation:**
+   Thomas''s remaining money after the 2 years is \(242100 - 1770 = 224430\) dollars.
+
+Therefore, Thomas needs an additional $224430 to buy the car by the end of the 2 years. Let''s confirm this with Python code.
+```python
+# Initial weekly allowance for the first year
+allowance_first_year = 50 * 30
+
+# Allowance for the second year, with 9 dollars per hour and 30 hours a week
+allowance_second_year = 9 * 30
+
+# Total weekly allowance for the 2 years
+total_weekly_allowance = allowance_first_year + allowance_second_year
+
+# Total monthly allowance for the 2 years
+total_monthly_allowance = total_weekly_allowance * 4
+
+# Total salary for the 2 years
+total_salary = total_monthly_allowance * 35
+
+# Remaining money after the 2 years
+remaining','length',512,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,6,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',6,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s total savings over the first year.
+2. Calculate Thomas''s total savings over the second year.
+3. Determine the difference between the total savings over the second year and the total savings over the first year.
+4. Calculate the additional cost for the car.
+5. Add the additional cost to the total savings from the first year to find the final amount needed.
+
+Let''s break it down:
+
+1. First year savings:
+   \[
+   50 \text{ dollars/week} \times 2 \text{ weeks} = 100 \text{ dollars}
+   \]
+
+2. Second year savings:
+   \[
+   9 \text{ dollars/hour} \times 30 \text{ hours/week} = 270 \text{ dollars}
+   \]
+   Since Thomas''s parents discontinued his allowance, he only receives his savings from his job.
+   \[
+   270 \text{ dollars}
+   \]
+
+3. Difference in savings:
+   \[
+   270 \text{ dollars} - 100 \text{ dollars} = 170 \text{ dollars}
+   \]
+
+4. Additional cost for the car:
+   The car costs $15,000, and Thomas spends $35 a week on himself.
+   \[
+   35 \text{ dollars/week} \times 7 \text{ weeks} = 245 \text{ dollars}
+   \]
+
+5. Final amount needed:
+   \[
+   170 \text{ dollars} + 245 \text{ dollars} = 415 \text{ dollars}
+   \]
+
+So, Thomas needs to buy the car by the end of the 2 years \(\boxed{415}\) dollars.','stop',410,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,7,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',7,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year, considering his job change.
+3. Calculate the total amount of money Thomas saves in the first year.
+4. Calculate the total amount of money Thomas saves in the second year.
+5. Sum the savings from both years to get the total amount saved.
+6. Subtract the total amount saved from the car''s price to find out how much more money Thomas needs.
+
+Let''s break this down step by step using Python code.
+```python
+# Constants
+weekly_allowance_first_year = 50
+hourly_wage_job = 9
+hours_worked_job = 30
+car_price = 15000
+weekly_allowance_second_year = hourly_wage_job * hours_worked_job
+savings_first_year = (weekly_allowance_first_year * 4) + (weekly_allowance_second_year * 4)
+savings_second_year = savings_first_year + (weekly_allowance_second_year * 4)
+total_savings = savings_first_year + savings_second_year
+amount_needed = car_price - total_savings
+print(amount_needed)
+```
+```output
+4500
+```
+Thomas needs to buy the car by the end of the 2 years by \(\boxed{4500}\) dollars.','stop',307,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,8,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',8,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year.
+3. Calculate Thomas''s total weekly allowance for the first two years.
+4. Determine how much money Thomas spends in a week on himself.
+5. Calculate the total amount of money Thomas spends in two weeks.
+6. Determine how much more money Thomas needs to buy the car.
+
+**Step 1: Calculate Thomas''s weekly allowance for the first year.**
+
+Thomas''s weekly allowance for the first year is $50.
+
+**Step 2: Calculate Thomas''s weekly allowance for the second year.**
+
+Thomas''s weekly allowance for the second year is $9 per hour at a coffee shop, which he worked 30 hours a week. So, the total allowance for the second year is:
+
+\[ 9 \, \text{dollars/hour} \times 30 \, \text{hours/week} = 270 \, \text{dollars/week} \]
+
+**Step 3: Calculate Thomas''s total weekly allowance for the first two years.**
+
+The total allowance for the first two years is:
+
+\[ 50 \, \text{dollars/week} + 270 \, \text{dollars/week} = 320 \, \text{dollars/week} \]
+
+**Step 4: Determine how much money Thomas spends in a week on himself.**
+
+Thomas spends $35 a week on himself.
+
+**Step 5: Calculate the total amount of money Thomas spends in two weeks.**
+
+The total amount of money spent in two weeks is:
+
+\[ 35 \, \text{dollars/week} \times 2 \, \text{weeks} = 70 \, \text{dollars} \]
+
+**Step 6: Determine how much more money Thomas needs to buy the car.**
+
+The car Thomas wants to buy is $15,000. To find out how much more money he needs to buy the car, we subtract the total amount of money spent in two weeks from the cost of the car:
+
+\[ 15,000 \, \text{dollars} - 70 \, \text{dollars} = 8,000 \, \text{doll','length',512,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,9,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',9,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we will calculate the total amount of money he saves over the 2 years and then compare it to the cost of the car.
+
+### Step 1: Calculate the total amount of money Thomas saves each year.
+- **First Year:**
+  - Weekly allowance: $50
+  - Hours worked: 30 hours per week
+  - Total weekly savings: \( 50 \times 30 \)
+  - Total savings for the first year: \( 50 \times 30 \)
+
+- **Second Year:**
+  - Weekly allowance: $9
+  - Hours worked: 30 hours per week
+  - Total weekly savings: \( 9 \times 30 \)
+  - Total savings for the second year: \( 9 \times 30 \)
+
+### Step 2: Calculate the total savings over the 2 years.
+- Total savings from the first year: \( 50 \times 30 \)
+- Total savings from the second year: \( 9 \times 30 \)
+- Total savings over the 2 years: \( (50 \times 30) + (9 \times 30) \)
+
+### Step 3: Calculate the total amount of money Thomas spends on himself.
+- Cost of the car: $15,000
+- Weekly savings: \( 50 \times 30 \)
+- Total weekly savings for Thomas: \( 50 \times 30 \)
+- Weekly savings for Thomas spent on himself: \( 50 \times 30 \)
+
+### Step 4: Calculate the total amount of money Thomas spends on himself over the 2 years.
+- Total savings for Thomas spent on himself: \( 50 \times 30 \)
+- Total amount of money spent on himself over the 2 years: \( (50 \times 30) + (50 \times 30) \)
+
+### Step 5: Calculate the difference in savings.
+- Difference in savings: \( (50 \times 30) - (50 \times 30) \)
+
+### Step 6: Calculate the additional amount of money Thomas needs to buy the car.
+- Additional amount needed: \( \text{Difference in savings} + 15,000 \)
+
+Let''s calculate','length',512,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,10,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',10,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his total savings for both years and then subtract the amount he spends on himself.
+
+First, let''s calculate Thomas''s total savings for the first year. Thomas saves $50 each week for 2 years. So, his total savings for the first year is:
+\[ 50 \times 2 = 100 \]
+
+Next, let''s calculate Thomas''s total savings for the second year. Thomas gets a job that pays $9 per hour at a coffee shop and works 30 hours a week. So, his total savings for the second year is:
+\[ 9 \times 30 = 270 \]
+
+Now, we add the savings from both years to find his total savings by the end of the 2 years:
+\[ 100 + 270 = 370 \]
+
+The car Thomas wants to buy is $15,000. We need to find out how much more money he needs to buy the car by subtracting the amount he spends on himself from his total savings:
+\[ 15000 - 370 = 11230 \]
+
+Therefore, Thomas needs \(\boxed{11230}\) more money to buy the car by the end of the 2 years.','stop',292,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,11,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',11,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his weekly allowance and then find out how much he needs to save each year to reach his goal of $15,000 by the end of the 2 years.
+
+First, let''s calculate Thomas''s weekly allowance for the first year:
+- Thomas''s weekly allowance for the first year was $50.
+- Thomas worked 30 hours a week.
+So, his weekly allowance for the first year is:
+\[ 50 \times 30 = 1500 \]
+
+Next, let''s calculate Thomas''s weekly allowance for the second year:
+- Thomas''s parents discontinued his allowance, so his weekly allowance for the second year was $50.
+- Thomas worked 30 hours a week.
+So, his weekly allowance for the second year is:
+\[ 50 \times 30 = 1500 \]
+
+Now, let''s calculate how much Thomas needs to save each year to reach his goal of $15,000 by the end of the 2 years:
+- Thomas''s goal is $15,000.
+- Thomas saves $35 a week.
+So, the number of weeks he needs to save each year is:
+\[ \frac{15000}{35} \approx 428.57 \]
+Since Thomas cannot save a fraction of a week, he needs to save for 429 weeks in total.
+
+Therefore, the total amount of money Thomas needs to save each year is:
+\[ 35 \times 429 = 15,795 \]
+
+So, Thomas needs to save an additional \(\boxed{15795}\) dollars by the end of the 2 years.','stop',382,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,12,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',12,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his total savings and the total amount of money he spends on himself in the second year, and then find the difference between these two amounts.
+
+First, let''s calculate Thomas''s total savings for the first year:
+- Thomas gets $50 a week for the first year.
+- Thomas works 30 hours a week.
+- Therefore, Thomas''s total savings for the first year is:
+  \[
+  50 \text{ dollars/week} \times 30 \text{ hours/week} = 1500 \text{ dollars}
+  \]
+
+Next, let''s calculate Thomas''s total savings for the second year:
+- Thomas gets a job that pays $9 per hour at a coffee shop and works 30 hours a week.
+- Therefore, Thomas''s total savings for the second year is:
+  \[
+  9 \text{ dollars/hour} \times 30 \text{ hours/week} = 270 \text{ dollars}
+  \]
+
+Now, we need to find the total amount of money Thomas spends on himself in the second year:
+- Thomas spends $35 a week on himself.
+- Therefore, the total amount of money spent on himself is:
+  \[
+  35 \text{ dollars/week} \times 30 \text{ hours/week} = 1050 \text{ dollars}
+  \]
+
+Finally, we calculate the difference between the total savings and the total amount of money spent on himself:
+- The difference is:
+  \[
+  1500 \text{ dollars} - 1050 \text{ dollars} = 450 \text{ dollars}
+  \]
+
+So, Thomas needs to buy the car by the end of the 2 years \boxed{450}.','stop',403,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,13,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',13,'Let''s break down the problem step by step and then write the final answer.
+
+1. **Calculate Thomas''s weekly allowance for the first year:**
+   - First year: $50 per week
+   - Second year: $9 per hour at a coffee shop + 30 hours a week = $50 + $300 = $350 per week
+
+2. **Calculate the total amount of money Thomas saves in the first year:**
+   - Thomas saves $350 per week for 2 years.
+   - Total amount saved = $350 * 2 = $700
+
+3. **Calculate the remaining amount needed to buy the car:**
+   - The car costs $15,000.
+   - Remaining amount needed = $15,000 - $700 = $8500
+
+So, Thomas needs to buy the car by the end of the 2 years by \(\boxed{8500}\) dollars.','stop',211,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,14,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',14,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate the total amount of money Thomas saved over the 2 years.
+2. Determine the total amount of money Thomas spent on himself over the 2 years.
+3. Subtract the total amount spent from the total amount saved to find out how much more money is needed.
+
+Let''s break this down step by step.
+
+1. **Total amount saved over the 2 years:**
+   - Thomas saved $50 weekly for the first year.
+   - Thomas saved $9 per hour at a coffee shop for 30 hours a week.
+   - Total weekly savings = $50 + ($9 * 30) = $50 + $270 = $320.
+   - Total savings over 2 years = $320 * 2 = $640.
+
+2. **Total amount spent on himself over the 2 years:**
+   - Thomas spends $35 a week on himself.
+   - Total weekly expenditure = $35.
+
+3. **Amount needed to buy the car:**
+   - Amount needed = Total savings over 2 years - Total weekly expenditure = $640 - $35 = $505.
+
+Therefore, Thomas needs an additional $505 to buy the car by the end of the 2 years. The final answer is \(\boxed{505}\).','stop',308,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(157,0,15,'1582fc449e78739be4670654f8d1bf76c64ad51b91336b34fba93896538a1a34',15,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his total savings and then find out how much more he needs to contribute to his car.
+
+First, let''s calculate Thomas''s total savings. He started saving for a car almost 2 years ago, so we need to find out how much he saved over the next 2 years. Since he started saving in the first year, he saved a total of:
+\[ 50 \text{ dollars/year} \times 2 \text{ years} = 100 \text{ dollars} \]
+
+Next, let''s calculate how much he spent on himself. He spends $35 a week on himself, so his parents discontinued his allowance. This means he saved $35 \times 2 = 70 \text{ dollars} over the next 2 years. Therefore, his total savings now include his parents'' allowance:
+\[ 100 \text{ dollars} + 70 \text{ dollars} = 170 \text{ dollars} \]
+
+Now, we need to find out how much more money Thomas needs to contribute to his car. The car he wants to buy is $15,000, and he has $170 available. Therefore, the additional amount of money he needs to contribute is:
+\[ 15000 - 170 = 13300 \text{ dollars} \]
+
+So, the amount of money Thomas needs to buy the car by the end of the 2 years is:
+\[ \boxed{13300} \]','stop',344,141,30,1.51359266292941683218e+01,497595952176.0,NULL);
+INSERT INTO "chains" VALUES(158,0,0,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',0,'To determine how much Tom will have to pay, we need to break down the expenses step by step. Let''s start by calculating the total cost of the vaccines and the doctor''s visit. The vaccines cost $45 each, and there are 10 vaccines. The doctor''s visit costs $250, and there are no insurance coverage for this medical bill.
+
+First, we calculate the total cost of the vaccines:
+\[
+10 \times 45 = 450
+\]
+
+Next, we calculate the total cost of the doctor''s visit:
+\[
+250
+\]
+
+Now, we add the costs of the vaccines and the doctor''s visit to find the total amount spent:
+\[
+450 + 250 = 700
+\]
+
+Insurance covers 80% of the medical bills. To find out how much insurance covers, we multiply the total amount spent by 0.80:
+\[
+700 \times 0.80 = 560
+\]
+
+The doctor''s visit costs $250, so the total cost of the medical bills is:
+\[
+560 + 250 = 810
+\]
+
+Now, we add the cost of the medical bills to the cost of the trip to find the total amount Tom will have to pay:
+\[
+1200 + 810 = 2010
+\]
+
+Therefore, the amount Tom will have to pay is:
+\[
+\boxed{2010}
+\]','stop',324,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,1,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',1,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, the doctor''s visit, and the insurance, then sum these amounts. Finally, we will subtract the total cost of the insurance from the total cost of the trip to find the final amount Tom will have to pay.
+
+First, let''s calculate the cost of the vaccines:
+- Tom needs to get 10 different vaccines, and each vaccine costs $45.
+\[
+\text{Total cost of vaccines} = 10 \times 45 = 450
+\]
+
+Next, let''s calculate the cost of the doctor''s visit:
+- The doctor''s visit costs $250.
+\[
+\text{Total cost of doctor''s visit} = 250
+\]
+
+Now, let''s determine the insurance coverage. The insurance will cover 80% of the medical bills. Therefore, the insurance will cover:
+\[
+0.80 \times 450 = 360
+\]
+
+To find the total cost of the insurance:
+\[
+\text{Total cost of insurance} = 360
+\]
+
+Now, let''s add the total cost of the vaccines, the doctor''s visit, and the insurance to find the total cost of the trip:
+\[
+\text{Total cost of trip} = 450 + 250 + 360 = 1060
+\]
+
+Finally, we subtract the total cost of the insurance from the total cost of the trip to find the final amount Tom will have to pay:
+\[
+\text{Final amount} = 1060 - 360 = 600
+\]
+
+Thus, the final amount Tom will have to pay is \boxed{600}.','stop',378,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,2,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',2,'To solve this problem, we need to calculate the total cost of the vaccines, doctor''s visit, insurance cover, and the trip itself. Let''s break down the steps:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Add the insurance cover to the total cost of the doctor''s visit.
+4. Add the trip itself to the total cost of the insurance cover.
+5. Sum up all the costs to get the final amount Tom will have to pay.
+
+Let''s write the Python code to calculate this.
+```python
+# Define the costs
+vaccine_cost = 45
+doctor_visit_cost = 250
+insurance_coverage = 0.80
+trip_cost = 1200
+
+# Calculate the total cost of the vaccines
+total_vaccine_cost = vaccine_cost * 10
+
+# Calculate the total cost of the doctor''s visit
+total_doctor_visit_cost = doctor_visit_cost
+
+# Calculate the total cost of insurance cover
+insurance_cost = total_doctor_visit_cost * insurance_coverage
+
+# Calculate the total cost of the trip itself
+total_trip_cost = trip_cost
+
+# Calculate the total amount Tom will have to pay
+total_amount = total_vaccine_cost + total_doctor_visit_cost + insurance_cost + total_trip_cost
+print(total_amount)
+```
+```output
+2060.0
+```
+Tom will have to pay \(\boxed{2060}\) dollars.','stop',307,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,3,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',3,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Calculate the total number of vaccines needed.
+2. Determine the total cost of the vaccines and the doctor''s visit.
+3. Calculate the insurance coverage.
+4. Add up the total cost of the vaccines, the doctor''s visit, and the insurance coverage to find the final amount Tom has to pay.
+
+First, let''s calculate the number of vaccines needed:
+- Tom needs 10 different vaccines.
+- Each vaccine costs $45.
+- So, the total number of vaccines is \(10 \times 45 = 450\).
+
+Next, let''s determine the total cost of the vaccines and the doctor''s visit:
+- Each vaccine costs $45.
+- So, the total cost of the vaccines is \(450 \times 45 = 20250\).
+- The doctor''s visit costs $250.
+- So, the total cost of the doctor''s visit is $250.
+
+Now, we calculate the insurance coverage. The insurance will cover 80% of the medical bills. So, the insurance coverage is \(20250 \times 0.80 = 16100\).
+
+Finally, we add up the total cost of the vaccines, the doctor''s visit, and the insurance coverage to find the final amount Tom has to pay:
+- The trip itself cost $1200.
+- So, the total amount Tom has to pay is \(16100 + 1200 = 17300\).
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the costs
+cost_per_vaccine = 45
+number_of_vaccines = 10
+doctor_visit_cost = 250
+insurance_coverage_percentage = 0.80
+
+# Calculate the total cost of the vaccines and the doctor''s visit
+total_cost_vaccines = number_of_vaccines * cost_per_vaccine
+total_cost_doctor_visit = doctor_visit_cost
+insurance_coverage = total_cost_vaccines * insurance_coverage_percentage
+
+# Calculate the final amount Tom has to pay
+trip_cost = 1200
+total_amount_paid = total_cost_vaccines + total_cost_doctor_visit + insurance_coverage
+
+print(total_amount_paid)
+```
+```output
+17300.0
+```
+The final amount Tom has to','length',512,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,4,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',4,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, the doctor''s visit, and the insurance coverage. We''ll break it down step by step.
+
+1. **Calculate the total cost of the vaccines:**
+   - Each vaccine costs $45.
+   - Tom needs to get 10 vaccines.
+   - Total cost of vaccines = $45 × 10 = $450.
+
+2. **Calculate the total cost of the doctor''s visit:**
+   - The doctor''s visit costs $250.
+   - Tom needs to go to the doctor.
+   - Total cost of doctor''s visit = $250.
+
+3. **Calculate the insurance coverage:**
+   - The insurance will cover 80% of the total medical bills.
+   - Insurance coverage = $450 × 0.80 = $360.
+
+4. **Calculate the total cost of the trip:**
+   - The trip itself costs $1200.
+   - Total cost of trip = $1200.
+
+5. **Calculate the total amount Tom will have to pay:**
+   - Total amount paid = Total cost of vaccines + Total cost of doctor''s visit + Insurance coverage
+   - Total amount paid = $450 + $250 + $360 = $1060.
+
+Therefore, the total amount Tom will have to pay is \(\boxed{1060}\).','stop',309,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,5,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',5,'To solve this problem, we need to calculate the total cost of the vaccines, the doctor''s visit, and then include the insurance coverage. Here are the steps:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Calculate the insurance coverage (80% of the total cost).
+4. Add the insurance coverage to the total cost of the vaccines and doctor''s visit.
+5. Add the trip cost to the total amount paid.
+
+Let''s break it down in code:
+```python
+# Constants
+cost_vaccine = 45
+cost_doctor_visit = 250
+insurance_coverage = 0.80
+trip_cost = 1200
+
+# Total cost of vaccines
+total_vaccine_cost = cost_vaccine * 10
+
+# Total cost of doctor''s visit
+total_doctor_visit_cost = cost_doctor_visit
+
+# Insurance coverage
+insurance_coverage = total_vaccine_cost * insurance_coverage
+
+# Total amount paid
+total_amount_paid = total_vaccine_cost + total_doctor_visit_cost + insurance_coverage + trip_cost
+
+print(total_amount_paid)
+```
+```output
+1270.0
+```
+The total amount Tom will have to pay is \(\boxed{1270}\).','stop',268,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,6,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',6,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, the doctor''s visit, and the insurance coverage, then add these amounts to the cost of the trip itself.
+
+Here''s a step-by-step breakdown:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Calculate the total cost of the insurance coverage.
+4. Add the costs of the vaccines, doctor''s visit, and insurance coverage to the cost of the trip itself.
+
+Let''s calculate this using Python.
+```python
+# Step 1: Calculate the total cost of the vaccines
+vaccine_cost = 10 * 45
+
+# Step 2: Calculate the total cost of the doctor''s visit
+doctor_visit_cost = 250
+
+# Step 3: Calculate the total cost of the insurance coverage
+insurance_coverage = 0.80 * (vaccine_cost + doctor_visit_cost)
+
+# Step 4: Add the costs of the vaccines, doctor''s visit, and insurance coverage to the cost of the trip itself
+total_cost = 1200 + vaccine_cost + doctor_visit_cost + insurance_coverage
+
+print(total_cost)
+```
+```output
+1800.0
+```
+The total amount Tom will have to pay is \(\boxed{1800}\).','stop',283,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,7,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',7,'Let''s break down the problem step by step:
+
+1. Calculate the total cost of the vaccines.
+2. Determine the total cost of the doctor''s visit.
+3. Calculate the insurance coverage.
+4. Calculate the total medical bill.
+5. Add the trip cost to the total medical bill to find the total amount Tom will have to pay.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total cost of the vaccines
+vaccine_cost_per_patient = 45
+num_patients = 10
+total_vaccine_cost = vaccine_cost_per_patient * num_patients
+
+# Step 2: Determine the total cost of the doctor''s visit
+doctor_visit_cost = 250
+insurance_coverage_percentage = 0.80
+total_doctor_visit_cost = doctor_visit_cost * insurance_coverage_percentage
+
+# Step 3: Calculate the insurance coverage
+insurance_coverage = total_doctor_visit_cost * insurance_coverage_percentage
+
+# Step 4: Calculate the total medical bill
+total_medical_bill = total_vaccine_cost + total_doctor_visit_cost + insurance_coverage
+
+# Step 5: Add the trip cost to the total medical bill to find the total amount Tom will have to pay
+trip_cost = 1200
+total_amount_to_pay = total_medical_bill + trip_cost
+
+print(total_amount_to_pay)
+```
+```output
+1960.0
+```
+The total amount Tom will have to pay is \(\boxed{1960}\).','stop',312,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,8,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',8,'To solve this problem, we need to calculate the total cost of the vaccines, doctor''s visit, and insurance, then add this to the trip cost. Let''s break it down step by step:
+
+1. Calculate the total cost of the vaccines:
+   \[
+   \text{Total cost of vaccines} = 10 \times 45
+   \]
+
+2. Calculate the total cost of the doctor''s visit:
+   \[
+   \text{Total cost of doctor''s visit} = 250
+   \]
+
+3. Calculate the insurance coverage:
+   \[
+   \text{Insurance coverage} = 80\% \times 250 = 0.80 \times 250 = 200
+   \]
+
+4. Calculate the total cost before insurance:
+   \[
+   \text{Total cost before insurance} = \text{Total cost of vaccines} + \text{Total cost of doctor''s visit} - \text{Insurance coverage}
+   \]
+
+5. Add the trip cost to the total cost before insurance:
+   \[
+   \text{Total cost} = \text{Total cost before insurance} + 1200
+   \]
+
+Let''s use Python to perform these calculations.
+```python
+# Define the costs and insurance coverage
+cost_per_vaccine = 45
+num_vaccines = 10
+cost_doctor_visit = 250
+insurance_coverage_percentage = 0.80
+trip_cost = 1200
+
+# Calculate the total cost of vaccines
+total_cost_vaccines = num_vaccines * cost_per_vaccine
+
+# Calculate the total cost of doctor''s visit
+total_cost_doctor_visit = cost_doctor_visit
+
+# Calculate the insurance coverage
+insurance_coverage = insurance_coverage_percentage * cost_doctor_visit
+
+# Calculate the total cost before insurance
+total_cost_before_insurance = total_cost_vaccines + total_cost_doctor_visit - insurance_coverage
+
+# Calculate the total cost after insurance
+total_cost = total_cost_before_insurance + trip_cost
+print(total_cost)
+```
+```output
+3600.0
+```
+The total amount Tom will have to pay is \(\boxed{3600}\).','stop',470,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,9,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',9,'To determine how much Tom will have to pay, we need to break down the problem into smaller steps. Here''s the step-by-step approach:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Determine the total amount of medical bills including insurance.
+4. Calculate the portion of the medical bills that will be covered by insurance.
+5. Add the portion of the medical bills to the cost of the trip.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total cost of the vaccines
+cost_vaccine_per_person = 45
+number_of_people = 10
+total_cost_vaccines = cost_vaccine_per_person * number_of_people
+
+# Step 2: Calculate the total cost of the doctor''s visit
+cost_doctor_visit = 250
+total_cost_doctor_visit = cost_doctor_visit
+
+# Step 3: Determine the total amount of medical bills including insurance
+insurance_coverage_percentage = 0.80
+total_cost_medical_bills = total_cost_vaccines + total_cost_doctor_visit
+
+# Step 4: Calculate the portion of the medical bills that will be covered by insurance
+portion_covered_by_insurance = total_cost_medical_bills * insurance_coverage_percentage
+
+# Step 5: Add the portion of the medical bills to the cost of the trip
+cost_of_trip = 1200
+total_cost = total_cost_medical_bills + cost_of_trip
+
+print(total_cost)
+```
+```output
+3400.0
+```
+Tom will have to pay \(\boxed{3400}\) dollars.','stop',348,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,10,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',10,'To determine how much Tom will have to pay, we need to follow these steps:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Add the insurance coverage to the total cost.
+4. Add the cost of the trip itself to the insurance coverage.
+
+First, let''s calculate the total cost of the vaccines. Tom needs to get 10 different vaccines, and each vaccine costs $45. Therefore, the total cost of the vaccines is:
+\[ 10 \times 45 = 450 \]
+
+Next, let''s calculate the total cost of the doctor''s visit. The doctor''s visit costs $250 but insurance will cover 80% of these medical bills. Therefore, the insurance coverage covers 20% of $250, which is:
+\[ 250 \times 0.80 = 200 \]
+So, the total cost of the doctor''s visit is:
+\[ 250 - 200 = 50 \]
+
+Now, let''s add the insurance coverage to the total cost. The insurance coverage covers $200, so the total cost including insurance is:
+\[ 450 + 50 = 500 \]
+
+Finally, let''s add the cost of the trip itself to the insurance coverage. The trip itself costs $1200, so the total cost is:
+\[ 500 + 1200 = 1700 \]
+
+Therefore, the total amount Tom will have to pay is:
+\[ \boxed{1700} \]','stop',343,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,11,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',11,'To solve this problem, we need to determine the total cost of the vaccines, the doctor''s visit, and the insurance coverage. Let''s break it down step-by-step:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Determine the insurance coverage (80% of the total medical bills).
+4. Add the cost of the vaccines, the doctor''s visit, and the insurance coverage to get the total cost.
+
+Let''s use Python to perform these calculations accurately.
+```python
+# Define the cost of each vaccine
+cost_vaccine = 45
+# Define the cost of the doctor''s visit
+cost_doctor_visit = 250
+# Define the insurance coverage (80% of the total medical bills)
+insurance_coverage = 0.80
+
+# Calculate the total cost of the vaccines
+total_cost_vaccines = cost_vaccine * 10
+
+# Calculate the total cost of the doctor''s visit
+total_cost_doctor_visit = cost_doctor_visit
+
+# Calculate the insurance coverage
+total_insurance_coverage = total_cost_vaccines * insurance_coverage
+
+# Calculate the total cost of the trip
+total_cost_trip = 1200
+
+# Calculate the total amount Tom has to pay
+total_amount_to_pay = total_cost_vaccines + total_cost_doctor_visit + total_insurance_coverage + total_cost_trip
+print(total_amount_to_pay)
+```
+```output
+1750.0
+```
+Tom will have to pay a total of \(\boxed{1750}\) dollars.','stop',331,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,12,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',12,'To determine how much Tom will have to pay, we will break down the problem step by step.
+
+1. Calculate the total cost of the vaccines:
+   - Each vaccine costs $45.
+   - Tom needs 10 vaccines.
+   - Total cost of vaccines = \(10 \times 45 = 450\).
+
+2. Calculate the cost of the doctor''s visit:
+   - The doctor''s visit costs $250.
+   - Insurance will cover 80% of these medical bills.
+   - Insurance will cover \(250 \times 0.80 = 200\).
+   - Total cost of doctor''s visit = \(250 + 200 = 450\).
+
+3. Add the cost of the vaccines and the doctor''s visit to get the total cost before insurance coverage:
+   - Total cost before insurance = \(450 + 450 = 900\).
+
+4. Calculate the insurance coverage for the doctor''s visit:
+   - Insurance will cover 80% of $450 = \(0.80 \times 450 = 360\).
+
+5. Add the insurance coverage to the total cost before insurance to get the final amount Tom will have to pay:
+   - Final amount = \(900 + 360 = 1260\).
+
+Therefore, the final amount Tom will have to pay is \(\boxed{1260}\).','stop',312,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,13,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',13,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, doctor''s visit, and insurance before insurance is applied. Here''s a step-by-step breakdown of the solution:
+
+1. Calculate the total cost of the vaccines:
+   - Tom needs 10 different vaccines.
+   - Each vaccine costs $45.
+   \[
+   10 \text{ vaccines} \times \$45/\text{vaccine} = \$450
+   \]
+
+2. Calculate the total cost of the doctor''s visit:
+   - The doctor''s visit costs $250.
+   \[
+   \$250
+   \]
+
+3. Calculate the total cost of insurance before insurance is applied:
+   - The insurance will cover 80% of the medical bills.
+   \[
+   80\% \text{ of } \$450 = 0.80 \times \$450 = \$360
+   \]
+
+4. Add the costs of the vaccines, doctor''s visit, and insurance to get the total cost:
+   \[
+   \$450 + \$250 + \$360 = \$1060
+   \]
+
+5. Add the cost of the trip to the total cost of insurance to get the final amount Tom will have to pay:
+   \[
+   \$1060 + \$1200 = \$2260
+   \]
+
+Therefore, the final answer is \(\boxed{2260}\).','stop',323,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,14,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',14,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines and the doctor''s visit, then add the insurance coverage to these costs. Finally, we add the cost of the trip itself.
+
+First, let''s calculate the total cost of the vaccines. Tom needs 10 different vaccines, and each vaccine costs $45. So, the total cost of the vaccines is:
+\[ 10 \times 45 = 450 \text{ dollars} \]
+
+Next, let''s calculate the total cost of the doctor''s visit. The doctor''s visit costs $250, but insurance will cover 80% of these medical bills. To find 80% of $250, we multiply $250 by 0.80:
+\[ 250 \times 0.80 = 200 \text{ dollars} \]
+
+Now, we add the cost of the vaccines and the doctor''s visit to the cost of the trip itself:
+\[ 450 + 200 + 1200 = 1850 \text{ dollars} \]
+
+Therefore, the amount Tom will have to pay is \(\boxed{1850}\).','stop',263,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(158,0,15,'9cfcc06d569db4a8d70191c1347804b340f23c379005ace121c66633bc7fa27f',15,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines and the doctor''s visit, then add this to the cost of the trip itself.
+
+First, let''s calculate the cost of the vaccines:
+- There are 10 vaccines and each costs $45.
+- The total cost of the vaccines is \(10 \times 45 = 450\).
+
+Next, let''s calculate the cost of the doctor''s visit:
+- The doctor''s visit costs $250.
+- Insurance will cover 80% of these medical bills.
+- Therefore, the insurance coverage is \(250 \times 0.80 = 200\).
+- The total cost of the doctor''s visit is \(250 - 200 = 50\).
+
+Now, let''s add the cost of the vaccines and the doctor''s visit to the cost of the trip itself:
+- The total cost is \(450 + 50 = 500\).
+
+Thus, the final answer is \(\boxed{500}\).','stop',231,110,30,1.3510318063176351089e+01,423708821712.0,NULL);
+INSERT INTO "chains" VALUES(159,0,0,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',0,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Identify the volume of milk in the container.
+2. Identify the volume of milk Jasmine can pour in one portion.
+3. Divide the volume of the container by the volume of milk Jasmine can pour in one portion to get the number of portions.
+
+Step 1: Identify the volume of milk in the container.
+The container is 2-liter, which is equal to 2000 milliliters.
+
+Step 2: Identify the volume of milk Jasmine can pour in one portion.
+Jasmine can pour 200 ml of milk in one portion.
+
+Step 3: Divide the volume of the container by the volume of milk Jasmine can pour in one portion.
+\[
+\frac{2000 \text{ ml}}{200 \text{ ml/portion}} = 10 \text{ portions}
+\]
+
+Therefore, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container.','stop',233,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,1,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',1,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. **Convert the volume from liters to milliliters:**
+   - There are 1000 milliliters in a liter.
+   - Therefore, 2 liters is equal to \(2 \times 1000 = 2000\) milliliters.
+
+2. **Divide the total volume of milk by the volume of one portion:**
+   - Jasmine can pour \(2000 \text{ ml} \div 200 \text{ ml/portion} = 10\) portions.
+
+So, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container of milk.','stop',175,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,2,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',2,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Convert the total volume of milk from liters to milliliters.
+2. Calculate the number of portions by dividing the total volume by the volume of one portion.
+
+Step 1: Convert the total volume of milk from liters to milliliters.
+Since there are 1000 milliliters in a liter, we multiply the total volume of milk by 1000:
+\[
+200 \text{ ml} \times 1000 \text{ ml} = 200000 \text{ ml}
+\]
+
+Step 2: Calculate the number of portions by dividing the total volume by the volume of one portion.
+Jasmine can pour \( \frac{200000 \text{ ml}}{200 \text{ ml}} \) portions of milk from a full 2-liter container. Simplifying the division, we get:
+\[
+\frac{200000}{200} = 10000
+\]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container is \(\boxed{10000}\).','stop',279,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,3,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',3,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. **Calculate the number of parts in one liter**: Since one liter is equal to 1000 ml, one liter contains 1000 parts of milk.
+
+2. **Determine how many parts of milk are available in the container**: The container has 2 liters, so we can convert this to parts:
+   \[
+   2 \text{ liters} \times 1000 \text{ parts/liter} = 2000 \text{ parts}
+   \]
+
+3. **Determine how many portions of milk Jasmine can pour**: Jasmine can pour 200 ml at a time. Therefore, the number of portions of milk she can pour is:
+   \[
+   \frac{200 \text{ ml}}{200 \text{ ml/part}} = 1 \text{ portion}
+   \]
+
+Thus, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container is \(\boxed{1}\).','stop',244,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,4,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',4,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. Identify the total volume of milk in the container: 2 liters.
+2. Identify the volume of milk Jasmine can pour per portion: 200 ml.
+3. Divide the total volume of milk by the volume of milk Jasmine can pour per portion to find the number of portions.
+
+Let''s perform the division using Python code.
+```python
+# Define the total volume of milk and the volume of milk Jasmine can pour per portion
+total_volume = 2  # liters
+volume_per_portion = 200  # ml
+
+# Calculate the number of portions
+number_of_portions = total_volume / volume_per_portion
+print(number_of_portions)
+```
+```output
+1.0
+```
+Jasmine can pour \(\boxed{1}\) portion of 200 ml milk from a full 2-liter container of milk.','stop',211,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,5,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',5,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Convert the volume of milk in milliliters to liters:**
+   \[
+   200 \text{ ml} = \frac{200 \text{ ml}}{1000 \text{ ml/liter}} = 0.200 \text{ liters}
+   \]
+
+2. **Determine the number of portions of milk Jasmine can pour:**
+   Jasmine can pour an amount of milk equal to the volume of milk in liters. Therefore, we multiply the number of liters by the volume of milk in milliliters:
+   \[
+   0.200 \text{ liters} \times 0.200 \text{ liters} = 0.04 \text{ liters}
+   \]
+
+So, Jasmine can pour \(\boxed{0.04}\) portions of 200 ml milk from a full 2-liter container of milk.','stop',227,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,6,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',6,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. Identify the volume of milk in the container.
+   - The container is 2 liters.
+
+2. Identify the volume of milk Jasmine can pour.
+   - Jasmine can pour 200 ml of milk per portion.
+
+3. Divide the volume of milk in the container by the volume of milk Jasmine can pour.
+   - \(\frac{200 \text{ ml}}{200 \text{ ml/portion}} = 1 \text{ portion}\)
+
+Therefore, Jasmine can pour \(\boxed{1}\) portion of 200 ml milk from a full 2-liter container of milk.','stop',162,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,7,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',7,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Identify the capacity of the container. The container is 2 liters, which is equal to 1000 ml.
+2. Identify the amount of milk Jasmine can pour. The amount of milk is 200 ml.
+3. Determine the portion size. Since the amount of milk Jasmine can pour is equal to the capacity of the container, the portion size is 1000 ml.
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container is \(\boxed{1000}\).','stop',149,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,8,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',8,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Understand the relationship between the amount of milk and the amount of portions:**
+   - A full liter of milk is equal to 200 ml.
+   - Therefore, each portion of 200 ml milk corresponds to 200 ml / 200 = 1 portion.
+
+2. **Calculate the number of portions:**
+   - Jasmine can pour 1 portion of 200 ml milk from a full 2-liter container of milk.
+
+So, the final answer is \(\boxed{1}\).','stop',146,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,9,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',9,'To solve this problem, we need to determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk. Let''s break it down step by step:
+
+1. **Identify the total volume of the container:**
+   - The container is 2 liters.
+   - Therefore, \(2 \text{ liters} = 2 \times 1000 \text{ ml} = 2000 \text{ ml}\).
+
+2. **Determine the volume of milk Jasmine can pour:**
+   - Jasmine can pour 200 ml of milk from each portion of the container.
+   - So, if Jasmine pours \(P\) portions of the container, then she pours \(200P\) ml of milk.
+
+3. **Set up the equation:**
+   - We know that \(200P = 2000\).
+   - To find \(P\), we divide both sides of the equation by 200.
+   - This simplifies to \(P = \frac{2000}{200} = 10\).
+
+So, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container of milk.','stop',269,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,10,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',10,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Convert the full 2-liter container to milliliters. Since there are 1000 milliliters in a liter, we multiply the volume of the container by 1000:
+   \[
+   2 \, \text{liters} \times 1000 \, \text{milliliters per liter} = 2000 \, \text{milliliters}
+   \]
+
+2. Calculate the number of portions Jasmine can pour from the full container by dividing the total volume of the container by the volume of one portion of milk:
+   \[
+   \frac{2000 \, \text{milliliters}}{200 \, \text{milliliters per portion}} = 10 \, \text{portions}
+   \]
+
+Therefore, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container.','stop',234,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,11,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',11,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Identify the volume of milk in the container.
+2. Divide the total volume of milk by the volume of milk Jasmine can pour.
+
+Step 1: The total volume of milk in the container is 2 liters.
+Step 2: Jasmine can pour 200 ml of milk from a full 2-liter container.
+
+Now, we perform the division:
+\[ \frac{2 \text{ liters}}{200 \text{ ml}} = \frac{1}{100} \text{ portions} \]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour is \(\boxed{\frac{1}{100}}\).','stop',172,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,12,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',12,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Calculate the capacity of one portion of milk:**
+   Each liter of milk contains approximately 200 ml of milk. Therefore, the capacity of one portion of milk is:
+   \[
+   \frac{200 \text{ ml}}{1 \text{ liter}} = 200 \text{ ml/portion}
+   \]
+
+2. **Calculate the total number of portions Jasmine can pour from a full 2-liter container:**
+   Since Jasmine pours 200 ml portions from each liter of milk, we multiply the capacity of one portion by the total number of liters in the container:
+   \[
+   200 \text{ ml/portion} \times 2 \text{ liters} = 400 \text{ ml}
+   \]
+
+Thus, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk is \(\boxed{400}\).','stop',235,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,13,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',13,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. Calculate the total amount of milk in the 2-liter container.
+2. Determine how many portions of the 200 ml milk can fit into the container.
+
+Step 1: Calculate the total amount of milk in the 2-liter container.
+A liter of milk is equal to 1000 ml. Therefore, the total amount of milk in a 2-liter container is:
+\[ 2 \text{ liters} \times 1000 \text{ ml/liter} = 2000 \text{ ml} \]
+
+Step 2: Determine how many portions of the 200 ml milk can fit into the container.
+Jasmine needs to pour 200 ml of milk into the container. To find out how many portions, we divide the total amount of milk by the amount of milk Jasmine can fit into the container:
+\[ \frac{2000 \text{ ml}}{200 \text{ ml}} = 10 \text{ portions} \]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk is \(\boxed{10}\).','stop',280,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,14,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',14,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Convert the volume of the container from liters to milliliters.**
+   Since there are 1000 milliliters in a liter, we multiply the number of liters by 1000.
+   \[
+   2 \text{ liters} \times 1000 \text{ milliliters/liter} = 2000 \text{ milliliters}
+   \]
+
+2. **Determine how many portions can be poured from the container.**
+   Jasmine can pour 200 ml of milk from the container. To find out how many portions, we divide the total volume of the container by the volume of milk that can be poured.
+   \[
+   \frac{2000 \text{ milliliters}}{200 \text{ ml per portion}} = 10 \text{ portions}
+   \]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk is \boxed{10}.','stop',251,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
+INSERT INTO "chains" VALUES(159,0,15,'bc91acc74623b8312bf3821ef56ceaa4dfadd6278ac480e32d8ed96265dfdc25',15,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to calculate the number of 200 ml portions that can be made from 2 liters. This can be done by dividing the total volume of the container by the volume of one portion.
+
+Here''s the step-by-step process:
+
+1. Identify the total volume of the container of milk. This is 2 liters.
+2. Identify the volume of one portion of milk. This is 200 ml.
+3. Divide the total volume of the container by the volume of one portion of milk:
+   \[
+   \frac{2 \text{ liters}}{200 \text{ ml/portion}} = \frac{1 \text{ portion}}{100 \text{ portions/portion}}
+   \]
+
+Therefore, Jasmine can pour \(\boxed{0.1}\) portions of 200 ml milk from a full 2-liter container of milk.','stop',210,58,30,8.00545524552795839667e+00,274831767792.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -25539,6 +26761,9 @@ INSERT INTO "jobs" VALUES(153,'qwen2.5-coder-0.5b','self-consistency','gsm8k_tra
 INSERT INTO "jobs" VALUES(154,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-4270',0,16,'self-consistency:n_samples=16',1,'done','9500','[{"event": "generate", "n": 16, "seed": 562549306, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 31, "completion_tokens": 4416, "calls": 1, "seconds": 160.91185591945427, "flops": 5604709069056.0}}, {"event": "vote", "counts": {"375": 1, "5500": 5, "9500": 6, "6300": 1, "1500 + 500 = 2000": 1, "11000": 1, "10500": 1}, "tie_broken_by_rng": false, "winner": "9500"}]',78,31,4416,1,0,0,5604709069056.0,0.0,3.24393018990998825766e+02,1.60911855919454268356e+02,1.79625803567557096483e+09);
 INSERT INTO "jobs" VALUES(155,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-4362',0,16,'self-consistency:n_samples=16',1,'done','79','[{"event": "generate", "n": 16, "seed": 1074515828, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 30, "completion_tokens": 4594, "calls": 1, "seconds": 177.73791124112603, "flops": 5852995034112.0}}, {"event": "vote", "counts": {"110": 1, "150": 1, "89": 3, "79": 7, "80": 1, "240": 1, "130": 1, "52": 1}, "tie_broken_by_rng": false, "winner": "79"}]',96,30,4594,1,0,0,5852995034112.0,0.0,3.66440382532000512587e+02,1.77737911241126028023e+02,1.79625819817479848864e+09);
 INSERT INTO "jobs" VALUES(156,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-4448',0,16,'self-consistency:n_samples=16',1,'done','156','[{"event": "generate", "n": 16, "seed": 1686618503, "usage": {"prompt_tokens": 131, "cached_prompt_tokens": 30, "completion_tokens": 6161, "calls": 1, "seconds": 241.21642010631084, "flops": 7872051460608.0}}, {"event": "vote", "counts": {"84": 1, "75": 1, "12": 1, "144": 1, "24": 1, "149": 1, "98": 1, "156": 2, "53": 1, "130": 1, "22": 1, "736": 1, "76": 1, "270": 1, "213": 1}, "tie_broken_by_rng": false, "winner": "156"}]',131,30,6161,1,0,0,7872051460608.0,0.0,3.70444165616998361662e+02,2.4121642010631083508e+02,1.79625840613942575453e+09);
+INSERT INTO "jobs" VALUES(157,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-4494',0,16,'self-consistency:n_samples=16',1,'done','2','[{"event": "generate", "n": 16, "seed": 2135026298, "usage": {"prompt_tokens": 141, "cached_prompt_tokens": 30, "completion_tokens": 6222, "calls": 1, "seconds": 242.1748260687067, "flops": 7961535234816.0}}, {"event": "vote", "counts": {"10280": 1, "1550": 1, "-1000": 1, "3600": 1, "35": 1, "2": 1, "415": 1, "4500": 1, "8000": 1, "15000": 1, "11230": 1, "15795": 1, "450": 1, "8500": 1, "505": 1, "13300": 1}, "tie_broken_by_rng": true, "winner": "2"}]',141,30,6222,1,0,0,7961535234816.0,0.0,6.32501685803999862383e+02,2.42174826068706693159e+02,1.79625883070076441767e+09);
+INSERT INTO "jobs" VALUES(158,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-4526',0,16,'self-consistency:n_samples=16',1,'done','2260','[{"event": "generate", "n": 16, "seed": 861906204, "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 30, "completion_tokens": 5314, "calls": 1, "seconds": 216.16508901082162, "flops": 6779341147392.0}}, {"event": "vote", "counts": {"2010": 1, "600": 1, "2060": 1, "17300": 1, "1060": 1, "1270": 1, "1800": 1, "1960": 1, "3600": 1, "3400": 1, "1700": 1, "1750": 1, "1260": 1, "2260": 1, "1850": 1, "500": 1}, "tie_broken_by_rng": true, "winner": "2260"}]',110,30,5314,1,0,0,6779341147392.0,0.0,469.541053115001,2.16165089010821617429e+02,1.79625887570243716242e+09);
+INSERT INTO "jobs" VALUES(159,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-4585',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 226607267, "usage": {"prompt_tokens": 58, "cached_prompt_tokens": 30, "completion_tokens": 3477, "calls": 1, "seconds": 128.08728392844733, "flops": 4397308284672.0}}, {"event": "vote", "counts": {"10": 6, "10000": 1, "1": 4, "1/25": 1, "1000": 1, "\\frac{1}{100}": 1, "400": 1, "1/10": 1}, "tie_broken_by_rng": false, "winner": "10"}]',58,30,3477,1,0,0,4397308284672.0,0.0,1.44439118335998500702e+02,1.28087283928447334343e+02,1.7962589751621828079e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k-train", "dataset_sha256": "ab3a168a46f3d981ee9114700626510cddaa9493661561ec3f9676cebf44bb7e", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "0323e2c32e71afb38bcda685350550137b44e2f586e3d9d5292267619940ee54", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -51018,13 +52243,1235 @@ INSERT INTO "samples" VALUES(156,15,'Let''s break down the problem step by step 
    - The number of bottles filled for the rugby team during the final game is the number of bottles filled by the team, which is 213.
 
 Thus, the final answer is \(\boxed{213}\).','213',0,'not_equivalent',441,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,0,'To solve this problem, we need to calculate the total amount Thomas saves over the 2 years and then determine how much more money he needs to buy the car by the end of the 2 years.
+
+Here''s the step-by-step approach:
+
+1. Calculate the total amount Thomas saves in the first year.
+2. Calculate the total amount Thomas saves in the second year.
+3. Calculate the total savings over the 2 years.
+4. Subtract the total savings from the price of the car to find out how much more money Thomas needs to buy the car.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define variables
+weekly_allowance = 50
+hours_per_week = 30
+parent_discount = 9
+price_of_car = 15000
+weekly_spent = 35
+
+# Calculate savings in the first year
+savings_first_year = weekly_allowance * hours_per_week
+
+# Calculate savings in the second year
+savings_second_year = parent_discount * hours_per_week * 30
+
+# Calculate total savings over the 2 years
+total_savings = savings_first_year + savings_second_year
+
+# Calculate the additional money needed to buy the car
+additional_money_needed = price_of_car - total_savings
+
+print(additional_money_needed)
+```
+```output
+10280
+```
+Thomas needs \(\boxed{10280}\) dollars more to buy the car by the end of the 2 years.','10280',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,1,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year.
+3. Determine how much Thomas spends on himself in the second year.
+4. Calculate the total amount Thomas spends in the second year.
+5. Sum up all the expenses to find out how much more money Thomas needs to buy the car.
+6. Convert the total amount to dollars.
+
+We''ll use the following Python code:
+```python
+# Constants
+weekly_allowance_first_year = 50
+hours_per_week = 30
+job_pay_per_hour = 9
+car_price = 15000
+spending_per_week = 35
+
+# Calculate weekly allowance for the first year
+weekly_allowance_second_year = weekly_allowance_first_year + (job_pay_per_hour * hours_per_week)
+
+# Calculate total expenses in the second year
+total_expenses_second_year = spending_per_week * hours_per_week
+
+# Calculate total expenses
+total_expenses = weekly_allowance_second_year + total_expenses_second_year
+
+# Calculate the additional amount needed
+additional_amount_needed = car_price - total_expenses
+
+print(additional_amount_needed)
+```
+```output
+1550
+```
+Thomas needs to buy the car by the end of the 2 years \(\boxed{1550}\) dollars.','1550',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,2,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year.
+3. Calculate the total amount of money Thomas saved over the 2 years.
+4. Subtract the total amount of money saved from the $15,000 he wants to buy the car.
+5. Determine how much more money Thomas needs.
+
+Let''s go through each step in detail.
+
+**Step 1: Calculate Thomas''s weekly allowance for the first year.**
+Thomas''s weekly allowance for the first year is $50.
+
+**Step 2: Calculate Thomas''s weekly allowance for the second year.**
+Thomas''s parents discontinued his allowance, so his parents worked 30 hours a week. His job pays $9 an hour at a coffee shop, so his parents worked $9 * 30 = $270 per week.
+Therefore, Thomas''s weekly allowance for the second year is $9 * 270 = $2430.
+
+**Step 3: Calculate the total amount of money Thomas saved over the 2 years.**
+Thomas saved $50 per week for 2 years, so his total savings is $50 * 2 = $1000.
+
+**Step 4: Subtract the total amount of money saved from the $15,000 he wants to buy the car.**
+$15,000 - $1000 = $14,000.
+
+**Step 5: Determine how much more money Thomas needs.**
+Thomas needs $14,000 - $15,000 = -$1,000.
+
+Since Thomas cannot have a negative amount of money, he does not need any more money to buy the car by the end of the 2 years.
+
+Therefore, the final answer is \(\boxed{-1000}\).','-1000',0,'not_equivalent',417,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,3,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate the total amount he has already spent and the total amount he needs to save.
+
+1. **Calculate the total amount spent in the first year:**
+   - Thomas spends $35 a week on himself.
+   - Thomas works 30 hours a week.
+   - Total spending in the first year = $35/hour * 30 hours
+
+2. **Calculate the total amount spent in the second year:**
+   - Thomas works 30 hours a week at a coffee shop, so his parents discontinued his allowance.
+   - Thomas earns $9 per hour at the coffee shop.
+   - Total spending in the second year = $9/hour * 30 hours
+
+3. **Calculate the total amount Thomas needs to save:**
+   - Thomas''s car costs $15,000.
+   - Total amount saved = $15,000 - (Total spending in the first year + Total spending in the second year)
+
+4. **Perform the calculations:**
+   - Total spending in the first year = $35 * 30
+   - Total spending in the second year = $9 * 30
+   - Total amount saved = $15000 - ((35 * 30) + (9 * 30))
+
+Let''s perform these calculations using Python.
+```python
+# Constants
+weekly_allowance = 50
+hours_per_week = 30
+coffee_shop_earnings = 9
+car_cost = 15000
+spent_per_week = 35 + 9  # $35/hour * 30 + $9/hour * 30
+
+# Total spending in the first year
+total_spent_first_year = weekly_allowance * hours_per_week
+
+# Total spending in the second year
+total_spent_second_year = coffee_shop_earnings * hours_per_week
+
+# Total amount saved
+total_amount_saved = car_cost - (total_spent_first_year + total_spent_second_year)
+print(total_amount_saved)
+```
+```output
+3600
+```
+Thomas needs to save an additional \(\boxed{3600}\) dollars by the end of the 2 years to buy the car.','3600',0,'not_equivalent',490,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,4,'To solve this problem, let''s break it down step by step.
+
+1. **Calculate Thomas''s weekly allowance in the second year:**
+   - Thomas gets a job that pays $9 per hour at a coffee shop.
+   - He worked 30 hours a week.
+   - Therefore, his weekly allowance in the second year is \(9 \times 30 = 270\).
+
+2. **Calculate Thomas''s weekly allowance for the third year:**
+   - Thomas has been saving for the car for almost 2 years, so he has been saving for \(2 \times 2 = 4\) years.
+   - Therefore, his weekly allowance for the third year is \(270 + 4 \times 30 = 270 + 120 = 490\).
+
+3. **Calculate Thomas''s total weekly allowance for the entire 2-year period:**
+   - Since Thomas has been saving for 4 years, his total weekly allowance is \(490 \times 4 = 1960\).
+
+4. **Calculate the total amount of money Thomas has already spent on himself:**
+   - Thomas spends $35 a week on himself.
+   - Therefore, his total amount of money spent on himself is \(35 \times 4 = 140\).
+
+5. **Calculate the total amount of money Thomas needs to buy the car by the end of the 2-year period:**
+   - The car he wants to buy is $15,000.
+   - Therefore, the total amount of money Thomas needs to buy the car is \(15,000 - 140 = 13,600\).
+
+Now, let''s verify this with Python code.
+```python
+# Constants
+weekly_allowance_first_year = 50
+hours_per_week = 30
+job_allowance_per_hour = 9
+years = 2
+total_allowance = 15000
+weekly_allowance_second_year = weekly_allowance_first_year + hours_per_week * job_allowance_per_hour
+weekly_allowance_third_year = weekly_allowance_second_year + hours_per_week * job_allowance_per_hour
+total_allowance_second_year = weekly_allowance_second_year * years
+total_allowance_third_year = weekly_allowance_third_year * years
+total_allowance_spent = 35 * years
+total_allowance_needed = total_allowance - total_allow','35',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,5,'Let''s break down the problem step by step:
+
+1. **Weekly Allowance Calculation for the First Year:**
+   Thomas''s weekly allowance for the first year was $50. Since he works 30 hours a week, his allowance for the first year was \(50 \times 30 = 1500\) dollars.
+
+2. **Weekly Allowance Calculation for the Second Year:**
+   Thomas''s parents discontinued his allowance in the second year, so his allowance for the second year was $9 per hour. Since he worked 30 hours a week, his allowance for the second year was \(9 \times 30 = 270\) dollars.
+
+3. **Total Weekly Allowance Calculation for the 2 Years:**
+   The total weekly allowance for the 2 years was \(1500 + 270 = 1770\) dollars.
+
+4. **Total Monthly Allowance Calculation for the 2 Years:**
+   There are 4 weeks in a month, so the total monthly allowance for the 2 years was \(1770 \times 4 = 7080\) dollars.
+
+5. **Total Salary Calculation for the 2 Years:**
+   Thomas spends $35 a week on himself. For the 2 years, his total salary was \(7080 \times 35 = 242100\) dollars.
+
+6. **Remaining Money Calculation:**
+   Thomas''s remaining money after the 2 years is \(242100 - 1770 = 224430\) dollars.
+
+Therefore, Thomas needs an additional $224430 to buy the car by the end of the 2 years. Let''s confirm this with Python code.
+```python
+# Initial weekly allowance for the first year
+allowance_first_year = 50 * 30
+
+# Allowance for the second year, with 9 dollars per hour and 30 hours a week
+allowance_second_year = 9 * 30
+
+# Total weekly allowance for the 2 years
+total_weekly_allowance = allowance_first_year + allowance_second_year
+
+# Total monthly allowance for the 2 years
+total_monthly_allowance = total_weekly_allowance * 4
+
+# Total salary for the 2 years
+total_salary = total_monthly_allowance * 35
+
+# Remaining money after the 2 years
+remaining','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(157,6,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s total savings over the first year.
+2. Calculate Thomas''s total savings over the second year.
+3. Determine the difference between the total savings over the second year and the total savings over the first year.
+4. Calculate the additional cost for the car.
+5. Add the additional cost to the total savings from the first year to find the final amount needed.
+
+Let''s break it down:
+
+1. First year savings:
+   \[
+   50 \text{ dollars/week} \times 2 \text{ weeks} = 100 \text{ dollars}
+   \]
+
+2. Second year savings:
+   \[
+   9 \text{ dollars/hour} \times 30 \text{ hours/week} = 270 \text{ dollars}
+   \]
+   Since Thomas''s parents discontinued his allowance, he only receives his savings from his job.
+   \[
+   270 \text{ dollars}
+   \]
+
+3. Difference in savings:
+   \[
+   270 \text{ dollars} - 100 \text{ dollars} = 170 \text{ dollars}
+   \]
+
+4. Additional cost for the car:
+   The car costs $15,000, and Thomas spends $35 a week on himself.
+   \[
+   35 \text{ dollars/week} \times 7 \text{ weeks} = 245 \text{ dollars}
+   \]
+
+5. Final amount needed:
+   \[
+   170 \text{ dollars} + 245 \text{ dollars} = 415 \text{ dollars}
+   \]
+
+So, Thomas needs to buy the car by the end of the 2 years \(\boxed{415}\) dollars.','415',0,'not_equivalent',410,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,7,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year, considering his job change.
+3. Calculate the total amount of money Thomas saves in the first year.
+4. Calculate the total amount of money Thomas saves in the second year.
+5. Sum the savings from both years to get the total amount saved.
+6. Subtract the total amount saved from the car''s price to find out how much more money Thomas needs.
+
+Let''s break this down step by step using Python code.
+```python
+# Constants
+weekly_allowance_first_year = 50
+hourly_wage_job = 9
+hours_worked_job = 30
+car_price = 15000
+weekly_allowance_second_year = hourly_wage_job * hours_worked_job
+savings_first_year = (weekly_allowance_first_year * 4) + (weekly_allowance_second_year * 4)
+savings_second_year = savings_first_year + (weekly_allowance_second_year * 4)
+total_savings = savings_first_year + savings_second_year
+amount_needed = car_price - total_savings
+print(amount_needed)
+```
+```output
+4500
+```
+Thomas needs to buy the car by the end of the 2 years by \(\boxed{4500}\) dollars.','4500',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,8,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate Thomas''s weekly allowance for the first year.
+2. Calculate Thomas''s weekly allowance for the second year.
+3. Calculate Thomas''s total weekly allowance for the first two years.
+4. Determine how much money Thomas spends in a week on himself.
+5. Calculate the total amount of money Thomas spends in two weeks.
+6. Determine how much more money Thomas needs to buy the car.
+
+**Step 1: Calculate Thomas''s weekly allowance for the first year.**
+
+Thomas''s weekly allowance for the first year is $50.
+
+**Step 2: Calculate Thomas''s weekly allowance for the second year.**
+
+Thomas''s weekly allowance for the second year is $9 per hour at a coffee shop, which he worked 30 hours a week. So, the total allowance for the second year is:
+
+\[ 9 \, \text{dollars/hour} \times 30 \, \text{hours/week} = 270 \, \text{dollars/week} \]
+
+**Step 3: Calculate Thomas''s total weekly allowance for the first two years.**
+
+The total allowance for the first two years is:
+
+\[ 50 \, \text{dollars/week} + 270 \, \text{dollars/week} = 320 \, \text{dollars/week} \]
+
+**Step 4: Determine how much money Thomas spends in a week on himself.**
+
+Thomas spends $35 a week on himself.
+
+**Step 5: Calculate the total amount of money Thomas spends in two weeks.**
+
+The total amount of money spent in two weeks is:
+
+\[ 35 \, \text{dollars/week} \times 2 \, \text{weeks} = 70 \, \text{dollars} \]
+
+**Step 6: Determine how much more money Thomas needs to buy the car.**
+
+The car Thomas wants to buy is $15,000. To find out how much more money he needs to buy the car, we subtract the total amount of money spent in two weeks from the cost of the car:
+
+\[ 15,000 \, \text{dollars} - 70 \, \text{dollars} = 8,000 \, \text{doll','8,000',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,9,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we will calculate the total amount of money he saves over the 2 years and then compare it to the cost of the car.
+
+### Step 1: Calculate the total amount of money Thomas saves each year.
+- **First Year:**
+  - Weekly allowance: $50
+  - Hours worked: 30 hours per week
+  - Total weekly savings: \( 50 \times 30 \)
+  - Total savings for the first year: \( 50 \times 30 \)
+
+- **Second Year:**
+  - Weekly allowance: $9
+  - Hours worked: 30 hours per week
+  - Total weekly savings: \( 9 \times 30 \)
+  - Total savings for the second year: \( 9 \times 30 \)
+
+### Step 2: Calculate the total savings over the 2 years.
+- Total savings from the first year: \( 50 \times 30 \)
+- Total savings from the second year: \( 9 \times 30 \)
+- Total savings over the 2 years: \( (50 \times 30) + (9 \times 30) \)
+
+### Step 3: Calculate the total amount of money Thomas spends on himself.
+- Cost of the car: $15,000
+- Weekly savings: \( 50 \times 30 \)
+- Total weekly savings for Thomas: \( 50 \times 30 \)
+- Weekly savings for Thomas spent on himself: \( 50 \times 30 \)
+
+### Step 4: Calculate the total amount of money Thomas spends on himself over the 2 years.
+- Total savings for Thomas spent on himself: \( 50 \times 30 \)
+- Total amount of money spent on himself over the 2 years: \( (50 \times 30) + (50 \times 30) \)
+
+### Step 5: Calculate the difference in savings.
+- Difference in savings: \( (50 \times 30) - (50 \times 30) \)
+
+### Step 6: Calculate the additional amount of money Thomas needs to buy the car.
+- Additional amount needed: \( \text{Difference in savings} + 15,000 \)
+
+Let''s calculate','15,000',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,10,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his total savings for both years and then subtract the amount he spends on himself.
+
+First, let''s calculate Thomas''s total savings for the first year. Thomas saves $50 each week for 2 years. So, his total savings for the first year is:
+\[ 50 \times 2 = 100 \]
+
+Next, let''s calculate Thomas''s total savings for the second year. Thomas gets a job that pays $9 per hour at a coffee shop and works 30 hours a week. So, his total savings for the second year is:
+\[ 9 \times 30 = 270 \]
+
+Now, we add the savings from both years to find his total savings by the end of the 2 years:
+\[ 100 + 270 = 370 \]
+
+The car Thomas wants to buy is $15,000. We need to find out how much more money he needs to buy the car by subtracting the amount he spends on himself from his total savings:
+\[ 15000 - 370 = 11230 \]
+
+Therefore, Thomas needs \(\boxed{11230}\) more money to buy the car by the end of the 2 years.','11230',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,11,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his weekly allowance and then find out how much he needs to save each year to reach his goal of $15,000 by the end of the 2 years.
+
+First, let''s calculate Thomas''s weekly allowance for the first year:
+- Thomas''s weekly allowance for the first year was $50.
+- Thomas worked 30 hours a week.
+So, his weekly allowance for the first year is:
+\[ 50 \times 30 = 1500 \]
+
+Next, let''s calculate Thomas''s weekly allowance for the second year:
+- Thomas''s parents discontinued his allowance, so his weekly allowance for the second year was $50.
+- Thomas worked 30 hours a week.
+So, his weekly allowance for the second year is:
+\[ 50 \times 30 = 1500 \]
+
+Now, let''s calculate how much Thomas needs to save each year to reach his goal of $15,000 by the end of the 2 years:
+- Thomas''s goal is $15,000.
+- Thomas saves $35 a week.
+So, the number of weeks he needs to save each year is:
+\[ \frac{15000}{35} \approx 428.57 \]
+Since Thomas cannot save a fraction of a week, he needs to save for 429 weeks in total.
+
+Therefore, the total amount of money Thomas needs to save each year is:
+\[ 35 \times 429 = 15,795 \]
+
+So, Thomas needs to save an additional \(\boxed{15795}\) dollars by the end of the 2 years.','15795',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,12,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his total savings and the total amount of money he spends on himself in the second year, and then find the difference between these two amounts.
+
+First, let''s calculate Thomas''s total savings for the first year:
+- Thomas gets $50 a week for the first year.
+- Thomas works 30 hours a week.
+- Therefore, Thomas''s total savings for the first year is:
+  \[
+  50 \text{ dollars/week} \times 30 \text{ hours/week} = 1500 \text{ dollars}
+  \]
+
+Next, let''s calculate Thomas''s total savings for the second year:
+- Thomas gets a job that pays $9 per hour at a coffee shop and works 30 hours a week.
+- Therefore, Thomas''s total savings for the second year is:
+  \[
+  9 \text{ dollars/hour} \times 30 \text{ hours/week} = 270 \text{ dollars}
+  \]
+
+Now, we need to find the total amount of money Thomas spends on himself in the second year:
+- Thomas spends $35 a week on himself.
+- Therefore, the total amount of money spent on himself is:
+  \[
+  35 \text{ dollars/week} \times 30 \text{ hours/week} = 1050 \text{ dollars}
+  \]
+
+Finally, we calculate the difference between the total savings and the total amount of money spent on himself:
+- The difference is:
+  \[
+  1500 \text{ dollars} - 1050 \text{ dollars} = 450 \text{ dollars}
+  \]
+
+So, Thomas needs to buy the car by the end of the 2 years \boxed{450}.','450',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,13,'Let''s break down the problem step by step and then write the final answer.
+
+1. **Calculate Thomas''s weekly allowance for the first year:**
+   - First year: $50 per week
+   - Second year: $9 per hour at a coffee shop + 30 hours a week = $50 + $300 = $350 per week
+
+2. **Calculate the total amount of money Thomas saves in the first year:**
+   - Thomas saves $350 per week for 2 years.
+   - Total amount saved = $350 * 2 = $700
+
+3. **Calculate the remaining amount needed to buy the car:**
+   - The car costs $15,000.
+   - Remaining amount needed = $15,000 - $700 = $8500
+
+So, Thomas needs to buy the car by the end of the 2 years by \(\boxed{8500}\) dollars.','8500',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,14,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to follow these steps:
+
+1. Calculate the total amount of money Thomas saved over the 2 years.
+2. Determine the total amount of money Thomas spent on himself over the 2 years.
+3. Subtract the total amount spent from the total amount saved to find out how much more money is needed.
+
+Let''s break this down step by step.
+
+1. **Total amount saved over the 2 years:**
+   - Thomas saved $50 weekly for the first year.
+   - Thomas saved $9 per hour at a coffee shop for 30 hours a week.
+   - Total weekly savings = $50 + ($9 * 30) = $50 + $270 = $320.
+   - Total savings over 2 years = $320 * 2 = $640.
+
+2. **Total amount spent on himself over the 2 years:**
+   - Thomas spends $35 a week on himself.
+   - Total weekly expenditure = $35.
+
+3. **Amount needed to buy the car:**
+   - Amount needed = Total savings over 2 years - Total weekly expenditure = $640 - $35 = $505.
+
+Therefore, Thomas needs an additional $505 to buy the car by the end of the 2 years. The final answer is \(\boxed{505}\).','505',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(157,15,'To determine how much more money Thomas needs to buy the car by the end of the 2 years, we need to calculate his total savings and then find out how much more he needs to contribute to his car.
+
+First, let''s calculate Thomas''s total savings. He started saving for a car almost 2 years ago, so we need to find out how much he saved over the next 2 years. Since he started saving in the first year, he saved a total of:
+\[ 50 \text{ dollars/year} \times 2 \text{ years} = 100 \text{ dollars} \]
+
+Next, let''s calculate how much he spent on himself. He spends $35 a week on himself, so his parents discontinued his allowance. This means he saved $35 \times 2 = 70 \text{ dollars} over the next 2 years. Therefore, his total savings now include his parents'' allowance:
+\[ 100 \text{ dollars} + 70 \text{ dollars} = 170 \text{ dollars} \]
+
+Now, we need to find out how much more money Thomas needs to contribute to his car. The car he wants to buy is $15,000, and he has $170 available. Therefore, the additional amount of money he needs to contribute is:
+\[ 15000 - 170 = 13300 \text{ dollars} \]
+
+So, the amount of money Thomas needs to buy the car by the end of the 2 years is:
+\[ \boxed{13300} \]','13300',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,0,'To determine how much Tom will have to pay, we need to break down the expenses step by step. Let''s start by calculating the total cost of the vaccines and the doctor''s visit. The vaccines cost $45 each, and there are 10 vaccines. The doctor''s visit costs $250, and there are no insurance coverage for this medical bill.
+
+First, we calculate the total cost of the vaccines:
+\[
+10 \times 45 = 450
+\]
+
+Next, we calculate the total cost of the doctor''s visit:
+\[
+250
+\]
+
+Now, we add the costs of the vaccines and the doctor''s visit to find the total amount spent:
+\[
+450 + 250 = 700
+\]
+
+Insurance covers 80% of the medical bills. To find out how much insurance covers, we multiply the total amount spent by 0.80:
+\[
+700 \times 0.80 = 560
+\]
+
+The doctor''s visit costs $250, so the total cost of the medical bills is:
+\[
+560 + 250 = 810
+\]
+
+Now, we add the cost of the medical bills to the cost of the trip to find the total amount Tom will have to pay:
+\[
+1200 + 810 = 2010
+\]
+
+Therefore, the amount Tom will have to pay is:
+\[
+\boxed{2010}
+\]','2010',0,'not_equivalent',324,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,1,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, the doctor''s visit, and the insurance, then sum these amounts. Finally, we will subtract the total cost of the insurance from the total cost of the trip to find the final amount Tom will have to pay.
+
+First, let''s calculate the cost of the vaccines:
+- Tom needs to get 10 different vaccines, and each vaccine costs $45.
+\[
+\text{Total cost of vaccines} = 10 \times 45 = 450
+\]
+
+Next, let''s calculate the cost of the doctor''s visit:
+- The doctor''s visit costs $250.
+\[
+\text{Total cost of doctor''s visit} = 250
+\]
+
+Now, let''s determine the insurance coverage. The insurance will cover 80% of the medical bills. Therefore, the insurance will cover:
+\[
+0.80 \times 450 = 360
+\]
+
+To find the total cost of the insurance:
+\[
+\text{Total cost of insurance} = 360
+\]
+
+Now, let''s add the total cost of the vaccines, the doctor''s visit, and the insurance to find the total cost of the trip:
+\[
+\text{Total cost of trip} = 450 + 250 + 360 = 1060
+\]
+
+Finally, we subtract the total cost of the insurance from the total cost of the trip to find the final amount Tom will have to pay:
+\[
+\text{Final amount} = 1060 - 360 = 600
+\]
+
+Thus, the final amount Tom will have to pay is \boxed{600}.','600',0,'not_equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,2,'To solve this problem, we need to calculate the total cost of the vaccines, doctor''s visit, insurance cover, and the trip itself. Let''s break down the steps:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Add the insurance cover to the total cost of the doctor''s visit.
+4. Add the trip itself to the total cost of the insurance cover.
+5. Sum up all the costs to get the final amount Tom will have to pay.
+
+Let''s write the Python code to calculate this.
+```python
+# Define the costs
+vaccine_cost = 45
+doctor_visit_cost = 250
+insurance_coverage = 0.80
+trip_cost = 1200
+
+# Calculate the total cost of the vaccines
+total_vaccine_cost = vaccine_cost * 10
+
+# Calculate the total cost of the doctor''s visit
+total_doctor_visit_cost = doctor_visit_cost
+
+# Calculate the total cost of insurance cover
+insurance_cost = total_doctor_visit_cost * insurance_coverage
+
+# Calculate the total cost of the trip itself
+total_trip_cost = trip_cost
+
+# Calculate the total amount Tom will have to pay
+total_amount = total_vaccine_cost + total_doctor_visit_cost + insurance_cost + total_trip_cost
+print(total_amount)
+```
+```output
+2060.0
+```
+Tom will have to pay \(\boxed{2060}\) dollars.','2060',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,3,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Calculate the total number of vaccines needed.
+2. Determine the total cost of the vaccines and the doctor''s visit.
+3. Calculate the insurance coverage.
+4. Add up the total cost of the vaccines, the doctor''s visit, and the insurance coverage to find the final amount Tom has to pay.
+
+First, let''s calculate the number of vaccines needed:
+- Tom needs 10 different vaccines.
+- Each vaccine costs $45.
+- So, the total number of vaccines is \(10 \times 45 = 450\).
+
+Next, let''s determine the total cost of the vaccines and the doctor''s visit:
+- Each vaccine costs $45.
+- So, the total cost of the vaccines is \(450 \times 45 = 20250\).
+- The doctor''s visit costs $250.
+- So, the total cost of the doctor''s visit is $250.
+
+Now, we calculate the insurance coverage. The insurance will cover 80% of the medical bills. So, the insurance coverage is \(20250 \times 0.80 = 16100\).
+
+Finally, we add up the total cost of the vaccines, the doctor''s visit, and the insurance coverage to find the final amount Tom has to pay:
+- The trip itself cost $1200.
+- So, the total amount Tom has to pay is \(16100 + 1200 = 17300\).
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the costs
+cost_per_vaccine = 45
+number_of_vaccines = 10
+doctor_visit_cost = 250
+insurance_coverage_percentage = 0.80
+
+# Calculate the total cost of the vaccines and the doctor''s visit
+total_cost_vaccines = number_of_vaccines * cost_per_vaccine
+total_cost_doctor_visit = doctor_visit_cost
+insurance_coverage = total_cost_vaccines * insurance_coverage_percentage
+
+# Calculate the final amount Tom has to pay
+trip_cost = 1200
+total_amount_paid = total_cost_vaccines + total_cost_doctor_visit + insurance_coverage
+
+print(total_amount_paid)
+```
+```output
+17300.0
+```
+The final amount Tom has to','17300.0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,4,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, the doctor''s visit, and the insurance coverage. We''ll break it down step by step.
+
+1. **Calculate the total cost of the vaccines:**
+   - Each vaccine costs $45.
+   - Tom needs to get 10 vaccines.
+   - Total cost of vaccines = $45 × 10 = $450.
+
+2. **Calculate the total cost of the doctor''s visit:**
+   - The doctor''s visit costs $250.
+   - Tom needs to go to the doctor.
+   - Total cost of doctor''s visit = $250.
+
+3. **Calculate the insurance coverage:**
+   - The insurance will cover 80% of the total medical bills.
+   - Insurance coverage = $450 × 0.80 = $360.
+
+4. **Calculate the total cost of the trip:**
+   - The trip itself costs $1200.
+   - Total cost of trip = $1200.
+
+5. **Calculate the total amount Tom will have to pay:**
+   - Total amount paid = Total cost of vaccines + Total cost of doctor''s visit + Insurance coverage
+   - Total amount paid = $450 + $250 + $360 = $1060.
+
+Therefore, the total amount Tom will have to pay is \(\boxed{1060}\).','1060',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,5,'To solve this problem, we need to calculate the total cost of the vaccines, the doctor''s visit, and then include the insurance coverage. Here are the steps:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Calculate the insurance coverage (80% of the total cost).
+4. Add the insurance coverage to the total cost of the vaccines and doctor''s visit.
+5. Add the trip cost to the total amount paid.
+
+Let''s break it down in code:
+```python
+# Constants
+cost_vaccine = 45
+cost_doctor_visit = 250
+insurance_coverage = 0.80
+trip_cost = 1200
+
+# Total cost of vaccines
+total_vaccine_cost = cost_vaccine * 10
+
+# Total cost of doctor''s visit
+total_doctor_visit_cost = cost_doctor_visit
+
+# Insurance coverage
+insurance_coverage = total_vaccine_cost * insurance_coverage
+
+# Total amount paid
+total_amount_paid = total_vaccine_cost + total_doctor_visit_cost + insurance_coverage + trip_cost
+
+print(total_amount_paid)
+```
+```output
+1270.0
+```
+The total amount Tom will have to pay is \(\boxed{1270}\).','1270',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,6,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, the doctor''s visit, and the insurance coverage, then add these amounts to the cost of the trip itself.
+
+Here''s a step-by-step breakdown:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Calculate the total cost of the insurance coverage.
+4. Add the costs of the vaccines, doctor''s visit, and insurance coverage to the cost of the trip itself.
+
+Let''s calculate this using Python.
+```python
+# Step 1: Calculate the total cost of the vaccines
+vaccine_cost = 10 * 45
+
+# Step 2: Calculate the total cost of the doctor''s visit
+doctor_visit_cost = 250
+
+# Step 3: Calculate the total cost of the insurance coverage
+insurance_coverage = 0.80 * (vaccine_cost + doctor_visit_cost)
+
+# Step 4: Add the costs of the vaccines, doctor''s visit, and insurance coverage to the cost of the trip itself
+total_cost = 1200 + vaccine_cost + doctor_visit_cost + insurance_coverage
+
+print(total_cost)
+```
+```output
+1800.0
+```
+The total amount Tom will have to pay is \(\boxed{1800}\).','1800',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,7,'Let''s break down the problem step by step:
+
+1. Calculate the total cost of the vaccines.
+2. Determine the total cost of the doctor''s visit.
+3. Calculate the insurance coverage.
+4. Calculate the total medical bill.
+5. Add the trip cost to the total medical bill to find the total amount Tom will have to pay.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total cost of the vaccines
+vaccine_cost_per_patient = 45
+num_patients = 10
+total_vaccine_cost = vaccine_cost_per_patient * num_patients
+
+# Step 2: Determine the total cost of the doctor''s visit
+doctor_visit_cost = 250
+insurance_coverage_percentage = 0.80
+total_doctor_visit_cost = doctor_visit_cost * insurance_coverage_percentage
+
+# Step 3: Calculate the insurance coverage
+insurance_coverage = total_doctor_visit_cost * insurance_coverage_percentage
+
+# Step 4: Calculate the total medical bill
+total_medical_bill = total_vaccine_cost + total_doctor_visit_cost + insurance_coverage
+
+# Step 5: Add the trip cost to the total medical bill to find the total amount Tom will have to pay
+trip_cost = 1200
+total_amount_to_pay = total_medical_bill + trip_cost
+
+print(total_amount_to_pay)
+```
+```output
+1960.0
+```
+The total amount Tom will have to pay is \(\boxed{1960}\).','1960',0,'not_equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,8,'To solve this problem, we need to calculate the total cost of the vaccines, doctor''s visit, and insurance, then add this to the trip cost. Let''s break it down step by step:
+
+1. Calculate the total cost of the vaccines:
+   \[
+   \text{Total cost of vaccines} = 10 \times 45
+   \]
+
+2. Calculate the total cost of the doctor''s visit:
+   \[
+   \text{Total cost of doctor''s visit} = 250
+   \]
+
+3. Calculate the insurance coverage:
+   \[
+   \text{Insurance coverage} = 80\% \times 250 = 0.80 \times 250 = 200
+   \]
+
+4. Calculate the total cost before insurance:
+   \[
+   \text{Total cost before insurance} = \text{Total cost of vaccines} + \text{Total cost of doctor''s visit} - \text{Insurance coverage}
+   \]
+
+5. Add the trip cost to the total cost before insurance:
+   \[
+   \text{Total cost} = \text{Total cost before insurance} + 1200
+   \]
+
+Let''s use Python to perform these calculations.
+```python
+# Define the costs and insurance coverage
+cost_per_vaccine = 45
+num_vaccines = 10
+cost_doctor_visit = 250
+insurance_coverage_percentage = 0.80
+trip_cost = 1200
+
+# Calculate the total cost of vaccines
+total_cost_vaccines = num_vaccines * cost_per_vaccine
+
+# Calculate the total cost of doctor''s visit
+total_cost_doctor_visit = cost_doctor_visit
+
+# Calculate the insurance coverage
+insurance_coverage = insurance_coverage_percentage * cost_doctor_visit
+
+# Calculate the total cost before insurance
+total_cost_before_insurance = total_cost_vaccines + total_cost_doctor_visit - insurance_coverage
+
+# Calculate the total cost after insurance
+total_cost = total_cost_before_insurance + trip_cost
+print(total_cost)
+```
+```output
+3600.0
+```
+The total amount Tom will have to pay is \(\boxed{3600}\).','3600',0,'not_equivalent',470,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,9,'To determine how much Tom will have to pay, we need to break down the problem into smaller steps. Here''s the step-by-step approach:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Determine the total amount of medical bills including insurance.
+4. Calculate the portion of the medical bills that will be covered by insurance.
+5. Add the portion of the medical bills to the cost of the trip.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total cost of the vaccines
+cost_vaccine_per_person = 45
+number_of_people = 10
+total_cost_vaccines = cost_vaccine_per_person * number_of_people
+
+# Step 2: Calculate the total cost of the doctor''s visit
+cost_doctor_visit = 250
+total_cost_doctor_visit = cost_doctor_visit
+
+# Step 3: Determine the total amount of medical bills including insurance
+insurance_coverage_percentage = 0.80
+total_cost_medical_bills = total_cost_vaccines + total_cost_doctor_visit
+
+# Step 4: Calculate the portion of the medical bills that will be covered by insurance
+portion_covered_by_insurance = total_cost_medical_bills * insurance_coverage_percentage
+
+# Step 5: Add the portion of the medical bills to the cost of the trip
+cost_of_trip = 1200
+total_cost = total_cost_medical_bills + cost_of_trip
+
+print(total_cost)
+```
+```output
+3400.0
+```
+Tom will have to pay \(\boxed{3400}\) dollars.','3400',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,10,'To determine how much Tom will have to pay, we need to follow these steps:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Add the insurance coverage to the total cost.
+4. Add the cost of the trip itself to the insurance coverage.
+
+First, let''s calculate the total cost of the vaccines. Tom needs to get 10 different vaccines, and each vaccine costs $45. Therefore, the total cost of the vaccines is:
+\[ 10 \times 45 = 450 \]
+
+Next, let''s calculate the total cost of the doctor''s visit. The doctor''s visit costs $250 but insurance will cover 80% of these medical bills. Therefore, the insurance coverage covers 20% of $250, which is:
+\[ 250 \times 0.80 = 200 \]
+So, the total cost of the doctor''s visit is:
+\[ 250 - 200 = 50 \]
+
+Now, let''s add the insurance coverage to the total cost. The insurance coverage covers $200, so the total cost including insurance is:
+\[ 450 + 50 = 500 \]
+
+Finally, let''s add the cost of the trip itself to the insurance coverage. The trip itself costs $1200, so the total cost is:
+\[ 500 + 1200 = 1700 \]
+
+Therefore, the total amount Tom will have to pay is:
+\[ \boxed{1700} \]','1700',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,11,'To solve this problem, we need to determine the total cost of the vaccines, the doctor''s visit, and the insurance coverage. Let''s break it down step-by-step:
+
+1. Calculate the total cost of the vaccines.
+2. Calculate the total cost of the doctor''s visit.
+3. Determine the insurance coverage (80% of the total medical bills).
+4. Add the cost of the vaccines, the doctor''s visit, and the insurance coverage to get the total cost.
+
+Let''s use Python to perform these calculations accurately.
+```python
+# Define the cost of each vaccine
+cost_vaccine = 45
+# Define the cost of the doctor''s visit
+cost_doctor_visit = 250
+# Define the insurance coverage (80% of the total medical bills)
+insurance_coverage = 0.80
+
+# Calculate the total cost of the vaccines
+total_cost_vaccines = cost_vaccine * 10
+
+# Calculate the total cost of the doctor''s visit
+total_cost_doctor_visit = cost_doctor_visit
+
+# Calculate the insurance coverage
+total_insurance_coverage = total_cost_vaccines * insurance_coverage
+
+# Calculate the total cost of the trip
+total_cost_trip = 1200
+
+# Calculate the total amount Tom has to pay
+total_amount_to_pay = total_cost_vaccines + total_cost_doctor_visit + total_insurance_coverage + total_cost_trip
+print(total_amount_to_pay)
+```
+```output
+1750.0
+```
+Tom will have to pay a total of \(\boxed{1750}\) dollars.','1750',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,12,'To determine how much Tom will have to pay, we will break down the problem step by step.
+
+1. Calculate the total cost of the vaccines:
+   - Each vaccine costs $45.
+   - Tom needs 10 vaccines.
+   - Total cost of vaccines = \(10 \times 45 = 450\).
+
+2. Calculate the cost of the doctor''s visit:
+   - The doctor''s visit costs $250.
+   - Insurance will cover 80% of these medical bills.
+   - Insurance will cover \(250 \times 0.80 = 200\).
+   - Total cost of doctor''s visit = \(250 + 200 = 450\).
+
+3. Add the cost of the vaccines and the doctor''s visit to get the total cost before insurance coverage:
+   - Total cost before insurance = \(450 + 450 = 900\).
+
+4. Calculate the insurance coverage for the doctor''s visit:
+   - Insurance will cover 80% of $450 = \(0.80 \times 450 = 360\).
+
+5. Add the insurance coverage to the total cost before insurance to get the final amount Tom will have to pay:
+   - Final amount = \(900 + 360 = 1260\).
+
+Therefore, the final amount Tom will have to pay is \(\boxed{1260}\).','1260',0,'not_equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,13,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines, doctor''s visit, and insurance before insurance is applied. Here''s a step-by-step breakdown of the solution:
+
+1. Calculate the total cost of the vaccines:
+   - Tom needs 10 different vaccines.
+   - Each vaccine costs $45.
+   \[
+   10 \text{ vaccines} \times \$45/\text{vaccine} = \$450
+   \]
+
+2. Calculate the total cost of the doctor''s visit:
+   - The doctor''s visit costs $250.
+   \[
+   \$250
+   \]
+
+3. Calculate the total cost of insurance before insurance is applied:
+   - The insurance will cover 80% of the medical bills.
+   \[
+   80\% \text{ of } \$450 = 0.80 \times \$450 = \$360
+   \]
+
+4. Add the costs of the vaccines, doctor''s visit, and insurance to get the total cost:
+   \[
+   \$450 + \$250 + \$360 = \$1060
+   \]
+
+5. Add the cost of the trip to the total cost of insurance to get the final amount Tom will have to pay:
+   \[
+   \$1060 + \$1200 = \$2260
+   \]
+
+Therefore, the final answer is \(\boxed{2260}\).','2260',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(158,14,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines and the doctor''s visit, then add the insurance coverage to these costs. Finally, we add the cost of the trip itself.
+
+First, let''s calculate the total cost of the vaccines. Tom needs 10 different vaccines, and each vaccine costs $45. So, the total cost of the vaccines is:
+\[ 10 \times 45 = 450 \text{ dollars} \]
+
+Next, let''s calculate the total cost of the doctor''s visit. The doctor''s visit costs $250, but insurance will cover 80% of these medical bills. To find 80% of $250, we multiply $250 by 0.80:
+\[ 250 \times 0.80 = 200 \text{ dollars} \]
+
+Now, we add the cost of the vaccines and the doctor''s visit to the cost of the trip itself:
+\[ 450 + 200 + 1200 = 1850 \text{ dollars} \]
+
+Therefore, the amount Tom will have to pay is \(\boxed{1850}\).','1850',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(158,15,'To determine how much Tom will have to pay, we need to calculate the total cost of the vaccines and the doctor''s visit, then add this to the cost of the trip itself.
+
+First, let''s calculate the cost of the vaccines:
+- There are 10 vaccines and each costs $45.
+- The total cost of the vaccines is \(10 \times 45 = 450\).
+
+Next, let''s calculate the cost of the doctor''s visit:
+- The doctor''s visit costs $250.
+- Insurance will cover 80% of these medical bills.
+- Therefore, the insurance coverage is \(250 \times 0.80 = 200\).
+- The total cost of the doctor''s visit is \(250 - 200 = 50\).
+
+Now, let''s add the cost of the vaccines and the doctor''s visit to the cost of the trip itself:
+- The total cost is \(450 + 50 = 500\).
+
+Thus, the final answer is \(\boxed{500}\).','500',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,0,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Identify the volume of milk in the container.
+2. Identify the volume of milk Jasmine can pour in one portion.
+3. Divide the volume of the container by the volume of milk Jasmine can pour in one portion to get the number of portions.
+
+Step 1: Identify the volume of milk in the container.
+The container is 2-liter, which is equal to 2000 milliliters.
+
+Step 2: Identify the volume of milk Jasmine can pour in one portion.
+Jasmine can pour 200 ml of milk in one portion.
+
+Step 3: Divide the volume of the container by the volume of milk Jasmine can pour in one portion.
+\[
+\frac{2000 \text{ ml}}{200 \text{ ml/portion}} = 10 \text{ portions}
+\]
+
+Therefore, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container.','10',1,'equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(159,1,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. **Convert the volume from liters to milliliters:**
+   - There are 1000 milliliters in a liter.
+   - Therefore, 2 liters is equal to \(2 \times 1000 = 2000\) milliliters.
+
+2. **Divide the total volume of milk by the volume of one portion:**
+   - Jasmine can pour \(2000 \text{ ml} \div 200 \text{ ml/portion} = 10\) portions.
+
+So, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container of milk.','10',1,'equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,2,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Convert the total volume of milk from liters to milliliters.
+2. Calculate the number of portions by dividing the total volume by the volume of one portion.
+
+Step 1: Convert the total volume of milk from liters to milliliters.
+Since there are 1000 milliliters in a liter, we multiply the total volume of milk by 1000:
+\[
+200 \text{ ml} \times 1000 \text{ ml} = 200000 \text{ ml}
+\]
+
+Step 2: Calculate the number of portions by dividing the total volume by the volume of one portion.
+Jasmine can pour \( \frac{200000 \text{ ml}}{200 \text{ ml}} \) portions of milk from a full 2-liter container. Simplifying the division, we get:
+\[
+\frac{200000}{200} = 10000
+\]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container is \(\boxed{10000}\).','10000',0,'not_equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,3,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. **Calculate the number of parts in one liter**: Since one liter is equal to 1000 ml, one liter contains 1000 parts of milk.
+
+2. **Determine how many parts of milk are available in the container**: The container has 2 liters, so we can convert this to parts:
+   \[
+   2 \text{ liters} \times 1000 \text{ parts/liter} = 2000 \text{ parts}
+   \]
+
+3. **Determine how many portions of milk Jasmine can pour**: Jasmine can pour 200 ml at a time. Therefore, the number of portions of milk she can pour is:
+   \[
+   \frac{200 \text{ ml}}{200 \text{ ml/part}} = 1 \text{ portion}
+   \]
+
+Thus, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container is \(\boxed{1}\).','1',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,4,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. Identify the total volume of milk in the container: 2 liters.
+2. Identify the volume of milk Jasmine can pour per portion: 200 ml.
+3. Divide the total volume of milk by the volume of milk Jasmine can pour per portion to find the number of portions.
+
+Let''s perform the division using Python code.
+```python
+# Define the total volume of milk and the volume of milk Jasmine can pour per portion
+total_volume = 2  # liters
+volume_per_portion = 200  # ml
+
+# Calculate the number of portions
+number_of_portions = total_volume / volume_per_portion
+print(number_of_portions)
+```
+```output
+1.0
+```
+Jasmine can pour \(\boxed{1}\) portion of 200 ml milk from a full 2-liter container of milk.','1',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,5,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Convert the volume of milk in milliliters to liters:**
+   \[
+   200 \text{ ml} = \frac{200 \text{ ml}}{1000 \text{ ml/liter}} = 0.200 \text{ liters}
+   \]
+
+2. **Determine the number of portions of milk Jasmine can pour:**
+   Jasmine can pour an amount of milk equal to the volume of milk in liters. Therefore, we multiply the number of liters by the volume of milk in milliliters:
+   \[
+   0.200 \text{ liters} \times 0.200 \text{ liters} = 0.04 \text{ liters}
+   \]
+
+So, Jasmine can pour \(\boxed{0.04}\) portions of 200 ml milk from a full 2-liter container of milk.','0.04',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,6,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. Identify the volume of milk in the container.
+   - The container is 2 liters.
+
+2. Identify the volume of milk Jasmine can pour.
+   - Jasmine can pour 200 ml of milk per portion.
+
+3. Divide the volume of milk in the container by the volume of milk Jasmine can pour.
+   - \(\frac{200 \text{ ml}}{200 \text{ ml/portion}} = 1 \text{ portion}\)
+
+Therefore, Jasmine can pour \(\boxed{1}\) portion of 200 ml milk from a full 2-liter container of milk.','1',0,'not_equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,7,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Identify the capacity of the container. The container is 2 liters, which is equal to 1000 ml.
+2. Identify the amount of milk Jasmine can pour. The amount of milk is 200 ml.
+3. Determine the portion size. Since the amount of milk Jasmine can pour is equal to the capacity of the container, the portion size is 1000 ml.
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container is \(\boxed{1000}\).','1000',0,'not_equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,8,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Understand the relationship between the amount of milk and the amount of portions:**
+   - A full liter of milk is equal to 200 ml.
+   - Therefore, each portion of 200 ml milk corresponds to 200 ml / 200 = 1 portion.
+
+2. **Calculate the number of portions:**
+   - Jasmine can pour 1 portion of 200 ml milk from a full 2-liter container of milk.
+
+So, the final answer is \(\boxed{1}\).','1',0,'not_equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,9,'To solve this problem, we need to determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk. Let''s break it down step by step:
+
+1. **Identify the total volume of the container:**
+   - The container is 2 liters.
+   - Therefore, \(2 \text{ liters} = 2 \times 1000 \text{ ml} = 2000 \text{ ml}\).
+
+2. **Determine the volume of milk Jasmine can pour:**
+   - Jasmine can pour 200 ml of milk from each portion of the container.
+   - So, if Jasmine pours \(P\) portions of the container, then she pours \(200P\) ml of milk.
+
+3. **Set up the equation:**
+   - We know that \(200P = 2000\).
+   - To find \(P\), we divide both sides of the equation by 200.
+   - This simplifies to \(P = \frac{2000}{200} = 10\).
+
+So, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container of milk.','10',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,10,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Convert the full 2-liter container to milliliters. Since there are 1000 milliliters in a liter, we multiply the volume of the container by 1000:
+   \[
+   2 \, \text{liters} \times 1000 \, \text{milliliters per liter} = 2000 \, \text{milliliters}
+   \]
+
+2. Calculate the number of portions Jasmine can pour from the full container by dividing the total volume of the container by the volume of one portion of milk:
+   \[
+   \frac{2000 \, \text{milliliters}}{200 \, \text{milliliters per portion}} = 10 \, \text{portions}
+   \]
+
+Therefore, Jasmine can pour \(\boxed{10}\) portions of 200 ml milk from a full 2-liter container.','10',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,11,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container, we need to follow these steps:
+
+1. Identify the volume of milk in the container.
+2. Divide the total volume of milk by the volume of milk Jasmine can pour.
+
+Step 1: The total volume of milk in the container is 2 liters.
+Step 2: Jasmine can pour 200 ml of milk from a full 2-liter container.
+
+Now, we perform the division:
+\[ \frac{2 \text{ liters}}{200 \text{ ml}} = \frac{1}{100} \text{ portions} \]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour is \(\boxed{\frac{1}{100}}\).','\frac{1}{100}',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,12,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Calculate the capacity of one portion of milk:**
+   Each liter of milk contains approximately 200 ml of milk. Therefore, the capacity of one portion of milk is:
+   \[
+   \frac{200 \text{ ml}}{1 \text{ liter}} = 200 \text{ ml/portion}
+   \]
+
+2. **Calculate the total number of portions Jasmine can pour from a full 2-liter container:**
+   Since Jasmine pours 200 ml portions from each liter of milk, we multiply the capacity of one portion by the total number of liters in the container:
+   \[
+   200 \text{ ml/portion} \times 2 \text{ liters} = 400 \text{ ml}
+   \]
+
+Thus, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk is \(\boxed{400}\).','400',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,13,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. Calculate the total amount of milk in the 2-liter container.
+2. Determine how many portions of the 200 ml milk can fit into the container.
+
+Step 1: Calculate the total amount of milk in the 2-liter container.
+A liter of milk is equal to 1000 ml. Therefore, the total amount of milk in a 2-liter container is:
+\[ 2 \text{ liters} \times 1000 \text{ ml/liter} = 2000 \text{ ml} \]
+
+Step 2: Determine how many portions of the 200 ml milk can fit into the container.
+Jasmine needs to pour 200 ml of milk into the container. To find out how many portions, we divide the total amount of milk by the amount of milk Jasmine can fit into the container:
+\[ \frac{2000 \text{ ml}}{200 \text{ ml}} = 10 \text{ portions} \]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk is \(\boxed{10}\).','10',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,14,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to follow these steps:
+
+1. **Convert the volume of the container from liters to milliliters.**
+   Since there are 1000 milliliters in a liter, we multiply the number of liters by 1000.
+   \[
+   2 \text{ liters} \times 1000 \text{ milliliters/liter} = 2000 \text{ milliliters}
+   \]
+
+2. **Determine how many portions can be poured from the container.**
+   Jasmine can pour 200 ml of milk from the container. To find out how many portions, we divide the total volume of the container by the volume of milk that can be poured.
+   \[
+   \frac{2000 \text{ milliliters}}{200 \text{ ml per portion}} = 10 \text{ portions}
+   \]
+
+Therefore, the number of portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk is \boxed{10}.','10',1,'equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(159,15,'To determine how many portions of 200 ml milk Jasmine can pour from a full 2-liter container of milk, we need to calculate the number of 200 ml portions that can be made from 2 liters. This can be done by dividing the total volume of the container by the volume of one portion.
+
+Here''s the step-by-step process:
+
+1. Identify the total volume of the container of milk. This is 2 liters.
+2. Identify the volume of one portion of milk. This is 200 ml.
+3. Divide the total volume of the container by the volume of one portion of milk:
+   \[
+   \frac{2 \text{ liters}}{200 \text{ ml/portion}} = \frac{1 \text{ portion}}{100 \text{ portions/portion}}
+   \]
+
+Therefore, Jasmine can pour \(\boxed{0.1}\) portions of 200 ml milk from a full 2-liter container of milk.','0.1',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.79619888488999342917e+09,1.79620103311560273167e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',23,2.14744660876699890649e+03,2.14744569257299917799e+03);
 INSERT INTO "sessions" VALUES(2,1.79621726692407107355e+09,1.79621836691814827915e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',10,1.09872731265400216211e+03,1.09872583812200173272e+03);
 INSERT INTO "sessions" VALUES(3,1.7962524162180757523e+09,1.79625273764532709117e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','interrupted',2,3.02665840505000232956e+02,3.02653134796999438542e+02);
-INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79625840614047646527e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',121,5.65227491532500062e+03,5652.273289732);
+INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79625897516316866868e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',124,6.22129772697099906516e+03,6.22129610227500052122e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -51416,5 +53863,20 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_trai
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-4448',0,156,'144',0.0,0,1000,1,131.0,30.0,1540.25,0.0,9.26110414042495904123e+01,2.06323929411096752936e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-4448',0,156,'149',0.0,0,1000,1,131.0,30.0,3080.5,0.0,1.85222082808499180833e+02,3.99951001627664501948e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-4448',0,156,'156',0.0,0,1,0,131.0,30.0,6161.0,0.0,3.70444165616998361662e+02,7872051460608.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-4494',0,157,'10280',0.0,0,16,1,141.0,30.0,388.875,0.0,3.95313553627499914e+01,6.2841819445817907715e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-4494',0,157,'10280',0.0,0,120,1,141.0,30.0,777.75,0.0,7.90627107254999828001e+01,1.11729266381536718752e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-4494',0,157,'1550',0.0,0,1000,1,141.0,30.0,1555.5,0.0,1.58125421450999965595e+02,2.09504160252974340819e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-4494',0,157,'-1000',0.0,0,1000,1,141.0,30.0,3111.0,0.0,3.16250842901999931191e+02,4.05053947995849560536e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-4494',0,157,'2',0.0,0,1,0,141.0,30.0,6222.0,0.0,6.32501685803999862383e+02,7961535234816.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-4526',0,158,'2010',0.0,0,16,1,110.0,30.0,332.125,0.0,2.93463158196875610883e+01,5.17971073483301513691e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-4526',0,158,'2010',0.0,0,120,1,110.0,30.0,664.25,0.0,5.86926316393751221775e+01,9.35395745077214721668e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-4526',0,158,'17300.0',0.0,0,1000,1,110.0,30.0,1328.5,0.0,1.17385263278750244357e+02,1.77024508826504125974e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-4526',0,158,'1960',0.0,0,1000,1,110.0,30.0,2657.0,0.0,2.34770526557500488714e+02,3.43994377464069433602e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-4526',0,158,'2260',0.0,0,1,0,110.0,30.0,5314.0,0.0,469.541053115001,6779341147392.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-4585',0,159,'10',0.375,1,16,1,58.0,30.0,217.3125,0.0,9.02744489599990629358e+00,3.07764533119429382315e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-4585',0,159,'10',0.375,1,120,1,58.0,30.0,434.625,0.0,1.80548897919998125871e+01,5.80400783222934082018e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-4585',0,159,'10',0.536,1,1000,1,58.0,30.0,869.25,0.0,3.61097795839996251734e+01,1.1256732834299436035e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-4585',0,159,'1',0.74475,0,1000,1,58.0,30.0,1738.5,0.0,7.22195591679992503469e+01,2.21621828384396240239e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-4585',0,159,'10',1.0,1,1,0,58.0,30.0,3477.0,0.0,1.44439118335998500702e+02,4397308284672.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
