@@ -30695,6 +30695,1594 @@ print(new_speed)
 151.25
 ```
 The new speed of James''s car is \(\boxed{151.25}\) mph.','stop',370,91,30,9.3008517863045820917e+00,343126162368.0,NULL);
+INSERT INTO "chains" VALUES(171,0,0,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',0,'To determine how much Tiffany''s sunscreen will cost, we need to break down the problem into smaller steps:
+
+1. Calculate the total number of applications Tiffany needs.
+2. Determine the cost of the sunscreen based on the total number of applications.
+
+**Step 1: Calculate the total number of applications**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Therefore, the total number of applications is:
+\[ 2 \text{ hours} \times 12 \text{ ounces/appointment} = 24 \text{ ounces} \]
+
+**Step 2: Determine the cost of the sunscreen**
+
+A bottle contains 12 ounces and costs $3.5. Therefore, the cost of the sunscreen is:
+\[ 24 \text{ ounces} \times \$3.5 \text{ per ounce} = \$72.00 \]
+
+Thus, the cost of the sunscreen is \(\boxed{72.00}\).','stop',198,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,1,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',1,'To determine the cost of the sunscreen Tiffany will use, we need to follow these steps:
+
+1. Calculate the total amount of sunscreen Tiffany will need.
+2. Determine the cost of the total amount of sunscreen.
+
+Step 1: Calculate the total amount of sunscreen Tiffany will need.
+Since she needs to re-apply sunscreen after 2 hours, and she needs 3 ounces of sunscreen each application, we can calculate the total number of applications needed as follows:
+\[ \text{Total applications} = \frac{2 \text{ hours}}{3 \text{ ounces/application}} = \frac{2}{3} \approx 0.67 \text{ applications} \]
+
+Step 2: Determine the cost of the total amount of sunscreen.
+Since the bottle contains 12 ounces and costs $3.5, we can calculate the total cost as follows:
+\[ \text{Total cost} = \frac{2}{3} \times \$3.5 = \$2.25 \]
+
+Therefore, the cost of the sunscreen Tiffany will use is \(\boxed{2.25}\).','stop',228,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,2,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',2,'To determine the cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the total amount of sunscreen Tiffany needs to re-apply.
+2. Determine how much sunscreen is needed per hour.
+3. Calculate how much sunscreen is needed in 16 hours.
+4. Determine the cost of the sunscreen.
+
+**Step 1: Calculate the total amount of sunscreen needed to re-apply.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. She needs 3 ounces of sunscreen each application. Therefore, the total amount of sunscreen needed is:
+\[ 3 \text{ ounces/appointment} \times 2 \text{ hours} = 6 \text{ ounces} \]
+
+**Step 2: Determine how much sunscreen is needed per hour.**
+
+Tiffany needs to use 12 ounces of sunscreen per bottle. Since 1 bottle contains 12 ounces, the number of bottles needed is:
+\[ \frac{6 \text{ ounces}}{12 \text{ ounces/bottle}} = 0.5 \text{ bottles} \]
+
+**Step 3: Calculate how much sunscreen is needed in 16 hours.**
+
+Since Tiffany has 0.5 bottles, she will need to use:
+\[ 0.5 \text{ bottles} \times 12 \text{ ounces/bottle} = 6 \text{ ounces} \]
+
+**Step 4: Determine the cost of the sunscreen.**
+
+The cost of the sunscreen is $3.5. Therefore, the total cost is:
+\[ \$3.5 \times 6 \text{ ounces} = \$19.50 \]
+
+Thus, the cost of the sunscreen is \(\boxed{19.50}\).','stop',364,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,3,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',3,'To determine the total cost of the sunscreen Tiffany needs, we can break down the problem into a few steps:
+
+1. Calculate the number of applications Tiffany will need.
+2. Determine the total amount of sunscreen she will need.
+3. Calculate the total cost of the sunscreen.
+
+**Step 1: Calculate the number of applications Tiffany will need.**
+Tiffany needs to re-apply sunscreen after 2 hours. She needs 3 ounces of sunscreen each application. Therefore, the number of applications she will need is:
+\[ \text{Number of applications} = \frac{3 \text{ ounces}}{3 \text{ ounces/application}} = 1 \text{ application} \]
+
+**Step 2: Determine the total amount of sunscreen she will need.**
+Each bottle contains 12 ounces of sunscreen. Since Tiffany needs 1 application, the total amount of sunscreen she will need is:
+\[ \text{Total sunscreen needed} = 1 \text{ application} \times 12 \text{ ounces/application} = 12 \text{ ounces} \]
+
+**Step 3: Calculate the total cost of the sunscreen.**
+The cost of one bottle of sunscreen is $3.5. Therefore, the total cost of the sunscreen is:
+\[ \text{Total cost} = 12 \text{ ounces} \times \$3.5 \text{ per ounce} = \$42.00 \]
+
+Thus, the total cost of the sunscreen is \(\boxed{42}\).','stop',313,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,4,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',4,'To determine the cost of the sunscreen Tiffany will need, we need to break down the problem into manageable steps.
+
+1. Calculate the total number of applications Tiffany needs to make in 16 hours.
+2. Determine the total amount of sunscreen needed.
+3. Calculate the total cost of the sunscreen.
+
+First, let''s find the total number of applications Tiffany needs to make in 16 hours. Since she needs to re-apply sunscreen after 2 hours, she needs to make 16 - 2 = 14 applications.
+
+Next, we calculate the total amount of sunscreen needed. Since each application requires 3 ounces of sunscreen, the total amount of sunscreen needed is \(14 \times 3 = 42\) ounces.
+
+Finally, we calculate the total cost of the sunscreen. The bottle contains 12 ounces and costs $3.5. Therefore, the total cost of the sunscreen is \(42 + 3.5 = 45.5\).
+
+Thus, the cost of the sunscreen will be \(\boxed{45.5}\).','stop',221,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,5,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',5,'To determine the cost of the sunscreen Tiffany will use, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany needs to make.
+2. Determine the amount of sunscreen required.
+3. Calculate the total cost based on the number of applications and the amount of sunscreen.
+
+Step 1: Calculate the total number of applications Tiffany needs to make.
+Tiffany has 16 hours to be there for, and she needs to re-apply sunscreen after 2 hours. Therefore, the total number of applications is:
+\[ 16 - 2 = 14 \]
+
+Step 2: Determine the amount of sunscreen required.
+Tiffany needs 3 ounces of sunscreen each application. Therefore, the total amount of sunscreen required is:
+\[ 14 \times 3 = 42 \text{ ounces} \]
+
+Step 3: Calculate the total cost based on the number of applications and the amount of sunscreen.
+The bottle contains 12 ounces of sunscreen and costs $3.5. Therefore, the total cost is:
+\[ 42 \times 3.5 = 147 \text{ dollars} \]
+
+Thus, the cost of the sunscreen is \(\boxed{147}\).','stop',254,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,6,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',6,'To determine the cost of the sunscreen Tiffany will need for 16 hours, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany will need.
+2. Determine how many bottles of sunscreen she will need to buy.
+3. Calculate the total cost of the sunscreen.
+
+**Step 1: Calculate the total number of applications Tiffany will need.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Therefore, she will need to re-apply sunscreen for \(2 + 2 = 4\) hours.
+
+**Step 2: Determine how many bottles of sunscreen she will need to buy.**
+
+Each application requires 3 ounces of sunscreen, and Tiffany will need to re-apply sunscreen for 4 hours. So, the total number of bottles required is:
+\[
+\frac{4 \text{ hours}}{3 \text{ ounces/appointment}} = 1 \text{ bottle}
+\]
+
+**Step 3: Calculate the total cost of the sunscreen.**
+
+A bottle contains 12 ounces and costs $3.5. Therefore, the cost of 1 bottle is:
+\[
+3.5 \text{ dollars/bottle} \times 1 \text{ bottle} = 3.5 \text{ dollars}
+\]
+
+Thus, the cost of the sunscreen will be \(\boxed{3.5}\).','stop',281,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,7,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',7,'Let''s break down the problem step by step:
+
+1. Calculate the total number of applications Tiffany will need in 16 hours.
+2. Determine how many bottles of sunscreen she will need to buy for the total number of applications.
+3. Calculate the total cost of the sunscreen.
+
+First, we calculate the total number of applications Tiffany will need in 16 hours. Since she needs to re-apply sunscreen after 2 hours, she will need to apply sunscreen twice. This means she will need to apply sunscreen 3 times in 16 hours. After that, she will need to apply sunscreen once more to complete the 16-hour period. Therefore, the total number of applications she will need is \(3 + 1 = 4\).
+
+Next, we determine how many bottles of sunscreen she will need to buy for the total number of applications. Since each bottle contains 12 ounces and costs $3.5, we can calculate the number of bottles needed by dividing the total number of applications by the number of ounces per bottle. This will give us \(4 / 12 = \frac{1}{3}\) bottles.
+
+Since Tiffany can''t buy a fraction of a bottle, we will round up to the next whole number, which is 1 bottle. Therefore, she will need to buy 1 bottle of sunscreen.
+
+Finally, we calculate the total cost of the sunscreen. Since each bottle costs $3.5, the total cost is \(1 \times 3.5 = 3.5\).
+
+The final answer is \(\boxed{3.5}\).','stop',327,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,8,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',8,'To determine the cost of the sunscreen Tiffany will need, we can break down the problem into manageable steps:
+
+1. Calculate the total amount of sunscreen needed for 16 hours.
+2. Determine how many bottles of sunscreen she needs to buy to meet the total amount needed.
+3. Calculate the total cost of the sunscreen.
+
+Let''s start with step 1: Calculate the total amount of sunscreen needed for 16 hours.
+Tiffany needs to re-apply sunscreen after 2 hours, which means she needs to re-apply sunscreen 16 - 2 = 14 hours. She also needs 3 ounces of sunscreen each application and a bottle contain 12 ounces and costs $3.5. Therefore, the total amount of sunscreen needed for 16 hours is:
+\[ 14 \text{ hours} \times 3 \text{ ounces/hour} = 42 \text{ ounces} \]
+
+Next, we determine how many bottles of sunscreen she needs to buy to meet the total amount needed.
+Since the bottle contains 12 ounces and costs $3.5, we can calculate the number of bottles needed by dividing the total amount of sunscreen needed by the cost of one bottle:
+\[ \frac{42 \text{ ounces}}{3.5 \text{ dollars/bottle}} \approx 12.71 \]
+Since Tiffany cannot buy a fraction of a bottle, she needs to round up to the next whole number. Therefore, she needs to buy 13 bottles.
+
+Finally, we calculate the total cost of the sunscreen.
+The total cost of the sunscreen is the number of bottles multiplied by the cost of one bottle:
+\[ 13 \text{ bottles} \times \$3.5 \text{ per bottle} = \$43.50 \]
+
+Thus, the cost of the sunscreen is \(\boxed{43.50}\).','stop',393,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,9,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',9,'Let''s break down the problem step-by-step and then write the final answer.
+
+1. Tiffany needs to re-apply sunscreen after 2 hours. Therefore, she will need 2 applications of sunscreen per hour. Since she has 16 hours, she will need:
+   \[
+   2 \text{ applications/hour} \times 16 \text{ hours} = 32 \text{ applications}
+   \]
+
+2. Each application requires 3 ounces of sunscreen. Therefore, the total amount of sunscreen needed is:
+   \[
+   32 \text{ applications} \times 3 \text{ ounces/applications} = 96 \text{ ounces}
+   \]
+
+3. A bottle contains 12 ounces and costs $3.5. Therefore, the cost of the sunscreen is:
+   \[
+   \frac{96 \text{ ounces}}{12 \text{ ounces/bottle}} = 8 \text{ dollars}
+   \]
+
+So, the sunscreen cost is $8. Let''s write the final answer as \(\boxed{8}\).','stop',230,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,10,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',10,'To determine the total cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany needs to take.
+2. Determine the total amount of sunscreen she will need.
+3. Calculate the cost of the sunscreen.
+
+**Step 1: Calculate the total number of applications Tiffany needs to take.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Since she is there for 16 hours, she will need to take 16 applications.
+
+**Step 2: Determine the total amount of sunscreen she will need.**
+
+Tiffany needs 3 ounces of sunscreen each application. Since she needs to take 16 applications, the total amount of sunscreen she will need is:
+\[ 3 \text{ ounces/appointment} \times 16 \text{ applications} = 48 \text{ ounces} \]
+
+**Step 3: Calculate the cost of the sunscreen.**
+
+The bottle contains 12 ounces of sunscreen and costs $3.5. To find out how much the sunscreen will cost, we need to divide the total amount of sunscreen by the cost per ounce:
+\[ \frac{48 \text{ ounces}}{3.5 \text{ dollars/ounce}} = 144 \text{ dollars} \]
+
+Therefore, the total cost of the sunscreen is \(\boxed{144}\).','stop',288,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,11,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',11,'To determine the total cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the amount of sunscreen Tiffany needs to re-apply after 2 hours.
+2. Determine how many bottles of sunscreen she needs to buy.
+3. Calculate the total cost of the bottles of sunscreen.
+
+**Step 1: Calculate the amount of sunscreen needed to re-apply after 2 hours.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Since she needs 3 ounces of sunscreen each application, we can calculate the total amount of sunscreen needed as follows:
+\[ 3 \text{ ounces/app} \times 2 \text{ hours} = 6 \text{ ounces} \]
+
+**Step 2: Determine how many bottles of sunscreen she needs to buy.**
+
+There are 12 ounces in a bottle, so we need to divide the total amount of sunscreen needed by the amount of sunscreen in a bottle:
+\[ \frac{6 \text{ ounces}}{12 \text{ ounces/bottle}} = 0.5 \text{ bottles} \]
+
+**Step 3: Calculate the total cost of the bottles of sunscreen.**
+
+The cost of each bottle is $3.5, so we multiply the number of bottles by the cost per bottle:
+\[ 0.5 \text{ bottles} \times 3.5 \text{ dollars/bottle} = 1.75 \text{ dollars} \]
+
+Therefore, the total cost of the sunscreen will be \(\boxed{1.75}\).','stop',323,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,12,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',12,'To determine the total cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the number of applications Tiffany needs in 16 hours.
+2. Determine how many bottles of sunscreen are required based on the number of applications.
+3. Calculate the total cost of the sunscreen based on the number of bottles.
+
+Step 1: Calculate the number of applications Tiffany needs in 16 hours.
+Tiffany needs to re-apply sunscreen after 2 hours, which means she needs to make 14 applications in total.
+
+Step 2: Determine how many bottles of sunscreen are required based on the number of applications.
+Since each application requires 3 ounces of sunscreen, we divide the total number of applications by 3 to find out how many bottles are needed:
+\[ \frac{14}{3} = 4 \text{ bottles} \]
+
+Step 3: Calculate the total cost of the sunscreen.
+Each bottle contains 12 ounces and costs $3.5. Therefore, the total cost is:
+\[ 4 \times 12 + 3.5 = 48 + 3.5 = 51.5 \]
+
+Thus, the total cost of the sunscreen is \(\boxed{51.5}\).','stop',260,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,13,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',13,'To solve this problem, we need to calculate the total number of applications Tiffany needs, the cost of the sunscreen, and then add this to the cost of the bottle of sunscreen. We can break this down into the following steps:
+
+1. Calculate the number of applications Tiffany needs.
+2. Calculate the total cost of the sunscreen.
+3. Calculate the cost of the bottle of sunscreen.
+4. Sum the total cost of the sunscreen and the bottle of sunscreen.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the number of applications
+hours = 16
+sunscreen_per_application = 3
+total_applications = hours // sunscreen_per_application
+
+# Step 2: Calculate the total cost of the sunscreen
+cost_per_ounce = 12
+total_cost_sunscreen = total_applications * sunscreen_per_ounce
+
+# Step 3: Calculate the cost of the bottle of sunscreen
+cost_per bottle = 3.5
+total_cost_bottle = cost_per_bottle * 12
+
+# Step 4: Sum the total cost of the sunscreen and the bottle of sunscreen
+total_cost = total_cost_sunscreen + total_cost_bottle
+
+# Print the final answer
+print(total_cost)
+```
+```output
+55.0
+```
+The total cost of the sunscreen and the bottle of sunscreen Tiffany needs after 16 hours is \(\boxed{55.0}\).','stop',293,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,14,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',14,'To determine the cost of the sunscreen Tiffany will need, we need to break down the problem step by step.
+
+1. **Calculate the total number of sunscreen applications Tiffany needs:**
+   Tiffany needs to re-apply sunscreen after 2 hours, which is 2 hours \(\times\) 60 minutes = 120 minutes. Since she needs 3 ounces of sunscreen each application, the total number of sunscreen applications is:
+   \[
+   120 \text{ minutes} \times 3 \text{ ounces/application} = 360 \text{ ounces}
+   \]
+
+2. **Determine the number of bottles of sunscreen Tiffany can buy:**
+   A bottle contains 12 ounces and costs $3.5. To find out how many bottles of sunscreen Tiffany can buy with 360 ounces, we divide the total number of ounces by the cost of one bottle:
+   \[
+   \frac{360 \text{ ounces}}{3.5 \text{ dollars/bottle}} \approx 1080 \text{ bottles}
+   \]
+
+3. **Calculate the total cost of the sunscreen:**
+   Since Tiffany can buy 1080 bottles of sunscreen, the total cost is:
+   \[
+   1080 \text{ bottles} \times \$3.5 \text{ per bottle} = \$3,920
+   \]
+
+Therefore, the cost of the sunscreen is \(\boxed{3920}\).','stop',315,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(171,0,15,'c6f8694fcf67a461b1c638d89ad80c277c1dabcfde9e4ddf4ffa3d1d17b4918d',15,'To determine the total cost of the sunscreen Tiffany will need for 16 hours, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany will need.
+2. Determine how many bottles of sunscreen she needs to buy.
+3. Calculate the total cost of the sunscreen.
+
+First, let''s calculate the total number of applications Tiffany will need. She needs to re-apply sunscreen after 2 hours, so she will need to re-apply sunscreen 12 times in 16 hours. Since she needs 3 ounces of sunscreen each application, we can calculate the total number of applications as follows:
+\[ 12 \text{ applications/hour} \times 16 \text{ hours} = 192 \text{ applications} \]
+
+Next, we need to determine how many bottles of sunscreen she needs to buy. Since each bottle contains 12 ounces and costs $3.5, we can calculate the total cost as follows:
+\[ \frac{192 \text{ applications}}{12 \text{ ounces/bottle}} = 16 \text{ bottles} \]
+
+Therefore, the total cost of the sunscreen will be \(\boxed{16}\) dollars.','stop',253,110,30,9.47082067351474243821e+00,362740123440.0,NULL);
+INSERT INTO "chains" VALUES(172,0,0,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',0,'To solve this problem, we need to determine the height of each person and then use that information to find out how high James can jump.
+
+1. **Determine the height of Lisa:**
+   - Mark can jump 6 inches off the ground.
+   - Lisa can jump double the height as Mark.
+   - Therefore, Lisa''s height = 2 * Mark''s height = 2 * 6 = 12 inches.
+
+2. **Determine the height of Jacob:**
+   - Jacob can jump double the height of Lisa.
+   - Therefore, Jacob''s height = 2 * Lisa''s height = 2 * 12 = 24 inches.
+
+3. **Determine how high James can jump:**
+   - James jumps 2/3 as high as Jacob.
+   - Therefore, James''s height = (2/3) * Jacob''s height = (2/3) * 24 = 16 inches.
+
+So, James can jump \(\boxed{16}\) inches.','stop',211,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,1,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',1,'To determine how high James can jump, we need to follow these steps:
+
+1. Calculate the height Lisa can jump.
+2. Calculate the height Jacob can jump.
+3. Determine how high James can jump by finding 2/3 of Jacob''s height.
+
+First, we know that Mark can jump 6 inches off the ground. Since Lisa can jump double the height as Mark, we can calculate Lisa''s height as follows:
+\[
+\text{Lisa''s height} = 2 \times \text{Mark''s height} = 2 \times 6 = 12 \text{ inches}
+\]
+
+Next, we know that Jacob can jump double the height of Lisa. We can calculate Jacob''s height as follows:
+\[
+\text{Jacob''s height} = 2 \times \text{Lisa''s height} = 2 \times 12 = 24 \text{ inches}
+\]
+
+Finally, we need to determine how high James can jump by finding 2/3 of Jacob''s height:
+\[
+\text{James''s height} = \frac{2}{3} \times \text{Jacob''s height} = \frac{2}{3} \times 24 = 8 \text{ inches}
+\]
+
+Therefore, James can jump \(\boxed{8}\) inches.','stop',274,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,2,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',2,'Let''s break down the problem step by step.
+
+1. First, we know that Mark can jump 6 inches off the ground.
+2. Lisa can jump double the height as Mark, so Lisa''s height is \(2 \times 6 = 12\) inches.
+3. Jacob can jump double the height of Lisa, so Jacob''s height is \(2 \times 12 = 24\) inches.
+4. James jumps \(\frac{2}{3}\) as high as Jacob. So James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+Let''s write the Python code to verify this calculation.
+```python
+# Heights of the individuals
+mark_height = 6
+lisa_height = 2 * mark_height
+jacob_height = 2 * lisa_height
+james_height = (2/3) * jacob_height
+
+print(james_height)
+```
+```output
+16.0
+```
+The height that James can jump is \(\boxed{16}\) inches.','stop',225,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,3,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',3,'To determine how high James can jump, we need to follow these steps:
+
+1. **Calculate Lisa''s height:**
+   - Mark can jump 6 inches off the ground.
+   - Lisa can jump double the height as Mark.
+   - Therefore, Lisa''s height is \(2 \times 6 = 12\) inches.
+
+2. **Calculate Jacob''s height:**
+   - Jacob can jump double the height of Lisa.
+   - Therefore, Jacob''s height is \(2 \times 12 = 24\) inches.
+
+3. **Determine James''s height:**
+   - James jumps \(\frac{2}{3}\) as high as Jacob.
+   - Therefore, James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+Thus, James can jump \(\boxed{16}\) inches.','stop',182,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,4,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',4,'Let''s solve this problem step-by-step. First, we need to determine the height of Lisa and Jacob. Then, we''ll calculate how high James can jump using the information given.
+
+1. Mark can jump 6 inches off the ground.
+2. Lisa can jump double the height as Mark, so Lisa''s height is \(2 \times 6 = 12\) inches.
+3. Jacob can jump double the height of Lisa, so Jacob''s height is \(2 \times 12 = 24\) inches.
+4. James can jump \(\frac{2}{3}\) as high as Jacob, so James''s height is \(\frac{24}{3} = 8\) inches.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Heights of the characters
+mark_height = 6
+james_height = 2 * mark_height
+jacob_height = 2 * james_height
+
+# Height of James
+james_height = jacob_height / 3
+print(james_height)
+```
+```output
+8.0
+```
+The height that James can jump is \(\boxed{8}\) inches.','stop',244,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,5,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',5,'To determine how high James can jump, we need to follow these steps:
+
+1. Determine the height of Lisa.
+2. Determine the height of Jacob.
+3. Calculate the height of James based on the height of Jacob.
+
+**Step 1: Determine the height of Lisa.**
+Mark can jump 6 inches off the ground. Lisa can jump double the height as Mark. Therefore, we calculate Lisa''s height as follows:
+\[ \text{Height of Lisa} = 2 \times \text{Height of Mark} = 2 \times 6 = 12 \text{ inches} \]
+
+**Step 2: Determine the height of Jacob.**
+Jacob can jump double the height of Lisa. Therefore, we calculate Jacob''s height as follows:
+\[ \text{Height of Jacob} = 2 \times \text{Height of Lisa} = 2 \times 12 = 24 \text{ inches} \]
+
+**Step 3: Calculate the height of James.**
+James jumps 2/3 as high Jacob. Therefore, we calculate James''s height as follows:
+\[ \text{Height of James} = \frac{2}{3} \times \text{Height of Jacob} = \frac{2}{3} \times 24 = 16 \text{ inches} \]
+
+Thus, the height that James can jump is \(\boxed{16}\).','stop',293,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,6,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',6,'To solve this problem, we''ll follow these steps:
+
+1. Calculate Lisa''s height.
+2. Calculate Jacob''s height.
+3. Calculate James''s height based on his jump height.
+
+Let''s start with Lisa''s height. Since Lisa can jump double the height as Mark, we''ll use the following information:
+
+\[ \text{Mark''s height} = 6 \text{ inches} \]
+
+\[ \text{Lisa''s height} = 2 \times \text{Mark''s height} \]
+
+\[ \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches} \]
+
+Next, we''ll calculate Jacob''s height. Since Jacob can jump double the height of Lisa, we''ll use the following information:
+
+\[ \text{Lisa''s height} = 12 \text{ inches} \]
+
+\[ \text{Jacob''s height} = 2 \times \text{Lisa''s height} \]
+
+\[ \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches} \]
+
+Finally, we''ll calculate James''s height based on his jump height. Since James jumps \(\frac{2}{3}\) as high as Jacob, we''ll use the following information:
+
+\[ \text{Jacob''s height} = \frac{2}{3} \times \text{Jacob''s height} \]
+
+\[ \text{Jacob''s height} = \frac{2}{3} \times 24 = 16 \text{ inches} \]
+
+Now, let''s write the Python code to confirm these calculations.
+```python
+# Mark''s height
+mark_height = 6
+
+# Lisa''s height
+lisa_height = 2 * mark_height
+
+# Jacob''s height
+jacob_height = 2 * lisa_height
+
+# James''s height
+james_height = (2 / 3) * jacob_height
+print(james_height)
+```
+```output
+16.0
+```
+The final answer is \(\boxed{16}\).','stop',427,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,7,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',7,'Let''s break down the problem step-by-step:
+
+1. **Height of Mark**: Mark can jump 6 inches off the ground.
+2. **Height of Lisa**: Lisa can jump double the height as Mark, so Lisa''s height is \(2 \times 6 = 12\) inches.
+3. **Height of Jacob**: Jacob can jump double the height of Lisa, so Jacob''s height is \(2 \times 12 = 24\) inches.
+4. **Height James jumps**: James jumps \(\frac{2}{3}\) as high as Jacob, so James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+The final answer is \(\boxed{16}\).','stop',157,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,8,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',8,'Let''s break down the problem step by step:
+
+1. Determine the height of Lisa. Since Lisa can jump double the height as Mark, and Mark can jump 6 inches off the ground, Lisa''s height is \(2 \times 6 = 12\) inches.
+2. Determine the height of Jacob. Since Jacob can jump double the height of Lisa, and Lisa''s height is 12 inches, Jacob''s height is \(2 \times 12 = 24\) inches.
+3. Determine the height James jumps. James jumps \(\frac{2}{3}\) as high as Jacob, and Jacob''s height is 24 inches. So, James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+Now let''s write the Python code to confirm this.
+```python
+# Heights
+mark_height = 6
+lis_height = 2 * mark_height
+jacob_height = 2 * lis_height
+
+# James''s height
+james_height = (2/3) * jacob_height
+print(james_height)
+```
+```output
+16.0
+```
+The height that James can jump is \(\boxed{16}\) inches.','stop',258,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,9,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',9,'To solve this problem, we need to determine the height that Jacob can jump. Let''s break it down step by step:
+
+1. Identify the height that Mark can jump.
+2. Calculate the height that Lisa can jump.
+3. Calculate the height that Jacob can jump.
+
+We know that Mark can jump 6 inches off the ground. Lisa can jump double the height as Mark, so we can calculate Lisa''s height as follows:
+\[ \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches} \]
+
+Jacob can jump double the height of Lisa, so we can calculate Jacob''s height as follows:
+\[ \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches} \]
+
+According to the problem, James jumps \(\frac{2}{3}\) as high as Jacob. So we can calculate James''s height as follows:
+\[ \text{James''s height} = \frac{2}{3} \times 24 = 16 \text{ inches} \]
+
+Therefore, the height that James can jump is \(\boxed{16}\).','stop',240,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,10,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',10,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. First, we need to determine how high Jacob jumps. Since Jacob jumps double the height of Lisa, and Lisa jumps double the height of Mark, we can calculate the height of Lisa as follows:
+   \[
+   \text{Height of Lisa} = 2 \times \text{Height of Mark} = 2 \times 6 = 12 \text{ inches}
+   \]
+
+2. Next, we need to calculate how high James jumps. Since James jumps 2/3 as high Jacob, we can calculate the height of James as follows:
+   \[
+   \text{Height of James} = \frac{2}{3} \times \text{Height of Jacob} = \frac{2}{3} \times 12 = 8 \text{ inches}
+   \]
+
+Let''s write the Python code to verify this calculation.
+```python
+# Define the heights
+height_of_mark = 6  # inches
+
+# Calculate the height of Lisa
+height_of_lisa = 2 * height_of_mark  # inches
+
+# Calculate the height of James
+height_of_james = (2 / 3) * height_of_lisa  # inches
+
+print(height_of_james)
+```
+```output
+8.0
+```
+The height that James can jump is \(\boxed{8}\) inches.','stop',298,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,11,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',11,'To determine how high James can jump, we need to follow these steps:
+
+1. Calculate the height Lisa can jump.
+2. Calculate the height Jacob can jump.
+3. Determine how high James jumps, which is 2/3 the height Jacob can jump.
+
+Let''s break it down step by step:
+
+1. **Calculate the height Lisa can jump:**
+   - Mark can jump 6 inches off the ground.
+   - Lisa can jump double the height as Mark.
+   - Therefore, Lisa''s height can be calculated as:
+     \[
+     \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches}
+     \]
+
+2. **Calculate the height Jacob can jump:**
+   - Jacob can jump double the height of Lisa.
+   - Therefore, Jacob''s height can be calculated as:
+     \[
+     \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches}
+     \]
+
+3. **Determine how high James jumps:**
+   - James jumps \(\frac{2}{3}\) as high as Jacob.
+   - Therefore, James''s height can be calculated as:
+     \[
+     \text{James''s height} = \frac{2}{3} \times 24 = 16 \text{ inches}
+     \]
+
+Thus, the height James can jump is \(\boxed{16}\).','stop',297,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,12,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',12,'Let''s break down the problem step by step:
+
+1. First, we need to determine the height of Lisa. Since Lisa can jump double the height of Mark, and Mark can jump 6 inches off the ground, Lisa''s height is \(2 \times 6 = 12\) inches.
+2. Next, we need to determine the height of Jacob. Since Jacob can jump double the height of Lisa, and Lisa''s height is 12 inches, Jacob''s height is \(2 \times 12 = 24\) inches.
+3. Finally, we need to calculate how high James jumps. Since James jumps \(\frac{2}{3}\) as high Jacob, we calculate \(24 \times \frac{2}{3} = 24 \times \frac{2}{3} = 16\) inches.
+
+Now, let''s write the final answer in Python code to confirm our solution.
+```python
+# Given data
+mark_jump_height = 6
+
+# Lisa''s jump height is double the height of Mark
+lisa_jump_height = 2 * mark_jump_height
+
+# Jacob''s jump height is double the height of Lisa
+jacob_jump_height = 2 * lisa_jump_height
+
+# James''s jump height is 2/3 as high as Jacob
+james_jump_height = jacob_jump_height * (2 / 3)
+
+print(james_jump_height)
+```
+```output
+16.0
+```
+James can jump \(\boxed{16}\) inches.','stop',317,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,13,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',13,'Let''s break down the problem step by step:
+
+1. First, we need to determine the height of Lisa. Since Lisa can jump double the height of Mark, Mark''s jump height is \(6 \times 2 = 12\) inches.
+2. Next, we need to determine the height of Jacob. Since Jacob can jump double the height of Lisa, Lisa''s jump height is \(12 \times 2 = 24\) inches.
+3. Then, we need to determine how high James can jump. Since James jumps \(\frac{2}{3}\) as high Jacob, we calculate \(\frac{2}{3} \times 24 = 16\) inches.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the jump heights
+mark_jump_height = 6
+james_jump_height = mark_jump_height * 2
+lisa_jump_height = james_jump_height * 2
+
+# Calculate James''s jump height
+james_jump_height = lisa_jump_height * (2/3)
+print(james_jump_height)
+```
+```output
+16.0
+```
+The height that James can jump is \(\boxed{16}\) inches.','stop',256,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,14,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',14,'To solve this problem, we need to follow these steps:
+
+1. Determine Lisa''s height.
+2. Determine Jacob''s height.
+3. Calculate James''s height based on the given relationship between Jacob''s and Lisa''s heights.
+
+Let''s break it down step by step and write the Python code to find the final answer.
+
+1. **Determine Lisa''s height:**
+   - Mark jumps 6 inches off the ground.
+   - Lisa jumps double the height as Mark.
+   - Therefore, Lisa''s height = 2 * 6 = 12 inches.
+
+2. **Determine Jacob''s height:**
+   - Jacob jumps double the height of Lisa.
+   - Therefore, Jacob''s height = 2 * 12 = 24 inches.
+
+3. **Calculate James''s height:**
+   - James jumps 2/3 as high as Jacob.
+   - Therefore, James''s height = \(\frac{2}{3} \times 24 = 16\) inches.
+
+So, the final answer is \( \boxed{16} \).','stop',220,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(172,0,15,'125e73ad58d292734faad2b509f99640543ae75cd1e1d60a16cfe2e64daa198d',15,'To determine how high James can jump, we need to follow the steps outlined in the problem step by step.
+
+1. **Identify the height of Lisa:**
+   Mark can jump 6 inches off the ground. Lisa can jump double the height as Mark. Therefore, we calculate Lisa''s height as follows:
+   \[
+   \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches}
+   \]
+
+2. **Identify the height of Jacob:**
+   Jacob can jump double the height of Lisa. Therefore, we calculate Jacob''s height as follows:
+   \[
+   \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches}
+   \]
+
+3. **Determine how high James jumps:**
+   James jumps \(\frac{2}{3}\) as high as Jacob. Therefore, we calculate James''s height as follows:
+   \[
+   \text{James''s height} = \frac{2}{3} \times 24 = 16 \text{ inches}
+   \]
+
+Thus, the height to which James can jump is \(\boxed{16}\).','stop',248,81,30,9.4499215185404956685e+00,329498791824.0,NULL);
+INSERT INTO "chains" VALUES(173,0,0,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',0,'To solve this problem, we will follow a step-by-step approach:
+
+1. Identify the quantities of each type of coin Tommy has:
+   - Dimes = 10
+   - Pennies = 10 + 10 = 20
+   - Nickels = 2 * pennies = 2 * 20 = 40
+   - Quarters = 4
+   - Pennies = 10 * quarters = 10 * 4 = 40
+
+2. Verify the relationships given in the problem:
+   - Tommy has 4 quarters.
+   - Tommy has 10 times as many pennies as quarters, which means 10 * 40 = 400 pennies.
+   - Tommy has twice as many nickels as dimes, which means 2 * 20 = 40 nickels.
+   - Tommy has 10 more dimes than pennies, which means 10 + 20 = 30 dimes.
+
+3. Check if the quantities satisfy all the relationships:
+   - 10 = 4 quarters
+   - 20 = 400 pennies
+   - 40 = 40 nickels
+   - 30 = 10 more dimes
+
+Since all the conditions are satisfied, the number of nickels Tommy has is \(\boxed{40}\).','stop',296,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,1,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',1,'Let''s start by defining the variables based on the information given in the problem. Let''s denote:
+- \( p \) as the number of pennies
+- \( d \) as the number of dimes
+- \( n \) as the number of nickels
+- \( q \) as the number of quarters
+
+From the problem, we can write the following equations:
+1. The total number of pennies \( p = q + n \)
+2. The total number of dimes \( d = 2p + n \)
+3. The total number of nickels \( n = 4q \)
+4. The total number of quarters \( q = 10p \)
+
+Since \( p = q + n \), we can substitute the expression for \( n \) into this equation:
+\[ q = (q + n) + n = 2q \]
+
+Now we have two equations:
+1. \( p = 2q \)
+2. \( 2q = 4q \)
+
+From the second equation, we can solve for \( q \):
+\[ 2q = 4q \]
+\[ 2q - 4q = 0 \]
+\[ -2q = 0 \]
+\[ q = 0 \]
+
+Now that we have \( q = 0 \), we can substitute this value back into the first equation:
+\[ p = 2(0) + n \]
+\[ p = n \]
+
+So, Tommy has \( n \) nickels. The problem states that Tommy has 10 more dimes than pennies, which gives us:
+\[ d = p + 10 \]
+
+Substituting \( p = n \) into the equation for \( d \), we get:
+\[ d = n + 10 \]
+
+Now we have two equations:
+1. \( d = n + 10 \)
+2. \( 2q = 4q \)
+
+From the second equation, we can solve for \( q \):
+\[ 2q = 4q \]
+\[ 2q - 4q = 0 \]
+\[ -2q = 0 \]
+\[ q = 0 \]
+
+Now that we have \( q = 0 \), we can substitute this value back into the first equation:
+\[ p = n \]
+
+So, Tommy has \( n \) nickels. The problem states that Tommy has 10 more dimes than pennies, which','length',512,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,2,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',2,'Let''s break down the problem step by step and use Python to ensure our result is accurate.
+
+1. Let''s denote the number of pennies Tommy has as \( P \).
+2. According to the problem, the number of dimes is \( P + 10 \).
+3. According to the problem, the number of nickels is \( 2P \).
+4. According to the problem, the number of quarters is \( 4 \).
+5. According to the problem, the number of pennies is twice the number of dimes, so we have \( P = 2(P + 10) \).
+
+First, we''ll solve for \( P \):
+
+\[ P = 2P + 10 \]
+\[ P - 2P = 10 \]
+\[ -P = 10 \]
+\[ P = -10 \]
+
+Since \( P \) must be a positive integer, we need to re-evaluate our steps. Let''s use Python to ensure the calculation is accurate.
+```python
+# Let''s define the number of pennies as P
+# According to the problem, P = 2(P + 10)
+# Solving for P
+P = 2 * (P + 10)
+
+# Since P must be a positive integer, we need to check if P is an integer
+if P > 0:
+    P = int(P)
+else:
+    P = None
+
+# Now, let''s calculate the number of nickels
+nickels = 2 * P
+
+print((P, nickels))
+```
+```output
+(-10, 20)
+```
+It seems there was an error in the calculation. Let''s recheck the steps carefully. We know that \( P = 2(P + 10) \), and solving for \( P \) gives us \( P = -10 \). Since \( P \) must be a positive integer, we need to check if \( P \) is an integer. If \( P = -10 \), then \( P = -10 \) is not a positive integer, so we need to re-evaluate the problem. Let''s solve for \( P \) again step by step.
+```python
+# Let''s define the number of pennies as P
+# According to the problem, P = 2(P + 10)
+# Solving for P
+P = 2 * (P + 10)
+
+#','length',512,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,3,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',3,'Let''s break down the problem step by step and use Python to ensure the accuracy of our solution.
+
+1. **Determine the number of pennies:**
+   According to the problem, Tommy has 4 quarters. Since a quarter is equal to 25 cents, Tommy has \(4 \times 25 = 100\) pennies.
+
+2. **Determine the number of dimes:**
+   According to the problem, Tommy has 10 more dimes than pennies. Therefore, the number of dimes is \(100 + 10 = 110\).
+
+3. **Determine the number of nickels:**
+   According to the problem, Tommy has twice as many nickels as dimes. Therefore, the number of nickels is \(2 \times 110 = 220\).
+
+Let''s use Python to verify these calculations.
+```python
+# Given data
+quarters = 4
+dimes = quarters * 25
+pennies = dimes + 10
+
+# Number of nickels
+nickels = 2 * pennies
+print(nickels)
+```
+```output
+220
+```
+The final answer is \(\boxed{220}\).','stop',264,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,4,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',4,'Let''s start by determining the number of pennies Tommy has. According to the problem, he has 4 quarters. Therefore, the number of pennies is:
+\[ \text{Pennies} = \frac{4}{4} = 1 \]
+Next, we know that Tommy has twice as many nickels as dimes. Since he has 10 more dimes than pennies, the number of nickels is:
+\[ \text{Nickels} = 2 \times 1 = 2 \]
+Now, we know that Tommy has 10 times as many pennies as quarters. Since he has 4 quarters, the number of pennies is:
+\[ \text{Pennies} = \frac{4}{4} = 1 \]
+We can now find the number of pennies, dimes, nickels, and quarters. Let''s denote the number of pennies as \( p \), the number of dimes as \( d \), the number of nickels as \( n \), and the number of quarters as \( q \). From the problem, we have the following equations:
+\[ p = 4 \]
+\[ d = p + 10 \]
+\[ n = 2 \times d = 2 \times (4 + 10) = 2 \times 14 = 28 \]
+\[ q = \frac{4}{4} = 1 \]
+So the number of nickels is \(\boxed{28}\).','stop',316,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,5,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',5,'Let''s start by defining the variables based on the problem statement. Let:
+- \( p \) be the number of pennies
+- \( d \) be the number of dimes
+- \( n \) be the number of nickels
+- \( q \) be the number of quarters
+
+From the problem statement, we can establish the following relationships:
+1. Tommy has 10 more dimes than pennies: \( d = p + 10 \)
+2. Tommy has twice as many nickels as dimes: \( n = 2d \)
+3. Tommy has 4 quarters: \( q = 4 \)
+4. Tommy has 10 times as many pennies as quarters: \( p = 10q \)
+
+We can substitute the expressions for \( p \), \( d \), and \( q \) in terms of \( n \) into the relationships to find the values of \( p \), \( d \), and \( q \).
+
+First, let''s express \( n \) in terms of \( p \):
+\[ n = 2d \]
+Substitute \( d = p + 10 \) into this equation:
+\[ n = 2(p + 10) = 2p + 20 \]
+
+Next, let''s express \( p \) in terms of \( q \):
+\[ p = 10q \]
+Substitute \( q = 4 \) into this equation:
+\[ p = 10(4) = 40 \]
+
+Now, we have the expressions for \( p \), \( d \), and \( q \):
+\[ p = 40 \]
+\[ d = p + 10 = 40 + 10 = 50 \]
+\[ q = 4 \]
+
+So, the number of nickels Tommy has is \( n = 2d = 2 \times 50 = 100 \).
+
+Therefore, the number of nickels Tommy has is \(\boxed{100}\).','stop',427,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,6,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',6,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Identify the number of each type of coin:**
+   - There are 10 quarters.
+   - There are 4 quarters.
+   - There are 2 nickels.
+   - There are 10 times as many pennies as quarters.
+
+2. **Calculate the number of dimes:**
+   - There are 10 more dimes than pennies.
+   - There are twice as many nickels as dimes.
+   - Let \( p \) be the number of pennies. Then \( d = p + 10 \) and \( n = 2p \).
+
+3. **Substitute the values into the equations:**
+   - \( q = 10 \)
+   - \( d = p + 10 \)
+   - \( n = 2p \)
+   - \( p = \frac{q}{4} \)
+
+4. **Find the value of \( p \):**
+   - Substitute \( q = 10 \) into the equation for \( p \):
+     \[
+     p = \frac{10}{4} = 2.5
+     \]
+   - Since the number of pennies must be an integer, we need to check if there are any other possible values for \( p \). However, since \( p \) must be an integer, we can conclude that the only possible integer value for \( p \) is 2.
+
+5. **Calculate the number of nickels:**
+   - Substitute \( p = 2 \) into the equation for \( d \):
+     \[
+     d = 2 + 10 = 12
+     \]
+   - Substitute \( p = 2 \) into the equation for \( n \):
+     \[
+     n = 2 \times 2 = 4
+     \]
+
+So, Tommy has 10 nickels.
+
+Let''s confirm this with Python code.
+```python
+# Given values
+q = 10
+d = p + 10
+n = 2 * p
+
+# Check if p is an integer
+if q % 4 == 0:
+    p = q // 4
+    if d % 4 == 0:
+        d = d // 4
+        if n % 4 == 0:
+            n = n // 4
+            print','length',512,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,7,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',7,'Let''s denote the number of pennies Tommy has as \( p \). According to the problem, the number of nickels is twice the number of dimes, so the number of nickels is \( 2p \). The number of dimes is 10 more than pennies, so the number of dimes is \( p + 10 \). The number of quarters is 4, and the number of pennies is 10 times as many as quarters, so the number of pennies is \( 10 \times 4 = 40 \).
+
+Now we can set up the following equations based on the number of pennies and dimes:
+1. \( p = p + 10 \)
+2. \( p + 10 = 40 \)
+
+We can solve these equations step by step.
+
+From the first equation, we can solve for \( p \):
+\[ p = p + 10 \implies p - 10 = 0 \implies p = 10 \]
+
+Now that we know \( p = 10 \), we can substitute this value into the second equation to solve for \( p \):
+\[ 10 + 10 = 40 \implies 20 = 40 \]
+
+This confirms our solution is correct. Now we can find the number of nickels:
+\[ 2p = 2 \times 10 = 20 \]
+
+Therefore, the number of nickels Tommy has is \(\boxed{20}\).','stop',322,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,8,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',8,'Let''s denote the number of pennies Tommy has as \( p \). According to the problem, Tommy has 10 more dimes than pennies, so the number of dimes is \( p + 10 \).
+
+We are also given that Tommy has twice as many nickels as dimes, so the number of nickels is \( 2p \).
+
+We are also given that Tommy has 4 quarters, so the number of quarters is 4.
+
+Additionally, we know that Tommy has 10 times as many pennies as quarters, so the number of pennies is \( 10 \times 4 = 40 \).
+
+Now, we can substitute the known values of the number of pennies into the equations for the number of dimes, nickels, and quarters. The number of dimes is \( p + 10 \), the number of nickels is \( 2p \), and the number of quarters is 4. We can then write the following equations:
+\[ p + 10 = 40 \]
+\[ 2p = 4 \]
+
+First, solve the first equation for \( p \):
+\[ p + 10 = 40 \]
+\[ p = 40 - 10 \]
+\[ p = 30 \]
+
+Now that we have the value of \( p \), we can substitute it back into the second equation to find the number of nickels:
+\[ 2p = 4 \]
+\[ 2 \times 30 = 4 \]
+\[ 60 = 4 \]
+
+Since the number of nickels must be a whole number, it appears there might be a mistake in the interpretation of the problem or a need for re-evaluation. However, if we proceed with the interpretation, we find that the number of nickels is indeed 60.
+
+Therefore, the number of nickels Tommy has is \(\boxed{60}\).','stop',406,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,9,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',9,'Let''s denote the number of pennies Tommy has as \( P \). According to the problem, the number of nickels \( N \) is twice the number of dimes \( D \). The number of dimes \( D \) is 4. The number of quarters \( Q \) is 10. The number of pennies \( P \) is 4.
+
+First, we calculate the number of nickels \( N \):
+\[
+N = 2D = 2 \times 4 = 8
+\]
+
+Next, we calculate the number of dimes \( D \):
+\[
+D = 4
+\]
+
+Now, we check if the number of nickels \( N \) matches the number of dimes \( D \). Since \( N = 8 \) and \( D = 4 \), the condition is satisfied.
+
+Therefore, the number of nickels Tommy has is \(\boxed{8}\).','stop',197,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,10,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',10,'To solve this problem, we need to set up a system of equations based on the information given about Tommy''s collection of change.
+
+Let''s denote:
+- $p$ as the number of pennies,
+- $q$ as the number of quarters,
+- $d$ as the number of dimes,
+- $n$ as the number of nickels.
+
+From the problem statement:
+1. $d = p + 10$
+2. $n = 2d$
+3. $p = 4q$
+4. $n = 10p$
+
+Now we can substitute the expressions for $d$ and $n$ into the second equation to find $p$ and then use it to find $q$ and $n$.
+
+Let''s solve this step by step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+p, q, d, n = symbols(''p q d n'')
+
+# Define the equations
+eq1 = Eq(d, p + 10)
+eq2 = Eq(n, 2*d)
+eq3 = Eq(p, 4*q)
+eq4 = Eq(n, 10*p)
+
+# Solve the system of equations
+solution = solve((eq1, eq2, eq3, eq4), (p, q, d, n))
+print(solution)
+```
+```output
+{p: 2, q: 1, d: 19, n: 19}
+```
+The solution to the problem is:
+
+- $p = 2$
+- $q = 1$
+- $d = 19$
+- $n = 19$
+
+So, Tommy has \(\boxed{19}\) nickels.','stop',364,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,11,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',11,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Identify the number of pennies:**
+   - Tommy has 4 quarters.
+   - Therefore, the number of pennies is \(4 \times 2 = 8\).
+
+2. **Identify the number of nickels:**
+   - Tommy has twice as many nickels as dimes.
+   - Since Tommy has 8 pennies, the number of nickels is \(8 \times 2 = 16\).
+
+3. **Identify the number of dimes:**
+   - Tommy has 10 more dimes than pennies.
+   - Since Tommy has 8 pennies, the number of dimes is \(8 + 10 = 18\).
+
+So, the final answer is:
+\[
+\boxed{16}
+\]','stop',185,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,12,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',12,'To solve this problem, we''ll follow these steps:
+
+1. Determine the number of pennies Tommy has.
+2. Determine the number of nickels Tommy has.
+3. Determine the number of dimes Tommy has.
+4. Determine the number of quarters Tommy has.
+5. Use the given relationships to set up equations and solve for the number of nickels.
+
+Let''s start by defining the variables:
+- Let \( p \) be the number of pennies.
+- Let \( d \) be the number of dimes.
+- Let \( n \) be the number of nickels.
+- Let \( q \) be the number of quarters.
+
+From the problem, we have the following relationships:
+1. \( d = p + 10 \)
+2. \( n = 2d \)
+3. \( q = 4 \)
+4. \( p = 10q \)
+
+We can substitute \( p = 10q \) into the equation for \( d \):
+\[ d = (10q) + 10 = 11q + 10 \]
+
+Now we have a system of equations:
+1. \( d = 11q + 10 \)
+2. \( n = 2d \)
+
+We can substitute \( d \) from the first equation into the second equation:
+\[ n = 2(11q + 10) = 22q + 20 \]
+
+Now we have two simplified equations:
+1. \( n = 22q + 20 \)
+2. \( d = 11q + 10 \)
+
+We can solve these equations by isolating \( q \):
+From equation 1, we get:
+\[ q = \frac{n - 20}{22} \]
+
+From equation 2, we get:
+\[ d = \frac{n - 20}{22} \]
+
+Since \( q = 10q \), we can substitute \( q \) from the first equation into the equation for \( n \):
+\[ n = 2(10q) + 20 = 20q + 20 \]
+
+Now we have two simplified equations:
+1. \( n = 20q + 20 \)
+2. \( d = \frac{n - 20}{22} \)
+
+We can solve these equations by isolating \( q \):
+From equation 1, we get:
+','length',512,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,13,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',13,'Let''s break down the problem step by step and use Python to ensure the solution is accurate.
+
+1. Let \( p \) be the number of pennies Tommy has.
+2. Let \( d \) be the number of dimes Tommy has.
+3. Let \( n \) be the number of nickels Tommy has.
+4. Let \( q \) be the number of quarters Tommy has.
+5. Let \( t \) be the number of dimes Tommy has (10 more than pennies).
+
+From the problem statement, we can derive the following equations:
+1. \( p + d = q \)
+2. \( 2d = 2p \)
+3. \( q = 4p \)
+4. \( p = 10q \)
+5. \( n = 4q \)
+
+We can substitute \( q = 4p \) into the first two equations:
+1. \( p + d = 4p \implies d = 3p \)
+2. \( 2d = 2(4p) \implies 2d = 8p \implies d = 4p \)
+
+Now we can substitute \( d = 4p \) into the third equation:
+\[ q = 4p \implies p = 10 \times 4p = 40p \]
+
+So, \( p = 40 \), \( d = 4 \times 40 = 160 \), \( n = 4 \times 40 = 160 \), and \( q = 4 \times 40 = 160 \).
+
+Let''s verify this by using Python code.
+```python
+# Let''s define the variables
+from sympy import symbols, Eq, solve
+
+# Define the variables
+p, d, n, q = symbols(''p d n q'')
+
+# Define the equations based on the problem statement
+eq1 = Eq(p + d, q)
+eq2 = Eq(2*d, 2*p)
+eq3 = Eq(q, 4*p)
+eq4 = Eq(p, 10*q)
+eq5 = Eq(n, 4*q)
+
+# Solve the equations
+solution = solve((eq1, eq2, eq3, eq4, eq5), (p, d, n, q))
+print(solution)
+```
+```output
+{p: 40, d: 160,','length',512,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,14,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',14,'Let''s break down the problem step by step:
+
+1. **Determine the number of pennies:**
+   Tommy has 4 quarters. According to the problem, Tommy has 10 times as many pennies as quarters. So, we can calculate the number of pennies as follows:
+   \[
+   \text{Number of pennies} = 4 \times 10 = 40
+   \]
+
+2. **Determine the number of dimes:**
+   Tommy has 10 more dimes than pennies. So, we can calculate the number of dimes as follows:
+   \[
+   \text{Number of dimes} = 40 + 10 = 50
+   \]
+
+3. **Determine the number of nickels:**
+   Tommy has twice as many nickels as dimes. So, we can calculate the number of nickels as follows:
+   \[
+   \text{Number of nickels} = 2 \times 50 = 100
+   \]
+
+Therefore, the number of nickels Tommy has is \(\boxed{100}\).','stop',240,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(173,0,15,'9e2e35dfed117f67c5ca0a9ff9ca6511114df34f8b6187c1b73d2cf4d3b96708',15,'Let''s denote the number of pennies Tommy has as \( p \). According to the problem, Tommy has 4 quarters. Therefore, the number of pennies is \( p = 4 \).
+
+Next, we know that Tommy has twice as many nickels as dimes. Since Tommy has 10 more dimes than pennies, we can find the number of dimes by substituting \( p = 4 \) into the equation:
+\[ \text{Number of dimes} = 2 \times p = 2 \times 4 = 8 \]
+
+Now, we know that Tommy has 10 times as many pennies as quarters. Since Tommy has 4 quarters, we can find the number of pennies by substituting \( p = 4 \) into the equation:
+\[ \text{Number of pennies} = 10 \times p = 10 \times 4 = 40 \]
+
+The problem states that Tommy has 10 more dimes than pennies, so we can find the number of dimes by adding 10 to the number of pennies:
+\[ \text{Number of dimes} = \text{Number of pennies} + 10 = 40 + 10 = 50 \]
+
+Now, we know that Tommy has 10 more nickels than dimes. Since Tommy has 8 dimes, we can find the number of nickels by adding 10 to the number of dimes:
+\[ \text{Number of nickels} = \text{Number of dimes} + 10 = 80 + 10 = 90 \]
+
+Therefore, the number of nickels Tommy has is \(\boxed{90}\).','stop',369,94,30,1.38401011383696488361e+01,472152942432.0,NULL);
+INSERT INTO "chains" VALUES(174,0,0,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',0,'Let''s break down the problem step by step:
+
+1. Determine the number of large beads Caitlin has.
+2. Calculate the number of small beads Caitlin has.
+3. Determine how many bracelets Caitlin can make using the given information.
+
+We know that each bracelet takes twice as many small beads as it does large beads. Since each bracelet uses 12 large beads, the number of small beads is \(2 \times 12 = 24\).
+
+Next, we need to find out how many bracelets Caitlin can make using 528 beads. Since each bracelet uses 12 large beads and 24 small beads, the number of bracelets can be calculated as follows:
+\[
+\text{Number of bracelets} = \frac{528}{12} = 44
+\]
+
+We can implement this in Python to verify our calculation.
+```python
+# Given data
+large_beads = 12
+small_beads = 2 * large_beads
+
+# Total beads
+total_beads = 528
+
+# Number of bracelets
+number_of_bracelets = total_beads // small_beads
+print(number_of_bracelets)
+```
+```output
+44
+```
+Caitlin can make \(\boxed{44}\) bracelets for this weekend.','stop',280,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,1,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',1,'To determine how many bracelets Caitlin can make for this weekend, we need to follow these steps:
+
+1. Calculate the number of large beads Caitlin has.
+2. Determine how many small beads Caitlin has.
+3. Calculate the number of bracelets Caitlin can make with these beads.
+
+**Step 1: Calculate the number of large beads Caitlin has.**
+
+Caitlin has 528 beads with equal amounts of large and small beads. Let \( x \) represent the number of large beads. Since the number of small beads is twice the number of large beads, the number of small beads is \( 2x \).
+
+We can set up the equation:
+\[ x + 2x = 528 \]
+\[ 3x = 528 \]
+\[ x = \frac{528}{3} \]
+\[ x = 176 \]
+
+So, Caitlin has 176 large beads.
+
+**Step 2: Determine how many small beads Caitlin has.**
+
+The problem states that each bracelet uses 12 large beads. Therefore, the number of small beads is:
+\[ 2x = 2 \times 176 = 352 \]
+
+**Step 3: Calculate the number of bracelets Caitlin can make with these beads.**
+
+Since each bracelet takes twice as many small beads as it does large beads, the number of bracelets is:
+\[ \frac{352}{2} = 176 \]
+
+Thus, the number of bracelets Caitlin can make for this weekend is \(\boxed{176}\).','stop',334,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,2,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',2,'To solve this problem, we''ll follow these steps:
+
+1. Determine the number of small beads each bracelet uses.
+2. Calculate the total number of large beads Caitlin has.
+3. Calculate the total number of small beads Caitlin has.
+4. Determine how many bracelets Caitlin can make based on her calculation of the number of small beads per bracelet.
+
+Let''s go through each step in detail.
+
+1. Each bracelet takes twice as many small beads as it does large beads. If each bracelet uses 12 large beads, then each bracelet uses \(2 \times 12 = 24\) small beads.
+2. Caitlin has 528 beads with equal amounts of large and small beads. Therefore, the number of large beads is \(\frac{528}{2} = 264\), and the number of small beads is \(\frac{528}{24} = 21\).
+3. Caitlin can make \(\frac{264}{24} = 11\) bracelets based on her calculation of the number of small beads per bracelet.
+
+So, the final answer is \(\boxed{11}\).','stop',245,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,3,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',3,'To determine how many bracelets Caitlin can make for this weekend, we need to follow these steps:
+
+1. **Identify the number of large beads:**
+   Each bracelet uses 12 large beads. Since Caitlin has 528 beads with equal amounts of large and small beads, the number of large beads is:
+   \[
+   \frac{528}{2} = 264
+   \]
+
+2. **Determine the number of small beads:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads is:
+   \[
+   2 \times 12 = 24
+   \]
+
+3. **Calculate the total number of beads used:**
+   The total number of beads used is the sum of the large and small beads:
+   \[
+   264 + 24 = 288
+   \]
+
+4. **Determine the number of bracelets:**
+   Each bracelet takes 12 large beads and 24 small beads. To find out how many bracelets Caitlin can make, we divide the total number of beads used by the number of beads per bracelet:
+   \[
+   \frac{288}{12} = 24
+   \]
+
+Therefore, the number of bracelets Caitlin can make for this weekend is \(\boxed{24}\).','stop',293,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,4,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',4,'To solve this problem, let''s break it down step by step.
+
+1. Calculate the number of large beads in one bracelet.
+2. Calculate the number of small beads in one bracelet.
+3. Determine the total number of large and small beads Caitlin has.
+4. Calculate the total number of bracelets Caitlin can make with these beads.
+
+First, let''s calculate the number of large beads in one bracelet:
+\[ \text{Large beads} = 2 \times \text{Small beads} \]
+
+Next, let''s calculate the number of small beads in one bracelet:
+\[ \text{Small beads} = 12 \]
+
+Since Caitlin has 528 beads with equal amounts of large and small beads, we can calculate the total number of large and small beads:
+\[ \text{Total beads} = \text{Large beads} + \text{Small beads} = 2 \times 12 + 12 = 24 + 12 = 36 \]
+
+Now, let''s calculate the total number of bracelets Caitlin can make with these beads:
+\[ \text{Number of bracelets} = \frac{\text{Total beads}}{\text{Beads per bracelet}} = \frac{36}{12} = 3 \]
+
+So, Caitlin can make \(\boxed{3}\) bracelets for this weekend.','stop',284,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,5,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',5,'Let''s break down the problem step-by-step:
+
+1. **Understand the Problem:**
+   - Each bracelet takes twice as many small beads as it does large beads.
+   - Each bracelet uses 12 large beads.
+   - Caitlin has 528 beads with equal amounts of large and small beads.
+
+2. **Calculate the Number of Large Beads:**
+   - Since each bracelet uses 12 large beads, and Caitlin has 528 beads, the number of large beads is \( \frac{528}{12} \).
+
+3. **Calculate the Number of Small Beads:**
+   - The number of small beads is \( \text{Number of large beads} \times 2 \).
+
+4. **Determine the Number of Bracelets:**
+   - Since each bracelet takes twice as many small beads as it does large beads, the number of bracelets can be calculated by dividing the number of small beads by 2.
+
+Let''s implement this in Python to find the number of bracelets Caitlin can make.
+```python
+# Given values
+total_beads = 528
+beads_per_large_bead = 12
+beads_per_small_bead = beads_per_large_bead * 2
+
+# Calculate the number of large beads
+number_of_large_beads = total_beads // beads_per_large_bead
+
+# Calculate the number of small beads
+number_of_small_beads = number_of_large_beads * beads_per_small_bead
+
+# Calculate the number of bracelets
+number_of_bracelets = number_of_small_beads // 2
+
+print(number_of_bracelets)
+```
+```output
+16
+```
+Caitlin can make \(\boxed{16}\) bracelets for this weekend.','stop',374,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,6,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',6,'Let''s break down the problem step-by-step:
+
+1. We know that each bracelet takes twice as many small beads as it does large beads. Since each bracelet uses 12 large beads, we can calculate the number of small beads per bracelet as:
+   \[
+   \text{Number of small beads per bracelet} = 2 \times 12 = 24
+   \]
+
+2. Caitlin has 528 beads with equal amounts of large and small beads. Since each bracelet uses 12 large beads, we can find out how many bracelets can be made by dividing the total number of beads by the number of small beads per bracelet:
+   \[
+   \text{Number of bracelets} = \frac{528}{24} = 22
+   \]
+
+Let''s confirm this with Python code.
+```python
+# Given data
+large_beads = 12
+number_of_small_beads_per_bracelet = 2 * large_beads
+
+# Total number of beads
+total_beads = 528
+
+# Number of bracelets that can be made
+number_of_bracelets = total_beads // number_of_small_beads_per_bracelet
+print(number_of_bracelets)
+```
+```output
+22
+```
+The final answer is \(\boxed{22}\).','stop',286,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,7,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',7,'To solve the problem, we need to determine how many bracelets Caitlin can make based on the given information. Let''s break it down step by step:
+
+1. **Determine the number of small beads per bracelet:**
+   Each bracelet uses 12 large beads. According to the problem, each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is:
+   \[
+   2 \times 12 = 24
+   \]
+
+2. **Calculate the total number of small beads Caitlin has:**
+   Caitlin has 528 beads with equal amounts of large and small beads. Since there are 528 beads in total, the number of large beads is:
+   \[
+   \frac{528}{2} = 264
+   \]
+   and the number of small beads is:
+   \[
+   528 - 264 = 264
+   \]
+
+3. **Determine the number of bracelets Caitlin can make:**
+   Since each bracelet uses 24 small beads, the number of bracelets Caitlin can make is:
+   \[
+   \frac{264}{24} = 11
+   \]
+
+Therefore, the number of bracelets Caitlin can make for this weekend is \(\boxed{11}\).','stop',289,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,8,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',8,'Let''s solve this step by step:
+
+1. **Determine the number of large beads Caitlin has:**
+   Each bracelet uses 12 large beads. Since Caitlin has 528 beads, the number of large beads is \( \frac{528}{12} \).
+
+2. **Determine the number of small beads Caitlin has:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads is \( 2 \times 12 = 24 \).
+
+3. **Calculate the total number of beads Caitlin has:**
+   The total number of beads is the sum of the large and small beads, which is \( \frac{528}{12} + 24 \).
+
+4. **Determine the number of bracelets Caitlin can make:**
+   Each bracelet takes twice as many beads as it does large beads. Therefore, the number of bracelets is \( \frac{\frac{528}{12}}{2} \).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Number of beads Caitlin has
+total_beads = 528
+
+# Number of large beads
+large_beads = total_beads / 12
+
+# Number of small beads
+small_beads = 2 * large_beads
+
+# Total number of beads
+total_beads = large_beads + small_beads
+
+# Number of bracelets Caitlin can make
+bracelets = total_beads / 2
+
+print(bracelets)
+```
+```output
+180.0
+```
+Caitlin can make \(\boxed{180}\) bracelets for this weekend.','stop',368,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,9,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',9,'Let''s break down the problem step-by-step:
+
+1. **Determine the number of large beads**: Caitlin has 528 beads with equal amounts of large and small beads. Since each bracelet uses 12 large beads, the number of large beads is \( \frac{528}{12} = 44 \).
+
+2. **Determine the number of small beads**: Since each bracelet takes twice as many small beads as it does large beads, the number of small beads is \( 2 \times 44 = 88 \).
+
+3. **Calculate the total number of bracelets**: Caitlin can make \( \frac{528}{12} = 44 \) bracelets, and each bracelet uses 88 small beads. Therefore, the total number of bracelets is \( 44 \times 88 \).
+
+Let''s calculate this using Python to ensure accuracy.
+```python
+# Given values
+total_beads = 528
+beads_per_large_bead = 12
+beads_per_small_bead = 2 * beads_per_large_bead
+
+# Calculate the total number of bracelets
+total_bracelets = total_beads // beads_per_large_bead
+print(total_bracelets)
+```
+```output
+377
+```
+Caitlin can make \(\boxed{377}\) bracelets for this weekend.','stop',294,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,10,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',10,'To solve this problem, we need to determine how many bracelets Caitlin can make given the constraints. Let''s break down the problem step-by-step:
+
+1. **Identify the number of large beads**: Each bracelet uses 12 large beads.
+2. **Determine the number of small beads per bracelet**: Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is \(2 \times 12 = 24\).
+3. **Calculate the total number of large and small beads**: Caitlin has 528 beads in total, so the number of large beads is \(528 / 12 = 44\) and the number of small beads is \(528 / 24 = 22\).
+4. **Determine the maximum number of bracelets Caitlin can make**: Since each bracelet uses 12 large beads and 24 small beads, the maximum number of bracelets she can make is the minimum of the number of large beads and the number of small beads, which is \(44\) (the number of large beads) and \(22\) (the number of small beads), so the maximum number of bracelets is 44.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Given values
+total_beads = 528
+large_beads = total_beads // 12
+small_beads = total_beads // 24
+
+# Calculate the maximum number of bracelets
+max_bracelets = min(large_beads, small_beads)
+print(max_bracelets)
+```
+```output
+44
+```
+The maximum number of bracelets Caitlin can make for this weekend is \(\boxed{44}\).','stop',375,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,11,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',11,'To determine how many bracelets Caitlin can make, we need to follow these steps:
+
+1. Calculate the number of large beads in one bracelet.
+2. Calculate the number of small beads in one bracelet.
+3. Use the total number of beads to find out how many bracelets Caitlin can make.
+
+First, let''s calculate the number of large beads in one bracelet. Each bracelet takes twice as many small beads as it does large beads. If each bracelet uses 12 large beads, then the number of small beads per bracelet is:
+\[ 2 \times 12 = 24 \]
+
+Next, let''s calculate the number of small beads in one bracelet. Each bracelet takes twice as many large beads as it does small beads. If each bracelet uses 24 small beads, then the number of large beads per bracelet is:
+\[ \frac{24}{2} = 12 \]
+
+Now, we can use the total number of beads to find out how many bracelets Caitlin can make. Caitlin has 528 beads, and each bracelet uses 12 large beads. Therefore, the number of bracelets she can make is:
+\[ \frac{528}{12} = 42 \]
+
+Thus, the number of bracelets Caitlin can make for this weekend is \(\boxed{42}\).','stop',276,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,12,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',12,'To solve this problem, we need to determine the number of bracelets Caitlin can make using the given information. Let''s break down the problem into manageable steps:
+
+1. **Determine the number of large beads per bracelet:**
+   Each bracelet uses 12 large beads, and each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is \(2 \times 12 = 24\).
+
+2. **Determine the total number of large beads Caitlin has:**
+   Caitlin has 528 large beads.
+
+3. **Determine the total number of small beads Caitlin has:**
+   Since each bracelet uses 24 small beads, the total number of small beads Caitlin has is \(24 \times 528\).
+
+4. **Determine the number of bracelets Caitlin can make:**
+   To find out how many bracelets Caitlin can make, we need to divide the total number of small beads by the number of small beads per bracelet. This is \(24 \times 528 \div 24\).
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Given values
+large_beads = 12
+total_large_beads = 528
+small_beads_per_bracelet = 2 * large_beads
+total_small_beads = small_beads_per_bracelet * total_large_beads
+
+# Calculate the number of bracelets Caitlin can make
+number_of_bracelets = total_small_beads // small_beads_per_bracelet
+print(number_of_bracelets)
+```
+```output
+182
+```
+The number of bracelets Caitlin can make for this weekend is \(\boxed{182}\).','stop',380,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,13,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',13,'Let''s break down the problem step by step.
+
+1. **Determine the number of large beads:**
+   Each bracelet uses 12 large beads. Since Caitlin has 528 beads with equal amounts of large and small beads, we divide 528 by 12 to find the number of large beads:
+   \[
+   \text{Number of large beads} = \frac{528}{12} = 44
+   \]
+
+2. **Determine the number of small beads:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads is:
+   \[
+   \text{Number of small beads} = 2 \times 44 = 88
+   \]
+
+3. **Calculate the total number of small beads:**
+   Caitlin has 528 beads in total, and we have 44 large and 88 small beads. Adding these together gives:
+   \[
+   \text{Total number of small beads} = 44 + 88 = 132
+   \]
+
+4. **Determine the number of bracelets that can be made:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of bracelets that can be made is:
+   \[
+   \text{Number of bracelets} = \frac{132}{2} = 66
+   \]
+
+So, Caitlin can make \(\boxed{66}\) bracelets for this weekend.','stop',327,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,14,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',14,'To solve this problem step by step, we need to determine how many bracelets Caitlin can make given the constraints.
+
+1. **Determine the number of large beads per bracelet:**
+   Each bracelet uses 12 large beads, and Caitlin has 528 beads with equal amounts of large and small beads. Therefore, the number of large beads per bracelet is:
+   \[
+   \frac{528}{2} = 264
+   \]
+
+2. **Determine the number of small beads per bracelet:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is:
+   \[
+   2 \times 264 = 528
+   \]
+
+3. **Determine the total number of bracelets Caitlin can make:**
+   Since each bracelet uses 528 beads and Caitlin has 264 large beads, the number of bracelets she can make is:
+   \[
+   \frac{528}{264} = 2
+   \]
+
+Thus, the number of bracelets Caitlin can make for this weekend is \(\boxed{2}\).','stop',249,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(174,0,15,'5b32090c2118df87947cb01ef3c3f19f6db3236eea09e142e25de8e1b006235e',15,'To solve this problem, we need to determine how many bracelets Caitlin can make. Let''s break it down step-by-step:
+
+1. **Understand the problem:**
+   - Each bracelet takes twice as many small beads as it does large beads.
+   - Each bracelet uses 12 large beads.
+   - Caitlin has 528 beads with equal amounts of large and small beads.
+
+2. **Calculate the number of large beads per bracelet:**
+   - Since each bracelet uses 12 large beads, and Caitlin has 528 beads with equal amounts of large and small beads, we can find the number of large beads per bracelet by dividing the total number of beads by 2.
+
+3. **Calculate the number of small beads per bracelet:**
+   - Each bracelet takes twice as many small beads as it does large beads. Since each bracelet uses 12 large beads, we can find the number of small beads per bracelet by dividing the number of large beads by 2.
+
+4. **Calculate the total number of bracelets Caitlin can make:**
+   - Once we have the number of large beads and small beads per bracelet, we can calculate the total number of bracelets Caitlin can make by multiplying the number of large beads by the number of small beads per bracelet.
+
+Let''s implement this in Python:
+
+```python
+# Given values
+total_large_beads = 528
+ beads_per_large_bead = 12
+beads_per_small_bead = beads_per_large_bead / 2
+
+# Calculate the number of large and small beads per bracelet
+large_beads_per_bracelet = total_large_beads / beads_per_large_bead
+small_beads_per_bracelet = large_beads_per_bracelet / beads_per_small_bead
+
+# Calculate the total number of bracelets Caitlin can make
+total_bracelets = large_beads_per_bracelet * small_beads_per_bracelet
+
+print(total_bracelets)
+```
+```output
+144.0
+```
+Caitlin can make \(\boxed{144}\) bracelets for this weekend.','stop',446,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -30876,6 +32464,10 @@ INSERT INTO "jobs" VALUES(167,'qwen2.5-coder-0.5b','self-consistency','gsm8k_tra
 INSERT INTO "jobs" VALUES(168,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5473',0,16,'self-consistency:n_samples=16',1,'done','1200','[{"event": "generate", "n": 16, "seed": 333874524, "usage": {"prompt_tokens": 112, "cached_prompt_tokens": 30, "completion_tokens": 5546, "calls": 1, "seconds": 250.0561112410754, "flops": 7074259501824.0}}, {"event": "vote", "counts": {"2600": 1, "3700": 1, "750": 1, "1050": 2, "100": 1, "920": 1, "900": 1, "1200": 2, "368000": 1, "410": 1, "1800": 1, "4400": 1, "1300": 1, "2100": 1}, "tie_broken_by_rng": true, "winner": "1200"}]',112,30,5546,1,0,0,7074259501824.0,0.0,4.08685830480997537962e+02,2.50056111241075399212e+02,1796260402.38783);
 INSERT INTO "jobs" VALUES(169,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5764',0,16,'self-consistency:n_samples=16',1,'done','12','[{"event": "generate", "n": 16, "seed": 1819916515, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 30, "completion_tokens": 3616, "calls": 1, "seconds": 121.41637722175106, "flops": 4605263534592.0}}, {"event": "vote", "counts": {"12": 16}, "tie_broken_by_rng": false, "winner": "12"}]',83,30,3616,1,0,0,4605263534592.0,0.0,2.53779039184999419373e+02,1.21416377221751062623e+02,1.79626065617694711685e+09);
 INSERT INTO "jobs" VALUES(170,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5603',0,16,'self-consistency:n_samples=16',1,'done','176.75','[{"event": "generate", "n": 16, "seed": 239514647, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 4311, "calls": 1, "seconds": 148.8136285808733, "flops": 5490018597888.0}}, {"event": "vote", "counts": {"3715/2": 1, "707/4": 2, "389/2": 1, "1379/4": 1, "367/2": 1, "893/4": 1, "451/2": 1, "687/4": 1, "643/4": 1, "2027/10": 1, "185": 1, "4607/20": 1, "173": 1, "797/2": 1, "605/4": 1}, "tie_broken_by_rng": false, "winner": "707/4"}]',91,30,4311,1,0,0,5490018597888.0,0.0,2.90073308396000356873e+02,1.48813628580873313468e+02,1.79626067664050102236e+09);
+INSERT INTO "jobs" VALUES(171,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5776',0,16,'self-consistency:n_samples=16',1,'done','3.5','[{"event": "generate", "n": 16, "seed": 1642996736, "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 30, "completion_tokens": 4541, "calls": 1, "seconds": 151.53313077623588, "flops": 5803841975040.0}}, {"event": "vote", "counts": {"72": 1, "9/4": 1, "39/2": 1, "42": 1, "91/2": 1, "147": 1, "7/2": 2, "87/2": 1, "8": 1, "144": 1, "7/4": 1, "103/2": 1, "55": 1, "3920": 1, "16": 1}, "tie_broken_by_rng": false, "winner": "7/2"}]',110,30,4541,1,0,0,5803841975040.0,0.0,1.93944031596998684103e+02,1.51533130776235879007e+02,1.79626085014339065553e+09);
+INSERT INTO "jobs" VALUES(172,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5895',0,16,'self-consistency:n_samples=16',1,'done','16','[{"event": "generate", "n": 16, "seed": 974091050, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 30, "completion_tokens": 4147, "calls": 1, "seconds": 151.19874429664793, "flops": 5271980669184.0}}, {"event": "vote", "counts": {"16": 13, "8": 3}, "tie_broken_by_rng": false, "winner": "16"}]',81,30,4147,1,0,0,5271980669184.0,0.0,3.28574559730997862051e+02,1.51198744296647930689e+02,1.79626117873209261897e+09);
+INSERT INTO "jobs" VALUES(173,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5818',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 22164495, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 5946, "calls": 1, "seconds": 221.44161821391438, "flops": 7554447078912.0}}, {"event": "vote", "counts": {"40": 1, "10": 2, "220": 1, "28": 1, "100": 2, "4": 1, "20": 1, "60": 1, "8": 1, "19": 1, "16": 1, "1": 1, "160": 1, "90": 1}, "tie_broken_by_rng": true, "winner": "10"}]',94,30,5946,1,0,0,7554447078912.0,0.0,5.17017008758000883982e+02,2.21441618213914381396e+02,1.79626119367617678636e+09);
+INSERT INTO "jobs" VALUES(174,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5978',0,16,'self-consistency:n_samples=16',1,'done','11','[{"event": "generate", "n": 16, "seed": 817949037, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 30, "completion_tokens": 5100, "calls": 1, "seconds": 172.73648404157967, "flops": 6498286476288.0}}, {"event": "vote", "counts": {"44": 2, "176": 1, "11": 2, "24": 1, "3": 1, "16": 1, "22": 1, "180": 1, "377": 1, "42": 1, "182": 1, "66": 1, "2": 1, "144": 1}, "tie_broken_by_rng": true, "winner": "11"}]',102,30,5100,1,0,0,6498286476288.0,0.0,2.09454584809001971741e+02,1.72736484041579672066e+02,1.79626138821325635917e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k-train", "dataset_sha256": "ab3a168a46f3d981ee9114700626510cddaa9493661561ec3f9676cebf44bb7e", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "0323e2c32e71afb38bcda685350550137b44e2f586e3d9d5292267619940ee54", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -61678,13 +63270,1601 @@ print(new_speed)
 151.25
 ```
 The new speed of James''s car is \(\boxed{151.25}\) mph.','151.25',0,'not_equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,0,'To determine how much Tiffany''s sunscreen will cost, we need to break down the problem into smaller steps:
+
+1. Calculate the total number of applications Tiffany needs.
+2. Determine the cost of the sunscreen based on the total number of applications.
+
+**Step 1: Calculate the total number of applications**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Therefore, the total number of applications is:
+\[ 2 \text{ hours} \times 12 \text{ ounces/appointment} = 24 \text{ ounces} \]
+
+**Step 2: Determine the cost of the sunscreen**
+
+A bottle contains 12 ounces and costs $3.5. Therefore, the cost of the sunscreen is:
+\[ 24 \text{ ounces} \times \$3.5 \text{ per ounce} = \$72.00 \]
+
+Thus, the cost of the sunscreen is \(\boxed{72.00}\).','72.00',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,1,'To determine the cost of the sunscreen Tiffany will use, we need to follow these steps:
+
+1. Calculate the total amount of sunscreen Tiffany will need.
+2. Determine the cost of the total amount of sunscreen.
+
+Step 1: Calculate the total amount of sunscreen Tiffany will need.
+Since she needs to re-apply sunscreen after 2 hours, and she needs 3 ounces of sunscreen each application, we can calculate the total number of applications needed as follows:
+\[ \text{Total applications} = \frac{2 \text{ hours}}{3 \text{ ounces/application}} = \frac{2}{3} \approx 0.67 \text{ applications} \]
+
+Step 2: Determine the cost of the total amount of sunscreen.
+Since the bottle contains 12 ounces and costs $3.5, we can calculate the total cost as follows:
+\[ \text{Total cost} = \frac{2}{3} \times \$3.5 = \$2.25 \]
+
+Therefore, the cost of the sunscreen Tiffany will use is \(\boxed{2.25}\).','2.25',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,2,'To determine the cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the total amount of sunscreen Tiffany needs to re-apply.
+2. Determine how much sunscreen is needed per hour.
+3. Calculate how much sunscreen is needed in 16 hours.
+4. Determine the cost of the sunscreen.
+
+**Step 1: Calculate the total amount of sunscreen needed to re-apply.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. She needs 3 ounces of sunscreen each application. Therefore, the total amount of sunscreen needed is:
+\[ 3 \text{ ounces/appointment} \times 2 \text{ hours} = 6 \text{ ounces} \]
+
+**Step 2: Determine how much sunscreen is needed per hour.**
+
+Tiffany needs to use 12 ounces of sunscreen per bottle. Since 1 bottle contains 12 ounces, the number of bottles needed is:
+\[ \frac{6 \text{ ounces}}{12 \text{ ounces/bottle}} = 0.5 \text{ bottles} \]
+
+**Step 3: Calculate how much sunscreen is needed in 16 hours.**
+
+Since Tiffany has 0.5 bottles, she will need to use:
+\[ 0.5 \text{ bottles} \times 12 \text{ ounces/bottle} = 6 \text{ ounces} \]
+
+**Step 4: Determine the cost of the sunscreen.**
+
+The cost of the sunscreen is $3.5. Therefore, the total cost is:
+\[ \$3.5 \times 6 \text{ ounces} = \$19.50 \]
+
+Thus, the cost of the sunscreen is \(\boxed{19.50}\).','19.50',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,3,'To determine the total cost of the sunscreen Tiffany needs, we can break down the problem into a few steps:
+
+1. Calculate the number of applications Tiffany will need.
+2. Determine the total amount of sunscreen she will need.
+3. Calculate the total cost of the sunscreen.
+
+**Step 1: Calculate the number of applications Tiffany will need.**
+Tiffany needs to re-apply sunscreen after 2 hours. She needs 3 ounces of sunscreen each application. Therefore, the number of applications she will need is:
+\[ \text{Number of applications} = \frac{3 \text{ ounces}}{3 \text{ ounces/application}} = 1 \text{ application} \]
+
+**Step 2: Determine the total amount of sunscreen she will need.**
+Each bottle contains 12 ounces of sunscreen. Since Tiffany needs 1 application, the total amount of sunscreen she will need is:
+\[ \text{Total sunscreen needed} = 1 \text{ application} \times 12 \text{ ounces/application} = 12 \text{ ounces} \]
+
+**Step 3: Calculate the total cost of the sunscreen.**
+The cost of one bottle of sunscreen is $3.5. Therefore, the total cost of the sunscreen is:
+\[ \text{Total cost} = 12 \text{ ounces} \times \$3.5 \text{ per ounce} = \$42.00 \]
+
+Thus, the total cost of the sunscreen is \(\boxed{42}\).','42',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,4,'To determine the cost of the sunscreen Tiffany will need, we need to break down the problem into manageable steps.
+
+1. Calculate the total number of applications Tiffany needs to make in 16 hours.
+2. Determine the total amount of sunscreen needed.
+3. Calculate the total cost of the sunscreen.
+
+First, let''s find the total number of applications Tiffany needs to make in 16 hours. Since she needs to re-apply sunscreen after 2 hours, she needs to make 16 - 2 = 14 applications.
+
+Next, we calculate the total amount of sunscreen needed. Since each application requires 3 ounces of sunscreen, the total amount of sunscreen needed is \(14 \times 3 = 42\) ounces.
+
+Finally, we calculate the total cost of the sunscreen. The bottle contains 12 ounces and costs $3.5. Therefore, the total cost of the sunscreen is \(42 + 3.5 = 45.5\).
+
+Thus, the cost of the sunscreen will be \(\boxed{45.5}\).','45.5',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,5,'To determine the cost of the sunscreen Tiffany will use, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany needs to make.
+2. Determine the amount of sunscreen required.
+3. Calculate the total cost based on the number of applications and the amount of sunscreen.
+
+Step 1: Calculate the total number of applications Tiffany needs to make.
+Tiffany has 16 hours to be there for, and she needs to re-apply sunscreen after 2 hours. Therefore, the total number of applications is:
+\[ 16 - 2 = 14 \]
+
+Step 2: Determine the amount of sunscreen required.
+Tiffany needs 3 ounces of sunscreen each application. Therefore, the total amount of sunscreen required is:
+\[ 14 \times 3 = 42 \text{ ounces} \]
+
+Step 3: Calculate the total cost based on the number of applications and the amount of sunscreen.
+The bottle contains 12 ounces of sunscreen and costs $3.5. Therefore, the total cost is:
+\[ 42 \times 3.5 = 147 \text{ dollars} \]
+
+Thus, the cost of the sunscreen is \(\boxed{147}\).','147',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,6,'To determine the cost of the sunscreen Tiffany will need for 16 hours, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany will need.
+2. Determine how many bottles of sunscreen she will need to buy.
+3. Calculate the total cost of the sunscreen.
+
+**Step 1: Calculate the total number of applications Tiffany will need.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Therefore, she will need to re-apply sunscreen for \(2 + 2 = 4\) hours.
+
+**Step 2: Determine how many bottles of sunscreen she will need to buy.**
+
+Each application requires 3 ounces of sunscreen, and Tiffany will need to re-apply sunscreen for 4 hours. So, the total number of bottles required is:
+\[
+\frac{4 \text{ hours}}{3 \text{ ounces/appointment}} = 1 \text{ bottle}
+\]
+
+**Step 3: Calculate the total cost of the sunscreen.**
+
+A bottle contains 12 ounces and costs $3.5. Therefore, the cost of 1 bottle is:
+\[
+3.5 \text{ dollars/bottle} \times 1 \text{ bottle} = 3.5 \text{ dollars}
+\]
+
+Thus, the cost of the sunscreen will be \(\boxed{3.5}\).','3.5',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(171,7,'Let''s break down the problem step by step:
+
+1. Calculate the total number of applications Tiffany will need in 16 hours.
+2. Determine how many bottles of sunscreen she will need to buy for the total number of applications.
+3. Calculate the total cost of the sunscreen.
+
+First, we calculate the total number of applications Tiffany will need in 16 hours. Since she needs to re-apply sunscreen after 2 hours, she will need to apply sunscreen twice. This means she will need to apply sunscreen 3 times in 16 hours. After that, she will need to apply sunscreen once more to complete the 16-hour period. Therefore, the total number of applications she will need is \(3 + 1 = 4\).
+
+Next, we determine how many bottles of sunscreen she will need to buy for the total number of applications. Since each bottle contains 12 ounces and costs $3.5, we can calculate the number of bottles needed by dividing the total number of applications by the number of ounces per bottle. This will give us \(4 / 12 = \frac{1}{3}\) bottles.
+
+Since Tiffany can''t buy a fraction of a bottle, we will round up to the next whole number, which is 1 bottle. Therefore, she will need to buy 1 bottle of sunscreen.
+
+Finally, we calculate the total cost of the sunscreen. Since each bottle costs $3.5, the total cost is \(1 \times 3.5 = 3.5\).
+
+The final answer is \(\boxed{3.5}\).','3.5',0,'not_equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,8,'To determine the cost of the sunscreen Tiffany will need, we can break down the problem into manageable steps:
+
+1. Calculate the total amount of sunscreen needed for 16 hours.
+2. Determine how many bottles of sunscreen she needs to buy to meet the total amount needed.
+3. Calculate the total cost of the sunscreen.
+
+Let''s start with step 1: Calculate the total amount of sunscreen needed for 16 hours.
+Tiffany needs to re-apply sunscreen after 2 hours, which means she needs to re-apply sunscreen 16 - 2 = 14 hours. She also needs 3 ounces of sunscreen each application and a bottle contain 12 ounces and costs $3.5. Therefore, the total amount of sunscreen needed for 16 hours is:
+\[ 14 \text{ hours} \times 3 \text{ ounces/hour} = 42 \text{ ounces} \]
+
+Next, we determine how many bottles of sunscreen she needs to buy to meet the total amount needed.
+Since the bottle contains 12 ounces and costs $3.5, we can calculate the number of bottles needed by dividing the total amount of sunscreen needed by the cost of one bottle:
+\[ \frac{42 \text{ ounces}}{3.5 \text{ dollars/bottle}} \approx 12.71 \]
+Since Tiffany cannot buy a fraction of a bottle, she needs to round up to the next whole number. Therefore, she needs to buy 13 bottles.
+
+Finally, we calculate the total cost of the sunscreen.
+The total cost of the sunscreen is the number of bottles multiplied by the cost of one bottle:
+\[ 13 \text{ bottles} \times \$3.5 \text{ per bottle} = \$43.50 \]
+
+Thus, the cost of the sunscreen is \(\boxed{43.50}\).','43.50',0,'not_equivalent',393,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,9,'Let''s break down the problem step-by-step and then write the final answer.
+
+1. Tiffany needs to re-apply sunscreen after 2 hours. Therefore, she will need 2 applications of sunscreen per hour. Since she has 16 hours, she will need:
+   \[
+   2 \text{ applications/hour} \times 16 \text{ hours} = 32 \text{ applications}
+   \]
+
+2. Each application requires 3 ounces of sunscreen. Therefore, the total amount of sunscreen needed is:
+   \[
+   32 \text{ applications} \times 3 \text{ ounces/applications} = 96 \text{ ounces}
+   \]
+
+3. A bottle contains 12 ounces and costs $3.5. Therefore, the cost of the sunscreen is:
+   \[
+   \frac{96 \text{ ounces}}{12 \text{ ounces/bottle}} = 8 \text{ dollars}
+   \]
+
+So, the sunscreen cost is $8. Let''s write the final answer as \(\boxed{8}\).','8',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,10,'To determine the total cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany needs to take.
+2. Determine the total amount of sunscreen she will need.
+3. Calculate the cost of the sunscreen.
+
+**Step 1: Calculate the total number of applications Tiffany needs to take.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Since she is there for 16 hours, she will need to take 16 applications.
+
+**Step 2: Determine the total amount of sunscreen she will need.**
+
+Tiffany needs 3 ounces of sunscreen each application. Since she needs to take 16 applications, the total amount of sunscreen she will need is:
+\[ 3 \text{ ounces/appointment} \times 16 \text{ applications} = 48 \text{ ounces} \]
+
+**Step 3: Calculate the cost of the sunscreen.**
+
+The bottle contains 12 ounces of sunscreen and costs $3.5. To find out how much the sunscreen will cost, we need to divide the total amount of sunscreen by the cost per ounce:
+\[ \frac{48 \text{ ounces}}{3.5 \text{ dollars/ounce}} = 144 \text{ dollars} \]
+
+Therefore, the total cost of the sunscreen is \(\boxed{144}\).','144',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,11,'To determine the total cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the amount of sunscreen Tiffany needs to re-apply after 2 hours.
+2. Determine how many bottles of sunscreen she needs to buy.
+3. Calculate the total cost of the bottles of sunscreen.
+
+**Step 1: Calculate the amount of sunscreen needed to re-apply after 2 hours.**
+
+Tiffany needs to re-apply sunscreen after 2 hours. Since she needs 3 ounces of sunscreen each application, we can calculate the total amount of sunscreen needed as follows:
+\[ 3 \text{ ounces/app} \times 2 \text{ hours} = 6 \text{ ounces} \]
+
+**Step 2: Determine how many bottles of sunscreen she needs to buy.**
+
+There are 12 ounces in a bottle, so we need to divide the total amount of sunscreen needed by the amount of sunscreen in a bottle:
+\[ \frac{6 \text{ ounces}}{12 \text{ ounces/bottle}} = 0.5 \text{ bottles} \]
+
+**Step 3: Calculate the total cost of the bottles of sunscreen.**
+
+The cost of each bottle is $3.5, so we multiply the number of bottles by the cost per bottle:
+\[ 0.5 \text{ bottles} \times 3.5 \text{ dollars/bottle} = 1.75 \text{ dollars} \]
+
+Therefore, the total cost of the sunscreen will be \(\boxed{1.75}\).','1.75',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,12,'To determine the total cost of the sunscreen Tiffany will need, we need to follow these steps:
+
+1. Calculate the number of applications Tiffany needs in 16 hours.
+2. Determine how many bottles of sunscreen are required based on the number of applications.
+3. Calculate the total cost of the sunscreen based on the number of bottles.
+
+Step 1: Calculate the number of applications Tiffany needs in 16 hours.
+Tiffany needs to re-apply sunscreen after 2 hours, which means she needs to make 14 applications in total.
+
+Step 2: Determine how many bottles of sunscreen are required based on the number of applications.
+Since each application requires 3 ounces of sunscreen, we divide the total number of applications by 3 to find out how many bottles are needed:
+\[ \frac{14}{3} = 4 \text{ bottles} \]
+
+Step 3: Calculate the total cost of the sunscreen.
+Each bottle contains 12 ounces and costs $3.5. Therefore, the total cost is:
+\[ 4 \times 12 + 3.5 = 48 + 3.5 = 51.5 \]
+
+Thus, the total cost of the sunscreen is \(\boxed{51.5}\).','51.5',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,13,'To solve this problem, we need to calculate the total number of applications Tiffany needs, the cost of the sunscreen, and then add this to the cost of the bottle of sunscreen. We can break this down into the following steps:
+
+1. Calculate the number of applications Tiffany needs.
+2. Calculate the total cost of the sunscreen.
+3. Calculate the cost of the bottle of sunscreen.
+4. Sum the total cost of the sunscreen and the bottle of sunscreen.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the number of applications
+hours = 16
+sunscreen_per_application = 3
+total_applications = hours // sunscreen_per_application
+
+# Step 2: Calculate the total cost of the sunscreen
+cost_per_ounce = 12
+total_cost_sunscreen = total_applications * sunscreen_per_ounce
+
+# Step 3: Calculate the cost of the bottle of sunscreen
+cost_per bottle = 3.5
+total_cost_bottle = cost_per_bottle * 12
+
+# Step 4: Sum the total cost of the sunscreen and the bottle of sunscreen
+total_cost = total_cost_sunscreen + total_cost_bottle
+
+# Print the final answer
+print(total_cost)
+```
+```output
+55.0
+```
+The total cost of the sunscreen and the bottle of sunscreen Tiffany needs after 16 hours is \(\boxed{55.0}\).','55.0',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,14,'To determine the cost of the sunscreen Tiffany will need, we need to break down the problem step by step.
+
+1. **Calculate the total number of sunscreen applications Tiffany needs:**
+   Tiffany needs to re-apply sunscreen after 2 hours, which is 2 hours \(\times\) 60 minutes = 120 minutes. Since she needs 3 ounces of sunscreen each application, the total number of sunscreen applications is:
+   \[
+   120 \text{ minutes} \times 3 \text{ ounces/application} = 360 \text{ ounces}
+   \]
+
+2. **Determine the number of bottles of sunscreen Tiffany can buy:**
+   A bottle contains 12 ounces and costs $3.5. To find out how many bottles of sunscreen Tiffany can buy with 360 ounces, we divide the total number of ounces by the cost of one bottle:
+   \[
+   \frac{360 \text{ ounces}}{3.5 \text{ dollars/bottle}} \approx 1080 \text{ bottles}
+   \]
+
+3. **Calculate the total cost of the sunscreen:**
+   Since Tiffany can buy 1080 bottles of sunscreen, the total cost is:
+   \[
+   1080 \text{ bottles} \times \$3.5 \text{ per bottle} = \$3,920
+   \]
+
+Therefore, the cost of the sunscreen is \(\boxed{3920}\).','3920',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,15,'To determine the total cost of the sunscreen Tiffany will need for 16 hours, we need to follow these steps:
+
+1. Calculate the total number of applications Tiffany will need.
+2. Determine how many bottles of sunscreen she needs to buy.
+3. Calculate the total cost of the sunscreen.
+
+First, let''s calculate the total number of applications Tiffany will need. She needs to re-apply sunscreen after 2 hours, so she will need to re-apply sunscreen 12 times in 16 hours. Since she needs 3 ounces of sunscreen each application, we can calculate the total number of applications as follows:
+\[ 12 \text{ applications/hour} \times 16 \text{ hours} = 192 \text{ applications} \]
+
+Next, we need to determine how many bottles of sunscreen she needs to buy. Since each bottle contains 12 ounces and costs $3.5, we can calculate the total cost as follows:
+\[ \frac{192 \text{ applications}}{12 \text{ ounces/bottle}} = 16 \text{ bottles} \]
+
+Therefore, the total cost of the sunscreen will be \(\boxed{16}\) dollars.','16',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,0,'To solve this problem, we need to determine the height of each person and then use that information to find out how high James can jump.
+
+1. **Determine the height of Lisa:**
+   - Mark can jump 6 inches off the ground.
+   - Lisa can jump double the height as Mark.
+   - Therefore, Lisa''s height = 2 * Mark''s height = 2 * 6 = 12 inches.
+
+2. **Determine the height of Jacob:**
+   - Jacob can jump double the height of Lisa.
+   - Therefore, Jacob''s height = 2 * Lisa''s height = 2 * 12 = 24 inches.
+
+3. **Determine how high James can jump:**
+   - James jumps 2/3 as high as Jacob.
+   - Therefore, James''s height = (2/3) * Jacob''s height = (2/3) * 24 = 16 inches.
+
+So, James can jump \(\boxed{16}\) inches.','16',1,'equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(172,1,'To determine how high James can jump, we need to follow these steps:
+
+1. Calculate the height Lisa can jump.
+2. Calculate the height Jacob can jump.
+3. Determine how high James can jump by finding 2/3 of Jacob''s height.
+
+First, we know that Mark can jump 6 inches off the ground. Since Lisa can jump double the height as Mark, we can calculate Lisa''s height as follows:
+\[
+\text{Lisa''s height} = 2 \times \text{Mark''s height} = 2 \times 6 = 12 \text{ inches}
+\]
+
+Next, we know that Jacob can jump double the height of Lisa. We can calculate Jacob''s height as follows:
+\[
+\text{Jacob''s height} = 2 \times \text{Lisa''s height} = 2 \times 12 = 24 \text{ inches}
+\]
+
+Finally, we need to determine how high James can jump by finding 2/3 of Jacob''s height:
+\[
+\text{James''s height} = \frac{2}{3} \times \text{Jacob''s height} = \frac{2}{3} \times 24 = 8 \text{ inches}
+\]
+
+Therefore, James can jump \(\boxed{8}\) inches.','8',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,2,'Let''s break down the problem step by step.
+
+1. First, we know that Mark can jump 6 inches off the ground.
+2. Lisa can jump double the height as Mark, so Lisa''s height is \(2 \times 6 = 12\) inches.
+3. Jacob can jump double the height of Lisa, so Jacob''s height is \(2 \times 12 = 24\) inches.
+4. James jumps \(\frac{2}{3}\) as high as Jacob. So James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+Let''s write the Python code to verify this calculation.
+```python
+# Heights of the individuals
+mark_height = 6
+lisa_height = 2 * mark_height
+jacob_height = 2 * lisa_height
+james_height = (2/3) * jacob_height
+
+print(james_height)
+```
+```output
+16.0
+```
+The height that James can jump is \(\boxed{16}\) inches.','16',1,'equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,3,'To determine how high James can jump, we need to follow these steps:
+
+1. **Calculate Lisa''s height:**
+   - Mark can jump 6 inches off the ground.
+   - Lisa can jump double the height as Mark.
+   - Therefore, Lisa''s height is \(2 \times 6 = 12\) inches.
+
+2. **Calculate Jacob''s height:**
+   - Jacob can jump double the height of Lisa.
+   - Therefore, Jacob''s height is \(2 \times 12 = 24\) inches.
+
+3. **Determine James''s height:**
+   - James jumps \(\frac{2}{3}\) as high as Jacob.
+   - Therefore, James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+Thus, James can jump \(\boxed{16}\) inches.','16',1,'equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,4,'Let''s solve this problem step-by-step. First, we need to determine the height of Lisa and Jacob. Then, we''ll calculate how high James can jump using the information given.
+
+1. Mark can jump 6 inches off the ground.
+2. Lisa can jump double the height as Mark, so Lisa''s height is \(2 \times 6 = 12\) inches.
+3. Jacob can jump double the height of Lisa, so Jacob''s height is \(2 \times 12 = 24\) inches.
+4. James can jump \(\frac{2}{3}\) as high as Jacob, so James''s height is \(\frac{24}{3} = 8\) inches.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Heights of the characters
+mark_height = 6
+james_height = 2 * mark_height
+jacob_height = 2 * james_height
+
+# Height of James
+james_height = jacob_height / 3
+print(james_height)
+```
+```output
+8.0
+```
+The height that James can jump is \(\boxed{8}\) inches.','8',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,5,'To determine how high James can jump, we need to follow these steps:
+
+1. Determine the height of Lisa.
+2. Determine the height of Jacob.
+3. Calculate the height of James based on the height of Jacob.
+
+**Step 1: Determine the height of Lisa.**
+Mark can jump 6 inches off the ground. Lisa can jump double the height as Mark. Therefore, we calculate Lisa''s height as follows:
+\[ \text{Height of Lisa} = 2 \times \text{Height of Mark} = 2 \times 6 = 12 \text{ inches} \]
+
+**Step 2: Determine the height of Jacob.**
+Jacob can jump double the height of Lisa. Therefore, we calculate Jacob''s height as follows:
+\[ \text{Height of Jacob} = 2 \times \text{Height of Lisa} = 2 \times 12 = 24 \text{ inches} \]
+
+**Step 3: Calculate the height of James.**
+James jumps 2/3 as high Jacob. Therefore, we calculate James''s height as follows:
+\[ \text{Height of James} = \frac{2}{3} \times \text{Height of Jacob} = \frac{2}{3} \times 24 = 16 \text{ inches} \]
+
+Thus, the height that James can jump is \(\boxed{16}\).','16',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,6,'To solve this problem, we''ll follow these steps:
+
+1. Calculate Lisa''s height.
+2. Calculate Jacob''s height.
+3. Calculate James''s height based on his jump height.
+
+Let''s start with Lisa''s height. Since Lisa can jump double the height as Mark, we''ll use the following information:
+
+\[ \text{Mark''s height} = 6 \text{ inches} \]
+
+\[ \text{Lisa''s height} = 2 \times \text{Mark''s height} \]
+
+\[ \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches} \]
+
+Next, we''ll calculate Jacob''s height. Since Jacob can jump double the height of Lisa, we''ll use the following information:
+
+\[ \text{Lisa''s height} = 12 \text{ inches} \]
+
+\[ \text{Jacob''s height} = 2 \times \text{Lisa''s height} \]
+
+\[ \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches} \]
+
+Finally, we''ll calculate James''s height based on his jump height. Since James jumps \(\frac{2}{3}\) as high as Jacob, we''ll use the following information:
+
+\[ \text{Jacob''s height} = \frac{2}{3} \times \text{Jacob''s height} \]
+
+\[ \text{Jacob''s height} = \frac{2}{3} \times 24 = 16 \text{ inches} \]
+
+Now, let''s write the Python code to confirm these calculations.
+```python
+# Mark''s height
+mark_height = 6
+
+# Lisa''s height
+lisa_height = 2 * mark_height
+
+# Jacob''s height
+jacob_height = 2 * lisa_height
+
+# James''s height
+james_height = (2 / 3) * jacob_height
+print(james_height)
+```
+```output
+16.0
+```
+The final answer is \(\boxed{16}\).','16',1,'equivalent',427,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,7,'Let''s break down the problem step-by-step:
+
+1. **Height of Mark**: Mark can jump 6 inches off the ground.
+2. **Height of Lisa**: Lisa can jump double the height as Mark, so Lisa''s height is \(2 \times 6 = 12\) inches.
+3. **Height of Jacob**: Jacob can jump double the height of Lisa, so Jacob''s height is \(2 \times 12 = 24\) inches.
+4. **Height James jumps**: James jumps \(\frac{2}{3}\) as high as Jacob, so James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+The final answer is \(\boxed{16}\).','16',1,'equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,8,'Let''s break down the problem step by step:
+
+1. Determine the height of Lisa. Since Lisa can jump double the height as Mark, and Mark can jump 6 inches off the ground, Lisa''s height is \(2 \times 6 = 12\) inches.
+2. Determine the height of Jacob. Since Jacob can jump double the height of Lisa, and Lisa''s height is 12 inches, Jacob''s height is \(2 \times 12 = 24\) inches.
+3. Determine the height James jumps. James jumps \(\frac{2}{3}\) as high as Jacob, and Jacob''s height is 24 inches. So, James''s height is \(\frac{2}{3} \times 24 = 16\) inches.
+
+Now let''s write the Python code to confirm this.
+```python
+# Heights
+mark_height = 6
+lis_height = 2 * mark_height
+jacob_height = 2 * lis_height
+
+# James''s height
+james_height = (2/3) * jacob_height
+print(james_height)
+```
+```output
+16.0
+```
+The height that James can jump is \(\boxed{16}\) inches.','16',1,'equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,9,'To solve this problem, we need to determine the height that Jacob can jump. Let''s break it down step by step:
+
+1. Identify the height that Mark can jump.
+2. Calculate the height that Lisa can jump.
+3. Calculate the height that Jacob can jump.
+
+We know that Mark can jump 6 inches off the ground. Lisa can jump double the height as Mark, so we can calculate Lisa''s height as follows:
+\[ \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches} \]
+
+Jacob can jump double the height of Lisa, so we can calculate Jacob''s height as follows:
+\[ \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches} \]
+
+According to the problem, James jumps \(\frac{2}{3}\) as high as Jacob. So we can calculate James''s height as follows:
+\[ \text{James''s height} = \frac{2}{3} \times 24 = 16 \text{ inches} \]
+
+Therefore, the height that James can jump is \(\boxed{16}\).','16',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,10,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. First, we need to determine how high Jacob jumps. Since Jacob jumps double the height of Lisa, and Lisa jumps double the height of Mark, we can calculate the height of Lisa as follows:
+   \[
+   \text{Height of Lisa} = 2 \times \text{Height of Mark} = 2 \times 6 = 12 \text{ inches}
+   \]
+
+2. Next, we need to calculate how high James jumps. Since James jumps 2/3 as high Jacob, we can calculate the height of James as follows:
+   \[
+   \text{Height of James} = \frac{2}{3} \times \text{Height of Jacob} = \frac{2}{3} \times 12 = 8 \text{ inches}
+   \]
+
+Let''s write the Python code to verify this calculation.
+```python
+# Define the heights
+height_of_mark = 6  # inches
+
+# Calculate the height of Lisa
+height_of_lisa = 2 * height_of_mark  # inches
+
+# Calculate the height of James
+height_of_james = (2 / 3) * height_of_lisa  # inches
+
+print(height_of_james)
+```
+```output
+8.0
+```
+The height that James can jump is \(\boxed{8}\) inches.','8',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,11,'To determine how high James can jump, we need to follow these steps:
+
+1. Calculate the height Lisa can jump.
+2. Calculate the height Jacob can jump.
+3. Determine how high James jumps, which is 2/3 the height Jacob can jump.
+
+Let''s break it down step by step:
+
+1. **Calculate the height Lisa can jump:**
+   - Mark can jump 6 inches off the ground.
+   - Lisa can jump double the height as Mark.
+   - Therefore, Lisa''s height can be calculated as:
+     \[
+     \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches}
+     \]
+
+2. **Calculate the height Jacob can jump:**
+   - Jacob can jump double the height of Lisa.
+   - Therefore, Jacob''s height can be calculated as:
+     \[
+     \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches}
+     \]
+
+3. **Determine how high James jumps:**
+   - James jumps \(\frac{2}{3}\) as high as Jacob.
+   - Therefore, James''s height can be calculated as:
+     \[
+     \text{James''s height} = \frac{2}{3} \times 24 = 16 \text{ inches}
+     \]
+
+Thus, the height James can jump is \(\boxed{16}\).','16',1,'equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,12,'Let''s break down the problem step by step:
+
+1. First, we need to determine the height of Lisa. Since Lisa can jump double the height of Mark, and Mark can jump 6 inches off the ground, Lisa''s height is \(2 \times 6 = 12\) inches.
+2. Next, we need to determine the height of Jacob. Since Jacob can jump double the height of Lisa, and Lisa''s height is 12 inches, Jacob''s height is \(2 \times 12 = 24\) inches.
+3. Finally, we need to calculate how high James jumps. Since James jumps \(\frac{2}{3}\) as high Jacob, we calculate \(24 \times \frac{2}{3} = 24 \times \frac{2}{3} = 16\) inches.
+
+Now, let''s write the final answer in Python code to confirm our solution.
+```python
+# Given data
+mark_jump_height = 6
+
+# Lisa''s jump height is double the height of Mark
+lisa_jump_height = 2 * mark_jump_height
+
+# Jacob''s jump height is double the height of Lisa
+jacob_jump_height = 2 * lisa_jump_height
+
+# James''s jump height is 2/3 as high as Jacob
+james_jump_height = jacob_jump_height * (2 / 3)
+
+print(james_jump_height)
+```
+```output
+16.0
+```
+James can jump \(\boxed{16}\) inches.','16',1,'equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,13,'Let''s break down the problem step by step:
+
+1. First, we need to determine the height of Lisa. Since Lisa can jump double the height of Mark, Mark''s jump height is \(6 \times 2 = 12\) inches.
+2. Next, we need to determine the height of Jacob. Since Jacob can jump double the height of Lisa, Lisa''s jump height is \(12 \times 2 = 24\) inches.
+3. Then, we need to determine how high James can jump. Since James jumps \(\frac{2}{3}\) as high Jacob, we calculate \(\frac{2}{3} \times 24 = 16\) inches.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the jump heights
+mark_jump_height = 6
+james_jump_height = mark_jump_height * 2
+lisa_jump_height = james_jump_height * 2
+
+# Calculate James''s jump height
+james_jump_height = lisa_jump_height * (2/3)
+print(james_jump_height)
+```
+```output
+16.0
+```
+The height that James can jump is \(\boxed{16}\) inches.','16',1,'equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,14,'To solve this problem, we need to follow these steps:
+
+1. Determine Lisa''s height.
+2. Determine Jacob''s height.
+3. Calculate James''s height based on the given relationship between Jacob''s and Lisa''s heights.
+
+Let''s break it down step by step and write the Python code to find the final answer.
+
+1. **Determine Lisa''s height:**
+   - Mark jumps 6 inches off the ground.
+   - Lisa jumps double the height as Mark.
+   - Therefore, Lisa''s height = 2 * 6 = 12 inches.
+
+2. **Determine Jacob''s height:**
+   - Jacob jumps double the height of Lisa.
+   - Therefore, Jacob''s height = 2 * 12 = 24 inches.
+
+3. **Calculate James''s height:**
+   - James jumps 2/3 as high as Jacob.
+   - Therefore, James''s height = \(\frac{2}{3} \times 24 = 16\) inches.
+
+So, the final answer is \( \boxed{16} \).','16',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,15,'To determine how high James can jump, we need to follow the steps outlined in the problem step by step.
+
+1. **Identify the height of Lisa:**
+   Mark can jump 6 inches off the ground. Lisa can jump double the height as Mark. Therefore, we calculate Lisa''s height as follows:
+   \[
+   \text{Lisa''s height} = 2 \times 6 = 12 \text{ inches}
+   \]
+
+2. **Identify the height of Jacob:**
+   Jacob can jump double the height of Lisa. Therefore, we calculate Jacob''s height as follows:
+   \[
+   \text{Jacob''s height} = 2 \times 12 = 24 \text{ inches}
+   \]
+
+3. **Determine how high James jumps:**
+   James jumps \(\frac{2}{3}\) as high as Jacob. Therefore, we calculate James''s height as follows:
+   \[
+   \text{James''s height} = \frac{2}{3} \times 24 = 16 \text{ inches}
+   \]
+
+Thus, the height to which James can jump is \(\boxed{16}\).','16',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,0,'To solve this problem, we will follow a step-by-step approach:
+
+1. Identify the quantities of each type of coin Tommy has:
+   - Dimes = 10
+   - Pennies = 10 + 10 = 20
+   - Nickels = 2 * pennies = 2 * 20 = 40
+   - Quarters = 4
+   - Pennies = 10 * quarters = 10 * 4 = 40
+
+2. Verify the relationships given in the problem:
+   - Tommy has 4 quarters.
+   - Tommy has 10 times as many pennies as quarters, which means 10 * 40 = 400 pennies.
+   - Tommy has twice as many nickels as dimes, which means 2 * 20 = 40 nickels.
+   - Tommy has 10 more dimes than pennies, which means 10 + 20 = 30 dimes.
+
+3. Check if the quantities satisfy all the relationships:
+   - 10 = 4 quarters
+   - 20 = 400 pennies
+   - 40 = 40 nickels
+   - 30 = 10 more dimes
+
+Since all the conditions are satisfied, the number of nickels Tommy has is \(\boxed{40}\).','40',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,1,'Let''s start by defining the variables based on the information given in the problem. Let''s denote:
+- \( p \) as the number of pennies
+- \( d \) as the number of dimes
+- \( n \) as the number of nickels
+- \( q \) as the number of quarters
+
+From the problem, we can write the following equations:
+1. The total number of pennies \( p = q + n \)
+2. The total number of dimes \( d = 2p + n \)
+3. The total number of nickels \( n = 4q \)
+4. The total number of quarters \( q = 10p \)
+
+Since \( p = q + n \), we can substitute the expression for \( n \) into this equation:
+\[ q = (q + n) + n = 2q \]
+
+Now we have two equations:
+1. \( p = 2q \)
+2. \( 2q = 4q \)
+
+From the second equation, we can solve for \( q \):
+\[ 2q = 4q \]
+\[ 2q - 4q = 0 \]
+\[ -2q = 0 \]
+\[ q = 0 \]
+
+Now that we have \( q = 0 \), we can substitute this value back into the first equation:
+\[ p = 2(0) + n \]
+\[ p = n \]
+
+So, Tommy has \( n \) nickels. The problem states that Tommy has 10 more dimes than pennies, which gives us:
+\[ d = p + 10 \]
+
+Substituting \( p = n \) into the equation for \( d \), we get:
+\[ d = n + 10 \]
+
+Now we have two equations:
+1. \( d = n + 10 \)
+2. \( 2q = 4q \)
+
+From the second equation, we can solve for \( q \):
+\[ 2q = 4q \]
+\[ 2q - 4q = 0 \]
+\[ -2q = 0 \]
+\[ q = 0 \]
+
+Now that we have \( q = 0 \), we can substitute this value back into the first equation:
+\[ p = n \]
+
+So, Tommy has \( n \) nickels. The problem states that Tommy has 10 more dimes than pennies, which','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(173,2,'Let''s break down the problem step by step and use Python to ensure our result is accurate.
+
+1. Let''s denote the number of pennies Tommy has as \( P \).
+2. According to the problem, the number of dimes is \( P + 10 \).
+3. According to the problem, the number of nickels is \( 2P \).
+4. According to the problem, the number of quarters is \( 4 \).
+5. According to the problem, the number of pennies is twice the number of dimes, so we have \( P = 2(P + 10) \).
+
+First, we''ll solve for \( P \):
+
+\[ P = 2P + 10 \]
+\[ P - 2P = 10 \]
+\[ -P = 10 \]
+\[ P = -10 \]
+
+Since \( P \) must be a positive integer, we need to re-evaluate our steps. Let''s use Python to ensure the calculation is accurate.
+```python
+# Let''s define the number of pennies as P
+# According to the problem, P = 2(P + 10)
+# Solving for P
+P = 2 * (P + 10)
+
+# Since P must be a positive integer, we need to check if P is an integer
+if P > 0:
+    P = int(P)
+else:
+    P = None
+
+# Now, let''s calculate the number of nickels
+nickels = 2 * P
+
+print((P, nickels))
+```
+```output
+(-10, 20)
+```
+It seems there was an error in the calculation. Let''s recheck the steps carefully. We know that \( P = 2(P + 10) \), and solving for \( P \) gives us \( P = -10 \). Since \( P \) must be a positive integer, we need to check if \( P \) is an integer. If \( P = -10 \), then \( P = -10 \) is not a positive integer, so we need to re-evaluate the problem. Let''s solve for \( P \) again step by step.
+```python
+# Let''s define the number of pennies as P
+# According to the problem, P = 2(P + 10)
+# Solving for P
+P = 2 * (P + 10)
+
+#','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,3,'Let''s break down the problem step by step and use Python to ensure the accuracy of our solution.
+
+1. **Determine the number of pennies:**
+   According to the problem, Tommy has 4 quarters. Since a quarter is equal to 25 cents, Tommy has \(4 \times 25 = 100\) pennies.
+
+2. **Determine the number of dimes:**
+   According to the problem, Tommy has 10 more dimes than pennies. Therefore, the number of dimes is \(100 + 10 = 110\).
+
+3. **Determine the number of nickels:**
+   According to the problem, Tommy has twice as many nickels as dimes. Therefore, the number of nickels is \(2 \times 110 = 220\).
+
+Let''s use Python to verify these calculations.
+```python
+# Given data
+quarters = 4
+dimes = quarters * 25
+pennies = dimes + 10
+
+# Number of nickels
+nickels = 2 * pennies
+print(nickels)
+```
+```output
+220
+```
+The final answer is \(\boxed{220}\).','220',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,4,'Let''s start by determining the number of pennies Tommy has. According to the problem, he has 4 quarters. Therefore, the number of pennies is:
+\[ \text{Pennies} = \frac{4}{4} = 1 \]
+Next, we know that Tommy has twice as many nickels as dimes. Since he has 10 more dimes than pennies, the number of nickels is:
+\[ \text{Nickels} = 2 \times 1 = 2 \]
+Now, we know that Tommy has 10 times as many pennies as quarters. Since he has 4 quarters, the number of pennies is:
+\[ \text{Pennies} = \frac{4}{4} = 1 \]
+We can now find the number of pennies, dimes, nickels, and quarters. Let''s denote the number of pennies as \( p \), the number of dimes as \( d \), the number of nickels as \( n \), and the number of quarters as \( q \). From the problem, we have the following equations:
+\[ p = 4 \]
+\[ d = p + 10 \]
+\[ n = 2 \times d = 2 \times (4 + 10) = 2 \times 14 = 28 \]
+\[ q = \frac{4}{4} = 1 \]
+So the number of nickels is \(\boxed{28}\).','28',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,5,'Let''s start by defining the variables based on the problem statement. Let:
+- \( p \) be the number of pennies
+- \( d \) be the number of dimes
+- \( n \) be the number of nickels
+- \( q \) be the number of quarters
+
+From the problem statement, we can establish the following relationships:
+1. Tommy has 10 more dimes than pennies: \( d = p + 10 \)
+2. Tommy has twice as many nickels as dimes: \( n = 2d \)
+3. Tommy has 4 quarters: \( q = 4 \)
+4. Tommy has 10 times as many pennies as quarters: \( p = 10q \)
+
+We can substitute the expressions for \( p \), \( d \), and \( q \) in terms of \( n \) into the relationships to find the values of \( p \), \( d \), and \( q \).
+
+First, let''s express \( n \) in terms of \( p \):
+\[ n = 2d \]
+Substitute \( d = p + 10 \) into this equation:
+\[ n = 2(p + 10) = 2p + 20 \]
+
+Next, let''s express \( p \) in terms of \( q \):
+\[ p = 10q \]
+Substitute \( q = 4 \) into this equation:
+\[ p = 10(4) = 40 \]
+
+Now, we have the expressions for \( p \), \( d \), and \( q \):
+\[ p = 40 \]
+\[ d = p + 10 = 40 + 10 = 50 \]
+\[ q = 4 \]
+
+So, the number of nickels Tommy has is \( n = 2d = 2 \times 50 = 100 \).
+
+Therefore, the number of nickels Tommy has is \(\boxed{100}\).','100',1,'equivalent',427,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,6,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Identify the number of each type of coin:**
+   - There are 10 quarters.
+   - There are 4 quarters.
+   - There are 2 nickels.
+   - There are 10 times as many pennies as quarters.
+
+2. **Calculate the number of dimes:**
+   - There are 10 more dimes than pennies.
+   - There are twice as many nickels as dimes.
+   - Let \( p \) be the number of pennies. Then \( d = p + 10 \) and \( n = 2p \).
+
+3. **Substitute the values into the equations:**
+   - \( q = 10 \)
+   - \( d = p + 10 \)
+   - \( n = 2p \)
+   - \( p = \frac{q}{4} \)
+
+4. **Find the value of \( p \):**
+   - Substitute \( q = 10 \) into the equation for \( p \):
+     \[
+     p = \frac{10}{4} = 2.5
+     \]
+   - Since the number of pennies must be an integer, we need to check if there are any other possible values for \( p \). However, since \( p \) must be an integer, we can conclude that the only possible integer value for \( p \) is 2.
+
+5. **Calculate the number of nickels:**
+   - Substitute \( p = 2 \) into the equation for \( d \):
+     \[
+     d = 2 + 10 = 12
+     \]
+   - Substitute \( p = 2 \) into the equation for \( n \):
+     \[
+     n = 2 \times 2 = 4
+     \]
+
+So, Tommy has 10 nickels.
+
+Let''s confirm this with Python code.
+```python
+# Given values
+q = 10
+d = p + 10
+n = 2 * p
+
+# Check if p is an integer
+if q % 4 == 0:
+    p = q // 4
+    if d % 4 == 0:
+        d = d // 4
+        if n % 4 == 0:
+            n = n // 4
+            print','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,7,'Let''s denote the number of pennies Tommy has as \( p \). According to the problem, the number of nickels is twice the number of dimes, so the number of nickels is \( 2p \). The number of dimes is 10 more than pennies, so the number of dimes is \( p + 10 \). The number of quarters is 4, and the number of pennies is 10 times as many as quarters, so the number of pennies is \( 10 \times 4 = 40 \).
+
+Now we can set up the following equations based on the number of pennies and dimes:
+1. \( p = p + 10 \)
+2. \( p + 10 = 40 \)
+
+We can solve these equations step by step.
+
+From the first equation, we can solve for \( p \):
+\[ p = p + 10 \implies p - 10 = 0 \implies p = 10 \]
+
+Now that we know \( p = 10 \), we can substitute this value into the second equation to solve for \( p \):
+\[ 10 + 10 = 40 \implies 20 = 40 \]
+
+This confirms our solution is correct. Now we can find the number of nickels:
+\[ 2p = 2 \times 10 = 20 \]
+
+Therefore, the number of nickels Tommy has is \(\boxed{20}\).','20',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,8,'Let''s denote the number of pennies Tommy has as \( p \). According to the problem, Tommy has 10 more dimes than pennies, so the number of dimes is \( p + 10 \).
+
+We are also given that Tommy has twice as many nickels as dimes, so the number of nickels is \( 2p \).
+
+We are also given that Tommy has 4 quarters, so the number of quarters is 4.
+
+Additionally, we know that Tommy has 10 times as many pennies as quarters, so the number of pennies is \( 10 \times 4 = 40 \).
+
+Now, we can substitute the known values of the number of pennies into the equations for the number of dimes, nickels, and quarters. The number of dimes is \( p + 10 \), the number of nickels is \( 2p \), and the number of quarters is 4. We can then write the following equations:
+\[ p + 10 = 40 \]
+\[ 2p = 4 \]
+
+First, solve the first equation for \( p \):
+\[ p + 10 = 40 \]
+\[ p = 40 - 10 \]
+\[ p = 30 \]
+
+Now that we have the value of \( p \), we can substitute it back into the second equation to find the number of nickels:
+\[ 2p = 4 \]
+\[ 2 \times 30 = 4 \]
+\[ 60 = 4 \]
+
+Since the number of nickels must be a whole number, it appears there might be a mistake in the interpretation of the problem or a need for re-evaluation. However, if we proceed with the interpretation, we find that the number of nickels is indeed 60.
+
+Therefore, the number of nickels Tommy has is \(\boxed{60}\).','60',0,'not_equivalent',406,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,9,'Let''s denote the number of pennies Tommy has as \( P \). According to the problem, the number of nickels \( N \) is twice the number of dimes \( D \). The number of dimes \( D \) is 4. The number of quarters \( Q \) is 10. The number of pennies \( P \) is 4.
+
+First, we calculate the number of nickels \( N \):
+\[
+N = 2D = 2 \times 4 = 8
+\]
+
+Next, we calculate the number of dimes \( D \):
+\[
+D = 4
+\]
+
+Now, we check if the number of nickels \( N \) matches the number of dimes \( D \). Since \( N = 8 \) and \( D = 4 \), the condition is satisfied.
+
+Therefore, the number of nickels Tommy has is \(\boxed{8}\).','8',0,'not_equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,10,'To solve this problem, we need to set up a system of equations based on the information given about Tommy''s collection of change.
+
+Let''s denote:
+- $p$ as the number of pennies,
+- $q$ as the number of quarters,
+- $d$ as the number of dimes,
+- $n$ as the number of nickels.
+
+From the problem statement:
+1. $d = p + 10$
+2. $n = 2d$
+3. $p = 4q$
+4. $n = 10p$
+
+Now we can substitute the expressions for $d$ and $n$ into the second equation to find $p$ and then use it to find $q$ and $n$.
+
+Let''s solve this step by step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+p, q, d, n = symbols(''p q d n'')
+
+# Define the equations
+eq1 = Eq(d, p + 10)
+eq2 = Eq(n, 2*d)
+eq3 = Eq(p, 4*q)
+eq4 = Eq(n, 10*p)
+
+# Solve the system of equations
+solution = solve((eq1, eq2, eq3, eq4), (p, q, d, n))
+print(solution)
+```
+```output
+{p: 2, q: 1, d: 19, n: 19}
+```
+The solution to the problem is:
+
+- $p = 2$
+- $q = 1$
+- $d = 19$
+- $n = 19$
+
+So, Tommy has \(\boxed{19}\) nickels.','19',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,11,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Identify the number of pennies:**
+   - Tommy has 4 quarters.
+   - Therefore, the number of pennies is \(4 \times 2 = 8\).
+
+2. **Identify the number of nickels:**
+   - Tommy has twice as many nickels as dimes.
+   - Since Tommy has 8 pennies, the number of nickels is \(8 \times 2 = 16\).
+
+3. **Identify the number of dimes:**
+   - Tommy has 10 more dimes than pennies.
+   - Since Tommy has 8 pennies, the number of dimes is \(8 + 10 = 18\).
+
+So, the final answer is:
+\[
+\boxed{16}
+\]','16',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,12,'To solve this problem, we''ll follow these steps:
+
+1. Determine the number of pennies Tommy has.
+2. Determine the number of nickels Tommy has.
+3. Determine the number of dimes Tommy has.
+4. Determine the number of quarters Tommy has.
+5. Use the given relationships to set up equations and solve for the number of nickels.
+
+Let''s start by defining the variables:
+- Let \( p \) be the number of pennies.
+- Let \( d \) be the number of dimes.
+- Let \( n \) be the number of nickels.
+- Let \( q \) be the number of quarters.
+
+From the problem, we have the following relationships:
+1. \( d = p + 10 \)
+2. \( n = 2d \)
+3. \( q = 4 \)
+4. \( p = 10q \)
+
+We can substitute \( p = 10q \) into the equation for \( d \):
+\[ d = (10q) + 10 = 11q + 10 \]
+
+Now we have a system of equations:
+1. \( d = 11q + 10 \)
+2. \( n = 2d \)
+
+We can substitute \( d \) from the first equation into the second equation:
+\[ n = 2(11q + 10) = 22q + 20 \]
+
+Now we have two simplified equations:
+1. \( n = 22q + 20 \)
+2. \( d = 11q + 10 \)
+
+We can solve these equations by isolating \( q \):
+From equation 1, we get:
+\[ q = \frac{n - 20}{22} \]
+
+From equation 2, we get:
+\[ d = \frac{n - 20}{22} \]
+
+Since \( q = 10q \), we can substitute \( q \) from the first equation into the equation for \( n \):
+\[ n = 2(10q) + 20 = 20q + 20 \]
+
+Now we have two simplified equations:
+1. \( n = 20q + 20 \)
+2. \( d = \frac{n - 20}{22} \)
+
+We can solve these equations by isolating \( q \):
+From equation 1, we get:
+','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,13,'Let''s break down the problem step by step and use Python to ensure the solution is accurate.
+
+1. Let \( p \) be the number of pennies Tommy has.
+2. Let \( d \) be the number of dimes Tommy has.
+3. Let \( n \) be the number of nickels Tommy has.
+4. Let \( q \) be the number of quarters Tommy has.
+5. Let \( t \) be the number of dimes Tommy has (10 more than pennies).
+
+From the problem statement, we can derive the following equations:
+1. \( p + d = q \)
+2. \( 2d = 2p \)
+3. \( q = 4p \)
+4. \( p = 10q \)
+5. \( n = 4q \)
+
+We can substitute \( q = 4p \) into the first two equations:
+1. \( p + d = 4p \implies d = 3p \)
+2. \( 2d = 2(4p) \implies 2d = 8p \implies d = 4p \)
+
+Now we can substitute \( d = 4p \) into the third equation:
+\[ q = 4p \implies p = 10 \times 4p = 40p \]
+
+So, \( p = 40 \), \( d = 4 \times 40 = 160 \), \( n = 4 \times 40 = 160 \), and \( q = 4 \times 40 = 160 \).
+
+Let''s verify this by using Python code.
+```python
+# Let''s define the variables
+from sympy import symbols, Eq, solve
+
+# Define the variables
+p, d, n, q = symbols(''p d n q'')
+
+# Define the equations based on the problem statement
+eq1 = Eq(p + d, q)
+eq2 = Eq(2*d, 2*p)
+eq3 = Eq(q, 4*p)
+eq4 = Eq(p, 10*q)
+eq5 = Eq(n, 4*q)
+
+# Solve the equations
+solution = solve((eq1, eq2, eq3, eq4, eq5), (p, d, n, q))
+print(solution)
+```
+```output
+{p: 40, d: 160,','160',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,14,'Let''s break down the problem step by step:
+
+1. **Determine the number of pennies:**
+   Tommy has 4 quarters. According to the problem, Tommy has 10 times as many pennies as quarters. So, we can calculate the number of pennies as follows:
+   \[
+   \text{Number of pennies} = 4 \times 10 = 40
+   \]
+
+2. **Determine the number of dimes:**
+   Tommy has 10 more dimes than pennies. So, we can calculate the number of dimes as follows:
+   \[
+   \text{Number of dimes} = 40 + 10 = 50
+   \]
+
+3. **Determine the number of nickels:**
+   Tommy has twice as many nickels as dimes. So, we can calculate the number of nickels as follows:
+   \[
+   \text{Number of nickels} = 2 \times 50 = 100
+   \]
+
+Therefore, the number of nickels Tommy has is \(\boxed{100}\).','100',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,15,'Let''s denote the number of pennies Tommy has as \( p \). According to the problem, Tommy has 4 quarters. Therefore, the number of pennies is \( p = 4 \).
+
+Next, we know that Tommy has twice as many nickels as dimes. Since Tommy has 10 more dimes than pennies, we can find the number of dimes by substituting \( p = 4 \) into the equation:
+\[ \text{Number of dimes} = 2 \times p = 2 \times 4 = 8 \]
+
+Now, we know that Tommy has 10 times as many pennies as quarters. Since Tommy has 4 quarters, we can find the number of pennies by substituting \( p = 4 \) into the equation:
+\[ \text{Number of pennies} = 10 \times p = 10 \times 4 = 40 \]
+
+The problem states that Tommy has 10 more dimes than pennies, so we can find the number of dimes by adding 10 to the number of pennies:
+\[ \text{Number of dimes} = \text{Number of pennies} + 10 = 40 + 10 = 50 \]
+
+Now, we know that Tommy has 10 more nickels than dimes. Since Tommy has 8 dimes, we can find the number of nickels by adding 10 to the number of dimes:
+\[ \text{Number of nickels} = \text{Number of dimes} + 10 = 80 + 10 = 90 \]
+
+Therefore, the number of nickels Tommy has is \(\boxed{90}\).','90',0,'not_equivalent',369,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,0,'Let''s break down the problem step by step:
+
+1. Determine the number of large beads Caitlin has.
+2. Calculate the number of small beads Caitlin has.
+3. Determine how many bracelets Caitlin can make using the given information.
+
+We know that each bracelet takes twice as many small beads as it does large beads. Since each bracelet uses 12 large beads, the number of small beads is \(2 \times 12 = 24\).
+
+Next, we need to find out how many bracelets Caitlin can make using 528 beads. Since each bracelet uses 12 large beads and 24 small beads, the number of bracelets can be calculated as follows:
+\[
+\text{Number of bracelets} = \frac{528}{12} = 44
+\]
+
+We can implement this in Python to verify our calculation.
+```python
+# Given data
+large_beads = 12
+small_beads = 2 * large_beads
+
+# Total beads
+total_beads = 528
+
+# Number of bracelets
+number_of_bracelets = total_beads // small_beads
+print(number_of_bracelets)
+```
+```output
+44
+```
+Caitlin can make \(\boxed{44}\) bracelets for this weekend.','44',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,1,'To determine how many bracelets Caitlin can make for this weekend, we need to follow these steps:
+
+1. Calculate the number of large beads Caitlin has.
+2. Determine how many small beads Caitlin has.
+3. Calculate the number of bracelets Caitlin can make with these beads.
+
+**Step 1: Calculate the number of large beads Caitlin has.**
+
+Caitlin has 528 beads with equal amounts of large and small beads. Let \( x \) represent the number of large beads. Since the number of small beads is twice the number of large beads, the number of small beads is \( 2x \).
+
+We can set up the equation:
+\[ x + 2x = 528 \]
+\[ 3x = 528 \]
+\[ x = \frac{528}{3} \]
+\[ x = 176 \]
+
+So, Caitlin has 176 large beads.
+
+**Step 2: Determine how many small beads Caitlin has.**
+
+The problem states that each bracelet uses 12 large beads. Therefore, the number of small beads is:
+\[ 2x = 2 \times 176 = 352 \]
+
+**Step 3: Calculate the number of bracelets Caitlin can make with these beads.**
+
+Since each bracelet takes twice as many small beads as it does large beads, the number of bracelets is:
+\[ \frac{352}{2} = 176 \]
+
+Thus, the number of bracelets Caitlin can make for this weekend is \(\boxed{176}\).','176',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,2,'To solve this problem, we''ll follow these steps:
+
+1. Determine the number of small beads each bracelet uses.
+2. Calculate the total number of large beads Caitlin has.
+3. Calculate the total number of small beads Caitlin has.
+4. Determine how many bracelets Caitlin can make based on her calculation of the number of small beads per bracelet.
+
+Let''s go through each step in detail.
+
+1. Each bracelet takes twice as many small beads as it does large beads. If each bracelet uses 12 large beads, then each bracelet uses \(2 \times 12 = 24\) small beads.
+2. Caitlin has 528 beads with equal amounts of large and small beads. Therefore, the number of large beads is \(\frac{528}{2} = 264\), and the number of small beads is \(\frac{528}{24} = 21\).
+3. Caitlin can make \(\frac{264}{24} = 11\) bracelets based on her calculation of the number of small beads per bracelet.
+
+So, the final answer is \(\boxed{11}\).','11',1,'equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(174,3,'To determine how many bracelets Caitlin can make for this weekend, we need to follow these steps:
+
+1. **Identify the number of large beads:**
+   Each bracelet uses 12 large beads. Since Caitlin has 528 beads with equal amounts of large and small beads, the number of large beads is:
+   \[
+   \frac{528}{2} = 264
+   \]
+
+2. **Determine the number of small beads:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads is:
+   \[
+   2 \times 12 = 24
+   \]
+
+3. **Calculate the total number of beads used:**
+   The total number of beads used is the sum of the large and small beads:
+   \[
+   264 + 24 = 288
+   \]
+
+4. **Determine the number of bracelets:**
+   Each bracelet takes 12 large beads and 24 small beads. To find out how many bracelets Caitlin can make, we divide the total number of beads used by the number of beads per bracelet:
+   \[
+   \frac{288}{12} = 24
+   \]
+
+Therefore, the number of bracelets Caitlin can make for this weekend is \(\boxed{24}\).','24',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,4,'To solve this problem, let''s break it down step by step.
+
+1. Calculate the number of large beads in one bracelet.
+2. Calculate the number of small beads in one bracelet.
+3. Determine the total number of large and small beads Caitlin has.
+4. Calculate the total number of bracelets Caitlin can make with these beads.
+
+First, let''s calculate the number of large beads in one bracelet:
+\[ \text{Large beads} = 2 \times \text{Small beads} \]
+
+Next, let''s calculate the number of small beads in one bracelet:
+\[ \text{Small beads} = 12 \]
+
+Since Caitlin has 528 beads with equal amounts of large and small beads, we can calculate the total number of large and small beads:
+\[ \text{Total beads} = \text{Large beads} + \text{Small beads} = 2 \times 12 + 12 = 24 + 12 = 36 \]
+
+Now, let''s calculate the total number of bracelets Caitlin can make with these beads:
+\[ \text{Number of bracelets} = \frac{\text{Total beads}}{\text{Beads per bracelet}} = \frac{36}{12} = 3 \]
+
+So, Caitlin can make \(\boxed{3}\) bracelets for this weekend.','3',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,5,'Let''s break down the problem step-by-step:
+
+1. **Understand the Problem:**
+   - Each bracelet takes twice as many small beads as it does large beads.
+   - Each bracelet uses 12 large beads.
+   - Caitlin has 528 beads with equal amounts of large and small beads.
+
+2. **Calculate the Number of Large Beads:**
+   - Since each bracelet uses 12 large beads, and Caitlin has 528 beads, the number of large beads is \( \frac{528}{12} \).
+
+3. **Calculate the Number of Small Beads:**
+   - The number of small beads is \( \text{Number of large beads} \times 2 \).
+
+4. **Determine the Number of Bracelets:**
+   - Since each bracelet takes twice as many small beads as it does large beads, the number of bracelets can be calculated by dividing the number of small beads by 2.
+
+Let''s implement this in Python to find the number of bracelets Caitlin can make.
+```python
+# Given values
+total_beads = 528
+beads_per_large_bead = 12
+beads_per_small_bead = beads_per_large_bead * 2
+
+# Calculate the number of large beads
+number_of_large_beads = total_beads // beads_per_large_bead
+
+# Calculate the number of small beads
+number_of_small_beads = number_of_large_beads * beads_per_small_bead
+
+# Calculate the number of bracelets
+number_of_bracelets = number_of_small_beads // 2
+
+print(number_of_bracelets)
+```
+```output
+16
+```
+Caitlin can make \(\boxed{16}\) bracelets for this weekend.','16',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,6,'Let''s break down the problem step-by-step:
+
+1. We know that each bracelet takes twice as many small beads as it does large beads. Since each bracelet uses 12 large beads, we can calculate the number of small beads per bracelet as:
+   \[
+   \text{Number of small beads per bracelet} = 2 \times 12 = 24
+   \]
+
+2. Caitlin has 528 beads with equal amounts of large and small beads. Since each bracelet uses 12 large beads, we can find out how many bracelets can be made by dividing the total number of beads by the number of small beads per bracelet:
+   \[
+   \text{Number of bracelets} = \frac{528}{24} = 22
+   \]
+
+Let''s confirm this with Python code.
+```python
+# Given data
+large_beads = 12
+number_of_small_beads_per_bracelet = 2 * large_beads
+
+# Total number of beads
+total_beads = 528
+
+# Number of bracelets that can be made
+number_of_bracelets = total_beads // number_of_small_beads_per_bracelet
+print(number_of_bracelets)
+```
+```output
+22
+```
+The final answer is \(\boxed{22}\).','22',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,7,'To solve the problem, we need to determine how many bracelets Caitlin can make based on the given information. Let''s break it down step by step:
+
+1. **Determine the number of small beads per bracelet:**
+   Each bracelet uses 12 large beads. According to the problem, each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is:
+   \[
+   2 \times 12 = 24
+   \]
+
+2. **Calculate the total number of small beads Caitlin has:**
+   Caitlin has 528 beads with equal amounts of large and small beads. Since there are 528 beads in total, the number of large beads is:
+   \[
+   \frac{528}{2} = 264
+   \]
+   and the number of small beads is:
+   \[
+   528 - 264 = 264
+   \]
+
+3. **Determine the number of bracelets Caitlin can make:**
+   Since each bracelet uses 24 small beads, the number of bracelets Caitlin can make is:
+   \[
+   \frac{264}{24} = 11
+   \]
+
+Therefore, the number of bracelets Caitlin can make for this weekend is \(\boxed{11}\).','11',1,'equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,8,'Let''s solve this step by step:
+
+1. **Determine the number of large beads Caitlin has:**
+   Each bracelet uses 12 large beads. Since Caitlin has 528 beads, the number of large beads is \( \frac{528}{12} \).
+
+2. **Determine the number of small beads Caitlin has:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads is \( 2 \times 12 = 24 \).
+
+3. **Calculate the total number of beads Caitlin has:**
+   The total number of beads is the sum of the large and small beads, which is \( \frac{528}{12} + 24 \).
+
+4. **Determine the number of bracelets Caitlin can make:**
+   Each bracelet takes twice as many beads as it does large beads. Therefore, the number of bracelets is \( \frac{\frac{528}{12}}{2} \).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Number of beads Caitlin has
+total_beads = 528
+
+# Number of large beads
+large_beads = total_beads / 12
+
+# Number of small beads
+small_beads = 2 * large_beads
+
+# Total number of beads
+total_beads = large_beads + small_beads
+
+# Number of bracelets Caitlin can make
+bracelets = total_beads / 2
+
+print(bracelets)
+```
+```output
+180.0
+```
+Caitlin can make \(\boxed{180}\) bracelets for this weekend.','180',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,9,'Let''s break down the problem step-by-step:
+
+1. **Determine the number of large beads**: Caitlin has 528 beads with equal amounts of large and small beads. Since each bracelet uses 12 large beads, the number of large beads is \( \frac{528}{12} = 44 \).
+
+2. **Determine the number of small beads**: Since each bracelet takes twice as many small beads as it does large beads, the number of small beads is \( 2 \times 44 = 88 \).
+
+3. **Calculate the total number of bracelets**: Caitlin can make \( \frac{528}{12} = 44 \) bracelets, and each bracelet uses 88 small beads. Therefore, the total number of bracelets is \( 44 \times 88 \).
+
+Let''s calculate this using Python to ensure accuracy.
+```python
+# Given values
+total_beads = 528
+beads_per_large_bead = 12
+beads_per_small_bead = 2 * beads_per_large_bead
+
+# Calculate the total number of bracelets
+total_bracelets = total_beads // beads_per_large_bead
+print(total_bracelets)
+```
+```output
+377
+```
+Caitlin can make \(\boxed{377}\) bracelets for this weekend.','377',0,'not_equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,10,'To solve this problem, we need to determine how many bracelets Caitlin can make given the constraints. Let''s break down the problem step-by-step:
+
+1. **Identify the number of large beads**: Each bracelet uses 12 large beads.
+2. **Determine the number of small beads per bracelet**: Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is \(2 \times 12 = 24\).
+3. **Calculate the total number of large and small beads**: Caitlin has 528 beads in total, so the number of large beads is \(528 / 12 = 44\) and the number of small beads is \(528 / 24 = 22\).
+4. **Determine the maximum number of bracelets Caitlin can make**: Since each bracelet uses 12 large beads and 24 small beads, the maximum number of bracelets she can make is the minimum of the number of large beads and the number of small beads, which is \(44\) (the number of large beads) and \(22\) (the number of small beads), so the maximum number of bracelets is 44.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Given values
+total_beads = 528
+large_beads = total_beads // 12
+small_beads = total_beads // 24
+
+# Calculate the maximum number of bracelets
+max_bracelets = min(large_beads, small_beads)
+print(max_bracelets)
+```
+```output
+44
+```
+The maximum number of bracelets Caitlin can make for this weekend is \(\boxed{44}\).','44',0,'not_equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,11,'To determine how many bracelets Caitlin can make, we need to follow these steps:
+
+1. Calculate the number of large beads in one bracelet.
+2. Calculate the number of small beads in one bracelet.
+3. Use the total number of beads to find out how many bracelets Caitlin can make.
+
+First, let''s calculate the number of large beads in one bracelet. Each bracelet takes twice as many small beads as it does large beads. If each bracelet uses 12 large beads, then the number of small beads per bracelet is:
+\[ 2 \times 12 = 24 \]
+
+Next, let''s calculate the number of small beads in one bracelet. Each bracelet takes twice as many large beads as it does small beads. If each bracelet uses 24 small beads, then the number of large beads per bracelet is:
+\[ \frac{24}{2} = 12 \]
+
+Now, we can use the total number of beads to find out how many bracelets Caitlin can make. Caitlin has 528 beads, and each bracelet uses 12 large beads. Therefore, the number of bracelets she can make is:
+\[ \frac{528}{12} = 42 \]
+
+Thus, the number of bracelets Caitlin can make for this weekend is \(\boxed{42}\).','42',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,12,'To solve this problem, we need to determine the number of bracelets Caitlin can make using the given information. Let''s break down the problem into manageable steps:
+
+1. **Determine the number of large beads per bracelet:**
+   Each bracelet uses 12 large beads, and each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is \(2 \times 12 = 24\).
+
+2. **Determine the total number of large beads Caitlin has:**
+   Caitlin has 528 large beads.
+
+3. **Determine the total number of small beads Caitlin has:**
+   Since each bracelet uses 24 small beads, the total number of small beads Caitlin has is \(24 \times 528\).
+
+4. **Determine the number of bracelets Caitlin can make:**
+   To find out how many bracelets Caitlin can make, we need to divide the total number of small beads by the number of small beads per bracelet. This is \(24 \times 528 \div 24\).
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Given values
+large_beads = 12
+total_large_beads = 528
+small_beads_per_bracelet = 2 * large_beads
+total_small_beads = small_beads_per_bracelet * total_large_beads
+
+# Calculate the number of bracelets Caitlin can make
+number_of_bracelets = total_small_beads // small_beads_per_bracelet
+print(number_of_bracelets)
+```
+```output
+182
+```
+The number of bracelets Caitlin can make for this weekend is \(\boxed{182}\).','182',0,'not_equivalent',380,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,13,'Let''s break down the problem step by step.
+
+1. **Determine the number of large beads:**
+   Each bracelet uses 12 large beads. Since Caitlin has 528 beads with equal amounts of large and small beads, we divide 528 by 12 to find the number of large beads:
+   \[
+   \text{Number of large beads} = \frac{528}{12} = 44
+   \]
+
+2. **Determine the number of small beads:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads is:
+   \[
+   \text{Number of small beads} = 2 \times 44 = 88
+   \]
+
+3. **Calculate the total number of small beads:**
+   Caitlin has 528 beads in total, and we have 44 large and 88 small beads. Adding these together gives:
+   \[
+   \text{Total number of small beads} = 44 + 88 = 132
+   \]
+
+4. **Determine the number of bracelets that can be made:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of bracelets that can be made is:
+   \[
+   \text{Number of bracelets} = \frac{132}{2} = 66
+   \]
+
+So, Caitlin can make \(\boxed{66}\) bracelets for this weekend.','66',0,'not_equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,14,'To solve this problem step by step, we need to determine how many bracelets Caitlin can make given the constraints.
+
+1. **Determine the number of large beads per bracelet:**
+   Each bracelet uses 12 large beads, and Caitlin has 528 beads with equal amounts of large and small beads. Therefore, the number of large beads per bracelet is:
+   \[
+   \frac{528}{2} = 264
+   \]
+
+2. **Determine the number of small beads per bracelet:**
+   Each bracelet takes twice as many small beads as it does large beads. Therefore, the number of small beads per bracelet is:
+   \[
+   2 \times 264 = 528
+   \]
+
+3. **Determine the total number of bracelets Caitlin can make:**
+   Since each bracelet uses 528 beads and Caitlin has 264 large beads, the number of bracelets she can make is:
+   \[
+   \frac{528}{264} = 2
+   \]
+
+Thus, the number of bracelets Caitlin can make for this weekend is \(\boxed{2}\).','2',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,15,'To solve this problem, we need to determine how many bracelets Caitlin can make. Let''s break it down step-by-step:
+
+1. **Understand the problem:**
+   - Each bracelet takes twice as many small beads as it does large beads.
+   - Each bracelet uses 12 large beads.
+   - Caitlin has 528 beads with equal amounts of large and small beads.
+
+2. **Calculate the number of large beads per bracelet:**
+   - Since each bracelet uses 12 large beads, and Caitlin has 528 beads with equal amounts of large and small beads, we can find the number of large beads per bracelet by dividing the total number of beads by 2.
+
+3. **Calculate the number of small beads per bracelet:**
+   - Each bracelet takes twice as many small beads as it does large beads. Since each bracelet uses 12 large beads, we can find the number of small beads per bracelet by dividing the number of large beads by 2.
+
+4. **Calculate the total number of bracelets Caitlin can make:**
+   - Once we have the number of large beads and small beads per bracelet, we can calculate the total number of bracelets Caitlin can make by multiplying the number of large beads by the number of small beads per bracelet.
+
+Let''s implement this in Python:
+
+```python
+# Given values
+total_large_beads = 528
+ beads_per_large_bead = 12
+beads_per_small_bead = beads_per_large_bead / 2
+
+# Calculate the number of large and small beads per bracelet
+large_beads_per_bracelet = total_large_beads / beads_per_large_bead
+small_beads_per_bracelet = large_beads_per_bracelet / beads_per_small_bead
+
+# Calculate the total number of bracelets Caitlin can make
+total_bracelets = large_beads_per_bracelet * small_beads_per_bracelet
+
+print(total_bracelets)
+```
+```output
+144.0
+```
+Caitlin can make \(\boxed{144}\) bracelets for this weekend.','144',0,'not_equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.79619888488999342917e+09,1.79620103311560273167e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',23,2.14744660876699890649e+03,2.14744569257299917799e+03);
 INSERT INTO "sessions" VALUES(2,1.79621726692407107355e+09,1.79621836691814827915e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',10,1.09872731265400216211e+03,1.09872583812200173272e+03);
 INSERT INTO "sessions" VALUES(3,1.7962524162180757523e+09,1.79625273764532709117e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','interrupted',2,3.02665840505000232956e+02,3.02653134796999438542e+02);
-INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.7962606766454052925e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',135,7922.776074849,7.92277444791999914744e+03);
+INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.7962613882143485546e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',139,8.63434462196900130975e+03,8.63434299837500111602e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -62146,5 +65326,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_trai
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5603',0,170,'194.5',0.0,0,1000,1,91.0,30.0,1077.75,0.0,7.25183270990000892206e+01,1.4299539520459650879e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5603',0,170,'183.5',0.0,0,1000,1,91.0,30.0,2155.5,0.0,1.45036654198000178436e+02,2783308833993.31);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5603',0,170,'176.75',0.0,0,1,0,91.0,30.0,4311.0,0.0,2.90073308396000356873e+02,5490018597888.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-5776',0,171,'72.00',0.0,0,16,1,110.0,30.0,283.8125,0.0,1.21215019748124177569e+01,4.56937948180965209949e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-5776',0,171,'2.25',0.0,0,120,1,110.0,30.0,567.625,0.0,2.42430039496248355139e+01,8.13398216638234130854e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5776',0,171,'42',0.0,0,1000,1,110.0,30.0,1135.25,0.0,4.84860078992496710279e+01,1.52631875355277221682e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5776',0,171,'3.5',0.0,0,1000,1,110.0,30.0,2270.5,0.0,9.69720157984993420558e+01,2.95215982738184814452e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5776',0,171,'3.5',0.0,0,1,0,110.0,30.0,4541.0,0.0,1.93944031596998684103e+02,5803841975040.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-5895',0,172,'16',0.8125,1,16,1,81.0,30.0,259.1875,0.0,2.05359099831873663792e+01,3.8954323578430493165e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-5895',0,172,'8',0.8125,0,120,1,81.0,30.0,518.375,0.0,4.10718199663747327585e+01,7.15039064677617919926e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5895',0,172,'16',0.9255,1,1000,1,81.0,30.0,1036.75,0.0,8.21436399327494655171e+01,1.36603072246424414061e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5895',0,172,'16',1.0,1,1000,1,81.0,30.0,2073.5,0.0,1.64287279865498931025e+02,2.66801403803749609378e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5895',0,172,'16',1.0,1,1,0,81.0,30.0,4147.0,0.0,3.28574559730997862051e+02,5271980669184.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-5818',0,173,'40',0.125,0,16,1,94.0,30.0,371.625,0.0,3.23135630473750552478e+01,5.47571715266396057131e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-5818',0,173,'40',0.125,0,120,1,94.0,30.0,743.25,0.0,6.46271260947501104956e+01,1.01469673950943627929e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5818',0,173,'10',0.1435,0,1000,1,94.0,30.0,1486.5,0.0,1.29254252189500220995e+02,1.94894678799551684562e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5818',0,173,'10',0.265625,0,1000,1,94.0,30.0,2973.0,0.0,2.58508504379000441991e+02,3.81744688496767822262e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5818',0,173,'10',0.5,0,1,0,94.0,30.0,5946.0,0.0,5.17017008758000883982e+02,7554447078912.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-5978',0,174,'44',0.125,0,16,1,102.0,30.0,318.75,0.0,1.30909115505626232338e+01,490952328037.42);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-5978',0,174,'176',0.125,0,120,1,102.0,30.0,637.5,0.0,2.61818231011252464677e+01,8.91441271254125244122e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5978',0,174,'44',0.15075,0,1000,1,102.0,30.0,1275.0,0.0,5.23636462022504929354e+01,1.69241915768753588863e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5978',0,174,'11',0.256625,1,1000,1,102.0,30.0,2550.0,0.0,1.0472729240450098587e+02,3.29437493055435742187e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5978',0,174,'11',0.5,1,1,0,102.0,30.0,5100.0,0.0,2.09454584809001971741e+02,6498286476288.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
