@@ -32283,6 +32283,697 @@ print(total_bracelets)
 144.0
 ```
 Caitlin can make \(\boxed{144}\) bracelets for this weekend.','stop',446,102,30,1.07960302525987295041e+01,406142904768.0,NULL);
+INSERT INTO "chains" VALUES(175,0,0,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',0,'To find out how many hours Ralph spends watching TV in one week, we need to break down the problem into smaller steps and then sum them up.
+
+1. Calculate the number of hours Ralph watches TV on a weekday.
+2. Calculate the number of hours Ralph watches TV on a weekend.
+3. Sum the hours from both days to get the total number of hours spent watching TV in one week.
+
+First, let''s calculate the number of hours Ralph watches TV on a weekday:
+- Ralph watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- Therefore, the total number of hours Ralph watches TV on a weekday is \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\).
+
+Next, let''s calculate the number of hours Ralph watches TV on a weekend:
+- Ralph watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- Therefore, the total number of hours Ralph watches TV on a weekend is \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\).
+
+Now, we sum the hours from both days to get the total number of hours spent watching TV in one week:
+- The total number of hours spent watching TV in one week is \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\).
+
+Thus, the number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',332,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,1,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',1,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total time he watches TV each day of the week and then sum these amounts.
+
+First, let''s calculate the time Ralph watches TV on Monday to Friday:
+\[
+4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+\]
+
+Next, let''s calculate the time Ralph watches TV on Saturday and Sunday:
+\[
+6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+\]
+
+Now, we add the time spent watching TV on both Monday and Friday and on Saturday and Sunday:
+\[
+20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+\]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',195,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,2,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',2,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total number of hours he watches TV on each day and then sum these amounts.
+
+First, let''s calculate the total number of hours Ralph watches TV on Monday to Friday:
+- Ralph watches TV for 4 hours a day.
+- There are 5 days from Monday to Friday.
+- Therefore, the total number of hours on Monday to Friday is:
+  \[
+  4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+  \]
+
+Next, let''s calculate the total number of hours Ralph watches TV on Saturday and Sunday:
+- Ralph watches TV for 6 hours a day.
+- There are 2 days from Saturday and Sunday.
+- Therefore, the total number of hours on Saturday and Sunday is:
+  \[
+  6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+  \]
+
+Now, we add the total hours from Monday to Friday and the total hours from Saturday and Sunday to find the total number of hours Ralph watches TV in one week:
+\[
+20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+\]
+
+Thus, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',294,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,3,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',3,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total time he watches TV on each day and then sum these times.
+
+First, let''s calculate the time Ralph watches TV on Monday to Friday:
+- Ralph watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- Therefore, the total time he watches TV on Monday to Friday is \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\).
+
+Next, let''s calculate the time Ralph watches TV on Saturday and Sunday:
+- Ralph watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- Therefore, the total time he watches TV on Saturday and Sunday is \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\).
+
+Now, we sum the total time Ralph watches TV on Monday to Friday and Saturday and Sunday:
+- Total time = \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\).
+
+Thus, the number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',267,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,4,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',4,'To determine the total number of hours Ralph spends watching TV in one week, we need to calculate the hours he watches on each day and then sum them up. Here''s the step-by-step reasoning:
+
+1. Calculate the hours Ralph watches on Monday to Friday:
+   - Monday to Friday: 4 hours each day
+   - Total hours on Monday to Friday: \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\)
+
+2. Calculate the hours Ralph watches on Saturday and Sunday:
+   - Saturday and Sunday: 6 hours each day
+   - Total hours on Saturday and Sunday: \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\)
+
+3. Sum the hours from Monday to Friday and Saturday and Sunday to get the total hours spent watching TV in one week:
+   - Total hours: \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\)
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',241,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,5,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',5,'To determine the total number of hours Ralph spends watching TV in one week, we need to calculate the hours he watches TV on each of the five days of the week and then sum these amounts.
+
+First, we calculate the hours Ralph watches TV on Monday to Friday. Ralph watches TV for 4 hours a day from Monday to Friday. Therefore, the total hours he watches TV on Monday to Friday is:
+\[ 4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours} \]
+
+Next, we calculate the hours Ralph watches TV on Saturday and Sunday. Ralph watches TV for 6 hours a day on Saturday and Sunday. Therefore, the total hours he watches TV on Saturday and Sunday is:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours} \]
+
+Now, we add the hours from Monday to Friday and the hours from Saturday and Sunday to find the total number of hours Ralph watches TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Thus, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',265,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,6,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',6,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total time he spends watching TV on both weekdays and the weekend separately, and then sum these amounts.
+
+First, let''s calculate the time Ralph spends watching TV on weekdays:
+- He watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- So, the total time spent watching TV on weekdays is \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\).
+
+Next, let''s calculate the time Ralph spends watching TV on the weekend:
+- He watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- So, the total time spent watching TV on the weekend is \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\).
+
+Now, we sum the time spent watching TV on weekdays and the weekend to find the total time spent watching TV in one week:
+- The total time spent watching TV in one week is \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\).
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',284,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,7,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',7,'To determine the total number of hours Ralph spends watching TV in one week, we need to calculate the hours he watches on each of the three weekdays and then sum them up. Here''s the step-by-step reasoning:
+
+1. Calculate the total hours Ralph watches on Monday to Friday.
+2. Calculate the total hours Ralph watches on Saturday and Sunday.
+3. Sum the hours from both days to get the total number of hours spent watching TV in one week.
+
+First, let''s calculate the total hours Ralph watches on Monday to Friday:
+\[
+4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+\]
+
+Next, let''s calculate the total hours Ralph watches on Saturday and Sunday:
+\[
+6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+\]
+
+Now, we sum the hours from both days to get the total number of hours spent watching TV in one week:
+\[
+20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+\]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',255,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,8,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',8,'To determine the total number of hours Ralph spends watching TV in one week, we need to consider the hours he watches each day from Monday to Friday and on Saturday and Sunday. Then we sum these amounts.
+
+First, let''s calculate the number of hours Ralph watches TV on each day:
+- On Monday to Friday, Ralph watches TV for 4 hours each day.
+- On Saturday and Sunday, Ralph watches TV for 6 hours each day.
+
+Next, we add these amounts together:
+\[ 4 \text{ hours/day} + 6 \text{ hours/day} = 10 \text{ hours/day} \]
+
+Since there are 7 days in a week, we multiply the daily total by the number of days in the week to find the total number of hours Ralph watches TV in one week:
+\[ 10 \text{ hours/day} \times 7 \text{ days} = 70 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{70}\).','stop',218,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,9,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',9,'To solve this problem, we need to calculate the total number of hours Ralph watches TV in one week. We''ll break down the problem step by step:
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday.
+3. Add the hours from both days to get the total number of hours Ralph watches TV in one week.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of hours Ralph watches TV on Monday to Friday
+hours_monday_to_friday = 4 * 7
+
+# Number of hours Ralph watches TV on Saturday and Sunday
+hours_saturday_and_sunday = 6 * 2
+
+# Total number of hours Ralph watches TV in one week
+total_hours = hours_monday_to_friday + hours_saturday_and_sunday
+print(total_hours)
+```
+```output
+46
+```
+Ralph spends \(\boxed{46}\) hours watching TV in one week.','stop',208,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,10,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',10,'Let''s break down the problem step by step.
+
+1. Calculate the total number of hours Ralph watches TV on a weekday.
+2. Calculate the total number of hours Ralph watches TV on a weekend.
+3. Add the hours from both weekdays and weekends to find the total number of hours Ralph watches TV in one week.
+
+First, let''s calculate the total number of hours Ralph watches TV on a weekday. Ralph watches TV for 4 hours a day from Monday to Friday. Since there are 5 days in a week, the total number of hours on a weekday is:
+\[ 4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours} \]
+
+Next, let''s calculate the total number of hours Ralph watches TV on a weekend. Ralph watches TV for 6 hours a day on Saturday and Sunday. Since there are 2 days in a week, the total number of hours on a weekend is:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours} \]
+
+Now, we add the hours from both weekdays and weekends to find the total number of hours Ralph watches TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',302,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,11,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',11,'To solve this problem, we need to calculate the total number of hours Ralph watches TV in one week. Let''s break it down step by step:
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday.
+3. Add the hours from both days to get the total number of hours spent watching TV in one week.
+
+Here''s the step-by-step calculation in Python:
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday:
+   \[
+   4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+   \]
+
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday:
+   \[
+   6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+   \]
+
+3. Add the hours from both days to get the total number of hours spent watching TV in one week:
+   \[
+   20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+   \]
+
+Now, let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the number of hours Ralph watches TV on each day
+hours_monday_to_friday = 4 * 5
+hours_saturday_and_sunday = 6 * 2
+
+# Calculate the total number of hours spent watching TV in one week
+total_hours = hours_monday_to_friday + hours_saturday_and_sunday
+print(total_hours)
+```
+```output
+32
+```
+The total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',367,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,12,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',12,'Let''s break down the problem step by step.
+
+1. Calculate the total number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the total number of hours Ralph watches TV on Saturday and Sunday.
+3. Add these two amounts together to get the total number of hours Ralph watches TV in one week.
+
+First, let''s calculate the total hours Ralph watches TV on Monday to Friday:
+- Ralph watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- So, the total number of hours is \(4 \times 5 = 20\) hours.
+
+Next, let''s calculate the total hours Ralph watches TV on Saturday and Sunday:
+- Ralph watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- So, the total number of hours is \(6 \times 2 = 12\) hours.
+
+Finally, let''s add these two amounts together to get the total number of hours Ralph watches TV in one week:
+- The total number of hours is \(20 + 12 = 32\) hours.
+
+Therefore, the total number of hours Ralph watches TV in one week is \(\boxed{32}\).','stop',256,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,13,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',13,'To determine how many hours Ralph spends watching TV in one week, we need to consider both the hours he watches on weekdays and the hours he watches on weekends. Here''s a step-by-step breakdown:
+
+1. Calculate the total number of hours Ralph watches on weekdays from Monday to Friday.
+2. Calculate the total number of hours Ralph watches on weekends from Saturday and Sunday.
+3. Sum the hours from both weekdays and weekends to get the total number of hours spent watching TV in one week.
+
+Let''s do this step-by-step using Python code.
+```python
+# Define the number of hours Ralph watches TV on weekdays
+weekdays_hours = 4 * 7
+
+# Define the number of hours Ralph watches TV on weekends
+weekends_hours = 6 * 2
+
+# Calculate the total number of hours spent watching TV in one week
+total_hours = weekdays_hours + weekends_hours
+print(total_hours)
+```
+```output
+32
+```
+Ralph spends a total of \(\boxed{32}\) hours watching TV in one week.','stop',215,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,14,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',14,'To determine the total number of hours Ralph spends watching TV in one week, we need to break down the problem into smaller steps and then sum them up.
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday.
+3. Add the two amounts together to get the total number of hours spent watching TV in one week.
+
+First, let''s calculate the number of hours Ralph watches TV on Monday to Friday. He watches TV for 4 hours each day from Monday to Friday. There are 5 days in a week, so the total number of hours he watches TV on Monday to Friday is:
+\[ 4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours} \]
+
+Next, let''s calculate the number of hours Ralph watches TV on Saturday and Sunday. He watches TV for 6 hours each day on Saturday and Sunday. There are 2 days in a week, so the total number of hours he watches TV on Saturday and Sunday is:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours} \]
+
+Finally, we add the two amounts together to get the total number of hours spent watching TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',325,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(175,0,15,'2a0fc67508bbcfe7f4de22ec37b0b671de5e73d6d4393168b24f901981d1957d',15,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total number of hours he watches TV from Monday to Friday and then add the number of hours he watches TV on Saturday and Sunday.
+
+First, let''s calculate the number of hours Ralph watches TV from Monday to Friday. Ralph watches TV for 4 hours a day from Monday to Friday. Since there are 5 days in a week, we multiply the number of hours he watches TV per day by the number of days in a week:
+\[ 4 \text{ hours/day} \times 5 \text{ days/week} = 20 \text{ hours} \]
+
+Next, let''s calculate the number of hours Ralph watches TV on Saturday and Sunday. Ralph watches TV for 6 hours a day on Saturday and Sunday. Since there are 2 days in a week, we multiply the number of hours he watches TV per day by the number of days in a week:
+\[ 6 \text{ hours/day} \times 2 \text{ days/week} = 12 \text{ hours} \]
+
+Now, we add the number of hours he watches TV from Monday to Friday and the number of hours he watches TV on Saturday and Sunday to find the total number of hours he spends watching TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','stop',323,73,30,8.87180830716522628165e+00,344544039072.0,NULL);
+INSERT INTO "chains" VALUES(176,0,0,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of seats sold to find out how many attended the show.
+
+Let''s break this down step-by-step:
+
+1. Calculate the number of seats sold for the music show:
+\[ \text{Seats sold} = 0.75 \times 60000 \]
+
+2. Subtract the number of fans who stayed home from the total number of seats sold:
+\[ \text{Attended} = \text{Seats sold} - 5000 \]
+
+Now, let''s calculate this using Python code.
+```python
+# Given data
+total_seats = 60000
+fraction_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of seats sold
+seats_sold = total_seats * fraction_sold
+
+# Calculate the number of attended
+attended = seats_sold - fans_stayed_home
+print(attended)
+```
+```output
+45000.0
+```
+The number of fans who attended the music show is \(\boxed{45000}\).','stop',261,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,1,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',1,'To determine how many fans attended the show, we need to follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the number of seats sold.
+
+First, we calculate the number of seats sold for the music show. Since 75% of the seats were sold, we can find 75% of 60,000:
+\[ 0.75 \times 60000 = 45000 \]
+So, 45,000 fans were sold for the music show.
+
+Next, we subtract the number of fans who stayed home from the number of seats sold:
+\[ 45000 - 5000 = 40000 \]
+So, the number of fans who attended the show is \(\boxed{40000}\).','stop',190,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,2,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',2,'To determine how many fans attended the stadium, we need to follow these steps:
+
+1. Calculate the number of fans who were sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of fans sold.
+
+**Step 1: Calculate the number of fans who were sold for the music show.**
+
+The stadium seats 60,000 fans, and only 75% of these seats were sold for the music show. To find 75% of 60,000, we multiply 60,000 by 0.75.
+
+\[
+60,000 \times 0.75 = 45,000
+\]
+
+So, 45,000 fans were sold for the music show.
+
+**Step 2: Subtract the number of fans who stayed home from the total number of fans sold.**
+
+After the music show was sold, 5,000 fans stayed home. Therefore, we subtract 5,000 from 45,000.
+
+\[
+45,000 - 5,000 = 40,000
+\]
+
+So, the number of fans who attended the show is \(\boxed{40000}\).','stop',277,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,3,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of seats sold for the music show.
+2. Calculate the number of seats remaining after 5,000 fans stayed home.
+3. Add the number of remaining seats to the number of seats sold to get the total number of fans who attended the show.
+
+Let''s break it down step by step:
+
+1. The stadium seats 60,000 fans.
+2. Only 75% of the seats were sold for the music show. So, the number of seats sold is \(0.75 \times 60000 = 45000\).
+3. After 5,000 fans stayed home, the number of remaining seats is \(60000 - 50000 = 10000\).
+4. The total number of fans who attended the show is the sum of the seats sold and the remaining seats, which is \(45000 + 10000 = 55000\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Given data
+total_seats = 60000
+fraction_sold = 0.75
+seats_stayed_home = 5000
+
+# Calculate the number of seats sold
+seats_sold = fraction_sold * total_seats
+
+# Calculate the number of remaining seats
+remaining_seats = total_seats - seats_stayed_home
+
+# Calculate the total number of fans who attended the show
+total_attended = seats_sold + remaining_seats
+print(total_attended)
+```
+```output
+55000.0
+```
+The total number of fans who attended the show is \(\boxed{55000}\).','stop',385,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,4,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',4,'Let''s break down the problem step by step:
+
+1. Determine the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the number of seats sold to find out how many fans attended the show.
+
+The stadium seats 60,000 fans, and only 75% of the seats were sold for the music show. Therefore, we can calculate the number of seats sold as follows:
+\[ \text{Number of seats sold} = 0.75 \times 60000 \]
+
+Next, we subtract the number of fans who stayed home from the number of seats sold to find out how many fans attended the show. If 5,000 fans stayed home, we can calculate the number of fans who attended by subtracting 5,000 from the number of seats sold:
+\[ \text{Number of fans who attended} = \text{Number of seats sold} - 5000 \]
+
+Let''s calculate this using Python.
+```python
+# Number of fans
+total_fans = 60000
+
+# Percentage of seats sold
+percentage_sold = 0.75
+
+# Number of fans who stayed home
+fans_stayed_home = 5000
+
+# Number of seats sold
+seats_sold = percentage_sold * total_fans
+
+# Number of fans who attended the show
+fans_attended = seats_sold - fans_stayed_home
+print(fans_attended)
+```
+```output
+14000.0
+```
+The number of fans who attended the show is \(\boxed{14000}\).','stop',345,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,5,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',5,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Determine how many fans stayed home due to the threat of rain.
+3. Calculate the total number of fans who attended the show by adding the fans who sold for the music show to the fans who stayed home.
+
+Let''s break it down step by step:
+
+1. The stadium seats 60,000 fans, but only 75% of the seats were sold for the music show. So, the number of fans sold for the music show is:
+\[ 60,000 \times 0.75 = 45,000 \]
+2. The threat of rain caused 5,000 fans to stay home. So, the total number of fans who attended the show is:
+\[ 45,000 + 5,000 = 50,000 \]
+
+Therefore, the total number of fans who attended the show is \(\boxed{50000}\).','stop',226,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,6,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',6,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Determine the number of fans who stayed home.
+3. Subtract the number of fans who stayed home from the total number of fans to find out how many attended the show.
+
+Let''s start with step 1: Calculate the number of fans sold for the music show. Since 75% of the seats were sold, we can calculate this as follows:
+\[
+0.75 \times 60,000 = 45,000
+\]
+So, 45,000 fans were sold for the music show.
+
+Next, step 2: Determine the number of fans who stayed home. According to the problem, 5,000 fans stayed home. So, the number of fans who attended the show is:
+\[
+60,000 - 5,000 = 55,000
+\]
+Therefore, the number of fans who attended the show is \(\boxed{55000}\).','stop',232,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,7,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',7,'To solve this problem, let''s break it down step by step:
+
+1. Calculate the total number of fans sold for the music show.
+2. Subtract the number of fans who stayed home to get the number of fans who attended the show.
+3. Since we are asked to find the number of fans who attended the show, we don''t need to consider the threat of rain.
+4. The number of fans who attended the show is the total number of fans minus the number of fans who stayed home.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Total number of fans
+total_fans = 60000
+
+# Percentage of fans sold for the music show
+percentage_sold = 75 / 100
+
+# Number of fans who stayed home
+fans_stayed_home = 5000
+
+# Number of fans who attended the show
+fans_attended = total_fans - fans_stayed_home
+print(fans_attended)
+```
+```output
+30000
+```
+The number of fans who attended the show is \(\boxed{30000}\).','stop',235,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,8,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',8,'To determine the number of fans who attended the show, we can follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of seats to find the number of fans who attended the show.
+
+First, we calculate the number of seats sold for the music show. Since 75% of the seats were sold, we multiply the total number of seats by 0.75:
+\[
+60,000 \times 0.75 = 45,000
+\]
+So, 45,000 seats were sold for the music show.
+
+Next, we subtract the number of fans who stayed home from the total number of seats to find the number of fans who attended the show:
+\[
+60,000 - 5,000 = 55,000
+\]
+Therefore, the number of fans who attended the show is \(\boxed{55000}\).','stop',216,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,9,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',9,'Let''s break down the problem step by step:
+
+1. Calculate the number of fans sold for the music show.
+2. Subtract the 5,000 fans who stayed home from the number of fans sold.
+3. Add the number of fans that attended the show to the number of fans who stayed home to get the total number of fans who attended the show.
+
+We can use Python code to perform these calculations accurately.
+```python
+# Given data
+total_seats = 60000
+percentage_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of fans sold for the music show
+fans_sold = total_seats * percentage_sold
+
+# Calculate the number of fans who stayed home
+fans_stayed_home = fans_stayed_home
+
+# Calculate the total number of fans who attended the show
+fans_attended = fans_sold + fans_stayed_home
+print(fans_attended)
+```
+```output
+40000.0
+```
+The total number of fans who attended the show is \(\boxed{40000}\).','stop',233,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,10,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',10,'To determine how many fans attended the show, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Subtract the number of fans who stayed home from the number of fans sold.
+
+Step 1: Calculate the number of fans sold for the music show.
+The stadium seats 60,000 fans. Only 75% of the seats were sold for the music show.
+\[
+0.75 \times 60,000 = 45,000 \text{ fans}
+\]
+
+Step 2: Subtract the number of fans who stayed home from the number of fans sold.
+The number of fans who stayed home is 5,000 fans.
+\[
+45,000 - 5,000 = 40,000 \text{ fans}
+\]
+
+Therefore, the number of fans who attended the show is \(\boxed{40000}\).','stop',206,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,11,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',11,'To determine the number of fans who attended the show, we need to follow these steps:
+
+1. **Calculate the number of seats sold for the music show:**
+   The stadium seats 60,000 fans and 75% of them were sold for the music show. So, we calculate:
+   \[
+   0.75 \times 60,000 = 45,000
+   \]
+   Therefore, the stadium sold 45,000 seats for the music show.
+
+2. **Determine the number of fans who stayed home:**
+   The stadium had 5,000 fans stay home. So, we subtract this from the total number of seats sold:
+   \[
+   60,000 - 45,000 = 15,000
+   \]
+   Therefore, 15,000 fans stayed home.
+
+3. **Calculate the number of fans who attended the show:**
+   Since all 15,000 fans who stayed home were sold for the music show, the number of fans who attended the show is:
+   \[
+   \boxed{15000}
+   \]','stop',261,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,12,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',12,'Let''s break down the problem step by step:
+
+1. The stadium seats 60,000 fans.
+2. 75% of the seats were sold for the music show.
+3. Because of the threat of rain, 5,000 fans stayed home.
+
+First, calculate the number of seats sold:
+\[ \text{Seats sold} = 0.75 \times 60,000 \]
+\[ \text{Seats sold} = 45,000 \]
+
+Next, subtract the number of fans who stayed home from the total number of seats sold to find the number of fans who attended the show:
+\[ \text{Fans attended} = 60,000 - 45,000 \]
+\[ \text{Fans attended} = 15,000 \]
+
+Therefore, the number of fans who attended the show is \(\boxed{15000}\).','stop',202,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,13,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',13,'Let''s break down the problem step by step:
+
+1. **Determine the number of seats sold for the music show:**
+   - The stadium seats 60,000 fans.
+   - Only 75% of the seats were sold.
+   - We can calculate the number of seats sold by multiplying 60,000 by 0.75.
+
+2. **Account for the number of fans who stayed home:**
+   - The number of fans who stayed home is 5,000.
+
+3. **Calculate the total number of fans who attended the show:**
+   - Add the number of seats sold to the number of fans who stayed home.
+
+Let''s implement this in Python using sympy to ensure accuracy.
+
+```python
+import sympy as sp
+
+# Define the number of seats
+total_seats = 60000
+
+# Calculate the number of seats sold
+seats_sold = total_seats * 0.75
+
+# Calculate the number of fans who stayed home
+fans_stayed_home = 5000
+
+# Calculate the total number of fans who attended the show
+fans_attended = seats_sold + fans_stayed_home
+
+# Print the final answer
+print(fans_attended)
+```
+```output
+33750.0
+```
+The total number of fans who attended the show is \(\boxed{33750}\).','stop',298,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,14,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',14,'To solve this problem, we can follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the number of seats sold.
+
+Let''s break it down step by step:
+
+1. Calculate the number of seats sold:
+\[ \text{Number of seats sold} = 60,000 \times 0.75 \]
+
+2. Subtract the number of fans who stayed home from the number of seats sold:
+\[ \text{Number of fans who attended the show} = \text{Number of seats sold} - 5,000 \]
+
+Now let''s calculate this using Python.
+```python
+# Given data
+total_seats = 60000
+percentage_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of seats sold
+seats_sold = total_seats * percentage_sold
+
+# Calculate the number of fans who attended the show
+fans_attended = seats_sold - fans_stayed_home
+print(fans_attended)
+```
+```output
+37500.0
+```
+The number of fans who attended the show is \(\boxed{37500}\).','stop',262,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
+INSERT INTO "chains" VALUES(176,0,15,'c1a80dbb636c3db1f4e4f4d3348f8b12f93567abafcb6b6736a830acbddbbd5a',15,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of fans sold to find out how many attended the show.
+
+Here''s the step-by-step solution:
+
+1. Calculate the number of fans sold for the music show:
+   \[
+   \text{Number of fans sold} = 60,000 \times 0.75 = 45,000
+   \]
+
+2. Subtract the number of fans who stayed home from the total number of fans sold to find out how many attended the show:
+   \[
+   \text{Number of attended fans} = 45,000 - 5,000 = 40,000
+   \]
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Given data
+total_seats = 60000
+percentage_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of fans sold
+fans_sold = total_seats * percentage_sold
+
+# Calculate the number of attended fans
+attended_fans = fans_sold - fans_stayed_home
+print(attended_fans)
+```
+```output
+40000.0
+```
+The number of fans who attended the show is \(\boxed{40000}\).','stop',307,86,30,1.07401518221629768137e+01,328947395328.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -32468,6 +33159,8 @@ INSERT INTO "jobs" VALUES(171,'qwen2.5-coder-0.5b','self-consistency','gsm8k_tra
 INSERT INTO "jobs" VALUES(172,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5895',0,16,'self-consistency:n_samples=16',1,'done','16','[{"event": "generate", "n": 16, "seed": 974091050, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 30, "completion_tokens": 4147, "calls": 1, "seconds": 151.19874429664793, "flops": 5271980669184.0}}, {"event": "vote", "counts": {"16": 13, "8": 3}, "tie_broken_by_rng": false, "winner": "16"}]',81,30,4147,1,0,0,5271980669184.0,0.0,3.28574559730997862051e+02,1.51198744296647930689e+02,1.79626117873209261897e+09);
 INSERT INTO "jobs" VALUES(173,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5818',0,16,'self-consistency:n_samples=16',1,'done','10','[{"event": "generate", "n": 16, "seed": 22164495, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 5946, "calls": 1, "seconds": 221.44161821391438, "flops": 7554447078912.0}}, {"event": "vote", "counts": {"40": 1, "10": 2, "220": 1, "28": 1, "100": 2, "4": 1, "20": 1, "60": 1, "8": 1, "19": 1, "16": 1, "1": 1, "160": 1, "90": 1}, "tie_broken_by_rng": true, "winner": "10"}]',94,30,5946,1,0,0,7554447078912.0,0.0,5.17017008758000883982e+02,2.21441618213914381396e+02,1.79626119367617678636e+09);
 INSERT INTO "jobs" VALUES(174,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5978',0,16,'self-consistency:n_samples=16',1,'done','11','[{"event": "generate", "n": 16, "seed": 817949037, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 30, "completion_tokens": 5100, "calls": 1, "seconds": 172.73648404157967, "flops": 6498286476288.0}}, {"event": "vote", "counts": {"44": 2, "176": 1, "11": 2, "24": 1, "3": 1, "16": 1, "22": 1, "180": 1, "377": 1, "42": 1, "182": 1, "66": 1, "2": 1, "144": 1}, "tie_broken_by_rng": true, "winner": "11"}]',102,30,5100,1,0,0,6498286476288.0,0.0,2.09454584809001971741e+02,1.72736484041579672066e+02,1.79626138821325635917e+09);
+INSERT INTO "jobs" VALUES(175,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-5982',0,16,'self-consistency:n_samples=16',1,'done','32','[{"event": "generate", "n": 16, "seed": 2099603400, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 30, "completion_tokens": 4347, "calls": 1, "seconds": 141.94893291464362, "flops": 5512704625152.0}}, {"event": "vote", "counts": {"32": 14, "70": 1, "46": 1}, "tie_broken_by_rng": false, "winner": "32"}]',73,30,4347,1,0,0,5512704625152.0,0.0,3.25774875958999473365e+02,1.41948932914643620502e+02,1.79626151946882247926e+09);
+INSERT INTO "jobs" VALUES(176,'qwen2.5-coder-0.5b','self-consistency','gsm8k_train-6191',0,16,'self-consistency:n_samples=16',1,'done','40000','[{"event": "generate", "n": 16, "seed": 2112773474, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 30, "completion_tokens": 4136, "calls": 1, "seconds": 171.84242915460763, "flops": 5263158325248.0}}, {"event": "vote", "counts": {"45000": 1, "40000": 5, "55000": 3, "14000": 1, "50000": 1, "30000": 1, "15000": 2, "33750": 1, "37500": 1}, "tie_broken_by_rng": false, "winner": "40000"}]',86,30,4136,1,0,0,5263158325248.0,0.0,3.22580104927998036136e+02,1.7184242915460762901e+02,1.796261710815062046e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8, 16], "dataset": "gsm8k-train", "dataset_sha256": "ab3a168a46f3d981ee9114700626510cddaa9493661561ec3f9676cebf44bb7e", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "0323e2c32e71afb38bcda685350550137b44e2f586e3d9d5292267619940ee54", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4, 8, 16], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -64858,13 +65551,704 @@ print(total_bracelets)
 144.0
 ```
 Caitlin can make \(\boxed{144}\) bracelets for this weekend.','144',0,'not_equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,0,'To find out how many hours Ralph spends watching TV in one week, we need to break down the problem into smaller steps and then sum them up.
+
+1. Calculate the number of hours Ralph watches TV on a weekday.
+2. Calculate the number of hours Ralph watches TV on a weekend.
+3. Sum the hours from both days to get the total number of hours spent watching TV in one week.
+
+First, let''s calculate the number of hours Ralph watches TV on a weekday:
+- Ralph watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- Therefore, the total number of hours Ralph watches TV on a weekday is \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\).
+
+Next, let''s calculate the number of hours Ralph watches TV on a weekend:
+- Ralph watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- Therefore, the total number of hours Ralph watches TV on a weekend is \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\).
+
+Now, we sum the hours from both days to get the total number of hours spent watching TV in one week:
+- The total number of hours spent watching TV in one week is \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\).
+
+Thus, the number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(175,1,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total time he watches TV each day of the week and then sum these amounts.
+
+First, let''s calculate the time Ralph watches TV on Monday to Friday:
+\[
+4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+\]
+
+Next, let''s calculate the time Ralph watches TV on Saturday and Sunday:
+\[
+6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+\]
+
+Now, we add the time spent watching TV on both Monday and Friday and on Saturday and Sunday:
+\[
+20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+\]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,2,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total number of hours he watches TV on each day and then sum these amounts.
+
+First, let''s calculate the total number of hours Ralph watches TV on Monday to Friday:
+- Ralph watches TV for 4 hours a day.
+- There are 5 days from Monday to Friday.
+- Therefore, the total number of hours on Monday to Friday is:
+  \[
+  4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+  \]
+
+Next, let''s calculate the total number of hours Ralph watches TV on Saturday and Sunday:
+- Ralph watches TV for 6 hours a day.
+- There are 2 days from Saturday and Sunday.
+- Therefore, the total number of hours on Saturday and Sunday is:
+  \[
+  6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+  \]
+
+Now, we add the total hours from Monday to Friday and the total hours from Saturday and Sunday to find the total number of hours Ralph watches TV in one week:
+\[
+20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+\]
+
+Thus, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,3,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total time he watches TV on each day and then sum these times.
+
+First, let''s calculate the time Ralph watches TV on Monday to Friday:
+- Ralph watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- Therefore, the total time he watches TV on Monday to Friday is \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\).
+
+Next, let''s calculate the time Ralph watches TV on Saturday and Sunday:
+- Ralph watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- Therefore, the total time he watches TV on Saturday and Sunday is \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\).
+
+Now, we sum the total time Ralph watches TV on Monday to Friday and Saturday and Sunday:
+- Total time = \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\).
+
+Thus, the number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,4,'To determine the total number of hours Ralph spends watching TV in one week, we need to calculate the hours he watches on each day and then sum them up. Here''s the step-by-step reasoning:
+
+1. Calculate the hours Ralph watches on Monday to Friday:
+   - Monday to Friday: 4 hours each day
+   - Total hours on Monday to Friday: \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\)
+
+2. Calculate the hours Ralph watches on Saturday and Sunday:
+   - Saturday and Sunday: 6 hours each day
+   - Total hours on Saturday and Sunday: \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\)
+
+3. Sum the hours from Monday to Friday and Saturday and Sunday to get the total hours spent watching TV in one week:
+   - Total hours: \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\)
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,5,'To determine the total number of hours Ralph spends watching TV in one week, we need to calculate the hours he watches TV on each of the five days of the week and then sum these amounts.
+
+First, we calculate the hours Ralph watches TV on Monday to Friday. Ralph watches TV for 4 hours a day from Monday to Friday. Therefore, the total hours he watches TV on Monday to Friday is:
+\[ 4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours} \]
+
+Next, we calculate the hours Ralph watches TV on Saturday and Sunday. Ralph watches TV for 6 hours a day on Saturday and Sunday. Therefore, the total hours he watches TV on Saturday and Sunday is:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours} \]
+
+Now, we add the hours from Monday to Friday and the hours from Saturday and Sunday to find the total number of hours Ralph watches TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Thus, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,6,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total time he spends watching TV on both weekdays and the weekend separately, and then sum these amounts.
+
+First, let''s calculate the time Ralph spends watching TV on weekdays:
+- He watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- So, the total time spent watching TV on weekdays is \(4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}\).
+
+Next, let''s calculate the time Ralph spends watching TV on the weekend:
+- He watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- So, the total time spent watching TV on the weekend is \(6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}\).
+
+Now, we sum the time spent watching TV on weekdays and the weekend to find the total time spent watching TV in one week:
+- The total time spent watching TV in one week is \(20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}\).
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,7,'To determine the total number of hours Ralph spends watching TV in one week, we need to calculate the hours he watches on each of the three weekdays and then sum them up. Here''s the step-by-step reasoning:
+
+1. Calculate the total hours Ralph watches on Monday to Friday.
+2. Calculate the total hours Ralph watches on Saturday and Sunday.
+3. Sum the hours from both days to get the total number of hours spent watching TV in one week.
+
+First, let''s calculate the total hours Ralph watches on Monday to Friday:
+\[
+4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+\]
+
+Next, let''s calculate the total hours Ralph watches on Saturday and Sunday:
+\[
+6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+\]
+
+Now, we sum the hours from both days to get the total number of hours spent watching TV in one week:
+\[
+20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+\]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,8,'To determine the total number of hours Ralph spends watching TV in one week, we need to consider the hours he watches each day from Monday to Friday and on Saturday and Sunday. Then we sum these amounts.
+
+First, let''s calculate the number of hours Ralph watches TV on each day:
+- On Monday to Friday, Ralph watches TV for 4 hours each day.
+- On Saturday and Sunday, Ralph watches TV for 6 hours each day.
+
+Next, we add these amounts together:
+\[ 4 \text{ hours/day} + 6 \text{ hours/day} = 10 \text{ hours/day} \]
+
+Since there are 7 days in a week, we multiply the daily total by the number of days in the week to find the total number of hours Ralph watches TV in one week:
+\[ 10 \text{ hours/day} \times 7 \text{ days} = 70 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{70}\).','70',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,9,'To solve this problem, we need to calculate the total number of hours Ralph watches TV in one week. We''ll break down the problem step by step:
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday.
+3. Add the hours from both days to get the total number of hours Ralph watches TV in one week.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of hours Ralph watches TV on Monday to Friday
+hours_monday_to_friday = 4 * 7
+
+# Number of hours Ralph watches TV on Saturday and Sunday
+hours_saturday_and_sunday = 6 * 2
+
+# Total number of hours Ralph watches TV in one week
+total_hours = hours_monday_to_friday + hours_saturday_and_sunday
+print(total_hours)
+```
+```output
+46
+```
+Ralph spends \(\boxed{46}\) hours watching TV in one week.','46',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,10,'Let''s break down the problem step by step.
+
+1. Calculate the total number of hours Ralph watches TV on a weekday.
+2. Calculate the total number of hours Ralph watches TV on a weekend.
+3. Add the hours from both weekdays and weekends to find the total number of hours Ralph watches TV in one week.
+
+First, let''s calculate the total number of hours Ralph watches TV on a weekday. Ralph watches TV for 4 hours a day from Monday to Friday. Since there are 5 days in a week, the total number of hours on a weekday is:
+\[ 4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours} \]
+
+Next, let''s calculate the total number of hours Ralph watches TV on a weekend. Ralph watches TV for 6 hours a day on Saturday and Sunday. Since there are 2 days in a week, the total number of hours on a weekend is:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours} \]
+
+Now, we add the hours from both weekdays and weekends to find the total number of hours Ralph watches TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,11,'To solve this problem, we need to calculate the total number of hours Ralph watches TV in one week. Let''s break it down step by step:
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday.
+3. Add the hours from both days to get the total number of hours spent watching TV in one week.
+
+Here''s the step-by-step calculation in Python:
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday:
+   \[
+   4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours}
+   \]
+
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday:
+   \[
+   6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours}
+   \]
+
+3. Add the hours from both days to get the total number of hours spent watching TV in one week:
+   \[
+   20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+   \]
+
+Now, let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the number of hours Ralph watches TV on each day
+hours_monday_to_friday = 4 * 5
+hours_saturday_and_sunday = 6 * 2
+
+# Calculate the total number of hours spent watching TV in one week
+total_hours = hours_monday_to_friday + hours_saturday_and_sunday
+print(total_hours)
+```
+```output
+32
+```
+The total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,12,'Let''s break down the problem step by step.
+
+1. Calculate the total number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the total number of hours Ralph watches TV on Saturday and Sunday.
+3. Add these two amounts together to get the total number of hours Ralph watches TV in one week.
+
+First, let''s calculate the total hours Ralph watches TV on Monday to Friday:
+- Ralph watches TV for 4 hours a day from Monday to Friday.
+- There are 5 days in a week.
+- So, the total number of hours is \(4 \times 5 = 20\) hours.
+
+Next, let''s calculate the total hours Ralph watches TV on Saturday and Sunday:
+- Ralph watches TV for 6 hours a day on Saturday and Sunday.
+- There are 2 days in a week.
+- So, the total number of hours is \(6 \times 2 = 12\) hours.
+
+Finally, let''s add these two amounts together to get the total number of hours Ralph watches TV in one week:
+- The total number of hours is \(20 + 12 = 32\) hours.
+
+Therefore, the total number of hours Ralph watches TV in one week is \(\boxed{32}\).','32',1,'equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,13,'To determine how many hours Ralph spends watching TV in one week, we need to consider both the hours he watches on weekdays and the hours he watches on weekends. Here''s a step-by-step breakdown:
+
+1. Calculate the total number of hours Ralph watches on weekdays from Monday to Friday.
+2. Calculate the total number of hours Ralph watches on weekends from Saturday and Sunday.
+3. Sum the hours from both weekdays and weekends to get the total number of hours spent watching TV in one week.
+
+Let''s do this step-by-step using Python code.
+```python
+# Define the number of hours Ralph watches TV on weekdays
+weekdays_hours = 4 * 7
+
+# Define the number of hours Ralph watches TV on weekends
+weekends_hours = 6 * 2
+
+# Calculate the total number of hours spent watching TV in one week
+total_hours = weekdays_hours + weekends_hours
+print(total_hours)
+```
+```output
+32
+```
+Ralph spends a total of \(\boxed{32}\) hours watching TV in one week.','32',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,14,'To determine the total number of hours Ralph spends watching TV in one week, we need to break down the problem into smaller steps and then sum them up.
+
+1. Calculate the number of hours Ralph watches TV on Monday to Friday.
+2. Calculate the number of hours Ralph watches TV on Saturday and Sunday.
+3. Add the two amounts together to get the total number of hours spent watching TV in one week.
+
+First, let''s calculate the number of hours Ralph watches TV on Monday to Friday. He watches TV for 4 hours each day from Monday to Friday. There are 5 days in a week, so the total number of hours he watches TV on Monday to Friday is:
+\[ 4 \text{ hours/day} \times 5 \text{ days} = 20 \text{ hours} \]
+
+Next, let''s calculate the number of hours Ralph watches TV on Saturday and Sunday. He watches TV for 6 hours each day on Saturday and Sunday. There are 2 days in a week, so the total number of hours he watches TV on Saturday and Sunday is:
+\[ 6 \text{ hours/day} \times 2 \text{ days} = 12 \text{ hours} \]
+
+Finally, we add the two amounts together to get the total number of hours spent watching TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,15,'To determine how many hours Ralph spends watching TV in one week, we need to calculate the total number of hours he watches TV from Monday to Friday and then add the number of hours he watches TV on Saturday and Sunday.
+
+First, let''s calculate the number of hours Ralph watches TV from Monday to Friday. Ralph watches TV for 4 hours a day from Monday to Friday. Since there are 5 days in a week, we multiply the number of hours he watches TV per day by the number of days in a week:
+\[ 4 \text{ hours/day} \times 5 \text{ days/week} = 20 \text{ hours} \]
+
+Next, let''s calculate the number of hours Ralph watches TV on Saturday and Sunday. Ralph watches TV for 6 hours a day on Saturday and Sunday. Since there are 2 days in a week, we multiply the number of hours he watches TV per day by the number of days in a week:
+\[ 6 \text{ hours/day} \times 2 \text{ days/week} = 12 \text{ hours} \]
+
+Now, we add the number of hours he watches TV from Monday to Friday and the number of hours he watches TV on Saturday and Sunday to find the total number of hours he spends watching TV in one week:
+\[ 20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} \]
+
+Therefore, the total number of hours Ralph spends watching TV in one week is \(\boxed{32}\).','32',1,'equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of seats sold to find out how many attended the show.
+
+Let''s break this down step-by-step:
+
+1. Calculate the number of seats sold for the music show:
+\[ \text{Seats sold} = 0.75 \times 60000 \]
+
+2. Subtract the number of fans who stayed home from the total number of seats sold:
+\[ \text{Attended} = \text{Seats sold} - 5000 \]
+
+Now, let''s calculate this using Python code.
+```python
+# Given data
+total_seats = 60000
+fraction_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of seats sold
+seats_sold = total_seats * fraction_sold
+
+# Calculate the number of attended
+attended = seats_sold - fans_stayed_home
+print(attended)
+```
+```output
+45000.0
+```
+The number of fans who attended the music show is \(\boxed{45000}\).','45000',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,1,'To determine how many fans attended the show, we need to follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the number of seats sold.
+
+First, we calculate the number of seats sold for the music show. Since 75% of the seats were sold, we can find 75% of 60,000:
+\[ 0.75 \times 60000 = 45000 \]
+So, 45,000 fans were sold for the music show.
+
+Next, we subtract the number of fans who stayed home from the number of seats sold:
+\[ 45000 - 5000 = 40000 \]
+So, the number of fans who attended the show is \(\boxed{40000}\).','40000',1,'equivalent',190,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(176,2,'To determine how many fans attended the stadium, we need to follow these steps:
+
+1. Calculate the number of fans who were sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of fans sold.
+
+**Step 1: Calculate the number of fans who were sold for the music show.**
+
+The stadium seats 60,000 fans, and only 75% of these seats were sold for the music show. To find 75% of 60,000, we multiply 60,000 by 0.75.
+
+\[
+60,000 \times 0.75 = 45,000
+\]
+
+So, 45,000 fans were sold for the music show.
+
+**Step 2: Subtract the number of fans who stayed home from the total number of fans sold.**
+
+After the music show was sold, 5,000 fans stayed home. Therefore, we subtract 5,000 from 45,000.
+
+\[
+45,000 - 5,000 = 40,000
+\]
+
+So, the number of fans who attended the show is \(\boxed{40000}\).','40000',1,'equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of seats sold for the music show.
+2. Calculate the number of seats remaining after 5,000 fans stayed home.
+3. Add the number of remaining seats to the number of seats sold to get the total number of fans who attended the show.
+
+Let''s break it down step by step:
+
+1. The stadium seats 60,000 fans.
+2. Only 75% of the seats were sold for the music show. So, the number of seats sold is \(0.75 \times 60000 = 45000\).
+3. After 5,000 fans stayed home, the number of remaining seats is \(60000 - 50000 = 10000\).
+4. The total number of fans who attended the show is the sum of the seats sold and the remaining seats, which is \(45000 + 10000 = 55000\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Given data
+total_seats = 60000
+fraction_sold = 0.75
+seats_stayed_home = 5000
+
+# Calculate the number of seats sold
+seats_sold = fraction_sold * total_seats
+
+# Calculate the number of remaining seats
+remaining_seats = total_seats - seats_stayed_home
+
+# Calculate the total number of fans who attended the show
+total_attended = seats_sold + remaining_seats
+print(total_attended)
+```
+```output
+55000.0
+```
+The total number of fans who attended the show is \(\boxed{55000}\).','55000',0,'not_equivalent',385,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,4,'Let''s break down the problem step by step:
+
+1. Determine the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the number of seats sold to find out how many fans attended the show.
+
+The stadium seats 60,000 fans, and only 75% of the seats were sold for the music show. Therefore, we can calculate the number of seats sold as follows:
+\[ \text{Number of seats sold} = 0.75 \times 60000 \]
+
+Next, we subtract the number of fans who stayed home from the number of seats sold to find out how many fans attended the show. If 5,000 fans stayed home, we can calculate the number of fans who attended by subtracting 5,000 from the number of seats sold:
+\[ \text{Number of fans who attended} = \text{Number of seats sold} - 5000 \]
+
+Let''s calculate this using Python.
+```python
+# Number of fans
+total_fans = 60000
+
+# Percentage of seats sold
+percentage_sold = 0.75
+
+# Number of fans who stayed home
+fans_stayed_home = 5000
+
+# Number of seats sold
+seats_sold = percentage_sold * total_fans
+
+# Number of fans who attended the show
+fans_attended = seats_sold - fans_stayed_home
+print(fans_attended)
+```
+```output
+14000.0
+```
+The number of fans who attended the show is \(\boxed{14000}\).','14000',0,'not_equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,5,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Determine how many fans stayed home due to the threat of rain.
+3. Calculate the total number of fans who attended the show by adding the fans who sold for the music show to the fans who stayed home.
+
+Let''s break it down step by step:
+
+1. The stadium seats 60,000 fans, but only 75% of the seats were sold for the music show. So, the number of fans sold for the music show is:
+\[ 60,000 \times 0.75 = 45,000 \]
+2. The threat of rain caused 5,000 fans to stay home. So, the total number of fans who attended the show is:
+\[ 45,000 + 5,000 = 50,000 \]
+
+Therefore, the total number of fans who attended the show is \(\boxed{50000}\).','50000',0,'not_equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,6,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Determine the number of fans who stayed home.
+3. Subtract the number of fans who stayed home from the total number of fans to find out how many attended the show.
+
+Let''s start with step 1: Calculate the number of fans sold for the music show. Since 75% of the seats were sold, we can calculate this as follows:
+\[
+0.75 \times 60,000 = 45,000
+\]
+So, 45,000 fans were sold for the music show.
+
+Next, step 2: Determine the number of fans who stayed home. According to the problem, 5,000 fans stayed home. So, the number of fans who attended the show is:
+\[
+60,000 - 5,000 = 55,000
+\]
+Therefore, the number of fans who attended the show is \(\boxed{55000}\).','55000',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,7,'To solve this problem, let''s break it down step by step:
+
+1. Calculate the total number of fans sold for the music show.
+2. Subtract the number of fans who stayed home to get the number of fans who attended the show.
+3. Since we are asked to find the number of fans who attended the show, we don''t need to consider the threat of rain.
+4. The number of fans who attended the show is the total number of fans minus the number of fans who stayed home.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Total number of fans
+total_fans = 60000
+
+# Percentage of fans sold for the music show
+percentage_sold = 75 / 100
+
+# Number of fans who stayed home
+fans_stayed_home = 5000
+
+# Number of fans who attended the show
+fans_attended = total_fans - fans_stayed_home
+print(fans_attended)
+```
+```output
+30000
+```
+The number of fans who attended the show is \(\boxed{30000}\).','30000',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,8,'To determine the number of fans who attended the show, we can follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of seats to find the number of fans who attended the show.
+
+First, we calculate the number of seats sold for the music show. Since 75% of the seats were sold, we multiply the total number of seats by 0.75:
+\[
+60,000 \times 0.75 = 45,000
+\]
+So, 45,000 seats were sold for the music show.
+
+Next, we subtract the number of fans who stayed home from the total number of seats to find the number of fans who attended the show:
+\[
+60,000 - 5,000 = 55,000
+\]
+Therefore, the number of fans who attended the show is \(\boxed{55000}\).','55000',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,9,'Let''s break down the problem step by step:
+
+1. Calculate the number of fans sold for the music show.
+2. Subtract the 5,000 fans who stayed home from the number of fans sold.
+3. Add the number of fans that attended the show to the number of fans who stayed home to get the total number of fans who attended the show.
+
+We can use Python code to perform these calculations accurately.
+```python
+# Given data
+total_seats = 60000
+percentage_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of fans sold for the music show
+fans_sold = total_seats * percentage_sold
+
+# Calculate the number of fans who stayed home
+fans_stayed_home = fans_stayed_home
+
+# Calculate the total number of fans who attended the show
+fans_attended = fans_sold + fans_stayed_home
+print(fans_attended)
+```
+```output
+40000.0
+```
+The total number of fans who attended the show is \(\boxed{40000}\).','40000',1,'equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,10,'To determine how many fans attended the show, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Subtract the number of fans who stayed home from the number of fans sold.
+
+Step 1: Calculate the number of fans sold for the music show.
+The stadium seats 60,000 fans. Only 75% of the seats were sold for the music show.
+\[
+0.75 \times 60,000 = 45,000 \text{ fans}
+\]
+
+Step 2: Subtract the number of fans who stayed home from the number of fans sold.
+The number of fans who stayed home is 5,000 fans.
+\[
+45,000 - 5,000 = 40,000 \text{ fans}
+\]
+
+Therefore, the number of fans who attended the show is \(\boxed{40000}\).','40000',1,'equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,11,'To determine the number of fans who attended the show, we need to follow these steps:
+
+1. **Calculate the number of seats sold for the music show:**
+   The stadium seats 60,000 fans and 75% of them were sold for the music show. So, we calculate:
+   \[
+   0.75 \times 60,000 = 45,000
+   \]
+   Therefore, the stadium sold 45,000 seats for the music show.
+
+2. **Determine the number of fans who stayed home:**
+   The stadium had 5,000 fans stay home. So, we subtract this from the total number of seats sold:
+   \[
+   60,000 - 45,000 = 15,000
+   \]
+   Therefore, 15,000 fans stayed home.
+
+3. **Calculate the number of fans who attended the show:**
+   Since all 15,000 fans who stayed home were sold for the music show, the number of fans who attended the show is:
+   \[
+   \boxed{15000}
+   \]','15000',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,12,'Let''s break down the problem step by step:
+
+1. The stadium seats 60,000 fans.
+2. 75% of the seats were sold for the music show.
+3. Because of the threat of rain, 5,000 fans stayed home.
+
+First, calculate the number of seats sold:
+\[ \text{Seats sold} = 0.75 \times 60,000 \]
+\[ \text{Seats sold} = 45,000 \]
+
+Next, subtract the number of fans who stayed home from the total number of seats sold to find the number of fans who attended the show:
+\[ \text{Fans attended} = 60,000 - 45,000 \]
+\[ \text{Fans attended} = 15,000 \]
+
+Therefore, the number of fans who attended the show is \(\boxed{15000}\).','15000',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,13,'Let''s break down the problem step by step:
+
+1. **Determine the number of seats sold for the music show:**
+   - The stadium seats 60,000 fans.
+   - Only 75% of the seats were sold.
+   - We can calculate the number of seats sold by multiplying 60,000 by 0.75.
+
+2. **Account for the number of fans who stayed home:**
+   - The number of fans who stayed home is 5,000.
+
+3. **Calculate the total number of fans who attended the show:**
+   - Add the number of seats sold to the number of fans who stayed home.
+
+Let''s implement this in Python using sympy to ensure accuracy.
+
+```python
+import sympy as sp
+
+# Define the number of seats
+total_seats = 60000
+
+# Calculate the number of seats sold
+seats_sold = total_seats * 0.75
+
+# Calculate the number of fans who stayed home
+fans_stayed_home = 5000
+
+# Calculate the total number of fans who attended the show
+fans_attended = seats_sold + fans_stayed_home
+
+# Print the final answer
+print(fans_attended)
+```
+```output
+33750.0
+```
+The total number of fans who attended the show is \(\boxed{33750}\).','33750',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,14,'To solve this problem, we can follow these steps:
+
+1. Calculate the number of seats sold for the music show.
+2. Subtract the number of fans who stayed home from the number of seats sold.
+
+Let''s break it down step by step:
+
+1. Calculate the number of seats sold:
+\[ \text{Number of seats sold} = 60,000 \times 0.75 \]
+
+2. Subtract the number of fans who stayed home from the number of seats sold:
+\[ \text{Number of fans who attended the show} = \text{Number of seats sold} - 5,000 \]
+
+Now let''s calculate this using Python.
+```python
+# Given data
+total_seats = 60000
+percentage_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of seats sold
+seats_sold = total_seats * percentage_sold
+
+# Calculate the number of fans who attended the show
+fans_attended = seats_sold - fans_stayed_home
+print(fans_attended)
+```
+```output
+37500.0
+```
+The number of fans who attended the show is \(\boxed{37500}\).','37500',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,15,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of fans sold for the music show.
+2. Subtract the number of fans who stayed home from the total number of fans sold to find out how many attended the show.
+
+Here''s the step-by-step solution:
+
+1. Calculate the number of fans sold for the music show:
+   \[
+   \text{Number of fans sold} = 60,000 \times 0.75 = 45,000
+   \]
+
+2. Subtract the number of fans who stayed home from the total number of fans sold to find out how many attended the show:
+   \[
+   \text{Number of attended fans} = 45,000 - 5,000 = 40,000
+   \]
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Given data
+total_seats = 60000
+percentage_sold = 0.75
+fans_stayed_home = 5000
+
+# Calculate the number of fans sold
+fans_sold = total_seats * percentage_sold
+
+# Calculate the number of attended fans
+attended_fans = fans_sold - fans_stayed_home
+print(attended_fans)
+```
+```output
+40000.0
+```
+The number of fans who attended the show is \(\boxed{40000}\).','40000',1,'equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.79619888488999342917e+09,1.79620103311560273167e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',23,2.14744660876699890649e+03,2.14744569257299917799e+03);
 INSERT INTO "sessions" VALUES(2,1.79621726692407107355e+09,1.79621836691814827915e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','killed',10,1.09872731265400216211e+03,1.09872583812200173272e+03);
 INSERT INTO "sessions" VALUES(3,1.7962524162180757523e+09,1.79625273764532709117e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','interrupted',2,3.02665840505000232956e+02,3.02653134796999438542e+02);
-INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.7962613882143485546e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',139,8.63434462196900130975e+03,8.63434299837500111602e+03);
+INSERT INTO "sessions" VALUES(4,1.79625275297602152819e+09,1.79626171081617617606e+09,'thinkscale eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --strategy greedy --strategy self-consistency --budgets 1,2,4,8,16 --out runs/train-0.5b --workers 2 --quiet','running',141,8.95695053041799837956e+03,8.95694890933899841908e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -65346,5 +66730,15 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_trai
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5978',0,174,'44',0.15075,0,1000,1,102.0,30.0,1275.0,0.0,5.23636462022504929354e+01,1.69241915768753588863e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5978',0,174,'11',0.256625,1,1000,1,102.0,30.0,2550.0,0.0,1.0472729240450098587e+02,3.29437493055435742187e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5978',0,174,'11',0.5,1,1,0,102.0,30.0,5100.0,0.0,2.09454584809001971741e+02,6498286476288.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-5982',0,175,'32',0.875,1,16,1,73.0,30.0,271.6875,0.0,2.03609297474374670864e+01,3.95166113149776733401e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-5982',0,175,'32',0.875,1,120,1,73.0,30.0,543.375,0.0,4.07218594948749341728e+01,7.363353472832583008e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-5982',0,175,'32',1.0,1,1000,1,73.0,30.0,1086.75,0.0,8.14437189897498683456e+01,1.41867381555022143554e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-5982',0,175,'32',1.0,1,1000,1,73.0,30.0,2173.5,0.0,1.62887437979499736682e+02,2.78335075208414746091e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-5982',0,175,'32',1.0,1,1,0,73.0,30.0,4347.0,0.0,3.25774875958999473365e+02,5512704625152.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',1,'gsm8k_train-6191',0,176,'45000',0.3125,0,16,1,86.0,30.0,258.5,0.0,2.01612565579998772582e+01,3.94862426834564880367e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',2,'gsm8k_train-6191',0,176,'45000',0.3125,0,120,1,86.0,30.0,517.0,0.0,4.03225131159997545165e+01,719415486728.794);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',4,'gsm8k_train-6191',0,176,'40000',0.445,1,1000,1,86.0,30.0,1034.0,0.0,8.0645026231999509033e+01,1.36852160651725195312e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',8,'gsm8k_train-6191',0,176,'40000',0.703125,1,1000,1,86.0,30.0,2068.0,0.0,1.61290052463999018066e+02,2.66673384609416796878e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','self-consistency',16,'gsm8k_train-6191',0,176,'40000',1.0,1,1,0,86.0,30.0,4136.0,0.0,3.22580104927998036136e+02,5263158325248.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
