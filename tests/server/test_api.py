@@ -162,7 +162,6 @@ def test_strategy_from_model_suffix_or_extension(how, n):
 
 
 @pytest.mark.parametrize(("how", "param"), [
-    ({"model": f"{MODEL}:auto"}, "model"),
     ({"model": f"{MODEL}:tree-of-thoughts"}, "model"),
     ({"model": MODEL, "extra_body": {"thinkscale": {"strategy": "tree-of-thoughts", "budget": 4000}}},
      "thinkscale.strategy"),
@@ -181,6 +180,25 @@ def test_unavailable_strategy_is_a_400_naming_the_field_and_listing_what_exists(
     assert err["param"] == param and err["type"] == "invalid_request_error"
     if err["code"] == "unknown_strategy" and "sample count" not in err["message"]:
         assert "greedy" in err["message"] and "self-consistency" in err["message"] and "sc-N" in err["message"]
+
+
+@pytest.mark.usefixtures("unshipped_default_policy")
+def test_auto_without_a_policy_is_a_400_naming_the_model_and_the_fix():
+    with serve(endless()) as s:
+        with pytest.raises(openai.BadRequestError) as e:
+            s.client.chat.completions.create(model=f"{MODEL}:auto", messages=Q)
+        assert s.backend.calls == 0
+    err = e.value.body
+    assert err["param"] == "model" and err["type"] == "invalid_request_error"
+    assert "no default policy is shipped" in err["message"] and "fit-policy" in err["message"]
+
+
+def test_auto_runs_on_the_packaged_policy():
+    with serve(ScriptedBackend(VOTES * 8)) as s:
+        r = s.client.chat.completions.create(model=f"{MODEL}:auto", messages=Q)
+        assert s.backend.calls >= 1
+    assert r.choices[0].message.content in {"42", "41"}
+    assert r.thinkscale["strategy_id"] == "auto"  # type: ignore[attr-defined]
 
 
 def test_unknown_model_is_a_404():
