@@ -348,6 +348,518 @@ Next, we subtract the total cost from the amount of money Violetta has. Violetta
 \[ \$20 - \$10 = \$10 \]
 
 Thus, the amount of change Violetta will get is \(\boxed{10}\).','stop',173,76,30,1.64448901579780795145e+01,774810368000.0,NULL);
+INSERT INTO "chains" VALUES(16,0,0,'7a88db7d04009a292fda930e709064e106d227d0dc788a134397f8e573913e0c',0,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm per year.
+2. Determine how many barrels of wine can be made from the total amount of grapes.
+
+**Step 1: Calculate the total amount of grapes produced by the farm per year.**
+
+Josie''s farm is 10 acres, and each acre produces 5 tons of grapes per year. Therefore, the total amount of grapes produced per year is:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+**Step 2: Determine how many barrels of wine can be made from the total amount of grapes.**
+
+Each ton of grapes makes 2 barrels of wine. Therefore, the total number of barrels of wine produced per year is:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+So, the total number of barrels of wine produced by Josie''s farm per year is \(\boxed{100}\).','stop',246,84,30,2.50076620744730462311e+01,1062698624000.0,NULL);
+INSERT INTO "chains" VALUES(17,0,0,'4b712f6debf0e28752b85003790275186f66035b766d0d96131caa1bb52c092e',0,'To determine the total number of kilometers Micheal rode, we need to break down his riding activities into two parts: the first four weeks and the next three weeks.
+
+**Step 1: Calculate the total kilometers for the first four weeks.**
+- Micheal rides the bike at least 5 times a week.
+- He makes 25 kilometers each time.
+- Therefore, the total kilometers for one week is \(5 \times 25 = 125\) kilometers.
+- Over four weeks, the total kilometers is \(125 \times 4 = 500\) kilometers.
+
+**Step 2: Calculate the total kilometers for the next three weeks.**
+- Micheal rides the bike only 2 times a week.
+- He makes 60 kilometers each time.
+- Therefore, the total kilometers for one week is \(2 \times 60 = 120\) kilometers.
+- Over three weeks, the total kilometers is \(120 \times 3 = 360\) kilometers.
+
+**Step 3: Add the total kilometers from both periods to get the overall total.**
+- The total kilometers for the first four weeks is 500 kilometers.
+- The total kilometers for the next three weeks is 360 kilometers.
+- Therefore, the overall total is \(500 + 360 = 860\) kilometers.
+
+The total number of kilometers Micheal did is \(\boxed{860}\).','stop',306,113,31,3.22009639019961468875e+01,1375466112000.0,NULL);
+INSERT INTO "chains" VALUES(18,0,0,'f53a5aa0f8c636578c1743325f56b07739ed7f426adab84ba2de29b169dce5cd',0,'To determine the total amount the company spent on advertising for the two years, we need to follow these steps:
+
+1. Calculate the amount spent on advertising in the second year.
+2. Add the amount spent in the first year to the amount spent in the second year.
+
+First, we know that the company spent $15000 on advertising for the first year. The amount spent on advertising for the second year is a third of the amount spent on the first year. Therefore, we calculate the amount spent on the second year as follows:
+\[
+\text{Amount spent on the second year} = \frac{15000}{3} = 5000
+\]
+
+Next, we add the amount spent in the first year to the amount spent in the second year to find the total amount spent:
+\[
+\text{Total amount spent} = 15000 + 5000 = 20000
+\]
+
+Thus, the total amount the company spent on advertising for the two years is \boxed{20000}.','stop',226,80,31,2.28227666420061723337e+01,973844224000.0,NULL);
+INSERT INTO "chains" VALUES(19,0,0,'f4f7d40842a63ae6a85c9855cd182ca39a78bd3042509b5773fbe446c8870c66',0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Add the transfer fees, brokerage fee, and the remaining loan amount to the selling price to get the net proceeds.
+
+Let''s start with the transfer fees. The transfer fees are 3% of the selling price. The selling price is $400,000. So, we calculate:
+\[
+\text{Transfer fees} = 0.03 \times 400,000 = 12,000
+\]
+
+Next, we calculate the brokerage fee. The brokerage fee is 5% of the selling price. So, we calculate:
+\[
+\text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+\]
+
+Now, we add the transfer fees, brokerage fee, and the remaining loan amount to the selling price to get the net proceeds. The remaining loan amount is $250,000. So, we calculate:
+\[
+\text{Net proceeds} = 400,000 + 12,000 + 20,000 + 250,000 = 882,000
+\]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{882000}.','stop',316,117,30,3.16687199719999625804e+01,1428778752000.0,NULL);
+INSERT INTO "chains" VALUES(20,0,0,'e2338f56016c5fb2797d4e18ed48e43af320788b3421452a1f3e85e5c098005e',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows initially.
+2. Add the new cows to the initial total.
+3. Divide the new total by the number of stalls to find out how many cows are in each stall.
+4. Finally, calculate the number of cows in 8 of the stalls.
+
+Let''s break it down and implement it in Python.
+
+1. Calculate the initial total number of cows:
+\[ \text{Initial total} = 10 \text{ stalls} \times 20 \text{ cows/stall} = 200 \text{ cows} \]
+
+2. Add the new cows to the initial total:
+\[ \text{New total} = 200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows} \]
+
+3. Divide the new total by the number of stalls to find out how many cows are in each stall:
+\[ \text{Cows per stall} = \frac{240 \text{ cows}}{10 \text{ stalls}} = 24 \text{ cows/stall} \]
+
+4. Finally, calculate the number of cows in 8 of the stalls:
+\[ \text{Cows in 8 stalls} = 8 \text{ stalls} \times 24 \text{ cows/stall} = 192 \text{ cows} \]
+
+Let''s implement this in Python to verify our calculations.
+```python
+# Initial number of stalls and cows per stall
+initial_stalls = 10
+cows_per_stall = 20
+
+# Total initial cows
+initial_total_cows = initial_stalls * cows_per_stall
+
+# New cows bought
+new_cows = 40
+
+# New total cows
+new_total_cows = initial_total_cows + new_cows
+
+# Number of stalls
+total_stalls = 10
+
+# Cows per stall after dividing new cows equally
+cows_per_stall_after_division = new_total_cows // total_stalls
+
+# Number of cows in 8 stalls
+cows_in_8_stalls = 8 * cows_per_stall_after_division
+print(cows_in_8_stalls)
+```
+```output
+192
+```
+The number of cows in 8 of the stalls is \(\boxed{192}\).','stop',508,85,30,4.85459226740094891301e+01,1997446912000.0,NULL);
+INSERT INTO "chains" VALUES(21,0,0,'4cbc037139c7cdb1f126fed1e2de95cb5e54bac3b2b4a385e524bbdc8b66325a',0,'To solve this problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s break it down:
+
+1. Ann is currently 9 years old.
+2. Her brother is twice her age, so his current age is \(2 \times 9 = 18\) years old.
+3. In 3 years, his age will be \(18 + 3 = 21\) years old.
+
+We can use Python to verify this calculation.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The final answer is \(\boxed{21}\).','stop',208,61,30,1.99587214180137380026e+01,845893888000.0,NULL);
+INSERT INTO "chains" VALUES(22,0,0,'e9186bb0591b94862b0725c6521f7066faeec14e55d6d0bd090017e212700033',0,'To determine how many cents Kelly will have left after buying a can of pop, we need to follow these steps:
+
+1. Calculate the total value of the quarters Kelly has.
+2. Calculate the total value of the dimes Kelly has.
+3. Add the values of the quarters and dimes to find the total amount of money Kelly has.
+4. Subtract the cost of the can of pop from the total amount of money Kelly has.
+
+Let''s start with the quarters. Each quarter is worth 25 cents, and Kelly has 5 quarters. So, the total value of the quarters is:
+\[ 5 \text{ quarters} \times 25 \text{ cents/quarter} = 125 \text{ cents} \]
+
+Next, let''s calculate the total value of the dimes. Each dime is worth 10 cents, and Kelly has 2 dimes. So, the total value of the dimes is:
+\[ 2 \text{ dimes} \times 10 \text{ cents/dime} = 20 \text{ cents} \]
+
+Now, we add the values of the quarters and dimes to find the total amount of money Kelly has:
+\[ 125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents} \]
+
+Finally, we subtract the cost of the can of pop from the total amount of money Kelly has. The can of pop costs 55 cents, so:
+\[ 145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents} \]
+
+Therefore, the number of cents Kelly will have left is \(\boxed{90}\).','stop',361,67,30,3.65007625695325259589e+01,1411007872000.0,NULL);
+INSERT INTO "chains" VALUES(23,0,0,'f42d3489f71a8d08c8f265325d06896c73e886c790a824cb33c8cec2708a64c2',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars each adult gets.
+3. Subtract the chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s go through these steps one by one.
+
+1. Calculate the total number of chocolate bars available:
+   \[
+   \text{Total chocolate bars} = 8 \text{ packets} \times 5 \text{ bars per packet} = 40 \text{ bars}
+   \]
+
+2. Determine how many chocolate bars each adult gets:
+   \[
+   \text{Chocolate bars per adult} = 6 \text{ bars}
+   \]
+   Since there are 4 adults, the total number of chocolate bars given to the adults is:
+   \[
+   \text{Total chocolate bars given to adults} = 4 \text{ adults} \times 6 \text{ bars per adult} = 24 \text{ bars}
+   \]
+
+3. Subtract the chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children:
+   \[
+   \text{Chocolate bars left for children} = 40 \text{ bars} - 24 \text{ bars} = 16 \text{ bars}
+   \]
+
+4. Divide the remaining chocolate bars equally among the children:
+   \[
+   \text{Chocolate bars per child} = \frac{16 \text{ bars}}{8 \text{ children}} = 2 \text{ bars per child}
+   \]
+
+Therefore, each child will get \boxed{2} chocolate bars.','stop',373,86,30,3.75233546725685300775e+01,1521187328000.0,NULL);
+INSERT INTO "chains" VALUES(24,0,0,'9887d9eef1f172568f12486f4bfeae1d66a3bd80af0a59af822ea31005250c84',0,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the amount of time Peter wants to exercise on Tuesday, which is twice the total time from step 1.
+3. Subtract the time Peter exercised on Monday and Sunday from the time he wants to exercise on Tuesday to find out how much time he needs to exercise on Tuesday.
+
+Let''s start with step 1. On Monday, Peter exercised for 16 minutes, and on Sunday, he exercised for 23 minutes. The total time he exercised on Monday and Sunday combined is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+Next, we move to step 2. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, the time he wants to exercise on Tuesday is:
+\[ 2 \times 39 = 78 \text{ minutes} \]
+
+Finally, we move to step 3. To find out how much time Peter needs to exercise on Tuesday, we subtract the time he exercised on Monday and Sunday from the time he wants to exercise on Tuesday:
+\[ 78 - 39 = 39 \text{ minutes} \]
+
+So, the number of minutes Peter has to exercise on Tuesday to reach his goal is \(\boxed{39}\).','stop',302,91,30,2.65543230700313870329e+01,1286611712000.0,NULL);
+INSERT INTO "chains" VALUES(25,0,0,'c6036180620fdde049ec55170abf2a49d2432cd54f3a28ab58c50287049abce8',0,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning sales.
+3. Calculate the number of loaves sold in the afternoon.
+
+**Step 1: Calculate the number of loaves sold in the morning.**
+
+The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+\[
+\text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+\]
+
+**Step 2: Determine the number of loaves left after the morning sales.**
+
+After selling 40 loaves in the morning, the number of loaves left is:
+\[
+\text{Loaves left} = 60 - 40 = 20
+\]
+
+**Step 3: Calculate the number of loaves sold in the afternoon.**
+
+Half of the remaining 20 loaves is sold in the afternoon.
+\[
+\text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+\]
+
+Thus, the number of loaves of bread sold in the afternoon is \boxed{10}.','stop',280,86,31,25.0508394075041,1187094784000.0,NULL);
+INSERT INTO "chains" VALUES(26,0,0,'a7258a5d1977b1831d180fa80e284aefee0ec44796f3dfce9dd414fb408a9707',0,'To determine how many pupils like the color yellow, we will follow these steps:
+
+1. **Calculate the number of pupils who like blue:**
+   - There are 40 pupils in total.
+   - Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Calculate the number of pupils remaining after those who like blue:**
+   - Subtract the number of pupils who like blue from the total number of pupils.
+   \[
+   \text{Remaining pupils} = 40 - 20 = 20
+   \]
+
+3. **Calculate the number of pupils who like green:**
+   - One-fourth of the remaining pupils like green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+4. **Calculate the number of pupils who like yellow:**
+   - Subtract the number of pupils who like green from the remaining pupils.
+   \[
+   \text{Number of pupils who like yellow} = 20 - 5 = 15
+   \]
+
+Therefore, the number of pupils who like the color yellow is \(\boxed{15}\).','stop',272,74,33,2.76126612955413293089e+01,1108902912000.0,NULL);
+INSERT INTO "chains" VALUES(27,0,0,'48e832565f2d1a8a87c786e4b507b89658b8b350e38be153bdf40673626823c6',0,'To determine the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Add the total number of silver pesos and gold pesos that Axel and Anna have together.
+
+First, we know that Axel has 50 silver pesos. Anna has twice as many silver pesos as Axel. Therefore, we calculate the number of silver pesos Anna has as follows:
+\[
+\text{Number of silver pesos Anna has} = 2 \times 50 = 100
+\]
+
+Next, we know that Anna has 40 more gold pesos than Axel. Therefore, we calculate the number of gold pesos Anna has as follows:
+\[
+\text{Number of gold pesos Anna has} = 80 + 40 = 120
+\]
+
+Now, we add the total number of silver pesos and gold pesos that Axel and Anna have together:
+\[
+\text{Total number of pesos} = 50 + 100 + 120 = 270
+\]
+
+Thus, the total number of pesos they have together is \boxed{270}.','stop',255,84,30,2.69364234160348132714e+01,1094686208000.0,NULL);
+INSERT INTO "chains" VALUES(28,0,0,'ef271e6f902a4af98f7208902c7f66f8a268636a6c7141dfa0404427b91ba1a5',0,'To solve this problem, we need to calculate the total cost of 6 erasers and 8 pencils separately and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of 6 erasers.
+2. Calculate the cost of 8 pencils.
+3. Sum the two amounts to get the final total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the cost of each item
+cost_eraser = 2
+cost_pencil = 3
+
+# Define the quantities
+quantity_erasers = 6
+quantity_pencils = 8
+
+# Calculate the total cost
+total_cost_erasers = quantity_erasers * cost_eraser
+total_cost_pencils = quantity_pencils * cost_pencil
+total_cost = total_cost_erasers + total_cost_pencils
+
+print(total_cost)
+```
+```output
+34
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{34}\).','stop',213,61,30,2.10147534849638759632e+01,863664768000.0,NULL);
+INSERT INTO "chains" VALUES(29,0,0,'d462fd34a784be94dac55201fc8fd3a8304a5d411d3db7d73f2795ebe02ef3fc',0,'To solve this problem, we need to determine the number of popsicles each person has and then find the difference between the number of popsicles Sam has and the number of popsicles Betty has.
+
+1. Let''s denote the number of popsicles Betty has as \(5x\) and the number of popsicles Sam has as \(6x\).
+2. According to the problem, the total number of popsicles they have together is 165. So we can write the equation:
+   \[
+   5x + 6x = 165
+   \]
+3. Simplifying the left side of the equation, we get:
+   \[
+   11x = 165
+   \]
+4. To find the value of \(x\), we divide both sides of the equation by 11:
+   \[
+   x = \frac{165}{11} = 15
+   \]
+5. Now we can find the number of popsicles each person has:
+   \[
+   \text{Number of popsicles Betty has} = 5x = 5 \times 15 = 75
+   \]
+   \[
+   \text{Number of popsicles Sam has} = 6x = 6 \times 15 = 90
+   \]
+6. Finally, we need to find how many more popsicles Sam has than Betty:
+   \[
+   \text{Difference} = 90 - 75 = 15
+   \]
+
+So, Sam has 15 more popsicles than Betty. The final answer is \(\boxed{15}\).','stop',349,79,30,3.44082877099572215229e+01,1411007872000.0,NULL);
+INSERT INTO "chains" VALUES(30,0,0,'fddf0b41a396a6e5fe343ad4cdfa8ff5a4cb41afa934aa117a14b63918fe0a9f',0,'To solve this problem, we need to set up a system of equations based on the information given. Let''s define the variables:
+
+- Let \( c \) be the number of camels.
+- Let \( d \) be the number of dromedaries.
+
+From the problem, we know two things:
+1. The total number of heads is 180. Since each camel has 1 head and each dromedary has 1 head, we can write the equation:
+   \[
+   c + d = 180
+   \]
+2. The total number of bumps is 304. Since each camel has 2 bumps and each dromedary has 1 bump, we can write the equation:
+   \[
+   2c + d = 304
+   \]
+
+Now we have a system of linear equations:
+\[
+\begin{cases}
+c + d = 180 \\
+2c + d = 304
+\end{cases}
+\]
+
+To eliminate \( d \), we can subtract the first equation from the second equation:
+\[
+(2c + d) - (c + d) = 304 - 180
+\]
+Simplifying the left side, we get:
+\[
+c = 124
+\]
+
+Now that we know there are 124 camels, we can substitute this value back into the first equation to find the number of dromedaries:
+\[
+124 + d = 180
+\]
+Subtracting 124 from both sides, we get:
+\[
+d = 56
+\]
+
+Therefore, the number of dromedaries is \(\boxed{56}\).','stop',369,88,31,3.58530471029589534745e+01,1510524800000.0,NULL);
+INSERT INTO "chains" VALUES(31,0,0,'f9601bca00694821680c7ef2e145d090d2fed6ed2db40f5ac638c45c779618cd',0,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s points:
+Joey initially has 214 points. After scoring 26 points, his new total points are:
+\[ 214 + 26 = 240 \]
+
+Next, let''s calculate Marcy''s points:
+Marcy initially has 225 points. After scoring 10 points, her new total points are:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+
+Therefore, Joey is now winning by \(\boxed{5}\) points.','stop',216,84,30,2.19823123024434607941e+01,956073344000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,0,'0833f42c863d58b50d96ec042342e31e39666ab644ef9cfb0c78a09fe9af7da5',0,'To solve this problem, we need to determine the size of Timothy''s locker based on the information given about Peter''s locker. Let''s break it down step by step.
+
+1. **Identify the size of Peter''s locker:**
+   We are given that Peter''s locker is 5 cubic inches.
+
+2. **Relate Peter''s locker size to Zack''s locker size:**
+   The problem states that Peter''s locker is 1/4 as big as Zack''s locker. Let''s denote the size of Zack''s locker as \( Z \). Therefore, we can write the equation:
+   \[
+   \frac{1}{4}Z = 5
+   \]
+
+3. **Solve for the size of Zack''s locker:**
+   To find \( Z \), we need to isolate it on one side of the equation. We do this by multiplying both sides of the equation by 4:
+   \[
+   Z = 5 \times 4
+   \]
+   \[
+   Z = 20
+   \]
+   So, the size of Zack''s locker is 20 cubic inches.
+
+4. **Relate Zack''s locker size to Timothy''s locker size:**
+   The problem states that Zack''s locker is half as big as Timothy''s locker. Let''s denote the size of Timothy''s locker as \( T \). Therefore, we can write the equation:
+   \[
+   \frac{1}{2}T = 20
+   \]
+
+5. **Solve for the size of Timothy''s locker:**
+   To find \( T \), we need to isolate it on one side of the equation. We do this by multiplying both sides of the equation by 2:
+   \[
+   T = 20 \times 2
+   \]
+   \[
+   T = 40
+   \]
+   So, the size of Timothy''s locker is 40 cubic inches.
+
+Therefore, the size of Timothy''s locker is \(\boxed{40}\) cubic inches.','stop',419,83,30,4.03290721919438510667e+01,1674016896000.0,NULL);
+INSERT INTO "chains" VALUES(33,0,0,'1c82a853f2a3298855655106d997c0f455afcf971113e1be4b11cf36a815d856',0,'To determine how many apples Marin and Nancy eat in 30 days, we can break the problem down into smaller steps:
+
+1. Calculate the total number of apples Marin eats in 30 days.
+2. Calculate the total number of apples Nancy eats in 30 days.
+3. Add the two amounts together to get the total number of apples they eat in 30 days.
+
+Step 1: Calculate the total number of apples Marin eats in 30 days.
+Marin eats 4 apples a day. Therefore, in 30 days, he eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 2: Calculate the total number of apples Nancy eats in 30 days.
+Nancy eats 4 apples a day. Therefore, in 30 days, she eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 3: Add the two amounts together to get the total number of apples they eat in 30 days.
+The total number of apples Marin and Nancy eat in 30 days is:
+\[ 120 \text{ apples} + 120 \text{ apples} = 240 \text{ apples} \]
+
+So, the final answer is:
+\[
+\boxed{240}
+\]','stop',308,61,30,3.06639195109346474055e+01,1201311488000.0,NULL);
+INSERT INTO "chains" VALUES(34,0,0,'35042417239fa0ab764c045a229b65b5799ae385badda5b666c13e7242343d9e',0,'To determine the number of girl Pomeranians Jana has, we can break down the problem step by step.
+
+1. **Calculate the number of Pomeranians:**
+   Jana has 27 puppies in total. Two thirds of these puppies are Pomeranians.
+   \[
+   \text{Number of Pomeranians} = \frac{2}{3} \times 27
+   \]
+   First, we perform the multiplication:
+   \[
+   \frac{2}{3} \times 27 = \frac{2 \times 27}{3} = \frac{54}{3} = 18
+   \]
+   So, Jana has 18 Pomeranians.
+
+2. **Calculate the number of girl Pomeranians:**
+   One third of the Pomeranians are girls.
+   \[
+   \text{Number of girl Pomeranians} = \frac{1}{3} \times 18
+   \]
+   First, we perform the multiplication:
+   \[
+   \frac{1}{3} \times 18 = \frac{1 \times 18}{3} = \frac{18}{3} = 6
+   \]
+   So, Jana has 6 girl Pomeranians.
+
+Therefore, the number of girl Pomeranians Jana has is \boxed{6}.','stop',303,79,30,3.07145642539362597736e+01,1247515776000.0,NULL);
+INSERT INTO "chains" VALUES(35,0,0,'e0b3779321b1df3695d46b45588b68376e5666fe91d846ae61a64800d12623da',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of minutes she walks in those hours.
+
+First, we know that Charisma works for 8 hours every day. Therefore, in 5 days, she works for:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we know that Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks for:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+So, the total number of minutes Charisma has walked after 5 days is:
+\[ \boxed{200} \]','stop',198,85,30,2.19331506144990271431e+01,895652352000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -374,6 +886,26 @@ INSERT INTO "jobs" VALUES(12,'qwen2.5-coder-1.5b','greedy','gsm8k_test-187',0,1,
 INSERT INTO "jobs" VALUES(13,'qwen2.5-coder-1.5b','greedy','gsm8k_test-186',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 30, "completion_tokens": 512, "calls": 1, "seconds": 45.94741586647797, "flops": 2246239232000.0}}]',151,30,512,1,0,0,2246239232000.0,0.0,9.10095763330027693847e+01,4.59474158664779679366e+01,1.7962837840385873318e+09);
 INSERT INTO "jobs" VALUES(14,'qwen2.5-coder-1.5b','greedy','gsm8k_test-191',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 72, "cached_prompt_tokens": 30, "completion_tokens": 226, "calls": 1, "seconds": 21.893162095999287, "flops": 948964992000.0}}]',72,30,226,1,0,0,948964992000.0,0.0,4.37871947150051710195e+01,2.18931620959992869748e+01,1796283794.60114);
 INSERT INTO "jobs" VALUES(15,'qwen2.5-coder-1.5b','greedy','gsm8k_test-194',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 30, "completion_tokens": 173, "calls": 1, "seconds": 16.44489015797808, "flops": 774810368000.0}}]',76,30,173,1,0,0,774810368000.0,0.0,3.32375186120043508708e+01,1.64448901579780795145e+01,1.79628381727788591381e+09);
+INSERT INTO "jobs" VALUES(16,'qwen2.5-coder-1.5b','greedy','gsm8k_test-202',0,1,'greedy',0,'done','100','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 246, "calls": 1, "seconds": 25.007662074473046, "flops": 1062698624000.0}}]',84,30,246,1,0,0,1062698624000.0,0.0,5.06455022419977467489e+01,2.50076620744730462311e+01,1.79628384524783325194e+09);
+INSERT INTO "jobs" VALUES(17,'qwen2.5-coder-1.5b','greedy','gsm8k_test-206',0,1,'greedy',0,'done','860','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 31, "completion_tokens": 306, "calls": 1, "seconds": 32.20096390199615, "flops": 1375466112000.0}}]',113,31,306,1,0,0,1375466112000.0,0.0,6.34729153490043245238e+01,3.22009639019961468875e+01,1.79628388075268387788e+09);
+INSERT INTO "jobs" VALUES(18,'qwen2.5-coder-1.5b','greedy','gsm8k_test-223',0,1,'greedy',0,'done','20000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 31, "completion_tokens": 226, "calls": 1, "seconds": 22.822766642006172, "flops": 973844224000.0}}]',80,31,226,1,0,0,973844224000.0,0.0,4.61675593249965459091e+01,2.28227666420061723337e+01,1.79628389142051792144e+09);
+INSERT INTO "jobs" VALUES(19,'qwen2.5-coder-1.5b','greedy','gsm8k_test-266',0,1,'greedy',0,'done','882000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 117, "cached_prompt_tokens": 30, "completion_tokens": 316, "calls": 1, "seconds": 31.668719971999963, "flops": 1428778752000.0}}]',117,30,316,1,0,0,1428778752000.0,0.0,6.11932063959975494063e+01,3.16687199719999625804e+01,1.79628395261814832687e+09);
+INSERT INTO "jobs" VALUES(20,'qwen2.5-coder-1.5b','greedy','gsm8k_test-255',0,1,'greedy',0,'done','192','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 30, "completion_tokens": 508, "calls": 1, "seconds": 48.54592267400949, "flops": 1997446912000.0}}]',85,30,508,1,0,0,1997446912000.0,0.0,98.4087970929977,4.85459226740094891301e+01,1.79628397916330718999e+09);
+INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-1.5b','greedy','gsm8k_test-285',0,1,'greedy',0,'done','21','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 208, "calls": 1, "seconds": 19.958721418013738, "flops": 845893888000.0}}]',61,30,208,1,0,0,845893888000.0,0.0,4.01193297479985631079e+01,1.99587214180137380026e+01,1.79628399273909902574e+09);
+INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-1.5b','greedy','gsm8k_test-286',0,1,'greedy',0,'done','90','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 67, "cached_prompt_tokens": 30, "completion_tokens": 361, "calls": 1, "seconds": 36.500762569532526, "flops": 1411007872000.0}}]',67,30,361,1,0,0,1411007872000.0,0.0,7.38717306520047713993e+01,3.65007625695325259589e+01,1.79628405304074525829e+09);
+INSERT INTO "jobs" VALUES(23,'qwen2.5-coder-1.5b','greedy','gsm8k_test-291',0,1,'greedy',0,'done','2','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 30, "completion_tokens": 373, "calls": 1, "seconds": 37.52335467256853, "flops": 1521187328000.0}}]',86,30,373,1,0,0,1521187328000.0,0.0,7.48905470790050458145e+01,3.75233546725685300775e+01,1.79628406763131809233e+09);
+INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-1.5b','greedy','gsm8k_test-300',0,1,'greedy',0,'done','39','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 302, "calls": 1, "seconds": 26.554323070031387, "flops": 1286611712000.0}}]',91,30,302,1,0,0,1286611712000.0,0.0,5.30340536719959345637e+01,2.65543230700313870329e+01,1.79628410607650351518e+09);
+INSERT INTO "jobs" VALUES(25,'qwen2.5-coder-1.5b','greedy','gsm8k_test-306',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 31, "completion_tokens": 280, "calls": 1, "seconds": 25.0508394075041, "flops": 1187094784000.0}}]',86,31,280,1,0,0,1187094784000.0,0.0,4.98211503600032301619e+01,25.0508394075041,1.79628411745397067065e+09);
+INSERT INTO "jobs" VALUES(26,'qwen2.5-coder-1.5b','greedy','gsm8k_test-376',0,1,'greedy',0,'done','15','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 33, "completion_tokens": 272, "calls": 1, "seconds": 27.61266129554133, "flops": 1108902912000.0}}]',74,33,272,1,0,0,1108902912000.0,0.0,5.59078965869994135582e+01,2.76126612955413293089e+01,1.79628416198869204521e+09);
+INSERT INTO "jobs" VALUES(27,'qwen2.5-coder-1.5b','greedy','gsm8k_test-382',0,1,'greedy',0,'done','270','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 255, "calls": 1, "seconds": 26.936423416034813, "flops": 1094686208000.0}}]',84,30,255,1,0,0,1094686208000.0,0.0,5.28949398949989699767e+01,2.69364234160348132714e+01,1.79628417035066652298e+09);
+INSERT INTO "jobs" VALUES(28,'qwen2.5-coder-1.5b','greedy','gsm8k_test-387',0,1,'greedy',0,'done','34','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 213, "calls": 1, "seconds": 21.014753484963876, "flops": 863664768000.0}}]',61,30,213,1,0,0,863664768000.0,0.0,4.28040425479994155475e+01,2.10147534849638759632e+01,1.79628420479444026944e+09);
+INSERT INTO "jobs" VALUES(29,'qwen2.5-coder-1.5b','greedy','gsm8k_test-391',0,1,'greedy',0,'done','15','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 30, "completion_tokens": 349, "calls": 1, "seconds": 34.40828770995722, "flops": 1411007872000.0}}]',79,30,349,1,0,0,1411007872000.0,0.0,6.88846487410046393051e+01,3.44082877099572215229e+01,1796284239.2405);
+INSERT INTO "jobs" VALUES(30,'qwen2.5-coder-1.5b','greedy','gsm8k_test-416',0,1,'greedy',0,'done','56','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 31, "completion_tokens": 369, "calls": 1, "seconds": 35.85304710295895, "flops": 1510524800000.0}}]',88,31,369,1,0,0,1510524800000.0,0.0,7.18009180590015603238e+01,3.58530471029589534745e+01,1.79628427659701681139e+09);
+INSERT INTO "jobs" VALUES(31,'qwen2.5-coder-1.5b','greedy','gsm8k_test-447',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 216, "calls": 1, "seconds": 21.98231230244346, "flops": 956073344000.0}}]',84,30,216,1,0,0,956073344000.0,0.0,4.21124150160030694687e+01,2.19823123024434607941e+01,1.7962843187111792564e+09);
+INSERT INTO "jobs" VALUES(32,'qwen2.5-coder-1.5b','greedy','gsm8k_test-418',0,1,'greedy',0,'done','40','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 30, "completion_tokens": 419, "calls": 1, "seconds": 40.32907219194385, "flops": 1674016896000.0}}]',83,30,419,1,0,0,1674016896000.0,0.0,8.17939603820050251635e+01,4.03290721919438510667e+01,1.7962843210357739925e+09);
+INSERT INTO "jobs" VALUES(33,'qwen2.5-coder-1.5b','greedy','gsm8k_test-454',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 308, "calls": 1, "seconds": 30.663919510934647, "flops": 1201311488000.0}}]',61,30,308,1,0,0,1201311488000.0,0.0,6.16739358920021913963e+01,3.06639195109346474055e+01,1.79628438038661622996e+09);
+INSERT INTO "jobs" VALUES(34,'qwen2.5-coder-1.5b','greedy','gsm8k_test-488',0,1,'greedy',0,'done','6','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 30, "completion_tokens": 303, "calls": 1, "seconds": 30.71456425393626, "flops": 1247515776000.0}}]',79,30,303,1,0,0,1247515776000.0,0.0,6.24887930530021549211e+01,3.07145642539362597736e+01,1.7962843835299749374e+09);
+INSERT INTO "jobs" VALUES(35,'qwen2.5-coder-1.5b','greedy','gsm8k_test-495',0,1,'greedy',0,'done','200','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 30, "completion_tokens": 198, "calls": 1, "seconds": 21.933150614499027, "flops": 895652352000.0}}]',85,30,198,1,0,0,895652352000.0,0.0,4.54198491200004355033e+01,2.19331506144990271431e+01,1.79628442581302881237e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -829,10 +1361,522 @@ Next, we subtract the total cost from the amount of money Violetta has. Violetta
 \[ \$20 - \$10 = \$10 \]
 
 Thus, the amount of change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(16,0,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm per year.
+2. Determine how many barrels of wine can be made from the total amount of grapes.
+
+**Step 1: Calculate the total amount of grapes produced by the farm per year.**
+
+Josie''s farm is 10 acres, and each acre produces 5 tons of grapes per year. Therefore, the total amount of grapes produced per year is:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+**Step 2: Determine how many barrels of wine can be made from the total amount of grapes.**
+
+Each ton of grapes makes 2 barrels of wine. Therefore, the total number of barrels of wine produced per year is:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+So, the total number of barrels of wine produced by Josie''s farm per year is \(\boxed{100}\).','100',1,'equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(17,0,'To determine the total number of kilometers Micheal rode, we need to break down his riding activities into two parts: the first four weeks and the next three weeks.
+
+**Step 1: Calculate the total kilometers for the first four weeks.**
+- Micheal rides the bike at least 5 times a week.
+- He makes 25 kilometers each time.
+- Therefore, the total kilometers for one week is \(5 \times 25 = 125\) kilometers.
+- Over four weeks, the total kilometers is \(125 \times 4 = 500\) kilometers.
+
+**Step 2: Calculate the total kilometers for the next three weeks.**
+- Micheal rides the bike only 2 times a week.
+- He makes 60 kilometers each time.
+- Therefore, the total kilometers for one week is \(2 \times 60 = 120\) kilometers.
+- Over three weeks, the total kilometers is \(120 \times 3 = 360\) kilometers.
+
+**Step 3: Add the total kilometers from both periods to get the overall total.**
+- The total kilometers for the first four weeks is 500 kilometers.
+- The total kilometers for the next three weeks is 360 kilometers.
+- Therefore, the overall total is \(500 + 360 = 860\) kilometers.
+
+The total number of kilometers Micheal did is \(\boxed{860}\).','860',1,'equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(18,0,'To determine the total amount the company spent on advertising for the two years, we need to follow these steps:
+
+1. Calculate the amount spent on advertising in the second year.
+2. Add the amount spent in the first year to the amount spent in the second year.
+
+First, we know that the company spent $15000 on advertising for the first year. The amount spent on advertising for the second year is a third of the amount spent on the first year. Therefore, we calculate the amount spent on the second year as follows:
+\[
+\text{Amount spent on the second year} = \frac{15000}{3} = 5000
+\]
+
+Next, we add the amount spent in the first year to the amount spent in the second year to find the total amount spent:
+\[
+\text{Total amount spent} = 15000 + 5000 = 20000
+\]
+
+Thus, the total amount the company spent on advertising for the two years is \boxed{20000}.','20000',1,'equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(19,0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Add the transfer fees, brokerage fee, and the remaining loan amount to the selling price to get the net proceeds.
+
+Let''s start with the transfer fees. The transfer fees are 3% of the selling price. The selling price is $400,000. So, we calculate:
+\[
+\text{Transfer fees} = 0.03 \times 400,000 = 12,000
+\]
+
+Next, we calculate the brokerage fee. The brokerage fee is 5% of the selling price. So, we calculate:
+\[
+\text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+\]
+
+Now, we add the transfer fees, brokerage fee, and the remaining loan amount to the selling price to get the net proceeds. The remaining loan amount is $250,000. So, we calculate:
+\[
+\text{Net proceeds} = 400,000 + 12,000 + 20,000 + 250,000 = 882,000
+\]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{882000}.','882000',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(20,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows initially.
+2. Add the new cows to the initial total.
+3. Divide the new total by the number of stalls to find out how many cows are in each stall.
+4. Finally, calculate the number of cows in 8 of the stalls.
+
+Let''s break it down and implement it in Python.
+
+1. Calculate the initial total number of cows:
+\[ \text{Initial total} = 10 \text{ stalls} \times 20 \text{ cows/stall} = 200 \text{ cows} \]
+
+2. Add the new cows to the initial total:
+\[ \text{New total} = 200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows} \]
+
+3. Divide the new total by the number of stalls to find out how many cows are in each stall:
+\[ \text{Cows per stall} = \frac{240 \text{ cows}}{10 \text{ stalls}} = 24 \text{ cows/stall} \]
+
+4. Finally, calculate the number of cows in 8 of the stalls:
+\[ \text{Cows in 8 stalls} = 8 \text{ stalls} \times 24 \text{ cows/stall} = 192 \text{ cows} \]
+
+Let''s implement this in Python to verify our calculations.
+```python
+# Initial number of stalls and cows per stall
+initial_stalls = 10
+cows_per_stall = 20
+
+# Total initial cows
+initial_total_cows = initial_stalls * cows_per_stall
+
+# New cows bought
+new_cows = 40
+
+# New total cows
+new_total_cows = initial_total_cows + new_cows
+
+# Number of stalls
+total_stalls = 10
+
+# Cows per stall after dividing new cows equally
+cows_per_stall_after_division = new_total_cows // total_stalls
+
+# Number of cows in 8 stalls
+cows_in_8_stalls = 8 * cows_per_stall_after_division
+print(cows_in_8_stalls)
+```
+```output
+192
+```
+The number of cows in 8 of the stalls is \(\boxed{192}\).','192',1,'equivalent',508,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(21,0,'To solve this problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s break it down:
+
+1. Ann is currently 9 years old.
+2. Her brother is twice her age, so his current age is \(2 \times 9 = 18\) years old.
+3. In 3 years, his age will be \(18 + 3 = 21\) years old.
+
+We can use Python to verify this calculation.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The final answer is \(\boxed{21}\).','21',1,'equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(22,0,'To determine how many cents Kelly will have left after buying a can of pop, we need to follow these steps:
+
+1. Calculate the total value of the quarters Kelly has.
+2. Calculate the total value of the dimes Kelly has.
+3. Add the values of the quarters and dimes to find the total amount of money Kelly has.
+4. Subtract the cost of the can of pop from the total amount of money Kelly has.
+
+Let''s start with the quarters. Each quarter is worth 25 cents, and Kelly has 5 quarters. So, the total value of the quarters is:
+\[ 5 \text{ quarters} \times 25 \text{ cents/quarter} = 125 \text{ cents} \]
+
+Next, let''s calculate the total value of the dimes. Each dime is worth 10 cents, and Kelly has 2 dimes. So, the total value of the dimes is:
+\[ 2 \text{ dimes} \times 10 \text{ cents/dime} = 20 \text{ cents} \]
+
+Now, we add the values of the quarters and dimes to find the total amount of money Kelly has:
+\[ 125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents} \]
+
+Finally, we subtract the cost of the can of pop from the total amount of money Kelly has. The can of pop costs 55 cents, so:
+\[ 145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents} \]
+
+Therefore, the number of cents Kelly will have left is \(\boxed{90}\).','90',1,'equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(23,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars each adult gets.
+3. Subtract the chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s go through these steps one by one.
+
+1. Calculate the total number of chocolate bars available:
+   \[
+   \text{Total chocolate bars} = 8 \text{ packets} \times 5 \text{ bars per packet} = 40 \text{ bars}
+   \]
+
+2. Determine how many chocolate bars each adult gets:
+   \[
+   \text{Chocolate bars per adult} = 6 \text{ bars}
+   \]
+   Since there are 4 adults, the total number of chocolate bars given to the adults is:
+   \[
+   \text{Total chocolate bars given to adults} = 4 \text{ adults} \times 6 \text{ bars per adult} = 24 \text{ bars}
+   \]
+
+3. Subtract the chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children:
+   \[
+   \text{Chocolate bars left for children} = 40 \text{ bars} - 24 \text{ bars} = 16 \text{ bars}
+   \]
+
+4. Divide the remaining chocolate bars equally among the children:
+   \[
+   \text{Chocolate bars per child} = \frac{16 \text{ bars}}{8 \text{ children}} = 2 \text{ bars per child}
+   \]
+
+Therefore, each child will get \boxed{2} chocolate bars.','2',1,'equivalent',373,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(24,0,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the amount of time Peter wants to exercise on Tuesday, which is twice the total time from step 1.
+3. Subtract the time Peter exercised on Monday and Sunday from the time he wants to exercise on Tuesday to find out how much time he needs to exercise on Tuesday.
+
+Let''s start with step 1. On Monday, Peter exercised for 16 minutes, and on Sunday, he exercised for 23 minutes. The total time he exercised on Monday and Sunday combined is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+Next, we move to step 2. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, the time he wants to exercise on Tuesday is:
+\[ 2 \times 39 = 78 \text{ minutes} \]
+
+Finally, we move to step 3. To find out how much time Peter needs to exercise on Tuesday, we subtract the time he exercised on Monday and Sunday from the time he wants to exercise on Tuesday:
+\[ 78 - 39 = 39 \text{ minutes} \]
+
+So, the number of minutes Peter has to exercise on Tuesday to reach his goal is \(\boxed{39}\).','39',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(25,0,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning sales.
+3. Calculate the number of loaves sold in the afternoon.
+
+**Step 1: Calculate the number of loaves sold in the morning.**
+
+The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+\[
+\text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+\]
+
+**Step 2: Determine the number of loaves left after the morning sales.**
+
+After selling 40 loaves in the morning, the number of loaves left is:
+\[
+\text{Loaves left} = 60 - 40 = 20
+\]
+
+**Step 3: Calculate the number of loaves sold in the afternoon.**
+
+Half of the remaining 20 loaves is sold in the afternoon.
+\[
+\text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+\]
+
+Thus, the number of loaves of bread sold in the afternoon is \boxed{10}.','10',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(26,0,'To determine how many pupils like the color yellow, we will follow these steps:
+
+1. **Calculate the number of pupils who like blue:**
+   - There are 40 pupils in total.
+   - Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Calculate the number of pupils remaining after those who like blue:**
+   - Subtract the number of pupils who like blue from the total number of pupils.
+   \[
+   \text{Remaining pupils} = 40 - 20 = 20
+   \]
+
+3. **Calculate the number of pupils who like green:**
+   - One-fourth of the remaining pupils like green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+4. **Calculate the number of pupils who like yellow:**
+   - Subtract the number of pupils who like green from the remaining pupils.
+   \[
+   \text{Number of pupils who like yellow} = 20 - 5 = 15
+   \]
+
+Therefore, the number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(27,0,'To determine the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Add the total number of silver pesos and gold pesos that Axel and Anna have together.
+
+First, we know that Axel has 50 silver pesos. Anna has twice as many silver pesos as Axel. Therefore, we calculate the number of silver pesos Anna has as follows:
+\[
+\text{Number of silver pesos Anna has} = 2 \times 50 = 100
+\]
+
+Next, we know that Anna has 40 more gold pesos than Axel. Therefore, we calculate the number of gold pesos Anna has as follows:
+\[
+\text{Number of gold pesos Anna has} = 80 + 40 = 120
+\]
+
+Now, we add the total number of silver pesos and gold pesos that Axel and Anna have together:
+\[
+\text{Total number of pesos} = 50 + 100 + 120 = 270
+\]
+
+Thus, the total number of pesos they have together is \boxed{270}.','270',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(28,0,'To solve this problem, we need to calculate the total cost of 6 erasers and 8 pencils separately and then sum these amounts. Here are the steps:
+
+1. Calculate the cost of 6 erasers.
+2. Calculate the cost of 8 pencils.
+3. Sum the two amounts to get the final total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the cost of each item
+cost_eraser = 2
+cost_pencil = 3
+
+# Define the quantities
+quantity_erasers = 6
+quantity_pencils = 8
+
+# Calculate the total cost
+total_cost_erasers = quantity_erasers * cost_eraser
+total_cost_pencils = quantity_pencils * cost_pencil
+total_cost = total_cost_erasers + total_cost_pencils
+
+print(total_cost)
+```
+```output
+34
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{34}\).','34',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(29,0,'To solve this problem, we need to determine the number of popsicles each person has and then find the difference between the number of popsicles Sam has and the number of popsicles Betty has.
+
+1. Let''s denote the number of popsicles Betty has as \(5x\) and the number of popsicles Sam has as \(6x\).
+2. According to the problem, the total number of popsicles they have together is 165. So we can write the equation:
+   \[
+   5x + 6x = 165
+   \]
+3. Simplifying the left side of the equation, we get:
+   \[
+   11x = 165
+   \]
+4. To find the value of \(x\), we divide both sides of the equation by 11:
+   \[
+   x = \frac{165}{11} = 15
+   \]
+5. Now we can find the number of popsicles each person has:
+   \[
+   \text{Number of popsicles Betty has} = 5x = 5 \times 15 = 75
+   \]
+   \[
+   \text{Number of popsicles Sam has} = 6x = 6 \times 15 = 90
+   \]
+6. Finally, we need to find how many more popsicles Sam has than Betty:
+   \[
+   \text{Difference} = 90 - 75 = 15
+   \]
+
+So, Sam has 15 more popsicles than Betty. The final answer is \(\boxed{15}\).','15',1,'equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(30,0,'To solve this problem, we need to set up a system of equations based on the information given. Let''s define the variables:
+
+- Let \( c \) be the number of camels.
+- Let \( d \) be the number of dromedaries.
+
+From the problem, we know two things:
+1. The total number of heads is 180. Since each camel has 1 head and each dromedary has 1 head, we can write the equation:
+   \[
+   c + d = 180
+   \]
+2. The total number of bumps is 304. Since each camel has 2 bumps and each dromedary has 1 bump, we can write the equation:
+   \[
+   2c + d = 304
+   \]
+
+Now we have a system of linear equations:
+\[
+\begin{cases}
+c + d = 180 \\
+2c + d = 304
+\end{cases}
+\]
+
+To eliminate \( d \), we can subtract the first equation from the second equation:
+\[
+(2c + d) - (c + d) = 304 - 180
+\]
+Simplifying the left side, we get:
+\[
+c = 124
+\]
+
+Now that we know there are 124 camels, we can substitute this value back into the first equation to find the number of dromedaries:
+\[
+124 + d = 180
+\]
+Subtracting 124 from both sides, we get:
+\[
+d = 56
+\]
+
+Therefore, the number of dromedaries is \(\boxed{56}\).','56',1,'equivalent',369,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(31,0,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s points:
+Joey initially has 214 points. After scoring 26 points, his new total points are:
+\[ 214 + 26 = 240 \]
+
+Next, let''s calculate Marcy''s points:
+Marcy initially has 225 points. After scoring 10 points, her new total points are:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+
+Therefore, Joey is now winning by \(\boxed{5}\) points.','5',1,'equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(32,0,'To solve this problem, we need to determine the size of Timothy''s locker based on the information given about Peter''s locker. Let''s break it down step by step.
+
+1. **Identify the size of Peter''s locker:**
+   We are given that Peter''s locker is 5 cubic inches.
+
+2. **Relate Peter''s locker size to Zack''s locker size:**
+   The problem states that Peter''s locker is 1/4 as big as Zack''s locker. Let''s denote the size of Zack''s locker as \( Z \). Therefore, we can write the equation:
+   \[
+   \frac{1}{4}Z = 5
+   \]
+
+3. **Solve for the size of Zack''s locker:**
+   To find \( Z \), we need to isolate it on one side of the equation. We do this by multiplying both sides of the equation by 4:
+   \[
+   Z = 5 \times 4
+   \]
+   \[
+   Z = 20
+   \]
+   So, the size of Zack''s locker is 20 cubic inches.
+
+4. **Relate Zack''s locker size to Timothy''s locker size:**
+   The problem states that Zack''s locker is half as big as Timothy''s locker. Let''s denote the size of Timothy''s locker as \( T \). Therefore, we can write the equation:
+   \[
+   \frac{1}{2}T = 20
+   \]
+
+5. **Solve for the size of Timothy''s locker:**
+   To find \( T \), we need to isolate it on one side of the equation. We do this by multiplying both sides of the equation by 2:
+   \[
+   T = 20 \times 2
+   \]
+   \[
+   T = 40
+   \]
+   So, the size of Timothy''s locker is 40 cubic inches.
+
+Therefore, the size of Timothy''s locker is \(\boxed{40}\) cubic inches.','40',1,'equivalent',419,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(33,0,'To determine how many apples Marin and Nancy eat in 30 days, we can break the problem down into smaller steps:
+
+1. Calculate the total number of apples Marin eats in 30 days.
+2. Calculate the total number of apples Nancy eats in 30 days.
+3. Add the two amounts together to get the total number of apples they eat in 30 days.
+
+Step 1: Calculate the total number of apples Marin eats in 30 days.
+Marin eats 4 apples a day. Therefore, in 30 days, he eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 2: Calculate the total number of apples Nancy eats in 30 days.
+Nancy eats 4 apples a day. Therefore, in 30 days, she eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 3: Add the two amounts together to get the total number of apples they eat in 30 days.
+The total number of apples Marin and Nancy eat in 30 days is:
+\[ 120 \text{ apples} + 120 \text{ apples} = 240 \text{ apples} \]
+
+So, the final answer is:
+\[
+\boxed{240}
+\]','240',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(34,0,'To determine the number of girl Pomeranians Jana has, we can break down the problem step by step.
+
+1. **Calculate the number of Pomeranians:**
+   Jana has 27 puppies in total. Two thirds of these puppies are Pomeranians.
+   \[
+   \text{Number of Pomeranians} = \frac{2}{3} \times 27
+   \]
+   First, we perform the multiplication:
+   \[
+   \frac{2}{3} \times 27 = \frac{2 \times 27}{3} = \frac{54}{3} = 18
+   \]
+   So, Jana has 18 Pomeranians.
+
+2. **Calculate the number of girl Pomeranians:**
+   One third of the Pomeranians are girls.
+   \[
+   \text{Number of girl Pomeranians} = \frac{1}{3} \times 18
+   \]
+   First, we perform the multiplication:
+   \[
+   \frac{1}{3} \times 18 = \frac{1 \times 18}{3} = \frac{18}{3} = 6
+   \]
+   So, Jana has 6 girl Pomeranians.
+
+Therefore, the number of girl Pomeranians Jana has is \boxed{6}.','6',1,'equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(35,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of minutes she walks in those hours.
+
+First, we know that Charisma works for 8 hours every day. Therefore, in 5 days, she works for:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we know that Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks for:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+So, the total number of minutes Charisma has walked after 5 days is:
+\[ \boxed{200} \]','200',1,'equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628381727806830407e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',15,4.13881968198002141417e+02,4.13880680737995135113e+02);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628442581322932247e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',35,1.02241706019199773438e+03,1.0224157736579945776e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -859,5 +1903,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-187',0,12
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-186',0,13,'2',0.0,0,1,0,151.0,30.0,512.0,0.0,9.10095763330027693847e+01,2246239232000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-191',0,14,'5',1.0,1,1,0,72.0,30.0,226.0,0.0,4.37871947150051710195e+01,948964992000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-194',0,15,'10',1.0,1,1,0,76.0,30.0,173.0,0.0,3.32375186120043508708e+01,774810368000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-202',0,16,'100',1.0,1,1,0,84.0,30.0,246.0,0.0,5.06455022419977467489e+01,1062698624000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-206',0,17,'860',1.0,1,1,0,113.0,31.0,306.0,0.0,6.34729153490043245238e+01,1375466112000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-223',0,18,'20000',1.0,1,1,0,80.0,31.0,226.0,0.0,4.61675593249965459091e+01,973844224000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-266',0,19,'882000',0.0,0,1,0,117.0,30.0,316.0,0.0,6.11932063959975494063e+01,1428778752000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-255',0,20,'192',1.0,1,1,0,85.0,30.0,508.0,0.0,98.4087970929977,1997446912000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-285',0,21,'21',1.0,1,1,0,61.0,30.0,208.0,0.0,4.01193297479985631079e+01,845893888000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-286',0,22,'90',1.0,1,1,0,67.0,30.0,361.0,0.0,7.38717306520047713993e+01,1411007872000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-291',0,23,'2',1.0,1,1,0,86.0,30.0,373.0,0.0,7.48905470790050458145e+01,1521187328000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-300',0,24,'39',0.0,0,1,0,91.0,30.0,302.0,0.0,5.30340536719959345637e+01,1286611712000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-306',0,25,'10',1.0,1,1,0,86.0,31.0,280.0,0.0,4.98211503600032301619e+01,1187094784000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-376',0,26,'15',1.0,1,1,0,74.0,33.0,272.0,0.0,5.59078965869994135582e+01,1108902912000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-382',0,27,'270',0.0,0,1,0,84.0,30.0,255.0,0.0,5.28949398949989699767e+01,1094686208000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-387',0,28,'34',0.0,0,1,0,61.0,30.0,213.0,0.0,4.28040425479994155475e+01,863664768000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-391',0,29,'15',1.0,1,1,0,79.0,30.0,349.0,0.0,6.88846487410046393051e+01,1411007872000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-416',0,30,'56',1.0,1,1,0,88.0,31.0,369.0,0.0,7.18009180590015603238e+01,1510524800000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-447',0,31,'5',1.0,1,1,0,84.0,30.0,216.0,0.0,4.21124150160030694687e+01,956073344000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-418',0,32,'40',1.0,1,1,0,83.0,30.0,419.0,0.0,8.17939603820050251635e+01,1674016896000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-454',0,33,'240',0.0,0,1,0,61.0,30.0,308.0,0.0,6.16739358920021913963e+01,1201311488000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-488',0,34,'6',1.0,1,1,0,79.0,30.0,303.0,0.0,6.24887930530021549211e+01,1247515776000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-495',0,35,'200',1.0,1,1,0,85.0,30.0,198.0,0.0,4.54198491200004355033e+01,895652352000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
