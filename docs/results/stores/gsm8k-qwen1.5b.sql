@@ -860,6 +860,430 @@ Next, we know that Charisma walks for 5 minutes every hour she works. Therefore,
 
 So, the total number of minutes Charisma has walked after 5 days is:
 \[ \boxed{200} \]','stop',198,85,30,2.19331506144990271431e+01,895652352000.0,NULL);
+INSERT INTO "chains" VALUES(36,0,0,'44f3ca9262f16aef454c98f01f063763675e4676ca110f25a8a8f14f00eb1e94',0,'To determine the number of guests necessary for the two venues to be equal in cost, we need to set up equations for the total cost of each venue and then solve for the number of guests \( n \).
+
+First, let''s calculate the total cost of the first venue:
+- The flat fee is $200.
+- The cost per person is $25.
+- The cost of food per person is $5.
+- Therefore, the total cost for the first venue is:
+  \[
+  200 + 25n + 5n = 200 + 30n
+  \]
+
+Next, let''s calculate the total cost of the second venue:
+- The cost per person is $25.
+- The cost of food per person is already included in the price.
+- Therefore, the total cost for the second venue is:
+  \[
+  25n
+  \]
+
+We need to find the number of guests \( n \) such that the total cost of the first venue is equal to the total cost of the second venue:
+\[
+200 + 30n = 25n
+\]
+
+To solve for \( n \), we first subtract \( 25n \) from both sides of the equation:
+\[
+200 = 5n
+\]
+
+Next, we divide both sides by 5:
+\[
+n = \frac{200}{5} = 40
+\]
+
+Thus, the number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','stop',332,143,30,3.94965863440265820818e+01,1578054144000.0,NULL);
+INSERT INTO "chains" VALUES(37,0,0,'f07aef32df5a5b6f2c41996768881a8957eeb1a9635586767bf6140e4a3cb84a',0,'To determine how much money Julie has left, we will follow these steps:
+
+1. Calculate the amount spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to find the remaining money.
+3. Calculate the amount spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount left.
+
+Let''s start with the initial amount of money Julie had:
+\[ \text{Initial amount} = \$500 \]
+
+Step 1: Calculate the amount spent on clothes.
+Julie spent 20% of her initial amount on clothes. So, we calculate:
+\[ \text{Amount spent on clothes} = 0.20 \times 500 = \$100 \]
+
+Step 2: Subtract the amount spent on clothes from the initial amount to find the remaining money.
+\[ \text{Remaining money after clothes} = 500 - 100 = \$400 \]
+
+Step 3: Calculate the amount spent on CDs from the remaining money.
+Julie spent 25% of the remaining money on CDs. So, we calculate:
+\[ \text{Amount spent on CDs} = 0.25 \times 400 = \$100 \]
+
+Step 4: Subtract the amount spent on CDs from the remaining money to find the final amount left.
+\[ \text{Final amount left} = 400 - 100 = \$300 \]
+
+Therefore, the amount of money Julie has left is \(\boxed{300}\).','stop',332,74,30,3.58622251985543698542e+01,1332816000000.0,NULL);
+INSERT INTO "chains" VALUES(38,0,0,'b349f4bbc2042183f26dd36a56b9a14877a7ec78c99d0054a4982fc9f1fe234c',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout hours into the different periods and then sum them up.
+
+1. **Calculate the total hours spent working out in the weeks where he worked out for 4 hours each:**
+   Josh worked out for 4 hours each for 7 weeks.
+   \[
+   4 \text{ hours/week} \times 7 \text{ weeks} = 28 \text{ hours}
+   \]
+
+2. **Calculate the total hours spent working out in the weeks where he worked out for 5 hours each for two consecutive weeks:**
+   Josh worked out for 5 hours each for 2 weeks.
+   \[
+   5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+   \]
+
+3. **Calculate the total hours spent working out in the week where he worked out for 6 hours:**
+   Josh worked out for 6 hours in one week.
+   \[
+   6 \text{ hours/week} \times 1 \text{ week} = 6 \text{ hours}
+   \]
+
+4. **Sum up all the hours spent working out:**
+   \[
+   28 \text{ hours} + 10 \text{ hours} + 6 \text{ hours} = 44 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{44}\).','stop',333,108,31,3.35552293269975052689e+01,1453657984000.0,NULL);
+INSERT INTO "chains" VALUES(39,0,0,'c86409171ee0bab6117a403a8b89189ee4ee93658ba975a7ce05222058ce8114',0,'To solve this problem, we need to determine the current ages of James and his cousin, and then find the difference between their ages.
+
+1. **Determine James''s current age:**
+   - James will turn 27 in 5 years.
+   - Therefore, his current age is \(27 - 5 = 22\).
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, James will be \(22 + 8 = 30\).
+   - Let''s denote the cousin''s current age as \(C\).
+   - According to the problem, in 8 years, the cousin will be 5 years younger than twice James''s age.
+   - This can be written as the equation: \(C + 8 = 2 \times 30 - 5\).
+
+3. **Solve for the cousin''s current age:**
+   - Simplify the right side of the equation: \(C + 8 = 60 - 5\).
+   - Further simplify: \(C + 8 = 55\).
+   - Subtract 8 from both sides: \(C = 55 - 8\).
+   - Therefore, the cousin''s current age is \(47\).
+
+4. **Find the difference between the ages of James and his cousin:**
+   - The difference between James''s current age and his cousin''s current age is \(22 - 47\).
+   - Calculate the difference: \(22 - 47 = -25\).
+
+Since the problem asks for the number of years separate the age of the two now, and the result is negative, it means that the cousin is currently older than James. Therefore, the number of years separate the age of the two now is \(\boxed{25}\).','stop',380,77,31,3.84003693424856464835e+01,1510524800000.0,NULL);
+INSERT INTO "chains" VALUES(40,0,0,'a4cf3cbaf4ab3d2c8f45fac5f69fdd148fbbd5039c5e8b427aa1aa70d948e767',0,'To solve this problem, we need to determine the cost of one monitor. Let''s break it down step by step:
+
+1. We know the total cost of the computer, monitors, and printer is $2,400.
+2. The computer costs $1,100.
+3. The printer costs $400 less than the computer, so the printer costs $1,100 - $400 = $700.
+4. The total cost of the computer, monitors, and printer is the sum of the computer''s cost, the monitors'' cost, and the printer''s cost. So, we can write the equation:
+\[ 1100 + \text{monitors'' cost} + 700 = 2400 \]
+5. Simplifying the left side of the equation, we get:
+\[ 1800 + \text{monitors'' cost} = 2400 \]
+6. To find the cost of one monitor, we subtract the total cost of the computer and the printer from the total cost:
+\[ \text{monitors'' cost} = 2400 - 1800 = 600 \]
+
+So, the cost of one monitor is $600. Let''s confirm this with Python code.
+```python
+# Given values
+total_cost = 2400
+computer_cost = 1100
+printer_cost = computer_cost - 400
+
+# Calculate the cost of one monitor
+monitors_cost = total_cost - (computer_cost + printer_cost)
+print(monitors_cost)
+```
+```output
+600
+```
+The cost of one monitor is \(\boxed{600}\) dollars.','stop',367,91,30,3.91419389405091351363e+01,1517633152000.0,NULL);
+INSERT INTO "chains" VALUES(41,0,0,'7dc247e23a5ae973635247aefdb1de49d7c2c682ea81d12e1ddabf45be002cc7',0,'To find the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days in the week.
+
+First, let''s find the total number of birds seen over the week. We know the number of birds seen on each day:
+- Day 1: 50 birds
+- Day 2: 50 birds
+- Day 3: 0 birds
+- Day 4: 120 birds
+- Day 5: 120 birds
+- Day 6: 20 birds
+- Day 7: 90 birds
+
+Adding these together gives:
+\[ 50 + 50 + 0 + 120 + 120 + 20 + 90 = 550 \]
+
+So, the total number of birds seen over the week is 550.
+
+Next, we need to find the average number of birds seen per day. There are 7 days in the week, so we divide the total number of birds by 7:
+\[ \frac{550}{7} = 78.57142857142857 \]
+
+Rounding to the nearest hundredth, the average number of birds Mack saw in a day is 78.57.
+
+Therefore, the final answer is \(\boxed{78.57}\).','stop',316,126,31,3.46767177800284116524e+01,1457212160000.0,NULL);
+INSERT INTO "chains" VALUES(42,0,0,'e1470ecf38fa5a9777db5cd6cdb6fc1ab7314df1a7fe9624a90110be91173802',0,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the total number of minutes Judy read in the first week.
+2. Determine how many pages Judy read in the first week.
+3. Calculate the total number of minutes Judy read in the second week.
+4. Determine how many pages Judy read in the second week.
+5. Add the pages read in the first week and the second week to get the total number of pages read in two weeks.
+
+Step 1: Calculate the total number of minutes Judy read in the first week.
+Judy read for 15 minutes each night before going to sleep. Since there are 7 days in a week, the total number of minutes she read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Step 2: Determine how many pages Judy read in the first week.
+Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she read in the first week is:
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/page}} = 70 \text{ pages} \]
+
+Step 3: Calculate the total number of minutes Judy read in the second week.
+Judy read a total of 100 pages in the second week. Since she can read 2 pages per 1.5 minutes, the number of minutes she read in the second week is:
+\[ \frac{100 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 50 \text{ minutes} \]
+
+Step 4: Determine how many pages Judy read in the second week.
+Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she read in the second week is:
+\[ \frac{50 \text{ minutes}}{2 \text{ pages/1.5 minutes}} = 25 \text{ pages} \]
+
+Step 5: Add the pages read in the first week and the second week to get the total number of pages read in two weeks.
+The total number of pages Judy read in two weeks is:
+\[ 70 \text{ pages} + 25 \text{ pages} = 95 \text{ pages} \]
+
+The final answer is:
+\[
+\boxed','length',512,94,30,5.35347666170346201406e+01,2043651200000.0,NULL);
+INSERT INTO "chains" VALUES(43,0,0,'7d9b5f61af1c96c2c9426220e66b8c95af5a61287db431253b37c7069a2a0eb2',0,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options, we need to calculate the total weight loss or gain for each option and then find the difference between these totals.
+
+First, let''s calculate the total weight loss for eating Cheerios every day for breakfast for 5 weeks:
+- Martin loses 1.25 pounds per week.
+- Over 5 weeks, the total weight loss is \(1.25 \text{ pounds/week} \times 5 \text{ weeks} = 6.25 \text{ pounds}\).
+
+Next, let''s calculate the total weight gain for eating donuts every day for breakfast for 5 weeks:
+- Martin gains 1.75 pounds per week.
+- Over 5 weeks, the total weight gain is \(1.75 \text{ pounds/week} \times 5 \text{ weeks} = 8.75 \text{ pounds}\).
+
+Now, we find the difference in weight between the two options:
+- The difference in weight is \(8.75 \text{ pounds} - 6.25 \text{ pounds} = 2.5 \text{ pounds}\).
+
+Therefore, the difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{2.5}\).','stop',281,100,31,3.06759025030223710919e+01,1240407424000.0,NULL);
+INSERT INTO "chains" VALUES(44,0,0,'fbb545f4bce50297cca94ac88b92ee7e87f041af297bec51162222ae0bc378d8',0,'To determine how many grams of protein John gets per week from eating 200 grams of mushrooms every day, we can break down the problem into smaller steps:
+
+1. Calculate the amount of protein John gets from one cup of mushrooms.
+2. Determine how many cups of mushrooms John eats in a week.
+3. Calculate the total amount of protein John gets in a week.
+
+Let''s go through these steps one by one.
+
+1. **Calculate the amount of protein John gets from one cup of mushrooms:**
+   - Each cup of mushrooms weighs 100 grams.
+   - Each cup of mushrooms contains 3 grams of protein.
+   - Therefore, the amount of protein per cup of mushrooms is \( \frac{3 \text{ grams}}{100 \text{ grams}} = 0.03 \text{ grams} \).
+
+2. **Determine how many cups of mushrooms John eats in a week:**
+   - John eats 200 grams of mushrooms every day.
+   - There are 7 days in a week.
+   - Therefore, the number of cups of mushrooms John eats in a week is \( \frac{200 \text{ grams}}{100 \text{ grams/cup}} = 2 \text{ cups} \).
+
+3. **Calculate the total amount of protein John gets in a week:**
+   - John eats 2 cups of mushrooms every day.
+   - Each cup of mushrooms contains 0.03 grams of protein.
+   - Therefore, the total amount of protein John gets in a week is \( 2 \text{ cups} \times 0.03 \text{ grams/cup} = 0.06 \text{ grams} \).
+
+So, the total amount of protein John gets per week is \(\boxed{0.06}\) grams.','stop',384,77,31,4.11409823015710571789e+01,1524741504000.0,NULL);
+INSERT INTO "chains" VALUES(45,0,0,'4bf46be8c15891db5f9aa232f6a2a256de7ddb3997c41a28bbec85efb4cea9ae',0,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs.
+3. Determine how many hours George needs to work to earn the remaining amount.
+
+**Step 1: Calculate the total cost of the dental work.**
+
+The cost of the two implants is:
+\[ 2 \times 2000 = 4000 \text{ dollars} \]
+
+The cost of the porcelain crown is:
+\[ 500 \text{ dollars} \]
+
+So, the total cost of the dental work is:
+\[ 4000 + 500 = 4500 \text{ dollars} \]
+
+**Step 2: Subtract the deposit George has already made from the total cost to find out how much more he needs.**
+
+George has already made a deposit of $600. Therefore, the remaining amount he needs is:
+\[ 4500 - 600 = 3900 \text{ dollars} \]
+
+**Step 3: Determine how many hours George needs to work to earn the remaining amount.**
+
+George makes $15 per hour. To find out how many hours he needs to work to earn $3900, we divide the remaining amount by his hourly wage:
+\[ \frac{3900}{15} = 260 \text{ hours} \]
+
+So, the number of hours George needs to work before he has enough to pay for the dental work is:
+\[ \boxed{260} \]','stop',361,128,30,4.07354177280685689774e+01,1627812608000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,0,'250b44fbdcd71945875f2719dd4a56b7e08c7eb424061d09da4365bade7ff740',0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take to sell the entire weight of the bull.
+
+First, let''s calculate the total amount of meat Prince sells in one day. Prince sells 15 kg of meat every hour and he works 10 hours a day. Therefore, the total amount of meat sold in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take to sell the entire weight of the bull. The bull weighs 750 kg. To find out how many days it will take to sell 750 kg of meat, we divide the total weight of the bull by the amount of meat Prince sells per day:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',276,94,30,3.02266375284780224323e+01,1204865664000.0,NULL);
+INSERT INTO "chains" VALUES(47,0,0,'edd6c5fa143449753c3537a0e3958ed4ecda494d04f2e058282121c80b6140b5',0,'To determine the total cost of John''s physical therapy, we need to follow these steps:
+
+1. Calculate the total number of sessions John attended.
+2. Determine the total time spent in sessions.
+3. Calculate the total cost based on the time spent and the cost per hour.
+
+**Step 1: Calculate the total number of sessions John attended.**
+
+John went to physical therapy for 6 weeks, and each week he went twice. Therefore, the total number of sessions is:
+\[ 6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions} \]
+
+**Step 2: Determine the total time spent in sessions.**
+
+Each session lasted 2 hours. Therefore, the total time spent in sessions is:
+\[ 12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours} \]
+
+**Step 3: Calculate the total cost based on the time spent and the cost per hour.**
+
+The cost per hour is $125. Therefore, the total cost is:
+\[ 24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars} \]
+
+So, the total cost of the physical therapy is \(\boxed{3000}\).','stop',282,91,30,2.95069137129685259424e+01,1215528192000.0,NULL);
+INSERT INTO "chains" VALUES(48,0,0,'23b53c706e3cc217fe1b291b55e18067a3400722d0fa057ccc2197c3bc816021',0,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. **Identify the cost per class**: Manny''s classes cost $60 per class.
+2. **Determine the threshold for not signing up again**: Manny''s parents will not sign him up again if the total cost of the classes exceeds $10 per class.
+3. **Calculate the total cost for 10 classes**: 
+   \[
+   \text{Total cost for 10 classes} = 10 \text{ classes} \times \$60 \text{ per class} = \$600
+   \]
+4. **Determine the number of classes Manny can miss before the total cost exceeds $10 per class**: 
+   \[
+   \text{Number of classes Manny can miss} = \frac{\$600}{\$10 \text{ per class}} = 60 \text{ classes}
+   \]
+
+Therefore, Manny can miss \(\boxed{60}\) classes before his parents won''t sign him up again.','stop',232,99,31,2.33203755294562142807e+01,1062698624000.0,NULL);
+INSERT INTO "chains" VALUES(49,0,0,'98005c994af7d990f059bd4de189fad65a4eaee3feddf6ee52f8ff94e21c4b0f',0,'To determine the total number of Instagram likes, we need to follow these steps:
+
+1. Calculate the number of likes after 3 weeks.
+2. Add the new likes received recently to the total number of likes after 3 weeks.
+
+First, let''s find the number of likes after 3 weeks. We know that the number of likes was 70 times as many as the initial number of likes after 1 week. The initial number of likes after 1 week was 2000. Therefore, the number of likes after 3 weeks is:
+\[ 70 \times 2000 = 140000 \]
+
+Next, we add the new likes received recently to the total number of likes after 3 weeks. The new likes received recently are 20000. Therefore, the total number of likes is:
+\[ 140000 + 20000 = 160000 \]
+
+So, the total number of Instagram likes is \(\boxed{160000}\).','stop',224,102,30,2.2224970426479558228e+01,1048481920000.0,NULL);
+INSERT INTO "chains" VALUES(50,0,0,'eea08f8379a2066c444fe2f012ce5a55e7c100017a7beeddd4208976ef7cb25f',0,'To determine how long it will take Bill to dig the well, we need to calculate the time it takes him to dig through both the soil and the clay separately, and then sum these times.
+
+First, let''s find out how fast Bill digs through clay. Since he digs through soil at a rate of 4 feet per hour and through clay at half that rate, we have:
+\[
+\text{Rate through clay} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+\]
+
+Next, we calculate the time it takes Bill to dig through the soil. The well is 24 feet deep, and he digs at a rate of 4 feet per hour. The time \( t_{\text{soil}} \) is given by:
+\[
+t_{\text{soil}} = \frac{\text{Depth of soil}}{\text{Rate through soil}} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+\]
+
+Now, we calculate the time it takes Bill to dig through the clay. The well is 8 feet deep, and he digs at a rate of 2 feet per hour. The time \( t_{\text{clay}} \) is given by:
+\[
+t_{\text{clay}} = \frac{\text{Depth of clay}}{\text{Rate through clay}} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+\]
+
+Finally, we sum the times to find the total time it takes Bill to dig the well:
+\[
+t_{\text{total}} = t_{\text{soil}} + t_{\text{clay}} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+\]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',431,93,30,4.0791839345925836823e+01,1752208768000.0,NULL);
+INSERT INTO "chains" VALUES(51,0,0,'bd2269a8245c8efb4e7f0a8e6a2d2b6487fe6d2a9d40aa28b9f58f6423ffcc84',0,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate how many pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages required.
+
+First, we know that Shiela has already written \(\frac{1}{3}\) of the 15-page research paper. We can find this by multiplying 15 by \(\frac{1}{3}\):
+
+\[
+15 \times \frac{1}{3} = 5
+\]
+
+So, Shiela has already written 5 pages. Next, we need to find out how many pages she has left to write by subtracting the number of pages she has already written from the total number of pages required:
+
+\[
+15 - 5 = 10
+\]
+
+Therefore, the number of pages Shiela has left to write is \(\boxed{10}\).','stop',197,72,30,1.9451297276475088438e+01,845893888000.0,NULL);
+INSERT INTO "chains" VALUES(52,0,0,'9ed878277c32ac404b84afb596c609edba2f28df7689384d17cb5e6ab1785578',0,'To determine how much money Skyler''s investment was, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Determine the remaining amount after Frances''s investment.
+5. The remaining amount is Skyler''s investment.
+
+Let''s start with the first step:
+
+1. Dylan''s investment is \(\frac{2}{5}\) of the total amount.
+   \[
+   \text{Dylan''s investment} = \frac{2}{5} \times 1200 = 480
+   \]
+
+2. After Dylan''s investment, the remaining amount is:
+   \[
+   1200 - 480 = 720
+   \]
+
+3. Frances''s investment is \(\frac{2}{3}\) of the remaining amount.
+   \[
+   \text{Frances''s investment} = \frac{2}{3} \times 720 = 480
+   \]
+
+4. After Frances''s investment, the remaining amount is:
+   \[
+   720 - 480 = 240
+   \]
+
+5. The remaining amount is Skyler''s investment.
+   \[
+   \text{Skyler''s investment} = 240
+   \]
+
+Therefore, the amount of money Skyler''s investment was \(\boxed{240}\).','stop',306,94,30,2.91224377824655675803e+01,1311490944000.0,NULL);
+INSERT INTO "chains" VALUES(53,0,0,'752a3ff0b5b1bc6995e2379a851d3874bc7372d052704777af2ead7749ca47dd',0,'To solve this problem, we need to follow these steps:
+
+1. Determine how much money Kassidy has.
+2. Determine how much money Rayna has.
+3. Calculate the total amount of money that Rayna, Kassidy, and Aurelia have together.
+4. Divide the total amount of money equally among Rayna, Kassidy, and Aurelia.
+
+Let''s start with the first step. We know that Aurelia has $120. Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we can calculate Kassidy''s money as follows:
+\[
+\text{Kassidy''s money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, we know that Rayna has 60 more dollars than Kassidy. Therefore, we can calculate Rayna''s money as follows:
+\[
+\text{Rayna''s money} = 90 + 60 = 150
+\]
+
+Now, we calculate the total amount of money that Rayna, Kassidy, and Aurelia have together:
+\[
+\text{Total money} = 150 + 90 + 120 = 360
+\]
+
+Finally, we divide the total amount of money equally among Rayna, Kassidy, and Aurelia:
+\[
+\text{Money per person} = \frac{360}{3} = 120
+\]
+
+Therefore, each person would have \(\boxed{120}\) dollars.','stop',337,94,30,3.21474793484740075646e+01,1421670400000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -906,6 +1330,24 @@ INSERT INTO "jobs" VALUES(32,'qwen2.5-coder-1.5b','greedy','gsm8k_test-418',0,1,
 INSERT INTO "jobs" VALUES(33,'qwen2.5-coder-1.5b','greedy','gsm8k_test-454',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 308, "calls": 1, "seconds": 30.663919510934647, "flops": 1201311488000.0}}]',61,30,308,1,0,0,1201311488000.0,0.0,6.16739358920021913963e+01,3.06639195109346474055e+01,1.79628438038661622996e+09);
 INSERT INTO "jobs" VALUES(34,'qwen2.5-coder-1.5b','greedy','gsm8k_test-488',0,1,'greedy',0,'done','6','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 30, "completion_tokens": 303, "calls": 1, "seconds": 30.71456425393626, "flops": 1247515776000.0}}]',79,30,303,1,0,0,1247515776000.0,0.0,6.24887930530021549211e+01,3.07145642539362597736e+01,1.7962843835299749374e+09);
 INSERT INTO "jobs" VALUES(35,'qwen2.5-coder-1.5b','greedy','gsm8k_test-495',0,1,'greedy',0,'done','200','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 30, "completion_tokens": 198, "calls": 1, "seconds": 21.933150614499027, "flops": 895652352000.0}}]',85,30,198,1,0,0,895652352000.0,0.0,4.54198491200004355033e+01,2.19331506144990271431e+01,1.79628442581302881237e+09);
+INSERT INTO "jobs" VALUES(36,'qwen2.5-coder-1.5b','greedy','gsm8k_test-499',0,1,'greedy',0,'done','40','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 143, "cached_prompt_tokens": 30, "completion_tokens": 332, "calls": 1, "seconds": 39.49658634402658, "flops": 1578054144000.0}}]',143,30,332,1,0,0,1578054144000.0,0.0,7.65427881209980114345e+01,3.94965863440265820818e+01,1.79628446007659482957e+09);
+INSERT INTO "jobs" VALUES(37,'qwen2.5-coder-1.5b','greedy','gsm8k_test-513',0,1,'greedy',0,'done','300','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 30, "completion_tokens": 332, "calls": 1, "seconds": 35.86222519855437, "flops": 1332816000000.0}}]',74,30,332,1,0,0,1332816000000.0,0.0,7.33612729610031237808e+01,3.58622251985543698542e+01,1.79628449918046951289e+09);
+INSERT INTO "jobs" VALUES(38,'qwen2.5-coder-1.5b','greedy','gsm8k_test-530',0,1,'greedy',0,'done','44','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 108, "cached_prompt_tokens": 31, "completion_tokens": 333, "calls": 1, "seconds": 33.555229326997505, "flops": 1453657984000.0}}]',108,31,333,1,0,0,1453657984000.0,0.0,6.5450967134995153172e+01,3.35552293269975052689e+01,1.79628452552895879739e+09);
+INSERT INTO "jobs" VALUES(39,'qwen2.5-coder-1.5b','greedy','gsm8k_test-532',0,1,'greedy',0,'done','25','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 31, "completion_tokens": 380, "calls": 1, "seconds": 38.40036934248565, "flops": 1510524800000.0}}]',77,31,380,1,0,0,1510524800000.0,0.0,7.74190432710020104423e+01,3.84003693424856464835e+01,1.79628457660469150543e+09);
+INSERT INTO "jobs" VALUES(40,'qwen2.5-coder-1.5b','greedy','gsm8k_test-533',0,1,'greedy',0,'done','600','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 367, "calls": 1, "seconds": 39.141938940509135, "flops": 1517633152000.0}}]',91,30,367,1,0,0,1517633152000.0,0.0,7.83304546389990719035e+01,3.91419389405091351363e+01,1.79628460386080503466e+09);
+INSERT INTO "jobs" VALUES(41,'qwen2.5-coder-1.5b','greedy','gsm8k_test-577',0,1,'greedy',0,'done','78.57','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 126, "cached_prompt_tokens": 31, "completion_tokens": 316, "calls": 1, "seconds": 34.67671778002841, "flops": 1457212160000.0}}]',126,31,316,1,0,0,1457212160000.0,0.0,6.58130074119981145486e+01,3.46767177800284116524e+01,1.79628466967509698871e+09);
+INSERT INTO "jobs" VALUES(42,'qwen2.5-coder-1.5b','greedy','gsm8k_test-564',0,1,'greedy',0,'done','\[','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 512, "calls": 1, "seconds": 53.53476661703462, "flops": 2043651200000.0}}]',94,30,512,1,0,0,2043651200000.0,0.0,1.10985435004993632896e+02,5.35347666170346201406e+01,1.79628468759160542485e+09);
+INSERT INTO "jobs" VALUES(43,'qwen2.5-coder-1.5b','greedy','gsm8k_test-589',0,1,'greedy',0,'done','2.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 31, "completion_tokens": 281, "calls": 1, "seconds": 30.67590250302237, "flops": 1240407424000.0}}]',100,31,281,1,0,0,1240407424000.0,0.0,60.724189569999,3.06759025030223710919e+01,1.79628473040071105952e+09);
+INSERT INTO "jobs" VALUES(44,'qwen2.5-coder-1.5b','greedy','gsm8k_test-594',0,1,'greedy',0,'done','0.06','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 31, "completion_tokens": 384, "calls": 1, "seconds": 41.14098230157106, "flops": 1524741504000.0}}]',77,31,384,1,0,0,1524741504000.0,0.0,83.4537518540019,4.11409823015710571789e+01,1.79628477104679179195e+09);
+INSERT INTO "jobs" VALUES(45,'qwen2.5-coder-1.5b','greedy','gsm8k_test-596',0,1,'greedy',0,'done','260','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 128, "cached_prompt_tokens": 30, "completion_tokens": 361, "calls": 1, "seconds": 40.73541772806857, "flops": 1627812608000.0}}]',128,30,361,1,0,0,1627812608000.0,0.0,8.06367850300011923536e+01,4.07354177280685689774e+01,1.79628481103859663006e+09);
+INSERT INTO "jobs" VALUES(46,'qwen2.5-coder-1.5b','greedy','gsm8k_test-617',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 276, "calls": 1, "seconds": 30.226637528478022, "flops": 1204865664000.0}}]',94,30,276,1,0,0,1204865664000.0,0.0,6.06319138879989623109e+01,3.02266375284780224323e+01,1.79628483168014431003e+09);
+INSERT INTO "jobs" VALUES(47,'qwen2.5-coder-1.5b','greedy','gsm8k_test-621',0,1,'greedy',0,'done','3000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 282, "calls": 1, "seconds": 29.506913712968526, "flops": 1215528192000.0}}]',91,30,282,1,0,0,1215528192000.0,0.0,5.89602519149993895561e+01,2.95069137129685259424e+01,1.79628487000000238412e+09);
+INSERT INTO "jobs" VALUES(48,'qwen2.5-coder-1.5b','greedy','gsm8k_test-635',0,1,'greedy',0,'done','60','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 31, "completion_tokens": 232, "calls": 1, "seconds": 23.320375529456214, "flops": 1062698624000.0}}]',99,31,232,1,0,0,1062698624000.0,0.0,4.62720463010045932614e+01,2.33203755294562142807e+01,1.79628487795335435865e+09);
+INSERT INTO "jobs" VALUES(49,'qwen2.5-coder-1.5b','greedy','gsm8k_test-649',0,1,'greedy',0,'done','160000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 30, "completion_tokens": 224, "calls": 1, "seconds": 22.22497042647956, "flops": 1048481920000.0}}]',102,30,224,1,0,0,1048481920000.0,0.0,4.28163401419951696871e+01,2.2224970426479558228e+01,1.79628492077091169356e+09);
+INSERT INTO "jobs" VALUES(50,'qwen2.5-coder-1.5b','greedy','gsm8k_test-647',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 30, "completion_tokens": 431, "calls": 1, "seconds": 40.79183934592584, "flops": 1752208768000.0}}]',93,30,431,1,0,0,1752208768000.0,0.0,82.9169631360055,4.0791839345925836823e+01,1.79628495291814827914e+09);
+INSERT INTO "jobs" VALUES(51,'qwen2.5-coder-1.5b','greedy','gsm8k_test-655',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 72, "cached_prompt_tokens": 30, "completion_tokens": 197, "calls": 1, "seconds": 19.45129727647509, "flops": 845893888000.0}}]',72,30,197,1,0,0,845893888000.0,0.0,3.94736655519955093041e+01,1.9451297276475088438e+01,1.79628496024849843978e+09);
+INSERT INTO "jobs" VALUES(52,'qwen2.5-coder-1.5b','greedy','gsm8k_test-676',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 306, "calls": 1, "seconds": 29.122437782465568, "flops": 1311490944000.0}}]',94,30,306,1,0,0,1311490944000.0,0.0,5.65015523139954893832e+01,2.91224377824655675803e+01,1.79628501675138449672e+09);
+INSERT INTO "jobs" VALUES(53,'qwen2.5-coder-1.5b','greedy','gsm8k_test-666',0,1,'greedy',0,'done','120','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 337, "calls": 1, "seconds": 32.14747934847401, "flops": 1421670400000.0}}]',94,30,337,1,0,0,1421670400000.0,0.0,6.3955565497999486979e+01,3.21474793484740075646e+01,1.79628501687502384193e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -1873,10 +2315,434 @@ Next, we know that Charisma walks for 5 minutes every hour she works. Therefore,
 
 So, the total number of minutes Charisma has walked after 5 days is:
 \[ \boxed{200} \]','200',1,'equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(36,0,'To determine the number of guests necessary for the two venues to be equal in cost, we need to set up equations for the total cost of each venue and then solve for the number of guests \( n \).
+
+First, let''s calculate the total cost of the first venue:
+- The flat fee is $200.
+- The cost per person is $25.
+- The cost of food per person is $5.
+- Therefore, the total cost for the first venue is:
+  \[
+  200 + 25n + 5n = 200 + 30n
+  \]
+
+Next, let''s calculate the total cost of the second venue:
+- The cost per person is $25.
+- The cost of food per person is already included in the price.
+- Therefore, the total cost for the second venue is:
+  \[
+  25n
+  \]
+
+We need to find the number of guests \( n \) such that the total cost of the first venue is equal to the total cost of the second venue:
+\[
+200 + 30n = 25n
+\]
+
+To solve for \( n \), we first subtract \( 25n \) from both sides of the equation:
+\[
+200 = 5n
+\]
+
+Next, we divide both sides by 5:
+\[
+n = \frac{200}{5} = 40
+\]
+
+Thus, the number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','40',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(37,0,'To determine how much money Julie has left, we will follow these steps:
+
+1. Calculate the amount spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to find the remaining money.
+3. Calculate the amount spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount left.
+
+Let''s start with the initial amount of money Julie had:
+\[ \text{Initial amount} = \$500 \]
+
+Step 1: Calculate the amount spent on clothes.
+Julie spent 20% of her initial amount on clothes. So, we calculate:
+\[ \text{Amount spent on clothes} = 0.20 \times 500 = \$100 \]
+
+Step 2: Subtract the amount spent on clothes from the initial amount to find the remaining money.
+\[ \text{Remaining money after clothes} = 500 - 100 = \$400 \]
+
+Step 3: Calculate the amount spent on CDs from the remaining money.
+Julie spent 25% of the remaining money on CDs. So, we calculate:
+\[ \text{Amount spent on CDs} = 0.25 \times 400 = \$100 \]
+
+Step 4: Subtract the amount spent on CDs from the remaining money to find the final amount left.
+\[ \text{Final amount left} = 400 - 100 = \$300 \]
+
+Therefore, the amount of money Julie has left is \(\boxed{300}\).','300',1,'equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(38,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout hours into the different periods and then sum them up.
+
+1. **Calculate the total hours spent working out in the weeks where he worked out for 4 hours each:**
+   Josh worked out for 4 hours each for 7 weeks.
+   \[
+   4 \text{ hours/week} \times 7 \text{ weeks} = 28 \text{ hours}
+   \]
+
+2. **Calculate the total hours spent working out in the weeks where he worked out for 5 hours each for two consecutive weeks:**
+   Josh worked out for 5 hours each for 2 weeks.
+   \[
+   5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+   \]
+
+3. **Calculate the total hours spent working out in the week where he worked out for 6 hours:**
+   Josh worked out for 6 hours in one week.
+   \[
+   6 \text{ hours/week} \times 1 \text{ week} = 6 \text{ hours}
+   \]
+
+4. **Sum up all the hours spent working out:**
+   \[
+   28 \text{ hours} + 10 \text{ hours} + 6 \text{ hours} = 44 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{44}\).','44',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(39,0,'To solve this problem, we need to determine the current ages of James and his cousin, and then find the difference between their ages.
+
+1. **Determine James''s current age:**
+   - James will turn 27 in 5 years.
+   - Therefore, his current age is \(27 - 5 = 22\).
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, James will be \(22 + 8 = 30\).
+   - Let''s denote the cousin''s current age as \(C\).
+   - According to the problem, in 8 years, the cousin will be 5 years younger than twice James''s age.
+   - This can be written as the equation: \(C + 8 = 2 \times 30 - 5\).
+
+3. **Solve for the cousin''s current age:**
+   - Simplify the right side of the equation: \(C + 8 = 60 - 5\).
+   - Further simplify: \(C + 8 = 55\).
+   - Subtract 8 from both sides: \(C = 55 - 8\).
+   - Therefore, the cousin''s current age is \(47\).
+
+4. **Find the difference between the ages of James and his cousin:**
+   - The difference between James''s current age and his cousin''s current age is \(22 - 47\).
+   - Calculate the difference: \(22 - 47 = -25\).
+
+Since the problem asks for the number of years separate the age of the two now, and the result is negative, it means that the cousin is currently older than James. Therefore, the number of years separate the age of the two now is \(\boxed{25}\).','25',1,'equivalent',380,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(40,0,'To solve this problem, we need to determine the cost of one monitor. Let''s break it down step by step:
+
+1. We know the total cost of the computer, monitors, and printer is $2,400.
+2. The computer costs $1,100.
+3. The printer costs $400 less than the computer, so the printer costs $1,100 - $400 = $700.
+4. The total cost of the computer, monitors, and printer is the sum of the computer''s cost, the monitors'' cost, and the printer''s cost. So, we can write the equation:
+\[ 1100 + \text{monitors'' cost} + 700 = 2400 \]
+5. Simplifying the left side of the equation, we get:
+\[ 1800 + \text{monitors'' cost} = 2400 \]
+6. To find the cost of one monitor, we subtract the total cost of the computer and the printer from the total cost:
+\[ \text{monitors'' cost} = 2400 - 1800 = 600 \]
+
+So, the cost of one monitor is $600. Let''s confirm this with Python code.
+```python
+# Given values
+total_cost = 2400
+computer_cost = 1100
+printer_cost = computer_cost - 400
+
+# Calculate the cost of one monitor
+monitors_cost = total_cost - (computer_cost + printer_cost)
+print(monitors_cost)
+```
+```output
+600
+```
+The cost of one monitor is \(\boxed{600}\) dollars.','600',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(41,0,'To find the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days in the week.
+
+First, let''s find the total number of birds seen over the week. We know the number of birds seen on each day:
+- Day 1: 50 birds
+- Day 2: 50 birds
+- Day 3: 0 birds
+- Day 4: 120 birds
+- Day 5: 120 birds
+- Day 6: 20 birds
+- Day 7: 90 birds
+
+Adding these together gives:
+\[ 50 + 50 + 0 + 120 + 120 + 20 + 90 = 550 \]
+
+So, the total number of birds seen over the week is 550.
+
+Next, we need to find the average number of birds seen per day. There are 7 days in the week, so we divide the total number of birds by 7:
+\[ \frac{550}{7} = 78.57142857142857 \]
+
+Rounding to the nearest hundredth, the average number of birds Mack saw in a day is 78.57.
+
+Therefore, the final answer is \(\boxed{78.57}\).','78.57',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(42,0,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the total number of minutes Judy read in the first week.
+2. Determine how many pages Judy read in the first week.
+3. Calculate the total number of minutes Judy read in the second week.
+4. Determine how many pages Judy read in the second week.
+5. Add the pages read in the first week and the second week to get the total number of pages read in two weeks.
+
+Step 1: Calculate the total number of minutes Judy read in the first week.
+Judy read for 15 minutes each night before going to sleep. Since there are 7 days in a week, the total number of minutes she read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Step 2: Determine how many pages Judy read in the first week.
+Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she read in the first week is:
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/page}} = 70 \text{ pages} \]
+
+Step 3: Calculate the total number of minutes Judy read in the second week.
+Judy read a total of 100 pages in the second week. Since she can read 2 pages per 1.5 minutes, the number of minutes she read in the second week is:
+\[ \frac{100 \text{ pages}}{2 \text{ pages/1.5 minutes}} = 50 \text{ minutes} \]
+
+Step 4: Determine how many pages Judy read in the second week.
+Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she read in the second week is:
+\[ \frac{50 \text{ minutes}}{2 \text{ pages/1.5 minutes}} = 25 \text{ pages} \]
+
+Step 5: Add the pages read in the first week and the second week to get the total number of pages read in two weeks.
+The total number of pages Judy read in two weeks is:
+\[ 70 \text{ pages} + 25 \text{ pages} = 95 \text{ pages} \]
+
+The final answer is:
+\[
+\boxed','\[',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(43,0,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options, we need to calculate the total weight loss or gain for each option and then find the difference between these totals.
+
+First, let''s calculate the total weight loss for eating Cheerios every day for breakfast for 5 weeks:
+- Martin loses 1.25 pounds per week.
+- Over 5 weeks, the total weight loss is \(1.25 \text{ pounds/week} \times 5 \text{ weeks} = 6.25 \text{ pounds}\).
+
+Next, let''s calculate the total weight gain for eating donuts every day for breakfast for 5 weeks:
+- Martin gains 1.75 pounds per week.
+- Over 5 weeks, the total weight gain is \(1.75 \text{ pounds/week} \times 5 \text{ weeks} = 8.75 \text{ pounds}\).
+
+Now, we find the difference in weight between the two options:
+- The difference in weight is \(8.75 \text{ pounds} - 6.25 \text{ pounds} = 2.5 \text{ pounds}\).
+
+Therefore, the difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{2.5}\).','2.5',0,'not_equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(44,0,'To determine how many grams of protein John gets per week from eating 200 grams of mushrooms every day, we can break down the problem into smaller steps:
+
+1. Calculate the amount of protein John gets from one cup of mushrooms.
+2. Determine how many cups of mushrooms John eats in a week.
+3. Calculate the total amount of protein John gets in a week.
+
+Let''s go through these steps one by one.
+
+1. **Calculate the amount of protein John gets from one cup of mushrooms:**
+   - Each cup of mushrooms weighs 100 grams.
+   - Each cup of mushrooms contains 3 grams of protein.
+   - Therefore, the amount of protein per cup of mushrooms is \( \frac{3 \text{ grams}}{100 \text{ grams}} = 0.03 \text{ grams} \).
+
+2. **Determine how many cups of mushrooms John eats in a week:**
+   - John eats 200 grams of mushrooms every day.
+   - There are 7 days in a week.
+   - Therefore, the number of cups of mushrooms John eats in a week is \( \frac{200 \text{ grams}}{100 \text{ grams/cup}} = 2 \text{ cups} \).
+
+3. **Calculate the total amount of protein John gets in a week:**
+   - John eats 2 cups of mushrooms every day.
+   - Each cup of mushrooms contains 0.03 grams of protein.
+   - Therefore, the total amount of protein John gets in a week is \( 2 \text{ cups} \times 0.03 \text{ grams/cup} = 0.06 \text{ grams} \).
+
+So, the total amount of protein John gets per week is \(\boxed{0.06}\) grams.','0.06',0,'not_equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(45,0,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs.
+3. Determine how many hours George needs to work to earn the remaining amount.
+
+**Step 1: Calculate the total cost of the dental work.**
+
+The cost of the two implants is:
+\[ 2 \times 2000 = 4000 \text{ dollars} \]
+
+The cost of the porcelain crown is:
+\[ 500 \text{ dollars} \]
+
+So, the total cost of the dental work is:
+\[ 4000 + 500 = 4500 \text{ dollars} \]
+
+**Step 2: Subtract the deposit George has already made from the total cost to find out how much more he needs.**
+
+George has already made a deposit of $600. Therefore, the remaining amount he needs is:
+\[ 4500 - 600 = 3900 \text{ dollars} \]
+
+**Step 3: Determine how many hours George needs to work to earn the remaining amount.**
+
+George makes $15 per hour. To find out how many hours he needs to work to earn $3900, we divide the remaining amount by his hourly wage:
+\[ \frac{3900}{15} = 260 \text{ hours} \]
+
+So, the number of hours George needs to work before he has enough to pay for the dental work is:
+\[ \boxed{260} \]','260',1,'equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(46,0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take to sell the entire weight of the bull.
+
+First, let''s calculate the total amount of meat Prince sells in one day. Prince sells 15 kg of meat every hour and he works 10 hours a day. Therefore, the total amount of meat sold in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take to sell the entire weight of the bull. The bull weighs 750 kg. To find out how many days it will take to sell 750 kg of meat, we divide the total weight of the bull by the amount of meat Prince sells per day:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(47,0,'To determine the total cost of John''s physical therapy, we need to follow these steps:
+
+1. Calculate the total number of sessions John attended.
+2. Determine the total time spent in sessions.
+3. Calculate the total cost based on the time spent and the cost per hour.
+
+**Step 1: Calculate the total number of sessions John attended.**
+
+John went to physical therapy for 6 weeks, and each week he went twice. Therefore, the total number of sessions is:
+\[ 6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions} \]
+
+**Step 2: Determine the total time spent in sessions.**
+
+Each session lasted 2 hours. Therefore, the total time spent in sessions is:
+\[ 12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours} \]
+
+**Step 3: Calculate the total cost based on the time spent and the cost per hour.**
+
+The cost per hour is $125. Therefore, the total cost is:
+\[ 24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars} \]
+
+So, the total cost of the physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(48,0,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. **Identify the cost per class**: Manny''s classes cost $60 per class.
+2. **Determine the threshold for not signing up again**: Manny''s parents will not sign him up again if the total cost of the classes exceeds $10 per class.
+3. **Calculate the total cost for 10 classes**: 
+   \[
+   \text{Total cost for 10 classes} = 10 \text{ classes} \times \$60 \text{ per class} = \$600
+   \]
+4. **Determine the number of classes Manny can miss before the total cost exceeds $10 per class**: 
+   \[
+   \text{Number of classes Manny can miss} = \frac{\$600}{\$10 \text{ per class}} = 60 \text{ classes}
+   \]
+
+Therefore, Manny can miss \(\boxed{60}\) classes before his parents won''t sign him up again.','60',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(49,0,'To determine the total number of Instagram likes, we need to follow these steps:
+
+1. Calculate the number of likes after 3 weeks.
+2. Add the new likes received recently to the total number of likes after 3 weeks.
+
+First, let''s find the number of likes after 3 weeks. We know that the number of likes was 70 times as many as the initial number of likes after 1 week. The initial number of likes after 1 week was 2000. Therefore, the number of likes after 3 weeks is:
+\[ 70 \times 2000 = 140000 \]
+
+Next, we add the new likes received recently to the total number of likes after 3 weeks. The new likes received recently are 20000. Therefore, the total number of likes is:
+\[ 140000 + 20000 = 160000 \]
+
+So, the total number of Instagram likes is \(\boxed{160000}\).','160000',0,'not_equivalent',224,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(50,0,'To determine how long it will take Bill to dig the well, we need to calculate the time it takes him to dig through both the soil and the clay separately, and then sum these times.
+
+First, let''s find out how fast Bill digs through clay. Since he digs through soil at a rate of 4 feet per hour and through clay at half that rate, we have:
+\[
+\text{Rate through clay} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+\]
+
+Next, we calculate the time it takes Bill to dig through the soil. The well is 24 feet deep, and he digs at a rate of 4 feet per hour. The time \( t_{\text{soil}} \) is given by:
+\[
+t_{\text{soil}} = \frac{\text{Depth of soil}}{\text{Rate through soil}} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+\]
+
+Now, we calculate the time it takes Bill to dig through the clay. The well is 8 feet deep, and he digs at a rate of 2 feet per hour. The time \( t_{\text{clay}} \) is given by:
+\[
+t_{\text{clay}} = \frac{\text{Depth of clay}}{\text{Rate through clay}} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+\]
+
+Finally, we sum the times to find the total time it takes Bill to dig the well:
+\[
+t_{\text{total}} = t_{\text{soil}} + t_{\text{clay}} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+\]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',431,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(51,0,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate how many pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages required.
+
+First, we know that Shiela has already written \(\frac{1}{3}\) of the 15-page research paper. We can find this by multiplying 15 by \(\frac{1}{3}\):
+
+\[
+15 \times \frac{1}{3} = 5
+\]
+
+So, Shiela has already written 5 pages. Next, we need to find out how many pages she has left to write by subtracting the number of pages she has already written from the total number of pages required:
+
+\[
+15 - 5 = 10
+\]
+
+Therefore, the number of pages Shiela has left to write is \(\boxed{10}\).','10',1,'equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(52,0,'To determine how much money Skyler''s investment was, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Determine the remaining amount after Frances''s investment.
+5. The remaining amount is Skyler''s investment.
+
+Let''s start with the first step:
+
+1. Dylan''s investment is \(\frac{2}{5}\) of the total amount.
+   \[
+   \text{Dylan''s investment} = \frac{2}{5} \times 1200 = 480
+   \]
+
+2. After Dylan''s investment, the remaining amount is:
+   \[
+   1200 - 480 = 720
+   \]
+
+3. Frances''s investment is \(\frac{2}{3}\) of the remaining amount.
+   \[
+   \text{Frances''s investment} = \frac{2}{3} \times 720 = 480
+   \]
+
+4. After Frances''s investment, the remaining amount is:
+   \[
+   720 - 480 = 240
+   \]
+
+5. The remaining amount is Skyler''s investment.
+   \[
+   \text{Skyler''s investment} = 240
+   \]
+
+Therefore, the amount of money Skyler''s investment was \(\boxed{240}\).','240',1,'equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(53,0,'To solve this problem, we need to follow these steps:
+
+1. Determine how much money Kassidy has.
+2. Determine how much money Rayna has.
+3. Calculate the total amount of money that Rayna, Kassidy, and Aurelia have together.
+4. Divide the total amount of money equally among Rayna, Kassidy, and Aurelia.
+
+Let''s start with the first step. We know that Aurelia has $120. Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we can calculate Kassidy''s money as follows:
+\[
+\text{Kassidy''s money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, we know that Rayna has 60 more dollars than Kassidy. Therefore, we can calculate Rayna''s money as follows:
+\[
+\text{Rayna''s money} = 90 + 60 = 150
+\]
+
+Now, we calculate the total amount of money that Rayna, Kassidy, and Aurelia have together:
+\[
+\text{Total money} = 150 + 90 + 120 = 360
+\]
+
+Finally, we divide the total amount of money equally among Rayna, Kassidy, and Aurelia:
+\[
+\text{Money per person} = \frac{360}{3} = 120
+\]
+
+Therefore, each person would have \(\boxed{120}\) dollars.','120',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628442581322932247e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',35,1.02241706019199773438e+03,1.0224157736579945776e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628501687523770328e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',53,1.61347912091299804156e+03,1.61347783302799507509e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -1923,5 +2789,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-418',0,32
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-454',0,33,'240',0.0,0,1,0,61.0,30.0,308.0,0.0,6.16739358920021913963e+01,1201311488000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-488',0,34,'6',1.0,1,1,0,79.0,30.0,303.0,0.0,6.24887930530021549211e+01,1247515776000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-495',0,35,'200',1.0,1,1,0,85.0,30.0,198.0,0.0,4.54198491200004355033e+01,895652352000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-499',0,36,'40',0.0,0,1,0,143.0,30.0,332.0,0.0,7.65427881209980114345e+01,1578054144000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-513',0,37,'300',1.0,1,1,0,74.0,30.0,332.0,0.0,7.33612729610031237808e+01,1332816000000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-530',0,38,'44',0.0,0,1,0,108.0,31.0,333.0,0.0,6.5450967134995153172e+01,1453657984000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-532',0,39,'25',1.0,1,1,0,77.0,31.0,380.0,0.0,7.74190432710020104423e+01,1510524800000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-533',0,40,'600',0.0,0,1,0,91.0,30.0,367.0,0.0,7.83304546389990719035e+01,1517633152000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-577',0,41,'78.57',0.0,0,1,0,126.0,31.0,316.0,0.0,6.58130074119981145486e+01,1457212160000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-564',0,42,'\[',0.0,0,1,0,94.0,30.0,512.0,0.0,1.10985435004993632896e+02,2043651200000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-589',0,43,'2.5',0.0,0,1,0,100.0,31.0,281.0,0.0,60.724189569999,1240407424000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-594',0,44,'0.06',0.0,0,1,0,77.0,31.0,384.0,0.0,83.4537518540019,1524741504000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-596',0,45,'260',1.0,1,1,0,128.0,30.0,361.0,0.0,8.06367850300011923536e+01,1627812608000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-617',0,46,'5',1.0,1,1,0,94.0,30.0,276.0,0.0,6.06319138879989623109e+01,1204865664000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-621',0,47,'3000',1.0,1,1,0,91.0,30.0,282.0,0.0,5.89602519149993895561e+01,1215528192000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-635',0,48,'60',0.0,0,1,0,99.0,31.0,232.0,0.0,4.62720463010045932614e+01,1062698624000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-649',0,49,'160000',0.0,0,1,0,102.0,30.0,224.0,0.0,4.28163401419951696871e+01,1048481920000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-647',0,50,'10',1.0,1,1,0,93.0,30.0,431.0,0.0,82.9169631360055,1752208768000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-655',0,51,'10',1.0,1,1,0,72.0,30.0,197.0,0.0,3.94736655519955093041e+01,845893888000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-676',0,52,'240',1.0,1,1,0,94.0,30.0,306.0,0.0,5.65015523139954893832e+01,1311490944000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-666',0,53,'120',1.0,1,1,0,94.0,30.0,337.0,0.0,6.3955565497999486979e+01,1421670400000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
