@@ -1284,6 +1284,493 @@ Finally, we divide the total amount of money equally among Rayna, Kassidy, and A
 \]
 
 Therefore, each person would have \(\boxed{120}\) dollars.','stop',337,94,30,3.21474793484740075646e+01,1421670400000.0,NULL);
+INSERT INTO "chains" VALUES(54,0,0,'106ff772baf4259f437f30a719863a3b3ae4d21267af7aa90f2885dfbd56a523',0,'To determine the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have, we will follow these steps:
+
+1. **Find the number of cookies Max has:**
+   - We know that Katarina has 5 less cookies than Max.
+   - Katarina has 68 cookies.
+   - Therefore, Max has \(68 + 5 = 73\) cookies.
+
+2. **Find the number of cookies the Cookie Monster has:**
+   - We know that Max has 12 more cookies than the Cookie Monster.
+   - Max has 73 cookies.
+   - Therefore, the Cookie Monster has \(73 - 12 = 61\) cookies.
+
+3. **Find the number of cookies Summer has:**
+   - We know that Summer has 23 more cookies than Max.
+   - Max has 73 cookies.
+   - Therefore, Summer has \(73 + 23 = 96\) cookies.
+
+4. **Calculate the total number of cookies:**
+   - Katarina has 68 cookies.
+   - Max has 73 cookies.
+   - The Cookie Monster has 61 cookies.
+   - Summer has 96 cookies.
+   - Adding these together, we get \(68 + 73 + 61 + 96 = 308\).
+
+Thus, the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have is \(\boxed{308}\).','stop',317,89,30,3.20053573829827655563e+01,1332816000000.0,NULL);
+INSERT INTO "chains" VALUES(55,0,0,'864084eeaffa0346c57e281fe32cbb0cc8e977c37e3e7f6df20201046ab448b9',0,'To determine the original length of Shania''s dress, we need to account for the changes she made to the dress. Let''s break it down step by step.
+
+1. **Identify the final length of the dress:**
+   The final length of the dress is given as 140 cm.
+
+2. **Determine the length added to the bottom of the dress:**
+   Shania adds 20 cm to the bottom of the dress. This means the length of the dress after adding the lace trim is 140 cm - 20 cm = 120 cm.
+
+3. **Determine the length of the dress before adding the lace trim:**
+   The dress is extended by 50% of its original length. Let''s denote the original length of the dress by \( L \). Since the dress is extended by 50%, the length of the dress after extending is \( L + 0.5L = 1.5L \). We know that this extended length is equal to 120 cm. Therefore, we can set up the following equation:
+   \[
+   1.5L = 120
+   \]
+
+4. **Solve for the original length \( L \):**
+   To find \( L \), we divide both sides of the equation by 1.5:
+   \[
+   L = \frac{120}{1.5} = 80
+   \]
+
+So, the original length of the dress was \(\boxed{80}\) cm.','stop',325,110,31,3.29615691634862741912e+01,1432332928000.0,NULL);
+INSERT INTO "chains" VALUES(56,0,0,'b3c4db15651158646b04ecd1751e8c304f39f1c7f582bc9ed6cfdd54e1b201b4',0,'To determine how many slices of pizza were left, we need to follow these steps:
+
+1. Calculate the total number of pizzas ordered.
+2. Determine how many slices each person ate.
+3. Calculate the total number of slices eaten by all the people.
+4. Subtract the total number of slices eaten from the total number of slices available.
+
+**Step 1: Calculate the total number of pizzas ordered.**
+Bryce and four of his friends each ordered one pizza. Therefore, the total number of pizzas is:
+\[ 1 + 4 = 5 \]
+
+**Step 2: Determine how many slices each person ate.**
+Bryce and two friends each ate \(\frac{2}{3}\) of their pizzas. Since each pizza has 12 slices, the number of slices each person ate is:
+\[ \frac{2}{3} \times 12 = 8 \]
+So, Bryce and two friends each ate 8 slices. The two remaining friends each ate \(\frac{3}{4}\) of their pizzas. The number of slices each person ate is:
+\[ \frac{3}{4} \times 12 = 9 \]
+So, the two remaining friends each ate 9 slices.
+
+**Step 3: Calculate the total number of slices eaten by all the people.**
+The total number of slices eaten by Bryce and two friends is:
+\[ 8 + 8 + 8 = 24 \]
+The total number of slices eaten by the two remaining friends is:
+\[ 9 + 9 = 18 \]
+So, the total number of slices eaten by all the people is:
+\[ 24 + 18 = 42 \]
+
+**Step 4: Subtract the total number of slices eaten from the total number of slices available.**
+The total number of slices available is:
+\[ 5 \times 12 = 60 \]
+So, the number of slices left is:
+\[ 60 - 42 = 18 \]
+
+Therefore, the number of slices of pizza left is \(\boxed{18}\).','stop',440,92,30,5.04352717760266386912e+01,1780642176000.0,NULL);
+INSERT INTO "chains" VALUES(57,0,0,'eb9187c069efd274839285c7bcd0839fa952b127e017281263010c7445ed8215',0,'To determine how much money each of Greg''s siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found.
+2. Determine the number of siblings Greg has.
+3. Divide the total amount of money by the number of siblings.
+
+Step 1: The total amount of money Greg found is $20.
+
+Step 2: Greg has 3 younger siblings.
+
+Step 3: To find out how much money each sibling received, we divide the total amount of money by the number of siblings:
+\[ \frac{20}{3} = 6 \text{ R } 2 \]
+This means that each sibling received $6, and there was $2 left over. However, the problem asks for the amount each sibling received, which is the quotient of the division.
+
+Therefore, the amount of money each sibling received is \(\boxed{6}\).','stop',184,77,30,1.93302194400093867443e+01,817460480000.0,NULL);
+INSERT INTO "chains" VALUES(58,0,0,'4a76933573bcd741bd110c7f8def2e09e92e5ed3be7dde056e624b54b741b055',0,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine how much the school has already covered.
+3. Subtract the amount the school has covered from the total cost to find out how much John still needs.
+
+Step 1: Calculate the total cost of the trip.
+The trip costs $300.
+
+Step 2: Determine how much the school has already covered.
+The school has decided to cover half the cost of the trip. Therefore, we calculate half of $300:
+\[
+\frac{300}{2} = 150
+\]
+So, the school has covered $150.
+
+Step 3: Subtract the amount the school has covered from the total cost to find out how much John still needs.
+John has $50. We subtract the amount the school has covered from $50:
+\[
+50 - 150 = -100
+\]
+Since the result is negative, it means John has $100 more than the amount he needs. Therefore, John is missing $100.
+
+The final answer is \boxed{100}.','stop',249,86,31,3.07563066024740692236e+01,1076915328000.0,NULL);
+INSERT INTO "chains" VALUES(59,0,0,'d17f25766e9772b32df0fde3896c9d258d893fb0f00f37f25303e930dcbcad75',0,'To determine how much money John spent, we need to calculate the cost of the goats and the cows separately and then add these amounts together.
+
+First, let''s calculate the cost of the goats:
+- John buys 3 goats.
+- Each goat costs $500.
+- Therefore, the total cost for the goats is:
+  \[
+  3 \text{ goats} \times \$500 \text{ per goat} = \$1500
+  \]
+
+Next, let''s calculate the cost of the cows:
+- John buys 2 cows.
+- Each cow costs $1500.
+- Therefore, the total cost for the cows is:
+  \[
+  2 \text{ cows} \times \$1500 \text{ per cow} = \$3000
+  \]
+
+Now, we add the cost of the goats and the cost of the cows to find the total amount of money John spent:
+\[
+\$1500 + \$3000 = \$4500
+\]
+
+Thus, the total amount of money John spent is \(\boxed{4500}\).','stop',240,71,31,2.42308306715131038799e+01,991615104000.0,NULL);
+INSERT INTO "chains" VALUES(60,0,0,'071a519f7507a9a47f661588549f6782e779251b21d2e3c192cc6ac4e2a93f70',0,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Calculate the total number of teachers in the school.
+3. Calculate the total number of trees planted by the students.
+4. Calculate the total number of trees planted by the teachers.
+5. Add the number of trees planted by the students and the teachers to get the total number of trees planted.
+
+Let''s start with the first step:
+
+1. Calculate the total number of students in the school.
+   The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total number of students} = 40 \times 25 = 1000
+   \]
+
+2. Calculate the total number of teachers in the school.
+   The school has 3 teachers per class.
+   \[
+   \text{Total number of teachers} = 40 \times 3 = 120
+   \]
+
+3. Calculate the total number of trees planted by the students.
+   Each student plants 1 tree.
+   \[
+   \text{Total number of trees planted by students} = 1000 \times 1 = 1000
+   \]
+
+4. Calculate the total number of trees planted by the teachers.
+   Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees planted by teachers} = 120 \times 2 = 240
+   \]
+
+5. Add the number of trees planted by the students and the teachers to get the total number of trees planted.
+   \[
+   \text{Total number of trees planted} = 1000 + 240 = 1240
+   \]
+
+Therefore, the total number of trees planted at the end of the campaign is \boxed{1240}.','stop',410,97,30,42.33149877705,1691787776000.0,NULL);
+INSERT INTO "chains" VALUES(61,0,0,'a7c41b74c6787bcd6dc7e8d774597efa9a6186135fcc590cfdbb6ab15dc50455',0,'To determine how much Boris produces in the fourth week, we need to follow the pattern of his production over the four weeks. Let''s break it down step by step.
+
+1. **First Week:**
+   Boris produces 8,000 bars of chocolate.
+
+2. **Second Week:**
+   Boris produces half as much as the first week.
+   \[
+   \text{Second Week Production} = \frac{8,000}{2} = 4,000 \text{ bars}
+   \]
+
+3. **Third Week:**
+   Boris produces three times as much as the first week.
+   \[
+   \text{Third Week Production} = 3 \times 8,000 = 24,000 \text{ bars}
+   \]
+
+4. **Fourth Week:**
+   We need to find out how much Boris produces in the fourth week. We know that the total production over the four weeks is 50,000 bars. Let''s denote the production in the fourth week as \( x \).
+
+   The total production for the four weeks is the sum of the production in each week:
+   \[
+   \text{Total Production} = \text{First Week Production} + \text{Second Week Production} + \text{Third Week Production} + \text{Fourth Week Production}
+   \]
+   Substituting the known values:
+   \[
+   50,000 = 8,000 + 4,000 + 24,000 + x
+   \]
+
+5. **Solve for \( x \):**
+   Combine the known values on the left side of the equation:
+   \[
+   50,000 = 36,000 + x
+   \]
+   To isolate \( x \), subtract 36,000 from both sides:
+   \[
+   x = 50,000 - 36,000
+   \]
+   \[
+   x = 14,000
+   \]
+
+Therefore, Boris produces \(\boxed{14000}\) bars of chocolate in the fourth week.','stop',467,113,31,5.09882539585196354909e+01,1947688448000.0,NULL);
+INSERT INTO "chains" VALUES(62,0,0,'6e0f5026dbd8f586eba5d13b14234b09b8a97ea00b750c31d290a4dc1b5edfeb',0,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a year.
+2. Calculate the number of badges Amber earns in a year.
+3. Calculate the number of badges Wendy earns in a year.
+4. Find the difference between the number of badges Wendy earns and the number of badges Amber earns.
+
+**Step 1: Calculate the number of badges Claire earns in a year.**
+
+Claire earns 1 badge every month. There are 12 months in a year, so the number of badges Claire earns in a year is:
+\[ 1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year} \]
+
+**Step 2: Calculate the number of badges Amber earns in a year.**
+
+Amber earns twice as long to earn a badge as Claire. Since Claire earns 1 badge per month, Amber earns:
+\[ 2 \times 1 \text{ badge/month} = 2 \text{ badges/month} \]
+In a year, Amber earns:
+\[ 2 \text{ badges/month} \times 12 \text{ months/year} = 24 \text{ badges/year} \]
+
+**Step 3: Calculate the number of badges Wendy earns in a year.**
+
+Wendy earns three times the amount of badges as Claire in the same time frame. Since Claire earns 1 badge per month, Wendy earns:
+\[ 3 \times 1 \text{ badge/month} = 3 \text{ badges/month} \]
+In a year, Wendy earns:
+\[ 3 \text{ badges/month} \times 12 \text{ months/year} = 36 \text{ badges/year} \]
+
+**Step 4: Find the difference between the number of badges Wendy earns and the number of badges Amber earns.**
+
+The difference in the number of badges earned by Wendy and Amber is:
+\[ 36 \text{ badges/year} - 24 \text{ badges/year} = 12 \text{ badges/year} \]
+
+Therefore, Wendy earns \(\boxed{12}\) more badges compared to Amber in a 1-year time frame.','stop',476,96,30,5.10946159275226818863e+01,1922809216000.0,NULL);
+INSERT INTO "chains" VALUES(63,0,0,'c966b6d7712db9c272808bcf024e0b00b441fc24f239dc64021315349e28744c',0,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Subtract the total number of petals from the orchids from the total number of petals from the African daisies.
+
+Let''s start with the orchids:
+Joelle has 5 orchids, and each orchid has 5 petals.
+\[
+5 \text{ orchids} \times 5 \text{ petals per orchid} = 25 \text{ petals}
+\]
+
+Next, let''s calculate the African daisies:
+Joelle has 4 African daisies, and each African daisy has 10 petals.
+\[
+4 \text{ African daisies} \times 10 \text{ petals per African daisy} = 40 \text{ petals}
+\]
+
+Now, we subtract the total number of petals from the orchids from the total number of petals from the African daisies:
+\[
+40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+\]
+
+Therefore, the African daisies have \boxed{15} more petals than the orchids.','stop',280,88,30,2.92111595035421487418e+01,1197757312000.0,NULL);
+INSERT INTO "chains" VALUES(64,0,0,'4e280beb042413e3e8fb468512f906b61cfd2faf4117063d77a362cb2182191c',0,'To determine how many red and blue shoe boxes are left in Tim''s box after he uses some for fishing, we will follow these steps:
+
+1. **Calculate the number of blue shoe boxes left:**
+   - Tim starts with 7 blue shoe boxes.
+   - He uses 3 blue shoe boxes.
+   - The number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. **Calculate the number of red shoe boxes left:**
+   - Tim starts with 9 red shoe boxes.
+   - He uses \(\frac{1}{3}\) of his red shoe boxes.
+   - First, we find \(\frac{1}{3}\) of 9:
+     \[
+     \frac{1}{3} \times 9 = 3
+     \]
+   - The number of red shoe boxes left is:
+     \[
+     9 - 3 = 6
+     \]
+
+3. **Combine the results:**
+   - The number of blue shoe boxes left is 4.
+   - The number of red shoe boxes left is 6.
+   - Therefore, the total number of shoe boxes left is:
+     \[
+     4 + 6 = 10
+     \]
+
+The final answer is \(\boxed{10}\).','stop',277,88,30,2.79507393780149868698e+01,1187094784000.0,NULL);
+INSERT INTO "chains" VALUES(65,0,0,'567c5a293c3f8a007839db2395a4a482a1f4102621def0b4727734afc92e84e9',0,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes per hour.
+2. Determine the number of packages Colby completes in a typical eight-hour workday.
+3. Calculate the total earnings by multiplying the number of packages by his hourly wage.
+
+Step 1: Calculate the number of packages Colby completes per hour.
+Colby completes 10 less than 50 packages per hour. Therefore, we subtract 10 from 50:
+\[ 50 - 10 = 40 \]
+So, Colby completes 40 packages per hour.
+
+Step 2: Determine the number of packages Colby completes in a typical eight-hour workday.
+To find out how many packages Colby completes in an eight-hour workday, we multiply the number of packages he completes per hour by 8:
+\[ 40 \times 8 = 320 \]
+So, Colby completes 320 packages in a typical eight-hour workday.
+
+Step 3: Calculate the total earnings by multiplying the number of packages by his hourly wage.
+Colby earns $0.20 for every package he completes. Therefore, we multiply the number of packages he completes by his hourly wage:
+\[ 320 \times 0.20 = 64 \]
+So, Colby earns \(\boxed{64}\) dollars in a typical eight-hour workday.','stop',311,95,30,3.11872303275158628825e+01,1332816000000.0,NULL);
+INSERT INTO "chains" VALUES(66,0,0,'ae357f810ab4e565398046e9cf9a677c5c4286dcf22e26931f529944ed34a107',0,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces Kira bought.
+
+First, let''s find the total number of pieces of fruit Kira bought:
+- Kira bought 3 apples.
+- Kira bought 5 bananas.
+- Kira bought 6 oranges.
+
+Adding these together gives:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we need to subtract the number of pieces Lola ate from the total number of pieces Kira bought:
+- Lola ate 2 pieces of fruit.
+
+Subtracting 2 from 14 gives:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',199,69,31,19.0764585990255,838785536000.0,NULL);
+INSERT INTO "chains" VALUES(67,0,0,'283b73cf073330dd3028b646e5227680e6e11e77f5a1148c853987b291c1a856',0,'To solve this problem, we need to determine how many cherries each person has and then find the difference between Robert''s and Jerry''s cherries.
+
+1. Let''s denote the number of cherries Richard has as \( R \).
+2. According to the problem, Robert has 10 more cherries than Richard, so Robert has \( R + 10 \) cherries.
+3. We also know that Robert has 30 cherries, so we can set up the equation \( R + 10 = 30 \).
+4. Solving for \( R \), we get \( R = 20 \). So Richard has 20 cherries.
+5. Jerry has the same number of cherries as Richard, so Jerry has 20 cherries.
+6. Finally, we need to find out how many more cherries Robert has than Jerry. This is \( R + 10 - J = 20 + 10 - 20 = 10 \).
+
+Let''s write the Python code to confirm this solution.
+```python
+# Number of cherries Robert has
+robert_cherries = 30
+
+# Number of cherries Richard has
+richard_cherries = robert_cherries - 10
+
+# Number of cherries Jerry has
+jerry_cherries = richard_cherries
+
+# Difference between Robert''s and Jerry''s cherries
+difference = robert_cherries - jerry_cherries
+print(difference)
+```
+```output
+10
+```
+The final answer is \(\boxed{10}\).','stop',335,80,30,3.28030561860068701216e+01,1364803584000.0,NULL);
+INSERT INTO "chains" VALUES(68,0,0,'84bb549861740718f32b756c1e7bbf92edca79cbea81d6f5b38dbae52b526438',0,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Greta made initially.
+2. Determine the number of brownies she received from her office party.
+3. Add the brownies from her office party to the brownies she received from her friends'' party.
+4. Subtract the number of brownies eaten during the party from the total number of brownies received.
+
+Let''s start with the first step:
+
+1. Greta made one dozen cream cheese swirl brownies. Since one dozen equals 12, she made:
+   \[
+   12 \text{ brownies}
+   \]
+
+2. At her office, she received half a dozen brownies. Since half a dozen equals 6, she received:
+   \[
+   6 \text{ brownies}
+   \]
+
+3. When she arrived home, her friends had 4 dozen brownies waiting. Since 4 dozen equals 48, she received:
+   \[
+   48 \text{ brownies}
+   \]
+
+4. To find the total number of brownies Greta had, we add the brownies from her office party, her friends'' party, and the brownies she made initially:
+   \[
+   12 + 6 + 48 = 66 \text{ brownies}
+   \]
+
+5. During the party, 1 1/2 dozen brownies were eaten. Since 1 1/2 dozen equals 7, she ate:
+   \[
+   7 \text{ brownies}
+   \]
+
+6. To find out how many brownies Greta had left over, we subtract the number of brownies eaten from the total number of brownies received:
+   \[
+   66 - 7 = 59 \text{ brownies}
+   \]
+
+Therefore, the number of individual brownies Greta had left over from the entire day is \boxed{59}.','stop',421,143,30,4.20881159760028822347e+01,1894375808000.0,NULL);
+INSERT INTO "chains" VALUES(69,0,0,'10d64201ece027d87c1b35d81ad15e5ebb9351a9bd65d076106bcaf87bd66f10',0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount of money received from the cost of the trousers.
+
+First, let''s find out how much money Adam received from his father. His father gave him twice as much as his mother. Since his mother gave him $6, we have:
+\[ 2 \times 6 = 12 \]
+So, Adam received $12 from his father.
+
+Next, we add the money received from his mother and his father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \]
+So, Adam received $18 in total.
+
+Now, we subtract the total amount of money received from the cost of the trousers to find out how much money Adam had to contribute from his savings:
+\[ 30 - 18 = 12 \]
+So, Adam had to contribute \(\boxed{12}\) dollars from his savings.','stop',223,77,30,2.17280538475060893679e+01,956073344000.0,NULL);
+INSERT INTO "chains" VALUES(70,0,0,'ed634351b51089bb3b9ac35f14ae89456c757a3aae640b61d3589651d1cc398e',0,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie sold on Sunday.
+2. Calculate the number of boxes of gingerbread and apple pie sold on Saturday.
+3. Calculate the total earnings from gingerbread and apple pie for both days.
+4. Sum the earnings from both days to get the final answer.
+
+**Step 1: Calculate the number of boxes of gingerbread and apple pie sold on Sunday.**
+
+On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Since he sold 10 boxes of gingerbread on Saturday, on Sunday he sold:
+\[ 10 + 5 = 15 \text{ boxes of gingerbread} \]
+
+On Sunday, he sold 15 boxes of apple pie.
+
+**Step 2: Calculate the number of boxes of gingerbread and apple pie sold on Saturday.**
+
+On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Since he sold 15 boxes of apple pie on Sunday, on Saturday he sold:
+\[ 15 - 4 = 11 \text{ boxes of apple pie} \]
+
+On Saturday, he sold 10 boxes of gingerbread.
+
+**Step 3: Calculate the total earnings from gingerbread and apple pie for both days.**
+
+The earnings from gingerbread on Saturday are:
+\[ 10 \text{ boxes} \times \$6 \text{ per box} = \$60 \]
+
+The earnings from apple pie on Saturday are:
+\[ 11 \text{ boxes} \times \$15 \text{ per box} = \$165 \]
+
+The total earnings from gingerbread and apple pie for both days are:
+\[ \$60 + \$165 = \$225 \]
+
+Therefore, the total amount Sunny earned for two days is \(\boxed{225}\).','stop',400,122,30,3.95549390759770176373e+01,1745100416000.0,NULL);
+INSERT INTO "chains" VALUES(71,0,0,'a187974abe63124b9a96e3d474b5a6247ac5d211c48c34fc1605031202d916bd',0,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of boxes sold by Lisa and Peter.
+2. Divide the total number of chocolate bars sold by the total number of boxes sold to find the number of chocolate bars per box.
+
+First, let''s find the total number of boxes sold by Lisa and Peter. Lisa sold three and a half boxes, and Peter sold four and a half boxes. We can add these two amounts together:
+
+\[ 3.5 + 4.5 = 8 \]
+
+So, Lisa and Peter sold a total of 8 boxes of chocolate bars.
+
+Next, we know that together they sold 64 chocolate bars. To find out how many chocolate bars are in one box, we divide the total number of chocolate bars by the total number of boxes:
+
+\[ \frac{64}{8} = 8 \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','stop',205,84,30,2.09261606099862547121e+01,916977408000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -1348,6 +1835,24 @@ INSERT INTO "jobs" VALUES(50,'qwen2.5-coder-1.5b','greedy','gsm8k_test-647',0,1,
 INSERT INTO "jobs" VALUES(51,'qwen2.5-coder-1.5b','greedy','gsm8k_test-655',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 72, "cached_prompt_tokens": 30, "completion_tokens": 197, "calls": 1, "seconds": 19.45129727647509, "flops": 845893888000.0}}]',72,30,197,1,0,0,845893888000.0,0.0,3.94736655519955093041e+01,1.9451297276475088438e+01,1.79628496024849843978e+09);
 INSERT INTO "jobs" VALUES(52,'qwen2.5-coder-1.5b','greedy','gsm8k_test-676',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 306, "calls": 1, "seconds": 29.122437782465568, "flops": 1311490944000.0}}]',94,30,306,1,0,0,1311490944000.0,0.0,5.65015523139954893832e+01,2.91224377824655675803e+01,1.79628501675138449672e+09);
 INSERT INTO "jobs" VALUES(53,'qwen2.5-coder-1.5b','greedy','gsm8k_test-666',0,1,'greedy',0,'done','120','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 337, "calls": 1, "seconds": 32.14747934847401, "flops": 1421670400000.0}}]',94,30,337,1,0,0,1421670400000.0,0.0,6.3955565497999486979e+01,3.21474793484740075646e+01,1.79628501687502384193e+09);
+INSERT INTO "jobs" VALUES(54,'qwen2.5-coder-1.5b','greedy','gsm8k_test-681',0,1,'greedy',0,'done','308','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 30, "completion_tokens": 317, "calls": 1, "seconds": 32.005357382982766, "flops": 1332816000000.0}}]',89,30,317,1,0,0,1332816000000.0,0.0,6.43427486919972579926e+01,3.20053573829827655563e+01,1.79628508109557318691e+09);
+INSERT INTO "jobs" VALUES(55,'qwen2.5-coder-1.5b','greedy','gsm8k_test-682',0,1,'greedy',0,'done','80','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 31, "completion_tokens": 325, "calls": 1, "seconds": 32.961569163486274, "flops": 1432332928000.0}}]',110,31,325,1,0,0,1432332928000.0,0.0,6.78124043279967736452e+01,3.29615691634862741912e+01,1.79628508469339179991e+09);
+INSERT INTO "jobs" VALUES(56,'qwen2.5-coder-1.5b','greedy','gsm8k_test-724',0,1,'greedy',0,'done','18','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 30, "completion_tokens": 440, "calls": 1, "seconds": 50.43527177602664, "flops": 1780642176000.0}}]',92,30,440,1,0,0,1780642176000.0,0.0,6.53092767819980508665e+01,5.04352717760266386912e+01,1.7962851464126250744e+09);
+INSERT INTO "jobs" VALUES(57,'qwen2.5-coder-1.5b','greedy','gsm8k_test-733',0,1,'greedy',0,'done','6','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 184, "calls": 1, "seconds": 19.330219440009387, "flops": 817460480000.0}}]',77,30,184,1,0,0,817460480000.0,0.0,7.41250887749993125908e+01,1.93302194400093867443e+01,1796285158.81974);
+INSERT INTO "jobs" VALUES(58,'qwen2.5-coder-1.5b','greedy','gsm8k_test-788',0,1,'greedy',0,'done','100','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 31, "completion_tokens": 249, "calls": 1, "seconds": 30.75630660247407, "flops": 1076915328000.0}}]',86,31,249,1,0,0,1076915328000.0,0.0,3.60218156749979243622e+01,3.07563066024740692236e+01,1.79628518244058728216e+09);
+INSERT INTO "jobs" VALUES(59,'qwen2.5-coder-1.5b','greedy','gsm8k_test-816',0,1,'greedy',0,'done','4500','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 71, "cached_prompt_tokens": 31, "completion_tokens": 240, "calls": 1, "seconds": 24.230830671513104, "flops": 991615104000.0}}]',71,31,240,1,0,0,991615104000.0,0.0,4.96084097939965431569e+01,2.42308306715131038799e+01,1.79628523205054259305e+09);
+INSERT INTO "jobs" VALUES(60,'qwen2.5-coder-1.5b','greedy','gsm8k_test-801',0,1,'greedy',0,'done','1240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 30, "completion_tokens": 410, "calls": 1, "seconds": 42.33149877705, "flops": 1691787776000.0}}]',97,30,410,1,0,0,1691787776000.0,0.0,1.09997713042997929738e+02,42.33149877705,1.79628526881901526453e+09);
+INSERT INTO "jobs" VALUES(61,'qwen2.5-coder-1.5b','greedy','gsm8k_test-829',0,1,'greedy',0,'done','14000','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 31, "completion_tokens": 467, "calls": 1, "seconds": 50.988253958519635, "flops": 1947688448000.0}}]',113,31,467,1,0,0,1947688448000.0,0.0,1.00996838480001315473e+02,5.09882539585196354909e+01,1.79628533304884552951e+09);
+INSERT INTO "jobs" VALUES(62,'qwen2.5-coder-1.5b','greedy','gsm8k_test-861',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 30, "completion_tokens": 476, "calls": 1, "seconds": 51.09461592752268, "flops": 1922809216000.0}}]',96,30,476,1,0,0,1922809216000.0,0.0,1.02491917895997175947e+02,5.10946159275226818863e+01,1.79628537131246304508e+09);
+INSERT INTO "jobs" VALUES(63,'qwen2.5-coder-1.5b','greedy','gsm8k_test-889',0,1,'greedy',0,'done','15','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 30, "completion_tokens": 280, "calls": 1, "seconds": 29.21115950354215, "flops": 1197757312000.0}}]',88,30,280,1,0,0,1197757312000.0,0.0,5.85481834419988445006e+01,2.92111595035421487418e+01,1.79628539159835982322e+09);
+INSERT INTO "jobs" VALUES(64,'qwen2.5-coder-1.5b','greedy','gsm8k_test-906',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 30, "completion_tokens": 277, "calls": 1, "seconds": 27.950739378014987, "flops": 1187094784000.0}}]',88,30,277,1,0,0,1187094784000.0,0.0,5.58967634419968817383e+01,2.79507393780149868698e+01,1.79628542721044826514e+09);
+INSERT INTO "jobs" VALUES(65,'qwen2.5-coder-1.5b','greedy','gsm8k_test-911',0,1,'greedy',0,'done','64','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 30, "completion_tokens": 311, "calls": 1, "seconds": 31.187230327515863, "flops": 1332816000000.0}}]',95,30,311,1,0,0,1332816000000.0,0.0,6.12905350340006407341e+01,3.11872303275158628825e+01,1.79628545289024424552e+09);
+INSERT INTO "jobs" VALUES(66,'qwen2.5-coder-1.5b','greedy','gsm8k_test-917',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 31, "completion_tokens": 199, "calls": 1, "seconds": 19.0764585990255, "flops": 838785536000.0}}]',69,31,199,1,0,0,838785536000.0,0.0,4.02472335019992897295e+01,19.0764585990255,1.79628546746070551871e+09);
+INSERT INTO "jobs" VALUES(67,'qwen2.5-coder-1.5b','greedy','gsm8k_test-975',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 30, "completion_tokens": 335, "calls": 1, "seconds": 32.80305618600687, "flops": 1364803584000.0}}]',80,30,335,1,0,0,1364803584000.0,0.0,64.0886645540013,3.28030561860068701216e+01,1.79628553155092453956e+09);
+INSERT INTO "jobs" VALUES(68,'qwen2.5-coder-1.5b','greedy','gsm8k_test-966',0,1,'greedy',0,'done','59','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 143, "cached_prompt_tokens": 30, "completion_tokens": 421, "calls": 1, "seconds": 42.08811597600288, "flops": 1894375808000.0}}]',143,30,421,1,0,0,1894375808000.0,0.0,8.56846916979993693513e+01,4.20881159760028822347e+01,1.79628553857603812213e+09);
+INSERT INTO "jobs" VALUES(69,'qwen2.5-coder-1.5b','greedy','gsm8k_test-995',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 223, "calls": 1, "seconds": 21.72805384750609, "flops": 956073344000.0}}]',77,30,223,1,0,0,956073344000.0,0.0,4.1583631248999154196e+01,2.17280538475060893679e+01,1.79628558016067767146e+09);
+INSERT INTO "jobs" VALUES(70,'qwen2.5-coder-1.5b','greedy','gsm8k_test-976',0,1,'greedy',0,'done','225','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 122, "cached_prompt_tokens": 30, "completion_tokens": 400, "calls": 1, "seconds": 39.55493907597702, "flops": 1745100416000.0}}]',122,30,400,1,0,0,1745100416000.0,0.0,7.95684748950006905934e+01,3.95549390759770176373e+01,1.79628561112094807623e+09);
+INSERT INTO "jobs" VALUES(71,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1002',0,1,'greedy',0,'done','8','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 205, "calls": 1, "seconds": 20.926160609986255, "flops": 916977408000.0}}]',84,30,205,1,0,0,916977408000.0,0.0,4.25040085159998852742e+01,2.09261606099862547121e+01,1.79628562267259335514e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -2739,10 +3244,497 @@ Finally, we divide the total amount of money equally among Rayna, Kassidy, and A
 \]
 
 Therefore, each person would have \(\boxed{120}\) dollars.','120',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(54,0,'To determine the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have, we will follow these steps:
+
+1. **Find the number of cookies Max has:**
+   - We know that Katarina has 5 less cookies than Max.
+   - Katarina has 68 cookies.
+   - Therefore, Max has \(68 + 5 = 73\) cookies.
+
+2. **Find the number of cookies the Cookie Monster has:**
+   - We know that Max has 12 more cookies than the Cookie Monster.
+   - Max has 73 cookies.
+   - Therefore, the Cookie Monster has \(73 - 12 = 61\) cookies.
+
+3. **Find the number of cookies Summer has:**
+   - We know that Summer has 23 more cookies than Max.
+   - Max has 73 cookies.
+   - Therefore, Summer has \(73 + 23 = 96\) cookies.
+
+4. **Calculate the total number of cookies:**
+   - Katarina has 68 cookies.
+   - Max has 73 cookies.
+   - The Cookie Monster has 61 cookies.
+   - Summer has 96 cookies.
+   - Adding these together, we get \(68 + 73 + 61 + 96 = 308\).
+
+Thus, the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have is \(\boxed{308}\).','308',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(55,0,'To determine the original length of Shania''s dress, we need to account for the changes she made to the dress. Let''s break it down step by step.
+
+1. **Identify the final length of the dress:**
+   The final length of the dress is given as 140 cm.
+
+2. **Determine the length added to the bottom of the dress:**
+   Shania adds 20 cm to the bottom of the dress. This means the length of the dress after adding the lace trim is 140 cm - 20 cm = 120 cm.
+
+3. **Determine the length of the dress before adding the lace trim:**
+   The dress is extended by 50% of its original length. Let''s denote the original length of the dress by \( L \). Since the dress is extended by 50%, the length of the dress after extending is \( L + 0.5L = 1.5L \). We know that this extended length is equal to 120 cm. Therefore, we can set up the following equation:
+   \[
+   1.5L = 120
+   \]
+
+4. **Solve for the original length \( L \):**
+   To find \( L \), we divide both sides of the equation by 1.5:
+   \[
+   L = \frac{120}{1.5} = 80
+   \]
+
+So, the original length of the dress was \(\boxed{80}\) cm.','80',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(56,0,'To determine how many slices of pizza were left, we need to follow these steps:
+
+1. Calculate the total number of pizzas ordered.
+2. Determine how many slices each person ate.
+3. Calculate the total number of slices eaten by all the people.
+4. Subtract the total number of slices eaten from the total number of slices available.
+
+**Step 1: Calculate the total number of pizzas ordered.**
+Bryce and four of his friends each ordered one pizza. Therefore, the total number of pizzas is:
+\[ 1 + 4 = 5 \]
+
+**Step 2: Determine how many slices each person ate.**
+Bryce and two friends each ate \(\frac{2}{3}\) of their pizzas. Since each pizza has 12 slices, the number of slices each person ate is:
+\[ \frac{2}{3} \times 12 = 8 \]
+So, Bryce and two friends each ate 8 slices. The two remaining friends each ate \(\frac{3}{4}\) of their pizzas. The number of slices each person ate is:
+\[ \frac{3}{4} \times 12 = 9 \]
+So, the two remaining friends each ate 9 slices.
+
+**Step 3: Calculate the total number of slices eaten by all the people.**
+The total number of slices eaten by Bryce and two friends is:
+\[ 8 + 8 + 8 = 24 \]
+The total number of slices eaten by the two remaining friends is:
+\[ 9 + 9 = 18 \]
+So, the total number of slices eaten by all the people is:
+\[ 24 + 18 = 42 \]
+
+**Step 4: Subtract the total number of slices eaten from the total number of slices available.**
+The total number of slices available is:
+\[ 5 \times 12 = 60 \]
+So, the number of slices left is:
+\[ 60 - 42 = 18 \]
+
+Therefore, the number of slices of pizza left is \(\boxed{18}\).','18',1,'equivalent',440,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(57,0,'To determine how much money each of Greg''s siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found.
+2. Determine the number of siblings Greg has.
+3. Divide the total amount of money by the number of siblings.
+
+Step 1: The total amount of money Greg found is $20.
+
+Step 2: Greg has 3 younger siblings.
+
+Step 3: To find out how much money each sibling received, we divide the total amount of money by the number of siblings:
+\[ \frac{20}{3} = 6 \text{ R } 2 \]
+This means that each sibling received $6, and there was $2 left over. However, the problem asks for the amount each sibling received, which is the quotient of the division.
+
+Therefore, the amount of money each sibling received is \(\boxed{6}\).','6',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(58,0,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine how much the school has already covered.
+3. Subtract the amount the school has covered from the total cost to find out how much John still needs.
+
+Step 1: Calculate the total cost of the trip.
+The trip costs $300.
+
+Step 2: Determine how much the school has already covered.
+The school has decided to cover half the cost of the trip. Therefore, we calculate half of $300:
+\[
+\frac{300}{2} = 150
+\]
+So, the school has covered $150.
+
+Step 3: Subtract the amount the school has covered from the total cost to find out how much John still needs.
+John has $50. We subtract the amount the school has covered from $50:
+\[
+50 - 150 = -100
+\]
+Since the result is negative, it means John has $100 more than the amount he needs. Therefore, John is missing $100.
+
+The final answer is \boxed{100}.','100',1,'equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(59,0,'To determine how much money John spent, we need to calculate the cost of the goats and the cows separately and then add these amounts together.
+
+First, let''s calculate the cost of the goats:
+- John buys 3 goats.
+- Each goat costs $500.
+- Therefore, the total cost for the goats is:
+  \[
+  3 \text{ goats} \times \$500 \text{ per goat} = \$1500
+  \]
+
+Next, let''s calculate the cost of the cows:
+- John buys 2 cows.
+- Each cow costs $1500.
+- Therefore, the total cost for the cows is:
+  \[
+  2 \text{ cows} \times \$1500 \text{ per cow} = \$3000
+  \]
+
+Now, we add the cost of the goats and the cost of the cows to find the total amount of money John spent:
+\[
+\$1500 + \$3000 = \$4500
+\]
+
+Thus, the total amount of money John spent is \(\boxed{4500}\).','4500',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(60,0,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Calculate the total number of teachers in the school.
+3. Calculate the total number of trees planted by the students.
+4. Calculate the total number of trees planted by the teachers.
+5. Add the number of trees planted by the students and the teachers to get the total number of trees planted.
+
+Let''s start with the first step:
+
+1. Calculate the total number of students in the school.
+   The school has 40 classes with an average of 25 students per class.
+   \[
+   \text{Total number of students} = 40 \times 25 = 1000
+   \]
+
+2. Calculate the total number of teachers in the school.
+   The school has 3 teachers per class.
+   \[
+   \text{Total number of teachers} = 40 \times 3 = 120
+   \]
+
+3. Calculate the total number of trees planted by the students.
+   Each student plants 1 tree.
+   \[
+   \text{Total number of trees planted by students} = 1000 \times 1 = 1000
+   \]
+
+4. Calculate the total number of trees planted by the teachers.
+   Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees planted by teachers} = 120 \times 2 = 240
+   \]
+
+5. Add the number of trees planted by the students and the teachers to get the total number of trees planted.
+   \[
+   \text{Total number of trees planted} = 1000 + 240 = 1240
+   \]
+
+Therefore, the total number of trees planted at the end of the campaign is \boxed{1240}.','1240',1,'equivalent',410,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(61,0,'To determine how much Boris produces in the fourth week, we need to follow the pattern of his production over the four weeks. Let''s break it down step by step.
+
+1. **First Week:**
+   Boris produces 8,000 bars of chocolate.
+
+2. **Second Week:**
+   Boris produces half as much as the first week.
+   \[
+   \text{Second Week Production} = \frac{8,000}{2} = 4,000 \text{ bars}
+   \]
+
+3. **Third Week:**
+   Boris produces three times as much as the first week.
+   \[
+   \text{Third Week Production} = 3 \times 8,000 = 24,000 \text{ bars}
+   \]
+
+4. **Fourth Week:**
+   We need to find out how much Boris produces in the fourth week. We know that the total production over the four weeks is 50,000 bars. Let''s denote the production in the fourth week as \( x \).
+
+   The total production for the four weeks is the sum of the production in each week:
+   \[
+   \text{Total Production} = \text{First Week Production} + \text{Second Week Production} + \text{Third Week Production} + \text{Fourth Week Production}
+   \]
+   Substituting the known values:
+   \[
+   50,000 = 8,000 + 4,000 + 24,000 + x
+   \]
+
+5. **Solve for \( x \):**
+   Combine the known values on the left side of the equation:
+   \[
+   50,000 = 36,000 + x
+   \]
+   To isolate \( x \), subtract 36,000 from both sides:
+   \[
+   x = 50,000 - 36,000
+   \]
+   \[
+   x = 14,000
+   \]
+
+Therefore, Boris produces \(\boxed{14000}\) bars of chocolate in the fourth week.','14000',1,'equivalent',467,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(62,0,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a year.
+2. Calculate the number of badges Amber earns in a year.
+3. Calculate the number of badges Wendy earns in a year.
+4. Find the difference between the number of badges Wendy earns and the number of badges Amber earns.
+
+**Step 1: Calculate the number of badges Claire earns in a year.**
+
+Claire earns 1 badge every month. There are 12 months in a year, so the number of badges Claire earns in a year is:
+\[ 1 \text{ badge/month} \times 12 \text{ months/year} = 12 \text{ badges/year} \]
+
+**Step 2: Calculate the number of badges Amber earns in a year.**
+
+Amber earns twice as long to earn a badge as Claire. Since Claire earns 1 badge per month, Amber earns:
+\[ 2 \times 1 \text{ badge/month} = 2 \text{ badges/month} \]
+In a year, Amber earns:
+\[ 2 \text{ badges/month} \times 12 \text{ months/year} = 24 \text{ badges/year} \]
+
+**Step 3: Calculate the number of badges Wendy earns in a year.**
+
+Wendy earns three times the amount of badges as Claire in the same time frame. Since Claire earns 1 badge per month, Wendy earns:
+\[ 3 \times 1 \text{ badge/month} = 3 \text{ badges/month} \]
+In a year, Wendy earns:
+\[ 3 \text{ badges/month} \times 12 \text{ months/year} = 36 \text{ badges/year} \]
+
+**Step 4: Find the difference between the number of badges Wendy earns and the number of badges Amber earns.**
+
+The difference in the number of badges earned by Wendy and Amber is:
+\[ 36 \text{ badges/year} - 24 \text{ badges/year} = 12 \text{ badges/year} \]
+
+Therefore, Wendy earns \(\boxed{12}\) more badges compared to Amber in a 1-year time frame.','12',0,'not_equivalent',476,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(63,0,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Subtract the total number of petals from the orchids from the total number of petals from the African daisies.
+
+Let''s start with the orchids:
+Joelle has 5 orchids, and each orchid has 5 petals.
+\[
+5 \text{ orchids} \times 5 \text{ petals per orchid} = 25 \text{ petals}
+\]
+
+Next, let''s calculate the African daisies:
+Joelle has 4 African daisies, and each African daisy has 10 petals.
+\[
+4 \text{ African daisies} \times 10 \text{ petals per African daisy} = 40 \text{ petals}
+\]
+
+Now, we subtract the total number of petals from the orchids from the total number of petals from the African daisies:
+\[
+40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals}
+\]
+
+Therefore, the African daisies have \boxed{15} more petals than the orchids.','15',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(64,0,'To determine how many red and blue shoe boxes are left in Tim''s box after he uses some for fishing, we will follow these steps:
+
+1. **Calculate the number of blue shoe boxes left:**
+   - Tim starts with 7 blue shoe boxes.
+   - He uses 3 blue shoe boxes.
+   - The number of blue shoe boxes left is:
+     \[
+     7 - 3 = 4
+     \]
+
+2. **Calculate the number of red shoe boxes left:**
+   - Tim starts with 9 red shoe boxes.
+   - He uses \(\frac{1}{3}\) of his red shoe boxes.
+   - First, we find \(\frac{1}{3}\) of 9:
+     \[
+     \frac{1}{3} \times 9 = 3
+     \]
+   - The number of red shoe boxes left is:
+     \[
+     9 - 3 = 6
+     \]
+
+3. **Combine the results:**
+   - The number of blue shoe boxes left is 4.
+   - The number of red shoe boxes left is 6.
+   - Therefore, the total number of shoe boxes left is:
+     \[
+     4 + 6 = 10
+     \]
+
+The final answer is \(\boxed{10}\).','10',1,'equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(65,0,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes per hour.
+2. Determine the number of packages Colby completes in a typical eight-hour workday.
+3. Calculate the total earnings by multiplying the number of packages by his hourly wage.
+
+Step 1: Calculate the number of packages Colby completes per hour.
+Colby completes 10 less than 50 packages per hour. Therefore, we subtract 10 from 50:
+\[ 50 - 10 = 40 \]
+So, Colby completes 40 packages per hour.
+
+Step 2: Determine the number of packages Colby completes in a typical eight-hour workday.
+To find out how many packages Colby completes in an eight-hour workday, we multiply the number of packages he completes per hour by 8:
+\[ 40 \times 8 = 320 \]
+So, Colby completes 320 packages in a typical eight-hour workday.
+
+Step 3: Calculate the total earnings by multiplying the number of packages by his hourly wage.
+Colby earns $0.20 for every package he completes. Therefore, we multiply the number of packages he completes by his hourly wage:
+\[ 320 \times 0.20 = 64 \]
+So, Colby earns \(\boxed{64}\) dollars in a typical eight-hour workday.','64',1,'equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(66,0,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces Kira bought.
+
+First, let''s find the total number of pieces of fruit Kira bought:
+- Kira bought 3 apples.
+- Kira bought 5 bananas.
+- Kira bought 6 oranges.
+
+Adding these together gives:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we need to subtract the number of pieces Lola ate from the total number of pieces Kira bought:
+- Lola ate 2 pieces of fruit.
+
+Subtracting 2 from 14 gives:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(67,0,'To solve this problem, we need to determine how many cherries each person has and then find the difference between Robert''s and Jerry''s cherries.
+
+1. Let''s denote the number of cherries Richard has as \( R \).
+2. According to the problem, Robert has 10 more cherries than Richard, so Robert has \( R + 10 \) cherries.
+3. We also know that Robert has 30 cherries, so we can set up the equation \( R + 10 = 30 \).
+4. Solving for \( R \), we get \( R = 20 \). So Richard has 20 cherries.
+5. Jerry has the same number of cherries as Richard, so Jerry has 20 cherries.
+6. Finally, we need to find out how many more cherries Robert has than Jerry. This is \( R + 10 - J = 20 + 10 - 20 = 10 \).
+
+Let''s write the Python code to confirm this solution.
+```python
+# Number of cherries Robert has
+robert_cherries = 30
+
+# Number of cherries Richard has
+richard_cherries = robert_cherries - 10
+
+# Number of cherries Jerry has
+jerry_cherries = richard_cherries
+
+# Difference between Robert''s and Jerry''s cherries
+difference = robert_cherries - jerry_cherries
+print(difference)
+```
+```output
+10
+```
+The final answer is \(\boxed{10}\).','10',0,'not_equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(68,0,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Greta made initially.
+2. Determine the number of brownies she received from her office party.
+3. Add the brownies from her office party to the brownies she received from her friends'' party.
+4. Subtract the number of brownies eaten during the party from the total number of brownies received.
+
+Let''s start with the first step:
+
+1. Greta made one dozen cream cheese swirl brownies. Since one dozen equals 12, she made:
+   \[
+   12 \text{ brownies}
+   \]
+
+2. At her office, she received half a dozen brownies. Since half a dozen equals 6, she received:
+   \[
+   6 \text{ brownies}
+   \]
+
+3. When she arrived home, her friends had 4 dozen brownies waiting. Since 4 dozen equals 48, she received:
+   \[
+   48 \text{ brownies}
+   \]
+
+4. To find the total number of brownies Greta had, we add the brownies from her office party, her friends'' party, and the brownies she made initially:
+   \[
+   12 + 6 + 48 = 66 \text{ brownies}
+   \]
+
+5. During the party, 1 1/2 dozen brownies were eaten. Since 1 1/2 dozen equals 7, she ate:
+   \[
+   7 \text{ brownies}
+   \]
+
+6. To find out how many brownies Greta had left over, we subtract the number of brownies eaten from the total number of brownies received:
+   \[
+   66 - 7 = 59 \text{ brownies}
+   \]
+
+Therefore, the number of individual brownies Greta had left over from the entire day is \boxed{59}.','59',0,'not_equivalent',421,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(69,0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount of money received from the cost of the trousers.
+
+First, let''s find out how much money Adam received from his father. His father gave him twice as much as his mother. Since his mother gave him $6, we have:
+\[ 2 \times 6 = 12 \]
+So, Adam received $12 from his father.
+
+Next, we add the money received from his mother and his father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \]
+So, Adam received $18 in total.
+
+Now, we subtract the total amount of money received from the cost of the trousers to find out how much money Adam had to contribute from his savings:
+\[ 30 - 18 = 12 \]
+So, Adam had to contribute \(\boxed{12}\) dollars from his savings.','12',1,'equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(70,0,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie sold on Sunday.
+2. Calculate the number of boxes of gingerbread and apple pie sold on Saturday.
+3. Calculate the total earnings from gingerbread and apple pie for both days.
+4. Sum the earnings from both days to get the final answer.
+
+**Step 1: Calculate the number of boxes of gingerbread and apple pie sold on Sunday.**
+
+On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday. Since he sold 10 boxes of gingerbread on Saturday, on Sunday he sold:
+\[ 10 + 5 = 15 \text{ boxes of gingerbread} \]
+
+On Sunday, he sold 15 boxes of apple pie.
+
+**Step 2: Calculate the number of boxes of gingerbread and apple pie sold on Saturday.**
+
+On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday. Since he sold 15 boxes of apple pie on Sunday, on Saturday he sold:
+\[ 15 - 4 = 11 \text{ boxes of apple pie} \]
+
+On Saturday, he sold 10 boxes of gingerbread.
+
+**Step 3: Calculate the total earnings from gingerbread and apple pie for both days.**
+
+The earnings from gingerbread on Saturday are:
+\[ 10 \text{ boxes} \times \$6 \text{ per box} = \$60 \]
+
+The earnings from apple pie on Saturday are:
+\[ 11 \text{ boxes} \times \$15 \text{ per box} = \$165 \]
+
+The total earnings from gingerbread and apple pie for both days are:
+\[ \$60 + \$165 = \$225 \]
+
+Therefore, the total amount Sunny earned for two days is \(\boxed{225}\).','225',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(71,0,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of boxes sold by Lisa and Peter.
+2. Divide the total number of chocolate bars sold by the total number of boxes sold to find the number of chocolate bars per box.
+
+First, let''s find the total number of boxes sold by Lisa and Peter. Lisa sold three and a half boxes, and Peter sold four and a half boxes. We can add these two amounts together:
+
+\[ 3.5 + 4.5 = 8 \]
+
+So, Lisa and Peter sold a total of 8 boxes of chocolate bars.
+
+Next, we know that together they sold 64 chocolate bars. To find out how many chocolate bars are in one box, we divide the total number of chocolate bars by the total number of boxes:
+
+\[ \frac{64}{8} = 8 \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628501687523770328e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',53,1.61347912091299804156e+03,1.61347783302799507509e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628562267279171947e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',71,2.21927662222999788361e+03,2.2192753381109941984e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -2807,5 +3799,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-647',0,50
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-655',0,51,'10',1.0,1,1,0,72.0,30.0,197.0,0.0,3.94736655519955093041e+01,845893888000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-676',0,52,'240',1.0,1,1,0,94.0,30.0,306.0,0.0,5.65015523139954893832e+01,1311490944000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-666',0,53,'120',1.0,1,1,0,94.0,30.0,337.0,0.0,6.3955565497999486979e+01,1421670400000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-681',0,54,'308',0.0,0,1,0,89.0,30.0,317.0,0.0,6.43427486919972579926e+01,1332816000000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-682',0,55,'80',1.0,1,1,0,110.0,31.0,325.0,0.0,6.78124043279967736452e+01,1432332928000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-724',0,56,'18',1.0,1,1,0,92.0,30.0,440.0,0.0,6.53092767819980508665e+01,1780642176000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-733',0,57,'6',0.0,0,1,0,77.0,30.0,184.0,0.0,7.41250887749993125908e+01,817460480000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-788',0,58,'100',1.0,1,1,0,86.0,31.0,249.0,0.0,3.60218156749979243622e+01,1076915328000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-816',0,59,'4500',1.0,1,1,0,71.0,31.0,240.0,0.0,4.96084097939965431569e+01,991615104000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-801',0,60,'1240',1.0,1,1,0,97.0,30.0,410.0,0.0,1.09997713042997929738e+02,1691787776000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-829',0,61,'14000',1.0,1,1,0,113.0,31.0,467.0,0.0,1.00996838480001315473e+02,1947688448000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-861',0,62,'12',0.0,0,1,0,96.0,30.0,476.0,0.0,1.02491917895997175947e+02,1922809216000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-889',0,63,'15',1.0,1,1,0,88.0,30.0,280.0,0.0,5.85481834419988445006e+01,1197757312000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-906',0,64,'10',1.0,1,1,0,88.0,30.0,277.0,0.0,5.58967634419968817383e+01,1187094784000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-911',0,65,'64',1.0,1,1,0,95.0,30.0,311.0,0.0,6.12905350340006407341e+01,1332816000000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-917',0,66,'12',1.0,1,1,0,69.0,31.0,199.0,0.0,4.02472335019992897295e+01,838785536000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-975',0,67,'10',0.0,0,1,0,80.0,30.0,335.0,0.0,64.0886645540013,1364803584000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-966',0,68,'59',0.0,0,1,0,143.0,30.0,421.0,0.0,8.56846916979993693513e+01,1894375808000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-995',0,69,'12',1.0,1,1,0,77.0,30.0,223.0,0.0,4.1583631248999154196e+01,956073344000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-976',0,70,'225',0.0,0,1,0,122.0,30.0,400.0,0.0,7.95684748950006905934e+01,1745100416000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1002',0,71,'8',1.0,1,1,0,84.0,30.0,205.0,0.0,4.25040085159998852742e+01,916977408000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
