@@ -1771,6 +1771,587 @@ Next, we know that together they sold 64 chocolate bars. To find out how many ch
 \[ \frac{64}{8} = 8 \]
 
 Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','stop',205,84,30,2.09261606099862547121e+01,916977408000.0,NULL);
+INSERT INTO "chains" VALUES(72,0,0,'949492103fe57676a87cd661990ec2266b017ffcb0747e55d2aee3004330e4af',0,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+First, we know that Bethany can run 10 laps in one hour. Trey can run 4 more laps than Bethany. Therefore, we calculate the number of laps Trey can run as follows:
+\[
+\text{Laps Trey can run} = 10 + 4 = 14
+\]
+
+Next, we know that Shaelyn can run half as many laps as Trey. Therefore, we calculate the number of laps Shaelyn can run as follows:
+\[
+\text{Laps Shaelyn can run} = \frac{14}{2} = 7
+\]
+
+Then, we know that Quinn can run 2 fewer laps than Shaelyn. Therefore, we calculate the number of laps Quinn can run as follows:
+\[
+\text{Laps Quinn can run} = 7 - 2 = 5
+\]
+
+Finally, we need to find out how many more laps Bethany can run compared to Quinn. We do this by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+\[
+\text{Difference} = 10 - 5 = 5
+\]
+
+Thus, Bethany can run \boxed{5} more laps compared to Quinn.','stop',336,99,30,3.42132729725053650335e+01,1435887104000.0,NULL);
+INSERT INTO "chains" VALUES(73,0,0,'e616b63de39870c6afc6b64f7d1a38fc6a6f09a12bb5fb07cd2c9b7085eaf1b0',0,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours Melissa spends parking.
+3. Calculate the total number of hours Melissa spends on jury duty.
+4. Calculate the total amount Melissa spends on jury duty.
+5. Subtract the total expenses from the total pay to find the net pay per hour.
+
+Let''s go through each step in detail:
+
+1. **Calculate the total number of hours Melissa spends listening to the court case:**
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Calculate the total number of hours Melissa spends parking:**
+   Melissa spends 3 days parking.
+   \[
+   3 \text{ days} \times 3 \text{ hours/day} = 9 \text{ hours}
+   \]
+
+3. **Calculate the total number of hours Melissa spends on jury duty:**
+   The total number of hours spent on jury duty is the sum of the hours spent listening to the court case and the hours spent parking.
+   \[
+   18 \text{ hours} + 9 \text{ hours} = 27 \text{ hours}
+   \]
+
+4. **Calculate the total amount Melissa spends on jury duty:**
+   Melissa is paid $15 per day but also has to pay $3 for parking each day.
+   \[
+   15 \text{ dollars/day} + 3 \text{ dollars/day} = 18 \text{ dollars}
+   \]
+
+5. **Subtract the total expenses from the total pay to find the net pay per hour:**
+   The net pay per hour is the total pay divided by the total number of hours spent on jury duty.
+   \[
+   \frac{18 \text{ dollars}}{27 \text{ hours}} = \frac{2}{3} \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{\frac{2}{3}}\).','stop',469,93,30,4.63967278769814583938e+01,1887267456000.0,NULL);
+INSERT INTO "chains" VALUES(74,0,0,'4f949096ecfcf4020f1d72ae5f9c30b1a0e9f29908b972f197b97ff1aa4db7b9',0,'To determine the total number of letters delivered by the post office from Monday to Wednesday, we need to calculate the number of letters delivered each day and then sum them up.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered \(\frac{1}{5}\) of the number of letters delivered on Monday plus 17.
+   \[
+   \text{Letters on Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+   First, calculate \(\frac{1}{5}\) of 425:
+   \[
+   \frac{1}{5} \times 425 = 85
+   \]
+   Then, add 17 to 85:
+   \[
+   85 + 17 = 102
+   \]
+   So, the post office delivered 102 letters on Tuesday.
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, the post office delivered 102 letters.
+   - On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   \[
+   \text{Letters on Wednesday} = 2 \times 102 + 5
+   \]
+   First, calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 102 = 204
+   \]
+   Then, add 5 to 204:
+   \[
+   204 + 5 = 209
+   \]
+   So, the post office delivered 209 letters on Wednesday.
+
+3. **Calculate the total number of letters delivered from Monday to Wednesday:**
+   - Add the number of letters delivered on Monday, Tuesday, and Wednesday:
+   \[
+   \text{Total letters} = 425 + 102 + 209
+   \]
+   First, add 425 and 102:
+   \[
+   425 + 102 = 527
+   \]
+   Then, add 527 and 209:
+   \[
+   527 + 209 = 736
+   \]
+   So, the total number of letters','length',512,93,30,4.65766623099734715634e+01,2040097024000.0,NULL);
+INSERT INTO "chains" VALUES(75,0,0,'1430a451d1ecaf8b595c025160f735749e3dcf47cc29b52eea0b01bb16d9bd08',0,'To determine how many tennis balls Rory retrieved in the first set of the match, we can set up a system of equations based on the information given.
+
+Let''s define the number of tennis balls Rory retrieved in the second set as \( x \).
+
+According to the problem:
+1. In the first set, Rory retrieved 4 more balls than in the second set.
+2. In the third set, Rory retrieved half as many balls as in the second set.
+3. The total number of tennis balls retrieved in all three sets is 19.
+
+We can express these relationships with the following equations:
+1. \( \text{First set} = x + 4 \)
+2. \( \text{Third set} = \frac{x}{2} \)
+3. \( \text{Total} = (x + 4) + x + \frac{x}{2} = 19 \)
+
+Now, we need to solve this equation for \( x \).
+
+First, combine the terms on the left side of the equation:
+\[ x + 4 + x + \frac{x}{2} = 19 \]
+\[ 2x + \frac{x}{2} + 4 = 19 \]
+
+To combine the terms involving \( x \), convert \( 2x \) to a fraction with a common denominator:
+\[ 2x = \frac{4x}{2} \]
+\[ \frac{4x}{2} + \frac{x}{2} = \frac{5x}{2} \]
+
+So the equation becomes:
+\[ \frac{5x}{2} + 4 = 19 \]
+
+Next, isolate the term with \( x \) by subtracting 4 from both sides of the equation:
+\[ \frac{5x}{2} = 15 \]
+
+Now, solve for \( x \) by multiplying both sides by 2:
+\[ 5x = 30 \]
+
+Finally, divide both sides by 5:
+\[ x = 6 \]
+
+So, Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','stop',440,110,30,3.7692964886522531743e+01,1844617344000.0,NULL);
+INSERT INTO "chains" VALUES(76,0,0,'37c6e50d8bb43915ee59ad4c2587f95b38c77a6414cbc4032439d2a52b30ff12',0,'To determine how many puzzle pieces Teddy placed during that hour, we need to follow these steps:
+
+1. Calculate the number of puzzle pieces Teddy placed in the first puzzle.
+2. Calculate the number of puzzle pieces Teddy placed in the second puzzle.
+3. Add the two amounts together to get the total number of puzzle pieces placed during the hour.
+
+Step 1: Calculate the number of puzzle pieces Teddy placed in the first puzzle.
+Teddy finished half of a 500 piece puzzle. Half of 500 is calculated as follows:
+\[
+\frac{500}{2} = 250
+\]
+So, Teddy placed 250 puzzle pieces in the first puzzle.
+
+Step 2: Calculate the number of puzzle pieces Teddy placed in the second puzzle.
+Teddy started and finished another 500 piece puzzle. Therefore, he placed 500 puzzle pieces in the second puzzle.
+
+Step 3: Add the two amounts together to get the total number of puzzle pieces placed during the hour.
+\[
+250 + 500 = 750
+\]
+So, the total number of puzzle pieces Teddy placed during that hour is \boxed{750}.','stop',251,76,30,2.4324141455010249047e+01,1052036096000.0,NULL);
+INSERT INTO "chains" VALUES(77,0,0,'632050f37a6248ac2dea60219ae1ddacca5e13bccde6a413e5b5b211f2706ec5',0,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Determine the total number of coupons.
+3. Calculate the total cost of the small coupons.
+4. Calculate the total cost of the big coupons.
+5. Add the costs of the small and big coupons to find the total postage.
+
+Step 1: Calculate the number of big coupons.
+Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Step 2: Determine the total number of coupons.
+The total number of coupons is the sum of the small and big coupons:
+\[ 700 + 1400 = 2100 \]
+
+Step 3: Calculate the total cost of the small coupons.
+Each small coupon costs 5 cents, so the total cost of the small coupons is:
+\[ 700 \times 0.05 = 35 \text{ dollars} \]
+
+Step 4: Calculate the total cost of the big coupons.
+Each big coupon costs 15 cents, so the total cost of the big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ dollars} \]
+
+Step 5: Add the costs of the small and big coupons to find the total postage.
+The total postage is the sum of the costs of the small and big coupons:
+\[ 35 + 210 = 245 \text{ dollars} \]
+
+Therefore, the total amount Anthony spends on postage is \(\boxed{245}\).','stop',367,96,30,33.7194373770144,1535404032000.0,NULL);
+INSERT INTO "chains" VALUES(78,0,0,'a2dbe40d7177941d5a5996edd5757b00c52a1bb9138832436f894bac264bbb4c',0,'To solve this problem, we need to follow these steps:
+
+1. First, we need to determine the length of each of the 4 equal parts of the ribbon. Since Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts, each part will be \( \frac{100}{4} = 25 \) centimeters long.
+2. Next, we need to determine the length of each of the 5 equal parts of each of the 4 parts. Since each part is 25 centimeters long and we need to divide it into 5 equal parts, each final cut will be \( \frac{25}{5} = 5 \) centimeters long.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Initial length of the ribbon
+initial_length = 100
+
+# Number of equal parts the ribbon is cut into
+num_parts_initial = 4
+
+# Number of equal parts each of the initial parts is cut into
+num_parts_final = 5
+
+# Calculate the length of each final cut
+length_final_cut = initial_length / num_parts_initial / num_parts_final
+print(length_final_cut)
+```
+```output
+5.0
+```
+The length of each final cut is \(\boxed{5}\) centimeters.','stop',278,78,31,2.5486975289968540892e+01,1151553024000.0,NULL);
+INSERT INTO "chains" VALUES(79,0,0,'0fb3e2cc564a7e1bdc7f5162a31b7d74f6a5d44ce7e6bef5482a1e641e256bfc',0,'To determine the height of the fourth child, we need to follow the given information step by step.
+
+1. **Height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Since 1 foot = 12 inches, we convert 6 feet to inches:
+   \[
+   6 \text{ feet} = 6 \times 12 = 72 \text{ inches}
+   \]
+   Adding 2 inches to 72 inches:
+   \[
+   \text{Height of the second child} = 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches}
+   \]
+   \[
+   \text{Height of the third child} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches}
+   \]
+   \[
+   \text{Height of the fourth child} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{72}\) inches.','stop',405,104,30,3.79363819879872608007e+01,1698896128000.0,NULL);
+INSERT INTO "chains" VALUES(80,0,0,'770e1c2fe38d637c1f32b76097c967ef9f37e0ee1162296d50d16763e663ab03',0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Find the total number of students in the school:**
+   We know that 40% of the school population is made up of 240 boys. Let \( T \) represent the total number of students in the school. Therefore, we can write the equation:
+   \[
+   0.40T = 240
+   \]
+   To find \( T \), we divide both sides of the equation by 0.40:
+   \[
+   T = \frac{240}{0.40} = 600
+   \]
+   So, the total number of students in the school is 600.
+
+2. **Calculate the number of girls in the school:**
+   Since the total number of students is 600 and 40% of them are boys, the remaining 60% must be girls. We can find the number of girls by multiplying the total number of students by 0.60:
+   \[
+   \text{Number of girls} = 0.60 \times 600 = 360
+   \]
+
+Therefore, the number of girls in the school is \(\boxed{360}\).','stop',278,61,30,2.3904564962489530445e+01,1094686208000.0,NULL);
+INSERT INTO "chains" VALUES(81,0,0,'0453d5f23eeb1a599fc31581356c67ab3489618fb9dd4312080bcbf368b5cd82',0,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate the amount of apples Peter wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the total amount of apples Peter and Paul want from the total amount of apples they bought.
+
+First, let''s find out how many kilograms of apples Peter wants. Pierre bought 12 kg of apples and Peter wants a quarter of that:
+\[
+\text{Peter''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, let''s find out how many kilograms of apples Paul wants. Paul bought 12 kg of apples and Paul wants one-third of that:
+\[
+\text{Paul''s apples} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we add the amounts of apples Peter and Paul want to find out how many kilograms of apples they want in total:
+\[
+\text{Total apples wanted} = 3 + 4 = 7 \text{ kg}
+\]
+
+Finally, we subtract the total amount of apples Peter and Paul want from the total amount of apples they bought to find out how many kilograms of apples James will have left:
+\[
+\text{James''s apples left} = 12 - 7 = 5 \text{ kg}
+\]
+
+So, the number of kilograms of apples James will have left is \boxed{5}.','stop',314,74,30,2.52996018629783065985e+01,1268840832000.0,NULL);
+INSERT INTO "chains" VALUES(82,0,0,'a5f27a33572ddaab62aad44f4f8e8fdcf0a84801ce37dd2657cb3806fc13621c',0,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. **Calculate the distance to John''s parents:**
+   - John drives at a speed of 70 mph.
+   - It takes him 2 hours to drive there.
+   - Distance = Speed × Time
+   \[
+   \text{Distance} = 70 \, \text{mph} \times 2 \, \text{hours} = 140 \, \text{miles}
+   \]
+
+2. **Determine the round trip distance:**
+   - The round trip distance is twice the one-way distance.
+   \[
+   \text{Round trip distance} = 2 \times 140 \, \text{miles} = 280 \, \text{miles}
+   \]
+
+3. **Calculate the number of visits per month:**
+   - John visits his parents twice a month.
+
+4. **Calculate the total distance driven per month:**
+   - Total distance = Number of visits per month × Round trip distance
+   \[
+   \text{Total distance} = 2 \, \text{visits per month} \times 280 \, \text{miles per visit} = 560 \, \text{miles per month}
+   \]
+
+Therefore, the total number of miles John drives when visiting his parents is \boxed{560}.','stop',307,81,31,2.64859868620005727284e+01,1265286656000.0,NULL);
+INSERT INTO "chains" VALUES(83,0,0,'965a92c6663a89760bb38305d17e48fc564c1e3597cc3451974a11e8801bbd81',0,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Identify the distance Sofie plans to walk in one day.
+2. Calculate the distance Sofie will walk in seven days.
+3. Determine how much farther Brian will walk than Sofie in seven days.
+4. Calculate the distance Brian will walk in seven days.
+
+Step 1: Sofie plans to walk 10 miles every day.
+
+Step 2: Calculate the distance Sofie will walk in seven days.
+\[ \text{Distance Sofie walks in 7 days} = 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Step 3: Determine how much farther Brian will walk than Sofie in seven days. Since Sofie walks twice as far as Brian, Brian will walk half the distance Sofie walks in seven days.
+\[ \text{Distance Brian walks in 7 days} = \frac{70 \text{ miles}}{2} = 35 \text{ miles} \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','stop',248,73,30,2.29190922220150241619e+01,1030711040000.0,NULL);
+INSERT INTO "chains" VALUES(84,0,0,'6f4eddc9cafae32620364ebcbf8c2af1d55eb56fdb1e9a5e7bd0171383a78b9b',0,'To solve this problem, we need to determine the weights of Elijah''s dogs and then sum them with Kory''s dog''s weight. Let''s break it down step by step:
+
+1. **Determine the weight of Elijah''s first dog:**
+   - Kory''s dog weighs 60 pounds.
+   - Elijah''s first dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+2. **Determine the weight of Elijah''s second dog:**
+   - Kory''s dog weighs 60 pounds.
+   - Elijah''s second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+3. **Calculate the total weight of Elijah''s dogs:**
+   \[
+   \text{Total weight of Elijah''s dogs} = 15 + 30 = 45 \text{ pounds}
+   \]
+
+4. **Sum the weights of Elijah''s dogs and Kory''s dog:**
+   \[
+   \text{Total weight} = \text{Weight of Kory''s dog} + \text{Total weight of Elijah''s dogs} = 60 + 45 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','stop',343,92,30,3.21298952215001918384e+01,1435887104000.0,NULL);
+INSERT INTO "chains" VALUES(85,0,0,'64165d8024fcfc9b33d3276f8cb729553232ab52601394946c3873fd7c67b4c2',0,'To solve this problem, we need to set up an equation based on the information given. Let''s break it down step by step:
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. Two years ago, Vince''s age was \(x - 2\) years.
+4. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can write the equation: \(14 = 2(x - 2)\).
+
+Now we need to solve this equation for \(x\). Let''s do this step by step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Set up the equation
+equation = Eq(14, 2 * (x - 2))
+
+# Solve the equation
+vince_age_now = solve(equation, x)[0]
+print(vince_age_now)
+```
+```output
+10
+```
+The solution to the equation is \(x = 10\). This means that Vince is currently \(\boxed{10}\) years old.','stop',257,65,30,2.33926195234889746634e+01,1034265216000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,0,'8d532e81c2af5cc1280cc6e58c5ea64ec2a84fd6bf1841d44d371af0dae0ee2a',0,'To determine how much money Adam loses, we need to follow these steps:
+
+1. **Calculate the total number of rocks Adam can buy:**
+   Adam has $100 and each rock costs $5.
+   \[
+   \text{Number of rocks} = \frac{100}{5} = 20
+   \]
+
+2. **Determine the number of rocks Adam sells:**
+   Adam sells 60% of his inventory.
+   \[
+   \text{Number of rocks sold} = 0.60 \times 20 = 12
+   \]
+
+3. **Calculate the total revenue from selling the rocks:**
+   Each rock is sold for $7.
+   \[
+   \text{Total revenue} = 12 \times 7 = 84
+   \]
+
+4. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks at $5 each.
+   \[
+   \text{Total cost} = 20 \times 5 = 100
+   \]
+
+5. **Determine the loss:**
+   The loss is the difference between the total cost and the total revenue.
+   \[
+   \text{Loss} = \text{Total cost} - \text{Total revenue} = 100 - 84 = 16
+   \]
+
+Therefore, the amount of money Adam loses is \(\boxed{16}\).','stop',309,97,31,2.43332051764591597011e+01,1329261824000.0,NULL);
+INSERT INTO "chains" VALUES(87,0,0,'b621c2d3d9975496ec8a804335dba9e0e289359097db013f09caafbd733b320a',0,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate the number of logs John can make from the tree.
+2. Determine the number of planks from each log.
+3. Calculate the total number of planks.
+4. Calculate the total revenue from selling the planks.
+
+**Step 1: Calculate the number of logs John can make from the tree.**
+
+John can make logs out of 80% of the tree. The tree is 80 feet long, so the number of logs he can make is:
+\[ 0.80 \times 80 = 64 \text{ logs} \]
+
+**Step 2: Determine the number of planks from each log.**
+
+Each log is cut into 4-foot pieces. Therefore, the number of planks from each log is:
+\[ \frac{40}{4} = 10 \text{ planks per log} \]
+
+**Step 3: Calculate the total number of planks.**
+
+Since John has 64 logs and each log produces 10 planks, the total number of planks is:
+\[ 64 \times 10 = 640 \text{ planks} \]
+
+**Step 4: Calculate the total revenue from selling the planks.**
+
+Each plank is sold for $1.2, so the total revenue from selling the planks is:
+\[ 640 \times 1.2 = 768 \text{ dollars} \]
+
+Therefore, the total amount John makes is \(\boxed{768}\).','stop',335,101,31,2.67706650829568388867e+01,1435887104000.0,NULL);
+INSERT INTO "chains" VALUES(88,0,0,'d29606a8e99b1b45ac648d15603ef77ad4549c3d77505f541b35b5a267946a04',0,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Identify the number of face masks Mike bought.
+2. Use the information given to find out how many face masks Johnny bought.
+
+Step 1: Identify the number of face masks Mike bought.
+Mike bought 5 face masks.
+
+Step 2: Use the information given to find out how many face masks Johnny bought.
+Johnny bought 2 more than thrice as many as Mike. First, we calculate thrice the number of face masks Mike bought:
+\[ 3 \times 5 = 15 \]
+Next, we add 2 to this result to find out how many face masks Johnny bought:
+\[ 15 + 2 = 17 \]
+
+Therefore, Johnny bought \(\boxed{17}\) face masks.','stop',169,63,30,1.33902771615066740196e+01,714389376000.0,NULL);
+INSERT INTO "chains" VALUES(89,0,0,'ee78a70117de56544261cd304b464456fa5852478708c4d1d095675700d0ee19',0,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Use the information given to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+We are given that Haley is 26 years old.
+
+Step 2: Use the information given to find Geb''s age.
+The problem states that Geb is 10 less than half the age of Haley. We can express this relationship with the following equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Now, substitute Haley''s age into the equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times 26 - 10 \]
+
+Next, perform the multiplication:
+\[ \frac{1}{2} \times 26 = 13 \]
+
+Then, subtract 10 from 13:
+\[ 13 - 10 = 3 \]
+
+Therefore, Geb is \boxed{3} years old.','stop',227,63,31,1.8161754328499227995e+01,916977408000.0,NULL);
+INSERT INTO "chains" VALUES(90,0,0,'1605d842fc30fbff0187691cd1d2d2930e38d94a0c1617c2e2adb8b220afb352',0,'To solve this problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have.
+
+Let''s break it down:
+
+1. Each whale has 40 gallons of blood.
+2. A shark has three times as much blood as a whale, so a shark has \(3 \times 40\) gallons of blood.
+3. To find the total amount of blood ten sharks have, we multiply the amount of blood a shark has by 10.
+
+Let''s write the Python code to calculate this.
+```python
+# Step 1: Define the amount of blood a whale has
+blood_per_whale = 40
+
+# Step 2: Calculate the amount of blood a shark has
+blood_per_shark = 3 * blood_per_whale
+
+# Step 3: Calculate the total amount of blood ten sharks have
+total_blood_ten_sharks = 10 * blood_per_shark
+print(total_blood_ten_sharks)
+```
+```output
+1200
+```
+The total amount of blood that ten sharks swimming in the sea have is \(\boxed{1200}\) gallons.','stop',251,89,30,2.18223935325549973636e+01,1098240384000.0,NULL);
+INSERT INTO "chains" VALUES(91,0,0,'9830d20b7276f8633fdfaf2b8144f45ee545b862670b1477ba059296c133eda0',0,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the second floor.
+2. Determine the height of the floor to the ceiling on the second floor.
+3. Find the height of the roof from the second floor''s floor by subtracting the height of the floor to the ceiling on the second floor from the height of the second floor.
+
+First, we calculate the height of the second floor. Since the second floor is 7 times as high as Mattison, we multiply his height by 7:
+\[
+\text{Height of the second floor} = 7 \times 60 = 420 \text{ inches}
+\]
+
+Next, we determine the height of the floor to the ceiling on the second floor. Since the floor to the ceiling on the second floor is thrice as high as Mattison, we multiply his height by 3:
+\[
+\text{Height of the floor to the ceiling on the second floor} = 3 \times 60 = 180 \text{ inches}
+\]
+
+Finally, we find the height of the roof from the second floor''s floor by subtracting the height of the floor to the ceiling on the second floor from the height of the second floor:
+\[
+\text{Height of the roof from the second floor''s floor} = 420 - 180 = 240 \text{ inches}
+\]
+
+Thus, the height of the roof from the second floor''s floor is \boxed{240}.','stop',327,90,30,2.75455071445940120607e+01,1371911936000.0,NULL);
+INSERT INTO "chains" VALUES(92,0,0,'0cec55f6dc249b20696a5d0878fbcf184b1575e8f7f90f154a0ef4d6c54cf67c',0,'To determine how much of his secret seasoning Aiden will need, we need to follow these steps:
+
+1. **Calculate the total number of meatballs needed:**
+   Aiden wants to make 80 meatballs.
+
+2. **Determine the number of meatballs per pound of ground beef:**
+   Aiden gets 16 meatballs from each pound of ground beef.
+
+3. **Calculate the total amount of ground beef needed:**
+   To find out how many pounds of ground beef are needed to make 80 meatballs, we divide the total number of meatballs by the number of meatballs per pound:
+   \[
+   \text{Total pounds of ground beef} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+   \]
+
+4. **Determine the amount of seasoning needed per pound of ground beef:**
+   Aiden adds 2 tablespoons of seasoning for every pound of ground beef.
+
+5. **Calculate the total amount of seasoning needed:**
+   To find out how much seasoning is needed for 5 pounds of ground beef, we multiply the total pounds of ground beef by the amount of seasoning per pound:
+   \[
+   \text{Total seasoning needed} = 5 \text{ pounds} \times 2 \text{ tablespoons per pound} = 10 \text{ tablespoons}
+   \]
+
+Therefore, Aiden will need \boxed{10} tablespoons of his secret seasoning.','stop',314,108,30,2.64003825135550869158e+01,1389682816000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -1853,6 +2434,27 @@ INSERT INTO "jobs" VALUES(68,'qwen2.5-coder-1.5b','greedy','gsm8k_test-966',0,1,
 INSERT INTO "jobs" VALUES(69,'qwen2.5-coder-1.5b','greedy','gsm8k_test-995',0,1,'greedy',0,'done','12','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 223, "calls": 1, "seconds": 21.72805384750609, "flops": 956073344000.0}}]',77,30,223,1,0,0,956073344000.0,0.0,4.1583631248999154196e+01,2.17280538475060893679e+01,1.79628558016067767146e+09);
 INSERT INTO "jobs" VALUES(70,'qwen2.5-coder-1.5b','greedy','gsm8k_test-976',0,1,'greedy',0,'done','225','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 122, "cached_prompt_tokens": 30, "completion_tokens": 400, "calls": 1, "seconds": 39.55493907597702, "flops": 1745100416000.0}}]',122,30,400,1,0,0,1745100416000.0,0.0,7.95684748950006905934e+01,3.95549390759770176373e+01,1.79628561112094807623e+09);
 INSERT INTO "jobs" VALUES(71,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1002',0,1,'greedy',0,'done','8','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 205, "calls": 1, "seconds": 20.926160609986255, "flops": 916977408000.0}}]',84,30,205,1,0,0,916977408000.0,0.0,4.25040085159998852742e+01,2.09261606099862547121e+01,1.79628562267259335514e+09);
+INSERT INTO "jobs" VALUES(72,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1010',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 30, "completion_tokens": 336, "calls": 1, "seconds": 34.213272972505365, "flops": 1435887104000.0}}]',99,30,336,1,0,0,1435887104000.0,0.0,6.82318499989996780658e+01,3.42132729725053650335e+01,1.79628567935673880574e+09);
+INSERT INTO "jobs" VALUES(73,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1033',0,1,'greedy',0,'done','\frac{2}{3}','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 30, "completion_tokens": 469, "calls": 1, "seconds": 46.39672787698146, "flops": 1887267456000.0}}]',93,30,469,1,0,0,1887267456000.0,0.0,9.30126811859954614157e+01,4.63967278769814583938e+01,1.79628571568664455408e+09);
+INSERT INTO "jobs" VALUES(74,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1040',0,1,'greedy',0,'done','736','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 30, "completion_tokens": 512, "calls": 1, "seconds": 46.57666230997347, "flops": 2040097024000.0}}]',93,30,512,1,0,0,2040097024000.0,0.0,9.2573436869999568442e+01,4.65766623099734715634e+01,1.79628577193160080902e+09);
+INSERT INTO "jobs" VALUES(75,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1047',0,1,'greedy',0,'done','6','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 30, "completion_tokens": 440, "calls": 1, "seconds": 37.69296488652253, "flops": 1844617344000.0}}]',110,30,440,1,0,0,1844617344000.0,0.0,7.53169789020030293596e+01,3.7692964886522531743e+01,1.79628579100451612471e+09);
+INSERT INTO "jobs" VALUES(76,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1074',0,1,'greedy',0,'done','750','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 30, "completion_tokens": 251, "calls": 1, "seconds": 24.32414145501025, "flops": 1052036096000.0}}]',76,30,251,1,0,0,1052036096000.0,0.0,47.1550972010009,2.4324141455010249047e+01,1.79628583816079115866e+09);
+INSERT INTO "jobs" VALUES(77,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1067',0,1,'greedy',0,'done','245','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 30, "completion_tokens": 367, "calls": 1, "seconds": 33.7194373770144, "flops": 1535404032000.0}}]',96,30,367,1,0,0,1535404032000.0,0.0,6.93210558909995597795e+01,33.7194373770144,1.79628584125385141372e+09);
+INSERT INTO "jobs" VALUES(78,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1106',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 31, "completion_tokens": 278, "calls": 1, "seconds": 25.48697528996854, "flops": 1151553024000.0}}]',78,31,278,1,0,0,1151553024000.0,0.0,4.92476710529954289077e+01,2.5486975289968540892e+01,1.79628589050847530363e+09);
+INSERT INTO "jobs" VALUES(79,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1090',0,1,'greedy',0,'done','72','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 30, "completion_tokens": 405, "calls": 1, "seconds": 37.93638198798726, "flops": 1698896128000.0}}]',104,30,405,1,0,0,1698896128000.0,0.0,7.64779168619934353063e+01,3.79363819879872608007e+01,1.79628591463986587526e+09);
+INSERT INTO "jobs" VALUES(80,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1107',0,1,'greedy',0,'done','360','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 278, "calls": 1, "seconds": 23.90456496248953, "flops": 1094686208000.0}}]',61,30,278,1,0,0,1094686208000.0,0.0,4.83354780770023353389e+01,2.3904564962489530445e+01,1.79628593884489464764e+09);
+INSERT INTO "jobs" VALUES(81,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1112',0,1,'greedy',0,'done','5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 30, "completion_tokens": 314, "calls": 1, "seconds": 25.299601862978307, "flops": 1268840832000.0}}]',74,30,314,1,0,0,1268840832000.0,0.0,5.06161832159996265528e+01,2.52996018629783065985e+01,1.79628596526054549217e+09);
+INSERT INTO "jobs" VALUES(82,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1120',0,1,'greedy',0,'done','560','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 31, "completion_tokens": 307, "calls": 1, "seconds": 26.485986862000573, "flops": 1265286656000.0}}]',81,31,307,1,0,0,1265286656000.0,0.0,53.165325062997,2.64859868620005727284e+01,1.79628599201118636127e+09);
+INSERT INTO "jobs" VALUES(83,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1121',0,1,'greedy',0,'done','35','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 30, "completion_tokens": 248, "calls": 1, "seconds": 22.919092222015024, "flops": 1030711040000.0}}]',73,30,248,1,0,0,1030711040000.0,0.0,4.63231436230053077434e+01,2.29190922220150241619e+01,1.79628601158504557604e+09);
+INSERT INTO "jobs" VALUES(84,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1123',0,1,'greedy',0,'done','105','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 30, "completion_tokens": 343, "calls": 1, "seconds": 32.12989522150019, "flops": 1435887104000.0}}]',92,30,343,1,0,0,1435887104000.0,0.0,6.3728485867002746092e+01,3.21298952215001918384e+01,1.79628605574445772167e+09);
+INSERT INTO "jobs" VALUES(85,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1128',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 65, "cached_prompt_tokens": 30, "completion_tokens": 257, "calls": 1, "seconds": 23.392619523488975, "flops": 1034265216000.0}}]',65,30,257,1,0,0,1034265216000.0,0.0,4.67582326949996058846e+01,2.33926195234889746634e+01,1.79628605834471797948e+09);
+INSERT INTO "jobs" VALUES(86,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1146',0,1,'greedy',0,'done','16','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 31, "completion_tokens": 309, "calls": 1, "seconds": 24.33320517645916, "flops": 1329261824000.0}}]',97,31,309,1,0,0,1329261824000.0,0.0,4.75215054279979085558e+01,2.43332051764591597011e+01,1.79628610586775493617e+09);
+INSERT INTO "jobs" VALUES(87,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1131',0,1,'greedy',0,'done','768','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 31, "completion_tokens": 335, "calls": 1, "seconds": 26.77066508295684, "flops": 1435887104000.0}}]',101,31,335,1,0,0,1435887104000.0,0.0,5.44150118410034337994e+01,2.67706650829568388867e+01,1.79628611016487264636e+09);
+INSERT INTO "jobs" VALUES(88,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1178',0,1,'greedy',0,'done','17','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 63, "cached_prompt_tokens": 30, "completion_tokens": 169, "calls": 1, "seconds": 13.390277161506674, "flops": 714389376000.0}}]',63,30,169,1,0,0,714389376000.0,0.0,2.55236670220037922254e+01,1.33902771615066740196e+01,1.79628613568962216379e+09);
+INSERT INTO "jobs" VALUES(89,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1162',0,1,'greedy',0,'done','3','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 63, "cached_prompt_tokens": 31, "completion_tokens": 227, "calls": 1, "seconds": 18.161754328499228, "flops": 916977408000.0}}]',63,31,227,1,0,0,916977408000.0,0.0,38.402863385003,1.8161754328499227995e+01,1.79628614427183532714e+09);
+INSERT INTO "jobs" VALUES(90,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1194',0,1,'greedy',0,'done','1200','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 30, "completion_tokens": 251, "calls": 1, "seconds": 21.822393532554997, "flops": 1098240384000.0}}]',89,30,251,1,0,0,1098240384000.0,0.0,43.8007419179994,2.18223935325549973636e+01,1.79628617949138045311e+09);
+INSERT INTO "jobs" VALUES(91,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1203',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 30, "completion_tokens": 327, "calls": 1, "seconds": 27.545507144594012, "flops": 1371911936000.0}}]',90,30,327,1,0,0,1371911936000.0,0.0,55.0387753670002,2.75455071445940120607e+01,1.79628619932046508793e+09);
+INSERT INTO "jobs" VALUES(92,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1221',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 108, "cached_prompt_tokens": 30, "completion_tokens": 314, "calls": 1, "seconds": 26.400382513555087, "flops": 1389682816000.0}}]',108,30,314,1,0,0,1389682816000.0,0.0,52.4039783900007,2.64003825135550869158e+01,1.79628623190093970299e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -3731,10 +4333,591 @@ Next, we know that together they sold 64 chocolate bars. To find out how many ch
 \[ \frac{64}{8} = 8 \]
 
 Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(72,0,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+First, we know that Bethany can run 10 laps in one hour. Trey can run 4 more laps than Bethany. Therefore, we calculate the number of laps Trey can run as follows:
+\[
+\text{Laps Trey can run} = 10 + 4 = 14
+\]
+
+Next, we know that Shaelyn can run half as many laps as Trey. Therefore, we calculate the number of laps Shaelyn can run as follows:
+\[
+\text{Laps Shaelyn can run} = \frac{14}{2} = 7
+\]
+
+Then, we know that Quinn can run 2 fewer laps than Shaelyn. Therefore, we calculate the number of laps Quinn can run as follows:
+\[
+\text{Laps Quinn can run} = 7 - 2 = 5
+\]
+
+Finally, we need to find out how many more laps Bethany can run compared to Quinn. We do this by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+\[
+\text{Difference} = 10 - 5 = 5
+\]
+
+Thus, Bethany can run \boxed{5} more laps compared to Quinn.','5',1,'equivalent',336,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(73,0,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours Melissa spends parking.
+3. Calculate the total number of hours Melissa spends on jury duty.
+4. Calculate the total amount Melissa spends on jury duty.
+5. Subtract the total expenses from the total pay to find the net pay per hour.
+
+Let''s go through each step in detail:
+
+1. **Calculate the total number of hours Melissa spends listening to the court case:**
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Calculate the total number of hours Melissa spends parking:**
+   Melissa spends 3 days parking.
+   \[
+   3 \text{ days} \times 3 \text{ hours/day} = 9 \text{ hours}
+   \]
+
+3. **Calculate the total number of hours Melissa spends on jury duty:**
+   The total number of hours spent on jury duty is the sum of the hours spent listening to the court case and the hours spent parking.
+   \[
+   18 \text{ hours} + 9 \text{ hours} = 27 \text{ hours}
+   \]
+
+4. **Calculate the total amount Melissa spends on jury duty:**
+   Melissa is paid $15 per day but also has to pay $3 for parking each day.
+   \[
+   15 \text{ dollars/day} + 3 \text{ dollars/day} = 18 \text{ dollars}
+   \]
+
+5. **Subtract the total expenses from the total pay to find the net pay per hour:**
+   The net pay per hour is the total pay divided by the total number of hours spent on jury duty.
+   \[
+   \frac{18 \text{ dollars}}{27 \text{ hours}} = \frac{2}{3} \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{\frac{2}{3}}\).','\frac{2}{3}',0,'not_equivalent',469,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(74,0,'To determine the total number of letters delivered by the post office from Monday to Wednesday, we need to calculate the number of letters delivered each day and then sum them up.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered \(\frac{1}{5}\) of the number of letters delivered on Monday plus 17.
+   \[
+   \text{Letters on Tuesday} = \frac{1}{5} \times 425 + 17
+   \]
+   First, calculate \(\frac{1}{5}\) of 425:
+   \[
+   \frac{1}{5} \times 425 = 85
+   \]
+   Then, add 17 to 85:
+   \[
+   85 + 17 = 102
+   \]
+   So, the post office delivered 102 letters on Tuesday.
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, the post office delivered 102 letters.
+   - On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday.
+   \[
+   \text{Letters on Wednesday} = 2 \times 102 + 5
+   \]
+   First, calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 102 = 204
+   \]
+   Then, add 5 to 204:
+   \[
+   204 + 5 = 209
+   \]
+   So, the post office delivered 209 letters on Wednesday.
+
+3. **Calculate the total number of letters delivered from Monday to Wednesday:**
+   - Add the number of letters delivered on Monday, Tuesday, and Wednesday:
+   \[
+   \text{Total letters} = 425 + 102 + 209
+   \]
+   First, add 425 and 102:
+   \[
+   425 + 102 = 527
+   \]
+   Then, add 527 and 209:
+   \[
+   527 + 209 = 736
+   \]
+   So, the total number of letters','736',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(75,0,'To determine how many tennis balls Rory retrieved in the first set of the match, we can set up a system of equations based on the information given.
+
+Let''s define the number of tennis balls Rory retrieved in the second set as \( x \).
+
+According to the problem:
+1. In the first set, Rory retrieved 4 more balls than in the second set.
+2. In the third set, Rory retrieved half as many balls as in the second set.
+3. The total number of tennis balls retrieved in all three sets is 19.
+
+We can express these relationships with the following equations:
+1. \( \text{First set} = x + 4 \)
+2. \( \text{Third set} = \frac{x}{2} \)
+3. \( \text{Total} = (x + 4) + x + \frac{x}{2} = 19 \)
+
+Now, we need to solve this equation for \( x \).
+
+First, combine the terms on the left side of the equation:
+\[ x + 4 + x + \frac{x}{2} = 19 \]
+\[ 2x + \frac{x}{2} + 4 = 19 \]
+
+To combine the terms involving \( x \), convert \( 2x \) to a fraction with a common denominator:
+\[ 2x = \frac{4x}{2} \]
+\[ \frac{4x}{2} + \frac{x}{2} = \frac{5x}{2} \]
+
+So the equation becomes:
+\[ \frac{5x}{2} + 4 = 19 \]
+
+Next, isolate the term with \( x \) by subtracting 4 from both sides of the equation:
+\[ \frac{5x}{2} = 15 \]
+
+Now, solve for \( x \) by multiplying both sides by 2:
+\[ 5x = 30 \]
+
+Finally, divide both sides by 5:
+\[ x = 6 \]
+
+So, Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','6',0,'not_equivalent',440,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(76,0,'To determine how many puzzle pieces Teddy placed during that hour, we need to follow these steps:
+
+1. Calculate the number of puzzle pieces Teddy placed in the first puzzle.
+2. Calculate the number of puzzle pieces Teddy placed in the second puzzle.
+3. Add the two amounts together to get the total number of puzzle pieces placed during the hour.
+
+Step 1: Calculate the number of puzzle pieces Teddy placed in the first puzzle.
+Teddy finished half of a 500 piece puzzle. Half of 500 is calculated as follows:
+\[
+\frac{500}{2} = 250
+\]
+So, Teddy placed 250 puzzle pieces in the first puzzle.
+
+Step 2: Calculate the number of puzzle pieces Teddy placed in the second puzzle.
+Teddy started and finished another 500 piece puzzle. Therefore, he placed 500 puzzle pieces in the second puzzle.
+
+Step 3: Add the two amounts together to get the total number of puzzle pieces placed during the hour.
+\[
+250 + 500 = 750
+\]
+So, the total number of puzzle pieces Teddy placed during that hour is \boxed{750}.','750',1,'equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(77,0,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Determine the total number of coupons.
+3. Calculate the total cost of the small coupons.
+4. Calculate the total cost of the big coupons.
+5. Add the costs of the small and big coupons to find the total postage.
+
+Step 1: Calculate the number of big coupons.
+Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Step 2: Determine the total number of coupons.
+The total number of coupons is the sum of the small and big coupons:
+\[ 700 + 1400 = 2100 \]
+
+Step 3: Calculate the total cost of the small coupons.
+Each small coupon costs 5 cents, so the total cost of the small coupons is:
+\[ 700 \times 0.05 = 35 \text{ dollars} \]
+
+Step 4: Calculate the total cost of the big coupons.
+Each big coupon costs 15 cents, so the total cost of the big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ dollars} \]
+
+Step 5: Add the costs of the small and big coupons to find the total postage.
+The total postage is the sum of the costs of the small and big coupons:
+\[ 35 + 210 = 245 \text{ dollars} \]
+
+Therefore, the total amount Anthony spends on postage is \(\boxed{245}\).','245',1,'equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(78,0,'To solve this problem, we need to follow these steps:
+
+1. First, we need to determine the length of each of the 4 equal parts of the ribbon. Since Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts, each part will be \( \frac{100}{4} = 25 \) centimeters long.
+2. Next, we need to determine the length of each of the 5 equal parts of each of the 4 parts. Since each part is 25 centimeters long and we need to divide it into 5 equal parts, each final cut will be \( \frac{25}{5} = 5 \) centimeters long.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Initial length of the ribbon
+initial_length = 100
+
+# Number of equal parts the ribbon is cut into
+num_parts_initial = 4
+
+# Number of equal parts each of the initial parts is cut into
+num_parts_final = 5
+
+# Calculate the length of each final cut
+length_final_cut = initial_length / num_parts_initial / num_parts_final
+print(length_final_cut)
+```
+```output
+5.0
+```
+The length of each final cut is \(\boxed{5}\) centimeters.','5',1,'equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(79,0,'To determine the height of the fourth child, we need to follow the given information step by step.
+
+1. **Height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Since 1 foot = 12 inches, we convert 6 feet to inches:
+   \[
+   6 \text{ feet} = 6 \times 12 = 72 \text{ inches}
+   \]
+   Adding 2 inches to 72 inches:
+   \[
+   \text{Height of the second child} = 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches}
+   \]
+   \[
+   \text{Height of the third child} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches}
+   \]
+   \[
+   \text{Height of the fourth child} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',405,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(80,0,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Find the total number of students in the school:**
+   We know that 40% of the school population is made up of 240 boys. Let \( T \) represent the total number of students in the school. Therefore, we can write the equation:
+   \[
+   0.40T = 240
+   \]
+   To find \( T \), we divide both sides of the equation by 0.40:
+   \[
+   T = \frac{240}{0.40} = 600
+   \]
+   So, the total number of students in the school is 600.
+
+2. **Calculate the number of girls in the school:**
+   Since the total number of students is 600 and 40% of them are boys, the remaining 60% must be girls. We can find the number of girls by multiplying the total number of students by 0.60:
+   \[
+   \text{Number of girls} = 0.60 \times 600 = 360
+   \]
+
+Therefore, the number of girls in the school is \(\boxed{360}\).','360',1,'equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(81,0,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate the amount of apples Peter wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the total amount of apples Peter and Paul want from the total amount of apples they bought.
+
+First, let''s find out how many kilograms of apples Peter wants. Pierre bought 12 kg of apples and Peter wants a quarter of that:
+\[
+\text{Peter''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, let''s find out how many kilograms of apples Paul wants. Paul bought 12 kg of apples and Paul wants one-third of that:
+\[
+\text{Paul''s apples} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we add the amounts of apples Peter and Paul want to find out how many kilograms of apples they want in total:
+\[
+\text{Total apples wanted} = 3 + 4 = 7 \text{ kg}
+\]
+
+Finally, we subtract the total amount of apples Peter and Paul want from the total amount of apples they bought to find out how many kilograms of apples James will have left:
+\[
+\text{James''s apples left} = 12 - 7 = 5 \text{ kg}
+\]
+
+So, the number of kilograms of apples James will have left is \boxed{5}.','5',1,'equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(82,0,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. **Calculate the distance to John''s parents:**
+   - John drives at a speed of 70 mph.
+   - It takes him 2 hours to drive there.
+   - Distance = Speed × Time
+   \[
+   \text{Distance} = 70 \, \text{mph} \times 2 \, \text{hours} = 140 \, \text{miles}
+   \]
+
+2. **Determine the round trip distance:**
+   - The round trip distance is twice the one-way distance.
+   \[
+   \text{Round trip distance} = 2 \times 140 \, \text{miles} = 280 \, \text{miles}
+   \]
+
+3. **Calculate the number of visits per month:**
+   - John visits his parents twice a month.
+
+4. **Calculate the total distance driven per month:**
+   - Total distance = Number of visits per month × Round trip distance
+   \[
+   \text{Total distance} = 2 \, \text{visits per month} \times 280 \, \text{miles per visit} = 560 \, \text{miles per month}
+   \]
+
+Therefore, the total number of miles John drives when visiting his parents is \boxed{560}.','560',1,'equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(83,0,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Identify the distance Sofie plans to walk in one day.
+2. Calculate the distance Sofie will walk in seven days.
+3. Determine how much farther Brian will walk than Sofie in seven days.
+4. Calculate the distance Brian will walk in seven days.
+
+Step 1: Sofie plans to walk 10 miles every day.
+
+Step 2: Calculate the distance Sofie will walk in seven days.
+\[ \text{Distance Sofie walks in 7 days} = 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Step 3: Determine how much farther Brian will walk than Sofie in seven days. Since Sofie walks twice as far as Brian, Brian will walk half the distance Sofie walks in seven days.
+\[ \text{Distance Brian walks in 7 days} = \frac{70 \text{ miles}}{2} = 35 \text{ miles} \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','35',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(84,0,'To solve this problem, we need to determine the weights of Elijah''s dogs and then sum them with Kory''s dog''s weight. Let''s break it down step by step:
+
+1. **Determine the weight of Elijah''s first dog:**
+   - Kory''s dog weighs 60 pounds.
+   - Elijah''s first dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+2. **Determine the weight of Elijah''s second dog:**
+   - Kory''s dog weighs 60 pounds.
+   - Elijah''s second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+3. **Calculate the total weight of Elijah''s dogs:**
+   \[
+   \text{Total weight of Elijah''s dogs} = 15 + 30 = 45 \text{ pounds}
+   \]
+
+4. **Sum the weights of Elijah''s dogs and Kory''s dog:**
+   \[
+   \text{Total weight} = \text{Weight of Kory''s dog} + \text{Total weight of Elijah''s dogs} = 60 + 45 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','105',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(85,0,'To solve this problem, we need to set up an equation based on the information given. Let''s break it down step by step:
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. Two years ago, Vince''s age was \(x - 2\) years.
+4. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can write the equation: \(14 = 2(x - 2)\).
+
+Now we need to solve this equation for \(x\). Let''s do this step by step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Set up the equation
+equation = Eq(14, 2 * (x - 2))
+
+# Solve the equation
+vince_age_now = solve(equation, x)[0]
+print(vince_age_now)
+```
+```output
+10
+```
+The solution to the equation is \(x = 10\). This means that Vince is currently \(\boxed{10}\) years old.','10',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(86,0,'To determine how much money Adam loses, we need to follow these steps:
+
+1. **Calculate the total number of rocks Adam can buy:**
+   Adam has $100 and each rock costs $5.
+   \[
+   \text{Number of rocks} = \frac{100}{5} = 20
+   \]
+
+2. **Determine the number of rocks Adam sells:**
+   Adam sells 60% of his inventory.
+   \[
+   \text{Number of rocks sold} = 0.60 \times 20 = 12
+   \]
+
+3. **Calculate the total revenue from selling the rocks:**
+   Each rock is sold for $7.
+   \[
+   \text{Total revenue} = 12 \times 7 = 84
+   \]
+
+4. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks at $5 each.
+   \[
+   \text{Total cost} = 20 \times 5 = 100
+   \]
+
+5. **Determine the loss:**
+   The loss is the difference between the total cost and the total revenue.
+   \[
+   \text{Loss} = \text{Total cost} - \text{Total revenue} = 100 - 84 = 16
+   \]
+
+Therefore, the amount of money Adam loses is \(\boxed{16}\).','16',1,'equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(87,0,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate the number of logs John can make from the tree.
+2. Determine the number of planks from each log.
+3. Calculate the total number of planks.
+4. Calculate the total revenue from selling the planks.
+
+**Step 1: Calculate the number of logs John can make from the tree.**
+
+John can make logs out of 80% of the tree. The tree is 80 feet long, so the number of logs he can make is:
+\[ 0.80 \times 80 = 64 \text{ logs} \]
+
+**Step 2: Determine the number of planks from each log.**
+
+Each log is cut into 4-foot pieces. Therefore, the number of planks from each log is:
+\[ \frac{40}{4} = 10 \text{ planks per log} \]
+
+**Step 3: Calculate the total number of planks.**
+
+Since John has 64 logs and each log produces 10 planks, the total number of planks is:
+\[ 64 \times 10 = 640 \text{ planks} \]
+
+**Step 4: Calculate the total revenue from selling the planks.**
+
+Each plank is sold for $1.2, so the total revenue from selling the planks is:
+\[ 640 \times 1.2 = 768 \text{ dollars} \]
+
+Therefore, the total amount John makes is \(\boxed{768}\).','768',0,'not_equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(88,0,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Identify the number of face masks Mike bought.
+2. Use the information given to find out how many face masks Johnny bought.
+
+Step 1: Identify the number of face masks Mike bought.
+Mike bought 5 face masks.
+
+Step 2: Use the information given to find out how many face masks Johnny bought.
+Johnny bought 2 more than thrice as many as Mike. First, we calculate thrice the number of face masks Mike bought:
+\[ 3 \times 5 = 15 \]
+Next, we add 2 to this result to find out how many face masks Johnny bought:
+\[ 15 + 2 = 17 \]
+
+Therefore, Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(89,0,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Use the information given to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+We are given that Haley is 26 years old.
+
+Step 2: Use the information given to find Geb''s age.
+The problem states that Geb is 10 less than half the age of Haley. We can express this relationship with the following equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Now, substitute Haley''s age into the equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times 26 - 10 \]
+
+Next, perform the multiplication:
+\[ \frac{1}{2} \times 26 = 13 \]
+
+Then, subtract 10 from 13:
+\[ 13 - 10 = 3 \]
+
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(90,0,'To solve this problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have.
+
+Let''s break it down:
+
+1. Each whale has 40 gallons of blood.
+2. A shark has three times as much blood as a whale, so a shark has \(3 \times 40\) gallons of blood.
+3. To find the total amount of blood ten sharks have, we multiply the amount of blood a shark has by 10.
+
+Let''s write the Python code to calculate this.
+```python
+# Step 1: Define the amount of blood a whale has
+blood_per_whale = 40
+
+# Step 2: Calculate the amount of blood a shark has
+blood_per_shark = 3 * blood_per_whale
+
+# Step 3: Calculate the total amount of blood ten sharks have
+total_blood_ten_sharks = 10 * blood_per_shark
+print(total_blood_ten_sharks)
+```
+```output
+1200
+```
+The total amount of blood that ten sharks swimming in the sea have is \(\boxed{1200}\) gallons.','1200',1,'equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(91,0,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the second floor.
+2. Determine the height of the floor to the ceiling on the second floor.
+3. Find the height of the roof from the second floor''s floor by subtracting the height of the floor to the ceiling on the second floor from the height of the second floor.
+
+First, we calculate the height of the second floor. Since the second floor is 7 times as high as Mattison, we multiply his height by 7:
+\[
+\text{Height of the second floor} = 7 \times 60 = 420 \text{ inches}
+\]
+
+Next, we determine the height of the floor to the ceiling on the second floor. Since the floor to the ceiling on the second floor is thrice as high as Mattison, we multiply his height by 3:
+\[
+\text{Height of the floor to the ceiling on the second floor} = 3 \times 60 = 180 \text{ inches}
+\]
+
+Finally, we find the height of the roof from the second floor''s floor by subtracting the height of the floor to the ceiling on the second floor from the height of the second floor:
+\[
+\text{Height of the roof from the second floor''s floor} = 420 - 180 = 240 \text{ inches}
+\]
+
+Thus, the height of the roof from the second floor''s floor is \boxed{240}.','240',1,'equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(92,0,'To determine how much of his secret seasoning Aiden will need, we need to follow these steps:
+
+1. **Calculate the total number of meatballs needed:**
+   Aiden wants to make 80 meatballs.
+
+2. **Determine the number of meatballs per pound of ground beef:**
+   Aiden gets 16 meatballs from each pound of ground beef.
+
+3. **Calculate the total amount of ground beef needed:**
+   To find out how many pounds of ground beef are needed to make 80 meatballs, we divide the total number of meatballs by the number of meatballs per pound:
+   \[
+   \text{Total pounds of ground beef} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+   \]
+
+4. **Determine the amount of seasoning needed per pound of ground beef:**
+   Aiden adds 2 tablespoons of seasoning for every pound of ground beef.
+
+5. **Calculate the total amount of seasoning needed:**
+   To find out how much seasoning is needed for 5 pounds of ground beef, we multiply the total pounds of ground beef by the amount of seasoning per pound:
+   \[
+   \text{Total seasoning needed} = 5 \text{ pounds} \times 2 \text{ tablespoons per pound} = 10 \text{ tablespoons}
+   \]
+
+Therefore, Aiden will need \boxed{10} tablespoons of his secret seasoning.','10',1,'equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628562267279171947e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',71,2.21927662222999788361e+03,2.2192753381109941984e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.7962862319011375904e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',92,2.82850497670200275012e+03,2.82850369077299546912e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -3817,5 +5000,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-966',0,68
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-995',0,69,'12',1.0,1,1,0,77.0,30.0,223.0,0.0,4.1583631248999154196e+01,956073344000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-976',0,70,'225',0.0,0,1,0,122.0,30.0,400.0,0.0,7.95684748950006905934e+01,1745100416000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1002',0,71,'8',1.0,1,1,0,84.0,30.0,205.0,0.0,4.25040085159998852742e+01,916977408000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1010',0,72,'5',1.0,1,1,0,99.0,30.0,336.0,0.0,6.82318499989996780658e+01,1435887104000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1033',0,73,'\frac{2}{3}',0.0,0,1,0,93.0,30.0,469.0,0.0,9.30126811859954614157e+01,1887267456000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1040',0,74,'736',1.0,1,1,0,93.0,30.0,512.0,0.0,9.2573436869999568442e+01,2040097024000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1047',0,75,'6',0.0,0,1,0,110.0,30.0,440.0,0.0,7.53169789020030293596e+01,1844617344000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1074',0,76,'750',1.0,1,1,0,76.0,30.0,251.0,0.0,47.1550972010009,1052036096000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1067',0,77,'245',1.0,1,1,0,96.0,30.0,367.0,0.0,6.93210558909995597795e+01,1535404032000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1106',0,78,'5',1.0,1,1,0,78.0,31.0,278.0,0.0,4.92476710529954289077e+01,1151553024000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1090',0,79,'72',1.0,1,1,0,104.0,30.0,405.0,0.0,7.64779168619934353063e+01,1698896128000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1107',0,80,'360',1.0,1,1,0,61.0,30.0,278.0,0.0,4.83354780770023353389e+01,1094686208000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1112',0,81,'5',1.0,1,1,0,74.0,30.0,314.0,0.0,5.06161832159996265528e+01,1268840832000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1120',0,82,'560',1.0,1,1,0,81.0,31.0,307.0,0.0,53.165325062997,1265286656000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1121',0,83,'35',1.0,1,1,0,73.0,30.0,248.0,0.0,4.63231436230053077434e+01,1030711040000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1123',0,84,'105',1.0,1,1,0,92.0,30.0,343.0,0.0,6.3728485867002746092e+01,1435887104000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1128',0,85,'10',0.0,0,1,0,65.0,30.0,257.0,0.0,4.67582326949996058846e+01,1034265216000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1146',0,86,'16',1.0,1,1,0,97.0,31.0,309.0,0.0,4.75215054279979085558e+01,1329261824000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1131',0,87,'768',0.0,0,1,0,101.0,31.0,335.0,0.0,5.44150118410034337994e+01,1435887104000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1178',0,88,'17',1.0,1,1,0,63.0,30.0,169.0,0.0,2.55236670220037922254e+01,714389376000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1162',0,89,'3',1.0,1,1,0,63.0,31.0,227.0,0.0,38.402863385003,916977408000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1194',0,90,'1200',1.0,1,1,0,89.0,30.0,251.0,0.0,43.8007419179994,1098240384000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1203',0,91,'240',1.0,1,1,0,90.0,30.0,327.0,0.0,55.0387753670002,1371911936000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1221',0,92,'10',1.0,1,1,0,108.0,30.0,314.0,0.0,52.4039783900007,1389682816000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
