@@ -2352,6 +2352,554 @@ INSERT INTO "chains" VALUES(92,0,0,'0cec55f6dc249b20696a5d0878fbcf184b1575e8f7f9
    \]
 
 Therefore, Aiden will need \boxed{10} tablespoons of his secret seasoning.','stop',314,108,30,2.64003825135550869158e+01,1389682816000.0,NULL);
+INSERT INTO "chains" VALUES(93,0,0,'b7e7dca2821cc2bb162e9fcb0c5647262aef15d8608621a3b3073620d2e2ae06',0,'To solve this problem, we need to determine how many pomelos Eve gave away. Let''s break it down step by step:
+
+1. Eve originally had 20 pomelos.
+2. After giving some pomelos to her friend, she is left with \(\frac{1}{4}\) of the original number of pomelos.
+3. Let''s denote the number of pomelos Eve gave away as \(x\).
+
+The equation representing the situation is:
+\[ 20 - x = \frac{1}{4} \times 20 \]
+
+We can solve this equation for \(x\). Let''s do this step by step using Python.
+```python
+# Original number of pomelos
+original_pomelos = 20
+
+# Fraction of pomelos left after giving some away
+fraction_left = 1 / 4
+
+# Calculate the number of pomelos given away
+pomelos_given_away = original_pomelos - fraction_left * original_pomelos
+print(pomelos_given_away)
+```
+```output
+15.0
+```
+Eve gave away \(\boxed{15}\) pomelos.','stop',254,83,31,2.25449031985226611141e+01,1084023680000.0,NULL);
+INSERT INTO "chains" VALUES(94,0,0,'5bd1df4725c8a40c0b9e73ce8780078d4468ed68b5e394a8086de54d65cfa39c',0,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine what percentage of the total distance this distance represents.
+
+**Step 1: Calculate the total distance Michael travels in 3 days.**
+
+Michael''s average speed is 50 km/hr. The distance between Alaska and Texas is 6000 km. Therefore, the total distance he travels in 3 days is:
+\[ \text{Total distance} = \text{Speed} \times \text{Time} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+**Step 2: Determine what percentage of the total distance this distance represents.**
+
+To find the percentage of the total distance covered, we use the formula:
+\[ \text{Percentage} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100 \]
+
+Substituting the values we have:
+\[ \text{Percentage} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100 = \left( \frac{150}{6000} \right) \times 100 = \left( \frac{1}{40} \right) \times 100 = 2.5\% \]
+
+Therefore, the percentage of the distance Michael has covered is \(\boxed{2.5}\).','stop',351,101,30,3.42142438545051845726e+01,1496308096000.0,NULL);
+INSERT INTO "chains" VALUES(95,0,0,'7e0efef254a513d1ac50345c74d2fa80fff7ec5629775495df4e770cb91eea55',0,'To determine the total time it takes John to solve the Rubik''s cube, we need to calculate the time taken for each side and then sum these times. Let''s break it down step by step.
+
+1. **Time to get to the first side:**
+   John takes 5 minutes to get to the first side of the Rubik''s cube.
+
+2. **Time to get to the second side:**
+   The second side takes twice as long as the first side. Therefore, the time to get to the second side is:
+   \[
+   2 \times 5 = 10 \text{ minutes}
+   \]
+
+3. **Time to get to the third side:**
+   The third side also takes twice as long as the first side. Therefore, the time to get to the third side is:
+   \[
+   2 \times 5 = 10 \text{ minutes}
+   \]
+
+4. **Time to get to the fourth side:**
+   The fourth side takes half as long as the first side. Therefore, the time to get to the fourth side is:
+   \[
+   \frac{5}{2} = 2.5 \text{ minutes}
+   \]
+
+5. **Time to get to the fifth side:**
+   The fifth side takes half as long as the first side. Therefore, the time to get to the fifth side is:
+   \[
+   \frac{5}{2} = 2.5 \text{ minutes}
+   \]
+
+6. **Time to get to the sixth side:**
+   The sixth side takes the same amount of time as the first side. Therefore, the time to get to the sixth side is:
+   \[
+   5 \text{ minutes}
+   \]
+
+Now, we sum the times for all six sides:
+\[
+5 + 10 + 10 + 2.5 + 2.5 + 5 = 40.5 \text{ minutes}
+\]
+
+Thus, the total time it takes John to solve the Rubik''s cube is \boxed{40.5} minutes.','stop',441,108,30,4.09714413234905805438e+01,1841063168000.0,NULL);
+INSERT INTO "chains" VALUES(96,0,0,'3603060c401958df56c28d4d3b8867e8ce063ba0732d76f2e518594c1847d6ad',0,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. **Calculate the total number of minutes Tim spends answering phones in a single day:**
+   Tim spends 6 hours each day at work. Since there are 60 minutes in an hour, we multiply the number of hours by 60:
+   \[
+   6 \text{ hours/day} \times 60 \text{ minutes/hour} = 360 \text{ minutes/day}
+   \]
+
+2. **Determine how many calls Tim can handle in one day:**
+   It takes Tim 15 minutes to deal with each call. To find out how many calls he can handle in one day, we divide the total number of minutes he spends answering phones by the time it takes to handle one call:
+   \[
+   \frac{360 \text{ minutes/day}}{15 \text{ minutes/call}} = 24 \text{ calls/day}
+   \]
+
+3. **Calculate the total number of calls Tim deals with in a 5-day work week:**
+   To find out how many calls he deals with in a 5-day work week, we multiply the number of calls he deals with in one day by the number of days in the week:
+   \[
+   24 \text{ calls/day} \times 5 \text{ days} = 120 \text{ calls}
+   \]
+
+Therefore, the total number of calls Tim deals with during his 5-day work week is \(\boxed{120}\).','stop',339,77,30,3.02765529780226643201e+01,1368357760000.0,NULL);
+INSERT INTO "chains" VALUES(97,0,0,'dbb4ba07999b143ebde0961dc52524e91ebcbaf645e7f8163aa95fd61b33d617',0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish, we need to follow these steps:
+
+1. Calculate the total drying time for 6 paintings with the old varnish.
+2. Calculate the total drying time for 6 paintings with the new varnish.
+3. Find the difference between the total drying time with the new varnish and the total drying time with the old varnish.
+
+**Step 1: Calculate the total drying time for 6 paintings with the old varnish.**
+
+The old varnish takes 7 minutes to dry on one painting. Therefore, for 6 paintings, the total drying time is:
+\[ 6 \text{ paintings} \times 7 \text{ minutes/painting} = 42 \text{ minutes} \]
+
+**Step 2: Calculate the total drying time for 6 paintings with the new varnish.**
+
+The new varnish takes 12 minutes to dry on one painting. Therefore, for 6 paintings, the total drying time is:
+\[ 6 \text{ paintings} \times 12 \text{ minutes/painting} = 72 \text{ minutes} \]
+
+**Step 3: Find the difference between the total drying time with the new varnish and the total drying time with the old varnish.**
+
+The difference in drying time is:
+\[ 72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes} \]
+
+Thus, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',365,127,30,3.39843230185142601844e+01,1638475136000.0,NULL);
+INSERT INTO "chains" VALUES(98,0,0,'857e7a7af9eb8b2711eaed5bde5ec9636136aaff351e79ddde75a359c1209720',0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to follow these steps:
+
+1. Calculate the daily food consumption for all the German Shepherds.
+2. Calculate the daily food consumption for all the Bulldogs.
+3. Sum the daily food consumption for both types of dogs.
+4. Multiply the daily total by 7 to get the weekly total.
+
+Let''s start with the German Shepherds:
+- There are 3 German Shepherds.
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- Therefore, the daily food consumption for the German Shepherds is:
+  \[
+  3 \text{ dogs} \times 5 \text{ kg/dog} = 15 \text{ kg/day}
+  \]
+
+Next, let''s calculate the daily food consumption for the Bulldogs:
+- There are 2 Bulldogs.
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- Therefore, the daily food consumption for the Bulldogs is:
+  \[
+  2 \text{ dogs} \times 3 \text{ kg/dog} = 6 \text{ kg/day}
+  \]
+
+Now, we sum the daily food consumption for both types of dogs:
+\[
+15 \text{ kg/day} + 6 \text{ kg/day} = 21 \text{ kg/day}
+\]
+
+Finally, we multiply the daily total by 7 to get the weekly total:
+\[
+21 \text{ kg/day} \times 7 \text{ days/week} = 147 \text{ kg/week}
+\]
+
+So, the Kennel house will need \boxed{147} kilograms of dog food in a week.','stop',364,89,30,3.14567689924806472836e+01,1499862272000.0,NULL);
+INSERT INTO "chains" VALUES(99,0,0,'c90726c05b994408b7d8c7a94b936dc1cfd29d2dcb2d928795bc3b6e1fe0bb2f',0,'To determine how long it took Anna to finish the puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine how long Anna''s time is based on the information given.
+
+First, we know that Steve took 10 hours to complete the puzzle. So, Steve''s time is:
+\[ \text{Steve''s time} = 10 \text{ hours} \]
+
+Next, we need to find out how long Anna''s time is. According to the problem, Anna took 2 hours more than half Steve''s time. First, we calculate half of Steve''s time:
+\[ \text{Half of Steve''s time} = \frac{10}{2} = 5 \text{ hours} \]
+
+Then, we add 2 hours to this value to find Anna''s time:
+\[ \text{Anna''s time} = 5 + 2 = 7 \text{ hours} \]
+
+Therefore, it took Anna \(\boxed{7}\) hours to finish the puzzle.','stop',216,81,30,1.86821701415137795265e+01,945410816000.0,NULL);
+INSERT INTO "chains" VALUES(100,0,0,'144f6aee9d46566c23e52644cf807918b8b695e2ff47c1474487979b59b7b496',0,'To determine how many feet of line the caretaker needs to buy in total, we can break down the problem into a few steps:
+
+1. Calculate the total length of dock that needs to be covered with line.
+2. Determine how much more line is needed after accounting for the 6 feet already bought.
+3. Add the remaining line needed to the 6 feet already bought to get the total amount of line needed.
+
+Let''s go through these steps in detail:
+
+1. The caretaker has 200 feet of dock and wants to cover it with line. Since he wants 3 feet of line for every foot of dock, the total length of dock that needs to be covered is \(200 \text{ feet} \times 3 \text{ feet/foot} = 600 \text{ feet}\).
+2. The caretaker already has 6 feet of line. Therefore, the remaining line needed is \(600 \text{ feet} - 6 \text{ feet} = 594 \text{ feet}\).
+3. The total amount of line needed is the sum of the line already bought and the remaining line needed, which is \(6 \text{ feet} + 594 \text{ feet} = 600 \text{ feet}\).
+
+So, the caretaker needs to buy \(\boxed{600}\) feet of line in total.','stop',295,97,31,2.04625300063053430213e+01,1279503360000.0,NULL);
+INSERT INTO "chains" VALUES(101,0,0,'b01c67ccb72cf8c2ca683feea1f8f79ccb8109a40a4235277005d6e399839fc0',0,'To determine how much profit Josh made from flipping the house, we need to follow these steps:
+
+1. Calculate the total cost of the house and repairs.
+2. Determine the increased value of the house.
+3. Subtract the total cost from the increased value to find the profit.
+
+**Step 1: Calculate the total cost of the house and repairs.**
+
+Josh buys the house for $80,000 and then puts in $50,000 in repairs. Therefore, the total cost is:
+\[
+80,000 + 50,000 = 130,000
+\]
+
+**Step 2: Determine the increased value of the house.**
+
+The problem states that the value of the house increased by 150%. This means the increased value is 150% of the original value of the house. The original value of the house is $80,000. Therefore, the increased value is:
+\[
+150\% \text{ of } 80,000 = 1.50 \times 80,000 = 120,000
+\]
+
+**Step 3: Subtract the total cost from the increased value to find the profit.**
+
+The profit is the increased value of the house minus the total cost of the house and repairs. So, the profit is:
+\[
+120,000 - 130,000 = -10,000
+\]
+
+Since the problem asks for the profit, and the calculation shows a negative value, it means Josh actually lost $10,000. Therefore, the profit he made is:
+\[
+\boxed{-10000}
+\]','stop',374,92,91,2.11411347277352348319e+01,1243073056000.0,NULL);
+INSERT INTO "chains" VALUES(101,0,1,'b01c67ccb72cf8c2ca683feea1f8f79ccb8109a40a4235277005d6e399839fc0',1,'To determine the profit Josh made from flipping the house, we need to follow these steps:
+
+1. Calculate the total cost of the house.
+2. Determine the new value of the house after the repairs.
+3. Calculate the profit by subtracting the total cost from the new value of the house.
+
+Step 1: Calculate the total cost of the house.
+The total cost consists of the initial purchase price and the repairs.
+\[
+\text{Total cost} = \$80,000 + \$50,000 = \$130,000
+\]
+
+Step 2: Determine the new value of the house after the repairs.
+The repairs increased the value of the house by 150%. This means that the new value is 150% of the initial value plus the initial value.
+\[
+\text{New value} = 1.50 \times \$80,000 + \$80,000 = \$120,000 + \$80,000 = \$200,000
+\]
+
+Step 3: Calculate the profit by subtracting the total cost from the new value of the house.
+\[
+\text{Profit} = \$200,000 - \$130,000 = \$70,000
+\]
+
+Therefore, the profit Josh made is \boxed{70000}.','stop',305,92,91,2.11411347277352348319e+01,1243073056000.0,NULL);
+INSERT INTO "chains" VALUES(101,0,2,'b01c67ccb72cf8c2ca683feea1f8f79ccb8109a40a4235277005d6e399839fc0',2,'To determine how much profit Josh made, we need to follow these steps:
+
+1. Calculate the total cost of the house and repairs.
+2. Determine the new value of the house after the repairs.
+3. Calculate the profit by subtracting the total cost from the new value of the house.
+
+Let''s go through each step in detail.
+
+1. Calculate the total cost of the house and repairs:
+   \[
+   \text{Total cost} = \text{Cost of the house} + \text{Cost of repairs} = 80,000 + 50,000 = 130,000
+   \]
+
+2. Determine the new value of the house after the repairs:
+   The repairs increased the value of the house by 150%. This means the new value is 150% of the original value of the house. In mathematical terms, this can be expressed as:
+   \[
+   \text{New value} = \text{Original value} + 150\% \times \text{Original value} = \text{Original value} + 1.5 \times \text{Original value} = 2.5 \times \text{Original value}
+   \]
+   Since the original value of the house is $80,000, we have:
+   \[
+   \text{New value} = 2.5 \times 80,000 = 200,000
+   \]
+
+3. Calculate the profit by subtracting the total cost from the new value of the house:
+   \[
+   \text{Profit} = \text{New value} - \text{Total cost} = 200,000 - 130,000 = 70,000
+   \]
+
+Therefore, the profit Josh made is \(\boxed{70000}\).','stop',409,92,91,2.11411347277352348319e+01,1243073056000.0,NULL);
+INSERT INTO "chains" VALUES(101,0,3,'b01c67ccb72cf8c2ca683feea1f8f79ccb8109a40a4235277005d6e399839fc0',3,'To determine Josh''s profit, we need to follow these steps:
+
+1. Calculate the total cost of the house.
+2. Determine the new value of the house after the repairs.
+3. Find the profit by subtracting the total cost from the new value.
+
+**Step 1: Calculate the total cost of the house.**
+
+Josh buys a house for $80,000 and then puts in $50,000 in repairs. Therefore, the total cost is:
+\[ 80,000 + 50,000 = 130,000 \]
+
+**Step 2: Determine the new value of the house after the repairs.**
+
+The repairs increased the value of the house by 150%. This means the new value is the original value plus 150% of the original value. In mathematical terms, this is:
+\[ 80,000 + 1.50 \times 80,000 = 80,000 + 120,000 = 200,000 \]
+
+**Step 3: Find the profit by subtracting the total cost from the new value.**
+
+The profit is the new value minus the total cost:
+\[ 200,000 - 130,000 = 70,000 \]
+
+Thus, Josh''s profit is:
+\[ \boxed{70000} \]','stop',314,92,91,2.11411347277352348319e+01,1243073056000.0,NULL);
+INSERT INTO "chains" VALUES(102,0,0,'d4e4c69c96ceb1c6b0b0ac33fff964702a0860289529e5d23f3f69172e8572f6',0,'To determine the number of miles Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the position of the first stop.
+2. Identify the position of the second stop.
+3. Calculate the distance between the first and second stops by subtracting the position of the first stop from the position of the second stop.
+
+First, we know that Henry made his first stop after 20 miles. This means the first stop is at position 20 miles on his trip.
+
+Next, we know that his second stop was 15 miles before the end of the trip. The end of the trip is at 60 miles. Therefore, the second stop is at position \(60 - 15 = 45\) miles on his trip.
+
+Now, we can find the distance between the first and second stops by subtracting the position of the first stop from the position of the second stop:
+\[45 - 20 = 25\]
+
+So, the number of miles Henry traveled between his first and second stops is \(\boxed{25}\).','stop',226,85,30,1.47133856785281427193e+01,840562624000.0,NULL);
+INSERT INTO "chains" VALUES(102,0,1,'d4e4c69c96ceb1c6b0b0ac33fff964702a0860289529e5d23f3f69172e8572f6',1,'Let''s solve the problem step-by-step.
+
+1. First, we need to find the positions of the first and second stops.
+2. The first stop is after 20 miles, so the first stop is at 20 miles.
+3. The second stop is 15 miles before the end of the trip, so the second stop is at \(60 - 15 = 45\) miles.
+4. The distance between the first and second stops is \(45 - 20 = 25\) miles.
+
+Now, let''s write the Python code to verify this solution.
+```python
+# Total distance of the bike trip
+total_distance = 60
+
+# Position of the first stop
+first_stop = 20
+
+# Position of the second stop
+second_stop = total_distance - 15
+
+# Distance between the first and second stops
+distance_between_stops = second_stop - first_stop
+print(distance_between_stops)
+```
+```output
+25
+```
+The distance between Henry''s first and second stops is \(\boxed{25}\) miles.','stop',230,85,30,1.47133856785281427193e+01,840562624000.0,NULL);
+INSERT INTO "chains" VALUES(102,0,2,'d4e4c69c96ceb1c6b0b0ac33fff964702a0860289529e5d23f3f69172e8572f6',2,'To determine the distance Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the location of the first stop.
+2. Identify the location of the second stop.
+3. Calculate the distance between these two stops.
+
+Step 1: The first stop is after 20 miles. This means the first stop is 20 miles from the beginning of the trip.
+
+Step 2: The second stop is 15 miles before the end of the trip. This means the second stop is 60 miles - 15 miles = 45 miles from the beginning of the trip.
+
+Step 3: The distance between the first stop and the second stop is the difference between the location of the second stop and the location of the first stop. Therefore, the distance between the first and second stops is 45 miles - 20 miles = 25 miles.
+
+So, the distance Henry traveled between his first and second stops is \boxed{25}.','stop',205,85,30,1.47133856785281427193e+01,840562624000.0,NULL);
+INSERT INTO "chains" VALUES(102,0,3,'d4e4c69c96ceb1c6b0b0ac33fff964702a0860289529e5d23f3f69172e8572f6',3,'To determine how many miles Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the position of the first stop.
+2. Identify the position of the second stop.
+3. Calculate the distance between the two stops by subtracting the position of the first stop from the position of the second stop.
+
+Step 1: The first stop is after 20 miles. So, the position of the first stop is 20 miles from the starting point.
+
+Step 2: The second stop is 15 miles before the end of the trip. Since the total trip is 60 miles, the position of the second stop is:
+\[ 60 - 15 = 45 \text{ miles} \]
+from the starting point.
+
+Step 3: To find the distance between the first and second stops, we subtract the position of the first stop from the position of the second stop:
+\[ 45 - 20 = 25 \text{ miles} \]
+
+Therefore, the distance Henry traveled between his first and second stops is \(\boxed{25}\) miles.','stop',234,85,30,1.47133856785281427193e+01,840562624000.0,NULL);
+INSERT INTO "chains" VALUES(103,0,0,'4e1bd77df55d676d43f726cad6f71921f1d3bccf880e9f2cf7e2493eecf42a2f',0,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up. Let''s go through the problem step by step.
+
+1. **Calculate the number of rubies:**
+   The problem states that there are 35 fewer rubies than diamonds. Since there are 175 diamonds, we can find the number of rubies by subtracting 35 from 175.
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+2. **Calculate the number of emeralds:**
+   The problem states that there are twice the number of emeralds than the rubies. Since there are 140 rubies, we can find the number of emeralds by multiplying 140 by 2.
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+3. **Calculate the total number of gems:**
+   To find the total number of gems, we add the number of diamonds, rubies, and emeralds together.
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','stop',309,89,31,2.07744442249723775266e+01,1102683104000.0,NULL);
+INSERT INTO "chains" VALUES(103,0,1,'4e1bd77df55d676d43f726cad6f71921f1d3bccf880e9f2cf7e2493eecf42a2f',1,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up. Let''s go step by step.
+
+1. **Calculate the number of rubies:**
+   The problem states that there were 35 fewer rubies than diamonds. Since there are 175 diamonds, we can find the number of rubies by subtracting 35 from 175.
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+2. **Calculate the number of emeralds:**
+   The problem states that there were twice the number of emeralds than the rubies. Since there are 140 rubies, we can find the number of emeralds by multiplying 140 by 2.
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+3. **Calculate the total number of gems:**
+   Now we add the number of diamonds, rubies, and emeralds to find the total number of gems.
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','stop',305,89,31,2.07744442249723775266e+01,1102683104000.0,NULL);
+INSERT INTO "chains" VALUES(103,0,2,'4e1bd77df55d676d43f726cad6f71921f1d3bccf880e9f2cf7e2493eecf42a2f',2,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up.
+
+1. **Diamonds:**
+   The treasure hunter found 175 diamonds.
+
+2. **Rubies:**
+   The number of rubies is 35 fewer than the number of diamonds. Therefore, we subtract 35 from the number of diamonds:
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+3. **Emeralds:**
+   The number of emeralds is twice the number of rubies. Therefore, we multiply the number of rubies by 2:
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+4. **Total number of gems:**
+   To find the total number of gems, we add the number of diamonds, rubies, and emeralds together:
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Thus, the total number of gems in the chest is \(\boxed{695}\).','stop',272,89,31,2.07744442249723775266e+01,1102683104000.0,NULL);
+INSERT INTO "chains" VALUES(103,0,3,'4e1bd77df55d676d43f726cad6f71921f1d3bccf880e9f2cf7e2493eecf42a2f',3,'To solve this problem, we need to determine the number of each type of gem and then sum them up. Here are the steps we''ll follow:
+
+1. Calculate the number of rubies.
+2. Calculate the number of emeralds.
+3. Sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s start by defining the number of each type of gem in terms of the given information:
+
+- Let \( D \) be the number of diamonds.
+- Let \( R \) be the number of rubies.
+- Let \( E \) be the number of emeralds.
+
+From the problem, we have:
+- \( D = 175 \)
+- \( R = D - 35 \)
+- \( E = 2 \times R \)
+
+Finally, the total number of gems \( T \) is given by:
+\[ T = D + R + E \]
+
+We''ll use Python to perform these calculations.
+```python
+# Given number of diamonds
+D = 175
+
+# Calculate the number of rubies
+R = D - 35
+
+# Calculate the number of emeralds
+E = 2 * R
+
+# Calculate the total number of gems
+T = D + R + E
+print(T)
+```
+```output
+540
+```
+The total number of gems in the treasure chest is \(\boxed{540}\).','stop',301,89,31,2.07744442249723775266e+01,1102683104000.0,NULL);
+INSERT INTO "chains" VALUES(104,0,0,'fb12e30458d9862241e2422dd09cef4bec47e1a221af958677df326facdf19ae',0,'To determine the total cost of grooming the dog after the discount, we can break down the problem into a few simple steps:
+
+1. Calculate the discounted price of the grooming.
+2. Add the discounted price to the initial cost of the grooming.
+
+Let''s go through these steps one by one using Python code.
+```python
+# Initial cost of grooming
+initial_cost = 100
+
+# Discount percentage
+discount_percentage = 30 / 100
+
+# Calculate the discounted price
+discounted_price = initial_cost * (1 - discount_percentage)
+
+# Calculate the total cost
+total_cost = discounted_price + initial_cost
+
+print(total_cost)
+```
+```output
+80.0
+```
+The total cost of grooming the dog after the 30% discount is \(\boxed{80.00}\).','stop',172,83,31,1.26959676148093425496e+01,716166464000.0,NULL);
+INSERT INTO "chains" VALUES(104,0,1,'fb12e30458d9862241e2422dd09cef4bec47e1a221af958677df326facdf19ae',1,'To determine the cost of the grooming after applying the 30% discount, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price.
+
+Step 1: Calculate the discount amount.
+The original price of the grooming is $100, and the discount is 30%. To find the discount amount, we multiply the original price by the discount percentage (expressed as a decimal).
+
+\[ \text{Discount amount} = 100 \times \frac{30}{100} = 100 \times 0.30 = 30 \]
+
+Step 2: Subtract the discount amount from the original price.
+Now, we subtract the discount amount from the original price to find the final cost of the grooming.
+
+\[ \text{Final cost} = 100 - 30 = 70 \]
+
+Therefore, the cost of the grooming is \(\boxed{70}\).','stop',206,83,31,1.26959676148093425496e+01,716166464000.0,NULL);
+INSERT INTO "chains" VALUES(104,0,2,'fb12e30458d9862241e2422dd09cef4bec47e1a221af958677df326facdf19ae',2,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Identify the original price of the grooming service.
+2. Calculate the discount amount.
+3. Subtract the discount amount from the original price to get the final cost.
+
+Step 1: Identify the original price of the grooming service.
+The original price of the grooming is $100.
+
+Step 2: Calculate the discount amount.
+The groomer offers a 30% discount. To find 30% of $100, we multiply $100 by 0.30.
+\[ 100 \times 0.30 = 30 \]
+So, the discount amount is $30.
+
+Step 3: Subtract the discount amount from the original price to get the final cost.
+\[ 100 - 30 = 70 \]
+Therefore, the cost of the grooming is \boxed{70}.','stop',195,83,31,1.26959676148093425496e+01,716166464000.0,NULL);
+INSERT INTO "chains" VALUES(104,0,3,'fb12e30458d9862241e2422dd09cef4bec47e1a221af958677df326facdf19ae',3,'To determine the cost of the grooming, we need to follow these steps:
+
+1. **Identify the original cost of the grooming:**
+   The original cost of grooming is $100.
+
+2. **Calculate the discount amount:**
+   The discount offered is 30%. To find out what 30% of $100 is, we multiply $100 by 0.30.
+   \[
+   100 \times 0.30 = 30
+   \]
+   So, the discount amount is $30.
+
+3. **Subtract the discount from the original cost:**
+   To find the final cost, we subtract the discount amount from the original cost.
+   \[
+   100 - 30 = 70
+   \]
+
+Therefore, the cost of the grooming is \boxed{70}.','stop',185,83,31,1.26959676148093425496e+01,716166464000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -2455,6 +3003,18 @@ INSERT INTO "jobs" VALUES(89,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1162',0,1
 INSERT INTO "jobs" VALUES(90,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1194',0,1,'greedy',0,'done','1200','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 30, "completion_tokens": 251, "calls": 1, "seconds": 21.822393532554997, "flops": 1098240384000.0}}]',89,30,251,1,0,0,1098240384000.0,0.0,43.8007419179994,2.18223935325549973636e+01,1.79628617949138045311e+09);
 INSERT INTO "jobs" VALUES(91,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1203',0,1,'greedy',0,'done','240','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 90, "cached_prompt_tokens": 30, "completion_tokens": 327, "calls": 1, "seconds": 27.545507144594012, "flops": 1371911936000.0}}]',90,30,327,1,0,0,1371911936000.0,0.0,55.0387753670002,2.75455071445940120607e+01,1.79628619932046508793e+09);
 INSERT INTO "jobs" VALUES(92,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1221',0,1,'greedy',0,'done','10','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 108, "cached_prompt_tokens": 30, "completion_tokens": 314, "calls": 1, "seconds": 26.400382513555087, "flops": 1389682816000.0}}]',108,30,314,1,0,0,1389682816000.0,0.0,52.4039783900007,2.64003825135550869158e+01,1.79628623190093970299e+09);
+INSERT INTO "jobs" VALUES(93,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1232',0,1,'greedy',0,'done','15','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 31, "completion_tokens": 254, "calls": 1, "seconds": 22.54490319852266, "flops": 1084023680000.0}}]',83,31,254,1,0,0,1084023680000.0,0.0,4.59879837440021219671e+01,2.25449031985226611141e+01,1.79628624530968856814e+09);
+INSERT INTO "jobs" VALUES(94,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1235',0,1,'greedy',0,'done','2.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 30, "completion_tokens": 351, "calls": 1, "seconds": 34.214243854505185, "flops": 1496308096000.0}}]',101,30,351,1,0,0,1496308096000.0,0.0,6.83706268649984849616e+01,3.42142438545051845726e+01,1.79628630027290058131e+09);
+INSERT INTO "jobs" VALUES(95,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1251',0,1,'greedy',0,'done','40.5','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 108, "cached_prompt_tokens": 30, "completion_tokens": 441, "calls": 1, "seconds": 40.97144132349058, "flops": 1841063168000.0}}]',108,30,441,1,0,0,1841063168000.0,0.0,8.10838347460012300906e+01,4.09714413234905805438e+01,1.7962863263948843479e+09);
+INSERT INTO "jobs" VALUES(96,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1253',0,1,'greedy',0,'done','120','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 339, "calls": 1, "seconds": 30.276552978022664, "flops": 1368357760000.0}}]',77,30,339,1,0,0,1368357760000.0,0.0,6.21804792289985925907e+01,3.02765529780226643201e+01,1.79628636245474886893e+09);
+INSERT INTO "jobs" VALUES(97,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1254',0,1,'greedy',0,'done','30','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 127, "cached_prompt_tokens": 30, "completion_tokens": 365, "calls": 1, "seconds": 33.98432301851426, "flops": 1638475136000.0}}]',127,30,365,1,0,0,1638475136000.0,0.0,66.8179070690021,3.39843230185142601844e+01,1.7962863932140836716e+09);
+INSERT INTO "jobs" VALUES(98,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1266',0,1,'greedy',0,'done','147','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 30, "completion_tokens": 364, "calls": 1, "seconds": 31.456768992480647, "flops": 1499862272000.0}}]',89,30,364,1,0,0,1499862272000.0,0.0,6.24616152059970772833e+01,3.14567689924806472836e+01,1.79628642492082977294e+09);
+INSERT INTO "jobs" VALUES(99,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1280',0,1,'greedy',0,'done','7','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 30, "completion_tokens": 216, "calls": 1, "seconds": 18.68217014151378, "flops": 945410816000.0}}]',81,30,216,1,0,0,945410816000.0,0.0,3.80290912300042691649e+01,1.86821701415137795265e+01,1.79628643124568867679e+09);
+INSERT INTO "jobs" VALUES(100,'qwen2.5-coder-1.5b','greedy','gsm8k_test-1311',0,1,'greedy',0,'done','600','[{"event": "generate", "n": 1, "max_tokens": 512, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 31, "completion_tokens": 295, "calls": 1, "seconds": 20.462530006305343, "flops": 1279503360000.0}}]',97,31,295,1,0,0,1279503360000.0,0.0,8.72688600660039810481e+01,2.04625300063053430213e+01,1.79628651219115591046e+09);
+INSERT INTO "jobs" VALUES(101,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-2',0,4,'self-consistency:n_samples=4',1,'done','70000','[{"event": "generate", "n": 4, "seed": 317811450, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 91, "completion_tokens": 1402, "calls": 1, "seconds": 84.56453891094094, "flops": 4972292224000.0}}, {"event": "vote", "counts": {"-10000": 1, "70000": 3}, "tie_broken_by_rng": false, "winner": "70000"}]',92,91,1402,1,0,0,4972292224000.0,0.0,1.36101633274003688714e+02,8.45645389109409393278e+01,1.79628656736158204081e+09);
+INSERT INTO "jobs" VALUES(102,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-28',0,4,'self-consistency:n_samples=4',1,'done','25','[{"event": "generate", "n": 4, "seed": 570048278, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 30, "completion_tokens": 895, "calls": 1, "seconds": 58.85354271411257, "flops": 3362250496000.0}}, {"event": "vote", "counts": {"25": 4}, "tie_broken_by_rng": false, "winner": "25"}]',85,30,895,1,0,0,3362250496000.0,0.0,1.06571345555996231267e+02,5.8853542714112570878e+01,1.79628661876600790019e+09);
+INSERT INTO "jobs" VALUES(103,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-67',0,4,'self-consistency:n_samples=4',1,'done','695','[{"event": "generate", "n": 4, "seed": 516771738, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 31, "completion_tokens": 1187, "calls": 1, "seconds": 83.09777689988951, "flops": 4410732416000.0}}, {"event": "vote", "counts": {"695": 3, "540": 1}, "tie_broken_by_rng": false, "winner": "695"}]',89,31,1187,1,0,0,4410732416000.0,0.0,1.09298956278995319736e+02,8.30977768998895101066e+01,1.79628667666960382467e+09);
+INSERT INTO "jobs" VALUES(104,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-79',0,4,'self-consistency:n_samples=4',1,'done','70','[{"event": "generate", "n": 4, "seed": 813646205, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 31, "completion_tokens": 758, "calls": 1, "seconds": 50.78387045923737, "flops": 2864665856000.0}}, {"event": "vote", "counts": {"80": 1, "70": 3}, "tie_broken_by_rng": false, "winner": "70"}]',83,31,758,1,0,0,2864665856000.0,0.0,1.06100547162997827399e+02,5.07838704592373701984e+01,1.79628672486922049515e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -4914,10 +5474,558 @@ INSERT INTO "samples" VALUES(92,0,'To determine how much of his secret seasoning
    \]
 
 Therefore, Aiden will need \boxed{10} tablespoons of his secret seasoning.','10',1,'equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(93,0,'To solve this problem, we need to determine how many pomelos Eve gave away. Let''s break it down step by step:
+
+1. Eve originally had 20 pomelos.
+2. After giving some pomelos to her friend, she is left with \(\frac{1}{4}\) of the original number of pomelos.
+3. Let''s denote the number of pomelos Eve gave away as \(x\).
+
+The equation representing the situation is:
+\[ 20 - x = \frac{1}{4} \times 20 \]
+
+We can solve this equation for \(x\). Let''s do this step by step using Python.
+```python
+# Original number of pomelos
+original_pomelos = 20
+
+# Fraction of pomelos left after giving some away
+fraction_left = 1 / 4
+
+# Calculate the number of pomelos given away
+pomelos_given_away = original_pomelos - fraction_left * original_pomelos
+print(pomelos_given_away)
+```
+```output
+15.0
+```
+Eve gave away \(\boxed{15}\) pomelos.','15',1,'equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(94,0,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine what percentage of the total distance this distance represents.
+
+**Step 1: Calculate the total distance Michael travels in 3 days.**
+
+Michael''s average speed is 50 km/hr. The distance between Alaska and Texas is 6000 km. Therefore, the total distance he travels in 3 days is:
+\[ \text{Total distance} = \text{Speed} \times \text{Time} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+**Step 2: Determine what percentage of the total distance this distance represents.**
+
+To find the percentage of the total distance covered, we use the formula:
+\[ \text{Percentage} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100 \]
+
+Substituting the values we have:
+\[ \text{Percentage} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100 = \left( \frac{150}{6000} \right) \times 100 = \left( \frac{1}{40} \right) \times 100 = 2.5\% \]
+
+Therefore, the percentage of the distance Michael has covered is \(\boxed{2.5}\).','2.5',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(95,0,'To determine the total time it takes John to solve the Rubik''s cube, we need to calculate the time taken for each side and then sum these times. Let''s break it down step by step.
+
+1. **Time to get to the first side:**
+   John takes 5 minutes to get to the first side of the Rubik''s cube.
+
+2. **Time to get to the second side:**
+   The second side takes twice as long as the first side. Therefore, the time to get to the second side is:
+   \[
+   2 \times 5 = 10 \text{ minutes}
+   \]
+
+3. **Time to get to the third side:**
+   The third side also takes twice as long as the first side. Therefore, the time to get to the third side is:
+   \[
+   2 \times 5 = 10 \text{ minutes}
+   \]
+
+4. **Time to get to the fourth side:**
+   The fourth side takes half as long as the first side. Therefore, the time to get to the fourth side is:
+   \[
+   \frac{5}{2} = 2.5 \text{ minutes}
+   \]
+
+5. **Time to get to the fifth side:**
+   The fifth side takes half as long as the first side. Therefore, the time to get to the fifth side is:
+   \[
+   \frac{5}{2} = 2.5 \text{ minutes}
+   \]
+
+6. **Time to get to the sixth side:**
+   The sixth side takes the same amount of time as the first side. Therefore, the time to get to the sixth side is:
+   \[
+   5 \text{ minutes}
+   \]
+
+Now, we sum the times for all six sides:
+\[
+5 + 10 + 10 + 2.5 + 2.5 + 5 = 40.5 \text{ minutes}
+\]
+
+Thus, the total time it takes John to solve the Rubik''s cube is \boxed{40.5} minutes.','40.5',0,'not_equivalent',441,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(96,0,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. **Calculate the total number of minutes Tim spends answering phones in a single day:**
+   Tim spends 6 hours each day at work. Since there are 60 minutes in an hour, we multiply the number of hours by 60:
+   \[
+   6 \text{ hours/day} \times 60 \text{ minutes/hour} = 360 \text{ minutes/day}
+   \]
+
+2. **Determine how many calls Tim can handle in one day:**
+   It takes Tim 15 minutes to deal with each call. To find out how many calls he can handle in one day, we divide the total number of minutes he spends answering phones by the time it takes to handle one call:
+   \[
+   \frac{360 \text{ minutes/day}}{15 \text{ minutes/call}} = 24 \text{ calls/day}
+   \]
+
+3. **Calculate the total number of calls Tim deals with in a 5-day work week:**
+   To find out how many calls he deals with in a 5-day work week, we multiply the number of calls he deals with in one day by the number of days in the week:
+   \[
+   24 \text{ calls/day} \times 5 \text{ days} = 120 \text{ calls}
+   \]
+
+Therefore, the total number of calls Tim deals with during his 5-day work week is \(\boxed{120}\).','120',1,'equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(97,0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish, we need to follow these steps:
+
+1. Calculate the total drying time for 6 paintings with the old varnish.
+2. Calculate the total drying time for 6 paintings with the new varnish.
+3. Find the difference between the total drying time with the new varnish and the total drying time with the old varnish.
+
+**Step 1: Calculate the total drying time for 6 paintings with the old varnish.**
+
+The old varnish takes 7 minutes to dry on one painting. Therefore, for 6 paintings, the total drying time is:
+\[ 6 \text{ paintings} \times 7 \text{ minutes/painting} = 42 \text{ minutes} \]
+
+**Step 2: Calculate the total drying time for 6 paintings with the new varnish.**
+
+The new varnish takes 12 minutes to dry on one painting. Therefore, for 6 paintings, the total drying time is:
+\[ 6 \text{ paintings} \times 12 \text{ minutes/painting} = 72 \text{ minutes} \]
+
+**Step 3: Find the difference between the total drying time with the new varnish and the total drying time with the old varnish.**
+
+The difference in drying time is:
+\[ 72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes} \]
+
+Thus, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','30',1,'equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(98,0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to follow these steps:
+
+1. Calculate the daily food consumption for all the German Shepherds.
+2. Calculate the daily food consumption for all the Bulldogs.
+3. Sum the daily food consumption for both types of dogs.
+4. Multiply the daily total by 7 to get the weekly total.
+
+Let''s start with the German Shepherds:
+- There are 3 German Shepherds.
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- Therefore, the daily food consumption for the German Shepherds is:
+  \[
+  3 \text{ dogs} \times 5 \text{ kg/dog} = 15 \text{ kg/day}
+  \]
+
+Next, let''s calculate the daily food consumption for the Bulldogs:
+- There are 2 Bulldogs.
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- Therefore, the daily food consumption for the Bulldogs is:
+  \[
+  2 \text{ dogs} \times 3 \text{ kg/dog} = 6 \text{ kg/day}
+  \]
+
+Now, we sum the daily food consumption for both types of dogs:
+\[
+15 \text{ kg/day} + 6 \text{ kg/day} = 21 \text{ kg/day}
+\]
+
+Finally, we multiply the daily total by 7 to get the weekly total:
+\[
+21 \text{ kg/day} \times 7 \text{ days/week} = 147 \text{ kg/week}
+\]
+
+So, the Kennel house will need \boxed{147} kilograms of dog food in a week.','147',1,'equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(99,0,'To determine how long it took Anna to finish the puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine how long Anna''s time is based on the information given.
+
+First, we know that Steve took 10 hours to complete the puzzle. So, Steve''s time is:
+\[ \text{Steve''s time} = 10 \text{ hours} \]
+
+Next, we need to find out how long Anna''s time is. According to the problem, Anna took 2 hours more than half Steve''s time. First, we calculate half of Steve''s time:
+\[ \text{Half of Steve''s time} = \frac{10}{2} = 5 \text{ hours} \]
+
+Then, we add 2 hours to this value to find Anna''s time:
+\[ \text{Anna''s time} = 5 + 2 = 7 \text{ hours} \]
+
+Therefore, it took Anna \(\boxed{7}\) hours to finish the puzzle.','7',1,'equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(100,0,'To determine how many feet of line the caretaker needs to buy in total, we can break down the problem into a few steps:
+
+1. Calculate the total length of dock that needs to be covered with line.
+2. Determine how much more line is needed after accounting for the 6 feet already bought.
+3. Add the remaining line needed to the 6 feet already bought to get the total amount of line needed.
+
+Let''s go through these steps in detail:
+
+1. The caretaker has 200 feet of dock and wants to cover it with line. Since he wants 3 feet of line for every foot of dock, the total length of dock that needs to be covered is \(200 \text{ feet} \times 3 \text{ feet/foot} = 600 \text{ feet}\).
+2. The caretaker already has 6 feet of line. Therefore, the remaining line needed is \(600 \text{ feet} - 6 \text{ feet} = 594 \text{ feet}\).
+3. The total amount of line needed is the sum of the line already bought and the remaining line needed, which is \(6 \text{ feet} + 594 \text{ feet} = 600 \text{ feet}\).
+
+So, the caretaker needs to buy \(\boxed{600}\) feet of line in total.','600',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(101,0,'To determine how much profit Josh made from flipping the house, we need to follow these steps:
+
+1. Calculate the total cost of the house and repairs.
+2. Determine the increased value of the house.
+3. Subtract the total cost from the increased value to find the profit.
+
+**Step 1: Calculate the total cost of the house and repairs.**
+
+Josh buys the house for $80,000 and then puts in $50,000 in repairs. Therefore, the total cost is:
+\[
+80,000 + 50,000 = 130,000
+\]
+
+**Step 2: Determine the increased value of the house.**
+
+The problem states that the value of the house increased by 150%. This means the increased value is 150% of the original value of the house. The original value of the house is $80,000. Therefore, the increased value is:
+\[
+150\% \text{ of } 80,000 = 1.50 \times 80,000 = 120,000
+\]
+
+**Step 3: Subtract the total cost from the increased value to find the profit.**
+
+The profit is the increased value of the house minus the total cost of the house and repairs. So, the profit is:
+\[
+120,000 - 130,000 = -10,000
+\]
+
+Since the problem asks for the profit, and the calculation shows a negative value, it means Josh actually lost $10,000. Therefore, the profit he made is:
+\[
+\boxed{-10000}
+\]','-10000',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(101,1,'To determine the profit Josh made from flipping the house, we need to follow these steps:
+
+1. Calculate the total cost of the house.
+2. Determine the new value of the house after the repairs.
+3. Calculate the profit by subtracting the total cost from the new value of the house.
+
+Step 1: Calculate the total cost of the house.
+The total cost consists of the initial purchase price and the repairs.
+\[
+\text{Total cost} = \$80,000 + \$50,000 = \$130,000
+\]
+
+Step 2: Determine the new value of the house after the repairs.
+The repairs increased the value of the house by 150%. This means that the new value is 150% of the initial value plus the initial value.
+\[
+\text{New value} = 1.50 \times \$80,000 + \$80,000 = \$120,000 + \$80,000 = \$200,000
+\]
+
+Step 3: Calculate the profit by subtracting the total cost from the new value of the house.
+\[
+\text{Profit} = \$200,000 - \$130,000 = \$70,000
+\]
+
+Therefore, the profit Josh made is \boxed{70000}.','70000',1,'equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(101,2,'To determine how much profit Josh made, we need to follow these steps:
+
+1. Calculate the total cost of the house and repairs.
+2. Determine the new value of the house after the repairs.
+3. Calculate the profit by subtracting the total cost from the new value of the house.
+
+Let''s go through each step in detail.
+
+1. Calculate the total cost of the house and repairs:
+   \[
+   \text{Total cost} = \text{Cost of the house} + \text{Cost of repairs} = 80,000 + 50,000 = 130,000
+   \]
+
+2. Determine the new value of the house after the repairs:
+   The repairs increased the value of the house by 150%. This means the new value is 150% of the original value of the house. In mathematical terms, this can be expressed as:
+   \[
+   \text{New value} = \text{Original value} + 150\% \times \text{Original value} = \text{Original value} + 1.5 \times \text{Original value} = 2.5 \times \text{Original value}
+   \]
+   Since the original value of the house is $80,000, we have:
+   \[
+   \text{New value} = 2.5 \times 80,000 = 200,000
+   \]
+
+3. Calculate the profit by subtracting the total cost from the new value of the house:
+   \[
+   \text{Profit} = \text{New value} - \text{Total cost} = 200,000 - 130,000 = 70,000
+   \]
+
+Therefore, the profit Josh made is \(\boxed{70000}\).','70000',1,'equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(101,3,'To determine Josh''s profit, we need to follow these steps:
+
+1. Calculate the total cost of the house.
+2. Determine the new value of the house after the repairs.
+3. Find the profit by subtracting the total cost from the new value.
+
+**Step 1: Calculate the total cost of the house.**
+
+Josh buys a house for $80,000 and then puts in $50,000 in repairs. Therefore, the total cost is:
+\[ 80,000 + 50,000 = 130,000 \]
+
+**Step 2: Determine the new value of the house after the repairs.**
+
+The repairs increased the value of the house by 150%. This means the new value is the original value plus 150% of the original value. In mathematical terms, this is:
+\[ 80,000 + 1.50 \times 80,000 = 80,000 + 120,000 = 200,000 \]
+
+**Step 3: Find the profit by subtracting the total cost from the new value.**
+
+The profit is the new value minus the total cost:
+\[ 200,000 - 130,000 = 70,000 \]
+
+Thus, Josh''s profit is:
+\[ \boxed{70000} \]','70000',1,'equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(102,0,'To determine the number of miles Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the position of the first stop.
+2. Identify the position of the second stop.
+3. Calculate the distance between the first and second stops by subtracting the position of the first stop from the position of the second stop.
+
+First, we know that Henry made his first stop after 20 miles. This means the first stop is at position 20 miles on his trip.
+
+Next, we know that his second stop was 15 miles before the end of the trip. The end of the trip is at 60 miles. Therefore, the second stop is at position \(60 - 15 = 45\) miles on his trip.
+
+Now, we can find the distance between the first and second stops by subtracting the position of the first stop from the position of the second stop:
+\[45 - 20 = 25\]
+
+So, the number of miles Henry traveled between his first and second stops is \(\boxed{25}\).','25',1,'equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(102,1,'Let''s solve the problem step-by-step.
+
+1. First, we need to find the positions of the first and second stops.
+2. The first stop is after 20 miles, so the first stop is at 20 miles.
+3. The second stop is 15 miles before the end of the trip, so the second stop is at \(60 - 15 = 45\) miles.
+4. The distance between the first and second stops is \(45 - 20 = 25\) miles.
+
+Now, let''s write the Python code to verify this solution.
+```python
+# Total distance of the bike trip
+total_distance = 60
+
+# Position of the first stop
+first_stop = 20
+
+# Position of the second stop
+second_stop = total_distance - 15
+
+# Distance between the first and second stops
+distance_between_stops = second_stop - first_stop
+print(distance_between_stops)
+```
+```output
+25
+```
+The distance between Henry''s first and second stops is \(\boxed{25}\) miles.','25',1,'equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(102,2,'To determine the distance Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the location of the first stop.
+2. Identify the location of the second stop.
+3. Calculate the distance between these two stops.
+
+Step 1: The first stop is after 20 miles. This means the first stop is 20 miles from the beginning of the trip.
+
+Step 2: The second stop is 15 miles before the end of the trip. This means the second stop is 60 miles - 15 miles = 45 miles from the beginning of the trip.
+
+Step 3: The distance between the first stop and the second stop is the difference between the location of the second stop and the location of the first stop. Therefore, the distance between the first and second stops is 45 miles - 20 miles = 25 miles.
+
+So, the distance Henry traveled between his first and second stops is \boxed{25}.','25',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(102,3,'To determine how many miles Henry traveled between his first and second stops, we need to follow these steps:
+
+1. Identify the position of the first stop.
+2. Identify the position of the second stop.
+3. Calculate the distance between the two stops by subtracting the position of the first stop from the position of the second stop.
+
+Step 1: The first stop is after 20 miles. So, the position of the first stop is 20 miles from the starting point.
+
+Step 2: The second stop is 15 miles before the end of the trip. Since the total trip is 60 miles, the position of the second stop is:
+\[ 60 - 15 = 45 \text{ miles} \]
+from the starting point.
+
+Step 3: To find the distance between the first and second stops, we subtract the position of the first stop from the position of the second stop:
+\[ 45 - 20 = 25 \text{ miles} \]
+
+Therefore, the distance Henry traveled between his first and second stops is \(\boxed{25}\) miles.','25',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(103,0,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up. Let''s go through the problem step by step.
+
+1. **Calculate the number of rubies:**
+   The problem states that there are 35 fewer rubies than diamonds. Since there are 175 diamonds, we can find the number of rubies by subtracting 35 from 175.
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+2. **Calculate the number of emeralds:**
+   The problem states that there are twice the number of emeralds than the rubies. Since there are 140 rubies, we can find the number of emeralds by multiplying 140 by 2.
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+3. **Calculate the total number of gems:**
+   To find the total number of gems, we add the number of diamonds, rubies, and emeralds together.
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','695',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(103,1,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up. Let''s go step by step.
+
+1. **Calculate the number of rubies:**
+   The problem states that there were 35 fewer rubies than diamonds. Since there are 175 diamonds, we can find the number of rubies by subtracting 35 from 175.
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+2. **Calculate the number of emeralds:**
+   The problem states that there were twice the number of emeralds than the rubies. Since there are 140 rubies, we can find the number of emeralds by multiplying 140 by 2.
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+3. **Calculate the total number of gems:**
+   Now we add the number of diamonds, rubies, and emeralds to find the total number of gems.
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','695',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(103,2,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up.
+
+1. **Diamonds:**
+   The treasure hunter found 175 diamonds.
+
+2. **Rubies:**
+   The number of rubies is 35 fewer than the number of diamonds. Therefore, we subtract 35 from the number of diamonds:
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+3. **Emeralds:**
+   The number of emeralds is twice the number of rubies. Therefore, we multiply the number of rubies by 2:
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+4. **Total number of gems:**
+   To find the total number of gems, we add the number of diamonds, rubies, and emeralds together:
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Thus, the total number of gems in the chest is \(\boxed{695}\).','695',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(103,3,'To solve this problem, we need to determine the number of each type of gem and then sum them up. Here are the steps we''ll follow:
+
+1. Calculate the number of rubies.
+2. Calculate the number of emeralds.
+3. Sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s start by defining the number of each type of gem in terms of the given information:
+
+- Let \( D \) be the number of diamonds.
+- Let \( R \) be the number of rubies.
+- Let \( E \) be the number of emeralds.
+
+From the problem, we have:
+- \( D = 175 \)
+- \( R = D - 35 \)
+- \( E = 2 \times R \)
+
+Finally, the total number of gems \( T \) is given by:
+\[ T = D + R + E \]
+
+We''ll use Python to perform these calculations.
+```python
+# Given number of diamonds
+D = 175
+
+# Calculate the number of rubies
+R = D - 35
+
+# Calculate the number of emeralds
+E = 2 * R
+
+# Calculate the total number of gems
+T = D + R + E
+print(T)
+```
+```output
+540
+```
+The total number of gems in the treasure chest is \(\boxed{540}\).','540',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(104,0,'To determine the total cost of grooming the dog after the discount, we can break down the problem into a few simple steps:
+
+1. Calculate the discounted price of the grooming.
+2. Add the discounted price to the initial cost of the grooming.
+
+Let''s go through these steps one by one using Python code.
+```python
+# Initial cost of grooming
+initial_cost = 100
+
+# Discount percentage
+discount_percentage = 30 / 100
+
+# Calculate the discounted price
+discounted_price = initial_cost * (1 - discount_percentage)
+
+# Calculate the total cost
+total_cost = discounted_price + initial_cost
+
+print(total_cost)
+```
+```output
+80.0
+```
+The total cost of grooming the dog after the 30% discount is \(\boxed{80.00}\).','80.00',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(104,1,'To determine the cost of the grooming after applying the 30% discount, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price.
+
+Step 1: Calculate the discount amount.
+The original price of the grooming is $100, and the discount is 30%. To find the discount amount, we multiply the original price by the discount percentage (expressed as a decimal).
+
+\[ \text{Discount amount} = 100 \times \frac{30}{100} = 100 \times 0.30 = 30 \]
+
+Step 2: Subtract the discount amount from the original price.
+Now, we subtract the discount amount from the original price to find the final cost of the grooming.
+
+\[ \text{Final cost} = 100 - 30 = 70 \]
+
+Therefore, the cost of the grooming is \(\boxed{70}\).','70',1,'equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(104,2,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Identify the original price of the grooming service.
+2. Calculate the discount amount.
+3. Subtract the discount amount from the original price to get the final cost.
+
+Step 1: Identify the original price of the grooming service.
+The original price of the grooming is $100.
+
+Step 2: Calculate the discount amount.
+The groomer offers a 30% discount. To find 30% of $100, we multiply $100 by 0.30.
+\[ 100 \times 0.30 = 30 \]
+So, the discount amount is $30.
+
+Step 3: Subtract the discount amount from the original price to get the final cost.
+\[ 100 - 30 = 70 \]
+Therefore, the cost of the grooming is \boxed{70}.','70',1,'equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(104,3,'To determine the cost of the grooming, we need to follow these steps:
+
+1. **Identify the original cost of the grooming:**
+   The original cost of grooming is $100.
+
+2. **Calculate the discount amount:**
+   The discount offered is 30%. To find out what 30% of $100 is, we multiply $100 by 0.30.
+   \[
+   100 \times 0.30 = 30
+   \]
+   So, the discount amount is $30.
+
+3. **Subtract the discount from the original cost:**
+   To find the final cost, we subtract the discount amount from the original cost.
+   \[
+   100 - 30 = 70
+   \]
+
+Therefore, the cost of the grooming is \boxed{70}.','70',1,'equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.7962862319011375904e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',92,2.82850497670200275012e+03,2.82850369077299546912e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628672486946868898e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',104,3.32147329205799906053e+03,3.32147200580500066282e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -5021,5 +6129,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1162',0,8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1194',0,90,'1200',1.0,1,1,0,89.0,30.0,251.0,0.0,43.8007419179994,1098240384000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1203',0,91,'240',1.0,1,1,0,90.0,30.0,327.0,0.0,55.0387753670002,1371911936000.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1221',0,92,'10',1.0,1,1,0,108.0,30.0,314.0,0.0,52.4039783900007,1389682816000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1232',0,93,'15',1.0,1,1,0,83.0,31.0,254.0,0.0,4.59879837440021219671e+01,1084023680000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1235',0,94,'2.5',0.0,0,1,0,101.0,30.0,351.0,0.0,6.83706268649984849616e+01,1496308096000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1251',0,95,'40.5',0.0,0,1,0,108.0,30.0,441.0,0.0,8.10838347460012300906e+01,1841063168000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1253',0,96,'120',1.0,1,1,0,77.0,30.0,339.0,0.0,6.21804792289985925907e+01,1368357760000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1254',0,97,'30',1.0,1,1,0,127.0,30.0,365.0,0.0,66.8179070690021,1638475136000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1266',0,98,'147',1.0,1,1,0,89.0,30.0,364.0,0.0,6.24616152059970772833e+01,1499862272000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1280',0,99,'7',1.0,1,1,0,81.0,30.0,216.0,0.0,3.80290912300042691649e+01,945410816000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','greedy',1,'gsm8k_test-1311',0,100,'600',0.0,0,1,0,97.0,31.0,295.0,0.0,8.72688600660039810481e+01,1279503360000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-2',0,101,'-10000',0.75,0,4,1,92.0,91.0,350.5,0.0,3.40254083185009221774e+01,1.24573108819387036135e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-2',0,101,'70000',0.75,1,6,1,92.0,91.0,701.0,0.0,6.80508166370018443549e+01,2487918133462.58);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-2',0,101,'70000',1.0,1,1,0,92.0,91.0,1402.0,0.0,1.36101633274003688714e+02,4972292224000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-28',0,102,'25',1.0,1,4,1,85.0,30.0,223.75,0.0,2.66428363889990578168e+01,9.86555079747368408177e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-28',0,102,'25',1.0,1,6,1,85.0,30.0,447.5,0.0,5.32856727779981156336e+01,1.77845355183157885744e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-28',0,102,'25',1.0,1,1,0,85.0,30.0,895.0,0.0,1.06571345555996231267e+02,3362250496000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-67',0,103,'695',0.0,0,4,1,89.0,31.0,296.75,0.0,2.73247390697488299346e+01,1.25679303178795190429e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-67',0,103,'695',0.0,0,6,1,89.0,31.0,593.5,0.0,5.46494781394976598693e+01,2.3081061598586347656e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-67',0,103,'695',0.0,0,1,0,89.0,31.0,1187.0,0.0,1.09298956278995319736e+02,4410732416000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-79',0,104,'80.00',0.75,0,4,1,83.0,31.0,189.5,0.0,2.65251367907494568494e+01,8.54094820029629638643e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-79',0,104,'70',0.75,1,6,1,83.0,31.0,379.0,0.0,5.30502735814989136988e+01,1.52428516535308642581e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-79',0,104,'70',1.0,1,1,0,83.0,31.0,758.0,0.0,1.06100547162997827399e+02,2864665856000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
