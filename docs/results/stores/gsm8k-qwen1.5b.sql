@@ -3740,6 +3740,244 @@ print(time_difference)
 13
 ```
 The faster team will win by \(\boxed{13}\) seconds.','stop',436,169,30,3.06631846387565119025e+01,1489199744000.0,NULL);
+INSERT INTO "chains" VALUES(112,0,0,'4916ab12230adf4decf286af27357340cd6c85d1784c6ed613091e2691665936',0,'To determine how much Mandy should give to Benedict if she pays it after 3 months, we need to calculate the interest accrued on the $100 loan for 3 months at a monthly interest rate of 2%.
+
+Step 1: Calculate the monthly interest.
+The monthly interest rate is 2%, which can be written as 0.02 in decimal form.
+So, the monthly interest is:
+\[ 100 \times 0.02 = 2 \text{ dollars} \]
+
+Step 2: Calculate the total interest for 3 months.
+Since the interest is compounded monthly, we multiply the monthly interest by the number of months:
+\[ 2 \times 3 = 6 \text{ dollars} \]
+
+Step 3: Subtract the total interest from the original loan amount.
+The original loan amount is $100, and the total interest accrued is $6. Therefore, the amount Mandy should give to Benedict is:
+\[ 100 - 6 = 94 \text{ dollars} \]
+
+So, the amount Mandy should give to Benedict is \boxed{94}.','stop',236,75,30,4.59628114550027149203e+01,988060928000.0,NULL);
+INSERT INTO "chains" VALUES(112,0,1,'4916ab12230adf4decf286af27357340cd6c85d1784c6ed613091e2691665936',1,'To determine how much Mandy should give to Benedict after 3 months, we need to calculate the interest accrued over those 3 months. The monthly interest rate is 2%, so the interest for one month is 2% of the amount Mandy owes.
+
+First, let''s calculate the monthly interest:
+\[
+\text{Monthly interest} = 100 \times \frac{2}{100} = 2 \text{ dollars}
+\]
+
+Next, we need to calculate the total interest for 3 months:
+\[
+\text{Total interest} = 2 \times 3 = 6 \text{ dollars}
+\]
+
+Therefore, Mandy should give Benedict \(\boxed{6}\) dollars.','stop',152,75,30,4.59628114550027149203e+01,988060928000.0,NULL);
+INSERT INTO "chains" VALUES(112,0,2,'4916ab12230adf4decf286af27357340cd6c85d1784c6ed613091e2691665936',2,'To solve this problem, we need to calculate the total amount Mandy owes Benedict after 3 months. Since the interest is 2% per month, we can use the formula for compound interest to find the total amount after 3 months.
+
+The formula for the amount after \( n \) months, \( A \), with an initial principal \( P \), an annual interest rate \( r \), and interest compounded monthly is:
+\[ A = P \left(1 + \frac{r}{12}\right)^{12n} \]
+
+Here, \( P = 100 \), \( r = 0.02 \), and \( n = 3 \). Let''s calculate this step by step using Python.
+```python
+# Given values
+P = 100  # initial principal
+r = 0.02  # annual interest rate
+n = 3  # number of months
+
+# Calculate the total amount after 3 months
+A = P * (1 + r / 12) ** (12 * n)
+print(A)
+```
+```output
+106.16000000000002
+```
+After calculating, we find that the total amount Mandy owes Benedict after 3 months is approximately $106.16. Since Mandy was able to pay it after 3 months, she should give Benedict \(\boxed{106.16}\).','stop',309,75,30,4.59628114550027149203e+01,988060928000.0,NULL);
+INSERT INTO "chains" VALUES(112,0,3,'4916ab12230adf4decf286af27357340cd6c85d1784c6ed613091e2691665936',3,'To determine how much Mandy should give to Benedict after 3 months, we need to calculate the interest she owed and then add it to the principal amount.
+
+1. **Identify the principal amount:**
+   The principal amount is the initial amount Mandy owed Benedict, which is $100.
+
+2. **Identify the monthly interest rate:**
+   The monthly interest rate is 2%. This can be expressed as a decimal by dividing 2 by 100, which gives 0.02.
+
+3. **Calculate the interest for each month:**
+   The interest for each month is calculated by multiplying the principal by the monthly interest rate. For the first month, the interest is:
+   \[
+   100 \times 0.02 = 2
+   \]
+   For the second month, the interest is:
+   \[
+   100 \times 0.02 = 2
+   \]
+   For the third month, the interest is:
+   \[
+   100 \times 0.02 = 2
+   \]
+
+4. **Calculate the total interest for 3 months:**
+   The total interest is the sum of the interest for each month. For 3 months, the total interest is:
+   \[
+   2 + 2 + 2 = 6
+   \]
+
+5. **Calculate the total amount Mandy should give to Benedict:**
+   The total amount Mandy should give to Benedict is the sum of the principal and the total interest. For 3 months, the total amount is:
+   \[
+   100 + 6 = 106
+   \]
+
+Therefore, the amount Mandy should give to Benedict is \(\boxed{106}\).','stop',374,75,30,4.59628114550027149203e+01,988060928000.0,NULL);
+INSERT INTO "chains" VALUES(113,0,0,'1fa2328d71d299581a109e9c37d8456a0a7db8a59c753112b1b89ba50d67a822',0,'To solve this problem, let''s break it down step by step:
+
+1. Let''s denote the number of rats in each cage as \( r \).
+2. Since there are 3 cages and each rat is given 6 pieces of straw, the total number of pieces of straw distributed among the rats is \( 3 \times 6 \times r = 18r \).
+3. There are 10 cages of hamsters, and each hamster is given 5 pieces of straw, so the total number of pieces of straw distributed among the hamsters is \( 10 \times 5 = 50 \).
+4. There is also a pen of rabbits where 20 pieces of straw are distributed among the rabbits. So, the total number of pieces of straw distributed among the rabbits is 20.
+5. The total number of pieces of straw distributed among all the small rodents is \( 18r + 50 + 20 = 18r + 70 \).
+6. We know that this total number of pieces of straw is 160. So we can set up the equation \( 18r + 70 = 160 \) and solve for \( r \).
+
+Let''s solve this equation using Python.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+r = symbols(''r'')
+
+# Define the equation
+equation = Eq(18*r + 70, 160)
+
+# Solve the equation
+solution = solve(equation, r)
+print(solution)
+```
+```output
+[5]
+```
+The solution to the equation is \( r = 5 \). This means that there are 5 rats in each cage.
+
+So the final answer is \(\boxed{5}\).','stop',379,151,30,5.93430485708815638181e+01,1659800192000.0,NULL);
+INSERT INTO "chains" VALUES(113,0,1,'1fa2328d71d299581a109e9c37d8456a0a7db8a59c753112b1b89ba50d67a822',1,'To solve this problem, we will break it down into smaller steps and use Python code to ensure our calculations are accurate.
+
+1. **Calculate the total number of rats:**
+   - There are 3 cages of rats.
+   - Each cage has an equal number of rats.
+   - Each rat is given 6 pieces of straw.
+   - The total number of rats = Number of cages * Number of rats per cage * Straw per rat.
+
+2. **Calculate the total number of hamsters:**
+   - There are 10 cages of hamsters.
+   - Each cage has an equal number of hamsters.
+   - Each hamster is given 5 pieces of straw.
+   - The total number of hamsters = Number of cages * Number of hamsters per cage * Straw per hamster.
+
+3. **Calculate the total number of rabbits:**
+   - There are 20 pieces of straw distributed among the rabbits.
+   - Each rabbit is given 20 pieces of straw.
+
+4. **Sum the total number of small rodents:**
+   - Total small rodents = Total rats + Total hamsters + Rabbits.
+
+5. **Determine the number of rats per cage:**
+   - Since the total number of small rodents must equal the number of rats in each cage, we can calculate the number of rats per cage by dividing the total number of small rodents by the number of cages.
+
+Let''s implement this step-by-step in Python to find the number of rats in each cage.
+```python
+# Given data
+straw_per_rat = 6
+straw_per_hamster = 5
+straw_for_rabbits = 20
+number_of_cages_rats = 3
+number_of_cages_hamsters = 10
+number_of_rabbits = 20
+
+# Step 1: Calculate the total number of rats
+total_rats = number_of_cages_rats * straw_per_rat
+
+# Step 2: Calculate the total number of hamsters
+total_hamsters = number_of_cages_hamsters * straw_per_hamster
+
+# Step 3: Calculate the total number of rabbits
+total_rabbits = straw_for_rabbits
+
+# Step 4: Sum the total number of small rodents
+total_small rodents = total_rats + total_hamsters + total_rabbits
+
+# Step 5: Calculate the number of rats per cage
+rats_per_cage = total_small rodents // number_of_cages','length',512,151,30,5.93430485708815638181e+01,1659800192000.0,NULL);
+INSERT INTO "chains" VALUES(113,0,2,'1fa2328d71d299581a109e9c37d8456a0a7db8a59c753112b1b89ba50d67a822',2,'Let''s break down the problem step by step.
+
+1. **Determine the number of rats:**
+   - There are 10 cages of hamsters, and each hamster is given 5 pieces of straw.
+   - Let \( r \) be the number of rats in each cage.
+   - The total number of rats in all cages is \( 3r \).
+   - Therefore, the total number of rats is \( 3r + 10 \).
+
+2. **Calculate the total number of pieces of straw distributed to the rats:**
+   - Each rat is given 6 pieces of straw.
+   - The total number of pieces of straw distributed to the rats is \( 6 \times (3r + 10) \).
+
+3. **Set up the equation based on the total straw distributed:**
+   - We know that 160 pieces of straw have been distributed.
+   - Therefore, we can set up the equation:
+     \[
+     6 \times (3r + 10) = 160
+     \]
+
+4. **Solve the equation for \( r \):**
+   - First, divide both sides of the equation by 6:
+     \[
+     3r + 10 = \frac{160}{6}
+     \]
+   - Simplify the right side:
+     \[
+     3r + 10 = \frac{80}{3}
+     \]
+   - Next, subtract 10 from both sides:
+     \[
+     3r = \frac{80}{3} - 10
+     \]
+   - Convert 10 to a fraction with a denominator of 3:
+     \[
+     10 = \frac{30}{3}
+     \]
+   - Subtract the fractions:
+     \[
+     3r = \frac{80}{3} - \frac{30}{3} = \frac{50}{3}
+     \]
+   - Finally, divide both sides by 3:
+     \[
+     r = \frac{50}{3} \div 3 = \frac{50}{9}
+     \]
+
+Since the number of rats must be a whole number, it appears there might be an error in the problem setup or constraints. However, based on the given information and the steps taken, the number of rats in each cage is \(\boxed{\frac{5','length',512,151,30,5.93430485708815638181e+01,1659800192000.0,NULL);
+INSERT INTO "chains" VALUES(113,0,3,'1fa2328d71d299581a109e9c37d8456a0a7db8a59c753112b1b89ba50d67a822',3,'To solve this problem, let''s break it down step by step:
+
+1. Calculate the total number of pieces of straw distributed to the hamsters.
+2. Calculate the total number of pieces of straw distributed to the rabbits.
+3. Subtract the sum of straw distributed to the hamsters and rabbits from the total number of straw distributed among the small rodents to find out how much straw was distributed to the rats.
+4. Divide the remaining straw by the number of rats to find the number of rats in each cage.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Step 1: Calculate the total number of pieces of straw distributed to the hamsters
+num_hamster_cages = 10
+straw_per_hamster = 5
+straw_to_hamsters = num_hamster_cages * straw_per_hamster
+
+# Step 2: Calculate the total number of pieces of straw distributed to the rabbits
+straw_per_rabbit = 20
+total_straw_to_rabbits = straw_per_rabbit * 20
+
+# Step 3: Calculate the remaining straw distributed to the rats
+total_straw = 160
+straw_to_rats = total_straw - (straw_to_hamsters + total_straw_to_rabbits)
+
+# Step 4: Divide the remaining straw by the number of rats to find the number of rats in each cage
+num_rats_per_cage = straw_to_rats / 3
+
+print(num_rats_per_cage)
+```
+```output
+25.0
+```
+The number of rats in each cage is \(\boxed{25}\).','stop',348,151,30,5.93430485708815638181e+01,1659800192000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -3862,6 +4100,8 @@ INSERT INTO "jobs" VALUES(108,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(109,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-151',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 1730510732, "usage": {"prompt_tokens": 126, "cached_prompt_tokens": 30, "completion_tokens": 1330, "calls": 1, "seconds": 97.78828320792576, "flops": 5054038272000.0}}, {"event": "vote", "counts": {"27/4": 1, "9/2": 1, "5": 2}, "tie_broken_by_rng": false, "winner": "5"}]',126,30,1330,1,0,0,5054038272000.0,0.0,2.7676074194599641486e+02,9.7788283207925758237e+01,1.79628728895771384238e+09);
 INSERT INTO "jobs" VALUES(110,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-164',0,4,'self-consistency:n_samples=4',1,'done','205 - 0.90I','[{"event": "generate", "n": 4, "seed": 448083990, "usage": {"prompt_tokens": 103, "cached_prompt_tokens": 30, "completion_tokens": 1220, "calls": 1, "seconds": 90.71558155811744, "flops": 4581332864000.0}}, {"event": "vote", "counts": {"-15": 1, "15": 1, "90 - 35h": 1, "205 - 0.90I": 1}, "tie_broken_by_rng": true, "winner": "205 - 0.90I"}]',103,30,1220,1,0,0,4581332864000.0,0.0,2.46765432979998877282e+02,9.07155815581174351791e+01,1.79628737764999961857e+09);
 INSERT INTO "jobs" VALUES(111,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-183',0,4,'self-consistency:n_samples=4',1,'done','21','[{"event": "generate", "n": 4, "seed": 1075109421, "usage": {"prompt_tokens": 169, "cached_prompt_tokens": 30, "completion_tokens": 1541, "calls": 1, "seconds": 122.65273855502605, "flops": 5956798976000.0}}, {"event": "vote", "counts": {"48": 1, "21": 1, "2": 1, "13": 1}, "tie_broken_by_rng": true, "winner": "21"}]',169,30,1541,1,0,0,5956798976000.0,0.0,1.53152906236005946992e+02,1.22652738555026047601e+02,1.79628744211757826803e+09);
+INSERT INTO "jobs" VALUES(112,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-187',0,4,'self-consistency:n_samples=4',1,'done','94','[{"event": "generate", "n": 4, "seed": 882443174, "usage": {"prompt_tokens": 75, "cached_prompt_tokens": 30, "completion_tokens": 1071, "calls": 1, "seconds": 183.85124582001086, "flops": 3952243712000.0}}, {"event": "vote", "counts": {"94": 1, "6": 1, "2654/25": 1, "106": 1}, "tie_broken_by_rng": true, "winner": "94"}]',75,30,1071,1,0,0,3952243712000.0,0.0,4.01081499375002749731e+02,1.8385124582001085969e+02,1.79628784320534205442e+09);
+INSERT INTO "jobs" VALUES(113,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-186',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 2119779844, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 30, "completion_tokens": 1751, "calls": 1, "seconds": 237.37219428352626, "flops": 6639200768000.0}}, {"event": "vote", "counts": {"5": 3, "25": 1}, "tie_broken_by_rng": false, "winner": "5"}]',151,30,1751,1,0,0,6639200768000.0,0.0,5.26964447072001348701e+02,2.37372194283526255281e+02,1.79628790462103676795e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -7709,10 +7949,248 @@ print(time_difference)
 13
 ```
 The faster team will win by \(\boxed{13}\) seconds.','13',0,'not_equivalent',436,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,0,'To determine how much Mandy should give to Benedict if she pays it after 3 months, we need to calculate the interest accrued on the $100 loan for 3 months at a monthly interest rate of 2%.
+
+Step 1: Calculate the monthly interest.
+The monthly interest rate is 2%, which can be written as 0.02 in decimal form.
+So, the monthly interest is:
+\[ 100 \times 0.02 = 2 \text{ dollars} \]
+
+Step 2: Calculate the total interest for 3 months.
+Since the interest is compounded monthly, we multiply the monthly interest by the number of months:
+\[ 2 \times 3 = 6 \text{ dollars} \]
+
+Step 3: Subtract the total interest from the original loan amount.
+The original loan amount is $100, and the total interest accrued is $6. Therefore, the amount Mandy should give to Benedict is:
+\[ 100 - 6 = 94 \text{ dollars} \]
+
+So, the amount Mandy should give to Benedict is \boxed{94}.','94',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(112,1,'To determine how much Mandy should give to Benedict after 3 months, we need to calculate the interest accrued over those 3 months. The monthly interest rate is 2%, so the interest for one month is 2% of the amount Mandy owes.
+
+First, let''s calculate the monthly interest:
+\[
+\text{Monthly interest} = 100 \times \frac{2}{100} = 2 \text{ dollars}
+\]
+
+Next, we need to calculate the total interest for 3 months:
+\[
+\text{Total interest} = 2 \times 3 = 6 \text{ dollars}
+\]
+
+Therefore, Mandy should give Benedict \(\boxed{6}\) dollars.','6',0,'not_equivalent',152,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,2,'To solve this problem, we need to calculate the total amount Mandy owes Benedict after 3 months. Since the interest is 2% per month, we can use the formula for compound interest to find the total amount after 3 months.
+
+The formula for the amount after \( n \) months, \( A \), with an initial principal \( P \), an annual interest rate \( r \), and interest compounded monthly is:
+\[ A = P \left(1 + \frac{r}{12}\right)^{12n} \]
+
+Here, \( P = 100 \), \( r = 0.02 \), and \( n = 3 \). Let''s calculate this step by step using Python.
+```python
+# Given values
+P = 100  # initial principal
+r = 0.02  # annual interest rate
+n = 3  # number of months
+
+# Calculate the total amount after 3 months
+A = P * (1 + r / 12) ** (12 * n)
+print(A)
+```
+```output
+106.16000000000002
+```
+After calculating, we find that the total amount Mandy owes Benedict after 3 months is approximately $106.16. Since Mandy was able to pay it after 3 months, she should give Benedict \(\boxed{106.16}\).','106.16',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(112,3,'To determine how much Mandy should give to Benedict after 3 months, we need to calculate the interest she owed and then add it to the principal amount.
+
+1. **Identify the principal amount:**
+   The principal amount is the initial amount Mandy owed Benedict, which is $100.
+
+2. **Identify the monthly interest rate:**
+   The monthly interest rate is 2%. This can be expressed as a decimal by dividing 2 by 100, which gives 0.02.
+
+3. **Calculate the interest for each month:**
+   The interest for each month is calculated by multiplying the principal by the monthly interest rate. For the first month, the interest is:
+   \[
+   100 \times 0.02 = 2
+   \]
+   For the second month, the interest is:
+   \[
+   100 \times 0.02 = 2
+   \]
+   For the third month, the interest is:
+   \[
+   100 \times 0.02 = 2
+   \]
+
+4. **Calculate the total interest for 3 months:**
+   The total interest is the sum of the interest for each month. For 3 months, the total interest is:
+   \[
+   2 + 2 + 2 = 6
+   \]
+
+5. **Calculate the total amount Mandy should give to Benedict:**
+   The total amount Mandy should give to Benedict is the sum of the principal and the total interest. For 3 months, the total amount is:
+   \[
+   100 + 6 = 106
+   \]
+
+Therefore, the amount Mandy should give to Benedict is \(\boxed{106}\).','106',1,'equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,0,'To solve this problem, let''s break it down step by step:
+
+1. Let''s denote the number of rats in each cage as \( r \).
+2. Since there are 3 cages and each rat is given 6 pieces of straw, the total number of pieces of straw distributed among the rats is \( 3 \times 6 \times r = 18r \).
+3. There are 10 cages of hamsters, and each hamster is given 5 pieces of straw, so the total number of pieces of straw distributed among the hamsters is \( 10 \times 5 = 50 \).
+4. There is also a pen of rabbits where 20 pieces of straw are distributed among the rabbits. So, the total number of pieces of straw distributed among the rabbits is 20.
+5. The total number of pieces of straw distributed among all the small rodents is \( 18r + 50 + 20 = 18r + 70 \).
+6. We know that this total number of pieces of straw is 160. So we can set up the equation \( 18r + 70 = 160 \) and solve for \( r \).
+
+Let''s solve this equation using Python.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+r = symbols(''r'')
+
+# Define the equation
+equation = Eq(18*r + 70, 160)
+
+# Solve the equation
+solution = solve(equation, r)
+print(solution)
+```
+```output
+[5]
+```
+The solution to the equation is \( r = 5 \). This means that there are 5 rats in each cage.
+
+So the final answer is \(\boxed{5}\).','5',1,'equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(113,1,'To solve this problem, we will break it down into smaller steps and use Python code to ensure our calculations are accurate.
+
+1. **Calculate the total number of rats:**
+   - There are 3 cages of rats.
+   - Each cage has an equal number of rats.
+   - Each rat is given 6 pieces of straw.
+   - The total number of rats = Number of cages * Number of rats per cage * Straw per rat.
+
+2. **Calculate the total number of hamsters:**
+   - There are 10 cages of hamsters.
+   - Each cage has an equal number of hamsters.
+   - Each hamster is given 5 pieces of straw.
+   - The total number of hamsters = Number of cages * Number of hamsters per cage * Straw per hamster.
+
+3. **Calculate the total number of rabbits:**
+   - There are 20 pieces of straw distributed among the rabbits.
+   - Each rabbit is given 20 pieces of straw.
+
+4. **Sum the total number of small rodents:**
+   - Total small rodents = Total rats + Total hamsters + Rabbits.
+
+5. **Determine the number of rats per cage:**
+   - Since the total number of small rodents must equal the number of rats in each cage, we can calculate the number of rats per cage by dividing the total number of small rodents by the number of cages.
+
+Let''s implement this step-by-step in Python to find the number of rats in each cage.
+```python
+# Given data
+straw_per_rat = 6
+straw_per_hamster = 5
+straw_for_rabbits = 20
+number_of_cages_rats = 3
+number_of_cages_hamsters = 10
+number_of_rabbits = 20
+
+# Step 1: Calculate the total number of rats
+total_rats = number_of_cages_rats * straw_per_rat
+
+# Step 2: Calculate the total number of hamsters
+total_hamsters = number_of_cages_hamsters * straw_per_hamster
+
+# Step 3: Calculate the total number of rabbits
+total_rabbits = straw_for_rabbits
+
+# Step 4: Sum the total number of small rodents
+total_small rodents = total_rats + total_hamsters + total_rabbits
+
+# Step 5: Calculate the number of rats per cage
+rats_per_cage = total_small rodents // number_of_cages','5',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,2,'Let''s break down the problem step by step.
+
+1. **Determine the number of rats:**
+   - There are 10 cages of hamsters, and each hamster is given 5 pieces of straw.
+   - Let \( r \) be the number of rats in each cage.
+   - The total number of rats in all cages is \( 3r \).
+   - Therefore, the total number of rats is \( 3r + 10 \).
+
+2. **Calculate the total number of pieces of straw distributed to the rats:**
+   - Each rat is given 6 pieces of straw.
+   - The total number of pieces of straw distributed to the rats is \( 6 \times (3r + 10) \).
+
+3. **Set up the equation based on the total straw distributed:**
+   - We know that 160 pieces of straw have been distributed.
+   - Therefore, we can set up the equation:
+     \[
+     6 \times (3r + 10) = 160
+     \]
+
+4. **Solve the equation for \( r \):**
+   - First, divide both sides of the equation by 6:
+     \[
+     3r + 10 = \frac{160}{6}
+     \]
+   - Simplify the right side:
+     \[
+     3r + 10 = \frac{80}{3}
+     \]
+   - Next, subtract 10 from both sides:
+     \[
+     3r = \frac{80}{3} - 10
+     \]
+   - Convert 10 to a fraction with a denominator of 3:
+     \[
+     10 = \frac{30}{3}
+     \]
+   - Subtract the fractions:
+     \[
+     3r = \frac{80}{3} - \frac{30}{3} = \frac{50}{3}
+     \]
+   - Finally, divide both sides by 3:
+     \[
+     r = \frac{50}{3} \div 3 = \frac{50}{9}
+     \]
+
+Since the number of rats must be a whole number, it appears there might be an error in the problem setup or constraints. However, based on the given information and the steps taken, the number of rats in each cage is \(\boxed{\frac{5','5',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(113,3,'To solve this problem, let''s break it down step by step:
+
+1. Calculate the total number of pieces of straw distributed to the hamsters.
+2. Calculate the total number of pieces of straw distributed to the rabbits.
+3. Subtract the sum of straw distributed to the hamsters and rabbits from the total number of straw distributed among the small rodents to find out how much straw was distributed to the rats.
+4. Divide the remaining straw by the number of rats to find the number of rats in each cage.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Step 1: Calculate the total number of pieces of straw distributed to the hamsters
+num_hamster_cages = 10
+straw_per_hamster = 5
+straw_to_hamsters = num_hamster_cages * straw_per_hamster
+
+# Step 2: Calculate the total number of pieces of straw distributed to the rabbits
+straw_per_rabbit = 20
+total_straw_to_rabbits = straw_per_rabbit * 20
+
+# Step 3: Calculate the remaining straw distributed to the rats
+total_straw = 160
+straw_to_rats = total_straw - (straw_to_hamsters + total_straw_to_rabbits)
+
+# Step 4: Divide the remaining straw by the number of rats to find the number of rats in each cage
+num_rats_per_cage = straw_to_rats / 3
+
+print(num_rats_per_cage)
+```
+```output
+25.0
+```
+The number of rats in each cage is \(\boxed{25}\).','25',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628744211787080764e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',111,4.03872164721100125476e+03,4.03872036287999799236e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628790462140202526e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',113,4.50122505549500056057e+03,4.50122377348999725635e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -7857,5 +8335,11 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-183',0,111,'48',0.25,0,4,1,169.0,30.0,385.25,0.0,3.82882265590014867493e+01,1.85884039474285717771e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-183',0,111,'21',0.25,0,6,1,169.0,30.0,770.5,0.0,7.65764531180029734986e+01,3.22482658849523828132e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-183',0,111,'21',0.25,0,1,0,169.0,30.0,1541.0,0.0,1.53152906236005946992e+02,5956798976000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-187',0,112,'94',0.25,0,4,1,75.0,30.0,267.75,0.0,1.00270374843750687432e+02,1.10758442735483862305e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-187',0,112,'6',0.25,0,6,1,75.0,30.0,535.5,0.0,2.00540749687501374865e+02,2.05580418890322583007e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-187',0,112,'94',0.25,0,1,0,75.0,30.0,1071.0,0.0,4.01081499375002749731e+02,3952243712000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-186',0,113,'5',0.75,1,4,1,151.0,30.0,437.75,0.0,1.31741111768000337175e+02,1.98165247282051293952e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-186',0,113,'5',0.75,1,6,1,151.0,30.0,875.5,0.0,2.6348222353600067435e+02,3.53416857121367529296e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-186',0,113,'5',1.0,1,1,0,151.0,30.0,1751.0,0.0,5.26964447072001348701e+02,6639200768000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
