@@ -52,6 +52,22 @@ def test_fit_picks_the_hand_computed_best_action_per_bin_and_budget(tmp_path: Pa
     assert pol.sampling.max_tokens == 10 and pol.sampling.temperature == 0.7
 
 
+def test_two_runs_pool_their_instances(tmp_path: Path) -> None:
+    """fit-policy on two train runs (as scripts/measure.sh fits on two gsm8k-train subsets) pools their instances:
+    run a holds easy, hard, easy and run b hard, easy, hard on the same three problem ids, so the pooled fit sees
+    3 easy + 3 hard instances, exactly the single run [easy, hard] x 3 of the first test: the same bins, choices and
+    table. 3 problem ids, 6 instances, both runs recorded."""
+    a = hand_run(tmp_path / "a", [EASY, HARD, EASY])
+    b = hand_run(tmp_path / "b", [HARD, EASY, HARD])
+    one = hand_run(tmp_path / "one", [EASY, HARD, EASY, HARD, EASY, HARD])
+    pooled, single = fit_policy([a, b], FitOptions(**OPTS)), fit_policy([one], FitOptions(**OPTS))
+    assert pooled.difficulty == single.difficulty
+    assert [r.choices for r in pooled.budgets] == [r.choices for r in single.budgets]
+    assert pooled.table == single.table
+    assert (pooled.fitted_on.problems, pooled.fitted_on.instances) == (3, 6)
+    assert pooled.fitted_on.runs == [str(a), str(b)]
+
+
 def test_a_cheaper_stored_strategy_wins_as_a_delegate(tmp_path: Path) -> None:
     """Greedy is right on every problem in 5 tokens. At 80 tokens its worst case (first wave 40 + one 10-token
     chain) fits, so on hard problems 'strategy:greedy' (1.0 at 40 + 5 = 45 tokens) beats sampling (1.0 at 80).
