@@ -66,9 +66,11 @@ def accuracy_vs_tokens(a: Analysis, path: Path) -> Path:
         y = [r.accuracy.mean for r in pts]
         err = [[r.accuracy.mean - r.accuracy.low for r in pts], [r.accuracy.high - r.accuracy.mean for r in pts]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=_name(a, model, strat))
-        for r in pts:
-            ax.annotate(str(r.budget), (r.costs["completion_tokens"], r.accuracy.mean), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+        below = False  # a point close (in log x) to the previous one gets its label on the other side
+        for i, r in enumerate(pts):
+            below = i > 0 and not below and x[i] < x[i - 1] * 1.15
+            ax.annotate(str(r.budget), (x[i], y[i]), textcoords="offset points", xytext=(4, -11 if below else 4),
+                        fontsize=7)
     for model, front in a.frontier.items():
         if front:
             name = "Pareto frontier" + ("" if len(a.models) == 1 else f" {model}")
