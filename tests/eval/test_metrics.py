@@ -47,6 +47,20 @@ def test_majority_value_splits_ties_evenly() -> None:
     assert metrics.selection_value([None, "b", None], [False, True, False], None, Selection.MAJORITY) == 1.0
 
 
+def test_a_preferred_candidate_takes_a_tie_it_is_in() -> None:
+    """prefer=0 (auto's greedy chain): a 2-way tie a/b with a right -> 1.0, with a wrong -> 0.0 (split: 0.5); a tie
+    it is not in is still split; no tie: prefer changes nothing; a preferred chain without an answer is no help."""
+    maj = Selection.MAJORITY
+    assert metrics.selection_value(["a", "b"], [True, False], None, maj, prefer=0) == 1.0
+    assert metrics.selection_value(["a", "b"], [False, True], None, maj, prefer=0) == 0.0
+    assert metrics.selection_value(["c", "a", "a", "b", "b"], [False, True, True, False, False], None, maj,
+                                   prefer=0) == 0.5
+    assert metrics.selection_value(["b", "a", "a"], [False, True, True], None, maj, prefer=0) == 1.0
+    assert metrics.selection_value([None, "a", "b"], [False, True, False], None, maj, prefer=0) == 0.5
+    with pytest.raises(ValueError, match="majority ties only"):
+        metrics.selection_value(["a"], [True], [0.5], Selection.ARGMAX, prefer=0)
+
+
 def test_weighted_and_argmax_values() -> None:
     """Weighted: a has 0.9, b has 0.4 + 0.4 = 0.8, so a (wrong) wins although b has more votes. Argmax: samples 0
     and 2 tie at 0.9 and only sample 0 is right: 1/2."""

@@ -78,12 +78,12 @@ def _outcome(plan: Any, ep: Any, cands: tuple[Candidate, ...], prompt_tokens: in
 def policy_dict(*, choices: dict[str, dict[str, Any]], edges: Sequence[float] = (0.375,),
                 bins: Sequence[str] = ("easy", "hard"), wave_size: int = 4, max_tokens: int = 10,
                 temperature: float = 0.7, top_p: float = 0.95, caps: Sequence[int] = (1_000_000,),
-                greedy_first: bool = False) -> dict[str, Any]:
+                greedy_first: bool = False, greedy_breaks_ties: bool = False) -> dict[str, Any]:
     """A valid policy document: ``choices`` maps each bin to its action (the same at every budget in ``caps``)."""
     return {
         "format": "thinkscale-policy/1",
         "sampling": {"wave_size": wave_size, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
-                     "greedy_first": greedy_first},
+                     "greedy_first": greedy_first, "greedy_breaks_ties": greedy_breaks_ties},
         "difficulty": {"score": "agreement", "edges": list(edges), "bins": list(bins)},
         "budgets": [{"max_completion_tokens": cap, "choices": {
             b: {"action": copy.deepcopy(a), "accuracy": 0.5, "mean_tokens": 10.0, "n_problems": 3, "why": f"test: {b}"}

@@ -152,3 +152,19 @@ def test_a_greedy_first_fit_replays_the_runs_greedy_chain(tmp_path: Path) -> Non
     bare = hand_run(tmp_path / "bare", [EASY, late])
     with pytest.raises(FitError, match="no greedy units"):
         fit_policy([bare], FitOptions(**OPTS, greedy_first=True))
+
+
+def test_greedy_breaks_ties_grades_a_tied_vote_by_the_greedy_answer(tmp_path: Path) -> None:
+    """The LATE problems of the greedy-first test: first wave {ok (greedy), bad}, a tie: split, 0.5; with
+    greedy_breaks_ties it goes to the greedy chain's ok: 1.0, at the same 15 tokens. Sampling to 4 ({ok: 3, bad: 1})
+    has no tie: 1.0 either way. The policy records the knob; without --greedy-first it is refused."""
+    late = [("bad", 10)] + [("ok", 10)] * 7
+    run = hand_run(tmp_path / "run", [EASY, late] * 2, greedy=[("ok", 5)] * 4)
+    opts = {**OPTS, "wave_size": 2, "delegate": False}
+    pol = fit_policy([run], FitOptions(**opts, greedy_first=True, greedy_breaks_ties=True))
+    assert pol.sampling.greedy_breaks_ties
+    table = {(e.bin, e.max_completion_tokens, e.action): (e.accuracy, e.mean_tokens) for e in pol.table}
+    assert table[("hard", 40, "stop")] == (1.0, 15.0)
+    assert table[("hard", 80, "sample:max_samples=4")] == (1.0, 35.0)
+    with pytest.raises(FitError, match="greedy_breaks_ties needs greedy_first"):
+        fit_policy([run], FitOptions(**opts, greedy_breaks_ties=True))

@@ -219,3 +219,27 @@ def test_greedy_first_puts_the_greedy_chain_first_and_continues_the_seeded_draw(
     gb = ScriptedBackend([words(2, "5")])
     build_strategy("greedy:max_tokens=10").run(PROBLEM, gb, Budget(), rng=random.Random(0))
     assert gb.requests[0] == greedy
+
+
+def test_greedy_breaks_a_tie_its_answer_is_in_and_only_that(policy) -> None:
+    """greedy_breaks_ties: greedy "5", sampled 1, 2, 3: a 4-way tie with 5 in it -> "5", by the greedy chain. Waves
+    of 5, greedy "5", sampled 1, 1, 2, 2: 1 and 2 tie, 5 is not among them -> the seeded rng picks (as without the
+    knob). Greedy "5", sampled 1, 1, 3: no tie -> "1"."""
+    def run(script: list[str], **kw) -> object:
+        path = policy(easy=STOP, hard=STOP, greedy_first=True, greedy_breaks_ties=True, **kw)
+        return Auto(policy=path).run(PROBLEM, ScriptedBackend(script), Budget(), rng=random.Random(0))
+
+    r = run([words(2, "5"), words(2, "1"), words(2, "2"), words(2, "3")])
+    (vote,) = events(r, "vote")
+    assert r.answer == "5" and vote["tie_broken_by_greedy"] and not vote["tie_broken_by_rng"]
+    r = run([words(2, "5"), words(2, "1"), words(2, "1"), words(2, "2"), words(2, "2")], wave_size=5)
+    (vote,) = events(r, "vote")
+    assert r.answer in {"1", "2"} and vote["tie_broken_by_rng"] and not vote["tie_broken_by_greedy"]
+    r = run([words(2, "5"), words(2, "1"), words(2, "1"), words(2, "3")])
+    (vote,) = events(r, "vote")
+    assert r.answer == "1" and not vote["tie_broken_by_rng"] and not vote["tie_broken_by_greedy"]
+
+
+def test_greedy_breaks_ties_needs_greedy_first(policy) -> None:
+    with pytest.raises(ValueError, match="greedy_breaks_ties needs greedy_first"):
+        Auto(policy=policy(greedy_breaks_ties=True)).run(PROBLEM, endless(), Budget(), rng=random.Random(0))

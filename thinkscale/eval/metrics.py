@@ -87,13 +87,17 @@ def subsets(n: int, k: int, *, max_subsets: int, rng: random.Random) -> np.ndarr
 
 
 def selection_value(keys: Sequence[str | None], correct: Sequence[bool], scores: Sequence[float] | None,
-                    how: Selection) -> float:
-    """Expected correctness of selecting among these candidates with ``how``, ties split evenly.
+                    how: Selection, *, prefer: int | None = None) -> float:
+    """Expected correctness of selecting among these candidates with ``how``, ties split evenly; with ``prefer``
+    (majority only: the index of one candidate, e.g. auto's greedy chain), a tie for the top that its answer is in
+    goes to that answer.
 
     ``keys``: each candidate's normalised answer (None = no answer: it neither votes nor wins); ``correct``: each
     candidate's grade; ``scores``: one aggregated verifier score each (weighted majority and argmax). Candidates
     with equal keys are graded alike by construction, so an answer is correct iff its first candidate is."""
     how = Selection(how)
+    if prefer is not None and how is not Selection.MAJORITY:
+        raise ValueError("prefer breaks majority ties only")
     answered = [i for i, k in enumerate(keys) if k is not None]
     if not answered:
         return 0.0
@@ -113,6 +117,9 @@ def selection_value(keys: Sequence[str | None], correct: Sequence[bool], scores:
         answer_correct.setdefault(key, bool(correct[i]))
     top = max(tally.values())
     tied_keys = [a for a, v in tally.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)]
+    if prefer is not None:
+        if keys[prefer] in tied_keys:
+            return float(answer_correct[keys[prefer]])  # type: ignore[index]
     return sum(1.0 for a in tied_keys if answer_correct[a]) / len(tied_keys)
 
 

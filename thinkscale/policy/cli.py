@@ -37,6 +37,9 @@ def fit_policy_command(
                                                   "policy).")] = False,
     greedy_first: Annotated[bool, typer.Option(help="auto's first chain is the greedy chain (the runs need greedy "
                                                "units to replay it).")] = False,
+    greedy_breaks_ties: Annotated[bool, typer.Option(help="With --greedy-first: a vote tied for the most votes "
+                                                     "goes to the greedy chain's answer when it is among them "
+                                                     "(else the seeded rng breaks it).")] = False,
 ) -> None:
     """Fit a policy for `--strategy auto` from eval runs: difficulty bins from the first wave's agreement, and per
     bin and token budget the action with the best accuracy (the cheaper one within --tolerance)."""
@@ -53,7 +56,8 @@ def fit_policy_command(
         policy = fit_policy(runs, FitOptions(n_bins=bins, wave_size=wave_size, budgets=caps, tolerance=tolerance,
                                              min_bin_problems=min_bin_problems, delegate=delegate,
                                              allow_test_data=allow_test_data, sampler=sampler, model=model,
-                                             greedy_first=greedy_first))
+                                             greedy_first=greedy_first,
+                                             greedy_breaks_ties=greedy_breaks_ties))
     except (StoreError, ValueError) as e:
         _fail(str(e))
     try:

@@ -108,8 +108,9 @@ def evaluate_auto(run: str | Path, policy_path: str | Path | None, *, budgets: l
             else:  # the chains are the first len(candidates) in the controller's order: the vote, ties split
                 keys = [normalize_answer(c.answer) if c.answer is not None else None for c in res.candidates]
                 chains = controller_chains(d, replay.greedy[d.problem_id] if policy.sampling.greedy_first else None)
-                value = metrics.selection_value(keys, [x.correct for x in chains[:len(keys)]], None,
-                                                Selection.MAJORITY)
+                value = metrics.selection_value(
+                    keys, [x.correct for x in chains[:len(keys)]], None, Selection.MAJORITY,
+                    prefer=0 if policy.sampling.greedy_breaks_ties else None)
             acc[d.problem_id].append(value)
             ans[d.problem_id].append(float(right))
             tok[d.problem_id].append(float(spent))

@@ -101,6 +101,7 @@ class FitOptions:
     sampler: str | None = None  # the self-consistency spec to replay, when a run has several
     model: str | None = None  # when the runs have several models
     greedy_first: bool = False  # auto's first chain is the run's greedy chain (Sampling.greedy_first)
+    greedy_breaks_ties: bool = False  # a vote tied for the top goes to the greedy chain's answer (needs greedy_first)
 
 
 def is_evaluation_set(dataset: str, problem_ids: Sequence[str]) -> bool:
@@ -127,12 +128,13 @@ class _Outcome:
     tokens: float
 
 
-def _value(result: Result, chains: Sequence[StoredSample]) -> float:
+def _value(result: Result, chains: Sequence[StoredSample], greedy_breaks_ties: bool) -> float:
     """Expected correctness of the vote over the chains the run used (the first len(candidates) of ``chains``, in
-    the controller's order: ``replay.controller_chains``), ties split, graded as stored."""
+    the controller's order: ``replay.controller_chains``), ties split (or, with ``greedy_breaks_ties``, given to
+    the greedy chain's answer, chain 0, when it is among them), graded as stored."""
     keys = [normalize_answer(c.answer) if c.answer is not None else None for c in result.candidates]
     correct = [s.correct for s in chains[:len(keys)]]
-    return selection_value(keys, correct, None, Selection.MAJORITY)
+    return selection_value(keys, correct, None, Selection.MAJORITY, prefer=0 if greedy_breaks_ties else None)
 
 
 def _bin_and_first_wave(result: Result) -> tuple[str, float]:
@@ -155,6 +157,8 @@ def _run(inst: _Instance, sampling: Sampling, difficulty: Difficulty, action: Ac
 def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) -> Policy:
     """Fit a policy on the runs (see the module doc). Raises FitError / StoreError with what to fix."""
     opts = options or FitOptions()
+    if opts.greedy_breaks_ties and not opts.greedy_first:
+        raise FitError("greedy_breaks_ties needs greedy_first (--greedy-first): without it no chain is the greedy one")
     if not runs:
         raise FitError("give at least one run folder")
     instances: list[_Instance] = []
@@ -221,7 +225,7 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
     if n_chains < opts.wave_size:
         raise FitError(f"the runs stored {n_chains} chains per problem; the first wave alone needs {opts.wave_size}")
     sampling = Sampling(wave_size=opts.wave_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        greedy_first=opts.greedy_first)
+                        greedy_first=opts.greedy_first, greedy_breaks_ties=opts.greedy_breaks_ties)
     budgets = opts.budgets or _default_budgets(opts.wave_size, max_tokens, n_chains)
 
     # 1. difficulty: the controller's own score of each first wave (one bin, forced stop)
@@ -254,7 +258,7 @@ def fit_policy(runs: Sequence[str | Path], options: FitOptions | None = None) ->
                 b, first = _bin_and_first_wave(res)
                 if isinstance(a, StopAction):
                     first_bin, first_tokens = b, first
-                table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.chains),
+                table[(b, cap, a.label)].append(_Outcome(b, _value(res, inst.chains, opts.greedy_breaks_ties),
                                                          float(res.ledger.total().completion_tokens or 0)))
             for spec, chains in delegable.items():
                 if opts.wave_size * max_tokens + chains * max_tokens > cap:

@@ -109,6 +109,14 @@ class Sampling(_Strict):
     max_tokens: int = Field(ge=1)
     # the first wave's first chain is the greedy chain (the greedy strategy's very request), the rest sampled
     greedy_first: bool = False
+    # a tie for the most votes that the greedy chain's answer is in goes to it (else the rng breaks it)
+    greedy_breaks_ties: bool = False
+
+    @model_validator(mode="after")
+    def _tie_needs_greedy(self) -> Sampling:
+        if self.greedy_breaks_ties and not self.greedy_first:
+            raise ValueError("greedy_breaks_ties needs greedy_first: without it no chain is the greedy one")
+        return self
 
 
 class Difficulty(_Strict):

@@ -183,11 +183,17 @@ def run_controller(sampling: Sampling, difficulty: Difficulty, decide: Decide, p
 
     def finish(stop: str, detail: str | None = None, stop_reason: StopReason | None = None) -> Result:
         winner, counts, tie = majority_vote([c.answer for c in cands], rng)
+        by_greedy = False
+        if tie and sampling.greedy_breaks_ties and cands and cands[0].answer is not None:
+            g = normalize_answer(cands[0].answer)  # cands[0] is the greedy chain (greedy_first)
+            if g is not None and counts.get(g) == max(counts.values()):
+                winner, by_greedy = g, True
         event: dict[str, Any] = {"event": "stop", "reason": stop, "samples": len(cands)}
         if detail:
             event["detail"] = detail
         trace.append(event)
-        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie, "winner": winner})
+        trace.append({"event": "vote", "counts": counts, "tie_broken_by_rng": tie and not by_greedy,
+                      "tie_broken_by_greedy": by_greedy, "winner": winner})
         chosen = chosen_by_vote(cands, winner)
         reason: StopReason = stop_reason or ("budget" if stop == "budget" else "done")
         return Result(answer=chosen.answer if chosen else None, chosen=chosen, candidates=tuple(cands),
