@@ -4,9 +4,11 @@ problems. The core of ``bench/adaptive.py``.
 
 Auto's chains are the stored chains (same requests; ``thinkscale.eval.replay``), so its accuracy and generated
 tokens are what a live run would measure, with no new sampling noise between the two. ``accuracy`` counts a tied
-vote fractionally, the estimator the store uses for self-consistency (``answer_accuracy`` grades the answer the run
-gave, its tie broken by the rng); tokens are the ledger's generated tokens per problem. A policy action the store
-cannot replay (a verifier-scored strategy) fails with ``ReplayMissing`` / ``NotImplementedError`` naming it.
+vote fractionally, the estimator the store uses for self-consistency (with the policy's ``greedy_breaks_ties``, a
+tie the greedy chain's answer is in counts as that answer, as auto decides it; ``answer_accuracy`` grades the
+answer the run gave, any other tie broken by the rng); tokens are the ledger's generated tokens per problem. A
+policy action the store cannot replay (a verifier-scored strategy) fails with ``ReplayMissing`` /
+``NotImplementedError`` naming it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ instance. Steps:
 3. Evaluation at each token budget B. ``stop`` and ``sample`` actions are *run*: the controller itself, forced to
    the action, capped at B, on the replay backend, with the rng the eval harness gives every strategy on that
    instance; its accuracy is the vote's expected correctness with ties split (as the eval store scores
-   self-consistency), its cost the generated tokens the ledger measured. A ``strategy`` action is estimated from
+   self-consistency; with ``greedy_breaks_ties``, a tie the greedy chain's answer is in is that answer's grade, as
+   auto decides it), its cost the generated tokens the ledger measured. A ``strategy`` action is estimated from
    the stored unit of that strategy (run without a cap): first-wave tokens + the unit's tokens, the unit's
    correctness; it is offered at B only when its worst case (first wave + chains x max_tokens) fits B, so the cap
    never binds.

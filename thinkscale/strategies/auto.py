@@ -82,9 +82,10 @@ class Auto:
     until Adaptive-Consistency's posterior reaches the threshold, the vote is futile (``give_up_after``) or
     ``max_samples``, ``strategy`` runs another
     strategy on what is left of the budget with the rng as the run received it (so it draws what it would draw
-    on its own). Every chain is charged at ``max_tokens`` worst case before it is asked for, so the budget is
-    never exceeded. The trace records the features, the bin, the action and the fitted numbers behind it, and
-    why the run stopped.
+    on its own). The answer is the vote's majority; a tie is broken by ``rng``, or, with the policy's
+    ``greedy_breaks_ties``, given to the greedy chain's answer when it is among the tied ones. Every chain is
+    charged at ``max_tokens`` worst case before it is asked for, so the budget is never exceeded. The trace
+    records the features, the bin, the action and the fitted numbers behind it, and why the run stopped.
 
     >>> auto = Auto(budget_tokens=4096, policy="policy.json")
     >>> auto.run(problem, backend, Budget(), rng=random.Random(0))  # doctest: +SKIP
