@@ -4421,6 +4421,724 @@ print(total_kms)
 750
 ```
 The total number of kilometers Michael did in total is \(\boxed{750}\).','stop',294,113,31,3.70589925316644936965e+01,1360360864000.0,NULL);
+INSERT INTO "chains" VALUES(119,0,0,'a600c5aaf6e32317a30b752bd1190845349f76e6240b658976ffbafd48b8a0db',0,'To determine how many cows are in 8 of the stalls, we can break down the problem step by step.
+
+1. **Calculate the total number of cows initially:**
+   There are 10 stalls, and each stall has 20 cows.
+   \[
+   10 \text{ stalls} \times 20 \text{ cows/stall} = 200 \text{ cows}
+   \]
+
+2. **Determine the number of cows added:**
+   Mr. Sylas buys 40 cows.
+
+3. **Calculate the total number of cows after the addition:**
+   Add the new cows to the initial number of cows.
+   \[
+   200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows}
+   \]
+
+4. **Determine the number of cows in each new stall:**
+   Mr. Sylas divides the 40 new cows equally among the 10 stalls.
+   \[
+   \frac{40 \text{ cows}}{10 \text{ stalls}} = 4 \text{ cows/stall}
+   \]
+
+5. **Calculate the total number of cows in 8 of the stalls:**
+   Multiply the number of cows in each new stall by the number of stalls we are considering.
+   \[
+   4 \text{ cows/stall} \times 8 \text{ stalls} = 32 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{32}\).','stop',337,85,30,1.21983451326955218976e+02,1197757312000.0,NULL);
+INSERT INTO "chains" VALUES(119,0,1,'a600c5aaf6e32317a30b752bd1190845349f76e6240b658976ffbafd48b8a0db',1,'To solve this problem, let''s break it down step by step:
+
+1. First, calculate the total number of cows initially in the stalls.
+2. Add the 40 new cows to the initial total.
+3. Divide the new total equally among the 20 stalls to find out how many cows each stall gets.
+4. Finally, calculate the number of cows in 8 of the stalls.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Initial number of cows in each stall
+cows_per_stall = 20
+
+# Number of stalls
+num_stalls = 10
+
+# Initial total number of cows
+initial_total_cows = cows_per_stall * num_stalls
+
+# Number of new cows added
+new_cows = 40
+
+# New total number of cows
+new_total_cows = initial_total_cows + new_cows
+
+# Number of cows each stall gets
+cows_per_new_stall = new_total_cows // num_stalls
+
+# Number of cows in 8 of the stalls
+cows_in_8_stalls = cows_per_new_stall * 8
+
+print(cows_in_8_stalls)
+```
+```output
+80
+```
+The number of cows in 8 of the stalls is \(\boxed{80}\).','stop',277,85,30,1.21983451326955218976e+02,1197757312000.0,NULL);
+INSERT INTO "chains" VALUES(119,0,2,'a600c5aaf6e32317a30b752bd1190845349f76e6240b658976ffbafd48b8a0db',2,'Let''s solve the problem step by step:
+
+1. First, we calculate the total number of cows before Mr. Sylas buys any:
+   \[
+   \text{Total cows initially} = 10 \text{ stalls} \times 20 \text{ cows per stall} = 200 \text{ cows}
+   \]
+
+2. Next, we add the 40 cows that Mr. Sylas buys:
+   \[
+   \text{Total cows after buying} = 200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows}
+   \]
+
+3. Mr. Sylas divides these 40 cows equally into 20 stalls, so the number of cows in each of the 20 stalls after the division is:
+   \[
+   \text{Cows per stall after division} = \frac{40 \text{ cows}}{20 \text{ stalls}} = 2 \text{ cows per stall}
+   \]
+
+4. To find out how many cows are in 8 of the stalls, we multiply the number of cows per stall by 8:
+   \[
+   \text{Cows in 8 stalls} = 2 \text{ cows per stall} \times 8 \text{ stalls} = 16 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \boxed{16}.','stop',314,85,30,1.21983451326955218976e+02,1197757312000.0,NULL);
+INSERT INTO "chains" VALUES(119,0,3,'a600c5aaf6e32317a30b752bd1190845349f76e6240b658976ffbafd48b8a0db',3,'To determine how many cows are in 8 of the stalls after Mr. Sylas buys 40 cows and divides them equally among the ten stalls, we can follow these steps:
+
+1. **Calculate the initial total number of cows:**
+   Each of the ten stalls has 20 cows.
+   \[
+   10 \text{ stalls} \times 20 \text{ cows per stall} = 200 \text{ cows}
+   \]
+
+2. **Determine the number of cows in each stall after Mr. Sylas buys 40 more cows:**
+   Mr. Sylas buys 40 cows and divides them equally among the ten stalls.
+   \[
+   \frac{40 \text{ cows}}{10 \text{ stalls}} = 4 \text{ cows per stall}
+   \]
+
+3. **Calculate the total number of cows in the ten stalls after the additional cows are added:**
+   Each of the ten stalls now has 20 + 4 = 24 cows.
+   \[
+   10 \text{ stalls} \times 24 \text{ cows per stall} = 240 \text{ cows}
+   \]
+
+4. **Determine the number of cows in 8 of the stalls:**
+   Since all ten stalls now have 24 cows, the number of cows in 8 of the stalls is simply 8 times the number of cows in one stall.
+   \[
+   8 \text{ stalls} \times 24 \text{ cows per stall} = 192 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{192}\).','stop',369,85,30,1.21983451326955218976e+02,1197757312000.0,NULL);
+INSERT INTO "chains" VALUES(120,0,0,'f3471200aa545d7c8453d643dcc87560929154652b73686f86a4d8596081f2c8',0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the total fees from the selling price.
+4. Add the remaining loan amount to the net proceeds to get the net proceeds from selling the house.
+
+Let''s start with the transfer fees. Mr. Tan paid 3% of the selling price of $400,000.
+\[
+\text{Transfer fees} = 0.03 \times 400,000 = 12,000
+\]
+
+Next, we calculate the brokerage fee. Mr. Tan paid 5% of the selling price of $400,000.
+\[
+\text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+\]
+
+Now, we subtract the total fees from the selling price to find the net proceeds from selling the house.
+\[
+\text{Net proceeds from selling the house} = 400,000 - 12,000 - 20,000 = 368,000
+\]
+
+Finally, we add the remaining loan amount of $250,000 to the net proceeds to get the net proceeds from selling the house.
+\[
+\text{Net proceeds from selling the house} = 368,000 + 250,000 = 618,000
+\]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{618000}.','stop',362,117,30,1.24084947337661347435e+02,1355918144000.0,NULL);
+INSERT INTO "chains" VALUES(120,0,1,'f3471200aa545d7c8453d643dcc87560929154652b73686f86a4d8596081f2c8',1,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the remaining loan amount after paying the transfer fees and brokerage fee.
+4. Add the remaining loan amount to the selling price to get the net proceeds.
+
+Let''s go through each step in detail:
+
+1. **Calculate the transfer fees:**
+   The transfer fees are 3% of the selling price.
+   \[
+   \text{Transfer fees} = 0.03 \times 400000 = 12000
+   \]
+
+2. **Calculate the brokerage fee:**
+   The brokerage fee is 5% of the selling price.
+   \[
+   \text{Brokerage fee} = 0.05 \times 400000 = 20000
+   \]
+
+3. **Determine the remaining loan amount after paying the transfer fees and brokerage fee:**
+   The remaining loan amount is the selling price minus the transfer fees and the brokerage fee.
+   \[
+   \text{Remaining loan amount} = 400000 - 12000 - 20000 = 368000
+   \]
+
+4. **Add the remaining loan amount to the selling price to get the net proceeds:**
+   The net proceeds are the selling price plus the remaining loan amount.
+   \[
+   \text{Net proceeds} = 400000 + 368000 = 768000
+   \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{768000}.','stop',370,117,30,1.24084947337661347435e+02,1355918144000.0,NULL);
+INSERT INTO "chains" VALUES(120,0,2,'f3471200aa545d7c8453d643dcc87560929154652b73686f86a4d8596081f2c8',2,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the transfer fees and brokerage fee from the selling price to get the net proceeds from the transfer fees and brokerage fee.
+4. Subtract the remaining loan amount from the net proceeds from the transfer fees and brokerage fee to get the final net proceeds.
+
+Let''s start with the transfer fees. The transfer fees are 3% of the selling price. The selling price is $400,000, so the transfer fees are:
+\[ 0.03 \times 400,000 = 12,000 \]
+
+Next, let''s calculate the brokerage fee. The brokerage fee is 5% of the selling price. So the brokerage fee is:
+\[ 0.05 \times 400,000 = 20,000 \]
+
+Now, we subtract the transfer fees and brokerage fee from the selling price to get the net proceeds from the transfer fees and brokerage fee:
+\[ 400,000 - 12,000 - 20,000 = 378,000 \]
+
+Finally, we subtract the remaining loan amount from the net proceeds from the transfer fees and brokerage fee to get the final net proceeds:
+\[ 378,000 - 250,000 = 128,000 \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \(\boxed{128000}\).','stop',347,117,30,1.24084947337661347435e+02,1355918144000.0,NULL);
+INSERT INTO "chains" VALUES(120,0,3,'f3471200aa545d7c8453d643dcc87560929154652b73686f86a4d8596081f2c8',3,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the transfer fees and brokerage fee from the selling price to get the total fees.
+4. Subtract the total fees and the loan amount from the selling price to get the net proceeds.
+
+Let''s start with the transfer fees:
+The transfer fees amount to 3% of the selling price. The selling price is $400,000.
+\[ \text{Transfer fees} = 0.03 \times 400,000 = 12,000 \]
+
+Next, let''s calculate the brokerage fee:
+The brokerage fee amount to 5% of the selling price. The selling price is $400,000.
+\[ \text{Brokerage fee} = 0.05 \times 400,000 = 20,000 \]
+
+Now, let''s find the total fees by adding the transfer fees and the brokerage fee:
+\[ \text{Total fees} = 12,000 + 20,000 = 32,000 \]
+
+Finally, let''s find the net proceeds by subtracting the total fees and the loan amount from the selling price:
+The loan amount is $250,000.
+\[ \text{Net proceeds} = 400,000 - 32,000 - 250,000 = 230,000 \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{230000}.','stop',364,117,30,1.24084947337661347435e+02,1355918144000.0,NULL);
+INSERT INTO "chains" VALUES(121,0,0,'c9cc3fb335fc23cc99534af9a2e050972bbc547bd08b6d8f632f1ce4e8869634',0,'To solve this problem, we can break it down into a few simple steps:
+
+1. Determine Ann''s current brother''s age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s go through these steps one by one.
+
+1. Ann is currently 9 years old. Her brother is twice her age. Therefore, her brother''s current age is \(2 \times 9 = 18\) years old.
+2. In 3 years, Ann''s brother will be \(18 + 3 = 21\) years old.
+
+Now, let''s confirm this with Python code.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother (twice Ann''s age)
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The final answer is \(\boxed{21}\).','stop',225,61,30,1.4129271060851481323e+01,742822784000.0,NULL);
+INSERT INTO "chains" VALUES(121,0,1,'c9cc3fb335fc23cc99534af9a2e050972bbc547bd08b6d8f632f1ce4e8869634',1,'To solve this problem, we need to follow these steps:
+
+1. Determine the current age of Ann''s brother.
+2. Calculate the age of Ann''s brother in 3 years.
+
+Let''s break it down and solve it using Python code.
+```python
+# Given data
+ann_age = 9
+brother_age_factor = 2
+
+# Calculate the current age of Ann''s brother
+brother_age_current = ann_age * brother_age_factor
+
+# Calculate the age of Ann''s brother in 3 years
+brother_age_in_3_years = brother_age_current + 3
+
+print(brother_age_in_3_years)
+```
+```output
+27
+```
+The age of Ann''s brother in 3 years will be \(\boxed{27}\).','stop',161,61,30,1.4129271060851481323e+01,742822784000.0,NULL);
+INSERT INTO "chains" VALUES(121,0,2,'c9cc3fb335fc23cc99534af9a2e050972bbc547bd08b6d8f632f1ce4e8869634',2,'To solve this problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate the age of Ann''s brother in 3 years.
+
+Let''s break it down:
+
+1. Ann is currently 9 years old.
+2. Her brother is twice her age, so his current age is \(2 \times 9 = 18\) years old.
+3. In 3 years, his age will be \(18 + 3 = 21\) years old.
+
+Now, let''s write the Python code to confirm this.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The age of Ann''s brother in 3 years will be \(\boxed{21}\).','stop',220,61,30,1.4129271060851481323e+01,742822784000.0,NULL);
+INSERT INTO "chains" VALUES(121,0,3,'c9cc3fb335fc23cc99534af9a2e050972bbc547bd08b6d8f632f1ce4e8869634',3,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Identify Ann''s current age.
+2. Calculate her brother''s current age.
+3. Determine the brother''s age in 3 years by adding 3 to his current age.
+
+Step 1: Identify Ann''s current age.
+Ann is currently 9 years old.
+
+Step 2: Calculate her brother''s current age.
+Her brother is twice Ann''s age. Therefore, we multiply Ann''s age by 2:
+\[ 9 \times 2 = 18 \]
+So, her brother is currently 18 years old.
+
+Step 3: Determine the brother''s age in 3 years.
+To find out how old her brother will be in 3 years, we add 3 to his current age:
+\[ 18 + 3 = 21 \]
+So, her brother will be \(\boxed{21}\) years old in 3 years.','stop',203,61,30,1.4129271060851481323e+01,742822784000.0,NULL);
+INSERT INTO "chains" VALUES(122,0,0,'26995693d5d35f4e187b03ff0e877f82504ec699cf3b5d956f77678565b04c9f',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+Let''s break it down:
+
+1. Kelly has 5 quarters. Since each quarter is worth 25 cents, the total value of the quarters is \(5 \times 25\) cents.
+2. Kelly has 2 dimes. Since each dime is worth 10 cents, the total value of the dimes is \(2 \times 10\) cents.
+3. The total amount of money Kelly has is the sum of the value of the quarters and the value of the dimes.
+4. The cost of the can of pop is 55 cents.
+5. The amount of money left after buying the can of pop is the total amount of money Kelly has minus the cost of the can of pop.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total amount of money Kelly has in cents
+quarters_value = 5 * 25
+dimes_value = 2 * 10
+total_money = quarters_value + dimes_value
+
+# Step 2: Calculate the amount of money left after buying the can of pop
+cost_of_pop = 55
+money_left = total_money - cost_of_pop
+
+print(money_left)
+```
+```output
+40
+```
+The amount of money Kelly will have left after buying the can of pop is \(\boxed{40}\) cents.','stop',332,67,30,2.23143824449985039848e+01,1090243488000.0,NULL);
+INSERT INTO "chains" VALUES(122,0,1,'26995693d5d35f4e187b03ff0e877f82504ec699cf3b5d956f77678565b04c9f',1,'To determine how many cents Kelly will have left after buying the can of pop, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+First, let''s find the total amount of money Kelly has in cents. She has 5 quarters and 2 dimes. Each quarter is worth 25 cents and each dime is worth 10 cents. Therefore, the total amount of money in cents is:
+
+\[
+5 \text{ quarters} \times 25 \text{ cents/quarter} + 2 \text{ dimes} \times 10 \text{ cents/dime} = 125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents}
+\]
+
+Next, we subtract the cost of the can of pop from the total amount of money Kelly has. The can of pop costs 55 cents. Therefore, the amount of money left is:
+
+\[
+145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents}
+\]
+
+So, the amount of money Kelly will have left is \boxed{90}.','stop',269,67,30,2.23143824449985039848e+01,1090243488000.0,NULL);
+INSERT INTO "chains" VALUES(122,0,2,'26995693d5d35f4e187b03ff0e877f82504ec699cf3b5d956f77678565b04c9f',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters.
+2. Calculate the total value of Kelly''s dimes.
+3. Add the values from steps 1 and 2 to get the total amount of money Kelly has.
+4. Subtract the cost of the can of pop from the total amount of money Kelly has to get the remaining amount.
+
+Let''s do this step by step using Python code.
+```python
+# Step 1: Calculate the total value of Kelly''s quarters
+quarters = 5
+value_of_quarters = quarters * 0.25
+
+# Step 2: Calculate the total value of Kelly''s dimes
+dimes = 2
+value_of_dimes = dimes * 0.10
+
+# Step 3: Add the values from steps 1 and 2 to get the total amount of money Kelly has
+total_money = value_of_quarters + value_of_dimes
+
+# Step 4: Subtract the cost of the can of pop from the total amount of money Kelly has to get the remaining amount
+cost_of_pop = 55
+remaining_money = total_money - cost_of_pop
+
+print(remaining_money)
+```
+```output
+2.0
+```
+After performing the calculations, we find that Kelly will have \(\boxed{2}\) cents left after buying the can of pop.','stop',289,67,30,2.23143824449985039848e+01,1090243488000.0,NULL);
+INSERT INTO "chains" VALUES(122,0,3,'26995693d5d35f4e187b03ff0e877f82504ec699cf3b5d956f77678565b04c9f',3,'To determine how many cents Kelly will have left after buying a can of pop, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters.
+2. Calculate the total value of Kelly''s dimes.
+3. Add the values of the quarters and dimes together.
+4. Subtract the cost of the pop from the total value of the quarters and dimes.
+
+Let''s start with the quarters:
+Kelly has 5 quarters, and each quarter is worth 25 cents.
+\[
+5 \text{ quarters} \times 25 \text{ cents/quarter} = 125 \text{ cents}
+\]
+
+Next, let''s calculate the dimes:
+Kelly has 2 dimes, and each dime is worth 10 cents.
+\[
+2 \text{ dimes} \times 10 \text{ cents/dime} = 20 \text{ cents}
+\]
+
+Now, we add the values of the quarters and dimes together:
+\[
+125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents}
+\]
+
+Finally, we subtract the cost of the pop from the total value of the quarters and dimes:
+\[
+145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents}
+\]
+
+So, the number of cents Kelly will have left is \boxed{90}.','stop',304,67,30,2.23143824449985039848e+01,1090243488000.0,NULL);
+INSERT INTO "chains" VALUES(123,0,0,'05779757f8f198cdb43b8357672e101c17fd30c5782f27a78ae37c99a655d5e5',0,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars the adults will get.
+3. Subtract the number of chocolate bars the adults will get from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars among the children.
+
+Let''s start with the first step:
+The total number of chocolate bars is the product of the number of packets and the number of chocolate bars per packet.
+\[
+8 \text{ packets} \times 5 \text{ chocolate bars per packet} = 40 \text{ chocolate bars}
+\]
+
+Next, we calculate how many chocolate bars the adults will get:
+Each adult gets 6 chocolate bars, and there are 4 adults.
+\[
+4 \text{ adults} \times 6 \text{ chocolate bars per adult} = 24 \text{ chocolate bars}
+\]
+
+Now, we subtract the number of chocolate bars the adults will get from the total to find out how many chocolate bars are left for the children:
+\[
+40 \text{ chocolate bars} - 24 \text{ chocolate bars} = 16 \text{ chocolate bars}
+\]
+
+Finally, we divide the remaining chocolate bars among the children:
+There are 8 children, and we need to divide 16 chocolate bars equally among them.
+\[
+16 \text{ chocolate bars} \div 8 \text{ children} = 2 \text{ chocolate bars per child}
+\]
+
+So, each child will get \boxed{2} chocolate bars.','stop',343,86,30,2.4354796764812356002e+01,1244850144000.0,NULL);
+INSERT INTO "chains" VALUES(123,0,1,'05779757f8f198cdb43b8357672e101c17fd30c5782f27a78ae37c99a655d5e5',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars are given to the adults.
+3. Subtract the number of chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s start with the first step. The total number of chocolate bars is the number of packets multiplied by the number of chocolate bars per packet:
+\[ 8 \text{ packets} \times 5 \text{ chocolate bars per packet} = 40 \text{ chocolate bars} \]
+
+Next, we calculate how many chocolate bars are given to the adults. Since each adult gets 6 chocolate bars and there are 4 adults, the total number of chocolate bars given to the adults is:
+\[ 4 \text{ adults} \times 6 \text{ chocolate bars per adult} = 24 \text{ chocolate bars} \]
+
+Now, we subtract the number of chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children:
+\[ 40 \text{ chocolate bars} - 24 \text{ chocolate bars} = 16 \text{ chocolate bars} \]
+
+Finally, we divide the remaining chocolate bars equally among the children. Since there are 8 children, each child will get:
+\[ \frac{16 \text{ chocolate bars}}{8 \text{ children}} = 2 \text{ chocolate bars per child} \]
+
+So, the number of chocolate bars each child will get is \(\boxed{2}\).','stop',348,86,30,2.4354796764812356002e+01,1244850144000.0,NULL);
+INSERT INTO "chains" VALUES(123,0,2,'05779757f8f198cdb43b8357672e101c17fd30c5782f27a78ae37c99a655d5e5',2,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult receives.
+3. Subtract the number of chocolate bars received by the adults from the total number of chocolate bars to find out how many are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s go through each step in detail:
+
+1. Calculate the total number of chocolate bars available:
+   - Each packet contains 5 chocolate bars.
+   - There are 8 packets.
+   - Therefore, the total number of chocolate bars is \(5 \times 8 = 40\).
+
+2. Determine the number of chocolate bars each adult receives:
+   - There are 4 adults.
+   - Each adult gets 6 chocolate bars.
+   - Therefore, the total number of chocolate bars received by the adults is \(4 \times 6 = 24\).
+
+3. Subtract the number of chocolate bars received by the adults from the total number of chocolate bars to find out how many are left for the children:
+   - The remaining number of chocolate bars is \(40 - 24 = 16\).
+
+4. Divide the remaining chocolate bars equally among the children:
+   - There are 8 children.
+   - Therefore, each child will get \(\frac{16}{8} = 2\) chocolate bars.
+
+So, the number of chocolate bars each child will get is \(\boxed{2}\).','stop',317,86,30,2.4354796764812356002e+01,1244850144000.0,NULL);
+INSERT INTO "chains" VALUES(123,0,3,'05779757f8f198cdb43b8357672e101c17fd30c5782f27a78ae37c99a655d5e5',3,'To determine how many chocolate bars each child will get, we can break the problem down step by step:
+
+1. Calculate the total number of chocolate bars.
+2. Determine how many chocolate bars the adults receive.
+3. Calculate the number of chocolate bars left after the adults have received their share.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s go through these steps in detail:
+
+1. **Calculate the total number of chocolate bars:**
+   There are 8 packets of chocolate bars, and each packet contains 5 chocolate bars.
+   \[
+   \text{Total chocolate bars} = 8 \times 5 = 40
+   \]
+
+2. **Determine how many chocolate bars the adults receive:**
+   There are 4 adults, and each adult gets 6 chocolate bars.
+   \[
+   \text{Chocolate bars for adults} = 4 \times 6 = 24
+   \]
+
+3. **Calculate the number of chocolate bars left after the adults have received their share:**
+   Subtract the number of chocolate bars the adults received from the total number of chocolate bars.
+   \[
+   \text{Chocolate bars left} = 40 - 24 = 16
+   \]
+
+4. **Divide the remaining chocolate bars equally among the children:**
+   There are 8 children, and the remaining 16 chocolate bars are to be shared equally among them.
+   \[
+   \text{Chocolate bars per child} = \frac{16}{8} = 2
+   \]
+
+Therefore, each child will get \(\boxed{2}\) chocolate bars.','stop',341,86,30,2.4354796764812356002e+01,1244850144000.0,NULL);
+INSERT INTO "chains" VALUES(124,0,0,'9e974c2668e466a8cc722297d9772539cc32623e8a08ee622acf1ba2a940a8fe',0,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine how much time Peter wants to exercise on Tuesday.
+3. Subtract the time Peter already exercised on Tuesday from his goal to find out how much he has to exercise on Tuesday.
+
+**Step 1: Calculate the total time Peter exercised on Monday and Sunday combined.**
+
+On Monday, Peter exercised for 16 minutes.
+On Sunday, Peter exercised for 23 minutes.
+The total time for Monday and Sunday combined is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+**Step 2: Determine how much time Peter wants to exercise on Tuesday.**
+
+Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, the time he wants to exercise on Tuesday is:
+\[ 2 \times 39 = 78 \text{ minutes} \]
+
+**Step 3: Subtract the time Peter already exercised on Tuesday from his goal to find out how much he has to exercise on Tuesday.**
+
+Peter already exercised for 16 minutes on Tuesday. The time he has to exercise on Tuesday is:
+\[ 78 - 16 = 62 \text{ minutes} \]
+
+So, the number of minutes Peter has to exercise on Tuesday to reach his goal is \(\boxed{62}\).','stop',305,91,30,1.87786156626348379461e+01,985395296000.0,NULL);
+INSERT INTO "chains" VALUES(124,0,1,'9e974c2668e466a8cc722297d9772539cc32623e8a08ee622acf1ba2a940a8fe',1,'To determine how many minutes Peter needs to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. **Calculate the total time Peter exercised on Monday and Sunday combined:**
+   - On Monday, Peter exercised for 16 minutes.
+   - On Sunday, Peter exercised for 23 minutes.
+   - Therefore, the total time for Monday and Sunday is:
+     \[
+     16 \text{ minutes} + 23 \text{ minutes} = 40 \text{ minutes}
+     \]
+
+2. **Determine Peter''s goal for Tuesday:**
+   - Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+   - Since the total time for Monday and Sunday is 40 minutes, twice that amount is:
+     \[
+     2 \times 40 \text{ minutes} = 80 \text{ minutes}
+     \]
+
+3. **State the final answer:**
+   - Peter needs to exercise for \boxed{80} minutes on Tuesday to reach his goal.','stop',223,91,30,1.87786156626348379461e+01,985395296000.0,NULL);
+INSERT INTO "chains" VALUES(124,0,2,'9e974c2668e466a8cc722297d9772539cc32623e8a08ee622acf1ba2a940a8fe',2,'To determine how many minutes Peter has to exercise on Tuesday, we need to follow these steps:
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined.
+2. Multiply this total by 2 to find the amount of time he wants to exercise on Tuesday.
+
+Let''s start with the first step. On Monday, Peter exercised for 16 minutes. On Sunday, Peter exercised for 23 minutes. The total time he exercised on Monday and Sunday combined is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+Next, we need to find out how many minutes he has to exercise on Tuesday. According to the problem, he wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, we multiply 39 by 2:
+\[ 39 \times 2 = 78 \text{ minutes} \]
+
+So, the number of minutes Peter has to exercise on Tuesday is \(\boxed{78}\).','stop',209,91,30,1.87786156626348379461e+01,985395296000.0,NULL);
+INSERT INTO "chains" VALUES(124,0,3,'9e974c2668e466a8cc722297d9772539cc32623e8a08ee622acf1ba2a940a8fe',3,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the amount of time Peter wants to exercise on Tuesday by multiplying the combined time from Monday and Sunday by 2.
+3. Subtract the time Peter has already exercised on Sunday from his goal to find out how much he needs to exercise on Tuesday.
+
+Step 1: Calculate the total time Peter exercised on Monday and Sunday combined.
+On Monday, Peter exercised for 16 minutes.
+On Sunday, Peter exercised for 23 minutes.
+The combined time on Monday and Sunday is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+Step 2: Determine the amount of time Peter wants to exercise on Tuesday.
+Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, we multiply 39 by 2:
+\[ 39 \times 2 = 78 \text{ minutes} \]
+
+Step 3: Subtract the time Peter has already exercised on Sunday from his goal to find out how much he needs to exercise on Tuesday.
+Peter has already exercised for 23 minutes on Sunday. The remaining time he needs to exercise on Tuesday is:
+\[ 78 - 23 = 55 \text{ minutes} \]
+
+Thus, the number of minutes Peter has to exercise on Tuesday to reach his goal is \(\boxed{55}\).','stop',315,91,30,1.87786156626348379461e+01,985395296000.0,NULL);
+INSERT INTO "chains" VALUES(125,0,0,'17e7b5ee790fc205a92837ece61882c5c490219fbaeaf801b000fffc7a758bda',0,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning sales.
+3. Calculate the number of loaves sold equally in the afternoon and evening.
+4. Find the number of loaves sold in the afternoon.
+
+**Step 1: Calculate the number of loaves sold in the morning.**
+The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+\[
+\text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+\]
+
+**Step 2: Determine the number of loaves left after the morning sales.**
+Subtract the number of loaves sold in the morning from the total number of loaves produced.
+\[
+\text{Loaves left} = 60 - 40 = 20
+\]
+
+**Step 3: Calculate the number of loaves sold equally in the afternoon and evening.**
+Half of the remaining loaves is sold equally in the afternoon and evening.
+\[
+\text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+\]
+
+**Step 4: Find the number of loaves sold in the evening.**
+Since half of the loaves are sold equally in the afternoon and evening, the remaining half is sold in the evening.
+\[
+\text{Loaves sold in the evening} = 20 - 10 = 10
+\]
+
+Therefore, the number of loaves of bread sold in the afternoon is \boxed{10}.','stop',368,86,31,2.20547896563012955093e+01,1075138240000.0,NULL);
+INSERT INTO "chains" VALUES(125,0,1,'17e7b5ee790fc205a92837ece61882c5c490219fbaeaf801b000fffc7a758bda',1,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate how many loaves are sold in the morning.
+2. Determine how many loaves are left after the morning sale.
+3. Calculate how many loaves are sold in the afternoon and evening.
+
+Step 1: Calculate how many loaves are sold in the morning.
+The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+\[
+\text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+\]
+
+Step 2: Determine how many loaves are left after the morning sale.
+Subtract the number of loaves sold in the morning from the total number of loaves produced.
+\[
+\text{Loaves left} = 60 - 40 = 20
+\]
+
+Step 3: Calculate how many loaves are sold in the afternoon and evening.
+Half of the remaining loaves is sold equally in the afternoon and evening.
+\[
+\text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+\]
+
+Thus, the number of loaves of bread sold in the afternoon is \boxed{10}.','stop',279,86,31,2.20547896563012955093e+01,1075138240000.0,NULL);
+INSERT INTO "chains" VALUES(125,0,2,'17e7b5ee790fc205a92837ece61882c5c490219fbaeaf801b000fffc7a758bda',2,'To determine how many loaves of bread are sold in the afternoon, we need to follow a step-by-step approach.
+
+1. **Calculate the number of loaves sold in the morning:**
+   The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+   \[
+   \text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+   \]
+
+2. **Calculate the number of loaves left after the morning sale:**
+   The number of loaves left after the morning sale is:
+   \[
+   \text{Loaves left} = 60 - 40 = 20
+   \]
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   Half of the loaves left in the afternoon are sold equally in the afternoon and evening. Therefore, half of the loaves left after the morning sale are sold in the afternoon.
+   \[
+   \text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+   \]
+
+So, the number of loaves of bread sold in the afternoon is \boxed{10}.','stop',264,86,31,2.20547896563012955093e+01,1075138240000.0,NULL);
+INSERT INTO "chains" VALUES(125,0,3,'17e7b5ee790fc205a92837ece61882c5c490219fbaeaf801b000fffc7a758bda',3,'To solve this problem, we need to follow these steps:
+
+1. Determine how many loaves of bread are sold in the morning.
+2. Calculate the number of loaves remaining after the morning sales.
+3. Determine how many loaves are sold equally in the afternoon and evening.
+4. Calculate the number of loaves sold in the afternoon.
+
+Let''s break this down and implement it in Python using sympy.
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the number of loaves sold in the morning
+total_loaves = 60
+morning_sales = sp.Rational(2, 3) * total_loaves
+
+# Step 2: Calculate the number of loaves remaining after the morning sales
+remaining_after_morning = total_loaves - morning_sales
+
+# Step 3: Calculate the number of loaves sold equally in the afternoon and evening
+evening_sales = remaining_after_morning / 2
+
+# Step 4: Calculate the number of loaves sold in the afternoon
+print(evening_sales)
+```
+```output
+10
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',248,86,31,2.20547896563012955093e+01,1075138240000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -4550,6 +5268,13 @@ INSERT INTO "jobs" VALUES(115,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(116,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-202',0,4,'self-consistency:n_samples=4',1,'done','100','[{"event": "generate", "n": 4, "seed": 893914469, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 1022, "calls": 1, "seconds": 93.74507149222876, "flops": 3810076672000.0}}, {"event": "vote", "counts": {"100": 4}, "tie_broken_by_rng": false, "winner": "100"}]',84,30,1022,1,0,0,3810076672000.0,0.0,2.08960204627001076014e+02,9.37450714922287602331e+01,1.79628830839549589156e+09);
 INSERT INTO "jobs" VALUES(117,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-223',0,4,'self-consistency:n_samples=4',1,'done','20000','[{"event": "generate", "n": 4, "seed": 558005057, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 30, "completion_tokens": 857, "calls": 1, "seconds": 73.2124723267535, "flops": 3209420928000.0}}, {"event": "vote", "counts": {"22500": 2, "20000": 2}, "tie_broken_by_rng": true, "winner": "20000"}]',80,30,857,1,0,0,3209420928000.0,0.0,1.05223526823996508031e+02,73.2124723267535,1.79628841362683749202e+09);
 INSERT INTO "jobs" VALUES(118,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-206',0,4,'self-consistency:n_samples=4',1,'done','860','[{"event": "generate", "n": 4, "seed": 1610843071, "usage": {"prompt_tokens": 113, "cached_prompt_tokens": 31, "completion_tokens": 1453, "calls": 1, "seconds": 148.23597012665797, "flops": 5441443456000.0}}, {"event": "vote", "counts": {"86": 1, "860": 2, "750": 1}, "tie_broken_by_rng": false, "winner": "860"}]',113,31,1453,1,0,0,5441443456000.0,0.0,3.17572150631000113215e+02,1.48235970126657974786e+02,1.79628843431505155563e+09);
+INSERT INTO "jobs" VALUES(119,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-255',0,4,'self-consistency:n_samples=4',1,'done','32','[{"event": "generate", "n": 4, "seed": 253487709, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 30, "completion_tokens": 1297, "calls": 1, "seconds": 487.9338053078209, "flops": 4791029248000.0}}, {"event": "vote", "counts": {"32": 1, "80": 1, "16": 1, "192": 1}, "tie_broken_by_rng": true, "winner": "32"}]',85,30,1297,1,0,0,4791029248000.0,0.0,978.164015264003,4.87933805307820875904e+02,1.79628939179871177679e+09);
+INSERT INTO "jobs" VALUES(120,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-266',0,4,'self-consistency:n_samples=4',1,'done','128000','[{"event": "generate", "n": 4, "seed": 713092819, "usage": {"prompt_tokens": 117, "cached_prompt_tokens": 30, "completion_tokens": 1443, "calls": 1, "seconds": 496.3397893506454, "flops": 5423672576000.0}}, {"event": "vote", "counts": {"618000": 1, "768000": 1, "128000": 1, "230000": 1}, "tie_broken_by_rng": true, "winner": "128000"}]',117,30,1443,1,0,0,5423672576000.0,0.0,9.71329227661997720091e+02,4.96339789350645389743e+02,1.79628940565163969993e+09);
+INSERT INTO "jobs" VALUES(121,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-285',0,4,'self-consistency:n_samples=4',1,'done','21','[{"event": "generate", "n": 4, "seed": 2125514213, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 809, "calls": 1, "seconds": 56.517084243405925, "flops": 2971291136000.0}}, {"event": "vote", "counts": {"21": 3, "27": 1}, "tie_broken_by_rng": false, "winner": "21"}]',61,30,809,1,0,0,2971291136000.0,0.0,8.29641038650006521458e+01,5.65170842434059252914e+01,1.79628947477299809451e+09);
+INSERT INTO "jobs" VALUES(122,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-286',0,4,'self-consistency:n_samples=4',1,'done','90','[{"event": "generate", "n": 4, "seed": 321013908, "usage": {"prompt_tokens": 67, "cached_prompt_tokens": 30, "completion_tokens": 1194, "calls": 1, "seconds": 89.25752977999402, "flops": 4360973952000.0}}, {"event": "vote", "counts": {"40": 1, "90": 2, "2": 1}, "tie_broken_by_rng": false, "winner": "90"}]',67,30,1194,1,0,0,4360973952000.0,0.0,2.25613322340999729927e+02,8.92575297799940159393e+01,1.7962896312776505947e+09);
+INSERT INTO "jobs" VALUES(123,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-291',0,4,'self-consistency:n_samples=4',1,'done','2','[{"event": "generate", "n": 4, "seed": 2084838837, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 30, "completion_tokens": 1349, "calls": 1, "seconds": 97.41918705924942, "flops": 4979400576000.0}}, {"event": "vote", "counts": {"2": 4}, "tie_broken_by_rng": false, "winner": "2"}]',86,30,1349,1,0,0,4979400576000.0,0.0,1.88866440434998366986e+02,9.74191870592494240082e+01,1.7962896636426250934e+09);
+INSERT INTO "jobs" VALUES(124,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-300',0,4,'self-consistency:n_samples=4',1,'done','62','[{"event": "generate", "n": 4, "seed": 721389136, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 1052, "calls": 1, "seconds": 75.11446265053935, "flops": 3941581184000.0}}, {"event": "vote", "counts": {"62": 1, "80": 1, "78": 1, "55": 1}, "tie_broken_by_rng": true, "winner": "62"}]',91,30,1052,1,0,0,3941581184000.0,0.0,1.63981241551999119103e+02,7.51144626505393517854e+01,1.79628979526972508426e+09);
+INSERT INTO "jobs" VALUES(125,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-306',0,4,'self-consistency:n_samples=4',1,'done','10','[{"event": "generate", "n": 4, "seed": 1078231425, "usage": {"prompt_tokens": 86, "cached_prompt_tokens": 31, "completion_tokens": 1159, "calls": 1, "seconds": 88.21915862520518, "flops": 4300552960000.0}}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',86,31,1159,1,0,0,4300552960000.0,0.0,1.76010707636996812652e+02,8.82191586252051820372e+01,1.79628983965643930433e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -9078,10 +9803,728 @@ print(total_kms)
 750
 ```
 The total number of kilometers Michael did in total is \(\boxed{750}\).','750',0,'not_equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,0,'To determine how many cows are in 8 of the stalls, we can break down the problem step by step.
+
+1. **Calculate the total number of cows initially:**
+   There are 10 stalls, and each stall has 20 cows.
+   \[
+   10 \text{ stalls} \times 20 \text{ cows/stall} = 200 \text{ cows}
+   \]
+
+2. **Determine the number of cows added:**
+   Mr. Sylas buys 40 cows.
+
+3. **Calculate the total number of cows after the addition:**
+   Add the new cows to the initial number of cows.
+   \[
+   200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows}
+   \]
+
+4. **Determine the number of cows in each new stall:**
+   Mr. Sylas divides the 40 new cows equally among the 10 stalls.
+   \[
+   \frac{40 \text{ cows}}{10 \text{ stalls}} = 4 \text{ cows/stall}
+   \]
+
+5. **Calculate the total number of cows in 8 of the stalls:**
+   Multiply the number of cows in each new stall by the number of stalls we are considering.
+   \[
+   4 \text{ cows/stall} \times 8 \text{ stalls} = 32 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{32}\).','32',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(119,1,'To solve this problem, let''s break it down step by step:
+
+1. First, calculate the total number of cows initially in the stalls.
+2. Add the 40 new cows to the initial total.
+3. Divide the new total equally among the 20 stalls to find out how many cows each stall gets.
+4. Finally, calculate the number of cows in 8 of the stalls.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Initial number of cows in each stall
+cows_per_stall = 20
+
+# Number of stalls
+num_stalls = 10
+
+# Initial total number of cows
+initial_total_cows = cows_per_stall * num_stalls
+
+# Number of new cows added
+new_cows = 40
+
+# New total number of cows
+new_total_cows = initial_total_cows + new_cows
+
+# Number of cows each stall gets
+cows_per_new_stall = new_total_cows // num_stalls
+
+# Number of cows in 8 of the stalls
+cows_in_8_stalls = cows_per_new_stall * 8
+
+print(cows_in_8_stalls)
+```
+```output
+80
+```
+The number of cows in 8 of the stalls is \(\boxed{80}\).','80',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,2,'Let''s solve the problem step by step:
+
+1. First, we calculate the total number of cows before Mr. Sylas buys any:
+   \[
+   \text{Total cows initially} = 10 \text{ stalls} \times 20 \text{ cows per stall} = 200 \text{ cows}
+   \]
+
+2. Next, we add the 40 cows that Mr. Sylas buys:
+   \[
+   \text{Total cows after buying} = 200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows}
+   \]
+
+3. Mr. Sylas divides these 40 cows equally into 20 stalls, so the number of cows in each of the 20 stalls after the division is:
+   \[
+   \text{Cows per stall after division} = \frac{40 \text{ cows}}{20 \text{ stalls}} = 2 \text{ cows per stall}
+   \]
+
+4. To find out how many cows are in 8 of the stalls, we multiply the number of cows per stall by 8:
+   \[
+   \text{Cows in 8 stalls} = 2 \text{ cows per stall} \times 8 \text{ stalls} = 16 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \boxed{16}.','16',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(119,3,'To determine how many cows are in 8 of the stalls after Mr. Sylas buys 40 cows and divides them equally among the ten stalls, we can follow these steps:
+
+1. **Calculate the initial total number of cows:**
+   Each of the ten stalls has 20 cows.
+   \[
+   10 \text{ stalls} \times 20 \text{ cows per stall} = 200 \text{ cows}
+   \]
+
+2. **Determine the number of cows in each stall after Mr. Sylas buys 40 more cows:**
+   Mr. Sylas buys 40 cows and divides them equally among the ten stalls.
+   \[
+   \frac{40 \text{ cows}}{10 \text{ stalls}} = 4 \text{ cows per stall}
+   \]
+
+3. **Calculate the total number of cows in the ten stalls after the additional cows are added:**
+   Each of the ten stalls now has 20 + 4 = 24 cows.
+   \[
+   10 \text{ stalls} \times 24 \text{ cows per stall} = 240 \text{ cows}
+   \]
+
+4. **Determine the number of cows in 8 of the stalls:**
+   Since all ten stalls now have 24 cows, the number of cows in 8 of the stalls is simply 8 times the number of cows in one stall.
+   \[
+   8 \text{ stalls} \times 24 \text{ cows per stall} = 192 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{192}\).','192',1,'equivalent',369,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the total fees from the selling price.
+4. Add the remaining loan amount to the net proceeds to get the net proceeds from selling the house.
+
+Let''s start with the transfer fees. Mr. Tan paid 3% of the selling price of $400,000.
+\[
+\text{Transfer fees} = 0.03 \times 400,000 = 12,000
+\]
+
+Next, we calculate the brokerage fee. Mr. Tan paid 5% of the selling price of $400,000.
+\[
+\text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+\]
+
+Now, we subtract the total fees from the selling price to find the net proceeds from selling the house.
+\[
+\text{Net proceeds from selling the house} = 400,000 - 12,000 - 20,000 = 368,000
+\]
+
+Finally, we add the remaining loan amount of $250,000 to the net proceeds to get the net proceeds from selling the house.
+\[
+\text{Net proceeds from selling the house} = 368,000 + 250,000 = 618,000
+\]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{618000}.','618000',0,'not_equivalent',362,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,1,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the remaining loan amount after paying the transfer fees and brokerage fee.
+4. Add the remaining loan amount to the selling price to get the net proceeds.
+
+Let''s go through each step in detail:
+
+1. **Calculate the transfer fees:**
+   The transfer fees are 3% of the selling price.
+   \[
+   \text{Transfer fees} = 0.03 \times 400000 = 12000
+   \]
+
+2. **Calculate the brokerage fee:**
+   The brokerage fee is 5% of the selling price.
+   \[
+   \text{Brokerage fee} = 0.05 \times 400000 = 20000
+   \]
+
+3. **Determine the remaining loan amount after paying the transfer fees and brokerage fee:**
+   The remaining loan amount is the selling price minus the transfer fees and the brokerage fee.
+   \[
+   \text{Remaining loan amount} = 400000 - 12000 - 20000 = 368000
+   \]
+
+4. **Add the remaining loan amount to the selling price to get the net proceeds:**
+   The net proceeds are the selling price plus the remaining loan amount.
+   \[
+   \text{Net proceeds} = 400000 + 368000 = 768000
+   \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{768000}.','768000',0,'not_equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(120,2,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the transfer fees and brokerage fee from the selling price to get the net proceeds from the transfer fees and brokerage fee.
+4. Subtract the remaining loan amount from the net proceeds from the transfer fees and brokerage fee to get the final net proceeds.
+
+Let''s start with the transfer fees. The transfer fees are 3% of the selling price. The selling price is $400,000, so the transfer fees are:
+\[ 0.03 \times 400,000 = 12,000 \]
+
+Next, let''s calculate the brokerage fee. The brokerage fee is 5% of the selling price. So the brokerage fee is:
+\[ 0.05 \times 400,000 = 20,000 \]
+
+Now, we subtract the transfer fees and brokerage fee from the selling price to get the net proceeds from the transfer fees and brokerage fee:
+\[ 400,000 - 12,000 - 20,000 = 378,000 \]
+
+Finally, we subtract the remaining loan amount from the net proceeds from the transfer fees and brokerage fee to get the final net proceeds:
+\[ 378,000 - 250,000 = 128,000 \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \(\boxed{128000}\).','128000',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(120,3,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the transfer fees and brokerage fee from the selling price to get the total fees.
+4. Subtract the total fees and the loan amount from the selling price to get the net proceeds.
+
+Let''s start with the transfer fees:
+The transfer fees amount to 3% of the selling price. The selling price is $400,000.
+\[ \text{Transfer fees} = 0.03 \times 400,000 = 12,000 \]
+
+Next, let''s calculate the brokerage fee:
+The brokerage fee amount to 5% of the selling price. The selling price is $400,000.
+\[ \text{Brokerage fee} = 0.05 \times 400,000 = 20,000 \]
+
+Now, let''s find the total fees by adding the transfer fees and the brokerage fee:
+\[ \text{Total fees} = 12,000 + 20,000 = 32,000 \]
+
+Finally, let''s find the net proceeds by subtracting the total fees and the loan amount from the selling price:
+The loan amount is $250,000.
+\[ \text{Net proceeds} = 400,000 - 32,000 - 250,000 = 230,000 \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{230000}.','230000',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(121,0,'To solve this problem, we can break it down into a few simple steps:
+
+1. Determine Ann''s current brother''s age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s go through these steps one by one.
+
+1. Ann is currently 9 years old. Her brother is twice her age. Therefore, her brother''s current age is \(2 \times 9 = 18\) years old.
+2. In 3 years, Ann''s brother will be \(18 + 3 = 21\) years old.
+
+Now, let''s confirm this with Python code.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother (twice Ann''s age)
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The final answer is \(\boxed{21}\).','21',1,'equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(121,1,'To solve this problem, we need to follow these steps:
+
+1. Determine the current age of Ann''s brother.
+2. Calculate the age of Ann''s brother in 3 years.
+
+Let''s break it down and solve it using Python code.
+```python
+# Given data
+ann_age = 9
+brother_age_factor = 2
+
+# Calculate the current age of Ann''s brother
+brother_age_current = ann_age * brother_age_factor
+
+# Calculate the age of Ann''s brother in 3 years
+brother_age_in_3_years = brother_age_current + 3
+
+print(brother_age_in_3_years)
+```
+```output
+27
+```
+The age of Ann''s brother in 3 years will be \(\boxed{27}\).','27',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(121,2,'To solve this problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate the age of Ann''s brother in 3 years.
+
+Let''s break it down:
+
+1. Ann is currently 9 years old.
+2. Her brother is twice her age, so his current age is \(2 \times 9 = 18\) years old.
+3. In 3 years, his age will be \(18 + 3 = 21\) years old.
+
+Now, let''s write the Python code to confirm this.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The age of Ann''s brother in 3 years will be \(\boxed{21}\).','21',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(121,3,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Identify Ann''s current age.
+2. Calculate her brother''s current age.
+3. Determine the brother''s age in 3 years by adding 3 to his current age.
+
+Step 1: Identify Ann''s current age.
+Ann is currently 9 years old.
+
+Step 2: Calculate her brother''s current age.
+Her brother is twice Ann''s age. Therefore, we multiply Ann''s age by 2:
+\[ 9 \times 2 = 18 \]
+So, her brother is currently 18 years old.
+
+Step 3: Determine the brother''s age in 3 years.
+To find out how old her brother will be in 3 years, we add 3 to his current age:
+\[ 18 + 3 = 21 \]
+So, her brother will be \(\boxed{21}\) years old in 3 years.','21',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(122,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+Let''s break it down:
+
+1. Kelly has 5 quarters. Since each quarter is worth 25 cents, the total value of the quarters is \(5 \times 25\) cents.
+2. Kelly has 2 dimes. Since each dime is worth 10 cents, the total value of the dimes is \(2 \times 10\) cents.
+3. The total amount of money Kelly has is the sum of the value of the quarters and the value of the dimes.
+4. The cost of the can of pop is 55 cents.
+5. The amount of money left after buying the can of pop is the total amount of money Kelly has minus the cost of the can of pop.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total amount of money Kelly has in cents
+quarters_value = 5 * 25
+dimes_value = 2 * 10
+total_money = quarters_value + dimes_value
+
+# Step 2: Calculate the amount of money left after buying the can of pop
+cost_of_pop = 55
+money_left = total_money - cost_of_pop
+
+print(money_left)
+```
+```output
+40
+```
+The amount of money Kelly will have left after buying the can of pop is \(\boxed{40}\) cents.','40',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(122,1,'To determine how many cents Kelly will have left after buying the can of pop, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+First, let''s find the total amount of money Kelly has in cents. She has 5 quarters and 2 dimes. Each quarter is worth 25 cents and each dime is worth 10 cents. Therefore, the total amount of money in cents is:
+
+\[
+5 \text{ quarters} \times 25 \text{ cents/quarter} + 2 \text{ dimes} \times 10 \text{ cents/dime} = 125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents}
+\]
+
+Next, we subtract the cost of the can of pop from the total amount of money Kelly has. The can of pop costs 55 cents. Therefore, the amount of money left is:
+
+\[
+145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents}
+\]
+
+So, the amount of money Kelly will have left is \boxed{90}.','90',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(122,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters.
+2. Calculate the total value of Kelly''s dimes.
+3. Add the values from steps 1 and 2 to get the total amount of money Kelly has.
+4. Subtract the cost of the can of pop from the total amount of money Kelly has to get the remaining amount.
+
+Let''s do this step by step using Python code.
+```python
+# Step 1: Calculate the total value of Kelly''s quarters
+quarters = 5
+value_of_quarters = quarters * 0.25
+
+# Step 2: Calculate the total value of Kelly''s dimes
+dimes = 2
+value_of_dimes = dimes * 0.10
+
+# Step 3: Add the values from steps 1 and 2 to get the total amount of money Kelly has
+total_money = value_of_quarters + value_of_dimes
+
+# Step 4: Subtract the cost of the can of pop from the total amount of money Kelly has to get the remaining amount
+cost_of_pop = 55
+remaining_money = total_money - cost_of_pop
+
+print(remaining_money)
+```
+```output
+2.0
+```
+After performing the calculations, we find that Kelly will have \(\boxed{2}\) cents left after buying the can of pop.','2',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(122,3,'To determine how many cents Kelly will have left after buying a can of pop, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters.
+2. Calculate the total value of Kelly''s dimes.
+3. Add the values of the quarters and dimes together.
+4. Subtract the cost of the pop from the total value of the quarters and dimes.
+
+Let''s start with the quarters:
+Kelly has 5 quarters, and each quarter is worth 25 cents.
+\[
+5 \text{ quarters} \times 25 \text{ cents/quarter} = 125 \text{ cents}
+\]
+
+Next, let''s calculate the dimes:
+Kelly has 2 dimes, and each dime is worth 10 cents.
+\[
+2 \text{ dimes} \times 10 \text{ cents/dime} = 20 \text{ cents}
+\]
+
+Now, we add the values of the quarters and dimes together:
+\[
+125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents}
+\]
+
+Finally, we subtract the cost of the pop from the total value of the quarters and dimes:
+\[
+145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents}
+\]
+
+So, the number of cents Kelly will have left is \boxed{90}.','90',1,'equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(123,0,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars the adults will get.
+3. Subtract the number of chocolate bars the adults will get from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars among the children.
+
+Let''s start with the first step:
+The total number of chocolate bars is the product of the number of packets and the number of chocolate bars per packet.
+\[
+8 \text{ packets} \times 5 \text{ chocolate bars per packet} = 40 \text{ chocolate bars}
+\]
+
+Next, we calculate how many chocolate bars the adults will get:
+Each adult gets 6 chocolate bars, and there are 4 adults.
+\[
+4 \text{ adults} \times 6 \text{ chocolate bars per adult} = 24 \text{ chocolate bars}
+\]
+
+Now, we subtract the number of chocolate bars the adults will get from the total to find out how many chocolate bars are left for the children:
+\[
+40 \text{ chocolate bars} - 24 \text{ chocolate bars} = 16 \text{ chocolate bars}
+\]
+
+Finally, we divide the remaining chocolate bars among the children:
+There are 8 children, and we need to divide 16 chocolate bars equally among them.
+\[
+16 \text{ chocolate bars} \div 8 \text{ children} = 2 \text{ chocolate bars per child}
+\]
+
+So, each child will get \boxed{2} chocolate bars.','2',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(123,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars are given to the adults.
+3. Subtract the number of chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s start with the first step. The total number of chocolate bars is the number of packets multiplied by the number of chocolate bars per packet:
+\[ 8 \text{ packets} \times 5 \text{ chocolate bars per packet} = 40 \text{ chocolate bars} \]
+
+Next, we calculate how many chocolate bars are given to the adults. Since each adult gets 6 chocolate bars and there are 4 adults, the total number of chocolate bars given to the adults is:
+\[ 4 \text{ adults} \times 6 \text{ chocolate bars per adult} = 24 \text{ chocolate bars} \]
+
+Now, we subtract the number of chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children:
+\[ 40 \text{ chocolate bars} - 24 \text{ chocolate bars} = 16 \text{ chocolate bars} \]
+
+Finally, we divide the remaining chocolate bars equally among the children. Since there are 8 children, each child will get:
+\[ \frac{16 \text{ chocolate bars}}{8 \text{ children}} = 2 \text{ chocolate bars per child} \]
+
+So, the number of chocolate bars each child will get is \(\boxed{2}\).','2',1,'equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(123,2,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult receives.
+3. Subtract the number of chocolate bars received by the adults from the total number of chocolate bars to find out how many are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s go through each step in detail:
+
+1. Calculate the total number of chocolate bars available:
+   - Each packet contains 5 chocolate bars.
+   - There are 8 packets.
+   - Therefore, the total number of chocolate bars is \(5 \times 8 = 40\).
+
+2. Determine the number of chocolate bars each adult receives:
+   - There are 4 adults.
+   - Each adult gets 6 chocolate bars.
+   - Therefore, the total number of chocolate bars received by the adults is \(4 \times 6 = 24\).
+
+3. Subtract the number of chocolate bars received by the adults from the total number of chocolate bars to find out how many are left for the children:
+   - The remaining number of chocolate bars is \(40 - 24 = 16\).
+
+4. Divide the remaining chocolate bars equally among the children:
+   - There are 8 children.
+   - Therefore, each child will get \(\frac{16}{8} = 2\) chocolate bars.
+
+So, the number of chocolate bars each child will get is \(\boxed{2}\).','2',1,'equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(123,3,'To determine how many chocolate bars each child will get, we can break the problem down step by step:
+
+1. Calculate the total number of chocolate bars.
+2. Determine how many chocolate bars the adults receive.
+3. Calculate the number of chocolate bars left after the adults have received their share.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s go through these steps in detail:
+
+1. **Calculate the total number of chocolate bars:**
+   There are 8 packets of chocolate bars, and each packet contains 5 chocolate bars.
+   \[
+   \text{Total chocolate bars} = 8 \times 5 = 40
+   \]
+
+2. **Determine how many chocolate bars the adults receive:**
+   There are 4 adults, and each adult gets 6 chocolate bars.
+   \[
+   \text{Chocolate bars for adults} = 4 \times 6 = 24
+   \]
+
+3. **Calculate the number of chocolate bars left after the adults have received their share:**
+   Subtract the number of chocolate bars the adults received from the total number of chocolate bars.
+   \[
+   \text{Chocolate bars left} = 40 - 24 = 16
+   \]
+
+4. **Divide the remaining chocolate bars equally among the children:**
+   There are 8 children, and the remaining 16 chocolate bars are to be shared equally among them.
+   \[
+   \text{Chocolate bars per child} = \frac{16}{8} = 2
+   \]
+
+Therefore, each child will get \(\boxed{2}\) chocolate bars.','2',1,'equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(124,0,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine how much time Peter wants to exercise on Tuesday.
+3. Subtract the time Peter already exercised on Tuesday from his goal to find out how much he has to exercise on Tuesday.
+
+**Step 1: Calculate the total time Peter exercised on Monday and Sunday combined.**
+
+On Monday, Peter exercised for 16 minutes.
+On Sunday, Peter exercised for 23 minutes.
+The total time for Monday and Sunday combined is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+**Step 2: Determine how much time Peter wants to exercise on Tuesday.**
+
+Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, the time he wants to exercise on Tuesday is:
+\[ 2 \times 39 = 78 \text{ minutes} \]
+
+**Step 3: Subtract the time Peter already exercised on Tuesday from his goal to find out how much he has to exercise on Tuesday.**
+
+Peter already exercised for 16 minutes on Tuesday. The time he has to exercise on Tuesday is:
+\[ 78 - 16 = 62 \text{ minutes} \]
+
+So, the number of minutes Peter has to exercise on Tuesday to reach his goal is \(\boxed{62}\).','62',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(124,1,'To determine how many minutes Peter needs to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. **Calculate the total time Peter exercised on Monday and Sunday combined:**
+   - On Monday, Peter exercised for 16 minutes.
+   - On Sunday, Peter exercised for 23 minutes.
+   - Therefore, the total time for Monday and Sunday is:
+     \[
+     16 \text{ minutes} + 23 \text{ minutes} = 40 \text{ minutes}
+     \]
+
+2. **Determine Peter''s goal for Tuesday:**
+   - Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+   - Since the total time for Monday and Sunday is 40 minutes, twice that amount is:
+     \[
+     2 \times 40 \text{ minutes} = 80 \text{ minutes}
+     \]
+
+3. **State the final answer:**
+   - Peter needs to exercise for \boxed{80} minutes on Tuesday to reach his goal.','80',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(124,2,'To determine how many minutes Peter has to exercise on Tuesday, we need to follow these steps:
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined.
+2. Multiply this total by 2 to find the amount of time he wants to exercise on Tuesday.
+
+Let''s start with the first step. On Monday, Peter exercised for 16 minutes. On Sunday, Peter exercised for 23 minutes. The total time he exercised on Monday and Sunday combined is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+Next, we need to find out how many minutes he has to exercise on Tuesday. According to the problem, he wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, we multiply 39 by 2:
+\[ 39 \times 2 = 78 \text{ minutes} \]
+
+So, the number of minutes Peter has to exercise on Tuesday is \(\boxed{78}\).','78',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(124,3,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the amount of time Peter wants to exercise on Tuesday by multiplying the combined time from Monday and Sunday by 2.
+3. Subtract the time Peter has already exercised on Sunday from his goal to find out how much he needs to exercise on Tuesday.
+
+Step 1: Calculate the total time Peter exercised on Monday and Sunday combined.
+On Monday, Peter exercised for 16 minutes.
+On Sunday, Peter exercised for 23 minutes.
+The combined time on Monday and Sunday is:
+\[ 16 + 23 = 39 \text{ minutes} \]
+
+Step 2: Determine the amount of time Peter wants to exercise on Tuesday.
+Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined. Therefore, we multiply 39 by 2:
+\[ 39 \times 2 = 78 \text{ minutes} \]
+
+Step 3: Subtract the time Peter has already exercised on Sunday from his goal to find out how much he needs to exercise on Tuesday.
+Peter has already exercised for 23 minutes on Sunday. The remaining time he needs to exercise on Tuesday is:
+\[ 78 - 23 = 55 \text{ minutes} \]
+
+Thus, the number of minutes Peter has to exercise on Tuesday to reach his goal is \(\boxed{55}\).','55',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(125,0,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning sales.
+3. Calculate the number of loaves sold equally in the afternoon and evening.
+4. Find the number of loaves sold in the afternoon.
+
+**Step 1: Calculate the number of loaves sold in the morning.**
+The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+\[
+\text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+\]
+
+**Step 2: Determine the number of loaves left after the morning sales.**
+Subtract the number of loaves sold in the morning from the total number of loaves produced.
+\[
+\text{Loaves left} = 60 - 40 = 20
+\]
+
+**Step 3: Calculate the number of loaves sold equally in the afternoon and evening.**
+Half of the remaining loaves is sold equally in the afternoon and evening.
+\[
+\text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+\]
+
+**Step 4: Find the number of loaves sold in the evening.**
+Since half of the loaves are sold equally in the afternoon and evening, the remaining half is sold in the evening.
+\[
+\text{Loaves sold in the evening} = 20 - 10 = 10
+\]
+
+Therefore, the number of loaves of bread sold in the afternoon is \boxed{10}.','10',1,'equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(125,1,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate how many loaves are sold in the morning.
+2. Determine how many loaves are left after the morning sale.
+3. Calculate how many loaves are sold in the afternoon and evening.
+
+Step 1: Calculate how many loaves are sold in the morning.
+The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+\[
+\text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+\]
+
+Step 2: Determine how many loaves are left after the morning sale.
+Subtract the number of loaves sold in the morning from the total number of loaves produced.
+\[
+\text{Loaves left} = 60 - 40 = 20
+\]
+
+Step 3: Calculate how many loaves are sold in the afternoon and evening.
+Half of the remaining loaves is sold equally in the afternoon and evening.
+\[
+\text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+\]
+
+Thus, the number of loaves of bread sold in the afternoon is \boxed{10}.','10',1,'equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(125,2,'To determine how many loaves of bread are sold in the afternoon, we need to follow a step-by-step approach.
+
+1. **Calculate the number of loaves sold in the morning:**
+   The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning.
+   \[
+   \text{Loaves sold in the morning} = \frac{2}{3} \times 60 = 40
+   \]
+
+2. **Calculate the number of loaves left after the morning sale:**
+   The number of loaves left after the morning sale is:
+   \[
+   \text{Loaves left} = 60 - 40 = 20
+   \]
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   Half of the loaves left in the afternoon are sold equally in the afternoon and evening. Therefore, half of the loaves left after the morning sale are sold in the afternoon.
+   \[
+   \text{Loaves sold in the afternoon} = \frac{1}{2} \times 20 = 10
+   \]
+
+So, the number of loaves of bread sold in the afternoon is \boxed{10}.','10',1,'equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(125,3,'To solve this problem, we need to follow these steps:
+
+1. Determine how many loaves of bread are sold in the morning.
+2. Calculate the number of loaves remaining after the morning sales.
+3. Determine how many loaves are sold equally in the afternoon and evening.
+4. Calculate the number of loaves sold in the afternoon.
+
+Let''s break this down and implement it in Python using sympy.
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the number of loaves sold in the morning
+total_loaves = 60
+morning_sales = sp.Rational(2, 3) * total_loaves
+
+# Step 2: Calculate the number of loaves remaining after the morning sales
+remaining_after_morning = total_loaves - morning_sales
+
+# Step 3: Calculate the number of loaves sold equally in the afternoon and evening
+evening_sales = remaining_after_morning / 2
+
+# Step 4: Calculate the number of loaves sold in the afternoon
+print(evening_sales)
+```
+```output
+10
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628843431535100937e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',118,5.03091912249299639354e+03,5.03091783752599440047e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79628983965686035151e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',125,6.43626047533500241122e+03,6.43625919093399716068e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -9247,5 +10690,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-206',0,118,'86',0.5,0,4,1,113.0,31.0,363.25,0.0,7.93930376577500283028e+01,1.57837309367035815432e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-206',0,118,'86',0.5,0,6,1,113.0,31.0,726.5,0.0,1.58786075315500056605e+02,2.86606321444690527351e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-206',0,118,'860',1.0,1,1,0,113.0,31.0,1453.0,0.0,3.17572150631000113215e+02,5441443456000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-255',0,119,'32',0.25,0,4,1,85.0,30.0,324.25,0.0,2.44541003816000738872e+02,1.34393331531360937498e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-255',0,119,'80',0.25,0,6,1,85.0,30.0,648.5,0.0,4.89082007632001477745e+02,2.49296529287573974615e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-255',0,119,'32',0.25,0,1,0,85.0,30.0,1297.0,0.0,978.164015264003,4791029248000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-266',0,120,'618000',0.0,0,4,1,117.0,30.0,360.75,0.0,2.42832306915499430022e+02,1.58722182738823535154e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-266',0,120,'618000',0.0,0,6,1,117.0,30.0,721.5,0.0,4.85664613830998860045e+02,2.86603874359215722664e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-266',0,120,'128000',0.0,0,1,0,117.0,30.0,1443.0,0.0,9.71329227661997720091e+02,5423672576000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-285',0,121,'21',0.75,1,4,1,61.0,30.0,202.25,0.0,2.07410259662501630364e+01,8.25063877942857177693e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-285',0,121,'21',0.75,1,6,1,61.0,30.0,404.5,0.0,4.14820519325003260729e+01,1.54047296396190478515e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-285',0,121,'21',1.0,1,1,0,61.0,30.0,809.0,0.0,8.29641038650006521458e+01,2971291136000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-286',0,122,'40',0.5,0,4,1,67.0,30.0,298.5,0.0,5.64033305852499324819e+01,1.18855138984240454098e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-286',0,122,'90',0.5,1,6,1,67.0,30.0,597.0,0.0,1.12806661170499864963e+02,2.24602557722826953116e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-286',0,122,'90',1.0,1,1,0,67.0,30.0,1194.0,0.0,2.25613322340999729927e+02,4360973952000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-291',0,123,'2',1.0,1,4,1,86.0,30.0,337.25,0.0,4.72166101087495917445e+01,1393700552677.58);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-291',0,123,'2',1.0,1,6,1,86.0,30.0,674.5,0.0,9.44332202174991834891e+01,2.5889338937850532227e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-291',0,123,'2',1.0,1,1,0,86.0,30.0,1349.0,0.0,1.88866440434998366986e+02,4979400576000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-300',0,124,'62',0.25,0,4,1,91.0,30.0,263.0,0.0,4.09953103879997797758e+01,1.14741446865768188475e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-300',0,124,'80',0.25,0,6,1,91.0,30.0,526.0,0.0,8.19906207759995595517e+01,2.07880337377178808604e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-300',0,124,'62',0.25,0,1,0,91.0,30.0,1052.0,0.0,1.63981241551999119103e+02,3941581184000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-306',0,125,'10',1.0,1,4,1,86.0,31.0,289.75,0.0,44.0026769092492,1.22126493654036254881e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-306',0,125,'10',1.0,1,6,1,86.0,31.0,579.5,0.0,88.0053538184984,2.24769427769357519534e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-306',0,125,'10',1.0,1,1,0,86.0,31.0,1159.0,0.0,1.76010707636996812652e+02,4300552960000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
