@@ -5848,6 +5848,661 @@ d = 56
 \]
 
 Therefore, the number of dromedaries is \(\boxed{56}\).','stop',343,88,31,2.99171366446005748684e+01,1483868480000.0,NULL);
+INSERT INTO "chains" VALUES(132,0,0,'cecab9a255374702e8b954d7533a2291bef1bbcb84c8a057325a3d884b15d202',0,'To determine by how many points Joey is winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s points. Joey initially has 214 points and scores 26 points. Therefore, his new total points are:
+\[ 214 + 26 = 240 \]
+
+Next, let''s calculate Marcy''s points. Marcy initially has 225 points and scores 10 points. Therefore, her new total points are:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+
+So, Joey is winning by \(\boxed{5}\) points.','stop',215,84,30,1.63198217520971127218e+01,817460480000.0,NULL);
+INSERT INTO "chains" VALUES(132,0,1,'cecab9a255374702e8b954d7533a2291bef1bbcb84c8a057325a3d884b15d202',1,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new score after scoring 26 points.
+2. Subtract Joey''s new score from Marcy''s original score.
+
+Let''s start with the first step. Joey''s original score is 214 points. After scoring 26 points, his new score is:
+\[ 214 + 26 = 240 \]
+
+Now, we move to the second step. Marcy''s original score is 225 points. To find out how many points Joey is winning, we subtract his new score from Marcy''s original score:
+\[ 225 - 240 = -15 \]
+
+Since Joey is now losing, we take the absolute value of the difference to determine how many points Joey is behind Marcy. Therefore, Joey is now losing by 15 points.
+
+The final answer is:
+\[
+\boxed{15}
+\]','stop',205,84,30,1.63198217520971127218e+01,817460480000.0,NULL);
+INSERT INTO "chains" VALUES(132,0,2,'cecab9a255374702e8b954d7533a2291bef1bbcb84c8a057325a3d884b15d202',2,'To determine by how many points Joey is winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s calculation:
+Joey''s initial points are 214. After scoring 26 points, his new total points are:
+\[ 214 + 26 = 240 \]
+
+Next, we calculate Marcy''s new total points:
+Marcy''s initial points are 225. After scoring 10 points, her new total points are:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+
+Therefore, Joey is winning by \(\boxed{5}\) points.','stop',217,84,30,1.63198217520971127218e+01,817460480000.0,NULL);
+INSERT INTO "chains" VALUES(132,0,3,'cecab9a255374702e8b954d7533a2291bef1bbcb84c8a057325a3d884b15d202',3,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s total points:
+Joey originally has 214 points. He scores 26 points.
+\[ 214 + 26 = 240 \]
+So, Joey''s new total points are 240.
+
+Next, let''s calculate Marcy''s total points:
+Marcy originally has 225 points. She scores 10 points.
+\[ 225 + 10 = 235 \]
+So, Marcy''s new total points are 235.
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+Therefore, Joey is now winning by \(\boxed{5}\) points.','stop',233,84,30,1.63198217520971127218e+01,817460480000.0,NULL);
+INSERT INTO "chains" VALUES(133,0,0,'3c8ce4c50a4775a980637bdea22d2691d984944f49b796908a707a9b5886c3d6',0,'To determine how many apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the daily total number of apples they eat together.
+2. Multiply the daily total by the number of days they eat apples.
+
+First, let''s find out how many apples Marin and Nancy eat together each day. Since each eats 4 apples a day, we add their individual daily consumption:
+\[ 4 \text{ apples/day} + 4 \text{ apples/day} = 8 \text{ apples/day} \]
+
+Next, we need to find out how many apples they eat in 30 days. We do this by multiplying the daily total by 30:
+\[ 8 \text{ apples/day} \times 30 \text{ days} = 240 \text{ apples} \]
+
+Therefore, the total number of apples they eat in 30 days is \(\boxed{240}\).','stop',199,61,30,1.57137686448553175471e+01,773921824000.0,NULL);
+INSERT INTO "chains" VALUES(133,0,1,'3c8ce4c50a4775a980637bdea22d2691d984944f49b796908a707a9b5886c3d6',1,'To determine how many apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the total number of apples Marin eats in a day.
+2. Calculate the total number of apples Nancy eats in a day.
+3. Add the number of apples Marin eats in a day to the number of apples Nancy eats in a day.
+4. Multiply the total number of apples they eat in a day by 30 to find out how many apples they eat in 30 days.
+
+Step 1: Marin eats 4 apples a day.
+Step 2: Nancy eats 4 apples a day.
+Step 3: The total number of apples Marin and Nancy eat in a day is \(4 + 4 = 8\) apples.
+Step 4: To find out how many apples they eat in 30 days, we multiply the total number of apples they eat in a day by 30: \(8 \times 30 = 240\).
+
+Therefore, the total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','stop',232,61,30,1.57137686448553175471e+01,773921824000.0,NULL);
+INSERT INTO "chains" VALUES(133,0,2,'3c8ce4c50a4775a980637bdea22d2691d984944f49b796908a707a9b5886c3d6',2,'To determine the total number of apples Marin and Nancy eat in 30 days, we can break down the problem step by step.
+
+1. Calculate the number of apples Marin eats in one day:
+   Marin eats 4 apples a day.
+
+2. Calculate the number of apples Nancy eats in one day:
+   Nancy eats 4 apples a day.
+
+3. Add the number of apples Marin eats in one day to the number of apples Nancy eats in one day to find the total number of apples they eat in one day:
+   \[
+   4 + 4 = 8
+   \]
+
+4. Calculate the total number of apples they eat in 30 days by multiplying the number of apples they eat in one day by the number of days:
+   \[
+   8 \times 30 = 240
+   \]
+
+Therefore, the total number of apples Marin and Nancy eat in 30 days is \boxed{240}.','stop',199,61,30,1.57137686448553175471e+01,773921824000.0,NULL);
+INSERT INTO "chains" VALUES(133,0,3,'3c8ce4c50a4775a980637bdea22d2691d984944f49b796908a707a9b5886c3d6',3,'To solve this problem, we can break it down into smaller steps:
+
+1. Calculate the number of apples Marin eats in 30 days.
+2. Calculate the number of apples Nancy eats in 30 days.
+3. Sum the number of apples eaten by Marin and Nancy.
+
+Since both Marin and Nancy eat 4 apples a day, we can use the formula:
+
+\[ \text{Total apples} = (\text{Apples per day}) \times (\text{Number of days}) \]
+
+Here, the apples per day are 4 and the number of days is 30. Let''s calculate this using Python code.
+```python
+# Constants
+apples_per_day = 4
+number_of_days = 30
+
+# Total apples eaten by Marin and Nancy
+total_apples = apples_per_day * number_of_days
+print(total_apples)
+```
+```output
+120
+```
+The total number of apples eaten by Marin and Nancy in 30 days is \(\boxed{120}\).','stop',214,61,30,1.57137686448553175471e+01,773921824000.0,NULL);
+INSERT INTO "chains" VALUES(134,0,0,'bc09c200f4804e6e942d8465e298621f2f75b5b0b75b2c0c45f776aeddd131a8',0,'To determine the number of girl Pomeranians Jana has, we can break down the problem step by step.
+
+1. **Calculate the number of Pomeranians:**
+   Jana has 27 puppies in total. Since two thirds of these puppies are Pomeranians, we can find the number of Pomeranians by multiplying 27 by \(\frac{2}{3}\).
+   \[
+   \text{Number of Pomeranians} = 27 \times \frac{2}{3} = 18
+   \]
+
+2. **Calculate the number of girl Pomeranians:**
+   One third of the Pomeranians are girls. Therefore, we can find the number of girl Pomeranians by multiplying 18 by \(\frac{1}{3}\).
+   \[
+   \text{Number of girl Pomeranians} = 18 \times \frac{1}{3} = 6
+   \]
+
+Thus, the number of girl Pomeranians Jana has is \(\boxed{6}\).','stop',231,79,30,1.80094399896771761859e+01,916977408000.0,NULL);
+INSERT INTO "chains" VALUES(134,0,1,'bc09c200f4804e6e942d8465e298621f2f75b5b0b75b2c0c45f776aeddd131a8',1,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Jana has 27 puppies in total.
+2. Two thirds of these puppies are Pomeranians. So, the number of Pomeranians is \(\frac{2}{3} \times 27\).
+3. One third of the Pomeranians are girls. So, the number of girl Pomeranians is \(\frac{1}{3} \times \text{(number of Pomeranians)}\).
+
+Let''s calculate this using Python.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = (2/3) * total_puppies
+
+# Number of girl Pomeranians
+girl_pomeranians = (1/3) * pomeranians
+
+print(girl_pomeranians)
+```
+```output
+18.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{18}\).','stop',227,79,30,1.80094399896771761859e+01,916977408000.0,NULL);
+INSERT INTO "chains" VALUES(134,0,2,'bc09c200f4804e6e942d8465e298621f2f75b5b0b75b2c0c45f776aeddd131a8',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians Jana has.
+2. Determine how many of the Pomeranians are girls.
+
+Let''s start by calculating the number of Pomeranians. Since two thirds of Jana''s puppies are Pomeranians, we can calculate this as follows:
+
+\[ \text{Number of Pomeranians} = \frac{2}{3} \times 27 \]
+
+Next, we know that one third of the Pomeranians are girls. Therefore, the number of girl Pomeranians can be calculated as follows:
+
+\[ \text{Number of girl Pomeranians} = \frac{1}{3} \times \text{Number of Pomeranians} \]
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians (two thirds of total puppies)
+pomeranians = (2/3) * total_puppies
+
+# Calculate the number of girl Pomeranians (one third of the Pomeranians)
+girl_pomeranians = (1/3) * pomeranians
+
+print(girl_pomeranians)
+```
+```output
+9.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{9}\).','stop',302,79,30,1.80094399896771761859e+01,916977408000.0,NULL);
+INSERT INTO "chains" VALUES(134,0,3,'bc09c200f4804e6e942d8465e298621f2f75b5b0b75b2c0c45f776aeddd131a8',3,'To solve the problem, let''s break it down step by step:
+
+1. Calculate the number of Pomeranians Jana has.
+2. Calculate the number of girl Pomeranians Jana has.
+
+We know that two thirds of Jana''s puppies are Pomeranians. Since Jana has 27 puppies, we can find the number of Pomeranians by calculating \( \frac{27}{3} \). After that, we can find the number of girl Pomeranians by calculating one third of the number of Pomeranians. 
+
+Let''s do this step by step using Python code.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = total_puppies // 3
+
+# Number of girl Pomeranians
+girl_pomeranians = pomeranians // 3
+
+print(girl_pomeranians)
+```
+```output
+3
+```
+The number of girl Pomeranians Jana has is \(\boxed{3}\).','stop',227,79,30,1.80094399896771761859e+01,916977408000.0,NULL);
+INSERT INTO "chains" VALUES(135,0,0,'5ecf82f8cbff7a8c39fde3645cc14b1ca3b26c1c753f2846fc7df746090a8259',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the number of walks per day:**
+   Charisma walks for 5 minutes every hour she is at work.
+   \[
+   \text{Number of walks per day} = 5 \text{ minutes/hour} \times 8 \text{ hours/day} = 40 \text{ walks/day}
+   \]
+
+2. **Calculate the total number of walks over 5 days:**
+   Charisma works 5 days a week, so we need to multiply the number of walks per day by 5.
+   \[
+   \text{Total number of walks in 5 days} = 40 \text{ walks/day} \times 5 \text{ days} = 200 \text{ walks}
+   \]
+
+3. **Calculate the total walking time:**
+   Each walk takes 5 minutes, so we multiply the total number of walks by 5.
+   \[
+   \text{Total walking time} = 200 \text{ walks} \times 5 \text{ minutes/walk} = 1000 \text{ minutes}
+   \]
+
+Therefore, the total number of minutes Charisma has walked after 5 days at the office is \(\boxed{1000}\).','stop',295,85,30,1.9378908284631840786e+01,939191008000.0,NULL);
+INSERT INTO "chains" VALUES(135,0,1,'5ecf82f8cbff7a8c39fde3645cc14b1ca3b26c1c753f2846fc7df746090a8259',1,'To determine how many minutes Charisma has walked after 5 days, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of minutes Charisma walks during these hours.
+
+First, we know that Charisma works for 8 hours every day. Therefore, over 5 days, the total number of hours she works is:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we need to calculate the total number of minutes Charisma walks in these 40 hours. Since Charisma walks for 5 minutes every hour, the total number of minutes she walks is:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+Thus, the total number of minutes Charisma has walked after 5 days is \(\boxed{200}\).','stop',211,85,30,1.9378908284631840786e+01,939191008000.0,NULL);
+INSERT INTO "chains" VALUES(135,0,2,'5ecf82f8cbff7a8c39fde3645cc14b1ca3b26c1c753f2846fc7df746090a8259',2,'To determine how many minutes Charisma has walked after 5 days at work, we can break the problem into a few steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Calculate the total number of 5-minute breaks she takes in 5 days.
+3. Sum the total hours worked and the total number of 5-minute breaks to get the total number of minutes walked.
+
+Let''s solve this step-by-step using Python.
+```python
+# Step 1: Calculate the total number of hours Charisma works in 5 days
+hours_per_day = 8
+days = 5
+total_hours_worked = hours_per_day * days
+
+# Step 2: Calculate the total number of 5-minute breaks she takes in 5 days
+breaks_per_hour = 5
+total_breaks = breaks_per_hour * days
+
+# Step 3: Sum the total hours worked and the total number of 5-minute breaks to get the total number of minutes walked
+total_minutes_walked = total_hours_worked + total_breaks
+print(total_minutes_walked)
+```
+```output
+70
+```
+Charisma has walked for \(\boxed{70}\) minutes after 5 days at the office.','stop',260,85,30,1.9378908284631840786e+01,939191008000.0,NULL);
+INSERT INTO "chains" VALUES(135,0,3,'5ecf82f8cbff7a8c39fde3645cc14b1ca3b26c1c753f2846fc7df746090a8259',3,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of 5-minute intervals she walks in 5 days.
+3. Convert the total number of 5-minute intervals into minutes.
+
+Step 1: Calculate the total number of hours Charisma works in 5 days.
+Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Step 2: Determine the total number of 5-minute intervals she walks in 5 days.
+Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+So, the total number of minutes Charisma has walked after 5 days is \(\boxed{200}\).','stop',240,85,30,1.9378908284631840786e+01,939191008000.0,NULL);
+INSERT INTO "chains" VALUES(136,0,0,'8474ac1064dbf2a925fa89e2c0b2e194bbe7b09ca64da956ca501c9a3ca435d1',0,'To determine how much money Julie had left after her expenditures, we will follow these steps:
+
+1. Calculate the amount spent on clothes.
+2. Subtract the amount spent on clothes from the original amount to find the remaining money.
+3. Calculate the amount spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount left.
+
+Let''s start with the first step:
+
+1. **Calculate the amount spent on clothes:**
+   Julie spent 20% of her original $500 on clothes.
+   \[
+   \text{Amount spent on clothes} = 0.20 \times 500 = 100
+   \]
+   So, after buying clothes, she has:
+   \[
+   500 - 100 = 400
+   \]
+   dollars left.
+
+2. **Calculate the amount spent on CDs:**
+   Julie spent 25% of the remaining $400 on CDs.
+   \[
+   \text{Amount spent on CDs} = 0.25 \times 400 = 100
+   \]
+   So, after buying CDs, she has:
+   \[
+   400 - 100 = 300
+   \]
+   dollars left.
+
+Therefore, the amount of money Julie had left is \(\boxed{300}\).','stop',299,74,30,22.1638342159434,1099128928000.0,NULL);
+INSERT INTO "chains" VALUES(136,0,1,'8474ac1064dbf2a925fa89e2c0b2e194bbe7b09ca64da956ca501c9a3ca435d1',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount of money Julie spent on clothes.
+2. Subtract the amount spent on clothes from the original amount to get the remaining money.
+3. Calculate the amount of money Julie spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to get the final amount of money Julie has left.
+
+Let''s break this down and solve it step by step using Python code.
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate the amount spent on clothes (20% of initial_amount)
+amount_spent_on_clothes = initial_amount * 0.20
+
+# Step 2: Calculate the remaining money after spending on clothes
+remaining_money_after_clothes = initial_amount - amount_spent_on_clothes
+
+# Step 3: Calculate the amount spent on CDs (25% of remaining money)
+amount_spent_on_cds = remaining_money_after_clothes * 0.25
+
+# Step 4: Calculate the final amount of money Julie has left
+final_amount_left = remaining_money_after_clothes - amount_spent_on_cds
+
+print(final_amount_left)
+```
+```output
+180.0
+```
+After performing the calculations, we find that the amount of money Julie has left is \(\boxed{180}\).','stop',299,74,30,22.1638342159434,1099128928000.0,NULL);
+INSERT INTO "chains" VALUES(136,0,2,'8474ac1064dbf2a925fa89e2c0b2e194bbe7b09ca64da956ca501c9a3ca435d1',2,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we calculate how much Julie spent on clothes, which is 20% of $500.
+2. We then subtract the amount spent on clothes from the initial amount to get the remaining money.
+3. Finally, we calculate how much Julie spent on CDs, which is 25% of the remaining money.
+4. We subtract the amount spent on CDs from the remaining money to get the final amount of money Julie has left.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial amount of money
+initial_amount = 500
+
+# Amount spent on clothes
+spent_on_clothes = initial_amount * 0.20
+
+# Remaining money after buying clothes
+remaining_after_clothes = initial_amount - spent_on_clothes
+
+# Amount spent on CDs
+spent_on_cds = remaining_after_clothes * 0.25
+
+# Remaining money after buying CDs
+final_amount = remaining_after_clothes - spent_on_cds
+
+print(final_amount)
+```
+```output
+150.0
+```
+After performing the calculations, we find that the amount of money Julie has left is \(\boxed{150}\).','stop',263,74,30,22.1638342159434,1099128928000.0,NULL);
+INSERT INTO "chains" VALUES(136,0,3,'8474ac1064dbf2a925fa89e2c0b2e194bbe7b09ca64da956ca501c9a3ca435d1',3,'Let''s solve the problem step by step:
+
+1. First, we need to calculate how much money Julie spent on clothes. Since she spent 20% of her initial $500 on clothes, the amount spent on clothes is \(0.20 \times 500\).
+2. Next, we need to find out how much money Julie had left after buying clothes. This is the initial amount minus the amount spent on clothes.
+3. Finally, we need to calculate how much money Julie spent on CDs. Since she spent 25% of the remaining money on CDs, the amount spent on CDs is \(0.25 \times \text{remaining money after clothes}\).
+4. Finally, we need to find out how much money Julie had left after buying CDs. This is the remaining money after clothes minus the amount spent on CDs.
+
+Let''s implement this in Python to find the final amount of money Julie had left.
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Amount spent on clothes
+amount_on_clothes = 0.20 * initial_amount
+
+# Remaining money after buying clothes
+remaining_after_clothes = initial_amount - amount_on_clothes
+
+# Amount spent on CDs
+amount_on_cds = 0.25 * remaining_after_clothes
+
+# Remaining money after buying CDs
+final_amount = remaining_after_clothes - amount_on_cds
+
+print(final_amount)
+```
+```output
+100.0
+```
+The final amount of money Julie had left is \(\boxed{100}\).','stop',336,74,30,22.1638342159434,1099128928000.0,NULL);
+INSERT INTO "chains" VALUES(137,0,0,'9cff2adaefdddd43e934cfee86d2c4a3fcd2dfc89656527b0b8b77d0a541ea31',0,'To determine the number of guests necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for the number of guests \( n \) where these costs are equal.
+
+**First Venue Cost:**
+- Flat fee: $200
+- Cost per person: $25
+- Food cost per person: $5
+- Total cost = Flat fee + Cost per person + Food cost per person
+- Total cost = $200 + $25n + $5n = $200 + 30n
+
+**Second Venue Cost:**
+- Flat fee: $0 (since food is included in the price)
+- Cost per person: $25
+- Total cost = Cost per person
+- Total cost = $25n
+
+We need to find the number of guests \( n \) such that the total cost at the first venue equals the total cost at the second venue:
+\[ 200 + 30n = 25n \]
+
+Next, we solve for \( n \) by isolating \( n \) on one side of the equation:
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, we need to re-evaluate the problem. It seems there was an error in the interpretation or the setup of the problem. Let''s recheck the total cost equations and ensure they are correct.
+
+For the first venue:
+\[ \text{Total cost} = 200 + 30n \]
+
+For the second venue:
+\[ \text{Total cost} = 25n \]
+
+Setting them equal:
+\[ 200 + 30n = 25n \]
+
+Solving for \( n \):
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, we need to re-evaluate the problem. It seems there was an error in the interpretation or the setup of the problem. Let''s recheck the total cost equations and ensure they are correct.
+
+For','length',512,143,30,2.907534041287872384e+01,1505193536000.0,NULL);
+INSERT INTO "chains" VALUES(137,0,1,'9cff2adaefdddd43e934cfee86d2c4a3fcd2dfc89656527b0b8b77d0a541ea31',1,'To determine how many guests are necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for \( n \), the number of guests.
+
+First, let''s calculate the total cost at the first venue:
+- The flat fee is $200.
+- The cost per person is $25.
+- The cost for food per person is $5.
+- Therefore, the total cost per person at the first venue is \( 25 + 5 = 30 \) dollars.
+- If \( n \) guests attend, the total cost at the first venue is \( 200 + 30n \) dollars.
+
+Next, let''s calculate the total cost at the second venue:
+- The cost per person is $25.
+- The food for each guest is already included in the price, so the total cost per person at the second venue is $25 dollars.
+- Therefore, if \( n \) guests attend, the total cost at the second venue is \( 25n \) dollars.
+
+To find the number of guests \( n \) for which the two venues have equal costs, we set the total cost at the first venue equal to the total cost at the second venue:
+\[ 200 + 30n = 25n \]
+
+Now, we solve for \( n \):
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, there is no number of guests that makes the two venues equal in cost. Therefore, the answer is \(\boxed{\text{No solution}}\).','stop',382,143,30,2.907534041287872384e+01,1505193536000.0,NULL);
+INSERT INTO "chains" VALUES(137,0,2,'9cff2adaefdddd43e934cfee86d2c4a3fcd2dfc89656527b0b8b77d0a541ea31',2,'To determine how many guests are necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for the number of guests.
+
+**Step 1: Calculate the total cost at the first venue.**
+The first venue charges a flat fee of $200 plus $5 for each guest. Let \( n \) be the number of guests. The total cost at the first venue is:
+\[
+200 + 5n
+\]
+
+**Step 2: Calculate the total cost at the second venue.**
+The second venue charges $25 per person, but food for each guest is already included in the price. Therefore, the total cost at the second venue is:
+\[
+25n
+\]
+
+**Step 3: Set the total costs equal to each other.**
+To find the number of guests \( n \) for which the two venues have the same cost, we set the two equations equal to each other:
+\[
+200 + 5n = 25n
+\]
+
+**Step 4: Solve for \( n \).**
+First, subtract \( 5n \) from both sides of the equation:
+\[
+200 = 20n
+\]
+Next, divide both sides by 20:
+\[
+n = 10
+\]
+
+**Conclusion:**
+The number of guests necessary for the two venues to be equal in cost is \(\boxed{10}\).','stop',312,143,30,2.907534041287872384e+01,1505193536000.0,NULL);
+INSERT INTO "chains" VALUES(137,0,3,'9cff2adaefdddd43e934cfee86d2c4a3fcd2dfc89656527b0b8b77d0a541ea31',3,'To determine at what number of guests the two venues will be equal in cost, we need to set up equations for the total cost of each venue and then solve for the number of guests.
+
+First, let''s define the variables:
+- Let \( n \) be the number of guests attending the surprise party.
+
+For the first venue, the total cost consists of a flat fee of $200 plus $5 for each guest attending, plus $25 per guest for food. Therefore, the total cost \( C_1 \) for the first venue is:
+\[
+C_1 = 200 + 5n + 25n = 200 + 30n
+\]
+
+For the second venue, the total cost includes only the $25 per guest charge. Therefore, the total cost \( C_2 \) for the second venue is:
+\[
+C_2 = 25n
+\]
+
+We need to find the number of guests \( n \) for which the two venues have equal costs:
+\[
+C_1 = C_2
+\]
+Substituting the expressions for \( C_1 \) and \( C_2 \), we get:
+\[
+200 + 30n = 25n
+\]
+
+Next, we solve for \( n \). First, we isolate the terms involving \( n \) by subtracting \( 25n \) from both sides of the equation:
+\[
+200 = 5n
+\]
+
+Then, we solve for \( n \) by dividing both sides by 5:
+\[
+n = \frac{200}{5} = 40
+\]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','stop',379,143,30,2.907534041287872384e+01,1505193536000.0,NULL);
+INSERT INTO "chains" VALUES(138,0,0,'49189114e18d1a18fa342bdd453d47623225c8fdcd085fc40ede327ed8fc5564',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout schedule into manageable parts and then sum them up.
+
+1. **Calculate the hours spent working out each week for the first 6 weeks:**
+   Since Josh spent 4 hours working out every week except for two weeks, the hours spent each of those two weeks is:
+   \[
+   4 \text{ hours/week} - 5 \text{ hours} = -1 \text{ hour/week}
+   \]
+   However, since he can''t spend negative hours, we interpret this as he did not spend any hours working out in those two weeks, so the total hours spent in those two weeks is:
+   \[
+   0 \text{ hours}
+   \]
+   Therefore, the total hours spent working out in the first 6 weeks is:
+   \[
+   4 \text{ hours/week} \times 6 \text{ weeks} + 0 \text{ hours} = 24 \text{ hours}
+   \]
+
+2. **Calculate the hours spent working out in the next two weeks:**
+   Josh spent 5 hours each for two consecutive weeks, so the total hours spent in these two weeks is:
+   \[
+   5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+   \]
+
+3. **Calculate the hours spent working out in the last two weeks:**
+   Josh spent 6 hours in one week, so the total hours spent in these two weeks is:
+   \[
+   6 \text{ hours}
+   \]
+
+4. **Sum the hours spent working out across all 8 weeks:**
+   The total hours spent working out in the first 6 weeks is 24 hours, in the next two weeks is 10 hours, and in the last two weeks is 6 hours. Adding these together gives:
+   \[
+   24 \text{ hours} + 10 \text{ hours} + 6 \text{ hours} = 40 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{40}\).','stop',480,108,30,2.92518038895669612031e+01,1479425760000.0,NULL);
+INSERT INTO "chains" VALUES(138,0,1,'49189114e18d1a18fa342bdd453d47623225c8fdcd085fc40ede327ed8fc5564',1,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to account for the time he spent working out each week, except for the two weeks where he spent additional time. Here are the steps to solve the problem:
+
+1. Calculate the total number of hours Josh spent working out in the 8 weeks.
+2. Subtract the time he spent working out on the two weeks.
+
+First, let''s find out how much time Josh spent working out in the 6 weeks. Since the time he spent working out each week for these 6 weeks is not specified, we can''t add it directly. However, we know he spent 5 hours each for two consecutive weeks. Therefore, the total time spent in these two weeks is:
+\[ 5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours} \]
+
+Next, we need to find out how much time Josh spent working out in the remaining 2 weeks. Since the time he spent working out each week for these 2 weeks is not specified, we can''t add it directly. However, we know he spent 6 hours in one week. Therefore, the total time spent in these 2 weeks is:
+\[ 6 \text{ hours/week} \times 2 \text{ weeks} = 12 \text{ hours} \]
+
+Now, we add the time spent working out in the 6 weeks and the time spent working out in the 2 weeks to get the total number of hours Josh has spent working out across the 8 weeks:
+\[ 4 \text{ hours/week} \times 8 \text{ weeks} + 10 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} + 10 \text{ hours} + 12 \text{ hours} = 54 \text{ hours} \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{54}\).','stop',432,108,30,2.92518038895669612031e+01,1479425760000.0,NULL);
+INSERT INTO "chains" VALUES(138,0,2,'49189114e18d1a18fa342bdd453d47623225c8fdcd085fc40ede327ed8fc5564',2,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down the information given and sum the hours accordingly.
+
+1. **Calculate the total hours spent working out in the weeks where Josh worked out every week:**
+   Josh worked out every week for 8 weeks, which means he worked out for 8 hours each week.
+   \[
+   8 \text{ weeks} \times 8 \text{ hours/week} = 64 \text{ hours}
+   \]
+
+2. **Calculate the total hours spent working out in the weeks where Josh worked out for two consecutive weeks:**
+   Josh spent 5 hours each for two consecutive weeks.
+   \[
+   2 \text{ weeks} \times 5 \text{ hours/week} = 10 \text{ hours}
+   \]
+
+3. **Calculate the total hours spent working out in the weeks where Josh worked out for one week:**
+   Josh spent 6 hours in one week.
+   \[
+   1 \text{ week} \times 6 \text{ hours/week} = 6 \text{ hours}
+   \]
+
+4. **Sum the hours from all the weeks:**
+   Add the hours from the weeks where Josh worked out every week, the weeks where he worked out for two consecutive weeks, and the week where he worked out for one week.
+   \[
+   64 \text{ hours} + 10 \text{ hours} + 6 \text{ hours} = 80 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{80}\).','stop',360,108,30,2.92518038895669612031e+01,1479425760000.0,NULL);
+INSERT INTO "chains" VALUES(138,0,3,'49189114e18d1a18fa342bdd453d47623225c8fdcd085fc40ede327ed8fc5564',3,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout time into the known intervals and add the unknown intervals.
+
+First, let''s calculate the total number of hours Josh spent working out in the 8 weeks excluding the two consecutive weeks when he spent 5 hours each:
+
+1. Josh worked out 4 hours every week for 6 weeks.
+2. Josh worked out 6 hours in one week for 2 weeks.
+3. Therefore, the total number of hours spent working out in the 8 weeks excluding the two consecutive weeks is:
+   \[
+   4 \text{ hours/week} \times 6 \text{ weeks} + 6 \text{ hours/week} \times 2 \text{ weeks} = 24 \text{ hours} + 12 \text{ hours} = 36 \text{ hours}
+   \]
+
+Next, we need to add the two unknown intervals of 5 hours each. However, since these intervals are not explicitly stated, we assume they are part of the 8 weeks. If we assume they are part of the 8 weeks, then we add them to the 36 hours already calculated:
+
+\[
+36 \text{ hours} + 5 \text{ hours} + 5 \text{ hours} = 46 \text{ hours}
+\]
+
+Thus, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{46}\).','stop',319,108,30,2.92518038895669612031e+01,1479425760000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -5990,6 +6645,13 @@ INSERT INTO "jobs" VALUES(128,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(129,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-391',0,4,'self-consistency:n_samples=4',1,'done','15','[{"event": "generate", "n": 4, "seed": 191237156, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 30, "completion_tokens": 1679, "calls": 1, "seconds": 119.26839847444025, "flops": 6127399424000.0}}, {"event": "vote", "counts": {"6": 1, "15": 3}, "tie_broken_by_rng": false, "winner": "15"}]',79,30,1679,1,0,0,6127399424000.0,0.0,2.0281420805800007656e+02,1.19268398474440246554e+02,1.79629020696668362613e+09);
 INSERT INTO "jobs" VALUES(130,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-418',0,4,'self-consistency:n_samples=4',1,'done','40','[{"event": "generate", "n": 4, "seed": 706357347, "usage": {"prompt_tokens": 83, "cached_prompt_tokens": 30, "completion_tokens": 1165, "calls": 1, "seconds": 93.57347580718395, "flops": 4314769664000.0}}, {"event": "vote", "counts": {"20": 1, "40": 3}, "tie_broken_by_rng": false, "winner": "40"}]',83,30,1165,1,0,0,4314769664000.0,0.0,1.73436789275998307861e+02,9.35734758071839536376e+01,1.7962903804115953445e+09);
 INSERT INTO "jobs" VALUES(131,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-416',0,4,'self-consistency:n_samples=4',1,'done','56','[{"event": "generate", "n": 4, "seed": 652364380, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 31, "completion_tokens": 1617, "calls": 1, "seconds": 119.6685465784023, "flops": 5935473920000.0}}, {"event": "vote", "counts": {"56": 3, "40": 1}, "tie_broken_by_rng": false, "winner": "56"}]',88,31,1617,1,0,0,5935473920000.0,0.0,2.90400617582003178545e+02,1.19668546578402299472e+02,1.79629039717017698288e+09);
+INSERT INTO "jobs" VALUES(132,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-447',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 1904766779, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 870, "calls": 1, "seconds": 65.27928700838845, "flops": 3269841920000.0}}, {"event": "vote", "counts": {"5": 3, "15": 1}, "tie_broken_by_rng": false, "winner": "5"}]',84,30,870,1,0,0,3269841920000.0,0.0,9.18716533949991571734e+01,6.52792870083884508875e+01,1.79629047229068851475e+09);
+INSERT INTO "jobs" VALUES(133,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-454',0,4,'self-consistency:n_samples=4',1,'done','240','[{"event": "generate", "n": 4, "seed": 1560540830, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 844, "calls": 1, "seconds": 62.85507457942127, "flops": 3095687296000.0}}, {"event": "vote", "counts": {"240": 3, "120": 1}, "tie_broken_by_rng": false, "winner": "240"}]',61,30,844,1,0,0,3095687296000.0,0.0,1.24700811433998751457e+02,6.28550745794212701884e+01,1.79629052187723040577e+09);
+INSERT INTO "jobs" VALUES(134,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-488',0,4,'self-consistency:n_samples=4',1,'done','9','[{"event": "generate", "n": 4, "seed": 1995661780, "usage": {"prompt_tokens": 79, "cached_prompt_tokens": 30, "completion_tokens": 987, "calls": 1, "seconds": 72.0377599587087, "flops": 3667909632000.0}}, {"event": "vote", "counts": {"6": 1, "18": 1, "9": 1, "3": 1}, "tie_broken_by_rng": true, "winner": "9"}]',79,30,987,1,0,0,3667909632000.0,0.0,1.35657196615997236225e+02,72.0377599587087,1.79629060795109438903e+09);
+INSERT INTO "jobs" VALUES(135,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-495',0,4,'self-consistency:n_samples=4',1,'done','200','[{"event": "generate", "n": 4, "seed": 459308062, "usage": {"prompt_tokens": 85, "cached_prompt_tokens": 30, "completion_tokens": 1006, "calls": 1, "seconds": 77.51563313852736, "flops": 3756764032000.0}}, {"event": "vote", "counts": {"1000": 1, "200": 2, "70": 1}, "tie_broken_by_rng": false, "winner": "200"}]',85,30,1006,1,0,0,3756764032000.0,0.0,1.58517925653999554921e+02,7.75156331385273631448e+01,1.79629068039816522598e+09);
+INSERT INTO "jobs" VALUES(136,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-513',0,4,'self-consistency:n_samples=4',1,'done','180','[{"event": "generate", "n": 4, "seed": 1407121346, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 30, "completion_tokens": 1197, "calls": 1, "seconds": 88.6553368637736, "flops": 4396515712000.0}}, {"event": "vote", "counts": {"300": 1, "180": 1, "150": 1, "100": 1}, "tie_broken_by_rng": true, "winner": "180"}]',74,30,1197,1,0,0,4396515712000.0,0.0,1.80248237405001418658e+02,88.6553368637736,1.79629086065439915655e+09);
+INSERT INTO "jobs" VALUES(137,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-499',0,4,'self-consistency:n_samples=4',1,'done','\text{No solution}','[{"event": "generate", "n": 4, "seed": 183719314, "usage": {"prompt_tokens": 143, "cached_prompt_tokens": 30, "completion_tokens": 1585, "calls": 1, "seconds": 116.3013616515149, "flops": 6020774144000.0}}, {"event": "vote", "counts": {"-40": 1, "No solution": 1, "10": 1, "40": 1}, "tie_broken_by_rng": true, "winner": "No solution"}]',143,30,1585,1,0,0,6020774144000.0,0.0,2.83916034175999811841e+02,1.16301361651514895351e+02,1.79629089187524294858e+09);
+INSERT INTO "jobs" VALUES(138,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-530',0,4,'self-consistency:n_samples=4',1,'done','40','[{"event": "generate", "n": 4, "seed": 480656604, "usage": {"prompt_tokens": 108, "cached_prompt_tokens": 30, "completion_tokens": 1591, "calls": 1, "seconds": 117.00721555826784, "flops": 5917703040000.0}}, {"event": "vote", "counts": {"40": 1, "54": 1, "80": 1, "46": 1}, "tie_broken_by_rng": true, "winner": "40"}]',108,30,1591,1,0,0,5917703040000.0,0.0,1.62544342069006233944e+02,1.17007215558267844816e+02,1.79629102320158648498e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -11945,10 +12607,665 @@ d = 56
 \]
 
 Therefore, the number of dromedaries is \(\boxed{56}\).','56',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(132,0,'To determine by how many points Joey is winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s points. Joey initially has 214 points and scores 26 points. Therefore, his new total points are:
+\[ 214 + 26 = 240 \]
+
+Next, let''s calculate Marcy''s points. Marcy initially has 225 points and scores 10 points. Therefore, her new total points are:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+
+So, Joey is winning by \(\boxed{5}\) points.','5',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(132,1,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new score after scoring 26 points.
+2. Subtract Joey''s new score from Marcy''s original score.
+
+Let''s start with the first step. Joey''s original score is 214 points. After scoring 26 points, his new score is:
+\[ 214 + 26 = 240 \]
+
+Now, we move to the second step. Marcy''s original score is 225 points. To find out how many points Joey is winning, we subtract his new score from Marcy''s original score:
+\[ 225 - 240 = -15 \]
+
+Since Joey is now losing, we take the absolute value of the difference to determine how many points Joey is behind Marcy. Therefore, Joey is now losing by 15 points.
+
+The final answer is:
+\[
+\boxed{15}
+\]','15',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(132,2,'To determine by how many points Joey is winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s calculation:
+Joey''s initial points are 214. After scoring 26 points, his new total points are:
+\[ 214 + 26 = 240 \]
+
+Next, we calculate Marcy''s new total points:
+Marcy''s initial points are 225. After scoring 10 points, her new total points are:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+
+Therefore, Joey is winning by \(\boxed{5}\) points.','5',1,'equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(132,3,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s total points:
+Joey originally has 214 points. He scores 26 points.
+\[ 214 + 26 = 240 \]
+So, Joey''s new total points are 240.
+
+Next, let''s calculate Marcy''s total points:
+Marcy originally has 225 points. She scores 10 points.
+\[ 225 + 10 = 235 \]
+So, Marcy''s new total points are 235.
+
+Now, we find the difference between Joey''s new total points and Marcy''s new total points:
+\[ 240 - 235 = 5 \]
+Therefore, Joey is now winning by \(\boxed{5}\) points.','5',1,'equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(133,0,'To determine how many apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the daily total number of apples they eat together.
+2. Multiply the daily total by the number of days they eat apples.
+
+First, let''s find out how many apples Marin and Nancy eat together each day. Since each eats 4 apples a day, we add their individual daily consumption:
+\[ 4 \text{ apples/day} + 4 \text{ apples/day} = 8 \text{ apples/day} \]
+
+Next, we need to find out how many apples they eat in 30 days. We do this by multiplying the daily total by 30:
+\[ 8 \text{ apples/day} \times 30 \text{ days} = 240 \text{ apples} \]
+
+Therefore, the total number of apples they eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(133,1,'To determine how many apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the total number of apples Marin eats in a day.
+2. Calculate the total number of apples Nancy eats in a day.
+3. Add the number of apples Marin eats in a day to the number of apples Nancy eats in a day.
+4. Multiply the total number of apples they eat in a day by 30 to find out how many apples they eat in 30 days.
+
+Step 1: Marin eats 4 apples a day.
+Step 2: Nancy eats 4 apples a day.
+Step 3: The total number of apples Marin and Nancy eat in a day is \(4 + 4 = 8\) apples.
+Step 4: To find out how many apples they eat in 30 days, we multiply the total number of apples they eat in a day by 30: \(8 \times 30 = 240\).
+
+Therefore, the total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(133,2,'To determine the total number of apples Marin and Nancy eat in 30 days, we can break down the problem step by step.
+
+1. Calculate the number of apples Marin eats in one day:
+   Marin eats 4 apples a day.
+
+2. Calculate the number of apples Nancy eats in one day:
+   Nancy eats 4 apples a day.
+
+3. Add the number of apples Marin eats in one day to the number of apples Nancy eats in one day to find the total number of apples they eat in one day:
+   \[
+   4 + 4 = 8
+   \]
+
+4. Calculate the total number of apples they eat in 30 days by multiplying the number of apples they eat in one day by the number of days:
+   \[
+   8 \times 30 = 240
+   \]
+
+Therefore, the total number of apples Marin and Nancy eat in 30 days is \boxed{240}.','240',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(133,3,'To solve this problem, we can break it down into smaller steps:
+
+1. Calculate the number of apples Marin eats in 30 days.
+2. Calculate the number of apples Nancy eats in 30 days.
+3. Sum the number of apples eaten by Marin and Nancy.
+
+Since both Marin and Nancy eat 4 apples a day, we can use the formula:
+
+\[ \text{Total apples} = (\text{Apples per day}) \times (\text{Number of days}) \]
+
+Here, the apples per day are 4 and the number of days is 30. Let''s calculate this using Python code.
+```python
+# Constants
+apples_per_day = 4
+number_of_days = 30
+
+# Total apples eaten by Marin and Nancy
+total_apples = apples_per_day * number_of_days
+print(total_apples)
+```
+```output
+120
+```
+The total number of apples eaten by Marin and Nancy in 30 days is \(\boxed{120}\).','120',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(134,0,'To determine the number of girl Pomeranians Jana has, we can break down the problem step by step.
+
+1. **Calculate the number of Pomeranians:**
+   Jana has 27 puppies in total. Since two thirds of these puppies are Pomeranians, we can find the number of Pomeranians by multiplying 27 by \(\frac{2}{3}\).
+   \[
+   \text{Number of Pomeranians} = 27 \times \frac{2}{3} = 18
+   \]
+
+2. **Calculate the number of girl Pomeranians:**
+   One third of the Pomeranians are girls. Therefore, we can find the number of girl Pomeranians by multiplying 18 by \(\frac{1}{3}\).
+   \[
+   \text{Number of girl Pomeranians} = 18 \times \frac{1}{3} = 6
+   \]
+
+Thus, the number of girl Pomeranians Jana has is \(\boxed{6}\).','6',1,'equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(134,1,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Jana has 27 puppies in total.
+2. Two thirds of these puppies are Pomeranians. So, the number of Pomeranians is \(\frac{2}{3} \times 27\).
+3. One third of the Pomeranians are girls. So, the number of girl Pomeranians is \(\frac{1}{3} \times \text{(number of Pomeranians)}\).
+
+Let''s calculate this using Python.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = (2/3) * total_puppies
+
+# Number of girl Pomeranians
+girl_pomeranians = (1/3) * pomeranians
+
+print(girl_pomeranians)
+```
+```output
+18.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{18}\).','18',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(134,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians Jana has.
+2. Determine how many of the Pomeranians are girls.
+
+Let''s start by calculating the number of Pomeranians. Since two thirds of Jana''s puppies are Pomeranians, we can calculate this as follows:
+
+\[ \text{Number of Pomeranians} = \frac{2}{3} \times 27 \]
+
+Next, we know that one third of the Pomeranians are girls. Therefore, the number of girl Pomeranians can be calculated as follows:
+
+\[ \text{Number of girl Pomeranians} = \frac{1}{3} \times \text{Number of Pomeranians} \]
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians (two thirds of total puppies)
+pomeranians = (2/3) * total_puppies
+
+# Calculate the number of girl Pomeranians (one third of the Pomeranians)
+girl_pomeranians = (1/3) * pomeranians
+
+print(girl_pomeranians)
+```
+```output
+9.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{9}\).','9',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(134,3,'To solve the problem, let''s break it down step by step:
+
+1. Calculate the number of Pomeranians Jana has.
+2. Calculate the number of girl Pomeranians Jana has.
+
+We know that two thirds of Jana''s puppies are Pomeranians. Since Jana has 27 puppies, we can find the number of Pomeranians by calculating \( \frac{27}{3} \). After that, we can find the number of girl Pomeranians by calculating one third of the number of Pomeranians. 
+
+Let''s do this step by step using Python code.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = total_puppies // 3
+
+# Number of girl Pomeranians
+girl_pomeranians = pomeranians // 3
+
+print(girl_pomeranians)
+```
+```output
+3
+```
+The number of girl Pomeranians Jana has is \(\boxed{3}\).','3',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(135,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down the problem step by step.
+
+1. **Calculate the number of walks per day:**
+   Charisma walks for 5 minutes every hour she is at work.
+   \[
+   \text{Number of walks per day} = 5 \text{ minutes/hour} \times 8 \text{ hours/day} = 40 \text{ walks/day}
+   \]
+
+2. **Calculate the total number of walks over 5 days:**
+   Charisma works 5 days a week, so we need to multiply the number of walks per day by 5.
+   \[
+   \text{Total number of walks in 5 days} = 40 \text{ walks/day} \times 5 \text{ days} = 200 \text{ walks}
+   \]
+
+3. **Calculate the total walking time:**
+   Each walk takes 5 minutes, so we multiply the total number of walks by 5.
+   \[
+   \text{Total walking time} = 200 \text{ walks} \times 5 \text{ minutes/walk} = 1000 \text{ minutes}
+   \]
+
+Therefore, the total number of minutes Charisma has walked after 5 days at the office is \(\boxed{1000}\).','1000',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(135,1,'To determine how many minutes Charisma has walked after 5 days, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of minutes Charisma walks during these hours.
+
+First, we know that Charisma works for 8 hours every day. Therefore, over 5 days, the total number of hours she works is:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we need to calculate the total number of minutes Charisma walks in these 40 hours. Since Charisma walks for 5 minutes every hour, the total number of minutes she walks is:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+Thus, the total number of minutes Charisma has walked after 5 days is \(\boxed{200}\).','200',1,'equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(135,2,'To determine how many minutes Charisma has walked after 5 days at work, we can break the problem into a few steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Calculate the total number of 5-minute breaks she takes in 5 days.
+3. Sum the total hours worked and the total number of 5-minute breaks to get the total number of minutes walked.
+
+Let''s solve this step-by-step using Python.
+```python
+# Step 1: Calculate the total number of hours Charisma works in 5 days
+hours_per_day = 8
+days = 5
+total_hours_worked = hours_per_day * days
+
+# Step 2: Calculate the total number of 5-minute breaks she takes in 5 days
+breaks_per_hour = 5
+total_breaks = breaks_per_hour * days
+
+# Step 3: Sum the total hours worked and the total number of 5-minute breaks to get the total number of minutes walked
+total_minutes_walked = total_hours_worked + total_breaks
+print(total_minutes_walked)
+```
+```output
+70
+```
+Charisma has walked for \(\boxed{70}\) minutes after 5 days at the office.','70',0,'not_equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(135,3,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of 5-minute intervals she walks in 5 days.
+3. Convert the total number of 5-minute intervals into minutes.
+
+Step 1: Calculate the total number of hours Charisma works in 5 days.
+Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Step 2: Determine the total number of 5-minute intervals she walks in 5 days.
+Charisma walks for 5 minutes every hour she works. Therefore, in 40 hours, she walks:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+So, the total number of minutes Charisma has walked after 5 days is \(\boxed{200}\).','200',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,0,'To determine how much money Julie had left after her expenditures, we will follow these steps:
+
+1. Calculate the amount spent on clothes.
+2. Subtract the amount spent on clothes from the original amount to find the remaining money.
+3. Calculate the amount spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount left.
+
+Let''s start with the first step:
+
+1. **Calculate the amount spent on clothes:**
+   Julie spent 20% of her original $500 on clothes.
+   \[
+   \text{Amount spent on clothes} = 0.20 \times 500 = 100
+   \]
+   So, after buying clothes, she has:
+   \[
+   500 - 100 = 400
+   \]
+   dollars left.
+
+2. **Calculate the amount spent on CDs:**
+   Julie spent 25% of the remaining $400 on CDs.
+   \[
+   \text{Amount spent on CDs} = 0.25 \times 400 = 100
+   \]
+   So, after buying CDs, she has:
+   \[
+   400 - 100 = 300
+   \]
+   dollars left.
+
+Therefore, the amount of money Julie had left is \(\boxed{300}\).','300',1,'equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount of money Julie spent on clothes.
+2. Subtract the amount spent on clothes from the original amount to get the remaining money.
+3. Calculate the amount of money Julie spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to get the final amount of money Julie has left.
+
+Let''s break this down and solve it step by step using Python code.
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate the amount spent on clothes (20% of initial_amount)
+amount_spent_on_clothes = initial_amount * 0.20
+
+# Step 2: Calculate the remaining money after spending on clothes
+remaining_money_after_clothes = initial_amount - amount_spent_on_clothes
+
+# Step 3: Calculate the amount spent on CDs (25% of remaining money)
+amount_spent_on_cds = remaining_money_after_clothes * 0.25
+
+# Step 4: Calculate the final amount of money Julie has left
+final_amount_left = remaining_money_after_clothes - amount_spent_on_cds
+
+print(final_amount_left)
+```
+```output
+180.0
+```
+After performing the calculations, we find that the amount of money Julie has left is \(\boxed{180}\).','180',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(136,2,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we calculate how much Julie spent on clothes, which is 20% of $500.
+2. We then subtract the amount spent on clothes from the initial amount to get the remaining money.
+3. Finally, we calculate how much Julie spent on CDs, which is 25% of the remaining money.
+4. We subtract the amount spent on CDs from the remaining money to get the final amount of money Julie has left.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial amount of money
+initial_amount = 500
+
+# Amount spent on clothes
+spent_on_clothes = initial_amount * 0.20
+
+# Remaining money after buying clothes
+remaining_after_clothes = initial_amount - spent_on_clothes
+
+# Amount spent on CDs
+spent_on_cds = remaining_after_clothes * 0.25
+
+# Remaining money after buying CDs
+final_amount = remaining_after_clothes - spent_on_cds
+
+print(final_amount)
+```
+```output
+150.0
+```
+After performing the calculations, we find that the amount of money Julie has left is \(\boxed{150}\).','150',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(136,3,'Let''s solve the problem step by step:
+
+1. First, we need to calculate how much money Julie spent on clothes. Since she spent 20% of her initial $500 on clothes, the amount spent on clothes is \(0.20 \times 500\).
+2. Next, we need to find out how much money Julie had left after buying clothes. This is the initial amount minus the amount spent on clothes.
+3. Finally, we need to calculate how much money Julie spent on CDs. Since she spent 25% of the remaining money on CDs, the amount spent on CDs is \(0.25 \times \text{remaining money after clothes}\).
+4. Finally, we need to find out how much money Julie had left after buying CDs. This is the remaining money after clothes minus the amount spent on CDs.
+
+Let''s implement this in Python to find the final amount of money Julie had left.
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Amount spent on clothes
+amount_on_clothes = 0.20 * initial_amount
+
+# Remaining money after buying clothes
+remaining_after_clothes = initial_amount - amount_on_clothes
+
+# Amount spent on CDs
+amount_on_cds = 0.25 * remaining_after_clothes
+
+# Remaining money after buying CDs
+final_amount = remaining_after_clothes - amount_on_cds
+
+print(final_amount)
+```
+```output
+100.0
+```
+The final amount of money Julie had left is \(\boxed{100}\).','100',0,'not_equivalent',336,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,0,'To determine the number of guests necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for the number of guests \( n \) where these costs are equal.
+
+**First Venue Cost:**
+- Flat fee: $200
+- Cost per person: $25
+- Food cost per person: $5
+- Total cost = Flat fee + Cost per person + Food cost per person
+- Total cost = $200 + $25n + $5n = $200 + 30n
+
+**Second Venue Cost:**
+- Flat fee: $0 (since food is included in the price)
+- Cost per person: $25
+- Total cost = Cost per person
+- Total cost = $25n
+
+We need to find the number of guests \( n \) such that the total cost at the first venue equals the total cost at the second venue:
+\[ 200 + 30n = 25n \]
+
+Next, we solve for \( n \) by isolating \( n \) on one side of the equation:
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, we need to re-evaluate the problem. It seems there was an error in the interpretation or the setup of the problem. Let''s recheck the total cost equations and ensure they are correct.
+
+For the first venue:
+\[ \text{Total cost} = 200 + 30n \]
+
+For the second venue:
+\[ \text{Total cost} = 25n \]
+
+Setting them equal:
+\[ 200 + 30n = 25n \]
+
+Solving for \( n \):
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, we need to re-evaluate the problem. It seems there was an error in the interpretation or the setup of the problem. Let''s recheck the total cost equations and ensure they are correct.
+
+For','-40',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,1,'To determine how many guests are necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for \( n \), the number of guests.
+
+First, let''s calculate the total cost at the first venue:
+- The flat fee is $200.
+- The cost per person is $25.
+- The cost for food per person is $5.
+- Therefore, the total cost per person at the first venue is \( 25 + 5 = 30 \) dollars.
+- If \( n \) guests attend, the total cost at the first venue is \( 200 + 30n \) dollars.
+
+Next, let''s calculate the total cost at the second venue:
+- The cost per person is $25.
+- The food for each guest is already included in the price, so the total cost per person at the second venue is $25 dollars.
+- Therefore, if \( n \) guests attend, the total cost at the second venue is \( 25n \) dollars.
+
+To find the number of guests \( n \) for which the two venues have equal costs, we set the total cost at the first venue equal to the total cost at the second venue:
+\[ 200 + 30n = 25n \]
+
+Now, we solve for \( n \):
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, there is no number of guests that makes the two venues equal in cost. Therefore, the answer is \(\boxed{\text{No solution}}\).','\text{No solution}',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(137,2,'To determine how many guests are necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for the number of guests.
+
+**Step 1: Calculate the total cost at the first venue.**
+The first venue charges a flat fee of $200 plus $5 for each guest. Let \( n \) be the number of guests. The total cost at the first venue is:
+\[
+200 + 5n
+\]
+
+**Step 2: Calculate the total cost at the second venue.**
+The second venue charges $25 per person, but food for each guest is already included in the price. Therefore, the total cost at the second venue is:
+\[
+25n
+\]
+
+**Step 3: Set the total costs equal to each other.**
+To find the number of guests \( n \) for which the two venues have the same cost, we set the two equations equal to each other:
+\[
+200 + 5n = 25n
+\]
+
+**Step 4: Solve for \( n \).**
+First, subtract \( 5n \) from both sides of the equation:
+\[
+200 = 20n
+\]
+Next, divide both sides by 20:
+\[
+n = 10
+\]
+
+**Conclusion:**
+The number of guests necessary for the two venues to be equal in cost is \(\boxed{10}\).','10',1,'equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(137,3,'To determine at what number of guests the two venues will be equal in cost, we need to set up equations for the total cost of each venue and then solve for the number of guests.
+
+First, let''s define the variables:
+- Let \( n \) be the number of guests attending the surprise party.
+
+For the first venue, the total cost consists of a flat fee of $200 plus $5 for each guest attending, plus $25 per guest for food. Therefore, the total cost \( C_1 \) for the first venue is:
+\[
+C_1 = 200 + 5n + 25n = 200 + 30n
+\]
+
+For the second venue, the total cost includes only the $25 per guest charge. Therefore, the total cost \( C_2 \) for the second venue is:
+\[
+C_2 = 25n
+\]
+
+We need to find the number of guests \( n \) for which the two venues have equal costs:
+\[
+C_1 = C_2
+\]
+Substituting the expressions for \( C_1 \) and \( C_2 \), we get:
+\[
+200 + 30n = 25n
+\]
+
+Next, we solve for \( n \). First, we isolate the terms involving \( n \) by subtracting \( 25n \) from both sides of the equation:
+\[
+200 = 5n
+\]
+
+Then, we solve for \( n \) by dividing both sides by 5:
+\[
+n = \frac{200}{5} = 40
+\]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','40',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout schedule into manageable parts and then sum them up.
+
+1. **Calculate the hours spent working out each week for the first 6 weeks:**
+   Since Josh spent 4 hours working out every week except for two weeks, the hours spent each of those two weeks is:
+   \[
+   4 \text{ hours/week} - 5 \text{ hours} = -1 \text{ hour/week}
+   \]
+   However, since he can''t spend negative hours, we interpret this as he did not spend any hours working out in those two weeks, so the total hours spent in those two weeks is:
+   \[
+   0 \text{ hours}
+   \]
+   Therefore, the total hours spent working out in the first 6 weeks is:
+   \[
+   4 \text{ hours/week} \times 6 \text{ weeks} + 0 \text{ hours} = 24 \text{ hours}
+   \]
+
+2. **Calculate the hours spent working out in the next two weeks:**
+   Josh spent 5 hours each for two consecutive weeks, so the total hours spent in these two weeks is:
+   \[
+   5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+   \]
+
+3. **Calculate the hours spent working out in the last two weeks:**
+   Josh spent 6 hours in one week, so the total hours spent in these two weeks is:
+   \[
+   6 \text{ hours}
+   \]
+
+4. **Sum the hours spent working out across all 8 weeks:**
+   The total hours spent working out in the first 6 weeks is 24 hours, in the next two weeks is 10 hours, and in the last two weeks is 6 hours. Adding these together gives:
+   \[
+   24 \text{ hours} + 10 \text{ hours} + 6 \text{ hours} = 40 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{40}\).','40',0,'not_equivalent',480,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(138,1,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to account for the time he spent working out each week, except for the two weeks where he spent additional time. Here are the steps to solve the problem:
+
+1. Calculate the total number of hours Josh spent working out in the 8 weeks.
+2. Subtract the time he spent working out on the two weeks.
+
+First, let''s find out how much time Josh spent working out in the 6 weeks. Since the time he spent working out each week for these 6 weeks is not specified, we can''t add it directly. However, we know he spent 5 hours each for two consecutive weeks. Therefore, the total time spent in these two weeks is:
+\[ 5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours} \]
+
+Next, we need to find out how much time Josh spent working out in the remaining 2 weeks. Since the time he spent working out each week for these 2 weeks is not specified, we can''t add it directly. However, we know he spent 6 hours in one week. Therefore, the total time spent in these 2 weeks is:
+\[ 6 \text{ hours/week} \times 2 \text{ weeks} = 12 \text{ hours} \]
+
+Now, we add the time spent working out in the 6 weeks and the time spent working out in the 2 weeks to get the total number of hours Josh has spent working out across the 8 weeks:
+\[ 4 \text{ hours/week} \times 8 \text{ weeks} + 10 \text{ hours} + 12 \text{ hours} = 32 \text{ hours} + 10 \text{ hours} + 12 \text{ hours} = 54 \text{ hours} \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{54}\).','54',0,'not_equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,2,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down the information given and sum the hours accordingly.
+
+1. **Calculate the total hours spent working out in the weeks where Josh worked out every week:**
+   Josh worked out every week for 8 weeks, which means he worked out for 8 hours each week.
+   \[
+   8 \text{ weeks} \times 8 \text{ hours/week} = 64 \text{ hours}
+   \]
+
+2. **Calculate the total hours spent working out in the weeks where Josh worked out for two consecutive weeks:**
+   Josh spent 5 hours each for two consecutive weeks.
+   \[
+   2 \text{ weeks} \times 5 \text{ hours/week} = 10 \text{ hours}
+   \]
+
+3. **Calculate the total hours spent working out in the weeks where Josh worked out for one week:**
+   Josh spent 6 hours in one week.
+   \[
+   1 \text{ week} \times 6 \text{ hours/week} = 6 \text{ hours}
+   \]
+
+4. **Sum the hours from all the weeks:**
+   Add the hours from the weeks where Josh worked out every week, the weeks where he worked out for two consecutive weeks, and the week where he worked out for one week.
+   \[
+   64 \text{ hours} + 10 \text{ hours} + 6 \text{ hours} = 80 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{80}\).','80',0,'not_equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(138,3,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout time into the known intervals and add the unknown intervals.
+
+First, let''s calculate the total number of hours Josh spent working out in the 8 weeks excluding the two consecutive weeks when he spent 5 hours each:
+
+1. Josh worked out 4 hours every week for 6 weeks.
+2. Josh worked out 6 hours in one week for 2 weeks.
+3. Therefore, the total number of hours spent working out in the 8 weeks excluding the two consecutive weeks is:
+   \[
+   4 \text{ hours/week} \times 6 \text{ weeks} + 6 \text{ hours/week} \times 2 \text{ weeks} = 24 \text{ hours} + 12 \text{ hours} = 36 \text{ hours}
+   \]
+
+Next, we need to add the two unknown intervals of 5 hours each. However, since these intervals are not explicitly stated, we assume they are part of the 8 weeks. If we assume they are part of the 8 weeks, then we add them to the 36 hours already calculated:
+
+\[
+36 \text{ hours} + 5 \text{ hours} + 5 \text{ hours} = 46 \text{ hours}
+\]
+
+Thus, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{46}\).','46',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629039717050409319e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',131,6.99377424678899842561e+03,6.99377296343399939377e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629102320193576817e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',138,7.61980563203700148738e+03,7.61980434728699765421e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -12153,5 +13470,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-416',0,131,'56',0.75,1,4,1,88.0,31.0,404.25,0.0,72.6001543955008,1.63544644301075268555e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-416',0,131,'40',0.75,0,6,1,88.0,31.0,808.5,0.0,1.45200308791001589272e+02,3.06878893534050195307e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-416',0,131,'56',1.0,1,1,0,88.0,31.0,1617.0,0.0,2.90400617582003178545e+02,5935473920000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-447',0,132,'5',0.75,1,4,1,84.0,30.0,217.5,0.0,2.29679133487497892933e+01,9.60781473246753173807e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-447',0,132,'15',0.75,0,6,1,84.0,30.0,435.0,0.0,4.59358266974995785867e+01,1.7304682888311687011e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-447',0,132,'5',1.0,1,1,0,84.0,30.0,870.0,0.0,9.18716533949991571734e+01,3269841920000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-454',0,133,'240',0.0,0,4,1,61.0,30.0,211.0,0.0,3.11752028584996878626e+01,8.56178657865142822298e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-454',0,133,'240',0.0,0,6,1,61.0,30.0,422.0,0.0,6.23504057169993757252e+01,1.60268153724342846677e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-454',0,133,'240',0.0,0,1,0,61.0,30.0,844.0,0.0,1.24700811433998751457e+02,3095687296000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-488',0,134,'6',0.25,1,4,1,79.0,30.0,246.75,0.0,3.39142991539993090546e+01,1.04708906724324316407e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-488',0,134,'6',0.25,1,6,1,79.0,30.0,493.5,0.0,6.78285983079986181092e+01,1.92069592216216210936e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-488',0,134,'9',0.25,0,1,0,79.0,30.0,987.0,0.0,1.35657196615997236225e+02,3667909632000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-495',0,135,'1000',0.5,0,4,1,85.0,30.0,251.5,0.0,3.96294814134998887302e+01,1.08524804505937792971e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-495',0,135,'200',0.5,1,6,1,85.0,30.0,503.0,0.0,7.92589628269997774605e+01,1.97575337403958544921e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-495',0,135,'200',1.0,1,1,0,85.0,30.0,1006.0,0.0,1.58517925653999554921e+02,3756764032000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-513',0,136,'300',0.25,1,4,1,74.0,30.0,299.25,0.0,4.50620593512503546645e+01,1216038693105.56);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-513',0,136,'180',0.25,0,6,1,74.0,30.0,598.5,0.0,9.0124118702500709329e+01,2.27619769940370654287e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-513',0,136,'180',0.25,0,1,0,74.0,30.0,1197.0,0.0,1.80248237405001418658e+02,4396515712000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-499',0,137,'-40',0.25,0,4,1,143.0,30.0,396.25,0.0,7.09790085439999529626e+01,1.80570037269257958984e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-499',0,137,'-40',0.25,0,6,1,143.0,30.0,792.5,0.0,1.4195801708799990592e+02,3.21072496312838623041e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-499',0,137,'\text{No solution}',0.25,0,1,0,143.0,30.0,1585.0,0.0,2.83916034175999811841e+02,6020774144000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-530',0,138,'40',0.0,0,4,1,108.0,30.0,397.75,0.0,4.06360855172515584871e+01,1.68684674732174951167e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-530',0,138,'54',0.0,0,6,1,108.0,30.0,795.5,0.0,8.12721710345031169743e+01,3.09713217821449951169e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-530',0,138,'40',0.0,0,1,0,108.0,30.0,1591.0,0.0,1.62544342069006233944e+02,5917703040000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
