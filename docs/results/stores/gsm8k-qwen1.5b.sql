@@ -6503,6 +6503,576 @@ Next, we need to add the two unknown intervals of 5 hours each. However, since t
 \]
 
 Thus, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{46}\).','stop',319,108,30,2.92518038895669612031e+01,1479425760000.0,NULL);
+INSERT INTO "chains" VALUES(139,0,0,'a1ba8ffe715b33e0bd56d402c956d960b8e4bd1a8dc1913ee26a2e704715a204',0,'Let''s solve this problem step by step:
+
+1. **Determine James''s current age:**
+   - In 5 years, James will be 27 years old.
+   - Therefore, his current age is \(27 - 5 = 22\) years old.
+
+2. **Determine James''s cousin''s current age:**
+   - In 8 years, James will be 27 + 8 = 35 years old.
+   - His cousin will be 5 years younger than twice James''s age in 8 years.
+   - Twice James''s age in 8 years is \(2 \times 35 = 70\) years.
+   - Therefore, his cousin''s current age is \(70 - 5 = 65\) years old.
+
+3. **Calculate the number of years separating the age of the two now:**
+   - The current age of James is 22 years.
+   - The current age of James''s cousin is 65 years.
+   - The number of years separating their current ages is \(65 - 22 = 43\) years.
+
+The final answer is \(\boxed{43}\).','stop',246,77,31,2.39630235728391980396e+01,1266175200000.0,NULL);
+INSERT INTO "chains" VALUES(139,0,1,'a1ba8ffe715b33e0bd56d402c956d960b8e4bd1a8dc1913ee26a2e704715a204',1,'To determine how many years separate the current ages of Jame and his cousin, we will follow these steps:
+
+1. **Determine Jame''s current age:**
+   - Jame will turn 27 in 5 years.
+   - Therefore, his current age is \(27 - 5 = 22\).
+
+2. **Determine Jame''s cousin''s current age:**
+   - In 8 years, Jame''s cousin will be 5 years younger than twice his age.
+   - First, calculate twice Jame''s current age:
+     \[
+     2 \times 22 = 44
+     \]
+   - Then, determine Jame''s cousin''s age in 8 years:
+     \[
+     44 - 5 = 39
+     \]
+   - Therefore, Jame''s cousin''s current age is 39.
+
+3. **Calculate the number of years between their current ages:**
+   - Subtract Jame''s current age from his cousin''s current age:
+     \[
+     39 - 22 = 17
+     \]
+
+Thus, the number of years that separate the age of the two now is \(\boxed{17}\).','stop',248,77,31,2.39630235728391980396e+01,1266175200000.0,NULL);
+INSERT INTO "chains" VALUES(139,0,2,'a1ba8ffe715b33e0bd56d402c956d960b8e4bd1a8dc1913ee26a2e704715a204',2,'To solve this problem, we need to determine the current ages of both James and his cousin, and then find the difference between their current ages.
+
+First, let''s find James''s current age. We know that in 5 years, James will be 27 years old. Therefore, we can set up the following equation to find his current age:
+\[ \text{James''s current age} + 5 = 27 \]
+To find his current age, we subtract 5 from both sides of the equation:
+\[ \text{James''s current age} = 27 - 5 \]
+\[ \text{James''s current age} = 22 \]
+
+Next, we need to find James''s cousin''s current age. We know that in 8 years, James''s cousin will be 5 years younger than twice his age. Let''s denote James''s cousin''s current age by \( C \). In 8 years, James''s cousin will be \( C + 8 \) years old, and twice James''s age in 8 years will be \( 2 \times (C + 8) \). According to the problem, this sum is 5 years younger than James''s cousin''s age in 8 years. Therefore, we can set up the following equation:
+\[ C + 8 = 2 \times (C + 8) - 5 \]
+To find \( C \), we first simplify the equation by subtracting \( 2 \times (C + 8) \) from both sides:
+\[ C + 8 - 2 \times (C + 8) = -5 - 2 \times (C + 8) \]
+\[ C + 8 - 2C - 16 = -5 - 2C - 16 \]
+\[ -C - 8 = -5 - 2C - 16 \]
+Now, we add \( 2C \) to both sides of the equation:
+\[ C - 8 + 2C = -5 - 16 \]
+\[ 3C - 8 = -21 \]
+Next, we add 8 to both sides of the equation:
+\[ 3C - 8 + 8 = -21 + 8 \]
+\[ 3C = -13 \]
+Finally, we divide both sides by 3:
+\[ C = -\frac{13}{3} \]
+Since the age cannot','length',512,77,31,2.39630235728391980396e+01,1266175200000.0,NULL);
+INSERT INTO "chains" VALUES(139,0,3,'a1ba8ffe715b33e0bd56d402c956d960b8e4bd1a8dc1913ee26a2e704715a204',3,'Let''s approach this problem step by step and use Python code to ensure our calculations are accurate.
+
+1. **Determine Jame''s current age:**
+   - Jame will turn 27 in 5 years.
+   - Therefore, Jame''s current age is \(27 - 5\).
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, Jame will be 27 + 8 = 35 years old.
+   - The cousin will be 5 years younger than twice Jame''s age in 8 years.
+   - Therefore, the cousin''s age in 8 years is \(2 \times 35 - 5\).
+
+3. **Calculate the number of years separating the age of the two now:**
+   - The current age of the cousin is \(35 - 8\).
+   - The number of years separating the age of the two now is the difference between the current ages of the cousin and Jame.
+
+Let''s compute these values using Python.
+```python
+# Step 1: Determine Jame''s current age
+james_age_in_5_years = 27
+current_age_james = james_age_in_5_years - 5
+
+# Step 2: Determine the cousin''s current age
+james_age_in_8_years = current_age_james + 8
+cousin_age_in_8_years = 2 * james_age_in_8_years - 5
+
+# Step 3: Calculate the number of years separating the age of the two now
+years_separating = cousin_age_in_8_years - current_age_james
+print(years_separating)
+```
+```output
+12
+```
+The number of years separating the age of the cousin now from the age of Jame is \(\boxed{12}\).','stop',377,77,31,2.39630235728391980396e+01,1266175200000.0,NULL);
+INSERT INTO "chains" VALUES(140,0,0,'a7ee1d7d97d13795a969b5bb2661a7b4d2bc9a0a07412ef00721fdc28729b1c9',0,'To solve this problem, we need to follow these steps:
+
+1. Identify the cost of the computer.
+2. Calculate the cost of the printer based on the given relationship.
+3. Calculate the total cost of the computer, monitors, and printer.
+4. Determine the cost of one monitor.
+
+Let''s start with the given information:
+- The cost of the computer is $1,100.
+- Errol paid $400 less for the printer than the computer.
+- The total cost of the computer, monitors, and printer is $2,400.
+
+First, we calculate the cost of the printer:
+\[
+\text{Cost of the printer} = \text{Cost of the computer} - 400 = 1,100 - 400 = 700
+\]
+
+Next, we calculate the total cost of the computer, monitors, and printer:
+\[
+\text{Total cost} = \text{Cost of the computer} + \text{Cost of the monitors} + \text{Cost of the printer} = 1,100 + \text{Cost of the monitors} + 700 = 2,400
+\]
+
+Since the total cost is $2,400 and the cost of the computer is $1,100, we can find the cost of the monitors by subtracting the cost of the computer from the total cost:
+\[
+\text{Cost of the monitors} = \text{Total cost} - \text{Cost of the computer} = 2,400 - 1,100 = 1,300
+\]
+
+Finally, we determine the cost of one monitor:
+\[
+\text{Cost of one monitor} = \frac{\text{Cost of the monitors}}{2} = \frac{1,300}{2} = 650
+\]
+
+So, the cost of one monitor is \(\boxed{650}\).','stop',421,91,30,2.83191029667676410488e+01,1464320512000.0,NULL);
+INSERT INTO "chains" VALUES(140,0,1,'a7ee1d7d97d13795a969b5bb2661a7b4d2bc9a0a07412ef00721fdc28729b1c9',1,'To determine the cost of one monitor, we will follow these steps:
+
+1. **Identify the total cost of the computer, monitors, and printer:**
+   Errol bought a computer, 2 monitors, and a printer for a total of $2,400.
+
+2. **Let the cost of the computer be:**
+   The cost of the computer is given as $1,100.
+
+3. **Let the cost of one monitor be:**
+   Let the cost of one monitor be denoted by \( x \).
+
+4. **Calculate the cost of the printer:**
+   Errol paid $400 less for the printer than the computer. Therefore, the cost of the printer is:
+   \[
+   \text{Cost of the printer} = \text{Cost of the computer} - 400 = 1,100 - 400 = 700
+   \]
+
+5. **Set up the equation for the total cost:**
+   The total cost of the computer, monitors, and printer is the sum of the individual costs:
+   \[
+   \text{Total cost} = \text{Cost of the computer} + \text{Cost of one monitor} + \text{Cost of the printer}
+   \]
+   Substituting the known values into the equation:
+   \[
+   2,400 = 1,100 + x + 700
+   \]
+
+6. **Solve for \( x \):**
+   Combine the known costs on the right side of the equation:
+   \[
+   2,400 = 1,800 + x
+   \]
+   Subtract 1,800 from both sides to isolate \( x \):
+   \[
+   2,400 - 1,800 = x
+   \]
+   \[
+   600 = x
+   \]
+
+Therefore, the cost of one monitor is \(\boxed{600}\) dollars.','stop',428,91,30,2.83191029667676410488e+01,1464320512000.0,NULL);
+INSERT INTO "chains" VALUES(140,0,2,'a7ee1d7d97d13795a969b5bb2661a7b4d2bc9a0a07412ef00721fdc28729b1c9',2,'To determine the cost of one monitor, we need to follow these steps:
+
+1. **Identify the total cost of all items**:
+   Errol paid $2,400 in total for the computer, 2 monitors, and a printer.
+
+2. **Calculate the total cost of the computer and the printer**:
+   The computer cost $1,100. Therefore, the total cost of the computer and the printer is:
+   \[
+   1,100 + \text{cost of printer} = 2,400
+   \]
+
+3. **Find the cost of the printer**:
+   Let \( P \) be the cost of the printer. According to the problem, Errol paid $400 less for the printer than the computer. Therefore:
+   \[
+   P = 1,100 - 400
+   \]
+   Simplifying this, we get:
+   \[
+   P = 700
+   \]
+
+4. **Determine the total cost of the two monitors**:
+   The total cost of all items is $2,400. Since the cost of the computer and the printer is $700, the total cost of the two monitors is:
+   \[
+   2,400 - 700 = 1,700
+   \]
+
+5. **Calculate the cost of one monitor**:
+   Let \( M \) be the cost of one monitor. Since there are two monitors, the total cost of the two monitors is:
+   \[
+   2M = 1,700
+   \]
+   Solving for \( M \), we get:
+   \[
+   M = \frac{1,700}{2}
+   \]
+   Simplifying this, we get:
+   \[
+   M = 850
+   \]
+
+Therefore, the cost of one monitor is \(\boxed{850}\) dollars.','stop',418,91,30,2.83191029667676410488e+01,1464320512000.0,NULL);
+INSERT INTO "chains" VALUES(140,0,3,'a7ee1d7d97d13795a969b5bb2661a7b4d2bc9a0a07412ef00721fdc28729b1c9',3,'To determine the cost of one monitor, we will follow these steps:
+
+1. Identify the total cost of the computer, monitors, and printer.
+2. Calculate the total cost of the computer and the printer.
+3. Determine the cost of the monitors by subtracting the total cost of the computer and printer from the overall total cost.
+
+First, the total cost of the computer, monitors, and printer is given as $2,400. The cost of the computer is $1,100. We need to find the cost of the monitors and the printer together.
+
+The cost of the printer is $400 less than the cost of the computer. Therefore, we subtract $400 from the cost of the computer:
+\[
+\text{Cost of the printer} = 1100 - 400 = 700
+\]
+
+Next, we calculate the total cost of the computer and the printer by adding their individual costs:
+\[
+\text{Total cost of the computer and printer} = 1100 + 700 = 1800
+\]
+
+Since the total cost of the computer, monitors, and printer is $2,400, we can find the cost of the monitors by subtracting the total cost of the computer and printer from the overall total cost:
+\[
+\text{Cost of one monitor} = 2400 - 1800 = 600
+\]
+
+Thus, the cost of one monitor is \(\boxed{600}\).','stop',324,91,30,2.83191029667676410488e+01,1464320512000.0,NULL);
+INSERT INTO "chains" VALUES(141,0,0,'c2bd617d4a2e0c9c3d767f549cb5993d0734062cd6a97f8337796ddc7c447231',0,'To determine the total number of pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the total time Judy read in the first week.
+2. Convert the total time Judy read in the first week into pages.
+3. Add the pages read in the first week to the pages read in the second week.
+
+**Step 1: Calculate the total time Judy read in the first week.**
+
+Judy reads for 15 minutes each night before going to sleep. Since there are 7 days in a week, the total time she reads in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+**Step 2: Convert the total time Judy read in the first week into pages.**
+
+Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she reads in 105 minutes is:
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/page}} \times 2 \text{ pages/page} = 70 \text{ pages} \]
+
+**Step 3: Add the pages read in the first week to the pages read in the second week.**
+
+Judy read a total of 100 pages in the second week. Therefore, the total number of pages she read in two weeks is:
+\[ 70 \text{ pages} + 100 \text{ pages} = 170 \text{ pages} \]
+
+The final answer is:
+\[
+\boxed{170}
+\]','stop',345,94,30,2.98620954633728850078e+01,1436775648000.0,NULL);
+INSERT INTO "chains" VALUES(141,0,1,'c2bd617d4a2e0c9c3d767f549cb5993d0734062cd6a97f8337796ddc7c447231',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of minutes Judy read in one night during the first week.
+2. Determine the number of pages Judy read in one night during the second week based on her reading speed.
+3. Calculate the total number of pages Judy read in two weeks by summing the pages read in the first and second weeks.
+
+First, let''s calculate the number of minutes Judy read in one night during the first week. Since she read for 15 minutes each night, the total number of minutes she read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Next, we need to determine how many pages Judy read in one night during the second week. According to the problem, Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she read in one night during the second week is:
+\[ \frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 100 \text{ minutes} = \frac{2 \times 100}{1.5} = \frac{200}{1.5} = \frac{400}{3} \approx 133.33 \text{ pages} \]
+
+Since the number of pages must be a whole number, we will assume she read 133 pages (as reading a fraction of a page is not practical in this context).
+
+Finally, we calculate the total number of pages Judy read in two weeks by summing the pages read in the first and second weeks:
+\[ 105 \text{ pages} + 133 \text{ pages} = 238 \text{ pages} \]
+
+Thus, the total number of pages Judy read in two weeks is:
+\[
+\boxed{238}
+\]','stop',411,94,30,2.98620954633728850078e+01,1436775648000.0,NULL);
+INSERT INTO "chains" VALUES(141,0,2,'c2bd617d4a2e0c9c3d767f549cb5993d0734062cd6a97f8337796ddc7c447231',2,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of pages Judy read each night in the first week.
+2. Determine the total number of pages Judy read in the first week.
+3. Calculate the total number of pages Judy read in the second week.
+4. Add the pages read in the first week to the pages read in the second week to get the total number of pages read in two weeks.
+
+Step 1: Calculate the number of pages Judy read each night in the first week.
+Judy reads for 15 minutes each night. Since she can read 2 pages per 1.5 minutes, we can calculate the number of pages she reads each night as follows:
+\[
+\frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 15 \text{ minutes} = 20 \text{ pages}
+\]
+So, Judy reads 20 pages each night in the first week.
+
+Step 2: Determine the total number of pages Judy read in the first week.
+There are 7 days in a week, so the total number of pages Judy reads in the first week is:
+\[
+20 \text{ pages/night} \times 7 \text{ nights} = 140 \text{ pages}
+\]
+
+Step 3: Calculate the total number of pages Judy read in the second week.
+Judy read a total of 100 pages in the second week.
+
+Step 4: Add the pages read in the first week to the pages read in the second week to get the total number of pages read in two weeks.
+\[
+140 \text{ pages} + 100 \text{ pages} = 240 \text{ pages}
+\]
+
+Therefore, the total number of pages Judy read in two weeks is \boxed{240}.','stop',397,94,30,2.98620954633728850078e+01,1436775648000.0,NULL);
+INSERT INTO "chains" VALUES(141,0,3,'c2bd617d4a2e0c9c3d767f549cb5993d0734062cd6a97f8337796ddc7c447231',3,'To determine how many pages Judy read in two weeks, we need to break the problem into smaller, manageable steps.
+
+**Step 1: Calculate the total time Judy read in the first week.**
+Judy read for 15 minutes each night. Since there are 7 nights in a week, the total time read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+**Step 2: Determine how many pages Judy read in the first week.**
+Judy can read 2 pages per 1.5 minutes. To find out how many pages she read in 105 minutes, we divide the total time by the rate:
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/page}} = 70 \text{ pages} \]
+
+**Step 3: Calculate the total time Judy read in the second week.**
+We already know that Judy read a total of 100 pages in the second week. Since she reads at a constant rate, the time she spent reading in the second week is the same as the time it took to read 100 pages at the rate of 2 pages per 1.5 minutes. However, we do not need to calculate this time separately because we are only asked for the total number of pages read in two weeks, which is already given.
+
+**Step 4: Add the pages read in the two weeks.**
+The total number of pages Judy read in two weeks is the sum of the pages read in the first week and the pages read in the second week:
+\[ 70 \text{ pages} + 100 \text{ pages} = 170 \text{ pages} \]
+
+Therefore, the total number of pages Judy read in two weeks is \(\boxed{170}\).','stop',404,94,30,2.98620954633728850078e+01,1436775648000.0,NULL);
+INSERT INTO "chains" VALUES(142,0,0,'c16ddfa2bd0634f3dedd734dfef655bb45c655240a05fc83f10a467043293f72',0,'To find the average number of birds Mack saw in a day over the week, we need to follow these steps:
+
+1. **Calculate the total number of birds seen over the week:**
+   - On day one: 50 birds
+   - On day two: 50 birds
+   - On day three: 0 birds
+   - On day four: 120 birds
+   - On day five: 120 birds
+   - On day six: 20 birds
+   - On day seven: 90 birds
+
+   Add these numbers together:
+   \[
+   50 + 50 + 0 + 120 + 120 + 20 + 90
+   \]
+
+2. **Perform the addition step by step:**
+   \[
+   50 + 50 = 100
+   \]
+   \[
+   100 + 0 = 100
+   \]
+   \[
+   100 + 120 = 220
+   \]
+   \[
+   220 + 120 = 340
+   \]
+   \[
+   340 + 20 = 360
+   \]
+   \[
+   360 + 90 = 450
+   \]
+
+   So, the total number of birds seen over the week is 450.
+
+3. **Determine the number of days in the week:**
+   There are 7 days in a week.
+
+4. **Calculate the average number of birds seen per day:**
+   Divide the total number of birds by the number of days:
+   \[
+   \frac{450}{7}
+   \]
+
+5. **Perform the division:**
+   \[
+   \frac{450}{7} \approx 64.2857
+   \]
+
+   Since we are asked for the average number of birds per day, we can round to the nearest whole number if necessary, but typically, we keep the decimal as it is unless specified otherwise.
+
+Therefore, the average number of birds Mack saw in a day is \boxed{64.29}.','stop',477,126,30,2.81352428733874084789e+01,1350586880000.0,NULL);
+INSERT INTO "chains" VALUES(142,0,1,'c16ddfa2bd0634f3dedd734dfef655bb45c655240a05fc83f10a467043293f72',1,'To find out how many birds Mack saw on average in a day, we need to follow these steps:
+
+1. Calculate the total number of birds Mack saw over the week.
+2. Divide the total number of birds by the number of days in the week.
+
+First, let''s find the total number of birds. We can do this by adding the number of birds seen each day:
+- On day 1: 50 birds
+- On day 2: 50 birds
+- On day 3: 0 birds
+- On day 4: 120 birds
+- On day 5: 120 birds
+- On day 6: 20 birds
+- On day 7: 90 birds
+
+Adding these together:
+\[ 50 + 50 + 0 + 120 + 120 + 20 + 90 = 530 \]
+
+So, the total number of birds Mack saw over the week is 530.
+
+Next, we need to divide the total number of birds by the number of days in the week. There are 7 days in a week, so we divide 530 by 7:
+\[ \frac{530}{7} = 75.71428571428571 \]
+
+Rounding to the nearest hundredth, we get 75.71. Therefore, the average number of birds Mack saw in a day is \(\boxed{75.71}\).','stop',326,126,30,2.81352428733874084789e+01,1350586880000.0,NULL);
+INSERT INTO "chains" VALUES(142,0,2,'c16ddfa2bd0634f3dedd734dfef655bb45c655240a05fc83f10a467043293f72',2,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days in the week.
+
+First, let''s find the total number of birds seen over the week. Mack saw the following number of birds each day:
+- Day 1: 50 birds
+- Day 2: 50 birds
+- Day 3: 0 birds
+- Day 4: 120 birds
+- Day 5: 120 birds
+- Day 6: 20 birds
+- Day 7: 90 birds
+
+Adding these together gives:
+\[ 50 + 50 + 0 + 120 + 120 + 20 + 90 = 570 \]
+
+So, the total number of birds seen in the week is 570.
+
+Next, we need to find the average number of birds seen per day. There are 7 days in the week, so we divide the total number of birds by 7:
+\[ \frac{570}{7} = 81.42857142857143 \]
+
+Rounding to the nearest whole number, the average number of birds Mack saw per day is 81.
+
+Therefore, the average number of birds Mack saw in a day is \(\boxed{81}\).','stop',315,126,30,2.81352428733874084789e+01,1350586880000.0,NULL);
+INSERT INTO "chains" VALUES(142,0,3,'c16ddfa2bd0634f3dedd734dfef655bb45c655240a05fc83f10a467043293f72',3,'To determine the average number of birds Mack saw in a day over the week, we need to follow these steps:
+
+1. **Calculate the total number of birds seen in the week:**
+   - On days one and two: 50 birds
+   - On day three: 0 birds
+   - On days four and five: 120 birds
+   - On day six: 20 birds
+   - On day seven: 90 birds
+
+   Add these numbers together:
+   \[
+   50 + 0 + 120 + 20 + 90 = 380
+   \]
+
+2. **Determine the number of days in the week:**
+   There are 7 days in a week.
+
+3. **Calculate the average number of birds seen per day:**
+   Divide the total number of birds by the number of days:
+   \[
+   \frac{380}{7}
+   \]
+
+4. **Perform the division:**
+   \[
+   \frac{380}{7} \approx 54.2857
+   \]
+
+5. **Round to the nearest whole number if necessary:**
+   Since the problem asks for the average number of birds, and typically we round to the nearest whole number for practical purposes, we round 54.2857 to 54.
+
+Therefore, the average number of birds Mack saw in a day is \boxed{54}.','stop',310,126,30,2.81352428733874084789e+01,1350586880000.0,NULL);
+INSERT INTO "chains" VALUES(143,0,0,'288449dc00a72122b19a589ad614c74c58a9f6d2d4a97104ebebb2083dfc4b57',0,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options, we need to follow these steps:
+
+1. Calculate Martin''s weekly weight loss due to eating Cheerios.
+2. Calculate Martin''s weekly weight gain due to eating donuts.
+3. Find the total weight change over 5 weeks by adding the weekly weight loss to the weekly weight gain.
+4. Subtract the total weight change from the initial weight to find the weight at the end of 5 weeks.
+
+Let''s start with the weight loss. Martin loses 1.25 pounds per week by eating Cheerios. Over 5 weeks, the total weight loss is:
+\[ 1.25 \text{ pounds/week} \times 5 \text{ weeks} = 6.25 \text{ pounds} \]
+
+Next, let''s find the weight gain. Martin gains 1.75 pounds per week by eating donuts. Over 5 weeks, the total weight gain is:
+\[ 1.75 \text{ pounds/week} \times 5 \text{ weeks} = 8.75 \text{ pounds} \]
+
+Now, we add the total weight loss to the total weight gain to find the weight change over 5 weeks:
+\[ 6.25 \text{ pounds} + 8.75 \text{ pounds} = 15.00 \text{ pounds} \]
+
+Since the initial weight is not given in the problem, we assume the initial weight is 0 for simplicity. The weight at the end of 5 weeks is:
+\[ 0 \text{ pounds} - 15.00 \text{ pounds} = -15.00 \text{ pounds} \]
+
+However, since weight cannot be negative, we conclude that Martin''s actual weight at the end of 5 weeks, assuming he starts at 0 pounds, will be:
+\[ \boxed{15} \text{ pounds} \] (with a slight correction to reflect the negative weight due to the gain, which actually means he will be 15 pounds less than his initial weight at the end of 5 weeks).','stop',454,100,30,3.17592094880018578346e+01,1576277056000.0,NULL);
+INSERT INTO "chains" VALUES(143,0,1,'288449dc00a72122b19a589ad614c74c58a9f6d2d4a97104ebebb2083dfc4b57',1,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we can follow these steps:
+
+1. Calculate the total weight loss or gain from eating Cheerios for 5 weeks.
+2. Calculate the total weight loss or gain from eating donuts for 5 weeks.
+3. Find the difference between the total weight loss or gain from both options.
+
+Let''s break it down and use Python to ensure the result is accurate.
+
+1. Weight loss from Cheerios for 5 weeks:
+\[ \text{Weight loss from Cheerios} = 1.25 \, \text{pounds/week} \times 5 \, \text{weeks} = 6.25 \, \text{pounds} \]
+
+2. Weight gain from donuts for 5 weeks:
+\[ \text{Weight gain from donuts} = 1.75 \, \text{pounds/week} \times 5 \, \text{weeks} = 8.75 \, \text{pounds} \]
+
+3. Difference in weight at the end of 5 weeks:
+\[ \text{Difference} = \text{Weight gain from donuts} - \text{Weight loss from Cheerios} = 8.75 \, \text{pounds} - 6.25 \, \text{pounds} = 2.50 \, \text{pounds} \]
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Define the weight loss or gain per week for Cheerios and donuts
+weight_loss_cheerios_per_week = 1.25
+weight_gain_donuts_per_week = 1.75
+
+# Calculate the total weight loss or gain for 5 weeks
+total_weight_loss_cheerios = weight_loss_cheerios_per_week * 5
+total_weight_gain_donuts = weight_gain_donuts_per_week * 5
+
+# Calculate the difference in weight at the end of 5 weeks
+difference_in_weight = total_weight_gain_donuts - total_weight_loss_cheerios
+print(difference_in_weight)
+```
+```output
+2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts) is \(\boxed{2.50}\) pounds.','stop',507,100,30,3.17592094880018578346e+01,1576277056000.0,NULL);
+INSERT INTO "chains" VALUES(143,0,2,'288449dc00a72122b19a589ad614c74c58a9f6d2d4a97104ebebb2083dfc4b57',2,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we need to calculate the net change in his weight for each option and then find the total difference.
+
+First, let''s calculate the net weight change for Cheerios:
+- Martin loses 1.25 pounds per week from eating Cheerios.
+- Over 5 weeks, he will lose \(1.25 \text{ pounds/week} \times 5 \text{ weeks} = 6.25 \text{ pounds}\).
+
+Next, let''s calculate the net weight change for donuts:
+- Martin gains 1.75 pounds per week from eating donuts.
+- Over 5 weeks, he will gain \(1.75 \text{ pounds/week} \times 5 \text{ weeks} = 8.75 \text{ pounds}\).
+
+Now, we find the total net weight change by adding the net weight change for Cheerios and the net weight change for donuts:
+\[6.25 \text{ pounds} + 8.75 \text{ pounds} = 15 \text{ pounds}\]
+
+Therefore, the difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{15}\).','stop',278,100,30,3.17592094880018578346e+01,1576277056000.0,NULL);
+INSERT INTO "chains" VALUES(143,0,3,'288449dc00a72122b19a589ad614c74c58a9f6d2d4a97104ebebb2083dfc4b57',3,'To solve this problem, we need to calculate Martin''s weight changes over a 5-week period for both breakfast options and then find the difference between these changes.
+
+1. Calculate Martin''s weight gain or loss over 5 weeks for Cheerios.
+2. Calculate Martin''s weight gain or loss over 5 weeks for donuts.
+3. Find the difference between the weight gain or loss from the two breakfast options.
+
+Let''s break it down step-by-step and use Python code to ensure the accuracy of our result.
+
+1. Martin''s weight gain or loss over 5 weeks for Cheerios: \(1.25 \text{ pounds/week} \times 5 \text{ weeks}\)
+2. Martin''s weight gain or loss over 5 weeks for donuts: \(1.75 \text{ pounds/week} \times 5 \text{ weeks}\)
+3. Difference in weight change: \( (1.25 \text{ pounds/week} \times 5 \text{ weeks}) - (1.75 \text{ pounds/week} \times 5 \text{ weeks}) \)
+
+Let''s calculate this using Python.
+```python
+# Weight change per week for Cheerios and donuts
+weight_change_cheerios_per_week = 1.25
+weight_change_donuts_per_week = 1.75
+
+# Number of weeks
+number_of_weeks = 5
+
+# Total weight change over 5 weeks
+total_weight_change_cheerios = weight_change_cheerios_per_week * number_of_weeks
+total_weight_change_donuts = weight_change_donuts_per_week * number_of_weeks
+
+# Difference in weight change
+difference_in_weight_change = total_weight_change_cheerios - total_weight_change_donuts
+print(difference_in_weight_change)
+```
+```output
+-1.25
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds. This means that if Martin eats Cheerios every day for breakfast, he''ll lose 1.25 pounds over 5 weeks, but if he eats donuts every day for breakfast, he''ll gain 1.25 pounds over 5 weeks.','stop',469,100,30,3.17592094880018578346e+01,1576277056000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -6652,6 +7222,11 @@ INSERT INTO "jobs" VALUES(135,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(136,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-513',0,4,'self-consistency:n_samples=4',1,'done','180','[{"event": "generate", "n": 4, "seed": 1407121346, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 30, "completion_tokens": 1197, "calls": 1, "seconds": 88.6553368637736, "flops": 4396515712000.0}}, {"event": "vote", "counts": {"300": 1, "180": 1, "150": 1, "100": 1}, "tie_broken_by_rng": true, "winner": "180"}]',74,30,1197,1,0,0,4396515712000.0,0.0,1.80248237405001418658e+02,88.6553368637736,1.79629086065439915655e+09);
 INSERT INTO "jobs" VALUES(137,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-499',0,4,'self-consistency:n_samples=4',1,'done','\text{No solution}','[{"event": "generate", "n": 4, "seed": 183719314, "usage": {"prompt_tokens": 143, "cached_prompt_tokens": 30, "completion_tokens": 1585, "calls": 1, "seconds": 116.3013616515149, "flops": 6020774144000.0}}, {"event": "vote", "counts": {"-40": 1, "No solution": 1, "10": 1, "40": 1}, "tie_broken_by_rng": true, "winner": "No solution"}]',143,30,1585,1,0,0,6020774144000.0,0.0,2.83916034175999811841e+02,1.16301361651514895351e+02,1.79629089187524294858e+09);
 INSERT INTO "jobs" VALUES(138,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-530',0,4,'self-consistency:n_samples=4',1,'done','40','[{"event": "generate", "n": 4, "seed": 480656604, "usage": {"prompt_tokens": 108, "cached_prompt_tokens": 30, "completion_tokens": 1591, "calls": 1, "seconds": 117.00721555826784, "flops": 5917703040000.0}}, {"event": "vote", "counts": {"40": 1, "54": 1, "80": 1, "46": 1}, "tie_broken_by_rng": true, "winner": "40"}]',108,30,1591,1,0,0,5917703040000.0,0.0,1.62544342069006233944e+02,1.17007215558267844816e+02,1.79629102320158648498e+09);
+INSERT INTO "jobs" VALUES(139,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-532',0,4,'self-consistency:n_samples=4',1,'done','3','[{"event": "generate", "n": 4, "seed": 572744651, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 31, "completion_tokens": 1383, "calls": 1, "seconds": 95.85209429135679, "flops": 5064700800000.0}}, {"event": "vote", "counts": {"43": 1, "17": 1, "3": 1, "12": 1}, "tie_broken_by_rng": true, "winner": "3"}]',77,31,1383,1,0,0,5064700800000.0,0.0,2.56577209860006405506e+02,9.58520942913567921585e+01,1.79629114846556401253e+09);
+INSERT INTO "jobs" VALUES(140,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-533',0,4,'self-consistency:n_samples=4',1,'done','600','[{"event": "generate", "n": 4, "seed": 2044361087, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 1591, "calls": 1, "seconds": 113.27641186707056, "flops": 5857282048000.0}}, {"event": "vote", "counts": {"650": 1, "600": 2, "850": 1}, "tie_broken_by_rng": false, "winner": "600"}]',91,30,1591,1,0,0,5857282048000.0,0.0,2.23504871634999290118e+02,1.13276411867070564204e+02,1.79629124671353149417e+09);
+INSERT INTO "jobs" VALUES(141,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-564',0,4,'self-consistency:n_samples=4',1,'done','170','[{"event": "generate", "n": 4, "seed": 830927974, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 1557, "calls": 1, "seconds": 119.44838185349154, "flops": 5747102592000.0}}, {"event": "vote", "counts": {"170": 2, "238": 1, "240": 1}, "tie_broken_by_rng": false, "winner": "170"}]',94,30,1557,1,0,0,5747102592000.0,0.0,2.38643330109996895768e+02,1.19448381853491540031e+02,1.79629138711657857898e+09);
+INSERT INTO "jobs" VALUES(142,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-577',0,4,'self-consistency:n_samples=4',1,'done','81','[{"event": "generate", "n": 4, "seed": 1859748857, "usage": {"prompt_tokens": 126, "cached_prompt_tokens": 30, "completion_tokens": 1428, "calls": 1, "seconds": 112.54097149354963, "flops": 5402347520000.0}}, {"event": "vote", "counts": {"6429/100": 1, "7571/100": 1, "81": 1, "54": 1}, "tie_broken_by_rng": true, "winner": "81"}]',126,30,1428,1,0,0,5402347520000.0,0.0,2.51836612360995786724e+02,1.12540971493549633918e+02,1.79629149855295896535e+09);
+INSERT INTO "jobs" VALUES(143,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-589',0,4,'self-consistency:n_samples=4',1,'done','15','[{"event": "generate", "n": 4, "seed": 630194232, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 30, "completion_tokens": 1708, "calls": 1, "seconds": 127.03683795200743, "flops": 6305108224000.0}}, {"event": "vote", "counts": {"15": 2, "5/2": 1, "-5/4": 1}, "tie_broken_by_rng": false, "winner": "15"}]',100,30,1708,1,0,0,6305108224000.0,0.0,2.23990886373001558246e+02,1.2703683795200743134e+02,1.79629161111626696589e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -13262,10 +13837,580 @@ Next, we need to add the two unknown intervals of 5 hours each. However, since t
 \]
 
 Thus, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{46}\).','46',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,0,'Let''s solve this problem step by step:
+
+1. **Determine James''s current age:**
+   - In 5 years, James will be 27 years old.
+   - Therefore, his current age is \(27 - 5 = 22\) years old.
+
+2. **Determine James''s cousin''s current age:**
+   - In 8 years, James will be 27 + 8 = 35 years old.
+   - His cousin will be 5 years younger than twice James''s age in 8 years.
+   - Twice James''s age in 8 years is \(2 \times 35 = 70\) years.
+   - Therefore, his cousin''s current age is \(70 - 5 = 65\) years old.
+
+3. **Calculate the number of years separating the age of the two now:**
+   - The current age of James is 22 years.
+   - The current age of James''s cousin is 65 years.
+   - The number of years separating their current ages is \(65 - 22 = 43\) years.
+
+The final answer is \(\boxed{43}\).','43',0,'not_equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,1,'To determine how many years separate the current ages of Jame and his cousin, we will follow these steps:
+
+1. **Determine Jame''s current age:**
+   - Jame will turn 27 in 5 years.
+   - Therefore, his current age is \(27 - 5 = 22\).
+
+2. **Determine Jame''s cousin''s current age:**
+   - In 8 years, Jame''s cousin will be 5 years younger than twice his age.
+   - First, calculate twice Jame''s current age:
+     \[
+     2 \times 22 = 44
+     \]
+   - Then, determine Jame''s cousin''s age in 8 years:
+     \[
+     44 - 5 = 39
+     \]
+   - Therefore, Jame''s cousin''s current age is 39.
+
+3. **Calculate the number of years between their current ages:**
+   - Subtract Jame''s current age from his cousin''s current age:
+     \[
+     39 - 22 = 17
+     \]
+
+Thus, the number of years that separate the age of the two now is \(\boxed{17}\).','17',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(139,2,'To solve this problem, we need to determine the current ages of both James and his cousin, and then find the difference between their current ages.
+
+First, let''s find James''s current age. We know that in 5 years, James will be 27 years old. Therefore, we can set up the following equation to find his current age:
+\[ \text{James''s current age} + 5 = 27 \]
+To find his current age, we subtract 5 from both sides of the equation:
+\[ \text{James''s current age} = 27 - 5 \]
+\[ \text{James''s current age} = 22 \]
+
+Next, we need to find James''s cousin''s current age. We know that in 8 years, James''s cousin will be 5 years younger than twice his age. Let''s denote James''s cousin''s current age by \( C \). In 8 years, James''s cousin will be \( C + 8 \) years old, and twice James''s age in 8 years will be \( 2 \times (C + 8) \). According to the problem, this sum is 5 years younger than James''s cousin''s age in 8 years. Therefore, we can set up the following equation:
+\[ C + 8 = 2 \times (C + 8) - 5 \]
+To find \( C \), we first simplify the equation by subtracting \( 2 \times (C + 8) \) from both sides:
+\[ C + 8 - 2 \times (C + 8) = -5 - 2 \times (C + 8) \]
+\[ C + 8 - 2C - 16 = -5 - 2C - 16 \]
+\[ -C - 8 = -5 - 2C - 16 \]
+Now, we add \( 2C \) to both sides of the equation:
+\[ C - 8 + 2C = -5 - 16 \]
+\[ 3C - 8 = -21 \]
+Next, we add 8 to both sides of the equation:
+\[ 3C - 8 + 8 = -21 + 8 \]
+\[ 3C = -13 \]
+Finally, we divide both sides by 3:
+\[ C = -\frac{13}{3} \]
+Since the age cannot','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(139,3,'Let''s approach this problem step by step and use Python code to ensure our calculations are accurate.
+
+1. **Determine Jame''s current age:**
+   - Jame will turn 27 in 5 years.
+   - Therefore, Jame''s current age is \(27 - 5\).
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, Jame will be 27 + 8 = 35 years old.
+   - The cousin will be 5 years younger than twice Jame''s age in 8 years.
+   - Therefore, the cousin''s age in 8 years is \(2 \times 35 - 5\).
+
+3. **Calculate the number of years separating the age of the two now:**
+   - The current age of the cousin is \(35 - 8\).
+   - The number of years separating the age of the two now is the difference between the current ages of the cousin and Jame.
+
+Let''s compute these values using Python.
+```python
+# Step 1: Determine Jame''s current age
+james_age_in_5_years = 27
+current_age_james = james_age_in_5_years - 5
+
+# Step 2: Determine the cousin''s current age
+james_age_in_8_years = current_age_james + 8
+cousin_age_in_8_years = 2 * james_age_in_8_years - 5
+
+# Step 3: Calculate the number of years separating the age of the two now
+years_separating = cousin_age_in_8_years - current_age_james
+print(years_separating)
+```
+```output
+12
+```
+The number of years separating the age of the cousin now from the age of Jame is \(\boxed{12}\).','12',0,'not_equivalent',377,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,0,'To solve this problem, we need to follow these steps:
+
+1. Identify the cost of the computer.
+2. Calculate the cost of the printer based on the given relationship.
+3. Calculate the total cost of the computer, monitors, and printer.
+4. Determine the cost of one monitor.
+
+Let''s start with the given information:
+- The cost of the computer is $1,100.
+- Errol paid $400 less for the printer than the computer.
+- The total cost of the computer, monitors, and printer is $2,400.
+
+First, we calculate the cost of the printer:
+\[
+\text{Cost of the printer} = \text{Cost of the computer} - 400 = 1,100 - 400 = 700
+\]
+
+Next, we calculate the total cost of the computer, monitors, and printer:
+\[
+\text{Total cost} = \text{Cost of the computer} + \text{Cost of the monitors} + \text{Cost of the printer} = 1,100 + \text{Cost of the monitors} + 700 = 2,400
+\]
+
+Since the total cost is $2,400 and the cost of the computer is $1,100, we can find the cost of the monitors by subtracting the cost of the computer from the total cost:
+\[
+\text{Cost of the monitors} = \text{Total cost} - \text{Cost of the computer} = 2,400 - 1,100 = 1,300
+\]
+
+Finally, we determine the cost of one monitor:
+\[
+\text{Cost of one monitor} = \frac{\text{Cost of the monitors}}{2} = \frac{1,300}{2} = 650
+\]
+
+So, the cost of one monitor is \(\boxed{650}\).','650',0,'not_equivalent',421,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,1,'To determine the cost of one monitor, we will follow these steps:
+
+1. **Identify the total cost of the computer, monitors, and printer:**
+   Errol bought a computer, 2 monitors, and a printer for a total of $2,400.
+
+2. **Let the cost of the computer be:**
+   The cost of the computer is given as $1,100.
+
+3. **Let the cost of one monitor be:**
+   Let the cost of one monitor be denoted by \( x \).
+
+4. **Calculate the cost of the printer:**
+   Errol paid $400 less for the printer than the computer. Therefore, the cost of the printer is:
+   \[
+   \text{Cost of the printer} = \text{Cost of the computer} - 400 = 1,100 - 400 = 700
+   \]
+
+5. **Set up the equation for the total cost:**
+   The total cost of the computer, monitors, and printer is the sum of the individual costs:
+   \[
+   \text{Total cost} = \text{Cost of the computer} + \text{Cost of one monitor} + \text{Cost of the printer}
+   \]
+   Substituting the known values into the equation:
+   \[
+   2,400 = 1,100 + x + 700
+   \]
+
+6. **Solve for \( x \):**
+   Combine the known costs on the right side of the equation:
+   \[
+   2,400 = 1,800 + x
+   \]
+   Subtract 1,800 from both sides to isolate \( x \):
+   \[
+   2,400 - 1,800 = x
+   \]
+   \[
+   600 = x
+   \]
+
+Therefore, the cost of one monitor is \(\boxed{600}\) dollars.','600',0,'not_equivalent',428,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(140,2,'To determine the cost of one monitor, we need to follow these steps:
+
+1. **Identify the total cost of all items**:
+   Errol paid $2,400 in total for the computer, 2 monitors, and a printer.
+
+2. **Calculate the total cost of the computer and the printer**:
+   The computer cost $1,100. Therefore, the total cost of the computer and the printer is:
+   \[
+   1,100 + \text{cost of printer} = 2,400
+   \]
+
+3. **Find the cost of the printer**:
+   Let \( P \) be the cost of the printer. According to the problem, Errol paid $400 less for the printer than the computer. Therefore:
+   \[
+   P = 1,100 - 400
+   \]
+   Simplifying this, we get:
+   \[
+   P = 700
+   \]
+
+4. **Determine the total cost of the two monitors**:
+   The total cost of all items is $2,400. Since the cost of the computer and the printer is $700, the total cost of the two monitors is:
+   \[
+   2,400 - 700 = 1,700
+   \]
+
+5. **Calculate the cost of one monitor**:
+   Let \( M \) be the cost of one monitor. Since there are two monitors, the total cost of the two monitors is:
+   \[
+   2M = 1,700
+   \]
+   Solving for \( M \), we get:
+   \[
+   M = \frac{1,700}{2}
+   \]
+   Simplifying this, we get:
+   \[
+   M = 850
+   \]
+
+Therefore, the cost of one monitor is \(\boxed{850}\) dollars.','850',0,'not_equivalent',418,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(140,3,'To determine the cost of one monitor, we will follow these steps:
+
+1. Identify the total cost of the computer, monitors, and printer.
+2. Calculate the total cost of the computer and the printer.
+3. Determine the cost of the monitors by subtracting the total cost of the computer and printer from the overall total cost.
+
+First, the total cost of the computer, monitors, and printer is given as $2,400. The cost of the computer is $1,100. We need to find the cost of the monitors and the printer together.
+
+The cost of the printer is $400 less than the cost of the computer. Therefore, we subtract $400 from the cost of the computer:
+\[
+\text{Cost of the printer} = 1100 - 400 = 700
+\]
+
+Next, we calculate the total cost of the computer and the printer by adding their individual costs:
+\[
+\text{Total cost of the computer and printer} = 1100 + 700 = 1800
+\]
+
+Since the total cost of the computer, monitors, and printer is $2,400, we can find the cost of the monitors by subtracting the total cost of the computer and printer from the overall total cost:
+\[
+\text{Cost of one monitor} = 2400 - 1800 = 600
+\]
+
+Thus, the cost of one monitor is \(\boxed{600}\).','600',0,'not_equivalent',324,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(141,0,'To determine the total number of pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the total time Judy read in the first week.
+2. Convert the total time Judy read in the first week into pages.
+3. Add the pages read in the first week to the pages read in the second week.
+
+**Step 1: Calculate the total time Judy read in the first week.**
+
+Judy reads for 15 minutes each night before going to sleep. Since there are 7 days in a week, the total time she reads in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+**Step 2: Convert the total time Judy read in the first week into pages.**
+
+Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she reads in 105 minutes is:
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/page}} \times 2 \text{ pages/page} = 70 \text{ pages} \]
+
+**Step 3: Add the pages read in the first week to the pages read in the second week.**
+
+Judy read a total of 100 pages in the second week. Therefore, the total number of pages she read in two weeks is:
+\[ 70 \text{ pages} + 100 \text{ pages} = 170 \text{ pages} \]
+
+The final answer is:
+\[
+\boxed{170}
+\]','170',0,'not_equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(141,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of minutes Judy read in one night during the first week.
+2. Determine the number of pages Judy read in one night during the second week based on her reading speed.
+3. Calculate the total number of pages Judy read in two weeks by summing the pages read in the first and second weeks.
+
+First, let''s calculate the number of minutes Judy read in one night during the first week. Since she read for 15 minutes each night, the total number of minutes she read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Next, we need to determine how many pages Judy read in one night during the second week. According to the problem, Judy can read 2 pages per 1.5 minutes. Therefore, the number of pages she read in one night during the second week is:
+\[ \frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 100 \text{ minutes} = \frac{2 \times 100}{1.5} = \frac{200}{1.5} = \frac{400}{3} \approx 133.33 \text{ pages} \]
+
+Since the number of pages must be a whole number, we will assume she read 133 pages (as reading a fraction of a page is not practical in this context).
+
+Finally, we calculate the total number of pages Judy read in two weeks by summing the pages read in the first and second weeks:
+\[ 105 \text{ pages} + 133 \text{ pages} = 238 \text{ pages} \]
+
+Thus, the total number of pages Judy read in two weeks is:
+\[
+\boxed{238}
+\]','238',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(141,2,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of pages Judy read each night in the first week.
+2. Determine the total number of pages Judy read in the first week.
+3. Calculate the total number of pages Judy read in the second week.
+4. Add the pages read in the first week to the pages read in the second week to get the total number of pages read in two weeks.
+
+Step 1: Calculate the number of pages Judy read each night in the first week.
+Judy reads for 15 minutes each night. Since she can read 2 pages per 1.5 minutes, we can calculate the number of pages she reads each night as follows:
+\[
+\frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 15 \text{ minutes} = 20 \text{ pages}
+\]
+So, Judy reads 20 pages each night in the first week.
+
+Step 2: Determine the total number of pages Judy read in the first week.
+There are 7 days in a week, so the total number of pages Judy reads in the first week is:
+\[
+20 \text{ pages/night} \times 7 \text{ nights} = 140 \text{ pages}
+\]
+
+Step 3: Calculate the total number of pages Judy read in the second week.
+Judy read a total of 100 pages in the second week.
+
+Step 4: Add the pages read in the first week to the pages read in the second week to get the total number of pages read in two weeks.
+\[
+140 \text{ pages} + 100 \text{ pages} = 240 \text{ pages}
+\]
+
+Therefore, the total number of pages Judy read in two weeks is \boxed{240}.','240',1,'equivalent',397,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(141,3,'To determine how many pages Judy read in two weeks, we need to break the problem into smaller, manageable steps.
+
+**Step 1: Calculate the total time Judy read in the first week.**
+Judy read for 15 minutes each night. Since there are 7 nights in a week, the total time read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+**Step 2: Determine how many pages Judy read in the first week.**
+Judy can read 2 pages per 1.5 minutes. To find out how many pages she read in 105 minutes, we divide the total time by the rate:
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/page}} = 70 \text{ pages} \]
+
+**Step 3: Calculate the total time Judy read in the second week.**
+We already know that Judy read a total of 100 pages in the second week. Since she reads at a constant rate, the time she spent reading in the second week is the same as the time it took to read 100 pages at the rate of 2 pages per 1.5 minutes. However, we do not need to calculate this time separately because we are only asked for the total number of pages read in two weeks, which is already given.
+
+**Step 4: Add the pages read in the two weeks.**
+The total number of pages Judy read in two weeks is the sum of the pages read in the first week and the pages read in the second week:
+\[ 70 \text{ pages} + 100 \text{ pages} = 170 \text{ pages} \]
+
+Therefore, the total number of pages Judy read in two weeks is \(\boxed{170}\).','170',0,'not_equivalent',404,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(142,0,'To find the average number of birds Mack saw in a day over the week, we need to follow these steps:
+
+1. **Calculate the total number of birds seen over the week:**
+   - On day one: 50 birds
+   - On day two: 50 birds
+   - On day three: 0 birds
+   - On day four: 120 birds
+   - On day five: 120 birds
+   - On day six: 20 birds
+   - On day seven: 90 birds
+
+   Add these numbers together:
+   \[
+   50 + 50 + 0 + 120 + 120 + 20 + 90
+   \]
+
+2. **Perform the addition step by step:**
+   \[
+   50 + 50 = 100
+   \]
+   \[
+   100 + 0 = 100
+   \]
+   \[
+   100 + 120 = 220
+   \]
+   \[
+   220 + 120 = 340
+   \]
+   \[
+   340 + 20 = 360
+   \]
+   \[
+   360 + 90 = 450
+   \]
+
+   So, the total number of birds seen over the week is 450.
+
+3. **Determine the number of days in the week:**
+   There are 7 days in a week.
+
+4. **Calculate the average number of birds seen per day:**
+   Divide the total number of birds by the number of days:
+   \[
+   \frac{450}{7}
+   \]
+
+5. **Perform the division:**
+   \[
+   \frac{450}{7} \approx 64.2857
+   \]
+
+   Since we are asked for the average number of birds per day, we can round to the nearest whole number if necessary, but typically, we keep the decimal as it is unless specified otherwise.
+
+Therefore, the average number of birds Mack saw in a day is \boxed{64.29}.','64.29',0,'not_equivalent',477,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(142,1,'To find out how many birds Mack saw on average in a day, we need to follow these steps:
+
+1. Calculate the total number of birds Mack saw over the week.
+2. Divide the total number of birds by the number of days in the week.
+
+First, let''s find the total number of birds. We can do this by adding the number of birds seen each day:
+- On day 1: 50 birds
+- On day 2: 50 birds
+- On day 3: 0 birds
+- On day 4: 120 birds
+- On day 5: 120 birds
+- On day 6: 20 birds
+- On day 7: 90 birds
+
+Adding these together:
+\[ 50 + 50 + 0 + 120 + 120 + 20 + 90 = 530 \]
+
+So, the total number of birds Mack saw over the week is 530.
+
+Next, we need to divide the total number of birds by the number of days in the week. There are 7 days in a week, so we divide 530 by 7:
+\[ \frac{530}{7} = 75.71428571428571 \]
+
+Rounding to the nearest hundredth, we get 75.71. Therefore, the average number of birds Mack saw in a day is \(\boxed{75.71}\).','75.71',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(142,2,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days in the week.
+
+First, let''s find the total number of birds seen over the week. Mack saw the following number of birds each day:
+- Day 1: 50 birds
+- Day 2: 50 birds
+- Day 3: 0 birds
+- Day 4: 120 birds
+- Day 5: 120 birds
+- Day 6: 20 birds
+- Day 7: 90 birds
+
+Adding these together gives:
+\[ 50 + 50 + 0 + 120 + 120 + 20 + 90 = 570 \]
+
+So, the total number of birds seen in the week is 570.
+
+Next, we need to find the average number of birds seen per day. There are 7 days in the week, so we divide the total number of birds by 7:
+\[ \frac{570}{7} = 81.42857142857143 \]
+
+Rounding to the nearest whole number, the average number of birds Mack saw per day is 81.
+
+Therefore, the average number of birds Mack saw in a day is \(\boxed{81}\).','81',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(142,3,'To determine the average number of birds Mack saw in a day over the week, we need to follow these steps:
+
+1. **Calculate the total number of birds seen in the week:**
+   - On days one and two: 50 birds
+   - On day three: 0 birds
+   - On days four and five: 120 birds
+   - On day six: 20 birds
+   - On day seven: 90 birds
+
+   Add these numbers together:
+   \[
+   50 + 0 + 120 + 20 + 90 = 380
+   \]
+
+2. **Determine the number of days in the week:**
+   There are 7 days in a week.
+
+3. **Calculate the average number of birds seen per day:**
+   Divide the total number of birds by the number of days:
+   \[
+   \frac{380}{7}
+   \]
+
+4. **Perform the division:**
+   \[
+   \frac{380}{7} \approx 54.2857
+   \]
+
+5. **Round to the nearest whole number if necessary:**
+   Since the problem asks for the average number of birds, and typically we round to the nearest whole number for practical purposes, we round 54.2857 to 54.
+
+Therefore, the average number of birds Mack saw in a day is \boxed{54}.','54',0,'not_equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(143,0,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options, we need to follow these steps:
+
+1. Calculate Martin''s weekly weight loss due to eating Cheerios.
+2. Calculate Martin''s weekly weight gain due to eating donuts.
+3. Find the total weight change over 5 weeks by adding the weekly weight loss to the weekly weight gain.
+4. Subtract the total weight change from the initial weight to find the weight at the end of 5 weeks.
+
+Let''s start with the weight loss. Martin loses 1.25 pounds per week by eating Cheerios. Over 5 weeks, the total weight loss is:
+\[ 1.25 \text{ pounds/week} \times 5 \text{ weeks} = 6.25 \text{ pounds} \]
+
+Next, let''s find the weight gain. Martin gains 1.75 pounds per week by eating donuts. Over 5 weeks, the total weight gain is:
+\[ 1.75 \text{ pounds/week} \times 5 \text{ weeks} = 8.75 \text{ pounds} \]
+
+Now, we add the total weight loss to the total weight gain to find the weight change over 5 weeks:
+\[ 6.25 \text{ pounds} + 8.75 \text{ pounds} = 15.00 \text{ pounds} \]
+
+Since the initial weight is not given in the problem, we assume the initial weight is 0 for simplicity. The weight at the end of 5 weeks is:
+\[ 0 \text{ pounds} - 15.00 \text{ pounds} = -15.00 \text{ pounds} \]
+
+However, since weight cannot be negative, we conclude that Martin''s actual weight at the end of 5 weeks, assuming he starts at 0 pounds, will be:
+\[ \boxed{15} \text{ pounds} \] (with a slight correction to reflect the negative weight due to the gain, which actually means he will be 15 pounds less than his initial weight at the end of 5 weeks).','15',1,'equivalent',454,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(143,1,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we can follow these steps:
+
+1. Calculate the total weight loss or gain from eating Cheerios for 5 weeks.
+2. Calculate the total weight loss or gain from eating donuts for 5 weeks.
+3. Find the difference between the total weight loss or gain from both options.
+
+Let''s break it down and use Python to ensure the result is accurate.
+
+1. Weight loss from Cheerios for 5 weeks:
+\[ \text{Weight loss from Cheerios} = 1.25 \, \text{pounds/week} \times 5 \, \text{weeks} = 6.25 \, \text{pounds} \]
+
+2. Weight gain from donuts for 5 weeks:
+\[ \text{Weight gain from donuts} = 1.75 \, \text{pounds/week} \times 5 \, \text{weeks} = 8.75 \, \text{pounds} \]
+
+3. Difference in weight at the end of 5 weeks:
+\[ \text{Difference} = \text{Weight gain from donuts} - \text{Weight loss from Cheerios} = 8.75 \, \text{pounds} - 6.25 \, \text{pounds} = 2.50 \, \text{pounds} \]
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Define the weight loss or gain per week for Cheerios and donuts
+weight_loss_cheerios_per_week = 1.25
+weight_gain_donuts_per_week = 1.75
+
+# Calculate the total weight loss or gain for 5 weeks
+total_weight_loss_cheerios = weight_loss_cheerios_per_week * 5
+total_weight_gain_donuts = weight_gain_donuts_per_week * 5
+
+# Calculate the difference in weight at the end of 5 weeks
+difference_in_weight = total_weight_gain_donuts - total_weight_loss_cheerios
+print(difference_in_weight)
+```
+```output
+2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts) is \(\boxed{2.50}\) pounds.','2.50',0,'not_equivalent',507,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(143,2,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we need to calculate the net change in his weight for each option and then find the total difference.
+
+First, let''s calculate the net weight change for Cheerios:
+- Martin loses 1.25 pounds per week from eating Cheerios.
+- Over 5 weeks, he will lose \(1.25 \text{ pounds/week} \times 5 \text{ weeks} = 6.25 \text{ pounds}\).
+
+Next, let''s calculate the net weight change for donuts:
+- Martin gains 1.75 pounds per week from eating donuts.
+- Over 5 weeks, he will gain \(1.75 \text{ pounds/week} \times 5 \text{ weeks} = 8.75 \text{ pounds}\).
+
+Now, we find the total net weight change by adding the net weight change for Cheerios and the net weight change for donuts:
+\[6.25 \text{ pounds} + 8.75 \text{ pounds} = 15 \text{ pounds}\]
+
+Therefore, the difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{15}\).','15',1,'equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(143,3,'To solve this problem, we need to calculate Martin''s weight changes over a 5-week period for both breakfast options and then find the difference between these changes.
+
+1. Calculate Martin''s weight gain or loss over 5 weeks for Cheerios.
+2. Calculate Martin''s weight gain or loss over 5 weeks for donuts.
+3. Find the difference between the weight gain or loss from the two breakfast options.
+
+Let''s break it down step-by-step and use Python code to ensure the accuracy of our result.
+
+1. Martin''s weight gain or loss over 5 weeks for Cheerios: \(1.25 \text{ pounds/week} \times 5 \text{ weeks}\)
+2. Martin''s weight gain or loss over 5 weeks for donuts: \(1.75 \text{ pounds/week} \times 5 \text{ weeks}\)
+3. Difference in weight change: \( (1.25 \text{ pounds/week} \times 5 \text{ weeks}) - (1.75 \text{ pounds/week} \times 5 \text{ weeks}) \)
+
+Let''s calculate this using Python.
+```python
+# Weight change per week for Cheerios and donuts
+weight_change_cheerios_per_week = 1.25
+weight_change_donuts_per_week = 1.75
+
+# Number of weeks
+number_of_weeks = 5
+
+# Total weight change over 5 weeks
+total_weight_change_cheerios = weight_change_cheerios_per_week * number_of_weeks
+total_weight_change_donuts = weight_change_donuts_per_week * number_of_weeks
+
+# Difference in weight change
+difference_in_weight_change = total_weight_change_cheerios - total_weight_change_donuts
+print(difference_in_weight_change)
+```
+```output
+-1.25
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds. This means that if Martin eats Cheerios every day for breakfast, he''ll lose 1.25 pounds over 5 weeks, but if he eats donuts every day for breakfast, he''ll gain 1.25 pounds over 5 weeks.','-1.25',0,'not_equivalent',469,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629102320193576817e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',138,7.61980563203700148738e+03,7.61980434728699765421e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629161111659049992e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',143,8.20772032711099745923e+03,8.20771904439300124031e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -13491,5 +14636,20 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-530',0,138,'40',0.0,0,4,1,108.0,30.0,397.75,0.0,4.06360855172515584871e+01,1.68684674732174951167e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-530',0,138,'54',0.0,0,6,1,108.0,30.0,795.5,0.0,8.12721710345031169743e+01,3.09713217821449951169e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-530',0,138,'40',0.0,0,1,0,108.0,30.0,1591.0,0.0,1.62544342069006233944e+02,5917703040000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-532',0,139,'43',0.0,0,4,1,77.0,31.0,345.75,0.0,64.1443024650016,1.38845104156752978516e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-532',0,139,'17',0.0,0,6,1,77.0,31.0,691.5,0.0,1.28288604930003202753e+02,2.61386762771168652342e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-532',0,139,'3',0.0,0,1,0,77.0,31.0,1383.0,0.0,2.56577209860006405506e+02,5064700800000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-533',0,140,'650',0.0,0,4,1,91.0,30.0,397.75,0.0,5.58762179087498225263e+01,1.62653035079903149416e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-533',0,140,'650',0.0,0,6,1,91.0,30.0,795.5,0.0,1.11752435817499645059e+02,3.0367809165326879882e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-533',0,140,'600',0.0,0,1,0,91.0,30.0,1591.0,0.0,2.23504871634999290118e+02,5857282048000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-564',0,141,'170',0.25,0,4,1,94.0,30.0,389.25,0.0,5.96608325274992239411e+01,1.60695512018753857417e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-564',0,141,'238',0.25,0,6,1,94.0,30.0,778.5,0.0,1.19321665054998447884e+02,2.98700427745835888661e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-564',0,141,'170',0.0,0,1,0,94.0,30.0,1557.0,0.0,2.38643330109996895768e+02,5747102592000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-577',0,142,'64.29',0.0,0,4,1,126.0,30.0,357.0,0.0,6.29591530902489466842e+01,1.60581589669291333009e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-577',0,142,'75.71',0.0,0,6,1,126.0,30.0,714.0,0.0,1.25918306180497893362e+02,2.87132643779527587882e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-577',0,142,'81',0.0,0,1,0,126.0,30.0,1428.0,0.0,2.51836612360995786724e+02,5402347520000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-589',0,143,'15',0.5,1,4,1,100.0,30.0,427.0,0.0,5.59977215932503895583e+01,1.76245151143307080075e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-589',0,143,'15',0.5,1,6,1,100.0,30.0,854.0,0.0,1.11995443186500779123e+02,3.27667041562204687499e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-589',0,143,'15',1.0,1,1,0,100.0,30.0,1708.0,0.0,2.23990886373001558246e+02,6305108224000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
