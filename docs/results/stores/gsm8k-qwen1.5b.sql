@@ -7073,6 +7073,747 @@ print(difference_in_weight_change)
 -1.25
 ```
 The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds. This means that if Martin eats Cheerios every day for breakfast, he''ll lose 1.25 pounds over 5 weeks, but if he eats donuts every day for breakfast, he''ll gain 1.25 pounds over 5 weeks.','stop',469,100,30,3.17592094880018578346e+01,1576277056000.0,NULL);
+INSERT INTO "chains" VALUES(144,0,0,'c12ceb0fc2b5aff8d9245380da939d25216ad874ecb0e03b3a9a87fe9151f3a6',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the amount of protein John consumes per day.
+2. Multiply the daily protein consumption by the number of days in a week.
+
+First, we know that John eats 200 grams of mushrooms every day. Since each cup of mushrooms weighs 100 grams and has 3 grams of protein, the amount of protein in 200 grams of mushrooms is:
+\[ 200 \text{ grams} \times \frac{3 \text{ grams of protein}}{100 \text{ grams of mushrooms}} = 6 \text{ grams of protein per day} \]
+
+Next, we need to find out how many grams of protein John gets per week. There are 7 days in a week, so we multiply the daily protein consumption by 7:
+\[ 6 \text{ grams of protein per day} \times 7 \text{ days per week} = 42 \text{ grams of protein per week} \]
+
+Therefore, the amount of protein John gets per week is \(\boxed{42}\).','stop',240,77,30,1.97223551223614137484e+01,1011163072000.0,NULL);
+INSERT INTO "chains" VALUES(144,0,1,'c12ceb0fc2b5aff8d9245380da939d25216ad874ecb0e03b3a9a87fe9151f3a6',1,'Let''s break down the problem step by step:
+
+1. **Determine the protein content per cup of mushrooms:**
+   - Each cup of mushrooms weighs 100 grams.
+   - Each cup contains 3 grams of protein.
+
+2. **Calculate the protein content per day:**
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the protein content per day is:
+     \[
+     200 \text{ grams} \times 3 \text{ grams per cup} = 600 \text{ grams of protein per day}
+     \]
+
+3. **Calculate the protein content per week:**
+   - There are 7 days in a week.
+   - Therefore, the protein content per week is:
+     \[
+     600 \text{ grams per day} \times 7 \text{ days per week} = 4200 \text{ grams of protein per week}
+     \]
+
+So, the final answer is \(\boxed{4200}\) grams of protein per week.','stop',225,77,30,1.97223551223614137484e+01,1011163072000.0,NULL);
+INSERT INTO "chains" VALUES(144,0,2,'c12ceb0fc2b5aff8d9245380da939d25216ad874ecb0e03b3a9a87fe9151f3a6',2,'Let''s break down the problem step-by-step and then use Python to compute the answer.
+
+1. **Mushroom weight and protein content**:
+   - Each cup of mushrooms weighs 100 grams.
+   - Each cup of mushrooms has 3 grams of protein.
+
+2. **Daily protein intake**:
+   - John eats 200 grams of mushrooms every day.
+
+3. **Daily protein from mushrooms**:
+   - Since each cup has 3 grams of protein, 200 grams of mushrooms will provide:
+     \[
+     \text{Daily protein} = \frac{200 \text{ grams}}{100 \text{ grams per cup}} \times 3 \text{ grams per cup}
+     \]
+
+4. **Weekly protein intake**:
+   - Since there are 7 days in a week, the weekly protein intake will be:
+     \[
+     \text{Weekly protein} = \text{Daily protein} \times 7 \text{ days}
+     \]
+
+Now, let''s use Python to compute these values.
+```python
+# Constants
+mushroom_weight_per_cup = 100  # grams
+protein_content_per_cup = 3     # grams
+daily_mushroom_intake = 200     # grams
+days_per_week = 7
+
+# Daily protein from mushrooms
+daily_protein_from_mushrooms = (daily_mushroom_intake / mushroom_weight_per_cup) * protein_content_per_cup
+
+# Weekly protein intake
+weekly_protein_intake = daily_protein_from_mushrooms * days_per_week
+print(weekly_protein_intake)
+```
+```output
+42.0
+```
+John gets \(\boxed{42}\) grams of protein per week from the mushrooms he eats.','stop',379,77,30,1.97223551223614137484e+01,1011163072000.0,NULL);
+INSERT INTO "chains" VALUES(144,0,3,'c12ceb0fc2b5aff8d9245380da939d25216ad874ecb0e03b3a9a87fe9151f3a6',3,'To determine how many grams of protein John gets per week from eating 200 grams of mushrooms every day, we can follow these steps:
+
+1. Calculate the amount of protein per day:
+   John eats 200 grams of mushrooms every day. Since each cup of mushrooms contains 3 grams of protein, we can find the protein content of 200 grams of mushrooms by multiplying 200 grams by 3 grams per cup.
+   \[
+   200 \text{ grams} \times 3 \text{ grams per cup} = 600 \text{ grams of protein per day}
+   \]
+
+2. Calculate the amount of protein per week:
+   There are 7 days in a week. Therefore, we can find the protein content of 200 grams of mushrooms per week by multiplying the daily protein content by 7.
+   \[
+   600 \text{ grams of protein per day} \times 7 \text{ days per week} = 4200 \text{ grams of protein per week}
+   \]
+
+So, the number of grams of protein John gets per week is \(\boxed{4200}\).','stop',251,77,30,1.97223551223614137484e+01,1011163072000.0,NULL);
+INSERT INTO "chains" VALUES(145,0,0,'48452a0ec4e6825e50a14e44d3ce692a1c03c6ed0a0ff744cc781170e3067620',0,'To determine how many hours George needs to work, we can break down the problem into several steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit from the total cost to find out how much more George needs to pay.
+3. Determine how many hours George needs to work at $15 per hour to cover the remaining amount.
+
+Let''s implement this step-by-step in Python.
+```python
+# Step 1: Calculate the total cost of the dental work
+implants_cost = 2 * 2000
+crown_cost = 500
+total_cost = implants_cost + crown_cost
+
+# Step 2: Subtract the deposit from the total cost to find out how much more George needs to pay
+deposit = 600
+remaining_amount = total_cost - deposit
+
+# Step 3: Determine how many hours George needs to work at $15 per hour to cover the remaining amount
+hours_needed = remaining_amount / 15
+
+print(hours_needed)
+```
+```output
+30.0
+```
+George needs to work \(\boxed{30}\) hours before he has enough to pay for the dental work.','stop',245,128,30,2.3231511760468425364e+01,1292831520000.0,NULL);
+INSERT INTO "chains" VALUES(145,0,1,'48452a0ec4e6825e50a14e44d3ce692a1c03c6ed0a0ff744cc781170e3067620',1,'To determine how many hours George needs to work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs to pay.
+3. Divide the remaining amount by his hourly wage to find out how many hours he needs to work.
+
+Let''s go through each step in detail:
+
+1. **Calculate the total cost of the dental work:**
+   - The cost of one implant is $2000.
+   - George needs 2 implants, so the cost of the implants is \(2 \times 2000 = 4000\).
+   - George wants a crown on one of the implants, which costs an extra $500.
+   - Therefore, the total cost of the dental work is \(4000 + 500 = 4500\).
+
+2. **Subtract the deposit George has already made from the total cost to find out how much more he needs to pay:**
+   - George has already put down a deposit of $600.
+   - The remaining amount he needs to pay is \(4500 - 600 = 3900\).
+
+3. **Divide the remaining amount by his hourly wage to find out how many hours he needs to work:**
+   - George makes $15 per hour.
+   - The number of hours he needs to work is \(\frac{3900}{15} = 260\).
+
+Therefore, the number of hours George needs to work before he has enough to pay for the dental work is \(\boxed{260}\).','stop',357,128,30,2.3231511760468425364e+01,1292831520000.0,NULL);
+INSERT INTO "chains" VALUES(145,0,2,'48452a0ec4e6825e50a14e44d3ce692a1c03c6ed0a0ff744cc781170e3067620',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the implants.
+2. Calculate the cost of the crown.
+3. Add the costs of the implants and the crown to get the total cost of the dental work.
+4. Subtract the deposit George has already made from the total cost to get the remaining amount George needs to pay.
+5. Determine how many hours George needs to work to earn the remaining amount, given his hourly wage.
+
+Let''s break it down step-by-step and use Python to ensure accuracy.
+
+1. The cost of one implant is $2000, and there are 2 implants.
+2. The cost of the crown is $500.
+3. The total cost of the dental work is $2000 * 2 + $500 = $4500.
+4. The remaining amount George needs to pay is $4500 - $600 = $3900.
+5. Since George makes $15 per hour, the number of hours he needs to work to earn $3900 is $3900 / $15.
+
+Let''s calculate this using Python.
+```python
+# Step-by-step calculation
+
+# Cost of one implant
+cost_per_implant = 2000
+# Number of implants
+number_of_implants = 2
+# Cost of the crown
+cost_of_crown = 500
+# Total cost of dental work
+total_cost = cost_per_implant * number_of_implants + cost_of_crown
+
+# Deposit George has already made
+deposit = 600
+# Remaining amount George needs to pay
+remaining_amount = total_cost - deposit
+
+# Hourly wage of George
+hourly_wage = 15
+
+# Number of hours George needs to work to earn the remaining amount
+hours_needed = remaining_amount / hourly_wage
+print(hours_needed)
+```
+```output
+260.0
+```
+George needs to work for \(\boxed{260}\) hours before he has enough to pay for the dental work.','stop',439,128,30,2.3231511760468425364e+01,1292831520000.0,NULL);
+INSERT INTO "chains" VALUES(145,0,3,'48452a0ec4e6825e50a14e44d3ce692a1c03c6ed0a0ff744cc781170e3067620',3,'To determine how many hours George needs to work before he has enough to pay for his dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine how much more money George needs to pay after his deposit.
+3. Calculate the number of hours George needs to work to earn the remaining amount.
+
+First, let''s calculate the total cost of the dental work. George needs 2 implants, each costing $2000. Additionally, he wants a crown for one of the implants, which costs $500. Therefore, the total cost is:
+\[ 2 \times 2000 + 500 = 4000 + 500 = 4500 \text{ dollars} \]
+
+Next, we need to determine how much more money George needs to pay after his deposit. George has already put down a deposit of $600. So, the amount he still needs to pay is:
+\[ 4500 - 600 = 3900 \text{ dollars} \]
+
+Since George makes $15 per hour at work, we can calculate the number of hours he needs to work to earn $3900 by dividing the remaining amount by his hourly wage:
+\[ \frac{3900}{15} = 260 \text{ hours} \]
+
+Therefore, George needs to work for \(\boxed{260}\) hours before he has enough to pay for his dental work.','stop',320,128,30,2.3231511760468425364e+01,1292831520000.0,NULL);
+INSERT INTO "chains" VALUES(146,0,0,'64a39dbd6874a890808e8ef5da65bab6315c0da50c989e16a9669365492d77ca',0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell all the meat from the bull.
+
+First, let''s calculate the total amount of meat Prince sells in one day. Prince sells 15 kg of meat every hour and he works 10 hours a day. Therefore, the total amount of meat sold in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell all the meat from the bull. The bull weighs 750 kg. Since Prince sells 150 kg of meat each day, the number of days required to sell the meat from the bull is:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',268,94,30,1.89362964471172823266e+01,1005831808000.0,NULL);
+INSERT INTO "chains" VALUES(146,0,1,'64a39dbd6874a890808e8ef5da65bab6315c0da50c989e16a9669365492d77ca',1,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. **Calculate Prince''s daily meat sales:**
+   - Prince sells 15 kg of meat every hour.
+   - Prince works 10 hours a day.
+   \[
+   \text{Daily meat sales} = 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day}
+   \]
+
+2. **Determine the weight of the bull:**
+   - The bull weighs 750 kg.
+
+3. **Calculate the number of days required to sell the bull''s meat:**
+   - Prince''s daily meat sales are 150 kg.
+   - The weight of the bull is 750 kg.
+   \[
+   \text{Number of days} = \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days}
+   \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',255,94,30,1.89362964471172823266e+01,1005831808000.0,NULL);
+INSERT INTO "chains" VALUES(146,0,2,'64a39dbd6874a890808e8ef5da65bab6315c0da50c989e16a9669365492d77ca',2,'Let''s break down the problem step by step:
+
+1. Prince sells 15kg of meat every hour he works.
+2. Prince works 10 hours a day.
+3. Prince gives Bill a bull that weighs 750kg of meat.
+
+First, we need to calculate how much meat Prince sells in one day. We do this by multiplying the amount of meat he sells per hour by the number of hours he works per day:
+
+\[ \text{Meat sold in one day} = 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell all 750kg of meat from the bull. We do this by dividing the total weight of the meat by the amount of meat Prince sells in one day:
+
+\[ \text{Number of days} = \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+So, it will take Prince \(\boxed{5}\) days to sell all the meat from the bull.','stop',262,94,30,1.89362964471172823266e+01,1005831808000.0,NULL);
+INSERT INTO "chains" VALUES(146,0,3,'64a39dbd6874a890808e8ef5da65bab6315c0da50c989e16a9669365492d77ca',3,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince can sell in one day.
+2. Determine how many days it will take for Prince to sell the entire weight of the bull.
+
+**Step 1: Calculate the total amount of meat Prince can sell in one day.**
+
+Prince sells 15 kg of meat every hour and he works 10 hours a day. So, the total amount of meat he can sell in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+**Step 2: Determine how many days it will take for Prince to sell the entire weight of the bull.**
+
+The bull weighs 750 kg. To find out how many days it will take Prince to sell 750 kg of meat, we divide the total weight of the bull by the amount of meat Prince can sell per day:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Therefore, it will take Prince \boxed{5} days to sell the meat from Bill''s bull.','stop',287,94,30,1.89362964471172823266e+01,1005831808000.0,NULL);
+INSERT INTO "chains" VALUES(147,0,0,'000a10918fe1647729e69739f0a1d736fbc623321898bab0059e5d736202fd0d',0,'To determine the total cost of John''s physical therapy, we need to break down the problem step by step.
+
+1. **Calculate the total number of sessions John attended:**
+   - John went to physical therapy 6 weeks.
+   - Each session lasted 2 hours.
+   - Therefore, the total number of sessions is:
+     \[
+     6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions}
+     \]
+
+2. **Calculate the total number of hours John spent in therapy:**
+   - Each session lasted 2 hours.
+   - Therefore, the total number of hours is:
+     \[
+     12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}
+     \]
+
+3. **Calculate the total cost of the physical therapy sessions:**
+   - The cost per hour is $125.
+   - Therefore, the total cost is:
+     \[
+     24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}
+     \]
+
+Thus, the total cost of John''s physical therapy is \(\boxed{3000}\).','stop',265,91,30,2.01491190571812346372e+01,1060032992000.0,NULL);
+INSERT INTO "chains" VALUES(147,0,1,'000a10918fe1647729e69739f0a1d736fbc623321898bab0059e5d736202fd0d',1,'To determine the total cost of physical therapy, we need to break down the problem into smaller steps and calculate each part step by step.
+
+1. **Calculate the number of sessions John had:**
+   - John went to physical therapy for 6 weeks.
+   - Each week, he went twice.
+   - Therefore, the total number of sessions is:
+     \[
+     6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions}
+     \]
+
+2. **Calculate the total time spent in sessions:**
+   - Each session lasted 2 hours.
+   - Therefore, the total time spent in sessions is:
+     \[
+     12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}
+     \]
+
+3. **Calculate the total cost of the sessions:**
+   - The cost per hour is $125.
+   - Therefore, the total cost of the sessions is:
+     \[
+     24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}
+     \]
+
+So, the total cost of physical therapy is \boxed{3000}.','stop',265,91,30,2.01491190571812346372e+01,1060032992000.0,NULL);
+INSERT INTO "chains" VALUES(147,0,2,'000a10918fe1647729e69739f0a1d736fbc623321898bab0059e5d736202fd0d',2,'To determine the total cost of John''s physical therapy, we need to follow these steps:
+
+1. Calculate the total number of sessions John went to.
+2. Determine the total number of hours he spent in therapy.
+3. Calculate the total cost by multiplying the number of hours by the cost per hour.
+
+**Step 1: Calculate the total number of sessions John went to.**
+
+John went to physical therapy for 6 weeks, and each week he went twice. Therefore, the total number of sessions is:
+\[ 6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions} \]
+
+**Step 2: Determine the total number of hours he spent in therapy.**
+
+Each session lasted 2 hours. Therefore, the total number of hours spent in therapy is:
+\[ 12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours} \]
+
+**Step 3: Calculate the total cost by multiplying the number of hours by the cost per hour.**
+
+The cost per hour is $125. Therefore, the total cost is:
+\[ 24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars} \]
+
+The total cost of the physical therapy is \(\boxed{3000}\).','stop',292,91,30,2.01491190571812346372e+01,1060032992000.0,NULL);
+INSERT INTO "chains" VALUES(147,0,3,'000a10918fe1647729e69739f0a1d736fbc623321898bab0059e5d736202fd0d',3,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of sessions John attended.
+2. Calculate the total duration of all sessions.
+3. Calculate the total cost of the sessions.
+
+Let''s break it down step by step and use Python to ensure our calculations are accurate.
+
+1. **Total number of sessions**: John went twice each week for 6 weeks. Therefore, the total number of sessions is \(2 \times 6 = 12\).
+2. **Total duration of all sessions**: Each session is 2 hours long, so the total duration of all sessions is \(12 \times 2 = 24\) hours.
+3. **Total cost of the sessions**: The sessions cost $125 per hour, so the total cost is \(24 \times 125 = 3000\) dollars.
+
+Let''s write the Python code to confirm these calculations.
+```python
+# Constants
+sessions_per_week = 2
+weeks = 6
+session_duration_hours = 2
+cost_per_hour = 125
+
+# Total number of sessions
+total_sessions = sessions_per_week * weeks
+
+# Total duration of all sessions
+total_session_duration = total_sessions * session_duration_hours
+
+# Total cost of the sessions
+total_cost = total_session_duration * cost_per_hour
+print(total_cost)
+```
+```output
+3000
+```
+The total cost of the physical therapy sessions is \(\boxed{3000}\) dollars.','stop',314,91,30,2.01491190571812346372e+01,1060032992000.0,NULL);
+INSERT INTO "chains" VALUES(148,0,0,'011a1027464d932c169a9c965400a0009f52caee59da865eae78c88749adabd8',0,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Identify the total cost per class if Manny misses any classes.
+2. Calculate the maximum number of classes Manny can miss without exceeding the cost of $10 per class.
+
+First, we know that the total cost per class if Manny misses any classes is $60. The parents will not sign him up again if the total cost of any class exceeds $10. Therefore, the maximum number of classes Manny can miss without exceeding the cost of $10 per class is 10. This is because if he misses 10 classes, the total cost would be $60 * 10 = $600, which is more than $10 per class.
+
+Thus, the number of classes Manny can miss before they don''t sign him up again is \(\boxed{10}\).','stop',192,99,31,1.92378764715554595454e+01,1061810080000.0,NULL);
+INSERT INTO "chains" VALUES(148,0,1,'011a1027464d932c169a9c965400a0009f52caee59da865eae78c88749adabd8',1,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. **Determine the maximum number of classes that can be missed before the classes cost more than $10 per class:**
+   - The cost per class is $60.
+   - The parents won''t sign Manny up if the total cost of classes exceeds $10.
+   - If there are 10 classes, the maximum total cost is $60 \times 10 = $600.
+
+2. **Calculate the number of classes that can be missed without exceeding $100:**
+   - The cost per class is $60.
+   - The parents won''t sign Manny up if the total cost of classes exceeds $100.
+   - Let \( x \) be the number of classes Manny can miss.
+   - The total cost for \( x \) classes is \( 60x \).
+   - We need \( 60x \leq 100 \).
+
+3. **Solve for \( x \):**
+   \[
+   60x \leq 100
+   \]
+   \[
+   x \leq \frac{100}{60}
+   \]
+   \[
+   x \leq 1.6667
+   \]
+
+4. **Since \( x \) must be a whole number (Manny can''t miss a fraction of a class), the largest whole number less than or equal to 1.6667 is 1.**
+
+Therefore, Manny can miss \(\boxed{1}\) class before his parents won''t sign him up again.','stop',357,99,31,1.92378764715554595454e+01,1061810080000.0,NULL);
+INSERT INTO "chains" VALUES(148,0,2,'011a1027464d932c169a9c965400a0009f52caee59da865eae78c88749adabd8',2,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Calculate the total cost of 10 classes.
+2. Determine the maximum number of classes Manny can miss while still keeping the total cost below $10 per class.
+
+First, let''s calculate the total cost of 10 classes:
+\[ 10 \text{ classes} \times \$60 \text{ per class} = \$600 \]
+
+Next, we need to find out how many classes Manny can miss while keeping the total cost below $10 per class. Since each class costs $60, we can set up the inequality:
+\[ \$600 - x \text{ (where } x \text{ is the number of classes Manny can miss)} < \$10 \]
+
+To isolate \( x \), we subtract $10 from both sides of the inequality:
+\[ \$600 - x < \$90 \]
+
+Then, we add \( x \) to both sides of the inequality:
+\[ \$600 < \$90 + x \]
+
+Finally, we subtract $90 from both sides of the inequality:
+\[ \$510 < x \]
+
+This tells us that Manny can miss up to 50 classes before the total cost exceeds $10 per class. Therefore, the maximum number of classes Manny can miss before they don''t sign him up again is:
+\[ \boxed{50} \]','stop',310,99,31,1.92378764715554595454e+01,1061810080000.0,NULL);
+INSERT INTO "chains" VALUES(148,0,3,'011a1027464d932c169a9c965400a0009f52caee59da865eae78c88749adabd8',3,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Identify the cost per class if Manny misses any.
+2. Calculate how many classes he can miss before the total cost exceeds $10 per class.
+
+First, we know that the cost per class is $60. Since Manny''s parents won''t sign him up if the total cost per class exceeds $10, we need to find out how many classes he can miss before the total cost of those classes exceeds $10.
+
+If Manny misses \( n \) classes, the total cost of those classes would be \( 60n \). We need to find the maximum number of classes \( n \) such that \( 60n \leq 10 \).
+
+To do this, we divide both sides of the inequality by 60:
+\[
+n \leq \frac{10}{60} = \frac{1}{6}
+\]
+
+Since \( n \) must be a whole number (Manny can''t miss a fraction of a class), the maximum value for \( n \) is 0. Therefore, Manny can miss 0 classes before the total cost exceeds $10 per class.
+
+The final answer is \(\boxed{0}\).','stop',272,99,31,1.92378764715554595454e+01,1061810080000.0,NULL);
+INSERT INTO "chains" VALUES(149,0,0,'9bc6ca94a368b96ba2c29628192d6dc3f7882eba2036c53e614a8a754f990fd2',0,'To determine how long it will take Bill to dig the well, we need to calculate the time it takes to dig the soil and the clay separately and then sum these times. Here''s the step-by-step approach:
+
+1. Calculate the time to dig the soil.
+2. Calculate the time to dig the clay.
+3. Sum the time to dig the soil and the time to dig the clay.
+
+Let''s break it down in code.
+```python
+# Constants
+rate_soil = 4  # feet per hour
+rate_clay = rate_soil / 2  # feet per hour
+distance_soil = 24  # feet
+distance_clay = 8  # feet
+
+# Time to dig the soil
+time_soil = distance_soil / rate_soil
+
+# Time to dig the clay
+time_clay = distance_clay / rate_clay
+
+# Total time to dig the well
+total_time = time_soil + time_clay
+print(total_time)
+```
+```output
+16.0
+```
+The total time it will take Bill to dig the well is \(\boxed{16}\) hours.','stop',239,93,30,2.58242825066071652879e+01,1372800480000.0,NULL);
+INSERT INTO "chains" VALUES(149,0,1,'9bc6ca94a368b96ba2c29628192d6dc3f7882eba2036c53e614a8a754f990fd2',1,'To determine how long it will take Bill to dig the well, we need to break down the problem into smaller steps and calculate the time required for each part of the excavation separately.
+
+1. **Calculate the digging speed for soil:**
+   Bill can dig 4 feet per hour through soil.
+
+2. **Calculate the digging speed for clay:**
+   Bill can dig half of his soil digging speed through clay. Therefore, his digging speed through clay is:
+   \[
+   \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+   \]
+
+3. **Calculate the time to dig through soil:**
+   Bill needs to dig 24 feet of soil. The time required to dig through soil is:
+   \[
+   \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+4. **Calculate the time to dig through clay:**
+   Bill needs to dig 8 feet of clay. The time required to dig through clay is:
+   \[
+   \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+5. **Calculate the total time to dig the well:**
+   The total time required to dig the well is the sum of the time to dig through soil and the time to dig through clay:
+   \[
+   6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+   \]
+
+Therefore, the total time it will take Bill to dig the well is \boxed{10}.','stop',347,93,30,2.58242825066071652879e+01,1372800480000.0,NULL);
+INSERT INTO "chains" VALUES(149,0,2,'9bc6ca94a368b96ba2c29628192d6dc3f7882eba2036c53e614a8a754f990fd2',2,'To determine how long it will take Bill to dig the well, we need to calculate the time required for each part of the well separately and then sum these times.
+
+First, let''s calculate the time it takes Bill to dig through the soil. Bill''s digging speed through soil is 4 feet per hour. The well requires digging 24 feet of soil. The time \( t_{\text{soil}} \) it takes to dig through the soil is given by:
+\[
+t_{\text{soil}} = \frac{\text{length of soil}}{\text{digging speed through soil}} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+\]
+
+Next, let''s calculate the time it takes Bill to dig through the clay. Bill''s digging speed through clay is half of his digging speed through soil. Since his digging speed through soil is 4 feet per hour, his digging speed through clay is:
+\[
+\text{digging speed through clay} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+\]
+The well requires digging 8 feet of clay. The time \( t_{\text{clay}} \) it takes to dig through the clay is given by:
+\[
+t_{\text{clay}} = \frac{\text{length of clay}}{\text{digging speed through clay}} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+\]
+
+Finally, the total time \( t_{\text{total}} \) it takes Bill to dig the well is the sum of the time spent digging through the soil and the time spent digging through the clay:
+\[
+t_{\text{total}} = t_{\text{soil}} + t_{\text{clay}} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+\]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',458,93,30,2.58242825066071652879e+01,1372800480000.0,NULL);
+INSERT INTO "chains" VALUES(149,0,3,'9bc6ca94a368b96ba2c29628192d6dc3f7882eba2036c53e614a8a754f990fd2',3,'To solve this problem, we need to break it down into two parts: the time required to dig the soil and the time required to dig the clay. We can then sum these times to get the total time required.
+
+1. Calculate the time required to dig the soil.
+2. Calculate the time required to dig the clay.
+3. Sum the two times to get the total time.
+
+Here''s the step-by-step approach:
+
+1. Bill can dig 4 feet/hour through soil. So, the time required to dig 24 feet of soil is \( \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours} \).
+2. Bill can dig half that fast through clay, which means he can dig 2 feet/hour through clay. So, the time required to dig 8 feet of clay is \( \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours} \).
+3. The total time required to dig the well is the sum of the time required to dig the soil and the time required to dig the clay, which is \( 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours} \).
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the digging rates
+rate_soil = 4  # feet per hour
+rate_clay = rate_soil / 2  # feet per hour
+
+# Define the lengths of the soil and clay sections
+length_soil = 24  # feet
+length_clay = 8  # feet
+
+# Calculate the time required to dig the soil and clay
+time_soil = length_soil / rate_soil
+time_clay = length_clay / rate_clay
+
+# Calculate the total time required
+total_time = time_soil + time_clay
+print(total_time)
+```
+```output
+10.0
+```
+The total time required for Bill to dig the well is \(\boxed{10}\) hours.','stop',442,93,30,2.58242825066071652879e+01,1372800480000.0,NULL);
+INSERT INTO "chains" VALUES(150,0,0,'f2b372e11ebc0fc46a47cf149be8ddaed499eab91d2a4315fa67ee3546b3d7e2',0,'Let''s break down the problem step by step and solve it using Python.
+
+1. **Initial Number of Likes:**
+   - Fishio initially received 2000 likes.
+
+2. **Number of Likes 3 Weeks Later:**
+   - The number of likes was 70 times the initial number of likes.
+   - So, the number of likes 3 weeks later is \(70 \times 2000\).
+
+3. **New Likes Received Recently:**
+   - Fishio received 20,000 more new likes recently.
+
+4. **Total Likes:**
+   - The total number of likes is the sum of the likes after 3 weeks, the new likes, and the initial likes.
+
+Let''s calculate this using Python.
+```python
+# Initial number of likes
+initial_likes = 2000
+
+# Number of likes 3 weeks later
+likes_after_3_weeks = 70 * initial_likes
+
+# New likes received recently
+new_likes = 20000
+
+# Total likes
+total_likes = likes_after_3_weeks + new_likes + initial_likes
+print(total_likes)
+```
+```output
+170000
+```
+The total number of Instagram likes is \(\boxed{170000}\).','stop',273,102,30,1.54473386333392213032e+01,958738976000.0,NULL);
+INSERT INTO "chains" VALUES(150,0,1,'f2b372e11ebc0fc46a47cf149be8ddaed499eab91d2a4315fa67ee3546b3d7e2',1,'To determine the total number of Instagram likes, we need to follow the steps outlined in the problem. Let''s break it down step by step.
+
+1. **Initial number of likes:**
+   Fishio received 2000 likes initially.
+
+2. **Likes after the first week:**
+   The number of likes remained the same after the first week.
+
+3. **Likes after three weeks:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes.
+   \[
+   \text{Likes after three weeks} = 70 \times 2000 = 140000
+   \]
+
+4. **Likes after receiving 20000 more new likes:**
+   Fishio received 20000 more new likes recently.
+   \[
+   \text{Total likes after receiving new likes} = 140000 + 20000 = 160000
+   \]
+
+Therefore, the total number of Instagram likes is \(\boxed{160000}\).','stop',235,102,30,1.54473386333392213032e+01,958738976000.0,NULL);
+INSERT INTO "chains" VALUES(150,0,2,'f2b372e11ebc0fc46a47cf149be8ddaed499eab91d2a4315fa67ee3546b3d7e2',2,'To determine the total number of Instagram likes fishio has, we need to follow these steps:
+
+1. Calculate the number of likes after 3 weeks.
+2. Add the new likes received recently to the number of likes after 3 weeks.
+
+Let''s start with the number of likes after 3 weeks. We know that the number of likes after 3 weeks is 70 times the initial number of likes. The initial number of likes is 2000. Therefore, we can calculate the number of likes after 3 weeks as follows:
+\[ 70 \times 2000 = 140000 \]
+
+Next, we need to add the new likes received recently. The new likes received recently are 20000. So, we add 20000 to the number of likes after 3 weeks:
+\[ 140000 + 20000 = 160000 \]
+
+Thus, the total number of Instagram likes is \(\boxed{160000}\).','stop',225,102,30,1.54473386333392213032e+01,958738976000.0,NULL);
+INSERT INTO "chains" VALUES(150,0,3,'f2b372e11ebc0fc46a47cf149be8ddaed499eab91d2a4315fa67ee3546b3d7e2',3,'Let''s break down the problem step by step and solve it using Python code.
+
+1. First, we need to determine the number of likes Fishio had initially. Since she received 2000 likes after 1 week, the initial number of likes is 2000.
+2. Three weeks later, the number of likes was 70 times as many as the initial number of likes. So, the number of likes three weeks later is \(70 \times 2000\).
+3. After three weeks, Fishio received an additional 20000 new likes. So, the final number of likes is the sum of the likes three weeks later and the additional 20000 likes.
+4. We can now compute the final number of likes using Python code.
+```python
+# Initial number of likes
+initial_likes = 2000
+
+# Likes three weeks later
+likes_three_weeks_later = 70 * initial_likes
+
+# Additional likes received recently
+additional_likes = 20000
+
+# Final number of likes
+final_likes = likes_three_weeks_later + additional_likes
+print(final_likes)
+```
+```output
+170000
+```
+The final number of Instagram likes is \(\boxed{170000}\).','stop',278,102,30,1.54473386333392213032e+01,958738976000.0,NULL);
+INSERT INTO "chains" VALUES(151,0,0,'54abffa435c31464c8dec097c858516003778a6ce61c20f7c7e866c9cb59268a',0,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate the number of pages she has already written.
+2. Subtract the number of pages she has already written from the total number of pages she needs to submit.
+
+First, we know that Shiela has already written \(\frac{1}{3}\) of the 15-page research paper. We can find this by multiplying 15 by \(\frac{1}{3}\):
+
+\[
+15 \times \frac{1}{3} = 5
+\]
+
+So, Shiela has already written 5 pages. Next, we need to find out how many pages she has left to write by subtracting the number of pages she has already written from the total number of pages she needs to submit:
+
+\[
+15 - 5 = 10
+\]
+
+Therefore, the number of pages Shiela has left to write is \(\boxed{10}\).','stop',203,72,30,1.3542517181989241592e+01,758816576000.0,NULL);
+INSERT INTO "chains" VALUES(151,0,1,'54abffa435c31464c8dec097c858516003778a6ce61c20f7c7e866c9cb59268a',1,'To solve this problem, we can follow these steps:
+
+1. Determine the number of pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages required to find out how many pages she has left to write.
+
+Let''s write the Python code to calculate this.
+```python
+# Total number of pages required
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Number of pages already written
+pages_written = total_pages * fraction_written
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+
+print(pages_left)
+```
+```output
+5.0
+```
+Shiela has \(\boxed{5}\) pages left to write.','stop',163,72,30,1.3542517181989241592e+01,758816576000.0,NULL);
+INSERT INTO "chains" VALUES(151,0,2,'54abffa435c31464c8dec097c858516003778a6ce61c20f7c7e866c9cb59268a',2,'To determine how many pages Shiela has left to write, we can follow these steps:
+
+1. Calculate the number of pages Shiela has already written.
+2. Subtract the number of pages she has written from the total number of pages required to find out how many pages she still needs to write.
+
+Let''s solve this step by step using Python code.
+```python
+# Total number of pages required for the research paper
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Calculate the number of pages already written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left_to_write = total_pages - pages_written
+print(pages_left_to_write)
+```
+```output
+5.0
+```
+Shiela has \(\boxed{5}\) pages left to write.','stop',182,72,30,1.3542517181989241592e+01,758816576000.0,NULL);
+INSERT INTO "chains" VALUES(151,0,3,'54abffa435c31464c8dec097c858516003778a6ce61c20f7c7e866c9cb59268a',3,'Let''s solve the problem step-by-step.
+
+1. First, we need to calculate how many pages Shiela has already written. Since she has written \( \frac{1}{3} \) of the 15-page paper, we can calculate this as follows:
+\[ \text{Pages already written} = \frac{1}{3} \times 15 \]
+
+2. Next, we need to find out how many pages she has left to write. This can be calculated by subtracting the number of pages she has already written from the total number of pages in the paper. So:
+\[ \text{Pages left to write} = 15 - \text{Pages already written} \]
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Calculate the number of pages already written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left_to_write = total_pages - pages_written
+print(pages_left_to_write)
+```
+```output
+5.0
+```
+Shiela has \(\boxed{5}\) pages left to write.','stop',268,72,30,1.3542517181989241592e+01,758816576000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -7227,6 +7968,14 @@ INSERT INTO "jobs" VALUES(140,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(141,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-564',0,4,'self-consistency:n_samples=4',1,'done','170','[{"event": "generate", "n": 4, "seed": 830927974, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 1557, "calls": 1, "seconds": 119.44838185349154, "flops": 5747102592000.0}}, {"event": "vote", "counts": {"170": 2, "238": 1, "240": 1}, "tie_broken_by_rng": false, "winner": "170"}]',94,30,1557,1,0,0,5747102592000.0,0.0,2.38643330109996895768e+02,1.19448381853491540031e+02,1.79629138711657857898e+09);
 INSERT INTO "jobs" VALUES(142,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-577',0,4,'self-consistency:n_samples=4',1,'done','81','[{"event": "generate", "n": 4, "seed": 1859748857, "usage": {"prompt_tokens": 126, "cached_prompt_tokens": 30, "completion_tokens": 1428, "calls": 1, "seconds": 112.54097149354963, "flops": 5402347520000.0}}, {"event": "vote", "counts": {"6429/100": 1, "7571/100": 1, "81": 1, "54": 1}, "tie_broken_by_rng": true, "winner": "81"}]',126,30,1428,1,0,0,5402347520000.0,0.0,2.51836612360995786724e+02,1.12540971493549633918e+02,1.79629149855295896535e+09);
 INSERT INTO "jobs" VALUES(143,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-589',0,4,'self-consistency:n_samples=4',1,'done','15','[{"event": "generate", "n": 4, "seed": 630194232, "usage": {"prompt_tokens": 100, "cached_prompt_tokens": 30, "completion_tokens": 1708, "calls": 1, "seconds": 127.03683795200743, "flops": 6305108224000.0}}, {"event": "vote", "counts": {"15": 2, "5/2": 1, "-5/4": 1}, "tie_broken_by_rng": false, "winner": "15"}]',100,30,1708,1,0,0,6305108224000.0,0.0,2.23990886373001558246e+02,1.2703683795200743134e+02,1.79629161111626696589e+09);
+INSERT INTO "jobs" VALUES(144,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-594',0,4,'self-consistency:n_samples=4',1,'done','42','[{"event": "generate", "n": 4, "seed": 1555383576, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 1095, "calls": 1, "seconds": 78.88942048944565, "flops": 4044652288000.0}}, {"event": "vote", "counts": {"42": 2, "4200": 2}, "tie_broken_by_rng": true, "winner": "42"}]',77,30,1095,1,0,0,4044652288000.0,0.0,1.72582385782996425402e+02,7.88894204894456549945e+01,1.79629167113829255105e+09);
+INSERT INTO "jobs" VALUES(145,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-596',0,4,'self-consistency:n_samples=4',1,'done','260','[{"event": "generate", "n": 4, "seed": 55903019, "usage": {"prompt_tokens": 128, "cached_prompt_tokens": 30, "completion_tokens": 1361, "calls": 1, "seconds": 92.9260470418737, "flops": 5171326080000.0}}, {"event": "vote", "counts": {"30": 1, "260": 3}, "tie_broken_by_rng": false, "winner": "260"}]',128,30,1361,1,0,0,5171326080000.0,0.0,1.61371218920998217073e+02,92.9260470418737,1.79629177249415469168e+09);
+INSERT INTO "jobs" VALUES(146,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-617',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 299316763, "usage": {"prompt_tokens": 94, "cached_prompt_tokens": 30, "completion_tokens": 1072, "calls": 1, "seconds": 75.74518578846913, "flops": 4023327232000.0}}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',94,30,1072,1,0,0,4023327232000.0,0.0,1.6258046500300406479e+02,7.57451857884691293065e+01,1.79629183372590804103e+09);
+INSERT INTO "jobs" VALUES(147,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-621',0,4,'self-consistency:n_samples=4',1,'done','3000','[{"event": "generate", "n": 4, "seed": 1731034075, "usage": {"prompt_tokens": 91, "cached_prompt_tokens": 30, "completion_tokens": 1136, "calls": 1, "seconds": 80.59647622872494, "flops": 4240131968000.0}}, {"event": "vote", "counts": {"3000": 4}, "tie_broken_by_rng": false, "winner": "3000"}]',91,30,1136,1,0,0,4240131968000.0,0.0,1.45365109185004257597e+02,8.05964762287249385491e+01,1.79629191786499166488e+09);
+INSERT INTO "jobs" VALUES(148,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-635',0,4,'self-consistency:n_samples=4',1,'done','1','[{"event": "generate", "n": 4, "seed": 1418444855, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 31, "completion_tokens": 1131, "calls": 1, "seconds": 76.95150588622184, "flops": 4247240320000.0}}, {"event": "vote", "counts": {"10": 1, "1": 1, "50": 1, "0": 1}, "tie_broken_by_rng": true, "winner": "1"}]',99,31,1131,1,0,0,4247240320000.0,0.0,1.84009075522000784983e+02,7.69515058862218381818e+01,1.79629201774351787571e+09);
+INSERT INTO "jobs" VALUES(149,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-647',0,4,'self-consistency:n_samples=4',1,'done','10','[{"event": "generate", "n": 4, "seed": 700973549, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 30, "completion_tokens": 1486, "calls": 1, "seconds": 103.29713002642866, "flops": 5491201920000.0}}, {"event": "vote", "counts": {"16": 1, "10": 3}, "tie_broken_by_rng": false, "winner": "10"}]',93,30,1486,1,0,0,5491201920000.0,0.0,1.77648272903999895791e+02,1.03297130026428661151e+02,1.79629209552690052983e+09);
+INSERT INTO "jobs" VALUES(150,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-649',0,4,'self-consistency:n_samples=4',1,'done','160000','[{"event": "generate", "n": 4, "seed": 585624449, "usage": {"prompt_tokens": 102, "cached_prompt_tokens": 30, "completion_tokens": 1011, "calls": 1, "seconds": 61.789354533356885, "flops": 3834955904000.0}}, {"event": "vote", "counts": {"170000": 2, "160000": 2}, "tie_broken_by_rng": true, "winner": "160000"}]',102,30,1011,1,0,0,3834955904000.0,0.0,1.14772721053996065168e+02,6.1789354533356885212e+01,1.79629213252518415448e+09);
+INSERT INTO "jobs" VALUES(151,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-655',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 328438721, "usage": {"prompt_tokens": 72, "cached_prompt_tokens": 30, "completion_tokens": 816, "calls": 1, "seconds": 54.170068727956966, "flops": 3035266304000.0}}, {"event": "vote", "counts": {"10": 1, "5": 3}, "tie_broken_by_rng": false, "winner": "5"}]',72,30,816,1,0,0,3035266304000.0,0.0,1.42201570260003791186e+02,5.41700687279569663683e+01,1.79629223773315286642e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -14407,10 +15156,751 @@ print(difference_in_weight_change)
 -1.25
 ```
 The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds. This means that if Martin eats Cheerios every day for breakfast, he''ll lose 1.25 pounds over 5 weeks, but if he eats donuts every day for breakfast, he''ll gain 1.25 pounds over 5 weeks.','-1.25',0,'not_equivalent',469,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(144,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the amount of protein John consumes per day.
+2. Multiply the daily protein consumption by the number of days in a week.
+
+First, we know that John eats 200 grams of mushrooms every day. Since each cup of mushrooms weighs 100 grams and has 3 grams of protein, the amount of protein in 200 grams of mushrooms is:
+\[ 200 \text{ grams} \times \frac{3 \text{ grams of protein}}{100 \text{ grams of mushrooms}} = 6 \text{ grams of protein per day} \]
+
+Next, we need to find out how many grams of protein John gets per week. There are 7 days in a week, so we multiply the daily protein consumption by 7:
+\[ 6 \text{ grams of protein per day} \times 7 \text{ days per week} = 42 \text{ grams of protein per week} \]
+
+Therefore, the amount of protein John gets per week is \(\boxed{42}\).','42',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(144,1,'Let''s break down the problem step by step:
+
+1. **Determine the protein content per cup of mushrooms:**
+   - Each cup of mushrooms weighs 100 grams.
+   - Each cup contains 3 grams of protein.
+
+2. **Calculate the protein content per day:**
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the protein content per day is:
+     \[
+     200 \text{ grams} \times 3 \text{ grams per cup} = 600 \text{ grams of protein per day}
+     \]
+
+3. **Calculate the protein content per week:**
+   - There are 7 days in a week.
+   - Therefore, the protein content per week is:
+     \[
+     600 \text{ grams per day} \times 7 \text{ days per week} = 4200 \text{ grams of protein per week}
+     \]
+
+So, the final answer is \(\boxed{4200}\) grams of protein per week.','4200',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(144,2,'Let''s break down the problem step-by-step and then use Python to compute the answer.
+
+1. **Mushroom weight and protein content**:
+   - Each cup of mushrooms weighs 100 grams.
+   - Each cup of mushrooms has 3 grams of protein.
+
+2. **Daily protein intake**:
+   - John eats 200 grams of mushrooms every day.
+
+3. **Daily protein from mushrooms**:
+   - Since each cup has 3 grams of protein, 200 grams of mushrooms will provide:
+     \[
+     \text{Daily protein} = \frac{200 \text{ grams}}{100 \text{ grams per cup}} \times 3 \text{ grams per cup}
+     \]
+
+4. **Weekly protein intake**:
+   - Since there are 7 days in a week, the weekly protein intake will be:
+     \[
+     \text{Weekly protein} = \text{Daily protein} \times 7 \text{ days}
+     \]
+
+Now, let''s use Python to compute these values.
+```python
+# Constants
+mushroom_weight_per_cup = 100  # grams
+protein_content_per_cup = 3     # grams
+daily_mushroom_intake = 200     # grams
+days_per_week = 7
+
+# Daily protein from mushrooms
+daily_protein_from_mushrooms = (daily_mushroom_intake / mushroom_weight_per_cup) * protein_content_per_cup
+
+# Weekly protein intake
+weekly_protein_intake = daily_protein_from_mushrooms * days_per_week
+print(weekly_protein_intake)
+```
+```output
+42.0
+```
+John gets \(\boxed{42}\) grams of protein per week from the mushrooms he eats.','42',1,'equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(144,3,'To determine how many grams of protein John gets per week from eating 200 grams of mushrooms every day, we can follow these steps:
+
+1. Calculate the amount of protein per day:
+   John eats 200 grams of mushrooms every day. Since each cup of mushrooms contains 3 grams of protein, we can find the protein content of 200 grams of mushrooms by multiplying 200 grams by 3 grams per cup.
+   \[
+   200 \text{ grams} \times 3 \text{ grams per cup} = 600 \text{ grams of protein per day}
+   \]
+
+2. Calculate the amount of protein per week:
+   There are 7 days in a week. Therefore, we can find the protein content of 200 grams of mushrooms per week by multiplying the daily protein content by 7.
+   \[
+   600 \text{ grams of protein per day} \times 7 \text{ days per week} = 4200 \text{ grams of protein per week}
+   \]
+
+So, the number of grams of protein John gets per week is \(\boxed{4200}\).','4200',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(145,0,'To determine how many hours George needs to work, we can break down the problem into several steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit from the total cost to find out how much more George needs to pay.
+3. Determine how many hours George needs to work at $15 per hour to cover the remaining amount.
+
+Let''s implement this step-by-step in Python.
+```python
+# Step 1: Calculate the total cost of the dental work
+implants_cost = 2 * 2000
+crown_cost = 500
+total_cost = implants_cost + crown_cost
+
+# Step 2: Subtract the deposit from the total cost to find out how much more George needs to pay
+deposit = 600
+remaining_amount = total_cost - deposit
+
+# Step 3: Determine how many hours George needs to work at $15 per hour to cover the remaining amount
+hours_needed = remaining_amount / 15
+
+print(hours_needed)
+```
+```output
+30.0
+```
+George needs to work \(\boxed{30}\) hours before he has enough to pay for the dental work.','30',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(145,1,'To determine how many hours George needs to work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs to pay.
+3. Divide the remaining amount by his hourly wage to find out how many hours he needs to work.
+
+Let''s go through each step in detail:
+
+1. **Calculate the total cost of the dental work:**
+   - The cost of one implant is $2000.
+   - George needs 2 implants, so the cost of the implants is \(2 \times 2000 = 4000\).
+   - George wants a crown on one of the implants, which costs an extra $500.
+   - Therefore, the total cost of the dental work is \(4000 + 500 = 4500\).
+
+2. **Subtract the deposit George has already made from the total cost to find out how much more he needs to pay:**
+   - George has already put down a deposit of $600.
+   - The remaining amount he needs to pay is \(4500 - 600 = 3900\).
+
+3. **Divide the remaining amount by his hourly wage to find out how many hours he needs to work:**
+   - George makes $15 per hour.
+   - The number of hours he needs to work is \(\frac{3900}{15} = 260\).
+
+Therefore, the number of hours George needs to work before he has enough to pay for the dental work is \(\boxed{260}\).','260',1,'equivalent',357,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(145,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the implants.
+2. Calculate the cost of the crown.
+3. Add the costs of the implants and the crown to get the total cost of the dental work.
+4. Subtract the deposit George has already made from the total cost to get the remaining amount George needs to pay.
+5. Determine how many hours George needs to work to earn the remaining amount, given his hourly wage.
+
+Let''s break it down step-by-step and use Python to ensure accuracy.
+
+1. The cost of one implant is $2000, and there are 2 implants.
+2. The cost of the crown is $500.
+3. The total cost of the dental work is $2000 * 2 + $500 = $4500.
+4. The remaining amount George needs to pay is $4500 - $600 = $3900.
+5. Since George makes $15 per hour, the number of hours he needs to work to earn $3900 is $3900 / $15.
+
+Let''s calculate this using Python.
+```python
+# Step-by-step calculation
+
+# Cost of one implant
+cost_per_implant = 2000
+# Number of implants
+number_of_implants = 2
+# Cost of the crown
+cost_of_crown = 500
+# Total cost of dental work
+total_cost = cost_per_implant * number_of_implants + cost_of_crown
+
+# Deposit George has already made
+deposit = 600
+# Remaining amount George needs to pay
+remaining_amount = total_cost - deposit
+
+# Hourly wage of George
+hourly_wage = 15
+
+# Number of hours George needs to work to earn the remaining amount
+hours_needed = remaining_amount / hourly_wage
+print(hours_needed)
+```
+```output
+260.0
+```
+George needs to work for \(\boxed{260}\) hours before he has enough to pay for the dental work.','260',1,'equivalent',439,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(145,3,'To determine how many hours George needs to work before he has enough to pay for his dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine how much more money George needs to pay after his deposit.
+3. Calculate the number of hours George needs to work to earn the remaining amount.
+
+First, let''s calculate the total cost of the dental work. George needs 2 implants, each costing $2000. Additionally, he wants a crown for one of the implants, which costs $500. Therefore, the total cost is:
+\[ 2 \times 2000 + 500 = 4000 + 500 = 4500 \text{ dollars} \]
+
+Next, we need to determine how much more money George needs to pay after his deposit. George has already put down a deposit of $600. So, the amount he still needs to pay is:
+\[ 4500 - 600 = 3900 \text{ dollars} \]
+
+Since George makes $15 per hour at work, we can calculate the number of hours he needs to work to earn $3900 by dividing the remaining amount by his hourly wage:
+\[ \frac{3900}{15} = 260 \text{ hours} \]
+
+Therefore, George needs to work for \(\boxed{260}\) hours before he has enough to pay for his dental work.','260',1,'equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(146,0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell all the meat from the bull.
+
+First, let''s calculate the total amount of meat Prince sells in one day. Prince sells 15 kg of meat every hour and he works 10 hours a day. Therefore, the total amount of meat sold in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell all the meat from the bull. The bull weighs 750 kg. Since Prince sells 150 kg of meat each day, the number of days required to sell the meat from the bull is:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(146,1,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. **Calculate Prince''s daily meat sales:**
+   - Prince sells 15 kg of meat every hour.
+   - Prince works 10 hours a day.
+   \[
+   \text{Daily meat sales} = 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day}
+   \]
+
+2. **Determine the weight of the bull:**
+   - The bull weighs 750 kg.
+
+3. **Calculate the number of days required to sell the bull''s meat:**
+   - Prince''s daily meat sales are 150 kg.
+   - The weight of the bull is 750 kg.
+   \[
+   \text{Number of days} = \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days}
+   \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(146,2,'Let''s break down the problem step by step:
+
+1. Prince sells 15kg of meat every hour he works.
+2. Prince works 10 hours a day.
+3. Prince gives Bill a bull that weighs 750kg of meat.
+
+First, we need to calculate how much meat Prince sells in one day. We do this by multiplying the amount of meat he sells per hour by the number of hours he works per day:
+
+\[ \text{Meat sold in one day} = 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell all 750kg of meat from the bull. We do this by dividing the total weight of the meat by the amount of meat Prince sells in one day:
+
+\[ \text{Number of days} = \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+So, it will take Prince \(\boxed{5}\) days to sell all the meat from the bull.','5',1,'equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(146,3,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince can sell in one day.
+2. Determine how many days it will take for Prince to sell the entire weight of the bull.
+
+**Step 1: Calculate the total amount of meat Prince can sell in one day.**
+
+Prince sells 15 kg of meat every hour and he works 10 hours a day. So, the total amount of meat he can sell in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+**Step 2: Determine how many days it will take for Prince to sell the entire weight of the bull.**
+
+The bull weighs 750 kg. To find out how many days it will take Prince to sell 750 kg of meat, we divide the total weight of the bull by the amount of meat Prince can sell per day:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Therefore, it will take Prince \boxed{5} days to sell the meat from Bill''s bull.','5',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(147,0,'To determine the total cost of John''s physical therapy, we need to break down the problem step by step.
+
+1. **Calculate the total number of sessions John attended:**
+   - John went to physical therapy 6 weeks.
+   - Each session lasted 2 hours.
+   - Therefore, the total number of sessions is:
+     \[
+     6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions}
+     \]
+
+2. **Calculate the total number of hours John spent in therapy:**
+   - Each session lasted 2 hours.
+   - Therefore, the total number of hours is:
+     \[
+     12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}
+     \]
+
+3. **Calculate the total cost of the physical therapy sessions:**
+   - The cost per hour is $125.
+   - Therefore, the total cost is:
+     \[
+     24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}
+     \]
+
+Thus, the total cost of John''s physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(147,1,'To determine the total cost of physical therapy, we need to break down the problem into smaller steps and calculate each part step by step.
+
+1. **Calculate the number of sessions John had:**
+   - John went to physical therapy for 6 weeks.
+   - Each week, he went twice.
+   - Therefore, the total number of sessions is:
+     \[
+     6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions}
+     \]
+
+2. **Calculate the total time spent in sessions:**
+   - Each session lasted 2 hours.
+   - Therefore, the total time spent in sessions is:
+     \[
+     12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}
+     \]
+
+3. **Calculate the total cost of the sessions:**
+   - The cost per hour is $125.
+   - Therefore, the total cost of the sessions is:
+     \[
+     24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}
+     \]
+
+So, the total cost of physical therapy is \boxed{3000}.','3000',1,'equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(147,2,'To determine the total cost of John''s physical therapy, we need to follow these steps:
+
+1. Calculate the total number of sessions John went to.
+2. Determine the total number of hours he spent in therapy.
+3. Calculate the total cost by multiplying the number of hours by the cost per hour.
+
+**Step 1: Calculate the total number of sessions John went to.**
+
+John went to physical therapy for 6 weeks, and each week he went twice. Therefore, the total number of sessions is:
+\[ 6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions} \]
+
+**Step 2: Determine the total number of hours he spent in therapy.**
+
+Each session lasted 2 hours. Therefore, the total number of hours spent in therapy is:
+\[ 12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours} \]
+
+**Step 3: Calculate the total cost by multiplying the number of hours by the cost per hour.**
+
+The cost per hour is $125. Therefore, the total cost is:
+\[ 24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars} \]
+
+The total cost of the physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(147,3,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of sessions John attended.
+2. Calculate the total duration of all sessions.
+3. Calculate the total cost of the sessions.
+
+Let''s break it down step by step and use Python to ensure our calculations are accurate.
+
+1. **Total number of sessions**: John went twice each week for 6 weeks. Therefore, the total number of sessions is \(2 \times 6 = 12\).
+2. **Total duration of all sessions**: Each session is 2 hours long, so the total duration of all sessions is \(12 \times 2 = 24\) hours.
+3. **Total cost of the sessions**: The sessions cost $125 per hour, so the total cost is \(24 \times 125 = 3000\) dollars.
+
+Let''s write the Python code to confirm these calculations.
+```python
+# Constants
+sessions_per_week = 2
+weeks = 6
+session_duration_hours = 2
+cost_per_hour = 125
+
+# Total number of sessions
+total_sessions = sessions_per_week * weeks
+
+# Total duration of all sessions
+total_session_duration = total_sessions * session_duration_hours
+
+# Total cost of the sessions
+total_cost = total_session_duration * cost_per_hour
+print(total_cost)
+```
+```output
+3000
+```
+The total cost of the physical therapy sessions is \(\boxed{3000}\) dollars.','3000',1,'equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(148,0,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Identify the total cost per class if Manny misses any classes.
+2. Calculate the maximum number of classes Manny can miss without exceeding the cost of $10 per class.
+
+First, we know that the total cost per class if Manny misses any classes is $60. The parents will not sign him up again if the total cost of any class exceeds $10. Therefore, the maximum number of classes Manny can miss without exceeding the cost of $10 per class is 10. This is because if he misses 10 classes, the total cost would be $60 * 10 = $600, which is more than $10 per class.
+
+Thus, the number of classes Manny can miss before they don''t sign him up again is \(\boxed{10}\).','10',0,'not_equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(148,1,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. **Determine the maximum number of classes that can be missed before the classes cost more than $10 per class:**
+   - The cost per class is $60.
+   - The parents won''t sign Manny up if the total cost of classes exceeds $10.
+   - If there are 10 classes, the maximum total cost is $60 \times 10 = $600.
+
+2. **Calculate the number of classes that can be missed without exceeding $100:**
+   - The cost per class is $60.
+   - The parents won''t sign Manny up if the total cost of classes exceeds $100.
+   - Let \( x \) be the number of classes Manny can miss.
+   - The total cost for \( x \) classes is \( 60x \).
+   - We need \( 60x \leq 100 \).
+
+3. **Solve for \( x \):**
+   \[
+   60x \leq 100
+   \]
+   \[
+   x \leq \frac{100}{60}
+   \]
+   \[
+   x \leq 1.6667
+   \]
+
+4. **Since \( x \) must be a whole number (Manny can''t miss a fraction of a class), the largest whole number less than or equal to 1.6667 is 1.**
+
+Therefore, Manny can miss \(\boxed{1}\) class before his parents won''t sign him up again.','1',0,'not_equivalent',357,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(148,2,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Calculate the total cost of 10 classes.
+2. Determine the maximum number of classes Manny can miss while still keeping the total cost below $10 per class.
+
+First, let''s calculate the total cost of 10 classes:
+\[ 10 \text{ classes} \times \$60 \text{ per class} = \$600 \]
+
+Next, we need to find out how many classes Manny can miss while keeping the total cost below $10 per class. Since each class costs $60, we can set up the inequality:
+\[ \$600 - x \text{ (where } x \text{ is the number of classes Manny can miss)} < \$10 \]
+
+To isolate \( x \), we subtract $10 from both sides of the inequality:
+\[ \$600 - x < \$90 \]
+
+Then, we add \( x \) to both sides of the inequality:
+\[ \$600 < \$90 + x \]
+
+Finally, we subtract $90 from both sides of the inequality:
+\[ \$510 < x \]
+
+This tells us that Manny can miss up to 50 classes before the total cost exceeds $10 per class. Therefore, the maximum number of classes Manny can miss before they don''t sign him up again is:
+\[ \boxed{50} \]','50',0,'not_equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(148,3,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Identify the cost per class if Manny misses any.
+2. Calculate how many classes he can miss before the total cost exceeds $10 per class.
+
+First, we know that the cost per class is $60. Since Manny''s parents won''t sign him up if the total cost per class exceeds $10, we need to find out how many classes he can miss before the total cost of those classes exceeds $10.
+
+If Manny misses \( n \) classes, the total cost of those classes would be \( 60n \). We need to find the maximum number of classes \( n \) such that \( 60n \leq 10 \).
+
+To do this, we divide both sides of the inequality by 60:
+\[
+n \leq \frac{10}{60} = \frac{1}{6}
+\]
+
+Since \( n \) must be a whole number (Manny can''t miss a fraction of a class), the maximum value for \( n \) is 0. Therefore, Manny can miss 0 classes before the total cost exceeds $10 per class.
+
+The final answer is \(\boxed{0}\).','0',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(149,0,'To determine how long it will take Bill to dig the well, we need to calculate the time it takes to dig the soil and the clay separately and then sum these times. Here''s the step-by-step approach:
+
+1. Calculate the time to dig the soil.
+2. Calculate the time to dig the clay.
+3. Sum the time to dig the soil and the time to dig the clay.
+
+Let''s break it down in code.
+```python
+# Constants
+rate_soil = 4  # feet per hour
+rate_clay = rate_soil / 2  # feet per hour
+distance_soil = 24  # feet
+distance_clay = 8  # feet
+
+# Time to dig the soil
+time_soil = distance_soil / rate_soil
+
+# Time to dig the clay
+time_clay = distance_clay / rate_clay
+
+# Total time to dig the well
+total_time = time_soil + time_clay
+print(total_time)
+```
+```output
+16.0
+```
+The total time it will take Bill to dig the well is \(\boxed{16}\) hours.','16',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(149,1,'To determine how long it will take Bill to dig the well, we need to break down the problem into smaller steps and calculate the time required for each part of the excavation separately.
+
+1. **Calculate the digging speed for soil:**
+   Bill can dig 4 feet per hour through soil.
+
+2. **Calculate the digging speed for clay:**
+   Bill can dig half of his soil digging speed through clay. Therefore, his digging speed through clay is:
+   \[
+   \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+   \]
+
+3. **Calculate the time to dig through soil:**
+   Bill needs to dig 24 feet of soil. The time required to dig through soil is:
+   \[
+   \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+4. **Calculate the time to dig through clay:**
+   Bill needs to dig 8 feet of clay. The time required to dig through clay is:
+   \[
+   \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+5. **Calculate the total time to dig the well:**
+   The total time required to dig the well is the sum of the time to dig through soil and the time to dig through clay:
+   \[
+   6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+   \]
+
+Therefore, the total time it will take Bill to dig the well is \boxed{10}.','10',1,'equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(149,2,'To determine how long it will take Bill to dig the well, we need to calculate the time required for each part of the well separately and then sum these times.
+
+First, let''s calculate the time it takes Bill to dig through the soil. Bill''s digging speed through soil is 4 feet per hour. The well requires digging 24 feet of soil. The time \( t_{\text{soil}} \) it takes to dig through the soil is given by:
+\[
+t_{\text{soil}} = \frac{\text{length of soil}}{\text{digging speed through soil}} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+\]
+
+Next, let''s calculate the time it takes Bill to dig through the clay. Bill''s digging speed through clay is half of his digging speed through soil. Since his digging speed through soil is 4 feet per hour, his digging speed through clay is:
+\[
+\text{digging speed through clay} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+\]
+The well requires digging 8 feet of clay. The time \( t_{\text{clay}} \) it takes to dig through the clay is given by:
+\[
+t_{\text{clay}} = \frac{\text{length of clay}}{\text{digging speed through clay}} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+\]
+
+Finally, the total time \( t_{\text{total}} \) it takes Bill to dig the well is the sum of the time spent digging through the soil and the time spent digging through the clay:
+\[
+t_{\text{total}} = t_{\text{soil}} + t_{\text{clay}} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+\]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',458,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(149,3,'To solve this problem, we need to break it down into two parts: the time required to dig the soil and the time required to dig the clay. We can then sum these times to get the total time required.
+
+1. Calculate the time required to dig the soil.
+2. Calculate the time required to dig the clay.
+3. Sum the two times to get the total time.
+
+Here''s the step-by-step approach:
+
+1. Bill can dig 4 feet/hour through soil. So, the time required to dig 24 feet of soil is \( \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours} \).
+2. Bill can dig half that fast through clay, which means he can dig 2 feet/hour through clay. So, the time required to dig 8 feet of clay is \( \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours} \).
+3. The total time required to dig the well is the sum of the time required to dig the soil and the time required to dig the clay, which is \( 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours} \).
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the digging rates
+rate_soil = 4  # feet per hour
+rate_clay = rate_soil / 2  # feet per hour
+
+# Define the lengths of the soil and clay sections
+length_soil = 24  # feet
+length_clay = 8  # feet
+
+# Calculate the time required to dig the soil and clay
+time_soil = length_soil / rate_soil
+time_clay = length_clay / rate_clay
+
+# Calculate the total time required
+total_time = time_soil + time_clay
+print(total_time)
+```
+```output
+10.0
+```
+The total time required for Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',442,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(150,0,'Let''s break down the problem step by step and solve it using Python.
+
+1. **Initial Number of Likes:**
+   - Fishio initially received 2000 likes.
+
+2. **Number of Likes 3 Weeks Later:**
+   - The number of likes was 70 times the initial number of likes.
+   - So, the number of likes 3 weeks later is \(70 \times 2000\).
+
+3. **New Likes Received Recently:**
+   - Fishio received 20,000 more new likes recently.
+
+4. **Total Likes:**
+   - The total number of likes is the sum of the likes after 3 weeks, the new likes, and the initial likes.
+
+Let''s calculate this using Python.
+```python
+# Initial number of likes
+initial_likes = 2000
+
+# Number of likes 3 weeks later
+likes_after_3_weeks = 70 * initial_likes
+
+# New likes received recently
+new_likes = 20000
+
+# Total likes
+total_likes = likes_after_3_weeks + new_likes + initial_likes
+print(total_likes)
+```
+```output
+170000
+```
+The total number of Instagram likes is \(\boxed{170000}\).','170000',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(150,1,'To determine the total number of Instagram likes, we need to follow the steps outlined in the problem. Let''s break it down step by step.
+
+1. **Initial number of likes:**
+   Fishio received 2000 likes initially.
+
+2. **Likes after the first week:**
+   The number of likes remained the same after the first week.
+
+3. **Likes after three weeks:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes.
+   \[
+   \text{Likes after three weeks} = 70 \times 2000 = 140000
+   \]
+
+4. **Likes after receiving 20000 more new likes:**
+   Fishio received 20000 more new likes recently.
+   \[
+   \text{Total likes after receiving new likes} = 140000 + 20000 = 160000
+   \]
+
+Therefore, the total number of Instagram likes is \(\boxed{160000}\).','160000',0,'not_equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(150,2,'To determine the total number of Instagram likes fishio has, we need to follow these steps:
+
+1. Calculate the number of likes after 3 weeks.
+2. Add the new likes received recently to the number of likes after 3 weeks.
+
+Let''s start with the number of likes after 3 weeks. We know that the number of likes after 3 weeks is 70 times the initial number of likes. The initial number of likes is 2000. Therefore, we can calculate the number of likes after 3 weeks as follows:
+\[ 70 \times 2000 = 140000 \]
+
+Next, we need to add the new likes received recently. The new likes received recently are 20000. So, we add 20000 to the number of likes after 3 weeks:
+\[ 140000 + 20000 = 160000 \]
+
+Thus, the total number of Instagram likes is \(\boxed{160000}\).','160000',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(150,3,'Let''s break down the problem step by step and solve it using Python code.
+
+1. First, we need to determine the number of likes Fishio had initially. Since she received 2000 likes after 1 week, the initial number of likes is 2000.
+2. Three weeks later, the number of likes was 70 times as many as the initial number of likes. So, the number of likes three weeks later is \(70 \times 2000\).
+3. After three weeks, Fishio received an additional 20000 new likes. So, the final number of likes is the sum of the likes three weeks later and the additional 20000 likes.
+4. We can now compute the final number of likes using Python code.
+```python
+# Initial number of likes
+initial_likes = 2000
+
+# Likes three weeks later
+likes_three_weeks_later = 70 * initial_likes
+
+# Additional likes received recently
+additional_likes = 20000
+
+# Final number of likes
+final_likes = likes_three_weeks_later + additional_likes
+print(final_likes)
+```
+```output
+170000
+```
+The final number of Instagram likes is \(\boxed{170000}\).','170000',0,'not_equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(151,0,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate the number of pages she has already written.
+2. Subtract the number of pages she has already written from the total number of pages she needs to submit.
+
+First, we know that Shiela has already written \(\frac{1}{3}\) of the 15-page research paper. We can find this by multiplying 15 by \(\frac{1}{3}\):
+
+\[
+15 \times \frac{1}{3} = 5
+\]
+
+So, Shiela has already written 5 pages. Next, we need to find out how many pages she has left to write by subtracting the number of pages she has already written from the total number of pages she needs to submit:
+
+\[
+15 - 5 = 10
+\]
+
+Therefore, the number of pages Shiela has left to write is \(\boxed{10}\).','10',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(151,1,'To solve this problem, we can follow these steps:
+
+1. Determine the number of pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages required to find out how many pages she has left to write.
+
+Let''s write the Python code to calculate this.
+```python
+# Total number of pages required
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Number of pages already written
+pages_written = total_pages * fraction_written
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+
+print(pages_left)
+```
+```output
+5.0
+```
+Shiela has \(\boxed{5}\) pages left to write.','5',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(151,2,'To determine how many pages Shiela has left to write, we can follow these steps:
+
+1. Calculate the number of pages Shiela has already written.
+2. Subtract the number of pages she has written from the total number of pages required to find out how many pages she still needs to write.
+
+Let''s solve this step by step using Python code.
+```python
+# Total number of pages required for the research paper
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Calculate the number of pages already written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left_to_write = total_pages - pages_written
+print(pages_left_to_write)
+```
+```output
+5.0
+```
+Shiela has \(\boxed{5}\) pages left to write.','5',0,'not_equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(151,3,'Let''s solve the problem step-by-step.
+
+1. First, we need to calculate how many pages Shiela has already written. Since she has written \( \frac{1}{3} \) of the 15-page paper, we can calculate this as follows:
+\[ \text{Pages already written} = \frac{1}{3} \times 15 \]
+
+2. Next, we need to find out how many pages she has left to write. This can be calculated by subtracting the number of pages she has already written from the total number of pages in the paper. So:
+\[ \text{Pages left to write} = 15 - \text{Pages already written} \]
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Calculate the number of pages already written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left_to_write = total_pages - pages_written
+print(pages_left_to_write)
+```
+```output
+5.0
+```
+Shiela has \(\boxed{5}\) pages left to write.','5',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629161111659049992e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',143,8.20772032711099745923e+03,8.20771904439300124031e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629223773350286483e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',151,8.83433719339899835212e+03,8.83433591081899794502e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -14651,5 +16141,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-589',0,143,'15',0.5,1,4,1,100.0,30.0,427.0,0.0,5.59977215932503895583e+01,1.76245151143307080075e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-589',0,143,'15',0.5,1,6,1,100.0,30.0,854.0,0.0,1.11995443186500779123e+02,3.27667041562204687499e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-589',0,143,'15',1.0,1,1,0,100.0,30.0,1708.0,0.0,2.23990886373001558246e+02,6305108224000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-594',0,144,'42',0.5,1,4,1,77.0,30.0,273.75,0.0,4.31455964457491063495e+01,1.13600895041681274413e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-594',0,144,'4200',0.5,0,6,1,77.0,30.0,547.5,0.0,8.62911928914982126991e+01,2.1055567296112084961e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-594',0,144,'42',0.5,1,1,0,77.0,30.0,1095.0,0.0,1.72582385782996425402e+02,4044652288000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-596',0,145,'30',0.75,0,4,1,128.0,30.0,340.25,0.0,4.03428047302495542672e+01,1553347261521.59);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-596',0,145,'30',0.75,0,6,1,128.0,30.0,680.5,0.0,8.06856094604991085344e+01,2.75934020101439306639e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-596',0,145,'260',1.0,1,1,0,128.0,30.0,1361.0,0.0,1.61371218920998217073e+02,5171326080000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-617',0,146,'5',1.0,1,4,1,94.0,30.0,268.0,0.0,4.06451162507510161975e+01,1.17583155019718310543e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-617',0,146,'5',1.0,1,6,1,94.0,30.0,536.0,0.0,8.12902325015020323951e+01,2.12499677746478857426e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-617',0,146,'5',1.0,1,1,0,94.0,30.0,1072.0,0.0,1.6258046500300406479e+02,4023327232000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-621',0,147,'3000',1.0,1,4,1,91.0,30.0,284.0,0.0,3.63412772962510643992e+01,1.22209317373433569333e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-621',0,147,'3000',1.0,1,6,1,91.0,30.0,568.0,0.0,7.26825545925021287985e+01,2.22810610515622363274e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-621',0,147,'3000',1.0,1,1,0,91.0,30.0,1136.0,0.0,1.45365109185004257597e+02,4240131968000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-635',0,148,'10',0.0,0,4,1,99.0,31.0,282.75,0.0,4.60022688805001962481e+01,1.24246834215179321287e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-635',0,148,'1',0.0,0,6,1,99.0,31.0,565.5,0.0,9.20045377610003924963e+01,2.24405900143452880857e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-635',0,148,'1',0.0,0,1,0,99.0,31.0,1131.0,0.0,1.84009075522000784983e+02,4247240320000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-647',0,149,'16',0.75,0,4,1,93.0,30.0,371.5,0.0,4.44120682259999739489e+01,1.54030163604906396484e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-647',0,149,'16',0.75,0,6,1,93.0,30.0,743.0,0.0,8.88241364519999478978e+01,2.85726839736604296864e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-647',0,149,'10',1.0,1,1,0,93.0,30.0,1486.0,0.0,1.77648272903999895791e+02,5491201920000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-649',0,150,'170000',0.0,0,4,1,102.0,30.0,252.75,0.0,2.86931802634990162914e+01,1.14995561387257617187e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-649',0,150,'170000',0.0,0,6,1,102.0,30.0,505.5,0.0,5.73863605269980325829e+01,2.04495571058171728509e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-649',0,150,'160000',0.0,0,1,0,102.0,30.0,1011.0,0.0,1.14772721053996065168e+02,3834955904000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-655',0,151,'10',0.25,1,4,1,72.0,30.0,204.0,0.0,3.55503925650009477976e+01,870251178069.93);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-655',0,151,'5',0.25,0,6,1,72.0,30.0,408.0,0.0,71.1007851300019,1.59192288671328686521e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-655',0,151,'5',0.0,0,1,0,72.0,30.0,816.0,0.0,1.42201570260003791186e+02,3035266304000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
