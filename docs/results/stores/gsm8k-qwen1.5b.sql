@@ -9373,6 +9373,696 @@ Colby''s hourly pay rate is $0.20. To find out how much he earns in an eight-hou
 \[ 320 \times 0.20 = 64 \]
 
 Thus, the total amount of money Colby earns in a typical eight-hour workday is \(\boxed{64}\).','stop',287,95,30,2.29151788248036858419e+01,1100906016000.0,NULL);
+INSERT INTO "chains" VALUES(166,0,0,'1790969c0e51b0a68ae787b8c33a37a8b6eff5625d759cec612f68118f945e48',0,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total.
+
+First, let''s find the total number of pieces of fruit Kira bought. She bought:
+- 3 apples
+- 5 bananas
+- 6 oranges
+
+Adding these together gives:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we need to subtract the number of pieces of fruit Lola ate. Lola ate 2 pieces, so we subtract 2 from 14:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',178,69,31,1.59389579879918859002e+01,763259296000.0,NULL);
+INSERT INTO "chains" VALUES(166,0,1,'1790969c0e51b0a68ae787b8c33a37a8b6eff5625d759cec612f68118f945e48',1,'Let''s solve the problem step by step and use Python code to ensure accuracy.
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total.
+
+First, let''s calculate the total number of pieces of fruit Kira bought:
+- 3 apples = 3 pieces
+- 5 bananas = 5 pieces
+- 6 oranges = 6 pieces
+
+Total pieces of fruit = 3 + 5 + 6
+
+Next, let''s subtract the number of pieces of fruit Lola ate:
+- Lola ate 2 pieces
+
+Pieces left = Total pieces of fruit - 2
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total number of pieces of fruit Kira bought
+apples = 3
+bananas = 5
+oranges = 6
+
+total_fruit = apples + bananas + oranges
+
+# Step 2: Subtract the number of pieces of fruit Lola ate
+pieces_lola_ate = 2
+pieces_left = total_fruit - pieces_lola_ate
+
+print(pieces_left)
+```
+```output
+12
+```
+The number of pieces of fruit left after Lola ate some is \(\boxed{12}\).','stop',267,69,31,1.59389579879918859002e+01,763259296000.0,NULL);
+INSERT INTO "chains" VALUES(166,0,2,'1790969c0e51b0a68ae787b8c33a37a8b6eff5625d759cec612f68118f945e48',2,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total.
+
+First, let''s find the total number of pieces of fruit Kira bought. She bought:
+- 3 apples
+- 5 bananas
+- 6 oranges
+
+Adding these together gives:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit. Next, we need to subtract the number of pieces Lola ate from the total. Lola ate 2 pieces of fruit, so we subtract 2 from 14:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',179,69,31,1.59389579879918859002e+01,763259296000.0,NULL);
+INSERT INTO "chains" VALUES(166,0,3,'1790969c0e51b0a68ae787b8c33a37a8b6eff5625d759cec612f68118f945e48',3,'To determine how many pieces of fruit are left after Lola ate some, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total number of pieces Kira bought.
+
+Let''s start with the first step. Kira bought:
+- 3 apples
+- 5 bananas
+- 6 oranges
+
+To find the total number of pieces of fruit, we add these quantities together:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we move to the second step. Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract 2 from the total number of pieces Kira bought:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',201,69,31,1.59389579879918859002e+01,763259296000.0,NULL);
+INSERT INTO "chains" VALUES(167,0,0,'66aa173610c762ced6268a7ee6f46b6f1c2be7610e6443449558cbf4dbc6496f',0,'Let''s break down the problem step-by-step and solve it using Python code. We''ll keep track of the number of brownies Greta had at each stage of the day.
+
+1. Greta made one dozen cream cheese swirl brownies for herself, which is 12 brownies.
+2. At her office, they sent her home with 1/2 a dozen brownies, which is 6 brownies.
+3. When she arrived home, her friends threw her 4 dozen brownies, which is 48 brownies.
+4. During the party, 1 1/2 dozen brownies were eaten, which is 9 brownies.
+
+We''ll sum these up and subtract the total number of brownies eaten from the initial number of brownies Greta had. Let''s do this in Python.
+```python
+# Initial number of brownies Greta had
+initial_brownies = 12 + 6 + 48
+
+# Number of brownies eaten during the party
+brownies_eaten = 1 + 1/2 * 12
+
+# Number of brownies left over
+brownies_left_over = initial_brownies - brownies_eaten
+print(brownies_left_over)
+```
+```output
+35.0
+```
+The number of individual brownies that Greta had left over from the entire day is \(\boxed{35}\).','stop',292,143,30,2.64642910444081600482e+01,1297274240000.0,NULL);
+INSERT INTO "chains" VALUES(167,0,1,'66aa173610c762ced6268a7ee6f46b6f1c2be7610e6443449558cbf4dbc6496f',1,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Gretta had initially.
+2. Add the brownies she received from her friends.
+3. Subtract the brownies eaten during the party from the total.
+
+**Step 1: Calculate the total number of brownies Gretta had initially.**
+
+Greta made one dozen cream cheese swirl brownies. A dozen is equal to 12.
+\[ \text{Initial brownies} = 12 \]
+
+**Step 2: Add the brownies she received from her friends.**
+
+Greta received half a dozen brownies from her office.
+\[ \text{Brownies from friends} = \frac{1}{2} \times 12 = 6 \]
+\[ \text{Total brownies after receiving from friends} = 12 + 6 = 18 \]
+
+**Step 3: Subtract the brownies eaten during the party from the total.**
+
+Greta''s friends had 4 dozen brownies waiting for her at the party.
+\[ \text{Brownies eaten} = 4 \times 12 = 48 \]
+\[ \text{Brownies left after party} = 18 - 48 = -30 \]
+
+Since it is not possible to have a negative number of brownies, it means that Greta ran out of brownies during the party. Therefore, she had no brownies left over.
+
+The answer is:
+\[ \boxed{0} \]','stop',328,143,30,2.64642910444081600482e+01,1297274240000.0,NULL);
+INSERT INTO "chains" VALUES(167,0,2,'66aa173610c762ced6268a7ee6f46b6f1c2be7610e6443449558cbf4dbc6496f',2,'To determine how many individual brownies Greta has left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Greta initially received.
+2. Subtract the number of brownies eaten during the party from the initial total.
+
+First, let''s calculate the total number of brownies Greta initially received. She made one dozen cream cheese swirl brownies and was given half a dozen brownies from the office party. One dozen is equal to 12. Therefore, half a dozen is:
+\[
+\frac{1}{2} \times 12 = 6
+\]
+So, the total number of brownies Greta received is:
+\[
+12 + 6 = 18
+\]
+
+Next, we subtract the number of brownies eaten during the party from the initial total. The party lasted for 4 dozen brownies. Again, since one dozen is 12, 4 dozen is:
+\[
+4 \times 12 = 48
+\]
+The number of brownies eaten during the party is 1 1/2 dozen, which is:
+\[
+\frac{11}{2} \times 12 = 66
+\]
+However, since we only have 48 brownies left after the party, we can only subtract 48 from the total number of brownies she received:
+\[
+18 - 48 = -24
+\]
+Since it is not possible to have a negative number of brownies, we need to understand that she has run out of brownies. Therefore, she has no brownies left over.
+
+The final answer is:
+\boxed{0}','stop',353,143,30,2.64642910444081600482e+01,1297274240000.0,NULL);
+INSERT INTO "chains" VALUES(167,0,3,'66aa173610c762ced6268a7ee6f46b6f1c2be7610e6443449558cbf4dbc6496f',3,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the number of brownies Greta made herself.
+2. Add the brownies from the party to the brownies Greta received from the office.
+3. Subtract the number of brownies eaten during the party from the total number of brownies.
+
+First, let''s calculate the number of brownies Greta made herself. She made one dozen cream cheese swirl brownies, which is 12 brownies.
+
+Next, let''s find out how many brownies Greta received from the office. They sent her home with 1/2 a dozen brownies. Since one dozen is 12, 1/2 a dozen is:
+\[
+\frac{1}{2} \times 12 = 6
+\]
+So, Greta received 6 brownies from the office.
+
+Now, we add the brownies from the party to the brownies Greta received from the office:
+\[
+12 + 6 = 18
+\]
+So, Greta had 18 brownies in total at the end of the day.
+
+Finally, we need to subtract the number of brownies eaten during the party from the total number of brownies. They ate 1 1/2 dozen brownies, which is:
+\[
+\frac{3}{2} \times 12 = 18
+\]
+So, Greta ate 18 brownies during the party.
+
+Subtracting the number of brownies eaten from the total number of brownies gives us the number of brownies left over:
+\[
+18 - 18 = 0
+\]
+So, Greta had \boxed{0} individual brownies left over from the entire day.','stop',378,143,30,2.64642910444081600482e+01,1297274240000.0,NULL);
+INSERT INTO "chains" VALUES(168,0,0,'7abce08c111bced706c7d0d60c739b24477c7beb4f784d0750b5bed76a3f9111',0,'To solve this problem, we need to determine the number of cherries each person has and then find the difference between Robert''s and Jerry''s cherries.
+
+1. Let''s denote the number of cherries Richard has by \( R \).
+2. According to the problem, Robert has 30 cherries, which is 10 more than Richard. So, we can write the equation:
+\[ R + 10 = 30 \]
+3. Solving this equation will give us the number of cherries Richard has.
+4. Next, we need to find out how many cherries Jerry has. Since Richard has 30 cherries, Jerry must have 20 cherries (because Richard has 10 more than Jerry).
+5. Finally, we need to find out how many more cherries Robert has than Jerry. This is simply the difference between the number of cherries Robert has and the number of cherries Jerry has:
+\[ 30 - 20 = 10 \]
+
+Let''s implement this in Python to verify our solution.
+```python
+# Number of cherries Robert has
+robert_cherries = 30
+
+# Number of cherries Richard has
+richard_cherries = robert_cherries - 10
+
+# Number of cherries Jerry has
+jerry_cherries = richard_cherries
+
+# Difference between Robert''s and Jerry''s cherries
+difference = robert_cherries - jerry_cherries
+print(difference)
+```
+```output
+10
+```
+The final answer is \(\boxed{10}\).','stop',334,80,30,2.43246134734315724293e+01,1172878080000.0,NULL);
+INSERT INTO "chains" VALUES(168,0,1,'7abce08c111bced706c7d0d60c739b24477c7beb4f784d0750b5bed76a3f9111',1,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Determine how many cherries Richard has.
+2. Calculate the number of cherries Jerry has.
+3. Find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Step 1: Determine how many cherries Richard has.
+We know that Robert has 30 cherries and that he has 10 more cherries than Richard. Therefore, we can set up the following equation:
+\[ \text{Cherries Richard has} = \text{Cherries Robert has} - 10 \]
+\[ \text{Cherries Richard has} = 30 - 10 \]
+\[ \text{Cherries Richard has} = 20 \]
+
+Step 2: Calculate the number of cherries Jerry has.
+We know that the total number of cherries is 60 and that Robert has 30 cherries. Therefore, the number of cherries Jerry has is:
+\[ \text{Cherries Jerry has} = \text{Total cherries} - \text{Cherries Robert has} \]
+\[ \text{Cherries Jerry has} = 60 - 30 \]
+\[ \text{Cherries Jerry has} = 30 \]
+
+Step 3: Find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+We need to find how many more cherries Robert has than Jerry. Therefore, we can set up the following equation:
+\[ \text{Difference} = \text{Cherries Robert has} - \text{Cherries Jerry has} \]
+\[ \text{Difference} = 30 - 20 \]
+\[ \text{Difference} = 10 \]
+
+So, Robert has \(\boxed{10}\) more cherries than Jerry.','stop',405,80,30,2.43246134734315724293e+01,1172878080000.0,NULL);
+INSERT INTO "chains" VALUES(168,0,2,'7abce08c111bced706c7d0d60c739b24477c7beb4f784d0750b5bed76a3f9111',2,'Let''s break down the problem step by step and then use Python to ensure the result is accurate.
+
+1. We know that Robert has 30 cherries.
+2. We also know that Robert has 10 more cherries than Richard. So, if Richard has \( R \) cherries, then Robert has \( R + 10 \) cherries.
+3. We know that Robert has 30 cherries, so we can set up the equation \( R + 10 = 30 \).
+4. Solving for \( R \), we get \( R = 20 \). So, Richard has 20 cherries.
+5. Jerry has 20 - 10 = 10 cherries.
+6. The difference in the number of cherries between Robert and Jerry is \( 30 - 10 = 20 \).
+
+Now let''s write the Python code to verify this result.
+```python
+# Given data
+cherry_total = 60
+robert_cherries = 30
+richard_difference = 10
+
+# Calculate Richard''s cherries
+richard_cherries = robert_cherries - richard_difference
+
+# Calculate Jerry''s cherries
+jerry_cherries = richard_cherries
+
+# Calculate the difference in the number of cherries between Robert and Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)
+```
+```output
+20
+```
+The final answer is \(\boxed{20}\).','stop',325,80,30,2.43246134734315724293e+01,1172878080000.0,NULL);
+INSERT INTO "chains" VALUES(168,0,3,'7abce08c111bced706c7d0d60c739b24477c7beb4f784d0750b5bed76a3f9111',3,'To determine how many more cherries Robert has than Jerry, we will follow these steps:
+
+1. **Determine the number of cherries Richard has:**
+   - Robert has 30 cherries.
+   - Robert has 10 more cherries than Richard.
+   - Therefore, Richard has \(30 + 10 = 40\) cherries.
+
+2. **Determine the number of cherries Jerry has:**
+   - We know the total number of cherries is 60.
+   - We know Richard has 40 cherries.
+   - Therefore, Jerry has \(60 - 40 = 20\) cherries.
+
+3. **Calculate how many more cherries Robert has than Jerry:**
+   - Robert has 30 cherries.
+   - Jerry has 20 cherries.
+   - Therefore, Robert has \(30 - 20 = 10\) more cherries than Jerry.
+
+The final answer is \(\boxed{10}\).','stop',210,80,30,2.43246134734315724293e+01,1172878080000.0,NULL);
+INSERT INTO "chains" VALUES(169,0,0,'cb7d9c5512b969a566542e3ef7eb2491a54f119411bc7186300fcc687acb6f4e',0,'To determine how much Sunny earned for two days, we need to calculate his earnings for each day step by step.
+
+First, let''s find out how many boxes of gingerbread Sunny sold on Sunday. On Sunday, he sold 5 more boxes of gingerbread than on Saturday. Since he sold 10 boxes of gingerbread on Saturday, on Sunday he sold:
+\[ 10 + 5 = 15 \text{ boxes} \]
+
+Next, we find out how many boxes of apple pie Sunny sold on Sunday. On Sunday, he sold 15 boxes of apple pie. Since he sold 4 fewer boxes of apple pie on Sunday than on Saturday, on Saturday he sold:
+\[ 15 + 4 = 19 \text{ boxes} \]
+
+Now, we calculate Sunny''s earnings for each day. On Saturday, he sold 10 boxes of gingerbread at $6 each and 4 boxes of apple pie at $15 each. His earnings for Saturday are:
+\[ 10 \times 6 + 4 \times 15 = 60 + 60 = 120 \text{ dollars} \]
+
+On Sunday, he sold 15 boxes of gingerbread at $6 each and 15 boxes of apple pie at $15 each. His earnings for Sunday are:
+\[ 15 \times 6 + 15 \times 15 = 90 + 225 = 315 \text{ dollars} \]
+
+Finally, we add his earnings from both days to find out how much he earned for two days:
+\[ 120 + 315 = 435 \text{ dollars} \]
+
+So, Sunny earned \(\boxed{435}\) dollars for two days.','stop',377,122,30,3.40102583939412284053e+01,1634032416000.0,NULL);
+INSERT INTO "chains" VALUES(169,0,1,'cb7d9c5512b969a566542e3ef7eb2491a54f119411bc7186300fcc687acb6f4e',1,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. **Calculate the number of boxes sold on Sunday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday.
+   - Therefore, the number of boxes sold on Sunday is:
+     \[
+     10 + 5 = 15
+     \]
+
+2. **Calculate the number of boxes sold on Saturday:**
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - Therefore, the number of boxes sold on Saturday is:
+     \[
+     15 - 4 = 11
+     \]
+
+3. **Calculate the total earnings from gingerbread on both days:**
+   - The cost of one box of gingerbread is $6.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of gingerbread.
+   - Therefore, the total earnings from gingerbread on both days are:
+     \[
+     10 \times 6 + 15 \times 6 = 60 + 90 = 150
+     \]
+
+4. **Calculate the total earnings from apple pie on both days:**
+   - The cost of one box of apple pie is $15.
+   - On Saturday, Sunny sold 11 boxes of apple pie.
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the total earnings from apple pie on both days are:
+     \[
+     11 \times 15 + 15 \times 15 = 165 + 225 = 400
+     \]
+
+5. **Calculate the total earnings from both days:**
+   - The total earnings from gingerbread on both days are $150.
+   - The total earnings from apple pie on both days are $400.
+   - Therefore, the total earnings from both days are:
+     \[
+     150 + 400 = 550
+     \]
+
+Thus, the total amount Sunny earned for two days is \(\boxed{550}\).','stop',497,122,30,3.40102583939412284053e+01,1634032416000.0,NULL);
+INSERT INTO "chains" VALUES(169,0,2,'cb7d9c5512b969a566542e3ef7eb2491a54f119411bc7186300fcc687acb6f4e',2,'To determine how much Sunny earned for two days, we need to calculate the number of boxes of each type of baked good sold on both days and then compute the total earnings from the sale of each type of baked good.
+
+First, let''s find out how many boxes of gingerbread Sunny sold on Sunday:
+- On Saturday, Sunny sold 10 boxes of gingerbread.
+- On Sunday, he sold 5 more boxes of gingerbread than on Saturday.
+\[
+10 + 5 = 15 \text{ boxes of gingerbread on Sunday}
+\]
+
+Next, let''s find out how many boxes of apple pie Sunny sold on Sunday:
+- On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+\[
+4 + 15 = 19 \text{ boxes of apple pie on Sunday}
+\]
+
+Now, let''s calculate the total earnings from the sale of gingerbread:
+- The cost of one box of gingerbread is $6.
+- Sunny sold 15 boxes of gingerbread.
+\[
+15 \times 6 = 90 \text{ dollars from gingerbread}
+\]
+
+Next, let''s calculate the total earnings from the sale of apple pie:
+- The cost of one box of apple pie is $15.
+- Sunny sold 19 boxes of apple pie.
+\[
+19 \times 15 = 285 \text{ dollars from apple pie}
+\]
+
+Finally, let''s find out the total earnings for two days by adding the earnings from the sale of gingerbread and apple pie:
+\[
+90 + 285 = 375 \text{ dollars}
+\]
+
+Thus, the total amount Sunny earned for two days is \(\boxed{375}\).','stop',365,122,30,3.40102583939412284053e+01,1634032416000.0,NULL);
+INSERT INTO "chains" VALUES(169,0,3,'cb7d9c5512b969a566542e3ef7eb2491a54f119411bc7186300fcc687acb6f4e',3,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie Sunny sold on each day.
+2. Calculate the total earnings from selling gingerbread and apple pie on each day.
+3. Sum the earnings from both days to get the total amount Sunny earned for two days.
+
+**Step 1: Calculate the number of boxes of gingerbread and apple pie sold on each day.**
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie than on Sunday.
+- Number of boxes of apple pie on Saturday = Number of boxes of apple pie on Sunday - 4
+- Number of boxes of apple pie on Sunday = 15
+- Number of boxes of apple pie on Saturday = 15 - 4 = 11
+
+On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+- Number of boxes of gingerbread on Sunday = Number of boxes of gingerbread on Saturday + 5
+- Number of boxes of gingerbread on Saturday = 10
+- Number of boxes of gingerbread on Sunday = 10 + 5 = 15
+- Number of boxes of apple pie on Sunday = 15
+
+**Step 2: Calculate the total earnings from selling gingerbread and apple pie on each day.**
+
+On Saturday, the total earnings from gingerbread and apple pie is:
+- Earnings from gingerbread on Saturday = 10 boxes * $6/box = $60
+- Earnings from apple pie on Saturday = 11 boxes * $15/box = $165
+- Total earnings on Saturday = $60 + $165 = $225
+
+On Sunday, the total earnings from gingerbread and apple pie is:
+- Earnings from gingerbread on Sunday = 15 boxes * $6/box = $90
+- Earnings from apple pie on Sunday = 15 boxes * $15/box = $225
+- Total earnings on Sunday = $90 + $225 = $315
+
+**Step 3: Sum the earnings from both days to get the total amount Sunny earned for two days.**
+
+- Total earnings for two days = Total earnings on Saturday + Total earnings on Sunday
+- Total earnings for two days = $225 + $315 =','length',512,122,30,3.40102583939412284053e+01,1634032416000.0,NULL);
+INSERT INTO "chains" VALUES(170,0,0,'7d27548e0030bc33ad93c14aa3718af707285515a429b2b71869065a7dcaeef9',0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money given by his mother.
+2. Calculate the total amount of money given by his father.
+3. Sum the amounts given by his mother and father to find the total money received from his parents.
+4. Subtract the total amount received from his parents from the amount Adam initially spent on trousers to find out how much he had to contribute from his savings.
+
+Let''s go through each step in detail:
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother. Since his mother gave him $6, his father gave him $6 \times 2 = $12.
+3. The total amount of money received from his parents is $6 + $12 = $18.
+4. Adam initially spent $30 on trousers. To find out how much he had to contribute from his savings, we subtract the total amount received from his parents from the amount he initially spent:
+   \[
+   30 - 18 = 12
+   \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',259,77,30,1.76079296473795032795e+01,899206528000.0,NULL);
+INSERT INTO "chains" VALUES(170,0,1,'7d27548e0030bc33ad93c14aa3718af707285515a429b2b71869065a7dcaeef9',1,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount received from the cost of the trousers to find out how much he had to contribute from his savings.
+
+First, we know that Adam''s mother gave him $6. His father gave him twice as much, which means his father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Next, we add the amounts given by his mother and father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+Now, we subtract the total amount received from the cost of the trousers to find out how much Adam had to contribute from his savings. The cost of the trousers is $30, so:
+\[ 30 - 18 = 12 \text{ dollars} \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',229,77,30,1.76079296473795032795e+01,899206528000.0,NULL);
+INSERT INTO "chains" VALUES(170,0,2,'7d27548e0030bc33ad93c14aa3718af707285515a429b2b71869065a7dcaeef9',2,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam''s mother gave him.
+2. Calculate the total amount of money Adam''s father gave him.
+3. Add the amounts given by his mother and father to find the total amount of money his parents gave him.
+4. Subtract the total amount of money given by his parents from the amount Adam bought himself to find out how much money he had to contribute from his savings.
+
+Let''s go through each step in detail:
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother. Since his mother gave him $6, his father gave him \(2 \times 6 = 12\) dollars.
+3. The total amount of money given by his parents is \(6 + 12 = 18\) dollars.
+4. Adam bought himself trousers for $30. The amount of money he had to contribute from his savings is \(30 - 18 = 12\) dollars.
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',246,77,30,1.76079296473795032795e+01,899206528000.0,NULL);
+INSERT INTO "chains" VALUES(170,0,3,'7d27548e0030bc33ad93c14aa3718af707285515a429b2b71869065a7dcaeef9',3,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money given by Adam''s mother and father.
+2. Subtract the total amount of money given by his mother and father from the amount of money Adam bought for the trousers.
+
+First, let''s find out how much money Adam''s father gave him. Since his father gave him twice as much as his mother, and his mother gave him $6, we have:
+\[ 2 \times 6 = 12 \]
+So, Adam''s father gave him $12.
+
+Next, we add the amounts of money given by his mother and father to find the total amount of money he received:
+\[ 6 + 12 = 18 \]
+So, Adam received $18 in total from his mother and father.
+
+Now, we subtract the total amount of money given by his mother and father from the amount of money Adam bought for the trousers:
+\[ 30 - 18 = 12 \]
+So, Adam had to contribute \(\boxed{12}\) dollars from his savings.','stop',235,77,30,1.76079296473795032795e+01,899206528000.0,NULL);
+INSERT INTO "chains" VALUES(171,0,0,'9de75b1840f6a0d381c1d9940452c4962d0b21a6606f6a6e6cf74f45a3e3067c',0,'Let''s solve the problem step by step:
+
+1. First, we need to find the total number of boxes sold by Lisa and Peter.
+2. Then, we can divide the total number of chocolate bars by the total number of boxes to find out how many chocolate bars are in a box.
+
+Let''s break this down and write the code to solve it.
+
+1. Lisa sold 3.5 boxes.
+2. Peter sold 4.5 boxes.
+3. Together, they sold \(3.5 + 4.5 = 8\) boxes.
+4. They sold 64 chocolate bars in total.
+5. Therefore, the number of chocolate bars in a box is \(64 \div 8\).
+
+Let''s calculate this using Python.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+
+# Total number of boxes sold
+total_boxes_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Total number of chocolate bars sold
+total_chocolate_bars_sold = 64
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / total_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','stop',294,84,30,2.03607603946779036618e+01,1006720352000.0,NULL);
+INSERT INTO "chains" VALUES(171,0,1,'9de75b1840f6a0d381c1d9940452c4962d0b21a6606f6a6e6cf74f45a3e3067c',1,'To solve this problem, we can follow these steps:
+
+1. Determine the total number of chocolate bars sold by both Lisa and Peter.
+2. Divide the total number of chocolate bars sold by the sum of the boxes they sold to find the number of chocolate bars in a box.
+
+Let''s break this down and write the Python code to solve it.
+
+1. Lisa sold 3.5 boxes.
+2. Peter sold 4.5 boxes.
+3. Together, they sold 64 chocolate bars.
+4. The total number of boxes sold by both Lisa and Peter is \(3.5 + 4.5 = 8\).
+5. The number of chocolate bars in a box is \(\frac{64}{8} = 8\).
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+
+# Total number of boxes sold
+total_boxes_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Total number of chocolate bars sold
+total_chocolate_bars_sold = 64
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / total_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','stop',308,84,30,2.03607603946779036618e+01,1006720352000.0,NULL);
+INSERT INTO "chains" VALUES(171,0,2,'9de75b1840f6a0d381c1d9940452c4962d0b21a6606f6a6e6cf74f45a3e3067c',2,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Determine the number of chocolate bars in a box by dividing the total number of chocolate bars by the total number of boxes sold.
+
+First, let''s find the total number of chocolate bars sold by Lisa and Peter. Lisa sold three and a half boxes, and Peter sold four and a half boxes. We can convert these mixed numbers to improper fractions for easier addition:
+\[ 3.5 = \frac{7}{2} \]
+\[ 4.5 = \frac{9}{2} \]
+
+Now, we add these two improper fractions together:
+\[ \frac{7}{2} + \frac{9}{2} = \frac{7 + 9}{2} = \frac{16}{2} = 8 \]
+
+So, Lisa and Peter sold a total of 8 chocolate bars together.
+
+Next, we need to find out how many chocolate bars are in a box. We know that together they sold 64 chocolate bars, so we divide the total number of chocolate bars by the total number of boxes:
+\[ \frac{64}{8} = 8 \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','stop',280,84,30,2.03607603946779036618e+01,1006720352000.0,NULL);
+INSERT INTO "chains" VALUES(171,0,3,'9de75b1840f6a0d381c1d9940452c4962d0b21a6606f6a6e6cf74f45a3e3067c',3,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Determine the number of chocolate bars in a box based on the total number sold and the total number of boxes sold.
+
+First, let''s find the total number of chocolate bars sold by Lisa and Peter. Lisa sold three and a half boxes, and Peter sold four and a half boxes. We can express this as:
+\[ 3.5 + 4.5 = 8 \text{ boxes} \]
+
+Next, we know that together they sold 64 chocolate bars. To find the number of chocolate bars in a box, we divide the total number of chocolate bars sold by the total number of boxes sold:
+\[ \frac{64}{8} = 8 \text{ chocolate bars per box} \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','stop',201,84,30,2.03607603946779036618e+01,1006720352000.0,NULL);
+INSERT INTO "chains" VALUES(172,0,0,'322c64a8b461aa2b6765a13292276e208b027731e4bfecd066a4e457944cddd6',0,'To determine how many more laps Bethany can run compared to Quinn, we need to calculate the number of laps each person can run and then find the difference between those quantities.
+
+First, let''s find out how many laps Trey can run. We know that Trey can run 4 more laps than Bethany. Since Bethany can run 10 laps, we can calculate the number of laps Trey runs as follows:
+\[
+\text{Laps Trey runs} = 10 + 4 = 14
+\]
+
+Next, let''s find out how many laps Shaelyn can run. We know that Shaelyn can run half as many laps as Trey. Since Trey can run 14 laps, we can calculate the number of laps Shaelyn runs as follows:
+\[
+\text{Laps Shaelyn runs} = \frac{14}{2} = 7
+\]
+
+Then, let''s find out how many laps Quinn can run. We know that Quinn can run 2 fewer laps than Shaelyn. Since Shaelyn can run 7 laps, we can calculate the number of laps Quinn runs as follows:
+\[
+\text{Laps Quinn runs} = 7 - 2 = 5
+\]
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. We do this by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+\[
+\text{Difference in laps} = 10 - 5 = 5
+\]
+
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','stop',336,99,30,2.4482645707291457171e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(172,0,1,'322c64a8b461aa2b6765a13292276e208b027731e4bfecd066a4e457944cddd6',1,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+Step 1: Calculate the number of laps Trey can run.
+Bethany can run 10 laps in one hour. Trey can run 4 more laps than Bethany.
+\[ \text{Laps Trey can run} = 10 + 4 = 14 \]
+
+Step 2: Calculate the number of laps Shaelyn can run.
+Shaelyn can run half as many laps as Trey.
+\[ \text{Laps Shaelyn can run} = \frac{14}{2} = 7 \]
+
+Step 3: Calculate the number of laps Quinn can run.
+Quinn can run 2 fewer laps than Shaelyn.
+\[ \text{Laps Quinn can run} = 7 - 2 = 5 \]
+
+Step 4: Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+\[ \text{Difference} = 10 - 5 = 5 \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',296,99,30,2.4482645707291457171e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(172,0,2,'322c64a8b461aa2b6765a13292276e208b027731e4bfecd066a4e457944cddd6',2,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+First, we know that Bethany can run 10 laps in one hour. Trey can run 4 more laps than Bethany. Therefore, we can calculate the number of laps Trey can run as follows:
+\[
+\text{Laps Trey can run} = 10 + 4 = 14
+\]
+
+Next, we know that Shaelyn can run half as many laps as Trey. Therefore, we can calculate the number of laps Shaelyn can run as follows:
+\[
+\text{Laps Shaelyn can run} = \frac{14}{2} = 7
+\]
+
+Finally, we know that Quinn can run 2 fewer laps than Shaelyn. Therefore, we can calculate the number of laps Quinn can run as follows:
+\[
+\text{Laps Quinn can run} = 7 - 2 = 5
+\]
+
+Now, we need to find how many more laps Bethany can run compared to Quinn. This is done by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+\[
+\text{Difference} = 10 - 5 = 5
+\]
+
+Thus, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',340,99,30,2.4482645707291457171e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(172,0,3,'322c64a8b461aa2b6765a13292276e208b027731e4bfecd066a4e457944cddd6',3,'To solve this problem, we need to determine how many laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+First, we know that Bethany can run 10 laps in one hour. So, we write:
+\[ \text{Bethany''s laps} = 10 \]
+
+Next, we need to find out how many laps Trey can run. Trey can run 4 more laps than Bethany. So, we calculate:
+\[ \text{Trey''s laps} = 10 + 4 = 14 \]
+
+Then, we need to find out how many laps Shaelyn can run. Shaelyn can run half as many laps as Trey. So, we calculate:
+\[ \text{Shaelyn''s laps} = \frac{14}{2} = 7 \]
+
+Finally, we need to find out how many laps Quinn can run. Quinn can run 2 fewer laps than Shaelyn. So, we calculate:
+\[ \text{Quinn''s laps} = 7 - 2 = 5 \]
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. So, we subtract Quinn''s laps from Bethany''s laps:
+\[ \text{Difference} = 10 - 5 = 5 \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',293,99,30,2.4482645707291457171e+01,1181763520000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -9549,6 +10239,13 @@ INSERT INTO "jobs" VALUES(162,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(163,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-889',0,4,'self-consistency:n_samples=4',1,'done','15','[{"event": "generate", "n": 4, "seed": 1980904881, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 30, "completion_tokens": 1131, "calls": 1, "seconds": 82.08563768340969, "flops": 4211698560000.0}}, {"event": "vote", "counts": {"5": 2, "15": 2}, "tie_broken_by_rng": true, "winner": "15"}]',88,30,1131,1,0,0,4211698560000.0,0.0,1.54662863495999772572e+02,8.20856376834096863621e+01,1.79629323678287243842e+09);
 INSERT INTO "jobs" VALUES(164,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-906',0,4,'self-consistency:n_samples=4',1,'done','10','[{"event": "generate", "n": 4, "seed": 16956979, "usage": {"prompt_tokens": 88, "cached_prompt_tokens": 30, "completion_tokens": 1128, "calls": 1, "seconds": 86.41056409982615, "flops": 4201036032000.0}}, {"event": "vote", "counts": {"8": 1, "5": 1, "10": 2}, "tie_broken_by_rng": false, "winner": "10"}]',88,30,1128,1,0,0,4201036032000.0,0.0,1.71508945039000536779e+02,8.64105640998261463874e+01,1.79629330301896214484e+09);
 INSERT INTO "jobs" VALUES(165,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-911',0,4,'self-consistency:n_samples=4',1,'done','64','[{"event": "generate", "n": 4, "seed": 1457681684, "usage": {"prompt_tokens": 95, "cached_prompt_tokens": 30, "completion_tokens": 1178, "calls": 1, "seconds": 91.66071529921474, "flops": 4403624064000.0}}, {"event": "vote", "counts": {"64": 3, "32": 1}, "tie_broken_by_rng": false, "winner": "64"}]',95,30,1178,1,0,0,4403624064000.0,0.0,1.20864112239003588915e+02,9.16607152992147433678e+01,1.79629335765507316589e+09);
+INSERT INTO "jobs" VALUES(166,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-917',0,4,'self-consistency:n_samples=4',1,'done','12','[{"event": "generate", "n": 4, "seed": 1663799161, "usage": {"prompt_tokens": 69, "cached_prompt_tokens": 31, "completion_tokens": 825, "calls": 1, "seconds": 63.755831951967544, "flops": 3053037184000.0}}, {"event": "vote", "counts": {"12": 4}, "tie_broken_by_rng": false, "winner": "12"}]',69,31,825,1,0,0,3053037184000.0,0.0,2.02380303063000610563e+02,6.37558319519675436009e+01,1.79629350541002225875e+09);
+INSERT INTO "jobs" VALUES(167,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-966',0,4,'self-consistency:n_samples=4',1,'done','0','[{"event": "generate", "n": 4, "seed": 483288272, "usage": {"prompt_tokens": 143, "cached_prompt_tokens": 30, "completion_tokens": 1351, "calls": 1, "seconds": 105.85716417763264, "flops": 5189096960000.0}}, {"event": "vote", "counts": {"35": 1, "0": 3}, "tie_broken_by_rng": false, "winner": "0"}]',143,30,1351,1,0,0,5189096960000.0,0.0,2.05015874071999860462e+02,1.05857164177632640184e+02,1.79629356268009877199e+09);
+INSERT INTO "jobs" VALUES(168,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-975',0,4,'self-consistency:n_samples=4',1,'done','10','[{"event": "generate", "n": 4, "seed": 795962440, "usage": {"prompt_tokens": 80, "cached_prompt_tokens": 30, "completion_tokens": 1274, "calls": 1, "seconds": 97.29845389372629, "flops": 4691512320000.0}}, {"event": "vote", "counts": {"10": 3, "20": 1}, "tie_broken_by_rng": false, "winner": "10"}]',80,30,1274,1,0,0,4691512320000.0,0.0,2.09055245465999178116e+02,9.72984538937262897172e+01,1.79629371447797536853e+09);
+INSERT INTO "jobs" VALUES(169,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-976',0,4,'self-consistency:n_samples=4',1,'done','550','[{"event": "generate", "n": 4, "seed": 489328191, "usage": {"prompt_tokens": 122, "cached_prompt_tokens": 30, "completion_tokens": 1751, "calls": 1, "seconds": 136.0410335757649, "flops": 6536129664000.0}}, {"event": "vote", "counts": {"435": 1, "550": 1, "375": 1, "315": 1}, "tie_broken_by_rng": true, "winner": "550"}]',122,30,1751,1,0,0,6536129664000.0,0.0,2.35112082154999370688e+02,1.36041033575764913621e+02,1.79629379779585075381e+09);
+INSERT INTO "jobs" VALUES(170,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-995',0,4,'self-consistency:n_samples=4',1,'done','12','[{"event": "generate", "n": 4, "seed": 1547491893, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 969, "calls": 1, "seconds": 70.43171858951801, "flops": 3596826112000.0}}, {"event": "vote", "counts": {"12": 4}, "tie_broken_by_rng": false, "winner": "12"}]',77,30,969,1,0,0,3596826112000.0,0.0,1.26209834654000587763e+02,7.04317185895180131183e+01,1.79629384070114612578e+09);
+INSERT INTO "jobs" VALUES(171,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1002',0,4,'self-consistency:n_samples=4',1,'done','8','[{"event": "generate", "n": 4, "seed": 878886759, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 1083, "calls": 1, "seconds": 81.44304157871161, "flops": 4026881408000.0}}, {"event": "vote", "counts": {"8": 4}, "tie_broken_by_rng": false, "winner": "8"}]',84,30,1083,1,0,0,4026881408000.0,0.0,1.9925058031100343214e+02,8.14430415787116146475e+01,1.79629399705272197722e+09);
+INSERT INTO "jobs" VALUES(172,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1010',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 1457280309, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 30, "completion_tokens": 1265, "calls": 1, "seconds": 97.93058282916583, "flops": 4727054080000.0}}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',99,30,1265,1,0,0,4727054080000.0,0.0,1.73150928078997822009e+02,9.79305828291658286843e+01,1.79629401385722827907e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -19029,10 +19726,700 @@ Colby''s hourly pay rate is $0.20. To find out how much he earns in an eight-hou
 \[ 320 \times 0.20 = 64 \]
 
 Thus, the total amount of money Colby earns in a typical eight-hour workday is \(\boxed{64}\).','64',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,0,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total.
+
+First, let''s find the total number of pieces of fruit Kira bought. She bought:
+- 3 apples
+- 5 bananas
+- 6 oranges
+
+Adding these together gives:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we need to subtract the number of pieces of fruit Lola ate. Lola ate 2 pieces, so we subtract 2 from 14:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(166,1,'Let''s solve the problem step by step and use Python code to ensure accuracy.
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total.
+
+First, let''s calculate the total number of pieces of fruit Kira bought:
+- 3 apples = 3 pieces
+- 5 bananas = 5 pieces
+- 6 oranges = 6 pieces
+
+Total pieces of fruit = 3 + 5 + 6
+
+Next, let''s subtract the number of pieces of fruit Lola ate:
+- Lola ate 2 pieces
+
+Pieces left = Total pieces of fruit - 2
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total number of pieces of fruit Kira bought
+apples = 3
+bananas = 5
+oranges = 6
+
+total_fruit = apples + bananas + oranges
+
+# Step 2: Subtract the number of pieces of fruit Lola ate
+pieces_lola_ate = 2
+pieces_left = total_fruit - pieces_lola_ate
+
+print(pieces_left)
+```
+```output
+12
+```
+The number of pieces of fruit left after Lola ate some is \(\boxed{12}\).','12',1,'equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,2,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total.
+
+First, let''s find the total number of pieces of fruit Kira bought. She bought:
+- 3 apples
+- 5 bananas
+- 6 oranges
+
+Adding these together gives:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit. Next, we need to subtract the number of pieces Lola ate from the total. Lola ate 2 pieces of fruit, so we subtract 2 from 14:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(166,3,'To determine how many pieces of fruit are left after Lola ate some, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total number of pieces Kira bought.
+
+Let''s start with the first step. Kira bought:
+- 3 apples
+- 5 bananas
+- 6 oranges
+
+To find the total number of pieces of fruit, we add these quantities together:
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we move to the second step. Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract 2 from the total number of pieces Kira bought:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,0,'Let''s break down the problem step-by-step and solve it using Python code. We''ll keep track of the number of brownies Greta had at each stage of the day.
+
+1. Greta made one dozen cream cheese swirl brownies for herself, which is 12 brownies.
+2. At her office, they sent her home with 1/2 a dozen brownies, which is 6 brownies.
+3. When she arrived home, her friends threw her 4 dozen brownies, which is 48 brownies.
+4. During the party, 1 1/2 dozen brownies were eaten, which is 9 brownies.
+
+We''ll sum these up and subtract the total number of brownies eaten from the initial number of brownies Greta had. Let''s do this in Python.
+```python
+# Initial number of brownies Greta had
+initial_brownies = 12 + 6 + 48
+
+# Number of brownies eaten during the party
+brownies_eaten = 1 + 1/2 * 12
+
+# Number of brownies left over
+brownies_left_over = initial_brownies - brownies_eaten
+print(brownies_left_over)
+```
+```output
+35.0
+```
+The number of individual brownies that Greta had left over from the entire day is \(\boxed{35}\).','35',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,1,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Gretta had initially.
+2. Add the brownies she received from her friends.
+3. Subtract the brownies eaten during the party from the total.
+
+**Step 1: Calculate the total number of brownies Gretta had initially.**
+
+Greta made one dozen cream cheese swirl brownies. A dozen is equal to 12.
+\[ \text{Initial brownies} = 12 \]
+
+**Step 2: Add the brownies she received from her friends.**
+
+Greta received half a dozen brownies from her office.
+\[ \text{Brownies from friends} = \frac{1}{2} \times 12 = 6 \]
+\[ \text{Total brownies after receiving from friends} = 12 + 6 = 18 \]
+
+**Step 3: Subtract the brownies eaten during the party from the total.**
+
+Greta''s friends had 4 dozen brownies waiting for her at the party.
+\[ \text{Brownies eaten} = 4 \times 12 = 48 \]
+\[ \text{Brownies left after party} = 18 - 48 = -30 \]
+
+Since it is not possible to have a negative number of brownies, it means that Greta ran out of brownies during the party. Therefore, she had no brownies left over.
+
+The answer is:
+\[ \boxed{0} \]','0',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(167,2,'To determine how many individual brownies Greta has left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Greta initially received.
+2. Subtract the number of brownies eaten during the party from the initial total.
+
+First, let''s calculate the total number of brownies Greta initially received. She made one dozen cream cheese swirl brownies and was given half a dozen brownies from the office party. One dozen is equal to 12. Therefore, half a dozen is:
+\[
+\frac{1}{2} \times 12 = 6
+\]
+So, the total number of brownies Greta received is:
+\[
+12 + 6 = 18
+\]
+
+Next, we subtract the number of brownies eaten during the party from the initial total. The party lasted for 4 dozen brownies. Again, since one dozen is 12, 4 dozen is:
+\[
+4 \times 12 = 48
+\]
+The number of brownies eaten during the party is 1 1/2 dozen, which is:
+\[
+\frac{11}{2} \times 12 = 66
+\]
+However, since we only have 48 brownies left after the party, we can only subtract 48 from the total number of brownies she received:
+\[
+18 - 48 = -24
+\]
+Since it is not possible to have a negative number of brownies, we need to understand that she has run out of brownies. Therefore, she has no brownies left over.
+
+The final answer is:
+\boxed{0}','0',0,'not_equivalent',353,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(167,3,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the number of brownies Greta made herself.
+2. Add the brownies from the party to the brownies Greta received from the office.
+3. Subtract the number of brownies eaten during the party from the total number of brownies.
+
+First, let''s calculate the number of brownies Greta made herself. She made one dozen cream cheese swirl brownies, which is 12 brownies.
+
+Next, let''s find out how many brownies Greta received from the office. They sent her home with 1/2 a dozen brownies. Since one dozen is 12, 1/2 a dozen is:
+\[
+\frac{1}{2} \times 12 = 6
+\]
+So, Greta received 6 brownies from the office.
+
+Now, we add the brownies from the party to the brownies Greta received from the office:
+\[
+12 + 6 = 18
+\]
+So, Greta had 18 brownies in total at the end of the day.
+
+Finally, we need to subtract the number of brownies eaten during the party from the total number of brownies. They ate 1 1/2 dozen brownies, which is:
+\[
+\frac{3}{2} \times 12 = 18
+\]
+So, Greta ate 18 brownies during the party.
+
+Subtracting the number of brownies eaten from the total number of brownies gives us the number of brownies left over:
+\[
+18 - 18 = 0
+\]
+So, Greta had \boxed{0} individual brownies left over from the entire day.','0',0,'not_equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,0,'To solve this problem, we need to determine the number of cherries each person has and then find the difference between Robert''s and Jerry''s cherries.
+
+1. Let''s denote the number of cherries Richard has by \( R \).
+2. According to the problem, Robert has 30 cherries, which is 10 more than Richard. So, we can write the equation:
+\[ R + 10 = 30 \]
+3. Solving this equation will give us the number of cherries Richard has.
+4. Next, we need to find out how many cherries Jerry has. Since Richard has 30 cherries, Jerry must have 20 cherries (because Richard has 10 more than Jerry).
+5. Finally, we need to find out how many more cherries Robert has than Jerry. This is simply the difference between the number of cherries Robert has and the number of cherries Jerry has:
+\[ 30 - 20 = 10 \]
+
+Let''s implement this in Python to verify our solution.
+```python
+# Number of cherries Robert has
+robert_cherries = 30
+
+# Number of cherries Richard has
+richard_cherries = robert_cherries - 10
+
+# Number of cherries Jerry has
+jerry_cherries = richard_cherries
+
+# Difference between Robert''s and Jerry''s cherries
+difference = robert_cherries - jerry_cherries
+print(difference)
+```
+```output
+10
+```
+The final answer is \(\boxed{10}\).','10',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(168,1,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Determine how many cherries Richard has.
+2. Calculate the number of cherries Jerry has.
+3. Find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Step 1: Determine how many cherries Richard has.
+We know that Robert has 30 cherries and that he has 10 more cherries than Richard. Therefore, we can set up the following equation:
+\[ \text{Cherries Richard has} = \text{Cherries Robert has} - 10 \]
+\[ \text{Cherries Richard has} = 30 - 10 \]
+\[ \text{Cherries Richard has} = 20 \]
+
+Step 2: Calculate the number of cherries Jerry has.
+We know that the total number of cherries is 60 and that Robert has 30 cherries. Therefore, the number of cherries Jerry has is:
+\[ \text{Cherries Jerry has} = \text{Total cherries} - \text{Cherries Robert has} \]
+\[ \text{Cherries Jerry has} = 60 - 30 \]
+\[ \text{Cherries Jerry has} = 30 \]
+
+Step 3: Find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+We need to find how many more cherries Robert has than Jerry. Therefore, we can set up the following equation:
+\[ \text{Difference} = \text{Cherries Robert has} - \text{Cherries Jerry has} \]
+\[ \text{Difference} = 30 - 20 \]
+\[ \text{Difference} = 10 \]
+
+So, Robert has \(\boxed{10}\) more cherries than Jerry.','10',0,'not_equivalent',405,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,2,'Let''s break down the problem step by step and then use Python to ensure the result is accurate.
+
+1. We know that Robert has 30 cherries.
+2. We also know that Robert has 10 more cherries than Richard. So, if Richard has \( R \) cherries, then Robert has \( R + 10 \) cherries.
+3. We know that Robert has 30 cherries, so we can set up the equation \( R + 10 = 30 \).
+4. Solving for \( R \), we get \( R = 20 \). So, Richard has 20 cherries.
+5. Jerry has 20 - 10 = 10 cherries.
+6. The difference in the number of cherries between Robert and Jerry is \( 30 - 10 = 20 \).
+
+Now let''s write the Python code to verify this result.
+```python
+# Given data
+cherry_total = 60
+robert_cherries = 30
+richard_difference = 10
+
+# Calculate Richard''s cherries
+richard_cherries = robert_cherries - richard_difference
+
+# Calculate Jerry''s cherries
+jerry_cherries = richard_cherries
+
+# Calculate the difference in the number of cherries between Robert and Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)
+```
+```output
+20
+```
+The final answer is \(\boxed{20}\).','20',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(168,3,'To determine how many more cherries Robert has than Jerry, we will follow these steps:
+
+1. **Determine the number of cherries Richard has:**
+   - Robert has 30 cherries.
+   - Robert has 10 more cherries than Richard.
+   - Therefore, Richard has \(30 + 10 = 40\) cherries.
+
+2. **Determine the number of cherries Jerry has:**
+   - We know the total number of cherries is 60.
+   - We know Richard has 40 cherries.
+   - Therefore, Jerry has \(60 - 40 = 20\) cherries.
+
+3. **Calculate how many more cherries Robert has than Jerry:**
+   - Robert has 30 cherries.
+   - Jerry has 20 cherries.
+   - Therefore, Robert has \(30 - 20 = 10\) more cherries than Jerry.
+
+The final answer is \(\boxed{10}\).','10',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,0,'To determine how much Sunny earned for two days, we need to calculate his earnings for each day step by step.
+
+First, let''s find out how many boxes of gingerbread Sunny sold on Sunday. On Sunday, he sold 5 more boxes of gingerbread than on Saturday. Since he sold 10 boxes of gingerbread on Saturday, on Sunday he sold:
+\[ 10 + 5 = 15 \text{ boxes} \]
+
+Next, we find out how many boxes of apple pie Sunny sold on Sunday. On Sunday, he sold 15 boxes of apple pie. Since he sold 4 fewer boxes of apple pie on Sunday than on Saturday, on Saturday he sold:
+\[ 15 + 4 = 19 \text{ boxes} \]
+
+Now, we calculate Sunny''s earnings for each day. On Saturday, he sold 10 boxes of gingerbread at $6 each and 4 boxes of apple pie at $15 each. His earnings for Saturday are:
+\[ 10 \times 6 + 4 \times 15 = 60 + 60 = 120 \text{ dollars} \]
+
+On Sunday, he sold 15 boxes of gingerbread at $6 each and 15 boxes of apple pie at $15 each. His earnings for Sunday are:
+\[ 15 \times 6 + 15 \times 15 = 90 + 225 = 315 \text{ dollars} \]
+
+Finally, we add his earnings from both days to find out how much he earned for two days:
+\[ 120 + 315 = 435 \text{ dollars} \]
+
+So, Sunny earned \(\boxed{435}\) dollars for two days.','435',0,'not_equivalent',377,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,1,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. **Calculate the number of boxes sold on Sunday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday.
+   - Therefore, the number of boxes sold on Sunday is:
+     \[
+     10 + 5 = 15
+     \]
+
+2. **Calculate the number of boxes sold on Saturday:**
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - Therefore, the number of boxes sold on Saturday is:
+     \[
+     15 - 4 = 11
+     \]
+
+3. **Calculate the total earnings from gingerbread on both days:**
+   - The cost of one box of gingerbread is $6.
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of gingerbread.
+   - Therefore, the total earnings from gingerbread on both days are:
+     \[
+     10 \times 6 + 15 \times 6 = 60 + 90 = 150
+     \]
+
+4. **Calculate the total earnings from apple pie on both days:**
+   - The cost of one box of apple pie is $15.
+   - On Saturday, Sunny sold 11 boxes of apple pie.
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the total earnings from apple pie on both days are:
+     \[
+     11 \times 15 + 15 \times 15 = 165 + 225 = 400
+     \]
+
+5. **Calculate the total earnings from both days:**
+   - The total earnings from gingerbread on both days are $150.
+   - The total earnings from apple pie on both days are $400.
+   - Therefore, the total earnings from both days are:
+     \[
+     150 + 400 = 550
+     \]
+
+Thus, the total amount Sunny earned for two days is \(\boxed{550}\).','550',0,'not_equivalent',497,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(169,2,'To determine how much Sunny earned for two days, we need to calculate the number of boxes of each type of baked good sold on both days and then compute the total earnings from the sale of each type of baked good.
+
+First, let''s find out how many boxes of gingerbread Sunny sold on Sunday:
+- On Saturday, Sunny sold 10 boxes of gingerbread.
+- On Sunday, he sold 5 more boxes of gingerbread than on Saturday.
+\[
+10 + 5 = 15 \text{ boxes of gingerbread on Sunday}
+\]
+
+Next, let''s find out how many boxes of apple pie Sunny sold on Sunday:
+- On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+\[
+4 + 15 = 19 \text{ boxes of apple pie on Sunday}
+\]
+
+Now, let''s calculate the total earnings from the sale of gingerbread:
+- The cost of one box of gingerbread is $6.
+- Sunny sold 15 boxes of gingerbread.
+\[
+15 \times 6 = 90 \text{ dollars from gingerbread}
+\]
+
+Next, let''s calculate the total earnings from the sale of apple pie:
+- The cost of one box of apple pie is $15.
+- Sunny sold 19 boxes of apple pie.
+\[
+19 \times 15 = 285 \text{ dollars from apple pie}
+\]
+
+Finally, let''s find out the total earnings for two days by adding the earnings from the sale of gingerbread and apple pie:
+\[
+90 + 285 = 375 \text{ dollars}
+\]
+
+Thus, the total amount Sunny earned for two days is \(\boxed{375}\).','375',0,'not_equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(169,3,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie Sunny sold on each day.
+2. Calculate the total earnings from selling gingerbread and apple pie on each day.
+3. Sum the earnings from both days to get the total amount Sunny earned for two days.
+
+**Step 1: Calculate the number of boxes of gingerbread and apple pie sold on each day.**
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie than on Sunday.
+- Number of boxes of apple pie on Saturday = Number of boxes of apple pie on Sunday - 4
+- Number of boxes of apple pie on Sunday = 15
+- Number of boxes of apple pie on Saturday = 15 - 4 = 11
+
+On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+- Number of boxes of gingerbread on Sunday = Number of boxes of gingerbread on Saturday + 5
+- Number of boxes of gingerbread on Saturday = 10
+- Number of boxes of gingerbread on Sunday = 10 + 5 = 15
+- Number of boxes of apple pie on Sunday = 15
+
+**Step 2: Calculate the total earnings from selling gingerbread and apple pie on each day.**
+
+On Saturday, the total earnings from gingerbread and apple pie is:
+- Earnings from gingerbread on Saturday = 10 boxes * $6/box = $60
+- Earnings from apple pie on Saturday = 11 boxes * $15/box = $165
+- Total earnings on Saturday = $60 + $165 = $225
+
+On Sunday, the total earnings from gingerbread and apple pie is:
+- Earnings from gingerbread on Sunday = 15 boxes * $6/box = $90
+- Earnings from apple pie on Sunday = 15 boxes * $15/box = $225
+- Total earnings on Sunday = $90 + $225 = $315
+
+**Step 3: Sum the earnings from both days to get the total amount Sunny earned for two days.**
+
+- Total earnings for two days = Total earnings on Saturday + Total earnings on Sunday
+- Total earnings for two days = $225 + $315 =','$315',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money given by his mother.
+2. Calculate the total amount of money given by his father.
+3. Sum the amounts given by his mother and father to find the total money received from his parents.
+4. Subtract the total amount received from his parents from the amount Adam initially spent on trousers to find out how much he had to contribute from his savings.
+
+Let''s go through each step in detail:
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother. Since his mother gave him $6, his father gave him $6 \times 2 = $12.
+3. The total amount of money received from his parents is $6 + $12 = $18.
+4. Adam initially spent $30 on trousers. To find out how much he had to contribute from his savings, we subtract the total amount received from his parents from the amount he initially spent:
+   \[
+   30 - 18 = 12
+   \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(170,1,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount received from the cost of the trousers to find out how much he had to contribute from his savings.
+
+First, we know that Adam''s mother gave him $6. His father gave him twice as much, which means his father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Next, we add the amounts given by his mother and father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+Now, we subtract the total amount received from the cost of the trousers to find out how much Adam had to contribute from his savings. The cost of the trousers is $30, so:
+\[ 30 - 18 = 12 \text{ dollars} \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,2,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam''s mother gave him.
+2. Calculate the total amount of money Adam''s father gave him.
+3. Add the amounts given by his mother and father to find the total amount of money his parents gave him.
+4. Subtract the total amount of money given by his parents from the amount Adam bought himself to find out how much money he had to contribute from his savings.
+
+Let''s go through each step in detail:
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother. Since his mother gave him $6, his father gave him \(2 \times 6 = 12\) dollars.
+3. The total amount of money given by his parents is \(6 + 12 = 18\) dollars.
+4. Adam bought himself trousers for $30. The amount of money he had to contribute from his savings is \(30 - 18 = 12\) dollars.
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(170,3,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money given by Adam''s mother and father.
+2. Subtract the total amount of money given by his mother and father from the amount of money Adam bought for the trousers.
+
+First, let''s find out how much money Adam''s father gave him. Since his father gave him twice as much as his mother, and his mother gave him $6, we have:
+\[ 2 \times 6 = 12 \]
+So, Adam''s father gave him $12.
+
+Next, we add the amounts of money given by his mother and father to find the total amount of money he received:
+\[ 6 + 12 = 18 \]
+So, Adam received $18 in total from his mother and father.
+
+Now, we subtract the total amount of money given by his mother and father from the amount of money Adam bought for the trousers:
+\[ 30 - 18 = 12 \]
+So, Adam had to contribute \(\boxed{12}\) dollars from his savings.','12',1,'equivalent',235,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,0,'Let''s solve the problem step by step:
+
+1. First, we need to find the total number of boxes sold by Lisa and Peter.
+2. Then, we can divide the total number of chocolate bars by the total number of boxes to find out how many chocolate bars are in a box.
+
+Let''s break this down and write the code to solve it.
+
+1. Lisa sold 3.5 boxes.
+2. Peter sold 4.5 boxes.
+3. Together, they sold \(3.5 + 4.5 = 8\) boxes.
+4. They sold 64 chocolate bars in total.
+5. Therefore, the number of chocolate bars in a box is \(64 \div 8\).
+
+Let''s calculate this using Python.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+
+# Total number of boxes sold
+total_boxes_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Total number of chocolate bars sold
+total_chocolate_bars_sold = 64
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / total_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(171,1,'To solve this problem, we can follow these steps:
+
+1. Determine the total number of chocolate bars sold by both Lisa and Peter.
+2. Divide the total number of chocolate bars sold by the sum of the boxes they sold to find the number of chocolate bars in a box.
+
+Let''s break this down and write the Python code to solve it.
+
+1. Lisa sold 3.5 boxes.
+2. Peter sold 4.5 boxes.
+3. Together, they sold 64 chocolate bars.
+4. The total number of boxes sold by both Lisa and Peter is \(3.5 + 4.5 = 8\).
+5. The number of chocolate bars in a box is \(\frac{64}{8} = 8\).
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+
+# Total number of boxes sold
+total_boxes_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Total number of chocolate bars sold
+total_chocolate_bars_sold = 64
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / total_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,2,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Determine the number of chocolate bars in a box by dividing the total number of chocolate bars by the total number of boxes sold.
+
+First, let''s find the total number of chocolate bars sold by Lisa and Peter. Lisa sold three and a half boxes, and Peter sold four and a half boxes. We can convert these mixed numbers to improper fractions for easier addition:
+\[ 3.5 = \frac{7}{2} \]
+\[ 4.5 = \frac{9}{2} \]
+
+Now, we add these two improper fractions together:
+\[ \frac{7}{2} + \frac{9}{2} = \frac{7 + 9}{2} = \frac{16}{2} = 8 \]
+
+So, Lisa and Peter sold a total of 8 chocolate bars together.
+
+Next, we need to find out how many chocolate bars are in a box. We know that together they sold 64 chocolate bars, so we divide the total number of chocolate bars by the total number of boxes:
+\[ \frac{64}{8} = 8 \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(171,3,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Determine the number of chocolate bars in a box based on the total number sold and the total number of boxes sold.
+
+First, let''s find the total number of chocolate bars sold by Lisa and Peter. Lisa sold three and a half boxes, and Peter sold four and a half boxes. We can express this as:
+\[ 3.5 + 4.5 = 8 \text{ boxes} \]
+
+Next, we know that together they sold 64 chocolate bars. To find the number of chocolate bars in a box, we divide the total number of chocolate bars sold by the total number of boxes sold:
+\[ \frac{64}{8} = 8 \text{ chocolate bars per box} \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,0,'To determine how many more laps Bethany can run compared to Quinn, we need to calculate the number of laps each person can run and then find the difference between those quantities.
+
+First, let''s find out how many laps Trey can run. We know that Trey can run 4 more laps than Bethany. Since Bethany can run 10 laps, we can calculate the number of laps Trey runs as follows:
+\[
+\text{Laps Trey runs} = 10 + 4 = 14
+\]
+
+Next, let''s find out how many laps Shaelyn can run. We know that Shaelyn can run half as many laps as Trey. Since Trey can run 14 laps, we can calculate the number of laps Shaelyn runs as follows:
+\[
+\text{Laps Shaelyn runs} = \frac{14}{2} = 7
+\]
+
+Then, let''s find out how many laps Quinn can run. We know that Quinn can run 2 fewer laps than Shaelyn. Since Shaelyn can run 7 laps, we can calculate the number of laps Quinn runs as follows:
+\[
+\text{Laps Quinn runs} = 7 - 2 = 5
+\]
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. We do this by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+\[
+\text{Difference in laps} = 10 - 5 = 5
+\]
+
+Therefore, Bethany can run \boxed{5} more laps compared to Quinn.','5',1,'equivalent',336,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(172,1,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+Step 1: Calculate the number of laps Trey can run.
+Bethany can run 10 laps in one hour. Trey can run 4 more laps than Bethany.
+\[ \text{Laps Trey can run} = 10 + 4 = 14 \]
+
+Step 2: Calculate the number of laps Shaelyn can run.
+Shaelyn can run half as many laps as Trey.
+\[ \text{Laps Shaelyn can run} = \frac{14}{2} = 7 \]
+
+Step 3: Calculate the number of laps Quinn can run.
+Quinn can run 2 fewer laps than Shaelyn.
+\[ \text{Laps Quinn can run} = 7 - 2 = 5 \]
+
+Step 4: Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+\[ \text{Difference} = 10 - 5 = 5 \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,2,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+First, we know that Bethany can run 10 laps in one hour. Trey can run 4 more laps than Bethany. Therefore, we can calculate the number of laps Trey can run as follows:
+\[
+\text{Laps Trey can run} = 10 + 4 = 14
+\]
+
+Next, we know that Shaelyn can run half as many laps as Trey. Therefore, we can calculate the number of laps Shaelyn can run as follows:
+\[
+\text{Laps Shaelyn can run} = \frac{14}{2} = 7
+\]
+
+Finally, we know that Quinn can run 2 fewer laps than Shaelyn. Therefore, we can calculate the number of laps Quinn can run as follows:
+\[
+\text{Laps Quinn can run} = 7 - 2 = 5
+\]
+
+Now, we need to find how many more laps Bethany can run compared to Quinn. This is done by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+\[
+\text{Difference} = 10 - 5 = 5
+\]
+
+Thus, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(172,3,'To solve this problem, we need to determine how many laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+First, we know that Bethany can run 10 laps in one hour. So, we write:
+\[ \text{Bethany''s laps} = 10 \]
+
+Next, we need to find out how many laps Trey can run. Trey can run 4 more laps than Bethany. So, we calculate:
+\[ \text{Trey''s laps} = 10 + 4 = 14 \]
+
+Then, we need to find out how many laps Shaelyn can run. Shaelyn can run half as many laps as Trey. So, we calculate:
+\[ \text{Shaelyn''s laps} = \frac{14}{2} = 7 \]
+
+Finally, we need to find out how many laps Quinn can run. Quinn can run 2 fewer laps than Shaelyn. So, we calculate:
+\[ \text{Quinn''s laps} = 7 - 2 = 5 \]
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. So, we subtract Quinn''s laps from Bethany''s laps:
+\[ \text{Difference} = 10 - 5 = 5 \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629335765553236007e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',165,9954.259089804,9.95425780762199428897e+03);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629401385761094086e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',172,10610.461297527,1.06104600158769972039e+04);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -19339,5 +20726,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-911',0,165,'64',0.75,1,4,1,95.0,30.0,294.5,0.0,3.02160280597508972282e+01,1.27361452213032983393e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-911',0,165,'64',0.75,1,6,1,95.0,30.0,589.0,0.0,6.04320561195017944564e+01,2.31695103608688671875e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-911',0,165,'64',1.0,1,1,0,95.0,30.0,1178.0,0.0,1.20864112239003588915e+02,4403624064000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-917',0,166,'12',1.0,1,4,1,69.0,31.0,206.25,0.0,5.05950757657501526409e+01,8.64083814822711547814e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-917',0,166,'12',1.0,1,6,1,69.0,31.0,412.5,0.0,1.01190151531500305281e+02,1.59373493788180761723e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-917',0,166,'12',1.0,1,1,0,69.0,31.0,825.0,0.0,2.02380303063000610563e+02,3053037184000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-966',0,167,'35',0.0,0,4,1,143.0,30.0,337.75,0.0,5.12539685179999651145e+01,1.5976676603278688965e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-966',0,167,'0',0.0,0,6,1,143.0,30.0,675.5,0.0,1.02507937035999930231e+02,2.79481076021857910147e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-966',0,167,'0',0.0,0,1,0,143.0,30.0,1351.0,0.0,2.05015874071999860462e+02,5189096960000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-975',0,168,'10',0.25,0,4,1,80.0,30.0,318.5,0.0,5.22638113664997945324e+01,1.30575701655589135742e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-975',0,168,'10',0.25,0,6,1,80.0,30.0,637.0,0.0,1.04527622732999589058e+02,2.43434211770392773446e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-975',0,168,'10',0.0,0,1,0,80.0,30.0,1274.0,0.0,2.09055245465999178116e+02,4691512320000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-976',0,169,'435',0.0,0,4,1,122.0,30.0,437.75,0.0,5.87780205387498426699e+01,1.87873830141291381836e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-976',0,169,'550',0.0,0,6,1,122.0,30.0,875.5,0.0,1.17556041077499685344e+02,3.4312020889419423829e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-976',0,169,'550',0.0,0,1,0,122.0,30.0,1751.0,0.0,2.35112082154999370688e+02,6536129664000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-995',0,170,'12',1.0,1,4,1,77.0,30.0,242.25,0.0,3.15524586635001469403e+01,1.02399798513385827634e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-995',0,170,'12',1.0,1,6,1,77.0,30.0,484.5,0.0,6.31049173270002938807e+01,1.88160736075590551757e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-995',0,170,'12',1.0,1,1,0,77.0,30.0,969.0,0.0,1.26209834654000587763e+02,3596826112000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1002',0,171,'8',1.0,1,4,1,84.0,30.0,270.75,0.0,4.9812645077750858035e+01,1.15015808025329809569e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1002',0,171,'8',1.0,1,6,1,84.0,30.0,541.5,0.0,9.962529015550171607e+01,2.10906585616886523438e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1002',0,171,'8',1.0,1,1,0,84.0,30.0,1083.0,0.0,1.9925058031100343214e+02,4026881408000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1010',0,172,'5',1.0,1,4,1,99.0,30.0,316.25,0.0,4.32877320197494555023e+01,1.36514061793103442382e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1010',0,172,'5',1.0,1,6,1,99.0,30.0,632.5,0.0,8.65754640394989110046e+01,2.48577843862068945308e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1010',0,172,'5',1.0,1,1,0,99.0,30.0,1265.0,0.0,1.73150928078997822009e+02,4727054080000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
