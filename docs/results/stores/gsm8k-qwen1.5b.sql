@@ -10063,6 +10063,658 @@ Now, we need to find out how many more laps Bethany can run compared to Quinn. S
 \[ \text{Difference} = 10 - 5 = 5 \]
 
 Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',293,99,30,2.4482645707291457171e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(173,0,0,'e642c292ae7fa925578e842f25b143a7ff93f36d145a89fda285f40c0273a07b',0,'To determine the total number of letters delivered by the post office from Monday to Wednesday, we will calculate the number of letters delivered each day step by step.
+
+1. **Monday:**
+   The post office delivered 425 letters.
+   \[
+   \text{Letters on Monday} = 425
+   \]
+
+2. **Tuesday:**
+   The post office delivered 17 more than one-fifth as many as Monday. First, we calculate one-fifth of 425:
+   \[
+   \frac{425}{5} = 85
+   \]
+   Then, we add 17 to this result:
+   \[
+   85 + 17 = 102
+   \]
+   \[
+   \text{Letters on Tuesday} = 102
+   \]
+
+3. **Wednesday:**
+   The post office delivered 5 more than twice as many as they delivered on Tuesday. First, we calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 102 = 204
+   \]
+   Then, we add 5 to this result:
+   \[
+   204 + 5 = 209
+   \]
+   \[
+   \text{Letters on Wednesday} = 209
+   \]
+
+4. **Total letters delivered from Monday to Wednesday:**
+   We add the number of letters delivered on each day:
+   \[
+   425 + 102 + 209
+   \]
+
+Let''s add these step by step:
+\[
+425 + 102 = 527
+\]
+\[
+527 + 209 = 736
+\]
+
+Therefore, the total number of letters delivered by the post office from Monday to Wednesday is \boxed{736}.','stop',402,93,30,2.55175399870605268404e+01,1256401216000.0,NULL);
+INSERT INTO "chains" VALUES(173,0,1,'e642c292ae7fa925578e842f25b143a7ff93f36d145a89fda285f40c0273a07b',1,'To determine the total number of letters delivered by the post office from Monday to Wednesday, we need to calculate the number of letters delivered each day and then sum these amounts.
+
+**Step 1: Calculate the number of letters delivered on Tuesday.**
+The post office delivered 17 more than one-fifth as many letters as Monday. Since Monday delivered 425 letters, we can calculate the number of letters delivered on Tuesday as follows:
+\[
+\text{Letters on Tuesday} = \frac{1}{5} \times 425 + 17 = 85 + 17 = 102
+\]
+
+**Step 2: Calculate the number of letters delivered on Wednesday.**
+The post office delivered 5 more than twice as many letters as they delivered on Tuesday. Since Tuesday delivered 102 letters, we can calculate the number of letters delivered on Wednesday as follows:
+\[
+\text{Letters on Wednesday} = 2 \times 102 + 5 = 204 + 5 = 209
+\]
+
+**Step 3: Calculate the total number of letters delivered from Monday to Wednesday.**
+We add the number of letters delivered on Monday, Tuesday, and Wednesday:
+\[
+\text{Total letters} = 425 + 102 + 209 = 736
+\]
+
+Therefore, the total number of letters delivered by the post office from Monday to Wednesday is \boxed{736}.','stop',313,93,30,2.55175399870605268404e+01,1256401216000.0,NULL);
+INSERT INTO "chains" VALUES(173,0,2,'e642c292ae7fa925578e842f25b143a7ff93f36d145a89fda285f40c0273a07b',2,'To determine how many letters the post office delivered on Monday - Wednesday, we need to follow these steps:
+
+1. Calculate the number of letters delivered on Tuesday.
+2. Calculate the number of letters delivered on Wednesday.
+3. Subtract the number of letters delivered on Wednesday from the number of letters delivered on Monday.
+
+**Step 1: Calculate the number of letters delivered on Tuesday.**
+
+On Monday, the post office delivered 425 letters. On Tuesday, they delivered 17 more than one-fifth as many as Monday. First, we find one-fifth of 425:
+\[
+\frac{425}{5} = 85
+\]
+Next, we add 17 to 85:
+\[
+85 + 17 = 102
+\]
+So, on Tuesday, the post office delivered 102 letters.
+
+**Step 2: Calculate the number of letters delivered on Wednesday.**
+
+On Wednesday, the post office delivered 5 more than twice as many as they delivered on Tuesday. First, we find twice the number of letters delivered on Tuesday:
+\[
+2 \times 102 = 204
+\]
+Next, we add 5 to 204:
+\[
+204 + 5 = 209
+\]
+So, on Wednesday, the post office delivered 209 letters.
+
+**Step 3: Subtract the number of letters delivered on Wednesday from the number of letters delivered on Monday.**
+
+Now, we subtract the number of letters delivered on Wednesday from the number of letters delivered on Monday:
+\[
+425 - 209 = 216
+\]
+So, the post office delivered Monday - Wednesday \boxed{216} letters.','stop',370,93,30,2.55175399870605268404e+01,1256401216000.0,NULL);
+INSERT INTO "chains" VALUES(173,0,3,'e642c292ae7fa925578e842f25b143a7ff93f36d145a89fda285f40c0273a07b',3,'To solve this problem, we need to break it down step by step and use Python code to ensure accuracy.
+
+1. Determine the number of letters delivered on Tuesday.
+2. Determine the number of letters delivered on Wednesday.
+3. Calculate the total number of letters delivered on Monday and Wednesday.
+4. Find the difference between the total number of letters delivered on Monday and Wednesday.
+
+Let''s start by writing the code to perform these calculations.
+```python
+# Step 1: Number of letters delivered on Monday
+letters_monday = 425
+
+# Step 2: Number of letters delivered on Tuesday
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Step 3: Number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Step 4: Total number of letters delivered on Monday and Wednesday
+total_letters_monday_wednesday = letters_monday + letters_wednesday
+
+# Step 5: Difference between the total number of letters delivered on Monday and Wednesday
+difference = total_letters_monday_wednesday - letters_monday
+
+print(difference)
+```
+```output
+142.5
+```
+The post office delivered \(\boxed{142.5}\) letters Monday - Wednesday.','stop',270,93,30,2.55175399870605268404e+01,1256401216000.0,NULL);
+INSERT INTO "chains" VALUES(174,0,0,'9473bb2e0efa56e8b3350cd65e562125b06d7861195de9f5f017f55c6413066a',0,'To determine Melissa''s jury pay per hour after expenses, we can break down the problem into a series of steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total cost of parking.
+3. Subtract the total cost of parking from the total number of hours spent listening to the court case to get the net number of hours spent listening to the court case.
+4. Divide the net number of hours spent listening to the court case by the number of days Melissa spends listening to the court case to get the jury pay per hour after expenses.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Step 1: Calculate the total number of hours Melissa spends listening to the court case
+hours_per_day = 6
+days = 3
+total_hours_listening = hours_per_day * days
+
+# Step 2: Calculate the total cost of parking
+cost_per_day_parking = 3
+total_cost_parking = cost_per_day_parking * days
+
+# Step 3: Calculate the net number of hours spent listening to the court case
+net_hours_listening = total_hours_listening - total_cost_parking
+
+# Step 4: Calculate the jury pay per hour after expenses
+pay_per_day = 15
+jury_pay_per_hour = net_hours_listening / days
+
+print(jury_pay_per_hour)
+```
+```output
+1.5
+```
+Melissa makes \(\boxed{1.5}\) dollars per hour after expenses.','stop',311,93,30,3.23432547161582490953e+01,1602933376000.0,NULL);
+INSERT INTO "chains" VALUES(174,0,1,'9473bb2e0efa56e8b3350cd65e562125b06d7861195de9f5f017f55c6413066a',1,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. **Calculate the total number of hours Melissa spends listening to the court case:**
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Calculate the total number of days Melissa spends listening to the court case including parking:**
+   Since Melissa pays $3 for parking each day, we add the parking days to the regular days.
+   \[
+   3 \text{ regular days} + 3 \text{ parking days} = 6 \text{ days}
+   \]
+
+3. **Calculate Melissa''s total earnings before expenses:**
+   Melissa is paid $15 per day for 6 days.
+   \[
+   15 \text{ dollars/day} \times 6 \text{ days} = 90 \text{ dollars}
+   \]
+
+4. **Calculate Melissa''s total expenses for 6 days:**
+   Melissa pays $3 for parking each day, so for 6 days, the total parking expenses are:
+   \[
+   3 \text{ dollars/day} \times 6 \text{ days} = 18 \text{ dollars}
+   \]
+
+5. **Calculate Melissa''s net earnings for 6 days:**
+   Subtract the total parking expenses from the total earnings.
+   \[
+   90 \text{ dollars} - 18 \text{ dollars} = 72 \text{ dollars}
+   \]
+
+6. **Calculate Melissa''s jury pay per hour:**
+   Melissa''s net earnings for 6 days are $72, and she listens to the court case for 18 hours.
+   \[
+   \frac{72 \text{ dollars}}{18 \text{ hours}} = 4 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \boxed{4}.','stop',433,93,30,3.23432547161582490953e+01,1602933376000.0,NULL);
+INSERT INTO "chains" VALUES(174,0,2,'9473bb2e0efa56e8b3350cd65e562125b06d7861195de9f5f017f55c6413066a',2,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours she spends parking.
+3. Calculate the total number of hours she spends working.
+4. Calculate the total amount of pay Melissa receives for jury duty.
+5. Subtract the total expenses from the total pay to find the remaining pay per hour.
+
+Let''s start with the first step:
+
+1. Melissa spends 6 hours a day for 3 days listening to the court case.
+   \[
+   \text{Total hours spent listening} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+Next, we calculate the total number of hours she spends parking:
+
+2. Melissa pays $3 for parking each day.
+   \[
+   \text{Total hours spent parking} = 3 \text{ days} \times 3 \text{ hours/day} = 9 \text{ hours}
+   \]
+
+Now, we calculate the total number of hours she spends working:
+
+3. The total number of hours spent working is the total number of hours spent listening minus the total number of hours spent parking.
+   \[
+   \text{Total hours spent working} = 18 \text{ hours} - 9 \text{ hours} = 9 \text{ hours}
+   \]
+
+Next, we calculate the total amount of pay Melissa receives for jury duty:
+
+4. Melissa is paid $15 per day.
+   \[
+   \text{Total pay for jury duty} = 15 \text{ dollars/day} \times 3 \text{ days} = 45 \text{ dollars}
+   \]
+
+Finally, we subtract the total expenses from the total pay to find the remaining pay per hour:
+
+5. The total expenses are the total number of hours spent parking.
+   \[
+   \text{Total expenses} = 9 \text{ hours}
+   \]
+   \[
+   \text{Remaining pay per hour} = \frac{45 \text{ dollars}}{9 \text{ hours}} = 5 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{5}\).','stop',489,93,30,3.23432547161582490953e+01,1602933376000.0,NULL);
+INSERT INTO "chains" VALUES(174,0,3,'9473bb2e0efa56e8b3350cd65e562125b06d7861195de9f5f017f55c6413066a',3,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours Melissa spends paying for parking.
+3. Find the total number of hours spent on jury duty.
+4. Subtract the total number of hours spent on parking from the total number of hours spent on jury duty to find the total number of hours spent on jury pay.
+5. Divide the total amount of jury pay by the total number of hours spent on jury pay to find the jury pay per hour.
+
+Let''s go through each step in detail:
+
+1. Calculate the total number of hours Melissa spends listening to the court case:
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. Calculate the total number of hours Melissa spends paying for parking:
+   Melissa spends $3 per day for parking each day.
+   \[
+   3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}
+   \]
+
+3. Find the total number of hours spent on jury duty:
+   The total number of hours spent on jury duty is the sum of the hours spent listening to the court case and the hours spent paying for parking.
+   \[
+   18 \text{ hours} + 9 \text{ dollars} = 27 \text{ hours}
+   \]
+
+4. Subtract the total number of hours spent on parking from the total number of hours spent on jury duty to find the total number of hours spent on jury pay:
+   \[
+   27 \text{ hours} - 9 \text{ dollars} = 18 \text{ hours}
+   \]
+
+5. Divide the total amount of jury pay by the total number of hours spent on jury pay to find the jury pay per hour:
+   Melissa is paid $15 per day, so the total amount of jury pay is $15 per day multiplied by 3 days.
+   \[
+   15 \text{ dollars/day} \times 3 \text{ days} = 45 \text{ dollars}
+   \]
+   Now, divide the total amount of jury pay by the total number of hours spent on jury pay.
+   \[
+   \frac{45 \text','length',512,93,30,3.23432547161582490953e+01,1602933376000.0,NULL);
+INSERT INTO "chains" VALUES(175,0,0,'4a9fe9ba4e533a183814f6fe36f07afba02b45e153b933f91080934ebe5ce392',0,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of big coupons Anthony is sending.
+2. Calculate the total number of small coupons and big coupons.
+3. Compute the total postage cost for small and big coupons separately.
+4. Add the postage costs together to get the total postage expense.
+
+Let''s break it down step by step and use Python to ensure accuracy.
+
+1. Anthony is sending out 700 small coupons and twice as many big coupons. So, the number of big coupons is \(2 \times 700 = 1400\).
+2. The total number of coupons is \(700 + 1400 = 2100\).
+3. The total postage cost for small coupons is \(700 \times 0.05 = 35\) cents.
+4. The total postage cost for big coupons is \(1400 \times 0.15 = 210\) cents.
+5. The total postage expense is \(35 + 210 = 245\) cents.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Define the number of small and big coupons
+small_coupons = 700
+big_coupons = 2 * small_coupons
+
+# Define the postage rates
+small_postage_rate = 0.05
+big_postage_rate = 0.15
+
+# Calculate the total postage cost
+total_small_postage = small_coupons * small_postage_rate
+total_big_postage = big_coupons * big_postage_rate
+total_postage = total_small_postage + total_big_postage
+
+print(total_postage)
+```
+```output
+245.0
+```
+The total postage expense Anthony spends is \(\boxed{245}\) cents.','stop',388,96,30,2.39800815043247155249e+01,1227079264000.0,NULL);
+INSERT INTO "chains" VALUES(175,0,1,'4a9fe9ba4e533a183814f6fe36f07afba02b45e153b933f91080934ebe5ce392',1,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Calculate the cost of the small coupons.
+3. Calculate the cost of the big coupons.
+4. Sum the costs of the small and big coupons to get the total postage.
+
+Step 1: Calculate the number of big coupons.
+Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Step 2: Calculate the cost of the small coupons.
+Each small coupon costs 5 cents. Therefore, the cost of 700 small coupons is:
+\[ 700 \times 0.05 = 35 \text{ dollars} \]
+
+Step 3: Calculate the cost of the big coupons.
+Each big coupon costs 15 cents. Therefore, the cost of 1400 big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ dollars} \]
+
+Step 4: Sum the costs of the small and big coupons to get the total postage.
+The total postage is the sum of the cost of the small coupons and the cost of the big coupons:
+\[ 35 + 210 = 245 \text{ dollars} \]
+
+Thus, the total amount Anthony spends on postage is \(\boxed{245}\).','stop',321,96,30,2.39800815043247155249e+01,1227079264000.0,NULL);
+INSERT INTO "chains" VALUES(175,0,2,'4a9fe9ba4e533a183814f6fe36f07afba02b45e153b933f91080934ebe5ce392',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out. Since he wants to send out twice as many big coupons as small coupons, and he wants to send out 700 small coupons, we can calculate the number of big coupons as \(2 \times 700\).
+2. Calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost of the small coupons is \(700 \times 0.05\).
+3. Calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost of the big coupons is \(2 \times 700 \times 0.15\).
+4. Add the total cost of the small coupons and the total cost of the big coupons to get the total postage cost.
+
+Let''s calculate this step by step using Python code.
+```python
+# Step 1: Calculate the number of big coupons
+small_coupons = 700
+big_coupons = 2 * small_coupons
+
+# Step 2: Calculate the total cost of the small coupons
+cost_small_coupon = 0.05
+total_cost_small_coupons = small_coupons * cost_small_coupon
+
+# Step 3: Calculate the total cost of the big coupons
+cost_big_coupon = 0.15
+total_cost_big_coupons = big_coupons * cost_big_coupon
+
+# Step 4: Calculate the total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+print(total_postage_cost)
+```
+```output
+70.0
+```
+The total postage cost Anthony spends is \(\boxed{70.00}\).','stop',372,96,30,2.39800815043247155249e+01,1227079264000.0,NULL);
+INSERT INTO "chains" VALUES(175,0,3,'4a9fe9ba4e533a183814f6fe36f07afba02b45e153b933f91080934ebe5ce392',3,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Determine the total number of coupons.
+3. Calculate the total postage cost.
+
+First, we know that Anthony wants to send out 700 small coupons and twice as many big coupons. Therefore, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Next, we calculate the total number of coupons by adding the number of small coupons and the number of big coupons:
+\[ 700 + 1400 = 2100 \]
+
+Each small coupon costs 5 cents to mail, and each big coupon costs 15 cents. Therefore, the total postage cost is the sum of the postage costs for the small coupons and the big coupons:
+\[ 700 \times 0.05 + 1400 \times 0.15 = 35 + 210 = 245 \]
+
+So, the total amount Anthony spends on postage is:
+\[ \boxed{245} \]','stop',238,96,30,2.39800815043247155249e+01,1227079264000.0,NULL);
+INSERT INTO "chains" VALUES(176,0,0,'61a6ab751221fb0a1c0e6ff3d08056e6094aeae51526fb6d02c65188ba6d2bba',0,'To determine how many tennis balls Rory retrieved in the first set of the match, we can set up equations based on the information given. Let''s define the number of balls Rory retrieved in the second set as \( x \).
+
+From the problem, we know:
+1. In the first set, Rory retrieved 4 more balls than in the second set. So, the number of balls retrieved in the first set is \( x + 4 \).
+2. In the third set, Rory retrieved half as many balls as in the second set. So, the number of balls retrieved in the third set is \( \frac{x}{2} \).
+3. The total number of balls retrieved in all three sets is 19. So, we can write the equation:
+   \[
+   (x + 4) + x + \frac{x}{2} = 19
+   \]
+
+To solve this equation, we need to combine the terms involving \( x \). First, let''s get all the terms with \( x \) on one side of the equation. To do this, we can convert all terms to have a common denominator. The common denominator for 2 and 1 is 2. So, we can rewrite the equation as:
+\[
+\frac{2(x + 4)}{2} + \frac{2x}{2} + \frac{x}{2} = 19
+\]
+\[
+\frac{2x + 8 + 2x + x}{2} = 19
+\]
+\[
+\frac{5x + 8}{2} = 19
+\]
+
+Next, we eliminate the fraction by multiplying every term by 2:
+\[
+5x + 8 = 38
+\]
+
+Now, we solve for \( x \) by isolating it on one side of the equation. First, we subtract 8 from both sides:
+\[
+5x = 30
+\]
+
+Then, we divide both sides by 5:
+\[
+x = 6
+\]
+
+So, Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','stop',448,110,30,3.36429536184930100262e+01,1708670112000.0,NULL);
+INSERT INTO "chains" VALUES(176,0,1,'61a6ab751221fb0a1c0e6ff3d08056e6094aeae51526fb6d02c65188ba6d2bba',1,'To determine how many tennis balls Rory retrieved in the first set, we need to set up an equation based on the information given. Let''s define the number of tennis balls retrieved in the second set as \( x \).
+
+From the problem, we know the following:
+1. In the first set, Rory retrieved 4 more balls than in the second set.
+2. In the third set, Rory retrieved half as many balls as in the second set.
+3. The total number of tennis balls retrieved in all three sets is 19.
+
+We can express the number of tennis balls retrieved in the first set as \( x + 4 \) and the number of tennis balls retrieved in the third set as \( \frac{x}{2} \). The total number of tennis balls can be written as:
+\[
+(x + 4) + x + \frac{x}{2} = 19
+\]
+
+To eliminate the fraction, we can multiply every term in the equation by 2:
+\[
+2(x + 4) + 2x + x = 38
+\]
+
+Now, we combine like terms:
+\[
+2x + 8 + 2x + x = 38
+\]
+\[
+5x + 8 = 38
+\]
+
+Next, we isolate \( x \) by subtracting 8 from both sides of the equation:
+\[
+5x = 30
+\]
+
+Finally, we solve for \( x \) by dividing both sides by 5:
+\[
+x = 6
+\]
+
+So, the number of tennis balls Rory retrieved in the second set is 6. The number of tennis balls he retrieved in the first set is:
+\[
+x + 4 = 6 + 4 = 10
+\]
+
+Therefore, the number of tennis balls Rory retrieved in the first set is \(\boxed{10}\).','stop',393,110,30,3.36429536184930100262e+01,1708670112000.0,NULL);
+INSERT INTO "chains" VALUES(176,0,2,'61a6ab751221fb0a1c0e6ff3d08056e6094aeae51526fb6d02c65188ba6d2bba',2,'To solve this problem, we can define the number of tennis balls retrieved in the second set as \( x \). According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \) and in the third set is \( \frac{x}{2} \). The total number of tennis balls retrieved in all three sets is 19. We can set up the following equation to represent this:
+
+\[
+(x + 4) + x + \frac{x}{2} = 19
+\]
+
+To solve for \( x \), we first need to combine the terms on the left side of the equation. To do this, we need a common denominator for the terms involving \( x \). The common denominator for 1, 2, and \( x \) is \( 2x \). So we can rewrite the equation as:
+
+\[
+\frac{2x + 8x + x}{2x} = 19
+\]
+
+Simplifying the numerator on the left side, we get:
+
+\[
+\frac{11x}{2x} = 19
+\]
+
+Since \( x \neq 0 \), we can cancel \( x \) from the numerator and the denominator:
+
+\[
+\frac{11}{2} = 19
+\]
+
+To solve for \( x \), we can multiply both sides of the equation by 2:
+
+\[
+11 = 38
+\]
+
+This is a contradiction, which indicates that there might be an error in the problem setup or interpretation. Let''s recheck the problem statement and the setup. The problem states that the total number of tennis balls retrieved is 19, but the equation we set up and solved does not yield a consistent solution. Therefore, we need to re-evaluate the problem.
+
+Given that the total number of tennis balls retrieved is 19, and the relationship between the sets is clear, we can conclude that the problem might have a mistake in the setup. However, if we assume that the problem is correctly set up and the relationship is correct, we can conclude that the number of tennis balls retrieved in the first set is \( x + 4 \), and the number of tennis balls retrieved in the second set is \( x \), and the number of tennis balls retrieved in the third set is \( \frac{x}{2} \), and the total number of tennis balls retrieved is 19, we can set up the','length',512,110,30,3.36429536184930100262e+01,1708670112000.0,NULL);
+INSERT INTO "chains" VALUES(176,0,3,'61a6ab751221fb0a1c0e6ff3d08056e6094aeae51526fb6d02c65188ba6d2bba',3,'To determine how many tennis balls Rory retrieved in the first set of the match, we can set up a system of equations based on the information given. Let''s define the number of tennis balls Rory retrieved in the second set as \( x \).
+
+From the problem, we know:
+1. Rory retrieved 4 more balls in the first set than in the second set.
+2. Rory retrieved half as many balls in the third set as in the second set.
+3. Rory retrieved a total of 19 tennis balls in all three sets.
+
+We can express these relationships with the following equations:
+1. \( \text{First set} = x + 4 \)
+2. \( \text{Third set} = \frac{x}{2} \)
+3. \( \text{Total} = (x + 4) + x + \frac{x}{2} = 19 \)
+
+Now, let''s solve this equation step by step.
+
+First, combine like terms on the left side of the equation:
+\[ x + 4 + x + \frac{x}{2} = 19 \]
+\[ 2x + \frac{x}{2} + 4 = 19 \]
+
+To combine \( 2x \) and \( \frac{x}{2} \), convert \( 2x \) to a fraction with a denominator of 2:
+\[ 2x = \frac{4x}{2} \]
+\[ \frac{4x}{2} + \frac{x}{2} = \frac{5x}{2} \]
+
+So the equation now is:
+\[ \frac{5x}{2} + 4 = 19 \]
+
+Next, isolate the term with \( x \) by subtracting 4 from both sides of the equation:
+\[ \frac{5x}{2} = 19 - 4 \]
+\[ \frac{5x}{2} = 15 \]
+
+Now, solve for \( x \) by multiplying both sides by 2:
+\[ 5x = 15 \times 2 \]
+\[ 5x = 30 \]
+
+Finally, divide both sides by 5:
+\[ x = \frac{30}{5} \]
+\[ x = 6 \]
+
+So, Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','stop',494,110,30,3.36429536184930100262e+01,1708670112000.0,NULL);
+INSERT INTO "chains" VALUES(177,0,0,'0311c200b9b6f2692c5d59e61d558363ba9b841d43fafa004b319ceb1f7ef3f6',0,'To determine how many puzzle pieces Teddy placed during that hour, we need to break down the problem step by step.
+
+1. **Calculate the number of puzzle pieces Teddy placed in the first puzzle:**
+   - Teddy finished half of a 500-piece puzzle.
+   - Half of 500 is calculated as:
+     \[
+     \frac{500}{2} = 250
+     \]
+   - So, Teddy placed 250 puzzle pieces in the first puzzle.
+
+2. **Calculate the number of puzzle pieces Teddy placed in the second puzzle:**
+   - Teddy started and finished another 500-piece puzzle.
+   - The first half (250 pieces) was already placed in the first puzzle.
+   - Therefore, the second puzzle adds another 250 pieces to the total.
+   - So, the total number of puzzle pieces placed in the second puzzle is:
+     \[
+     250 + 250 = 500
+     \]
+
+3. **Calculate the total number of puzzle pieces Teddy placed during the hour:**
+   - Add the number of puzzle pieces from the first puzzle to the number of puzzle pieces from the second puzzle:
+     \[
+     250 + 500 = 750
+     \]
+
+Thus, the total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',298,76,30,2.13402280633406640211e+01,1027156864000.0,NULL);
+INSERT INTO "chains" VALUES(177,0,1,'0311c200b9b6f2692c5d59e61d558363ba9b841d43fafa004b319ceb1f7ef3f6',1,'To solve this problem, we need to calculate the total number of puzzle pieces Teddy placed during the hour. Here''s the step-by-step reasoning:
+
+1. First, we know that Teddy finished half of a 500 piece puzzle. So, he finished \( \frac{500}{2} = 250 \) pieces.
+2. Next, we know that he then started and finished another 500 piece puzzle. So, he finished another \( 500 \) pieces.
+3. The total number of pieces Teddy placed during that hour is the sum of the pieces he finished from both puzzles. So, we add \( 250 \) and \( 500 \) together.
+
+Let''s write the Python code to calculate this.
+
+```python
+# Number of pieces in one puzzle
+puzzle_pieces = 500
+
+# Pieces finished from the first puzzle
+pieces_first_puzzle = puzzle_pieces / 2
+
+# Pieces finished from the second puzzle
+pieces_second_puzzle = puzzle_pieces
+
+# Total pieces finished in the hour
+total_pieces = pieces_first_puzzle + pieces_second_puzzle
+print(total_pieces)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',275,76,30,2.13402280633406640211e+01,1027156864000.0,NULL);
+INSERT INTO "chains" VALUES(177,0,2,'0311c200b9b6f2692c5d59e61d558363ba9b841d43fafa004b319ceb1f7ef3f6',2,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. First, we need to calculate how many puzzle pieces Teddy finished in the first 500 piece puzzle. Since he finished half of the puzzle, we divide 500 by 2 to get 250 pieces.
+2. Next, we need to calculate how many puzzle pieces Teddy finished in the second 500 piece puzzle. Since he finished half of the puzzle, we divide 500 by 2 to get 250 pieces.
+3. Finally, we add the number of puzzle pieces from both puzzles to get the total number of puzzle pieces Teddy placed during that hour.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of puzzle pieces in one puzzle
+puzzle_pieces = 500
+
+# Number of pieces finished in the first puzzle
+first_puzzle_pieces = puzzle_pieces // 2
+
+# Number of pieces finished in the second puzzle
+second_puzzle_pieces = puzzle_pieces // 2
+
+# Total number of puzzle pieces placed during the hour
+total_pieces = first_puzzle_pieces + second_puzzle_pieces
+print(total_pieces)
+```
+```output
+500
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','stop',279,76,30,2.13402280633406640211e+01,1027156864000.0,NULL);
+INSERT INTO "chains" VALUES(177,0,3,'0311c200b9b6f2692c5d59e61d558363ba9b841d43fafa004b319ceb1f7ef3f6',3,'Let''s break down the problem step by step:
+
+1. First, we need to calculate how many puzzle pieces Teddy finished in the first hour. Since he finished half of a 500 piece puzzle, he finished \( \frac{500}{2} = 250 \) puzzle pieces in the first hour.
+2. Next, we need to calculate how many puzzle pieces Teddy finished in the second hour. Since he finished another 500 piece puzzle, he finished 500 puzzle pieces in the second hour.
+3. Finally, we add the puzzle pieces finished in both hours to get the total number of puzzle pieces Teddy placed during that hour.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of puzzle pieces in one full puzzle
+total_pieces = 500
+
+# Pieces finished in the first hour
+pieces_first_hour = total_pieces / 2
+
+# Pieces finished in the second hour
+pieces_second_hour = total_pieces
+
+# Total pieces finished in the hour
+total_pieces_hour = pieces_first_hour + pieces_second_hour
+print(total_pieces_hour)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',262,76,30,2.13402280633406640211e+01,1027156864000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10246,6 +10898,11 @@ INSERT INTO "jobs" VALUES(169,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(170,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-995',0,4,'self-consistency:n_samples=4',1,'done','12','[{"event": "generate", "n": 4, "seed": 1547491893, "usage": {"prompt_tokens": 77, "cached_prompt_tokens": 30, "completion_tokens": 969, "calls": 1, "seconds": 70.43171858951801, "flops": 3596826112000.0}}, {"event": "vote", "counts": {"12": 4}, "tie_broken_by_rng": false, "winner": "12"}]',77,30,969,1,0,0,3596826112000.0,0.0,1.26209834654000587763e+02,7.04317185895180131183e+01,1.79629384070114612578e+09);
 INSERT INTO "jobs" VALUES(171,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1002',0,4,'self-consistency:n_samples=4',1,'done','8','[{"event": "generate", "n": 4, "seed": 878886759, "usage": {"prompt_tokens": 84, "cached_prompt_tokens": 30, "completion_tokens": 1083, "calls": 1, "seconds": 81.44304157871161, "flops": 4026881408000.0}}, {"event": "vote", "counts": {"8": 4}, "tie_broken_by_rng": false, "winner": "8"}]',84,30,1083,1,0,0,4026881408000.0,0.0,1.9925058031100343214e+02,8.14430415787116146475e+01,1.79629399705272197722e+09);
 INSERT INTO "jobs" VALUES(172,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1010',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 1457280309, "usage": {"prompt_tokens": 99, "cached_prompt_tokens": 30, "completion_tokens": 1265, "calls": 1, "seconds": 97.93058282916583, "flops": 4727054080000.0}}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',99,30,1265,1,0,0,4727054080000.0,0.0,1.73150928078997822009e+02,9.79305828291658286843e+01,1.79629401385722827907e+09);
+INSERT INTO "jobs" VALUES(173,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1040',0,4,'self-consistency:n_samples=4',1,'done','736','[{"event": "generate", "n": 4, "seed": 211910055, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 30, "completion_tokens": 1355, "calls": 1, "seconds": 102.07015994824211, "flops": 5025604864000.0}}, {"event": "vote", "counts": {"736": 2, "216": 1, "285/2": 1}, "tie_broken_by_rng": false, "winner": "736"}]',93,30,1355,1,0,0,5025604864000.0,0.0,2.23375240296998526894e+02,1.02070159948242107357e+02,1.79629423723794341086e+09);
+INSERT INTO "jobs" VALUES(174,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1033',0,4,'self-consistency:n_samples=4',1,'done','45','[{"event": "generate", "n": 4, "seed": 1403046812, "usage": {"prompt_tokens": 93, "cached_prompt_tokens": 30, "completion_tokens": 1745, "calls": 1, "seconds": 129.373018864633, "flops": 6411733504000.0}}, {"event": "vote", "counts": {"3/2": 1, "4": 1, "5": 1, "45": 1}, "tie_broken_by_rng": true, "winner": "45"}]',93,30,1745,1,0,0,6411733504000.0,0.0,2.56138959948999399784e+02,129.373018864633,1.79629425319464015959e+09);
+INSERT INTO "jobs" VALUES(175,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1067',0,4,'self-consistency:n_samples=4',1,'done','245','[{"event": "generate", "n": 4, "seed": 232269028, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 30, "completion_tokens": 1319, "calls": 1, "seconds": 95.92032601729886, "flops": 4908317056000.0}}, {"event": "vote", "counts": {"245": 3, "70": 1}, "tie_broken_by_rng": false, "winner": "245"}]',96,30,1319,1,0,0,4908317056000.0,0.0,2.04914997703999688391e+02,9.59203260172988620996e+01,1.79629445812159395214e+09);
+INSERT INTO "jobs" VALUES(176,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1047',0,4,'self-consistency:n_samples=4',1,'done','6','[{"event": "generate", "n": 4, "seed": 1011310130, "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 30, "completion_tokens": 1847, "calls": 1, "seconds": 134.57181447397204, "flops": 6834680448000.0}}, {"event": "vote", "counts": {"6": 2, "10": 1, "19": 1}, "tie_broken_by_rng": false, "winner": "6"}]',110,30,1847,1,0,0,6834680448000.0,0.0,2.54159425479003402864e+02,1.34571814473972040104e+02,1.79629449140215468401e+09);
+INSERT INTO "jobs" VALUES(177,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1074',0,4,'self-consistency:n_samples=4',1,'done','750','[{"event": "generate", "n": 4, "seed": 546690286, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 30, "completion_tokens": 1114, "calls": 1, "seconds": 85.36091225336266, "flops": 4108627456000.0}}, {"event": "vote", "counts": {"750": 3, "500": 1}, "tie_broken_by_rng": false, "winner": "750"}]',76,30,1114,1,0,0,4108627456000.0,0.0,1.74103997732003335841e+02,8.53609122533626560845e+01,1796294632.22894);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -20416,10 +21073,662 @@ Now, we need to find out how many more laps Bethany can run compared to Quinn. S
 \[ \text{Difference} = 10 - 5 = 5 \]
 
 Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,0,'To determine the total number of letters delivered by the post office from Monday to Wednesday, we will calculate the number of letters delivered each day step by step.
+
+1. **Monday:**
+   The post office delivered 425 letters.
+   \[
+   \text{Letters on Monday} = 425
+   \]
+
+2. **Tuesday:**
+   The post office delivered 17 more than one-fifth as many as Monday. First, we calculate one-fifth of 425:
+   \[
+   \frac{425}{5} = 85
+   \]
+   Then, we add 17 to this result:
+   \[
+   85 + 17 = 102
+   \]
+   \[
+   \text{Letters on Tuesday} = 102
+   \]
+
+3. **Wednesday:**
+   The post office delivered 5 more than twice as many as they delivered on Tuesday. First, we calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 102 = 204
+   \]
+   Then, we add 5 to this result:
+   \[
+   204 + 5 = 209
+   \]
+   \[
+   \text{Letters on Wednesday} = 209
+   \]
+
+4. **Total letters delivered from Monday to Wednesday:**
+   We add the number of letters delivered on each day:
+   \[
+   425 + 102 + 209
+   \]
+
+Let''s add these step by step:
+\[
+425 + 102 = 527
+\]
+\[
+527 + 209 = 736
+\]
+
+Therefore, the total number of letters delivered by the post office from Monday to Wednesday is \boxed{736}.','736',1,'equivalent',402,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(173,1,'To determine the total number of letters delivered by the post office from Monday to Wednesday, we need to calculate the number of letters delivered each day and then sum these amounts.
+
+**Step 1: Calculate the number of letters delivered on Tuesday.**
+The post office delivered 17 more than one-fifth as many letters as Monday. Since Monday delivered 425 letters, we can calculate the number of letters delivered on Tuesday as follows:
+\[
+\text{Letters on Tuesday} = \frac{1}{5} \times 425 + 17 = 85 + 17 = 102
+\]
+
+**Step 2: Calculate the number of letters delivered on Wednesday.**
+The post office delivered 5 more than twice as many letters as they delivered on Tuesday. Since Tuesday delivered 102 letters, we can calculate the number of letters delivered on Wednesday as follows:
+\[
+\text{Letters on Wednesday} = 2 \times 102 + 5 = 204 + 5 = 209
+\]
+
+**Step 3: Calculate the total number of letters delivered from Monday to Wednesday.**
+We add the number of letters delivered on Monday, Tuesday, and Wednesday:
+\[
+\text{Total letters} = 425 + 102 + 209 = 736
+\]
+
+Therefore, the total number of letters delivered by the post office from Monday to Wednesday is \boxed{736}.','736',1,'equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,2,'To determine how many letters the post office delivered on Monday - Wednesday, we need to follow these steps:
+
+1. Calculate the number of letters delivered on Tuesday.
+2. Calculate the number of letters delivered on Wednesday.
+3. Subtract the number of letters delivered on Wednesday from the number of letters delivered on Monday.
+
+**Step 1: Calculate the number of letters delivered on Tuesday.**
+
+On Monday, the post office delivered 425 letters. On Tuesday, they delivered 17 more than one-fifth as many as Monday. First, we find one-fifth of 425:
+\[
+\frac{425}{5} = 85
+\]
+Next, we add 17 to 85:
+\[
+85 + 17 = 102
+\]
+So, on Tuesday, the post office delivered 102 letters.
+
+**Step 2: Calculate the number of letters delivered on Wednesday.**
+
+On Wednesday, the post office delivered 5 more than twice as many as they delivered on Tuesday. First, we find twice the number of letters delivered on Tuesday:
+\[
+2 \times 102 = 204
+\]
+Next, we add 5 to 204:
+\[
+204 + 5 = 209
+\]
+So, on Wednesday, the post office delivered 209 letters.
+
+**Step 3: Subtract the number of letters delivered on Wednesday from the number of letters delivered on Monday.**
+
+Now, we subtract the number of letters delivered on Wednesday from the number of letters delivered on Monday:
+\[
+425 - 209 = 216
+\]
+So, the post office delivered Monday - Wednesday \boxed{216} letters.','216',0,'not_equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(173,3,'To solve this problem, we need to break it down step by step and use Python code to ensure accuracy.
+
+1. Determine the number of letters delivered on Tuesday.
+2. Determine the number of letters delivered on Wednesday.
+3. Calculate the total number of letters delivered on Monday and Wednesday.
+4. Find the difference between the total number of letters delivered on Monday and Wednesday.
+
+Let''s start by writing the code to perform these calculations.
+```python
+# Step 1: Number of letters delivered on Monday
+letters_monday = 425
+
+# Step 2: Number of letters delivered on Tuesday
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Step 3: Number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Step 4: Total number of letters delivered on Monday and Wednesday
+total_letters_monday_wednesday = letters_monday + letters_wednesday
+
+# Step 5: Difference between the total number of letters delivered on Monday and Wednesday
+difference = total_letters_monday_wednesday - letters_monday
+
+print(difference)
+```
+```output
+142.5
+```
+The post office delivered \(\boxed{142.5}\) letters Monday - Wednesday.','142.5',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,0,'To determine Melissa''s jury pay per hour after expenses, we can break down the problem into a series of steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total cost of parking.
+3. Subtract the total cost of parking from the total number of hours spent listening to the court case to get the net number of hours spent listening to the court case.
+4. Divide the net number of hours spent listening to the court case by the number of days Melissa spends listening to the court case to get the jury pay per hour after expenses.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Step 1: Calculate the total number of hours Melissa spends listening to the court case
+hours_per_day = 6
+days = 3
+total_hours_listening = hours_per_day * days
+
+# Step 2: Calculate the total cost of parking
+cost_per_day_parking = 3
+total_cost_parking = cost_per_day_parking * days
+
+# Step 3: Calculate the net number of hours spent listening to the court case
+net_hours_listening = total_hours_listening - total_cost_parking
+
+# Step 4: Calculate the jury pay per hour after expenses
+pay_per_day = 15
+jury_pay_per_hour = net_hours_listening / days
+
+print(jury_pay_per_hour)
+```
+```output
+1.5
+```
+Melissa makes \(\boxed{1.5}\) dollars per hour after expenses.','1.5',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,1,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. **Calculate the total number of hours Melissa spends listening to the court case:**
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Calculate the total number of days Melissa spends listening to the court case including parking:**
+   Since Melissa pays $3 for parking each day, we add the parking days to the regular days.
+   \[
+   3 \text{ regular days} + 3 \text{ parking days} = 6 \text{ days}
+   \]
+
+3. **Calculate Melissa''s total earnings before expenses:**
+   Melissa is paid $15 per day for 6 days.
+   \[
+   15 \text{ dollars/day} \times 6 \text{ days} = 90 \text{ dollars}
+   \]
+
+4. **Calculate Melissa''s total expenses for 6 days:**
+   Melissa pays $3 for parking each day, so for 6 days, the total parking expenses are:
+   \[
+   3 \text{ dollars/day} \times 6 \text{ days} = 18 \text{ dollars}
+   \]
+
+5. **Calculate Melissa''s net earnings for 6 days:**
+   Subtract the total parking expenses from the total earnings.
+   \[
+   90 \text{ dollars} - 18 \text{ dollars} = 72 \text{ dollars}
+   \]
+
+6. **Calculate Melissa''s jury pay per hour:**
+   Melissa''s net earnings for 6 days are $72, and she listens to the court case for 18 hours.
+   \[
+   \frac{72 \text{ dollars}}{18 \text{ hours}} = 4 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \boxed{4}.','4',0,'not_equivalent',433,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,2,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours she spends parking.
+3. Calculate the total number of hours she spends working.
+4. Calculate the total amount of pay Melissa receives for jury duty.
+5. Subtract the total expenses from the total pay to find the remaining pay per hour.
+
+Let''s start with the first step:
+
+1. Melissa spends 6 hours a day for 3 days listening to the court case.
+   \[
+   \text{Total hours spent listening} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+Next, we calculate the total number of hours she spends parking:
+
+2. Melissa pays $3 for parking each day.
+   \[
+   \text{Total hours spent parking} = 3 \text{ days} \times 3 \text{ hours/day} = 9 \text{ hours}
+   \]
+
+Now, we calculate the total number of hours she spends working:
+
+3. The total number of hours spent working is the total number of hours spent listening minus the total number of hours spent parking.
+   \[
+   \text{Total hours spent working} = 18 \text{ hours} - 9 \text{ hours} = 9 \text{ hours}
+   \]
+
+Next, we calculate the total amount of pay Melissa receives for jury duty:
+
+4. Melissa is paid $15 per day.
+   \[
+   \text{Total pay for jury duty} = 15 \text{ dollars/day} \times 3 \text{ days} = 45 \text{ dollars}
+   \]
+
+Finally, we subtract the total expenses from the total pay to find the remaining pay per hour:
+
+5. The total expenses are the total number of hours spent parking.
+   \[
+   \text{Total expenses} = 9 \text{ hours}
+   \]
+   \[
+   \text{Remaining pay per hour} = \frac{45 \text{ dollars}}{9 \text{ hours}} = 5 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{5}\).','5',0,'not_equivalent',489,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(174,3,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours Melissa spends paying for parking.
+3. Find the total number of hours spent on jury duty.
+4. Subtract the total number of hours spent on parking from the total number of hours spent on jury duty to find the total number of hours spent on jury pay.
+5. Divide the total amount of jury pay by the total number of hours spent on jury pay to find the jury pay per hour.
+
+Let''s go through each step in detail:
+
+1. Calculate the total number of hours Melissa spends listening to the court case:
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. Calculate the total number of hours Melissa spends paying for parking:
+   Melissa spends $3 per day for parking each day.
+   \[
+   3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}
+   \]
+
+3. Find the total number of hours spent on jury duty:
+   The total number of hours spent on jury duty is the sum of the hours spent listening to the court case and the hours spent paying for parking.
+   \[
+   18 \text{ hours} + 9 \text{ dollars} = 27 \text{ hours}
+   \]
+
+4. Subtract the total number of hours spent on parking from the total number of hours spent on jury duty to find the total number of hours spent on jury pay:
+   \[
+   27 \text{ hours} - 9 \text{ dollars} = 18 \text{ hours}
+   \]
+
+5. Divide the total amount of jury pay by the total number of hours spent on jury pay to find the jury pay per hour:
+   Melissa is paid $15 per day, so the total amount of jury pay is $15 per day multiplied by 3 days.
+   \[
+   15 \text{ dollars/day} \times 3 \text{ days} = 45 \text{ dollars}
+   \]
+   Now, divide the total amount of jury pay by the total number of hours spent on jury pay.
+   \[
+   \frac{45 \text','45',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(175,0,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of big coupons Anthony is sending.
+2. Calculate the total number of small coupons and big coupons.
+3. Compute the total postage cost for small and big coupons separately.
+4. Add the postage costs together to get the total postage expense.
+
+Let''s break it down step by step and use Python to ensure accuracy.
+
+1. Anthony is sending out 700 small coupons and twice as many big coupons. So, the number of big coupons is \(2 \times 700 = 1400\).
+2. The total number of coupons is \(700 + 1400 = 2100\).
+3. The total postage cost for small coupons is \(700 \times 0.05 = 35\) cents.
+4. The total postage cost for big coupons is \(1400 \times 0.15 = 210\) cents.
+5. The total postage expense is \(35 + 210 = 245\) cents.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Define the number of small and big coupons
+small_coupons = 700
+big_coupons = 2 * small_coupons
+
+# Define the postage rates
+small_postage_rate = 0.05
+big_postage_rate = 0.15
+
+# Calculate the total postage cost
+total_small_postage = small_coupons * small_postage_rate
+total_big_postage = big_coupons * big_postage_rate
+total_postage = total_small_postage + total_big_postage
+
+print(total_postage)
+```
+```output
+245.0
+```
+The total postage expense Anthony spends is \(\boxed{245}\) cents.','245',1,'equivalent',388,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(175,1,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Calculate the cost of the small coupons.
+3. Calculate the cost of the big coupons.
+4. Sum the costs of the small and big coupons to get the total postage.
+
+Step 1: Calculate the number of big coupons.
+Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Step 2: Calculate the cost of the small coupons.
+Each small coupon costs 5 cents. Therefore, the cost of 700 small coupons is:
+\[ 700 \times 0.05 = 35 \text{ dollars} \]
+
+Step 3: Calculate the cost of the big coupons.
+Each big coupon costs 15 cents. Therefore, the cost of 1400 big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ dollars} \]
+
+Step 4: Sum the costs of the small and big coupons to get the total postage.
+The total postage is the sum of the cost of the small coupons and the cost of the big coupons:
+\[ 35 + 210 = 245 \text{ dollars} \]
+
+Thus, the total amount Anthony spends on postage is \(\boxed{245}\).','245',1,'equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out. Since he wants to send out twice as many big coupons as small coupons, and he wants to send out 700 small coupons, we can calculate the number of big coupons as \(2 \times 700\).
+2. Calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost of the small coupons is \(700 \times 0.05\).
+3. Calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost of the big coupons is \(2 \times 700 \times 0.15\).
+4. Add the total cost of the small coupons and the total cost of the big coupons to get the total postage cost.
+
+Let''s calculate this step by step using Python code.
+```python
+# Step 1: Calculate the number of big coupons
+small_coupons = 700
+big_coupons = 2 * small_coupons
+
+# Step 2: Calculate the total cost of the small coupons
+cost_small_coupon = 0.05
+total_cost_small_coupons = small_coupons * cost_small_coupon
+
+# Step 3: Calculate the total cost of the big coupons
+cost_big_coupon = 0.15
+total_cost_big_coupons = big_coupons * cost_big_coupon
+
+# Step 4: Calculate the total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+print(total_postage_cost)
+```
+```output
+70.0
+```
+The total postage cost Anthony spends is \(\boxed{70.00}\).','70.00',0,'not_equivalent',372,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(175,3,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Determine the total number of coupons.
+3. Calculate the total postage cost.
+
+First, we know that Anthony wants to send out 700 small coupons and twice as many big coupons. Therefore, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Next, we calculate the total number of coupons by adding the number of small coupons and the number of big coupons:
+\[ 700 + 1400 = 2100 \]
+
+Each small coupon costs 5 cents to mail, and each big coupon costs 15 cents. Therefore, the total postage cost is the sum of the postage costs for the small coupons and the big coupons:
+\[ 700 \times 0.05 + 1400 \times 0.15 = 35 + 210 = 245 \]
+
+So, the total amount Anthony spends on postage is:
+\[ \boxed{245} \]','245',1,'equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,0,'To determine how many tennis balls Rory retrieved in the first set of the match, we can set up equations based on the information given. Let''s define the number of balls Rory retrieved in the second set as \( x \).
+
+From the problem, we know:
+1. In the first set, Rory retrieved 4 more balls than in the second set. So, the number of balls retrieved in the first set is \( x + 4 \).
+2. In the third set, Rory retrieved half as many balls as in the second set. So, the number of balls retrieved in the third set is \( \frac{x}{2} \).
+3. The total number of balls retrieved in all three sets is 19. So, we can write the equation:
+   \[
+   (x + 4) + x + \frac{x}{2} = 19
+   \]
+
+To solve this equation, we need to combine the terms involving \( x \). First, let''s get all the terms with \( x \) on one side of the equation. To do this, we can convert all terms to have a common denominator. The common denominator for 2 and 1 is 2. So, we can rewrite the equation as:
+\[
+\frac{2(x + 4)}{2} + \frac{2x}{2} + \frac{x}{2} = 19
+\]
+\[
+\frac{2x + 8 + 2x + x}{2} = 19
+\]
+\[
+\frac{5x + 8}{2} = 19
+\]
+
+Next, we eliminate the fraction by multiplying every term by 2:
+\[
+5x + 8 = 38
+\]
+
+Now, we solve for \( x \) by isolating it on one side of the equation. First, we subtract 8 from both sides:
+\[
+5x = 30
+\]
+
+Then, we divide both sides by 5:
+\[
+x = 6
+\]
+
+So, Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','6',0,'not_equivalent',448,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(176,1,'To determine how many tennis balls Rory retrieved in the first set, we need to set up an equation based on the information given. Let''s define the number of tennis balls retrieved in the second set as \( x \).
+
+From the problem, we know the following:
+1. In the first set, Rory retrieved 4 more balls than in the second set.
+2. In the third set, Rory retrieved half as many balls as in the second set.
+3. The total number of tennis balls retrieved in all three sets is 19.
+
+We can express the number of tennis balls retrieved in the first set as \( x + 4 \) and the number of tennis balls retrieved in the third set as \( \frac{x}{2} \). The total number of tennis balls can be written as:
+\[
+(x + 4) + x + \frac{x}{2} = 19
+\]
+
+To eliminate the fraction, we can multiply every term in the equation by 2:
+\[
+2(x + 4) + 2x + x = 38
+\]
+
+Now, we combine like terms:
+\[
+2x + 8 + 2x + x = 38
+\]
+\[
+5x + 8 = 38
+\]
+
+Next, we isolate \( x \) by subtracting 8 from both sides of the equation:
+\[
+5x = 30
+\]
+
+Finally, we solve for \( x \) by dividing both sides by 5:
+\[
+x = 6
+\]
+
+So, the number of tennis balls Rory retrieved in the second set is 6. The number of tennis balls he retrieved in the first set is:
+\[
+x + 4 = 6 + 4 = 10
+\]
+
+Therefore, the number of tennis balls Rory retrieved in the first set is \(\boxed{10}\).','10',1,'equivalent',393,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,2,'To solve this problem, we can define the number of tennis balls retrieved in the second set as \( x \). According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \) and in the third set is \( \frac{x}{2} \). The total number of tennis balls retrieved in all three sets is 19. We can set up the following equation to represent this:
+
+\[
+(x + 4) + x + \frac{x}{2} = 19
+\]
+
+To solve for \( x \), we first need to combine the terms on the left side of the equation. To do this, we need a common denominator for the terms involving \( x \). The common denominator for 1, 2, and \( x \) is \( 2x \). So we can rewrite the equation as:
+
+\[
+\frac{2x + 8x + x}{2x} = 19
+\]
+
+Simplifying the numerator on the left side, we get:
+
+\[
+\frac{11x}{2x} = 19
+\]
+
+Since \( x \neq 0 \), we can cancel \( x \) from the numerator and the denominator:
+
+\[
+\frac{11}{2} = 19
+\]
+
+To solve for \( x \), we can multiply both sides of the equation by 2:
+
+\[
+11 = 38
+\]
+
+This is a contradiction, which indicates that there might be an error in the problem setup or interpretation. Let''s recheck the problem statement and the setup. The problem states that the total number of tennis balls retrieved is 19, but the equation we set up and solved does not yield a consistent solution. Therefore, we need to re-evaluate the problem.
+
+Given that the total number of tennis balls retrieved is 19, and the relationship between the sets is clear, we can conclude that the problem might have a mistake in the setup. However, if we assume that the problem is correctly set up and the relationship is correct, we can conclude that the number of tennis balls retrieved in the first set is \( x + 4 \), and the number of tennis balls retrieved in the second set is \( x \), and the number of tennis balls retrieved in the third set is \( \frac{x}{2} \), and the total number of tennis balls retrieved is 19, we can set up the','19',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(176,3,'To determine how many tennis balls Rory retrieved in the first set of the match, we can set up a system of equations based on the information given. Let''s define the number of tennis balls Rory retrieved in the second set as \( x \).
+
+From the problem, we know:
+1. Rory retrieved 4 more balls in the first set than in the second set.
+2. Rory retrieved half as many balls in the third set as in the second set.
+3. Rory retrieved a total of 19 tennis balls in all three sets.
+
+We can express these relationships with the following equations:
+1. \( \text{First set} = x + 4 \)
+2. \( \text{Third set} = \frac{x}{2} \)
+3. \( \text{Total} = (x + 4) + x + \frac{x}{2} = 19 \)
+
+Now, let''s solve this equation step by step.
+
+First, combine like terms on the left side of the equation:
+\[ x + 4 + x + \frac{x}{2} = 19 \]
+\[ 2x + \frac{x}{2} + 4 = 19 \]
+
+To combine \( 2x \) and \( \frac{x}{2} \), convert \( 2x \) to a fraction with a denominator of 2:
+\[ 2x = \frac{4x}{2} \]
+\[ \frac{4x}{2} + \frac{x}{2} = \frac{5x}{2} \]
+
+So the equation now is:
+\[ \frac{5x}{2} + 4 = 19 \]
+
+Next, isolate the term with \( x \) by subtracting 4 from both sides of the equation:
+\[ \frac{5x}{2} = 19 - 4 \]
+\[ \frac{5x}{2} = 15 \]
+
+Now, solve for \( x \) by multiplying both sides by 2:
+\[ 5x = 15 \times 2 \]
+\[ 5x = 30 \]
+
+Finally, divide both sides by 5:
+\[ x = \frac{30}{5} \]
+\[ x = 6 \]
+
+So, Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','6',0,'not_equivalent',494,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,0,'To determine how many puzzle pieces Teddy placed during that hour, we need to break down the problem step by step.
+
+1. **Calculate the number of puzzle pieces Teddy placed in the first puzzle:**
+   - Teddy finished half of a 500-piece puzzle.
+   - Half of 500 is calculated as:
+     \[
+     \frac{500}{2} = 250
+     \]
+   - So, Teddy placed 250 puzzle pieces in the first puzzle.
+
+2. **Calculate the number of puzzle pieces Teddy placed in the second puzzle:**
+   - Teddy started and finished another 500-piece puzzle.
+   - The first half (250 pieces) was already placed in the first puzzle.
+   - Therefore, the second puzzle adds another 250 pieces to the total.
+   - So, the total number of puzzle pieces placed in the second puzzle is:
+     \[
+     250 + 250 = 500
+     \]
+
+3. **Calculate the total number of puzzle pieces Teddy placed during the hour:**
+   - Add the number of puzzle pieces from the first puzzle to the number of puzzle pieces from the second puzzle:
+     \[
+     250 + 500 = 750
+     \]
+
+Thus, the total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(177,1,'To solve this problem, we need to calculate the total number of puzzle pieces Teddy placed during the hour. Here''s the step-by-step reasoning:
+
+1. First, we know that Teddy finished half of a 500 piece puzzle. So, he finished \( \frac{500}{2} = 250 \) pieces.
+2. Next, we know that he then started and finished another 500 piece puzzle. So, he finished another \( 500 \) pieces.
+3. The total number of pieces Teddy placed during that hour is the sum of the pieces he finished from both puzzles. So, we add \( 250 \) and \( 500 \) together.
+
+Let''s write the Python code to calculate this.
+
+```python
+# Number of pieces in one puzzle
+puzzle_pieces = 500
+
+# Pieces finished from the first puzzle
+pieces_first_puzzle = puzzle_pieces / 2
+
+# Pieces finished from the second puzzle
+pieces_second_puzzle = puzzle_pieces
+
+# Total pieces finished in the hour
+total_pieces = pieces_first_puzzle + pieces_second_puzzle
+print(total_pieces)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,2,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. First, we need to calculate how many puzzle pieces Teddy finished in the first 500 piece puzzle. Since he finished half of the puzzle, we divide 500 by 2 to get 250 pieces.
+2. Next, we need to calculate how many puzzle pieces Teddy finished in the second 500 piece puzzle. Since he finished half of the puzzle, we divide 500 by 2 to get 250 pieces.
+3. Finally, we add the number of puzzle pieces from both puzzles to get the total number of puzzle pieces Teddy placed during that hour.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of puzzle pieces in one puzzle
+puzzle_pieces = 500
+
+# Number of pieces finished in the first puzzle
+first_puzzle_pieces = puzzle_pieces // 2
+
+# Number of pieces finished in the second puzzle
+second_puzzle_pieces = puzzle_pieces // 2
+
+# Total number of puzzle pieces placed during the hour
+total_pieces = first_puzzle_pieces + second_puzzle_pieces
+print(total_pieces)
+```
+```output
+500
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','500',0,'not_equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(177,3,'Let''s break down the problem step by step:
+
+1. First, we need to calculate how many puzzle pieces Teddy finished in the first hour. Since he finished half of a 500 piece puzzle, he finished \( \frac{500}{2} = 250 \) puzzle pieces in the first hour.
+2. Next, we need to calculate how many puzzle pieces Teddy finished in the second hour. Since he finished another 500 piece puzzle, he finished 500 puzzle pieces in the second hour.
+3. Finally, we add the puzzle pieces finished in both hours to get the total number of puzzle pieces Teddy placed during that hour.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of puzzle pieces in one full puzzle
+total_pieces = 500
+
+# Pieces finished in the first hour
+pieces_first_hour = total_pieces / 2
+
+# Pieces finished in the second hour
+pieces_second_hour = total_pieces
+
+# Total pieces finished in the hour
+total_pieces_hour = pieces_first_hour + pieces_second_hour
+print(total_pieces_hour)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629401385761094086e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',172,10610.461297527,1.06104600158769972039e+04);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629463222945976253e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',177,1.12288329734310027556e+04,11228.831690754);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -20747,5 +22056,20 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1010',0,172,'5',1.0,1,4,1,99.0,30.0,316.25,0.0,4.32877320197494555023e+01,1.36514061793103442382e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1010',0,172,'5',1.0,1,6,1,99.0,30.0,632.5,0.0,8.65754640394989110046e+01,2.48577843862068945308e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1010',0,172,'5',1.0,1,1,0,99.0,30.0,1265.0,0.0,1.73150928078997822009e+02,4727054080000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1040',0,173,'736',0.5,1,4,1,93.0,30.0,338.75,0.0,5.58438100742496317235e+01,1.42386230896473901363e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1040',0,173,'736',0.5,1,6,1,93.0,30.0,677.5,0.0,1.11687620148499263447e+02,2.6244431606431591797e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1040',0,173,'736',1.0,1,1,0,93.0,30.0,1355.0,0.0,2.23375240296998526894e+02,5025604864000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1033',0,174,'1.5',0.0,0,4,1,93.0,30.0,436.25,0.0,6.40347399872498499471e+01,1.77049665479646020508e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1033',0,174,'4',0.0,0,6,1,93.0,30.0,872.5,0.0,1.28069479974499699892e+02,3.31757560453097363273e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1033',0,174,'45',0.0,0,1,0,93.0,30.0,1745.0,0.0,2.56138959948999399784e+02,6411733504000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1067',0,175,'245',0.75,1,4,1,96.0,30.0,329.75,0.0,5.12287494259999220957e+01,1.40250286997256298823e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1067',0,175,'245',0.75,1,6,1,96.0,30.0,659.5,0.0,1.02457498851999844195e+02,2.57110759864837548822e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1067',0,175,'245',1.0,1,1,0,96.0,30.0,1319.0,0.0,2.04914997703999688391e+02,4908317056000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1047',0,176,'6',0.25,0,4,1,110.0,30.0,461.75,0.0,6.35398563697508507192e+01,1921478013857.81);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1047',0,176,'6',0.25,0,6,1,110.0,30.0,923.5,0.0,1.27079712739501701432e+02,3.55921215857187353505e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1047',0,176,'6',0.0,0,1,0,110.0,30.0,1847.0,0.0,2.54159425479003402864e+02,6834680448000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1074',0,177,'750',0.75,1,4,1,76.0,30.0,278.5,0.0,4.35259994330008339593e+01,1.14935311161379321285e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1074',0,177,'750',0.75,1,6,1,76.0,30.0,557.0,0.0,8.70519988660016679187e+01,2.13577789307586206053e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1074',0,177,'750',1.0,1,1,0,76.0,30.0,1114.0,0.0,1.74103997732003335841e+02,4108627456000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
