@@ -10715,6 +10715,614 @@ print(total_pieces_hour)
 750.0
 ```
 The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',262,76,30,2.13402280633406640211e+01,1027156864000.0,NULL);
+INSERT INTO "chains" VALUES(178,0,0,'71d1a6d845c0758e169437c808d76b2b0eb369144be99424e13589525cfe145f',0,'To find the height of the fourth child, we need to follow these steps:
+
+1. Determine the height of the second child.
+2. Determine the height of the third child.
+3. Determine the height of the fourth child.
+
+Let''s start with the first step. The first child is 6 feet tall. Since there are 12 inches in a foot, we convert the height of the first child to inches:
+\[ 6 \text{ feet} \times 12 \text{ inches/foot} = 72 \text{ inches} \]
+
+Next, we move to the second step. The second child is two inches taller than the first child. So, we add 2 inches to the height of the first child:
+\[ 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches} \]
+
+Now, we move to the third step. The third child is 5 inches shorter than the second child. So, we subtract 5 inches from the height of the second child:
+\[ 74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches} \]
+
+Finally, we move to the fourth step. The fourth child is three inches taller than the third child. So, we add 3 inches to the height of the third child:
+\[ 69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches} \]
+
+Therefore, the height of the fourth child is \(\boxed{72}\) inches.','stop',329,104,30,2.66936045039827583033e+01,1251958496000.0,NULL);
+INSERT INTO "chains" VALUES(178,0,1,'71d1a6d845c0758e169437c808d76b2b0eb369144be99424e13589525cfe145f',1,'To determine the height of the fourth child, we will follow the sequence of height increases step by step, starting with the height of the first child.
+
+1. **First Child:**
+   The height of the first child is given as 6 feet.
+
+2. **Second Child:**
+   The second child is two inches taller than the first child. 
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Since 1 foot = 12 inches, we convert 6 feet to inches:
+   \[
+   6 \text{ feet} = 72 \text{ inches}
+   \]
+   Adding 2 inches:
+   \[
+   72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Third Child:**
+   The third child is 5 inches shorter than the second child. 
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches}
+   \]
+   Simplifying:
+   \[
+   74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Fourth Child:**
+   The fourth child is three inches taller than the third child. 
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches}
+   \]
+   Simplifying:
+   \[
+   69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{72}\) inches.','stop',385,104,30,2.66936045039827583033e+01,1251958496000.0,NULL);
+INSERT INTO "chains" VALUES(178,0,2,'71d1a6d845c0758e169437c808d76b2b0eb369144be99424e13589525cfe145f',2,'To determine the height of the fourth child, we need to follow the information given step by step.
+
+1. **Height of the first child:**
+   \[
+   6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   6 \text{ feet} + 2 \text{ inches} = 6.02 \text{ feet}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   6.02 \text{ feet} - 5 \text{ inches} = 5.02 \text{ feet}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   5.02 \text{ feet} + 3 \text{ inches} = 5.05 \text{ feet}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{5.05}\) inches.','stop',241,104,30,2.66936045039827583033e+01,1251958496000.0,NULL);
+INSERT INTO "chains" VALUES(178,0,3,'71d1a6d845c0758e169437c808d76b2b0eb369144be99424e13589525cfe145f',3,'To determine the height of the fourth child, we need to follow the given information step by step:
+
+1. **Height of the first child:**
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Convert feet to inches (since there are 12 inches in a foot):
+   \[
+   6 \text{ feet} = 72 \text{ inches}
+   \]
+   Add the two inches:
+   \[
+   72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches}
+   \]
+   \[
+   74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches}
+   \]
+   \[
+   69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Therefore, the height of the fourth child is \(\boxed{72}\) inches.','stop',384,104,30,2.66936045039827583033e+01,1251958496000.0,NULL);
+INSERT INTO "chains" VALUES(179,0,0,'87a0b950f7775377191e2eb78cd14d479447467e4de34c4d1b66b23f9fc22389',0,'To determine the length of each final cut, we need to follow the steps of cutting the ribbon as described:
+
+1. First, Marty cuts the 100 centimeters of ribbon into 4 equal parts. This means each of these parts is:
+   \[
+   \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+
+2. Next, each of these 25 cm parts is then divided into 5 equal parts. This means each of these final cuts is:
+   \[
+   \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+
+Therefore, the length of each final cut is \(\boxed{5}\) cm.','stop',158,78,30,1.77164224662451275094e+01,783695808000.0,NULL);
+INSERT INTO "chains" VALUES(179,0,1,'87a0b950f7775377191e2eb78cd14d479447467e4de34c4d1b66b23f9fc22389',1,'To solve the problem, we need to follow these steps:
+
+1. Determine the length of each of the 4 equal parts of the ribbon.
+2. Determine the length of each of the 5 equal parts of each of the 4 parts.
+
+First, we divide the 100 centimeters of ribbon into 4 equal parts:
+\[
+\frac{100 \text{ cm}}{4} = 25 \text{ cm}
+\]
+So, each of the 4 equal parts is 25 centimeters long.
+
+Next, we divide each of the 25 centimeters into 5 equal parts:
+\[
+\frac{25 \text{ cm}}{5} = 5 \text{ cm}
+\]
+So, each of the 5 equal parts is 5 centimeters long.
+
+Therefore, the length of each final cut is \(\boxed{5}\) centimeters.','stop',192,78,30,1.77164224662451275094e+01,783695808000.0,NULL);
+INSERT INTO "chains" VALUES(179,0,2,'87a0b950f7775377191e2eb78cd14d479447467e4de34c4d1b66b23f9fc22389',2,'To solve this problem, we need to follow these steps:
+
+1. First, we need to determine the length of each of the original 4 equal parts of ribbon. Since Marty has a total of 100 centimeters of ribbon, each of the original parts will be \( \frac{100}{4} = 25 \) centimeters long.
+2. Next, we need to determine the length of each of the 5 equal parts of the 25 cm long original parts. Each of these parts will be \( \frac{25}{5} = 5 \) centimeters long.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Total length of ribbon
+total_length = 100
+
+# Number of original parts
+original_parts = 4
+
+# Length of each original part
+length_each_original_part = total_length / original_parts
+
+# Number of final parts
+final_parts = 5
+
+# Length of each final part
+length_each_final_part = length_each_original_part / final_parts
+
+print(length_each_final_part)
+```
+```output
+5.0
+```
+The length of each final cut will be \(\boxed{5}\) centimeters.','stop',254,78,30,1.77164224662451275094e+01,783695808000.0,NULL);
+INSERT INTO "chains" VALUES(179,0,3,'87a0b950f7775377191e2eb78cd14d479447467e4de34c4d1b66b23f9fc22389',3,'To determine the length of each final cut, we need to follow these steps:
+
+1. **Cut the ribbon into 4 equal parts:**
+   Marty has 100 centimeters of ribbon. To find the length of each of the 4 equal parts, we divide the total length by 4:
+   \[
+   \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+   So, each of the 4 equal parts is 25 centimeters long.
+
+2. **Divide each of the 4 equal parts into 5 equal parts:**
+   Now, we need to divide each of the 25 centimeter parts into 5 equal parts. To find the length of each of these smaller parts, we divide 25 centimeters by 5:
+   \[
+   \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+   So, each of the final cut is 5 centimeters long.
+
+Therefore, the length of each final cut is \(\boxed{5}\).','stop',234,78,30,1.77164224662451275094e+01,783695808000.0,NULL);
+INSERT INTO "chains" VALUES(180,0,0,'44536f2cb550bcd0e625ed1bd209df842515739056439629d20a2a72f03e2e8c',0,'To solve this problem, we need to determine the total number of students in the school. Let''s break it down step by step:
+
+1. Let the total number of students in the school be \( N \).
+2. According to the problem, 40% of the school population is made up of 240 boys. This means \( 0.4N = 240 \).
+3. To find \( N \), we need to divide both sides of the equation by 0.4.
+
+Let''s write the Python code to solve this using sympy.
+
+```python
+import sympy as sp
+
+# Define the variable
+N = sp.symbols(''N'')
+
+# Set up the equation
+equation = sp.Eq(0.4 * N, 240)
+
+# Solve the equation
+total_students = sp.solve(equation, N)[0]
+
+# Calculate the number of girls
+number_of_girls = total_students - 240
+
+print(number_of_girls)
+```
+```output
+160.000000000000
+```
+The number of girls in the school is \(\boxed{160}\).','stop',253,61,30,2.82825605721344075504e+01,1105348736000.0,NULL);
+INSERT INTO "chains" VALUES(180,0,1,'44536f2cb550bcd0e625ed1bd209df842515739056439629d20a2a72f03e2e8c',1,'To determine the total number of girls in the school, we can follow these steps:
+
+1. **Calculate the number of boys in the school:**
+   We know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students in the school by \( S \). According to the problem, we can write the equation:
+   \[
+   0.40S = 240
+   \]
+   To find \( S \), we divide both sides of the equation by 0.40:
+   \[
+   S = \frac{240}{0.40} = 600
+   \]
+   So, the total number of students in the school is 600.
+
+2. **Calculate the number of girls in the school:**
+   Since the total number of students is the sum of the number of boys and the number of girls, we can write:
+   \[
+   S = \text{Number of boys} + \text{Number of girls}
+   \]
+   We already know the total number of students is 600 and the number of boys is 240. Let the number of girls be \( G \). Then we have:
+   \[
+   600 = 240 + G
+   \]
+   To find \( G \), we subtract 240 from both sides of the equation:
+   \[
+   G = 600 - 240 = 360
+   \]
+   So, the number of girls in the school is 360.
+
+Therefore, the answer is \(\boxed{360}\).','stop',358,61,30,2.82825605721344075504e+01,1105348736000.0,NULL);
+INSERT INTO "chains" VALUES(180,0,2,'44536f2cb550bcd0e625ed1bd209df842515739056439629d20a2a72f03e2e8c',2,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   We know that 40% of the school population is made up of 240 boys. Let \( x \) be the total number of students in the school. According to the problem, 40% of \( x \) is 240. We can express this relationship with the equation:
+   \[
+   0.40x = 240
+   \]
+   To find \( x \), we need to solve for \( x \) by dividing both sides of the equation by 0.40:
+   \[
+   x = \frac{240}{0.40} = 600
+   \]
+   So, the total number of students in the school is 600.
+
+2. **Calculate the number of girls in the school:**
+   We know that the total number of students is the sum of the number of boys and the number of girls. Let \( g \) be the number of girls. We can express this relationship with the equation:
+   \[
+   g + 240 = 600
+   \]
+   To find \( g \), we need to solve for \( g \) by subtracting 240 from both sides of the equation:
+   \[
+   g = 600 - 240 = 360
+   \]
+   So, the number of girls in the school is 360.
+
+Therefore, the number of girls in the school is \(\boxed{360}\).','stop',355,61,30,2.82825605721344075504e+01,1105348736000.0,NULL);
+INSERT INTO "chains" VALUES(180,0,3,'44536f2cb550bcd0e625ed1bd209df842515739056439629d20a2a72f03e2e8c',3,'To find out how many girls are in the school, we need to follow these steps:
+
+1. Determine the total number of students in the school.
+2. Calculate the number of girls based on the percentage of students that are girls.
+
+First, we know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students by \( S \). According to the problem, we can write the following equation:
+\[ 0.40S = 240 \]
+
+To find \( S \), we need to divide both sides of the equation by 0.40:
+\[ S = \frac{240}{0.40} = 600 \]
+
+So, the total number of students in the school is 600.
+
+Next, we know that 40% of the school population are girls. To find the number of girls, we calculate 40% of 600:
+\[ \text{Number of girls} = 0.40 \times 600 = 240 \]
+
+Therefore, the number of girls in the school is \(\boxed{240}\).','stop',251,61,30,2.82825605721344075504e+01,1105348736000.0,NULL);
+INSERT INTO "chains" VALUES(181,0,0,'32459ba481238ebfbbac95db6b328088ec92b3b96fe324d534d67c064eb57f90',0,'To determine how many kilograms of apples James will have left, we can follow these steps:
+
+1. Calculate the amount of apples Peter wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the amounts of apples Peter and Paul want from the total amount of apples they bought.
+
+First, let''s find out how much Peter wants. Pierre bought 12 kg of apples and Peter wants a quarter of that. So, we calculate:
+\[
+\text{Peter''s amount} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, let''s find out how much Paul wants. Pierre bought 12 kg of apples and Paul wants one-third of that. So, we calculate:
+\[
+\text{Paul''s amount} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we subtract the amounts of apples Peter and Paul want from the total amount of apples they bought. Pierre bought 12 kg and Peter wants 3 kg, so we subtract:
+\[
+\text{James''s amount} = 12 - 3 = 9 \text{ kg}
+\]
+
+Therefore, the number of kilograms James will have left is \boxed{9}.','stop',267,74,30,2.68419389246757980052e+01,1081358048000.0,NULL);
+INSERT INTO "chains" VALUES(181,0,1,'32459ba481238ebfbbac95db6b328088ec92b3b96fe324d534d67c064eb57f90',1,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate the amount of apples Peter wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the total amount of apples Peter and Paul want from the total amount of apples purchased to find out how many apples James will have left.
+
+Step 1: Calculate the amount of apples Peter wants.
+Peter wants a quarter of the 12 kg of apples. So, we perform the following calculation:
+\[
+\text{Peter''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Step 2: Calculate the amount of apples Paul wants.
+Paul wants one-third of the 12 kg of apples. So, we perform the following calculation:
+\[
+\text{Paul''s apples} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Step 3: Subtract the total amount of apples Peter and Paul want from the total amount of apples purchased to find out how many apples James will have left.
+The total amount of apples Peter and Paul want is:
+\[
+\text{Total apples Peter and Paul want} = 3 + 4 = 7 \text{ kg}
+\]
+Subtracting this from the total amount of apples purchased gives:
+\[
+\text{James''s apples} = 12 - 7 = 5 \text{ kg}
+\]
+
+Therefore, the number of kilograms of apples James will have left is \boxed{5}.','stop',328,74,30,2.68419389246757980052e+01,1081358048000.0,NULL);
+INSERT INTO "chains" VALUES(181,0,2,'32459ba481238ebfbbac95db6b328088ec92b3b96fe324d534d67c064eb57f90',2,'Let''s solve the problem step-by-step:
+
+1. First, we need to determine how many kilograms each person wants.
+2. Peter wants a quarter of the total apples, so he wants \( \frac{12}{4} = 3 \) kg.
+3. Paul wants one-third of the total apples, so he wants \( \frac{12}{3} = 4 \) kg.
+4. The total amount of apples bought is 12 kg, so James will have \( 12 - (3 + 4) = 12 - 7 = 5 \) kg left.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Total amount of apples
+total_apples = 12
+
+# Amount of apples Peter wants
+peter_apples = total_apples / 4
+
+# Amount of apples Paul wants
+paul_apples = total_apples / 3
+
+# Amount of apples James will have left
+james_apples = total_apples - (peter_apples + paul_apples)
+print(james_apples)
+```
+```output
+5.0
+```
+The amount of apples James will have left is \(\boxed{5}\) kg.','stop',260,74,30,2.68419389246757980052e+01,1081358048000.0,NULL);
+INSERT INTO "chains" VALUES(181,0,3,'32459ba481238ebfbbac95db6b328088ec92b3b96fe324d534d67c064eb57f90',3,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate how much apples Peter wants.
+2. Calculate how much apples Paul wants.
+3. Subtract the total amount of apples Peter and Paul want from the total amount of apples bought.
+
+First, let''s find out how much apples Peter wants. Pierre bought 12 kg of apples and Peter wants a quarter of that. We calculate this as follows:
+\[
+\text{Apples Peter wants} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, let''s find out how much apples Paul wants. Pierre bought 12 kg of apples and Paul wants one-third of that. We calculate this as follows:
+\[
+\text{Apples Paul wants} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we add the amounts of apples Peter and Paul want together to find out how much apples they want in total:
+\[
+\text{Total apples Peter and Paul want} = 3 + 4 = 7 \text{ kg}
+\]
+
+Finally, we subtract the total amount of apples Peter and Paul want from the total amount of apples bought to find out how many apples James will have left:
+\[
+\text{Apples James will have left} = 12 - 7 = 5 \text{ kg}
+\]
+
+So, the number of kilograms of apples James will have left is \boxed{5}.','stop',322,74,30,2.68419389246757980052e+01,1081358048000.0,NULL);
+INSERT INTO "chains" VALUES(182,0,0,'3e955b404e26ae2732069c346202938819949af8a423855aa5e40338eac430b5',0,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. **Calculate the time for one round trip:**
+   - John drives to his parents at a speed of 70 mph.
+   - The time to drive to his parents is given as 2 hours.
+   - Since the round trip includes both the trip to his parents and back home, the total time for one round trip is:
+     \[
+     2 \text{ hours} + 2 \text{ hours} = 4 \text{ hours}
+     \]
+
+2. **Calculate the distance for one round trip:**
+   - The distance for one round trip is the sum of the distance to his parents and the distance back home.
+   - The distance to his parents is the same as the distance back home because it''s a round trip.
+   - Let \( d \) be the distance to his parents (and also the distance back home).
+   - The distance for one round trip is:
+     \[
+     2d
+     \]
+
+3. **Calculate the total distance driven in a month:**
+   - John visits his parents twice a month.
+   - The number of round trips in a month is:
+     \[
+     2 \text{ times per month}
+     \]
+   - Therefore, the total distance driven in a month is:
+     \[
+     2 \times 2d = 4d
+     \]
+
+4. **Substitute the given distance to his parents (and back home) into the equation:**
+   - We know from the problem that it takes 2 hours to drive to his parents at a speed of 70 mph. This distance is:
+     \[
+     2 \text{ hours} \times 70 \text{ mph} = 140 \text{ miles}
+     \]
+   - So, \( d = 140 \) miles.
+   - Substituting \( d = 140 \) into the equation for total distance:
+     \[
+     4d = 4 \times 140 = 560 \text{ miles}
+     \]
+
+Therefore, the total number of miles John drives when visiting his parents is \(\boxed{560}\).','stop',476,81,30,3.47660992706831351028e+01,1526518592000.0,NULL);
+INSERT INTO "chains" VALUES(182,0,1,'3e955b404e26ae2732069c346202938819949af8a423855aa5e40338eac430b5',1,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. **Calculate the one-way driving time:**
+   John drives to his parents and back home. The round trip time is twice the one-way time.
+   \[
+   \text{One-way time} = \frac{2 \text{ hours}}{2} = 1 \text{ hour}
+   \]
+
+2. **Convert the one-way driving time to distance:**
+   We know the speed at which John drives is 70 mph. Distance is calculated using the formula:
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time}
+   \]
+   Substituting the known values:
+   \[
+   \text{Distance} = 70 \text{ mph} \times 1 \text{ hour} = 70 \text{ miles}
+   \]
+
+3. **Calculate the monthly driving distance:**
+   John visits his parents twice a month. Therefore, the monthly driving distance is:
+   \[
+   \text{Monthly driving distance} = 70 \text{ miles/visit} \times 2 \text{ visits/month} = 140 \text{ miles/month}
+   \]
+
+Thus, the number of miles John drives per month when visiting his parents is \boxed{140}.','stop',291,81,30,3.47660992706831351028e+01,1526518592000.0,NULL);
+INSERT INTO "chains" VALUES(182,0,2,'3e955b404e26ae2732069c346202938819949af8a423855aa5e40338eac430b5',2,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. **Calculate the one-way distance:**
+   John travels to his parents'' house and back, which is a round trip. The total time for a round trip is given as 2 hours, and the speed is 70 mph. The one-way distance can be found using the formula:
+   \[
+   \text{One-way distance} = \text{Speed} \times \frac{\text{Total time}}{2}
+   \]
+   Substituting the given values:
+   \[
+   \text{One-way distance} = 70 \, \text{mph} \times \frac{2 \, \text{hours}}{2} = 70 \, \text{mph} \times 1 \, \text{hour} = 70 \, \text{miles}
+   \]
+
+2. **Calculate the total distance for the round trip per visit:**
+   Since John visits his parents twice a month, the total distance for the round trip per visit is:
+   \[
+   \text{Total distance per visit} = 70 \, \text{miles} \times 2 = 140 \, \text{miles}
+   \]
+
+3. **Calculate the total distance for the year:**
+   John visits his parents for 12 months, so the total distance for the year is:
+   \[
+   \text{Total distance for the year} = 140 \, \text{miles/visit} \times 12 \, \text{visits/year} = 1680 \, \text{miles}
+   \]
+
+Therefore, the total number of miles John drives when visiting his parents is \(\boxed{1680}\).','stop',392,81,30,3.47660992706831351028e+01,1526518592000.0,NULL);
+INSERT INTO "chains" VALUES(182,0,3,'3e955b404e26ae2732069c346202938819949af8a423855aa5e40338eac430b5',3,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. **Calculate the one-way driving time:**
+   John drives to his parents and back home, which is a round trip. The speed to his parents is 70 mph.
+   \[
+   \text{One-way driving time} = \frac{\text{Total distance}}{\text{Speed}} = \frac{2 \text{ hours}}{70 \text{ mph}} = \frac{2}{70} \text{ hours} = \frac{1}{35} \text{ hours}
+   \]
+
+2. **Determine the round trip distance:**
+   Since John visits his parents twice a month, the round trip distance per visit is:
+   \[
+   \text{Round trip distance per visit} = 2 \times \text{One-way driving time} = 2 \times \frac{1}{35} \text{ hours} = \frac{2}{35} \text{ hours}
+   \]
+
+3. **Calculate the total number of round trips per month:**
+   John visits his parents twice a month, so the total number of round trips per month is:
+   \[
+   \text{Total number of round trips per month} = 2 \times 2 = 4
+   \]
+
+4. **Calculate the total distance driven per month:**
+   Multiply the total number of round trips per month by the round trip distance per visit:
+   \[
+   \text{Total distance driven per month} = 4 \times \frac{2}{35} \text{ hours} = \frac{8}{35} \text{ hours}
+   \]
+
+5. **Convert the hours to miles:**
+   Since there are 60 minutes in an hour and 60 minutes in a mile, there are:
+   \[
+   60 \text{ minutes/hour} \times 60 \text{ minutes/mile} = 3600 \text{ minutes/mile}
+   \]
+   Convert the total time from hours to minutes:
+   \[
+   \frac{8}{35} \text{ hours} \times 3600 \text{ minutes/hour} = \frac{8 \times 3600}{35} \text{ minutes} = \frac{28800}{','length',512,81,30,3.47660992706831351028e+01,1526518592000.0,NULL);
+INSERT INTO "chains" VALUES(183,0,0,'2100d7296ecc7cb317e5cbfc40dd5854fd024cd151820e0a26340fab706f5d4e',0,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. **Identify the total distance Sofie plans to walk in seven days:**
+   Sofie plans to walk 10 miles every day for 7 days.
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. **Determine how far Sofie will walk:**
+   According to the problem, Sofie will walk twice as far as Brian.
+   \[
+   \text{Sofie''s distance} = 2 \times \text{Brian''s distance}
+   \]
+
+3. **Set up the equation:**
+   Let \( B \) represent the distance Brian will walk in seven days. Then, we have:
+   \[
+   B = 2 \times 70
+   \]
+
+4. **Solve for \( B \):**
+   \[
+   B = 140 \text{ miles}
+   \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{140}\).','stop',244,73,30,1.89335285934676456065e+01,888544000000.0,NULL);
+INSERT INTO "chains" VALUES(183,0,1,'2100d7296ecc7cb317e5cbfc40dd5854fd024cd151820e0a26340fab706f5d4e',1,'To solve the problem, we need to determine how far Brian will walk in 7 days based on the information given. Let''s break it down step by step:
+
+1. **Determine the distance Sofie walks in 7 days:**
+   - Sofie plans to walk 10 miles every day.
+   - There are 7 days in total.
+   - Therefore, the total distance Sofie will walk is:
+     \[
+     10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+     \]
+
+2. **Relate the distance Sofie walks to the distance Brian walks:**
+   - According to the problem, Sofie will walk twice as far as Brian in 7 days.
+   - Let \( B \) represent the distance Brian walks in 7 days.
+   - Therefore, we can write the equation:
+     \[
+     2B = 70 \text{ miles}
+     \]
+
+3. **Solve for \( B \):**
+   - To find \( B \), we divide both sides of the equation by 2:
+     \[
+     B = \frac{70 \text{ miles}}{2} = 35 \text{ miles}
+     \]
+
+Thus, Brian will walk \(\boxed{35}\) miles in seven days.','stop',284,73,30,1.89335285934676456065e+01,888544000000.0,NULL);
+INSERT INTO "chains" VALUES(183,0,2,'2100d7296ecc7cb317e5cbfc40dd5854fd024cd151820e0a26340fab706f5d4e',2,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Determine how far Sofie will walk in seven days.
+2. Use the information that Sofie will walk twice as far as Brian to find out how far Brian will walk.
+
+Step 1: Calculate how far Sofie will walk in seven days.
+Sofie plans to walk 10 miles every day. Therefore, in seven days, she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Step 2: Use the information that Sofie will walk twice as far as Brian to find out how far Brian will walk.
+According to the problem, Sofie will walk twice as far as Brian. So, if Sofie walks 70 miles, then Brian will walk:
+\[ \frac{70 \text{ miles}}{2} = 35 \text{ miles} \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','stop',228,73,30,1.89335285934676456065e+01,888544000000.0,NULL);
+INSERT INTO "chains" VALUES(183,0,3,'2100d7296ecc7cb317e5cbfc40dd5854fd024cd151820e0a26340fab706f5d4e',3,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Identify the distance Sofie plans to walk in one day.
+2. Use the information that Sofie will walk twice as far as Brian in one day to find Brian''s daily walk distance.
+3. Calculate the total distance Brian will walk in seven days.
+
+Step 1: Sofie plans to walk 10 miles every day.
+Step 2: Since Sofie will walk twice as far as Brian in one day, Brian will walk \( \frac{10}{2} = 5 \) miles every day.
+Step 3: To find out how many miles Brian will walk in seven days, we multiply his daily walk distance by 7:
+\[ 5 \text{ miles/day} \times 7 \text{ days} = 35 \text{ miles} \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','stop',205,73,30,1.89335285934676456065e+01,888544000000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10903,6 +11511,12 @@ INSERT INTO "jobs" VALUES(174,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(175,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1067',0,4,'self-consistency:n_samples=4',1,'done','245','[{"event": "generate", "n": 4, "seed": 232269028, "usage": {"prompt_tokens": 96, "cached_prompt_tokens": 30, "completion_tokens": 1319, "calls": 1, "seconds": 95.92032601729886, "flops": 4908317056000.0}}, {"event": "vote", "counts": {"245": 3, "70": 1}, "tie_broken_by_rng": false, "winner": "245"}]',96,30,1319,1,0,0,4908317056000.0,0.0,2.04914997703999688391e+02,9.59203260172988620996e+01,1.79629445812159395214e+09);
 INSERT INTO "jobs" VALUES(176,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1047',0,4,'self-consistency:n_samples=4',1,'done','6','[{"event": "generate", "n": 4, "seed": 1011310130, "usage": {"prompt_tokens": 110, "cached_prompt_tokens": 30, "completion_tokens": 1847, "calls": 1, "seconds": 134.57181447397204, "flops": 6834680448000.0}}, {"event": "vote", "counts": {"6": 2, "10": 1, "19": 1}, "tie_broken_by_rng": false, "winner": "6"}]',110,30,1847,1,0,0,6834680448000.0,0.0,2.54159425479003402864e+02,1.34571814473972040104e+02,1.79629449140215468401e+09);
 INSERT INTO "jobs" VALUES(177,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1074',0,4,'self-consistency:n_samples=4',1,'done','750','[{"event": "generate", "n": 4, "seed": 546690286, "usage": {"prompt_tokens": 76, "cached_prompt_tokens": 30, "completion_tokens": 1114, "calls": 1, "seconds": 85.36091225336266, "flops": 4108627456000.0}}, {"event": "vote", "counts": {"750": 3, "500": 1}, "tie_broken_by_rng": false, "winner": "750"}]',76,30,1114,1,0,0,4108627456000.0,0.0,1.74103997732003335841e+02,8.53609122533626560845e+01,1796294632.22894);
+INSERT INTO "jobs" VALUES(178,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1090',0,4,'self-consistency:n_samples=4',1,'done','72','[{"event": "generate", "n": 4, "seed": 1434957161, "usage": {"prompt_tokens": 104, "cached_prompt_tokens": 30, "completion_tokens": 1339, "calls": 1, "seconds": 106.77441801593103, "flops": 5007833984000.0}}, {"event": "vote", "counts": {"72": 3, "101/20": 1}, "tie_broken_by_rng": false, "winner": "72"}]',104,30,1339,1,0,0,5007833984000.0,0.0,2.15232610922001185824e+02,1.06774418015931033204e+02,1.79629470664974856377e+09);
+INSERT INTO "jobs" VALUES(179,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1106',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 983155495, "usage": {"prompt_tokens": 78, "cached_prompt_tokens": 30, "completion_tokens": 838, "calls": 1, "seconds": 70.86568986498051, "flops": 3134783232000.0}}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',78,30,838,1,0,0,3134783232000.0,0.0,1.2887388493699836545e+02,7.08656898649805100376e+01,1.7962947611091322899e+09);
+INSERT INTO "jobs" VALUES(180,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1107',0,4,'self-consistency:n_samples=4',1,'done','360','[{"event": "generate", "n": 4, "seed": 2010085697, "usage": {"prompt_tokens": 61, "cached_prompt_tokens": 30, "completion_tokens": 1217, "calls": 1, "seconds": 113.13024228853763, "flops": 4421394944000.0}}, {"event": "vote", "counts": {"160": 1, "360": 2, "240": 1}, "tie_broken_by_rng": false, "winner": "360"}]',61,30,1217,1,0,0,4421394944000.0,0.0,2.44719055132001813042e+02,1.13130242288537630201e+02,1.79629495137397646904e+09);
+INSERT INTO "jobs" VALUES(181,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1112',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 1085106973, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 30, "completion_tokens": 1177, "calls": 1, "seconds": 107.36775569870319, "flops": 4325432192000.0}}, {"event": "vote", "counts": {"9": 1, "5": 3}, "tie_broken_by_rng": false, "winner": "5"}]',74,30,1177,1,0,0,4325432192000.0,0.0,206.706215805003,1.07367755698703192023e+02,1.79629496781946539876e+09);
+INSERT INTO "jobs" VALUES(182,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1120',0,4,'self-consistency:n_samples=4',1,'done','560','[{"event": "generate", "n": 4, "seed": 1037898645, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 30, "completion_tokens": 1671, "calls": 1, "seconds": 139.06439708273254, "flops": 6106074368000.0}}, {"event": "vote", "counts": {"560": 1, "140": 1, "1680": 1, "28800": 1}, "tie_broken_by_rng": true, "winner": "560"}]',81,30,1671,1,0,0,6106074368000.0,0.0,1.70263134190005075655e+02,1.39064397082732540413e+02,1.7962951216461439133e+09);
+INSERT INTO "jobs" VALUES(183,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1121',0,4,'self-consistency:n_samples=4',1,'done','35','[{"event": "generate", "n": 4, "seed": 987668519, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 30, "completion_tokens": 961, "calls": 1, "seconds": 75.73411437387058, "flops": 3554176000000.0}}, {"event": "vote", "counts": {"140": 1, "35": 3}, "tie_broken_by_rng": false, "winner": "35"}]',73,30,961,1,0,0,3554176000000.0,0.0,2.21217302318000292866e+02,7.57341143738705824262e+01,1.79629518904663753511e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -21725,10 +22339,618 @@ print(total_pieces_hour)
 750.0
 ```
 The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,0,'To find the height of the fourth child, we need to follow these steps:
+
+1. Determine the height of the second child.
+2. Determine the height of the third child.
+3. Determine the height of the fourth child.
+
+Let''s start with the first step. The first child is 6 feet tall. Since there are 12 inches in a foot, we convert the height of the first child to inches:
+\[ 6 \text{ feet} \times 12 \text{ inches/foot} = 72 \text{ inches} \]
+
+Next, we move to the second step. The second child is two inches taller than the first child. So, we add 2 inches to the height of the first child:
+\[ 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches} \]
+
+Now, we move to the third step. The third child is 5 inches shorter than the second child. So, we subtract 5 inches from the height of the second child:
+\[ 74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches} \]
+
+Finally, we move to the fourth step. The fourth child is three inches taller than the third child. So, we add 3 inches to the height of the third child:
+\[ 69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches} \]
+
+Therefore, the height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(178,1,'To determine the height of the fourth child, we will follow the sequence of height increases step by step, starting with the height of the first child.
+
+1. **First Child:**
+   The height of the first child is given as 6 feet.
+
+2. **Second Child:**
+   The second child is two inches taller than the first child. 
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Since 1 foot = 12 inches, we convert 6 feet to inches:
+   \[
+   6 \text{ feet} = 72 \text{ inches}
+   \]
+   Adding 2 inches:
+   \[
+   72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Third Child:**
+   The third child is 5 inches shorter than the second child. 
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches}
+   \]
+   Simplifying:
+   \[
+   74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Fourth Child:**
+   The fourth child is three inches taller than the third child. 
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches}
+   \]
+   Simplifying:
+   \[
+   69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',385,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,2,'To determine the height of the fourth child, we need to follow the information given step by step.
+
+1. **Height of the first child:**
+   \[
+   6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   6 \text{ feet} + 2 \text{ inches} = 6.02 \text{ feet}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   6.02 \text{ feet} - 5 \text{ inches} = 5.02 \text{ feet}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   5.02 \text{ feet} + 3 \text{ inches} = 5.05 \text{ feet}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{5.05}\) inches.','5.05',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(178,3,'To determine the height of the fourth child, we need to follow the given information step by step:
+
+1. **Height of the first child:**
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Convert feet to inches (since there are 12 inches in a foot):
+   \[
+   6 \text{ feet} = 72 \text{ inches}
+   \]
+   Add the two inches:
+   \[
+   72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches}
+   \]
+   \[
+   74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches}
+   \]
+   \[
+   69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Therefore, the height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,0,'To determine the length of each final cut, we need to follow the steps of cutting the ribbon as described:
+
+1. First, Marty cuts the 100 centimeters of ribbon into 4 equal parts. This means each of these parts is:
+   \[
+   \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+
+2. Next, each of these 25 cm parts is then divided into 5 equal parts. This means each of these final cuts is:
+   \[
+   \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+
+Therefore, the length of each final cut is \(\boxed{5}\) cm.','5',1,'equivalent',158,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(179,1,'To solve the problem, we need to follow these steps:
+
+1. Determine the length of each of the 4 equal parts of the ribbon.
+2. Determine the length of each of the 5 equal parts of each of the 4 parts.
+
+First, we divide the 100 centimeters of ribbon into 4 equal parts:
+\[
+\frac{100 \text{ cm}}{4} = 25 \text{ cm}
+\]
+So, each of the 4 equal parts is 25 centimeters long.
+
+Next, we divide each of the 25 centimeters into 5 equal parts:
+\[
+\frac{25 \text{ cm}}{5} = 5 \text{ cm}
+\]
+So, each of the 5 equal parts is 5 centimeters long.
+
+Therefore, the length of each final cut is \(\boxed{5}\) centimeters.','5',1,'equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,2,'To solve this problem, we need to follow these steps:
+
+1. First, we need to determine the length of each of the original 4 equal parts of ribbon. Since Marty has a total of 100 centimeters of ribbon, each of the original parts will be \( \frac{100}{4} = 25 \) centimeters long.
+2. Next, we need to determine the length of each of the 5 equal parts of the 25 cm long original parts. Each of these parts will be \( \frac{25}{5} = 5 \) centimeters long.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Total length of ribbon
+total_length = 100
+
+# Number of original parts
+original_parts = 4
+
+# Length of each original part
+length_each_original_part = total_length / original_parts
+
+# Number of final parts
+final_parts = 5
+
+# Length of each final part
+length_each_final_part = length_each_original_part / final_parts
+
+print(length_each_final_part)
+```
+```output
+5.0
+```
+The length of each final cut will be \(\boxed{5}\) centimeters.','5',1,'equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(179,3,'To determine the length of each final cut, we need to follow these steps:
+
+1. **Cut the ribbon into 4 equal parts:**
+   Marty has 100 centimeters of ribbon. To find the length of each of the 4 equal parts, we divide the total length by 4:
+   \[
+   \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+   So, each of the 4 equal parts is 25 centimeters long.
+
+2. **Divide each of the 4 equal parts into 5 equal parts:**
+   Now, we need to divide each of the 25 centimeter parts into 5 equal parts. To find the length of each of these smaller parts, we divide 25 centimeters by 5:
+   \[
+   \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+   So, each of the final cut is 5 centimeters long.
+
+Therefore, the length of each final cut is \(\boxed{5}\).','5',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,0,'To solve this problem, we need to determine the total number of students in the school. Let''s break it down step by step:
+
+1. Let the total number of students in the school be \( N \).
+2. According to the problem, 40% of the school population is made up of 240 boys. This means \( 0.4N = 240 \).
+3. To find \( N \), we need to divide both sides of the equation by 0.4.
+
+Let''s write the Python code to solve this using sympy.
+
+```python
+import sympy as sp
+
+# Define the variable
+N = sp.symbols(''N'')
+
+# Set up the equation
+equation = sp.Eq(0.4 * N, 240)
+
+# Solve the equation
+total_students = sp.solve(equation, N)[0]
+
+# Calculate the number of girls
+number_of_girls = total_students - 240
+
+print(number_of_girls)
+```
+```output
+160.000000000000
+```
+The number of girls in the school is \(\boxed{160}\).','160',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,1,'To determine the total number of girls in the school, we can follow these steps:
+
+1. **Calculate the number of boys in the school:**
+   We know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students in the school by \( S \). According to the problem, we can write the equation:
+   \[
+   0.40S = 240
+   \]
+   To find \( S \), we divide both sides of the equation by 0.40:
+   \[
+   S = \frac{240}{0.40} = 600
+   \]
+   So, the total number of students in the school is 600.
+
+2. **Calculate the number of girls in the school:**
+   Since the total number of students is the sum of the number of boys and the number of girls, we can write:
+   \[
+   S = \text{Number of boys} + \text{Number of girls}
+   \]
+   We already know the total number of students is 600 and the number of boys is 240. Let the number of girls be \( G \). Then we have:
+   \[
+   600 = 240 + G
+   \]
+   To find \( G \), we subtract 240 from both sides of the equation:
+   \[
+   G = 600 - 240 = 360
+   \]
+   So, the number of girls in the school is 360.
+
+Therefore, the answer is \(\boxed{360}\).','360',1,'equivalent',358,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(180,2,'To determine the number of girls in the school, we need to follow these steps:
+
+1. **Calculate the total number of students in the school:**
+   We know that 40% of the school population is made up of 240 boys. Let \( x \) be the total number of students in the school. According to the problem, 40% of \( x \) is 240. We can express this relationship with the equation:
+   \[
+   0.40x = 240
+   \]
+   To find \( x \), we need to solve for \( x \) by dividing both sides of the equation by 0.40:
+   \[
+   x = \frac{240}{0.40} = 600
+   \]
+   So, the total number of students in the school is 600.
+
+2. **Calculate the number of girls in the school:**
+   We know that the total number of students is the sum of the number of boys and the number of girls. Let \( g \) be the number of girls. We can express this relationship with the equation:
+   \[
+   g + 240 = 600
+   \]
+   To find \( g \), we need to solve for \( g \) by subtracting 240 from both sides of the equation:
+   \[
+   g = 600 - 240 = 360
+   \]
+   So, the number of girls in the school is 360.
+
+Therefore, the number of girls in the school is \(\boxed{360}\).','360',1,'equivalent',355,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(180,3,'To find out how many girls are in the school, we need to follow these steps:
+
+1. Determine the total number of students in the school.
+2. Calculate the number of girls based on the percentage of students that are girls.
+
+First, we know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students by \( S \). According to the problem, we can write the following equation:
+\[ 0.40S = 240 \]
+
+To find \( S \), we need to divide both sides of the equation by 0.40:
+\[ S = \frac{240}{0.40} = 600 \]
+
+So, the total number of students in the school is 600.
+
+Next, we know that 40% of the school population are girls. To find the number of girls, we calculate 40% of 600:
+\[ \text{Number of girls} = 0.40 \times 600 = 240 \]
+
+Therefore, the number of girls in the school is \(\boxed{240}\).','240',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,0,'To determine how many kilograms of apples James will have left, we can follow these steps:
+
+1. Calculate the amount of apples Peter wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the amounts of apples Peter and Paul want from the total amount of apples they bought.
+
+First, let''s find out how much Peter wants. Pierre bought 12 kg of apples and Peter wants a quarter of that. So, we calculate:
+\[
+\text{Peter''s amount} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, let''s find out how much Paul wants. Pierre bought 12 kg of apples and Paul wants one-third of that. So, we calculate:
+\[
+\text{Paul''s amount} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we subtract the amounts of apples Peter and Paul want from the total amount of apples they bought. Pierre bought 12 kg and Peter wants 3 kg, so we subtract:
+\[
+\text{James''s amount} = 12 - 3 = 9 \text{ kg}
+\]
+
+Therefore, the number of kilograms James will have left is \boxed{9}.','9',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,1,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate the amount of apples Peter wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the total amount of apples Peter and Paul want from the total amount of apples purchased to find out how many apples James will have left.
+
+Step 1: Calculate the amount of apples Peter wants.
+Peter wants a quarter of the 12 kg of apples. So, we perform the following calculation:
+\[
+\text{Peter''s apples} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Step 2: Calculate the amount of apples Paul wants.
+Paul wants one-third of the 12 kg of apples. So, we perform the following calculation:
+\[
+\text{Paul''s apples} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Step 3: Subtract the total amount of apples Peter and Paul want from the total amount of apples purchased to find out how many apples James will have left.
+The total amount of apples Peter and Paul want is:
+\[
+\text{Total apples Peter and Paul want} = 3 + 4 = 7 \text{ kg}
+\]
+Subtracting this from the total amount of apples purchased gives:
+\[
+\text{James''s apples} = 12 - 7 = 5 \text{ kg}
+\]
+
+Therefore, the number of kilograms of apples James will have left is \boxed{5}.','5',1,'equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(181,2,'Let''s solve the problem step-by-step:
+
+1. First, we need to determine how many kilograms each person wants.
+2. Peter wants a quarter of the total apples, so he wants \( \frac{12}{4} = 3 \) kg.
+3. Paul wants one-third of the total apples, so he wants \( \frac{12}{3} = 4 \) kg.
+4. The total amount of apples bought is 12 kg, so James will have \( 12 - (3 + 4) = 12 - 7 = 5 \) kg left.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Total amount of apples
+total_apples = 12
+
+# Amount of apples Peter wants
+peter_apples = total_apples / 4
+
+# Amount of apples Paul wants
+paul_apples = total_apples / 3
+
+# Amount of apples James will have left
+james_apples = total_apples - (peter_apples + paul_apples)
+print(james_apples)
+```
+```output
+5.0
+```
+The amount of apples James will have left is \(\boxed{5}\) kg.','5',1,'equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(181,3,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate how much apples Peter wants.
+2. Calculate how much apples Paul wants.
+3. Subtract the total amount of apples Peter and Paul want from the total amount of apples bought.
+
+First, let''s find out how much apples Peter wants. Pierre bought 12 kg of apples and Peter wants a quarter of that. We calculate this as follows:
+\[
+\text{Apples Peter wants} = \frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Next, let''s find out how much apples Paul wants. Pierre bought 12 kg of apples and Paul wants one-third of that. We calculate this as follows:
+\[
+\text{Apples Paul wants} = \frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Now, we add the amounts of apples Peter and Paul want together to find out how much apples they want in total:
+\[
+\text{Total apples Peter and Paul want} = 3 + 4 = 7 \text{ kg}
+\]
+
+Finally, we subtract the total amount of apples Peter and Paul want from the total amount of apples bought to find out how many apples James will have left:
+\[
+\text{Apples James will have left} = 12 - 7 = 5 \text{ kg}
+\]
+
+So, the number of kilograms of apples James will have left is \boxed{5}.','5',1,'equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,0,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. **Calculate the time for one round trip:**
+   - John drives to his parents at a speed of 70 mph.
+   - The time to drive to his parents is given as 2 hours.
+   - Since the round trip includes both the trip to his parents and back home, the total time for one round trip is:
+     \[
+     2 \text{ hours} + 2 \text{ hours} = 4 \text{ hours}
+     \]
+
+2. **Calculate the distance for one round trip:**
+   - The distance for one round trip is the sum of the distance to his parents and the distance back home.
+   - The distance to his parents is the same as the distance back home because it''s a round trip.
+   - Let \( d \) be the distance to his parents (and also the distance back home).
+   - The distance for one round trip is:
+     \[
+     2d
+     \]
+
+3. **Calculate the total distance driven in a month:**
+   - John visits his parents twice a month.
+   - The number of round trips in a month is:
+     \[
+     2 \text{ times per month}
+     \]
+   - Therefore, the total distance driven in a month is:
+     \[
+     2 \times 2d = 4d
+     \]
+
+4. **Substitute the given distance to his parents (and back home) into the equation:**
+   - We know from the problem that it takes 2 hours to drive to his parents at a speed of 70 mph. This distance is:
+     \[
+     2 \text{ hours} \times 70 \text{ mph} = 140 \text{ miles}
+     \]
+   - So, \( d = 140 \) miles.
+   - Substituting \( d = 140 \) into the equation for total distance:
+     \[
+     4d = 4 \times 140 = 560 \text{ miles}
+     \]
+
+Therefore, the total number of miles John drives when visiting his parents is \(\boxed{560}\).','560',1,'equivalent',476,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(182,1,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. **Calculate the one-way driving time:**
+   John drives to his parents and back home. The round trip time is twice the one-way time.
+   \[
+   \text{One-way time} = \frac{2 \text{ hours}}{2} = 1 \text{ hour}
+   \]
+
+2. **Convert the one-way driving time to distance:**
+   We know the speed at which John drives is 70 mph. Distance is calculated using the formula:
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time}
+   \]
+   Substituting the known values:
+   \[
+   \text{Distance} = 70 \text{ mph} \times 1 \text{ hour} = 70 \text{ miles}
+   \]
+
+3. **Calculate the monthly driving distance:**
+   John visits his parents twice a month. Therefore, the monthly driving distance is:
+   \[
+   \text{Monthly driving distance} = 70 \text{ miles/visit} \times 2 \text{ visits/month} = 140 \text{ miles/month}
+   \]
+
+Thus, the number of miles John drives per month when visiting his parents is \boxed{140}.','140',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,2,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. **Calculate the one-way distance:**
+   John travels to his parents'' house and back, which is a round trip. The total time for a round trip is given as 2 hours, and the speed is 70 mph. The one-way distance can be found using the formula:
+   \[
+   \text{One-way distance} = \text{Speed} \times \frac{\text{Total time}}{2}
+   \]
+   Substituting the given values:
+   \[
+   \text{One-way distance} = 70 \, \text{mph} \times \frac{2 \, \text{hours}}{2} = 70 \, \text{mph} \times 1 \, \text{hour} = 70 \, \text{miles}
+   \]
+
+2. **Calculate the total distance for the round trip per visit:**
+   Since John visits his parents twice a month, the total distance for the round trip per visit is:
+   \[
+   \text{Total distance per visit} = 70 \, \text{miles} \times 2 = 140 \, \text{miles}
+   \]
+
+3. **Calculate the total distance for the year:**
+   John visits his parents for 12 months, so the total distance for the year is:
+   \[
+   \text{Total distance for the year} = 140 \, \text{miles/visit} \times 12 \, \text{visits/year} = 1680 \, \text{miles}
+   \]
+
+Therefore, the total number of miles John drives when visiting his parents is \(\boxed{1680}\).','1680',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(182,3,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. **Calculate the one-way driving time:**
+   John drives to his parents and back home, which is a round trip. The speed to his parents is 70 mph.
+   \[
+   \text{One-way driving time} = \frac{\text{Total distance}}{\text{Speed}} = \frac{2 \text{ hours}}{70 \text{ mph}} = \frac{2}{70} \text{ hours} = \frac{1}{35} \text{ hours}
+   \]
+
+2. **Determine the round trip distance:**
+   Since John visits his parents twice a month, the round trip distance per visit is:
+   \[
+   \text{Round trip distance per visit} = 2 \times \text{One-way driving time} = 2 \times \frac{1}{35} \text{ hours} = \frac{2}{35} \text{ hours}
+   \]
+
+3. **Calculate the total number of round trips per month:**
+   John visits his parents twice a month, so the total number of round trips per month is:
+   \[
+   \text{Total number of round trips per month} = 2 \times 2 = 4
+   \]
+
+4. **Calculate the total distance driven per month:**
+   Multiply the total number of round trips per month by the round trip distance per visit:
+   \[
+   \text{Total distance driven per month} = 4 \times \frac{2}{35} \text{ hours} = \frac{8}{35} \text{ hours}
+   \]
+
+5. **Convert the hours to miles:**
+   Since there are 60 minutes in an hour and 60 minutes in a mile, there are:
+   \[
+   60 \text{ minutes/hour} \times 60 \text{ minutes/mile} = 3600 \text{ minutes/mile}
+   \]
+   Convert the total time from hours to minutes:
+   \[
+   \frac{8}{35} \text{ hours} \times 3600 \text{ minutes/hour} = \frac{8 \times 3600}{35} \text{ minutes} = \frac{28800}{','28800',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,0,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. **Identify the total distance Sofie plans to walk in seven days:**
+   Sofie plans to walk 10 miles every day for 7 days.
+   \[
+   10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+   \]
+
+2. **Determine how far Sofie will walk:**
+   According to the problem, Sofie will walk twice as far as Brian.
+   \[
+   \text{Sofie''s distance} = 2 \times \text{Brian''s distance}
+   \]
+
+3. **Set up the equation:**
+   Let \( B \) represent the distance Brian will walk in seven days. Then, we have:
+   \[
+   B = 2 \times 70
+   \]
+
+4. **Solve for \( B \):**
+   \[
+   B = 140 \text{ miles}
+   \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{140}\).','140',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,1,'To solve the problem, we need to determine how far Brian will walk in 7 days based on the information given. Let''s break it down step by step:
+
+1. **Determine the distance Sofie walks in 7 days:**
+   - Sofie plans to walk 10 miles every day.
+   - There are 7 days in total.
+   - Therefore, the total distance Sofie will walk is:
+     \[
+     10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+     \]
+
+2. **Relate the distance Sofie walks to the distance Brian walks:**
+   - According to the problem, Sofie will walk twice as far as Brian in 7 days.
+   - Let \( B \) represent the distance Brian walks in 7 days.
+   - Therefore, we can write the equation:
+     \[
+     2B = 70 \text{ miles}
+     \]
+
+3. **Solve for \( B \):**
+   - To find \( B \), we divide both sides of the equation by 2:
+     \[
+     B = \frac{70 \text{ miles}}{2} = 35 \text{ miles}
+     \]
+
+Thus, Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(183,2,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Determine how far Sofie will walk in seven days.
+2. Use the information that Sofie will walk twice as far as Brian to find out how far Brian will walk.
+
+Step 1: Calculate how far Sofie will walk in seven days.
+Sofie plans to walk 10 miles every day. Therefore, in seven days, she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Step 2: Use the information that Sofie will walk twice as far as Brian to find out how far Brian will walk.
+According to the problem, Sofie will walk twice as far as Brian. So, if Sofie walks 70 miles, then Brian will walk:
+\[ \frac{70 \text{ miles}}{2} = 35 \text{ miles} \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','35',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(183,3,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Identify the distance Sofie plans to walk in one day.
+2. Use the information that Sofie will walk twice as far as Brian in one day to find Brian''s daily walk distance.
+3. Calculate the total distance Brian will walk in seven days.
+
+Step 1: Sofie plans to walk 10 miles every day.
+Step 2: Since Sofie will walk twice as far as Brian in one day, Brian will walk \( \frac{10}{2} = 5 \) miles every day.
+Step 3: To find out how many miles Brian will walk in seven days, we multiply his daily walk distance by 7:
+\[ 5 \text{ miles/day} \times 7 \text{ days} = 35 \text{ miles} \]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','35',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629463222945976253e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',177,1.12288329734310027556e+04,11228.831690754);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629518904706525798e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',183,1.1785650647408998339e+04,1.17856493654109945057e+04);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -22071,5 +23293,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1074',0,177,'750',0.75,1,4,1,76.0,30.0,278.5,0.0,4.35259994330008339593e+01,1.14935311161379321285e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1074',0,177,'750',0.75,1,6,1,76.0,30.0,557.0,0.0,8.70519988660016679187e+01,2.13577789307586206053e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1074',0,177,'750',1.0,1,1,0,76.0,30.0,1114.0,0.0,1.74103997732003335841e+02,4108627456000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1090',0,178,'72',0.75,1,4,1,104.0,30.0,334.75,0.0,53.8081527305003,1.4486568584288747559e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1090',0,178,'72',0.75,1,6,1,104.0,30.0,669.5,0.0,1.07616305461000592912e+02,2635049233619.25);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1090',0,178,'72',1.0,1,1,0,104.0,30.0,1339.0,0.0,2.15232610922001185824e+02,5007833984000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1106',0,179,'5',1.0,1,4,1,78.0,30.0,209.5,0.0,3.22184712342495913625e+01,9.11068490112866821283e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1106',0,179,'5',1.0,1,6,1,78.0,30.0,419.0,0.0,6.44369424684991827251e+01,1.65230673740857788083e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1106',0,179,'5',1.0,1,1,0,78.0,30.0,838.0,0.0,1.2887388493699836545e+02,3134783232000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1107',0,180,'160',0.5,0,4,1,61.0,30.0,304.25,0.0,6.11797637830004532605e+01,1.18771847353846142579e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1107',0,180,'160',0.5,0,6,1,61.0,30.0,608.5,0.0,1.22359527566000906521e+02,2.26561063035897412116e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1107',0,180,'360',1.0,1,1,0,61.0,30.0,1217.0,0.0,2.44719055132001813042e+02,4421394944000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1112',0,181,'9',0.75,0,4,1,74.0,30.0,294.25,0.0,5.1676553951250753017e+01,1.1982616207567565918e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1112',0,181,'5',0.75,1,6,1,74.0,30.0,588.5,0.0,1.03353107902501506031e+02,2.24065181117117089839e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1112',0,181,'5',1.0,1,1,0,74.0,30.0,1177.0,0.0,206.706215805003,4325432192000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1120',0,182,'560',0.25,1,4,1,81.0,30.0,417.75,0.0,4.25657835475012689139e+01,1.6621500348432055664e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1120',0,182,'560',0.25,1,6,1,81.0,30.0,835.5,0.0,8.51315670950025378278e+01,3143458145895.47);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1120',0,182,'560',0.25,1,1,0,81.0,30.0,1671.0,0.0,1.70263134190005075655e+02,6106074368000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1121',0,183,'140',0.75,0,4,1,73.0,30.0,240.25,0.0,5.53043255795000732177e+01,1.00270951394422314453e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1121',0,183,'140',0.75,0,6,1,73.0,30.0,480.5,0.0,1.10608651159000146433e+02,1.85319834262948217769e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1121',0,183,'35',1.0,1,1,0,73.0,30.0,961.0,0.0,2.21217302318000292866e+02,3554176000000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
