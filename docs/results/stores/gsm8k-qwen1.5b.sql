@@ -11323,6 +11323,735 @@ Step 3: To find out how many miles Brian will walk in seven days, we multiply hi
 \[ 5 \text{ miles/day} \times 7 \text{ days} = 35 \text{ miles} \]
 
 Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','stop',205,73,30,1.89335285934676456065e+01,888544000000.0,NULL);
+INSERT INTO "chains" VALUES(184,0,0,'6c011163213f13bff58c41b595c1b83f3a86068019d1f394b215a5470ed0582a',0,'To solve this problem, we need to find the weight of Elijah''s dogs and then sum the weights of both dogs with Kory''s dog. Let''s break it down step by step:
+
+1. Determine the weight of Elijah''s first dog. The first dog is one-fourth the weight of Kory''s dog.
+2. Determine the weight of Elijah''s second dog. The second dog is half the weight of Kory''s dog.
+3. Calculate the total weight of Elijah''s dogs.
+4. Sum the total weight of Elijah''s dogs with Kory''s dog.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Given data
+kory_dog_weight = 60
+
+# Calculate the weight of Elijah''s dogs
+elijah_first_dog_weight = kory_dog_weight / 4
+elijah_second_dog_weight = kory_dog_weight / 2
+
+# Calculate the total weight of Elijah''s dogs
+total_elijah_dog_weight = elijah_first_dog_weight + elijah_second_dog_weight
+
+# Calculate the total weight of Elijah''s dogs and Kory''s dog
+total_weight = kory_dog_weight + total_elijah_dog_weight
+
+print(total_weight)
+```
+```output
+120.0
+```
+The total weight of Elijah and Kory''s dogs altogether is \(\boxed{120}\) pounds.','stop',294,92,30,2.61071777887332387999e+01,1145333216000.0,NULL);
+INSERT INTO "chains" VALUES(184,0,1,'6c011163213f13bff58c41b595c1b83f3a86068019d1f394b215a5470ed0582a',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the weight of Elijah''s first dog, which is one-fourth the weight of Kory''s dog.
+2. Calculate the weight of Elijah''s second dog, which is half the weight of Kory''s dog.
+3. Sum the weights of both dogs to find the total weight of Elijah and Kory''s dogs.
+
+Let''s break this down in code:
+
+1. The weight of Kory''s dog is given as 60 pounds.
+2. The weight of Elijah''s first dog is \(\frac{1}{4} \times 60\).
+3. The weight of Elijah''s second dog is \(\frac{1}{2} \times 60\).
+4. The total weight of Elijah and Kory''s dogs is the sum of the weights of both dogs.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given weight of Kory''s dog
+korys_dog_weight = 60
+
+# Weight of Elijah''s first dog (one-fourth of Kory''s dog''s weight)
+elijahs_first_dog_weight = korys_dog_weight / 4
+
+# Weight of Elijah''s second dog (half of Kory''s dog''s weight)
+elijahs_second_dog_weight = korys_dog_weight / 2
+
+# Total weight of Elijah and Kory''s dogs
+total_weight = elijahs_first_dog_weight + elijahs_second_dog_weight
+print(total_weight)
+```
+```output
+60.0
+```
+The total weight of Elijah and Kory''s dogs is \(\boxed{60}\) pounds.','stop',355,92,30,2.61071777887332387999e+01,1145333216000.0,NULL);
+INSERT INTO "chains" VALUES(184,0,2,'6c011163213f13bff58c41b595c1b83f3a86068019d1f394b215a5470ed0582a',2,'To find the total weight of Elijah and Kory''s dogs, we need to follow these steps:
+
+1. Determine the weight of Elijah''s first dog.
+2. Determine the weight of Elijah''s second dog.
+3. Sum the weights of the two dogs.
+
+First, let''s find the weight of Elijah''s first dog. According to the problem, Elijah''s first dog is one-fourth the weight of Kory''s dog. Since Kory''s dog weighs 60 pounds, we calculate the weight of Elijah''s first dog as follows:
+\[
+\text{Weight of Elijah''s first dog} = \frac{60}{4} = 15 \text{ pounds}
+\]
+
+Next, let''s find the weight of Elijah''s second dog. The problem states that Elijah''s second dog is half the weight of Kory''s dog. Since Kory''s dog weighs 60 pounds, we calculate the weight of Elijah''s second dog as follows:
+\[
+\text{Weight of Elijah''s second dog} = \frac{60}{2} = 30 \text{ pounds}
+\]
+
+Now, we sum the weights of the two dogs to find the total weight of Elijah and Kory''s dogs:
+\[
+\text{Total weight} = 15 + 30 = 45 \text{ pounds}
+\]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \boxed{45}.','stop',297,92,30,2.61071777887332387999e+01,1145333216000.0,NULL);
+INSERT INTO "chains" VALUES(184,0,3,'6c011163213f13bff58c41b595c1b83f3a86068019d1f394b215a5470ed0582a',3,'To solve this problem, we need to determine the weights of Elijah''s dogs and then sum them with Kory''s dog''s weight to get the total weight. Here are the steps:
+
+1. Identify the weight of Kory''s dog.
+2. Calculate the weight of Elijah''s first dog (one-fourth of Kory''s dog).
+3. Calculate the weight of Elijah''s second dog (half of Kory''s dog).
+4. Sum the weights of Kory''s dog and Elijah''s dogs to get the total weight.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Weight of Kory''s dog
+kory_dog_weight = 60
+
+# Weight of Elijah''s first dog (one-fourth of Kory''s dog)
+elijah_first_dog_weight = kory_dog_weight / 4
+
+# Weight of Elijah''s second dog (half of Kory''s dog)
+elijah_second_dog_weight = kory_dog_weight / 2
+
+# Total weight of Kory''s dog and Elijah''s dogs
+total_weight = kory_dog_weight + elijah_first_dog_weight + elijah_second_dog_weight
+print(total_weight)
+```
+```output
+120.0
+```
+The total weight of Kory''s dog and Elijah''s dogs together is \(\boxed{120}\) pounds.','stop',285,92,30,2.61071777887332387999e+01,1145333216000.0,NULL);
+INSERT INTO "chains" VALUES(185,0,0,'9f0e0c5fd4eecc321bbd7d7eb092b031651420f9e5648e789dfc799ca2da9abe',0,'Let''s solve the problem step by step.
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. Two years ago, Vince''s age was \(x - 2\) years, where \(x\) is Vince''s current age.
+4. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can set up the equation:
+   \[
+   14 = 2(x - 2)
+   \]
+5. We need to solve this equation for \(x\).
+
+Let''s do this step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(14, 2 * (x - 2))
+
+# Solve the equation
+vince_current_age = solve(equation, x)[0]
+print(vince_current_age)
+```
+```output
+10
+```
+The current age of Vince is \(\boxed{10}\) years.','stop',241,65,30,2.32325066438896250527e+01,980952576000.0,NULL);
+INSERT INTO "chains" VALUES(185,0,1,'9f0e0c5fd4eecc321bbd7d7eb092b031651420f9e5648e789dfc799ca2da9abe',1,'Let''s break down the problem step-by-step and then solve it using Python code.
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. Two years ago, Vince''s age was \(x - 2\) years, where \(x\) is Vince''s current age.
+4. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can write the equation: \(14 = 2(x - 2)\).
+
+Now we need to solve for \(x\). Let''s do this step-by-step:
+
+1. Divide both sides of the equation by 2: \(7 = x - 2\).
+2. Add 2 to both sides of the equation: \(x = 9\).
+
+So, Vince''s current age is 9 years. Let''s verify this by writing the Python code.
+```python
+# Liam''s current age
+liam_age = 16
+
+# Two years ago Liam''s age
+liam_age_two_years_ago = liam_age - 2
+
+# Let''s assume Vince''s current age is x
+# Two years ago, Vince''s age was x - 2
+# According to the problem, two years ago, Liam''s age was twice the age of Vince
+# So we can write the equation: 14 = 2 * (x - 2)
+# Solving for x
+vince_age = (liam_age_two_years_ago // 2) + 2
+print(vince_age)
+```
+```output
+9
+```
+The calculation confirms that Vince''s current age is \(\boxed{9}\) years.','stop',364,65,30,2.32325066438896250527e+01,980952576000.0,NULL);
+INSERT INTO "chains" VALUES(185,0,2,'9f0e0c5fd4eecc321bbd7d7eb092b031651420f9e5648e789dfc799ca2da9abe',2,'To solve the problem, we need to determine Vince''s current age. Let''s break it down step by step.
+
+1. **Determine Liam''s age two years ago:**
+   Liam is currently 16 years old. Two years ago, his age was:
+   \[
+   16 - 2 = 14
+   \]
+
+2. **Set up the equation based on the given information:**
+   We are told that two years ago, Liam''s age was twice the age of Vince. Let \( V \) represent Vince''s current age. According to the problem, we can write the equation:
+   \[
+   14 = 2V
+   \]
+
+3. **Solve for \( V \):**
+   To find \( V \), we need to divide both sides of the equation by 2:
+   \[
+   V = \frac{14}{2} = 7
+   \]
+
+Therefore, Vince is currently \(\boxed{7}\) years old.','stop',210,65,30,2.32325066438896250527e+01,980952576000.0,NULL);
+INSERT INTO "chains" VALUES(185,0,3,'9f0e0c5fd4eecc321bbd7d7eb092b031651420f9e5648e789dfc799ca2da9abe',3,'To solve this problem, let''s define the current ages of Liam and Vince. We know that Liam is currently 16 years old. Let''s denote Vince''s current age by \( v \) years.
+
+Two years ago, Liam''s age was \( 16 - 2 = 14 \) years old. Two years ago, Vince''s age was \( v - 2 \) years old. According to the problem, two years ago, Liam’s age was twice the age of Vince. Therefore, we can write the following equation:
+
+\[ 14 = 2(v - 2) \]
+
+Now, let''s solve this equation step by step. First, expand the right side of the equation:
+
+\[ 14 = 2v - 4 \]
+
+Next, isolate the term with \( v \) by adding 4 to both sides of the equation:
+
+\[ 14 + 4 = 2v \]
+\[ 18 = 2v \]
+
+Now, solve for \( v \) by dividing both sides of the equation by 2:
+
+\[ v = \frac{18}{2} \]
+\[ v = 9 \]
+
+So, Vince''s current age is \(\boxed{9}\).','stop',258,65,30,2.32325066438896250527e+01,980952576000.0,NULL);
+INSERT INTO "chains" VALUES(186,0,0,'796c410da7c2dc7e370791bcc26f795d20442f377740e53ae522801aad2a9972',0,'Let''s break down the problem step-by-step and then use Python code to ensure our calculations are accurate.
+
+1. **Calculate the number of logs John can make:**
+   - John cuts down a 80-foot tree.
+   - He can make logs out of 80% of it.
+   - Therefore, the number of logs = \( 0.80 \times 80 \).
+
+2. **Calculate the number of planks per log:**
+   - John cuts each log into 4-foot logs.
+   - Therefore, the number of planks per log = \( \frac{80}{4} \).
+
+3. **Calculate the total number of planks:**
+   - John makes 4 logs.
+   - Each log has 5 planks.
+   - Therefore, the total number of planks = \( 4 \times 5 \).
+
+4. **Calculate the total revenue:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue = \( \text{Total number of planks} \times 1.2 \).
+
+Let''s implement this in Python to find the final answer.
+```python
+# Step-by-step calculations
+
+# Step 1: Calculate the number of logs
+total_length_of_tree = 80
+percentage_of_logs = 0.80
+number_of_logs = total_length_of_tree * percentage_of_logs
+
+# Step 2: Calculate the number of planks per log
+length_of_log = 4
+number_of_planks_per_log = total_length_of_tree // length_of_log
+
+# Step 3: Calculate the total number of planks
+total_number_of_planks = number_of_logs * number_of_planks_per_log
+
+# Step 4: Calculate the total revenue
+price_per_plank = 1.2
+total_revenue = total_number_of_planks * price_per_plank
+
+print(total_revenue)
+```
+```output
+384.0
+```
+The final answer is \(\boxed{384.0}\).','stop',428,101,31,3.1082895662759291611e+01,1368357760000.0,NULL);
+INSERT INTO "chains" VALUES(186,0,1,'796c410da7c2dc7e370791bcc26f795d20442f377740e53ae522801aad2a9972',1,'To determine how much John makes, we will follow these steps:
+
+1. **Calculate the total volume of logs that can be cut from the tree:**
+   - The tree is 80 feet long.
+   - John can make logs out of 80% of it.
+   \[
+   \text{Volume of logs} = 80 \text{ feet} \times 0.80 = 64 \text{ feet}
+   \]
+
+2. **Convert the volume of logs into the number of 4-foot logs:**
+   - Each log is 4 feet long.
+   \[
+   \text{Number of logs} = \frac{64 \text{ feet}}{4 \text{ feet/log}} = 16 \text{ logs}
+   \]
+
+3. **Calculate the total number of planks from the 16 logs:**
+   - John cuts 5 planks from each log.
+   \[
+   \text{Total planks} = 16 \text{ logs} \times 5 \text{ planks/log} = 80 \text{ planks}
+   \]
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   \[
+   \text{Total revenue} = 80 \text{ planks} \times \$1.2/\text{plank} = \$96
+   \]
+
+Therefore, the total amount John makes is \(\boxed{96}\).','stop',323,101,31,3.1082895662759291611e+01,1368357760000.0,NULL);
+INSERT INTO "chains" VALUES(186,0,2,'796c410da7c2dc7e370791bcc26f795d20442f377740e53ae522801aad2a9972',2,'To determine how much John makes from selling the planks, we will follow these steps:
+
+1. **Calculate the number of logs John can get:**
+   John can make logs from 80% of the tree.
+   \[
+   80\% \text{ of } 80 \text{ feet} = 0.80 \times 80 = 64 \text{ logs}
+   \]
+
+2. **Determine the number of planks per log:**
+   John cuts each log into 4-foot logs.
+   \[
+   64 \text{ logs} \times 4 \text{ planks per log} = 256 \text{ planks}
+   \]
+
+3. **Calculate the number of planks John can get from the 256 planks:**
+   John cuts each plank into 5 planks.
+   \[
+   256 \text{ planks} \times 5 \text{ planks per plank} = 1280 \text{ planks}
+   \]
+
+4. **Determine the total revenue from selling the planks:**
+   John sells each plank for $1.2.
+   \[
+   1280 \text{ planks} \times \$1.2 \text{ per plank} = \$1536
+   \]
+
+Therefore, the total amount John makes is \(\boxed{1536}\).','stop',309,101,31,3.1082895662759291611e+01,1368357760000.0,NULL);
+INSERT INTO "chains" VALUES(186,0,3,'796c410da7c2dc7e370791bcc26f795d20442f377740e53ae522801aad2a9972',3,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate how much of the tree John can cut into logs.
+2. Determine how many logs John can get from the cut tree.
+3. Calculate how many planks John can get from each log.
+4. Calculate the total number of planks John gets.
+5. Calculate the total revenue from selling the planks.
+
+Let''s go through each step in detail.
+
+1. **Calculate how much of the tree John can cut into logs:**
+   John can make logs out of 80% of the tree.
+   \[
+   80\% \text{ of } 80 \text{ feet} = 0.80 \times 80 = 64 \text{ feet}
+   \]
+
+2. **Determine how many logs John can get from the cut tree:**
+   John cuts the tree into 4-foot logs.
+   \[
+   \frac{64 \text{ feet}}{4 \text{ feet/log}} = 16 \text{ logs}
+   \]
+
+3. **Calculate how many planks John can get from each log:**
+   From each log, John cuts 5 planks.
+   \[
+   16 \text{ logs} \times 5 \text{ planks/log} = 80 \text{ planks}
+   \]
+
+4. **Calculate the total number of planks John gets:**
+   The total number of planks is the number of planks from all the logs.
+   \[
+   80 \text{ planks}
+   \]
+
+5. **Calculate the total revenue from selling the planks:**
+   John sells each plank for $1.2.
+   \[
+   80 \text{ planks} \times \$1.2 \text{ per plank} = \$96
+   \]
+
+Therefore, the total amount John makes is \(\boxed{96}\).','stop',414,101,31,3.1082895662759291611e+01,1368357760000.0,NULL);
+INSERT INTO "chains" VALUES(187,0,0,'9a4c520a39a8e6e75e83b83cd7177242b70962dd94e0775d6c6fb7580ee6b3a4',0,'To determine Geb''s age, we need to follow these steps:
+
+1. **Identify Haley''s age**: According to the problem, Haley is 26 years old.
+2. **Calculate half of Haley''s age**: Half of Haley''s age is calculated by dividing 26 by 2.
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+3. **Determine Geb''s age**: Geb is 10 less than half of Haley''s age. So, we subtract 10 from the half of Haley''s age.
+   \[
+   \text{Geb''s age} = 13 - 10 = 3
+   \]
+
+Therefore, Geb is \boxed{3} years old.','stop',168,63,30,1.61369447587472265577e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(187,0,1,'9a4c520a39a8e6e75e83b83cd7177242b70962dd94e0775d6c6fb7580ee6b3a4',1,'To solve the problem, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Use the information given in the problem to express Geb''s age in terms of Haley''s age.
+3. Substitute the value of Haley''s age into the expression to find Geb''s age.
+
+Let''s start with Haley''s age. According to the problem, Haley is 26 years old.
+
+Next, we need to find Geb''s age. The problem states that Geb is 10 less than half the age of Haley. We can express this relationship mathematically as:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Now, substitute Haley''s age (26) into the expression:
+\[ \text{Geb''s age} = \frac{1}{2} \times 26 - 10 \]
+
+First, calculate half of Haley''s age:
+\[ \frac{1}{2} \times 26 = 13 \]
+
+Then, subtract 10 from this result:
+\[ 13 - 10 = 3 \]
+
+Therefore, Geb is \(\boxed{3}\) years old.','stop',257,63,30,1.61369447587472265577e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(187,0,2,'9a4c520a39a8e6e75e83b83cd7177242b70962dd94e0775d6c6fb7580ee6b3a4',2,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Calculate half of Haley''s age.
+3. Subtract 10 from half of Haley''s age to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+Haley is 26 years old.
+
+Step 2: Calculate half of Haley''s age.
+Half of Haley''s age is \(\frac{26}{2} = 13\).
+
+Step 3: Subtract 10 from half of Haley''s age to find Geb''s age.
+Geb''s age is \(13 - 10 = 3\).
+
+Therefore, Geb is \(\boxed{3}\) years old.','stop',149,63,30,1.61369447587472265577e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(187,0,3,'9a4c520a39a8e6e75e83b83cd7177242b70962dd94e0775d6c6fb7580ee6b3a4',3,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Calculate half of Haley''s age.
+3. Subtract 10 from half of Haley''s age to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+We are given that Haley is 26 years old.
+
+Step 2: Calculate half of Haley''s age.
+Half of Haley''s age is:
+\[
+\frac{26}{2} = 13
+\]
+
+Step 3: Subtract 10 from half of Haley''s age to find Geb''s age.
+Geb is 10 less than half of Haley''s age, so we subtract 10 from 13:
+\[
+13 - 10 = 3
+\]
+
+Therefore, Geb is \boxed{3} years old.','stop',175,63,30,1.61369447587472265577e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(188,0,0,'74078c9a05fb96eeb2caaf8735787743cd3cc739a68c7c05fde177f36e2566f6',0,'Let''s solve this step-by-step.
+
+1. **Calculate the total number of rocks Adam can buy:**
+   Adam has $100 and each rock costs $5. Therefore, he can buy \( \frac{100}{5} = 20 \) rocks.
+
+2. **Calculate the total revenue from selling 60% of the inventory:**
+   Adam sells 60% of his inventory, so he sells \( 0.60 \times 20 = 12 \) rocks. Since each rock is sold for $7, his total revenue is \( 12 \times 7 = 84 \) dollars.
+
+3. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks, so his total cost is \( 20 \times 5 = 100 \) dollars.
+
+4. **Calculate the loss:**
+   The loss is the total cost minus the total revenue. So, the loss is \( 100 - 84 = 16 \) dollars.
+
+Let''s implement this in Python to verify the result.
+```python
+# Initial amount of money Adam has
+initial_money = 100
+
+# Cost price of each rock
+cost_price = 5
+
+# Selling price of each rock
+selling_price = 7
+
+# Total number of rocks Adam can buy
+total_rocks = initial_money // cost_price
+
+# Percentage of rocks Adam sells
+percentage_sold = 0.60
+
+# Total number of rocks sold
+rocks_sold = total_rocks * percentage_sold
+
+# Total revenue from selling the rocks
+total_revenue = rocks_sold * selling_price
+
+# Total cost of buying the rocks
+total_cost = total_rocks * cost_price
+
+# Calculate the loss
+loss = total_cost - total_revenue
+print(loss)
+```
+```output
+16.0
+```
+The final answer is \(\boxed{16}\).','stop',411,97,30,3.00549726007205926232e+01,1291942976000.0,NULL);
+INSERT INTO "chains" VALUES(188,0,1,'74078c9a05fb96eeb2caaf8735787743cd3cc739a68c7c05fde177f36e2566f6',1,'Let''s solve the problem step by step:
+
+1. **Calculate the number of rocks Adam can buy with $100:**
+   Adam can buy rocks for $5 each. Therefore, the number of rocks he can buy is:
+   \[
+   \frac{100}{5} = 20 \text{ rocks}
+   \]
+
+2. **Determine the number of rocks Adam sells:**
+   Adam sells 60% of his inventory. So, the number of rocks he sells is:
+   \[
+   0.60 \times 20 = 12 \text{ rocks}
+   \]
+
+3. **Calculate the total revenue from selling the rocks:**
+   Adam sells each rock for $7. Therefore, the total revenue from selling 12 rocks is:
+   \[
+   12 \times 7 = 84 \text{ dollars}
+   \]
+
+4. **Calculate the total cost of buying the rocks:**
+   Adam bought each rock for $5. Therefore, the total cost of buying 20 rocks is:
+   \[
+   20 \times 5 = 100 \text{ dollars}
+   \]
+
+5. **Calculate the loss:**
+   The loss is the total cost of buying the rocks minus the total revenue from selling the rocks:
+   \[
+   100 - 84 = 16 \text{ dollars}
+   \]
+
+So, the amount of money Adam loses is \(\boxed{16}\).','stop',320,97,30,3.00549726007205926232e+01,1291942976000.0,NULL);
+INSERT INTO "chains" VALUES(188,0,2,'74078c9a05fb96eeb2caaf8735787743cd3cc739a68c7c05fde177f36e2566f6',2,'To solve this problem, we need to follow these steps:
+
+1. **Calculate the number of rocks Adam can buy:**
+   Adam starts with $100 and each rock costs $5.
+   \[
+   \text{Number of rocks} = \frac{100}{5} = 20
+   \]
+
+2. **Determine how many rocks Adam sells:**
+   Adam sells 60% of his inventory.
+   \[
+   \text{Number of rocks sold} = 0.60 \times 20 = 12
+   \]
+
+3. **Calculate the revenue from selling the rocks:**
+   Each rock is sold for $7.
+   \[
+   \text{Revenue} = 12 \times 7 = 84
+   \]
+
+4. **Calculate the cost of the rocks sold:**
+   The cost of each rock is $5.
+   \[
+   \text{Cost of rocks sold} = 12 \times 5 = 60
+   \]
+
+5. **Determine the net loss:**
+   Net loss is the revenue minus the cost of the rocks sold.
+   \[
+   \text{Net loss} = 84 - 60 = 24
+   \]
+
+Therefore, the amount of money Adam loses is \boxed{24}.','stop',285,97,30,3.00549726007205926232e+01,1291942976000.0,NULL);
+INSERT INTO "chains" VALUES(188,0,3,'74078c9a05fb96eeb2caaf8735787743cd3cc739a68c7c05fde177f36e2566f6',3,'To determine how much money Adam loses, we need to follow these steps:
+
+1. Calculate the total number of rocks Adam can buy with $100.
+2. Determine how many of the rocks Adam sells.
+3. Calculate the total revenue from selling the rocks.
+4. Calculate the total cost of buying the rocks.
+5. Find the difference between the total revenue and the total cost to determine the loss.
+
+Step 1: Calculate the total number of rocks Adam can buy.
+Adam buys rocks for $5 each and wants to spend all $100. Therefore, the number of rocks he can buy is:
+\[
+\frac{100}{5} = 20
+\]
+
+Step 2: Determine how many of the rocks Adam sells.
+Adam sells 60% of his inventory. Therefore, the number of rocks he sells is:
+\[
+0.60 \times 20 = 12
+\]
+
+Step 3: Calculate the total revenue from selling the rocks.
+Adam sells each rock for $7. Therefore, the total revenue from selling 12 rocks is:
+\[
+12 \times 7 = 84
+\]
+
+Step 4: Calculate the total cost of buying the rocks.
+Adam bought 20 rocks for $5 each. Therefore, the total cost of buying the rocks is:
+\[
+20 \times 5 = 100
+\]
+
+Step 5: Find the difference between the total revenue and the total cost to determine the loss.
+The loss is the total revenue minus the total cost:
+\[
+84 - 100 = -16
+\]
+
+Since the loss is negative, it means Adam makes a profit of $16. Therefore, the amount of money Adam loses is:
+\boxed{16}','stop',375,97,30,3.00549726007205926232e+01,1291942976000.0,NULL);
+INSERT INTO "chains" VALUES(189,0,0,'d0d5812e7bc2e1dfbb0fc7b27c81af67dfd8bf2652fc09e1cdaf6a92317c7998',0,'Let''s solve this step by step:
+
+1. Determine how many face masks Johnny bought.
+2. Calculate the number of face masks Johnny bought using the given relationship.
+
+First, we know that Mike bought 5 face masks. Johnny bought 2 more than thrice as many as Mike. So, we can calculate the number of face masks Johnny bought by multiplying Mike''s number of face masks by 3 and then adding 2.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+print(johnny_face_masks)
+```
+```output
+17
+```
+The number of face masks Johnny bought is \(\boxed{17}\).','stop',174,63,30,1.4921078416271415179e+01,632643328000.0,NULL);
+INSERT INTO "chains" VALUES(189,0,1,'d0d5812e7bc2e1dfbb0fc7b27c81af67dfd8bf2652fc09e1cdaf6a92317c7998',1,'To solve this problem, we need to follow these steps:
+
+1. Determine how many face masks Mike bought.
+2. Use the information that Johnny bought 2 more than thrice as many face masks as Mike to calculate the number of face masks Johnny bought.
+
+Let''s break it down and use Python to ensure accuracy.
+
+1. Mike bought 5 face masks.
+2. Johnny bought \(3 \times \text{Mike''s face masks} + 2\).
+
+We can write a Python code to calculate this.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','stop',181,63,30,1.4921078416271415179e+01,632643328000.0,NULL);
+INSERT INTO "chains" VALUES(189,0,2,'d0d5812e7bc2e1dfbb0fc7b27c81af67dfd8bf2652fc09e1cdaf6a92317c7998',2,'Let''s break down the problem step-by-step and then write the final answer using Python code.
+
+1. First, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many face masks as Mike. Since Mike bought 5 face masks, we can calculate the number of face masks Johnny bought as follows:
+\[ \text{Johnny''s face masks} = 3 \times 5 + 2 \]
+
+2. We can then use Python to perform this calculation.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','stop',186,63,30,1.4921078416271415179e+01,632643328000.0,NULL);
+INSERT INTO "chains" VALUES(189,0,3,'d0d5812e7bc2e1dfbb0fc7b27c81af67dfd8bf2652fc09e1cdaf6a92317c7998',3,'To determine how many face masks Johnny bought, we will follow these steps:
+
+1. Identify the number of face masks Mike bought.
+   Mike bought 5 face masks.
+
+2. Calculate how many face masks Johnny bought.
+   Johnny bought 2 more than thrice as many as Mike. First, we find thrice the number of face masks Mike bought:
+   \[
+   3 \times 5 = 15
+   \]
+   Next, we add 2 to this result to find out how many face masks Johnny bought:
+   \[
+   15 + 2 = 17
+   \]
+
+Therefore, Johnny bought \boxed{17} face masks.','stop',142,63,30,1.4921078416271415179e+01,632643328000.0,NULL);
+INSERT INTO "chains" VALUES(190,0,0,'160e46f51524faab0b64a5d646a5dd843f3885c5e4a62ca859b06d7f0ae79158',0,'To solve this problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have.
+
+Let''s break it down:
+
+1. Each whale has 40 gallons of blood.
+2. Each shark has three times as much blood as a whale. So, if a whale has 40 gallons of blood, a shark has \(3 \times 40\) gallons of blood.
+3. Finally, we need to calculate the total amount of blood that ten sharks have. This is simply \(10 \times \text{blood per shark}\).
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the amount of blood per whale and shark
+blood_per_whale = 40
+blood_per_shark = 3 * blood_per_whale
+
+# Calculate the total amount of blood for ten sharks
+total_blood_for_ten_sharks = 10 * blood_per_shark
+print(total_blood_for_ten_sharks)
+```
+```output
+1200
+```
+The total amount of blood that ten sharks swimming in the sea have is \(\boxed{1200}\) gallons.','stop',252,89,30,2.16518649003558181229e+01,868996032000.0,NULL);
+INSERT INTO "chains" VALUES(190,0,1,'160e46f51524faab0b64a5d646a5dd843f3885c5e4a62ca859b06d7f0ae79158',1,'To determine the number of gallons of blood that ten sharks swimming in the sea have, we need to follow these steps:
+
+1. Identify the amount of blood a whale has. According to the problem, a whale has 40 gallons of blood.
+2. Determine the amount of blood a shark has. The problem states that a shark has three times as much blood as a whale. Therefore, we can calculate the blood of a shark by multiplying the blood of a whale by 3.
+   \[
+   \text{Blood of a shark} = 40 \text{ gallons} \times 3 = 120 \text{ gallons}
+   \]
+3. Calculate the total amount of blood that ten sharks have by multiplying the blood of one shark by 10.
+   \[
+   \text{Total blood of ten sharks} = 120 \text{ gallons shark} \times 10 = 1200 \text{ gallons}
+   \]
+
+So, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',229,89,30,2.16518649003558181229e+01,868996032000.0,NULL);
+INSERT INTO "chains" VALUES(190,0,2,'160e46f51524faab0b64a5d646a5dd843f3885c5e4a62ca859b06d7f0ae79158',2,'To solve the problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have by multiplying the amount of blood one shark has by ten.
+
+Step 1: Calculate the amount of blood a shark has.
+We know that a shark has three times as much blood as a whale. Since each whale has 40 gallons of blood, we can find the amount of blood a shark has by multiplying 40 by 3.
+\[
+\text{Blood of one shark} = 40 \times 3 = 120 \text{ gallons}
+\]
+
+Step 2: Calculate the total amount of blood ten sharks have.
+To find the total amount of blood ten sharks have, we multiply the amount of blood one shark has by 10.
+\[
+\text{Total blood of ten sharks} = 120 \times 10 = 1200 \text{ gallons}
+\]
+
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',233,89,30,2.16518649003558181229e+01,868996032000.0,NULL);
+INSERT INTO "chains" VALUES(190,0,3,'160e46f51524faab0b64a5d646a5dd843f3885c5e4a62ca859b06d7f0ae79158',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of gallons of blood a shark has.
+2. Calculate the total number of gallons of blood that ten sharks have.
+
+First, we know that a whale has 40 gallons of blood. Since a shark has three times as much blood as a whale, we can calculate the blood of a shark as follows:
+\[
+\text{Blood of a shark} = 3 \times 40 = 120 \text{ gallons}
+\]
+
+Next, we need to find out how many gallons of blood ten sharks have. Since each shark has 120 gallons of blood, we multiply the number of sharks by the blood per shark:
+\[
+\text{Total blood of ten sharks} = 10 \times 120 = 1200 \text{ gallons}
+\]
+
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','stop',209,89,30,2.16518649003558181229e+01,868996032000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -11517,6 +12246,13 @@ INSERT INTO "jobs" VALUES(180,'qwen2.5-coder-1.5b','self-consistency','gsm8k_tes
 INSERT INTO "jobs" VALUES(181,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1112',0,4,'self-consistency:n_samples=4',1,'done','5','[{"event": "generate", "n": 4, "seed": 1085106973, "usage": {"prompt_tokens": 74, "cached_prompt_tokens": 30, "completion_tokens": 1177, "calls": 1, "seconds": 107.36775569870319, "flops": 4325432192000.0}}, {"event": "vote", "counts": {"9": 1, "5": 3}, "tie_broken_by_rng": false, "winner": "5"}]',74,30,1177,1,0,0,4325432192000.0,0.0,206.706215805003,1.07367755698703192023e+02,1.79629496781946539876e+09);
 INSERT INTO "jobs" VALUES(182,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1120',0,4,'self-consistency:n_samples=4',1,'done','560','[{"event": "generate", "n": 4, "seed": 1037898645, "usage": {"prompt_tokens": 81, "cached_prompt_tokens": 30, "completion_tokens": 1671, "calls": 1, "seconds": 139.06439708273254, "flops": 6106074368000.0}}, {"event": "vote", "counts": {"560": 1, "140": 1, "1680": 1, "28800": 1}, "tie_broken_by_rng": true, "winner": "560"}]',81,30,1671,1,0,0,6106074368000.0,0.0,1.70263134190005075655e+02,1.39064397082732540413e+02,1.7962951216461439133e+09);
 INSERT INTO "jobs" VALUES(183,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1121',0,4,'self-consistency:n_samples=4',1,'done','35','[{"event": "generate", "n": 4, "seed": 987668519, "usage": {"prompt_tokens": 73, "cached_prompt_tokens": 30, "completion_tokens": 961, "calls": 1, "seconds": 75.73411437387058, "flops": 3554176000000.0}}, {"event": "vote", "counts": {"140": 1, "35": 3}, "tie_broken_by_rng": false, "winner": "35"}]',73,30,961,1,0,0,3554176000000.0,0.0,2.21217302318000292866e+02,7.57341143738705824262e+01,1.79629518904663753511e+09);
+INSERT INTO "jobs" VALUES(184,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1123',0,4,'self-consistency:n_samples=4',1,'done','120','[{"event": "generate", "n": 4, "seed": 1411562647, "usage": {"prompt_tokens": 92, "cached_prompt_tokens": 30, "completion_tokens": 1231, "calls": 1, "seconds": 104.42871115493296, "flops": 4581332864000.0}}, {"event": "vote", "counts": {"120": 2, "60": 1, "45": 1}, "tie_broken_by_rng": false, "winner": "120"}]',92,30,1231,1,0,0,4581332864000.0,0.0,2.41477355991999502286e+02,1.04428711154932955199e+02,1.79629536312960267066e+09);
+INSERT INTO "jobs" VALUES(185,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1128',0,4,'self-consistency:n_samples=4',1,'done','9','[{"event": "generate", "n": 4, "seed": 2044605317, "usage": {"prompt_tokens": 65, "cached_prompt_tokens": 30, "completion_tokens": 1073, "calls": 1, "seconds": 92.9300265755585, "flops": 3923810304000.0}}, {"event": "vote", "counts": {"10": 1, "9": 2, "7": 1}, "tie_broken_by_rng": false, "winner": "9"}]',65,30,1073,1,0,0,3923810304000.0,0.0,2.01941979272996832142e+02,92.9300265755585,1.79629539099667668343e+09);
+INSERT INTO "jobs" VALUES(186,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1131',0,4,'self-consistency:n_samples=4',1,'done','96','[{"event": "generate", "n": 4, "seed": 1574810672, "usage": {"prompt_tokens": 101, "cached_prompt_tokens": 31, "completion_tokens": 1474, "calls": 1, "seconds": 124.33158265103717, "flops": 5473431040000.0}}, {"event": "vote", "counts": {"384": 1, "96": 2, "1536": 1}, "tie_broken_by_rng": false, "winner": "96"}]',101,31,1474,1,0,0,5473431040000.0,0.0,1.67015494660998228934e+02,1.24331582651037166444e+02,1.79629553015056824686e+09);
+INSERT INTO "jobs" VALUES(187,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1162',0,4,'self-consistency:n_samples=4',1,'done','3','[{"event": "generate", "n": 4, "seed": 499204844, "usage": {"prompt_tokens": 63, "cached_prompt_tokens": 30, "completion_tokens": 749, "calls": 1, "seconds": 64.5477790349889, "flops": 2765148928000.0}}, {"event": "vote", "counts": {"3": 4}, "tie_broken_by_rng": false, "winner": "3"}]',63,30,749,1,0,0,2765148928000.0,0.0,1.42330631721000827388e+02,64.5477790349889,1.79629567248978161807e+09);
+INSERT INTO "jobs" VALUES(188,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1146',0,4,'self-consistency:n_samples=4',1,'done','16','[{"event": "generate", "n": 4, "seed": 1040789220, "usage": {"prompt_tokens": 97, "cached_prompt_tokens": 30, "completion_tokens": 1391, "calls": 1, "seconds": 120.21989040288237, "flops": 5167771904000.0}}, {"event": "vote", "counts": {"16": 3, "24": 1}, "tie_broken_by_rng": false, "winner": "16"}]',97,30,1391,1,0,0,5167771904000.0,0.0,3.03070148203005373943e+02,1.20219890402882370497e+02,1.79629569407043361657e+09);
+INSERT INTO "jobs" VALUES(189,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1178',0,4,'self-consistency:n_samples=4',1,'done','17','[{"event": "generate", "n": 4, "seed": 580860470, "usage": {"prompt_tokens": 63, "cached_prompt_tokens": 30, "completion_tokens": 683, "calls": 1, "seconds": 59.68431366508566, "flops": 2530573312000.0}}, {"event": "vote", "counts": {"17": 4}, "tie_broken_by_rng": false, "winner": "17"}]',63,30,683,1,0,0,2530573312000.0,0.0,1.15105178350000642234e+02,5.9684313665085660717e+01,1.7962957876144573688e+09);
+INSERT INTO "jobs" VALUES(190,'qwen2.5-coder-1.5b','self-consistency','gsm8k_test-1194',0,4,'self-consistency:n_samples=4',1,'done','1200','[{"event": "generate", "n": 4, "seed": 235751050, "usage": {"prompt_tokens": 89, "cached_prompt_tokens": 30, "completion_tokens": 923, "calls": 1, "seconds": 86.60745960142327, "flops": 3475984128000.0}}, {"event": "vote", "counts": {"1200": 4}, "tie_broken_by_rng": false, "winner": "1200"}]',89,30,923,1,0,0,3475984128000.0,0.0,1.56133368571005121333e+02,8.66074596014232724917e+01,1.79629585021316361429e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": null, "budgets": [1], "overrides": {"max_tokens": 512}, "reuse": false, "spec": "greedy"}, {"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "self-consistency"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -22947,10 +23683,739 @@ Step 3: To find out how many miles Brian will walk in seven days, we multiply hi
 \[ 5 \text{ miles/day} \times 7 \text{ days} = 35 \text{ miles} \]
 
 Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','35',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,0,'To solve this problem, we need to find the weight of Elijah''s dogs and then sum the weights of both dogs with Kory''s dog. Let''s break it down step by step:
+
+1. Determine the weight of Elijah''s first dog. The first dog is one-fourth the weight of Kory''s dog.
+2. Determine the weight of Elijah''s second dog. The second dog is half the weight of Kory''s dog.
+3. Calculate the total weight of Elijah''s dogs.
+4. Sum the total weight of Elijah''s dogs with Kory''s dog.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Given data
+kory_dog_weight = 60
+
+# Calculate the weight of Elijah''s dogs
+elijah_first_dog_weight = kory_dog_weight / 4
+elijah_second_dog_weight = kory_dog_weight / 2
+
+# Calculate the total weight of Elijah''s dogs
+total_elijah_dog_weight = elijah_first_dog_weight + elijah_second_dog_weight
+
+# Calculate the total weight of Elijah''s dogs and Kory''s dog
+total_weight = kory_dog_weight + total_elijah_dog_weight
+
+print(total_weight)
+```
+```output
+120.0
+```
+The total weight of Elijah and Kory''s dogs altogether is \(\boxed{120}\) pounds.','120',0,'not_equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(184,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the weight of Elijah''s first dog, which is one-fourth the weight of Kory''s dog.
+2. Calculate the weight of Elijah''s second dog, which is half the weight of Kory''s dog.
+3. Sum the weights of both dogs to find the total weight of Elijah and Kory''s dogs.
+
+Let''s break this down in code:
+
+1. The weight of Kory''s dog is given as 60 pounds.
+2. The weight of Elijah''s first dog is \(\frac{1}{4} \times 60\).
+3. The weight of Elijah''s second dog is \(\frac{1}{2} \times 60\).
+4. The total weight of Elijah and Kory''s dogs is the sum of the weights of both dogs.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given weight of Kory''s dog
+korys_dog_weight = 60
+
+# Weight of Elijah''s first dog (one-fourth of Kory''s dog''s weight)
+elijahs_first_dog_weight = korys_dog_weight / 4
+
+# Weight of Elijah''s second dog (half of Kory''s dog''s weight)
+elijahs_second_dog_weight = korys_dog_weight / 2
+
+# Total weight of Elijah and Kory''s dogs
+total_weight = elijahs_first_dog_weight + elijahs_second_dog_weight
+print(total_weight)
+```
+```output
+60.0
+```
+The total weight of Elijah and Kory''s dogs is \(\boxed{60}\) pounds.','60',0,'not_equivalent',355,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,2,'To find the total weight of Elijah and Kory''s dogs, we need to follow these steps:
+
+1. Determine the weight of Elijah''s first dog.
+2. Determine the weight of Elijah''s second dog.
+3. Sum the weights of the two dogs.
+
+First, let''s find the weight of Elijah''s first dog. According to the problem, Elijah''s first dog is one-fourth the weight of Kory''s dog. Since Kory''s dog weighs 60 pounds, we calculate the weight of Elijah''s first dog as follows:
+\[
+\text{Weight of Elijah''s first dog} = \frac{60}{4} = 15 \text{ pounds}
+\]
+
+Next, let''s find the weight of Elijah''s second dog. The problem states that Elijah''s second dog is half the weight of Kory''s dog. Since Kory''s dog weighs 60 pounds, we calculate the weight of Elijah''s second dog as follows:
+\[
+\text{Weight of Elijah''s second dog} = \frac{60}{2} = 30 \text{ pounds}
+\]
+
+Now, we sum the weights of the two dogs to find the total weight of Elijah and Kory''s dogs:
+\[
+\text{Total weight} = 15 + 30 = 45 \text{ pounds}
+\]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \boxed{45}.','45',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(184,3,'To solve this problem, we need to determine the weights of Elijah''s dogs and then sum them with Kory''s dog''s weight to get the total weight. Here are the steps:
+
+1. Identify the weight of Kory''s dog.
+2. Calculate the weight of Elijah''s first dog (one-fourth of Kory''s dog).
+3. Calculate the weight of Elijah''s second dog (half of Kory''s dog).
+4. Sum the weights of Kory''s dog and Elijah''s dogs to get the total weight.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Weight of Kory''s dog
+kory_dog_weight = 60
+
+# Weight of Elijah''s first dog (one-fourth of Kory''s dog)
+elijah_first_dog_weight = kory_dog_weight / 4
+
+# Weight of Elijah''s second dog (half of Kory''s dog)
+elijah_second_dog_weight = kory_dog_weight / 2
+
+# Total weight of Kory''s dog and Elijah''s dogs
+total_weight = kory_dog_weight + elijah_first_dog_weight + elijah_second_dog_weight
+print(total_weight)
+```
+```output
+120.0
+```
+The total weight of Kory''s dog and Elijah''s dogs together is \(\boxed{120}\) pounds.','120',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,0,'Let''s solve the problem step by step.
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. Two years ago, Vince''s age was \(x - 2\) years, where \(x\) is Vince''s current age.
+4. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can set up the equation:
+   \[
+   14 = 2(x - 2)
+   \]
+5. We need to solve this equation for \(x\).
+
+Let''s do this step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(14, 2 * (x - 2))
+
+# Solve the equation
+vince_current_age = solve(equation, x)[0]
+print(vince_current_age)
+```
+```output
+10
+```
+The current age of Vince is \(\boxed{10}\) years.','10',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,1,'Let''s break down the problem step-by-step and then solve it using Python code.
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. Two years ago, Vince''s age was \(x - 2\) years, where \(x\) is Vince''s current age.
+4. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can write the equation: \(14 = 2(x - 2)\).
+
+Now we need to solve for \(x\). Let''s do this step-by-step:
+
+1. Divide both sides of the equation by 2: \(7 = x - 2\).
+2. Add 2 to both sides of the equation: \(x = 9\).
+
+So, Vince''s current age is 9 years. Let''s verify this by writing the Python code.
+```python
+# Liam''s current age
+liam_age = 16
+
+# Two years ago Liam''s age
+liam_age_two_years_ago = liam_age - 2
+
+# Let''s assume Vince''s current age is x
+# Two years ago, Vince''s age was x - 2
+# According to the problem, two years ago, Liam''s age was twice the age of Vince
+# So we can write the equation: 14 = 2 * (x - 2)
+# Solving for x
+vince_age = (liam_age_two_years_ago // 2) + 2
+print(vince_age)
+```
+```output
+9
+```
+The calculation confirms that Vince''s current age is \(\boxed{9}\) years.','9',1,'equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(185,2,'To solve the problem, we need to determine Vince''s current age. Let''s break it down step by step.
+
+1. **Determine Liam''s age two years ago:**
+   Liam is currently 16 years old. Two years ago, his age was:
+   \[
+   16 - 2 = 14
+   \]
+
+2. **Set up the equation based on the given information:**
+   We are told that two years ago, Liam''s age was twice the age of Vince. Let \( V \) represent Vince''s current age. According to the problem, we can write the equation:
+   \[
+   14 = 2V
+   \]
+
+3. **Solve for \( V \):**
+   To find \( V \), we need to divide both sides of the equation by 2:
+   \[
+   V = \frac{14}{2} = 7
+   \]
+
+Therefore, Vince is currently \(\boxed{7}\) years old.','7',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(185,3,'To solve this problem, let''s define the current ages of Liam and Vince. We know that Liam is currently 16 years old. Let''s denote Vince''s current age by \( v \) years.
+
+Two years ago, Liam''s age was \( 16 - 2 = 14 \) years old. Two years ago, Vince''s age was \( v - 2 \) years old. According to the problem, two years ago, Liam’s age was twice the age of Vince. Therefore, we can write the following equation:
+
+\[ 14 = 2(v - 2) \]
+
+Now, let''s solve this equation step by step. First, expand the right side of the equation:
+
+\[ 14 = 2v - 4 \]
+
+Next, isolate the term with \( v \) by adding 4 to both sides of the equation:
+
+\[ 14 + 4 = 2v \]
+\[ 18 = 2v \]
+
+Now, solve for \( v \) by dividing both sides of the equation by 2:
+
+\[ v = \frac{18}{2} \]
+\[ v = 9 \]
+
+So, Vince''s current age is \(\boxed{9}\).','9',1,'equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,0,'Let''s break down the problem step-by-step and then use Python code to ensure our calculations are accurate.
+
+1. **Calculate the number of logs John can make:**
+   - John cuts down a 80-foot tree.
+   - He can make logs out of 80% of it.
+   - Therefore, the number of logs = \( 0.80 \times 80 \).
+
+2. **Calculate the number of planks per log:**
+   - John cuts each log into 4-foot logs.
+   - Therefore, the number of planks per log = \( \frac{80}{4} \).
+
+3. **Calculate the total number of planks:**
+   - John makes 4 logs.
+   - Each log has 5 planks.
+   - Therefore, the total number of planks = \( 4 \times 5 \).
+
+4. **Calculate the total revenue:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue = \( \text{Total number of planks} \times 1.2 \).
+
+Let''s implement this in Python to find the final answer.
+```python
+# Step-by-step calculations
+
+# Step 1: Calculate the number of logs
+total_length_of_tree = 80
+percentage_of_logs = 0.80
+number_of_logs = total_length_of_tree * percentage_of_logs
+
+# Step 2: Calculate the number of planks per log
+length_of_log = 4
+number_of_planks_per_log = total_length_of_tree // length_of_log
+
+# Step 3: Calculate the total number of planks
+total_number_of_planks = number_of_logs * number_of_planks_per_log
+
+# Step 4: Calculate the total revenue
+price_per_plank = 1.2
+total_revenue = total_number_of_planks * price_per_plank
+
+print(total_revenue)
+```
+```output
+384.0
+```
+The final answer is \(\boxed{384.0}\).','384.0',0,'not_equivalent',428,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,1,'To determine how much John makes, we will follow these steps:
+
+1. **Calculate the total volume of logs that can be cut from the tree:**
+   - The tree is 80 feet long.
+   - John can make logs out of 80% of it.
+   \[
+   \text{Volume of logs} = 80 \text{ feet} \times 0.80 = 64 \text{ feet}
+   \]
+
+2. **Convert the volume of logs into the number of 4-foot logs:**
+   - Each log is 4 feet long.
+   \[
+   \text{Number of logs} = \frac{64 \text{ feet}}{4 \text{ feet/log}} = 16 \text{ logs}
+   \]
+
+3. **Calculate the total number of planks from the 16 logs:**
+   - John cuts 5 planks from each log.
+   \[
+   \text{Total planks} = 16 \text{ logs} \times 5 \text{ planks/log} = 80 \text{ planks}
+   \]
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   \[
+   \text{Total revenue} = 80 \text{ planks} \times \$1.2/\text{plank} = \$96
+   \]
+
+Therefore, the total amount John makes is \(\boxed{96}\).','96',1,'equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(186,2,'To determine how much John makes from selling the planks, we will follow these steps:
+
+1. **Calculate the number of logs John can get:**
+   John can make logs from 80% of the tree.
+   \[
+   80\% \text{ of } 80 \text{ feet} = 0.80 \times 80 = 64 \text{ logs}
+   \]
+
+2. **Determine the number of planks per log:**
+   John cuts each log into 4-foot logs.
+   \[
+   64 \text{ logs} \times 4 \text{ planks per log} = 256 \text{ planks}
+   \]
+
+3. **Calculate the number of planks John can get from the 256 planks:**
+   John cuts each plank into 5 planks.
+   \[
+   256 \text{ planks} \times 5 \text{ planks per plank} = 1280 \text{ planks}
+   \]
+
+4. **Determine the total revenue from selling the planks:**
+   John sells each plank for $1.2.
+   \[
+   1280 \text{ planks} \times \$1.2 \text{ per plank} = \$1536
+   \]
+
+Therefore, the total amount John makes is \(\boxed{1536}\).','1536',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(186,3,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate how much of the tree John can cut into logs.
+2. Determine how many logs John can get from the cut tree.
+3. Calculate how many planks John can get from each log.
+4. Calculate the total number of planks John gets.
+5. Calculate the total revenue from selling the planks.
+
+Let''s go through each step in detail.
+
+1. **Calculate how much of the tree John can cut into logs:**
+   John can make logs out of 80% of the tree.
+   \[
+   80\% \text{ of } 80 \text{ feet} = 0.80 \times 80 = 64 \text{ feet}
+   \]
+
+2. **Determine how many logs John can get from the cut tree:**
+   John cuts the tree into 4-foot logs.
+   \[
+   \frac{64 \text{ feet}}{4 \text{ feet/log}} = 16 \text{ logs}
+   \]
+
+3. **Calculate how many planks John can get from each log:**
+   From each log, John cuts 5 planks.
+   \[
+   16 \text{ logs} \times 5 \text{ planks/log} = 80 \text{ planks}
+   \]
+
+4. **Calculate the total number of planks John gets:**
+   The total number of planks is the number of planks from all the logs.
+   \[
+   80 \text{ planks}
+   \]
+
+5. **Calculate the total revenue from selling the planks:**
+   John sells each plank for $1.2.
+   \[
+   80 \text{ planks} \times \$1.2 \text{ per plank} = \$96
+   \]
+
+Therefore, the total amount John makes is \(\boxed{96}\).','96',1,'equivalent',414,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,0,'To determine Geb''s age, we need to follow these steps:
+
+1. **Identify Haley''s age**: According to the problem, Haley is 26 years old.
+2. **Calculate half of Haley''s age**: Half of Haley''s age is calculated by dividing 26 by 2.
+   \[
+   \text{Half of Haley''s age} = \frac{26}{2} = 13
+   \]
+3. **Determine Geb''s age**: Geb is 10 less than half of Haley''s age. So, we subtract 10 from the half of Haley''s age.
+   \[
+   \text{Geb''s age} = 13 - 10 = 3
+   \]
+
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(187,1,'To solve the problem, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Use the information given in the problem to express Geb''s age in terms of Haley''s age.
+3. Substitute the value of Haley''s age into the expression to find Geb''s age.
+
+Let''s start with Haley''s age. According to the problem, Haley is 26 years old.
+
+Next, we need to find Geb''s age. The problem states that Geb is 10 less than half the age of Haley. We can express this relationship mathematically as:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Now, substitute Haley''s age (26) into the expression:
+\[ \text{Geb''s age} = \frac{1}{2} \times 26 - 10 \]
+
+First, calculate half of Haley''s age:
+\[ \frac{1}{2} \times 26 = 13 \]
+
+Then, subtract 10 from this result:
+\[ 13 - 10 = 3 \]
+
+Therefore, Geb is \(\boxed{3}\) years old.','3',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,2,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Calculate half of Haley''s age.
+3. Subtract 10 from half of Haley''s age to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+Haley is 26 years old.
+
+Step 2: Calculate half of Haley''s age.
+Half of Haley''s age is \(\frac{26}{2} = 13\).
+
+Step 3: Subtract 10 from half of Haley''s age to find Geb''s age.
+Geb''s age is \(13 - 10 = 3\).
+
+Therefore, Geb is \(\boxed{3}\) years old.','3',1,'equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(187,3,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Calculate half of Haley''s age.
+3. Subtract 10 from half of Haley''s age to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+We are given that Haley is 26 years old.
+
+Step 2: Calculate half of Haley''s age.
+Half of Haley''s age is:
+\[
+\frac{26}{2} = 13
+\]
+
+Step 3: Subtract 10 from half of Haley''s age to find Geb''s age.
+Geb is 10 less than half of Haley''s age, so we subtract 10 from 13:
+\[
+13 - 10 = 3
+\]
+
+Therefore, Geb is \boxed{3} years old.','3',1,'equivalent',175,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,0,'Let''s solve this step-by-step.
+
+1. **Calculate the total number of rocks Adam can buy:**
+   Adam has $100 and each rock costs $5. Therefore, he can buy \( \frac{100}{5} = 20 \) rocks.
+
+2. **Calculate the total revenue from selling 60% of the inventory:**
+   Adam sells 60% of his inventory, so he sells \( 0.60 \times 20 = 12 \) rocks. Since each rock is sold for $7, his total revenue is \( 12 \times 7 = 84 \) dollars.
+
+3. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks, so his total cost is \( 20 \times 5 = 100 \) dollars.
+
+4. **Calculate the loss:**
+   The loss is the total cost minus the total revenue. So, the loss is \( 100 - 84 = 16 \) dollars.
+
+Let''s implement this in Python to verify the result.
+```python
+# Initial amount of money Adam has
+initial_money = 100
+
+# Cost price of each rock
+cost_price = 5
+
+# Selling price of each rock
+selling_price = 7
+
+# Total number of rocks Adam can buy
+total_rocks = initial_money // cost_price
+
+# Percentage of rocks Adam sells
+percentage_sold = 0.60
+
+# Total number of rocks sold
+rocks_sold = total_rocks * percentage_sold
+
+# Total revenue from selling the rocks
+total_revenue = rocks_sold * selling_price
+
+# Total cost of buying the rocks
+total_cost = total_rocks * cost_price
+
+# Calculate the loss
+loss = total_cost - total_revenue
+print(loss)
+```
+```output
+16.0
+```
+The final answer is \(\boxed{16}\).','16',1,'equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(188,1,'Let''s solve the problem step by step:
+
+1. **Calculate the number of rocks Adam can buy with $100:**
+   Adam can buy rocks for $5 each. Therefore, the number of rocks he can buy is:
+   \[
+   \frac{100}{5} = 20 \text{ rocks}
+   \]
+
+2. **Determine the number of rocks Adam sells:**
+   Adam sells 60% of his inventory. So, the number of rocks he sells is:
+   \[
+   0.60 \times 20 = 12 \text{ rocks}
+   \]
+
+3. **Calculate the total revenue from selling the rocks:**
+   Adam sells each rock for $7. Therefore, the total revenue from selling 12 rocks is:
+   \[
+   12 \times 7 = 84 \text{ dollars}
+   \]
+
+4. **Calculate the total cost of buying the rocks:**
+   Adam bought each rock for $5. Therefore, the total cost of buying 20 rocks is:
+   \[
+   20 \times 5 = 100 \text{ dollars}
+   \]
+
+5. **Calculate the loss:**
+   The loss is the total cost of buying the rocks minus the total revenue from selling the rocks:
+   \[
+   100 - 84 = 16 \text{ dollars}
+   \]
+
+So, the amount of money Adam loses is \(\boxed{16}\).','16',1,'equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,2,'To solve this problem, we need to follow these steps:
+
+1. **Calculate the number of rocks Adam can buy:**
+   Adam starts with $100 and each rock costs $5.
+   \[
+   \text{Number of rocks} = \frac{100}{5} = 20
+   \]
+
+2. **Determine how many rocks Adam sells:**
+   Adam sells 60% of his inventory.
+   \[
+   \text{Number of rocks sold} = 0.60 \times 20 = 12
+   \]
+
+3. **Calculate the revenue from selling the rocks:**
+   Each rock is sold for $7.
+   \[
+   \text{Revenue} = 12 \times 7 = 84
+   \]
+
+4. **Calculate the cost of the rocks sold:**
+   The cost of each rock is $5.
+   \[
+   \text{Cost of rocks sold} = 12 \times 5 = 60
+   \]
+
+5. **Determine the net loss:**
+   Net loss is the revenue minus the cost of the rocks sold.
+   \[
+   \text{Net loss} = 84 - 60 = 24
+   \]
+
+Therefore, the amount of money Adam loses is \boxed{24}.','24',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(188,3,'To determine how much money Adam loses, we need to follow these steps:
+
+1. Calculate the total number of rocks Adam can buy with $100.
+2. Determine how many of the rocks Adam sells.
+3. Calculate the total revenue from selling the rocks.
+4. Calculate the total cost of buying the rocks.
+5. Find the difference between the total revenue and the total cost to determine the loss.
+
+Step 1: Calculate the total number of rocks Adam can buy.
+Adam buys rocks for $5 each and wants to spend all $100. Therefore, the number of rocks he can buy is:
+\[
+\frac{100}{5} = 20
+\]
+
+Step 2: Determine how many of the rocks Adam sells.
+Adam sells 60% of his inventory. Therefore, the number of rocks he sells is:
+\[
+0.60 \times 20 = 12
+\]
+
+Step 3: Calculate the total revenue from selling the rocks.
+Adam sells each rock for $7. Therefore, the total revenue from selling 12 rocks is:
+\[
+12 \times 7 = 84
+\]
+
+Step 4: Calculate the total cost of buying the rocks.
+Adam bought 20 rocks for $5 each. Therefore, the total cost of buying the rocks is:
+\[
+20 \times 5 = 100
+\]
+
+Step 5: Find the difference between the total revenue and the total cost to determine the loss.
+The loss is the total revenue minus the total cost:
+\[
+84 - 100 = -16
+\]
+
+Since the loss is negative, it means Adam makes a profit of $16. Therefore, the amount of money Adam loses is:
+\boxed{16}','16',1,'equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,0,'Let''s solve this step by step:
+
+1. Determine how many face masks Johnny bought.
+2. Calculate the number of face masks Johnny bought using the given relationship.
+
+First, we know that Mike bought 5 face masks. Johnny bought 2 more than thrice as many as Mike. So, we can calculate the number of face masks Johnny bought by multiplying Mike''s number of face masks by 3 and then adding 2.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+print(johnny_face_masks)
+```
+```output
+17
+```
+The number of face masks Johnny bought is \(\boxed{17}\).','17',1,'equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(189,1,'To solve this problem, we need to follow these steps:
+
+1. Determine how many face masks Mike bought.
+2. Use the information that Johnny bought 2 more than thrice as many face masks as Mike to calculate the number of face masks Johnny bought.
+
+Let''s break it down and use Python to ensure accuracy.
+
+1. Mike bought 5 face masks.
+2. Johnny bought \(3 \times \text{Mike''s face masks} + 2\).
+
+We can write a Python code to calculate this.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,2,'Let''s break down the problem step-by-step and then write the final answer using Python code.
+
+1. First, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many face masks as Mike. Since Mike bought 5 face masks, we can calculate the number of face masks Johnny bought as follows:
+\[ \text{Johnny''s face masks} = 3 \times 5 + 2 \]
+
+2. We can then use Python to perform this calculation.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(189,3,'To determine how many face masks Johnny bought, we will follow these steps:
+
+1. Identify the number of face masks Mike bought.
+   Mike bought 5 face masks.
+
+2. Calculate how many face masks Johnny bought.
+   Johnny bought 2 more than thrice as many as Mike. First, we find thrice the number of face masks Mike bought:
+   \[
+   3 \times 5 = 15
+   \]
+   Next, we add 2 to this result to find out how many face masks Johnny bought:
+   \[
+   15 + 2 = 17
+   \]
+
+Therefore, Johnny bought \boxed{17} face masks.','17',1,'equivalent',142,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,0,'To solve this problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have.
+
+Let''s break it down:
+
+1. Each whale has 40 gallons of blood.
+2. Each shark has three times as much blood as a whale. So, if a whale has 40 gallons of blood, a shark has \(3 \times 40\) gallons of blood.
+3. Finally, we need to calculate the total amount of blood that ten sharks have. This is simply \(10 \times \text{blood per shark}\).
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the amount of blood per whale and shark
+blood_per_whale = 40
+blood_per_shark = 3 * blood_per_whale
+
+# Calculate the total amount of blood for ten sharks
+total_blood_for_ten_sharks = 10 * blood_per_shark
+print(total_blood_for_ten_sharks)
+```
+```output
+1200
+```
+The total amount of blood that ten sharks swimming in the sea have is \(\boxed{1200}\) gallons.','1200',1,'equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(190,1,'To determine the number of gallons of blood that ten sharks swimming in the sea have, we need to follow these steps:
+
+1. Identify the amount of blood a whale has. According to the problem, a whale has 40 gallons of blood.
+2. Determine the amount of blood a shark has. The problem states that a shark has three times as much blood as a whale. Therefore, we can calculate the blood of a shark by multiplying the blood of a whale by 3.
+   \[
+   \text{Blood of a shark} = 40 \text{ gallons} \times 3 = 120 \text{ gallons}
+   \]
+3. Calculate the total amount of blood that ten sharks have by multiplying the blood of one shark by 10.
+   \[
+   \text{Total blood of ten sharks} = 120 \text{ gallons shark} \times 10 = 1200 \text{ gallons}
+   \]
+
+So, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,2,'To solve the problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have by multiplying the amount of blood one shark has by ten.
+
+Step 1: Calculate the amount of blood a shark has.
+We know that a shark has three times as much blood as a whale. Since each whale has 40 gallons of blood, we can find the amount of blood a shark has by multiplying 40 by 3.
+\[
+\text{Blood of one shark} = 40 \times 3 = 120 \text{ gallons}
+\]
+
+Step 2: Calculate the total amount of blood ten sharks have.
+To find the total amount of blood ten sharks have, we multiply the amount of blood one shark has by 10.
+\[
+\text{Total blood of ten sharks} = 120 \times 10 = 1200 \text{ gallons}
+\]
+
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(190,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of gallons of blood a shark has.
+2. Calculate the total number of gallons of blood that ten sharks have.
+
+First, we know that a whale has 40 gallons of blood. Since a shark has three times as much blood as a whale, we can calculate the blood of a shark as follows:
+\[
+\text{Blood of a shark} = 3 \times 40 = 120 \text{ gallons}
+\]
+
+Next, we need to find out how many gallons of blood ten sharks have. Since each shark has 120 gallons of blood, we multiply the number of sharks by the blood per shark:
+\[
+\text{Total blood of ten sharks} = 10 \times 120 = 1200 \text{ gallons}
+\]
+
+Therefore, the number of gallons of blood that ten sharks swimming in the sea have is \boxed{1200}.','1200',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629518904706525798e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',183,1.1785650647408998339e+04,1.17856493654109945057e+04);
+INSERT INTO "sessions" VALUES(1,1.79628336319505262381e+09,1.79629585021358346942e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet','running',190,12446.817152304,1.24468158721759973562e+04);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -23311,5 +24776,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1121',0,183,'140',0.75,0,4,1,73.0,30.0,240.25,0.0,5.53043255795000732177e+01,1.00270951394422314453e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1121',0,183,'140',0.75,0,6,1,73.0,30.0,480.5,0.0,1.10608651159000146433e+02,1.85319834262948217769e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1121',0,183,'35',1.0,1,1,0,73.0,30.0,961.0,0.0,2.21217302318000292866e+02,3554176000000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1123',0,184,'120',0.0,0,4,1,92.0,30.0,307.75,0.0,6.03693389979998755717e+01,1.31009112642227368164e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1123',0,184,'120',0.0,0,6,1,92.0,30.0,615.5,0.0,1.20738677995999751143e+02,2.40050503894818261711e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1123',0,184,'120',0.0,0,1,0,92.0,30.0,1231.0,0.0,2.41477355991999502286e+02,4581332864000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1128',0,185,'10',0.5,0,4,1,65.0,30.0,268.25,0.0,5.04854948182492080377e+01,1.0739128832924187012e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1128',0,185,'10',0.5,0,6,1,65.0,30.0,536.5,0.0,1.00970989636498416071e+02,2.02387869019494580076e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1128',0,185,'9',1.0,1,1,0,65.0,30.0,1073.0,0.0,2.01941979272996832142e+02,3923810304000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1131',0,186,'384.0',0.5,0,4,1,101.0,31.0,368.5,0.0,4.17538736652495572326e+01,1.55446859523316064451e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1131',0,186,'96',0.5,1,6,1,101.0,31.0,737.0,0.0,8.35077473304991144652e+01,2.86078941015544042968e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1131',0,186,'96',1.0,1,1,0,101.0,31.0,1474.0,0.0,1.67015494660998228934e+02,5473431040000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1162',0,187,'3',1.0,1,4,1,63.0,30.0,187.25,0.0,3.55826579302502068449e+01,7.7880313477237854006e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1162',0,187,'3',1.0,1,6,1,63.0,30.0,374.5,0.0,7.11653158605004136898e+01,1.44091839918158569336e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1162',0,187,'3',1.0,1,1,0,63.0,30.0,749.0,0.0,1.42330631721000827388e+02,2765148928000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1146',0,188,'16',0.75,1,4,1,97.0,30.0,347.75,0.0,7.57675370507513434858e+01,1.4700503410041152344e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1146',0,188,'16',0.75,1,6,1,97.0,30.0,695.5,0.0,1.51535074101502686971e+02,2.7026241953360766602e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1146',0,188,'16',1.0,1,1,0,97.0,30.0,1391.0,0.0,3.03070148203005373943e+02,5167771904000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1178',0,189,'17',1.0,1,4,1,63.0,30.0,170.75,0.0,2.87762945875001605608e+01,7.20117754636871459971e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1178',0,189,'17',1.0,1,6,1,63.0,30.0,341.5,0.0,5.75525891750003211217e+01,1.32360294042458105472e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1178',0,189,'17',1.0,1,1,0,63.0,30.0,683.0,0.0,1.15105178350000642234e+02,2530573312000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',1,'gsm8k_test-1194',0,190,'1200',1.0,1,4,1,89.0,30.0,230.75,0.0,3.90333421427512803356e+01,1.02562769968228100587e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',2,'gsm8k_test-1194',0,190,'1200',1.0,1,6,1,89.0,30.0,461.5,0.0,7.80666842855025606712e+01,1.84241317578818725592e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','self-consistency',4,'gsm8k_test-1194',0,190,'1200',1.0,1,1,0,89.0,30.0,923.0,0.0,1.56133368571005121333e+02,3475984128000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
