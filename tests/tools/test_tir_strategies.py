@@ -147,6 +147,25 @@ def test_same_seed_same_run(sb: Sandbox) -> None:
     assert runs[0] == runs[1]
 
 
+def test_the_first_k_paths_of_an_n_path_run_are_a_k_path_run(sb: Sandbox) -> None:
+    """Prefix consistency (what lets a sweep score k paths from an N-path job): round 0 seeds path i as sample i of
+    one draw and every later round from that draw's seed, the path and the round, never from how many paths run."""
+    def script(req: GenRequest, j: int) -> str:
+        r = random.Random(f"{req.sample_seed(j)}")
+        if r.random() < 0.8:
+            return f"step {r.randint(0, 99)}\n```python\nprint({r.randint(0, 9)})\n```\n"
+        return f"\\boxed{{{r.randint(0, 3)}}}"
+
+    def texts(n: int) -> list[str]:
+        be = ScriptedBackend([script] * 50)
+        res = ScTir(n_samples=n, max_rounds=3, sandbox=sb).run(PROBLEM, be, Budget(), rng=random.Random(11))
+        return [c.text for c in res.candidates]
+
+    four = texts(4)
+    assert sum("```output" in t for t in four) >= 2  # the script does go through code rounds
+    assert texts(1) == four[:1] and texts(2) == four[:2] and texts(3) == four[:3]
+
+
 def test_bad_knobs_are_refused(sb: Sandbox) -> None:
     with pytest.raises(ValueError, match="temperature"):
         ScTir(temperature=0)

@@ -32,8 +32,9 @@ rather than computed is recorded per chain (``chains.source_job``; summed per ru
 the report). A job's ``wall_seconds`` is the time it took now; its units' ``wall_seconds`` add the generation
 seconds the served chains took when first generated (their 1/n shares of their requests' seconds), so a reused
 chain is neither free nor counted twice in real time. The harness overhead (``SweepSummary.overhead_fraction``)
-compares real wall time with real time inside backend calls, so serving from the store (in memory) counts as
-overhead and served chains' original seconds count in neither.
+compares real wall time with real time inside backend calls (and sandbox runs of model-written code: the strategy's
+work, not the harness's), so serving from the store (in memory) counts as overhead and served chains' original
+seconds count in neither.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.datasets import Dataset, EvalProblem, load_dataset
 from thinkscale.eval.metrics import expected_selection_accuracy
 from thinkscale.eval.store import ChainRow, JobRecord, SampleRow, SessionProgress, Store, StoreError, UnitRow
+from thinkscale.strategies._tir import sandbox_limits, with_sandbox
 from thinkscale.strategies.base import (
     FILE_KNOBS,
     budget_knob,
@@ -71,6 +73,7 @@ from thinkscale.strategies.base import (
     knobs,
     parse_spec,
 )
+from thinkscale.tools.sandbox import Limits, Sandbox, SandboxResult
 from thinkscale.types import Budget, Candidate, Ledger, Problem, Result, Role, Usage
 from thinkscale.verifiers.aggregate import Selection, StepAggregation, aggregate_steps, select
 
@@ -81,7 +84,7 @@ BackendFactory = Callable[[str], Backend]
 # How a prefix-consistent strategy picks among its samples, when it has no ``selection`` knob to say so.
 # A prefix-consistent strategy that is in neither place runs once per budget instead of reusing samples.
 SUBSET_SELECTION: dict[str, Selection] = {"self-consistency": Selection.MAJORITY, "best-of-n": Selection.ARGMAX,
-                                          "weighted-sc": Selection.WEIGHTED_MAJORITY}
+                                          "weighted-sc": Selection.WEIGHTED_MAJORITY, "sc-tir": Selection.MAJORITY}
 
 
 # How a job's rng is seeded; recorded in the run's config, so a run started with another scheme is not resumed.
@@ -276,6 +279,11 @@ class TimedBackend(BackendProxy):
     def generate(self, requests: Any) -> Any:
         return self._call(self.inner.generate, requests)
 
+    def time_tool(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (a sandbox run a strategy asked for) as busy time: model-written code running is the
+        strategy's work, not the harness's. Never serialized with backend calls."""
+        return self._timed(fn)
+
     def score(self, requests: Any) -> Any:
         return self._call(self.inner.score, requests)
 
@@ -327,9 +335,54 @@ class Outcome:
         return sum(c.seconds or 0.0 for c in self.chains if c.source_job is not None)
 
 
-def run_job(job: Job, backend: Backend, shared: ChainIndex[StoredChain] | None = None) -> Outcome:
-    """Run one job; its requests are served from ``shared`` where it holds their chains (None: all generated)."""
+class TimedSandbox(Sandbox):
+    """A Sandbox whose runs count as busy time of ``clock``'s (see ``TimedBackend.time_tool``)."""
+
+    def __init__(self, limits: Limits, *, pool_size: int, clock: TimedBackend) -> None:
+        super().__init__(limits, pool_size=pool_size)
+        self._clock = clock
+
+    def run(self, code: str, *, setup: tuple[str, ...] | list[str] = ()) -> SandboxResult:
+        return self._clock.time_tool(lambda: Sandbox.run(self, code, setup=setup))  # type: ignore[no-any-return]
+
+
+class Sandboxes:
+    """The warm sandboxes of one model's jobs, one per set of code limits, made when a code-running strategy
+    (``sc-tir``, ``pal``) first needs one and shared by its jobs (``workers`` of them at once, so its pool is
+    ``sandbox_workers`` x ``workers``); a job would otherwise start and stop a pool of its own. Closed by
+    ``close``."""
+
+    def __init__(self, clock: TimedBackend, workers: int) -> None:
+        self._clock, self._workers = clock, workers
+        self._boxes: dict[tuple[Limits, int], TimedSandbox] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, strategy: Any) -> Any:
+        """``strategy`` with its code running in a shared sandbox (unchanged when it runs no code or brings its
+        own)."""
+        if not hasattr(strategy, "sandbox") or strategy.sandbox is not None:
+            return strategy
+        key = (sandbox_limits(strategy), strategy.sandbox_workers * self._workers)
+        with self._lock:
+            box = self._boxes.get(key)
+            if box is None:
+                box = self._boxes[key] = TimedSandbox(key[0], pool_size=key[1], clock=self._clock)
+        return with_sandbox(strategy, box)
+
+    def close(self) -> None:
+        with self._lock:
+            boxes, self._boxes = list(self._boxes.values()), {}
+        for box in boxes:
+            box.close()
+
+
+def run_job(job: Job, backend: Backend, shared: ChainIndex[StoredChain] | None = None,
+            sandboxes: Sandboxes | None = None) -> Outcome:
+    """Run one job; its requests are served from ``shared`` where it holds their chains (None: all generated), its
+    code runs in ``sandboxes``' (None: a code-running strategy makes its own)."""
     strategy = job.plan.build(job.budget)
+    if sandboxes is not None:
+        strategy = sandboxes.attach(strategy)
     sharing = SharingBackend(backend, shared)
     t0 = time.perf_counter()
     result = strategy.run(job.problem.problem, sharing, Budget(), rng=job.rng())  # type: ignore[arg-type]
@@ -572,10 +625,11 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
             try:
                 store.bind_model(model, model_identity(model, inner))
                 backend = TimedBackend(inner, serialize=cfg.backend.startswith("scripted:"))
+                sandboxes = Sandboxes(backend, workers)
                 shared = _stored_chains(store, model) if cfg.share_samples else None
                 t1 = time.perf_counter()
                 wall0, busy0 = wall, busy  # this model's time is added in the finally below, even on an error
-                for outcome in _execute(todo, backend, workers, stop, shared):
+                for outcome in _execute(todo, backend, workers, stop, shared, sandboxes):
                     rec = record(outcome, cfg.max_subsets)
                     job_id = store.write_job(rec, SessionProgress(session, ran + 1, wall0 + time.perf_counter() - t1,
                                                                   busy0 + backend.busy_now()))
@@ -600,6 +654,7 @@ def _run_locked(cfg: SweepConfig, out: Path, factory: BackendFactory, workers: i
                 if t1 is not None:
                     wall += time.perf_counter() - t1
                     busy += backend.busy_now()
+                    sandboxes.close()
                 inner.close()
             if stop is not None and stop.is_set():
                 status = "interrupted"
@@ -626,14 +681,15 @@ def _stored_chains(store: Store, model: str) -> ChainIndex[StoredChain]:
 
 
 def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Event | None,
-             shared: ChainIndex[StoredChain] | None = None) -> Iterator[Outcome]:
+             shared: ChainIndex[StoredChain] | None = None, sandboxes: Sandboxes | None = None
+             ) -> Iterator[Outcome]:
     """Outcomes of ``jobs`` as they finish. With one worker, in the calling thread (Ctrl-C interrupts the job in
     flight); otherwise on a pool that keeps ``workers`` jobs in flight and starts no new one once ``stop`` is set."""
     if workers == 1:
         for job in jobs:
             if stop is not None and stop.is_set():
                 return
-            yield run_job(job, backend, shared)
+            yield run_job(job, backend, shared, sandboxes)
         return
     it = iter(jobs)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
@@ -643,7 +699,7 @@ def _execute(jobs: list[Job], backend: Backend, workers: int, stop: threading.Ev
                 nxt = next(it, None)
                 if nxt is None:
                     break
-                running.add(pool.submit(run_job, nxt, backend, shared))
+                running.add(pool.submit(run_job, nxt, backend, shared, sandboxes))
             if not running:
                 return
             finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)

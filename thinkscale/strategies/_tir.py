@@ -21,6 +21,7 @@ is put back before the output block is appended.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import enum
 import random
 import re
@@ -219,13 +220,28 @@ def sandbox_for(knobs: CodeKnobs) -> Iterator[Sandbox]:
     if knobs.sandbox is not None:
         yield knobs.sandbox
         return
-    timeout_seconds = knobs.code_timeout_seconds
-    sb = Sandbox(Limits(timeout_seconds=timeout_seconds, cpu_seconds=timeout_seconds,
-                        memory_bytes=knobs.code_memory_mb << 20), pool_size=knobs.sandbox_workers)
+    sb = Sandbox(sandbox_limits(knobs), pool_size=knobs.sandbox_workers)
     try:
         yield sb
     finally:
         sb.close()
+
+
+def sandbox_limits(knobs: CodeKnobs) -> Limits:
+    """The per-run limits the knobs ask for (wall and CPU seconds, address space); the rest are ``Limits``'s."""
+    timeout_seconds = knobs.code_timeout_seconds
+    return Limits(timeout_seconds=timeout_seconds, cpu_seconds=timeout_seconds, memory_bytes=knobs.code_memory_mb << 20)
+
+
+def with_sandbox(strategy: Any, sandbox: Sandbox) -> Any:
+    """``strategy`` (a code-running one, its ``sandbox`` unset) running its code in ``sandbox``, which the caller
+    made from ``sandbox_limits(strategy)`` and owns; the code knobs go back to their defaults, as ``sandbox=``
+    requires (the sandbox carries them now)."""
+    if strategy.sandbox is not None:
+        raise ValueError("the strategy already has a sandbox")
+    timeout_seconds, memory_mb, workers = DEFAULT_SANDBOX
+    return dataclasses.replace(strategy, sandbox=sandbox, code_timeout_seconds=timeout_seconds,
+                               code_memory_mb=memory_mb, sandbox_workers=workers)
 
 
 def voted_result(strategy: str, cands: Sequence[Candidate], ledger: Ledger, trace: list[dict[str, Any]],

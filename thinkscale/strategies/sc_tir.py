@@ -72,7 +72,10 @@ class ScTir:
     >>> ScTir(n_samples=4).run(problem, backend, Budget(max_completion_tokens=4096), rng=rng)  # doctest: +SKIP
     """
 
-    prefix_consistent: ClassVar[bool] = False
+    # Path i is the same whether n_samples is k > i or N > k: round 0 seeds it as sample i of one seeded draw and
+    # every later round from that draw's seed, its index and the round (``path_seed``), so the first k paths of an
+    # N-path run are exactly a k-path run and a sweep scores every k from one N-path job.
+    prefix_consistent: ClassVar[bool] = True
     budget_knob: ClassVar[str] = "n_samples"
 
     n_samples: int = 4
@@ -106,6 +109,7 @@ class ScTir:
         trace: list[dict] = [{"event": "start", "paths": n, "prompt_format": str(self.prompt)}]
         paths = [_Path() for _ in range(n)]
         budget_hit = n < self.n_samples
+        seed = new_seed(rng)
         with sandbox_for(self) as sb:
             parallel = max(1, sb.pool_size)
             timeout = sb.limits.timeout_seconds
@@ -120,7 +124,7 @@ class ScTir:
                     self._end(paths, active, "budget")
                     trace.append({"event": "stop", "round": round_index, "reason": "budget"})
                     break
-                self._generate(prompt, paths, active, round_index, backend, ledger, trace, rng)
+                self._generate(prompt, paths, active, round_index, backend, ledger, trace, seed)
                 jobs: list[tuple[int, str]] = []
                 for i in active:
                     p = paths[i]
@@ -156,12 +160,12 @@ class ScTir:
         return voted_result("sc-tir", cands, ledger, trace, rng, budget_hit=budget_hit)
 
     def _generate(self, prompt: tuple[Message, ...], paths: list[_Path], active: list[int], round_index: int,
-                  backend: Backend, ledger: Ledger, trace: list[dict], rng: random.Random) -> None:
+                  backend: Backend, ledger: Ledger, trace: list[dict], seed: int) -> None:
         """One round: round 0 samples every path from the shared prompt in one request; later rounds continue each
         active path's assistant turn."""
         if round_index == 0:
             req = GenRequest(messages=prompt, n=len(active), temperature=self.temperature, top_p=self.top_p,
-                             max_tokens=self.max_tokens, stop=CODE_STOP, seed=new_seed(rng))
+                             max_tokens=self.max_tokens, stop=CODE_STOP, seed=seed)
             completions = backend.generate([req])
             charge(ledger, Role.GENERATOR, completions)
             samples = list(completions[0].samples)
@@ -170,7 +174,8 @@ class ScTir:
         else:
             reqs = [GenRequest(messages=prompt + (Message("assistant", paths[i].text),), continue_final=True, n=1,
                                temperature=self.temperature, top_p=self.top_p,
-                               max_tokens=self.max_tokens - paths[i].tokens, stop=CODE_STOP, seed=new_seed(rng))
+                               max_tokens=self.max_tokens - paths[i].tokens, stop=CODE_STOP,
+                               seed=path_seed(seed, i, round_index))
                     for i in active]
             completions = backend.generate(reqs)
             charge(ledger, Role.GENERATOR, completions)
@@ -192,3 +197,9 @@ class ScTir:
     def _end(paths: list[_Path], which: list[int], why: str) -> None:
         for i in which:
             paths[i].done, paths[i].end = True, why
+
+
+def path_seed(seed: int, path: int, round_index: int) -> int:
+    """The seed of path ``path``'s request in round ``round_index`` >= 1 of a run whose round 0 drew with ``seed``:
+    a function of those three only (not of how many paths run), stable across runs."""
+    return (seed * 1_000_003 + path * 7_919 + round_index * 104_729 + 17) % (2**31 - 1)
