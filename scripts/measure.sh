@@ -34,23 +34,34 @@ step $TS eval --dataset gsm8k-train --limit 100 --model qwen2.5-coder-0.5b --str
 # every 128 tokens where the 25%-of-SC@16 target lies (SC@16 used 4695 tokens on the test run), then coarser
 B=1024,1152,1280,1408,1536,1664,1792,1920,2048,3072,4096
 # the packaged policy: fitted on runs/train-0.5b (issue 8's target is met with it; see README "Adaptive compute")
-step $TS fit-policy runs/train-0.5b --out thinkscale/policy/default_policy.json --wave-size 2 --greedy-first \
-    --greedy-breaks-ties --budgets $B
-step $TS fit-policy runs/train-0.5b --out bench/results/policy-sampled-first.json --wave-size 2 --budgets $B
-step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --out bench/results/adaptive.json || true  # exit 2 = target missed
-step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --policy bench/results/policy-sampled-first.json \
+# (each skipped when its output exists: the stores it reads are complete, so a restart need not redo it; delete the
+# output to redo it)
+have() { [ -f "$1" ]; }
+have thinkscale/policy/default_policy.json || step $TS fit-policy runs/train-0.5b \
+    --out thinkscale/policy/default_policy.json --wave-size 2 --greedy-first --greedy-breaks-ties --budgets $B
+have bench/results/policy-sampled-first.json || step $TS fit-policy runs/train-0.5b \
+    --out bench/results/policy-sampled-first.json --wave-size 2 --budgets $B
+have bench/results/adaptive.json || \
+    step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --out bench/results/adaptive.json || true  # exit 2 = missed
+have bench/results/adaptive-sampled-first.json || \
+    step $PY bench/adaptive.py runs/gsm8k-qwen0.5b --policy bench/results/policy-sampled-first.json \
     --out bench/results/adaptive-sampled-first.json || true
-step $PY bench/stopping_ceiling.py runs/gsm8k-qwen0.5b --out bench/results/stopping_ceiling.json
+have bench/results/stopping_ceiling.json || \
+    step $PY bench/stopping_ceiling.py runs/gsm8k-qwen0.5b --out bench/results/stopping_ceiling.json
 # issue 6: the larger model on the same 100 test problems (~2-3 h)
 step $TS eval --config docs/results/gsm8k/sweep-qwen1.5b.toml --out runs/gsm8k-qwen1.5b --workers 2 --quiet
 step $TS report runs/gsm8k-qwen0.5b runs/gsm8k-qwen1.5b runs/gsm8k-smollm2 --out docs/results/gsm8k
-# issue 6: beam search on the same problems, then the report with all four runs
+# issue 7: SC-TIR on the same problems at the self-consistency runs' knobs, so budget k is the same token cap for
+# both (0.5B: ~1.5 h for 8 paths; 1.5B: ~3 h for 4), then the report of SC vs SC-TIR for both models
+step $TS eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet
+step $TS eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet
+step $TS report runs/gsm8k-qwen0.5b runs/gsm8k-qwen1.5b runs/gsm8k-qwen0.5b-tir runs/gsm8k-qwen1.5b-tir \
+    --out docs/results/gsm8k/tir
+# issue 6: beam search on the same problems (~100 s per job at 2 workers: ~8 h for budgets 1, 2, 4), then the
+# report with all the issue's runs
 step $TS eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet
 step $TS report runs/gsm8k-qwen0.5b runs/gsm8k-qwen1.5b runs/gsm8k-smollm2 runs/gsm8k-qwen0.5b-beam \
     --out docs/results/gsm8k
-# issue 7: SC-TIR vs SC at matched budgets (~3.5 h quiet; it was projected at 14 h at load 4-12)
-step $PY bench/tir.py --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b --problems 100 --workers 3 \
-    --out bench/results/tir
 # issue 8 (met with the packaged policy; this asks whether more data fits a better one): 100 more train problems
 # (subset seed 1; 1 of them is also in seed 0's 100), then a policy fitted on all ~200, checked on the test run
 # (~1.5-2 h)
