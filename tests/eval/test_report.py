@@ -52,6 +52,22 @@ def test_report_writes_plots_html_and_tables(run_dir: Path) -> None:
     assert "harness overhead" in r.output
 
 
+def test_sessions_that_ran_nothing_are_counted_not_listed(table: Path, run_dir: Path) -> None:
+    """Resuming a finished run stores a session with no jobs; the report lists the sessions that worked only."""
+    cfg = SweepConfig(dataset="gsm8k", limit=6, models=["fake-small", "fake-large"], backend=f"scripted:{table}",
+                      budgets=[1, 2, 4],
+                      strategies=["greedy", "self-consistency", "best-of-n:verifier=confidence-mean"])
+    for _ in range(2):
+        assert run_sweep(cfg, run_dir).jobs_run == 0
+    r = CliRunner().invoke(app, ["report", str(run_dir), "--reps", "50"])
+    assert r.exit_code == 0, r.output
+    page = (run_dir / "report" / "report.html").read_text()
+    runs = page[page.index("<h2>Runs</h2>"):page.index("<h2>Config and versions</h2>")]
+    listed = re.findall(r"<tr><td>\d+</td><td>(\w+)</td><td>(\d+)</td>", runs)
+    assert len(listed) == 1 and listed[0][0] == "finished" and int(listed[0][1]) > 0
+    assert "2 more session(s) found every job stored and ran nothing." in runs
+
+
 def _png(data: bytes, path: Path) -> Path:
     path.write_bytes(data)
     return path

@@ -157,13 +157,17 @@ def write_html(a: Analysis, images: list[Path], path: Path) -> Path:
         parts += ["<h2>pass@k</h2>", _table_html(
             ["model", "strategy", *[f"k={k}" for k in ks]],
             [[m, s, *[f"{c[k]:.3f}" if k in c else "" for k in ks]] for (m, s), c in sorted(a.pass_at_k.items())])]
+    # a resume of a finished run stores a session that ran nothing: counted, not listed
+    worked = [s for s in a.sessions if s["jobs_done"] or s["status"] != "finished"]
+    idle = len(a.sessions) - len(worked)
     parts += ["<h2>Runs</h2>",
               f"<p>Harness overhead: {_num(None if frac is None else 100 * frac)}% of {wall:.1f} s sweep wall time "
               f"was outside backend calls ({busy:.1f} s inside).</p>",
               "" if a.sharing is None else f"<p>{html.escape(a.sharing.describe())}.</p>",
               _table_html(["session", "status", "jobs", "wall s", "backend s", "command"],
                           [[str(s["session_id"]), s["status"], str(s["jobs_done"]), _num(s["wall_seconds"], "{:.1f}"),
-                            _num(s["backend_seconds"], "{:.1f}"), s["command"]] for s in a.sessions]),
+                            _num(s["backend_seconds"], "{:.1f}"), s["command"]] for s in worked]),
+              f"<p>{idle} more session(s) found every job stored and ran nothing.</p>" if idle else "",
               "<h2>Config and versions</h2>",
               f"<pre>{html.escape(json.dumps({'config': a.config, 'info': a.info}, indent=2, sort_keys=True))}</pre>",
               "</body></html>"]
