@@ -336,6 +336,1713 @@ INSERT INTO "chains" VALUES(2,2,0,'c7f549f6c79b83b04fbf14f0d02ced23c4d09b62d57a8
 INSERT INTO "chains" VALUES(2,3,0,'cb2e80977583c1048f8a151b0a57afc28ed04bbac4533ca8a6c76913d43e50e4',0,'Henry traveled \(\boxed{35}\) miles between his first and second stops.','stop',19,385,376,1.12319652293356031513e+00,34029040896.0,NULL);
 INSERT INTO "chains" VALUES(2,4,0,'962191c9402341e8e1bbad637969c9d3ff6411a940b9688bd434cd7db5a7a82d',0,'Henry traveled \(\boxed{15}\) miles between his first and second stops during his bike trip.','stop',23,381,372,1.26489368911675703621e+00,39070380288.0,NULL);
 INSERT INTO "chains" VALUES(2,5,0,'8dd024673a2ef7085a9bcf9198835d5586a1b560ed1f6a48954a6217eed78498',0,'The final answer is \(\boxed{40}\).','stop',13,512,503,8.20812412592931583965e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(3,0,0,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',0,'To solve this problem, let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. **Identify the number of rubies**: The problem states there are 35 fewer rubies than diamonds. Given that there are 175 diamonds, the number of rubies is:
+   \[
+   \text{Rubies} = 175 - 35 = 130
+   \]
+
+2. **Determine the number of emeralds**: The problem states that the number of emeralds is twice the number of rubies. Given that there are 130 rubies, the number of emeralds is:
+   \[
+   \text{Emeralds} = 2 \times 130 = 260
+   \]
+
+3. **Calculate the total number of gems**: Now we can find the total number of gems by adding the number of diamonds, rubies, and emeralds:
+   \[
+   \text{Total Gems} = 175 + 130 + 260 = 565
+   \]
+
+Let''s use Python code to verify these calculations.
+```python
+# Given data
+diamonds = 175
+rubies = diamonds - 35
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)','stop',307,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,1,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',1,'To solve this problem, we need to determine the number of each type of gem and then sum them up. We will use Python code to ensure accuracy.
+
+1. Determine the number of rubies.
+2. Determine the number of emeralds.
+3. Sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s write the Python code to solve this problem.
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)','stop',158,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,2,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',2,'To determine the number of gems in the chest, we will follow these steps:
+
+1. **Calculate the number of rubies:**
+   - There are 175 diamonds.
+   - There are 35 fewer rubies than diamonds.
+   - Therefore, the number of rubies is calculated as:
+     \[
+     \text{number of rubies} = 175 - 35 = 140
+     \]
+
+2. **Calculate the number of emeralds:**
+   - There are twice the number of emeralds as the rubies.
+   - Therefore, the number of emeralds is calculated as:
+     \[
+     \text{number of emeralds} = 2 \times 140 = 280
+     \]
+
+3. **Calculate the total number of gems:**
+   - Add the number of diamonds, rubies, and emeralds together:
+     \[
+     \text{total number of gems} = 175 + 140 + 280
+     \]
+   - Performing the addition:
+     \[
+     175 + 140 = 315
+     \]
+     \[
+     315 + 280 = 695
+     \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','stop',296,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,3,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',3,'To solve this problem, we''ll break it down into steps and then write the Python code to solve it:
+
+1. **Identify the number of rubies:**
+   Given that there are 35 fewer rubies than diamonds, we can calculate the number of rubies as follows:
+   \[
+   \text{RUBIES} = \text{DIAMONDS} - 35
+   \]
+
+2. **Identify the number of emeralds:**
+   We know that twice the number of emeralds is the number of rubies. Therefore, we can calculate the number of emeralds as follows:
+   \[
+   \text{EMERALDS} = 2 \times \text{RUBIES}
+   \]
+
+3. **Calculate the total number of gems:**
+   Now, we''ll sum the number of diamonds, rubies, and emeralds to find the total number of gems in the chest.
+
+Let''s implement this in Python:
+```python
+# Given data
+DIAMONDS = 175
+
+# Calculate the number of rubies
+RUBIES = DIAMONDS - 35
+
+# Calculate the number of emeralds
+EMERALDS = 2 * RUBIES
+
+# Calculate the total number of gems
+total_gems = DIAMONDS + RUBIES + EMERALDS
+
+# Print the final answer
+print(total_gems)','stop',301,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,4,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',4,'Let''s break down the problem step by step:
+
+1. The number of diamonds is given as 175.
+2. The number of rubies is 35 fewer than the number of diamonds.
+3. The number of emeralds is twice the number of rubies.
+
+We can calculate each of these numbers using the given equations and then sum them up.
+
+Let''s implement this in Python.
+```python
+# Given values
+num_diamonds = 175
+
+# Calculate the number of rubies
+num_rubies = num_diamonds - 35
+
+# Calculate the number of emeralds
+num_emeralds = 2 * num_rubies
+
+# Calculate the total number of gems
+total_gems = num_diamonds + num_rubies + num_emeralds
+print(total_gems)','stop',177,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,5,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',5,'To solve this problem, we need to determine the number of each type of gem in the chest and then sum them up. Here''s the step-by-step reasoning:
+
+1. Identify the number of diamonds.
+2. Determine the number of rubies.
+3. Determine the number of emeralds.
+4. Sum up the number of diamonds, rubies, and emeralds to find the total number of gems.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+eralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+
+# Print the result
+print(total_gems)','stop',172,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,6,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',6,'To determine the number of gems in the chest, we need to calculate the number of rubies and emeralds separately, and then use these to find the total number of gems.
+
+1. Determine the number of rubies. According to the problem, there are 35 fewer rubies than diamonds. Since there are 175 diamonds, the number of rubies is:
+   \[
+   175 - 35 = 130
+   \]
+
+2. Determine the number of emeralds. According to the problem, twice the number of emeralds is the number of rubies. Therefore, the number of emeralds is:
+   \[
+   2 \times 130 = 260
+   \]
+
+3. Calculate the total number of gems by adding the number of diamonds, rubies, and emeralds together:
+   \[
+   175 + 130 + 260 = 675
+   \]
+
+Thus, the total number of gems in the chest is \(\boxed{675}\).','stop',231,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,0,7,'3b2f64a355232930e2c3f2433d7f6e36e911eaa729014726349f627071999902',7,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. Define the number of diamonds.
+2. Calculate the number of rubies.
+3. Calculate the number of emeralds.
+4. Sum the number of gems.
+
+First, let''s define the number of diamonds:
+\[ \text{Number of diamonds} = 175 \]
+
+Next, we need to find the number of rubies. According to the problem, there are 35 fewer rubies than diamonds:
+\[ \text{Number of rubies} = 175 - 35 = 140 \]
+
+Then, we need to find the number of emeralds. According to the problem, there are twice the number of emeralds than the rubies:
+\[ \text{Number of emeralds} = 2 \times 140 = 280 \]
+
+Now, we sum the number of gems:
+\[ \text{Number of gems} = 175 + 140 + 280 = 685 \]
+
+So, the number of the gems in the chest is \(\boxed{685}\).','stop',250,179,120,8.51653384281966374658e+00,306103826208.0,NULL);
+INSERT INTO "chains" VALUES(3,1,0,'2102ecd7e273ec8eecfdddf7082d612e7e83c5be39e74dcb3e3f81edab066bc5',0,'The total number of gems in the chest is \(\boxed{595}\).','stop',19,495,326,5.01166727768801134601e+00,235682616576.0,NULL);
+INSERT INTO "chains" VALUES(3,2,0,'b88a5f0c779a24c295ee53f961ac8c86b965b0b390a13abf76efd7fe835730e3',0,'The total number of gems in the chest is \(\boxed{595}\).','stop',19,346,336,1.29667844769070250698e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(3,3,0,'4734b9838a55c40d201750df63b49007dc9433de83ea32cc89cda70b6e4ab3d4',0,'The total number of gems in the chest is \(\boxed{595}\).','stop',19,489,479,1.3139432666889307999e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(3,4,0,'1efedaf37a46451a3cb2cfaa96e938dbb13002e93927a773961b8bf116aa9315',0,'The total number of gems in the chest is \(\boxed{595}\).','stop',19,365,355,1.31183990369250857987e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(3,5,0,'7ea07e545562d324c657e85690b80bac34af2e8604747f5e57608a4debc803a1',0,'It seems there was an error because we didn''t define the variable `emeralds`. Let''s correct the code and try again:
+
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+
+# Print the result
+print(total_gems)','stop',106,369,350,5.36647048176424679155e+00,156281521152.0,NULL);
+INSERT INTO "chains" VALUES(3,6,0,'7c53017d952fd2ae758e54c74d11ee55e3daf39ff4ae4a99ef6d405a78c5cf6c',0,'The total number of gems in the chest is \(\boxed{595}\).','stop',19,484,474,8.31692450248738279761e-01,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(4,0,0,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',0,'To solve this problem, we need to calculate the cost of the grooming for the dog after applying the 30% discount. We''ll use Python to ensure the accuracy of our calculation.
+
+1. **Define the cost of the dog**: $100.
+2. **Determine the discount amount**: 30% of $100.
+3. **Apply the discount**: Subtract the discount amount from the original cost.
+
+Here''s the Python code to calculate the grooming cost:
+
+```python
+# Define the cost of the dog
+cost_of_dog = 100
+
+# Calculate the discount amount (30% of $100)
+discount_amount = cost_of_dog * 0.30
+
+# Calculate the cost after the discount
+grooming_cost = cost_of_dog - discount_amount
+
+# Print the final result
+print(grooming_cost)','stop',184,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,1,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost before the discount.
+2. Apply the 30% discount.
+3. Output the final cost.
+
+Let''s break this down step-by-step and write a Python program to solve it.
+
+1. The cost of the dog before the discount is $100.
+2. The discount is 30%, so the cost of the dog after the discount is $100 \times (1 - 0.30) = $100 \times 0.70 = $70.
+3. The final cost of the dog after the discount is $70.
+
+Now, let''s write the Python program to calculate this.
+
+```python
+# Given values
+cost_before_discount = 100
+discount_percentage = 0.30
+
+# Calculate the cost after the discount
+cost_after_discount = cost_before_discount * (1 - discount_percentage)
+
+# Output the final cost
+print(cost_after_discount)','stop',210,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,2,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the discounted price of the dog''s groomer.
+2. Print the discounted price.
+
+Let''s break it down step-by-step in Python code:
+
+1. **Calculate the discounted price**:
+   - The original price of the dog''s groomer is $100.
+   - The discount is 30%, which means the discounted price is 70% of the original price.
+   - We can calculate the discounted price using the formula \( \text{Discounted Price} = \text{Original Price} \times (1 - \text{Discount}) \).
+
+2. **Print the discounted price**:
+   - Print the discounted price.
+
+Here is the Python code to solve the problem:
+
+```python
+# Original price of the dog''s groomer
+original_price = 100
+
+# Discount is 30%, so discount rate is 0.70
+discount_rate = 0.70
+
+# Calculate the discounted price
+discounted_price = original_price * (1 - discount_rate)
+
+# Print the discounted price
+print(discounted_price)','stop',238,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,3,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the dog after the discount.
+2. Output the final cost.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. The cost of the dog before the discount is $100.
+2. The discount is 30%, so the cost after the discount is $100 * (1 - 0.30) = $100 * 0.70 = $70.
+3. The final cost of the grooming is $70.
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the cost after the discount
+cost_before_discount = 100
+discount_rate = 0.30
+cost_after_discount = cost_before_discount * (1 - discount_rate)
+
+# Step 2: Output the final cost
+print(cost_after_discount)','stop',200,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,4,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the original cost of the dog before the discount.
+2. Apply the 30% discount to the original cost.
+
+Let''s break this down into a Python code block:
+
+```python
+# Step 1: Calculate the original cost of the dog before the discount
+cost_of_dog = 100
+
+# Step 2: Apply the 30% discount to the original cost
+discount_rate = 0.30
+discounted_cost = cost_of_dog * (1 - discount_rate)
+
+# Output the final answer
+print(discounted_cost)','stop',134,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,5,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',5,'Let''s break down the problem step-by-step:
+
+1. **Cost of the dog for the groomer:**
+   The cost of the dog is $100.
+   
+2. **Discount for being a new customer:**
+   The groomer offers John a 30% discount for being a new customer.
+
+3. **Calculate the discount amount:**
+   \[
+   \text{Discount amount} = \text{Cost of the dog} \times \text{Discount rate}
+   \]
+
+4. **Calculate the final cost:**
+   \[
+   \text{Final cost} = \text{Cost of the dog} - \text{Discount amount}
+   \]
+
+Now, let''s write the Python code to perform these calculations.
+
+```python
+# Step 1: Cost of the dog
+cost_of_dog = 100
+
+# Step 2: Discount for being a new customer
+discount_rate = 0.30
+
+# Step 3: Calculate the discount amount
+discount_amount = cost_of_dog * discount_rate
+
+# Step 4: Calculate the final cost
+final_cost = cost_of_dog - discount_amount
+
+# Print the final answer
+print(final_cost)','stop',253,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,6,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',6,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Calculate the discount on the groomer''s fee.
+2. Subtract the discount from the original fee to find the final cost.
+
+First, we calculate the discount on the groomer''s fee. The original fee is $100, and the discount rate is 30%. We can find the discount by multiplying the original fee by the discount rate (expressed as a decimal):
+
+\[ 100 \times 0.30 = 30 \]
+
+So, John pays $30 for the grooming fee. Next, we subtract the discount from the original fee to find the final cost:
+
+\[ 100 - 30 = 70 \]
+
+Therefore, the grooming cost is \(\boxed{70}\).','stop',170,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,0,7,'30b19a68876f3d448625dbb8abcbf5b0f564ba7bb4e3e5b9fad6e99f2dbb88b5',7,'Let''s solve this problem step-by-step using Python and SymPy.
+
+1. **Understand the Problem:**
+   - The cost of the dog to the groomer is $100.
+   - The groomer offers a 30% discount for being a new customer.
+   - We need to calculate the final cost.
+
+2. **Define the Variables:**
+   - Let \( x \) be the cost of the dog to the groomer after the discount.
+   - The cost of the dog to the groomer after the discount is \( 100 - 0.3x \).
+   - The discount is \( 0.3x \).
+
+3. **Formulate the Equation:**
+   - The total cost after the discount should be equal to the initial cost of the dog.
+   - Therefore, we can write the equation \( 100 - 0.3x = x \).
+
+4. **Solve the Equation:**
+   - We can solve the equation \( 100 - 0.3x = x \) for \( x \).
+
+Let''s implement this in Python using SymPy to find the final cost.
+
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the equation
+equation = sp.Eq(100 - 0.3*x, x)
+
+# Solve the equation
+solution = sp.solve(equation, x)
+
+# Print the solution
+print(solution)','stop',312,173,120,9.22729501586784550681e+00,275068080576.0,NULL);
+INSERT INTO "chains" VALUES(4,1,0,'30be1c6b3ed8f6b66c139756ddfab289be0ad94541e85979d6ad445815501f2d',0,'The cost of the grooming for the dog after applying the 30% discount is \(\boxed{70}\).','stop',26,367,356,9.48348513424380534786e-01,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(4,2,0,'fce5648069a1143fe301253c200aff256f6a697eedc11e32bde281f5882a1934',0,'The final cost of the dog after the discount is \(\boxed{70}\).','stop',19,393,382,6.83292531930592694777e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(4,3,0,'1553df1bf5fbfeb101f4e037a4dc64aa5d296084913f3c4e415c48632c32db65',0,'The grooming cost for the dog''s groomer is \(\boxed{30}\).','stop',19,435,410,9.00731192929188684281e-01,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(4,4,0,'dc7a6a6c79855260585301bc99938a3cdd8cdb457846ab991afd118fc38f2841',0,'The final cost of the grooming is \(\boxed{70}\).','stop',16,383,372,6.07838564927251745473e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(4,5,0,'bc85725554c0fe5da6cab77f03ff35abc34284366a471f459378a91f5f3e6d67',0,'The final answer is \(\boxed{70.0}\).','stop',15,317,306,5.77610417428201849965e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(4,6,0,'694446e9569cb882489f82c9c7531dfc377a528311f246d970cda8f7b5353979',0,'The final cost of the grooming is \(\boxed{70}\).','stop',16,436,425,6.09314846933730613898e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(4,7,0,'c7520347d04302b489c516ea8e1322fe7e8d79a754fced09b3fc78915dd85e19',0,'The cost of the dog to the groomer after the discount is approximately $76.92. Therefore, the final answer is:
+
+\[
+\boxed{76.92}
+\]','stop',42,508,484,1.87377259643671134625e+00,81921765120.0,NULL);
+INSERT INTO "chains" VALUES(5,0,0,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',0,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Determine the weight of Alex:**
+   - Grace weighs 125 pounds.
+   - Alex weighs 2 pounds less than 4 times what Grace weighs.
+   - Mathematically, Alex''s weight is \(4 \times 125 - 2\).
+
+2. **Calculate the combined weight of Grace and Alex:**
+   - Grace''s weight is 125 pounds.
+   - Alex''s weight is \(4 \times 125 - 2\) pounds.
+   - Combine these weights to get the combined weight.
+
+Let''s implement this in Python using sympy to ensure the calculation is accurate.
+
+```python
+import sympy as sp
+
+# Define the weight of Grace
+grace_weight = 125
+
+# Calculate the weight of Alex
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)','stop',222,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,1,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',1,'Let''s solve the problem step by step using Python code.
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times what Grace weighs.
+3. We need to calculate Alex''s weight and then sum Grace''s weight and Alex''s weight to get their combined weight.
+
+Let''s write the Python code to solve this:
+
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate their combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)','stop',140,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,2,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',2,'To solve this problem, we need to follow these steps:
+
+1. Identify Grace''s weight.
+2. Calculate Alex''s weight.
+3. Add Grace''s and Alex''s weights together to get their combined weight.
+
+Let''s break this down step-by-step in Python code:
+
+1. Define Grace''s weight.
+2. Calculate Alex''s weight using the formula \( \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \).
+3. Add Grace''s and Alex''s weights together.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the combined weight
+print(combined_weight)','stop',180,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,3,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',3,'To solve this problem, let''s break it down step by step:
+
+1. Grace weighs 125 pounds.
+2. Alex weighs 2 pounds less than 4 times what Grace weighs.
+3. We need to find their combined weights.
+
+Let''s start by calculating Alex''s weight:
+
+\[ \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \]
+
+Then we''ll add Grace''s weight to Alex''s weight to find their combined weight:
+
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} \]
+
+Now, let''s use Python code to compute this.
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate combined weight
+combined_weight = grace_weight + alex_weight
+print(combined_weight)','stop',192,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,4,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',4,'Let''s break down the problem step-by-step:
+
+1. **Define Grace''s weight:**
+   Grace weighs 125 pounds.
+
+2. **Calculate Alex''s weight:**
+   Alex weighs 2 pounds less than 4 times Grace''s weight.
+   Alex''s weight = 4 * Grace''s weight - 2.
+
+3. **Calculate their combined weight:**
+   Their combined weight is the sum of Grace''s weight and Alex''s weight.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Define Grace''s weight
+grace_weight = 125
+
+# Step 2: Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Step 3: Calculate their combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the combined weight
+print(combined_weight)','stop',175,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,5,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',5,'To solve this problem, let''s break it down step-by-step:
+
+1. First, we need to determine Alex''s weight. Alex weighs 2 pounds less than 4 times what Grace weighs. Since Grace weighs 125 pounds, we can calculate Alex''s weight as follows:
+\[ \text{Alex''s weight} = 4 \times 125 - 2 \]
+
+2. Then, we need to calculate the combined weight of Grace and Alex. We can do this by adding Grace''s weight to Alex''s weight:
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)','stop',208,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,6,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',6,'To solve this problem, let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times what Grace weighs. This can be written as \( 4 \times Grace \) minus 2.
+3. The combined weight of Grace and Alex is \( Grace + Alex \).
+
+Now, let''s calculate this using Python code.
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)','stop',157,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,0,7,'30e15114026cacc5f73c9730638b1d410114828e1ff69467b527f0a8f51cbdd3',7,'Let''s solve this step-by-step.
+
+1. First, calculate how much Alex weighs. Alex weighs 2 pounds less than 4 times Grace''s weight.
+   \[
+   \text{Alex''s weight} = 4 \times 125 - 2 = 500 - 2 = 498
+   \]
+
+2. Next, calculate their combined weight by adding Grace''s weight and Alex''s weight.
+   \[
+   \text{Combined weight} = 125 + 498 = 623
+   \]
+
+3. Let''s write the Python code to confirm this calculation.
+```python
+# Grace''s weight
+grace_weight = 125
+
+# Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)','stop',191,155,120,5.77692675968029334399e+00,235052449152.0,NULL);
+INSERT INTO "chains" VALUES(5,1,0,'01be032329a9dc9a3dab8da1d0144470dd59bde603bef656f52b51cfa586532c',0,'The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','stop',20,386,376,8.02212160286823405819e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(5,2,0,'9d8e116c67159347f68592bcb0e2517e87c256764297f0561b60734f4cce3ecf',0,'Grace''s combined weight is \(\boxed{623}\) pounds.','stop',17,304,294,7.06541589372136513702e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(5,3,0,'da9cc511806fda8f0cd123f7c78473b5d7572e7a18721107a1e5da770298a2ed',0,'Grace''s combined weight is \(\boxed{623}\) pounds.','stop',17,344,334,7.05343067374997190199e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(5,4,0,'f8a5e239489c212319aeb972acdb37d10286fe9e72f6d59a31e1d9a22e61842d',0,'Grace''s combined weight is \(\boxed{623}\) pounds.','stop',17,356,346,0.717738930374253,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(5,5,0,'1d2d90798cb95fbd5e96125ff30ed826732275fd21bfb10fba01a13fb1bb3a1d',0,'Grace and Alex''s combined weights are \(\boxed{623}\) pounds.','stop',19,339,329,7.64598718626075424253e-01,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(5,6,0,'caf28556216699be846de8eaa867dfb4cca25a0691f99d73eb388719e3962f37',0,'Grace''s combined weight is \(\boxed{623}\) pounds.','stop',17,372,362,7.109773883694288088e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(5,7,0,'cbc90094649a2fdc339ea262595e16b2f3a9ca02bd5d7ba182e98fc93a45bd60',0,'The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','stop',20,321,311,0.792961877285658,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(5,8,0,'d558325dd115f3a857939c5ac6921fe27fe2bf79cf62947c98ecb57f32a67958',0,'The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','stop',20,355,345,8.08625483291204205649e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(6,0,0,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',0,'To determine how many friends Lily and Amy have together after transferring to a new school, we need to follow these steps:
+
+1. Identify the number of friends Lily made.
+2. Determine the number of friends Amy made.
+3. Calculate the total number of friends by adding the number of friends Lily made to the number of friends Amy made.
+
+Given:
+- Lily made 50 friends.
+- Amy made 20 more friends than Lily.
+
+We can calculate the number of friends Amy made as follows:
+\[ \text{Number of friends Amy made} = \text{Number of friends Lily made} + 20 \]
+
+Substituting the given value:
+\[ \text{Number of friends Amy made} = 50 + 20 = 70 \]
+
+Now, we need to find the total number of friends by adding the number of friends Lily made to the number of friends Amy made:
+\[ \text{Total number of friends} = \text{Number of friends Lily made} + \text{Number of friends Amy made} \]
+\[ \text{Total number of friends} = 50 + 70 \]
+\[ \text{Total number of friends} = 120 \]
+
+Therefore, the total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',274,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,1,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',1,'Let''s break down the problem step-by-step:
+
+1. First, we know that Lily made 50 friends.
+2. Next, we know that Amy made 20 more friends than Lily. Therefore, we can calculate Amy''s number of friends as follows:
+   \[
+   \text{Amy''s number of friends} = \text{Lily''s number of friends} + 20 = 50 + 20 = 70
+   \]
+3. To find out how many friends Lily and Amy have together, we simply add their number of friends:
+   \[
+   \text{Total number of friends} = \text{Lily''s number of friends} + \text{Amy''s number of friends} = 50 + 70 = 120
+   \]
+
+Now, let''s implement this in Python using sympy to ensure the result is accurate.
+
+```python
+import sympy as sp
+
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends
+total_friends = lily_friends + amy_friends
+
+# Print the result
+print(total_friends)','stop',257,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,2,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',2,'To solve this problem step by step, we can follow these steps:
+
+1. Define the number of friends Lily made.
+2. Calculate the number of friends Amy made.
+3. Sum the number of friends Lily and Amy have together.
+
+Let''s write the Python code to solve this:
+
+```python
+# Step 1: Define the number of friends Lily made
+lily_friends = 50
+
+# Step 2: Calculate the number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Step 3: Sum the number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+# Output the result
+print(total_friends)','stop',142,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,3,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of friends Lily made.
+2. Use the number of friends Lily made to find out how many friends Amy made.
+3. Sum the number of friends Lily and Amy made together.
+
+Let''s break this down step-by-step and write the Python code to solve it.
+
+1. Lily made 50 friends.
+2. Amy made 20 more friends than Lily.
+3. Therefore, Amy made \(50 + 20 = 70\) friends.
+4. The total number of friends Lily and Amy have together is \(50 + 70 = 120\).
+
+Now, let''s write the Python code to confirm this.
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+# Print the result
+print(total_friends)','stop',218,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,4,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',4,'Let''s break down the problem step-by-step:
+
+1. We know that Lily made 50 friends.
+2. After transferring to a new school, Amy made 20 more friends than Lily.
+3. We need to find out how many friends Amy and Lily have together.
+
+We can use the following Python code to solve this problem:
+
+```python
+# Given data
+lily_friends = 50
+amy_additional_friends = 20
+
+# Calculate the total number of friends Amy and Lily have together
+total_friends = lily_friends + amy_additional_friends
+
+# Print the result
+print(total_friends)','stop',127,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,5,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',5,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of friends Lily made.
+2. Determine the number of friends Amy made.
+3. Add the number of friends Lily and Amy made together.
+
+Given:
+- Lily made 50 friends.
+- Amy made 20 more friends than Lily.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+# Final answer
+print(total_friends)','stop',144,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,6,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',6,'To solve this problem, we need to follow these steps:
+
+1. Identify the number of friends Lily made. According to the problem, Lily made 50 friends.
+2. Determine the number of friends Amy made. According to the problem, Amy made 20 more friends than Lily. Therefore, we can calculate Amy''s number of friends as follows:
+   \[
+   \text{Amy''s friends} = \text{Lily''s friends} + 20
+   \]
+3. Calculate the total number of friends that Lily and Amy have together by adding the number of friends Lily made to the number of friends Amy made:
+   \[
+   \text{Total friends} = \text{Lily''s friends} + \text{Amy''s friends} = 50 + (\text{Lily''s friends} + 20) = 50 + 50 = 100
+   \]
+
+Now, let''s implement this in a Python code block:
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends
+total_friends = lily_friends + amy_friends
+print(total_friends)','stop',262,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,0,7,'b169b09e101d3e591529c97248cd5b070321dd5ade4d05e8ba6e83e5c6967801',7,'To determine how many friends Lily and Amy have together, we need to follow these steps:
+
+1. Identify the number of friends Lily made. According to the problem, Lily made 50 friends.
+2. Determine the number of friends Amy made. According to the problem, Amy made 20 more friends than Lily.
+3. Calculate the total number of friends Amy and Lily have together by adding the number of friends each of them made.
+
+Let''s start with the number of friends Lily made and then use that to find the number of friends Amy made. Finally, we sum the number of friends Amy and Lily have together to get the final answer.
+
+Here is the step-by-step Python code to solve the problem:
+
+```python
+# Step 1: Number of friends Lily made
+lily_friends = 50
+
+# Step 2: Number of friends Amy made (20 more than Lily)
+amy_friends = lily_friends + 20
+
+# Step 3: Total number of friends Amy and Lily have together
+total_friends = amy_friends + lily_friends
+
+# Output the final answer
+print(total_friends)','stop',231,160,120,5.49982804487717658048e+00,265773111072.0,NULL);
+INSERT INTO "chains" VALUES(6,1,0,'40d72bd99f53b4fd0515510980ed4d3349a6543e56555d7cd48b188939fec4ca',0,'The total number of friends that Lily and Amy have together is \(\boxed{120}\).','stop',22,426,416,8.72817618601887557083e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(6,2,0,'1be138f7d57b96000c385f6b911d205ba4c63426c8c1dc8e349e0b62deeefa1d',0,'The total number of friends that Lily and Amy have together is \(\boxed{120}\).','stop',22,311,301,8.51479601599324564809e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(6,3,0,'15efa627e01aa1e0c11011cfb9216c9db8e8a761b509dd08cdd3cf7164e11392',0,'The total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',21,387,377,8.30486657598036526195e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(6,4,0,'7fd2204aa29c0db781b5f06949c9edd19922a0088f412a03d983dc99fb30a49b',0,'The total number of friends that Lily and Amy have together after transferring to a new school is \(\boxed{70}\).','stop',27,295,286,9.74674067601558391515e-01,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(6,5,0,'5d4b774caf988bf7861ad40c8f64a50e5405c1bffb1e5c76a1c20b88139f42be',0,'The total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',21,313,303,0.794984026599074,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(6,6,0,'3067ce9bebcc32482a9a4e4fb29cda22e12f6467c4a30bf812585eddf5ec25fd',0,'The total number of friends that Lily and Amy have together is \(\boxed{120}\).','stop',22,431,421,8.23671653601680486822e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(6,7,0,'5ca280edafc019b4b1212f61cd12efc8ffc08bd1f7b7252b4f17bff9651faaac',0,'The total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',21,400,390,8.30290873605796786449e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(7,0,0,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine the cost of each pepper. Since a watermelon costs three times what each pepper costs, and an orange costs 5 less than what a watermelon costs, we can calculate the cost of each pepper as follows:
+   - Let \( p \) be the cost of a pepper in dollars.
+   - The cost of a watermelon is \( 3p \).
+   - The cost of an orange is \( p - 5 \).
+
+2. Dillon is sent to the store to buy 4 watermelons, 20 peppers, and 10 oranges. Therefore, the total cost of the watermelons is \( 4 \times 3p \) dollars, the total cost of the peppers is \( 20 \times (p - 5) \) dollars, and the total cost of the oranges is \( 10 \times p \) dollars.
+
+3. The total amount of money Dillon will spend is the sum of these three amounts:
+   \[
+   4 \times 3p + 20 \times (p - 5) + 10 \times p = 12p + 20p - 10p + 10p = 30p
+   \]
+
+4. Since each pepper costs $15, the total amount of money Dillon will spend is \( 30 \times 15 = 450 \) dollars.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of each pepper
+p = 15
+
+# Calculate the total cost of each type of item
+total_cost_watermelons = 4 * 3 * p
+total_cost_peppers = 20 * (p - 5)
+total_cost_oranges = 10 * p
+
+# Calculate the total amount of money spent
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost_oranges
+print(total_amount_spent)','stop',432,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,1,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',1,'Let''s break down the problem step by step:
+
+1. First, we need to determine the cost of each pepper. Since each pepper costs 15$ and an orange costs 5 less than what a watermelon costs, we can calculate the cost of an orange as follows:
+   \[
+   \text{Cost of an orange} = \text{Cost of a watermelon} - 5 = 15 - 5 = 10
+   \]
+
+2. Next, we need to determine the cost of each watermelon. Since a watermelon costs three times what each pepper costs, we can calculate the cost of a watermelon as follows:
+   \[
+   \text{Cost of a watermelon} = 3 \times \text{Cost of a pepper} = 3 \times 15 = 45
+   \]
+
+3. Now, we need to calculate the total cost of the watermelons. We have 4 watermelons, so the total cost is:
+   \[
+   \text{Total cost of watermelons} = 45 \times 4 = 180
+   \]
+
+4. We have also 20 peppers, so the total cost is:
+   \[
+   \text{Total cost of peppers} = 20 \times 10 = 200
+   \]
+
+5. Finally, we need to calculate the total cost of the oranges. We have 10 oranges, so the total cost is:
+   \[
+   \text{Total cost of oranges} = 10 \times 10 = 100
+   \]
+
+Now, we add up the total costs of all the items to find the total amount of money Dillon will spend:
+\[
+\text{Total amount of money} = 180 + 200 + 100 = 580
+\]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{580}\).','stop',421,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,2,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',2,'To solve this problem, we need to determine the cost of each pepper and then sum up the costs of all the items. Here''s the step-by-step reasoning:
+
+1. **Determine the cost of one pepper:**
+   - Let the cost of one pepper be \( p \) dollars.
+   - According to the problem, a watermelon costs three times what each pepper costs:
+     \[
+     w = 3p
+     \]
+   - We are given that Dillon bought 4 watermelons, so:
+     \[
+     4w = 4 \times 3p
+     \]
+   - Simplifying this equation:
+     \[
+     12p = 12p
+     \]
+     This confirms our earlier calculation that the cost of one pepper is indeed \( p \) dollars.
+
+2. **Determine the cost of one orange:**
+   - Let the cost of one orange be \( o \) dollars.
+   - According to the problem, an orange costs 5 less than what a watermelon cost:
+     \[
+     o = w - 5
+     \]
+   - Since \( w = 3p \), we can substitute \( w \) with \( 3p \) in the equation:
+     \[
+     o = 3p - 5
+     \]
+
+3. **Calculate the total cost of the items:**
+   - We need to find the total cost of 4 watermelons, 20 peppers, and 10 oranges.
+   - The cost of one watermelon is \( p \) dollars.
+   - The cost of one pepper is \( p \) dollars.
+   - The cost of one orange is \( 3p - 5 \) dollars.
+   - Total cost for 4 watermelons:
+     \[
+     4w = 4 \times 3p = 12p
+     \]
+   - Total cost for 20 peppers:
+     \[
+     20p = 20 \times p = 20p
+     \]
+   - Total cost for 10 oranges:
+     \[
+     10(3p - 5) = 30p - 50
+     \]
+   - Summing these costs:
+     \[
+     12p + 20p + 30p - 50 = 72p - 50
+     \]
+
+Now','length',512,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,3,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',3,'To determine the total amount of money Dillon will spend, we need to follow these steps:
+
+1. Calculate the cost of each watermelon.
+2. Calculate the cost of each orange.
+3. Calculate the total cost of the watermelons.
+4. Calculate the total cost of the oranges.
+5. Sum the costs from steps 3 and 4 to get the total amount spent.
+
+Let''s start with the cost of each watermelon. A watermelon costs three times what each pepper costs. The cost of each pepper is given as $15. Therefore, the cost of each watermelon is:
+\[ 3 \times 15 = 45 \text{ dollars} \]
+
+Next, let''s calculate the cost of each orange. An orange costs 5 less than what a watermelon cost. Therefore, the cost of each orange is:
+\[ 15 - 5 = 10 \text{ dollars} \]
+
+Now, let''s calculate the total cost of the watermelons. Dillon is sending 4 watermelons to the store, so the total cost of the watermelons is:
+\[ 4 \times 45 = 180 \text{ dollars} \]
+
+Next, let''s calculate the total cost of the oranges. Dillon is sending 20 oranges to the store, so the total cost of the oranges is:
+\[ 20 \times 10 = 200 \text{ dollars} \]
+
+Finally, we sum the costs from steps 3 and 4 to get the total amount spent:
+\[ 180 + 200 = 480 \text{ dollars} \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{480}\).','stop',365,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,4,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',4,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum them up.
+
+First, let''s define the cost of each type of fruit:
+- Let \( p \) be the cost of one pepper.
+- Let \( w \) be the cost of one watermelon.
+
+According to the problem:
+- The cost of one watermelon is three times the cost of one pepper, so \( w = 3p \).
+- The cost of one orange is 5 less than what a watermelon cost, so \( o = w - 5 \).
+
+Now, we know the number of each type of fruit Dillon is:
+- He buys 4 watermelons, so \( 4w = 4 \times 3p = 12p \).
+- He buys 20 peppers, so \( 20p = 20 \times p = 20p \).
+- He buys 10 oranges, so \( 10o = 10 \times (3p - 5) = 30p - 50 \).
+
+Next, we calculate the total cost for each type of fruit:
+- Total cost of watermelons: \( 12p \)
+- Total cost of peppers: \( 20p \)
+- Total cost of oranges: \( 30p - 50 \)
+
+Finally, we sum these amounts to get the total cost:
+\[ \text{Total cost} = 12p + 20p + (30p - 50) = 62p - 50 \]
+
+Since each pepper costs 15$ and there are 40 peppers, the total cost is:
+\[ \text{Total cost} = 62 \times 15 - 50 = 930 - 50 = 980 \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','stop',420,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,5,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',5,'Let''s break down the problem step-by-step and then use Python code to calculate the total amount of money Dillon will spend.
+
+1. **Determine the cost of each pepper:**
+   - Each pepper costs 15$.
+   - Since a watermelon costs three times what each pepper costs, a watermelon costs \(3 \times 15 = 45\) dollars.
+
+2. **Determine the cost of each orange:**
+   - An orange costs 5 less than what a watermelon costs, so an orange costs \(45 - 5 = 40\) dollars.
+
+3. **Calculate the total cost for the watermelons:**
+   - Dillon buys 4 watermelons, so the total cost for the watermelons is \(4 \times 45 = 180\) dollars.
+
+4. **Calculate the total cost for the peppers:**
+   - Dillon buys 20 peppers, so the total cost for the peppers is \(20 \times 45 = 900\) dollars.
+
+5. **Calculate the total cost for the oranges:**
+   - Dillon buys 10 oranges, so the total cost for the oranges is \(10 \times 40 = 400\) dollars.
+
+6. **Sum up the total costs:**
+   - The total amount of money Dillon will spend is the sum of the costs of the watermelons, peppers, and oranges, which is \(180 + 900 + 400 = 2000\) dollars.
+
+Therefore, the final answer is \(\boxed{2000}\).','stop',341,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,6,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',6,'Let''s break down the problem step-by-step and then write the Python code to calculate the total amount of money Dillon will spend.
+
+1. Determine the cost of one pepper.
+   Since an orange costs 5 less than a watermelon, an orange costs \(15 - 5 = 10\) dollars.
+   Since a watermelon costs three times what each pepper costs, a watermelon costs \(3 \times 15 = 45\) dollars.
+
+2. Determine the total number of watermelons, peppers, and oranges.
+   Dillon buys 4 watermelons, 20 peppers, and 10 oranges.
+   So, the total number of watermelons is \(4\), the total number of peppers is \(20\), and the total number of oranges is \(10\).
+
+3. Calculate the total cost of the watermelons.
+   The total cost of the watermelons is \(4 \times 45 = 180\) dollars.
+
+4. Calculate the total cost of the peppers.
+   The total cost of the peppers is \(20 \times 10 = 200\) dollars.
+
+5. Calculate the total cost of the oranges.
+   The total cost of the oranges is \(10 \times 10 = 100\) dollars.
+
+6. Calculate the total amount of money spent.
+   The total amount of money spent is \(180 + 200 + 100 = 580\) dollars.
+
+Now let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one pepper
+cost_per_pepper = 15
+
+# Define the number of each item
+num_watermelons = 4
+num_peppers = 20
+num_oranges = 10
+
+# Calculate the total cost of each item
+total_cost_watermelons = num_watermelons * cost_per_pepper
+total_cost_peppers = num_peppers * cost_per_pepper
+total_cost_oranges = num_oranges * cost_per_pepper
+
+# Calculate the total amount of money spent
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost_oranges
+print(total_amount_spent)','stop',469,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,0,7,'cfe2eee9e6ad62933bde34cd1823a91fbafd5288657206a0997d7614fd790aa5',7,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Determine the cost of each pepper:**
+   - Each pepper costs 15$.
+   
+2. **Calculate the cost of each watermelon:**
+   - Since a watermelon costs three times what each pepper costs, the cost of each watermelon is \(3 \times 15 = 45\) dollars.
+   
+3. **Calculate the cost of each orange:**
+   - Since an orange costs 5 less than what a watermelon costs, the cost of each orange is \(15 - 5 = 10\) dollars.
+   
+4. **Total cost for the watermelons:**
+   - Dillon buys 4 watermelons at $45 each, so the total cost for the watermelons is \(4 \times 45 = 180\) dollars.
+   
+5. **Total cost for the peppers:**
+   - Dillon buys 20 peppers at $15 each, so the total cost for the peppers is \(20 \times 15 = 300\) dollars.
+   
+6. **Total cost for the oranges:**
+   - Dillon buys 10 oranges at $10 each, so the total cost for the oranges is \(10 \times 10 = 100\) dollars.
+   
+7. **Total amount spent:**
+   - The total amount spent is the sum of the costs for the watermelons, peppers, and oranges, which is \(180 + 300 + 100 = 780\) dollars.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the cost of each pepper
+cost_per_pepper = 15
+
+# Calculate the cost of each watermelon
+cost_per_watermelon = 3 * cost_per_pepper
+
+# Calculate the cost of each orange
+cost_per_orange = cost_per_watermelon - 5
+
+# Calculate the total cost for the watermelons
+total_cost_watermelons = 4 * cost_per_watermelon
+
+# Calculate the total cost for the peppers
+total_cost_peppers = 20 * cost_per_pepper
+
+# Calculate the total cost for the oranges
+total_cost_oranges = 10 * cost_per_orange
+
+# Calculate the total amount spent
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost','length',512,210,120,1.3331606752604475474e+01,559903756224.0,NULL);
+INSERT INTO "chains" VALUES(7,1,0,'57c840d5765d06c9a44f754afb6c0d055011066926f97b2d161be7e96268ebaf',0,'The total amount of money Dillon will spend if each pepper costs $15 is \(\boxed{530}\).','stop',26,651,641,9.1679650909936749592e-01,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(7,2,0,'6c2e08788c6c5ea975c78c0626758a47ac9555680ed42f5b32d037cf5f2ca0fd',0,'The total amount of money Dillon will spend if each pepper costs 15$ is \(\boxed{510}\).','stop',27,688,678,9.51037751881489756833e-01,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(8,0,0,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',0,'To solve the problem, we need to determine the number of worker bees in the hive. We''ll break down the information given step by step and use Python to ensure the accuracy of our calculations.
+
+1. **Understand the relationships given:**
+   - There are 700 bees in the hive.
+   - There are twice as many worker bees as baby bees.
+   - There are twice as many babies as queens.
+
+2. **Define the variables:**
+   Let \( B \) represent the number of baby bees.
+   Let \( Q \) represent the number of queens.
+   Let \( W \) represent the number of worker bees.
+
+3. **Formulate the equations based on the given relationships:**
+   \[
+   B = 2B
+   \]
+   \[
+   B = 2Q
+   \]
+   \[
+   B = 2Q
+   \]
+
+4. **Solve the equations step by step:**
+   We can start by subtracting the first equation from the second equation:
+   \[
+   (2B) - (2B) = 2Q - 2Q
+   \]
+   Simplifying this, we get:
+   \[
+   0 = Q
+   \]
+   So, there are no queens, and therefore there are no baby bees.
+
+5. **Substitute the value of \( Q \) back into the first equation to find the number of baby bees:**
+   \[
+   B = 2B
+   \]
+   Simplifying this, we get:
+   \[
+   0 = B
+   \]
+   This is not possible because \( B = 2B \) would not lead to a non-negative number. Therefore, we can conclude that there are no baby bees.
+
+6. **Conclusion:**
+   Since there are no queens and there are no baby bees, the number of worker bees must be zero.
+
+Therefore, the number of worker bees is \(\boxed{0}\).','stop',411,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,1,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',1,'To solve this problem, we need to determine the number of worker bees by using the information given in the problem. Let''s break it down step-by-step:
+
+1. Let \( w \) be the number of worker bees.
+2. Let \( b \) be the number of baby bees.
+3. Let \( q \) be the number of queens.
+
+From the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( w = 2b \).
+2. There are twice as many babies as queens: \( b = 2q \).
+
+We also know the total number of bees in the hive is 700:
+\[ w + b + q = 700. \]
+
+Now we can substitute the expressions for \( w \) and \( b \) into the total number of bees equation:
+
+\[ (2b) + b + q = 700. \]
+
+Combine like terms:
+
+\[ 3b + q = 700. \]
+
+We now have a system of linear equations:
+1. \( w = 2b \).
+2. \( 3b + q = 700 \).
+
+We can solve this system by isolating \( q \) on one side of the equation. First, subtract \( w \) from both sides:
+
+\[ 3b + q - 2b = 700 - 2b, \]
+\[ q = 680. \]
+
+So the number of worker bees is \( q = 680 \).
+
+Let''s write the Python code to confirm this solution.
+```python
+# Define the total number of bees
+total_bees = 700
+
+# Define the equations
+# w = 2b and 3b + q = 700
+# Solve for q
+q = total_bees - 3 * (2 * 2 * 1)  # Substituting 2b and q
+
+# Print the number of worker bees
+print(q)','stop',426,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,2,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',2,'To solve this problem, we will use Python code to iterate through the given equations and calculate the number of worker bees. Here''s a step-by-step breakdown of how we can do this:
+
+1. Define the variables for the number of each type of bee.
+2. Set up the equations based on the problem statement.
+3. Solve the equations to find the number of worker bees.
+4. Print the result.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Define the variables
+B, W, Q = sp.symbols(''B W Q'')
+
+# Define the equations
+eq1 = sp.Eq(B, 700)
+eq2 = sp.Eq(W, 2 * B)
+eq3 = sp.Eq(Q, 2 * B)
+
+# Solve the equations
+solution = sp.solve((eq1, eq2, eq3), (B, W, Q))
+
+# Print the number of worker bees
+print(solution[W])','stop',202,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,3,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',3,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. **Understand the relationships:**
+   - There are 700 bees in the hive.
+   - There are twice as many worker bees as baby bees.
+   - There are twice as many babies as queens.
+
+2. **Formulate the equations:**
+   - Let \( B \) be the number of baby bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( Q \) be the number of queens.
+
+   According to the problem:
+   - \( B = 2B \)
+   - \( W = 2W \)
+   - \( Q = 2Q \)
+
+3. **Substitute the expressions for \( B \) and \( W \) in terms of \( Q \):**
+   - From \( B = 2B \), we get \( B = 3Q \).
+   - From \( W = 2W \), we get \( W = 2Q \).
+   - From \( Q = 2Q \), we get \( Q = 2Q \).
+
+4. **Combine the equations:**
+   Since all three expressions are equal to \( Q \), we can set them equal to each other:
+   \[
+   3Q = 2Q
+   \]
+   Simplifying this equation, we get:
+   \[
+   3Q - 2Q = 0
+   \]
+   \[
+   Q = 0
+   \]
+
+5. **Verify the solution:**
+   Since \( Q = 0 \), we can substitute this value back into the expressions for \( B \) and \( W \):
+   - \( B = 3Q = 3 \times 0 = 0 \)
+   - \( W = 2W = 2 \times 0 = 0 \)
+   - \( Q = 2Q = 2 \times 0 = 0 \)
+
+6. **Conclusion:**
+   The number of worker bees is \(\boxed{0}\).','stop',438,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,4,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',4,'Let''s break down the problem step by step.
+
+1. We know there are 700 bees in the hive.
+2. The number of worker bees is twice the number of baby bees.
+3. The number of babies is twice the number of queens.
+
+We''ll denote the number of queens by \( Q \). According to the problem, the number of baby bees is \( 2Q \), and the number of worker bees is \( 2 \times 2Q = 4Q \).
+
+Since the total number of bees in the hive is 700, we can write the equation:
+\[ 700 = 4Q + 2Q \]
+
+Combining like terms, we get:
+\[ 700 = 6Q \]
+
+To find \( Q \), we divide both sides of the equation by 6:
+\[ Q = \frac{700}{6} \]
+\[ Q = 116.6667 \]
+
+Since the number of queens must be a whole number, we need to re-evaluate the problem constraints or check if there was an error in interpretation. However, based on the problem and the logical steps, we can conclude that the number of worker bees is indeed 116.
+
+Let''s confirm this with a simple Python code block.
+```python
+# Given values
+total_bees = 700
+
+# Let Q be the number of queens
+# Number of baby bees is 2Q
+# Number of worker bees is 4Q
+# Therefore, we can set up the equation: total_bees = 4Q + 2Q
+# Simplifying, we get: total_bees = 6Q
+# Dividing by 6, we get: Q = total_bees / 6
+
+# Let''s calculate Q
+Q = total_bees / 6
+print(Q)','stop',392,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,5,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',5,'Let''s solve this problem step-by-step using Python and SymPy.
+
+1. **Define the Variables:**
+   Let \( B \) be the number of bees.
+   Let \( W \) be the number of worker bees.
+   Let \( B_n \) be the number of baby bees.
+   Let \( Q \) be the number of queens.
+
+2. **Set Up the Equations:**
+   - We know that the total number of bees is 700.
+   - The number of worker bees is twice as many as baby bees, so \( W = 2B_n \).
+   - The number of babies is twice as many as queens, so \( B_n = 2Q \).
+
+3. **Substitute the Expressions into the Total Number of Bees Equation:**
+   \[
+   B + W + B_n + Q = 700
+   \]
+   Substitute the expressions we found:
+   \[
+   B + 2B_n + 2Q + B_n + Q = 700
+   \]
+   Simplify the left side:
+   \[
+   3B_n + 3Q = 700
+   \]
+   Divide both sides by 3:
+   \[
+   B_n + Q = 233.33333333333333
+   \]
+   Since \( B_n \) and \( Q \) must be integers, we round 233.33333333333333 to the nearest whole number, which is 234.
+
+4. **Verify the Solution:**
+   Check if \( B_n = 234 \) and \( Q = 234 \) satisfy all the original conditions:
+   - \( W = 2B_n = 2 \times 234 = 468 \)
+   - \( B_n = 2Q = 2 \times 234 = 468 \)
+   - \( B + W + B_n + Q = 700 \)
+     \[
+     700 = 234 + 468 + 468 + 468 = 1568
+     \]
+     This is incorrect. Let''s re-evaluate the problem.
+
+5. **Re-evaluate the problem:**
+   Let''s solve it again using','length',512,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,6,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',6,'To solve this problem, we need to set up equations based on the information given and then solve for the number of worker bees.
+
+1. Let \( B \) represent the number of baby bees.
+2. Let \( W \) represent the number of worker bees.
+3. Let \( Q \) represent the number of queens.
+
+From the problem, we have the following relationships:
+1. \( B = 2Q \)
+2. \( W = 2B \)
+3. \( B + Q + W = 700 \)
+
+We can substitute the expressions for \( B \) and \( W \) in terms of \( Q \) into the third equation to find the number of queens:
+
+\[ 2Q + Q + W = 700 \]
+\[ 3Q + W = 700 \]
+
+Now we have the equation \( 3Q + W = 700 \). We can solve for \( W \) by isolating it on one side of the equation:
+
+\[ W = 700 - 3Q \]
+
+Substitute this expression for \( W \) back into the second equation:
+
+\[ 2B = 2(700 - 3Q) \]
+\[ 2B = 1400 - 6Q \]
+
+We now have a system of linear equations:
+1. \( 3Q + W = 700 \)
+2. \( 2B = 1400 - 6Q \)
+
+We can solve this system of equations using the sympy library in Python. Let''s write the code to find the number of worker bees.
+```python
+import sympy as sp
+
+# Define the variables
+Q, B = sp.symbols(''Q B'')
+
+# Define the equations
+eq1 = sp.Eq(3 * Q + W, 700)
+eq2 = sp.Eq(2 * B, 1400 - 6 * Q)
+
+# Solve the system of equations
+solution = sp.solve((eq1, eq2), (B, Q))
+print(solution)','stop',440,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,0,7,'4e4abbb2fee067c94f44bc1dbc2859e19a3ca90b3567946e1a4cbbf375bc7b80',7,'Let''s break down the problem step by step using Python and SymPy.
+
+1. Define the number of bees in a hive.
+2. Use SymPy''s symbolics to define the variables for the number of bees.
+3. Set up the equations based on the problem statement.
+4. Solve the equations to find the number of worker bees.
+
+Here''s the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the number of bees in a hive
+N = 700
+
+# Define variables for the number of bees
+B, W, Q = sp.symbols(''B W Q'')
+
+# Set up the equations based on the problem statement
+eq1 = sp.Eq(B, 2 * N)
+eq2 = sp.Eq(W, 2 * B)
+eq3 = sp.Eq(Q, 2 * W)
+
+# Solve the equations
+solution = sp.solve((eq1, eq2, eq3), (B, W, Q))
+
+# Print the number of worker bees
+print(solution[W])','stop',218,165,120,1.2504389647010578201e+01,484598749056.0,NULL);
+INSERT INTO "chains" VALUES(8,1,0,'ac8d287f26d623aa9a7714266bd7895c14edbaa4b54273729f1a6211d5809381',0,'The number of worker bees in the hive is \(\boxed{688}\).','stop',19,600,590,0.83930564642651,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(8,2,0,'b28e389c1462678ad4dc7d52b69426a4884a7826cb235141e355b44e8d763ebc',0,'The number of worker bees in the hive is \(\boxed{1400}\).','stop',20,377,366,8.78863114100871145595e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(8,3,0,'f6fea4f635774155552da5413685d5a1a5e9cd412e19c9e98f4357c20b19e92c',0,'The calculation confirms that the number of worker bees is indeed \( \boxed{116} \).','stop',22,581,556,1.16353389884837588041e+00,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(8,4,0,'3f83bddbfa3b90d3fabc17d8c736cfb245e327103dee09003e6624a10dcfcbdc',0,'It looks like there was an issue with the variable names. Let''s correct the code by properly defining the variables and solving the system of equations again.
+```python
+import sympy as sp
+
+# Define the variables
+Q, B = sp.symbols(''Q B'')
+
+# Define the equations
+eq1 = sp.Eq(3 * Q + B','length',72,621,604,3.0399764215174704951e+00,110909466624.0,NULL);
+INSERT INTO "chains" VALUES(8,5,0,'01e51e27c6c955c74845baa002105445739a94de7d138b092ac7eb69de924b01',0,'The number of worker bees in the hive is \(\boxed{2800}\).','stop',20,393,382,8.48968534091303128619e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(9,0,0,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',0,'To solve this problem, let''s break it down step by step:
+
+1. **Calculate the cost of the first day''s tires:**
+   - Each tire costs 25 cents.
+   - There were 5 people on bicycles.
+   - Therefore, the total cost for the tires is \(5 \times 0.25 = 12.50\) dollars.
+
+2. **Calculate the cost of the second day''s tires:**
+   - Each tire costs 25 cents.
+   - There were 3 people on bicycles.
+   - Therefore, the total cost for the tires is \(3 \times 0.25 = 7.50\) dollars.
+
+3. **Calculate the cost of the third day''s tires:**
+   - Each tire costs 25 cents.
+   - There was 1 person on a unicycle.
+   - Therefore, the total cost for the tires is \(1 \times 0.25 = 0.25\) dollars.
+
+4. **Calculate the total cost for all the tires on the day:**
+   - Adding the costs of the first two days'' tires, the second day''s tires, and the third day''s tires gives \(12.50 + 7.50 + 0.25 = 21.00\) dollars.
+
+5. **Calculate the cost of the unicycle:**
+   - The cost of the unicycle is \(0.25\) dollars.
+
+6. **Calculate the total amount made on the day:**
+   - Adding the cost of the tires on the day and the cost of the unicycle gives \(21.00 + 0.25 = 21.25\) dollars.
+
+Now, let''s write the Python code to confirm this calculation:
+
+```python
+# Define the cost of each tire in cents
+cost_per_tire_cents = 0.25
+
+# Define the number of people on bicycles
+num_bicycles = 5
+
+# Calculate the total cost for the tires
+total_tire_cost = num_bicycles * cost_per_tire_cents
+
+# Define the number of people on tricycle tires
+num_tricycle_tires = 3
+
+# Calculate the total cost for the tires
+total_tricycle_tire_cost = num_tricycle_tires * cost_per_tire_cents
+
+# Define the number of people on the unicycle
+num_unicycle_people = 1
+
+# Calculate the','length',512,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,1,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires. Here''s a step-by-step reasoning process:
+
+1. **Calculate the cost of the tires:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   \[
+   5 \times 25 = 125 \text{ cents}
+   \]
+   - 3 people came by to get all their tricycle tires inflated.
+   \[
+   3 \times 15 = 45 \text{ cents}
+   \]
+   - One person actually came by on a unicycle.
+   \[
+   1 \text{ cent}
+   \]
+   - Add these amounts together:
+   \[
+   125 + 45 + 1 = 171 \text{ cents}
+   \]
+   - Convert 171 cents to dollars:
+   \[
+   \frac{171}{100} = 1.71 \text{ dollars}
+   \]
+
+2. **Calculate the cost of the tricycle tires:**
+   Each tricycle tire costs 10 cents to inflate.
+   - 5 people came by to get both tricycle tires inflated.
+   \[
+   5 \times 10 = 50 \text{ cents}
+   \]
+   - 3 people came by to get all their tricycle tires inflated.
+   \[
+   3 \times 10 = 30 \text{ cents}
+   \]
+   - One person actually came by on a unicycle.
+   \[
+   1 \text{ cent}
+   \]
+   - Add these amounts together:
+   \[
+   50 + 30 + 1 = 81 \text{ cents}
+   \]
+   - Convert 81 cents to dollars:
+   \[
+   \frac{81}{100} = 0.81 \text{ dollars}
+   \]
+
+3. **Calculate the total cost:**
+   Add the cost of the tires and the tricycle tires:
+   \[
+   1.71 + 0.81 = 2.52 \text{ dollars}
+   \]
+
+Therefore, Shawnda made \(\boxed{2.52}\) dollars that day.','stop',505,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,2,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We will use the given costs and the number of people who came by to get the tires, and then sum these costs.
+
+Here''s the step-by-step reasoning and the corresponding Python code:
+
+1. Calculate the cost of inflating the tires: Each tire costs 25 cents to inflate, and there are 5 people who came by.
+2. Calculate the cost of inflating the tricycle tires: Each tricycle tire costs 25 cents to inflate, and there are 3 people who came by.
+3. Sum the costs of inflating the tires and the tricycle tires: Sum the results of the two calculations.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given costs
+cost_per_tire = 0.25  # in cents
+num_tires = 5  # number of tires
+num_tricycle_tires = 3  # number of tricycle tires
+num_unicycle = 1  # number of unicycle
+
+# Calculate the cost of inflating the tires
+total_cost_tires = cost_per_tire * num_tires
+
+# Calculate the cost of inflating the tricycle tires
+total_cost_tricycle_tires = cost_per_tire * num_tricycle_tires
+
+# Calculate the total cost
+total_cost = total_cost_tires + total_cost_tricycle_tires
+
+# Print the final answer
+print(total_cost)','stop',312,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,3,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',3,'Let''s solve this step-by-step:
+
+1. First, calculate the number of people who got both tires inflated:
+\[ \text{Number of people} = 5 + 3 = 8 \]
+2. Calculate the number of people who got all their tricycle tires inflated:
+\[ \text{Number of people} = 3 \]
+3. The total number of people who got any tires inflated is \(8 + 3 = 11\)
+4. Calculate the total number of people who got any tires inflated on a unicycle:
+\[ \text{Number of people} = 1 \]
+5. The total number of people who got any tires inflated is \(11 + 1 = 12\)
+6. Each tire costs 25 cents to inflate, so the total cost for the tires is \(12 \times 25 = 300\) cents.
+7. Convert the total cost from cents to dollars:
+\[ \text{Total cost in dollars} = \frac{300}{100} = 3 \]
+
+Now, let''s write the Python code to verify this calculation:
+
+```python
+# Number of people who got both tires inflated
+num_both_tires = 5 + 3
+
+# Number of people who got all tires inflated
+num_all_tires = 3
+
+# Total number of people who got any tires inflated
+num_any_tires = num_both_tires + num_all_tires
+
+# Cost of each tire in cents
+cost_per_tire_cents = 25
+
+# Total cost in cents
+total_cost_cents = num_any_tires * cost_per_tire_cents
+
+# Convert the total cost from cents to dollars
+total_cost_dollars = total_cost_cents / 100
+
+# Print the final answer
+print(total_cost_dollars)','stop',388,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,4,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',4,'To determine how many dollars Shawnda made, we need to follow these steps:
+
+1. Calculate the total number of tires inflated.
+2. Determine how much she spent on the tires.
+3. Calculate how much she spent on the tricycle tires.
+4. Determine how much she spent on the unicycle.
+5. Sum up all the amounts to get the total cost.
+
+**Step 1: Calculate the total number of tires inflated.**
+
+Shawnda noticed that there were two groups of people:
+- 5 people on bicycles.
+- 3 people on tricycle tires.
+- 1 person on unicycle.
+
+Each person got one tire inflated. Therefore, the total number of tires inflated is:
+\[ 5 + 3 + 1 = 9 \]
+
+**Step 2: Determine how much she spent on the tires.**
+
+Each tire costs 25 cents. Therefore, the total cost for the tires is:
+\[ 9 \times 0.25 = 2.25 \text{ dollars} \]
+
+**Step 3: Calculate how much she spent on the tricycle tires.**
+
+Each tricycle tire costs 25 cents. Therefore, the total cost for the tricycle tires is:
+\[ 3 \times 0.25 = 0.75 \text{ dollars} \]
+
+**Step 4: Determine how much she spent on the unicycle.**
+
+Each unicycle costs 25 cents. Therefore, the total cost for the unicycle is:
+\[ 1 \times 0.25 = 0.25 \text{ dollars} \]
+
+**Step 5: Sum up all the amounts to get the total cost.**
+
+The total cost for the day is:
+\[ 2.25 + 0.75 + 0.25 = 3.40 \text{ dollars} \]
+
+Therefore, the final answer is:
+\[
+\boxed{3.40}
+\]','stop',409,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,5,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of tires inflated by each type of vehicle.
+2. Sum these amounts to get the total number of tires inflated.
+3. Multiply the total number of tires inflated by the cost per tire to get the total cost.
+
+We''ll use Python to perform these calculations accurately. Let''s write the code to achieve this.
+```python
+# Step 1: Calculate the total number of tires inflated
+# Each tire costs 25 cents to inflate
+tire_cost_cents = 0.25
+
+# Number of people who got both tires inflated
+people_both_tires_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tires_inflated = 3
+
+# Number of people who actually got a unicycle
+people_unicycle = 1
+
+# Total number of tires inflated
+total_tires_inflated = people_both_tires_inflated + people_tricycle_tires_inflated + people_unicycle
+
+# Total cost per tire
+cost_per_tire = tire_cost_cents
+
+# Total cost
+total_cost = total_tires_inflated * cost_per_tire
+
+# Print the final answer
+print(total_cost)','stop',265,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,6,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',6,'To solve this problem, we need to calculate the total number of people who came by to get both tires inflated, all their tricycle tires inflated, and the unicycle. We will then calculate the total cost of these inflated tires and tricycle tires. Finally, we will convert the total cost from cents to dollars.
+
+Let''s break down the steps:
+
+1. Calculate the number of people who came by to get both tires inflated.
+2. Calculate the number of people who came by to get all their tricycle tires inflated.
+3. Calculate the number of people who came by on a unicycle.
+4. Calculate the total cost of the inflated tires and tricycle tires.
+5. Convert the total cost from cents to dollars.
+
+Here is the Python code to calculate this:
+
+```python
+# Step 1: Calculate the number of people who came by to get both tires inflated
+people_tire_tired = 5 + 3
+
+# Step 2: Calculate the number of people who came by to get all their tricycle tires inflated
+people_tricycle_tired = 5
+
+# Step 3: Calculate the number of people who came by on a unicycle
+people_unicycle = 1
+
+# Step 4: Calculate the total cost of the inflated tires and tricycle tires
+cost_tire_tired = people_tire_tired * 25
+cost_tricycle_tired = people_tricycle_tired * 25
+cost_unicycle = people_unicycle * 25
+
+# Step 5: Convert the total cost from cents to dollars
+total_cost_cents = cost_tire_tired + cost_tricycle_tired + cost_unicycle
+
+# Convert the total cost from cents to dollars
+total_cost_dollars = total_cost_cents / 100
+
+# Print the final answer
+print(total_cost_dollars)','stop',384,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,0,7,'65cb90c710a7e9bc48f3309aa9309bfa37fee2290575430186aea9954bea32cb',7,'Let''s break down the problem step-by-step and then use Python code to ensure accuracy.
+
+1. Each tire costs 25 cents to inflate.
+2. On the first day, 5 people came by to get both tires inflated.
+3. On the second day, 3 people came by to get all their tricycle tires inflated.
+4. Finally, one person actually came by on a unicycle.
+5. We need to calculate the total cost of all the tires.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Define the cost of one tire in cents
+cost_per_tire = 25
+
+# Define the number of people who came by
+people_first_day = 5
+people_second_day = 3
+people_unicycle = 1
+
+# Calculate the total cost of the tires
+total_cost = (people_first_day * cost_per_tire) + (people_second_day * cost_per_tire) + (people_unicycle * cost_per_tire)
+print(total_cost)','stop',211,216,120,1.2325257948369307215e+01,484283665344.0,NULL);
+INSERT INTO "chains" VALUES(9,1,0,'0af3efe1cc17047f2160252a5dceea06d70402b2ed398f9e39455870a8164ac0',0,'The total cost that Shawnda made that day is \(\boxed{2.0}\) dollars.','stop',22,537,527,8.13886358811180210537e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(9,2,0,'7a5203e511744f59679d248570951c8692f503e14b1a01de73e6f2d321b177c7',0,'The final answer is \(\boxed{2.75}\).','stop',15,614,603,6.44312884308769318053e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(9,3,0,'c981f850af149205aab1a0cb1abbe21a2e2e966848d87ed71f2a0ea283d940be',0,'Shawnda made \(\boxed{2.25}\) dollars that day.','stop',19,491,480,7.37014233478522462483e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(9,4,0,'6e684c1a29b17ba5573bb9b7477d535980e90755b8c98107bafb73615e02185a',0,'Shawnda made \(\boxed{3.5}\) dollars that day.','stop',18,609,599,6.79271413477227858912e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(9,5,0,'fc3034e5489bdbd1837e28db60080fb079398fd52ebcf2b43d62911322b3101b',0,'Shawnda made \(\boxed{225}\) dollars that day.','stop',18,436,426,6.69738597474907826345e-01,34029040896.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -349,6 +2056,13 @@ CREATE TABLE jobs (
     UNIQUE (model, strategy, problem_id, seed, budget));
 INSERT INTO "jobs" VALUES(1,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-2',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','50000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1273869215, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 0, "completion_tokens": 1789, "calls": 1, "seconds": 48.4696612888776, "flops": 2474037306624.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 1.2401, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0114, "call_seconds": 1.3279, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0232, "call_seconds": 1.2454, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0069, "call_seconds": 1.2852, "stdout_bytes": 16, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0184, "call_seconds": 0.0223, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 6], "seeds": [769697520, 769705439, 769721277, 769729196, 769745034], "usage": {"prompt_tokens": 2137, "cached_prompt_tokens": 2076, "completion_tokens": 85, "calls": 5, "seconds": 2.85937774212712, "flops": 177707213568.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 0, 1, 0]}, {"event": "vote", "counts": {"0": 1, "150000": 1, "50000": 4, "-50000": 1, "80000": 1}, "tie_broken_by_rng": false, "winner": "50000"}]',2319,2076,1874,11,0,0,2651744520192.0,0.0,6.92989960179984336701e+01,5.64498689899972774233e+01,1.79629915398846530917e+09);
 INSERT INTO "jobs" VALUES(2,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-28',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','35','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 262931907, "usage": {"prompt_tokens": 175, "cached_prompt_tokens": 120, "completion_tokens": 1786, "calls": 1, "seconds": 49.33015455596508, "flops": 2310193776384.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0292, "call_seconds": 0.0315, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0095, "call_seconds": 0.0178, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0297, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.0246, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0186, "call_seconds": 0.0194, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 6, 7], "seeds": [1240612728, 1240620647, 1240628566, 1240660242, 1240668161], "usage": {"prompt_tokens": 2027, "cached_prompt_tokens": 1982, "completion_tokens": 96, "calls": 5, "seconds": 5.518400714356377, "flops": 171405539328.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 0, 0, 1, 1]}, {"event": "vote", "counts": {"35": 4, "20": 1, "15": 2, "40": 1}, "tie_broken_by_rng": false, "winner": "35"}]',2202,2102,1882,11,0,0,2481599315712.0,0.0,1.6314428960900113452e+02,5.49714942203218441801e+01,1.79629924782668137545e+09);
+INSERT INTO "jobs" VALUES(3,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-67',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','595','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1351687465, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 1892, "calls": 1, "seconds": 68.13227074255731, "flops": 2448830609664.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0206, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0279, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.019, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0193, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0203, "call_seconds": 0.0213, "stdout_bytes": 0, "stderr_bytes": 211}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 5], "seeds": [888235931, 888243850, 888259688, 888267607, 888275526], "usage": {"prompt_tokens": 2064, "cached_prompt_tokens": 1846, "completion_tokens": 182, "calls": 5, "seconds": 14.3005993775244, "flops": 497832264960.0}}, {"event": "tool", "round": 1, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0096, "call_seconds": 0.0105, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [5], "seeds": [888380255], "usage": {"prompt_tokens": 484, "cached_prompt_tokens": 474, "completion_tokens": 19, "calls": 1, "seconds": 0.8316924502487383, "flops": 35289375744.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 2, 0, 0]}, {"event": "vote", "counts": {"595": 5, "695": 1, "675": 1, "685": 1}, "tie_broken_by_rng": false, "winner": "595"}]',2727,2440,2093,13,0,0,2981952250368.0,0.0,1.89126751174997480122e+02,8.33831009953361501629e+01,1.79629934312494277948e+09);
+INSERT INTO "jobs" VALUES(4,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-79',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','70','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 175922392, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 1701, "calls": 1, "seconds": 73.81836012694276, "flops": 2200544644608.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0347, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0105, "call_seconds": 0.0116, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0151, "call_seconds": 0.0188, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.0196, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0189, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0133, "call_seconds": 0.0169, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0999, "call_seconds": 0.1007, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [1059509682, 1059517601, 1059525520, 1059533439, 1059541358, 1059549277, 1059565115], "usage": {"prompt_tokens": 2839, "cached_prompt_tokens": 2735, "completion_tokens": 153, "calls": 7, "seconds": 6.200908664010057, "flops": 315083712000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 0, 1]}, {"event": "vote", "counts": {"70": 6, "30": 1, "1923/25": 1}, "tie_broken_by_rng": false, "winner": "70"}]',3012,2855,1854,15,0,0,2515628356608.0,0.0,152.621228420001,8.024040244794177568e+01,1.79629940046501278879e+09);
+INSERT INTO "jobs" VALUES(5,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-82',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','623','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1960130180, "usage": {"prompt_tokens": 155, "cached_prompt_tokens": 120, "completion_tokens": 1465, "calls": 1, "seconds": 46.21541407744235, "flops": 1880419593216.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.014, "call_seconds": 0.0147, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0151, "call_seconds": 0.0158, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0108, "call_seconds": 0.0145, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0235, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0201, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0156, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0154, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0118, "call_seconds": 0.0124, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [1034343213, 1034351132, 1034359051, 1034366970, 1034374889, 1034382808, 1034390727, 1034398646], "usage": {"prompt_tokens": 2777, "cached_prompt_tokens": 2697, "completion_tokens": 147, "calls": 8, "seconds": 6.008999214980577, "flops": 276013331712.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"623": 8}, "tie_broken_by_rng": false, "winner": "623"}]',2932,2817,1612,17,0,0,2156432924928.0,0.0,6.33496420859955833293e+01,5.23563009874401288348e+01,1.7962994064798402786e+09);
+INSERT INTO "jobs" VALUES(6,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-127',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','120','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1906119270, "usage": {"prompt_tokens": 160, "cached_prompt_tokens": 120, "completion_tokens": 1655, "calls": 1, "seconds": 43.99862435901741, "flops": 2126184888576.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0127, "call_seconds": 0.016, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0155, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 0.0189, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0206, "call_seconds": 0.024, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0185, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0129, "call_seconds": 0.0135, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0091, "call_seconds": 0.0109, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6, 7], "seeds": [1323524099, 1323532018, 1323539937, 1323547856, 1323555775, 1323563694, 1323571613], "usage": {"prompt_tokens": 2563, "cached_prompt_tokens": 2494, "completion_tokens": 156, "calls": 7, "seconds": 5.978404499207359, "flops": 274752996864.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"120": 7, "70": 1}, "tie_broken_by_rng": false, "winner": "120"}]',2723,2614,1811,15,0,0,2400937885440.0,0.0,6.35874038350011687708e+01,5.00943318852322079254e+01,1.79629946406195831294e+09);
+INSERT INTO "jobs" VALUES(7,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-128',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','510','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 34063174, "usage": {"prompt_tokens": 210, "cached_prompt_tokens": 120, "completion_tokens": 3472, "calls": 1, "seconds": 106.6528540208358, "flops": 4479230049792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 6], "seeds": [2038169201, 2038216715], "usage": {"prompt_tokens": 1339, "cached_prompt_tokens": 1319, "completion_tokens": 53, "calls": 2, "seconds": 1.8678342609808571, "flops": 89483774208.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "length"], "code_runs": [1, 0, 0, 0, 0, 0, 1, 0]}, {"event": "vote", "counts": {"530": 1, "580": 1, "50": 1, "480": 1, "980": 1, "2000": 1, "510": 1, "10": 1}, "tie_broken_by_rng": true, "winner": "510"}]',1549,1439,3525,5,0,0,4568713824000.0,0.0,1.6574148419499397278e+02,1.08558144930815728915e+02,1.79629957223374295237e+09);
+INSERT INTO "jobs" VALUES(8,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-141',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1739500214, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 3039, "calls": 1, "seconds": 100.03511717608463, "flops": 3876789992448.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0108, "call_seconds": 0.0163, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1409, "call_seconds": 0.1417, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0203, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0226, "call_seconds": 0.0263, "stdout_bytes": 0, "stderr_bytes": 169}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1276, "call_seconds": 0.1308, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 6, 7], "seeds": [728870367, 728878286, 728894124, 728909962, 728917881], "usage": {"prompt_tokens": 2572, "cached_prompt_tokens": 2498, "completion_tokens": 153, "calls": 5, "seconds": 6.77064761498453, "flops": 279794336256.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "length", "answered"], "code_runs": [0, 1, 1, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"0": 2, "688": 1, "1400": 1, "116": 1, "5": 1, "3": 1, "2800": 1}, "tie_broken_by_rng": false, "winner": "0"}]',2737,2618,3192,11,0,0,4156584328704.0,0.0,3.0485325792300136526e+02,1.07141196882062118334e+02,1.7962997689242119789e+09);
+INSERT INTO "jobs" VALUES(9,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-151',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2.75','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 640836148, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 2986, "calls": 1, "seconds": 98.60206358695446, "flops": 3874269322752.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0122, "call_seconds": 0.0158, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0336, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0207, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0222, "call_seconds": 0.0238, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0247, "call_seconds": 0.0255, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 5, 6, 7], "seeds": [1033076817, 1033084736, 1033100574, 1033108493, 1033116412], "usage": {"prompt_tokens": 2687, "cached_prompt_tokens": 2635, "completion_tokens": 92, "calls": 5, "seconds": 3.544223487550608, "flops": 175186543872.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 1, 1, 1]}, {"event": "vote", "counts": {"1": 1, "63/25": 1, "2": 1, "11/4": 1, "17/5": 1, "9/4": 1, "7/2": 1, "225": 1}, "tie_broken_by_rng": true, "winner": "11/4"}]',2903,2755,3078,11,0,0,4049455866624.0,0.0,2.40545213382996735172e+02,1.02265631097510450336e+02,1.79629981278611445421e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -832,10 +2546,1877 @@ print(distance_between_stops)
 40
 ```
 The final answer is \(\boxed{40}\).','40',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,0,'To solve this problem, let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. **Identify the number of rubies**: The problem states there are 35 fewer rubies than diamonds. Given that there are 175 diamonds, the number of rubies is:
+   \[
+   \text{Rubies} = 175 - 35 = 130
+   \]
+
+2. **Determine the number of emeralds**: The problem states that the number of emeralds is twice the number of rubies. Given that there are 130 rubies, the number of emeralds is:
+   \[
+   \text{Emeralds} = 2 \times 130 = 260
+   \]
+
+3. **Calculate the total number of gems**: Now we can find the total number of gems by adding the number of diamonds, rubies, and emeralds:
+   \[
+   \text{Total Gems} = 175 + 130 + 260 = 565
+   \]
+
+Let''s use Python code to verify these calculations.
+```python
+# Given data
+diamonds = 175
+rubies = diamonds - 35
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the chest is \(\boxed{595}\).','595',1,'equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(3,1,'To solve this problem, we need to determine the number of each type of gem and then sum them up. We will use Python code to ensure accuracy.
+
+1. Determine the number of rubies.
+2. Determine the number of emeralds.
+3. Sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s write the Python code to solve this problem.
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the chest is \(\boxed{595}\).','595',1,'equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,2,'To determine the number of gems in the chest, we will follow these steps:
+
+1. **Calculate the number of rubies:**
+   - There are 175 diamonds.
+   - There are 35 fewer rubies than diamonds.
+   - Therefore, the number of rubies is calculated as:
+     \[
+     \text{number of rubies} = 175 - 35 = 140
+     \]
+
+2. **Calculate the number of emeralds:**
+   - There are twice the number of emeralds as the rubies.
+   - Therefore, the number of emeralds is calculated as:
+     \[
+     \text{number of emeralds} = 2 \times 140 = 280
+     \]
+
+3. **Calculate the total number of gems:**
+   - Add the number of diamonds, rubies, and emeralds together:
+     \[
+     \text{total number of gems} = 175 + 140 + 280
+     \]
+   - Performing the addition:
+     \[
+     175 + 140 = 315
+     \]
+     \[
+     315 + 280 = 695
+     \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','695',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,3,'To solve this problem, we''ll break it down into steps and then write the Python code to solve it:
+
+1. **Identify the number of rubies:**
+   Given that there are 35 fewer rubies than diamonds, we can calculate the number of rubies as follows:
+   \[
+   \text{RUBIES} = \text{DIAMONDS} - 35
+   \]
+
+2. **Identify the number of emeralds:**
+   We know that twice the number of emeralds is the number of rubies. Therefore, we can calculate the number of emeralds as follows:
+   \[
+   \text{EMERALDS} = 2 \times \text{RUBIES}
+   \]
+
+3. **Calculate the total number of gems:**
+   Now, we''ll sum the number of diamonds, rubies, and emeralds to find the total number of gems in the chest.
+
+Let''s implement this in Python:
+```python
+# Given data
+DIAMONDS = 175
+
+# Calculate the number of rubies
+RUBIES = DIAMONDS - 35
+
+# Calculate the number of emeralds
+EMERALDS = 2 * RUBIES
+
+# Calculate the total number of gems
+total_gems = DIAMONDS + RUBIES + EMERALDS
+
+# Print the final answer
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the chest is \(\boxed{595}\).','595',1,'equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,4,'Let''s break down the problem step by step:
+
+1. The number of diamonds is given as 175.
+2. The number of rubies is 35 fewer than the number of diamonds.
+3. The number of emeralds is twice the number of rubies.
+
+We can calculate each of these numbers using the given equations and then sum them up.
+
+Let''s implement this in Python.
+```python
+# Given values
+num_diamonds = 175
+
+# Calculate the number of rubies
+num_rubies = num_diamonds - 35
+
+# Calculate the number of emeralds
+num_emeralds = 2 * num_rubies
+
+# Calculate the total number of gems
+total_gems = num_diamonds + num_rubies + num_emeralds
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the chest is \(\boxed{595}\).','595',1,'equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,5,'To solve this problem, we need to determine the number of each type of gem in the chest and then sum them up. Here''s the step-by-step reasoning:
+
+1. Identify the number of diamonds.
+2. Determine the number of rubies.
+3. Determine the number of emeralds.
+4. Sum up the number of diamonds, rubies, and emeralds to find the total number of gems.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+eralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+
+# Print the result
+print(total_gems)
+```
+```output
+NameError: name ''emeralds'' is not defined
+```
+It seems there was an error because we didn''t define the variable `emeralds`. Let''s correct the code and try again:
+
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+
+# Print the result
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the chest is \(\boxed{595}\).','595',1,'equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,6,'To determine the number of gems in the chest, we need to calculate the number of rubies and emeralds separately, and then use these to find the total number of gems.
+
+1. Determine the number of rubies. According to the problem, there are 35 fewer rubies than diamonds. Since there are 175 diamonds, the number of rubies is:
+   \[
+   175 - 35 = 130
+   \]
+
+2. Determine the number of emeralds. According to the problem, twice the number of emeralds is the number of rubies. Therefore, the number of emeralds is:
+   \[
+   2 \times 130 = 260
+   \]
+
+3. Calculate the total number of gems by adding the number of diamonds, rubies, and emeralds together:
+   \[
+   175 + 130 + 260 = 675
+   \]
+
+Thus, the total number of gems in the chest is \(\boxed{675}\).','675',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,7,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. Define the number of diamonds.
+2. Calculate the number of rubies.
+3. Calculate the number of emeralds.
+4. Sum the number of gems.
+
+First, let''s define the number of diamonds:
+\[ \text{Number of diamonds} = 175 \]
+
+Next, we need to find the number of rubies. According to the problem, there are 35 fewer rubies than diamonds:
+\[ \text{Number of rubies} = 175 - 35 = 140 \]
+
+Then, we need to find the number of emeralds. According to the problem, there are twice the number of emeralds than the rubies:
+\[ \text{Number of emeralds} = 2 \times 140 = 280 \]
+
+Now, we sum the number of gems:
+\[ \text{Number of gems} = 175 + 140 + 280 = 685 \]
+
+So, the number of the gems in the chest is \(\boxed{685}\).','685',0,'not_equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,0,'To solve this problem, we need to calculate the cost of the grooming for the dog after applying the 30% discount. We''ll use Python to ensure the accuracy of our calculation.
+
+1. **Define the cost of the dog**: $100.
+2. **Determine the discount amount**: 30% of $100.
+3. **Apply the discount**: Subtract the discount amount from the original cost.
+
+Here''s the Python code to calculate the grooming cost:
+
+```python
+# Define the cost of the dog
+cost_of_dog = 100
+
+# Calculate the discount amount (30% of $100)
+discount_amount = cost_of_dog * 0.30
+
+# Calculate the cost after the discount
+grooming_cost = cost_of_dog - discount_amount
+
+# Print the final result
+print(grooming_cost)
+```
+```output
+70.0
+```
+The cost of the grooming for the dog after applying the 30% discount is \(\boxed{70}\).','70',1,'equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(4,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost before the discount.
+2. Apply the 30% discount.
+3. Output the final cost.
+
+Let''s break this down step-by-step and write a Python program to solve it.
+
+1. The cost of the dog before the discount is $100.
+2. The discount is 30%, so the cost of the dog after the discount is $100 \times (1 - 0.30) = $100 \times 0.70 = $70.
+3. The final cost of the dog after the discount is $70.
+
+Now, let''s write the Python program to calculate this.
+
+```python
+# Given values
+cost_before_discount = 100
+discount_percentage = 0.30
+
+# Calculate the cost after the discount
+cost_after_discount = cost_before_discount * (1 - discount_percentage)
+
+# Output the final cost
+print(cost_after_discount)
+```
+```output
+70.0
+```
+The final cost of the dog after the discount is \(\boxed{70}\).','70',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the discounted price of the dog''s groomer.
+2. Print the discounted price.
+
+Let''s break it down step-by-step in Python code:
+
+1. **Calculate the discounted price**:
+   - The original price of the dog''s groomer is $100.
+   - The discount is 30%, which means the discounted price is 70% of the original price.
+   - We can calculate the discounted price using the formula \( \text{Discounted Price} = \text{Original Price} \times (1 - \text{Discount}) \).
+
+2. **Print the discounted price**:
+   - Print the discounted price.
+
+Here is the Python code to solve the problem:
+
+```python
+# Original price of the dog''s groomer
+original_price = 100
+
+# Discount is 30%, so discount rate is 0.70
+discount_rate = 0.70
+
+# Calculate the discounted price
+discounted_price = original_price * (1 - discount_rate)
+
+# Print the discounted price
+print(discounted_price)
+```
+```output
+30.000000000000004
+```
+The grooming cost for the dog''s groomer is \(\boxed{30}\).','30',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the dog after the discount.
+2. Output the final cost.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. The cost of the dog before the discount is $100.
+2. The discount is 30%, so the cost after the discount is $100 * (1 - 0.30) = $100 * 0.70 = $70.
+3. The final cost of the grooming is $70.
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the cost after the discount
+cost_before_discount = 100
+discount_rate = 0.30
+cost_after_discount = cost_before_discount * (1 - discount_rate)
+
+# Step 2: Output the final cost
+print(cost_after_discount)
+```
+```output
+70.0
+```
+The final cost of the grooming is \(\boxed{70}\).','70',1,'equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the original cost of the dog before the discount.
+2. Apply the 30% discount to the original cost.
+
+Let''s break this down into a Python code block:
+
+```python
+# Step 1: Calculate the original cost of the dog before the discount
+cost_of_dog = 100
+
+# Step 2: Apply the 30% discount to the original cost
+discount_rate = 0.30
+discounted_cost = cost_of_dog * (1 - discount_rate)
+
+# Output the final answer
+print(discounted_cost)
+```
+```output
+70.0
+```
+The final answer is \(\boxed{70.0}\).','70.0',1,'equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,5,'Let''s break down the problem step-by-step:
+
+1. **Cost of the dog for the groomer:**
+   The cost of the dog is $100.
+   
+2. **Discount for being a new customer:**
+   The groomer offers John a 30% discount for being a new customer.
+
+3. **Calculate the discount amount:**
+   \[
+   \text{Discount amount} = \text{Cost of the dog} \times \text{Discount rate}
+   \]
+
+4. **Calculate the final cost:**
+   \[
+   \text{Final cost} = \text{Cost of the dog} - \text{Discount amount}
+   \]
+
+Now, let''s write the Python code to perform these calculations.
+
+```python
+# Step 1: Cost of the dog
+cost_of_dog = 100
+
+# Step 2: Discount for being a new customer
+discount_rate = 0.30
+
+# Step 3: Calculate the discount amount
+discount_amount = cost_of_dog * discount_rate
+
+# Step 4: Calculate the final cost
+final_cost = cost_of_dog - discount_amount
+
+# Print the final answer
+print(final_cost)
+```
+```output
+70.0
+```
+The final cost of the grooming is \(\boxed{70}\).','70',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,6,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Calculate the discount on the groomer''s fee.
+2. Subtract the discount from the original fee to find the final cost.
+
+First, we calculate the discount on the groomer''s fee. The original fee is $100, and the discount rate is 30%. We can find the discount by multiplying the original fee by the discount rate (expressed as a decimal):
+
+\[ 100 \times 0.30 = 30 \]
+
+So, John pays $30 for the grooming fee. Next, we subtract the discount from the original fee to find the final cost:
+
+\[ 100 - 30 = 70 \]
+
+Therefore, the grooming cost is \(\boxed{70}\).','70',1,'equivalent',170,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,7,'Let''s solve this problem step-by-step using Python and SymPy.
+
+1. **Understand the Problem:**
+   - The cost of the dog to the groomer is $100.
+   - The groomer offers a 30% discount for being a new customer.
+   - We need to calculate the final cost.
+
+2. **Define the Variables:**
+   - Let \( x \) be the cost of the dog to the groomer after the discount.
+   - The cost of the dog to the groomer after the discount is \( 100 - 0.3x \).
+   - The discount is \( 0.3x \).
+
+3. **Formulate the Equation:**
+   - The total cost after the discount should be equal to the initial cost of the dog.
+   - Therefore, we can write the equation \( 100 - 0.3x = x \).
+
+4. **Solve the Equation:**
+   - We can solve the equation \( 100 - 0.3x = x \) for \( x \).
+
+Let''s implement this in Python using SymPy to find the final cost.
+
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the equation
+equation = sp.Eq(100 - 0.3*x, x)
+
+# Solve the equation
+solution = sp.solve(equation, x)
+
+# Print the solution
+print(solution)
+```
+```output
+[76.9230769230769]
+```
+The cost of the dog to the groomer after the discount is approximately $76.92. Therefore, the final answer is:
+
+\[
+\boxed{76.92}
+\]','76.92',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,0,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Determine the weight of Alex:**
+   - Grace weighs 125 pounds.
+   - Alex weighs 2 pounds less than 4 times what Grace weighs.
+   - Mathematically, Alex''s weight is \(4 \times 125 - 2\).
+
+2. **Calculate the combined weight of Grace and Alex:**
+   - Grace''s weight is 125 pounds.
+   - Alex''s weight is \(4 \times 125 - 2\) pounds.
+   - Combine these weights to get the combined weight.
+
+Let''s implement this in Python using sympy to ensure the calculation is accurate.
+
+```python
+import sympy as sp
+
+# Define the weight of Grace
+grace_weight = 125
+
+# Calculate the weight of Alex
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)
+```
+```output
+623
+```
+The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','623',1,'equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(5,1,'Let''s solve the problem step by step using Python code.
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times what Grace weighs.
+3. We need to calculate Alex''s weight and then sum Grace''s weight and Alex''s weight to get their combined weight.
+
+Let''s write the Python code to solve this:
+
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate their combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)
+```
+```output
+623
+```
+Grace''s combined weight is \(\boxed{623}\) pounds.','623',1,'equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,2,'To solve this problem, we need to follow these steps:
+
+1. Identify Grace''s weight.
+2. Calculate Alex''s weight.
+3. Add Grace''s and Alex''s weights together to get their combined weight.
+
+Let''s break this down step-by-step in Python code:
+
+1. Define Grace''s weight.
+2. Calculate Alex''s weight using the formula \( \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \).
+3. Add Grace''s and Alex''s weights together.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the combined weight
+print(combined_weight)
+```
+```output
+623
+```
+Grace''s combined weight is \(\boxed{623}\) pounds.','623',1,'equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,3,'To solve this problem, let''s break it down step by step:
+
+1. Grace weighs 125 pounds.
+2. Alex weighs 2 pounds less than 4 times what Grace weighs.
+3. We need to find their combined weights.
+
+Let''s start by calculating Alex''s weight:
+
+\[ \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \]
+
+Then we''ll add Grace''s weight to Alex''s weight to find their combined weight:
+
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} \]
+
+Now, let''s use Python code to compute this.
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate combined weight
+combined_weight = grace_weight + alex_weight
+print(combined_weight)
+```
+```output
+623
+```
+Grace''s combined weight is \(\boxed{623}\) pounds.','623',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,4,'Let''s break down the problem step-by-step:
+
+1. **Define Grace''s weight:**
+   Grace weighs 125 pounds.
+
+2. **Calculate Alex''s weight:**
+   Alex weighs 2 pounds less than 4 times Grace''s weight.
+   Alex''s weight = 4 * Grace''s weight - 2.
+
+3. **Calculate their combined weight:**
+   Their combined weight is the sum of Grace''s weight and Alex''s weight.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Define Grace''s weight
+grace_weight = 125
+
+# Step 2: Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Step 3: Calculate their combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the combined weight
+print(combined_weight)
+```
+```output
+623
+```
+Grace and Alex''s combined weights are \(\boxed{623}\) pounds.','623',1,'equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,5,'To solve this problem, let''s break it down step-by-step:
+
+1. First, we need to determine Alex''s weight. Alex weighs 2 pounds less than 4 times what Grace weighs. Since Grace weighs 125 pounds, we can calculate Alex''s weight as follows:
+\[ \text{Alex''s weight} = 4 \times 125 - 2 \]
+
+2. Then, we need to calculate the combined weight of Grace and Alex. We can do this by adding Grace''s weight to Alex''s weight:
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)
+```
+```output
+623
+```
+Grace''s combined weight is \(\boxed{623}\) pounds.','623',1,'equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,6,'To solve this problem, let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times what Grace weighs. This can be written as \( 4 \times Grace \) minus 2.
+3. The combined weight of Grace and Alex is \( Grace + Alex \).
+
+Now, let''s calculate this using Python code.
+```python
+# Given data
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)
+```
+```output
+623
+```
+The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','623',1,'equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,7,'Let''s solve this step-by-step.
+
+1. First, calculate how much Alex weighs. Alex weighs 2 pounds less than 4 times Grace''s weight.
+   \[
+   \text{Alex''s weight} = 4 \times 125 - 2 = 500 - 2 = 498
+   \]
+
+2. Next, calculate their combined weight by adding Grace''s weight and Alex''s weight.
+   \[
+   \text{Combined weight} = 125 + 498 = 623
+   \]
+
+3. Let''s write the Python code to confirm this calculation.
+```python
+# Grace''s weight
+grace_weight = 125
+
+# Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)
+```
+```output
+623
+```
+The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','623',1,'equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,0,'To determine how many friends Lily and Amy have together after transferring to a new school, we need to follow these steps:
+
+1. Identify the number of friends Lily made.
+2. Determine the number of friends Amy made.
+3. Calculate the total number of friends by adding the number of friends Lily made to the number of friends Amy made.
+
+Given:
+- Lily made 50 friends.
+- Amy made 20 more friends than Lily.
+
+We can calculate the number of friends Amy made as follows:
+\[ \text{Number of friends Amy made} = \text{Number of friends Lily made} + 20 \]
+
+Substituting the given value:
+\[ \text{Number of friends Amy made} = 50 + 20 = 70 \]
+
+Now, we need to find the total number of friends by adding the number of friends Lily made to the number of friends Amy made:
+\[ \text{Total number of friends} = \text{Number of friends Lily made} + \text{Number of friends Amy made} \]
+\[ \text{Total number of friends} = 50 + 70 \]
+\[ \text{Total number of friends} = 120 \]
+
+Therefore, the total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(6,1,'Let''s break down the problem step-by-step:
+
+1. First, we know that Lily made 50 friends.
+2. Next, we know that Amy made 20 more friends than Lily. Therefore, we can calculate Amy''s number of friends as follows:
+   \[
+   \text{Amy''s number of friends} = \text{Lily''s number of friends} + 20 = 50 + 20 = 70
+   \]
+3. To find out how many friends Lily and Amy have together, we simply add their number of friends:
+   \[
+   \text{Total number of friends} = \text{Lily''s number of friends} + \text{Amy''s number of friends} = 50 + 70 = 120
+   \]
+
+Now, let''s implement this in Python using sympy to ensure the result is accurate.
+
+```python
+import sympy as sp
+
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends
+total_friends = lily_friends + amy_friends
+
+# Print the result
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends that Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,2,'To solve this problem step by step, we can follow these steps:
+
+1. Define the number of friends Lily made.
+2. Calculate the number of friends Amy made.
+3. Sum the number of friends Lily and Amy have together.
+
+Let''s write the Python code to solve this:
+
+```python
+# Step 1: Define the number of friends Lily made
+lily_friends = 50
+
+# Step 2: Calculate the number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Step 3: Sum the number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+# Output the result
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends that Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',164,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of friends Lily made.
+2. Use the number of friends Lily made to find out how many friends Amy made.
+3. Sum the number of friends Lily and Amy made together.
+
+Let''s break this down step-by-step and write the Python code to solve it.
+
+1. Lily made 50 friends.
+2. Amy made 20 more friends than Lily.
+3. Therefore, Amy made \(50 + 20 = 70\) friends.
+4. The total number of friends Lily and Amy have together is \(50 + 70 = 120\).
+
+Now, let''s write the Python code to confirm this.
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+# Print the result
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,4,'Let''s break down the problem step-by-step:
+
+1. We know that Lily made 50 friends.
+2. After transferring to a new school, Amy made 20 more friends than Lily.
+3. We need to find out how many friends Amy and Lily have together.
+
+We can use the following Python code to solve this problem:
+
+```python
+# Given data
+lily_friends = 50
+amy_additional_friends = 20
+
+# Calculate the total number of friends Amy and Lily have together
+total_friends = lily_friends + amy_additional_friends
+
+# Print the result
+print(total_friends)
+```
+```output
+70
+```
+The total number of friends that Lily and Amy have together after transferring to a new school is \(\boxed{70}\).','70',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,5,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of friends Lily made.
+2. Determine the number of friends Amy made.
+3. Add the number of friends Lily and Amy made together.
+
+Given:
+- Lily made 50 friends.
+- Amy made 20 more friends than Lily.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+# Final answer
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,6,'To solve this problem, we need to follow these steps:
+
+1. Identify the number of friends Lily made. According to the problem, Lily made 50 friends.
+2. Determine the number of friends Amy made. According to the problem, Amy made 20 more friends than Lily. Therefore, we can calculate Amy''s number of friends as follows:
+   \[
+   \text{Amy''s friends} = \text{Lily''s friends} + 20
+   \]
+3. Calculate the total number of friends that Lily and Amy have together by adding the number of friends Lily made to the number of friends Amy made:
+   \[
+   \text{Total friends} = \text{Lily''s friends} + \text{Amy''s friends} = 50 + (\text{Lily''s friends} + 20) = 50 + 50 = 100
+   \]
+
+Now, let''s implement this in a Python code block:
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends
+total_friends = lily_friends + amy_friends
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends that Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,7,'To determine how many friends Lily and Amy have together, we need to follow these steps:
+
+1. Identify the number of friends Lily made. According to the problem, Lily made 50 friends.
+2. Determine the number of friends Amy made. According to the problem, Amy made 20 more friends than Lily.
+3. Calculate the total number of friends Amy and Lily have together by adding the number of friends each of them made.
+
+Let''s start with the number of friends Lily made and then use that to find the number of friends Amy made. Finally, we sum the number of friends Amy and Lily have together to get the final answer.
+
+Here is the step-by-step Python code to solve the problem:
+
+```python
+# Step 1: Number of friends Lily made
+lily_friends = 50
+
+# Step 2: Number of friends Amy made (20 more than Lily)
+amy_friends = lily_friends + 20
+
+# Step 3: Total number of friends Amy and Lily have together
+total_friends = amy_friends + lily_friends
+
+# Output the final answer
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine the cost of each pepper. Since a watermelon costs three times what each pepper costs, and an orange costs 5 less than what a watermelon costs, we can calculate the cost of each pepper as follows:
+   - Let \( p \) be the cost of a pepper in dollars.
+   - The cost of a watermelon is \( 3p \).
+   - The cost of an orange is \( p - 5 \).
+
+2. Dillon is sent to the store to buy 4 watermelons, 20 peppers, and 10 oranges. Therefore, the total cost of the watermelons is \( 4 \times 3p \) dollars, the total cost of the peppers is \( 20 \times (p - 5) \) dollars, and the total cost of the oranges is \( 10 \times p \) dollars.
+
+3. The total amount of money Dillon will spend is the sum of these three amounts:
+   \[
+   4 \times 3p + 20 \times (p - 5) + 10 \times p = 12p + 20p - 10p + 10p = 30p
+   \]
+
+4. Since each pepper costs $15, the total amount of money Dillon will spend is \( 30 \times 15 = 450 \) dollars.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of each pepper
+p = 15
+
+# Calculate the total cost of each type of item
+total_cost_watermelons = 4 * 3 * p
+total_cost_peppers = 20 * (p - 5)
+total_cost_oranges = 10 * p
+
+# Calculate the total amount of money spent
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost_oranges
+print(total_amount_spent)
+```
+```output
+530
+```
+The total amount of money Dillon will spend if each pepper costs $15 is \(\boxed{530}\).','530',0,'not_equivalent',458,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,1,'Let''s break down the problem step by step:
+
+1. First, we need to determine the cost of each pepper. Since each pepper costs 15$ and an orange costs 5 less than what a watermelon costs, we can calculate the cost of an orange as follows:
+   \[
+   \text{Cost of an orange} = \text{Cost of a watermelon} - 5 = 15 - 5 = 10
+   \]
+
+2. Next, we need to determine the cost of each watermelon. Since a watermelon costs three times what each pepper costs, we can calculate the cost of a watermelon as follows:
+   \[
+   \text{Cost of a watermelon} = 3 \times \text{Cost of a pepper} = 3 \times 15 = 45
+   \]
+
+3. Now, we need to calculate the total cost of the watermelons. We have 4 watermelons, so the total cost is:
+   \[
+   \text{Total cost of watermelons} = 45 \times 4 = 180
+   \]
+
+4. We have also 20 peppers, so the total cost is:
+   \[
+   \text{Total cost of peppers} = 20 \times 10 = 200
+   \]
+
+5. Finally, we need to calculate the total cost of the oranges. We have 10 oranges, so the total cost is:
+   \[
+   \text{Total cost of oranges} = 10 \times 10 = 100
+   \]
+
+Now, we add up the total costs of all the items to find the total amount of money Dillon will spend:
+\[
+\text{Total amount of money} = 180 + 200 + 100 = 580
+\]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{580}\).','580',0,'not_equivalent',421,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,2,'To solve this problem, we need to determine the cost of each pepper and then sum up the costs of all the items. Here''s the step-by-step reasoning:
+
+1. **Determine the cost of one pepper:**
+   - Let the cost of one pepper be \( p \) dollars.
+   - According to the problem, a watermelon costs three times what each pepper costs:
+     \[
+     w = 3p
+     \]
+   - We are given that Dillon bought 4 watermelons, so:
+     \[
+     4w = 4 \times 3p
+     \]
+   - Simplifying this equation:
+     \[
+     12p = 12p
+     \]
+     This confirms our earlier calculation that the cost of one pepper is indeed \( p \) dollars.
+
+2. **Determine the cost of one orange:**
+   - Let the cost of one orange be \( o \) dollars.
+   - According to the problem, an orange costs 5 less than what a watermelon cost:
+     \[
+     o = w - 5
+     \]
+   - Since \( w = 3p \), we can substitute \( w \) with \( 3p \) in the equation:
+     \[
+     o = 3p - 5
+     \]
+
+3. **Calculate the total cost of the items:**
+   - We need to find the total cost of 4 watermelons, 20 peppers, and 10 oranges.
+   - The cost of one watermelon is \( p \) dollars.
+   - The cost of one pepper is \( p \) dollars.
+   - The cost of one orange is \( 3p - 5 \) dollars.
+   - Total cost for 4 watermelons:
+     \[
+     4w = 4 \times 3p = 12p
+     \]
+   - Total cost for 20 peppers:
+     \[
+     20p = 20 \times p = 20p
+     \]
+   - Total cost for 10 oranges:
+     \[
+     10(3p - 5) = 30p - 50
+     \]
+   - Summing these costs:
+     \[
+     12p + 20p + 30p - 50 = 72p - 50
+     \]
+
+Now','50',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,3,'To determine the total amount of money Dillon will spend, we need to follow these steps:
+
+1. Calculate the cost of each watermelon.
+2. Calculate the cost of each orange.
+3. Calculate the total cost of the watermelons.
+4. Calculate the total cost of the oranges.
+5. Sum the costs from steps 3 and 4 to get the total amount spent.
+
+Let''s start with the cost of each watermelon. A watermelon costs three times what each pepper costs. The cost of each pepper is given as $15. Therefore, the cost of each watermelon is:
+\[ 3 \times 15 = 45 \text{ dollars} \]
+
+Next, let''s calculate the cost of each orange. An orange costs 5 less than what a watermelon cost. Therefore, the cost of each orange is:
+\[ 15 - 5 = 10 \text{ dollars} \]
+
+Now, let''s calculate the total cost of the watermelons. Dillon is sending 4 watermelons to the store, so the total cost of the watermelons is:
+\[ 4 \times 45 = 180 \text{ dollars} \]
+
+Next, let''s calculate the total cost of the oranges. Dillon is sending 20 oranges to the store, so the total cost of the oranges is:
+\[ 20 \times 10 = 200 \text{ dollars} \]
+
+Finally, we sum the costs from steps 3 and 4 to get the total amount spent:
+\[ 180 + 200 = 480 \text{ dollars} \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{480}\).','480',0,'not_equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,4,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum them up.
+
+First, let''s define the cost of each type of fruit:
+- Let \( p \) be the cost of one pepper.
+- Let \( w \) be the cost of one watermelon.
+
+According to the problem:
+- The cost of one watermelon is three times the cost of one pepper, so \( w = 3p \).
+- The cost of one orange is 5 less than what a watermelon cost, so \( o = w - 5 \).
+
+Now, we know the number of each type of fruit Dillon is:
+- He buys 4 watermelons, so \( 4w = 4 \times 3p = 12p \).
+- He buys 20 peppers, so \( 20p = 20 \times p = 20p \).
+- He buys 10 oranges, so \( 10o = 10 \times (3p - 5) = 30p - 50 \).
+
+Next, we calculate the total cost for each type of fruit:
+- Total cost of watermelons: \( 12p \)
+- Total cost of peppers: \( 20p \)
+- Total cost of oranges: \( 30p - 50 \)
+
+Finally, we sum these amounts to get the total cost:
+\[ \text{Total cost} = 12p + 20p + (30p - 50) = 62p - 50 \]
+
+Since each pepper costs 15$ and there are 40 peppers, the total cost is:
+\[ \text{Total cost} = 62 \times 15 - 50 = 930 - 50 = 980 \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','980',0,'not_equivalent',420,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,5,'Let''s break down the problem step-by-step and then use Python code to calculate the total amount of money Dillon will spend.
+
+1. **Determine the cost of each pepper:**
+   - Each pepper costs 15$.
+   - Since a watermelon costs three times what each pepper costs, a watermelon costs \(3 \times 15 = 45\) dollars.
+
+2. **Determine the cost of each orange:**
+   - An orange costs 5 less than what a watermelon costs, so an orange costs \(45 - 5 = 40\) dollars.
+
+3. **Calculate the total cost for the watermelons:**
+   - Dillon buys 4 watermelons, so the total cost for the watermelons is \(4 \times 45 = 180\) dollars.
+
+4. **Calculate the total cost for the peppers:**
+   - Dillon buys 20 peppers, so the total cost for the peppers is \(20 \times 45 = 900\) dollars.
+
+5. **Calculate the total cost for the oranges:**
+   - Dillon buys 10 oranges, so the total cost for the oranges is \(10 \times 40 = 400\) dollars.
+
+6. **Sum up the total costs:**
+   - The total amount of money Dillon will spend is the sum of the costs of the watermelons, peppers, and oranges, which is \(180 + 900 + 400 = 2000\) dollars.
+
+Therefore, the final answer is \(\boxed{2000}\).','2000',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,6,'Let''s break down the problem step-by-step and then write the Python code to calculate the total amount of money Dillon will spend.
+
+1. Determine the cost of one pepper.
+   Since an orange costs 5 less than a watermelon, an orange costs \(15 - 5 = 10\) dollars.
+   Since a watermelon costs three times what each pepper costs, a watermelon costs \(3 \times 15 = 45\) dollars.
+
+2. Determine the total number of watermelons, peppers, and oranges.
+   Dillon buys 4 watermelons, 20 peppers, and 10 oranges.
+   So, the total number of watermelons is \(4\), the total number of peppers is \(20\), and the total number of oranges is \(10\).
+
+3. Calculate the total cost of the watermelons.
+   The total cost of the watermelons is \(4 \times 45 = 180\) dollars.
+
+4. Calculate the total cost of the peppers.
+   The total cost of the peppers is \(20 \times 10 = 200\) dollars.
+
+5. Calculate the total cost of the oranges.
+   The total cost of the oranges is \(10 \times 10 = 100\) dollars.
+
+6. Calculate the total amount of money spent.
+   The total amount of money spent is \(180 + 200 + 100 = 580\) dollars.
+
+Now let''s write the Python code to verify this calculation.
+```python
+# Define the cost of one pepper
+cost_per_pepper = 15
+
+# Define the number of each item
+num_watermelons = 4
+num_peppers = 20
+num_oranges = 10
+
+# Calculate the total cost of each item
+total_cost_watermelons = num_watermelons * cost_per_pepper
+total_cost_peppers = num_peppers * cost_per_pepper
+total_cost_oranges = num_oranges * cost_per_pepper
+
+# Calculate the total amount of money spent
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost_oranges
+print(total_amount_spent)
+```
+```output
+510
+```
+The total amount of money Dillon will spend if each pepper costs 15$ is \(\boxed{510}\).','510',0,'not_equivalent',496,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(7,7,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Determine the cost of each pepper:**
+   - Each pepper costs 15$.
+   
+2. **Calculate the cost of each watermelon:**
+   - Since a watermelon costs three times what each pepper costs, the cost of each watermelon is \(3 \times 15 = 45\) dollars.
+   
+3. **Calculate the cost of each orange:**
+   - Since an orange costs 5 less than what a watermelon costs, the cost of each orange is \(15 - 5 = 10\) dollars.
+   
+4. **Total cost for the watermelons:**
+   - Dillon buys 4 watermelons at $45 each, so the total cost for the watermelons is \(4 \times 45 = 180\) dollars.
+   
+5. **Total cost for the peppers:**
+   - Dillon buys 20 peppers at $15 each, so the total cost for the peppers is \(20 \times 15 = 300\) dollars.
+   
+6. **Total cost for the oranges:**
+   - Dillon buys 10 oranges at $10 each, so the total cost for the oranges is \(10 \times 10 = 100\) dollars.
+   
+7. **Total amount spent:**
+   - The total amount spent is the sum of the costs for the watermelons, peppers, and oranges, which is \(180 + 300 + 100 = 780\) dollars.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the cost of each pepper
+cost_per_pepper = 15
+
+# Calculate the cost of each watermelon
+cost_per_watermelon = 3 * cost_per_pepper
+
+# Calculate the cost of each orange
+cost_per_orange = cost_per_watermelon - 5
+
+# Calculate the total cost for the watermelons
+total_cost_watermelons = 4 * cost_per_watermelon
+
+# Calculate the total cost for the peppers
+total_cost_peppers = 20 * cost_per_pepper
+
+# Calculate the total cost for the oranges
+total_cost_oranges = 10 * cost_per_orange
+
+# Calculate the total amount spent
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,0,'To solve the problem, we need to determine the number of worker bees in the hive. We''ll break down the information given step by step and use Python to ensure the accuracy of our calculations.
+
+1. **Understand the relationships given:**
+   - There are 700 bees in the hive.
+   - There are twice as many worker bees as baby bees.
+   - There are twice as many babies as queens.
+
+2. **Define the variables:**
+   Let \( B \) represent the number of baby bees.
+   Let \( Q \) represent the number of queens.
+   Let \( W \) represent the number of worker bees.
+
+3. **Formulate the equations based on the given relationships:**
+   \[
+   B = 2B
+   \]
+   \[
+   B = 2Q
+   \]
+   \[
+   B = 2Q
+   \]
+
+4. **Solve the equations step by step:**
+   We can start by subtracting the first equation from the second equation:
+   \[
+   (2B) - (2B) = 2Q - 2Q
+   \]
+   Simplifying this, we get:
+   \[
+   0 = Q
+   \]
+   So, there are no queens, and therefore there are no baby bees.
+
+5. **Substitute the value of \( Q \) back into the first equation to find the number of baby bees:**
+   \[
+   B = 2B
+   \]
+   Simplifying this, we get:
+   \[
+   0 = B
+   \]
+   This is not possible because \( B = 2B \) would not lead to a non-negative number. Therefore, we can conclude that there are no baby bees.
+
+6. **Conclusion:**
+   Since there are no queens and there are no baby bees, the number of worker bees must be zero.
+
+Therefore, the number of worker bees is \(\boxed{0}\).','0',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(8,1,'To solve this problem, we need to determine the number of worker bees by using the information given in the problem. Let''s break it down step-by-step:
+
+1. Let \( w \) be the number of worker bees.
+2. Let \( b \) be the number of baby bees.
+3. Let \( q \) be the number of queens.
+
+From the problem, we have the following relationships:
+1. There are twice as many worker bees as baby bees: \( w = 2b \).
+2. There are twice as many babies as queens: \( b = 2q \).
+
+We also know the total number of bees in the hive is 700:
+\[ w + b + q = 700. \]
+
+Now we can substitute the expressions for \( w \) and \( b \) into the total number of bees equation:
+
+\[ (2b) + b + q = 700. \]
+
+Combine like terms:
+
+\[ 3b + q = 700. \]
+
+We now have a system of linear equations:
+1. \( w = 2b \).
+2. \( 3b + q = 700 \).
+
+We can solve this system by isolating \( q \) on one side of the equation. First, subtract \( w \) from both sides:
+
+\[ 3b + q - 2b = 700 - 2b, \]
+\[ q = 680. \]
+
+So the number of worker bees is \( q = 680 \).
+
+Let''s write the Python code to confirm this solution.
+```python
+# Define the total number of bees
+total_bees = 700
+
+# Define the equations
+# w = 2b and 3b + q = 700
+# Solve for q
+q = total_bees - 3 * (2 * 2 * 1)  # Substituting 2b and q
+
+# Print the number of worker bees
+print(q)
+```
+```output
+688
+```
+The number of worker bees in the hive is \(\boxed{688}\).','688',0,'not_equivalent',445,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,2,'To solve this problem, we will use Python code to iterate through the given equations and calculate the number of worker bees. Here''s a step-by-step breakdown of how we can do this:
+
+1. Define the variables for the number of each type of bee.
+2. Set up the equations based on the problem statement.
+3. Solve the equations to find the number of worker bees.
+4. Print the result.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Define the variables
+B, W, Q = sp.symbols(''B W Q'')
+
+# Define the equations
+eq1 = sp.Eq(B, 700)
+eq2 = sp.Eq(W, 2 * B)
+eq3 = sp.Eq(Q, 2 * B)
+
+# Solve the equations
+solution = sp.solve((eq1, eq2, eq3), (B, W, Q))
+
+# Print the number of worker bees
+print(solution[W])
+```
+```output
+1400
+```
+The number of worker bees in the hive is \(\boxed{1400}\).','1400',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,3,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. **Understand the relationships:**
+   - There are 700 bees in the hive.
+   - There are twice as many worker bees as baby bees.
+   - There are twice as many babies as queens.
+
+2. **Formulate the equations:**
+   - Let \( B \) be the number of baby bees.
+   - Let \( W \) be the number of worker bees.
+   - Let \( Q \) be the number of queens.
+
+   According to the problem:
+   - \( B = 2B \)
+   - \( W = 2W \)
+   - \( Q = 2Q \)
+
+3. **Substitute the expressions for \( B \) and \( W \) in terms of \( Q \):**
+   - From \( B = 2B \), we get \( B = 3Q \).
+   - From \( W = 2W \), we get \( W = 2Q \).
+   - From \( Q = 2Q \), we get \( Q = 2Q \).
+
+4. **Combine the equations:**
+   Since all three expressions are equal to \( Q \), we can set them equal to each other:
+   \[
+   3Q = 2Q
+   \]
+   Simplifying this equation, we get:
+   \[
+   3Q - 2Q = 0
+   \]
+   \[
+   Q = 0
+   \]
+
+5. **Verify the solution:**
+   Since \( Q = 0 \), we can substitute this value back into the expressions for \( B \) and \( W \):
+   - \( B = 3Q = 3 \times 0 = 0 \)
+   - \( W = 2W = 2 \times 0 = 0 \)
+   - \( Q = 2Q = 2 \times 0 = 0 \)
+
+6. **Conclusion:**
+   The number of worker bees is \(\boxed{0}\).','0',0,'not_equivalent',438,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,4,'Let''s break down the problem step by step.
+
+1. We know there are 700 bees in the hive.
+2. The number of worker bees is twice the number of baby bees.
+3. The number of babies is twice the number of queens.
+
+We''ll denote the number of queens by \( Q \). According to the problem, the number of baby bees is \( 2Q \), and the number of worker bees is \( 2 \times 2Q = 4Q \).
+
+Since the total number of bees in the hive is 700, we can write the equation:
+\[ 700 = 4Q + 2Q \]
+
+Combining like terms, we get:
+\[ 700 = 6Q \]
+
+To find \( Q \), we divide both sides of the equation by 6:
+\[ Q = \frac{700}{6} \]
+\[ Q = 116.6667 \]
+
+Since the number of queens must be a whole number, we need to re-evaluate the problem constraints or check if there was an error in interpretation. However, based on the problem and the logical steps, we can conclude that the number of worker bees is indeed 116.
+
+Let''s confirm this with a simple Python code block.
+```python
+# Given values
+total_bees = 700
+
+# Let Q be the number of queens
+# Number of baby bees is 2Q
+# Number of worker bees is 4Q
+# Therefore, we can set up the equation: total_bees = 4Q + 2Q
+# Simplifying, we get: total_bees = 6Q
+# Dividing by 6, we get: Q = total_bees / 6
+
+# Let''s calculate Q
+Q = total_bees / 6
+print(Q)
+```
+```output
+116.66666666666667
+```
+The calculation confirms that the number of worker bees is indeed \( \boxed{116} \).','116',0,'not_equivalent',414,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,5,'Let''s solve this problem step-by-step using Python and SymPy.
+
+1. **Define the Variables:**
+   Let \( B \) be the number of bees.
+   Let \( W \) be the number of worker bees.
+   Let \( B_n \) be the number of baby bees.
+   Let \( Q \) be the number of queens.
+
+2. **Set Up the Equations:**
+   - We know that the total number of bees is 700.
+   - The number of worker bees is twice as many as baby bees, so \( W = 2B_n \).
+   - The number of babies is twice as many as queens, so \( B_n = 2Q \).
+
+3. **Substitute the Expressions into the Total Number of Bees Equation:**
+   \[
+   B + W + B_n + Q = 700
+   \]
+   Substitute the expressions we found:
+   \[
+   B + 2B_n + 2Q + B_n + Q = 700
+   \]
+   Simplify the left side:
+   \[
+   3B_n + 3Q = 700
+   \]
+   Divide both sides by 3:
+   \[
+   B_n + Q = 233.33333333333333
+   \]
+   Since \( B_n \) and \( Q \) must be integers, we round 233.33333333333333 to the nearest whole number, which is 234.
+
+4. **Verify the Solution:**
+   Check if \( B_n = 234 \) and \( Q = 234 \) satisfy all the original conditions:
+   - \( W = 2B_n = 2 \times 234 = 468 \)
+   - \( B_n = 2Q = 2 \times 234 = 468 \)
+   - \( B + W + B_n + Q = 700 \)
+     \[
+     700 = 234 + 468 + 468 + 468 = 1568
+     \]
+     This is incorrect. Let''s re-evaluate the problem.
+
+5. **Re-evaluate the problem:**
+   Let''s solve it again using','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,6,'To solve this problem, we need to set up equations based on the information given and then solve for the number of worker bees.
+
+1. Let \( B \) represent the number of baby bees.
+2. Let \( W \) represent the number of worker bees.
+3. Let \( Q \) represent the number of queens.
+
+From the problem, we have the following relationships:
+1. \( B = 2Q \)
+2. \( W = 2B \)
+3. \( B + Q + W = 700 \)
+
+We can substitute the expressions for \( B \) and \( W \) in terms of \( Q \) into the third equation to find the number of queens:
+
+\[ 2Q + Q + W = 700 \]
+\[ 3Q + W = 700 \]
+
+Now we have the equation \( 3Q + W = 700 \). We can solve for \( W \) by isolating it on one side of the equation:
+
+\[ W = 700 - 3Q \]
+
+Substitute this expression for \( W \) back into the second equation:
+
+\[ 2B = 2(700 - 3Q) \]
+\[ 2B = 1400 - 6Q \]
+
+We now have a system of linear equations:
+1. \( 3Q + W = 700 \)
+2. \( 2B = 1400 - 6Q \)
+
+We can solve this system of equations using the sympy library in Python. Let''s write the code to find the number of worker bees.
+```python
+import sympy as sp
+
+# Define the variables
+Q, B = sp.symbols(''Q B'')
+
+# Define the equations
+eq1 = sp.Eq(3 * Q + W, 700)
+eq2 = sp.Eq(2 * B, 1400 - 6 * Q)
+
+# Solve the system of equations
+solution = sp.solve((eq1, eq2), (B, Q))
+print(solution)
+```
+```output
+NameError: name ''W'' is not defined
+```
+It looks like there was an issue with the variable names. Let''s correct the code by properly defining the variables and solving the system of equations again.
+```python
+import sympy as sp
+
+# Define the variables
+Q, B = sp.symbols(''Q B'')
+
+# Define the equations
+eq1 = sp.Eq(3 * Q + B','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,7,'Let''s break down the problem step by step using Python and SymPy.
+
+1. Define the number of bees in a hive.
+2. Use SymPy''s symbolics to define the variables for the number of bees.
+3. Set up the equations based on the problem statement.
+4. Solve the equations to find the number of worker bees.
+
+Here''s the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the number of bees in a hive
+N = 700
+
+# Define variables for the number of bees
+B, W, Q = sp.symbols(''B W Q'')
+
+# Set up the equations based on the problem statement
+eq1 = sp.Eq(B, 2 * N)
+eq2 = sp.Eq(W, 2 * B)
+eq3 = sp.Eq(Q, 2 * W)
+
+# Solve the equations
+solution = sp.solve((eq1, eq2, eq3), (B, W, Q))
+
+# Print the number of worker bees
+print(solution[W])
+```
+```output
+2800
+```
+The number of worker bees in the hive is \(\boxed{2800}\).','2800',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,0,'To solve this problem, let''s break it down step by step:
+
+1. **Calculate the cost of the first day''s tires:**
+   - Each tire costs 25 cents.
+   - There were 5 people on bicycles.
+   - Therefore, the total cost for the tires is \(5 \times 0.25 = 12.50\) dollars.
+
+2. **Calculate the cost of the second day''s tires:**
+   - Each tire costs 25 cents.
+   - There were 3 people on bicycles.
+   - Therefore, the total cost for the tires is \(3 \times 0.25 = 7.50\) dollars.
+
+3. **Calculate the cost of the third day''s tires:**
+   - Each tire costs 25 cents.
+   - There was 1 person on a unicycle.
+   - Therefore, the total cost for the tires is \(1 \times 0.25 = 0.25\) dollars.
+
+4. **Calculate the total cost for all the tires on the day:**
+   - Adding the costs of the first two days'' tires, the second day''s tires, and the third day''s tires gives \(12.50 + 7.50 + 0.25 = 21.00\) dollars.
+
+5. **Calculate the cost of the unicycle:**
+   - The cost of the unicycle is \(0.25\) dollars.
+
+6. **Calculate the total amount made on the day:**
+   - Adding the cost of the tires on the day and the cost of the unicycle gives \(21.00 + 0.25 = 21.25\) dollars.
+
+Now, let''s write the Python code to confirm this calculation:
+
+```python
+# Define the cost of each tire in cents
+cost_per_tire_cents = 0.25
+
+# Define the number of people on bicycles
+num_bicycles = 5
+
+# Calculate the total cost for the tires
+total_tire_cost = num_bicycles * cost_per_tire_cents
+
+# Define the number of people on tricycle tires
+num_tricycle_tires = 3
+
+# Calculate the total cost for the tires
+total_tricycle_tire_cost = num_tricycle_tires * cost_per_tire_cents
+
+# Define the number of people on the unicycle
+num_unicycle_people = 1
+
+# Calculate the','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,1,'To determine how much Shawnda made that day, we need to calculate the total cost of the tires and the tricycle tires. Here''s a step-by-step reasoning process:
+
+1. **Calculate the cost of the tires:**
+   Each tire costs 25 cents to inflate.
+   - 5 people came by to get both tires inflated.
+   \[
+   5 \times 25 = 125 \text{ cents}
+   \]
+   - 3 people came by to get all their tricycle tires inflated.
+   \[
+   3 \times 15 = 45 \text{ cents}
+   \]
+   - One person actually came by on a unicycle.
+   \[
+   1 \text{ cent}
+   \]
+   - Add these amounts together:
+   \[
+   125 + 45 + 1 = 171 \text{ cents}
+   \]
+   - Convert 171 cents to dollars:
+   \[
+   \frac{171}{100} = 1.71 \text{ dollars}
+   \]
+
+2. **Calculate the cost of the tricycle tires:**
+   Each tricycle tire costs 10 cents to inflate.
+   - 5 people came by to get both tricycle tires inflated.
+   \[
+   5 \times 10 = 50 \text{ cents}
+   \]
+   - 3 people came by to get all their tricycle tires inflated.
+   \[
+   3 \times 10 = 30 \text{ cents}
+   \]
+   - One person actually came by on a unicycle.
+   \[
+   1 \text{ cent}
+   \]
+   - Add these amounts together:
+   \[
+   50 + 30 + 1 = 81 \text{ cents}
+   \]
+   - Convert 81 cents to dollars:
+   \[
+   \frac{81}{100} = 0.81 \text{ dollars}
+   \]
+
+3. **Calculate the total cost:**
+   Add the cost of the tires and the tricycle tires:
+   \[
+   1.71 + 0.81 = 2.52 \text{ dollars}
+   \]
+
+Therefore, Shawnda made \(\boxed{2.52}\) dollars that day.','2.52',0,'not_equivalent',505,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,2,'To solve the problem, we need to calculate the total cost of inflating the tires and the tricycle tires. We will use the given costs and the number of people who came by to get the tires, and then sum these costs.
+
+Here''s the step-by-step reasoning and the corresponding Python code:
+
+1. Calculate the cost of inflating the tires: Each tire costs 25 cents to inflate, and there are 5 people who came by.
+2. Calculate the cost of inflating the tricycle tires: Each tricycle tire costs 25 cents to inflate, and there are 3 people who came by.
+3. Sum the costs of inflating the tires and the tricycle tires: Sum the results of the two calculations.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given costs
+cost_per_tire = 0.25  # in cents
+num_tires = 5  # number of tires
+num_tricycle_tires = 3  # number of tricycle tires
+num_unicycle = 1  # number of unicycle
+
+# Calculate the cost of inflating the tires
+total_cost_tires = cost_per_tire * num_tires
+
+# Calculate the cost of inflating the tricycle tires
+total_cost_tricycle_tires = cost_per_tire * num_tricycle_tires
+
+# Calculate the total cost
+total_cost = total_cost_tires + total_cost_tricycle_tires
+
+# Print the final answer
+print(total_cost)
+```
+```output
+2.0
+```
+The total cost that Shawnda made that day is \(\boxed{2.0}\) dollars.','2.0',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,3,'Let''s solve this step-by-step:
+
+1. First, calculate the number of people who got both tires inflated:
+\[ \text{Number of people} = 5 + 3 = 8 \]
+2. Calculate the number of people who got all their tricycle tires inflated:
+\[ \text{Number of people} = 3 \]
+3. The total number of people who got any tires inflated is \(8 + 3 = 11\)
+4. Calculate the total number of people who got any tires inflated on a unicycle:
+\[ \text{Number of people} = 1 \]
+5. The total number of people who got any tires inflated is \(11 + 1 = 12\)
+6. Each tire costs 25 cents to inflate, so the total cost for the tires is \(12 \times 25 = 300\) cents.
+7. Convert the total cost from cents to dollars:
+\[ \text{Total cost in dollars} = \frac{300}{100} = 3 \]
+
+Now, let''s write the Python code to verify this calculation:
+
+```python
+# Number of people who got both tires inflated
+num_both_tires = 5 + 3
+
+# Number of people who got all tires inflated
+num_all_tires = 3
+
+# Total number of people who got any tires inflated
+num_any_tires = num_both_tires + num_all_tires
+
+# Cost of each tire in cents
+cost_per_tire_cents = 25
+
+# Total cost in cents
+total_cost_cents = num_any_tires * cost_per_tire_cents
+
+# Convert the total cost from cents to dollars
+total_cost_dollars = total_cost_cents / 100
+
+# Print the final answer
+print(total_cost_dollars)
+```
+```output
+2.75
+```
+The final answer is \(\boxed{2.75}\).','2.75',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(9,4,'To determine how many dollars Shawnda made, we need to follow these steps:
+
+1. Calculate the total number of tires inflated.
+2. Determine how much she spent on the tires.
+3. Calculate how much she spent on the tricycle tires.
+4. Determine how much she spent on the unicycle.
+5. Sum up all the amounts to get the total cost.
+
+**Step 1: Calculate the total number of tires inflated.**
+
+Shawnda noticed that there were two groups of people:
+- 5 people on bicycles.
+- 3 people on tricycle tires.
+- 1 person on unicycle.
+
+Each person got one tire inflated. Therefore, the total number of tires inflated is:
+\[ 5 + 3 + 1 = 9 \]
+
+**Step 2: Determine how much she spent on the tires.**
+
+Each tire costs 25 cents. Therefore, the total cost for the tires is:
+\[ 9 \times 0.25 = 2.25 \text{ dollars} \]
+
+**Step 3: Calculate how much she spent on the tricycle tires.**
+
+Each tricycle tire costs 25 cents. Therefore, the total cost for the tricycle tires is:
+\[ 3 \times 0.25 = 0.75 \text{ dollars} \]
+
+**Step 4: Determine how much she spent on the unicycle.**
+
+Each unicycle costs 25 cents. Therefore, the total cost for the unicycle is:
+\[ 1 \times 0.25 = 0.25 \text{ dollars} \]
+
+**Step 5: Sum up all the amounts to get the total cost.**
+
+The total cost for the day is:
+\[ 2.25 + 0.75 + 0.25 = 3.40 \text{ dollars} \]
+
+Therefore, the final answer is:
+\[
+\boxed{3.40}
+\]','3.40',0,'not_equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of tires inflated by each type of vehicle.
+2. Sum these amounts to get the total number of tires inflated.
+3. Multiply the total number of tires inflated by the cost per tire to get the total cost.
+
+We''ll use Python to perform these calculations accurately. Let''s write the code to achieve this.
+```python
+# Step 1: Calculate the total number of tires inflated
+# Each tire costs 25 cents to inflate
+tire_cost_cents = 0.25
+
+# Number of people who got both tires inflated
+people_both_tires_inflated = 5
+
+# Number of people who got all their tricycle tires inflated
+people_tricycle_tires_inflated = 3
+
+# Number of people who actually got a unicycle
+people_unicycle = 1
+
+# Total number of tires inflated
+total_tires_inflated = people_both_tires_inflated + people_tricycle_tires_inflated + people_unicycle
+
+# Total cost per tire
+cost_per_tire = tire_cost_cents
+
+# Total cost
+total_cost = total_tires_inflated * cost_per_tire
+
+# Print the final answer
+print(total_cost)
+```
+```output
+2.25
+```
+Shawnda made \(\boxed{2.25}\) dollars that day.','2.25',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,6,'To solve this problem, we need to calculate the total number of people who came by to get both tires inflated, all their tricycle tires inflated, and the unicycle. We will then calculate the total cost of these inflated tires and tricycle tires. Finally, we will convert the total cost from cents to dollars.
+
+Let''s break down the steps:
+
+1. Calculate the number of people who came by to get both tires inflated.
+2. Calculate the number of people who came by to get all their tricycle tires inflated.
+3. Calculate the number of people who came by on a unicycle.
+4. Calculate the total cost of the inflated tires and tricycle tires.
+5. Convert the total cost from cents to dollars.
+
+Here is the Python code to calculate this:
+
+```python
+# Step 1: Calculate the number of people who came by to get both tires inflated
+people_tire_tired = 5 + 3
+
+# Step 2: Calculate the number of people who came by to get all their tricycle tires inflated
+people_tricycle_tired = 5
+
+# Step 3: Calculate the number of people who came by on a unicycle
+people_unicycle = 1
+
+# Step 4: Calculate the total cost of the inflated tires and tricycle tires
+cost_tire_tired = people_tire_tired * 25
+cost_tricycle_tired = people_tricycle_tired * 25
+cost_unicycle = people_unicycle * 25
+
+# Step 5: Convert the total cost from cents to dollars
+total_cost_cents = cost_tire_tired + cost_tricycle_tired + cost_unicycle
+
+# Convert the total cost from cents to dollars
+total_cost_dollars = total_cost_cents / 100
+
+# Print the final answer
+print(total_cost_dollars)
+```
+```output
+3.5
+```
+Shawnda made \(\boxed{3.5}\) dollars that day.','3.5',0,'not_equivalent',402,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,7,'Let''s break down the problem step-by-step and then use Python code to ensure accuracy.
+
+1. Each tire costs 25 cents to inflate.
+2. On the first day, 5 people came by to get both tires inflated.
+3. On the second day, 3 people came by to get all their tricycle tires inflated.
+4. Finally, one person actually came by on a unicycle.
+5. We need to calculate the total cost of all the tires.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Define the cost of one tire in cents
+cost_per_tire = 25
+
+# Define the number of people who came by
+people_first_day = 5
+people_second_day = 3
+people_unicycle = 1
+
+# Calculate the total cost of the tires
+total_cost = (people_first_day * cost_per_tire) + (people_second_day * cost_per_tire) + (people_unicycle * cost_per_tire)
+print(total_cost)
+```
+```output
+225
+```
+Shawnda made \(\boxed{225}\) dollars that day.','225',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79629924782715177534e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',2,1.63151898275995336012e+02,1.63148632455995539207e+02);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1796299812.78654,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',9,7.28111353879001399046e+02,7.28108085189000121296e+02);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -855,5 +4436,33 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-28',0,2,'20',0.0,0,28,1,2202.0,2102.0,470.5,0.0,4.07860724022502836322e+01,7.14304949351007080092e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-28',0,2,'35',0.0,0,70,1,2202.0,2102.0,941.0,0.0,8.15721448045005672645e+01,1.30340307147133789057e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-28',0,2,'35',0.0,0,1,0,2202.0,2102.0,1882.0,0.0,1.6314428960900113452e+02,2481599315712.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-67',0,3,'595',0.625,1,8,1,2727.0,2440.0,261.625,0.0,2.36408438968746850141e+01,6.87383845948799926742e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-67',0,3,'595',0.625,1,28,1,2727.0,2440.0,523.25,0.0,4.72816877937493700283e+01,1.01517933229439990237e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-67',0,3,'595',9.4642857142857139685e-01,1,70,1,2727.0,2440.0,1046.5,0.0,9.45633755874987400567e+01,1.67077030498559985349e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-67',0,3,'595',1.0,1,1,0,2727.0,2440.0,2093.0,0.0,1.89126751174997480122e+02,2981952250368.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-79',0,4,'70',0.75,1,8,1,3012.0,2855.0,231.75,0.0,1.90776535525001236237e+01,486300608469.1);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-79',0,4,'70',0.75,1,28,1,3012.0,2855.0,463.5,0.0,3.81553071050002472475e+01,7.76204572488942871107e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-79',0,4,'70',1.0,1,70,1,3012.0,2855.0,927.0,0.0,76.3106142100005,1.35601250052862866207e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-79',0,4,'70',1.0,1,1,0,3012.0,2855.0,1854.0,0.0,152.621228420001,2515628356608.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-82',0,5,'623',1.0,1,8,1,2932.0,2817.0,201.5,0.0,7.91870526074944791616e+00,3.95200359432375244138e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-82',0,5,'623',1.0,1,28,1,2932.0,2817.0,403.0,0.0,1.58374105214988958323e+01,6.46805011646035888685e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-82',0,5,'623',1.0,1,70,1,2932.0,2817.0,806.0,0.0,3.16748210429977916646e+01,1.15001431607335717773e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-82',0,5,'623',1.0,1,1,0,2932.0,2817.0,1612.0,0.0,6.33496420859955833293e+01,2156432924928.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-127',0,6,'120',0.875,1,8,1,2723.0,2614.0,226.375,0.0,7.94842547937514609657e+00,419382574650.75);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-127',0,6,'120',0.875,1,28,1,2723.0,2614.0,452.75,0.0,1.58968509587502921927e+01,702461904763.5);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-127',0,6,'120',1.0,1,70,1,2723.0,2614.0,905.5,0.0,3.17937019175005843854e+01,1268620564989.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-127',0,6,'120',1.0,1,1,0,2723.0,2614.0,1811.0,0.0,6.35874038350011687708e+01,2400937885440.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-128',0,7,'530',0.0,0,8,1,1549.0,1439.0,440.625,0.0,2.07176855243742465964e+01,6.92062737094910522452e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-128',0,7,'580',0.0,0,28,1,1549.0,1439.0,881.25,0.0,4.14353710487484931928e+01,1.2458700352242089844e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-128',0,7,'50',0.0,0,70,1,1549.0,1439.0,1762.5,0.0,8.28707420974969863856e+01,2.35348463148280566403e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-128',0,7,'510',0.0,0,1,0,1549.0,1439.0,3525.0,0.0,1.6574148419499397278e+02,4568713824000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-141',0,8,'0',0.0,0,8,1,2737.0,2618.0,399.0,0.0,3.81066572403751706588e+01,6.50290148676735717779e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-141',0,8,'688',0.0,0,28,1,2737.0,2618.0,798.0,0.0,7.62133144807503413184e+01,1.15118931725205932614e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-141',0,8,'0',0.0,0,70,1,2737.0,2618.0,1596.0,0.0,1.52426628961500682628e+02,2.15298765440270629891e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-141',0,8,'0',0.0,0,1,0,2737.0,2618.0,3192.0,0.0,3.0485325792300136526e+02,4156584328704.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-151',0,9,'1',0.0,0,8,1,2903.0,2755.0,384.75,0.0,3.00681516728745918949e+01,668737635754.475);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-151',0,9,'1',0.0,0,28,1,2903.0,2755.0,769.5,0.0,6.01363033457491837898e+01,1151697383021.55);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-151',0,9,'1',0.0,0,70,1,2903.0,2755.0,1539.0,0.0,1.20272606691498367586e+02,2117616877555.7);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-151',0,9,'2.75',0.0,0,1,0,2903.0,2755.0,3078.0,0.0,2.40545213382996735172e+02,4049455866624.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
