@@ -2043,6 +2043,1591 @@ INSERT INTO "chains" VALUES(9,2,0,'7a5203e511744f59679d248570951c8692f503e14b1a0
 INSERT INTO "chains" VALUES(9,3,0,'c981f850af149205aab1a0cb1abbe21a2e2e966848d87ed71f2a0ea283d940be',0,'Shawnda made \(\boxed{2.25}\) dollars that day.','stop',19,491,480,7.37014233478522462483e-01,36549710592.0,NULL);
 INSERT INTO "chains" VALUES(9,4,0,'6e684c1a29b17ba5573bb9b7477d535980e90755b8c98107bafb73615e02185a',0,'Shawnda made \(\boxed{3.5}\) dollars that day.','stop',18,609,599,6.79271413477227858912e-01,34029040896.0,NULL);
 INSERT INTO "chains" VALUES(9,5,0,'fc3034e5489bdbd1837e28db60080fb079398fd52ebcf2b43d62911322b3101b',0,'Shawnda made \(\boxed{225}\) dollars that day.','stop',18,436,426,6.69738597474907826345e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(10,0,0,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',0,'To solve this problem, we need to determine the time it takes for the faster team to complete the relay. Let''s break it down step-by-step:
+
+1. **Understand the Problem:**
+   - There are four teams competing in a 4 by 400 meter relay.
+   - One team is very well-rounded, with each member running the leg in precisely 55 seconds.
+   - The other team is less well-rounded, with each runner running the leg in 60 seconds, and each subsequent runner will be 3 seconds faster than the previous runner.
+
+2. **Formulate the Time Calculation:**
+   - The time to complete the relay for the well-rounded team will be derived from the time it takes for the well-rounded team to run the entire leg.
+   - The time to complete the relay for the less well-rounded team will be derived from the time it takes for the less well-rounded team to run the entire leg.
+
+3. **Calculate the Time for the Well-rounded Team:**
+   - The well-rounded team runs the entire leg in 55 seconds.
+   - The time to run the entire leg for the well-rounded team is \(400 \text{ meters} \times 55 \text{ seconds} = 22000 \text{ seconds}\).
+
+4. **Calculate the Time for the Less Well-rounded Team:**
+   - The less well-rounded team runs the entire leg in 60 seconds.
+   - The time to run the entire leg for the less well-rounded team is \(400 \text{ meters} \times 60 \text{ seconds} = 24000 \text{ seconds}\).
+
+5. **Determine the Difference in Time:**
+   - The faster team will win by \(22000 \text{ seconds} - 24000 \text{ seconds} = 8000 \text{ seconds}\).
+
+Let''s implement this in Python using sympy to verify our calculation.
+
+```python
+# Define the time it takes for each team to run the entire leg
+time_per_leg_well_rounded = 55
+time_per_leg_less_well_rounded = 60
+
+# Calculate the total time for the well-rounded team
+time_total_well_rounded = 400 * time_per_leg_well_rounded
+
+# Calculate the total time for the less well-rounded team
+time_total_less_well_rounded = ','length',512,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,1,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',1,'Let''s solve this problem step-by-step. We need to determine the time it takes for each team to run their leg and then compare the times to find the winner.
+
+1. **Define the times:**
+   - Team 1: Each team has 4 members, and each member runs 400 meters in exactly 55 seconds.
+   - Team 2: Each team has 4 members, and each member runs 400 meters in exactly 60 seconds.
+
+2. **Determine the time difference between each team:**
+   - Team 2 will run their leg in 60 seconds after Team 1, which will take 60 seconds more than Team 1.
+   - Team 1 will run their leg in 55 seconds after Team 2, which will take 55 seconds less than Team 2.
+   - Team 2 will run their leg in 3 seconds faster than Team 1, which will take 3 seconds less than Team 1.
+
+3. **Calculate the time difference between each team:**
+   - Time difference = Time difference between Team 1 and Team 2 = 60 seconds - 55 seconds = 5 seconds
+   - Time difference = Time difference between Team 2 and Team 1 = 60 seconds - 3 seconds = 57 seconds
+
+4. **Determine the winner:**
+   - Since the faster team is 5 seconds faster than the slower team, the faster team will win by 57 seconds.
+
+Now let''s write the Python code to confirm this reasoning.
+```python
+# Define the times
+time_difference_team1_to_team2 = 60 - 55  # 5 seconds
+time_difference_team2_to_team1 = 60 - 3  # 57 seconds
+
+# Determine the winner
+winner_time = time_difference_team1_to_team2
+
+print(winner_time)','stop',401,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,2,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',2,'To solve this problem, we need to determine how many seconds the faster team will win by using the information given about the different times each team runs their leg.
+
+First, let''s find out the total time taken by the faster team to run their leg. According to the problem, the first runner runs their leg in 60 seconds, and each subsequent runner runs 3 seconds faster than the previous runner. Therefore, the time taken by the faster team to run their leg can be calculated by summing the times for each runner.
+
+The time taken by the first runner is 60 seconds. The time taken by the second runner is \(60 + 3 = 63\) seconds. The time taken by the third runner is \(63 + 3 = 66\) seconds. The time taken by the fourth runner is \(66 + 3 = 69\) seconds. Therefore, the total time taken by the faster team is \(60 + 63 + 66 + 69 = 284\) seconds.
+
+Since the team with four members will run their leg in precisely 55 seconds, the faster team will lose by \(\boxed{284 - 55} = \boxed{229}\) seconds.','stop',264,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,3,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',3,'Let''s break down the problem step by step and use Python code to verify our solution.
+
+1. **Understanding the Problem:**
+   - We have two teams, each with 4 members.
+   - Each member runs 400 meters in 55 seconds.
+   - The second team has three runners who are 3 seconds faster than the previous runner.
+   - We need to find out how many seconds the faster team will win by.
+
+2. **Calculate the Time Each Runner Runs:**
+   - The time for the first runner is 55 seconds.
+   - The time for the second runner is \(55 + 3 = 58\) seconds.
+   - The time for the third runner is \(58 + 3 = 61\) seconds.
+
+3. **Determine the Total Time for the First Runner:**
+   - The first runner will run 400 meters in 55 seconds, so the total time for the first runner is \(400 \times 55 = 22000\) seconds.
+
+4. **Determine the Total Time for the Second Runner:**
+   - The second runner will run 400 meters in 58 seconds, so the total time for the second runner is \(400 \times 58 = 23600\) seconds.
+
+5. **Calculate the Total Time for the Third Runner:**
+   - The third runner will run 400 meters in 61 seconds, so the total time for the third runner is \(400 \times 61 = 25660\) seconds.
+
+6. **Sum Up the Total Time for All Teams:**
+   - The total time for all teams is \(22000 + 23600 + 25660 = 82260\) seconds.
+
+7. **Determine the Difference in Time:**
+   - The faster team will win by \(82260 - 22000 = 60260\) seconds.
+
+Now, let''s use Python to verify this calculation.
+```python
+# Define the time for each runner
+time_first_runner = 55
+time_second_runner = time_first_runner + 3
+time_third_runner = time_second_runner + 3
+
+# Calculate the total time for all runners
+total_time = time_first_runner * 400 + time_second_runner * 4','length',512,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,4,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',4,'To solve this problem, we need to determine the time taken by each team''s members to complete the relay in 400 meters. Here''s the step-by-step reasoning:
+
+1. **Determine the time taken by each team''s first runner:**
+   - Each of the first runner will run their 400 meter leg in 60 seconds.
+   - Therefore, the time taken by the first runner is \(60\) seconds.
+
+2. **Determine the time taken by each subsequent runner:**
+   - Each subsequent runner will run their leg in \(3\) seconds faster than the previous runner.
+   - Therefore, the time taken by the \(n\)-th runner is \(60 + 3(n-1) = 3n + 30\) seconds.
+
+3. **Set up the system of equations:**
+   - Let \(x_1\) be the time taken by the first runner.
+   - Let \(x_2\) be the time taken by the second runner.
+   - Let \(x_3\) be the time taken by the third runner.
+   - Let \(x_4\) be the time taken by the fourth runner.
+   - We know that \(x_1 = 60\).
+
+4. **Formulate the system of equations:**
+   \[
+   x_1 + x_2 + x_3 + x_4 = 400
+   \]
+   \[
+   3x_2 + 3x_3 + 3x_4 = 400 - 60
+   \]
+   \[
+   x_2 + x_3 + x_4 = 400 - 120
+   \]
+   \[
+   x_2 + x_3 + x_4 = 380
+   \]
+
+5. **Solve the system of equations using Python and sympy:**
+   ```python
+   import sympy as sp
+
+   # Define the variables
+   x1 = sp.symbols(''x1'')
+
+   # Define the equations
+   eq1 = sp.Eq(x1, 60)
+   eq2 = sp.Eq(3*x2 + 3*x3 + 3*x4, 400 - 60)
+   eq3 = sp.Eq(x2 + x3 + x4, 400 - 120)
+   eq4 = sp.Eq(x','length',512,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,5,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',5,'To solve this problem, we need to determine the total time taken by the faster team to complete the relay. The faster team has 4 members with each member running 400 meters in exactly 55 seconds. Since we need to calculate the time for the faster team, we can use this information directly.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the time taken by one member to run their 400 meters in 55 seconds.
+2. Multiply the time taken by one member by the number of members to get the time taken by the faster team.
+
+Let''s use Python to calculate this:
+
+```python
+# Given values
+time_per_member = 55  # seconds
+number_of_members = 4
+
+# Calculate the time taken by one member
+time_per_member = time_per_member * number_of_members
+
+# Calculate the time taken by the faster team
+time_per_lap = time_per_member * number_of_members
+time_per_second = 1 / 60  # seconds per lap
+total_time_per_lap = time_per_lap * 400
+
+# Calculate the total time taken by the faster team
+total_time_per_lap = time_per_lap * 400
+total_time_per_lap = total_time_per_lap * 400  # to account for the fourth lap
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap =','length',512,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,6,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',6,'To solve this problem, we need to determine the time it takes for each team to complete the relay and then compare the times to find the faster team. We''ll use Python code to calculate the time for each team and then determine the difference.
+
+Here''s a step-by-step breakdown of the process:
+
+1. **Calculate the time for each team:**
+   - Each team has four members, each running 400 meters.
+   - The time for each team to complete one lap is 55 seconds.
+   - The time for each team to complete the relay is \(4 \times 55 = 220\) seconds.
+
+2. **Determine the difference in time:**
+   - The faster team will complete the relay in 220 seconds.
+   - The slower team will complete the relay in 220 seconds.
+   - Therefore, the faster team will win by 0 seconds.
+
+Let''s implement this in Python to confirm the result.
+```python
+# Define the time for each team to complete one lap
+time_lap = 55
+
+# Define the time for each team to complete the relay
+time_total = 220
+
+# Calculate the difference in time
+time_difference = time_total - time_lap
+
+# Print the result
+print(time_difference)','stop',270,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,0,7,'6c21024fc1ffdaae7c80e58e7cb59935846442022911e007e30a6d76568c9553',7,'Let''s break down the problem step-by-step.
+
+1. **Define the Variables:**
+   - Let \( n \) be the number of participants in the team. Since the team consists of four members, \( n = 4 \).
+   - Let \( d \) be the distance each participant runs in 400 meters.
+   - Let \( t_0 \) be the time each participant runs their 400 meter leg in 55 seconds.
+   - Let \( t_1 \) be the time each participant runs their 400 meter leg in 60 seconds.
+
+2. **Formulate the Equations:**
+   - The time it takes for the \( n \)-th participant to run their 400 meter leg is given by \( t_n = \frac{d}{55} \).
+   - The time for the first runner is \( t_1 = \frac{d}{60} \).
+   - The time for each subsequent runner is \( t_{n+1} = t_n + 3 \) seconds.
+   - For the faster team, the time for the \( n \)-th runner is \( t_n = \frac{d}{55} \) seconds (since they will run their 400 meter leg in 55 seconds plus 3 seconds per runner).
+   - The time for the first runner will be \( t_1 = \frac{d}{60} \) seconds.
+   - The time for each subsequent runner will be \( t_{n+1} = t_{n+1} - 3 \) seconds.
+   - For the faster team, the time for the \( n \)-th runner will be \( t_n = \frac{d}{55} \) seconds.
+   - The time for the first runner will be \( t_1 = \frac{d}{60} \) seconds.
+   - The time for each subsequent runner will be \( t_{n+1} = t_{n+1} - 3 \) seconds.
+
+3. **Solve the Equations:**
+   - Substitute \( t_n = \frac{d}{55} \) into the equations for the first runner and each subsequent runner.
+   - Simplify the equations to find the time \( t_n \).
+   - Compare the times to determine the difference in time between the faster team and the slower team.
+
+Let''s write the Python','length',512,259,120,1.66427883132237433017e+01,571246769856.0,NULL);
+INSERT INTO "chains" VALUES(10,1,0,'397b9f58d29b4ba95989cccf169ef1ea4f3e591c73a8ca966bdf952554ea0f29',0,'The faster team will win by \(\boxed{5}\) seconds.','stop',16,667,659,8.67971379005515131233e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(10,2,0,'f7f296e6a1957d852c75d163f1eadaf4d7ea09f724955a87f00145b755645857',0,'The faster team will win by \(\boxed{165}\) seconds.','stop',18,538,528,9.80726603496198889864e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(11,0,0,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',0,'Let''s solve this problem step-by-step:
+
+1. Determine the total number of pieces of straw distributed among the small rodents.
+2. Since 160 pieces of straw have been distributed among the small rodents, and each cage has 6 pieces of straw, we can find out how many cages there are by dividing 160 by 6.
+3. Each cage will have an equal number of pieces of straw, so we can find out how many rats are in each cage by dividing the number of cages by 6.
+
+Let''s write the Python code to perform these steps.
+```python
+# Step 1: Determine the total number of pieces of straw distributed among the small rodents
+straw_distributed_small_roots = 160
+
+# Step 2: Divide 160 by 6 to find the number of cages
+number_of_cages_small_roots = straw_distributed_small_roots // 6
+
+# Step 3: Divide the number of cages by 6 to find the number of rats in each cage
+number_of_rats_per_cage = number_of_cages_small_roots // 6
+
+print(number_of_rats_per_cage)','stop',245,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,1,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',1,'To solve this problem, we will follow these steps:
+
+1. Calculate the total number of pieces of straw distributed among the small rodents.
+2. Determine the total number of pieces of straw distributed among the hamsters.
+3. Add the pieces of straw from the pen to the total number of pieces of straw distributed among the small rodents.
+4. Divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage.
+
+Let''s start with the first step. Russell has 160 pieces of straw distributed among the small rodents. Since there are 3 cages, each cage gets \(160 \div 3 = 53\) pieces of straw.
+
+Next, we calculate the total number of pieces of straw distributed among the hamsters. There are 10 cages of hamsters, each hamster gets \(5 \div 3 = 1\) piece of straw.
+
+Now, we add the pieces of straw from the pen to the total number of pieces of straw distributed among the small rodents:
+\[53 + 5 = 58\]
+
+Finally, we divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage:
+\[\frac{58}{3} = 19.33\]
+
+Since the number of rats must be a whole number, we round up to the next whole number. Therefore, there are 20 rats in each cage.
+
+Let''s confirm this with Python code:
+```python
+# Total pieces of straw distributed among the small rodents
+straw_small_roots = 160
+
+# Number of cages
+num_cages = 3
+
+# Pieces of straw distributed among the hamsters
+straw_hamsters = 5
+
+# Pieces of straw from the pen
+straw_pen = 20
+
+# Total pieces of straw distributed among the small rodents
+total_straw_small_roots = straw_small_roots / num_cages
+
+# Total pieces of straw distributed among the hamsters
+total_straw_hamsters = straw_hamsters / num_cages
+
+# Total pieces of straw distributed among the small rodents
+total_straw_small_roots = total_straw_small_roots + straw_pen
+
+# Number of rats in each cage
+num_rats_cages = total_straw_small_roots / num_cages
+
+print(num_rats_cages)','stop',499,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,2,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',2,'To solve this problem, let''s break it down step by step:
+
+1. **Distribute-straw between the rats and the hamsters:**
+   - Each rat is given 6 pieces of straw.
+   - Each hamster is given 5 pieces of straw.
+   - There are 10 cages of hamsters, so the total straw given to the hamsters is \(10 \times 5 = 50\) pieces of straw.
+   - Since there are 160 pieces of straw, the remaining pieces of straw are \(160 - 50 = 110\) pieces of straw.
+
+2. **Distribute-straw between the pen and the rabbits:**
+   - The pen has 20 pieces of straw.
+
+3. **Find the total number of small rodents:**
+   - We know that 160 pieces of straw have been distributed among the small rodents.
+   - Let \(r\) be the number of small rodents. Since there are 10 cages of hamsters, the number of hamsters is \(10 - r\).
+   - The total number of pieces of straw used is \(6(r + (10 - r)) + 5(10 - r) + 20 = 6 \times 10 + 5 \times 10 + 20 = 60 + 50 + 20 = 130\).
+   - We know that the remaining pieces of straw are 110, so we can set up the equation \(130 = 110\).
+   - This equation is not true, so we need to re-evaluate the distribution.
+
+4. **Determine the number of small rodents:**
+   - Let''s re-evaluate the distribution by subtracting the remaining pieces of straw from the total number of pieces of straw used:
+     \[130 - (6(r + (10 - r)) + 5(10 - r) + 20) = 130 - 110 = 20\]
+     This equation is true, so the number of small rodents is \(r = 20\).
+
+5. **Find the number of small rats in each cage:**
+   - Since there are 10 cages of hamsters, the number of small rats in each cage is \( \frac{20}{10} = 2 \).
+   - Therefore','length',512,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,3,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',3,'To solve this problem, we need to set up an equation based on the given information and then solve it using Python and SymPy.
+
+1. **Define the variables:**
+   - Let \( x \) be the number of rats in each cage.
+   - Let \( y \) be the number of hamsters in each cage.
+
+2. **Set up the equations based on the given information:**
+   - For the rats:
+     - 3 cages have 6 pieces of straw each.
+     - Each rat is given 6 pieces of straw.
+     - Therefore, the total number of pieces of straw given by the rats is \( 3 \times 6 \times x = 18x \).
+   - For the hamsters:
+     - 10 cages have 5 pieces of straw each.
+     - Each hamster is given 5 pieces of straw.
+     - Therefore, the total number of pieces of straw given by the hamsters is \( 10 \times 5 \times y = 50y \).
+   - The pen of rabbits has 20 pieces of straw.
+     - Therefore, the total number of pieces of straw given by the pen of rabbits is \( 20 \).
+
+3. **Combine the equations:**
+   - The total number of pieces of straw distributed among the small rodents is \( 18x + 50y \).
+   - According to the problem, 160 pieces of straw have been distributed among the small rodents, so we can write the equation:
+     \[
+     18x + 50y = 160
+     \]
+
+4. **Solve the equation for \( x \):**
+   - Subtract \( 50y \) from both sides of the equation:
+     \[
+     18x = 160 - 50y
+     \]
+   - Divide both sides by 18:
+     \[
+     x = \frac{160 - 50y}{18}
+     \]
+
+Now let''s implement this in Python to solve the equation.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+x, y = symbols(''x y'')
+
+# Define the equation
+equation = Eq(18*x + 50*y, 160)
+
+# Solve the equation
+solution = solve(equation, x)[0]
+print(solution)','stop',509,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,4,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',4,'To solve this problem, we need to determine the number of rats in each cage. Let''s break down the problem step by step.
+
+1. **Determine the number of rats in each cage:**
+   - Russell keeps 3 cages of rats in equal groups, each containing 6 pieces of straw.
+   - Therefore, the total number of rats is \(3 \times 6 = 18\).
+   - There are 10 cages of hamsters kept alone, each containing 5 pieces of straw.
+   - Therefore, the total number of hamsters is \(10 \times 5 = 50\).
+   - There are 20 pieces of straw distributed among the rabbits, so the number of rabbits is \(20\).
+
+2. **Calculate the number of pieces of straw in each cage:**
+   - The number of rats in each cage is \(18\).
+   - The number of hamsters in each cage is \(50\).
+   - The number of rabbits in each cage is \(20\).
+
+So, the number of rats in each cage is \(\boxed{18}\).','stop',236,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,5,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',5,'To solve this problem, we need to break it down into smaller steps:
+
+1. Calculate the total amount of straw given to the rats.
+2. Calculate the total amount of straw given to the hamsters.
+3. Calculate the total amount of straw given to the rabbits.
+4. Sum up all the total amounts to get the total amount of straw distributed among all the animals.
+5. Divide the total amount of straw distributed among the small rodents by the number of small rodents to find the number of rats in each cage.
+
+Let''s write the Python code to solve this problem:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Calculate the total amount of straw given to the rats
+num_cages_rats = 3
+straw_per_cage_rats = 6
+straw_given_to_rats = num_cages_rats * straw_per_cage_rats
+
+# Step 2: Calculate the total amount of straw given to the hamsters
+num_cages_hamsters = 10
+straw_per_cage_hamsters = 5
+straw_given_to_hamsters = num_cages_hamsters * straw_per_cage_hamsters
+
+# Step 3: Calculate the total amount of straw given to the rabbits
+num_rabbits = 20
+straw_per_rabbit = 20
+straw_given_to_rabbits = num_rabbits * straw_per_rabbit
+
+# Step 4: Sum up all the total amounts to get the total amount of straw distributed among all the animals
+total_straw = straw_given_to_rats + straw_given_to_hamsters + straw_given_to_rabbits
+
+# Step 5: Divide the total amount of straw distributed among the small rodents by the number of small rodents to find the number of rats in each cage
+num_small_rods = 160
+num_rats_in_each_cage = total_straw // num_small_rods
+
+# Print the result
+print(num_rats_in_each_cage)','stop',425,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,6,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',6,'To determine the number of rats in each cage, let''s solve the problem step-by-step.
+
+1. **Calculate the total number of pieces of straw given to the rats:**
+   Each cage has 3 rats, and each rat gets 6 pieces of straw.
+   \[
+   \text{Total pieces of straw} = 3 \times 6 = 18 \text{ pieces of straw}
+   \]
+
+2. **Calculate the total number of pieces of straw given to the hamsters alone:**
+   Each hamster has 5 pieces of straw.
+   \[
+   \text{Total pieces of straw} = 10 \times 5 = 50 \text{ pieces of straw}
+   \]
+
+3. **Calculate the total number of pieces of straw given to the rabbits:**
+   20 pieces of straw are distributed to the rabbits.
+   \[
+   \text{Total pieces of straw} = 20 \text{ pieces of straw}
+   \]
+
+4. **Calculate the total number of pieces of straw distributed among all the animals:**
+   Add the total pieces of straw from the rats, the hamsters alone, and the rabbits:
+   \[
+   \text{Total pieces of straw} = 18 + 50 + 20 = 88 \text{ pieces of straw}
+   \]
+
+5. **Determine the total number of cages:**
+   There are 3 cages in the store.
+
+6. **Calculate the number of rats in each cage:**
+   Divide the total number of pieces of straw by the total number of cages:
+   \[
+   \text{Number of rats per cage} = \frac{88}{3} = 28
+   \]
+
+Thus, the number of rats in each cage is \(\boxed{28}\).','stop',383,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,0,7,'04df93f0a7cebd796e1475fd2abda8e66538ca9683bb28b900dc26aa67e1d0e5',7,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we need to determine the total number of pieces of straw distributed among the small rodents.
+   - Russell has 160 pieces of straw.
+   - He gives 6 pieces of straw to each small rod.
+   - Therefore, the total number of pieces of straw distributed to the small rodents is \(160 \times 6 = 960\).
+
+2. Next, we need to find out how many small rodents are in each cage. We know that there are 3 cages in equal groups, and each group has 6 small rodents.
+   - Therefore, the number of small rodents in each cage is \(960 \div 3 = 320\).
+
+3. Finally, we need to find out how many rats are in each cage. We know that there are 10 cages of hamsters, and each hamster is given 5 pieces of straw.
+   - Therefore, the number of rats in each cage is \(320 \div 5 = 64\).
+
+Thus, the number of rats in each cage is \(\boxed{64}\).','stop',245,241,120,1.44777384671196465149e+01,498935057952.0,NULL);
+INSERT INTO "chains" VALUES(11,1,0,'d86a02eea56ffdde1635619346cdfb9ef642d3350f7b4e2d4322e73625398817',0,'The number of rats in each cage is \(\boxed{4}\).','stop',16,493,485,8.06045857413482669251e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(11,2,0,'1cf088f341dca4b7cdc49a5b734f3c93a888e06d3b193908adc34c8f5a6cda9f',0,'The calculation shows that there are 20 rats in each cage','length',13,763,342,9.23325970474506796392e+00,545724989184.0,NULL);
+INSERT INTO "chains" VALUES(11,3,0,'0caa671347537199663910d46c6abd96d74dfdb1109f6dcc36dadc26771b875c',0,'The output \','length',3,767,749,5.35976648997166127408e-01,25206696960.0,NULL);
+INSERT INTO "chains" VALUES(11,4,0,'a7c74b9daef780a209c928eeb21a921866c5bd4236a63743f895c3824c6d30c1',0,'The number of rats in each cage is \(\boxed{2}\).','stop',16,673,665,7.51798538413640859978e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(12,0,0,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',0,'To determine how much more money Jackie will have if she hires the accountant, we can follow these steps:
+
+1. Calculate the hourly wage of Jackie if she does the taxes herself.
+2. Determine the number of hours of freelance work Jackie will have if she hires the accountant.
+3. Calculate the total cost of hiring the accountant.
+4. Calculate how much more money Jackie will have if she hires the accountant by subtracting the total cost from her monthly income.
+
+Let''s start with the first step. Jackie does the taxes herself and loses $35/hour in missed income. Since she has 3 fewer hours of freelance work, we can calculate her hourly wage as follows:
+
+\[ \text{Hourly wage} = \text{Total hours of freelance work} - 3 \]
+
+Next, we need to determine the number of hours of freelance work Jackie will have if she hires the accountant. Since the hourly wage is the same as her hourly wage if she does the taxes herself, we can calculate the total number of hours of freelance work as follows:
+
+\[ \text{Total hours of freelance work} = \text{Hourly wage} \times \text{Number of hours of freelance work} \]
+
+Finally, we need to calculate the total cost of hiring the accountant. Since the accountant charges $90, we can calculate the total cost as follows:
+
+\[ \text{Total cost} = \text{Number of hours of freelance work} \times 90 \]
+
+Next, we need to calculate how much more money Jackie will have if she hires the accountant by subtracting the total cost from her monthly income. Since we don''t have the monthly income, we can''t calculate this directly. However, if we assume the monthly income is $1000, then the calculation would be:
+
+\[ \text{Additional money} = 1000 \times 90 - \text{Total cost} \]
+
+Let''s write the Python program to perform these calculations and show the final answer.
+```python
+# Given data
+total_hours_of_freelance_work = 5  # example hours of freelance work if Jackie does the taxes herself
+
+# Calculate hourly wage if Jackie does the taxes herself
+hourly_wage = total_hours_of_freelance_work - 3
+
+# Calculate the total number of hours of freelance work if Jackie hires the accountant
+total_hours_of_freelance_work = hourly_wage * total_hours_of_freelance_work
+
+# Calculate the total cost of hiring the','length',512,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,1,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',1,'To solve this problem, we need to calculate the additional money Jackie will have if she hires the accountant by subtracting the cost of the accountant''s services from her original hourly salary. Here''s a step-by-step breakdown of how to do this:
+
+1. Identify Jackie''s hourly wage.
+2. Identify the cost of the accountant''s services.
+3. Calculate the additional money by subtracting the cost of the accountant''s services from her original hourly wage.
+
+Let''s assume Jackie''s hourly wage is \( x \) dollars and the cost of the accountant''s services is $90. We can write the Python code to perform these calculations.
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)','stop',193,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,2,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total hours of freelance work Jackie will have if she does the taxes herself.
+2. Calculate the total hours of freelance work Jackie will have if she hires the accountant.
+3. Determine the difference in the total hours of freelance work between the two scenarios.
+
+Step 1: Calculate the total hours of freelance work Jackie will have if she does the taxes herself.
+Jackie''s hourly wage is $35/hour. If she does the taxes herself, she will be able to do 3 fewer hours of freelance work. Therefore, the total hours of freelance work is:
+\[ 35 - 3 = 32 \text{ hours} \]
+
+Step 2: Calculate the total hours of freelance work Jackie will have if she hires the accountant.
+The accountant charges $90 for the services. Therefore, the total hours of freelance work is:
+\[ 90 \text{ hours} \]
+
+Step 3: Determine the difference in the total hours of freelance work between the two scenarios.
+The difference in the total hours of freelance work is:
+\[ 90 - 32 = 58 \text{ hours} \]
+
+The final answer is:
+\[ \boxed{58} \]','stop',263,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,3,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',3,'Let''s break down the problem step-by-step.
+
+1. Calculate the total amount of freelance work Jackie can do if she does the taxes herself.
+2. Calculate the total cost of the freelance work if Jackie hires the accountant.
+3. Determine how much more money Jackie will have if she hires the accountant compared to doing the taxes herself.
+
+### Step-by-Step Calculation
+
+1. Jackie does 3 fewer hours of freelance work than she would if she did the taxes herself. Since she would do the taxes herself, she would have \(3 + 1 = 4\) hours of freelance work.
+2. The cost of the freelance work is $35/hour, so the total cost is \(4 \times 35 = 140\) dollars.
+3. The cost of the accountant is $90, so the amount of money Jackie will have if she hires the accountant is \(140 - 90 = 50\) dollars.
+
+### Final Answer
+
+The final answer is \(\boxed{50}\) dollars.','stop',215,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,4,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',4,'To determine how much more money Jackie will have if she hires the accountant, we need to follow these steps:
+
+1. Calculate the number of hours Jackie will work with the accountant.
+2. Determine the total amount of money Jackie will lose.
+3. Calculate the total amount of money Jackie will have with the accountant.
+
+Let''s break it down:
+
+1. Jackie will work 3 fewer hours with the accountant than she does herself. If she does herself, she will be able to work \(3 - 1 = 2\) hours with the accountant.
+2. If she hires the accountant, she will work \(2 - 3 = -1\) hours with the accountant. Since she does not work more than she can, she will work 0 hours with the accountant.
+3. The accountant charges $90. So, the total amount of money Jackie will have with the accountant is \(0 \times 90 = 0\).
+
+Let''s confirm this with a simple Python program:
+
+```python
+# Number of hours Jackie does herself with the accountant
+self_hours_with_accountant = 2
+
+# Number of hours Jackie hires the accountant with the accountant
+hires_with_accountant = self_hours_with_accountant - 3
+
+# Total amount of money lost with the accountant
+lost_with_accountant = 0
+
+# Total amount of money Jackie will have with the accountant
+total_with_accountant = lost_with_accountant + hires_with_accountant
+
+# Print the final answer
+print(total_with_accountant)','stop',310,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,5,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of hours of freelance work Jackie has if she does the taxes herself.
+2. Calculate the total number of hours of freelance work Jackie has if she hires the accountant.
+3. Determine the difference in the number of hours of freelance work between Jackie''s choices.
+4. Calculate the total amount of missed income Jackie will have if she hires the accountant.
+5. Determine the difference in the amount of money Jackie will have if she hires the accountant.
+
+Let''s break down the steps and write the Python code accordingly.
+
+1. Total hours of freelance work if Jackie does the taxes herself: \(3 - 35\)
+2. Total hours of freelance work if Jackie hires the accountant: \(3 + 35\)
+3. Difference in the number of hours of freelance work between Jackie''s choices: \(3 - (3 + 35) = -35\)
+4. Calculate the total amount of missed income Jackie will have if she hires the accountant: \(90 \times -35 = -2950\)
+5. Determine the difference in the amount of money Jackie will have if she hires the accountant: \(-2950 - 90 = -2940\)
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step-by-step reasoning
+# Total hours of freelance work if Jackie does the taxes herself
+hours_taxes = 3 - 35
+
+# Total hours of freelance work if Jackie hires the accountant
+hours_accountant = 3 + 35
+
+# Difference in the number of hours of freelance work between Jackie''s choices
+difference_hours = hours_taxes - hours_accountant
+
+# Calculate the total amount of missed income Jackie will have if she hires the accountant
+missed_income_accountant = 90 * difference_hours
+
+# Determine the difference in the amount of money Jackie will have if she hires the accountant
+difference_money_accountant = missed_income_accountant - 90
+
+# Output the final answer
+print(difference_money_accountant)','stop',436,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,6,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',6,'Let''s break down the problem step by step.
+
+1. First, we need to determine how much money Jackie will lose if she does the taxes herself.
+2. Since Jackie lost $35/hour in missed income, she will lose $3 * 35 = $105 from her freelance work.
+3. If Jackie has 3 fewer hours of freelance work, she will have 3 - 1 = 2 hours of freelance work.
+4. The accountant charges $90 for 2 hours of freelance work. So, the cost of hiring the accountant is $90 * 2 = $180.
+5. To find out how much more money Jackie will have if she hires the accountant, we subtract the cost of hiring the accountant from the amount of money she lost.
+6. The amount of money Jackie will have if she hires the accountant is $105 - $180 = -$75.
+
+Therefore, the final answer is \(\boxed{-75}\).','stop',208,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,0,7,'3a7c2c16263a9e829ea0c5ea79da6a1a122df2fe966f5c4f21fa2811f0dc36b4',7,'To determine how much more money Jackie will have if she hires the accountant, we need to follow these steps:
+
+1. Calculate the cost of her freelance work if she does the taxes herself.
+2. Subtract the cost of her freelance work from the cost of her accountant''s services.
+3. Determine how much more money Jackie will have if she hires the accountant compared to her freelance work.
+
+First, let''s calculate the cost of her freelance work if she does the taxes herself. Jackie will be able to do 3 fewer hours of freelance work, losing $35/hour in missed income. Therefore, the cost of her freelance work is:
+\[ 3 - 35 = -32 \text{ dollars/hour} \]
+
+Next, we subtract the cost of her freelance work from the cost of her accountant''s services. The accountant charges $90. Therefore, the cost of her accountant''s services is:
+\[ 90 - (-32) = 90 + 32 = 122 \text{ dollars} \]
+
+Now, we determine how much more money Jackie will have if she hires the accountant compared to her freelance work. The difference is:
+\[ 122 - (-32) = 122 + 32 = 154 \text{ dollars} \]
+
+Therefore, the final answer is:
+\[ \boxed{154} \]','stop',290,193,120,1.05852317768231287688e+01,392594305152.0,NULL);
+INSERT INTO "chains" VALUES(12,1,0,'863535ed8b81b526439ae2baf94757b6bfa668eccf6c1e97b7c76bcdbd26197a',0,'It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)','stop',93,402,385,3.97881752522607934352e+00,137376498432.0,NULL);
+INSERT INTO "chains" VALUES(12,2,0,'de1bb204e7429c733a4b76836252f3371a251724639406936adebbf01b87806c',0,'The calculation confirms our reasoning. Since Jackie hires the accountant, she will work 0 hours with the accountant. Therefore, the total amount of money Jackie will have with the accountant is \(\boxed{0}\).','stop',44,511,502,1.74202904567381811062e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(12,3,0,'9b8992c93b0dc5762a305fabb2460c0b3ea4d0e7f076b3366a9ba6b6b3e56ea0',0,'Jackie will have \(\boxed{-6390}\) dollars more if she hires the accountant.','stop',23,640,628,1.01828151627441099158e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(12,4,0,'5cf0a532d44adafad66e7cf3e356aaaa6ba0726271dbb6133380e78dba2c4043',0,'It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)','stop',93,511,494,5.3704365069861523807e+00,137376498432.0,NULL);
+INSERT INTO "chains" VALUES(12,5,0,'8f83a23b73631fb9d9d33375ea4641e01abf54c1708663118f5a75f481298ef4',0,'It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)','stop',93,620,603,5.07293363750189474359e+00,137376498432.0,NULL);
+INSERT INTO "chains" VALUES(12,6,0,'3c0f1077c4c200a7dab6b9c5b8eae8e07a92237ee8f7ed4e3312551c9f642391',0,'It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage =','length',40,729,712,2.61271908141025033245e+00,70578751488.0,NULL);
+INSERT INTO "chains" VALUES(13,0,0,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',0,'To determine how many pounds of insects the ducks need per day, we need to follow these steps:
+
+1. Calculate the total number of insects the ducks need per week.
+2. Since there is a flock of ten ducks, divide the total number of insects by the number of ducks to find out how many pounds of insects they need per day.
+
+First, we calculate the total number of insects the ducks need per week. Since each duck needs 3.5 pounds of insects each week, we multiply the number of ducks by 3.5:
+\[ 3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds} \]
+
+Next, we divide the total number of insects by the number of ducks to find out how many pounds of insects they need per day:
+\[ \frac{35 \text{ pounds}}{10 \text{ ducks}} = 3.5 \text{ pounds/day} \]
+
+Therefore, the ducks need \(\boxed{3.5}\) pounds of insects per day.','stop',223,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,1,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',1,'To solve this problem, we need to determine how many pounds of insects a flock of ten ducks needs per day. We can break this down into a few steps:
+
+1. **Calculate the weekly insect consumption**: Since each duck eats 3.5 pounds of insects each week, the total consumption for a flock of ten ducks will be \(10 \times 3.5\) pounds.
+2. **Calculate the daily insect consumption**: Since there are 7 days in a week, the daily consumption will be \(\frac{10 \times 3.5}{7}\) pounds.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the weekly insect consumption per duck
+insects_per_duck_per_week = 3.5
+
+# Define the number of ducks
+number_of_ducks = 10
+
+# Calculate the weekly insect consumption for the flock
+weekly_insects = insects_per_duck_per_week * number_of_ducks
+
+# Calculate the daily insect consumption for the flock
+daily_insects = weekly_insects / 7
+
+# Print the final answer
+print(daily_insects)','stop',234,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,2,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',2,'Let''s break down the problem step by step:
+
+1. Calculate the total number of insects needed per week for the flock of ten ducks.
+2. Divide the total number of insects needed per week by the number of days in a week to find out how many pounds of insects they need per day.
+
+Let''s implement this in Python.
+```python
+# Given data
+insects_per_duck_per_week = 3.5
+number_of_ducks = 10
+days_per_week = 7
+
+# Total insects needed per week
+total_insects_per_week = insects_per_duck_per_week * number_of_ducks
+
+# Insects needed per day
+insects_per_day = total_insects_per_week / days_per_week
+
+# Print the final answer
+print(insects_per_day)','stop',164,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,3,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',3,'To determine how many pounds of insects ducks need per day, we can follow these steps:
+
+1. Identify the weekly consumption of insects per duck.
+2. Identify the number of ducks in the flock.
+3. Multiply the weekly consumption by the number of ducks to get the daily consumption.
+
+Let''s break this down step-by-step and write the Python code to solve it.
+
+1. The weekly consumption of insects per duck is 3.5 pounds.
+2. There is a flock of ten ducks.
+3. The daily consumption is \(3.5 \text{ pounds} \times 10 \text{ ducks} = 35 \text{ pounds}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Step 1: Identify the weekly consumption of insects per duck
+weekly_consumption_per_duck = 3.5
+
+# Step 2: Identify the number of ducks in the flock
+number_of_ducks = 10
+
+# Step 3: Calculate the daily consumption
+daily_consumption = weekly_consumption_per_duck * number_of_ducks
+print(daily_consumption)','stop',234,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,4,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',4,'To determine how many pounds of insects ducks need per day, we can use the following steps:
+
+1. Identify the weekly requirement of insects by the duck.
+2. Calculate the daily requirement by dividing the weekly requirement by the number of ducks.
+
+Let''s use the given values:
+- The weekly requirement of insects is 3.5 pounds.
+- There are ten ducks.
+
+We can calculate the daily requirement as follows:
+
+\[ \text{Daily requirement} = \frac{3.5 \text{ pounds}}{10 \text{ ducks}} \]
+
+Let''s write the Python code to perform this calculation.
+```python
+# Given values
+weekly_insects = 3.5  # pounds
+number_of_ducks = 10
+
+# Calculate daily requirement
+daily_insects = weekly_insects / number_of_ducks
+print(daily_insects)','stop',177,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,5,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',5,'To determine how many pounds of insects ducks need per day, we can use the following steps:
+
+1. Calculate the total amount of insects needed per week.
+2. Determine how many pounds of insects are needed per day.
+
+First, let''s calculate the total amount of insects needed per week. There are 10 ducks, and each duck needs 3.5 pounds of insects. So, the total amount of insects needed per week is:
+\[ 10 \times 3.5 = 35 \text{ pounds} \]
+
+Next, we need to determine how many pounds of insects are needed per day. Since there are 7 days in a week, we divide the total amount of insects needed per week by 7:
+\[ \frac{35}{7} \approx 5.3857 \text{ pounds} \]
+
+Therefore, ducks need approximately 5.3857 pounds of insects per day.
+
+Let''s write the Python code to verify this calculation.
+```python
+# Number of ducks
+num_ducks = 10
+
+# Insects per duck per week
+insects_per_duck_per_week = 3.5
+
+# Total insects per week
+total_insects_per_week = num_ducks * insects_per_duck_per_week
+
+# Days in a week
+days_in_week = 7
+
+# Insects per day
+insects_per_day = total_insects_per_week / days_in_week
+
+print(insects_per_day)','stop',306,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,6,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',6,'To determine the number of pounds of insects that ducks need per day, we can follow these steps:
+
+1. Identify the number of ducks in the flock. According to the problem, there are ten ducks.
+2. Identify the amount of insects each duck needs per week. The problem states that each duck needs to eat 3.5 pounds of insects per week.
+3. Calculate the number of pounds of insects per day by multiplying the number of ducks by the amount of insects each duck needs per week.
+
+Let''s write the Python code to perform this calculation:
+
+```python
+# Number of ducks in the flock
+num_ducks = 10
+
+# Amount of insects each duck needs per week
+insects_per_duck_per_week = 3.5
+
+# Calculate the number of pounds of insects per day
+insects_per_duck_per_day = num_ducks * insects_per_duck_per_week
+
+# Print the result
+print(insects_per_duck_per_day)','stop',200,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,0,7,'b31c9ee0038b71a8295568e10532616ac8d0e2365bf198f5855bc76d8718bec2',7,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of insects needed by multiplying the number of ducks by 3.5 pounds per duck.
+2. Divide the total number of insects by the number of days in a week to find out how many pounds of insects they need per day.
+
+Let''s implement this in Python:
+```python
+# Step 1: Calculate the total number of insects needed
+number_of_ducks = 10
+insects_per_duck = 3.5
+total_insects = number_of_ducks * insects_per_duck
+
+# Step 2: Calculate the number of pounds of insects needed per day
+number_of_days = 7
+insects_per_day = total_insects / number_of_days
+
+print(insects_per_day)','stop',166,162,120,7.07490987196778142731e+00,273807745728.0,NULL);
+INSERT INTO "chains" VALUES(13,1,0,'5817574b3b117a84bb04f13ef26b16be526684f2121b288003fce863ec868d61',0,'The final answer is \(\boxed{5.0}\) pounds of insects per day.','stop',20,405,395,1.05061982928808528292e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(13,2,0,'6f8910db0600f3a13b0c70671d3391c262707c211bd8e19320e985d9214e1469',0,'The final answer is \(\boxed{5.0}\) pounds of insects per day.','stop',20,335,325,0.990305625289953,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(13,3,0,'c8b796aa1544804d5d09dbe0bba9170b1db08ab00a015bf8734c29388e09a00e',0,'The final answer is \(\boxed{35}\) pounds of insects ducks need per day.','stop',21,406,395,1.08275940228839862022e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(13,4,0,'b99ff5d2dd832eb24949cccd52735b72c39a09d3eee2a51ebe407e18a3668328',0,'The ducks need \(\boxed{0.35}\) pounds of insects per day to survive.','stop',22,349,338,1.13838273828746672222e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(13,5,0,'d276301de9d48dc31bac9ce373d12d8bc02b7227dd282d308a36774958bca75a',0,'The calculation confirms that ducks need approximately \(\boxed{5.0}\) pounds of insects per day.','stop',23,477,467,1.18289882428375925371e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(13,6,0,'f52425279cde3ca5d10562d0ff3f9ef72460564aff8e614634452f02014f5075',0,'The number of pounds of insects that ducks need per day is \(\boxed{35}\).','stop',21,372,361,1.0414486882908802201e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(13,7,0,'da8bfb51ca88d653028293538f2ffe7ba3242e49bda230e6fb5e9a1a24b89ffc',0,'The number of pounds of insects that ducks need per day is \(\boxed{5.0}\).','stop',22,337,327,1.07580424428902232669e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(14,0,0,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',0,'To solve the problem, we need to calculate the amount of interest Mandy will pay and then subtract that from the $100 she owes Benedict. The interest is calculated using the formula:
+
+\[ \text{Interest} = \text{Principal} \times \text{Rate} \times \text{Time} \]
+
+Where:
+- Principal = $100 (Mandy''s amount owed)
+- Rate = 0.02 (2% interest rate)
+- Time = 3 (months)
+
+Let''s write the Python program to calculate this.
+```python
+# Define the amount owed and the interest rate
+principal = 100
+interest_rate = 0.02
+time = 3
+
+# Calculate the interest using the formula
+interest = principal * interest_rate * time
+
+# Calculate the amount Mandy should give to Benedict
+amount_given = principal - interest
+
+print(amount_given)','stop',190,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,1,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',1,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. **Understand the Problem:**
+   Mandy owes Benedict $100. They agreed to have monthly interest of 2%. This means that each month, Mandy will receive \(100 \times 0.02 = 2\) dollars. After 3 months, Mandy will have \(100 \times 0.02 \times 3 = 6\) dollars.
+
+2. **Calculate the Amount Given to Benedict:**
+   Mandy should give Benedict $6 after 3 months of paying the interest.
+
+3. **Write the Python Code:**
+   We can use Python''s `sympy` library to handle the calculations, although sympy is not strictly necessary for this problem. We can use basic arithmetic operations to solve the problem.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Define the monthly interest rate
+monthly_interest_rate = 0.02
+
+# Define the amount owed by Mandy
+amount_owed_by_mandy = 100
+
+# Calculate the amount given to Benedict after 3 months
+amount_given_to_benedict = amount_owed_by_mandy * monthly_interest_rate * 3
+
+# Print the final answer
+print(amount_given_to_benedict)','stop',281,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,2,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',2,'To solve this problem, we need to calculate the interest Mandy has earned after 3 months and then determine how much she should give to Benedict.
+
+Here are the steps to solve the problem:
+
+1. Define the interest rate and the number of months.
+2. Calculate the interest earned using the formula \( \text{Interest} = \text{Principal} \times \text{Rate} \times \text{Month} \).
+3. Add the interest earned to the principal to get the total amount Mandy has to pay.
+4. Compare the total amount Mandy has to pay with the amount Benedict initially owed. If they are equal, then Mandy should give Benedict the entire amount. Otherwise, Mandy should give Benedict the amount of the difference.
+
+Let''s use Python to perform these calculations.
+```python
+import sympy as sp
+
+# Define the variables
+principal = sp.symbols(''principal'')
+rate = 0.02
+months = 3
+
+# Calculate the interest earned
+interest = principal * rate * months
+
+# Calculate the total amount Mandy has to pay
+total_amount = principal + interest
+
+# Calculate the difference between the total amount and the amount Benedict initially owed
+difference = total_amount - principal
+
+# Print the final answer
+print(difference)','stop',264,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,3,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',3,'To solve this problem, we need to calculate the total amount Mandy and Benedict have after paying the interest over the 3 months and then determine how much Mandy should give to Benedict.
+
+1. **Calculate the total interest:**
+   - The monthly interest rate is 2%.
+   - The total interest can be calculated by multiplying the total amount Mandy owes by the monthly interest rate.
+   - The total interest = Total amount Mandy owes * Monthly interest rate
+
+2. **Calculate the amount Mandy has after paying the interest:**
+   - After paying the interest, Mandy will owe the remaining amount (Total amount Mandy owes - Total interest).
+
+3. **Determine how much Mandy should give to Benedict:**
+   - The amount Mandy should give to Benedict is equal to the amount Mandy has after paying the interest.
+
+Let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Calculate the total interest
+total_amount_owed = 100
+monthly_interest_rate = 0.02
+total_interest = total_amount_owed * monthly_interest_rate
+
+# Step 2: Calculate the amount Mandy has after paying the interest
+amount_mandy_has_after_interest = total_amount_owed - total_interest
+
+# Step 3: Determine how much Mandy should give to Benedict
+amount_to_benjamin = amount_mandy_has_after_interest
+print(amount_to_benjamin)','stop',308,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,4,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the interest Mandy will pay after 3 months.
+2. Add the interest to the amount Mandy owes Benedict to get the final amount to be given to Benedict.
+
+Let''s use Python code to perform these steps.
+```python
+# Step 1: Calculate the interest Mandy will pay after 3 months
+monthly_interest = 0.02
+months = 3
+total_interest = monthly_interest * months
+
+# Step 2: Add the interest to the amount Mandy owes Benedict to get the final amount
+amount_to_benjamin = 100 + total_interest
+
+# Final answer
+print(amount_to_benjamin)','stop',149,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,5,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',5,'Let''s break down the problem step by step:
+
+1. Mandy owes Benedict $100.
+2. They agreed to have monthly interest of 2%.
+3. After 3 months, Mandy will be able to pay it. This means she will have paid $100 \times (1 + 0.02)^3$.
+4. We need to find the amount Mandy should give to Benedict after 3 months to cover the remaining $100.
+
+Let''s calculate this using Python code.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the remaining amount after 3 months
+remaining_amount = initial_amount * (1 + interest_rate)**months
+
+# Amount Mandy should give to Benedict
+amount_to_ben Benedict = remaining_amount - initial_amount
+print(amount_to_ben Benedict)','stop',205,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,6,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',6,'To determine how much Mandy should give to Benedict after 3 months, we need to follow these steps:
+
+1. Calculate the total amount Mandy owes Benedict after 3 months.
+2. Determine the interest Mandy should pay on this total amount.
+3. Calculate the amount Mandy should give to Benedict after paying the interest.
+
+First, let''s calculate the total amount Mandy owes Benedict after 3 months. Since Mandy owes $100 and they agreed to have monthly interest of 2%, the total interest Mandy will pay will be:
+\[ 100 \times 0.02 = 2 \]
+
+Next, we need to calculate the amount Mandy should give to Benedict after paying the interest. Since the interest Mandy will pay is $2, and Benedict has $100, she will give:
+\[ 100 - 2 = 98 \]
+
+Therefore, the amount Mandy should give to Benedict after 3 months is \(\boxed{98}\).','stop',210,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,0,7,'c141cb3e1dec7de2e63f68db308dfdd58d84390d8e8a995db25b8d8c83c59f30',7,'To solve this problem, we need to calculate the monthly interest owed and then determine how much Mandy should give to Benedict to pay it after 3 months. Here''s the step-by-step reasoning:
+
+1. **Calculate the monthly interest:**
+   The interest rate is 2%, so the monthly interest \(I\) can be calculated using the formula:
+   \[
+   I = \text{Principal} \times \text{Rate} \times \text{Time}
+   \]
+   where:
+   - \(P\) is the principal amount (Mandy''s money)
+   - \(R\) is the annual interest rate (2% in this case, which is 0.02)
+   - \(T\) is the time in months
+
+2. **Calculate the total interest for 3 months:**
+   Once we have the monthly interest, we can calculate the total interest for 3 months by multiplying it by 3:
+   \[
+   \text{Total Interest} = I \times 3
+   \]
+
+3. **Determine the amount Mandy should give to Benedict:**
+   The total amount Mandy owes Benedict is the sum of the principal and the total interest:
+   \[
+   \text{Total Amount} = P + \text{Total Interest}
+   \]
+   We can solve for Mandy''s amount by subtracting the total interest from the principal:
+   \[
+   \text{Mandy''s Amount} = P - \text{Total Interest}
+   \]
+
+Let''s implement this in a Python code block:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Define the variables
+P = sp.symbols(''P'')  # Principal amount (Mandy''s money)
+R = 0.02  # Annual interest rate in percentage
+T = 3  # Time in months
+
+# Calculate the monthly interest
+I = P * R * T
+
+# Calculate the total interest for 3 months
+Total Interest = I * T
+
+# Calculate Mandy''s amount
+Mandy''s_Amount = P - Total Interest
+
+# Print the final answer
+print(Mandy''s_Amount)','stop',446,165,120,8.32116067866553876797e+00,329262479040.0,NULL);
+INSERT INTO "chains" VALUES(14,1,0,'f1a8703200ad259b0e8b1c30fc0805c78ee76dcf1ed5bba8f2881f83c9c8d8b0',0,'The amount Mandy should give to Benedict is \(\boxed{94.00}\).','stop',21,365,354,1.3437670291542809231e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(14,2,0,'95d6516a99ced5610d0c90fcd262fe3c619a734131763099c4f6951d2a808a26',0,'The final answer is \(\boxed{6}\).','stop',12,455,445,8.34544178863455221595e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(14,3,0,'f805b1402ef027417a2a1c0f3231456b55ff73543bae71aec1ea6b4eeb9e2393',0,'The final answer is \(\boxed{0.06}\).','stop',15,455,428,1.45347868836064919584e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(14,4,0,'7f91af558c9e4a5c6cd10f28d71d73f57cd63522ad570758b19ded6bc9612aad',0,'After paying the interest over the 3 months, Mandy should give Benedict \(\boxed{98}\) dollars.','stop',26,483,472,1.5690633491574859093e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(14,5,0,'e944f80a48cd45f30e86d18edfe0d4379e0a18c86afadea55f1450549c8dd47d',0,'Mandy should give Benedict \(\boxed{100.06}\) dollars.','stop',20,326,313,1.27717455315827743689e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(14,6,0,'5a4a615ec7cee50f6ac9585c8409595c1dc9b761027619903ca569c8c79ebc68',0,'There was a syntax error in the Python code. Let''s fix it and run the code again.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the remaining amount after 3 months
+remaining_amount = initial_amount * (1 + interest_rate)**months
+
+# Amount Mandy should give to Benedict
+amount_to_ben Benedict = remaining_amount - initial_amount
+print(amount_to_ben Benedict)','stop',116,381,369,6.39818174465091,160062525696.0,NULL);
+INSERT INTO "chains" VALUES(14,7,0,'fd4d94d4d34d01131a45d17497278dbf7a3d251a81f3b5f37486a264bd794ca6',0,'It seems that there''s a syntax error in the code due to the way the assignment of the interest rate is made. In Python, the division operator `//` is used for integer division, not for floating-point division. Here''s the corrected code:
+
+```python
+import numpy as np
+import sympy as sp
+
+#','length',66,632,610,3.94258447766679598345e+00,109649131776.0,NULL);
+INSERT INTO "chains" VALUES(14,8,0,'84af3fee65ecc237feb0adc4027e8d0cdaab4d265cbc9219b0699dfbbe365fa1',0,'The Python code has been corrected. Let''s run the code again to find the amount Mandy should give to Benedict after 3 months.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the remaining amount after 3 months
+remaining_amount = initial_amount * (1 + interest_rate)**months
+
+# Amount Mandy should give to Benedict
+amount_to_ben Benedict = remaining_amount - initial_amount
+print(amount_to_ben Benedict)','stop',124,508,496,7.79245635998813668265e+00,170145204480.0,NULL);
+INSERT INTO "chains" VALUES(14,9,0,'260e943dcdfeb25cae512cae0b1dc74d2b10fc59f08fbac1bc609f5ee277618a',0,'The Python code has been corrected. Let''s run the code again to find the amount Mandy should give to Benedict after 3 months.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months =','length',67,643,631,2.94343725767087027733e+00,98306118144.0,NULL);
+INSERT INTO "chains" VALUES(15,0,0,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',0,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. **Calculate the total number of crayons needed:**
+   Violetta needs crayons in 5 different colors.
+   \[
+   \text{Total crayons} = 5 \text{ colors} \times 1 \text{ crayon/color} = 5 \text{ crayons}
+   \]
+
+2. **Determine the cost of one crayon:**
+   Each crayon costs $2.
+   \[
+   \text{Cost per crayon} = \$2
+   \]
+
+3. **Calculate the total cost of the crayons needed:**
+   \[
+   \text{Total cost} = 5 \text{ crayons} \times \$2/\text{crayon} = \$10
+   \]
+
+4. **Determine the amount of money Violetta has:**
+   Violetta starts with $20.
+   \[
+   \text{Amount of money} = \$20
+   \]
+
+5. **Calculate the change Violetta will get:**
+   \[
+   \text{Change} = \text{Amount of money} - \text{Total cost} = \$20 - \$10 = \$10
+   \]
+
+Therefore, the final answer is \(\boxed{10}\).','stop',285,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,1,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',1,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta prepared.
+
+Here''s the step-by-step reasoning:
+
+1. The cost of one crayon is $2.
+2. Violetta needs to buy crayons in 5 different colors.
+3. Therefore, the total cost of the crayons is \(5 \times 2 = 10\) dollars.
+4. Violetta prepared $20 for this purchase.
+5. To find the change, we subtract the total cost from the amount of money prepared:
+   \[
+   20 - 10 = 10
+   \]
+
+Therefore, the amount of change Violetta will get is \(\boxed{10}\).','stop',173,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,2,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has to find out how much change she will get.
+
+Let''s break it down into a short Python program:
+
+1. Define the cost of each crayon.
+2. Calculate the total cost of the crayons by multiplying the number of crayons by the cost per crayon.
+3. Subtract the total cost from the amount of money Violetta has to find out how much change she will get.
+
+Here''s the Python code to calculate the change Violetta will get:
+
+```python
+# Define the cost of each crayon
+cost_per_crayon = 2
+
+# Define the number of crayons Violetta wants
+number_of_crayons = 5
+
+# Calculate the total cost of the crayons
+total_cost = cost_per_crayon * number_of_crayons
+
+# Define the amount of money Violetta has
+amount_of_money = 20
+
+# Calculate the change Violetta will get
+change = amount_of_money - total_cost
+
+# Print the result
+print(change)','stop',242,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,3,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',3,'To solve this problem, we can follow these steps:
+
+1. Determine the total number of crayons Violetta needs to buy.
+2. Calculate the total cost of these crayons.
+3. Subtract the total cost from the amount of money Violetta has to find the change.
+
+Let''s break this down step-by-step and write the Python code to calculate the change.
+
+1. Violetta needs 5 different colors and costs $2 for each color.
+2. The total number of crayons is \(5 \times 2 = 10\).
+3. The total cost is \(10 \times 2 = 20\).
+4. The change Violetta will get is \(20 - 20 = 0\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the given values
+num_colors = 5
+cost_per_color = 2
+total_money = 20
+
+# Calculate the total number of crayons
+total_crayons = num_colors * cost_per_color
+
+# Calculate the total cost
+total_cost = total_crayons * cost_per_color
+
+# Calculate the change
+change = total_money - total_cost
+print(change)','stop',251,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,4,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',4,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. **Determine the cost of one crayon:**
+   - Violetta needs 5 different colors.
+   - Each color costs $2.
+
+   \[
+   \text{Cost of one crayon} = 2 \text{ dollars/color} \times 5 \text{ colors} = 10 \text{ dollars}
+   \]
+
+2. **Calculate the total cost of 5 crayons:**
+   \[
+   \text{Total cost} = 10 \text{ dollars/crayon} \times 5 \text{ crayons} = 50 \text{ dollars}
+   \]
+
+3. **Determine the remaining amount of money after the purchase:**
+   \[
+   \text{Remaining money} = \$20 - \$50 = \$10
+   \]
+
+4. **Write the final answer:**
+   \[
+   \boxed{10}
+   \]','stop',216,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,5,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',5,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money she prepared.
+
+First, let''s calculate the total cost of the crayons. Violetta needs three crayons in total and each crayon costs $2. Therefore, the total cost is:
+\[ 3 \times 2 = 6 \]
+
+Next, we subtract the total cost from the amount of money she prepared. Violetta prepared $20 for this purchase. So, the change she will get is:
+\[ 20 - 6 = 14 \]
+
+Thus, the final answer is:
+\[ \boxed{14} \]','stop',154,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,6,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',6,'Let''s solve this problem step-by-step using Python code. Here''s the step-by-step reasoning:
+
+1. First, we need to determine how many crayons Violetta needs. Since she wants to buy crayons in 5 different colors and she needs them in $20, we can calculate the total number of crayons by dividing $20 by $2.
+2. Once we know the total number of crayons, we can calculate the change she will get by subtracting the total number of crayons from the amount she prepared.
+
+Let''s write the Python code to perform these steps:
+
+```python
+# Given values
+cost_per_crayon = 2.0
+total_price = 20.0
+number_of_colors = 5
+
+# Calculate the total number of crayons
+total_crayons = total_price / cost_per_crayon
+
+# Calculate the change
+change = total_price - total_crayons
+
+# Print the final answer
+print(change)','stop',204,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,0,7,'c4d53af5ad0198a14519aeffd3f0fb1c2ea9cc63021485a20b1fe9a176022f40',7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Calculate the total number of crayons Violetta needs.
+2. Determine the cost of one crayon.
+3. Calculate the total cost of all the crayons.
+4. Subtract the total cost from $20 to find the change.
+
+Here is the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of crayons
+colors = 5
+cost_per_color = 2
+total_crayons = colors * cost_per_color
+
+# Step 2: Determine the cost of one crayon
+cost_per_crayon = 2
+
+# Step 3: Calculate the total cost of all the crayons
+total_cost = total_crayons * cost_per_crayon
+
+# Step 4: Subtract the total cost from $20 to find the change
+change = 20 - total_cost
+
+# Print the final answer
+print(change)','stop',204,166,120,7.08973183864399736364e+00,278376459552.0,NULL);
+INSERT INTO "chains" VALUES(15,1,0,'3342ab3d4ead0950e77e0c45a991c97f72b4c7cc56c4c1b526834163b5427af2',0,'The change Violetta will get is \(\boxed{10}\).','stop',16,416,407,9.44258249167129859458e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(15,2,0,'7c383f02e16c2544f95abf33eb5a2b3e02d52f794d79c887414c9d1b80bd10de',0,'The final answer is \(\boxed{0}\).','stop',12,424,416,6.49953414500487269833e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(15,3,0,'caf1811b945d3d29f904afbe9b94f380e0483cdb5ba712e8f805a40e5d49870d',0,'Violetta will get \(\boxed{10.00}\) change after buying the crayons.','stop',24,380,369,1.24871418016725033162e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(15,4,0,'60c0c9071fdb3d3b798022e6e6e3fb96455fabe69d22b8bd1ecd190b20ee794b',0,'It appears that there was an error in the code. Let''s correct it and re-run the code.
+
+1. Calculate the total number of crayons:
+   - Number of colors = 5
+   - Cost per color = $2
+   - Total crayons = 5 * $2 = $10
+
+2. Determine the cost of one crayon:
+   - Cost per crayon = $2
+
+3. Calculate the total cost of all the crayons:
+   - Total cost = 10 * $2 = $20
+
+4. Subtract the total cost from $20 to find the change:
+   - Change = $20 - $20 = $0
+
+So, the final answer is \(\boxed{0}\).','stop',157,377,369,7.29677128342757885803e+00,206694915072.0,NULL);
+INSERT INTO "chains" VALUES(16,0,0,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of grapes that Josie produces per year by multiplying the total acreage by the production per acre.
+2. Calculate the total number of barrels of wine that are produced by dividing the total amount of grapes by the production per ton of grapes.
+3. Print the total number of barrels of wine produced per year.
+
+Let''s write the code to perform these steps.
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+acreage = 10  # in acres
+production_per_acre = 5  # tons per acre
+barrels_per_ton_of_grapes = 2
+
+# Calculate the total amount of grapes produced per year
+total_grapes =acreage * production_per_acre
+
+# Calculate the total number of barrels of wine produced per year
+total_barrels = total_grapes / barrels_per_ton_of_grapes
+
+# Print the total number of barrels of wine produced per year
+print(total_barrels)','stop',221,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,1,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',1,'To solve this problem, we can follow these steps:
+
+1. Calculate the total amount of grapes produced per year.
+2. Determine the number of barrels of wine produced based on the total amount of grapes.
+
+Here''s the Python code to perform these steps:
+
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+acre = symbols(''acre'')
+tons_per_acre = 5  # tons of grapes per year
+barrels_per_ton = 2  # barrels of wine made per ton
+
+# Calculate the total amount of grapes produced per year
+total_grapes_per_year = acre * tons_per_acre
+
+# Calculate the number of barrels of wine produced
+total_wine_per_year = total_grapes_per_year * barrels_per_ton
+
+# Print the result
+print(total_wine_per_year)','stop',177,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,2,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',2,'To solve this problem, let''s break it down into smaller, manageable steps and then use Python code to ensure accuracy.
+
+1. **Calculate the total tons of grapes produced per year:**
+   - Each acre produces 5 tons of grapes per year.
+   - Josie has a 10-acre farm.
+   - Therefore, the total tons of grapes produced per year is \( 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \).
+
+2. **Calculate the total barrels of wine produced per year:**
+   - Each ton of grapes makes 2 barrels of wine.
+   - The total tons of grapes produced per year is 50 tons.
+   - Therefore, the total barrels of wine produced per year is \( 50 \text{ tons} \times 2 \text{ barrels/tone} = 100 \text{ barrels} \).
+
+Let''s implement this in Python to verify the result.
+```python
+# Define the variables
+acre_per_year = 10  # acres
+tons_per_acre = 5  # tons per acre
+barrels_per_ton = 2  # barrels per ton
+
+# Calculate the total tons of grapes produced per year
+total_tons = acre_per_year * tons_per_acre
+
+# Calculate the total barrels of wine produced per year
+total_barrels = total_tons * barrels_per_ton
+print(total_barrels)','stop',307,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,3,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',3,'Let''s solve this step-by-step:
+
+1. Calculate the total amount of grapes produced per year by Josie.
+2. Determine how many barrels of wine are produced from the total amount of grapes.
+
+**Step 1: Calculate the total amount of grapes produced per year**
+
+Each acre produces 5 tons of grapes per year. Since Josie owns 10 acres, the total amount of grapes produced per year is:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+**Step 2: Determine how many barrels of wine are produced from the total amount of grapes**
+
+Each ton of grapes makes 2 barrels of wine. Since the total amount of grapes produced per year is 50 tons, the total number of barrels of wine produced is:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+Therefore, Josie''s farm produces \(\boxed{100}\) barrels of wine per year.','stop',227,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,4,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm in one year.
+2. Convert the total amount of grapes into barrels of wine.
+
+Let''s break it down step-by-step:
+
+1. **Calculate the total amount of grapes produced in one year:**
+   - Each acre produces 5 tons of grapes per year.
+   - The farm has 10 acres.
+   - So, the total amount of grapes produced in one year is \(5 \text{ tons/acre} \times 10 \text{ acres} = 50 \text{ tons}\).
+
+2. **Convert the total amount of grapes into barrels of wine:**
+   - Each ton of grapes makes 2 barrels of wine.
+   - So, the total amount of barrels of wine produced in one year is \(50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}\).
+
+Now, let''s implement this in Python code to confirm our result.
+```python
+# Define the constants
+tons_per_acre = 5
+acres = 10
+barrels_per_ton = 2
+
+# Calculate the total amount of grapes produced in one year
+total_tons = tons_per_acre * acres
+
+# Calculate the total amount of barrels of wine produced in one year
+total_barrels = total_tons * barrels_per_ton
+print(total_barrels)','stop',308,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,5,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',5,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of tons of grapes per year.
+2. Calculate the number of barrels of wine produced by multiplying the tons of grapes per year by 2 barrels per ton.
+
+First, we calculate the number of tons of grapes per year:
+\[ \text{Tons of grapes per year} = \text{acre} \times \text{tons per acre} \]
+\[ \text{Tons of grapes per year} = 10 \times 5 \]
+\[ \text{Tons of grapes per year} = 50 \]
+
+Next, we calculate the number of barrels of wine produced by multiplying the tons of grapes per year by 2 barrels per ton:
+\[ \text{Barrels of wine per year} = \text{Tons of grapes per year} \times 2 \]
+\[ \text{Barrels of wine per year} = 50 \times 2 \]
+\[ \text{Barrels of wine per year} = 100 \]
+
+Therefore, Josie''s farm produces \(\boxed{100}\) barrels of wine per year.','stop',243,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,6,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',6,'To solve this problem step-by-step, let''s break it down into manageable parts:
+
+1. Determine the total number of tons of grapes produced by Josie''s farm.
+2. Calculate the total number of barrels of wine produced by the grapes.
+
+We''ll use Python code to perform these calculations accurately. We''ll also use sympy to help us with the calculations, although this is not strictly necessary for this basic problem.
+
+Here is the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the variables
+acre_area = 10  # acres
+tons_per_acre = 5  # tons per acre
+barrels_per_ton = 2  # barrels per ton
+
+# Calculate the total number of tons of grapes
+total_tons = acre_area * tons_per_acre
+
+# Calculate the total number of barrels of wine
+total_barrels = total_tons * barrels_per_ton
+
+# Print the final answer
+print(total_barrels)','stop',203,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,0,7,'bb9168e39b283735598a7b36fcdf966e807746baf453da794d41e20375c2c5e1',7,'Let''s break down the problem step-by-step and then solve it using Python code.
+
+1. **Calculate the total tons of grapes produced per year:**
+   - Each acre produces 5 tons of grapes per year.
+   - Josie owns 10 acres.
+   - Therefore, the total tons of grapes produced per year is \(10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons}\).
+
+2. **Calculate the total barrels of wine produced per year:**
+   - Each ton of grapes makes 2 barrels of wine.
+   - Therefore, the total barrels of wine produced per year is \(50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}\).
+
+3. **Output the result:**
+   - The final answer is \(\boxed{100}\).
+
+Let''s write the Python code to confirm this calculation:
+
+```python
+# Constants
+ acres = 10
+tons_per_acre = 5
+barrels_per_ton = 2
+
+# Total tons of grapes produced per year
+total_tons = acres * tons_per_acre
+
+# Total barrels of wine produced per year
+total_barrels = total_tons * barrels_per_ton
+
+# Output the result
+print(total_barrels)','stop',283,174,120,8.05704690652730093347e+00,317446839840.0,NULL);
+INSERT INTO "chains" VALUES(16,1,0,'e93789fc46cc72b83c873d58c3b45a6b1ccdffd0d207a4c10777bfd9b465d79d',0,'The farm produces \(\boxed{25}\) barrels of wine per year.','stop',18,405,394,7.49835450788634227947e-01,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(16,2,0,'cda73616dc10e4ede9cf15befed75109902a34350b4fd31e768e452465fe3bc5',0,'Josie''s farm produces \(\boxed{10acre}\) barrels of wine per year.','stop',21,361,350,8.10066838737804495451e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(16,3,0,'866e62c4b55bbfebcf31a0c13eb972229d5dd85aee16c3c5530a49c934f61897',0,'Josie''s farm produces \(\boxed{100}\) barrels of wine per year.','stop',21,490,480,7.94464677735924662549e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(16,4,0,'57aac4ba61d2e3e7d3259cb951f4db27d1cb87d36cfaf015c3994bc5bc51b45a',0,'The farm produces \(\boxed{100}\) barrels of wine per year.','stop',19,491,481,7.92374904987775074971e-01,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(16,5,0,'36f5ed611c435797bf38f51a3c0d6199fead8f833a7d51dea191d7353937737c',0,'The final answer is \(\boxed{100}\).','stop',14,386,376,6.33820526283151330915e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(16,6,0,'8a94c0895eef3588eac6e34bc5770ff2dcdb701535d9e3a820f3008cac9e3a27',0,'It looks like there was an indentation error in the code. Let''s correct it by adding spaces around the code blocks and ensuring the code is properly indented. Here''s the corrected code:
+
+```python
+# Constants
+acres = 10
+tons_per_acre = 5
+barrels_per_ton = 2
+
+# Total tons of grapes produced per year
+total_tons = acres * tons_per_acre
+
+# Total barrels of wine produced per year
+total_barrels = total_tons * barrels_per_ton
+
+# Output the result
+print(total_barrels)','stop',122,469,456,3.87007047634280576531e+00,168884869632.0,NULL);
+INSERT INTO "chains" VALUES(16,7,0,'f39049d375e4cc5bf9c34747a848c7cb2c34b772d2ad56262ed0ebbedd906bdb',0,'The final answer is \(\boxed{100}\).','stop',14,600,590,6.8526452177563124124e-01,28987701504.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -2063,6 +3648,13 @@ INSERT INTO "jobs" VALUES(6,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k
 INSERT INTO "jobs" VALUES(7,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-128',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','510','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 34063174, "usage": {"prompt_tokens": 210, "cached_prompt_tokens": 120, "completion_tokens": 3472, "calls": 1, "seconds": 106.6528540208358, "flops": 4479230049792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 6], "seeds": [2038169201, 2038216715], "usage": {"prompt_tokens": 1339, "cached_prompt_tokens": 1319, "completion_tokens": 53, "calls": 2, "seconds": 1.8678342609808571, "flops": 89483774208.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "length"], "code_runs": [1, 0, 0, 0, 0, 0, 1, 0]}, {"event": "vote", "counts": {"530": 1, "580": 1, "50": 1, "480": 1, "980": 1, "2000": 1, "510": 1, "10": 1}, "tie_broken_by_rng": true, "winner": "510"}]',1549,1439,3525,5,0,0,4568713824000.0,0.0,1.6574148419499397278e+02,1.08558144930815728915e+02,1.79629957223374295237e+09);
 INSERT INTO "jobs" VALUES(8,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-141',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1739500214, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 3039, "calls": 1, "seconds": 100.03511717608463, "flops": 3876789992448.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0108, "call_seconds": 0.0163, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1409, "call_seconds": 0.1417, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0203, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0226, "call_seconds": 0.0263, "stdout_bytes": 0, "stderr_bytes": 169}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1276, "call_seconds": 0.1308, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 6, 7], "seeds": [728870367, 728878286, 728894124, 728909962, 728917881], "usage": {"prompt_tokens": 2572, "cached_prompt_tokens": 2498, "completion_tokens": 153, "calls": 5, "seconds": 6.77064761498453, "flops": 279794336256.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "length", "answered"], "code_runs": [0, 1, 1, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"0": 2, "688": 1, "1400": 1, "116": 1, "5": 1, "3": 1, "2800": 1}, "tie_broken_by_rng": false, "winner": "0"}]',2737,2618,3192,11,0,0,4156584328704.0,0.0,3.0485325792300136526e+02,1.07141196882062118334e+02,1.7962997689242119789e+09);
 INSERT INTO "jobs" VALUES(9,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-151',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2.75','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 640836148, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 2986, "calls": 1, "seconds": 98.60206358695446, "flops": 3874269322752.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0122, "call_seconds": 0.0158, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0336, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0207, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0222, "call_seconds": 0.0238, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0247, "call_seconds": 0.0255, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 5, 6, 7], "seeds": [1033076817, 1033084736, 1033100574, 1033108493, 1033116412], "usage": {"prompt_tokens": 2687, "cached_prompt_tokens": 2635, "completion_tokens": 92, "calls": 5, "seconds": 3.544223487550608, "flops": 175186543872.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 1, 1, 1]}, {"event": "vote", "counts": {"1": 1, "63/25": 1, "2": 1, "11/4": 1, "17/5": 1, "9/4": 1, "7/2": 1, "225": 1}, "tie_broken_by_rng": true, "winner": "11/4"}]',2903,2755,3078,11,0,0,4049455866624.0,0.0,2.40545213382996735172e+02,1.02265631097510450336e+02,1.79629981278611445421e+09);
+INSERT INTO "jobs" VALUES(10,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-183',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1126356516, "usage": {"prompt_tokens": 259, "cached_prompt_tokens": 120, "completion_tokens": 3495, "calls": 1, "seconds": 133.14230650578995, "flops": 4569974158848.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0205, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0153, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 6], "seeds": [427363419, 427403014], "usage": {"prompt_tokens": 1205, "cached_prompt_tokens": 1187, "completion_tokens": 34, "calls": 2, "seconds": 1.848697982501714, "flops": 63016742400.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "length", "length", "length", "answered", "length"], "code_runs": [0, 1, 0, 0, 0, 0, 1, 0]}, {"event": "vote", "counts": {"400": 2, "5": 1, "229": 1, "4": 2, "165": 1, "55": 1}, "tie_broken_by_rng": true, "winner": "4"}]',1464,1307,3529,5,0,0,4632990901248.0,0.0,1.94256563068003742962e+02,1.35026807601293427293e+02,1796300007.05138);
+INSERT INTO "jobs" VALUES(11,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-186',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 23674558, "usage": {"prompt_tokens": 241, "cached_prompt_tokens": 120, "completion_tokens": 3054, "calls": 1, "seconds": 115.82190773695717, "flops": 3991480463616.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0184, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0127, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.4041, "call_seconds": 0.4049, "stdout_bytes": 14, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0163, "call_seconds": 0.0237, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 5], "seeds": [769403892, 769411811, 769427649, 769443487], "usage": {"prompt_tokens": 2696, "cached_prompt_tokens": 2241, "completion_tokens": 48, "calls": 4, "seconds": 11.32708074956936, "flops": 628907089152.0}}, {"event": "paths", "ends": ["answered", "length", "length", "length", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 0, 1, 0, 0]}, {"event": "vote", "counts": {"4": 1, "20": 1, "2": 2, "9": 1, "18": 1, "28": 1, "64": 1}, "tie_broken_by_rng": false, "winner": "2"}]',2937,2361,3102,9,0,0,4620387552768.0,0.0,1.32579352944994752758e+02,1.2760872378053014131e+02,1.79630013964198708537e+09);
+INSERT INTO "jobs" VALUES(12,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-164',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','154','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 636286083, "usage": {"prompt_tokens": 193, "cached_prompt_tokens": 120, "completion_tokens": 2427, "calls": 1, "seconds": 84.68185421458503, "flops": 3140754441216.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0147, "call_seconds": 0.0183, "stdout_bytes": 0, "stderr_bytes": 195}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0142, "call_seconds": 0.0148, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0068, "call_seconds": 0.0074, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 4, 5], "seeds": [1472266696, 1472290453, 1472298372], "usage": {"prompt_tokens": 1553, "cached_prompt_tokens": 1515, "completion_tokens": 160, "calls": 3, "seconds": 6.739128087174309, "flops": 245765295360.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0177, "call_seconds": 0.0216, "stdout_bytes": 0, "stderr_bytes": 195}, {"event": "generate", "round": 2, "paths": [1], "seeds": [1472371425], "usage": {"prompt_tokens": 511, "cached_prompt_tokens": 494, "completion_tokens": 93, "calls": 1, "seconds": 5.370436506986152, "flops": 137376498432.0}}, {"event": "tool", "round": 2, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0162, "call_seconds": 0.0171, "stdout_bytes": 0, "stderr_bytes": 195}, {"event": "generate", "round": 3, "paths": [1], "seeds": [1472476154], "usage": {"prompt_tokens": 620, "cached_prompt_tokens": 603, "completion_tokens": 93, "calls": 1, "seconds": 5.072933637501895, "flops": 137376498432.0}}, {"event": "tool", "round": 3, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0165, "call_seconds": 0.0174, "stdout_bytes": 0, "stderr_bytes": 195}, {"event": "generate", "round": 4, "paths": [1], "seeds": [1472580883], "usage": {"prompt_tokens": 729, "cached_prompt_tokens": 712, "completion_tokens": 40, "calls": 1, "seconds": 2.6127190814102503, "flops": 70578751488.0}}, {"event": "paths", "ends": ["length", "length", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 4, 0, 0, 1, 1, 0, 0]}, {"event": "vote", "counts": {"3": 1, "90": 1, "58": 1, "50": 1, "0": 1, "-6390": 1, "-75": 1, "154": 1}, "tie_broken_by_rng": true, "winner": "154"}]',3606,3444,2813,13,0,0,3731851484928.0,0.0,3.71891178764999494896e+02,1.04573764402641629085e+02,1.79630014082231736181e+09);
+INSERT INTO "jobs" VALUES(13,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-191',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5.0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1126402673, "usage": {"prompt_tokens": 162, "cached_prompt_tokens": 120, "completion_tokens": 1704, "calls": 1, "seconds": 56.59927897574225, "flops": 2190461965824.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.028, "call_seconds": 0.04, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0238, "call_seconds": 0.028, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0312, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0207, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0222, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0227, "call_seconds": 0.0275, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0214, "call_seconds": 0.024, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6, 7], "seeds": [1487345303, 1487353222, 1487361141, 1487369060, 1487376979, 1487384898, 1487392817], "usage": {"prompt_tokens": 2681, "cached_prompt_tokens": 2608, "completion_tokens": 149, "calls": 7, "seconds": 7.562219352017566, "flops": 270971992320.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"7/2": 1, "5": 4, "35": 2, "7/20": 1}, "tie_broken_by_rng": false, "winner": "5"}]',2843,2728,1853,15,0,0,2461433958144.0,0.0,1.47620542085001943627e+02,6.43550440587553538316e+01,1.79630028845130205149e+09);
+INSERT INTO "jobs" VALUES(14,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-187',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','98','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 570274854, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 2053, "calls": 1, "seconds": 66.56928542932431, "flops": 2634099832320.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0127, "call_seconds": 0.0374, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.007, "call_seconds": 0.0076, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0679, "call_seconds": 0.0726, "stdout_bytes": 29, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0165, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0143, "call_seconds": 0.0215, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0123, "call_seconds": 0.0128, "stdout_bytes": 0, "stderr_bytes": 147}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0133, "call_seconds": 0.0138, "stdout_bytes": 0, "stderr_bytes": 143}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [1545050223, 1545058142, 1545066061, 1545073980, 1545081899, 1545089818, 1545105656], "usage": {"prompt_tokens": 3097, "cached_prompt_tokens": 2991, "completion_tokens": 276, "calls": 7, "seconds": 16.818794021011854, "flops": 472625568000.0}}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0161, "call_seconds": 0.0171, "stdout_bytes": 0, "stderr_bytes": 147}, {"event": "generate", "round": 2, "paths": [5], "seeds": [1545194547], "usage": {"prompt_tokens": 508, "cached_prompt_tokens": 496, "completion_tokens": 124, "calls": 1, "seconds": 7.792456359988137, "flops": 170145204480.0}}, {"event": "tool", "round": 2, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0212, "call_seconds": 0.0228, "stdout_bytes": 0, "stderr_bytes": 147}, {"event": "generate", "round": 3, "paths": [5], "seeds": [1545299276], "usage": {"prompt_tokens": 643, "cached_prompt_tokens": 631, "completion_tokens": 67, "calls": 1, "seconds": 2.9434372576708703, "flops": 98306118144.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "length"], "code_runs": [1, 1, 1, 1, 1, 3, 0, 1]}, {"event": "vote", "counts": {"94": 1, "6": 1, "3/50": 1, "98": 2, "5003/50": 1, "1/50": 1, "16": 1}, "tie_broken_by_rng": false, "winner": "98"}]',4413,4238,2520,19,0,0,3375176722944.0,0.0,1.81517983937999815681e+02,9.43461220159949789411e+01,1796300321.16363);
+INSERT INTO "jobs" VALUES(15,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-194',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1988462908, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 1729, "calls": 1, "seconds": 56.71785470915198, "flops": 2227011676416.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0289, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0194, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.019, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.0211, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 6, 7], "seeds": [2095602364, 2095610283, 2095634040, 2095641959], "usage": {"prompt_tokens": 1597, "cached_prompt_tokens": 1561, "completion_tokens": 209, "calls": 4, "seconds": 10.139697127262446, "flops": 303740698368.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 0, 1, 1]}, {"event": "vote", "counts": {"10": 5, "0": 2, "14": 1}, "tie_broken_by_rng": false, "winner": "10"}]',1763,1681,1938,9,0,0,2530752374784.0,0.0,1.47315454427000076973e+02,6.69460262874184195433e+01,1.79630043577142739291e+09);
+INSERT INTO "jobs" VALUES(16,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-202',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','100','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 942011263, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1969, "calls": 1, "seconds": 64.45637525221841, "flops": 2539574718720.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0214, "call_seconds": 0.0359, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.0243, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0251, "call_seconds": 0.0274, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0297, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndentationError", "wall_seconds": 0.0159, "call_seconds": 0.0166, "stdout_bytes": 0, "stderr_bytes": 79}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 6, 7], "seeds": [1060029162, 1060037081, 1060045000, 1060060838, 1060076676, 1060084595], "usage": {"prompt_tokens": 2602, "cached_prompt_tokens": 2537, "completion_tokens": 215, "calls": 6, "seconds": 7.650632874876095, "flops": 345331748352.0}}, {"event": "tool", "round": 1, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0145, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [7], "seeds": [1060189324], "usage": {"prompt_tokens": 600, "cached_prompt_tokens": 590, "completion_tokens": 14, "calls": 1, "seconds": 0.6852645217756312, "flops": 28987701504.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 0, 1, 2]}, {"event": "vote", "counts": {"25": 1, "10acre": 1, "100": 6}, "tie_broken_by_rng": false, "winner": "100"}]',3376,3247,2198,15,0,0,2913894168576.0,0.0,1.41807899035993614234e+02,7.2959383607858057986e+01,1.79630046297974395753e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -4413,10 +6005,1751 @@ print(total_cost)
 225
 ```
 Shawnda made \(\boxed{225}\) dollars that day.','225',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,0,'To solve this problem, we need to determine the time it takes for the faster team to complete the relay. Let''s break it down step-by-step:
+
+1. **Understand the Problem:**
+   - There are four teams competing in a 4 by 400 meter relay.
+   - One team is very well-rounded, with each member running the leg in precisely 55 seconds.
+   - The other team is less well-rounded, with each runner running the leg in 60 seconds, and each subsequent runner will be 3 seconds faster than the previous runner.
+
+2. **Formulate the Time Calculation:**
+   - The time to complete the relay for the well-rounded team will be derived from the time it takes for the well-rounded team to run the entire leg.
+   - The time to complete the relay for the less well-rounded team will be derived from the time it takes for the less well-rounded team to run the entire leg.
+
+3. **Calculate the Time for the Well-rounded Team:**
+   - The well-rounded team runs the entire leg in 55 seconds.
+   - The time to run the entire leg for the well-rounded team is \(400 \text{ meters} \times 55 \text{ seconds} = 22000 \text{ seconds}\).
+
+4. **Calculate the Time for the Less Well-rounded Team:**
+   - The less well-rounded team runs the entire leg in 60 seconds.
+   - The time to run the entire leg for the less well-rounded team is \(400 \text{ meters} \times 60 \text{ seconds} = 24000 \text{ seconds}\).
+
+5. **Determine the Difference in Time:**
+   - The faster team will win by \(22000 \text{ seconds} - 24000 \text{ seconds} = 8000 \text{ seconds}\).
+
+Let''s implement this in Python using sympy to verify our calculation.
+
+```python
+# Define the time it takes for each team to run the entire leg
+time_per_leg_well_rounded = 55
+time_per_leg_less_well_rounded = 60
+
+# Calculate the total time for the well-rounded team
+time_total_well_rounded = 400 * time_per_leg_well_rounded
+
+# Calculate the total time for the less well-rounded team
+time_total_less_well_rounded = ','400',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,1,'Let''s solve this problem step-by-step. We need to determine the time it takes for each team to run their leg and then compare the times to find the winner.
+
+1. **Define the times:**
+   - Team 1: Each team has 4 members, and each member runs 400 meters in exactly 55 seconds.
+   - Team 2: Each team has 4 members, and each member runs 400 meters in exactly 60 seconds.
+
+2. **Determine the time difference between each team:**
+   - Team 2 will run their leg in 60 seconds after Team 1, which will take 60 seconds more than Team 1.
+   - Team 1 will run their leg in 55 seconds after Team 2, which will take 55 seconds less than Team 2.
+   - Team 2 will run their leg in 3 seconds faster than Team 1, which will take 3 seconds less than Team 1.
+
+3. **Calculate the time difference between each team:**
+   - Time difference = Time difference between Team 1 and Team 2 = 60 seconds - 55 seconds = 5 seconds
+   - Time difference = Time difference between Team 2 and Team 1 = 60 seconds - 3 seconds = 57 seconds
+
+4. **Determine the winner:**
+   - Since the faster team is 5 seconds faster than the slower team, the faster team will win by 57 seconds.
+
+Now let''s write the Python code to confirm this reasoning.
+```python
+# Define the times
+time_difference_team1_to_team2 = 60 - 55  # 5 seconds
+time_difference_team2_to_team1 = 60 - 3  # 57 seconds
+
+# Determine the winner
+winner_time = time_difference_team1_to_team2
+
+print(winner_time)
+```
+```output
+5
+```
+The faster team will win by \(\boxed{5}\) seconds.','5',0,'not_equivalent',417,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,2,'To solve this problem, we need to determine how many seconds the faster team will win by using the information given about the different times each team runs their leg.
+
+First, let''s find out the total time taken by the faster team to run their leg. According to the problem, the first runner runs their leg in 60 seconds, and each subsequent runner runs 3 seconds faster than the previous runner. Therefore, the time taken by the faster team to run their leg can be calculated by summing the times for each runner.
+
+The time taken by the first runner is 60 seconds. The time taken by the second runner is \(60 + 3 = 63\) seconds. The time taken by the third runner is \(63 + 3 = 66\) seconds. The time taken by the fourth runner is \(66 + 3 = 69\) seconds. Therefore, the total time taken by the faster team is \(60 + 63 + 66 + 69 = 284\) seconds.
+
+Since the team with four members will run their leg in precisely 55 seconds, the faster team will lose by \(\boxed{284 - 55} = \boxed{229}\) seconds.','229',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,3,'Let''s break down the problem step by step and use Python code to verify our solution.
+
+1. **Understanding the Problem:**
+   - We have two teams, each with 4 members.
+   - Each member runs 400 meters in 55 seconds.
+   - The second team has three runners who are 3 seconds faster than the previous runner.
+   - We need to find out how many seconds the faster team will win by.
+
+2. **Calculate the Time Each Runner Runs:**
+   - The time for the first runner is 55 seconds.
+   - The time for the second runner is \(55 + 3 = 58\) seconds.
+   - The time for the third runner is \(58 + 3 = 61\) seconds.
+
+3. **Determine the Total Time for the First Runner:**
+   - The first runner will run 400 meters in 55 seconds, so the total time for the first runner is \(400 \times 55 = 22000\) seconds.
+
+4. **Determine the Total Time for the Second Runner:**
+   - The second runner will run 400 meters in 58 seconds, so the total time for the second runner is \(400 \times 58 = 23600\) seconds.
+
+5. **Calculate the Total Time for the Third Runner:**
+   - The third runner will run 400 meters in 61 seconds, so the total time for the third runner is \(400 \times 61 = 25660\) seconds.
+
+6. **Sum Up the Total Time for All Teams:**
+   - The total time for all teams is \(22000 + 23600 + 25660 = 82260\) seconds.
+
+7. **Determine the Difference in Time:**
+   - The faster team will win by \(82260 - 22000 = 60260\) seconds.
+
+Now, let''s use Python to verify this calculation.
+```python
+# Define the time for each runner
+time_first_runner = 55
+time_second_runner = time_first_runner + 3
+time_third_runner = time_second_runner + 3
+
+# Calculate the total time for all runners
+total_time = time_first_runner * 400 + time_second_runner * 4','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(10,4,'To solve this problem, we need to determine the time taken by each team''s members to complete the relay in 400 meters. Here''s the step-by-step reasoning:
+
+1. **Determine the time taken by each team''s first runner:**
+   - Each of the first runner will run their 400 meter leg in 60 seconds.
+   - Therefore, the time taken by the first runner is \(60\) seconds.
+
+2. **Determine the time taken by each subsequent runner:**
+   - Each subsequent runner will run their leg in \(3\) seconds faster than the previous runner.
+   - Therefore, the time taken by the \(n\)-th runner is \(60 + 3(n-1) = 3n + 30\) seconds.
+
+3. **Set up the system of equations:**
+   - Let \(x_1\) be the time taken by the first runner.
+   - Let \(x_2\) be the time taken by the second runner.
+   - Let \(x_3\) be the time taken by the third runner.
+   - Let \(x_4\) be the time taken by the fourth runner.
+   - We know that \(x_1 = 60\).
+
+4. **Formulate the system of equations:**
+   \[
+   x_1 + x_2 + x_3 + x_4 = 400
+   \]
+   \[
+   3x_2 + 3x_3 + 3x_4 = 400 - 60
+   \]
+   \[
+   x_2 + x_3 + x_4 = 400 - 120
+   \]
+   \[
+   x_2 + x_3 + x_4 = 380
+   \]
+
+5. **Solve the system of equations using Python and sympy:**
+   ```python
+   import sympy as sp
+
+   # Define the variables
+   x1 = sp.symbols(''x1'')
+
+   # Define the equations
+   eq1 = sp.Eq(x1, 60)
+   eq2 = sp.Eq(3*x2 + 3*x3 + 3*x4, 400 - 60)
+   eq3 = sp.Eq(x2 + x3 + x4, 400 - 120)
+   eq4 = sp.Eq(x','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,5,'To solve this problem, we need to determine the total time taken by the faster team to complete the relay. The faster team has 4 members with each member running 400 meters in exactly 55 seconds. Since we need to calculate the time for the faster team, we can use this information directly.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the time taken by one member to run their 400 meters in 55 seconds.
+2. Multiply the time taken by one member by the number of members to get the time taken by the faster team.
+
+Let''s use Python to calculate this:
+
+```python
+# Given values
+time_per_member = 55  # seconds
+number_of_members = 4
+
+# Calculate the time taken by one member
+time_per_member = time_per_member * number_of_members
+
+# Calculate the time taken by the faster team
+time_per_lap = time_per_member * number_of_members
+time_per_second = 1 / 60  # seconds per lap
+total_time_per_lap = time_per_lap * 400
+
+# Calculate the total time taken by the faster team
+total_time_per_lap = time_per_lap * 400
+total_time_per_lap = total_time_per_lap * 400  # to account for the fourth lap
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap = total_time_per_lap * 400
+
+# Calculate the time taken by the faster team
+total_time_per_lap =','400',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,6,'To solve this problem, we need to determine the time it takes for each team to complete the relay and then compare the times to find the faster team. We''ll use Python code to calculate the time for each team and then determine the difference.
+
+Here''s a step-by-step breakdown of the process:
+
+1. **Calculate the time for each team:**
+   - Each team has four members, each running 400 meters.
+   - The time for each team to complete one lap is 55 seconds.
+   - The time for each team to complete the relay is \(4 \times 55 = 220\) seconds.
+
+2. **Determine the difference in time:**
+   - The faster team will complete the relay in 220 seconds.
+   - The slower team will complete the relay in 220 seconds.
+   - Therefore, the faster team will win by 0 seconds.
+
+Let''s implement this in Python to confirm the result.
+```python
+# Define the time for each team to complete one lap
+time_lap = 55
+
+# Define the time for each team to complete the relay
+time_total = 220
+
+# Calculate the difference in time
+time_difference = time_total - time_lap
+
+# Print the result
+print(time_difference)
+```
+```output
+165
+```
+The faster team will win by \(\boxed{165}\) seconds.','165',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,7,'Let''s break down the problem step-by-step.
+
+1. **Define the Variables:**
+   - Let \( n \) be the number of participants in the team. Since the team consists of four members, \( n = 4 \).
+   - Let \( d \) be the distance each participant runs in 400 meters.
+   - Let \( t_0 \) be the time each participant runs their 400 meter leg in 55 seconds.
+   - Let \( t_1 \) be the time each participant runs their 400 meter leg in 60 seconds.
+
+2. **Formulate the Equations:**
+   - The time it takes for the \( n \)-th participant to run their 400 meter leg is given by \( t_n = \frac{d}{55} \).
+   - The time for the first runner is \( t_1 = \frac{d}{60} \).
+   - The time for each subsequent runner is \( t_{n+1} = t_n + 3 \) seconds.
+   - For the faster team, the time for the \( n \)-th runner is \( t_n = \frac{d}{55} \) seconds (since they will run their 400 meter leg in 55 seconds plus 3 seconds per runner).
+   - The time for the first runner will be \( t_1 = \frac{d}{60} \) seconds.
+   - The time for each subsequent runner will be \( t_{n+1} = t_{n+1} - 3 \) seconds.
+   - For the faster team, the time for the \( n \)-th runner will be \( t_n = \frac{d}{55} \) seconds.
+   - The time for the first runner will be \( t_1 = \frac{d}{60} \) seconds.
+   - The time for each subsequent runner will be \( t_{n+1} = t_{n+1} - 3 \) seconds.
+
+3. **Solve the Equations:**
+   - Substitute \( t_n = \frac{d}{55} \) into the equations for the first runner and each subsequent runner.
+   - Simplify the equations to find the time \( t_n \).
+   - Compare the times to determine the difference in time between the faster team and the slower team.
+
+Let''s write the Python','55',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,0,'Let''s solve this problem step-by-step:
+
+1. Determine the total number of pieces of straw distributed among the small rodents.
+2. Since 160 pieces of straw have been distributed among the small rodents, and each cage has 6 pieces of straw, we can find out how many cages there are by dividing 160 by 6.
+3. Each cage will have an equal number of pieces of straw, so we can find out how many rats are in each cage by dividing the number of cages by 6.
+
+Let''s write the Python code to perform these steps.
+```python
+# Step 1: Determine the total number of pieces of straw distributed among the small rodents
+straw_distributed_small_roots = 160
+
+# Step 2: Divide 160 by 6 to find the number of cages
+number_of_cages_small_roots = straw_distributed_small_roots // 6
+
+# Step 3: Divide the number of cages by 6 to find the number of rats in each cage
+number_of_rats_per_cage = number_of_cages_small_roots // 6
+
+print(number_of_rats_per_cage)
+```
+```output
+4
+```
+The number of rats in each cage is \(\boxed{4}\).','4',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,1,'To solve this problem, we will follow these steps:
+
+1. Calculate the total number of pieces of straw distributed among the small rodents.
+2. Determine the total number of pieces of straw distributed among the hamsters.
+3. Add the pieces of straw from the pen to the total number of pieces of straw distributed among the small rodents.
+4. Divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage.
+
+Let''s start with the first step. Russell has 160 pieces of straw distributed among the small rodents. Since there are 3 cages, each cage gets \(160 \div 3 = 53\) pieces of straw.
+
+Next, we calculate the total number of pieces of straw distributed among the hamsters. There are 10 cages of hamsters, each hamster gets \(5 \div 3 = 1\) piece of straw.
+
+Now, we add the pieces of straw from the pen to the total number of pieces of straw distributed among the small rodents:
+\[53 + 5 = 58\]
+
+Finally, we divide the total number of pieces of straw by the number of cages to find out how many rats are in each cage:
+\[\frac{58}{3} = 19.33\]
+
+Since the number of rats must be a whole number, we round up to the next whole number. Therefore, there are 20 rats in each cage.
+
+Let''s confirm this with Python code:
+```python
+# Total pieces of straw distributed among the small rodents
+straw_small_roots = 160
+
+# Number of cages
+num_cages = 3
+
+# Pieces of straw distributed among the hamsters
+straw_hamsters = 5
+
+# Pieces of straw from the pen
+straw_pen = 20
+
+# Total pieces of straw distributed among the small rodents
+total_straw_small_roots = straw_small_roots / num_cages
+
+# Total pieces of straw distributed among the hamsters
+total_straw_hamsters = straw_hamsters / num_cages
+
+# Total pieces of straw distributed among the small rodents
+total_straw_small_roots = total_straw_small_roots + straw_pen
+
+# Number of rats in each cage
+num_rats_cages = total_straw_small_roots / num_cages
+
+print(num_rats_cages)
+```
+```output
+24.444444444444446
+```
+The calculation shows that there are 20 rats in each cage','20',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,2,'To solve this problem, let''s break it down step by step:
+
+1. **Distribute-straw between the rats and the hamsters:**
+   - Each rat is given 6 pieces of straw.
+   - Each hamster is given 5 pieces of straw.
+   - There are 10 cages of hamsters, so the total straw given to the hamsters is \(10 \times 5 = 50\) pieces of straw.
+   - Since there are 160 pieces of straw, the remaining pieces of straw are \(160 - 50 = 110\) pieces of straw.
+
+2. **Distribute-straw between the pen and the rabbits:**
+   - The pen has 20 pieces of straw.
+
+3. **Find the total number of small rodents:**
+   - We know that 160 pieces of straw have been distributed among the small rodents.
+   - Let \(r\) be the number of small rodents. Since there are 10 cages of hamsters, the number of hamsters is \(10 - r\).
+   - The total number of pieces of straw used is \(6(r + (10 - r)) + 5(10 - r) + 20 = 6 \times 10 + 5 \times 10 + 20 = 60 + 50 + 20 = 130\).
+   - We know that the remaining pieces of straw are 110, so we can set up the equation \(130 = 110\).
+   - This equation is not true, so we need to re-evaluate the distribution.
+
+4. **Determine the number of small rodents:**
+   - Let''s re-evaluate the distribution by subtracting the remaining pieces of straw from the total number of pieces of straw used:
+     \[130 - (6(r + (10 - r)) + 5(10 - r) + 20) = 130 - 110 = 20\]
+     This equation is true, so the number of small rodents is \(r = 20\).
+
+5. **Find the number of small rats in each cage:**
+   - Since there are 10 cages of hamsters, the number of small rats in each cage is \( \frac{20}{10} = 2 \).
+   - Therefore','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(11,3,'To solve this problem, we need to set up an equation based on the given information and then solve it using Python and SymPy.
+
+1. **Define the variables:**
+   - Let \( x \) be the number of rats in each cage.
+   - Let \( y \) be the number of hamsters in each cage.
+
+2. **Set up the equations based on the given information:**
+   - For the rats:
+     - 3 cages have 6 pieces of straw each.
+     - Each rat is given 6 pieces of straw.
+     - Therefore, the total number of pieces of straw given by the rats is \( 3 \times 6 \times x = 18x \).
+   - For the hamsters:
+     - 10 cages have 5 pieces of straw each.
+     - Each hamster is given 5 pieces of straw.
+     - Therefore, the total number of pieces of straw given by the hamsters is \( 10 \times 5 \times y = 50y \).
+   - The pen of rabbits has 20 pieces of straw.
+     - Therefore, the total number of pieces of straw given by the pen of rabbits is \( 20 \).
+
+3. **Combine the equations:**
+   - The total number of pieces of straw distributed among the small rodents is \( 18x + 50y \).
+   - According to the problem, 160 pieces of straw have been distributed among the small rodents, so we can write the equation:
+     \[
+     18x + 50y = 160
+     \]
+
+4. **Solve the equation for \( x \):**
+   - Subtract \( 50y \) from both sides of the equation:
+     \[
+     18x = 160 - 50y
+     \]
+   - Divide both sides by 18:
+     \[
+     x = \frac{160 - 50y}{18}
+     \]
+
+Now let''s implement this in Python to solve the equation.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+x, y = symbols(''x y'')
+
+# Define the equation
+equation = Eq(18*x + 50*y, 160)
+
+# Solve the equation
+solution = solve(equation, x)[0]
+print(solution)
+```
+```output
+80/9 - 25*y/9
+```
+The output \','9',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,4,'To solve this problem, we need to determine the number of rats in each cage. Let''s break down the problem step by step.
+
+1. **Determine the number of rats in each cage:**
+   - Russell keeps 3 cages of rats in equal groups, each containing 6 pieces of straw.
+   - Therefore, the total number of rats is \(3 \times 6 = 18\).
+   - There are 10 cages of hamsters kept alone, each containing 5 pieces of straw.
+   - Therefore, the total number of hamsters is \(10 \times 5 = 50\).
+   - There are 20 pieces of straw distributed among the rabbits, so the number of rabbits is \(20\).
+
+2. **Calculate the number of pieces of straw in each cage:**
+   - The number of rats in each cage is \(18\).
+   - The number of hamsters in each cage is \(50\).
+   - The number of rabbits in each cage is \(20\).
+
+So, the number of rats in each cage is \(\boxed{18}\).','18',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,5,'To solve this problem, we need to break it down into smaller steps:
+
+1. Calculate the total amount of straw given to the rats.
+2. Calculate the total amount of straw given to the hamsters.
+3. Calculate the total amount of straw given to the rabbits.
+4. Sum up all the total amounts to get the total amount of straw distributed among all the animals.
+5. Divide the total amount of straw distributed among the small rodents by the number of small rodents to find the number of rats in each cage.
+
+Let''s write the Python code to solve this problem:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Calculate the total amount of straw given to the rats
+num_cages_rats = 3
+straw_per_cage_rats = 6
+straw_given_to_rats = num_cages_rats * straw_per_cage_rats
+
+# Step 2: Calculate the total amount of straw given to the hamsters
+num_cages_hamsters = 10
+straw_per_cage_hamsters = 5
+straw_given_to_hamsters = num_cages_hamsters * straw_per_cage_hamsters
+
+# Step 3: Calculate the total amount of straw given to the rabbits
+num_rabbits = 20
+straw_per_rabbit = 20
+straw_given_to_rabbits = num_rabbits * straw_per_rabbit
+
+# Step 4: Sum up all the total amounts to get the total amount of straw distributed among all the animals
+total_straw = straw_given_to_rats + straw_given_to_hamsters + straw_given_to_rabbits
+
+# Step 5: Divide the total amount of straw distributed among the small rodents by the number of small rodents to find the number of rats in each cage
+num_small_rods = 160
+num_rats_in_each_cage = total_straw // num_small_rods
+
+# Print the result
+print(num_rats_in_each_cage)
+```
+```output
+2
+```
+The number of rats in each cage is \(\boxed{2}\).','2',0,'not_equivalent',441,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,6,'To determine the number of rats in each cage, let''s solve the problem step-by-step.
+
+1. **Calculate the total number of pieces of straw given to the rats:**
+   Each cage has 3 rats, and each rat gets 6 pieces of straw.
+   \[
+   \text{Total pieces of straw} = 3 \times 6 = 18 \text{ pieces of straw}
+   \]
+
+2. **Calculate the total number of pieces of straw given to the hamsters alone:**
+   Each hamster has 5 pieces of straw.
+   \[
+   \text{Total pieces of straw} = 10 \times 5 = 50 \text{ pieces of straw}
+   \]
+
+3. **Calculate the total number of pieces of straw given to the rabbits:**
+   20 pieces of straw are distributed to the rabbits.
+   \[
+   \text{Total pieces of straw} = 20 \text{ pieces of straw}
+   \]
+
+4. **Calculate the total number of pieces of straw distributed among all the animals:**
+   Add the total pieces of straw from the rats, the hamsters alone, and the rabbits:
+   \[
+   \text{Total pieces of straw} = 18 + 50 + 20 = 88 \text{ pieces of straw}
+   \]
+
+5. **Determine the total number of cages:**
+   There are 3 cages in the store.
+
+6. **Calculate the number of rats in each cage:**
+   Divide the total number of pieces of straw by the total number of cages:
+   \[
+   \text{Number of rats per cage} = \frac{88}{3} = 28
+   \]
+
+Thus, the number of rats in each cage is \(\boxed{28}\).','28',0,'not_equivalent',383,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,7,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we need to determine the total number of pieces of straw distributed among the small rodents.
+   - Russell has 160 pieces of straw.
+   - He gives 6 pieces of straw to each small rod.
+   - Therefore, the total number of pieces of straw distributed to the small rodents is \(160 \times 6 = 960\).
+
+2. Next, we need to find out how many small rodents are in each cage. We know that there are 3 cages in equal groups, and each group has 6 small rodents.
+   - Therefore, the number of small rodents in each cage is \(960 \div 3 = 320\).
+
+3. Finally, we need to find out how many rats are in each cage. We know that there are 10 cages of hamsters, and each hamster is given 5 pieces of straw.
+   - Therefore, the number of rats in each cage is \(320 \div 5 = 64\).
+
+Thus, the number of rats in each cage is \(\boxed{64}\).','64',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,0,'To determine how much more money Jackie will have if she hires the accountant, we can follow these steps:
+
+1. Calculate the hourly wage of Jackie if she does the taxes herself.
+2. Determine the number of hours of freelance work Jackie will have if she hires the accountant.
+3. Calculate the total cost of hiring the accountant.
+4. Calculate how much more money Jackie will have if she hires the accountant by subtracting the total cost from her monthly income.
+
+Let''s start with the first step. Jackie does the taxes herself and loses $35/hour in missed income. Since she has 3 fewer hours of freelance work, we can calculate her hourly wage as follows:
+
+\[ \text{Hourly wage} = \text{Total hours of freelance work} - 3 \]
+
+Next, we need to determine the number of hours of freelance work Jackie will have if she hires the accountant. Since the hourly wage is the same as her hourly wage if she does the taxes herself, we can calculate the total number of hours of freelance work as follows:
+
+\[ \text{Total hours of freelance work} = \text{Hourly wage} \times \text{Number of hours of freelance work} \]
+
+Finally, we need to calculate the total cost of hiring the accountant. Since the accountant charges $90, we can calculate the total cost as follows:
+
+\[ \text{Total cost} = \text{Number of hours of freelance work} \times 90 \]
+
+Next, we need to calculate how much more money Jackie will have if she hires the accountant by subtracting the total cost from her monthly income. Since we don''t have the monthly income, we can''t calculate this directly. However, if we assume the monthly income is $1000, then the calculation would be:
+
+\[ \text{Additional money} = 1000 \times 90 - \text{Total cost} \]
+
+Let''s write the Python program to perform these calculations and show the final answer.
+```python
+# Given data
+total_hours_of_freelance_work = 5  # example hours of freelance work if Jackie does the taxes herself
+
+# Calculate hourly wage if Jackie does the taxes herself
+hourly_wage = total_hours_of_freelance_work - 3
+
+# Calculate the total number of hours of freelance work if Jackie hires the accountant
+total_hours_of_freelance_work = hourly_wage * total_hours_of_freelance_work
+
+# Calculate the total cost of hiring the','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,1,'To solve this problem, we need to calculate the additional money Jackie will have if she hires the accountant by subtracting the cost of the accountant''s services from her original hourly salary. Here''s a step-by-step breakdown of how to do this:
+
+1. Identify Jackie''s hourly wage.
+2. Identify the cost of the accountant''s services.
+3. Calculate the additional money by subtracting the cost of the accountant''s services from her original hourly wage.
+
+Let''s assume Jackie''s hourly wage is \( x \) dollars and the cost of the accountant''s services is $90. We can write the Python code to perform these calculations.
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)
+```
+```output
+NameError: name ''x'' is not defined
+```
+It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)
+```
+```output
+NameError: name ''x'' is not defined
+```
+It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)
+```
+```output
+NameError: name ''x'' is not defined
+```
+It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage = x  # Jackie''s original hourly wage in dollars
+cost_of_services = 90  # Cost of the accountant''s services in dollars
+
+# Calculate the additional money
+additional_money = hourly_wage - cost_of_services
+print(additional_money)
+```
+```output
+NameError: name ''x'' is not defined
+```
+It seems there was an issue with the variable definition. Let''s correct the code and run it again.
+
+Here''s the corrected code:
+
+```python
+# Define the variables
+hourly_wage =','90',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total hours of freelance work Jackie will have if she does the taxes herself.
+2. Calculate the total hours of freelance work Jackie will have if she hires the accountant.
+3. Determine the difference in the total hours of freelance work between the two scenarios.
+
+Step 1: Calculate the total hours of freelance work Jackie will have if she does the taxes herself.
+Jackie''s hourly wage is $35/hour. If she does the taxes herself, she will be able to do 3 fewer hours of freelance work. Therefore, the total hours of freelance work is:
+\[ 35 - 3 = 32 \text{ hours} \]
+
+Step 2: Calculate the total hours of freelance work Jackie will have if she hires the accountant.
+The accountant charges $90 for the services. Therefore, the total hours of freelance work is:
+\[ 90 \text{ hours} \]
+
+Step 3: Determine the difference in the total hours of freelance work between the two scenarios.
+The difference in the total hours of freelance work is:
+\[ 90 - 32 = 58 \text{ hours} \]
+
+The final answer is:
+\[ \boxed{58} \]','58',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,3,'Let''s break down the problem step-by-step.
+
+1. Calculate the total amount of freelance work Jackie can do if she does the taxes herself.
+2. Calculate the total cost of the freelance work if Jackie hires the accountant.
+3. Determine how much more money Jackie will have if she hires the accountant compared to doing the taxes herself.
+
+### Step-by-Step Calculation
+
+1. Jackie does 3 fewer hours of freelance work than she would if she did the taxes herself. Since she would do the taxes herself, she would have \(3 + 1 = 4\) hours of freelance work.
+2. The cost of the freelance work is $35/hour, so the total cost is \(4 \times 35 = 140\) dollars.
+3. The cost of the accountant is $90, so the amount of money Jackie will have if she hires the accountant is \(140 - 90 = 50\) dollars.
+
+### Final Answer
+
+The final answer is \(\boxed{50}\) dollars.','50',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,4,'To determine how much more money Jackie will have if she hires the accountant, we need to follow these steps:
+
+1. Calculate the number of hours Jackie will work with the accountant.
+2. Determine the total amount of money Jackie will lose.
+3. Calculate the total amount of money Jackie will have with the accountant.
+
+Let''s break it down:
+
+1. Jackie will work 3 fewer hours with the accountant than she does herself. If she does herself, she will be able to work \(3 - 1 = 2\) hours with the accountant.
+2. If she hires the accountant, she will work \(2 - 3 = -1\) hours with the accountant. Since she does not work more than she can, she will work 0 hours with the accountant.
+3. The accountant charges $90. So, the total amount of money Jackie will have with the accountant is \(0 \times 90 = 0\).
+
+Let''s confirm this with a simple Python program:
+
+```python
+# Number of hours Jackie does herself with the accountant
+self_hours_with_accountant = 2
+
+# Number of hours Jackie hires the accountant with the accountant
+hires_with_accountant = self_hours_with_accountant - 3
+
+# Total amount of money lost with the accountant
+lost_with_accountant = 0
+
+# Total amount of money Jackie will have with the accountant
+total_with_accountant = lost_with_accountant + hires_with_accountant
+
+# Print the final answer
+print(total_with_accountant)
+```
+```output
+-1
+```
+The calculation confirms our reasoning. Since Jackie hires the accountant, she will work 0 hours with the accountant. Therefore, the total amount of money Jackie will have with the accountant is \(\boxed{0}\).','0',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of hours of freelance work Jackie has if she does the taxes herself.
+2. Calculate the total number of hours of freelance work Jackie has if she hires the accountant.
+3. Determine the difference in the number of hours of freelance work between Jackie''s choices.
+4. Calculate the total amount of missed income Jackie will have if she hires the accountant.
+5. Determine the difference in the amount of money Jackie will have if she hires the accountant.
+
+Let''s break down the steps and write the Python code accordingly.
+
+1. Total hours of freelance work if Jackie does the taxes herself: \(3 - 35\)
+2. Total hours of freelance work if Jackie hires the accountant: \(3 + 35\)
+3. Difference in the number of hours of freelance work between Jackie''s choices: \(3 - (3 + 35) = -35\)
+4. Calculate the total amount of missed income Jackie will have if she hires the accountant: \(90 \times -35 = -2950\)
+5. Determine the difference in the amount of money Jackie will have if she hires the accountant: \(-2950 - 90 = -2940\)
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step-by-step reasoning
+# Total hours of freelance work if Jackie does the taxes herself
+hours_taxes = 3 - 35
+
+# Total hours of freelance work if Jackie hires the accountant
+hours_accountant = 3 + 35
+
+# Difference in the number of hours of freelance work between Jackie''s choices
+difference_hours = hours_taxes - hours_accountant
+
+# Calculate the total amount of missed income Jackie will have if she hires the accountant
+missed_income_accountant = 90 * difference_hours
+
+# Determine the difference in the amount of money Jackie will have if she hires the accountant
+difference_money_accountant = missed_income_accountant - 90
+
+# Output the final answer
+print(difference_money_accountant)
+```
+```output
+-6390
+```
+Jackie will have \(\boxed{-6390}\) dollars more if she hires the accountant.','-6390',0,'not_equivalent',459,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,6,'Let''s break down the problem step by step.
+
+1. First, we need to determine how much money Jackie will lose if she does the taxes herself.
+2. Since Jackie lost $35/hour in missed income, she will lose $3 * 35 = $105 from her freelance work.
+3. If Jackie has 3 fewer hours of freelance work, she will have 3 - 1 = 2 hours of freelance work.
+4. The accountant charges $90 for 2 hours of freelance work. So, the cost of hiring the accountant is $90 * 2 = $180.
+5. To find out how much more money Jackie will have if she hires the accountant, we subtract the cost of hiring the accountant from the amount of money she lost.
+6. The amount of money Jackie will have if she hires the accountant is $105 - $180 = -$75.
+
+Therefore, the final answer is \(\boxed{-75}\).','-75',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,7,'To determine how much more money Jackie will have if she hires the accountant, we need to follow these steps:
+
+1. Calculate the cost of her freelance work if she does the taxes herself.
+2. Subtract the cost of her freelance work from the cost of her accountant''s services.
+3. Determine how much more money Jackie will have if she hires the accountant compared to her freelance work.
+
+First, let''s calculate the cost of her freelance work if she does the taxes herself. Jackie will be able to do 3 fewer hours of freelance work, losing $35/hour in missed income. Therefore, the cost of her freelance work is:
+\[ 3 - 35 = -32 \text{ dollars/hour} \]
+
+Next, we subtract the cost of her freelance work from the cost of her accountant''s services. The accountant charges $90. Therefore, the cost of her accountant''s services is:
+\[ 90 - (-32) = 90 + 32 = 122 \text{ dollars} \]
+
+Now, we determine how much more money Jackie will have if she hires the accountant compared to her freelance work. The difference is:
+\[ 122 - (-32) = 122 + 32 = 154 \text{ dollars} \]
+
+Therefore, the final answer is:
+\[ \boxed{154} \]','154',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(13,0,'To determine how many pounds of insects the ducks need per day, we need to follow these steps:
+
+1. Calculate the total number of insects the ducks need per week.
+2. Since there is a flock of ten ducks, divide the total number of insects by the number of ducks to find out how many pounds of insects they need per day.
+
+First, we calculate the total number of insects the ducks need per week. Since each duck needs 3.5 pounds of insects each week, we multiply the number of ducks by 3.5:
+\[ 3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds} \]
+
+Next, we divide the total number of insects by the number of ducks to find out how many pounds of insects they need per day:
+\[ \frac{35 \text{ pounds}}{10 \text{ ducks}} = 3.5 \text{ pounds/day} \]
+
+Therefore, the ducks need \(\boxed{3.5}\) pounds of insects per day.','3.5',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,1,'To solve this problem, we need to determine how many pounds of insects a flock of ten ducks needs per day. We can break this down into a few steps:
+
+1. **Calculate the weekly insect consumption**: Since each duck eats 3.5 pounds of insects each week, the total consumption for a flock of ten ducks will be \(10 \times 3.5\) pounds.
+2. **Calculate the daily insect consumption**: Since there are 7 days in a week, the daily consumption will be \(\frac{10 \times 3.5}{7}\) pounds.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the weekly insect consumption per duck
+insects_per_duck_per_week = 3.5
+
+# Define the number of ducks
+number_of_ducks = 10
+
+# Calculate the weekly insect consumption for the flock
+weekly_insects = insects_per_duck_per_week * number_of_ducks
+
+# Calculate the daily insect consumption for the flock
+daily_insects = weekly_insects / 7
+
+# Print the final answer
+print(daily_insects)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5.0}\) pounds of insects per day.','5.0',1,'equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(13,2,'Let''s break down the problem step by step:
+
+1. Calculate the total number of insects needed per week for the flock of ten ducks.
+2. Divide the total number of insects needed per week by the number of days in a week to find out how many pounds of insects they need per day.
+
+Let''s implement this in Python.
+```python
+# Given data
+insects_per_duck_per_week = 3.5
+number_of_ducks = 10
+days_per_week = 7
+
+# Total insects needed per week
+total_insects_per_week = insects_per_duck_per_week * number_of_ducks
+
+# Insects needed per day
+insects_per_day = total_insects_per_week / days_per_week
+
+# Print the final answer
+print(insects_per_day)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5.0}\) pounds of insects per day.','5.0',1,'equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,3,'To determine how many pounds of insects ducks need per day, we can follow these steps:
+
+1. Identify the weekly consumption of insects per duck.
+2. Identify the number of ducks in the flock.
+3. Multiply the weekly consumption by the number of ducks to get the daily consumption.
+
+Let''s break this down step-by-step and write the Python code to solve it.
+
+1. The weekly consumption of insects per duck is 3.5 pounds.
+2. There is a flock of ten ducks.
+3. The daily consumption is \(3.5 \text{ pounds} \times 10 \text{ ducks} = 35 \text{ pounds}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Step 1: Identify the weekly consumption of insects per duck
+weekly_consumption_per_duck = 3.5
+
+# Step 2: Identify the number of ducks in the flock
+number_of_ducks = 10
+
+# Step 3: Calculate the daily consumption
+daily_consumption = weekly_consumption_per_duck * number_of_ducks
+print(daily_consumption)
+```
+```output
+35.0
+```
+The final answer is \(\boxed{35}\) pounds of insects ducks need per day.','35',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,4,'To determine how many pounds of insects ducks need per day, we can use the following steps:
+
+1. Identify the weekly requirement of insects by the duck.
+2. Calculate the daily requirement by dividing the weekly requirement by the number of ducks.
+
+Let''s use the given values:
+- The weekly requirement of insects is 3.5 pounds.
+- There are ten ducks.
+
+We can calculate the daily requirement as follows:
+
+\[ \text{Daily requirement} = \frac{3.5 \text{ pounds}}{10 \text{ ducks}} \]
+
+Let''s write the Python code to perform this calculation.
+```python
+# Given values
+weekly_insects = 3.5  # pounds
+number_of_ducks = 10
+
+# Calculate daily requirement
+daily_insects = weekly_insects / number_of_ducks
+print(daily_insects)
+```
+```output
+0.35
+```
+The ducks need \(\boxed{0.35}\) pounds of insects per day to survive.','0.35',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,5,'To determine how many pounds of insects ducks need per day, we can use the following steps:
+
+1. Calculate the total amount of insects needed per week.
+2. Determine how many pounds of insects are needed per day.
+
+First, let''s calculate the total amount of insects needed per week. There are 10 ducks, and each duck needs 3.5 pounds of insects. So, the total amount of insects needed per week is:
+\[ 10 \times 3.5 = 35 \text{ pounds} \]
+
+Next, we need to determine how many pounds of insects are needed per day. Since there are 7 days in a week, we divide the total amount of insects needed per week by 7:
+\[ \frac{35}{7} \approx 5.3857 \text{ pounds} \]
+
+Therefore, ducks need approximately 5.3857 pounds of insects per day.
+
+Let''s write the Python code to verify this calculation.
+```python
+# Number of ducks
+num_ducks = 10
+
+# Insects per duck per week
+insects_per_duck_per_week = 3.5
+
+# Total insects per week
+total_insects_per_week = num_ducks * insects_per_duck_per_week
+
+# Days in a week
+days_in_week = 7
+
+# Insects per day
+insects_per_day = total_insects_per_week / days_in_week
+
+print(insects_per_day)
+```
+```output
+5.0
+```
+The calculation confirms that ducks need approximately \(\boxed{5.0}\) pounds of insects per day.','5.0',1,'equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,6,'To determine the number of pounds of insects that ducks need per day, we can follow these steps:
+
+1. Identify the number of ducks in the flock. According to the problem, there are ten ducks.
+2. Identify the amount of insects each duck needs per week. The problem states that each duck needs to eat 3.5 pounds of insects per week.
+3. Calculate the number of pounds of insects per day by multiplying the number of ducks by the amount of insects each duck needs per week.
+
+Let''s write the Python code to perform this calculation:
+
+```python
+# Number of ducks in the flock
+num_ducks = 10
+
+# Amount of insects each duck needs per week
+insects_per_duck_per_week = 3.5
+
+# Calculate the number of pounds of insects per day
+insects_per_duck_per_day = num_ducks * insects_per_duck_per_week
+
+# Print the result
+print(insects_per_duck_per_day)
+```
+```output
+35.0
+```
+The number of pounds of insects that ducks need per day is \(\boxed{35}\).','35',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,7,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of insects needed by multiplying the number of ducks by 3.5 pounds per duck.
+2. Divide the total number of insects by the number of days in a week to find out how many pounds of insects they need per day.
+
+Let''s implement this in Python:
+```python
+# Step 1: Calculate the total number of insects needed
+number_of_ducks = 10
+insects_per_duck = 3.5
+total_insects = number_of_ducks * insects_per_duck
+
+# Step 2: Calculate the number of pounds of insects needed per day
+number_of_days = 7
+insects_per_day = total_insects / number_of_days
+
+print(insects_per_day)
+```
+```output
+5.0
+```
+The number of pounds of insects that ducks need per day is \(\boxed{5.0}\).','5.0',1,'equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,0,'To solve the problem, we need to calculate the amount of interest Mandy will pay and then subtract that from the $100 she owes Benedict. The interest is calculated using the formula:
+
+\[ \text{Interest} = \text{Principal} \times \text{Rate} \times \text{Time} \]
+
+Where:
+- Principal = $100 (Mandy''s amount owed)
+- Rate = 0.02 (2% interest rate)
+- Time = 3 (months)
+
+Let''s write the Python program to calculate this.
+```python
+# Define the amount owed and the interest rate
+principal = 100
+interest_rate = 0.02
+time = 3
+
+# Calculate the interest using the formula
+interest = principal * interest_rate * time
+
+# Calculate the amount Mandy should give to Benedict
+amount_given = principal - interest
+
+print(amount_given)
+```
+```output
+94.0
+```
+The amount Mandy should give to Benedict is \(\boxed{94.00}\).','94.00',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,1,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. **Understand the Problem:**
+   Mandy owes Benedict $100. They agreed to have monthly interest of 2%. This means that each month, Mandy will receive \(100 \times 0.02 = 2\) dollars. After 3 months, Mandy will have \(100 \times 0.02 \times 3 = 6\) dollars.
+
+2. **Calculate the Amount Given to Benedict:**
+   Mandy should give Benedict $6 after 3 months of paying the interest.
+
+3. **Write the Python Code:**
+   We can use Python''s `sympy` library to handle the calculations, although sympy is not strictly necessary for this problem. We can use basic arithmetic operations to solve the problem.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Define the monthly interest rate
+monthly_interest_rate = 0.02
+
+# Define the amount owed by Mandy
+amount_owed_by_mandy = 100
+
+# Calculate the amount given to Benedict after 3 months
+amount_given_to_benedict = amount_owed_by_mandy * monthly_interest_rate * 3
+
+# Print the final answer
+print(amount_given_to_benedict)
+```
+```output
+6.0
+```
+The final answer is \(\boxed{6}\).','6',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,2,'To solve this problem, we need to calculate the interest Mandy has earned after 3 months and then determine how much she should give to Benedict.
+
+Here are the steps to solve the problem:
+
+1. Define the interest rate and the number of months.
+2. Calculate the interest earned using the formula \( \text{Interest} = \text{Principal} \times \text{Rate} \times \text{Month} \).
+3. Add the interest earned to the principal to get the total amount Mandy has to pay.
+4. Compare the total amount Mandy has to pay with the amount Benedict initially owed. If they are equal, then Mandy should give Benedict the entire amount. Otherwise, Mandy should give Benedict the amount of the difference.
+
+Let''s use Python to perform these calculations.
+```python
+import sympy as sp
+
+# Define the variables
+principal = sp.symbols(''principal'')
+rate = 0.02
+months = 3
+
+# Calculate the interest earned
+interest = principal * rate * months
+
+# Calculate the total amount Mandy has to pay
+total_amount = principal + interest
+
+# Calculate the difference between the total amount and the amount Benedict initially owed
+difference = total_amount - principal
+
+# Print the final answer
+print(difference)
+```
+```output
+0.0600000000000001*principal
+```
+The final answer is \(\boxed{0.06}\).','0.06',0,'not_equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,3,'To solve this problem, we need to calculate the total amount Mandy and Benedict have after paying the interest over the 3 months and then determine how much Mandy should give to Benedict.
+
+1. **Calculate the total interest:**
+   - The monthly interest rate is 2%.
+   - The total interest can be calculated by multiplying the total amount Mandy owes by the monthly interest rate.
+   - The total interest = Total amount Mandy owes * Monthly interest rate
+
+2. **Calculate the amount Mandy has after paying the interest:**
+   - After paying the interest, Mandy will owe the remaining amount (Total amount Mandy owes - Total interest).
+
+3. **Determine how much Mandy should give to Benedict:**
+   - The amount Mandy should give to Benedict is equal to the amount Mandy has after paying the interest.
+
+Let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Calculate the total interest
+total_amount_owed = 100
+monthly_interest_rate = 0.02
+total_interest = total_amount_owed * monthly_interest_rate
+
+# Step 2: Calculate the amount Mandy has after paying the interest
+amount_mandy_has_after_interest = total_amount_owed - total_interest
+
+# Step 3: Determine how much Mandy should give to Benedict
+amount_to_benjamin = amount_mandy_has_after_interest
+print(amount_to_benjamin)
+```
+```output
+98.0
+```
+After paying the interest over the 3 months, Mandy should give Benedict \(\boxed{98}\) dollars.','98',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(14,4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the interest Mandy will pay after 3 months.
+2. Add the interest to the amount Mandy owes Benedict to get the final amount to be given to Benedict.
+
+Let''s use Python code to perform these steps.
+```python
+# Step 1: Calculate the interest Mandy will pay after 3 months
+monthly_interest = 0.02
+months = 3
+total_interest = monthly_interest * months
+
+# Step 2: Add the interest to the amount Mandy owes Benedict to get the final amount
+amount_to_benjamin = 100 + total_interest
+
+# Final answer
+print(amount_to_benjamin)
+```
+```output
+100.06
+```
+Mandy should give Benedict \(\boxed{100.06}\) dollars.','100.06',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,5,'Let''s break down the problem step by step:
+
+1. Mandy owes Benedict $100.
+2. They agreed to have monthly interest of 2%.
+3. After 3 months, Mandy will be able to pay it. This means she will have paid $100 \times (1 + 0.02)^3$.
+4. We need to find the amount Mandy should give to Benedict after 3 months to cover the remaining $100.
+
+Let''s calculate this using Python code.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the remaining amount after 3 months
+remaining_amount = initial_amount * (1 + interest_rate)**months
+
+# Amount Mandy should give to Benedict
+amount_to_ben Benedict = remaining_amount - initial_amount
+print(amount_to_ben Benedict)
+```
+```output
+SyntaxError: invalid syntax
+```
+There was a syntax error in the Python code. Let''s fix it and run the code again.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the remaining amount after 3 months
+remaining_amount = initial_amount * (1 + interest_rate)**months
+
+# Amount Mandy should give to Benedict
+amount_to_ben Benedict = remaining_amount - initial_amount
+print(amount_to_ben Benedict)
+```
+```output
+SyntaxError: invalid syntax
+```
+The Python code has been corrected. Let''s run the code again to find the amount Mandy should give to Benedict after 3 months.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the remaining amount after 3 months
+remaining_amount = initial_amount * (1 + interest_rate)**months
+
+# Amount Mandy should give to Benedict
+amount_to_ben Benedict = remaining_amount - initial_amount
+print(amount_to_ben Benedict)
+```
+```output
+SyntaxError: invalid syntax
+```
+The Python code has been corrected. Let''s run the code again to find the amount Mandy should give to Benedict after 3 months.
+```python
+# Initial amount owed
+initial_amount = 100.00
+
+# Interest rate
+interest_rate = 0.02
+
+# Number of months
+months =','0.02',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,6,'To determine how much Mandy should give to Benedict after 3 months, we need to follow these steps:
+
+1. Calculate the total amount Mandy owes Benedict after 3 months.
+2. Determine the interest Mandy should pay on this total amount.
+3. Calculate the amount Mandy should give to Benedict after paying the interest.
+
+First, let''s calculate the total amount Mandy owes Benedict after 3 months. Since Mandy owes $100 and they agreed to have monthly interest of 2%, the total interest Mandy will pay will be:
+\[ 100 \times 0.02 = 2 \]
+
+Next, we need to calculate the amount Mandy should give to Benedict after paying the interest. Since the interest Mandy will pay is $2, and Benedict has $100, she will give:
+\[ 100 - 2 = 98 \]
+
+Therefore, the amount Mandy should give to Benedict after 3 months is \(\boxed{98}\).','98',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,7,'To solve this problem, we need to calculate the monthly interest owed and then determine how much Mandy should give to Benedict to pay it after 3 months. Here''s the step-by-step reasoning:
+
+1. **Calculate the monthly interest:**
+   The interest rate is 2%, so the monthly interest \(I\) can be calculated using the formula:
+   \[
+   I = \text{Principal} \times \text{Rate} \times \text{Time}
+   \]
+   where:
+   - \(P\) is the principal amount (Mandy''s money)
+   - \(R\) is the annual interest rate (2% in this case, which is 0.02)
+   - \(T\) is the time in months
+
+2. **Calculate the total interest for 3 months:**
+   Once we have the monthly interest, we can calculate the total interest for 3 months by multiplying it by 3:
+   \[
+   \text{Total Interest} = I \times 3
+   \]
+
+3. **Determine the amount Mandy should give to Benedict:**
+   The total amount Mandy owes Benedict is the sum of the principal and the total interest:
+   \[
+   \text{Total Amount} = P + \text{Total Interest}
+   \]
+   We can solve for Mandy''s amount by subtracting the total interest from the principal:
+   \[
+   \text{Mandy''s Amount} = P - \text{Total Interest}
+   \]
+
+Let''s implement this in a Python code block:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Define the variables
+P = sp.symbols(''P'')  # Principal amount (Mandy''s money)
+R = 0.02  # Annual interest rate in percentage
+T = 3  # Time in months
+
+# Calculate the monthly interest
+I = P * R * T
+
+# Calculate the total interest for 3 months
+Total Interest = I * T
+
+# Calculate Mandy''s amount
+Mandy''s_Amount = P - Total Interest
+
+# Print the final answer
+print(Mandy''s_Amount)
+```
+```output
+SyntaxError: unterminated string literal (detected at line 16)
+```
+It seems that there''s a syntax error in the code due to the way the assignment of the interest rate is made. In Python, the division operator `//` is used for integer division, not for floating-point division. Here''s the corrected code:
+
+```python
+import numpy as np
+import sympy as sp
+
+#','16',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,0,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. **Calculate the total number of crayons needed:**
+   Violetta needs crayons in 5 different colors.
+   \[
+   \text{Total crayons} = 5 \text{ colors} \times 1 \text{ crayon/color} = 5 \text{ crayons}
+   \]
+
+2. **Determine the cost of one crayon:**
+   Each crayon costs $2.
+   \[
+   \text{Cost per crayon} = \$2
+   \]
+
+3. **Calculate the total cost of the crayons needed:**
+   \[
+   \text{Total cost} = 5 \text{ crayons} \times \$2/\text{crayon} = \$10
+   \]
+
+4. **Determine the amount of money Violetta has:**
+   Violetta starts with $20.
+   \[
+   \text{Amount of money} = \$20
+   \]
+
+5. **Calculate the change Violetta will get:**
+   \[
+   \text{Change} = \text{Amount of money} - \text{Total cost} = \$20 - \$10 = \$10
+   \]
+
+Therefore, the final answer is \(\boxed{10}\).','10',1,'equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(15,1,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta prepared.
+
+Here''s the step-by-step reasoning:
+
+1. The cost of one crayon is $2.
+2. Violetta needs to buy crayons in 5 different colors.
+3. Therefore, the total cost of the crayons is \(5 \times 2 = 10\) dollars.
+4. Violetta prepared $20 for this purchase.
+5. To find the change, we subtract the total cost from the amount of money prepared:
+   \[
+   20 - 10 = 10
+   \]
+
+Therefore, the amount of change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has to find out how much change she will get.
+
+Let''s break it down into a short Python program:
+
+1. Define the cost of each crayon.
+2. Calculate the total cost of the crayons by multiplying the number of crayons by the cost per crayon.
+3. Subtract the total cost from the amount of money Violetta has to find out how much change she will get.
+
+Here''s the Python code to calculate the change Violetta will get:
+
+```python
+# Define the cost of each crayon
+cost_per_crayon = 2
+
+# Define the number of crayons Violetta wants
+number_of_crayons = 5
+
+# Calculate the total cost of the crayons
+total_cost = cost_per_crayon * number_of_crayons
+
+# Define the amount of money Violetta has
+amount_of_money = 20
+
+# Calculate the change Violetta will get
+change = amount_of_money - total_cost
+
+# Print the result
+print(change)
+```
+```output
+10
+```
+The change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,3,'To solve this problem, we can follow these steps:
+
+1. Determine the total number of crayons Violetta needs to buy.
+2. Calculate the total cost of these crayons.
+3. Subtract the total cost from the amount of money Violetta has to find the change.
+
+Let''s break this down step-by-step and write the Python code to calculate the change.
+
+1. Violetta needs 5 different colors and costs $2 for each color.
+2. The total number of crayons is \(5 \times 2 = 10\).
+3. The total cost is \(10 \times 2 = 20\).
+4. The change Violetta will get is \(20 - 20 = 0\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the given values
+num_colors = 5
+cost_per_color = 2
+total_money = 20
+
+# Calculate the total number of crayons
+total_crayons = num_colors * cost_per_color
+
+# Calculate the total cost
+total_cost = total_crayons * cost_per_color
+
+# Calculate the change
+change = total_money - total_cost
+print(change)
+```
+```output
+0
+```
+The final answer is \(\boxed{0}\).','0',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,4,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. **Determine the cost of one crayon:**
+   - Violetta needs 5 different colors.
+   - Each color costs $2.
+
+   \[
+   \text{Cost of one crayon} = 2 \text{ dollars/color} \times 5 \text{ colors} = 10 \text{ dollars}
+   \]
+
+2. **Calculate the total cost of 5 crayons:**
+   \[
+   \text{Total cost} = 10 \text{ dollars/crayon} \times 5 \text{ crayons} = 50 \text{ dollars}
+   \]
+
+3. **Determine the remaining amount of money after the purchase:**
+   \[
+   \text{Remaining money} = \$20 - \$50 = \$10
+   \]
+
+4. **Write the final answer:**
+   \[
+   \boxed{10}
+   \]','10',1,'equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,5,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money she prepared.
+
+First, let''s calculate the total cost of the crayons. Violetta needs three crayons in total and each crayon costs $2. Therefore, the total cost is:
+\[ 3 \times 2 = 6 \]
+
+Next, we subtract the total cost from the amount of money she prepared. Violetta prepared $20 for this purchase. So, the change she will get is:
+\[ 20 - 6 = 14 \]
+
+Thus, the final answer is:
+\[ \boxed{14} \]','14',0,'not_equivalent',154,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,6,'Let''s solve this problem step-by-step using Python code. Here''s the step-by-step reasoning:
+
+1. First, we need to determine how many crayons Violetta needs. Since she wants to buy crayons in 5 different colors and she needs them in $20, we can calculate the total number of crayons by dividing $20 by $2.
+2. Once we know the total number of crayons, we can calculate the change she will get by subtracting the total number of crayons from the amount she prepared.
+
+Let''s write the Python code to perform these steps:
+
+```python
+# Given values
+cost_per_crayon = 2.0
+total_price = 20.0
+number_of_colors = 5
+
+# Calculate the total number of crayons
+total_crayons = total_price / cost_per_crayon
+
+# Calculate the change
+change = total_price - total_crayons
+
+# Print the final answer
+print(change)
+```
+```output
+10.0
+```
+Violetta will get \(\boxed{10.00}\) change after buying the crayons.','10.00',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Calculate the total number of crayons Violetta needs.
+2. Determine the cost of one crayon.
+3. Calculate the total cost of all the crayons.
+4. Subtract the total cost from $20 to find the change.
+
+Here is the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of crayons
+colors = 5
+cost_per_color = 2
+total_crayons = colors * cost_per_color
+
+# Step 2: Determine the cost of one crayon
+cost_per_crayon = 2
+
+# Step 3: Calculate the total cost of all the crayons
+total_cost = total_crayons * cost_per_crayon
+
+# Step 4: Subtract the total cost from $20 to find the change
+change = 20 - total_cost
+
+# Print the final answer
+print(change)
+```
+```output
+0
+```
+It appears that there was an error in the code. Let''s correct it and re-run the code.
+
+1. Calculate the total number of crayons:
+   - Number of colors = 5
+   - Cost per color = $2
+   - Total crayons = 5 * $2 = $10
+
+2. Determine the cost of one crayon:
+   - Cost per crayon = $2
+
+3. Calculate the total cost of all the crayons:
+   - Total cost = 10 * $2 = $20
+
+4. Subtract the total cost from $20 to find the change:
+   - Change = $20 - $20 = $0
+
+So, the final answer is \(\boxed{0}\).','0',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of grapes that Josie produces per year by multiplying the total acreage by the production per acre.
+2. Calculate the total number of barrels of wine that are produced by dividing the total amount of grapes by the production per ton of grapes.
+3. Print the total number of barrels of wine produced per year.
+
+Let''s write the code to perform these steps.
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+acreage = 10  # in acres
+production_per_acre = 5  # tons per acre
+barrels_per_ton_of_grapes = 2
+
+# Calculate the total amount of grapes produced per year
+total_grapes =acreage * production_per_acre
+
+# Calculate the total number of barrels of wine produced per year
+total_barrels = total_grapes / barrels_per_ton_of_grapes
+
+# Print the total number of barrels of wine produced per year
+print(total_barrels)
+```
+```output
+25.0
+```
+The farm produces \(\boxed{25}\) barrels of wine per year.','25',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,1,'To solve this problem, we can follow these steps:
+
+1. Calculate the total amount of grapes produced per year.
+2. Determine the number of barrels of wine produced based on the total amount of grapes.
+
+Here''s the Python code to perform these steps:
+
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+acre = symbols(''acre'')
+tons_per_acre = 5  # tons of grapes per year
+barrels_per_ton = 2  # barrels of wine made per ton
+
+# Calculate the total amount of grapes produced per year
+total_grapes_per_year = acre * tons_per_acre
+
+# Calculate the number of barrels of wine produced
+total_wine_per_year = total_grapes_per_year * barrels_per_ton
+
+# Print the result
+print(total_wine_per_year)
+```
+```output
+10*acre
+```
+Josie''s farm produces \(\boxed{10acre}\) barrels of wine per year.','10acre',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,2,'To solve this problem, let''s break it down into smaller, manageable steps and then use Python code to ensure accuracy.
+
+1. **Calculate the total tons of grapes produced per year:**
+   - Each acre produces 5 tons of grapes per year.
+   - Josie has a 10-acre farm.
+   - Therefore, the total tons of grapes produced per year is \( 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \).
+
+2. **Calculate the total barrels of wine produced per year:**
+   - Each ton of grapes makes 2 barrels of wine.
+   - The total tons of grapes produced per year is 50 tons.
+   - Therefore, the total barrels of wine produced per year is \( 50 \text{ tons} \times 2 \text{ barrels/tone} = 100 \text{ barrels} \).
+
+Let''s implement this in Python to verify the result.
+```python
+# Define the variables
+acre_per_year = 10  # acres
+tons_per_acre = 5  # tons per acre
+barrels_per_ton = 2  # barrels per ton
+
+# Calculate the total tons of grapes produced per year
+total_tons = acre_per_year * tons_per_acre
+
+# Calculate the total barrels of wine produced per year
+total_barrels = total_tons * barrels_per_ton
+print(total_barrels)
+```
+```output
+100
+```
+Josie''s farm produces \(\boxed{100}\) barrels of wine per year.','100',1,'equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(16,3,'Let''s solve this step-by-step:
+
+1. Calculate the total amount of grapes produced per year by Josie.
+2. Determine how many barrels of wine are produced from the total amount of grapes.
+
+**Step 1: Calculate the total amount of grapes produced per year**
+
+Each acre produces 5 tons of grapes per year. Since Josie owns 10 acres, the total amount of grapes produced per year is:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+**Step 2: Determine how many barrels of wine are produced from the total amount of grapes**
+
+Each ton of grapes makes 2 barrels of wine. Since the total amount of grapes produced per year is 50 tons, the total number of barrels of wine produced is:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+Therefore, Josie''s farm produces \(\boxed{100}\) barrels of wine per year.','100',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm in one year.
+2. Convert the total amount of grapes into barrels of wine.
+
+Let''s break it down step-by-step:
+
+1. **Calculate the total amount of grapes produced in one year:**
+   - Each acre produces 5 tons of grapes per year.
+   - The farm has 10 acres.
+   - So, the total amount of grapes produced in one year is \(5 \text{ tons/acre} \times 10 \text{ acres} = 50 \text{ tons}\).
+
+2. **Convert the total amount of grapes into barrels of wine:**
+   - Each ton of grapes makes 2 barrels of wine.
+   - So, the total amount of barrels of wine produced in one year is \(50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}\).
+
+Now, let''s implement this in Python code to confirm our result.
+```python
+# Define the constants
+tons_per_acre = 5
+acres = 10
+barrels_per_ton = 2
+
+# Calculate the total amount of grapes produced in one year
+total_tons = tons_per_acre * acres
+
+# Calculate the total amount of barrels of wine produced in one year
+total_barrels = total_tons * barrels_per_ton
+print(total_barrels)
+```
+```output
+100
+```
+The farm produces \(\boxed{100}\) barrels of wine per year.','100',1,'equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,5,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of tons of grapes per year.
+2. Calculate the number of barrels of wine produced by multiplying the tons of grapes per year by 2 barrels per ton.
+
+First, we calculate the number of tons of grapes per year:
+\[ \text{Tons of grapes per year} = \text{acre} \times \text{tons per acre} \]
+\[ \text{Tons of grapes per year} = 10 \times 5 \]
+\[ \text{Tons of grapes per year} = 50 \]
+
+Next, we calculate the number of barrels of wine produced by multiplying the tons of grapes per year by 2 barrels per ton:
+\[ \text{Barrels of wine per year} = \text{Tons of grapes per year} \times 2 \]
+\[ \text{Barrels of wine per year} = 50 \times 2 \]
+\[ \text{Barrels of wine per year} = 100 \]
+
+Therefore, Josie''s farm produces \(\boxed{100}\) barrels of wine per year.','100',1,'equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,6,'To solve this problem step-by-step, let''s break it down into manageable parts:
+
+1. Determine the total number of tons of grapes produced by Josie''s farm.
+2. Calculate the total number of barrels of wine produced by the grapes.
+
+We''ll use Python code to perform these calculations accurately. We''ll also use sympy to help us with the calculations, although this is not strictly necessary for this basic problem.
+
+Here is the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the variables
+acre_area = 10  # acres
+tons_per_acre = 5  # tons per acre
+barrels_per_ton = 2  # barrels per ton
+
+# Calculate the total number of tons of grapes
+total_tons = acre_area * tons_per_acre
+
+# Calculate the total number of barrels of wine
+total_barrels = total_tons * barrels_per_ton
+
+# Print the final answer
+print(total_barrels)
+```
+```output
+100
+```
+The final answer is \(\boxed{100}\).','100',1,'equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,7,'Let''s break down the problem step-by-step and then solve it using Python code.
+
+1. **Calculate the total tons of grapes produced per year:**
+   - Each acre produces 5 tons of grapes per year.
+   - Josie owns 10 acres.
+   - Therefore, the total tons of grapes produced per year is \(10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons}\).
+
+2. **Calculate the total barrels of wine produced per year:**
+   - Each ton of grapes makes 2 barrels of wine.
+   - Therefore, the total barrels of wine produced per year is \(50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}\).
+
+3. **Output the result:**
+   - The final answer is \(\boxed{100}\).
+
+Let''s write the Python code to confirm this calculation:
+
+```python
+# Constants
+ acres = 10
+tons_per_acre = 5
+barrels_per_ton = 2
+
+# Total tons of grapes produced per year
+total_tons = acres * tons_per_acre
+
+# Total barrels of wine produced per year
+total_barrels = total_tons * barrels_per_ton
+
+# Output the result
+print(total_barrels)
+```
+```output
+IndentationError: unexpected indent
+```
+It looks like there was an indentation error in the code. Let''s correct it by adding spaces around the code blocks and ensuring the code is properly indented. Here''s the corrected code:
+
+```python
+# Constants
+acres = 10
+tons_per_acre = 5
+barrels_per_ton = 2
+
+# Total tons of grapes produced per year
+total_tons = acres * tons_per_acre
+
+# Total barrels of wine produced per year
+total_barrels = total_tons * barrels_per_ton
+
+# Output the result
+print(total_barrels)
+```
+```output
+100
+```
+The final answer is \(\boxed{100}\).','100',1,'equivalent',419,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1796299812.78654,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',9,7.28111353879001399046e+02,7.28108085189000121296e+02);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630046298450589178e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',16,1.37830496918800054118e+03,1.37830170313999406063e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -4464,5 +7797,33 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-151',0,9,'1',0.0,0,28,1,2903.0,2755.0,769.5,0.0,6.01363033457491837898e+01,1151697383021.55);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-151',0,9,'1',0.0,0,70,1,2903.0,2755.0,1539.0,0.0,1.20272606691498367586e+02,2117616877555.7);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-151',0,9,'2.75',0.0,0,1,0,2903.0,2755.0,3078.0,0.0,2.40545213382996735172e+02,4049455866624.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-183',0,10,'400',0.0,0,8,1,1464.0,1307.0,441.125,0.0,2.42820703835004678703e+01,7.51792643192881225588e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-183',0,10,'400',0.0,0,28,1,1464.0,1307.0,882.25,0.0,4.85641407670009357406e+01,1.30624953720075537104e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-183',0,10,'5',0.0,0,70,1,1464.0,1307.0,1764.5,0.0,9.71282815340018714812e+01,2.41516332521650341799e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-183',0,10,'4',0.0,0,1,0,1464.0,1307.0,3529.0,0.0,1.94256563068003742962e+02,4632990901248.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-186',0,11,'4',0.0,0,8,1,2937.0,2361.0,387.75,0.0,1.65724191181243440951e+01,1.2106847482273410644e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-186',0,11,'20',0.0,0,28,1,2937.0,2361.0,775.5,0.0,3.31448382362486881902e+01,1.69778514887600659186e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-186',0,11,'2',0.0,0,70,1,2937.0,2361.0,1551.0,0.0,6.62896764724973763804e+01,2.67198595017333789054e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-186',0,11,'2',0.0,0,1,0,2937.0,2361.0,3102.0,0.0,1.32579352944994752758e+02,4620387552768.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-164',0,12,'3',0.0,0,8,1,3606.0,3444.0,351.625,0.0,4.64863973456249368609e+01,644293182839.04);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-164',0,12,'90',0.0,0,28,1,3606.0,3444.0,703.25,0.0,9.29727946912498737219e+01,1.08537294028032006839e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-164',0,12,'58',0.0,0,70,1,3606.0,3444.0,1406.5,0.0,1.85945589382499747443e+02,1.96753245516288012692e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-164',0,12,'154',0.0,0,1,0,3606.0,3444.0,2813.0,0.0,3.71891178764999494896e+02,3731851484928.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-191',0,13,'3.5',0.5,0,8,1,2843.0,2728.0,231.625,0.0,1.84525677606252429541e+01,4.33533813893121948261e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-191',0,13,'3.5',0.5,0,28,1,2843.0,2728.0,463.25,0.0,3.69051355212504859091e+01,7.23233834500390258782e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-191',0,13,'5.0',7.42857142857142882519e-01,1,70,1,2843.0,2728.0,926.5,0.0,7.38102710425009718182e+01,1.30263387571492675776e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-191',0,13,'5.0',1.0,1,1,0,2843.0,2728.0,1853.0,0.0,1.47620542085001943627e+02,2461433958144.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-187',0,14,'94.00',0.0,0,8,1,4413.0,4238.0,315.0,0.0,2.26897479922499769591e+01,6.13668495080727294938e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-187',0,14,'94.00',0.0,0,28,1,4413.0,4238.0,630.0,0.0,4.53794959844999539182e+01,1.00816967048976623535e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-187',0,14,'6',0.0,0,70,1,4413.0,4238.0,1260.0,0.0,9.07589919689999078365e+01,1.79717202130784423821e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-187',0,14,'98',0.0,0,1,0,4413.0,4238.0,2520.0,0.0,1.81517983937999815681e+02,3375176722944.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-194',0,15,'10',0.625,1,8,1,1763.0,1681.0,242.25,0.0,1.84144318033750096219e+01,4.06235870061243591316e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-194',0,15,'10',0.625,1,28,1,1763.0,1681.0,484.5,0.0,3.68288636067500192434e+01,7.09738227878780273457e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-194',0,15,'10',8.57142857142857095276e-01,1,70,1,1763.0,1681.0,969.0,0.0,7.36577272135000384869e+01,1.31674294351385351561e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-194',0,15,'10',1.0,1,1,0,1763.0,1681.0,1938.0,0.0,1.47315454427000076973e+02,2530752374784.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-202',0,16,'25',0.75,0,8,1,3376.0,3247.0,274.75,0.0,1.77259873794992017792e+01,5.05580047512917968733e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-202',0,16,'10acre',0.75,0,28,1,3376.0,3247.0,549.5,0.0,3.54519747589984035585e+01,8.49624921950501098624e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-202',0,16,'100',1.0,1,70,1,3376.0,3247.0,1099.0,0.0,7.0903949517996807117e+01,1.53771467082566748053e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-202',0,16,'100',1.0,1,1,0,3376.0,3247.0,2198.0,0.0,1.41807899035993614234e+02,2913894168576.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
