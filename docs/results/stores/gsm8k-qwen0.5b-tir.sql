@@ -3628,6 +3628,1332 @@ total_barrels = total_tons * barrels_per_ton
 # Output the result
 print(total_barrels)','stop',122,469,456,3.87007047634280576531e+00,168884869632.0,NULL);
 INSERT INTO "chains" VALUES(16,7,0,'f39049d375e4cc5bf9c34747a848c7cb2c34b772d2ad56262ed0ebbedd906bdb',0,'The final answer is \(\boxed{100}\).','stop',14,600,590,6.8526452177563124124e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(17,0,0,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',0,'Let''s break down the problem step by step:
+
+1. Calculate the total distance Mike rode on the first week.
+2. Calculate the total distance Mike rode on the second week.
+3. Calculate the total distance Mike rode on the third week.
+4. Sum the distances from all four weeks to get the total distance Mike rode.
+
+We know the following:
+- Mike rode at least 5 times a week and made 25 kilometers each time.
+- He did that for four weeks.
+- Mike decided to ride the bike only 2 times a week and made 60 kilometers each time.
+- He did that for 3 weeks.
+
+The total distance Mike rode on the first week is \(5 \text{ times/week} \times 25 \text{ kilometers/week} = 125 \text{ kilometers}\).
+The total distance Mike rode on the second week is \(2 \text{ times/week} \times 60 \text{ kilometers/week} = 120 \text{ kilometers}\).
+The total distance Mike rode on the third week is \(2 \text{ times/week} \times 60 \text{ kilometers/week} = 120 \text{ kilometers}\).
+
+The total distance Mike rode over all four weeks is \(125 + 120 + 120 = 425 \text{ kilometers}\).
+
+Let''s confirm this with Python code.
+```python
+# Constants
+times_per_week_first_week = 5
+kilometers_per_week_first_week = 25
+weeks_first_week = 4
+
+times_per_week_second_week = 2
+kilometers_per_week_second_week = 60
+weeks_second_week = 3
+
+# Total distances
+total_distance_first_week = times_per_week_first_week * kilometers_per_week_first_week
+total_distance_second_week = times_per_week_second_week * kilometers_per_week_second_week
+total_distance_third_week = times_per_week_second_week * kilometers_per_week_second_week
+
+# Total distance over all four weeks
+total_distance = total_distance_first_week + total_distance_second_week + total_distance_third_week
+print(total_distance)','stop',445,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,1,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',1,'To solve this problem, we need to calculate the total distance Michael rode in both scenarios and then sum these distances.
+
+First, let''s calculate the total distance Michael rode in four weeks:
+- Michael rode the bike at least 5 times a week for 25 kilometers each time.
+- Therefore, the total distance in four weeks is \(5 \times 25\).
+
+Next, let''s calculate the total distance Michael rode in three weeks:
+- Michael rode the bike at least 5 times a week for 60 kilometers each time.
+- Therefore, the total distance in three weeks is \(5 \times 60\).
+
+Finally, we sum the distances from both scenarios to get the total distance Michael did.
+
+Here''s the Python code to calculate this:
+
+```python
+# Define the constants
+distance_per_time = 25  # kilometers
+time_per_week = 5  # times per week
+distance_per_time_2 = 60  # kilometers
+time_per_week_2 = 3  # times per week
+
+# Calculate the total distance in four weeks
+total_distance_four_weeks = distance_per_time * time_per_week
+
+# Calculate the total distance in three weeks
+total_distance_three_weeks = distance_per_time_2 * time_per_week_2
+
+# Calculate the total distance
+total_distance = total_distance_four_weeks + total_distance_three_weeks
+
+# Print the result
+print(total_distance)','stop',295,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,2,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',2,'To determine the total number of kilometers Michael rode, we need to calculate the distance he rode in each of his two different periods and then sum these distances.
+
+First, let''s calculate the distance Michael rode in the first 4 weeks:
+- He rode the bike 5 times a week for 25 kilometers each time.
+- Therefore, the total distance for the first 4 weeks is \(5 \times 25 = 125\) kilometers.
+
+Next, let''s calculate the distance Michael rode in the next 3 weeks:
+- He rode the bike 2 times a week for 60 kilometers each time.
+- Therefore, the total distance for the next 3 weeks is \(2 \times 60 = 120\) kilometers.
+
+Now, we sum the distances from both periods:
+- The total distance is \(125 + 120 = 245\) kilometers.
+
+Thus, the total number of kilometers Michael did is \(\boxed{245}\).','stop',207,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,3,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',3,'To determine the total number of kilometers Michael rode, we need to calculate the distance he traveled each time and then sum these distances for both scenarios.
+
+First, we calculate the distance Michael traveled each week at 2 times a week for 4 weeks. This is because he rode the bike 2 times a week and each time he traveled 25 kilometers.
+
+\[
+\text{Distance per week} = 2 \text{ times a week} \times 25 \text{ kilometers per time} = 50 \text{ kilometers per week}
+\]
+
+Next, we calculate the distance Michael traveled each week at 2 times a week for 6 weeks. This is because he rode the bike 2 times a week and each time he traveled 25 kilometers.
+
+\[
+\text{Distance per week} = 2 \text{ times a week} \times 25 \text{ kilometers per time} = 50 \text{ kilometers per week}
+\]
+
+Now, we sum the distances traveled each week for both scenarios:
+
+\[
+\text{Total distance} = 50 \text{ kilometers per week} + 50 \text{ kilometers per week} = 100 \text{ kilometers}
+\]
+
+Therefore, the total number of kilometers Michael did in total is \(\boxed{100}\).','stop',280,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,4,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',4,'To determine the total number of kilometers Michael rode, we need to break down his rides into two groups based on his preferences and then sum the distances for each group.
+
+First, let''s calculate the total distance Michael rode in the first group:
+- He rode the bike 5 times a week, making 25 kilometers each time.
+- Therefore, the total distance for the first group is:
+  \[
+  5 \text{ times} \times 25 \text{ kilometers per time} = 125 \text{ kilometers}
+  \]
+
+Next, let''s calculate the total distance Michael rode in the second group:
+- He rode the bike 2 times a week, making 60 kilometers each time.
+- Therefore, the total distance for the second group is:
+  \[
+  2 \text{ times} \times 60 \text{ kilometers per time} = 120 \text{ kilometers}
+  \]
+
+Now, we sum the distances from both groups to find the total distance Michael rode:
+\[
+125 \text{ kilometers} + 120 \text{ kilometers} = 245 \text{ kilometers}
+\]
+
+Thus, the total number of kilometers Michael rode in total is \(\boxed{245}\).','stop',268,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,5,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',5,'To solve this problem, we need to calculate the total distance Michael rode and then sum it up. Here''s the step-by-step reasoning:
+
+1. Calculate the total distance for the first four weeks of riding.
+2. Calculate the total distance for the next three weeks of riding.
+3. Sum the total distances from both periods.
+
+Let''s implement this in Python:
+```python
+import numpy as np
+import sympy as sp
+
+# Define the constants
+kilometers_per_time = 25
+times_per_week = 5
+weeks_per_four = 4
+weeks_per_three = 3
+
+# Calculate the total distance for the first four weeks
+total_distance_four_weeks = times_per_week * kilometers_per_time * weeks_per_four
+
+# Calculate the total distance for the next three weeks
+total_distance_three_weeks = times_per_week * kilometers_per_time * weeks_per_three
+
+# Calculate the total distance for both periods
+total_distance = total_distance_four_weeks + total_distance_three_weeks
+
+# Print the total distance
+print(total_distance)','stop',216,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,6,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',6,'To find out how many kilometers Michael did in total, we need to break down his weekly riding behavior into two parts and then sum the distances for each part.
+
+First, let''s calculate the distance Michael rode in the first four weeks. He rode the bike at least 5 times a week, and he made 25 kilometers each time. Since he did this for four weeks, the total distance for the first four weeks is:
+\[ 5 \text{ rides/week} \times 25 \text{ kilometers/ride} = 125 \text{ kilometers} \]
+
+Next, let''s calculate the distance Michael rode in the next three weeks. He rode the bike only 2 times a week, and he made 60 kilometers each time. Since he did this for 3 weeks, the total distance for the next three weeks is:
+\[ 2 \text{ rides/week} \times 60 \text{ kilometers/ride} = 120 \text{ kilometers} \]
+
+Now, we sum the distances from both parts of his weekly riding:
+\[ 125 \text{ kilometers} + 120 \text{ kilometers} = 245 \text{ kilometers} \]
+
+Therefore, the total distance Michael did in total is \(\boxed{245}\).','stop',276,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,0,7,'7240b5a7c42b18982eda135087e635a4460e908579b7025e9daca1c9cb93728a',7,'To solve this problem, we need to calculate the total distance Michael rode over the specified periods of time.
+
+1. Calculate the total distance Michael rode on the first week.
+2. Calculate the total distance Michael rode on the second week.
+3. Calculate the total distance Michael rode on the third week.
+4. Sum the distances from the two weeks to get the total distance Michael rode.
+
+Here''s the step-by-step calculation in Python:
+
+1. Calculate the total distance on the first week:
+   - Michael rode the bike at least 5 times a week and makes 25 kilometers each time.
+   - Total distance on the first week = (Number of weeks) * (Distance per ride)
+   - Total distance on the first week = 4 * 25 = 100 kilometers
+
+2. Calculate the total distance on the second week:
+   - Michael rode the bike at least 5 times a week and makes 25 kilometers each time.
+   - Total distance on the second week = (Number of weeks) * (Distance per ride)
+   - Total distance on the second week = 6 * 25 = 150 kilometers
+
+3. Calculate the total distance on the third week:
+   - Michael rode the bike at least 5 times a week and makes 25 kilometers each time.
+   - Total distance on the third week = (Number of weeks) * (Distance per ride)
+   - Total distance on the third week = 9 * 25 = 225 kilometers
+
+4. Sum the distances from the two weeks to get the total distance Michael rode:
+   - Total distance = Total distance on the first week + Total distance on the second week + Total distance on the third week
+   - Total distance = 100 + 150 + 225 = 575 kilometers
+
+Therefore, the total distance Michael rode is \(\boxed{575}\) kilometers.','stop',401,203,121,9.24167915269042161696e+00,387868049472.0,NULL);
+INSERT INTO "chains" VALUES(17,1,0,'0044a1ff1327b5c5acf30024a3943bdcb8a58b0db984c349d733cf78faff0356',0,'The total distance Mike rode in total is \(\boxed{365}\) kilometers.','stop',20,657,647,9.6404607275606324368e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(17,2,0,'3b560a72ad22e850959726631c5da40f1c40b623d08897148b18a2ef78bb4213',0,'The total distance Michael rode in both scenarios is \(\boxed{305}\) kilometers.','stop',21,507,497,1.00787371195026853598e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(17,3,0,'c8dcd29daa6ec8e4073c292cc8c672660cb1f9b5ff31cf73564144cbe5f1d060',0,'The total distance Michael did in total is \(\boxed{875}\) kilometers.','stop',20,428,418,9.66028389749298388444e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(18,0,0,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',0,'To solve the problem, we need to calculate the total amount the company spent on advertising for both years. Here''s a step-by-step approach:
+
+1. Identify the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year, which is a third of the amount spent on the first year.
+3. Sum the amounts spent on advertising for both years to get the total amount.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Define the amount spent on advertising for the first year
+advertising_cost_first_year = 15000
+
+# Calculate the amount spent on advertising for the second year
+advertising_cost_second_year = advertising_cost_first_year / 3
+
+# Calculate the total amount spent on advertising for both years
+total_advertising_cost = advertising_cost_first_year + advertising_cost_second_year
+
+# Print the final answer
+print(total_advertising_cost)','stop',190,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,1,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',1,'To determine the total amount the company spent on advertising for the two years, we can break down the problem step by step. We know that the company spent $15000 on advertising for the year. Then, the company spends a third of this amount on advertising for another year. This can be calculated as follows:
+
+1. Calculate the amount spent on advertising for the second year.
+2. Add the amount spent on advertising for the first year to the amount spent on advertising for the second year to get the total amount spent.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Amount spent on advertising for the first year
+first_year_advertising = 15000
+
+# Amount spent on advertising for the second year
+second_year_advertising = first_year_advertising / 3
+
+# Total amount spent on advertising for the two years
+total_advertising = first_year_advertising + second_year_advertising
+
+# Output the result
+print(total_advertising)','stop',204,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,2,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',2,'To solve the problem, we need to break it down into two steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum the amounts spent for the first and second years.
+
+Let''s write the Python code to perform these steps:
+```python
+# Step 1: Calculate the amount spent on advertising for the first year
+advertising_first_year = 15000
+fraction_first_year = 1/3
+amount_first_year = advertising_first_year * fraction_first_year
+
+# Step 2: Calculate the amount spent on advertising for the second year
+advertising_second_year = advertising_first_year * (1/3)
+
+# Step 3: Calculate the total amount spent for the two years
+total_amount = amount_first_year + amount_second_year
+
+# Print the result
+print(total_amount)','stop',184,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,3,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',3,'Let''s break down the problem step-by-step:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum up the amounts spent on advertising for both years.
+
+Here''s the step-by-step calculation in Python:
+
+```python
+# Initial amount spent on advertising for the first year
+first_year_advertising = 15000
+
+# Amount spent on advertising for the second year
+second_year_advertising = first_year_advertising / 3
+
+# Total amount spent on advertising for the two years
+total_advertising = first_year_advertising + second_year_advertising
+
+# Print the final answer
+print(total_advertising)','stop',146,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,4,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',4,'To solve this problem, we need to determine the total amount the company spent on advertising for the two years. Let''s break it down step-by-step:
+
+1. **Calculate the amount spent on advertising for the first year:**
+   - The company spends $15000 on advertising for one year.
+   - Therefore, the amount spent on advertising for the first year is:
+     \[
+     \text{Amount for the first year} = \$15000
+     \]
+
+2. **Calculate the amount spent on advertising for the second year:**
+   - The company spends a third of the amount spent on advertising for the first year.
+   - Therefore, the amount spent on advertising for the second year is:
+     \[
+     \text{Amount for the second year} = \frac{15000}{3} = \$5000
+     \]
+
+3. **Calculate the total amount spent on advertising for the two years:**
+   - Add the amounts spent on advertising for the first year and the second year to get the total amount:
+     \[
+     \text{Total amount} = \$15000 + \$5000 = \$20000
+     \]
+
+Now let''s implement this in a Python code block to verify our solution:
+
+```python
+# Define the amount spent on advertising for the first year
+amount_first_year = 15000
+
+# Calculate the amount spent on advertising for the second year
+amount_second_year = amount_first_year / 3
+
+# Calculate the total amount spent on advertising for the two years
+total_amount = amount_first_year + amount_second_year
+
+# Print the result
+print(total_amount)','stop',356,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,5,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',5,'To solve this problem, we need to calculate the amount spent on advertising for each year separately and then sum them up.
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum the amounts spent on advertising for the two years.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the initial amount spent on advertising
+initial_amount = 15000
+
+# Calculate the amount spent on advertising for the first year
+advertising_first_year = initial_amount / 3
+
+# Calculate the amount spent on advertising for the second year
+advertising_second_year = initial_amount / 3
+
+# Calculate the total amount spent on advertising for the two years
+total_advertising = advertising_first_year + advertising_second_year
+
+# Print the final answer
+print(total_advertising)','stop',180,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,6,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',6,'To determine the total amount the company spent on advertising for the two years, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Add the amounts from steps 1 and 2 to get the total amount.
+
+Let''s use Python code to perform these calculations.
+```python
+# Define the amount spent for the first year
+amount_first_year = 15000
+
+# Calculate the amount spent for the second year
+amount_second_year = amount_first_year / 3
+
+# Calculate the total amount spent for the two years
+total_amount = amount_first_year + amount_second_year
+print(total_amount)','stop',149,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,0,7,'3940d845fc8685f06507dfea287ea62c6b65098d6fe1cb7c07dfb86c79616a83',7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum the amounts spent on advertising for both years.
+
+Let''s break it down step-by-step using Python code.
+
+1. Calculate the amount spent on advertising for the first year:
+\[ \text{Advertising\_first\_year} = \frac{15000}{3} \]
+
+2. Calculate the amount spent on advertising for the second year:
+\[ \text{Advertising\_second\_year} = \text{Advertising\_first\_year} \]
+
+3. Sum the amounts spent on advertising for both years:
+\[ \text{Total\_Advertising} = \text{Advertising\_first\_year} + \text{Advertising\_second\_year} \]
+
+Now let''s use Python code to calculate this.
+```python
+# Define the amount spent on advertising for the first year
+advertising_first_year = 15000 / 3
+
+# Define the amount spent on advertising for the second year
+advertising_second_year = advertising_first_year
+
+# Calculate the total amount spent on advertising for the two years
+total_advertising = advertising_first_year + advertising_second_year
+
+# Print the result
+print(total_advertising)','stop',274,170,120,6.91845883740710920761e+00,271759701600.0,NULL);
+INSERT INTO "chains" VALUES(18,1,0,'0226612f285a4075757116bb1310a920cba770396c50c6f0e67bed50d4a58eca',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,373,359,1.25176211675625381758e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,2,0,'0fbd66307352dc1e414f59ef08d92afdc8e6115d7b576a6112d9293b26ba94e2',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,387,373,1.25252338674818020081e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,3,0,'f80a2e81baefb81bf99388dde62469861635eb81f1028c08286c191d93198be1',0,'It looks like there''s a typo in the code. The variable `amount_second_year` should indeed be defined. Let''s correct the code and run it again.
+```python
+# Step 1: Calculate the amount spent on advertising for the first year
+advertising_first_year = 15000
+fraction_first_year = 1/3
+amount_first_year = advertising_first_year * fraction_first_year
+
+# Step 2: Calculate the amount spent on advertising for the second year
+advertising_second_year = advertising_first_year * (1/3)
+
+# Step 3: Calculate the total amount spent for the two years
+total_amount = amount_first_year + amount_second_year
+
+# Print the result
+print(total_amount)','stop',152,372,353,5.65077389439246502433e+00,214256924160.0,NULL);
+INSERT INTO "chains" VALUES(18,4,0,'f2674ffc2d2b6b1894906f846289d40bfdf942904083cc24805f253cd899d9c2',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,329,315,1.27428499475263379281e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,5,0,'90db3ae1e312a58791e958e844444351bcc0badc44d281be571a15249076a9a9',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,539,525,1.33513595574822829803e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,6,0,'51666fe1b00eda844ede40b91b6d562f529930d9e0f737a1b57381f3a8614e46',0,'The total amount the company spent on advertising for the two years is \(\boxed{10000}\).','stop',25,363,349,1.26926544075740821426e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,7,0,'0f429199dd99b0ac7868918f9f807db750c16f5cd2f6b600534638e0568b5d24',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,332,318,1.2718679307499769493e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,8,0,'6010ee9017b338dd1bf63da9a621e505e8a954c269bd56432165becc5fc52faa',0,'The total amount the company spent on advertising for the two years is \(\boxed{10000}\).','stop',25,457,443,1.30107401774785103043e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(18,9,0,'f35a7e8f4a1e137641d6e6a3c2f613d247d2cf8e122d106159f2a6279d998e74',0,'The total amount the company spent on advertising for the two years is \(\boxed{62500}\).','stop',25,542,523,1.45752242119675123888e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(19,0,0,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of cows before Mr. Sylas buys any more.
+2. Determine how many cows each of the twenty stalls gets.
+3. Find out how many cows are in 8 of the stalls.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total number of cows before Mr. Sylas buys any more:
+   - There are 10 stalls.
+   - Each stall has 20 cows.
+   \[
+   \text{Total cows before buying} = 10 \times 20 = 200
+   \]
+
+2. Determine how many cows each of the twenty stalls gets:
+   - Mr. Sylas buys 40 cows and divides them equally.
+   \[
+   \text{Cows per stall} = \frac{40}{20} = 2
+   \]
+
+3. Find out how many cows are in 8 of the stalls:
+   - Let \( x \) be the number of cows in 8 of the stalls.
+   - Each of the 20 stalls gets 2 cows.
+   \[
+   20x = 200
+   \]
+   \[
+   x = \frac{200}{20} = 10
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{10}\).','stop',304,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,1,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows initially.
+2. Determine how many new cows Mr. Sylas buys.
+3. Calculate how many cows each stall gets from the new cows.
+4. Determine how many cows are in 8 of the stalls.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Calculate the total number of cows initially:
+   - Each stall has 20 cows.
+   - There are 10 stalls.
+   - Total cows initially = 20 * 10 = 200.
+
+2. Determine how many new cows Mr. Sylas buys:
+   - Mr. Sylas buys 40 cows and divides them equally.
+   - New cows = 40 // 10 = 4.
+
+3. Calculate how many cows each stall gets from the new cows:
+   - Each stall gets 4 cows from the new cows.
+   - Total cows per stall = 200 / 10 = 20.
+
+4. Determine how many cows are in 8 of the stalls:
+   - We are asked to find out how many cows are in 8 stalls.
+   - Number of cows in 8 stalls = 8 * 20 = 160.
+
+Now, let''s write the Python code to confirm this solution:
+
+```python
+# Initial number of cows
+total_cows_initial = 20 * 10
+
+# New cows bought
+new_cows = 40
+
+# Cows each stall gets from the new cows
+cows_per_stall = total_cows_initial // 10
+
+# Number of cows in 8 stalls
+cows_in_8_stalls = 8 * cows_per_stall
+
+# Print the final answer
+print(cows_in_8_stalls)','stop',392,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,2,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows Mr. Sylas buys.
+2. Determine the number of cows each of the twenty stalls will receive.
+3. Find out how many cows are in 8 of the stalls.
+
+Let''s break it down step-by-step using Python code.
+
+1. Calculate the total number of cows Mr. Sylas buys:
+   \[
+   \text{Total cows} = 40 \times 20 = 800
+   \]
+
+2. Determine the number of cows each of the twenty stalls will receive:
+   \[
+   \text{Cows per stall} = \frac{800}{20} = 40
+   \]
+
+3. Find out how many cows are in 8 of the stalls:
+   \[
+   \text{Cows in 8 stalls} = 40 \times 8 = 320
+   \]
+
+Let''s write the Python code to verify these calculations.
+```python
+# Step 1: Calculate the total number of cows
+total_cows = 40 * 20
+
+# Step 2: Determine the number of cows each of the twenty stalls will receive
+cows_per_stall = total_cows // 20
+
+# Step 3: Find out how many cows are in 8 of the stalls
+cows_in_8_stalls = cows_per_stall * 8
+print(cows_in_8_stalls)','stop',319,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,3,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',3,'To solve this problem, we need to follow these steps:
+
+1. **Calculate the number of cows in one stall before Mr. Sylas buys them.**
+2. **Determine how many new cows Mr. Sylas buys and how many cows are left in each stall.**
+3. **Calculate how many cows are in 8 of the stalls after Mr. Sylas buys them.**
+
+Let''s start with step 1:
+
+1. **Calculate the number of cows in one stall before Mr. Sylas buys them:**
+   - There are 10 stalls.
+   - Each stall has 20 cows.
+   \[
+   \text{Number of cows in one stall} = 10 \times 20 = 200
+   \]
+
+2. **Determine how many new cows Mr. Sylas buys and how many cows are left in each stall:**
+   - Mr. Sylas buys 40 cows.
+   - The number of cows left in each stall after buying 40 cows is \(200 - 40 = 160\).
+   \[
+   \text{Number of cows left in each stall} = 160
+   \]
+
+3. **Calculate how many cows are in 8 of the stalls after Mr. Sylas buys them:**
+   - There are 8 stalls.
+   - Each stall has 160 cows.
+   \[
+   \text{Number of cows in 8 stalls} = 8 \times 160 = 1280
+   \]
+
+So, the number of cows in 8 of the stalls is \(\boxed{1280}\).','stop',359,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,4,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of cows obtained from Mr. Sylas.
+2. Determine how many cows are in each of the twenty stalls after dividing the total number of cows equally.
+
+Let''s break it down step by step:
+
+1. **Calculate the total number of cows obtained from Mr. Sylas:**
+   - Mr. Sylas buys 40 cows and divides them equally among the 20 stalls.
+   - The total number of cows can be calculated using the formula:
+     \[
+     \text{Total number of cows} = \frac{40 \text{ cows}}{20 \text{ stalls}} = 2 \text{ cows}
+     \]
+
+2. **Determine how many cows are in each of the twenty stalls after dividing the total number of cows equally:**
+   - Since there are 20 stalls and the total number of cows is 2, each of the stalls will have:
+     \[
+     \text{Number of cows per stall} = \frac{2 \text{ cows}}{20 \text{ stalls}} = \frac{1}{10} \text{ cows}
+     \]
+
+Now, let''s write the Python code to verify this calculation.
+
+```python
+# Step 1: Calculate the total number of cows obtained from Mr. Sylas
+total_cows = 40
+
+# Step 2: Determine the number of cows in each of the twenty stalls
+number_of_stalls = 20
+cows_per_stall = total_cows // number_of_stalls
+
+print(cows_per_stall)','stop',348,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,5,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows Mr. Sylas buys.
+2. Determine the number of new cows Mr. Sylas puts into each of the twenty stalls.
+3. Calculate how many cows are in each of the 8 stalls.
+
+First, we calculate the total number of cows Mr. Sylas buys:
+\[ \text{Total cows} = \text{Number of stalls} \times \text{Number of cows per stall} = 20 \times 20 = 400 \]
+
+Next, we determine the number of new cows Mr. Sylas puts into each of the twenty stalls:
+\[ \text{New cows per stall} = \frac{\text{Total cows}}{\text{Number of stalls}} = \frac{400}{20} = 20 \]
+
+Finally, we calculate how many cows are in each of the 8 stalls:
+\[ \text{Cows in 8 stalls} = \text{Number of stalls} \times \text{New cows per stall} = 20 \times 20 = 400 \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{400}\).','stop',269,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,6,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows initially.
+2. Divide the total number of cows by 20 to find out how many cows are in each stall initially.
+3. Divide the number of new cows bought by the initial number of stalls to find out how many cows are in each of the 8 stalls.
+4. The final answer will be the number of cows in 8 of the stalls.
+
+Here''s the Python code to calculate this:
+
+```python
+# Step 1: Calculate the total number of cows initially
+initial_cows = 20 * 10
+
+# Step 2: Divide the total number of cows by 20 to find out how many cows are in each stall initially
+initial_stalls = initial_cows // 20
+
+# Step 3: Divide the number of new cows bought by the initial number of stalls to find out how many cows are in each of the 8 stalls
+new_cows = 40 // initial_stalls
+
+# Step 4: The final answer will be the number of cows in 8 of the stalls
+print(new_cows)','stop',243,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,0,7,'42f44ba4369b7fc36f2be4874387783372f27d842a51afc2da9757ce975946dd',7,'To solve the problem, we need to follow these steps:
+
+1. Determine the total number of cows bought by Mr. Sylas.
+2. Calculate the number of cows each stall receives after dividing the total number of cows equally.
+3. Find out how many cows are in 8 out of the 20 stalls.
+
+**Step 1: Determine the total number of cows bought by Mr. Sylas.**
+
+Mr. Sylas buys 40 cows and divides them equally among the 20 stalls. Therefore, the number of cows each stall receives is:
+\[
+\frac{40}{20} = 2
+\]
+
+**Step 2: Calculate the number of cows each stall receives after dividing the total number of cows equally.**
+
+Since there are 2 stalls and each stall receives 2 cows, the total number of cows in all 20 stalls is:
+\[
+2 \times 20 = 40
+\]
+
+**Step 3: Find out how many cows are in 8 out of the 20 stalls.**
+
+We need to find out how many cows are in 8 stalls out of a total of 20 stalls. This can be calculated by multiplying the number of stalls in 8 by the number of cows each stall receives:
+\[
+8 \times 2 = 16
+\]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{16}\).','stop',304,175,120,1.14519501741828264582e+01,407245697760.0,NULL);
+INSERT INTO "chains" VALUES(19,1,0,'232a5b23cbbdf8a040c3b6ee6ea1cbbd1fe55918ad9136ee1399ad33452d75b9',0,'The final answer is \(\boxed{160}\).','stop',14,576,566,7.19243389472026262154e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(19,2,0,'9e3b580410382d09a84821d6ae22c72b7dc6c74f33f85a1e8c9d47a734d8845d',0,'The number of cows in 8 of the stalls is \(\boxed{320}\).','stop',21,503,493,8.97079037100051102093e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(19,3,0,'906f2910a08b48d3ae6f86863400eace7679077589c70cc58abda1cf3d66c86b',0,'The number of cows in 8 of the stalls is \(\boxed{2}\).','stop',19,530,522,8.07674612766927646489e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(19,4,0,'e032936edf2962092d859ddddab674b0fe6ca1e3512f7ac754955e8738142d5c',0,'The final answer is \(\boxed{4}\).','stop',12,425,417,6.13315007834292713617e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(20,0,0,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',0,'To find Mr. Tan''s net proceeds from selling the house, we need to calculate the total amount paid by Mr. Tan, including the transfer fees, brokerage fee, and the remaining loan amount. We''ll use Python to perform these calculations.
+
+First, let''s calculate the total amount paid by Mr. Tan:
+
+1. **Selling Price**: $400,000
+2. **Transfer Fees**:
+   - 3% of the selling price: \(0.03 \times 400,000 = 12,000\)
+   - 5% of the selling price: \(0.05 \times 400,000 = 2,000\)
+3. **Brokerage Fee**: $250,000
+4. **Remaining Loan Amount**: The remaining loan amount is $400,000 - $250,000 = $150,000
+
+Now, we add these amounts together to get the total amount paid by Mr. Tan:
+\[12,000 + 2,000 + 250,000 = 392,000\]
+
+Finally, we subtract the total amount paid from the selling price to get the net proceeds:
+\[400,000 - 392,000 = 18,000\]
+
+Therefore, Mr. Tan''s net proceeds from selling the house is \(\boxed{18000}\).','stop',332,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,1,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',1,'To solve this problem, we need to calculate the net proceeds from selling the house step by step. Let''s break it down step-by-step:
+
+1. Calculate the transfer fees:
+   \[
+   \text{Transfer fees} = 3\% \times \$400,000
+   \]
+
+2. Calculate the brokerage fee:
+   \[
+   \text{Brokerage fee} = 5\% \times \$400,000
+   \]
+
+3. Calculate the remaining loan amount:
+   \[
+   \text{Remaining loan amount} = \$400,000 - (\text{Transfer fees} + \text{Brokerage fee})
+   \]
+
+4. Calculate the net proceeds:
+   \[
+   \text{Net proceeds} = \$400,000 - (\text{Transfer fees} + \text{Brokerage fee}) - \text{Remaining loan amount}
+   \]
+
+Now, let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+import sympy as sp
+
+# Define the selling price
+selling_price = 400000
+
+# Calculate the transfer fees
+transfer_fee = 0.03 * selling_price
+
+# Calculate the brokerage fee
+brokerage_fee = 0.05 * selling_price
+
+# Calculate the remaining loan amount
+remaining_loan_amount = selling_price - (transfer_fee + brokerage_fee)
+
+# Calculate the net proceeds
+net_proceeds = selling_price - (transfer_fee + brokerage_fee) - remaining_loan_amount
+
+# Print the net proceeds
+print(net_proceeds)','stop',342,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,2,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',2,'To solve the problem, we need to calculate the net proceeds from selling the house step by step. Let''s break it down into smaller parts:
+
+1. **Calculate the total selling price:**
+   \[
+   \text{Total Selling Price} = \$400,000
+   \]
+
+2. **Calculate the transfer fees:**
+   \[
+   \text{Transfer Fees} = 3\% \text{ of the selling price}
+   \]
+   \[
+   \text{Transfer Fees} = 0.03 \times \$400,000 = \$12,000
+   \]
+
+3. **Calculate the brokerage fee:**
+   \[
+   \text{Brokerage Fee} = 5\% \text{ of the selling price}
+   \]
+   \[
+   \text{Brokerage Fee} = 0.05 \times \$400,000 = \$2,000
+   \]
+
+4. **Calculate the remaining loan amount:**
+   \[
+   \text{Remaining Loan Amount} = \$250,000 - \$400,000 - \$12,000 - \$2,000 = \$250,000 - \$12,000 - \$2,000 = \$170,000
+   \]
+
+5. **Calculate the net proceeds:**
+   \[
+   \text{Net Proceeds} = \text{Total Selling Price} - (\text{Transfer Fees} + \text{Brokerage Fee})
+   \]
+   \[
+   \text{Net Proceeds} = \$400,000 - (\$12,000 + \$2,000) = \$400,000 - \$14,000 = \$260,000
+   \]
+
+Let''s write the Python code to calculate this.
+
+```python
+# Define the selling price
+selling_price = 400000
+
+# Calculate the transfer fees
+transfer_fees = 0.03 * selling_price
+
+# Calculate the brokerage fee
+brokerage_fee = 0.05 * selling_price
+
+# Calculate the remaining loan amount
+remaining_loan_amount = selling_price - transfer_fees - brokerage_fee
+
+# Calculate the net proceeds
+net_proceed','length',512,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,3,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',3,'Let''s break down the problem step-by-step and then use Python code to ensure the accuracy of our result.
+
+1. **Calculate the total selling price**:
+   \[
+   \text{Total Selling Price} = \$400,000 + 3\% \times \$400,000 = \$400,000 + 0.03 \times \$400,000 = \$400,000 + \$12,000 = \$520,000
+   \]
+
+2. **Calculate the brokerage fee**:
+   \[
+   \text{Brokerage Fee} = 5\% \times \$400,000 = 0.05 \times \$400,000 = \$20,000
+   \]
+
+3. **Calculate the remaining loan amount**:
+   \[
+   \text{Remaining Loan Amount} = \$400,000 - \$250,000 = \$150,000
+   \]
+
+4. **Calculate the net proceeds**:
+   \[
+   \text{Net Proceeds} = \$520,000 - \$20,000 - \$150,000 = \$370,000
+   \]
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Given values
+selling_price = 400000
+brokerage_fee_percentage = 0.05
+remaining_loan_amount = 400000 - 250000
+
+# Calculate brokerage fee
+brokerage_fee = brokerage_fee_percentage * selling_price
+
+# Calculate net proceeds
+net_proceeds = selling_price - brokerage_fee - remaining_loan_amount
+print(net_proceeds)','stop',401,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,4,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',4,'To determine Mr. Tan''s net proceeds from selling the house, we need to calculate the total cost of all the fees and then subtract the total cost from the selling price.
+
+First, let''s calculate the total cost of the transfer fees. The transfer fees are 3% of the selling price.
+\[ \text{Transfer fees} = 0.03 \times 400000 = 12000 \]
+
+Next, let''s calculate the total cost of the brokerage fee. The brokerage fee is 5% of the selling price.
+\[ \text{Brokerage fee} = 0.05 \times 400000 = 20000 \]
+
+Now, let''s find the total cost of all the fees combined.
+\[ \text{Total fees} = \text{Transfer fees} + \text{Brokerage fee} = 12000 + 20000 = 32000 \]
+
+Mr. Tan sold the house for $400 000. To find the net proceeds, we subtract the total cost of all the fees from the selling price.
+\[ \text{Net proceeds} = 400000 - 32000 = 368000 \]
+
+Thus, Mr. Tan''s net proceeds from selling the house are \(\boxed{368000}\).','stop',301,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,5,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',5,'To solve this problem, we need to calculate the net proceeds from selling the house step by step using the given information. Here''s a step-by-step approach:
+
+1. Calculate the total selling price of the house.
+2. Calculate the transfer fee.
+3. Calculate the brokerage fee.
+4. Calculate the remaining loan amount.
+5. Calculate the net proceeds.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+from sympy import symbols, solve
+
+# Define the variable for the selling price
+S = symbols(''S'')
+
+# Step 1: Calculate the total selling price
+total_selling_price = 400000
+
+# Step 2: Calculate the transfer fee
+transfer_fee = 0.03 * total_selling_price
+
+# Step 3: Calculate the brokerage fee
+brokerage_fee = 0.05 * total_selling_price
+
+# Step 4: Calculate the remaining loan amount
+remaining_loan_amount = total_selling_price - transfer_fee - brokerage_fee
+
+# Step 5: Calculate the net proceeds
+net_proceeds = remaining_loan_amount
+
+print(net_proceeds)','stop',236,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,6,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',6,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. **Calculate the total transfer fees:**
+   \[
+   \text{Transfer fees} = 0.03 \times 400,000 = 12,000
+   \]
+
+2. **Calculate the brokerage fee:**
+   \[
+   \text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+   \]
+
+3. **Calculate the remaining loan amount:**
+   \[
+   \text{Remaining loan amount} = 400,000 - (12,000 + 20,000) = 400,000 - 32,000 = 280,000
+   \]
+
+4. **Calculate the net proceeds from selling the house:**
+   \[
+   \text{Net proceeds} = 400,000 - (280,000 + 250,000) = 400,000 - 630,000 = -230,000
+   \]
+
+The net proceeds from selling the house is \(\boxed{-230000}\).','stop',295,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,0,7,'ee7ea0712dcccc7ab89b00fc54fa200a15cbb32165f0968c8bb267bf9c1c4e6e',7,'To solve the problem, we need to calculate Mr. Tan''s net proceeds from selling the house. Here''s a step-by-step breakdown:
+
+1. Calculate the transfer fees:
+   - Transfer fee = 3% of $400,000
+   - Transfer fee = 0.03 * 400,000 = $12,000
+
+2. Calculate the brokerage fee:
+   - Brokerage fee = 5% of $400,000
+   - Brokerage fee = 0.05 * 400,000 = $2,000
+
+3. Calculate the remaining loan amount:
+   - Remaining loan amount = $400,000 - $12,000 - $2,000 = $378,000
+
+4. Calculate the net proceeds:
+   - Net proceeds = Selling price - Transfer fee - Brokerage fee - Remaining loan amount
+   - Net proceeds = $400,000 - $12,000 - $2,000 - $378,000 = $146,000
+
+Let''s write the Python program to verify this calculation.
+```python
+# Given values
+selling_price = 400000
+transfer_fee = 0.03 * selling_price
+brokerage_fee = 0.05 * selling_price
+remaining_loan_amount = selling_price - transfer_fee - brokerage_fee
+
+# Net proceeds
+net_proceeds = selling_price - transfer_fee - brokerage_fee - remaining_loan_amount
+print(net_proceeds)','stop',352,207,120,1.15988546839208090939e+01,448994289600.0,NULL);
+INSERT INTO "chains" VALUES(20,1,0,'d9e0a46a0cd45613e9277ac7c7e8d9e30b9ec37040f632984b60a3fdf8d37b3a',0,'Mr. Tan''s net proceeds from selling the house are \(\boxed{0}\).','stop',19,558,548,1.0904818404966740708e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(20,2,0,'28b0e12f4294f70d8181caf3e5c4e1f8c9387831f4d8727f55036dc27f31773c',0,'The calculation confirms that Mr. Tan''s net proceeds from selling the house is \(\boxed{230000}\).','stop',28,622,607,1.75658150951191305289e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(20,3,0,'9c4cd41635b20c78bc450b83e9efbf7ecc3f6111cda9919a0742a0e7991bb7e0',0,'The net proceeds from selling the house is \(\boxed{368000}\).','stop',21,457,442,1.23847768750844511309e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(20,4,0,'36e7bdae2b87242b8215ff99218ce793db73095b5916cb2b6428c80cb32a0264',0,'The net proceeds from selling the house is \(\boxed{0}\).','stop',16,568,558,8.38858296503531164489e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(21,0,0,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',0,'Let''s solve this step-by-step:
+
+1. Calculate the total number of quarters Kelly has.
+2. Calculate the total number of dimes Kelly has.
+3. Determine how many cents Kelly spends on the can of pop.
+4. Subtract the cost of the can of pop from the total amount spent.
+5. Print the final amount of money Kelly has left.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of quarters Kelly has
+quarters = 5
+
+# Step 2: Calculate the total number of dimes Kelly has
+dimes = 2
+
+# Step 3: Determine how many cents Kelly spends on the can of pop
+cost_per_can = 0.55
+total_cost = cost_per_can * 55
+
+# Step 4: Subtract the cost of the can of pop from the total amount spent
+money_left = total_cost - cost_per_can
+
+# Step 5: Print the final amount of money Kelly has left
+print(money_left)','stop',215,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,1,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters and dimes.
+2. Subtract the cost of the can of pop from the total value to find out how many cents she will have left.
+
+Here is the Python code to perform these steps:
+
+```python
+# Step 1: Calculate the total value of Kelly''s quarters and dimes
+quarters = 5
+dimes = 2
+
+# Step 2: Calculate the total value of the can of pop
+cost_per_can_of_pop = 55  # in cents
+total_value_can_of_pop = cost_per_can_of_pop * quarters + dimes
+
+# Step 3: Calculate the remaining value
+remaining_value = total_value_can_of_pop - cost_per_can_of_pop
+
+# Print the remaining value
+print(remaining_value)','stop',176,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,2,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',2,'To solve this problem, we need to determine how many cents Kelly has left after making the purchase. Here''s a step-by-step reasoning process:
+
+1. **Convert the quarters and dimes to cents:**
+   - There are 4 quarters, so each quarter is equal to \(4 \times 100 = 400\) cents.
+   - There are 2 dimes, so each dime is equal to \(2 \times 100 = 200\) cents.
+   - So, the total cents from the quarters and dimes is \(400 + 200 = 600\) cents.
+
+2. **Calculate the cost of the can of pop:**
+   - The can of pop costs 55 cents.
+
+3. **Subtract the cost of the can of pop from the total cents:**
+   - After buying the can, Kelly has \(600 - 55 = 545\) cents left.
+
+4. **Write the final answer:**
+   - Kelly will have \(\boxed{545}\) cents left.
+
+Here''s the Python code that implements this reasoning:
+
+```python
+# Step 1: Calculate the total cents from the quarters and dimes
+quarters = 5
+dimes = 2
+cents_per_quarter = 100
+cents_per_dime = 100
+total_cents = (quarters * cents_per_quarter) + (dimes * cents_per_dime)
+
+# Step 2: Calculate the cost of the can of pop
+cost_of_can = 55
+
+# Step 3: Subtract the cost of the can of pop from the total cents
+cents_left = total_cents - cost_of_can
+
+# Step 4: Write the final answer
+print(cents_left)','stop',379,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,3,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',3,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Understand the Problem:**
+   - Kelly has 5 quarters and 2 dimes.
+   - She buys a can of pop for 55 cents.
+   - We need to find out how many cents she will have left after the purchase.
+
+2. **Convert the Quarters to Dollars and Dimes:**
+   - There are 4 quarters in a dollar.
+   - There are 10 dimes in a dollar.
+   - Kelly has \( \frac{5}{4} \) dollars.
+   - Kelly has \( \frac{2}{10} \) dimes.
+
+3. **Calculate the Total Value of the Quarters and Dimes:**
+   - The total value of the quarters is \( 5 \times 0.25 = 1.25 \) dollars.
+   - The total value of the dimes is \( 2 \times 0.10 = 0.20 \) dollars.
+
+4. **Calculate the Value of the Pop:**
+   - The value of the can of pop is 55 cents.
+
+5. **Calculate the Total Value of the Item:**
+   - The total value of the item is \( 1.25 + 0.20 = 1.45 \) dollars.
+
+6. **Calculate the Remaining Value:**
+   - The remaining value after the purchase is \( 1.45 - 55 \) cents.
+
+7. **Write the Python Code to Verify the Solution:**
+   - We will use Python to calculate the total value of the item and the remaining value.
+
+Let''s write the Python code to verify our solution:
+
+```python
+# Step 1: Convert the Quarters to Dollars and Dimes
+quarters = 5 / 4
+dimes = 2 / 10
+
+# Step 2: Calculate the Total Value of the Quarters and Dimes
+total_value_quarters = quarters * 0.25
+total_value_dimes = dimes * 0.10
+
+# Step 3: Calculate the Value of the Pop
+pop_value = 55
+
+# Step 4: Calculate the Total Value of the Item
+total_value_item = total_value_quarters + total_value_dimes + pop_value
+
+# Step 5: Calculate the Remaining Value
+remaining_value = total_value_item - 5','length',512,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,4,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',4,'To solve this problem, we need to break it down into several steps:
+
+1. Convert Kelly''s quarters to cents.
+2. Convert Kelly''s dimes to cents.
+3. Calculate the total cost of the can of pop in cents.
+4. Subtract the total cost from the initial amount of money Kelly has to find out how much money she will have left.
+
+Let''s implement this in Python using the numpy and sympy libraries.
+
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Convert Kelly''s quarters to cents
+quarters = 5
+quarters_cents = quarters * 25
+
+# Step 2: Convert Kelly''s dimes to cents
+dimes = 2
+dimes_cents = dimes * 10
+
+# Step 3: Calculate the total cost of the can of pop in cents
+cost_per_can = 55
+total_cost_cents = cost_per_can * 2
+
+# Step 4: Subtract the total cost from the initial amount of money Kelly has to find out how much money she will have left
+initial_amount_cents = quarters_cents + dimes_cents
+money_left_cents = initial_amount_cents - total_cost_cents
+
+# Print the final answer
+print(money_left_cents)','stop',268,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,5,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',5,'Let''s solve the problem step-by-step using Python.
+
+1. Calculate the total value of the quarters.
+2. Calculate the total value of the dimes.
+3. Add the values from steps 1 and 2 to get the total value of the items.
+4. Subtract the total value of the items from 55 cents to get the remaining value.
+
+We can represent the values of the quarters and dimes as Python variables. Here''s the step-by-step calculation:
+
+1. `quarters_value = 5 * 0.25` (since each quarter is worth $0.25)
+2. `dime_value = 2 * 0.10` (since each dime is worth $0.10)
+3. `total_value = quarters_value + dime_value`
+4. `remaining_value = total_value - 55`
+
+Let''s calculate this using Python.
+```python
+# Step 1: Calculate the total value of the quarters
+quarters_value = 5 * 0.25
+
+# Step 2: Calculate the total value of the dimes
+dime_value = 2 * 0.10
+
+# Step 3: Add the values from steps 1 and 2
+total_value = quarters_value + dime_value
+
+# Step 4: Subtract the total value of the items from 55 cents
+remaining_value = total_value - 55
+
+# Print the final answer
+print(remaining_value)','stop',304,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,6,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',6,'To solve this problem, we need to perform the following steps:
+
+1. Convert the amount Kelly buys a can of pop from cents to dollars.
+2. Calculate the remaining amount Kelly has after the purchase.
+
+Let''s break this down into Python code:
+
+1. First, convert the price of the can of pop from cents to dollars. Since 1 dollar is equal to 100 cents, we can divide the total price by 100.
+2. Then, subtract the total price from her total amount (5 quarters + 2 dimes). Since she has 5 quarters and 2 dimes, we can calculate the remaining amount by subtracting these amounts from the total amount in dollars.
+3. Finally, convert the remaining amount back to cents.
+
+Here''s the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the price of the can of pop in cents
+price_in_cents = 55
+
+# Convert the price to dollars
+price_in_dollars = price_in_cents / 100
+
+# Calculate the remaining amount after the purchase
+remaining_amount = 5 - 2
+
+# Convert the remaining amount back to cents
+remaining_amount_in_cents = remaining_amount * 100
+
+# Print the result
+print(f"The remaining amount in cents is: {remaining_amount_in_cents}")','stop',282,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,0,7,'ad853cedb4095fc8dfa43ea88142b5cd1df944a3adfd84462491b35ef37baaee',7,'Let''s break down the problem step by step:
+
+1. **Convert the amount Kelly has to cents:**
+   - Kelly has 5 quarters, which is equal to \(5 \times 25 = 125\) cents.
+   - Kelly has 2 dimes, which is equal to \(2 \times 10 = 20\) cents.
+   - Adding these amounts together gives \(125 + 20 = 145\) cents.
+
+2. **Calculate the cost of the can of pop:**
+   - The can of pop costs 55 cents.
+
+3. **Subtract the cost of the can of pop from the total amount:**
+   - The total amount in cents is 145.
+   - Subtracting the cost of the can of pop gives \(145 - 55 = 90\) cents.
+
+Therefore, the final answer is \(\boxed{90}\).','stop',197,157,120,9.93723095579712811797e+00,372113863872.0,NULL);
+INSERT INTO "chains" VALUES(21,1,0,'668bb3c164021e88e978739ecdc50641daba07f63fac179aa37613c6db172382',0,'Kelly will have \(\boxed{29.70}\) cents left after buying the can of pop.','stop',24,396,371,1.14555705290608567104e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(21,2,0,'3228a56988437acd29ffcc7bd59951bff5343c21001df2a22f4884b7eaf22404',0,'Kelly will have \(\boxed{222}\) cents left after buying the can of pop.','stop',22,342,332,0.838985071904712,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(21,3,0,'cbc4783a736f8139474d7db1fb9d0c49048583eee6f0979fcf5cf69b42ab2b0c',0,'Kelly will have \(\boxed{645}\) cents left after buying the can of pop.','stop',22,545,535,8.49729182905970770178e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(21,4,0,'fce3e521ed00c5a67261a3242d63e61fa3d2f6427f48a4f5b558808c926ab4dd',0,'Kelly will have \(\boxed{35}\) cents left after buying the can of pop.','stop',21,433,424,7.91077828571100649668e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(21,5,0,'014d9bbc64fab6452fb40d91bf45487cef54962b5526b20ccabf3356cddc9e25',0,'Kelly will have \(\boxed{-53.55}\) cents left after buying a can of pop for 55 cents.','stop',29,473,460,1.18335572389973808782e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(21,6,0,'3bb16801e15c722387403c63b3384fd4f8402810e5dd8821d4a4cfb25abe909f',0,'Kelly will have \(\boxed{300}\) cents left after buying the can of pop.','stop',22,456,438,9.46480738902859553007e-01,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(22,0,0,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',0,'Let''s break down the problem step-by-step and write the Python code to solve it.
+
+1. Ann is currently 9 years old.
+2. Her brother is twice her age, so her brother is \(2 \times 9 = 18\) years old.
+3. In 3 years, Ann''s age will be \(9 + 3 = 12\) years old.
+4. In 3 years, her brother''s age will be \(18 + 3 = 21\) years old.
+
+Now, let''s write the Python code to verify this result.
+```python
+# Current age of Ann
+anna_age = 9
+
+# Current age of her brother
+brother_age = 2 * anna_age
+
+# Age in 3 years
+anna_age_in_3_years = anna_age + 3
+brother_age_in_3_years = brother_age + 3
+
+print(((anna_age_in_3_years, brother_age_in_3_years)))','stop',206,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,1,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',1,'Let''s break down the problem step by step:
+
+1. Ann is 9 years old.
+2. Her brother is twice her age, so her brother is \(2 \times 9 = 18\) years old.
+3. To find out how old Ann''s brother will be in 3 years, we need to add 3 years to her brother''s current age. So, we calculate \(18 + 3 = 21\).
+
+Now, let''s write the Python code to confirm this.
+```python
+# Ann''s current age
+ann_age = 9
+
+# Brother''s current age (twice Ann''s age)
+brother_age = 2 * ann_age
+
+# Brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Printing the final answer
+print(brother_age_in_3_years)','stop',183,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,2,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',2,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine Ann''s current age. Since Ann is 9 years old, her current age is \(9\).
+2. Next, we need to calculate Ann''s brother''s current age. Since Ann''s brother is twice her age, her brother''s current age is \(2 \times 9 = 18\).
+3. Finally, we need to find out how old Ann''s brother will be in 3 years. Since Ann''s brother is currently 18 years old, in 3 years, he will be \(18 + 3 = 21\).
+
+Now, let''s write the Python code to confirm this calculation:
+
+```python
+# Define Ann''s current age
+ann_age = 9
+
+# Calculate Ann''s brother''s current age
+brother_age = 2 * ann_age
+
+# Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Print the final answer
+print(brother_age_in_3_years)','stop',226,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,3,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',3,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Identify Ann''s current age.
+2. Determine Ann''s brother''s current age.
+3. Calculate the age of Ann''s brother in 3 years.
+
+Step 1: Ann is currently 9 years old.
+Step 2: Ann''s brother is twice Ann''s age, so Ann''s brother is \(2 \times 9 = 18\) years old.
+Step 3: Calculate the age of Ann''s brother in 3 years. This is done by adding 3 to Ann''s brother''s current age.
+\[18 + 3 = 21\]
+
+Therefore, Ann''s brother will be \(\boxed{21}\) years old in 3 years.','stop',163,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,4,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',4,'To solve this problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s break this down step-by-step using Python code.
+
+1. **Determine Ann''s brother''s age:**
+   - Ann is 9 years old.
+   - Ann''s brother is twice her age, so Ann''s brother''s age is \(2 \times 9 = 18\).
+
+2. **Calculate Ann''s brother''s age in 3 years:**
+   - Ann''s brother''s age in 3 years is \(18 + 3 = 21\).
+
+Now, let''s write the Python code to confirm these steps and print the final answer.
+```python
+# Step 1: Determine Ann''s brother''s age
+anna_age = 9
+brother_age = 2 * ann_age
+
+# Step 2: Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Final answer
+print(brother_age_in_3_years)','stop',230,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,5,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',5,'To solve the problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s break this down step-by-step:
+
+1. Let \( A \) be Ann''s current age. According to the problem, Ann is 9 years old, so \( A = 9 \).
+2. Ann''s brother is twice her age, so Ann''s brother''s current age is \( 2A = 2 \times 9 = 18 \).
+3. In 3 years, Ann''s brother will be \( 18 + 3 = 21 \).
+
+Now, let''s implement this in Python to verify the result.
+```python
+# Given data
+ann_current_age = 9
+
+# Calculate Ann''s brother''s current age
+brother_current_age = 2 * ann_current_age
+
+# Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_current_age + 3
+print(brother_age_in_3_years)','stop',224,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,6,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',6,'To determine Ann''s brother''s age in 3 years, we can follow these steps:
+
+1. Identify Ann''s current age.
+2. Calculate Ann''s brother''s current age.
+3. Add 3 years to Ann''s brother''s current age.
+
+Let''s start with step 1: Ann''s current age is 9 years old.
+Step 2: Ann''s brother''s current age is twice her age, so Ann''s brother''s current age is \(2 \times 9 = 18\) years old.
+Step 3: Ann''s brother will be \(18 + 3 = 21\) years old in 3 years.
+
+Therefore, the final answer is \(\boxed{21}\).','stop',147,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,0,7,'7c33c146b506c888f555bd456b0905b4f76eb82155b3072a4c3af90030e8f4e6',7,'Let''s solve this problem step-by-step:
+
+1. **Understand the information:**
+   - Ann is 9 years old.
+   - Ann''s brother is twice her age, so Ann''s brother is \(2 \times 9 = 18\) years old.
+   - We need to find out how old Ann''s brother will be in 3 years.
+
+2. **Formulate the problem:**
+   - Let \(B\) be Ann''s brother''s current age.
+   - According to the problem, \(B = 2 \times 9\).
+   - To find \(B\) in 3 years, we add 3 to \(B\).
+
+3. **Calculate the age of Ann''s brother in 3 years:**
+   - We will use Python code to perform these calculations.
+   - We''ll define \(B\) as a variable and compute its value.
+   - Then, we''ll add 3 to \(B\) to get the final age.
+
+Let''s write the Python code to solve this:
+```python
+# Given data
+ann_age = 9
+brother_age = 2 * ann_age
+
+# Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Print the final answer
+print(brother_age_in_3_years)','stop',277,151,120,6.66068733536910517756e+00,264512776224.0,NULL);
+INSERT INTO "chains" VALUES(22,1,0,'a157af55a5012422b2d76dd1c561a723ef5df3b1d0157982bdf37122b05198d9',0,'The calculations confirm that Ann''s brother will be 21 years old in 3 years. Therefore, the final answer is \(\boxed{21}\).','stop',34,370,356,1.77090396877271483155e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(22,2,0,'3bc4c773d92aefaac5dfb00806f5c9db593d9f29a2145e82e59f5be7c10efbcc',0,'The final answer is \(\boxed{21}\).','stop',13,342,333,8.80648890167018860708e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(22,3,0,'04e5b286c41830a73f1e36ff37c842b52f897f840907f269eb0aea2ceee66c09',0,'Ann''s brother will be \(\boxed{21}\) years old in 3 years.','stop',21,385,376,1.10246182276775184227e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(22,4,0,'3e7f473fe8f36584b31fa0d61a59924b62e9fac5021c27c162b61e2792bcbe56',0,'It looks like there was an issue with the variable name. Let''s fix that by defining the variable `anna_age` and then calculating `brother_age_in_3_years`. Here''s the corrected code:
+```python
+# Step 1: Determine Ann''s brother''s age
+anna_age = 9
+brother_age = 2 * ann_age
+
+# Step 2: Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Final answer
+print(brother_age_in_3_years)','stop',119,398,380,4.60148248388561498245e+00,171405539328.0,NULL);
+INSERT INTO "chains" VALUES(22,5,0,'8719c38786d2ab9320a1c15bd7ee5aead13bed72786877bd87df1457899261c5',0,'Ann''s brother will be \(\boxed{21}\) years old in 3 years.','stop',21,383,374,1.04178051577061214771e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(22,6,0,'1c6b430f0bbe4b542e057f3d23b826b1f8a1011384dfc149178e789bd594380c',0,'Ann''s brother will be \(\boxed{21}\) years old in 3 years.','stop',21,436,427,1.04559367977368911084e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(22,7,0,'806c0c26330cba57193df0637ebefd137fd297bf9829902f0bebd45540ed4bb1',0,'It seems there was an issue with the variable name. Let''s redefine the variable `anna_age` and then calculate `brother_age_in_3_years`. Here''s the corrected code:
+```python
+# Step 1: Determine Ann''s brother''s age
+anna_age = 9
+brother_age = 2 * ann_age
+
+# Step 2: Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Final answer
+print(brother_age_in_3_years)','stop',115,534,516,4.13631418185584287527e+00,166364199936.0,NULL);
+INSERT INTO "chains" VALUES(22,8,0,'850f75af701217ee4bd311c34b21f5198764bab0ff97c027cbe8f9a57c79121e',0,'It seems there was an issue with the variable name. Let''s redefine the variable `anna_age` and then calculate `brother_age_in_3_years`. Here''s the corrected code:
+```python
+# Step 1: Determine Ann','length',48,666,648,2.23498026300148922018e+00,81921765120.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -3655,6 +4981,12 @@ INSERT INTO "jobs" VALUES(13,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(14,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-187',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','98','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 570274854, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 2053, "calls": 1, "seconds": 66.56928542932431, "flops": 2634099832320.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0127, "call_seconds": 0.0374, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.007, "call_seconds": 0.0076, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0679, "call_seconds": 0.0726, "stdout_bytes": 29, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0165, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0143, "call_seconds": 0.0215, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0123, "call_seconds": 0.0128, "stdout_bytes": 0, "stderr_bytes": 147}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0133, "call_seconds": 0.0138, "stdout_bytes": 0, "stderr_bytes": 143}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [1545050223, 1545058142, 1545066061, 1545073980, 1545081899, 1545089818, 1545105656], "usage": {"prompt_tokens": 3097, "cached_prompt_tokens": 2991, "completion_tokens": 276, "calls": 7, "seconds": 16.818794021011854, "flops": 472625568000.0}}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0161, "call_seconds": 0.0171, "stdout_bytes": 0, "stderr_bytes": 147}, {"event": "generate", "round": 2, "paths": [5], "seeds": [1545194547], "usage": {"prompt_tokens": 508, "cached_prompt_tokens": 496, "completion_tokens": 124, "calls": 1, "seconds": 7.792456359988137, "flops": 170145204480.0}}, {"event": "tool", "round": 2, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0212, "call_seconds": 0.0228, "stdout_bytes": 0, "stderr_bytes": 147}, {"event": "generate", "round": 3, "paths": [5], "seeds": [1545299276], "usage": {"prompt_tokens": 643, "cached_prompt_tokens": 631, "completion_tokens": 67, "calls": 1, "seconds": 2.9434372576708703, "flops": 98306118144.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "length"], "code_runs": [1, 1, 1, 1, 1, 3, 0, 1]}, {"event": "vote", "counts": {"94": 1, "6": 1, "3/50": 1, "98": 2, "5003/50": 1, "1/50": 1, "16": 1}, "tie_broken_by_rng": false, "winner": "98"}]',4413,4238,2520,19,0,0,3375176722944.0,0.0,1.81517983937999815681e+02,9.43461220159949789411e+01,1796300321.16363);
 INSERT INTO "jobs" VALUES(15,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-194',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1988462908, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 1729, "calls": 1, "seconds": 56.71785470915198, "flops": 2227011676416.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0289, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0194, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.019, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.0211, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 6, 7], "seeds": [2095602364, 2095610283, 2095634040, 2095641959], "usage": {"prompt_tokens": 1597, "cached_prompt_tokens": 1561, "completion_tokens": 209, "calls": 4, "seconds": 10.139697127262446, "flops": 303740698368.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 0, 1, 1]}, {"event": "vote", "counts": {"10": 5, "0": 2, "14": 1}, "tie_broken_by_rng": false, "winner": "10"}]',1763,1681,1938,9,0,0,2530752374784.0,0.0,1.47315454427000076973e+02,6.69460262874184195433e+01,1.79630043577142739291e+09);
 INSERT INTO "jobs" VALUES(16,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-202',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','100','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 942011263, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1969, "calls": 1, "seconds": 64.45637525221841, "flops": 2539574718720.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0214, "call_seconds": 0.0359, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.0243, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0251, "call_seconds": 0.0274, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0297, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndentationError", "wall_seconds": 0.0159, "call_seconds": 0.0166, "stdout_bytes": 0, "stderr_bytes": 79}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 6, 7], "seeds": [1060029162, 1060037081, 1060045000, 1060060838, 1060076676, 1060084595], "usage": {"prompt_tokens": 2602, "cached_prompt_tokens": 2537, "completion_tokens": 215, "calls": 6, "seconds": 7.650632874876095, "flops": 345331748352.0}}, {"event": "tool", "round": 1, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0145, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [7], "seeds": [1060189324], "usage": {"prompt_tokens": 600, "cached_prompt_tokens": 590, "completion_tokens": 14, "calls": 1, "seconds": 0.6852645217756312, "flops": 28987701504.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 0, 1, 2]}, {"event": "vote", "counts": {"25": 1, "10acre": 1, "100": 6}, "tie_broken_by_rng": false, "winner": "100"}]',3376,3247,2198,15,0,0,2913894168576.0,0.0,1.41807899035993614234e+02,7.2959383607858057986e+01,1.79630046297974395753e+09);
+INSERT INTO "jobs" VALUES(17,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-206',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','245','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 152119766, "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 121, "completion_tokens": 2388, "calls": 1, "seconds": 73.93343322152337, "flops": 3102944395776.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0245, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0164, "call_seconds": 0.0173, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0164, "call_seconds": 0.0173, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 5], "seeds": [1070845152, 1070853071, 1070884747], "usage": {"prompt_tokens": 1592, "cached_prompt_tokens": 1562, "completion_tokens": 61, "calls": 3, "seconds": 2.93794817445563, "flops": 110909466624.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0, 0, 1, 0, 0]}, {"event": "vote", "counts": {"365": 1, "305": 1, "245": 3, "100": 1, "875": 1, "575": 1}, "tie_broken_by_rng": false, "winner": "245"}]',1795,1683,2449,7,0,0,3213853862400.0,0.0,1.25156603091003489677e+02,76.9305300989823,1.79630056093895196919e+09);
+INSERT INTO "jobs" VALUES(18,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-223',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','20000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1683019437, "usage": {"prompt_tokens": 170, "cached_prompt_tokens": 120, "completion_tokens": 1683, "calls": 1, "seconds": 55.347670699256874, "flops": 2174077612800.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0168, "call_seconds": 0.022, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.0214, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0227, "call_seconds": 0.0323, "stdout_bytes": 0, "stderr_bytes": 245}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0215, "call_seconds": 0.0245, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0187, "call_seconds": 0.0195, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0204, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0224, "call_seconds": 0.0232, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0161, "call_seconds": 0.0169, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [749819864, 749827783, 749835702, 749843621, 749851540, 749859459, 749867378, 749875297], "usage": {"prompt_tokens": 3152, "cached_prompt_tokens": 3035, "completion_tokens": 327, "calls": 8, "seconds": 14.606687737652997, "flops": 549505993728.0}}, {"event": "tool", "round": 1, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0182, "call_seconds": 0.0191, "stdout_bytes": 0, "stderr_bytes": 245}, {"event": "generate", "round": 2, "paths": [2], "seeds": [749940431], "usage": {"prompt_tokens": 542, "cached_prompt_tokens": 523, "completion_tokens": 25, "calls": 1, "seconds": 1.4575224211967512, "flops": 54194398464.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 2, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"20000": 5, "62500": 1, "10000": 2}, "tie_broken_by_rng": false, "winner": "20000"}]',3864,3678,2035,19,0,0,2777778004992.0,0.0,2.10747976483995444149e+02,7.16113125510988481883e+01,1.79630067374107766156e+09);
+INSERT INTO "jobs" VALUES(19,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-255',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 943879858, "usage": {"prompt_tokens": 175, "cached_prompt_tokens": 120, "completion_tokens": 2538, "calls": 1, "seconds": 91.61560139346261, "flops": 3257965582080.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0167, "call_seconds": 0.0192, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0239, "call_seconds": 0.0252, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0234, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0143, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 6], "seeds": [1349869976, 1349877895, 1349893733, 1349909571], "usage": {"prompt_tokens": 2034, "cached_prompt_tokens": 1998, "completion_tokens": 66, "calls": 4, "seconds": 3.0373120471732977, "flops": 123512815104.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0, 1, 0, 1, 0]}, {"event": "vote", "counts": {"10": 1, "160": 1, "320": 1, "1280": 1, "2": 1, "400": 1, "4": 1, "16": 1}, "tie_broken_by_rng": true, "winner": "4"}]',2209,2118,2604,9,0,0,3381478397184.0,0.0,1.47786683373000414572e+02,94.7350418656337,1.79630070873519945146e+09);
+INSERT INTO "jobs" VALUES(20,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-266',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','368000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 912690759, "usage": {"prompt_tokens": 207, "cached_prompt_tokens": 120, "completion_tokens": 2771, "calls": 1, "seconds": 92.79083747136647, "flops": 3591954316800.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.019, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0191, "call_seconds": 0.0261, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0187, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 5, 7], "seeds": [62308060, 62323898, 62339736, 62355574], "usage": {"prompt_tokens": 2205, "cached_prompt_tokens": 2155, "completion_tokens": 84, "calls": 4, "seconds": 4.924399334020563, "flops": 163843530240.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 0, 1, 0, 1]}, {"event": "vote", "counts": {"18000": 1, "0": 2, "1/20": 1, "230000": 1, "368000": 2, "-230000": 1}, "tie_broken_by_rng": true, "winner": "368000"}]',2412,2275,2855,9,0,0,3755797847040.0,0.0,1.59230407818999083243e+02,9.78005478613780923104e+01,1.79630083298027372362e+09);
+INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-286',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','222','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 366449069, "usage": {"prompt_tokens": 157, "cached_prompt_tokens": 120, "completion_tokens": 2333, "calls": 1, "seconds": 79.49784764637702, "flops": 2976910910976.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0109, "call_seconds": 0.0116, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0261, "call_seconds": 0.0271, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0173, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0229, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.0231, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0103, "call_seconds": 0.0109, "stdout_bytes": 38, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 6], "seeds": [1411444226, 1411452145, 1411460064, 1411475902, 1411483821, 1411491740], "usage": {"prompt_tokens": 2645, "cached_prompt_tokens": 2560, "completion_tokens": 140, "calls": 6, "seconds": 5.755185599090467, "flops": 276013331712.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 1, 0]}, {"event": "vote", "counts": {"297/10": 1, "222": 1, "645": 1, "5": 1, "35": 1, "-1071/20": 1, "300": 1, "90": 1}, "tie_broken_by_rng": true, "winner": "222"}]',2802,2680,2473,13,0,0,3252924242688.0,0.0,9.91871498960026656312e+01,8.53659553344745489732e+01,1.7963009321788048744e+09);
+INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-285',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','21','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 958173332, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 1656, "calls": 1, "seconds": 53.28549868295284, "flops": 2116102209792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.016, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0236, "call_seconds": 0.025, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0301, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0244, "call_seconds": 0.0295, "stdout_bytes": 0, "stderr_bytes": 177}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0193, "call_seconds": 0.02, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0165, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 7], "seeds": [1215588047, 1215595966, 1215603885, 1215619723, 1215627642, 1215643480], "usage": {"prompt_tokens": 2314, "cached_prompt_tokens": 2246, "completion_tokens": 229, "calls": 6, "seconds": 10.4428713611374, "flops": 366757440768.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0175, "call_seconds": 0.0185, "stdout_bytes": 0, "stderr_bytes": 177}, {"event": "generate", "round": 2, "paths": [4], "seeds": [1215724452], "usage": {"prompt_tokens": 534, "cached_prompt_tokens": 516, "completion_tokens": 115, "calls": 1, "seconds": 4.136314181855843, "flops": 166364199936.0}}, {"event": "tool", "round": 2, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0133, "call_seconds": 0.0221, "stdout_bytes": 0, "stderr_bytes": 177}, {"event": "generate", "round": 3, "paths": [4], "seeds": [1215829181], "usage": {"prompt_tokens": 666, "cached_prompt_tokens": 648, "completion_tokens": 48, "calls": 1, "seconds": 2.234980263001489, "flops": 81921765120.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 3, 1, 0, 1]}, {"event": "vote", "counts": {"21": 7, "1": 1}, "tie_broken_by_rng": false, "winner": "21"}]',3665,3530,2048,17,0,0,2731145615616.0,0.0,3.11382552656999905598e+02,7.02775108279476654624e+01,1.79630102012715792657e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -7746,10 +9078,1472 @@ print(total_barrels)
 100
 ```
 The final answer is \(\boxed{100}\).','100',1,'equivalent',419,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,0,'Let''s break down the problem step by step:
+
+1. Calculate the total distance Mike rode on the first week.
+2. Calculate the total distance Mike rode on the second week.
+3. Calculate the total distance Mike rode on the third week.
+4. Sum the distances from all four weeks to get the total distance Mike rode.
+
+We know the following:
+- Mike rode at least 5 times a week and made 25 kilometers each time.
+- He did that for four weeks.
+- Mike decided to ride the bike only 2 times a week and made 60 kilometers each time.
+- He did that for 3 weeks.
+
+The total distance Mike rode on the first week is \(5 \text{ times/week} \times 25 \text{ kilometers/week} = 125 \text{ kilometers}\).
+The total distance Mike rode on the second week is \(2 \text{ times/week} \times 60 \text{ kilometers/week} = 120 \text{ kilometers}\).
+The total distance Mike rode on the third week is \(2 \text{ times/week} \times 60 \text{ kilometers/week} = 120 \text{ kilometers}\).
+
+The total distance Mike rode over all four weeks is \(125 + 120 + 120 = 425 \text{ kilometers}\).
+
+Let''s confirm this with Python code.
+```python
+# Constants
+times_per_week_first_week = 5
+kilometers_per_week_first_week = 25
+weeks_first_week = 4
+
+times_per_week_second_week = 2
+kilometers_per_week_second_week = 60
+weeks_second_week = 3
+
+# Total distances
+total_distance_first_week = times_per_week_first_week * kilometers_per_week_first_week
+total_distance_second_week = times_per_week_second_week * kilometers_per_week_second_week
+total_distance_third_week = times_per_week_second_week * kilometers_per_week_second_week
+
+# Total distance over all four weeks
+total_distance = total_distance_first_week + total_distance_second_week + total_distance_third_week
+print(total_distance)
+```
+```output
+365
+```
+The total distance Mike rode in total is \(\boxed{365}\) kilometers.','365',0,'not_equivalent',465,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,1,'To solve this problem, we need to calculate the total distance Michael rode in both scenarios and then sum these distances.
+
+First, let''s calculate the total distance Michael rode in four weeks:
+- Michael rode the bike at least 5 times a week for 25 kilometers each time.
+- Therefore, the total distance in four weeks is \(5 \times 25\).
+
+Next, let''s calculate the total distance Michael rode in three weeks:
+- Michael rode the bike at least 5 times a week for 60 kilometers each time.
+- Therefore, the total distance in three weeks is \(5 \times 60\).
+
+Finally, we sum the distances from both scenarios to get the total distance Michael did.
+
+Here''s the Python code to calculate this:
+
+```python
+# Define the constants
+distance_per_time = 25  # kilometers
+time_per_week = 5  # times per week
+distance_per_time_2 = 60  # kilometers
+time_per_week_2 = 3  # times per week
+
+# Calculate the total distance in four weeks
+total_distance_four_weeks = distance_per_time * time_per_week
+
+# Calculate the total distance in three weeks
+total_distance_three_weeks = distance_per_time_2 * time_per_week_2
+
+# Calculate the total distance
+total_distance = total_distance_four_weeks + total_distance_three_weeks
+
+# Print the result
+print(total_distance)
+```
+```output
+305
+```
+The total distance Michael rode in both scenarios is \(\boxed{305}\) kilometers.','305',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,2,'To determine the total number of kilometers Michael rode, we need to calculate the distance he rode in each of his two different periods and then sum these distances.
+
+First, let''s calculate the distance Michael rode in the first 4 weeks:
+- He rode the bike 5 times a week for 25 kilometers each time.
+- Therefore, the total distance for the first 4 weeks is \(5 \times 25 = 125\) kilometers.
+
+Next, let''s calculate the distance Michael rode in the next 3 weeks:
+- He rode the bike 2 times a week for 60 kilometers each time.
+- Therefore, the total distance for the next 3 weeks is \(2 \times 60 = 120\) kilometers.
+
+Now, we sum the distances from both periods:
+- The total distance is \(125 + 120 = 245\) kilometers.
+
+Thus, the total number of kilometers Michael did is \(\boxed{245}\).','245',0,'not_equivalent',207,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(17,3,'To determine the total number of kilometers Michael rode, we need to calculate the distance he traveled each time and then sum these distances for both scenarios.
+
+First, we calculate the distance Michael traveled each week at 2 times a week for 4 weeks. This is because he rode the bike 2 times a week and each time he traveled 25 kilometers.
+
+\[
+\text{Distance per week} = 2 \text{ times a week} \times 25 \text{ kilometers per time} = 50 \text{ kilometers per week}
+\]
+
+Next, we calculate the distance Michael traveled each week at 2 times a week for 6 weeks. This is because he rode the bike 2 times a week and each time he traveled 25 kilometers.
+
+\[
+\text{Distance per week} = 2 \text{ times a week} \times 25 \text{ kilometers per time} = 50 \text{ kilometers per week}
+\]
+
+Now, we sum the distances traveled each week for both scenarios:
+
+\[
+\text{Total distance} = 50 \text{ kilometers per week} + 50 \text{ kilometers per week} = 100 \text{ kilometers}
+\]
+
+Therefore, the total number of kilometers Michael did in total is \(\boxed{100}\).','100',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,4,'To determine the total number of kilometers Michael rode, we need to break down his rides into two groups based on his preferences and then sum the distances for each group.
+
+First, let''s calculate the total distance Michael rode in the first group:
+- He rode the bike 5 times a week, making 25 kilometers each time.
+- Therefore, the total distance for the first group is:
+  \[
+  5 \text{ times} \times 25 \text{ kilometers per time} = 125 \text{ kilometers}
+  \]
+
+Next, let''s calculate the total distance Michael rode in the second group:
+- He rode the bike 2 times a week, making 60 kilometers each time.
+- Therefore, the total distance for the second group is:
+  \[
+  2 \text{ times} \times 60 \text{ kilometers per time} = 120 \text{ kilometers}
+  \]
+
+Now, we sum the distances from both groups to find the total distance Michael rode:
+\[
+125 \text{ kilometers} + 120 \text{ kilometers} = 245 \text{ kilometers}
+\]
+
+Thus, the total number of kilometers Michael rode in total is \(\boxed{245}\).','245',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,5,'To solve this problem, we need to calculate the total distance Michael rode and then sum it up. Here''s the step-by-step reasoning:
+
+1. Calculate the total distance for the first four weeks of riding.
+2. Calculate the total distance for the next three weeks of riding.
+3. Sum the total distances from both periods.
+
+Let''s implement this in Python:
+```python
+import numpy as np
+import sympy as sp
+
+# Define the constants
+kilometers_per_time = 25
+times_per_week = 5
+weeks_per_four = 4
+weeks_per_three = 3
+
+# Calculate the total distance for the first four weeks
+total_distance_four_weeks = times_per_week * kilometers_per_time * weeks_per_four
+
+# Calculate the total distance for the next three weeks
+total_distance_three_weeks = times_per_week * kilometers_per_time * weeks_per_three
+
+# Calculate the total distance for both periods
+total_distance = total_distance_four_weeks + total_distance_three_weeks
+
+# Print the total distance
+print(total_distance)
+```
+```output
+875
+```
+The total distance Michael did in total is \(\boxed{875}\) kilometers.','875',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,6,'To find out how many kilometers Michael did in total, we need to break down his weekly riding behavior into two parts and then sum the distances for each part.
+
+First, let''s calculate the distance Michael rode in the first four weeks. He rode the bike at least 5 times a week, and he made 25 kilometers each time. Since he did this for four weeks, the total distance for the first four weeks is:
+\[ 5 \text{ rides/week} \times 25 \text{ kilometers/ride} = 125 \text{ kilometers} \]
+
+Next, let''s calculate the distance Michael rode in the next three weeks. He rode the bike only 2 times a week, and he made 60 kilometers each time. Since he did this for 3 weeks, the total distance for the next three weeks is:
+\[ 2 \text{ rides/week} \times 60 \text{ kilometers/ride} = 120 \text{ kilometers} \]
+
+Now, we sum the distances from both parts of his weekly riding:
+\[ 125 \text{ kilometers} + 120 \text{ kilometers} = 245 \text{ kilometers} \]
+
+Therefore, the total distance Michael did in total is \(\boxed{245}\).','245',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,7,'To solve this problem, we need to calculate the total distance Michael rode over the specified periods of time.
+
+1. Calculate the total distance Michael rode on the first week.
+2. Calculate the total distance Michael rode on the second week.
+3. Calculate the total distance Michael rode on the third week.
+4. Sum the distances from the two weeks to get the total distance Michael rode.
+
+Here''s the step-by-step calculation in Python:
+
+1. Calculate the total distance on the first week:
+   - Michael rode the bike at least 5 times a week and makes 25 kilometers each time.
+   - Total distance on the first week = (Number of weeks) * (Distance per ride)
+   - Total distance on the first week = 4 * 25 = 100 kilometers
+
+2. Calculate the total distance on the second week:
+   - Michael rode the bike at least 5 times a week and makes 25 kilometers each time.
+   - Total distance on the second week = (Number of weeks) * (Distance per ride)
+   - Total distance on the second week = 6 * 25 = 150 kilometers
+
+3. Calculate the total distance on the third week:
+   - Michael rode the bike at least 5 times a week and makes 25 kilometers each time.
+   - Total distance on the third week = (Number of weeks) * (Distance per ride)
+   - Total distance on the third week = 9 * 25 = 225 kilometers
+
+4. Sum the distances from the two weeks to get the total distance Michael rode:
+   - Total distance = Total distance on the first week + Total distance on the second week + Total distance on the third week
+   - Total distance = 100 + 150 + 225 = 575 kilometers
+
+Therefore, the total distance Michael rode is \(\boxed{575}\) kilometers.','575',0,'not_equivalent',401,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,0,'To solve the problem, we need to calculate the total amount the company spent on advertising for both years. Here''s a step-by-step approach:
+
+1. Identify the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year, which is a third of the amount spent on the first year.
+3. Sum the amounts spent on advertising for both years to get the total amount.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Define the amount spent on advertising for the first year
+advertising_cost_first_year = 15000
+
+# Calculate the amount spent on advertising for the second year
+advertising_cost_second_year = advertising_cost_first_year / 3
+
+# Calculate the total amount spent on advertising for both years
+total_advertising_cost = advertising_cost_first_year + advertising_cost_second_year
+
+# Print the final answer
+print(total_advertising_cost)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(18,1,'To determine the total amount the company spent on advertising for the two years, we can break down the problem step by step. We know that the company spent $15000 on advertising for the year. Then, the company spends a third of this amount on advertising for another year. This can be calculated as follows:
+
+1. Calculate the amount spent on advertising for the second year.
+2. Add the amount spent on advertising for the first year to the amount spent on advertising for the second year to get the total amount spent.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Amount spent on advertising for the first year
+first_year_advertising = 15000
+
+# Amount spent on advertising for the second year
+second_year_advertising = first_year_advertising / 3
+
+# Total amount spent on advertising for the two years
+total_advertising = first_year_advertising + second_year_advertising
+
+# Output the result
+print(total_advertising)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,2,'To solve the problem, we need to break it down into two steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum the amounts spent for the first and second years.
+
+Let''s write the Python code to perform these steps:
+```python
+# Step 1: Calculate the amount spent on advertising for the first year
+advertising_first_year = 15000
+fraction_first_year = 1/3
+amount_first_year = advertising_first_year * fraction_first_year
+
+# Step 2: Calculate the amount spent on advertising for the second year
+advertising_second_year = advertising_first_year * (1/3)
+
+# Step 3: Calculate the total amount spent for the two years
+total_amount = amount_first_year + amount_second_year
+
+# Print the result
+print(total_amount)
+```
+```output
+NameError: name ''amount_second_year'' is not defined
+```
+It looks like there''s a typo in the code. The variable `amount_second_year` should indeed be defined. Let''s correct the code and run it again.
+```python
+# Step 1: Calculate the amount spent on advertising for the first year
+advertising_first_year = 15000
+fraction_first_year = 1/3
+amount_first_year = advertising_first_year * fraction_first_year
+
+# Step 2: Calculate the amount spent on advertising for the second year
+advertising_second_year = advertising_first_year * (1/3)
+
+# Step 3: Calculate the total amount spent for the two years
+total_amount = amount_first_year + amount_second_year
+
+# Print the result
+print(total_amount)
+```
+```output
+NameError: name ''amount_second_year'' is not defined
+```
+The total amount the company spent on advertising for the two years is \(\boxed{62500}\).','62500',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,3,'Let''s break down the problem step-by-step:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum up the amounts spent on advertising for both years.
+
+Here''s the step-by-step calculation in Python:
+
+```python
+# Initial amount spent on advertising for the first year
+first_year_advertising = 15000
+
+# Amount spent on advertising for the second year
+second_year_advertising = first_year_advertising / 3
+
+# Total amount spent on advertising for the two years
+total_advertising = first_year_advertising + second_year_advertising
+
+# Print the final answer
+print(total_advertising)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,4,'To solve this problem, we need to determine the total amount the company spent on advertising for the two years. Let''s break it down step-by-step:
+
+1. **Calculate the amount spent on advertising for the first year:**
+   - The company spends $15000 on advertising for one year.
+   - Therefore, the amount spent on advertising for the first year is:
+     \[
+     \text{Amount for the first year} = \$15000
+     \]
+
+2. **Calculate the amount spent on advertising for the second year:**
+   - The company spends a third of the amount spent on advertising for the first year.
+   - Therefore, the amount spent on advertising for the second year is:
+     \[
+     \text{Amount for the second year} = \frac{15000}{3} = \$5000
+     \]
+
+3. **Calculate the total amount spent on advertising for the two years:**
+   - Add the amounts spent on advertising for the first year and the second year to get the total amount:
+     \[
+     \text{Total amount} = \$15000 + \$5000 = \$20000
+     \]
+
+Now let''s implement this in a Python code block to verify our solution:
+
+```python
+# Define the amount spent on advertising for the first year
+amount_first_year = 15000
+
+# Calculate the amount spent on advertising for the second year
+amount_second_year = amount_first_year / 3
+
+# Calculate the total amount spent on advertising for the two years
+total_amount = amount_first_year + amount_second_year
+
+# Print the result
+print(total_amount)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',381,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,5,'To solve this problem, we need to calculate the amount spent on advertising for each year separately and then sum them up.
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum the amounts spent on advertising for the two years.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the initial amount spent on advertising
+initial_amount = 15000
+
+# Calculate the amount spent on advertising for the first year
+advertising_first_year = initial_amount / 3
+
+# Calculate the amount spent on advertising for the second year
+advertising_second_year = initial_amount / 3
+
+# Calculate the total amount spent on advertising for the two years
+total_advertising = advertising_first_year + advertising_second_year
+
+# Print the final answer
+print(total_advertising)
+```
+```output
+10000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{10000}\).','10000',0,'not_equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,6,'To determine the total amount the company spent on advertising for the two years, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Add the amounts from steps 1 and 2 to get the total amount.
+
+Let''s use Python code to perform these calculations.
+```python
+# Define the amount spent for the first year
+amount_first_year = 15000
+
+# Calculate the amount spent for the second year
+amount_second_year = amount_first_year / 3
+
+# Calculate the total amount spent for the two years
+total_amount = amount_first_year + amount_second_year
+print(total_amount)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the first year.
+2. Calculate the amount spent on advertising for the second year.
+3. Sum the amounts spent on advertising for both years.
+
+Let''s break it down step-by-step using Python code.
+
+1. Calculate the amount spent on advertising for the first year:
+\[ \text{Advertising\_first\_year} = \frac{15000}{3} \]
+
+2. Calculate the amount spent on advertising for the second year:
+\[ \text{Advertising\_second\_year} = \text{Advertising\_first\_year} \]
+
+3. Sum the amounts spent on advertising for both years:
+\[ \text{Total\_Advertising} = \text{Advertising\_first\_year} + \text{Advertising\_second\_year} \]
+
+Now let''s use Python code to calculate this.
+```python
+# Define the amount spent on advertising for the first year
+advertising_first_year = 15000 / 3
+
+# Define the amount spent on advertising for the second year
+advertising_second_year = advertising_first_year
+
+# Calculate the total amount spent on advertising for the two years
+total_advertising = advertising_first_year + advertising_second_year
+
+# Print the result
+print(total_advertising)
+```
+```output
+10000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{10000}\).','10000',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of cows before Mr. Sylas buys any more.
+2. Determine how many cows each of the twenty stalls gets.
+3. Find out how many cows are in 8 of the stalls.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total number of cows before Mr. Sylas buys any more:
+   - There are 10 stalls.
+   - Each stall has 20 cows.
+   \[
+   \text{Total cows before buying} = 10 \times 20 = 200
+   \]
+
+2. Determine how many cows each of the twenty stalls gets:
+   - Mr. Sylas buys 40 cows and divides them equally.
+   \[
+   \text{Cows per stall} = \frac{40}{20} = 2
+   \]
+
+3. Find out how many cows are in 8 of the stalls:
+   - Let \( x \) be the number of cows in 8 of the stalls.
+   - Each of the 20 stalls gets 2 cows.
+   \[
+   20x = 200
+   \]
+   \[
+   x = \frac{200}{20} = 10
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{10}\).','10',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows initially.
+2. Determine how many new cows Mr. Sylas buys.
+3. Calculate how many cows each stall gets from the new cows.
+4. Determine how many cows are in 8 of the stalls.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Calculate the total number of cows initially:
+   - Each stall has 20 cows.
+   - There are 10 stalls.
+   - Total cows initially = 20 * 10 = 200.
+
+2. Determine how many new cows Mr. Sylas buys:
+   - Mr. Sylas buys 40 cows and divides them equally.
+   - New cows = 40 // 10 = 4.
+
+3. Calculate how many cows each stall gets from the new cows:
+   - Each stall gets 4 cows from the new cows.
+   - Total cows per stall = 200 / 10 = 20.
+
+4. Determine how many cows are in 8 of the stalls:
+   - We are asked to find out how many cows are in 8 stalls.
+   - Number of cows in 8 stalls = 8 * 20 = 160.
+
+Now, let''s write the Python code to confirm this solution:
+
+```python
+# Initial number of cows
+total_cows_initial = 20 * 10
+
+# New cows bought
+new_cows = 40
+
+# Cows each stall gets from the new cows
+cows_per_stall = total_cows_initial // 10
+
+# Number of cows in 8 stalls
+cows_in_8_stalls = 8 * cows_per_stall
+
+# Print the final answer
+print(cows_in_8_stalls)
+```
+```output
+160
+```
+The final answer is \(\boxed{160}\).','160',0,'not_equivalent',406,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows Mr. Sylas buys.
+2. Determine the number of cows each of the twenty stalls will receive.
+3. Find out how many cows are in 8 of the stalls.
+
+Let''s break it down step-by-step using Python code.
+
+1. Calculate the total number of cows Mr. Sylas buys:
+   \[
+   \text{Total cows} = 40 \times 20 = 800
+   \]
+
+2. Determine the number of cows each of the twenty stalls will receive:
+   \[
+   \text{Cows per stall} = \frac{800}{20} = 40
+   \]
+
+3. Find out how many cows are in 8 of the stalls:
+   \[
+   \text{Cows in 8 stalls} = 40 \times 8 = 320
+   \]
+
+Let''s write the Python code to verify these calculations.
+```python
+# Step 1: Calculate the total number of cows
+total_cows = 40 * 20
+
+# Step 2: Determine the number of cows each of the twenty stalls will receive
+cows_per_stall = total_cows // 20
+
+# Step 3: Find out how many cows are in 8 of the stalls
+cows_in_8_stalls = cows_per_stall * 8
+print(cows_in_8_stalls)
+```
+```output
+320
+```
+The number of cows in 8 of the stalls is \(\boxed{320}\).','320',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,3,'To solve this problem, we need to follow these steps:
+
+1. **Calculate the number of cows in one stall before Mr. Sylas buys them.**
+2. **Determine how many new cows Mr. Sylas buys and how many cows are left in each stall.**
+3. **Calculate how many cows are in 8 of the stalls after Mr. Sylas buys them.**
+
+Let''s start with step 1:
+
+1. **Calculate the number of cows in one stall before Mr. Sylas buys them:**
+   - There are 10 stalls.
+   - Each stall has 20 cows.
+   \[
+   \text{Number of cows in one stall} = 10 \times 20 = 200
+   \]
+
+2. **Determine how many new cows Mr. Sylas buys and how many cows are left in each stall:**
+   - Mr. Sylas buys 40 cows.
+   - The number of cows left in each stall after buying 40 cows is \(200 - 40 = 160\).
+   \[
+   \text{Number of cows left in each stall} = 160
+   \]
+
+3. **Calculate how many cows are in 8 of the stalls after Mr. Sylas buys them:**
+   - There are 8 stalls.
+   - Each stall has 160 cows.
+   \[
+   \text{Number of cows in 8 stalls} = 8 \times 160 = 1280
+   \]
+
+So, the number of cows in 8 of the stalls is \(\boxed{1280}\).','1280',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of cows obtained from Mr. Sylas.
+2. Determine how many cows are in each of the twenty stalls after dividing the total number of cows equally.
+
+Let''s break it down step by step:
+
+1. **Calculate the total number of cows obtained from Mr. Sylas:**
+   - Mr. Sylas buys 40 cows and divides them equally among the 20 stalls.
+   - The total number of cows can be calculated using the formula:
+     \[
+     \text{Total number of cows} = \frac{40 \text{ cows}}{20 \text{ stalls}} = 2 \text{ cows}
+     \]
+
+2. **Determine how many cows are in each of the twenty stalls after dividing the total number of cows equally:**
+   - Since there are 20 stalls and the total number of cows is 2, each of the stalls will have:
+     \[
+     \text{Number of cows per stall} = \frac{2 \text{ cows}}{20 \text{ stalls}} = \frac{1}{10} \text{ cows}
+     \]
+
+Now, let''s write the Python code to verify this calculation.
+
+```python
+# Step 1: Calculate the total number of cows obtained from Mr. Sylas
+total_cows = 40
+
+# Step 2: Determine the number of cows in each of the twenty stalls
+number_of_stalls = 20
+cows_per_stall = total_cows // number_of_stalls
+
+print(cows_per_stall)
+```
+```output
+2
+```
+The number of cows in 8 of the stalls is \(\boxed{2}\).','2',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows Mr. Sylas buys.
+2. Determine the number of new cows Mr. Sylas puts into each of the twenty stalls.
+3. Calculate how many cows are in each of the 8 stalls.
+
+First, we calculate the total number of cows Mr. Sylas buys:
+\[ \text{Total cows} = \text{Number of stalls} \times \text{Number of cows per stall} = 20 \times 20 = 400 \]
+
+Next, we determine the number of new cows Mr. Sylas puts into each of the twenty stalls:
+\[ \text{New cows per stall} = \frac{\text{Total cows}}{\text{Number of stalls}} = \frac{400}{20} = 20 \]
+
+Finally, we calculate how many cows are in each of the 8 stalls:
+\[ \text{Cows in 8 stalls} = \text{Number of stalls} \times \text{New cows per stall} = 20 \times 20 = 400 \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{400}\).','400',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of cows initially.
+2. Divide the total number of cows by 20 to find out how many cows are in each stall initially.
+3. Divide the number of new cows bought by the initial number of stalls to find out how many cows are in each of the 8 stalls.
+4. The final answer will be the number of cows in 8 of the stalls.
+
+Here''s the Python code to calculate this:
+
+```python
+# Step 1: Calculate the total number of cows initially
+initial_cows = 20 * 10
+
+# Step 2: Divide the total number of cows by 20 to find out how many cows are in each stall initially
+initial_stalls = initial_cows // 20
+
+# Step 3: Divide the number of new cows bought by the initial number of stalls to find out how many cows are in each of the 8 stalls
+new_cows = 40 // initial_stalls
+
+# Step 4: The final answer will be the number of cows in 8 of the stalls
+print(new_cows)
+```
+```output
+4
+```
+The final answer is \(\boxed{4}\).','4',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(19,7,'To solve the problem, we need to follow these steps:
+
+1. Determine the total number of cows bought by Mr. Sylas.
+2. Calculate the number of cows each stall receives after dividing the total number of cows equally.
+3. Find out how many cows are in 8 out of the 20 stalls.
+
+**Step 1: Determine the total number of cows bought by Mr. Sylas.**
+
+Mr. Sylas buys 40 cows and divides them equally among the 20 stalls. Therefore, the number of cows each stall receives is:
+\[
+\frac{40}{20} = 2
+\]
+
+**Step 2: Calculate the number of cows each stall receives after dividing the total number of cows equally.**
+
+Since there are 2 stalls and each stall receives 2 cows, the total number of cows in all 20 stalls is:
+\[
+2 \times 20 = 40
+\]
+
+**Step 3: Find out how many cows are in 8 out of the 20 stalls.**
+
+We need to find out how many cows are in 8 stalls out of a total of 20 stalls. This can be calculated by multiplying the number of stalls in 8 by the number of cows each stall receives:
+\[
+8 \times 2 = 16
+\]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{16}\).','16',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,0,'To find Mr. Tan''s net proceeds from selling the house, we need to calculate the total amount paid by Mr. Tan, including the transfer fees, brokerage fee, and the remaining loan amount. We''ll use Python to perform these calculations.
+
+First, let''s calculate the total amount paid by Mr. Tan:
+
+1. **Selling Price**: $400,000
+2. **Transfer Fees**:
+   - 3% of the selling price: \(0.03 \times 400,000 = 12,000\)
+   - 5% of the selling price: \(0.05 \times 400,000 = 2,000\)
+3. **Brokerage Fee**: $250,000
+4. **Remaining Loan Amount**: The remaining loan amount is $400,000 - $250,000 = $150,000
+
+Now, we add these amounts together to get the total amount paid by Mr. Tan:
+\[12,000 + 2,000 + 250,000 = 392,000\]
+
+Finally, we subtract the total amount paid from the selling price to get the net proceeds:
+\[400,000 - 392,000 = 18,000\]
+
+Therefore, Mr. Tan''s net proceeds from selling the house is \(\boxed{18000}\).','18000',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,1,'To solve this problem, we need to calculate the net proceeds from selling the house step by step. Let''s break it down step-by-step:
+
+1. Calculate the transfer fees:
+   \[
+   \text{Transfer fees} = 3\% \times \$400,000
+   \]
+
+2. Calculate the brokerage fee:
+   \[
+   \text{Brokerage fee} = 5\% \times \$400,000
+   \]
+
+3. Calculate the remaining loan amount:
+   \[
+   \text{Remaining loan amount} = \$400,000 - (\text{Transfer fees} + \text{Brokerage fee})
+   \]
+
+4. Calculate the net proceeds:
+   \[
+   \text{Net proceeds} = \$400,000 - (\text{Transfer fees} + \text{Brokerage fee}) - \text{Remaining loan amount}
+   \]
+
+Now, let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+import sympy as sp
+
+# Define the selling price
+selling_price = 400000
+
+# Calculate the transfer fees
+transfer_fee = 0.03 * selling_price
+
+# Calculate the brokerage fee
+brokerage_fee = 0.05 * selling_price
+
+# Calculate the remaining loan amount
+remaining_loan_amount = selling_price - (transfer_fee + brokerage_fee)
+
+# Calculate the net proceeds
+net_proceeds = selling_price - (transfer_fee + brokerage_fee) - remaining_loan_amount
+
+# Print the net proceeds
+print(net_proceeds)
+```
+```output
+0.0
+```
+Mr. Tan''s net proceeds from selling the house are \(\boxed{0}\).','0',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,2,'To solve the problem, we need to calculate the net proceeds from selling the house step by step. Let''s break it down into smaller parts:
+
+1. **Calculate the total selling price:**
+   \[
+   \text{Total Selling Price} = \$400,000
+   \]
+
+2. **Calculate the transfer fees:**
+   \[
+   \text{Transfer Fees} = 3\% \text{ of the selling price}
+   \]
+   \[
+   \text{Transfer Fees} = 0.03 \times \$400,000 = \$12,000
+   \]
+
+3. **Calculate the brokerage fee:**
+   \[
+   \text{Brokerage Fee} = 5\% \text{ of the selling price}
+   \]
+   \[
+   \text{Brokerage Fee} = 0.05 \times \$400,000 = \$2,000
+   \]
+
+4. **Calculate the remaining loan amount:**
+   \[
+   \text{Remaining Loan Amount} = \$250,000 - \$400,000 - \$12,000 - \$2,000 = \$250,000 - \$12,000 - \$2,000 = \$170,000
+   \]
+
+5. **Calculate the net proceeds:**
+   \[
+   \text{Net Proceeds} = \text{Total Selling Price} - (\text{Transfer Fees} + \text{Brokerage Fee})
+   \]
+   \[
+   \text{Net Proceeds} = \$400,000 - (\$12,000 + \$2,000) = \$400,000 - \$14,000 = \$260,000
+   \]
+
+Let''s write the Python code to calculate this.
+
+```python
+# Define the selling price
+selling_price = 400000
+
+# Calculate the transfer fees
+transfer_fees = 0.03 * selling_price
+
+# Calculate the brokerage fee
+brokerage_fee = 0.05 * selling_price
+
+# Calculate the remaining loan amount
+remaining_loan_amount = selling_price - transfer_fees - brokerage_fee
+
+# Calculate the net proceeds
+net_proceed','0.05',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,3,'Let''s break down the problem step-by-step and then use Python code to ensure the accuracy of our result.
+
+1. **Calculate the total selling price**:
+   \[
+   \text{Total Selling Price} = \$400,000 + 3\% \times \$400,000 = \$400,000 + 0.03 \times \$400,000 = \$400,000 + \$12,000 = \$520,000
+   \]
+
+2. **Calculate the brokerage fee**:
+   \[
+   \text{Brokerage Fee} = 5\% \times \$400,000 = 0.05 \times \$400,000 = \$20,000
+   \]
+
+3. **Calculate the remaining loan amount**:
+   \[
+   \text{Remaining Loan Amount} = \$400,000 - \$250,000 = \$150,000
+   \]
+
+4. **Calculate the net proceeds**:
+   \[
+   \text{Net Proceeds} = \$520,000 - \$20,000 - \$150,000 = \$370,000
+   \]
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Given values
+selling_price = 400000
+brokerage_fee_percentage = 0.05
+remaining_loan_amount = 400000 - 250000
+
+# Calculate brokerage fee
+brokerage_fee = brokerage_fee_percentage * selling_price
+
+# Calculate net proceeds
+net_proceeds = selling_price - brokerage_fee - remaining_loan_amount
+print(net_proceeds)
+```
+```output
+230000.0
+```
+The calculation confirms that Mr. Tan''s net proceeds from selling the house is \(\boxed{230000}\).','230000',0,'not_equivalent',429,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,4,'To determine Mr. Tan''s net proceeds from selling the house, we need to calculate the total cost of all the fees and then subtract the total cost from the selling price.
+
+First, let''s calculate the total cost of the transfer fees. The transfer fees are 3% of the selling price.
+\[ \text{Transfer fees} = 0.03 \times 400000 = 12000 \]
+
+Next, let''s calculate the total cost of the brokerage fee. The brokerage fee is 5% of the selling price.
+\[ \text{Brokerage fee} = 0.05 \times 400000 = 20000 \]
+
+Now, let''s find the total cost of all the fees combined.
+\[ \text{Total fees} = \text{Transfer fees} + \text{Brokerage fee} = 12000 + 20000 = 32000 \]
+
+Mr. Tan sold the house for $400 000. To find the net proceeds, we subtract the total cost of all the fees from the selling price.
+\[ \text{Net proceeds} = 400000 - 32000 = 368000 \]
+
+Thus, Mr. Tan''s net proceeds from selling the house are \(\boxed{368000}\).','368000',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(20,5,'To solve this problem, we need to calculate the net proceeds from selling the house step by step using the given information. Here''s a step-by-step approach:
+
+1. Calculate the total selling price of the house.
+2. Calculate the transfer fee.
+3. Calculate the brokerage fee.
+4. Calculate the remaining loan amount.
+5. Calculate the net proceeds.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+from sympy import symbols, solve
+
+# Define the variable for the selling price
+S = symbols(''S'')
+
+# Step 1: Calculate the total selling price
+total_selling_price = 400000
+
+# Step 2: Calculate the transfer fee
+transfer_fee = 0.03 * total_selling_price
+
+# Step 3: Calculate the brokerage fee
+brokerage_fee = 0.05 * total_selling_price
+
+# Step 4: Calculate the remaining loan amount
+remaining_loan_amount = total_selling_price - transfer_fee - brokerage_fee
+
+# Step 5: Calculate the net proceeds
+net_proceeds = remaining_loan_amount
+
+print(net_proceeds)
+```
+```output
+368000.0
+```
+The net proceeds from selling the house is \(\boxed{368000}\).','368000',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,6,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. **Calculate the total transfer fees:**
+   \[
+   \text{Transfer fees} = 0.03 \times 400,000 = 12,000
+   \]
+
+2. **Calculate the brokerage fee:**
+   \[
+   \text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+   \]
+
+3. **Calculate the remaining loan amount:**
+   \[
+   \text{Remaining loan amount} = 400,000 - (12,000 + 20,000) = 400,000 - 32,000 = 280,000
+   \]
+
+4. **Calculate the net proceeds from selling the house:**
+   \[
+   \text{Net proceeds} = 400,000 - (280,000 + 250,000) = 400,000 - 630,000 = -230,000
+   \]
+
+The net proceeds from selling the house is \(\boxed{-230000}\).','-230000',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,7,'To solve the problem, we need to calculate Mr. Tan''s net proceeds from selling the house. Here''s a step-by-step breakdown:
+
+1. Calculate the transfer fees:
+   - Transfer fee = 3% of $400,000
+   - Transfer fee = 0.03 * 400,000 = $12,000
+
+2. Calculate the brokerage fee:
+   - Brokerage fee = 5% of $400,000
+   - Brokerage fee = 0.05 * 400,000 = $2,000
+
+3. Calculate the remaining loan amount:
+   - Remaining loan amount = $400,000 - $12,000 - $2,000 = $378,000
+
+4. Calculate the net proceeds:
+   - Net proceeds = Selling price - Transfer fee - Brokerage fee - Remaining loan amount
+   - Net proceeds = $400,000 - $12,000 - $2,000 - $378,000 = $146,000
+
+Let''s write the Python program to verify this calculation.
+```python
+# Given values
+selling_price = 400000
+transfer_fee = 0.03 * selling_price
+brokerage_fee = 0.05 * selling_price
+remaining_loan_amount = selling_price - transfer_fee - brokerage_fee
+
+# Net proceeds
+net_proceeds = selling_price - transfer_fee - brokerage_fee - remaining_loan_amount
+print(net_proceeds)
+```
+```output
+0.0
+```
+The net proceeds from selling the house is \(\boxed{0}\).','0',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,0,'Let''s solve this step-by-step:
+
+1. Calculate the total number of quarters Kelly has.
+2. Calculate the total number of dimes Kelly has.
+3. Determine how many cents Kelly spends on the can of pop.
+4. Subtract the cost of the can of pop from the total amount spent.
+5. Print the final amount of money Kelly has left.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of quarters Kelly has
+quarters = 5
+
+# Step 2: Calculate the total number of dimes Kelly has
+dimes = 2
+
+# Step 3: Determine how many cents Kelly spends on the can of pop
+cost_per_can = 0.55
+total_cost = cost_per_can * 55
+
+# Step 4: Subtract the cost of the can of pop from the total amount spent
+money_left = total_cost - cost_per_can
+
+# Step 5: Print the final amount of money Kelly has left
+print(money_left)
+```
+```output
+29.700000000000003
+```
+Kelly will have \(\boxed{29.70}\) cents left after buying the can of pop.','29.70',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters and dimes.
+2. Subtract the cost of the can of pop from the total value to find out how many cents she will have left.
+
+Here is the Python code to perform these steps:
+
+```python
+# Step 1: Calculate the total value of Kelly''s quarters and dimes
+quarters = 5
+dimes = 2
+
+# Step 2: Calculate the total value of the can of pop
+cost_per_can_of_pop = 55  # in cents
+total_value_can_of_pop = cost_per_can_of_pop * quarters + dimes
+
+# Step 3: Calculate the remaining value
+remaining_value = total_value_can_of_pop - cost_per_can_of_pop
+
+# Print the remaining value
+print(remaining_value)
+```
+```output
+222
+```
+Kelly will have \(\boxed{222}\) cents left after buying the can of pop.','222',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(21,2,'To solve this problem, we need to determine how many cents Kelly has left after making the purchase. Here''s a step-by-step reasoning process:
+
+1. **Convert the quarters and dimes to cents:**
+   - There are 4 quarters, so each quarter is equal to \(4 \times 100 = 400\) cents.
+   - There are 2 dimes, so each dime is equal to \(2 \times 100 = 200\) cents.
+   - So, the total cents from the quarters and dimes is \(400 + 200 = 600\) cents.
+
+2. **Calculate the cost of the can of pop:**
+   - The can of pop costs 55 cents.
+
+3. **Subtract the cost of the can of pop from the total cents:**
+   - After buying the can, Kelly has \(600 - 55 = 545\) cents left.
+
+4. **Write the final answer:**
+   - Kelly will have \(\boxed{545}\) cents left.
+
+Here''s the Python code that implements this reasoning:
+
+```python
+# Step 1: Calculate the total cents from the quarters and dimes
+quarters = 5
+dimes = 2
+cents_per_quarter = 100
+cents_per_dime = 100
+total_cents = (quarters * cents_per_quarter) + (dimes * cents_per_dime)
+
+# Step 2: Calculate the cost of the can of pop
+cost_of_can = 55
+
+# Step 3: Subtract the cost of the can of pop from the total cents
+cents_left = total_cents - cost_of_can
+
+# Step 4: Write the final answer
+print(cents_left)
+```
+```output
+645
+```
+Kelly will have \(\boxed{645}\) cents left after buying the can of pop.','645',0,'not_equivalent',401,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,3,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Understand the Problem:**
+   - Kelly has 5 quarters and 2 dimes.
+   - She buys a can of pop for 55 cents.
+   - We need to find out how many cents she will have left after the purchase.
+
+2. **Convert the Quarters to Dollars and Dimes:**
+   - There are 4 quarters in a dollar.
+   - There are 10 dimes in a dollar.
+   - Kelly has \( \frac{5}{4} \) dollars.
+   - Kelly has \( \frac{2}{10} \) dimes.
+
+3. **Calculate the Total Value of the Quarters and Dimes:**
+   - The total value of the quarters is \( 5 \times 0.25 = 1.25 \) dollars.
+   - The total value of the dimes is \( 2 \times 0.10 = 0.20 \) dollars.
+
+4. **Calculate the Value of the Pop:**
+   - The value of the can of pop is 55 cents.
+
+5. **Calculate the Total Value of the Item:**
+   - The total value of the item is \( 1.25 + 0.20 = 1.45 \) dollars.
+
+6. **Calculate the Remaining Value:**
+   - The remaining value after the purchase is \( 1.45 - 55 \) cents.
+
+7. **Write the Python Code to Verify the Solution:**
+   - We will use Python to calculate the total value of the item and the remaining value.
+
+Let''s write the Python code to verify our solution:
+
+```python
+# Step 1: Convert the Quarters to Dollars and Dimes
+quarters = 5 / 4
+dimes = 2 / 10
+
+# Step 2: Calculate the Total Value of the Quarters and Dimes
+total_value_quarters = quarters * 0.25
+total_value_dimes = dimes * 0.10
+
+# Step 3: Calculate the Value of the Pop
+pop_value = 55
+
+# Step 4: Calculate the Total Value of the Item
+total_value_item = total_value_quarters + total_value_dimes + pop_value
+
+# Step 5: Calculate the Remaining Value
+remaining_value = total_value_item - 5','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,4,'To solve this problem, we need to break it down into several steps:
+
+1. Convert Kelly''s quarters to cents.
+2. Convert Kelly''s dimes to cents.
+3. Calculate the total cost of the can of pop in cents.
+4. Subtract the total cost from the initial amount of money Kelly has to find out how much money she will have left.
+
+Let''s implement this in Python using the numpy and sympy libraries.
+
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Convert Kelly''s quarters to cents
+quarters = 5
+quarters_cents = quarters * 25
+
+# Step 2: Convert Kelly''s dimes to cents
+dimes = 2
+dimes_cents = dimes * 10
+
+# Step 3: Calculate the total cost of the can of pop in cents
+cost_per_can = 55
+total_cost_cents = cost_per_can * 2
+
+# Step 4: Subtract the total cost from the initial amount of money Kelly has to find out how much money she will have left
+initial_amount_cents = quarters_cents + dimes_cents
+money_left_cents = initial_amount_cents - total_cost_cents
+
+# Print the final answer
+print(money_left_cents)
+```
+```output
+35
+```
+Kelly will have \(\boxed{35}\) cents left after buying the can of pop.','35',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,5,'Let''s solve the problem step-by-step using Python.
+
+1. Calculate the total value of the quarters.
+2. Calculate the total value of the dimes.
+3. Add the values from steps 1 and 2 to get the total value of the items.
+4. Subtract the total value of the items from 55 cents to get the remaining value.
+
+We can represent the values of the quarters and dimes as Python variables. Here''s the step-by-step calculation:
+
+1. `quarters_value = 5 * 0.25` (since each quarter is worth $0.25)
+2. `dime_value = 2 * 0.10` (since each dime is worth $0.10)
+3. `total_value = quarters_value + dime_value`
+4. `remaining_value = total_value - 55`
+
+Let''s calculate this using Python.
+```python
+# Step 1: Calculate the total value of the quarters
+quarters_value = 5 * 0.25
+
+# Step 2: Calculate the total value of the dimes
+dime_value = 2 * 0.10
+
+# Step 3: Add the values from steps 1 and 2
+total_value = quarters_value + dime_value
+
+# Step 4: Subtract the total value of the items from 55 cents
+remaining_value = total_value - 55
+
+# Print the final answer
+print(remaining_value)
+```
+```output
+-53.55
+```
+Kelly will have \(\boxed{-53.55}\) cents left after buying a can of pop for 55 cents.','-53.55',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,6,'To solve this problem, we need to perform the following steps:
+
+1. Convert the amount Kelly buys a can of pop from cents to dollars.
+2. Calculate the remaining amount Kelly has after the purchase.
+
+Let''s break this down into Python code:
+
+1. First, convert the price of the can of pop from cents to dollars. Since 1 dollar is equal to 100 cents, we can divide the total price by 100.
+2. Then, subtract the total price from her total amount (5 quarters + 2 dimes). Since she has 5 quarters and 2 dimes, we can calculate the remaining amount by subtracting these amounts from the total amount in dollars.
+3. Finally, convert the remaining amount back to cents.
+
+Here''s the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the price of the can of pop in cents
+price_in_cents = 55
+
+# Convert the price to dollars
+price_in_dollars = price_in_cents / 100
+
+# Calculate the remaining amount after the purchase
+remaining_amount = 5 - 2
+
+# Convert the remaining amount back to cents
+remaining_amount_in_cents = remaining_amount * 100
+
+# Print the result
+print(f"The remaining amount in cents is: {remaining_amount_in_cents}")
+```
+```output
+The remaining amount in cents is: 300
+```
+Kelly will have \(\boxed{300}\) cents left after buying the can of pop.','300',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,7,'Let''s break down the problem step by step:
+
+1. **Convert the amount Kelly has to cents:**
+   - Kelly has 5 quarters, which is equal to \(5 \times 25 = 125\) cents.
+   - Kelly has 2 dimes, which is equal to \(2 \times 10 = 20\) cents.
+   - Adding these amounts together gives \(125 + 20 = 145\) cents.
+
+2. **Calculate the cost of the can of pop:**
+   - The can of pop costs 55 cents.
+
+3. **Subtract the cost of the can of pop from the total amount:**
+   - The total amount in cents is 145.
+   - Subtracting the cost of the can of pop gives \(145 - 55 = 90\) cents.
+
+Therefore, the final answer is \(\boxed{90}\).','90',1,'equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,0,'Let''s break down the problem step-by-step and write the Python code to solve it.
+
+1. Ann is currently 9 years old.
+2. Her brother is twice her age, so her brother is \(2 \times 9 = 18\) years old.
+3. In 3 years, Ann''s age will be \(9 + 3 = 12\) years old.
+4. In 3 years, her brother''s age will be \(18 + 3 = 21\) years old.
+
+Now, let''s write the Python code to verify this result.
+```python
+# Current age of Ann
+anna_age = 9
+
+# Current age of her brother
+brother_age = 2 * anna_age
+
+# Age in 3 years
+anna_age_in_3_years = anna_age + 3
+brother_age_in_3_years = brother_age + 3
+
+print(((anna_age_in_3_years, brother_age_in_3_years)))
+```
+```output
+(12, 21)
+```
+The calculations confirm that Ann''s brother will be 21 years old in 3 years. Therefore, the final answer is \(\boxed{21}\).','21',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(22,1,'Let''s break down the problem step by step:
+
+1. Ann is 9 years old.
+2. Her brother is twice her age, so her brother is \(2 \times 9 = 18\) years old.
+3. To find out how old Ann''s brother will be in 3 years, we need to add 3 years to her brother''s current age. So, we calculate \(18 + 3 = 21\).
+
+Now, let''s write the Python code to confirm this.
+```python
+# Ann''s current age
+ann_age = 9
+
+# Brother''s current age (twice Ann''s age)
+brother_age = 2 * ann_age
+
+# Brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Printing the final answer
+print(brother_age_in_3_years)
+```
+```output
+21
+```
+The final answer is \(\boxed{21}\).','21',1,'equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,2,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine Ann''s current age. Since Ann is 9 years old, her current age is \(9\).
+2. Next, we need to calculate Ann''s brother''s current age. Since Ann''s brother is twice her age, her brother''s current age is \(2 \times 9 = 18\).
+3. Finally, we need to find out how old Ann''s brother will be in 3 years. Since Ann''s brother is currently 18 years old, in 3 years, he will be \(18 + 3 = 21\).
+
+Now, let''s write the Python code to confirm this calculation:
+
+```python
+# Define Ann''s current age
+ann_age = 9
+
+# Calculate Ann''s brother''s current age
+brother_age = 2 * ann_age
+
+# Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Print the final answer
+print(brother_age_in_3_years)
+```
+```output
+21
+```
+Ann''s brother will be \(\boxed{21}\) years old in 3 years.','21',1,'equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,3,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Identify Ann''s current age.
+2. Determine Ann''s brother''s current age.
+3. Calculate the age of Ann''s brother in 3 years.
+
+Step 1: Ann is currently 9 years old.
+Step 2: Ann''s brother is twice Ann''s age, so Ann''s brother is \(2 \times 9 = 18\) years old.
+Step 3: Calculate the age of Ann''s brother in 3 years. This is done by adding 3 to Ann''s brother''s current age.
+\[18 + 3 = 21\]
+
+Therefore, Ann''s brother will be \(\boxed{21}\) years old in 3 years.','21',1,'equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,4,'To solve this problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s break this down step-by-step using Python code.
+
+1. **Determine Ann''s brother''s age:**
+   - Ann is 9 years old.
+   - Ann''s brother is twice her age, so Ann''s brother''s age is \(2 \times 9 = 18\).
+
+2. **Calculate Ann''s brother''s age in 3 years:**
+   - Ann''s brother''s age in 3 years is \(18 + 3 = 21\).
+
+Now, let''s write the Python code to confirm these steps and print the final answer.
+```python
+# Step 1: Determine Ann''s brother''s age
+anna_age = 9
+brother_age = 2 * ann_age
+
+# Step 2: Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Final answer
+print(brother_age_in_3_years)
+```
+```output
+NameError: name ''ann_age'' is not defined
+```
+It looks like there was an issue with the variable name. Let''s fix that by defining the variable `anna_age` and then calculating `brother_age_in_3_years`. Here''s the corrected code:
+```python
+# Step 1: Determine Ann''s brother''s age
+anna_age = 9
+brother_age = 2 * ann_age
+
+# Step 2: Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Final answer
+print(brother_age_in_3_years)
+```
+```output
+NameError: name ''ann_age'' is not defined
+```
+It seems there was an issue with the variable name. Let''s redefine the variable `anna_age` and then calculate `brother_age_in_3_years`. Here''s the corrected code:
+```python
+# Step 1: Determine Ann''s brother''s age
+anna_age = 9
+brother_age = 2 * ann_age
+
+# Step 2: Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Final answer
+print(brother_age_in_3_years)
+```
+```output
+NameError: name ''ann_age'' is not defined
+```
+It seems there was an issue with the variable name. Let''s redefine the variable `anna_age` and then calculate `brother_age_in_3_years`. Here''s the corrected code:
+```python
+# Step 1: Determine Ann','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,5,'To solve the problem, we need to follow these steps:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate Ann''s brother''s age in 3 years.
+
+Let''s break this down step-by-step:
+
+1. Let \( A \) be Ann''s current age. According to the problem, Ann is 9 years old, so \( A = 9 \).
+2. Ann''s brother is twice her age, so Ann''s brother''s current age is \( 2A = 2 \times 9 = 18 \).
+3. In 3 years, Ann''s brother will be \( 18 + 3 = 21 \).
+
+Now, let''s implement this in Python to verify the result.
+```python
+# Given data
+ann_current_age = 9
+
+# Calculate Ann''s brother''s current age
+brother_current_age = 2 * ann_current_age
+
+# Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_current_age + 3
+print(brother_age_in_3_years)
+```
+```output
+21
+```
+Ann''s brother will be \(\boxed{21}\) years old in 3 years.','21',1,'equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,6,'To determine Ann''s brother''s age in 3 years, we can follow these steps:
+
+1. Identify Ann''s current age.
+2. Calculate Ann''s brother''s current age.
+3. Add 3 years to Ann''s brother''s current age.
+
+Let''s start with step 1: Ann''s current age is 9 years old.
+Step 2: Ann''s brother''s current age is twice her age, so Ann''s brother''s current age is \(2 \times 9 = 18\) years old.
+Step 3: Ann''s brother will be \(18 + 3 = 21\) years old in 3 years.
+
+Therefore, the final answer is \(\boxed{21}\).','21',1,'equivalent',147,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,7,'Let''s solve this problem step-by-step:
+
+1. **Understand the information:**
+   - Ann is 9 years old.
+   - Ann''s brother is twice her age, so Ann''s brother is \(2 \times 9 = 18\) years old.
+   - We need to find out how old Ann''s brother will be in 3 years.
+
+2. **Formulate the problem:**
+   - Let \(B\) be Ann''s brother''s current age.
+   - According to the problem, \(B = 2 \times 9\).
+   - To find \(B\) in 3 years, we add 3 to \(B\).
+
+3. **Calculate the age of Ann''s brother in 3 years:**
+   - We will use Python code to perform these calculations.
+   - We''ll define \(B\) as a variable and compute its value.
+   - Then, we''ll add 3 to \(B\) to get the final age.
+
+Let''s write the Python code to solve this:
+```python
+# Given data
+ann_age = 9
+brother_age = 2 * ann_age
+
+# Calculate Ann''s brother''s age in 3 years
+brother_age_in_3_years = brother_age + 3
+
+# Print the final answer
+print(brother_age_in_3_years)
+```
+```output
+21
+```
+Ann''s brother will be \(\boxed{21}\) years old in 3 years.','21',1,'equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630046298450589178e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',16,1.37830496918800054118e+03,1.37830170313999406063e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630102013216066359e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',22,1.93545225999599642815e+03,1.93544899431399971944e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -7825,5 +10619,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-202',0,16,'10acre',0.75,0,28,1,3376.0,3247.0,549.5,0.0,3.54519747589984035585e+01,8.49624921950501098624e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-202',0,16,'100',1.0,1,70,1,3376.0,3247.0,1099.0,0.0,7.0903949517996807117e+01,1.53771467082566748053e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-202',0,16,'100',1.0,1,1,0,3376.0,3247.0,2198.0,0.0,1.41807899035993614234e+02,2913894168576.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-206',0,17,'365',0.0,0,8,1,1795.0,1683.0,306.125,0.0,1.56445753863754362096e+01,5.2471403600780944826e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-206',0,17,'305',0.0,0,28,1,1795.0,1683.0,612.25,0.0,3.12891507727508724192e+01,9.08876868349550903324e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-206',0,17,'100',0.0,0,70,1,1795.0,1683.0,1224.5,0.0,6.25783015455017448385e+01,1.67720253303303393557e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-206',0,17,'245',0.0,0,1,0,1795.0,1683.0,2449.0,0.0,1.25156603091003489677e+02,3213853862400.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-223',0,18,'20000',0.625,1,8,1,3864.0,3678.0,254.375,0.0,2.6343497060499430518e+01,5.507717194724682617e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-223',0,18,'20000',0.625,1,28,1,3864.0,3678.0,508.75,0.0,5.26869941209988610361e+01,868915474546.687);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-223',0,18,'20000',8.57142857142857095276e-01,1,70,1,3864.0,3678.0,1017.5,0.0,1.05373988241997722074e+02,1.50520298469512451167e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-223',0,18,'20000',1.0,1,1,0,3864.0,3678.0,2035.0,0.0,2.10747976483995444149e+02,2777778004992.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-255',0,19,'10',0.0,0,8,1,2209.0,2118.0,325.5,0.0,1.8473335421625051822e+01,5.22592115928436340335e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-255',0,19,'10',0.0,0,28,1,2209.0,2118.0,651.0,0.0,3.69466708432501036432e+01,9.31004441822088256875e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-255',0,19,'1280',0.0,0,70,1,2209.0,2118.0,1302.0,0.0,7.38933416865002072864e+01,1.74782909360939208982e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-255',0,19,'4',0.0,0,1,0,2209.0,2118.0,2604.0,0.0,1.47786683373000414572e+02,3381478397184.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-266',0,20,'18000',0.0,0,8,1,2412.0,2275.0,356.875,0.0,1.99038009773748854058e+01,6.19951424367272705068e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-266',0,20,'18000',0.0,0,28,1,2412.0,2275.0,713.75,0.0,3.98076019547497708108e+01,1.06792948474909082034e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-266',0,20,'0.05',0.0,0,70,1,2412.0,2275.0,1427.5,0.0,7.96152039094995416217e+01,1.96388560551272705083e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-266',0,20,'368000',0.0,0,1,0,2412.0,2275.0,2855.0,0.0,1.59230407818999083243e+02,3755797847040.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-286',0,21,'29.70',0.125,0,8,1,2802.0,2680.0,309.125,0.0,1.23983937370003332039e+01,5.40430429336749084453e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-286',0,21,'29.70',0.125,0,28,1,2802.0,2680.0,618.25,0.0,2.47967874740006664078e+01,9.27929545529784912099e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-286',0,21,'5',0.125,0,70,1,2802.0,2680.0,1236.5,0.0,4.95935749480013328156e+01,1.70292777791585644531e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-286',0,21,'222',0.125,0,1,0,2802.0,2680.0,2473.0,0.0,9.91871498960026656312e+01,3252924242688.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-285',0,22,'21',0.875,1,8,1,3665.0,3530.0,256.0,0.0,3.89228190821249881992e+01,4.89179081862508483881e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-285',0,22,'21',0.875,1,28,1,3665.0,3530.0,512.0,0.0,7.78456381642499763975e+01,8.09460015255864501985e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-285',0,22,'21',1.0,1,70,1,3665.0,3530.0,1024.0,0.0,1.55691276328499952799e+02,1.45002188204257641606e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-285',0,22,'21',1.0,1,1,0,3665.0,3530.0,2048.0,0.0,3.11382552656999905598e+02,2731145615616.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
