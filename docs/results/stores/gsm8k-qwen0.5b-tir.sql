@@ -4954,6 +4954,1162 @@ print(brother_age_in_3_years)','stop',115,534,516,4.13631418185584287527e+00,166
 INSERT INTO "chains" VALUES(22,8,0,'850f75af701217ee4bd311c34b21f5198764bab0ff97c027cbe8f9a57c79121e',0,'It seems there was an issue with the variable name. Let''s redefine the variable `anna_age` and then calculate `brother_age_in_3_years`. Here''s the corrected code:
 ```python
 # Step 1: Determine Ann','length',48,666,648,2.23498026300148922018e+00,81921765120.0,NULL);
+INSERT INTO "chains" VALUES(23,0,0,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',0,'Let''s break down the problem step by step:
+
+1. **Determine the total number of chocolate bars needed:**
+   - Each adult receives 6 chocolate bars.
+   - There are 4 adults.
+   - Each packet contains 5 chocolate bars.
+   - Therefore, the total number of chocolate bars needed is \(4 \times 6 = 24\).
+
+2. **Determine how many packets of chocolate bars are available:**
+   - There are 8 packets of chocolate bars.
+
+3. **Determine how many chocolate bars are left after distributing the packets:**
+   - Subtract the total number of chocolate bars needed from the total number of chocolate bars available.
+   - This will give us the number of chocolate bars left to be shared among the children.
+   - This is \(8 - 24 = -16\).
+   - However, since we cannot have negative chocolate bars, we can interpret this as the number of chocolate bars left to be shared among the children as 0 (which we will write as 0 in the final answer).
+
+4. **Determine how many chocolate bars each child will get:**
+   - Since there are 8 children and each packet contains 5 chocolate bars, the number of chocolate bars each child will get is \(\frac{0}{5} = 0\).
+
+The final answer is \(\boxed{0}\).','stop',285,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,1,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',1,'Let''s solve this problem step by step using Python and SymPy.
+
+1. **Understand the Problem:**
+   - There are 4 adults and 8 children.
+   - Each packet contains 5 chocolate bars.
+   - Each adult gets 6 chocolate bars.
+   - The rest of the children should be equally shared among them.
+   - We need to find out how many chocolate bars each child will get.
+
+2. **Formulate the Equation:**
+   - Let \( a \) be the number of adults and \( c \) be the number of children.
+   - Each packet contains 5 chocolate bars, so the total number of chocolate bars \( T \) is \( 5a + 5c \).
+   - Each adult gets 6 chocolate bars, so the total number of chocolate bars from adults \( t_a \) is \( 6a \).
+   - Therefore, the number of chocolate bars from children \( t_c \) is \( t_a + 6c \).
+   - Since the total number of chocolate bars \( T \) is 8, we can write the equation:
+     \[
+     5a + 5c = 8
+     \]
+   - Since there are 4 adults, we can solve for \( a \):
+     \[
+     5(4) + 5c = 8 \implies 20 + 5c = 8 \implies 5c = 8 - 20 \implies 5c = -12 \implies c = -\frac{12}{5}
+     \]
+   - Since there are 8 children, we can solve for \( c \):
+     \[
+     8(8) + 5c = 8 \implies 64 + 5c = 8 \implies 5c = 8 - 64 \implies 5c = -56 \implies c = -\frac{56}{5}
+     \]
+   - Both \( c \) should be integers, so we need to check which values satisfy this equation.
+
+3. **Check the Integer Solutions:**
+   - For \( c = -\frac{12}{5} \), we get:
+     \[
+     a = \frac{8 - 20}{5} = \frac{-12}{5} = -2.4
+     \]
+   - For \( c = -','length',512,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,2,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult gets.
+3. Calculate the total number of chocolate bars each child gets.
+4. Determine how many packets of chocolate bars are needed to contain these numbers.
+
+Let''s start with the calculations:
+
+1. Total number of chocolate bars = (4 adults * 6 chocolate bars/adult) + (8 children * 5 chocolate bars/child) = 24 + 40 = 64 chocolate bars.
+2. Each adult gets 6 chocolate bars, so the number of chocolate bars each adult gets is \(64 \div 4 = 16\).
+3. The total number of chocolate bars each child gets is \(64 \div 8 = 8\).
+4. Since each packet contains 5 chocolate bars, the number of packets of chocolate bars needed is \(8 \div 5 = 1.6\). Since we can''t have a fraction of a packet, we round up to the next whole number, which is 2 packets.
+
+Now, let''s implement this in Python to verify our calculations:
+
+```python
+# Step 1: Calculate the total number of chocolate bars
+total_chocolate_bars = (4 * 6) + (8 * 5)
+
+# Step 2: Determine the number of chocolate bars each adult gets
+chocolate_bars_per_adult = total_chocolate_bars / 4
+
+# Step 3: Calculate the total number of chocolate bars each child gets
+chocolate_bars_per_child = total_chocolate_bars / 8
+
+# Step 4: Determine how many packets of chocolate bars are needed
+packets_needed = chocolate_bars_per_child / 5
+
+# Since we can''t have a fraction of a packet, we round up to the next whole number
+packets_needed = int(packets_needed) + (packets_needed % 1 != 0)
+
+# Output the final answer
+print(f"Each child will get {packets_needed} packets of chocolate bars.")','stop',440,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,3,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars needed.
+2. Determine the number of chocolate bars each adult will get.
+3. Determine the number of chocolate bars each child will get after sharing the remaining chocolate bars equally among the children.
+
+Let''s start with step 1. The total number of chocolate bars needed is:
+\[ \text{Total chocolate bars} = \text{Number of adults} \times \text{Number of chocolate bars per adult} + \text{Number of children} \times \text{Number of chocolate bars per child} = 4 \times 6 + 8 \times 5 = 24 + 40 = 64 \text{ chocolate bars} \]
+
+Next, we calculate the number of chocolate bars each adult will get. Since each adult gets 6 chocolate bars, the number of chocolate bars each adult will get is:
+\[ \text{Number of chocolate bars per adult} = \frac{64}{4} = 16 \text{ chocolate bars} \]
+
+Now, we calculate the number of chocolate bars each child will get after sharing the remaining chocolate bars equally among the children. The remaining chocolate bars after the first step is:
+\[ 64 - 16 = 48 \text{ chocolate bars} \]
+
+Each of the 8 children will share these remaining 48 chocolate bars equally among them. Therefore, the number of chocolate bars each child will get is:
+\[ \text{Number of chocolate bars per child} = \frac{48}{8} = 6 \text{ chocolate bars} \]
+
+Thus, the number of each child will get is \(\boxed{6}\).','stop',359,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,4,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult will get.
+3. Calculate the number of chocolate bars for the rest of the children.
+4. Determine how many chocolate bars each child will get after sharing equally among the children.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total number of chocolate bars:
+   \[
+   \text{Total chocolate bars} = 4 \text{ adults} \times 5 \text{ chocolate bars/adult} + 8 \text{ children} \times 5 \text{ chocolate bars/child}
+   \]
+
+2. Determine the number of chocolate bars each adult will get:
+   \[
+   \text{Chocolate bars per adult} = \frac{\text{Total chocolate bars}}{4}
+   \]
+
+3. Calculate the number of chocolate bars for the rest of the children:
+   \[
+   \text{Chocolate bars for children} = \frac{\text{Total chocolate bars}}{8} - \text{Chocolate bars per adult}
+   \]
+
+4. Determine how many chocolate bars each child will get after sharing equally among the children:
+   \[
+   \text{Chocolate bars per child} = \frac{\text{Chocolate bars for children}}{8}
+   \]
+
+Now, let''s implement this in a Python program:
+```python
+import sympy as sp
+
+# Define the variables
+total_adults = 4
+total_children = 8
+chocolate_bars_per_adult = 5
+chocolate_bars_per_child = 5
+
+# Calculate the total number of chocolate bars
+total_chocolate_bars = total_adults * chocolate_bars_per_adult + total_children * chocolate_bars_per_child
+
+# Calculate the number of chocolate bars each adult will get
+chocolate_bars_per_adult = total_chocolate_bars / total_adults
+
+# Calculate the number of chocolate bars for the rest of the children
+chocolate_bars_for_children = total_chocolate_bars / total_children - chocolate_bars_per_adult
+
+# Calculate the number of chocolate bars each child will get after sharing equally among the children
+chocolate_bars_per_child = chocolate_bars_for_children / total_children
+
+print(chocolate_bars_per_child)','stop',490,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,5,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',5,'To solve this problem, we need to break it down step by step.
+
+1. Calculate the total number of chocolate bars needed.
+2. Determine how many packets of chocolate bars will be needed.
+3. Calculate how many chocolate bars each packet will contain.
+4. Determine how many chocolate bars each child will get if the rest are to be shared equally among the children.
+
+Let''s start with step 1: Calculate the total number of chocolate bars needed.
+Each adult gets 6 chocolate bars, and there are 4 adults. So, the total number of chocolate bars needed is:
+\[ 4 \times 6 = 24 \]
+
+Step 2: Determine how many packets of chocolate bars will be needed.
+Since each packet contains 5 chocolate bars, we divide the total number of chocolate bars by 5:
+\[ 24 \div 5 = 4.8 \]
+
+Since we cannot have half a packet, we round up to the next whole number. So, we need 5 packets of chocolate bars.
+
+Step 3: Calculate how many chocolate bars each packet will contain.
+Each packet contains 5 chocolate bars, so the total number of chocolate bars each packet will contain is:
+\[ 5 \]
+
+Step 4: Determine how many chocolate bars each child will get if the rest are to be shared equally among the children.
+Since there are 4 packets of chocolate bars and we have 5 chocolate bars each packet, the number of chocolate bars each child will get is:
+\[ \frac{5}{4} = 1.25 \]
+
+Since we cannot have half a chocolate bar, we round up to the next whole number. So, we need 2 chocolate bars each child will get.
+
+Therefore, the final answer is:
+\[
+\boxed{2}
+\]','stop',368,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,6,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',6,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of chocolate bars needed:**
+   - Each adult gets 6 chocolate bars.
+   - There are 4 adults.
+   - Therefore, the total number of chocolate bars needed is \(4 \times 6 = 24\).
+
+2. **Calculate the total number of packets of chocolate bars needed:**
+   - Each packet contains 5 chocolate bars.
+   - There are 8 packets of chocolate bars needed.
+   - Therefore, the total number of packets needed is \(8 \times 5 = 40\).
+
+3. **Determine how many chocolate bars are left after distributing them:**
+   - The total number of chocolate bars needed is 24.
+   - The total number of packets needed is 40.
+   - The number of chocolate bars left is \(24 - 40 = -16\), which is not possible since we can''t have negative chocolate bars. This indicates an error in our calculation or interpretation.
+
+4. **Calculate how many chocolate bars each child gets:**
+   - Since each packet contains 5 chocolate bars and there are 40 packets, each child gets \(5 \times 40 = 200\) chocolate bars.
+   - This is because the total number of chocolate bars needed is 24, and since each packet contains 5 chocolate bars, we can divide the total number of chocolate bars by the number of packets to get the number of chocolate bars each child gets.
+
+Let''s implement this in Python to confirm our calculation.
+```python
+# Step 1: Calculate the total number of chocolate bars needed
+num_adults = 4
+num_children = 8
+chocolate_per_adult = 6
+chocolate_per_packet = 5
+total_chocolate_needed = num_adults * chocolate_per_adult
+total_chocolate_packets = num_children * chocolate_per_packet
+chocolate_left = total_chocolate_needed - total_chocolate_packets
+
+# Step 2: Calculate the total number of packets of chocolate bars needed
+num_packets_needed = 8
+chocolate_per_packet = 5
+total_packets_needed = num_packets_needed * chocolate_per_packet
+
+# Step 3: Determine how many chocolate bars each child gets
+chocolate_per_child = chocolate_per_packet * (total_packets_needed // total_chocolate_packets)
+print(chocolate_per_child)','stop',505,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,0,7,'f1b840a1ef55c0c4b6a2fd12305b0ed7afd17accd1d4f639da1f4b0f112dfdd6',7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Combine the adult and child ages:**
+   - The number of adults is 4.
+   - The number of children is 8.
+   - Therefore, the total number of children is \(4 + 8 = 12\).
+
+2. **Calculate the total number of chocolate bars:**
+   - Each packet contains 5 chocolate bars.
+   - Therefore, the total number of chocolate bars is \(12 \times 5 = 60\).
+
+3. **Determine how many chocolate bars each adult gets:**
+   - Each adult gets 6 chocolate bars.
+   - Therefore, the total number of chocolate bars given to adults is \(4 \times 6 = 24\).
+   - The remaining chocolate bars are to be shared equally among the children.
+   - Therefore, the total number of chocolate bars to be shared is \(60 - 24 = 36\).
+   - Each child gets \(\frac{36}{8} = 4.5\) chocolate bars.
+
+Let''s implement this in Python to verify our solution.
+
+```python
+# Define the variables
+num_adults = 4
+num_children = 8
+chocolate_bars_per_packet = 5
+total_chocolate_bars = num_adults * chocolate_bars_per_packet
+remaining_chocolate_bars = total_chocolate_bars - (num_adults * chocolate_bars_per_packet)
+
+# Calculate each adult''s chocolate bars
+chocolate_bars_per_adult = remaining_chocolate_bars / num_children
+print(chocolate_bars_per_adult)','stop',349,176,120,1.34747747168209635053e+01,528710468736.0,NULL);
+INSERT INTO "chains" VALUES(23,1,0,'127c3cc1a452995f36aed715d96771983f974db59786cb651a53b9e5939d7749',0,'The final answer is \(\boxed{2}\).','stop',12,632,615,1.07939658523609982587e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(23,2,0,'899b0ee22588cb048f07b59f06b8929b7a2d3282fed4a01cfd0262f017188c69',0,'It looks like the calculation resulted in a negative value, which indicates that there might be a mistake in the interpretation','length',22,679,665,1.14923354673325461838e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(23,3,0,'e2611be0adbf16b144923045b65917f61d054a1866e3e2db7756af9be1b9d87c',0,'The number of chocolate bars each child','length',7,688,680,4.81110340831946758921e-01,17644687872.0,NULL);
+INSERT INTO "chains" VALUES(23,4,0,'7fdd55b70f577e7d10c7ca014866a3f51fbd2a57d5d0439e5af9899111cdebc3',0,'The calculation confirms that each child will get \(\boxed{0}\) chocolate bars.','stop',19,534,524,9.45313316737883657658e-01,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(24,0,0,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',0,'To determine the number of loaves of bread sold in the afternoon, we can follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine how many loaves are left after the morning.
+3. Calculate the number of loaves sold in the afternoon and evening.
+4. Sum the loaves sold in the afternoon.
+
+Let''s start with the first step. The bakery produces 60 loaves of bread each day. Two-thirds of the loaves are sold in the morning. So, the number of loaves sold in the morning is:
+\[ \frac{2}{3} \times 60 = 40 \]
+
+Next, we need to determine how many loaves are left after the morning. So, the number of loaves left is:
+\[ 60 - 40 = 20 \]
+
+Now, we calculate the number of loaves sold in the afternoon and evening. Since half of what is left is sold equally in the afternoon and evening, the number of loaves sold in the afternoon is:
+\[ \frac{20}{2} = 10 \]
+
+Finally, we sum the loaves sold in the afternoon:
+\[ 40 + 10 = 50 \]
+
+Therefore, the number of loaves of bread sold in the afternoon is \(\boxed{50}\).','stop',283,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,1,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',1,'Let''s break down the problem step by step.
+
+1. **Calculate the number of loaves sold in the morning:**
+   - The bakery produces 60 loaves of bread each day.
+   - Two-thirds of the loaves are sold in the morning.
+   - Therefore, the number of loaves sold in the morning is \(\frac{2}{3} \times 60\).
+
+2. **Calculate the number of loaves left after the morning:**
+   - After the morning, the number of loaves left is \(60 - \frac{2}{3} \times 60\).
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   - Half of the remaining loaves are sold in the afternoon.
+   - Therefore, the number of loaves sold in the afternoon is \(\frac{1}{2} \times \left(60 - \frac{2}{3} \times 60\right)\).
+
+Now, let''s implement this in Python to get the final answer.
+
+```python
+import sympy as sp
+
+# Total number of loaves produced each day
+total_loaves = 60
+
+# Fraction of loaves sold in the morning
+morning_fraction = 2 / 3
+
+# Number of loaves sold in the morning
+morning_loaves = morning_fraction * total_loaves
+
+# Number of loaves left after the morning
+remaining_loaves = total_loaves - morning_loaves
+
+# Fraction of loaves sold in the afternoon
+afternoon_fraction = 1 / 2
+
+# Number of loaves sold in the afternoon
+afternoon_loaves = afternoon_fraction * remaining_loaves
+
+# Print the number of loaves sold in the afternoon
+print(afternoon_loaves)','stop',371,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,2,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',2,'To determine how many loaves of bread are sold in the afternoon, we will break down the problem step-by-step and use Python code to ensure accuracy.
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Determine the number of loaves left after the afternoon.
+5. Calculate the number of loaves sold in the evening.
+6. Determine the number of loaves left after the evening.
+7. Sum up the loaves sold in the afternoon.
+
+Let''s implement this step-by-step in Python.
+```python
+import numpy as np
+
+# Step 1: Calculate the number of loaves sold in the morning
+loaves_sold_morning = (2/3) * 60
+
+# Step 2: Determine the number of loaves left after the morning
+loaves_left_after_morning = 60 - loaves_sold_morning
+
+# Step 3: Calculate the number of loaves sold in the afternoon
+loaves_sold_afternoon = (1/2) * loaves_left_after_morning
+
+# Step 4: Determine the number of loaves left after the afternoon
+loaves_left_after_evening = loaves_left_after_morning - loaves_sold_afternoon
+
+# Step 5: Calculate the number of loaves sold in the evening
+loaves_sold_evening = 60 - loaves_left_after_evening
+
+# Step 6: Sum up the loaves sold in the afternoon
+total_loaves_sold_afternoon = loaves_sold_afternoon + loaves_sold_evening
+
+print(total_loaves_sold_afternoon)','stop',352,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,3,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves sold in the afternoon and evening.
+3. Sum the loaves sold in the afternoon to get the final answer.
+
+Let''s break it down:
+
+1. Two-thirds of the loaves are sold in the morning. So, the number of loaves sold in the morning is \( \frac{2}{3} \times 60 = 40 \).
+2. Half of what is left is sold in the afternoon and evening. So, the number of loaves sold in the afternoon and evening is \( \frac{1}{2} \times (60 - 40) = 30 \).
+3. The total number of loaves sold in the afternoon is \( 40 + 30 = 70 \).
+
+Now, let''s implement this in Python code to verify the result.
+```python
+# Number of loaves produced each day
+loaves_per_day = 60
+
+# Number of loaves sold in the morning
+loaves_sold_morning = (2/3) * loaves_per_day
+
+# Number of loaves left after the morning
+loaves_left_after_morning = loaves_per_day - loaves_sold_morning
+
+# Number of loaves sold in the afternoon and evening
+loaves_sold_afternoon_and_evening = (1/2) * loaves_left_after_morning
+
+# Total number of loaves sold in the afternoon
+total_loaves_afternoon = loaves_sold_afternoon_and_evening
+
+print(total_loaves_afternoon)','stop',346,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,4,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',4,'To solve the problem, let''s break it down step by step:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Calculate the number of loaves sold in the evening.
+
+Here is the Python code to solve this problem:
+
+```python
+# Total number of loaves produced each day
+total_loaves = 60
+
+# Calculate the number of loaves sold in the morning
+morning_sold = (2/3) * total_loaves
+
+# Calculate the number of loaves left after the morning
+afternoon_left = total_loaves - morning_sold
+
+# Calculate the number of loaves sold in the afternoon
+afternoon_sold = afternoon_left / 2
+
+# Calculate the number of loaves sold in the evening
+evening_sold = afternoon_left
+
+# Print the final answer
+print(evening_sold)','stop',201,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,5,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',5,'To determine how many loaves of bread are sold in the afternoon, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon based on the remaining loaves.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. **Calculate the number of loaves sold in the morning:**
+   - The bakery produces 60 loaves of bread each day.
+   - Two-thirds of the loaves are sold in the morning.
+   - So, the number of loaves sold in the morning is \(\frac{2}{3} \times 60\).
+
+2. **Determine the number of loaves left after the morning:**
+   - The number of loaves left after the morning is \(60 - \text{loaves sold in the morning}\).
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   - Half of the remaining loaves are sold in the afternoon.
+   - So, the number of loaves sold in the afternoon is \(\frac{1}{2} \times \text{loaves left after the morning}\).
+
+Let''s implement this in Python:
+```python
+import sympy as sp
+
+# Given data
+loaves_per_day = 60
+fraction_sold_morning = 2 / 3
+fraction_sold_afternoon = 1 / 2
+
+# Calculate the number of loaves sold in the morning
+loaves_sold_morning = fraction_sold_morning * loaves_per_day
+
+# Calculate the number of loaves left after the morning
+loaves_left_after_morning = loaves_per_day - loaves_sold_morning
+
+# Calculate the number of loaves sold in the afternoon
+loaves_sold_afternoon = fraction_sold_afternoon * loaves_left_after_morning
+
+# Print the final answer
+print(loaves_sold_afternoon)','stop',417,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,6,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',6,'To solve the problem, let''s break it down into steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Calculate the number of loaves left after the afternoon.
+
+Let''s implement this step-by-step in Python code.
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the number of loaves produced each day
+loaves_per_day = 60
+
+# Step 1: Calculate the number of loaves sold in the morning
+loaves_sold_morning = (2/3) * loaves_per_day
+
+# Step 2: Calculate the number of loaves left after the morning
+loaves_left_after_morning = loaves_per_day - loaves_sold_morning
+
+# Step 3: Calculate the number of loaves sold in the afternoon
+loaves_sold_afternoon = (1/2) * loaves_left_after_morning
+
+# Step 4: Calculate the number of loaves left after the afternoon
+loaves_left_after_evening = loaves_left_after_morning - loaves_sold_afternoon
+
+print(loaves_left_after_evening)','stop',262,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,0,7,'bcb87389d84320db0685b2c13a4f4524eb5868539d0ed125f18eaf4391055318',7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves left after the morning sales.
+3. Calculate the number of loaves sold in the afternoon.
+4. Calculate the number of loaves sold in the evening.
+
+Let''s break it down step-by-step using Python code.
+
+1. Calculate the number of loaves sold in the morning:
+\[ \text{Morning Sales} = \frac{2}{3} \times 60 = 40 \]
+
+2. Calculate the number of loaves left after the morning sales:
+\[ \text{Left after Morning} = 60 - 40 = 20 \]
+
+3. Calculate the number of loaves sold in the afternoon:
+\[ \text{Afternoon Sales} = \frac{1}{2} \times 20 = 10 \]
+
+4. Calculate the number of loaves sold in the evening:
+\[ \text{Evening Sales} = 20 \]
+
+Now let''s implement this in Python and print the final answer.
+
+```python
+# Define the number of loaves produced each day
+loaves_per_day = 60
+
+# Calculate the number of loaves sold in the morning
+morning_sales = (2/3) * loaves_per_day
+
+# Calculate the number of loaves left after the morning sales
+left_after_morning = loaves_per_day - morning_sales
+
+# Calculate the number of loaves sold in the afternoon
+afternoon_sales = left_after_morning / 2
+
+# Calculate the number of loaves sold in the evening
+evening_sales = left_after_morning
+
+# Print the final answer
+print(evening_sales)','stop',367,176,120,1.08526359860275682937e+01,417013292832.0,NULL);
+INSERT INTO "chains" VALUES(24,1,0,'e9c88c4e9dc1c20786fbf7848739ef414c4bc3be007ef5fd3e545d6368ddeea1',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,557,546,1.0186913544132423226e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(24,2,0,'c7878c6872d1a1a09290f17b8b6d376bf4947341e5aa62064a4c33e3b83f8763',0,'The total number of loaves of bread sold in the afternoon is \(\boxed{60}\).','stop',22,538,527,1.06335771291400504878e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(24,3,0,'44b37c2e35ed9223d33e38fe37f50d3d2eafbe4031fbfb13cea24b346e462b67',0,'The total number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',22,532,521,1.09091809291771135725e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(24,4,0,'91a9c6add3807da95eda6f6a17acc40478ee5b3fa9819defac3485784918880d',0,'The number of loaves of bread sold in the afternoon is \(\boxed{20}\).','stop',21,387,376,1.0150010224208401155e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(24,5,0,'6804e93b42345ad65da9aac973e519149ebb402b50718c3f3ac192b3412825b5',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,603,592,1.02758464042221220324e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(24,6,0,'82cbf2760bf96e999b4718953caa4d645626f208a5bffc54518ce5be5fda1457',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,448,437,1.00035989542470105106e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(24,7,0,'c0f2218a301d68cecb6de1e269ecc64cc1ba5038e80fec7ee11302a2255a6fa9',0,'The final answer is \(\boxed{20}\).','stop',13,553,542,7.36327781246776114087e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(25,0,0,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',0,'To solve this problem step-by-step, we need to calculate the total time Peter had to exercise on Tuesday based on his combined exercise time on Monday and Sunday, and then find out how much time he needs to exercise on Tuesday to reach his goal.
+
+Here''s a step-by-step process:
+
+1. Calculate the combined exercise time on Monday and Sunday.
+2. Add this combined time to the time Peter already exercised on Sunday to find out how much time Peter needs to exercise on Tuesday.
+
+Let''s write the Python code to perform these calculations:
+
+```python
+# Given values
+time_monday = 16  # minutes
+time_sunday = 23  # minutes
+
+# Combined exercise time on Monday and Sunday
+combined_time = time_monday + time_sunday
+
+# Time Peter needs to exercise on Tuesday
+time_tuesday = combined_time - time_sunday
+
+# Print the result
+print(time_tuesday)','stop',189,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,1,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',1,'To solve this problem step-by-step, we need to determine Peter''s total exercise time on Tuesday combined from Monday and Sunday, and then compare it to the time he needs to exercise on Tuesday to reach his goal of twice the amount he did on Monday and Sunday combined.
+
+Let''s break down the steps:
+
+1. **Identify Peter''s exercise time on Sunday:**
+   Peter exercised for 23 minutes on Sunday.
+
+2. **Identify Peter''s exercise time on Monday:**
+   Peter exercised for 16 minutes on Monday.
+
+3. **Calculate the total exercise time on Tuesday combined:**
+   Peter exercised for twice the amount of time he did on Monday and Sunday combined. So, we calculate:
+   \[
+   \text{Total exercise time on Tuesday combined} = 2 \times (16 + 23)
+   \]
+
+4. **Perform the multiplication:**
+   \[
+   16 + 23 = 39
+   \]
+   \[
+   2 \times 39 = 78
+   \]
+
+5. **Identify Peter''s goal:**
+   Peter wants to reach his goal of twice the amount of time he did on Monday and Sunday combined. So, we calculate:
+   \[
+   \text{Goal} = 2 \times 78 = 156
+   \]
+
+6. **Find out how many minutes Peter has to exercise on Tuesday:**
+   Peter exercised for 78 minutes on Tuesday combined. To reach his goal of 156 minutes, we subtract the number of minutes he has already exercised from the goal:
+   \[
+   \text{Minutes to exercise on Tuesday} = 156 - 78 = 78
+   \]
+
+Now, let''s write the Python code to confirm this calculation:
+
+```python
+# Given data
+minutes_monday = 16
+minutes_sunday = 23
+goal = 2 * (minutes_monday + minutes_sunday)
+
+# Calculate the total exercise time on Tuesday combined
+total_exercise_time_tuesday = 2 * minutes_monday + minutes_sunday
+
+# Calculate the minutes to exercise on Tuesday
+minutes_to_exercise_tuesday = goal - total_exercise_time_tuesday
+
+print(minutes_to_exercise_tuesday)','stop',478,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,2,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',2,'Let''s break down the problem step by step:
+
+1. **Determine the time Peter exercised on Monday:**
+   Peter exercised for 16 minutes on Monday.
+
+2. **Determine the time Peter exercised on Sunday:**
+   Peter exercised for 23 minutes on Sunday.
+
+3. **Calculate the total time Peter exercised on Monday and Sunday combined:**
+   \[
+   \text{Total time}_{\text{Monday and Sunday}} = 16 \text{ minutes} + 23 \text{ minutes} = 39 \text{ minutes}
+   \]
+
+4. **Determine the time Peter wants to exercise on Tuesday:**
+   Peter wants to exercise twice the amount of time he did on Monday and Sunday combined.
+   \[
+   \text{Time Peter wants to exercise on Tuesday} = 2 \times 39 \text{ minutes} = 78 \text{ minutes}
+   \]
+
+5. **Verify the result:**
+   Since Peter has already exercised for 39 minutes on Monday and Sunday combined, he should have exercised for 78 minutes on Tuesday to reach his goal.
+
+Therefore, the final answer is \(\boxed{78}\).','stop',250,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,3,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',3,'To determine how many minutes Peter needs to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Identify the amount of time Peter exercised on Monday.
+2. Identify the amount of time Peter exercised on Sunday.
+3. Calculate the total amount of time Peter exercised over the three days combined.
+4. Determine the time Peter needs to exercise to reach his goal.
+
+Let''s break it down:
+
+1. Peter exercised 16 minutes on Monday.
+2. Peter exercised 23 minutes on Sunday.
+3. The total time Peter exercised over the three days combined is \(16 + 23 = 39\) minutes.
+4. To reach his goal, Peter needs to exercise for \(39 - 23 = 16\) minutes.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the exercise times for each day
+monday_exercise = 16
+sunday_exercise = 23
+total_exercise = monday_exercise + sunday_exercise
+
+# Calculate the time Peter needs to exercise to reach his goal
+goal_exercise = total_exercise - sunday_exercise
+print(goal_exercise)','stop',245,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,4,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',4,'Let''s break down the problem step-by-step:
+
+1. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+2. On Sunday, he exercised for 23 minutes.
+3. On Monday, he exercised for 16 minutes.
+4. We need to find out how many minutes Peter has to exercise on Tuesday.
+
+First, let''s find the combined time Peter did on Monday and Sunday:
+\[ \text{Combined time} = \text{Monday} + \text{Sunday} = 16 + 23 = 49 \text{ minutes} \]
+
+Next, we need to find twice this combined time:
+\[ \text{Twice combined time} = 2 \times 49 = 98 \text{ minutes} \]
+
+Finally, we need to subtract this combined time from the time Peter exercised on Sunday:
+\[ \text{Minutes to exercise on Tuesday} = 23 - 98 = -75 \text{ minutes} \]
+
+Since Peter can''t exercise for a negative amount of time, we need to round this negative number to the nearest whole number. The nearest whole number to -75 is -75.
+
+Now let''s write the Python code to confirm this:
+
+```python
+# Define the time Peter exercised on Monday and Sunday
+monday_exercise = 16
+sunday_exercise = 23
+
+# Calculate the combined time Peter did on Monday and Sunday
+combined_time = monday_exercise + sunday_exercise
+
+# Calculate twice the combined time
+twice_combined_time = 2 * combined_time
+
+# Calculate the minutes Peter has to exercise on Tuesday
+minutes_to_exercise_on_tuesday = sunday_exercise - twice_combined_time
+
+# Round the result to the nearest whole number if it''s negative
+minutes_to_exercise_on_tuesday = round(minutes_to_exercise_on_tuesday)
+
+# Print the result
+print(f"Minutes to exercise on Tuesday: {minutes_to_exercise_on_tuesday}")','stop',416,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,5,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',5,'To solve this problem, we need to follow these steps:
+
+1. Determine the total amount of time Peter exercised on Monday and Sunday combined.
+2. Calculate the total amount of time Peter exercised on Tuesday by combining the total from Monday and Sunday.
+3. Determine the difference between the total time Peter exercised on Tuesday and his goal of 23 minutes.
+4. Print the result.
+
+Here''s the step-by-step Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Given values
+monday_time = 16  # minutes
+sunday_time = 23  # minutes
+combined_time_mon_sunday = monday_time + sunday_time  # minutes
+
+# Goal time
+goal_time = 23  # minutes
+
+# Calculate the time Peter needs to exercise on Tuesday
+time_needed_tuesday = combined_time_mon_sunday - goal_time  # minutes
+
+# Print the result
+print(time_needed_tuesday)','stop',195,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,6,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',6,'Let''s break down the problem step-by-step:
+
+1. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+2. On Sunday, he exercised for 23 minutes.
+3. On Monday, he exercised for 16 minutes.
+4. We need to calculate how many minutes Peter needs to exercise on Tuesday to reach his goal.
+
+First, we need to find the total time Peter did on Monday and Sunday combined. We do this by adding the time he exercised on Monday and Sunday.
+
+\[
+\text{Total time on Monday and Sunday} = 16 \text{ minutes} + 23 \text{ minutes} = 49 \text{ minutes}
+\]
+
+Next, we calculate twice the total time he did on Monday and Sunday combined. We do this by multiplying 49 by 2.
+
+\[
+\text{Total time Peter needs to exercise} = 2 \times 49 = 98 \text{ minutes}
+\]
+
+Therefore, Peter needs to exercise \(\boxed{98}\) minutes on Tuesday to reach his goal.','stop',230,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,0,7,'8bbc203b5ec69af42add06297e1a1955c824897dc8644ca73b66566de435779f',7,'Let''s solve this step-by-step:
+
+1. **Determine the exercise time on Tuesday:**
+   - Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+   - On Monday, Peter exercised for 16 minutes.
+   - On Sunday, Peter exercised for 23 minutes.
+   - Therefore, on Tuesday, Peter wants to exercise for \(2 \times (16 + 23)\) minutes.
+
+2. **Calculate the exercise time on Tuesday:**
+   - \(2 \times (16 + 23) = 2 \times 49 = 98\) minutes.
+
+So, Peter has to exercise for \(\boxed{98}\) minutes on Tuesday to reach his goal.','stop',157,181,120,9.22829734691487324482e+00,348640127328.0,NULL);
+INSERT INTO "chains" VALUES(25,1,0,'d0b2447a3f9710d829a6d212953c0446ef745a320bcfeccace6efe636a957163',0,'Peter needs to exercise for \(\boxed{16}\) minutes on Tuesday to reach his goal.','stop',22,378,369,1.14823937159002764651e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(25,2,0,'4bdbb4ebb49cf0043eaaacfb5f76834994ae186b2906b5c028f575ca0c898c30',0,'Peter has to exercise \(\boxed{23}\) minutes on Tuesday to reach his goal of twice the amount he did on Monday and Sunday combined.','stop',32,667,658,1.38255643078666223821e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(25,3,0,'91db398da4f84105ac515466394a6a241ed1aa52f00ab48a2c52802ffe94ca77',0,'Peter needs to exercise for \(\boxed{16}\) minutes on Tuesday to reach his goal.','stop',22,434,425,1.00337965359853331648e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(25,4,0,'3334ff92ae803ae25b05ab5a34293bf884692faea937da16b28799773cd9c4b0',0,'The calculation confirms that Peter has to exercise for \(\boxed{-55}\) minutes on Tuesday to reach his goal.','stop',26,612,596,1.31396716611983954692e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(25,5,0,'04b8e87102a954972d346677411a9288c9cdff868b698fabf7f1f7cbb49396f8',0,'Peter needs to exercise for \(\boxed{16}\) minutes on Tuesday to reach his goal.','stop',22,384,375,1.02297730759659533106e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(26,0,0,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Calculate the number of pupils who like green.
+3. Calculate the number of pupils who like yellow.
+4. Sum the number of pupils who like yellow.
+
+Let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+import sympy as sp
+
+# Total number of pupils
+total_pupils = 40
+
+# Step 1: Calculate the number of pupils who like blue
+pupils_like_blue = total_pupils / 2
+
+# Step 2: Calculate the number of pupils who like green
+pupils_like_green = (total_pupils - pupils_like_blue) / 4
+
+# Step 3: Calculate the number of pupils who like yellow
+pupils_like_yellow = total_pupils - (pupils_like_blue + pupils_like_green)
+
+# Step 4: Sum the number of pupils who like yellow
+pupils_like_yellow = sp.simplify(pupils_like_yellow)
+
+print(pupils_like_yellow)','stop',232,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,1,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Subtract the number of pupils who like blue from the total number of pupils to get the number of pupils who like green.
+3. Subtract the number of pupils who like green from the number of pupils who like green to get the number of pupils who like yellow.
+
+Let''s use Python to perform these calculations step-by-step.
+
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Step 1: Calculate the number of pupils who like blue
+pupils_like_blue = total_pupils / 2
+
+# Step 2: Subtract the number of pupils who like blue from the total number of pupils to get the number of pupils who like green
+pupils_like_green = total_pupils - pupils_like_blue
+
+# Step 3: Subtract the number of pupils who like green from the number of pupils who like green to get the number of pupils who like yellow
+pupils_like_yellow = pupils_like_green - pupils_like_green
+
+print(pupils_like_yellow)','stop',233,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,2,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',2,'To solve this problem, we can break it down into steps and use Python code to ensure accuracy. Here''s the step-by-step reasoning:
+
+1. Determine the number of pupils who like blue.
+2. Calculate the number of pupils who like green and the rest who like yellow.
+
+Let''s write the code to achieve this:
+
+```python
+import sympy as sp
+
+# Step 1: Determine the number of pupils who like blue
+total_pupils = 40
+pupils_like_blue = total_pupils / 2
+
+# Step 2: Calculate the number of pupils who like green and the rest who like yellow
+pupils_like_green = (total_pupils - pupils_like_blue) / 4
+pupils_like_yellow = total_pupils - (pupils_like_blue + pupils_like_green)
+
+# Print the final answer
+print(pupils_like_yellow)','stop',188,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,3,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',3,'To solve this problem, we need to follow a step-by-step approach:
+
+1. Determine how many pupils like blue.
+2. Calculate how many pupils like green from the remaining.
+3. Determine how many pupils like yellow from the remaining after considering the green ones.
+
+Let''s start by solving the first part: half of the class likes blue. Since there are 40 pupils in total, half of them would be:
+\[ \frac{40}{2} = 20 \]
+So, 20 pupils like blue.
+
+Next, we calculate how many pupils like green from the remaining. One-fourth of the remaining pupils like green. Since there are 20 pupils in total, one-fourth of them would be:
+\[ \frac{20}{4} = 5 \]
+So, 5 pupils like green.
+
+Finally, we determine how many pupils like yellow from the remaining after considering the green ones. The remaining pupils after the green ones are:
+\[ 20 - 5 = 15 \]
+Since there are still 15 pupils, one-fourth of them like yellow. So, one-fourth of them would be:
+\[ \frac{15}{4} = 3.75 \]
+Since the number of pupils must be a whole number, we round down to the nearest whole number, which is 3. Therefore, 3 pupils like yellow.
+
+The final answer is:
+\[ \boxed{3} \]','stop',303,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,4,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',4,'To solve this problem step-by-step, we will follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Calculate the number of pupils who like green.
+3. Calculate the number of pupils who like yellow.
+
+First, let''s find out how many pupils like blue. Since half of the class likes blue, we have:
+\[
+\text{Number of pupils who like blue} = \frac{40}{2} = 20
+\]
+
+Next, we need to find out how many pupils like green. Since one-fourth of the remaining pupils like green, we have:
+\[
+\text{Number of pupils who like green} = \frac{40}{4} = 10
+\]
+
+The remaining pupils are those who like yellow. Since the total number of pupils is 40, we can find out how many pupils like yellow by subtracting the number of pupils who like blue and green from the total number of pupils:
+\[
+\text{Number of pupils who like yellow} = 40 - 20 - 10 = 10
+\]
+
+So, the number of pupils who like yellow is \(\boxed{10}\).','stop',251,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,5,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',5,'Let''s break down the problem step by step using Python and SymPy.
+
+1. **Determine the number of pupils who like blue:**
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Determine the number of pupils who like green:**
+   \[
+   \text{Number of pupils who like green} = \frac{40}{4} = 10
+   \]
+
+3. **Calculate the number of pupils who like yellow:**
+   \[
+   \text{Number of pupils who like yellow} = \frac{40}{4} - \text{Number of pupils who like blue} - \text{Number of pupils who like green} = 10 - 20 - 10 = 0
+   \]
+
+Now, let''s confirm this with Python and SymPy.
+
+```python
+import sympy as sp
+
+# Total number of pupils
+total_pupils = 40
+
+# Number of pupils who like blue
+pupils_like_blue = total_pupils // 2
+
+# Number of pupils who like green
+pupils_like_green = total_pupils // 4
+
+# Number of pupils who like yellow
+pupils_like_yellow = total_pupils - pupils_like_blue - pupils_like_green
+
+# Output the result
+print(pupils_like_yellow)','stop',303,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,6,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',6,'Let''s solve this problem step-by-step:
+
+1. First, determine how many pupils like blue.
+2. Then, determine how many pupils like green and yellow.
+3. Finally, sum the number of pupils who like yellow.
+
+Let''s write the Python code to solve this problem:
+
+```python
+# Total number of pupils in the class
+total_pupils = 40
+
+# Half of the class likes blue
+blue_pupils = total_pupils / 2
+
+# Remaining pupils after half of them like blue
+remaining_pupils = total_pupils - blue_pupils
+
+# One-fourth of the remaining pupils like green
+green_pupils = remaining_pupils / 4
+
+# The rest of the pupils like yellow
+yellow_pupils = remaining_pupils - green_pupils
+
+print(yellow_pupils)','stop',181,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,0,7,'548c64b6b46b7943e1717c40bdcdc580e0529bff770ba81b23d11790b4160d18',7,'To solve this problem, we need to determine how many pupils like the color yellow in the class. We''ll break it down into steps and use Python code to ensure accuracy.
+
+1. **Identify the total number of pupils in the class:**
+   \[
+   \text{Total pupils} = 40
+   \]
+
+2. **Find out how many pupils like blue:**
+   \[
+   \text{Pupils who like blue} = \frac{1}{2} \times \text{Total pupils} = \frac{1}{2} \times 40 = 20
+   \]
+
+3. **Find out how many pupils like green:**
+   \[
+   \text{Pupils who like green} = \frac{1}{4} \times \text{Total pupils} = \frac{1}{4} \times 40 = 10
+   \]
+
+4. **Calculate the number of pupils who like yellow:**
+   \[
+   \text{Pupils who like yellow} = \text{Total pupils} - (\text{Pupils who like blue} + \text{Pupils who like green}) = 40 - (20 + 10) = 40 - 30 = 10
+   \]
+
+Now, let''s write the Python code to confirm this solution.
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Pupils who like blue
+pupils_blue = total_pupils / 2
+
+# Pupils who like green
+pupils_green = total_pupils / 4
+
+# Pupils who like yellow
+pupils_yellow = total_pupils - (pupils_blue + pupils_green)
+
+print(pupils_yellow)','stop',387,164,120,9.5662120104334249504e+00,333043483584.0,NULL);
+INSERT INTO "chains" VALUES(26,1,0,'9a67f8e5fca825e065eda2f25e934dd27b6e01919735934af2b6b56429bf4a29',0,'The number of pupils who like the color yellow is \(\boxed{15}\).','stop',19,418,395,1.2105726379557604222e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(26,2,0,'82c7c62842fbea5f803205a402d48cf640e2252664442af44e6ae0047a03fca9',0,'The number of pupils who like the color yellow is \(\boxed{0}\).','stop',18,406,396,9.51643041573593806425e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(26,3,0,'0df818a56c9eb42584bb91cfdbf5cbf6038379424bf749bbe53948f2f0306941',0,'The number of pupils who like the color yellow is \(\boxed{15}\).','stop',19,362,351,9.0550135395808339922e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(26,4,0,'b07ebd09af9f3265267b6a58a64034606f6fcaa6a840c63eae7d9f550b06d2c5',0,'The number of pupils who like the color yellow is \(\boxed{10}\).','stop',19,475,466,0.887684240962539,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(26,5,0,'2aeac903916eacabd781c17d2e64c7c97228cb45fad92b8d5b8e200b3eae6c33',0,'The number of pupils who like the color yellow is \(\boxed{15}\).','stop',19,355,344,8.98963563962592360212e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(26,6,0,'ee7914ffe84a732d45eed689a4837b4ad947ce812ddb4d3899f0f5a9c298113e',0,'The number of pupils who like the color yellow is \(\boxed{10}\).','stop',19,561,550,9.35001862959165208621e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(27,0,0,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',0,'Let''s solve this problem step-by-step using Python code.
+
+1. We need to calculate the cost of 6 erasers.
+2. We need to calculate the cost of 8 pencils.
+3. We will sum these two amounts to get the total cost.
+
+Here''s the Python code to perform these calculations:
+
+```python
+# Define the cost of an eraser and a pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Define the number of erasers and pencils
+num_erasers = 6
+num_pencils = 8
+
+# Calculate the total cost
+total_cost = (cost_eraser * num_erasers) + (cost_pencil * num_pencils)
+
+# Print the total cost
+print(total_cost)','stop',162,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,1,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',1,'Let''s break down the problem step by step.
+
+1. Define the cost of the eraser and the pencil.
+2. Calculate the total cost of 6 erasers.
+3. Calculate the total cost of 8 pencils.
+4. Add the two costs together to get the total cost.
+
+Now, let''s implement this in Python.
+```python
+# Define the cost of the eraser and the pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers
+total_cost_erasers = cost_eraser * 6
+
+# Calculate the total cost of 8 pencils
+total_cost_pencils = cost_pencil * 8
+
+# Calculate the total cost
+total_cost = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(total_cost)','stop',179,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,2,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',2,'To solve the problem of calculating the total cost of 6 erasers and 8 pencils, we need to determine the cost of each item separately and then add these amounts together. Here''s a step-by-step reasoning:
+
+1. Identify the cost of one eraser.
+2. Identify the cost of one pencil.
+3. Calculate the total cost of 6 erasers.
+4. Calculate the total cost of 8 pencils.
+5. Add the two total costs together to get the final answer.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Define the cost of one eraser and one pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers
+total_cost_erasers = 6 * cost_eraser
+
+# Calculate the total cost of 8 pencils
+total_cost_pencils = 8 * cost_pencil
+
+# Calculate the final answer
+final_answer = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(final_answer)','stop',222,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,3,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',3,'Let''s start by defining the cost of the eraser and the pencil in Python. We''ll then calculate the total cost of 6 erasers and 8 pencils. Finally, we''ll print the result.
+
+Here is the Python code to solve the problem:
+
+```python
+# Define the cost of the eraser and the pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost = (6 * cost_eraser) + (8 * cost_pencil)
+
+# Print the final answer
+print(total_cost)','stop',128,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,4,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',4,'Let''s solve this step-by-step using Python code. We''ll use the `numpy` library to calculate the total cost of the erasers and pencils.
+
+1. Define the cost of one eraser and one pencil.
+2. Calculate the total cost for 6 erasers.
+3. Calculate the total cost for 8 pencils.
+4. Sum the two totals to get the final answer.
+
+Here''s the Python code to perform these calculations:
+
+```python
+import numpy as np
+
+# Define the cost of one eraser and one pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost for 6 erasers
+total_cost_erasers = 6 * cost_eraser
+
+# Calculate the total cost for 8 pencils
+total_cost_pencils = 8 * cost_pencil
+
+# Calculate the final answer
+final_answer = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(final_answer)','stop',205,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,5,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',5,'Let''s solve this problem step-by-step using Python code. We''ll first define the cost of each item, and then calculate the total cost.
+
+1. The cost of one eraser is $2.
+2. The cost of one pencil is $3.
+3. We need to calculate the total cost of 6 erasers and 8 pencils.
+
+We''ll use Python''s `sympy` package to perform simple arithmetic operations. Here''s the code to calculate the total cost:
+
+```python
+# Define the cost of each item
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost = (cost_eraser * 6) + (cost_pencil * 8)
+
+# Print the final answer
+print(total_cost)','stop',172,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,6,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',6,'Let''s break down the problem step-by-step:
+
+1. Calculate the cost of 6 erasers.
+2. Calculate the cost of 8 pencils.
+3. Add the two amounts together to get the total cost.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Define the cost of each item
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost for 6 erasers
+total_cost_erasers = cost_eraser * 6
+
+# Calculate the total cost for 8 pencils
+total_cost_pencils = cost_pencil * 8
+
+# Calculate the total cost
+total_cost = total_cost_erasers + total_cost_pencils
+
+# Print the total cost
+print(total_cost)','stop',161,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,0,7,'8a4754c5cd0745bb81c858c6eaa18598bcaa29cf4ab7e5d07449a5a598239bcc',7,'To solve the problem of determining how much 6 erasers and 8 pencils cost, we can use Python to perform the calculation step-by-step. Here''s a step-by-step approach:
+
+1. Identify the cost of one eraser and one pencil.
+2. Multiply the cost of one eraser by the number of erasers.
+3. Multiply the cost of one pencil by the number of pencils.
+4. Add the two results together to get the total cost.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Define the cost of one eraser and one pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Define the number of erasers and pencils
+num_erasers = 6
+num_pencils = 8
+
+# Calculate the total cost
+total_cost = (cost_eraser * num_erasers) + (cost_pencil * num_pencils)
+
+# Print the final answer
+print(f"The total cost of 6 erasers and 8 pencils is: ${total_cost}")','stop',219,151,120,6.10880283561086,231744070176.0,NULL);
+INSERT INTO "chains" VALUES(27,1,0,'f7b559082b1502ebc62bf8ce00dc4732471ad96833ff0c9d884ac46da3c9da2f',0,'The total cost for 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,321,312,1.06428573980780272201e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(27,2,0,'acab3a33fb2dffe17f08755c59b5c2979c3e2cd701e791bc65623dc62a3e1ba4',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,338,329,1.00598292580513,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(27,3,0,'d3db3c9f6b894545597ac59425702b30ac01c51a7a3cb95f160990e28dc7604a',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,381,372,1.01768185680235689893e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(27,4,0,'720ba9faf727008ee638b1008e13e5c2ba1a763284322e57c5f250931089b6e5',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,287,278,0.985216934804031,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(27,5,0,'fcee193a77b620eed3b1df26a76da9e238d87f47b01b36e40de8a62740034dc9',0,'The final answer is \(\boxed{36}\).','stop',13,364,355,6.89744391653584809631e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(27,6,0,'6105d5a62cf01c4e57f20a55eb630b5c793804608458df9318008960b3332252',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,331,322,1.00548996280382341161e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(27,7,0,'5380efcd4e5165498ea15143cf966102d5befc2437932b26f51ce4887f252ae8',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,320,311,9.93624208803213559981e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(27,8,0,'2a8b81eceb1a3d31891a1fd5c367c05f4dee1116ad1574990fda43988c6762ef',0,'The final answer is \(\boxed{36}\).','stop',13,393,369,1.06516270265310586395e+00,45372054528.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -4987,6 +6143,11 @@ INSERT INTO "jobs" VALUES(19,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(20,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-266',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','368000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 912690759, "usage": {"prompt_tokens": 207, "cached_prompt_tokens": 120, "completion_tokens": 2771, "calls": 1, "seconds": 92.79083747136647, "flops": 3591954316800.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.019, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0191, "call_seconds": 0.0261, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0187, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 5, 7], "seeds": [62308060, 62323898, 62339736, 62355574], "usage": {"prompt_tokens": 2205, "cached_prompt_tokens": 2155, "completion_tokens": 84, "calls": 4, "seconds": 4.924399334020563, "flops": 163843530240.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 0, 1, 0, 1]}, {"event": "vote", "counts": {"18000": 1, "0": 2, "1/20": 1, "230000": 1, "368000": 2, "-230000": 1}, "tie_broken_by_rng": true, "winner": "368000"}]',2412,2275,2855,9,0,0,3755797847040.0,0.0,1.59230407818999083243e+02,9.78005478613780923104e+01,1.79630083298027372362e+09);
 INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-286',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','222','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 366449069, "usage": {"prompt_tokens": 157, "cached_prompt_tokens": 120, "completion_tokens": 2333, "calls": 1, "seconds": 79.49784764637702, "flops": 2976910910976.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0109, "call_seconds": 0.0116, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0261, "call_seconds": 0.0271, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0173, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0229, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.0231, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0103, "call_seconds": 0.0109, "stdout_bytes": 38, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 6], "seeds": [1411444226, 1411452145, 1411460064, 1411475902, 1411483821, 1411491740], "usage": {"prompt_tokens": 2645, "cached_prompt_tokens": 2560, "completion_tokens": 140, "calls": 6, "seconds": 5.755185599090467, "flops": 276013331712.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 1, 0]}, {"event": "vote", "counts": {"297/10": 1, "222": 1, "645": 1, "5": 1, "35": 1, "-1071/20": 1, "300": 1, "90": 1}, "tie_broken_by_rng": true, "winner": "222"}]',2802,2680,2473,13,0,0,3252924242688.0,0.0,9.91871498960026656312e+01,8.53659553344745489732e+01,1.7963009321788048744e+09);
 INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-285',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','21','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 958173332, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 1656, "calls": 1, "seconds": 53.28549868295284, "flops": 2116102209792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.016, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0236, "call_seconds": 0.025, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0301, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0244, "call_seconds": 0.0295, "stdout_bytes": 0, "stderr_bytes": 177}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0193, "call_seconds": 0.02, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0165, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 7], "seeds": [1215588047, 1215595966, 1215603885, 1215619723, 1215627642, 1215643480], "usage": {"prompt_tokens": 2314, "cached_prompt_tokens": 2246, "completion_tokens": 229, "calls": 6, "seconds": 10.4428713611374, "flops": 366757440768.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0175, "call_seconds": 0.0185, "stdout_bytes": 0, "stderr_bytes": 177}, {"event": "generate", "round": 2, "paths": [4], "seeds": [1215724452], "usage": {"prompt_tokens": 534, "cached_prompt_tokens": 516, "completion_tokens": 115, "calls": 1, "seconds": 4.136314181855843, "flops": 166364199936.0}}, {"event": "tool", "round": 2, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0133, "call_seconds": 0.0221, "stdout_bytes": 0, "stderr_bytes": 177}, {"event": "generate", "round": 3, "paths": [4], "seeds": [1215829181], "usage": {"prompt_tokens": 666, "cached_prompt_tokens": 648, "completion_tokens": 48, "calls": 1, "seconds": 2.234980263001489, "flops": 81921765120.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 3, 1, 0, 1]}, {"event": "vote", "counts": {"21": 7, "1": 1}, "tie_broken_by_rng": false, "winner": "21"}]',3665,3530,2048,17,0,0,2731145615616.0,0.0,3.11382552656999905598e+02,7.02775108279476654624e+01,1.79630102012715792657e+09);
+INSERT INTO "jobs" VALUES(23,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-291',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 495546097, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 3308, "calls": 1, "seconds": 107.79819773456771, "flops": 4229683749888.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0143, "stdout_bytes": 49, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0101, "call_seconds": 0.0108, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0133, "call_seconds": 0.0142, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.011, "call_seconds": 0.0117, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 4, 6, 7], "seeds": [699828096, 699843934, 699859772, 699867691], "usage": {"prompt_tokens": 2533, "cached_prompt_tokens": 2484, "completion_tokens": 60, "calls": 4, "seconds": 3.655053789539185, "flops": 132335159040.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "length", "answered", "length", "answered"], "code_runs": [0, 0, 1, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"0": 2, "-12/5": 1, "2": 2, "6": 1, "-15/16": 1, "5": 1}, "tie_broken_by_rng": true, "winner": "0"}]',2709,2604,3368,9,0,0,4362018908928.0,0.0,1.7850346468300267588e+02,1.11504186731099906636e+02,1.79630111069372892383e+09);
+INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-306',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1444295602, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 2599, "calls": 1, "seconds": 86.82108788822055, "flops": 3336106342656.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0184, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.017, "call_seconds": 0.0354, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0222, "call_seconds": 0.0269, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0163, "call_seconds": 0.0246, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0171, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0164, "call_seconds": 0.0172, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0173, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6, 7], "seeds": [1218275033, 1218282952, 1218290871, 1218298790, 1218306709, 1218314628, 1218322547], "usage": {"prompt_tokens": 3618, "cached_prompt_tokens": 3541, "completion_tokens": 141, "calls": 7, "seconds": 6.952240499759488, "flops": 265930652928.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"50": 1, "10": 4, "60": 1, "20": 2}, "tie_broken_by_rng": false, "winner": "10"}]',3794,3661,2740,15,0,0,3602036995584.0,0.0,1.09073395826002524696e+02,9.3930292165992213425e+01,1.79630121977703976631e+09);
+INSERT INTO "jobs" VALUES(25,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-300',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','16','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1646835871, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 2160, "calls": 1, "seconds": 73.82637877531899, "flops": 2789121018624.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0225, "call_seconds": 0.0277, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0253, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0182, "call_seconds": 0.0255, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0269, "stdout_bytes": 36, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0111, "call_seconds": 0.014, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 5], "seeds": [27237469, 27245388, 27261226, 27269145, 27277064], "usage": {"prompt_tokens": 2475, "cached_prompt_tokens": 2423, "completion_tokens": 124, "calls": 5, "seconds": 5.871119929691658, "flops": 215517259008.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"16": 3, "23": 1, "78": 1, "-55": 1, "98": 2}, "tie_broken_by_rng": false, "winner": "16"}]',2656,2543,2284,11,0,0,3004638277632.0,0.0,2.0286579370999970706e+02,7.98169946290198737423e+01,1.79630122300338482851e+09);
+INSERT INTO "jobs" VALUES(26,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-376',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 933387312, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 2078, "calls": 1, "seconds": 76.5296960834674, "flops": 2664347868672.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0259, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0127, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0313, "call_seconds": 0.0323, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0234, "call_seconds": 0.0271, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.026, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0235, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 5, 6, 7], "seeds": [1377483661, 1377491580, 1377499499, 1377523256, 1377531175, 1377539094], "usage": {"prompt_tokens": 2577, "cached_prompt_tokens": 2502, "completion_tokens": 113, "calls": 6, "seconds": 5.789366701371734, "flops": 229380942336.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 0, 1, 1, 1]}, {"event": "vote", "counts": {"15": 3, "0": 1, "3": 1, "10": 3}, "tie_broken_by_rng": true, "winner": "10"}]',2741,2622,2191,13,0,0,2893728811008.0,0.0,8.91860055509969242883e+01,8.24665614628331553569e+01,1.79630130897182464606e+09);
+INSERT INTO "jobs" VALUES(27,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-387',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','36','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1348778096, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 1448, "calls": 1, "seconds": 48.87042268488688, "flops": 1853952561408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.02, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0229, "call_seconds": 0.0352, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.022, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0173, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0202, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0106, "call_seconds": 0.0113, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 0.0197, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0161, "call_seconds": 0.0174, "stdout_bytes": 50, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [1350849509, 1350857428, 1350865347, 1350873266, 1350881185, 1350889104, 1350897023, 1350904942], "usage": {"prompt_tokens": 2735, "cached_prompt_tokens": 2648, "completion_tokens": 158, "calls": 8, "seconds": 7.827188723133048, "flops": 298699358976.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"36": 8}, "tie_broken_by_rng": false, "winner": "36"}]',2886,2768,1606,17,0,0,2152651920384.0,0.0,1.30459983250002551356e+02,5.68606305900421702412e+01,1796301439.44502);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -10540,10 +11701,1286 @@ print(brother_age_in_3_years)
 21
 ```
 Ann''s brother will be \(\boxed{21}\) years old in 3 years.','21',1,'equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,0,'Let''s break down the problem step by step:
+
+1. **Determine the total number of chocolate bars needed:**
+   - Each adult receives 6 chocolate bars.
+   - There are 4 adults.
+   - Each packet contains 5 chocolate bars.
+   - Therefore, the total number of chocolate bars needed is \(4 \times 6 = 24\).
+
+2. **Determine how many packets of chocolate bars are available:**
+   - There are 8 packets of chocolate bars.
+
+3. **Determine how many chocolate bars are left after distributing the packets:**
+   - Subtract the total number of chocolate bars needed from the total number of chocolate bars available.
+   - This will give us the number of chocolate bars left to be shared among the children.
+   - This is \(8 - 24 = -16\).
+   - However, since we cannot have negative chocolate bars, we can interpret this as the number of chocolate bars left to be shared among the children as 0 (which we will write as 0 in the final answer).
+
+4. **Determine how many chocolate bars each child will get:**
+   - Since there are 8 children and each packet contains 5 chocolate bars, the number of chocolate bars each child will get is \(\frac{0}{5} = 0\).
+
+The final answer is \(\boxed{0}\).','0',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(23,1,'Let''s solve this problem step by step using Python and SymPy.
+
+1. **Understand the Problem:**
+   - There are 4 adults and 8 children.
+   - Each packet contains 5 chocolate bars.
+   - Each adult gets 6 chocolate bars.
+   - The rest of the children should be equally shared among them.
+   - We need to find out how many chocolate bars each child will get.
+
+2. **Formulate the Equation:**
+   - Let \( a \) be the number of adults and \( c \) be the number of children.
+   - Each packet contains 5 chocolate bars, so the total number of chocolate bars \( T \) is \( 5a + 5c \).
+   - Each adult gets 6 chocolate bars, so the total number of chocolate bars from adults \( t_a \) is \( 6a \).
+   - Therefore, the number of chocolate bars from children \( t_c \) is \( t_a + 6c \).
+   - Since the total number of chocolate bars \( T \) is 8, we can write the equation:
+     \[
+     5a + 5c = 8
+     \]
+   - Since there are 4 adults, we can solve for \( a \):
+     \[
+     5(4) + 5c = 8 \implies 20 + 5c = 8 \implies 5c = 8 - 20 \implies 5c = -12 \implies c = -\frac{12}{5}
+     \]
+   - Since there are 8 children, we can solve for \( c \):
+     \[
+     8(8) + 5c = 8 \implies 64 + 5c = 8 \implies 5c = 8 - 64 \implies 5c = -56 \implies c = -\frac{56}{5}
+     \]
+   - Both \( c \) should be integers, so we need to check which values satisfy this equation.
+
+3. **Check the Integer Solutions:**
+   - For \( c = -\frac{12}{5} \), we get:
+     \[
+     a = \frac{8 - 20}{5} = \frac{-12}{5} = -2.4
+     \]
+   - For \( c = -','-2.4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult gets.
+3. Calculate the total number of chocolate bars each child gets.
+4. Determine how many packets of chocolate bars are needed to contain these numbers.
+
+Let''s start with the calculations:
+
+1. Total number of chocolate bars = (4 adults * 6 chocolate bars/adult) + (8 children * 5 chocolate bars/child) = 24 + 40 = 64 chocolate bars.
+2. Each adult gets 6 chocolate bars, so the number of chocolate bars each adult gets is \(64 \div 4 = 16\).
+3. The total number of chocolate bars each child gets is \(64 \div 8 = 8\).
+4. Since each packet contains 5 chocolate bars, the number of packets of chocolate bars needed is \(8 \div 5 = 1.6\). Since we can''t have a fraction of a packet, we round up to the next whole number, which is 2 packets.
+
+Now, let''s implement this in Python to verify our calculations:
+
+```python
+# Step 1: Calculate the total number of chocolate bars
+total_chocolate_bars = (4 * 6) + (8 * 5)
+
+# Step 2: Determine the number of chocolate bars each adult gets
+chocolate_bars_per_adult = total_chocolate_bars / 4
+
+# Step 3: Calculate the total number of chocolate bars each child gets
+chocolate_bars_per_child = total_chocolate_bars / 8
+
+# Step 4: Determine how many packets of chocolate bars are needed
+packets_needed = chocolate_bars_per_child / 5
+
+# Since we can''t have a fraction of a packet, we round up to the next whole number
+packets_needed = int(packets_needed) + (packets_needed % 1 != 0)
+
+# Output the final answer
+print(f"Each child will get {packets_needed} packets of chocolate bars.")
+```
+```output
+Each child will get 2 packets of chocolate bars.
+```
+The final answer is \(\boxed{2}\).','2',1,'equivalent',452,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars needed.
+2. Determine the number of chocolate bars each adult will get.
+3. Determine the number of chocolate bars each child will get after sharing the remaining chocolate bars equally among the children.
+
+Let''s start with step 1. The total number of chocolate bars needed is:
+\[ \text{Total chocolate bars} = \text{Number of adults} \times \text{Number of chocolate bars per adult} + \text{Number of children} \times \text{Number of chocolate bars per child} = 4 \times 6 + 8 \times 5 = 24 + 40 = 64 \text{ chocolate bars} \]
+
+Next, we calculate the number of chocolate bars each adult will get. Since each adult gets 6 chocolate bars, the number of chocolate bars each adult will get is:
+\[ \text{Number of chocolate bars per adult} = \frac{64}{4} = 16 \text{ chocolate bars} \]
+
+Now, we calculate the number of chocolate bars each child will get after sharing the remaining chocolate bars equally among the children. The remaining chocolate bars after the first step is:
+\[ 64 - 16 = 48 \text{ chocolate bars} \]
+
+Each of the 8 children will share these remaining 48 chocolate bars equally among them. Therefore, the number of chocolate bars each child will get is:
+\[ \text{Number of chocolate bars per child} = \frac{48}{8} = 6 \text{ chocolate bars} \]
+
+Thus, the number of each child will get is \(\boxed{6}\).','6',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult will get.
+3. Calculate the number of chocolate bars for the rest of the children.
+4. Determine how many chocolate bars each child will get after sharing equally among the children.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total number of chocolate bars:
+   \[
+   \text{Total chocolate bars} = 4 \text{ adults} \times 5 \text{ chocolate bars/adult} + 8 \text{ children} \times 5 \text{ chocolate bars/child}
+   \]
+
+2. Determine the number of chocolate bars each adult will get:
+   \[
+   \text{Chocolate bars per adult} = \frac{\text{Total chocolate bars}}{4}
+   \]
+
+3. Calculate the number of chocolate bars for the rest of the children:
+   \[
+   \text{Chocolate bars for children} = \frac{\text{Total chocolate bars}}{8} - \text{Chocolate bars per adult}
+   \]
+
+4. Determine how many chocolate bars each child will get after sharing equally among the children:
+   \[
+   \text{Chocolate bars per child} = \frac{\text{Chocolate bars for children}}{8}
+   \]
+
+Now, let''s implement this in a Python program:
+```python
+import sympy as sp
+
+# Define the variables
+total_adults = 4
+total_children = 8
+chocolate_bars_per_adult = 5
+chocolate_bars_per_child = 5
+
+# Calculate the total number of chocolate bars
+total_chocolate_bars = total_adults * chocolate_bars_per_adult + total_children * chocolate_bars_per_child
+
+# Calculate the number of chocolate bars each adult will get
+chocolate_bars_per_adult = total_chocolate_bars / total_adults
+
+# Calculate the number of chocolate bars for the rest of the children
+chocolate_bars_for_children = total_chocolate_bars / total_children - chocolate_bars_per_adult
+
+# Calculate the number of chocolate bars each child will get after sharing equally among the children
+chocolate_bars_per_child = chocolate_bars_for_children / total_children
+
+print(chocolate_bars_per_child)
+```
+```output
+-0.9375
+```
+It looks like the calculation resulted in a negative value, which indicates that there might be a mistake in the interpretation','-0.9375',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,5,'To solve this problem, we need to break it down step by step.
+
+1. Calculate the total number of chocolate bars needed.
+2. Determine how many packets of chocolate bars will be needed.
+3. Calculate how many chocolate bars each packet will contain.
+4. Determine how many chocolate bars each child will get if the rest are to be shared equally among the children.
+
+Let''s start with step 1: Calculate the total number of chocolate bars needed.
+Each adult gets 6 chocolate bars, and there are 4 adults. So, the total number of chocolate bars needed is:
+\[ 4 \times 6 = 24 \]
+
+Step 2: Determine how many packets of chocolate bars will be needed.
+Since each packet contains 5 chocolate bars, we divide the total number of chocolate bars by 5:
+\[ 24 \div 5 = 4.8 \]
+
+Since we cannot have half a packet, we round up to the next whole number. So, we need 5 packets of chocolate bars.
+
+Step 3: Calculate how many chocolate bars each packet will contain.
+Each packet contains 5 chocolate bars, so the total number of chocolate bars each packet will contain is:
+\[ 5 \]
+
+Step 4: Determine how many chocolate bars each child will get if the rest are to be shared equally among the children.
+Since there are 4 packets of chocolate bars and we have 5 chocolate bars each packet, the number of chocolate bars each child will get is:
+\[ \frac{5}{4} = 1.25 \]
+
+Since we cannot have half a chocolate bar, we round up to the next whole number. So, we need 2 chocolate bars each child will get.
+
+Therefore, the final answer is:
+\[
+\boxed{2}
+\]','2',1,'equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,6,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of chocolate bars needed:**
+   - Each adult gets 6 chocolate bars.
+   - There are 4 adults.
+   - Therefore, the total number of chocolate bars needed is \(4 \times 6 = 24\).
+
+2. **Calculate the total number of packets of chocolate bars needed:**
+   - Each packet contains 5 chocolate bars.
+   - There are 8 packets of chocolate bars needed.
+   - Therefore, the total number of packets needed is \(8 \times 5 = 40\).
+
+3. **Determine how many chocolate bars are left after distributing them:**
+   - The total number of chocolate bars needed is 24.
+   - The total number of packets needed is 40.
+   - The number of chocolate bars left is \(24 - 40 = -16\), which is not possible since we can''t have negative chocolate bars. This indicates an error in our calculation or interpretation.
+
+4. **Calculate how many chocolate bars each child gets:**
+   - Since each packet contains 5 chocolate bars and there are 40 packets, each child gets \(5 \times 40 = 200\) chocolate bars.
+   - This is because the total number of chocolate bars needed is 24, and since each packet contains 5 chocolate bars, we can divide the total number of chocolate bars by the number of packets to get the number of chocolate bars each child gets.
+
+Let''s implement this in Python to confirm our calculation.
+```python
+# Step 1: Calculate the total number of chocolate bars needed
+num_adults = 4
+num_children = 8
+chocolate_per_adult = 6
+chocolate_per_packet = 5
+total_chocolate_needed = num_adults * chocolate_per_adult
+total_chocolate_packets = num_children * chocolate_per_packet
+chocolate_left = total_chocolate_needed - total_chocolate_packets
+
+# Step 2: Calculate the total number of packets of chocolate bars needed
+num_packets_needed = 8
+chocolate_per_packet = 5
+total_packets_needed = num_packets_needed * chocolate_per_packet
+
+# Step 3: Determine how many chocolate bars each child gets
+chocolate_per_child = chocolate_per_packet * (total_packets_needed // total_chocolate_packets)
+print(chocolate_per_child)
+```
+```output
+5
+```
+The number of chocolate bars each child','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Combine the adult and child ages:**
+   - The number of adults is 4.
+   - The number of children is 8.
+   - Therefore, the total number of children is \(4 + 8 = 12\).
+
+2. **Calculate the total number of chocolate bars:**
+   - Each packet contains 5 chocolate bars.
+   - Therefore, the total number of chocolate bars is \(12 \times 5 = 60\).
+
+3. **Determine how many chocolate bars each adult gets:**
+   - Each adult gets 6 chocolate bars.
+   - Therefore, the total number of chocolate bars given to adults is \(4 \times 6 = 24\).
+   - The remaining chocolate bars are to be shared equally among the children.
+   - Therefore, the total number of chocolate bars to be shared is \(60 - 24 = 36\).
+   - Each child gets \(\frac{36}{8} = 4.5\) chocolate bars.
+
+Let''s implement this in Python to verify our solution.
+
+```python
+# Define the variables
+num_adults = 4
+num_children = 8
+chocolate_bars_per_packet = 5
+total_chocolate_bars = num_adults * chocolate_bars_per_packet
+remaining_chocolate_bars = total_chocolate_bars - (num_adults * chocolate_bars_per_packet)
+
+# Calculate each adult''s chocolate bars
+chocolate_bars_per_adult = remaining_chocolate_bars / num_children
+print(chocolate_bars_per_adult)
+```
+```output
+0.0
+```
+The calculation confirms that each child will get \(\boxed{0}\) chocolate bars.','0',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,0,'To determine the number of loaves of bread sold in the afternoon, we can follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine how many loaves are left after the morning.
+3. Calculate the number of loaves sold in the afternoon and evening.
+4. Sum the loaves sold in the afternoon.
+
+Let''s start with the first step. The bakery produces 60 loaves of bread each day. Two-thirds of the loaves are sold in the morning. So, the number of loaves sold in the morning is:
+\[ \frac{2}{3} \times 60 = 40 \]
+
+Next, we need to determine how many loaves are left after the morning. So, the number of loaves left is:
+\[ 60 - 40 = 20 \]
+
+Now, we calculate the number of loaves sold in the afternoon and evening. Since half of what is left is sold equally in the afternoon and evening, the number of loaves sold in the afternoon is:
+\[ \frac{20}{2} = 10 \]
+
+Finally, we sum the loaves sold in the afternoon:
+\[ 40 + 10 = 50 \]
+
+Therefore, the number of loaves of bread sold in the afternoon is \(\boxed{50}\).','50',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,1,'Let''s break down the problem step by step.
+
+1. **Calculate the number of loaves sold in the morning:**
+   - The bakery produces 60 loaves of bread each day.
+   - Two-thirds of the loaves are sold in the morning.
+   - Therefore, the number of loaves sold in the morning is \(\frac{2}{3} \times 60\).
+
+2. **Calculate the number of loaves left after the morning:**
+   - After the morning, the number of loaves left is \(60 - \frac{2}{3} \times 60\).
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   - Half of the remaining loaves are sold in the afternoon.
+   - Therefore, the number of loaves sold in the afternoon is \(\frac{1}{2} \times \left(60 - \frac{2}{3} \times 60\right)\).
+
+Now, let''s implement this in Python to get the final answer.
+
+```python
+import sympy as sp
+
+# Total number of loaves produced each day
+total_loaves = 60
+
+# Fraction of loaves sold in the morning
+morning_fraction = 2 / 3
+
+# Number of loaves sold in the morning
+morning_loaves = morning_fraction * total_loaves
+
+# Number of loaves left after the morning
+remaining_loaves = total_loaves - morning_loaves
+
+# Fraction of loaves sold in the afternoon
+afternoon_fraction = 1 / 2
+
+# Number of loaves sold in the afternoon
+afternoon_loaves = afternoon_fraction * remaining_loaves
+
+# Print the number of loaves sold in the afternoon
+print(afternoon_loaves)
+```
+```output
+10.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(24,2,'To determine how many loaves of bread are sold in the afternoon, we will break down the problem step-by-step and use Python code to ensure accuracy.
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Determine the number of loaves left after the afternoon.
+5. Calculate the number of loaves sold in the evening.
+6. Determine the number of loaves left after the evening.
+7. Sum up the loaves sold in the afternoon.
+
+Let''s implement this step-by-step in Python.
+```python
+import numpy as np
+
+# Step 1: Calculate the number of loaves sold in the morning
+loaves_sold_morning = (2/3) * 60
+
+# Step 2: Determine the number of loaves left after the morning
+loaves_left_after_morning = 60 - loaves_sold_morning
+
+# Step 3: Calculate the number of loaves sold in the afternoon
+loaves_sold_afternoon = (1/2) * loaves_left_after_morning
+
+# Step 4: Determine the number of loaves left after the afternoon
+loaves_left_after_evening = loaves_left_after_morning - loaves_sold_afternoon
+
+# Step 5: Calculate the number of loaves sold in the evening
+loaves_sold_evening = 60 - loaves_left_after_evening
+
+# Step 6: Sum up the loaves sold in the afternoon
+total_loaves_sold_afternoon = loaves_sold_afternoon + loaves_sold_evening
+
+print(total_loaves_sold_afternoon)
+```
+```output
+60.0
+```
+The total number of loaves of bread sold in the afternoon is \(\boxed{60}\).','60',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves sold in the afternoon and evening.
+3. Sum the loaves sold in the afternoon to get the final answer.
+
+Let''s break it down:
+
+1. Two-thirds of the loaves are sold in the morning. So, the number of loaves sold in the morning is \( \frac{2}{3} \times 60 = 40 \).
+2. Half of what is left is sold in the afternoon and evening. So, the number of loaves sold in the afternoon and evening is \( \frac{1}{2} \times (60 - 40) = 30 \).
+3. The total number of loaves sold in the afternoon is \( 40 + 30 = 70 \).
+
+Now, let''s implement this in Python code to verify the result.
+```python
+# Number of loaves produced each day
+loaves_per_day = 60
+
+# Number of loaves sold in the morning
+loaves_sold_morning = (2/3) * loaves_per_day
+
+# Number of loaves left after the morning
+loaves_left_after_morning = loaves_per_day - loaves_sold_morning
+
+# Number of loaves sold in the afternoon and evening
+loaves_sold_afternoon_and_evening = (1/2) * loaves_left_after_morning
+
+# Total number of loaves sold in the afternoon
+total_loaves_afternoon = loaves_sold_afternoon_and_evening
+
+print(total_loaves_afternoon)
+```
+```output
+10.0
+```
+The total number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,4,'To solve the problem, let''s break it down step by step:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Calculate the number of loaves sold in the evening.
+
+Here is the Python code to solve this problem:
+
+```python
+# Total number of loaves produced each day
+total_loaves = 60
+
+# Calculate the number of loaves sold in the morning
+morning_sold = (2/3) * total_loaves
+
+# Calculate the number of loaves left after the morning
+afternoon_left = total_loaves - morning_sold
+
+# Calculate the number of loaves sold in the afternoon
+afternoon_sold = afternoon_left / 2
+
+# Calculate the number of loaves sold in the evening
+evening_sold = afternoon_left
+
+# Print the final answer
+print(evening_sold)
+```
+```output
+20.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{20}\).','20',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,5,'To determine how many loaves of bread are sold in the afternoon, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon based on the remaining loaves.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. **Calculate the number of loaves sold in the morning:**
+   - The bakery produces 60 loaves of bread each day.
+   - Two-thirds of the loaves are sold in the morning.
+   - So, the number of loaves sold in the morning is \(\frac{2}{3} \times 60\).
+
+2. **Determine the number of loaves left after the morning:**
+   - The number of loaves left after the morning is \(60 - \text{loaves sold in the morning}\).
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   - Half of the remaining loaves are sold in the afternoon.
+   - So, the number of loaves sold in the afternoon is \(\frac{1}{2} \times \text{loaves left after the morning}\).
+
+Let''s implement this in Python:
+```python
+import sympy as sp
+
+# Given data
+loaves_per_day = 60
+fraction_sold_morning = 2 / 3
+fraction_sold_afternoon = 1 / 2
+
+# Calculate the number of loaves sold in the morning
+loaves_sold_morning = fraction_sold_morning * loaves_per_day
+
+# Calculate the number of loaves left after the morning
+loaves_left_after_morning = loaves_per_day - loaves_sold_morning
+
+# Calculate the number of loaves sold in the afternoon
+loaves_sold_afternoon = fraction_sold_afternoon * loaves_left_after_morning
+
+# Print the final answer
+print(loaves_sold_afternoon)
+```
+```output
+10.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',438,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,6,'To solve the problem, let''s break it down into steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves left after the morning.
+3. Calculate the number of loaves sold in the afternoon.
+4. Calculate the number of loaves left after the afternoon.
+
+Let''s implement this step-by-step in Python code.
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the number of loaves produced each day
+loaves_per_day = 60
+
+# Step 1: Calculate the number of loaves sold in the morning
+loaves_sold_morning = (2/3) * loaves_per_day
+
+# Step 2: Calculate the number of loaves left after the morning
+loaves_left_after_morning = loaves_per_day - loaves_sold_morning
+
+# Step 3: Calculate the number of loaves sold in the afternoon
+loaves_sold_afternoon = (1/2) * loaves_left_after_morning
+
+# Step 4: Calculate the number of loaves left after the afternoon
+loaves_left_after_evening = loaves_left_after_morning - loaves_sold_afternoon
+
+print(loaves_left_after_evening)
+```
+```output
+10.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Calculate the number of loaves left after the morning sales.
+3. Calculate the number of loaves sold in the afternoon.
+4. Calculate the number of loaves sold in the evening.
+
+Let''s break it down step-by-step using Python code.
+
+1. Calculate the number of loaves sold in the morning:
+\[ \text{Morning Sales} = \frac{2}{3} \times 60 = 40 \]
+
+2. Calculate the number of loaves left after the morning sales:
+\[ \text{Left after Morning} = 60 - 40 = 20 \]
+
+3. Calculate the number of loaves sold in the afternoon:
+\[ \text{Afternoon Sales} = \frac{1}{2} \times 20 = 10 \]
+
+4. Calculate the number of loaves sold in the evening:
+\[ \text{Evening Sales} = 20 \]
+
+Now let''s implement this in Python and print the final answer.
+
+```python
+# Define the number of loaves produced each day
+loaves_per_day = 60
+
+# Calculate the number of loaves sold in the morning
+morning_sales = (2/3) * loaves_per_day
+
+# Calculate the number of loaves left after the morning sales
+left_after_morning = loaves_per_day - morning_sales
+
+# Calculate the number of loaves sold in the afternoon
+afternoon_sales = left_after_morning / 2
+
+# Calculate the number of loaves sold in the evening
+evening_sales = left_after_morning
+
+# Print the final answer
+print(evening_sales)
+```
+```output
+20.0
+```
+The final answer is \(\boxed{20}\).','20',0,'not_equivalent',380,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,0,'To solve this problem step-by-step, we need to calculate the total time Peter had to exercise on Tuesday based on his combined exercise time on Monday and Sunday, and then find out how much time he needs to exercise on Tuesday to reach his goal.
+
+Here''s a step-by-step process:
+
+1. Calculate the combined exercise time on Monday and Sunday.
+2. Add this combined time to the time Peter already exercised on Sunday to find out how much time Peter needs to exercise on Tuesday.
+
+Let''s write the Python code to perform these calculations:
+
+```python
+# Given values
+time_monday = 16  # minutes
+time_sunday = 23  # minutes
+
+# Combined exercise time on Monday and Sunday
+combined_time = time_monday + time_sunday
+
+# Time Peter needs to exercise on Tuesday
+time_tuesday = combined_time - time_sunday
+
+# Print the result
+print(time_tuesday)
+```
+```output
+16
+```
+Peter needs to exercise for \(\boxed{16}\) minutes on Tuesday to reach his goal.','16',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(25,1,'To solve this problem step-by-step, we need to determine Peter''s total exercise time on Tuesday combined from Monday and Sunday, and then compare it to the time he needs to exercise on Tuesday to reach his goal of twice the amount he did on Monday and Sunday combined.
+
+Let''s break down the steps:
+
+1. **Identify Peter''s exercise time on Sunday:**
+   Peter exercised for 23 minutes on Sunday.
+
+2. **Identify Peter''s exercise time on Monday:**
+   Peter exercised for 16 minutes on Monday.
+
+3. **Calculate the total exercise time on Tuesday combined:**
+   Peter exercised for twice the amount of time he did on Monday and Sunday combined. So, we calculate:
+   \[
+   \text{Total exercise time on Tuesday combined} = 2 \times (16 + 23)
+   \]
+
+4. **Perform the multiplication:**
+   \[
+   16 + 23 = 39
+   \]
+   \[
+   2 \times 39 = 78
+   \]
+
+5. **Identify Peter''s goal:**
+   Peter wants to reach his goal of twice the amount of time he did on Monday and Sunday combined. So, we calculate:
+   \[
+   \text{Goal} = 2 \times 78 = 156
+   \]
+
+6. **Find out how many minutes Peter has to exercise on Tuesday:**
+   Peter exercised for 78 minutes on Tuesday combined. To reach his goal of 156 minutes, we subtract the number of minutes he has already exercised from the goal:
+   \[
+   \text{Minutes to exercise on Tuesday} = 156 - 78 = 78
+   \]
+
+Now, let''s write the Python code to confirm this calculation:
+
+```python
+# Given data
+minutes_monday = 16
+minutes_sunday = 23
+goal = 2 * (minutes_monday + minutes_sunday)
+
+# Calculate the total exercise time on Tuesday combined
+total_exercise_time_tuesday = 2 * minutes_monday + minutes_sunday
+
+# Calculate the minutes to exercise on Tuesday
+minutes_to_exercise_tuesday = goal - total_exercise_time_tuesday
+
+print(minutes_to_exercise_tuesday)
+```
+```output
+23
+```
+Peter has to exercise \(\boxed{23}\) minutes on Tuesday to reach his goal of twice the amount he did on Monday and Sunday combined.','23',0,'not_equivalent',510,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,2,'Let''s break down the problem step by step:
+
+1. **Determine the time Peter exercised on Monday:**
+   Peter exercised for 16 minutes on Monday.
+
+2. **Determine the time Peter exercised on Sunday:**
+   Peter exercised for 23 minutes on Sunday.
+
+3. **Calculate the total time Peter exercised on Monday and Sunday combined:**
+   \[
+   \text{Total time}_{\text{Monday and Sunday}} = 16 \text{ minutes} + 23 \text{ minutes} = 39 \text{ minutes}
+   \]
+
+4. **Determine the time Peter wants to exercise on Tuesday:**
+   Peter wants to exercise twice the amount of time he did on Monday and Sunday combined.
+   \[
+   \text{Time Peter wants to exercise on Tuesday} = 2 \times 39 \text{ minutes} = 78 \text{ minutes}
+   \]
+
+5. **Verify the result:**
+   Since Peter has already exercised for 39 minutes on Monday and Sunday combined, he should have exercised for 78 minutes on Tuesday to reach his goal.
+
+Therefore, the final answer is \(\boxed{78}\).','78',1,'equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,3,'To determine how many minutes Peter needs to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Identify the amount of time Peter exercised on Monday.
+2. Identify the amount of time Peter exercised on Sunday.
+3. Calculate the total amount of time Peter exercised over the three days combined.
+4. Determine the time Peter needs to exercise to reach his goal.
+
+Let''s break it down:
+
+1. Peter exercised 16 minutes on Monday.
+2. Peter exercised 23 minutes on Sunday.
+3. The total time Peter exercised over the three days combined is \(16 + 23 = 39\) minutes.
+4. To reach his goal, Peter needs to exercise for \(39 - 23 = 16\) minutes.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the exercise times for each day
+monday_exercise = 16
+sunday_exercise = 23
+total_exercise = monday_exercise + sunday_exercise
+
+# Calculate the time Peter needs to exercise to reach his goal
+goal_exercise = total_exercise - sunday_exercise
+print(goal_exercise)
+```
+```output
+16
+```
+Peter needs to exercise for \(\boxed{16}\) minutes on Tuesday to reach his goal.','16',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,4,'Let''s break down the problem step-by-step:
+
+1. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+2. On Sunday, he exercised for 23 minutes.
+3. On Monday, he exercised for 16 minutes.
+4. We need to find out how many minutes Peter has to exercise on Tuesday.
+
+First, let''s find the combined time Peter did on Monday and Sunday:
+\[ \text{Combined time} = \text{Monday} + \text{Sunday} = 16 + 23 = 49 \text{ minutes} \]
+
+Next, we need to find twice this combined time:
+\[ \text{Twice combined time} = 2 \times 49 = 98 \text{ minutes} \]
+
+Finally, we need to subtract this combined time from the time Peter exercised on Sunday:
+\[ \text{Minutes to exercise on Tuesday} = 23 - 98 = -75 \text{ minutes} \]
+
+Since Peter can''t exercise for a negative amount of time, we need to round this negative number to the nearest whole number. The nearest whole number to -75 is -75.
+
+Now let''s write the Python code to confirm this:
+
+```python
+# Define the time Peter exercised on Monday and Sunday
+monday_exercise = 16
+sunday_exercise = 23
+
+# Calculate the combined time Peter did on Monday and Sunday
+combined_time = monday_exercise + sunday_exercise
+
+# Calculate twice the combined time
+twice_combined_time = 2 * combined_time
+
+# Calculate the minutes Peter has to exercise on Tuesday
+minutes_to_exercise_on_tuesday = sunday_exercise - twice_combined_time
+
+# Round the result to the nearest whole number if it''s negative
+minutes_to_exercise_on_tuesday = round(minutes_to_exercise_on_tuesday)
+
+# Print the result
+print(f"Minutes to exercise on Tuesday: {minutes_to_exercise_on_tuesday}")
+```
+```output
+Minutes to exercise on Tuesday: -55
+```
+The calculation confirms that Peter has to exercise for \(\boxed{-55}\) minutes on Tuesday to reach his goal.','-55',0,'not_equivalent',442,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,5,'To solve this problem, we need to follow these steps:
+
+1. Determine the total amount of time Peter exercised on Monday and Sunday combined.
+2. Calculate the total amount of time Peter exercised on Tuesday by combining the total from Monday and Sunday.
+3. Determine the difference between the total time Peter exercised on Tuesday and his goal of 23 minutes.
+4. Print the result.
+
+Here''s the step-by-step Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Given values
+monday_time = 16  # minutes
+sunday_time = 23  # minutes
+combined_time_mon_sunday = monday_time + sunday_time  # minutes
+
+# Goal time
+goal_time = 23  # minutes
+
+# Calculate the time Peter needs to exercise on Tuesday
+time_needed_tuesday = combined_time_mon_sunday - goal_time  # minutes
+
+# Print the result
+print(time_needed_tuesday)
+```
+```output
+16
+```
+Peter needs to exercise for \(\boxed{16}\) minutes on Tuesday to reach his goal.','16',0,'not_equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,6,'Let''s break down the problem step-by-step:
+
+1. Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+2. On Sunday, he exercised for 23 minutes.
+3. On Monday, he exercised for 16 minutes.
+4. We need to calculate how many minutes Peter needs to exercise on Tuesday to reach his goal.
+
+First, we need to find the total time Peter did on Monday and Sunday combined. We do this by adding the time he exercised on Monday and Sunday.
+
+\[
+\text{Total time on Monday and Sunday} = 16 \text{ minutes} + 23 \text{ minutes} = 49 \text{ minutes}
+\]
+
+Next, we calculate twice the total time he did on Monday and Sunday combined. We do this by multiplying 49 by 2.
+
+\[
+\text{Total time Peter needs to exercise} = 2 \times 49 = 98 \text{ minutes}
+\]
+
+Therefore, Peter needs to exercise \(\boxed{98}\) minutes on Tuesday to reach his goal.','98',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,7,'Let''s solve this step-by-step:
+
+1. **Determine the exercise time on Tuesday:**
+   - Peter wants to exercise for twice the amount of time he did on Monday and Sunday combined.
+   - On Monday, Peter exercised for 16 minutes.
+   - On Sunday, Peter exercised for 23 minutes.
+   - Therefore, on Tuesday, Peter wants to exercise for \(2 \times (16 + 23)\) minutes.
+
+2. **Calculate the exercise time on Tuesday:**
+   - \(2 \times (16 + 23) = 2 \times 49 = 98\) minutes.
+
+So, Peter has to exercise for \(\boxed{98}\) minutes on Tuesday to reach his goal.','98',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Calculate the number of pupils who like green.
+3. Calculate the number of pupils who like yellow.
+4. Sum the number of pupils who like yellow.
+
+Let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+import sympy as sp
+
+# Total number of pupils
+total_pupils = 40
+
+# Step 1: Calculate the number of pupils who like blue
+pupils_like_blue = total_pupils / 2
+
+# Step 2: Calculate the number of pupils who like green
+pupils_like_green = (total_pupils - pupils_like_blue) / 4
+
+# Step 3: Calculate the number of pupils who like yellow
+pupils_like_yellow = total_pupils - (pupils_like_blue + pupils_like_green)
+
+# Step 4: Sum the number of pupils who like yellow
+pupils_like_yellow = sp.simplify(pupils_like_yellow)
+
+print(pupils_like_yellow)
+```
+```output
+15.0000000000000
+```
+The number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Subtract the number of pupils who like blue from the total number of pupils to get the number of pupils who like green.
+3. Subtract the number of pupils who like green from the number of pupils who like green to get the number of pupils who like yellow.
+
+Let''s use Python to perform these calculations step-by-step.
+
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Step 1: Calculate the number of pupils who like blue
+pupils_like_blue = total_pupils / 2
+
+# Step 2: Subtract the number of pupils who like blue from the total number of pupils to get the number of pupils who like green
+pupils_like_green = total_pupils - pupils_like_blue
+
+# Step 3: Subtract the number of pupils who like green from the number of pupils who like green to get the number of pupils who like yellow
+pupils_like_yellow = pupils_like_green - pupils_like_green
+
+print(pupils_like_yellow)
+```
+```output
+0.0
+```
+The number of pupils who like the color yellow is \(\boxed{0}\).','0',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,2,'To solve this problem, we can break it down into steps and use Python code to ensure accuracy. Here''s the step-by-step reasoning:
+
+1. Determine the number of pupils who like blue.
+2. Calculate the number of pupils who like green and the rest who like yellow.
+
+Let''s write the code to achieve this:
+
+```python
+import sympy as sp
+
+# Step 1: Determine the number of pupils who like blue
+total_pupils = 40
+pupils_like_blue = total_pupils / 2
+
+# Step 2: Calculate the number of pupils who like green and the rest who like yellow
+pupils_like_green = (total_pupils - pupils_like_blue) / 4
+pupils_like_yellow = total_pupils - (pupils_like_blue + pupils_like_green)
+
+# Print the final answer
+print(pupils_like_yellow)
+```
+```output
+15.0
+```
+The number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',207,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,3,'To solve this problem, we need to follow a step-by-step approach:
+
+1. Determine how many pupils like blue.
+2. Calculate how many pupils like green from the remaining.
+3. Determine how many pupils like yellow from the remaining after considering the green ones.
+
+Let''s start by solving the first part: half of the class likes blue. Since there are 40 pupils in total, half of them would be:
+\[ \frac{40}{2} = 20 \]
+So, 20 pupils like blue.
+
+Next, we calculate how many pupils like green from the remaining. One-fourth of the remaining pupils like green. Since there are 20 pupils in total, one-fourth of them would be:
+\[ \frac{20}{4} = 5 \]
+So, 5 pupils like green.
+
+Finally, we determine how many pupils like yellow from the remaining after considering the green ones. The remaining pupils after the green ones are:
+\[ 20 - 5 = 15 \]
+Since there are still 15 pupils, one-fourth of them like yellow. So, one-fourth of them would be:
+\[ \frac{15}{4} = 3.75 \]
+Since the number of pupils must be a whole number, we round down to the nearest whole number, which is 3. Therefore, 3 pupils like yellow.
+
+The final answer is:
+\[ \boxed{3} \]','3',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,4,'To solve this problem step-by-step, we will follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Calculate the number of pupils who like green.
+3. Calculate the number of pupils who like yellow.
+
+First, let''s find out how many pupils like blue. Since half of the class likes blue, we have:
+\[
+\text{Number of pupils who like blue} = \frac{40}{2} = 20
+\]
+
+Next, we need to find out how many pupils like green. Since one-fourth of the remaining pupils like green, we have:
+\[
+\text{Number of pupils who like green} = \frac{40}{4} = 10
+\]
+
+The remaining pupils are those who like yellow. Since the total number of pupils is 40, we can find out how many pupils like yellow by subtracting the number of pupils who like blue and green from the total number of pupils:
+\[
+\text{Number of pupils who like yellow} = 40 - 20 - 10 = 10
+\]
+
+So, the number of pupils who like yellow is \(\boxed{10}\).','10',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(26,5,'Let''s break down the problem step by step using Python and SymPy.
+
+1. **Determine the number of pupils who like blue:**
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Determine the number of pupils who like green:**
+   \[
+   \text{Number of pupils who like green} = \frac{40}{4} = 10
+   \]
+
+3. **Calculate the number of pupils who like yellow:**
+   \[
+   \text{Number of pupils who like yellow} = \frac{40}{4} - \text{Number of pupils who like blue} - \text{Number of pupils who like green} = 10 - 20 - 10 = 0
+   \]
+
+Now, let''s confirm this with Python and SymPy.
+
+```python
+import sympy as sp
+
+# Total number of pupils
+total_pupils = 40
+
+# Number of pupils who like blue
+pupils_like_blue = total_pupils // 2
+
+# Number of pupils who like green
+pupils_like_green = total_pupils // 4
+
+# Number of pupils who like yellow
+pupils_like_yellow = total_pupils - pupils_like_blue - pupils_like_green
+
+# Output the result
+print(pupils_like_yellow)
+```
+```output
+10
+```
+The number of pupils who like the color yellow is \(\boxed{10}\).','10',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,6,'Let''s solve this problem step-by-step:
+
+1. First, determine how many pupils like blue.
+2. Then, determine how many pupils like green and yellow.
+3. Finally, sum the number of pupils who like yellow.
+
+Let''s write the Python code to solve this problem:
+
+```python
+# Total number of pupils in the class
+total_pupils = 40
+
+# Half of the class likes blue
+blue_pupils = total_pupils / 2
+
+# Remaining pupils after half of them like blue
+remaining_pupils = total_pupils - blue_pupils
+
+# One-fourth of the remaining pupils like green
+green_pupils = remaining_pupils / 4
+
+# The rest of the pupils like yellow
+yellow_pupils = remaining_pupils - green_pupils
+
+print(yellow_pupils)
+```
+```output
+15.0
+```
+The number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,7,'To solve this problem, we need to determine how many pupils like the color yellow in the class. We''ll break it down into steps and use Python code to ensure accuracy.
+
+1. **Identify the total number of pupils in the class:**
+   \[
+   \text{Total pupils} = 40
+   \]
+
+2. **Find out how many pupils like blue:**
+   \[
+   \text{Pupils who like blue} = \frac{1}{2} \times \text{Total pupils} = \frac{1}{2} \times 40 = 20
+   \]
+
+3. **Find out how many pupils like green:**
+   \[
+   \text{Pupils who like green} = \frac{1}{4} \times \text{Total pupils} = \frac{1}{4} \times 40 = 10
+   \]
+
+4. **Calculate the number of pupils who like yellow:**
+   \[
+   \text{Pupils who like yellow} = \text{Total pupils} - (\text{Pupils who like blue} + \text{Pupils who like green}) = 40 - (20 + 10) = 40 - 30 = 10
+   \]
+
+Now, let''s write the Python code to confirm this solution.
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Pupils who like blue
+pupils_blue = total_pupils / 2
+
+# Pupils who like green
+pupils_green = total_pupils / 4
+
+# Pupils who like yellow
+pupils_yellow = total_pupils - (pupils_blue + pupils_green)
+
+print(pupils_yellow)
+```
+```output
+10.0
+```
+The number of pupils who like the color yellow is \(\boxed{10}\).','10',0,'not_equivalent',406,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,0,'Let''s solve this problem step-by-step using Python code.
+
+1. We need to calculate the cost of 6 erasers.
+2. We need to calculate the cost of 8 pencils.
+3. We will sum these two amounts to get the total cost.
+
+Here''s the Python code to perform these calculations:
+
+```python
+# Define the cost of an eraser and a pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Define the number of erasers and pencils
+num_erasers = 6
+num_pencils = 8
+
+# Calculate the total cost
+total_cost = (cost_eraser * num_erasers) + (cost_pencil * num_pencils)
+
+# Print the total cost
+print(total_cost)
+```
+```output
+36
+```
+The total cost for 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(27,1,'Let''s break down the problem step by step.
+
+1. Define the cost of the eraser and the pencil.
+2. Calculate the total cost of 6 erasers.
+3. Calculate the total cost of 8 pencils.
+4. Add the two costs together to get the total cost.
+
+Now, let''s implement this in Python.
+```python
+# Define the cost of the eraser and the pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers
+total_cost_erasers = cost_eraser * 6
+
+# Calculate the total cost of 8 pencils
+total_cost_pencils = cost_pencil * 8
+
+# Calculate the total cost
+total_cost = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,2,'To solve the problem of calculating the total cost of 6 erasers and 8 pencils, we need to determine the cost of each item separately and then add these amounts together. Here''s a step-by-step reasoning:
+
+1. Identify the cost of one eraser.
+2. Identify the cost of one pencil.
+3. Calculate the total cost of 6 erasers.
+4. Calculate the total cost of 8 pencils.
+5. Add the two total costs together to get the final answer.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Define the cost of one eraser and one pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers
+total_cost_erasers = 6 * cost_eraser
+
+# Calculate the total cost of 8 pencils
+total_cost_pencils = 8 * cost_pencil
+
+# Calculate the final answer
+final_answer = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(final_answer)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,3,'Let''s start by defining the cost of the eraser and the pencil in Python. We''ll then calculate the total cost of 6 erasers and 8 pencils. Finally, we''ll print the result.
+
+Here is the Python code to solve the problem:
+
+```python
+# Define the cost of the eraser and the pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost = (6 * cost_eraser) + (8 * cost_pencil)
+
+# Print the final answer
+print(total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',150,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,4,'Let''s solve this step-by-step using Python code. We''ll use the `numpy` library to calculate the total cost of the erasers and pencils.
+
+1. Define the cost of one eraser and one pencil.
+2. Calculate the total cost for 6 erasers.
+3. Calculate the total cost for 8 pencils.
+4. Sum the two totals to get the final answer.
+
+Here''s the Python code to perform these calculations:
+
+```python
+import numpy as np
+
+# Define the cost of one eraser and one pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost for 6 erasers
+total_cost_erasers = 6 * cost_eraser
+
+# Calculate the total cost for 8 pencils
+total_cost_pencils = 8 * cost_pencil
+
+# Calculate the final answer
+final_answer = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(final_answer)
+```
+```output
+36
+```
+The final answer is \(\boxed{36}\).','36',1,'equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,5,'Let''s solve this problem step-by-step using Python code. We''ll first define the cost of each item, and then calculate the total cost.
+
+1. The cost of one eraser is $2.
+2. The cost of one pencil is $3.
+3. We need to calculate the total cost of 6 erasers and 8 pencils.
+
+We''ll use Python''s `sympy` package to perform simple arithmetic operations. Here''s the code to calculate the total cost:
+
+```python
+# Define the cost of each item
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost = (cost_eraser * 6) + (cost_pencil * 8)
+
+# Print the final answer
+print(total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,6,'Let''s break down the problem step-by-step:
+
+1. Calculate the cost of 6 erasers.
+2. Calculate the cost of 8 pencils.
+3. Add the two amounts together to get the total cost.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Define the cost of each item
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost for 6 erasers
+total_cost_erasers = cost_eraser * 6
+
+# Calculate the total cost for 8 pencils
+total_cost_pencils = cost_pencil * 8
+
+# Calculate the total cost
+total_cost = total_cost_erasers + total_cost_pencils
+
+# Print the total cost
+print(total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,7,'To solve the problem of determining how much 6 erasers and 8 pencils cost, we can use Python to perform the calculation step-by-step. Here''s a step-by-step approach:
+
+1. Identify the cost of one eraser and one pencil.
+2. Multiply the cost of one eraser by the number of erasers.
+3. Multiply the cost of one pencil by the number of pencils.
+4. Add the two results together to get the total cost.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Define the cost of one eraser and one pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Define the number of erasers and pencils
+num_erasers = 6
+num_pencils = 8
+
+# Calculate the total cost
+total_cost = (cost_eraser * num_erasers) + (cost_pencil * num_pencils)
+
+# Print the final answer
+print(f"The total cost of 6 erasers and 8 pencils is: ${total_cost}")
+```
+```output
+The total cost of 6 erasers and 8 pencils is: $36
+```
+The final answer is \(\boxed{36}\).','36',1,'equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630102013216066359e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',22,1.93545225999599642815e+03,1.93544899431399971944e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630143944559240339e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',27,2.35477018972599762497e+03,2.35476692176699725677e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -10643,5 +13080,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-285',0,22,'21',0.875,1,28,1,3665.0,3530.0,512.0,0.0,7.78456381642499763975e+01,8.09460015255864501985e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-285',0,22,'21',1.0,1,70,1,3665.0,3530.0,1024.0,0.0,1.55691276328499952799e+02,1.45002188204257641606e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-285',0,22,'21',1.0,1,1,0,3665.0,3530.0,2048.0,0.0,3.11382552656999905598e+02,2731145615616.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-291',0,23,'0',0.25,0,8,1,2709.0,2604.0,421.0,0.0,2.2312933085375334485e+01,6.60645535875648681626e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-291',0,23,'-2.4',0.25,0,28,1,2709.0,2604.0,842.0,0.0,4.462586617075066897e+01,1.18941316059741308591e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-291',0,23,'0',3.21428571428571452361e-01,0,70,1,2709.0,2604.0,1684.0,0.0,8.925173234150133794e+01,2.24694841004094189454e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-291',0,23,'0',0.5,0,1,0,2709.0,2604.0,3368.0,0.0,1.7850346468300267588e+02,4362018908928.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-306',0,24,'50',0.5,0,8,1,3794.0,3661.0,342.5,0.0,1.3634174478250315587e+01,5.9616031722944384766e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-306',0,24,'50',0.5,0,28,1,3794.0,3661.0,685.0,0.0,2.72683489565006311741e+01,1.02557127128009472651e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-306',0,24,'10',7.42857142857142882519e-01,1,70,1,3794.0,3661.0,1370.0,0.0,5.45366979130012623482e+01,1.88439317938139648438e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-306',0,24,'10',1.0,1,1,0,3794.0,3661.0,2740.0,0.0,1.09073395826002524696e+02,3602036995584.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-300',0,25,'16',0.125,0,8,1,2656.0,2543.0,285.5,0.0,2.53582242137499633835e+01,4.99519546781957458512e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-300',0,25,'23',0.125,0,28,1,2656.0,2543.0,571.0,0.0,5.07164484274999267671e+01,8.57393651189106323264e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-300',0,25,'16',6.07142857142857136909e-02,0,70,1,2656.0,2543.0,1142.0,0.0,1.0143289685499985353e+02,1.57314186000340429684e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-300',0,25,'16',0.0,0,1,0,2656.0,2543.0,2284.0,0.0,2.0286579370999970706e+02,3004638277632.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-376',0,26,'15',0.375,1,8,1,2741.0,2622.0,273.875,0.0,1.1148250693874615536e+01,4.92153119750981811507e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-376',0,26,'0',0.375,0,28,1,2741.0,2622.0,547.75,0.0,2.2296501387749231072e+01,8.35235361359127319313e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-376',0,26,'15',4.67857142857142860314e-01,1,70,1,2741.0,2622.0,1095.5,0.0,4.45930027754984621441e+01,1.52139984457541821288e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-376',0,26,'10',0.5,0,1,0,2741.0,2622.0,2191.0,0.0,8.91860055509969242883e+01,2893728811008.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-387',0,27,'36',1.0,1,8,1,2886.0,2768.0,200.75,0.0,1.63074979062503189197e+01,398003364050.116);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-387',0,27,'36',1.0,1,28,1,2886.0,2768.0,401.5,0.0,3.26149958125006378395e+01,6.48667443526385131824e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-387',0,27,'36',1.0,1,70,1,2886.0,2768.0,803.0,0.0,6.5229991625001275679e+01,1.14999560247892358396e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-387',0,27,'36',1.0,1,1,0,2886.0,2768.0,1606.0,0.0,1.30459983250002551356e+02,2152651920384.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
