@@ -6110,6 +6110,1033 @@ INSERT INTO "chains" VALUES(27,5,0,'fcee193a77b620eed3b1df26a76da9e238d87f47b01b
 INSERT INTO "chains" VALUES(27,6,0,'6105d5a62cf01c4e57f20a55eb630b5c793804608458df9318008960b3332252',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,331,322,1.00548996280382341161e+00,37810045440.0,NULL);
 INSERT INTO "chains" VALUES(27,7,0,'5380efcd4e5165498ea15143cf966102d5befc2437932b26f51ce4887f252ae8',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,320,311,9.93624208803213559981e-01,37810045440.0,NULL);
 INSERT INTO "chains" VALUES(27,8,0,'2a8b81eceb1a3d31891a1fd5c367c05f4dee1116ad1574990fda43988c6762ef',0,'The final answer is \(\boxed{36}\).','stop',13,393,369,1.06516270265310586395e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(28,0,0,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',0,'Let''s break down the problem step-by-step:
+
+1. **Understand the Ratio**: The ratio of popsicles Betty and Sam have is 5:6. This means for every 5 popsicles Betty has, Sam has 6 popsicles.
+2. **Find the Total Number of Popsicles**: The total number of popsicles they have together is 165. We can set up the equation:
+   \[
+   5x + 6y = 165
+   \]
+   where \( x \) and \( y \) are the number of popsicles Betty and Sam have, respectively.
+3. **Solve for \( y \)**: To find out how many popsicles Sam has, we need to isolate \( y \) on one side of the equation. We do this by subtracting 5x from both sides:
+   \[
+   y = 165 - 5x
+   \]
+4. **Find the Difference Between Sam and Betty**: The difference between Sam and Betty is \( y - x \). We can substitute the expression for \( y \) from the previous step into this expression:
+   \[
+   y - x = (165 - 5x) - x = 165 - 6x
+   \]
+5. **Calculate the Final Answer**: To find the final answer, we just need to evaluate the expression \( 165 - 6x \). Since we don''t have a specific value for \( x \), we can just express the answer in terms of \( x \):
+   \[
+   165 - 6x = 6x - 165
+   \]
+6. **Final Answer**: The final answer is \( 6x - 165 \).
+
+Let''s write the Python code to confirm this result.
+```python
+# Define the total number of popsicles
+total_popsicles = 165
+
+# Since 5x + 6y = 165, we can express y in terms of x
+# y = 165 - 5x
+# We need to find the difference between Sam and Betty, which is y - x
+
+# Let''s calculate the final answer
+# y = 165 - 5x
+# Difference between Sam and Betty is y - x = 6x - 165
+# The final answer is 6x - 1','length',512,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,1,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',1,'To determine how many more popsicles Sam has compared to Betty, we need to follow these steps:
+
+1. **Understand the given ratio and total number of popsicles:**
+   - The ratio of popsicles Betty and Sam has is 5:6.
+   - The total number of popsicles they have together is 165.
+
+2. **Set up the equation to represent the ratio:**
+   - Let \( x \) be the number of popsicles Betty has.
+   - Then the number of popsicles Sam has is \( 6x \).
+   - Since the total number of popsicles is 165, we can write the equation:
+     \[
+     x + 6x = 165
+     \]
+
+3. **Combine like terms:**
+   - Simplify the equation:
+     \[
+     7x = 165
+     \]
+
+4. **Solve for \( x \):**
+   - Divide both sides of the equation by 7:
+     \[
+     x = \frac{165}{7}
+     \]
+
+5. **Calculate the number of popsicles Sam has:**
+   \[
+   x = \frac{165}{7} \approx 23.8571
+   \]
+
+6. **Calculate how many more popsicles Sam has compared to Betty:**
+   \[
+   \text{Difference} = 6x - x = 5x
+   \]
+   \[
+   \text{Difference} = 5 \times 23.8571
+   \]
+
+7. **Perform the multiplication:**
+   \[
+   \text{Difference} \approx 119.9375
+   \]
+
+Therefore, Sam has approximately \(\boxed{119.9375}\) more popsicles than Betty.','stop',392,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,2,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',2,'To solve the problem, we need to determine how many more popsicles Sam has compared to Betty. Let''s start by defining the variables and using the given ratio to set up the equations.
+
+Let \( B \) be the number of popsicles Betty has and \( S \) be the number of popsicles Sam has. According to the problem, the ratio of popsicles that Betty and Sam have is 5:6. This can be written as:
+\[
+\frac{B}{S} = \frac{5}{6}
+\]
+We also know the total number of popsicles they have together is 165. Therefore, we can write the equation:
+\[
+B + S = 165
+\]
+To find the value of \( S \), we can rearrange the equation to solve for \( S \):
+\[
+S = 165 - B
+\]
+Now that we have \( S \), we can find how many more popsicles Sam has compared to Betty by subtracting \( B \) from \( S \):
+\[
+S - B = (165 - B) - B = 165 - 2B
+\]
+We can verify this by substituting \( B = 80 \) (the number of popsicles Betty has) and \( S = 90 \) (the number of popsicles Sam has) back into the equations to ensure they are correct.
+
+Let''s write the Python code to verify this.
+```python
+# Define the ratio and the total number of popsicles
+ratio = (5, 6)
+total_popsicles = 165
+
+# Calculate the number of popsicles Betty has
+B = total_popsicles * ratio[0] / ratio[1]
+
+# Calculate the number of popsicles Sam has
+S = total_popsicles * ratio[1] / ratio[0]
+
+# Calculate the difference in popsicles between Sam and Betty
+difference = S - B
+print(difference)','stop',416,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,3,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',3,'To solve this problem, we can follow these steps:
+
+1. Identify the ratio of popsicles Betty and Sam have.
+2. Calculate the total number of popsicles they have together.
+3. Subtract the number of popsicles Betty has from the number of popsicles Sam has to find out how many more popsicles Sam has.
+
+Let''s start with the ratio of popsicles: 5:6.
+
+- The first part of the ratio (5) means Betty has 5 popsicles.
+- The second part of the ratio (6) means Sam has 6 popsicles.
+
+The total number of popsicles they have together is the sum of the popsicles Betty and Sam have:
+\[ 5 + 6 = 11 \]
+
+Now, we need to find out how many more popsicles Sam has than Betty. We do this by subtracting the number of popsicles Betty has from the number of popsicles Sam has:
+\[ 11 - 5 = 6 \]
+
+Therefore, Sam has more than Betty by \(\boxed{6}\) popsicles.','stop',220,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,4,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',4,'To solve this problem, we need to set up a system of equations based on the given information and then solve for the number of popsicles Sam has more than Betty.
+
+1. Let \( B \) be the number of popsicles Betty has.
+2. Let \( S \) be the number of popsicles Sam has.
+
+From the problem statement, we know two things:
+1. The ratio of popsicles that Betty and Sam have is 5:6.
+2. The total number of popsicles they have together is 165.
+
+This gives us the following equations:
+1. \( \frac{B}{S} = \frac{5}{6} \)
+2. \( B + S = 165 \)
+
+We can solve these equations step by step. First, we can express \( B \) in terms of \( S \) using the first equation:
+\[ B = \frac{5}{6}S \]
+
+Next, we can substitute this expression for \( B \) into the second equation:
+\[ \frac{\frac{5}{6}S}{S} + S = 165 \]
+\[ \frac{5}{6} + 2S = 165 \]
+
+To solve for \( S \), we first isolate the term with \( S \) by subtracting \(\frac{5}{6}\) from both sides of the equation:
+\[ S = 165 - \frac{5}{6} \]
+\[ S = \frac{1080}{6} - \frac{5}{6} \]
+\[ S = \frac{1075}{6} \]
+
+Now that we have the value of \( S \), we can substitute it back into the expression for \( B \):
+\[ B = \frac{5}{6} \times \frac{1075}{6} \]
+\[ B = \frac{5 \times 1075}{6 \times 6} \]
+\[ B = \frac{5375}{36} \]
+\[ B = \frac{1787.5}{12} \]
+\[ B = 147.875 \]
+
+So, Sam has \(\boxed{147.875}\) more popsicles than Betty.','stop',486,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,5,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',5,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of popsicles Betty has.
+2. Determine the number of popsicles Sam has.
+3. Calculate the difference between Sam''s and Betty''s popsicles.
+
+Let''s start with step 1. We know that the ratio of popsicles that Betty and Sam have is 5:6. This means that for every 5 popsicles Betty has, Sam has 6 popsicles. Therefore, the total number of popsicles is the product of these two ratios.
+
+So, we calculate the total number of popsicles as follows:
+\[ 5 \times 6 = 30 \]
+
+This means that Betty has 30 popsicles and Sam has 60 popsicles. Next, we calculate the difference between Sam''s and Betty''s popsicles:
+\[ 60 - 30 = 30 \]
+
+Therefore, Sam has more popsicles than Betty by \(\boxed{30}\).','stop',203,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,6,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',6,'Let''s solve the problem step-by-step:
+
+1. We know that the ratio of popsicles Betty and Sam have is 5:6. This means that for every 5 popsicles Betty has, Sam has 6 popsicles. Let''s denote the number of popsicles Betty has by \( 5x \) and the number of popsicles Sam has by \( 6x \), where \( x \) is a common factor.
+
+2. The total number of popsicles they have together is 165. So we can write the equation:
+   \[
+   5x + 6x = 165
+   \]
+
+3. Simplifying the left side of the equation:
+   \[
+   11x = 165
+   \]
+
+4. To find \( x \), we divide both sides of the equation by 11:
+   \[
+   x = \frac{165}{11} = 15
+   \]
+
+5. Now that we know \( x = 15 \), we can find the number of popsicles Sam has:
+   \[
+   6x = 6 \times 15 = 90
+   \]
+
+6. Finally, we need to find how many more popsicles Sam has compared to Betty. We do this by subtracting the number of popsicles Betty has from the number of popsicles Sam has:
+   \[
+   90 - 15 = 75
+   \]
+
+7. Therefore, Sam has more popsicles than Betty by \(\boxed{75}\).','stop',335,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,0,7,'c8404350ce93905a28214757892d41ab80c7910b83b7d4dfe4be2f8e1d2d4e07',7,'Let''s break down the problem step by step:
+
+1. **Understand the given information:**
+   - The ratio of popsicles Betty and Sam have is 5:6.
+   - The total number of popsicles they have together is 165.
+
+2. **Formulate the equation using the ratio:**
+   Let the number of popsicles Betty has be \(5x\) and the number of popsicles Sam has be \(6x\). The total number of popsicles they have together is \(5x + 6x = 11x\).
+   We know this total number is 165, so \(11x = 165\). Solving for \(x\), we get \(x = \frac{165}{11} = 15\).
+
+3. **Determine the number of popsicles Sam has:**
+   Since \(6x = 6 \times 15 = 90\), Sam has 90 popsicles.
+
+4. **Calculate the difference between Sam''s and Betty''s popsicles:**
+   Sam has 90 popsicles and Betty has \(5x = 5 \times 15 = 75\) popsicles. The difference is \(90 - 75 = 15\).
+
+Now, let''s write the Python code to verify this solution:
+
+```python
+# Given ratio of popsicles
+ratio Betty Sam = (5, 6)
+
+# Total number of popsicles
+total_popsicles = 165
+
+# Calculate the number of popsicles Betty has
+x = total_popsicles / (ratio Betty Sam[0] + ratio Betty Sam[1])
+
+# Calculate the number of popsicles Sam has
+sam_popsicles = ratio Betty Sam[0] * x
+
+# Calculate the difference between Sam''s and Betty''s popsicles
+difference = sam_popsicles - betty_popsicles
+
+# Print the result
+print(difference)','stop',415,169,120,5.32875533113336317123e+01,475776405120.0,NULL);
+INSERT INTO "chains" VALUES(28,1,0,'2e257fe1eeaa0e77016adb3c726a620a897437202e7a20a134179f3b9dc4d283',0,'It seems there was an error in the interpretation of the ratio and the calculation. Let''s correct the approach and verify the result again.
+
+The correct approach is to directly use the ratio and the total number of popsicles to calculate the number of popsicles Sam has and then find the difference between Sam and Betty.
+
+Let''s correct the Python code to directly calculate the number of popsicles Sam has and then find the difference in popsicles between Sam and Betty.
+```python
+# Define','length',96,595,584,5.01417087633793467915e+00,133595493888.0,NULL);
+INSERT INTO "chains" VALUES(28,2,0,'ed4e3be87a5d4d5b2e62e868e6773f2f88f564c9f97ac39c843996c53aba1711',0,'It looks like there was a syntax error due to the way I formatted the ratio statement. Let''s correct the code and run it again.
+
+Here''s the corrected Python code:
+
+```python
+# Given ratio of popsicles
+ratio Betty Sam = (5, 6)
+
+# Total number of popsicles
+total_popsicles = 165
+
+# Calculate the number of popsicles Betty has
+x = total_popsicles / (ratio Betty Sam[0] +','length',97,595,583,5.0622832068341585554e+00,136116163584.0,NULL);
+INSERT INTO "chains" VALUES(29,0,0,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',0,'To solve this problem, we need to calculate the number of silver and gold pesos each person has and then sum them up. Let''s break it down step-by-step.
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the number of silver and gold pesos that both people have.
+
+Let''s write the Python code to do this:
+```python
+# Number of silver pesos Axel has
+axel_silver = 50
+
+# Number of gold pesos Axel has
+axel_gold = 80
+
+# Number of silver pesos Anna has
+anna_silver = 2 * axel_silver
+anna_gold = 40
+
+# Total number of pesos they have together
+total_weight = axel_silver + axel_gold + anna_silver + anna_gold
+print(total_weight)','stop',180,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,1,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',1,'To determine the total number of pesos that Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos that Anna has.
+2. Calculate the number of gold pesos that Anna has.
+3. Sum the number of silver pesos and gold pesos that both Axel and Anna have together.
+
+We''ll use the given information and the provided Python code block to solve this problem.
+
+```python
+# Given data
+axel_silver = 50
+anna_silver = 2 * axel_silver
+anna_gold = 40
+
+# Total number of pesos
+total_peso = axel_silver + anna_silver + anna_gold
+print(total_peso)','stop',147,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,2,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',2,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Add the number of silver pesos from Anna and the number of gold pesos from Anna to get the total number of pesos they have together.
+
+Here is the Python code to solve the problem:
+
+```python
+# Number of silver pesos and gold pesos Axel has
+silver_peers = 50
+gold_peers = 80
+
+# Number of silver pesos and gold pesos Anna has
+anna_silver_peers = 2 * silver_peers
+anna_gold_peers = 40
+
+# Total number of pesos they have together
+total_peers = silver_peers + gold_peers + anna_silver_peers + anna_gold_peers
+print(total_peers)','stop',177,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,3,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the total number of silver pesos and gold pesos from both Axel and Anna.
+4. Print the total number of pesos they have together.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Given data
+axel_silver = 50
+axel_gold = 80
+anna_silver = 2 * axel_silver
+anna_gold = anna_silver + 40
+
+# Total number of pesos
+total_silver = axel_silver + anna_silver
+total_gold = axel_gold + anna_gold
+
+# Print the total number of pesos
+print(total_silver, total_gold)','stop',171,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,4,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',4,'Let''s break down the problem step by step:
+
+1. First, we need to determine the number of silver pesos and gold pesos Anna has. According to the problem, Anna has twice as many silver pesos as Axel and 40 more gold pesos than Axel. So we can calculate the number of silver pesos Anna has as follows:
+\[ \text{Anna''s silver} = 2 \times \text{Axel''s silver} + 40 \]
+\[ \text{Anna''s gold} = \text{Axel''s gold} + 40 \]
+
+2. Next, we need to calculate the total number of pesos they have together. We can do this by summing the silver pesos and the gold pesos from both Axel and Anna:
+\[ \text{Total pesos} = \text{Axel''s silver} + \text{Axel''s gold} + \text{Anna''s silver} + \text{Anna''s gold} \]
+\[ \text{Total pesos} = (50 + 80) + (2 \times 50 + 40) + (40 + 40) \]
+\[ \text{Total pesos} = 130 + (100 + 40) + (80 + 40) \]
+\[ \text{Total pesos} = 130 + 140 + 120 \]
+\[ \text{Total pesos} = 410 \]
+
+Let''s write the Python code to confirm this calculation:
+
+```python
+# Number of silver pesos and gold pesos Axel has
+axel_silver = 50
+axel_gold = 80
+
+# Number of silver pesos and gold pesos Anna has
+anna_silver = 2 * axel_silver + 40
+anna_gold = axel_gold + 40
+
+# Total number of pesos they have together
+total_weights = axel_silver + axel_gold + anna_silver + anna_gold
+print(total_weights)','stop',424,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,5,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',5,'To solve this problem, we need to first determine the number of silver and gold pesos each person has. Then, we can sum these amounts to get the total number of pesos they have together.
+
+Here''s the step-by-step reasoning:
+
+1. Determine the number of silver pesos Anna has. Since Anna has twice as many silver pesos as Axel, we can calculate this as follows:
+\[ \text{Anna''s silver pesos} = 2 \times \text{Axel''s silver pesos} = 2 \times 50 = 100 \]
+
+2. Determine the number of gold pesos Anna has. Since Anna has 40 more gold pesos than Axel, we can calculate this as follows:
+\[ \text{Anna''s gold pesos} = \text{Axel''s gold pesos} + 40 = 50 + 40 = 90 \]
+
+3. Calculate the total number of pesos Axel has:
+\[ \text{Axel''s total pesos} = \text{Axel''s silver pesos} + \text{Axel''s gold pesos} = 50 + 90 = 140 \]
+
+4. Calculate the total number of pesos Anna has:
+\[ \text{Anna''s total pesos} = \text{Anna''s silver pesos} + \text{Anna''s gold pesos} = 100 + 90 = 190 \]
+
+5. Calculate the total number of pesos they have together:
+\[ \text{Total pesos} = \text{Axel''s total pesos} + \text{Anna''s total pesos} = 140 + 190 = 330 \]
+
+So, the total number of pesos they have together is \(\boxed{330}\).','stop',367,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,6,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',6,'To solve this problem, we can break it down into several steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the silver and gold pesos from both Axel and Anna.
+
+Let''s write the Python code to solve this step-by-step:
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+silver_peso_anna = 2 * silver_peso_axel
+total_silver_anna = silver_peso_anna + gold_peso_axel
+
+# Step 2: Calculate the number of gold pesos Anna has
+gold_peso_anna = gold_peso_axel + 40
+total_gold_anna = gold_peso_anna + silver_peso_axel
+
+# Step 3: Calculate the total number of pesos they have together
+total_peso = total_silver_anna + total_gold_anna
+print(total_peso)','stop',197,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,0,7,'ce4002a3748657b48d2c6cc0f3b9891b28053b9dc9cc51513c454469bae87c90',7,'Let''s solve the problem step-by-step using Python code.
+
+1. **Determine the number of silver pesos and gold pesos each person has:**
+   - Axel has 50 silver pesos.
+   - Anna has twice as many silver pesos as Axel, so Anna has \(2 \times 50 = 100\) silver pesos.
+   - Anna also has 40 more gold pesos than Axel, so Anna has \(50 + 40 = 90\) gold pesos.
+
+2. **Calculate the total number of silver pesos:**
+   - Total silver pesos = Alex''s silver pesos + Anna''s silver pesos = \(50 + 100 = 150\).
+
+3. **Calculate the total number of gold pesos:**
+   - Total gold pesos = Anna''s gold pesos + Axel''s gold pesos = \(90 + 50 = 140\).
+
+4. **Calculate the total number of pesos:**
+   - Total pesos = Total silver pesos + Total gold pesos = \(150 + 140 = 390\).
+
+Now, let''s write the Python code to verify these calculations.
+
+```python
+# Given values
+alex_silver = 50
+anna_silver = 2 * alex_silver
+anna_gold = alex_silver + 40
+total_silver = alex_silver + anna_silver
+total_gold = alex_silver + anna_gold
+total_peso = total_silver + total_gold
+
+# Output the result
+print(total_peso)','stop',325,174,120,9.12598232821955,320440135104.0,NULL);
+INSERT INTO "chains" VALUES(29,1,0,'3bacb2f4a0e123a0af76c2e451b65dfe72f810f0cd0bf7dfeb6ddce1d059556a',0,'The total number of pesos that Axel and Anna have together is \(\boxed{270}\).','stop',22,363,353,0.992336232551683,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(29,2,0,'4a6f0ffc1cb51e36a516aa0e0e23b7b946e619e081d26222d423b1c40f4fd83a',0,'The total number of pesos that Axel and Anna have together is \(\boxed{190}\).','stop',22,330,320,9.71875791556162105244e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(29,3,0,'fc30e3a31794f4592b9febf5919329fb56b04ede7be1bb2b62e3c2cd2736453d',0,'The total number of pesos that Axel and Anna have together is \(\boxed{270}\).','stop',22,360,350,1.00847743154918534358e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(29,4,0,'6d4ce76ed64219b2d964de4664ae04594e0d85ad23b4343cc02f69e79d42f3a2',0,'The total number of pesos that Axel and Anna have together is \(\boxed{150 \text{ and } 220}\).','stop',31,358,344,1.47381669105925916518e+00,55454733312.0,NULL);
+INSERT INTO "chains" VALUES(29,5,0,'29e55d65a3cda725d1c14e35182972caf72363f808b248e156a7b526852469b1',0,'The total number of pesos that Axel and Anna have together is \(\boxed{390}\).','stop',22,607,597,1.05174293555501607855e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(29,6,0,'4e6716090062531429ff4be3d62f935dd4a9875a5000fc1a39899cfb382a14c9',0,'It looks like there''s an issue with the variable name. Let''s fix this by redefining the variable and re-running the code.
+
+Here is the corrected Python code:
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+silver_peso_anna = 2 * silver_peso_axel
+total_silver_anna = silver_peso_anna + gold_peso_axel
+
+# Step 2: Calculate the number of gold pesos Anna has
+gold_peso_anna = gold_peso_axel + 40
+total_gold_anna = gold_peso_anna + silver_peso_axel
+
+# Step 3: Calculate the total number of pesos they have together
+total_peso = total_silver_anna + total_gold_anna
+print(total_peso)','stop',169,391,370,4.60728224615302437436e+01,238203286272.0,NULL);
+INSERT INTO "chains" VALUES(29,7,0,'feea55e162407ea1008a20b1e81fe30f2829193271985a9a841637e79a2f3145',0,'The total number of pesos that Axel and Anna have together is \(\boxed{290}\).','stop',22,508,498,1.03143245755382340078e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(29,8,0,'eb15d4feb34ce9265616e1788419d58d061214883d2c92c98099fae119b6e502',0,'It seems there is still an issue with the variable name. Let''s redefine the variable and re-run the code.
+
+Here is the corrected Python code:
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+silver_peso_anna = 2 * silver_peso_axel
+total_silver_anna = silver_peso_anna + gold_peso_axel
+
+# Step 2: Calculate the number of gold pesos Anna has
+gold_peso_anna = gold_peso_axel + 40
+total_gold_anna = gold_peso_anna + silver_peso_axel
+
+# Step 3: Calculate the total number of pesos they have together
+total_peso =','length',146,580,559,7.16407736617232693276e+00,209215584768.0,NULL);
+INSERT INTO "chains" VALUES(30,0,0,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',0,'To solve the problem, we need to determine the number of dromedaries in the herd. We know the following:
+
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+3. Camels have two humps each.
+4. Dromedaries have one hump each.
+
+Let''s denote the number of dromedaries by \( d \). Since camels have two humps each, the total number of humps from camels is \( 2d \). The total number of bumps from camels is \( d \). Therefore, we can write the equation:
+\[ 2d + d = 304 \]
+\[ 3d = 304 \]
+\[ d = \frac{304}{3} \]
+\[ d = 101.33 \]
+Since the number of dromedaries must be a whole number, we need to recheck the problem statement. However, if we assume the problem statement is correct and we need to re-evaluate the problem with the given conditions, we can conclude that the number of dromedaries is indeed 101.
+
+Let''s write the Python code to confirm this solution.
+```python
+# Given values
+total_heads = 180
+total_bumps = 304
+
+# Calculate the number of dromedaries
+# Since camels have two humps each, the total number of humps from camels is 2d
+# The total number of bumps from camels is d
+# Therefore, we can write the equation: 2d + d = 304
+# This simplifies to 3d = 304
+# Solving for d, we get d = 101.33
+# Since the number of dromedaries must be a whole number, we need to recheck the problem statement
+# However, if we assume the problem statement is correct and we need to re-evaluate the problem with the given conditions, we can conclude that the number of dromedaries is indeed 101
+dromedaries = total_heads // 3
+print(dromedaries)','stop',468,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,1,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',1,'To determine the number of dromedaries in the herd, we need to set up a system of equations based on the given information. Let''s denote:
+
+- \( C \) as the number of camels.
+- \( D \) as the number of dromedaries.
+
+From the problem statement, we know the following:
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+3. Each camel has two humps.
+4. Each dromedary has one hump.
+
+First, we can express the total number of humps in terms of the number of camels and dromedaries. Since each camel has two humps, the total number of humps for camels is \( 2C \). Similarly, since each dromedary has one hump, the total number of humps for dromedaries is \( D \).
+
+Now, we can substitute these into the total number of humps equation:
+\[ 2C + D = 304 \]
+
+We also know that the total number of heads and bumps together is the sum of the heads and bumps for both camels and dromedaries:
+\[ 180 + 304 = C + D \]
+\[ 484 = C + D \]
+
+Now we have a system of linear equations:
+1. \( 2C + D = 304 \)
+2. \( C + D = 484 \)
+
+We can solve this system by subtracting the second equation from the first:
+\[ (2C + D) - (C + D) = 304 - 484 \]
+\[ C = -180 \]
+
+Now that we have \( C = -180 \), we can substitute this value back into the second equation to find \( D \):
+\[ -180 + D = 484 \]
+\[ D = 484 + 180 \]
+\[ D = 664 \]
+
+Therefore, the number of dromedaries in the herd is \(\boxed{664}\).','stop',455,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,2,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',2,'Let''s solve this step-by-step:
+
+1. **Define the Variables:**
+   - Let \( d \) be the number of dromedaries.
+   - Let \( c \) be the number of camels.
+   - Since there are 180 heads, we have \( c + d = 180 \).
+   - Since there are 304 bumps, we have \( d + 2c = 304 \).
+
+2. **Form a System of Equations:**
+   We have the following system of equations:
+   \[
+   \begin{cases}
+   c + d = 180 \\
+   d + 2c = 304 \\
+   \end{cases}
+   \]
+
+3. **Solve the System of Equations:**
+   We can use the substitution method or elimination method. Here, we will use elimination method. We''ll start by eliminating \( d \) and then \( c \).
+
+4. **Eliminate \( d \):**
+   Subtract the first equation from the second:
+   \[
+   (d + 2c) - (c + d) = 304 - 180
+   \]
+   \[
+   d + 2c - c - d = 124
+   \]
+   \[
+   c = 124
+   \]
+
+5. **Substitute \( c = 124 \) back into the first equation to find \( d \):**
+   \[
+   c + d = 180
+   \]
+   \[
+   124 + d = 180
+   \]
+   \[
+   d = 56
+   \]
+
+6. **Write the Final Answer:**
+   The number of dromedaries is \( d = 56 \).
+
+Let''s confirm this with a Python program.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+d, c = symbols(''d c'')
+
+# Define the equations
+eq1 = Eq(c + d, 180)
+eq2 = Eq(d + 2*c, 304)
+
+# Solve the system of equations
+solution = solve((eq1, eq2), (d, c))
+print(solution)','stop',484,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,3,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',3,'To solve the problem, we need to determine the number of dromedaries in the herd. Let''s break it down step-by-step.
+
+1. **Determine the total number of camels**: The problem states there are 180 heads. Since each camel has two humps, the total number of camels is:
+   \[
+   \frac{180}{2} = 90
+   \]
+
+2. **Determine the total number of dromedaries**: The problem states there are 304 bumps. Since each dromedary has one hump, the total number of dromedaries is:
+   \[
+   \frac{304}{1} = 304
+   \]
+
+3. **Calculate the number of dromedaries**: Since the number of camels and dromedaries must be equal, we can set up the equation:
+   \[
+   90 = 304
+   \]
+   However, this equation does not make sense because the number of dromedaries cannot be less than the number of camels. Therefore, we need to re-evaluate our approach.
+
+Since the problem states there are 180 heads and 304 bumps, it is not possible to have both a camel and a dromedary in a herd. The total number of heads and bumps must be the same. Therefore, we need to re-evaluate the problem statement again.
+
+Let''s use Python code to verify this solution.
+```python
+# Given data
+heads = 180
+bumps = 304
+
+# Calculate the number of camels
+camels = heads / 2
+
+# Calculate the number of dromedaries
+dromedaries = bumps / 1
+
+# Verify the solution
+if camels == dromedaries:
+    print("The number of dromedaries is correct.")
+else:
+    print("The number of dromedaries is incorrect.")','stop',421,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,4,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',4,'To solve this problem, we need to determine the number of dromedaries and camels based on their respective descriptions. Let''s break down the problem step-by-step:
+
+1. **Define the Variables:**
+   - Let \( c \) be the number of camels.
+   - Let \( d \) be the number of dromedaries.
+
+2. **Understand the Humps:**
+   - Each camel has 2 humps.
+   - Each dromedary has 1 hump.
+   - Total humps from camels = \( 2c \).
+   - Total humps from dromedaries = \( d \).
+   - Total humps = \( 2c + d \).
+
+3. **Set Up the Equation:**
+   - The total number of humps is given as 180.
+   - Therefore, we can write the equation:
+     \[
+     2c + d = 180
+     \]
+
+4. **Solve for \( d \):**
+   - Subtract \( 2c \) from both sides of the equation to isolate \( d \):
+     \[
+     d = 180 - 2c
+     \]
+
+5. **Express \( c \) in Terms of \( d \):**
+   - Since \( d = 180 - 2c \), we can solve for \( c \) by isolating \( c \) on one side of the equation:
+     \[
+     c = \frac{180 - 2d}{2}
+     \]
+
+6. **Verify the Solution:**
+   - Substitute \( c = \frac{180 - 2d}{2} \) back into the equation \( 2c + d = 180 \):
+     \[
+     2 \left( \frac{180 - 2d}{2} \right) + d = 180
+     \]
+     Simplify the expression inside the parentheses:
+     \[
+     180 - 2d + d = 180
+     \]
+     Since both sides of the equation are equal, the solution is correct.
+
+Therefore, the number of dromedaries is \( \frac{180 - 2d}{2} \).
+
+Let''s write the Python code to verify this solution:
+```python
+from sympy import symbols, Eq, solve
+
+# Define the','length',512,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,5,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',5,'To determine the number of dromedaries in the herd, we need to use the given information about the number of heads and bumps, as well as the number of humps each type of animal has.
+
+First, let''s define the variables:
+- Let \( d \) be the number of dromedaries.
+- Let \( c \) be the number of camels.
+
+From the problem, we know the following:
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+3. Each camel has 2 humps.
+4. Each dromedary has 1 hump.
+
+We can translate these statements into equations:
+1. \( c + d = 180 \)
+2. \( 2c + d = 304 \)
+3. \( c = 1 \)
+4. \( d = 180 - 2 \cdot 1 - 1 \cdot 180 + 2 \cdot 180 - 2 \cdot 180 = 180 - 2 \cdot 180 = 180 - 360 = -180 \) (which is not possible, so we need to re-evaluate the problem setup or constraints)
+
+Given that \( c = 1 \), we can substitute this value into the first equation:
+\[ 1 + d = 180 \]
+\[ d = 180 - 1 = 179 \]
+
+So, there are 179 dromedaries. Let''s verify this by checking the hump counts:
+1. Each camel has 2 humps, so \( 2 \cdot 1 = 2 \) humps.
+2. Each dromedary has 1 hump, so \( 1 \cdot 180 = 180 \) humps.
+3. Therefore, the total number of humps (heads + bumps) is \( 2 + 180 = 182 \), which matches the given information.
+
+The final answer is \(\boxed{179}\).','stop',456,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,6,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',6,'Let''s solve the problem step-by-step using Python and sympy.
+
+1. We know that the total number of heads is 180.
+2. We know that the total number of bumps is 304.
+3. Let''s denote the number of camels by \( C \) and the number of dromedaries by \( D \).
+
+We can set up the following equations based on the given information:
+1. \( C + D = 180 \) (total number of camels)
+2. \( 2C + D = 304 \) (total number of dromedaries)
+3. \( C = 180 - D \) (number of camels in terms of dromedaries)
+
+We can substitute \( D = 180 - C \) into the second equation to eliminate \( D \):
+\[ 2C + (180 - C) = 304 \]
+\[ 2C + 180 = 304 \]
+\[ 2C = 304 - 180 \]
+\[ 2C = 44 \]
+\[ C = 22 \]
+
+Now we can substitute \( C = 22 \) back into the equation \( C = 180 - D \) to find the number of dromedaries:
+\[ 22 = 180 - D \]
+\[ D = 180 - 22 \]
+\[ D = 158 \]
+
+So, the number of dromedaries is 158. Let''s verify this with Python and sympy.
+
+```python
+import sympy as sp
+
+# Define variables
+C, D = sp.symbols(''C D'')
+
+# Define equations
+eq1 = sp.Eq(C + D, 180)
+eq2 = sp.Eq(2*C + D, 304)
+eq3 = sp.Eq(C, 180 - D)
+
+# Substitute D = 180 - C into eq2
+eq2_substituted = eq2.subs(D, 180 - C)
+
+# Solve for C in terms of D
+C_value = sp.solve(eq3, C)[0]
+
+# Substitute C back into eq1 to find D
+D_value = sp.solve(eq1.subs(C, C_value), D)[0]
+
+# Verify the solution
+print(f','length',512,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,0,7,'93b7919abfaac0abe49b52a6fd66c28900060dc5df2c43f80375d8bce7791a19',7,'To determine the number of dromedaries in the herd, we need to combine the given information about camels and dromedaries. We know the following:
+
+1. The herd has 180 heads.
+2. The herd has 304 bumps.
+
+We are also given that camels have two humps each and dromedaries have one hump each. Let''s denote the number of dromedaries by \( D \).
+
+We can express the number of camels and dromedaries in terms of the given information. Let''s denote the number of camels by \( C \). Since there are two humps each for camels, the number of camels can be expressed as:
+\[ C = 2C \]
+
+Substituting \( C = 2C \) into the equation for the number of camels, we get:
+\[ 2C = 304 \]
+\[ C = 152 \]
+
+Now, we know the number of camels is 152. Since there are 180 heads and the number of camels is 152, we can find the number of dromedaries by subtracting the number of camels from the total number of heads:
+\[ D = 180 - 152 = 28 \]
+
+Therefore, the number of dromedaries in the herd is \(\boxed{28}\).','stop',300,178,120,1.73013420387599268224e+01,576288109248.0,NULL);
+INSERT INTO "chains" VALUES(30,1,0,'34620ba00401543c7322f6033bd694cf2f940e54faf22ac1c0d5f386bf96ea31',0,'The number of dromedaries in the herd is \(\boxed{60}\).','stop',20,654,645,1.24140384516310087192e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(30,2,0,'d59b1996890eca8c6844ed37a3359e41577dc78d1cc365956324f3f2649ff011',0,'The solution to the system of equations is \( c = 124 \) and \( d = 56 \). Therefore,','length',28,681,661,1.94438802949686473375e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(30,3,0,'8e5150bd9db426a30ac4066f3506ae1225f1a69f6847f4b98e6b3496f4883dc1',0,'It appears that my initial approach did not fully account for the requirement that the number of camels and dromedaries must be equal. Let''s re-evaluate the problem statement again.
+
+Since the number of camels and dromedaries must be equal, we can set up the equation:
+\[
+90 = 304
+\]
+However, this equation does not make sense because the number of dromedaries cannot be less','length',91,612,232,1.36134740219934098344e+01,592357378560.0,NULL);
+INSERT INTO "chains" VALUES(31,0,0,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',0,'To solve this problem, we need to determine the size of Timothy''s locker based on the given information. Here''s a step-by-step breakdown of the solution:
+
+1. **Understand the relationship between the lockers:**
+   - Zack''s locker is half as big as Timothy''s locker.
+   - Peter''s locker is 1/4 as big as Zack''s locker.
+
+2. **Find the size of Zack''s locker:**
+   - Peter''s locker is given to be 5 cubic inches.
+   - We can use the relationship to find Zack''s locker''s size.
+
+3. **Find the size of Timothy''s locker:**
+   - We know that Zack''s locker is half as big as Timothy''s locker, so we can use the relationship to find Timothy''s locker''s size.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the variable for Timothy''s locker''s size in cubic inches
+T = sp.symbols(''T'')
+
+# Since Peter''s locker is 1/4 as big as Zack''s locker, we can write the equation
+# T = 5 / 4
+equation = sp.Eq(T, 5 / 4)
+
+# Solve the equation for Timothy''s locker''s size
+timothy_locker_size = sp.solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)','stop',289,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,1,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',1,'Let''s break down the problem step-by-step:
+
+1. We know that Peter''s locker is 5 cubic inches.
+2. Peter''s locker is 1/4 as big as Zack''s locker, so we can calculate Zack''s locker size as follows:
+   \[
+   \text{Zack''s locker} = \frac{\text{Peter''s locker}}{4} = \frac{5}{4} = 1.25 \text{ cubic inches}
+   \]
+3. We are also given that Zack''s locker is half as big as Timothy''s locker. So, we can calculate Timothy''s locker size as follows:
+   \[
+   \text{Timothy''s locker} = \frac{\text{Zack''s locker}}{2} = \frac{1.25}{2} = 0.625 \text{ cubic inches}
+   \]
+
+Therefore, the final answer is \(\boxed{0.625}\).','stop',202,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,2,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',2,'To solve the problem, we need to determine the size of Timothy''s locker. We will follow these steps:
+
+1. Identify the size of Zack''s locker.
+2. Determine the size of Peter''s locker based on the size of Zack''s locker.
+3. Print the final answer.
+
+First, we know that Peter''s locker is 1/4 as big as Zack''s locker. We are given that Peter''s locker is 5 cubic inches. To find the size of Zack''s locker, we divide the given size by 4:
+
+\[
+\text{Size of Zack''s locker} = \frac{5 \text{ cubic inches}}{4} = 1.25 \text{ cubic inches}
+\]
+
+Next, we know that Zack''s locker is half as big as Timothy''s locker. We are given that Peter''s locker is 5 cubic inches. To find the size of Timothy''s locker, we divide the given size by 2:
+
+\[
+\text{Size of Timothy''s locker} = \frac{5 \text{ cubic inches}}{2} = 2.5 \text{ cubic inches}
+\]
+
+Therefore, the size of Timothy''s locker is \(\boxed{2.5}\) cubic inches.','stop',255,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,3,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',3,'To solve the problem, we need to determine the size of Timothy''s locker using the information given. Here''s a step-by-step breakdown of how to solve this:
+
+1. First, we need to find the size of Zack''s locker using the information that Zack''s locker is half as big as Timothy''s locker. We can write this as:
+   \[
+   \text{Zack''s locker} = \frac{\text{Timothy''s locker}}{2}
+   \]
+
+2. Next, we need to determine the size of Peter''s locker using the information that Peter''s locker is 1/4 as big as Zack''s locker. We can write this as:
+   \[
+   \text{Peter''s locker} = \frac{\text{Zack''s locker}}{4}
+   \]
+
+3. We are given that Peter''s locker is 5 cubic inches. Now we can substitute this value into the equation for Peter''s locker:
+   \[
+   5 = \frac{\text{Zack''s locker}}{4}
+   \]
+
+4. To find the size of Timothy''s locker, we solve the equation by multiplying both sides by 4:
+   \[
+   5 \times 4 = \text{Zack''s locker}
+   \]
+   \[
+   20 = \text{Zack''s locker}
+   \]
+
+5. Therefore, the size of Timothy''s locker is \(\boxed{20}\) cubic inches.','stop',304,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,4,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',4,'To solve this problem, we need to use the given relationships between the sizes of the lockers. Let''s start by defining the variables and then use Python code to calculate the size of Timothy''s locker.
+
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. Since Peter''s locker is 1/4 as big as Zack''s locker, Peter''s locker''s size \( P \) can be written as \( P = \frac{T}{4} \).
+3. Zack''s locker is half as big as Timothy''s locker, Zack''s locker''s size \( Z \) can be written as \( Z = \frac{T}{2} \).
+4. We are given that Peter''s locker is 5 cubic inches, so we can set up the equation \( P = 5 \).
+
+Now we can use Python to solve this equation and find the size of Timothy''s locker. Let''s write the Python code to do this.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Set up the equation
+equation = Eq(P, 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)','stop',270,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,5,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',5,'Let''s break down the problem step-by-step:
+
+1. We know that Peter''s locker is 5 cubic inches.
+2. Peter''s locker is 1/4 as big as Zack''s locker.
+3. Zack''s locker is half as big as Timothy''s locker.
+
+Let''s denote the size of Timothy''s locker as \( T \) cubic inches. According to the problem:
+- Peter''s locker is \( \frac{T}{4} \) cubic inches.
+- Zack''s locker is \( \frac{T}{2} \) cubic inches.
+
+We know Peter''s locker is 5 cubic inches, so we can set up the equation:
+\[
+\frac{T}{4} = 5
+\]
+
+To solve for \( T \), we can multiply both sides of the equation by 4:
+\[
+T = 5 \times 4
+\]
+\[
+T = 20
+\]
+
+So, Timothy''s locker is 20 cubic inches. Let''s write the Python code to confirm this.
+```python
+# Given data
+peter_locker_size = 5  # cubic inches
+
+# Calculate Timothy''s locker size
+timothy_locker_size = peter_locker_size / 4
+print(timothy_locker_size)','stop',259,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,6,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',6,'To solve this problem, we need to follow these steps:
+
+1. Determine the size of Zack''s locker.
+2. Determine the size of Timothy''s locker.
+3. Determine the size of Peter''s locker based on the size of Zack''s locker.
+
+Let''s go through these steps with Python code:
+
+1. The size of Peter''s locker is 1/4 as big as Zack''s locker. Since Peter''s locker is 5 cubic inches, we can calculate the size of Zack''s locker as follows:
+\[ \text{Size of Zack''s locker} = \frac{5}{4} = 1.25 \text{ cubic inches} \]
+
+2. The size of Timothy''s locker is half as big as Zack''s locker. Since Zack''s locker is 1.25 cubic inches, we can calculate the size of Timothy''s locker as follows:
+\[ \text{Size of Timothy''s locker} = \frac{1.25}{2} = 0.625 \text{ cubic inches} \]
+
+Now, we can write the final answer in the `output` block:
+','stop',229,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,0,7,'3296acd38a6d17d91e49ee5dbe942fd644649334a6673d3b15e0133c6a9b240f',7,'To determine the size of Timothy''s locker in cubic inches, we need to follow these steps:
+
+1. Determine the size of Zack''s locker.
+2. Determine the size of Peter''s locker.
+3. Calculate the total size of the three lockers combined.
+
+First, we know that Peter''s locker is 5 cubic inches. This means Peter''s locker is half the size of Zack''s locker. Therefore, we can write the equation:
+\[
+\text{Peter''s locker} = \frac{5}{2} \times \text{Zack''s locker}
+\]
+We are given that Peter''s locker is 5 cubic inches, so we can substitute 5 for the unknown:
+\[
+5 = \frac{5}{2} \times \text{Zack''s locker}
+\]
+To solve for Zack''s locker, we can multiply both sides of the equation by 2:
+\[
+5 \times 2 = 5 \times \text{Zack''s locker}
+\]
+This simplifies to:
+\[
+10 = 5 \times \text{Zack''s locker}
+\]
+Next, we divide both sides of the equation by 5:
+\[
+\text{Zack''s locker} = \frac{10}{5}
+\]
+This simplifies to:
+\[
+\text{Zack''s locker} = 2
+\]
+So, the size of Zack''s locker is 2 cubic inches. Now, we know that Peter''s locker is \(\frac{5}{2}\) times Zack''s locker. Therefore, we can write the equation for Peter''s locker:
+\[
+\text{Peter''s locker} = \frac{5}{2} \times 2 = 5
+\]
+So, the size of Peter''s locker is 5 cubic inches. To find the size of Timothy''s locker, we need to subtract the size of Peter''s locker from the size of Zack''s locker:
+\[
+\text{Timothy''s locker} = \text{Zack''s locker} - \text{Peter''s locker} = 2 - 5 = -3
+\]
+So, the size of Timothy''s locker is \(-3\) cubic inches.
+
+The final answer is:
+\[
+\boxed{-3}
+\]','stop',470,173,120,1.25059453593173657286e+01,365969731488.0,NULL);
+INSERT INTO "chains" VALUES(31,1,0,'e6c2973d20cee2752880ef4a2e027015ee6f4fe6e899c7c60fce74dcb2b3a71f',0,'The size of Timothy''s locker is \(\boxed{1.25}\) cubic inches.','stop',21,484,461,1.52043540616092909267e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(31,2,0,'3d06fea223e628fd471a6e7339b34e88ac11d64b7b750c278dfcc6acf7ffedc7',0,'It looks like there was an issue with the variable name. In Python, variable names are case-sensitive, so we should use lowercase letters for variable names. Let''s correct the code and run it again.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Set up the equation
+equation = Eq(P, 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)','stop',115,459,442,6.15250787688540601294e+00,165103865088.0,NULL);
+INSERT INTO "chains" VALUES(31,3,0,'89adcbf7f86076b0786a4b3489aa9081dc2b1fd487d98cfef21baeecec2efae6',0,'The size of Timothy''s locker is \(\boxed{1.25}\) cubic inches.','stop',21,442,431,1.24326885815777732346e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(31,4,0,'465c2a209ee6ae2fe2cbb8210f373eed3a7d85e68e5b347076bd3bf47a7a073b',0,'It seems there was an issue with the variable name. In Python, variable names are case-sensitive, so we should use lowercase letters for variable names. Let''s correct the code and run it again.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Set up the equation
+equation = Eq(P, 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)','stop',114,590,573,5.73062154559254,163843530240.0,NULL);
+INSERT INTO "chains" VALUES(31,5,0,'dfbdd0aee0b45b5c7ebbf8578c99e8f1d08f5fc1e2088f21aab760ca7474524e',0,'It seems there was an issue with the variable name. In Python','length',13,720,703,1.07838413999343174509e+00,36549710592.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -6148,6 +7175,10 @@ INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(25,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-300',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','16','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1646835871, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 2160, "calls": 1, "seconds": 73.82637877531899, "flops": 2789121018624.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0225, "call_seconds": 0.0277, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0253, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0182, "call_seconds": 0.0255, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0269, "stdout_bytes": 36, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0111, "call_seconds": 0.014, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 5], "seeds": [27237469, 27245388, 27261226, 27269145, 27277064], "usage": {"prompt_tokens": 2475, "cached_prompt_tokens": 2423, "completion_tokens": 124, "calls": 5, "seconds": 5.871119929691658, "flops": 215517259008.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"16": 3, "23": 1, "78": 1, "-55": 1, "98": 2}, "tie_broken_by_rng": false, "winner": "16"}]',2656,2543,2284,11,0,0,3004638277632.0,0.0,2.0286579370999970706e+02,7.98169946290198737423e+01,1.79630122300338482851e+09);
 INSERT INTO "jobs" VALUES(26,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-376',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 933387312, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 2078, "calls": 1, "seconds": 76.5296960834674, "flops": 2664347868672.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0259, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0127, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0313, "call_seconds": 0.0323, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0234, "call_seconds": 0.0271, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.026, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0235, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 5, 6, 7], "seeds": [1377483661, 1377491580, 1377499499, 1377523256, 1377531175, 1377539094], "usage": {"prompt_tokens": 2577, "cached_prompt_tokens": 2502, "completion_tokens": 113, "calls": 6, "seconds": 5.789366701371734, "flops": 229380942336.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 0, 1, 1, 1]}, {"event": "vote", "counts": {"15": 3, "0": 1, "3": 1, "10": 3}, "tie_broken_by_rng": true, "winner": "10"}]',2741,2622,2191,13,0,0,2893728811008.0,0.0,8.91860055509969242883e+01,8.24665614628331553569e+01,1.79630130897182464606e+09);
 INSERT INTO "jobs" VALUES(27,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-387',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','36','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1348778096, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 1448, "calls": 1, "seconds": 48.87042268488688, "flops": 1853952561408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.02, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0229, "call_seconds": 0.0352, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.022, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0173, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0202, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0106, "call_seconds": 0.0113, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 0.0197, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0161, "call_seconds": 0.0174, "stdout_bytes": 50, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [1350849509, 1350857428, 1350865347, 1350873266, 1350881185, 1350889104, 1350897023, 1350904942], "usage": {"prompt_tokens": 2735, "cached_prompt_tokens": 2648, "completion_tokens": 158, "calls": 8, "seconds": 7.827188723133048, "flops": 298699358976.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"36": 8}, "tie_broken_by_rng": false, "winner": "36"}]',2886,2768,1606,17,0,0,2152651920384.0,0.0,1.30459983250002551356e+02,5.68606305900421702412e+01,1796301439.44502);
+INSERT INTO "jobs" VALUES(28,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-391',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','6','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 597613156, "usage": {"prompt_tokens": 169, "cached_prompt_tokens": 120, "completion_tokens": 2979, "calls": 1, "seconds": 426.30042649066905, "flops": 3806211240960.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0183, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0186, "call_seconds": 0.0193, "stdout_bytes": 0, "stderr_bytes": 101}, {"event": "generate", "round": 1, "paths": [2, 7], "seeds": [314771010, 314810605], "usage": {"prompt_tokens": 1190, "cached_prompt_tokens": 1167, "completion_tokens": 193, "calls": 2, "seconds": 10.076454083172093, "flops": 269711657472.0}}, {"event": "paths", "ends": ["length", "answered", "length", "answered", "answered", "answered", "answered", "length"], "code_runs": [0, 0, 1, 0, 0, 0, 0, 1]}, {"event": "vote", "counts": {"6": 2, "1919/16": 1, "121/2": 1, "1183/8": 1, "30": 1, "75": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "6"}]',1359,1287,3172,5,0,0,4075922898432.0,0.0,4.87274460407999868019e+02,4.36414537546840790565e+02,1.79630192672704553603e+09);
+INSERT INTO "jobs" VALUES(29,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-382',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','270','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1849230615, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1988, "calls": 1, "seconds": 73.0078586257564, "flops": 2563521080832.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0176, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0401, "call_seconds": 0.0413, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0236, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0314, "call_seconds": 0.0326, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0281, "call_seconds": 0.0289, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0241, "call_seconds": 0.0264, "stdout_bytes": 0, "stderr_bytes": 214}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0129, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 6, 7], "seeds": [1487142892, 1487150811, 1487158730, 1487166649, 1487174568, 1487190406, 1487198325], "usage": {"prompt_tokens": 2917, "cached_prompt_tokens": 2832, "completion_tokens": 310, "calls": 7, "seconds": 52.60250400135538, "flops": 489009921024.0}}, {"event": "tool", "round": 1, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0172, "call_seconds": 0.0207, "stdout_bytes": 0, "stderr_bytes": 214}, {"event": "generate", "round": 2, "paths": [6], "seeds": [1487295135], "usage": {"prompt_tokens": 580, "cached_prompt_tokens": 559, "completion_tokens": 146, "calls": 1, "seconds": 7.164077366172327, "flops": 209215584768.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "length", "answered"], "code_runs": [1, 1, 1, 1, 1, 0, 2, 1]}, {"event": "vote", "counts": {"270": 2, "190": 1, "150 \\text{ and } 220": 1, "390": 1, "330": 1, "3": 1, "290": 1}, "tie_broken_by_rng": false, "winner": "270"}]',3671,3511,2444,17,0,0,3261746586624.0,0.0,7.19963342157003353353e+02,1.32978560955276975613e+02,1.79630194298330259322e+09);
+INSERT INTO "jobs" VALUES(30,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-416',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','28','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1364375937, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 3608, "calls": 1, "seconds": 138.41073631007941, "flops": 4610304873984.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0193, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1149, "call_seconds": 0.1159, "stdout_bytes": 16, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0204, "call_seconds": 0.0214, "stdout_bytes": 40, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [2064914871, 2064930709, 2064938628], "usage": {"prompt_tokens": 1947, "cached_prompt_tokens": 1538, "completion_tokens": 139, "calls": 3, "seconds": 16.799265896653374, "flops": 686882492160.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "length", "length", "answered", "length", "answered"], "code_runs": [1, 0, 1, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"60": 1, "664": 1, "**": 1, "304": 1, "2": 1, "179": 1, "0": 1, "28": 1}, "tie_broken_by_rng": true, "winner": "28"}]',2125,1658,3747,7,0,0,5297187366144.0,0.0,2.64937392685998929654e+02,1.55366620439731661917e+02,1.79630219168241238598e+09);
+INSERT INTO "jobs" VALUES(31,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-418',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0.625','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 390111842, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 2278, "calls": 1, "seconds": 100.04756287453893, "flops": 2927757851904.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1127, "call_seconds": 0.1138, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0203, "call_seconds": 0.0238, "stdout_bytes": 0, "stderr_bytes": 155}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0245, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 4, 5], "seeds": [1133126252, 1133157928, 1133165847], "usage": {"prompt_tokens": 1385, "cached_prompt_tokens": 1334, "completion_tokens": 157, "calls": 3, "seconds": 8.916212141204113, "flops": 258368643840.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0162, "call_seconds": 0.0188, "stdout_bytes": 0, "stderr_bytes": 155}, {"event": "generate", "round": 2, "paths": [4], "seeds": [1133262657], "usage": {"prompt_tokens": 590, "cached_prompt_tokens": 573, "completion_tokens": 114, "calls": 1, "seconds": 5.73062154559254, "flops": 163843530240.0}}, {"event": "tool", "round": 2, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0182, "call_seconds": 0.0191, "stdout_bytes": 0, "stderr_bytes": 155}, {"event": "generate", "round": 3, "paths": [4], "seeds": [1133367386], "usage": {"prompt_tokens": 720, "cached_prompt_tokens": 703, "completion_tokens": 13, "calls": 1, "seconds": 1.0783841399934317, "flops": 36549710592.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0, 3, 1, 0, 0]}, {"event": "vote", "counts": {"5/4": 2, "5/8": 2, "5/2": 1, "20": 1, "0": 1, "-3": 1}, "tie_broken_by_rng": true, "winner": "5/8"}]',2868,2730,2562,11,0,0,3386519736576.0,0.0,3.30330413827003212647e+02,1.15972865754338400274e+02,1.79630227333224248885e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -12977,10 +14008,1109 @@ print(f"The total cost of 6 erasers and 8 pencils is: ${total_cost}")
 The total cost of 6 erasers and 8 pencils is: $36
 ```
 The final answer is \(\boxed{36}\).','36',1,'equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,0,'Let''s break down the problem step-by-step:
+
+1. **Understand the Ratio**: The ratio of popsicles Betty and Sam have is 5:6. This means for every 5 popsicles Betty has, Sam has 6 popsicles.
+2. **Find the Total Number of Popsicles**: The total number of popsicles they have together is 165. We can set up the equation:
+   \[
+   5x + 6y = 165
+   \]
+   where \( x \) and \( y \) are the number of popsicles Betty and Sam have, respectively.
+3. **Solve for \( y \)**: To find out how many popsicles Sam has, we need to isolate \( y \) on one side of the equation. We do this by subtracting 5x from both sides:
+   \[
+   y = 165 - 5x
+   \]
+4. **Find the Difference Between Sam and Betty**: The difference between Sam and Betty is \( y - x \). We can substitute the expression for \( y \) from the previous step into this expression:
+   \[
+   y - x = (165 - 5x) - x = 165 - 6x
+   \]
+5. **Calculate the Final Answer**: To find the final answer, we just need to evaluate the expression \( 165 - 6x \). Since we don''t have a specific value for \( x \), we can just express the answer in terms of \( x \):
+   \[
+   165 - 6x = 6x - 165
+   \]
+6. **Final Answer**: The final answer is \( 6x - 165 \).
+
+Let''s write the Python code to confirm this result.
+```python
+# Define the total number of popsicles
+total_popsicles = 165
+
+# Since 5x + 6y = 165, we can express y in terms of x
+# y = 165 - 5x
+# We need to find the difference between Sam and Betty, which is y - x
+
+# Let''s calculate the final answer
+# y = 165 - 5x
+# Difference between Sam and Betty is y - x = 6x - 165
+# The final answer is 6x - 1','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(28,1,'To determine how many more popsicles Sam has compared to Betty, we need to follow these steps:
+
+1. **Understand the given ratio and total number of popsicles:**
+   - The ratio of popsicles Betty and Sam has is 5:6.
+   - The total number of popsicles they have together is 165.
+
+2. **Set up the equation to represent the ratio:**
+   - Let \( x \) be the number of popsicles Betty has.
+   - Then the number of popsicles Sam has is \( 6x \).
+   - Since the total number of popsicles is 165, we can write the equation:
+     \[
+     x + 6x = 165
+     \]
+
+3. **Combine like terms:**
+   - Simplify the equation:
+     \[
+     7x = 165
+     \]
+
+4. **Solve for \( x \):**
+   - Divide both sides of the equation by 7:
+     \[
+     x = \frac{165}{7}
+     \]
+
+5. **Calculate the number of popsicles Sam has:**
+   \[
+   x = \frac{165}{7} \approx 23.8571
+   \]
+
+6. **Calculate how many more popsicles Sam has compared to Betty:**
+   \[
+   \text{Difference} = 6x - x = 5x
+   \]
+   \[
+   \text{Difference} = 5 \times 23.8571
+   \]
+
+7. **Perform the multiplication:**
+   \[
+   \text{Difference} \approx 119.9375
+   \]
+
+Therefore, Sam has approximately \(\boxed{119.9375}\) more popsicles than Betty.','119.9375',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,2,'To solve the problem, we need to determine how many more popsicles Sam has compared to Betty. Let''s start by defining the variables and using the given ratio to set up the equations.
+
+Let \( B \) be the number of popsicles Betty has and \( S \) be the number of popsicles Sam has. According to the problem, the ratio of popsicles that Betty and Sam have is 5:6. This can be written as:
+\[
+\frac{B}{S} = \frac{5}{6}
+\]
+We also know the total number of popsicles they have together is 165. Therefore, we can write the equation:
+\[
+B + S = 165
+\]
+To find the value of \( S \), we can rearrange the equation to solve for \( S \):
+\[
+S = 165 - B
+\]
+Now that we have \( S \), we can find how many more popsicles Sam has compared to Betty by subtracting \( B \) from \( S \):
+\[
+S - B = (165 - B) - B = 165 - 2B
+\]
+We can verify this by substituting \( B = 80 \) (the number of popsicles Betty has) and \( S = 90 \) (the number of popsicles Sam has) back into the equations to ensure they are correct.
+
+Let''s write the Python code to verify this.
+```python
+# Define the ratio and the total number of popsicles
+ratio = (5, 6)
+total_popsicles = 165
+
+# Calculate the number of popsicles Betty has
+B = total_popsicles * ratio[0] / ratio[1]
+
+# Calculate the number of popsicles Sam has
+S = total_popsicles * ratio[1] / ratio[0]
+
+# Calculate the difference in popsicles between Sam and Betty
+difference = S - B
+print(difference)
+```
+```output
+60.5
+```
+It seems there was an error in the interpretation of the ratio and the calculation. Let''s correct the approach and verify the result again.
+
+The correct approach is to directly use the ratio and the total number of popsicles to calculate the number of popsicles Sam has and then find the difference between Sam and Betty.
+
+Let''s correct the Python code to directly calculate the number of popsicles Sam has and then find the difference in popsicles between Sam and Betty.
+```python
+# Define','60.5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,3,'To solve this problem, we can follow these steps:
+
+1. Identify the ratio of popsicles Betty and Sam have.
+2. Calculate the total number of popsicles they have together.
+3. Subtract the number of popsicles Betty has from the number of popsicles Sam has to find out how many more popsicles Sam has.
+
+Let''s start with the ratio of popsicles: 5:6.
+
+- The first part of the ratio (5) means Betty has 5 popsicles.
+- The second part of the ratio (6) means Sam has 6 popsicles.
+
+The total number of popsicles they have together is the sum of the popsicles Betty and Sam have:
+\[ 5 + 6 = 11 \]
+
+Now, we need to find out how many more popsicles Sam has than Betty. We do this by subtracting the number of popsicles Betty has from the number of popsicles Sam has:
+\[ 11 - 5 = 6 \]
+
+Therefore, Sam has more than Betty by \(\boxed{6}\) popsicles.','6',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,4,'To solve this problem, we need to set up a system of equations based on the given information and then solve for the number of popsicles Sam has more than Betty.
+
+1. Let \( B \) be the number of popsicles Betty has.
+2. Let \( S \) be the number of popsicles Sam has.
+
+From the problem statement, we know two things:
+1. The ratio of popsicles that Betty and Sam have is 5:6.
+2. The total number of popsicles they have together is 165.
+
+This gives us the following equations:
+1. \( \frac{B}{S} = \frac{5}{6} \)
+2. \( B + S = 165 \)
+
+We can solve these equations step by step. First, we can express \( B \) in terms of \( S \) using the first equation:
+\[ B = \frac{5}{6}S \]
+
+Next, we can substitute this expression for \( B \) into the second equation:
+\[ \frac{\frac{5}{6}S}{S} + S = 165 \]
+\[ \frac{5}{6} + 2S = 165 \]
+
+To solve for \( S \), we first isolate the term with \( S \) by subtracting \(\frac{5}{6}\) from both sides of the equation:
+\[ S = 165 - \frac{5}{6} \]
+\[ S = \frac{1080}{6} - \frac{5}{6} \]
+\[ S = \frac{1075}{6} \]
+
+Now that we have the value of \( S \), we can substitute it back into the expression for \( B \):
+\[ B = \frac{5}{6} \times \frac{1075}{6} \]
+\[ B = \frac{5 \times 1075}{6 \times 6} \]
+\[ B = \frac{5375}{36} \]
+\[ B = \frac{1787.5}{12} \]
+\[ B = 147.875 \]
+
+So, Sam has \(\boxed{147.875}\) more popsicles than Betty.','147.875',0,'not_equivalent',486,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,5,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of popsicles Betty has.
+2. Determine the number of popsicles Sam has.
+3. Calculate the difference between Sam''s and Betty''s popsicles.
+
+Let''s start with step 1. We know that the ratio of popsicles that Betty and Sam have is 5:6. This means that for every 5 popsicles Betty has, Sam has 6 popsicles. Therefore, the total number of popsicles is the product of these two ratios.
+
+So, we calculate the total number of popsicles as follows:
+\[ 5 \times 6 = 30 \]
+
+This means that Betty has 30 popsicles and Sam has 60 popsicles. Next, we calculate the difference between Sam''s and Betty''s popsicles:
+\[ 60 - 30 = 30 \]
+
+Therefore, Sam has more popsicles than Betty by \(\boxed{30}\).','30',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,6,'Let''s solve the problem step-by-step:
+
+1. We know that the ratio of popsicles Betty and Sam have is 5:6. This means that for every 5 popsicles Betty has, Sam has 6 popsicles. Let''s denote the number of popsicles Betty has by \( 5x \) and the number of popsicles Sam has by \( 6x \), where \( x \) is a common factor.
+
+2. The total number of popsicles they have together is 165. So we can write the equation:
+   \[
+   5x + 6x = 165
+   \]
+
+3. Simplifying the left side of the equation:
+   \[
+   11x = 165
+   \]
+
+4. To find \( x \), we divide both sides of the equation by 11:
+   \[
+   x = \frac{165}{11} = 15
+   \]
+
+5. Now that we know \( x = 15 \), we can find the number of popsicles Sam has:
+   \[
+   6x = 6 \times 15 = 90
+   \]
+
+6. Finally, we need to find how many more popsicles Sam has compared to Betty. We do this by subtracting the number of popsicles Betty has from the number of popsicles Sam has:
+   \[
+   90 - 15 = 75
+   \]
+
+7. Therefore, Sam has more popsicles than Betty by \(\boxed{75}\).','75',0,'not_equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,7,'Let''s break down the problem step by step:
+
+1. **Understand the given information:**
+   - The ratio of popsicles Betty and Sam have is 5:6.
+   - The total number of popsicles they have together is 165.
+
+2. **Formulate the equation using the ratio:**
+   Let the number of popsicles Betty has be \(5x\) and the number of popsicles Sam has be \(6x\). The total number of popsicles they have together is \(5x + 6x = 11x\).
+   We know this total number is 165, so \(11x = 165\). Solving for \(x\), we get \(x = \frac{165}{11} = 15\).
+
+3. **Determine the number of popsicles Sam has:**
+   Since \(6x = 6 \times 15 = 90\), Sam has 90 popsicles.
+
+4. **Calculate the difference between Sam''s and Betty''s popsicles:**
+   Sam has 90 popsicles and Betty has \(5x = 5 \times 15 = 75\) popsicles. The difference is \(90 - 75 = 15\).
+
+Now, let''s write the Python code to verify this solution:
+
+```python
+# Given ratio of popsicles
+ratio Betty Sam = (5, 6)
+
+# Total number of popsicles
+total_popsicles = 165
+
+# Calculate the number of popsicles Betty has
+x = total_popsicles / (ratio Betty Sam[0] + ratio Betty Sam[1])
+
+# Calculate the number of popsicles Sam has
+sam_popsicles = ratio Betty Sam[0] * x
+
+# Calculate the difference between Sam''s and Betty''s popsicles
+difference = sam_popsicles - betty_popsicles
+
+# Print the result
+print(difference)
+```
+```output
+SyntaxError: invalid syntax
+```
+It looks like there was a syntax error due to the way I formatted the ratio statement. Let''s correct the code and run it again.
+
+Here''s the corrected Python code:
+
+```python
+# Given ratio of popsicles
+ratio Betty Sam = (5, 6)
+
+# Total number of popsicles
+total_popsicles = 165
+
+# Calculate the number of popsicles Betty has
+x = total_popsicles / (ratio Betty Sam[0] +','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,0,'To solve this problem, we need to calculate the number of silver and gold pesos each person has and then sum them up. Let''s break it down step-by-step.
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the number of silver and gold pesos that both people have.
+
+Let''s write the Python code to do this:
+```python
+# Number of silver pesos Axel has
+axel_silver = 50
+
+# Number of gold pesos Axel has
+axel_gold = 80
+
+# Number of silver pesos Anna has
+anna_silver = 2 * axel_silver
+anna_gold = 40
+
+# Total number of pesos they have together
+total_weight = axel_silver + axel_gold + anna_silver + anna_gold
+print(total_weight)
+```
+```output
+270
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{270}\).','270',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(29,1,'To determine the total number of pesos that Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos that Anna has.
+2. Calculate the number of gold pesos that Anna has.
+3. Sum the number of silver pesos and gold pesos that both Axel and Anna have together.
+
+We''ll use the given information and the provided Python code block to solve this problem.
+
+```python
+# Given data
+axel_silver = 50
+anna_silver = 2 * axel_silver
+anna_gold = 40
+
+# Total number of pesos
+total_peso = axel_silver + anna_silver + anna_gold
+print(total_peso)
+```
+```output
+190
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{190}\).','190',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,2,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Add the number of silver pesos from Anna and the number of gold pesos from Anna to get the total number of pesos they have together.
+
+Here is the Python code to solve the problem:
+
+```python
+# Number of silver pesos and gold pesos Axel has
+silver_peers = 50
+gold_peers = 80
+
+# Number of silver pesos and gold pesos Anna has
+anna_silver_peers = 2 * silver_peers
+anna_gold_peers = 40
+
+# Total number of pesos they have together
+total_peers = silver_peers + gold_peers + anna_silver_peers + anna_gold_peers
+print(total_peers)
+```
+```output
+270
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{270}\).','270',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the total number of silver pesos and gold pesos from both Axel and Anna.
+4. Print the total number of pesos they have together.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Given data
+axel_silver = 50
+axel_gold = 80
+anna_silver = 2 * axel_silver
+anna_gold = anna_silver + 40
+
+# Total number of pesos
+total_silver = axel_silver + anna_silver
+total_gold = axel_gold + anna_gold
+
+# Print the total number of pesos
+print(total_silver, total_gold)
+```
+```output
+150 220
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{150 \text{ and } 220}\).','150 \text{ and } 220',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,4,'Let''s break down the problem step by step:
+
+1. First, we need to determine the number of silver pesos and gold pesos Anna has. According to the problem, Anna has twice as many silver pesos as Axel and 40 more gold pesos than Axel. So we can calculate the number of silver pesos Anna has as follows:
+\[ \text{Anna''s silver} = 2 \times \text{Axel''s silver} + 40 \]
+\[ \text{Anna''s gold} = \text{Axel''s gold} + 40 \]
+
+2. Next, we need to calculate the total number of pesos they have together. We can do this by summing the silver pesos and the gold pesos from both Axel and Anna:
+\[ \text{Total pesos} = \text{Axel''s silver} + \text{Axel''s gold} + \text{Anna''s silver} + \text{Anna''s gold} \]
+\[ \text{Total pesos} = (50 + 80) + (2 \times 50 + 40) + (40 + 40) \]
+\[ \text{Total pesos} = 130 + (100 + 40) + (80 + 40) \]
+\[ \text{Total pesos} = 130 + 140 + 120 \]
+\[ \text{Total pesos} = 410 \]
+
+Let''s write the Python code to confirm this calculation:
+
+```python
+# Number of silver pesos and gold pesos Axel has
+axel_silver = 50
+axel_gold = 80
+
+# Number of silver pesos and gold pesos Anna has
+anna_silver = 2 * axel_silver + 40
+anna_gold = axel_gold + 40
+
+# Total number of pesos they have together
+total_weights = axel_silver + axel_gold + anna_silver + anna_gold
+print(total_weights)
+```
+```output
+390
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{390}\).','390',0,'not_equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,5,'To solve this problem, we need to first determine the number of silver and gold pesos each person has. Then, we can sum these amounts to get the total number of pesos they have together.
+
+Here''s the step-by-step reasoning:
+
+1. Determine the number of silver pesos Anna has. Since Anna has twice as many silver pesos as Axel, we can calculate this as follows:
+\[ \text{Anna''s silver pesos} = 2 \times \text{Axel''s silver pesos} = 2 \times 50 = 100 \]
+
+2. Determine the number of gold pesos Anna has. Since Anna has 40 more gold pesos than Axel, we can calculate this as follows:
+\[ \text{Anna''s gold pesos} = \text{Axel''s gold pesos} + 40 = 50 + 40 = 90 \]
+
+3. Calculate the total number of pesos Axel has:
+\[ \text{Axel''s total pesos} = \text{Axel''s silver pesos} + \text{Axel''s gold pesos} = 50 + 90 = 140 \]
+
+4. Calculate the total number of pesos Anna has:
+\[ \text{Anna''s total pesos} = \text{Anna''s silver pesos} + \text{Anna''s gold pesos} = 100 + 90 = 190 \]
+
+5. Calculate the total number of pesos they have together:
+\[ \text{Total pesos} = \text{Axel''s total pesos} + \text{Anna''s total pesos} = 140 + 190 = 330 \]
+
+So, the total number of pesos they have together is \(\boxed{330}\).','330',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,6,'To solve this problem, we can break it down into several steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the silver and gold pesos from both Axel and Anna.
+
+Let''s write the Python code to solve this step-by-step:
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+silver_peso_anna = 2 * silver_peso_axel
+total_silver_anna = silver_peso_anna + gold_peso_axel
+
+# Step 2: Calculate the number of gold pesos Anna has
+gold_peso_anna = gold_peso_axel + 40
+total_gold_anna = gold_peso_anna + silver_peso_axel
+
+# Step 3: Calculate the total number of pesos they have together
+total_peso = total_silver_anna + total_gold_anna
+print(total_peso)
+```
+```output
+NameError: name ''silver_peso_axel'' is not defined
+```
+It looks like there''s an issue with the variable name. Let''s fix this by redefining the variable and re-running the code.
+
+Here is the corrected Python code:
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+silver_peso_anna = 2 * silver_peso_axel
+total_silver_anna = silver_peso_anna + gold_peso_axel
+
+# Step 2: Calculate the number of gold pesos Anna has
+gold_peso_anna = gold_peso_axel + 40
+total_gold_anna = gold_peso_anna + silver_peso_axel
+
+# Step 3: Calculate the total number of pesos they have together
+total_peso = total_silver_anna + total_gold_anna
+print(total_peso)
+```
+```output
+NameError: name ''silver_peso_axel'' is not defined
+```
+It seems there is still an issue with the variable name. Let''s redefine the variable and re-run the code.
+
+Here is the corrected Python code:
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+silver_peso_anna = 2 * silver_peso_axel
+total_silver_anna = silver_peso_anna + gold_peso_axel
+
+# Step 2: Calculate the number of gold pesos Anna has
+gold_peso_anna = gold_peso_axel + 40
+total_gold_anna = gold_peso_anna + silver_peso_axel
+
+# Step 3: Calculate the total number of pesos they have together
+total_peso =','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,7,'Let''s solve the problem step-by-step using Python code.
+
+1. **Determine the number of silver pesos and gold pesos each person has:**
+   - Axel has 50 silver pesos.
+   - Anna has twice as many silver pesos as Axel, so Anna has \(2 \times 50 = 100\) silver pesos.
+   - Anna also has 40 more gold pesos than Axel, so Anna has \(50 + 40 = 90\) gold pesos.
+
+2. **Calculate the total number of silver pesos:**
+   - Total silver pesos = Alex''s silver pesos + Anna''s silver pesos = \(50 + 100 = 150\).
+
+3. **Calculate the total number of gold pesos:**
+   - Total gold pesos = Anna''s gold pesos + Axel''s gold pesos = \(90 + 50 = 140\).
+
+4. **Calculate the total number of pesos:**
+   - Total pesos = Total silver pesos + Total gold pesos = \(150 + 140 = 390\).
+
+Now, let''s write the Python code to verify these calculations.
+
+```python
+# Given values
+alex_silver = 50
+anna_silver = 2 * alex_silver
+anna_gold = alex_silver + 40
+total_silver = alex_silver + anna_silver
+total_gold = alex_silver + anna_gold
+total_peso = total_silver + total_gold
+
+# Output the result
+print(total_peso)
+```
+```output
+290
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{290}\).','290',0,'not_equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,0,'To solve the problem, we need to determine the number of dromedaries in the herd. We know the following:
+
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+3. Camels have two humps each.
+4. Dromedaries have one hump each.
+
+Let''s denote the number of dromedaries by \( d \). Since camels have two humps each, the total number of humps from camels is \( 2d \). The total number of bumps from camels is \( d \). Therefore, we can write the equation:
+\[ 2d + d = 304 \]
+\[ 3d = 304 \]
+\[ d = \frac{304}{3} \]
+\[ d = 101.33 \]
+Since the number of dromedaries must be a whole number, we need to recheck the problem statement. However, if we assume the problem statement is correct and we need to re-evaluate the problem with the given conditions, we can conclude that the number of dromedaries is indeed 101.
+
+Let''s write the Python code to confirm this solution.
+```python
+# Given values
+total_heads = 180
+total_bumps = 304
+
+# Calculate the number of dromedaries
+# Since camels have two humps each, the total number of humps from camels is 2d
+# The total number of bumps from camels is d
+# Therefore, we can write the equation: 2d + d = 304
+# This simplifies to 3d = 304
+# Solving for d, we get d = 101.33
+# Since the number of dromedaries must be a whole number, we need to recheck the problem statement
+# However, if we assume the problem statement is correct and we need to re-evaluate the problem with the given conditions, we can conclude that the number of dromedaries is indeed 101
+dromedaries = total_heads // 3
+print(dromedaries)
+```
+```output
+60
+```
+The number of dromedaries in the herd is \(\boxed{60}\).','60',0,'not_equivalent',488,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,1,'To determine the number of dromedaries in the herd, we need to set up a system of equations based on the given information. Let''s denote:
+
+- \( C \) as the number of camels.
+- \( D \) as the number of dromedaries.
+
+From the problem statement, we know the following:
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+3. Each camel has two humps.
+4. Each dromedary has one hump.
+
+First, we can express the total number of humps in terms of the number of camels and dromedaries. Since each camel has two humps, the total number of humps for camels is \( 2C \). Similarly, since each dromedary has one hump, the total number of humps for dromedaries is \( D \).
+
+Now, we can substitute these into the total number of humps equation:
+\[ 2C + D = 304 \]
+
+We also know that the total number of heads and bumps together is the sum of the heads and bumps for both camels and dromedaries:
+\[ 180 + 304 = C + D \]
+\[ 484 = C + D \]
+
+Now we have a system of linear equations:
+1. \( 2C + D = 304 \)
+2. \( C + D = 484 \)
+
+We can solve this system by subtracting the second equation from the first:
+\[ (2C + D) - (C + D) = 304 - 484 \]
+\[ C = -180 \]
+
+Now that we have \( C = -180 \), we can substitute this value back into the second equation to find \( D \):
+\[ -180 + D = 484 \]
+\[ D = 484 + 180 \]
+\[ D = 664 \]
+
+Therefore, the number of dromedaries in the herd is \(\boxed{664}\).','664',0,'not_equivalent',455,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,2,'Let''s solve this step-by-step:
+
+1. **Define the Variables:**
+   - Let \( d \) be the number of dromedaries.
+   - Let \( c \) be the number of camels.
+   - Since there are 180 heads, we have \( c + d = 180 \).
+   - Since there are 304 bumps, we have \( d + 2c = 304 \).
+
+2. **Form a System of Equations:**
+   We have the following system of equations:
+   \[
+   \begin{cases}
+   c + d = 180 \\
+   d + 2c = 304 \\
+   \end{cases}
+   \]
+
+3. **Solve the System of Equations:**
+   We can use the substitution method or elimination method. Here, we will use elimination method. We''ll start by eliminating \( d \) and then \( c \).
+
+4. **Eliminate \( d \):**
+   Subtract the first equation from the second:
+   \[
+   (d + 2c) - (c + d) = 304 - 180
+   \]
+   \[
+   d + 2c - c - d = 124
+   \]
+   \[
+   c = 124
+   \]
+
+5. **Substitute \( c = 124 \) back into the first equation to find \( d \):**
+   \[
+   c + d = 180
+   \]
+   \[
+   124 + d = 180
+   \]
+   \[
+   d = 56
+   \]
+
+6. **Write the Final Answer:**
+   The number of dromedaries is \( d = 56 \).
+
+Let''s confirm this with a Python program.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+d, c = symbols(''d c'')
+
+# Define the equations
+eq1 = Eq(c + d, 180)
+eq2 = Eq(d + 2*c, 304)
+
+# Solve the system of equations
+solution = solve((eq1, eq2), (d, c))
+print(solution)
+```
+```output
+{c: 124, d: 56}
+```
+The solution to the system of equations is \( c = 124 \) and \( d = 56 \). Therefore,','**',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,3,'To solve the problem, we need to determine the number of dromedaries in the herd. Let''s break it down step-by-step.
+
+1. **Determine the total number of camels**: The problem states there are 180 heads. Since each camel has two humps, the total number of camels is:
+   \[
+   \frac{180}{2} = 90
+   \]
+
+2. **Determine the total number of dromedaries**: The problem states there are 304 bumps. Since each dromedary has one hump, the total number of dromedaries is:
+   \[
+   \frac{304}{1} = 304
+   \]
+
+3. **Calculate the number of dromedaries**: Since the number of camels and dromedaries must be equal, we can set up the equation:
+   \[
+   90 = 304
+   \]
+   However, this equation does not make sense because the number of dromedaries cannot be less than the number of camels. Therefore, we need to re-evaluate our approach.
+
+Since the problem states there are 180 heads and 304 bumps, it is not possible to have both a camel and a dromedary in a herd. The total number of heads and bumps must be the same. Therefore, we need to re-evaluate the problem statement again.
+
+Let''s use Python code to verify this solution.
+```python
+# Given data
+heads = 180
+bumps = 304
+
+# Calculate the number of camels
+camels = heads / 2
+
+# Calculate the number of dromedaries
+dromedaries = bumps / 1
+
+# Verify the solution
+if camels == dromedaries:
+    print("The number of dromedaries is correct.")
+else:
+    print("The number of dromedaries is incorrect.")
+```
+```output
+The number of dromedaries is incorrect.
+```
+It appears that my initial approach did not fully account for the requirement that the number of camels and dromedaries must be equal. Let''s re-evaluate the problem statement again.
+
+Since the number of camels and dromedaries must be equal, we can set up the equation:
+\[
+90 = 304
+\]
+However, this equation does not make sense because the number of dromedaries cannot be less','304',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,4,'To solve this problem, we need to determine the number of dromedaries and camels based on their respective descriptions. Let''s break down the problem step-by-step:
+
+1. **Define the Variables:**
+   - Let \( c \) be the number of camels.
+   - Let \( d \) be the number of dromedaries.
+
+2. **Understand the Humps:**
+   - Each camel has 2 humps.
+   - Each dromedary has 1 hump.
+   - Total humps from camels = \( 2c \).
+   - Total humps from dromedaries = \( d \).
+   - Total humps = \( 2c + d \).
+
+3. **Set Up the Equation:**
+   - The total number of humps is given as 180.
+   - Therefore, we can write the equation:
+     \[
+     2c + d = 180
+     \]
+
+4. **Solve for \( d \):**
+   - Subtract \( 2c \) from both sides of the equation to isolate \( d \):
+     \[
+     d = 180 - 2c
+     \]
+
+5. **Express \( c \) in Terms of \( d \):**
+   - Since \( d = 180 - 2c \), we can solve for \( c \) by isolating \( c \) on one side of the equation:
+     \[
+     c = \frac{180 - 2d}{2}
+     \]
+
+6. **Verify the Solution:**
+   - Substitute \( c = \frac{180 - 2d}{2} \) back into the equation \( 2c + d = 180 \):
+     \[
+     2 \left( \frac{180 - 2d}{2} \right) + d = 180
+     \]
+     Simplify the expression inside the parentheses:
+     \[
+     180 - 2d + d = 180
+     \]
+     Since both sides of the equation are equal, the solution is correct.
+
+Therefore, the number of dromedaries is \( \frac{180 - 2d}{2} \).
+
+Let''s write the Python code to verify this solution:
+```python
+from sympy import symbols, Eq, solve
+
+# Define the','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,5,'To determine the number of dromedaries in the herd, we need to use the given information about the number of heads and bumps, as well as the number of humps each type of animal has.
+
+First, let''s define the variables:
+- Let \( d \) be the number of dromedaries.
+- Let \( c \) be the number of camels.
+
+From the problem, we know the following:
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+3. Each camel has 2 humps.
+4. Each dromedary has 1 hump.
+
+We can translate these statements into equations:
+1. \( c + d = 180 \)
+2. \( 2c + d = 304 \)
+3. \( c = 1 \)
+4. \( d = 180 - 2 \cdot 1 - 1 \cdot 180 + 2 \cdot 180 - 2 \cdot 180 = 180 - 2 \cdot 180 = 180 - 360 = -180 \) (which is not possible, so we need to re-evaluate the problem setup or constraints)
+
+Given that \( c = 1 \), we can substitute this value into the first equation:
+\[ 1 + d = 180 \]
+\[ d = 180 - 1 = 179 \]
+
+So, there are 179 dromedaries. Let''s verify this by checking the hump counts:
+1. Each camel has 2 humps, so \( 2 \cdot 1 = 2 \) humps.
+2. Each dromedary has 1 hump, so \( 1 \cdot 180 = 180 \) humps.
+3. Therefore, the total number of humps (heads + bumps) is \( 2 + 180 = 182 \), which matches the given information.
+
+The final answer is \(\boxed{179}\).','179',0,'not_equivalent',456,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,6,'Let''s solve the problem step-by-step using Python and sympy.
+
+1. We know that the total number of heads is 180.
+2. We know that the total number of bumps is 304.
+3. Let''s denote the number of camels by \( C \) and the number of dromedaries by \( D \).
+
+We can set up the following equations based on the given information:
+1. \( C + D = 180 \) (total number of camels)
+2. \( 2C + D = 304 \) (total number of dromedaries)
+3. \( C = 180 - D \) (number of camels in terms of dromedaries)
+
+We can substitute \( D = 180 - C \) into the second equation to eliminate \( D \):
+\[ 2C + (180 - C) = 304 \]
+\[ 2C + 180 = 304 \]
+\[ 2C = 304 - 180 \]
+\[ 2C = 44 \]
+\[ C = 22 \]
+
+Now we can substitute \( C = 22 \) back into the equation \( C = 180 - D \) to find the number of dromedaries:
+\[ 22 = 180 - D \]
+\[ D = 180 - 22 \]
+\[ D = 158 \]
+
+So, the number of dromedaries is 158. Let''s verify this with Python and sympy.
+
+```python
+import sympy as sp
+
+# Define variables
+C, D = sp.symbols(''C D'')
+
+# Define equations
+eq1 = sp.Eq(C + D, 180)
+eq2 = sp.Eq(2*C + D, 304)
+eq3 = sp.Eq(C, 180 - D)
+
+# Substitute D = 180 - C into eq2
+eq2_substituted = eq2.subs(D, 180 - C)
+
+# Solve for C in terms of D
+C_value = sp.solve(eq3, C)[0]
+
+# Substitute C back into eq1 to find D
+D_value = sp.solve(eq1.subs(C, C_value), D)[0]
+
+# Verify the solution
+print(f','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,7,'To determine the number of dromedaries in the herd, we need to combine the given information about camels and dromedaries. We know the following:
+
+1. The herd has 180 heads.
+2. The herd has 304 bumps.
+
+We are also given that camels have two humps each and dromedaries have one hump each. Let''s denote the number of dromedaries by \( D \).
+
+We can express the number of camels and dromedaries in terms of the given information. Let''s denote the number of camels by \( C \). Since there are two humps each for camels, the number of camels can be expressed as:
+\[ C = 2C \]
+
+Substituting \( C = 2C \) into the equation for the number of camels, we get:
+\[ 2C = 304 \]
+\[ C = 152 \]
+
+Now, we know the number of camels is 152. Since there are 180 heads and the number of camels is 152, we can find the number of dromedaries by subtracting the number of camels from the total number of heads:
+\[ D = 180 - 152 = 28 \]
+
+Therefore, the number of dromedaries in the herd is \(\boxed{28}\).','28',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(31,0,'To solve this problem, we need to determine the size of Timothy''s locker based on the given information. Here''s a step-by-step breakdown of the solution:
+
+1. **Understand the relationship between the lockers:**
+   - Zack''s locker is half as big as Timothy''s locker.
+   - Peter''s locker is 1/4 as big as Zack''s locker.
+
+2. **Find the size of Zack''s locker:**
+   - Peter''s locker is given to be 5 cubic inches.
+   - We can use the relationship to find Zack''s locker''s size.
+
+3. **Find the size of Timothy''s locker:**
+   - We know that Zack''s locker is half as big as Timothy''s locker, so we can use the relationship to find Timothy''s locker''s size.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the variable for Timothy''s locker''s size in cubic inches
+T = sp.symbols(''T'')
+
+# Since Peter''s locker is 1/4 as big as Zack''s locker, we can write the equation
+# T = 5 / 4
+equation = sp.Eq(T, 5 / 4)
+
+# Solve the equation for Timothy''s locker''s size
+timothy_locker_size = sp.solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)
+```
+```output
+1.25000000000000
+```
+The size of Timothy''s locker is \(\boxed{1.25}\) cubic inches.','1.25',0,'not_equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,1,'Let''s break down the problem step-by-step:
+
+1. We know that Peter''s locker is 5 cubic inches.
+2. Peter''s locker is 1/4 as big as Zack''s locker, so we can calculate Zack''s locker size as follows:
+   \[
+   \text{Zack''s locker} = \frac{\text{Peter''s locker}}{4} = \frac{5}{4} = 1.25 \text{ cubic inches}
+   \]
+3. We are also given that Zack''s locker is half as big as Timothy''s locker. So, we can calculate Timothy''s locker size as follows:
+   \[
+   \text{Timothy''s locker} = \frac{\text{Zack''s locker}}{2} = \frac{1.25}{2} = 0.625 \text{ cubic inches}
+   \]
+
+Therefore, the final answer is \(\boxed{0.625}\).','0.625',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(31,2,'To solve the problem, we need to determine the size of Timothy''s locker. We will follow these steps:
+
+1. Identify the size of Zack''s locker.
+2. Determine the size of Peter''s locker based on the size of Zack''s locker.
+3. Print the final answer.
+
+First, we know that Peter''s locker is 1/4 as big as Zack''s locker. We are given that Peter''s locker is 5 cubic inches. To find the size of Zack''s locker, we divide the given size by 4:
+
+\[
+\text{Size of Zack''s locker} = \frac{5 \text{ cubic inches}}{4} = 1.25 \text{ cubic inches}
+\]
+
+Next, we know that Zack''s locker is half as big as Timothy''s locker. We are given that Peter''s locker is 5 cubic inches. To find the size of Timothy''s locker, we divide the given size by 2:
+
+\[
+\text{Size of Timothy''s locker} = \frac{5 \text{ cubic inches}}{2} = 2.5 \text{ cubic inches}
+\]
+
+Therefore, the size of Timothy''s locker is \(\boxed{2.5}\) cubic inches.','2.5',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,3,'To solve the problem, we need to determine the size of Timothy''s locker using the information given. Here''s a step-by-step breakdown of how to solve this:
+
+1. First, we need to find the size of Zack''s locker using the information that Zack''s locker is half as big as Timothy''s locker. We can write this as:
+   \[
+   \text{Zack''s locker} = \frac{\text{Timothy''s locker}}{2}
+   \]
+
+2. Next, we need to determine the size of Peter''s locker using the information that Peter''s locker is 1/4 as big as Zack''s locker. We can write this as:
+   \[
+   \text{Peter''s locker} = \frac{\text{Zack''s locker}}{4}
+   \]
+
+3. We are given that Peter''s locker is 5 cubic inches. Now we can substitute this value into the equation for Peter''s locker:
+   \[
+   5 = \frac{\text{Zack''s locker}}{4}
+   \]
+
+4. To find the size of Timothy''s locker, we solve the equation by multiplying both sides by 4:
+   \[
+   5 \times 4 = \text{Zack''s locker}
+   \]
+   \[
+   20 = \text{Zack''s locker}
+   \]
+
+5. Therefore, the size of Timothy''s locker is \(\boxed{20}\) cubic inches.','20',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,4,'To solve this problem, we need to use the given relationships between the sizes of the lockers. Let''s start by defining the variables and then use Python code to calculate the size of Timothy''s locker.
+
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. Since Peter''s locker is 1/4 as big as Zack''s locker, Peter''s locker''s size \( P \) can be written as \( P = \frac{T}{4} \).
+3. Zack''s locker is half as big as Timothy''s locker, Zack''s locker''s size \( Z \) can be written as \( Z = \frac{T}{2} \).
+4. We are given that Peter''s locker is 5 cubic inches, so we can set up the equation \( P = 5 \).
+
+Now we can use Python to solve this equation and find the size of Timothy''s locker. Let''s write the Python code to do this.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Set up the equation
+equation = Eq(P, 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)
+```
+```output
+NameError: name ''P'' is not defined
+```
+It looks like there was an issue with the variable name. In Python, variable names are case-sensitive, so we should use lowercase letters for variable names. Let''s correct the code and run it again.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Set up the equation
+equation = Eq(P, 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)
+```
+```output
+NameError: name ''P'' is not defined
+```
+It seems there was an issue with the variable name. In Python, variable names are case-sensitive, so we should use lowercase letters for variable names. Let''s correct the code and run it again.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Set up the equation
+equation = Eq(P, 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+
+# Print the result
+print(timothy_locker_size)
+```
+```output
+NameError: name ''P'' is not defined
+```
+It seems there was an issue with the variable name. In Python','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,5,'Let''s break down the problem step-by-step:
+
+1. We know that Peter''s locker is 5 cubic inches.
+2. Peter''s locker is 1/4 as big as Zack''s locker.
+3. Zack''s locker is half as big as Timothy''s locker.
+
+Let''s denote the size of Timothy''s locker as \( T \) cubic inches. According to the problem:
+- Peter''s locker is \( \frac{T}{4} \) cubic inches.
+- Zack''s locker is \( \frac{T}{2} \) cubic inches.
+
+We know Peter''s locker is 5 cubic inches, so we can set up the equation:
+\[
+\frac{T}{4} = 5
+\]
+
+To solve for \( T \), we can multiply both sides of the equation by 4:
+\[
+T = 5 \times 4
+\]
+\[
+T = 20
+\]
+
+So, Timothy''s locker is 20 cubic inches. Let''s write the Python code to confirm this.
+```python
+# Given data
+peter_locker_size = 5  # cubic inches
+
+# Calculate Timothy''s locker size
+timothy_locker_size = peter_locker_size / 4
+print(timothy_locker_size)
+```
+```output
+1.25
+```
+The size of Timothy''s locker is \(\boxed{1.25}\) cubic inches.','1.25',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,6,'To solve this problem, we need to follow these steps:
+
+1. Determine the size of Zack''s locker.
+2. Determine the size of Timothy''s locker.
+3. Determine the size of Peter''s locker based on the size of Zack''s locker.
+
+Let''s go through these steps with Python code:
+
+1. The size of Peter''s locker is 1/4 as big as Zack''s locker. Since Peter''s locker is 5 cubic inches, we can calculate the size of Zack''s locker as follows:
+\[ \text{Size of Zack''s locker} = \frac{5}{4} = 1.25 \text{ cubic inches} \]
+
+2. The size of Timothy''s locker is half as big as Zack''s locker. Since Zack''s locker is 1.25 cubic inches, we can calculate the size of Timothy''s locker as follows:
+\[ \text{Size of Timothy''s locker} = \frac{1.25}{2} = 0.625 \text{ cubic inches} \]
+
+Now, we can write the final answer in the `output` block:
+','0.625',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,7,'To determine the size of Timothy''s locker in cubic inches, we need to follow these steps:
+
+1. Determine the size of Zack''s locker.
+2. Determine the size of Peter''s locker.
+3. Calculate the total size of the three lockers combined.
+
+First, we know that Peter''s locker is 5 cubic inches. This means Peter''s locker is half the size of Zack''s locker. Therefore, we can write the equation:
+\[
+\text{Peter''s locker} = \frac{5}{2} \times \text{Zack''s locker}
+\]
+We are given that Peter''s locker is 5 cubic inches, so we can substitute 5 for the unknown:
+\[
+5 = \frac{5}{2} \times \text{Zack''s locker}
+\]
+To solve for Zack''s locker, we can multiply both sides of the equation by 2:
+\[
+5 \times 2 = 5 \times \text{Zack''s locker}
+\]
+This simplifies to:
+\[
+10 = 5 \times \text{Zack''s locker}
+\]
+Next, we divide both sides of the equation by 5:
+\[
+\text{Zack''s locker} = \frac{10}{5}
+\]
+This simplifies to:
+\[
+\text{Zack''s locker} = 2
+\]
+So, the size of Zack''s locker is 2 cubic inches. Now, we know that Peter''s locker is \(\frac{5}{2}\) times Zack''s locker. Therefore, we can write the equation for Peter''s locker:
+\[
+\text{Peter''s locker} = \frac{5}{2} \times 2 = 5
+\]
+So, the size of Peter''s locker is 5 cubic inches. To find the size of Timothy''s locker, we need to subtract the size of Peter''s locker from the size of Zack''s locker:
+\[
+\text{Timothy''s locker} = \text{Zack''s locker} - \text{Peter''s locker} = 2 - 5 = -3
+\]
+So, the size of Timothy''s locker is \(-3\) cubic inches.
+
+The final answer is:
+\[
+\boxed{-3}
+\]','-3',0,'not_equivalent',470,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630143944559240339e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',27,2.35477018972599762497e+03,2.35476692176699725677e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630227333320116999e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',31,3.18865310378200229033e+03,3.18864984186099900405e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -13100,5 +15230,21 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-387',0,27,'36',1.0,1,28,1,2886.0,2768.0,401.5,0.0,3.26149958125006378395e+01,6.48667443526385131824e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-387',0,27,'36',1.0,1,70,1,2886.0,2768.0,803.0,0.0,6.5229991625001275679e+01,1.14999560247892358396e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-387',0,27,'36',1.0,1,1,0,2886.0,2768.0,1606.0,0.0,1.30459983250002551356e+02,2152651920384.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-391',0,28,'6',0.0,0,8,1,1359.0,1287.0,396.5,0.0,6.09093075509999835057e+01,5.88646694795127075174e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-391',0,28,'6',0.0,0,28,1,1359.0,1287.0,793.0,0.0,1.21818615101999967004e+02,1.08682900960039465333e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-391',0,28,'6',0.0,0,70,1,1359.0,1287.0,1586.0,0.0,2.43637230203999934009e+02,2083193639210.93);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-391',0,28,'6',0.0,0,1,0,1359.0,1287.0,3172.0,0.0,4.87274460407999868019e+02,4075922898432.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-382',0,29,'270',0.0,0,8,1,3671.0,3511.0,305.5,0.0,8.99954177696254191669e+01,5.83081043038967773445e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-382',0,29,'270',0.0,0,28,1,3671.0,3511.0,611.0,0.0,1.79990835539250838338e+02,9.65747549265400878886e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-382',0,29,'270',0.0,0,70,1,3671.0,3511.0,1222.0,0.0,3.59981671078501676676e+02,1.73108056171826733393e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-382',0,29,'270',0.0,0,1,0,3671.0,3511.0,2444.0,0.0,7.19963342157003353353e+02,3261746586624.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-416',0,30,'60',0.0,0,8,1,2125.0,1658.0,468.375,0.0,3.31171740857498662089e+01,1.1758084083072956543e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-416',0,30,'60',0.0,0,28,1,2125.0,1658.0,936.75,0.0,6.62343481714997324178e+01,1.7645768308553962402e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-416',0,30,'664',0.0,0,70,1,2125.0,1658.0,1873.5,0.0,1.32468696342999464827e+02,2.94211367595159765612e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-416',0,30,'28',0.0,0,1,0,2125.0,1658.0,3747.0,0.0,2.64937392685998929654e+02,5297187366144.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-418',0,31,'1.25',0.0,0,8,1,2868.0,2730.0,320.25,0.0,41.2913017283754,5.74767655291093383781e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-418',0,31,'0.625',0.0,0,28,1,2868.0,2730.0,640.5,0.0,82.5826034567508,976446524046.08);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-418',0,31,'1.25',0.0,0,70,1,2868.0,2730.0,1281.0,0.0,1.65165206913501606323e+02,1.77980426155605322264e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-418',0,31,'0.625',0.0,0,1,0,2868.0,2730.0,2562.0,0.0,3.30330413827003212647e+02,3386519736576.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
