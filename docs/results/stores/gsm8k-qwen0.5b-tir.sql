@@ -7137,6 +7137,1282 @@ timothy_locker_size = solve(equation, T)[0]
 # Print the result
 print(timothy_locker_size)','stop',114,590,573,5.73062154559254,163843530240.0,NULL);
 INSERT INTO "chains" VALUES(31,5,0,'dfbdd0aee0b45b5c7ebbf8578c99e8f1d08f5fc1e2088f21aab760ca7474524e',0,'It seems there was an issue with the variable name. In Python','length',13,720,703,1.07838413999343174509e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(32,0,0,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',0,'```python
+# Joey''s initial points before his turn
+joey_initial = 214
+
+# Joey''s points after scoring 26 points
+joey_after_score = joey_initial + 26
+
+# Marcy''s points after scoring 10 points
+marcy_after_score = marcy_initial + 10
+
+# Joey''s points now winning
+joey_winning = joey_after_score - marcy_after_score
+
+# Output the final answer
+print(joey_winning)','stop',107,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,1,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',1,'To determine how many points Joey has now winning, we need to calculate the final score of Joey and Marcy, and then find the difference between them.
+
+First, let''s calculate Joey''s final score. Joey scores 26 points before his turn. Then, he scores an additional 10 points. Therefore, Joey''s final score is:
+\[ 26 + 10 = 36 \]
+
+Next, let''s calculate Marcy''s final score. Marcy scores 225 points before her turn. Then, she scores an additional 10 points. Therefore, Marcy''s final score is:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s final score and Marcy''s final score:
+\[ 36 - 235 = -169 \]
+
+Since Joey is losing by 169 points, the final answer is:
+\[ \boxed{-169} \]','stop',204,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,2,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',2,'To determine how many points Joey is winning, we need to follow these steps:
+
+1. Add Joey''s initial points to his scores from Marcy.
+2. Sum the points from both Joey and Marcy.
+
+Let''s write the Python code to solve this problem.
+```python
+# Joey''s initial points
+joey_initial_points = 214
+
+# Joey''s scores from Marcy
+marcy_points = 225
+
+# Joey''s total points after scoring from Marcy
+joey_total_points = joey_initial_points + marcy_points
+
+# Marcy''s total points after scoring from Joey
+marcy_total_points = marcy_points + joey_points
+
+print(mary_total_points)','stop',146,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,3,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',3,'To solve this problem, we need to calculate Joey''s current score and then subtract the points Marcy scored from it to find out how many points Joey is now winning. Let''s break this down step-by-step:
+
+1. Joey''s initial score is 214 points.
+2. Joey scores 26 points, so his current score is \(214 + 26 = 240\) points.
+3. Marcy''s score is 10 points, so Joey''s current score is \(240 + 10 = 250\) points.
+
+Now, Joey is winning by subtracting the points Marcy scored from his current score:
+
+\[250 - 10 = 240\]
+
+So, Joey is now winning by \(\boxed{240}\) points.','stop',172,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,4,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',4,'To determine how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s score after receiving the points from Marcy.
+2. Find the difference between Joey''s score and Marcy''s score.
+
+First, Joey scores 26 points and Marcy scores 10 points. So, we add these two scores together:
+\[ 26 + 10 = 36 \]
+
+Next, Joey''s score after receiving the points from Marcy is 36. Since Joey has 214 points before his turn, we need to find out how many points Joey is winning by subtracting Joey''s score from his total points:
+\[ 214 - 36 = 178 \]
+
+Therefore, Joey is now winning \(\boxed{178}\) points.','stop',171,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,5,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',5,'To solve the problem, we need to determine Joey''s final score based on the scores of Marcy and Joey. Joey''s initial score is 214 points, and he scores 26 points after Marcy. Additionally, Marcy scores 10 points. We can calculate Joey''s final score by summing Joey''s initial score and adding Marcy''s points.
+
+Let''s break this down into a step-by-step process:
+
+1. Joey''s initial score is 214 points.
+2. Joey scores 26 points.
+3. Marcy''s points are 10 points.
+4. Joey''s final score is the sum of Joey''s initial score and Marcy''s points.
+
+Now, let''s write the Python code to calculate Joey''s final score.
+```python
+# Initial score of Joey
+joey_initial_score = 214
+
+# Score of Marcy
+marcy_score = 10
+
+# Total score of Joey
+joey_final_score = joey_initial_score + marcy_score
+print(joey_final_score)','stop',219,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,6,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',6,'To determine Joey''s winning score, we need to calculate the total points he has at the end and then subtract the points he scored by Marcy.
+
+1. Joey''s initial points: 214
+2. Joey''s points after scoring 26 points: \(214 + 26 = 240\)
+3. Marcy''s points: 225
+4. Joey''s points after scoring 10 points: \(240 + 10 = 250\)
+
+So, Joey is now winning by \(\boxed{250}\) points.','stop',127,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,7,'265ed90def2ef687b21be5b23ff8386ee356bb3ec96db3bba2b152f73d43a917',7,'To solve the problem, we need to determine the total number of points Joey has before his turn and then subtract the points he scored from that total.
+
+Here''s a step-by-step approach:
+
+1. Calculate Joey''s total points before his turn.
+2. Subtract the points scored by Marcy from Joey''s total points.
+
+Let''s write the Python code to solve this problem.
+```python
+# Initial points
+joey_points_before_turn = 214
+joey_scored_points = 26
+
+# Total points Joey has before his turn
+total_points_before_turn = joey_points_before_turn + joey_scored_points
+
+# Points scored by Marcy
+marcy_scored_points = 10
+
+# Total points Joey has after his turn
+total_points_after_turn = total_points_before_turn - marcy_scored_points
+
+# Final answer
+print(total_points_after_turn)','stop',183,174,120,6.85560003100424,216620052000.0,NULL);
+INSERT INTO "chains" VALUES(32,1,0,'4c49b407f078a580328597825d74c55566427496be486de1df875adff8a7ba62',0,'It seems there was an error because I didn''t define `marcy_initial`. Let''s correct that by defining it at the beginning of the code. Here''s the corrected code:
+
+```python
+# Joey''s initial points before his turn
+joey_initial = 214
+
+# Joey''s points after scoring 26 points
+joey_after_score = joey_initial + 26
+
+# Marcy''s points after scoring 10 points
+marcy_after_score = marcy_initial + 10
+
+# Joey''s points now winning
+joey_winning = joey_after_score - marcy_after_score
+
+# Output the final answer
+print(joey_winning)','stop',143,299,280,6.91130224561008699168e+00,202913910528.0,NULL);
+INSERT INTO "chains" VALUES(32,2,0,'1e01c45187904774297969d753b0648367cbda29e7c25083779780a888eb7658',0,'It looks like there was an issue because `joey_initial_points` was not defined in the code. To fix this, we need to define `joey_initial_points` before we use it in the code. Let''s add the initial points to the scores from Marcy and then calculate the total points Joey is winning.
+```python
+# Joey''s initial points
+joey_initial_points = 214
+
+# Joey''s scores from Marcy
+marcy_points = 225
+
+# Joey''s total points after scoring from Marcy
+joey_total_points = joey_initial_points + marcy_points
+
+# Marcy''s total points after scoring from Joey
+marcy_total_points = marcy_points + joey_total_points
+
+# Joey is winning by the difference between Joey''s total points and Marcy''s total points
+joey_wins = joey_total_points - marcy_total_points
+
+print(joe_wins)','stop',193,338,319,9.73880379760400671784e+00,265930652928.0,NULL);
+INSERT INTO "chains" VALUES(32,3,0,'89ac9831592271a5c8d00c4146f2c54cac8fc808da7fc7675aef83ad70b8a210',0,'After calculating Joey''s final score, we find that Joey is now winning with a score of \(\boxed{224}\) points.','stop',30,402,392,1.52380394925421569496e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(32,4,0,'6ed80fce0787b10a769b4438a00d280e82b7acddf0172f5bf8509f38aa3aba78',0,'Joey now has \(\boxed{230}\) points winning.','stop',17,366,356,1.03234913499909453094e+00,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(32,5,0,'583dd2ff7e00ac60611d6ccd954495d25beaa69ecaf2880cbc78ae7856a1bd29',0,'The final answer is \(\boxed{10}\). Joey now has 10 points more than Marcy.','stop',25,460,441,1.43643050133687144587e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(32,6,0,'3d0225371ba7ef790eb593745e7fa471658b6c9bc64850d2ccf2793ddc6f2f94',0,'It seems there was another issue because `joey_wins` was not defined in the code. To fix this, we need to define `joey_wins` before we use it in the code. Let''s add the initial points to the scores from Marcy and then calculate the total points Joey is winning.
+```python
+# Joey''s initial points
+joey_initial_points = 214
+
+# Joey''s scores from Marcy
+marcy_points = 225
+
+# Joey''s total points after scoring from Marcy
+joey_total_points = joey_initial_points + marcy_points
+
+# Marcy''s total points after scoring from Joey
+marcy_total_points = marcy_points + joey_total_points
+
+# Joey is winning by the difference between Joey''s total points and Marcy''s total points
+joey_wins','length',173,550,530,8.47195838716712,241984290816.0,NULL);
+INSERT INTO "chains" VALUES(33,0,0,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',0,'To determine the total number of apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples consumed by Marin in one day.
+2. Calculate the number of apples consumed by Nancy in one day.
+3. Multiply the daily consumption of Marin and Nancy by 30 to get the total consumption in 30 days.
+
+Let''s start with the daily consumption of each person:
+- Marin eats 4 apples per day.
+- Nancy eats 4 apples per day.
+
+Next, we calculate the total consumption for both Marin and Nancy in 30 days:
+\[
+\text{Total apples consumed by Marin in 30 days} = 4 \text{ apples/day} \times 30 \text{ days}
+\]
+\[
+\text{Total apples consumed by Nancy in 30 days} = 120 \text{ apples/day} \times 30 \text{ days}
+\]
+
+Now, we perform the multiplication:
+\[
+\text{Total apples consumed by Marin in 30 days} = 4800 \text{ apples}
+\]
+\[
+\text{Total apples consumed by Nancy in 30 days} = 14400 \text{ apples}
+\]
+
+Therefore, the total number of apples eaten by Marin and Nancy in 30 days is \(\boxed{14400}\).','stop',295,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,1,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',1,'To solve the problem of determining the total number of apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples each person eats per day.
+2. Calculate the number of apples each person eats in 30 days.
+3. Sum the number of apples eaten by both people to get the total number of apples eaten in 30 days.
+
+Let''s write the Python code to perform these steps.
+```python
+# Step 1: Calculate the number of apples each person eats per day
+apples_per_day = 4
+
+# Step 2: Calculate the number of apples each person eats in 30 days
+apples_per_30_days = apples_per_day * 30
+
+# Step 3: Sum the number of apples eaten by both people
+total_apples = apples_per_30_days
+
+# Print the final answer
+print(total_apples)','stop',193,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,2,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',2,'Let''s break down the problem step-by-step:
+
+1. Marin eats 4 apples each day.
+2. Nancy eats 4 apples each day.
+3. Together, Marin and Nancy eat \(4 + 4 = 8\) apples each day.
+4. Over 30 days, the total number of apples they eat is \(8 \times 30 = 240\).
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Number of apples each person eats per day
+apples_per_person_per_day = 4
+
+# Number of days they eat together
+total_days = 30
+
+# Total number of apples eaten
+total_apples = apples_per_person_per_day * total_days
+print(total_apples)','stop',159,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,3,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',3,'To determine the total number of apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples Marin eats in one day.
+2. Calculate the number of apples Nancy eats in one day.
+3. Sum the number of apples eaten by Marin and Nancy in one day.
+4. Multiply the daily total by 30 to get the total for 30 days.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the number of apples eaten per day by each person
+apples_per_day_marin = 4
+apples_per_day_nancy = 4
+
+# Calculate the number of apples eaten in one day by both
+apples_per_day_total = apples_per_day_marin + apples_per_day_nancy
+
+# Calculate the total number of apples eaten in 30 days
+total_apples_30_days = apples_per_day_total * 30
+print(total_apples_30_days)','stop',205,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,4,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',4,'To determine the total number of apples Marin and Nancy eat in 30 days, we can break down the problem into the following steps:
+
+1. Calculate the total number of apples Marin eats in 30 days.
+2. Calculate the total number of apples Nancy eats in 30 days.
+3. Add the results from steps 1 and 2 to get the final answer.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the total number of apples Marin eats in 30 days
+apples_per_day = 4
+days = 30
+total_apples_marin = apples_per_day * days
+
+# Step 2: Calculate the total number of apples Nancy eats in 30 days
+total_apples_nancy = apples_per_day * days
+
+# Step 3: Add the results from steps 1 and 2 to get the final answer
+total_apples = total_apples_marin + total_apples_nancy
+
+# Output the final answer
+print(total_apples)','stop',214,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,5,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of apples Marin and Nancy eat in one day.
+2. Multiply the number of apples per day by the number of days to get the total number of apples eaten in 30 days.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+apples_per_day = 4
+days = 30
+
+# Calculate total apples eaten in 30 days
+total_apples = apples_per_day * days
+print(total_apples)','stop',115,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,6,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',6,'To determine the total number of apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the total number of apples Marin eats in one day.
+2. Multiply the daily apples by the number of days to find the total apples eaten in 30 days.
+
+Let''s start with the first step. Marin eats 4 apples a day. Therefore, in one day, Marin eats:
+
+\[ 4 \text{ apples/day} \times 1 \text{ day} = 4 \text{ apples} \]
+
+Next, we need to find out how many apples this is in 30 days. We do this by multiplying the number of apples per day by the number of days:
+
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+So, the total number of apples Marin and Nancy eat in 30 days is:
+
+\[
+\boxed{120}
+\]','stop',210,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,0,7,'a11e30b17d0ea8bd1bef8f933df43da97abaf64af7c2f9aa2d4cfe483cda8d9e',7,'To determine how many apples Marin and his neighbor Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples eaten by Marin in 30 days.
+2. Calculate the number of apples eaten by Nancy in 30 days.
+3. Add the number of apples eaten by Marin and Nancy together to get the total number of apples eaten in 30 days.
+
+Step 1: Calculate the number of apples eaten by Marin in 30 days.
+Marin eats 4 apples per day.
+So, in 30 days, Marin eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 2: Calculate the number of apples eaten by Nancy in 30 days.
+Nancy eats 4 apples per day.
+So, in 30 days, Nancy eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 3: Add the number of apples eaten by Marin and Nancy together to get the total number of apples eaten in 30 days.
+\[ 120 \text{ apples} + 120 \text{ apples} = 240 \text{ apples} \]
+
+Therefore, the total number of apples they eat in 30 days is \(\boxed{240}\).','stop',306,151,120,8.21633050914267393238e+00,270971992320.0,NULL);
+INSERT INTO "chains" VALUES(33,1,0,'bb5876e3fdc3469a544b869422b52801e07e0114a3bdf2ca4d82999345e1b9dc',0,'The total number of apples Marin and Nancy eat in 30 days is \(\boxed{120}\).','stop',25,353,343,1.30191879500634954958e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(33,2,0,'ec3ca3022bffe31bf54525c54c71a5284cc878eef7a1c045a56300db047e8dd2',0,'The total number of apples Marin and Nancy eat in 30 days is \(\boxed{120}\).','stop',25,319,309,1.3006123500032116258e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(33,3,0,'ca168b767aa4b16d647f851eaf9d32d93635a4d912e4acd1ca5d28073cb279e4',0,'The total number of apples that Marin and Nancy eat in 30 days is \(\boxed{240}\).','stop',26,365,355,1.34409720450785230561e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(33,4,0,'4b752db5d1f71ec0ba0fce640473d74c24bd04e2cd8c83f7be18180b190d3184',0,'The total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','stop',25,374,364,1.28627372000628370507e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(33,5,0,'8e74ecf0d0d78c1b8d2f2ff06b7b1e8b715a1d1118034c39ecb6c66512d1bd8d',0,'Marin and Nancy eat \(\boxed{120}\) apples in 30 days.','stop',22,275,265,1.15820519500266527757e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(34,0,0,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',0,'Let''s solve the problem step-by-step:
+
+1. **Determine the number of Pomeranians**:
+   - Jana has 27 puppies.
+   - Two thirds of her puppies are Pomeranians.
+   - So, the number of Pomeranians = \( \frac{2}{3} \times 27 \).
+
+2. **Determine the number of girls**:
+   - One third of the Pomeranians are girls.
+   - So, the number of girls = \( \frac{1}{3} \times \text{Number of Pomeranians} \).
+
+3. **Calculate the total number of girl Pomeranians**:
+   - Since there are 18 girls (one third of the Pomeranians), we can add this number to the number of Pomeranians to get the total number of girl Pomeranians.
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Given data
+total_puppies = 27
+fraction_pomeranians = 2 / 3
+
+# Calculate the number of Pomeranians
+number_of_pomeranians = fraction_pomeranians * total_puppies
+
+# Calculate the number of girls
+number_of_girls = fraction_pomeranians * number_of_pomeranians
+
+# Calculate the total number of girl Pomeranians
+total_number_of_girl_pomeranians = number_of_girls + number_of_pomeranians
+print(total_number_of_girl_pomeranians)','stop',328,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,1,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',1,'To solve this problem, we need to determine how many girl Pomeranians Jana has. Let''s break it down step-by-step:
+
+1. **Determine the number of Pomeranians:**
+   Jana has 27 puppies.
+   Two thirds of the puppies are Pomeranians.
+   \[
+   \text{Number of Pomeranians} = \frac{27}{3} = 9
+   \]
+
+2. **Determine the number of girls Pomeranians:**
+   One third of the Pomeranians are girls.
+   \[
+   \text{Number of girls Pomeranians} = \frac{9}{3} = 3
+   \]
+
+3. **Combine the results:**
+   Jana has 9 Pomeranians and 3 girls Pomeranians.
+
+So, the final answer is \(\boxed{9 \text{ girls Pomeranians}}\).','stop',201,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,2,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',2,'To solve this problem step-by-step, we need to follow these steps:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girls among the Pomeranians.
+3. Sum the number of girls to get the final answer.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the number of Pomeranians
+total_puppies = 27
+fraction_pomeranians = 2 / 3
+number_pomeranians = total_puppies * fraction_pomeranians
+
+# Step 2: Calculate the number of girls among the Pomeranians
+fraction_girls = 1 / 3
+number_girls = number_pomeranians * fraction_girls
+
+# Step 3: Sum the number of girls
+number_of_girls = number_girls
+
+# Final answer
+print(number_of_girls)','stop',201,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,3,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girl Pomeranians among the Pomeranians.
+
+Let''s break it down step-by-step and use Python code to ensure the result is accurate.
+
+1. The total number of puppies is 27.
+2. Two thirds of Jana''s puppies are Pomeranians. So, the number of Pomeranians is \(\frac{2}{3} \times 27\).
+3. One third of the Pomeranians are girls. So, the number of girl Pomeranians is \(\frac{1}{3} \times \text{number of Pomeranians}\).
+
+Let''s use Python code to calculate these values.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+num_pomeranians = (2/3) * total_puppies
+
+# Calculate the number of girl Pomeranians
+num_girl_pomeranians = (1/3) * num_pomeranians
+
+# The final answer
+print(num_girl_pomeranians)','stop',262,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,4,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',4,'Let''s break down the problem step-by-step:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girl Pomeranians in the Pomeranians.
+3. Sum the number of girl Pomeranians to get the final answer.
+
+We''ll use Python to perform these calculations accurately.
+```python
+import sympy as sp
+
+# Given data
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+pomeranians = total_puppies * sp.Rational(2, 3)
+
+# Calculate the number of girl Pomeranians
+girl_pomeranians = pomeranians * sp.Rational(1, 3)
+
+# Sum the number of girl Pomeranians
+total_girl_pomeranians = girl_pomeranians + girl_pomeranians
+
+# Print the final answer
+print(total_girl_pomeranians)','stop',199,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,5,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girls in the Pomeranians.
+3. Sum the number of girls to get the total number of girl Pomeranians.
+
+Let''s break this down into a Python program:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Calculate the number of Pomeranians
+total_puppies = 27
+fraction_pomeranians = 2/3
+number_pomeranians = total_puppies * fraction_pomeranians
+
+# Step 2: Calculate the number of girls in the Pomeranians
+fraction_girls = 1/3
+number_girls = number_pomeranians * fraction_girls
+
+# Step 3: Sum the number of girls to get the total number of girl Pomeranians
+total_girl_pomeranians = number_girls
+
+print(total_girl_pomeranians)','stop',223,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,6,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',6,'Let''s solve the problem step-by-step using Python and sympy.
+
+1. First, we need to determine how many Pomeranians Jana has.
+2. Then, we need to determine how many girl Pomeranians Jana has.
+
+Given:
+- Total number of puppies = 27
+- Two thirds of Jana''s puppies are Pomeranians
+- One third of the Pomeranians are girls
+
+Let''s calculate this using Python.
+```python
+import sympy as sp
+
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+num_pomeranians = total_puppies * sp.Rational(2, 3)
+
+# Calculate the number of girl Pomeranians
+num_girl_pomeranians = num_pomeranians * sp.Rational(1, 3)
+
+print(num_girl_pomeranians)','stop',193,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,0,7,'6a9f1cb4949252f1466751890b13bdafec7a2aa9f512b1046ec40ee35f18ac8e',7,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of Pomeranians in Jana''s puppies.
+2. Determine the number of girls among the Pomeranians.
+
+First, let''s find the number of Pomeranians in Jana''s puppies. We know that two thirds of Jana''s puppies are Pomeranians. Since Jana has 27 puppies in total, we calculate the number of Pomeranians as follows:
+\[
+\text{Number of Pomeranians} = \frac{2}{3} \times 27 = 9
+\]
+
+Next, we need to find the number of girls among the Pomeranians. We know that one third of the Pomeranians are girls. Since the number of Pomeranians is 9, we calculate the number of girls as follows:
+\[
+\text{Number of girls} = \frac{1}{3} \times 9 = 3
+\]
+
+Therefore, the number of girl Pomeranians Jana has is \(\boxed{3}\).','stop',231,169,120,8.80902906576776700831e+00,296021147424.0,NULL);
+INSERT INTO "chains" VALUES(34,1,0,'4ad56cb7ddd80f27941ae293835fce2bd71fde8107b9ead5308d5a6526c9dd66',0,'The total number of girl Pomeranians Jana has is \(\boxed{30}\).','stop',22,507,496,1.18689119250332,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(34,2,0,'e6f6c4f58edf11bfee47d1aba4fd081021075e8d45ba6191d02e2a940276a9c2',0,'Jana has \(\boxed{6}\) girl Pomeranians.','stop',17,379,369,9.33932683946488539916e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(34,3,0,'38a236f74b1f486bb7e5ca40eb1c2883baab23433557c4768dd4e40c99895fa5',0,'The final answer is \(\boxed{6}\).','stop',12,440,430,7.21700042497104732319e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(34,4,0,'802f2555b084913ac273e01d7ec8e15e67c29ed1563cdb1972b3b84a75c4cc05',0,'The final answer is \(\boxed{12}\).','stop',13,376,367,0.736826070584963,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(34,5,0,'9ef320d4ccb9c1fa36d9f25f33b3ec68b0a7db6d0d9d89b631b42ba999838642',0,'Jana has \(\boxed{6}\) girl Pomeranians.','stop',17,401,391,9.28466380951442404878e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(34,6,0,'c45eb55bde8b8e811a105e2d48eae0c4edb8599493e29eb003ba27abde02851d',0,'The final answer is \(\boxed{6}\).','stop',12,369,361,6.7575207449772267676e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(35,0,0,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',0,'To determine how many minutes Charisma has walked over the 5 days at the office, we need to calculate the total time she has been at work and then convert that time into minutes.
+
+First, we calculate the total time Charisma has been at work during the 5 days. Since she works for 8 hours every day, the total hours she has been at work is:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we convert the total hours into minutes. Since there are 60 minutes in an hour, we multiply 40 hours by 60 minutes:
+\[ 40 \text{ hours} \times 60 \text{ minutes/hour} = 2400 \text{ minutes} \]
+
+Therefore, the total number of minutes Charisma has walked over the 5 days at the office is \(\boxed{2400}\).','stop',204,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,1,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',1,'Let''s break down the problem step-by-step:
+
+1. Calculate the total time Charisma walks in one day.
+2. Calculate the total time Charisma walks in 5 days.
+3. Convert the total walking time from minutes to hours and minutes.
+4. Sum the hours and minutes to get the final answer.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Constants
+work_hours_per_day = 8
+minutes_per_hour_work = 5
+days_at_work = 5
+
+# Calculate total walking time in one day
+walking_time_per_day = work_hours_per_day * minutes_per_hour_work
+
+# Calculate total walking time in 5 days
+total_walking_time = walking_time_per_day * days_at_work
+
+# Convert total walking time from minutes to hours and minutes
+total_hours = total_walking_time // 60
+total_minutes = total_walking_time % 60
+
+# Print the final answer
+print(f"Charisma has walked {total_hours} hours and {total_minutes} minutes.")','stop',214,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,2,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',2,'To determine how many minutes Charisma has walked, we need to follow these steps:
+
+1. Calculate the total number of minutes Charisma works in 5 days at the office.
+2. Determine how many minutes Charisma walks in that time.
+3. Sum the total minutes walked to get the final answer.
+
+Let''s break this down:
+
+1. Charisma works for 8 hours every day. Since there are 24 hours in a day, she works for \(8 \times 24 = 192\) hours in 5 days.
+2. She has a timer to remind her to get up and walk for 5 minutes every hour she’s at work. Therefore, she walks for \(192 \times 5 = 960\) minutes in 5 days.
+3. To find out how many minutes Charisma has walked, we simply add the minutes she walks in 5 days to the minutes she walks in 8 hours:
+
+\[
+\boxed{960}
+\]','stop',209,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,3,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',3,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down her work hours and timer usage step by step.
+
+1. Calculate Charisma''s work hours in 5 days.
+2. Determine how many minutes Charisma has walked based on her work hours and timer usage.
+
+First, let''s calculate Charisma''s work hours in 5 days. Since Charisma works for 8 hours every day, we multiply 8 by 5:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we need to determine how many minutes Charisma has walked in 40 hours. We know that she has a timer that allows her to walk for 5 minutes every hour she''s at work. Therefore, we multiply 5 by 40:
+\[ 5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes} \]
+
+Thus, the final answer is:
+\[ \boxed{200} \]','stop',230,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,4,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',4,'To determine how many minutes Charisma has walked after 5 days at the office, we need to calculate the total number of hours she has been at work and then convert that time into minutes.
+
+First, we calculate the total number of hours Charisma has been at work:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we convert the total hours into minutes. Since there are 60 minutes in an hour, we multiply the total hours by 60:
+\[ 40 \text{ hours} \times 60 \text{ minutes/hour} = 2400 \text{ minutes} \]
+
+Therefore, the total number of minutes Charisma has walked after 5 days at the office is \(\boxed{2400}\).','stop',179,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,5,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',5,'To solve this problem, we''ll need to break down the problem into steps:
+
+1. Calculate the total time Charisma works at the office in a week.
+2. Calculate the total time Charisma walks in a week.
+3. Subtract the total walk time from the total work time to find out how many minutes she has walked in a week.
+
+First, let''s calculate the total time Charisma works at the office in a week. Since she works for 8 hours every day, and there are 7 days in a week, we have:
+\[ 8 \text{ hours/day} \times 7 \text{ days/week} = 56 \text{ hours/week} \]
+
+Next, let''s calculate the total time Charisma walks in a week. Since she walks for 5 minutes every hour she''s at work, and there are 7 days in a week, we have:
+\[ 5 \text{ minutes/hour} \times 7 \text{ days/week} = 35 \text{ minutes/week} \]
+
+Now, we subtract the total walk time from the total work time to find out how many minutes she has walked in a week:
+\[ 56 \text{ hours/week} - 35 \text{ minutes/week} = 21 \text{ minutes/week} \]
+
+So, Charisma has walked for \(\boxed{21}\) minutes in a week.','stop',302,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,6,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',6,'To solve this problem, we need to calculate the total time Charisma has walked over the 5 days at the office. Here''s a step-by-step reasoning:
+
+1. Calculate the total time Charisma works in 5 days at the office.
+2. Determine how long it takes for Charisma to walk at her rate of 5 minutes per hour.
+3. Add the time Charisma walks to her work hours to get the total time she walks.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+work_hours = symbols(''work_hours'')
+
+# Calculate the total time Charisma works in 5 days
+total_work_hours = 5 * work_hours
+
+# Calculate the time it takes for Charisma to walk at her rate of 5 minutes per hour
+time_to_walk = 5 * work_hours
+
+# Calculate the total time Charisma walks
+total_walk_time = total_work_hours + time_to_walk
+
+# Print the final answer
+print(total_walk_time)','stop',218,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,0,7,'969c0aa3aa72ae59e2a54d66b6971f67dd770e7d2234b9f58348715d1a0752ee',7,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total time Charisma uses to walk in 5 hours.
+3. Convert the walking time from minutes to hours.
+
+First, we calculate the total number of hours Charisma works in 5 days:
+\[ 5 \text{ days} \times 8 \text{ hours/day} = 40 \text{ hours} \]
+
+Next, we determine the total time Charisma uses to walk in 40 hours:
+\[ 5 \text{ hours} \times 5 \text{ minutes/hour} = 25 \text{ minutes} \]
+
+Finally, we convert the walking time from minutes to hours:
+\[ 25 \text{ minutes} \div 60 \text{ minutes/hour} = \frac{25}{60} = \frac{5}{12} \text{ hours} \]
+
+Thus, the final answer is:
+\[ \boxed{\frac{5}{12}} \]','stop',241,175,120,8.61593558433871820056e+00,290507182464.0,NULL);
+INSERT INTO "chains" VALUES(35,1,0,'40bff073e73b43ed6ab9a586f307683ef23de5d1865fdc85bebcb3155d8e38fd',0,'After running the code, we find that Charisma has walked \(\boxed{3}\) hours and 20 minutes.','stop',27,407,388,1.69681589898714801911e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(35,2,0,'c2044d2c0017928503eb394d927244ee3a30018283833120fd73faaf7e041c6d',0,'Charisma has walked \(\boxed{10*work_hours}\) minutes over the 5 days at the office.','stop',26,404,392,1.46926966910541545452e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(36,0,0,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',0,'To solve this problem, we need to determine the number of guests for the two venues such that the total cost is equal in both venues. Let''s break down the problem step-by-step.
+
+1. **First Venue Price Calculation:**
+   - Flat fee: $200
+   - Cost per guest: $5
+   - Number of guests: \( n_1 \)
+   - Total cost for the first venue: \( 200 + 5n_1 \)
+
+2. **Second Venue Price Calculation:**
+   - Flat fee: $25
+   - Cost per person: $5
+   - Number of guests: \( n_2 \)
+   - Total cost for the second venue: \( 25 + 5n_2 \)
+
+3. **Set Up the Equation:**
+   - We need the total cost for the first venue equal to the total cost for the second venue: 
+     \[
+     200 + 5n_1 = 25 + 5n_2
+     \]
+
+4. **Solve the Equation:**
+   - Rearrange the equation to isolate \( n_2 \):
+     \[
+     200 + 5n_1 - 25 = 5n_2
+     \]
+     \[
+     175 + 5n_1 = 5n_2
+     \]
+     \[
+     35 + n_1 = n_2
+     \]
+     \[
+     n_2 = 35 - n_1
+     \]
+
+5. **Check Feasibility:**
+   - Since \( n_1 \) and \( n_2 \) must be non-negative integers, we need:
+     \[
+     35 - n_1 \geq 0
+     \]
+     \[
+     n_1 \leq 35
+     \]
+
+6. **Find the Range of \( n_1 \):**
+   - The smallest possible \( n_1 \) is 0, and the largest possible \( n_1 \) is 35.
+   - Therefore, \( n_1 \) can range from 0 to 35.
+
+7. **Calculate the Corresponding \( n_2 \) Values:**
+   - For \( n_1 = 0 \):
+     \[
+     n_2 = 35 - 0 = 3','length',512,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,1,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',1,'To determine how many guests are necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue separately and then set them equal to each other.
+
+First, let''s calculate the total cost for the first venue:
+- The flat fee is $200.
+- Each guest attends for $5.
+- Therefore, the total cost for the first venue is:
+  \[
+  200 + 5 \times 10 = 200 + 50 = 250
+  \]
+
+Next, let''s calculate the total cost for the second venue:
+- The flat fee is $25 per person.
+- Each guest attends for $5.
+- Therefore, the total cost for the second venue is:
+  \[
+  25 \times 10 = 250
+  \]
+
+Since the total cost for both venues is $250, we can see that the two venues are equal in cost.
+
+Thus, the final answer is:
+\[
+\boxed{250}
+\]','stop',223,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,2,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',2,'To solve this problem, we need to determine the minimum number of guests required for both venues to have the same cost in terms of the flat fee and the cost per person when food is included. Let''s break down the problem step-by-step.
+
+1. **Identify the costs for each venue:**
+   - Flat fee of $200.
+   - Per person fee for food included in the flat fee: $5.
+
+2. **Formulate the equation for the total cost:**
+   Let \( n \) be the number of guests.
+   The total cost for the first venue is \( 200 + 5n \).
+   The total cost for the second venue is \( 25n \).
+
+3. **Set the two total costs equal to each other:**
+   \[
+   200 + 5n = 25n
+   \]
+
+4. **Solve for \( n \):**
+   Subtract \( 25n \) from both sides of the equation:
+   \[
+   200 = 5n
+   \]
+   Divide both sides by 5:
+   \[
+   n = 40
+   \]
+
+Now, let''s verify this by implementing it in a Python program.
+```python
+# Define the flat fee and per person fee for food included in the flat fee
+flat_fee = 200
+food_per_person = 5
+
+# Calculate the minimum number of guests required for both venues to have the same cost
+n = (flat_fee - food_per_person) / food_per_person
+print(n)','stop',333,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,3,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',3,'Let''s solve this step-by-step:
+
+1. **Identify the costs for each venue:**
+   - First venue: Flat fee $200.
+   - Second venue: $25 per person who attends ($25 * n), where n is the number of guests.
+
+2. **Set up the equation:**
+   - The total cost of the first venue must equal the total cost of the second venue. So we can set up the equation:
+     \[
+     200 = 25n
+     \]
+
+3. **Solve for \( n \):**
+   - Divide both sides of the equation by 25:
+     \[
+     n = \frac{200}{25}
+     \]
+   - Simplify the fraction:
+     \[
+     n = 8
+     \]
+
+Now let''s verify this solution using Python code.
+
+```python
+# Define the cost of each venue
+cost_first_venue = 200
+cost_second_venue_per_person = 25
+
+# Calculate the number of guests needed for the second venue to be equal in cost
+number_of_guests = cost_first_venue / cost_second_venue_per_person
+print(number_of_guests)','stop',257,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,4,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',4,'To solve this problem, we need to determine the minimum number of guests required for both venues to be equal in cost. Let''s break down the problem step-by-step:
+
+1. **Calculate the cost for the first venue:**
+   - Flat fee: $200
+   - Cost per person: $25
+   - Number of guests: \( n \)
+   - Total cost for the first venue: \( 200 + (n-1) \times 25 \)
+
+2. **Calculate the cost for the second venue:**
+   - Food per guest: $5
+   - Number of guests: \( n \)
+   - Total cost for the second venue: \( n \times 5 \)
+
+3. **Set the two costs equal to each other:**
+   \[
+   200 + (n-1) \times 25 = n \times 5
+   \]
+
+4. **Solve for \( n \):**
+   \[
+   200 + (n-1) \times 25 = n \times 5
+   \]
+   \[
+   200 + 25n - 25 = 5n
+   \]
+   \[
+   25n - 5n = 200 - 25
+   \]
+   \[
+   20n = 175
+   \]
+   \[
+   n = \frac{175}{20} = 8.75
+   \]
+
+Since \( n \) must be a whole number, we check if there are any other solutions. We can do this by substituting \( n = 9 \) back into the cost equation:
+
+\[
+200 + (9-1) \times 25 = 9 \times 5
+\]
+\[
+200 + 8 \times 25 = 45
+\]
+\[
+200 + 200 = 600
+\]
+\[
+600 = 600
+\]
+
+Since both sides are equal, \( n = 9 \) is indeed a valid solution. Therefore, the minimum number of guests necessary for the two venues to be equal in cost is \(\boxed{9}\).','stop',488,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,5,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',5,'To determine the number of guests necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue and then set them equal to each other.
+
+The first venue charges a flat fee of $200. With $5 per guest included for food, the total cost for the first venue is:
+\[ 200 + 5 = 205 \]
+
+The second venue charges $25 per person who attends. The number of guests attending is unknown, so we assume the number of guests is \( n \). The total cost for the second venue is:
+\[ 25n \]
+
+Since the two venues must be equal in cost, we set up the equation:
+\[ 205 = 25n \]
+
+To solve for \( n \), we divide both sides of the equation by 25:
+\[ n = \frac{205}{25} = 8 \]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','stop',220,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,6,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',6,'To solve this problem, we need to find the smallest number of guests such that the total cost of both venues is equal. Let''s break down the problem step by step.
+
+1. **Define Variables:**
+   - Let \( n \) be the number of guests.
+   - Let \( t_1 \) be the cost of the first venue.
+   - Let \( t_2 \) be the cost of the second venue.
+   - Let \( f \) be the cost of food per person.
+
+2. **Set Up Equations:**
+   - The first venue charges a flat fee of $200.
+   - The second venue charges, $25 per person who attends.
+   - The first venue does not include food, so the cost of food per person is $5 for each person.
+   - The total cost of the first venue is \( t_1 \).
+   - The total cost of the second venue is \( t_2 \).
+   - The total cost of both venues is \( t_1 + t_2 + f \).
+
+3. **Formulate the Equation:**
+   - We have \( t_1 = 200 \) and \( t_2 = 25n \) for the first venue.
+   - We know that the food cost per person is $5 for each person, so \( f = 5n \).
+   - The total cost of both venues is \( t_1 + t_2 + f = 200 + 25n + 5n = 225n + 200 \).
+   - Equate the total cost of both venues to \( t_1 + t_2 + f \):
+     \[
+     225n + 200 = 200
+     \]
+
+4. **Solve for \( n \):**
+   - Subtract \( 200 \) from both sides of the equation:
+     \[
+     225n = 0
+     \]
+   - Divide both sides by 225:
+     \[
+     n = 0
+     \]
+
+So, the minimum number of guests necessary for the two venues to be equal in cost is \(\boxed{0}\).','stop',472,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,0,7,'395b4519a523caf5dc4ffc72e3e46e73347912b6593bc32f146a97b18f21e494',7,'To determine the number of guests necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue and then set them equal to each other.
+
+First, let''s calculate the total cost for the first venue. The first venue charges a flat fee of $200, regardless of how many guests attend. Since the problem does not specify the number of guests, we will assume that the number of guests is unknown. Therefore, the total cost for the first venue is $200.
+
+Next, let''s calculate the total cost for the second venue. The second venue charges, $25 per person who attends, but the first venue does not include food, which Mark estimates will cost $5 for each person who attends. Since the problem does not specify the number of guests, we will assume that the number of guests is unknown. Therefore, the total cost for the second venue is $25 \times n$, where $n$ is the number of guests.
+
+Now, we set the total cost for the first venue equal to the total cost for the second venue and solve for $n$:
+\[ 200 = 25 \times n \]
+
+To find $n$, we divide both sides of the equation by 25:
+\[ n = \frac{200}{25} = 8 \]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','stop',304,233,120,1.37686777353203968485e+01,459076968384.0,NULL);
+INSERT INTO "chains" VALUES(36,1,0,'593ba03ac08e87ff74610a8577f1b59152544fbe499b50eeffc39ec9a404e93f',0,'The minimum number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','stop',25,576,565,1.6016695766581205973e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(36,2,0,'debd5435aa4cc2e0fb088f322ac816603bd568513cad0b93e48ff6227b8a1882',0,'The number of guests necessary for both venues to be equal in cost is \(\boxed{8}\).','stop',22,499,489,1.38105476065781362926e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(37,0,0,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',0,'Let''s start by determining how much Julie spent on clothes. Since she spent 20% of her $500 on clothes, we calculate the amount as follows:
+
+\[ \text{Amount spent on clothes} = 0.20 \times 500 \]
+
+We can calculate this using Python:
+```python
+# Total amount Julie had
+total_amount = 500
+
+# Amount spent on clothes
+amount_spent_on_clothes = 0.20 * total_amount
+print(amount_spent_on_clothes)','stop',116,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,1,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',1,'To determine how much money Julie has left after spending on clothes and CDs, we will follow these steps:
+
+1. Calculate the amount Julie spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to find the remaining money after clothes.
+3. Calculate the amount Julie spent on CDs.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount Julie has left.
+
+Let''s start with the first step. Julie spent 20% of $500 on clothes:
+\[
+\text{Amount spent on clothes} = 0.20 \times 500 = 100
+\]
+So, after spending on clothes, the remaining money is:
+\[
+500 - 100 = 400
+\]
+
+Next, we calculate the amount Julie spent on CDs. Julie spent 25% of the remaining money on CDs:
+\[
+\text{Amount spent on CDs} = 0.25 \times 400 = 100
+\]
+So, after spending on CDs, the remaining money is:
+\[
+400 - 100 = 300
+\]
+
+Therefore, the amount of money Julie has left is \(\boxed{300}\).','stop',268,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,2,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',2,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. Julie starts with $500.
+2. She spends 20% of it on clothes. So, the amount spent on clothes is \(0.20 \times 500 = 100\).
+3. After spending on clothes, Julie has \(500 - 100 = 400\).
+4. She then spends 25% of the remaining money on CDs. So, the amount spent on CDs is \(0.25 \times 400 = 100\).
+5. After spending on CDs, Julie has \(400 - 100 = 300\).
+
+So, the amount of money Julie has left is $300.
+
+Here is the Python code to verify this:
+```python
+# Initial amount
+initial_amount = 500
+
+# Amount spent on clothes
+amount_spent_on_clothes = 0.20 * initial_amount
+
+# Remaining amount after clothes
+remaining_after_clothes = initial_amount - amount_spent_on_clothes
+
+# Amount spent on CDs
+amount_spent_on_cds = 0.25 * remaining_after_clothes
+
+# Remaining amount after CDs
+remaining_after_cds = remaining_after_clothes - amount_spent_on_cds
+
+# Final amount
+final_amount = remaining_after_cds
+print(final_amount)','stop',311,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,3,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',3,'To solve the problem, we will break it down into a series of steps and use Python code to ensure accuracy. Here''s a step-by-step approach:
+
+1. Julie starts with $500.
+2. She spends 20% of her $500 on clothes.
+3. She then spends 25% of the remaining money on CDs.
+
+Let''s calculate this using Python code:
+
+1. Calculate the amount spent on clothes.
+2. Calculate the remaining money after spending on clothes.
+3. Calculate the amount spent on CDs.
+4. Subtract the amounts spent on clothes and CDs from the remaining money to get the final amount.
+
+Here''s the Python code:
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Calculate the amount spent on clothes
+spent_on_clothes = initial_amount * 0.20
+
+# Calculate the remaining money after spending on clothes
+remaining_after_clothes = initial_amount - spent_on_clothes
+
+# Calculate the amount spent on CDs
+spent_on_cds = remaining_after_clothes * 0.25
+
+# Calculate the final amount of money Julie has left
+final_amount = remaining_after_clothes - spent_on_cds
+
+# Print the final amount
+print(final_amount)','stop',266,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,4,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',4,'Let''s break down the problem step by step and use Python code to ensure the accuracy of our solution.
+
+1. Julie starts with $500.
+2. She spends 20% of her money on clothes, which is \(0.20 \times 500 = 100\) dollars.
+3. After buying clothes, Julie has \(500 - 100 = 400\) dollars left.
+4. She then spends 25% of the remaining money on CDs, which is \(0.25 \times 400 = 100\) dollars.
+5. After buying CDs, Julie has \(400 - 100 = 300\) dollars left.
+
+So, Julie has \(\boxed{300}\) dollars left.','stop',172,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,5,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',5,'To determine how much money Julie has left after spending on clothes and CDs, we need to follow these steps:
+
+1. Calculate the amount Julie spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to find out how much money Julie has left after the clothes.
+
+Step 1: Calculate the amount Julie spent on clothes.
+Julie spent 20% of her $500 on clothes.
+\[ 0.20 \times 500 = 100 \]
+
+Step 2: Subtract the amount spent on clothes from the initial amount to find out how much money Julie has left after the clothes.
+\[ 500 - 100 = 400 \]
+
+Therefore, the amount of money Julie has left is \(\boxed{400}\).','stop',168,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,6,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',6,'To determine how much money Julie had left after her purchases, we can follow these steps:
+
+1. Calculate how much Julie spent on clothes.
+2. Determine the remaining money after buying clothes.
+3. Calculate how much Julie spent on CDs.
+4. Determine the remaining money after buying CDs.
+
+Here''s a step-by-step Python code to solve this problem:
+
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate how much Julie spent on clothes
+cost_of_clothes = 0.20 * initial_amount
+
+# Step 2: Determine the remaining money after buying clothes
+remaining_after_clothes = initial_amount - cost_of_clothes
+
+# Step 3: Calculate how much Julie spent on CDs
+cost_of_cds = 0.25 * remaining_after_clothes
+
+# Step 4: Determine the remaining money after buying CDs
+remaining_after_cds = remaining_after_clothes - cost_of_cds
+
+print(remaining_after_cds)','stop',229,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,0,7,'6ddd51200a9825b5321f6f168983a225e4d8fa6ff93e5d6cdd1c9174c9db649a',7,'To solve this problem, we need to follow these steps:
+
+1. Calculate how much Julie spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to get the remaining money.
+3. Calculate how much Julie spent on CDs.
+4. Subtract the amount spent on CDs from the remaining money to get the final amount left.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate how much Julie spent on clothes
+percentage_clothes = 20 / 100
+amount_spent_clothes = initial_amount * percentage_clothes
+
+# Step 2: Subtract the amount spent on clothes from the initial amount
+remaining_after_clothes = initial_amount - amount_spent_clothes
+
+# Step 3: Calculate how much Julie spent on CDs
+percentage_cds = 25 / 100
+amount_spent_cds = remaining_after_clothes * percentage_cds
+
+# Step 4: Subtract the amount spent on CDs from the remaining money
+final_amount_left = remaining_after_clothes - amount_spent_cds
+
+print(final_amount_left)','stop',254,164,120,8.21325049089185554862e+00,286726177920.0,NULL);
+INSERT INTO "chains" VALUES(37,1,0,'0e2115b355676607489d0f0a4c94158903db1259a82f4b3992e7ac2969b63b45',0,'Julie spent $100 on clothes. 
+
+Next, we need to determine how much money Julie has left after buying clothes. We subtract the amount spent on clothes from her initial amount:
+\[ \text{Remaining amount} = 500 - 100 \]
+
+We can calculate this using Python:
+```python
+# Remaining amount after buying clothes
+remaining_amount = total_amount - amount_spent_on_clothes
+print(remaining_amount)','stop',96,291,279,5.37924707065087,134855828736.0,NULL);
+INSERT INTO "chains" VALUES(37,2,0,'591d8e206913eedb97a41997d2a2d6430e76561e96342709c2a35c96e61cf169',0,'The final answer is \(\boxed{300}\).','stop',14,486,474,8.40374986818720359771e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(37,3,0,'3cb50239d1c3f44490a4cb5626582094078057190418eeda1ab963233f9487be',0,'Julie has \(\boxed{300}\) dollars left after spending 20% on clothes and then 25% of the remaining money on CDs.','stop',36,441,429,1.84422601648652939587e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(37,4,0,'19a38bd1116c0c3f3e8400487deedb677d3a4d50626b7223ccef50afbcd8f0b0',0,'Julie had \(\boxed{300}\) dollars left after her purchases.','stop',19,404,392,1.04239673448981728931e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(37,5,0,'0ab02f3c41e6a55e8b33763a95c20fed9b29b3181e3690be840ed20738cbf672',0,'Julie had \(\boxed{300}\) dollars left after her purchases.','stop',19,429,417,1.00327102449162852693e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(37,6,0,'496580175acef7b4e1070712babba6e1e9a47e1aa1e0d6cd1ea2cc11082cb65d',0,'Julie has $400 left after buying clothes.
+
+Therefore, the final answer is \(\boxed{400}\).','stop',28,398,386,1.46598776390197227392e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(38,0,0,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',0,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Identify the hours spent working out in each week:**
+   - The first week, Josh spent 4 hours working out.
+   - The second week, Josh spent 5 hours working out.
+   - The third week, Josh spent 6 hours working out.
+
+2. **Sum up the hours spent working out for all the weeks:**
+   - Add the hours from the first week, the second week, and the third week together.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Define the hours spent working out in each week
+hours_first_week = 4
+hours_second_week = 5
+hours_third_week = 6
+
+# Calculate the total hours spent working out
+total_hours = hours_first_week + hours_second_week + hours_third_week
+print(total_hours)','stop',184,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,1,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',1,'To solve the problem, we need to break it down into smaller steps:
+
+1. Calculate the total number of hours Josh worked out during the first week.
+2. Calculate the total number of hours Josh worked out during the second week.
+3. Sum these two amounts to get the total number of hours spent working out over the 8 weeks.
+
+Let''s use Python code to perform these calculations.
+```python
+# Define the hours worked out during the first week
+hours_first_week = 4
+
+# Define the hours worked out during the second week
+hours_second_week = 6
+
+# Calculate the total number of hours worked out over the 8 weeks
+total_hours_worked = hours_first_week + hours_second_week
+
+print(total_hours_worked)','stop',154,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,2,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',2,'To solve this problem, we need to determine the total number of hours Josh has spent working out across the 8 weeks by summing up the hours he spent working out each week. Let''s break it down step-by-step:
+
+1. Identify the hours spent working out each week:
+   - Week 1: 4 hours
+   - Week 2: 5 hours
+   - Week 3: 6 hours
+
+2. Sum the hours spent working out each week:
+   \[
+   4 + 5 + 6
+   \]
+
+3. Perform the addition:
+   \[
+   4 + 5 = 9
+   \]
+   \[
+   9 + 6 = 15
+   \]
+
+4. Write the final answer as \(\boxed{15}\).','stop',169,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,3,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total hours Josh spent working out every week without any exceptions.
+2. Sum the hours he spent working out across the 8 weeks.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Josh spent 4 hours working out every week except on some occasions.
+2. Since he spent 5 hours each for two consecutive weeks, he spent 2 * 5 = 10 hours working out in two consecutive weeks.
+3. Since he spent 6 hours in one week, he spent 1 week.
+4. To find the total hours spent working out across the 8 weeks, we add the hours he spent working out in two consecutive weeks and the hours he spent working out in one week.
+
+Let''s write the Python code to calculate this:
+```python
+# Hours spent working out every week without any exceptions
+hours_per_week_without_exceptions = 4
+
+# Hours spent working out in two consecutive weeks
+hours_per_week_two_consecutive_weeks = 2 * hours_per_week_without_exceptions
+
+# Hours spent working out in one week
+hours_per_week_one_week = 6
+
+# Total hours spent working out across the 8 weeks
+total_hours = hours_per_week_two_consecutive_weeks + hours_per_week_one_week
+print(total_hours)','stop',281,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,4,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',4,'To solve this problem, we need to determine the total number of hours Josh has spent working out in 8 weeks. Let''s break it down step by step.
+
+1. **Identify the total hours worked out in the first two weeks:**
+   - Josh spent 5 hours each for two consecutive weeks.
+   - So, the total hours spent in the first two weeks is:
+     \[
+     5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+     \]
+
+2. **Identify the total hours worked out in the other two weeks:**
+   - Josh spent 6 hours in one week.
+   - So, the total hours spent in the other two weeks is:
+     \[
+     6 \text{ hours/week}
+     \]
+
+3. **Calculate the total hours worked out in the 8 weeks:**
+   - Add the hours spent in the first two weeks to the hours spent in the other two weeks:
+     \[
+     10 \text{ hours} + 6 \text{ hours} = 16 \text{ hours}
+     \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{16}\).','stop',267,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,5,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',5,'To solve this problem, we need to calculate the total hours Josh spent working out across the 8 weeks. Let''s break it down step-by-step:
+
+1. **Total hours spent in one week:**
+   - Josh spent 5 hours each for two consecutive weeks.
+   - Therefore, the total hours in one week is \(5 \text{ hours} \times 2 = 10 \text{ hours}\).
+
+2. **Total hours spent in the 8 weeks:**
+   - Since Josh worked out 8 weeks, the total hours spent in the 8 weeks is \(10 \text{ hours/week} \times 8 \text{ weeks} = 80 \text{ hours}\).
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Total hours spent in one week
+hours_per_week = 5 * 2
+
+# Total hours spent in the 8 weeks
+total_hours_8_weeks = hours_per_week * 8
+
+# Print the result
+print(total_hours_8_weeks)','stop',222,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,6,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',6,'To find the total number of hours Josh has spent working out across the 8 weeks, we need to add up the hours he spent in each consecutive week, as well as the hours he spent in the two consecutive weeks.
+
+First, we calculate the hours spent in the two consecutive weeks. Since Josh spent 6 hours in one week, and he spent 5 hours in the other week, the total hours spent in these two weeks is:
+\[ 6 + 5 = 11 \text{ hours} \]
+
+Next, we add the hours spent in the two consecutive weeks to the hours spent in the first consecutive week:
+\[ 11 + 11 = 22 \text{ hours} \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{22}\).','stop',174,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,0,7,'31f34c2623a121f962da88d22276220850ebcbf0265e7d55bed45affbe1f2f40',7,'Let''s break down the problem step-by-step:
+
+1. Identify the number of hours spent working out each week. Josh spent 4 hours working out every week except on some occasions.
+2. Calculate the total number of hours spent working out in the first three weeks. Since he spent 5 hours each week for two consecutive weeks, we can calculate the total hours as follows:
+   \[
+   \text{Total hours in first three weeks} = 5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+   \]
+3. Identify the number of hours spent working out in the fourth week. Josh spent 6 hours in one week.
+4. Calculate the total number of hours spent working out in the fourth week:
+   \[
+   \text{Total hours in fourth week} = 6 \text{ hours}
+   \]
+5. The total number of hours spent working out across the 8 weeks is the sum of the hours spent in the first three weeks and the fourth week:
+   \[
+   \text{Total hours} = 10 \text{ hours} + 6 \text{ hours} = 16 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{16}\).','stop',283,198,120,8.21114820911226672706e+00,284205508224.0,NULL);
+INSERT INTO "chains" VALUES(38,1,0,'b47c5a8b479bfa41508bb5fd22fea2633b75cfd580cdf3998e233a12885eb1e6',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{15}\).','stop',25,390,381,1.25545264634823627858e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(38,2,0,'3190f3969d73a7510ebd5ed208a0bea588588c196d4f1e57094a66ec810aa30d',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{10}\).','stop',25,360,351,1.25109303734465,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(38,3,0,'3ac718629f7590eb40811cbf28ce010d513e7289f6ec04a73980ce438b623c98',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{14}\).','stop',25,487,478,1.28808898334503840743e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(38,4,0,'987dff0194a98ef8eac22ee415c6b10de150d98734d8047f0f3937f7d2b99466',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{80}\).','stop',25,428,419,1.24590166134843105538e+00,41591049984.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -7179,6 +8455,13 @@ INSERT INTO "jobs" VALUES(28,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(29,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-382',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','270','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1849230615, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1988, "calls": 1, "seconds": 73.0078586257564, "flops": 2563521080832.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0176, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0401, "call_seconds": 0.0413, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0236, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0314, "call_seconds": 0.0326, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0281, "call_seconds": 0.0289, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0241, "call_seconds": 0.0264, "stdout_bytes": 0, "stderr_bytes": 214}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0129, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 6, 7], "seeds": [1487142892, 1487150811, 1487158730, 1487166649, 1487174568, 1487190406, 1487198325], "usage": {"prompt_tokens": 2917, "cached_prompt_tokens": 2832, "completion_tokens": 310, "calls": 7, "seconds": 52.60250400135538, "flops": 489009921024.0}}, {"event": "tool", "round": 1, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0172, "call_seconds": 0.0207, "stdout_bytes": 0, "stderr_bytes": 214}, {"event": "generate", "round": 2, "paths": [6], "seeds": [1487295135], "usage": {"prompt_tokens": 580, "cached_prompt_tokens": 559, "completion_tokens": 146, "calls": 1, "seconds": 7.164077366172327, "flops": 209215584768.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "length", "answered"], "code_runs": [1, 1, 1, 1, 1, 0, 2, 1]}, {"event": "vote", "counts": {"270": 2, "190": 1, "150 \\text{ and } 220": 1, "390": 1, "330": 1, "3": 1, "290": 1}, "tie_broken_by_rng": false, "winner": "270"}]',3671,3511,2444,17,0,0,3261746586624.0,0.0,7.19963342157003353353e+02,1.32978560955276975613e+02,1.79630194298330259322e+09);
 INSERT INTO "jobs" VALUES(30,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-416',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','28','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1364375937, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 3608, "calls": 1, "seconds": 138.41073631007941, "flops": 4610304873984.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0193, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1149, "call_seconds": 0.1159, "stdout_bytes": 16, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0204, "call_seconds": 0.0214, "stdout_bytes": 40, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [2064914871, 2064930709, 2064938628], "usage": {"prompt_tokens": 1947, "cached_prompt_tokens": 1538, "completion_tokens": 139, "calls": 3, "seconds": 16.799265896653374, "flops": 686882492160.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "length", "length", "answered", "length", "answered"], "code_runs": [1, 0, 1, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"60": 1, "664": 1, "**": 1, "304": 1, "2": 1, "179": 1, "0": 1, "28": 1}, "tie_broken_by_rng": true, "winner": "28"}]',2125,1658,3747,7,0,0,5297187366144.0,0.0,2.64937392685998929654e+02,1.55366620439731661917e+02,1.79630219168241238598e+09);
 INSERT INTO "jobs" VALUES(31,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-418',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0.625','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 390111842, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 2278, "calls": 1, "seconds": 100.04756287453893, "flops": 2927757851904.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1127, "call_seconds": 0.1138, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0203, "call_seconds": 0.0238, "stdout_bytes": 0, "stderr_bytes": 155}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0245, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 4, 5], "seeds": [1133126252, 1133157928, 1133165847], "usage": {"prompt_tokens": 1385, "cached_prompt_tokens": 1334, "completion_tokens": 157, "calls": 3, "seconds": 8.916212141204113, "flops": 258368643840.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0162, "call_seconds": 0.0188, "stdout_bytes": 0, "stderr_bytes": 155}, {"event": "generate", "round": 2, "paths": [4], "seeds": [1133262657], "usage": {"prompt_tokens": 590, "cached_prompt_tokens": 573, "completion_tokens": 114, "calls": 1, "seconds": 5.73062154559254, "flops": 163843530240.0}}, {"event": "tool", "round": 2, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0182, "call_seconds": 0.0191, "stdout_bytes": 0, "stderr_bytes": 155}, {"event": "generate", "round": 3, "paths": [4], "seeds": [1133367386], "usage": {"prompt_tokens": 720, "cached_prompt_tokens": 703, "completion_tokens": 13, "calls": 1, "seconds": 1.0783841399934317, "flops": 36549710592.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0, 3, 1, 0, 0]}, {"event": "vote", "counts": {"5/4": 2, "5/8": 2, "5/2": 1, "20": 1, "0": 1, "-3": 1}, "tie_broken_by_rng": true, "winner": "5/8"}]',2868,2730,2562,11,0,0,3386519736576.0,0.0,3.30330413827003212647e+02,1.15972865754338400274e+02,1.79630227333224248885e+09);
+INSERT INTO "jobs" VALUES(32,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-447',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','240','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 219529120, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1329, "calls": 1, "seconds": 54.84480024803392, "flops": 1732960416000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0203, "call_seconds": 0.0214, "stdout_bytes": 0, "stderr_bytes": 204}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0137, "call_seconds": 0.0302, "stdout_bytes": 0, "stderr_bytes": 226}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0168, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0152, "call_seconds": 0.024, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 5, 7], "seeds": [1115393884, 1115409722, 1115433479, 1115449317], "usage": {"prompt_tokens": 1405, "cached_prompt_tokens": 1347, "completion_tokens": 383, "calls": 4, "seconds": 19.206259127467405, "flops": 550766328576.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0136, "call_seconds": 0.0146, "stdout_bytes": 0, "stderr_bytes": 204}, {"event": "tool", "round": 1, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0185, "call_seconds": 0.0233, "stdout_bytes": 0, "stderr_bytes": 159}, {"event": "generate", "round": 2, "paths": [0, 2], "seeds": [1115498613, 1115514451], "usage": {"prompt_tokens": 1010, "cached_prompt_tokens": 971, "completion_tokens": 198, "calls": 2, "seconds": 9.908388888503993, "flops": 296178689280.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [2, 0, 2, 0, 0, 1, 0, 1]}, {"event": "vote", "counts": {"10": 1, "-169": 1, "225": 1, "240": 1, "178": 1, "224": 1, "250": 1, "230": 1}, "tie_broken_by_rng": true, "winner": "240"}]',2589,2438,1910,13,0,0,2579905433856.0,0.0,1.5679547532599826809e+02,8.40898009920086622094e+01,1.7963023484879124164e+09);
+INSERT INTO "jobs" VALUES(33,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-454',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','120','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1840733929, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 1697, "calls": 1, "seconds": 65.73064407314139, "flops": 2167775938560.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0208, "call_seconds": 0.0363, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0229, "call_seconds": 0.0238, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0113, "call_seconds": 0.0128, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0269, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0206, "call_seconds": 0.0247, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5], "seeds": [220968285, 220976204, 220984123, 220992042, 220999961], "usage": {"prompt_tokens": 1686, "cached_prompt_tokens": 1636, "completion_tokens": 123, "calls": 5, "seconds": 6.3911072645263625, "flops": 211736254464.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"14400": 1, "120": 4, "240": 3}, "tie_broken_by_rng": false, "winner": "120"}]',1837,1756,1820,11,0,0,2379512193024.0,0.0,1.5143536446299549425e+02,7.22461940506754700646e+01,1.79630242477786159511e+09);
+INSERT INTO "jobs" VALUES(34,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-488',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','6','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 884936226, "usage": {"prompt_tokens": 169, "cached_prompt_tokens": 120, "completion_tokens": 1838, "calls": 1, "seconds": 70.47223252614214, "flops": 2368169179392.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0357, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0309, "call_seconds": 0.0319, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0317, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0301, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0184, "call_seconds": 0.0192, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0162, "call_seconds": 0.017, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 4, 5, 6], "seeds": [1672174017, 1672189855, 1672197774, 1672205693, 1672213612, 1672221531], "usage": {"prompt_tokens": 2472, "cached_prompt_tokens": 2414, "completion_tokens": 93, "calls": 6, "seconds": 5.1835684449810415, "flops": 182748552960.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1, 1, 1, 1, 0]}, {"event": "vote", "counts": {"30": 1, "9 \\text{ girls Pomeranians}": 1, "6": 4, "12": 1, "3": 1}, "tie_broken_by_rng": false, "winner": "6"}]',2641,2534,1931,13,0,0,2550917732352.0,0.0,99.6046740219972,7.58213247131068328581e+01,1.79630244810230422017e+09);
+INSERT INTO "jobs" VALUES(35,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-495',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2400','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 986096839, "usage": {"prompt_tokens": 175, "cached_prompt_tokens": 120, "completion_tokens": 1797, "calls": 1, "seconds": 68.92748467470975, "flops": 2324057459712.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0186, "call_seconds": 0.0196, "stdout_bytes": 44, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0875, "call_seconds": 0.0885, "stdout_bytes": 14, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 6], "seeds": [1076504546, 1076544141], "usage": {"prompt_tokens": 811, "cached_prompt_tokens": 780, "completion_tokens": 53, "calls": 2, "seconds": 3.1660855680925635, "flops": 103347457536.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 0, 0, 0, 1, 0]}, {"event": "vote", "counts": {"2400": 2, "3": 1, "960": 1, "200": 1, "21": 1, "10*work_hours": 1, "\\frac{5}{12}": 1}, "tie_broken_by_rng": false, "winner": "2400"}]',986,900,1850,5,0,0,2427404917248.0,0.0,1.05387921424997330174e+02,7.22016346947920908396e+01,1.79630253017679786687e+09);
+INSERT INTO "jobs" VALUES(36,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-499',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','8','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 971722907, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 2809, "calls": 1, "seconds": 110.14942188256317, "flops": 3672615747072.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0268, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0154, "call_seconds": 0.0166, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [209440040, 209447959], "usage": {"prompt_tokens": 1075, "cached_prompt_tokens": 1054, "completion_tokens": 47, "calls": 2, "seconds": 2.9827243373159344, "flops": 83182099968.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"3": 1, "250": 1, "40": 1, "8": 3, "9": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "8"}]',1308,1174,2856,5,0,0,3755797847040.0,0.0,2.44364499071998579897e+02,1.13175612533883153789e+02,1.79630269247716784471e+09);
+INSERT INTO "jobs" VALUES(37,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-513',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','300','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1786361852, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1784, "calls": 1, "seconds": 65.70600392713484, "flops": 2293809423360.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0241, "call_seconds": 0.0418, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0252, "call_seconds": 0.0327, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0205, "call_seconds": 0.0302, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0211, "call_seconds": 0.0236, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0099, "call_seconds": 0.0107, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 6, 7], "seeds": [119302528, 119318366, 119326285, 119350042, 119357961], "usage": {"prompt_tokens": 2051, "cached_prompt_tokens": 1991, "completion_tokens": 184, "calls": 5, "seconds": 10.109515832937564, "flops": 301220028672.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 0.02, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [0], "seeds": [119407257], "usage": {"prompt_tokens": 398, "cached_prompt_tokens": 386, "completion_tokens": 28, "calls": 1, "seconds": 1.4659877639019723, "flops": 49153059072.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [2, 0, 1, 1, 0, 0, 1, 1]}, {"event": "vote", "counts": {"400": 2, "300": 6}, "tie_broken_by_rng": false, "winner": "300"}]',2613,2497,1996,13,0,0,2644182511104.0,0.0,1.71967270966997602958e+02,7.74403713669783115829e+01,1.79630270215569806096e+09);
+INSERT INTO "jobs" VALUES(38,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-530',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','15','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1365656097, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1734, "calls": 1, "seconds": 65.68918567289813, "flops": 2273644065792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.026, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 0.0198, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0294, "call_seconds": 0.0306, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0234, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 5], "seeds": [181018092, 181026011, 181041849, 181057687], "usage": {"prompt_tokens": 1665, "cached_prompt_tokens": 1629, "completion_tokens": 100, "calls": 4, "seconds": 5.040536328386356, "flops": 166364199936.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 0, 1, 0, 0]}, {"event": "vote", "counts": {"15": 2, "10": 1, "14": 1, "16": 2, "80": 1, "22": 1}, "tie_broken_by_rng": true, "winner": "15"}]',1863,1749,1834,9,0,0,2440008265728.0,0.0,144.418699904003,7.08294580662916359878e+01,1.79630283690421819683e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -15107,10 +16390,1410 @@ The final answer is:
 \[
 \boxed{-3}
 \]','-3',0,'not_equivalent',470,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,0,'```python
+# Joey''s initial points before his turn
+joey_initial = 214
+
+# Joey''s points after scoring 26 points
+joey_after_score = joey_initial + 26
+
+# Marcy''s points after scoring 10 points
+marcy_after_score = marcy_initial + 10
+
+# Joey''s points now winning
+joey_winning = joey_after_score - marcy_after_score
+
+# Output the final answer
+print(joey_winning)
+```
+```output
+NameError: name ''marcy_initial'' is not defined
+```
+It seems there was an error because I didn''t define `marcy_initial`. Let''s correct that by defining it at the beginning of the code. Here''s the corrected code:
+
+```python
+# Joey''s initial points before his turn
+joey_initial = 214
+
+# Joey''s points after scoring 26 points
+joey_after_score = joey_initial + 26
+
+# Marcy''s points after scoring 10 points
+marcy_after_score = marcy_initial + 10
+
+# Joey''s points now winning
+joey_winning = joey_after_score - marcy_after_score
+
+# Output the final answer
+print(joey_winning)
+```
+```output
+NameError: name ''marcy_initial'' is not defined
+```
+The final answer is \(\boxed{10}\). Joey now has 10 points more than Marcy.','10',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,1,'To determine how many points Joey has now winning, we need to calculate the final score of Joey and Marcy, and then find the difference between them.
+
+First, let''s calculate Joey''s final score. Joey scores 26 points before his turn. Then, he scores an additional 10 points. Therefore, Joey''s final score is:
+\[ 26 + 10 = 36 \]
+
+Next, let''s calculate Marcy''s final score. Marcy scores 225 points before her turn. Then, she scores an additional 10 points. Therefore, Marcy''s final score is:
+\[ 225 + 10 = 235 \]
+
+Now, we find the difference between Joey''s final score and Marcy''s final score:
+\[ 36 - 235 = -169 \]
+
+Since Joey is losing by 169 points, the final answer is:
+\[ \boxed{-169} \]','-169',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,2,'To determine how many points Joey is winning, we need to follow these steps:
+
+1. Add Joey''s initial points to his scores from Marcy.
+2. Sum the points from both Joey and Marcy.
+
+Let''s write the Python code to solve this problem.
+```python
+# Joey''s initial points
+joey_initial_points = 214
+
+# Joey''s scores from Marcy
+marcy_points = 225
+
+# Joey''s total points after scoring from Marcy
+joey_total_points = joey_initial_points + marcy_points
+
+# Marcy''s total points after scoring from Joey
+marcy_total_points = marcy_points + joey_points
+
+print(mary_total_points)
+```
+```output
+NameError: name ''joey_points'' is not defined
+```
+It looks like there was an issue because `joey_initial_points` was not defined in the code. To fix this, we need to define `joey_initial_points` before we use it in the code. Let''s add the initial points to the scores from Marcy and then calculate the total points Joey is winning.
+```python
+# Joey''s initial points
+joey_initial_points = 214
+
+# Joey''s scores from Marcy
+marcy_points = 225
+
+# Joey''s total points after scoring from Marcy
+joey_total_points = joey_initial_points + marcy_points
+
+# Marcy''s total points after scoring from Joey
+marcy_total_points = marcy_points + joey_total_points
+
+# Joey is winning by the difference between Joey''s total points and Marcy''s total points
+joey_wins = joey_total_points - marcy_total_points
+
+print(joe_wins)
+```
+```output
+NameError: name ''joe_wins'' is not defined
+```
+It seems there was another issue because `joey_wins` was not defined in the code. To fix this, we need to define `joey_wins` before we use it in the code. Let''s add the initial points to the scores from Marcy and then calculate the total points Joey is winning.
+```python
+# Joey''s initial points
+joey_initial_points = 214
+
+# Joey''s scores from Marcy
+marcy_points = 225
+
+# Joey''s total points after scoring from Marcy
+joey_total_points = joey_initial_points + marcy_points
+
+# Marcy''s total points after scoring from Joey
+marcy_total_points = marcy_points + joey_total_points
+
+# Joey is winning by the difference between Joey''s total points and Marcy''s total points
+joey_wins','225',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,3,'To solve this problem, we need to calculate Joey''s current score and then subtract the points Marcy scored from it to find out how many points Joey is now winning. Let''s break this down step-by-step:
+
+1. Joey''s initial score is 214 points.
+2. Joey scores 26 points, so his current score is \(214 + 26 = 240\) points.
+3. Marcy''s score is 10 points, so Joey''s current score is \(240 + 10 = 250\) points.
+
+Now, Joey is winning by subtracting the points Marcy scored from his current score:
+
+\[250 - 10 = 240\]
+
+So, Joey is now winning by \(\boxed{240}\) points.','240',0,'not_equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(32,4,'To determine how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s score after receiving the points from Marcy.
+2. Find the difference between Joey''s score and Marcy''s score.
+
+First, Joey scores 26 points and Marcy scores 10 points. So, we add these two scores together:
+\[ 26 + 10 = 36 \]
+
+Next, Joey''s score after receiving the points from Marcy is 36. Since Joey has 214 points before his turn, we need to find out how many points Joey is winning by subtracting Joey''s score from his total points:
+\[ 214 - 36 = 178 \]
+
+Therefore, Joey is now winning \(\boxed{178}\) points.','178',0,'not_equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,5,'To solve the problem, we need to determine Joey''s final score based on the scores of Marcy and Joey. Joey''s initial score is 214 points, and he scores 26 points after Marcy. Additionally, Marcy scores 10 points. We can calculate Joey''s final score by summing Joey''s initial score and adding Marcy''s points.
+
+Let''s break this down into a step-by-step process:
+
+1. Joey''s initial score is 214 points.
+2. Joey scores 26 points.
+3. Marcy''s points are 10 points.
+4. Joey''s final score is the sum of Joey''s initial score and Marcy''s points.
+
+Now, let''s write the Python code to calculate Joey''s final score.
+```python
+# Initial score of Joey
+joey_initial_score = 214
+
+# Score of Marcy
+marcy_score = 10
+
+# Total score of Joey
+joey_final_score = joey_initial_score + marcy_score
+print(joey_final_score)
+```
+```output
+224
+```
+After calculating Joey''s final score, we find that Joey is now winning with a score of \(\boxed{224}\) points.','224',0,'not_equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,6,'To determine Joey''s winning score, we need to calculate the total points he has at the end and then subtract the points he scored by Marcy.
+
+1. Joey''s initial points: 214
+2. Joey''s points after scoring 26 points: \(214 + 26 = 240\)
+3. Marcy''s points: 225
+4. Joey''s points after scoring 10 points: \(240 + 10 = 250\)
+
+So, Joey is now winning by \(\boxed{250}\) points.','250',0,'not_equivalent',127,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,7,'To solve the problem, we need to determine the total number of points Joey has before his turn and then subtract the points he scored from that total.
+
+Here''s a step-by-step approach:
+
+1. Calculate Joey''s total points before his turn.
+2. Subtract the points scored by Marcy from Joey''s total points.
+
+Let''s write the Python code to solve this problem.
+```python
+# Initial points
+joey_points_before_turn = 214
+joey_scored_points = 26
+
+# Total points Joey has before his turn
+total_points_before_turn = joey_points_before_turn + joey_scored_points
+
+# Points scored by Marcy
+marcy_scored_points = 10
+
+# Total points Joey has after his turn
+total_points_after_turn = total_points_before_turn - marcy_scored_points
+
+# Final answer
+print(total_points_after_turn)
+```
+```output
+230
+```
+Joey now has \(\boxed{230}\) points winning.','230',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,0,'To determine the total number of apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples consumed by Marin in one day.
+2. Calculate the number of apples consumed by Nancy in one day.
+3. Multiply the daily consumption of Marin and Nancy by 30 to get the total consumption in 30 days.
+
+Let''s start with the daily consumption of each person:
+- Marin eats 4 apples per day.
+- Nancy eats 4 apples per day.
+
+Next, we calculate the total consumption for both Marin and Nancy in 30 days:
+\[
+\text{Total apples consumed by Marin in 30 days} = 4 \text{ apples/day} \times 30 \text{ days}
+\]
+\[
+\text{Total apples consumed by Nancy in 30 days} = 120 \text{ apples/day} \times 30 \text{ days}
+\]
+
+Now, we perform the multiplication:
+\[
+\text{Total apples consumed by Marin in 30 days} = 4800 \text{ apples}
+\]
+\[
+\text{Total apples consumed by Nancy in 30 days} = 14400 \text{ apples}
+\]
+
+Therefore, the total number of apples eaten by Marin and Nancy in 30 days is \(\boxed{14400}\).','14400',0,'not_equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,1,'To solve the problem of determining the total number of apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples each person eats per day.
+2. Calculate the number of apples each person eats in 30 days.
+3. Sum the number of apples eaten by both people to get the total number of apples eaten in 30 days.
+
+Let''s write the Python code to perform these steps.
+```python
+# Step 1: Calculate the number of apples each person eats per day
+apples_per_day = 4
+
+# Step 2: Calculate the number of apples each person eats in 30 days
+apples_per_30_days = apples_per_day * 30
+
+# Step 3: Sum the number of apples eaten by both people
+total_apples = apples_per_30_days
+
+# Print the final answer
+print(total_apples)
+```
+```output
+120
+```
+The total number of apples Marin and Nancy eat in 30 days is \(\boxed{120}\).','120',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(33,2,'Let''s break down the problem step-by-step:
+
+1. Marin eats 4 apples each day.
+2. Nancy eats 4 apples each day.
+3. Together, Marin and Nancy eat \(4 + 4 = 8\) apples each day.
+4. Over 30 days, the total number of apples they eat is \(8 \times 30 = 240\).
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Number of apples each person eats per day
+apples_per_person_per_day = 4
+
+# Number of days they eat together
+total_days = 30
+
+# Total number of apples eaten
+total_apples = apples_per_person_per_day * total_days
+print(total_apples)
+```
+```output
+120
+```
+The total number of apples Marin and Nancy eat in 30 days is \(\boxed{120}\).','120',0,'not_equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,3,'To determine the total number of apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples Marin eats in one day.
+2. Calculate the number of apples Nancy eats in one day.
+3. Sum the number of apples eaten by Marin and Nancy in one day.
+4. Multiply the daily total by 30 to get the total for 30 days.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the number of apples eaten per day by each person
+apples_per_day_marin = 4
+apples_per_day_nancy = 4
+
+# Calculate the number of apples eaten in one day by both
+apples_per_day_total = apples_per_day_marin + apples_per_day_nancy
+
+# Calculate the total number of apples eaten in 30 days
+total_apples_30_days = apples_per_day_total * 30
+print(total_apples_30_days)
+```
+```output
+240
+```
+The total number of apples that Marin and Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,4,'To determine the total number of apples Marin and Nancy eat in 30 days, we can break down the problem into the following steps:
+
+1. Calculate the total number of apples Marin eats in 30 days.
+2. Calculate the total number of apples Nancy eats in 30 days.
+3. Add the results from steps 1 and 2 to get the final answer.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the total number of apples Marin eats in 30 days
+apples_per_day = 4
+days = 30
+total_apples_marin = apples_per_day * days
+
+# Step 2: Calculate the total number of apples Nancy eats in 30 days
+total_apples_nancy = apples_per_day * days
+
+# Step 3: Add the results from steps 1 and 2 to get the final answer
+total_apples = total_apples_marin + total_apples_nancy
+
+# Output the final answer
+print(total_apples)
+```
+```output
+240
+```
+The total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of apples Marin and Nancy eat in one day.
+2. Multiply the number of apples per day by the number of days to get the total number of apples eaten in 30 days.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+apples_per_day = 4
+days = 30
+
+# Calculate total apples eaten in 30 days
+total_apples = apples_per_day * days
+print(total_apples)
+```
+```output
+120
+```
+Marin and Nancy eat \(\boxed{120}\) apples in 30 days.','120',0,'not_equivalent',137,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,6,'To determine the total number of apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the total number of apples Marin eats in one day.
+2. Multiply the daily apples by the number of days to find the total apples eaten in 30 days.
+
+Let''s start with the first step. Marin eats 4 apples a day. Therefore, in one day, Marin eats:
+
+\[ 4 \text{ apples/day} \times 1 \text{ day} = 4 \text{ apples} \]
+
+Next, we need to find out how many apples this is in 30 days. We do this by multiplying the number of apples per day by the number of days:
+
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+So, the total number of apples Marin and Nancy eat in 30 days is:
+
+\[
+\boxed{120}
+\]','120',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,7,'To determine how many apples Marin and his neighbor Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the number of apples eaten by Marin in 30 days.
+2. Calculate the number of apples eaten by Nancy in 30 days.
+3. Add the number of apples eaten by Marin and Nancy together to get the total number of apples eaten in 30 days.
+
+Step 1: Calculate the number of apples eaten by Marin in 30 days.
+Marin eats 4 apples per day.
+So, in 30 days, Marin eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 2: Calculate the number of apples eaten by Nancy in 30 days.
+Nancy eats 4 apples per day.
+So, in 30 days, Nancy eats:
+\[ 4 \text{ apples/day} \times 30 \text{ days} = 120 \text{ apples} \]
+
+Step 3: Add the number of apples eaten by Marin and Nancy together to get the total number of apples eaten in 30 days.
+\[ 120 \text{ apples} + 120 \text{ apples} = 240 \text{ apples} \]
+
+Therefore, the total number of apples they eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,0,'Let''s solve the problem step-by-step:
+
+1. **Determine the number of Pomeranians**:
+   - Jana has 27 puppies.
+   - Two thirds of her puppies are Pomeranians.
+   - So, the number of Pomeranians = \( \frac{2}{3} \times 27 \).
+
+2. **Determine the number of girls**:
+   - One third of the Pomeranians are girls.
+   - So, the number of girls = \( \frac{1}{3} \times \text{Number of Pomeranians} \).
+
+3. **Calculate the total number of girl Pomeranians**:
+   - Since there are 18 girls (one third of the Pomeranians), we can add this number to the number of Pomeranians to get the total number of girl Pomeranians.
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Given data
+total_puppies = 27
+fraction_pomeranians = 2 / 3
+
+# Calculate the number of Pomeranians
+number_of_pomeranians = fraction_pomeranians * total_puppies
+
+# Calculate the number of girls
+number_of_girls = fraction_pomeranians * number_of_pomeranians
+
+# Calculate the total number of girl Pomeranians
+total_number_of_girl_pomeranians = number_of_girls + number_of_pomeranians
+print(total_number_of_girl_pomeranians)
+```
+```output
+30.0
+```
+The total number of girl Pomeranians Jana has is \(\boxed{30}\).','30',0,'not_equivalent',350,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,1,'To solve this problem, we need to determine how many girl Pomeranians Jana has. Let''s break it down step-by-step:
+
+1. **Determine the number of Pomeranians:**
+   Jana has 27 puppies.
+   Two thirds of the puppies are Pomeranians.
+   \[
+   \text{Number of Pomeranians} = \frac{27}{3} = 9
+   \]
+
+2. **Determine the number of girls Pomeranians:**
+   One third of the Pomeranians are girls.
+   \[
+   \text{Number of girls Pomeranians} = \frac{9}{3} = 3
+   \]
+
+3. **Combine the results:**
+   Jana has 9 Pomeranians and 3 girls Pomeranians.
+
+So, the final answer is \(\boxed{9 \text{ girls Pomeranians}}\).','9 \text{ girls Pomeranians}',0,'not_equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,2,'To solve this problem step-by-step, we need to follow these steps:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girls among the Pomeranians.
+3. Sum the number of girls to get the final answer.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the number of Pomeranians
+total_puppies = 27
+fraction_pomeranians = 2 / 3
+number_pomeranians = total_puppies * fraction_pomeranians
+
+# Step 2: Calculate the number of girls among the Pomeranians
+fraction_girls = 1 / 3
+number_girls = number_pomeranians * fraction_girls
+
+# Step 3: Sum the number of girls
+number_of_girls = number_girls
+
+# Final answer
+print(number_of_girls)
+```
+```output
+6.0
+```
+Jana has \(\boxed{6}\) girl Pomeranians.','6',1,'equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(34,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girl Pomeranians among the Pomeranians.
+
+Let''s break it down step-by-step and use Python code to ensure the result is accurate.
+
+1. The total number of puppies is 27.
+2. Two thirds of Jana''s puppies are Pomeranians. So, the number of Pomeranians is \(\frac{2}{3} \times 27\).
+3. One third of the Pomeranians are girls. So, the number of girl Pomeranians is \(\frac{1}{3} \times \text{number of Pomeranians}\).
+
+Let''s use Python code to calculate these values.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+num_pomeranians = (2/3) * total_puppies
+
+# Calculate the number of girl Pomeranians
+num_girl_pomeranians = (1/3) * num_pomeranians
+
+# The final answer
+print(num_girl_pomeranians)
+```
+```output
+6.0
+```
+The final answer is \(\boxed{6}\).','6',1,'equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,4,'Let''s break down the problem step-by-step:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girl Pomeranians in the Pomeranians.
+3. Sum the number of girl Pomeranians to get the final answer.
+
+We''ll use Python to perform these calculations accurately.
+```python
+import sympy as sp
+
+# Given data
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+pomeranians = total_puppies * sp.Rational(2, 3)
+
+# Calculate the number of girl Pomeranians
+girl_pomeranians = pomeranians * sp.Rational(1, 3)
+
+# Sum the number of girl Pomeranians
+total_girl_pomeranians = girl_pomeranians + girl_pomeranians
+
+# Print the final answer
+print(total_girl_pomeranians)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians in Jana''s puppies.
+2. Calculate the number of girls in the Pomeranians.
+3. Sum the number of girls to get the total number of girl Pomeranians.
+
+Let''s break this down into a Python program:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Calculate the number of Pomeranians
+total_puppies = 27
+fraction_pomeranians = 2/3
+number_pomeranians = total_puppies * fraction_pomeranians
+
+# Step 2: Calculate the number of girls in the Pomeranians
+fraction_girls = 1/3
+number_girls = number_pomeranians * fraction_girls
+
+# Step 3: Sum the number of girls to get the total number of girl Pomeranians
+total_girl_pomeranians = number_girls
+
+print(total_girl_pomeranians)
+```
+```output
+6.0
+```
+Jana has \(\boxed{6}\) girl Pomeranians.','6',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,6,'Let''s solve the problem step-by-step using Python and sympy.
+
+1. First, we need to determine how many Pomeranians Jana has.
+2. Then, we need to determine how many girl Pomeranians Jana has.
+
+Given:
+- Total number of puppies = 27
+- Two thirds of Jana''s puppies are Pomeranians
+- One third of the Pomeranians are girls
+
+Let''s calculate this using Python.
+```python
+import sympy as sp
+
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+num_pomeranians = total_puppies * sp.Rational(2, 3)
+
+# Calculate the number of girl Pomeranians
+num_girl_pomeranians = num_pomeranians * sp.Rational(1, 3)
+
+print(num_girl_pomeranians)
+```
+```output
+6
+```
+The final answer is \(\boxed{6}\).','6',1,'equivalent',205,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,7,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of Pomeranians in Jana''s puppies.
+2. Determine the number of girls among the Pomeranians.
+
+First, let''s find the number of Pomeranians in Jana''s puppies. We know that two thirds of Jana''s puppies are Pomeranians. Since Jana has 27 puppies in total, we calculate the number of Pomeranians as follows:
+\[
+\text{Number of Pomeranians} = \frac{2}{3} \times 27 = 9
+\]
+
+Next, we need to find the number of girls among the Pomeranians. We know that one third of the Pomeranians are girls. Since the number of Pomeranians is 9, we calculate the number of girls as follows:
+\[
+\text{Number of girls} = \frac{1}{3} \times 9 = 3
+\]
+
+Therefore, the number of girl Pomeranians Jana has is \(\boxed{3}\).','3',0,'not_equivalent',231,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,0,'To determine how many minutes Charisma has walked over the 5 days at the office, we need to calculate the total time she has been at work and then convert that time into minutes.
+
+First, we calculate the total time Charisma has been at work during the 5 days. Since she works for 8 hours every day, the total hours she has been at work is:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we convert the total hours into minutes. Since there are 60 minutes in an hour, we multiply 40 hours by 60 minutes:
+\[ 40 \text{ hours} \times 60 \text{ minutes/hour} = 2400 \text{ minutes} \]
+
+Therefore, the total number of minutes Charisma has walked over the 5 days at the office is \(\boxed{2400}\).','2400',0,'not_equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(35,1,'Let''s break down the problem step-by-step:
+
+1. Calculate the total time Charisma walks in one day.
+2. Calculate the total time Charisma walks in 5 days.
+3. Convert the total walking time from minutes to hours and minutes.
+4. Sum the hours and minutes to get the final answer.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Constants
+work_hours_per_day = 8
+minutes_per_hour_work = 5
+days_at_work = 5
+
+# Calculate total walking time in one day
+walking_time_per_day = work_hours_per_day * minutes_per_hour_work
+
+# Calculate total walking time in 5 days
+total_walking_time = walking_time_per_day * days_at_work
+
+# Convert total walking time from minutes to hours and minutes
+total_hours = total_walking_time // 60
+total_minutes = total_walking_time % 60
+
+# Print the final answer
+print(f"Charisma has walked {total_hours} hours and {total_minutes} minutes.")
+```
+```output
+Charisma has walked 3 hours and 20 minutes.
+```
+After running the code, we find that Charisma has walked \(\boxed{3}\) hours and 20 minutes.','3',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,2,'To determine how many minutes Charisma has walked, we need to follow these steps:
+
+1. Calculate the total number of minutes Charisma works in 5 days at the office.
+2. Determine how many minutes Charisma walks in that time.
+3. Sum the total minutes walked to get the final answer.
+
+Let''s break this down:
+
+1. Charisma works for 8 hours every day. Since there are 24 hours in a day, she works for \(8 \times 24 = 192\) hours in 5 days.
+2. She has a timer to remind her to get up and walk for 5 minutes every hour she’s at work. Therefore, she walks for \(192 \times 5 = 960\) minutes in 5 days.
+3. To find out how many minutes Charisma has walked, we simply add the minutes she walks in 5 days to the minutes she walks in 8 hours:
+
+\[
+\boxed{960}
+\]','960',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,3,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break down her work hours and timer usage step by step.
+
+1. Calculate Charisma''s work hours in 5 days.
+2. Determine how many minutes Charisma has walked based on her work hours and timer usage.
+
+First, let''s calculate Charisma''s work hours in 5 days. Since Charisma works for 8 hours every day, we multiply 8 by 5:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we need to determine how many minutes Charisma has walked in 40 hours. We know that she has a timer that allows her to walk for 5 minutes every hour she''s at work. Therefore, we multiply 5 by 40:
+\[ 5 \text{ minutes/hour} \times 40 \text{ hours} = 200 \text{ minutes} \]
+
+Thus, the final answer is:
+\[ \boxed{200} \]','200',1,'equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,4,'To determine how many minutes Charisma has walked after 5 days at the office, we need to calculate the total number of hours she has been at work and then convert that time into minutes.
+
+First, we calculate the total number of hours Charisma has been at work:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Next, we convert the total hours into minutes. Since there are 60 minutes in an hour, we multiply the total hours by 60:
+\[ 40 \text{ hours} \times 60 \text{ minutes/hour} = 2400 \text{ minutes} \]
+
+Therefore, the total number of minutes Charisma has walked after 5 days at the office is \(\boxed{2400}\).','2400',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,5,'To solve this problem, we''ll need to break down the problem into steps:
+
+1. Calculate the total time Charisma works at the office in a week.
+2. Calculate the total time Charisma walks in a week.
+3. Subtract the total walk time from the total work time to find out how many minutes she has walked in a week.
+
+First, let''s calculate the total time Charisma works at the office in a week. Since she works for 8 hours every day, and there are 7 days in a week, we have:
+\[ 8 \text{ hours/day} \times 7 \text{ days/week} = 56 \text{ hours/week} \]
+
+Next, let''s calculate the total time Charisma walks in a week. Since she walks for 5 minutes every hour she''s at work, and there are 7 days in a week, we have:
+\[ 5 \text{ minutes/hour} \times 7 \text{ days/week} = 35 \text{ minutes/week} \]
+
+Now, we subtract the total walk time from the total work time to find out how many minutes she has walked in a week:
+\[ 56 \text{ hours/week} - 35 \text{ minutes/week} = 21 \text{ minutes/week} \]
+
+So, Charisma has walked for \(\boxed{21}\) minutes in a week.','21',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,6,'To solve this problem, we need to calculate the total time Charisma has walked over the 5 days at the office. Here''s a step-by-step reasoning:
+
+1. Calculate the total time Charisma works in 5 days at the office.
+2. Determine how long it takes for Charisma to walk at her rate of 5 minutes per hour.
+3. Add the time Charisma walks to her work hours to get the total time she walks.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+work_hours = symbols(''work_hours'')
+
+# Calculate the total time Charisma works in 5 days
+total_work_hours = 5 * work_hours
+
+# Calculate the time it takes for Charisma to walk at her rate of 5 minutes per hour
+time_to_walk = 5 * work_hours
+
+# Calculate the total time Charisma walks
+total_walk_time = total_work_hours + time_to_walk
+
+# Print the final answer
+print(total_walk_time)
+```
+```output
+10*work_hours
+```
+Charisma has walked \(\boxed{10*work_hours}\) minutes over the 5 days at the office.','10*work_hours',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,7,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total time Charisma uses to walk in 5 hours.
+3. Convert the walking time from minutes to hours.
+
+First, we calculate the total number of hours Charisma works in 5 days:
+\[ 5 \text{ days} \times 8 \text{ hours/day} = 40 \text{ hours} \]
+
+Next, we determine the total time Charisma uses to walk in 40 hours:
+\[ 5 \text{ hours} \times 5 \text{ minutes/hour} = 25 \text{ minutes} \]
+
+Finally, we convert the walking time from minutes to hours:
+\[ 25 \text{ minutes} \div 60 \text{ minutes/hour} = \frac{25}{60} = \frac{5}{12} \text{ hours} \]
+
+Thus, the final answer is:
+\[ \boxed{\frac{5}{12}} \]','\frac{5}{12}',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,0,'To solve this problem, we need to determine the number of guests for the two venues such that the total cost is equal in both venues. Let''s break down the problem step-by-step.
+
+1. **First Venue Price Calculation:**
+   - Flat fee: $200
+   - Cost per guest: $5
+   - Number of guests: \( n_1 \)
+   - Total cost for the first venue: \( 200 + 5n_1 \)
+
+2. **Second Venue Price Calculation:**
+   - Flat fee: $25
+   - Cost per person: $5
+   - Number of guests: \( n_2 \)
+   - Total cost for the second venue: \( 25 + 5n_2 \)
+
+3. **Set Up the Equation:**
+   - We need the total cost for the first venue equal to the total cost for the second venue: 
+     \[
+     200 + 5n_1 = 25 + 5n_2
+     \]
+
+4. **Solve the Equation:**
+   - Rearrange the equation to isolate \( n_2 \):
+     \[
+     200 + 5n_1 - 25 = 5n_2
+     \]
+     \[
+     175 + 5n_1 = 5n_2
+     \]
+     \[
+     35 + n_1 = n_2
+     \]
+     \[
+     n_2 = 35 - n_1
+     \]
+
+5. **Check Feasibility:**
+   - Since \( n_1 \) and \( n_2 \) must be non-negative integers, we need:
+     \[
+     35 - n_1 \geq 0
+     \]
+     \[
+     n_1 \leq 35
+     \]
+
+6. **Find the Range of \( n_1 \):**
+   - The smallest possible \( n_1 \) is 0, and the largest possible \( n_1 \) is 35.
+   - Therefore, \( n_1 \) can range from 0 to 35.
+
+7. **Calculate the Corresponding \( n_2 \) Values:**
+   - For \( n_1 = 0 \):
+     \[
+     n_2 = 35 - 0 = 3','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,1,'To determine how many guests are necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue separately and then set them equal to each other.
+
+First, let''s calculate the total cost for the first venue:
+- The flat fee is $200.
+- Each guest attends for $5.
+- Therefore, the total cost for the first venue is:
+  \[
+  200 + 5 \times 10 = 200 + 50 = 250
+  \]
+
+Next, let''s calculate the total cost for the second venue:
+- The flat fee is $25 per person.
+- Each guest attends for $5.
+- Therefore, the total cost for the second venue is:
+  \[
+  25 \times 10 = 250
+  \]
+
+Since the total cost for both venues is $250, we can see that the two venues are equal in cost.
+
+Thus, the final answer is:
+\[
+\boxed{250}
+\]','250',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,2,'To solve this problem, we need to determine the minimum number of guests required for both venues to have the same cost in terms of the flat fee and the cost per person when food is included. Let''s break down the problem step-by-step.
+
+1. **Identify the costs for each venue:**
+   - Flat fee of $200.
+   - Per person fee for food included in the flat fee: $5.
+
+2. **Formulate the equation for the total cost:**
+   Let \( n \) be the number of guests.
+   The total cost for the first venue is \( 200 + 5n \).
+   The total cost for the second venue is \( 25n \).
+
+3. **Set the two total costs equal to each other:**
+   \[
+   200 + 5n = 25n
+   \]
+
+4. **Solve for \( n \):**
+   Subtract \( 25n \) from both sides of the equation:
+   \[
+   200 = 5n
+   \]
+   Divide both sides by 5:
+   \[
+   n = 40
+   \]
+
+Now, let''s verify this by implementing it in a Python program.
+```python
+# Define the flat fee and per person fee for food included in the flat fee
+flat_fee = 200
+food_per_person = 5
+
+# Calculate the minimum number of guests required for both venues to have the same cost
+n = (flat_fee - food_per_person) / food_per_person
+print(n)
+```
+```output
+39.0
+```
+The minimum number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','40',0,'not_equivalent',358,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,3,'Let''s solve this step-by-step:
+
+1. **Identify the costs for each venue:**
+   - First venue: Flat fee $200.
+   - Second venue: $25 per person who attends ($25 * n), where n is the number of guests.
+
+2. **Set up the equation:**
+   - The total cost of the first venue must equal the total cost of the second venue. So we can set up the equation:
+     \[
+     200 = 25n
+     \]
+
+3. **Solve for \( n \):**
+   - Divide both sides of the equation by 25:
+     \[
+     n = \frac{200}{25}
+     \]
+   - Simplify the fraction:
+     \[
+     n = 8
+     \]
+
+Now let''s verify this solution using Python code.
+
+```python
+# Define the cost of each venue
+cost_first_venue = 200
+cost_second_venue_per_person = 25
+
+# Calculate the number of guests needed for the second venue to be equal in cost
+number_of_guests = cost_first_venue / cost_second_venue_per_person
+print(number_of_guests)
+```
+```output
+8.0
+```
+The number of guests necessary for both venues to be equal in cost is \(\boxed{8}\).','8',0,'not_equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(36,4,'To solve this problem, we need to determine the minimum number of guests required for both venues to be equal in cost. Let''s break down the problem step-by-step:
+
+1. **Calculate the cost for the first venue:**
+   - Flat fee: $200
+   - Cost per person: $25
+   - Number of guests: \( n \)
+   - Total cost for the first venue: \( 200 + (n-1) \times 25 \)
+
+2. **Calculate the cost for the second venue:**
+   - Food per guest: $5
+   - Number of guests: \( n \)
+   - Total cost for the second venue: \( n \times 5 \)
+
+3. **Set the two costs equal to each other:**
+   \[
+   200 + (n-1) \times 25 = n \times 5
+   \]
+
+4. **Solve for \( n \):**
+   \[
+   200 + (n-1) \times 25 = n \times 5
+   \]
+   \[
+   200 + 25n - 25 = 5n
+   \]
+   \[
+   25n - 5n = 200 - 25
+   \]
+   \[
+   20n = 175
+   \]
+   \[
+   n = \frac{175}{20} = 8.75
+   \]
+
+Since \( n \) must be a whole number, we check if there are any other solutions. We can do this by substituting \( n = 9 \) back into the cost equation:
+
+\[
+200 + (9-1) \times 25 = 9 \times 5
+\]
+\[
+200 + 8 \times 25 = 45
+\]
+\[
+200 + 200 = 600
+\]
+\[
+600 = 600
+\]
+
+Since both sides are equal, \( n = 9 \) is indeed a valid solution. Therefore, the minimum number of guests necessary for the two venues to be equal in cost is \(\boxed{9}\).','9',0,'not_equivalent',488,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,5,'To determine the number of guests necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue and then set them equal to each other.
+
+The first venue charges a flat fee of $200. With $5 per guest included for food, the total cost for the first venue is:
+\[ 200 + 5 = 205 \]
+
+The second venue charges $25 per person who attends. The number of guests attending is unknown, so we assume the number of guests is \( n \). The total cost for the second venue is:
+\[ 25n \]
+
+Since the two venues must be equal in cost, we set up the equation:
+\[ 205 = 25n \]
+
+To solve for \( n \), we divide both sides of the equation by 25:
+\[ n = \frac{205}{25} = 8 \]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','8',0,'not_equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,6,'To solve this problem, we need to find the smallest number of guests such that the total cost of both venues is equal. Let''s break down the problem step by step.
+
+1. **Define Variables:**
+   - Let \( n \) be the number of guests.
+   - Let \( t_1 \) be the cost of the first venue.
+   - Let \( t_2 \) be the cost of the second venue.
+   - Let \( f \) be the cost of food per person.
+
+2. **Set Up Equations:**
+   - The first venue charges a flat fee of $200.
+   - The second venue charges, $25 per person who attends.
+   - The first venue does not include food, so the cost of food per person is $5 for each person.
+   - The total cost of the first venue is \( t_1 \).
+   - The total cost of the second venue is \( t_2 \).
+   - The total cost of both venues is \( t_1 + t_2 + f \).
+
+3. **Formulate the Equation:**
+   - We have \( t_1 = 200 \) and \( t_2 = 25n \) for the first venue.
+   - We know that the food cost per person is $5 for each person, so \( f = 5n \).
+   - The total cost of both venues is \( t_1 + t_2 + f = 200 + 25n + 5n = 225n + 200 \).
+   - Equate the total cost of both venues to \( t_1 + t_2 + f \):
+     \[
+     225n + 200 = 200
+     \]
+
+4. **Solve for \( n \):**
+   - Subtract \( 200 \) from both sides of the equation:
+     \[
+     225n = 0
+     \]
+   - Divide both sides by 225:
+     \[
+     n = 0
+     \]
+
+So, the minimum number of guests necessary for the two venues to be equal in cost is \(\boxed{0}\).','0',0,'not_equivalent',472,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,7,'To determine the number of guests necessary for the two venues to be equal in cost, we need to calculate the total cost for each venue and then set them equal to each other.
+
+First, let''s calculate the total cost for the first venue. The first venue charges a flat fee of $200, regardless of how many guests attend. Since the problem does not specify the number of guests, we will assume that the number of guests is unknown. Therefore, the total cost for the first venue is $200.
+
+Next, let''s calculate the total cost for the second venue. The second venue charges, $25 per person who attends, but the first venue does not include food, which Mark estimates will cost $5 for each person who attends. Since the problem does not specify the number of guests, we will assume that the number of guests is unknown. Therefore, the total cost for the second venue is $25 \times n$, where $n$ is the number of guests.
+
+Now, we set the total cost for the first venue equal to the total cost for the second venue and solve for $n$:
+\[ 200 = 25 \times n \]
+
+To find $n$, we divide both sides of the equation by 25:
+\[ n = \frac{200}{25} = 8 \]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','8',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,0,'Let''s start by determining how much Julie spent on clothes. Since she spent 20% of her $500 on clothes, we calculate the amount as follows:
+
+\[ \text{Amount spent on clothes} = 0.20 \times 500 \]
+
+We can calculate this using Python:
+```python
+# Total amount Julie had
+total_amount = 500
+
+# Amount spent on clothes
+amount_spent_on_clothes = 0.20 * total_amount
+print(amount_spent_on_clothes)
+```
+```output
+100.0
+```
+Julie spent $100 on clothes. 
+
+Next, we need to determine how much money Julie has left after buying clothes. We subtract the amount spent on clothes from her initial amount:
+\[ \text{Remaining amount} = 500 - 100 \]
+
+We can calculate this using Python:
+```python
+# Remaining amount after buying clothes
+remaining_amount = total_amount - amount_spent_on_clothes
+print(remaining_amount)
+```
+```output
+400.0
+```
+Julie has $400 left after buying clothes.
+
+Therefore, the final answer is \(\boxed{400}\).','400',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,1,'To determine how much money Julie has left after spending on clothes and CDs, we will follow these steps:
+
+1. Calculate the amount Julie spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to find the remaining money after clothes.
+3. Calculate the amount Julie spent on CDs.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount Julie has left.
+
+Let''s start with the first step. Julie spent 20% of $500 on clothes:
+\[
+\text{Amount spent on clothes} = 0.20 \times 500 = 100
+\]
+So, after spending on clothes, the remaining money is:
+\[
+500 - 100 = 400
+\]
+
+Next, we calculate the amount Julie spent on CDs. Julie spent 25% of the remaining money on CDs:
+\[
+\text{Amount spent on CDs} = 0.25 \times 400 = 100
+\]
+So, after spending on CDs, the remaining money is:
+\[
+400 - 100 = 300
+\]
+
+Therefore, the amount of money Julie has left is \(\boxed{300}\).','300',1,'equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(37,2,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. Julie starts with $500.
+2. She spends 20% of it on clothes. So, the amount spent on clothes is \(0.20 \times 500 = 100\).
+3. After spending on clothes, Julie has \(500 - 100 = 400\).
+4. She then spends 25% of the remaining money on CDs. So, the amount spent on CDs is \(0.25 \times 400 = 100\).
+5. After spending on CDs, Julie has \(400 - 100 = 300\).
+
+So, the amount of money Julie has left is $300.
+
+Here is the Python code to verify this:
+```python
+# Initial amount
+initial_amount = 500
+
+# Amount spent on clothes
+amount_spent_on_clothes = 0.20 * initial_amount
+
+# Remaining amount after clothes
+remaining_after_clothes = initial_amount - amount_spent_on_clothes
+
+# Amount spent on CDs
+amount_spent_on_cds = 0.25 * remaining_after_clothes
+
+# Remaining amount after CDs
+remaining_after_cds = remaining_after_clothes - amount_spent_on_cds
+
+# Final amount
+final_amount = remaining_after_cds
+print(final_amount)
+```
+```output
+300.0
+```
+The final answer is \(\boxed{300}\).','300',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,3,'To solve the problem, we will break it down into a series of steps and use Python code to ensure accuracy. Here''s a step-by-step approach:
+
+1. Julie starts with $500.
+2. She spends 20% of her $500 on clothes.
+3. She then spends 25% of the remaining money on CDs.
+
+Let''s calculate this using Python code:
+
+1. Calculate the amount spent on clothes.
+2. Calculate the remaining money after spending on clothes.
+3. Calculate the amount spent on CDs.
+4. Subtract the amounts spent on clothes and CDs from the remaining money to get the final amount.
+
+Here''s the Python code:
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Calculate the amount spent on clothes
+spent_on_clothes = initial_amount * 0.20
+
+# Calculate the remaining money after spending on clothes
+remaining_after_clothes = initial_amount - spent_on_clothes
+
+# Calculate the amount spent on CDs
+spent_on_cds = remaining_after_clothes * 0.25
+
+# Calculate the final amount of money Julie has left
+final_amount = remaining_after_clothes - spent_on_cds
+
+# Print the final amount
+print(final_amount)
+```
+```output
+300.0
+```
+Julie has \(\boxed{300}\) dollars left after spending 20% on clothes and then 25% of the remaining money on CDs.','300',1,'equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,4,'Let''s break down the problem step by step and use Python code to ensure the accuracy of our solution.
+
+1. Julie starts with $500.
+2. She spends 20% of her money on clothes, which is \(0.20 \times 500 = 100\) dollars.
+3. After buying clothes, Julie has \(500 - 100 = 400\) dollars left.
+4. She then spends 25% of the remaining money on CDs, which is \(0.25 \times 400 = 100\) dollars.
+5. After buying CDs, Julie has \(400 - 100 = 300\) dollars left.
+
+So, Julie has \(\boxed{300}\) dollars left.','300',1,'equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,5,'To determine how much money Julie has left after spending on clothes and CDs, we need to follow these steps:
+
+1. Calculate the amount Julie spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to find out how much money Julie has left after the clothes.
+
+Step 1: Calculate the amount Julie spent on clothes.
+Julie spent 20% of her $500 on clothes.
+\[ 0.20 \times 500 = 100 \]
+
+Step 2: Subtract the amount spent on clothes from the initial amount to find out how much money Julie has left after the clothes.
+\[ 500 - 100 = 400 \]
+
+Therefore, the amount of money Julie has left is \(\boxed{400}\).','400',0,'not_equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,6,'To determine how much money Julie had left after her purchases, we can follow these steps:
+
+1. Calculate how much Julie spent on clothes.
+2. Determine the remaining money after buying clothes.
+3. Calculate how much Julie spent on CDs.
+4. Determine the remaining money after buying CDs.
+
+Here''s a step-by-step Python code to solve this problem:
+
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate how much Julie spent on clothes
+cost_of_clothes = 0.20 * initial_amount
+
+# Step 2: Determine the remaining money after buying clothes
+remaining_after_clothes = initial_amount - cost_of_clothes
+
+# Step 3: Calculate how much Julie spent on CDs
+cost_of_cds = 0.25 * remaining_after_clothes
+
+# Step 4: Determine the remaining money after buying CDs
+remaining_after_cds = remaining_after_clothes - cost_of_cds
+
+print(remaining_after_cds)
+```
+```output
+300.0
+```
+Julie had \(\boxed{300}\) dollars left after her purchases.','300',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,7,'To solve this problem, we need to follow these steps:
+
+1. Calculate how much Julie spent on clothes.
+2. Subtract the amount spent on clothes from the initial amount to get the remaining money.
+3. Calculate how much Julie spent on CDs.
+4. Subtract the amount spent on CDs from the remaining money to get the final amount left.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate how much Julie spent on clothes
+percentage_clothes = 20 / 100
+amount_spent_clothes = initial_amount * percentage_clothes
+
+# Step 2: Subtract the amount spent on clothes from the initial amount
+remaining_after_clothes = initial_amount - amount_spent_clothes
+
+# Step 3: Calculate how much Julie spent on CDs
+percentage_cds = 25 / 100
+amount_spent_cds = remaining_after_clothes * percentage_cds
+
+# Step 4: Subtract the amount spent on CDs from the remaining money
+final_amount_left = remaining_after_clothes - amount_spent_cds
+
+print(final_amount_left)
+```
+```output
+300.0
+```
+Julie had \(\boxed{300}\) dollars left after her purchases.','300',1,'equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,0,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Identify the hours spent working out in each week:**
+   - The first week, Josh spent 4 hours working out.
+   - The second week, Josh spent 5 hours working out.
+   - The third week, Josh spent 6 hours working out.
+
+2. **Sum up the hours spent working out for all the weeks:**
+   - Add the hours from the first week, the second week, and the third week together.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Define the hours spent working out in each week
+hours_first_week = 4
+hours_second_week = 5
+hours_third_week = 6
+
+# Calculate the total hours spent working out
+total_hours = hours_first_week + hours_second_week + hours_third_week
+print(total_hours)
+```
+```output
+15
+```
+The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{15}\).','15',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(38,1,'To solve the problem, we need to break it down into smaller steps:
+
+1. Calculate the total number of hours Josh worked out during the first week.
+2. Calculate the total number of hours Josh worked out during the second week.
+3. Sum these two amounts to get the total number of hours spent working out over the 8 weeks.
+
+Let''s use Python code to perform these calculations.
+```python
+# Define the hours worked out during the first week
+hours_first_week = 4
+
+# Define the hours worked out during the second week
+hours_second_week = 6
+
+# Calculate the total number of hours worked out over the 8 weeks
+total_hours_worked = hours_first_week + hours_second_week
+
+print(total_hours_worked)
+```
+```output
+10
+```
+The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{10}\).','10',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,2,'To solve this problem, we need to determine the total number of hours Josh has spent working out across the 8 weeks by summing up the hours he spent working out each week. Let''s break it down step-by-step:
+
+1. Identify the hours spent working out each week:
+   - Week 1: 4 hours
+   - Week 2: 5 hours
+   - Week 3: 6 hours
+
+2. Sum the hours spent working out each week:
+   \[
+   4 + 5 + 6
+   \]
+
+3. Perform the addition:
+   \[
+   4 + 5 = 9
+   \]
+   \[
+   9 + 6 = 15
+   \]
+
+4. Write the final answer as \(\boxed{15}\).','15',0,'not_equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total hours Josh spent working out every week without any exceptions.
+2. Sum the hours he spent working out across the 8 weeks.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Josh spent 4 hours working out every week except on some occasions.
+2. Since he spent 5 hours each for two consecutive weeks, he spent 2 * 5 = 10 hours working out in two consecutive weeks.
+3. Since he spent 6 hours in one week, he spent 1 week.
+4. To find the total hours spent working out across the 8 weeks, we add the hours he spent working out in two consecutive weeks and the hours he spent working out in one week.
+
+Let''s write the Python code to calculate this:
+```python
+# Hours spent working out every week without any exceptions
+hours_per_week_without_exceptions = 4
+
+# Hours spent working out in two consecutive weeks
+hours_per_week_two_consecutive_weeks = 2 * hours_per_week_without_exceptions
+
+# Hours spent working out in one week
+hours_per_week_one_week = 6
+
+# Total hours spent working out across the 8 weeks
+total_hours = hours_per_week_two_consecutive_weeks + hours_per_week_one_week
+print(total_hours)
+```
+```output
+14
+```
+The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{14}\).','14',0,'not_equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,4,'To solve this problem, we need to determine the total number of hours Josh has spent working out in 8 weeks. Let''s break it down step by step.
+
+1. **Identify the total hours worked out in the first two weeks:**
+   - Josh spent 5 hours each for two consecutive weeks.
+   - So, the total hours spent in the first two weeks is:
+     \[
+     5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+     \]
+
+2. **Identify the total hours worked out in the other two weeks:**
+   - Josh spent 6 hours in one week.
+   - So, the total hours spent in the other two weeks is:
+     \[
+     6 \text{ hours/week}
+     \]
+
+3. **Calculate the total hours worked out in the 8 weeks:**
+   - Add the hours spent in the first two weeks to the hours spent in the other two weeks:
+     \[
+     10 \text{ hours} + 6 \text{ hours} = 16 \text{ hours}
+     \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{16}\).','16',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,5,'To solve this problem, we need to calculate the total hours Josh spent working out across the 8 weeks. Let''s break it down step-by-step:
+
+1. **Total hours spent in one week:**
+   - Josh spent 5 hours each for two consecutive weeks.
+   - Therefore, the total hours in one week is \(5 \text{ hours} \times 2 = 10 \text{ hours}\).
+
+2. **Total hours spent in the 8 weeks:**
+   - Since Josh worked out 8 weeks, the total hours spent in the 8 weeks is \(10 \text{ hours/week} \times 8 \text{ weeks} = 80 \text{ hours}\).
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Total hours spent in one week
+hours_per_week = 5 * 2
+
+# Total hours spent in the 8 weeks
+total_hours_8_weeks = hours_per_week * 8
+
+# Print the result
+print(total_hours_8_weeks)
+```
+```output
+80
+```
+The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{80}\).','80',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,6,'To find the total number of hours Josh has spent working out across the 8 weeks, we need to add up the hours he spent in each consecutive week, as well as the hours he spent in the two consecutive weeks.
+
+First, we calculate the hours spent in the two consecutive weeks. Since Josh spent 6 hours in one week, and he spent 5 hours in the other week, the total hours spent in these two weeks is:
+\[ 6 + 5 = 11 \text{ hours} \]
+
+Next, we add the hours spent in the two consecutive weeks to the hours spent in the first consecutive week:
+\[ 11 + 11 = 22 \text{ hours} \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{22}\).','22',0,'not_equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,7,'Let''s break down the problem step-by-step:
+
+1. Identify the number of hours spent working out each week. Josh spent 4 hours working out every week except on some occasions.
+2. Calculate the total number of hours spent working out in the first three weeks. Since he spent 5 hours each week for two consecutive weeks, we can calculate the total hours as follows:
+   \[
+   \text{Total hours in first three weeks} = 5 \text{ hours/week} \times 2 \text{ weeks} = 10 \text{ hours}
+   \]
+3. Identify the number of hours spent working out in the fourth week. Josh spent 6 hours in one week.
+4. Calculate the total number of hours spent working out in the fourth week:
+   \[
+   \text{Total hours in fourth week} = 6 \text{ hours}
+   \]
+5. The total number of hours spent working out across the 8 weeks is the sum of the hours spent in the first three weeks and the fourth week:
+   \[
+   \text{Total hours} = 10 \text{ hours} + 6 \text{ hours} = 16 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{16}\).','16',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630227333320116999e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',31,3.18865310378200229033e+03,3.18864984186099900405e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630283690498805042e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',38,3.75222929889299848592e+03,3.75222603416799393018e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -15246,5 +17929,33 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-418',0,31,'0.625',0.0,0,28,1,2868.0,2730.0,640.5,0.0,82.5826034567508,976446524046.08);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-418',0,31,'1.25',0.0,0,70,1,2868.0,2730.0,1281.0,0.0,1.65165206913501606323e+02,1.77980426155605322264e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-418',0,31,'0.625',0.0,0,1,0,2868.0,2730.0,2562.0,0.0,3.30330413827003212647e+02,3386519736576.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-447',0,32,'10',0.0,0,8,1,2589.0,2438.0,238.75,0.0,1.95994344157497835112e+01,4.87878768969129577616e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-447',0,32,'10',0.0,0,28,1,2589.0,2438.0,477.5,0.0,3.91988688314995670225e+01,7.86739721095825317396e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-447',0,32,'240',0.0,0,70,1,2589.0,2438.0,955.0,0.0,7.8397737662999134045e+01,1.38446162534921679685e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-447',0,32,'240',0.0,0,1,0,2589.0,2438.0,1910.0,0.0,1.5679547532599826809e+02,2579905433856.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-454',0,33,'14400',0.0,0,8,1,1837.0,1756.0,227.5,0.0,1.89294205578744367812e+01,3.86154398499686462393e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-454',0,33,'14400',0.0,0,28,1,1837.0,1756.0,455.0,0.0,3.78588411157488735625e+01,6.70919797717445556654e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-454',0,33,'120',0.0,0,70,1,1837.0,1756.0,910.0,0.0,7.57176822314977471251e+01,1.24045059615296362305e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-454',0,33,'120',0.0,0,1,0,1837.0,1756.0,1820.0,0.0,1.5143536446299549425e+02,2379512193024.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-488',0,34,'30',0.5,0,8,1,2641.0,2534.0,241.375,0.0,1.24505842527496497491e+01,4.36052975960808654768e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-488',0,34,'9 \text{ girls Pomeranians}',0.5,0,28,1,2641.0,2534.0,482.75,0.0,24.9011685054993,7.38176512588121704104e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-488',0,34,'6',8.1428571428571427937e-01,1,70,1,2641.0,2534.0,965.5,0.0,49.8023370109986,1.34242358584274780269e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-488',0,34,'6',1.0,1,1,0,2641.0,2534.0,1931.0,0.0,99.6046740219972,2550917732352.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-495',0,35,'2400',0.125,0,8,1,986.0,900.0,231.25,0.0,1.31734901781246662724e+01,3.97775934915768615719e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-495',0,35,'2400',0.125,0,28,1,986.0,900.0,462.5,0.0,2.63469803562493325448e+01,6.87722932391801635744e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-495',0,35,'3',1.07142857142857136909e-01,0,70,1,986.0,900.0,925.0,0.0,5.26939607124986650896e+01,1.26761692734386767576e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-495',0,35,'2400',0.0,0,1,0,986.0,900.0,1850.0,0.0,1.05387921424997330174e+02,2427404917248.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-499',0,36,'3',0.0,0,8,1,1308.0,1174.0,357.0,0.0,3.05455623839998224866e+01,616754763510.582);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-499',0,36,'250',0.0,0,28,1,1308.0,1174.0,714.0,0.0,6.10911247679996449733e+01,1.06518948972907031246e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-499',0,36,'3',0.0,0,70,1,1308.0,1174.0,1428.0,0.0,1.22182249535999289948e+02,1.96205894216604687495e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-499',0,36,'8',0.0,0,1,0,1308.0,1174.0,2856.0,0.0,2.44364499071998579897e+02,3755797847040.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-513',0,37,'400',0.75,0,8,1,2613.0,2497.0,249.5,0.0,21.4959088708747,4.57598819985090942384e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-513',0,37,'400',0.75,0,28,1,2613.0,2497.0,499.0,0.0,42.9918177417494,7.69967918716363647476e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-513',0,37,'300',8.92857142857142904723e-01,1,70,1,2613.0,2497.0,998.0,0.0,85.9836354834988,1.39470611617890917965e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-513',0,37,'300',1.0,1,1,0,2613.0,2497.0,1996.0,0.0,1.71967270966997602958e+02,2644182511104.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-530',0,38,'15',0.0,0,8,1,1863.0,1749.0,229.25,0.0,1.80523374880003757425e+01,4.29944988301404541026e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-530',0,38,'10',0.0,0,28,1,1863.0,1749.0,458.5,0.0,3.61046749760007514842e+01,7.17096885076632446298e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-530',0,38,'15',0.0,0,70,1,1863.0,1749.0,917.0,0.0,72.2093499520015,1.29140067862708837894e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-530',0,38,'15',0.0,0,1,0,1863.0,1749.0,1834.0,0.0,144.418699904003,2440008265728.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
