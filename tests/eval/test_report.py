@@ -15,6 +15,7 @@ import pytest
 from matplotlib import image as mpimg
 from typer.testing import CliRunner
 
+from tests.eval.conftest import stop_after
 from thinkscale.cli import app
 from thinkscale.eval.analysis import Analysis, ConfigRow, analyze, crossovers
 from thinkscale.eval.config import SweepConfig
@@ -66,6 +67,20 @@ def test_sessions_that_ran_nothing_are_counted_not_listed(table: Path, run_dir: 
     listed = re.findall(r"<tr><td>\d+</td><td>(\w+)</td><td>(\d+)</td>", runs)
     assert len(listed) == 1 and listed[0][0] == "finished" and int(listed[0][1]) > 0
     assert "2 more session(s) found every job stored and ran nothing." in runs
+
+
+def test_a_config_stored_for_fewer_problems_says_so(table: Path, run_dir: Path, tmp_path: Path) -> None:
+    """A partial run beside a complete one: its rows name their problem count, the complete ones do not."""
+    part = tmp_path / "part"
+    run_sweep(SweepConfig(dataset="gsm8k", limit=6, models=["fake-small"], backend=f"scripted:{table}",
+                          budgets=[1, 2], strategies=["weighted-sc:verifier=confidence-mean"]), part,
+              **stop_after(3))
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["report", str(run_dir), str(part), "--reps", "50",
+                                                       "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if "weighted-sc" in ln and "] " in ln]  # the accuracy table
+    assert lines and all("n=3" in ln for ln in lines)
+    assert not any("n=" in ln for ln in r.output.splitlines() if "self-consistency" in ln)
 
 
 def _png(data: bytes, path: Path) -> Path:

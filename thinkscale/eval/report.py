@@ -78,13 +78,14 @@ def frontier_rows(a: Analysis) -> list[list[str]]:
 def print_tables(a: Analysis, console: Console) -> None:
     """The report's tables, narrower than the HTML's: prompt and cached tokens are in the page and the export."""
     t = Table(title=f"{a.dataset}: {a.n_problems} problems (accuracy: mean over problems; costs: mean per problem; "
-                    "* = k/N share of a larger run)", header_style="bold")
+                    "* = k/N share of a larger run; n = problems, where fewer are stored)", header_style="bold")
     for h in ("model", "strategy", "budget", "accuracy [95% CI]", "gen tok", "verif tok", "wall s", "FLOPs"):
         t.add_column(h, justify="left" if h in ("model", "strategy") else "right",
                      no_wrap=h not in ("model", "strategy"), min_width=12 if h in ("model", "strategy") else None)
     for r in sorted(a.rows, key=lambda r: (r.model, r.strategy, r.budget)):
         t.add_row(r.model, r.strategy, f"{r.budget}{'*' if r.estimated_cost else ''}",
-                  f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]",
+                  f"{r.accuracy.mean:.3f} [{r.accuracy.low:.2f}, {r.accuracy.high:.2f}]"
+                  + (f" n={r.accuracy.n}" if r.accuracy.n != a.n_problems else ""),
                   _num(r.costs["completion_tokens"], "{:.0f}"), _num(r.costs["verifier_tokens"], "{:.0f}"),
                   _num(r.costs["wall_seconds"], "{:.1f}"), _num(r.costs["flops"], "{:.2g}"))
     console.print(t)
