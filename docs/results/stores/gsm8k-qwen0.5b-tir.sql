@@ -8413,6 +8413,1088 @@ INSERT INTO "chains" VALUES(38,1,0,'b47c5a8b479bfa41508bb5fd22fea2633b75cfd580cd
 INSERT INTO "chains" VALUES(38,2,0,'3190f3969d73a7510ebd5ed208a0bea588588c196d4f1e57094a66ec810aa30d',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{10}\).','stop',25,360,351,1.25109303734465,41591049984.0,NULL);
 INSERT INTO "chains" VALUES(38,3,0,'3ac718629f7590eb40811cbf28ce010d513e7289f6ec04a73980ce438b623c98',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{14}\).','stop',25,487,478,1.28808898334503840743e+00,41591049984.0,NULL);
 INSERT INTO "chains" VALUES(38,4,0,'987dff0194a98ef8eac22ee415c6b10de150d98734d8047f0f3937f7d2b99466',0,'The total number of hours Josh has spent working out across the 8 weeks is \(\boxed{80}\).','stop',25,428,419,1.24590166134843105538e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(39,0,0,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',0,'To solve this problem step-by-step, let''s follow these steps:
+
+1. **Determine Jame''s current age**:
+   - Jame will turn 27 in 5 years.
+   - Therefore, Jame''s current age \( A \) is \( 27 + 5 = 32 \) years old.
+
+2. **Determine Jame''s cousin''s current age**:
+   - Jame''s cousin will be 5 years younger than twice his age.
+   - Twice Jame''s age is \( 2 \times 32 = 64 \).
+   - Therefore, Jame''s cousin''s current age \( C \) is \( 64 - 5 = 69 \) years old.
+
+3. **Calculate the number of years between Jame''s current age and his cousin''s current age**:
+   - The difference in their ages is \( 69 - 32 = 37 \) years.
+
+Now, let''s confirm this by implementing it in a Python program.
+```python
+# Step 1: Determine Jame''s current age
+jame_current_age = 27 + 5
+
+# Step 2: Determine Jame''s cousin''s current age
+jame_cousin_current_age = 2 * james_current_age - 5
+
+# Step 3: Calculate the number of years between Jame''s current age and his cousin''s current age
+years_between = james_cousin_current_age - james_current_age
+
+# Output the result
+print(years_between)','stop',312,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,1,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',1,'To solve this problem step-by-step, we''ll break it down into smaller parts and then use Python code to verify our calculations.
+
+1. **Determine Jame''s current age:**
+   Jame will turn 27 in 5 years, so his current age is \(27 - 5 = 22\).
+
+2. **Determine Jame''s cousin''s age:**
+   In 8 years, Jame''s cousin will be 5 years younger than twice his age. So, Jame''s cousin''s current age is \(22 - 5 = 17\).
+
+3. **Calculate the difference in age between Jame''s current age and Jame''s cousin''s current age:**
+   The difference in age is \(22 - 17 = 5\).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Jame''s current age
+jame_current_age = 27 - 5
+
+# Jame''s cousin''s current age
+jame_cousin_current_age = 22 - 5
+
+# Calculate the difference in age
+age_difference = james_current_age - james_cousin_current_age
+
+print(age_difference)','stop',241,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,2,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',2,'Let''s solve the problem step by step using Python code. We''ll first determine Jame''s current age and then calculate the ages of his cousin and the two now.
+
+1. **Determine Jame''s current age:**
+   Jame will turn 27 in 5 years. So, his current age is \(27 - 5 = 22\).
+
+2. **Determine Jame''s cousin''s current age:**
+   In 8 years, Jame''s cousin''s age will be 5 years younger than twice his current age. So, Jame''s cousin''s current age is \(22 - 5 = 17\).
+
+3. **Calculate the age of the two now:**
+   The age of the two now is the sum of Jame''s current age and his cousin''s current age. So, the age of the two now is \(22 + 17 = 49\).
+
+4. **Determine how many years separate the age of the two now:**
+   The age of the two now is 49. Since they were 27 years old in 5 years, the difference in their ages is \(49 - 27 = 22\).
+
+Now, let''s confirm this with a Python program.
+```python
+# Initial ages
+jame_current_age = 27 - 5
+cousin_current_age = jame_current_age - 5
+
+# Age of the two now
+age_of_two_now = jame_current_age + cousin_current_age
+
+# Difference in their ages
+difference_in_ages = age_of_two_now - 27
+print(difference_in_ages)','stop',342,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,3,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',3,'Let''s solve the problem step-by-step using Python code.
+
+1. **Determine the current age of Jame:**
+   - In 5 years, Jame will be 27.
+   - Therefore, Jame''s current age \( J \) can be calculated as:
+     \[
+     J = 27 + 5 = 32
+     \]
+
+2. **Determine the current age of James'' cousin:**
+   - In 8 years, James'' cousin will be 5 years younger than twice his current age.
+   - Therefore, James'' cousin''s current age \( C \) can be calculated as:
+     \[
+     C = 2 \times 32 - 5 = 64 - 5 = 59
+     \]
+
+3. **Find the difference in age between Jame and his cousin:**
+   - The difference in age \( \Delta \) between Jame''s current age \( J \) and his cousin''s current age \( C \) is:
+     \[
+     \Delta = C - J = 59 - 32 = 27
+     \]
+
+4. **Print the final answer:**
+   - The final answer is:
+     \[
+     \boxed{27}
+     \]','stop',264,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,4,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',4,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Jame''s current age:**
+   - We know that in 5 years, Jame will be 27.
+   - Therefore, Jame''s current age \( A \) is \( 27 - 5 = 22 \).
+
+2. **Cousin''s age in 8 years:**
+   - In 8 years, Jame''s cousin will be 5 years younger than twice his current age.
+   - We need to find Jame''s cousin''s current age \( C \) in 8 years.
+   - So, we can write \( C = 2A - 5 \).
+
+3. **Calculate the difference in age:**
+   - We need to find out how many years it takes for Jame''s cousin''s current age to be 5 years younger than twice his current age.
+   - Let''s denote the number of years it takes us as \( x \).
+   - Therefore, \( C = 2A - 5 = 2(x - 5) \).
+   - Simplifying this equation, we get \( 2A - 5 = 2x - 10 \).
+   - Rearranging terms, we get \( 2x - 5 = 2A - 10 \).
+   - Dividing through by 2, we get \( x = A - 2.5 \).
+
+Now let''s implement this in Python to find the final answer.
+
+```python
+# Given information
+james_age = 22
+years_until_james_age = 5
+years_until_cousin_age = 8
+
+# Calculate Jame''s cousin''s current age in 8 years
+james_cousin_age = 2 * james_age - 5
+
+# Calculate the number of years it takes for Jame''s cousin''s current age to be 5 years younger than twice his current age
+years_difference = james_cousin_age - 2 * james_age
+
+# Output the final answer
+print(years_difference)','stop',430,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,5,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',5,'To solve this problem, we''ll use the following steps:
+
+1. Determine the current age of Jame.
+2. Use the information given to determine the current age of his cousin.
+3. Calculate the number of years between their current ages.
+
+Let''s start by determining Jame''s current age. Since we know that Jame will turn 27 in 5 years, we can calculate his age as follows:
+\[ \text{Jame''s current age} = 27 - 5 = 22. \]
+
+Next, we need to determine his cousin''s current age. According to the problem, his cousin will be 5 years younger than twice his age. Let''s calculate his cousin''s current age as follows:
+\[ \text{Cousin''s current age} = 2 \times \text{Jame''s current age} - 5. \]
+\[ \text{Cousin''s current age} = 2 \times 22 - 5 = 44 - 5 = 49. \]
+
+Now, we need to find the number of years between Jame''s current age and his cousin''s current age:
+\[ \text{Number of years} = 22 - 49 = -27. \]
+
+Since the problem doesn''t specify a negative number of years, we can conclude that Jame''s current age is 22 years and his cousin''s current age is 49 years. Therefore, the number of years separate the age of the two now is \(\boxed{27}\).','stop',318,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,6,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',6,'Let''s break down the problem step by step.
+
+1. In 5 years, Jame''s age will be \(27 + 5 = 32\).
+2. In 8 years, Jame''s cousin''s age will be \(32 + 8 = 40\).
+3. In 8 years, his cousin will be 5 years younger than twice his age. This means that in 8 years, his cousin''s age will be \(40 - 5 = 35\).
+4. To find out how many years separate the age of Jame and his cousin, we need to subtract Jame''s age from his cousin''s age: \(35 - 32 = 3\).
+
+The final answer is \(\boxed{3}\).','stop',160,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,0,7,'d3a6a99880de518d2d0f1ecd977053c187e55a504122bd8524d8cc00ce763612',7,'Let''s break down the problem step by step and use Python to solve it.
+
+1. **Jame''s Current Age:**
+   Jame''s current age is 27.
+
+2. **Cousin''s Current Age:**
+   In 8 years, his cousin will be 5 years younger than twice his age. Let''s denote Jame''s cousin''s current age by \(C\). Then in 8 years, his cousin''s age will be \(C - 5\). According to the problem, \(C - 5 = 2(27)\).
+   Simplifying the right-hand side, we get \(C - 5 = 54\). Adding 5 to both sides, we get \(C = 59\).
+
+3. **Number of Years Separately:**
+   To find out how many years separate the age of the two now, we need to calculate the difference between Jame''s current age and his cousin''s current age.
+   \[
+   \text{Number of years} = 27 - 59 = -22
+   \]
+   Since age cannot be negative, we interpret this as Jame''s age is 22 years younger than his cousin''s age, which means the problem might be misinterpreted or the data may have a different sequence. However, based on the given information, the answer is \(\boxed{-22}\).','stop',288,167,121,1.13054368782949588023e+01,376997661408.0,NULL);
+INSERT INTO "chains" VALUES(39,1,0,'58dbf03675f621c0c3014cfcba4be962c2e836eaefa86e5d7ff21ebfaf84a0ff',0,'It seems there was an issue with the variable name. I''ll correct that and re-run the code. Let''s try again.
+```python
+# Step 1: Determine Jame''s current age
+jame_current_age = 27 + 5
+
+# Step 2: Determine Jame''s cousin''s current age
+jame_cousin_current_age = 2 * james_current_age - 5
+
+# Step 3: Calculate the number of years between Jame''s current age and his cousin''s current age
+years_between = james_cousin_current_age - james_current_age
+
+# Output the result
+print(years_between)','stop',131,498,478,7.35514986257067526764e+00,189050227200.0,NULL);
+INSERT INTO "chains" VALUES(39,2,0,'2592b08e640b3ab44a10e2b68e25917e2dcb1c3aa882e447705d070377cad670',0,'It looks like there was an error because the variable `james_current_age` was not defined in the current code environment. Let''s fix that by defining it properly.
+
+Here is the corrected Python code:
+```python
+# Jame''s current age
+james_current_age = 27 - 5
+
+# Jame''s cousin''s current age
+jame_cousin_current_age = 22 - 5
+
+# Calculate the difference in age
+age_difference = james_current_age - james_cousin_current_age
+
+print(age_difference)','stop',112,427,407,6.01186502973072300903e+00,165103865088.0,NULL);
+INSERT INTO "chains" VALUES(39,3,0,'3fdf2e6ac5a82fdb5886e92135bef5fe58cae3efd216a3b4eaefc5e03224ec2b',0,'The difference in the age of the two now is \(\boxed{12}\).','stop',19,517,508,1.17948833873455227738e+00,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(39,4,0,'f95db3d6acdecedcef961bd21f1a4fb73dda76856396d601a644c04ccd41c532',0,'The final answer is \(\boxed{-5}\).','stop',12,605,596,8.39426122328621127088e-01,25206696960.0,NULL);
+INSERT INTO "chains" VALUES(39,5,0,'26afc7dcb656b4369fb3b2002e1052b870a629bc5ba7f698895f0bb8a59da936',0,'It appears there is still an issue with the variable name. Let''s simplify the program by directly calculating the difference in their ages without using the variable name.
+```python
+# Step 1: Determine Jame''s current age
+jame_current_age = 27 + 5
+
+# Step 2: Determine Jame''s cousin''s current age','length',69,648,628,4.42449839990695181768e+00,110909466624.0,NULL);
+INSERT INTO "chains" VALUES(39,6,0,'8304e785054a96176bf0c9fb3c9bad6c8eb996c9d43e1f8f70579d665149f693',0,'The calculation confirms that the age of the two now is \(\boxed{5}\) years.','stop',21,561,538,1.72151756741186501287e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(40,0,0,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',0,'Let''s solve the problem step by step using Python code. We''ll first determine the cost of the printer and then find the cost of one monitor.
+
+1. First, we know that the computer costs $1,100.
+2. Let the cost of one monitor be \( x \) dollars.
+3. The cost of the computer and one monitor is $2,400.
+4. So, the equation representing the cost of the computer and one monitor is:
+   \[
+   1100 + x = 2400
+   \]
+5. We need to solve for \( x \):
+   \[
+   x = 2400 - 1100
+   \]
+6. Once we have \( x \), we can calculate the cost of one monitor.
+
+Let''s write the Python code to solve this.
+```python
+# Given values
+cost_computer = 1100
+total_cost = 2400
+amount_paid = 400
+
+# Calculate the cost of the printer
+cost_printer = total_cost - cost_computer
+
+# Calculate the cost of one monitor
+cost_one_monitor = cost_printer - cost_computer
+print(cost_one_monitor)','stop',256,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,1,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',1,'Let''s break down the problem step-by-step:
+
+1. Let the cost of one monitor be \( x \) dollars.
+2. The cost of the computer is given as $1,100.
+3. The cost of the printer is $2,400.
+4. The total cost of the computer, monitors, and printer is $2,400.
+5. The total cost of the computer, monitors, printer, and printer is \( 1,100 + x + 2,400 = 4,500 \).
+
+We can simplify this equation to solve for \( x \):
+
+\[ 1,100 + x + 2,400 = 4,500 \]
+\[ 4,500 - 1,100 = x + 2,400 \]
+\[ 3,400 = x + 2,400 \]
+\[ x = 3,400 - 2,400 \]
+\[ x = 1,000 \]
+
+So, one monitor costs $1,000. Let''s confirm this by writing a Python program.
+```python
+# Given values
+cost_of_computer = 1100
+cost_of_printer = 2400
+total_cost = 2400
+
+# Calculate the cost of one monitor
+cost_of_monitor = total_cost - (cost_of_computer + cost_of_printer)
+print(cost_of_monitor)','stop',319,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,2,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',2,'Let''s break down the problem step-by-step and use Python code to solve it.
+
+1. **Determine the cost of the printer:**
+   The printer costs $400 less than the computer, so we can calculate it as follows:
+   \[
+   \text{Cost of printer} = \text{Cost of computer} - 400
+   \]
+   Given:
+   \[
+   \text{Cost of computer} = \$1,100
+   \]
+   \[
+   \text{Cost of printer} = \$1,100 - 400 = \$600
+   \]
+
+2. **Find the cost of one monitor:**
+   The problem states that the computer cost $1,100 and the printer cost $600. Since the computer and the printer are combined, the cost of one monitor is the difference between the computer and the printer:
+   \[
+   \text{Cost of one monitor} = \text{Cost of computer} - \text{Cost of printer}
+   \]
+   Given:
+   \[
+   \text{Cost of computer} = \$1,100
+   \]
+   \[
+   \text{Cost of one monitor} = \$1,100 - \$600 = \$500
+   \]
+
+So, the cost of one monitor is \(\boxed{500}\) dollars.','stop',302,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,3,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',3,'To determine the cost of one monitor, we''ll follow these steps:
+
+1. Calculate the total cost of the computer and the printer.
+2. Determine the cost of the printer based on the information given.
+3. Find the cost of one monitor by dividing the cost of the printer by the number of monitors.
+4. Verify the result by comparing it with the given information.
+
+Let''s start by calculating the total cost of the computer and the printer:
+
+\[
+\text{Total cost of the computer and the printer} = \text{Cost of the computer} + \text{Cost of the printer} = 1100 + 400 = 1500
+\]
+
+Next, we know that the printer costs $400 less than the computer. Therefore, we can calculate the cost of the printer as follows:
+
+\[
+\text{Cost of the printer} = \text{Cost of the computer} - 400 = 1100 - 400 = 700
+\]
+
+Now, we find the cost of one monitor by dividing the cost of the printer by the number of monitors:
+
+\[
+\text{Cost of one monitor} = \frac{\text{Cost of the printer}}{\text{Number of monitors}} = \frac{700}{2} = 350
+\]
+
+Finally, we verify the result by comparing it with the given information:
+
+\[
+\text{Price of the computer} = 1100
+\]
+\[
+\text{Price of the printer} = 700
+\]
+\[
+\text{Cost of one monitor} = 350
+\]
+\[
+\text{Difference between the price of the computer and the price of the printer} = 1100 - 700 = 400
+\]
+
+The difference between the price of the computer and the price of the printer is indeed $400, which confirms our calculation. Therefore, the cost of one monitor is \(\boxed{350}\) dollars.','stop',436,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,4,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',4,'Let''s break down the problem step by step.
+
+1. **Define the variables:**
+   - Let \( M \) be the cost of one monitor.
+   - Let \( C \) be the cost of one computer.
+   - Let \( P \) be the cost of the printer.
+
+2. **Set up the equations:**
+   - The total cost of the computer is $1100, so \( C = 1100 \).
+   - The total cost of the monitors is 2, which means \( 2M = 2100 \).
+   - The total cost of the printer is $400, so \( P = 400 \).
+   - The printer cost is $400 less than the computer cost, so \( P = C - 400 \).
+
+3. **Solve the equations:**
+   - From the first equation, we get \( C = 1100 \).
+   - Substituting \( C = 1100 \) into the second equation, we get \( 2M = 2100 \).
+   - Dividing both sides by 2, we get \( M = 1050 \).
+   - Substituting \( M = 1050 \) into the third equation, we get \( P = 400 \).
+
+4. **Calculate the cost of one monitor:**
+   - Now that we have the cost of one monitor, we can calculate \( P \) by substituting \( M = 1050 \) into the third equation.
+   - \( P = C - 400 = 1100 - 400 = 700 \).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Define the cost of each item
+C = 1100  # cost of the computer
+P = 400  # cost of the printer
+
+# Calculate the cost of one monitor
+M = (C - P) / 2  # cost of one monitor
+print(M)','stop',444,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,5,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',5,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. Let''s define the costs of each item:
+   - Computer cost: \( C = 1100 \)
+   - Printer cost: \( P = 400 \)
+   - Monitor cost: \( M \)
+
+2. According to the problem, one printer costs $400 less than the computer:
+   \[
+   P = C - 400
+   \]
+
+3. Substituting the computer cost into the equation:
+   \[
+   400 = 1100 - 400
+   \]
+
+4. Simplifying the right side:
+   \[
+   400 = 700
+   \]
+
+5. Now we have the cost of the printer, which is $700.
+
+6. Since one printer costs $400 less than the computer, the cost of one monitor must be:
+   \[
+   M = C - 400
+   \]
+
+7. Substituting the computer cost \( C = 1100 \):
+   \[
+   M = 1100 - 400
+   \]
+
+8. Simplifying the right side:
+   \[
+   M = 700
+   \]
+
+So, the cost of one monitor is \(\boxed{700}\) dollars.','stop',300,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,6,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',6,'To determine the cost of one monitor, let''s define the variables and set up the equations based on the given information.
+
+1. Let \( m \) be the cost of one monitor.
+2. The cost of the computer is $1,100.
+3. The cost of the monitors is 2, which is the sum of the cost of the computer and the monitors.
+4. The cost of the printer is $400 less than the cost of the computer.
+5. The total cost of the computer, monitors, and printer is $2,400.
+
+We can summarize this information into the equation:
+\[ 1100 + 2 + m - 400 = 2400 \]
+
+Let''s solve this equation step-by-step using Python code.
+```python
+# Define the cost of the computer
+computer_cost = 1100
+
+# Define the cost of the monitors
+monitors_cost = computer_cost + 2
+
+# Define the cost of the printer
+printer_cost = computer_cost - 400
+
+# Calculate the cost of one monitor
+monitor_cost = monitors_cost
+print(monitor_cost)','stop',242,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,0,7,'2ff677ae711ef7ae978229ecd1e3b207d18ee35d21a4c44899a4458661f75e56',7,'To determine the cost of one monitor, we start by defining the variables and setting up the equations based on the problem statement. Let \( m \) be the cost of one monitor in dollars.
+
+From the problem, we know the following:
+1. The computer cost $1,100.
+2. The printer cost $2,400, which is $400 less than the computer.
+3. The total cost of the computer, monitors, and printer is $2,400.
+
+We can express the total cost of the computer and monitors as follows:
+\[ \text{Total cost} = m + 2m + 2 = 3m + 2 \]
+
+According to the problem, this total cost is $2,400:
+\[ 3m + 2 = 2400 \]
+
+To find \( m \), we need to isolate \( m \) on one side of the equation. We do this by subtracting 2 from both sides:
+\[ 3m + 2 - 2 = 2400 - 2 \]
+\[ 3m = 2398 \]
+
+Next, we solve for \( m \) by dividing both sides by 3:
+\[ m = \frac{2398}{3} \]
+\[ m = 796 \]
+
+Therefore, the cost of one monitor is \(\boxed{796}\) dollars.','stop',301,181,120,1.37912562008733328153e+01,417958543968.0,NULL);
+INSERT INTO "chains" VALUES(40,1,0,'c7132711a6b4a4ebe56f13a80055a00f32a91813064a683ad52ece8ab8063c42',0,'The cost of one monitor is \(\boxed{200}\) dollars.','stop',18,446,436,1.16220521883466676449e+00,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(40,2,0,'f2b636c22893a698ff8e3dca304805b08db491bf0ab9d5a10ff89f19e174b119',0,'It seems there was an error in the reasoning. Let''s recheck the equation and the given values. The equation should be:
+
+\[ 4,500 - 1,100 = x + 2,400 \]
+\[ 3,400 = x + 2,400 \]
+\[ x = 3,400 - 2,400 \]
+\[ x = 1,000 \]
+
+The correct calculation should be:
+
+\[ x = 3,400 - 2,400 \]
+\[ x = 1,000 \]
+
+So, one monitor costs $1,000. Let''s write a revised Python program to confirm this.
+```python
+# Given values
+cost_of_computer = 1100
+cost_of_printer = 2400
+total_cost = 2400
+
+','length',193,511,499,1.02788848617437889032e+01,257108308992.0,NULL);
+INSERT INTO "chains" VALUES(40,3,0,'2983a1e29b8f5d4bf019b81923461ed26046f6d07e10bf7a3ec3864c1f02e190',0,'The cost of one monitor is \(\boxed{350}\) dollars.','stop',18,636,624,1.24859149682985526297e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(40,4,0,'21743028b9bbfa9f342f49d7f0abcae7520ad1518687d55e4c67b9e8b357b3c4',0,'The cost of one monitor is \(\boxed{1102}\) dollars.','stop',19,433,422,1.25200729658232967622e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(41,0,0,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',0,'To solve this problem, we need to calculate the total number of birds seen over the week and then divide that total by the number of days to find the average number of birds seen per day.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total number of birds seen over the week:
+   - Day one: 50 birds
+   - Day two: 0 birds (none)
+   - Day three: 120 birds
+   - Day four: 20 birds
+   - Day five: 90 birds
+
+2. Add the total number of birds seen over the week:
+   \[
+   50 + 0 + 120 + 20 + 90 = 450
+   \]
+
+3. Divide the total number of birds seen by the number of days:
+   \[
+   \frac{450}{7} = 62.85714285714286
+   \]
+
+Now, we need to round this result to the nearest whole number. Since 62.85714285714286 is not exactly a whole number, we can conclude that the average number of birds seen per day is 63.
+
+Therefore, the final answer is \(\boxed{63}\).','stop',280,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,1,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',1,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s use Python code to perform these calculations.
+```python
+# Number of birds seen on each day
+birds_day1 = 50
+birds_day2 = 0
+birds_day3 = 120
+birds_day4 = 20
+birds_day5 = 90
+birds_day6 = 0
+birds_day7 = 90
+
+# Total number of birds
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen per day
+average_birds_per_day = total_birds / number_of_days
+print(average_birds_per_day)','stop',215,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,2,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',2,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s start by calculating the total number of birds seen. On days one and two, Mack saw 50 birds each. On days three, he saw none. On days four and five, he saw 120 birds each. On day six, he saw 20 birds, and on day seven, he saw 90 birds. So the total number of birds seen is:
+\[ 50 + 0 + 120 + 20 + 90 = 500 \]
+
+Next, we need to divide the total number of birds by the number of days. Mack saw the birds over the week for 7 days, so the average number of birds seen is:
+\[ \frac{500}{7} \]
+
+Let''s calculate this using Python code to ensure accuracy.
+```python
+# Total number of birds seen over the week
+birds_day1 = 50
+birds_day2 = 0
+birds_day3 = 120
+birds_day4 = 20
+birds_day5 = 90
+birds_day6 = 20
+birds_day7 = 90
+
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6
+
+# Number of days
+num_days = 7
+
+# Average number of birds seen
+average_birds = total_birds / num_days
+print(average_birds)','stop',354,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,3,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',3,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+First, we sum up the number of birds seen on each day:
+- Day 1: 50 birds
+- Day 2: 0 birds
+- Day 3: 120 birds
+- Day 4: 20 birds
+- Day 5: 90 birds
+
+Adding these together:
+\[ 50 + 0 + 120 + 20 + 90 = 340 \]
+
+Next, we divide the total number of birds by the number of days to find the average:
+\[ \frac{340}{7} = 48 \]
+
+Therefore, the average number of birds Mack saw in a day is \(\boxed{48}\).','stop',203,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,4,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',4,'Let''s solve the problem step-by-step using Python and SymPy. We need to find the average number of birds seen on each day and then calculate the average of these averages.
+
+First, we need to find the total number of birds seen over the week. We have the following data:
+- Day 1: 50 birds
+- Day 2: 0 birds
+- Day 3: 120 birds
+- Day 4: 20 birds
+- Day 5: 90 birds
+- Day 6: 20 birds
+- Day 7: 90 birds
+
+The total number of birds seen over the week can be calculated as follows:
+\[ \text{Total birds} = 50 + 0 + 120 + 20 + 90 + 20 + 90 \]
+
+Next, we need to calculate the average number of birds seen over the week. We can do this by dividing the total number of birds by the number of days. Let''s write the Python code to calculate this.
+```python
+# Total number of birds seen over the week
+total_birds = 50 + 0 + 120 + 20 + 90 + 20 + 90
+
+# Number of days
+num_days = 7
+
+# Average number of birds seen over the week
+average_birds = total_birds / num_days
+print(average_birds)','stop',312,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,5,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',5,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we need to calculate the total number of birds seen over the week.
+2. On day one and two, Mack saw a total of 50 birds.
+3. On day three, he saw none.
+4. On day four and five, he saw 120 birds.
+5. On day six, he saw 20 birds.
+6. On day seven, he saw 90 birds.
+7. We''ll sum up all these birds to get the total number of birds seen over the week.
+8. Finally, we''ll calculate the average number of birds seen over the week by dividing the total number of birds by the number of days.
+
+Let''s write the Python code to solve this problem:
+```python
+# Total number of birds seen over the week
+birds_day1 = 50
+birds_day2 = 0
+birds_day3 = 120
+birds_day4 = 20
+birds_day5 = 90
+birds_day6 = 20
+birds_day7 = 90
+
+# Calculate the total number of birds seen over the week
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Calculate the average number of birds seen over the week
+average_birds = total_birds / 7
+
+# Print the result
+print(f"Total number of birds seen over the week: {total_birds}")
+print(f"Average number of birds seen over the week: {average_birds}")','stop',343,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,6,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',6,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. **Sum the number of birds seen in each day:**
+   - Day one: 50 birds
+   - Day two: 0 birds
+   - Day three: 120 birds
+   - Day four: 20 birds
+   - Day five: 90 birds
+
+2. **Calculate the total number of birds seen:**
+   \[
+   50 + 0 + 120 + 20 + 90
+   \]
+
+3. **Sum the number of birds seen:**
+   \[
+   280
+   \]
+
+4. **Determine the number of days:**
+   There are 7 days in a week.
+
+5. **Calculate the average number of birds seen per day:**
+   \[
+   \frac{280}{7}
+   \]
+
+6. **Perform the division:**
+   \[
+   \frac{280}{7} = 40
+   \]
+
+Therefore, the average number of birds Mack saw in a day is \(\boxed{40}\).','stop',248,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,0,7,'37576f06ebd9b075f8c62a969608842b2a2b041eb37ed8e5594877c6bd1f1469',7,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. **Total number of birds seen in the sky over the week:**
+   - Day one: 50 birds
+   - Day two: 0 birds
+   - Day three: 120 birds
+   - Day four: 90 birds
+   - Day five: 20 birds
+
+   So the total number of birds seen is \(50 + 0 + 120 + 90 + 20 = 380\).
+
+2. **Number of days in the week:**
+   There are 7 days in the week.
+
+3. **Calculate the average number of birds seen per day:**
+   The average number of birds seen per day is \( \frac{380}{7} \).
+
+4. **Write the final answer:**
+   The final answer is \(\boxed{56}\).
+
+Here''s the Python code to perform this calculation:
+```python
+# Total number of birds seen in the sky over the week
+total_birds = 50 + 0 + 120 + 90 + 20
+
+# Number of days in the week
+days = 7
+
+# Calculate the average number of birds seen per day
+average_birds = total_birds / days
+print(average_birds)
+```','stop',295,216,120,1.16755732118500592524e+01,368332859328.0,NULL);
+INSERT INTO "chains" VALUES(41,1,0,'5b2ef8c53165ff8e0776336003e776d91bf25444c3ed38bdbcfb666e02c250b0',0,'The average number of birds Mack saw in a day is \(\boxed{52.86}\).','stop',23,455,430,1.43023843713211418204e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(41,2,0,'fe51a4cd51240f1fe99077f7058bfb2b1d81ea61f0b5eb832e5e1fa665aa6c6c',0,'The average number of birds Mack saw in a day is \(\boxed{42.86}\).','stop',23,594,569,1.45106198012848208733e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(41,3,0,'a52f679a8454ab7829775967a9dc6594e526cf440c80325543a84a460239a3a0',0,'The average number of birds seen over the week is approximately \(55.714\).
+
+So, the final answer is \(\boxed{55.714}\).','stop',39,552,527,2.10244075097240656901e+00,79401095424.0,NULL);
+INSERT INTO "chains" VALUES(41,4,0,'787f595f71bff4b9630a296903d2cb02e1e4f405a006503e4f44c4e58118b31d',0,'The average number of birds Mack saw in a day is \(\boxed{55.714285714285715}\).','stop',36,607,558,2.47177578146171628148e+00,105868127232.0,NULL);
+INSERT INTO "chains" VALUES(41,5,0,'bb4d388af19e9394da5c3a09447c2c00d6be09eb20e43e71bcace659d96893d1',0,'The final answer is \(\boxed{56}\).','stop',13,521,509,7.72809734325467734272e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(42,0,0,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',0,'To solve the problem, we need to determine the total number of pages Judy read in two weeks. Let''s break it down step by step:
+
+1. **Determine the number of pages Judy read in the first week:**
+   - Judy reads 15 minutes each night for 7 nights.
+   - Therefore, the total number of pages read in the first week is \(15 \text{ minutes/night} \times 7 \text{ nights} = 105\) pages.
+
+2. **Determine the number of pages Judy read in the second week:**
+   - The total number of pages read in the second week is 100 pages.
+
+3. **Calculate the total number of pages read in two weeks:**
+   - The total number of pages read in two weeks is the sum of the pages read in the first week and the pages read in the second week.
+   - Therefore, the total number of pages read in two weeks is \(105 + 100 = 205\) pages.
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Number of pages read in the first week
+pages_per_night = 15
+nights = 7
+pages_first_week = pages_per_night * nights
+
+# Total number of pages read in the second week
+total_pages_second_week = 100
+
+# Total number of pages read in two weeks
+total_pages_two_weeks = pages_first_week + total_pages_second_week
+
+# Print the final answer
+print(total_pages_two_weeks)','stop',329,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,1,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',1,'To determine the total number of pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of minutes Judy read in one week.
+2. Determine how many pages she can read per minute.
+3. Calculate the total number of pages read in two weeks.
+
+First, let''s calculate the number of minutes Judy read in one week. Since she reads for 15 minutes each night, in one week she reads:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Next, we need to determine how many pages Judy can read per minute. Since she reads 2 pages per 1.5 minutes, in one week she reads:
+\[ \frac{2 \text{ pages}}{1.5 \text{ minutes}} = \frac{2 \times 100}{1.5} = \frac{200}{1.5} = \frac{2000}{3} \approx 666.67 \text{ pages/minute} \]
+
+Now, we calculate the total number of pages Judy reads in two weeks. In two weeks, she reads:
+\[ 2 \text{ minutes/week} \times 2 \text{ weeks} = 4 \text{ minutes} \]
+
+Since she reads 666.67 pages per minute, in four weeks she reads:
+\[ 4 \text{ minutes/week} \times 4 \text{ weeks} = 16 \text{ pages} \]
+
+Therefore, the total number of pages Judy read in two weeks is \(\boxed{16}\).','stop',355,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,2,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',2,'To solve the problem, we need to calculate the total number of pages Judy read in two weeks. Here''s a step-by-step approach:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Determine the total number of minutes Judy read in the first week.
+3. Calculate the total number of minutes Judy read in the second week.
+4. Convert the total minutes read in the second week into pages.
+5. Sum the total number of pages read in the two weeks.
+
+Let''s break this down in Python code:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the number of pages Judy read in the first week
+minutes_per_night = 15
+number_of_nights = 1
+pages_per_night = 2
+
+# Step 2: Determine the total number of minutes Judy read in the first week
+total_minutes_first_week = minutes_per_night * number_of_nights
+
+# Step 3: Calculate the total number of minutes Judy read in the second week
+total_minutes_second_week = total_minutes_first_week + 100
+
+# Step 4: Convert the total minutes read in the second week into pages
+pages_per_1_5_minutes = 2
+total_pages_second_week = total_minutes_second_week / (1.5 * pages_per_1_5_minutes)
+
+# Step 5: Sum the total number of pages read in the two weeks
+total_pages_two_weeks = pages_per_1_5_minutes * total_pages_second_week
+
+# Print the final answer
+print(total_pages_two_weeks)','stop',328,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,3,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',3,'To solve this problem, let''s break it down into smaller steps:
+
+1. **Calculate the number of pages Judy read in the first week.**
+   - Judy reads for 15 minutes each night for 7 nights.
+   - So, the total number of pages read in the first week is \(15 \text{ minutes/night} \times 7 \text{ nights} = 105\) pages.
+
+2. **Determine how many pages Judy read per 1.5 minutes.**
+   - We know that Judy can read 2 pages per 1.5 minutes. Since she read 105 pages in the first week, we can calculate the total number of pages she read per 1.5 minutes by dividing 105 by 2.
+   - So, the total number of pages read per 1.5 minutes is \(\frac{105 \text{ pages}}{2} = 52.5\) pages.
+
+3. **Calculate the number of pages Judy read in two weeks.**
+   - Since Judy read 52.5 pages per 1.5 minutes, the number of pages she read in two weeks is \(52.5 \text{ pages/week} \times 7 \text{ weeks} = 377.5\) pages.
+
+4. **Round the result to the nearest whole number.**
+   - Since the result is already a whole number, no rounding is needed.
+
+Therefore, the final answer is \(\boxed{377.5}\).','stop',325,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,4,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Determine the number of pages Judy read in the second week.
+3. Calculate the total number of pages Judy read in two weeks.
+
+We know the following:
+- Judy reads for 15 minutes each night for 7 days in the first week.
+- Judy reads 100 pages in the second week.
+- Judy can read 2 pages per 1.5 minutes.
+
+First, let''s calculate the number of pages Judy read in the first week. Since she reads 15 minutes each night for 7 days, the total time spent reading in the first week is \(7 \times 15 = 105\) minutes. Since she reads 2 pages per 1.5 minutes, the total number of pages read in the first week is \(105 \times \frac{2}{1.5} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105','length',512,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,5,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',5,'To determine the total number of pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Convert the reading time for the second week into minutes.
+3. Calculate the total number of pages Judy read in the second week.
+4. Add the two totals together to get the final answer.
+
+**Step 1: Calculate the number of pages Judy read in the first week.**
+
+Judy read for 15 minutes each night before going to sleep. There are 7 nights in a week, so the total reading time for the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+**Step 2: Convert the reading time for the second week into minutes.**
+
+The reading time for the second week is given as 100 pages. Since 1 page is equal to 2 minutes, we can convert the reading time for the second week into minutes as follows:
+\[ \frac{100 \text{ pages}}{2 \text{ minutes/page}} = 50 \text{ minutes} \]
+
+**Step 3: Calculate the total number of pages Judy read in the second week.**
+
+The total number of pages Judy read in the second week is the sum of the pages read in the first week and the pages read in the second week:
+\[ 105 \text{ minutes} + 50 \text{ minutes} = 155 \text{ minutes} \]
+
+**Step 4: Add the two totals together to get the final answer.**
+
+The final answer is:
+\[ \boxed{155} \]','stop',364,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,6,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',6,'To determine how many pages Judy read in two weeks, we can follow these steps:
+
+1. Calculate the total number of pages Judy read in the first week.
+2. Determine how many pages Judy read in two weeks if she can read 2 pages per 1.5 minutes.
+
+**Step 1: Calculate the total number of pages Judy read in the first week.**
+
+In the first week, Judy read for 15 minutes each night. Since there are 7 nights in a week, the total number of minutes she read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Next, we need to convert the total minutes into hours. Since there are 60 minutes in an hour, the total hours she read in the first week is:
+\[ \frac{105 \text{ minutes}}{60 \text{ minutes/hour}} = 1.75 \text{ hours} \]
+
+Since Judy reads 2 pages per 1.5 minutes, we can calculate the total number of pages she read in two weeks by multiplying the hours by 2:
+\[ 1.75 \text{ hours} \times 2 \text{ pages/hour} = 3.5 \text{ pages} \]
+
+Therefore, the number of pages Judy read in two weeks is \(\boxed{3.5}\).','stop',305,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,0,7,'d2f20ed663e9e099d489a9262917228d8d05d78e215714c02c99c24ef74805ca',7,'To solve this problem, we need to determine how many pages Judy read in the second week. We know that Judy read 15 minutes each night for 7 days (since there are 7 nights in a week). Therefore, the total time spent reading in the first week is:
+
+\[ 15 \text{ minutes/day} \times 7 \text{ days} = 105 \text{ minutes} \]
+
+Next, we need to find out how many pages Judy read in the second week. We know that Judy can read 2 pages per 1.5 minutes. To find out how many 1.5-minute intervals are in 105 minutes, we divide 105 by 1.5:
+
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/interval}} = 70 \text{ intervals} \]
+
+Now, we multiply the number of intervals by the number of pages Judy reads in each interval to find out how many pages she read in the second week:
+
+\[ 70 \text{ intervals} \times 2 \text{ pages/interval} = 140 \text{ pages} \]
+
+Therefore, the number of pages Judy read in two weeks is \(\boxed{140}\).','stop',272,184,120,1.44975535641081911819e+01,448364122176.0,NULL);
+INSERT INTO "chains" VALUES(42,1,0,'faa64f3c99c72df3e1504323a7d6fe4796b3e3dfd0e52556c386ac23c4aadb65',0,'The final answer is \(\boxed{205}\).','stop',14,522,267,5.63017682070130920379e+00,337769739264.0,NULL);
+INSERT INTO "chains" VALUES(42,2,0,'270e1399ae77085538ca0ff9a4e03b48854707d578cbd3bb5a2aca892a001c19',0,'Judy read a total of \(\boxed{76.67}\) pages in two weeks. This result is because the problem asks for the total number of pages read in two weeks, and the total number of pages read in two weeks is a whole number. The decimal part \(\frac{76}{77}\) is approximately 0.96, which means Judy read \(\boxed{76}\) pages in two weeks.','stop',95,535,511,4.12069794792195143173e+00,148719512064.0,NULL);
+INSERT INTO "chains" VALUES(43,0,0,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',0,'To find the difference in Martin''s weight between the two breakfast options after 5 weeks, we need to calculate the weight loss for both breakfast options and then find the difference between them. Here''s the step-by-step reasoning:
+
+1. Calculate the weight loss for breakfast for the first week:
+   - Martin eats Cheerios every day for breakfast.
+   - He loses 1.25 pounds/week.
+   - Therefore, the weight loss for breakfast in the first week is \(1.25 \, \text{pounds/week} \times 5 \, \text{weeks} = 6.25 \, \text{pounds}\).
+
+2. Calculate the weight loss for breakfast for the second week:
+   - Martin eats donuts every day for breakfast.
+   - He gains 1.75 pounds/week.
+   - Therefore, the weight loss for breakfast in the second week is \(1.75 \, \text{pounds/week} \times 5 \, \text{weeks} = 9.75 \, \text{pounds}\).
+
+3. Find the difference in weight loss between the two breakfast options:
+   - The difference in weight loss is \(9.75 \, \text{pounds} - 6.25 \, \text{pounds} = 3.50 \, \text{pounds}\).
+
+4. Write the final answer in Python code:
+```python
+# Weight loss calculation for breakfast for the first week
+weight_loss_first_week = 1.25 * 5
+
+# Weight loss calculation for breakfast for the second week
+weight_loss_second_week = 1.75 * 5
+
+# Difference in weight loss
+difference_in_weight_loss = weight_loss_second_week - weight_loss_first_week
+print(difference_in_weight_loss)','stop',386,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,1,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',1,'Let''s solve the problem step by step using Python code.
+
+1. **Understand the Eating Patterns:**
+   - Martin eats Cheerios every day for breakfast.
+   - Martin eats donuts every day for breakfast.
+   - The weight of Cheerios decreases by 1.25 pounds per week.
+   - The weight of donuts increases by 1.75 pounds per week.
+
+2. **Model the Weight Changes:**
+   - Let \( W \) be Martin''s weight at the end of 5 weeks.
+   - The weight of Cheerios at the end of 5 weeks will be \( W - 1.25W = 0.75W \).
+   - The weight of donuts at the end of 5 weeks will be \( W + 1.75W = 3.75W \).
+
+3. **Calculate the Difference:**
+   - The difference in weight at the end of 5 weeks will be \( 3.75W - 0.75W = 3.00W \).
+
+4. **Write the Final Answer:**
+   - The difference in weight at the end of 5 weeks between the two breakfast options is \( \boxed{3.00W} \).','stop',263,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,2,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',2,'```python
+import numpy as np
+import sympy as sp
+
+# Define the weight loss and gain for breakfast
+weight_loss = 1.25
+weight_gain = 1.75
+
+# Define the number of days in a week
+days = 7
+
+# Calculate the total weight loss over 5 weeks
+total_weight_loss = weight_loss * days
+
+# Calculate the total weight gain over 5 weeks
+total_weight_gain = weight_gain * days
+
+# Calculate the difference in weight between the two breakfast options
+weight_difference = total_weight_loss - total_weight_gain
+
+# Print the difference
+print(weight_difference)','stop',131,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,3,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',3,'Let''s break down the problem step by step.
+
+1. **Define the variables:**
+   - Let \( M \) be Martin''s current weight in pounds.
+   - Let \( C \) be Cheerios'' current weight in pounds.
+   - Let \( D \) be donuts'' current weight in pounds.
+
+2. **Set up the equations based on the given information:**
+   - Martin eats Cheerios every day for breakfast, so his weight after 5 days will be \( M + C \).
+   - Martin eats donuts every day for breakfast, so his weight after 5 days will be \( M + D \).
+   - We need to find the difference in his weight between the two breakfast options.
+   - The difference in weight will be \( (M + C) - (M + D) \).
+
+3. **Simplify the expression:**
+   - \( M + C - M - D = C - D \).
+
+4. **Determine the difference in weight:**
+   - The difference in weight is \( C - D \).
+
+Let''s write the Python code to calculate this difference.
+
+```python
+import sympy as sp
+
+# Define the variables
+M, C, D = sp.symbols(''M C D'')
+
+# Set up the equations based on the given information
+weight_after_5_days = M + C
+weight_after_5_days = M + D
+
+# Calculate the difference in weight
+weight_difference = weight_after_5_days - weight_after_5_days
+
+# Print the final answer
+print(weight_difference)','stop',323,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,4,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',4,'To determine the difference in Martin''s weight between the two breakfast options, we need to calculate his weight after each breakfast and then find the difference in those weights over the 5 weeks.
+
+First, let''s define the variables:
+- Let \( W_{\text{pre}} \) be Martin''s weight at the start of the 5 weeks.
+- Let \( W_{\text{post}} \) be Martin''s weight at the end of the 5 weeks.
+
+Since Martin eats Cheerios every day for breakfast, his weight at the start of the 5 weeks will be \( W_{\text{pre}} \) and his weight at the end of the 5 weeks will be \( W_{\text{post}} \). After breakfast, he loses 1.25 pounds. Therefore, his weight at the end of the 5 weeks after breakfast will be \( W_{\text{post}} - 1.25 \).
+
+Since Martin eats donuts every day for breakfast, his weight at the start of the 5 weeks will be \( W_{\text{pre}} \) and his weight at the end of the 5 weeks will be \( W_{\text{post}} \). After breakfast, he gains 1.75 pounds. Therefore, his weight at the end of the 5 weeks after breakfast will be \( W_{\text{post}} + 1.75 \).
+
+The difference in his weight at the end of the 5 weeks between the two breakfast options is \( W_{\text{post}} - W_{\text{pre}} \). Let''s use Python code to calculate this.
+```python
+# Define the initial weight at the start of 5 weeks
+W_pre = 100  # example weight at the start of 5 weeks
+
+# Calculate the weight at the end of the 5 weeks after breakfast
+W_post = W_pre - 1.25
+
+# Calculate the difference in weight at the end of the 5 weeks
+weight_difference = W_post - W_pre
+
+print(weight_difference)','stop',431,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,5,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',5,'Let''s break down the problem step by step:
+
+1. **Define the Variables:**
+   - Let \( M \) be Martin''s weight at the end of 5 weeks.
+   - Let \( D \) be Donut''s weight at the end of 5 weeks.
+
+2. **Calculate the Changes in Weights:**
+   - Martin eats Cheerios every day for breakfast for 5 weeks, which means he eats Cheerios \( 5 \times 1.25 = 6.25 \) pounds a week.
+   - Donut eats donuts every day for breakfast for 5 weeks, which means he eats donuts \( 5 \times 1.75 = 8.75 \) pounds a week.
+   - Therefore, his total weight at the end of 5 weeks before the changes is \( M + 6.25 + D + 8.75 \).
+
+3. **Combine the Weights:**
+   - The difference in his weight at the end of 5 weeks between the two breakfast options is \( M + D - (M + 6.25 + D + 8.75) = 0 \).
+
+4. **Write the Final Answer:**
+   - The difference in his weight at the end of 5 weeks between the two breakfast options is \( 0 \).
+
+Now, let''s implement this in Python to verify our reasoning:
+
+```python
+# Define the weights at the end of 5 weeks
+M = 100  # Martin''s weight
+D = 50  # Donut''s weight
+
+# Calculate the changes in weights
+M_changes = 5 * 1.25
+D_changes = 5 * 1.75
+
+# Calculate the total weight at the end of 5 weeks before the changes
+total_weight_changes = M + M_changes + D + D_changes
+
+# Calculate the difference in the weight at the end of 5 weeks between the two breakfast options
+difference = total_weight_changes - total_weight_changes
+
+# Print the difference
+print(difference)','stop',435,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,6,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',6,'To solve this problem, we need to calculate the weight loss and gain for breakfast for both Cheerios and donuts over the 5 weeks, and then find the difference between these two amounts.
+
+1. Calculate the weight loss for breakfast for Cheerios and donuts over 5 weeks.
+2. Calculate the weight gain for breakfast for Cheerios and donuts over 5 weeks.
+3. Find the difference between the weight loss and gain.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Define the weight loss and gain for breakfast over 5 weeks
+weight_loss_cheerios = 1.25 * 5
+weight_gain_cheerios = 1.75 * 5
+
+weight_loss_donuts = 1.25 * 5
+weight_gain_donuts = 1.75 * 5
+
+# Calculate the difference in weight loss and gain
+weight_loss_difference = weight_loss_cheerios - weight_gain_cheerios
+weight_gain_difference = weight_gain_donuts - weight_gain_donuts
+
+# Print the results
+print(f"Weight loss for breakfast: {weight_loss_difference:.2f} pounds")
+print(f"Weight gain for breakfast: {weight_gain_difference:.2f} pounds")','stop',265,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,0,7,'e23c299db4b2ac2df7d6d5ffadde1fc7f13150650302528fb18a502a4ab3fcd6',7,'To determine the difference in Martin''s weight at the end of 5 weeks between the breakfast options, we need to calculate the weight gain and weight loss separately and then find the difference.
+
+1. Calculate the weight gain from breakfasts:
+   - Martin eats Cheerios every day for breakfast.
+   - The weight gain from Cheerios per day is 1.25 pounds.
+   - Over 5 weeks, the weight gain is \(1.25 \text{ pounds/day} \times 5 \text{ days} = 6.25 \text{ pounds}\).
+
+2. Calculate the weight loss from breakfasts:
+   - Martin eats donuts every day for breakfast.
+   - The weight loss from donuts per day is 1.75 pounds.
+   - Over 5 weeks, the weight loss is \(1.75 \text{ pounds/day} \times 5 \text{ days} = 8.75 \text{ pounds}\).
+
+3. Find the difference in weight:
+   - The difference in weight is \(8.75 \text{ pounds} - 6.25 \text{ pounds} = 2.50 \text{ pounds}\).
+
+Therefore, the final answer is \(\boxed{2.50}\).','stop',266,190,120,1.26229231468291036577e+01,403622235072.0,NULL);
+INSERT INTO "chains" VALUES(43,1,0,'4ea4d805900fd8b6f5e12818faccdfa3cade0a05d8e52118f47740481d121b2a',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{2.5}\) pounds.','stop',31,585,575,1.2862506102271991093e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(43,2,0,'b818b7407f4f974e7c0771f116eb5d6057317516d899a97afaabd035667bd57e',0,'The difference in Martin''s weight at the end of 5 weeks between the breakfast options is \(\boxed{-3.5}\) pounds.','stop',30,331,320,1.25001473558806308616e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(43,3,0,'04fc9ba329e0429091e073c34ba498a35ca5053e8d2c7995b0df84c38df05e14',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{0}\) pounds.','stop',29,520,512,1.15149723875803600137e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(43,4,0,'8f0b635ab525a5e063ea6abd7d3f3960e1bf8c47ddcf12ec88b98b2fa30c1fc9',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds.','stop',32,632,620,1.36700181083540983628e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(43,5,0,'269586eade6b0000f31ac0bae7a8765724c00866820ed37ffb06d53dedbc175e',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{0}\).','stop',27,634,624,1.12976598120855786788e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(43,6,0,'b88447d4856658e666120e243315c8fe6cfd75a8ed2fdc479b947b02b4a05d1c',0,'The weight loss for breakfast for Cheerios over 5 weeks is \(-2.50\) pounds, and the weight gain for breakfast for Cheerios over 5 weeks is \(0.00\) pounds. Therefore, the difference in his weight at the end of 5 weeks between the two breakfast options is \(\boxed{-2.50}\) pounds.','stop',77,484,454,3.79045839903922221481e+00,133595493888.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -8462,6 +9544,11 @@ INSERT INTO "jobs" VALUES(35,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(36,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-499',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','8','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 971722907, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 2809, "calls": 1, "seconds": 110.14942188256317, "flops": 3672615747072.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0268, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0154, "call_seconds": 0.0166, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [209440040, 209447959], "usage": {"prompt_tokens": 1075, "cached_prompt_tokens": 1054, "completion_tokens": 47, "calls": 2, "seconds": 2.9827243373159344, "flops": 83182099968.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"3": 1, "250": 1, "40": 1, "8": 3, "9": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "8"}]',1308,1174,2856,5,0,0,3755797847040.0,0.0,2.44364499071998579897e+02,1.13175612533883153789e+02,1.79630269247716784471e+09);
 INSERT INTO "jobs" VALUES(37,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-513',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','300','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1786361852, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1784, "calls": 1, "seconds": 65.70600392713484, "flops": 2293809423360.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0241, "call_seconds": 0.0418, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0252, "call_seconds": 0.0327, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0205, "call_seconds": 0.0302, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0211, "call_seconds": 0.0236, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0099, "call_seconds": 0.0107, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 6, 7], "seeds": [119302528, 119318366, 119326285, 119350042, 119357961], "usage": {"prompt_tokens": 2051, "cached_prompt_tokens": 1991, "completion_tokens": 184, "calls": 5, "seconds": 10.109515832937564, "flops": 301220028672.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 0.02, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [0], "seeds": [119407257], "usage": {"prompt_tokens": 398, "cached_prompt_tokens": 386, "completion_tokens": 28, "calls": 1, "seconds": 1.4659877639019723, "flops": 49153059072.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [2, 0, 1, 1, 0, 0, 1, 1]}, {"event": "vote", "counts": {"400": 2, "300": 6}, "tie_broken_by_rng": false, "winner": "300"}]',2613,2497,1996,13,0,0,2644182511104.0,0.0,1.71967270966997602958e+02,7.74403713669783115829e+01,1.79630270215569806096e+09);
 INSERT INTO "jobs" VALUES(38,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-530',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','15','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1365656097, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1734, "calls": 1, "seconds": 65.68918567289813, "flops": 2273644065792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.026, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 0.0198, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0294, "call_seconds": 0.0306, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0234, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 5], "seeds": [181018092, 181026011, 181041849, 181057687], "usage": {"prompt_tokens": 1665, "cached_prompt_tokens": 1629, "completion_tokens": 100, "calls": 4, "seconds": 5.040536328386356, "flops": 166364199936.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 0, 1, 0, 0]}, {"event": "vote", "counts": {"15": 2, "10": 1, "14": 1, "16": 2, "80": 1, "22": 1}, "tie_broken_by_rng": true, "winner": "15"}]',1863,1749,1834,9,0,0,2440008265728.0,0.0,144.418699904003,7.08294580662916359878e+01,1.79630283690421819683e+09);
+INSERT INTO "jobs" VALUES(39,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-532',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','27','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1623401864, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 121, "completion_tokens": 2355, "calls": 1, "seconds": 90.44349502635967, "flops": 3015981291264.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0297, "call_seconds": 0.0358, "stdout_bytes": 0, "stderr_bytes": 235}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0233, "call_seconds": 0.0257, "stdout_bytes": 0, "stderr_bytes": 232}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.02, "call_seconds": 0.0212, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0264, "call_seconds": 0.0286, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4], "seeds": [1438975159, 1438983078, 1438990997, 1439006835], "usage": {"prompt_tokens": 2047, "cached_prompt_tokens": 1989, "completion_tokens": 274, "calls": 4, "seconds": 15.385929353364572, "flops": 413389830144.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0198, "call_seconds": 0.0209, "stdout_bytes": 0, "stderr_bytes": 235}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0181, "call_seconds": 0.0192, "stdout_bytes": 0, "stderr_bytes": 266}, {"event": "generate", "round": 2, "paths": [0, 1], "seeds": [1439079888, 1439087807], "usage": {"prompt_tokens": 1209, "cached_prompt_tokens": 1166, "completion_tokens": 90, "calls": 2, "seconds": 6.146015967318817, "flops": 165103865088.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [2, 2, 1, 0, 1, 0, 0, 0]}, {"event": "vote", "counts": {"2": 1, "5": 1, "12": 1, "27": 2, "-5": 1, "3": 1, "-22": 1}, "tie_broken_by_rng": false, "winner": "27"}]',3423,3276,2719,13,0,0,3594474986496.0,0.0,2.92670152023005357491e+02,1.12126874766043059137e+02,1.79630299484026455876e+09);
+INSERT INTO "jobs" VALUES(40,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-533',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','350','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 498810464, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 2600, "calls": 1, "seconds": 110.33004960698666, "flops": 3343668351744.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0351, "call_seconds": 0.0379, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0293, "call_seconds": 0.0431, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0287, "call_seconds": 0.0306, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0288, "call_seconds": 0.0298, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 4, 6], "seeds": [901461919, 901469838, 901493595, 901509433], "usage": {"prompt_tokens": 2026, "cached_prompt_tokens": 1981, "completion_tokens": 248, "calls": 4, "seconds": 13.941688873990639, "flops": 364236771072.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0, 1, 0, 1, 0]}, {"event": "vote", "counts": {"200": 1, "2400": 1, "500": 1, "350": 2, "700": 1, "1102": 1, "796": 1}, "tie_broken_by_rng": false, "winner": "350"}]',2207,2101,2848,9,0,0,3707905122816.0,0.0,1.95936708692002866877e+02,1.2441307411298180341e+02,1.79630303284520077703e+09);
+INSERT INTO "jobs" VALUES(41,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-577',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','56','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 15339242, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 2250, "calls": 1, "seconds": 93.40458569480047, "flops": 2946662874624.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0134, "call_seconds": 0.0188, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0258, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0115, "call_seconds": 0.0179, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0112, "call_seconds": 0.0166, "stdout_bytes": 109, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0187, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 5, 7], "seeds": [1959923517, 1959931436, 1959947274, 1959955193, 1959971031], "usage": {"prompt_tokens": 2729, "cached_prompt_tokens": 2593, "completion_tokens": 134, "calls": 5, "seconds": 8.228326684020187, "flops": 333988734720.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0, 1, 1, 0, 1]}, {"event": "vote", "counts": {"63": 1, "2643/50": 1, "2143/50": 1, "48": 1, "27857/500": 1, "11142857142857143/200000000000000": 1, "40": 1, "56": 1}, "tie_broken_by_rng": true, "winner": "56"}]',2945,2713,2384,11,0,0,3280651609344.0,0.0,1.8426562037999974563e+02,1.01730676742820548954e+02,1.79630321712125754353e+09);
+INSERT INTO "jobs" VALUES(42,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-564',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','205','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 910523351, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 2790, "calls": 1, "seconds": 115.98042851286553, "flops": 3586912977408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0131, "call_seconds": 0.0138, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0199, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [1606281387, 1606297225], "usage": {"prompt_tokens": 1057, "cached_prompt_tokens": 778, "completion_tokens": 109, "calls": 2, "seconds": 9.75087476862326, "flops": 486489251328.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0, 0, 0, 0, 0]}, {"event": "vote", "counts": {"205": 1, "16": 1, "76": 1, "755/2": 1, "105": 1, "155": 1, "7/2": 1, "140": 1}, "tie_broken_by_rng": true, "winner": "205"}]',1241,898,2899,5,0,0,4073402228736.0,0.0,2.62958442684997862671e+02,1.25765027590484962166e+02,1.79630325781132602685e+09);
+INSERT INTO "jobs" VALUES(43,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-589',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1362159292, "usage": {"prompt_tokens": 190, "cached_prompt_tokens": 120, "completion_tokens": 2500, "calls": 1, "seconds": 100.98338517463283, "flops": 3228977880576.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0154, "call_seconds": 0.0163, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0219, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0844, "call_seconds": 0.0852, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0284, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0199, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0151, "stdout_bytes": 79, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 4, 5, 6], "seeds": [1616388640, 1616404478, 1616412397, 1616420316, 1616428235, 1616436154], "usage": {"prompt_tokens": 3186, "cached_prompt_tokens": 3105, "completion_tokens": 226, "calls": 6, "seconds": 9.974988775656488, "flops": 379360789248.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1, 1, 1, 1, 0]}, {"event": "vote", "counts": {"5/2": 2, "3.00W": 1, "-7/2": 1, "0": 2, "-5/4": 1, "-5/2": 1}, "tie_broken_by_rng": true, "winner": "0"}]',3376,3225,2726,13,0,0,3608338669824.0,0.0,1.60411268396994273642e+02,1.1114524959327967224e+02,1.79630337754681921008e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -17790,10 +18877,1185 @@ INSERT INTO "samples" VALUES(38,7,'Let''s break down the problem step-by-step:
    \]
 
 Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{16}\).','16',0,'not_equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,0,'To solve this problem step-by-step, let''s follow these steps:
+
+1. **Determine Jame''s current age**:
+   - Jame will turn 27 in 5 years.
+   - Therefore, Jame''s current age \( A \) is \( 27 + 5 = 32 \) years old.
+
+2. **Determine Jame''s cousin''s current age**:
+   - Jame''s cousin will be 5 years younger than twice his age.
+   - Twice Jame''s age is \( 2 \times 32 = 64 \).
+   - Therefore, Jame''s cousin''s current age \( C \) is \( 64 - 5 = 69 \) years old.
+
+3. **Calculate the number of years between Jame''s current age and his cousin''s current age**:
+   - The difference in their ages is \( 69 - 32 = 37 \) years.
+
+Now, let''s confirm this by implementing it in a Python program.
+```python
+# Step 1: Determine Jame''s current age
+jame_current_age = 27 + 5
+
+# Step 2: Determine Jame''s cousin''s current age
+jame_cousin_current_age = 2 * james_current_age - 5
+
+# Step 3: Calculate the number of years between Jame''s current age and his cousin''s current age
+years_between = james_cousin_current_age - james_current_age
+
+# Output the result
+print(years_between)
+```
+```output
+NameError: name ''james_current_age'' is not defined
+```
+It seems there was an issue with the variable name. I''ll correct that and re-run the code. Let''s try again.
+```python
+# Step 1: Determine Jame''s current age
+jame_current_age = 27 + 5
+
+# Step 2: Determine Jame''s cousin''s current age
+jame_cousin_current_age = 2 * james_current_age - 5
+
+# Step 3: Calculate the number of years between Jame''s current age and his cousin''s current age
+years_between = james_cousin_current_age - james_current_age
+
+# Output the result
+print(years_between)
+```
+```output
+NameError: name ''james_current_age'' is not defined
+```
+It appears there is still an issue with the variable name. Let''s simplify the program by directly calculating the difference in their ages without using the variable name.
+```python
+# Step 1: Determine Jame''s current age
+jame_current_age = 27 + 5
+
+# Step 2: Determine Jame''s cousin''s current age','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,1,'To solve this problem step-by-step, we''ll break it down into smaller parts and then use Python code to verify our calculations.
+
+1. **Determine Jame''s current age:**
+   Jame will turn 27 in 5 years, so his current age is \(27 - 5 = 22\).
+
+2. **Determine Jame''s cousin''s age:**
+   In 8 years, Jame''s cousin will be 5 years younger than twice his age. So, Jame''s cousin''s current age is \(22 - 5 = 17\).
+
+3. **Calculate the difference in age between Jame''s current age and Jame''s cousin''s current age:**
+   The difference in age is \(22 - 17 = 5\).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Jame''s current age
+jame_current_age = 27 - 5
+
+# Jame''s cousin''s current age
+jame_cousin_current_age = 22 - 5
+
+# Calculate the difference in age
+age_difference = james_current_age - james_cousin_current_age
+
+print(age_difference)
+```
+```output
+NameError: name ''james_current_age'' is not defined
+```
+It looks like there was an error because the variable `james_current_age` was not defined in the current code environment. Let''s fix that by defining it properly.
+
+Here is the corrected Python code:
+```python
+# Jame''s current age
+james_current_age = 27 - 5
+
+# Jame''s cousin''s current age
+jame_cousin_current_age = 22 - 5
+
+# Calculate the difference in age
+age_difference = james_current_age - james_cousin_current_age
+
+print(age_difference)
+```
+```output
+NameError: name ''james_cousin_current_age'' is not defined
+```
+The calculation confirms that the age of the two now is \(\boxed{5}\) years.','5',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,2,'Let''s solve the problem step by step using Python code. We''ll first determine Jame''s current age and then calculate the ages of his cousin and the two now.
+
+1. **Determine Jame''s current age:**
+   Jame will turn 27 in 5 years. So, his current age is \(27 - 5 = 22\).
+
+2. **Determine Jame''s cousin''s current age:**
+   In 8 years, Jame''s cousin''s age will be 5 years younger than twice his current age. So, Jame''s cousin''s current age is \(22 - 5 = 17\).
+
+3. **Calculate the age of the two now:**
+   The age of the two now is the sum of Jame''s current age and his cousin''s current age. So, the age of the two now is \(22 + 17 = 49\).
+
+4. **Determine how many years separate the age of the two now:**
+   The age of the two now is 49. Since they were 27 years old in 5 years, the difference in their ages is \(49 - 27 = 22\).
+
+Now, let''s confirm this with a Python program.
+```python
+# Initial ages
+jame_current_age = 27 - 5
+cousin_current_age = jame_current_age - 5
+
+# Age of the two now
+age_of_two_now = jame_current_age + cousin_current_age
+
+# Difference in their ages
+difference_in_ages = age_of_two_now - 27
+print(difference_in_ages)
+```
+```output
+12
+```
+The difference in the age of the two now is \(\boxed{12}\).','12',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,3,'Let''s solve the problem step-by-step using Python code.
+
+1. **Determine the current age of Jame:**
+   - In 5 years, Jame will be 27.
+   - Therefore, Jame''s current age \( J \) can be calculated as:
+     \[
+     J = 27 + 5 = 32
+     \]
+
+2. **Determine the current age of James'' cousin:**
+   - In 8 years, James'' cousin will be 5 years younger than twice his current age.
+   - Therefore, James'' cousin''s current age \( C \) can be calculated as:
+     \[
+     C = 2 \times 32 - 5 = 64 - 5 = 59
+     \]
+
+3. **Find the difference in age between Jame and his cousin:**
+   - The difference in age \( \Delta \) between Jame''s current age \( J \) and his cousin''s current age \( C \) is:
+     \[
+     \Delta = C - J = 59 - 32 = 27
+     \]
+
+4. **Print the final answer:**
+   - The final answer is:
+     \[
+     \boxed{27}
+     \]','27',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(39,4,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Jame''s current age:**
+   - We know that in 5 years, Jame will be 27.
+   - Therefore, Jame''s current age \( A \) is \( 27 - 5 = 22 \).
+
+2. **Cousin''s age in 8 years:**
+   - In 8 years, Jame''s cousin will be 5 years younger than twice his current age.
+   - We need to find Jame''s cousin''s current age \( C \) in 8 years.
+   - So, we can write \( C = 2A - 5 \).
+
+3. **Calculate the difference in age:**
+   - We need to find out how many years it takes for Jame''s cousin''s current age to be 5 years younger than twice his current age.
+   - Let''s denote the number of years it takes us as \( x \).
+   - Therefore, \( C = 2A - 5 = 2(x - 5) \).
+   - Simplifying this equation, we get \( 2A - 5 = 2x - 10 \).
+   - Rearranging terms, we get \( 2x - 5 = 2A - 10 \).
+   - Dividing through by 2, we get \( x = A - 2.5 \).
+
+Now let''s implement this in Python to find the final answer.
+
+```python
+# Given information
+james_age = 22
+years_until_james_age = 5
+years_until_cousin_age = 8
+
+# Calculate Jame''s cousin''s current age in 8 years
+james_cousin_age = 2 * james_age - 5
+
+# Calculate the number of years it takes for Jame''s cousin''s current age to be 5 years younger than twice his current age
+years_difference = james_cousin_age - 2 * james_age
+
+# Output the final answer
+print(years_difference)
+```
+```output
+-5
+```
+The final answer is \(\boxed{-5}\).','-5',0,'not_equivalent',442,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,5,'To solve this problem, we''ll use the following steps:
+
+1. Determine the current age of Jame.
+2. Use the information given to determine the current age of his cousin.
+3. Calculate the number of years between their current ages.
+
+Let''s start by determining Jame''s current age. Since we know that Jame will turn 27 in 5 years, we can calculate his age as follows:
+\[ \text{Jame''s current age} = 27 - 5 = 22. \]
+
+Next, we need to determine his cousin''s current age. According to the problem, his cousin will be 5 years younger than twice his age. Let''s calculate his cousin''s current age as follows:
+\[ \text{Cousin''s current age} = 2 \times \text{Jame''s current age} - 5. \]
+\[ \text{Cousin''s current age} = 2 \times 22 - 5 = 44 - 5 = 49. \]
+
+Now, we need to find the number of years between Jame''s current age and his cousin''s current age:
+\[ \text{Number of years} = 22 - 49 = -27. \]
+
+Since the problem doesn''t specify a negative number of years, we can conclude that Jame''s current age is 22 years and his cousin''s current age is 49 years. Therefore, the number of years separate the age of the two now is \(\boxed{27}\).','27',0,'not_equivalent',318,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,6,'Let''s break down the problem step by step.
+
+1. In 5 years, Jame''s age will be \(27 + 5 = 32\).
+2. In 8 years, Jame''s cousin''s age will be \(32 + 8 = 40\).
+3. In 8 years, his cousin will be 5 years younger than twice his age. This means that in 8 years, his cousin''s age will be \(40 - 5 = 35\).
+4. To find out how many years separate the age of Jame and his cousin, we need to subtract Jame''s age from his cousin''s age: \(35 - 32 = 3\).
+
+The final answer is \(\boxed{3}\).','3',0,'not_equivalent',160,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,7,'Let''s break down the problem step by step and use Python to solve it.
+
+1. **Jame''s Current Age:**
+   Jame''s current age is 27.
+
+2. **Cousin''s Current Age:**
+   In 8 years, his cousin will be 5 years younger than twice his age. Let''s denote Jame''s cousin''s current age by \(C\). Then in 8 years, his cousin''s age will be \(C - 5\). According to the problem, \(C - 5 = 2(27)\).
+   Simplifying the right-hand side, we get \(C - 5 = 54\). Adding 5 to both sides, we get \(C = 59\).
+
+3. **Number of Years Separately:**
+   To find out how many years separate the age of the two now, we need to calculate the difference between Jame''s current age and his cousin''s current age.
+   \[
+   \text{Number of years} = 27 - 59 = -22
+   \]
+   Since age cannot be negative, we interpret this as Jame''s age is 22 years younger than his cousin''s age, which means the problem might be misinterpreted or the data may have a different sequence. However, based on the given information, the answer is \(\boxed{-22}\).','-22',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,0,'Let''s solve the problem step by step using Python code. We''ll first determine the cost of the printer and then find the cost of one monitor.
+
+1. First, we know that the computer costs $1,100.
+2. Let the cost of one monitor be \( x \) dollars.
+3. The cost of the computer and one monitor is $2,400.
+4. So, the equation representing the cost of the computer and one monitor is:
+   \[
+   1100 + x = 2400
+   \]
+5. We need to solve for \( x \):
+   \[
+   x = 2400 - 1100
+   \]
+6. Once we have \( x \), we can calculate the cost of one monitor.
+
+Let''s write the Python code to solve this.
+```python
+# Given values
+cost_computer = 1100
+total_cost = 2400
+amount_paid = 400
+
+# Calculate the cost of the printer
+cost_printer = total_cost - cost_computer
+
+# Calculate the cost of one monitor
+cost_one_monitor = cost_printer - cost_computer
+print(cost_one_monitor)
+```
+```output
+200
+```
+The cost of one monitor is \(\boxed{200}\) dollars.','200',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,1,'Let''s break down the problem step-by-step:
+
+1. Let the cost of one monitor be \( x \) dollars.
+2. The cost of the computer is given as $1,100.
+3. The cost of the printer is $2,400.
+4. The total cost of the computer, monitors, and printer is $2,400.
+5. The total cost of the computer, monitors, printer, and printer is \( 1,100 + x + 2,400 = 4,500 \).
+
+We can simplify this equation to solve for \( x \):
+
+\[ 1,100 + x + 2,400 = 4,500 \]
+\[ 4,500 - 1,100 = x + 2,400 \]
+\[ 3,400 = x + 2,400 \]
+\[ x = 3,400 - 2,400 \]
+\[ x = 1,000 \]
+
+So, one monitor costs $1,000. Let''s confirm this by writing a Python program.
+```python
+# Given values
+cost_of_computer = 1100
+cost_of_printer = 2400
+total_cost = 2400
+
+# Calculate the cost of one monitor
+cost_of_monitor = total_cost - (cost_of_computer + cost_of_printer)
+print(cost_of_monitor)
+```
+```output
+-1100
+```
+It seems there was an error in the reasoning. Let''s recheck the equation and the given values. The equation should be:
+
+\[ 4,500 - 1,100 = x + 2,400 \]
+\[ 3,400 = x + 2,400 \]
+\[ x = 3,400 - 2,400 \]
+\[ x = 1,000 \]
+
+The correct calculation should be:
+
+\[ x = 3,400 - 2,400 \]
+\[ x = 1,000 \]
+
+So, one monitor costs $1,000. Let''s write a revised Python program to confirm this.
+```python
+# Given values
+cost_of_computer = 1100
+cost_of_printer = 2400
+total_cost = 2400
+
+','2400',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,2,'Let''s break down the problem step-by-step and use Python code to solve it.
+
+1. **Determine the cost of the printer:**
+   The printer costs $400 less than the computer, so we can calculate it as follows:
+   \[
+   \text{Cost of printer} = \text{Cost of computer} - 400
+   \]
+   Given:
+   \[
+   \text{Cost of computer} = \$1,100
+   \]
+   \[
+   \text{Cost of printer} = \$1,100 - 400 = \$600
+   \]
+
+2. **Find the cost of one monitor:**
+   The problem states that the computer cost $1,100 and the printer cost $600. Since the computer and the printer are combined, the cost of one monitor is the difference between the computer and the printer:
+   \[
+   \text{Cost of one monitor} = \text{Cost of computer} - \text{Cost of printer}
+   \]
+   Given:
+   \[
+   \text{Cost of computer} = \$1,100
+   \]
+   \[
+   \text{Cost of one monitor} = \$1,100 - \$600 = \$500
+   \]
+
+So, the cost of one monitor is \(\boxed{500}\) dollars.','500',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,3,'To determine the cost of one monitor, we''ll follow these steps:
+
+1. Calculate the total cost of the computer and the printer.
+2. Determine the cost of the printer based on the information given.
+3. Find the cost of one monitor by dividing the cost of the printer by the number of monitors.
+4. Verify the result by comparing it with the given information.
+
+Let''s start by calculating the total cost of the computer and the printer:
+
+\[
+\text{Total cost of the computer and the printer} = \text{Cost of the computer} + \text{Cost of the printer} = 1100 + 400 = 1500
+\]
+
+Next, we know that the printer costs $400 less than the computer. Therefore, we can calculate the cost of the printer as follows:
+
+\[
+\text{Cost of the printer} = \text{Cost of the computer} - 400 = 1100 - 400 = 700
+\]
+
+Now, we find the cost of one monitor by dividing the cost of the printer by the number of monitors:
+
+\[
+\text{Cost of one monitor} = \frac{\text{Cost of the printer}}{\text{Number of monitors}} = \frac{700}{2} = 350
+\]
+
+Finally, we verify the result by comparing it with the given information:
+
+\[
+\text{Price of the computer} = 1100
+\]
+\[
+\text{Price of the printer} = 700
+\]
+\[
+\text{Cost of one monitor} = 350
+\]
+\[
+\text{Difference between the price of the computer and the price of the printer} = 1100 - 700 = 400
+\]
+
+The difference between the price of the computer and the price of the printer is indeed $400, which confirms our calculation. Therefore, the cost of one monitor is \(\boxed{350}\) dollars.','350',0,'not_equivalent',436,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(40,4,'Let''s break down the problem step by step.
+
+1. **Define the variables:**
+   - Let \( M \) be the cost of one monitor.
+   - Let \( C \) be the cost of one computer.
+   - Let \( P \) be the cost of the printer.
+
+2. **Set up the equations:**
+   - The total cost of the computer is $1100, so \( C = 1100 \).
+   - The total cost of the monitors is 2, which means \( 2M = 2100 \).
+   - The total cost of the printer is $400, so \( P = 400 \).
+   - The printer cost is $400 less than the computer cost, so \( P = C - 400 \).
+
+3. **Solve the equations:**
+   - From the first equation, we get \( C = 1100 \).
+   - Substituting \( C = 1100 \) into the second equation, we get \( 2M = 2100 \).
+   - Dividing both sides by 2, we get \( M = 1050 \).
+   - Substituting \( M = 1050 \) into the third equation, we get \( P = 400 \).
+
+4. **Calculate the cost of one monitor:**
+   - Now that we have the cost of one monitor, we can calculate \( P \) by substituting \( M = 1050 \) into the third equation.
+   - \( P = C - 400 = 1100 - 400 = 700 \).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Define the cost of each item
+C = 1100  # cost of the computer
+P = 400  # cost of the printer
+
+# Calculate the cost of one monitor
+M = (C - P) / 2  # cost of one monitor
+print(M)
+```
+```output
+350.0
+```
+The cost of one monitor is \(\boxed{350}\) dollars.','350',0,'not_equivalent',462,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,5,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. Let''s define the costs of each item:
+   - Computer cost: \( C = 1100 \)
+   - Printer cost: \( P = 400 \)
+   - Monitor cost: \( M \)
+
+2. According to the problem, one printer costs $400 less than the computer:
+   \[
+   P = C - 400
+   \]
+
+3. Substituting the computer cost into the equation:
+   \[
+   400 = 1100 - 400
+   \]
+
+4. Simplifying the right side:
+   \[
+   400 = 700
+   \]
+
+5. Now we have the cost of the printer, which is $700.
+
+6. Since one printer costs $400 less than the computer, the cost of one monitor must be:
+   \[
+   M = C - 400
+   \]
+
+7. Substituting the computer cost \( C = 1100 \):
+   \[
+   M = 1100 - 400
+   \]
+
+8. Simplifying the right side:
+   \[
+   M = 700
+   \]
+
+So, the cost of one monitor is \(\boxed{700}\) dollars.','700',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,6,'To determine the cost of one monitor, let''s define the variables and set up the equations based on the given information.
+
+1. Let \( m \) be the cost of one monitor.
+2. The cost of the computer is $1,100.
+3. The cost of the monitors is 2, which is the sum of the cost of the computer and the monitors.
+4. The cost of the printer is $400 less than the cost of the computer.
+5. The total cost of the computer, monitors, and printer is $2,400.
+
+We can summarize this information into the equation:
+\[ 1100 + 2 + m - 400 = 2400 \]
+
+Let''s solve this equation step-by-step using Python code.
+```python
+# Define the cost of the computer
+computer_cost = 1100
+
+# Define the cost of the monitors
+monitors_cost = computer_cost + 2
+
+# Define the cost of the printer
+printer_cost = computer_cost - 400
+
+# Calculate the cost of one monitor
+monitor_cost = monitors_cost
+print(monitor_cost)
+```
+```output
+1102
+```
+The cost of one monitor is \(\boxed{1102}\) dollars.','1102',0,'not_equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,7,'To determine the cost of one monitor, we start by defining the variables and setting up the equations based on the problem statement. Let \( m \) be the cost of one monitor in dollars.
+
+From the problem, we know the following:
+1. The computer cost $1,100.
+2. The printer cost $2,400, which is $400 less than the computer.
+3. The total cost of the computer, monitors, and printer is $2,400.
+
+We can express the total cost of the computer and monitors as follows:
+\[ \text{Total cost} = m + 2m + 2 = 3m + 2 \]
+
+According to the problem, this total cost is $2,400:
+\[ 3m + 2 = 2400 \]
+
+To find \( m \), we need to isolate \( m \) on one side of the equation. We do this by subtracting 2 from both sides:
+\[ 3m + 2 - 2 = 2400 - 2 \]
+\[ 3m = 2398 \]
+
+Next, we solve for \( m \) by dividing both sides by 3:
+\[ m = \frac{2398}{3} \]
+\[ m = 796 \]
+
+Therefore, the cost of one monitor is \(\boxed{796}\) dollars.','796',0,'not_equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,0,'To solve this problem, we need to calculate the total number of birds seen over the week and then divide that total by the number of days to find the average number of birds seen per day.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total number of birds seen over the week:
+   - Day one: 50 birds
+   - Day two: 0 birds (none)
+   - Day three: 120 birds
+   - Day four: 20 birds
+   - Day five: 90 birds
+
+2. Add the total number of birds seen over the week:
+   \[
+   50 + 0 + 120 + 20 + 90 = 450
+   \]
+
+3. Divide the total number of birds seen by the number of days:
+   \[
+   \frac{450}{7} = 62.85714285714286
+   \]
+
+Now, we need to round this result to the nearest whole number. Since 62.85714285714286 is not exactly a whole number, we can conclude that the average number of birds seen per day is 63.
+
+Therefore, the final answer is \(\boxed{63}\).','63',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,1,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+Let''s use Python code to perform these calculations.
+```python
+# Number of birds seen on each day
+birds_day1 = 50
+birds_day2 = 0
+birds_day3 = 120
+birds_day4 = 20
+birds_day5 = 90
+birds_day6 = 0
+birds_day7 = 90
+
+# Total number of birds
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen per day
+average_birds_per_day = total_birds / number_of_days
+print(average_birds_per_day)
+```
+```output
+52.857142857142854
+```
+The average number of birds Mack saw in a day is \(\boxed{52.86}\).','52.86',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,2,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s start by calculating the total number of birds seen. On days one and two, Mack saw 50 birds each. On days three, he saw none. On days four and five, he saw 120 birds each. On day six, he saw 20 birds, and on day seven, he saw 90 birds. So the total number of birds seen is:
+\[ 50 + 0 + 120 + 20 + 90 = 500 \]
+
+Next, we need to divide the total number of birds by the number of days. Mack saw the birds over the week for 7 days, so the average number of birds seen is:
+\[ \frac{500}{7} \]
+
+Let''s calculate this using Python code to ensure accuracy.
+```python
+# Total number of birds seen over the week
+birds_day1 = 50
+birds_day2 = 0
+birds_day3 = 120
+birds_day4 = 20
+birds_day5 = 90
+birds_day6 = 20
+birds_day7 = 90
+
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6
+
+# Number of days
+num_days = 7
+
+# Average number of birds seen
+average_birds = total_birds / num_days
+print(average_birds)
+```
+```output
+42.857142857142854
+```
+The average number of birds Mack saw in a day is \(\boxed{42.86}\).','42.86',0,'not_equivalent',377,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,3,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to find the average.
+
+First, we sum up the number of birds seen on each day:
+- Day 1: 50 birds
+- Day 2: 0 birds
+- Day 3: 120 birds
+- Day 4: 20 birds
+- Day 5: 90 birds
+
+Adding these together:
+\[ 50 + 0 + 120 + 20 + 90 = 340 \]
+
+Next, we divide the total number of birds by the number of days to find the average:
+\[ \frac{340}{7} = 48 \]
+
+Therefore, the average number of birds Mack saw in a day is \(\boxed{48}\).','48',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,4,'Let''s solve the problem step-by-step using Python and SymPy. We need to find the average number of birds seen on each day and then calculate the average of these averages.
+
+First, we need to find the total number of birds seen over the week. We have the following data:
+- Day 1: 50 birds
+- Day 2: 0 birds
+- Day 3: 120 birds
+- Day 4: 20 birds
+- Day 5: 90 birds
+- Day 6: 20 birds
+- Day 7: 90 birds
+
+The total number of birds seen over the week can be calculated as follows:
+\[ \text{Total birds} = 50 + 0 + 120 + 20 + 90 + 20 + 90 \]
+
+Next, we need to calculate the average number of birds seen over the week. We can do this by dividing the total number of birds by the number of days. Let''s write the Python code to calculate this.
+```python
+# Total number of birds seen over the week
+total_birds = 50 + 0 + 120 + 20 + 90 + 20 + 90
+
+# Number of days
+num_days = 7
+
+# Average number of birds seen over the week
+average_birds = total_birds / num_days
+print(average_birds)
+```
+```output
+55.714285714285715
+```
+The average number of birds seen over the week is approximately \(55.714\).
+
+So, the final answer is \(\boxed{55.714}\).','55.714',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,5,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we need to calculate the total number of birds seen over the week.
+2. On day one and two, Mack saw a total of 50 birds.
+3. On day three, he saw none.
+4. On day four and five, he saw 120 birds.
+5. On day six, he saw 20 birds.
+6. On day seven, he saw 90 birds.
+7. We''ll sum up all these birds to get the total number of birds seen over the week.
+8. Finally, we''ll calculate the average number of birds seen over the week by dividing the total number of birds by the number of days.
+
+Let''s write the Python code to solve this problem:
+```python
+# Total number of birds seen over the week
+birds_day1 = 50
+birds_day2 = 0
+birds_day3 = 120
+birds_day4 = 20
+birds_day5 = 90
+birds_day6 = 20
+birds_day7 = 90
+
+# Calculate the total number of birds seen over the week
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Calculate the average number of birds seen over the week
+average_birds = total_birds / 7
+
+# Print the result
+print(f"Total number of birds seen over the week: {total_birds}")
+print(f"Average number of birds seen over the week: {average_birds}")
+```
+```output
+Total number of birds seen over the week: 390
+Average number of birds seen over the week: 55.714285714285715
+```
+The average number of birds Mack saw in a day is \(\boxed{55.714285714285715}\).','55.714285714285715',0,'not_equivalent',379,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,6,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. **Sum the number of birds seen in each day:**
+   - Day one: 50 birds
+   - Day two: 0 birds
+   - Day three: 120 birds
+   - Day four: 20 birds
+   - Day five: 90 birds
+
+2. **Calculate the total number of birds seen:**
+   \[
+   50 + 0 + 120 + 20 + 90
+   \]
+
+3. **Sum the number of birds seen:**
+   \[
+   280
+   \]
+
+4. **Determine the number of days:**
+   There are 7 days in a week.
+
+5. **Calculate the average number of birds seen per day:**
+   \[
+   \frac{280}{7}
+   \]
+
+6. **Perform the division:**
+   \[
+   \frac{280}{7} = 40
+   \]
+
+Therefore, the average number of birds Mack saw in a day is \(\boxed{40}\).','40',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,7,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. **Total number of birds seen in the sky over the week:**
+   - Day one: 50 birds
+   - Day two: 0 birds
+   - Day three: 120 birds
+   - Day four: 90 birds
+   - Day five: 20 birds
+
+   So the total number of birds seen is \(50 + 0 + 120 + 90 + 20 = 380\).
+
+2. **Number of days in the week:**
+   There are 7 days in the week.
+
+3. **Calculate the average number of birds seen per day:**
+   The average number of birds seen per day is \( \frac{380}{7} \).
+
+4. **Write the final answer:**
+   The final answer is \(\boxed{56}\).
+
+Here''s the Python code to perform this calculation:
+```python
+# Total number of birds seen in the sky over the week
+total_birds = 50 + 0 + 120 + 90 + 20
+
+# Number of days in the week
+days = 7
+
+# Calculate the average number of birds seen per day
+average_birds = total_birds / days
+print(average_birds)
+```
+```output
+40.0
+```
+The final answer is \(\boxed{56}\).','56',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(42,0,'To solve the problem, we need to determine the total number of pages Judy read in two weeks. Let''s break it down step by step:
+
+1. **Determine the number of pages Judy read in the first week:**
+   - Judy reads 15 minutes each night for 7 nights.
+   - Therefore, the total number of pages read in the first week is \(15 \text{ minutes/night} \times 7 \text{ nights} = 105\) pages.
+
+2. **Determine the number of pages Judy read in the second week:**
+   - The total number of pages read in the second week is 100 pages.
+
+3. **Calculate the total number of pages read in two weeks:**
+   - The total number of pages read in two weeks is the sum of the pages read in the first week and the pages read in the second week.
+   - Therefore, the total number of pages read in two weeks is \(105 + 100 = 205\) pages.
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Number of pages read in the first week
+pages_per_night = 15
+nights = 7
+pages_first_week = pages_per_night * nights
+
+# Total number of pages read in the second week
+total_pages_second_week = 100
+
+# Total number of pages read in two weeks
+total_pages_two_weeks = pages_first_week + total_pages_second_week
+
+# Print the final answer
+print(total_pages_two_weeks)
+```
+```output
+205
+```
+The final answer is \(\boxed{205}\).','205',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(42,1,'To determine the total number of pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of minutes Judy read in one week.
+2. Determine how many pages she can read per minute.
+3. Calculate the total number of pages read in two weeks.
+
+First, let''s calculate the number of minutes Judy read in one week. Since she reads for 15 minutes each night, in one week she reads:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Next, we need to determine how many pages Judy can read per minute. Since she reads 2 pages per 1.5 minutes, in one week she reads:
+\[ \frac{2 \text{ pages}}{1.5 \text{ minutes}} = \frac{2 \times 100}{1.5} = \frac{200}{1.5} = \frac{2000}{3} \approx 666.67 \text{ pages/minute} \]
+
+Now, we calculate the total number of pages Judy reads in two weeks. In two weeks, she reads:
+\[ 2 \text{ minutes/week} \times 2 \text{ weeks} = 4 \text{ minutes} \]
+
+Since she reads 666.67 pages per minute, in four weeks she reads:
+\[ 4 \text{ minutes/week} \times 4 \text{ weeks} = 16 \text{ pages} \]
+
+Therefore, the total number of pages Judy read in two weeks is \(\boxed{16}\).','16',0,'not_equivalent',355,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,2,'To solve the problem, we need to calculate the total number of pages Judy read in two weeks. Here''s a step-by-step approach:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Determine the total number of minutes Judy read in the first week.
+3. Calculate the total number of minutes Judy read in the second week.
+4. Convert the total minutes read in the second week into pages.
+5. Sum the total number of pages read in the two weeks.
+
+Let''s break this down in Python code:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the number of pages Judy read in the first week
+minutes_per_night = 15
+number_of_nights = 1
+pages_per_night = 2
+
+# Step 2: Determine the total number of minutes Judy read in the first week
+total_minutes_first_week = minutes_per_night * number_of_nights
+
+# Step 3: Calculate the total number of minutes Judy read in the second week
+total_minutes_second_week = total_minutes_first_week + 100
+
+# Step 4: Convert the total minutes read in the second week into pages
+pages_per_1_5_minutes = 2
+total_pages_second_week = total_minutes_second_week / (1.5 * pages_per_1_5_minutes)
+
+# Step 5: Sum the total number of pages read in the two weeks
+total_pages_two_weeks = pages_per_1_5_minutes * total_pages_second_week
+
+# Print the final answer
+print(total_pages_two_weeks)
+```
+```output
+76.66666666666667
+```
+Judy read a total of \(\boxed{76.67}\) pages in two weeks. This result is because the problem asks for the total number of pages read in two weeks, and the total number of pages read in two weeks is a whole number. The decimal part \(\frac{76}{77}\) is approximately 0.96, which means Judy read \(\boxed{76}\) pages in two weeks.','76',0,'not_equivalent',423,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,3,'To solve this problem, let''s break it down into smaller steps:
+
+1. **Calculate the number of pages Judy read in the first week.**
+   - Judy reads for 15 minutes each night for 7 nights.
+   - So, the total number of pages read in the first week is \(15 \text{ minutes/night} \times 7 \text{ nights} = 105\) pages.
+
+2. **Determine how many pages Judy read per 1.5 minutes.**
+   - We know that Judy can read 2 pages per 1.5 minutes. Since she read 105 pages in the first week, we can calculate the total number of pages she read per 1.5 minutes by dividing 105 by 2.
+   - So, the total number of pages read per 1.5 minutes is \(\frac{105 \text{ pages}}{2} = 52.5\) pages.
+
+3. **Calculate the number of pages Judy read in two weeks.**
+   - Since Judy read 52.5 pages per 1.5 minutes, the number of pages she read in two weeks is \(52.5 \text{ pages/week} \times 7 \text{ weeks} = 377.5\) pages.
+
+4. **Round the result to the nearest whole number.**
+   - Since the result is already a whole number, no rounding is needed.
+
+Therefore, the final answer is \(\boxed{377.5}\).','377.5',0,'not_equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,4,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Determine the number of pages Judy read in the second week.
+3. Calculate the total number of pages Judy read in two weeks.
+
+We know the following:
+- Judy reads for 15 minutes each night for 7 days in the first week.
+- Judy reads 100 pages in the second week.
+- Judy can read 2 pages per 1.5 minutes.
+
+First, let''s calculate the number of pages Judy read in the first week. Since she reads 15 minutes each night for 7 days, the total time spent reading in the first week is \(7 \times 15 = 105\) minutes. Since she reads 2 pages per 1.5 minutes, the total number of pages read in the first week is \(105 \times \frac{2}{1.5} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105 \times \frac{4}{3} = 105','105',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,5,'To determine the total number of pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Convert the reading time for the second week into minutes.
+3. Calculate the total number of pages Judy read in the second week.
+4. Add the two totals together to get the final answer.
+
+**Step 1: Calculate the number of pages Judy read in the first week.**
+
+Judy read for 15 minutes each night before going to sleep. There are 7 nights in a week, so the total reading time for the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+**Step 2: Convert the reading time for the second week into minutes.**
+
+The reading time for the second week is given as 100 pages. Since 1 page is equal to 2 minutes, we can convert the reading time for the second week into minutes as follows:
+\[ \frac{100 \text{ pages}}{2 \text{ minutes/page}} = 50 \text{ minutes} \]
+
+**Step 3: Calculate the total number of pages Judy read in the second week.**
+
+The total number of pages Judy read in the second week is the sum of the pages read in the first week and the pages read in the second week:
+\[ 105 \text{ minutes} + 50 \text{ minutes} = 155 \text{ minutes} \]
+
+**Step 4: Add the two totals together to get the final answer.**
+
+The final answer is:
+\[ \boxed{155} \]','155',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,6,'To determine how many pages Judy read in two weeks, we can follow these steps:
+
+1. Calculate the total number of pages Judy read in the first week.
+2. Determine how many pages Judy read in two weeks if she can read 2 pages per 1.5 minutes.
+
+**Step 1: Calculate the total number of pages Judy read in the first week.**
+
+In the first week, Judy read for 15 minutes each night. Since there are 7 nights in a week, the total number of minutes she read in the first week is:
+\[ 15 \text{ minutes/night} \times 7 \text{ nights} = 105 \text{ minutes} \]
+
+Next, we need to convert the total minutes into hours. Since there are 60 minutes in an hour, the total hours she read in the first week is:
+\[ \frac{105 \text{ minutes}}{60 \text{ minutes/hour}} = 1.75 \text{ hours} \]
+
+Since Judy reads 2 pages per 1.5 minutes, we can calculate the total number of pages she read in two weeks by multiplying the hours by 2:
+\[ 1.75 \text{ hours} \times 2 \text{ pages/hour} = 3.5 \text{ pages} \]
+
+Therefore, the number of pages Judy read in two weeks is \(\boxed{3.5}\).','3.5',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,7,'To solve this problem, we need to determine how many pages Judy read in the second week. We know that Judy read 15 minutes each night for 7 days (since there are 7 nights in a week). Therefore, the total time spent reading in the first week is:
+
+\[ 15 \text{ minutes/day} \times 7 \text{ days} = 105 \text{ minutes} \]
+
+Next, we need to find out how many pages Judy read in the second week. We know that Judy can read 2 pages per 1.5 minutes. To find out how many 1.5-minute intervals are in 105 minutes, we divide 105 by 1.5:
+
+\[ \frac{105 \text{ minutes}}{1.5 \text{ minutes/interval}} = 70 \text{ intervals} \]
+
+Now, we multiply the number of intervals by the number of pages Judy reads in each interval to find out how many pages she read in the second week:
+
+\[ 70 \text{ intervals} \times 2 \text{ pages/interval} = 140 \text{ pages} \]
+
+Therefore, the number of pages Judy read in two weeks is \(\boxed{140}\).','140',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,0,'To find the difference in Martin''s weight between the two breakfast options after 5 weeks, we need to calculate the weight loss for both breakfast options and then find the difference between them. Here''s the step-by-step reasoning:
+
+1. Calculate the weight loss for breakfast for the first week:
+   - Martin eats Cheerios every day for breakfast.
+   - He loses 1.25 pounds/week.
+   - Therefore, the weight loss for breakfast in the first week is \(1.25 \, \text{pounds/week} \times 5 \, \text{weeks} = 6.25 \, \text{pounds}\).
+
+2. Calculate the weight loss for breakfast for the second week:
+   - Martin eats donuts every day for breakfast.
+   - He gains 1.75 pounds/week.
+   - Therefore, the weight loss for breakfast in the second week is \(1.75 \, \text{pounds/week} \times 5 \, \text{weeks} = 9.75 \, \text{pounds}\).
+
+3. Find the difference in weight loss between the two breakfast options:
+   - The difference in weight loss is \(9.75 \, \text{pounds} - 6.25 \, \text{pounds} = 3.50 \, \text{pounds}\).
+
+4. Write the final answer in Python code:
+```python
+# Weight loss calculation for breakfast for the first week
+weight_loss_first_week = 1.25 * 5
+
+# Weight loss calculation for breakfast for the second week
+weight_loss_second_week = 1.75 * 5
+
+# Difference in weight loss
+difference_in_weight_loss = weight_loss_second_week - weight_loss_first_week
+print(difference_in_weight_loss)
+```
+```output
+2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{2.5}\) pounds.','2.5',0,'not_equivalent',417,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,1,'Let''s solve the problem step by step using Python code.
+
+1. **Understand the Eating Patterns:**
+   - Martin eats Cheerios every day for breakfast.
+   - Martin eats donuts every day for breakfast.
+   - The weight of Cheerios decreases by 1.25 pounds per week.
+   - The weight of donuts increases by 1.75 pounds per week.
+
+2. **Model the Weight Changes:**
+   - Let \( W \) be Martin''s weight at the end of 5 weeks.
+   - The weight of Cheerios at the end of 5 weeks will be \( W - 1.25W = 0.75W \).
+   - The weight of donuts at the end of 5 weeks will be \( W + 1.75W = 3.75W \).
+
+3. **Calculate the Difference:**
+   - The difference in weight at the end of 5 weeks will be \( 3.75W - 0.75W = 3.00W \).
+
+4. **Write the Final Answer:**
+   - The difference in weight at the end of 5 weeks between the two breakfast options is \( \boxed{3.00W} \).','3.00W',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,2,'```python
+import numpy as np
+import sympy as sp
+
+# Define the weight loss and gain for breakfast
+weight_loss = 1.25
+weight_gain = 1.75
+
+# Define the number of days in a week
+days = 7
+
+# Calculate the total weight loss over 5 weeks
+total_weight_loss = weight_loss * days
+
+# Calculate the total weight gain over 5 weeks
+total_weight_gain = weight_gain * days
+
+# Calculate the difference in weight between the two breakfast options
+weight_difference = total_weight_loss - total_weight_gain
+
+# Print the difference
+print(weight_difference)
+```
+```output
+-3.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the breakfast options is \(\boxed{-3.5}\) pounds.','-3.5',0,'not_equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,3,'Let''s break down the problem step by step.
+
+1. **Define the variables:**
+   - Let \( M \) be Martin''s current weight in pounds.
+   - Let \( C \) be Cheerios'' current weight in pounds.
+   - Let \( D \) be donuts'' current weight in pounds.
+
+2. **Set up the equations based on the given information:**
+   - Martin eats Cheerios every day for breakfast, so his weight after 5 days will be \( M + C \).
+   - Martin eats donuts every day for breakfast, so his weight after 5 days will be \( M + D \).
+   - We need to find the difference in his weight between the two breakfast options.
+   - The difference in weight will be \( (M + C) - (M + D) \).
+
+3. **Simplify the expression:**
+   - \( M + C - M - D = C - D \).
+
+4. **Determine the difference in weight:**
+   - The difference in weight is \( C - D \).
+
+Let''s write the Python code to calculate this difference.
+
+```python
+import sympy as sp
+
+# Define the variables
+M, C, D = sp.symbols(''M C D'')
+
+# Set up the equations based on the given information
+weight_after_5_days = M + C
+weight_after_5_days = M + D
+
+# Calculate the difference in weight
+weight_difference = weight_after_5_days - weight_after_5_days
+
+# Print the final answer
+print(weight_difference)
+```
+```output
+0
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{0}\) pounds.','0',0,'not_equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(43,4,'To determine the difference in Martin''s weight between the two breakfast options, we need to calculate his weight after each breakfast and then find the difference in those weights over the 5 weeks.
+
+First, let''s define the variables:
+- Let \( W_{\text{pre}} \) be Martin''s weight at the start of the 5 weeks.
+- Let \( W_{\text{post}} \) be Martin''s weight at the end of the 5 weeks.
+
+Since Martin eats Cheerios every day for breakfast, his weight at the start of the 5 weeks will be \( W_{\text{pre}} \) and his weight at the end of the 5 weeks will be \( W_{\text{post}} \). After breakfast, he loses 1.25 pounds. Therefore, his weight at the end of the 5 weeks after breakfast will be \( W_{\text{post}} - 1.25 \).
+
+Since Martin eats donuts every day for breakfast, his weight at the start of the 5 weeks will be \( W_{\text{pre}} \) and his weight at the end of the 5 weeks will be \( W_{\text{post}} \). After breakfast, he gains 1.75 pounds. Therefore, his weight at the end of the 5 weeks after breakfast will be \( W_{\text{post}} + 1.75 \).
+
+The difference in his weight at the end of the 5 weeks between the two breakfast options is \( W_{\text{post}} - W_{\text{pre}} \). Let''s use Python code to calculate this.
+```python
+# Define the initial weight at the start of 5 weeks
+W_pre = 100  # example weight at the start of 5 weeks
+
+# Calculate the weight at the end of the 5 weeks after breakfast
+W_post = W_pre - 1.25
+
+# Calculate the difference in weight at the end of the 5 weeks
+weight_difference = W_post - W_pre
+
+print(weight_difference)
+```
+```output
+-1.25
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds.','-1.25',0,'not_equivalent',463,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,5,'Let''s break down the problem step by step:
+
+1. **Define the Variables:**
+   - Let \( M \) be Martin''s weight at the end of 5 weeks.
+   - Let \( D \) be Donut''s weight at the end of 5 weeks.
+
+2. **Calculate the Changes in Weights:**
+   - Martin eats Cheerios every day for breakfast for 5 weeks, which means he eats Cheerios \( 5 \times 1.25 = 6.25 \) pounds a week.
+   - Donut eats donuts every day for breakfast for 5 weeks, which means he eats donuts \( 5 \times 1.75 = 8.75 \) pounds a week.
+   - Therefore, his total weight at the end of 5 weeks before the changes is \( M + 6.25 + D + 8.75 \).
+
+3. **Combine the Weights:**
+   - The difference in his weight at the end of 5 weeks between the two breakfast options is \( M + D - (M + 6.25 + D + 8.75) = 0 \).
+
+4. **Write the Final Answer:**
+   - The difference in his weight at the end of 5 weeks between the two breakfast options is \( 0 \).
+
+Now, let''s implement this in Python to verify our reasoning:
+
+```python
+# Define the weights at the end of 5 weeks
+M = 100  # Martin''s weight
+D = 50  # Donut''s weight
+
+# Calculate the changes in weights
+M_changes = 5 * 1.25
+D_changes = 5 * 1.75
+
+# Calculate the total weight at the end of 5 weeks before the changes
+total_weight_changes = M + M_changes + D + D_changes
+
+# Calculate the difference in the weight at the end of 5 weeks between the two breakfast options
+difference = total_weight_changes - total_weight_changes
+
+# Print the difference
+print(difference)
+```
+```output
+0.0
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{0}\).','0',0,'not_equivalent',462,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,6,'To solve this problem, we need to calculate the weight loss and gain for breakfast for both Cheerios and donuts over the 5 weeks, and then find the difference between these two amounts.
+
+1. Calculate the weight loss for breakfast for Cheerios and donuts over 5 weeks.
+2. Calculate the weight gain for breakfast for Cheerios and donuts over 5 weeks.
+3. Find the difference between the weight loss and gain.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Define the weight loss and gain for breakfast over 5 weeks
+weight_loss_cheerios = 1.25 * 5
+weight_gain_cheerios = 1.75 * 5
+
+weight_loss_donuts = 1.25 * 5
+weight_gain_donuts = 1.75 * 5
+
+# Calculate the difference in weight loss and gain
+weight_loss_difference = weight_loss_cheerios - weight_gain_cheerios
+weight_gain_difference = weight_gain_donuts - weight_gain_donuts
+
+# Print the results
+print(f"Weight loss for breakfast: {weight_loss_difference:.2f} pounds")
+print(f"Weight gain for breakfast: {weight_gain_difference:.2f} pounds")
+```
+```output
+Weight loss for breakfast: -2.50 pounds
+Weight gain for breakfast: 0.00 pounds
+```
+The weight loss for breakfast for Cheerios over 5 weeks is \(-2.50\) pounds, and the weight gain for breakfast for Cheerios over 5 weeks is \(0.00\) pounds. Therefore, the difference in his weight at the end of 5 weeks between the two breakfast options is \(\boxed{-2.50}\) pounds.','-2.50',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,7,'To determine the difference in Martin''s weight at the end of 5 weeks between the breakfast options, we need to calculate the weight gain and weight loss separately and then find the difference.
+
+1. Calculate the weight gain from breakfasts:
+   - Martin eats Cheerios every day for breakfast.
+   - The weight gain from Cheerios per day is 1.25 pounds.
+   - Over 5 weeks, the weight gain is \(1.25 \text{ pounds/day} \times 5 \text{ days} = 6.25 \text{ pounds}\).
+
+2. Calculate the weight loss from breakfasts:
+   - Martin eats donuts every day for breakfast.
+   - The weight loss from donuts per day is 1.75 pounds.
+   - Over 5 weeks, the weight loss is \(1.75 \text{ pounds/day} \times 5 \text{ days} = 8.75 \text{ pounds}\).
+
+3. Find the difference in weight:
+   - The difference in weight is \(8.75 \text{ pounds} - 6.25 \text{ pounds} = 2.50 \text{ pounds}\).
+
+Therefore, the final answer is \(\boxed{2.50}\).','2.50',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630283690498805042e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',38,3.75222929889299848592e+03,3.75222603416799393018e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630337754783368114e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',43,4.29287183521199767729e+03,4.29286858047499845277e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -17957,5 +20219,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-530',0,38,'10',0.0,0,28,1,1863.0,1749.0,458.5,0.0,3.61046749760007514842e+01,7.17096885076632446298e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-530',0,38,'15',0.0,0,70,1,1863.0,1749.0,917.0,0.0,72.2093499520015,1.29140067862708837894e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-530',0,38,'15',0.0,0,1,0,1863.0,1749.0,1834.0,0.0,144.418699904003,2440008265728.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-532',0,39,'2',0.0,0,8,1,3423.0,3276.0,339.875,0.0,3.65837690028756696842e+01,6.10628056193384521465e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-532',0,39,'2',0.0,0,28,1,3423.0,3276.0,679.75,0.0,7.31675380057513393685e+01,1.03689190337947253421e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-532',0,39,'2',0.0,0,70,1,3423.0,3276.0,1359.5,0.0,1.46335076011502678745e+02,1.88941959775164843755e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-532',0,39,'27',0.0,0,1,0,3423.0,3276.0,2719.0,0.0,2.92670152023005357491e+02,3594474986496.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-533',0,40,'200',0.0,0,8,1,2207.0,2101.0,356.0,0.0,2.44920885865003583607e+01,5.79909332004398193373e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-533',0,40,'200',0.0,0,28,1,2207.0,2101.0,712.0,0.0,4.89841771730007167215e+01,1.02676587354891271977e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-533',0,40,'200',0.0,0,70,1,2207.0,2101.0,1424.0,0.0,9.79683543460014334431e+01,1.9204789566379418946e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-533',0,40,'350',0.0,0,1,0,2207.0,2101.0,2848.0,0.0,1.95936708692002866877e+02,3707905122816.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-577',0,41,'63',0.125,0,8,1,2945.0,2713.0,298.0,0.0,2.30332025474999682037e+01,6.64658009538348632828e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-577',0,41,'63',0.125,0,28,1,2945.0,2713.0,596.0,0.0,4.60664050949999364075e+01,1.03837138093915588377e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-577',0,41,'42.86',0.125,0,70,1,2945.0,2713.0,1192.0,0.0,9.21328101899998728151e+01,1.78579812374077050779e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-577',0,41,'56',0.125,0,1,0,2945.0,2713.0,2384.0,0.0,1.8426562037999974563e+02,3280651609344.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-564',0,42,'205',0.0,0,8,1,1241.0,898.0,362.375,0.0,3.28698053356247328333e+01,8.86266532108160400363e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-564',0,42,'16',0.0,0,28,1,1241.0,898.0,724.75,0.0,6.57396106712494656667e+01,1.3415716316264230957e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-564',0,42,'76',0.0,0,70,1,1241.0,898.0,1449.5,0.0,1.31479221342498931335e+02,2.25218183066294873047e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-564',0,42,'205',0.0,0,1,0,1241.0,898.0,2899.0,0.0,2.62958442684997862671e+02,4073402228736.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-589',0,43,'2.5',0.0,0,8,1,3376.0,3225.0,340.75,0.0,2.00514085496242842063e+01,6.16753750742423339841e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-589',0,43,'2.5',0.0,0,28,1,3376.0,3225.0,681.5,0.0,4.01028170992485684127e+01,1.04412302489693432612e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-589',0,43,'0',0.0,0,70,1,3376.0,3225.0,1363.0,0.0,8.02056341984971368254e+01,1.89886157320595629887e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-589',0,43,'0',0.0,0,1,0,3376.0,3225.0,2726.0,0.0,1.60411268396994273642e+02,3608338669824.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
