@@ -9495,6 +9495,1440 @@ INSERT INTO "chains" VALUES(43,3,0,'04fc9ba329e0429091e073c34ba498a35ca5053e8d2c
 INSERT INTO "chains" VALUES(43,4,0,'8f0b635ab525a5e063ea6abd7d3f3960e1bf8c47ddcf12ec88b98b2fa30c1fc9',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{-1.25}\) pounds.','stop',32,632,620,1.36700181083540983628e+00,54194398464.0,NULL);
 INSERT INTO "chains" VALUES(43,5,0,'269586eade6b0000f31ac0bae7a8765724c00866820ed37ffb06d53dedbc175e',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{0}\).','stop',27,634,624,1.12976598120855786788e+00,45372054528.0,NULL);
 INSERT INTO "chains" VALUES(43,6,0,'b88447d4856658e666120e243315c8fe6cfd75a8ed2fdc479b947b02b4a05d1c',0,'The weight loss for breakfast for Cheerios over 5 weeks is \(-2.50\) pounds, and the weight gain for breakfast for Cheerios over 5 weeks is \(0.00\) pounds. Therefore, the difference in his weight at the end of 5 weeks between the two breakfast options is \(\boxed{-2.50}\) pounds.','stop',77,484,454,3.79045839903922221481e+00,133595493888.0,NULL);
+INSERT INTO "chains" VALUES(44,0,0,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. **Calculate the daily consumption of mushrooms:**
+   John eats 200 grams of mushrooms every day.
+
+2. **Determine the daily protein consumption:**
+   We know that the cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the daily protein consumption is:
+   \[
+   \text{Daily protein consumption} = \frac{3 \text{ grams}}{100 \text{ grams}} = 0.03 \text{ grams}
+   \]
+
+3. **Calculate the weekly protein consumption:**
+   There are 7 days in a week. Therefore, the weekly protein consumption is:
+   \[
+   \text{Weekly protein consumption} = 0.03 \text{ grams/day} \times 7 \text{ days} = 0.21 \text{ grams}
+   \]
+
+So, the final answer is \(\boxed{0.21}\).','stop',219,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,1,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',1,'To solve this problem, we need to calculate the total amount of protein John eats in a week and then divide it by 7.
+
+First, let''s determine the amount of protein John eats in one day:
+1. The cup of mushrooms weighs 100 grams.
+2. John eats 200 grams of mushrooms every day.
+
+Next, we calculate the total amount of protein John eats in a week:
+1. There are 7 days in a week.
+2. The total amount of protein John eats in a week is the product of the daily protein consumption and the number of days.
+
+Now, let''s write the Python code to calculate this:
+```python
+# Given data
+cup_weight = 100  # grams
+mushroom_protein_per_day = 200  # grams
+days_in_week = 7
+
+# Calculate the total protein consumption in a week
+total_protein_per_week = mushroom_protein_per_day * days_in_week
+print(total_protein_per_week)','stop',209,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,2,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',2,'Let''s break down the problem step by step.
+
+1. **Calculate the daily protein weight of 200 grams of mushrooms:**
+   - Each cup of mushrooms weighs 100 grams.
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the protein weight of 200 grams of mushrooms per day is \(200 \text{ grams} \times 3 \text{ grams/day} = 600 \text{ grams/day}\).
+
+2. **Calculate the weekly protein weight of 200 grams of mushrooms:**
+   - There are 7 days in a week.
+   - Therefore, the weekly protein weight of 200 grams of mushrooms per day is \(600 \text{ grams/day} \times 7 \text{ days/week} = 4200 \text{ grams/week}\).
+
+3. **Combine the daily and weekly protein weights:**
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the total protein weight of 200 grams of mushrooms per week is \(4200 \text{ grams/week} + 600 \text{ grams/day} = 4800 \text{ grams/week}\).
+
+So, the final answer is \(\boxed{4800}\).','stop',286,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,3,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',3,'To solve this problem, we can use the following steps:
+
+1. Calculate the total amount of protein in 200 grams of mushrooms.
+2. Multiply the total protein by 7 (the number of days in a week) to get the total protein per week.
+
+Let''s break it down into a Python program:
+
+```python
+# Define the given values
+mushroom_weight = 100  # grams
+protein_protein = 3  # grams
+
+# Calculate the total protein in 200 grams of mushrooms
+total_protein = protein_protein * mushroom_weight
+
+# Calculate the total protein per week
+protein_per_week = total_protein * 7
+
+# Print the final answer
+print("John gets", protein_per_week, "grams of protein per week.")','stop',165,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,4,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',4,'To determine how many grams of protein John gets per week from 200 grams of mushrooms, we need to follow these steps:
+
+1. Calculate the total number of grams of protein in 200 grams of mushrooms.
+2. Determine how many grams of protein John gets per day from the total protein.
+3. Calculate how many grams of protein John gets per week from the total protein.
+
+First, let''s calculate the total number of grams of protein in 200 grams of mushrooms. John eats 200 grams of mushrooms every day, and each gram of mushrooms contains 3 grams of protein. Therefore, the total protein can be calculated as:
+\[
+200 \text{ grams} \times 3 \text{ grams/gram} = 600 \text{ grams}
+\]
+
+Next, we determine how many grams of protein John gets per day from the total protein. Since John eats 200 grams of mushrooms every day, the protein per day is:
+\[
+600 \text{ grams} \times 200 \text{ grams/day} = 120000 \text{ grams/day}
+\]
+
+Finally, we calculate how many grams of protein John gets per week from the total protein. Since there are 7 days in a week, the protein per week is:
+\[
+120000 \text{ grams/day} \times 7 \text{ days/week} = 840000 \text{ grams/week}
+\]
+
+So, the final answer is:
+\[
+\boxed{840000}
+\]','stop',341,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,5,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total weight of the mushrooms John eats per day.
+2. Determine the total weight of the mushrooms John eats per week.
+3. Calculate the total protein content of the mushrooms John eats per week.
+
+Let''s break down the problem:
+
+1. John eats 200 grams of mushrooms every day.
+2. John eats 100 grams of mushrooms in total per week.
+3. John eats 3 grams of protein in total per week.
+
+We can express the total protein content per week as:
+\[
+\text{Total protein content per week} = \frac{\text{Total mushroom weight per week}}{\text{Total mushroom weight}} \times \text{Protein weight per gram}
+\]
+
+Let''s implement this in Python using SymPy to ensure accuracy.
+
+```python
+import sympy as sp
+
+# Define the variables
+mushroom_weight_per_week = 100  # grams
+protein_weight_per_gram = 3  # grams
+
+# Total mushroom weight per week
+total_mushroom_weight_per_week = mushroom_weight_per_week * 200
+
+# Total protein content per week
+total_protein_content_per_week = total_mushroom_weight_per_week * protein_weight_per_gram
+
+# Print the result
+print(total_protein_content_per_week)','stop',282,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,6,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total weight of the mushrooms John eats in a day.
+2. Determine the total protein content of the mushrooms John eats in a day.
+3. Calculate the total protein content of the mushrooms John eats in a week.
+4. Print the result in a formatted output block.
+
+Let''s write the Python code to solve this step-by-step.
+
+```python
+# Given data
+weight_per_day = 200  # grams
+protein_per_gram = 3  # grams
+days_per_week = 7  # days
+
+# Step 1: Calculate total weight of the mushrooms John eats in a day
+total_weight_per_day = weight_per_day / protein_per_gram
+
+# Step 2: Determine the total protein content of the mushrooms John eats in a day
+total_protein_per_day = protein_per_gram * total_weight_per_day
+
+# Step 3: Calculate the total protein content of the mushrooms John eats in a week
+total_protein_per_week = protein_per_gram * (total_weight_per_day * days_per_week)
+
+# Step 4: Print the result in a formatted output block
+print(f"John eats {total_protein_per_day:.2f} grams of protein per week.")','stop',266,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,0,7,'e0ce35642cec1a013c7d7a9232b2455448bd6bbca2359064b43a5d411faa2091',7,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total number of grams of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats in a week.
+3. Calculate the total grams of protein John eats per week.
+
+Step 1: Calculate the total number of grams of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the total number of grams of protein is:
+\[ 100 + 3 = 103 \]
+
+Step 2: Determine how many grams of protein John eats in a week.
+John eats 200 grams of mushrooms every day. Therefore, the number of grams of protein John eats in a week is:
+\[ 200 \]
+
+Step 3: Calculate the total grams of protein John eats per week.
+The total grams of protein John eats per week is the product of the number of grams of protein he eats in a day and the number of days in a week:
+\[ 200 \times 7 = 1400 \]
+
+Therefore, the final answer is:
+\[
+\boxed{1400}
+\]','stop',259,167,120,1.03521846302576605582e+01,325481474496.0,NULL);
+INSERT INTO "chains" VALUES(44,1,0,'96af17ded0bc12c8c35747a77ea4ea75cdbe2e7d89f25d2e39efaecc4bbb135b',0,'John gets \(\boxed{1400}\) grams of protein per week from eating 200 grams of mushrooms every day.','stop',30,386,375,1.65195421559794652921e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(44,2,0,'be8ee86d35c797794fbcbdca649d4a497efbcf83c170112cbe236b3829e2cc0c',0,'The final answer is \(\boxed{2100}\) grams of protein per week.','stop',21,350,331,1.42057202729925569073e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(44,3,0,'3a75e230264af4e9e518a27ae3a92dcecc624c1e48368c63c519a3cd885bbf8a',0,'John gets \(\boxed{60000}\) grams of protein per week from eating 200 grams of mushrooms every day.','stop',31,460,448,1.74374084792197225901e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(44,4,0,'d56283853fb4bcba1b03792e29a1a16c09065f0ef4cda314ef25237fc68a45a4',0,'The final answer is \(\boxed{200.00}\) grams of protein John gets per week.','stop',25,453,432,1.6976495502963402373e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(45,0,0,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',0,'Let''s break down the problem step by step:
+
+1. **Calculate the total cost of dental work:**
+   - George needs 2 implants, each with a base price of $2000.
+   - He wants a crown made of porcelain, which costs an extra $500.
+   - Therefore, the total cost is $2000 (base price of implants) + $500 (extra cost of porcelain) = $2500.
+
+2. **Determine the amount of money George has already deposited:**
+   - George’s deposit is $600.
+
+3. **Calculate the remaining amount needed to pay for the dental work:**
+   - The remaining amount needed is $2500 - $600 = $1900.
+
+4. **Determine how many hours George needs to work to earn $1900:**
+   - George makes $15 per hour.
+   - To earn $1900, George needs to work for $1900 / $15 = 120 hours.
+
+So, George needs to work \(\boxed{120}\) hours before he has enough to pay for the dental work.','stop',254,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,1,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',1,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total cost of the dental work:**
+   - George needs 2 implants.
+   - The base price of each implant is $2000.
+   - For one implant, he wants a crown made of porcelain.
+   - That feature costs an extra $500.
+   - Therefore, the total cost of the dental work is $2000 + $2000 + $500 + $500 = $2150.
+
+2. **Determine how many hours George needs to work before he has enough to pay for the dental work:**
+   - George needs $15 per hour.
+   - The total cost of the dental work is $2150.
+   - To find out how many hours he needs to work, we divide the total cost by his hourly rate: $\frac{2150}{15} = 140$.
+
+Now, let''s implement this in Python code to verify our solution.
+```python
+# Define the variables
+base_price_per_implement = 2000
+number_of_implements = 2
+cost_per_feature = 500
+hours_per_hour = 15
+total_cost = base_price_per_implement * number_of_implements + cost_per_feature
+
+# Calculate the number of hours needed to work
+hours_needed = total_cost / hours_per_hour
+print(hours_needed)','stop',312,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,2,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',2,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine how much more George needs to pay.
+3. Calculate the number of hours he needs to work to cover the additional amount.
+
+**Step 1: Calculate the total cost of the dental work.**
+
+George needs 2 implants, and each implant has a base price of $2000. Therefore, the total cost for the implants is:
+\[
+2 \times 2000 = 4000
+\]
+
+**Step 2: Determine how much more George needs to pay.**
+
+George already put down a deposit of $600, and he needs to pay an additional $15 per hour at work. Therefore, the total additional amount he needs to pay is:
+\[
+15 \times 1 = 15
+\]
+
+**Step 3: Calculate the number of hours he needs to work to cover the additional amount.**
+
+To find out how many hours he needs to work, we divide the total additional amount by his hourly wage:
+\[
+\frac{15}{15} = 1
+\]
+
+Thus, George needs to work \(\boxed{1}\) hour before he has enough to pay for the dental work.','stop',285,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,3,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',3,'To solve this problem, we need to break it down into several steps:
+
+1. Calculate the total cost of the dental work without considering the crown.
+2. Determine how much additional money George needs to pay.
+3. Calculate how many hours he needs to work to cover the additional money.
+
+Let''s implement this step-by-step in Python.
+
+1. Calculate the total cost of the dental work without considering the crown:
+   - Each implant costs $2000.
+   - There are 2 implants.
+   - Therefore, the total cost for one implant is $2000 * 2 = $4000.
+   - Since there are 2 implants, the total cost for the dental work without considering the crown is $4000 * 2 = $8000.
+
+2. Determine how much additional money George needs to pay:
+   - George''s deposit is $600.
+   - The additional money needed is $8000 - $600 = $7400.
+
+3. Calculate how many hours he needs to work to cover the additional money:
+   - George''s hourly wage is $15.
+   - To find out how many hours he needs to work, we divide the additional money needed by his hourly wage.
+   - Therefore, the number of hours he needs to work is $7400 / $15 = 544.
+
+Let''s write the Python code to verify this calculation.
+
+```python
+# Given values
+base_price_per_implement = 2000
+number_of_implements = 2
+crown_price = 500
+deposit = 600
+hourly_wage = 15
+
+# Total cost of the dental work without considering the crown
+total_cost_without_crown = base_price_per_implement * number_of_implements
+
+# Additional money needed
+additional_money_needed = total_cost_without_crown - deposit
+
+# Number of hours needed to work
+number_of_hours_needed = additional_money_needed / hourly_wage
+print(number_of_hours_needed)','stop',428,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,4,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',4,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work before any payment.
+2. Subtract the total cost from the amount George already has to determine how much more he needs to pay.
+3. Divide the remaining amount by the payment rate to find out how many hours he needs to work.
+
+Let''s break this down step-by-step and write the Python code to calculate the answer.
+
+1. **Calculate the total cost of the dental work:**
+   - George needs 2 implants.
+   - Each implant has a base price of $2000.
+   - For one implant, he wants a crown made of porcelain. That feature costs an extra $500.
+   - Therefore, the total cost of the crown is $2000 + $500 = $2500.
+   - The total cost of the dental work is $2000 + $2500 = $4500.
+
+2. **Calculate the remaining amount after the deposit:**
+   - George already has $600.
+   - The remaining amount is $4500 - $600 = $3900.
+
+3. **Divide the remaining amount by the payment rate:**
+   - George makes $15 per hour at work.
+   - The number of hours he needs to work is $\frac{3900}{15} = 260$.
+
+Let''s write the Python code to verify this:
+
+```python
+# Given values
+base_price_per_implant = 2000
+feature_cost_per_implant = 2500
+num_implants = 2
+num_crown_features = 1
+extra_crown_feature_cost = 500
+deposit = 600
+payment_rate_per_hour = 15
+
+# Total cost of the dental work
+total_cost_of_crown = base_price_per_implant + extra_crown_feature_cost
+total_cost_of_dental_work = (num_implants * base_price_per_implant) + total_cost_of_crown
+
+# Remaining amount after deposit
+remaining_amount = deposit - total_cost_of_dental_work
+
+# Number of hours needed to work
+num_hours_needed = remaining_amount / payment_rate_per_hour
+
+print(num_hours_needed)','stop',497,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,5,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',5,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. **Calculate the total cost of the dental work:**
+   - George needs 2 implants.
+   - Each implant has a base price of $2000.
+   - One implant has a crown made of porcelain, which costs an extra $500.
+   - Therefore, the total cost before the crown is $2000 + $500 = $2500.
+   - Since he needs 2 implants, the total cost before the crown is $2500 \times 2 = $5000.
+   - George already put down a deposit of $600.
+   - Therefore, the total cost before the crown is $5000 + $600 = $5600.
+
+2. **Calculate the number of hours needed to work:**
+   - George makes $15 per hour.
+   - The total cost before the crown is $5600.
+   - To find out how many hours he needs to work, we divide the total cost by his hourly rate.
+   - Therefore, the number of hours needed to work is $5600 / $15 = 360.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Constants
+implants = 2
+base_price_per_implant = 2000
+cost_per_crown_feature = 500
+deposit = 600
+hourly_rate = 15
+
+# Calculate the total cost before the crown
+total_cost_before_crown = (implants * base_price_per_implant) + cost_per_crown_feature + deposit
+
+# Calculate the number of hours needed to work
+hours_needed = total_cost_before_crown / hourly_rate
+print(hours_needed)','stop',390,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,6,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',6,'To solve this problem, we need to determine how many hours George needs to work to pay for the dental work before he has enough money. We''ll break down the problem step-by-step:
+
+1. **Calculate the total cost of one implant:**
+   - Base price of one implant = $2000
+   - Cost for crown made of porcelain = $500
+   - Total cost for one implant = $2000 + $500 = $2500
+
+2. **Determine the total cost for all implants:**
+   - George needs 2 implants, so the total cost for all implants = $2500
+
+3. **Calculate the remaining money after the deposit:**
+   - George''s deposit = $600
+   - Remaining money = $2500 - $600 = $1900
+
+4. **Determine how many hours George needs to work to pay for the remaining money:**
+   - George makes $15 per hour at work
+   - To find out how many hours he needs to work, we divide the remaining money by his hourly rate: $\frac{1900}{15} = 120$
+
+5. **Round the result to the nearest whole number:**
+   - George needs to work for 120 hours, which is already a whole number.
+
+So, the final answer is \(\boxed{120}\).','stop',304,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,0,7,'395c8895304b6d14a92080726f123fc0cd603b93f6ddd1ec253642669e5074b0',7,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine the remaining money George has after his deposit.
+3. Calculate the remaining money George needs to pay for the dental work.
+4. Determine how many hours George needs to work to pay for the remaining money.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total cost of the dental work:
+   - Each implant has a base price of $2000.
+   - George needs 2 implants.
+   - Therefore, the total cost is \(2 \times 2000 = 4000\) dollars.
+
+2. Determine the remaining money George has after his deposit:
+   - George already put down a deposit of $600.
+   - Therefore, the remaining money is \(4000 - 600 = 3400\) dollars.
+
+3. Calculate the remaining money George needs to pay for the dental work:
+   - George needs $15 per hour at work.
+   - Therefore, the remaining money needed is \(3400 \div 15 = 220\) dollars.
+
+4. Determine how many hours George needs to work to pay for the remaining money:
+   - Since George needs $220, he needs to work for \( \frac{220}{15} \approx 14.67\) hours. Since George cannot work a fraction of an hour, he needs to work for the next whole number, which is 15 hours.
+
+Therefore, the final answer is \(\boxed{15}\).','stop',353,218,120,1.48177893182492219641e+01,458919426528.0,NULL);
+INSERT INTO "chains" VALUES(45,1,0,'7f61d657935be6b431b875108fff6a892827f0937f914a54f07a83904b1ea1fb',0,'The final answer is \(\boxed{300}\). George needs to work for \(\boxed{300}\) hours before he has enough to pay for the dental work.','stop',40,541,529,2.10089705081681143994e+00,64277077248.0,NULL);
+INSERT INTO "chains" VALUES(45,2,0,'67a6ff1c842f6b818421b54bc6505cd1371ee22c932f8637ca389457b73fa556',0,'George needs to work for approximately 226.67 hours to cover the additional $7400 required for the dental work. Since he can''t work a fraction of an hour, we round up to the next whole number.
+
+Therefore, the final answer is \(\boxed{545}\).','stop',65,670,645,3.3767995371616366107e+00,112169801472.0,NULL);
+INSERT INTO "chains" VALUES(45,3,0,'96881217076d1d5b983533edb382b3b0df4fde95c327cedb6c33722ed25b7c00',0,'It looks like there was an issue with the calculation of the remaining amount.','length',15,739,714,1.33217188687740417663e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(45,4,0,'704f5ce2d517270caed3fdc8740d73a88d32fcbb80c76d1172feda9d53ba695f',0,'George needs to work \(\boxed{340}\) hours before he has enough to pay for the dental work.','stop',26,619,607,1.47487897309067506057e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(46,0,0,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate Prince''s daily meat production.
+2. Determine how many days it will take to sell the total amount of meat from Bill''s bull.
+
+First, we calculate Prince''s daily meat production. Prince sells 15kg of meat every hour he works and works 10 hours a day. Therefore, his daily meat production is:
+\[ 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day} \]
+
+Next, we need to find out how many days it will take to sell the total amount of meat from Bill''s bull. Bill gives Prince a bull that weighs 750kg. To find out how many days it will take to sell this amount of meat, we divide the total weight of the bull by his daily meat production:
+\[ \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',253,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,1,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',1,'Let''s break down the problem step by step:
+
+1. First, we need to calculate how much meat Prince sells in one day. Since he sells 15kg of meat every hour and he works 10 hours a day, he sells:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+2. Next, we need to calculate how much meat Prince sells in one day from Bill''s bull. Bill gives Prince a bull that weighs 750kg, so Prince sells:
+\[ 750 \, \text{kg} \]
+
+3. To find out how many days it will take Prince to sell the meat from Bill''s bull, we divide the amount of meat he sells from Bill''s bull by the amount of meat he sells in one day:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+So, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',250,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,2,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',2,'To solve this problem, we need to calculate the total amount of meat Prince sells in a day and then determine how many days it will take him to sell it from Bill''s bull.
+
+1. Calculate the total amount of meat sold in a day:
+   - Prince sells 15 kg of meat every hour.
+   - He works 10 hours a day.
+   - Therefore, the total amount of meat sold in a day is \(15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}\).
+
+2. Determine how many days it will take Prince to sell the meat from Bill''s bull:
+   - Bill gives Prince a bull that weighs 750 kg.
+   - Prince needs to sell 750 kg of meat in a day.
+   - Therefore, the number of days it will take Prince to sell the meat from Bill''s bull is \(\frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}\).
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Define the variables
+meat_per_hour = 15  # kg
+hours_per_day = 10  # hours
+bill_weight = 750  # kg
+
+# Calculate the total amount of meat sold in a day
+total_meat_sold = meat_per_hour * hours_per_day
+
+# Calculate the number of days it will take Prince to sell the meat from Bill''s bull
+days_to_sell = bill_weight / total_meat_sold
+
+# Print the result
+print(days_to_sell)','stop',347,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,3,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',3,'To determine how many days it will take Prince to sell 15kg of meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in a day.
+2. Determine how many days it will take Prince to sell all the meat from Bill''s bull based on the daily sales.
+
+Let''s break it down step-by-step:
+
+1. Prince sells 15kg of meat every hour.
+2. He works 10 hours a day.
+3. Therefore, the daily sales are \(15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}\).
+4. Bill gives Prince a bull that weighs 750kg.
+5. To find out how many days it will take Prince to sell all the meat, we divide the total amount of meat by the daily sales:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+Now let''s implement this in Python code to verify the result.
+```python
+# Constants
+meat_per_hour = 15  # in kg
+hours_worked = 10  # in hours
+weight_of_bull = 750  # in kg
+
+# Daily sales
+daily_sales = meat_per_hour * hours_worked
+
+# Days required to sell the entire weight of the bull
+days_required = weight_of_bull / daily_sales
+
+print(days_required)','stop',325,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,4,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',4,'To solve the problem, we''ll break it down into several steps:
+
+1. Calculate Prince''s daily meat production.
+2. Determine how many days it will take Prince to sell the meat from Bill''s bull.
+
+First, let''s calculate Prince''s daily meat production:
+- Prince sells 15kg of meat every hour.
+- He works 10 hours a day.
+- Therefore, his daily meat production is \(15 \times 10 = 150\)kg.
+
+Next, let''s determine how many days it will take Prince to sell the meat from Bill''s bull:
+- Bill gives Prince a bull that weighs 750kg.
+- Prince''s daily meat production is 150kg.
+- To find out how many days it will take him to sell the 750kg, we divide the weight of the bull by Prince''s daily meat production:
+  \[
+  \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+  \]
+
+So, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',241,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,5,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',5,'To determine how many days it will take Prince to sell 15kg of meat from Bill''s bull, we can follow these steps:
+
+1. Calculate the total amount of meat Prince sells per day.
+2. Determine how many days it will take Prince to sell the entire weight of the bull.
+
+Step 1: Calculate the total amount of meat Prince sells per day.
+Prince sells 15kg of meat every hour he works and he works 10 hours a day.
+\[
+\text{Total meat per day} = 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+\]
+
+Step 2: Determine how many days it will take Prince to sell the entire weight of the bull.
+The bull weighs 750kg.
+\[
+\text{Days to sell the bull} = \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+\]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',239,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,6,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',6,'To solve this problem, we need to determine how many days it will take Prince to sell 15kg of meat from Bill''s bull, given that he works 10 hours a day. We will use the information provided and the sympy library to perform the calculations.
+
+1. **Calculate the total amount of meat Prince sells in one day:**
+   Prince sells 15kg of meat every hour and works 10 hours a day. So, the total amount of meat he sells in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. **Determine how many days it will take Prince to sell 150kg of meat:**
+   Since Bill''s bull weighs 750kg and Prince sells 150kg per day, we need to calculate how many days it will take to sell 750kg. We do this by dividing the total weight of the bull by the amount of meat Prince sells per day:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+3. **Write the final answer:**
+   Prince will need 5 days to sell the meat from Bill''s bull. So, the final answer is:
+   \[
+   \boxed{5}
+   \]','stop',310,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,7,'da3003a28d12945c9f1b118194c315afc39344d29b8f08621ac988936457cfc0',7,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total weight of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell the total weight of meat from Bill''s bull.
+
+Let''s break it down step-by-step:
+
+1. Prince sells 15kg of meat every hour and works 10 hours a day. So, in one day, he sells:
+\[ 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day} \]
+
+2. Bill gives Prince a bull that weighs 750kg. To find out how many days it will take Prince to sell the total weight of meat from Bill''s bull, we divide the total weight of meat by the weight of the bull:
+\[ \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','stop',229,184,120,9.44698979699263752252e+00,354469176000.0,NULL);
+INSERT INTO "chains" VALUES(46,1,0,'72a6409c289d6c05807bd2ddb0cd744fe7ba4c99e320d3555ec012d422e721ca',0,'The final answer is \(\boxed{5}\).','stop',12,540,530,8.294044881489147647e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(46,2,0,'2cf5ec4d04485c30c63df8506126382317d5d18fead5ad411af82a2c9d25a118',0,'The final answer is \(\boxed{5}\).','stop',12,518,508,8.39956904151525463042e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(47,0,0,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',0,'To solve this problem, let''s break it down step-by-step.
+
+1. First, we need to calculate the total number of sessions John attended. Since he went to physical therapy for 6 weeks and each week attended twice for 2 hours at a time, we can calculate the number of sessions by multiplying the number of weeks by the number of sessions per week.
+2. Then, we can calculate the total cost of the sessions by multiplying the number of sessions by the cost per hour.
+3. Finally, we can print the result.
+
+Here is the Python code to solve the problem:
+
+```python
+# Define the variables
+weeks = 6
+sessions_per_week = 2
+hours_per_session = 2
+cost_per_hour = 125
+
+# Calculate the total number of sessions
+total_sessions = weeks * sessions_per_week
+
+# Calculate the total cost of the sessions
+total_cost = total_sessions * cost_per_hour
+
+# Print the result
+print(total_cost)','stop',202,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,1,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',1,'Let''s break down the problem step by step and then write the final answer using Python code.
+
+1. John went to physical therapy for 6 weeks.
+2. Each week, he went twice for 2 hours at a time.
+3. The sessions cost $125 per hour.
+4. To find out the total cost, we need to calculate the cost for each week and then sum them up.
+
+Here''s the step-by-step reasoning:
+
+- Calculate the cost for each week:
+  \[
+  \text{Cost for one week} = 2 \text{ hours/week} \times 125 \text{ dollars/hour} = 250 \text{ dollars/week}
+  \]
+  Since John went to physical therapy for 6 weeks, the total cost for the week is:
+  \[
+  \text{Total cost for one week} = 6 \text{ weeks} \times 250 \text{ dollars/week} = 1500 \text{ dollars}
+  \]
+  Therefore, the total cost for 6 weeks is:
+  \[
+  \text{Total cost for 6 weeks} = 6 \times 1500 \text{ dollars} = 9000 \text{ dollars}
+  \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the variables
+weeks = 6
+hours_per_week = 2
+cost_per_hour = 125
+
+# Calculate the cost for one week
+cost_per_week = hours_per_week * cost_per_hour
+
+# Calculate the total cost for 6 weeks
+total_cost_for_6_weeks = weeks * cost_per_week
+print(total_cost_for_6_weeks)','stop',369,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,2,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',2,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. **Understand the Problem:**
+   - John went to physical therapy for 6 weeks.
+   - Each week he went twice for 2 hours at a time.
+   - The sessions cost $125 per hour.
+
+2. **Calculate the Number of Sessions Each Week:**
+   - Each week, John went twice for 2 hours.
+   - Therefore, the number of sessions each week is \(2 \times 2 = 4\).
+
+3. **Calculate the Total Number of Sessions:**
+   - Since John went to physical therapy for 6 weeks, the total number of sessions is \(6 \times 4 = 24\).
+
+4. **Calculate the Total Cost:**
+   - The sessions cost $125 per hour.
+   - Therefore, the total cost of the sessions is \(24 \times 125 = 3000\).
+
+Let''s implement this in Python to confirm the calculation.
+
+```python
+# Given values
+weeks = 6
+sessions_per_week = 2 * 2  # 4 sessions each week
+cost_per_hour = 125
+total_cost = sessions_per_week * cost_per_hour
+
+print(total_cost)','stop',271,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,3,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',3,'To determine the total cost of the physical therapy, we need to calculate the number of sessions John took, the total time he spent in those sessions, and then multiply that by the cost per hour.
+
+First, we calculate the number of sessions John took. Since he went to physical therapy for 6 weeks and each week he went twice for 2 hours, we can calculate the total number of sessions as follows:
+\[ 6 \text{ weeks} \times 2 \text{ hours/week} \times 2 \text{ sessions/week} = 6 \times 4 \times 2 = 48 \text{ sessions} \]
+
+Next, we calculate the total time John spent in those sessions. Since each session lasted 2 hours, we can calculate the total time as follows:
+\[ 48 \text{ sessions} \times 2 \text{ hours/session} = 192 \text{ hours} \]
+
+Now, we calculate the total cost of the physical therapy. We know that the sessions cost $125 per hour, so we can calculate the total cost as follows:
+\[ 192 \text{ hours} \times 125 \text{ dollars/hour} = 23000 \text{ dollars} \]
+
+Therefore, the total cost of the physical therapy is \(\boxed{23000}\).','stop',290,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,4,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',4,'To determine the total cost of the physical therapy session, we need to break down the problem into smaller steps and then implement the solution in Python.
+
+1. Calculate the number of weeks in the physical therapy session.
+2. Determine the duration of each week in hours.
+3. Calculate the total duration of the physical therapy session in hours.
+4. Calculate the total cost of the physical therapy session.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the number of weeks in the physical therapy session
+weeks_in_session = 6
+
+# Step 2: Determine the duration of each week in hours
+hours_per_week = 2 * 2  # 2 hours at a time
+
+# Step 3: Calculate the total duration of the physical therapy session in hours
+total_hours = weeks_in_session * hours_per_week
+
+# Step 4: Calculate the total cost of the physical therapy session
+cost_per_hour = 125
+total_cost = total_hours * cost_per_hour
+
+# Print the final answer
+print(total_cost)','stop',218,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,5,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',5,'To determine the cost of the physical therapy, we need to calculate the total number of sessions John attended and then multiply the total number of sessions by the cost per session.
+
+1. **Calculate the number of sessions attended:**
+   - John attended 6 weeks of physical therapy.
+   - Each week, he attended 2 sessions, and each session is 2 hours.
+   - Therefore, the total number of sessions is \(6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}\).
+
+2. **Determine the cost per session:**
+   - The sessions cost $125 per hour.
+   - Therefore, the total cost is \(24 \text{ sessions} \times 125 \text{ dollars/session} = 3000 \text{ dollars}\).
+
+Putting it all together, the cost of the physical therapy is \(\boxed{3000}\).','stop',209,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,6,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',6,'To solve this problem, we need to calculate the total time John went to physical therapy and then multiply that by the cost per hour.
+
+Here''s a step-by-step breakdown:
+
+1. Calculate the total number of hours John went to physical therapy.
+2. Multiply the total number of hours by the cost per hour.
+
+Let''s write the Python code to perform these steps.
+```python
+# Given data
+weeks = 6
+hours_per_week = 2 * 2  # 2 hours at a time
+cost_per_hour = 125
+
+# Calculate total hours
+total_hours = weeks * hours_per_week
+
+# Calculate total cost
+total_cost = total_hours * cost_per_hour
+print(total_cost)','stop',148,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,0,7,'c634789f31837cedd90e4bae744ace8e667dafd89d66c87dc1dcad744b5937d9',7,'To determine the total cost of the physical therapy, we need to follow these steps:
+
+1. Calculate the number of sessions John went to.
+2. Calculate the total time spent on the sessions.
+3. Calculate the cost of the sessions based on the total time.
+
+Let''s break it down step-by-step:
+
+1. John went to physical therapy for 6 weeks. Since there are 7 days in a week, the total number of days is \(6 \times 7 = 42\).
+2. Each week, he went twice for 2 hours at a time. Since each week has 7 days, the number of sessions he went to is \(\frac{42}{2} = 21\).
+3. The cost of each session is $125. So, the total cost is \(21 \times 125 = 2625\).
+
+Now let''s write the Python program to confirm this calculation.
+```python
+# Number of weeks John went to physical therapy
+weeks = 6
+
+# Number of days in a week
+days_per_week = 7
+
+# Number of sessions per week (twice for 2 hours)
+sessions_per_week = 2 * days_per_week
+
+# Total number of days
+total_days = weeks * days_per_week
+
+# Total number of sessions
+total_sessions = total_days // sessions_per_week
+
+# Cost of each session
+cost_per_session = 125
+
+# Total cost
+total_cost = total_sessions * cost_per_session
+print(total_cost)','stop',321,181,120,8.85880945584484,327844602336.0,NULL);
+INSERT INTO "chains" VALUES(47,1,0,'8e58da1129f8a801a9e0ab221ecea6b7c134de1a90fa9b09ea62c262f67d52f1',0,'The physical therapy cost for John is \(\boxed{1500}\) dollars.','stop',20,393,382,8.98524581471325078929e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(47,2,0,'7e3e39513cf12ea829927e4f46a084e8496e53cc9a3cc3012e4101c569fba789',0,'The total cost for the physical therapy is \(\boxed{9000}\) dollars.','stop',21,560,549,9.44407667368530323592e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(47,3,0,'b70ae698e793f52c4367bc33c40e3591e761ee533c3eca25d202a9da3b36c6b6',0,'The total cost of the physical therapy is \(\boxed{500}\).','stop',18,461,451,8.21623147227260930414e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(47,4,0,'17578827d3e1ced949a0eea67a97ec1cd0141750532e8c459c19b07d2fef8902',0,'The total cost of the physical therapy session is \(\boxed{3000}\).','stop',20,409,398,0.922767253463722,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(47,5,0,'8c5cfcfd91d5664b27d2df7d6ce9b868f31f42faa4b40898b180758e1ed25730',0,'The physical therapy cost for John was \(\boxed{3000}\) dollars.','stop',20,339,328,8.98654155464360671068e-01,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(47,6,0,'5d6bf6bcbc0e3cd238cfd5cc113671a0947ceb2f8499802b26ec2a8d942c0d7c',0,'The total cost of the physical therapy is \(\boxed{375}\).','stop',18,511,501,8.38560193218914506907e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(48,0,0,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',0,'To determine how many classes Manny can miss before they don''t sign up again, we can use the following reasoning:
+
+1. The total number of classes is 10.
+2. The cost of each class is $60.
+3. If the classes cost more than $10 per class, they will not sign him up again.
+4. Let \( x \) be the number of classes Manny misses before they don''t sign up again.
+
+The equation representing this situation is:
+\[ 60x > 10 \]
+
+To solve this equation, we first isolate \( x \):
+\[ x > \frac{10}{60} \]
+\[ x > \frac{1}{6} \]
+\[ x > 0.1667 \]
+
+Since \( x \) must be an integer, the smallest integer greater than or equal to 0.1667 is 1. Therefore, Manny can miss up to 1 class before they don''t sign up again.
+
+Now, let''s write the Python code to verify this reasoning:
+
+```python
+# Define the cost of each class and the total number of classes
+cost_per_class = 60
+total_classes = 10
+
+# Calculate the number of classes missed before signing up again
+missed_classes = total_classes - (cost_per_class / total_classes)
+
+# Round up to the nearest whole number
+missed_classes = round(missed_classes)
+
+# Print the result
+print(missed_classes)','stop',310,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,1,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',1,'To determine how many classes Manny can miss before he doesn''t sign up again, we need to follow these steps:
+
+1. Calculate the total cost of the classes if the classes end up costing more than $10 per class.
+2. Determine how many classes can be missed by subtracting the total cost from the total number of classes.
+
+Let''s break this down into Python code:
+
+```python
+# Given data
+total_classes = 10
+classes_end_up_cost = 10
+cost_per_class = 60
+
+# Calculate the total cost if classes end up costing more than $10 per class
+if classes_end_up_cost > cost_per_class:
+    total_cost_missed = total_classes - classes_end_up_cost
+else:
+    total_cost_missed = 0
+
+# Output the result
+print(total_cost_missed)','stop',174,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,2,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',2,'Let''s solve this step-by-step:
+
+1. We need to determine how many classes Manny can miss before they don''t sign up again.
+2. We know that the number of classes is 10 and that if they end up costing more than $10 per class, they won''t sign him up again.
+3. Let''s calculate the total cost of the classes. Since each class costs $60 and there are 10 classes, the total cost is $60 * 10.
+4. We need to find out how many classes we can miss by subtracting the total cost from the total number of classes. This can be done using the subtraction operation in Python.
+
+Let''s implement this in Python:
+
+```python
+# Given values
+total_classes = 10
+cost_per_class = 60
+
+# Calculate total cost
+total_cost = cost_per_class * total_classes
+
+# Calculate the number of missed classes
+missed_classes = total_classes - total_cost
+
+# Print the result
+print(missed_classes)','stop',215,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,3,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',3,'To determine how many classes Manny can miss before they don''t sign up again, we need to follow these steps:
+
+1. Calculate the total cost of the classes.
+2. Determine if the total cost exceeds $10 per class.
+3. Count the number of classes that cost more than $10 per class.
+
+Let''s start by calculating the total cost of the classes. Since there are 10 classes and each class costs $60, the total cost is:
+\[
+10 \times 60 = 600
+\]
+
+Next, we need to determine if the total cost exceeds $10 per class. Since $600 is greater than $10 per class, the total cost exceeds $10 per class.
+
+Now, we count the number of classes that cost more than $10 per class. We do this by dividing the total cost by $10 and rounding up to the nearest whole number. This is because we can''t miss half a class, so we take the ceiling of the result:
+\[
+\left\lceil \frac{600}{10} \right\rceil = 60
+\]
+
+Therefore, Manny can miss \(\boxed{60}\) classes before they don''t sign up again.','stop',264,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,4,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',4,'Let''s approach this step-by-step:
+
+1. **Understand the cost structure:**
+   - Let \( c \) be the cost of each class.
+   - The total cost of 10 classes is given by \( 10c \).
+
+2. **Sign up limit:**
+   - According to the parents, if the classes end up costing more than $10 per class, the sign-up process won''t be successful.
+   - Therefore, the cost \( c \) must be less than or equal to $10.
+
+3. **Determine the number of classes that can be missed:**
+   - Since the total cost of 10 classes is $10c$, we need to find the smallest integer \( n \) such that \( 10n \leq 10c \).
+   - Solving this inequality, we get \( n \leq c \).
+
+4. **Calculate the number of missed classes:**
+   - The number of missed classes is given by \( 10c - n \).
+
+5. **Final answer:**
+   - The cost \( c \) must be less than or equal to $10 to ensure that the sign-up process won''t be successful.
+   - Therefore, the number of missed classes is \( 10c - c = 9c \).
+
+Let''s write the Python code to verify this:
+
+```python
+import sympy as sp
+
+# Define the cost c
+c = sp.symbols(''c'', positive=True)
+
+# Total cost of 10 classes
+total_cost = 10 * c
+
+# Equation for the cost to exceed $10
+equation = sp.solve(total_cost - c, c)
+
+# The cost must be less than or equal to $10
+cost_limit = sp.simplify(equation[0])
+
+# Number of missed classes
+missed_classes = total_cost - cost_limit
+
+# Print the final answer
+print(missed_classes)','stop',410,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,5,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',5,'To solve this problem, we need to determine how many classes are left after signing up for them. We can set up an equation to represent this situation. Let \( x \) be the number of classes Manny misses before the classes don''t sign him up again. Then, we can write the equation:
+
+\[ 60 - x = 10 \]
+
+To find \( x \), we can solve this equation step by step:
+
+1. Start with the equation: \( 60 - x = 10 \)
+2. Subtract 10 from both sides of the equation: \( 60 - 10 - x = 10 - 10 \)
+3. Simplify the left side: \( 50 - x = 0 \)
+4. Add x to both sides of the equation: \( 50 + x = 0 + 0 \)
+5. Subtract 50 from both sides of the equation: \( x = -50 \)
+
+So, Manny misses \(-50\) classes before the classes don''t sign him up again. Let''s verify this by writing a Python program.
+```python
+# Define the cost of classes
+cost_per_class = 60
+# Define the limit for classes not signing up again
+limit_classes = 10
+
+# Calculate the number of classes missed before signing up again
+missed_classes = cost_per_class - limit_classes
+
+print(missed_classes)','stop',302,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,6,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',6,'To determine how many classes Manny can miss before signing up again, we need to calculate the total cost of the classes and then determine how many more classes he can afford to sign up. Here''s a step-by-step reasoning process:
+
+1. Calculate the total cost of the classes.
+2. Determine how many more classes Manny can afford to sign up based on the cost per class.
+
+**Step 1: Calculate the total cost of the classes.**
+
+The cost per class is $60. There are 10 total classes, so the total cost is:
+\[ 60 \times 10 = 600 \]
+
+**Step 2: Determine how many more classes Manny can afford to sign up.**
+
+To determine how many more classes Manny can afford to sign up, we need to divide the total cost by the cost per class:
+\[ \frac{600}{60} = 10 \]
+
+Therefore, Manny can miss \(\boxed{10}\) classes before they don''t sign him up again.','stop',214,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,0,7,'5bfdc337a6d2d182e547b3d0326a38479ba62138dd59d9380e0c93b704b6de6c',7,'To solve this problem, we need to determine how many classes Manny can miss before they don''t sign up again based on the given conditions.
+
+1. The cost of signing up for a class is $60.
+2. If the classes end up costing more than $10 per class, they won''t sign him up again.
+3. There are 10 total classes.
+
+We need to calculate the maximum number of classes that can be missed by dividing the total number of classes by the cost of signing up for each class. We will use integer division (`//`) to ensure that we don''t miss any classes even if the remaining classes exceed the cost.
+
+Let''s write the Python code to solve this problem.
+```python
+# Define the total number of classes and the cost per class
+total_classes = 10
+cost_per_class = 60
+
+# Calculate the maximum number of classes that can be missed
+max_missed_classes = total_classes // cost_per_class
+
+# Print the result
+print(max_missed_classes)','stop',212,189,120,9.4410908486441851295e+00,340605492672.0,NULL);
+INSERT INTO "chains" VALUES(48,1,0,'8c83dfa67a6857307071d055f77876ce2a9836bbf4407bae4f7e3c39c6cc1c35',0,'The final answer is \(\boxed{4}\).','stop',12,506,498,7.32787470866242074407e-01,23946362112.0,NULL);
+INSERT INTO "chains" VALUES(48,2,0,'fb749565e1c31676bd96c9960583594b812e3e7ea6f35db8286853040110c926',0,'Based on the calculations, Manny can miss \(\boxed{0}\) classes before they don''t sign up again.','stop',25,370,362,1.28249499093510066494e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(48,3,0,'a2107a744389f347eea5b750734f29861d45ed73ab701b141b1c236d7e1d3e71',0,'The calculation shows that Manny cannot miss more than \(\boxed{-590}\) classes before they don''t sign up again.','stop',28,414,403,1.53950291357979818229e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(48,4,0,'68580ef7a9e104ad2f45041043b390ab43fefd0b560e56e12458b0f4e3d805f2',0,'It seems there was an issue with the code execution. The error occurs because the `solve` function in sympy is not returning the correct value for the inequality. Instead, we need to manually check the inequality and find the smallest integer \( n \) such that \( 10n \leq 10c \).
+
+Let''s re-evaluate the inequality manually:
+
+1. \( 10n \leq 10c \)
+2. \( n \leq c \)
+
+','length',102,613,598,6.28249805387775772658e+00,146198842368.0,NULL);
+INSERT INTO "chains" VALUES(48,5,0,'e990f197709f76d939bfb9d71fb23d80cb9198d4733da37530bbc8855fb3c709',0,'The final answer is \(\boxed{50}\).','stop',13,499,490,8.04362987441241572561e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(48,6,0,'4d4328895a9658e36bfe967d0a885857a197c98a2b9266160c0e4560c0b86c70',0,'Based on the given conditions, Manny can miss \(\boxed{0}\) classes before they don''t sign up again.','stop',26,408,400,1.35447672333977497949e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(49,0,0,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',0,'To solve this problem, we need to calculate the time it takes for Bill to dig through 24 feet of soil and 8 feet of clay using the two digging speeds and the time he can dig through soil and clay at that speed.
+
+1. **Determine the digging speed for soil:**
+   Bill can dig 4 feet/hour through soil and half that fast through clay. Therefore, the digging speed for soil is:
+   \[
+   \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+   \]
+
+2. **Determine the digging speed for clay:**
+   Bill can dig half that fast through clay through soil. Therefore, the digging speed for clay is:
+   \[
+   \frac{1}{2} \times 2 \text{ feet/hour} = 1 \text{ feet/hour}
+   \]
+
+3. **Calculate the total digging time for soil:**
+   Bill has to dig through 24 feet of soil. Using the speed of soil, we calculate the time as follows:
+   \[
+   \text{Time for soil} = \frac{24 \text{ feet}}{2 \text{ feet/hour}} = 12 \text{ hours}
+   \]
+
+4. **Calculate the total digging time for clay:**
+   Bill has to dig through 8 feet of clay. Using the speed of clay, we calculate the time as follows:
+   \[
+   \text{Time for clay} = \frac{8 \text{ feet}}{1 \text{ feet/hour}} = 8 \text{ hours}
+   \]
+
+5. **Calculate the total digging time for both soil and clay:**
+   Adding the time for soil and clay gives us the total digging time:
+   \[
+   \text{Total time} = 12 \text{ hours} + 8 \text{ hours} = 20 \text{ hours}
+   \]
+
+Therefore, the final answer is \(\boxed{20}\) hours.','stop',432,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,1,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',1,'Let''s break down the problem step by step and then use Python code to ensure accuracy.
+
+1. **Calculate the digging rate through soil:**
+   - Bill can dig 4 feet per hour through soil.
+   - He can dig half that fast through clay, so he can dig \(4/2 = 2\) feet per hour through clay.
+   - Therefore, the total digging rate through soil is \(4 + 2 = 6\) feet per hour.
+
+2. **Calculate the digging rate through clay:**
+   - Bill can dig half that fast through clay, so he can dig \(2/2 = 1\) foot per hour through clay.
+   - Therefore, the total digging rate through clay is \(1 + 1 = 2\) feet per hour.
+
+3. **Calculate the total digging time:**
+   - Bill needs to dig through 24 feet of soil and 8 feet of clay.
+   - Total digging time = \(\frac{24}{6} + \frac{8}{2} = 4 + 4 = 8\) hours.
+
+Now let''s confirm this with Python code.
+```python
+# Define the digging rates
+soil_rate = 4  # feet per hour
+clay_rate = soil_rate / 2  # feet per hour
+
+# Total digging time in hours
+soil_total_time = 24 / soil_rate  # total time for soil
+clay_total_time = 8 / clay_rate  # total time for clay
+
+# Total digging time in hours
+total_digging_time = soil_total_time + clay_total_time  # total time for digging
+print(total_digging_time)','stop',347,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,2,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',2,'Let''s break down the problem step-by-step:
+
+1. Calculate the digging speed through clay. Bill can dig half that fast through clay.
+2. Calculate the total digging time through soil.
+3. Calculate the total digging time through clay.
+4. Sum up the total digging time from soil and clay to get the final answer.
+
+Here is the Python code to perform these steps:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+feet_per_hour_soil = 4
+feet_per_hour_clay = feet_per_hour_soil / 2
+
+# Given digging times
+soil_digging_time = 24
+clay_digging_time = 8
+
+# Calculate total digging time for soil
+total_soil_digging_time = soil_digging_time * feet_per_hour_soil
+
+# Calculate total digging time for clay
+total_clay_digging_time = clay_digging_time * feet_per_hour_clay
+
+# Calculate total digging time
+total_digging_time = total_soil_digging_time + total_clay_digging_time
+
+# Final answer
+print(total_digging_time)','stop',243,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,3,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',3,'Let''s break down the problem step-by-step and then implement the solution in Python.
+
+1. **Calculate Bill''s digging rate through soil:**
+   - Bill can dig 4 feet/hour through soil.
+
+2. **Calculate Bill''s digging rate through clay:**
+   - Bill can dig half that fast through clay, which is \( \frac{4}{2} = 2 \) feet/hour.
+
+3. **Determine the digging rate for soil and clay:**
+   - The total digging rate is \( 4 + 2 = 6 \) feet/hour.
+
+4. **Calculate the time required to dig 24 feet of soil:**
+   - Time required for soil = \( \frac{24}{6} = 4 \) hours.
+
+5. **Calculate the time required to dig 8 feet of clay:**
+   - Time required for clay = \( \frac{8}{2} = 4 \) hours.
+
+6. **Sum the time required for soil and clay:**
+   - Total time required = \( 4 + 4 = 8 \) hours.
+
+Now, let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the digging rates
+digging_rate_soil = 4  # feet/hour
+digging_rate_clay = digging_rate_soil / 2  # feet/hour
+
+# Total digging rate
+total_digging_rate = digging_rate_soil + digging_rate_clay  # feet/hour
+
+# Digging amounts
+soil_digging_amount = 24  # feet
+clay_digging_amount = 8  # feet
+
+# Calculate time required for soil and clay
+time_soil = soil_digging_amount / total_digging_rate  # hours
+time_clay = clay_digging_amount / total_digging_rate  # hours
+
+# Total time required
+total_time = time_soil + time_clay  # hours
+print(total_time)','stop',417,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,4,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',4,'To solve the problem, we need to calculate how long it will take Bill to dig through 24 feet of soil and 8 feet of clay, given that Bill can dig 4 feet/hour through soil and half that fast through clay. 
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the rate at which Bill digs through soil.
+2. Calculate the rate at which Bill digs through clay.
+3. Determine how long it will take him to dig through the soil.
+4. Determine how long it will take him to dig through the clay.
+5. Sum the times taken to dig through the soil and the clay to get the total time.
+
+Let''s write the Python code to calculate this.
+
+```python
+import numpy as np
+
+# Given data
+soil_rate = 4  # feet per hour
+clay_rate = soil_rate / 2  # feet per hour
+
+# Dimensions of the well
+soil_length = 24  # feet
+clay_length = 8  # feet
+
+# Calculate the time to dig through the soil
+time_soil = soil_length / soil_rate
+
+# Calculate the time to dig through the clay
+time_clay = clay_length / clay_rate
+
+# Calculate the total time
+total_time = time_soil + time_clay
+
+print(total_time)','stop',274,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,5,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',5,'To determine how long Bill will take him to dig the well, we need to calculate the time he spends digging through soil and clay separately and then sum these times.
+
+1. **Calculate the time to dig through soil:**
+   - Bill can dig through soil at a rate of 4 feet per hour.
+   - He has to dig through 24 feet of soil.
+   - The time to dig through soil is given by the formula: \(\frac{\text{length}}{\text{rate}}\).
+   \[
+   \text{Time to dig through soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. **Calculate the time to dig through clay:**
+   - Bill can dig through clay at a rate of \(\frac{1}{2}\) feet per hour.
+   - He has to dig through 8 feet of clay.
+   - The time to dig through clay is given by the formula: \(\frac{\text{length}}{\text{rate}}\).
+   \[
+   \text{Time to dig through clay} = \frac{8 \text{ feet}}{\frac{1}{2} \text{ feet/hour}} = 8 \times 2 = 16 \text{ hours}
+   \]
+
+3. **Sum the times to dig through soil and clay:**
+   - The total time is the sum of the times to dig through soil and clay.
+   \[
+   \text{Total time} = 6 \text{ hours} + 16 \text{ hours} = 22 \text{ hours}
+   \]
+
+Therefore, the final answer is \(\boxed{22}\) hours.','stop',371,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,6,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',6,'```python
+import numpy as np
+import sympy as sp
+
+# Define the rate of digging in feet per hour through soil
+rate_soil = 4
+
+# Calculate the rate of digging in feet per hour through clay
+rate_clay = rate_soil * 0.5
+
+# Total digging time in hours
+total_time = (24 / rate_soil) + (8 / rate_clay)
+
+print(total_time)','stop',93,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,0,7,'3cc926c7ae3f2761fc490cb8f2631818d16796a03f18ceca332d8cbae9f4f42f',7,'Let''s solve this problem step-by-step using Python code.
+
+1. Calculate the digging speed through soil.
+2. Calculate the digging speed through clay.
+3. Calculate the total digging time.
+4. Print the result.
+
+Here''s the Python code to solve the problem:
+
+```python
+import numpy as np
+
+# Given data
+soil_digging_speed = 4  # feet per hour
+clay_digging_speed = soil_digging_speed / 2  # feet per hour
+
+# Total digging time
+soil_digging_time = 24 / soil_digging_speed  # hours
+clay_digging_time = 8 / clay_digging_speed  # hours
+
+# Total digging time
+total_digging_time = soil_digging_time + clay_digging_time  # hours
+
+# Print the result
+print("It will take Bill {:.2f} hours to dig the well.".format(total_digging_time))','stop',202,183,120,1.18343654339347938988e+01,383456877504.0,NULL);
+INSERT INTO "chains" VALUES(49,1,0,'86743ad91d794ae0852e3c4ef119d367a466cd1596235324e0a43eaed491baf1',0,'The total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',23,540,529,1.07686210128252124462e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(49,2,0,'49cdb2a8398f6b2fe9df1354e1fd57292ab768e7c92e4311e4caeec5cd297f42',0,'The total time it will take Bill to dig the well is \(\boxed{112}\) hours.','stop',24,437,425,1.16000264158158516991e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(49,3,0,'e93783ad5a29cb4c8cbb4de885f9a3bdb7e5a920aa9b336a3c6b8f3af2b714cb',0,'The total time it will take Bill to dig the well is \(\boxed{5.33}\) hours.','stop',25,623,599,1.44652685913635381531e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(49,4,0,'033613213c64ff558bc26f7783f194e5b12f88ce5ef9caa957f8a37ed4618167',0,'The total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',23,465,250,6.47666518928547585431e+00,298699358976.0,NULL);
+INSERT INTO "chains" VALUES(49,5,0,'2d4297e4b49f099ff1e9b4b705661abe95e6342ad8a7273d7185acbe629f299d',0,'The final answer is \(\boxed{10}\) hours.','stop',15,285,202,2.57697178744343702305e+00,122252480256.0,NULL);
+INSERT INTO "chains" VALUES(49,6,0,'c98eb599d58b34a3694fbd47e9572079ec12aea3e326b753853ff05539965776',0,'The final answer is \(\boxed{10.00}\).','stop',16,406,384,1.08385561944374964049e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(50,0,0,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',0,'To determine the number of Instagram likes Fishio has after receiving additional likes, let''s break down the problem step by step.
+
+1. **Initial Likes Calculation:**
+   Fishio received 2000 likes on the photo after 1 week.
+
+2. **Three Weeks Later:**
+   The number of likes was 70 times as many as the initial number of likes three weeks later. Therefore, the number of likes three weeks later is:
+   \[
+   70 \times 2000 = 140000
+   \]
+
+3. **Additional Likes:**
+   Fishio received 20000 more new likes recently. Therefore, the total number of likes after these additional likes is:
+   \[
+   20000 + 20000 = 40000
+   \]
+
+So, the final number of Instagram likes is \(\boxed{40000}\).','stop',202,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,1,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',1,'Let''s solve this step-by-step:
+
+1. First, we need to determine the initial number of likes Fishio received. According to the problem, three weeks later, the number of likes was 70 times as many as the initial number of likes. Since the initial number of likes is 2000, we can calculate the initial number of likes as follows:
+   \[
+   \text{Initial number of likes} = 2000 \times 70
+   \]
+
+2. Next, we need to add 20000 more new likes recently. Since the initial number of likes was 2000, the number of likes after one week and one week is the same:
+   \[
+   \text{Total likes after one week and one week} = \text{Initial number of likes} + 20000
+   \]
+
+Let''s calculate this using Python code.
+```python
+# Initial number of likes
+initial_likes = 2000 * 70
+
+# Total likes after one week and one week
+total_likes = initial_likes + 20000
+print(total_likes)','stop',244,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,2,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of likes in the first week.
+2. Calculate the number of likes in the third week.
+3. Calculate the number of likes in the fourth week (which is the same as the third week).
+4. Add 20000 more new likes to the number of likes in the fourth week.
+
+Let''s write the Python code to solve this problem:
+
+```python
+# Initial number of likes
+initial_likes = 2000
+
+# Number of likes in the first week
+likes_first_week = initial_likes * 3
+
+# Number of likes in the third week
+likes_third_week = likes_first_week * 7
+
+# Number of likes in the fourth week (which is the same as the third week)
+likes_fourth_week = likes_third_week
+
+# Total number of likes after 20000 more new likes
+total_likes = likes_fourth_week + 20000
+
+print(total_likes)','stop',211,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,3,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',3,'To solve this problem, we need to follow these steps:
+
+1. Identify the initial number of likes.
+2. Calculate the number of likes after 3 weeks.
+3. Calculate the new number of likes after 20000 more new likes.
+4. Sum the new number of likes to get the total number of likes.
+
+Let''s break it down step-by-step using Python code.
+
+1. Identify the initial number of likes: \( L_0 = 2000 \).
+2. Calculate the number of likes after 3 weeks: \( L_3 = 3 \times 2000 = 6000 \).
+3. Calculate the new number of likes after 20000 more new likes: \( L_{20000} = L_3 + 20000 = 6000 + 20000 = 8000 \).
+4. Sum the new number of likes: \( \text{Total likes} = L_{20000} = 8000 \).
+
+Now, let''s write the Python code to verify this.
+```python
+# Initial number of likes
+L0 = 2000
+
+# Likes after 3 weeks
+L3 = 3 * L0
+
+# New number of likes after 20000 more new likes
+L20000 = L3 + 20000
+
+# Total number of likes
+total_likes = L20000
+print(total_likes)','stop',329,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,4,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',4,'Let''s break down the problem step by step:
+
+1. **Initial Likes:**
+   Fishio received 2000 likes on the photo after 1 week. So, the initial number of likes is 2000.
+
+2. **Three Weeks Later:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes. Therefore, the number of likes after 3 weeks is \(70 \times 2000\).
+
+3. **New Likes:**
+   Fishio received 20000 more new likes recently. This means the number of likes after 3 weeks is \(70 \times 2000 + 20000\).
+
+Now, let''s calculate the number of likes after 3 weeks.
+
+```python
+# Initial likes
+initial_likes = 2000
+
+# Likes after 3 weeks
+likes_after_3_weeks = 70 * initial_likes + 20000
+
+# Number of likes after 3 weeks
+print(likes_after_3_weeks)','stop',233,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,5,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',5,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Initial Likes**: Fishio received 2000 likes on the photo after 1 week.
+2. **Like after 3 weeks**: Three weeks later, the number of likes was 70 times as many as the initial number of likes. Therefore, the number of likes after 3 weeks is \(70 \times 2000\).
+3. **New Likes**: Fishio received 20000 more new likes recently. So, the total number of likes after 4 weeks is the initial number of likes plus the new likes.
+
+We can now calculate the total number of likes after 4 weeks using Python. Let''s write the code to do this.
+```python
+# Initial number of likes after 1 week
+initial_likes = 2000
+
+# Like after 3 weeks
+like_after_3_weeks = 70 * initial_likes
+
+# New likes received recently
+new_likes = 20000
+
+# Total number of likes after 4 weeks
+total_likes_after_4_weeks = initial_likes + like_after_3_weeks + new_likes
+print(total_likes_after_4_weeks)','stop',261,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,6,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',6,'To solve this problem, we will break it down into several steps and use Python code to ensure accuracy. Let''s go through each step:
+
+1. **Identify the initial number of likes:**
+   Fishio received 2000 likes on the photo after 1 week.
+
+2. **Calculate the number of likes after three weeks:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes.
+   \[
+   \text{Likes after three weeks} = 70 \times \text{Likes after 1 week}
+   \]
+   Substituting the initial likes:
+   \[
+   \text{Likes after three weeks} = 70 \times 2000
+   \]
+
+3. **Calculate the number of new likes received recently:**
+   Fishio received 20000 more new likes recently.
+   \[
+   \text{New likes} = 20000
+   \]
+
+4. **Sum the likes after three weeks and the new likes:**
+   \[
+   \text{Total likes} = \text{Likes after three weeks} + \text{New likes}
+   \]
+
+Now, let''s use Python code to calculate the final answer.
+```python
+# Step 1: Initial number of likes
+initial_likes = 2000
+
+# Step 2: Calculate the number of likes after three weeks
+likes_after_three_weeks = 70 * initial_likes
+
+# Step 3: Calculate the number of new likes received recently
+new_likes = 20000
+
+# Step 4: Sum the likes after three weeks and the new likes
+total_likes = likes_after_three_weeks + new_likes
+print(total_likes)','stop',372,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,0,7,'e2cfa7b83529774505a517c79aa1875570bb3c781671d191fb74b28307fddfdf',7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Let \( L_0 \) be the initial number of likes on the photo.
+2. After 1 week, the number of likes is \( L_0 + 2000 \).
+3. Three weeks later, the number of likes is \( L_0 + 70 \times (L_0 + 2000) \).
+
+According to the problem, the number of likes after 3 weeks is 20000 more than the initial number of likes. So, we can write the equation:
+\[ (L_0 + 70 \times (L_0 + 2000)) - (L_0 + 2000) = 20000 \]
+\[ 70 \times (L_0 + 2000) = 20000 \]
+\[ L_0 + 2000 = \frac{20000}{70} \]
+\[ L_0 + 2000 = 283.33333333333334 \]
+\[ L_0 = \frac{283.33333333333334 - 2000}{2000} \]
+\[ L_0 = \frac{83.33333333333333}{2000} \]
+\[ L_0 = 0.4166666666666667 \]
+\[ L_0 \approx 0.4167 \]
+
+So, the initial number of likes \( L_0 \) is approximately 0.4167. Since the number of likes must be a whole number, we need to round this to the nearest whole number. The nearest whole number to 0.4167 is 0.
+
+Let''s verify this by writing the Python code:
+```python
+# Initial number of likes
+L0 = 20000 / 70
+
+# Number of new likes recently
+new_likes = 20000
+
+# Calculate the total number of likes after three weeks
+total_likes = L0 + new_likes
+
+# Round the total number of likes to the nearest whole number','length',512,192,120,1.2172498332367249318e+01,382511626368.0,NULL);
+INSERT INTO "chains" VALUES(50,1,0,'33bb83dfef63ecd346dce7c474bdadaa1c5490212697edada7b132ae7a5237eb',0,'The total number of Instagram likes after one week and one week is \(\boxed{160000}\).','stop',26,448,435,1.66776666723287325666e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(50,2,0,'9d1f19b02d3abd171e8fb8a7c039489fe21efa49a6cc912975237a1fa76e79be',0,'The total number of Instagram likes after 20000 more new likes is \(\boxed{62000}\).','stop',29,414,402,1.80832968623123724327e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(50,3,0,'00a2aefbccb8d1bf88e2284f6bf38a968c90c0cf821ed0924fef3bd4e832e894',0,'The total number of Instagram likes after 20000 more new likes is \(\boxed{26000}\).','stop',29,532,520,1.82177841023055497871e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(50,4,0,'04cab9aa41ce7b9bc49b244509c10fdc003bc1a6e35a4350fbd8e37bbb2e7813',0,'The number of Instagram likes after three weeks is \(\boxed{160000}\).','stop',22,437,424,1.502581079858438029e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(50,5,0,'13a94dcb04fbc338940f97ba634d73861e252d3e86ac02427b46089471624709',0,'The total number of Instagram likes after 4 weeks is \(\boxed{162000}\).','stop',24,465,452,1.58954988502643668191e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(50,6,0,'e1d0b40cc5102444159e5e48b2df285e6a2eaa1a1af7ba66f4511fc22ba85ab3',0,'The total number of Instagram likes after three weeks and the new likes received recently is \(\boxed{160000}\).','stop',29,576,563,1.87678366524030115769e+00,51673728768.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -9549,6 +10983,13 @@ INSERT INTO "jobs" VALUES(40,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(41,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-577',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','56','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 15339242, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 2250, "calls": 1, "seconds": 93.40458569480047, "flops": 2946662874624.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0134, "call_seconds": 0.0188, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0258, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0115, "call_seconds": 0.0179, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0112, "call_seconds": 0.0166, "stdout_bytes": 109, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0187, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 5, 7], "seeds": [1959923517, 1959931436, 1959947274, 1959955193, 1959971031], "usage": {"prompt_tokens": 2729, "cached_prompt_tokens": 2593, "completion_tokens": 134, "calls": 5, "seconds": 8.228326684020187, "flops": 333988734720.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0, 1, 1, 0, 1]}, {"event": "vote", "counts": {"63": 1, "2643/50": 1, "2143/50": 1, "48": 1, "27857/500": 1, "11142857142857143/200000000000000": 1, "40": 1, "56": 1}, "tie_broken_by_rng": true, "winner": "56"}]',2945,2713,2384,11,0,0,3280651609344.0,0.0,1.8426562037999974563e+02,1.01730676742820548954e+02,1.79630321712125754353e+09);
 INSERT INTO "jobs" VALUES(42,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-564',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','205','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 910523351, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 2790, "calls": 1, "seconds": 115.98042851286553, "flops": 3586912977408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0131, "call_seconds": 0.0138, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0199, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [1606281387, 1606297225], "usage": {"prompt_tokens": 1057, "cached_prompt_tokens": 778, "completion_tokens": 109, "calls": 2, "seconds": 9.75087476862326, "flops": 486489251328.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0, 0, 0, 0, 0]}, {"event": "vote", "counts": {"205": 1, "16": 1, "76": 1, "755/2": 1, "105": 1, "155": 1, "7/2": 1, "140": 1}, "tie_broken_by_rng": true, "winner": "205"}]',1241,898,2899,5,0,0,4073402228736.0,0.0,2.62958442684997862671e+02,1.25765027590484962166e+02,1.79630325781132602685e+09);
 INSERT INTO "jobs" VALUES(43,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-589',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1362159292, "usage": {"prompt_tokens": 190, "cached_prompt_tokens": 120, "completion_tokens": 2500, "calls": 1, "seconds": 100.98338517463283, "flops": 3228977880576.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0154, "call_seconds": 0.0163, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0219, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0844, "call_seconds": 0.0852, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0284, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0199, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0151, "stdout_bytes": 79, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 4, 5, 6], "seeds": [1616388640, 1616404478, 1616412397, 1616420316, 1616428235, 1616436154], "usage": {"prompt_tokens": 3186, "cached_prompt_tokens": 3105, "completion_tokens": 226, "calls": 6, "seconds": 9.974988775656488, "flops": 379360789248.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1, 1, 1, 1, 0]}, {"event": "vote", "counts": {"5/2": 2, "3.00W": 1, "-7/2": 1, "0": 2, "-5/4": 1, "-5/2": 1}, "tie_broken_by_rng": true, "winner": "0"}]',3376,3225,2726,13,0,0,3608338669824.0,0.0,1.60411268396994273642e+02,1.1114524959327967224e+02,1.79630337754681921008e+09);
+INSERT INTO "jobs" VALUES(44,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-594',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','1400','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1201417430, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 2027, "calls": 1, "seconds": 82.81747704206128, "flops": 2603851795968.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.025, "call_seconds": 0.0334, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0227, "call_seconds": 0.0271, "stdout_bytes": 42, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0167, "call_seconds": 0.0209, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0252, "call_seconds": 0.026, "stdout_bytes": 44, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 5, 6], "seeds": [570632570, 570648408, 570664246, 570672165], "usage": {"prompt_tokens": 1649, "cached_prompt_tokens": 1586, "completion_tokens": 107, "calls": 4, "seconds": 6.5139166411155145, "flops": 209215584768.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 0, 1, 1, 0]}, {"event": "vote", "counts": {"21/100": 1, "1400": 2, "4800": 1, "2100": 1, "840000": 1, "60000": 1, "200": 1}, "tie_broken_by_rng": false, "winner": "1400"}]',1816,1706,2134,9,0,0,2813067380736.0,0.0,2.96239590995006437882e+02,8.94388576911955226513e+01,1.79630355407023286815e+09);
+INSERT INTO "jobs" VALUES(45,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-596',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','120','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 673501787, "usage": {"prompt_tokens": 218, "cached_prompt_tokens": 120, "completion_tokens": 2823, "calls": 1, "seconds": 118.54231454599378, "flops": 3671355412224.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0084, "call_seconds": 0.0092, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.019, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0251, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0164, "call_seconds": 0.0174, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5], "seeds": [1396311298, 1396327136, 1396335055, 1396342974], "usage": {"prompt_tokens": 2569, "cached_prompt_tokens": 2495, "completion_tokens": 146, "calls": 4, "seconds": 8.284747447946527, "flops": 272232327168.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"120": 2, "300": 1, "1": 1, "545": 1, "-3933333333333333/10000000000000": 1, "340": 1, "15": 1}, "tie_broken_by_rng": false, "winner": "120"}]',2787,2615,2969,9,0,0,3943587739392.0,0.0,1.8915202465000038501e+02,1.26897727399930744236e+02,1.7963035667142992019e+09);
+INSERT INTO "jobs" VALUES(46,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-617',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1609843850, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 2194, "calls": 1, "seconds": 75.5759183759411, "flops": 2835753408000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0227, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0148, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [448580466, 448588385], "usage": {"prompt_tokens": 1058, "cached_prompt_tokens": 1038, "completion_tokens": 24, "calls": 2, "seconds": 1.6693613923004402, "flops": 52934063616.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"5": 8}, "tie_broken_by_rng": false, "winner": "5"}]',1242,1158,2218,5,0,0,2888687471616.0,0.0,1.48104969587002415214e+02,7.72826918542339313944e+01,1.79630370218515396114e+09);
+INSERT INTO "jobs" VALUES(47,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-621',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 576419387, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 2028, "calls": 1, "seconds": 70.87047564675872, "flops": 2622756818688.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0111, "call_seconds": 0.024, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0242, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0203, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0116, "call_seconds": 0.0153, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0204, "call_seconds": 0.021, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.016, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 6, 7], "seeds": [2145769755, 2145777674, 2145785593, 2145801431, 2145817269, 2145825188], "usage": {"prompt_tokens": 2673, "cached_prompt_tokens": 2609, "completion_tokens": 117, "calls": 6, "seconds": 5.324536998214114, "flops": 220558598400.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"1500": 1, "9000": 1, "500": 1, "23000": 1, "3000": 3, "375": 1}, "tie_broken_by_rng": false, "winner": "3000"}]',2854,2729,2145,13,0,0,2843315417088.0,0.0,1.62170737509004538878e+02,7.63158424379716677794e+01,1.79630372890006256101e+09);
+INSERT INTO "jobs" VALUES(48,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-635',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1297205230, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 120, "completion_tokens": 2101, "calls": 1, "seconds": 75.52872678915348, "flops": 2724843941376.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0187, "call_seconds": 0.0197, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0347, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0222, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndexError", "wall_seconds": 0.1066, "call_seconds": 0.1075, "stdout_bytes": 0, "stderr_bytes": 196}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0243, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0224, "call_seconds": 0.0233, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 7], "seeds": [149913616, 149921535, 149929454, 149945292, 149953211, 149969049], "usage": {"prompt_tokens": 2810, "cached_prompt_tokens": 2751, "completion_tokens": 206, "calls": 6, "seconds": 11.996123140039916, "flops": 326426725632.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 0, 1]}, {"event": "vote", "counts": {"4": 1, "0": 2, "-590": 1, "60": 1, "**": 1, "50": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "0"}]',2999,2871,2307,13,0,0,3051270667008.0,0.0,1.89247364770999411121e+02,8.77564234301840286923e+01,1.79630389144297838207e+09);
+INSERT INTO "jobs" VALUES(49,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-647',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 910003473, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2379, "calls": 1, "seconds": 94.67492347147835, "flops": 3067655020032.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0161, "call_seconds": 0.0226, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0141, "call_seconds": 0.0158, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0226, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0203, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.01, "call_seconds": 0.0138, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0162, "stdout_bytes": 47, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 6, 7], "seeds": [1417772246, 1417780165, 1417788084, 1417796003, 1417811841, 1417819760], "usage": {"prompt_tokens": 2756, "cached_prompt_tokens": 2389, "completion_tokens": 126, "calls": 6, "seconds": 13.820884198173122, "flops": 613783070976.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 0, 1, 1]}, {"event": "vote", "counts": {"20": 1, "10": 4, "112": 1, "533/100": 1, "22": 1}, "tie_broken_by_rng": false, "winner": "10"}]',2939,2509,2505,13,0,0,3681438091008.0,0.0,1.83926275946010719056e+02,1.08607116992660223786e+02,1.79630391283731794364e+09);
+INSERT INTO "jobs" VALUES(50,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-649',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','160000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 869242235, "usage": {"prompt_tokens": 192, "cached_prompt_tokens": 120, "completion_tokens": 2364, "calls": 1, "seconds": 97.379986658938, "flops": 3060093010944.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0322, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.036, "call_seconds": 0.037, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0332, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0238, "call_seconds": 0.0326, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0192, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.023, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6], "seeds": [1444592239, 1444600158, 1444608077, 1444615996, 1444623915, 1444631834], "usage": {"prompt_tokens": 2872, "cached_prompt_tokens": 2796, "completion_tokens": 159, "calls": 6, "seconds": 10.266789393819842, "flops": 288616680192.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "length"], "code_runs": [0, 1, 1, 1, 1, 1, 1, 0]}, {"event": "vote", "counts": {"40000": 1, "160000": 3, "62000": 1, "26000": 1, "162000": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "160000"}]',3064,2916,2523,13,0,0,3348709691136.0,0.0,1.74575556007999693969e+02,1.07823958239763939559e+02,1.79630406603646469113e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -20052,10 +21493,1580 @@ INSERT INTO "samples" VALUES(43,7,'To determine the difference in Martin''s weig
    - The difference in weight is \(8.75 \text{ pounds} - 6.25 \text{ pounds} = 2.50 \text{ pounds}\).
 
 Therefore, the final answer is \(\boxed{2.50}\).','2.50',0,'not_equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. **Calculate the daily consumption of mushrooms:**
+   John eats 200 grams of mushrooms every day.
+
+2. **Determine the daily protein consumption:**
+   We know that the cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the daily protein consumption is:
+   \[
+   \text{Daily protein consumption} = \frac{3 \text{ grams}}{100 \text{ grams}} = 0.03 \text{ grams}
+   \]
+
+3. **Calculate the weekly protein consumption:**
+   There are 7 days in a week. Therefore, the weekly protein consumption is:
+   \[
+   \text{Weekly protein consumption} = 0.03 \text{ grams/day} \times 7 \text{ days} = 0.21 \text{ grams}
+   \]
+
+So, the final answer is \(\boxed{0.21}\).','0.21',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,1,'To solve this problem, we need to calculate the total amount of protein John eats in a week and then divide it by 7.
+
+First, let''s determine the amount of protein John eats in one day:
+1. The cup of mushrooms weighs 100 grams.
+2. John eats 200 grams of mushrooms every day.
+
+Next, we calculate the total amount of protein John eats in a week:
+1. There are 7 days in a week.
+2. The total amount of protein John eats in a week is the product of the daily protein consumption and the number of days.
+
+Now, let''s write the Python code to calculate this:
+```python
+# Given data
+cup_weight = 100  # grams
+mushroom_protein_per_day = 200  # grams
+days_in_week = 7
+
+# Calculate the total protein consumption in a week
+total_protein_per_week = mushroom_protein_per_day * days_in_week
+print(total_protein_per_week)
+```
+```output
+1400
+```
+John gets \(\boxed{1400}\) grams of protein per week from eating 200 grams of mushrooms every day.','1400',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(44,2,'Let''s break down the problem step by step.
+
+1. **Calculate the daily protein weight of 200 grams of mushrooms:**
+   - Each cup of mushrooms weighs 100 grams.
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the protein weight of 200 grams of mushrooms per day is \(200 \text{ grams} \times 3 \text{ grams/day} = 600 \text{ grams/day}\).
+
+2. **Calculate the weekly protein weight of 200 grams of mushrooms:**
+   - There are 7 days in a week.
+   - Therefore, the weekly protein weight of 200 grams of mushrooms per day is \(600 \text{ grams/day} \times 7 \text{ days/week} = 4200 \text{ grams/week}\).
+
+3. **Combine the daily and weekly protein weights:**
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the total protein weight of 200 grams of mushrooms per week is \(4200 \text{ grams/week} + 600 \text{ grams/day} = 4800 \text{ grams/week}\).
+
+So, the final answer is \(\boxed{4800}\).','4800',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,3,'To solve this problem, we can use the following steps:
+
+1. Calculate the total amount of protein in 200 grams of mushrooms.
+2. Multiply the total protein by 7 (the number of days in a week) to get the total protein per week.
+
+Let''s break it down into a Python program:
+
+```python
+# Define the given values
+mushroom_weight = 100  # grams
+protein_protein = 3  # grams
+
+# Calculate the total protein in 200 grams of mushrooms
+total_protein = protein_protein * mushroom_weight
+
+# Calculate the total protein per week
+protein_per_week = total_protein * 7
+
+# Print the final answer
+print("John gets", protein_per_week, "grams of protein per week.")
+```
+```output
+John gets 2100 grams of protein per week.
+```
+The final answer is \(\boxed{2100}\) grams of protein per week.','2100',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,4,'To determine how many grams of protein John gets per week from 200 grams of mushrooms, we need to follow these steps:
+
+1. Calculate the total number of grams of protein in 200 grams of mushrooms.
+2. Determine how many grams of protein John gets per day from the total protein.
+3. Calculate how many grams of protein John gets per week from the total protein.
+
+First, let''s calculate the total number of grams of protein in 200 grams of mushrooms. John eats 200 grams of mushrooms every day, and each gram of mushrooms contains 3 grams of protein. Therefore, the total protein can be calculated as:
+\[
+200 \text{ grams} \times 3 \text{ grams/gram} = 600 \text{ grams}
+\]
+
+Next, we determine how many grams of protein John gets per day from the total protein. Since John eats 200 grams of mushrooms every day, the protein per day is:
+\[
+600 \text{ grams} \times 200 \text{ grams/day} = 120000 \text{ grams/day}
+\]
+
+Finally, we calculate how many grams of protein John gets per week from the total protein. Since there are 7 days in a week, the protein per week is:
+\[
+120000 \text{ grams/day} \times 7 \text{ days/week} = 840000 \text{ grams/week}
+\]
+
+So, the final answer is:
+\[
+\boxed{840000}
+\]','840000',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total weight of the mushrooms John eats per day.
+2. Determine the total weight of the mushrooms John eats per week.
+3. Calculate the total protein content of the mushrooms John eats per week.
+
+Let''s break down the problem:
+
+1. John eats 200 grams of mushrooms every day.
+2. John eats 100 grams of mushrooms in total per week.
+3. John eats 3 grams of protein in total per week.
+
+We can express the total protein content per week as:
+\[
+\text{Total protein content per week} = \frac{\text{Total mushroom weight per week}}{\text{Total mushroom weight}} \times \text{Protein weight per gram}
+\]
+
+Let''s implement this in Python using SymPy to ensure accuracy.
+
+```python
+import sympy as sp
+
+# Define the variables
+mushroom_weight_per_week = 100  # grams
+protein_weight_per_gram = 3  # grams
+
+# Total mushroom weight per week
+total_mushroom_weight_per_week = mushroom_weight_per_week * 200
+
+# Total protein content per week
+total_protein_content_per_week = total_mushroom_weight_per_week * protein_weight_per_gram
+
+# Print the result
+print(total_protein_content_per_week)
+```
+```output
+60000
+```
+John gets \(\boxed{60000}\) grams of protein per week from eating 200 grams of mushrooms every day.','60000',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total weight of the mushrooms John eats in a day.
+2. Determine the total protein content of the mushrooms John eats in a day.
+3. Calculate the total protein content of the mushrooms John eats in a week.
+4. Print the result in a formatted output block.
+
+Let''s write the Python code to solve this step-by-step.
+
+```python
+# Given data
+weight_per_day = 200  # grams
+protein_per_gram = 3  # grams
+days_per_week = 7  # days
+
+# Step 1: Calculate total weight of the mushrooms John eats in a day
+total_weight_per_day = weight_per_day / protein_per_gram
+
+# Step 2: Determine the total protein content of the mushrooms John eats in a day
+total_protein_per_day = protein_per_gram * total_weight_per_day
+
+# Step 3: Calculate the total protein content of the mushrooms John eats in a week
+total_protein_per_week = protein_per_gram * (total_weight_per_day * days_per_week)
+
+# Step 4: Print the result in a formatted output block
+print(f"John eats {total_protein_per_day:.2f} grams of protein per week.")
+```
+```output
+John eats 200.00 grams of protein per week.
+```
+The final answer is \(\boxed{200.00}\) grams of protein John gets per week.','200.00',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,7,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate the total number of grams of protein in the cup of mushrooms.
+2. Determine how many grams of protein John eats in a week.
+3. Calculate the total grams of protein John eats per week.
+
+Step 1: Calculate the total number of grams of protein in the cup of mushrooms.
+The cup of mushrooms weighs 100 grams and has 3 grams of protein. Therefore, the total number of grams of protein is:
+\[ 100 + 3 = 103 \]
+
+Step 2: Determine how many grams of protein John eats in a week.
+John eats 200 grams of mushrooms every day. Therefore, the number of grams of protein John eats in a week is:
+\[ 200 \]
+
+Step 3: Calculate the total grams of protein John eats per week.
+The total grams of protein John eats per week is the product of the number of grams of protein he eats in a day and the number of days in a week:
+\[ 200 \times 7 = 1400 \]
+
+Therefore, the final answer is:
+\[
+\boxed{1400}
+\]','1400',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,0,'Let''s break down the problem step by step:
+
+1. **Calculate the total cost of dental work:**
+   - George needs 2 implants, each with a base price of $2000.
+   - He wants a crown made of porcelain, which costs an extra $500.
+   - Therefore, the total cost is $2000 (base price of implants) + $500 (extra cost of porcelain) = $2500.
+
+2. **Determine the amount of money George has already deposited:**
+   - George’s deposit is $600.
+
+3. **Calculate the remaining amount needed to pay for the dental work:**
+   - The remaining amount needed is $2500 - $600 = $1900.
+
+4. **Determine how many hours George needs to work to earn $1900:**
+   - George makes $15 per hour.
+   - To earn $1900, George needs to work for $1900 / $15 = 120 hours.
+
+So, George needs to work \(\boxed{120}\) hours before he has enough to pay for the dental work.','120',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(45,1,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total cost of the dental work:**
+   - George needs 2 implants.
+   - The base price of each implant is $2000.
+   - For one implant, he wants a crown made of porcelain.
+   - That feature costs an extra $500.
+   - Therefore, the total cost of the dental work is $2000 + $2000 + $500 + $500 = $2150.
+
+2. **Determine how many hours George needs to work before he has enough to pay for the dental work:**
+   - George needs $15 per hour.
+   - The total cost of the dental work is $2150.
+   - To find out how many hours he needs to work, we divide the total cost by his hourly rate: $\frac{2150}{15} = 140$.
+
+Now, let''s implement this in Python code to verify our solution.
+```python
+# Define the variables
+base_price_per_implement = 2000
+number_of_implements = 2
+cost_per_feature = 500
+hours_per_hour = 15
+total_cost = base_price_per_implement * number_of_implements + cost_per_feature
+
+# Calculate the number of hours needed to work
+hours_needed = total_cost / hours_per_hour
+print(hours_needed)
+```
+```output
+300.0
+```
+The final answer is \(\boxed{300}\). George needs to work for \(\boxed{300}\) hours before he has enough to pay for the dental work.','300',0,'not_equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,2,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine how much more George needs to pay.
+3. Calculate the number of hours he needs to work to cover the additional amount.
+
+**Step 1: Calculate the total cost of the dental work.**
+
+George needs 2 implants, and each implant has a base price of $2000. Therefore, the total cost for the implants is:
+\[
+2 \times 2000 = 4000
+\]
+
+**Step 2: Determine how much more George needs to pay.**
+
+George already put down a deposit of $600, and he needs to pay an additional $15 per hour at work. Therefore, the total additional amount he needs to pay is:
+\[
+15 \times 1 = 15
+\]
+
+**Step 3: Calculate the number of hours he needs to work to cover the additional amount.**
+
+To find out how many hours he needs to work, we divide the total additional amount by his hourly wage:
+\[
+\frac{15}{15} = 1
+\]
+
+Thus, George needs to work \(\boxed{1}\) hour before he has enough to pay for the dental work.','1',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,3,'To solve this problem, we need to break it down into several steps:
+
+1. Calculate the total cost of the dental work without considering the crown.
+2. Determine how much additional money George needs to pay.
+3. Calculate how many hours he needs to work to cover the additional money.
+
+Let''s implement this step-by-step in Python.
+
+1. Calculate the total cost of the dental work without considering the crown:
+   - Each implant costs $2000.
+   - There are 2 implants.
+   - Therefore, the total cost for one implant is $2000 * 2 = $4000.
+   - Since there are 2 implants, the total cost for the dental work without considering the crown is $4000 * 2 = $8000.
+
+2. Determine how much additional money George needs to pay:
+   - George''s deposit is $600.
+   - The additional money needed is $8000 - $600 = $7400.
+
+3. Calculate how many hours he needs to work to cover the additional money:
+   - George''s hourly wage is $15.
+   - To find out how many hours he needs to work, we divide the additional money needed by his hourly wage.
+   - Therefore, the number of hours he needs to work is $7400 / $15 = 544.
+
+Let''s write the Python code to verify this calculation.
+
+```python
+# Given values
+base_price_per_implement = 2000
+number_of_implements = 2
+crown_price = 500
+deposit = 600
+hourly_wage = 15
+
+# Total cost of the dental work without considering the crown
+total_cost_without_crown = base_price_per_implement * number_of_implements
+
+# Additional money needed
+additional_money_needed = total_cost_without_crown - deposit
+
+# Number of hours needed to work
+number_of_hours_needed = additional_money_needed / hourly_wage
+print(number_of_hours_needed)
+```
+```output
+226.66666666666666
+```
+George needs to work for approximately 226.67 hours to cover the additional $7400 required for the dental work. Since he can''t work a fraction of an hour, we round up to the next whole number.
+
+Therefore, the final answer is \(\boxed{545}\).','545',0,'not_equivalent',493,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,4,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work before any payment.
+2. Subtract the total cost from the amount George already has to determine how much more he needs to pay.
+3. Divide the remaining amount by the payment rate to find out how many hours he needs to work.
+
+Let''s break this down step-by-step and write the Python code to calculate the answer.
+
+1. **Calculate the total cost of the dental work:**
+   - George needs 2 implants.
+   - Each implant has a base price of $2000.
+   - For one implant, he wants a crown made of porcelain. That feature costs an extra $500.
+   - Therefore, the total cost of the crown is $2000 + $500 = $2500.
+   - The total cost of the dental work is $2000 + $2500 = $4500.
+
+2. **Calculate the remaining amount after the deposit:**
+   - George already has $600.
+   - The remaining amount is $4500 - $600 = $3900.
+
+3. **Divide the remaining amount by the payment rate:**
+   - George makes $15 per hour at work.
+   - The number of hours he needs to work is $\frac{3900}{15} = 260$.
+
+Let''s write the Python code to verify this:
+
+```python
+# Given values
+base_price_per_implant = 2000
+feature_cost_per_implant = 2500
+num_implants = 2
+num_crown_features = 1
+extra_crown_feature_cost = 500
+deposit = 600
+payment_rate_per_hour = 15
+
+# Total cost of the dental work
+total_cost_of_crown = base_price_per_implant + extra_crown_feature_cost
+total_cost_of_dental_work = (num_implants * base_price_per_implant) + total_cost_of_crown
+
+# Remaining amount after deposit
+remaining_amount = deposit - total_cost_of_dental_work
+
+# Number of hours needed to work
+num_hours_needed = remaining_amount / payment_rate_per_hour
+
+print(num_hours_needed)
+```
+```output
+-393.3333333333333
+```
+It looks like there was an issue with the calculation of the remaining amount.','-393.3333333333333',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,5,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. **Calculate the total cost of the dental work:**
+   - George needs 2 implants.
+   - Each implant has a base price of $2000.
+   - One implant has a crown made of porcelain, which costs an extra $500.
+   - Therefore, the total cost before the crown is $2000 + $500 = $2500.
+   - Since he needs 2 implants, the total cost before the crown is $2500 \times 2 = $5000.
+   - George already put down a deposit of $600.
+   - Therefore, the total cost before the crown is $5000 + $600 = $5600.
+
+2. **Calculate the number of hours needed to work:**
+   - George makes $15 per hour.
+   - The total cost before the crown is $5600.
+   - To find out how many hours he needs to work, we divide the total cost by his hourly rate.
+   - Therefore, the number of hours needed to work is $5600 / $15 = 360.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Constants
+implants = 2
+base_price_per_implant = 2000
+cost_per_crown_feature = 500
+deposit = 600
+hourly_rate = 15
+
+# Calculate the total cost before the crown
+total_cost_before_crown = (implants * base_price_per_implant) + cost_per_crown_feature + deposit
+
+# Calculate the number of hours needed to work
+hours_needed = total_cost_before_crown / hourly_rate
+print(hours_needed)
+```
+```output
+340.0
+```
+George needs to work \(\boxed{340}\) hours before he has enough to pay for the dental work.','340',0,'not_equivalent',416,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,6,'To solve this problem, we need to determine how many hours George needs to work to pay for the dental work before he has enough money. We''ll break down the problem step-by-step:
+
+1. **Calculate the total cost of one implant:**
+   - Base price of one implant = $2000
+   - Cost for crown made of porcelain = $500
+   - Total cost for one implant = $2000 + $500 = $2500
+
+2. **Determine the total cost for all implants:**
+   - George needs 2 implants, so the total cost for all implants = $2500
+
+3. **Calculate the remaining money after the deposit:**
+   - George''s deposit = $600
+   - Remaining money = $2500 - $600 = $1900
+
+4. **Determine how many hours George needs to work to pay for the remaining money:**
+   - George makes $15 per hour at work
+   - To find out how many hours he needs to work, we divide the remaining money by his hourly rate: $\frac{1900}{15} = 120$
+
+5. **Round the result to the nearest whole number:**
+   - George needs to work for 120 hours, which is already a whole number.
+
+So, the final answer is \(\boxed{120}\).','120',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,7,'To determine how many hours George needs to work before he has enough to pay for the dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine the remaining money George has after his deposit.
+3. Calculate the remaining money George needs to pay for the dental work.
+4. Determine how many hours George needs to work to pay for the remaining money.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total cost of the dental work:
+   - Each implant has a base price of $2000.
+   - George needs 2 implants.
+   - Therefore, the total cost is \(2 \times 2000 = 4000\) dollars.
+
+2. Determine the remaining money George has after his deposit:
+   - George already put down a deposit of $600.
+   - Therefore, the remaining money is \(4000 - 600 = 3400\) dollars.
+
+3. Calculate the remaining money George needs to pay for the dental work:
+   - George needs $15 per hour at work.
+   - Therefore, the remaining money needed is \(3400 \div 15 = 220\) dollars.
+
+4. Determine how many hours George needs to work to pay for the remaining money:
+   - Since George needs $220, he needs to work for \( \frac{220}{15} \approx 14.67\) hours. Since George cannot work a fraction of an hour, he needs to work for the next whole number, which is 15 hours.
+
+Therefore, the final answer is \(\boxed{15}\).','15',0,'not_equivalent',353,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate Prince''s daily meat production.
+2. Determine how many days it will take to sell the total amount of meat from Bill''s bull.
+
+First, we calculate Prince''s daily meat production. Prince sells 15kg of meat every hour he works and works 10 hours a day. Therefore, his daily meat production is:
+\[ 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day} \]
+
+Next, we need to find out how many days it will take to sell the total amount of meat from Bill''s bull. Bill gives Prince a bull that weighs 750kg. To find out how many days it will take to sell this amount of meat, we divide the total weight of the bull by his daily meat production:
+\[ \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(46,1,'Let''s break down the problem step by step:
+
+1. First, we need to calculate how much meat Prince sells in one day. Since he sells 15kg of meat every hour and he works 10 hours a day, he sells:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+2. Next, we need to calculate how much meat Prince sells in one day from Bill''s bull. Bill gives Prince a bull that weighs 750kg, so Prince sells:
+\[ 750 \, \text{kg} \]
+
+3. To find out how many days it will take Prince to sell the meat from Bill''s bull, we divide the amount of meat he sells from Bill''s bull by the amount of meat he sells in one day:
+\[ \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+So, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,2,'To solve this problem, we need to calculate the total amount of meat Prince sells in a day and then determine how many days it will take him to sell it from Bill''s bull.
+
+1. Calculate the total amount of meat sold in a day:
+   - Prince sells 15 kg of meat every hour.
+   - He works 10 hours a day.
+   - Therefore, the total amount of meat sold in a day is \(15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}\).
+
+2. Determine how many days it will take Prince to sell the meat from Bill''s bull:
+   - Bill gives Prince a bull that weighs 750 kg.
+   - Prince needs to sell 750 kg of meat in a day.
+   - Therefore, the number of days it will take Prince to sell the meat from Bill''s bull is \(\frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}\).
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Define the variables
+meat_per_hour = 15  # kg
+hours_per_day = 10  # hours
+bill_weight = 750  # kg
+
+# Calculate the total amount of meat sold in a day
+total_meat_sold = meat_per_hour * hours_per_day
+
+# Calculate the number of days it will take Prince to sell the meat from Bill''s bull
+days_to_sell = bill_weight / total_meat_sold
+
+# Print the result
+print(days_to_sell)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','5',1,'equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,3,'To determine how many days it will take Prince to sell 15kg of meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in a day.
+2. Determine how many days it will take Prince to sell all the meat from Bill''s bull based on the daily sales.
+
+Let''s break it down step-by-step:
+
+1. Prince sells 15kg of meat every hour.
+2. He works 10 hours a day.
+3. Therefore, the daily sales are \(15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}\).
+4. Bill gives Prince a bull that weighs 750kg.
+5. To find out how many days it will take Prince to sell all the meat, we divide the total amount of meat by the daily sales:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+Now let''s implement this in Python code to verify the result.
+```python
+# Constants
+meat_per_hour = 15  # in kg
+hours_worked = 10  # in hours
+weight_of_bull = 750  # in kg
+
+# Daily sales
+daily_sales = meat_per_hour * hours_worked
+
+# Days required to sell the entire weight of the bull
+days_required = weight_of_bull / daily_sales
+
+print(days_required)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','5',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,4,'To solve the problem, we''ll break it down into several steps:
+
+1. Calculate Prince''s daily meat production.
+2. Determine how many days it will take Prince to sell the meat from Bill''s bull.
+
+First, let''s calculate Prince''s daily meat production:
+- Prince sells 15kg of meat every hour.
+- He works 10 hours a day.
+- Therefore, his daily meat production is \(15 \times 10 = 150\)kg.
+
+Next, let''s determine how many days it will take Prince to sell the meat from Bill''s bull:
+- Bill gives Prince a bull that weighs 750kg.
+- Prince''s daily meat production is 150kg.
+- To find out how many days it will take him to sell the 750kg, we divide the weight of the bull by Prince''s daily meat production:
+  \[
+  \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+  \]
+
+So, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,5,'To determine how many days it will take Prince to sell 15kg of meat from Bill''s bull, we can follow these steps:
+
+1. Calculate the total amount of meat Prince sells per day.
+2. Determine how many days it will take Prince to sell the entire weight of the bull.
+
+Step 1: Calculate the total amount of meat Prince sells per day.
+Prince sells 15kg of meat every hour he works and he works 10 hours a day.
+\[
+\text{Total meat per day} = 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+\]
+
+Step 2: Determine how many days it will take Prince to sell the entire weight of the bull.
+The bull weighs 750kg.
+\[
+\text{Days to sell the bull} = \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+\]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,6,'To solve this problem, we need to determine how many days it will take Prince to sell 15kg of meat from Bill''s bull, given that he works 10 hours a day. We will use the information provided and the sympy library to perform the calculations.
+
+1. **Calculate the total amount of meat Prince sells in one day:**
+   Prince sells 15kg of meat every hour and works 10 hours a day. So, the total amount of meat he sells in one day is:
+   \[
+   15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+   \]
+
+2. **Determine how many days it will take Prince to sell 150kg of meat:**
+   Since Bill''s bull weighs 750kg and Prince sells 150kg per day, we need to calculate how many days it will take to sell 750kg. We do this by dividing the total weight of the bull by the amount of meat Prince sells per day:
+   \[
+   \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+   \]
+
+3. **Write the final answer:**
+   Prince will need 5 days to sell the meat from Bill''s bull. So, the final answer is:
+   \[
+   \boxed{5}
+   \]','5',1,'equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,7,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total weight of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell the total weight of meat from Bill''s bull.
+
+Let''s break it down step-by-step:
+
+1. Prince sells 15kg of meat every hour and works 10 hours a day. So, in one day, he sells:
+\[ 15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day} \]
+
+2. Bill gives Prince a bull that weighs 750kg. To find out how many days it will take Prince to sell the total weight of meat from Bill''s bull, we divide the total weight of meat by the weight of the bull:
+\[ \frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days} \]
+
+Therefore, it will take Prince \(\boxed{5}\) days to sell the meat from Bill''s bull.','5',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,0,'To solve this problem, let''s break it down step-by-step.
+
+1. First, we need to calculate the total number of sessions John attended. Since he went to physical therapy for 6 weeks and each week attended twice for 2 hours at a time, we can calculate the number of sessions by multiplying the number of weeks by the number of sessions per week.
+2. Then, we can calculate the total cost of the sessions by multiplying the number of sessions by the cost per hour.
+3. Finally, we can print the result.
+
+Here is the Python code to solve the problem:
+
+```python
+# Define the variables
+weeks = 6
+sessions_per_week = 2
+hours_per_session = 2
+cost_per_hour = 125
+
+# Calculate the total number of sessions
+total_sessions = weeks * sessions_per_week
+
+# Calculate the total cost of the sessions
+total_cost = total_sessions * cost_per_hour
+
+# Print the result
+print(total_cost)
+```
+```output
+1500
+```
+The physical therapy cost for John is \(\boxed{1500}\) dollars.','1500',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,1,'Let''s break down the problem step by step and then write the final answer using Python code.
+
+1. John went to physical therapy for 6 weeks.
+2. Each week, he went twice for 2 hours at a time.
+3. The sessions cost $125 per hour.
+4. To find out the total cost, we need to calculate the cost for each week and then sum them up.
+
+Here''s the step-by-step reasoning:
+
+- Calculate the cost for each week:
+  \[
+  \text{Cost for one week} = 2 \text{ hours/week} \times 125 \text{ dollars/hour} = 250 \text{ dollars/week}
+  \]
+  Since John went to physical therapy for 6 weeks, the total cost for the week is:
+  \[
+  \text{Total cost for one week} = 6 \text{ weeks} \times 250 \text{ dollars/week} = 1500 \text{ dollars}
+  \]
+  Therefore, the total cost for 6 weeks is:
+  \[
+  \text{Total cost for 6 weeks} = 6 \times 1500 \text{ dollars} = 9000 \text{ dollars}
+  \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the variables
+weeks = 6
+hours_per_week = 2
+cost_per_hour = 125
+
+# Calculate the cost for one week
+cost_per_week = hours_per_week * cost_per_hour
+
+# Calculate the total cost for 6 weeks
+total_cost_for_6_weeks = weeks * cost_per_week
+print(total_cost_for_6_weeks)
+```
+```output
+1500
+```
+The total cost for the physical therapy is \(\boxed{9000}\) dollars.','9000',0,'not_equivalent',390,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,2,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. **Understand the Problem:**
+   - John went to physical therapy for 6 weeks.
+   - Each week he went twice for 2 hours at a time.
+   - The sessions cost $125 per hour.
+
+2. **Calculate the Number of Sessions Each Week:**
+   - Each week, John went twice for 2 hours.
+   - Therefore, the number of sessions each week is \(2 \times 2 = 4\).
+
+3. **Calculate the Total Number of Sessions:**
+   - Since John went to physical therapy for 6 weeks, the total number of sessions is \(6 \times 4 = 24\).
+
+4. **Calculate the Total Cost:**
+   - The sessions cost $125 per hour.
+   - Therefore, the total cost of the sessions is \(24 \times 125 = 3000\).
+
+Let''s implement this in Python to confirm the calculation.
+
+```python
+# Given values
+weeks = 6
+sessions_per_week = 2 * 2  # 4 sessions each week
+cost_per_hour = 125
+total_cost = sessions_per_week * cost_per_hour
+
+print(total_cost)
+```
+```output
+500
+```
+The total cost of the physical therapy is \(\boxed{500}\).','500',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,3,'To determine the total cost of the physical therapy, we need to calculate the number of sessions John took, the total time he spent in those sessions, and then multiply that by the cost per hour.
+
+First, we calculate the number of sessions John took. Since he went to physical therapy for 6 weeks and each week he went twice for 2 hours, we can calculate the total number of sessions as follows:
+\[ 6 \text{ weeks} \times 2 \text{ hours/week} \times 2 \text{ sessions/week} = 6 \times 4 \times 2 = 48 \text{ sessions} \]
+
+Next, we calculate the total time John spent in those sessions. Since each session lasted 2 hours, we can calculate the total time as follows:
+\[ 48 \text{ sessions} \times 2 \text{ hours/session} = 192 \text{ hours} \]
+
+Now, we calculate the total cost of the physical therapy. We know that the sessions cost $125 per hour, so we can calculate the total cost as follows:
+\[ 192 \text{ hours} \times 125 \text{ dollars/hour} = 23000 \text{ dollars} \]
+
+Therefore, the total cost of the physical therapy is \(\boxed{23000}\).','23000',0,'not_equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,4,'To determine the total cost of the physical therapy session, we need to break down the problem into smaller steps and then implement the solution in Python.
+
+1. Calculate the number of weeks in the physical therapy session.
+2. Determine the duration of each week in hours.
+3. Calculate the total duration of the physical therapy session in hours.
+4. Calculate the total cost of the physical therapy session.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the number of weeks in the physical therapy session
+weeks_in_session = 6
+
+# Step 2: Determine the duration of each week in hours
+hours_per_week = 2 * 2  # 2 hours at a time
+
+# Step 3: Calculate the total duration of the physical therapy session in hours
+total_hours = weeks_in_session * hours_per_week
+
+# Step 4: Calculate the total cost of the physical therapy session
+cost_per_hour = 125
+total_cost = total_hours * cost_per_hour
+
+# Print the final answer
+print(total_cost)
+```
+```output
+3000
+```
+The total cost of the physical therapy session is \(\boxed{3000}\).','3000',1,'equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(47,5,'To determine the cost of the physical therapy, we need to calculate the total number of sessions John attended and then multiply the total number of sessions by the cost per session.
+
+1. **Calculate the number of sessions attended:**
+   - John attended 6 weeks of physical therapy.
+   - Each week, he attended 2 sessions, and each session is 2 hours.
+   - Therefore, the total number of sessions is \(6 \text{ weeks} \times 2 \text{ sessions/week} \times 2 \text{ hours/session} = 24 \text{ sessions}\).
+
+2. **Determine the cost per session:**
+   - The sessions cost $125 per hour.
+   - Therefore, the total cost is \(24 \text{ sessions} \times 125 \text{ dollars/session} = 3000 \text{ dollars}\).
+
+Putting it all together, the cost of the physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,6,'To solve this problem, we need to calculate the total time John went to physical therapy and then multiply that by the cost per hour.
+
+Here''s a step-by-step breakdown:
+
+1. Calculate the total number of hours John went to physical therapy.
+2. Multiply the total number of hours by the cost per hour.
+
+Let''s write the Python code to perform these steps.
+```python
+# Given data
+weeks = 6
+hours_per_week = 2 * 2  # 2 hours at a time
+cost_per_hour = 125
+
+# Calculate total hours
+total_hours = weeks * hours_per_week
+
+# Calculate total cost
+total_cost = total_hours * cost_per_hour
+print(total_cost)
+```
+```output
+3000
+```
+The physical therapy cost for John was \(\boxed{3000}\) dollars.','3000',1,'equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,7,'To determine the total cost of the physical therapy, we need to follow these steps:
+
+1. Calculate the number of sessions John went to.
+2. Calculate the total time spent on the sessions.
+3. Calculate the cost of the sessions based on the total time.
+
+Let''s break it down step-by-step:
+
+1. John went to physical therapy for 6 weeks. Since there are 7 days in a week, the total number of days is \(6 \times 7 = 42\).
+2. Each week, he went twice for 2 hours at a time. Since each week has 7 days, the number of sessions he went to is \(\frac{42}{2} = 21\).
+3. The cost of each session is $125. So, the total cost is \(21 \times 125 = 2625\).
+
+Now let''s write the Python program to confirm this calculation.
+```python
+# Number of weeks John went to physical therapy
+weeks = 6
+
+# Number of days in a week
+days_per_week = 7
+
+# Number of sessions per week (twice for 2 hours)
+sessions_per_week = 2 * days_per_week
+
+# Total number of days
+total_days = weeks * days_per_week
+
+# Total number of sessions
+total_sessions = total_days // sessions_per_week
+
+# Cost of each session
+cost_per_session = 125
+
+# Total cost
+total_cost = total_sessions * cost_per_session
+print(total_cost)
+```
+```output
+375
+```
+The total cost of the physical therapy is \(\boxed{375}\).','375',0,'not_equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,0,'To determine how many classes Manny can miss before they don''t sign up again, we can use the following reasoning:
+
+1. The total number of classes is 10.
+2. The cost of each class is $60.
+3. If the classes cost more than $10 per class, they will not sign him up again.
+4. Let \( x \) be the number of classes Manny misses before they don''t sign up again.
+
+The equation representing this situation is:
+\[ 60x > 10 \]
+
+To solve this equation, we first isolate \( x \):
+\[ x > \frac{10}{60} \]
+\[ x > \frac{1}{6} \]
+\[ x > 0.1667 \]
+
+Since \( x \) must be an integer, the smallest integer greater than or equal to 0.1667 is 1. Therefore, Manny can miss up to 1 class before they don''t sign up again.
+
+Now, let''s write the Python code to verify this reasoning:
+
+```python
+# Define the cost of each class and the total number of classes
+cost_per_class = 60
+total_classes = 10
+
+# Calculate the number of classes missed before signing up again
+missed_classes = total_classes - (cost_per_class / total_classes)
+
+# Round up to the nearest whole number
+missed_classes = round(missed_classes)
+
+# Print the result
+print(missed_classes)
+```
+```output
+4
+```
+The final answer is \(\boxed{4}\).','4',1,'equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,1,'To determine how many classes Manny can miss before he doesn''t sign up again, we need to follow these steps:
+
+1. Calculate the total cost of the classes if the classes end up costing more than $10 per class.
+2. Determine how many classes can be missed by subtracting the total cost from the total number of classes.
+
+Let''s break this down into Python code:
+
+```python
+# Given data
+total_classes = 10
+classes_end_up_cost = 10
+cost_per_class = 60
+
+# Calculate the total cost if classes end up costing more than $10 per class
+if classes_end_up_cost > cost_per_class:
+    total_cost_missed = total_classes - classes_end_up_cost
+else:
+    total_cost_missed = 0
+
+# Output the result
+print(total_cost_missed)
+```
+```output
+0
+```
+Based on the calculations, Manny can miss \(\boxed{0}\) classes before they don''t sign up again.','0',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(48,2,'Let''s solve this step-by-step:
+
+1. We need to determine how many classes Manny can miss before they don''t sign up again.
+2. We know that the number of classes is 10 and that if they end up costing more than $10 per class, they won''t sign him up again.
+3. Let''s calculate the total cost of the classes. Since each class costs $60 and there are 10 classes, the total cost is $60 * 10.
+4. We need to find out how many classes we can miss by subtracting the total cost from the total number of classes. This can be done using the subtraction operation in Python.
+
+Let''s implement this in Python:
+
+```python
+# Given values
+total_classes = 10
+cost_per_class = 60
+
+# Calculate total cost
+total_cost = cost_per_class * total_classes
+
+# Calculate the number of missed classes
+missed_classes = total_classes - total_cost
+
+# Print the result
+print(missed_classes)
+```
+```output
+-590
+```
+The calculation shows that Manny cannot miss more than \(\boxed{-590}\) classes before they don''t sign up again.','-590',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,3,'To determine how many classes Manny can miss before they don''t sign up again, we need to follow these steps:
+
+1. Calculate the total cost of the classes.
+2. Determine if the total cost exceeds $10 per class.
+3. Count the number of classes that cost more than $10 per class.
+
+Let''s start by calculating the total cost of the classes. Since there are 10 classes and each class costs $60, the total cost is:
+\[
+10 \times 60 = 600
+\]
+
+Next, we need to determine if the total cost exceeds $10 per class. Since $600 is greater than $10 per class, the total cost exceeds $10 per class.
+
+Now, we count the number of classes that cost more than $10 per class. We do this by dividing the total cost by $10 and rounding up to the nearest whole number. This is because we can''t miss half a class, so we take the ceiling of the result:
+\[
+\left\lceil \frac{600}{10} \right\rceil = 60
+\]
+
+Therefore, Manny can miss \(\boxed{60}\) classes before they don''t sign up again.','60',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,4,'Let''s approach this step-by-step:
+
+1. **Understand the cost structure:**
+   - Let \( c \) be the cost of each class.
+   - The total cost of 10 classes is given by \( 10c \).
+
+2. **Sign up limit:**
+   - According to the parents, if the classes end up costing more than $10 per class, the sign-up process won''t be successful.
+   - Therefore, the cost \( c \) must be less than or equal to $10.
+
+3. **Determine the number of classes that can be missed:**
+   - Since the total cost of 10 classes is $10c$, we need to find the smallest integer \( n \) such that \( 10n \leq 10c \).
+   - Solving this inequality, we get \( n \leq c \).
+
+4. **Calculate the number of missed classes:**
+   - The number of missed classes is given by \( 10c - n \).
+
+5. **Final answer:**
+   - The cost \( c \) must be less than or equal to $10 to ensure that the sign-up process won''t be successful.
+   - Therefore, the number of missed classes is \( 10c - c = 9c \).
+
+Let''s write the Python code to verify this:
+
+```python
+import sympy as sp
+
+# Define the cost c
+c = sp.symbols(''c'', positive=True)
+
+# Total cost of 10 classes
+total_cost = 10 * c
+
+# Equation for the cost to exceed $10
+equation = sp.solve(total_cost - c, c)
+
+# The cost must be less than or equal to $10
+cost_limit = sp.simplify(equation[0])
+
+# Number of missed classes
+missed_classes = total_cost - cost_limit
+
+# Print the final answer
+print(missed_classes)
+```
+```output
+IndexError: list index out of range
+```
+It seems there was an issue with the code execution. The error occurs because the `solve` function in sympy is not returning the correct value for the inequality. Instead, we need to manually check the inequality and find the smallest integer \( n \) such that \( 10n \leq 10c \).
+
+Let''s re-evaluate the inequality manually:
+
+1. \( 10n \leq 10c \)
+2. \( n \leq c \)
+
+','**',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,5,'To solve this problem, we need to determine how many classes are left after signing up for them. We can set up an equation to represent this situation. Let \( x \) be the number of classes Manny misses before the classes don''t sign him up again. Then, we can write the equation:
+
+\[ 60 - x = 10 \]
+
+To find \( x \), we can solve this equation step by step:
+
+1. Start with the equation: \( 60 - x = 10 \)
+2. Subtract 10 from both sides of the equation: \( 60 - 10 - x = 10 - 10 \)
+3. Simplify the left side: \( 50 - x = 0 \)
+4. Add x to both sides of the equation: \( 50 + x = 0 + 0 \)
+5. Subtract 50 from both sides of the equation: \( x = -50 \)
+
+So, Manny misses \(-50\) classes before the classes don''t sign him up again. Let''s verify this by writing a Python program.
+```python
+# Define the cost of classes
+cost_per_class = 60
+# Define the limit for classes not signing up again
+limit_classes = 10
+
+# Calculate the number of classes missed before signing up again
+missed_classes = cost_per_class - limit_classes
+
+print(missed_classes)
+```
+```output
+50
+```
+The final answer is \(\boxed{50}\).','50',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,6,'To determine how many classes Manny can miss before signing up again, we need to calculate the total cost of the classes and then determine how many more classes he can afford to sign up. Here''s a step-by-step reasoning process:
+
+1. Calculate the total cost of the classes.
+2. Determine how many more classes Manny can afford to sign up based on the cost per class.
+
+**Step 1: Calculate the total cost of the classes.**
+
+The cost per class is $60. There are 10 total classes, so the total cost is:
+\[ 60 \times 10 = 600 \]
+
+**Step 2: Determine how many more classes Manny can afford to sign up.**
+
+To determine how many more classes Manny can afford to sign up, we need to divide the total cost by the cost per class:
+\[ \frac{600}{60} = 10 \]
+
+Therefore, Manny can miss \(\boxed{10}\) classes before they don''t sign him up again.','10',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,7,'To solve this problem, we need to determine how many classes Manny can miss before they don''t sign up again based on the given conditions.
+
+1. The cost of signing up for a class is $60.
+2. If the classes end up costing more than $10 per class, they won''t sign him up again.
+3. There are 10 total classes.
+
+We need to calculate the maximum number of classes that can be missed by dividing the total number of classes by the cost of signing up for each class. We will use integer division (`//`) to ensure that we don''t miss any classes even if the remaining classes exceed the cost.
+
+Let''s write the Python code to solve this problem.
+```python
+# Define the total number of classes and the cost per class
+total_classes = 10
+cost_per_class = 60
+
+# Calculate the maximum number of classes that can be missed
+max_missed_classes = total_classes // cost_per_class
+
+# Print the result
+print(max_missed_classes)
+```
+```output
+0
+```
+Based on the given conditions, Manny can miss \(\boxed{0}\) classes before they don''t sign up again.','0',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,0,'To solve this problem, we need to calculate the time it takes for Bill to dig through 24 feet of soil and 8 feet of clay using the two digging speeds and the time he can dig through soil and clay at that speed.
+
+1. **Determine the digging speed for soil:**
+   Bill can dig 4 feet/hour through soil and half that fast through clay. Therefore, the digging speed for soil is:
+   \[
+   \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+   \]
+
+2. **Determine the digging speed for clay:**
+   Bill can dig half that fast through clay through soil. Therefore, the digging speed for clay is:
+   \[
+   \frac{1}{2} \times 2 \text{ feet/hour} = 1 \text{ feet/hour}
+   \]
+
+3. **Calculate the total digging time for soil:**
+   Bill has to dig through 24 feet of soil. Using the speed of soil, we calculate the time as follows:
+   \[
+   \text{Time for soil} = \frac{24 \text{ feet}}{2 \text{ feet/hour}} = 12 \text{ hours}
+   \]
+
+4. **Calculate the total digging time for clay:**
+   Bill has to dig through 8 feet of clay. Using the speed of clay, we calculate the time as follows:
+   \[
+   \text{Time for clay} = \frac{8 \text{ feet}}{1 \text{ feet/hour}} = 8 \text{ hours}
+   \]
+
+5. **Calculate the total digging time for both soil and clay:**
+   Adding the time for soil and clay gives us the total digging time:
+   \[
+   \text{Total time} = 12 \text{ hours} + 8 \text{ hours} = 20 \text{ hours}
+   \]
+
+Therefore, the final answer is \(\boxed{20}\) hours.','20',0,'not_equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,1,'Let''s break down the problem step by step and then use Python code to ensure accuracy.
+
+1. **Calculate the digging rate through soil:**
+   - Bill can dig 4 feet per hour through soil.
+   - He can dig half that fast through clay, so he can dig \(4/2 = 2\) feet per hour through clay.
+   - Therefore, the total digging rate through soil is \(4 + 2 = 6\) feet per hour.
+
+2. **Calculate the digging rate through clay:**
+   - Bill can dig half that fast through clay, so he can dig \(2/2 = 1\) foot per hour through clay.
+   - Therefore, the total digging rate through clay is \(1 + 1 = 2\) feet per hour.
+
+3. **Calculate the total digging time:**
+   - Bill needs to dig through 24 feet of soil and 8 feet of clay.
+   - Total digging time = \(\frac{24}{6} + \frac{8}{2} = 4 + 4 = 8\) hours.
+
+Now let''s confirm this with Python code.
+```python
+# Define the digging rates
+soil_rate = 4  # feet per hour
+clay_rate = soil_rate / 2  # feet per hour
+
+# Total digging time in hours
+soil_total_time = 24 / soil_rate  # total time for soil
+clay_total_time = 8 / clay_rate  # total time for clay
+
+# Total digging time in hours
+total_digging_time = soil_total_time + clay_total_time  # total time for digging
+print(total_digging_time)
+```
+```output
+10.0
+```
+The total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(49,2,'Let''s break down the problem step-by-step:
+
+1. Calculate the digging speed through clay. Bill can dig half that fast through clay.
+2. Calculate the total digging time through soil.
+3. Calculate the total digging time through clay.
+4. Sum up the total digging time from soil and clay to get the final answer.
+
+Here is the Python code to perform these steps:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+feet_per_hour_soil = 4
+feet_per_hour_clay = feet_per_hour_soil / 2
+
+# Given digging times
+soil_digging_time = 24
+clay_digging_time = 8
+
+# Calculate total digging time for soil
+total_soil_digging_time = soil_digging_time * feet_per_hour_soil
+
+# Calculate total digging time for clay
+total_clay_digging_time = clay_digging_time * feet_per_hour_clay
+
+# Calculate total digging time
+total_digging_time = total_soil_digging_time + total_clay_digging_time
+
+# Final answer
+print(total_digging_time)
+```
+```output
+112.0
+```
+The total time it will take Bill to dig the well is \(\boxed{112}\) hours.','112',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,3,'Let''s break down the problem step-by-step and then implement the solution in Python.
+
+1. **Calculate Bill''s digging rate through soil:**
+   - Bill can dig 4 feet/hour through soil.
+
+2. **Calculate Bill''s digging rate through clay:**
+   - Bill can dig half that fast through clay, which is \( \frac{4}{2} = 2 \) feet/hour.
+
+3. **Determine the digging rate for soil and clay:**
+   - The total digging rate is \( 4 + 2 = 6 \) feet/hour.
+
+4. **Calculate the time required to dig 24 feet of soil:**
+   - Time required for soil = \( \frac{24}{6} = 4 \) hours.
+
+5. **Calculate the time required to dig 8 feet of clay:**
+   - Time required for clay = \( \frac{8}{2} = 4 \) hours.
+
+6. **Sum the time required for soil and clay:**
+   - Total time required = \( 4 + 4 = 8 \) hours.
+
+Now, let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the digging rates
+digging_rate_soil = 4  # feet/hour
+digging_rate_clay = digging_rate_soil / 2  # feet/hour
+
+# Total digging rate
+total_digging_rate = digging_rate_soil + digging_rate_clay  # feet/hour
+
+# Digging amounts
+soil_digging_amount = 24  # feet
+clay_digging_amount = 8  # feet
+
+# Calculate time required for soil and clay
+time_soil = soil_digging_amount / total_digging_rate  # hours
+time_clay = clay_digging_amount / total_digging_rate  # hours
+
+# Total time required
+total_time = time_soil + time_clay  # hours
+print(total_time)
+```
+```output
+5.333333333333333
+```
+The total time it will take Bill to dig the well is \(\boxed{5.33}\) hours.','5.33',0,'not_equivalent',442,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,4,'To solve the problem, we need to calculate how long it will take Bill to dig through 24 feet of soil and 8 feet of clay, given that Bill can dig 4 feet/hour through soil and half that fast through clay. 
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the rate at which Bill digs through soil.
+2. Calculate the rate at which Bill digs through clay.
+3. Determine how long it will take him to dig through the soil.
+4. Determine how long it will take him to dig through the clay.
+5. Sum the times taken to dig through the soil and the clay to get the total time.
+
+Let''s write the Python code to calculate this.
+
+```python
+import numpy as np
+
+# Given data
+soil_rate = 4  # feet per hour
+clay_rate = soil_rate / 2  # feet per hour
+
+# Dimensions of the well
+soil_length = 24  # feet
+clay_length = 8  # feet
+
+# Calculate the time to dig through the soil
+time_soil = soil_length / soil_rate
+
+# Calculate the time to dig through the clay
+time_clay = clay_length / clay_rate
+
+# Calculate the total time
+total_time = time_soil + time_clay
+
+print(total_time)
+```
+```output
+10.0
+```
+The total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,5,'To determine how long Bill will take him to dig the well, we need to calculate the time he spends digging through soil and clay separately and then sum these times.
+
+1. **Calculate the time to dig through soil:**
+   - Bill can dig through soil at a rate of 4 feet per hour.
+   - He has to dig through 24 feet of soil.
+   - The time to dig through soil is given by the formula: \(\frac{\text{length}}{\text{rate}}\).
+   \[
+   \text{Time to dig through soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+2. **Calculate the time to dig through clay:**
+   - Bill can dig through clay at a rate of \(\frac{1}{2}\) feet per hour.
+   - He has to dig through 8 feet of clay.
+   - The time to dig through clay is given by the formula: \(\frac{\text{length}}{\text{rate}}\).
+   \[
+   \text{Time to dig through clay} = \frac{8 \text{ feet}}{\frac{1}{2} \text{ feet/hour}} = 8 \times 2 = 16 \text{ hours}
+   \]
+
+3. **Sum the times to dig through soil and clay:**
+   - The total time is the sum of the times to dig through soil and clay.
+   \[
+   \text{Total time} = 6 \text{ hours} + 16 \text{ hours} = 22 \text{ hours}
+   \]
+
+Therefore, the final answer is \(\boxed{22}\) hours.','22',0,'not_equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,6,'```python
+import numpy as np
+import sympy as sp
+
+# Define the rate of digging in feet per hour through soil
+rate_soil = 4
+
+# Calculate the rate of digging in feet per hour through clay
+rate_clay = rate_soil * 0.5
+
+# Total digging time in hours
+total_time = (24 / rate_soil) + (8 / rate_clay)
+
+print(total_time)
+```
+```output
+10.0
+```
+The final answer is \(\boxed{10}\) hours.','10',1,'equivalent',108,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,7,'Let''s solve this problem step-by-step using Python code.
+
+1. Calculate the digging speed through soil.
+2. Calculate the digging speed through clay.
+3. Calculate the total digging time.
+4. Print the result.
+
+Here''s the Python code to solve the problem:
+
+```python
+import numpy as np
+
+# Given data
+soil_digging_speed = 4  # feet per hour
+clay_digging_speed = soil_digging_speed / 2  # feet per hour
+
+# Total digging time
+soil_digging_time = 24 / soil_digging_speed  # hours
+clay_digging_time = 8 / clay_digging_speed  # hours
+
+# Total digging time
+total_digging_time = soil_digging_time + clay_digging_time  # hours
+
+# Print the result
+print("It will take Bill {:.2f} hours to dig the well.".format(total_digging_time))
+```
+```output
+It will take Bill 10.00 hours to dig the well.
+```
+The final answer is \(\boxed{10.00}\).','10.00',1,'equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,0,'To determine the number of Instagram likes Fishio has after receiving additional likes, let''s break down the problem step by step.
+
+1. **Initial Likes Calculation:**
+   Fishio received 2000 likes on the photo after 1 week.
+
+2. **Three Weeks Later:**
+   The number of likes was 70 times as many as the initial number of likes three weeks later. Therefore, the number of likes three weeks later is:
+   \[
+   70 \times 2000 = 140000
+   \]
+
+3. **Additional Likes:**
+   Fishio received 20000 more new likes recently. Therefore, the total number of likes after these additional likes is:
+   \[
+   20000 + 20000 = 40000
+   \]
+
+So, the final number of Instagram likes is \(\boxed{40000}\).','40000',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,1,'Let''s solve this step-by-step:
+
+1. First, we need to determine the initial number of likes Fishio received. According to the problem, three weeks later, the number of likes was 70 times as many as the initial number of likes. Since the initial number of likes is 2000, we can calculate the initial number of likes as follows:
+   \[
+   \text{Initial number of likes} = 2000 \times 70
+   \]
+
+2. Next, we need to add 20000 more new likes recently. Since the initial number of likes was 2000, the number of likes after one week and one week is the same:
+   \[
+   \text{Total likes after one week and one week} = \text{Initial number of likes} + 20000
+   \]
+
+Let''s calculate this using Python code.
+```python
+# Initial number of likes
+initial_likes = 2000 * 70
+
+# Total likes after one week and one week
+total_likes = initial_likes + 20000
+print(total_likes)
+```
+```output
+160000
+```
+The total number of Instagram likes after one week and one week is \(\boxed{160000}\).','160000',0,'not_equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(50,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of likes in the first week.
+2. Calculate the number of likes in the third week.
+3. Calculate the number of likes in the fourth week (which is the same as the third week).
+4. Add 20000 more new likes to the number of likes in the fourth week.
+
+Let''s write the Python code to solve this problem:
+
+```python
+# Initial number of likes
+initial_likes = 2000
+
+# Number of likes in the first week
+likes_first_week = initial_likes * 3
+
+# Number of likes in the third week
+likes_third_week = likes_first_week * 7
+
+# Number of likes in the fourth week (which is the same as the third week)
+likes_fourth_week = likes_third_week
+
+# Total number of likes after 20000 more new likes
+total_likes = likes_fourth_week + 20000
+
+print(total_likes)
+```
+```output
+62000
+```
+The total number of Instagram likes after 20000 more new likes is \(\boxed{62000}\).','62000',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,3,'To solve this problem, we need to follow these steps:
+
+1. Identify the initial number of likes.
+2. Calculate the number of likes after 3 weeks.
+3. Calculate the new number of likes after 20000 more new likes.
+4. Sum the new number of likes to get the total number of likes.
+
+Let''s break it down step-by-step using Python code.
+
+1. Identify the initial number of likes: \( L_0 = 2000 \).
+2. Calculate the number of likes after 3 weeks: \( L_3 = 3 \times 2000 = 6000 \).
+3. Calculate the new number of likes after 20000 more new likes: \( L_{20000} = L_3 + 20000 = 6000 + 20000 = 8000 \).
+4. Sum the new number of likes: \( \text{Total likes} = L_{20000} = 8000 \).
+
+Now, let''s write the Python code to verify this.
+```python
+# Initial number of likes
+L0 = 2000
+
+# Likes after 3 weeks
+L3 = 3 * L0
+
+# New number of likes after 20000 more new likes
+L20000 = L3 + 20000
+
+# Total number of likes
+total_likes = L20000
+print(total_likes)
+```
+```output
+26000
+```
+The total number of Instagram likes after 20000 more new likes is \(\boxed{26000}\).','26000',0,'not_equivalent',358,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,4,'Let''s break down the problem step by step:
+
+1. **Initial Likes:**
+   Fishio received 2000 likes on the photo after 1 week. So, the initial number of likes is 2000.
+
+2. **Three Weeks Later:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes. Therefore, the number of likes after 3 weeks is \(70 \times 2000\).
+
+3. **New Likes:**
+   Fishio received 20000 more new likes recently. This means the number of likes after 3 weeks is \(70 \times 2000 + 20000\).
+
+Now, let''s calculate the number of likes after 3 weeks.
+
+```python
+# Initial likes
+initial_likes = 2000
+
+# Likes after 3 weeks
+likes_after_3_weeks = 70 * initial_likes + 20000
+
+# Number of likes after 3 weeks
+print(likes_after_3_weeks)
+```
+```output
+160000
+```
+The number of Instagram likes after three weeks is \(\boxed{160000}\).','160000',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,5,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Initial Likes**: Fishio received 2000 likes on the photo after 1 week.
+2. **Like after 3 weeks**: Three weeks later, the number of likes was 70 times as many as the initial number of likes. Therefore, the number of likes after 3 weeks is \(70 \times 2000\).
+3. **New Likes**: Fishio received 20000 more new likes recently. So, the total number of likes after 4 weeks is the initial number of likes plus the new likes.
+
+We can now calculate the total number of likes after 4 weeks using Python. Let''s write the code to do this.
+```python
+# Initial number of likes after 1 week
+initial_likes = 2000
+
+# Like after 3 weeks
+like_after_3_weeks = 70 * initial_likes
+
+# New likes received recently
+new_likes = 20000
+
+# Total number of likes after 4 weeks
+total_likes_after_4_weeks = initial_likes + like_after_3_weeks + new_likes
+print(total_likes_after_4_weeks)
+```
+```output
+162000
+```
+The total number of Instagram likes after 4 weeks is \(\boxed{162000}\).','162000',1,'equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,6,'To solve this problem, we will break it down into several steps and use Python code to ensure accuracy. Let''s go through each step:
+
+1. **Identify the initial number of likes:**
+   Fishio received 2000 likes on the photo after 1 week.
+
+2. **Calculate the number of likes after three weeks:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes.
+   \[
+   \text{Likes after three weeks} = 70 \times \text{Likes after 1 week}
+   \]
+   Substituting the initial likes:
+   \[
+   \text{Likes after three weeks} = 70 \times 2000
+   \]
+
+3. **Calculate the number of new likes received recently:**
+   Fishio received 20000 more new likes recently.
+   \[
+   \text{New likes} = 20000
+   \]
+
+4. **Sum the likes after three weeks and the new likes:**
+   \[
+   \text{Total likes} = \text{Likes after three weeks} + \text{New likes}
+   \]
+
+Now, let''s use Python code to calculate the final answer.
+```python
+# Step 1: Initial number of likes
+initial_likes = 2000
+
+# Step 2: Calculate the number of likes after three weeks
+likes_after_three_weeks = 70 * initial_likes
+
+# Step 3: Calculate the number of new likes received recently
+new_likes = 20000
+
+# Step 4: Sum the likes after three weeks and the new likes
+total_likes = likes_after_three_weeks + new_likes
+print(total_likes)
+```
+```output
+160000
+```
+The total number of Instagram likes after three weeks and the new likes received recently is \(\boxed{160000}\).','160000',0,'not_equivalent',401,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Let \( L_0 \) be the initial number of likes on the photo.
+2. After 1 week, the number of likes is \( L_0 + 2000 \).
+3. Three weeks later, the number of likes is \( L_0 + 70 \times (L_0 + 2000) \).
+
+According to the problem, the number of likes after 3 weeks is 20000 more than the initial number of likes. So, we can write the equation:
+\[ (L_0 + 70 \times (L_0 + 2000)) - (L_0 + 2000) = 20000 \]
+\[ 70 \times (L_0 + 2000) = 20000 \]
+\[ L_0 + 2000 = \frac{20000}{70} \]
+\[ L_0 + 2000 = 283.33333333333334 \]
+\[ L_0 = \frac{283.33333333333334 - 2000}{2000} \]
+\[ L_0 = \frac{83.33333333333333}{2000} \]
+\[ L_0 = 0.4166666666666667 \]
+\[ L_0 \approx 0.4167 \]
+
+So, the initial number of likes \( L_0 \) is approximately 0.4167. Since the number of likes must be a whole number, we need to round this to the nearest whole number. The nearest whole number to 0.4167 is 0.
+
+Let''s verify this by writing the Python code:
+```python
+# Initial number of likes
+L0 = 20000 / 70
+
+# Number of new likes recently
+new_likes = 20000
+
+# Calculate the total number of likes after three weeks
+total_likes = L0 + new_likes
+
+# Round the total number of likes to the nearest whole number','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630337754783368114e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',43,4.29287183521199767729e+03,4.29286858047499845277e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630406603777837749e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',50,4.98136140807100309766e+03,4.98135815415099204991e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -20239,5 +23250,33 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-589',0,43,'2.5',0.0,0,28,1,3376.0,3225.0,681.5,0.0,4.01028170992485684127e+01,1.04412302489693432612e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-589',0,43,'0',0.0,0,70,1,3376.0,3225.0,1363.0,0.0,8.02056341984971368254e+01,1.89886157320595629887e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-589',0,43,'0',0.0,0,1,0,3376.0,3225.0,2726.0,0.0,1.60411268396994273642e+02,3608338669824.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-594',0,44,'0.21',0.0,0,8,1,1816.0,1706.0,266.75,0.0,3.70299488743758047353e+01,472291949952.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-594',0,44,'1400',0.0,0,28,1,1816.0,1706.0,533.5,0.0,7.40598977487516094706e+01,806688440064.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-594',0,44,'2100',0.0,0,70,1,1816.0,1706.0,1067.0,0.0,1.48119795497503218941e+02,1475481420288.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-594',0,44,'1400',0.0,0,1,0,1816.0,1706.0,2134.0,0.0,2.96239590995006437882e+02,2813067380736.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-596',0,45,'120',0.0,0,8,1,2787.0,2615.0,371.125,0.0,2.36440030812500481252e+01,6.81904199604355224602e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-596',0,45,'120',0.0,0,28,1,2787.0,2615.0,742.25,0.0,4.72880061625000962504e+01,1147858991002.59);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-596',0,45,'1',0.0,0,70,1,2787.0,2615.0,1484.5,0.0,9.45760123250001925009e+01,2079768573799.06);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-596',0,45,'120',0.0,0,1,0,2787.0,2615.0,2969.0,0.0,1.8915202465000038501e+02,3943587739392.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-617',0,46,'5',1.0,1,8,1,1242.0,1158.0,277.25,0.0,1.85131211983753019012e+01,4.5331813602140747072e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-617',0,46,'5',1.0,1,28,1,1242.0,1158.0,554.5,0.0,3.70262423967506038025e+01,8.01228041106349243155e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-617',0,46,'5',1.0,1,70,1,1242.0,1158.0,1109.0,0.0,7.4052484793501207605e+01,1.49704785127623291019e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-617',0,46,'5',1.0,1,1,0,1242.0,1158.0,2218.0,0.0,1.48104969587002415214e+02,2888687471616.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-621',0,47,'1500',0.375,0,8,1,2854.0,2729.0,268.125,0.0,2.02713421886255673598e+01,4.92413380327189392077e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-621',0,47,'1500',0.375,0,28,1,2854.0,2729.0,536.25,0.0,4.05426843772511347196e+01,8.28256528435876586934e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-621',0,47,'9000',6.07142857142857095276e-01,0,70,1,2854.0,2729.0,1072.5,0.0,8.10853687545022694393e+01,1.4999428246532509766e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-621',0,47,'3000',1.0,1,1,0,2854.0,2729.0,2145.0,0.0,1.62170737509004538878e+02,2843315417088.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-635',0,48,'4',0.125,1,8,1,2999.0,2871.0,288.375,0.0,2.36559205963749263901e+01,5.21754753172671936018e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-635',0,48,'0',0.125,0,28,1,2999.0,2871.0,576.75,0.0,4.73118411927498527802e+01,8.83114169434861694379e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-635',0,48,'0',1.07142857142857136909e-01,0,70,1,2999.0,2871.0,1153.5,0.0,94.6236823854997,1.60583300195924121101e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-635',0,48,'0',0.0,0,1,0,2999.0,2871.0,2307.0,0.0,1.89247364770999411121e+02,3051270667008.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-647',0,49,'20',0.5,0,8,1,2939.0,2509.0,313.125,0.0,2.29907844932513398821e+01,9.32118801151727539074e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-647',0,49,'10',0.5,1,28,1,2939.0,2509.0,626.25,0.0,4.59815689865026797642e+01,1.32487869970262353515e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-647',0,49,'20',8.1428571428571427937e-01,0,70,1,2939.0,2509.0,1252.5,0.0,9.19631379730053595284e+01,2.11039849680441577144e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-647',0,49,'10',1.0,1,1,0,2939.0,2509.0,2505.0,0.0,1.83926275946010719056e+02,3681438091008.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-649',0,50,'40000',0.125,0,8,1,3064.0,2916.0,315.375,0.0,2.18219445009999617472e+01,5.80946594208215698253e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-649',0,50,'40000',0.125,0,28,1,3064.0,2916.0,630.75,0.0,4.36438890019999234945e+01,9.7634132234075622558e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-649',0,50,'160000',7.85714285714285698425e-02,0,70,1,3064.0,2916.0,1261.5,0.0,8.72877780039998469891e+01,1.76713077860583764647e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-649',0,50,'160000',0.0,0,1,0,3064.0,2916.0,2523.0,0.0,1.74575556007999693969e+02,3348709691136.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
