@@ -10929,6 +10929,1187 @@ INSERT INTO "chains" VALUES(50,3,0,'00a2aefbccb8d1bf88e2284f6bf38a968c90c0cf821e
 INSERT INTO "chains" VALUES(50,4,0,'04cab9aa41ce7b9bc49b244509c10fdc003bc1a6e35a4350fbd8e37bbb2e7813',0,'The number of Instagram likes after three weeks is \(\boxed{160000}\).','stop',22,437,424,1.502581079858438029e+00,42851384832.0,NULL);
 INSERT INTO "chains" VALUES(50,5,0,'13a94dcb04fbc338940f97ba634d73861e252d3e86ac02427b46089471624709',0,'The total number of Instagram likes after 4 weeks is \(\boxed{162000}\).','stop',24,465,452,1.58954988502643668191e+00,45372054528.0,NULL);
 INSERT INTO "chains" VALUES(50,6,0,'e1d0b40cc5102444159e5e48b2df285e6a2eaa1a1af7ba66f4511fc22ba85ab3',0,'The total number of Instagram likes after three weeks and the new likes received recently is \(\boxed{160000}\).','stop',29,576,563,1.87678366524030115769e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(51,0,0,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',0,'To solve this problem, we need to determine how many pages Shiela has left to write. We know that Shiela has already finished writing \(\frac{1}{3}\) of the paper and that she has a total of 15 pages.
+
+First, we calculate \(\frac{1}{3}\) of the paper:
+\[
+\frac{1}{3} \times 15 = 5
+\]
+
+This means Shiela has already written 5 pages. Since she has a total of 15 pages, the number of pages left to write is the total number of pages minus the pages she has already written:
+\[
+15 - 5 = 10
+\]
+
+Therefore, Shiela has \(\boxed{10}\) pages left to write.','stop',165,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,1,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',1,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Identify the total number of pages in the paper.
+2. Calculate the number of pages Shiela has already written.
+3. Subtract the number of pages already written from the total number of pages to find out how many pages she has left to write.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Number of pages Shiela has already written
+pages_written = total_pages / 3
+
+# Number of pages Shiela has left to write
+pages_left = total_pages - pages_written
+
+# Print the result
+print(pages_left)','stop',150,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,2,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',2,'To determine how many pages Shiela has left to write, we need to calculate \(\frac{1}{3}\) of the total 15-page research paper. We can do this using Python code, which can be executed directly in a terminal or command prompt.
+
+Here''s the step-by-step reasoning:
+
+1. Identify the total number of pages in the paper: 15.
+2. Calculate \(\frac{1}{3}\) of the total number of pages.
+
+Let''s write the Python code to perform this calculation.
+
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Calculate 1/3 of the total number of pages
+pages_left = total_pages / 3
+
+# Print the result
+print(pages_left)','stop',161,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,3,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',3,'Let''s break down the problem step-by-step:
+
+1. Shiela wrote 1/3 of the paper. Since she has a total of 15 pages, we can calculate the number of pages written so far by multiplying 1/3 by 15.
+2. Shiela has already finished writing 15 pages.
+3. To find out how many pages are left to write, we subtract the number of pages she has already written from the total number of pages.
+
+We can use Python to calculate this accurately.
+```python
+# Total number of pages
+total_pages = 15
+
+# Pages written so far
+pages_written = total_pages / 3
+
+# Pages left to write
+pages_left = total_pages - pages_written
+print(pages_left)','stop',159,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,4,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',4,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate the total number of pages in the paper.
+2. Determine how many pages Shiela has already written.
+3. Subtract the number of pages she has already written from the total number of pages to find out how many pages she has left to write.
+
+First, let''s calculate the total number of pages in the paper. Shiela is required to submit a 15-page research paper, and she has already finished writing \(\frac{1}{3}\) of the paper. Therefore, the total number of pages is:
+\[
+15 \times \frac{1}{3} = 5
+\]
+
+Next, we need to determine how many pages Shiela has already written. Shiela has already written \(\frac{1}{3}\) of the paper, so the number of pages she has written is:
+\[
+\frac{1}{3} \times 5 = \frac{5}{3}
+\]
+
+Now, we need to subtract the number of pages she has already written from the total number of pages to find out how many pages she has left to write:
+\[
+5 - \frac{5}{3} = \frac{15}{3} - \frac{5}{3} = \frac{10}{3}
+\]
+
+Therefore, the number of pages Shiela has left to write is:
+\[
+\boxed{\frac{10}{3}}
+\]','stop',313,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,5,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',5,'To solve this problem, we need to determine how many pages Shiela has left to write. We can break this down into the following steps:
+
+1. Calculate the number of pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages in the paper.
+
+Here''s the step-by-step Python code to solve the problem:
+
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Fraction of pages already written
+fraction_written = 1 / 3
+
+# Number of pages written so far
+pages_written = fraction_written * total_pages
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+
+# Final answer
+final_answer = pages_left
+print(final_answer)','stop',161,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,6,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',6,'Let''s break down the problem step by step:
+
+1. Shiela has finished writing \(\frac{1}{3}\) of the paper.
+2. The total number of pages is 15.
+3. To find out how many pages Shiela has left to write, we subtract the number of pages she has already written from the total number of pages.
+
+We can calculate this using Python code.
+```python
+# Total number of pages
+total_pages = 15
+
+# Fraction of pages already written
+fraction_written = 1/3
+
+# Calculate the number of pages left to write
+pages_left = total_pages - fraction_written
+print(pages_left)','stop',138,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,0,7,'9702748198963f020edc57abcdf57763f952c26a50e6482da667e1e2767f354a',7,'To determine how many pages Shiela has left to write, we first need to calculate how many pages she has already completed. Shiela has already written \( \frac{1}{3} \) of the 15-page research paper. We can do this by calculating:
+
+\[
+\frac{1}{3} \times 15 = 5
+\]
+
+So, Shiela has already written 5 pages. To find out how many pages she has left to write, we subtract the number of pages she has already written from the total number of pages:
+
+\[
+15 - 5 = 10
+\]
+
+Therefore, Shiela has \(\boxed{10}\) pages left to write.','stop',149,162,120,7.23623740249023050807e+00,225284854080.0,NULL);
+INSERT INTO "chains" VALUES(51,1,0,'141189b11ad79b48dcbbb80fc4e44aa1857585d95155c66b7801cd429b9a7ba3',0,'Shiela has \(\boxed{10}\) pages left to write.','stop',18,322,311,1.11809294327786812317e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(51,2,0,'7b7c2928c47834853cb68e30b62b76c2d90cd9d678f4830b79033677f98969cc',0,'The final answer is \(\boxed{5}\).','stop',12,332,322,0.824736999693694,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(51,3,0,'9b7aec9a822653d7daf4374690a955904a56114d952cf7c8885644e34428302a',0,'Shiela has \(\boxed{10}\) pages left to write.','stop',18,331,320,1.13783534226632365715e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(51,4,0,'a68712bc8ce3f9da7b58cbdab8b2b36701b08b479cdfb32e297a43f4dfbf695f',0,'Shiela has \(\boxed{10}\) pages left to write.','stop',18,333,322,1.13525075426542354506e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(51,5,0,'cbb4e433b5cec2a600d9bbfff84ced25e69877373e15a587adf476441967702c',0,'Shiela has \(\boxed{14.67}\) pages left to write.','stop',21,324,299,2.45455617559721828158e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(52,0,0,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',0,'To solve the problem, we need to follow these steps:
+
+1. Determine how much money Aurelia has.
+2. Determine how much money Rayna has.
+3. Add the amounts of money Rayna and Aurelia to get their total money.
+4. Divide the total money by 3 to find out how much each person would have if they decided to add together their money and share equally among them.
+
+Let''s start with the information given:
+
+1. Arelia has $120.
+2. Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we can calculate Kassidy''s money as follows:
+\[ Kassidy''s money = \frac{3}{4} \times 120 = 90 \]
+3. Rayna has 60 more dollars than Kassidy. Therefore, we can calculate Rayna''s money as follows:
+\[ Rayna''s money = Kassidy''s money + 60 = 90 + 60 = 150 \]
+
+Now, we will add the amounts of money Rayna and Aurelia to get their total money:
+\[ \text{Total money} = Rayna''s money + Arelia''s money = 150 + 120 = 270 \]
+
+Next, we will divide the total money by 3 to find out how much each person would have if they decided to add together their money and share equally among them:
+\[ \text{Each person''s money} = \frac{\text{Total money}}{3} = \frac{270}{3} = 90 \]
+
+Therefore, the final answer is \(\boxed{90}\).','stop',361,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,1,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',1,'Let''s break down the problem step-by-step:
+
+1. Determine how much money Aurelia has.
+2. Determine how much money Rayna has based on Aurelia''s money.
+3. Determine how much money Kassidy has based on Rayna''s money.
+4. Sum the money of Rayna, Kassidy, and Aurelia to get the total amount.
+5. Divide the total amount by 3 to find out how much each person would have if they decided to share their money equally among them.
+
+We''ll use Python to perform these calculations.
+```python
+# Given data
+aurelia_money = 120
+rayna_money = rayna_money + (3/4) * aurelia_money
+kassidy_money = rayna_money + 60
+
+# Total money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Sharing the money equally among 3 people
+each_share = total_money / 3
+print(each_share)','stop',206,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,2,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',2,'To solve the problem, we need to follow these steps:
+
+1. Determine Aurelia''s current amount of money.
+2. Use Aurelia''s current amount to find Kassidy''s current amount.
+3. Use Aurelia''s current amount to find Rayna''s current amount.
+4. Add Rayna''s current amount to Arelia''s current amount to get the total amount of money.
+5. Divide the total amount of money by the number of people to find out how much each person would have if they decided to share equally.
+
+Let''s break it down step-by-step and implement it in Python.
+
+```python
+# Step 1: Determine Aurelia''s current amount of money
+aurelia_money = 120
+
+# Step 2: Use Aurelia''s current amount to find Kassidy''s current amount
+kassidy_money = (3/4) * aurelia_money
+
+# Step 3: Use Aurelia''s current amount to find Rayna''s current amount
+rayna_money = aurelia_money + kassidy_money
+
+# Step 4: Add Rayna''s current amount to Arelia''s current amount to get the total amount of money
+total_money = rayna_money + aurelia_money
+
+# Step 5: Divide the total amount of money by the number of people
+number_of_people = 3
+each_money = total_money / number_of_people
+
+# Print the final answer
+print(each_money)','stop',299,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,3,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',3,'To solve the problem, we need to determine how much money Rayna, Kassidy, and Aurelia have, and then find out how much each would have if they added together their money and shared equally among them.
+
+First, we know Arelia has $120. Since Aurelia has \(\frac{3}{4}\) times as much money as Aurelia, we can calculate Aurelia''s money as follows:
+\[
+Aurelia \text{ money} = \frac{3}{4} \times Arelia \text{ money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, we know Kassidy has 3/4 times as much money as Aurelia, so we can calculate Kassidy''s money as follows:
+\[
+Kassidy \text{ money} = \frac{3}{4} \times 90 = 67.5
+\]
+
+Rayna has 60 more dollars than Kassidy, so we can calculate Rayna''s money as follows:
+\[
+Rayna \text{ money} = Kassidy \text{ money} + 60 = 67.5 + 60 = 127.5
+\]
+
+Now, we need to find out how much each would have if they added together their money and shared equally among them. The total amount of money they have is the sum of their individual amounts:
+\[
+\text{Total money} = Rayna \text{ money} + Kassidy \text{ money} + Aurelia \text{ money} = 127.5 + 67.5 + 90 = 285.5
+\]
+
+Since they decided to add together their money and share equally among them, each would have:
+\[
+\text{Amount per person} = \frac{285.5}{3} = 95.5
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{95.5}
+\]','stop',435,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,4,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',4,'Let''s break down the problem step-by-step and then use Python to verify the solution.
+
+1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120 and Arelia has \(\frac{1}{4}\) times as much money as Aurelia. So, we can calculate Aurelia''s money as follows:
+   \[
+   \text{Aurelia''s money} = \frac{1}{4} \times 120 = 30
+   \]
+
+2. Next, we need to find out how much money Rayna has. According to the problem, Rayna has 60 more dollars than Kassidy. So, we can calculate Rayna''s money as follows:
+   \[
+   \text{Rayna''s money} = \text{Kassidy''s money} + 60
+   \]
+   Since Kassidy has 3/4 times as much money as Aurelia, we can calculate Kassidy''s money as follows:
+   \[
+   \text{Kassidy''s money} = \frac{3}{4} \times 30 = 15
+   \]
+   Therefore, Rayna''s money is:
+   \[
+   \text{Rayna''s money} = 15 + 60 = 75
+   \]
+
+3. Now, we need to add together their money and share equally among them. This means we need to divide the total money by 2:
+   \[
+   \text{Total money} = \text{Rayna''s money} + \text{Kassidy''s money} + \text{Aurelia''s money} = 75 + 15 + 30 = 120
+   \]
+   Since they decided to share equally, we divide the total money by 2:
+   \[
+   \text{Money per person} = \frac{120}{2} = 60
+   \]
+
+So, each person would have \(\boxed{60}\) dollars.','stop',443,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,5,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',5,'Let''s break down the problem step by step and then use Python code to verify the solution.
+
+1. First, we need to calculate how much Aurelia has. Since Arelia has $120 and Aurelia has \(\frac{3}{4}\) times as much money as Aurelia, we can calculate Aurelia''s money as:
+\[ \text{Aurelia''s money} = \frac{3}{4} \times 120 = 90 \]
+
+2. Next, we need to calculate how much Rayna has. Since Rayna has 60 more dollars than Kassidy, we can calculate Rayna''s money as:
+\[ \text{Rayna''s money} = \text{Kassidy''s money} + 60 = 3 \times 120 + 60 = 360 + 60 = 420 \]
+
+3. Finally, we need to calculate how much Aurelia and Rayna have together. We can do this by summing their money:
+\[ \text{Aurelia and Rayna''s money together} = 90 + 420 = 510 \]
+
+4. Since they decided to share their money equally among them, we need to divide the total amount by 2:
+\[ \text{Shared amount} = \frac{510}{2} = 255 \]
+
+5. Therefore, the final answer is:
+\[ \boxed{255} \]','stop',317,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,6,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',6,'To solve this problem, we''ll break it down step-by-step and use Python code to ensure accuracy.
+
+First, let''s define the variables:
+- Let \( K \) be Aurelia''s money.
+- Let \( M \) be Kassidy''s money.
+- Let \( R \) be Rayna''s money.
+
+From the problem, we know:
+1. \( A = 120 \)
+2. \( M = \frac{3}{4} \times K \)
+3. Rayna has 60 more dollars than Kassidy, so \( R = M + 60 \)
+
+Now we can use these variables to calculate \( M \) and \( R \), and then sum their money and share equally among them.
+
+Let''s start by calculating \( M \) and \( R \):
+
+```python
+# Given values
+A = 120
+
+# Calculate Kassidy''s money M
+M = (3/4) * A
+
+# Calculate Rayna''s money R
+R = M + 60
+
+# Calculate the total money
+total_money = A + M + R
+
+# Calculate the share amount (if they decided to share equally among them)
+share_amount = total_money / 3
+
+# Print the final answer
+print(f"Kassidy''s money: {M}")
+print(f"Rayna''s money: {R}")
+print(f"Total money: {total_money}")
+print(f"Share amount: {share_amount}")','stop',308,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,0,7,'bc6289db6f165eaab106d36da285ab00525bea62cc712a6d94b8eb59045919e4',7,'To solve this problem, we need to follow a step-by-step process. Let''s break it down:
+
+1. Determine Aurelia''s amount of money.
+2. Determine Kassidy''s amount of money.
+3. Determine Rayna''s amount of money.
+4. Sum up their money to get the total.
+5. Divide the total by 3 to find out how much each has if they decided to share equally among them.
+
+Let''s start with the given information:
+Arelia has $120.
+
+1. Aurelia''s amount of money is \( \frac{120}{3} \).
+2. Kassidy''s amount of money is \( 3/4 \times \frac{120}{3} \).
+3. Rayna''s amount of money is \( 60 + 30 = 90 \).
+4. The total amount of money is \( \frac{120}{3} + 3/4 \times \frac{120}{3} + 90 \).
+
+We''ll calculate this step-by-step using Python.
+```python
+# Given information
+Arelia_money = 120
+
+# Calculate Aurelia''s money
+Aurelia_money = Arelia_money / 3
+
+# Calculate Kassidy''s money
+Kassidy_money = (3/4) * Aurelia_money
+
+# Calculate Rayna''s money
+Rayna_money = 60 + 30
+
+# Calculate the total money
+total_money = Aurelia_money + Kassidy_money + Rayna_money
+
+# Calculate the amount each has if they decided to share equally among them
+each_money = total_money / 3
+
+print(((Aurelia_money, Kassidy_money, Rayna_money, total_money, each_money)))','stop',375,184,120,1.39729928179358395821e+01,441117196800.0,NULL);
+INSERT INTO "chains" VALUES(52,1,0,'709204718be5a377ce127bd72a4662b45fea7001da490f334d315bb2229219bb',0,'It looks like there was an issue with the variable names. Let''s correct the code and run it again.
+```python
+# Given data
+aurelia_money = 120
+rayna_money = rayna_money + (3/4) * aurelia_money
+kassidy_money = rayna_money + 60
+
+# Total money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Sharing the money equally among 3 people
+each_share = total_money / 3
+print(each_share)','stop',115,408,389,5.97100573091862685259e+00,167624534784.0,NULL);
+INSERT INTO "chains" VALUES(52,2,0,'fa2aa6beae57a917d5cd5f974962a5bbd8a69896e6c836cb6fdb92efa4e755a0',0,'Each of Arelia, Kassidy, and Rayna would have \(\boxed{110}\) dollars if they decided to share equally among them.','stop',35,494,482,1.99870070015083833858e+00,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(52,3,0,'a55e7c4f1f03a91f72d967e3c348e71e351343198c990cccffc0a4b6aa027e36',0,'Based on the calculations, the final answers are:
+- Kassidy''s money: \(\boxed{90}\)
+- Rayna''s money: \(\boxed{150}\)
+- Total money: \(\boxed{360}\)
+- Share amount: \(\boxed{120}\)','stop',67,541,491,4.61830691058109277236e+00,146198842368.0,NULL);
+INSERT INTO "chains" VALUES(52,4,0,'8e417851096256ee992c673ed3574c26d19837551c300c55f7f1df8138a188b4',0,'The calculations show the following amounts for each person:
+
+- Aurelia''s money: $40
+- Kassidy''s money: $30
+- Rayna''s money: $90
+- The total amount of money: $160
+- Each person would have $53.333333333333336 if they decided to share equally among them.
+
+So, the final answer is \(\boxed{53.333333333333336}\).','stop',117,607,558,6.96240325872474219437e+00,207955249920.0,NULL);
+INSERT INTO "chains" VALUES(52,5,0,'591088ea9f5da80dd90e8bbdcf3d750d44f12c3f163a21ee32e44130c3ff8672',0,'The total amount of money is $2160. When divided equally among 3 people, each person would have $720. Therefore, the final answer is \(\boxed{720}\).','stop',45,541,522,2.99015400039061240988e+00,79401095424.0,NULL);
+INSERT INTO "chains" VALUES(53,0,0,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',0,'To solve the problem, we will follow these steps:
+
+1. Calculate the remaining amount after Dylan''s investment.
+2. Calculate the remaining amount after Frances'' investment.
+3. Subtract the remaining amount from Skyler''s investment to find out how much money Skyler''s investment account contains.
+
+Let''s start by calculating the remaining amount after Dylan''s investment. Dylan''s investment is 2/5 of the total amount of $1200. Therefore, the remaining amount after Dylan''s investment is:
+\[ \text{Remaining amount after Dylan''s investment} = \frac{2}{5} \times 1200 = 480 \]
+
+Next, let''s calculate the remaining amount after Frances'' investment. Frances''s investment is 2/3 of the remaining amount after Dylan''s investment. Therefore, the remaining amount after Frances''s investment is:
+\[ \text{Remaining amount after Frances''s investment} = \frac{2}{3} \times 480 = 320 \]
+
+Now, let''s subtract the remaining amount from Skyler''s investment to find out how much money Skyler''s investment account contains. Skyler''s investment account contains the rest of the remaining amount after Frances''s investment. Therefore, the amount of money Skyler''s investment account contains is:
+\[ \text{Money Skyler''s investment account contains} = 1200 - 320 = 880 \]
+
+So, the final answer is:
+\[ \boxed{880} \]','stop',311,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,1,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',1,'To solve the problem, we will break it down into a series of steps and then use Python code to ensure accuracy. Here''s the step-by-step reasoning:
+
+1. Calculate the total amount invested.
+2. Determine how much money was Dylan''s investment.
+3. Determine how much money was Frances''s investment.
+4. Calculate how much money was Skyler''s investment.
+
+Let''s implement this step-by-step in Python.
+
+```python
+# Step 1: Calculate the total amount invested
+total_investment = 1200
+
+# Step 2: Determine how much money was Dylan''s investment
+dylan_investment = (2/5) * total_investment
+
+# Step 3: Determine how much money was Frances''s investment
+frances_investment = (2/3) * (total_investment - dylan_investment)
+
+# Step 4: Determine how much money was Skyler''s investment
+skyler_investment = total_investment - dylan_investment - Frances_investment
+
+# Print the final answer
+print(skyler_investment)','stop',220,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,2,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',2,'To solve this problem, we need to follow these steps:
+
+1. Determine how much money Dylan invested.
+2. Determine how much money Frances invested.
+3. Calculate how much money Skyler invested.
+
+Let''s break it down step-by-step and use Python to ensure accuracy.
+
+1. Total amount = $1200
+2. Dylan''s investment = $\frac{2}{5} \times 1200$
+3. Frances''s investment = $\frac{2}{3} \times \left(1200 - Dylan''s investment\right)$
+4. Skyler''s investment = $1200 - Dylan''s investment - Frances''s investment$
+
+Now, let''s write the Python code to perform these calculations.
+
+```python
+# Step 1: Total amount
+total_amount = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Step 3: Frances''s investment
+frances_investment = (2/3) * (total_amount - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_amount - Dylan_investment - Frances_investment
+
+# Output the final answer
+print(skyler_investment)','stop',263,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,3,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',3,'To solve the problem, we need to follow these steps:
+
+1. Calculate how much Dylan''s investment is.
+2. Calculate how much Frances''s investment is after Dylan''s investment.
+3. Calculate how much Skyler''s investment is after Frances''s investment.
+
+Let''s do this step-by-step using Python code.
+
+1. Calculate Dylan''s investment:
+   \[
+   \text{Dylan''s investment} = \frac{2}{5} \times 1200
+   \]
+
+2. Calculate Frances''s investment:
+   \[
+   \text{Frances''s investment} = \frac{2}{3} \times \text{Dylan''s investment}
+   \]
+
+3. Calculate Skyler''s investment:
+   \[
+   \text{Skyler''s investment} = \text{Frances''s investment} - \text{Dylan''s investment}
+   \]
+
+Let''s use Python to perform these calculations.
+```python
+# Given values
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Frances''s investment
+frances_investment = (2/3) * dylan_investment
+
+# Skyler''s investment
+skyler_investment = frances_investment - dylan_investment
+
+print(skyler_investment)','stop',276,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,4,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',4,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. Determine the remaining amount after Dylan''s investment.
+2. Determine the remaining amount after Frances''s investment.
+3. Calculate the amount Skyler''s investment accounted for.
+
+We''ll start by calculating the remaining amount after Dylan''s investment. This is done by multiplying the total amount by 2/5.
+
+Next, we''ll calculate the remaining amount after Frances''s investment. This is done by multiplying the remaining amount after Dylan''s investment by 2/3.
+
+Finally, we''ll calculate the amount Skyler''s investment accounted for. This is done by subtracting the remaining amount after Frances''s investment from the total amount.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total amount invested
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Remaining amount after Dylan''s investment
+remaining_after_dylan = total_amount - dylan_investment
+
+# Frances''s investment
+frances_investment = (2/3) * remaining_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Amount Skyler''s investment accounted for
+skyler_investment = total_amount - remaining_after_frances
+print(skyler_investment)','stop',287,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,5,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',5,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we calculate the amount invested by Dylan, which is \(\frac{2}{5} \times 1200\).
+2. Then, we calculate the remaining amount after Dylan''s investment.
+3. We calculate the amount invested by Frances, which is \(\frac{2}{3} \times \text{remaining amount}\).
+4. Finally, we calculate the amount invested by Skyler, which is the remaining amount.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial amount invested in the joint savings account
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Remaining amount after Dylan''s investment
+remaining_amount_after_dylan = total_amount - dylan_investment
+
+# Frances''s investment
+frances_investment = (2/3) * remaining_amount_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_amount_after_frances = remaining_amount_after_dylan - frances_investment
+
+# Skyler''s investment
+skyler_investment = remaining_amount_after_frances
+print(skyler_investment)','stop',252,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,6,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',6,'To solve this problem, we need to break it down into a series of steps and use Python code to ensure accuracy. Here''s the step-by-step reasoning:
+
+1. Calculate the total amount invested.
+2. Calculate the amount left after Dylan''s investment.
+3. Calculate the amount left after Frances''s investment.
+4. Calculate the amount left after Skyler''s investment.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+
+# Step 1: Calculate the total amount invested
+total_amount = 1200
+
+# Step 2: Calculate the amount left after Dylan''s investment
+dylan_investment = (2/5) * total_amount
+remaining_after_dylan = total_amount - dylan_investment
+
+# Step 3: Calculate the amount left after Frances''s investment
+frances_investment = (2/3) * remaining_after_dylan
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Step 4: Calculate the amount left after Skyler''s investment
+skyler_investment = remaining_after_frances
+print(skyler_investment)','stop',229,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,0,7,'379d9b9dc3ecd42d2e26286d17f0e3970bac45ea80c48afccd62ed25a7b796bb',7,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. **Total Investment**: $1200
+2. **Dylan''s Investment**: $\frac{2}{5} \times 1200$ dollars
+3. **Frances'' Investment**: $\frac{2}{3} \times (\text{Remaining Investment} - \text{Dylan''s Investment})$ dollars
+4. **Skyler''s Investment**: Remaining investment after Dylan and Frances''s investments
+
+Let''s start by calculating each step and then use Python to verify the final answer.
+
+1. Calculate Dylan''s investment.
+2. Calculate Frances'' investment.
+3. Calculate Skyler''s investment.
+
+Here is the Python code to do this:
+```python
+# Step 1: Total investment
+total_investment = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2 / 5) * total_investment
+
+# Step 3: Frances'' investment
+frances_investment = (2 / 3) * (total_investment - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_investment - Dylan_investment - Frances_investment
+
+# Final answer
+print(skyler_investment)','stop',273,184,120,1.03849890818033347979e+01,341393201952.0,NULL);
+INSERT INTO "chains" VALUES(53,1,0,'06dd1c0b07c43ece4b750248ae0e2958be5baba060c3f0c447e74b14d0f818ae',0,'It seems there was a typo in the variable name. Let''s fix it and run the code again. We will use the correct variable names for calculations.
+
+Here''s the corrected code:
+
+```python
+# Step 1: Calculate the total amount invested
+total_investment = 1200
+
+# Step 2: Determine how much money was Dylan''s investment
+dylan_investment = (2/5) * total_investment
+
+# Step 3: Determine how much money was Frances''s investment
+frances_investment = (2/3) * (total_investment - dylan_investment)
+
+# Step 4: Determine how much money was Skyler''s investment
+skyler_investment = total_investment - dylan_investment - Frances_investment
+
+# Print the final answer
+print(skyler_investment)','stop',173,423,403,9.06763295058411245008e+00,241984290816.0,NULL);
+INSERT INTO "chains" VALUES(53,2,0,'4f9e79074d4c010b91a0bc31cb2848cbe8c60acd64438b8990c2b13f1f9d9895',0,'It looks like there was an issue with the variable name. Let''s correct the variable name and re-run the code.
+
+```python
+# Step 1: Total amount
+total_amount = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Step 3: Frances''s investment
+frances_investment = (2/3) * (total_amount - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_amount - Dylan_investment - Frances_investment
+
+# Output the final answer
+print(skyler_investment)','stop',136,466,446,7.05794387105928,195351901440.0,NULL);
+INSERT INTO "chains" VALUES(53,3,0,'f9379368bbf88d0cb1a19f88dbca2da704bc246fdb40de6d76c540aface77f05',0,'It seems there was an error in the calculation. The net effect of the investments should be negative, which indicates that Skyler''s investment is actually zero. Let''s verify the calculations and correct the output.
+```python
+# Given values
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Frances''s investment
+frances_investment = (2/3) * dylan_investment
+
+# Skyler''s investment
+skyler_investment = frances_investment - dylan_investment
+
+print(skyler_investment)','stop',127,472,459,6.41108648572968764511e+00,175186543872.0,NULL);
+INSERT INTO "chains" VALUES(53,4,0,'09266bccb07cfd0cf50439501aa9169d059a92fc07a58d9870280aa7b0376e95',0,'The amount of money Skyler''s investment is \(\boxed{960}\) dollars.','stop',21,482,470,1.34782061839712619111e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(53,5,0,'2d196928de339bac2b5ddf20c731446262b5c17faeb32e288d75fba975c6b75a',0,'The amount of money Skyler''s investment is \(\boxed{240}\).','stop',19,447,435,1.23135230572238074664e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(53,6,0,'f7b6d48230f9f5240610b56b54e09d53f5b69f42c1145a482b48cb7411e5c371',0,'The amount of money Skyler''s investment is \(\boxed{240}\).','stop',19,424,412,1.22168770473085319672e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(53,7,0,'d71f714119dcb7aff40baf7cf8dab847a68d86bd6ba843480807aeca7a0af8e3',0,'It seems like there was an issue with the variable names. Let''s correct the code by properly defining each variable and recalculating the remaining investment after both Dylan and Frances''s investments. Here is the corrected code:
+```python
+# Step 1: Total investment
+total_investment = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2 / 5) * total_investment
+
+# Step 3: Frances'' investment
+frances_investment = (2 / 3) * (total_investment - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_investment - Dylan_investment - Frances_investment
+
+# Final answer
+print(skyler_investment)','stop',159,476,456,8.25393791608442484175e+00,224339602944.0,NULL);
+INSERT INTO "chains" VALUES(53,8,0,'8cc8f22063790e39c8d8426ac75a0ed6facdc5f6d511129e9e06c296ed9f0643',0,'It looks like there was a typo in the variable name. Let''s fix it and run the code again. We will use the correct variable names for calculations.
+
+Here''s the corrected code:
+
+```python
+# Step 1: Calculate the total amount invested
+total_investment = 1200
+
+# Step 2: Determine how much money was Dylan''s investment
+dylan_investment = (2/5) * total_investment
+
+# Step 3: Determine how much money was Frances''s investment
+frances_investment = (2/3) * (total_in','length',119,615,595,6.00526171322046664613e+00,173926209024.0,NULL);
+INSERT INTO "chains" VALUES(53,9,0,'c9b2ac9f40aa2ff2a5fafbde08e40a17302150814cb24a7366483c371ed5d247',0,'It seems there was an issue with the variable name. Let''s correct the variable name and re-run the code.
+
+```python
+# Step 1: Total amount
+total_amount = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Step 3: Frances''s investment
+frances_investment = (2/3) * (total_amount - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_amount - Dylan','length',113,621,601,5.75965241566754393431e+00,166364199936.0,NULL);
+INSERT INTO "chains" VALUES(53,10,0,'56fb82599651243d41bc15f9277eb05ed784c17f0805fb107d1ba67e89c5d1be',0,'It seems there was an error in the calculation. The net effect of the investments should be negative, which indicates that Skyler''s investment is actually zero. Let''s correct the output and ensure the final answer is \(\boxed{0}\).
+
+The amount of money Skyler''s investment was \(\boxed{0}\).','stop',66,611,598,3.55225102965213723749e+00,98306118144.0,NULL);
+INSERT INTO "chains" VALUES(53,11,0,'071e70dd8748ca053c8b8fd874d42945d24e69e7973512baf94d2d8f59782263',0,'The final answer is \(\boxed{150}\).','stop',14,654,634,1.33301545039867042063e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(54,0,0,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',0,'To solve this problem, we need to determine the original length of the dress. Let''s break it down step by step:
+
+1. Let the original length of the dress be \( L \) cm.
+2. When Shania extends the dress by 50%, the new length becomes \( 1.5L \) cm.
+3. She then adds 20 cm to the bottom of the dress, which means the new length becomes \( 1.5L + 20 \) cm.
+4. We are given that the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we need to isolate it on one side of the equation. We can do this by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. To solve for \( L \), we divide both sides of the equation by 1.5:
+   \[
+   L = \frac{120}{1.5}
+   \]
+7. Now, we can calculate the value of \( L \) using Python code.
+```python
+# Define the final length of the dress
+final_length = 140
+
+# Calculate the original length
+original_length = final_length / 1.5
+print(original_length)','stop',307,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,1,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',1,'To solve this problem, we need to follow these steps:
+
+1. Let the original length of the dress be \( x \) cm.
+2. The dress is extended by 50% of its original length, so the new length of the dress is \( x \times 1.5 \) cm.
+3. She adds 20 cm to the bottom of the dress with a lace trim. So the final length of the dress is \( x \times 1.5 + 20 \) cm.
+4. We know that the final design is 140 cm long. Therefore, we can set up the equation \( x \times 1.5 + 20 = 140 \).
+5. To solve for \( x \), we need to isolate \( x \) by subtracting 20 from both sides of the equation:
+\[ x \times 1.5 = 120 - 20 \]
+\[ x \times 1.5 = 100 \]
+6. Now, we need to solve for \( x \) by dividing both sides of the equation by 1.5:
+\[ x = \frac{100}{1.5} \]
+\[ x = \frac{100 \times 2}{1.5 \times 2} \]
+\[ x = \frac{200}{3} \]
+\[ x = 66.67 \]
+
+Therefore, the original length of the dress was \(\boxed{66.67}\) cm.','stop',328,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,2,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',2,'To solve this problem, we can follow these steps:
+
+1. Let''s denote the original length of the dress by \( L \) centimeters.
+2. The length of the dress after extending by 50% is \( L + 0.5L = 1.5L \) centimeters.
+3. The length of the dress after adding 20 cm to the bottom is \( 1.5L + 20 \) centimeters.
+4. According to the problem, the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+5. Solving for \( L \), we get \( 1.5L = 140 - 20 \), which simplifies to \( 1.5L = 120 \).
+6. Dividing both sides by 1.5, we get \( L = \frac{120}{1.5} = 80 \) centimeters.
+
+Let''s write a Python code block to confirm this calculation.
+```python
+# Define the final length of the dress
+final_length = 140
+
+# Calculate the original length of the dress
+original_length = (final_length - 20) / 1.5
+print(original_length)','stop',284,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,3,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',3,'To solve this problem, we need to follow these steps:
+
+1. Let \( L \) be the original length of the dress.
+2. The dress is extended by 50% of its original length, so the new length is \( 1.5L \).
+3. The bottom of the dress is added 20 cm with a lace trim, so the final length is \( 1.5L + 20 \).
+4. We are given that the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+
+Now, let''s solve this equation using Python code.
+```python
+# Define the equation
+equation = 1.5 * L + 20 == 140
+
+# Solve the equation
+original_length = (140 - 20) / 1.5
+print(original_length)','stop',199,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,4,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',4,'Let''s break down the problem step by step:
+
+1. Let \( L \) be the original length of the dress.
+2. Shania extends the dress by 50% of its original length, so she adds \( 0.5L \) to the original length. This new length is \( L + 0.5L = 1.5L \).
+3. The final length of the dress is 140 cm.
+4. We know that the final length is equal to the sum of the original length and the lace trim, so we can write the equation \( L + 1.5L = 140 \).
+5. Simplify the equation to find \( L \): \( 3L = 140 \).
+6. Solve for \( L \): \( L = \frac{140}{3} \).
+
+Let''s write the Python code to solve this equation.
+```python
+# Given final length of the dress
+final_length = 140
+
+# Calculating the original length
+original_length = final_length / 3
+print(original_length)','stop',233,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,5,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',5,'Let''s denote the original length of the dress by \( L \). According to the problem, Shania''s dress is extended by 50% of its original length, so the length of the dress after extension is \( 1.5L \). Additionally, she adds 20cm to the bottom of the dress with a lace trim. Therefore, the final length of the dress is \( 1.5L + 20 \) cm. We are given that the final design is 140 cm long. So, we can set up the following equation:
+
+\[
+1.5L + 20 = 140
+\]
+
+To solve for \( L \), we first need to isolate \( L \) by subtracting 20 from both sides of the equation:
+
+\[
+1.5L = 120
+\]
+
+Next, we divide both sides by 1.5:
+
+\[
+L = \frac{120}{1.5}
+\]
+
+Performing the division, we get:
+
+\[
+L = 80
+\]
+
+So, the original length of the dress was \(\boxed{80}\) cm.','stop',247,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,6,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',6,'Let''s solve this problem step-by-step using Python.
+
+1. Let \( L \) be the original length of the dress.
+2. Shania extends the dress by 50% of its original length, so she now has \( 1.5L \) cm.
+3. She also adds 20 cm to the bottom of the dress with a lace trim, so the total length of the dress becomes \( 1.5L + 20 \) cm.
+4. According to the problem, the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we first isolate \( L \) on one side of the equation by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. Next, we solve for \( L \) by dividing both sides by 1.5:
+   \[
+   L = \frac{120}{1.5}
+   \]
+7. Performing the division, we get:
+   \[
+   L = 80
+   \]
+
+So, the original length of the dress was \(\boxed{80}\) cm.','stop',280,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,0,7,'06c441735dbb6a8c5520fc26edec301c60c5f15e76d2147bb54d88c1870ee7b4',7,'Let''s denote the original length of the dress as \( x \) cm. According to the problem, Shania extends the dress by 50% of its original length and then adds 20cm to the bottom of the dress with a lace trim. This can be expressed mathematically as:
+
+\[ 1.5x + 20 \]
+
+We know that the final design is 140 cm long. Therefore, we can set up the following equation:
+
+\[ 1.5x + 20 = 140 \]
+
+To find \( x \), we need to isolate it on one side of the equation. We can do this by subtracting 20 from both sides:
+
+\[ 1.5x = 120 \]
+
+Next, we need to divide both sides by 1.5 to solve for \( x \):
+
+\[ x = \frac{120}{1.5} \]
+
+Performing the division gives:
+
+\[ x = 80 \]
+
+Therefore, the original length of the dress is \(\boxed{80}\) cm.','stop',230,200,121,1.0596217101124834059e+01,343283704224.0,NULL);
+INSERT INTO "chains" VALUES(54,1,0,'70309c0464e0aa181e20a1522985cc94062ef2d52a08d76e7ceabee9ae1d6565',0,'The original length of the dress is \(\boxed{93.33333333333333}\) cm.','stop',33,530,506,2.15199383427461654605e+00,70578751488.0,NULL);
+INSERT INTO "chains" VALUES(54,2,0,'a65a60b6348a8cdb48e80519e81cddb1a6bec951c9d76a0d9e1fd9a0ab984bc6',0,'The final length of the dress in its original design is \(\boxed{80}\) centimeters.','stop',23,494,483,1.31752282309680590621e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(54,3,0,'f2c82c3d41f6e119a87e06a6c256ccb171950300138dba273aa47c56a7e6c906',0,'It seems there was an issue with the variable name. Let''s correct it by using the variable name directly in the equation. We''ll define the original length and then solve the equation again.
+```python
+# Define the original length
+original_length = 140 - 20
+
+# Define the equation
+equation = 1.5 * original_length + 20 == 140
+
+# Solve the equation
+original_length = (140 - 20) / 1.5
+print(original_length)','stop',113,415,398,5.75082172828466919867e+00,162583195392.0,NULL);
+INSERT INTO "chains" VALUES(54,4,0,'ade586f7350ffb042eaeea3512ce3221986e0dd3f884960ee752989a7008da87',0,'The original length of the dress was \( \boxed{46.67} \) cm.','stop',22,457,432,1.60786680160090278413e+00,57975403008.0,NULL);
+INSERT INTO "chains" VALUES(54,5,0,'b1f5f170c5350afd366ccb093ad272eb7ed927c5bed35b7ce3c8b63d2e227a18',0,'The final length of the dress in its original design is \(\boxed{80}\) centimeters.','stop',23,538,527,1.61918588799744611606e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(55,0,0,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',0,'To solve this problem, let''s break it down into steps:
+
+1. Determine the number of cookies Max has.
+2. Determine the number of cookies Summer has.
+3. Calculate the total number of cookies by summing the cookies of Katarina, Max, and Summer.
+
+We know the following:
+1. Max has 12 more cookies than the Cookie Monster.
+2. Katarina has 5 less cookies than Max.
+3. Katarina has 68 cookies.
+
+We can use these relationships to find the number of cookies Max and Summer have. Let''s denote the number of cookies the Cookie Monster has as \( M \). According to the problem:
+\[ M + 12 = M + 5 \]
+\[ M = 12 - 5 \]
+\[ M = 7 \]
+
+Now we can find the number of cookies Max has:
+\[ M + 12 = 7 + 12 = 19 \]
+
+Next, we know that Katarina has 5 less cookies than Max:
+\[ K = M - 5 \]
+\[ K = 7 - 5 \]
+\[ K = 2 \]
+
+Now we can find the total number of cookies by summing the cookies of Katarina, Max, and Summer:
+\[ \text{Total cookies} = K + M + S \]
+\[ \text{Total cookies} = 2 + 19 + 23 \]
+\[ \text{Total cookies} = 44 \]
+
+Let''s write the Python code to verify this calculation.
+```python
+# Given values
+cookies_monster = 7
+cookies_max = cookies_monster + 12
+cookies_katarina = cookies_max - 5
+total_cookies = cookies_katarina + cookies_monster + cookies_max
+
+# Output the total number of cookies
+print(total_cookies)','stop',387,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,1,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',1,'Let''s break down the problem step-by-step and use Python code to ensure the accuracy of our solution.
+
+1. First, we need to determine the number of cookies Max has.
+2. Then we can use that to determine the number of cookies Summer has.
+3. Finally, we''ll sum up the cookies from all three people to get the total number of cookies.
+
+Let''s start by calculating the number of cookies Max has. Since Max has 12 more cookies than the Cookie Monster, we can calculate the Cookie Monster''s cookies as follows:
+\[ \text{Cookie Monster''s cookies} = \text{Max''s cookies} + 12 \]
+\[ \text{Max''s cookies} = 12 + 68 = 80 \]
+
+Next, we use that to calculate the number of cookies Summer has. Since Summer has 23 more cookies than Max, we can calculate the Max''s cookies as follows:
+\[ \text{Max''s cookies} = \text{Summer''s cookies} + 23 \]
+\[ \text{Summer''s cookies} = 23 + 80 = 103 \]
+
+Now, we''ll sum up the cookies from all three people:
+\[ \text{Total cookies} = \text{Max''s cookies} + \text{Summer''s cookies} + \text{Cookie Monster''s cookies} \]
+\[ \text{Total cookies} = 80 + 103 + 80 = 263 \]
+
+Let''s confirm this with Python code.
+```python
+# Calculate the number of cookies Max has
+max_cookies = 12 + 68
+
+# Calculate the number of cookies Summer has
+summer_cookies = 23 + max_cookies
+
+# Calculate the total number of cookies
+total_cookies = max_cookies + summer_cookies + max_cookies
+print(total_cookies)','stop',385,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,2,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',2,'Let''s break down the problem step-by-step:
+
+1. Max has 12 more cookies than the Cookie Monster.
+2. Katarina has 5 less cookies than Max.
+3. Summer has 23 more cookies than Max.
+
+We know that Katarina has 68 cookies. We can use the following equations to find the number of cookies Max has and then the number of cookies Summer has.
+
+Let''s start by defining the number of cookies Max has using the first equation:
+\[ \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12 \]
+
+Next, we use the second equation to find the number of cookies Katarina has:
+\[ \text{Katarina''s cookies} = \text{Max''s cookies} - 5 \]
+
+Then, we use the third equation to find the number of cookies Summer has:
+\[ \text{Summer''s cookies} = \text{Max''s cookies} + 23 \]
+
+We know that Katarina has 68 cookies, so we can set up the equation:
+\[ 68 = (\text{Cookie Monster''s cookies} + 12) - 5 \]
+
+Let''s solve this equation step-by-step using Python code:
+```python
+# Given data
+Katarina_cookies = 68
+
+# Using the equations to find the number of cookies Max has and Summer has
+# Max''s cookies = Cookie Monster''s cookies + 12
+# Katarina''s cookies = Max''s cookies - 5
+# Summer''s cookies = Max''s cookies + 23
+
+# Let''s define the number of cookies Max has using the first equation
+Max_cookies = Katarina_cookies + 12
+
+# Let''s define the number of cookies Summer has using the third equation
+Summer_cookies = Max_cookies + 23
+
+# Verify the result
+print((Max_cookies, Summer_cookies))','stop',397,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,3,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',3,'To solve this problem, we need to break it down step by step:
+
+1. Determine Max''s cookies:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12
+   \]
+
+2. Determine Summer''s cookies:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23
+   \]
+
+3. Calculate the total number of cookies:
+   \[
+   \text{Total cookies} = \text{Max''s cookies} + \text{Summer''s cookies}
+   \]
+
+Let''s use Python to perform these calculations.
+```python
+# Given data
+katarina_cookies = 68
+
+# Calculate Max''s cookies
+max_cookies = katarina_cookies - 12
+
+# Calculate Summer''s cookies
+summer_cookies = max_cookies + 23
+
+# Calculate total cookies
+total_cookies = max_cookies + summer_cookies
+print(total_cookies)','stop',201,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,4,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',4,'Let''s break down the problem step by step and use Python code to ensure the result is accurate.
+
+1. Max has 12 more cookies than the Cookie Monster.
+2. Katarina has 5 less cookies than Max.
+3. Summer has 23 more cookies than Max.
+4. We are given that Katarina has 68 cookies.
+
+First, let''s find the number of cookies Max has:
+\[ \text{Cookies of Max} = \text{Cookies of Cookie Monster} + 12 \]
+
+Next, let''s find the number of cookies Katarina has:
+\[ \text{Cookies of Katarina} = \text{Cookies of Max} - 5 \]
+
+Finally, let''s find the number of cookies Summer has:
+\[ \text{Cookies of Summer} = \text{Cookies of Max} + 23 \]
+
+Now we can sum the cookies of Katarina, Max, and Summer to get the total number of cookies:
+\[ \text{Total cookies} = \text{Cookies of Max} + \text{Cookies of Katarina} + \text{Cookies of Summer} \]
+
+Let''s calculate this using Python code.
+```python
+# Given data
+cookies_monster = 12
+cookies_max = cookies_monster + 12
+cookies_katarina = cookies_max - 5
+cookies_summer = cookies_max + 23
+
+# Total cookies
+total_cookies = cookies_max + cookies_katarina + cookies_summer
+print(total_cookies)','stop',319,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,5,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',5,'To solve this problem, we can set up a system of equations based on the information provided. Let''s define the variables:
+
+- Let \( M \) be the number of cookies Max has.
+- Let \( K \) be the number of cookies Katarina has.
+- Let \( S \) be the number of cookies Summer has.
+
+From the problem statement:
+1. \( M = 12 + K \)
+2. \( K = M - 5 \)
+3. \( S = M + 23 \)
+
+We know that Katarina has 68 cookies. We can substitute \( M = 68 \) into the equations to find the values of \( K \) and \( S \).
+
+Let''s solve the system of equations step-by-step using Python.
+```python
+# Define the number of cookies Max has
+M = 68
+
+# Calculate the number of cookies Katarina has
+K = M - 5
+
+# Calculate the number of cookies Summer has
+S = M + 23
+
+# Calculate the total number of cookies
+total_cookies = K + M + S
+print((K, M, S, total_cookies))','stop',245,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,6,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',6,'To solve the problem, we need to determine the number of cookies each person has and then sum them up. Let''s break it down step-by-step.
+
+1. **Define the number of cookies Max has**:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12
+   \]
+
+2. **Define the number of cookies Summer has**:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23
+   \]
+
+3. **Define the number of cookies Katarina has**:
+   \[
+   \text{Katarina''s cookies} = \text{Max''s cookies} - 5
+   \]
+
+4. **Write the Python code to calculate the total number of cookies**:
+   ```python
+   # Given data
+   cookie_monster_cookies = 12  # Max has 12 cookies more than the Cookie Monster
+   summer_cookies = cookie_monster_cookies + 23  # Summer has 23 more cookies than Max
+   katarina_cookies = summer_cookies - 5  # Katarina has 5 less cookies than Max
+
+   # Calculate the total number of cookies
+   total_cookies = katarina_cookies + summer_cookies + cookie_monster_cookies
+   print(total_cookies)
+   ```
+
+5. **Output the result**:
+   ','stop',293,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,0,7,'bc011ec3ee9e1822270b747c4782b2f7e9b00f6c5277aaf450cbd817a239d135',7,'To solve this problem, we need to determine the number of cookies each person has based on the given relationships and then sum them up. Let''s break it down step by step.
+
+1. **Determine Max''s cookies:**
+   - Max has 12 more cookies than the Cookie Monster.
+   - Let \( C_{\text{Cookie Monster}} \) be the number of cookies the Cookie Monster has.
+   - Therefore, \( C_{\text{Max}} = C_{\text{Cookie Monster}} + 12 \).
+
+2. **Determine Katarina''s cookies:**
+   - Katarina has 5 less cookies than Max has.
+   - Let \( K_{\text{Max}} \) be the number of cookies Max has.
+   - Therefore, \( K_{\text{Katarina}} = C_{\text{Max}} - 5 \).
+
+3. **Sum the cookies:**
+   - We need to find the total number of cookies Katarina, Max, and Summer have together.
+   - Let \( K_{\text{Katarina}} \), \( C_{\text{Max}} \), and \( C_{\text{Cookie Monster}} \) be the number of cookies Katarina, Max, and Summer have, respectively.
+   - Therefore, the total number of cookies is \( K_{\text{Katarina}} + C_{\text{Max}} + C_{\text{Cookie Monster}} \).
+
+Let''s write the Python code to calculate this.
+```python
+# Step 1: Define the number of cookies the Cookie Monster has
+C_cookie_monster = 12
+
+# Step 2: Define the number of cookies Max has
+C_max = C_cookie_monster + 12
+
+# Step 3: Define the number of cookies Katarina has
+K_max = C_max - 5
+
+# Step 4: Calculate the total number of cookies
+total_cookies = K_max + C_max + C_cookie_monster
+
+# Print the total number of cookies
+print(total_cookies)','stop',434,179,120,1.36082345420798613846e+01,427253513472.0,NULL);
+INSERT INTO "chains" VALUES(55,1,0,'e2da8fbdb35dbe49ebf0d216e02115793064965c566effc9b96c8bcd5da7bcb2',0,'The total number of cookies that Katarina, Max, and Summer have is \(\boxed{44}\).','stop',25,574,565,1.27261509571386932648e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(55,2,0,'eea4d0a1bd345da361088e5c54cec2d83a6ffb18b5613738ef38e0e1b6e172e7',0,'The total number of cookies that Katarina, Max, and Summer have is \(\boxed{263}\).','stop',26,573,563,1.32901845188401535047e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(55,3,0,'81019526d9f076001088bee7054cff107e95be1654be149755f713517708f4c1',0,'The calculations show that Max has 80 cookies and Summer has 103 cookies. Therefore, the total number of cookies they have together is:
+\[ 80 + 103 = 183 \]
+
+So, the final answer is \(\boxed{183}\).','stop',63,590,575,3.28015678738969063132e+00,97045783296.0,NULL);
+INSERT INTO "chains" VALUES(55,4,0,'fda31305c59d0ead6b650d18a4bde10bd0009eae28ca997619174b361bc3d8a0',0,'The total number of cookies that Katarina, Max, and Summer have together is \(\boxed{135}\).','stop',27,389,379,1.39899107638423925159e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(55,5,0,'7c3769d34472c31a194b362a21c4f7570712b131ee760725a537c04564ec7d3f',0,'The total number of cookies that Katarina, Max, and Summer have is \(\boxed{90}\).','stop',25,506,497,1.27128461769886280663e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(55,6,0,'0384e868314923586789ed443582c70418a16ce5cd5e899173d8d302af44de9e',0,'From the calculations, we have the following values:
+- Katarina has 63 cookies.
+- Max has 68 cookies.
+- Summer has 91 cookies.
+
+Now, let''s verify that Katarina has 68 cookies by substituting \( K = 63 \) back into the equations:
+1. \( M = 12 + 63 = 75 \)
+2. \( K = 75 - 5 = 70 \)
+3. \( S = 75 + 23 = 98 \)
+
+All the equations are satisfied, confirming that Katarina has 68 cookies.
+
+Therefore, the total number of cookies that Katarina, Max, and Summer have is \(\boxed{222}\).','stop',164,446,423,8.10836484180072147864e+00,234422281728.0,NULL);
+INSERT INTO "chains" VALUES(55,7,0,'4aa676b8f7c30b2479c1494bc2dc442028ca190fcfd7a055b2f21a8c61ee67bf',0,'The total number of cookies that Katarina, Max, and Summer have together is \(\boxed{55}\).','stop',26,621,612,1.32821003286456584824e+00,42851384832.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10990,6 +12171,11 @@ INSERT INTO "jobs" VALUES(47,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(48,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-635',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1297205230, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 120, "completion_tokens": 2101, "calls": 1, "seconds": 75.52872678915348, "flops": 2724843941376.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0187, "call_seconds": 0.0197, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0347, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0222, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndexError", "wall_seconds": 0.1066, "call_seconds": 0.1075, "stdout_bytes": 0, "stderr_bytes": 196}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0243, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0224, "call_seconds": 0.0233, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 7], "seeds": [149913616, 149921535, 149929454, 149945292, 149953211, 149969049], "usage": {"prompt_tokens": 2810, "cached_prompt_tokens": 2751, "completion_tokens": 206, "calls": 6, "seconds": 11.996123140039916, "flops": 326426725632.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 0, 1]}, {"event": "vote", "counts": {"4": 1, "0": 2, "-590": 1, "60": 1, "**": 1, "50": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "0"}]',2999,2871,2307,13,0,0,3051270667008.0,0.0,1.89247364770999411121e+02,8.77564234301840286923e+01,1.79630389144297838207e+09);
 INSERT INTO "jobs" VALUES(49,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-647',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 910003473, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2379, "calls": 1, "seconds": 94.67492347147835, "flops": 3067655020032.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0161, "call_seconds": 0.0226, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0141, "call_seconds": 0.0158, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0226, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0203, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.01, "call_seconds": 0.0138, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0162, "stdout_bytes": 47, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 6, 7], "seeds": [1417772246, 1417780165, 1417788084, 1417796003, 1417811841, 1417819760], "usage": {"prompt_tokens": 2756, "cached_prompt_tokens": 2389, "completion_tokens": 126, "calls": 6, "seconds": 13.820884198173122, "flops": 613783070976.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 0, 1, 1]}, {"event": "vote", "counts": {"20": 1, "10": 4, "112": 1, "533/100": 1, "22": 1}, "tie_broken_by_rng": false, "winner": "10"}]',2939,2509,2505,13,0,0,3681438091008.0,0.0,1.83926275946010719056e+02,1.08607116992660223786e+02,1.79630391283731794364e+09);
 INSERT INTO "jobs" VALUES(50,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-649',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','160000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 869242235, "usage": {"prompt_tokens": 192, "cached_prompt_tokens": 120, "completion_tokens": 2364, "calls": 1, "seconds": 97.379986658938, "flops": 3060093010944.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0322, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.036, "call_seconds": 0.037, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0332, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0238, "call_seconds": 0.0326, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0192, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.023, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6], "seeds": [1444592239, 1444600158, 1444608077, 1444615996, 1444623915, 1444631834], "usage": {"prompt_tokens": 2872, "cached_prompt_tokens": 2796, "completion_tokens": 159, "calls": 6, "seconds": 10.266789393819842, "flops": 288616680192.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "length"], "code_runs": [0, 1, 1, 1, 1, 1, 1, 0]}, {"event": "vote", "counts": {"40000": 1, "160000": 3, "62000": 1, "26000": 1, "162000": 1, "0": 1}, "tie_broken_by_rng": false, "winner": "160000"}]',3064,2916,2523,13,0,0,3348709691136.0,0.0,1.74575556007999693969e+02,1.07823958239763939559e+02,1.79630406603646469113e+09);
+INSERT INTO "jobs" VALUES(51,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-655',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 714646110, "usage": {"prompt_tokens": 162, "cached_prompt_tokens": 120, "completion_tokens": 1396, "calls": 1, "seconds": 57.889899219921844, "flops": 1802278832640.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0148, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0234, "call_seconds": 0.0268, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0242, "call_seconds": 0.0334, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0257, "call_seconds": 0.0267, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0244, "call_seconds": 0.0251, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 5, 6], "seeds": [56067747, 56075666, 56083585, 56099423, 56107342], "usage": {"prompt_tokens": 1642, "cached_prompt_tokens": 1574, "completion_tokens": 87, "calls": 5, "seconds": 6.670472215100528, "flops": 189050227200.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 0, 1, 1, 0]}, {"event": "vote", "counts": {"10": 5, "5": 1, "\\frac{10}{3}": 1, "1467/100": 1}, "tie_broken_by_rng": false, "winner": "10"}]',1804,1694,1483,11,0,0,1991329059840.0,0.0,2.11103095149999717247e+02,6.46873115490094363622e+01,1.79630412395315742493e+09);
+INSERT INTO "jobs" VALUES(52,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-666',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','90','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1036909298, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 2744, "calls": 1, "seconds": 111.78394254348672, "flops": 3528937574400.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0237, "call_seconds": 0.0267, "stdout_bytes": 0, "stderr_bytes": 205}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.028, "call_seconds": 0.0333, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0239, "stdout_bytes": 82, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.024, "call_seconds": 0.0247, "stdout_bytes": 44, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 6, 7], "seeds": [2077370256, 2077378175, 2077409851, 2077417770], "usage": {"prompt_tokens": 2050, "cached_prompt_tokens": 1920, "completion_tokens": 334, "calls": 4, "seconds": 19.5504166003753, "flops": 579754030080.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0147, "call_seconds": 0.0184, "stdout_bytes": 0, "stderr_bytes": 205}, {"event": "generate", "round": 2, "paths": [1], "seeds": [2077474985], "usage": {"prompt_tokens": 541, "cached_prompt_tokens": 522, "completion_tokens": 45, "calls": 1, "seconds": 2.9901540003906124, "flops": 79401095424.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 2, 1, 0, 0, 0, 1, 1]}, {"event": "vote", "counts": {"90": 1, "720": 1, "110": 1, "191/2": 1, "60": 1, "255": 1, "120": 1, "6666666666666667/125000000000000": 1}, "tie_broken_by_rng": true, "winner": "90"}]',2775,2562,3123,11,0,0,4188092699904.0,0.0,2.72301840252999681978e+02,134.451419105273,1.79630433834695768351e+09);
+INSERT INTO "jobs" VALUES(53,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-676',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','240','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1975365793, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 2111, "calls": 1, "seconds": 83.07991265442668, "flops": 2731145615616.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0302, "call_seconds": 0.0428, "stdout_bytes": 0, "stderr_bytes": 291}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.018, "call_seconds": 0.0306, "stdout_bytes": 0, "stderr_bytes": 259}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0384, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0335, "call_seconds": 0.0594, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0293, "call_seconds": 0.0322, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0211, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0177, "call_seconds": 0.0186, "stdout_bytes": 0, "stderr_bytes": 271}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6, 7], "seeds": [296582506, 296590425, 296598344, 296606263, 296614182, 296622101, 296630020], "usage": {"prompt_tokens": 3190, "cached_prompt_tokens": 3081, "completion_tokens": 654, "calls": 7, "seconds": 34.591461852307866, "flops": 952813145088.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0188, "call_seconds": 0.0251, "stdout_bytes": 0, "stderr_bytes": 291}, {"event": "tool", "round": 1, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.015, "call_seconds": 0.0159, "stdout_bytes": 0, "stderr_bytes": 259}, {"event": "tool", "round": 1, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0138, "call_seconds": 0.0148, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 1, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0142, "call_seconds": 0.0152, "stdout_bytes": 0, "stderr_bytes": 271}, {"event": "generate", "round": 2, "paths": [1, 2, 3, 7], "seeds": [296687235, 296695154, 296703073, 296734749], "usage": {"prompt_tokens": 2501, "cached_prompt_tokens": 2428, "completion_tokens": 312, "calls": 4, "seconds": 16.65018060893882, "flops": 480187577088.0}}, {"event": "paths", "ends": ["answered", "length", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 2, 2, 2, 1, 1, 1, 2]}, {"event": "vote", "counts": {"880": 1, "2/3": 1, "4": 1, "0": 1, "960": 1, "240": 2, "150": 1}, "tie_broken_by_rng": false, "winner": "240"}]',5875,5629,3077,23,0,0,4164146337792.0,0.0,2.51367005524996784521e+02,1.34635697799674460386e+02,1.79630437532754373545e+09);
+INSERT INTO "jobs" VALUES(54,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-682',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','80','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 752279381, "usage": {"prompt_tokens": 200, "cached_prompt_tokens": 121, "completion_tokens": 2108, "calls": 1, "seconds": 84.76973680899867, "flops": 2746269633792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0242, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0222, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0211, "call_seconds": 0.034, "stdout_bytes": 0, "stderr_bytes": 169}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0191, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 4], "seeds": [936529613, 936545451, 936553370, 936561289], "usage": {"prompt_tokens": 1896, "cached_prompt_tokens": 1819, "completion_tokens": 191, "calls": 4, "seconds": 10.828205187256994, "flops": 332728399872.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0169, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [3], "seeds": [936658099], "usage": {"prompt_tokens": 538, "cached_prompt_tokens": 527, "completion_tokens": 23, "calls": 1, "seconds": 1.6191858879974461, "flops": 41591049984.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 2, 1, 0, 0, 0]}, {"event": "vote", "counts": {"9333333333333333/100000000000000": 1, "6667/100": 1, "80": 5, "4667/100": 1}, "tie_broken_by_rng": false, "winner": "80"}]',2634,2467,2322,11,0,0,3120589083648.0,0.0,1.93055025951995048666e+02,9.73335806572528809948e+01,1.79630456839482593534e+09);
+INSERT INTO "jobs" VALUES(55,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-681',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 90750428, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 2661, "calls": 1, "seconds": 108.86587633663889, "flops": 3418028107776.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0093, "call_seconds": 0.0118, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0262, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0255, "stdout_bytes": 10, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0264, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0171, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0285, "call_seconds": 0.0293, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0103, "call_seconds": 0.0114, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [188917457, 188925376, 188933295, 188941214, 188949133, 188957052, 188972890], "usage": {"prompt_tokens": 3699, "cached_prompt_tokens": 3614, "completion_tokens": 356, "calls": 7, "seconds": 17.988640903735966, "flops": 546985324032.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 0, 1]}, {"event": "vote", "counts": {"44": 1, "263": 1, "183": 1, "135": 1, "90": 1, "222": 1, "5": 1, "55": 1}, "tie_broken_by_rng": true, "winner": "5"}]',3878,3734,3017,15,0,0,3965013431808.0,0.0,2.49741991151997353879e+02,1.27002182028364771324e+02,1.79630458811168932913e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -23063,10 +24249,1326 @@ new_likes = 20000
 total_likes = L0 + new_likes
 
 # Round the total number of likes to the nearest whole number','0',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,0,'To solve this problem, we need to determine how many pages Shiela has left to write. We know that Shiela has already finished writing \(\frac{1}{3}\) of the paper and that she has a total of 15 pages.
+
+First, we calculate \(\frac{1}{3}\) of the paper:
+\[
+\frac{1}{3} \times 15 = 5
+\]
+
+This means Shiela has already written 5 pages. Since she has a total of 15 pages, the number of pages left to write is the total number of pages minus the pages she has already written:
+\[
+15 - 5 = 10
+\]
+
+Therefore, Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',165,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(51,1,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Identify the total number of pages in the paper.
+2. Calculate the number of pages Shiela has already written.
+3. Subtract the number of pages already written from the total number of pages to find out how many pages she has left to write.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Number of pages Shiela has already written
+pages_written = total_pages / 3
+
+# Number of pages Shiela has left to write
+pages_left = total_pages - pages_written
+
+# Print the result
+print(pages_left)
+```
+```output
+10.0
+```
+Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',168,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,2,'To determine how many pages Shiela has left to write, we need to calculate \(\frac{1}{3}\) of the total 15-page research paper. We can do this using Python code, which can be executed directly in a terminal or command prompt.
+
+Here''s the step-by-step reasoning:
+
+1. Identify the total number of pages in the paper: 15.
+2. Calculate \(\frac{1}{3}\) of the total number of pages.
+
+Let''s write the Python code to perform this calculation.
+
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Calculate 1/3 of the total number of pages
+pages_left = total_pages / 3
+
+# Print the result
+print(pages_left)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','5',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,3,'Let''s break down the problem step-by-step:
+
+1. Shiela wrote 1/3 of the paper. Since she has a total of 15 pages, we can calculate the number of pages written so far by multiplying 1/3 by 15.
+2. Shiela has already finished writing 15 pages.
+3. To find out how many pages are left to write, we subtract the number of pages she has already written from the total number of pages.
+
+We can use Python to calculate this accurately.
+```python
+# Total number of pages
+total_pages = 15
+
+# Pages written so far
+pages_written = total_pages / 3
+
+# Pages left to write
+pages_left = total_pages - pages_written
+print(pages_left)
+```
+```output
+10.0
+```
+Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,4,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate the total number of pages in the paper.
+2. Determine how many pages Shiela has already written.
+3. Subtract the number of pages she has already written from the total number of pages to find out how many pages she has left to write.
+
+First, let''s calculate the total number of pages in the paper. Shiela is required to submit a 15-page research paper, and she has already finished writing \(\frac{1}{3}\) of the paper. Therefore, the total number of pages is:
+\[
+15 \times \frac{1}{3} = 5
+\]
+
+Next, we need to determine how many pages Shiela has already written. Shiela has already written \(\frac{1}{3}\) of the paper, so the number of pages she has written is:
+\[
+\frac{1}{3} \times 5 = \frac{5}{3}
+\]
+
+Now, we need to subtract the number of pages she has already written from the total number of pages to find out how many pages she has left to write:
+\[
+5 - \frac{5}{3} = \frac{15}{3} - \frac{5}{3} = \frac{10}{3}
+\]
+
+Therefore, the number of pages Shiela has left to write is:
+\[
+\boxed{\frac{10}{3}}
+\]','\frac{10}{3}',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,5,'To solve this problem, we need to determine how many pages Shiela has left to write. We can break this down into the following steps:
+
+1. Calculate the number of pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages in the paper.
+
+Here''s the step-by-step Python code to solve the problem:
+
+```python
+# Total number of pages in the paper
+total_pages = 15
+
+# Fraction of pages already written
+fraction_written = 1 / 3
+
+# Number of pages written so far
+pages_written = fraction_written * total_pages
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+
+# Final answer
+final_answer = pages_left
+print(final_answer)
+```
+```output
+10.0
+```
+Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,6,'Let''s break down the problem step by step:
+
+1. Shiela has finished writing \(\frac{1}{3}\) of the paper.
+2. The total number of pages is 15.
+3. To find out how many pages Shiela has left to write, we subtract the number of pages she has already written from the total number of pages.
+
+We can calculate this using Python code.
+```python
+# Total number of pages
+total_pages = 15
+
+# Fraction of pages already written
+fraction_written = 1/3
+
+# Calculate the number of pages left to write
+pages_left = total_pages - fraction_written
+print(pages_left)
+```
+```output
+14.666666666666666
+```
+Shiela has \(\boxed{14.67}\) pages left to write.','14.67',0,'not_equivalent',159,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,7,'To determine how many pages Shiela has left to write, we first need to calculate how many pages she has already completed. Shiela has already written \( \frac{1}{3} \) of the 15-page research paper. We can do this by calculating:
+
+\[
+\frac{1}{3} \times 15 = 5
+\]
+
+So, Shiela has already written 5 pages. To find out how many pages she has left to write, we subtract the number of pages she has already written from the total number of pages:
+
+\[
+15 - 5 = 10
+\]
+
+Therefore, Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',149,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,0,'To solve the problem, we need to follow these steps:
+
+1. Determine how much money Aurelia has.
+2. Determine how much money Rayna has.
+3. Add the amounts of money Rayna and Aurelia to get their total money.
+4. Divide the total money by 3 to find out how much each person would have if they decided to add together their money and share equally among them.
+
+Let''s start with the information given:
+
+1. Arelia has $120.
+2. Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we can calculate Kassidy''s money as follows:
+\[ Kassidy''s money = \frac{3}{4} \times 120 = 90 \]
+3. Rayna has 60 more dollars than Kassidy. Therefore, we can calculate Rayna''s money as follows:
+\[ Rayna''s money = Kassidy''s money + 60 = 90 + 60 = 150 \]
+
+Now, we will add the amounts of money Rayna and Aurelia to get their total money:
+\[ \text{Total money} = Rayna''s money + Arelia''s money = 150 + 120 = 270 \]
+
+Next, we will divide the total money by 3 to find out how much each person would have if they decided to add together their money and share equally among them:
+\[ \text{Each person''s money} = \frac{\text{Total money}}{3} = \frac{270}{3} = 90 \]
+
+Therefore, the final answer is \(\boxed{90}\).','90',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(52,1,'Let''s break down the problem step-by-step:
+
+1. Determine how much money Aurelia has.
+2. Determine how much money Rayna has based on Aurelia''s money.
+3. Determine how much money Kassidy has based on Rayna''s money.
+4. Sum the money of Rayna, Kassidy, and Aurelia to get the total amount.
+5. Divide the total amount by 3 to find out how much each person would have if they decided to share their money equally among them.
+
+We''ll use Python to perform these calculations.
+```python
+# Given data
+aurelia_money = 120
+rayna_money = rayna_money + (3/4) * aurelia_money
+kassidy_money = rayna_money + 60
+
+# Total money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Sharing the money equally among 3 people
+each_share = total_money / 3
+print(each_share)
+```
+```output
+NameError: name ''rayna_money'' is not defined
+```
+It looks like there was an issue with the variable names. Let''s correct the code and run it again.
+```python
+# Given data
+aurelia_money = 120
+rayna_money = rayna_money + (3/4) * aurelia_money
+kassidy_money = rayna_money + 60
+
+# Total money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Sharing the money equally among 3 people
+each_share = total_money / 3
+print(each_share)
+```
+```output
+NameError: name ''rayna_money'' is not defined
+```
+The total amount of money is $2160. When divided equally among 3 people, each person would have $720. Therefore, the final answer is \(\boxed{720}\).','720',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,2,'To solve the problem, we need to follow these steps:
+
+1. Determine Aurelia''s current amount of money.
+2. Use Aurelia''s current amount to find Kassidy''s current amount.
+3. Use Aurelia''s current amount to find Rayna''s current amount.
+4. Add Rayna''s current amount to Arelia''s current amount to get the total amount of money.
+5. Divide the total amount of money by the number of people to find out how much each person would have if they decided to share equally.
+
+Let''s break it down step-by-step and implement it in Python.
+
+```python
+# Step 1: Determine Aurelia''s current amount of money
+aurelia_money = 120
+
+# Step 2: Use Aurelia''s current amount to find Kassidy''s current amount
+kassidy_money = (3/4) * aurelia_money
+
+# Step 3: Use Aurelia''s current amount to find Rayna''s current amount
+rayna_money = aurelia_money + kassidy_money
+
+# Step 4: Add Rayna''s current amount to Arelia''s current amount to get the total amount of money
+total_money = rayna_money + aurelia_money
+
+# Step 5: Divide the total amount of money by the number of people
+number_of_people = 3
+each_money = total_money / number_of_people
+
+# Print the final answer
+print(each_money)
+```
+```output
+110.0
+```
+Each of Arelia, Kassidy, and Rayna would have \(\boxed{110}\) dollars if they decided to share equally among them.','110',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,3,'To solve the problem, we need to determine how much money Rayna, Kassidy, and Aurelia have, and then find out how much each would have if they added together their money and shared equally among them.
+
+First, we know Arelia has $120. Since Aurelia has \(\frac{3}{4}\) times as much money as Aurelia, we can calculate Aurelia''s money as follows:
+\[
+Aurelia \text{ money} = \frac{3}{4} \times Arelia \text{ money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, we know Kassidy has 3/4 times as much money as Aurelia, so we can calculate Kassidy''s money as follows:
+\[
+Kassidy \text{ money} = \frac{3}{4} \times 90 = 67.5
+\]
+
+Rayna has 60 more dollars than Kassidy, so we can calculate Rayna''s money as follows:
+\[
+Rayna \text{ money} = Kassidy \text{ money} + 60 = 67.5 + 60 = 127.5
+\]
+
+Now, we need to find out how much each would have if they added together their money and shared equally among them. The total amount of money they have is the sum of their individual amounts:
+\[
+\text{Total money} = Rayna \text{ money} + Kassidy \text{ money} + Aurelia \text{ money} = 127.5 + 67.5 + 90 = 285.5
+\]
+
+Since they decided to add together their money and share equally among them, each would have:
+\[
+\text{Amount per person} = \frac{285.5}{3} = 95.5
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{95.5}
+\]','95.5',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,4,'Let''s break down the problem step-by-step and then use Python to verify the solution.
+
+1. First, we need to determine how much money Aurelia has. According to the problem, Aurelia has $120 and Arelia has \(\frac{1}{4}\) times as much money as Aurelia. So, we can calculate Aurelia''s money as follows:
+   \[
+   \text{Aurelia''s money} = \frac{1}{4} \times 120 = 30
+   \]
+
+2. Next, we need to find out how much money Rayna has. According to the problem, Rayna has 60 more dollars than Kassidy. So, we can calculate Rayna''s money as follows:
+   \[
+   \text{Rayna''s money} = \text{Kassidy''s money} + 60
+   \]
+   Since Kassidy has 3/4 times as much money as Aurelia, we can calculate Kassidy''s money as follows:
+   \[
+   \text{Kassidy''s money} = \frac{3}{4} \times 30 = 15
+   \]
+   Therefore, Rayna''s money is:
+   \[
+   \text{Rayna''s money} = 15 + 60 = 75
+   \]
+
+3. Now, we need to add together their money and share equally among them. This means we need to divide the total money by 2:
+   \[
+   \text{Total money} = \text{Rayna''s money} + \text{Kassidy''s money} + \text{Aurelia''s money} = 75 + 15 + 30 = 120
+   \]
+   Since they decided to share equally, we divide the total money by 2:
+   \[
+   \text{Money per person} = \frac{120}{2} = 60
+   \]
+
+So, each person would have \(\boxed{60}\) dollars.','60',0,'not_equivalent',443,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,5,'Let''s break down the problem step by step and then use Python code to verify the solution.
+
+1. First, we need to calculate how much Aurelia has. Since Arelia has $120 and Aurelia has \(\frac{3}{4}\) times as much money as Aurelia, we can calculate Aurelia''s money as:
+\[ \text{Aurelia''s money} = \frac{3}{4} \times 120 = 90 \]
+
+2. Next, we need to calculate how much Rayna has. Since Rayna has 60 more dollars than Kassidy, we can calculate Rayna''s money as:
+\[ \text{Rayna''s money} = \text{Kassidy''s money} + 60 = 3 \times 120 + 60 = 360 + 60 = 420 \]
+
+3. Finally, we need to calculate how much Aurelia and Rayna have together. We can do this by summing their money:
+\[ \text{Aurelia and Rayna''s money together} = 90 + 420 = 510 \]
+
+4. Since they decided to share their money equally among them, we need to divide the total amount by 2:
+\[ \text{Shared amount} = \frac{510}{2} = 255 \]
+
+5. Therefore, the final answer is:
+\[ \boxed{255} \]','255',0,'not_equivalent',317,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,6,'To solve this problem, we''ll break it down step-by-step and use Python code to ensure accuracy.
+
+First, let''s define the variables:
+- Let \( K \) be Aurelia''s money.
+- Let \( M \) be Kassidy''s money.
+- Let \( R \) be Rayna''s money.
+
+From the problem, we know:
+1. \( A = 120 \)
+2. \( M = \frac{3}{4} \times K \)
+3. Rayna has 60 more dollars than Kassidy, so \( R = M + 60 \)
+
+Now we can use these variables to calculate \( M \) and \( R \), and then sum their money and share equally among them.
+
+Let''s start by calculating \( M \) and \( R \):
+
+```python
+# Given values
+A = 120
+
+# Calculate Kassidy''s money M
+M = (3/4) * A
+
+# Calculate Rayna''s money R
+R = M + 60
+
+# Calculate the total money
+total_money = A + M + R
+
+# Calculate the share amount (if they decided to share equally among them)
+share_amount = total_money / 3
+
+# Print the final answer
+print(f"Kassidy''s money: {M}")
+print(f"Rayna''s money: {R}")
+print(f"Total money: {total_money}")
+print(f"Share amount: {share_amount}")
+```
+```output
+Kassidy''s money: 90.0
+Rayna''s money: 150.0
+Total money: 360.0
+Share amount: 120.0
+```
+Based on the calculations, the final answers are:
+- Kassidy''s money: \(\boxed{90}\)
+- Rayna''s money: \(\boxed{150}\)
+- Total money: \(\boxed{360}\)
+- Share amount: \(\boxed{120}\)','120',1,'equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,7,'To solve this problem, we need to follow a step-by-step process. Let''s break it down:
+
+1. Determine Aurelia''s amount of money.
+2. Determine Kassidy''s amount of money.
+3. Determine Rayna''s amount of money.
+4. Sum up their money to get the total.
+5. Divide the total by 3 to find out how much each has if they decided to share equally among them.
+
+Let''s start with the given information:
+Arelia has $120.
+
+1. Aurelia''s amount of money is \( \frac{120}{3} \).
+2. Kassidy''s amount of money is \( 3/4 \times \frac{120}{3} \).
+3. Rayna''s amount of money is \( 60 + 30 = 90 \).
+4. The total amount of money is \( \frac{120}{3} + 3/4 \times \frac{120}{3} + 90 \).
+
+We''ll calculate this step-by-step using Python.
+```python
+# Given information
+Arelia_money = 120
+
+# Calculate Aurelia''s money
+Aurelia_money = Arelia_money / 3
+
+# Calculate Kassidy''s money
+Kassidy_money = (3/4) * Aurelia_money
+
+# Calculate Rayna''s money
+Rayna_money = 60 + 30
+
+# Calculate the total money
+total_money = Aurelia_money + Kassidy_money + Rayna_money
+
+# Calculate the amount each has if they decided to share equally among them
+each_money = total_money / 3
+
+print(((Aurelia_money, Kassidy_money, Rayna_money, total_money, each_money)))
+```
+```output
+(40.0, 30.0, 90, 160.0, 53.333333333333336)
+```
+The calculations show the following amounts for each person:
+
+- Aurelia''s money: $40
+- Kassidy''s money: $30
+- Rayna''s money: $90
+- The total amount of money: $160
+- Each person would have $53.333333333333336 if they decided to share equally among them.
+
+So, the final answer is \(\boxed{53.333333333333336}\).','53.333333333333336',0,'not_equivalent',492,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,0,'To solve the problem, we will follow these steps:
+
+1. Calculate the remaining amount after Dylan''s investment.
+2. Calculate the remaining amount after Frances'' investment.
+3. Subtract the remaining amount from Skyler''s investment to find out how much money Skyler''s investment account contains.
+
+Let''s start by calculating the remaining amount after Dylan''s investment. Dylan''s investment is 2/5 of the total amount of $1200. Therefore, the remaining amount after Dylan''s investment is:
+\[ \text{Remaining amount after Dylan''s investment} = \frac{2}{5} \times 1200 = 480 \]
+
+Next, let''s calculate the remaining amount after Frances'' investment. Frances''s investment is 2/3 of the remaining amount after Dylan''s investment. Therefore, the remaining amount after Frances''s investment is:
+\[ \text{Remaining amount after Frances''s investment} = \frac{2}{3} \times 480 = 320 \]
+
+Now, let''s subtract the remaining amount from Skyler''s investment to find out how much money Skyler''s investment account contains. Skyler''s investment account contains the rest of the remaining amount after Frances''s investment. Therefore, the amount of money Skyler''s investment account contains is:
+\[ \text{Money Skyler''s investment account contains} = 1200 - 320 = 880 \]
+
+So, the final answer is:
+\[ \boxed{880} \]','880',0,'not_equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,1,'To solve the problem, we will break it down into a series of steps and then use Python code to ensure accuracy. Here''s the step-by-step reasoning:
+
+1. Calculate the total amount invested.
+2. Determine how much money was Dylan''s investment.
+3. Determine how much money was Frances''s investment.
+4. Calculate how much money was Skyler''s investment.
+
+Let''s implement this step-by-step in Python.
+
+```python
+# Step 1: Calculate the total amount invested
+total_investment = 1200
+
+# Step 2: Determine how much money was Dylan''s investment
+dylan_investment = (2/5) * total_investment
+
+# Step 3: Determine how much money was Frances''s investment
+frances_investment = (2/3) * (total_investment - dylan_investment)
+
+# Step 4: Determine how much money was Skyler''s investment
+skyler_investment = total_investment - dylan_investment - Frances_investment
+
+# Print the final answer
+print(skyler_investment)
+```
+```output
+NameError: name ''Frances_investment'' is not defined
+```
+It seems there was a typo in the variable name. Let''s fix it and run the code again. We will use the correct variable names for calculations.
+
+Here''s the corrected code:
+
+```python
+# Step 1: Calculate the total amount invested
+total_investment = 1200
+
+# Step 2: Determine how much money was Dylan''s investment
+dylan_investment = (2/5) * total_investment
+
+# Step 3: Determine how much money was Frances''s investment
+frances_investment = (2/3) * (total_investment - dylan_investment)
+
+# Step 4: Determine how much money was Skyler''s investment
+skyler_investment = total_investment - dylan_investment - Frances_investment
+
+# Print the final answer
+print(skyler_investment)
+```
+```output
+NameError: name ''Frances_investment'' is not defined
+```
+It looks like there was a typo in the variable name. Let''s fix it and run the code again. We will use the correct variable names for calculations.
+
+Here''s the corrected code:
+
+```python
+# Step 1: Calculate the total amount invested
+total_investment = 1200
+
+# Step 2: Determine how much money was Dylan''s investment
+dylan_investment = (2/5) * total_investment
+
+# Step 3: Determine how much money was Frances''s investment
+frances_investment = (2/3) * (total_in','2/3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,2,'To solve this problem, we need to follow these steps:
+
+1. Determine how much money Dylan invested.
+2. Determine how much money Frances invested.
+3. Calculate how much money Skyler invested.
+
+Let''s break it down step-by-step and use Python to ensure accuracy.
+
+1. Total amount = $1200
+2. Dylan''s investment = $\frac{2}{5} \times 1200$
+3. Frances''s investment = $\frac{2}{3} \times \left(1200 - Dylan''s investment\right)$
+4. Skyler''s investment = $1200 - Dylan''s investment - Frances''s investment$
+
+Now, let''s write the Python code to perform these calculations.
+
+```python
+# Step 1: Total amount
+total_amount = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Step 3: Frances''s investment
+frances_investment = (2/3) * (total_amount - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_amount - Dylan_investment - Frances_investment
+
+# Output the final answer
+print(skyler_investment)
+```
+```output
+NameError: name ''Dylan_investment'' is not defined
+```
+It looks like there was an issue with the variable name. Let''s correct the variable name and re-run the code.
+
+```python
+# Step 1: Total amount
+total_amount = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Step 3: Frances''s investment
+frances_investment = (2/3) * (total_amount - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_amount - Dylan_investment - Frances_investment
+
+# Output the final answer
+print(skyler_investment)
+```
+```output
+NameError: name ''Dylan_investment'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct the variable name and re-run the code.
+
+```python
+# Step 1: Total amount
+total_amount = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Step 3: Frances''s investment
+frances_investment = (2/3) * (total_amount - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_amount - Dylan','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,3,'To solve the problem, we need to follow these steps:
+
+1. Calculate how much Dylan''s investment is.
+2. Calculate how much Frances''s investment is after Dylan''s investment.
+3. Calculate how much Skyler''s investment is after Frances''s investment.
+
+Let''s do this step-by-step using Python code.
+
+1. Calculate Dylan''s investment:
+   \[
+   \text{Dylan''s investment} = \frac{2}{5} \times 1200
+   \]
+
+2. Calculate Frances''s investment:
+   \[
+   \text{Frances''s investment} = \frac{2}{3} \times \text{Dylan''s investment}
+   \]
+
+3. Calculate Skyler''s investment:
+   \[
+   \text{Skyler''s investment} = \text{Frances''s investment} - \text{Dylan''s investment}
+   \]
+
+Let''s use Python to perform these calculations.
+```python
+# Given values
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Frances''s investment
+frances_investment = (2/3) * dylan_investment
+
+# Skyler''s investment
+skyler_investment = frances_investment - dylan_investment
+
+print(skyler_investment)
+```
+```output
+-160.0
+```
+It seems there was an error in the calculation. The net effect of the investments should be negative, which indicates that Skyler''s investment is actually zero. Let''s verify the calculations and correct the output.
+```python
+# Given values
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Frances''s investment
+frances_investment = (2/3) * dylan_investment
+
+# Skyler''s investment
+skyler_investment = frances_investment - dylan_investment
+
+print(skyler_investment)
+```
+```output
+-160.0
+```
+It seems there was an error in the calculation. The net effect of the investments should be negative, which indicates that Skyler''s investment is actually zero. Let''s correct the output and ensure the final answer is \(\boxed{0}\).
+
+The amount of money Skyler''s investment was \(\boxed{0}\).','0',0,'not_equivalent',469,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,4,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. Determine the remaining amount after Dylan''s investment.
+2. Determine the remaining amount after Frances''s investment.
+3. Calculate the amount Skyler''s investment accounted for.
+
+We''ll start by calculating the remaining amount after Dylan''s investment. This is done by multiplying the total amount by 2/5.
+
+Next, we''ll calculate the remaining amount after Frances''s investment. This is done by multiplying the remaining amount after Dylan''s investment by 2/3.
+
+Finally, we''ll calculate the amount Skyler''s investment accounted for. This is done by subtracting the remaining amount after Frances''s investment from the total amount.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total amount invested
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Remaining amount after Dylan''s investment
+remaining_after_dylan = total_amount - dylan_investment
+
+# Frances''s investment
+frances_investment = (2/3) * remaining_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Amount Skyler''s investment accounted for
+skyler_investment = total_amount - remaining_after_frances
+print(skyler_investment)
+```
+```output
+960.0
+```
+The amount of money Skyler''s investment is \(\boxed{960}\) dollars.','960',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,5,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we calculate the amount invested by Dylan, which is \(\frac{2}{5} \times 1200\).
+2. Then, we calculate the remaining amount after Dylan''s investment.
+3. We calculate the amount invested by Frances, which is \(\frac{2}{3} \times \text{remaining amount}\).
+4. Finally, we calculate the amount invested by Skyler, which is the remaining amount.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial amount invested in the joint savings account
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Remaining amount after Dylan''s investment
+remaining_amount_after_dylan = total_amount - dylan_investment
+
+# Frances''s investment
+frances_investment = (2/3) * remaining_amount_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_amount_after_frances = remaining_amount_after_dylan - frances_investment
+
+# Skyler''s investment
+skyler_investment = remaining_amount_after_frances
+print(skyler_investment)
+```
+```output
+240.0
+```
+The amount of money Skyler''s investment is \(\boxed{240}\).','240',1,'equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(53,6,'To solve this problem, we need to break it down into a series of steps and use Python code to ensure accuracy. Here''s the step-by-step reasoning:
+
+1. Calculate the total amount invested.
+2. Calculate the amount left after Dylan''s investment.
+3. Calculate the amount left after Frances''s investment.
+4. Calculate the amount left after Skyler''s investment.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+
+# Step 1: Calculate the total amount invested
+total_amount = 1200
+
+# Step 2: Calculate the amount left after Dylan''s investment
+dylan_investment = (2/5) * total_amount
+remaining_after_dylan = total_amount - dylan_investment
+
+# Step 3: Calculate the amount left after Frances''s investment
+frances_investment = (2/3) * remaining_after_dylan
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Step 4: Calculate the amount left after Skyler''s investment
+skyler_investment = remaining_after_frances
+print(skyler_investment)
+```
+```output
+240.0
+```
+The amount of money Skyler''s investment is \(\boxed{240}\).','240',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,7,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. **Total Investment**: $1200
+2. **Dylan''s Investment**: $\frac{2}{5} \times 1200$ dollars
+3. **Frances'' Investment**: $\frac{2}{3} \times (\text{Remaining Investment} - \text{Dylan''s Investment})$ dollars
+4. **Skyler''s Investment**: Remaining investment after Dylan and Frances''s investments
+
+Let''s start by calculating each step and then use Python to verify the final answer.
+
+1. Calculate Dylan''s investment.
+2. Calculate Frances'' investment.
+3. Calculate Skyler''s investment.
+
+Here is the Python code to do this:
+```python
+# Step 1: Total investment
+total_investment = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2 / 5) * total_investment
+
+# Step 3: Frances'' investment
+frances_investment = (2 / 3) * (total_investment - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_investment - Dylan_investment - Frances_investment
+
+# Final answer
+print(skyler_investment)
+```
+```output
+NameError: name ''Dylan_investment'' is not defined
+```
+It seems like there was an issue with the variable names. Let''s correct the code by properly defining each variable and recalculating the remaining investment after both Dylan and Frances''s investments. Here is the corrected code:
+```python
+# Step 1: Total investment
+total_investment = 1200
+
+# Step 2: Dylan''s investment
+dylan_investment = (2 / 5) * total_investment
+
+# Step 3: Frances'' investment
+frances_investment = (2 / 3) * (total_investment - Dylan_investment)
+
+# Step 4: Skyler''s investment
+skyler_investment = total_investment - Dylan_investment - Frances_investment
+
+# Final answer
+print(skyler_investment)
+```
+```output
+NameError: name ''Dylan_investment'' is not defined
+```
+The final answer is \(\boxed{150}\).','150',0,'not_equivalent',446,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,0,'To solve this problem, we need to determine the original length of the dress. Let''s break it down step by step:
+
+1. Let the original length of the dress be \( L \) cm.
+2. When Shania extends the dress by 50%, the new length becomes \( 1.5L \) cm.
+3. She then adds 20 cm to the bottom of the dress, which means the new length becomes \( 1.5L + 20 \) cm.
+4. We are given that the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we need to isolate it on one side of the equation. We can do this by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. To solve for \( L \), we divide both sides of the equation by 1.5:
+   \[
+   L = \frac{120}{1.5}
+   \]
+7. Now, we can calculate the value of \( L \) using Python code.
+```python
+# Define the final length of the dress
+final_length = 140
+
+# Calculate the original length
+original_length = final_length / 1.5
+print(original_length)
+```
+```output
+93.33333333333333
+```
+The original length of the dress is \(\boxed{93.33333333333333}\) cm.','93.33333333333333',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,1,'To solve this problem, we need to follow these steps:
+
+1. Let the original length of the dress be \( x \) cm.
+2. The dress is extended by 50% of its original length, so the new length of the dress is \( x \times 1.5 \) cm.
+3. She adds 20 cm to the bottom of the dress with a lace trim. So the final length of the dress is \( x \times 1.5 + 20 \) cm.
+4. We know that the final design is 140 cm long. Therefore, we can set up the equation \( x \times 1.5 + 20 = 140 \).
+5. To solve for \( x \), we need to isolate \( x \) by subtracting 20 from both sides of the equation:
+\[ x \times 1.5 = 120 - 20 \]
+\[ x \times 1.5 = 100 \]
+6. Now, we need to solve for \( x \) by dividing both sides of the equation by 1.5:
+\[ x = \frac{100}{1.5} \]
+\[ x = \frac{100 \times 2}{1.5 \times 2} \]
+\[ x = \frac{200}{3} \]
+\[ x = 66.67 \]
+
+Therefore, the original length of the dress was \(\boxed{66.67}\) cm.','66.67',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,2,'To solve this problem, we can follow these steps:
+
+1. Let''s denote the original length of the dress by \( L \) centimeters.
+2. The length of the dress after extending by 50% is \( L + 0.5L = 1.5L \) centimeters.
+3. The length of the dress after adding 20 cm to the bottom is \( 1.5L + 20 \) centimeters.
+4. According to the problem, the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+5. Solving for \( L \), we get \( 1.5L = 140 - 20 \), which simplifies to \( 1.5L = 120 \).
+6. Dividing both sides by 1.5, we get \( L = \frac{120}{1.5} = 80 \) centimeters.
+
+Let''s write a Python code block to confirm this calculation.
+```python
+# Define the final length of the dress
+final_length = 140
+
+# Calculate the original length of the dress
+original_length = (final_length - 20) / 1.5
+print(original_length)
+```
+```output
+80.0
+```
+The final length of the dress in its original design is \(\boxed{80}\) centimeters.','80',1,'equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(54,3,'To solve this problem, we need to follow these steps:
+
+1. Let \( L \) be the original length of the dress.
+2. The dress is extended by 50% of its original length, so the new length is \( 1.5L \).
+3. The bottom of the dress is added 20 cm with a lace trim, so the final length is \( 1.5L + 20 \).
+4. We are given that the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+
+Now, let''s solve this equation using Python code.
+```python
+# Define the equation
+equation = 1.5 * L + 20 == 140
+
+# Solve the equation
+original_length = (140 - 20) / 1.5
+print(original_length)
+```
+```output
+NameError: name ''L'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct it by using the variable name directly in the equation. We''ll define the original length and then solve the equation again.
+```python
+# Define the original length
+original_length = 140 - 20
+
+# Define the equation
+equation = 1.5 * original_length + 20 == 140
+
+# Solve the equation
+original_length = (140 - 20) / 1.5
+print(original_length)
+```
+```output
+80.0
+```
+The final length of the dress in its original design is \(\boxed{80}\) centimeters.','80',1,'equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,4,'Let''s break down the problem step by step:
+
+1. Let \( L \) be the original length of the dress.
+2. Shania extends the dress by 50% of its original length, so she adds \( 0.5L \) to the original length. This new length is \( L + 0.5L = 1.5L \).
+3. The final length of the dress is 140 cm.
+4. We know that the final length is equal to the sum of the original length and the lace trim, so we can write the equation \( L + 1.5L = 140 \).
+5. Simplify the equation to find \( L \): \( 3L = 140 \).
+6. Solve for \( L \): \( L = \frac{140}{3} \).
+
+Let''s write the Python code to solve this equation.
+```python
+# Given final length of the dress
+final_length = 140
+
+# Calculating the original length
+original_length = final_length / 3
+print(original_length)
+```
+```output
+46.666666666666664
+```
+The original length of the dress was \( \boxed{46.67} \) cm.','46.67',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,5,'Let''s denote the original length of the dress by \( L \). According to the problem, Shania''s dress is extended by 50% of its original length, so the length of the dress after extension is \( 1.5L \). Additionally, she adds 20cm to the bottom of the dress with a lace trim. Therefore, the final length of the dress is \( 1.5L + 20 \) cm. We are given that the final design is 140 cm long. So, we can set up the following equation:
+
+\[
+1.5L + 20 = 140
+\]
+
+To solve for \( L \), we first need to isolate \( L \) by subtracting 20 from both sides of the equation:
+
+\[
+1.5L = 120
+\]
+
+Next, we divide both sides by 1.5:
+
+\[
+L = \frac{120}{1.5}
+\]
+
+Performing the division, we get:
+
+\[
+L = 80
+\]
+
+So, the original length of the dress was \(\boxed{80}\) cm.','80',1,'equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,6,'Let''s solve this problem step-by-step using Python.
+
+1. Let \( L \) be the original length of the dress.
+2. Shania extends the dress by 50% of its original length, so she now has \( 1.5L \) cm.
+3. She also adds 20 cm to the bottom of the dress with a lace trim, so the total length of the dress becomes \( 1.5L + 20 \) cm.
+4. According to the problem, the final design is 140 cm long. Therefore, we can set up the equation:
+   \[
+   1.5L + 20 = 140
+   \]
+5. To find \( L \), we first isolate \( L \) on one side of the equation by subtracting 20 from both sides:
+   \[
+   1.5L = 120
+   \]
+6. Next, we solve for \( L \) by dividing both sides by 1.5:
+   \[
+   L = \frac{120}{1.5}
+   \]
+7. Performing the division, we get:
+   \[
+   L = 80
+   \]
+
+So, the original length of the dress was \(\boxed{80}\) cm.','80',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,7,'Let''s denote the original length of the dress as \( x \) cm. According to the problem, Shania extends the dress by 50% of its original length and then adds 20cm to the bottom of the dress with a lace trim. This can be expressed mathematically as:
+
+\[ 1.5x + 20 \]
+
+We know that the final design is 140 cm long. Therefore, we can set up the following equation:
+
+\[ 1.5x + 20 = 140 \]
+
+To find \( x \), we need to isolate it on one side of the equation. We can do this by subtracting 20 from both sides:
+
+\[ 1.5x = 120 \]
+
+Next, we need to divide both sides by 1.5 to solve for \( x \):
+
+\[ x = \frac{120}{1.5} \]
+
+Performing the division gives:
+
+\[ x = 80 \]
+
+Therefore, the original length of the dress is \(\boxed{80}\) cm.','80',1,'equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,0,'To solve this problem, let''s break it down into steps:
+
+1. Determine the number of cookies Max has.
+2. Determine the number of cookies Summer has.
+3. Calculate the total number of cookies by summing the cookies of Katarina, Max, and Summer.
+
+We know the following:
+1. Max has 12 more cookies than the Cookie Monster.
+2. Katarina has 5 less cookies than Max.
+3. Katarina has 68 cookies.
+
+We can use these relationships to find the number of cookies Max and Summer have. Let''s denote the number of cookies the Cookie Monster has as \( M \). According to the problem:
+\[ M + 12 = M + 5 \]
+\[ M = 12 - 5 \]
+\[ M = 7 \]
+
+Now we can find the number of cookies Max has:
+\[ M + 12 = 7 + 12 = 19 \]
+
+Next, we know that Katarina has 5 less cookies than Max:
+\[ K = M - 5 \]
+\[ K = 7 - 5 \]
+\[ K = 2 \]
+
+Now we can find the total number of cookies by summing the cookies of Katarina, Max, and Summer:
+\[ \text{Total cookies} = K + M + S \]
+\[ \text{Total cookies} = 2 + 19 + 23 \]
+\[ \text{Total cookies} = 44 \]
+
+Let''s write the Python code to verify this calculation.
+```python
+# Given values
+cookies_monster = 7
+cookies_max = cookies_monster + 12
+cookies_katarina = cookies_max - 5
+total_cookies = cookies_katarina + cookies_monster + cookies_max
+
+# Output the total number of cookies
+print(total_cookies)
+```
+```output
+40
+```
+The total number of cookies that Katarina, Max, and Summer have is \(\boxed{44}\).','44',0,'not_equivalent',412,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,1,'Let''s break down the problem step-by-step and use Python code to ensure the accuracy of our solution.
+
+1. First, we need to determine the number of cookies Max has.
+2. Then we can use that to determine the number of cookies Summer has.
+3. Finally, we''ll sum up the cookies from all three people to get the total number of cookies.
+
+Let''s start by calculating the number of cookies Max has. Since Max has 12 more cookies than the Cookie Monster, we can calculate the Cookie Monster''s cookies as follows:
+\[ \text{Cookie Monster''s cookies} = \text{Max''s cookies} + 12 \]
+\[ \text{Max''s cookies} = 12 + 68 = 80 \]
+
+Next, we use that to calculate the number of cookies Summer has. Since Summer has 23 more cookies than Max, we can calculate the Max''s cookies as follows:
+\[ \text{Max''s cookies} = \text{Summer''s cookies} + 23 \]
+\[ \text{Summer''s cookies} = 23 + 80 = 103 \]
+
+Now, we''ll sum up the cookies from all three people:
+\[ \text{Total cookies} = \text{Max''s cookies} + \text{Summer''s cookies} + \text{Cookie Monster''s cookies} \]
+\[ \text{Total cookies} = 80 + 103 + 80 = 263 \]
+
+Let''s confirm this with Python code.
+```python
+# Calculate the number of cookies Max has
+max_cookies = 12 + 68
+
+# Calculate the number of cookies Summer has
+summer_cookies = 23 + max_cookies
+
+# Calculate the total number of cookies
+total_cookies = max_cookies + summer_cookies + max_cookies
+print(total_cookies)
+```
+```output
+263
+```
+The total number of cookies that Katarina, Max, and Summer have is \(\boxed{263}\).','263',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,2,'Let''s break down the problem step-by-step:
+
+1. Max has 12 more cookies than the Cookie Monster.
+2. Katarina has 5 less cookies than Max.
+3. Summer has 23 more cookies than Max.
+
+We know that Katarina has 68 cookies. We can use the following equations to find the number of cookies Max has and then the number of cookies Summer has.
+
+Let''s start by defining the number of cookies Max has using the first equation:
+\[ \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12 \]
+
+Next, we use the second equation to find the number of cookies Katarina has:
+\[ \text{Katarina''s cookies} = \text{Max''s cookies} - 5 \]
+
+Then, we use the third equation to find the number of cookies Summer has:
+\[ \text{Summer''s cookies} = \text{Max''s cookies} + 23 \]
+
+We know that Katarina has 68 cookies, so we can set up the equation:
+\[ 68 = (\text{Cookie Monster''s cookies} + 12) - 5 \]
+
+Let''s solve this equation step-by-step using Python code:
+```python
+# Given data
+Katarina_cookies = 68
+
+# Using the equations to find the number of cookies Max has and Summer has
+# Max''s cookies = Cookie Monster''s cookies + 12
+# Katarina''s cookies = Max''s cookies - 5
+# Summer''s cookies = Max''s cookies + 23
+
+# Let''s define the number of cookies Max has using the first equation
+Max_cookies = Katarina_cookies + 12
+
+# Let''s define the number of cookies Summer has using the third equation
+Summer_cookies = Max_cookies + 23
+
+# Verify the result
+print((Max_cookies, Summer_cookies))
+```
+```output
+(80, 103)
+```
+The calculations show that Max has 80 cookies and Summer has 103 cookies. Therefore, the total number of cookies they have together is:
+\[ 80 + 103 = 183 \]
+
+So, the final answer is \(\boxed{183}\).','183',0,'not_equivalent',460,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,3,'To solve this problem, we need to break it down step by step:
+
+1. Determine Max''s cookies:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12
+   \]
+
+2. Determine Summer''s cookies:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23
+   \]
+
+3. Calculate the total number of cookies:
+   \[
+   \text{Total cookies} = \text{Max''s cookies} + \text{Summer''s cookies}
+   \]
+
+Let''s use Python to perform these calculations.
+```python
+# Given data
+katarina_cookies = 68
+
+# Calculate Max''s cookies
+max_cookies = katarina_cookies - 12
+
+# Calculate Summer''s cookies
+summer_cookies = max_cookies + 23
+
+# Calculate total cookies
+total_cookies = max_cookies + summer_cookies
+print(total_cookies)
+```
+```output
+135
+```
+The total number of cookies that Katarina, Max, and Summer have together is \(\boxed{135}\).','135',0,'not_equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,4,'Let''s break down the problem step by step and use Python code to ensure the result is accurate.
+
+1. Max has 12 more cookies than the Cookie Monster.
+2. Katarina has 5 less cookies than Max.
+3. Summer has 23 more cookies than Max.
+4. We are given that Katarina has 68 cookies.
+
+First, let''s find the number of cookies Max has:
+\[ \text{Cookies of Max} = \text{Cookies of Cookie Monster} + 12 \]
+
+Next, let''s find the number of cookies Katarina has:
+\[ \text{Cookies of Katarina} = \text{Cookies of Max} - 5 \]
+
+Finally, let''s find the number of cookies Summer has:
+\[ \text{Cookies of Summer} = \text{Cookies of Max} + 23 \]
+
+Now we can sum the cookies of Katarina, Max, and Summer to get the total number of cookies:
+\[ \text{Total cookies} = \text{Cookies of Max} + \text{Cookies of Katarina} + \text{Cookies of Summer} \]
+
+Let''s calculate this using Python code.
+```python
+# Given data
+cookies_monster = 12
+cookies_max = cookies_monster + 12
+cookies_katarina = cookies_max - 5
+cookies_summer = cookies_max + 23
+
+# Total cookies
+total_cookies = cookies_max + cookies_katarina + cookies_summer
+print(total_cookies)
+```
+```output
+90
+```
+The total number of cookies that Katarina, Max, and Summer have is \(\boxed{90}\).','90',0,'not_equivalent',344,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,5,'To solve this problem, we can set up a system of equations based on the information provided. Let''s define the variables:
+
+- Let \( M \) be the number of cookies Max has.
+- Let \( K \) be the number of cookies Katarina has.
+- Let \( S \) be the number of cookies Summer has.
+
+From the problem statement:
+1. \( M = 12 + K \)
+2. \( K = M - 5 \)
+3. \( S = M + 23 \)
+
+We know that Katarina has 68 cookies. We can substitute \( M = 68 \) into the equations to find the values of \( K \) and \( S \).
+
+Let''s solve the system of equations step-by-step using Python.
+```python
+# Define the number of cookies Max has
+M = 68
+
+# Calculate the number of cookies Katarina has
+K = M - 5
+
+# Calculate the number of cookies Summer has
+S = M + 23
+
+# Calculate the total number of cookies
+total_cookies = K + M + S
+print((K, M, S, total_cookies))
+```
+```output
+(63, 68, 91, 222)
+```
+From the calculations, we have the following values:
+- Katarina has 63 cookies.
+- Max has 68 cookies.
+- Summer has 91 cookies.
+
+Now, let''s verify that Katarina has 68 cookies by substituting \( K = 63 \) back into the equations:
+1. \( M = 12 + 63 = 75 \)
+2. \( K = 75 - 5 = 70 \)
+3. \( S = 75 + 23 = 98 \)
+
+All the equations are satisfied, confirming that Katarina has 68 cookies.
+
+Therefore, the total number of cookies that Katarina, Max, and Summer have is \(\boxed{222}\).','222',0,'not_equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,6,'To solve the problem, we need to determine the number of cookies each person has and then sum them up. Let''s break it down step-by-step.
+
+1. **Define the number of cookies Max has**:
+   \[
+   \text{Max''s cookies} = \text{Cookie Monster''s cookies} + 12
+   \]
+
+2. **Define the number of cookies Summer has**:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23
+   \]
+
+3. **Define the number of cookies Katarina has**:
+   \[
+   \text{Katarina''s cookies} = \text{Max''s cookies} - 5
+   \]
+
+4. **Write the Python code to calculate the total number of cookies**:
+   ```python
+   # Given data
+   cookie_monster_cookies = 12  # Max has 12 cookies more than the Cookie Monster
+   summer_cookies = cookie_monster_cookies + 23  # Summer has 23 more cookies than Max
+   katarina_cookies = summer_cookies - 5  # Katarina has 5 less cookies than Max
+
+   # Calculate the total number of cookies
+   total_cookies = katarina_cookies + summer_cookies + cookie_monster_cookies
+   print(total_cookies)
+   ```
+
+5. **Output the result**:
+   ','5',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(55,7,'To solve this problem, we need to determine the number of cookies each person has based on the given relationships and then sum them up. Let''s break it down step by step.
+
+1. **Determine Max''s cookies:**
+   - Max has 12 more cookies than the Cookie Monster.
+   - Let \( C_{\text{Cookie Monster}} \) be the number of cookies the Cookie Monster has.
+   - Therefore, \( C_{\text{Max}} = C_{\text{Cookie Monster}} + 12 \).
+
+2. **Determine Katarina''s cookies:**
+   - Katarina has 5 less cookies than Max has.
+   - Let \( K_{\text{Max}} \) be the number of cookies Max has.
+   - Therefore, \( K_{\text{Katarina}} = C_{\text{Max}} - 5 \).
+
+3. **Sum the cookies:**
+   - We need to find the total number of cookies Katarina, Max, and Summer have together.
+   - Let \( K_{\text{Katarina}} \), \( C_{\text{Max}} \), and \( C_{\text{Cookie Monster}} \) be the number of cookies Katarina, Max, and Summer have, respectively.
+   - Therefore, the total number of cookies is \( K_{\text{Katarina}} + C_{\text{Max}} + C_{\text{Cookie Monster}} \).
+
+Let''s write the Python code to calculate this.
+```python
+# Step 1: Define the number of cookies the Cookie Monster has
+C_cookie_monster = 12
+
+# Step 2: Define the number of cookies Max has
+C_max = C_cookie_monster + 12
+
+# Step 3: Define the number of cookies Katarina has
+K_max = C_max - 5
+
+# Step 4: Calculate the total number of cookies
+total_cookies = K_max + C_max + C_cookie_monster
+
+# Print the total number of cookies
+print(total_cookies)
+```
+```output
+55
+```
+The total number of cookies that Katarina, Max, and Summer have together is \(\boxed{55}\).','55',0,'not_equivalent',460,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630406603777837749e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',50,4.98136140807100309766e+03,4.98135815415099204991e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630458811273217203e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',55,5.50343681561599805699e+03,5.50343282546300906687e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -23278,5 +25780,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-649',0,50,'40000',0.125,0,28,1,3064.0,2916.0,630.75,0.0,4.36438890019999234945e+01,9.7634132234075622558e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-649',0,50,'160000',7.85714285714285698425e-02,0,70,1,3064.0,2916.0,1261.5,0.0,8.72877780039998469891e+01,1.76713077860583764647e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-649',0,50,'160000',0.0,0,1,0,3064.0,2916.0,2523.0,0.0,1.74575556007999693969e+02,3348709691136.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-655',0,51,'10',0.625,1,8,1,1804.0,1694.0,185.375,0.0,2.63878868937499646554e+01,3.69233409322184570307e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-655',0,51,'10',0.625,1,28,1,1804.0,1694.0,370.75,0.0,5.27757737874999293108e+01,6.00961359396158203115e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-655',0,51,'10',9.4642857142857139685e-01,1,70,1,1804.0,1694.0,741.5,0.0,1.05551547574999858623e+02,1.06441725954410559081e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-655',0,51,'10',1.0,1,1,0,1804.0,1694.0,1483.0,0.0,2.11103095149999717247e+02,1991329059840.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-666',0,52,'90',0.125,0,8,1,2775.0,2562.0,390.375,0.0,3.40377300316249602478e+01,7.57491136931827392566e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-666',0,52,'90',0.125,0,28,1,2775.0,2562.0,780.75,0.0,6.80754600632499204957e+01,1.24757707449928051759e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-666',0,52,'95.5',0.125,0,70,1,2775.0,2562.0,1561.5,0.0,1.36150920126499840989e+02,2.22774894963418701172e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-666',0,52,'90',0.125,0,1,0,2775.0,2562.0,3123.0,0.0,2.72301840252999681978e+02,4188092699904.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-676',0,53,'880',0.25,0,8,1,5875.0,5629.0,384.625,0.0,3.14208756906245980635e+01,7.90254223373481689456e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-676',0,53,'2/3',0.25,0,28,1,5875.0,5629.0,769.25,0.0,6.28417513812491961271e+01,1.27223881114755566401e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-676',0,53,'880',3.57142857142857150787e-01,0,70,1,5875.0,5629.0,1538.5,0.0,1.2568350276249839226e+02,2.23620798669570361319e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-676',0,53,'240',1.0,1,1,0,5875.0,5629.0,3077.0,0.0,2.51367005524996784521e+02,4164146337792.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-682',0,54,'93.33333333333333',0.625,0,8,1,2634.0,2467.0,290.25,0.0,2.41318782439993810844e+01,5.73278167335495361309e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-682',0,54,'66.67',0.625,0,28,1,2634.0,2467.0,580.5,0.0,4.82637564879987621688e+01,9.37179726808710327184e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-682',0,54,'80',9.4642857142857139685e-01,1,70,1,2634.0,2467.0,1161.0,0.0,9.65275129759975243377e+01,1.66498284575514013676e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-682',0,54,'80',1.0,1,1,0,2634.0,2467.0,2322.0,0.0,1.93055025951995048666e+02,3120589083648.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-681',0,55,'44',0.0,0,8,1,3878.0,3734.0,377.125,0.0,3.1217748893999669236e+01,6.53675300427378662112e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-681',0,55,'263',0.0,0,28,1,3878.0,3734.0,754.25,0.0,6.24354977879993384721e+01,1.12672360491032446283e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-681',0,55,'183',0.0,0,70,1,3878.0,3734.0,1508.5,0.0,1.24870995575998676939e+02,2.07282021387621630866e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-681',0,55,'5',0.0,0,1,0,3878.0,3734.0,3017.0,0.0,2.49741991151997353879e+02,3965013431808.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
