@@ -12110,6 +12110,1675 @@ All the equations are satisfied, confirming that Katarina has 68 cookies.
 
 Therefore, the total number of cookies that Katarina, Max, and Summer have is \(\boxed{222}\).','stop',164,446,423,8.10836484180072147864e+00,234422281728.0,NULL);
 INSERT INTO "chains" VALUES(55,7,0,'4aa676b8f7c30b2479c1494bc2dc442028ca190fcfd7a055b2f21a8c61ee67bf',0,'The total number of cookies that Katarina, Max, and Summer have together is \(\boxed{55}\).','stop',26,621,612,1.32821003286456584824e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(56,0,0,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',0,'Let''s solve this problem step by step using Python and SymPy.
+
+1. We need to find out how much money Greg received by dividing the total money by the number of younger siblings.
+2. We can do this using SymPy''s `solve` function, which can be used to solve equations.
+3. We will define the variables `total_money` and `number_of_siblings`, then use SymPy''s `Eq` and `solve` to find the value of `money_per_sibling`.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Define the variables
+total_money = sp.symbols(''total_money'')
+number_of_siblings = sp.symbols(''number_of_siblings'')
+
+# Define the equation
+equation = sp.Eq(total_money, 20)
+
+# Solve the equation for money_per_sibling
+money_per_sibling = sp.solve(equation, total_money)[0]
+
+# Print the result
+print(money_per_sibling)','stop',201,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,1,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',1,'To determine how much money each of Greg''s 3 younger siblings received, we need to divide the total amount of money found by 3. Here''s the step-by-step reasoning:
+
+1. Identify the total amount of money found: $20.
+2. Identify the number of younger siblings: 3.
+3. Divide the total amount by the number of siblings: \( \frac{20}{3} \).
+
+Now, let''s write the Python code to calculate this:
+
+```python
+# Step 1: Identify the total amount of money found
+total_money = 20
+
+# Step 2: Identify the number of younger siblings
+number_of_siblings = 3
+
+# Step 3: Divide the total amount by the number of siblings
+money_per_sibling = total_money / number_of_siblings
+
+# Output the result
+output = f"The amount of money each of them got is ${money_per_sibling:.2f}."
+print(output)','stop',199,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,2,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',2,'To determine how much money each of Greg''s 3 younger siblings received, we need to divide the total amount of money Greg found equally among his siblings. 
+
+Here are the steps to solve this problem:
+
+1. Identify the total amount of money found by Greg. In this case, the total amount is $20.
+2. Determine the number of siblings. In this case, there are 3 siblings.
+3. Divide the total amount by the number of siblings to find out how much money each sibling received.
+
+We can use Python code to perform this calculation. Here is the code:
+
+```python
+# Total amount of money found
+total_amount = 20
+
+# Number of siblings
+number_of_siblings = 3
+
+# Money each sibling received
+money_per_sibling = total_amount / number_of_siblings
+
+# Output the result
+print(money_per_sibling)','stop',182,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,3,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',3,'To solve this problem, we need to find out how much money Greg received by splitting the $20 equally among his 3 younger siblings. This can be done by dividing the total amount of money by the number of siblings.
+
+Let''s use Python code to calculate this.
+```python
+# Total amount of money
+total_money = 20
+
+# Number of siblings
+number_of_siblings = 3
+
+# Money per sibling
+money_per_sibling = total_money / number_of_siblings
+
+# Display the result
+print(money_per_sibling)','stop',114,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,4,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',4,'To solve the problem of dividing the money equally among Greg''s younger siblings, we need to follow these steps:
+
+1. **Identify the total amount of money**: Greg found $20.
+2. **Determine the number of siblings**: Greg has 3 younger siblings.
+3. **Calculate the amount each sibling gets**: Divide the total amount of money by the number of siblings.
+
+Let''s implement this in Python using sympy to ensure the calculation is accurate.
+
+```python
+import sympy as sp
+
+# Define the total amount of money
+total_money = 20
+
+# Define the number of siblings
+number_of_siblings = 3
+
+# Calculate the amount each sibling gets
+amount_per_sibling = total_money / number_of_siblings
+
+# Print the final answer
+print(amount_per_sibling)','stop',166,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,5,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',5,'To solve this problem step by step, we''ll follow these steps:
+
+1. **Understand the Problem:**
+   - Greg found $20.
+   - He wants to split the money equally among his 3 younger siblings.
+   - The goal is to calculate how much money each sibling gets.
+
+2. **Set Up the Equation:**
+   - Let the amount of money each sibling gets be \( x \).
+   - The total amount of money Greg found is $20.
+   - This can be expressed as the equation \( 20 = 3x \).
+
+3. **Solve for \( x \):**
+   - To find \( x \), we need to isolate it on one side of the equation. We do this by dividing both sides of the equation by 3.
+   - \( x = \frac{20}{3} \).
+
+4. **Write the Python Code to Solve the Equation:**
+   - We''ll use Python''s `sympy` library to solve the equation.
+
+Let''s write the Python code to solve the equation.
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the equation
+equation = sp.Eq(20, 3*x)
+
+# Solve for x
+solution = sp.solve(equation, x)[0]
+
+# Print the solution
+print(solution)','stop',288,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,6,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',6,'Let''s solve the problem step-by-step. Greg found $20 and has 3 younger siblings. To be fair to his siblings, he decided to split the money equally. This means each sibling will receive half of the money.
+
+First, we need to divide the $20 by 3. Here''s the step-by-step calculation:
+
+1. Identify the total amount of money: $20
+2. Identify the number of siblings: 3
+3. Divide the total amount by the number of siblings: $20 ÷ 3 = 6.67
+
+Since we are dealing with money, it is often not practical to round a decimal to the nearest cent. However, for the purpose of this problem, we will keep the result as a whole number.
+
+So, each of Greg''s siblings got $6.
+
+Let''s confirm this with a Python program.
+```python
+# Given data
+total_money = 20
+number_of_siblings = 3
+
+# Calculating the amount each sibling gets
+money_per_sibling = total_money / number_of_siblings
+
+# Printing the result
+print(money_per_sibling)','stop',235,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,0,7,'37293b6a946cfde33758a2264237d7737cf251934c7526bbd8d37ae815ae9319',7,'To determine how much money each of Greg''s younger siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found. The problem states that Greg found $20.
+2. Determine the number of younger siblings. The problem states that Greg has three younger siblings.
+3. Calculate the amount of money each sibling received by dividing the total amount by the number of siblings.
+
+The calculation is as follows:
+
+\[
+\text{Amount per sibling} = \frac{\text{Total amount}}{\text{Number of siblings}}
+\]
+
+Substituting the given values:
+
+\[
+\text{Amount per sibling} = \frac{20}{3}
+\]
+
+Performing the division:
+
+\[
+20 \div 3 = 6.666666666666667
+\]
+
+Thus, each of Greg''s younger siblings received \(\boxed{6.67}\) dollars.','stop',198,167,120,7.15780829295169951365e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(56,1,0,'de42be2a7f86685cf900950fc92843d773a3e9b12ffc5470d79402c40fdf7344',0,'The final answer is \(\boxed{20}\).','stop',13,376,367,7.15342683139169821515e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(56,2,0,'fb5dd0d91ec9c46d4be48e0037b6305269662787969cc50869e79b2888b4b60e',0,'The final answer is \(\boxed{6.67}\).','stop',15,386,365,1.04598735813539978067e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(56,3,0,'bad4a3fb1b52fd9579401536c1f8ec38321ebf904dc8ac5afd2d31078b36f4b9',0,'The calculation shows that each of Greg''s 3 younger siblings received \(\boxed{6.67}\) dollars.','stop',26,370,324,2.20995694139713849679e+00,89483774208.0,NULL);
+INSERT INTO "chains" VALUES(56,4,0,'8e5aee3a7b49d121ac55bb7d57ea2c5e89f16068798f52caede037144c94e3f4',0,'The calculation shows that each of Greg''s 3 younger siblings received $6.67. 
+
+So, the final answer is \(\boxed{6.67}\).','stop',37,304,280,2.53689149873732411322e+00,75620090880.0,NULL);
+INSERT INTO "chains" VALUES(56,5,0,'f15118bc2d4d3238cfeb2cdff4675a863223d76cc186a94f8c5614ed412ed013',0,'The final answer to the problem is \(\boxed{6.6667}\).','stop',20,356,332,1.27808051080068074689e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(56,6,0,'53882f94360726f00adde455a1fbd92391d4a2ddc545b40b2a444a5f36f3388e',0,'The amount of money each of Greg''s 3 younger siblings got is \(\boxed{20/3}\).','stop',25,465,454,1.21737476439597047672e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(56,7,0,'b9ad982de08033e99ef5efe81fe4c54377acf9859865c1b6a3943614f933b53a',0,'The calculation confirms that each of Greg''s siblings got $6.67. Since we are dealing with money, it is often not practical to round a decimal to the nearest cent. However, for the purpose of this problem, we will keep the result as a whole number.
+
+So, each of Greg''s siblings got \(\boxed{6}\).','stop',72,425,401,3.98287662377312834394e+00,119731810560.0,NULL);
+INSERT INTO "chains" VALUES(57,0,0,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',0,'To solve this problem, we need to break it down into several steps. Let''s start by calculating the total number of slices of pizza Bryce and four of his friends ordered. Then, we''ll determine how many slices were eaten by each of the friends, and finally, we''ll calculate how many slices were left. Here''s the step-by-step solution:
+
+1. Calculate the total number of slices of pizza Bryce and four of his friends ordered.
+2. Determine how many slices were eaten by each of the friends.
+3. Calculate how many slices were left.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total number of slices of pizza Bryce and four of his friends ordered
+total_slices = 12 * (1 + 1 + 1 + 1)
+
+# Step 2: Determine how many slices were eaten by each of the friends
+slices_eaten_by_bryce = total_slices * (2/3)
+slices_eaten_by_four_friends = total_slices * (3/4)
+
+# Step 3: Calculate how many slices were left
+slices_left = total_slices - (slices_eaten_by_bryce + slices_eaten_by_four_friends)
+
+print(slices_left)','stop',261,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,1,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',1,'```python
+import sympy as sp
+
+# Define the total number of pizza slices and the number of slices eaten by Bryce and his friends
+total_slices = 12
+slices_eaten_by_bryce = total_slices * sp.Rational(2, 3)
+slices_eaten_by_friends = total_slices * sp.Rational(3, 4)
+remaining_slices = total_slices - (slices_eaten_by_bryce + slices_eaten_by_friends)
+
+print(remaining_slices)','stop',105,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,2,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',2,'Let''s break down the problem step-by-step and use Python to verify our solution.
+
+1. First, we calculate the total number of slices of pizza Bryce and four of his friends ate.
+2. Then, we subtract the number of slices eaten by Bryce and his friends from the total number of slices to find the number of slices left.
+
+Here''s the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the number of slices per pizza
+slices_per_pizza = 12
+
+# Calculate the total number of slices eaten by Bryce and his friends
+total_slices_eaten = (2/3) * slices_per_pizza + (3/4) * slices_per_pizza
+
+# Calculate the number of slices left
+slices_left = slices_per_pizza - total_slices_eaten
+
+# Print the result
+print(slices_left)','stop',181,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,3,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',3,'To solve the problem, we can break it down step by step and then use Python code to verify our calculations.
+
+1. **Calculate the total number of pizza slices from Bryce and his friends:**
+   - Bryce ordered his pizza with 12 slices.
+   - Each of his four friends ordered their own pizza with 12 slices.
+   - Therefore, the total number of pizza slices from Bryce and his friends is \(12 + 12 + 12 + 12 = 54\).
+
+2. **Determine how many pizzas were eaten by the two friends:**
+   - Each friend ate \(\frac{2}{3}\) of their pizza.
+   - Therefore, the number of pizzas eaten by the two friends is \(\frac{2}{3} \times 54 = 36\).
+
+3. **Calculate the number of pizzas left after the two friends ate:**
+   - Subtract the number of pizzas eaten by the two friends from the total number of pizza slices.
+   - Therefore, the number of pizza slices left is \(54 - 36 = 18\).
+
+Now, let''s use Python code to verify this calculation.
+```python
+# Step 1: Calculate the total number of pizza slices from Bryce and his friends
+total_pizza_slices = 12 * 4
+
+# Step 2: Determine how many pizzas were eaten by the two friends
+pizzas_eaten_by_friends = (2 / 3) * total_pizza_slices
+
+# Step 3: Calculate the number of pizza slices left after the two friends ate
+pizza_slices_left = total_pizza_slices - pizzas_eaten_by_friends
+print(pizza_slices_left)','stop',354,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,4,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of pizzas ordered.
+2. Determine how many slices of pizza each of the four friends ate.
+3. Calculate the total number of slices eaten by the two remaining friends.
+4. Subtract the total number of slices eaten by the two remaining friends from the total number of pizzas to find out how many slices are left.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total number of pizzas ordered
+total_pizzas = 4 * 12
+
+# Step 2: Determine how many slices of pizza each of the four friends ate
+slices_eaten_by_each_friend = (2/3) * total_pizzas
+
+# Step 3: Calculate the total number of slices eaten by the two remaining friends
+slices_eaten_by_remaining_friends = (3/4) * total_pizzas
+
+# Step 4: Subtract the total number of slices eaten by the two remaining friends from the total number of pizzas
+slices_left = total_pizzas - (slices_eaten_by_remaining_friends + slices_eaten_by_each_friend)
+
+# Print the final answer
+print(slices_left)','stop',254,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,5,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of slices of pizza ordered.
+2. Determine how many slices each of Bryce''s friends ate.
+3. Calculate the number of slices the two remaining friends ate.
+4. Subtract the total number of slices eaten by the friends from the total number of slices ordered to find out how many slices are left.
+
+Let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. Each pizza has 12 slices.
+2. Bryce and four of his friends each ate \(\frac{2}{3}\) of their pizzas.
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas.
+4. Calculate the total number of slices eaten by the friends.
+5. Subtract the total number of slices eaten by the friends from the total number of slices ordered to find out how many slices are left.
+
+Let''s implement this in Python:
+```python
+# Step 1: Calculate the total number of slices of pizza ordered
+num_pizzas = 4 * 12  # Bryce''s 4 friends each ate 2/3 of their pizzas
+remaining_pizzas = 12 - num_pizzas  # The remaining friends ate 3/4 of their pizzas
+
+# Step 2: Calculate the number of slices each of Bryce''s friends ate
+slices_eaten_by_friends = num_pizzas / 3
+
+# Step 3: Calculate the number of slices the two remaining friends ate
+slices_eaten_by_remaining_friends = remaining_pizzas / 4
+
+# Step 4: Subtract the total number of slices eaten by the friends from the total number of slices ordered
+slices_left = remaining_pizzas - (slices_eaten_by_friends + slices_eaten_by_remaining_friends)
+print(slices_left)','stop',380,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,6,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of pizza slices ordered.
+2. Determine the number of slices eaten by each of Bryce and two of his friends.
+3. Calculate the number of slices eaten by the two remaining friends.
+4. Subtract the total number of slices eaten by all the friends from the total number of pizza slices to find the number of slices left.
+
+Let''s break it down step-by-step using Python code:
+
+1. Calculate the total number of pizza slices:
+   \[
+   \text{Total slices} = 12 \text{ slices/pizza} \times 4 \text{ pizzas} = 48 \text{ slices}
+   \]
+
+2. Calculate the number of slices eaten by each of Bryce and two of his friends:
+   \[
+   \text{Eaten by Bryce and two friends} = \frac{2}{3} \times 48 = \frac{8}{3} \text{ slices}
+   \]
+   Since Bryce and two friends are not counted in this step, we can ignore this for the remaining pizza slices calculation.
+
+3. Calculate the number of slices eaten by the two remaining friends:
+   \[
+   \text{Eaten by the two remaining friends} = \frac{3}{4} \times 48 = 36 \text{ slices}
+   \]
+
+4. Subtract the total number of slices eaten by all the friends from the total number of pizza slices to find the number of slices left:
+   \[
+   \text{Slices left} = 48 - \left( \frac{8}{3} + \frac{36}{4} \right)
+   \]
+
+Let''s implement this in Python:
+
+```python
+# Total number of pizza slices
+total_slices = 12 * 4
+
+# Number of slices eaten by Bryce and two friends
+eaten_by_bryce_and_two_friends = (2 / 3) * total_slices
+
+# Number of slices eaten by the two remaining friends
+eaten_by_two_remaining_friends = (3 / 4) * total_slices
+
+# Slices left
+slices_left = total_slices - (eaten_by_bryce_and_two_friends + eaten_by_two_remaining_friends)
+print(slices_left)','stop',478,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,0,7,'902496b1264359e2b3ccb10a8b6fb746253da5529316874321313c01ebbaa01a',7,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of pizzas ordered by Bryce and his friends.
+2. Determine how many slices each pizza had.
+3. Calculate how many slices each of the remaining friends ate.
+4. Find the total number of slices eaten by the remaining friends.
+5. Subtract the total number of slices eaten by the remaining friends from the total number of pizzas to find the number of slices left.
+
+Let''s write the Python code to solve this problem:
+
+```python
+import numpy as np
+from sympy import symbols
+
+# Define the number of pizzas ordered by Bryce and his friends
+num_pizzas = 2 * 3 + 2 * 3 + 2 * 3
+
+# Define the number of slices per pizza
+slices_per_pizza = 12
+
+# Calculate the total number of slices eaten by the remaining friends
+slices_eaten_by_remaining_friends = (3/4) * slices_per_pizza + (1/3) * slices_per_pizza
+
+# Calculate the number of slices left
+slices_left = num_pizzas - slices_eaten_by_remaining_friends
+
+# Print the final answer
+print(slices_left)','stop',249,182,120,1.07646855070818077133e+01,364866938496.0,NULL);
+INSERT INTO "chains" VALUES(57,1,0,'e364f46decfc80d3b6e6a639e19ade087d03457a8e3ac840560507dde1066062',0,'It seems there was an error in the calculation. Let''s recheck the steps and ensure we are correctly calculating the number of slices.
+
+1. Calculate the total number of slices of pizza Bryce and four of his friends ordered:
+   \[
+   \text{Total slices} = 12 \times (1 + 1 + 1 + 1) = 12 \times 4 = 48
+   \]
+
+2. Determine how many slices were eaten by each of the friends:
+   \[
+   \text{slices_eaten_by_bryce} = \frac{48}{2} = 24
+   \]
+   \[
+   \text{slices_eaten_by_four_friends} = \frac{48}{3} = 16
+   \]
+
+3. Calculate how many slices were left:
+   \[
+   \text{slices_left} = 48 - (24 + 16) = 48 - 40 = 8
+   \]
+
+The correct answer is \(\boxed{8}\).','stop',225,454,442,9.27737994225713791252e+00,297439024128.0,NULL);
+INSERT INTO "chains" VALUES(57,2,0,'1a71b5b2d80642c29136bda4556f94d96650dfdf43ee920b986e93f5c6ff1467',0,'It seems there was an error in the interpretation of the problem. Let''s break it down step-by-step:
+
+1. Bryce and his four friends each ordered their own pizzas after football practice. Each pizza had 12 slices.
+2. Bryce and two friends ate \( \frac{2}{3} \) of their pizzas. Therefore, the number of slices eaten by these two friends is \( \frac{2}{3} \times 12 = 8 \).
+3. The two remaining friends ate \( \frac{3}{4} \) of their pizzas. Therefore, the number of slices eaten by these two friends is \( \frac{3}{4} \times 12 = 9 \).
+4. The total number of slices eaten by the four friends is \( 8 + 9 = 17 \).
+5. The total number of slices of pizza ordered is \( 12 + 12 + 12 + 12 = 48 \).
+6. The number of slices left is the total number of slices minus the total number of slices eaten: \( 48 - 17 = 31 \).
+
+The final answer is \(\boxed{31}\).','stop',254,295,286,1.04860124650769872547e+01,330207730176.0,NULL);
+INSERT INTO "chains" VALUES(57,3,0,'9463b01a66245b41419fc83dc65f16d3a3ff16b9f4674f3e73b25d32550b3e1c',0,'The output of the code indicates that after calculating the total number of slices eaten by Bryce and his friends, it resulted in a negative number of slices left. This is because the number of pizza slices must be an integer. Let''s analyze the problem step-by-step again to confirm our reasoning.
+
+1. Each pizza had 12 slices.
+2. Bryce and four of his friends each ate \( \frac{2}{3} \) of their pizzas, which is \( \frac{2}{3} \times 12 = 8 \) slices.
+3. The two remaining friends each ate \( \frac{3}{4} \) of their pizzas, which is \( \frac{3}{4} \times 12 = 9 \) slices.
+4. The total number of slices eaten by Bryce and his friends is \( 8 + 9 = 17 \) slices.
+5. The number of slices left is \( 12 - 17 = -5 \).
+
+Since the number of slices must be an integer, we need to consider the rounding behavior in Python. In Python, we can use the `int()` function to round the result to the nearest integer, and then ensure it''s an integer. However, since we are dealing with integer slices, we need to manually check our calculations.
+
+Let''s re-evaluate the problem step-by-step manually:
+
+1. Each pizza had 12 slices.
+2. Bryce and four of his friends each ate \( \frac{2}{3} \) of their pizzas, which is \( \frac{2}{3} \times','length',331,373,362,1.46530400026722649187e+01,429774183168.0,NULL);
+INSERT INTO "chains" VALUES(57,4,0,'effabe4e05239fb32e6a53cadbce2a1658e084b5f2fd7bb08a1667e7f5207804',0,'The number of slices of pizza left after the two friends ate is \(\boxed{16}\).','stop',22,546,535,1.08626782115764708436e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(57,5,0,'1570f32661d22ce3f74181b485c63be5a5d8acf4624a513cf451a31eb2293aca',0,'It seems there was an error in the calculation. Let''s re-evaluate the problem step-by-step:
+
+1. Calculate the total number of pizzas ordered:
+\[ \text{Total pizzas} = 4 \times 12 = 48 \]
+
+2. Determine how many slices of pizza each of the four friends ate:
+\[ \text{slices_eaten_by_each_friend} = \frac{2}{3} \times 48 = 32 \]
+
+3. Calculate the total number of slices eaten by the two remaining friends:
+\[ \text{slices_eaten_by_remaining_friends} = \frac{3}{4} \times 48 = 36 \]
+
+4. Subtract the total number of slices eaten by the two remaining friends from the total number of pizzas:
+\[ \text{slices_left} = 48 - (32 + 36) = 48 - 78 = -20 \]
+
+It seems there is still an error. Let''s re-run the program with the correct values and ensure the output is as expected.
+
+Here''s the corrected Python code:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total number of pizzas ordered
+total_pizzas = 4','length',258,447,435,1.07549673819785542863e+01,339030074112.0,NULL);
+INSERT INTO "chains" VALUES(57,6,0,'2f3ba071d574fdc299f0b3ca50ca4f9022526de20d0d47f2eed18e584b79f948',0,'It seems there was an error in the calculation. The total number of slices of pizza ordered is 12, and the remaining friends ate 4 slices each. Therefore, the correct calculation should be:
+
+\[ \text{Remaining slices} = 12 - (4 \times 12) = 12 - 48 = -43 \]
+
+This indicates that there are actually 43 slices of pizza left, which means there are actually 43 slices of pizza left after the friends ate their portion of the pizza. However, since the problem states that Bryce and two friends each ate \(\frac{2}{3}\','length',132,573,561,5.31643552329484325724e+00,180227883264.0,NULL);
+INSERT INTO "chains" VALUES(57,7,0,'7d50176a7c85f053f14ee71fd8dc5db441a5559f36c7cfd414d54102e3c01d2f',0,'It looks like there was an error in the calculation. Let''s re-evaluate the steps:
+
+1. Calculate the total number of pizza slices:
+   \[
+   \','length',34,671,659,1.58093880765904715168e+00,56715068160.0,NULL);
+INSERT INTO "chains" VALUES(57,8,0,'70adfd56fb269fd6ce534b83898cecba5da3ed133d341aedf023d54bbc3a9d63',0,'The number of slices of pizza that were left is \(\boxed{5}\).','stop',18,440,430,8.95080431559108546935e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(58,0,0,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the trip.
+2. Determine the cost John is applying for.
+3. Calculate how much money John is missing by subtracting the cost John is applying for from the total cost of the trip.
+
+Let''s break it down into code.
+```python
+# Step 1: Calculate the cost of the trip
+trip_cost = 300
+
+# Step 2: Determine the cost John is applying for
+cost_john_applied_for = trip_cost / 2
+
+# Step 3: Calculate how much money John is missing
+money_missing = trip_cost - cost_john_applied_for
+
+print(money_missing)','stop',147,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,1,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',1,'To solve this problem, we need to calculate half the cost of the trip and then find out how much money John is missing if he has $50 and the trip costs $300.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate half the cost of the trip:
+\[ \text{Half cost} = \frac{300}{2} = 150 \]
+
+2. Subtract the half cost from $50 to find out how much money John is missing:
+\[ \text{Money missing} = 50 - 150 = -100 \]
+
+Since John cannot have a negative amount of money, the answer is \(-100\). Let''s verify this with a short Python program.
+```python
+# Given values
+trip_cost = 300
+money_available = 50
+
+# Calculate half the cost of the trip
+half_cost = trip_cost / 2
+
+# Calculate the money missing
+money_missing = money_available - half_cost
+
+# Print the result
+print(money_missing)','stop',222,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,2,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',2,'To solve this problem, we will follow these steps:
+
+1. Calculate the cost of half the trip.
+2. Determine how much money John has initially.
+3. Find out how much money John is missing by subtracting the cost of half the trip from the initial amount John has.
+
+Let''s break this down step-by-step in Python:
+
+1. Calculate the cost of half the trip:
+\[ \text{Cost of half the trip} = \frac{300}{2} \]
+
+2. Determine how much money John has initially:
+\[ \text{Initial amount John has} = 50 \]
+
+3. Find out how much money John is missing:
+\[ \text{Money John is missing} = \text{Initial amount John has} - \text{Cost of half the trip} \]
+
+Let''s write the Python code to calculate this:
+```python
+# Initial amount John has
+initial_amount = 50
+
+# Cost of half the trip
+cost_of_half_trip = 300 / 2
+
+# Money John is missing
+money_missing = initial_amount - cost_of_half_trip
+print(money_missing)','stop',236,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,3,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',3,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine the cost John has already applied for.
+3. Calculate the remaining amount John has to pay.
+
+First, let''s calculate the total cost of the trip. The cost is given as $300.
+
+Next, we determine the cost John has already applied for. Since the trip has decided to cover half the cost, John has applied for half of $300. We do this by dividing $300 by 2:
+\[
+\frac{300}{2} = 150
+\]
+So, John has already applied for $150.
+
+Now, we calculate the remaining amount John has to pay. We subtract the amount John has already applied for from the total cost of the trip:
+\[
+300 - 150 = 150
+\]
+Therefore, John is missing \(\boxed{150}\) dollars.','stop',212,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,4,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',4,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine how much money John has applied for.
+3. Subtract the amount John has applied for from the total cost of the trip to find out how much money he is missing.
+
+First, let''s calculate the total cost of the trip. John has $50 and the trip costs $300. So, the total cost is:
+\[ 300 - 50 = 250 \]
+
+Next, we know that John has applied for half the cost of the trip. So, the amount John has applied for is:
+\[ \frac{250}{2} = 125 \]
+
+Finally, we subtract the amount John has applied for from the total cost of the trip to find out how much money he is missing:
+\[ 250 - 125 = 125 \]
+
+Therefore, the amount of money John is missing is \(\boxed{125}\).','stop',219,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,5,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',5,'To solve the problem, we need to follow these steps:
+
+1. Calculate the cost of the trip.
+2. Determine how much John is missing if he has $50.
+
+First, let''s calculate the cost of the trip. Since the school decided to cover half the cost of the trip, we need to divide the total cost by 2:
+\[
+\text{Cost of the trip} = \frac{300}{2} = 150
+\]
+
+Next, we need to determine how much John is missing if he has $50. We do this by subtracting the cost of the trip from $50:
+\[
+\text{Money John is missing} = 50 - 150 = -100
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{-100}
+\]','stop',179,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,6,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',6,'Let''s break down the problem step-by-step:
+
+1. Determine the total cost of the trip.
+2. Calculate half the cost of the trip.
+3. Find out how much money John is missing by subtracting half the cost from $50.
+
+Here is the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total cost of the trip
+total_cost = 300
+
+# Step 2: Calculate half the cost of the trip
+half_cost = total_cost / 2
+
+# Step 3: Find out how much money John is missing
+money_missing = total_cost - half_cost
+
+print(money_missing)','stop',137,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,0,7,'ccc5940ed604515c194fcd917acc419f9809d6baecad24fa3d046e4e4e04cb9b',7,'Let''s break down the problem step by step:
+
+1. **Calculate the total cost of the trip:**
+   The trip costs $300.
+
+2. **Determine the amount John needs to cover for the help:**
+   John has applied for help, which means he has half the cost of the trip. Therefore, he needs to cover $300 / 2 = $150.
+
+3. **Find out how much money John is missing:**
+   John has $50. To find out how much money he is missing, we subtract the amount he needs to cover from $50. This can be done with the following Python code:
+   ```python
+   # Define the total cost of the trip
+   total_trip_cost = 300
+   
+   # Calculate the amount John needs to cover
+   amount_needed = total_trip_cost / 2
+    
+   # Calculate the amount John is missing
+   amount_missing = total_trip_cost - amount_needed
+    
+   # Print the result
+   print(amount_missing)
+   ```
+   ','stop',219,176,120,7.81713618793338493873e+00,255060264864.0,NULL);
+INSERT INTO "chains" VALUES(58,1,0,'87327f0e751042fb64e8cbba6ba641bb54e9db4326f59c956647765b3397ff3b',0,'John is missing \(\boxed{150}\) dollars.','stop',15,334,322,0.913680175997797,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(58,2,0,'7b59e3db80d2c479a1555dd728e6545dc8da23c1965463c464a00e0782acb4a8',0,'The calculation confirms that John is missing \(\boxed{-100}\) dollars.','stop',19,410,397,1.16137653756971603868e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(58,3,0,'2d8d86fb6ff201514028c12b7459c002bc638d7923e791f066f9e65b005c8513',0,'John is missing \(\boxed{-100}\) dollars.','stop',15,424,411,9.62216048990740091539e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(58,4,0,'d4aa92d59b87674a67d28513c9ab9d8bdf09b1c4a3a817d205ff380f42722644',0,'John is missing \(\boxed{150}\) dollars if he has $50 and the trip costs $300.','stop',29,324,312,1.79647357072838831371e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(58,5,0,'b02fc542d4c0584d32ebdab30ee8ecb9c6b37d6b350ad87724c5d5c6db49b247',0,'There seems to be an indentation error in the code. Let''s correct it by making sure all variables are properly indented. Here''s the corrected code:
+
+```python
+# Define the total cost of the trip
+total_trip_cost = 300
+
+# Calculate the amount John needs to cover
+amount_needed = total_trip_cost / 2
+
+# Calculate the amount John is missing
+amount_missing = total_trip_cost - amount_needed
+
+# Print the result
+print(amount_missing)','stop',100,404,390,5.45250080442052,142417837824.0,NULL);
+INSERT INTO "chains" VALUES(58,6,0,'2d609dbc8e4a113aa5983857d2ada92fda80fbc4dabf863c411f158de07f6958',0,'John is missing \(\boxed{150}\) dollars.','stop',15,515,503,9.29080805558543332267e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(59,0,0,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of students at Ashley''s school.
+2. Determine the number of trees planted by each child.
+3. Determine the number of trees planted by each teacher.
+4. Calculate the total number of trees planted at the end of the campaign.
+5. Print the final number of trees planted.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total number of students:
+   \[
+   \text{Total students} = \text{Average number of students} \times \text{Number of classes}
+   \]
+
+2. Determine the number of trees planted by each child:
+   \[
+   \text{Trees planted by child} = \text{Number of trees planted by teacher} \times \text{Number of teachers per class}
+   \]
+
+3. Determine the number of trees planted by each teacher:
+   \[
+   \text{Trees planted by teacher} = \text{Total number of students} - \text{Total number of trees planted by child}
+   \]
+
+4. Calculate the total number of trees planted at the end of the campaign:
+   \[
+   \text{Total trees planted} = \text{Trees planted by teacher}
+   \]
+
+5. Print the final number of trees planted.
+
+Let''s implement this in Python code:
+```python
+import numpy as np
+
+# Step 1: Calculate the total number of students
+total_students = 25 * 40
+
+# Step 2: Determine the number of trees planted by each child
+trees_planted_by_child = 2 * 3
+
+# Step 3: Determine the number of trees planted by each teacher
+trees_planted_by_teacher = total_students - trees_planted_by_child
+
+# Step 4: Calculate the total number of trees planted at the end of the campaign
+total_trees_planted = trees_planted_by_teacher
+
+# Step 5: Print the final number of trees planted
+print(total_trees_planted)','stop',417,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,1,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',1,'Let''s solve the problem step-by-step using Python code.
+
+1. **Calculate the total number of students in the school:**
+   \[
+   \text{Total students} = \text{Number of classes} \times \text{Average number of students per class} = 40 \times 25 = 1000
+   \]
+
+2. **Calculate the total number of trees planted by the students:**
+   Each student plants 2 trees.
+   \[
+   \text{Total trees planted by students} = \text{Total students} \times \text{Trees per student} = 1000 \times 2 = 2000
+   \]
+
+3. **Calculate the total number of trees planted by the teachers:**
+   Each teacher plants 2 trees.
+   \[
+   \text{Total trees planted by teachers} = \text{Total number of teachers} \times \text{Trees per teacher} = 3 \times 2 = 6
+   \]
+
+4. **Calculate the total number of trees planted at the end of the campaign:**
+   \[
+   \text{Total trees planted} = \text{Total trees planted by students} + \text{Total trees planted by teachers} = 2000 + 6 = 2066
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Step 1: Calculate the total number of students in the school
+total_students = 40 * 25
+
+# Step 2: Calculate the total number of trees planted by the students
+trees_per_student = 2
+total_trees_planted_by_students = total_students * trees_per_student
+
+# Step 3: Calculate the total number of trees planted by the teachers
+trees_per_teacher = 2
+total_trees_planted_by_teachers = 3 * trees_per_teacher
+
+# Step 4: Calculate the total number of trees planted at the end of the campaign
+total_trees_planted = total_trees_planted_by_students + total_trees_planted_by_teachers
+
+print(total_trees_planted)','stop',449,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,2,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',2,'To solve the problem, we need to calculate the total number of trees planted at the end of the reforestation campaign. Here''s the step-by-step reasoning:
+
+1. Calculate the total number of trees planted by children.
+2. Calculate the total number of trees planted by teachers.
+3. Sum the trees planted by children and teachers to get the total number of trees planted.
+
+Let''s break it down:
+
+1. Each child plants 2 trees.
+2. There are 40 classes with an average of 25 students.
+3. There are 3 teachers per class.
+
+We can use the following Python code to calculate the total number of trees planted:
+
+```python
+# Given data
+students_per_class = 25
+number_of_classes = 40
+average_students_per_class = 25
+
+# Calculate the total number of trees planted by children
+total_trees_children = students_per_class * number_of_classes
+
+# Calculate the total number of trees planted by teachers
+total_trees_teachers = students_per_class * number_of_classes
+
+# Calculate the total number of trees planted
+total_trees = total_trees_children + total_trees_teachers
+
+# Print the total number of trees
+print(total_trees)','stop',250,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,3,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',3,'Let''s break down the problem step-by-step:
+
+1. Calculate the total number of children at the school.
+2. Calculate the total number of trees planted by the children.
+3. Calculate the total number of trees planted by the teachers.
+4. Sum the trees from children and teachers.
+5. Add the trees from the students to the total number of trees to get the final answer.
+
+First, we need to calculate the total number of children at the school:
+\[
+\text{Total number of children} = 40 \times 25
+\]
+
+Next, we need to calculate the total number of trees planted by the children:
+\[
+\text{Total number of trees by children} = \text{Total number of children} \times 2
+\]
+
+Then, we need to calculate the total number of trees planted by the teachers:
+\[
+\text{Total number of trees by teachers} = \text{Total number of teachers} \times 2
+\]
+
+Finally, we need to sum the trees from children and teachers:
+\[
+\text{Total number of trees} = \text{Total number of trees by children} + \text{Total number of trees by teachers}
+\]
+
+Finally, we need to add the trees from the students to the total number of trees to get the final answer:
+\[
+\text{Final number of trees} = \text{Total number of trees} + \text{Total number of students}
+\]
+
+Let''s write the Python code to calculate this:
+
+```python
+# Given data
+num_classes = 40
+students_per_class = 25
+num_teachers_per_class = 3
+average_students_per_class = 25
+
+# Calculate the total number of children
+total_children = num_classes * students_per_class
+
+# Calculate the total number of trees planted by the children
+total_trees_by_children = total_children * 2
+
+# Calculate the total number of trees planted by the teachers
+total_trees_by_teachers = total_teachers_per_class * 2
+
+# Calculate the total number of trees
+total_trees = total_trees_by_children + total_trees_by_teachers
+
+# Calculate the total number of students
+total_students = (num_classes * students_per_class) + (num_teachers_per_class * students_per_class)
+
+# Calculate the final number of trees
+final_number_of_trees = total_trees + total_students
+print(final_number_of_trees)','stop',506,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,4,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',4,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of students in the school:**
+   - The average number of students per class is 25.
+   - There are 40 classes.
+   - Therefore, the total number of students is \(40 \times 25\).
+
+2. **Calculate the total number of trees planted by the teachers:**
+   - Each teacher plants 2 trees.
+   - There are 3 teachers.
+   - Therefore, the total number of trees planted by the teachers is \(3 \times 2\).
+
+3. **Calculate the total number of trees planted by the students:**
+   - Each student plants one tree.
+   - There are 40 students.
+   - Therefore, the total number of trees planted by the students is \(40\).
+
+4. **Calculate the total number of trees planted at the end of the campaign:**
+   - The total number of trees is the sum of the trees planted by the teachers and the students.
+   - Therefore, the total number of trees planted at the end of the campaign is \(3 \times 2 + 40\).
+
+5. **Output the final answer:**
+   - The final answer is \(3 \times 2 + 40\).
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Step-by-step calculation
+students_per_class = 25
+number_of_classes = 40
+teachers_per_class = 3
+trees_per_teacher = 2
+students = students_per_class * number_of_classes
+trees_teachers = teachers_per_class * trees_per_teacher
+trees_students = students * trees_per_student
+total_trees = trees_teachers + trees_students
+
+# Output the final answer
+print(total_trees)','stop',377,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,5,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',5,'Let''s break down the problem step-by-step and then use Python code to verify the result.
+
+1. **Calculate the total number of students in the school:**
+   - The school has 40 classes.
+   - Each class has an average of 25 students.
+   - Therefore, the total number of students is \(40 \times 25\).
+
+2. **Calculate the total number of trees planted by the students:**
+   - Each student plants a tree.
+   - The total number of students is \(40 \times 25\).
+   - Therefore, the total number of trees planted by the students is \(40 \times 25 \times 1\).
+
+3. **Calculate the total number of trees planted by the teachers:**
+   - Each teacher plants 2 trees.
+   - The total number of teachers is 3.
+   - Therefore, the total number of trees planted by the teachers is \(3 \times 2\).
+
+4. **Calculate the total number of trees planted by the children:**
+   - Each child plants a tree.
+   - The total number of students is \(40 \times 25 \times 1\).
+   - Therefore, the total number of trees planted by the children is \(40 \times 25 \times 1 \times 2\).
+
+5. **Calculate the total number of trees planted at the end of the campaign:**
+   - The total number of trees planted by the children, teachers, and students is \(40 \times 25 \times 1 \times 2 \times 1\).
+
+Now, let''s use Python code to verify this calculation.
+```python
+# Step-by-step calculation
+
+# Number of classes
+num_classes = 40
+
+# Average number of students in each class
+students_per_class = 25
+
+# Calculate total number of students
+total_students = num_classes * students_per_class
+
+# Number of trees planted by students
+trees_per_student = 1
+
+# Calculate total number of trees planted by students
+total_trees_students = total_students * trees_per_student
+
+# Number of teachers
+num_teachers = 3
+
+# Number of trees planted by teachers
+trees_per_teacher = 2
+
+# Calculate total number of trees planted by teachers
+total_trees_teachers = num_teachers * trees_per_teacher
+
+# Number of trees planted by children
+trees_per_child = 2
+
+# Calculate total number of','length',512,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,6,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',6,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students planted by all the students in the school.
+2. Calculate the total number of teachers planted by all the teachers in the school.
+3. Add the total number of students and teachers together to get the total number of trees planted.
+
+Let''s start with the student count. There are 40 classes with an average of 25 students. Therefore, the total number of students is:
+\[
+40 \times 25 = 1000
+\]
+
+Next, let''s calculate the teacher count. There are 3 teachers per class, so the total number of teachers is:
+\[
+3 \times 40 = 120
+\]
+
+Now, we add the total number of students and teachers together to get the total number of trees planted:
+\[
+1000 + 120 = 1120
+\]
+
+Therefore, the total number of trees planted at the end of the campaign is \(\boxed{1120}\).','stop',237,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,0,7,'ef27ff0bbaa61f69fa71f5dd704238ae647419798d9dc0994e3f65316b077b0a',7,'To solve this problem, we need to break it down into a series of steps:
+
+1. Calculate the number of trees planted by each child.
+2. Calculate the number of trees planted by each teacher.
+3. Sum the trees planted by all the children and teachers.
+4. Add the trees planted by the number of teachers to the total number of trees planted by the children.
+
+Let''s implement this in Python step by step.
+
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+students_per_class = 25
+teachers_per_class = 3
+number_of_classes = 40
+
+# Calculate the number of trees planted by each child
+trees_per_child = students_per_class * teachers_per_class
+
+# Calculate the number of trees planted by each teacher
+trees_per_teacher = 2 * students_per_class
+
+# Calculate the total number of trees planted by all the children
+total_trees_children = trees_per_child * number_of_classes
+
+# Calculate the total number of trees planted by all the teachers
+total_trees_teachers = trees_per_teacher * number_of_classes
+
+# Calculate the total number of trees planted at the end of the campaign
+total_trees = total_trees_children + total_trees_teachers
+
+# Print the final answer
+print(total_trees)','stop',264,187,120,1.51511665193369253761e+01,483811039776.0,NULL);
+INSERT INTO "chains" VALUES(59,1,0,'b7269042bae6f3907d2871b99014fcdef72f72467fe3fecc6822d6231e4edddb',0,'The final number of trees planted at the end of the campaign is \(\boxed{994}\).','stop',23,613,329,8.86807795002496,385662463488.0,NULL);
+INSERT INTO "chains" VALUES(59,2,0,'55eed6de72860afff5e599830f5e867754f7effcca5272bfb514cefe2f17572f',0,'The total number of trees that Ashley''s school will have planted at the end of the campaign is \(\boxed{2066}\).','stop',30,646,309,9.07568485045078254813e+00,461282554368.0,NULL);
+INSERT INTO "chains" VALUES(59,3,0,'7bacfdb0fd684ccdd8cb358cd8e61c0da18ab33fbffdb9307a7fe7bc3ea319cd',0,'At the end of the reforestation campaign, Ashley''s school will have planted a total of \(\boxed{2000}\) trees.','stop',32,447,436,1.258852691953072922e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(59,4,0,'b943fec379718e85e2ad95d9dd1201cd3dd1cf04338bace06e181f25a5159f78',0,'It looks like there was an','length',6,714,692,7.44671334642459603614e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(59,5,0,'84ab8846fc5795dd5ce062bbc05038cd6ea0f84b265e0961164407ad5f9fdb87',0,'It looks like there was an issue with the variable `trees_per_student`. Let''s correct it and re-run the code.
+```python
+# Step-by-step calculation
+students_per_class = 25
+number_of_classes = 40
+teachers_per_class = 3
+trees_per_teacher = 2
+students = students_per_class * number_of_classes
+trees_teachers = teachers_per_class * trees_per_teacher
+trees_students = students * trees_per_student
+total_trees = trees_teachers + trees_students
+
+# Output the final answer
+print(total_trees)','stop',119,582,563,4.32772927384694483521e+00,172665874176.0,NULL);
+INSERT INTO "chains" VALUES(59,6,0,'bcf98783ea6a57512eff719ed822e3c36a6ec6e4dcd7377aa97e5125ac2a9b5e',0,'The total number of trees planted by Ashley''s school at the end of the campaign is \(\boxed{5000}\).','stop',28,461,450,1.13920008835375075051e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(59,7,0,'2fd55137eab4f665334b2c45bad2113cf5b6aac66c69283d4c303d6aa150ff0b',0,'It seems there was an issue with the variable `trees_per_student`. Let''s','length',16,719,700,9.87121384440494242795e-01,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(60,0,0,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',0,'To determine the total amount John spent, we need to calculate the cost of the goats and the cows separately and then sum these amounts.
+
+First, let''s calculate the cost of the goats:
+- John buys 3 goats for $500 each.
+- The total cost of the goats is calculated as:
+  \[
+  3 \times 500 = 1500
+  \]
+
+Next, let''s calculate the cost of the cows:
+- John buys 2 cows for $1500 each.
+- The total cost of the cows is calculated as:
+  \[
+  2 \times 1500 = 3000
+  \]
+
+Now, we sum the cost of the goats and the cows to find the total amount John spent:
+\[
+1500 + 3000 = 4500
+\]
+
+Therefore, the total amount John spent is \(\boxed{4500}\).','stop',203,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,1,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',1,'To solve this problem, we need to calculate the total amount of money John spent. Here''s a step-by-step approach:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the two amounts together to get the total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+goats = 3
+cows = 2
+
+# Define the cost of each goat and each cow
+cost_goat = 500
+cost_cow = 1500
+
+# Calculate the total cost of goats
+total_cost_goats = goats * cost_goat
+
+# Calculate the total cost of cows
+total_cost_cows = cows * cost_cow
+
+# Calculate the total cost
+total_cost = total_cost_goats + total_cost_cows
+
+# Print the total cost
+print(total_cost)','stop',203,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,2,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',2,'To solve the problem, we need to calculate the total cost of the goats and the cows. Here''s a step-by-step reasoning process:
+
+1. **Identify the cost of each goat:**
+   - John buys 3 goats for $500 each.
+   - Therefore, the total cost for the goats is \(3 \times 500 = 1500\) dollars.
+
+2. **Identify the cost of each cow:**
+   - John buys 2 cows for $1500 each.
+   - Therefore, the total cost for the cows is \(2 \times 1500 = 3000\) dollars.
+
+3. **Calculate the total cost:**
+   - Add the cost of the goats to the cost of the cows to get the total amount spent.
+   - Therefore, the total amount spent is \(1500 + 3000 = 4500\) dollars.
+
+So, the final answer is \(\boxed{4500}\).','stop',214,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,3,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',3,'To solve the problem, we need to calculate the total amount of money John spent on goats and cows. We can break this down into a few simple steps:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Sum the total costs of the goats and cows to get the final amount spent.
+
+Here is the step-by-step Python code to calculate the total amount spent:
+
+```python
+# Define the cost per goat and per cow
+cost_per_goat = 500
+cost_per_cow = 1500
+
+# Define the number of goats and cows
+num_goats = 3
+num_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = num_goats * cost_per_goat
+
+# Calculate the total cost of the cows
+total_cost_cows = num_cows * cost_per_cow
+
+# Calculate the total amount spent
+total_amount_spent = total_cost_goats + total_cost_cows
+
+# Print the final amount spent
+print(total_amount_spent)','stop',225,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,4,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',4,'Let''s break down the problem step by step and then write the Python code to calculate the final answer.
+
+1. First, we need to calculate the total cost of the goats. John buys 3 goats for $500 each. So, the total cost for the goats is:
+\[ 3 \times 500 = 1500 \]
+
+2. Next, we need to calculate the total cost of the cows. John buys 2 cows for $1500 each. So, the total cost for the cows is:
+\[ 2 \times 1500 = 3000 \]
+
+3. Finally, we add the total cost of the goats and the total cost of the cows to get the total amount of money John spent:
+\[ 1500 + 3000 = 4500 \]
+
+Now, let''s write the Python code to calculate the final answer.
+```python
+# Define the prices and quantities
+goat_price = 500
+cow_price = 1500
+goats_quantity = 3
+cows_quantity = 2
+
+# Calculate the total cost for goats and cows
+total_goat_cost = goats_quantity * goat_price
+total_cow_cost = cows_quantity * cow_price
+
+# Calculate the total amount of money spent
+total_money_spent = total_goat_cost + total_cow_cost
+print(total_money_spent)','stop',300,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,5,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',5,'To solve the problem, we need to calculate the total cost of buying goats and cows. Here''s a step-by-step reasoning process followed by the Python code:
+
+1. **Calculate the cost of the goats:**
+   - John buys 3 goats for $500 each.
+   - The total cost of the goats is \(3 \times 500\).
+
+2. **Calculate the cost of the cows:**
+   - John buys 2 cows for $1500 each.
+   - The total cost of the cows is \(2 \times 1500\).
+
+3. **Add the costs together:**
+   - The total amount spent is the sum of the costs of the goats and the cows.
+
+4. **Print the final answer:**
+   - The final answer is the total amount spent.
+
+Let''s implement this in a Python code block:
+
+```python
+# Step 1: Calculate the cost of the goats
+cost_goats = 3 * 500
+
+# Step 2: Calculate the cost of the cows
+cost_cows = 2 * 1500
+
+# Step 3: Add the costs together
+total_cost = cost_goats + cost_cows
+
+# Print the final answer
+print(total_cost)','stop',265,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,6,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',6,'To determine how much money John spent, we need to follow these steps:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the two amounts together to get the total cost.
+
+Let''s do this step-by-step using Python code.
+```python
+# Define the costs of the goats and cows
+cost_goat1 = 500
+cost_goat2 = 500
+number_of_goats = 3
+
+cost_cow1 = 1500
+cost_cow2 = 1500
+number_of_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = cost_goat1 * number_of_goats
+
+# Calculate the total cost of the cows
+total_cost_cows = cost_cow1 * number_of_cows
+
+# Calculate the total cost
+total_cost = total_cost_goats + total_cost_cows
+
+# Print the total cost
+print(total_cost)','stop',209,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,0,7,'bee3a275f6bc720e318dc39d42d7381c99fa85bf4a8ef51e0866c95a6d7d531f',7,'To determine the total amount of money John spent, we need to calculate the cost of the goats and the cows separately, and then sum these amounts. Here''s the step-by-step reasoning:
+
+1. Calculate the cost of the goats:
+   - John buys 3 goats for $500 each.
+   - The total cost of the goats is \(3 \times 500\).
+   - Compute the total cost of the goats.
+
+2. Calculate the cost of the cows:
+   - John buys 2 cows for $1500 each.
+   - The total cost of the cows is \(2 \times 1500\).
+   - Compute the total cost of the cows.
+
+3. Sum the total costs of the goats and the cows to get the final amount spent.
+
+Let''s write the Python code to calculate this step-by-step.
+```python
+# Step 1: Calculate the cost of the goats
+cost_of_goats = 3 * 500
+
+# Step 2: Calculate the cost of the cows
+cost_of_cows = 2 * 1500
+
+# Step 3: Sum the total costs of the goats and the cows
+total_cost = cost_of_goats + cost_of_cows
+
+print(total_cost)','stop',265,161,121,7.5631648117423511124e+00,301850196096.0,NULL);
+INSERT INTO "chains" VALUES(60,1,0,'30858b92cff7be1f9f38cf16bb1fcc36588db4681438be504d076db7595e6568',0,'John spent a total of \(\boxed{4500}\) dollars.','stop',18,374,363,9.19079139188024640816e-01,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(60,2,0,'d48f8ab8a1d8fc179859688153a4bb2743132b0b1ca64987d239e587f1bf1a54',0,'The final answer is \(\boxed{4500}\).','stop',15,396,385,7.88225129775058319658e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(60,3,0,'4913960ba4b1ae0cb8d0aa17392beb69899eccaf325e5ed5083574d8cf6836f8',0,'The total amount of money John spent is \(\boxed{4500}\).','stop',19,471,460,9.74465643487555821522e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(60,4,0,'70402f9540877f977c1e4b16aeef6da1b94a2598be7ae7364ae2c6927a436869',0,'The total amount of money John spent is \(\boxed{4500}\).','stop',19,436,425,0.985563588483992,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(60,5,0,'a185fc70b2ca26a25c9b1ebc0129563595b8d4be196111cb3c5eef45893a61be',0,'The total amount of money John spent is \(\boxed{4500}\).','stop',19,380,369,9.97725625488592227085e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(60,6,0,'a9b249530f8affbe74ac156225d529c1a3df81ff04982a3ede2430c697b3dbad',0,'The total amount of money John spent is \(\boxed{4500}\).','stop',19,436,425,1.02465287547492134301e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(61,0,0,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',0,'```python
+import numpy as np
+import sympy as sp
+
+# Define the monthly production rate
+monthly_production = 50000
+
+# Calculate the production for each week
+week1_production = monthly_production
+week2_production = monthly_production / 2
+week3_production = monthly_production * 3
+
+# Print the production for each week
+print("Production for the first week:", week1_production)
+print("Production for the second week:", week2_production)
+print("Production for the third week:", week3_production)','stop',112,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,1,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',1,'To solve the problem, we need to calculate the number of chocolate bars produced each week and then determine how much Boris produces the fourth week. We can do this step-by-step using Python.
+
+1. Calculate the number of chocolate bars produced in the first week.
+2. Calculate the number of chocolate bars produced in the second week.
+3. Calculate the number of chocolate bars produced in the third week.
+4. Calculate the number of chocolate bars produced in the fourth week.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of bars produced each month
+bars_per_month = 50000
+
+# Bars produced in the first week
+bars_first_week = bars_per_month
+
+# Bars produced in the second week
+bars_second_week = bars_per_month / 2
+
+# Bars produced in the third week
+bars_third_week = bars_first_week * 3
+
+# Bars produced in the fourth week
+bars_fourth_week = bars_first_week
+
+print(bars_fourth_week)','stop',207,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,2,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',2,'To determine how much Boris produces the fourth week, we need to calculate the number of bars he produces each week and then sum them up.
+
+Here''s the step-by-step reasoning:
+
+1. Determine the number of bars produced in the first week.
+2. Determine the number of bars produced in the second week.
+3. Determine the number of bars produced in the third week.
+4. Sum the number of bars produced in the first week, second week, and third week.
+
+Let''s use Python code to perform these calculations.
+```python
+# Step 1: Determine the number of bars produced in the first week
+bars_first_week = 8000
+
+# Step 2: Determine the number of bars produced in the second week
+bars_second_week = bars_first_week / 2
+
+# Step 3: Determine the number of bars produced in the third week
+bars_third_week = bars_first_week * 3
+
+# Step 4: Sum the number of bars produced in the first week, second week, and third week
+total_bars_fourth_week = bars_first_week + bars_second_week + bars_third_week
+
+print(total_bars_fourth_week)','stop',240,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,3,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',3,'To find out how much Boris produces the fourth week, let''s break down the production process step by step.
+
+1. **First Week Production**: Boris produces 8,000 bars of chocolate.
+2. **Second Week Production**: Boris only produces half as much as the first week, so he produces \( \frac{8000}{2} = 4000 \) bars of chocolate.
+3. **Third Week Production**: Boris produces three times as much as the first week, so he produces \( 3 \times 8000 = 24000 \) bars of chocolate.
+4. **Fourth Week Production**: Boris produces the same amount of chocolate as the third week, which is \( 24000 \) bars.
+
+So, the amount Boris produces the fourth week is \(\boxed{24000}\).','stop',183,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,4,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',4,'```python
+import sympy as sp
+
+# Define the variables
+bars_per_month = 50000
+first_week_bars = 8000
+second_week_bars = first_week_bars / 2
+third_week_bars = first_week_bars * 3
+
+# Calculate the total number of bars produced in the first four weeks
+total_bars_first_four_weeks = bars_per_month * 4
+total_bars_second_four_weeks = bars_per_month * 4
+total_bars_third_four_weeks = bars_per_month * 4
+
+# Sum the total number of bars produced in the first four weeks
+total_bars_first_four_weeks = total_bars_first_four_weeks + total_bars_second_four_weeks + total_bars_third_four_weeks
+
+# Print the total number of bars produced in the first four weeks
+print(total_bars_first_four_weeks)','stop',192,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,5,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',5,'To solve the problem, we need to determine how much Boris produces in each week and then use that information to find out how much he produces the fourth week. Let''s break down the problem into steps and then implement the solution using Python.
+
+1. **First Week**: Boris produces 8,000 bars of chocolate.
+2. **Second Week**: Boris produces half as much as the first week, which is \( \frac{8000}{2} = 4000 \) bars.
+3. **Third Week**: Boris produces three times as much as the first week, which is \( 3 \times 8000 = 24000 \) bars.
+4. **Fourth Week**: Boris will produce the same amount as the third week, which is \( 24000 \) bars.
+
+Let''s write the Python code to calculate this.
+```python
+# First week production
+first_week_production = 8000
+
+# Second week production
+second_week_production = first_week_production / 2
+
+# Third week production
+third_week_production = first_week_production * 3
+
+# Fourth week production
+fourth_week_production = third_week_production
+
+print(fourth_week_production)','stop',258,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,6,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',6,'To solve this problem, we need to calculate the amount of chocolate produced by Boris in each week and then sum these amounts to find the total production for the fourth week.
+
+Here''s a step-by-step breakdown of the solution:
+
+1. **Calculate the production in the first week:**
+   Boris produces 8,000 bars of chocolate the first week.
+
+2. **Calculate the production in the second week:**
+   Boris produces half as much as the first week. So, in the second week, he produces:
+   \[
+   \frac{8000}{2} = 4000 \text{ bars}
+   \]
+
+3. **Calculate the production in the third week:**
+   Boris produces three times as much as the first week. So, in the third week, he produces:
+   \[
+   8000 \times 3 = 24000 \text{ bars}
+   \]
+
+4. **Calculate the production in the fourth week:**
+   We need to sum the production from the first week, the second week, and the third week to find the total production for the fourth week.
+
+Now, let''s write the Python code to calculate this:
+
+```python
+# Production in the first week
+production_first_week = 8000
+
+# Production in the second week
+production_second_week = production_first_week / 2
+
+# Production in the third week
+production_third_week = production_first_week * 3
+
+# Total production in the fourth week
+total_production_fourth_week = production_first_week + production_second_week + production_third_week
+print(total_production_fourth_week)','stop',341,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,0,7,'7a4aec17bd882e1126f60d32c792c3d9af8607ba8c3a4a0da8176eb64a110b3f',7,'To solve this problem, we need to calculate the number of bars produced each week and then sum the bars produced by the fourth week. Let''s break it down step-by-step:
+
+1. Boris produces 50,000 bars of chocolate each month.
+2. In the first week, Boris produces 8,000 bars of chocolate.
+3. In the second week, Boris only produces half as much as the first week, which is \( \frac{8000}{2} = 4000 \) bars of chocolate.
+4. In the third week, Boris produces three times as much as the first week, which is \( 3 \times 8000 = 24000 \) bars of chocolate.
+
+Now, we sum the bars produced by the fourth week:
+
+\[ \text{Fourth week''s production} = \text{Third week''s production} + \text{Second week''s production} + \text{First week''s production} \]
+
+Let''s write the Python code to calculate this.
+```python
+# Number of bars produced each month
+bars_per_month = 50000
+
+# Production in the first week
+production_first_week = 8000
+
+# Production in the second week
+production_second_week = production_first_week / 2
+
+# Production in the third week
+production_third_week = production_first_week * 3
+
+# Production in the fourth week
+production_fourth_week = production_second_week + production_third_week + production_first_week
+print(production_fourth_week)','stop',326,203,121,7.66970869204111416195e+00,304528407648.0,NULL);
+INSERT INTO "chains" VALUES(61,1,0,'b0450f4198e94ef68c0095b05aa331635c12862189d89db889b09a558727758b',0,'Boris produces the chocolate factory for the fourth week of chocolate according to the following:
+
+\[
+\boxed{150000}
+\]','stop',32,362,314,2.74765893852504827776e+00,99566452992.0,NULL);
+INSERT INTO "chains" VALUES(61,2,0,'9e8b784c93c94091299d4f0202bf8402931fcb310923bd1a21402bf3892c02e2',0,'The final answer is \(\boxed{50000}\).','stop',16,421,409,9.94841239747984218411e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(61,3,0,'d7b7860e6c916407d55f5ba1b2e130624f301ba52cde8af50476bc25e6400dd0',0,'The total number of bars Boris produces the fourth week is \(\boxed{36000}\).','stop',23,456,442,1.36614530104902986984e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(61,4,0,'f539ef22325a61283feb11223745b6612835aa031aeccd60d3170ef844bb86f7',0,'The final answer is \(\boxed{600000}\).','stop',17,407,394,1.04805394346502511737e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(61,5,0,'f7221d969c3049aa0cf74a11e86bcec93f68b0fb52b3b67d191e02fa6b60cc9d',0,'The amount Boris produces the fourth week is \(\boxed{24000}\) bars.','stop',22,472,460,1.27999054130027833942e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(61,6,0,'b02fef50319f46b963261813a625dc865866d7fbd687eaa8c86f8c60e87c072a',0,'Boris produces a total of \(\boxed{36000}\) bars of chocolate for the fourth week.','stop',26,557,543,1.56395967353360210161e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(61,7,0,'a04ecebc714ad0c8e2fc82907c5dcd4182b8695d74c5110bc44ea0d76fc7795f',0,'The amount Boris produces the fourth week is \(\boxed{36000}\) bars.','stop',22,542,528,1.36064287230233493808e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(62,0,0,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',0,'To solve this problem, let''s break it down step-by-step:
+
+1. **Define the variables**:
+   - Let \( c \) be the number of badges Claire earns per month.
+   - Let \( a \) be the number of badges Amber earns per month.
+   - Let \( w \) be the number of badges Wendy earns per month.
+
+2. **Define the given relationships**:
+   - Claire earns 1 badge per month, so \( c = 1 \).
+   - Amber earns twice as long to earn a badge as Claire. So, \( a = 2c = 2 \times 1 = 2 \).
+   - Wendy earns three times the amount of badges as Claire in the same time frame. So, \( w = 3c = 3 \times 1 = 3 \).
+
+3. **Calculate the number of badges each person earns in a 1 year time frame**:
+   - A year has 12 months, so Amber earns \( 2 \times 12 = 24 \) badges.
+   - Wendy earns \( 3 \times 12 = 36 \) badges.
+
+4. **Find the difference in the number of badges earned**:
+   - The difference in the number of badges earned by Wendy and Amber is \( 36 - 24 = 12 \).
+
+Now, let''s write the Python code to confirm this:
+
+```python
+# Given variables
+c = 1  # badges Claire earns per month
+a = 2 * c  # badges Amber earns per month
+w = 3 * c  # badges Wendy earns per month
+
+# Calculate the number of badges each person earns in a 1 year time frame
+amber = 2 * 12  # badges Amber earns in a year
+wendy = 3 * 12  # badges Wendy earns in a year
+
+# Calculate the difference in the number of badges earned
+difference = wendy - amber
+print(difference)','stop',422,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,1,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',1,'To solve this problem, we need to determine the number of badges each person earns in a 1 year time frame and then find out how many more badges Wendy earns compared to Amber.
+
+1. **Calculate the number of badges Amber earns in a 1 year time frame:**
+   - Claire earns 1 girl scout badge per month.
+   - Amber earns twice as long as Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+   - In a 1 year time frame, there are 12 months, so Amber earns \(2 \times 12 = 24\) girl scout badges.
+
+2. **Calculate the number of badges Wendy earns in a 1 year time frame:**
+   - Claire earns 1 girl scout badge per month.
+   - Wendy earns three times the amount of badges as Claire, so Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+   - In a 1 year time frame, there are 12 months, so Wendy earns \(3 \times 12 = 36\) girl scout badges.
+
+3. **Find out how many more badges Wendy earns compared to Amber:**
+   - To find out how many more badges Wendy earns compared to Amber, we subtract the number of badges Amber earns from the number of badges Wendy earns.
+   - \(36 - 24 = 12\).
+
+Let''s implement this in a Python code block to ensure accuracy.
+```python
+# Define the number of badges Claire earns per month
+claire_badges_per_month = 1
+
+# Define the number of badges Amber earns per month
+amber_badges_per_month = 2 * claire_badges_per_month
+
+# Define the number of badges Wendy earns per month
+wendy_badges_per_month = 3 * claire_badges_per_month
+
+# Calculate the number of badges Amber earns in a 1 year time frame
+amber_badges_in_year = amber_badges_per_month * 12
+
+# Calculate the number of badges Wendy earns in a 1 year time frame
+wendy_badges_in_year = wendy_badges_per_month * 12
+
+# Calculate the difference in the number of badges Wendy earns compared to Amber
+difference_in_badges = wendy_badges_in_year - amber_badges_in_year
+
+# Print the result
+print(difference_in_badges)','stop',503,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,2,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',2,'Let''s break down the problem step-by-step and then use Python code to calculate the final answer.
+
+1. **Define the number of badges Claire earns**: Since Claire earns 1 badge every month, in a 1-year time frame, she earns \(1 \times 12 = 12\) badges.
+2. **Calculate the number of badges Amber earns**: Since Amber takes twice as long to earn a badge as Claire, in a 1-year time frame, she earns \(12 \times 2 = 24\) badges.
+3. **Calculate the number of badges Wendy earns**: Since Wendy earns three times the amount of badges as Claire in the same time frame, she earns \(12 \times 3 = 36\) badges.
+4. **Find the difference in the number of badges between Wendy and Amber**: To find out how many more badges Wendy earns compared to Amber, we subtract the number of badges Amber earns from the number of badges Wendy earns. This is \(36 - 24 = 12\).
+
+Now, let''s implement this in Python to confirm our solution.
+```python
+# Number of badges Claire earns in a 1-year time frame
+claire_badges = 1 * 12
+
+# Number of badges Amber earns in a 1-year time frame
+amber_badges = claire_badges * 2
+
+# Number of badges Wendy earns in a 1-year time frame
+wendy_badges = claire_badges * 3
+
+# Difference in the number of badges between Wendy and Amber
+difference = wendy_badges - amber_badges
+print(difference)','stop',342,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,3,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',3,'To solve this problem, we need to calculate the number of badges each person earns in a 1-year time frame and then find the difference between them.
+
+1. **Calculate the number of badges Claire earns in a 1-year time frame:**
+   - Claire earns 1 girl scout badge every month.
+   - It takes Amber twice as long to earn a badge as Claire.
+   - Therefore, Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+   - In a 1-year time frame, Amber earns \(2 \times 12 = 24\) girl scout badges.
+
+2. **Calculate the number of badges Wendy earns in a 1-year time frame:**
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - Therefore, Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+   - In a 1-year time frame, Wendy earns \(3 \times 12 = 36\) girl scout badges.
+
+3. **Find the difference between Wendy''s and Amber''s badges in a 1-year time frame:**
+   - Wendy earns 36 girl scout badges.
+   - Claire earns 24 girl scout badges.
+   - The difference is \(36 - 24 = 12\).
+
+Let''s write the Python code to verify this solution.
+
+```python
+# Number of badges Claire earns in a 1-year time frame
+claire_badges = 12
+
+# Number of badges Amber earns in a 1-year time frame
+amber_badges = 2 * claire_badges
+
+# Number of badges Wendy earns in a 1-year time frame
+wendy_badges = 3 * claire_badges
+
+# Difference between Wendy''s and Amber''s badges in a 1-year time frame
+difference = wendy_badges - amber_badges
+
+# Print the final answer
+print(difference)','stop',407,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,4,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',4,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to calculate the number of badges each person earns in a year and then find the difference.
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges every month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) girl scout badges every month.
+4. In a 1-year time frame, there are 12 months.
+5. The total number of badges Claire earns in a year is \(12 \times 1 = 12\).
+6. The total number of badges Amber earns in a year is \(12 \times 2 = 24\).
+7. The total number of badges Wendy earns in a year is \(12 \times 3 = 36\).
+8. The difference in the number of badges between Wendy and Amber is \(36 - 24 = 12\).
+
+Let''s confirm this with Python code.
+```python
+# Number of badges Claire earns each month
+claire_badges_per_month = 1
+
+# Number of badges Amber earns each month (twice Claire''s badge time)
+amber_badges_per_month = 2 * claire_badges_per_month
+
+# Number of badges Wendy earns each month (three times Claire''s badge time)
+wenda_badges_per_month = 3 * claire_badges_per_month
+
+# Number of months in a year
+months_in_year = 12
+
+# Total number of badges Claire earns in a year
+claire_total_badges = months_in_year * claire_badges_per_month
+
+# Total number of badges Amber earns in a year
+amber_total_badges = months_in_year * amber_badges_per_month
+
+# Total number of badges Wendy earns in a year
+wenda_total_badges = months_in_year * wenda_badges_per_month
+
+# Difference in the number of badges between Wendy and Amber
+difference = wenda_total_badges - amber_total_badges
+print(difference)','stop',468,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,5,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',5,'Let''s break down the problem step-by-step:
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire.
+3. Wendy earns three times the amount of badges as Claire in the same time frame.
+
+We can calculate the number of badges each person earns in a 1 year time frame as follows:
+
+1. Claire earns \(1 \times 12 = 12\) badges per month.
+2. Amber earns \(2 \times 12 = 24\) badges per month.
+3. Wendy earns \(3 \times 12 = 36\) badges per month.
+
+To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we subtract the number of badges Amber earns from the number of badges Wendy earns:
+
+\[
+36 - 24 = 12
+\]
+
+Therefore, Wendy earns 12 more badges than Amber in a 1 year time frame. Let''s confirm this with a simple Python program.
+```python
+# Number of badges each person earns in a 1 year time frame
+claire_badges = 12
+amber_badges = 2 * claire_badges
+wendy_badges = 3 * claire_badges
+
+# Difference in the number of badges Wendy earns compared to Amber
+difference = wendy_badges - amber_badges
+print(difference)','stop',299,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,6,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',6,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a 1-year time frame.
+2. Calculate the number of badges Amber earns in a 1-year time frame.
+3. Calculate the number of badges Wendy earns in a 1-year time frame.
+4. Find the difference between the number of badges Wendy earns and the number of badges Amber earns.
+
+Let''s start by calculating the number of badges Claire earns in a 1-year time frame:
+
+- Claire earns 1 girl scout badge every month.
+- It takes Amber twice as long to earn a badge as Claire.
+
+So, the number of badges Amber earns in a 1-year time frame is:
+\[ 2 \times 1 = 2 \]
+
+Next, we calculate the number of badges Wendy earns in a 1-year time frame:
+
+- Wendy earns three times the amount of badges as Claire in the same time frame.
+
+So, the number of badges Wendy earns in a 1-year time frame is:
+\[ 3 \times 1 = 3 \]
+
+Finally, we find the difference between the number of badges Wendy earns and the number of badges Amber earns:
+
+\[ 3 - 2 = 1 \]
+
+Therefore, Wendy earns \(\boxed{1}\) more badge compared to Amber in a 1-year time frame.','stop',291,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,0,7,'ffa859521b021f653057d7cf1d95ba4b44ddac8dc7c37b6224528dbfc70f1bd3',7,'To solve this problem step-by-step, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a 1-year time frame.
+2. Calculate the number of badges Amber earns in a 1-year time frame.
+3. Calculate the number of badges Wendy earns in a 1-year time frame.
+4. Find the difference between the number of badges Wendy earns and Amber earns.
+
+Let''s start with the first step:
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire, so Amber earns \(2 \times 1 = 2\) badges every month.
+
+Next, let''s calculate the second step:
+1. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) badges every month.
+
+Now, let''s calculate the third step:
+1. Find the difference between the number of badges Wendy earns and Amber earns, which is \(3 - 2 = 1\) badge.
+
+Therefore, Wendy earns 1 more badge compared to Amber in a 1-year time frame. The final answer is \(\boxed{1}\).','stop',247,186,120,1.57324602181343067286e+01,478454616672.0,NULL);
+INSERT INTO "chains" VALUES(62,1,0,'4277da6519e299ea57cb11813810941edb664ca65286b82941f1aca2c737bb8d',0,'The final answer is \(\boxed{12}\).','stop',13,614,546,3.91071441163379418526e+00,100826787840.0,NULL);
+INSERT INTO "chains" VALUES(62,2,0,'0a9d4b6c2e7aff0197e4cbe8478475b5146899148929da2b1c5fe5e7f984ad36',0,'The final answer is \(\boxed{1','length',9,695,555,6.83864492140163,186529557504.0,NULL);
+INSERT INTO "chains" VALUES(62,3,0,'8d57150a093e08610aafdb24eea1db30af7255920abe30dc8dd9ce9e5e041c7b',0,'The final answer is \(\boxed{12}\).','stop',13,535,484,2.33768389064656290088e+00,79401095424.0,NULL);
+INSERT INTO "chains" VALUES(62,4,0,'e1cae3fc7a44f85c4668597ced191c46c7ef0186762dfc4ff849cdccbc59b176',0,'The final answer is \(\boxed{12}\).','stop',13,601,592,8.26455494642263865934e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(62,5,0,'0534d228091065fd55ef9443a87c94579bf61f08c289c73bcd5bdd1550f7cedc',0,'The difference in the number of badges between Wendy and Amber in a 1-year time frame is \(\boxed{12}\).','stop',28,662,653,1.46392470030643750966e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(62,6,0,'3fe8905383376f2a40006fb710b57b311c0f017d7bd336ea07bbb4cae5bd6381',0,'The final answer is \(\boxed{12}\).','stop',13,492,440,1.79011649163161057352e+00,80661430272.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -12176,6 +13845,13 @@ INSERT INTO "jobs" VALUES(52,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(53,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-676',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','240','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1975365793, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 2111, "calls": 1, "seconds": 83.07991265442668, "flops": 2731145615616.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0302, "call_seconds": 0.0428, "stdout_bytes": 0, "stderr_bytes": 291}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.018, "call_seconds": 0.0306, "stdout_bytes": 0, "stderr_bytes": 259}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0384, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0335, "call_seconds": 0.0594, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0293, "call_seconds": 0.0322, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0211, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0177, "call_seconds": 0.0186, "stdout_bytes": 0, "stderr_bytes": 271}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 6, 7], "seeds": [296582506, 296590425, 296598344, 296606263, 296614182, 296622101, 296630020], "usage": {"prompt_tokens": 3190, "cached_prompt_tokens": 3081, "completion_tokens": 654, "calls": 7, "seconds": 34.591461852307866, "flops": 952813145088.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0188, "call_seconds": 0.0251, "stdout_bytes": 0, "stderr_bytes": 291}, {"event": "tool", "round": 1, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.015, "call_seconds": 0.0159, "stdout_bytes": 0, "stderr_bytes": 259}, {"event": "tool", "round": 1, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0138, "call_seconds": 0.0148, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 1, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0142, "call_seconds": 0.0152, "stdout_bytes": 0, "stderr_bytes": 271}, {"event": "generate", "round": 2, "paths": [1, 2, 3, 7], "seeds": [296687235, 296695154, 296703073, 296734749], "usage": {"prompt_tokens": 2501, "cached_prompt_tokens": 2428, "completion_tokens": 312, "calls": 4, "seconds": 16.65018060893882, "flops": 480187577088.0}}, {"event": "paths", "ends": ["answered", "length", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 2, 2, 2, 1, 1, 1, 2]}, {"event": "vote", "counts": {"880": 1, "2/3": 1, "4": 1, "0": 1, "960": 1, "240": 2, "150": 1}, "tie_broken_by_rng": false, "winner": "240"}]',5875,5629,3077,23,0,0,4164146337792.0,0.0,2.51367005524996784521e+02,1.34635697799674460386e+02,1.79630437532754373545e+09);
 INSERT INTO "jobs" VALUES(54,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-682',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','80','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 752279381, "usage": {"prompt_tokens": 200, "cached_prompt_tokens": 121, "completion_tokens": 2108, "calls": 1, "seconds": 84.76973680899867, "flops": 2746269633792.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0242, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0222, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0211, "call_seconds": 0.034, "stdout_bytes": 0, "stderr_bytes": 169}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0191, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 4], "seeds": [936529613, 936545451, 936553370, 936561289], "usage": {"prompt_tokens": 1896, "cached_prompt_tokens": 1819, "completion_tokens": 191, "calls": 4, "seconds": 10.828205187256994, "flops": 332728399872.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0169, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [3], "seeds": [936658099], "usage": {"prompt_tokens": 538, "cached_prompt_tokens": 527, "completion_tokens": 23, "calls": 1, "seconds": 1.6191858879974461, "flops": 41591049984.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 2, 1, 0, 0, 0]}, {"event": "vote", "counts": {"9333333333333333/100000000000000": 1, "6667/100": 1, "80": 5, "4667/100": 1}, "tie_broken_by_rng": false, "winner": "80"}]',2634,2467,2322,11,0,0,3120589083648.0,0.0,1.93055025951995048666e+02,9.73335806572528809948e+01,1.79630456839482593534e+09);
 INSERT INTO "jobs" VALUES(55,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-681',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 90750428, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 2661, "calls": 1, "seconds": 108.86587633663889, "flops": 3418028107776.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0093, "call_seconds": 0.0118, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0262, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0255, "stdout_bytes": 10, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0264, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0171, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0285, "call_seconds": 0.0293, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0103, "call_seconds": 0.0114, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [188917457, 188925376, 188933295, 188941214, 188949133, 188957052, 188972890], "usage": {"prompt_tokens": 3699, "cached_prompt_tokens": 3614, "completion_tokens": 356, "calls": 7, "seconds": 17.988640903735966, "flops": 546985324032.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 0, 1]}, {"event": "vote", "counts": {"44": 1, "263": 1, "183": 1, "135": 1, "90": 1, "222": 1, "5": 1, "55": 1}, "tie_broken_by_rng": true, "winner": "5"}]',3878,3734,3017,15,0,0,3965013431808.0,0.0,2.49741991151997353879e+02,1.27002182028364771324e+02,1.79630458811168932913e+09);
+INSERT INTO "jobs" VALUES(56,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-733',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','6.67','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1061793123, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 1583, "calls": 1, "seconds": 57.262466343613596, "flops": 2044263123456.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1148, "call_seconds": 0.1156, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0329, "call_seconds": 0.0362, "stdout_bytes": 47, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0284, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0231, "call_seconds": 0.0314, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0205, "call_seconds": 0.0219, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0694, "call_seconds": 0.0716, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0204, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6], "seeds": [936512376, 936520295, 936528214, 936536133, 936544052, 936551971, 936559890], "usage": {"prompt_tokens": 2682, "cached_prompt_tokens": 2523, "completion_tokens": 208, "calls": 7, "seconds": 12.986510380378812, "flops": 453720545280.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 1, 0]}, {"event": "vote", "counts": {"20": 1, "667/100": 4, "66667/10000": 1, "20/3": 1, "6": 1}, "tie_broken_by_rng": false, "winner": "667/100"}]',2849,2643,1791,15,0,0,2497983668736.0,0.0,1.38783448094007326293e+02,7.05745587140001759971e+01,1.79630472690461850168e+09);
+INSERT INTO "jobs" VALUES(57,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-724',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2050044568, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 120, "completion_tokens": 2262, "calls": 1, "seconds": 86.11748405665446, "flops": 2918935507968.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.0219, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0173, "call_seconds": 0.0218, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0298, "call_seconds": 0.0309, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0255, "call_seconds": 0.0288, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0204, "call_seconds": 0.0288, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0225, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0134, "call_seconds": 0.0141, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0167, "call_seconds": 0.023, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [551786487, 551794406, 551802325, 551810244, 551818163, 551826082, 551834001, 551841920], "usage": {"prompt_tokens": 3799, "cached_prompt_tokens": 3710, "completion_tokens": 1274, "calls": 8, "seconds": 54.05012237565558, "flops": 1707753719040.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "length", "length", "length", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"8": 1, "31": 1, "3": 2, "16": 1, "4": 1, "1": 1, "5": 1}, "tie_broken_by_rng": false, "winner": "3"}]',3981,3830,3536,17,0,0,4626689227008.0,0.0,2.85124900683003943422e+02,1.40359368442309403231e+02,1.79630485352983832359e+09);
+INSERT INTO "jobs" VALUES(58,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-788',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','150','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1988735335, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 1571, "calls": 1, "seconds": 62.53708950346708, "flops": 2040482118912.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0186, "call_seconds": 0.0264, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0138, "call_seconds": 0.0201, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0198, "call_seconds": 0.0301, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0258, "call_seconds": 0.0269, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndentationError", "wall_seconds": 0.0224, "call_seconds": 0.027, "stdout_bytes": 0, "stderr_bytes": 90}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 6, 7], "seeds": [1792980638, 1792988557, 1792996476, 1793028152, 1793036071], "usage": {"prompt_tokens": 1896, "cached_prompt_tokens": 1832, "completion_tokens": 178, "calls": 5, "seconds": 10.28624713770716, "flops": 298699358976.0}}, {"event": "tool", "round": 1, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0108, "call_seconds": 0.0117, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [7], "seeds": [1793140800], "usage": {"prompt_tokens": 515, "cached_prompt_tokens": 503, "completion_tokens": 15, "calls": 1, "seconds": 0.9290808055585433, "flops": 32768706048.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 0, 0, 1, 2]}, {"event": "vote", "counts": {"150": 4, "-100": 3, "125": 1}, "tie_broken_by_rng": false, "winner": "150"}]',2587,2455,1764,13,0,0,2371950183936.0,0.0,1.35529127886999049227e+02,7.38945380506995519453e+01,1.79630486244633746145e+09);
+INSERT INTO "jobs" VALUES(59,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-801',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 501724390, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 3012, "calls": 1, "seconds": 121.2093321546954, "flops": 3870488318208.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0222, "call_seconds": 0.0262, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0256, "call_seconds": 0.0285, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0241, "call_seconds": 0.0286, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0263, "call_seconds": 0.0311, "stdout_bytes": 0, "stderr_bytes": 249}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0239, "call_seconds": 0.025, "stdout_bytes": 0, "stderr_bytes": 227}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0208, "call_seconds": 0.0217, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 7], "seeds": [700894718, 700902637, 700910556, 700918475, 700926394, 700950151], "usage": {"prompt_tokens": 3463, "cached_prompt_tokens": 2779, "completion_tokens": 238, "calls": 6, "seconds": 25.41421618927197, "flops": 1154466720768.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0148, "call_seconds": 0.0156, "stdout_bytes": 0, "stderr_bytes": 227}, {"event": "generate", "round": 2, "paths": [4], "seeds": [701031123], "usage": {"prompt_tokens": 719, "cached_prompt_tokens": 700, "completion_tokens": 16, "calls": 1, "seconds": 0.9871213844404942, "flops": 42851384832.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "length", "length", "answered", "answered"], "code_runs": [1, 1, 1, 1, 2, 0, 0, 1]}, {"event": "vote", "counts": {"994": 1, "2066": 1, "2000": 1, "\\[": 1, "3 \\times 2 + 40": 1, "2": 1, "1120": 1, "5000": 1}, "tie_broken_by_rng": true, "winner": "2000"}]',4369,3599,3266,15,0,0,5067806423808.0,0.0,1.85548452963994350284e+02,1.47787365566425506809e+02,1.79630503909059047696e+09);
+INSERT INTO "jobs" VALUES(60,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-816',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4500','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1544026930, "usage": {"prompt_tokens": 161, "cached_prompt_tokens": 121, "completion_tokens": 1884, "calls": 1, "seconds": 60.50531849393881, "flops": 2414801568768.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0142, "call_seconds": 0.0189, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0198, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.015, "call_seconds": 0.0163, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0129, "call_seconds": 0.0142, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0173, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0106, "call_seconds": 0.0173, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5, 6, 7], "seeds": [1557418690, 1557434528, 1557442447, 1557450366, 1557458285, 1557466204], "usage": {"prompt_tokens": 2493, "cached_prompt_tokens": 2427, "completion_tokens": 109, "calls": 6, "seconds": 5.689712001898145, "flops": 212996589312.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"4500": 8}, "tie_broken_by_rng": false, "winner": "4500"}]',2654,2548,1993,13,0,0,2627798158080.0,0.0,2.50880918775990721767e+02,6.62988048378389578391e+01,1.79630511333764934537e+09);
+INSERT INTO "jobs" VALUES(61,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-829',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','36000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 346742717, "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 121, "completion_tokens": 1859, "calls": 1, "seconds": 61.35766953632891, "flops": 2436227261184.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0204, "call_seconds": 0.0212, "stdout_bytes": 115, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.022, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0203, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0223, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0184, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0169, "call_seconds": 0.0178, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0101, "call_seconds": 0.0113, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 6, 7], "seeds": [310270042, 310277961, 310285880, 310301718, 310309637, 310317556, 310325475], "usage": {"prompt_tokens": 3217, "cached_prompt_tokens": 3090, "completion_tokens": 158, "calls": 7, "seconds": 10.361292509923302, "flops": 350373087744.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 1, 1]}, {"event": "vote", "counts": {"150000": 1, "50000": 1, "36000": 3, "24000": 2, "600000": 1}, "tie_broken_by_rng": false, "winner": "36000"}]',3420,3211,2017,15,0,0,2786600348928.0,0.0,2.27173663465000572623e+02,7.18522512832786901509e+01,1.79630526628707265848e+09);
+INSERT INTO "jobs" VALUES(62,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-861',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','12','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2128607981, "usage": {"prompt_tokens": 186, "cached_prompt_tokens": 120, "completion_tokens": 2979, "calls": 1, "seconds": 125.85968174507445, "flops": 3827636933376.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0381, "call_seconds": 0.0465, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0347, "call_seconds": 0.0358, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0186, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0325, "call_seconds": 0.0342, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0193, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0165, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5], "seeds": [658734878, 658742797, 658750716, 658758635, 658766554, 658774473], "usage": {"prompt_tokens": 3599, "cached_prompt_tokens": 3270, "completion_tokens": 89, "calls": 6, "seconds": 17.1675399102623, "flops": 519257957376.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"12": 5, "1": 3}, "tie_broken_by_rng": false, "winner": "12"}]',3785,3390,3068,13,0,0,4346894890752.0,0.0,180.359301813005,1.43198020248348314e+02,1.79630529370666670798e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -25565,10 +27241,1868 @@ print(total_cookies)
 55
 ```
 The total number of cookies that Katarina, Max, and Summer have together is \(\boxed{55}\).','55',0,'not_equivalent',460,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,0,'Let''s solve this problem step by step using Python and SymPy.
+
+1. We need to find out how much money Greg received by dividing the total money by the number of younger siblings.
+2. We can do this using SymPy''s `solve` function, which can be used to solve equations.
+3. We will define the variables `total_money` and `number_of_siblings`, then use SymPy''s `Eq` and `solve` to find the value of `money_per_sibling`.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Define the variables
+total_money = sp.symbols(''total_money'')
+number_of_siblings = sp.symbols(''number_of_siblings'')
+
+# Define the equation
+equation = sp.Eq(total_money, 20)
+
+# Solve the equation for money_per_sibling
+money_per_sibling = sp.solve(equation, total_money)[0]
+
+# Print the result
+print(money_per_sibling)
+```
+```output
+20
+```
+The final answer is \(\boxed{20}\).','20',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,1,'To determine how much money each of Greg''s 3 younger siblings received, we need to divide the total amount of money found by 3. Here''s the step-by-step reasoning:
+
+1. Identify the total amount of money found: $20.
+2. Identify the number of younger siblings: 3.
+3. Divide the total amount by the number of siblings: \( \frac{20}{3} \).
+
+Now, let''s write the Python code to calculate this:
+
+```python
+# Step 1: Identify the total amount of money found
+total_money = 20
+
+# Step 2: Identify the number of younger siblings
+number_of_siblings = 3
+
+# Step 3: Divide the total amount by the number of siblings
+money_per_sibling = total_money / number_of_siblings
+
+# Output the result
+output = f"The amount of money each of them got is ${money_per_sibling:.2f}."
+print(output)
+```
+```output
+The amount of money each of them got is $6.67.
+```
+The final answer is \(\boxed{6.67}\).','6.67',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(56,2,'To determine how much money each of Greg''s 3 younger siblings received, we need to divide the total amount of money Greg found equally among his siblings. 
+
+Here are the steps to solve this problem:
+
+1. Identify the total amount of money found by Greg. In this case, the total amount is $20.
+2. Determine the number of siblings. In this case, there are 3 siblings.
+3. Divide the total amount by the number of siblings to find out how much money each sibling received.
+
+We can use Python code to perform this calculation. Here is the code:
+
+```python
+# Total amount of money found
+total_amount = 20
+
+# Number of siblings
+number_of_siblings = 3
+
+# Money each sibling received
+money_per_sibling = total_amount / number_of_siblings
+
+# Output the result
+print(money_per_sibling)
+```
+```output
+6.666666666666667
+```
+The calculation shows that each of Greg''s 3 younger siblings received \(\boxed{6.67}\) dollars.','6.67',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,3,'To solve this problem, we need to find out how much money Greg received by splitting the $20 equally among his 3 younger siblings. This can be done by dividing the total amount of money by the number of siblings.
+
+Let''s use Python code to calculate this.
+```python
+# Total amount of money
+total_money = 20
+
+# Number of siblings
+number_of_siblings = 3
+
+# Money per sibling
+money_per_sibling = total_money / number_of_siblings
+
+# Display the result
+print(money_per_sibling)
+```
+```output
+6.666666666666667
+```
+The calculation shows that each of Greg''s 3 younger siblings received $6.67. 
+
+So, the final answer is \(\boxed{6.67}\).','6.67',0,'not_equivalent',151,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,4,'To solve the problem of dividing the money equally among Greg''s younger siblings, we need to follow these steps:
+
+1. **Identify the total amount of money**: Greg found $20.
+2. **Determine the number of siblings**: Greg has 3 younger siblings.
+3. **Calculate the amount each sibling gets**: Divide the total amount of money by the number of siblings.
+
+Let''s implement this in Python using sympy to ensure the calculation is accurate.
+
+```python
+import sympy as sp
+
+# Define the total amount of money
+total_money = 20
+
+# Define the number of siblings
+number_of_siblings = 3
+
+# Calculate the amount each sibling gets
+amount_per_sibling = total_money / number_of_siblings
+
+# Print the final answer
+print(amount_per_sibling)
+```
+```output
+6.666666666666667
+```
+The final answer to the problem is \(\boxed{6.6667}\).','6.6667',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,5,'To solve this problem step by step, we''ll follow these steps:
+
+1. **Understand the Problem:**
+   - Greg found $20.
+   - He wants to split the money equally among his 3 younger siblings.
+   - The goal is to calculate how much money each sibling gets.
+
+2. **Set Up the Equation:**
+   - Let the amount of money each sibling gets be \( x \).
+   - The total amount of money Greg found is $20.
+   - This can be expressed as the equation \( 20 = 3x \).
+
+3. **Solve for \( x \):**
+   - To find \( x \), we need to isolate it on one side of the equation. We do this by dividing both sides of the equation by 3.
+   - \( x = \frac{20}{3} \).
+
+4. **Write the Python Code to Solve the Equation:**
+   - We''ll use Python''s `sympy` library to solve the equation.
+
+Let''s write the Python code to solve the equation.
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the equation
+equation = sp.Eq(20, 3*x)
+
+# Solve for x
+solution = sp.solve(equation, x)[0]
+
+# Print the solution
+print(solution)
+```
+```output
+20/3
+```
+The amount of money each of Greg''s 3 younger siblings got is \(\boxed{20/3}\).','20/3',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,6,'Let''s solve the problem step-by-step. Greg found $20 and has 3 younger siblings. To be fair to his siblings, he decided to split the money equally. This means each sibling will receive half of the money.
+
+First, we need to divide the $20 by 3. Here''s the step-by-step calculation:
+
+1. Identify the total amount of money: $20
+2. Identify the number of siblings: 3
+3. Divide the total amount by the number of siblings: $20 ÷ 3 = 6.67
+
+Since we are dealing with money, it is often not practical to round a decimal to the nearest cent. However, for the purpose of this problem, we will keep the result as a whole number.
+
+So, each of Greg''s siblings got $6.
+
+Let''s confirm this with a Python program.
+```python
+# Given data
+total_money = 20
+number_of_siblings = 3
+
+# Calculating the amount each sibling gets
+money_per_sibling = total_money / number_of_siblings
+
+# Printing the result
+print(money_per_sibling)
+```
+```output
+6.666666666666667
+```
+The calculation confirms that each of Greg''s siblings got $6.67. Since we are dealing with money, it is often not practical to round a decimal to the nearest cent. However, for the purpose of this problem, we will keep the result as a whole number.
+
+So, each of Greg''s siblings got \(\boxed{6}\).','6',0,'not_equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,7,'To determine how much money each of Greg''s younger siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found. The problem states that Greg found $20.
+2. Determine the number of younger siblings. The problem states that Greg has three younger siblings.
+3. Calculate the amount of money each sibling received by dividing the total amount by the number of siblings.
+
+The calculation is as follows:
+
+\[
+\text{Amount per sibling} = \frac{\text{Total amount}}{\text{Number of siblings}}
+\]
+
+Substituting the given values:
+
+\[
+\text{Amount per sibling} = \frac{20}{3}
+\]
+
+Performing the division:
+
+\[
+20 \div 3 = 6.666666666666667
+\]
+
+Thus, each of Greg''s younger siblings received \(\boxed{6.67}\) dollars.','6.67',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,0,'To solve this problem, we need to break it down into several steps. Let''s start by calculating the total number of slices of pizza Bryce and four of his friends ordered. Then, we''ll determine how many slices were eaten by each of the friends, and finally, we''ll calculate how many slices were left. Here''s the step-by-step solution:
+
+1. Calculate the total number of slices of pizza Bryce and four of his friends ordered.
+2. Determine how many slices were eaten by each of the friends.
+3. Calculate how many slices were left.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total number of slices of pizza Bryce and four of his friends ordered
+total_slices = 12 * (1 + 1 + 1 + 1)
+
+# Step 2: Determine how many slices were eaten by each of the friends
+slices_eaten_by_bryce = total_slices * (2/3)
+slices_eaten_by_four_friends = total_slices * (3/4)
+
+# Step 3: Calculate how many slices were left
+slices_left = total_slices - (slices_eaten_by_bryce + slices_eaten_by_four_friends)
+
+print(slices_left)
+```
+```output
+-20.0
+```
+It seems there was an error in the calculation. Let''s recheck the steps and ensure we are correctly calculating the number of slices.
+
+1. Calculate the total number of slices of pizza Bryce and four of his friends ordered:
+   \[
+   \text{Total slices} = 12 \times (1 + 1 + 1 + 1) = 12 \times 4 = 48
+   \]
+
+2. Determine how many slices were eaten by each of the friends:
+   \[
+   \text{slices_eaten_by_bryce} = \frac{48}{2} = 24
+   \]
+   \[
+   \text{slices_eaten_by_four_friends} = \frac{48}{3} = 16
+   \]
+
+3. Calculate how many slices were left:
+   \[
+   \text{slices_left} = 48 - (24 + 16) = 48 - 40 = 8
+   \]
+
+The correct answer is \(\boxed{8}\).','8',0,'not_equivalent',486,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,1,'```python
+import sympy as sp
+
+# Define the total number of pizza slices and the number of slices eaten by Bryce and his friends
+total_slices = 12
+slices_eaten_by_bryce = total_slices * sp.Rational(2, 3)
+slices_eaten_by_friends = total_slices * sp.Rational(3, 4)
+remaining_slices = total_slices - (slices_eaten_by_bryce + slices_eaten_by_friends)
+
+print(remaining_slices)
+```
+```output
+-5
+```
+It seems there was an error in the interpretation of the problem. Let''s break it down step-by-step:
+
+1. Bryce and his four friends each ordered their own pizzas after football practice. Each pizza had 12 slices.
+2. Bryce and two friends ate \( \frac{2}{3} \) of their pizzas. Therefore, the number of slices eaten by these two friends is \( \frac{2}{3} \times 12 = 8 \).
+3. The two remaining friends ate \( \frac{3}{4} \) of their pizzas. Therefore, the number of slices eaten by these two friends is \( \frac{3}{4} \times 12 = 9 \).
+4. The total number of slices eaten by the four friends is \( 8 + 9 = 17 \).
+5. The total number of slices of pizza ordered is \( 12 + 12 + 12 + 12 = 48 \).
+6. The number of slices left is the total number of slices minus the total number of slices eaten: \( 48 - 17 = 31 \).
+
+The final answer is \(\boxed{31}\).','31',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,2,'Let''s break down the problem step-by-step and use Python to verify our solution.
+
+1. First, we calculate the total number of slices of pizza Bryce and four of his friends ate.
+2. Then, we subtract the number of slices eaten by Bryce and his friends from the total number of slices to find the number of slices left.
+
+Here''s the Python code to solve the problem:
+
+```python
+import sympy as sp
+
+# Define the number of slices per pizza
+slices_per_pizza = 12
+
+# Calculate the total number of slices eaten by Bryce and his friends
+total_slices_eaten = (2/3) * slices_per_pizza + (3/4) * slices_per_pizza
+
+# Calculate the number of slices left
+slices_left = slices_per_pizza - total_slices_eaten
+
+# Print the result
+print(slices_left)
+```
+```output
+-5.0
+```
+The output of the code indicates that after calculating the total number of slices eaten by Bryce and his friends, it resulted in a negative number of slices left. This is because the number of pizza slices must be an integer. Let''s analyze the problem step-by-step again to confirm our reasoning.
+
+1. Each pizza had 12 slices.
+2. Bryce and four of his friends each ate \( \frac{2}{3} \) of their pizzas, which is \( \frac{2}{3} \times 12 = 8 \) slices.
+3. The two remaining friends each ate \( \frac{3}{4} \) of their pizzas, which is \( \frac{3}{4} \times 12 = 9 \) slices.
+4. The total number of slices eaten by Bryce and his friends is \( 8 + 9 = 17 \) slices.
+5. The number of slices left is \( 12 - 17 = -5 \).
+
+Since the number of slices must be an integer, we need to consider the rounding behavior in Python. In Python, we can use the `int()` function to round the result to the nearest integer, and then ensure it''s an integer. However, since we are dealing with integer slices, we need to manually check our calculations.
+
+Let''s re-evaluate the problem step-by-step manually:
+
+1. Each pizza had 12 slices.
+2. Bryce and four of his friends each ate \( \frac{2}{3} \) of their pizzas, which is \( \frac{2}{3} \times','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(57,3,'To solve the problem, we can break it down step by step and then use Python code to verify our calculations.
+
+1. **Calculate the total number of pizza slices from Bryce and his friends:**
+   - Bryce ordered his pizza with 12 slices.
+   - Each of his four friends ordered their own pizza with 12 slices.
+   - Therefore, the total number of pizza slices from Bryce and his friends is \(12 + 12 + 12 + 12 = 54\).
+
+2. **Determine how many pizzas were eaten by the two friends:**
+   - Each friend ate \(\frac{2}{3}\) of their pizza.
+   - Therefore, the number of pizzas eaten by the two friends is \(\frac{2}{3} \times 54 = 36\).
+
+3. **Calculate the number of pizzas left after the two friends ate:**
+   - Subtract the number of pizzas eaten by the two friends from the total number of pizza slices.
+   - Therefore, the number of pizza slices left is \(54 - 36 = 18\).
+
+Now, let''s use Python code to verify this calculation.
+```python
+# Step 1: Calculate the total number of pizza slices from Bryce and his friends
+total_pizza_slices = 12 * 4
+
+# Step 2: Determine how many pizzas were eaten by the two friends
+pizzas_eaten_by_friends = (2 / 3) * total_pizza_slices
+
+# Step 3: Calculate the number of pizza slices left after the two friends ate
+pizza_slices_left = total_pizza_slices - pizzas_eaten_by_friends
+print(pizza_slices_left)
+```
+```output
+16.0
+```
+The number of slices of pizza left after the two friends ate is \(\boxed{16}\).','16',0,'not_equivalent',376,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of pizzas ordered.
+2. Determine how many slices of pizza each of the four friends ate.
+3. Calculate the total number of slices eaten by the two remaining friends.
+4. Subtract the total number of slices eaten by the two remaining friends from the total number of pizzas to find out how many slices are left.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total number of pizzas ordered
+total_pizzas = 4 * 12
+
+# Step 2: Determine how many slices of pizza each of the four friends ate
+slices_eaten_by_each_friend = (2/3) * total_pizzas
+
+# Step 3: Calculate the total number of slices eaten by the two remaining friends
+slices_eaten_by_remaining_friends = (3/4) * total_pizzas
+
+# Step 4: Subtract the total number of slices eaten by the two remaining friends from the total number of pizzas
+slices_left = total_pizzas - (slices_eaten_by_remaining_friends + slices_eaten_by_each_friend)
+
+# Print the final answer
+print(slices_left)
+```
+```output
+-20.0
+```
+It seems there was an error in the calculation. Let''s re-evaluate the problem step-by-step:
+
+1. Calculate the total number of pizzas ordered:
+\[ \text{Total pizzas} = 4 \times 12 = 48 \]
+
+2. Determine how many slices of pizza each of the four friends ate:
+\[ \text{slices_eaten_by_each_friend} = \frac{2}{3} \times 48 = 32 \]
+
+3. Calculate the total number of slices eaten by the two remaining friends:
+\[ \text{slices_eaten_by_remaining_friends} = \frac{3}{4} \times 48 = 36 \]
+
+4. Subtract the total number of slices eaten by the two remaining friends from the total number of pizzas:
+\[ \text{slices_left} = 48 - (32 + 36) = 48 - 78 = -20 \]
+
+It seems there is still an error. Let''s re-run the program with the correct values and ensure the output is as expected.
+
+Here''s the corrected Python code:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total number of pizzas ordered
+total_pizzas = 4','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of slices of pizza ordered.
+2. Determine how many slices each of Bryce''s friends ate.
+3. Calculate the number of slices the two remaining friends ate.
+4. Subtract the total number of slices eaten by the friends from the total number of slices ordered to find out how many slices are left.
+
+Let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. Each pizza has 12 slices.
+2. Bryce and four of his friends each ate \(\frac{2}{3}\) of their pizzas.
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas.
+4. Calculate the total number of slices eaten by the friends.
+5. Subtract the total number of slices eaten by the friends from the total number of slices ordered to find out how many slices are left.
+
+Let''s implement this in Python:
+```python
+# Step 1: Calculate the total number of slices of pizza ordered
+num_pizzas = 4 * 12  # Bryce''s 4 friends each ate 2/3 of their pizzas
+remaining_pizzas = 12 - num_pizzas  # The remaining friends ate 3/4 of their pizzas
+
+# Step 2: Calculate the number of slices each of Bryce''s friends ate
+slices_eaten_by_friends = num_pizzas / 3
+
+# Step 3: Calculate the number of slices the two remaining friends ate
+slices_eaten_by_remaining_friends = remaining_pizzas / 4
+
+# Step 4: Subtract the total number of slices eaten by the friends from the total number of slices ordered
+slices_left = remaining_pizzas - (slices_eaten_by_friends + slices_eaten_by_remaining_friends)
+print(slices_left)
+```
+```output
+-43.0
+```
+It seems there was an error in the calculation. The total number of slices of pizza ordered is 12, and the remaining friends ate 4 slices each. Therefore, the correct calculation should be:
+
+\[ \text{Remaining slices} = 12 - (4 \times 12) = 12 - 48 = -43 \]
+
+This indicates that there are actually 43 slices of pizza left, which means there are actually 43 slices of pizza left after the friends ate their portion of the pizza. However, since the problem states that Bryce and two friends each ate \(\frac{2}{3}\','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of pizza slices ordered.
+2. Determine the number of slices eaten by each of Bryce and two of his friends.
+3. Calculate the number of slices eaten by the two remaining friends.
+4. Subtract the total number of slices eaten by all the friends from the total number of pizza slices to find the number of slices left.
+
+Let''s break it down step-by-step using Python code:
+
+1. Calculate the total number of pizza slices:
+   \[
+   \text{Total slices} = 12 \text{ slices/pizza} \times 4 \text{ pizzas} = 48 \text{ slices}
+   \]
+
+2. Calculate the number of slices eaten by each of Bryce and two of his friends:
+   \[
+   \text{Eaten by Bryce and two friends} = \frac{2}{3} \times 48 = \frac{8}{3} \text{ slices}
+   \]
+   Since Bryce and two friends are not counted in this step, we can ignore this for the remaining pizza slices calculation.
+
+3. Calculate the number of slices eaten by the two remaining friends:
+   \[
+   \text{Eaten by the two remaining friends} = \frac{3}{4} \times 48 = 36 \text{ slices}
+   \]
+
+4. Subtract the total number of slices eaten by all the friends from the total number of pizza slices to find the number of slices left:
+   \[
+   \text{Slices left} = 48 - \left( \frac{8}{3} + \frac{36}{4} \right)
+   \]
+
+Let''s implement this in Python:
+
+```python
+# Total number of pizza slices
+total_slices = 12 * 4
+
+# Number of slices eaten by Bryce and two friends
+eaten_by_bryce_and_two_friends = (2 / 3) * total_slices
+
+# Number of slices eaten by the two remaining friends
+eaten_by_two_remaining_friends = (3 / 4) * total_slices
+
+# Slices left
+slices_left = total_slices - (eaten_by_bryce_and_two_friends + eaten_by_two_remaining_friends)
+print(slices_left)
+```
+```output
+-20.0
+```
+It looks like there was an error in the calculation. Let''s re-evaluate the steps:
+
+1. Calculate the total number of pizza slices:
+   \[
+   \','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,7,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of pizzas ordered by Bryce and his friends.
+2. Determine how many slices each pizza had.
+3. Calculate how many slices each of the remaining friends ate.
+4. Find the total number of slices eaten by the remaining friends.
+5. Subtract the total number of slices eaten by the remaining friends from the total number of pizzas to find the number of slices left.
+
+Let''s write the Python code to solve this problem:
+
+```python
+import numpy as np
+from sympy import symbols
+
+# Define the number of pizzas ordered by Bryce and his friends
+num_pizzas = 2 * 3 + 2 * 3 + 2 * 3
+
+# Define the number of slices per pizza
+slices_per_pizza = 12
+
+# Calculate the total number of slices eaten by the remaining friends
+slices_eaten_by_remaining_friends = (3/4) * slices_per_pizza + (1/3) * slices_per_pizza
+
+# Calculate the number of slices left
+slices_left = num_pizzas - slices_eaten_by_remaining_friends
+
+# Print the final answer
+print(slices_left)
+```
+```output
+5.0
+```
+The number of slices of pizza that were left is \(\boxed{5}\).','5',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the trip.
+2. Determine the cost John is applying for.
+3. Calculate how much money John is missing by subtracting the cost John is applying for from the total cost of the trip.
+
+Let''s break it down into code.
+```python
+# Step 1: Calculate the cost of the trip
+trip_cost = 300
+
+# Step 2: Determine the cost John is applying for
+cost_john_applied_for = trip_cost / 2
+
+# Step 3: Calculate how much money John is missing
+money_missing = trip_cost - cost_john_applied_for
+
+print(money_missing)
+```
+```output
+150.0
+```
+John is missing \(\boxed{150}\) dollars.','150',0,'not_equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(58,1,'To solve this problem, we need to calculate half the cost of the trip and then find out how much money John is missing if he has $50 and the trip costs $300.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate half the cost of the trip:
+\[ \text{Half cost} = \frac{300}{2} = 150 \]
+
+2. Subtract the half cost from $50 to find out how much money John is missing:
+\[ \text{Money missing} = 50 - 150 = -100 \]
+
+Since John cannot have a negative amount of money, the answer is \(-100\). Let''s verify this with a short Python program.
+```python
+# Given values
+trip_cost = 300
+money_available = 50
+
+# Calculate half the cost of the trip
+half_cost = trip_cost / 2
+
+# Calculate the money missing
+money_missing = money_available - half_cost
+
+# Print the result
+print(money_missing)
+```
+```output
+-100.0
+```
+The calculation confirms that John is missing \(\boxed{-100}\) dollars.','-100',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,2,'To solve this problem, we will follow these steps:
+
+1. Calculate the cost of half the trip.
+2. Determine how much money John has initially.
+3. Find out how much money John is missing by subtracting the cost of half the trip from the initial amount John has.
+
+Let''s break this down step-by-step in Python:
+
+1. Calculate the cost of half the trip:
+\[ \text{Cost of half the trip} = \frac{300}{2} \]
+
+2. Determine how much money John has initially:
+\[ \text{Initial amount John has} = 50 \]
+
+3. Find out how much money John is missing:
+\[ \text{Money John is missing} = \text{Initial amount John has} - \text{Cost of half the trip} \]
+
+Let''s write the Python code to calculate this:
+```python
+# Initial amount John has
+initial_amount = 50
+
+# Cost of half the trip
+cost_of_half_trip = 300 / 2
+
+# Money John is missing
+money_missing = initial_amount - cost_of_half_trip
+print(money_missing)
+```
+```output
+-100.0
+```
+John is missing \(\boxed{-100}\) dollars.','-100',0,'not_equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,3,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine the cost John has already applied for.
+3. Calculate the remaining amount John has to pay.
+
+First, let''s calculate the total cost of the trip. The cost is given as $300.
+
+Next, we determine the cost John has already applied for. Since the trip has decided to cover half the cost, John has applied for half of $300. We do this by dividing $300 by 2:
+\[
+\frac{300}{2} = 150
+\]
+So, John has already applied for $150.
+
+Now, we calculate the remaining amount John has to pay. We subtract the amount John has already applied for from the total cost of the trip:
+\[
+300 - 150 = 150
+\]
+Therefore, John is missing \(\boxed{150}\) dollars.','150',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,4,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine how much money John has applied for.
+3. Subtract the amount John has applied for from the total cost of the trip to find out how much money he is missing.
+
+First, let''s calculate the total cost of the trip. John has $50 and the trip costs $300. So, the total cost is:
+\[ 300 - 50 = 250 \]
+
+Next, we know that John has applied for half the cost of the trip. So, the amount John has applied for is:
+\[ \frac{250}{2} = 125 \]
+
+Finally, we subtract the amount John has applied for from the total cost of the trip to find out how much money he is missing:
+\[ 250 - 125 = 125 \]
+
+Therefore, the amount of money John is missing is \(\boxed{125}\).','125',0,'not_equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,5,'To solve the problem, we need to follow these steps:
+
+1. Calculate the cost of the trip.
+2. Determine how much John is missing if he has $50.
+
+First, let''s calculate the cost of the trip. Since the school decided to cover half the cost of the trip, we need to divide the total cost by 2:
+\[
+\text{Cost of the trip} = \frac{300}{2} = 150
+\]
+
+Next, we need to determine how much John is missing if he has $50. We do this by subtracting the cost of the trip from $50:
+\[
+\text{Money John is missing} = 50 - 150 = -100
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{-100}
+\]','-100',0,'not_equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,6,'Let''s break down the problem step-by-step:
+
+1. Determine the total cost of the trip.
+2. Calculate half the cost of the trip.
+3. Find out how much money John is missing by subtracting half the cost from $50.
+
+Here is the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total cost of the trip
+total_cost = 300
+
+# Step 2: Calculate half the cost of the trip
+half_cost = total_cost / 2
+
+# Step 3: Find out how much money John is missing
+money_missing = total_cost - half_cost
+
+print(money_missing)
+```
+```output
+150.0
+```
+John is missing \(\boxed{150}\) dollars if he has $50 and the trip costs $300.','150',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,7,'Let''s break down the problem step by step:
+
+1. **Calculate the total cost of the trip:**
+   The trip costs $300.
+
+2. **Determine the amount John needs to cover for the help:**
+   John has applied for help, which means he has half the cost of the trip. Therefore, he needs to cover $300 / 2 = $150.
+
+3. **Find out how much money John is missing:**
+   John has $50. To find out how much money he is missing, we subtract the amount he needs to cover from $50. This can be done with the following Python code:
+   ```python
+   # Define the total cost of the trip
+   total_trip_cost = 300
+   
+   # Calculate the amount John needs to cover
+   amount_needed = total_trip_cost / 2
+    
+   # Calculate the amount John is missing
+   amount_missing = total_trip_cost - amount_needed
+    
+   # Print the result
+   print(amount_missing)
+   ```
+   
+```output
+IndentationError: unexpected indent
+```
+There seems to be an indentation error in the code. Let''s correct it by making sure all variables are properly indented. Here''s the corrected code:
+
+```python
+# Define the total cost of the trip
+total_trip_cost = 300
+
+# Calculate the amount John needs to cover
+amount_needed = total_trip_cost / 2
+
+# Calculate the amount John is missing
+amount_missing = total_trip_cost - amount_needed
+
+# Print the result
+print(amount_missing)
+```
+```output
+150.0
+```
+John is missing \(\boxed{150}\) dollars.','150',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of students at Ashley''s school.
+2. Determine the number of trees planted by each child.
+3. Determine the number of trees planted by each teacher.
+4. Calculate the total number of trees planted at the end of the campaign.
+5. Print the final number of trees planted.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total number of students:
+   \[
+   \text{Total students} = \text{Average number of students} \times \text{Number of classes}
+   \]
+
+2. Determine the number of trees planted by each child:
+   \[
+   \text{Trees planted by child} = \text{Number of trees planted by teacher} \times \text{Number of teachers per class}
+   \]
+
+3. Determine the number of trees planted by each teacher:
+   \[
+   \text{Trees planted by teacher} = \text{Total number of students} - \text{Total number of trees planted by child}
+   \]
+
+4. Calculate the total number of trees planted at the end of the campaign:
+   \[
+   \text{Total trees planted} = \text{Trees planted by teacher}
+   \]
+
+5. Print the final number of trees planted.
+
+Let''s implement this in Python code:
+```python
+import numpy as np
+
+# Step 1: Calculate the total number of students
+total_students = 25 * 40
+
+# Step 2: Determine the number of trees planted by each child
+trees_planted_by_child = 2 * 3
+
+# Step 3: Determine the number of trees planted by each teacher
+trees_planted_by_teacher = total_students - trees_planted_by_child
+
+# Step 4: Calculate the total number of trees planted at the end of the campaign
+total_trees_planted = trees_planted_by_teacher
+
+# Step 5: Print the final number of trees planted
+print(total_trees_planted)
+```
+```output
+994
+```
+The final number of trees planted at the end of the campaign is \(\boxed{994}\).','994',0,'not_equivalent',440,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,1,'Let''s solve the problem step-by-step using Python code.
+
+1. **Calculate the total number of students in the school:**
+   \[
+   \text{Total students} = \text{Number of classes} \times \text{Average number of students per class} = 40 \times 25 = 1000
+   \]
+
+2. **Calculate the total number of trees planted by the students:**
+   Each student plants 2 trees.
+   \[
+   \text{Total trees planted by students} = \text{Total students} \times \text{Trees per student} = 1000 \times 2 = 2000
+   \]
+
+3. **Calculate the total number of trees planted by the teachers:**
+   Each teacher plants 2 trees.
+   \[
+   \text{Total trees planted by teachers} = \text{Total number of teachers} \times \text{Trees per teacher} = 3 \times 2 = 6
+   \]
+
+4. **Calculate the total number of trees planted at the end of the campaign:**
+   \[
+   \text{Total trees planted} = \text{Total trees planted by students} + \text{Total trees planted by teachers} = 2000 + 6 = 2066
+   \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Step 1: Calculate the total number of students in the school
+total_students = 40 * 25
+
+# Step 2: Calculate the total number of trees planted by the students
+trees_per_student = 2
+total_trees_planted_by_students = total_students * trees_per_student
+
+# Step 3: Calculate the total number of trees planted by the teachers
+trees_per_teacher = 2
+total_trees_planted_by_teachers = 3 * trees_per_teacher
+
+# Step 4: Calculate the total number of trees planted at the end of the campaign
+total_trees_planted = total_trees_planted_by_students + total_trees_planted_by_teachers
+
+print(total_trees_planted)
+```
+```output
+2006
+```
+The total number of trees that Ashley''s school will have planted at the end of the campaign is \(\boxed{2066}\).','2066',0,'not_equivalent',479,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,2,'To solve the problem, we need to calculate the total number of trees planted at the end of the reforestation campaign. Here''s the step-by-step reasoning:
+
+1. Calculate the total number of trees planted by children.
+2. Calculate the total number of trees planted by teachers.
+3. Sum the trees planted by children and teachers to get the total number of trees planted.
+
+Let''s break it down:
+
+1. Each child plants 2 trees.
+2. There are 40 classes with an average of 25 students.
+3. There are 3 teachers per class.
+
+We can use the following Python code to calculate the total number of trees planted:
+
+```python
+# Given data
+students_per_class = 25
+number_of_classes = 40
+average_students_per_class = 25
+
+# Calculate the total number of trees planted by children
+total_trees_children = students_per_class * number_of_classes
+
+# Calculate the total number of trees planted by teachers
+total_trees_teachers = students_per_class * number_of_classes
+
+# Calculate the total number of trees planted
+total_trees = total_trees_children + total_trees_teachers
+
+# Print the total number of trees
+print(total_trees)
+```
+```output
+2000
+```
+At the end of the reforestation campaign, Ashley''s school will have planted a total of \(\boxed{2000}\) trees.','2000',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(59,3,'Let''s break down the problem step-by-step:
+
+1. Calculate the total number of children at the school.
+2. Calculate the total number of trees planted by the children.
+3. Calculate the total number of trees planted by the teachers.
+4. Sum the trees from children and teachers.
+5. Add the trees from the students to the total number of trees to get the final answer.
+
+First, we need to calculate the total number of children at the school:
+\[
+\text{Total number of children} = 40 \times 25
+\]
+
+Next, we need to calculate the total number of trees planted by the children:
+\[
+\text{Total number of trees by children} = \text{Total number of children} \times 2
+\]
+
+Then, we need to calculate the total number of trees planted by the teachers:
+\[
+\text{Total number of trees by teachers} = \text{Total number of teachers} \times 2
+\]
+
+Finally, we need to sum the trees from children and teachers:
+\[
+\text{Total number of trees} = \text{Total number of trees by children} + \text{Total number of trees by teachers}
+\]
+
+Finally, we need to add the trees from the students to the total number of trees to get the final answer:
+\[
+\text{Final number of trees} = \text{Total number of trees} + \text{Total number of students}
+\]
+
+Let''s write the Python code to calculate this:
+
+```python
+# Given data
+num_classes = 40
+students_per_class = 25
+num_teachers_per_class = 3
+average_students_per_class = 25
+
+# Calculate the total number of children
+total_children = num_classes * students_per_class
+
+# Calculate the total number of trees planted by the children
+total_trees_by_children = total_children * 2
+
+# Calculate the total number of trees planted by the teachers
+total_trees_by_teachers = total_teachers_per_class * 2
+
+# Calculate the total number of trees
+total_trees = total_trees_by_children + total_trees_by_teachers
+
+# Calculate the total number of students
+total_students = (num_classes * students_per_class) + (num_teachers_per_class * students_per_class)
+
+# Calculate the final number of trees
+final_number_of_trees = total_trees + total_students
+print(final_number_of_trees)
+```
+```output
+NameError: name ''total_teachers_per_class'' is not defined
+```
+It looks like there was an','\[',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,4,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of students in the school:**
+   - The average number of students per class is 25.
+   - There are 40 classes.
+   - Therefore, the total number of students is \(40 \times 25\).
+
+2. **Calculate the total number of trees planted by the teachers:**
+   - Each teacher plants 2 trees.
+   - There are 3 teachers.
+   - Therefore, the total number of trees planted by the teachers is \(3 \times 2\).
+
+3. **Calculate the total number of trees planted by the students:**
+   - Each student plants one tree.
+   - There are 40 students.
+   - Therefore, the total number of trees planted by the students is \(40\).
+
+4. **Calculate the total number of trees planted at the end of the campaign:**
+   - The total number of trees is the sum of the trees planted by the teachers and the students.
+   - Therefore, the total number of trees planted at the end of the campaign is \(3 \times 2 + 40\).
+
+5. **Output the final answer:**
+   - The final answer is \(3 \times 2 + 40\).
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Step-by-step calculation
+students_per_class = 25
+number_of_classes = 40
+teachers_per_class = 3
+trees_per_teacher = 2
+students = students_per_class * number_of_classes
+trees_teachers = teachers_per_class * trees_per_teacher
+trees_students = students * trees_per_student
+total_trees = trees_teachers + trees_students
+
+# Output the final answer
+print(total_trees)
+```
+```output
+NameError: name ''trees_per_student'' is not defined
+```
+It looks like there was an issue with the variable `trees_per_student`. Let''s correct it and re-run the code.
+```python
+# Step-by-step calculation
+students_per_class = 25
+number_of_classes = 40
+teachers_per_class = 3
+trees_per_teacher = 2
+students = students_per_class * number_of_classes
+trees_teachers = teachers_per_class * trees_per_teacher
+trees_students = students * trees_per_student
+total_trees = trees_teachers + trees_students
+
+# Output the final answer
+print(total_trees)
+```
+```output
+NameError: name ''trees_per_student'' is not defined
+```
+It seems there was an issue with the variable `trees_per_student`. Let''s','3 \times 2 + 40',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,5,'Let''s break down the problem step-by-step and then use Python code to verify the result.
+
+1. **Calculate the total number of students in the school:**
+   - The school has 40 classes.
+   - Each class has an average of 25 students.
+   - Therefore, the total number of students is \(40 \times 25\).
+
+2. **Calculate the total number of trees planted by the students:**
+   - Each student plants a tree.
+   - The total number of students is \(40 \times 25\).
+   - Therefore, the total number of trees planted by the students is \(40 \times 25 \times 1\).
+
+3. **Calculate the total number of trees planted by the teachers:**
+   - Each teacher plants 2 trees.
+   - The total number of teachers is 3.
+   - Therefore, the total number of trees planted by the teachers is \(3 \times 2\).
+
+4. **Calculate the total number of trees planted by the children:**
+   - Each child plants a tree.
+   - The total number of students is \(40 \times 25 \times 1\).
+   - Therefore, the total number of trees planted by the children is \(40 \times 25 \times 1 \times 2\).
+
+5. **Calculate the total number of trees planted at the end of the campaign:**
+   - The total number of trees planted by the children, teachers, and students is \(40 \times 25 \times 1 \times 2 \times 1\).
+
+Now, let''s use Python code to verify this calculation.
+```python
+# Step-by-step calculation
+
+# Number of classes
+num_classes = 40
+
+# Average number of students in each class
+students_per_class = 25
+
+# Calculate total number of students
+total_students = num_classes * students_per_class
+
+# Number of trees planted by students
+trees_per_student = 1
+
+# Calculate total number of trees planted by students
+total_trees_students = total_students * trees_per_student
+
+# Number of teachers
+num_teachers = 3
+
+# Number of trees planted by teachers
+trees_per_teacher = 2
+
+# Calculate total number of trees planted by teachers
+total_trees_teachers = num_teachers * trees_per_teacher
+
+# Number of trees planted by children
+trees_per_child = 2
+
+# Calculate total number of','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,6,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students planted by all the students in the school.
+2. Calculate the total number of teachers planted by all the teachers in the school.
+3. Add the total number of students and teachers together to get the total number of trees planted.
+
+Let''s start with the student count. There are 40 classes with an average of 25 students. Therefore, the total number of students is:
+\[
+40 \times 25 = 1000
+\]
+
+Next, let''s calculate the teacher count. There are 3 teachers per class, so the total number of teachers is:
+\[
+3 \times 40 = 120
+\]
+
+Now, we add the total number of students and teachers together to get the total number of trees planted:
+\[
+1000 + 120 = 1120
+\]
+
+Therefore, the total number of trees planted at the end of the campaign is \(\boxed{1120}\).','1120',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,7,'To solve this problem, we need to break it down into a series of steps:
+
+1. Calculate the number of trees planted by each child.
+2. Calculate the number of trees planted by each teacher.
+3. Sum the trees planted by all the children and teachers.
+4. Add the trees planted by the number of teachers to the total number of trees planted by the children.
+
+Let''s implement this in Python step by step.
+
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+students_per_class = 25
+teachers_per_class = 3
+number_of_classes = 40
+
+# Calculate the number of trees planted by each child
+trees_per_child = students_per_class * teachers_per_class
+
+# Calculate the number of trees planted by each teacher
+trees_per_teacher = 2 * students_per_class
+
+# Calculate the total number of trees planted by all the children
+total_trees_children = trees_per_child * number_of_classes
+
+# Calculate the total number of trees planted by all the teachers
+total_trees_teachers = trees_per_teacher * number_of_classes
+
+# Calculate the total number of trees planted at the end of the campaign
+total_trees = total_trees_children + total_trees_teachers
+
+# Print the final answer
+print(total_trees)
+```
+```output
+5000
+```
+The total number of trees planted by Ashley''s school at the end of the campaign is \(\boxed{5000}\).','5000',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,0,'To determine the total amount John spent, we need to calculate the cost of the goats and the cows separately and then sum these amounts.
+
+First, let''s calculate the cost of the goats:
+- John buys 3 goats for $500 each.
+- The total cost of the goats is calculated as:
+  \[
+  3 \times 500 = 1500
+  \]
+
+Next, let''s calculate the cost of the cows:
+- John buys 2 cows for $1500 each.
+- The total cost of the cows is calculated as:
+  \[
+  2 \times 1500 = 3000
+  \]
+
+Now, we sum the cost of the goats and the cows to find the total amount John spent:
+\[
+1500 + 3000 = 4500
+\]
+
+Therefore, the total amount John spent is \(\boxed{4500}\).','4500',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(60,1,'To solve this problem, we need to calculate the total amount of money John spent. Here''s a step-by-step approach:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the two amounts together to get the total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+import numpy as np
+from sympy import symbols, Eq, solve
+
+# Define the variables
+goats = 3
+cows = 2
+
+# Define the cost of each goat and each cow
+cost_goat = 500
+cost_cow = 1500
+
+# Calculate the total cost of goats
+total_cost_goats = goats * cost_goat
+
+# Calculate the total cost of cows
+total_cost_cows = cows * cost_cow
+
+# Calculate the total cost
+total_cost = total_cost_goats + total_cost_cows
+
+# Print the total cost
+print(total_cost)
+```
+```output
+4500
+```
+John spent a total of \(\boxed{4500}\) dollars.','4500',1,'equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,2,'To solve the problem, we need to calculate the total cost of the goats and the cows. Here''s a step-by-step reasoning process:
+
+1. **Identify the cost of each goat:**
+   - John buys 3 goats for $500 each.
+   - Therefore, the total cost for the goats is \(3 \times 500 = 1500\) dollars.
+
+2. **Identify the cost of each cow:**
+   - John buys 2 cows for $1500 each.
+   - Therefore, the total cost for the cows is \(2 \times 1500 = 3000\) dollars.
+
+3. **Calculate the total cost:**
+   - Add the cost of the goats to the cost of the cows to get the total amount spent.
+   - Therefore, the total amount spent is \(1500 + 3000 = 4500\) dollars.
+
+So, the final answer is \(\boxed{4500}\).','4500',1,'equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,3,'To solve the problem, we need to calculate the total amount of money John spent on goats and cows. We can break this down into a few simple steps:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Sum the total costs of the goats and cows to get the final amount spent.
+
+Here is the step-by-step Python code to calculate the total amount spent:
+
+```python
+# Define the cost per goat and per cow
+cost_per_goat = 500
+cost_per_cow = 1500
+
+# Define the number of goats and cows
+num_goats = 3
+num_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = num_goats * cost_per_goat
+
+# Calculate the total cost of the cows
+total_cost_cows = num_cows * cost_per_cow
+
+# Calculate the total amount spent
+total_amount_spent = total_cost_goats + total_cost_cows
+
+# Print the final amount spent
+print(total_amount_spent)
+```
+```output
+4500
+```
+The final answer is \(\boxed{4500}\).','4500',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,4,'Let''s break down the problem step by step and then write the Python code to calculate the final answer.
+
+1. First, we need to calculate the total cost of the goats. John buys 3 goats for $500 each. So, the total cost for the goats is:
+\[ 3 \times 500 = 1500 \]
+
+2. Next, we need to calculate the total cost of the cows. John buys 2 cows for $1500 each. So, the total cost for the cows is:
+\[ 2 \times 1500 = 3000 \]
+
+3. Finally, we add the total cost of the goats and the total cost of the cows to get the total amount of money John spent:
+\[ 1500 + 3000 = 4500 \]
+
+Now, let''s write the Python code to calculate the final answer.
+```python
+# Define the prices and quantities
+goat_price = 500
+cow_price = 1500
+goats_quantity = 3
+cows_quantity = 2
+
+# Calculate the total cost for goats and cows
+total_goat_cost = goats_quantity * goat_price
+total_cow_cost = cows_quantity * cow_price
+
+# Calculate the total amount of money spent
+total_money_spent = total_goat_cost + total_cow_cost
+print(total_money_spent)
+```
+```output
+4500
+```
+The total amount of money John spent is \(\boxed{4500}\).','4500',1,'equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,5,'To solve the problem, we need to calculate the total cost of buying goats and cows. Here''s a step-by-step reasoning process followed by the Python code:
+
+1. **Calculate the cost of the goats:**
+   - John buys 3 goats for $500 each.
+   - The total cost of the goats is \(3 \times 500\).
+
+2. **Calculate the cost of the cows:**
+   - John buys 2 cows for $1500 each.
+   - The total cost of the cows is \(2 \times 1500\).
+
+3. **Add the costs together:**
+   - The total amount spent is the sum of the costs of the goats and the cows.
+
+4. **Print the final answer:**
+   - The final answer is the total amount spent.
+
+Let''s implement this in a Python code block:
+
+```python
+# Step 1: Calculate the cost of the goats
+cost_goats = 3 * 500
+
+# Step 2: Calculate the cost of the cows
+cost_cows = 2 * 1500
+
+# Step 3: Add the costs together
+total_cost = cost_goats + cost_cows
+
+# Print the final answer
+print(total_cost)
+```
+```output
+4500
+```
+The total amount of money John spent is \(\boxed{4500}\).','4500',1,'equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,6,'To determine how much money John spent, we need to follow these steps:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the two amounts together to get the total cost.
+
+Let''s do this step-by-step using Python code.
+```python
+# Define the costs of the goats and cows
+cost_goat1 = 500
+cost_goat2 = 500
+number_of_goats = 3
+
+cost_cow1 = 1500
+cost_cow2 = 1500
+number_of_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = cost_goat1 * number_of_goats
+
+# Calculate the total cost of the cows
+total_cost_cows = cost_cow1 * number_of_cows
+
+# Calculate the total cost
+total_cost = total_cost_goats + total_cost_cows
+
+# Print the total cost
+print(total_cost)
+```
+```output
+4500
+```
+The total amount of money John spent is \(\boxed{4500}\).','4500',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,7,'To determine the total amount of money John spent, we need to calculate the cost of the goats and the cows separately, and then sum these amounts. Here''s the step-by-step reasoning:
+
+1. Calculate the cost of the goats:
+   - John buys 3 goats for $500 each.
+   - The total cost of the goats is \(3 \times 500\).
+   - Compute the total cost of the goats.
+
+2. Calculate the cost of the cows:
+   - John buys 2 cows for $1500 each.
+   - The total cost of the cows is \(2 \times 1500\).
+   - Compute the total cost of the cows.
+
+3. Sum the total costs of the goats and the cows to get the final amount spent.
+
+Let''s write the Python code to calculate this step-by-step.
+```python
+# Step 1: Calculate the cost of the goats
+cost_of_goats = 3 * 500
+
+# Step 2: Calculate the cost of the cows
+cost_of_cows = 2 * 1500
+
+# Step 3: Sum the total costs of the goats and the cows
+total_cost = cost_of_goats + cost_of_cows
+
+print(total_cost)
+```
+```output
+4500
+```
+The total amount of money John spent is \(\boxed{4500}\).','4500',1,'equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,0,'```python
+import numpy as np
+import sympy as sp
+
+# Define the monthly production rate
+monthly_production = 50000
+
+# Calculate the production for each week
+week1_production = monthly_production
+week2_production = monthly_production / 2
+week3_production = monthly_production * 3
+
+# Print the production for each week
+print("Production for the first week:", week1_production)
+print("Production for the second week:", week2_production)
+print("Production for the third week:", week3_production)
+```
+```output
+Production for the first week: 50000
+Production for the second week: 25000.0
+Production for the third week: 150000
+```
+Boris produces the chocolate factory for the fourth week of chocolate according to the following:
+
+\[
+\boxed{150000}
+\]','150000',0,'not_equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,1,'To solve the problem, we need to calculate the number of chocolate bars produced each week and then determine how much Boris produces the fourth week. We can do this step-by-step using Python.
+
+1. Calculate the number of chocolate bars produced in the first week.
+2. Calculate the number of chocolate bars produced in the second week.
+3. Calculate the number of chocolate bars produced in the third week.
+4. Calculate the number of chocolate bars produced in the fourth week.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of bars produced each month
+bars_per_month = 50000
+
+# Bars produced in the first week
+bars_first_week = bars_per_month
+
+# Bars produced in the second week
+bars_second_week = bars_per_month / 2
+
+# Bars produced in the third week
+bars_third_week = bars_first_week * 3
+
+# Bars produced in the fourth week
+bars_fourth_week = bars_first_week
+
+print(bars_fourth_week)
+```
+```output
+50000
+```
+The final answer is \(\boxed{50000}\).','50000',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,2,'To determine how much Boris produces the fourth week, we need to calculate the number of bars he produces each week and then sum them up.
+
+Here''s the step-by-step reasoning:
+
+1. Determine the number of bars produced in the first week.
+2. Determine the number of bars produced in the second week.
+3. Determine the number of bars produced in the third week.
+4. Sum the number of bars produced in the first week, second week, and third week.
+
+Let''s use Python code to perform these calculations.
+```python
+# Step 1: Determine the number of bars produced in the first week
+bars_first_week = 8000
+
+# Step 2: Determine the number of bars produced in the second week
+bars_second_week = bars_first_week / 2
+
+# Step 3: Determine the number of bars produced in the third week
+bars_third_week = bars_first_week * 3
+
+# Step 4: Sum the number of bars produced in the first week, second week, and third week
+total_bars_fourth_week = bars_first_week + bars_second_week + bars_third_week
+
+print(total_bars_fourth_week)
+```
+```output
+36000.0
+```
+The total number of bars Boris produces the fourth week is \(\boxed{36000}\).','36000',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(61,3,'To find out how much Boris produces the fourth week, let''s break down the production process step by step.
+
+1. **First Week Production**: Boris produces 8,000 bars of chocolate.
+2. **Second Week Production**: Boris only produces half as much as the first week, so he produces \( \frac{8000}{2} = 4000 \) bars of chocolate.
+3. **Third Week Production**: Boris produces three times as much as the first week, so he produces \( 3 \times 8000 = 24000 \) bars of chocolate.
+4. **Fourth Week Production**: Boris produces the same amount of chocolate as the third week, which is \( 24000 \) bars.
+
+So, the amount Boris produces the fourth week is \(\boxed{24000}\).','24000',0,'not_equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,4,'```python
+import sympy as sp
+
+# Define the variables
+bars_per_month = 50000
+first_week_bars = 8000
+second_week_bars = first_week_bars / 2
+third_week_bars = first_week_bars * 3
+
+# Calculate the total number of bars produced in the first four weeks
+total_bars_first_four_weeks = bars_per_month * 4
+total_bars_second_four_weeks = bars_per_month * 4
+total_bars_third_four_weeks = bars_per_month * 4
+
+# Sum the total number of bars produced in the first four weeks
+total_bars_first_four_weeks = total_bars_first_four_weeks + total_bars_second_four_weeks + total_bars_third_four_weeks
+
+# Print the total number of bars produced in the first four weeks
+print(total_bars_first_four_weeks)
+```
+```output
+600000
+```
+The final answer is \(\boxed{600000}\).','600000',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,5,'To solve the problem, we need to determine how much Boris produces in each week and then use that information to find out how much he produces the fourth week. Let''s break down the problem into steps and then implement the solution using Python.
+
+1. **First Week**: Boris produces 8,000 bars of chocolate.
+2. **Second Week**: Boris produces half as much as the first week, which is \( \frac{8000}{2} = 4000 \) bars.
+3. **Third Week**: Boris produces three times as much as the first week, which is \( 3 \times 8000 = 24000 \) bars.
+4. **Fourth Week**: Boris will produce the same amount as the third week, which is \( 24000 \) bars.
+
+Let''s write the Python code to calculate this.
+```python
+# First week production
+first_week_production = 8000
+
+# Second week production
+second_week_production = first_week_production / 2
+
+# Third week production
+third_week_production = first_week_production * 3
+
+# Fourth week production
+fourth_week_production = third_week_production
+
+print(fourth_week_production)
+```
+```output
+24000
+```
+The amount Boris produces the fourth week is \(\boxed{24000}\) bars.','24000',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,6,'To solve this problem, we need to calculate the amount of chocolate produced by Boris in each week and then sum these amounts to find the total production for the fourth week.
+
+Here''s a step-by-step breakdown of the solution:
+
+1. **Calculate the production in the first week:**
+   Boris produces 8,000 bars of chocolate the first week.
+
+2. **Calculate the production in the second week:**
+   Boris produces half as much as the first week. So, in the second week, he produces:
+   \[
+   \frac{8000}{2} = 4000 \text{ bars}
+   \]
+
+3. **Calculate the production in the third week:**
+   Boris produces three times as much as the first week. So, in the third week, he produces:
+   \[
+   8000 \times 3 = 24000 \text{ bars}
+   \]
+
+4. **Calculate the production in the fourth week:**
+   We need to sum the production from the first week, the second week, and the third week to find the total production for the fourth week.
+
+Now, let''s write the Python code to calculate this:
+
+```python
+# Production in the first week
+production_first_week = 8000
+
+# Production in the second week
+production_second_week = production_first_week / 2
+
+# Production in the third week
+production_third_week = production_first_week * 3
+
+# Total production in the fourth week
+total_production_fourth_week = production_first_week + production_second_week + production_third_week
+print(total_production_fourth_week)
+```
+```output
+36000.0
+```
+Boris produces a total of \(\boxed{36000}\) bars of chocolate for the fourth week.','36000',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,7,'To solve this problem, we need to calculate the number of bars produced each week and then sum the bars produced by the fourth week. Let''s break it down step-by-step:
+
+1. Boris produces 50,000 bars of chocolate each month.
+2. In the first week, Boris produces 8,000 bars of chocolate.
+3. In the second week, Boris only produces half as much as the first week, which is \( \frac{8000}{2} = 4000 \) bars of chocolate.
+4. In the third week, Boris produces three times as much as the first week, which is \( 3 \times 8000 = 24000 \) bars of chocolate.
+
+Now, we sum the bars produced by the fourth week:
+
+\[ \text{Fourth week''s production} = \text{Third week''s production} + \text{Second week''s production} + \text{First week''s production} \]
+
+Let''s write the Python code to calculate this.
+```python
+# Number of bars produced each month
+bars_per_month = 50000
+
+# Production in the first week
+production_first_week = 8000
+
+# Production in the second week
+production_second_week = production_first_week / 2
+
+# Production in the third week
+production_third_week = production_first_week * 3
+
+# Production in the fourth week
+production_fourth_week = production_second_week + production_third_week + production_first_week
+print(production_fourth_week)
+```
+```output
+36000.0
+```
+The amount Boris produces the fourth week is \(\boxed{36000}\) bars.','36000',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,0,'To solve this problem, let''s break it down step-by-step:
+
+1. **Define the variables**:
+   - Let \( c \) be the number of badges Claire earns per month.
+   - Let \( a \) be the number of badges Amber earns per month.
+   - Let \( w \) be the number of badges Wendy earns per month.
+
+2. **Define the given relationships**:
+   - Claire earns 1 badge per month, so \( c = 1 \).
+   - Amber earns twice as long to earn a badge as Claire. So, \( a = 2c = 2 \times 1 = 2 \).
+   - Wendy earns three times the amount of badges as Claire in the same time frame. So, \( w = 3c = 3 \times 1 = 3 \).
+
+3. **Calculate the number of badges each person earns in a 1 year time frame**:
+   - A year has 12 months, so Amber earns \( 2 \times 12 = 24 \) badges.
+   - Wendy earns \( 3 \times 12 = 36 \) badges.
+
+4. **Find the difference in the number of badges earned**:
+   - The difference in the number of badges earned by Wendy and Amber is \( 36 - 24 = 12 \).
+
+Now, let''s write the Python code to confirm this:
+
+```python
+# Given variables
+c = 1  # badges Claire earns per month
+a = 2 * c  # badges Amber earns per month
+w = 3 * c  # badges Wendy earns per month
+
+# Calculate the number of badges each person earns in a 1 year time frame
+amber = 2 * 12  # badges Amber earns in a year
+wendy = 3 * 12  # badges Wendy earns in a year
+
+# Calculate the difference in the number of badges earned
+difference = wendy - amber
+print(difference)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',435,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(62,1,'To solve this problem, we need to determine the number of badges each person earns in a 1 year time frame and then find out how many more badges Wendy earns compared to Amber.
+
+1. **Calculate the number of badges Amber earns in a 1 year time frame:**
+   - Claire earns 1 girl scout badge per month.
+   - Amber earns twice as long as Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+   - In a 1 year time frame, there are 12 months, so Amber earns \(2 \times 12 = 24\) girl scout badges.
+
+2. **Calculate the number of badges Wendy earns in a 1 year time frame:**
+   - Claire earns 1 girl scout badge per month.
+   - Wendy earns three times the amount of badges as Claire, so Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+   - In a 1 year time frame, there are 12 months, so Wendy earns \(3 \times 12 = 36\) girl scout badges.
+
+3. **Find out how many more badges Wendy earns compared to Amber:**
+   - To find out how many more badges Wendy earns compared to Amber, we subtract the number of badges Amber earns from the number of badges Wendy earns.
+   - \(36 - 24 = 12\).
+
+Let''s implement this in a Python code block to ensure accuracy.
+```python
+# Define the number of badges Claire earns per month
+claire_badges_per_month = 1
+
+# Define the number of badges Amber earns per month
+amber_badges_per_month = 2 * claire_badges_per_month
+
+# Define the number of badges Wendy earns per month
+wendy_badges_per_month = 3 * claire_badges_per_month
+
+# Calculate the number of badges Amber earns in a 1 year time frame
+amber_badges_in_year = amber_badges_per_month * 12
+
+# Calculate the number of badges Wendy earns in a 1 year time frame
+wendy_badges_in_year = wendy_badges_per_month * 12
+
+# Calculate the difference in the number of badges Wendy earns compared to Amber
+difference_in_badges = wendy_badges_in_year - amber_badges_in_year
+
+# Print the result
+print(difference_in_badges)
+```
+```output
+12
+```
+The final answer is \(\boxed{1','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,2,'Let''s break down the problem step-by-step and then use Python code to calculate the final answer.
+
+1. **Define the number of badges Claire earns**: Since Claire earns 1 badge every month, in a 1-year time frame, she earns \(1 \times 12 = 12\) badges.
+2. **Calculate the number of badges Amber earns**: Since Amber takes twice as long to earn a badge as Claire, in a 1-year time frame, she earns \(12 \times 2 = 24\) badges.
+3. **Calculate the number of badges Wendy earns**: Since Wendy earns three times the amount of badges as Claire in the same time frame, she earns \(12 \times 3 = 36\) badges.
+4. **Find the difference in the number of badges between Wendy and Amber**: To find out how many more badges Wendy earns compared to Amber, we subtract the number of badges Amber earns from the number of badges Wendy earns. This is \(36 - 24 = 12\).
+
+Now, let''s implement this in Python to confirm our solution.
+```python
+# Number of badges Claire earns in a 1-year time frame
+claire_badges = 1 * 12
+
+# Number of badges Amber earns in a 1-year time frame
+amber_badges = claire_badges * 2
+
+# Number of badges Wendy earns in a 1-year time frame
+wendy_badges = claire_badges * 3
+
+# Difference in the number of badges between Wendy and Amber
+difference = wendy_badges - amber_badges
+print(difference)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',355,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,3,'To solve this problem, we need to calculate the number of badges each person earns in a 1-year time frame and then find the difference between them.
+
+1. **Calculate the number of badges Claire earns in a 1-year time frame:**
+   - Claire earns 1 girl scout badge every month.
+   - It takes Amber twice as long to earn a badge as Claire.
+   - Therefore, Amber earns \(2 \times 1 = 2\) girl scout badges per month.
+   - In a 1-year time frame, Amber earns \(2 \times 12 = 24\) girl scout badges.
+
+2. **Calculate the number of badges Wendy earns in a 1-year time frame:**
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - Therefore, Wendy earns \(3 \times 1 = 3\) girl scout badges per month.
+   - In a 1-year time frame, Wendy earns \(3 \times 12 = 36\) girl scout badges.
+
+3. **Find the difference between Wendy''s and Amber''s badges in a 1-year time frame:**
+   - Wendy earns 36 girl scout badges.
+   - Claire earns 24 girl scout badges.
+   - The difference is \(36 - 24 = 12\).
+
+Let''s write the Python code to verify this solution.
+
+```python
+# Number of badges Claire earns in a 1-year time frame
+claire_badges = 12
+
+# Number of badges Amber earns in a 1-year time frame
+amber_badges = 2 * claire_badges
+
+# Number of badges Wendy earns in a 1-year time frame
+wendy_badges = 3 * claire_badges
+
+# Difference between Wendy''s and Amber''s badges in a 1-year time frame
+difference = wendy_badges - amber_badges
+
+# Print the final answer
+print(difference)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',420,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,4,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to calculate the number of badges each person earns in a year and then find the difference.
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire, so Amber earns \(2 \times 1 = 2\) girl scout badges every month.
+3. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) girl scout badges every month.
+4. In a 1-year time frame, there are 12 months.
+5. The total number of badges Claire earns in a year is \(12 \times 1 = 12\).
+6. The total number of badges Amber earns in a year is \(12 \times 2 = 24\).
+7. The total number of badges Wendy earns in a year is \(12 \times 3 = 36\).
+8. The difference in the number of badges between Wendy and Amber is \(36 - 24 = 12\).
+
+Let''s confirm this with Python code.
+```python
+# Number of badges Claire earns each month
+claire_badges_per_month = 1
+
+# Number of badges Amber earns each month (twice Claire''s badge time)
+amber_badges_per_month = 2 * claire_badges_per_month
+
+# Number of badges Wendy earns each month (three times Claire''s badge time)
+wenda_badges_per_month = 3 * claire_badges_per_month
+
+# Number of months in a year
+months_in_year = 12
+
+# Total number of badges Claire earns in a year
+claire_total_badges = months_in_year * claire_badges_per_month
+
+# Total number of badges Amber earns in a year
+amber_total_badges = months_in_year * amber_badges_per_month
+
+# Total number of badges Wendy earns in a year
+wenda_total_badges = months_in_year * wenda_badges_per_month
+
+# Difference in the number of badges between Wendy and Amber
+difference = wenda_total_badges - amber_total_badges
+print(difference)
+```
+```output
+12
+```
+The difference in the number of badges between Wendy and Amber in a 1-year time frame is \(\boxed{12}\).','12',0,'not_equivalent',496,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,5,'Let''s break down the problem step-by-step:
+
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire.
+3. Wendy earns three times the amount of badges as Claire in the same time frame.
+
+We can calculate the number of badges each person earns in a 1 year time frame as follows:
+
+1. Claire earns \(1 \times 12 = 12\) badges per month.
+2. Amber earns \(2 \times 12 = 24\) badges per month.
+3. Wendy earns \(3 \times 12 = 36\) badges per month.
+
+To find out how many more badges Wendy earns compared to Amber in a 1 year time frame, we subtract the number of badges Amber earns from the number of badges Wendy earns:
+
+\[
+36 - 24 = 12
+\]
+
+Therefore, Wendy earns 12 more badges than Amber in a 1 year time frame. Let''s confirm this with a simple Python program.
+```python
+# Number of badges each person earns in a 1 year time frame
+claire_badges = 12
+amber_badges = 2 * claire_badges
+wendy_badges = 3 * claire_badges
+
+# Difference in the number of badges Wendy earns compared to Amber
+difference = wendy_badges - amber_badges
+print(difference)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,6,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a 1-year time frame.
+2. Calculate the number of badges Amber earns in a 1-year time frame.
+3. Calculate the number of badges Wendy earns in a 1-year time frame.
+4. Find the difference between the number of badges Wendy earns and the number of badges Amber earns.
+
+Let''s start by calculating the number of badges Claire earns in a 1-year time frame:
+
+- Claire earns 1 girl scout badge every month.
+- It takes Amber twice as long to earn a badge as Claire.
+
+So, the number of badges Amber earns in a 1-year time frame is:
+\[ 2 \times 1 = 2 \]
+
+Next, we calculate the number of badges Wendy earns in a 1-year time frame:
+
+- Wendy earns three times the amount of badges as Claire in the same time frame.
+
+So, the number of badges Wendy earns in a 1-year time frame is:
+\[ 3 \times 1 = 3 \]
+
+Finally, we find the difference between the number of badges Wendy earns and the number of badges Amber earns:
+
+\[ 3 - 2 = 1 \]
+
+Therefore, Wendy earns \(\boxed{1}\) more badge compared to Amber in a 1-year time frame.','1',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,7,'To solve this problem step-by-step, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a 1-year time frame.
+2. Calculate the number of badges Amber earns in a 1-year time frame.
+3. Calculate the number of badges Wendy earns in a 1-year time frame.
+4. Find the difference between the number of badges Wendy earns and Amber earns.
+
+Let''s start with the first step:
+1. Claire earns 1 girl scout badge every month.
+2. It takes Amber twice as long to earn a badge than Claire, so Amber earns \(2 \times 1 = 2\) badges every month.
+
+Next, let''s calculate the second step:
+1. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \(3 \times 1 = 3\) badges every month.
+
+Now, let''s calculate the third step:
+1. Find the difference between the number of badges Wendy earns and Amber earns, which is \(3 - 2 = 1\) badge.
+
+Therefore, Wendy earns 1 more badge compared to Amber in a 1-year time frame. The final answer is \(\boxed{1}\).','1',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630458811273217203e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',55,5.50343681561599805699e+03,5.50343282546300906687e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630529370728683476e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',62,6.20903185883799596913e+03,6.20902786673000082378e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -25800,5 +29334,33 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-681',0,55,'263',0.0,0,28,1,3878.0,3734.0,754.25,0.0,6.24354977879993384721e+01,1.12672360491032446283e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-681',0,55,'183',0.0,0,70,1,3878.0,3734.0,1508.5,0.0,1.24870995575998676939e+02,2.07282021387621630866e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-681',0,55,'5',0.0,0,1,0,3878.0,3734.0,3017.0,0.0,2.49741991151997353879e+02,3965013431808.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-733',0,56,'20',0.0,0,8,1,2849.0,2643.0,223.875,0.0,1.73479310117509157862e+01,5.37716940209257873543e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-733',0,56,'20',0.0,0,28,1,2849.0,2643.0,447.75,0.0,3.46958620235018315729e+01,8.17755044284506713882e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-733',0,56,'6.67',0.0,0,70,1,2849.0,2643.0,895.5,0.0,6.93917240470036631458e+01,1.37783125243500439451e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-733',0,56,'6.67',0.0,0,1,0,2849.0,2643.0,1791.0,0.0,1.38783448094007326293e+02,2497983668736.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-724',0,57,'8',0.0,0,8,1,3981.0,3830.0,442.0,0.0,3.56406125853754929266e+01,7.44135262168631469743e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-724',0,57,'8',0.0,0,28,1,3981.0,3830.0,884.0,0.0,7.12812251707509858533e+01,1.29878582857425561521e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-724',0,57,'8',0.0,0,70,1,3981.0,3830.0,1768.0,0.0,1.42562450341501971711e+02,2.40808696138550390616e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-724',0,57,'3',0.0,0,1,0,3981.0,3830.0,3536.0,0.0,2.85124900683003943422e+02,4626689227008.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-788',0,58,'150',0.0,0,8,1,2587.0,2455.0,220.5,0.0,1.69411409858748811534e+01,4.40987573753924072279e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-788',0,58,'-100',0.0,0,28,1,2587.0,2455.0,441.0,0.0,3.38822819717497623068e+01,7.1683937520850634765e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-788',0,58,'150',0.0,0,70,1,2587.0,2455.0,882.0,0.0,6.77645639434995246137e+01,1.26854297811767089841e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-788',0,58,'150',0.0,0,1,0,2587.0,2455.0,1764.0,0.0,1.35529127886999049227e+02,2371950183936.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-801',0,59,'994',0.0,0,8,1,4369.0,3599.0,408.25,0.0,2.31935566204992937855e+01,1.47947049525564306641e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-801',0,59,'994',0.0,0,28,1,4369.0,3599.0,816.5,0.0,4.6387113240998587571e+01,1.99208991362026562495e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-801',0,59,'2000',0.0,0,70,1,4369.0,3599.0,1633.0,0.0,9.27742264819971751421e+01,3.01732875034951025382e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-801',0,59,'2000',0.0,0,1,0,4369.0,3599.0,3266.0,0.0,1.85548452963994350284e+02,5067806423808.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-816',0,60,'4500',1.0,1,8,1,2654.0,2548.0,249.125,0.0,3.13601148469988402203e+01,4.44591148588928100583e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-816',0,60,'4500',1.0,1,28,1,2654.0,2548.0,498.25,0.0,6.27202296939976804406e+01,7.56477864230509765633e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-816',0,60,'4500',1.0,1,70,1,2654.0,2548.0,996.5,0.0,1.25440459387995360883e+02,1.38025129551367333987e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-816',0,60,'4500',1.0,1,1,0,2654.0,2548.0,1993.0,0.0,2.50880918775990721767e+02,2627798158080.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-829',0,61,'150000',0.0,0,8,1,3420.0,3211.0,252.125,0.0,2.83967079331250715767e+01,5.77255654042867919926e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-829',0,61,'50000',0.0,0,28,1,3420.0,3211.0,504.25,0.0,5.67934158662501431535e+01,892876324740.744);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-829',0,61,'24000',0.0,0,70,1,3420.0,3211.0,1008.5,0.0,1.13586831732500286311e+02,1.52411766613649609378e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-829',0,61,'36000',0.0,0,1,0,3420.0,3211.0,2017.0,0.0,2.27173663465000572623e+02,2786600348928.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-861',0,62,'12',0.0,0,8,1,3785.0,3390.0,383.5,0.0,2.25449127266256255097e+01,9.77204063658802246118e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-861',0,62,'1',0.0,0,28,1,3785.0,3390.0,767.0,0.0,4.50898254532512510195e+01,1.45858846752925903327e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-861',0,62,'12',0.0,0,70,1,3785.0,3390.0,1534.0,0.0,90.1796509065025,2.42135727527017285162e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-861',0,62,'12',0.0,0,1,0,3785.0,3390.0,3068.0,0.0,180.359301813005,4346894890752.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
