@@ -13779,6 +13779,1085 @@ INSERT INTO "chains" VALUES(62,3,0,'8d57150a093e08610aafdb24eea1db30af7255920abe
 INSERT INTO "chains" VALUES(62,4,0,'e1cae3fc7a44f85c4668597ced191c46c7ef0186762dfc4ff849cdccbc59b176',0,'The final answer is \(\boxed{12}\).','stop',13,601,592,8.26455494642263865934e-01,26467031808.0,NULL);
 INSERT INTO "chains" VALUES(62,5,0,'0534d228091065fd55ef9443a87c94579bf61f08c289c73bcd5bdd1550f7cedc',0,'The difference in the number of badges between Wendy and Amber in a 1-year time frame is \(\boxed{12}\).','stop',28,662,653,1.46392470030643750966e+00,45372054528.0,NULL);
 INSERT INTO "chains" VALUES(62,6,0,'3fe8905383376f2a40006fb710b57b311c0f017d7bd336ea07bbb4cae5bd6381',0,'The final answer is \(\boxed{12}\).','stop',13,492,440,1.79011649163161057352e+00,80661430272.0,NULL);
+INSERT INTO "chains" VALUES(63,0,0,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',0,'Let''s solve this step-by-step using Python code.
+
+1. Determine the number of petals on the orchids.
+2. Determine the number of petals on the African daisies.
+3. Calculate the difference between the number of petals on the African daisies and the number of petals on the orchids.
+4. Print the result.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Number of petals on orchids
+orchids_petals = 5
+
+# Number of petals on African daisies
+daisies_petals = 4
+
+# Calculate the difference
+difference = daisies_petals - orchids_petals
+
+# Print the result
+print(difference)','stop',146,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,1,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',1,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the number of petals on the African daisies and the number of petals on the orchids.
+
+Let''s go through these steps in detail.
+
+### Step 1: Calculate the total number of petals on the orchids
+Joelle has 5 orchids, and each orchid has 5 petals. Therefore, the total number of petals on the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+### Step 2: Calculate the total number of petals on the African daisies
+Joelle has 4 African daisies, and each African daisy has 10 petals. Therefore, the total number of petals on the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+### Step 3: Find the difference between the number of petals on the African daisies and the number of petals on the orchids
+The difference in the number of petals is:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the African daisies have \(\boxed{15}\) more petals than the orchids.','stop',347,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,2,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',2,'To determine how many more petals the daisies have compared to the orchids, we need to follow these steps:
+
+1. Identify the number of petals each species has.
+2. Calculate the total number of petals for both the orchids and the daisies.
+3. Find the difference between the total number of petals of the daisies and the orchids.
+
+First, let''s calculate the total number of petals for both the orchids and the daisies. Each orchid has 5 petals, and there are 5 orchids on the balcony. Therefore, the total number of petals for the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Each daisy has 10 petals, and there are 4 daisies on the balcony. Therefore, the total number of petals for the daisies is:
+\[ 4 \text{ daisies} \times 10 \text{ petals/daisy} = 40 \text{ petals} \]
+
+Now, we find the difference between the total number of petals of the daisies and the orchids:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the daisies have \(\boxed{15}\) more petals than the orchids.','stop',302,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,3,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',3,'To solve this problem, we need to calculate the total number of petals on the orchids and the African daisies, and then find the difference between these two totals.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the total number of petals on the African daisies and the total number of petals on the orchids.
+
+Let''s implement this in Python using the `numpy` and `sympy` libraries.
+
+```python
+import numpy as np
+
+# Number of orchids
+orchids = 5
+
+# Number of African daisies
+african_daisies = 4
+
+# Petals per orchid and daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Total number of petals on orchids
+total_petals_orchids = orchids * petals_per_orchid
+
+# Total number of petals on African daisies
+total_petals_african_daisies = african_daisies * petals_per_daisy
+
+# Difference in petals
+difference_in_petals = total_petals_african_daisies - total_petals_orchids
+
+# Print the result
+print(difference_in_petals)','stop',280,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,4,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',4,'To solve this problem, we need to calculate the number of petals on the African daisies and then find the difference between the number of petals on the orchids and the African daisies. Here''s how we can do it step by step:
+
+1. Calculate the number of petals on the African daisies.
+2. Calculate the difference between the number of petals on the orchids and the African daisies.
+
+Let''s write the Python code to perform these calculations:
+```python
+# Define the number of petals on the orchids and daisies
+petals_orchids = 5 * 5
+petals_daisies = 4 * 10
+
+# Calculate the difference between the number of petals on the orchids and the African daisies
+difference = petals_orchids - petals_daisies
+
+# Print the result
+print(f"The difference in the number of petals between the orchids and the African daisies is: {difference}")','stop',203,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,5,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',5,'To solve this problem, we need to calculate the total number of petals on the orchids and the daisies, and then find the difference between the number of petals on the daisies and the orchids.
+
+Let''s break this down into steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the daisies.
+3. Find the difference between the number of petals on the daisies and the orchids.
+
+We can use the following Python code to perform these calculations:
+
+```python
+# Number of orchids and daisies
+num_orchids = 5
+num_daisies = 4
+
+# Petals per orchid and daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Total number of petals on orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Total number of petals on daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Difference between petals on daisies and orchids
+difference = total_petals_daisies - total_petals_orchids
+
+# Print the result
+print(difference)','stop',263,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,6,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',6,'Let''s solve this problem step-by-step using Python.
+
+1. Determine the total number of petals on the orchids.
+2. Determine the total number of petals on the African daisies.
+3. Calculate the difference between the number of petals on the African daisies and the number of petals on the orchids.
+
+Here''s the Python code to solve this:
+
+```python
+# Define the number of petals on each type of flower
+petals_orchids = 5
+petals_daisies = 4
+
+# Calculate the total number of petals on the orchids and daisies
+total_petals = petals_orchids + petals_daisies
+
+# Calculate the difference between the number of petals on the African daisies and the number of petals on the orchids
+difference = petals_daisies - petals_orchids
+
+# Print the result
+print(difference)','stop',185,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,0,7,'820d56fe623c06a69ca34e7ff9b247dfc20663fd274112af81bdae8f49397113',7,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. Determine the total number of petals on the orchids.
+2. Determine the total number of petals on the African daisies.
+3. Subtract the total number of petals on the orchids from the total number of petals on the African daisies to find out how many more petals the daisies have compared to the orchids.
+
+Let''s implement this in Python:
+
+```python
+# Number of petals on the orchids
+num_orchids = 5
+petals_orchids = num_orchids * 5
+
+# Number of petals on the African daisies
+num_african_daisies = 4
+petals_african_daisies = num_african_daisies * 10
+
+# Difference in petals
+difference_in_petals = petals_african_daisies - petals_orchids
+
+# Print the result
+print(difference_in_petals)','stop',207,178,120,9.33682709005195832219e+00,312405500448.0,NULL);
+INSERT INTO "chains" VALUES(63,1,0,'93c2791683822516e50f7c300c65b9ec6b05afd9fccbd54decc3c230e4493b8d',0,'The daisies have \(\boxed{-1}\) more petals than the orchids.','stop',20,332,323,1.01976763600153685906e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(63,2,0,'bdd82dcab6395685e0a0e7f4d85fb833a31633bbe97a4e781dba2b1fc8275959',0,'The daisies have \(\boxed{15}\) more petals than the orchids.','stop',21,466,457,1.06976596220823316762e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(63,3,0,'b37d2df422e06e0dea578f1558ecad165da74c102d3a83ff3c91c625ad2f5ca5',0,'The difference in the number of petals between the orchids and the African daisies is \(\boxed{-15}\).','stop',27,409,380,1.90139598019013722485e+00,69318416640.0,NULL);
+INSERT INTO "chains" VALUES(63,4,0,'906c28628e1fc62cbeb5ab7cb4cbe95648ed6d5f2b7259c20d819f2f0aac8793',0,'The daisies have 15 more petals than the orchids. Therefore, the final answer is \(\boxed{15}\).','stop',30,449,440,1.55804709821095488386e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(63,5,0,'43032b962158ea1b22da43aef6c1dbb865dfad4161b1831188df7ffe48badffa',0,'The daisies have 1 fewer petals than the orchids. Therefore, the final answer is \(\boxed{-1}\).','stop',28,371,362,1.43123566619906372743e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(63,6,0,'5af661f4310ee780fccf64208dded64d7320c6ca08da98ccd6da681fd8e19b3a',0,'The daisies have \(\boxed{15}\) more petals than the orchids.','stop',21,393,384,1.0717043431931718711e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(64,0,0,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',0,'To determine the number of red and blue shoe boxes left in Tim''s box after fishing, we can follow these steps:
+
+1. Calculate the number of blue shoe boxes Tim uses.
+2. Subtract the number of blue shoe boxes used from the initial number of blue shoe boxes.
+3. Calculate the number of red shoe boxes Tim uses.
+4. Subtract the number of red shoe boxes used from the initial number of red shoe boxes.
+5. Print the remaining number of blue and red shoe boxes.
+
+Let''s implement this in Python.
+```python
+# Initial number of blue and red shoe boxes
+initial_blue_shoe_boxes = 7
+initial_red_shoe_boxes = 9
+
+# Number of blue and red shoe boxes Tim uses
+blue_shoe_boxes_used = 3
+red_shoe_boxes_used = 1 / 3
+
+# Final number of blue and red shoe boxes
+remaining_blue_shoe_boxes = initial_blue_shoe_boxes - blue_shoe_boxes_used
+remaining_red_shoe_boxes = initial_red_shoe_boxes - red_shoe_boxes_used
+
+# Output the final number of blue and red shoe boxes
+print("Remaining blue and red shoe boxes:", remaining_blue_shoe_boxes, "and", remaining_red_shoe_boxes)','stop',253,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,1,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',1,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Initial number of shoe boxes:**
+   - Blue shoe boxes: 7
+   - Red shoe boxes: 9
+
+2. **Shoeboxes used for fishing:**
+   - Blue shoe boxes used: 3
+   - Red shoe boxes used: \( \frac{1}{3} \times 9 = 3 \)
+
+3. **Remaining blue and red shoe boxes:**
+   - Remaining blue shoe boxes: \( 7 - 3 = 4 \)
+   - Remaining red shoe boxes: \( 9 - 3 = 6 \)
+
+Now, let''s write the Python code to verify this solution.
+```python
+# Initial number of shoe boxes
+blue_shoes = 7
+red_shoes = 9
+
+# Shoeboxes used for fishing
+blue_shoes_used = 3
+red_shoes_used = blue_shoes_used / 3
+
+# Remaining shoe boxes
+remaining_blue_shoes = blue_shoes - blue_shoes_used
+remaining_red_shoes = red_shoes - red_shoes_used
+
+print((remaining_blue_shoes, remaining_red_shoes))','stop',251,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,2,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of blue shoe boxes Tim can use to go fishing.
+2. Calculate the number of red shoe boxes Tim can use to go fishing.
+3. Subtract the number of used blue and red boxes from the original number of blue and red boxes.
+4. Print the final number of blue and red shoe boxes left in Tim''s box.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Initial number of blue and red shoe boxes
+initial_blue_boxes = 7
+initial_red_boxes = 9
+
+# Number of blue shoe boxes Tim can use to go fishing
+blue_shoes_used = 3
+
+# Number of red shoe boxes Tim can use to go fishing
+red_shoes_used = (1/3) * red_boxes_used
+
+# Number of blue shoe boxes left
+blue_shoes_left = initial_blue_boxes - blue_shoes_used
+
+# Number of red shoe boxes left
+red_shoes_left = initial_red_boxes - red_shoes_used
+
+# Print the final number of blue and red shoe boxes left in Tim''s box
+print(f"Blue shoe boxes left: {blue_shoes_left}")
+print(f"Red shoe boxes left: {red_shoes_left}")','stop',268,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,3,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',3,'```python
+# Initial number of blue and red shoe boxes
+blue_shoes = 7
+red_shoes = 9
+
+# Number of blue and red shoe boxes Tim uses for fishing
+blue_shoes_used = 3
+red_shoes_used = 1/3
+
+# Calculating the number of blue and red shoe boxes left
+blue_shoes_left = blue_shoes - blue_shoes_used
+red_shoes_left = red_shoes - red_shoes_used
+
+# Final answer
+print(f"Red shoe boxes left: {red_shoes_left}")
+print(f"Blue shoe boxes left: {blue_shoes_left}")','stop',133,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,4,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes Tim uses.
+2. Subtract the number of red shoe boxes used from the initial number of red shoe boxes.
+3. Calculate the number of blue shoe boxes Tim uses.
+4. Subtract the number of blue shoe boxes used from the initial number of blue shoe boxes.
+
+Let''s start by calculating the number of red shoe boxes Tim uses. Since he uses \(\frac{1}{3}\) of his red shoe boxes, we can calculate this as follows:
+
+\[
+\text{Number of red shoe boxes used} = \frac{1}{3} \times 9 = 3
+\]
+
+Next, we subtract the number of red shoe boxes used from the initial number of red shoe boxes:
+
+\[
+\text{Number of red shoe boxes left} = 9 - 3 = 6
+\]
+
+Now, let''s calculate the number of blue shoe boxes Tim uses. Since he uses 3 blue shoe boxes, we can calculate this as follows:
+
+\[
+\text{Number of blue shoe boxes used} = 3
+\]
+
+Next, we subtract the number of blue shoe boxes used from the initial number of blue shoe boxes:
+
+\[
+\text{Number of blue shoe boxes left} = 7 - 3 = 4
+\]
+
+So, the final number of red and blue shoe boxes left in Tim''s box is \(\boxed{4}\).','stop',304,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,5,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes left after Tim uses 1/3 of them.
+2. Calculate the number of blue shoe boxes left after Tim uses 3 blue shoe boxes.
+3. Sum the remaining blue and red shoe boxes to get the final answer.
+
+Let''s implement this in Python:
+
+```python
+# Initial number of shoe boxes
+blue_shoe_boxes = 7
+red_shoe_boxes = 9
+
+# Number of blue shoe boxes used
+blue_shoe_boxes_used = blue_shoe_boxes * (1/3)
+
+# Number of red shoe boxes used
+red_shoe_boxes_used = red_shoe_boxes * (1/3)
+
+# Remaining blue shoe boxes
+remaining_blue_shoe_boxes = blue_shoe_boxes - blue_shoe_boxes_used
+
+# Remaining red shoe boxes
+remaining_red_shoe_boxes = red_shoe_boxes - red_shoe_boxes_used
+
+# Final answer
+final_answer = remaining_blue_shoe_boxes + remaining_red_shoe_boxes
+print(final_answer)','stop',219,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,6,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',6,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. First, we need to find out how many red and blue shoe boxes Tim uses to go fishing.
+2. Tim uses 3 blue shoe boxes, so he uses \(3 \times 1 = 3\) red shoe boxes.
+3. Tim has 9 red shoe boxes initially.
+4. After using the red shoe boxes, Tim has \(9 - 3 = 6\) red shoe boxes left.
+5. Tim has 7 blue shoe boxes initially.
+6. After using the blue shoe boxes, Tim has \(7 - 3 = 4\) blue shoe boxes left.
+
+So, the final answer is \(\boxed{4 \text{ red and } 4 \text{ blue}}\).','stop',166,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,0,7,'f12d32803527e3efee071508fbb3ff222471cf26c86afc5af3c3fcfb929618d8',7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes Tim has after using 1/3 of them.
+2. Subtract the number of red shoe boxes used from the total number of red shoe boxes.
+3. Calculate the number of blue shoe boxes Tim has after using 3 blue shoe boxes.
+4. Subtract the number of blue shoe boxes used from the total number of blue shoe boxes.
+
+Let''s implement this in Python.
+```python
+# Initial number of shoe boxes
+blue_shoes = 7
+red_shoes = 9
+
+# Number of blue shoe boxes used
+blue_shoes_used = blue_shoes * (1/3)
+
+# Number of red shoe boxes used
+red_shoes_used = red_shoes * (1/3)
+
+# Number of red and blue shoe boxes left
+remaining_red_shoes = red_shoes - red_shoes_used
+remaining_blue_shoes = blue_shoes - blue_shoes_used
+
+# Print the final answer
+print(((remaining_red_shoes, remaining_blue_shoes)))','stop',222,178,120,8.68110106985692375758e+00,293973103296.0,NULL);
+INSERT INTO "chains" VALUES(64,1,0,'2143dd7f58b68840b931f73fc8ab48cec52cc2a403e1e811618a38e2ac772c1b',0,'After fishing, Tim has \(\boxed{4}\) blue and \(\boxed{8.6667}\) red shoe boxes left in his box.','stop',35,465,430,2.45164836138681563326e+00,86963104512.0,NULL);
+INSERT INTO "chains" VALUES(64,2,0,'5c2f9e37c7afacbb380040f701a0c71ec43762e1580218e9f7a1645b717ff048',0,'The final answer is \(\boxed{4 \text{ blue and 8 red shoe boxes left}}\).','stop',24,442,428,1.37883715764362957401e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(64,3,0,'43aca13f0d2f7ff3d9e9853a62f26af729cb3d7f6a25807aefb34125c4fcf960',0,'It seems there was an issue with the variable name. Let''s correct it by properly defining the variable `red_shoes_used`. Here is the corrected code:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Initial number of blue and red shoe boxes
+initial_blue_boxes = 7
+initial_red_boxes = 9
+
+# Number of blue shoe boxes Tim can use to go fishing
+blue_shoes_used = 3
+
+# Number of red shoe boxes Tim can use to go fishing
+red_shoes_used = (1/3) * red_boxes_used
+
+# Number of blue shoe boxes left
+blue_shoes_left = initial_blue_boxes - blue_shoes_used
+
+# Number of red shoe boxes left
+red_shoes_left = initial_red_boxes - red_shoes_used
+
+# Print the final number of blue and red shoe boxes left in Tim''s box
+print(f"Blue shoe boxes left: {blue_shoes_left}")
+print(f"Red shoe boxes left: {red_shoes_left}")','stop',210,464,445,1.17565214458034290596e+01,287356345344.0,NULL);
+INSERT INTO "chains" VALUES(64,4,0,'2a6428f81e38e49a951e7f8e599a27425c321fc86e38c2d70b0ccffd912c421a',0,'After using 3 blue shoe boxes and 1/3 red of his shoeboxes, Tim has \(\boxed{8.67}\) red and \(\boxed{4}\) blue shoe boxes left in his box.','stop',48,348,310,2.90936156138448565044e+00,107128462080.0,NULL);
+INSERT INTO "chains" VALUES(64,5,0,'7bce5b69aa18b17c31e0ed3d87233f351cdd3e09be8ef6112ae638f17ef15688',0,'The final answer to the problem is \(\boxed{10.67}\).','stop',19,421,396,1.35334785522753042741e+00,54194398464.0,NULL);
+INSERT INTO "chains" VALUES(64,6,0,'117d4dc09d10dceb5c37c119a7c7b2463eb206760cb22d303b46614c314f05af',0,'After performing the calculations, we find that Tim has 6 red shoe boxes left and 4.67 red and blue shoe boxes left. Since we are dealing with whole boxes, we can round the remaining red and blue shoe boxes to the nearest whole number. 
+
+Therefore, the final answer is:
+
+\[
+\boxed{(6, 4)}
+\]','stop',74,429,399,3.86257872887907094394e+00,129814489344.0,NULL);
+INSERT INTO "chains" VALUES(64,7,0,'8eabe9c818a656b0f72f477401577ca8399ae3d24dc9a5c4f7abbb70aa13df02',0,'It seems there is still an issue with the variable name. Let''s fix it by properly defining the variable `red_shoes_used`. Here is the corrected code:
+
+```','length',34,692,673,2.8006976819597184658e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(65,0,0,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',0,'To solve the problem, we need to determine the total number of packages Colby completes in a typical eight-hour workday and then calculate his total earnings based on the given rate.
+
+1. **Calculate the number of packages Colby completes in a typical eight-hour workday:**
+   - Colby completes 10 less than 50 packages per hour.
+   - Therefore, the number of packages he completes in a typical eight-hour workday is \(50 - 10 = 40\).
+
+2. **Calculate the total earnings:**
+   - Colby earns $0.20 for each package he completes.
+   - Therefore, the total earnings is \(40 \times 0.20 = 8\).
+
+So, the total amount of money Colby earns in a typical eight-hour workday is \(\boxed{8}\).','stop',178,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,1,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',1,'Let''s break down the problem step by step:
+
+1. **Determine the number of packages completed per hour:**
+   - Colby completes 10 less than 50 packages per hour.
+   - Therefore, the number of packages completed per hour is \(50 - 10 = 40\).
+
+2. **Calculate the daily earnings:**
+   - Colby earns $0.20 per package.
+   - Therefore, the daily earnings are \(40 \times 0.20 = 8\).
+
+3. **Calculate the weekly earnings:**
+   - There are 7 days in a week.
+   - Therefore, the weekly earnings are \(8 \times 7 = 56\).
+
+4. **Calculate the monthly earnings:**
+   - There are 4 months in a year.
+   - Therefore, the monthly earnings are \(56 \times 4 = 224\).
+
+5. **Calculate the annual earnings:**
+   - There are 12 months in a year.
+   - Therefore, the annual earnings are \(224 \times 12 = 2688\).
+
+So, the final answer is \(\boxed{2688}\).','stop',256,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,2,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of packages completed per hour.
+2. Determine the total number of packages completed in an eight-hour workday.
+3. Calculate the total money earned based on the number of packages and the payment per package.
+
+Let''s break it down step-by-step and implement it in Python.
+
+1. **Calculate the number of packages completed per hour:**
+   - The company completes 10 packages less than 50 packages per hour.
+   - Therefore, the number of packages completed per hour is \(50 - 10 = 40\).
+
+2. **Determine the total number of packages completed in an eight-hour workday:**
+   - Since there are 8 hours in an eight-hour workday, the total number of packages completed is \(40 \times 8 = 320\).
+
+3. **Calculate the total money earned:**
+   - The company earns $0.20 per package.
+   - Therefore, the total money earned is \(320 \times 0.20 = 64\).
+
+Let''s implement this in Python to verify the result.
+```python
+# Step 1: Calculate the number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Step 2: Determine the total number of packages completed in an eight-hour workday
+total_packages_per_hour = packages_per_hour * 8
+
+# Step 3: Calculate the total money earned
+total_money_earned = total_packages_per_hour * 0.20
+
+print(total_money_earned)','stop',338,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,3,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',3,'Let''s break down the problem step-by-step:
+
+1. **Determine the number of packages completed per hour:**
+   - According to the problem, Colby completes 10 less than 50 packages per hour. So, he completes \(50 - 10 = 40\) packages per hour.
+
+2. **Determine the total number of packages completed in an eight-hour workday:**
+   - Since Colby completes 40 packages per hour, in an eight-hour workday, the total number of packages completed is \(40 \times 8 = 320\).
+
+3. **Calculate the total amount earned:**
+   - Colby earns $0.20 for each package completed. Therefore, the total amount earned is \(320 \times 0.20 = 64\).
+
+Now, let''s write a Python program to confirm this calculation.
+
+```python
+# Number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Total number of packages completed in an eight-hour workday
+total_packages = packages_per_hour * 8
+
+# Amount earned per package
+amount_per_package = 0.20
+
+# Total amount earned
+total_earned = total_packages * amount_per_package
+
+# Final answer
+print(total_earned)','stop',277,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,4,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',4,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of packages completed per hour.
+2. Calculate the number of packages completed in a typical eight-hour workday.
+3. Calculate the total earnings for that workday.
+
+Let''s break this down step-by-step.
+
+1. Calculate the number of packages completed per hour:
+   \[
+   \text{Packages per hour} = 50 - 10 = 40
+   \]
+
+2. Calculate the number of packages completed in a typical eight-hour workday:
+   \[
+   \text{Packages in a typical eight-hour workday} = 40 \times 8 = 320
+   \]
+
+3. Calculate the total earnings for that workday:
+   \[
+   \text{Total earnings} = 320 \times 0.20 = 64
+   \]
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Step 1: Calculate the number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Step 2: Calculate the number of packages completed in a typical eight-hour workday
+packages_in_a typical_eight_hour_workday = packages_per_hour * 8
+
+# Step 3: Calculate the total earnings for that workday
+total_earnings = packages_in_a typical_eight_hour_workday * 0.20
+
+# Output the result
+print(total_earnings)','stop',313,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,5,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',5,'Let''s break down the problem step-by-step:
+
+1. **Determine the number of packages completed per hour:**
+   - Colby completes 10 less than 50 packages per hour.
+   - Therefore, he completes \(50 - 10 = 40\) packages per hour.
+
+2. **Calculate the total number of packages completed in an eight-hour workday:**
+   - Since Colby completes 40 packages per hour, in an eight-hour workday, he completes \(40 \times 8 = 320\) packages.
+
+3. **Determine the total earnings:**
+   - Colby gets paid $0.20 for each package he completes.
+   - Therefore, his total earnings are \(320 \times 0.20 = 64\) dollars.
+
+Now, let''s implement this in Python to verify the result:
+
+```python
+# Number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Number of packages completed in an eight-hour workday
+total_packages = packages_per_hour * 8
+
+# Earnings per package
+earnings_per_package = 0.20
+
+# Total earnings
+total_earnings = total_packages * earnings_per_package
+print(total_earnings)','stop',270,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,6,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',6,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes in a typical eight-hour workday.
+2. Determine how much money Colby earns for each package.
+
+First, we know that Colby completes 10 less than 50 packages per hour. Therefore, the number of packages completed in a typical eight-hour workday is:
+\[ 50 - 10 = 40 \]
+
+Next, we know that Colby gets paid $0.20 for each package he completes. Therefore, the total amount of money Colby earns in a typical eight-hour workday is:
+\[ 40 \times 0.20 = 8 \text{ dollars} \]
+
+Thus, the final answer is:
+\[
+\boxed{8}
+\]','stop',181,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,0,7,'5083b5fb96ddaeb66f9ed39708e2b0ebd2e3c6c48675a70e76e0844769f7b949',7,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colby completes per hour.
+2. Determine the total number of packages Colby completes in a typical eight-hour workday.
+3. Calculate the total earnings from completing the packages in the typical eight-hour workday.
+
+Let''s start with step 1. Since Colby completes 10 less than 50 packages per hour, we can calculate the total number of packages he completes per hour as follows:
+\[ \text{Packages per hour} = 50 - 10 = 40. \]
+
+Next, step 2. Since he works 8 hours a day, we can calculate the total number of packages he completes in a typical eight-hour workday by multiplying the number of packages per hour by 8:
+\[ \text{Total packages in a day} = 40 \times 8 = 320. \]
+
+Step 3. Since Colby earns $0.20 for every package he completes, we can calculate the total earnings from completing the packages in a typical eight-hour workday by multiplying the total number of packages in a day by $0.20:
+\[ \text{Total earnings} = 320 \times 0.20 = 64. \]
+
+Therefore, the final answer is \(\boxed{64}\).','stop',300,185,120,1.05509490173645161805e+01,341865827520.0,NULL);
+INSERT INTO "chains" VALUES(65,1,0,'1ad25683db91246142f3d0a696a9c3c6a56631767397d568c6c729ff94ea8a66',0,'The total amount of money Colby earns in a typical eight-hour workday is \(\boxed{64}\).','stop',25,533,522,1.12565799258833676432e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(65,2,0,'e0240436b11c5376a7c1018cbd89952bfe2fda9044f3fa2eb6877afffd9fb811',0,'The final answer is \(\boxed{64}\).','stop',13,472,461,7.23952272079865677412e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(65,3,0,'608962083a105a5596e4d21b71e2b5d1b04e6134e5148e22dfe3938321536f4c',0,'It looks like there was an error due to incorrect formatting. Let''s correct the code and run it again.
+
+We''ll define the number of packages completed per hour and then use it to calculate the total earnings for a typical eight-hour workday.
+
+Here''s the corrected code:
+
+```python
+# Step 1: Calculate the number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Step 2: Calculate the number of packages completed in a typical eight-hour workday
+packages_in_a typical_eight_hour_workday = packages_per_hour * 8
+
+# Step 3: Calculate the total earnings for that workday
+total_earnings = packages_in_a typical_eight_hour_workday * 0.20
+
+# Output the result
+print(total_earnings)','stop',168,509,497,6.36758986881425848025e+00,225599937792.0,NULL);
+INSERT INTO "chains" VALUES(65,4,0,'82a3258cab462ceab80c2cefea336d10672408e7630acfcdd775f1d2e9ec6ecc',0,'The final answer is \(\boxed{64}\).','stop',13,465,454,7.16452889088638356085e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(65,5,0,'60eaee70578808b72ed0f390522f392527f433ffab9184448baf88a016eaf974',0,'It seems there is still an issue with the code. Let''s simplify the calculation and run it again. We''ll use the `sympy` library','length',31,688,676,2.10324850166701526887e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(66,0,0,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',0,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we need to calculate the total number of pieces of fruit Kira bought.
+2. Next, we need to subtract the number of pieces Lola ate from the total number of pieces.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of pieces of fruit
+apples = 3
+bananas = 5
+oranges = 6
+total_fruit = apples + bananas + oranges
+
+# Step 2: Subtract the number of pieces Lola ate from the total number of pieces
+pieces_eaten = 2
+remaining_fruit = total_fruit - pieces_eaten
+
+# Output the result
+print(remaining_fruit)','stop',158,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,1,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',1,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of pieces of fruit Kira bought:**
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+   - We can sum these up to find the total number of pieces.
+
+   \[
+   \text{Total pieces} = 3 + 5 + 6
+   \]
+
+2. **Calculate the number of pieces of fruit Lola ate:**
+   - Lola ate 2 pieces of fruit.
+
+3. **Calculate the number of pieces of fruit left:**
+   - The number of pieces left will be the total number of pieces minus the number of pieces eaten.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of pieces of fruit bought
+apples = 3
+bananas = 5
+oranges = 6
+
+# Total number of pieces
+total_pieces = apples + bananas + oranges
+
+# Number of pieces of fruit eaten by Lola
+lola_eaten = 2
+
+# Number of pieces of fruit left
+pieces_left = total_pieces - lola_eaten
+print(pieces_left)','stop',254,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,2,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',2,'To determine how many pieces of fruit are left after Lola ate 2 pieces, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces.
+
+Let''s start with the first step. Kira bought 3 apples, 5 bananas, and 6 oranges. We can calculate the total number of pieces of fruit by adding these together:
+
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira has a total of 14 pieces of fruit.
+
+Next, we know that Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract the number of pieces Lola ate from the total number of pieces:
+
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',191,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,3,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',3,'Let''s break this down step-by-step:
+
+1. Calculate the total number of apples, bananas, and oranges.
+2. Subtract the number of pieces eaten by Lola from the total number of pieces.
+
+Here is the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of apples, bananas, and oranges
+total_apples = 3
+total_bananas = 5
+total_oranges = 6
+
+# Step 2: Subtract the number of pieces eaten by Lola from the total number of pieces
+pieces_eaten_by_lola = 2
+remaining_apples = total_apples - pieces_eaten_by_lola
+remaining_bananas = total_bananas - pieces_eaten_by_lola
+remaining_oranges = total_oranges - pieces_eaten_by_lola
+
+# Step 3: Print the final answer
+print(remaining_apples, remaining_bananas, remaining_oranges)','stop',196,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,4,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',4,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Determine the initial quantities of fruits bought:**
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+
+   \[
+   \text{Total apples} = 3
+   \]
+   \[
+   \text{Total bananas} = 5
+   \]
+   \[
+   \text{Total oranges} = 6
+   \]
+
+2. **Calculate the total number of pieces of fruit bought:**
+   \[
+   \text{Total pieces} = \text{Total apples} + \text{Total bananas} + \text{Total oranges}
+   \]
+   \[
+   \text{Total pieces} = 3 + 5 + 6
+   \]
+   \[
+   \text{Total pieces} = 14
+   \]
+
+3. **Determine the number of pieces of fruit Lola ate:**
+   - Lola ate 2 pieces of the fruit.
+
+   \[
+   \text{Remaining pieces} = \text{Total pieces} - \text{Pieces eaten}
+   \]
+   \[
+   \text{Remaining pieces} = 14 - 2
+   \]
+   \[
+   \text{Remaining pieces} = 12
+   \]
+
+4. **Write the final answer:**
+   \[
+   \boxed{12}
+   \]','stop',311,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,5,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',5,'To determine how many pieces of fruit are left after Lola ate 2 pieces, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit bought.
+2. Subtract the number of pieces of fruit Lola ate from the total number of pieces bought.
+
+Step 1: Calculate the total number of pieces of fruit bought.
+Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces of fruit is:
+\[ 3 + 5 + 6 = 14 \]
+
+Step 2: Subtract the number of pieces of fruit Lola ate from the total number of pieces bought.
+Lola ate 2 pieces of fruit. So, the number of pieces of fruit left is:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',183,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,6,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',6,'Let''s break down the problem step by step:
+
+1. Calculate the total number of apples, bananas, and oranges bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces.
+
+We can use Python to perform these calculations accurately. Let''s write the code to do this.
+```python
+# Step 1: Calculate the total number of apples, bananas, and oranges
+apples = 3
+bananas = 5
+oranges = 6
+
+# Step 2: Subtract the number of pieces Lola ate from the total number of pieces
+lola_eaten = 2
+remaining_apples = apples - lola_eaten
+remaining_bananas = bananas - lola_eaten
+remaining_oranges = oranges - lola_eaten
+
+# Output the result
+print((remaining_apples, remaining_bananas, remaining_oranges))','stop',181,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,0,7,'b1c9abf71ef11b31a92313fb9c4f00b44bafaab86849f90dc0132f962c8d1845',7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of pieces of fruit bought:**
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+   - Therefore, the total number of pieces of fruit is \(3 + 5 + 6 = 14\).
+
+2. **Determine how many pieces of fruit Lola ate:**
+   - Lola ate 2 pieces of the fruit.
+   - Therefore, the number of pieces of fruit left is \(14 - 2 = 12\).
+
+3. **Write the final answer:**
+   - The final answer is \(\boxed{12}\).','stop',156,159,120,7.84882349351964325734e+00,261677022816.0,NULL);
+INSERT INTO "chains" VALUES(66,1,0,'b63cfe98ec2eae969efe919f14d9febef710004605f9c9e5202e5a4fbf20903f',0,'The final answer is \(\boxed{12}\).','stop',13,325,316,7.53723421831333895148e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(66,2,0,'2dc432050da2dfd137e250ee1eb7dd316c43d4cfa36d9249ebfc5a96ed106745',0,'The final answer is \(\boxed{12}\).','stop',13,421,412,7.42747089838909801962e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(66,3,0,'06170a0078a04faa622e8efe525a1581e80649d6982b1112db2926a3ec1f162f',0,'The final answer is \(\boxed{1 3 4}\).','stop',16,366,354,0.94970485303517,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(66,4,0,'923769b8cea956e502b6896e69cad15f2be244ead5207a01060338b264614bd9',0,'The final answer is \(\boxed{(1, 3, 4)}\).','stop',19,354,339,1.12160311003058787981e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(67,0,0,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',0,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. **Calculate the number of brownies Greta made:**
+   - One dozen cream cheese swirl brownies is equal to 12 brownies.
+   - Therefore, Greta made 12 brownies.
+
+2. **Calculate the number of brownies sent home by her office:**
+   - At her office, they sent her home with 1/2 a dozen brownies. Since one dozen is 12 brownies, 1/2 a dozen is \( \frac{12}{2} = 6 \) brownies.
+   - Therefore, Greta sent home 6 brownies.
+
+3. **Calculate the number of brownies sent home by her friends:**
+   - The total number of brownies sent home is the sum of the brownies she sent home by her office and by her friends.
+   - Therefore, 6 brownies + 4 brownies = 10 brownies.
+
+4. **Calculate the number of brownies eaten:**
+   - During the party, 1 1/2 dozen brownies were eaten. Since one dozen is 12 brownies, 1 1/2 dozen is \( \frac{12}{2} = 6 \) brownies.
+   - Therefore, 6 brownies were eaten.
+
+5. **Calculate the number of individual brownies left over:**
+   - The number of individual brownies left over is the total number of brownies minus the brownies eaten.
+   - Therefore, \( 10 \text{ brownies} - 6 \text{ brownies} = 4 \text{ brownies} \).
+
+6. **Write the final answer:**
+   - The final answer is \( \boxed{4} \).','stop',382,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,1,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',1,'To solve this problem, we need to determine how many individual brownies Greta had left over from the entire day. We''ll break down the problem step by step:
+
+1. Calculate the total number of brownies sent home by her office.
+2. Calculate the total number of brownies sent home by her friends.
+3. Sum up all the brownies from both the office and the friends to get the total number of brownies sent home.
+4. Calculate the total number of brownies Greta had before any were eaten.
+5. Subtract the total number of brownies sent home from the total number of brownies Greta had to find out how many individual brownies were left over.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total number of brownies sent home by her office
+office_brownies = 0.5 * 12  # 1/2 dozen
+
+# Step 2: Calculate the total number of brownies sent home by her friends
+friends_brownies = 4 * 12  # 4 dozen
+
+# Step 3: Sum up all the brownies from both the office and the friends
+total_brownies_sent_home = office_brownies + friends_brownies
+
+# Step 4: Calculate the total number of brownies Greta had before any were eaten
+total_brownies = 12  # one dozen cream cheese swirl brownies
+
+# Step 5: Subtract the total number of brownies sent home from the total number of brownies Greta had
+brownies_left_over = total_brownies - total_brownies_sent_home
+print(brownies_left_over)','stop',349,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,2,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',2,'To solve the problem, we can follow these steps:
+
+1. Determine the number of brownies Greta made.
+2. Determine the number of brownies sent home.
+3. Determine the number of brownies eaten by her friends.
+4. Calculate the number of brownies left over.
+
+First, we know that one dozen cream cheese swirl brownies has 12 pieces. Therefore, Greta made 12 pieces of brownies.
+
+Next, we know that at her office, they threw Greta a party and sent her home with 1/2 a dozen brownies. So, the number of brownies sent home is \( \frac{1}{2} \times 12 = 6 \).
+
+Then, we know that during the party, 1 1/2 dozen brownies were eaten. So, the number of brownies eaten is \( \frac{1}{2} \times 12 \times 10 = 60 \).
+
+Finally, we calculate the number of brownies left over by subtracting the number of brownies eaten from the number of brownies sent home:
+\[ 6 - 60 = -54 \]
+
+Since we are dealing with whole numbers, it''s impossible for Greta to have a negative number of brownies left over. Therefore, the final answer is:
+\[ \boxed{-54} \]','stop',284,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,3,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',3,'To solve this problem, we need to determine how many individual brownies Greta had left over from her entire day, considering the following steps:
+
+1. Calculate the total number of brownies made by Greta.
+2. Calculate the total number of brownies sent home.
+3. Calculate the total number of brownies received from her friends.
+4. Subtract the number of brownies eaten from the total number of brownies received to find out how many remain.
+
+Let''s break it down step-by-step using Python code:
+
+1. **Calculate the total number of brownies made:**
+   - One dozen cream cheese swirl brownies = 12
+   - Total brownies made = 12 + 12 = 24
+
+2. **Calculate the total number of brownies sent home:**
+   - At her office, they threw her a party and sent her home with 1/2 a dozen brownies = 2.5 dozen
+   - Total brownies sent home = 2.5 * 12 = 30
+
+3. **Calculate the total number of brownies received from her friends:**
+   - When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting
+   - Total brownies received = 4 * 12 = 48
+
+4. **Calculate the number of brownies eaten:**
+   - 1 1/2 dozen brownies were eaten = 1.5 dozen
+   - Brownies eaten = 1.5 * 12 = 18
+
+5. **Calculate the number of brownies left over:**
+   - Brownies left over = Total brownies sent home - Brownies received - Brownies eaten = 30 - 48 - 18 = -20
+
+Since we are dealing with an integer number of brownies, we can conclude that Greta had 0 individual brownies left over.
+
+Here is the Python code to verify this:
+
+```python
+# Step-by-step calculation
+total_brownies_made = 12 + 12
+total_brownies_sent_home = 2.5 * 12
+total_brownies_received = 4 * 12
+brownies_eaten = 1.5 * 12
+
+# Calculate the number of brownies left over
+brownies_left_over = total_brownies_sent_home - total_brownies_received - brownies_e','length',512,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,4,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',4,'To determine how many individual brownies Greta had left over from the entire day, we will follow these steps:
+
+1. Calculate the number of brownies Greta made.
+2. Determine the number of brownies sent to her office.
+3. Calculate the number of brownies sent to her friends.
+4. Determine the number of brownies eaten by her friends.
+5. Subtract the number of brownies eaten by her friends from the number of brownies sent to her office to find out how many brownies are left over.
+
+Let''s go through each step in detail:
+
+1. Calculate the number of brownies Greta made:
+   - One dozen cream cheese swirl brownies = 12
+   - At her office, they sent her 1/2 a dozen brownies = 6
+   - Therefore, the total number of brownies Greta made = 12 + 6 = 18
+
+2. Determine the number of brownies sent to her office:
+   - Greta''s friends were there to throw her a surprise party and had 4 dozen brownies waiting = 4 * 12 = 48
+   - Therefore, the number of brownies sent to her office = 48
+
+3. Calculate the number of brownies sent to her friends:
+   - 1 1/2 dozen brownies = 11/2
+   - Therefore, the number of brownies sent to her friends = 11/2 = 5.5
+
+4. Determine the number of brownies eaten by her friends:
+   - 1 1/2 dozen brownies = 11/2
+   - Therefore, the number of brownies eaten by her friends = 11/2 = 5.5
+
+5. Subtract the number of brownies eaten by her friends from the number of brownies sent to her office to find out how many brownies are left over:
+   - The number of brownies left over = 18 - 5.5 = 12.5
+
+Therefore, the number of individual brownies Greta had left over from the entire day is \(\boxed{12.5}\).','stop',452,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,5,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',5,'To solve this problem, we need to determine the total number of individual brownies Greta had at the beginning and then account for the brownies eaten during the party. We will use the following steps:
+
+1. Calculate the total number of dozen brownies Greta made.
+2. Convert the dozen brownies into individual brownies.
+3. Calculate the total number of dozen brownies Greta had at the end of the party.
+4. Convert the dozen brownies into individual brownies.
+5. Calculate the total number of individual brownies eaten by Greta.
+6. Subtract the total number of individual brownies eaten by Greta from the total number of individual brownies Greta had at the beginning.
+
+Let''s write the Python code to solve this problem.
+```python
+# Step 1: Calculate the total number of dozen brownies Greta made
+dozen_cream_cheese = 12
+dozen_brownies = dozen_cream_cheese * 10
+
+# Step 2: Convert the dozen brownies into individual brownies
+individual_brownies = dozen_brownies / 12
+
+# Step 3: Calculate the total number of dozen brownies Greta had at the end of the party
+dozen_brownies_home = 1 / 2
+dozen_brownies_end = dozen_brownies_home * 10
+
+# Step 4: Convert the dozen brownies into individual brownies
+individual_brownies_end = dozen_brownies_end / 12
+
+# Step 5: Calculate the total number of individual brownies eaten by Greta
+brownies_eaten = 1.125
+
+# Step 6: Subtract the total number of individual brownies eaten by Greta from the total number of individual brownies Greta had at the beginning
+individual_brownies_left_over = individual_brownies - brownies_eaten
+
+print(individual_brownies_left_over)','stop',404,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,6,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',6,'To solve the problem, we need to break it down into smaller steps and then use Python to ensure our calculations are accurate.
+
+1. Calculate the number of dozen cream cheese swirl brownies Greta made.
+2. Calculate the number of dozen brownies sent home.
+3. Determine the number of brownies thrown by her friends.
+4. Subtract the number of eaten brownies from the number of brownies thrown by her friends.
+5. Calculate the number of individual brownies left over.
+
+Let''s start with the calculations:
+
+1. **Number of dozen cream cheese swirl brownies:**
+   Since one dozen cream cheese swirl brownies is equal to 12, we can calculate the number of dozen cream cheese swirl brownies as follows:
+   \[
+   \text{Number of dozen cream cheese swirl brownies} = 12 \times \frac{1}{2} = 6
+   \]
+
+2. **Number of dozen brownies sent home:**
+   According to the problem, Greta sent home 1/2 a dozen brownies. Since 1/2 a dozen is equal to 6, we can calculate the number of dozen brownies sent home as follows:
+   \[
+   \text{Number of dozen brownies sent home} = \frac{6}{2} = 3
+   \]
+
+3. **Number of brownies thrown by her friends:**
+   According to the problem, 4 dozen brownies were thrown by her friends. Since 4 dozen is equal to 16, we can calculate the number of brownies thrown by her friends as follows:
+   \[
+   \text{Number of brownies thrown by her friends} = 16
+   \]
+
+4. **Number of brownies eaten:**
+   According to the problem, 1 1/2 dozen brownies were eaten. Since 1 1/2 a dozen is equal to 6, we can calculate the number of brownies eaten as follows:
+   \[
+   \text{Number of brownies eaten} = \frac{6}{2} = 3
+   \]
+
+5. **Number of individual brownies left over:**
+   Finally, we subtract the number of eaten brownies from the number of brownies thrown by her friends:
+   \[
+   \text{Number of individual brownies left over} = 16 - 3 = 13
+   \]
+
+Therefore, the final answer is \(\boxed{13','length',512,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,0,7,'efdb32a78d53591f848e1ed769c1534da279dbcf91f81fd856f03cd3add1b197',7,'Let''s solve the problem step-by-step:
+
+1. **Determine the number of individual brownies Greta made:**
+   - One dozen cream cheese swirl brownies = 12
+   - Therefore, Greta made 12 brownies.
+
+2. **Determine the number of individual brownies sent home:**
+   - Greta sent home 1/2 a dozen brownies.
+   - One dozen brownies is equal to 12.
+   - Therefore, Greta sent home \( \frac{1}{2} \times 12 = 6 \) brownies.
+
+3. **Determine the number of individual brownies waiting at the party:**
+   - During the party, 4 dozen brownies were waiting.
+   - One dozen brownies is equal to 12.
+   - Therefore, Greta waited \( 4 \times 12 = 48 \) brownies.
+
+4. **Calculate the total number of brownies eaten:**
+   - 1 1/2 dozen brownies were eaten.
+   - The fraction \( \frac{1}{2} \) is equivalent to 0.5.
+   - Therefore, 0.5 times 6 brownies = 3 brownies were eaten.
+
+5. **Determine the number of individual brownies remaining:**
+   - Greta initially made 12 brownies.
+   - After eating 3 brownies, the remaining number of brownies is \( 12 - 3 = 9 \).
+
+6. **Determine the number of individual brownies sent home:**
+   - Greta sent home 6 brownies.
+   - Therefore, the total number of brownies sent home is \( 6 \).
+
+7. **Calculate the total number of brownies remaining after the party:**
+   - The total number of brownies remaining is \( 9 + 6 = 15 \).
+
+Therefore, the number of individual brownies Greta has left over from the entire day is \(\boxed{15}\).','stop',425,233,120,1.81504852035029848877e+01,539580856800.0,NULL);
+INSERT INTO "chains" VALUES(67,1,0,'472bcfe272c99ed9e01daad8342eee00648277f340172ff6b9e15110250f736e',0,'It seems there was an error in the calculation. The total number of brownies Greta had before any were eaten should be the number of brownies she had sent home. Let''s correct the code.
+```python
+# Step 1: Calculate the total number of brownies sent home by her office
+office_brownies = 0.5 * 12  # 1/2 dozen
+
+# Step 2: Calculate the total number of brownies sent home by her friends
+friends_brownies = 4 * 12  # 4 dozen
+
+# Step 3: Sum up all the brownies from both the office and the friends
+total_brownies_sent_home = office_brownies + friends_brownies
+
+# Step 4: Calculate the total number','length',163,593,581,8.87906477355378598304e+00,219298263552.0,NULL);
+INSERT INTO "chains" VALUES(67,2,0,'5eba56e053fb9bb4e1bbe0622d4c1d5a30f9daf1d30264b19417e035285dd78a',0,'Greta had \(\boxed{8.875}\) individual brownies left over from the entire day.','stop',25,648,636,1.88342362934296603249e+00,45372054528.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -13852,6 +14931,11 @@ INSERT INTO "jobs" VALUES(59,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(60,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-816',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4500','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1544026930, "usage": {"prompt_tokens": 161, "cached_prompt_tokens": 121, "completion_tokens": 1884, "calls": 1, "seconds": 60.50531849393881, "flops": 2414801568768.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0142, "call_seconds": 0.0189, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0198, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.015, "call_seconds": 0.0163, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0129, "call_seconds": 0.0142, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0173, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0106, "call_seconds": 0.0173, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5, 6, 7], "seeds": [1557418690, 1557434528, 1557442447, 1557450366, 1557458285, 1557466204], "usage": {"prompt_tokens": 2493, "cached_prompt_tokens": 2427, "completion_tokens": 109, "calls": 6, "seconds": 5.689712001898145, "flops": 212996589312.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"4500": 8}, "tie_broken_by_rng": false, "winner": "4500"}]',2654,2548,1993,13,0,0,2627798158080.0,0.0,2.50880918775990721767e+02,6.62988048378389578391e+01,1.79630511333764934537e+09);
 INSERT INTO "jobs" VALUES(61,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-829',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','36000','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 346742717, "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 121, "completion_tokens": 1859, "calls": 1, "seconds": 61.35766953632891, "flops": 2436227261184.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0204, "call_seconds": 0.0212, "stdout_bytes": 115, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.022, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0203, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0223, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0184, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0169, "call_seconds": 0.0178, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0101, "call_seconds": 0.0113, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 6, 7], "seeds": [310270042, 310277961, 310285880, 310301718, 310309637, 310317556, 310325475], "usage": {"prompt_tokens": 3217, "cached_prompt_tokens": 3090, "completion_tokens": 158, "calls": 7, "seconds": 10.361292509923302, "flops": 350373087744.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 1, 1]}, {"event": "vote", "counts": {"150000": 1, "50000": 1, "36000": 3, "24000": 2, "600000": 1}, "tie_broken_by_rng": false, "winner": "36000"}]',3420,3211,2017,15,0,0,2786600348928.0,0.0,2.27173663465000572623e+02,7.18522512832786901509e+01,1.79630526628707265848e+09);
 INSERT INTO "jobs" VALUES(62,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-861',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','12','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2128607981, "usage": {"prompt_tokens": 186, "cached_prompt_tokens": 120, "completion_tokens": 2979, "calls": 1, "seconds": 125.85968174507445, "flops": 3827636933376.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0381, "call_seconds": 0.0465, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0347, "call_seconds": 0.0358, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0186, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0325, "call_seconds": 0.0342, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0193, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0165, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5], "seeds": [658734878, 658742797, 658750716, 658758635, 658766554, 658774473], "usage": {"prompt_tokens": 3599, "cached_prompt_tokens": 3270, "completion_tokens": 89, "calls": 6, "seconds": 17.1675399102623, "flops": 519257957376.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"12": 5, "1": 3}, "tie_broken_by_rng": false, "winner": "12"}]',3785,3390,3068,13,0,0,4346894890752.0,0.0,180.359301813005,1.43198020248348314e+02,1.79630529370666670798e+09);
+INSERT INTO "jobs" VALUES(63,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-889',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','15','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 77577355, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 1933, "calls": 1, "seconds": 74.69461672041567, "flops": 2499244003584.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0271, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0312, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0259, "call_seconds": 0.0319, "stdout_bytes": 91, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0131, "call_seconds": 0.0168, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0159, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0194, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3, 4, 5, 6, 7], "seeds": [1888572583, 1888596340, 1888604259, 1888612178, 1888620097, 1888628016], "usage": {"prompt_tokens": 2420, "cached_prompt_tokens": 2346, "completion_tokens": 147, "calls": 6, "seconds": 8.051916686003098, "flops": 270971992320.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"-1": 2, "15": 5, "-15": 1}, "tie_broken_by_rng": false, "winner": "15"}]',2598,2466,2080,13,0,0,2770215995904.0,0.0,1.93153218099003424869e+02,8.28888465764181461316e+01,1.79630545944635248187e+09);
+INSERT INTO "jobs" VALUES(64,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-906',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 279241775, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 1816, "calls": 1, "seconds": 69.44880855885539, "flops": 2351784826368.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0244, "call_seconds": 0.0294, "stdout_bytes": 59, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0289, "call_seconds": 0.0343, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0254, "call_seconds": 0.0324, "stdout_bytes": 0, "stderr_bytes": 213}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0267, "call_seconds": 0.0276, "stdout_bytes": 63, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 0.019, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0193, "stdout_bytes": 25, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 5, 7], "seeds": [1019243367, 1019251286, 1019259205, 1019267124, 1019282962, 1019298800], "usage": {"prompt_tokens": 2569, "cached_prompt_tokens": 2408, "completion_tokens": 410, "calls": 6, "seconds": 23.71229511032496, "flops": 712089189120.0}}, {"event": "tool", "round": 1, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0138, "call_seconds": 0.0145, "stdout_bytes": 0, "stderr_bytes": 213}, {"event": "generate", "round": 2, "paths": [2], "seeds": [1019363934], "usage": {"prompt_tokens": 692, "cached_prompt_tokens": 673, "completion_tokens": 34, "calls": 1, "seconds": 2.8006976819597185, "flops": 65537412096.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 2, 1, 0, 1, 0, 1]}, {"event": "vote", "counts": {"86667/10000": 1, "4 \\text{ blue and 8 red shoe boxes left}": 1, "1/3": 1, "4": 2, "1067/100": 1, "4 \\text{ red and } 4 \\text{ blue}": 1, "(6, 4)": 1}, "tie_broken_by_rng": false, "winner": "4"}]',3439,3201,2260,15,0,0,3129411427584.0,0.0,1.68541135534003842623e+02,9.61382543621486291857e+01,1.79630546225850391385e+09);
+INSERT INTO "jobs" VALUES(65,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-911',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','64','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 434993167, "usage": {"prompt_tokens": 185, "cached_prompt_tokens": 120, "completion_tokens": 2113, "calls": 1, "seconds": 84.40759213891613, "flops": 2734926620160.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0158, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0326, "call_seconds": 0.0363, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0292, "call_seconds": 0.0318, "stdout_bytes": 0, "stderr_bytes": 170}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0193, "call_seconds": 0.03, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 4, 5], "seeds": [184563765, 184571684, 184579603, 184587522], "usage": {"prompt_tokens": 1979, "cached_prompt_tokens": 1934, "completion_tokens": 219, "calls": 4, "seconds": 8.933653022571098, "flops": 327687060480.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0171, "call_seconds": 0.0181, "stdout_bytes": 0, "stderr_bytes": 170}, {"event": "generate", "round": 2, "paths": [4], "seeds": [184684332], "usage": {"prompt_tokens": 688, "cached_prompt_tokens": 676, "completion_tokens": 31, "calls": 1, "seconds": 2.1032485016670153, "flops": 52934063616.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 2, 1, 0, 0]}, {"event": "vote", "counts": {"8": 2, "2688": 1, "64": 4, "1/5": 1}, "tie_broken_by_rng": false, "winner": "64"}]',2852,2730,2363,11,0,0,3115547744256.0,0.0,1.56701027761999284841e+02,95.5765171771553,1.79630561615986132618e+09);
+INSERT INTO "jobs" VALUES(66,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-917',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','12','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2056234686, "usage": {"prompt_tokens": 159, "cached_prompt_tokens": 120, "completion_tokens": 1630, "calls": 1, "seconds": 62.790587948157146, "flops": 2093416182528.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0268, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0194, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0166, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0146, "stdout_bytes": 10, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 6], "seeds": [1640486187, 1640494106, 1640509944, 1640533701], "usage": {"prompt_tokens": 1466, "cached_prompt_tokens": 1421, "completion_tokens": 61, "calls": 4, "seconds": 3.5677784747360013, "flops": 128554154496.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 0, 0, 1, 0]}, {"event": "vote", "counts": {"12": 6, "1 3 4": 1, "(1, 3, 4)": 1}, "tie_broken_by_rng": false, "winner": "12"}]',1625,1541,1691,9,0,0,2221970337024.0,0.0,1.93280793201003689325e+02,6.64358325438947900937e+01,1.79630565554985785481e+09);
+INSERT INTO "jobs" VALUES(67,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-966',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1488083454, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 3320, "calls": 1, "seconds": 145.20388162802388, "flops": 4316646854400.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0213, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0211, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 5], "seeds": [2010076259, 2010107935], "usage": {"prompt_tokens": 1241, "cached_prompt_tokens": 1217, "completion_tokens": 188, "calls": 2, "seconds": 10.762488402896752, "flops": 264670318080.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "length", "answered", "answered", "length", "answered"], "code_runs": [0, 1, 0, 0, 0, 1, 0, 0]}, {"event": "vote", "counts": {"4": 2, "-54": 1, "12": 1, "25/2": 1, "71/8": 1, "13": 1, "15": 1}, "tie_broken_by_rng": false, "winner": "4"}]',1474,1337,3508,5,0,0,4581317172480.0,0.0,2.90530686705998959958e+02,1.56008768387927801773e+02,1.79630590670092821119e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -29099,10 +30183,1186 @@ Now, let''s calculate the third step:
 1. Find the difference between the number of badges Wendy earns and Amber earns, which is \(3 - 2 = 1\) badge.
 
 Therefore, Wendy earns 1 more badge compared to Amber in a 1-year time frame. The final answer is \(\boxed{1}\).','1',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,0,'Let''s solve this step-by-step using Python code.
+
+1. Determine the number of petals on the orchids.
+2. Determine the number of petals on the African daisies.
+3. Calculate the difference between the number of petals on the African daisies and the number of petals on the orchids.
+4. Print the result.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Number of petals on orchids
+orchids_petals = 5
+
+# Number of petals on African daisies
+daisies_petals = 4
+
+# Calculate the difference
+difference = daisies_petals - orchids_petals
+
+# Print the result
+print(difference)
+```
+```output
+-1
+```
+The daisies have \(\boxed{-1}\) more petals than the orchids.','-1',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,1,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the number of petals on the African daisies and the number of petals on the orchids.
+
+Let''s go through these steps in detail.
+
+### Step 1: Calculate the total number of petals on the orchids
+Joelle has 5 orchids, and each orchid has 5 petals. Therefore, the total number of petals on the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+### Step 2: Calculate the total number of petals on the African daisies
+Joelle has 4 African daisies, and each African daisy has 10 petals. Therefore, the total number of petals on the African daisies is:
+\[ 4 \text{ African daisies} \times 10 \text{ petals/african daisy} = 40 \text{ petals} \]
+
+### Step 3: Find the difference between the number of petals on the African daisies and the number of petals on the orchids
+The difference in the number of petals is:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the African daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(63,2,'To determine how many more petals the daisies have compared to the orchids, we need to follow these steps:
+
+1. Identify the number of petals each species has.
+2. Calculate the total number of petals for both the orchids and the daisies.
+3. Find the difference between the total number of petals of the daisies and the orchids.
+
+First, let''s calculate the total number of petals for both the orchids and the daisies. Each orchid has 5 petals, and there are 5 orchids on the balcony. Therefore, the total number of petals for the orchids is:
+\[ 5 \text{ orchids} \times 5 \text{ petals/orchid} = 25 \text{ petals} \]
+
+Each daisy has 10 petals, and there are 4 daisies on the balcony. Therefore, the total number of petals for the daisies is:
+\[ 4 \text{ daisies} \times 10 \text{ petals/daisy} = 40 \text{ petals} \]
+
+Now, we find the difference between the total number of petals of the daisies and the orchids:
+\[ 40 \text{ petals} - 25 \text{ petals} = 15 \text{ petals} \]
+
+Therefore, the daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,3,'To solve this problem, we need to calculate the total number of petals on the orchids and the African daisies, and then find the difference between these two totals.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the African daisies.
+3. Find the difference between the total number of petals on the African daisies and the total number of petals on the orchids.
+
+Let''s implement this in Python using the `numpy` and `sympy` libraries.
+
+```python
+import numpy as np
+
+# Number of orchids
+orchids = 5
+
+# Number of African daisies
+african_daisies = 4
+
+# Petals per orchid and daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Total number of petals on orchids
+total_petals_orchids = orchids * petals_per_orchid
+
+# Total number of petals on African daisies
+total_petals_african_daisies = african_daisies * petals_per_daisy
+
+# Difference in petals
+difference_in_petals = total_petals_african_daisies - total_petals_orchids
+
+# Print the result
+print(difference_in_petals)
+```
+```output
+15
+```
+The daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,4,'To solve this problem, we need to calculate the number of petals on the African daisies and then find the difference between the number of petals on the orchids and the African daisies. Here''s how we can do it step by step:
+
+1. Calculate the number of petals on the African daisies.
+2. Calculate the difference between the number of petals on the orchids and the African daisies.
+
+Let''s write the Python code to perform these calculations:
+```python
+# Define the number of petals on the orchids and daisies
+petals_orchids = 5 * 5
+petals_daisies = 4 * 10
+
+# Calculate the difference between the number of petals on the orchids and the African daisies
+difference = petals_orchids - petals_daisies
+
+# Print the result
+print(f"The difference in the number of petals between the orchids and the African daisies is: {difference}")
+```
+```output
+The difference in the number of petals between the orchids and the African daisies is: -15
+```
+The difference in the number of petals between the orchids and the African daisies is \(\boxed{-15}\).','-15',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,5,'To solve this problem, we need to calculate the total number of petals on the orchids and the daisies, and then find the difference between the number of petals on the daisies and the orchids.
+
+Let''s break this down into steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the daisies.
+3. Find the difference between the number of petals on the daisies and the orchids.
+
+We can use the following Python code to perform these calculations:
+
+```python
+# Number of orchids and daisies
+num_orchids = 5
+num_daisies = 4
+
+# Petals per orchid and daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Total number of petals on orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Total number of petals on daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Difference between petals on daisies and orchids
+difference = total_petals_daisies - total_petals_orchids
+
+# Print the result
+print(difference)
+```
+```output
+15
+```
+The daisies have 15 more petals than the orchids. Therefore, the final answer is \(\boxed{15}\).','15',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,6,'Let''s solve this problem step-by-step using Python.
+
+1. Determine the total number of petals on the orchids.
+2. Determine the total number of petals on the African daisies.
+3. Calculate the difference between the number of petals on the African daisies and the number of petals on the orchids.
+
+Here''s the Python code to solve this:
+
+```python
+# Define the number of petals on each type of flower
+petals_orchids = 5
+petals_daisies = 4
+
+# Calculate the total number of petals on the orchids and daisies
+total_petals = petals_orchids + petals_daisies
+
+# Calculate the difference between the number of petals on the African daisies and the number of petals on the orchids
+difference = petals_daisies - petals_orchids
+
+# Print the result
+print(difference)
+```
+```output
+-1
+```
+The daisies have 1 fewer petals than the orchids. Therefore, the final answer is \(\boxed{-1}\).','-1',0,'not_equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,7,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. Determine the total number of petals on the orchids.
+2. Determine the total number of petals on the African daisies.
+3. Subtract the total number of petals on the orchids from the total number of petals on the African daisies to find out how many more petals the daisies have compared to the orchids.
+
+Let''s implement this in Python:
+
+```python
+# Number of petals on the orchids
+num_orchids = 5
+petals_orchids = num_orchids * 5
+
+# Number of petals on the African daisies
+num_african_daisies = 4
+petals_african_daisies = num_african_daisies * 10
+
+# Difference in petals
+difference_in_petals = petals_african_daisies - petals_orchids
+
+# Print the result
+print(difference_in_petals)
+```
+```output
+15
+```
+The daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,0,'To determine the number of red and blue shoe boxes left in Tim''s box after fishing, we can follow these steps:
+
+1. Calculate the number of blue shoe boxes Tim uses.
+2. Subtract the number of blue shoe boxes used from the initial number of blue shoe boxes.
+3. Calculate the number of red shoe boxes Tim uses.
+4. Subtract the number of red shoe boxes used from the initial number of red shoe boxes.
+5. Print the remaining number of blue and red shoe boxes.
+
+Let''s implement this in Python.
+```python
+# Initial number of blue and red shoe boxes
+initial_blue_shoe_boxes = 7
+initial_red_shoe_boxes = 9
+
+# Number of blue and red shoe boxes Tim uses
+blue_shoe_boxes_used = 3
+red_shoe_boxes_used = 1 / 3
+
+# Final number of blue and red shoe boxes
+remaining_blue_shoe_boxes = initial_blue_shoe_boxes - blue_shoe_boxes_used
+remaining_red_shoe_boxes = initial_red_shoe_boxes - red_shoe_boxes_used
+
+# Output the final number of blue and red shoe boxes
+print("Remaining blue and red shoe boxes:", remaining_blue_shoe_boxes, "and", remaining_red_shoe_boxes)
+```
+```output
+Remaining blue and red shoe boxes: 4 and 8.666666666666666
+```
+After fishing, Tim has \(\boxed{4}\) blue and \(\boxed{8.6667}\) red shoe boxes left in his box.','8.6667',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,1,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Initial number of shoe boxes:**
+   - Blue shoe boxes: 7
+   - Red shoe boxes: 9
+
+2. **Shoeboxes used for fishing:**
+   - Blue shoe boxes used: 3
+   - Red shoe boxes used: \( \frac{1}{3} \times 9 = 3 \)
+
+3. **Remaining blue and red shoe boxes:**
+   - Remaining blue shoe boxes: \( 7 - 3 = 4 \)
+   - Remaining red shoe boxes: \( 9 - 3 = 6 \)
+
+Now, let''s write the Python code to verify this solution.
+```python
+# Initial number of shoe boxes
+blue_shoes = 7
+red_shoes = 9
+
+# Shoeboxes used for fishing
+blue_shoes_used = 3
+red_shoes_used = blue_shoes_used / 3
+
+# Remaining shoe boxes
+remaining_blue_shoes = blue_shoes - blue_shoes_used
+remaining_red_shoes = red_shoes - red_shoes_used
+
+print((remaining_blue_shoes, remaining_red_shoes))
+```
+```output
+(4, 8.0)
+```
+The final answer is \(\boxed{4 \text{ blue and 8 red shoe boxes left}}\).','4 \text{ blue and 8 red shoe boxes left}',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of blue shoe boxes Tim can use to go fishing.
+2. Calculate the number of red shoe boxes Tim can use to go fishing.
+3. Subtract the number of used blue and red boxes from the original number of blue and red boxes.
+4. Print the final number of blue and red shoe boxes left in Tim''s box.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Initial number of blue and red shoe boxes
+initial_blue_boxes = 7
+initial_red_boxes = 9
+
+# Number of blue shoe boxes Tim can use to go fishing
+blue_shoes_used = 3
+
+# Number of red shoe boxes Tim can use to go fishing
+red_shoes_used = (1/3) * red_boxes_used
+
+# Number of blue shoe boxes left
+blue_shoes_left = initial_blue_boxes - blue_shoes_used
+
+# Number of red shoe boxes left
+red_shoes_left = initial_red_boxes - red_shoes_used
+
+# Print the final number of blue and red shoe boxes left in Tim''s box
+print(f"Blue shoe boxes left: {blue_shoes_left}")
+print(f"Red shoe boxes left: {red_shoes_left}")
+```
+```output
+NameError: name ''red_boxes_used'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct it by properly defining the variable `red_shoes_used`. Here is the corrected code:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Initial number of blue and red shoe boxes
+initial_blue_boxes = 7
+initial_red_boxes = 9
+
+# Number of blue shoe boxes Tim can use to go fishing
+blue_shoes_used = 3
+
+# Number of red shoe boxes Tim can use to go fishing
+red_shoes_used = (1/3) * red_boxes_used
+
+# Number of blue shoe boxes left
+blue_shoes_left = initial_blue_boxes - blue_shoes_used
+
+# Number of red shoe boxes left
+red_shoes_left = initial_red_boxes - red_shoes_used
+
+# Print the final number of blue and red shoe boxes left in Tim''s box
+print(f"Blue shoe boxes left: {blue_shoes_left}")
+print(f"Red shoe boxes left: {red_shoes_left}")
+```
+```output
+NameError: name ''red_boxes_used'' is not defined
+```
+It seems there is still an issue with the variable name. Let''s fix it by properly defining the variable `red_shoes_used`. Here is the corrected code:
+
+```','1/3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,3,'```python
+# Initial number of blue and red shoe boxes
+blue_shoes = 7
+red_shoes = 9
+
+# Number of blue and red shoe boxes Tim uses for fishing
+blue_shoes_used = 3
+red_shoes_used = 1/3
+
+# Calculating the number of blue and red shoe boxes left
+blue_shoes_left = blue_shoes - blue_shoes_used
+red_shoes_left = red_shoes - red_shoes_used
+
+# Final answer
+print(f"Red shoe boxes left: {red_shoes_left}")
+print(f"Blue shoe boxes left: {blue_shoes_left}")
+```
+```output
+Red shoe boxes left: 8.666666666666666
+Blue shoe boxes left: 4
+```
+After using 3 blue shoe boxes and 1/3 red of his shoeboxes, Tim has \(\boxed{8.67}\) red and \(\boxed{4}\) blue shoe boxes left in his box.','4',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(64,4,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes Tim uses.
+2. Subtract the number of red shoe boxes used from the initial number of red shoe boxes.
+3. Calculate the number of blue shoe boxes Tim uses.
+4. Subtract the number of blue shoe boxes used from the initial number of blue shoe boxes.
+
+Let''s start by calculating the number of red shoe boxes Tim uses. Since he uses \(\frac{1}{3}\) of his red shoe boxes, we can calculate this as follows:
+
+\[
+\text{Number of red shoe boxes used} = \frac{1}{3} \times 9 = 3
+\]
+
+Next, we subtract the number of red shoe boxes used from the initial number of red shoe boxes:
+
+\[
+\text{Number of red shoe boxes left} = 9 - 3 = 6
+\]
+
+Now, let''s calculate the number of blue shoe boxes Tim uses. Since he uses 3 blue shoe boxes, we can calculate this as follows:
+
+\[
+\text{Number of blue shoe boxes used} = 3
+\]
+
+Next, we subtract the number of blue shoe boxes used from the initial number of blue shoe boxes:
+
+\[
+\text{Number of blue shoe boxes left} = 7 - 3 = 4
+\]
+
+So, the final number of red and blue shoe boxes left in Tim''s box is \(\boxed{4}\).','4',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes left after Tim uses 1/3 of them.
+2. Calculate the number of blue shoe boxes left after Tim uses 3 blue shoe boxes.
+3. Sum the remaining blue and red shoe boxes to get the final answer.
+
+Let''s implement this in Python:
+
+```python
+# Initial number of shoe boxes
+blue_shoe_boxes = 7
+red_shoe_boxes = 9
+
+# Number of blue shoe boxes used
+blue_shoe_boxes_used = blue_shoe_boxes * (1/3)
+
+# Number of red shoe boxes used
+red_shoe_boxes_used = red_shoe_boxes * (1/3)
+
+# Remaining blue shoe boxes
+remaining_blue_shoe_boxes = blue_shoe_boxes - blue_shoe_boxes_used
+
+# Remaining red shoe boxes
+remaining_red_shoe_boxes = red_shoe_boxes - red_shoe_boxes_used
+
+# Final answer
+final_answer = remaining_blue_shoe_boxes + remaining_red_shoe_boxes
+print(final_answer)
+```
+```output
+10.666666666666668
+```
+The final answer to the problem is \(\boxed{10.67}\).','10.67',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,6,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. First, we need to find out how many red and blue shoe boxes Tim uses to go fishing.
+2. Tim uses 3 blue shoe boxes, so he uses \(3 \times 1 = 3\) red shoe boxes.
+3. Tim has 9 red shoe boxes initially.
+4. After using the red shoe boxes, Tim has \(9 - 3 = 6\) red shoe boxes left.
+5. Tim has 7 blue shoe boxes initially.
+6. After using the blue shoe boxes, Tim has \(7 - 3 = 4\) blue shoe boxes left.
+
+So, the final answer is \(\boxed{4 \text{ red and } 4 \text{ blue}}\).','4 \text{ red and } 4 \text{ blue}',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes Tim has after using 1/3 of them.
+2. Subtract the number of red shoe boxes used from the total number of red shoe boxes.
+3. Calculate the number of blue shoe boxes Tim has after using 3 blue shoe boxes.
+4. Subtract the number of blue shoe boxes used from the total number of blue shoe boxes.
+
+Let''s implement this in Python.
+```python
+# Initial number of shoe boxes
+blue_shoes = 7
+red_shoes = 9
+
+# Number of blue shoe boxes used
+blue_shoes_used = blue_shoes * (1/3)
+
+# Number of red shoe boxes used
+red_shoes_used = red_shoes * (1/3)
+
+# Number of red and blue shoe boxes left
+remaining_red_shoes = red_shoes - red_shoes_used
+remaining_blue_shoes = blue_shoes - blue_shoes_used
+
+# Print the final answer
+print(((remaining_red_shoes, remaining_blue_shoes)))
+```
+```output
+(6.0, 4.666666666666667)
+```
+After performing the calculations, we find that Tim has 6 red shoe boxes left and 4.67 red and blue shoe boxes left. Since we are dealing with whole boxes, we can round the remaining red and blue shoe boxes to the nearest whole number. 
+
+Therefore, the final answer is:
+
+\[
+\boxed{(6, 4)}
+\]','(6, 4)',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,0,'To solve the problem, we need to determine the total number of packages Colby completes in a typical eight-hour workday and then calculate his total earnings based on the given rate.
+
+1. **Calculate the number of packages Colby completes in a typical eight-hour workday:**
+   - Colby completes 10 less than 50 packages per hour.
+   - Therefore, the number of packages he completes in a typical eight-hour workday is \(50 - 10 = 40\).
+
+2. **Calculate the total earnings:**
+   - Colby earns $0.20 for each package he completes.
+   - Therefore, the total earnings is \(40 \times 0.20 = 8\).
+
+So, the total amount of money Colby earns in a typical eight-hour workday is \(\boxed{8}\).','8',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,1,'Let''s break down the problem step by step:
+
+1. **Determine the number of packages completed per hour:**
+   - Colby completes 10 less than 50 packages per hour.
+   - Therefore, the number of packages completed per hour is \(50 - 10 = 40\).
+
+2. **Calculate the daily earnings:**
+   - Colby earns $0.20 per package.
+   - Therefore, the daily earnings are \(40 \times 0.20 = 8\).
+
+3. **Calculate the weekly earnings:**
+   - There are 7 days in a week.
+   - Therefore, the weekly earnings are \(8 \times 7 = 56\).
+
+4. **Calculate the monthly earnings:**
+   - There are 4 months in a year.
+   - Therefore, the monthly earnings are \(56 \times 4 = 224\).
+
+5. **Calculate the annual earnings:**
+   - There are 12 months in a year.
+   - Therefore, the annual earnings are \(224 \times 12 = 2688\).
+
+So, the final answer is \(\boxed{2688}\).','2688',0,'not_equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of packages completed per hour.
+2. Determine the total number of packages completed in an eight-hour workday.
+3. Calculate the total money earned based on the number of packages and the payment per package.
+
+Let''s break it down step-by-step and implement it in Python.
+
+1. **Calculate the number of packages completed per hour:**
+   - The company completes 10 packages less than 50 packages per hour.
+   - Therefore, the number of packages completed per hour is \(50 - 10 = 40\).
+
+2. **Determine the total number of packages completed in an eight-hour workday:**
+   - Since there are 8 hours in an eight-hour workday, the total number of packages completed is \(40 \times 8 = 320\).
+
+3. **Calculate the total money earned:**
+   - The company earns $0.20 per package.
+   - Therefore, the total money earned is \(320 \times 0.20 = 64\).
+
+Let''s implement this in Python to verify the result.
+```python
+# Step 1: Calculate the number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Step 2: Determine the total number of packages completed in an eight-hour workday
+total_packages_per_hour = packages_per_hour * 8
+
+# Step 3: Calculate the total money earned
+total_money_earned = total_packages_per_hour * 0.20
+
+print(total_money_earned)
+```
+```output
+64.0
+```
+The total amount of money Colby earns in a typical eight-hour workday is \(\boxed{64}\).','64',1,'equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(65,3,'Let''s break down the problem step-by-step:
+
+1. **Determine the number of packages completed per hour:**
+   - According to the problem, Colby completes 10 less than 50 packages per hour. So, he completes \(50 - 10 = 40\) packages per hour.
+
+2. **Determine the total number of packages completed in an eight-hour workday:**
+   - Since Colby completes 40 packages per hour, in an eight-hour workday, the total number of packages completed is \(40 \times 8 = 320\).
+
+3. **Calculate the total amount earned:**
+   - Colby earns $0.20 for each package completed. Therefore, the total amount earned is \(320 \times 0.20 = 64\).
+
+Now, let''s write a Python program to confirm this calculation.
+
+```python
+# Number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Total number of packages completed in an eight-hour workday
+total_packages = packages_per_hour * 8
+
+# Amount earned per package
+amount_per_package = 0.20
+
+# Total amount earned
+total_earned = total_packages * amount_per_package
+
+# Final answer
+print(total_earned)
+```
+```output
+64.0
+```
+The final answer is \(\boxed{64}\).','64',1,'equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,4,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of packages completed per hour.
+2. Calculate the number of packages completed in a typical eight-hour workday.
+3. Calculate the total earnings for that workday.
+
+Let''s break this down step-by-step.
+
+1. Calculate the number of packages completed per hour:
+   \[
+   \text{Packages per hour} = 50 - 10 = 40
+   \]
+
+2. Calculate the number of packages completed in a typical eight-hour workday:
+   \[
+   \text{Packages in a typical eight-hour workday} = 40 \times 8 = 320
+   \]
+
+3. Calculate the total earnings for that workday:
+   \[
+   \text{Total earnings} = 320 \times 0.20 = 64
+   \]
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Step 1: Calculate the number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Step 2: Calculate the number of packages completed in a typical eight-hour workday
+packages_in_a typical_eight_hour_workday = packages_per_hour * 8
+
+# Step 3: Calculate the total earnings for that workday
+total_earnings = packages_in_a typical_eight_hour_workday * 0.20
+
+# Output the result
+print(total_earnings)
+```
+```output
+SyntaxError: invalid syntax
+```
+It looks like there was an error due to incorrect formatting. Let''s correct the code and run it again.
+
+We''ll define the number of packages completed per hour and then use it to calculate the total earnings for a typical eight-hour workday.
+
+Here''s the corrected code:
+
+```python
+# Step 1: Calculate the number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Step 2: Calculate the number of packages completed in a typical eight-hour workday
+packages_in_a typical_eight_hour_workday = packages_per_hour * 8
+
+# Step 3: Calculate the total earnings for that workday
+total_earnings = packages_in_a typical_eight_hour_workday * 0.20
+
+# Output the result
+print(total_earnings)
+```
+```output
+SyntaxError: invalid syntax
+```
+It seems there is still an issue with the code. Let''s simplify the calculation and run it again. We''ll use the `sympy` library','0.20',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,5,'Let''s break down the problem step-by-step:
+
+1. **Determine the number of packages completed per hour:**
+   - Colby completes 10 less than 50 packages per hour.
+   - Therefore, he completes \(50 - 10 = 40\) packages per hour.
+
+2. **Calculate the total number of packages completed in an eight-hour workday:**
+   - Since Colby completes 40 packages per hour, in an eight-hour workday, he completes \(40 \times 8 = 320\) packages.
+
+3. **Determine the total earnings:**
+   - Colby gets paid $0.20 for each package he completes.
+   - Therefore, his total earnings are \(320 \times 0.20 = 64\) dollars.
+
+Now, let''s implement this in Python to verify the result:
+
+```python
+# Number of packages completed per hour
+packages_per_hour = 50 - 10
+
+# Number of packages completed in an eight-hour workday
+total_packages = packages_per_hour * 8
+
+# Earnings per package
+earnings_per_package = 0.20
+
+# Total earnings
+total_earnings = total_packages * earnings_per_package
+print(total_earnings)
+```
+```output
+64.0
+```
+The final answer is \(\boxed{64}\).','64',1,'equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,6,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes in a typical eight-hour workday.
+2. Determine how much money Colby earns for each package.
+
+First, we know that Colby completes 10 less than 50 packages per hour. Therefore, the number of packages completed in a typical eight-hour workday is:
+\[ 50 - 10 = 40 \]
+
+Next, we know that Colby gets paid $0.20 for each package he completes. Therefore, the total amount of money Colby earns in a typical eight-hour workday is:
+\[ 40 \times 0.20 = 8 \text{ dollars} \]
+
+Thus, the final answer is:
+\[
+\boxed{8}
+\]','8',0,'not_equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,7,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the total number of packages Colby completes per hour.
+2. Determine the total number of packages Colby completes in a typical eight-hour workday.
+3. Calculate the total earnings from completing the packages in the typical eight-hour workday.
+
+Let''s start with step 1. Since Colby completes 10 less than 50 packages per hour, we can calculate the total number of packages he completes per hour as follows:
+\[ \text{Packages per hour} = 50 - 10 = 40. \]
+
+Next, step 2. Since he works 8 hours a day, we can calculate the total number of packages he completes in a typical eight-hour workday by multiplying the number of packages per hour by 8:
+\[ \text{Total packages in a day} = 40 \times 8 = 320. \]
+
+Step 3. Since Colby earns $0.20 for every package he completes, we can calculate the total earnings from completing the packages in a typical eight-hour workday by multiplying the total number of packages in a day by $0.20:
+\[ \text{Total earnings} = 320 \times 0.20 = 64. \]
+
+Therefore, the final answer is \(\boxed{64}\).','64',1,'equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,0,'Let''s solve the problem step-by-step using Python code.
+
+1. First, we need to calculate the total number of pieces of fruit Kira bought.
+2. Next, we need to subtract the number of pieces Lola ate from the total number of pieces.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of pieces of fruit
+apples = 3
+bananas = 5
+oranges = 6
+total_fruit = apples + bananas + oranges
+
+# Step 2: Subtract the number of pieces Lola ate from the total number of pieces
+pieces_eaten = 2
+remaining_fruit = total_fruit - pieces_eaten
+
+# Output the result
+print(remaining_fruit)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',1,'equivalent',171,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(66,1,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of pieces of fruit Kira bought:**
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+   - We can sum these up to find the total number of pieces.
+
+   \[
+   \text{Total pieces} = 3 + 5 + 6
+   \]
+
+2. **Calculate the number of pieces of fruit Lola ate:**
+   - Lola ate 2 pieces of fruit.
+
+3. **Calculate the number of pieces of fruit left:**
+   - The number of pieces left will be the total number of pieces minus the number of pieces eaten.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of pieces of fruit bought
+apples = 3
+bananas = 5
+oranges = 6
+
+# Total number of pieces
+total_pieces = apples + bananas + oranges
+
+# Number of pieces of fruit eaten by Lola
+lola_eaten = 2
+
+# Number of pieces of fruit left
+pieces_left = total_pieces - lola_eaten
+print(pieces_left)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',1,'equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,2,'To determine how many pieces of fruit are left after Lola ate 2 pieces, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces.
+
+Let''s start with the first step. Kira bought 3 apples, 5 bananas, and 6 oranges. We can calculate the total number of pieces of fruit by adding these together:
+
+\[ 3 + 5 + 6 = 14 \]
+
+So, Kira has a total of 14 pieces of fruit.
+
+Next, we know that Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract the number of pieces Lola ate from the total number of pieces:
+
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,3,'Let''s break this down step-by-step:
+
+1. Calculate the total number of apples, bananas, and oranges.
+2. Subtract the number of pieces eaten by Lola from the total number of pieces.
+
+Here is the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total number of apples, bananas, and oranges
+total_apples = 3
+total_bananas = 5
+total_oranges = 6
+
+# Step 2: Subtract the number of pieces eaten by Lola from the total number of pieces
+pieces_eaten_by_lola = 2
+remaining_apples = total_apples - pieces_eaten_by_lola
+remaining_bananas = total_bananas - pieces_eaten_by_lola
+remaining_oranges = total_oranges - pieces_eaten_by_lola
+
+# Step 3: Print the final answer
+print(remaining_apples, remaining_bananas, remaining_oranges)
+```
+```output
+1 3 4
+```
+The final answer is \(\boxed{1 3 4}\).','1 3 4',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,4,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Determine the initial quantities of fruits bought:**
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+
+   \[
+   \text{Total apples} = 3
+   \]
+   \[
+   \text{Total bananas} = 5
+   \]
+   \[
+   \text{Total oranges} = 6
+   \]
+
+2. **Calculate the total number of pieces of fruit bought:**
+   \[
+   \text{Total pieces} = \text{Total apples} + \text{Total bananas} + \text{Total oranges}
+   \]
+   \[
+   \text{Total pieces} = 3 + 5 + 6
+   \]
+   \[
+   \text{Total pieces} = 14
+   \]
+
+3. **Determine the number of pieces of fruit Lola ate:**
+   - Lola ate 2 pieces of the fruit.
+
+   \[
+   \text{Remaining pieces} = \text{Total pieces} - \text{Pieces eaten}
+   \]
+   \[
+   \text{Remaining pieces} = 14 - 2
+   \]
+   \[
+   \text{Remaining pieces} = 12
+   \]
+
+4. **Write the final answer:**
+   \[
+   \boxed{12}
+   \]','12',1,'equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,5,'To determine how many pieces of fruit are left after Lola ate 2 pieces, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit bought.
+2. Subtract the number of pieces of fruit Lola ate from the total number of pieces bought.
+
+Step 1: Calculate the total number of pieces of fruit bought.
+Kira bought 3 apples, 5 bananas, and 6 oranges. So, the total number of pieces of fruit is:
+\[ 3 + 5 + 6 = 14 \]
+
+Step 2: Subtract the number of pieces of fruit Lola ate from the total number of pieces bought.
+Lola ate 2 pieces of fruit. So, the number of pieces of fruit left is:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,6,'Let''s break down the problem step by step:
+
+1. Calculate the total number of apples, bananas, and oranges bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces.
+
+We can use Python to perform these calculations accurately. Let''s write the code to do this.
+```python
+# Step 1: Calculate the total number of apples, bananas, and oranges
+apples = 3
+bananas = 5
+oranges = 6
+
+# Step 2: Subtract the number of pieces Lola ate from the total number of pieces
+lola_eaten = 2
+remaining_apples = apples - lola_eaten
+remaining_bananas = bananas - lola_eaten
+remaining_oranges = oranges - lola_eaten
+
+# Output the result
+print((remaining_apples, remaining_bananas, remaining_oranges))
+```
+```output
+(1, 3, 4)
+```
+The final answer is \(\boxed{(1, 3, 4)}\).','(1, 3, 4)',0,'not_equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,7,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the total number of pieces of fruit bought:**
+   - Kira bought 3 apples.
+   - Kira bought 5 bananas.
+   - Kira bought 6 oranges.
+   - Therefore, the total number of pieces of fruit is \(3 + 5 + 6 = 14\).
+
+2. **Determine how many pieces of fruit Lola ate:**
+   - Lola ate 2 pieces of the fruit.
+   - Therefore, the number of pieces of fruit left is \(14 - 2 = 12\).
+
+3. **Write the final answer:**
+   - The final answer is \(\boxed{12}\).','12',1,'equivalent',156,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,0,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. **Calculate the number of brownies Greta made:**
+   - One dozen cream cheese swirl brownies is equal to 12 brownies.
+   - Therefore, Greta made 12 brownies.
+
+2. **Calculate the number of brownies sent home by her office:**
+   - At her office, they sent her home with 1/2 a dozen brownies. Since one dozen is 12 brownies, 1/2 a dozen is \( \frac{12}{2} = 6 \) brownies.
+   - Therefore, Greta sent home 6 brownies.
+
+3. **Calculate the number of brownies sent home by her friends:**
+   - The total number of brownies sent home is the sum of the brownies she sent home by her office and by her friends.
+   - Therefore, 6 brownies + 4 brownies = 10 brownies.
+
+4. **Calculate the number of brownies eaten:**
+   - During the party, 1 1/2 dozen brownies were eaten. Since one dozen is 12 brownies, 1 1/2 dozen is \( \frac{12}{2} = 6 \) brownies.
+   - Therefore, 6 brownies were eaten.
+
+5. **Calculate the number of individual brownies left over:**
+   - The number of individual brownies left over is the total number of brownies minus the brownies eaten.
+   - Therefore, \( 10 \text{ brownies} - 6 \text{ brownies} = 4 \text{ brownies} \).
+
+6. **Write the final answer:**
+   - The final answer is \( \boxed{4} \).','4',0,'not_equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(67,1,'To solve this problem, we need to determine how many individual brownies Greta had left over from the entire day. We''ll break down the problem step by step:
+
+1. Calculate the total number of brownies sent home by her office.
+2. Calculate the total number of brownies sent home by her friends.
+3. Sum up all the brownies from both the office and the friends to get the total number of brownies sent home.
+4. Calculate the total number of brownies Greta had before any were eaten.
+5. Subtract the total number of brownies sent home from the total number of brownies Greta had to find out how many individual brownies were left over.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total number of brownies sent home by her office
+office_brownies = 0.5 * 12  # 1/2 dozen
+
+# Step 2: Calculate the total number of brownies sent home by her friends
+friends_brownies = 4 * 12  # 4 dozen
+
+# Step 3: Sum up all the brownies from both the office and the friends
+total_brownies_sent_home = office_brownies + friends_brownies
+
+# Step 4: Calculate the total number of brownies Greta had before any were eaten
+total_brownies = 12  # one dozen cream cheese swirl brownies
+
+# Step 5: Subtract the total number of brownies sent home from the total number of brownies Greta had
+brownies_left_over = total_brownies - total_brownies_sent_home
+print(brownies_left_over)
+```
+```output
+-42.0
+```
+It seems there was an error in the calculation. The total number of brownies Greta had before any were eaten should be the number of brownies she had sent home. Let''s correct the code.
+```python
+# Step 1: Calculate the total number of brownies sent home by her office
+office_brownies = 0.5 * 12  # 1/2 dozen
+
+# Step 2: Calculate the total number of brownies sent home by her friends
+friends_brownies = 4 * 12  # 4 dozen
+
+# Step 3: Sum up all the brownies from both the office and the friends
+total_brownies_sent_home = office_brownies + friends_brownies
+
+# Step 4: Calculate the total number','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,2,'To solve the problem, we can follow these steps:
+
+1. Determine the number of brownies Greta made.
+2. Determine the number of brownies sent home.
+3. Determine the number of brownies eaten by her friends.
+4. Calculate the number of brownies left over.
+
+First, we know that one dozen cream cheese swirl brownies has 12 pieces. Therefore, Greta made 12 pieces of brownies.
+
+Next, we know that at her office, they threw Greta a party and sent her home with 1/2 a dozen brownies. So, the number of brownies sent home is \( \frac{1}{2} \times 12 = 6 \).
+
+Then, we know that during the party, 1 1/2 dozen brownies were eaten. So, the number of brownies eaten is \( \frac{1}{2} \times 12 \times 10 = 60 \).
+
+Finally, we calculate the number of brownies left over by subtracting the number of brownies eaten from the number of brownies sent home:
+\[ 6 - 60 = -54 \]
+
+Since we are dealing with whole numbers, it''s impossible for Greta to have a negative number of brownies left over. Therefore, the final answer is:
+\[ \boxed{-54} \]','-54',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,3,'To solve this problem, we need to determine how many individual brownies Greta had left over from her entire day, considering the following steps:
+
+1. Calculate the total number of brownies made by Greta.
+2. Calculate the total number of brownies sent home.
+3. Calculate the total number of brownies received from her friends.
+4. Subtract the number of brownies eaten from the total number of brownies received to find out how many remain.
+
+Let''s break it down step-by-step using Python code:
+
+1. **Calculate the total number of brownies made:**
+   - One dozen cream cheese swirl brownies = 12
+   - Total brownies made = 12 + 12 = 24
+
+2. **Calculate the total number of brownies sent home:**
+   - At her office, they threw her a party and sent her home with 1/2 a dozen brownies = 2.5 dozen
+   - Total brownies sent home = 2.5 * 12 = 30
+
+3. **Calculate the total number of brownies received from her friends:**
+   - When she arrived home, her friends were there to throw her a surprise party and had 4 dozen brownies waiting
+   - Total brownies received = 4 * 12 = 48
+
+4. **Calculate the number of brownies eaten:**
+   - 1 1/2 dozen brownies were eaten = 1.5 dozen
+   - Brownies eaten = 1.5 * 12 = 18
+
+5. **Calculate the number of brownies left over:**
+   - Brownies left over = Total brownies sent home - Brownies received - Brownies eaten = 30 - 48 - 18 = -20
+
+Since we are dealing with an integer number of brownies, we can conclude that Greta had 0 individual brownies left over.
+
+Here is the Python code to verify this:
+
+```python
+# Step-by-step calculation
+total_brownies_made = 12 + 12
+total_brownies_sent_home = 2.5 * 12
+total_brownies_received = 4 * 12
+brownies_eaten = 1.5 * 12
+
+# Calculate the number of brownies left over
+brownies_left_over = total_brownies_sent_home - total_brownies_received - brownies_e','12',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,4,'To determine how many individual brownies Greta had left over from the entire day, we will follow these steps:
+
+1. Calculate the number of brownies Greta made.
+2. Determine the number of brownies sent to her office.
+3. Calculate the number of brownies sent to her friends.
+4. Determine the number of brownies eaten by her friends.
+5. Subtract the number of brownies eaten by her friends from the number of brownies sent to her office to find out how many brownies are left over.
+
+Let''s go through each step in detail:
+
+1. Calculate the number of brownies Greta made:
+   - One dozen cream cheese swirl brownies = 12
+   - At her office, they sent her 1/2 a dozen brownies = 6
+   - Therefore, the total number of brownies Greta made = 12 + 6 = 18
+
+2. Determine the number of brownies sent to her office:
+   - Greta''s friends were there to throw her a surprise party and had 4 dozen brownies waiting = 4 * 12 = 48
+   - Therefore, the number of brownies sent to her office = 48
+
+3. Calculate the number of brownies sent to her friends:
+   - 1 1/2 dozen brownies = 11/2
+   - Therefore, the number of brownies sent to her friends = 11/2 = 5.5
+
+4. Determine the number of brownies eaten by her friends:
+   - 1 1/2 dozen brownies = 11/2
+   - Therefore, the number of brownies eaten by her friends = 11/2 = 5.5
+
+5. Subtract the number of brownies eaten by her friends from the number of brownies sent to her office to find out how many brownies are left over:
+   - The number of brownies left over = 18 - 5.5 = 12.5
+
+Therefore, the number of individual brownies Greta had left over from the entire day is \(\boxed{12.5}\).','12.5',0,'not_equivalent',452,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,5,'To solve this problem, we need to determine the total number of individual brownies Greta had at the beginning and then account for the brownies eaten during the party. We will use the following steps:
+
+1. Calculate the total number of dozen brownies Greta made.
+2. Convert the dozen brownies into individual brownies.
+3. Calculate the total number of dozen brownies Greta had at the end of the party.
+4. Convert the dozen brownies into individual brownies.
+5. Calculate the total number of individual brownies eaten by Greta.
+6. Subtract the total number of individual brownies eaten by Greta from the total number of individual brownies Greta had at the beginning.
+
+Let''s write the Python code to solve this problem.
+```python
+# Step 1: Calculate the total number of dozen brownies Greta made
+dozen_cream_cheese = 12
+dozen_brownies = dozen_cream_cheese * 10
+
+# Step 2: Convert the dozen brownies into individual brownies
+individual_brownies = dozen_brownies / 12
+
+# Step 3: Calculate the total number of dozen brownies Greta had at the end of the party
+dozen_brownies_home = 1 / 2
+dozen_brownies_end = dozen_brownies_home * 10
+
+# Step 4: Convert the dozen brownies into individual brownies
+individual_brownies_end = dozen_brownies_end / 12
+
+# Step 5: Calculate the total number of individual brownies eaten by Greta
+brownies_eaten = 1.125
+
+# Step 6: Subtract the total number of individual brownies eaten by Greta from the total number of individual brownies Greta had at the beginning
+individual_brownies_left_over = individual_brownies - brownies_eaten
+
+print(individual_brownies_left_over)
+```
+```output
+8.875
+```
+Greta had \(\boxed{8.875}\) individual brownies left over from the entire day.','8.875',0,'not_equivalent',429,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,6,'To solve the problem, we need to break it down into smaller steps and then use Python to ensure our calculations are accurate.
+
+1. Calculate the number of dozen cream cheese swirl brownies Greta made.
+2. Calculate the number of dozen brownies sent home.
+3. Determine the number of brownies thrown by her friends.
+4. Subtract the number of eaten brownies from the number of brownies thrown by her friends.
+5. Calculate the number of individual brownies left over.
+
+Let''s start with the calculations:
+
+1. **Number of dozen cream cheese swirl brownies:**
+   Since one dozen cream cheese swirl brownies is equal to 12, we can calculate the number of dozen cream cheese swirl brownies as follows:
+   \[
+   \text{Number of dozen cream cheese swirl brownies} = 12 \times \frac{1}{2} = 6
+   \]
+
+2. **Number of dozen brownies sent home:**
+   According to the problem, Greta sent home 1/2 a dozen brownies. Since 1/2 a dozen is equal to 6, we can calculate the number of dozen brownies sent home as follows:
+   \[
+   \text{Number of dozen brownies sent home} = \frac{6}{2} = 3
+   \]
+
+3. **Number of brownies thrown by her friends:**
+   According to the problem, 4 dozen brownies were thrown by her friends. Since 4 dozen is equal to 16, we can calculate the number of brownies thrown by her friends as follows:
+   \[
+   \text{Number of brownies thrown by her friends} = 16
+   \]
+
+4. **Number of brownies eaten:**
+   According to the problem, 1 1/2 dozen brownies were eaten. Since 1 1/2 a dozen is equal to 6, we can calculate the number of brownies eaten as follows:
+   \[
+   \text{Number of brownies eaten} = \frac{6}{2} = 3
+   \]
+
+5. **Number of individual brownies left over:**
+   Finally, we subtract the number of eaten brownies from the number of brownies thrown by her friends:
+   \[
+   \text{Number of individual brownies left over} = 16 - 3 = 13
+   \]
+
+Therefore, the final answer is \(\boxed{13','13',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,7,'Let''s solve the problem step-by-step:
+
+1. **Determine the number of individual brownies Greta made:**
+   - One dozen cream cheese swirl brownies = 12
+   - Therefore, Greta made 12 brownies.
+
+2. **Determine the number of individual brownies sent home:**
+   - Greta sent home 1/2 a dozen brownies.
+   - One dozen brownies is equal to 12.
+   - Therefore, Greta sent home \( \frac{1}{2} \times 12 = 6 \) brownies.
+
+3. **Determine the number of individual brownies waiting at the party:**
+   - During the party, 4 dozen brownies were waiting.
+   - One dozen brownies is equal to 12.
+   - Therefore, Greta waited \( 4 \times 12 = 48 \) brownies.
+
+4. **Calculate the total number of brownies eaten:**
+   - 1 1/2 dozen brownies were eaten.
+   - The fraction \( \frac{1}{2} \) is equivalent to 0.5.
+   - Therefore, 0.5 times 6 brownies = 3 brownies were eaten.
+
+5. **Determine the number of individual brownies remaining:**
+   - Greta initially made 12 brownies.
+   - After eating 3 brownies, the remaining number of brownies is \( 12 - 3 = 9 \).
+
+6. **Determine the number of individual brownies sent home:**
+   - Greta sent home 6 brownies.
+   - Therefore, the total number of brownies sent home is \( 6 \).
+
+7. **Calculate the total number of brownies remaining after the party:**
+   - The total number of brownies remaining is \( 9 + 6 = 15 \).
+
+Therefore, the number of individual brownies Greta has left over from the entire day is \(\boxed{15}\).','15',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630529370728683476e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',62,6.20903185883799596913e+03,6.20902786673000082378e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630590670169091229e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',67,6.82202602617200318507e+03,6.82202203693300543831e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -29362,5 +31622,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-861',0,62,'1',0.0,0,28,1,3785.0,3390.0,767.0,0.0,4.50898254532512510195e+01,1.45858846752925903327e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-861',0,62,'12',0.0,0,70,1,3785.0,3390.0,1534.0,0.0,90.1796509065025,2.42135727527017285162e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-861',0,62,'12',0.0,0,1,0,3785.0,3390.0,3068.0,0.0,180.359301813005,4346894890752.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-889',0,63,'-1',0.625,0,8,1,2598.0,2466.0,260.0,0.0,2.41441522623754281076e+01,4.90924353704506347649e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-889',0,63,'15',0.625,1,28,1,2598.0,2466.0,520.0,0.0,4.82883045247508562152e+01,8.16537445447291137731e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-889',0,63,'15',8.57142857142857095276e-01,1,70,1,2598.0,2466.0,1040.0,0.0,9.65766090495017124305e+01,1.46776362893286083989e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-889',0,63,'15',1.0,1,1,0,2598.0,2466.0,2080.0,0.0,1.93153218099003424869e+02,2770215995904.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-906',0,64,'8.6667',0.0,0,8,1,3439.0,3201.0,282.5,0.0,2.10676419417504803268e+01,6.52065111312038452138e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-906',0,64,'4 \text{ blue and 8 red shoe boxes left}',0.0,0,28,1,3439.0,3201.0,565.0,0.0,4.21352838835009606537e+01,1.00597172792231872554e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-906',0,64,'4',0.0,0,70,1,3439.0,3201.0,1130.0,0.0,8.42705677670019213075e+01,1.71378496114287915035e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-906',0,64,'4',0.0,0,1,0,3439.0,3201.0,2260.0,0.0,1.68541135534003842623e+02,3129411427584.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-911',0,65,'8',0.5,0,8,1,2852.0,2730.0,295.375,0.0,1.9587628470249910606e+01,5.23280378172574645988e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-911',0,65,'8',0.5,0,28,1,2852.0,2730.0,590.75,0.0,3.91752569404998212121e+01,893604287613.064);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-911',0,65,'64',7.42857142857142882519e-01,1,70,1,2852.0,2730.0,1181.5,0.0,7.83505138809996424251e+01,1.63425210649404272465e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-911',0,65,'64',1.0,1,1,0,2852.0,2730.0,2363.0,0.0,1.56701027761999284841e+02,3115547744256.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-917',0,66,'12',0.75,1,8,1,1625.0,1541.0,211.375,0.0,2.41600991501254611657e+01,3.6975464129490930175e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-917',0,66,'12',0.75,1,28,1,1625.0,1541.0,422.75,0.0,4.83201983002509223314e+01,6.34356883541922241193e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-917',0,66,'12',1.0,1,70,1,1625.0,1541.0,845.5,0.0,9.66403966005018446629e+01,1.16356136803594824215e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-917',0,66,'12',1.0,1,1,0,1625.0,1541.0,1691.0,0.0,1.93280793201003689325e+02,2221970337024.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-966',0,67,'4',0.0,0,8,1,1474.0,1337.0,438.5,0.0,3.63163358382498699947e+01,7.23332793624757202158e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-966',0,67,'4',0.0,0,28,1,1474.0,1337.0,877.0,0.0,7.26326716764997399895e+01,1.27447341917550610351e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-966',0,67,'4',0.0,0,70,1,1474.0,1337.0,1754.0,0.0,1.45265343352999479979e+02,2.37675467027700390619e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-966',0,67,'4',0.0,0,1,0,1474.0,1337.0,3508.0,0.0,2.90530686705998959958e+02,4581317172480.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
