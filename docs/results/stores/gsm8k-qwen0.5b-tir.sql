@@ -14858,6 +14858,1519 @@ total_brownies_sent_home = office_brownies + friends_brownies
 
 # Step 4: Calculate the total number','length',163,593,581,8.87906477355378598304e+00,219298263552.0,NULL);
 INSERT INTO "chains" VALUES(67,2,0,'5eba56e053fb9bb4e1bbe0622d4c1d5a30f9daf1d30264b19417e035285dd78a',0,'Greta had \(\boxed{8.875}\) individual brownies left over from the entire day.','stop',25,648,636,1.88342362934296603249e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(68,0,0,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',0,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Determine how many cherries Robert has.
+2. Determine how many cherries Jerry has.
+3. Find the difference between the number of cherries Robert has and Jerry has.
+
+First, we know that Robert has 30 cherries. We also know that Robert has 10 more than Richard. Therefore, we can calculate the number of cherries Richard has by adding 10 to the number of cherries Robert has:
+
+\[ \text{Richard''s cherries} = 30 + 10 = 40 \]
+
+Next, we know the total number of cherries is 60. We can find the number of cherries Jerry has by subtracting the number of cherries Robert has from the total number of cherries:
+
+\[ \text{Jerry''s cherries} = 60 - 40 = 20 \]
+
+Now, we need to find the difference between the number of cherries Robert has and Jerry has:
+
+\[ \text{Difference} = \text{Jerry''s cherries} - \text{Richard''s cherries} = 20 - 40 = -20 \]
+
+Therefore, Robert has \(\boxed{-20}\) more cherries than Jerry.','stop',274,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,1,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',1,'To solve this problem step-by-step, we will use Python code to calculate the number of cherries each person has and then determine how many more cherries Robert has than Jerry.
+
+1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries.
+2. Next, we need to determine how many cherries Jerry has. The problem states that Jerry has 10 more than Richard. Since Richard has 30 cherries, we can calculate Jerry''s cherries as follows:
+   \[
+   \text{Jerry''s cherries} = \text{Richard''s cherries} + 10 = 30 + 10 = 40
+   \]
+3. Finally, we need to determine how many more cherries Robert has than Jerry. We can do this by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   \text{Difference} = \text{Robert''s cherries} - \text{Jerry''s cherries} = 30 - 40 = -10
+   \]
+
+Let''s write the Python code to perform these calculations and print the result.
+```python
+# Number of cherries each person has
+richard_cherries = 30
+jerry_cherries = richard_cherries + 10
+
+# Difference in cherries Robert has than Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)','stop',318,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,2,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',2,'To solve this problem, let''s follow these steps:
+
+1. Let''s denote the number of cherries Richard has as \( R \).
+2. Let''s denote the number of cherries Jerry has as \( J \).
+3. Let''s denote the number of cherries Robert has as \( R'' \).
+4. According to the problem, Robert has 10 more cherries than Richard. So, we can write the equation:
+   \[
+   R'' = R + 10
+   \]
+5. We are also given that Robert has 30 cherries, so we can write another equation:
+   \[
+   R'' = 30
+   \]
+6. Now we can set the two equations equal to each other:
+   \[
+   R'' = R + 10
+   \]
+7. Solving for \( R \):
+   \[
+   R'' - R = 10
+   \]
+   \[
+   R'' = 10
+   \]
+8. So, Robert has 10 cherries.
+9. Now we can find out how many more cherries Robert has than Jerry by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   J - R'' = J - 10
+   \]
+   \[
+   J - 10 = 10
+   \]
+   \[
+   J = 20
+   \]
+10. Therefore, Robert has 20 more cherries than Jerry.
+
+Let''s write the Python code to verify this solution:
+
+```python
+# Number of cherries Robert has
+R = 10
+
+# Number of cherries Jerry has
+J = R + 10
+
+# Number of cherries Robert has than Jerry
+difference = J - R
+print(difference)','stop',387,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,3,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of cherries Robert has.
+2. Determine the number of cherries Jerry has.
+3. Calculate the difference in the number of cherries between Robert and Jerry.
+
+Let''s break it down step-by-step and use Python code to verify the result.
+
+1. Robert has 30 cherries.
+2. Robert has 10 more than Richard. So, we can calculate the number of cherries Richard has as follows:
+\[ \text{Richard''s cherries} = \text{Robert''s cherries} + 10 \]
+3. The total number of cherries Richard and Jerry share is 60. So, we can calculate the number of cherries Jerry has as follows:
+\[ \text{Jerry''s cherries} = \frac{60}{2} - 30 \]
+
+Let''s calculate this using Python code.
+```python
+# Number of cherries Robert has
+robert_cherries = 30
+
+# Number of cherries Richard has
+richard_cherries = robert_cherries + 10
+
+# Total number of cherries Richard and Jerry share
+total_cherries = 60
+
+# Number of cherries Jerry has
+jerry_cherries = (total_cherries / 2) - robert_cherries
+
+print(jerry_cherries)','stop',293,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,4,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',4,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Identify the number of cherries Richard has.
+2. Identify the number of cherries Jerry has.
+3. Calculate the difference between the number of cherries Jerry has and the number of cherries Robert has.
+
+Step 1: Identify the number of cherries Richard has.
+Richard has 60 cherries.
+
+Step 2: Identify the number of cherries Jerry has.
+Jerry has 30 cherries.
+
+Step 3: Calculate the difference between the number of cherries Jerry has and the number of cherries Robert has.
+\[
+30 - 60 = -30
+\]
+
+Therefore, Robert has \(\boxed{-30}\) more cherries than Jerry.','stop',163,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,5,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',5,'To solve this problem, we need to determine how many more cherries Robert has than Jerry. Here''s a step-by-step reasoning process and the corresponding Python code:
+
+1. **Define the given values:**
+   - Let \( R \) be the number of cherries Richard has.
+   - Let \( J \) be the number of cherries Jerry has.
+   - Let \( B \) be the number of cherries Robert has.
+
+2. **Set up the equations based on the problem statement:**
+   - We know that Robert has 30 cherries.
+   - Robert has 10 more cherries than Richard.
+   - The total number of cherries is 60.
+
+3. **Formulate the equations:**
+   - From the given information, we can write:
+     \[
+     R = 30
+     \]
+     \[
+     J = R + 10 = 30 + 10 = 40
+     \]
+   - Now we can find the difference in the number of cherries between Robert and Jerry:
+     \[
+     J - R = 40 - 30 = 10
+     \]
+
+4. **Write the Python code to confirm the result:**
+   - We don''t need any additional Python code to solve this problem, as we''ve already formulated the equations and determined the difference.
+
+Therefore, the final answer is \(\boxed{10}\).','stop',300,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,6,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',6,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. **Determine the number of cherries each person has:**
+   - Richard has 30 cherries.
+   - Robert has 10 more than Richard, so Robert has \(30 + 10 = 40\) cherries.
+
+2. **Calculate the difference in the number of cherries between Robert and Jerry:**
+   - Robert has 40 cherries and Jerry has 30 cherries.
+   - The difference is \(40 - 30 = 10\).
+
+Now, let''s write the Python code to verify this solution.
+
+```python
+# Step 1: Define the number of cherries each person has
+richard_cherries = 30
+robert_cherries = richard_cherries + 10
+
+# Step 2: Calculate the difference in the number of cherries between Robert and Jerry
+difference = robert_cherries - richard_cherries
+
+# Output the result
+print(difference)','stop',227,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,0,7,'2a609f99d9d3d1646b3de97ec4e18bbc23fb265665541d45afe03c1f329642f6',7,'Let''s break down the problem step-by-step and then solve it using Python code.
+
+1. Let \( R \) be the number of cherries Richard has.
+2. Let \( J \) be the number of cherries Jerry has.
+3. Let \( B \) be the number of cherries Robert has.
+
+From the problem statement, we have the following relationships:
+1. The total number of cherries is 60.
+   \[
+   R + J + B = 60
+   \]
+2. Robert has 30 cherries.
+   \[
+   B = 30
+   \]
+3. Robert has 10 more than Richard.
+   \[
+   B = R + 10
+   \]
+
+We can use these relationships to solve for \( R \) and \( J \).
+
+From the second relationship, we can substitute \( B = 30 \) into the first relationship:
+\[
+R + J + 30 = 60
+\]
+
+Subtract 30 from both sides:
+\[
+R + J = 30
+\]
+
+Now we have a system of linear equations:
+1. \( R + J = 30 \)
+2. \( B = 30 \)
+
+We can solve this system using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+R, J = symbols(''R J'')
+
+# Define the equations based on the problem statement
+eq1 = Eq(R + J, 30)
+eq2 = Eq(B, 30)
+
+# Solve the system of equations
+solution = solve((eq1, eq2), (R, J))
+print(solution)','stop',356,170,120,1.3303766003278465035e+01,371798780160.0,NULL);
+INSERT INTO "chains" VALUES(68,1,0,'efae2a2c8d621c5a98bc0645915afd72334e4ece945ae6e07aa8d698bc983a5a',0,'It seems like there was an issue with the variable name. Let''s correct it and run the code again.
+```python
+# Number of cherries each person has
+richard_cherries = 30
+jerry_cherries = richard_cherries + 10
+
+# Difference in cherries Robert has than Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)','stop',89,508,487,4.81608227959319901145e+00,137376498432.0,NULL);
+INSERT INTO "chains" VALUES(68,2,0,'705023dd669e542321ac07150bcff4ce32c4163537fec4e3ac78265cc4461904',0,'The final answer is \(\boxed{10}\).','stop',13,565,556,9.13506445324552829312e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(68,3,0,'9246605949654916406b9e7f70d42f7d904fb4a80a5c83b965697b6e4eb6c902',0,'It appears that there was a mistake in the interpretation of the problem. Let''s correct it by ensuring that we correctly calculate the number of cherries for both Richard and Jerry.
+
+Since Robert has 30 cherries and has 10 more than Richard, we can calculate the number of cherries Richard has as follows:
+\[ \text{Richard''s cherries} = \text{Robert''s cherries} + 10 \]
+\[ \text{Richard''s cherries} = 30 + 10 = 40 \]
+
+Now, we can calculate the number of cherries Jerry has as follows:
+\[ \text{Jerry''s cherries} = \frac{60}{2} - 30 \]
+\[ \text{Jerry''s cherries} = 30 - 30 = 0 \]
+
+So, Robert has 0 more cherries than Jerry. The final answer is \(\boxed{0}\).','stop',197,472,462,1.10613278852179064415e+01,259628978688.0,NULL);
+INSERT INTO "chains" VALUES(68,4,0,'2f53d64950ca83381d466f099bce2685791116ea8a82a4dc1eb7dd944935e137',0,'The final answer is \(\boxed{10}\).','stop',13,405,396,8.0568092134005075966e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(68,5,0,'d6cf4360911a5793eba77365005d6614c777fdc8115f7378296f0c7543f79621',0,'It seems there was an issue because the variable `B` was not defined in the scope of the code. Let''s correct that by explicitly defining `B` and solving the system again.
+
+Here''s the corrected code:
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+R, J = symbols(''R J'')
+
+# Define the equations based on the problem statement
+eq1 = Eq(R + J, 30)
+eq2 = Eq(B, 30)
+
+# Solve the system of equations
+solution = solve((eq1, eq2), (R, J))
+print(solution)','stop',130,542,525,6.95027553723048363565e+00,184008887808.0,NULL);
+INSERT INTO "chains" VALUES(68,6,0,'2bdd3782311174f04da39fb884525600c732b7424073ac9d83d1e401f6914ddc',0,'It seems there was an issue with the variable name. Let''s correct it and run the code again.
+```python
+# Number of cherries each person has
+richard_cherries = 30
+jerry_cherries = richard_cherries + 10
+
+# Difference in cherries Robert has than Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)','stop',88,617,596,4.9884483848003151607e+00,136116163584.0,NULL);
+INSERT INTO "chains" VALUES(68,7,0,'4d897e9f2606623fee2bd37760dedf6759cda9723067bed97a4c18568c19b307',0,'The solution to the system of equations is \( R = 30 \) and \( J = 30 \). Therefore','length',26,688,671,1.54348734480736315965e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(68,8,0,'3f55222b5687b70c990dfa7812074fe19da89364244a678c078f2e2b022b2494',0,'It seems there was an issue with the variable name. Let''s correct it and run','length',17,725,704,1.86800111601769458502e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,0,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',0,'To find out how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes sold on Sunday.
+2. Calculate the number of boxes sold on Saturday.
+3. Calculate the revenue from selling the boxes sold on Sunday.
+4. Calculate the revenue from selling the boxes sold on Saturday.
+5. Sum the revenues from both days to get the total earnings.
+
+First, let''s calculate the number of boxes sold on Sunday:
+- On Saturday, Sunny sold 10 boxes of gingerbread.
+- On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+\[ \text{Gingerbread boxes on Sunday} = 10 + 5 = 15 \]
+
+Next, let''s calculate the number of boxes sold on Saturday:
+- On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+\[ \text{Apple pie boxes on Saturday} = 4 - 1 = 3 \]
+
+Now, let''s calculate the revenue from selling the boxes sold on Sunday:
+\[ \text{Revenue from gingerbread on Sunday} = 15 \times 6 = 90 \]
+\[ \text{Revenue from apple pie on Sunday} = 3 \times 15 = 45 \]
+
+Finally, let''s calculate the revenue from selling the boxes sold on Saturday:
+\[ \text{Revenue from gingerbread on Saturday} = 15 \times 6 = 90 \]
+\[ \text{Revenue from apple pie on Saturday} = 3 \times 15 = 45 \]
+
+Now, let''s sum the revenues from both days to get the total earnings:
+\[ \text{Total earnings} = 90 + 45 = 135 \]
+
+Therefore, Sunny earned \(\boxed{135}\) dollars for two days.','stop',386,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,1,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',1,'Let''s start by determining the number of boxes of gingerbread and apple pie sold on Saturday and Sunday.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie than on Sunday. On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie. We can set up the following equations based on the information given:
+
+1. On Saturday: \(10 + 4 - 5 = 12\)
+2. On Sunday: \(5 + 15 = 20\)
+
+Now we can use these equations to find out how many boxes of gingerbread and apple pie were sold on both days. Let''s calculate this using Python.
+```python
+# Define the number of boxes sold on Saturday and Sunday
+boxes_saturday = 10 + 4 - 5
+boxes_sunday = 5 + 15
+
+# Calculate the earnings from selling the boxes
+earnings_saturday = boxes_saturday * 6
+earnings_sunday = boxes_sunday * 15
+
+# Calculate the total earnings for two days
+total_earnings = earnings_saturday + earnings_sunday
+print(total_earnings)','stop',254,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,2,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',2,'Let''s break down the problem step-by-step and then use Python to calculate the final answer.
+
+1. **Determine the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - So, the number of boxes sold on Saturday is \(10 - 4 = 6\).
+
+2. **Determine the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - So, the number of boxes sold on Sunday is \(6 + 5 = 11\).
+
+3. **Calculate the total number of boxes sold over two days:**
+   - On Saturday, Sunny sold 6 boxes of gingerbread and 11 boxes of apple pie.
+   - On Sunday, Sunny sold 11 boxes of gingerbread and 5 boxes of apple pie.
+   - So, the total number of boxes sold over two days is \(6 + 11 = 17\).
+
+4. **Calculate the total cost of the boxes sold over two days:**
+   - The cost of the gingerbread is $6.
+   - The cost of the apple pie is $15.
+   - So, the total cost of the boxes sold over two days is \(17 \times 6 + 15 \times 15 = 102 + 225 = 327\).
+
+5. **Calculate the total earnings for two days:**
+   - The total earnings are the total cost of the boxes sold over two days.
+   - So, the total earnings are $327.
+
+Let''s confirm this with Python code.
+```python
+# Number of boxes sold on Saturday
+boxes_saturday = 10 - 4
+
+# Number of boxes sold on Sunday
+boxes_sunday = boxes_saturday + 5
+
+# Total number of boxes sold over two days
+total_boxes_sold = boxes_saturday + boxes_sunday
+
+# Cost of the boxes sold over two days
+cost_gingerbread = 6
+cost_apple_pie = 15
+
+# Total earnings for two days
+total_earnings = total_boxes_sold * (cost_gingerbread + cost_apple_pie)
+print(total_earnings)','stop',495,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,3,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of boxes sold on Saturday and Sunday.
+2. Calculate the number of boxes sold on Tuesday.
+3. Calculate the total revenue from the boxes sold on Saturday and Sunday.
+4. Calculate the total revenue from the boxes sold on Tuesday.
+5. Sum the revenues from both days to get the final answer.
+
+We''ll use Python to ensure accuracy. Let''s break it down step-by-step and write the code accordingly.
+```python
+# Step 1: Calculate the number of boxes sold on Saturday and Sunday
+g gingerbread_sales_saturday = 10
+g apple_pie_sales_saturday = 4 - g gingerbread_sales_saturday
+
+g gingerbread_sales_tuesday = g gingerbread_sales_saturday + 5
+g apple_pie_sales_tuesday = g apple_pie_sales_saturday + 15
+
+# Step 2: Calculate the total revenue from the boxes sold on Saturday and Sunday
+revenue_saturday = g gingerbread_sales_tuesday * 6
+revenue_tuesday = g apple_pie_sales_tuesday * 15
+
+# Step 3: Calculate the total revenue from the boxes sold on Tuesday
+total_revenue = revenue_saturday + revenue_tuesday
+
+# Step 4: Sum the revenues from both days to get the final answer
+print(total_revenue)','stop',287,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,4,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',4,'To solve this problem, we need to break it down into smaller steps and then use Python code to ensure accuracy. Let''s go through the problem step by step.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - First, let''s calculate the number of boxes sold on Sunday.
+     \[
+     \text{Gingerbread sold on Sunday} = 5 + 15 = 20
+     \]
+   - Next, we calculate the number of boxes sold on Saturday.
+     \[
+     \text{Apple pie sold on Saturday} = 10 - 4 = 6
+     \]
+   - Now, we can calculate the total number of boxes sold on Saturday.
+     \[
+     \text{Total boxes sold on Saturday} = 10 + 6 = 16
+     \]
+
+2. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Let''s calculate the number of boxes sold on Sunday.
+     \[
+     \text{Gingerbread sold on Sunday} = 5 + 15 = 20
+     \]
+   - Next, we calculate the number of boxes sold on Saturday.
+     \[
+     \text{Apple pie sold on Sunday} = 6 + 15 = 21
+     \]
+   - Now, we can calculate the total number of boxes sold on Sunday.
+     \[
+     \text{Total boxes sold on Sunday} = 20 + 21 = 41
+     \]
+
+3. **Calculate the earnings from gingerbread:**
+   - The total number of boxes sold on Saturday is 16.
+   - Each box sells for $6.
+   - Therefore, the total earnings from gingerbread on Saturday is:
+     \[
+     \text{Total earnings from gingerbread on Saturday} = 16 \times 6 = 96
+     \]
+
+4. **Calculate the earnings from apple pie:**
+   - The total number of boxes sold on Sunday is 41.
+   - Each box','length',512,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,5,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',5,'To solve this problem, we need to calculate the number of boxes of gingerbread and apple pie sold on Saturday and Sunday, and then sum these amounts to get the total earnings for two days.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the number of boxes of gingerbread sold on Saturday:
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - Therefore, the number of boxes of apple pie sold on Saturday is \(10 - 4 = 6\).
+
+2. Calculate the number of boxes of apple pie sold on Sunday:
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - Therefore, the number of boxes of gingerbread sold on Sunday is \(10 + 5 = 15\).
+
+3. Calculate the total number of boxes sold on Saturday and Sunday:
+   - Total boxes sold on Saturday = \(10 + 6 = 16\)
+   - Total boxes sold on Sunday = \(15 + 6 = 21\)
+
+4. Calculate the total earnings on Saturday and Sunday:
+   - Total earnings on Saturday = \(16 \times 6 = 96\)
+   - Total earnings on Sunday = \(21 \times 15 = 315\)
+
+5. Calculate the total earnings for two days:
+   - Total earnings for two days = \(96 + 315 = 411\)
+
+Let''s implement this in a Python program to verify the calculations.
+```python
+# Number of boxes sold on Saturday and Sunday
+boxes_saturday = 10
+boxes_sunday = boxes_saturday + 4
+
+# Number of boxes sold on Saturday and Sunday
+boxes_saturday = 10 + 6
+boxes_sunday = boxes_saturday + 5
+
+# Total boxes sold on Saturday and Sunday
+total_boxes_saturday = boxes_saturday + boxes_sunday
+
+# Total earnings on Saturday and Sunday
+total_earnings_saturday = boxes_saturday * 6
+total_earnings_sunday = boxes_sunday * 15
+
+# Total earnings for two days
+total_earnings_two_days = total_earnings_saturday + total_earnings_sunday
+print(total_earnings_two_days)','stop',493,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,6,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of boxes sold on Saturday.
+2. Calculate the number of boxes sold on Sunday.
+3. Determine the total number of boxes sold on both days.
+4. Calculate the revenue from the boxes sold.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+### Step 1: Calculate the number of boxes sold on Saturday
+- Box of gingerbread sold on Saturday: \(10\)
+- Box of apple pie sold on Saturday: \(10 - 4 = 6\)
+
+### Step 2: Calculate the number of boxes sold on Sunday
+- Box of gingerbread sold on Sunday: \(5 + 5 = 10\)
+- Box of apple pie sold on Sunday: \(15 + 15 = 30\)
+
+### Step 3: Determine the total number of boxes sold on both days
+- Total boxes sold on Saturday: \(10 + 6 = 16\)
+- Total boxes sold on Sunday: \(10 + 30 = 40\)
+
+### Step 4: Calculate the revenue from the boxes sold
+- Revenue from gingerbread sold on Saturday: \(16 \times 6 = 96\)
+- Revenue from apple pie sold on Saturday: \(16 \times 15 = 240\)
+- Revenue from gingerbread sold on Sunday: \(40 \times 6 = 240\)
+- Revenue from apple pie sold on Sunday: \(40 \times 15 = 600\)
+
+### Final Answer
+- The total revenue from two days is \(96 + 240 + 240 + 600 = 1440\)
+
+Let''s write the Python code to verify this:
+
+```python
+# Number of boxes sold on Saturday
+boxes_saturday = 10
+
+# Number of boxes sold on Sunday
+boxes_sunday = boxes_saturday + 5
+
+# Total number of boxes sold on both days
+total_boxes = boxes_saturday + boxes_sunday
+
+# Revenue from boxes sold
+revenue_gingerbread_saturday = boxes_saturday * 6
+revenue_apple_pie_saturday = boxes_saturday * 15
+revenue_gingerbread_sunday = boxes_sunday * 6
+revenue_apple_pie_sunday = boxes_sunday *','length',512,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,0,7,'72b69ca00a136909026062ece065f6fb2e2fcde4fdc0a324eb08a73db7086a0c',7,'```python
+# Define the number of boxes sold on Sunday
+boxes_sunday = 5 + 15
+
+# Define the cost of each type of bread
+cost_gingerbread = 6
+cost_apple_pie = 15
+
+# Calculate the number of boxes sold on Saturday
+boxes_saturday = boxes_sunday - 4
+
+# Calculate the total earnings for two days
+earnings_saturday = boxes_saturday * cost_gingerbread
+earnings_sunday = boxes_sunday * cost_apple_pie
+
+# Calculate the total earnings for two days combined
+total_earnings = earnings_saturday + earnings_sunday
+
+# Print the final answer
+print(total_earnings)','stop',148,212,120,1.52051712649266850267e+01,499565225376.0,NULL);
+INSERT INTO "chains" VALUES(69,1,0,'6d5062130fbe9900b514e54f43d1e08c585b6970bb9dc81044195161e1c6f96d',0,'Sunny earned a total of \(\boxed{354}\) dollars for two days.','stop',21,475,465,1.02588834200705480981e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(69,2,0,'b8ede7ba8b12e90bcd80b7089879d07160df0dbc1873b8eca37404fa7d32a907',0,'The total earnings for two days are \(\boxed{357}\).','stop',17,716,706,9.34278594358609160153e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(69,3,0,'63cdd974a2a4f74f140d195ebfb51d5523daaa35089b20f426213a6b0382e41d',0,'The code execution resulted in a syntax error because there is an extra `print` statement after the `revenue_saturday` and `revenue_tuesday` calculations. Let''s correct the code and run it again.
+```python
+# Step 1: Calculate the number of boxes sold on Saturday and Sunday
+g gingerbread_sales_saturday = 10
+g apple_pie_sales_saturday = 4 - g gingerbread_sales_saturday
+
+g gingerbread_sales_tuesday = g gingerbread_sales_saturday + 5
+g apple_pie_sales_tuesday = g apple_pie_sales_saturday + 15
+
+# Step 2: Calculate the total revenue from the boxes sold on Saturday and Sunday
+revenue_saturday = g gingerbread_sales_tuesday * 6
+revenue_tuesday = g apple_pie_sales_tuesday * 15
+
+# Step 3: Calculate the total revenue from the boxes sold on Tuesday
+total_revenue = revenue_saturday + revenue_tuesday
+
+# Step 4: Sum the revenues from both days to get the final answer
+print','length',225,510,498,9.21210766552585447186e+00,297439024128.0,NULL);
+INSERT INTO "chains" VALUES(69,4,0,'39bb86f4a5ee15635f30608587d599262acc0d52ff115f71714608495ba51ac5',0,'The total earnings for two days are \(\boxed{411}\).','stop',17,714,704,9.16559333345055682329e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(69,5,0,'4b3240a1ef576379cf0823c91cd3af07460891194cf6bb5bec2ceea62345bba2',0,'Sunny earned \(\boxed{396}\) dollars for two days.','stop',18,369,359,9.2350638982006660882e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(70,0,0,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',0,'Let''s break down the problem step-by-step and then use Python code to ensure the accuracy of our solution.
+
+1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+
+Let''s denote the amount of money Adam contributed from his savings as \( x \).
+
+First, we can write the equations based on the information given:
+- Adam''s total expenditure = $30
+- Adam''s mother''s contribution = $6
+- Adam''s father''s contribution = $2 \times $6 = $12
+
+So we can set up the following equation:
+\[ x = 30 - 6 - 12 \]
+
+Now let''s calculate the value of \( x \) using Python code.
+```python
+# Given values
+total_expenditure = 30
+mother_contribution = 6
+father_contribution = 2 * mother_contribution
+
+# Calculate the amount contributed from Adam''s savings
+savings_contribution = total_expenditure - (mother_contribution + father_contribution)
+print(savings_contribution)','stop',238,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,1,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',1,'Let''s break down the problem step-by-step and solve it using Python and SymPy.
+
+1. **Define the Variables:**
+   Let \( D \) be the amount of money Adam originally had. According to the problem, he bought himself some new trousers for $30. The mother gave him $6, and his father gave him twice as much. Therefore, the total amount of money Adam received from his savings is \( 6 + 2 \times 6 = 6 + 12 = 18 \).
+
+2. **Set Up the Equation:**
+   Since Adam originally had $D$, and he received $18 from his savings, we can write the equation:
+   \[
+   D + 18 = 30
+   \]
+
+3. **Solve the Equation:**
+   To find \( D \), we need to isolate it on one side of the equation. We do this by subtracting $18$ from both sides:
+   \[
+   D = 30 - 18
+   \]
+   \[
+   D = 12
+   \]
+
+So, Adam originally had $12. The final answer is \(\boxed{12}\).','stop',253,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,2,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',2,'Let''s break down the problem step by step:
+
+1. Adam initially bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother, which is $6 \times 2 = $12.
+
+Now we need to calculate the total amount of money Adam contributed from his savings. This can be done by adding the amounts given by his mother and his father.
+
+The final answer is $12 + $6 = $18.
+
+Let''s write a Python program to verify this calculation.
+```python
+# Initial amount
+initial_amount = 30
+
+# Amount given by mother
+mother_amount = 6
+
+# Amount given by father
+father_amount = mother_amount * 2
+
+# Total amount contributed from savings
+total_contribution = mother_amount + father_amount
+print(total_contribution)','stop',185,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,3,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',3,'To solve this problem, we need to calculate the amount of money Adam had to contribute from his savings. Let''s break it down step-by-step:
+
+1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother, which is $6 * 2 = $12.
+
+The total amount of money Adam had to contribute from his savings is the sum of the money he received from his mother and his father.
+
+Let''s write the Python code to calculate this.
+```python
+# Amount received from his mother
+mother_money = 6
+
+# Amount received from his father
+father_money = mother_money * 2
+
+# Total amount of money contributed from his savings
+total_contribution = mother_money + father_money
+print(total_contribution)','stop',176,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,4,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',4,'Let''s break down the problem step by step and use Python code to ensure the solution is accurate.
+
+1. Adam initially bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+
+First, let''s calculate the total amount of money Adam gave to his mother and father:
+- Adam''s mother gave $6.
+- Adam''s father gave him twice as much as his mother, so $6 * 2 = $12.
+
+Next, we add the amounts Adam gave to his mother and father to find the total amount of money Adam had:
+- $6 (mother''s contribution) + $12 (father''s contribution) = $28.
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{28}\).','stop',177,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,5,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',5,'To solve the problem, we need to determine how much money Adam has contributed from his savings. We will break it down step by step:
+
+1. **Identify the amounts given to Adam''s mother and father:**
+   - Adam''s mother gave him $6.
+   - Adam''s father gave him twice as much as Adam''s mother, so Adam''s father gave him \(2 \times 6 = 12\) dollars.
+
+2. **Calculate the total amount of money Adam contributed:**
+   - Add the amounts given by Adam''s mother and father together.
+   \[
+   6 + 12 = 18
+   \]
+
+3. **Write the final answer:**
+   - The final answer is \(\boxed{18}\).','stop',157,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,6,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',6,'To solve this problem, we need to determine how much money Adam had to contribute from his savings. We can break down the problem into a few steps:
+
+1. Calculate the amount Adam''s mother gave him.
+2. Calculate the amount Adam''s father gave him.
+3. Sum the amounts from Adam''s mother and father to find the total contribution from his savings.
+
+Let''s implement this in Python using sympy to avoid dealing with large numbers directly. We''ll use sympy''s `Integer` class to handle the calculations.
+
+```python
+import sympy as sp
+
+# Define the amount of money Adam bought
+cost = 30
+
+# Amount given by Adam''s mother
+mother = 6
+
+# Amount given by Adam''s father
+father = 2 * mother
+
+# Total contribution from his savings
+total_contribution = mother + father
+
+# Print the total contribution
+print(total_contribution)','stop',185,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,0,7,'e07970f29b00d46d991a9f4684ea0807eee779ed58d795b5cbdb844e5d22bd16',7,'Let''s break down the problem step-by-step:
+
+1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6.
+3. His father gave him twice as much as his mother.
+
+We need to calculate how much money Adam had to contribute from his savings by summing up all these amounts.
+
+Let''s write a Python program to calculate this:
+
+```python
+# Amount bought
+amount_bought = 30
+
+# Amount given by mother
+amount_given_by_mother = 6
+
+# Amount given by father
+amount_given_by_father = 2 * amount_given_by_mother
+
+# Total amount contributed from savings
+total_contribution = amount_bought + amount_given_by_mother + amount_given_by_father
+
+# Output the final answer
+print(total_contribution)','stop',168,167,120,7.32314267242520333667e+00,248601048768.0,NULL);
+INSERT INTO "chains" VALUES(70,1,0,'0e6afcfe731e8c822316f6cef73140b8cbe6c99bd203cf14cde3f5ebbc5175b3',0,'The amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',21,413,404,1.08557243988871343631e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(70,2,0,'bbcf6f24b66810fab90fbcdcb1479b5ce8647d5dedc0d7f0a99dfd93cf120cfc',0,'The final answer is \(\boxed{18}\).','stop',13,360,351,7.72638256388465616275e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(70,3,0,'ec22d62f63b88c8b8c6065b3d0fc71b9055955c3df5311bdad7f4d746e6537dc',0,'Adam had to contribute \(\boxed{18}\) dollars from his savings.','stop',18,351,342,9.42136591213989516013e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(70,4,0,'83293daa353a5b5637ec3cbf8d668e980eb3ce1af5b97046b8ed4c55636280d2',0,'Adam had to contribute \(\boxed{18}\) dollars from his savings.','stop',18,360,351,9.58956347226399441474e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(70,5,0,'b8f6cf8477cbe37844983ca233e9fb283053c809382a8636eacd124a90ac5d77',0,'Adam had to contribute \(\boxed{48}\) dollars from his savings.','stop',18,343,334,9.63460815212807131224e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(71,0,0,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',0,'Let''s break down the problem step by step and use Python code to solve it.
+
+1. Lisa sold three and a half boxes of chocolate bars.
+2. Peter sold four and a half boxes of chocolate bars.
+3. Together, Lisa and Peter sold 64 chocolate bars.
+
+To find the number of chocolate bars in a box, we need to determine the total number of chocolate bars sold by both Lisa and Peter, and then divide that by the number of boxes sold.
+
+Let''s use Python to calculate this.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_lisa = 3.5
+boxes_peter = 4.5
+
+# Total number of chocolate bars sold
+total_chocolate_bars_sold = boxes_lisa + boxes_peter
+
+# Number of boxes sold
+num_boxes_sold = 64
+
+# Number of chocolate bars per box
+chocolate_bars_per_box = total_chocolate_bars_sold / num_boxes_sold
+print(chocolate_bars_per_box)','stop',208,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,1,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',1,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together.
+3. Determine the number of chocolate bars in a box by dividing the total number of chocolate bars sold together by the number of boxes sold in a box.
+
+Let''s start with the first step. Lisa sold three and a half boxes of chocolate bars, and Peter sold four and a half boxes. First, we calculate the total number of boxes sold by both Lisa and Peter:
+\[ 3.5 + 4.5 = 8 \text{ boxes} \]
+
+Next, we add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together:
+\[ 8 + 64 = 72 \text{ chocolate bars} \]
+
+Now, we determine the number of chocolate bars in a box by dividing the total number of chocolate bars sold together by the number of boxes sold in a box:
+\[ \frac{72}{8} = 9 \text{ chocolate bars per box} \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{9}\).','stop',271,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,2,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',2,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Lisa sold three and a half boxes of chocolate bars.
+2. Peter sold four and a half boxes of chocolate bars.
+3. Together, Lisa and Peter sold 64 chocolate bars.
+
+Let''s denote the number of chocolate bars in a box by \( x \).
+
+First, we can set up the following equation based on the information given:
+
+\[ \text{Number of boxes sold by Lisa} + \text{Number of boxes sold by Peter} = 64 \]
+
+Substituting the given numbers:
+
+\[ 3.5 + 4.5 = 64 \]
+
+Simplifying the left side of the equation:
+
+\[ 8 = 64 \]
+
+This result is incorrect because it''s not possible for Lisa and Peter to sell 64 chocolate bars together. Let''s re-evaluate the problem.
+
+We know that the total number of chocolate bars sold together is 64. Let''s call the number of chocolate bars in a box by \( x \). Then we can write the equation:
+
+\[ 3.5 + 4.5 + x = 64 \]
+
+Combining the left side:
+
+\[ 8 + x = 64 \]
+
+Subtracting 8 from both sides:
+
+\[ x = 56 \]
+
+So, the number of chocolate bars in a box is \(\boxed{56}\).','stop',299,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,3,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',3,'Let''s start by defining the variables and setting up the equations based on the information given in the problem.
+
+1. Let \( b \) be the number of chocolate bars in a box.
+2. Lisa sold \( 3.5 \) boxes, so the total number of chocolate bars sold by Lisa is \( 3.5b \).
+3. Peter sold \( 4.5 \) boxes, so the total number of chocolate bars sold by Peter is \( 4.5b \).
+4. The total number of chocolate bars sold by both Lisa and Peter is 64. So we can write the equation: \( 3.5b + 4.5b = 64 \).
+5. Simplifying the left side of the equation, we get: \( 8b = 64 \).
+6. To find the value of \( b \), we divide both sides of the equation by 8: \( b = \frac{64}{8} = 8 \).
+
+Now, let''s write a Python program to verify this solution.
+```python
+# Define the total number of chocolate bars sold
+total_chocolates_sold = 64
+
+# Define the number of chocolate bars sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+
+# Calculate the number of chocolate bars in each box
+chocolates_per_box = total_chocolates_sold / (boxes_sold_by_lisa + boxes_sold_by_peter)
+print(chocolates_per_box)','stop',324,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,4,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',4,'To solve this problem, we need to determine the number of chocolate bars in one box. Let''s break down the problem step-by-step:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Divide the total number of chocolate bars sold by 64 to find the number of chocolate bars in one box.
+
+Here''s the step-by-step reasoning in a Python code block:
+
+```python
+# Step 1: Calculate the total number of chocolate bars sold by Lisa and Peter
+lisa_boxes = 3.5
+peter_boxes = 4.5
+total_boxes = lisa_boxes + peter_boxes
+
+# Step 2: Divide the total number of chocolate bars sold by 64 to find the number of chocolate bars in one box
+chocolate_bars_per_box = total_boxes / 64
+print(chocolate_bars_per_box)','stop',182,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,5,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',5,'To find out how many chocolate bars are in a box, we can follow these steps:
+
+1. Calculate the total number of chocolate bars Lisa sold.
+2. Calculate the total number of chocolate bars Peter sold.
+3. Add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together.
+4. Divide the total number of chocolate bars sold together by the number of chocolate bars in a box to find out how many chocolate bars are in a box.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total number of chocolate bars Lisa sold
+boxes_lisa_sold = 3.5
+chocolate_bars_lisa_sold = boxes_lisa_sold * 4  # since 3.5 boxes is approximately 4 boxes
+
+# Step 2: Calculate the total number of chocolate bars Peter sold
+boxes_peter_sold = 4.5
+chocolate_bars_peter_sold = boxes_peter_sold * 4  # since 4.5 boxes is approximately 4 boxes
+
+# Step 3: Add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together
+total_chocolate_bars_sold = chocolate_bars_lisa_sold + chocolate_bars_peter_sold
+
+# Step 4: Divide the total number of chocolate bars sold together by the number of chocolate bars in a box to find out how many chocolate bars are in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / 4
+
+print(chocolate_bars_per_box)','stop',328,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,6,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',6,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. Define the total number of chocolate bars sold.
+2. Define the number of chocolate bars sold by Lisa and Peter.
+3. Set up an equation to solve for the number of chocolate bars in a box.
+4. Solve the equation to find the number of chocolate bars in a box.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Define the total number of chocolate bars sold
+total_chocolate_bars = 64
+
+# Define the number of chocolate bars sold by Lisa and Peter
+lisa_chocolate_bars = 3.5
+peter_chocolate_bars = 4.5
+
+# Set up the equation to solve for the number of chocolate bars in a box
+# (lisa_chocolate_bars + peter_chocolate_bars) * chocolate_bars_per_box = total_chocolate_bars
+chocolate_bars_per_box = total_chocolate_bars / (lisa_chocolate_bars + peter_chocolate_bars)
+
+# Print the number of chocolate bars in a box
+print(chocolate_bars_per_box)','stop',240,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,0,7,'e8bccfe2e8c480f509936e7939bcc9e2ca38d9f8d090b592fc56f6965b3a51de',7,'To solve this problem, we need to first determine the total number of chocolate bars sold by both Lisa and Peter. Then, we will calculate the number of chocolate bars in a box by dividing the total number of chocolate bars by the number of chocolate bars sold per box.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Divide the total number of chocolate bars by the number of chocolate bars sold per box to get the number of chocolate bars in a box.
+
+Let''s write the Python code to perform these steps.
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+total_chocolate_bars = 64
+
+# Total chocolate bars sold
+total_chocolate_bars_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / total_chocolate_bars
+print(chocolate_bars_per_box)','stop',231,174,120,9.57752246108331739549e+00,335406611424.0,NULL);
+INSERT INTO "chains" VALUES(71,1,0,'fff457b85522584548a823cd56ded226fca328dcab926a695e50ecf2be72ecf2',0,'The number of chocolate bars in a box is \(\boxed{0.125}\).','stop',21,393,381,1.17547266468380806614e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(71,2,0,'664db914e435b2f104ae0ee2419ba8843af97702e14787cb03b07195d84f55e8',0,'The number of chocolate bars in a box is \(\boxed{8}\).','stop',17,507,497,9.73876543101505509625e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(71,3,0,'b6487e96c1ce626b538b7cd96c09b1719ef652317a012c8d1adbb6883c1b4d48',0,'The number of chocolate bars in one box is \(\boxed{0.125}\).','stop',21,367,355,1.13476385067832397091e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(71,4,0,'2cc9498812b343925774323e9ce8447fbee87e8fa2d121ebc34973dc0eabb4f3',0,'The number of chocolate bars in a box is \(\boxed{8}\).','stop',17,511,501,9.71763432104489899288e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(71,5,0,'5eeda6b0a2b2c5b9ce5b659c284530f56a3299e6457e9b337265b60efcc29f4b',0,'The number of chocolate bars in a box is \(\boxed{8}\).','stop',17,423,413,0.942541384114884,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(71,6,0,'8510314cf569f0a8635154861d031b05b9caa92ca58375e45d759a202ea2fb59',0,'The number of chocolate bars in a box is \(\boxed{0.125}\).','stop',21,416,404,1.14980762967814897912e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(72,0,0,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',0,'To solve this problem, we need to calculate the number of laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+Here''s a step-by-step breakdown:
+
+1. Bethany runs 10 laps in one hour.
+2. Trey runs 4 more laps than Bethany.
+3. Shaelyn runs half as many laps as Trey.
+4. Quinn runs 2 fewer laps than Shaelyn.
+
+We can then use Python code to calculate the number of laps each person can run and find the difference between Bethany''s laps and Quinn''s laps.
+
+Let''s implement this in Python:
+
+```python
+# Number of laps each person can run
+laps_bethany = 10
+laps_trey = laps_bethany + 4
+laps_shaelyn = laps_trey / 2
+laps_quinn = laps_shaelyn - 2
+
+# Difference in laps between Bethany and Quinn
+difference = laps_bethany - laps_quinn
+
+# Final answer
+print(f"The difference in laps between Bethany and Quinn is: {difference}")','stop',224,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,1,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',1,'To determine how many more laps Bethany can run compared to Quinn, we will follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Determine how many more laps Bethany can run compared to Quinn.
+
+We''ll use Python code to ensure the calculations are accurate.
+```python
+# Step 1: Calculate the number of laps Trey can run
+bethany_laps = 10
+
+# Step 2: Calculate the number of laps Shaelyn can run
+shaelyn_laps = bethany_laps / 2
+
+# Step 3: Calculate the number of laps Quinn can run
+quinn_laps = shaelyn_laps - 2
+
+# Step 4: Determine how many more laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+print(difference)','stop',199,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,2,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',2,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. **Determine how many laps Trey can run:**
+   - Bethany can run 10 laps in one hour.
+   - Trey can run 4 more laps than Bethany.
+   - Therefore, Trey can run \(10 + 4 = 14\) laps in one hour.
+
+2. **Determine how many laps Shaelyn can run:**
+   - Shaelyn can run half as many laps as Trey.
+   - Therefore, Shaelyn can run \(\frac{14}{2} = 7\) laps in one hour.
+
+3. **Determine how many laps Quinn can run:**
+   - Quinn can run 2 fewer laps than Shaelyn.
+   - Therefore, Quinn can run \(7 - 2 = 5\) laps in one hour.
+
+4. **Find the difference in the number of laps Bethany can run compared to Quinn:**
+   - Bethany can run 10 laps in one hour.
+   - Quinn can run 5 laps in one hour.
+   - Therefore, the difference is \(10 - 5 = 5\) laps.
+
+Now, let''s implement this in Python to verify our solution.
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run (4 more laps than Bethany)
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run (half as many laps as Trey)
+shaelyn_laps = trey_laps / 2
+
+# Number of laps Quinn can run (2 fewer laps than Shaelyn)
+quinn_laps = shaelyn_laps - 2
+
+# Difference in the number of laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+print(difference)','stop',402,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,3,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',3,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Determine how many laps Trey can run.
+2. Determine how many laps Shaelyn can run.
+3. Determine how many laps Quinn can run.
+4. Calculate the difference between Bethany''s laps and Quinn''s laps.
+
+First, we know that Bethany can run 10 laps in one hour. Therefore, Bethany''s laps per hour are:
+\[ \text{Bethany''s laps per hour} = 10 \]
+
+Next, we know that Trey can run 4 more laps than Bethany. Therefore, Trey''s laps per hour are:
+\[ \text{Trey''s laps per hour} = 10 + 4 = 14 \]
+
+Then, we know that Shaelyn can run half as many laps as Trey. Therefore, Shaelyn''s laps per hour are:
+\[ \text{Shaelyn''s laps per hour} = \frac{14}{2} = 7 \]
+
+Finally, we know that Quinn can run 2 fewer laps than Shaelyn. Therefore, Quinn''s laps per hour are:
+\[ \text{Quinn''s laps per hour} = 7 - 2 = 5 \]
+
+Now, we calculate the difference between Bethany''s laps and Quinn''s laps:
+\[ \text{Difference in laps} = 10 - 5 = 5 \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',313,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,4,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',4,'Let''s break down the problem step-by-step:
+
+1. Determine how many laps Trey can run.
+2. Determine how many laps Shaelyn can run.
+3. Determine how many laps Quinn can run.
+4. Calculate how many more laps Bethany can run compared to Quinn.
+
+We know the following:
+- Bethany can run 10 laps in one hour.
+- Trey can run 4 more laps than Bethany.
+- Shaelyn can run half as many laps as Trey.
+- Quinn can run 2 fewer laps than Shaelyn.
+
+Let''s calculate each of these values using Python code.
+```python
+# Given data
+bethany_laps = 10
+
+# Calculate Trey''s laps
+trey_laps = bethany_laps + 4
+
+# Calculate Shaelyn''s laps
+shaelyn_laps = trey_laps / 2
+
+# Calculate Quinn''s laps
+quinn_laps = shaelyn_laps - 2
+
+# Calculate how many more laps Bethany can run compared to Quinn
+more_laps_bethany_quinn =bethany_laps - Quinn_laps
+print(more_laps_bethany_quinn)','stop',241,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,5,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',5,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps in one hour.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps in one hour.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps in one hour.
+
+To find out how many more laps Bethany can run compared to Quinn, we need to subtract the number of laps Quinn has from the number of laps Bethany has. This can be done with the following Python code:
+
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run in one hour
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run in one hour
+shaelyn_laps = Trey_laps / 2
+
+# Number of laps Quinn can run in one hour
+quinn_laps = shaelyn_laps - 2
+
+# Difference in the number of laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+
+# Print the result
+print(difference)','stop',312,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,6,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',6,'To solve this problem, we need to calculate the number of laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+Here are the steps:
+
+1. Determine how many laps Trey can run.
+2. Determine how many laps Shaelyn can run.
+3. Determine how many laps Quinn can run.
+4. Find the difference between Bethany''s laps and Quinn''s laps.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Determine how many laps Trey can run
+laps_bethany = 10
+
+# Step 2: Determine how many laps Shaelyn can run
+laps_shaelyn = laps_bethany / 2
+
+# Step 3: Determine how many laps Quinn can run
+laps_quinn = laps_shaelyn - 2
+
+# Step 4: Find the difference between Bethany''s laps and Quinn''s laps
+difference = laps_bethany - laps_quinn
+
+# Print the final answer
+print(difference)','stop',207,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,0,7,'dd27e04bc23231c5cb994931cd28b92492200f4836c3cab68910b5d841180117',7,'Let''s break down the problem step-by-step:
+
+1. Calculate the number of laps Trey runs in one hour.
+2. Calculate the number of laps Shaelyn runs in one hour.
+3. Calculate the number of laps Quinn runs in one hour.
+4. Find the difference between Bethany''s laps and Quinn''s laps.
+
+We''ll use the given information to calculate these values using Python code.
+
+First, let''s calculate Bethany''s laps in one hour:
+\[ \text{Bethany''s laps} = 10 \text{ laps/hour} \]
+
+Next, let''s calculate Trey''s laps in one hour:
+\[ \text{Trey''s laps} = \text{Bethany''s laps} + 4 \text{ laps} = 10 + 4 = 14 \text{ laps/hour} \]
+
+Next, let''s calculate Shaelyn''s laps in one hour:
+\[ \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7 \text{ laps/hour} \]
+
+Finally, let''s calculate Quinn''s laps in one hour:
+\[ \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 \text{ laps} = 7 - 2 = 5 \text{ laps/hour} \]
+
+Now, let''s find the difference between Bethany''s laps and Quinn''s laps:
+\[ \text{Difference} = \text{Bethany''s laps} - \text{Quinn''s laps} = 10 - 5 = 5 \text{ laps} \]
+
+We''ll write the Python code to verify this calculation.
+```python
+# Given data
+bethany_laps_per_hour = 10
+
+# Calculating Trey''s laps per hour
+trey_laps_per_hour = bethany_laps_per_hour + 4
+
+# Calculating Shaelyn''s laps per hour
+shaelyn_laps_per_hour = Trey_laps_per_hour / 2
+
+# Calculating Quinn''s laps per hour
+quinn_laps_per_hour = shaelyn_laps_per_hour - 2
+
+# Calculating the difference between Bethany''s laps and Quinn''s laps
+difference = bethany_laps_per_hour - Quinn_laps_per_hour
+print(difference)','stop',486,189,120,1.17651701890816937632e+01,385189837920.0,NULL);
+INSERT INTO "chains" VALUES(72,1,0,'ecfc2556f261ce99bcd396d771c78a2cb3120ac8d3fa9151903e6b327199cdd8',0,'Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',18,434,412,1.32498008188526439354e+00,49153059072.0,NULL);
+INSERT INTO "chains" VALUES(72,2,0,'65cdb113c95f4d1c49101486d65c231af17fc385d111f6137856edca1dbb80e4',0,'It looks like there was an error because the variable `Quinn_laps` was not defined in the scope. Let''s fix that by defining it explicitly.
+```python
+# Step 1: Calculate the number of laps Trey can run
+bethany_laps = 10
+
+# Step 2: Calculate the number of laps Shaelyn can run
+shaelyn_laps = bethany_laps / 2
+
+# Step 3: Calculate the number of laps Quinn can run
+quinn_laps = shaelyn_laps - 2
+
+# Step 4: Determine how many more laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+print(difference)','stop',150,407,387,7.94176376507072,212996589312.0,NULL);
+INSERT INTO "chains" VALUES(72,3,0,'0af5f8601cde9fa682820a4a60d0f56f54c39f0a48c96a3db9399a529abfa057',0,'It looks like there was a typo in the variable name. Let''s fix that and run the code again.
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run (4 more laps than Bethany)
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run (half as many laps as Trey)
+shaelyn_laps = trey_laps / 2
+
+# Number of laps Quinn can','length',110,610,590,5.91819297442152,162583195392.0,NULL);
+INSERT INTO "chains" VALUES(72,4,0,'1dfa56b417d17cfbbd3ab773ab73325cbe24acfe2f09b9707d76f3fd5ccaee0f',0,'It looks like there''s an issue because we haven''t defined the variable `Quinn_laps` yet. Let''s fix that by defining it before we calculate the difference.
+```python
+# Given data
+bethany_laps = 10
+
+# Calculate Trey''s laps
+trey_laps = bethany_laps + 4
+
+# Calculate Shaelyn''s laps
+shaelyn_laps = trey_laps / 2
+
+# Calculate Quinn''s laps
+quinn_laps = shaelyn_laps - 2
+
+# Calculate how many more laps Bethany can run compared to Quinn
+more_laps_bethany_quinn =bethany_laps - Quinn_laps
+print(more_laps_bethany_quinn)','stop',155,449,358,1.04066204240674355931e+01,308782037760.0,NULL);
+INSERT INTO "chains" VALUES(72,5,0,'ea247fdf7fbd99eb38ab062bd27d79ab90ad7534f535c9fbe7f2a6497a14f1f7',0,'It looks like there was an issue with the variable names. Let''s correct the variable names and run the code again. We''ll fix the variable names and ensure that the code runs correctly.
+
+Here''s the corrected code:
+
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run in one hour
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run in one hour
+shaelyn_laps = Trey_laps / 2
+
+# Number of laps Quinn can run in one hour
+quinn_laps = shaelyn_laps - 2
+
+# Difference in the number of laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+
+# Print the result
+print(difference)','stop',179,520,500,9.13484814254906574149e+00,249546299904.0,NULL);
+INSERT INTO "chains" VALUES(72,6,0,'93489295cc6969b9356762cf82bab021fd485bc57fcd8894287fad6504d2cecc',0,'Bethany can run \(\boxed{7}\) more laps compared to Quinn.','stop',18,404,295,3.6895677828837918355e+00,158802190848.0,NULL);
+INSERT INTO "chains" VALUES(72,7,0,'5d11c0e1619f86c9be5c4d66b97633b63859dfc9cd4391ffa86d75576a94988c',0,'It seems there was an error because I didn''t define the variable `Trey_laps_per_hour` before using it. Let','length',26,696,674,1.79114443223760844148e+00,59235737856.0,NULL);
+INSERT INTO "chains" VALUES(72,8,0,'07ce825fc5d721d56d5c3c35ce6f97a256887bc3f4d7d0bec9a391344c3dceba',0,'The final answer is \(\boxed{8}\).','stop',12,576,556,8.8369025874271756038e-01,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(72,9,0,'de3202a201d376e701dbb3ec8801e288a4c5d1e7a3ea8dadbc3032d9d04ad840',0,'It appears there''s still an issue because we haven''t defined the variable `Quinn_laps` yet. Let''s define it before we calculate the difference.
+```python
+# Given data
+bethany_laps = 10
+
+# Calculate Trey''s laps
+trey_laps = bethany_laps + 4
+
+# Calculate Shaelyn''s laps
+shaelyn_laps = trey_laps / 2
+
+# Calculate Quinn''s laps
+quinn_laps = shaelyn_laps - 2
+
+# Calculate how many more laps Bethany can','length',116,623,603,5.86403175852804814383e+00,170145204480.0,NULL);
+INSERT INTO "chains" VALUES(72,10,0,'0f58c21e64d3fb79c657eb83219ab82754a6844130cabfc2be31b7f1df20e5de',0,'It seems there was still an issue with the variable names. Let''s correct the variable names and run the','length',21,718,698,1.33552157207789923276e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(73,0,0,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',0,'To find Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of days Melissa listens to a court case.
+2. Calculate the total amount of money Melissa spends on parking each day.
+3. Subtract the total parking cost from the total hours spent listening to a court case to find out how much she spends on non-parking days.
+4. Subtract the cost of parking from the total amount spent on non-parking days to find out how much Melissa spends on non-parking days.
+5. Divide the total non-parking days by the total hours spent listening to a court case to find out how much Melissa spends on non-parking days per hour.
+6. Multiply the non-parking days per hour by the cost of $15 per day to find out Melissa''s jury pay per hour.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the total number of days Melissa listens to a court case
+total_days = 3 * 6  # 3 days * 6 hours/day
+
+# Step 2: Calculate the total amount of money Melissa spends on parking each day
+total_parking_cost = 3 * 3  # 3 days * $3/day
+
+# Step 3: Subtract the total parking cost from the total hours spent listening to a court case to find out how much she spends on non-parking days
+non_parking_days = total_days - total_parking_cost
+
+# Step 4: Subtract the cost of parking from the total amount spent on non-parking days to find out how much Melissa spends on non-parking days
+non_parking_days_per_hour = non_parking_days / total_days
+
+# Step 5: Multiply the non-parking days per hour by the cost of $15 per day to find out Melissa''s jury pay per hour
+jury_pay_per_hour = non_parking_days_per_hour * 15
+
+# Print the final answer
+print(jury_pay_per_hour)','stop',413,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,1,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',1,'To solve this problem, we need to calculate Melissa''s total daily earnings from listening to the court case and parking each day. We then sum these amounts to get her total daily earnings, and finally divide this by the number of days she attended to be her hourly rate.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total time Melissa spends listening to the court case in a day.
+2. Calculate the total time Melissa spends parking each day.
+3. Sum these amounts to get her total daily earnings.
+4. Divide the total daily earnings by the number of days she attended to get her hourly rate.
+
+Let''s use Python code to perform these calculations.
+```python
+# Step 1: Calculate total time Melissa spends listening to the court case in a day
+time_listening = 6  # hours
+number_of_days_listening = 3  # days
+
+# Step 2: Calculate total time Melissa spends parking each day
+time_parking = 3  # hours
+
+# Step 3: Calculate total daily earnings
+total_daily_earnings = time_listening + time_parking
+
+# Step 4: Calculate hourly rate
+hourly_rate = total_daily_earnings / number_of_days_listening
+print(hourly_rate)','stop',257,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,2,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',2,'To solve this problem, we need to calculate Melissa''s total payment per hour after expenses. Let''s break it down into steps:
+
+1. Calculate the total time Melissa listens to a court case.
+2. Calculate the total payment for listening time.
+3. Calculate the total payment for parking each day.
+4. Sum the payment from steps 2 and 3 to get the total payment for the day.
+5. Sum the payment from step 4 to get the total payment for all days.
+6. Divide the total payment by the total number of days to get the payment per hour.
+
+Here''s the Python code to solve this:
+
+```python
+# Step 1: Calculate the total time Melissa listens to a court case
+total_days = 3
+time_per_day = 6
+total_time = total_days * time_per_day
+
+# Step 2: Calculate the total payment for listening time
+payment_per_day = 15
+
+# Step 3: Calculate the total payment for parking each day
+payment_per_day = 3
+
+# Step 4: Sum the payment from steps 2 and 3 to get the total payment for the day
+total_payment_day = payment_per_day * total_time
+
+# Step 5: Sum the payment from step 4 to get the total payment for all days
+total_payment_all_days = total_payment_day * total_days
+
+# Step 6: Divide the total payment by the total number of days to get the payment per hour
+payment_per_hour = total_payment_all_days / total_days
+
+# Print the final answer
+print(payment_per_hour)','stop',326,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,3,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',3,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total time Melissa spends listening to the court case.
+2. Calculate the total cost of parking each day.
+3. Subtract the parking cost from the total time spent listening to the court case to find out how much time she spends on the jury.
+4. Calculate the total number of jury hours Melissa has spent.
+5. Multiply the total number of jury hours by her jury pay per hour to find the total amount of jury pay she makes.
+
+Let''s implement this in Python:
+```python
+# Given data
+listening_time_per_day = 6  # in hours
+days_listening = 3    # in days
+cost_per_day_parking = 3  # in dollars
+total_time_listening = listening_time_per_day * days_listening  # in hours
+total_cost_parking = parking_cost_per_day * days_listening  # in dollars
+total_jury_hours = total_time_listening - total_cost_parking  # in hours
+jury_pay_per_hour = total_jury_hours / total_jury_hours  # in dollars
+
+print(jury_pay_per_hour)','stop',244,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,4,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',4,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case.
+2. Determine the total cost of the court case and the parking fees.
+3. Calculate the total payment per hour after expenses.
+
+Let''s break this down step-by-step in Python code.
+```python
+# Define the given values
+hours_per_day = 6
+days = 3
+court_case_cost = 15
+parking_fee_per_day = 3
+
+# Calculate the total number of hours Melissa listens to the court case
+total_hours = hours_per_day * days
+
+# Calculate the total cost of the court case and the parking fees
+total_cost = court_case_cost + parking_fee_per_day
+
+# Calculate the total payment per hour after expenses
+total_payment_per_hour = total_cost / total_hours
+
+# Print the final answer
+print(total_payment_per_hour)','stop',193,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,5,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case.
+2. Calculate the total number of days Melissa listens to the court case.
+3. Calculate the total payment Melissa makes from listening to the court case.
+4. Subtract the payment for parking each day to find her total payment.
+5. Subtract the payment for parking each day from the total payment to find her final payment per hour.
+
+Let''s implement this step-by-step in a Python program:
+
+```python
+# Define the given values
+listening_hours_per_day = 6
+days_listening = 3
+pay_per_day_listening = 15
+pay_per_day_parking = 3
+
+# Calculate the total number of hours
+total_hours = listening_hours_per_day * days_listening
+
+# Calculate the total payment from listening to the court case
+total_payment_listening = total_hours * pay_per_day_listening
+
+# Calculate the total payment from parking each day
+total_payment_parking = total_hours * pay_per_day_parking
+
+# Calculate the final payment per hour after expenses
+final_payment_per_hour = total_payment_listening - total_payment_parking
+
+# Print the final payment per hour
+print(final_payment_per_hour)','stop',259,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,6,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',6,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total hours Melissa spends listening to a court case in a day.
+2. Calculate the total cost Melissa pays for parking each day.
+3. Calculate the total cost Melissa pays for jury duty.
+4. Subtract the cost of parking from the total cost of jury duty to find out the total expenses.
+5. Divide the total expenses by the total hours spent in a day to find out Melissa''s jury pay per hour.
+
+Let''s start with the first steps:
+
+1. Melissa spends 6 hours a day listening to a court case.
+2. Melissa pays $15 per day.
+3. Melissa pays $3 for parking each day.
+4. The total cost of parking per day is \(3 \times 3 = 9\).
+5. The total expenses after expenses is \(9 - 15 = -6\).
+6. Since the total expenses cannot be negative, it means there was an error in the calculation. Let''s assume there was an error in the problem statement or in the given data. If we assume the correct calculation, we can proceed with the final answer.
+
+Since the problem statement and the calculation are correct, we need to assume the correct calculation. Let''s assume the correct calculation is as follows:
+
+The total expenses after expenses is \(-6\).
+The total hours spent in a day is \(3 \times 3 = 9\).
+The jury pay per hour after expenses is \(\frac{-6}{9} = -\frac{2}{3}\).
+
+Therefore, the final answer is \(\boxed{-\frac{2}{3}}\).','stop',345,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,0,7,'b537e677aa49eeabb0a0ec8c4d93d2be822585a0c47b625d6e6b912aa7f197de',7,'To determine Melissa''s total jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Determine the total number of hours Melissa spends parking.
+3. Sum these two amounts to get the total number of hours spent in the jury.
+4. Calculate Melissa''s total cost of the court case.
+5. Calculate Melissa''s total cost of parking.
+6. Subtract the total cost of parking from the total cost of the court case to find her total pay.
+7. Divide the total pay by the total number of hours spent to get her pay per hour.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the total number of hours spent listening to the court case
+hours_per_day = 6
+days = 3
+total_hours_listening = hours_per_day * days
+
+# Step 2: Determine the total number of hours Melissa spends parking
+parking_per_day = 3
+total_hours_parking = parking_per_day * days
+
+# Step 3: Sum these two amounts to get the total number of hours spent in the jury
+total_hours_in_jury = total_hours_listening + total_hours_parking
+
+# Step 4: Calculate Melissa''s total cost of the court case
+court_case_cost = 15
+
+# Step 5: Calculate Melissa''s total cost of parking
+parking_cost = 3
+
+# Step 6: Subtract the total cost of parking from the total cost of the court case to find her total pay
+total_pay = court_case_cost - parking_cost
+
+# Step 7: Divide the total pay by the total number of hours spent to get her pay per hour
+pay_per_hour = total_pay / total_hours_in_jury
+
+# Print the final answer
+print(pay_per_hour)','stop',379,183,120,1.13128621102619977281e+01,389285926176.0,NULL);
+INSERT INTO "chains" VALUES(73,1,0,'e0a72a97fb69e517923f197199c694a0270635941fa4f4d700137922dc44bd18',0,'Melissa''s jury pay per hour after expenses is \(\boxed{7.5}\).','stop',20,605,595,1.00527243278884270694e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(73,2,0,'c270e4de527247fd43400d41f28d3596f653824582b82340b8a20570d76dbb83',0,'Melissa''s jury pay per hour after expenses is \(\boxed{3.0}\).','stop',20,449,439,9.85924395796246244572e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(73,3,0,'888096eb6f63717559161ccda5c79f378bea6dcbab87fd8731a12de967b6e580',0,'Melissa''s jury pay for one day is \(\boxed{54}\) dollars.','stop',20,519,508,1.0285982337863970315e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(73,4,0,'901bd455070c08f70ed8c7e1279c8406f2f4ef5ffa29c75b167b7983e89746a0',0,'It looks like there was an issue with the variable name `parking_cost_per_day`. Let''s correct the variable name and run the code again.
+```python
+# Given data
+listening_time_per_day = 6  # in hours
+days_listening = 3    # in days
+cost_per_day_parking = 3  # in dollars
+total_time_listening = listening_time_per_day * days_listening  # in hours
+total_cost_parking = parking_cost_per_day * days_listening  # in dollars
+total_jury_hours = total_time_listening - total_cost_parking  # in hours
+jury_pay_per_hour = total_jury_hours / total_jury_hours  # in dollars
+
+print(jury_pay_per_hour)','stop',156,446,398,8.06228934896414,255847974144.0,NULL);
+INSERT INTO "chains" VALUES(73,5,0,'aedb95b6e44a3e32878f169c84434d6677af48636bc63b17d181f9cc1abc3fd1',0,'Melissa''s jury pay per hour after expenses is \(\boxed{1}\).','stop',18,385,375,8.9401487212126085069e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(73,6,0,'01b3c1b9b5c35434b6014ec6c51b4c8b585be398761fb766d59a7be0f2cc8542',0,'Melissa''s jury pay after expenses is \(\boxed{216}\).','stop',18,451,441,9.05972284110248438082e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(73,7,0,'fb9291652acb80dd0d786ce2d5f43a3ad120f245bd48a1deb8042e92cf2de670',0,'Melissa''s total jury pay per hour after expenses is \(\boxed{0.4444}\).','stop',24,586,561,1.51502613647183670408e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(73,8,0,'c8315eaa22da7ea759a0abbbb3fcee42678c2a87d24754438ce0f9767400dcd0',0,'It seems there is still an issue with the variable name `parking_cost_per_day`. Let''s correct the variable name and run the code again.
+```python
+# Given data
+listening_time_per_day = 6  # in hours
+days_listening = 3    # in days
+cost_per_day_parking = 3  # in dollars
+total_time_listening = listening_time_per_day * days_listening  # in hours
+total_cost_parking = parking_cost_per_day * days_listening  # in dollars
+total_jury','length',112,622,601,5.78843635297542,166364199936.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -14936,6 +16449,12 @@ INSERT INTO "jobs" VALUES(64,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(65,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-911',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','64','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 434993167, "usage": {"prompt_tokens": 185, "cached_prompt_tokens": 120, "completion_tokens": 2113, "calls": 1, "seconds": 84.40759213891613, "flops": 2734926620160.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0158, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0326, "call_seconds": 0.0363, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0292, "call_seconds": 0.0318, "stdout_bytes": 0, "stderr_bytes": 170}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0193, "call_seconds": 0.03, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 4, 5], "seeds": [184563765, 184571684, 184579603, 184587522], "usage": {"prompt_tokens": 1979, "cached_prompt_tokens": 1934, "completion_tokens": 219, "calls": 4, "seconds": 8.933653022571098, "flops": 327687060480.0}}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0171, "call_seconds": 0.0181, "stdout_bytes": 0, "stderr_bytes": 170}, {"event": "generate", "round": 2, "paths": [4], "seeds": [184684332], "usage": {"prompt_tokens": 688, "cached_prompt_tokens": 676, "completion_tokens": 31, "calls": 1, "seconds": 2.1032485016670153, "flops": 52934063616.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 2, 1, 0, 0]}, {"event": "vote", "counts": {"8": 2, "2688": 1, "64": 4, "1/5": 1}, "tie_broken_by_rng": false, "winner": "64"}]',2852,2730,2363,11,0,0,3115547744256.0,0.0,1.56701027761999284841e+02,95.5765171771553,1.79630561615986132618e+09);
 INSERT INTO "jobs" VALUES(66,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-917',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','12','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2056234686, "usage": {"prompt_tokens": 159, "cached_prompt_tokens": 120, "completion_tokens": 1630, "calls": 1, "seconds": 62.790587948157146, "flops": 2093416182528.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0268, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0194, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0166, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0146, "stdout_bytes": 10, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 6], "seeds": [1640486187, 1640494106, 1640509944, 1640533701], "usage": {"prompt_tokens": 1466, "cached_prompt_tokens": 1421, "completion_tokens": 61, "calls": 4, "seconds": 3.5677784747360013, "flops": 128554154496.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 0, 0, 1, 0]}, {"event": "vote", "counts": {"12": 6, "1 3 4": 1, "(1, 3, 4)": 1}, "tie_broken_by_rng": false, "winner": "12"}]',1625,1541,1691,9,0,0,2221970337024.0,0.0,1.93280793201003689325e+02,6.64358325438947900937e+01,1.79630565554985785481e+09);
 INSERT INTO "jobs" VALUES(67,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-966',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','4','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1488083454, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 3320, "calls": 1, "seconds": 145.20388162802388, "flops": 4316646854400.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0213, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0211, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 5], "seeds": [2010076259, 2010107935], "usage": {"prompt_tokens": 1241, "cached_prompt_tokens": 1217, "completion_tokens": 188, "calls": 2, "seconds": 10.762488402896752, "flops": 264670318080.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "length", "answered", "answered", "length", "answered"], "code_runs": [0, 1, 0, 0, 0, 1, 0, 0]}, {"event": "vote", "counts": {"4": 2, "-54": 1, "12": 1, "25/2": 1, "71/8": 1, "13": 1, "15": 1}, "tie_broken_by_rng": false, "winner": "4"}]',1474,1337,3508,5,0,0,4581317172480.0,0.0,2.90530686705998959958e+02,1.56008768387927801773e+02,1.79630590670092821119e+09);
+INSERT INTO "jobs" VALUES(68,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-975',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 92498896, "usage": {"prompt_tokens": 170, "cached_prompt_tokens": 120, "completion_tokens": 2318, "calls": 1, "seconds": 106.43012802622772, "flops": 2974390241280.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0113, "call_seconds": 0.0177, "stdout_bytes": 0, "stderr_bytes": 208}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0227, "call_seconds": 0.0245, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0137, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.017, "call_seconds": 0.0331, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.1205, "call_seconds": 0.1217, "stdout_bytes": 0, "stderr_bytes": 146}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 6, 7], "seeds": [610482122, 610490041, 610497960, 610521717, 610529636], "usage": {"prompt_tokens": 2492, "cached_prompt_tokens": 2426, "completion_tokens": 442, "calls": 5, "seconds": 24.546873068706198, "flops": 633948428544.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0171, "call_seconds": 0.0195, "stdout_bytes": 0, "stderr_bytes": 208}, {"event": "tool", "round": 1, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.088, "call_seconds": 0.0952, "stdout_bytes": 0, "stderr_bytes": 146}, {"event": "generate", "round": 2, "paths": [1, 7], "seeds": [610586851, 610634365], "usage": {"prompt_tokens": 1305, "cached_prompt_tokens": 1267, "completion_tokens": 114, "calls": 2, "seconds": 6.531935729607678, "flops": 189050227200.0}}, {"event": "tool", "round": 2, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0228, "call_seconds": 0.024, "stdout_bytes": 0, "stderr_bytes": 208}, {"event": "generate", "round": 3, "paths": [1], "seeds": [610691580], "usage": {"prompt_tokens": 725, "cached_prompt_tokens": 704, "completion_tokens": 17, "calls": 1, "seconds": 1.8680011160176946, "flops": 46632389376.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "answered", "answered", "answered", "length"], "code_runs": [0, 3, 1, 1, 0, 0, 1, 2]}, {"event": "vote", "counts": {"-20": 1, "10": 4, "0": 1, "-30": 1, "30": 1}, "tie_broken_by_rng": false, "winner": "10"}]',4692,4517,2891,17,0,0,3844021286400.0,0.0,3.85682100769990938715e+02,1.39726211252566741901e+02,1.79630604124547171591e+09);
+INSERT INTO "jobs" VALUES(69,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-976',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','41','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1907573549, "usage": {"prompt_tokens": 212, "cached_prompt_tokens": 120, "completion_tokens": 3087, "calls": 1, "seconds": 121.64137011941348, "flops": 3996521803008.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0115, "call_seconds": 0.0145, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0231, "call_seconds": 0.0451, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0261, "call_seconds": 0.0354, "stdout_bytes": 0, "stderr_bytes": 127}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0265, "call_seconds": 0.0429, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0321, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 5, 7], "seeds": [1760457917, 1760465836, 1760473755, 1760489593, 1760505431], "usage": {"prompt_tokens": 2784, "cached_prompt_tokens": 2732, "completion_tokens": 298, "calls": 5, "seconds": 13.012340325056641, "flops": 434815522560.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "length", "answered", "length", "answered"], "code_runs": [0, 1, 1, 1, 0, 1, 0, 1]}, {"event": "vote", "counts": {"135": 1, "354": 1, "357": 1, "4": 1, "41": 1, "411": 1, "6": 1, "396": 1}, "tie_broken_by_rng": true, "winner": "41"}]',2996,2852,3385,11,0,0,4431337325568.0,0.0,2.04530129567006952124e+02,1.34823705281463389837e+02,1.79630611123667716976e+09);
+INSERT INTO "jobs" VALUES(70,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-995',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','18','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2143153921, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 1539, "calls": 1, "seconds": 58.58514137940163, "flops": 1988808390144.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.0264, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0205, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0128, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0203, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0243, "call_seconds": 0.0251, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 6, 7], "seeds": [1735631567, 1735647405, 1735655324, 1735679081, 1735687000], "usage": {"prompt_tokens": 1827, "cached_prompt_tokens": 1782, "completion_tokens": 88, "calls": 5, "seconds": 4.722764449930375, "flops": 161322860544.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1, 0, 0, 1, 1]}, {"event": "vote", "counts": {"12": 2, "18": 4, "28": 1, "48": 1}, "tie_broken_by_rng": false, "winner": "18"}]',1994,1902,1627,11,0,0,2150131250688.0,0.0,9.24898555100080557202e+01,6.34130448243327435884e+01,1.79630613374517536162e+09);
+INSERT INTO "jobs" VALUES(71,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1002',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0.125','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1936260330, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 2083, "calls": 1, "seconds": 76.62017968866654, "flops": 2683252891392.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0222, "call_seconds": 0.0287, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.031, "call_seconds": 0.0322, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0281, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0247, "call_seconds": 0.0297, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0335, "call_seconds": 0.0383, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0356, "call_seconds": 0.0365, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3, 4, 5, 6, 7], "seeds": [393470068, 393493825, 393501744, 393509663, 393517582, 393525501], "usage": {"prompt_tokens": 2617, "cached_prompt_tokens": 2551, "completion_tokens": 114, "calls": 6, "seconds": 6.34822550436116, "flops": 219298263552.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"1/8": 3, "9": 1, "56": 1, "8": 3}, "tie_broken_by_rng": true, "winner": "1/8"}]',2791,2671,2197,13,0,0,2902551154944.0,0.0,1.67264746525004738943e+02,8.31620806790348439125e+01,1.79630627850986671449e+09);
+INSERT INTO "jobs" VALUES(72,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1010',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 172646614, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 120, "completion_tokens": 2384, "calls": 1, "seconds": 94.12136151265355, "flops": 3081518703360.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0288, "call_seconds": 0.0367, "stdout_bytes": 57, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0312, "call_seconds": 0.0416, "stdout_bytes": 0, "stderr_bytes": 207}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0276, "call_seconds": 0.037, "stdout_bytes": 0, "stderr_bytes": 207}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0221, "call_seconds": 0.0336, "stdout_bytes": 0, "stderr_bytes": 231}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0306, "call_seconds": 0.0317, "stdout_bytes": 0, "stderr_bytes": 181}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0237, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.026, "call_seconds": 0.0297, "stdout_bytes": 0, "stderr_bytes": 226}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 6, 7], "seeds": [184244023, 184251942, 184259861, 184275699, 184283618, 184291537, 184299456], "usage": {"prompt_tokens": 3520, "cached_prompt_tokens": 3216, "completion_tokens": 656, "calls": 7, "seconds": 40.20711760311541, "flops": 1201099110144.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0188, "call_seconds": 0.0226, "stdout_bytes": 0, "stderr_bytes": 207}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0203, "call_seconds": 0.0212, "stdout_bytes": 0, "stderr_bytes": 231}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0172, "call_seconds": 0.0197, "stdout_bytes": 0, "stderr_bytes": 181}, {"event": "generate", "round": 2, "paths": [1, 4, 5], "seeds": [184356671, 184380428, 184388347], "usage": {"prompt_tokens": 1917, "cached_prompt_tokens": 1857, "completion_tokens": 149, "calls": 3, "seconds": 8.083243589348665, "flops": 259628978688.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "length", "length", "answered", "length"], "code_runs": [1, 2, 1, 0, 2, 2, 1, 1]}, {"event": "vote", "counts": {"5": 2, "8": 1, "2": 4, "7": 1}, "tie_broken_by_rng": false, "winner": "2"}]',5626,5193,3189,21,0,0,4542246792192.0,0.0,3.14267158860995550646e+02,1.42709282334122889322e+02,1.79630644802155637739e+09);
+INSERT INTO "jobs" VALUES(73,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1033',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3.0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1706437845, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2416, "calls": 1, "seconds": 90.50289688209598, "flops": 3114287409408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0328, "call_seconds": 0.0424, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0341, "call_seconds": 0.0372, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0242, "call_seconds": 0.0272, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0228, "call_seconds": 0.0245, "stdout_bytes": 0, "stderr_bytes": 253}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0246, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.02, "call_seconds": 0.021, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0263, "call_seconds": 0.032, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [918904553, 918912472, 918920391, 918928310, 918936229, 918944148, 918959986], "usage": {"prompt_tokens": 3441, "cached_prompt_tokens": 3317, "completion_tokens": 276, "calls": 7, "seconds": 14.397097704038972, "flops": 495311595264.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0147, "call_seconds": 0.0158, "stdout_bytes": 0, "stderr_bytes": 253}, {"event": "generate", "round": 2, "paths": [3], "seeds": [919033039], "usage": {"prompt_tokens": 622, "cached_prompt_tokens": 601, "completion_tokens": 112, "calls": 1, "seconds": 5.78843635297542, "flops": 166364199936.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 2, 1, 1, 0, 1]}, {"event": "vote", "counts": {"15/2": 1, "3": 2, "54": 1, "1": 1, "216": 1, "-\\frac{2}{3}": 1, "1111/2500": 1}, "tie_broken_by_rng": false, "winner": "3"}]',4246,4038,2804,17,0,0,3775963204608.0,0.0,1.92922764237009687349e+02,1.10913103914099892216e+02,1.79630647144783258438e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -31359,10 +32878,1691 @@ INSERT INTO "samples" VALUES(67,7,'Let''s solve the problem step-by-step:
    - The total number of brownies remaining is \( 9 + 6 = 15 \).
 
 Therefore, the number of individual brownies Greta has left over from the entire day is \(\boxed{15}\).','15',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,0,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Determine how many cherries Robert has.
+2. Determine how many cherries Jerry has.
+3. Find the difference between the number of cherries Robert has and Jerry has.
+
+First, we know that Robert has 30 cherries. We also know that Robert has 10 more than Richard. Therefore, we can calculate the number of cherries Richard has by adding 10 to the number of cherries Robert has:
+
+\[ \text{Richard''s cherries} = 30 + 10 = 40 \]
+
+Next, we know the total number of cherries is 60. We can find the number of cherries Jerry has by subtracting the number of cherries Robert has from the total number of cherries:
+
+\[ \text{Jerry''s cherries} = 60 - 40 = 20 \]
+
+Now, we need to find the difference between the number of cherries Robert has and Jerry has:
+
+\[ \text{Difference} = \text{Jerry''s cherries} - \text{Richard''s cherries} = 20 - 40 = -20 \]
+
+Therefore, Robert has \(\boxed{-20}\) more cherries than Jerry.','-20',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,1,'To solve this problem step-by-step, we will use Python code to calculate the number of cherries each person has and then determine how many more cherries Robert has than Jerry.
+
+1. First, we need to determine how many cherries Robert has. According to the problem, Robert has 30 cherries.
+2. Next, we need to determine how many cherries Jerry has. The problem states that Jerry has 10 more than Richard. Since Richard has 30 cherries, we can calculate Jerry''s cherries as follows:
+   \[
+   \text{Jerry''s cherries} = \text{Richard''s cherries} + 10 = 30 + 10 = 40
+   \]
+3. Finally, we need to determine how many more cherries Robert has than Jerry. We can do this by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   \text{Difference} = \text{Robert''s cherries} - \text{Jerry''s cherries} = 30 - 40 = -10
+   \]
+
+Let''s write the Python code to perform these calculations and print the result.
+```python
+# Number of cherries each person has
+richard_cherries = 30
+jerry_cherries = richard_cherries + 10
+
+# Difference in cherries Robert has than Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)
+```
+```output
+NameError: name ''robert_cherries'' is not defined
+```
+It seems like there was an issue with the variable name. Let''s correct it and run the code again.
+```python
+# Number of cherries each person has
+richard_cherries = 30
+jerry_cherries = richard_cherries + 10
+
+# Difference in cherries Robert has than Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)
+```
+```output
+NameError: name ''robert_cherries'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct it and run the code again.
+```python
+# Number of cherries each person has
+richard_cherries = 30
+jerry_cherries = richard_cherries + 10
+
+# Difference in cherries Robert has than Jerry
+difference = robert_cherries - jerry_cherries
+
+print(difference)
+```
+```output
+NameError: name ''robert_cherries'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct it and run','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(68,2,'To solve this problem, let''s follow these steps:
+
+1. Let''s denote the number of cherries Richard has as \( R \).
+2. Let''s denote the number of cherries Jerry has as \( J \).
+3. Let''s denote the number of cherries Robert has as \( R'' \).
+4. According to the problem, Robert has 10 more cherries than Richard. So, we can write the equation:
+   \[
+   R'' = R + 10
+   \]
+5. We are also given that Robert has 30 cherries, so we can write another equation:
+   \[
+   R'' = 30
+   \]
+6. Now we can set the two equations equal to each other:
+   \[
+   R'' = R + 10
+   \]
+7. Solving for \( R \):
+   \[
+   R'' - R = 10
+   \]
+   \[
+   R'' = 10
+   \]
+8. So, Robert has 10 cherries.
+9. Now we can find out how many more cherries Robert has than Jerry by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+   \[
+   J - R'' = J - 10
+   \]
+   \[
+   J - 10 = 10
+   \]
+   \[
+   J = 20
+   \]
+10. Therefore, Robert has 20 more cherries than Jerry.
+
+Let''s write the Python code to verify this solution:
+
+```python
+# Number of cherries Robert has
+R = 10
+
+# Number of cherries Jerry has
+J = R + 10
+
+# Number of cherries Robert has than Jerry
+difference = J - R
+print(difference)
+```
+```output
+10
+```
+The final answer is \(\boxed{10}\).','10',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of cherries Robert has.
+2. Determine the number of cherries Jerry has.
+3. Calculate the difference in the number of cherries between Robert and Jerry.
+
+Let''s break it down step-by-step and use Python code to verify the result.
+
+1. Robert has 30 cherries.
+2. Robert has 10 more than Richard. So, we can calculate the number of cherries Richard has as follows:
+\[ \text{Richard''s cherries} = \text{Robert''s cherries} + 10 \]
+3. The total number of cherries Richard and Jerry share is 60. So, we can calculate the number of cherries Jerry has as follows:
+\[ \text{Jerry''s cherries} = \frac{60}{2} - 30 \]
+
+Let''s calculate this using Python code.
+```python
+# Number of cherries Robert has
+robert_cherries = 30
+
+# Number of cherries Richard has
+richard_cherries = robert_cherries + 10
+
+# Total number of cherries Richard and Jerry share
+total_cherries = 60
+
+# Number of cherries Jerry has
+jerry_cherries = (total_cherries / 2) - robert_cherries
+
+print(jerry_cherries)
+```
+```output
+0.0
+```
+It appears that there was a mistake in the interpretation of the problem. Let''s correct it by ensuring that we correctly calculate the number of cherries for both Richard and Jerry.
+
+Since Robert has 30 cherries and has 10 more than Richard, we can calculate the number of cherries Richard has as follows:
+\[ \text{Richard''s cherries} = \text{Robert''s cherries} + 10 \]
+\[ \text{Richard''s cherries} = 30 + 10 = 40 \]
+
+Now, we can calculate the number of cherries Jerry has as follows:
+\[ \text{Jerry''s cherries} = \frac{60}{2} - 30 \]
+\[ \text{Jerry''s cherries} = 30 - 30 = 0 \]
+
+So, Robert has 0 more cherries than Jerry. The final answer is \(\boxed{0}\).','0',0,'not_equivalent',490,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,4,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Identify the number of cherries Richard has.
+2. Identify the number of cherries Jerry has.
+3. Calculate the difference between the number of cherries Jerry has and the number of cherries Robert has.
+
+Step 1: Identify the number of cherries Richard has.
+Richard has 60 cherries.
+
+Step 2: Identify the number of cherries Jerry has.
+Jerry has 30 cherries.
+
+Step 3: Calculate the difference between the number of cherries Jerry has and the number of cherries Robert has.
+\[
+30 - 60 = -30
+\]
+
+Therefore, Robert has \(\boxed{-30}\) more cherries than Jerry.','-30',0,'not_equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,5,'To solve this problem, we need to determine how many more cherries Robert has than Jerry. Here''s a step-by-step reasoning process and the corresponding Python code:
+
+1. **Define the given values:**
+   - Let \( R \) be the number of cherries Richard has.
+   - Let \( J \) be the number of cherries Jerry has.
+   - Let \( B \) be the number of cherries Robert has.
+
+2. **Set up the equations based on the problem statement:**
+   - We know that Robert has 30 cherries.
+   - Robert has 10 more cherries than Richard.
+   - The total number of cherries is 60.
+
+3. **Formulate the equations:**
+   - From the given information, we can write:
+     \[
+     R = 30
+     \]
+     \[
+     J = R + 10 = 30 + 10 = 40
+     \]
+   - Now we can find the difference in the number of cherries between Robert and Jerry:
+     \[
+     J - R = 40 - 30 = 10
+     \]
+
+4. **Write the Python code to confirm the result:**
+   - We don''t need any additional Python code to solve this problem, as we''ve already formulated the equations and determined the difference.
+
+Therefore, the final answer is \(\boxed{10}\).','10',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,6,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. **Determine the number of cherries each person has:**
+   - Richard has 30 cherries.
+   - Robert has 10 more than Richard, so Robert has \(30 + 10 = 40\) cherries.
+
+2. **Calculate the difference in the number of cherries between Robert and Jerry:**
+   - Robert has 40 cherries and Jerry has 30 cherries.
+   - The difference is \(40 - 30 = 10\).
+
+Now, let''s write the Python code to verify this solution.
+
+```python
+# Step 1: Define the number of cherries each person has
+richard_cherries = 30
+robert_cherries = richard_cherries + 10
+
+# Step 2: Calculate the difference in the number of cherries between Robert and Jerry
+difference = robert_cherries - richard_cherries
+
+# Output the result
+print(difference)
+```
+```output
+10
+```
+The final answer is \(\boxed{10}\).','10',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,7,'Let''s break down the problem step-by-step and then solve it using Python code.
+
+1. Let \( R \) be the number of cherries Richard has.
+2. Let \( J \) be the number of cherries Jerry has.
+3. Let \( B \) be the number of cherries Robert has.
+
+From the problem statement, we have the following relationships:
+1. The total number of cherries is 60.
+   \[
+   R + J + B = 60
+   \]
+2. Robert has 30 cherries.
+   \[
+   B = 30
+   \]
+3. Robert has 10 more than Richard.
+   \[
+   B = R + 10
+   \]
+
+We can use these relationships to solve for \( R \) and \( J \).
+
+From the second relationship, we can substitute \( B = 30 \) into the first relationship:
+\[
+R + J + 30 = 60
+\]
+
+Subtract 30 from both sides:
+\[
+R + J = 30
+\]
+
+Now we have a system of linear equations:
+1. \( R + J = 30 \)
+2. \( B = 30 \)
+
+We can solve this system using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+R, J = symbols(''R J'')
+
+# Define the equations based on the problem statement
+eq1 = Eq(R + J, 30)
+eq2 = Eq(B, 30)
+
+# Solve the system of equations
+solution = solve((eq1, eq2), (R, J))
+print(solution)
+```
+```output
+NameError: name ''B'' is not defined
+```
+It seems there was an issue because the variable `B` was not defined in the scope of the code. Let''s correct that by explicitly defining `B` and solving the system again.
+
+Here''s the corrected code:
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variables
+R, J = symbols(''R J'')
+
+# Define the equations based on the problem statement
+eq1 = Eq(R + J, 30)
+eq2 = Eq(B, 30)
+
+# Solve the system of equations
+solution = solve((eq1, eq2), (R, J))
+print(solution)
+```
+```output
+NameError: name ''B'' is not defined
+```
+The solution to the system of equations is \( R = 30 \) and \( J = 30 \). Therefore','30',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,0,'To find out how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes sold on Sunday.
+2. Calculate the number of boxes sold on Saturday.
+3. Calculate the revenue from selling the boxes sold on Sunday.
+4. Calculate the revenue from selling the boxes sold on Saturday.
+5. Sum the revenues from both days to get the total earnings.
+
+First, let''s calculate the number of boxes sold on Sunday:
+- On Saturday, Sunny sold 10 boxes of gingerbread.
+- On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+\[ \text{Gingerbread boxes on Sunday} = 10 + 5 = 15 \]
+
+Next, let''s calculate the number of boxes sold on Saturday:
+- On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+\[ \text{Apple pie boxes on Saturday} = 4 - 1 = 3 \]
+
+Now, let''s calculate the revenue from selling the boxes sold on Sunday:
+\[ \text{Revenue from gingerbread on Sunday} = 15 \times 6 = 90 \]
+\[ \text{Revenue from apple pie on Sunday} = 3 \times 15 = 45 \]
+
+Finally, let''s calculate the revenue from selling the boxes sold on Saturday:
+\[ \text{Revenue from gingerbread on Saturday} = 15 \times 6 = 90 \]
+\[ \text{Revenue from apple pie on Saturday} = 3 \times 15 = 45 \]
+
+Now, let''s sum the revenues from both days to get the total earnings:
+\[ \text{Total earnings} = 90 + 45 = 135 \]
+
+Therefore, Sunny earned \(\boxed{135}\) dollars for two days.','135',0,'not_equivalent',386,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,1,'Let''s start by determining the number of boxes of gingerbread and apple pie sold on Saturday and Sunday.
+
+On Saturday, Sunny sold 10 boxes of gingerbread and 4 fewer boxes of apple pie than on Sunday. On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie. We can set up the following equations based on the information given:
+
+1. On Saturday: \(10 + 4 - 5 = 12\)
+2. On Sunday: \(5 + 15 = 20\)
+
+Now we can use these equations to find out how many boxes of gingerbread and apple pie were sold on both days. Let''s calculate this using Python.
+```python
+# Define the number of boxes sold on Saturday and Sunday
+boxes_saturday = 10 + 4 - 5
+boxes_sunday = 5 + 15
+
+# Calculate the earnings from selling the boxes
+earnings_saturday = boxes_saturday * 6
+earnings_sunday = boxes_sunday * 15
+
+# Calculate the total earnings for two days
+total_earnings = earnings_saturday + earnings_sunday
+print(total_earnings)
+```
+```output
+354
+```
+Sunny earned a total of \(\boxed{354}\) dollars for two days.','354',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,2,'Let''s break down the problem step-by-step and then use Python to calculate the final answer.
+
+1. **Determine the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - So, the number of boxes sold on Saturday is \(10 - 4 = 6\).
+
+2. **Determine the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - So, the number of boxes sold on Sunday is \(6 + 5 = 11\).
+
+3. **Calculate the total number of boxes sold over two days:**
+   - On Saturday, Sunny sold 6 boxes of gingerbread and 11 boxes of apple pie.
+   - On Sunday, Sunny sold 11 boxes of gingerbread and 5 boxes of apple pie.
+   - So, the total number of boxes sold over two days is \(6 + 11 = 17\).
+
+4. **Calculate the total cost of the boxes sold over two days:**
+   - The cost of the gingerbread is $6.
+   - The cost of the apple pie is $15.
+   - So, the total cost of the boxes sold over two days is \(17 \times 6 + 15 \times 15 = 102 + 225 = 327\).
+
+5. **Calculate the total earnings for two days:**
+   - The total earnings are the total cost of the boxes sold over two days.
+   - So, the total earnings are $327.
+
+Let''s confirm this with Python code.
+```python
+# Number of boxes sold on Saturday
+boxes_saturday = 10 - 4
+
+# Number of boxes sold on Sunday
+boxes_sunday = boxes_saturday + 5
+
+# Total number of boxes sold over two days
+total_boxes_sold = boxes_saturday + boxes_sunday
+
+# Cost of the boxes sold over two days
+cost_gingerbread = 6
+cost_apple_pie = 15
+
+# Total earnings for two days
+total_earnings = total_boxes_sold * (cost_gingerbread + cost_apple_pie)
+print(total_earnings)
+```
+```output
+357
+```
+The total earnings for two days are \(\boxed{357}\).','357',0,'not_equivalent',512,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of boxes sold on Saturday and Sunday.
+2. Calculate the number of boxes sold on Tuesday.
+3. Calculate the total revenue from the boxes sold on Saturday and Sunday.
+4. Calculate the total revenue from the boxes sold on Tuesday.
+5. Sum the revenues from both days to get the final answer.
+
+We''ll use Python to ensure accuracy. Let''s break it down step-by-step and write the code accordingly.
+```python
+# Step 1: Calculate the number of boxes sold on Saturday and Sunday
+g gingerbread_sales_saturday = 10
+g apple_pie_sales_saturday = 4 - g gingerbread_sales_saturday
+
+g gingerbread_sales_tuesday = g gingerbread_sales_saturday + 5
+g apple_pie_sales_tuesday = g apple_pie_sales_saturday + 15
+
+# Step 2: Calculate the total revenue from the boxes sold on Saturday and Sunday
+revenue_saturday = g gingerbread_sales_tuesday * 6
+revenue_tuesday = g apple_pie_sales_tuesday * 15
+
+# Step 3: Calculate the total revenue from the boxes sold on Tuesday
+total_revenue = revenue_saturday + revenue_tuesday
+
+# Step 4: Sum the revenues from both days to get the final answer
+print(total_revenue)
+```
+```output
+SyntaxError: invalid syntax
+```
+The code execution resulted in a syntax error because there is an extra `print` statement after the `revenue_saturday` and `revenue_tuesday` calculations. Let''s correct the code and run it again.
+```python
+# Step 1: Calculate the number of boxes sold on Saturday and Sunday
+g gingerbread_sales_saturday = 10
+g apple_pie_sales_saturday = 4 - g gingerbread_sales_saturday
+
+g gingerbread_sales_tuesday = g gingerbread_sales_saturday + 5
+g apple_pie_sales_tuesday = g apple_pie_sales_saturday + 15
+
+# Step 2: Calculate the total revenue from the boxes sold on Saturday and Sunday
+revenue_saturday = g gingerbread_sales_tuesday * 6
+revenue_tuesday = g apple_pie_sales_tuesday * 15
+
+# Step 3: Calculate the total revenue from the boxes sold on Tuesday
+total_revenue = revenue_saturday + revenue_tuesday
+
+# Step 4: Sum the revenues from both days to get the final answer
+print','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,4,'To solve this problem, we need to break it down into smaller steps and then use Python code to ensure accuracy. Let''s go through the problem step by step.
+
+1. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - On Sunday, he sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - First, let''s calculate the number of boxes sold on Sunday.
+     \[
+     \text{Gingerbread sold on Sunday} = 5 + 15 = 20
+     \]
+   - Next, we calculate the number of boxes sold on Saturday.
+     \[
+     \text{Apple pie sold on Saturday} = 10 - 4 = 6
+     \]
+   - Now, we can calculate the total number of boxes sold on Saturday.
+     \[
+     \text{Total boxes sold on Saturday} = 10 + 6 = 16
+     \]
+
+2. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie.
+   - Let''s calculate the number of boxes sold on Sunday.
+     \[
+     \text{Gingerbread sold on Sunday} = 5 + 15 = 20
+     \]
+   - Next, we calculate the number of boxes sold on Saturday.
+     \[
+     \text{Apple pie sold on Sunday} = 6 + 15 = 21
+     \]
+   - Now, we can calculate the total number of boxes sold on Sunday.
+     \[
+     \text{Total boxes sold on Sunday} = 20 + 21 = 41
+     \]
+
+3. **Calculate the earnings from gingerbread:**
+   - The total number of boxes sold on Saturday is 16.
+   - Each box sells for $6.
+   - Therefore, the total earnings from gingerbread on Saturday is:
+     \[
+     \text{Total earnings from gingerbread on Saturday} = 16 \times 6 = 96
+     \]
+
+4. **Calculate the earnings from apple pie:**
+   - The total number of boxes sold on Sunday is 41.
+   - Each box','41',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(69,5,'To solve this problem, we need to calculate the number of boxes of gingerbread and apple pie sold on Saturday and Sunday, and then sum these amounts to get the total earnings for two days.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the number of boxes of gingerbread sold on Saturday:
+   - On Saturday, Sunny sold 10 boxes of gingerbread.
+   - On Saturday, he sold 4 fewer boxes of apple pie than on Sunday.
+   - Therefore, the number of boxes of apple pie sold on Saturday is \(10 - 4 = 6\).
+
+2. Calculate the number of boxes of apple pie sold on Sunday:
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - Therefore, the number of boxes of gingerbread sold on Sunday is \(10 + 5 = 15\).
+
+3. Calculate the total number of boxes sold on Saturday and Sunday:
+   - Total boxes sold on Saturday = \(10 + 6 = 16\)
+   - Total boxes sold on Sunday = \(15 + 6 = 21\)
+
+4. Calculate the total earnings on Saturday and Sunday:
+   - Total earnings on Saturday = \(16 \times 6 = 96\)
+   - Total earnings on Sunday = \(21 \times 15 = 315\)
+
+5. Calculate the total earnings for two days:
+   - Total earnings for two days = \(96 + 315 = 411\)
+
+Let''s implement this in a Python program to verify the calculations.
+```python
+# Number of boxes sold on Saturday and Sunday
+boxes_saturday = 10
+boxes_sunday = boxes_saturday + 4
+
+# Number of boxes sold on Saturday and Sunday
+boxes_saturday = 10 + 6
+boxes_sunday = boxes_saturday + 5
+
+# Total boxes sold on Saturday and Sunday
+total_boxes_saturday = boxes_saturday + boxes_sunday
+
+# Total earnings on Saturday and Sunday
+total_earnings_saturday = boxes_saturday * 6
+total_earnings_sunday = boxes_sunday * 15
+
+# Total earnings for two days
+total_earnings_two_days = total_earnings_saturday + total_earnings_sunday
+print(total_earnings_two_days)
+```
+```output
+411
+```
+The total earnings for two days are \(\boxed{411}\).','411',0,'not_equivalent',510,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of boxes sold on Saturday.
+2. Calculate the number of boxes sold on Sunday.
+3. Determine the total number of boxes sold on both days.
+4. Calculate the revenue from the boxes sold.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+### Step 1: Calculate the number of boxes sold on Saturday
+- Box of gingerbread sold on Saturday: \(10\)
+- Box of apple pie sold on Saturday: \(10 - 4 = 6\)
+
+### Step 2: Calculate the number of boxes sold on Sunday
+- Box of gingerbread sold on Sunday: \(5 + 5 = 10\)
+- Box of apple pie sold on Sunday: \(15 + 15 = 30\)
+
+### Step 3: Determine the total number of boxes sold on both days
+- Total boxes sold on Saturday: \(10 + 6 = 16\)
+- Total boxes sold on Sunday: \(10 + 30 = 40\)
+
+### Step 4: Calculate the revenue from the boxes sold
+- Revenue from gingerbread sold on Saturday: \(16 \times 6 = 96\)
+- Revenue from apple pie sold on Saturday: \(16 \times 15 = 240\)
+- Revenue from gingerbread sold on Sunday: \(40 \times 6 = 240\)
+- Revenue from apple pie sold on Sunday: \(40 \times 15 = 600\)
+
+### Final Answer
+- The total revenue from two days is \(96 + 240 + 240 + 600 = 1440\)
+
+Let''s write the Python code to verify this:
+
+```python
+# Number of boxes sold on Saturday
+boxes_saturday = 10
+
+# Number of boxes sold on Sunday
+boxes_sunday = boxes_saturday + 5
+
+# Total number of boxes sold on both days
+total_boxes = boxes_saturday + boxes_sunday
+
+# Revenue from boxes sold
+revenue_gingerbread_saturday = boxes_saturday * 6
+revenue_apple_pie_saturday = boxes_saturday * 15
+revenue_gingerbread_sunday = boxes_sunday * 6
+revenue_apple_pie_sunday = boxes_sunday *','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,7,'```python
+# Define the number of boxes sold on Sunday
+boxes_sunday = 5 + 15
+
+# Define the cost of each type of bread
+cost_gingerbread = 6
+cost_apple_pie = 15
+
+# Calculate the number of boxes sold on Saturday
+boxes_saturday = boxes_sunday - 4
+
+# Calculate the total earnings for two days
+earnings_saturday = boxes_saturday * cost_gingerbread
+earnings_sunday = boxes_sunday * cost_apple_pie
+
+# Calculate the total earnings for two days combined
+total_earnings = earnings_saturday + earnings_sunday
+
+# Print the final answer
+print(total_earnings)
+```
+```output
+396
+```
+Sunny earned \(\boxed{396}\) dollars for two days.','396',0,'not_equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,0,'Let''s break down the problem step-by-step and then use Python code to ensure the accuracy of our solution.
+
+1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+
+Let''s denote the amount of money Adam contributed from his savings as \( x \).
+
+First, we can write the equations based on the information given:
+- Adam''s total expenditure = $30
+- Adam''s mother''s contribution = $6
+- Adam''s father''s contribution = $2 \times $6 = $12
+
+So we can set up the following equation:
+\[ x = 30 - 6 - 12 \]
+
+Now let''s calculate the value of \( x \) using Python code.
+```python
+# Given values
+total_expenditure = 30
+mother_contribution = 6
+father_contribution = 2 * mother_contribution
+
+# Calculate the amount contributed from Adam''s savings
+savings_contribution = total_expenditure - (mother_contribution + father_contribution)
+print(savings_contribution)
+```
+```output
+12
+```
+The amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,1,'Let''s break down the problem step-by-step and solve it using Python and SymPy.
+
+1. **Define the Variables:**
+   Let \( D \) be the amount of money Adam originally had. According to the problem, he bought himself some new trousers for $30. The mother gave him $6, and his father gave him twice as much. Therefore, the total amount of money Adam received from his savings is \( 6 + 2 \times 6 = 6 + 12 = 18 \).
+
+2. **Set Up the Equation:**
+   Since Adam originally had $D$, and he received $18 from his savings, we can write the equation:
+   \[
+   D + 18 = 30
+   \]
+
+3. **Solve the Equation:**
+   To find \( D \), we need to isolate it on one side of the equation. We do this by subtracting $18$ from both sides:
+   \[
+   D = 30 - 18
+   \]
+   \[
+   D = 12
+   \]
+
+So, Adam originally had $12. The final answer is \(\boxed{12}\).','12',1,'equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,2,'Let''s break down the problem step by step:
+
+1. Adam initially bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother, which is $6 \times 2 = $12.
+
+Now we need to calculate the total amount of money Adam contributed from his savings. This can be done by adding the amounts given by his mother and his father.
+
+The final answer is $12 + $6 = $18.
+
+Let''s write a Python program to verify this calculation.
+```python
+# Initial amount
+initial_amount = 30
+
+# Amount given by mother
+mother_amount = 6
+
+# Amount given by father
+father_amount = mother_amount * 2
+
+# Total amount contributed from savings
+total_contribution = mother_amount + father_amount
+print(total_contribution)
+```
+```output
+18
+```
+The final answer is \(\boxed{18}\).','18',0,'not_equivalent',198,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(70,3,'To solve this problem, we need to calculate the amount of money Adam had to contribute from his savings. Let''s break it down step-by-step:
+
+1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother, which is $6 * 2 = $12.
+
+The total amount of money Adam had to contribute from his savings is the sum of the money he received from his mother and his father.
+
+Let''s write the Python code to calculate this.
+```python
+# Amount received from his mother
+mother_money = 6
+
+# Amount received from his father
+father_money = mother_money * 2
+
+# Total amount of money contributed from his savings
+total_contribution = mother_money + father_money
+print(total_contribution)
+```
+```output
+18
+```
+Adam had to contribute \(\boxed{18}\) dollars from his savings.','18',0,'not_equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,4,'Let''s break down the problem step by step and use Python code to ensure the solution is accurate.
+
+1. Adam initially bought himself some new trousers for $30.
+2. His mother gave him $6 for this purpose.
+3. His father gave him twice as much as his mother.
+
+First, let''s calculate the total amount of money Adam gave to his mother and father:
+- Adam''s mother gave $6.
+- Adam''s father gave him twice as much as his mother, so $6 * 2 = $12.
+
+Next, we add the amounts Adam gave to his mother and father to find the total amount of money Adam had:
+- $6 (mother''s contribution) + $12 (father''s contribution) = $28.
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{28}\).','28',0,'not_equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,5,'To solve the problem, we need to determine how much money Adam has contributed from his savings. We will break it down step by step:
+
+1. **Identify the amounts given to Adam''s mother and father:**
+   - Adam''s mother gave him $6.
+   - Adam''s father gave him twice as much as Adam''s mother, so Adam''s father gave him \(2 \times 6 = 12\) dollars.
+
+2. **Calculate the total amount of money Adam contributed:**
+   - Add the amounts given by Adam''s mother and father together.
+   \[
+   6 + 12 = 18
+   \]
+
+3. **Write the final answer:**
+   - The final answer is \(\boxed{18}\).','18',0,'not_equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,6,'To solve this problem, we need to determine how much money Adam had to contribute from his savings. We can break down the problem into a few steps:
+
+1. Calculate the amount Adam''s mother gave him.
+2. Calculate the amount Adam''s father gave him.
+3. Sum the amounts from Adam''s mother and father to find the total contribution from his savings.
+
+Let''s implement this in Python using sympy to avoid dealing with large numbers directly. We''ll use sympy''s `Integer` class to handle the calculations.
+
+```python
+import sympy as sp
+
+# Define the amount of money Adam bought
+cost = 30
+
+# Amount given by Adam''s mother
+mother = 6
+
+# Amount given by Adam''s father
+father = 2 * mother
+
+# Total contribution from his savings
+total_contribution = mother + father
+
+# Print the total contribution
+print(total_contribution)
+```
+```output
+18
+```
+Adam had to contribute \(\boxed{18}\) dollars from his savings.','18',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,7,'Let''s break down the problem step-by-step:
+
+1. Adam bought himself some new trousers for $30.
+2. His mother gave him $6.
+3. His father gave him twice as much as his mother.
+
+We need to calculate how much money Adam had to contribute from his savings by summing up all these amounts.
+
+Let''s write a Python program to calculate this:
+
+```python
+# Amount bought
+amount_bought = 30
+
+# Amount given by mother
+amount_given_by_mother = 6
+
+# Amount given by father
+amount_given_by_father = 2 * amount_given_by_mother
+
+# Total amount contributed from savings
+total_contribution = amount_bought + amount_given_by_mother + amount_given_by_father
+
+# Output the final answer
+print(total_contribution)
+```
+```output
+48
+```
+Adam had to contribute \(\boxed{48}\) dollars from his savings.','48',0,'not_equivalent',186,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,0,'Let''s break down the problem step by step and use Python code to solve it.
+
+1. Lisa sold three and a half boxes of chocolate bars.
+2. Peter sold four and a half boxes of chocolate bars.
+3. Together, Lisa and Peter sold 64 chocolate bars.
+
+To find the number of chocolate bars in a box, we need to determine the total number of chocolate bars sold by both Lisa and Peter, and then divide that by the number of boxes sold.
+
+Let''s use Python to calculate this.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_lisa = 3.5
+boxes_peter = 4.5
+
+# Total number of chocolate bars sold
+total_chocolate_bars_sold = boxes_lisa + boxes_peter
+
+# Number of boxes sold
+num_boxes_sold = 64
+
+# Number of chocolate bars per box
+chocolate_bars_per_box = total_chocolate_bars_sold / num_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+0.125
+```
+The number of chocolate bars in a box is \(\boxed{0.125}\).','0.125',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(71,1,'To determine the number of chocolate bars in a box, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together.
+3. Determine the number of chocolate bars in a box by dividing the total number of chocolate bars sold together by the number of boxes sold in a box.
+
+Let''s start with the first step. Lisa sold three and a half boxes of chocolate bars, and Peter sold four and a half boxes. First, we calculate the total number of boxes sold by both Lisa and Peter:
+\[ 3.5 + 4.5 = 8 \text{ boxes} \]
+
+Next, we add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together:
+\[ 8 + 64 = 72 \text{ chocolate bars} \]
+
+Now, we determine the number of chocolate bars in a box by dividing the total number of chocolate bars sold together by the number of boxes sold in a box:
+\[ \frac{72}{8} = 9 \text{ chocolate bars per box} \]
+
+Therefore, the number of chocolate bars in a box is \(\boxed{9}\).','9',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,2,'Let''s break down the problem step by step and use Python code to ensure accuracy.
+
+1. Lisa sold three and a half boxes of chocolate bars.
+2. Peter sold four and a half boxes of chocolate bars.
+3. Together, Lisa and Peter sold 64 chocolate bars.
+
+Let''s denote the number of chocolate bars in a box by \( x \).
+
+First, we can set up the following equation based on the information given:
+
+\[ \text{Number of boxes sold by Lisa} + \text{Number of boxes sold by Peter} = 64 \]
+
+Substituting the given numbers:
+
+\[ 3.5 + 4.5 = 64 \]
+
+Simplifying the left side of the equation:
+
+\[ 8 = 64 \]
+
+This result is incorrect because it''s not possible for Lisa and Peter to sell 64 chocolate bars together. Let''s re-evaluate the problem.
+
+We know that the total number of chocolate bars sold together is 64. Let''s call the number of chocolate bars in a box by \( x \). Then we can write the equation:
+
+\[ 3.5 + 4.5 + x = 64 \]
+
+Combining the left side:
+
+\[ 8 + x = 64 \]
+
+Subtracting 8 from both sides:
+
+\[ x = 56 \]
+
+So, the number of chocolate bars in a box is \(\boxed{56}\).','56',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,3,'Let''s start by defining the variables and setting up the equations based on the information given in the problem.
+
+1. Let \( b \) be the number of chocolate bars in a box.
+2. Lisa sold \( 3.5 \) boxes, so the total number of chocolate bars sold by Lisa is \( 3.5b \).
+3. Peter sold \( 4.5 \) boxes, so the total number of chocolate bars sold by Peter is \( 4.5b \).
+4. The total number of chocolate bars sold by both Lisa and Peter is 64. So we can write the equation: \( 3.5b + 4.5b = 64 \).
+5. Simplifying the left side of the equation, we get: \( 8b = 64 \).
+6. To find the value of \( b \), we divide both sides of the equation by 8: \( b = \frac{64}{8} = 8 \).
+
+Now, let''s write a Python program to verify this solution.
+```python
+# Define the total number of chocolate bars sold
+total_chocolates_sold = 64
+
+# Define the number of chocolate bars sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+
+# Calculate the number of chocolate bars in each box
+chocolates_per_box = total_chocolates_sold / (boxes_sold_by_lisa + boxes_sold_by_peter)
+print(chocolates_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,4,'To solve this problem, we need to determine the number of chocolate bars in one box. Let''s break down the problem step-by-step:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Divide the total number of chocolate bars sold by 64 to find the number of chocolate bars in one box.
+
+Here''s the step-by-step reasoning in a Python code block:
+
+```python
+# Step 1: Calculate the total number of chocolate bars sold by Lisa and Peter
+lisa_boxes = 3.5
+peter_boxes = 4.5
+total_boxes = lisa_boxes + peter_boxes
+
+# Step 2: Divide the total number of chocolate bars sold by 64 to find the number of chocolate bars in one box
+chocolate_bars_per_box = total_boxes / 64
+print(chocolate_bars_per_box)
+```
+```output
+0.125
+```
+The number of chocolate bars in one box is \(\boxed{0.125}\).','0.125',0,'not_equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,5,'To find out how many chocolate bars are in a box, we can follow these steps:
+
+1. Calculate the total number of chocolate bars Lisa sold.
+2. Calculate the total number of chocolate bars Peter sold.
+3. Add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together.
+4. Divide the total number of chocolate bars sold together by the number of chocolate bars in a box to find out how many chocolate bars are in a box.
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate the total number of chocolate bars Lisa sold
+boxes_lisa_sold = 3.5
+chocolate_bars_lisa_sold = boxes_lisa_sold * 4  # since 3.5 boxes is approximately 4 boxes
+
+# Step 2: Calculate the total number of chocolate bars Peter sold
+boxes_peter_sold = 4.5
+chocolate_bars_peter_sold = boxes_peter_sold * 4  # since 4.5 boxes is approximately 4 boxes
+
+# Step 3: Add the total number of chocolate bars sold by Lisa and Peter to get the total number of chocolate bars sold together
+total_chocolate_bars_sold = chocolate_bars_lisa_sold + chocolate_bars_peter_sold
+
+# Step 4: Divide the total number of chocolate bars sold together by the number of chocolate bars in a box to find out how many chocolate bars are in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / 4
+
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,6,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. Define the total number of chocolate bars sold.
+2. Define the number of chocolate bars sold by Lisa and Peter.
+3. Set up an equation to solve for the number of chocolate bars in a box.
+4. Solve the equation to find the number of chocolate bars in a box.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Define the total number of chocolate bars sold
+total_chocolate_bars = 64
+
+# Define the number of chocolate bars sold by Lisa and Peter
+lisa_chocolate_bars = 3.5
+peter_chocolate_bars = 4.5
+
+# Set up the equation to solve for the number of chocolate bars in a box
+# (lisa_chocolate_bars + peter_chocolate_bars) * chocolate_bars_per_box = total_chocolate_bars
+chocolate_bars_per_box = total_chocolate_bars / (lisa_chocolate_bars + peter_chocolate_bars)
+
+# Print the number of chocolate bars in a box
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,7,'To solve this problem, we need to first determine the total number of chocolate bars sold by both Lisa and Peter. Then, we will calculate the number of chocolate bars in a box by dividing the total number of chocolate bars by the number of chocolate bars sold per box.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Divide the total number of chocolate bars by the number of chocolate bars sold per box to get the number of chocolate bars in a box.
+
+Let''s write the Python code to perform these steps.
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+boxes_sold_by_lisa = 3.5
+boxes_sold_by_peter = 4.5
+total_chocolate_bars = 64
+
+# Total chocolate bars sold
+total_chocolate_bars_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars_sold / total_chocolate_bars
+print(chocolate_bars_per_box)
+```
+```output
+0.125
+```
+The number of chocolate bars in a box is \(\boxed{0.125}\).','0.125',0,'not_equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,0,'To solve this problem, we need to calculate the number of laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+Here''s a step-by-step breakdown:
+
+1. Bethany runs 10 laps in one hour.
+2. Trey runs 4 more laps than Bethany.
+3. Shaelyn runs half as many laps as Trey.
+4. Quinn runs 2 fewer laps than Shaelyn.
+
+We can then use Python code to calculate the number of laps each person can run and find the difference between Bethany''s laps and Quinn''s laps.
+
+Let''s implement this in Python:
+
+```python
+# Number of laps each person can run
+laps_bethany = 10
+laps_trey = laps_bethany + 4
+laps_shaelyn = laps_trey / 2
+laps_quinn = laps_shaelyn - 2
+
+# Difference in laps between Bethany and Quinn
+difference = laps_bethany - laps_quinn
+
+# Final answer
+print(f"The difference in laps between Bethany and Quinn is: {difference}")
+```
+```output
+The difference in laps between Bethany and Quinn is: 5.0
+```
+Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,1,'To determine how many more laps Bethany can run compared to Quinn, we will follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Determine how many more laps Bethany can run compared to Quinn.
+
+We''ll use Python code to ensure the calculations are accurate.
+```python
+# Step 1: Calculate the number of laps Trey can run
+bethany_laps = 10
+
+# Step 2: Calculate the number of laps Shaelyn can run
+shaelyn_laps = bethany_laps / 2
+
+# Step 3: Calculate the number of laps Quinn can run
+quinn_laps = shaelyn_laps - 2
+
+# Step 4: Determine how many more laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+print(difference)
+```
+```output
+NameError: name ''Quinn_laps'' is not defined
+```
+It looks like there was an error because the variable `Quinn_laps` was not defined in the scope. Let''s fix that by defining it explicitly.
+```python
+# Step 1: Calculate the number of laps Trey can run
+bethany_laps = 10
+
+# Step 2: Calculate the number of laps Shaelyn can run
+shaelyn_laps = bethany_laps / 2
+
+# Step 3: Calculate the number of laps Quinn can run
+quinn_laps = shaelyn_laps - 2
+
+# Step 4: Determine how many more laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+print(difference)
+```
+```output
+NameError: name ''Quinn_laps'' is not defined
+```
+The final answer is \(\boxed{8}\).','8',0,'not_equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,2,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. **Determine how many laps Trey can run:**
+   - Bethany can run 10 laps in one hour.
+   - Trey can run 4 more laps than Bethany.
+   - Therefore, Trey can run \(10 + 4 = 14\) laps in one hour.
+
+2. **Determine how many laps Shaelyn can run:**
+   - Shaelyn can run half as many laps as Trey.
+   - Therefore, Shaelyn can run \(\frac{14}{2} = 7\) laps in one hour.
+
+3. **Determine how many laps Quinn can run:**
+   - Quinn can run 2 fewer laps than Shaelyn.
+   - Therefore, Quinn can run \(7 - 2 = 5\) laps in one hour.
+
+4. **Find the difference in the number of laps Bethany can run compared to Quinn:**
+   - Bethany can run 10 laps in one hour.
+   - Quinn can run 5 laps in one hour.
+   - Therefore, the difference is \(10 - 5 = 5\) laps.
+
+Now, let''s implement this in Python to verify our solution.
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run (4 more laps than Bethany)
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run (half as many laps as Trey)
+shaelyn_laps = trey_laps / 2
+
+# Number of laps Quinn can run (2 fewer laps than Shaelyn)
+quinn_laps = shaelyn_laps - 2
+
+# Difference in the number of laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+print(difference)
+```
+```output
+NameError: name ''Quinn_laps'' is not defined
+```
+It looks like there was a typo in the variable name. Let''s fix that and run the code again.
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run (4 more laps than Bethany)
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run (half as many laps as Trey)
+shaelyn_laps = trey_laps / 2
+
+# Number of laps Quinn can','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(72,3,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Determine how many laps Trey can run.
+2. Determine how many laps Shaelyn can run.
+3. Determine how many laps Quinn can run.
+4. Calculate the difference between Bethany''s laps and Quinn''s laps.
+
+First, we know that Bethany can run 10 laps in one hour. Therefore, Bethany''s laps per hour are:
+\[ \text{Bethany''s laps per hour} = 10 \]
+
+Next, we know that Trey can run 4 more laps than Bethany. Therefore, Trey''s laps per hour are:
+\[ \text{Trey''s laps per hour} = 10 + 4 = 14 \]
+
+Then, we know that Shaelyn can run half as many laps as Trey. Therefore, Shaelyn''s laps per hour are:
+\[ \text{Shaelyn''s laps per hour} = \frac{14}{2} = 7 \]
+
+Finally, we know that Quinn can run 2 fewer laps than Shaelyn. Therefore, Quinn''s laps per hour are:
+\[ \text{Quinn''s laps per hour} = 7 - 2 = 5 \]
+
+Now, we calculate the difference between Bethany''s laps and Quinn''s laps:
+\[ \text{Difference in laps} = 10 - 5 = 5 \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,4,'Let''s break down the problem step-by-step:
+
+1. Determine how many laps Trey can run.
+2. Determine how many laps Shaelyn can run.
+3. Determine how many laps Quinn can run.
+4. Calculate how many more laps Bethany can run compared to Quinn.
+
+We know the following:
+- Bethany can run 10 laps in one hour.
+- Trey can run 4 more laps than Bethany.
+- Shaelyn can run half as many laps as Trey.
+- Quinn can run 2 fewer laps than Shaelyn.
+
+Let''s calculate each of these values using Python code.
+```python
+# Given data
+bethany_laps = 10
+
+# Calculate Trey''s laps
+trey_laps = bethany_laps + 4
+
+# Calculate Shaelyn''s laps
+shaelyn_laps = trey_laps / 2
+
+# Calculate Quinn''s laps
+quinn_laps = shaelyn_laps - 2
+
+# Calculate how many more laps Bethany can run compared to Quinn
+more_laps_bethany_quinn =bethany_laps - Quinn_laps
+print(more_laps_bethany_quinn)
+```
+```output
+NameError: name ''Quinn_laps'' is not defined
+```
+It looks like there''s an issue because we haven''t defined the variable `Quinn_laps` yet. Let''s fix that by defining it before we calculate the difference.
+```python
+# Given data
+bethany_laps = 10
+
+# Calculate Trey''s laps
+trey_laps = bethany_laps + 4
+
+# Calculate Shaelyn''s laps
+shaelyn_laps = trey_laps / 2
+
+# Calculate Quinn''s laps
+quinn_laps = shaelyn_laps - 2
+
+# Calculate how many more laps Bethany can run compared to Quinn
+more_laps_bethany_quinn =bethany_laps - Quinn_laps
+print(more_laps_bethany_quinn)
+```
+```output
+NameError: name ''Quinn_laps'' is not defined
+```
+It appears there''s still an issue because we haven''t defined the variable `Quinn_laps` yet. Let''s define it before we calculate the difference.
+```python
+# Given data
+bethany_laps = 10
+
+# Calculate Trey''s laps
+trey_laps = bethany_laps + 4
+
+# Calculate Shaelyn''s laps
+shaelyn_laps = trey_laps / 2
+
+# Calculate Quinn''s laps
+quinn_laps = shaelyn_laps - 2
+
+# Calculate how many more laps Bethany can','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,5,'Let''s break down the problem step-by-step and then use Python code to verify our solution.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps in one hour.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps in one hour.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps in one hour.
+
+To find out how many more laps Bethany can run compared to Quinn, we need to subtract the number of laps Quinn has from the number of laps Bethany has. This can be done with the following Python code:
+
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run in one hour
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run in one hour
+shaelyn_laps = Trey_laps / 2
+
+# Number of laps Quinn can run in one hour
+quinn_laps = shaelyn_laps - 2
+
+# Difference in the number of laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+
+# Print the result
+print(difference)
+```
+```output
+NameError: name ''Trey_laps'' is not defined
+```
+It looks like there was an issue with the variable names. Let''s correct the variable names and run the code again. We''ll fix the variable names and ensure that the code runs correctly.
+
+Here''s the corrected code:
+
+```python
+# Number of laps Bethany can run in one hour
+bethany_laps = 10
+
+# Number of laps Trey can run in one hour
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run in one hour
+shaelyn_laps = Trey_laps / 2
+
+# Number of laps Quinn can run in one hour
+quinn_laps = shaelyn_laps - 2
+
+# Difference in the number of laps Bethany can run compared to Quinn
+difference = bethany_laps - Quinn_laps
+
+# Print the result
+print(difference)
+```
+```output
+NameError: name ''Trey_laps'' is not defined
+```
+It seems there was still an issue with the variable names. Let''s correct the variable names and run the','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,6,'To solve this problem, we need to calculate the number of laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+Here are the steps:
+
+1. Determine how many laps Trey can run.
+2. Determine how many laps Shaelyn can run.
+3. Determine how many laps Quinn can run.
+4. Find the difference between Bethany''s laps and Quinn''s laps.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Determine how many laps Trey can run
+laps_bethany = 10
+
+# Step 2: Determine how many laps Shaelyn can run
+laps_shaelyn = laps_bethany / 2
+
+# Step 3: Determine how many laps Quinn can run
+laps_quinn = laps_shaelyn - 2
+
+# Step 4: Find the difference between Bethany''s laps and Quinn''s laps
+difference = laps_bethany - laps_quinn
+
+# Print the final answer
+print(difference)
+```
+```output
+7.0
+```
+Bethany can run \(\boxed{7}\) more laps compared to Quinn.','7',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,7,'Let''s break down the problem step-by-step:
+
+1. Calculate the number of laps Trey runs in one hour.
+2. Calculate the number of laps Shaelyn runs in one hour.
+3. Calculate the number of laps Quinn runs in one hour.
+4. Find the difference between Bethany''s laps and Quinn''s laps.
+
+We''ll use the given information to calculate these values using Python code.
+
+First, let''s calculate Bethany''s laps in one hour:
+\[ \text{Bethany''s laps} = 10 \text{ laps/hour} \]
+
+Next, let''s calculate Trey''s laps in one hour:
+\[ \text{Trey''s laps} = \text{Bethany''s laps} + 4 \text{ laps} = 10 + 4 = 14 \text{ laps/hour} \]
+
+Next, let''s calculate Shaelyn''s laps in one hour:
+\[ \text{Shaelyn''s laps} = \frac{\text{Trey''s laps}}{2} = \frac{14}{2} = 7 \text{ laps/hour} \]
+
+Finally, let''s calculate Quinn''s laps in one hour:
+\[ \text{Quinn''s laps} = \text{Shaelyn''s laps} - 2 \text{ laps} = 7 - 2 = 5 \text{ laps/hour} \]
+
+Now, let''s find the difference between Bethany''s laps and Quinn''s laps:
+\[ \text{Difference} = \text{Bethany''s laps} - \text{Quinn''s laps} = 10 - 5 = 5 \text{ laps} \]
+
+We''ll write the Python code to verify this calculation.
+```python
+# Given data
+bethany_laps_per_hour = 10
+
+# Calculating Trey''s laps per hour
+trey_laps_per_hour = bethany_laps_per_hour + 4
+
+# Calculating Shaelyn''s laps per hour
+shaelyn_laps_per_hour = Trey_laps_per_hour / 2
+
+# Calculating Quinn''s laps per hour
+quinn_laps_per_hour = shaelyn_laps_per_hour - 2
+
+# Calculating the difference between Bethany''s laps and Quinn''s laps
+difference = bethany_laps_per_hour - Quinn_laps_per_hour
+print(difference)
+```
+```output
+NameError: name ''Trey_laps_per_hour'' is not defined
+```
+It seems there was an error because I didn''t define the variable `Trey_laps_per_hour` before using it. Let','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,0,'To find Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of days Melissa listens to a court case.
+2. Calculate the total amount of money Melissa spends on parking each day.
+3. Subtract the total parking cost from the total hours spent listening to a court case to find out how much she spends on non-parking days.
+4. Subtract the cost of parking from the total amount spent on non-parking days to find out how much Melissa spends on non-parking days.
+5. Divide the total non-parking days by the total hours spent listening to a court case to find out how much Melissa spends on non-parking days per hour.
+6. Multiply the non-parking days per hour by the cost of $15 per day to find out Melissa''s jury pay per hour.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the total number of days Melissa listens to a court case
+total_days = 3 * 6  # 3 days * 6 hours/day
+
+# Step 2: Calculate the total amount of money Melissa spends on parking each day
+total_parking_cost = 3 * 3  # 3 days * $3/day
+
+# Step 3: Subtract the total parking cost from the total hours spent listening to a court case to find out how much she spends on non-parking days
+non_parking_days = total_days - total_parking_cost
+
+# Step 4: Subtract the cost of parking from the total amount spent on non-parking days to find out how much Melissa spends on non-parking days
+non_parking_days_per_hour = non_parking_days / total_days
+
+# Step 5: Multiply the non-parking days per hour by the cost of $15 per day to find out Melissa''s jury pay per hour
+jury_pay_per_hour = non_parking_days_per_hour * 15
+
+# Print the final answer
+print(jury_pay_per_hour)
+```
+```output
+7.5
+```
+Melissa''s jury pay per hour after expenses is \(\boxed{7.5}\).','7.5',0,'not_equivalent',433,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,1,'To solve this problem, we need to calculate Melissa''s total daily earnings from listening to the court case and parking each day. We then sum these amounts to get her total daily earnings, and finally divide this by the number of days she attended to be her hourly rate.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total time Melissa spends listening to the court case in a day.
+2. Calculate the total time Melissa spends parking each day.
+3. Sum these amounts to get her total daily earnings.
+4. Divide the total daily earnings by the number of days she attended to get her hourly rate.
+
+Let''s use Python code to perform these calculations.
+```python
+# Step 1: Calculate total time Melissa spends listening to the court case in a day
+time_listening = 6  # hours
+number_of_days_listening = 3  # days
+
+# Step 2: Calculate total time Melissa spends parking each day
+time_parking = 3  # hours
+
+# Step 3: Calculate total daily earnings
+total_daily_earnings = time_listening + time_parking
+
+# Step 4: Calculate hourly rate
+hourly_rate = total_daily_earnings / number_of_days_listening
+print(hourly_rate)
+```
+```output
+3.0
+```
+Melissa''s jury pay per hour after expenses is \(\boxed{3.0}\).','3.0',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(73,2,'To solve this problem, we need to calculate Melissa''s total payment per hour after expenses. Let''s break it down into steps:
+
+1. Calculate the total time Melissa listens to a court case.
+2. Calculate the total payment for listening time.
+3. Calculate the total payment for parking each day.
+4. Sum the payment from steps 2 and 3 to get the total payment for the day.
+5. Sum the payment from step 4 to get the total payment for all days.
+6. Divide the total payment by the total number of days to get the payment per hour.
+
+Here''s the Python code to solve this:
+
+```python
+# Step 1: Calculate the total time Melissa listens to a court case
+total_days = 3
+time_per_day = 6
+total_time = total_days * time_per_day
+
+# Step 2: Calculate the total payment for listening time
+payment_per_day = 15
+
+# Step 3: Calculate the total payment for parking each day
+payment_per_day = 3
+
+# Step 4: Sum the payment from steps 2 and 3 to get the total payment for the day
+total_payment_day = payment_per_day * total_time
+
+# Step 5: Sum the payment from step 4 to get the total payment for all days
+total_payment_all_days = total_payment_day * total_days
+
+# Step 6: Divide the total payment by the total number of days to get the payment per hour
+payment_per_hour = total_payment_all_days / total_days
+
+# Print the final answer
+print(payment_per_hour)
+```
+```output
+54.0
+```
+Melissa''s jury pay for one day is \(\boxed{54}\) dollars.','54',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,3,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total time Melissa spends listening to the court case.
+2. Calculate the total cost of parking each day.
+3. Subtract the parking cost from the total time spent listening to the court case to find out how much time she spends on the jury.
+4. Calculate the total number of jury hours Melissa has spent.
+5. Multiply the total number of jury hours by her jury pay per hour to find the total amount of jury pay she makes.
+
+Let''s implement this in Python:
+```python
+# Given data
+listening_time_per_day = 6  # in hours
+days_listening = 3    # in days
+cost_per_day_parking = 3  # in dollars
+total_time_listening = listening_time_per_day * days_listening  # in hours
+total_cost_parking = parking_cost_per_day * days_listening  # in dollars
+total_jury_hours = total_time_listening - total_cost_parking  # in hours
+jury_pay_per_hour = total_jury_hours / total_jury_hours  # in dollars
+
+print(jury_pay_per_hour)
+```
+```output
+NameError: name ''parking_cost_per_day'' is not defined
+```
+It looks like there was an issue with the variable name `parking_cost_per_day`. Let''s correct the variable name and run the code again.
+```python
+# Given data
+listening_time_per_day = 6  # in hours
+days_listening = 3    # in days
+cost_per_day_parking = 3  # in dollars
+total_time_listening = listening_time_per_day * days_listening  # in hours
+total_cost_parking = parking_cost_per_day * days_listening  # in dollars
+total_jury_hours = total_time_listening - total_cost_parking  # in hours
+jury_pay_per_hour = total_jury_hours / total_jury_hours  # in dollars
+
+print(jury_pay_per_hour)
+```
+```output
+NameError: name ''parking_cost_per_day'' is not defined
+```
+It seems there is still an issue with the variable name `parking_cost_per_day`. Let''s correct the variable name and run the code again.
+```python
+# Given data
+listening_time_per_day = 6  # in hours
+days_listening = 3    # in days
+cost_per_day_parking = 3  # in dollars
+total_time_listening = listening_time_per_day * days_listening  # in hours
+total_cost_parking = parking_cost_per_day * days_listening  # in dollars
+total_jury','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,4,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case.
+2. Determine the total cost of the court case and the parking fees.
+3. Calculate the total payment per hour after expenses.
+
+Let''s break this down step-by-step in Python code.
+```python
+# Define the given values
+hours_per_day = 6
+days = 3
+court_case_cost = 15
+parking_fee_per_day = 3
+
+# Calculate the total number of hours Melissa listens to the court case
+total_hours = hours_per_day * days
+
+# Calculate the total cost of the court case and the parking fees
+total_cost = court_case_cost + parking_fee_per_day
+
+# Calculate the total payment per hour after expenses
+total_payment_per_hour = total_cost / total_hours
+
+# Print the final answer
+print(total_payment_per_hour)
+```
+```output
+1.0
+```
+Melissa''s jury pay per hour after expenses is \(\boxed{1}\).','1',0,'not_equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa listens to the court case.
+2. Calculate the total number of days Melissa listens to the court case.
+3. Calculate the total payment Melissa makes from listening to the court case.
+4. Subtract the payment for parking each day to find her total payment.
+5. Subtract the payment for parking each day from the total payment to find her final payment per hour.
+
+Let''s implement this step-by-step in a Python program:
+
+```python
+# Define the given values
+listening_hours_per_day = 6
+days_listening = 3
+pay_per_day_listening = 15
+pay_per_day_parking = 3
+
+# Calculate the total number of hours
+total_hours = listening_hours_per_day * days_listening
+
+# Calculate the total payment from listening to the court case
+total_payment_listening = total_hours * pay_per_day_listening
+
+# Calculate the total payment from parking each day
+total_payment_parking = total_hours * pay_per_day_parking
+
+# Calculate the final payment per hour after expenses
+final_payment_per_hour = total_payment_listening - total_payment_parking
+
+# Print the final payment per hour
+print(final_payment_per_hour)
+```
+```output
+216
+```
+Melissa''s jury pay after expenses is \(\boxed{216}\).','216',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,6,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total hours Melissa spends listening to a court case in a day.
+2. Calculate the total cost Melissa pays for parking each day.
+3. Calculate the total cost Melissa pays for jury duty.
+4. Subtract the cost of parking from the total cost of jury duty to find out the total expenses.
+5. Divide the total expenses by the total hours spent in a day to find out Melissa''s jury pay per hour.
+
+Let''s start with the first steps:
+
+1. Melissa spends 6 hours a day listening to a court case.
+2. Melissa pays $15 per day.
+3. Melissa pays $3 for parking each day.
+4. The total cost of parking per day is \(3 \times 3 = 9\).
+5. The total expenses after expenses is \(9 - 15 = -6\).
+6. Since the total expenses cannot be negative, it means there was an error in the calculation. Let''s assume there was an error in the problem statement or in the given data. If we assume the correct calculation, we can proceed with the final answer.
+
+Since the problem statement and the calculation are correct, we need to assume the correct calculation. Let''s assume the correct calculation is as follows:
+
+The total expenses after expenses is \(-6\).
+The total hours spent in a day is \(3 \times 3 = 9\).
+The jury pay per hour after expenses is \(\frac{-6}{9} = -\frac{2}{3}\).
+
+Therefore, the final answer is \(\boxed{-\frac{2}{3}}\).','-\frac{2}{3}',0,'not_equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,7,'To determine Melissa''s total jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Determine the total number of hours Melissa spends parking.
+3. Sum these two amounts to get the total number of hours spent in the jury.
+4. Calculate Melissa''s total cost of the court case.
+5. Calculate Melissa''s total cost of parking.
+6. Subtract the total cost of parking from the total cost of the court case to find her total pay.
+7. Divide the total pay by the total number of hours spent to get her pay per hour.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Calculate the total number of hours spent listening to the court case
+hours_per_day = 6
+days = 3
+total_hours_listening = hours_per_day * days
+
+# Step 2: Determine the total number of hours Melissa spends parking
+parking_per_day = 3
+total_hours_parking = parking_per_day * days
+
+# Step 3: Sum these two amounts to get the total number of hours spent in the jury
+total_hours_in_jury = total_hours_listening + total_hours_parking
+
+# Step 4: Calculate Melissa''s total cost of the court case
+court_case_cost = 15
+
+# Step 5: Calculate Melissa''s total cost of parking
+parking_cost = 3
+
+# Step 6: Subtract the total cost of parking from the total cost of the court case to find her total pay
+total_pay = court_case_cost - parking_cost
+
+# Step 7: Divide the total pay by the total number of hours spent to get her pay per hour
+pay_per_hour = total_pay / total_hours_in_jury
+
+# Print the final answer
+print(pay_per_hour)
+```
+```output
+0.4444444444444444
+```
+Melissa''s total jury pay per hour after expenses is \(\boxed{0.4444}\).','0.4444',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630590670169091229e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',67,6.82202602617200318507e+03,6.82202203693300543831e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630647144886517524e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',73,7.38677295588100241716e+03,7.38676896709500579183e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -31642,5 +34842,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-966',0,67,'4',0.0,0,28,1,1474.0,1337.0,877.0,0.0,7.26326716764997399895e+01,1.27447341917550610351e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-966',0,67,'4',0.0,0,70,1,1474.0,1337.0,1754.0,0.0,1.45265343352999479979e+02,2.37675467027700390619e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-966',0,67,'4',0.0,0,1,0,1474.0,1337.0,3508.0,0.0,2.90530686705998959958e+02,4581317172480.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-975',0,68,'-20',0.0,0,8,1,4692.0,4517.0,361.375,0.0,4.82102625962488673394e+01,6.72484317512328735357e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-975',0,68,'10',0.0,0,28,1,4692.0,4517.0,722.75,0.0,9.64205251924977346789e+01,1.12556102735342456052e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-975',0,68,'10',0.0,0,70,1,4692.0,4517.0,1445.5,0.0,1.92841050384995469357e+02,2.03171444703561645509e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-975',0,68,'10',0.0,0,1,0,4692.0,4517.0,2891.0,0.0,3.85682100769990938715e+02,3844021286400.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-976',0,69,'135',0.0,0,8,1,2996.0,2852.0,423.125,0.0,2.55662661958758690165e+01,7.12134366892250488282e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-976',0,69,'354',0.0,0,28,1,2996.0,2852.0,846.25,0.0,5.11325323917517380331e+01,1.24344907527450024417e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-976',0,69,'354',0.0,0,70,1,2996.0,2852.0,1692.5,0.0,1.02265064783503476062e+02,2306078492039.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-976',0,69,'41',0.0,0,1,0,2996.0,2852.0,3385.0,0.0,2.04530129567006952124e+02,4431337325568.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-995',0,70,'12',0.25,1,8,1,1994.0,1902.0,203.375,0.0,1.1561231938751006965e+01,3.69456089687008728031e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-995',0,70,'12',0.25,1,28,1,1994.0,1902.0,406.75,0.0,2.312246387750201393e+01,6.23838255544293212879e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-995',0,70,'12',0.2,1,70,1,1994.0,1902.0,813.5,0.0,4.62449277550040278601e+01,1.13260258725886206053e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-995',0,70,'18',0.0,0,1,0,1994.0,1902.0,1627.0,0.0,9.24898555100080557202e+01,2150131250688.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1002',0,71,'0.125',0.375,0,8,1,2791.0,2671.0,274.625,0.0,2.09080933156255923668e+01,4.94354445196277954115e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1002',0,71,'0.125',0.375,0,28,1,2791.0,2671.0,549.25,0.0,4.18161866312511847337e+01,8.38382546588809692347e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1002',0,71,'9',4.67857142857142860314e-01,0,70,1,2791.0,2671.0,1098.5,0.0,8.36323732625023694674e+01,1.52643874937387329102e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1002',0,71,'0.125',0.5,0,1,0,2791.0,2671.0,2197.0,0.0,1.67264746525004738943e+02,2902551154944.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1010',0,72,'5',0.25,1,8,1,5626.0,5193.0,398.625,0.0,3.92833948576244438308e+01,1.04291716967329431149e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1010',0,72,'8',0.25,0,28,1,5626.0,5193.0,797.25,0.0,7.85667897152488876617e+01,1.54282140146168066409e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1010',0,72,'5',0.2,1,70,1,5626.0,5193.0,1594.5,0.0,1.57133579430497775323e+02,2.54262986503845361319e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1010',0,72,'2',0.0,0,1,0,5626.0,5193.0,3189.0,0.0,3.14267158860995550646e+02,4542246792192.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1033',0,73,'7.5',0.0,0,8,1,4246.0,4038.0,350.5,0.0,2.41153455296262109186e+01,7.00157851850454223622e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1033',0,73,'3.0',0.0,0,28,1,4246.0,4038.0,701.0,0.0,4.82306910592524218373e+01,1.13955861653010375974e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1033',0,73,'3.0',0.0,0,70,1,4246.0,4038.0,1402.0,0.0,9.64613821185048436746e+01,2.01836014588940258784e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1033',0,73,'3.0',0.0,0,1,0,4246.0,4038.0,2804.0,0.0,1.92922764237009687349e+02,3775963204608.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
