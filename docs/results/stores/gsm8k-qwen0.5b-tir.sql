@@ -16371,6 +16371,533 @@ cost_per_day_parking = 3  # in dollars
 total_time_listening = listening_time_per_day * days_listening  # in hours
 total_cost_parking = parking_cost_per_day * days_listening  # in dollars
 total_jury','length',112,622,601,5.78843635297542,166364199936.0,NULL);
+INSERT INTO "chains" VALUES(74,0,0,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',0,'Let''s break down the problem step-by-step:
+
+1. Determine the number of letters delivered on Tuesday.
+2. Determine the number of letters delivered on Wednesday.
+3. Calculate the total number of letters delivered by the post office in a week.
+
+We''ll start with the number of letters delivered on Monday, which is given as 425. On Tuesday, they delivered 17 more than one-fifth as many letters as Monday. So, we can calculate the number of letters delivered on Tuesday as follows:
+
+\[ \text{Letters delivered on Tuesday} = \frac{17}{5} \times 425 \]
+
+Next, we calculate the number of letters delivered on Wednesday:
+
+\[ \text{Letters delivered on Wednesday} = 2 \times \text{Letters delivered on Tuesday} + 5 \]
+
+Finally, we sum the letters delivered on Monday and Wednesday to get the total number of letters delivered by the post office in a week:
+
+\[ \text{Total letters delivered} = 425 + \left( \frac{17}{5} \times 425 \right) + (2 \times \left( \frac{17}{5} \times 425 \right) + 5 \right) \]
+
+Let''s implement this in Python:
+```python
+import sympy as sp
+
+# Step 1: Calculate the number of letters delivered on Tuesday
+letters_tuesday = (17/5) * 425
+
+# Step 2: Calculate the number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Step 3: Calculate the total number of letters delivered in a week
+total_letters = 425 + letters_tuesday + letters_wednesday
+print(total_letters)','stop',377,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,1,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',1,'Let''s break down the problem step by step:
+
+1. **Monday''s delivery**: The post office delivered 425 letters.
+   
+2. **Tuesday''s delivery**: The post office delivered 17 more than one-fifth as many letters as Monday.
+   \[
+   \text{Tuesday''s delivery} = \frac{425}{5} + 17
+   \]
+   First, we calculate \(\frac{425}{5}\):
+   \[
+   \frac{425}{5} = 85
+   \]
+   Then, we add 17 to 85:
+   \[
+   85 + 17 = 102
+   \]
+   
+3. **Wednesday''s delivery**: The post office delivered 5 more than twice as many letters as they delivered on Tuesday.
+   \[
+   \text{Wednesday''s delivery} = 2 \times 102 + 5
+   \]
+   First, we calculate \(2 \times 102\):
+   \[
+   2 \times 102 = 204
+   \]
+   Then, we add 5 to 204:
+   \[
+   204 + 5 = 209
+   \]
+   
+4. **Final answer**: The post office delivered 209 letters on Wednesday.
+   \[
+   \boxed{209}
+   \]','stop',308,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,2,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',2,'To solve this problem step-by-step, we need to calculate the number of letters delivered each day and then find the total number of letters delivered by Monday and Wednesday.
+
+1. On Monday, the post office delivered 425 letters.
+2. On Tuesday, they delivered \( \frac{425}{5} + 17 \).
+3. On Wednesday, they delivered \( 2 \times \left( \frac{425}{5} + 17 \right) + 5 \).
+
+Let''s break this down into a Python code block.
+```python
+# Step-by-step calculation
+# Monday
+monday_letters = 425
+
+# Tuesday
+tuesday_letters = (monday_letters / 5) + 17
+
+# Wednesday
+wednesday_letters = (2 * tuesday_letters) + 5
+
+# Total letters delivered by Monday and Wednesday
+total_letters = monday_letters + wednesday_letters
+print(total_letters)','stop',202,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,3,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',3,'Let''s break down the problem step by step using Python.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many letters as Monday.
+   - First, calculate one-fifth of 425:
+     \[
+     \frac{1}{5} \times 425 = 85
+     \]
+   - Then, add 17 to this value to find the number of letters delivered on Tuesday:
+     \[
+     85 + 17 = 102
+     \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, they delivered 5 more than twice as many letters as they delivered on Tuesday.
+   - First, calculate twice the number of letters delivered on Tuesday:
+     \[
+     2 \times 102 = 204
+     \]
+   - Then, add 5 to this value to find the number of letters delivered on Wednesday:
+     \[
+     204 + 5 = 209
+     \]
+
+3. **Find the total number of letters delivered by the post office over the three days:**
+   - Add the number of letters delivered on Monday, Tuesday, and Wednesday:
+     \[
+     425 + 102 + 209 = 736
+     \]
+
+Therefore, the post office delivered \(\boxed{736}\) letters over the three days.','stop',335,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,4,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',4,'To solve the problem, we need to determine the number of letters delivered on each day and then find the total number of letters delivered over the three days.
+
+1. On Monday, the post office delivered 425 letters.
+2. On Tuesday, they delivered 17 more than one-fifth as many as Monday. So, the number of letters delivered on Tuesday is:
+   \[
+   1.5 \times 425 + 17
+   \]
+3. On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday. So, the number of letters delivered on Wednesday is:
+   \[
+   2 \times (1.5 \times 425 + 17) + 5
+   \]
+
+Now, let''s calculate this step-by-step using Python code.
+```python
+# Number of letters delivered on Monday
+monday_letters = 425
+
+# Number of letters delivered on Tuesday
+tuesday_letters = 1.5 * monday_letters + 17
+
+# Number of letters delivered on Wednesday
+wednesday_letters = 2 * tuesday_letters + 5
+
+# Total number of letters delivered over the three days
+total_letters = monday_letters + tuesday_letters + wednesday_letters
+
+# Print the result
+print(total_letters)','stop',275,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,5,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',5,'Let''s break down the problem step-by-step and then use Python code to verify the solution.
+
+1. **Determine the number of letters delivered on Tuesday**: According to the problem, on Tuesday they delivered 17 more than one-fifth as many letters as Monday. Let \( M \) be the number of letters delivered on Monday. Then, \( \text{Tuesday} = \frac{1}{5}M + 17 \).
+
+2. **Determine the number of letters delivered on Wednesday**: According to the problem, on Wednesday they delivered 5 more than twice as many letters as they delivered on Tuesday. Let \( W \) be the number of letters delivered on Wednesday. Then, \( \text{Wednesday} = 2 \times (\text{Tuesday} - 5) + 5 \).
+
+3. **Calculate the total number of letters delivered by the post office on Monday and Wednesday**: Sum \( M \) and \( W \).
+
+Let''s implement this in Python code to find the final answer.
+```python
+import sympy as sp
+
+# Define the variable for the number of letters delivered on Monday
+M = sp.symbols(''M'')
+
+# Calculate the number of letters delivered on Tuesday
+Tuesday = (1/5) * M + 17
+
+# Calculate the number of letters delivered on Wednesday
+Wednesday = 2 * (Tuesday - 5) + 5
+
+# Calculate the total number of letters delivered by the post office on Monday and Wednesday
+total_letters = M + W
+
+# Print the final answer
+print(total_letters)','stop',326,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,6,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',6,'To solve this problem, we need to break it down step by step and then use Python code to ensure the result is accurate.
+
+1. First, we need to calculate the number of letters delivered on Tuesday. According to the problem, on Tuesday they delivered 17 more than one-fifth as many letters as Monday. Let''s denote the number of letters delivered on Monday by \( M \). Then the number of letters delivered on Tuesday is \( \frac{1}{5}M + 17 \).
+
+2. Next, we need to calculate the number of letters delivered on Wednesday. According to the problem, on Wednesday they delivered 5 more than twice as many letters as they delivered on Tuesday. Let''s denote the number of letters delivered on Tuesday by \( T \). Then the number of letters delivered on Wednesday is \( 2T + 5 \).
+
+3. Finally, we need to find the total number of letters delivered over the three days. This is the sum of the letters delivered on Monday, Tuesday, and Wednesday.
+
+Let''s implement this in Python code.
+```python
+import sympy as sp
+
+# Define the variable for letters delivered on Monday
+M = sp.symbols(''M'')
+
+# Calculate the number of letters delivered on Tuesday
+T = 5 * (M / 5) + 17
+
+# Calculate the number of letters delivered on Wednesday
+W = 2 * T + 5
+
+# Calculate the total number of letters delivered over the three days
+total_letters = M + T + W
+
+print(total_letters)','stop',320,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,0,7,'26a50820d6ea0179d9d7d11b0be1cfde5c99ab80a8513aeff23dafec526a1e1e',7,'To solve this problem, we need to calculate the number of letters delivered on Wednesday and then subtract it from the number delivered on Monday. Here''s the step-by-step reasoning:
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many letters as Monday.
+   - First, calculate one-fifth of 425:
+     \[
+     \frac{1}{5} \times 425 = 85
+     \]
+   - Then, add 17 to 85:
+     \[
+     85 + 17 = 102
+     \]
+   - So, on Tuesday, they delivered 102 letters.
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Wednesday, they delivered 5 more than twice as many letters as they delivered on Tuesday.
+   - First, calculate twice 102:
+     \[
+     2 \times 102 = 204
+     \]
+   - Then, add 5 to 204:
+     \[
+     204 + 5 = 209
+     \]
+   - So, on Wednesday, they delivered 209 letters.
+
+3. **Calculate the total number of letters delivered by the post office on Wednesday:**
+   - Add the number delivered on Monday and Wednesday:
+     \[
+     425 + 209 = 634
+     \]
+   - So, the total number of letters delivered by the post office on Wednesday is 634.
+
+4. **Calculate the number of letters delivered by the post office on Monday:**
+   - Subtract the total number of letters delivered on Wednesday from the number delivered on Monday:
+     \[
+     425 - 634 = -209
+     \]
+   - Since the number of letters delivered must be a non-negative number, it indicates an error in the problem statement or the data provided. However, if we assume the problem statement is correct, we can conclude that the answer is not possible under the given constraints. If we need to find the correct number of letters delivered on Monday, we would need additional information or constraints.
+
+So, the final answer is:
+\[
+\boxed{634}
+\]','stop',509,183,120,1.22338331516257614595e+01,426465804192.0,NULL);
+INSERT INTO "chains" VALUES(74,1,0,'54256312844f95795380aad97729a1203d446bab9faa81960f690b063999a78b',0,'The total number of letters delivered by the post office on Monday and Wednesday is \(\boxed{4765}\).','stop',26,572,559,1.66684525083979284687e+00,47892724224.0,NULL);
+INSERT INTO "chains" VALUES(74,2,0,'3043a19b1ba2fb477bf96789856d8eae58ec526ff8f721d22cfe3803d88778a9',0,'The total number of letters delivered by the post office on Monday and Wednesday is \(\boxed{634}\).','stop',25,396,384,1.61216832012865385337e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(74,3,0,'348cc18d91d530cc17c680ddcfa951e3408f5b99f9e4f319a65ab7cf1940a666',0,'The total number of letters delivered by the post office over the three days is \(\boxed{2393.5}\).','stop',28,470,457,1.79494028683398543222e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(74,4,0,'997220da702b7cd8d06878d074c87676d4dd007a0065605aec9a42fc53f23abb',0,'It looks like there was an error because `W` was not defined in the code. Let''s fix that and re-run the code.
+```python
+import sympy as sp
+
+# Define the variable for the number of letters delivered on Monday
+M = sp.symbols(''M'')
+
+# Calculate the number of letters delivered on Tuesday
+Tuesday = (1/5) * M + 17
+
+# Calculate the number of letters delivered on Wednesday
+Wednesday = 2 * (Tuesday - 5) + 5
+
+# Calculate the total number of letters delivered by the post office on Monday and Wednesday
+total_letters = M + W
+
+# Print the final answer
+print(total_letters)','stop',143,525,508,7.0699723785524435371e+00,200393240832.0,NULL);
+INSERT INTO "chains" VALUES(74,5,0,'86282453b7000623dffe8cba9cbff46ede2990810f5b78bacc438d434de2fa1c',0,'The total number of letters delivered by the post office over the three days is \(\boxed{4M + 56}\).','stop',28,515,502,1.62346634084820440335e+00,50413393920.0,NULL);
+INSERT INTO "chains" VALUES(74,6,0,'61eb3c40a2aebd56eb0ab96084acad151a9bcb01b194d9551504e5c7aeaccf60',0,'It appears there was an issue with the variable definition. Let''s correct it by defining the variable properly and recalculating the total letters.
+```python
+import sympy as sp
+
+# Define the variable for the','length',43,684,667,3.67110083799343556165e+00,74359756032.0,NULL);
+INSERT INTO "chains" VALUES(75,0,0,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',0,'Let''s denote the number of tennis balls retrieved in the second set as \( y \). According to the problem, in the first set, he retrieved four more balls than in the second set, so the number of balls retrieved in the first set is \( y + 4 \).
+
+In the third set, he retrieved half as many balls as in the second. Therefore, the number of balls retrieved in the third set is \( \frac{y}{2} \).
+
+The total number of tennis balls retrieved in all three sets is the sum of the balls retrieved in each set:
+\[
+(y + 4) + y + \frac{y}{2}
+\]
+
+First, let''s simplify the expression inside the parentheses:
+\[
+y + 4 + y + \frac{y}{2} = \frac{3y + 8}{2}
+\]
+
+The total number of tennis balls retrieved is then:
+\[
+\frac{3y + 8}{2}
+\]
+
+We are given that the total number of tennis balls retrieved is 19. Therefore, we set up the equation:
+\[
+\frac{3y + 8}{2} = 19
+\]
+
+To eliminate the fraction, we multiply both sides of the equation by 2:
+\[
+3y + 8 = 38
+\]
+
+Next, we isolate \( y \) by subtracting 8 from both sides:
+\[
+3y = 30
+\]
+
+Then, we divide both sides by 3:
+\[
+y = 10
+\]
+
+Thus, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',349,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,1,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',1,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, the first set needed to retrieve four more balls than in the second set. So, in the first set, he retrieved \( x + 4 \) balls.
+3. In the third set, he retrieved half as many balls as in the second. So, in the third set, he retrieved \( \frac{x}{2} \) balls.
+4. We know the total number of tennis balls retrieved in all is 19. So, we can write the equation:
+\[ x + 4 + \frac{x}{2} = 19 \]
+
+Let''s solve this equation step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(x + 4 + x / 2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution)','stop',237,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,2,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',2,'To solve this problem, we need to set up a system of equations based on the information given. Let''s denote the number of tennis balls retrieved in the second set as \( x \). According to the problem, in the first set, he retrieved four more balls than in the second set, so the number of balls retrieved in the first set as \( x + 4 \). In the third set, he retrieved half as many balls as in the second, so the number of balls retrieved in the third set as \( \frac{x}{2} \).
+
+We know that the total number of tennis balls retrieved is 19. Therefore, we can set up the following equation:
+
+\[ x + 4 + \frac{x}{2} = 19 \]
+
+First, let''s combine the terms involving \( x \):
+
+\[ \frac{2x + 8}{2} = 19 \]
+
+Next, we will solve for \( x \) by isolating it on one side of the equation. We do this by multiplying both sides by 2:
+
+\[ 2x + 8 = 38 \]
+
+Then, we will subtract 8 from both sides:
+
+\[ 2x = 20 \]
+
+Finally, we will divide both sides by 2:
+
+\[ x = 10 \]
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',296,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,3,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',3,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. Let \( x \) represent the number of tennis balls retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so he retrieved \( x + 4 \) balls in the first set.
+3. In the third set, he retrieved half as many balls as in the second set, so he retrieved \( \frac{x}{2} \) balls in the third set.
+4. The total number of tennis balls retrieved in all three sets is 19, so we can write the equation:
+   \[
+   (x + 4) + \frac{x}{2} = 19
+   \]
+
+Now, we''ll solve this equation step-by-step using Python.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(x + 4 + x / 2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution)','stop',243,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,4,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',4,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables for the number of balls retrieved in the second set as \( x \) and the number of balls retrieved in the third set as \( y \).
+
+According to the problem:
+1. In the first set, he retrieved 4 more balls than in the second set. So, the number of balls retrieved in the first set is \( x + 4 \).
+2. In the third set, he retrieved half as many balls as in the second set. So, the number of balls retrieved in the third set is \( \frac{x}{2} \).
+3. The total number of tennis balls retrieved is 19, so we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+We can solve this equation step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(x + 4 + x/2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution[0])','stop',260,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,5,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',5,'To solve this problem, we need to set up an equation based on the information given in the problem and then solve it using Python code.
+
+Let''s define the variables:
+- Let \( x \) be the number of tennis balls retrieved in the second set.
+- Let \( y \) be the number of tennis balls retrieved in the first set.
+
+According to the problem:
+1. In the first set, he had to retrieve four more balls than in the second set.
+   \[
+   y = x + 4
+   \]
+2. In the third set, he retrieved half as many balls as in the second set.
+   \[
+   y = \frac{x}{2}
+   \]
+3. The total number of tennis balls retrieved in all three sets is 19.
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+We can solve this equation step-by-step using Python code.
+
+First, we''ll combine the two equations:
+\[
+\frac{x}{2} + 4 + x = 19
+\]
+
+Next, we''ll isolate \( x \):
+\[
+\frac{x}{2} + x + 4 = 19
+\]
+\[
+\frac{x}{2} + 5 = 19
+\]
+\[
+\frac{x}{2} = 14
+\]
+\[
+x = 28
+\]
+
+So, the number of tennis balls retrieved in the first set of the match is \( 28 \). Let''s verify this solution by substituting \( x = 28 \) back into the original equations to ensure they are consistent.
+
+Let''s write the Python code to verify this solution.
+```python
+# Define the variables
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equations
+eq1 = Eq(x/2 + 4, 19)
+eq2 = Eq(x/2, 14)
+
+# Solve the equations
+solution = solve((eq1, eq2), x)
+print(solution[0])','stop',442,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,6,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',6,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. **Define the variables:**
+   Let \( x \) be the number of tennis balls retrieved in the second set.
+   According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \).
+   The number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+
+2. **Sum the balls retrieved in all three sets:**
+   The total number of tennis balls retrieved is given as 19.
+   So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+3. **Solve for \( x \):**
+   First, let''s combine the terms on the left side of the equation:
+   \[
+   \frac{2x + 8}{2} = 19
+   \]
+   Simplify the left side:
+   \[
+   x + 4 = 19
+   \]
+   Subtract 4 from both sides:
+   \[
+   x = 15
+   \]
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{15}\).','stop',268,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,0,7,'f3c35d94899d672c241470ce25bcd454163aa1707d09cf60f85fa70f9b672c2f',7,'To solve this problem, we will define the variables and set up the equations based on the information given. Let''s break it down step-by-step:
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so the number of balls retrieved in the first set is \( x + 4 \).
+3. In the third set, he retrieved half as many balls as in the second set, so the number of balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is given as 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+To solve this equation, we can follow these steps:
+
+1. Combine like terms on the left side of the equation:
+   \[
+   x + \frac{x}{2} + 4 = 19
+   \]
+   \[
+   x + \frac{x}{2} = 15
+   \]
+
+2. To eliminate the fraction, multiply both sides of the equation by 2:
+   \[
+   2x + x = 30
+   \]
+   \[
+   3x = 30
+   \]
+
+3. Finally, divide both sides by 3:
+   \[
+   x = 10
+   \]
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',345,200,120,1.24559606636111155355e+01,395745142272.0,NULL);
+INSERT INTO "chains" VALUES(75,1,0,'105e56cb52177fd247137c0569c354e52cb8fc423a2877d673b6939a959c77c7',0,'The number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',23,446,436,1.43215973873520852066e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(75,2,0,'ee84e0749ffc19c5ac4bbc3a1b0cbc26c6a7269f69de8fa2e44f8d27d42082c1',0,'The solution to the equation is \( x = 10 \). Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',39,452,442,2.24963711775126284919e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(75,3,0,'2616ec35ad31c3d721dbdec75fe8c4bac7eca5a570b35a28772e5ad4debd34ee',0,'Rory retrieved \(\boxed{10}\) tennis balls in the first set of the match.','stop',22,468,459,1.31913338475351338274e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(75,4,0,'fdb95e20d9c414646d641ad80bbf03968a7fc97693b1ac46a410d834a084e324',0,'It seems there was an error in the code because the `solve` function did not return the correct value. Instead, we can manually solve the equation step-by-step to ensure we get the correct solution.
+
+Let''s manually solve the equation:
+1. From \( \frac{x}{2} = 14 \), we get \( x = ','length',70,656,641,4.45792512579282629303e+00,105868127232.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -16455,6 +16982,8 @@ INSERT INTO "jobs" VALUES(70,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(71,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1002',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','0.125','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1936260330, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 2083, "calls": 1, "seconds": 76.62017968866654, "flops": 2683252891392.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0222, "call_seconds": 0.0287, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.031, "call_seconds": 0.0322, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0281, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0247, "call_seconds": 0.0297, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0335, "call_seconds": 0.0383, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0356, "call_seconds": 0.0365, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3, 4, 5, 6, 7], "seeds": [393470068, 393493825, 393501744, 393509663, 393517582, 393525501], "usage": {"prompt_tokens": 2617, "cached_prompt_tokens": 2551, "completion_tokens": 114, "calls": 6, "seconds": 6.34822550436116, "flops": 219298263552.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"1/8": 3, "9": 1, "56": 1, "8": 3}, "tie_broken_by_rng": true, "winner": "1/8"}]',2791,2671,2197,13,0,0,2902551154944.0,0.0,1.67264746525004738943e+02,8.31620806790348439125e+01,1.79630627850986671449e+09);
 INSERT INTO "jobs" VALUES(72,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1010',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 172646614, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 120, "completion_tokens": 2384, "calls": 1, "seconds": 94.12136151265355, "flops": 3081518703360.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0288, "call_seconds": 0.0367, "stdout_bytes": 57, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0312, "call_seconds": 0.0416, "stdout_bytes": 0, "stderr_bytes": 207}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0276, "call_seconds": 0.037, "stdout_bytes": 0, "stderr_bytes": 207}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0221, "call_seconds": 0.0336, "stdout_bytes": 0, "stderr_bytes": 231}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0306, "call_seconds": 0.0317, "stdout_bytes": 0, "stderr_bytes": 181}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0237, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.026, "call_seconds": 0.0297, "stdout_bytes": 0, "stderr_bytes": 226}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 6, 7], "seeds": [184244023, 184251942, 184259861, 184275699, 184283618, 184291537, 184299456], "usage": {"prompt_tokens": 3520, "cached_prompt_tokens": 3216, "completion_tokens": 656, "calls": 7, "seconds": 40.20711760311541, "flops": 1201099110144.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0188, "call_seconds": 0.0226, "stdout_bytes": 0, "stderr_bytes": 207}, {"event": "tool", "round": 1, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0203, "call_seconds": 0.0212, "stdout_bytes": 0, "stderr_bytes": 231}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0172, "call_seconds": 0.0197, "stdout_bytes": 0, "stderr_bytes": 181}, {"event": "generate", "round": 2, "paths": [1, 4, 5], "seeds": [184356671, 184380428, 184388347], "usage": {"prompt_tokens": 1917, "cached_prompt_tokens": 1857, "completion_tokens": 149, "calls": 3, "seconds": 8.083243589348665, "flops": 259628978688.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "length", "length", "answered", "length"], "code_runs": [1, 2, 1, 0, 2, 2, 1, 1]}, {"event": "vote", "counts": {"5": 2, "8": 1, "2": 4, "7": 1}, "tie_broken_by_rng": false, "winner": "2"}]',5626,5193,3189,21,0,0,4542246792192.0,0.0,3.14267158860995550646e+02,1.42709282334122889322e+02,1.79630644802155637739e+09);
 INSERT INTO "jobs" VALUES(73,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1033',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3.0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1706437845, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2416, "calls": 1, "seconds": 90.50289688209598, "flops": 3114287409408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0328, "call_seconds": 0.0424, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0341, "call_seconds": 0.0372, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0242, "call_seconds": 0.0272, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0228, "call_seconds": 0.0245, "stdout_bytes": 0, "stderr_bytes": 253}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0246, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.02, "call_seconds": 0.021, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0263, "call_seconds": 0.032, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [918904553, 918912472, 918920391, 918928310, 918936229, 918944148, 918959986], "usage": {"prompt_tokens": 3441, "cached_prompt_tokens": 3317, "completion_tokens": 276, "calls": 7, "seconds": 14.397097704038972, "flops": 495311595264.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0147, "call_seconds": 0.0158, "stdout_bytes": 0, "stderr_bytes": 253}, {"event": "generate", "round": 2, "paths": [3], "seeds": [919033039], "usage": {"prompt_tokens": 622, "cached_prompt_tokens": 601, "completion_tokens": 112, "calls": 1, "seconds": 5.78843635297542, "flops": 166364199936.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 2, 1, 1, 0, 1]}, {"event": "vote", "counts": {"15/2": 1, "3": 2, "54": 1, "1": 1, "216": 1, "-\\frac{2}{3}": 1, "1111/2500": 1}, "tie_broken_by_rng": false, "winner": "3"}]',4246,4038,2804,17,0,0,3775963204608.0,0.0,1.92922764237009687349e+02,1.10913103914099892216e+02,1.79630647144783258438e+09);
+INSERT INTO "jobs" VALUES(74,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1040',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','634','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 93401098, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2652, "calls": 1, "seconds": 97.87066521300609, "flops": 3411726433536.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0154, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0151, "call_seconds": 0.025, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0256, "call_seconds": 0.0364, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0929, "call_seconds": 0.0939, "stdout_bytes": 0, "stderr_bytes": 164}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0894, "call_seconds": 0.0904, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 4, 5, 6], "seeds": [872049069, 872064907, 872080745, 872088664, 872096583], "usage": {"prompt_tokens": 2478, "cached_prompt_tokens": 2410, "completion_tokens": 250, "calls": 5, "seconds": 13.76739257720308, "flops": 394484807424.0}}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0955, "call_seconds": 0.0965, "stdout_bytes": 0, "stderr_bytes": 164}, {"event": "generate", "round": 2, "paths": [5], "seeds": [872193393], "usage": {"prompt_tokens": 684, "cached_prompt_tokens": 667, "completion_tokens": 43, "calls": 1, "seconds": 3.6711008379934356, "flops": 74359756032.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [1, 0, 1, 0, 1, 2, 1, 0]}, {"event": "vote", "counts": {"4765": 1, "209": 1, "634": 2, "736": 1, "4787/2": 1, "5": 1, "4M + 56": 1}, "tie_broken_by_rng": false, "winner": "634"}]',3345,3197,2945,13,0,0,3880570996992.0,0.0,2.20810175061997142624e+02,1.15666702671202145321e+02,1.79630666883815431596e+09);
+INSERT INTO "jobs" VALUES(75,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1047',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1241514133, "usage": {"prompt_tokens": 200, "cached_prompt_tokens": 120, "completion_tokens": 2440, "calls": 1, "seconds": 99.64768530888892, "flops": 3165961138176.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.2611, "call_seconds": 0.2634, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.2466, "call_seconds": 0.2661, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.2427, "call_seconds": 0.2449, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndexError", "wall_seconds": 0.2494, "call_seconds": 0.2518, "stdout_bytes": 0, "stderr_bytes": 159}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5], "seeds": [1726749542, 1726765380, 1726773299, 1726781218], "usage": {"prompt_tokens": 2022, "cached_prompt_tokens": 1978, "completion_tokens": 154, "calls": 4, "seconds": 9.458855367032811, "flops": 244504960512.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"10": 6, "14": 1, "15": 1}, "tie_broken_by_rng": false, "winner": "10"}]',2222,2098,2594,9,0,0,3410466098688.0,0.0,2.06861802890998660578e+02,1.10132745383924941502e+02,1.79630667832226729391e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -34559,10 +35088,577 @@ print(pay_per_hour)
 0.4444444444444444
 ```
 Melissa''s total jury pay per hour after expenses is \(\boxed{0.4444}\).','0.4444',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,0,'Let''s break down the problem step-by-step:
+
+1. Determine the number of letters delivered on Tuesday.
+2. Determine the number of letters delivered on Wednesday.
+3. Calculate the total number of letters delivered by the post office in a week.
+
+We''ll start with the number of letters delivered on Monday, which is given as 425. On Tuesday, they delivered 17 more than one-fifth as many letters as Monday. So, we can calculate the number of letters delivered on Tuesday as follows:
+
+\[ \text{Letters delivered on Tuesday} = \frac{17}{5} \times 425 \]
+
+Next, we calculate the number of letters delivered on Wednesday:
+
+\[ \text{Letters delivered on Wednesday} = 2 \times \text{Letters delivered on Tuesday} + 5 \]
+
+Finally, we sum the letters delivered on Monday and Wednesday to get the total number of letters delivered by the post office in a week:
+
+\[ \text{Total letters delivered} = 425 + \left( \frac{17}{5} \times 425 \right) + (2 \times \left( \frac{17}{5} \times 425 \right) + 5 \right) \]
+
+Let''s implement this in Python:
+```python
+import sympy as sp
+
+# Step 1: Calculate the number of letters delivered on Tuesday
+letters_tuesday = (17/5) * 425
+
+# Step 2: Calculate the number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Step 3: Calculate the total number of letters delivered in a week
+total_letters = 425 + letters_tuesday + letters_wednesday
+print(total_letters)
+```
+```output
+4765.0
+```
+The total number of letters delivered by the post office on Monday and Wednesday is \(\boxed{4765}\).','4765',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,1,'Let''s break down the problem step by step:
+
+1. **Monday''s delivery**: The post office delivered 425 letters.
+   
+2. **Tuesday''s delivery**: The post office delivered 17 more than one-fifth as many letters as Monday.
+   \[
+   \text{Tuesday''s delivery} = \frac{425}{5} + 17
+   \]
+   First, we calculate \(\frac{425}{5}\):
+   \[
+   \frac{425}{5} = 85
+   \]
+   Then, we add 17 to 85:
+   \[
+   85 + 17 = 102
+   \]
+   
+3. **Wednesday''s delivery**: The post office delivered 5 more than twice as many letters as they delivered on Tuesday.
+   \[
+   \text{Wednesday''s delivery} = 2 \times 102 + 5
+   \]
+   First, we calculate \(2 \times 102\):
+   \[
+   2 \times 102 = 204
+   \]
+   Then, we add 5 to 204:
+   \[
+   204 + 5 = 209
+   \]
+   
+4. **Final answer**: The post office delivered 209 letters on Wednesday.
+   \[
+   \boxed{209}
+   \]','209',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,2,'To solve this problem step-by-step, we need to calculate the number of letters delivered each day and then find the total number of letters delivered by Monday and Wednesday.
+
+1. On Monday, the post office delivered 425 letters.
+2. On Tuesday, they delivered \( \frac{425}{5} + 17 \).
+3. On Wednesday, they delivered \( 2 \times \left( \frac{425}{5} + 17 \right) + 5 \).
+
+Let''s break this down into a Python code block.
+```python
+# Step-by-step calculation
+# Monday
+monday_letters = 425
+
+# Tuesday
+tuesday_letters = (monday_letters / 5) + 17
+
+# Wednesday
+wednesday_letters = (2 * tuesday_letters) + 5
+
+# Total letters delivered by Monday and Wednesday
+total_letters = monday_letters + wednesday_letters
+print(total_letters)
+```
+```output
+634.0
+```
+The total number of letters delivered by the post office on Monday and Wednesday is \(\boxed{634}\).','634',0,'not_equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(74,3,'Let''s break down the problem step by step using Python.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many letters as Monday.
+   - First, calculate one-fifth of 425:
+     \[
+     \frac{1}{5} \times 425 = 85
+     \]
+   - Then, add 17 to this value to find the number of letters delivered on Tuesday:
+     \[
+     85 + 17 = 102
+     \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Tuesday, they delivered 5 more than twice as many letters as they delivered on Tuesday.
+   - First, calculate twice the number of letters delivered on Tuesday:
+     \[
+     2 \times 102 = 204
+     \]
+   - Then, add 5 to this value to find the number of letters delivered on Wednesday:
+     \[
+     204 + 5 = 209
+     \]
+
+3. **Find the total number of letters delivered by the post office over the three days:**
+   - Add the number of letters delivered on Monday, Tuesday, and Wednesday:
+     \[
+     425 + 102 + 209 = 736
+     \]
+
+Therefore, the post office delivered \(\boxed{736}\) letters over the three days.','736',1,'equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,4,'To solve the problem, we need to determine the number of letters delivered on each day and then find the total number of letters delivered over the three days.
+
+1. On Monday, the post office delivered 425 letters.
+2. On Tuesday, they delivered 17 more than one-fifth as many as Monday. So, the number of letters delivered on Tuesday is:
+   \[
+   1.5 \times 425 + 17
+   \]
+3. On Wednesday, they delivered 5 more than twice as many as they delivered on Tuesday. So, the number of letters delivered on Wednesday is:
+   \[
+   2 \times (1.5 \times 425 + 17) + 5
+   \]
+
+Now, let''s calculate this step-by-step using Python code.
+```python
+# Number of letters delivered on Monday
+monday_letters = 425
+
+# Number of letters delivered on Tuesday
+tuesday_letters = 1.5 * monday_letters + 17
+
+# Number of letters delivered on Wednesday
+wednesday_letters = 2 * tuesday_letters + 5
+
+# Total number of letters delivered over the three days
+total_letters = monday_letters + tuesday_letters + wednesday_letters
+
+# Print the result
+print(total_letters)
+```
+```output
+2393.5
+```
+The total number of letters delivered by the post office over the three days is \(\boxed{2393.5}\).','2393.5',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,5,'Let''s break down the problem step-by-step and then use Python code to verify the solution.
+
+1. **Determine the number of letters delivered on Tuesday**: According to the problem, on Tuesday they delivered 17 more than one-fifth as many letters as Monday. Let \( M \) be the number of letters delivered on Monday. Then, \( \text{Tuesday} = \frac{1}{5}M + 17 \).
+
+2. **Determine the number of letters delivered on Wednesday**: According to the problem, on Wednesday they delivered 5 more than twice as many letters as they delivered on Tuesday. Let \( W \) be the number of letters delivered on Wednesday. Then, \( \text{Wednesday} = 2 \times (\text{Tuesday} - 5) + 5 \).
+
+3. **Calculate the total number of letters delivered by the post office on Monday and Wednesday**: Sum \( M \) and \( W \).
+
+Let''s implement this in Python code to find the final answer.
+```python
+import sympy as sp
+
+# Define the variable for the number of letters delivered on Monday
+M = sp.symbols(''M'')
+
+# Calculate the number of letters delivered on Tuesday
+Tuesday = (1/5) * M + 17
+
+# Calculate the number of letters delivered on Wednesday
+Wednesday = 2 * (Tuesday - 5) + 5
+
+# Calculate the total number of letters delivered by the post office on Monday and Wednesday
+total_letters = M + W
+
+# Print the final answer
+print(total_letters)
+```
+```output
+NameError: name ''W'' is not defined
+```
+It looks like there was an error because `W` was not defined in the code. Let''s fix that and re-run the code.
+```python
+import sympy as sp
+
+# Define the variable for the number of letters delivered on Monday
+M = sp.symbols(''M'')
+
+# Calculate the number of letters delivered on Tuesday
+Tuesday = (1/5) * M + 17
+
+# Calculate the number of letters delivered on Wednesday
+Wednesday = 2 * (Tuesday - 5) + 5
+
+# Calculate the total number of letters delivered by the post office on Monday and Wednesday
+total_letters = M + W
+
+# Print the final answer
+print(total_letters)
+```
+```output
+NameError: name ''W'' is not defined
+```
+It appears there was an issue with the variable definition. Let''s correct it by defining the variable properly and recalculating the total letters.
+```python
+import sympy as sp
+
+# Define the variable for the','5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,6,'To solve this problem, we need to break it down step by step and then use Python code to ensure the result is accurate.
+
+1. First, we need to calculate the number of letters delivered on Tuesday. According to the problem, on Tuesday they delivered 17 more than one-fifth as many letters as Monday. Let''s denote the number of letters delivered on Monday by \( M \). Then the number of letters delivered on Tuesday is \( \frac{1}{5}M + 17 \).
+
+2. Next, we need to calculate the number of letters delivered on Wednesday. According to the problem, on Wednesday they delivered 5 more than twice as many letters as they delivered on Tuesday. Let''s denote the number of letters delivered on Tuesday by \( T \). Then the number of letters delivered on Wednesday is \( 2T + 5 \).
+
+3. Finally, we need to find the total number of letters delivered over the three days. This is the sum of the letters delivered on Monday, Tuesday, and Wednesday.
+
+Let''s implement this in Python code.
+```python
+import sympy as sp
+
+# Define the variable for letters delivered on Monday
+M = sp.symbols(''M'')
+
+# Calculate the number of letters delivered on Tuesday
+T = 5 * (M / 5) + 17
+
+# Calculate the number of letters delivered on Wednesday
+W = 2 * T + 5
+
+# Calculate the total number of letters delivered over the three days
+total_letters = M + T + W
+
+print(total_letters)
+```
+```output
+4*M + 56
+```
+The total number of letters delivered by the post office over the three days is \(\boxed{4M + 56}\).','4M + 56',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,7,'To solve this problem, we need to calculate the number of letters delivered on Wednesday and then subtract it from the number delivered on Monday. Here''s the step-by-step reasoning:
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   - On Monday, the post office delivered 425 letters.
+   - On Tuesday, they delivered 17 more than one-fifth as many letters as Monday.
+   - First, calculate one-fifth of 425:
+     \[
+     \frac{1}{5} \times 425 = 85
+     \]
+   - Then, add 17 to 85:
+     \[
+     85 + 17 = 102
+     \]
+   - So, on Tuesday, they delivered 102 letters.
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   - On Wednesday, they delivered 5 more than twice as many letters as they delivered on Tuesday.
+   - First, calculate twice 102:
+     \[
+     2 \times 102 = 204
+     \]
+   - Then, add 5 to 204:
+     \[
+     204 + 5 = 209
+     \]
+   - So, on Wednesday, they delivered 209 letters.
+
+3. **Calculate the total number of letters delivered by the post office on Wednesday:**
+   - Add the number delivered on Monday and Wednesday:
+     \[
+     425 + 209 = 634
+     \]
+   - So, the total number of letters delivered by the post office on Wednesday is 634.
+
+4. **Calculate the number of letters delivered by the post office on Monday:**
+   - Subtract the total number of letters delivered on Wednesday from the number delivered on Monday:
+     \[
+     425 - 634 = -209
+     \]
+   - Since the number of letters delivered must be a non-negative number, it indicates an error in the problem statement or the data provided. However, if we assume the problem statement is correct, we can conclude that the answer is not possible under the given constraints. If we need to find the correct number of letters delivered on Monday, we would need additional information or constraints.
+
+So, the final answer is:
+\[
+\boxed{634}
+\]','634',0,'not_equivalent',509,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,0,'Let''s denote the number of tennis balls retrieved in the second set as \( y \). According to the problem, in the first set, he retrieved four more balls than in the second set, so the number of balls retrieved in the first set is \( y + 4 \).
+
+In the third set, he retrieved half as many balls as in the second. Therefore, the number of balls retrieved in the third set is \( \frac{y}{2} \).
+
+The total number of tennis balls retrieved in all three sets is the sum of the balls retrieved in each set:
+\[
+(y + 4) + y + \frac{y}{2}
+\]
+
+First, let''s simplify the expression inside the parentheses:
+\[
+y + 4 + y + \frac{y}{2} = \frac{3y + 8}{2}
+\]
+
+The total number of tennis balls retrieved is then:
+\[
+\frac{3y + 8}{2}
+\]
+
+We are given that the total number of tennis balls retrieved is 19. Therefore, we set up the equation:
+\[
+\frac{3y + 8}{2} = 19
+\]
+
+To eliminate the fraction, we multiply both sides of the equation by 2:
+\[
+3y + 8 = 38
+\]
+
+Next, we isolate \( y \) by subtracting 8 from both sides:
+\[
+3y = 30
+\]
+
+Then, we divide both sides by 3:
+\[
+y = 10
+\]
+
+Thus, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(75,1,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, the first set needed to retrieve four more balls than in the second set. So, in the first set, he retrieved \( x + 4 \) balls.
+3. In the third set, he retrieved half as many balls as in the second. So, in the third set, he retrieved \( \frac{x}{2} \) balls.
+4. We know the total number of tennis balls retrieved in all is 19. So, we can write the equation:
+\[ x + 4 + \frac{x}{2} = 19 \]
+
+Let''s solve this equation step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(x + 4 + x / 2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution)
+```
+```output
+[10]
+```
+The number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',260,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,2,'To solve this problem, we need to set up a system of equations based on the information given. Let''s denote the number of tennis balls retrieved in the second set as \( x \). According to the problem, in the first set, he retrieved four more balls than in the second set, so the number of balls retrieved in the first set as \( x + 4 \). In the third set, he retrieved half as many balls as in the second, so the number of balls retrieved in the third set as \( \frac{x}{2} \).
+
+We know that the total number of tennis balls retrieved is 19. Therefore, we can set up the following equation:
+
+\[ x + 4 + \frac{x}{2} = 19 \]
+
+First, let''s combine the terms involving \( x \):
+
+\[ \frac{2x + 8}{2} = 19 \]
+
+Next, we will solve for \( x \) by isolating it on one side of the equation. We do this by multiplying both sides by 2:
+
+\[ 2x + 8 = 38 \]
+
+Then, we will subtract 8 from both sides:
+
+\[ 2x = 20 \]
+
+Finally, we will divide both sides by 2:
+
+\[ x = 10 \]
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,3,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. Let \( x \) represent the number of tennis balls retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so he retrieved \( x + 4 \) balls in the first set.
+3. In the third set, he retrieved half as many balls as in the second set, so he retrieved \( \frac{x}{2} \) balls in the third set.
+4. The total number of tennis balls retrieved in all three sets is 19, so we can write the equation:
+   \[
+   (x + 4) + \frac{x}{2} = 19
+   \]
+
+Now, we''ll solve this equation step-by-step using Python.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(x + 4 + x / 2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution)
+```
+```output
+[10]
+```
+The solution to the equation is \( x = 10 \). Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,4,'To solve this problem, we can set up a system of equations based on the information given. Let''s define the variables for the number of balls retrieved in the second set as \( x \) and the number of balls retrieved in the third set as \( y \).
+
+According to the problem:
+1. In the first set, he retrieved 4 more balls than in the second set. So, the number of balls retrieved in the first set is \( x + 4 \).
+2. In the third set, he retrieved half as many balls as in the second set. So, the number of balls retrieved in the third set is \( \frac{x}{2} \).
+3. The total number of tennis balls retrieved is 19, so we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+We can solve this equation step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equation
+equation = Eq(x + 4 + x/2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution[0])
+```
+```output
+10
+```
+Rory retrieved \(\boxed{10}\) tennis balls in the first set of the match.','10',1,'equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,5,'To solve this problem, we need to set up an equation based on the information given in the problem and then solve it using Python code.
+
+Let''s define the variables:
+- Let \( x \) be the number of tennis balls retrieved in the second set.
+- Let \( y \) be the number of tennis balls retrieved in the first set.
+
+According to the problem:
+1. In the first set, he had to retrieve four more balls than in the second set.
+   \[
+   y = x + 4
+   \]
+2. In the third set, he retrieved half as many balls as in the second set.
+   \[
+   y = \frac{x}{2}
+   \]
+3. The total number of tennis balls retrieved in all three sets is 19.
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+We can solve this equation step-by-step using Python code.
+
+First, we''ll combine the two equations:
+\[
+\frac{x}{2} + 4 + x = 19
+\]
+
+Next, we''ll isolate \( x \):
+\[
+\frac{x}{2} + x + 4 = 19
+\]
+\[
+\frac{x}{2} + 5 = 19
+\]
+\[
+\frac{x}{2} = 14
+\]
+\[
+x = 28
+\]
+
+So, the number of tennis balls retrieved in the first set of the match is \( 28 \). Let''s verify this solution by substituting \( x = 28 \) back into the original equations to ensure they are consistent.
+
+Let''s write the Python code to verify this solution.
+```python
+# Define the variables
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Define the equations
+eq1 = Eq(x/2 + 4, 19)
+eq2 = Eq(x/2, 14)
+
+# Solve the equations
+solution = solve((eq1, eq2), x)
+print(solution[0])
+```
+```output
+IndexError: list index out of range
+```
+It seems there was an error in the code because the `solve` function did not return the correct value. Instead, we can manually solve the equation step-by-step to ensure we get the correct solution.
+
+Let''s manually solve the equation:
+1. From \( \frac{x}{2} = 14 \), we get \( x = ','14',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,6,'Let''s break down the problem step-by-step and use Python code to verify our solution.
+
+1. **Define the variables:**
+   Let \( x \) be the number of tennis balls retrieved in the second set.
+   According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \).
+   The number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+
+2. **Sum the balls retrieved in all three sets:**
+   The total number of tennis balls retrieved is given as 19.
+   So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+3. **Solve for \( x \):**
+   First, let''s combine the terms on the left side of the equation:
+   \[
+   \frac{2x + 8}{2} = 19
+   \]
+   Simplify the left side:
+   \[
+   x + 4 = 19
+   \]
+   Subtract 4 from both sides:
+   \[
+   x = 15
+   \]
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{15}\).','15',0,'not_equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,7,'To solve this problem, we will define the variables and set up the equations based on the information given. Let''s break it down step-by-step:
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so the number of balls retrieved in the first set is \( x + 4 \).
+3. In the third set, he retrieved half as many balls as in the second set, so the number of balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is given as 19. So, we can write the equation:
+   \[
+   x + 4 + \frac{x}{2} = 19
+   \]
+
+To solve this equation, we can follow these steps:
+
+1. Combine like terms on the left side of the equation:
+   \[
+   x + \frac{x}{2} + 4 = 19
+   \]
+   \[
+   x + \frac{x}{2} = 15
+   \]
+
+2. To eliminate the fraction, multiply both sides of the equation by 2:
+   \[
+   2x + x = 30
+   \]
+   \[
+   3x = 30
+   \]
+
+3. Finally, divide both sides by 3:
+   \[
+   x = 10
+   \]
+
+So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630647144886517524e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',73,7.38677295588100241716e+03,7.38676896709500579183e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630667832314300539e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',75,7.59364717654500418582e+03,7.59364318670400825815e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -34866,5 +35962,13 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1033',0,73,'3.0',0.0,0,28,1,4246.0,4038.0,701.0,0.0,4.82306910592524218373e+01,1.13955861653010375974e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1033',0,73,'3.0',0.0,0,70,1,4246.0,4038.0,1402.0,0.0,9.64613821185048436746e+01,2.01836014588940258784e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1033',0,73,'3.0',0.0,0,1,0,4246.0,4038.0,2804.0,0.0,1.92922764237009687349e+02,3775963204608.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1040',0,74,'4765',0.125,0,8,1,3345.0,3197.0,368.125,0.0,2.76012718827496428275e+01,6.47545976664240600581e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1040',0,74,'209',0.125,0,28,1,3345.0,3197.0,736.25,0.0,5.5202543765499285655e+01,1.1094066938539206543e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1040',0,74,'209',1.07142857142857136909e-01,0,70,1,3345.0,3197.0,1472.5,0.0,1.10405087530998571312e+02,2.03312812823328051747e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1040',0,74,'634',0.0,0,1,0,3345.0,3197.0,2945.0,0.0,2.20810175061997142624e+02,3880570996992.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1047',0,75,'10',0.75,1,8,1,2222.0,2098.0,324.25,0.0,2.58577253613748325733e+01,5.62450856783258300785e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1047',0,75,'10',0.75,1,28,1,2222.0,2098.0,648.5,0.0,5.17154507227496651466e+01,9.6931017705536425778e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1047',0,75,'10',1.0,1,70,1,2222.0,2098.0,1297.0,0.0,1.03430901445499330289e+02,1.78302881759957617185e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1047',0,75,'10',1.0,1,1,0,2222.0,2098.0,2594.0,0.0,2.06861802890998660578e+02,3410466098688.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
