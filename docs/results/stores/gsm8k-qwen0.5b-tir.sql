@@ -16898,6 +16898,714 @@ INSERT INTO "chains" VALUES(75,4,0,'fdb95e20d9c414646d641ad80bbf03968a7fc97693b1
 
 Let''s manually solve the equation:
 1. From \( \frac{x}{2} = 14 \), we get \( x = ','length',70,656,641,4.45792512579282629303e+00,105868127232.0,NULL);
+INSERT INTO "chains" VALUES(76,0,0,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',0,'Let''s break down the problem step-by-step:
+
+1. First, calculate the number of big coupons Anthony wants to send out. Since he wants twice as many big coupons as small coupons, and he wants 700 small coupons, the number of big coupons is \(2 \times 700\).
+2. Next, calculate the total cost of the small coupons. Each small coupon costs 5 cents, so the total cost of the small coupons is \(700 \times 5\).
+3. Then, calculate the total cost of the big coupons. Each big coupon costs 15 cents, so the total cost of the big coupons is \((2 \times 700) \times 15\).
+4. Finally, add the total cost of the small coupons and the total cost of the big coupons to get the total postage cost.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Number of small coupons
+small_coupons = 700
+
+# Number of big coupons (twice as many as small coupons)
+big_coupons = 2 * small_coupons
+
+# Cost per small coupon
+cost_per_small_coupon = 5
+
+# Cost per big coupon
+cost_per_big_coupon = 15
+
+# Total cost of small coupons
+total_cost_small_coupons = small_coupons * cost_per_small_coupon
+
+# Total cost of big coupons
+total_cost_big_coupons = big_coupons * cost_per_big_coupon
+
+# Total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+
+# Output the total postage cost
+print(total_postage_cost)','stop',342,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,1,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',1,'To determine how much Anthony spends on postage, we first need to calculate the number of small and big coupons he wants to send out.
+
+Anthony wants to send out 700 small coupons. According to the problem, he wants twice as many big coupons. Therefore, the number of big coupons he wants to send out is:
+\[ 2 \times 700 = 1400 \]
+
+Next, we calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost for the small coupons is:
+\[ 700 \times 5 = 3500 \text{ cents} \]
+
+Then, we calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost for the big coupons is:
+\[ 1400 \times 15 = 21000 \text{ cents} \]
+
+Finally, we sum the costs of the small and big coupons to find the total postage cost:
+\[ 3500 + 21000 = 24500 \text{ cents} \]
+
+Therefore, the total postage Anthony spends is:
+\[ \boxed{24500} \]','stop',259,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,2,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',2,'Let''s break down the problem step by step:
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons. Since he has 700 small coupons, he will have \(2 \times 700 = 1400\) big coupons.
+3. Each small coupon costs 5 cents to mail, so the total cost for 700 small coupons is \(700 \times 0.05 = 35\) cents.
+4. Each big coupon costs 15 cents to mail, so the total cost for 1400 big coupons is \(1400 \times 0.15 = 210\) cents.
+5. The total postage cost is \(35 + 210 = 565\) cents.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of each small and big coupon
+cost_small_coupon = 0.05
+cost_big_coupon = 0.15
+
+# Define the number of small and big coupons
+number_small_coupons = 700
+number_big_coupons = 2 * number_small_coupons
+
+# Calculate the total cost for small coupons
+total_cost_small_coupons = number_small_coupons * cost_small_coupon
+
+# Calculate the total cost for big coupons
+total_cost_big_coupons = number_big_coupons * cost_big_coupon
+
+# Calculate the total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+
+print(total_postage_cost)','stop',342,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,3,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',3,'To solve the problem, we need to determine the number of small and big coupons Anthony needs to send out, calculate the total cost for each type of coupon, and then sum these costs to find the total postage cost.
+
+First, let''s determine the number of small coupons. According to the problem, Anthony wants to send out 700 small coupons.
+
+Next, let''s determine the number of big coupons. The problem states that Anthony wants to send out twice as many big coupons as small coupons. Therefore, we calculate:
+
+\[
+2 \times 700 = 1400
+\]
+
+Now, let''s calculate the total cost for each type of coupon. Each small coupon costs 5 cents, and each big coupon costs 15 cents. We multiply the number of small coupons by the cost of each small coupon:
+
+\[
+700 \times 5 = 3500 \text{ cents}
+\]
+\[
+1400 \times 15 = 21000 \text{ cents}
+\]
+
+Finally, we sum the costs of the small and big coupons to find the total postage cost:
+
+\[
+3500 + 21000 = 24500 \text{ cents}
+\]
+
+Thus, the total postage cost is \(\boxed{24500}\) cents.','stop',285,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,4,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',4,'To solve this problem, we need to determine the number of small and big coupons Anthony wants to send out and then calculate the total postage cost. Let''s break it down step-by-step.
+
+1. **Determine the number of small coupons:**
+   - Anthony wants to send out 700 small coupons.
+
+2. **Determine the number of big coupons:**
+   - Anthony wants to send out twice as many big coupons as small coupons.
+   - Therefore, the number of big coupons is \( 2 \times 700 = 1400 \).
+
+3. **Calculate the total postage cost for small coupons:**
+   - Each small coupon costs 5 cents.
+   - Therefore, the total postage cost for 700 small coupons is \( 700 \times 5 = 3500 \) cents.
+
+4. **Calculate the total postage cost for big coupons:**
+   - Each big coupon costs 15 cents.
+   - Therefore, the total postage cost for 1400 big coupons is \( 1400 \times 15 = 21000 \) cents.
+
+5. **Calculate the total postage cost:**
+   - The total postage cost is the sum of the postage costs for small and big coupons.
+   - Therefore, the total postage cost is \( 3500 + 21000 = 24500 \) cents.
+
+Now, let''s verify this with Python code.
+```python
+# Step-by-step reasoning
+
+# Number of small coupons
+small_coupons = 700
+
+# Number of big coupons
+big_coupons = 2 * small_coupons
+
+# Cost per small coupon (in cents)
+cost_per_small_coupon = 5
+
+# Cost per big coupon (in cents)
+cost_per_big_coupon = 15
+
+# Total postage cost for small coupons
+total_postage_small_coupons = small_coupons * cost_per_small_coupon
+
+# Total postage cost for big coupons
+total_postage_big_coupons = big_coupons * cost_per_big_coupon
+
+# Total postage cost
+total_postage = total_postage_small_coupons + total_postage_big_coupons
+
+# Output the final answer
+print(total_postage)','stop',476,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,5,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',5,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Anthony wants to send out 700 small coupons and twice as many big coupons. Let''s denote the number of small coupons as \( S \) and the number of big coupons as \( B \). According to the problem, we have:
+   \[
+   S + B = 700
+   \]
+   and
+   \[
+   B = 2S
+   \]
+   Substituting the second equation into the first equation, we get:
+   \[
+   S + 2S = 700
+   \]
+   Simplifying this, we get:
+   \[
+   3S = 700
+   \]
+   Solving for \( S \), we get:
+   \[
+   S = \frac{700}{3} = 233.33
+   \]
+   Since \( S \) must be an integer, we need to check if there are any other possible values for \( S \). If \( S = 233 \), then \( B = 2 \times 233 = 466 \), which is a valid number of big coupons. So, the total number of coupons Anthony sends out is:
+   \[
+   S + B = 233 + 466 = 700
+   \]
+   Now, we need to calculate the total postage cost for the small coupons. Each small coupon costs 5 cents, so the total postage for the small coupons is:
+   \[
+   700 \times 5 = 3500 \text{ cents}
+   \]
+   Next, we need to calculate the total postage cost for the big coupons. Each big coupon costs 15 cents, so the total postage for the big coupons is:
+   \[
+   466 \times 15 = 6990 \text{ cents}
+   \]
+   Therefore, the total postage cost is:
+   \[
+   3500 + 6990 = 10590 \text{ cents}
+   \]
+   Since the problem asks for the final answer in cents, we don''t need to write the final answer in Python code. The final answer is:
+   \[
+   \boxed{10590}
+   \]','stop',506,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,6,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',6,'Let''s break down the problem step-by-step and then write the final answer.
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons, so we calculate \( 2 \times 700 = 1400 \).
+3. Each small coupon costs 5 cents to mail, so the total cost for small coupons is \( 700 \times 5 \).
+4. Each big coupon costs 15 cents to mail, so the total cost for big coupons is \( 1400 \times 15 \).
+5. The total postage cost is the sum of the cost of small coupons and the cost of big coupons, which is \( 700 \times 5 + 1400 \times 15 \).
+
+Let''s calculate this using Python code.
+```python
+# Define the number of small and big coupons
+num_small_cups = 700
+num_big_cups = 2 * num_small_cups
+
+# Define the cost per small and big coupon
+cost_small_coupon = 5
+cost_big_coupon = 15
+
+# Calculate the total cost for small and big coupons
+total_cost_small_cups = num_small_cups * cost_small_coupon
+total_cost_big_cups = num_big_cups * cost_big_coupon
+
+# Calculate the total postage cost
+total_postage_cost = total_cost_small_cups + total_cost_big_cups
+print(total_postage_cost)','stop',316,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,0,7,'d63ae1ad2d8689cf9561f6bfd3daf44326a9fbe5e7302a8cee900f411e012f83',7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out.
+2. Calculate the total cost of the small coupons.
+3. Calculate the total cost of the big coupons.
+4. Sum the costs of the small and big coupons to get the total postage.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Calculate the number of big coupons: Since Anthony wants to send out twice as many big coupons as small coupons, he will send out \(2 \times 700 = 1400\) big coupons.
+2. Calculate the total cost of the small coupons: Each small coupon costs 5 cents, so the total cost of the small coupons is \(700 \times 5 = 3500\) cents.
+3. Calculate the total cost of the big coupons: Each big coupon costs 15 cents, so the total cost of the big coupons is \(1400 \times 15 = 21000\) cents.
+4. Sum the costs of the small and big coupons: The total postage is \(3500 + 21000 = 24500\) cents.
+
+Let''s implement this in Python:
+
+```python
+# Define the number of small coupons and big coupons
+small_coupons = 700
+big_coupons = 2 * small_coupons
+
+# Define the cost per small coupon and per big coupon
+cost_small_coupon = 5
+cost_big_coupon = 15
+
+# Calculate the total cost of small and big coupons
+total_cost_small_coupon = small_coupons * cost_small_coupon
+total_cost_big_coupon = big_coupons * cost_big_coupon
+
+# Calculate the total postage
+total_postage = total_cost_small_coupon + total_cost_big_coupon
+
+print(total_postage)','stop',392,186,120,1.38736890638928684889e+01,468844563456.0,NULL);
+INSERT INTO "chains" VALUES(76,1,0,'0be957b30f4707b6071a0729edb0e369413a713f127220b434c2da6aa15753cf',0,'Anthony spends a total of \(\boxed{24500}\) cents on postage for his pizza parlor.','stop',26,539,527,1.51796559311315260032e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(76,2,0,'10223a47e215309304335820a06e7c38852256ee25ece05049bd5530ee986d02',0,'The total postage cost Anthony spends is \(\boxed{245}\) cents.','stop',19,539,527,1.23403798074802617534e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(76,3,0,'024ee502704986ea95408c5dd902c5cc5fccb87262a34395157d13760828d0bd',0,'The total postage Anthony spends on mailing the coupons is \(\boxed{24500}\) cents.','stop',24,669,586,5.3269274374419817164e+00,133595493888.0,NULL);
+INSERT INTO "chains" VALUES(76,4,0,'825265c58f6d7b6d8dab13a9e92715752d64b63f9c7e8ce85cfc944e2cdc0cfc',0,'Anthony spends a total of \(\boxed{24500}\) cents on postage.','stop',21,513,501,1.27642915694966196937e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(76,5,0,'2681872d056ee426dd76cce0c8e4d1c635d7e08348ce3fa08f3cb6e1d5d1c348',0,'Anthony spends \(\boxed{24500}\) cents on postage total.','stop',19,589,577,1.20322312474824699712e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(77,0,0,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',0,'To determine the height of the fourth child, we need to follow the sequence of their heights step-by-step:
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so it is \(6 + 2 = 8\) feet tall.
+3. The third child is 5 inches shorter than the second child, so it is \(8 - 5 = 3\) feet tall.
+4. The fourth child is three inches taller than the third child, so it is \(3 + 3 = 6\) feet tall.
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','stop',140,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,1,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',1,'Let''s break down the problem step by step and solve it using Python and SymPy.
+
+1. First, we need to convert the heights of the children to inches because the problem doesn''t specify the units.
+2. The first child is given as 6 feet, which is equivalent to 600 inches.
+3. The second child is two inches taller than the first child, so the second child is 600 + 2 = 602 inches.
+4. The third child is 5 inches shorter than the second child, so the third child is 602 - 5 = 607 inches.
+5. The fourth child is three inches taller than the third child, so the fourth child is 607 + 3 = 610 inches.
+
+Now let''s write the Python code to verify this.
+```python
+import sympy as sp
+
+# Define the height of each child in feet
+height_first_child = 6  # in feet
+height_second_child = height_first_child + 2  # in inches
+height_third_child = height_second_child - 5  # in inches
+height_fourth_child = height_third_child + 3  # in inches
+
+# Print the height of the fourth child in inches
+print(height_fourth_child)','stop',270,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,2,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',2,'Let''s solve the problem step-by-step and use Python code to verify our solution.
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so the second child''s height is \(6 + 2 = 8\) inches.
+3. The third child is 5 inches shorter than the second child, so the third child''s height is \(8 - 5 = 3\) inches.
+4. The fourth child is three inches taller than the third child, so the fourth child''s height is \(3 + 3 = 6\) inches.
+
+Now let''s verify this with Python code:
+```python
+# Define the heights of the children
+first_child = 6  # feet
+second_child = first_child + 2  # inches
+third_child = second_child - 5  # inches
+fourth_child = third_child + 3  # inches
+
+# Print the final answer
+print(fourth_child)','stop',205,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,3,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',3,'Let''s solve the problem step by step using Python and SymPy.
+
+1. **Define the variables:**
+   - Let \( x \) be the height of the first child in inches.
+   - The height of the second child is \( x + 2 \) inches.
+   - The height of the third child is \( x + 5 - 3 \) inches, which simplifies to \( x + 2 \) inches.
+   - The height of the fourth child is \( x + 2 + 3 \) inches, which simplifies to \( x + 5 \) inches.
+
+2. **Set up the equations:**
+   - The first child is 6 feet tall: \( x = 6 \).
+   - The second child is two inches taller than the first child: \( x + 2 = 6 + 2 = 8 \).
+   - The third child is 5 inches shorter than the second child: \( x + 2 = 8 - 5 = 3 \).
+   - The fourth child is three inches taller than the third child: \( x + 5 = 3 + 3 = 6 \).
+
+3. **Solve for \( x \):**
+   - From the first equation, we have \( x = 6 \).
+   - From the second equation, we have \( x + 2 = 8 \), so \( x = 8 - 2 = 6 \).
+   - From the third equation, we have \( x + 2 = 3 \), so \( x = 3 - 2 = 1 \).
+   - From the fourth equation, we have \( x + 5 = 6 \), so \( x = 6 - 5 = 1 \).
+
+4. **The fourth child is 3 inches taller than the third child:**
+   - So, \( x + 5 = 1 + 3 \), so \( x = 4 \).
+
+Thus, the height of the fourth child is \(\boxed{4}\) inches.','stop',430,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,4,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',4,'Let''s solve the problem step-by-step using Python code. We''ll start by defining the heights of each child based on the information given, and then calculate the height of the fourth child.
+
+1. The height of the first child is given as 6 feet.
+2. The height of the second child is two inches taller than the first child, so we calculate \(6 + 2 = 8\) inches.
+3. The height of the third child is 5 inches shorter than the second child, so we calculate \(8 - 5 = 3\) inches.
+4. The height of the fourth child is three inches taller than the third child, so we calculate \(3 + 3 = 6\) inches.
+
+Now, let''s write the Python code to calculate this.
+```python
+# Define the heights of the children
+height_first_child = 6
+height_second_child = height_first_child + 2
+height_third_child = height_second_child - 5
+height_fourth_child = height_third_child + 3
+
+# Print the height of the fourth child
+print(height_fourth_child)','stop',228,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,5,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',5,'To determine the height of the fourth child, we will follow these steps:
+
+1. **Identify the height of the first child:**
+   The first child is 6 feet tall.
+
+2. **Calculate the height of the second child:**
+   The second child is two inches taller than the first child. To find the height, we add 2 inches to the height of the first child:
+   \[
+   \text{Height of second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Calculate the height of the third child:**
+   The third child is 5 inches shorter than the second child. To find the height, we subtract 5 inches from the height of the second child:
+   \[
+   \text{Height of third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Calculate the height of the fourth child:**
+   The fourth child is three inches taller than the third child. To find the height, we add 3 inches to the height of the third child:
+   \[
+   \text{Height of fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','stop',274,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,6,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',6,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so it is \(6 + 2 = 8\) feet tall.
+3. The third child is 5 inches shorter than the second child, so it is \(8 - 5 = 3\) feet tall.
+4. The fourth child is three inches taller than the third child, so it is \(3 + 3 = 6\) feet tall.
+
+The final answer is \(\boxed{6}\).','stop',131,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,0,7,'c6bf664151b4ca720276e47a9311377c6a1e1db0b44fc22f1da434fed46612f2',7,'Let''s break down the problem step by step and then use Python code to find the final answer.
+
+1. First, we need to determine the height of each child:
+   - The first child is 6 feet tall.
+   - The second child is two inches taller than the first child, so the height of the second child is \(6 + 2 = 8\) inches.
+   - The third child is 5 inches shorter than the second child, so the height of the third child is \(8 - 5 = 3\) inches.
+   - The fourth child is three inches taller than the third child, so the height of the fourth child is \(3 + 3 = 6\) inches.
+
+Let''s write a Python program to verify these calculations.
+```python
+# Height of the first child
+height_first_child = 6
+
+# Height of the second child (two inches taller than the first child)
+height_second_child = height_first_child + 2
+
+# Height of the third child (five inches shorter than the second child)
+height_third_child = height_second_child - 5
+
+# Height of the fourth child (three inches taller than the third child)
+height_fourth_child = height_third_child + 3
+
+# Final answer
+final_answer = height_fourth_child
+print(final_answer)','stop',270,194,120,9.75432498612665810355e+00,317289297984.0,NULL);
+INSERT INTO "chains" VALUES(77,1,0,'673c263650f6c06d434f81f2ec4f8a2c32d9491ac647a7d2d1d97f8677231c5a',0,'The height of the fourth child is \(\boxed{6}\) inches.','stop',17,471,463,8.22858116483742740854e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(77,2,0,'a53b2e1e07a7aa400ac6be0427a8102918c076b93f9db33b0e99778e2e82e139',0,'The height of the fourth child is \(\boxed{6}\) inches.','stop',17,406,398,8.16891155492824871942e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(77,3,0,'ac170f3a45108479ed911d2664f72b297dc484ba8feaf6ffb463d9d996740c63',0,'The height of the fourth child is \(\boxed{6}\) inches.','stop',17,429,421,8.57581639483881441599e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(77,4,0,'bba4e25c18e7fa5985fafd90dbe8b01ab3485a36ce36326d7496bdd7dd83a9d1',0,'The final answer is \(\boxed{6}\) inches tall.','stop',15,471,463,7.76187419503306275103e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(78,0,0,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',0,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine the total number of puzzle pieces in the original 500 piece puzzle.
+2. Teddy finished half of the puzzle, so he finished \( \frac{500}{2} = 250 \) puzzle pieces.
+3. Then, he started and finished another 500 puzzle within an hour.
+4. The total number of puzzle pieces he placed during that hour is the sum of the pieces he finished in the first half and the pieces he finished in the second half.
+
+We can write a Python program to solve this step-by-step.
+
+```python
+# Step 1: Calculate the total number of puzzle pieces
+total_puzzle_pieces = 500
+
+# Step 2: Calculate the number of puzzle pieces finished in the first half
+pieces_first_half = total_puzzle_pieces // 2
+
+# Step 3: Calculate the number of puzzle pieces finished in the second half
+pieces_second_half = total_puzzle_pieces - pieces_first_half
+
+# Step 4: Calculate the total number of puzzle pieces placed during the hour
+total_puzzle_pieces_placed = pieces_first_half + pieces_second_half
+
+# Output the final answer
+print(total_puzzle_pieces_placed)','stop',265,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,1,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',1,'To solve the problem, we need to determine how many puzzle pieces Teddy placed during the hour. Let''s break down the problem step by step:
+
+1. First, we need to find out how many puzzle pieces Teddy finished in the first hour. Since Teddy finished half of a 500 piece puzzle, we can calculate the number of pieces finished in the first hour as follows:
+   \[
+   \text{Pieces finished in the first hour} = \frac{500}{2} = 250
+   \]
+
+2. Then, we need to find out how many puzzle pieces Teddy finished in the second hour. Since Teddy started and finished another 500 piece puzzle within an hour, we can calculate the number of pieces finished in the second hour as follows:
+   \[
+   \text{Pieces finished in the second hour} = 500
+   \]
+
+3. Finally, we need to find the total number of puzzle pieces placed during the hour by adding the pieces finished in the first hour and the pieces finished in the second hour:
+   \[
+   \text{Total pieces placed during the hour} = 250 + 500 = 750
+   \]
+
+Therefore, the final answer is \(\boxed{750}\).','stop',269,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,2,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',2,'Let''s break down the problem step by step:
+
+1. First, we need to find out how many puzzle pieces Teddy finished half of a 500-piece puzzle.
+   \[
+   \text{Pieces finished} = \frac{500}{2} = 250
+   \]
+
+2. Next, we need to determine how many puzzle pieces Teddy finished after the first half is finished.
+   \[
+   \text{Pieces finished after the first half} = 500 - 250 = 250
+   \]
+
+3. Now, we need to find out how many puzzle pieces Teddy started and finished.
+   \[
+   \text{Pieces started} = \text{Pieces finished after the first half} + \text{Pieces finished} = 250 + 250 = 500
+   \]
+
+So, the final answer is \(\boxed{500}\).','stop',199,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,3,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',3,'To solve this problem, we need to determine how many puzzle pieces Teddy placed during an hour. Here''s a step-by-step breakdown of the solution:
+
+1. **Calculate the number of pieces placed in the first half of the puzzle:**
+   - Teddy finished half of a 500-piece puzzle.
+   - Half of 500 is \( \frac{500}{2} = 250 \) pieces.
+   - Therefore, Teddy placed 250 puzzle pieces in the first half of the puzzle.
+
+2. **Calculate the number of pieces placed in the second half of the puzzle:**
+   - Teddy started and finished another 500-piece puzzle within an hour.
+   - The second half is \( \frac{500}{2} = 250 \) pieces.
+   - Therefore, Teddy placed 250 puzzle pieces in the second half of the puzzle.
+
+3. **Sum the pieces placed in both halves:**
+   - The total number of puzzle pieces placed during the hour is the sum of the pieces placed in the first half and the second half.
+   - Therefore, the total number of puzzle pieces placed during the hour is \( 250 + 250 = 500 \).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the number of puzzle pieces in each half
+puzzle_pieces_first_half = 500 // 2
+puzzle_pieces_second_half = 500 // 2
+
+# Calculate the total number of puzzle pieces placed in the hour
+total_puzzle_pieces = puzzle_pieces_first_half + puzzle_pieces_second_half
+print(total_puzzle_pieces)','stop',353,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,4,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',4,'Let''s break down the problem step by step:
+
+1. Teddy finished half of a 500-piece puzzle.
+2. After finishing half of the puzzle, she started and finished another 500-piece puzzle within an hour.
+3. We need to find out how many puzzle pieces Teddy placed during that hour.
+
+First, let''s calculate how many puzzle pieces Teddy finished:
+\[ \text{Puzzle pieces finished} = \frac{500}{2} = 250 \]
+
+Next, we calculate how many puzzle pieces Teddy started and finished:
+\[ \text{Puzzle pieces started and finished} = 500 - 250 = 250 \]
+
+Now, we add the number of puzzle pieces finished and started and finished:
+\[ \text{Total puzzle pieces placed} = 250 + 250 = 500 \]
+
+Therefore, the total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','stop',210,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,5,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',5,'To solve this problem step-by-step, we need to follow these steps:
+
+1. Determine the total number of puzzle pieces in the puzzle.
+2. Calculate the number of puzzle pieces Teddy finished in the first hour.
+3. Calculate the number of puzzle pieces Teddy finished in the second hour.
+4. Add the two results to get the total number of puzzle pieces placed during that hour.
+
+Let''s start with step 1. The total number of puzzle pieces in the puzzle is 500.
+
+Next, we calculate the number of puzzle pieces Teddy finished in the first hour. Since he finished half of the puzzle, we divide the total number of puzzle pieces by 2:
+\[ \text{Puzzle pieces finished in the first hour} = \frac{500}{2} = 250 \]
+
+Then, we calculate the number of puzzle pieces Teddy finished in the second hour. Since he finished another half of the puzzle, we divide the total number of puzzle pieces by 2:
+\[ \text{Puzzle pieces finished in the second hour} = \frac{500}{2} = 250 \]
+
+Finally, we add the two results together to get the total number of puzzle pieces placed during that hour:
+\[ \text{Total puzzle pieces placed during that hour} = 250 + 250 = 500 \]
+
+So, the final answer is \(\boxed{500}\).','stop',299,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,6,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',6,'To determine how many puzzle pieces Teddy placed during that hour, we need to calculate the total number of pieces he finished and then subtract the number of pieces he started to place.
+
+Step 1: Calculate the total number of puzzle pieces finished.
+Teddy finished half of a 500-piece puzzle. Half of a 500 piece puzzle is:
+\[ \frac{500}{2} = 250 \text{ pieces} \]
+
+Step 2: Calculate the total number of puzzle pieces he started to place.
+Teddy started and finished another 500 piece puzzle within an hour. Therefore, the total number of pieces he started to place is:
+\[ 500 + 500 = 1000 \text{ pieces} \]
+
+Step 3: Determine the number of puzzle pieces Teddy placed during that hour.
+To find out how many puzzle pieces Teddy placed during that hour, we subtract the number of pieces he started to place from the total number of pieces he finished:
+\[ 250 - 1000 = -750 \text{ pieces} \]
+
+Since Teddy cannot place a negative number of puzzle pieces, it means he placed all the pieces he finished. Therefore, the final answer is:
+\[ \boxed{0} \]','stop',271,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,0,7,'2738da58cf86373b6a10fcd46c7641de009f6d2e4c6960484ac49995e047d528',7,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the total number of puzzle pieces in the 500-piece puzzle.
+2. Determine the number of puzzle pieces placed by Teddy during the hour by subtracting half of the total number of puzzle pieces from the total number of puzzle pieces.
+
+Step 1: Calculate the total number of puzzle pieces in the 500-piece puzzle.
+The total number of puzzle pieces is given as 500.
+
+Step 2: Determine the number of puzzle pieces placed by Teddy during the hour.
+Teddy finished half of the puzzle pieces in the hour. Therefore, we need to subtract half of 500 from 500.
+\[ 500 - \frac{500}{2} = 500 - 250 = 250 \]
+
+Thus, the number of puzzle pieces Teddy placed during the hour is \(\boxed{250}\).','stop',206,166,120,1.00807072672250210845e+01,332413316160.0,NULL);
+INSERT INTO "chains" VALUES(78,1,0,'f5052649cc7f71d36949f4e646e5f83bf0b0332360938ed7bf84f3b2243c0fe3',0,'Teddy placed \(\boxed{500}\) puzzle pieces during that hour.','stop',19,440,430,1.00564122098488351042e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(78,2,0,'1b95bc105874d6b46c3901281973d432fbb83555dfdcbef0430e5b3400005baf',0,'The total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','stop',22,528,518,1.05751492055278495385e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(79,0,0,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',0,'To determine the length of each final cut, we need to follow these steps:
+
+1. Calculate the length of each cut part.
+2. Divide the length of each cut part into 5 equal parts.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the length of each cut part
+total_ribbon = 100
+number_of_parts = 4
+length_of_each_cut_part = total_ribbon / number_of_parts
+
+# Step 2: Divide the length of each cut part into 5 equal parts
+length_of_each_final_cut = length_of_each_cut_part / 5
+
+# Final answer
+print(length_of_each_final_cut)','stop',143,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,1,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',1,'Let''s break down the problem step-by-step:
+
+1. **Calculate the length of each cut part:**
+   Marty has 100 centimeters of ribbon and needs to cut it into 4 equal parts. Since each cut part must be divided into 5 equal parts, the length of each cut part is:
+   \[
+   \frac{100 \text{ cm}}{4 \text{ parts}} = 25 \text{ cm}
+   \]
+
+2. **Verify the solution:**
+   Since each cut part is 25 cm, when each of the cut parts is divided into 5 equal parts, each final cut will have:
+   \[
+   \frac{25 \text{ cm}}{5 \text{ parts}} = 5 \text{ cm}
+   \]
+   Therefore, the final cut will be 5 cm long.
+
+Now, let''s write the final answer as Python code to verify this calculation.
+```python
+# Calculate the length of each cut part
+total_ribbon = 100
+number_of_parts = 4
+length_of_each_cut_part = total_ribbon / number_of_parts
+
+# Verify the solution
+final_cut_length = length_of_each_cut_part
+print(final_cut_length)','stop',263,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,2,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',2,'To determine the length of each final cut, we can follow these steps:
+
+1. Calculate the total number of parts from the ribbon.
+2. Determine the length of each part using the given lengths of the cuts.
+
+First, we calculate the total number of parts. Marty has 100 centimeters of ribbon that must be cut into 4 equal parts. So, we divide 100 by 4:
+\[
+100 \div 4 = 25
+\]
+This means there are 25 parts in total.
+
+Next, we determine the length of each part. Each cut part must be divided into 5 equal parts. So, we divide 25 by 5:
+\[
+25 \div 5 = 5
+\]
+This means each final cut will be 5 centimeters long.
+
+Therefore, the final cut will be \(\boxed{5}\) centimeters long.','stop',191,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,3,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',3,'To solve the problem step by step, we will break it down into smaller, manageable parts and then use Python to ensure accuracy.
+
+1. **Determine the length of each final cut:**
+   - Marty has a total of 100 centimeters of ribbon.
+   - Each cut must be divided into 5 equal parts.
+   - Therefore, the length of each final cut is \(\frac{100 \text{ cm}}{5 \text{ parts}} = 20 \text{ cm}\).
+
+2. **Check the result with Python:**
+   - We can use Python to verify that the calculation is accurate. Here is a simple Python program to check the result:
+
+```python
+# Total ribbon length
+total_ribbon_length = 100  # cm
+
+# Each cut must be divided into 5 equal parts
+parts_per_cut = 5
+
+# Calculate the length of each final cut
+final_cut_length = total_ribbon_length / parts_per_cut
+print(final_cut_length)','stop',212,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,4,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',4,'Let''s solve this problem step-by-step.
+
+1. First, we need to calculate the total length of the ribbon. Since Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts, we divide 100 by 4 and round up to the nearest whole number.
+   \[
+   \text{Total length} = \frac{100}{4} = 25 \text{ centimeters}
+   \]
+
+2. Next, we need to calculate the length of each final cut. Since each cut part is divided into 5 equal parts, we multiply the total length by 5.
+   \[
+   \text{Length of each final cut} = 25 \times 5 = 125 \text{ centimeters}
+   \]
+
+3. Finally, we need to write the final answer as \(\boxed{125}\).
+
+Now, let''s verify this with a simple Python program:
+```python
+# Step 1: Calculate the total length of the ribbon
+total_ribbon_length = 100 / 4
+
+# Step 2: Calculate the length of each final cut
+final_cut_length = total_ribbon_length * 5
+
+# Print the final answer
+print(final_cut_length)','stop',269,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,5,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',5,'Let''s solve this problem step by step using Python code.
+
+1. First, we calculate how many centimeters each part of the original ribbon will be cut into.
+2. Since each cut part is divided into 5 equal parts, we can find out how many centimeters each part will be cut into by dividing the total length of the ribbon by 5.
+3. Finally, we print out the length of each final cut.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total length of the ribbon in centimeters
+total_ribbon_length = 100
+
+# Step 2: Calculate the length of each part of the ribbon in centimeters
+part_length = total_ribbon_length / 5
+
+# Step 3: Print the length of each final cut
+print(part_length)','stop',174,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,6,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',6,'Let''s break down the problem step by step:
+
+1. Marty has a total of 100 centimeters of ribbon.
+2. He needs to cut the ribbon into 4 equal parts.
+3. Each of the cut parts must be divided into 5 equal parts.
+
+First, let''s calculate the length of each cut part:
+- Cutting the ribbon into 4 equal parts means Marty has 4 segments.
+- Dividing each segment into 5 equal parts means each part is 5 centimeters long.
+
+So, each final cut will be \(\boxed{5}\) centimeters.','stop',122,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,0,7,'bcd9da35b018a3eda1da5d25bf183d83894a3cbfc19ae0873d1bdde70714ae42',7,'Let''s solve this step-by-step:
+
+1. First, we need to find out how long each of the cut parts will be. Since Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts, we can divide 100 by 4.
+2. Then, we need to divide each of the cut parts into 5 equal parts. Since each cut part is already 5 centimeters long, we can divide 100 by 5 to find out how long each final cut will be.
+
+Let''s implement this in Python code to ensure accuracy.
+```python
+# Step 1: Calculate the length of each cut part
+total_ribbon = 100  # in centimeters
+number_of_parts = 4
+length_of_each_part = total_ribbon // number_of_parts
+
+# Step 2: Calculate the length of each final cut
+length_of_final_cut = length_of_each_part // 5
+print(length_of_final_cut)','stop',208,168,120,7.03810966892038880615e+00,255532890432.0,NULL);
+INSERT INTO "chains" VALUES(79,1,0,'9326b6881296295fa7110d90c84fc4976a2b9a31093445f2ac691255220ce60b',0,'The length of each final cut will be \(\boxed{5}\) centimeters.','stop',19,320,310,1.11238004666717760215e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(79,2,0,'284f7a6a3c33c2f9bb76c9de8bb2573695f42b090d37ca197a1cc424a242eba9',0,'The final cut will be \(\boxed{25 \text{ cm}}\).','stop',19,441,430,1.17350102266261391292e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(79,3,0,'6794a6ee9d006a5ba7116b4f0e25d33248fb244528bdb9b518bee40c9b011cfb',0,'The length of each final cut is \(\boxed{20}\) cm.','stop',18,390,379,1.11574520649498598601e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(79,4,0,'d8a712df42c5642f036e03102850839af44d0c3767580ff3aa94de1d47c3f69b',0,'The final cut will be \(\boxed{125}\) centimeters long.','stop',19,448,436,1.16826653866935092906e+00,37810045440.0,NULL);
+INSERT INTO "chains" VALUES(79,5,0,'477df2794dbe82196fb920f5260100163f404401bca35ac29d72a5f40a3d77d1',0,'The length of each final cut is \(\boxed{20}\) centimeters.','stop',19,352,341,1.1622525706703266124e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(79,6,0,'f40c36559d718cdfa507781a983973521f66db1b8bc2487101a41d6ba167c904',0,'The length of each final cut will be \(\boxed{5}\) centimeters.','stop',19,383,375,1.10688141067709810982e+00,32768706048.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -16984,6 +17692,10 @@ INSERT INTO "jobs" VALUES(72,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(73,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1033',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3.0','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1706437845, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2416, "calls": 1, "seconds": 90.50289688209598, "flops": 3114287409408.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0328, "call_seconds": 0.0424, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0341, "call_seconds": 0.0372, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0242, "call_seconds": 0.0272, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0228, "call_seconds": 0.0245, "stdout_bytes": 0, "stderr_bytes": 253}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0246, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.02, "call_seconds": 0.021, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0263, "call_seconds": 0.032, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 7], "seeds": [918904553, 918912472, 918920391, 918928310, 918936229, 918944148, 918959986], "usage": {"prompt_tokens": 3441, "cached_prompt_tokens": 3317, "completion_tokens": 276, "calls": 7, "seconds": 14.397097704038972, "flops": 495311595264.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0147, "call_seconds": 0.0158, "stdout_bytes": 0, "stderr_bytes": 253}, {"event": "generate", "round": 2, "paths": [3], "seeds": [919033039], "usage": {"prompt_tokens": 622, "cached_prompt_tokens": 601, "completion_tokens": 112, "calls": 1, "seconds": 5.78843635297542, "flops": 166364199936.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 2, 1, 1, 0, 1]}, {"event": "vote", "counts": {"15/2": 1, "3": 2, "54": 1, "1": 1, "216": 1, "-\\frac{2}{3}": 1, "1111/2500": 1}, "tie_broken_by_rng": false, "winner": "3"}]',4246,4038,2804,17,0,0,3775963204608.0,0.0,1.92922764237009687349e+02,1.10913103914099892216e+02,1.79630647144783258438e+09);
 INSERT INTO "jobs" VALUES(74,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1040',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','634','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 93401098, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 2652, "calls": 1, "seconds": 97.87066521300609, "flops": 3411726433536.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0154, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0151, "call_seconds": 0.025, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0256, "call_seconds": 0.0364, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0929, "call_seconds": 0.0939, "stdout_bytes": 0, "stderr_bytes": 164}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0894, "call_seconds": 0.0904, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 4, 5, 6], "seeds": [872049069, 872064907, 872080745, 872088664, 872096583], "usage": {"prompt_tokens": 2478, "cached_prompt_tokens": 2410, "completion_tokens": 250, "calls": 5, "seconds": 13.76739257720308, "flops": 394484807424.0}}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0955, "call_seconds": 0.0965, "stdout_bytes": 0, "stderr_bytes": 164}, {"event": "generate", "round": 2, "paths": [5], "seeds": [872193393], "usage": {"prompt_tokens": 684, "cached_prompt_tokens": 667, "completion_tokens": 43, "calls": 1, "seconds": 3.6711008379934356, "flops": 74359756032.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [1, 0, 1, 0, 1, 2, 1, 0]}, {"event": "vote", "counts": {"4765": 1, "209": 1, "634": 2, "736": 1, "4787/2": 1, "5": 1, "4M + 56": 1}, "tie_broken_by_rng": false, "winner": "634"}]',3345,3197,2945,13,0,0,3880570996992.0,0.0,2.20810175061997142624e+02,1.15666702671202145321e+02,1.79630666883815431596e+09);
 INSERT INTO "jobs" VALUES(75,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1047',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','10','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1241514133, "usage": {"prompt_tokens": 200, "cached_prompt_tokens": 120, "completion_tokens": 2440, "calls": 1, "seconds": 99.64768530888892, "flops": 3165961138176.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.2611, "call_seconds": 0.2634, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.2466, "call_seconds": 0.2661, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.2427, "call_seconds": 0.2449, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "IndexError", "wall_seconds": 0.2494, "call_seconds": 0.2518, "stdout_bytes": 0, "stderr_bytes": 159}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5], "seeds": [1726749542, 1726765380, 1726773299, 1726781218], "usage": {"prompt_tokens": 2022, "cached_prompt_tokens": 1978, "completion_tokens": 154, "calls": 4, "seconds": 9.458855367032811, "flops": 244504960512.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"10": 6, "14": 1, "15": 1}, "tie_broken_by_rng": false, "winner": "10"}]',2222,2098,2594,9,0,0,3410466098688.0,0.0,2.06861802890998660578e+02,1.10132745383924941502e+02,1.79630667832226729391e+09);
+INSERT INTO "jobs" VALUES(76,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1067',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','24500','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 3477902, "usage": {"prompt_tokens": 186, "cached_prompt_tokens": 120, "completion_tokens": 2918, "calls": 1, "seconds": 110.98951251114295, "flops": 3750756507648.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0232, "call_seconds": 0.0383, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0217, "call_seconds": 0.0277, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0258, "call_seconds": 0.0272, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0152, "call_seconds": 0.0184, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.018, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 4, 6, 7], "seeds": [1136513959, 1136529797, 1136545635, 1136561473, 1136569392], "usage": {"prompt_tokens": 2849, "cached_prompt_tokens": 2718, "completion_tokens": 109, "calls": 5, "seconds": 10.55858329300107, "flops": 296178689280.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"24500": 6, "245": 1, "10590": 1}, "tie_broken_by_rng": false, "winner": "24500"}]',3035,2838,3027,11,0,0,4046935196928.0,0.0,2.08733076667005661868e+02,1.21677694885132567034e+02,1.79630687759305953982e+09);
+INSERT INTO "jobs" VALUES(77,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1090',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','6','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1282509435, "usage": {"prompt_tokens": 194, "cached_prompt_tokens": 120, "completion_tokens": 1948, "calls": 1, "seconds": 78.03459988901326, "flops": 2538314383872.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0238, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0111, "call_seconds": 0.0119, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0227, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0156, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 7], "seeds": [1688914218, 1688922137, 1688937975, 1688961732], "usage": {"prompt_tokens": 1777, "cached_prompt_tokens": 1745, "completion_tokens": 66, "calls": 4, "seconds": 3.273518330963755, "flops": 118471475712.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0, 1, 0, 0, 1]}, {"event": "vote", "counts": {"6": 7, "4": 1}, "tie_broken_by_rng": false, "winner": "6"}]',1971,1865,2014,9,0,0,2656785859584.0,0.0,8.6179202459999942219e+01,8.13820864779794419553e+01,1.79630696377894783022e+09);
+INSERT INTO "jobs" VALUES(78,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1074',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','500','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1341207517, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 2072, "calls": 1, "seconds": 80.64565813780017, "flops": 2659306529280.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0224, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [628993447, 629017204], "usage": {"prompt_tokens": 968, "cached_prompt_tokens": 948, "completion_tokens": 41, "calls": 2, "seconds": 2.0631561415376685, "flops": 74359756032.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"500": 5, "750": 1, "0": 1, "250": 1}, "tie_broken_by_rng": false, "winner": "500"}]',1134,1068,2113,5,0,0,2733666285312.0,0.0,2.87470387289999052878e+02,82.7527395753292,1.79630696580436182026e+09);
+INSERT INTO "jobs" VALUES(79,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1106',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 828430479, "usage": {"prompt_tokens": 168, "cached_prompt_tokens": 120, "completion_tokens": 1582, "calls": 1, "seconds": 56.30487735136311, "flops": 2044263123456.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0157, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0191, "call_seconds": 0.02, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0169, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.0156, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.015, "call_seconds": 0.0157, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0156, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 5, 7], "seeds": [345376640, 345384559, 345400397, 345408316, 345416235, 345432073], "usage": {"prompt_tokens": 2334, "cached_prompt_tokens": 2271, "completion_tokens": 113, "calls": 6, "seconds": 6.839026795841553, "flops": 214256924160.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 1, 0, 1]}, {"event": "vote", "counts": {"5": 4, "25 \\text{ cm}": 1, "20": 2, "125": 1}, "tie_broken_by_rng": false, "winner": "5"}]',2502,2391,1695,13,0,0,2258520047616.0,0.0,1.48641772004993981686e+02,6.32435257861950148603e+01,1.79630711243560266493e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -35655,10 +36367,786 @@ To solve this equation, we can follow these steps:
    \]
 
 So, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,0,'Let''s break down the problem step-by-step:
+
+1. First, calculate the number of big coupons Anthony wants to send out. Since he wants twice as many big coupons as small coupons, and he wants 700 small coupons, the number of big coupons is \(2 \times 700\).
+2. Next, calculate the total cost of the small coupons. Each small coupon costs 5 cents, so the total cost of the small coupons is \(700 \times 5\).
+3. Then, calculate the total cost of the big coupons. Each big coupon costs 15 cents, so the total cost of the big coupons is \((2 \times 700) \times 15\).
+4. Finally, add the total cost of the small coupons and the total cost of the big coupons to get the total postage cost.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Number of small coupons
+small_coupons = 700
+
+# Number of big coupons (twice as many as small coupons)
+big_coupons = 2 * small_coupons
+
+# Cost per small coupon
+cost_per_small_coupon = 5
+
+# Cost per big coupon
+cost_per_big_coupon = 15
+
+# Total cost of small coupons
+total_cost_small_coupons = small_coupons * cost_per_small_coupon
+
+# Total cost of big coupons
+total_cost_big_coupons = big_coupons * cost_per_big_coupon
+
+# Total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+
+# Output the total postage cost
+print(total_postage_cost)
+```
+```output
+24500
+```
+Anthony spends a total of \(\boxed{24500}\) cents on postage for his pizza parlor.','24500',0,'not_equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(76,1,'To determine how much Anthony spends on postage, we first need to calculate the number of small and big coupons he wants to send out.
+
+Anthony wants to send out 700 small coupons. According to the problem, he wants twice as many big coupons. Therefore, the number of big coupons he wants to send out is:
+\[ 2 \times 700 = 1400 \]
+
+Next, we calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost for the small coupons is:
+\[ 700 \times 5 = 3500 \text{ cents} \]
+
+Then, we calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost for the big coupons is:
+\[ 1400 \times 15 = 21000 \text{ cents} \]
+
+Finally, we sum the costs of the small and big coupons to find the total postage cost:
+\[ 3500 + 21000 = 24500 \text{ cents} \]
+
+Therefore, the total postage Anthony spends is:
+\[ \boxed{24500} \]','24500',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,2,'Let''s break down the problem step by step:
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons as small coupons. Since he has 700 small coupons, he will have \(2 \times 700 = 1400\) big coupons.
+3. Each small coupon costs 5 cents to mail, so the total cost for 700 small coupons is \(700 \times 0.05 = 35\) cents.
+4. Each big coupon costs 15 cents to mail, so the total cost for 1400 big coupons is \(1400 \times 0.15 = 210\) cents.
+5. The total postage cost is \(35 + 210 = 565\) cents.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Define the cost of each small and big coupon
+cost_small_coupon = 0.05
+cost_big_coupon = 0.15
+
+# Define the number of small and big coupons
+number_small_coupons = 700
+number_big_coupons = 2 * number_small_coupons
+
+# Calculate the total cost for small coupons
+total_cost_small_coupons = number_small_coupons * cost_small_coupon
+
+# Calculate the total cost for big coupons
+total_cost_big_coupons = number_big_coupons * cost_big_coupon
+
+# Calculate the total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+
+print(total_postage_cost)
+```
+```output
+245.0
+```
+The total postage cost Anthony spends is \(\boxed{245}\) cents.','245',1,'equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,3,'To solve the problem, we need to determine the number of small and big coupons Anthony needs to send out, calculate the total cost for each type of coupon, and then sum these costs to find the total postage cost.
+
+First, let''s determine the number of small coupons. According to the problem, Anthony wants to send out 700 small coupons.
+
+Next, let''s determine the number of big coupons. The problem states that Anthony wants to send out twice as many big coupons as small coupons. Therefore, we calculate:
+
+\[
+2 \times 700 = 1400
+\]
+
+Now, let''s calculate the total cost for each type of coupon. Each small coupon costs 5 cents, and each big coupon costs 15 cents. We multiply the number of small coupons by the cost of each small coupon:
+
+\[
+700 \times 5 = 3500 \text{ cents}
+\]
+\[
+1400 \times 15 = 21000 \text{ cents}
+\]
+
+Finally, we sum the costs of the small and big coupons to find the total postage cost:
+
+\[
+3500 + 21000 = 24500 \text{ cents}
+\]
+
+Thus, the total postage cost is \(\boxed{24500}\) cents.','24500',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,4,'To solve this problem, we need to determine the number of small and big coupons Anthony wants to send out and then calculate the total postage cost. Let''s break it down step-by-step.
+
+1. **Determine the number of small coupons:**
+   - Anthony wants to send out 700 small coupons.
+
+2. **Determine the number of big coupons:**
+   - Anthony wants to send out twice as many big coupons as small coupons.
+   - Therefore, the number of big coupons is \( 2 \times 700 = 1400 \).
+
+3. **Calculate the total postage cost for small coupons:**
+   - Each small coupon costs 5 cents.
+   - Therefore, the total postage cost for 700 small coupons is \( 700 \times 5 = 3500 \) cents.
+
+4. **Calculate the total postage cost for big coupons:**
+   - Each big coupon costs 15 cents.
+   - Therefore, the total postage cost for 1400 big coupons is \( 1400 \times 15 = 21000 \) cents.
+
+5. **Calculate the total postage cost:**
+   - The total postage cost is the sum of the postage costs for small and big coupons.
+   - Therefore, the total postage cost is \( 3500 + 21000 = 24500 \) cents.
+
+Now, let''s verify this with Python code.
+```python
+# Step-by-step reasoning
+
+# Number of small coupons
+small_coupons = 700
+
+# Number of big coupons
+big_coupons = 2 * small_coupons
+
+# Cost per small coupon (in cents)
+cost_per_small_coupon = 5
+
+# Cost per big coupon (in cents)
+cost_per_big_coupon = 15
+
+# Total postage cost for small coupons
+total_postage_small_coupons = small_coupons * cost_per_small_coupon
+
+# Total postage cost for big coupons
+total_postage_big_coupons = big_coupons * cost_per_big_coupon
+
+# Total postage cost
+total_postage = total_postage_small_coupons + total_postage_big_coupons
+
+# Output the final answer
+print(total_postage)
+```
+```output
+24500
+```
+The total postage Anthony spends on mailing the coupons is \(\boxed{24500}\) cents.','24500',0,'not_equivalent',500,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,5,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Anthony wants to send out 700 small coupons and twice as many big coupons. Let''s denote the number of small coupons as \( S \) and the number of big coupons as \( B \). According to the problem, we have:
+   \[
+   S + B = 700
+   \]
+   and
+   \[
+   B = 2S
+   \]
+   Substituting the second equation into the first equation, we get:
+   \[
+   S + 2S = 700
+   \]
+   Simplifying this, we get:
+   \[
+   3S = 700
+   \]
+   Solving for \( S \), we get:
+   \[
+   S = \frac{700}{3} = 233.33
+   \]
+   Since \( S \) must be an integer, we need to check if there are any other possible values for \( S \). If \( S = 233 \), then \( B = 2 \times 233 = 466 \), which is a valid number of big coupons. So, the total number of coupons Anthony sends out is:
+   \[
+   S + B = 233 + 466 = 700
+   \]
+   Now, we need to calculate the total postage cost for the small coupons. Each small coupon costs 5 cents, so the total postage for the small coupons is:
+   \[
+   700 \times 5 = 3500 \text{ cents}
+   \]
+   Next, we need to calculate the total postage cost for the big coupons. Each big coupon costs 15 cents, so the total postage for the big coupons is:
+   \[
+   466 \times 15 = 6990 \text{ cents}
+   \]
+   Therefore, the total postage cost is:
+   \[
+   3500 + 6990 = 10590 \text{ cents}
+   \]
+   Since the problem asks for the final answer in cents, we don''t need to write the final answer in Python code. The final answer is:
+   \[
+   \boxed{10590}
+   \]','10590',0,'not_equivalent',506,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,6,'Let''s break down the problem step-by-step and then write the final answer.
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons, so we calculate \( 2 \times 700 = 1400 \).
+3. Each small coupon costs 5 cents to mail, so the total cost for small coupons is \( 700 \times 5 \).
+4. Each big coupon costs 15 cents to mail, so the total cost for big coupons is \( 1400 \times 15 \).
+5. The total postage cost is the sum of the cost of small coupons and the cost of big coupons, which is \( 700 \times 5 + 1400 \times 15 \).
+
+Let''s calculate this using Python code.
+```python
+# Define the number of small and big coupons
+num_small_cups = 700
+num_big_cups = 2 * num_small_cups
+
+# Define the cost per small and big coupon
+cost_small_coupon = 5
+cost_big_coupon = 15
+
+# Calculate the total cost for small and big coupons
+total_cost_small_cups = num_small_cups * cost_small_coupon
+total_cost_big_cups = num_big_cups * cost_big_coupon
+
+# Calculate the total postage cost
+total_postage_cost = total_cost_small_cups + total_cost_big_cups
+print(total_postage_cost)
+```
+```output
+24500
+```
+Anthony spends a total of \(\boxed{24500}\) cents on postage.','24500',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out.
+2. Calculate the total cost of the small coupons.
+3. Calculate the total cost of the big coupons.
+4. Sum the costs of the small and big coupons to get the total postage.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Calculate the number of big coupons: Since Anthony wants to send out twice as many big coupons as small coupons, he will send out \(2 \times 700 = 1400\) big coupons.
+2. Calculate the total cost of the small coupons: Each small coupon costs 5 cents, so the total cost of the small coupons is \(700 \times 5 = 3500\) cents.
+3. Calculate the total cost of the big coupons: Each big coupon costs 15 cents, so the total cost of the big coupons is \(1400 \times 15 = 21000\) cents.
+4. Sum the costs of the small and big coupons: The total postage is \(3500 + 21000 = 24500\) cents.
+
+Let''s implement this in Python:
+
+```python
+# Define the number of small coupons and big coupons
+small_coupons = 700
+big_coupons = 2 * small_coupons
+
+# Define the cost per small coupon and per big coupon
+cost_small_coupon = 5
+cost_big_coupon = 15
+
+# Calculate the total cost of small and big coupons
+total_cost_small_coupon = small_coupons * cost_small_coupon
+total_cost_big_coupon = big_coupons * cost_big_coupon
+
+# Calculate the total postage
+total_postage = total_cost_small_coupon + total_cost_big_coupon
+
+print(total_postage)
+```
+```output
+24500
+```
+Anthony spends \(\boxed{24500}\) cents on postage total.','24500',0,'not_equivalent',411,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,0,'To determine the height of the fourth child, we need to follow the sequence of their heights step-by-step:
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so it is \(6 + 2 = 8\) feet tall.
+3. The third child is 5 inches shorter than the second child, so it is \(8 - 5 = 3\) feet tall.
+4. The fourth child is three inches taller than the third child, so it is \(3 + 3 = 6\) feet tall.
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(77,1,'Let''s break down the problem step by step and solve it using Python and SymPy.
+
+1. First, we need to convert the heights of the children to inches because the problem doesn''t specify the units.
+2. The first child is given as 6 feet, which is equivalent to 600 inches.
+3. The second child is two inches taller than the first child, so the second child is 600 + 2 = 602 inches.
+4. The third child is 5 inches shorter than the second child, so the third child is 602 - 5 = 607 inches.
+5. The fourth child is three inches taller than the third child, so the fourth child is 607 + 3 = 610 inches.
+
+Now let''s write the Python code to verify this.
+```python
+import sympy as sp
+
+# Define the height of each child in feet
+height_first_child = 6  # in feet
+height_second_child = height_first_child + 2  # in inches
+height_third_child = height_second_child - 5  # in inches
+height_fourth_child = height_third_child + 3  # in inches
+
+# Print the height of the fourth child in inches
+print(height_fourth_child)
+```
+```output
+6
+```
+The height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,2,'Let''s solve the problem step-by-step and use Python code to verify our solution.
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so the second child''s height is \(6 + 2 = 8\) inches.
+3. The third child is 5 inches shorter than the second child, so the third child''s height is \(8 - 5 = 3\) inches.
+4. The fourth child is three inches taller than the third child, so the fourth child''s height is \(3 + 3 = 6\) inches.
+
+Now let''s verify this with Python code:
+```python
+# Define the heights of the children
+first_child = 6  # feet
+second_child = first_child + 2  # inches
+third_child = second_child - 5  # inches
+fourth_child = third_child + 3  # inches
+
+# Print the final answer
+print(fourth_child)
+```
+```output
+6
+```
+The height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,3,'Let''s solve the problem step by step using Python and SymPy.
+
+1. **Define the variables:**
+   - Let \( x \) be the height of the first child in inches.
+   - The height of the second child is \( x + 2 \) inches.
+   - The height of the third child is \( x + 5 - 3 \) inches, which simplifies to \( x + 2 \) inches.
+   - The height of the fourth child is \( x + 2 + 3 \) inches, which simplifies to \( x + 5 \) inches.
+
+2. **Set up the equations:**
+   - The first child is 6 feet tall: \( x = 6 \).
+   - The second child is two inches taller than the first child: \( x + 2 = 6 + 2 = 8 \).
+   - The third child is 5 inches shorter than the second child: \( x + 2 = 8 - 5 = 3 \).
+   - The fourth child is three inches taller than the third child: \( x + 5 = 3 + 3 = 6 \).
+
+3. **Solve for \( x \):**
+   - From the first equation, we have \( x = 6 \).
+   - From the second equation, we have \( x + 2 = 8 \), so \( x = 8 - 2 = 6 \).
+   - From the third equation, we have \( x + 2 = 3 \), so \( x = 3 - 2 = 1 \).
+   - From the fourth equation, we have \( x + 5 = 6 \), so \( x = 6 - 5 = 1 \).
+
+4. **The fourth child is 3 inches taller than the third child:**
+   - So, \( x + 5 = 1 + 3 \), so \( x = 4 \).
+
+Thus, the height of the fourth child is \(\boxed{4}\) inches.','4',0,'not_equivalent',430,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,4,'Let''s solve the problem step-by-step using Python code. We''ll start by defining the heights of each child based on the information given, and then calculate the height of the fourth child.
+
+1. The height of the first child is given as 6 feet.
+2. The height of the second child is two inches taller than the first child, so we calculate \(6 + 2 = 8\) inches.
+3. The height of the third child is 5 inches shorter than the second child, so we calculate \(8 - 5 = 3\) inches.
+4. The height of the fourth child is three inches taller than the third child, so we calculate \(3 + 3 = 6\) inches.
+
+Now, let''s write the Python code to calculate this.
+```python
+# Define the heights of the children
+height_first_child = 6
+height_second_child = height_first_child + 2
+height_third_child = height_second_child - 5
+height_fourth_child = height_third_child + 3
+
+# Print the height of the fourth child
+print(height_fourth_child)
+```
+```output
+6
+```
+The height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,5,'To determine the height of the fourth child, we will follow these steps:
+
+1. **Identify the height of the first child:**
+   The first child is 6 feet tall.
+
+2. **Calculate the height of the second child:**
+   The second child is two inches taller than the first child. To find the height, we add 2 inches to the height of the first child:
+   \[
+   \text{Height of second child} = 6 + 2 = 8 \text{ inches}
+   \]
+
+3. **Calculate the height of the third child:**
+   The third child is 5 inches shorter than the second child. To find the height, we subtract 5 inches from the height of the second child:
+   \[
+   \text{Height of third child} = 8 - 5 = 3 \text{ inches}
+   \]
+
+4. **Calculate the height of the fourth child:**
+   The fourth child is three inches taller than the third child. To find the height, we add 3 inches to the height of the third child:
+   \[
+   \text{Height of fourth child} = 3 + 3 = 6 \text{ inches}
+   \]
+
+Therefore, the height of the fourth child is \(\boxed{6}\) inches.','6',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,6,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. The first child is 6 feet tall.
+2. The second child is two inches taller than the first child, so it is \(6 + 2 = 8\) feet tall.
+3. The third child is 5 inches shorter than the second child, so it is \(8 - 5 = 3\) feet tall.
+4. The fourth child is three inches taller than the third child, so it is \(3 + 3 = 6\) feet tall.
+
+The final answer is \(\boxed{6}\).','6',0,'not_equivalent',131,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,7,'Let''s break down the problem step by step and then use Python code to find the final answer.
+
+1. First, we need to determine the height of each child:
+   - The first child is 6 feet tall.
+   - The second child is two inches taller than the first child, so the height of the second child is \(6 + 2 = 8\) inches.
+   - The third child is 5 inches shorter than the second child, so the height of the third child is \(8 - 5 = 3\) inches.
+   - The fourth child is three inches taller than the third child, so the height of the fourth child is \(3 + 3 = 6\) inches.
+
+Let''s write a Python program to verify these calculations.
+```python
+# Height of the first child
+height_first_child = 6
+
+# Height of the second child (two inches taller than the first child)
+height_second_child = height_first_child + 2
+
+# Height of the third child (five inches shorter than the second child)
+height_third_child = height_second_child - 5
+
+# Height of the fourth child (three inches taller than the third child)
+height_fourth_child = height_third_child + 3
+
+# Final answer
+final_answer = height_fourth_child
+print(final_answer)
+```
+```output
+6
+```
+The final answer is \(\boxed{6}\) inches tall.','6',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,0,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine the total number of puzzle pieces in the original 500 piece puzzle.
+2. Teddy finished half of the puzzle, so he finished \( \frac{500}{2} = 250 \) puzzle pieces.
+3. Then, he started and finished another 500 puzzle within an hour.
+4. The total number of puzzle pieces he placed during that hour is the sum of the pieces he finished in the first half and the pieces he finished in the second half.
+
+We can write a Python program to solve this step-by-step.
+
+```python
+# Step 1: Calculate the total number of puzzle pieces
+total_puzzle_pieces = 500
+
+# Step 2: Calculate the number of puzzle pieces finished in the first half
+pieces_first_half = total_puzzle_pieces // 2
+
+# Step 3: Calculate the number of puzzle pieces finished in the second half
+pieces_second_half = total_puzzle_pieces - pieces_first_half
+
+# Step 4: Calculate the total number of puzzle pieces placed during the hour
+total_puzzle_pieces_placed = pieces_first_half + pieces_second_half
+
+# Output the final answer
+print(total_puzzle_pieces_placed)
+```
+```output
+500
+```
+Teddy placed \(\boxed{500}\) puzzle pieces during that hour.','500',0,'not_equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(78,1,'To solve the problem, we need to determine how many puzzle pieces Teddy placed during the hour. Let''s break down the problem step by step:
+
+1. First, we need to find out how many puzzle pieces Teddy finished in the first hour. Since Teddy finished half of a 500 piece puzzle, we can calculate the number of pieces finished in the first hour as follows:
+   \[
+   \text{Pieces finished in the first hour} = \frac{500}{2} = 250
+   \]
+
+2. Then, we need to find out how many puzzle pieces Teddy finished in the second hour. Since Teddy started and finished another 500 piece puzzle within an hour, we can calculate the number of pieces finished in the second hour as follows:
+   \[
+   \text{Pieces finished in the second hour} = 500
+   \]
+
+3. Finally, we need to find the total number of puzzle pieces placed during the hour by adding the pieces finished in the first hour and the pieces finished in the second hour:
+   \[
+   \text{Total pieces placed during the hour} = 250 + 500 = 750
+   \]
+
+Therefore, the final answer is \(\boxed{750}\).','750',1,'equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,2,'Let''s break down the problem step by step:
+
+1. First, we need to find out how many puzzle pieces Teddy finished half of a 500-piece puzzle.
+   \[
+   \text{Pieces finished} = \frac{500}{2} = 250
+   \]
+
+2. Next, we need to determine how many puzzle pieces Teddy finished after the first half is finished.
+   \[
+   \text{Pieces finished after the first half} = 500 - 250 = 250
+   \]
+
+3. Now, we need to find out how many puzzle pieces Teddy started and finished.
+   \[
+   \text{Pieces started} = \text{Pieces finished after the first half} + \text{Pieces finished} = 250 + 250 = 500
+   \]
+
+So, the final answer is \(\boxed{500}\).','500',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,3,'To solve this problem, we need to determine how many puzzle pieces Teddy placed during an hour. Here''s a step-by-step breakdown of the solution:
+
+1. **Calculate the number of pieces placed in the first half of the puzzle:**
+   - Teddy finished half of a 500-piece puzzle.
+   - Half of 500 is \( \frac{500}{2} = 250 \) pieces.
+   - Therefore, Teddy placed 250 puzzle pieces in the first half of the puzzle.
+
+2. **Calculate the number of pieces placed in the second half of the puzzle:**
+   - Teddy started and finished another 500-piece puzzle within an hour.
+   - The second half is \( \frac{500}{2} = 250 \) pieces.
+   - Therefore, Teddy placed 250 puzzle pieces in the second half of the puzzle.
+
+3. **Sum the pieces placed in both halves:**
+   - The total number of puzzle pieces placed during the hour is the sum of the pieces placed in the first half and the second half.
+   - Therefore, the total number of puzzle pieces placed during the hour is \( 250 + 250 = 500 \).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the number of puzzle pieces in each half
+puzzle_pieces_first_half = 500 // 2
+puzzle_pieces_second_half = 500 // 2
+
+# Calculate the total number of puzzle pieces placed in the hour
+total_puzzle_pieces = puzzle_pieces_first_half + puzzle_pieces_second_half
+print(total_puzzle_pieces)
+```
+```output
+500
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','500',0,'not_equivalent',375,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,4,'Let''s break down the problem step by step:
+
+1. Teddy finished half of a 500-piece puzzle.
+2. After finishing half of the puzzle, she started and finished another 500-piece puzzle within an hour.
+3. We need to find out how many puzzle pieces Teddy placed during that hour.
+
+First, let''s calculate how many puzzle pieces Teddy finished:
+\[ \text{Puzzle pieces finished} = \frac{500}{2} = 250 \]
+
+Next, we calculate how many puzzle pieces Teddy started and finished:
+\[ \text{Puzzle pieces started and finished} = 500 - 250 = 250 \]
+
+Now, we add the number of puzzle pieces finished and started and finished:
+\[ \text{Total puzzle pieces placed} = 250 + 250 = 500 \]
+
+Therefore, the total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','500',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,5,'To solve this problem step-by-step, we need to follow these steps:
+
+1. Determine the total number of puzzle pieces in the puzzle.
+2. Calculate the number of puzzle pieces Teddy finished in the first hour.
+3. Calculate the number of puzzle pieces Teddy finished in the second hour.
+4. Add the two results to get the total number of puzzle pieces placed during that hour.
+
+Let''s start with step 1. The total number of puzzle pieces in the puzzle is 500.
+
+Next, we calculate the number of puzzle pieces Teddy finished in the first hour. Since he finished half of the puzzle, we divide the total number of puzzle pieces by 2:
+\[ \text{Puzzle pieces finished in the first hour} = \frac{500}{2} = 250 \]
+
+Then, we calculate the number of puzzle pieces Teddy finished in the second hour. Since he finished another half of the puzzle, we divide the total number of puzzle pieces by 2:
+\[ \text{Puzzle pieces finished in the second hour} = \frac{500}{2} = 250 \]
+
+Finally, we add the two results together to get the total number of puzzle pieces placed during that hour:
+\[ \text{Total puzzle pieces placed during that hour} = 250 + 250 = 500 \]
+
+So, the final answer is \(\boxed{500}\).','500',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,6,'To determine how many puzzle pieces Teddy placed during that hour, we need to calculate the total number of pieces he finished and then subtract the number of pieces he started to place.
+
+Step 1: Calculate the total number of puzzle pieces finished.
+Teddy finished half of a 500-piece puzzle. Half of a 500 piece puzzle is:
+\[ \frac{500}{2} = 250 \text{ pieces} \]
+
+Step 2: Calculate the total number of puzzle pieces he started to place.
+Teddy started and finished another 500 piece puzzle within an hour. Therefore, the total number of pieces he started to place is:
+\[ 500 + 500 = 1000 \text{ pieces} \]
+
+Step 3: Determine the number of puzzle pieces Teddy placed during that hour.
+To find out how many puzzle pieces Teddy placed during that hour, we subtract the number of pieces he started to place from the total number of pieces he finished:
+\[ 250 - 1000 = -750 \text{ pieces} \]
+
+Since Teddy cannot place a negative number of puzzle pieces, it means he placed all the pieces he finished. Therefore, the final answer is:
+\[ \boxed{0} \]','0',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,7,'To determine how many puzzle pieces Teddy placed during the hour, we need to follow these steps:
+
+1. Calculate the total number of puzzle pieces in the 500-piece puzzle.
+2. Determine the number of puzzle pieces placed by Teddy during the hour by subtracting half of the total number of puzzle pieces from the total number of puzzle pieces.
+
+Step 1: Calculate the total number of puzzle pieces in the 500-piece puzzle.
+The total number of puzzle pieces is given as 500.
+
+Step 2: Determine the number of puzzle pieces placed by Teddy during the hour.
+Teddy finished half of the puzzle pieces in the hour. Therefore, we need to subtract half of 500 from 500.
+\[ 500 - \frac{500}{2} = 500 - 250 = 250 \]
+
+Thus, the number of puzzle pieces Teddy placed during the hour is \(\boxed{250}\).','250',0,'not_equivalent',206,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,0,'To determine the length of each final cut, we need to follow these steps:
+
+1. Calculate the length of each cut part.
+2. Divide the length of each cut part into 5 equal parts.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the length of each cut part
+total_ribbon = 100
+number_of_parts = 4
+length_of_each_cut_part = total_ribbon / number_of_parts
+
+# Step 2: Divide the length of each cut part into 5 equal parts
+length_of_each_final_cut = length_of_each_cut_part / 5
+
+# Final answer
+print(length_of_each_final_cut)
+```
+```output
+5.0
+```
+The length of each final cut will be \(\boxed{5}\) centimeters.','5',1,'equivalent',162,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(79,1,'Let''s break down the problem step-by-step:
+
+1. **Calculate the length of each cut part:**
+   Marty has 100 centimeters of ribbon and needs to cut it into 4 equal parts. Since each cut part must be divided into 5 equal parts, the length of each cut part is:
+   \[
+   \frac{100 \text{ cm}}{4 \text{ parts}} = 25 \text{ cm}
+   \]
+
+2. **Verify the solution:**
+   Since each cut part is 25 cm, when each of the cut parts is divided into 5 equal parts, each final cut will have:
+   \[
+   \frac{25 \text{ cm}}{5 \text{ parts}} = 5 \text{ cm}
+   \]
+   Therefore, the final cut will be 5 cm long.
+
+Now, let''s write the final answer as Python code to verify this calculation.
+```python
+# Calculate the length of each cut part
+total_ribbon = 100
+number_of_parts = 4
+length_of_each_cut_part = total_ribbon / number_of_parts
+
+# Verify the solution
+final_cut_length = length_of_each_cut_part
+print(final_cut_length)
+```
+```output
+25.0
+```
+The final cut will be \(\boxed{25 \text{ cm}}\).','25 \text{ cm}',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,2,'To determine the length of each final cut, we can follow these steps:
+
+1. Calculate the total number of parts from the ribbon.
+2. Determine the length of each part using the given lengths of the cuts.
+
+First, we calculate the total number of parts. Marty has 100 centimeters of ribbon that must be cut into 4 equal parts. So, we divide 100 by 4:
+\[
+100 \div 4 = 25
+\]
+This means there are 25 parts in total.
+
+Next, we determine the length of each part. Each cut part must be divided into 5 equal parts. So, we divide 25 by 5:
+\[
+25 \div 5 = 5
+\]
+This means each final cut will be 5 centimeters long.
+
+Therefore, the final cut will be \(\boxed{5}\) centimeters long.','5',1,'equivalent',191,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,3,'To solve the problem step by step, we will break it down into smaller, manageable parts and then use Python to ensure accuracy.
+
+1. **Determine the length of each final cut:**
+   - Marty has a total of 100 centimeters of ribbon.
+   - Each cut must be divided into 5 equal parts.
+   - Therefore, the length of each final cut is \(\frac{100 \text{ cm}}{5 \text{ parts}} = 20 \text{ cm}\).
+
+2. **Check the result with Python:**
+   - We can use Python to verify that the calculation is accurate. Here is a simple Python program to check the result:
+
+```python
+# Total ribbon length
+total_ribbon_length = 100  # cm
+
+# Each cut must be divided into 5 equal parts
+parts_per_cut = 5
+
+# Calculate the length of each final cut
+final_cut_length = total_ribbon_length / parts_per_cut
+print(final_cut_length)
+```
+```output
+20.0
+```
+The length of each final cut is \(\boxed{20}\) cm.','20',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,4,'Let''s solve this problem step-by-step.
+
+1. First, we need to calculate the total length of the ribbon. Since Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts, we divide 100 by 4 and round up to the nearest whole number.
+   \[
+   \text{Total length} = \frac{100}{4} = 25 \text{ centimeters}
+   \]
+
+2. Next, we need to calculate the length of each final cut. Since each cut part is divided into 5 equal parts, we multiply the total length by 5.
+   \[
+   \text{Length of each final cut} = 25 \times 5 = 125 \text{ centimeters}
+   \]
+
+3. Finally, we need to write the final answer as \(\boxed{125}\).
+
+Now, let''s verify this with a simple Python program:
+```python
+# Step 1: Calculate the total length of the ribbon
+total_ribbon_length = 100 / 4
+
+# Step 2: Calculate the length of each final cut
+final_cut_length = total_ribbon_length * 5
+
+# Print the final answer
+print(final_cut_length)
+```
+```output
+125.0
+```
+The final cut will be \(\boxed{125}\) centimeters long.','125',0,'not_equivalent',288,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,5,'Let''s solve this problem step by step using Python code.
+
+1. First, we calculate how many centimeters each part of the original ribbon will be cut into.
+2. Since each cut part is divided into 5 equal parts, we can find out how many centimeters each part will be cut into by dividing the total length of the ribbon by 5.
+3. Finally, we print out the length of each final cut.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total length of the ribbon in centimeters
+total_ribbon_length = 100
+
+# Step 2: Calculate the length of each part of the ribbon in centimeters
+part_length = total_ribbon_length / 5
+
+# Step 3: Print the length of each final cut
+print(part_length)
+```
+```output
+20.0
+```
+The length of each final cut is \(\boxed{20}\) centimeters.','20',0,'not_equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,6,'Let''s break down the problem step by step:
+
+1. Marty has a total of 100 centimeters of ribbon.
+2. He needs to cut the ribbon into 4 equal parts.
+3. Each of the cut parts must be divided into 5 equal parts.
+
+First, let''s calculate the length of each cut part:
+- Cutting the ribbon into 4 equal parts means Marty has 4 segments.
+- Dividing each segment into 5 equal parts means each part is 5 centimeters long.
+
+So, each final cut will be \(\boxed{5}\) centimeters.','5',1,'equivalent',122,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,7,'Let''s solve this step-by-step:
+
+1. First, we need to find out how long each of the cut parts will be. Since Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts, we can divide 100 by 4.
+2. Then, we need to divide each of the cut parts into 5 equal parts. Since each cut part is already 5 centimeters long, we can divide 100 by 5 to find out how long each final cut will be.
+
+Let''s implement this in Python code to ensure accuracy.
+```python
+# Step 1: Calculate the length of each cut part
+total_ribbon = 100  # in centimeters
+number_of_parts = 4
+length_of_each_part = total_ribbon // number_of_parts
+
+# Step 2: Calculate the length of each final cut
+length_of_final_cut = length_of_each_part // 5
+print(length_of_final_cut)
+```
+```output
+5
+```
+The length of each final cut will be \(\boxed{5}\) centimeters.','5',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630667832314300539e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',75,7.59364717654500418582e+03,7.59364318670400825815e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630711244069290162e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',79,8.02776069050799560497e+03,8.02775670150399673751e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -35970,5 +37458,21 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1047',0,75,'10',0.75,1,28,1,2222.0,2098.0,648.5,0.0,5.17154507227496651466e+01,9.6931017705536425778e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1047',0,75,'10',1.0,1,70,1,2222.0,2098.0,1297.0,0.0,1.03430901445499330289e+02,1.78302881759957617185e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1047',0,75,'10',1.0,1,1,0,2222.0,2098.0,2594.0,0.0,2.06861802890998660578e+02,3410466098688.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1067',0,76,'24500',0.125,0,8,1,3035.0,2838.0,378.375,0.0,2.60916345833757077352e+01,7.22241110090709716781e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1067',0,76,'24500',0.125,0,28,1,3035.0,2838.0,756.75,0.0,5.21832691667514154704e+01,1.19719740821032275391e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1067',0,76,'24500',0.0,0,70,1,3035.0,2838.0,1513.5,0.0,1.04366538333502830934e+02,2.14711000444954858406e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1067',0,76,'24500',0.0,0,1,0,3035.0,2838.0,3027.0,0.0,2.08733076667005661868e+02,4046935196928.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1090',0,77,'6',0.0,0,8,1,1971.0,1865.0,251.75,0.0,1.07724003074999927773e+01,448332613804.8);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1090',0,77,'6',0.0,0,28,1,1971.0,1865.0,503.5,0.0,2.15448006149999855547e+01,763825934630.4);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1090',0,77,'6',0.0,0,70,1,1971.0,1865.0,1007.0,0.0,4.30896012299999711095e+01,1.39481257628159985349e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1090',0,77,'6',0.0,0,1,0,1971.0,1865.0,2014.0,0.0,8.6179202459999942219e+01,2656785859584.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1074',0,78,'500',0.125,0,8,1,1134.0,1068.0,264.125,0.0,3.59337984112498816098e+01,4.14158596805242736798e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1074',0,78,'500',0.125,0,28,1,1134.0,1068.0,528.25,0.0,7.18675968224997632196e+01,7.45516838020493774431e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1074',0,78,'500',1.78571428571428561515e-02,0,70,1,1134.0,1068.0,1056.5,0.0,1.43735193644999526439e+02,1.40823332045099584961e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1074',0,78,'500',0.0,0,1,0,1134.0,1068.0,2113.0,0.0,2.87470387289999052878e+02,2733666285312.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1106',0,79,'5',0.5,1,8,1,2502.0,2391.0,211.875,0.0,1.85802215006242477102e+01,403776113163.907);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1106',0,79,'5',0.5,1,28,1,2502.0,2391.0,423.75,0.0,3.71604430012484954204e+01,6.68739532371348876973e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1106',0,79,'5',7.42857142857142882519e-01,1,70,1,2502.0,2391.0,847.5,0.0,7.43208860024969908408e+01,1.19866637078623242183e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1106',0,79,'5',1.0,1,1,0,2502.0,2391.0,1695.0,0.0,1.48641772004993981686e+02,2258520047616.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
