@@ -17606,6 +17606,1416 @@ INSERT INTO "chains" VALUES(79,3,0,'6794a6ee9d006a5ba7116b4f0e25d33248fb244528bd
 INSERT INTO "chains" VALUES(79,4,0,'d8a712df42c5642f036e03102850839af44d0c3767580ff3aa94de1d47c3f69b',0,'The final cut will be \(\boxed{125}\) centimeters long.','stop',19,448,436,1.16826653866935092906e+00,37810045440.0,NULL);
 INSERT INTO "chains" VALUES(79,5,0,'477df2794dbe82196fb920f5260100163f404401bca35ac29d72a5f40a3d77d1',0,'The length of each final cut is \(\boxed{20}\) centimeters.','stop',19,352,341,1.1622525706703266124e+00,36549710592.0,NULL);
 INSERT INTO "chains" VALUES(79,6,0,'f40c36559d718cdfa507781a983973521f66db1b8bc2487101a41d6ba167c904',0,'The length of each final cut will be \(\boxed{5}\) centimeters.','stop',19,383,375,1.10688141067709810982e+00,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(80,0,0,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',0,'To solve this problem, we can follow these steps:
+
+1. Understand the problem statement: We know that 40% of a school population is made up of 240 boys. This means that the remaining 60% of the population is made up of girls.
+
+2. Calculate the total population: Let''s denote the total population of the school as \( P \).
+
+3. Calculate the number of girls: Since 40% of the population is made up of 240 boys, the number of girls is \( 0.40P \).
+
+4. Calculate the number of boys: Since 60% of the population is made up of girls, the number of boys is \( 0.60P \).
+
+5. Since the number of boys is equal to the number of girls, we can set up the equation:
+   \[
+   0.60P = 0.40P
+   \]
+
+6. Solving for \( P \):
+   \[
+   0.60P - 0.40P = 0
+   \]
+   \[
+   0.20P = 0
+   \]
+   \[
+   P = 0
+   \]
+
+Since the population is not specified, we can conclude that there is no school population given. However, if we assume there is a school population and we know that the number of girls is equal to the number of boys, we can state that the number of girls is 0.
+
+Therefore, the final answer is \(\boxed{0}\).','stop',329,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,1,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',1,'To determine the number of girls in the school, we start by understanding the given information and setting up the equation step by step.
+
+1. **Identify the total population of the school:**
+   Let \( P \) be the total population of the school.
+
+2. **Determine the percentage of the school made up of 240 boys:**
+   40% of the total population is made up of 240 boys. This can be expressed as:
+   \[
+   0.40P = 240
+   \]
+
+3. **Solve for \( P \):**
+   To find \( P \), divide both sides of the equation by 0.40:
+   \[
+   P = \frac{240}{0.40} = 600
+   \]
+
+4. **Determine the number of girls in the school:**
+   The problem does not provide any information about the number of girls in the school itself. However, we know that the number of girls is 240. Therefore, the number of girls in the school is:
+   \[
+   \boxed{240}
+   \]','stop',248,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,2,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',2,'To solve this problem, let''s break it down step-by-step:
+
+1. **Understand the problem:**
+   - There are 40% of the school population made up of 240 boys.
+   - We need to find out how many girls are in the school.
+
+2. **Set up the equation:**
+   - Let \( G \) be the number of girls in the school.
+   - The total population of the school is 100% of the population of girls, so \( G + 240 = 100G \).
+
+3. **Solve the equation:**
+   - Rearrange the equation to isolate \( G \):
+     \[
+     100G - G - 240 = 0
+     \]
+     \[
+     99G - 240 = 0
+     \]
+   - Solve for \( G \):
+     \[
+     99G = 240
+     \]
+     \[
+     G = \frac{240}{99}
+     \]
+     \[
+     G = \frac{80}{33}
+     \]
+     \[
+     G = \frac{20}{3}
+     \]
+
+4. **Verify the solution:**
+   - The total population of the school is \( 100 \times \frac{20}{3} = \frac{2000}{3} \).
+   - The total number of boys is \( 240 \).
+   - The number of girls is \( \frac{2000}{3} - 240 = \frac{2000}{3} - \frac{720}{3} = \frac{380}{3} \).
+   - Since \( \frac{380}{3} = 120 \), the solution is correct.
+
+Therefore, the number of girls in the school is \(\boxed{120}\).','stop',424,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,3,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',3,'Let''s solve this step-by-step:
+
+1. First, we need to find out the total number of people in the school. Since 40% of the population is made up of 240 boys, we can calculate the total population by multiplying 40% by 240.
+2. Next, we need to determine the number of girls in the school. We know that the total population of the school is 240, so the number of girls can be calculated by subtracting the number of boys from the total population.
+3. Finally, we need to round up the number of girls to the nearest whole number because the number of girls should be a whole number.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total population of the school
+total_population = 40 * 240
+
+# Step 2: Calculate the number of girls in the school
+number_of_girls = total_population - 240
+
+# Step 3: Round up the number of girls to the nearest whole number
+number_of_girls_rounded = sp.ceiling(number_of_girls)
+
+# Print the result
+print(number_of_girls_rounded)','stop',261,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,4,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',4,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the percentage of the school population that is made up of 240 boys.
+2. Calculate the number of girls in the school based on this percentage.
+
+Let''s break it down and solve it step-by-step using Python code.
+
+1. The percentage of the school population that is made up of 240 boys can be calculated as follows:
+\[ \text{Percentage of girls} = \left(\frac{240}{200}\right) \times 100 = 120\% \]
+
+2. Since the percentage is 120%, the number of girls in the school can be calculated as follows:
+\[ \text{Number of girls} = \text{Percentage of girls} \times \text{Total number of students} = 120\% \times 240 = 2880 \]
+
+So, the number of girls in the school is \(\boxed{2880}\).','stop',222,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,5,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',5,'Let''s solve this problem step-by-step using Python code. We need to determine the number of girls in the school given that 40% of the school population is made up of 240 boys.
+
+1. First, we calculate the total number of students in the school. Since 40% of the population is made up of 240 boys, we can find the total number of students by multiplying 240 by 0.40.
+2. Next, we need to find out how many girls there are. Since we don''t have the total number of students, we can''t calculate the exact number of girls. But we can use this information to find the approximate number of girls.
+3. Finally, we can round the result to the nearest whole number.
+
+Let''s implement this in Python code:
+
+```python
+# Given data
+total_boys = 240
+percentage_girls = 0.40
+
+# Calculate the total number of students
+total_students = total_boys * percentage_girls
+
+# Calculate the approximate number of girls
+# Since we don''t know the total number of students, we can''t calculate the exact number of girls
+# But we can use this information to find the approximate number of girls
+approx_girls = total_students / 100
+
+# Round the result to the nearest whole number
+approx_girls_rounded = round(approx_girls)
+
+print(approx_girls_rounded)','stop',310,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,6,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',6,'To solve this problem, we will follow these steps:
+
+1. **Understand the problem**: We have a total population of 500 students, and 40% of this population is made up of 240 boys.
+2. **Calculate the number of girls**: Since the total population is 500, and 40% of the population is made up of 240 boys, we can find the number of girls by multiplying the total number of students by 40%.
+3. **Write the Python code**: We will use the sympy library to perform the calculation. Since we don''t need any specific library for this calculation, we will just write the Python code.
+4. **Output the result**: We will print the number of girls.
+
+Let''s implement this in a Python code block:
+
+```python
+import sympy as sp
+
+# Define the total population
+total_population = 500
+
+# Calculate the number of girls
+number_of_girls = total_population * 0.40
+
+# Print the result
+print(number_of_girls)','stop',230,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,0,7,'fea8aa5299a3cf915d1a55ab25e896a3a40dd61dd0e3ab2b270e2541c0dae6ac',7,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the total population of the school.
+2. Determine the number of boys and girls in the school.
+3. Calculate the number of girls by subtracting the number of boys from the total population.
+
+Let''s start with the first step:
+
+1. Calculate the total population of the school:
+   \[
+   \text{Total population} = 240 \text{ boys} + 240 \text{ girls} = 480 \text{ people}
+   \]
+
+2. Determine the number of boys and girls in the school:
+   \[
+   \text{Number of boys} = 0.40 \times 480 = 192 \text{ boys}
+   \]
+   \[
+   \text{Number of girls} = 480 - 192 = 288 \text{ girls}
+   \]
+
+3. Calculate the number of girls by subtracting the number of boys from the total population:
+   \[
+   \text{Number of girls} = 288 - 192 = 96 \text{ girls}
+   \]
+
+Therefore, the number of girls in the school is \(\boxed{96}\).','stop',274,151,120,1.11047128252779163663e+01,365654647776.0,NULL);
+INSERT INTO "chains" VALUES(80,1,0,'c6476f2b4e836e9a2a9006994dbc54dba723eee19a1b700512e0eb2587e7616d',0,'The number of girls in the school is \(\boxed{9360}\).','stop',19,422,411,1.29177675850708828519e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(80,2,0,'0b51536930d71c335d436603f3f45c3b6615cb94958a9674a189f80610581466',0,'The number of girls in the school is \(\boxed{1}\).','stop',16,468,460,9.70906019011939402929e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(80,3,0,'9bb51d3b5c6698d8bfc2143641e7ab80eb372c689dae193228474d10fcabc8b2',0,'The number of girls in the school is \(\boxed{200}\).','stop',18,392,380,1.14428150849319854032e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(81,0,0,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',0,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate how many kilograms of apples Pierre wants.
+2. Calculate how many kilograms of apples Paul wants.
+3. Calculate how many kilograms of apples Jacques wants.
+4. Subtract the kilograms of apples Pierre wants from the total kilograms of apples bought.
+5. Subtract the kilograms of apples Paul wants from the remaining kilograms of apples.
+6. Subtract the kilograms of apples Jacques wants from the remaining kilograms of apples.
+
+Let''s implement this step-by-step in Python code.
+```python
+# Total kilograms of apples bought
+total_kg = 12
+
+# Calculate kilograms of apples Pierre wants
+pierre_kg = total_kg / 4
+
+# Calculate kilograms of apples Paul wants
+paul_kg = total_kg / 3
+
+# Calculate kilograms of apples Jacques wants
+jacques_kg = total_kg - (pierre_kg + paul_kg)
+
+# Print the result
+print(jacques_kg)','stop',211,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,1,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',1,'To solve the problem, we need to calculate the weight of apples that each of them wants and then subtract that from the total weight of apples they bought.
+
+1. **Calculate the weight of apples Peter wants:**
+   - Peter wants a quarter of the total weight of apples.
+   - Total weight of apples = 12 kg
+   - Weight of apples Peter wants = \( \frac{1}{4} \times 12 \) kg
+
+2. **Calculate the weight of apples Paul wants:**
+   - Paul wants 1/3 of the total weight of apples.
+   - Total weight of apples = 12 kg
+   - Weight of apples Paul wants = \( \frac{1}{3} \times 12 \) kg
+
+3. **Calculate the weight of apples James wants:**
+   - James will have the remaining apples after Peter and Paul have sold them.
+   - Remaining apples = Total weight of apples - (Weight of apples Peter wants + Weight of apples Paul wants)
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given total weight of apples
+total_weight = 12
+
+# Weight of apples Peter wants
+weight_peter_wants = total_weight / 4
+
+# Weight of apples Paul wants
+weight_paul_wants = total_weight / 3
+
+# Weight of apples James wants
+weight_james_wants = total_weight - (weight_peter_wants + weight_paul_wants)
+
+# Print the final answer
+print(weight_james_wants)','stop',319,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,2,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',2,'Let''s break down the problem step-by-step:
+
+1. First, we need to calculate the amount of apples Pierre wants. Pierre wants a quarter of 12 kg.
+2. Next, we need to calculate the amount of apples Paul wants. Paul wants a 1/3 of 12 kg.
+3. Finally, we need to find out how many kilograms of apples James will have left after Pierre and Paul have bought their respective amounts.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Total weight of the apples
+total_weight = 12
+
+# Amount of apples Pierre wants
+pierre_weight = total_weight * sp.Rational(1, 4)
+
+# Amount of apples Paul wants
+paul_weight = total_weight * sp.Rational(1, 3)
+
+# Amount of apples James wants
+james_weight = total_weight - (pierre_weight + paul_weight)
+
+print(james_weight)','stop',201,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,3,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',3,'To solve this problem, we need to determine how many kilograms each person will have left after buying 12 kg of apples. Let''s break down the problem step-by-step:
+
+1. **Determine how many kilograms Peter will have left:**
+   - Peter wants a quarter of the apples.
+   - If we have 12 kg of apples, then Peter will have \(\frac{12}{4} = 3\) kg of apples left.
+
+2. **Determine how many kilograms Paul will have left:**
+   - Paul wants a one-third of the apples.
+   - If we have 12 kg of apples, then Paul will have \(\frac{12}{3} = 4\) kg of apples left.
+
+3. **Determine how many kilograms Jacques will have left:**
+   - Jacques does not have any apples to purchase.
+   - Therefore, Jacques will have 0 kg of apples left.
+
+Now, let''s write the Python code to calculate this:
+
+```python
+# Number of kilograms of apples
+total_apples = 12
+
+# Calculate how many kilograms each person will have left
+peter_apples = total_apples / 4
+paul_apples = total_apples / 3
+james_apples = 0
+
+# Print the results
+print(f"Peter will have {peter_apples} kg left.")
+print(f"Paul will have {paul_apples} kg left.")
+print(f"Jacques will have {james_apples} kg left.")','stop',318,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,4,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',4,'To determine how many kilograms James will have left, we need to follow these steps:
+
+1. Calculate how many kilograms Pierre wants.
+2. Calculate how many kilograms Paul wants.
+3. Subtract the kilograms Pierre and Paul want from the total amount of apples to find out how many kilograms James will have left.
+
+Let''s break it down in Python:
+```python
+import sympy as sp
+
+# Total weight of apples
+total_weight = 12
+
+# Calculate the weight of Pierre
+pierre_weight = total_weight / 4
+
+# Calculate the weight of Paul
+paul_weight = total_weight / 3
+
+# Calculate the weight of James
+james_weight = total_weight - (pierre_weight + paul_weight)
+
+print(james_weight)','stop',154,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,5,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',5,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Determine how much apples Pierre wants.
+2. Determine how much apples Paul wants.
+3. Calculate the total amount of apples Pierre and Paul want combined.
+4. Subtract the total amount of apples Pierre and Paul want combined from the initial amount of apples to find out how many kilograms James will have left.
+
+Let''s use Python to calculate this.
+```python
+# Given quantities
+initial_quantity = 12  # in kg
+
+# Pierre wants a quarter of the initial quantity
+pierre_quantity = initial_quantity / 4
+
+# Paul wants 1/3 of the initial quantity
+paul_quantity = initial_quantity / 3
+
+# Total apples Pierre and Paul want combined
+total_quantity = Pierre_quantity + paul_quantity
+
+# Apples left for James
+james_quantity = initial_quantity - total_quantity
+print(james_quantity)','stop',191,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,6,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount of apples Pierre wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the amounts Pierre and Paul want from the total to find out how many kilograms James will have left.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the amount of apples Pierre wants
+pierre_apples = 12 / 4
+
+# Step 2: Calculate the amount of apples Paul wants
+paul_apples = 12 / 3
+
+# Step 3: Calculate the amount of apples James will have left
+james_apples = pierre_apples - paul_apples
+
+print(james_apples)','stop',155,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,0,7,'623bee815db3232747683ad08a6e2ccee8071a94d276f03c9bd9084c6e845cf7',7,'To determine how many kilograms of apples James will have left, we will follow these steps:
+
+1. Calculate the amount of apples Pierre wants.
+2. Calculate the amount of apples Paul wants.
+3. Calculate the amount of apples Pierre and Paul want combined.
+4. Subtract the combined amount from the initial amount of apples to find out how many kilograms of apples James will have left.
+
+Let''s write the Python code to solve this problem.
+```python
+# Initial amount of apples in kg
+initial_apples = 12
+
+# Step 1: Calculate the amount of apples Pierre wants
+pierre_apples = initial_apples * (1/4)
+
+# Step 2: Calculate the amount of apples Paul wants
+paul_apples = initial_apples * (1/3)
+
+# Step 3: Calculate the combined amount of apples Pierre and Paul want combined
+combined_apples = pierre_apples + paul_apples
+
+# Step 4: Calculate the amount of apples James will have left
+james_apples = initial_apples - combined_apples
+
+# Print the final answer
+print(james_apples)','stop',232,164,120,8.98102994050189,286253552352.0,NULL);
+INSERT INTO "chains" VALUES(81,1,0,'496f8309e46e5ddb911f04c5ca2674c8aee429286f75e9f56e6cf43086fb29d7',0,'James will have \(\boxed{5}\) kilograms of apples left.','stop',16,384,374,7.39378357926398166455e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(81,2,0,'c13f66b4dc7d4a3b756eb962ce55ac65dcdf9fe362cc1bfe9a5a932209d50ef1',0,'James will have \(\boxed{5.0}\) kilograms left after Peter and Paul have sold their apples.','stop',24,492,482,1.00538802971851293222e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(81,3,0,'6d7bb4ca52d24152bb7122de9d974334d28d985c1ac896491164d905b535288d',0,'James will have \(\boxed{5}\) kilograms of apples left.','stop',16,372,364,7.04264151931056403554e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(81,4,0,'378cc5ab72b1301a26f5f6e8a6c2cf1ca72cf07d451658481c29088ff138e665',0,'The final answer is:
+
+\(\boxed{3 \text{ kg and } 4 \text{ kg and } 0 \text{ kg}}\)','stop',33,516,481,1.94732423807440979679e+00,84442434816.0,NULL);
+INSERT INTO "chains" VALUES(81,5,0,'16217309dd79e3ba9dd9a6fc0c3868edd0c046c28a07a20682e63b9b96b3aed1',0,'James will have \(\boxed{5}\) kilograms left after buying the apples.','stop',18,327,317,7.56062491555265059339e-01,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(81,6,0,'72cb733d25fe5c8679ff6b06a880e642803c7c1eb7f216435183d45c24d94f95',0,'It looks like there was an issue with the variable name `Pierre_quantity`. Let''s correct that and run the code again.
+```python
+# Given quantities
+initial_quantity = 12  # in kg
+
+# Pierre wants a quarter of the initial quantity
+pierre_quantity = initial_quantity / 4
+
+# Paul wants 1/3 of the initial quantity
+paul_quantity = initial_quantity / 3
+
+# Total apples Pierre and Paul want combined
+total_quantity = Pierre_quantity + paul_quantity
+
+# Apples left for James
+james_quantity = initial_quantity - total_quantity
+print(james_quantity)','stop',128,373,354,4.67400139299721,184008887808.0,NULL);
+INSERT INTO "chains" VALUES(81,7,0,'584235f1265e0b83fd268c1eb026d875dd54a3175559145750c94424e7e9309c',0,'It seems there was a misunderstanding in the interpretation of the problem. The problem states that Pierre wants a quarter of the apples and Paul wants 1/3 of the apples. The negative result indicates that Pierre might have bought more apples than Paul, and the result should be negative if Pierre bought more apples than Paul. However, the problem does not specify that Pierre bought more apples than Paul, so the negative result is correct.
+
+Let''s clarify the interpretation and the final answer:
+
+1. Pierre wants a quarter of the apples.
+2. Paul wants 1/3 of the apples.
+
+So, the amount of apples Pierre wants is \( \frac{12}{4} = 3 \) kg and the amount of apples Paul wants is \( \frac{12}{3} = 4 \) kg.
+
+James will have left \( 12 - 4 = 8 \) kg. The negative result indicates that Pierre bought more apples than Paul, and the result should be negative if Pierre bought more apples than Paul. However, the problem does not specify that Pierre bought more apples than Paul, so the negative result is correct.
+
+Therefore, the final answer is:
+\[
+\boxed{-8}
+\]','stop',248,329,318,8.68742922723851,325166390784.0,NULL);
+INSERT INTO "chains" VALUES(81,8,0,'e6f42bd113da5b18f9846252918b3459abbc28afdd6e3b9e4afafacbbf9f4e42',0,'James will have \(\boxed{5}\) kilograms of apples left.','stop',16,405,395,7.48516383939204388298e-01,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(81,9,0,'ff52d24200355344d8447a68f11becad933c70212b052bfa6e5eccfcbca81302',0,'The correct calculation is as follows:
+
+- Pierre wants \( \frac{12}{4} = 3 \) kg of apples.
+- Paul wants \( \frac{12}{3} = 4 \) kg of apples.
+- Total apples Pierre and Paul want combined is \( 3 + 4 = 7 \) kg.
+- Apples left for James is \( 12 - 7 = 5 \) kg.
+
+Therefore, the final answer is \(\boxed{5}\).','stop',106,519,500,6.72218584305665,156281521152.0,NULL);
+INSERT INTO "chains" VALUES(82,0,0,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',0,'To solve this problem, we need to calculate the total distance John drives by first determining the distance he drives twice a month without considering the round trip. Then, we will convert this distance into miles by multiplying by the speed.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the distance John drives twice a month without considering the round trip:
+   - John visits his parents twice a month, so he drives \(2 \times 2 = 4\) times a month.
+   - The time it takes John to drive to his parents is 2 hours.
+   - Therefore, the distance driven is \(4 \times 2 = 8\) miles.
+
+2. Convert the distance from miles to kilometers:
+   - Since there are 1000 miles in a kilometer, we divide the distance in miles by 1000 to get the distance in kilometers.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given values
+speed = 70  # mph
+round_trip_time = 2  # hours
+number_of_visits = 2  # twice a month
+
+# Calculate the distance driven without considering the round trip
+distance_without_round_trip = number_of_visits * speed
+
+# Convert the distance from miles to kilometers
+distance_in_km = distance_without_round_trip / 1000
+
+# Output the final answer
+print(distance_in_km)','stop',288,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,1,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',1,'Let''s break down the problem step-by-step:
+
+1. **Convert the speeds to consistent units:**
+   - John''s speed is 70 mph.
+   - It takes him 2 hours to drive there.
+   - Therefore, his speed in miles per hour is \( \frac{70 \text{ mph}}{2 \text{ hours}} = 35 \text{ mph} \).
+
+2. **Calculate the distance traveled:**
+   - John travels twice a month, so he drives \( 2 \times 1 \text{ month} = 2 \text{ miles} \).
+
+3. **Calculate the total distance:**
+   - The total distance traveled is the distance traveled in miles \(\times\) the speed in miles per hour.
+   - Therefore, the total distance is \( 2 \text{ miles} \times 35 \text{ mph} = 70 \text{ miles} \).
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Given values
+speed_mph = 70
+round_trip_hours = 2
+months = 12
+
+# Calculate the distance traveled
+distance_miles = round_trip_hours * speed_mph
+
+# Calculate the total distance
+total_distance_miles = distance_miles * months
+
+# Print the final answer
+print(total_distance_miles)','stop',285,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,2,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',2,'To solve the problem, we need to calculate the total distance John drives twice a month by considering both the driving time and the round trip.
+
+Here''s a step-by-step breakdown of the solution:
+
+1. **Calculate the driving time for one month:**
+   - John visits his parents twice a month.
+   - The time taken to drive there at a speed of 70 mph is 2 hours per trip.
+   - Therefore, the total driving time for one month is \(2 \text{ hours/trip} \times 2 \text{ trips/month} = 4 \text{ hours/month}\).
+
+2. **Calculate the total driving time for two months:**
+   - Since the driving time for one month is 4 hours and he visits his parents twice a month, the total driving time for two months is \(4 \text{ hours/month} \times 2 \text{ months} = 8 \text{ hours/month}\).
+
+3. **Calculate the total distance driven in two months:**
+   - John drives 8 hours each month.
+   - Therefore, the total distance driven in two months is \(8 \text{ hours/month} \times 2 \text{ months} = 16 \text{ hours}\).
+
+Now, let''s verify this with a Python program:
+```python
+# Constants
+speed = 70  # mph
+trips_per_month = 2
+months = 2
+
+# Driving time for one month
+driving_time_per_month = speed * trips_per_month
+
+# Total driving time for two months
+total_driving_time = driving_time_per_month * months
+
+# Total distance driven in two months
+total_distance = total_driving_time * months
+
+print(total_distance)','stop',359,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,3,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',3,'To solve this problem, we need to calculate the total number of miles John drives when visiting his parents twice a month, taking into account the round trip time.
+
+1. **Calculate the distance to John''s parents in one trip:**
+   - John drives at a speed of 70 mph.
+   - The distance to John''s parents in one round trip is his speed multiplied by the number of parents.
+   \[
+   \text{Distance per trip} = 70 \text{ mph} \times 2 \text{ parents} = 140 \text{ miles}
+   \]
+
+2. **Calculate the distance to John''s parents in two trips:**
+   - Since John visits his parents twice a month, we multiply the distance per trip by 2.
+   \[
+   \text{Distance twice a month} = 140 \text{ miles} \times 2 = 280 \text{ miles}
+   \]
+
+3. **Calculate the total distance driven in two months:**
+   - John drives the distance twice a month in 2 months.
+   \[
+   \text{Total distance} = 280 \text{ miles} \times 2 = 560 \text{ miles}
+   \]
+
+Therefore, the total number of miles John drives when visiting his parents in two months is \(\boxed{560}\).','stop',290,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,4,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',4,'To solve this problem step-by-step, we''ll follow these steps:
+
+1. Calculate the distance John travels on a round trip.
+2. Determine the total time John spends driving this round trip.
+3. Convert the total time from hours to minutes.
+
+Let''s start with the distance John travels on a round trip. He visits his parents twice a month, so he travels twice a month for a total of 2 * 2 = 4 round trips.
+
+Given:
+- Speed of the car = 70 mph
+- Time for one round trip = 2 hours
+
+The distance traveled on a round trip can be calculated as follows:
+\[ \text{Distance} = \text{Speed} \times \text{Time} = 70 \text{ mph} \times 2 \text{ hours} = 140 \text{ miles} \]
+
+Next, we need to determine the total time John spends driving this round trip. Since he drives twice a month, we need to calculate the total time in hours:
+\[ \text{Total time} = \text{Time per round trip} \times \text{Number of round trips} = 2 \text{ hours} \times 4 \text{ round trips} = 8 \text{ hours} \]
+
+Now, we need to convert the total time from hours to minutes. Since there are 60 minutes in an hour, we can calculate the total time in minutes as follows:
+\[ \text{Total time in minutes} = 8 \text{ hours} \times 60 \text{ minutes/hour} = 480 \text{ minutes} \]
+
+Therefore, the total number of miles John drives when visiting his parents is \(\boxed{480}\).','stop',366,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,5,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',5,'To determine the total miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the time John spends driving in a round trip.
+2. Multiply the round trip time by the speed of the car.
+
+First, let''s calculate the time John spends driving in a round trip. Since he visits his parents twice a month, we multiply the number of times by 2:
+\[ \text{Round trip time} = 2 \text{ times/month} \times 2 \text{ hours/month} = 4 \text{ hours/month} \]
+
+Next, we need to find out how many miles John drives in that round trip. We know that it takes him 2 hours to drive there at a speed of 70 mph. Therefore, the distance he drives is:
+\[ \text{Distance} = \text{Speed} \times \text{Time} = 70 \text{ mph} \times 4 \text{ hours/month} = 280 \text{ miles/month} \]
+
+So, the total miles John drives when visiting his parents twice a month is \(\boxed{280}\).','stop',243,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,6,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',6,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. **Calculate the total time spent traveling twice a month:**
+   - John visits his parents twice a month.
+   - Each trip takes 2 hours.
+   - Therefore, the total time spent traveling twice a month is:
+     \[
+     2 \text{ hours/trip} \times 2 \text{ trips/month} = 4 \text{ hours/month}
+     \]
+
+2. **Convert the total time from hours to minutes:**
+   - Since there are 60 minutes in an hour, we multiply the total time in hours by 60:
+     \[
+     4 \text{ hours/month} \times 60 \text{ minutes/hour} = 240 \text{ minutes/month}
+     \]
+
+3. **Calculate the distance driven per month:**
+   - John drives at a speed of 70 mph.
+   - Using the formula for distance, we multiply the total time in minutes by the speed:
+     \[
+     240 \text{ minutes/month} \times 70 \text{ mph} = 16800 \text{ miles/month}
+     \]
+
+Therefore, the number of miles John drives per month when visiting his parents is \(\boxed{16800}\).','stop',289,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,0,7,'5ebd5beeda8fabf0fe7773c91effa899b8ff58fa3f0229758bc0629500d835a4',7,'To determine how many miles John drives in a month when visiting his parents twice a month, we need to break down the problem into a few steps:
+
+1. Calculate the total time John spends traveling to and from his parents twice a month.
+2. Determine the total distance traveled in that time.
+
+### Step 1: Calculate the total time spent traveling to and from his parents twice a month
+John visits his parents twice a month, so the time spent traveling to and from his parents is:
+\[ 2 \text{ times a month} \times 2 \text{ months} = 4 \text{ months} \]
+
+### Step 2: Determine the total distance traveled in that time
+It takes John 2 hours to drive to and from his parents, so the total distance traveled is:
+\[ 4 \text{ months} \times 2 \text{ hours/month} = 8 \text{ miles} \]
+
+### Final answer
+The total distance John drives in a month when visiting his parents is \(\boxed{8}\) miles.','stop',218,171,120,1.0219360418466846951e+01,375107159136.0,NULL);
+INSERT INTO "chains" VALUES(82,1,0,'66236d2faf9179325af73cab19008a663312a69cb70e6244b91b3bf1f0accadc',0,'The final answer is \(\boxed{0.14}\).','stop',15,469,458,0.776001023378657,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(82,2,0,'ff26c8cf75a3ed7cd7e5505095bf6f0db9199505d86b130fa22f98d51b24b8da',0,'The total distance John drives when visiting his parents is \(\boxed{1680}\) miles.','stop',23,466,455,1.0369032075829718309e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(82,3,0,'0124c29a59388db6336b09c20ab34c467eae6cc92b995e1c3d9decf9ed6b22af',0,'The total distance John drives when visiting his parents in two months is \(\boxed{560}\) miles.','stop',25,539,529,1.11650699892009597213e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(83,0,0,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',0,'Let''s break down the problem step-by-step:
+
+1. Determine how far Sofie will walk in seven days.
+2. Use the given information to find out how far Brian will walk in seven days.
+
+First, let''s calculate how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Now, we know that in seven days, Sofie will walk twice as far as Brian. Let''s denote the distance Brian walks in seven days as \( D \). According to the problem, we have:
+\[ 70 \text{ miles} = 2D \]
+
+To find \( D \), we need to solve the equation:
+\[ D = \frac{70 \text{ miles}}{2} \]
+
+Finally, let''s calculate Brian''s distance in seven days.
+\[ D = \frac{70 \text{ miles}}{2} \]
+
+Let''s use Python to verify this calculation.
+```python
+# Given data
+sofie_daily_miles = 10
+days = 7
+
+# Calculate the distance Brian walks in seven days
+brian_daily_miles = sofie_daily_miles / 2
+
+# Calculate Brian''s distance in seven days
+brian_total_miles = brian_daily_miles * days
+print(brian_total_miles)','stop',313,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,1,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',1,'To solve this problem, we need to follow these steps:
+
+1. Determine the distance Brian walks in one day.
+2. Calculate the total distance Sofie walks in seven days.
+3. Print the total distance Sofie walks in seven days.
+
+Let''s break it down step-by-step:
+
+1. **Determine the distance Brian walks in one day:**
+   Since Sofie plans to walk 10 miles every day, and she plans to walk twice as far as Brian, we can calculate Brian''s daily distance as follows:
+   \[
+   \text{Brian''s daily distance} = 10 \text{ miles/day} \times 2 = 20 \text{ miles/day}
+   \]
+
+2. **Calculate the total distance Sofie walks in seven days:**
+   Since Sofie walks 7 days, we can calculate the total distance she walks by multiplying her daily distance by 7:
+   \[
+   \text{Total distance Sofie walks in seven days} = 20 \text{ miles/day} \times 7 = 140 \text{ miles}
+   \]
+
+3. **Print the total distance Sofie walks in seven days:**
+   We can print the total distance using the `print()` function in Python:
+   \[
+   \boxed{140}
+   \]','stop',276,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,2,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',2,'To solve the problem, we need to determine how many miles Brian will walk in seven days. We start by defining the variables and then using the given information to find the solution.
+
+1. Let \( B \) be the number of miles Brian walks in seven days.
+2. In 7 days, Sofie will walk twice as far as Brian. Since Sofie plans to walk 10 miles every day, Sofie will walk \( 10B \) miles in seven days.
+3. Since we know that Sofie walks twice as far as Brian in seven days, we can set up the equation:
+   \[
+   10B = 2B \cdot 7
+   \]
+4. Simplify the equation to solve for \( B \):
+   \[
+   10B = 14B
+   \]
+   \[
+   10B - 14B = 0
+   \]
+   \[
+   -4B = 0
+   \]
+   \[
+   B = 0
+   \]
+   So, Brian walks 0 miles in seven days. Let''s verify this by writing a Python program.
+```python
+# Define the number of miles Sofie walks in seven days
+sofie_miles = 10
+
+# Calculate the number of miles Brian walks in seven days
+brian_miles = 2 * sofie_miles
+
+# Print the result
+print(brian_miles)','stop',307,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,3,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the distance Brian walks in seven days.
+2. Verify that the distance Sofie walks in seven days is twice the distance Brian walks.
+
+Let''s break it down:
+
+1. Sofie plans to walk 10 miles every day.
+2. In 7 days, Sofie will walk \( 10 \times 7 = 70 \) miles.
+3. Since Sofie plans to walk twice as far as Brian, Brian will walk \( \frac{70}{2} = 35 \) miles.
+
+Now, let''s write the Python code to confirm this.
+```python
+# Given data
+sofie_daily_walk = 10  # miles per day
+days = 7  # days
+
+# Calculate Brian''s daily walk
+brian_daily_walk = sofie_daily_walk * days
+
+# Calculate Brian''s total walk in seven days
+brian_total_walk = brian_daily_walk * days
+print(brian_total_walk)','stop',214,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,4,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',4,'To solve this problem, we need to follow these steps:
+
+1. Determine how far Sofie will walk in one day.
+2. Calculate how far Sofie will walk in seven days.
+3. Determine how far Brian will walk in one day.
+4. Calculate how far Brian will walk in seven days.
+
+Let''s break it down step-by-step:
+
+1. Since Sofie plans to walk 10 miles every day, in seven days, she will walk \(10 \times 7 = 70\) miles.
+2. Since Sofie will walk twice as far as Brian in one day, in seven days, she will walk \(2 \times 70 = 140\) miles.
+3. Since Brian plans to walk 10 miles every day, in seven days, he will walk \(10 \times 7 = 70\) miles.
+4. Since Brian will walk twice as far as Sofie in one day, in seven days, he will walk \(2 \times 70 = 140\) miles.
+
+Therefore, in seven days, Brian will walk \(\boxed{140}\) miles.','stop',239,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,5,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',5,'To solve this problem, let''s break it down step-by-step:
+
+1. First, we need to determine how far Brian will walk in seven days. We know that Sofie will walk twice as far as Brian in 7 days. This means that in seven days, Sofie will walk \(2 \times 10\) miles. Since Brian walks 10 miles every day, in seven days, Brian will walk \(7 \times 10\) miles.
+2. Now, let''s write a Python program to calculate this.
+```python
+# Given data
+sofie_daily_distance = 10  # in miles
+sofie_days = 7
+
+# Calculate Brian''s daily distance
+brian_daily_distance = 2 * sofie_daily_distance
+
+# Calculate Brian''s total distance in seven days
+brian_total_distance = brian_daily_distance * sofie_days
+print(brian_total_distance)','stop',191,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,6,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',6,'To solve this problem, we need to determine how many miles Brian will walk in seven days. Let''s break it down step-by-step.
+
+1. **Determine Sofie''s daily distance:**
+   - Sofie plans to walk 10 miles every day.
+   - Since it will take 7 days, Sofie''s daily distance is:
+     \[
+     \text{Sofie''s daily distance} = 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+     \]
+
+2. **Determine Brian''s daily distance:**
+   - According to the problem, Sofie will walk twice as far as Brian in 7 days. Therefore, Brian''s daily distance is:
+     \[
+     \text{Brian''s daily distance} = 2 \times \text{Sofie''s daily distance} = 2 \times 70 \text{ miles} = 140 \text{ miles}
+     \]
+
+3. **Determine Brian''s total distance in seven days:**
+   - Since Brian walks 140 miles each day, in seven days he will walk:
+     \[
+     \text{Brian''s total distance} = 140 \text{ miles/day} \times 7 \text{ days} = 1020 \text{ miles}
+     \]
+
+Therefore, Brian will walk \(\boxed{1020}\) miles in seven days.','stop',310,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,0,7,'4b2f1815c2081dfb2b1270b07c03908a59194700b66d32780fd86e18abe46c5f',7,'To determine how many miles Brian will walk in seven days, we start by defining the variables and setting up the equation based on the problem statement.
+
+1. Let \( B \) represent the number of miles Brian walks in seven days.
+2. According to the problem, Sofie will walk twice as far as Brian in seven days. Since Sofie walks 10 miles every day, we can calculate Brian''s walking speed as follows:
+   \[
+   \text{Brian''s walking speed} = 2 \times 10 = 20 \text{ miles per day}
+   \]
+3. Therefore, in seven days, Brian will walk:
+   \[
+   \text{Brian''s walking in seven days} = 20 \times 7 = 140 \text{ miles}
+   \]
+
+So, the final answer is \(\boxed{140}\).','stop',185,163,120,8.29934569564098,326111641920.0,NULL);
+INSERT INTO "chains" VALUES(83,1,0,'5cf8a0c1335cc2253bc632180ee53d0f3d32e114be7089c2a5b52768bf833e3f',0,'Brian will walk \(\boxed{35}\) miles in seven days.','stop',17,486,403,3.60282322415635780643e+00,124773149952.0,NULL);
+INSERT INTO "chains" VALUES(83,2,0,'77ef777e3a864d8c59dfe10a6f6156269a669c365367a3e10d87892b8c065e8c',0,'The calculation shows that Brian will walk \(\boxed{20}\) miles in seven days.','stop',21,478,422,1.9976638723094242156e+00,95785448448.0,NULL);
+INSERT INTO "chains" VALUES(83,3,0,'83fa4cd4a4ec54ba48174ac6b7f64dd9c55dd3db266e0a95ad071e26763bb3a8',0,'Brian will walk \(\boxed{490}\) miles in seven days.','stop',18,386,305,3.09940100453263100988e+00,123512815104.0,NULL);
+INSERT INTO "chains" VALUES(83,4,0,'6e6ffa12db5b1a62765ada8f612e776c0e56415dd7800ef092361f91c4f1af35',0,'Brian will walk \(\boxed{140}\) miles in seven days.','stop',18,363,280,2.78516472252544433629e+00,126033484800.0,NULL);
+INSERT INTO "chains" VALUES(84,0,0,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',0,'To solve this problem, we need to determine the weight of each dog and then sum them up.
+
+1. **Determine the weight of Kory''s dog:**
+   Kory''s dog weighs 60 pounds.
+
+2. **Determine the weight of the first dog:**
+   The first dog weighs one-fourth of the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Weight of the first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Determine the weight of the second dog:**
+   The second dog weighs half the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Weight of the second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Sum the weights of all the dogs:**
+   Finally, we add the weight of the first dog, the second dog, and Kory''s dog:
+   \[
+   \text{Total weight} = 15 + 30 + 60 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','stop',282,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,1,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',1,'Let''s solve this problem step-by-step using Python code.
+
+1. Determine the weight of Kory''s dog.
+2. Determine the weight of Elijah''s dog based on the weight of Kory''s dog.
+3. Calculate the total weight of both dogs.
+
+First, we know that Kory''s dog is 60 pounds. Since Elijah''s dog is one-fourth the weight of Kory''s dog, we can calculate the weight of Elijah''s dog as follows:
+\[
+\text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+\]
+
+Next, we know that Elijah''s dog is half the weight of Kory''s dog, so we can calculate the total weight of both dogs as follows:
+\[
+\text{Total weight} = \text{Weight of Kory''s dog} + \text{Weight of Elijah''s dog} = 60 + 15 = 75 \text{ pounds}
+\]
+
+Let''s write the Python code to verify these calculations.
+```python
+# Given data
+weight_korys_dog = 60
+
+# Calculate the weight of Elijah''s dog
+weight_elijabers_dog = weight_korys_dog / 4
+
+# Calculate the total weight of both dogs
+total_weight = weight_korys_dog + weight_elijabers_dog
+print(total_weight)','stop',318,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,2,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',2,'Let''s break down the problem step-by-step.
+
+1. **Determine the weight of Kory''s dog:**
+   - Kory''s dog is 60 pounds.
+   - Let \( K \) be the weight of Kory''s dog.
+   - Therefore, \( \frac{1}{4} \times K = 60 \).
+   - Solving for \( K \), we get \( K = \frac{60}{4} = 15 \) pounds.
+
+2. **Determine the weight of Elijah''s dog:**
+   - Elijah''s dog is half the weight of Kory''s dog.
+   - Therefore, \( \frac{1}{2} \times K = 15 \).
+   - Solving for \( K \), we get \( K = \frac{15}{2} = 7.5 \) pounds.
+
+3. **Calculate the total weight of Elijah''s and Kory''s dogs:**
+   - Elijah''s dog is 7.5 pounds.
+   - Kory''s dog is 15 pounds.
+   - Therefore, the total weight is \( 7.5 + 15 = 22.5 \) pounds.
+
+Now, let''s write the Python code to verify this result.
+
+```python
+# Given data
+korys_dog_weight = 60  # in pounds
+
+# Calculate Kory''s dog weight
+korys_dog_weight_kg = korys_dog_weight / 4
+
+# Calculate Elijah''s dog weight
+elijah_dog_weight_kg = korys_dog_weight_kg / 2
+
+# Calculate the total weight of Elijah''s and Kory''s dogs
+total_weight = Elijah_dog_weight_kg + korys_dog_weight_kg
+print(total_weight)','stop',380,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,3,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',3,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. First, we need to find the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+2. Next, we need to find the weight of Elijah''s dog. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Elijah''s dog''s weight} = \frac{1}{4} \times 60 \text{ pounds}
+   \]
+3. Finally, we need to find the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+4. Now, we need to find the weight of Elijah''s dog. Elijah''s dog is half the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Elijah''s dog''s weight} = \frac{1}{2} \times 60 \text{ pounds}
+   \]
+5. Finally, we need to find the total weight of Elijah and Kory''s dogs. We add the weights of the two dogs:
+   \[
+   \text{Total weight} = \text{Elijah''s dog''s weight} + \text{Kory''s dog''s weight}
+   \]
+
+Now let''s implement this in Python code.
+```python
+# Given data
+kory_dog_weight = 60
+
+# Calculate Elijah''s dog''s weight
+elijah_dog_weight = (1/4) * kory_dog_weight
+
+# Calculate Kory''s dog''s weight
+kory_dog_weight = kory_dog_weight
+
+# Calculate Elijah''s dog''s weight
+elijah_dog_weight = (1/2) * kory_dog_weight
+
+# Calculate total weight
+total_weight = elijah_dog_weight + kory_dog_weight
+print(total_weight)','stop',410,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,4,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',4,'Let''s break down the problem step-by-step and then use Python code to verify the solution.
+
+1. **Define the weight of Kory''s dog:**
+   Kory''s dog is 60 pounds.
+
+2. **Calculate the weight of Kory''s first dog:**
+   The first dog is one-fourth the weight of Kory''s dog. So, we calculate:
+   \[
+   \text{Weight of Kory''s first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Calculate the weight of Kory''s second dog:**
+   The second dog is half the weight of Kory''s dog. So, we calculate:
+   \[
+   \text{Weight of Kory''s second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Calculate the total weight of the dogs:**
+   The total weight of the dogs is the sum of the weights of Kory''s first dog, Kory''s second dog, and Kory''s dog itself. So, we calculate:
+   \[
+   \text{Total weight} = 15 + 30 + 60 = 105 \text{ pounds}
+   \]
+
+Now let''s write the Python code to confirm this calculation.
+
+```python
+# Define the weight of Kory''s dog
+weight_kory_dog = 60
+
+# Calculate the weight of Kory''s first dog
+weight_kory_first_dog = weight_kory_dog / 4
+
+# Calculate the weight of Kory''s second dog
+weight_kory_second_dog = weight_kory_dog / 2
+
+# Calculate the total weight of the dogs
+total_weight = weight_kory_first_dog + weight_kory_second_dog + weight_kory_dog
+
+# Print the total weight
+print(total_weight)','stop',409,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,5,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',5,'To determine the total weight of Elijah and Kory''s dogs, we need to break down the problem step by step:
+
+1. **Identify the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+2. **Calculate the weight of the first dog:**
+   The first dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of the first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Calculate the weight of the second dog:**
+   The second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of the second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Calculate the total weight of all three dogs:**
+   Add the weights of the three dogs together.
+   \[
+   \text{Total weight} = 15 + 30 + 60 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','stop',264,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,6,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',6,'To solve the problem, we need to calculate the weight of each dog and then sum these weights.
+
+1. **Determine the weight of each dog:**
+   - Let \( K \) represent the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+   - Elijah''s dog is one-fourth the weight of Kory''s dog, so Elijah''s dog is:
+     \[
+     \text{Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+     \]
+   - Another dog is half the weight of Kory''s dog, so Kory''s dog''s weight is:
+     \[
+     K = \frac{1}{2} \times 60 = 30 \text{ pounds}
+     \]
+
+2. **Calculate the total weight of the dogs:**
+   - The total weight of Elijah''s dog is 15 pounds.
+   - The total weight of Kory''s dog is 30 pounds.
+   - The total weight of all three dogs is the sum of these weights:
+     \[
+     \text{Total weight} = 15 + 30 = 45 \text{ pounds}
+     \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{45}\) pounds.','stop',289,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,0,7,'4f95a538b0a609a7e25258f812f5b45f798740e84f6e2f59be86b028f1c3fde9',7,'Let''s solve the problem step by step.
+
+1. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+2. **Determine the weight of Elijah''s dog:**
+   Elijah has one-fourth the weight of Kory''s dog. So, we calculate:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+4. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+5. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+6. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+7. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+8. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+9. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+10. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+11. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+12. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+13. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+14. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+15. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+16. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+17. **Determine the weight of Kory''s dog:**
+    Kory''s dog is','length',512,182,120,1.29412235984337957721e+01,459707135808.0,NULL);
+INSERT INTO "chains" VALUES(84,1,0,'edcebc46d8c66a044861e874ed2ab8de3f335eab984fcbd00ab63e4397b9acd5',0,'The total weight of Elijah and Kory''s dogs is \(\boxed{75}\) pounds.','stop',22,510,499,1.38824977358744972022e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(84,2,0,'44d37fd82935814089480ed8378293a4856d5d377965e6105f5bf72772a1af24',0,'It looks like there was an issue with the variable name. Let''s correct it and re-run the code.
+
+Here''s the corrected Python code:
+
+```python
+# Given data
+korys_dog_weight = 60  # in pounds
+
+# Calculate Kory''s dog weight in kilograms
+korys_dog_weight_kg = korys_dog_weight / 4
+
+# Calculate Elijah''s dog weight in kilograms
+elijah_dog_weight_kg = korys_dog_weight_kg / 2
+
+# Calculate the total weight of Elijah''s and Kory''s dogs
+total_weight = Elijah_dog_weight_k','length',132,584,561,7.54856681317448519052e+00,194091566592.0,NULL);
+INSERT INTO "chains" VALUES(84,3,0,'f9428cf811d49d272185f1cdfc29b6613f855a5e1d13168e3f96564da4b133b8',0,'The total weight of Elijah and Kory''s dogs is \(\boxed{90}\) pounds.','stop',22,602,591,1.4201556955929848236e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(84,4,0,'b40e0d448c743f48ab055cd7ac17b0865c454175ed88af641ad7bdd585f6983c',0,'The total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','stop',24,602,590,1.53822827891854130299e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(85,0,0,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',0,'Let''s break down the problem step by step and solve it using Python code.
+
+1. First, we need to determine Liam''s current age. Since Liam is 16 years old now, his current age is:
+   \[
+   \text{Liam''s current age} = 16
+   \]
+
+2. Next, we need to find out how old Vince was two years ago. According to the problem, two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age by \( V \). Therefore, we can write the equation:
+   \[
+   16 = 2V
+   \]
+
+3. To solve for \( V \), we need to isolate it on one side of the equation. We do this by dividing both sides of the equation by 2:
+   \[
+   V = \frac{16}{2} = 8
+   \]
+
+4. Now, we need to find out how old Vince is now. Since we already know Vince''s current age is 8, we can write the final answer as:
+   \[
+   \boxed{8}
+   \]','stop',240,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,1,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',1,'Let''s solve this step by step:
+
+1. **Define the variables:**
+   - Let \( V \) be Vince''s current age.
+   - Let \( L \) be Liam''s current age.
+
+2. **Given information:**
+   - Liam''s current age \( L = 16 \).
+   - Two years ago, Liam''s age \( L - 2 = 14 \).
+   - Two years ago, two years ago, Vince''s age \( V - 4 = V - 4 \).
+
+3. **Set up the equations:**
+   - From the equation \( L - 2 = 14 \), we can solve for \( L \):
+     \[
+     L = 14 + 2 = 16
+     \]
+   - From the equation \( V - 4 = V - 4 \), we can solve for \( V \):
+     \[
+     V - 4 = V - 4 \implies V = 0
+     \]
+
+Now, let''s verify this solution by coding the solution in Python:
+```python
+# Given information
+L = 16
+
+# Calculate Vince''s current age
+V = L - 4
+
+# Print the result
+print(V)','stop',261,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,2,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',2,'Let''s break down the problem step-by-step and then implement it in Python using the sympy library.
+
+1. **Understand the Problem:**
+   - Liam is currently 16 years old.
+   - Two years ago, Liam''s age was twice the age of Vince.
+   - We need to find Vince''s current age.
+
+2. **Formulate the Equations:**
+   - Let \( V \) be Vince''s current age.
+   - Two years ago, Liam''s age was \( 16 - 2 = 14 \).
+   - Two years ago, Vince''s age was \( 2V \).
+
+3. **Set Up the Equations:**
+   \[
+   14 = 2V
+   \]
+
+4. **Solve for \( V \):**
+   \[
+   V = \frac{14}{2} = 7
+   \]
+
+Now, let''s implement this in Python using sympy to verify our solution.
+
+```python
+import sympy as sp
+
+# Define the variable
+V = sp.symbols(''V'')
+
+# Define the equation based on the problem statement
+equation = sp.Eq(14, 2 * V)
+
+# Solve the equation
+vince_age = sp.solve(equation, V)[0]
+
+# Print the result
+print(vince_age)','stop',281,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,3,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',3,'To solve this problem, we can break it down step-by-step.
+
+1. Identify the current age of Liam: 16 years old.
+2. Determine two years ago the age of Liam: \(16 - 2 = 14\) years old.
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the equation \(14 = 2 \times \text{Vince''s age}\).
+4. Solving for Vince''s age, we get \(\text{Vince''s age} = \frac{14}{2} = 7\) years old.
+5. To verify, we can calculate the age of Liam after two years: \(16 + 2 = 18\) years old.
+6. We can then verify that the calculated age of Liam (18) is equal to twice the age of Vince (7), which it is.
+
+So, Vince is currently 7 years old. Let''s write the Python code to confirm this result.
+```python
+# Current age of Liam
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = Liam_age_current - 2
+
+# Calculate Vince''s age
+vince_age = Liam_age_two_years_ago / 2
+
+# Calculate the age of Liam after two years
+liam_age_after_two_years = Liam_age_current + 2
+
+print(vince_age)','stop',310,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,4,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',4,'Let''s break down the problem step by step:
+
+1. **Define the Variables:**
+   - Let \( Vince \) be the current age of Vince.
+   - Let \( Liam \) be the current age of Liam.
+
+2. **Use the Information Given:**
+   - We know that \( Liam \) is currently 16 years old.
+   - Two years ago, Liam''s age was twice the age of Vince.
+   - Therefore, in two years, \( Liam \) will be \( Liam + 2 \).
+   - In two years, Vince will be \( Vince + 2 \).
+
+3. **Set Up the Equations:**
+   - From the information given, we have:
+     \[
+     Liam + 2 = 2( Vince + 2)
+     \]
+
+4. **Solve the Equation:**
+   - Simplify the equation to solve for \( Vince \):
+     \[
+     Liam + 2 = 2 \cdot Vince + 4
+     \]
+     \[
+     Liam + 2 = 2 \cdot Vince + 4
+     \]
+     \[
+     Liam = 2 \cdot Vince + 4 - 2
+     \]
+     \[
+     Liam = 2 \cdot Vince + 2
+     \]
+     \[
+     Liam = 2 \cdot Vince + 2
+     \]
+
+5. **Find the Value of \( Vince \):**
+   - Let \( Vince = x \).
+   - Substitute \( x \) back into the equation \( Liam = 2 \cdot x + 2 \):
+     \[
+     16 = 2 \cdot x + 2
+     \]
+     \[
+     14 = 2 \cdot x
+     \]
+     \[
+     x = \frac{14}{2}
+     \]
+     \[
+     x = 7
+     \]
+
+So, Vince is currently 7 years old. Let''s verify this by solving the equation in Python.
+```python
+# Define the variables
+vince = 7
+
+# Calculate Liam''s age two years ago
+liam_age_two_years_ago = Liam + 2
+
+# Calculate Vince''s age two years ago
+vince_age_two_years_ago = Vince + 2
+
+# Verify the equations
+print((liam_age_two_years_ago, Vince_age_two_years_ago))','stop',500,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,5,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',5,'To solve this problem, we need to follow these steps:
+
+1. Determine Liam''s current age.
+2. Use the information given to find Vince''s current age.
+
+Step 1: Determine Liam''s current age.
+Liam is currently 16 years old.
+
+Step 2: Use the information given to find Vince''s current age.
+According to the problem, two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age by \( V \).
+
+Two years ago, Liam''s age was \( 16 - 2 = 14 \) years old. According to the problem, this age was twice Vince''s current age:
+\[ 14 = 2V \]
+
+To find \( V \), we need to solve the equation \( 14 = 2V \) by isolating \( V \):
+\[ V = \frac{14}{2} = 7 \]
+
+Therefore, Vince is currently \(\boxed{7}\) years old.','stop',208,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,6,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',6,'Let''s solve the problem step by step using Python and SymPy.
+
+1. First, we need to determine Liam''s current age.
+2. Then, we need to determine Vince''s current age.
+3. According to the problem, two years ago Liam''s age was twice the age of Vince.
+
+Let''s start by defining variables and writing the equations based on the given information.
+
+```python
+import sympy as sp
+
+# Define the variables
+Liam_age = sp.symbols(''Liam_age'')
+Vince_age = sp.symbols(''Vince_age'')
+
+# Given information
+Liam_age_now = 16
+two_years_ago = Liam_age_now - 2
+
+# Two years ago, Liam''s age was twice the age of Vince
+equation = sp.Eq(two_years_ago, 2 * Vince_age)
+
+# Solve for Vince''s current age
+Vince_age_now = sp.solve(equation, Vince_age_now)[0]
+
+# Print the final answer
+print(Vince_age_now)','stop',211,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,0,7,'d827e208d43519d470b8e3c6686178a0605dc8a1b72d1c0587454a208a1ce23d',7,'Let''s start by defining the variables for Liam''s current age and Vince''s current age. We know that Liam is currently 16 years old and two years ago, his age was twice the age of Vince. Let''s denote Vince''s current age by \( V \). According to the problem, we can write the equation:
+
+\[ 16 - 2 = 2V \]
+
+Now, we can solve this equation for \( V \):
+
+\[ 14 = 2V \]
+\[ V = \frac{14}{2} \]
+\[ V = 7 \]
+
+So, Vince is currently 7 years old. Let''s confirm this by writing a Python program that calculates the age of Vince.
+```python
+# Define the current age of Liam
+liam_age = 16
+
+# Calculate the current age of Vince
+vince_age = (liam_age - 2) / 2
+print(vince_age)','stop',197,155,120,1.07570093034707721098e+01,352106048160.0,NULL);
+INSERT INTO "chains" VALUES(85,1,0,'7da9c0f5bde8ea96a5ed2485dd56a00634bb05b867d4b1562d7885bd74718ce6',0,'The final answer is \(\boxed{12}\).','stop',13,424,415,7.97381608264584595957e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(85,2,0,'c7787720748d1c1e66431e6095ef9e7f30cfe6feb95e8f1609d8e55999094cd1',0,'The output confirms that Vince''s current age is \(\boxed{7}\).','stop',17,442,410,1.4794839957409184894e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(85,3,0,'93dd83c874fe24f156586fd827604538bae5442e3f1fde6edcb587da6762a5d2',0,'It seems there was an issue with the variable name. Let''s correct it and run the code again.
+```python
+# Current age of Liam
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = Liam_age_current - 2
+
+# Calculate Vince''s age
+vince_age = Liam_age_two_years_ago / 2
+
+# Calculate the age of Liam after two years
+liam_age_after_two_years = Liam_age_current + 2
+
+print(vince_age)','stop',113,483,381,7.05439896421306755769e+00,269711657472.0,NULL);
+INSERT INTO "chains" VALUES(85,4,0,'f9ab139dc18682fda99cdaa67b1e8d932e9e8449f83e76e38880b0c459961251',0,'The calculations confirm that Vince is currently \(\boxed{7','length',12,670,581,3.56701799945516428991e+00,126033484800.0,NULL);
+INSERT INTO "chains" VALUES(85,5,0,'aa0fedd604e26bd84734a05749ffe79570510b40e0e7885db7d58bf783a4b04e',0,'It looks like there was an issue with the variable name. Let''s correct it by redefining the variable and solving the equation again. Here is the corrected code:
+
+```python
+import sympy as sp
+
+# Define the variables
+Liam_age = sp.symbols(''Liam_age'')
+Vince_age = sp.symbols(''Vince_age'')
+
+# Given information
+Liam_age_now = 16
+two_years_ago = Liam_age_now - 2
+
+# Two years ago, Liam''s age was twice the age of Vince
+equation = sp.Eq(two_years_ago, 2 * Vince_age)
+
+# Solve for Vince''s current age
+Vince_age_now = sp.solve(equation, Vince_age_now)[0]
+
+# Print the final answer
+print(Vince_age_now)','stop',169,385,365,6.97636925231736704233e+00,236942951424.0,NULL);
+INSERT INTO "chains" VALUES(85,6,0,'a6795e0591ccbd5c01df32ba2115ee035b5cce3e02a91e977f046eb2f95f53b6',0,'The calculation confirms that Vince is currently \(\boxed{7}\) years old.','stop',18,360,329,1.54535635241485391766e+00,60496072704.0,NULL);
+INSERT INTO "chains" VALUES(85,7,0,'5117857c53e99bb498acca288f2e038c40d5b4e6b3969e82520c0970e6217174',0,'It seems there was still an issue with the variable name. Let''s run the code again.
+```python
+# Current age of Liam
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = Liam_age_current - 2
+
+# Calculate Vince''s age
+vince_age = Liam_age_two_years_ago / 2
+
+# Calculate the age of Liam after two years','length',89,615,595,3.88955184270016740555e+00,136116163584.0,NULL);
+INSERT INTO "chains" VALUES(85,8,0,'ff2b946c487b948e49730afefd3f018816adf170e5c05a959a489498b2b1bf3d',0,'It appears that there is still an issue with the variable name. Let''s simplify the code and make sure we are solving the equation correctly.
+
+We can break down the problem into smaller steps:
+
+1. Define the variables.
+2. Set up the equation based on the given information.
+3. Solve the equation for Vince''s current age.
+4. Print the final answer.
+
+Here is the corrected code:
+
+```python
+import sympy as sp
+
+# Define the variables
+Liam_age = sp.symbols(''Liam_age'')
+Vince_age = sp.symbols(''Vince_age'')
+
+# Given information
+Liam_age_now = 16
+two','length',132,573,553,5.73887595497926383814e+00,190310562048.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -17696,6 +19106,12 @@ INSERT INTO "jobs" VALUES(76,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(77,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1090',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','6','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1282509435, "usage": {"prompt_tokens": 194, "cached_prompt_tokens": 120, "completion_tokens": 1948, "calls": 1, "seconds": 78.03459988901326, "flops": 2538314383872.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0238, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0111, "call_seconds": 0.0119, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0227, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0156, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 4, 7], "seeds": [1688914218, 1688922137, 1688937975, 1688961732], "usage": {"prompt_tokens": 1777, "cached_prompt_tokens": 1745, "completion_tokens": 66, "calls": 4, "seconds": 3.273518330963755, "flops": 118471475712.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0, 1, 0, 0, 1]}, {"event": "vote", "counts": {"6": 7, "4": 1}, "tie_broken_by_rng": false, "winner": "6"}]',1971,1865,2014,9,0,0,2656785859584.0,0.0,8.6179202459999942219e+01,8.13820864779794419553e+01,1.79630696377894783022e+09);
 INSERT INTO "jobs" VALUES(78,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1074',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','500','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1341207517, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 2072, "calls": 1, "seconds": 80.64565813780017, "flops": 2659306529280.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0224, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [628993447, 629017204], "usage": {"prompt_tokens": 968, "cached_prompt_tokens": 948, "completion_tokens": 41, "calls": 2, "seconds": 2.0631561415376685, "flops": 74359756032.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1, 0, 0, 0, 0]}, {"event": "vote", "counts": {"500": 5, "750": 1, "0": 1, "250": 1}, "tie_broken_by_rng": false, "winner": "500"}]',1134,1068,2113,5,0,0,2733666285312.0,0.0,2.87470387289999052878e+02,82.7527395753292,1.79630696580436182026e+09);
 INSERT INTO "jobs" VALUES(79,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1106',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 828430479, "usage": {"prompt_tokens": 168, "cached_prompt_tokens": 120, "completion_tokens": 1582, "calls": 1, "seconds": 56.30487735136311, "flops": 2044263123456.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0157, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0191, "call_seconds": 0.02, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0169, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.0156, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.015, "call_seconds": 0.0157, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0156, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 5, 7], "seeds": [345376640, 345384559, 345400397, 345408316, 345416235, 345432073], "usage": {"prompt_tokens": 2334, "cached_prompt_tokens": 2271, "completion_tokens": 113, "calls": 6, "seconds": 6.839026795841553, "flops": 214256924160.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 1, 0, 1]}, {"event": "vote", "counts": {"5": 4, "25 \\text{ cm}": 1, "20": 2, "125": 1}, "tie_broken_by_rng": false, "winner": "5"}]',2502,2391,1695,13,0,0,2258520047616.0,0.0,1.48641772004993981686e+02,6.32435257861950148603e+01,1.79630711243560266493e+09);
+INSERT INTO "jobs" VALUES(80,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1107',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','240','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1866240778, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 2298, "calls": 1, "seconds": 88.83770260222333, "flops": 2925237182208.0}}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.024, "call_seconds": 0.0249, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.016, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0195, "call_seconds": 0.0204, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [3, 5, 6], "seeds": [1483229251, 1483245089, 1483253008], "usage": {"prompt_tokens": 1282, "cached_prompt_tokens": 1251, "completion_tokens": 53, "calls": 3, "seconds": 3.4069642860122262, "flops": 102087122688.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 1, 0, 1, 1, 0]}, {"event": "vote", "counts": {"0": 1, "240": 1, "120": 1, "9360": 1, "2880": 1, "1": 1, "200": 1, "96": 1}, "tie_broken_by_rng": true, "winner": "240"}]',1433,1371,2351,7,0,0,3027324304896.0,0.0,2.25500276883991318749e+02,9.23059416992207388847e+01,1.79630719131263422963e+09);
+INSERT INTO "jobs" VALUES(81,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1112',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1786871912, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1781, "calls": 1, "seconds": 71.84823952401511, "flops": 2290028418816.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0133, "call_seconds": 0.0159, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0266, "call_seconds": 0.0304, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0269, "call_seconds": 0.0357, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0202, "call_seconds": 0.0297, "stdout_bytes": 86, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0229, "call_seconds": 0.0321, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0178, "call_seconds": 0.0206, "stdout_bytes": 0, "stderr_bytes": 216}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0242, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0209, "call_seconds": 0.0217, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [1227208369, 1227216288, 1227224207, 1227232126, 1227240045, 1227247964, 1227255883, 1227263802], "usage": {"prompt_tokens": 3198, "cached_prompt_tokens": 3085, "completion_tokens": 499, "calls": 8, "seconds": 19.26236427338057, "flops": 761242248192.0}}, {"event": "tool", "round": 1, "path": 5, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.013, "call_seconds": 0.0138, "stdout_bytes": 0, "stderr_bytes": 216}, {"event": "generate", "round": 2, "paths": [5], "seeds": [1227352693], "usage": {"prompt_tokens": 519, "cached_prompt_tokens": 500, "completion_tokens": 106, "calls": 1, "seconds": 6.72218584305665, "flops": 156281521152.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 2, 1, 1]}, {"event": "vote", "counts": {"5": 6, "3 \\text{ kg and } 4 \\text{ kg and } 0 \\text{ kg}": 1, "-8": 1}, "tie_broken_by_rng": false, "winner": "5"}]',3881,3705,2386,19,0,0,3207552188160.0,0.0,1.86662910933999228292e+02,9.80569281424402561242e+01,1.79630729911136436454e+09);
+INSERT INTO "jobs" VALUES(82,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1120',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','560','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2141301071, "usage": {"prompt_tokens": 171, "cached_prompt_tokens": 120, "completion_tokens": 2338, "calls": 1, "seconds": 81.75488334773478, "flops": 3000857273088.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0087, "call_seconds": 0.0096, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0184, "call_seconds": 0.0194, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0104, "call_seconds": 0.0157, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2], "seeds": [10976731, 10984650, 10992569], "usage": {"prompt_tokens": 1474, "cached_prompt_tokens": 1442, "completion_tokens": 63, "calls": 3, "seconds": 2.9294112298817248, "flops": 115950806016.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 0, 0, 0, 0]}, {"event": "vote", "counts": {"7/50": 1, "1680": 1, "560": 2, "480": 1, "280": 1, "16800": 1, "8": 1}, "tie_broken_by_rng": false, "winner": "560"}]',1645,1562,2401,7,0,0,3116808079104.0,0.0,1.17847030698001617563e+02,8.47290012236202585461e+01,1.79630730916822218892e+09);
+INSERT INTO "jobs" VALUES(83,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1121',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','140','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1363590574, "usage": {"prompt_tokens": 163, "cached_prompt_tokens": 120, "completion_tokens": 2035, "calls": 1, "seconds": 66.39476556512784, "flops": 2608893135360.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0306, "call_seconds": 0.0313, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.026, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.022, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0216, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 5], "seeds": [531089937, 531105775, 531113694, 531129532], "usage": {"prompt_tokens": 1713, "cached_prompt_tokens": 1410, "completion_tokens": 74, "calls": 4, "seconds": 11.485052823523857, "flops": 470104898304.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1, 0, 1, 0, 0]}, {"event": "vote", "counts": {"35": 1, "140": 4, "20": 1, "490": 1, "1020": 1}, "tie_broken_by_rng": false, "winner": "140"}]',1876,1530,2109,9,0,0,3078998033664.0,0.0,1.12997143259010044856e+02,7.79807719516517892097e+01,1.79630741211909341812e+09);
+INSERT INTO "jobs" VALUES(84,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1123',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','105','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1608747089, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 120, "completion_tokens": 2864, "calls": 1, "seconds": 103.52978878747037, "flops": 3677657086464.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0251, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0222, "call_seconds": 0.0252, "stdout_bytes": 0, "stderr_bytes": 233}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0169, "call_seconds": 0.018, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0187, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4], "seeds": [1048425881, 1048433800, 1048441719, 1048449638], "usage": {"prompt_tokens": 2298, "cached_prompt_tokens": 2241, "completion_tokens": 200, "calls": 4, "seconds": 11.895200561273462, "flops": 318864716544.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "length"], "code_runs": [0, 1, 1, 1, 1, 0, 0, 0]}, {"event": "vote", "counts": {"105": 3, "75": 1, "2": 1, "90": 1, "45": 1, "17": 1}, "tie_broken_by_rng": false, "winner": "105"}]',2480,2361,3064,9,0,0,3996521803008.0,0.0,2.82397959494002861909e+02,1.15512008807739022134e+02,1.79630759157402658467e+09);
+INSERT INTO "jobs" VALUES(85,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1128',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','7','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1872387392, "usage": {"prompt_tokens": 155, "cached_prompt_tokens": 120, "completion_tokens": 2208, "calls": 1, "seconds": 86.05607442776618, "flops": 2816848385280.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.021, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1213, "call_seconds": 0.1223, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0239, "call_seconds": 0.032, "stdout_bytes": 0, "stderr_bytes": 222}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0229, "call_seconds": 0.0475, "stdout_bytes": 0, "stderr_bytes": 186}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.1062, "call_seconds": 0.107, "stdout_bytes": 0, "stderr_bytes": 234}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0163, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 6, 7], "seeds": [2017455541, 2017463460, 2017471379, 2017479298, 2017495136, 2017503055], "usage": {"prompt_tokens": 2764, "cached_prompt_tokens": 2481, "completion_tokens": 342, "calls": 6, "seconds": 21.420008172405954, "flops": 780147270912.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0157, "call_seconds": 0.0192, "stdout_bytes": 0, "stderr_bytes": 222}, {"event": "tool", "round": 1, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0949, "call_seconds": 0.0962, "stdout_bytes": 0, "stderr_bytes": 234}, {"event": "generate", "round": 2, "paths": [3, 6], "seeds": [2017576108, 2017599865], "usage": {"prompt_tokens": 1188, "cached_prompt_tokens": 1148, "completion_tokens": 221, "calls": 2, "seconds": 9.628427797679432, "flops": 326426725632.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "length", "answered", "length", "answered"], "code_runs": [0, 1, 1, 2, 1, 0, 2, 1]}, {"event": "vote", "counts": {"8": 1, "12": 1, "7": 4, "2": 1, "16": 1}, "tie_broken_by_rng": false, "winner": "7"}]',4107,3749,2771,17,0,0,3923422381824.0,0.0,2.81776785406007547864e+02,1.17565807972843046509e+02,1.79630769391152858736e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -37143,10 +38559,1546 @@ print(length_of_final_cut)
 5
 ```
 The length of each final cut will be \(\boxed{5}\) centimeters.','5',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,0,'To solve this problem, we can follow these steps:
+
+1. Understand the problem statement: We know that 40% of a school population is made up of 240 boys. This means that the remaining 60% of the population is made up of girls.
+
+2. Calculate the total population: Let''s denote the total population of the school as \( P \).
+
+3. Calculate the number of girls: Since 40% of the population is made up of 240 boys, the number of girls is \( 0.40P \).
+
+4. Calculate the number of boys: Since 60% of the population is made up of girls, the number of boys is \( 0.60P \).
+
+5. Since the number of boys is equal to the number of girls, we can set up the equation:
+   \[
+   0.60P = 0.40P
+   \]
+
+6. Solving for \( P \):
+   \[
+   0.60P - 0.40P = 0
+   \]
+   \[
+   0.20P = 0
+   \]
+   \[
+   P = 0
+   \]
+
+Since the population is not specified, we can conclude that there is no school population given. However, if we assume there is a school population and we know that the number of girls is equal to the number of boys, we can state that the number of girls is 0.
+
+Therefore, the final answer is \(\boxed{0}\).','0',0,'not_equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,1,'To determine the number of girls in the school, we start by understanding the given information and setting up the equation step by step.
+
+1. **Identify the total population of the school:**
+   Let \( P \) be the total population of the school.
+
+2. **Determine the percentage of the school made up of 240 boys:**
+   40% of the total population is made up of 240 boys. This can be expressed as:
+   \[
+   0.40P = 240
+   \]
+
+3. **Solve for \( P \):**
+   To find \( P \), divide both sides of the equation by 0.40:
+   \[
+   P = \frac{240}{0.40} = 600
+   \]
+
+4. **Determine the number of girls in the school:**
+   The problem does not provide any information about the number of girls in the school itself. However, we know that the number of girls is 240. Therefore, the number of girls in the school is:
+   \[
+   \boxed{240}
+   \]','240',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(80,2,'To solve this problem, let''s break it down step-by-step:
+
+1. **Understand the problem:**
+   - There are 40% of the school population made up of 240 boys.
+   - We need to find out how many girls are in the school.
+
+2. **Set up the equation:**
+   - Let \( G \) be the number of girls in the school.
+   - The total population of the school is 100% of the population of girls, so \( G + 240 = 100G \).
+
+3. **Solve the equation:**
+   - Rearrange the equation to isolate \( G \):
+     \[
+     100G - G - 240 = 0
+     \]
+     \[
+     99G - 240 = 0
+     \]
+   - Solve for \( G \):
+     \[
+     99G = 240
+     \]
+     \[
+     G = \frac{240}{99}
+     \]
+     \[
+     G = \frac{80}{33}
+     \]
+     \[
+     G = \frac{20}{3}
+     \]
+
+4. **Verify the solution:**
+   - The total population of the school is \( 100 \times \frac{20}{3} = \frac{2000}{3} \).
+   - The total number of boys is \( 240 \).
+   - The number of girls is \( \frac{2000}{3} - 240 = \frac{2000}{3} - \frac{720}{3} = \frac{380}{3} \).
+   - Since \( \frac{380}{3} = 120 \), the solution is correct.
+
+Therefore, the number of girls in the school is \(\boxed{120}\).','120',0,'not_equivalent',424,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,3,'Let''s solve this step-by-step:
+
+1. First, we need to find out the total number of people in the school. Since 40% of the population is made up of 240 boys, we can calculate the total population by multiplying 40% by 240.
+2. Next, we need to determine the number of girls in the school. We know that the total population of the school is 240, so the number of girls can be calculated by subtracting the number of boys from the total population.
+3. Finally, we need to round up the number of girls to the nearest whole number because the number of girls should be a whole number.
+
+Let''s implement this in Python:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total population of the school
+total_population = 40 * 240
+
+# Step 2: Calculate the number of girls in the school
+number_of_girls = total_population - 240
+
+# Step 3: Round up the number of girls to the nearest whole number
+number_of_girls_rounded = sp.ceiling(number_of_girls)
+
+# Print the result
+print(number_of_girls_rounded)
+```
+```output
+9360
+```
+The number of girls in the school is \(\boxed{9360}\).','9360',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,4,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the percentage of the school population that is made up of 240 boys.
+2. Calculate the number of girls in the school based on this percentage.
+
+Let''s break it down and solve it step-by-step using Python code.
+
+1. The percentage of the school population that is made up of 240 boys can be calculated as follows:
+\[ \text{Percentage of girls} = \left(\frac{240}{200}\right) \times 100 = 120\% \]
+
+2. Since the percentage is 120%, the number of girls in the school can be calculated as follows:
+\[ \text{Number of girls} = \text{Percentage of girls} \times \text{Total number of students} = 120\% \times 240 = 2880 \]
+
+So, the number of girls in the school is \(\boxed{2880}\).','2880',0,'not_equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,5,'Let''s solve this problem step-by-step using Python code. We need to determine the number of girls in the school given that 40% of the school population is made up of 240 boys.
+
+1. First, we calculate the total number of students in the school. Since 40% of the population is made up of 240 boys, we can find the total number of students by multiplying 240 by 0.40.
+2. Next, we need to find out how many girls there are. Since we don''t have the total number of students, we can''t calculate the exact number of girls. But we can use this information to find the approximate number of girls.
+3. Finally, we can round the result to the nearest whole number.
+
+Let''s implement this in Python code:
+
+```python
+# Given data
+total_boys = 240
+percentage_girls = 0.40
+
+# Calculate the total number of students
+total_students = total_boys * percentage_girls
+
+# Calculate the approximate number of girls
+# Since we don''t know the total number of students, we can''t calculate the exact number of girls
+# But we can use this information to find the approximate number of girls
+approx_girls = total_students / 100
+
+# Round the result to the nearest whole number
+approx_girls_rounded = round(approx_girls)
+
+print(approx_girls_rounded)
+```
+```output
+1
+```
+The number of girls in the school is \(\boxed{1}\).','1',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,6,'To solve this problem, we will follow these steps:
+
+1. **Understand the problem**: We have a total population of 500 students, and 40% of this population is made up of 240 boys.
+2. **Calculate the number of girls**: Since the total population is 500, and 40% of the population is made up of 240 boys, we can find the number of girls by multiplying the total number of students by 40%.
+3. **Write the Python code**: We will use the sympy library to perform the calculation. Since we don''t need any specific library for this calculation, we will just write the Python code.
+4. **Output the result**: We will print the number of girls.
+
+Let''s implement this in a Python code block:
+
+```python
+import sympy as sp
+
+# Define the total population
+total_population = 500
+
+# Calculate the number of girls
+number_of_girls = total_population * 0.40
+
+# Print the result
+print(number_of_girls)
+```
+```output
+200.0
+```
+The number of girls in the school is \(\boxed{200}\).','200',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,7,'To determine the number of girls in the school, we need to follow these steps:
+
+1. Calculate the total population of the school.
+2. Determine the number of boys and girls in the school.
+3. Calculate the number of girls by subtracting the number of boys from the total population.
+
+Let''s start with the first step:
+
+1. Calculate the total population of the school:
+   \[
+   \text{Total population} = 240 \text{ boys} + 240 \text{ girls} = 480 \text{ people}
+   \]
+
+2. Determine the number of boys and girls in the school:
+   \[
+   \text{Number of boys} = 0.40 \times 480 = 192 \text{ boys}
+   \]
+   \[
+   \text{Number of girls} = 480 - 192 = 288 \text{ girls}
+   \]
+
+3. Calculate the number of girls by subtracting the number of boys from the total population:
+   \[
+   \text{Number of girls} = 288 - 192 = 96 \text{ girls}
+   \]
+
+Therefore, the number of girls in the school is \(\boxed{96}\).','96',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,0,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate how many kilograms of apples Pierre wants.
+2. Calculate how many kilograms of apples Paul wants.
+3. Calculate how many kilograms of apples Jacques wants.
+4. Subtract the kilograms of apples Pierre wants from the total kilograms of apples bought.
+5. Subtract the kilograms of apples Paul wants from the remaining kilograms of apples.
+6. Subtract the kilograms of apples Jacques wants from the remaining kilograms of apples.
+
+Let''s implement this step-by-step in Python code.
+```python
+# Total kilograms of apples bought
+total_kg = 12
+
+# Calculate kilograms of apples Pierre wants
+pierre_kg = total_kg / 4
+
+# Calculate kilograms of apples Paul wants
+paul_kg = total_kg / 3
+
+# Calculate kilograms of apples Jacques wants
+jacques_kg = total_kg - (pierre_kg + paul_kg)
+
+# Print the result
+print(jacques_kg)
+```
+```output
+5.0
+```
+James will have \(\boxed{5}\) kilograms of apples left.','5',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(81,1,'To solve the problem, we need to calculate the weight of apples that each of them wants and then subtract that from the total weight of apples they bought.
+
+1. **Calculate the weight of apples Peter wants:**
+   - Peter wants a quarter of the total weight of apples.
+   - Total weight of apples = 12 kg
+   - Weight of apples Peter wants = \( \frac{1}{4} \times 12 \) kg
+
+2. **Calculate the weight of apples Paul wants:**
+   - Paul wants 1/3 of the total weight of apples.
+   - Total weight of apples = 12 kg
+   - Weight of apples Paul wants = \( \frac{1}{3} \times 12 \) kg
+
+3. **Calculate the weight of apples James wants:**
+   - James will have the remaining apples after Peter and Paul have sold them.
+   - Remaining apples = Total weight of apples - (Weight of apples Peter wants + Weight of apples Paul wants)
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given total weight of apples
+total_weight = 12
+
+# Weight of apples Peter wants
+weight_peter_wants = total_weight / 4
+
+# Weight of apples Paul wants
+weight_paul_wants = total_weight / 3
+
+# Weight of apples James wants
+weight_james_wants = total_weight - (weight_peter_wants + weight_paul_wants)
+
+# Print the final answer
+print(weight_james_wants)
+```
+```output
+5.0
+```
+James will have \(\boxed{5.0}\) kilograms left after Peter and Paul have sold their apples.','5.0',1,'equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,2,'Let''s break down the problem step-by-step:
+
+1. First, we need to calculate the amount of apples Pierre wants. Pierre wants a quarter of 12 kg.
+2. Next, we need to calculate the amount of apples Paul wants. Paul wants a 1/3 of 12 kg.
+3. Finally, we need to find out how many kilograms of apples James will have left after Pierre and Paul have bought their respective amounts.
+
+Let''s implement this in Python:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Total weight of the apples
+total_weight = 12
+
+# Amount of apples Pierre wants
+pierre_weight = total_weight * sp.Rational(1, 4)
+
+# Amount of apples Paul wants
+paul_weight = total_weight * sp.Rational(1, 3)
+
+# Amount of apples James wants
+james_weight = total_weight - (pierre_weight + paul_weight)
+
+print(james_weight)
+```
+```output
+5
+```
+James will have \(\boxed{5}\) kilograms of apples left.','5',1,'equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,3,'To solve this problem, we need to determine how many kilograms each person will have left after buying 12 kg of apples. Let''s break down the problem step-by-step:
+
+1. **Determine how many kilograms Peter will have left:**
+   - Peter wants a quarter of the apples.
+   - If we have 12 kg of apples, then Peter will have \(\frac{12}{4} = 3\) kg of apples left.
+
+2. **Determine how many kilograms Paul will have left:**
+   - Paul wants a one-third of the apples.
+   - If we have 12 kg of apples, then Paul will have \(\frac{12}{3} = 4\) kg of apples left.
+
+3. **Determine how many kilograms Jacques will have left:**
+   - Jacques does not have any apples to purchase.
+   - Therefore, Jacques will have 0 kg of apples left.
+
+Now, let''s write the Python code to calculate this:
+
+```python
+# Number of kilograms of apples
+total_apples = 12
+
+# Calculate how many kilograms each person will have left
+peter_apples = total_apples / 4
+paul_apples = total_apples / 3
+james_apples = 0
+
+# Print the results
+print(f"Peter will have {peter_apples} kg left.")
+print(f"Paul will have {paul_apples} kg left.")
+print(f"Jacques will have {james_apples} kg left.")
+```
+```output
+Peter will have 3.0 kg left.
+Paul will have 4.0 kg left.
+Jacques will have 0 kg left.
+```
+The final answer is:
+
+\(\boxed{3 \text{ kg and } 4 \text{ kg and } 0 \text{ kg}}\)','3 \text{ kg and } 4 \text{ kg and } 0 \text{ kg}',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,4,'To determine how many kilograms James will have left, we need to follow these steps:
+
+1. Calculate how many kilograms Pierre wants.
+2. Calculate how many kilograms Paul wants.
+3. Subtract the kilograms Pierre and Paul want from the total amount of apples to find out how many kilograms James will have left.
+
+Let''s break it down in Python:
+```python
+import sympy as sp
+
+# Total weight of apples
+total_weight = 12
+
+# Calculate the weight of Pierre
+pierre_weight = total_weight / 4
+
+# Calculate the weight of Paul
+paul_weight = total_weight / 3
+
+# Calculate the weight of James
+james_weight = total_weight - (pierre_weight + paul_weight)
+
+print(james_weight)
+```
+```output
+5.0
+```
+James will have \(\boxed{5}\) kilograms left after buying the apples.','5',1,'equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,5,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Determine how much apples Pierre wants.
+2. Determine how much apples Paul wants.
+3. Calculate the total amount of apples Pierre and Paul want combined.
+4. Subtract the total amount of apples Pierre and Paul want combined from the initial amount of apples to find out how many kilograms James will have left.
+
+Let''s use Python to calculate this.
+```python
+# Given quantities
+initial_quantity = 12  # in kg
+
+# Pierre wants a quarter of the initial quantity
+pierre_quantity = initial_quantity / 4
+
+# Paul wants 1/3 of the initial quantity
+paul_quantity = initial_quantity / 3
+
+# Total apples Pierre and Paul want combined
+total_quantity = Pierre_quantity + paul_quantity
+
+# Apples left for James
+james_quantity = initial_quantity - total_quantity
+print(james_quantity)
+```
+```output
+NameError: name ''Pierre_quantity'' is not defined
+```
+It looks like there was an issue with the variable name `Pierre_quantity`. Let''s correct that and run the code again.
+```python
+# Given quantities
+initial_quantity = 12  # in kg
+
+# Pierre wants a quarter of the initial quantity
+pierre_quantity = initial_quantity / 4
+
+# Paul wants 1/3 of the initial quantity
+paul_quantity = initial_quantity / 3
+
+# Total apples Pierre and Paul want combined
+total_quantity = Pierre_quantity + paul_quantity
+
+# Apples left for James
+james_quantity = initial_quantity - total_quantity
+print(james_quantity)
+```
+```output
+NameError: name ''Pierre_quantity'' is not defined
+```
+The correct calculation is as follows:
+
+- Pierre wants \( \frac{12}{4} = 3 \) kg of apples.
+- Paul wants \( \frac{12}{3} = 4 \) kg of apples.
+- Total apples Pierre and Paul want combined is \( 3 + 4 = 7 \) kg.
+- Apples left for James is \( 12 - 7 = 5 \) kg.
+
+Therefore, the final answer is \(\boxed{5}\).','5',1,'equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount of apples Pierre wants.
+2. Calculate the amount of apples Paul wants.
+3. Subtract the amounts Pierre and Paul want from the total to find out how many kilograms James will have left.
+
+Here''s the Python code to solve this problem:
+
+```python
+# Step 1: Calculate the amount of apples Pierre wants
+pierre_apples = 12 / 4
+
+# Step 2: Calculate the amount of apples Paul wants
+paul_apples = 12 / 3
+
+# Step 3: Calculate the amount of apples James will have left
+james_apples = pierre_apples - paul_apples
+
+print(james_apples)
+```
+```output
+-1.0
+```
+It seems there was a misunderstanding in the interpretation of the problem. The problem states that Pierre wants a quarter of the apples and Paul wants 1/3 of the apples. The negative result indicates that Pierre might have bought more apples than Paul, and the result should be negative if Pierre bought more apples than Paul. However, the problem does not specify that Pierre bought more apples than Paul, so the negative result is correct.
+
+Let''s clarify the interpretation and the final answer:
+
+1. Pierre wants a quarter of the apples.
+2. Paul wants 1/3 of the apples.
+
+So, the amount of apples Pierre wants is \( \frac{12}{4} = 3 \) kg and the amount of apples Paul wants is \( \frac{12}{3} = 4 \) kg.
+
+James will have left \( 12 - 4 = 8 \) kg. The negative result indicates that Pierre bought more apples than Paul, and the result should be negative if Pierre bought more apples than Paul. However, the problem does not specify that Pierre bought more apples than Paul, so the negative result is correct.
+
+Therefore, the final answer is:
+\[
+\boxed{-8}
+\]','-8',0,'not_equivalent',403,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,7,'To determine how many kilograms of apples James will have left, we will follow these steps:
+
+1. Calculate the amount of apples Pierre wants.
+2. Calculate the amount of apples Paul wants.
+3. Calculate the amount of apples Pierre and Paul want combined.
+4. Subtract the combined amount from the initial amount of apples to find out how many kilograms of apples James will have left.
+
+Let''s write the Python code to solve this problem.
+```python
+# Initial amount of apples in kg
+initial_apples = 12
+
+# Step 1: Calculate the amount of apples Pierre wants
+pierre_apples = initial_apples * (1/4)
+
+# Step 2: Calculate the amount of apples Paul wants
+paul_apples = initial_apples * (1/3)
+
+# Step 3: Calculate the combined amount of apples Pierre and Paul want combined
+combined_apples = pierre_apples + paul_apples
+
+# Step 4: Calculate the amount of apples James will have left
+james_apples = initial_apples - combined_apples
+
+# Print the final answer
+print(james_apples)
+```
+```output
+5.0
+```
+James will have \(\boxed{5}\) kilograms of apples left.','5',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,0,'To solve this problem, we need to calculate the total distance John drives by first determining the distance he drives twice a month without considering the round trip. Then, we will convert this distance into miles by multiplying by the speed.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the distance John drives twice a month without considering the round trip:
+   - John visits his parents twice a month, so he drives \(2 \times 2 = 4\) times a month.
+   - The time it takes John to drive to his parents is 2 hours.
+   - Therefore, the distance driven is \(4 \times 2 = 8\) miles.
+
+2. Convert the distance from miles to kilometers:
+   - Since there are 1000 miles in a kilometer, we divide the distance in miles by 1000 to get the distance in kilometers.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given values
+speed = 70  # mph
+round_trip_time = 2  # hours
+number_of_visits = 2  # twice a month
+
+# Calculate the distance driven without considering the round trip
+distance_without_round_trip = number_of_visits * speed
+
+# Convert the distance from miles to kilometers
+distance_in_km = distance_without_round_trip / 1000
+
+# Output the final answer
+print(distance_in_km)
+```
+```output
+0.14
+```
+The final answer is \(\boxed{0.14}\).','0.14',0,'not_equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,1,'Let''s break down the problem step-by-step:
+
+1. **Convert the speeds to consistent units:**
+   - John''s speed is 70 mph.
+   - It takes him 2 hours to drive there.
+   - Therefore, his speed in miles per hour is \( \frac{70 \text{ mph}}{2 \text{ hours}} = 35 \text{ mph} \).
+
+2. **Calculate the distance traveled:**
+   - John travels twice a month, so he drives \( 2 \times 1 \text{ month} = 2 \text{ miles} \).
+
+3. **Calculate the total distance:**
+   - The total distance traveled is the distance traveled in miles \(\times\) the speed in miles per hour.
+   - Therefore, the total distance is \( 2 \text{ miles} \times 35 \text{ mph} = 70 \text{ miles} \).
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Given values
+speed_mph = 70
+round_trip_hours = 2
+months = 12
+
+# Calculate the distance traveled
+distance_miles = round_trip_hours * speed_mph
+
+# Calculate the total distance
+total_distance_miles = distance_miles * months
+
+# Print the final answer
+print(total_distance_miles)
+```
+```output
+1680
+```
+The total distance John drives when visiting his parents is \(\boxed{1680}\) miles.','1680',0,'not_equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,2,'To solve the problem, we need to calculate the total distance John drives twice a month by considering both the driving time and the round trip.
+
+Here''s a step-by-step breakdown of the solution:
+
+1. **Calculate the driving time for one month:**
+   - John visits his parents twice a month.
+   - The time taken to drive there at a speed of 70 mph is 2 hours per trip.
+   - Therefore, the total driving time for one month is \(2 \text{ hours/trip} \times 2 \text{ trips/month} = 4 \text{ hours/month}\).
+
+2. **Calculate the total driving time for two months:**
+   - Since the driving time for one month is 4 hours and he visits his parents twice a month, the total driving time for two months is \(4 \text{ hours/month} \times 2 \text{ months} = 8 \text{ hours/month}\).
+
+3. **Calculate the total distance driven in two months:**
+   - John drives 8 hours each month.
+   - Therefore, the total distance driven in two months is \(8 \text{ hours/month} \times 2 \text{ months} = 16 \text{ hours}\).
+
+Now, let''s verify this with a Python program:
+```python
+# Constants
+speed = 70  # mph
+trips_per_month = 2
+months = 2
+
+# Driving time for one month
+driving_time_per_month = speed * trips_per_month
+
+# Total driving time for two months
+total_driving_time = driving_time_per_month * months
+
+# Total distance driven in two months
+total_distance = total_driving_time * months
+
+print(total_distance)
+```
+```output
+560
+```
+The total distance John drives when visiting his parents in two months is \(\boxed{560}\) miles.','560',1,'equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(82,3,'To solve this problem, we need to calculate the total number of miles John drives when visiting his parents twice a month, taking into account the round trip time.
+
+1. **Calculate the distance to John''s parents in one trip:**
+   - John drives at a speed of 70 mph.
+   - The distance to John''s parents in one round trip is his speed multiplied by the number of parents.
+   \[
+   \text{Distance per trip} = 70 \text{ mph} \times 2 \text{ parents} = 140 \text{ miles}
+   \]
+
+2. **Calculate the distance to John''s parents in two trips:**
+   - Since John visits his parents twice a month, we multiply the distance per trip by 2.
+   \[
+   \text{Distance twice a month} = 140 \text{ miles} \times 2 = 280 \text{ miles}
+   \]
+
+3. **Calculate the total distance driven in two months:**
+   - John drives the distance twice a month in 2 months.
+   \[
+   \text{Total distance} = 280 \text{ miles} \times 2 = 560 \text{ miles}
+   \]
+
+Therefore, the total number of miles John drives when visiting his parents in two months is \(\boxed{560}\).','560',1,'equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,4,'To solve this problem step-by-step, we''ll follow these steps:
+
+1. Calculate the distance John travels on a round trip.
+2. Determine the total time John spends driving this round trip.
+3. Convert the total time from hours to minutes.
+
+Let''s start with the distance John travels on a round trip. He visits his parents twice a month, so he travels twice a month for a total of 2 * 2 = 4 round trips.
+
+Given:
+- Speed of the car = 70 mph
+- Time for one round trip = 2 hours
+
+The distance traveled on a round trip can be calculated as follows:
+\[ \text{Distance} = \text{Speed} \times \text{Time} = 70 \text{ mph} \times 2 \text{ hours} = 140 \text{ miles} \]
+
+Next, we need to determine the total time John spends driving this round trip. Since he drives twice a month, we need to calculate the total time in hours:
+\[ \text{Total time} = \text{Time per round trip} \times \text{Number of round trips} = 2 \text{ hours} \times 4 \text{ round trips} = 8 \text{ hours} \]
+
+Now, we need to convert the total time from hours to minutes. Since there are 60 minutes in an hour, we can calculate the total time in minutes as follows:
+\[ \text{Total time in minutes} = 8 \text{ hours} \times 60 \text{ minutes/hour} = 480 \text{ minutes} \]
+
+Therefore, the total number of miles John drives when visiting his parents is \(\boxed{480}\).','480',0,'not_equivalent',366,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,5,'To determine the total miles John drives when visiting his parents twice a month, we need to follow these steps:
+
+1. Calculate the time John spends driving in a round trip.
+2. Multiply the round trip time by the speed of the car.
+
+First, let''s calculate the time John spends driving in a round trip. Since he visits his parents twice a month, we multiply the number of times by 2:
+\[ \text{Round trip time} = 2 \text{ times/month} \times 2 \text{ hours/month} = 4 \text{ hours/month} \]
+
+Next, we need to find out how many miles John drives in that round trip. We know that it takes him 2 hours to drive there at a speed of 70 mph. Therefore, the distance he drives is:
+\[ \text{Distance} = \text{Speed} \times \text{Time} = 70 \text{ mph} \times 4 \text{ hours/month} = 280 \text{ miles/month} \]
+
+So, the total miles John drives when visiting his parents twice a month is \(\boxed{280}\).','280',0,'not_equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,6,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. **Calculate the total time spent traveling twice a month:**
+   - John visits his parents twice a month.
+   - Each trip takes 2 hours.
+   - Therefore, the total time spent traveling twice a month is:
+     \[
+     2 \text{ hours/trip} \times 2 \text{ trips/month} = 4 \text{ hours/month}
+     \]
+
+2. **Convert the total time from hours to minutes:**
+   - Since there are 60 minutes in an hour, we multiply the total time in hours by 60:
+     \[
+     4 \text{ hours/month} \times 60 \text{ minutes/hour} = 240 \text{ minutes/month}
+     \]
+
+3. **Calculate the distance driven per month:**
+   - John drives at a speed of 70 mph.
+   - Using the formula for distance, we multiply the total time in minutes by the speed:
+     \[
+     240 \text{ minutes/month} \times 70 \text{ mph} = 16800 \text{ miles/month}
+     \]
+
+Therefore, the number of miles John drives per month when visiting his parents is \(\boxed{16800}\).','16800',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,7,'To determine how many miles John drives in a month when visiting his parents twice a month, we need to break down the problem into a few steps:
+
+1. Calculate the total time John spends traveling to and from his parents twice a month.
+2. Determine the total distance traveled in that time.
+
+### Step 1: Calculate the total time spent traveling to and from his parents twice a month
+John visits his parents twice a month, so the time spent traveling to and from his parents is:
+\[ 2 \text{ times a month} \times 2 \text{ months} = 4 \text{ months} \]
+
+### Step 2: Determine the total distance traveled in that time
+It takes John 2 hours to drive to and from his parents, so the total distance traveled is:
+\[ 4 \text{ months} \times 2 \text{ hours/month} = 8 \text{ miles} \]
+
+### Final answer
+The total distance John drives in a month when visiting his parents is \(\boxed{8}\) miles.','8',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,0,'Let''s break down the problem step-by-step:
+
+1. Determine how far Sofie will walk in seven days.
+2. Use the given information to find out how far Brian will walk in seven days.
+
+First, let''s calculate how far Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, in seven days she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Now, we know that in seven days, Sofie will walk twice as far as Brian. Let''s denote the distance Brian walks in seven days as \( D \). According to the problem, we have:
+\[ 70 \text{ miles} = 2D \]
+
+To find \( D \), we need to solve the equation:
+\[ D = \frac{70 \text{ miles}}{2} \]
+
+Finally, let''s calculate Brian''s distance in seven days.
+\[ D = \frac{70 \text{ miles}}{2} \]
+
+Let''s use Python to verify this calculation.
+```python
+# Given data
+sofie_daily_miles = 10
+days = 7
+
+# Calculate the distance Brian walks in seven days
+brian_daily_miles = sofie_daily_miles / 2
+
+# Calculate Brian''s distance in seven days
+brian_total_miles = brian_daily_miles * days
+print(brian_total_miles)
+```
+```output
+35.0
+```
+Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,1,'To solve this problem, we need to follow these steps:
+
+1. Determine the distance Brian walks in one day.
+2. Calculate the total distance Sofie walks in seven days.
+3. Print the total distance Sofie walks in seven days.
+
+Let''s break it down step-by-step:
+
+1. **Determine the distance Brian walks in one day:**
+   Since Sofie plans to walk 10 miles every day, and she plans to walk twice as far as Brian, we can calculate Brian''s daily distance as follows:
+   \[
+   \text{Brian''s daily distance} = 10 \text{ miles/day} \times 2 = 20 \text{ miles/day}
+   \]
+
+2. **Calculate the total distance Sofie walks in seven days:**
+   Since Sofie walks 7 days, we can calculate the total distance she walks by multiplying her daily distance by 7:
+   \[
+   \text{Total distance Sofie walks in seven days} = 20 \text{ miles/day} \times 7 = 140 \text{ miles}
+   \]
+
+3. **Print the total distance Sofie walks in seven days:**
+   We can print the total distance using the `print()` function in Python:
+   \[
+   \boxed{140}
+   \]','140',0,'not_equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(83,2,'To solve the problem, we need to determine how many miles Brian will walk in seven days. We start by defining the variables and then using the given information to find the solution.
+
+1. Let \( B \) be the number of miles Brian walks in seven days.
+2. In 7 days, Sofie will walk twice as far as Brian. Since Sofie plans to walk 10 miles every day, Sofie will walk \( 10B \) miles in seven days.
+3. Since we know that Sofie walks twice as far as Brian in seven days, we can set up the equation:
+   \[
+   10B = 2B \cdot 7
+   \]
+4. Simplify the equation to solve for \( B \):
+   \[
+   10B = 14B
+   \]
+   \[
+   10B - 14B = 0
+   \]
+   \[
+   -4B = 0
+   \]
+   \[
+   B = 0
+   \]
+   So, Brian walks 0 miles in seven days. Let''s verify this by writing a Python program.
+```python
+# Define the number of miles Sofie walks in seven days
+sofie_miles = 10
+
+# Calculate the number of miles Brian walks in seven days
+brian_miles = 2 * sofie_miles
+
+# Print the result
+print(brian_miles)
+```
+```output
+20
+```
+The calculation shows that Brian will walk \(\boxed{20}\) miles in seven days.','20',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the distance Brian walks in seven days.
+2. Verify that the distance Sofie walks in seven days is twice the distance Brian walks.
+
+Let''s break it down:
+
+1. Sofie plans to walk 10 miles every day.
+2. In 7 days, Sofie will walk \( 10 \times 7 = 70 \) miles.
+3. Since Sofie plans to walk twice as far as Brian, Brian will walk \( \frac{70}{2} = 35 \) miles.
+
+Now, let''s write the Python code to confirm this.
+```python
+# Given data
+sofie_daily_walk = 10  # miles per day
+days = 7  # days
+
+# Calculate Brian''s daily walk
+brian_daily_walk = sofie_daily_walk * days
+
+# Calculate Brian''s total walk in seven days
+brian_total_walk = brian_daily_walk * days
+print(brian_total_walk)
+```
+```output
+490
+```
+Brian will walk \(\boxed{490}\) miles in seven days.','490',0,'not_equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,4,'To solve this problem, we need to follow these steps:
+
+1. Determine how far Sofie will walk in one day.
+2. Calculate how far Sofie will walk in seven days.
+3. Determine how far Brian will walk in one day.
+4. Calculate how far Brian will walk in seven days.
+
+Let''s break it down step-by-step:
+
+1. Since Sofie plans to walk 10 miles every day, in seven days, she will walk \(10 \times 7 = 70\) miles.
+2. Since Sofie will walk twice as far as Brian in one day, in seven days, she will walk \(2 \times 70 = 140\) miles.
+3. Since Brian plans to walk 10 miles every day, in seven days, he will walk \(10 \times 7 = 70\) miles.
+4. Since Brian will walk twice as far as Sofie in one day, in seven days, he will walk \(2 \times 70 = 140\) miles.
+
+Therefore, in seven days, Brian will walk \(\boxed{140}\) miles.','140',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,5,'To solve this problem, let''s break it down step-by-step:
+
+1. First, we need to determine how far Brian will walk in seven days. We know that Sofie will walk twice as far as Brian in 7 days. This means that in seven days, Sofie will walk \(2 \times 10\) miles. Since Brian walks 10 miles every day, in seven days, Brian will walk \(7 \times 10\) miles.
+2. Now, let''s write a Python program to calculate this.
+```python
+# Given data
+sofie_daily_distance = 10  # in miles
+sofie_days = 7
+
+# Calculate Brian''s daily distance
+brian_daily_distance = 2 * sofie_daily_distance
+
+# Calculate Brian''s total distance in seven days
+brian_total_distance = brian_daily_distance * sofie_days
+print(brian_total_distance)
+```
+```output
+140
+```
+Brian will walk \(\boxed{140}\) miles in seven days.','140',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,6,'To solve this problem, we need to determine how many miles Brian will walk in seven days. Let''s break it down step-by-step.
+
+1. **Determine Sofie''s daily distance:**
+   - Sofie plans to walk 10 miles every day.
+   - Since it will take 7 days, Sofie''s daily distance is:
+     \[
+     \text{Sofie''s daily distance} = 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+     \]
+
+2. **Determine Brian''s daily distance:**
+   - According to the problem, Sofie will walk twice as far as Brian in 7 days. Therefore, Brian''s daily distance is:
+     \[
+     \text{Brian''s daily distance} = 2 \times \text{Sofie''s daily distance} = 2 \times 70 \text{ miles} = 140 \text{ miles}
+     \]
+
+3. **Determine Brian''s total distance in seven days:**
+   - Since Brian walks 140 miles each day, in seven days he will walk:
+     \[
+     \text{Brian''s total distance} = 140 \text{ miles/day} \times 7 \text{ days} = 1020 \text{ miles}
+     \]
+
+Therefore, Brian will walk \(\boxed{1020}\) miles in seven days.','1020',0,'not_equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,7,'To determine how many miles Brian will walk in seven days, we start by defining the variables and setting up the equation based on the problem statement.
+
+1. Let \( B \) represent the number of miles Brian walks in seven days.
+2. According to the problem, Sofie will walk twice as far as Brian in seven days. Since Sofie walks 10 miles every day, we can calculate Brian''s walking speed as follows:
+   \[
+   \text{Brian''s walking speed} = 2 \times 10 = 20 \text{ miles per day}
+   \]
+3. Therefore, in seven days, Brian will walk:
+   \[
+   \text{Brian''s walking in seven days} = 20 \times 7 = 140 \text{ miles}
+   \]
+
+So, the final answer is \(\boxed{140}\).','140',0,'not_equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,0,'To solve this problem, we need to determine the weight of each dog and then sum them up.
+
+1. **Determine the weight of Kory''s dog:**
+   Kory''s dog weighs 60 pounds.
+
+2. **Determine the weight of the first dog:**
+   The first dog weighs one-fourth of the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Weight of the first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Determine the weight of the second dog:**
+   The second dog weighs half the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Weight of the second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Sum the weights of all the dogs:**
+   Finally, we add the weight of the first dog, the second dog, and Kory''s dog:
+   \[
+   \text{Total weight} = 15 + 30 + 60 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','105',1,'equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(84,1,'Let''s solve this problem step-by-step using Python code.
+
+1. Determine the weight of Kory''s dog.
+2. Determine the weight of Elijah''s dog based on the weight of Kory''s dog.
+3. Calculate the total weight of both dogs.
+
+First, we know that Kory''s dog is 60 pounds. Since Elijah''s dog is one-fourth the weight of Kory''s dog, we can calculate the weight of Elijah''s dog as follows:
+\[
+\text{Weight of Elijah''s dog} = \frac{1}{4} \times \text{Weight of Kory''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+\]
+
+Next, we know that Elijah''s dog is half the weight of Kory''s dog, so we can calculate the total weight of both dogs as follows:
+\[
+\text{Total weight} = \text{Weight of Kory''s dog} + \text{Weight of Elijah''s dog} = 60 + 15 = 75 \text{ pounds}
+\]
+
+Let''s write the Python code to verify these calculations.
+```python
+# Given data
+weight_korys_dog = 60
+
+# Calculate the weight of Elijah''s dog
+weight_elijabers_dog = weight_korys_dog / 4
+
+# Calculate the total weight of both dogs
+total_weight = weight_korys_dog + weight_elijabers_dog
+print(total_weight)
+```
+```output
+75.0
+```
+The total weight of Elijah and Kory''s dogs is \(\boxed{75}\) pounds.','75',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,2,'Let''s break down the problem step-by-step.
+
+1. **Determine the weight of Kory''s dog:**
+   - Kory''s dog is 60 pounds.
+   - Let \( K \) be the weight of Kory''s dog.
+   - Therefore, \( \frac{1}{4} \times K = 60 \).
+   - Solving for \( K \), we get \( K = \frac{60}{4} = 15 \) pounds.
+
+2. **Determine the weight of Elijah''s dog:**
+   - Elijah''s dog is half the weight of Kory''s dog.
+   - Therefore, \( \frac{1}{2} \times K = 15 \).
+   - Solving for \( K \), we get \( K = \frac{15}{2} = 7.5 \) pounds.
+
+3. **Calculate the total weight of Elijah''s and Kory''s dogs:**
+   - Elijah''s dog is 7.5 pounds.
+   - Kory''s dog is 15 pounds.
+   - Therefore, the total weight is \( 7.5 + 15 = 22.5 \) pounds.
+
+Now, let''s write the Python code to verify this result.
+
+```python
+# Given data
+korys_dog_weight = 60  # in pounds
+
+# Calculate Kory''s dog weight
+korys_dog_weight_kg = korys_dog_weight / 4
+
+# Calculate Elijah''s dog weight
+elijah_dog_weight_kg = korys_dog_weight_kg / 2
+
+# Calculate the total weight of Elijah''s and Kory''s dogs
+total_weight = Elijah_dog_weight_kg + korys_dog_weight_kg
+print(total_weight)
+```
+```output
+NameError: name ''Elijah_dog_weight_kg'' is not defined
+```
+It looks like there was an issue with the variable name. Let''s correct it and re-run the code.
+
+Here''s the corrected Python code:
+
+```python
+# Given data
+korys_dog_weight = 60  # in pounds
+
+# Calculate Kory''s dog weight in kilograms
+korys_dog_weight_kg = korys_dog_weight / 4
+
+# Calculate Elijah''s dog weight in kilograms
+elijah_dog_weight_kg = korys_dog_weight_kg / 2
+
+# Calculate the total weight of Elijah''s and Kory''s dogs
+total_weight = Elijah_dog_weight_k','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,3,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. First, we need to find the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+2. Next, we need to find the weight of Elijah''s dog. Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Elijah''s dog''s weight} = \frac{1}{4} \times 60 \text{ pounds}
+   \]
+3. Finally, we need to find the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+4. Now, we need to find the weight of Elijah''s dog. Elijah''s dog is half the weight of Kory''s dog. Therefore, we calculate:
+   \[
+   \text{Elijah''s dog''s weight} = \frac{1}{2} \times 60 \text{ pounds}
+   \]
+5. Finally, we need to find the total weight of Elijah and Kory''s dogs. We add the weights of the two dogs:
+   \[
+   \text{Total weight} = \text{Elijah''s dog''s weight} + \text{Kory''s dog''s weight}
+   \]
+
+Now let''s implement this in Python code.
+```python
+# Given data
+kory_dog_weight = 60
+
+# Calculate Elijah''s dog''s weight
+elijah_dog_weight = (1/4) * kory_dog_weight
+
+# Calculate Kory''s dog''s weight
+kory_dog_weight = kory_dog_weight
+
+# Calculate Elijah''s dog''s weight
+elijah_dog_weight = (1/2) * kory_dog_weight
+
+# Calculate total weight
+total_weight = elijah_dog_weight + kory_dog_weight
+print(total_weight)
+```
+```output
+90.0
+```
+The total weight of Elijah and Kory''s dogs is \(\boxed{90}\) pounds.','90',0,'not_equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,4,'Let''s break down the problem step-by-step and then use Python code to verify the solution.
+
+1. **Define the weight of Kory''s dog:**
+   Kory''s dog is 60 pounds.
+
+2. **Calculate the weight of Kory''s first dog:**
+   The first dog is one-fourth the weight of Kory''s dog. So, we calculate:
+   \[
+   \text{Weight of Kory''s first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Calculate the weight of Kory''s second dog:**
+   The second dog is half the weight of Kory''s dog. So, we calculate:
+   \[
+   \text{Weight of Kory''s second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Calculate the total weight of the dogs:**
+   The total weight of the dogs is the sum of the weights of Kory''s first dog, Kory''s second dog, and Kory''s dog itself. So, we calculate:
+   \[
+   \text{Total weight} = 15 + 30 + 60 = 105 \text{ pounds}
+   \]
+
+Now let''s write the Python code to confirm this calculation.
+
+```python
+# Define the weight of Kory''s dog
+weight_kory_dog = 60
+
+# Calculate the weight of Kory''s first dog
+weight_kory_first_dog = weight_kory_dog / 4
+
+# Calculate the weight of Kory''s second dog
+weight_kory_second_dog = weight_kory_dog / 2
+
+# Calculate the total weight of the dogs
+total_weight = weight_kory_first_dog + weight_kory_second_dog + weight_kory_dog
+
+# Print the total weight
+print(total_weight)
+```
+```output
+105.0
+```
+The total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','105',1,'equivalent',433,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,5,'To determine the total weight of Elijah and Kory''s dogs, we need to break down the problem step by step:
+
+1. **Identify the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+2. **Calculate the weight of the first dog:**
+   The first dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of the first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Calculate the weight of the second dog:**
+   The second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of the second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Calculate the total weight of all three dogs:**
+   Add the weights of the three dogs together.
+   \[
+   \text{Total weight} = 15 + 30 + 60 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','105',1,'equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,6,'To solve the problem, we need to calculate the weight of each dog and then sum these weights.
+
+1. **Determine the weight of each dog:**
+   - Let \( K \) represent the weight of Kory''s dog. According to the problem, Kory''s dog is 60 pounds.
+   - Elijah''s dog is one-fourth the weight of Kory''s dog, so Elijah''s dog is:
+     \[
+     \text{Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+     \]
+   - Another dog is half the weight of Kory''s dog, so Kory''s dog''s weight is:
+     \[
+     K = \frac{1}{2} \times 60 = 30 \text{ pounds}
+     \]
+
+2. **Calculate the total weight of the dogs:**
+   - The total weight of Elijah''s dog is 15 pounds.
+   - The total weight of Kory''s dog is 30 pounds.
+   - The total weight of all three dogs is the sum of these weights:
+     \[
+     \text{Total weight} = 15 + 30 = 45 \text{ pounds}
+     \]
+
+Therefore, the total weight of Elijah and Kory''s dogs is \(\boxed{45}\) pounds.','45',0,'not_equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,7,'Let''s solve the problem step by step.
+
+1. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+2. **Determine the weight of Elijah''s dog:**
+   Elijah has one-fourth the weight of Kory''s dog. So, we calculate:
+   \[
+   \text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+4. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+5. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+6. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+7. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+8. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+9. **Determine the weight of Kory''s dog:**
+   Kory''s dog is given as 60 pounds.
+
+10. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+11. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+12. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+13. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+14. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+15. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+16. **Determine the weight of Kory''s dog:**
+    Kory''s dog is given as 60 pounds.
+
+17. **Determine the weight of Kory''s dog:**
+    Kory''s dog is','17',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,0,'Let''s break down the problem step by step and solve it using Python code.
+
+1. First, we need to determine Liam''s current age. Since Liam is 16 years old now, his current age is:
+   \[
+   \text{Liam''s current age} = 16
+   \]
+
+2. Next, we need to find out how old Vince was two years ago. According to the problem, two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age by \( V \). Therefore, we can write the equation:
+   \[
+   16 = 2V
+   \]
+
+3. To solve for \( V \), we need to isolate it on one side of the equation. We do this by dividing both sides of the equation by 2:
+   \[
+   V = \frac{16}{2} = 8
+   \]
+
+4. Now, we need to find out how old Vince is now. Since we already know Vince''s current age is 8, we can write the final answer as:
+   \[
+   \boxed{8}
+   \]','8',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,1,'Let''s solve this step by step:
+
+1. **Define the variables:**
+   - Let \( V \) be Vince''s current age.
+   - Let \( L \) be Liam''s current age.
+
+2. **Given information:**
+   - Liam''s current age \( L = 16 \).
+   - Two years ago, Liam''s age \( L - 2 = 14 \).
+   - Two years ago, two years ago, Vince''s age \( V - 4 = V - 4 \).
+
+3. **Set up the equations:**
+   - From the equation \( L - 2 = 14 \), we can solve for \( L \):
+     \[
+     L = 14 + 2 = 16
+     \]
+   - From the equation \( V - 4 = V - 4 \), we can solve for \( V \):
+     \[
+     V - 4 = V - 4 \implies V = 0
+     \]
+
+Now, let''s verify this solution by coding the solution in Python:
+```python
+# Given information
+L = 16
+
+# Calculate Vince''s current age
+V = L - 4
+
+# Print the result
+print(V)
+```
+```output
+12
+```
+The final answer is \(\boxed{12}\).','12',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,2,'Let''s break down the problem step-by-step and then implement it in Python using the sympy library.
+
+1. **Understand the Problem:**
+   - Liam is currently 16 years old.
+   - Two years ago, Liam''s age was twice the age of Vince.
+   - We need to find Vince''s current age.
+
+2. **Formulate the Equations:**
+   - Let \( V \) be Vince''s current age.
+   - Two years ago, Liam''s age was \( 16 - 2 = 14 \).
+   - Two years ago, Vince''s age was \( 2V \).
+
+3. **Set Up the Equations:**
+   \[
+   14 = 2V
+   \]
+
+4. **Solve for \( V \):**
+   \[
+   V = \frac{14}{2} = 7
+   \]
+
+Now, let''s implement this in Python using sympy to verify our solution.
+
+```python
+import sympy as sp
+
+# Define the variable
+V = sp.symbols(''V'')
+
+# Define the equation based on the problem statement
+equation = sp.Eq(14, 2 * V)
+
+# Solve the equation
+vince_age = sp.solve(equation, V)[0]
+
+# Print the result
+print(vince_age)
+```
+```output
+7
+```
+The output confirms that Vince''s current age is \(\boxed{7}\).','7',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(85,3,'To solve this problem, we can break it down step-by-step.
+
+1. Identify the current age of Liam: 16 years old.
+2. Determine two years ago the age of Liam: \(16 - 2 = 14\) years old.
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, we can write the equation \(14 = 2 \times \text{Vince''s age}\).
+4. Solving for Vince''s age, we get \(\text{Vince''s age} = \frac{14}{2} = 7\) years old.
+5. To verify, we can calculate the age of Liam after two years: \(16 + 2 = 18\) years old.
+6. We can then verify that the calculated age of Liam (18) is equal to twice the age of Vince (7), which it is.
+
+So, Vince is currently 7 years old. Let''s write the Python code to confirm this result.
+```python
+# Current age of Liam
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = Liam_age_current - 2
+
+# Calculate Vince''s age
+vince_age = Liam_age_two_years_ago / 2
+
+# Calculate the age of Liam after two years
+liam_age_after_two_years = Liam_age_current + 2
+
+print(vince_age)
+```
+```output
+NameError: name ''Liam_age_current'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct it and run the code again.
+```python
+# Current age of Liam
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = Liam_age_current - 2
+
+# Calculate Vince''s age
+vince_age = Liam_age_two_years_ago / 2
+
+# Calculate the age of Liam after two years
+liam_age_after_two_years = Liam_age_current + 2
+
+print(vince_age)
+```
+```output
+NameError: name ''Liam_age_current'' is not defined
+```
+It seems there was still an issue with the variable name. Let''s run the code again.
+```python
+# Current age of Liam
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = Liam_age_current - 2
+
+# Calculate Vince''s age
+vince_age = Liam_age_two_years_ago / 2
+
+# Calculate the age of Liam after two years','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,4,'Let''s break down the problem step by step:
+
+1. **Define the Variables:**
+   - Let \( Vince \) be the current age of Vince.
+   - Let \( Liam \) be the current age of Liam.
+
+2. **Use the Information Given:**
+   - We know that \( Liam \) is currently 16 years old.
+   - Two years ago, Liam''s age was twice the age of Vince.
+   - Therefore, in two years, \( Liam \) will be \( Liam + 2 \).
+   - In two years, Vince will be \( Vince + 2 \).
+
+3. **Set Up the Equations:**
+   - From the information given, we have:
+     \[
+     Liam + 2 = 2( Vince + 2)
+     \]
+
+4. **Solve the Equation:**
+   - Simplify the equation to solve for \( Vince \):
+     \[
+     Liam + 2 = 2 \cdot Vince + 4
+     \]
+     \[
+     Liam + 2 = 2 \cdot Vince + 4
+     \]
+     \[
+     Liam = 2 \cdot Vince + 4 - 2
+     \]
+     \[
+     Liam = 2 \cdot Vince + 2
+     \]
+     \[
+     Liam = 2 \cdot Vince + 2
+     \]
+
+5. **Find the Value of \( Vince \):**
+   - Let \( Vince = x \).
+   - Substitute \( x \) back into the equation \( Liam = 2 \cdot x + 2 \):
+     \[
+     16 = 2 \cdot x + 2
+     \]
+     \[
+     14 = 2 \cdot x
+     \]
+     \[
+     x = \frac{14}{2}
+     \]
+     \[
+     x = 7
+     \]
+
+So, Vince is currently 7 years old. Let''s verify this by solving the equation in Python.
+```python
+# Define the variables
+vince = 7
+
+# Calculate Liam''s age two years ago
+liam_age_two_years_ago = Liam + 2
+
+# Calculate Vince''s age two years ago
+vince_age_two_years_ago = Vince + 2
+
+# Verify the equations
+print((liam_age_two_years_ago, Vince_age_two_years_ago))
+```
+```output
+NameError: name ''Liam'' is not defined
+```
+The calculations confirm that Vince is currently \(\boxed{7','7',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,5,'To solve this problem, we need to follow these steps:
+
+1. Determine Liam''s current age.
+2. Use the information given to find Vince''s current age.
+
+Step 1: Determine Liam''s current age.
+Liam is currently 16 years old.
+
+Step 2: Use the information given to find Vince''s current age.
+According to the problem, two years ago, Liam''s age was twice the age of Vince. Let''s denote Vince''s current age by \( V \).
+
+Two years ago, Liam''s age was \( 16 - 2 = 14 \) years old. According to the problem, this age was twice Vince''s current age:
+\[ 14 = 2V \]
+
+To find \( V \), we need to solve the equation \( 14 = 2V \) by isolating \( V \):
+\[ V = \frac{14}{2} = 7 \]
+
+Therefore, Vince is currently \(\boxed{7}\) years old.','7',0,'not_equivalent',208,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,6,'Let''s solve the problem step by step using Python and SymPy.
+
+1. First, we need to determine Liam''s current age.
+2. Then, we need to determine Vince''s current age.
+3. According to the problem, two years ago Liam''s age was twice the age of Vince.
+
+Let''s start by defining variables and writing the equations based on the given information.
+
+```python
+import sympy as sp
+
+# Define the variables
+Liam_age = sp.symbols(''Liam_age'')
+Vince_age = sp.symbols(''Vince_age'')
+
+# Given information
+Liam_age_now = 16
+two_years_ago = Liam_age_now - 2
+
+# Two years ago, Liam''s age was twice the age of Vince
+equation = sp.Eq(two_years_ago, 2 * Vince_age)
+
+# Solve for Vince''s current age
+Vince_age_now = sp.solve(equation, Vince_age_now)[0]
+
+# Print the final answer
+print(Vince_age_now)
+```
+```output
+NameError: name ''Vince_age_now'' is not defined
+```
+It looks like there was an issue with the variable name. Let''s correct it by redefining the variable and solving the equation again. Here is the corrected code:
+
+```python
+import sympy as sp
+
+# Define the variables
+Liam_age = sp.symbols(''Liam_age'')
+Vince_age = sp.symbols(''Vince_age'')
+
+# Given information
+Liam_age_now = 16
+two_years_ago = Liam_age_now - 2
+
+# Two years ago, Liam''s age was twice the age of Vince
+equation = sp.Eq(two_years_ago, 2 * Vince_age)
+
+# Solve for Vince''s current age
+Vince_age_now = sp.solve(equation, Vince_age_now)[0]
+
+# Print the final answer
+print(Vince_age_now)
+```
+```output
+NameError: name ''Vince_age_now'' is not defined
+```
+It appears that there is still an issue with the variable name. Let''s simplify the code and make sure we are solving the equation correctly.
+
+We can break down the problem into smaller steps:
+
+1. Define the variables.
+2. Set up the equation based on the given information.
+3. Solve the equation for Vince''s current age.
+4. Print the final answer.
+
+Here is the corrected code:
+
+```python
+import sympy as sp
+
+# Define the variables
+Liam_age = sp.symbols(''Liam_age'')
+Vince_age = sp.symbols(''Vince_age'')
+
+# Given information
+Liam_age_now = 16
+two','16',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,7,'Let''s start by defining the variables for Liam''s current age and Vince''s current age. We know that Liam is currently 16 years old and two years ago, his age was twice the age of Vince. Let''s denote Vince''s current age by \( V \). According to the problem, we can write the equation:
+
+\[ 16 - 2 = 2V \]
+
+Now, we can solve this equation for \( V \):
+
+\[ 14 = 2V \]
+\[ V = \frac{14}{2} \]
+\[ V = 7 \]
+
+So, Vince is currently 7 years old. Let''s confirm this by writing a Python program that calculates the age of Vince.
+```python
+# Define the current age of Liam
+liam_age = 16
+
+# Calculate the current age of Vince
+vince_age = (liam_age - 2) / 2
+print(vince_age)
+```
+```output
+7.0
+```
+The calculation confirms that Vince is currently \(\boxed{7}\) years old.','7',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630711244069290162e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',79,8.02776069050799560497e+03,8.02775670150399673751e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630769391655325888e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',85,8.60923660592099622597e+03,8.60923261614800139785e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -37474,5 +40426,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1106',0,79,'5',0.5,1,28,1,2502.0,2391.0,423.75,0.0,3.71604430012484954204e+01,6.68739532371348876973e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1106',0,79,'5',7.42857142857142882519e-01,1,70,1,2502.0,2391.0,847.5,0.0,7.43208860024969908408e+01,1.19866637078623242183e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1106',0,79,'5',1.0,1,1,0,2502.0,2391.0,1695.0,0.0,1.48641772004993981686e+02,2258520047616.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1107',0,80,'0',0.0,0,8,1,1433.0,1371.0,293.875,0.0,2.81875346104989148443e+01,4.46477014921203491223e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1107',0,80,'0',0.0,0,28,1,1433.0,1371.0,587.75,0.0,5.63750692209978296895e+01,8.15169484917602905297e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1107',0,80,'240',0.0,0,70,1,1433.0,1371.0,1175.5,0.0,1.12750138441995659374e+02,1.55255442491040185543e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1107',0,80,'240',0.0,0,1,0,1433.0,1371.0,2351.0,0.0,2.25500276883991318749e+02,3027324304896.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1112',0,81,'5',0.75,1,8,1,3881.0,3705.0,298.25,0.0,2.33328638667499035355e+01,5.93747706961311401364e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1112',0,81,'5',0.75,1,28,1,3881.0,3705.0,596.5,0.0,4.6665727733499807071e+01,9.67148347132552612271e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1112',0,81,'5',1.0,1,70,1,3881.0,3705.0,1193.0,0.0,9.33314554669996141421e+01,1.71394962747503491209e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1112',0,81,'5',1.0,1,1,0,3881.0,3705.0,2386.0,0.0,1.86662910933999228292e+02,3207552188160.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1120',0,82,'0.14',0.25,0,8,1,1645.0,1562.0,300.125,0.0,1.47308788372502021957e+01,4.80727494084830871568e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1120',0,82,'1680',0.25,0,28,1,1645.0,1562.0,600.25,0.0,2.94617576745004043914e+01,857310434801.855);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1120',0,82,'560',3.57142857142857150787e-01,1,70,1,1645.0,1562.0,1200.5,0.0,5.89235153490008087837e+01,1.61047631623590332028e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1120',0,82,'560',1.0,1,1,0,1645.0,1562.0,2401.0,0.0,1.17847030698001617563e+02,3116808079104.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1121',0,83,'35',0.125,1,8,1,1876.0,1530.0,263.625,0.0,1.41246429073762556072e+01,7.64576039214833374016e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1121',0,83,'140',0.125,0,28,1,1876.0,1530.0,527.25,0.0,2.82492858147525112144e+01,1.09520775270757153324e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1121',0,83,'35',4.64285714285714301574e-02,1,70,1,1876.0,1530.0,1054.5,0.0,5.6498571629505022428e+01,1.75647117969304760744e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1121',0,83,'140',0.0,0,1,0,1876.0,1530.0,2109.0,0.0,1.12997143259010044856e+02,3078998033664.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1123',0,84,'105',0.375,1,8,1,2480.0,2361.0,383.0,0.0,3.52997449367503577386e+01,6.30302841693376098616e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1123',0,84,'105',0.375,1,28,1,2480.0,2361.0,766.0,0.0,7.05994898735007154772e+01,1.11119126473832250973e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1123',0,84,'75',6.07142857142857095276e-01,0,70,1,2480.0,2361.0,1532.0,0.0,1.41198979747001430954e+02,2.07296811082821508796e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1123',0,84,'105',1.0,1,1,0,2480.0,2361.0,3064.0,0.0,2.82397959494002861909e+02,3996521803008.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1128',0,85,'8',0.0,0,8,1,4107.0,3749.0,346.375,0.0,3.52220981757509434819e+01,8.83208897474362426751e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1128',0,85,'12',0.0,0,28,1,4107.0,3749.0,692.75,0.0,7.04441963515018869639e+01,1.317525109524310791e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1128',0,85,'2',0.0,0,70,1,4107.0,3749.0,1385.5,0.0,1.40888392703003773932e+02,2.18615753362420727531e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1128',0,85,'7',0.0,0,1,0,4107.0,3749.0,2771.0,0.0,2.81776785406007547864e+02,3923422381824.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
