@@ -19016,6 +19016,607 @@ Vince_age = sp.symbols(''Vince_age'')
 # Given information
 Liam_age_now = 16
 two','length',132,573,553,5.73887595497926383814e+00,190310562048.0,NULL);
+INSERT INTO "chains" VALUES(86,0,0,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',0,'To solve this problem step-by-step, we will follow these steps:
+
+1. Calculate the number of logs John can make from the entire tree.
+2. Calculate the number of planks from the logs.
+3. Calculate the total revenue from the planks.
+4. Print the final answer.
+
+Let''s start with the first step:
+
+1. Calculate the number of logs John can make from the entire tree.
+   John can make logs out of 80% of the tree. Therefore, the number of logs is:
+   \[
+   0.80 \times 80 = 64
+   \]
+
+2. Calculate the number of planks from the logs.
+   From each log, John cuts 5 planks. Therefore, the total number of planks is:
+   \[
+   64 \times 5 = 320
+   \]
+
+3. Calculate the total revenue from the planks.
+   He sells each plank for $1.2. Therefore, the total revenue is:
+   \[
+   320 \times 1.2 = 384
+   \]
+
+4. Print the final answer.
+   The final answer is \(\boxed{384}\).','stop',255,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,1,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',1,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Calculate the total number of logs John can make:**
+   - John can make logs out of 80% of the 80-foot tree, which is \(0.8 \times 80 = 64\) logs.
+   - He cuts these logs into 4-foot logs, which is \(4 \times 4 = 16\) logs.
+
+2. **Calculate the total number of planks from the 16 logs:**
+   - Each log is cut into 5 planks, so the total number of planks is \(16 \times 5 = 80\) planks.
+
+3. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2, so the total revenue is \(80 \times 1.2 = 96\) dollars.
+
+Now let''s use Python code to verify this solution.
+```python
+# Step-by-step calculation
+
+# Step 1: Calculate the total number of logs John can make
+total_logs = 0.8 * 80
+
+# Step 2: Calculate the total number of planks from the 16 logs
+logs_per_plank = 4
+total_planks = logs_per_plank * logs_per_plank
+
+# Step 3: Calculate the total revenue from selling the planks
+price_per_plank = 1.2
+total_revenue = total_planks * price_per_plank
+
+print(total_revenue)','stop',331,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,2,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',2,'To determine how much John makes, we need to break down the problem step-by-step and use Python code to ensure accuracy.
+
+1. **Determine the number of logs:**
+   John cuts the tree into 4-foot logs. Since each log can make 80% of the tree, the number of logs is:
+   \[
+   \text{Number of logs} = \frac{80 \text{ feet}}{4 \text{ feet/log}} = 20 \text{ logs}
+   \]
+
+2. **Determine the number of planks:**
+   From each of the 20 logs, John cuts 5 planks. Therefore, the number of planks is:
+   \[
+   \text{Number of planks} = 20 \text{ logs} \times 5 \text{ planks/log} = 100 \text{ planks}
+   \]
+
+3. **Determine the selling price of each plank:**
+   The selling price of each plank is $1.2. Therefore, the total revenue from the planks is:
+   \[
+   \text{Total revenue} = 100 \text{ planks} \times \$1.2/\text{plank} = \$120
+   \]
+
+Thus, John makes \(\boxed{120}\) dollars.','stop',287,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,3,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',3,'To determine how much John makes, we need to calculate the total number of planks he cuts and then multiply by the price per plank. Let''s break it down step-by-step.
+
+1. **Calculate the number of logs John can make:**
+   - John can make logs out of 80% of the tree.
+   - The tree is 80 feet long.
+   - Therefore, the number of logs he can make is \(0.8 \times 80 = 64\).
+
+2. **Calculate the number of planks from each log:**
+   - Each log is cut into 4-foot logs.
+   - Therefore, the total number of planks from 64 logs is \(64 \times 4 = 256\).
+
+3. **Calculate the total cost of the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total cost of 256 planks is \(256 \times 1.2 = 323.20\).
+
+Thus, the final answer is \(\boxed{323.20}\).','stop',239,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,4,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',4,'To solve this problem, we''ll break it down step-by-step and use Python code to ensure accuracy.
+
+1. **Calculate the total number of logs John can make:**
+   - John can make logs out of 80% of the tree. Since the tree is 80 feet long, we calculate:
+     \[
+     \text{Number of logs} = 0.80 \times 80 = 64
+     \]
+
+2. **Calculate the total number of planks John can cut from each log:**
+   - Each log has 5 planks. So, we calculate:
+     \[
+     \text{Total planks} = 64 \times 5 = 320
+     \]
+
+3. **Calculate the total revenue from selling each plank:**
+   - Each plank is sold for $1.2. So, we calculate:
+     \[
+     \text{Total revenue} = 320 \times 1.2 = 384
+     \]
+
+4. **Output the final answer:**
+   - The final answer is the total revenue, which is \(\boxed{384}\).
+
+This code snippet follows the steps outlined in the problem statement and verifies that it calculates the correct total revenue.','stop',267,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,5,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',5,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the number of logs:**
+   - John cuts the tree into 4-foot logs.
+   - Since he cuts it into 80% of it, the total number of logs is \( \frac{80 \times 4}{100} = 24 \).
+
+2. **Calculate the number of planks:**
+   - Each log is cut into 5 planks.
+   - Therefore, the total number of planks is \( 24 \times 5 = 120 \).
+
+3. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \( 120 \times 1.2 = 144 \).
+
+So, John makes $144. Let''s confirm this with a simple Python program.
+
+```python
+# Number of logs
+total_logs = 80 * 4 / 100
+
+# Number of planks
+total_planks = total_logs * 5
+
+# Price per plank
+price_per_plank = 1.2
+
+# Total revenue
+total_revenue = total_planks * price_per_plank
+print(total_revenue)','stop',277,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,6,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',6,'To determine how much John makes, we need to follow a step-by-step approach. Let''s break it down:
+
+1. Calculate the number of logs John can make from the 80-foot tree.
+2. Determine how many planks he can cut from each log.
+3. Calculate the total amount of money John can make by selling each plank.
+
+First, we calculate the number of logs John can make from the 80-foot tree:
+\[
+\text{Number of logs} = \frac{80 \text{ feet}}{80\%} = \frac{80 \text{ feet}}{0.80} = 100 \text{ logs}
+\]
+
+Next, we determine how many planks he can cut from each log:
+\[
+\text{Number of planks per log} = \frac{80 \text{ feet}}{100 \text{ logs}} = 0.80 \text{ planks per log}
+\]
+
+Then, we calculate the total amount of money John can make by selling each plank:
+\[
+\text{Total money} = 0.80 \text{ planks per log} \times 5 \text{ planks per plank} = 4 \text{ dollars}
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{4}
+\]','stop',286,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,0,7,'cab89d000234f22bcae3ec223da0dc1237db645590ad9c16bbc4b72f4e4ed871',7,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate the number of logs John can make from the 80-foot tree.
+2. Determine how many planks John can cut from each log.
+3. Calculate the total number of planks John can cut.
+4. Determine the total revenue John can make from selling each plank.
+
+**Step 1: Calculate the number of logs John can make.**
+
+John can make logs out of 80% of the tree. The tree is 80 feet long, so:
+\[ \text{Number of logs} = 0.80 \times 80 = 64 \]
+
+**Step 2: Determine how many planks John can cut from each log.**
+
+Each log is cut into 4-foot logs. So, the number of planks is:
+\[ \text{Number of planks} = 4 \times 64 = 256 \]
+
+**Step 3: Calculate the total number of planks John can cut.**
+
+The total number of planks is:
+\[ \text{Total planks} = 256 \]
+
+**Step 4: Determine the total revenue John can make from selling each plank.**
+
+Each plank is sold for $1.2. So, the total revenue is:
+\[ \text{Total revenue} = 256 \times 1.2 = 307.2 \]
+
+Therefore, the final answer is:
+\[ \boxed{307.2} \]','stop',321,191,121,1.0898419416163049433e+01,366284815200.0,NULL);
+INSERT INTO "chains" VALUES(86,1,0,'a41cbc9174d435e49ce501b9c0b21eef23eba6693a8f62d0b7e4e5aecec273c0',0,'The total amount John makes is \(\boxed{19.2}\) dollars.','stop',19,532,521,1.25866900201557041505e+00,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(86,2,0,'2104d7b9ad83abf661c71cf15048c7e1a76ce4bbe8a398cbe551203e3bd9c6ec',0,'The final answer is \(\boxed{19.2}\).','stop',15,478,467,1.06355460601237905571e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(87,0,0,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',0,'To solve this problem, we need to calculate the total revenue from selling the rocks and the loss from the investment. Here''s a step-by-step approach:
+
+1. Calculate the total revenue from selling the rocks.
+2. Calculate the total investment.
+3. Subtract the total investment from the total revenue to find the loss.
+
+Let''s write the Python code to solve this problem.
+
+```python
+# Step 1: Calculate the total revenue from selling the rocks
+price_per_rock = 5
+number_of_rock = 60
+total_revenue = price_per_rock * number_of_rock
+
+# Step 2: Calculate the total investment
+investment = 100
+
+# Step 3: Calculate the loss
+loss = total_revenue - investment
+print(loss)','stop',162,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,1,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the rocks Adam buys.
+2. Calculate the total revenue from selling the rocks.
+3. Determine the amount of money Adam loses by subtracting the revenue from the total cost.
+
+Let''s break it down:
+
+1. Adam starts with $100.
+2. He can buy 60% of his money in the rock stand. So, he buys \(0.60 \times 100 = 60\) rocks.
+3. The cost of each rock is $5, so the total cost of the rocks is \(60 \times 5 = 300\) dollars.
+4. The revenue from selling the rocks is \(0.60 \times 60 = 36\) dollars.
+5. The amount of money Adam loses is \(300 - 36 = 264\) dollars.
+
+Now, let''s implement this in Python code to ensure the result is accurate.
+```python
+# Initial amount of money Adam has
+initial_money = 100
+
+# Percentage of money invested in the rock stand
+investment_percentage = 0.60
+
+# Number of rocks Adam buys
+number_of_rocks = int(investment_percentage * initial_money)
+
+# Cost of each rock
+cost_per_rock = 5
+
+# Total cost of the rocks
+total_cost = number_of_rocks * cost_per_rock
+
+# Revenue from selling the rocks
+revenue = number_of_rocks * cost_per_rock
+
+# Amount of money Adam loses
+money_lost = total_cost - revenue
+print(money_lost)','stop',344,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,2,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',2,'To determine how much money Adam loses, we need to follow these steps:
+
+1. Calculate the total cost of the rocks Adam buys.
+2. Determine how many rocks Adam sells.
+3. Calculate the total revenue from selling the rocks.
+4. Subtract the total revenue from the initial amount of money Adam has to find out how much money he loses.
+
+First, let''s calculate the total cost of the rocks Adam buys. Adam buys 60% of his $100 worth of money. So, the cost is:
+\[ 0.60 \times 100 = 60 \text{ dollars} \]
+
+Next, we determine how many rocks Adam sells. Since he sells 60% of his inventory, the number of rocks sold is:
+\[ 0.60 \times 60 = 36 \text{ rocks} \]
+
+Now, we calculate the total revenue from selling the rocks. If Adam sells 36 rocks, he sells each rock for $7. So, the total revenue is:
+\[ 36 \times 7 = 252 \text{ dollars} \]
+
+Finally, we subtract the total revenue from the initial amount of money Adam has to find out how much money he loses:
+\[ 100 - 252 = -152 \text{ dollars} \]
+
+Therefore, the final answer is:
+\[ \boxed{-152} \]','stop',298,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,3,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',3,'To solve this problem, we need to break it down into several steps:
+
+1. Calculate the total revenue from selling the rocks.
+2. Calculate the total cost of buying the rocks.
+3. Calculate the loss by subtracting the total cost from the total revenue.
+
+Let''s do this step-by-step using Python code.
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+initial_amount = 100
+price_per_rock = 5
+price_per_sold_rock = 7
+percentage_sold = 60
+
+# Step 1: Calculate total revenue
+total_revenue = (price_per_sold_rock * percentage_sold) * initial_amount
+
+# Step 2: Calculate total cost of buying the rocks
+total_cost = (price_per_rock * initial_amount) * (1 - percentage_sold)
+
+# Step 3: Calculate the loss
+loss = total_revenue - total_cost
+print(loss)','stop',196,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,4,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',4,'To solve this problem, we need to break it down into several steps:
+
+1. Calculate the total cost of the rocks Adam wants to buy.
+2. Determine the total revenue from selling the rocks.
+3. Calculate the total money Adam has after buying the rocks.
+4. Calculate the money Adam lost by subtracting the total money he has after buying the rocks from the initial amount of money Adam had.
+5. Print the final answer.
+
+Let''s write the Python code to solve this step-by-step:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Initial amount of money Adam has
+initial_amount = 100
+
+# Cost of one rock
+cost_per_rock = 5
+
+# Selling price of one rock
+selling_price_per_rock = 7
+
+# Number of rocks Adam wants to buy
+number_of_rocks = 60
+
+# Calculate the total cost of the rocks
+total_cost = cost_per_rock * number_of_rocks
+
+# Calculate the total revenue from selling the rocks
+total_revenue = selling_price_per_rock * number_of_rocks
+
+# Calculate the total money Adam has after buying the rocks
+total_money_after_buying = initial_amount + total_cost
+
+# Calculate the money Adam lost by subtracting the total money he has after buying the rocks from the initial amount of money Adam had
+money_lost = total_money_after_buying - initial_amount
+
+# Print the final answer
+print(money_lost)','stop',302,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,5,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total revenue Adam earns from selling the rocks he sells.
+2. Calculate the total cost of the rocks he buys.
+3. Determine the amount of money Adam loses by subtracting the total cost from the total revenue.
+
+Let''s start by calculating the total cost of the rocks Adam buys. Since he buys 60% of his money, we can calculate the total cost as follows:
+\[ \text{Total cost} = 0.60 \times \$100 = \$60 \]
+
+Next, we calculate the total revenue Adam earns from selling the rocks he sells. Since he sells 60% of his inventory, we can calculate the total revenue as follows:
+\[ \text{Total revenue} = 0.60 \times (\text{Number of rocks sold}) = 0.60 \times 60 = \$36 \]
+
+Now, we need to determine the amount of money Adam loses by subtracting the total cost from the total revenue:
+\[ \text{Money lost} = \text{Total revenue} - \text{Total cost} = \$36 - \$60 = \$-24 \]
+
+Since we can''t have a negative amount of money, we need to reconsider the problem. The problem states that Adam invests all his money in the rock stand but only sells 60% of his inventory. This means that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify','length',512,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,6,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the rocks.
+2. Determine how much money Adam sells.
+3. Calculate the loss by subtracting the money sold from the total cost.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total cost of the rocks:
+   - Adam can buy 60% of his $100 in rocks.
+   - \( 0.60 \times 100 = 60 \) rocks.
+
+2. Determine how much money Adam sells:
+   - Adam sells 60% of his 60 rocks.
+   - \( 0.60 \times 60 = 36 \) rocks.
+
+3. Calculate the loss by subtracting the money sold from the total cost:
+   - \( 100 - 36 = 64 \) dollars.
+
+Now, let''s write the Python code to verify these calculations.
+
+```python
+# Initial amount of money Adam has
+initial_amount = 100
+
+# Cost of one rock
+cost_per_rock = 5
+
+# Percentage of money invested in rocks
+investment_percentage = 0.60
+
+# Number of rocks bought
+num_rocks_bought = initial_amount * investment_percentage
+
+# Number of rocks sold
+num_rocks_sold = num_rocks_bought * investment_percentage
+
+# Money lost
+money_lost = initial_amount - num_rocks_sold
+
+# Final answer
+print(money_lost)','stop',313,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,0,7,'4dcb3a90cf48c1110a353c161a89a226494414b0d5dc6babf770ec49e51363cc',7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total revenue Adam gets from selling the rocks.
+2. Calculate the total cost Adam spends on the rocks.
+3. Find the amount of money Adam loses by subtracting the total cost from the total revenue.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total revenue from selling the rocks:
+\[ \text{Revenue from selling} = 60\% \times \text{Total money} = 0.60 \times 100 = 60 \]
+So, Adam makes a total revenue of $60.
+
+2. Calculate the total cost Adam spends on the rocks:
+\[ \text{Cost of rocks} = 60 \times 5 = 300 \]
+So, Adam spends $300 on the rocks.
+
+3. Find the amount of money Adam loses by subtracting the total cost from the total revenue:
+\[ \text{Money lost} = \text{Total revenue} - \text{Cost of rocks} = 60 - 300 = -240 \]
+
+Let''s write the Python code to verify this:
+
+```python
+# Initial amount of money
+initial_money = 100
+
+# Cost of rocks
+cost_of_rocks = 60 * 5
+
+# Revenue from selling the rocks
+revenue_from_selling = 0.60 * initial_money
+
+# Total money lost
+money_lost = revenue_from_selling - cost_of_rocks
+print(money_lost)','stop',325,187,120,1.24152381250697771972e+01,395587600416.0,NULL);
+INSERT INTO "chains" VALUES(87,1,0,'67f4cfc648142f26caca2c9df1312b1ddf6b39e45eb19be10e4f17d6877ac16d',0,'Adam loses \(\boxed{200}\) dollars.','stop',14,358,348,7.42469468992688619302e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(87,2,0,'a974d91b6d493a22edf4b110c7b744fcfc4e828943b6bece21dc939ae1c48154',0,'The amount of money Adam loses is \(\boxed{0}\).','stop',15,538,530,7.71785477656036889015e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(87,3,0,'59af0873a4fd46aba80affbdbaa7b14c3a88222d390dda93539db9bc14f75763',0,'Adam loses \(\boxed{71500}\) dollars.','stop',16,394,279,3.00360923165814464042e+00,163843530240.0,NULL);
+INSERT INTO "chains" VALUES(87,4,0,'cea7b452cf34f53ecf1f18e38c500f3afc0409e4f59b203b4b07f0fe6ba2ee08',0,'Adam loses \(\boxed{300}\) dollars.','stop',14,498,488,7.42572440993293114708e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(87,5,0,'87c63ac3310865c957e2a2cf7db70cb3e26407b6fed946133bafa27d950ecae5',0,'The final answer is \(\boxed{64}\).','stop',13,510,499,7.30313770979895138246e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(87,6,0,'2e6e4c42b231b1bb85f01ca676b610a42a1eac11c36b4fe3c3ef0e816d8b41eb',0,'The amount of money Adam loses is \(\boxed{-240}\).','stop',17,524,511,9.22470792661867378114e-01,36549710592.0,NULL);
+INSERT INTO "chains" VALUES(88,0,0,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate Haley''s age.
+2. Determine Geb''s age using the relationship given in the problem.
+
+First, we know that Haley is 26 years old. According to the problem, Geb is 10 less than half the age of Haley. We can calculate Geb''s age using the following steps:
+
+1. Calculate half the age of Haley.
+2. Subtract 10 from the result from step 1.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate Haley''s age
+haley_age = 26
+
+# Step 2: Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+print(geb_age)','stop',163,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,1,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',1,'To solve this problem, we can use the following steps:
+
+1. Define the age of Haley as 26.
+2. Calculate half the age of Haley.
+3. Calculate 10 less than half the age of Haley.
+4. Print the result.
+
+Let''s implement this in Python.
+```python
+# Step 1: Define the age of Haley
+haley_age = 26
+
+# Step 2: Calculate half the age of Haley
+half_age_haley = Haley_age / 2
+
+# Step 3: Calculate 10 less than half the age of Haley
+geb_age = half_age_haley - 10
+
+# Output the result
+print(geb_age)','stop',148,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,2,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',2,'To solve the problem, we need to follow these steps:
+
+1. Determine Haley''s age.
+2. Use Haley''s age to find Geb''s age.
+
+Here''s the step-by-step reasoning:
+
+1. Haley''s age is given as 26 years.
+2. Geb is 10 less than half the age of Haley. So, we need to calculate half of 26 and then subtract 10.
+3. Let''s calculate half of 26 and then subtract 10 in Python.
+4. Print the result.
+
+Let''s write the Python code to solve this problem.
+```python
+# Given Haley''s age
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+# Print the final answer
+print(geb_age)','stop',173,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,3,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',3,'To solve this problem, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Calculate half of Haley''s age.
+3. Subtract 10 from half of Haley''s age.
+
+Let''s start with the first step. Haley''s age is given as 26 years. We can calculate half of Haley''s age as follows:
+
+\[
+\text{Half of Haley''s age} = \frac{26}{2} = 13
+\]
+
+Now, we need to subtract 10 from half of Haley''s age:
+
+\[
+\text{Geb''s age} = 13 - 10 = 3
+\]
+
+So, Geb''s age is \(\boxed{3}\).','stop',152,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,4,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',4,'To determine Geb''s age, we need to find half the age of Haley and then subtract 10 from that result. Let''s break this down step-by-step.
+
+1. Start with Haley''s age: 26 years.
+2. Calculate half the age of Haley: \( \frac{26}{2} = 13 \) years.
+3. Subtract 10 from 13: \( 13 - 10 = 3 \) years.
+
+Therefore, Geb is \(\boxed{3}\) years old.','stop',114,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,5,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',5,'Let''s solve the problem step-by-step using Python code.
+
+1. Determine Haley''s age. Since Haley is 26 years old, we can write the equation:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Determine Geb''s age. According to the problem, Geb is 10 less than half the age of Haley. We can write the equation:
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+
+3. Substitute Haley''s age into the equation:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10
+   \]
+
+4. Simplify the expression:
+   \[
+   \text{Geb''s age} = 13 - 10
+   \]
+   \[
+   \text{Geb''s age} = 3
+   \]
+
+So, Geb is \(\boxed{3}\) years old.','stop',223,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,6,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',6,'Let''s solve the problem step-by-step. We know that Haley is 26 years old, so half of Haley''s age is 13. We are also told that Geb is 10 less than half of Haley''s age. So, we can calculate Geb''s age as follows:
+
+1. Calculate half of Haley''s age: \( \frac{26}{2} = 13 \)
+2. Calculate Geb''s age: \( 13 - 10 = 3 \)
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Given data
+haley_age = 26
+
+# Calculate Geb''s age
+gerb_age = (haley_age / 2) - 10
+print(gerb_age)','stop',161,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,0,7,'f8308e8e4c24968106abc6f25abb137e9a06e1556109438be36c6719394da3be',7,'To solve this problem step-by-step, let''s first determine Haley''s age. According to the problem, Haley is 26 years old. Then, we can calculate Geb''s age using the formula:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Now, let''s implement this in Python:
+```python
+# Given data
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+# Print the result
+print(geb_age)','stop',132,153,120,5.69843359598963328238e+00,203386536096.0,NULL);
+INSERT INTO "chains" VALUES(88,1,0,'4fc0db616f80b63c53b8854f9bb2b2d0fddf9e6fe87a668d1c36e6f923482e50',0,'The age of Geb is \(\boxed{3}\).','stop',13,325,315,0.73228265013895,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(88,2,0,'ebee4bc901d76da9d0480e35b9e8eff5ca7c183cdc284b9d59accb32d13d3a3a',0,'It seems there was an issue with the variable name. Let''s correct the variable names and re-run the code.
+```python
+# Correct variable names
+haley_age = 26
+
+# Step 2: Calculate half the age of Haley
+half_age_haley = Haley_age / 2
+
+# Step 3: Calculate 10 less than half the age of Haley
+geb_age = half_age_haley - 10
+
+# Output the result
+print(geb_age)','stop',103,317,275,5.80279470943156905349e+00,181488218112.0,NULL);
+INSERT INTO "chains" VALUES(88,3,0,'7a8d887c0097b89f3053dca18224d8a71696007de0f401e4bcc3090dc0333ee9',0,'The final answer is \(\boxed{3}\).','stop',12,335,325,6.80925329410820290299e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(88,4,0,'4197ad1130667761b60a6e303b189e81a1b3241320bf2ab3904641a160255648',0,'The calculation confirms that Geb is \(\boxed{3}\) years old.','stop',17,323,313,8.94914689651826300575e-01,32768706048.0,NULL);
+INSERT INTO "chains" VALUES(88,5,0,'3d50d24b4bc5c96981b93f07f5e9bbf7023aa53ad6f548140483d3951d607a51',0,'The final answer is \(\boxed{3.0}\).','stop',14,294,284,7.53921171151644919916e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(88,6,0,'65ec106031114d3ef5c7edb36740ec815b7d374fabf1c56a37c07049c0f0584e',0,'The correct answer is \( \boxed{26} \).','stop',14,438,419,9.76535799326181064294e-01,40330715136.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -19112,6 +19713,9 @@ INSERT INTO "jobs" VALUES(82,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(83,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1121',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','140','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1363590574, "usage": {"prompt_tokens": 163, "cached_prompt_tokens": 120, "completion_tokens": 2035, "calls": 1, "seconds": 66.39476556512784, "flops": 2608893135360.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0306, "call_seconds": 0.0313, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.026, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.022, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0216, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3, 5], "seeds": [531089937, 531105775, 531113694, 531129532], "usage": {"prompt_tokens": 1713, "cached_prompt_tokens": 1410, "completion_tokens": 74, "calls": 4, "seconds": 11.485052823523857, "flops": 470104898304.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1, 0, 1, 0, 0]}, {"event": "vote", "counts": {"35": 1, "140": 4, "20": 1, "490": 1, "1020": 1}, "tie_broken_by_rng": false, "winner": "140"}]',1876,1530,2109,9,0,0,3078998033664.0,0.0,1.12997143259010044856e+02,7.79807719516517892097e+01,1.79630741211909341812e+09);
 INSERT INTO "jobs" VALUES(84,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1123',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','105','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1608747089, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 120, "completion_tokens": 2864, "calls": 1, "seconds": 103.52978878747037, "flops": 3677657086464.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0251, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0222, "call_seconds": 0.0252, "stdout_bytes": 0, "stderr_bytes": 233}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0169, "call_seconds": 0.018, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0187, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4], "seeds": [1048425881, 1048433800, 1048441719, 1048449638], "usage": {"prompt_tokens": 2298, "cached_prompt_tokens": 2241, "completion_tokens": 200, "calls": 4, "seconds": 11.895200561273462, "flops": 318864716544.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "length"], "code_runs": [0, 1, 1, 1, 1, 0, 0, 0]}, {"event": "vote", "counts": {"105": 3, "75": 1, "2": 1, "90": 1, "45": 1, "17": 1}, "tie_broken_by_rng": false, "winner": "105"}]',2480,2361,3064,9,0,0,3996521803008.0,0.0,2.82397959494002861909e+02,1.15512008807739022134e+02,1.79630759157402658467e+09);
 INSERT INTO "jobs" VALUES(85,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1128',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','7','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1872387392, "usage": {"prompt_tokens": 155, "cached_prompt_tokens": 120, "completion_tokens": 2208, "calls": 1, "seconds": 86.05607442776618, "flops": 2816848385280.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.021, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1213, "call_seconds": 0.1223, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0239, "call_seconds": 0.032, "stdout_bytes": 0, "stderr_bytes": 222}, {"event": "tool", "round": 0, "path": 4, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0229, "call_seconds": 0.0475, "stdout_bytes": 0, "stderr_bytes": 186}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.1062, "call_seconds": 0.107, "stdout_bytes": 0, "stderr_bytes": 234}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0163, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 6, 7], "seeds": [2017455541, 2017463460, 2017471379, 2017479298, 2017495136, 2017503055], "usage": {"prompt_tokens": 2764, "cached_prompt_tokens": 2481, "completion_tokens": 342, "calls": 6, "seconds": 21.420008172405954, "flops": 780147270912.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0157, "call_seconds": 0.0192, "stdout_bytes": 0, "stderr_bytes": 222}, {"event": "tool", "round": 1, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0949, "call_seconds": 0.0962, "stdout_bytes": 0, "stderr_bytes": 234}, {"event": "generate", "round": 2, "paths": [3, 6], "seeds": [2017576108, 2017599865], "usage": {"prompt_tokens": 1188, "cached_prompt_tokens": 1148, "completion_tokens": 221, "calls": 2, "seconds": 9.628427797679432, "flops": 326426725632.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length", "length", "answered", "length", "answered"], "code_runs": [0, 1, 1, 2, 1, 0, 2, 1]}, {"event": "vote", "counts": {"8": 1, "12": 1, "7": 4, "2": 1, "16": 1}, "tie_broken_by_rng": false, "winner": "7"}]',4107,3749,2771,17,0,0,3923422381824.0,0.0,2.81776785406007547864e+02,1.17565807972843046509e+02,1.79630769391152858736e+09);
+INSERT INTO "jobs" VALUES(86,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1131',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','384','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1916442109, "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 121, "completion_tokens": 2263, "calls": 1, "seconds": 87.1873553293044, "flops": 2930278521600.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0122, "call_seconds": 0.017, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0186, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 5], "seeds": [1239601487, 1239633163], "usage": {"prompt_tokens": 1010, "cached_prompt_tokens": 988, "completion_tokens": 34, "calls": 2, "seconds": 2.3222236080279495, "flops": 68058081792.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 0, 0, 1, 0, 0]}, {"event": "vote", "counts": {"384": 2, "96/5": 2, "120": 1, "1616/5": 1, "4": 1, "1536/5": 1}, "tie_broken_by_rng": true, "winner": "384"}]',1201,1109,2297,5,0,0,2998336603392.0,0.0,208.648484276011,8.95452272683347842967e+01,1.79630780023660683629e+09);
+INSERT INTO "jobs" VALUES(87,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1146',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','-240','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 480898838, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 2452, "calls": 1, "seconds": 99.32190500055822, "flops": 3164700803328.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.024, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0232, "call_seconds": 0.0245, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0214, "call_seconds": 0.0404, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0285, "call_seconds": 0.0297, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.021, "call_seconds": 0.025, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0243, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 6, 7], "seeds": [1382826668, 1382834587, 1382850425, 1382858344, 1382874182, 1382882101], "usage": {"prompt_tokens": 2822, "cached_prompt_tokens": 2655, "completion_tokens": 89, "calls": 6, "seconds": 6.913221182941926, "flops": 315083712000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 0, 1, 1]}, {"event": "vote", "counts": {"200": 1, "0": 1, "-152": 1, "71500": 1, "300": 1, "60": 1, "64": 1, "-240": 1}, "tie_broken_by_rng": true, "winner": "-240"}]',3009,2775,2541,13,0,0,3479784515328.0,0.0,1.60070520188004593361e+02,1.06402887846504214054e+02,1.79630785399063587189e+09);
+INSERT INTO "jobs" VALUES(88,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1162',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 499595817, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 1266, "calls": 1, "seconds": 45.587468767917066, "flops": 1627092288768.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0251, "call_seconds": 0.0304, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0116, "call_seconds": 0.0124, "stdout_bytes": 0, "stderr_bytes": 185}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.024, "call_seconds": 0.0296, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0186, "call_seconds": 0.0248, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0201, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 6, 7], "seeds": [277803176, 277811095, 277819014, 277850690, 277858609], "usage": {"prompt_tokens": 1594, "cached_prompt_tokens": 1512, "completion_tokens": 159, "calls": 5, "seconds": 8.86483854978481, "flops": 297439024128.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0187, "call_seconds": 0.0199, "stdout_bytes": 0, "stderr_bytes": 185}, {"event": "generate", "round": 2, "paths": [1], "seeds": [277915824], "usage": {"prompt_tokens": 438, "cached_prompt_tokens": 419, "completion_tokens": 14, "calls": 1, "seconds": 0.9765357993261811, "flops": 40330715136.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 2, 1, 0, 0, 0, 1, 1]}, {"event": "vote", "counts": {"3": 7, "26": 1}, "tie_broken_by_rng": false, "winner": "3"}]',2185,2051,1439,13,0,0,1964862028032.0,0.0,8.03369906509906286408e+01,5.55658840400429170341e+01,1.79630788057796454432e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -40095,10 +40699,667 @@ print(vince_age)
 7.0
 ```
 The calculation confirms that Vince is currently \(\boxed{7}\) years old.','7',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,0,'To solve this problem step-by-step, we will follow these steps:
+
+1. Calculate the number of logs John can make from the entire tree.
+2. Calculate the number of planks from the logs.
+3. Calculate the total revenue from the planks.
+4. Print the final answer.
+
+Let''s start with the first step:
+
+1. Calculate the number of logs John can make from the entire tree.
+   John can make logs out of 80% of the tree. Therefore, the number of logs is:
+   \[
+   0.80 \times 80 = 64
+   \]
+
+2. Calculate the number of planks from the logs.
+   From each log, John cuts 5 planks. Therefore, the total number of planks is:
+   \[
+   64 \times 5 = 320
+   \]
+
+3. Calculate the total revenue from the planks.
+   He sells each plank for $1.2. Therefore, the total revenue is:
+   \[
+   320 \times 1.2 = 384
+   \]
+
+4. Print the final answer.
+   The final answer is \(\boxed{384}\).','384',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(86,1,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Calculate the total number of logs John can make:**
+   - John can make logs out of 80% of the 80-foot tree, which is \(0.8 \times 80 = 64\) logs.
+   - He cuts these logs into 4-foot logs, which is \(4 \times 4 = 16\) logs.
+
+2. **Calculate the total number of planks from the 16 logs:**
+   - Each log is cut into 5 planks, so the total number of planks is \(16 \times 5 = 80\) planks.
+
+3. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2, so the total revenue is \(80 \times 1.2 = 96\) dollars.
+
+Now let''s use Python code to verify this solution.
+```python
+# Step-by-step calculation
+
+# Step 1: Calculate the total number of logs John can make
+total_logs = 0.8 * 80
+
+# Step 2: Calculate the total number of planks from the 16 logs
+logs_per_plank = 4
+total_planks = logs_per_plank * logs_per_plank
+
+# Step 3: Calculate the total revenue from selling the planks
+price_per_plank = 1.2
+total_revenue = total_planks * price_per_plank
+
+print(total_revenue)
+```
+```output
+19.2
+```
+The total amount John makes is \(\boxed{19.2}\) dollars.','19.2',0,'not_equivalent',350,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,2,'To determine how much John makes, we need to break down the problem step-by-step and use Python code to ensure accuracy.
+
+1. **Determine the number of logs:**
+   John cuts the tree into 4-foot logs. Since each log can make 80% of the tree, the number of logs is:
+   \[
+   \text{Number of logs} = \frac{80 \text{ feet}}{4 \text{ feet/log}} = 20 \text{ logs}
+   \]
+
+2. **Determine the number of planks:**
+   From each of the 20 logs, John cuts 5 planks. Therefore, the number of planks is:
+   \[
+   \text{Number of planks} = 20 \text{ logs} \times 5 \text{ planks/log} = 100 \text{ planks}
+   \]
+
+3. **Determine the selling price of each plank:**
+   The selling price of each plank is $1.2. Therefore, the total revenue from the planks is:
+   \[
+   \text{Total revenue} = 100 \text{ planks} \times \$1.2/\text{plank} = \$120
+   \]
+
+Thus, John makes \(\boxed{120}\) dollars.','120',0,'not_equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,3,'To determine how much John makes, we need to calculate the total number of planks he cuts and then multiply by the price per plank. Let''s break it down step-by-step.
+
+1. **Calculate the number of logs John can make:**
+   - John can make logs out of 80% of the tree.
+   - The tree is 80 feet long.
+   - Therefore, the number of logs he can make is \(0.8 \times 80 = 64\).
+
+2. **Calculate the number of planks from each log:**
+   - Each log is cut into 4-foot logs.
+   - Therefore, the total number of planks from 64 logs is \(64 \times 4 = 256\).
+
+3. **Calculate the total cost of the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total cost of 256 planks is \(256 \times 1.2 = 323.20\).
+
+Thus, the final answer is \(\boxed{323.20}\).','323.20',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,4,'To solve this problem, we''ll break it down step-by-step and use Python code to ensure accuracy.
+
+1. **Calculate the total number of logs John can make:**
+   - John can make logs out of 80% of the tree. Since the tree is 80 feet long, we calculate:
+     \[
+     \text{Number of logs} = 0.80 \times 80 = 64
+     \]
+
+2. **Calculate the total number of planks John can cut from each log:**
+   - Each log has 5 planks. So, we calculate:
+     \[
+     \text{Total planks} = 64 \times 5 = 320
+     \]
+
+3. **Calculate the total revenue from selling each plank:**
+   - Each plank is sold for $1.2. So, we calculate:
+     \[
+     \text{Total revenue} = 320 \times 1.2 = 384
+     \]
+
+4. **Output the final answer:**
+   - The final answer is the total revenue, which is \(\boxed{384}\).
+
+This code snippet follows the steps outlined in the problem statement and verifies that it calculates the correct total revenue.','384',0,'not_equivalent',267,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,5,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. **Calculate the number of logs:**
+   - John cuts the tree into 4-foot logs.
+   - Since he cuts it into 80% of it, the total number of logs is \( \frac{80 \times 4}{100} = 24 \).
+
+2. **Calculate the number of planks:**
+   - Each log is cut into 5 planks.
+   - Therefore, the total number of planks is \( 24 \times 5 = 120 \).
+
+3. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \( 120 \times 1.2 = 144 \).
+
+So, John makes $144. Let''s confirm this with a simple Python program.
+
+```python
+# Number of logs
+total_logs = 80 * 4 / 100
+
+# Number of planks
+total_planks = total_logs * 5
+
+# Price per plank
+price_per_plank = 1.2
+
+# Total revenue
+total_revenue = total_planks * price_per_plank
+print(total_revenue)
+```
+```output
+19.2
+```
+The final answer is \(\boxed{19.2}\).','19.2',0,'not_equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,6,'To determine how much John makes, we need to follow a step-by-step approach. Let''s break it down:
+
+1. Calculate the number of logs John can make from the 80-foot tree.
+2. Determine how many planks he can cut from each log.
+3. Calculate the total amount of money John can make by selling each plank.
+
+First, we calculate the number of logs John can make from the 80-foot tree:
+\[
+\text{Number of logs} = \frac{80 \text{ feet}}{80\%} = \frac{80 \text{ feet}}{0.80} = 100 \text{ logs}
+\]
+
+Next, we determine how many planks he can cut from each log:
+\[
+\text{Number of planks per log} = \frac{80 \text{ feet}}{100 \text{ logs}} = 0.80 \text{ planks per log}
+\]
+
+Then, we calculate the total amount of money John can make by selling each plank:
+\[
+\text{Total money} = 0.80 \text{ planks per log} \times 5 \text{ planks per plank} = 4 \text{ dollars}
+\]
+
+Therefore, the final answer is:
+\[
+\boxed{4}
+\]','4',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,7,'To determine how much John makes, we need to follow these steps:
+
+1. Calculate the number of logs John can make from the 80-foot tree.
+2. Determine how many planks John can cut from each log.
+3. Calculate the total number of planks John can cut.
+4. Determine the total revenue John can make from selling each plank.
+
+**Step 1: Calculate the number of logs John can make.**
+
+John can make logs out of 80% of the tree. The tree is 80 feet long, so:
+\[ \text{Number of logs} = 0.80 \times 80 = 64 \]
+
+**Step 2: Determine how many planks John can cut from each log.**
+
+Each log is cut into 4-foot logs. So, the number of planks is:
+\[ \text{Number of planks} = 4 \times 64 = 256 \]
+
+**Step 3: Calculate the total number of planks John can cut.**
+
+The total number of planks is:
+\[ \text{Total planks} = 256 \]
+
+**Step 4: Determine the total revenue John can make from selling each plank.**
+
+Each plank is sold for $1.2. So, the total revenue is:
+\[ \text{Total revenue} = 256 \times 1.2 = 307.2 \]
+
+Therefore, the final answer is:
+\[ \boxed{307.2} \]','307.2',0,'not_equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,0,'To solve this problem, we need to calculate the total revenue from selling the rocks and the loss from the investment. Here''s a step-by-step approach:
+
+1. Calculate the total revenue from selling the rocks.
+2. Calculate the total investment.
+3. Subtract the total investment from the total revenue to find the loss.
+
+Let''s write the Python code to solve this problem.
+
+```python
+# Step 1: Calculate the total revenue from selling the rocks
+price_per_rock = 5
+number_of_rock = 60
+total_revenue = price_per_rock * number_of_rock
+
+# Step 2: Calculate the total investment
+investment = 100
+
+# Step 3: Calculate the loss
+loss = total_revenue - investment
+print(loss)
+```
+```output
+200
+```
+Adam loses \(\boxed{200}\) dollars.','200',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the rocks Adam buys.
+2. Calculate the total revenue from selling the rocks.
+3. Determine the amount of money Adam loses by subtracting the revenue from the total cost.
+
+Let''s break it down:
+
+1. Adam starts with $100.
+2. He can buy 60% of his money in the rock stand. So, he buys \(0.60 \times 100 = 60\) rocks.
+3. The cost of each rock is $5, so the total cost of the rocks is \(60 \times 5 = 300\) dollars.
+4. The revenue from selling the rocks is \(0.60 \times 60 = 36\) dollars.
+5. The amount of money Adam loses is \(300 - 36 = 264\) dollars.
+
+Now, let''s implement this in Python code to ensure the result is accurate.
+```python
+# Initial amount of money Adam has
+initial_money = 100
+
+# Percentage of money invested in the rock stand
+investment_percentage = 0.60
+
+# Number of rocks Adam buys
+number_of_rocks = int(investment_percentage * initial_money)
+
+# Cost of each rock
+cost_per_rock = 5
+
+# Total cost of the rocks
+total_cost = number_of_rocks * cost_per_rock
+
+# Revenue from selling the rocks
+revenue = number_of_rocks * cost_per_rock
+
+# Amount of money Adam loses
+money_lost = total_cost - revenue
+print(money_lost)
+```
+```output
+0
+```
+The amount of money Adam loses is \(\boxed{0}\).','0',0,'not_equivalent',359,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,2,'To determine how much money Adam loses, we need to follow these steps:
+
+1. Calculate the total cost of the rocks Adam buys.
+2. Determine how many rocks Adam sells.
+3. Calculate the total revenue from selling the rocks.
+4. Subtract the total revenue from the initial amount of money Adam has to find out how much money he loses.
+
+First, let''s calculate the total cost of the rocks Adam buys. Adam buys 60% of his $100 worth of money. So, the cost is:
+\[ 0.60 \times 100 = 60 \text{ dollars} \]
+
+Next, we determine how many rocks Adam sells. Since he sells 60% of his inventory, the number of rocks sold is:
+\[ 0.60 \times 60 = 36 \text{ rocks} \]
+
+Now, we calculate the total revenue from selling the rocks. If Adam sells 36 rocks, he sells each rock for $7. So, the total revenue is:
+\[ 36 \times 7 = 252 \text{ dollars} \]
+
+Finally, we subtract the total revenue from the initial amount of money Adam has to find out how much money he loses:
+\[ 100 - 252 = -152 \text{ dollars} \]
+
+Therefore, the final answer is:
+\[ \boxed{-152} \]','-152',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,3,'To solve this problem, we need to break it down into several steps:
+
+1. Calculate the total revenue from selling the rocks.
+2. Calculate the total cost of buying the rocks.
+3. Calculate the loss by subtracting the total cost from the total revenue.
+
+Let''s do this step-by-step using Python code.
+```python
+import numpy as np
+import sympy as sp
+
+# Given data
+initial_amount = 100
+price_per_rock = 5
+price_per_sold_rock = 7
+percentage_sold = 60
+
+# Step 1: Calculate total revenue
+total_revenue = (price_per_sold_rock * percentage_sold) * initial_amount
+
+# Step 2: Calculate total cost of buying the rocks
+total_cost = (price_per_rock * initial_amount) * (1 - percentage_sold)
+
+# Step 3: Calculate the loss
+loss = total_revenue - total_cost
+print(loss)
+```
+```output
+71500
+```
+Adam loses \(\boxed{71500}\) dollars.','71500',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,4,'To solve this problem, we need to break it down into several steps:
+
+1. Calculate the total cost of the rocks Adam wants to buy.
+2. Determine the total revenue from selling the rocks.
+3. Calculate the total money Adam has after buying the rocks.
+4. Calculate the money Adam lost by subtracting the total money he has after buying the rocks from the initial amount of money Adam had.
+5. Print the final answer.
+
+Let''s write the Python code to solve this step-by-step:
+
+```python
+import numpy as np
+import sympy as sp
+
+# Initial amount of money Adam has
+initial_amount = 100
+
+# Cost of one rock
+cost_per_rock = 5
+
+# Selling price of one rock
+selling_price_per_rock = 7
+
+# Number of rocks Adam wants to buy
+number_of_rocks = 60
+
+# Calculate the total cost of the rocks
+total_cost = cost_per_rock * number_of_rocks
+
+# Calculate the total revenue from selling the rocks
+total_revenue = selling_price_per_rock * number_of_rocks
+
+# Calculate the total money Adam has after buying the rocks
+total_money_after_buying = initial_amount + total_cost
+
+# Calculate the money Adam lost by subtracting the total money he has after buying the rocks from the initial amount of money Adam had
+money_lost = total_money_after_buying - initial_amount
+
+# Print the final answer
+print(money_lost)
+```
+```output
+300
+```
+Adam loses \(\boxed{300}\) dollars.','300',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,5,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total revenue Adam earns from selling the rocks he sells.
+2. Calculate the total cost of the rocks he buys.
+3. Determine the amount of money Adam loses by subtracting the total cost from the total revenue.
+
+Let''s start by calculating the total cost of the rocks Adam buys. Since he buys 60% of his money, we can calculate the total cost as follows:
+\[ \text{Total cost} = 0.60 \times \$100 = \$60 \]
+
+Next, we calculate the total revenue Adam earns from selling the rocks he sells. Since he sells 60% of his inventory, we can calculate the total revenue as follows:
+\[ \text{Total revenue} = 0.60 \times (\text{Number of rocks sold}) = 0.60 \times 60 = \$36 \]
+
+Now, we need to determine the amount of money Adam loses by subtracting the total cost from the total revenue:
+\[ \text{Money lost} = \text{Total revenue} - \text{Total cost} = \$36 - \$60 = \$-24 \]
+
+Since we can''t have a negative amount of money, we need to reconsider the problem. The problem states that Adam invests all his money in the rock stand but only sells 60% of his inventory. This means that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify the exact number of rocks sold, we can assume that the money he invests is the same as the money he sells, but since the problem does not specify','60',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,6,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the rocks.
+2. Determine how much money Adam sells.
+3. Calculate the loss by subtracting the money sold from the total cost.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total cost of the rocks:
+   - Adam can buy 60% of his $100 in rocks.
+   - \( 0.60 \times 100 = 60 \) rocks.
+
+2. Determine how much money Adam sells:
+   - Adam sells 60% of his 60 rocks.
+   - \( 0.60 \times 60 = 36 \) rocks.
+
+3. Calculate the loss by subtracting the money sold from the total cost:
+   - \( 100 - 36 = 64 \) dollars.
+
+Now, let''s write the Python code to verify these calculations.
+
+```python
+# Initial amount of money Adam has
+initial_amount = 100
+
+# Cost of one rock
+cost_per_rock = 5
+
+# Percentage of money invested in rocks
+investment_percentage = 0.60
+
+# Number of rocks bought
+num_rocks_bought = initial_amount * investment_percentage
+
+# Number of rocks sold
+num_rocks_sold = num_rocks_bought * investment_percentage
+
+# Money lost
+money_lost = initial_amount - num_rocks_sold
+
+# Final answer
+print(money_lost)
+```
+```output
+64.0
+```
+The final answer is \(\boxed{64}\).','64',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,7,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total revenue Adam gets from selling the rocks.
+2. Calculate the total cost Adam spends on the rocks.
+3. Find the amount of money Adam loses by subtracting the total cost from the total revenue.
+
+Let''s break it down step-by-step:
+
+1. Calculate the total revenue from selling the rocks:
+\[ \text{Revenue from selling} = 60\% \times \text{Total money} = 0.60 \times 100 = 60 \]
+So, Adam makes a total revenue of $60.
+
+2. Calculate the total cost Adam spends on the rocks:
+\[ \text{Cost of rocks} = 60 \times 5 = 300 \]
+So, Adam spends $300 on the rocks.
+
+3. Find the amount of money Adam loses by subtracting the total cost from the total revenue:
+\[ \text{Money lost} = \text{Total revenue} - \text{Cost of rocks} = 60 - 300 = -240 \]
+
+Let''s write the Python code to verify this:
+
+```python
+# Initial amount of money
+initial_money = 100
+
+# Cost of rocks
+cost_of_rocks = 60 * 5
+
+# Revenue from selling the rocks
+revenue_from_selling = 0.60 * initial_money
+
+# Total money lost
+money_lost = revenue_from_selling - cost_of_rocks
+print(money_lost)
+```
+```output
+-240.0
+```
+The amount of money Adam loses is \(\boxed{-240}\).','-240',0,'not_equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(88,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate Haley''s age.
+2. Determine Geb''s age using the relationship given in the problem.
+
+First, we know that Haley is 26 years old. According to the problem, Geb is 10 less than half the age of Haley. We can calculate Geb''s age using the following steps:
+
+1. Calculate half the age of Haley.
+2. Subtract 10 from the result from step 1.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate Haley''s age
+haley_age = 26
+
+# Step 2: Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+print(geb_age)
+```
+```output
+3.0
+```
+The age of Geb is \(\boxed{3}\).','3',1,'equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(88,1,'To solve this problem, we can use the following steps:
+
+1. Define the age of Haley as 26.
+2. Calculate half the age of Haley.
+3. Calculate 10 less than half the age of Haley.
+4. Print the result.
+
+Let''s implement this in Python.
+```python
+# Step 1: Define the age of Haley
+haley_age = 26
+
+# Step 2: Calculate half the age of Haley
+half_age_haley = Haley_age / 2
+
+# Step 3: Calculate 10 less than half the age of Haley
+geb_age = half_age_haley - 10
+
+# Output the result
+print(geb_age)
+```
+```output
+NameError: name ''Haley_age'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct the variable names and re-run the code.
+```python
+# Correct variable names
+haley_age = 26
+
+# Step 2: Calculate half the age of Haley
+half_age_haley = Haley_age / 2
+
+# Step 3: Calculate 10 less than half the age of Haley
+geb_age = half_age_haley - 10
+
+# Output the result
+print(geb_age)
+```
+```output
+NameError: name ''Haley_age'' is not defined
+```
+The correct answer is \( \boxed{26} \).','26',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,2,'To solve the problem, we need to follow these steps:
+
+1. Determine Haley''s age.
+2. Use Haley''s age to find Geb''s age.
+
+Here''s the step-by-step reasoning:
+
+1. Haley''s age is given as 26 years.
+2. Geb is 10 less than half the age of Haley. So, we need to calculate half of 26 and then subtract 10.
+3. Let''s calculate half of 26 and then subtract 10 in Python.
+4. Print the result.
+
+Let''s write the Python code to solve this problem.
+```python
+# Given Haley''s age
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+# Print the final answer
+print(geb_age)
+```
+```output
+3.0
+```
+The final answer is \(\boxed{3}\).','3',1,'equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,3,'To solve this problem, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Calculate half of Haley''s age.
+3. Subtract 10 from half of Haley''s age.
+
+Let''s start with the first step. Haley''s age is given as 26 years. We can calculate half of Haley''s age as follows:
+
+\[
+\text{Half of Haley''s age} = \frac{26}{2} = 13
+\]
+
+Now, we need to subtract 10 from half of Haley''s age:
+
+\[
+\text{Geb''s age} = 13 - 10 = 3
+\]
+
+So, Geb''s age is \(\boxed{3}\).','3',1,'equivalent',152,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,4,'To determine Geb''s age, we need to find half the age of Haley and then subtract 10 from that result. Let''s break this down step-by-step.
+
+1. Start with Haley''s age: 26 years.
+2. Calculate half the age of Haley: \( \frac{26}{2} = 13 \) years.
+3. Subtract 10 from 13: \( 13 - 10 = 3 \) years.
+
+Therefore, Geb is \(\boxed{3}\) years old.','3',1,'equivalent',114,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,5,'Let''s solve the problem step-by-step using Python code.
+
+1. Determine Haley''s age. Since Haley is 26 years old, we can write the equation:
+   \[
+   \text{Haley''s age} = 26
+   \]
+
+2. Determine Geb''s age. According to the problem, Geb is 10 less than half the age of Haley. We can write the equation:
+   \[
+   \text{Geb''s age} = \frac{\text{Haley''s age}}{2} - 10
+   \]
+
+3. Substitute Haley''s age into the equation:
+   \[
+   \text{Geb''s age} = \frac{26}{2} - 10
+   \]
+
+4. Simplify the expression:
+   \[
+   \text{Geb''s age} = 13 - 10
+   \]
+   \[
+   \text{Geb''s age} = 3
+   \]
+
+So, Geb is \(\boxed{3}\) years old.','3',1,'equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,6,'Let''s solve the problem step-by-step. We know that Haley is 26 years old, so half of Haley''s age is 13. We are also told that Geb is 10 less than half of Haley''s age. So, we can calculate Geb''s age as follows:
+
+1. Calculate half of Haley''s age: \( \frac{26}{2} = 13 \)
+2. Calculate Geb''s age: \( 13 - 10 = 3 \)
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Given data
+haley_age = 26
+
+# Calculate Geb''s age
+gerb_age = (haley_age / 2) - 10
+print(gerb_age)
+```
+```output
+3.0
+```
+The calculation confirms that Geb is \(\boxed{3}\) years old.','3',1,'equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,7,'To solve this problem step-by-step, let''s first determine Haley''s age. According to the problem, Haley is 26 years old. Then, we can calculate Geb''s age using the formula:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Now, let''s implement this in Python:
+```python
+# Given data
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+# Print the result
+print(geb_age)
+```
+```output
+3.0
+```
+The final answer is \(\boxed{3.0}\).','3.0',1,'equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630769391655325888e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',85,8.60923660592099622597e+03,8.60923261614800139785e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1796307880.57871,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',88,8.79590311632099474108e+03,8.79589912468800321204e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -40450,5 +41711,17 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1128',0,85,'12',0.0,0,28,1,4107.0,3749.0,692.75,0.0,7.04441963515018869639e+01,1.317525109524310791e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1128',0,85,'2',0.0,0,70,1,4107.0,3749.0,1385.5,0.0,1.40888392703003773932e+02,2.18615753362420727531e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1128',0,85,'7',0.0,0,1,0,4107.0,3749.0,2771.0,0.0,2.81776785406007547864e+02,3923422381824.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1131',0,86,'384',0.0,0,8,1,1201.0,1109.0,287.125,0.0,2.60810605345013755149e+01,4.75824346907070739763e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1131',0,86,'384',0.0,0,28,1,1201.0,1109.0,574.25,0.0,5.21621210690027510298e+01,836183240690.632);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1131',0,86,'323.20',0.0,0,70,1,1201.0,1109.0,1148.5,0.0,1.04324242138005502051e+02,1.55690102825775463866e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1131',0,86,'384',0.0,0,1,0,1201.0,1109.0,2297.0,0.0,208.648484276011,2998336603392.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1146',0,87,'200',0.0,0,8,1,3009.0,2775.0,317.625,0.0,2.00088150235005741701e+01,691724732709.12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1146',0,87,'0',0.0,0,28,1,3009.0,2775.0,635.25,0.0,4.00176300470011483403e+01,1.09001898736896008303e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1146',0,87,'71500',0.0,0,70,1,3009.0,2775.0,1270.5,0.0,80.0352600940023,1.88660749668864013671e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1146',0,87,'-240',0.0,0,1,0,3009.0,2775.0,2541.0,0.0,1.60070520188004593361e+02,3479784515328.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1162',0,88,'3',0.875,1,8,1,2185.0,2051.0,179.875,0.0,1.00421238313738285801e+01,3.92066795326474243164e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1162',0,88,'26',0.875,0,28,1,2185.0,2051.0,359.75,0.0,2.00842476627476571602e+01,6.16751828570120849606e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1162',0,88,'3',1.0,1,70,1,2185.0,2051.0,719.5,0.0,4.01684953254953143204e+01,1.06612189505741394043e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1162',0,88,'3',1.0,1,1,0,2185.0,2051.0,1439.0,0.0,8.03369906509906286408e+01,1964862028032.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
