@@ -19617,6 +19617,1228 @@ INSERT INTO "chains" VALUES(88,3,0,'7a8d887c0097b89f3053dca18224d8a71696007de0f4
 INSERT INTO "chains" VALUES(88,4,0,'4197ad1130667761b60a6e303b189e81a1b3241320bf2ab3904641a160255648',0,'The calculation confirms that Geb is \(\boxed{3}\) years old.','stop',17,323,313,8.94914689651826300575e-01,32768706048.0,NULL);
 INSERT INTO "chains" VALUES(88,5,0,'3d50d24b4bc5c96981b93f07f5e9bbf7023aa53ad6f548140483d3951d607a51',0,'The final answer is \(\boxed{3.0}\).','stop',14,294,284,7.53921171151644919916e-01,28987701504.0,NULL);
 INSERT INTO "chains" VALUES(88,6,0,'65ec106031114d3ef5c7edb36740ec815b7d374fabf1c56a37c07049c0f0584e',0,'The correct answer is \( \boxed{26} \).','stop',14,438,419,9.76535799326181064294e-01,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(89,0,0,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',0,'Let''s break down the problem step-by-step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. So, we need to calculate three times the number of masks Mike bought and then add 2 to that result.
+
+We can use the following Python code to calculate the number of face masks Johnny bought:
+
+```python
+# Number of face masks Mike bought
+mike_masks = 5
+
+# Number of face masks Johnny bought
+johnny_masks = 3 * mike_masks + 2
+
+print(johnny_masks)','stop',127,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,1,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',1,'To solve this problem, let''s break it down step by step:
+
+1. Let''s define a variable for the number of face masks Mike bought, which is 5.
+2. Let''s define another variable for the number of face masks Johnny bought, which is 3 times the number of face masks Mike bought plus 2.
+
+Now, we can calculate Johnny''s face masks by multiplying the number of face masks Mike bought by 3 and adding 2.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+# Output the result
+print(johnny_face_masks)','stop',159,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,2,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',2,'Let''s solve the problem step by step.
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. So, we need to calculate \( 3 \times 5 + 2 \).
+
+Let''s write the Python code to calculate this:
+```python
+# Step 1: Mike bought 5 face masks
+mike_mask_count = 5
+
+# Step 2: Johnny bought 2 more than thrice as many face masks as Mike
+johnny_mask_count = 3 * mike_mask_count + 2
+
+print(johnny_mask_count)','stop',130,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,3,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',3,'To solve the problem, we need to follow these steps:
+
+1. Determine how many face masks Mike bought.
+2. Calculate how many face masks Johnny bought based on the information given.
+
+First, let''s calculate the number of face masks Mike bought. According to the problem, Mike bought 5 face masks. Since the problem states that Johnny bought 2 more than thrice as many face masks as Mike, we can express the number of face masks Johnny bought as:
+\[ \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2 \]
+
+Now, let''s substitute the number of face masks Mike bought into the equation:
+\[ \text{Number of face masks Johnny bought} = 3 \times 5 + 2 \]
+\[ \text{Number of face masks Johnny bought} = 15 + 2 \]
+\[ \text{Number of face masks Johnny bought} = 17 \]
+
+Therefore, the number of face masks Johnny bought is \(\boxed{17}\).','stop',220,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,4,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',4,'Let''s break down the problem step-by-step and solve it using Python.
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike.
+
+First, we need to calculate the number of face masks Johnny bought. Let''s call this number \( x \). According to the problem, Johnny bought \( 3x + 2 \) face masks.
+
+Since Mike bought 5 face masks, we can set up the equation:
+\[ 5 = 3x + 2 \]
+
+To find \( x \), we need to isolate \( x \) on one side of the equation. We can do this by subtracting 2 from both sides:
+\[ 5 - 2 = 3x \]
+\[ 3 = 3x \]
+
+Next, we need to solve for \( x \) by dividing both sides by 3:
+\[ x = \frac{3}{3} \]
+\[ x = 1 \]
+
+So, Johnny bought 1 face mask. Let''s confirm this using Python code.
+```python
+# Number of face masks Mike bought
+mike_faces_masks = 5
+
+# Number of face masks Johnny bought
+johnny_faces_masks = 3 * mike_faces_masks + 2
+print(johnny_faces_masks)','stop',271,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,5,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',5,'Let''s break down the problem step by step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike.
+
+We can use the following steps to calculate the number of face masks Johnny bought:
+
+1. Calculate thrice the number of face masks Mike bought.
+2. Add 2 to the result from step 1.
+
+Next, let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate thrice the number of face masks Mike bought
+mike_face_masks = 5
+thrice_mike_face_masks = 3 * mike_face_masks
+
+# Step 2: Add 2 to the result from step 1
+johnny_face_masks = thrice_mike_face_masks + 2
+
+# Print the final answer
+print(johnny_face_masks)','stop',178,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,6,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',6,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Calculate the number of face masks Mike bought.
+2. Use the number of face masks Mike bought to find out how many face masks Johnny bought.
+
+First, we know that Mike bought 5 face masks. Next, we calculate how many face masks Johnny bought. Since Johnny bought 2 more than thrice as many face masks as Mike, we can calculate this as follows:
+
+\[
+\text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2
+\]
+
+Substituting the number of face masks Mike bought into the equation, we get:
+
+\[
+\text{Number of face masks Johnny bought} = 3 \times 5 + 2
+\]
+
+\[
+\text{Number of face masks Johnny bought} = 15 + 2
+\]
+
+\[
+\text{Number of face masks Johnny bought} = 17
+\]
+
+Therefore, Johnny bought \(\boxed{17}\) face masks.','stop',225,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,0,7,'7cef8a7334eee16bf829a86ebadc215c01819a3b5a481ec6d3391899d6849b5c',7,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of face masks Mike bought.
+2. Calculate the number of face masks Johnny bought based on the information given.
+
+Let''s break it down step-by-step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. So, we need to calculate 3 * 5 + 2.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Step 1: Determine the number of face masks Mike bought
+mike_face_masks = 5
+
+# Step 2: Calculate the number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+# Output the final answer
+print(johnny_face_masks)','stop',168,153,120,7.36451579998778704805e+00,236785409568.0,NULL);
+INSERT INTO "chains" VALUES(89,1,0,'be61a74ea3104cb153759bec86031fbd1acccb3c90efb862fece659b77a7abc8',0,'Johnny bought \(\boxed{17}\) face masks.','stop',14,284,242,1.58483185659721237392e+00,69318416640.0,NULL);
+INSERT INTO "chains" VALUES(89,2,0,'bbd5f370e37bb39c22d63391c19651a0eed591afa53cb059908761d8c46bc0ac',0,'Johnny bought \(\boxed{17}\) face masks.','stop',14,320,311,7.54918056596999731411e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(89,3,0,'ac19a8d8e3be8e568d68a8275aa3d88187f2bd2361b5e55c4bb9dbee3f693af9',0,'Johnny bought \(\boxed{17}\) face masks.','stop',14,291,282,7.42092273604122665275e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(89,4,0,'8d884905212fb9e3bce1266f858e0c49b9187ddcb74f0507a648be672253e46c',0,'The final answer is \(\boxed{17}\).','stop',13,432,423,7.09868289852658262972e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(89,5,0,'be5d0138a58d31e9a34e63989f8a076c9a7795a90b2c5e0bf4f33080c00c32a0',0,'Johnny bought \(\boxed{17}\) face masks.','stop',14,339,330,7.48453863589440215875e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(89,6,0,'5b20ec81f553c572930165be0936f1101d09a29e63ca3fddd8f9277b319e2259',0,'Johnny bought \(\boxed{17}\) face masks.','stop',14,329,320,7.52036265590924513091e-01,27727366656.0,NULL);
+INSERT INTO "chains" VALUES(90,0,0,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',0,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine how many gallons of blood a whale has. Since each whale has 40 gallons of blood, we can calculate the total for ten whales:
+   \[
+   \text{Total blood for ten whales} = 10 \times 40 \text{ gallons}
+   \]
+
+2. Next, we need to determine how many gallons of blood a shark has. Since a shark has three times as much blood as a whale, we can calculate the total for ten sharks:
+   \[
+   \text{Total blood for ten sharks} = 10 \times 3 \times 40 \text{ gallons}
+   \]
+
+3. Finally, we need to add the total blood from the whales and the sharks to get the total number of gallons of blood that ten sharks swimming in the sea have:
+   \[
+   \text{Total blood for ten sharks} = (\text{Total blood for ten whales}) + (\text{Total blood for ten sharks})
+   \]
+
+Now, let''s implement this in Python:
+```python
+# Define the number of whales and sharks
+num_whales = 10
+num_sharks = 10
+
+# Calculate the total blood for ten whales
+total_blood_whales = num_whales * 40
+
+# Calculate the total blood for ten sharks
+total_blood_sharks = num_sharks * 3 * 40
+
+# Calculate the total blood for ten sharks
+total_blood_ten_sharks = total_blood_whales + total_blood_sharks
+
+# Print the result
+print(total_blood_ten_sharks)','stop',350,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,1,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the blood of one whale.
+2. Calculate the blood of one shark.
+3. Multiply the blood of one whale by 10 to get the blood of ten sharks.
+
+Let''s do this step by step using Python code.
+```python
+# Step 1: Calculate the blood of one whale
+blood_per_whale = 40  # gallons
+
+# Step 2: Calculate the blood of one shark
+blood_per_shark = 3 * blood_per_whale  # gallons
+
+# Step 3: Multiply the blood of one whale by 10 to get the blood of ten sharks
+number_of_sharks = 10
+total_gallons = blood_per_shark * number_of_sharks
+print(total_gallons)','stop',171,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,2,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',2,'To solve this problem, we need to follow these steps:
+
+1. Identify the number of gallons of blood each whale has. According to the problem, each whale has 40 gallons of blood.
+2. Identify the number of gallons of blood each shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, a shark has \(3 \times 40 = 120\) gallons of blood.
+3. Calculate the number of gallons of blood that ten sharks swimming in the sea have by multiplying the number of gallons of blood each shark has by 10.
+
+Let''s write the Python code to perform these steps.
+```python
+# Number of gallons of blood each whale has
+whale_blood = 40
+
+# Number of gallons of blood each shark has
+shark_blood = 3 * whale_blood
+
+# Number of sharks swimming in the sea
+number_of_sharks = 10
+
+# Calculate the number of gallons of blood that ten sharks swimming in the sea have
+total_blood = shark_blood * number_of_sharks
+print(total_blood)','stop',235,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,3,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',3,'```python
+# Given data
+blood_per_whale = 40  # gallons
+blood_per_shark = 3 * blood_per_whale
+
+# Number of sharks
+number_of_sharks = 10
+
+# Total blood for ten sharks
+total_blood = blood_per_shark * number_of_sharks
+print(total_blood)','stop',74,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,4,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',4,'To solve this problem, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We will use the information provided in the problem and write a Python program to perform the calculations.
+
+1. Determine the number of gallons of blood a whale has.
+   - Each whale has 40 gallons of blood.
+
+2. Determine the number of gallons of blood a shark has.
+   - A shark has three times as much blood as a whale.
+
+3. Calculate the number of gallons of blood for ten sharks.
+   - Use the formula: \( \text{Number of gallons} = \text{Number of whales} \times \text{Gallons per whale} \).
+
+Let''s write the Python program to calculate this.
+```python
+# Given data
+gallons_per_whale = 40
+gallons_per_shark = 3 * gallons_per_whale
+
+# Number of sharks
+number_of_sharks = 10
+
+# Calculate the number of gallons of blood for ten sharks
+total_gallons = number_of_sharks * gallons_per_shark
+print(total_gallons)','stop',235,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,5,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',5,'Let''s solve this problem step-by-step using Python code.
+
+1. **Understand the problem:**
+   - Brady has 40 gallons of blood per whale.
+   - A shark has three times as much blood as a whale.
+   - We need to calculate the number of gallons of blood that ten sharks swimming in the sea have.
+
+2. **Calculate the number of gallons of blood per shark:**
+   \[
+   \text{Blood per shark} = 3 \times \text{Blood per whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. **Calculate the total number of gallons of blood for ten sharks:**
+   \[
+   \text{Total blood for ten sharks} = 120 \times 10 = 1200 \text{ gallons}
+   \]
+
+4. **Write the Python code to verify this calculation:**
+```python
+# Given data
+blood_per_whale = 40  # gallons
+gallons_per_shark = 3 * blood_per_whale  # gallons
+
+# Number of sharks
+num_sharks = 10
+
+# Total gallons of blood for ten sharks
+total_gallons = gallons_per_shark * num_sharks
+print(total_gallons)','stop',274,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,6,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',6,'Let''s break down the problem step by step and use Python code to ensure the solution is accurate.
+
+1. **Determine the blood volume of a whale:**
+   - Each whale has 40 gallons of blood.
+
+2. **Determine the blood volume of a shark:**
+   - A shark has three times as much blood as a whale.
+   - Therefore, the blood volume of a shark is \(3 \times 40 = 120\) gallons.
+
+3. **Calculate the total blood volume of ten sharks:**
+   - Ten sharks have a blood volume of 120 gallons each.
+   - Therefore, the total blood volume of ten sharks is \(10 \times 120 = 1200\) gallons.
+
+Now, let''s verify this with a short Python program.
+```python
+# Define the blood volume of a whale
+blood_volume_whale = 40
+
+# Calculate the blood volume of a shark
+blood_volume_shark = 3 * blood_volume_whale
+
+# Calculate the total blood volume of ten sharks
+total_blood_volume_sharks = 10 * blood_volume_shark
+
+print(total_blood_volume_sharks)','stop',248,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,0,7,'f738bb5b5dbaaa269d2e7fc231f028b801318b7e6094fca94d9354faf72b0aa1',7,'To solve this problem, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We know that each whale has 40 gallons of blood, and each shark has three times as much blood as a whale. We can use the following steps:
+
+1. Calculate the number of gallons of blood one whale has. Since each whale has 40 gallons of blood, one whale has \(40\) gallons.
+2. Calculate the number of gallons of blood one shark has. Since each shark has three times as much blood as a whale, one shark has \(3 \times 40 = 120\) gallons.
+3. Calculate the number of gallons of blood ten sharks have. Since each shark has 120 gallons of blood, ten sharks have \(120 \times 10 = 1200\) gallons.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+gallons_per_whale = 40
+gallons_per_shark = 3 * gallons_per_whale
+
+# Number of sharks
+number_of_sharks = 10
+
+# Calculating the total number of gallons of blood
+total_gallons = gallons_per_shark * number_of_sharks
+print(total_gallons)','stop',272,179,0,7.58777297919845,319809967680.0,NULL);
+INSERT INTO "chains" VALUES(90,1,0,'7121f6682a9aaf1281beba9487d05c31f512ddc4c0d8f6cb455178d2957728b3',0,'The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1600}\).','stop',27,539,528,1.22123634680156101239e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(90,2,0,'0c0661e2c4619711af0ca94c4e3b578c1f9cd4fa33d6f6d2f26e08b19b2b03ee',0,'The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',26,360,349,1.15250277905488474061e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(90,3,0,'966dd774c5711586bf3edc69eb2b21d9510f229030c5bc833273ef84aa8a699d',0,'The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',26,424,413,1.14332908305277669569e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(90,4,0,'857ab44e3205104448370a7f55535e2cf02e2ba03194b83e581e17941b111331',0,'The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',27,263,252,1.18296614580594905419e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(90,5,0,'21fd31d06812e613e8133ff918b39c3a1cbdbb18284abd6a2bcd66338f89885d',0,'The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',26,424,413,1.15673116705784195801e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(90,6,0,'8aa24b293cf0f5f92d9c441a513d37f6f941284933e194d3990583e6d560f165',0,'The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',27,463,452,1.19839514782052,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(90,7,0,'1baf9ff9c5b0479984852bcee6437c7b2b487b24636c2be0150a712c5b7bbaa6',0,'The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',27,437,426,1.19795538281596236629e+00,46632389376.0,NULL);
+INSERT INTO "chains" VALUES(90,8,0,'6f01f8bee141fbc4dd3ac12e9f9e58e6baeb89e907eaebe88d47309179a0c1ef',0,'The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',26,461,450,1.15528426506261894246e+00,45372054528.0,NULL);
+INSERT INTO "chains" VALUES(91,0,0,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',0,'To solve this problem, we need to determine the height of the roof from the second floor''s floor. Let''s break it down step-by-step:
+
+1. **Height of the second floor:**
+   - The floor to the ceiling on the first floor is thrice as high as Mattison is.
+   - Therefore, the height of the second floor''s floor is \(3 \times 60 = 180\) inches.
+
+2. **Height of the ceiling on the second floor:**
+   - The ceiling on the second floor is the same as the second floor''s floor.
+   - Therefore, the height of the ceiling on the second floor is \(180\) inches.
+
+3. **Height of the roof from the second floor''s floor:**
+   - The roof from the second floor''s floor is 7 times the height of the second floor''s floor.
+   - Therefore, the height of the roof from the second floor''s floor is \(7 \times 180 = 1260\) inches.
+
+So, the final answer is \(\boxed{1260}\).','stop',229,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,1,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',1,'To solve this problem, we need to calculate the height of each floor of the house and then find the height of the roof from the second floor''s floor. Here''s the step-by-step reasoning:
+
+1. Calculate the height of the first floor. Since it is thrice as high as Mattison, the height of the first floor is \(3 \times 60 = 180\) inches.
+2. Calculate the height of the second floor. Since it is 7 times as high as the first floor, the height of the second floor is \(7 \times 180 = 1260\) inches.
+3. The height of the roof from the second floor''s floor is the difference between the height of the second floor and the height of the first floor, which is \(1260 - 180 = 1080\) inches.
+
+Let''s implement this in Python code to verify the result.
+```python
+# Given data
+mattison_height = 60  # height of Mattison in inches
+
+# Calculate the height of the first floor
+first_floor_height = 3 * mattison_height
+
+# Calculate the height of the second floor
+second_floor_height = 7 * first_floor_height
+
+# Calculate the height of the roof from the second floor''s floor
+roof_height = second_floor_height - first_floor_height
+
+print(roof_height)','stop',290,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,2,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the height of the first floor.
+2. Calculate the height of the second floor.
+3. Determine the height of the roof from the second floor''s floor.
+
+Let''s start with the first floor. Mattison''s height is 60 inches. Since the first floor is thrice as high as the house, we can calculate the height of the first floor as:
+\[ \text{Height of the first floor} = 3 \times \text{Height of the house} = 3 \times 60 = 180 \text{ inches} \]
+
+Next, we calculate the height of the second floor. The second floor is 7 times the height of the first floor. So, we can calculate the height of the second floor as:
+\[ \text{Height of the second floor} = 7 \times \text{Height of the first floor} = 7 \times 180 = 1260 \text{ inches} \]
+
+Now, we need to determine the height of the roof from the second floor''s floor. The roof is formed by the floor on the first floor and the ceiling on the second floor. The height of the roof is the difference between the height of the second floor''s floor and the height of the first floor:
+\[ \text{Height of the roof} = \text{Height of the second floor} - \text{Height of the first floor} = 1260 - 180 = 1080 \text{ inches} \]
+
+Let''s confirm this with Python code.
+```python
+# Given data
+height_of_house = 60
+
+# Calculate the height of the first floor
+height_of_first_floor = 3 * height_of_house
+
+# Calculate the height of the second floor
+height_of_second_floor = 7 * height_of_first_floor
+
+# Calculate the height of the roof from the second floor''s floor
+height_of_roof = height_of_second_floor - height_of_first_floor
+print(height_of_roof)','stop',434,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,3,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',3,'Let''s solve the problem step-by-step using Python code.
+
+1. **Determine the height of the first floor**: Mattison''s house is 7 times as high as he is. So, the height of the first floor is \(7 \times 60\) inches.
+2. **Determine the height of the second floor**: The floor to the ceiling on the first floor is thrice as high as he is. So, the height of the second floor is \(3 \times \text{height of the first floor}\).
+3. **Calculate the height of the roof from the second floor''s floor**: The roof from the second floor''s floor is the difference between the height of the second floor and the height of the first floor. So, the height of the roof from the second floor''s floor is \(3 \times \text{height of the first floor} - \text{height of the first floor}\).
+
+Let''s write the Python code to calculate this.
+```python
+# Given data
+height_of_house = 60  # in inches
+
+# Calculate the height of the first floor
+height_of_first_floor = 7 * height_of_house
+
+# Calculate the height of the second floor
+height_of_second_floor = 3 * height_of_first_floor
+
+# Calculate the height of the roof from the second floor''s floor
+height_of_roof = height_of_second_floor - height_of_first_floor
+
+# Print the final answer
+print(height_of_roof)','stop',305,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,4,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',4,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. Mattison is 60 inches tall.
+2. His two-story house is 7 times as high as he is, so the house is \(7 \times 60\) inches tall.
+3. The floor to the ceiling on the first floor is thrice as high as he is, so the floor to the ceiling is \(3 \times 60\) inches.
+4. To find the height of the roof from the second floor''s floor, we need to subtract the height of the two-story house from the height of the floor to the ceiling on the first floor.
+
+Let''s write the Python code to calculate this.
+```python
+# Given data
+height_of_house = 7 * 60  # height of the house in inches
+height_of_ceiling_on_first_floor = 3 * height_of_house  # height of the ceiling on the first floor in inches
+
+# Height of the roof from the second floor''s floor
+height_of_roof_from_second_floor = height_of_ceiling_on_first_floor - height_of_house
+print(height_of_roof_from_second_floor)','stop',245,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,5,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',5,'To solve this problem step by step, we will calculate the height of each part of the house and then find the height of the roof from the second floor''s floor.
+
+1. Calculate the height of the two-story house:
+   \[
+   \text{Height of the house} = 2 \times \text{Height of Mattison} = 2 \times 60 = 120 \text{ inches}
+   \]
+
+2. Calculate the height of the floor to the ceiling on the first floor:
+   \[
+   \text{Height to the ceiling on the first floor} = 3 \times \text{Height of Mattison} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Calculate the height of the roof from the second floor''s floor:
+   \[
+   \text{Height of the roof from the second floor} = \text{Height of the house} - \text{Height to the ceiling on the first floor} = 120 - 180 = -60 \text{ inches}
+   \]
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Given data
+height_mattison = 60
+
+# Calculate the height of the two-story house
+height_house = 2 * height_mattison
+
+# Calculate the height of the floor to the ceiling on the first floor
+height_to_ceiling_first_floor = 3 * height_mattison
+
+# Calculate the height of the roof from the second floor''s floor
+height_roof_second_floor = height_house - height_to_ceiling_first_floor
+print(height_roof_second_floor)','stop',351,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,6,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',6,'To determine the height of the roof from the second floor''s floor in inches, let''s break down the problem step by step.
+
+1. **Determine the height of the first floor:**
+   Mattison''s height is 60 inches, and his two-story house is 7 times as high as he is on the first floor. So, we calculate:
+   \[
+   \text{Height of the first floor} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. **Determine the height of the second floor:**
+   The floor to the ceiling on the first floor is thrice as high as Mattison is. So, we calculate:
+   \[
+   \text{Height of the second floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. **Calculate the height of the roof from the second floor''s floor:**
+   The roof from the second floor''s floor is the difference between the height of the second floor and the height of the first floor. So, we calculate:
+   \[
+   \text{Height of the roof from the second floor''s floor} = 180 - 420 = -240 \text{ inches}
+   \]
+
+Therefore, the height of the roof from the second floor''s floor in inches is \(\boxed{-240}\).','stop',296,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,0,7,'195296d91031d21f37b33b543d2dd2c96df6ac3523e5da3e64f80cca95d84a97',7,'To solve the problem, we need to calculate the height of the first floor, then use that to find the height of the second floor''s floor. Let''s break it down step-by-step.
+
+1. First, we know Mattison is 60 inches tall.
+2. The second story house is 7 times as high as he is. Therefore, the height of the second story house is \(7 \times 60\) inches.
+3. The floor to the ceiling on the first floor is thrice as high as he is. Therefore, the height of the first floor floor is \(3 \times 60\) inches.
+4. The height of the second floor''s floor is the same as the height of the first floor floor, which is \(3 \times 60\) inches.
+
+Now, let''s write the Python code to calculate this.
+
+```python
+# Define the height of Mattison
+height_mattison = 60
+
+# Calculate the height of the second story house
+height_second_story_house = 7 * height_mattison
+
+# Calculate the height of the first floor floor
+height_first_floor_floor = 3 * height_second_story_house
+
+# The height of the roof from the second floor''s floor
+height_roof_second_floor = height_first_floor_floor
+
+print(height_roof_second_floor)','stop',275,180,120,1.13527254624712412576e+01,390231177312.0,NULL);
+INSERT INTO "chains" VALUES(91,1,0,'67743eec71ff78ccf95b1c7f1b643925e355f03238199c685409ff8b47dc025d',0,'The height of the roof from the second floor''s floor is \(\boxed{1080}\) inches.','stop',25,480,469,1.13546157265106262279e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(91,2,0,'8a92ab2280da72e1b928514f074e14a15ad8c7a1427641f26d7499eade0c79f8',0,'The height of the roof from the second floor''s floor is \(\boxed{1080}\) inches.','stop',25,624,613,1.13415590265382593138e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(91,3,0,'390757f47832601146ef2e761bc557413712a64bb61461db74dd47d05c1b809b',0,'The height of the roof from the second floor''s floor is \(\boxed{840}\) inches.','stop',24,494,484,1.07488167588841565525e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(91,4,0,'55bffcd0a504e055c3f74814ff5c5de23225e9fd242b56edb87799c00de58e6b',0,'The height of the roof from the second floor''s floor is \(\boxed{840}\) inches.','stop',24,434,424,1.0496456538846057338e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(91,5,0,'b2cbc0da8a42f32ed8dea0ad2d46d6f321b0bb127e0e4a61d6f3ef21803bd90b',0,'The height of the roof from the second floor''s floor is \(\boxed{-60}\) inches.','stop',23,540,530,1.04181405572550533911e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(91,6,0,'aaf41dbe608b69226fb57d5145043b821adb9150c3a017e78d8f56151e4716ca',0,'The height of the roof from the second floor''s floor is \(\boxed{1260}\) inches.','stop',25,465,454,1.12524760664988821012e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(92,0,0,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',0,'To solve this problem, we need to follow these steps:
+
+1. Determine the total number of pounds of ground beef Aiden uses.
+2. Calculate the total amount of secret steakhouse seasoning needed.
+3. Print the final answer.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Aiden gets sixteen meatballs from each pound of ground beef. Therefore, the total number of pounds of ground beef Aiden uses is:
+\[ \text{Total pounds of ground beef} = \frac{16 \text{ meatballs/pound}}{1 \text{ pound/pound}} = 16 \text{ pounds} \]
+
+2. Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning needed is:
+\[ \text{Total secret steakhouse seasoning} = 16 \text{ pounds} \times 2 \text{ tablespoons/pound} = 32 \text{ tablespoons} \]
+
+3. The final answer is:
+\[ \boxed{32} \]','stop',229,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,1,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',1,'To determine how much of his secret seasoning Aid will need to make 80 meatballs, we need to follow these steps:
+
+1. Identify the amount of meatballs in one pound of meat.
+2. Calculate the total amount of meatballs in 80 pounds of meat.
+3. Determine how much of his secret seasoning he will use based on the amount of meatballs he uses.
+
+First, we know that Aid gets sixteen meatballs from each pound of meat. Therefore, the total amount of meatballs in 80 pounds of meat is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ meatballs} \]
+
+Next, we need to determine how much of his secret seasoning he will use. According to the problem, Aid uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret seasoning he will use is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Thus, the amount of his secret seasoning Aid will need is:
+\[ \boxed{2560} \]','stop',259,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,2,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',2,'Let''s break down the problem step by step and use Python code to ensure the result is accurate.
+
+1. **Identify the given data:**
+   - Number of meatballs per pound of ground beef: 16
+   - Amount of secret steakhouse seasoning per pound of ground beef: 2 tablespoons
+   - Number of meatballs needed: 80
+   - Number of pounds of ground beef used: 16
+
+2. **Calculate the total amount of ground beef needed:**
+   \[
+   \text{Total ground beef needed} = 16 \text{ pounds} \times 16 \text{ meatballs per pound} = 256 \text{ meatballs}
+   \]
+
+3. **Determine the total amount of secret steakhouse seasoning needed:**
+   \[
+   \text{Total secret steakhouse seasoning needed} = 2 \text{ tablespoons} \times 256 \text{ meatballs} = 512 \text{ tablespoons}
+   \]
+
+4. **Calculate the amount of secret steakhouse seasoning needed for 80 meatballs:**
+   \[
+   \text{Secret steakhouse seasoning needed for 80 meatballs} = \frac{512 \text{ tablespoons}}{80 \text{ meatballs}} = 6.4 \text{ tablespoons}
+   \]
+
+Therefore, the amount of secret steakhouse seasoning Aiden will need is \(\boxed{6.4}\) tablespoons.','stop',313,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,3,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',3,'Let''s break down the problem step-by-step:
+
+1. First, calculate the amount of ground beef needed for 80 meatballs.
+2. Since each pound of ground beef requires 2 tablespoons of secret steakhouse seasoning, we''ll multiply the total number of meatballs by 2 to get the amount of secret seasoning needed.
+
+Now, let''s use Python code to calculate this.
+```python
+# Given data
+meatballs_per_pound = 16
+pounds_of_meatballs = 80
+secret_steakhouse_seasoning_per_pound = 2
+
+# Total amount of ground beef needed
+total_ground_beef = pounds_of_meatballs * meatballs_per_pound
+
+# Total amount of secret steakhouse seasoning needed
+total_secret_steakhouse_seasoning = total_ground_beef * secret_steakhouse_seasoning_per_pound
+
+# Final answer
+print(total_secret_steakhouse_seasoning)','stop',193,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,4,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',4,'Let''s solve the problem step-by-step:
+
+1. Determine the amount of meatballs Aiden uses per pound.
+2. Calculate the total amount of meatballs needed for 80 pounds.
+3. Calculate the amount of secret seasoning Aiden needs by dividing the total amount of meatballs by the amount of meatballs per pound and then by 2 (since he adds two tablespoons of seasoning for every pound of meat).
+
+Now, let''s implement this in Python.
+```python
+# Step 1: Determine the amount of meatballs Aiden uses per pound
+meatballs_per_pound = 16
+
+# Step 2: Calculate the total amount of meatballs needed for 80 pounds
+total_meatballs = 80 * meatballs_per_pound
+
+# Step 3: Calculate the amount of secret seasoning Aiden needs
+secret_seasoning_per_pound = 2
+total_secret_seasoning = total_meatballs / (meatballs_per_pound * secret_seasoning_per_pound)
+
+# Print the final answer
+print(total_secret_seasoning)','stop',223,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,5,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',5,'Let''s break down the problem step-by-step:
+
+1. We know that Aiden uses 16 meatballs per pound of ground beef.
+2. Aiden wants to make 80 meatballs in total.
+3. We need to calculate the total amount of secret seasoning he will need.
+
+First, we calculate the total number of meatballs Aiden will use:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ meatballs} \]
+
+Next, we know that Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. So, the total amount of secret seasoning needed is:
+\[ 1280 \text{ meatballs} \times 2 \text{ tablespoons/pound} = 2560 \text{ tablespoons} \]
+
+Since the final answer is in terms of tablespoons, we can write the final answer as \(\boxed{2560}\).','stop',209,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,6,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',6,'To solve the problem, we need to follow these steps:
+
+1. Determine the total amount of ground beef used.
+2. Calculate the total amount of meatballs used.
+3. Determine how many pounds of ground beef are needed.
+4. Calculate the total amount of meatballs needed.
+5. Calculate how much secret seasoning is needed.
+
+Let''s break down the problem step-by-step and implement it in Python.
+
+1. Each pound of ground beef uses 16 meatballs. Therefore, 16 pounds of ground beef use \(16 \times 16 = 256\) meatballs.
+2. Each pound of meatballs uses 2 tablespoons of the secret steakhouse seasoning. Therefore, each pound of meatballs requires \(2 \times 256 = 512\) tablespoons of the secret seasoning.
+3. Aiden wants to make 80 meatballs. Therefore, 80 pounds of meatballs will use \(80 \times 512 = 4096\) tablespoons of the secret seasoning.
+4. Since there are 2 tablespoons in a teaspoon, 4096 tablespoons of the secret seasoning will be \(4096 \div 2 = 2048\) tablespoons.
+
+So, Aiden will need \(\boxed{2048}\) tablespoons of his secret seasoning to make 80 meatballs for the cookout.','stop',291,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,0,7,'4251caa34e63542635233eff3111923896b4c5cf234d546b7ada3d55ec774055',7,'Let''s break down the problem step-by-step:
+
+1. First, calculate the total amount of ground beef used for 80 meatballs.
+2. Determine how much secret steakhouse seasoning is needed for that amount of ground beef.
+
+### Step 1: Calculate the total amount of ground beef used
+Aiden gets sixteen meatballs per pound of ground beef. Therefore, for 80 meatballs, the total amount of ground beef used is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+### Step 2: Determine how much secret steakhouse seasoning is needed
+Aiden uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, for 1280 pounds of ground beef, the total amount of secret steakhouse seasoning needed is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Thus, the final answer is:
+\[ \boxed{2560} \]','stop',237,198,120,7.44114274626555793901e+00,318864716544.0,NULL);
+INSERT INTO "chains" VALUES(92,1,0,'b5092750777fa8425bbd600deb768f0e6506f434e653a13e318ac99338651c10',0,'The total amount of secret steakhouse seasoning Aiden needs is \(\boxed{2560}\) tablespoons.','stop',25,401,390,1.14424228697680518962e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(92,2,0,'d8a6a360d3534c4874d2c39ccbe38c175a28db41bd5b7707433ca8ad76f83872',0,'The final answer is \(\boxed{40.0}\).','stop',15,431,420,0.762897427623102,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(93,0,0,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',0,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. **Calculate the total distance Michael travels:**
+   Michael travels on a 3-day trip at an average speed of 50 km/hr.
+   \[
+   \text{Total distance} = \text{Speed} \times \text{Number of days} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. **Determine the percentage of the total distance that has been covered:**
+   The total distance is 150 km. Michael has covered 150 km out of the total 6000 km.
+   \[
+   \text{Percentage covered} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100\%
+   \]
+   \[
+   \text{Percentage covered} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100\%
+   \]
+   \[
+   \text{Percentage covered} = 0.25 \times 100\%
+   \]
+   \[
+   \text{Percentage covered} = 25\%
+   \]
+
+Thus, the percentage of the distance Michael has covered is \(\boxed{25\%}\).','stop',322,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,1,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',1,'To solve the problem, we need to determine how much Michael has covered over 3 days on the interstate and then find the percentage of the distance covered.
+
+First, we need to calculate the total distance Michael has traveled over 3 days at an average speed of 50 km/hr. We can do this by multiplying the average speed by the number of days:
+
+\[
+\text{Total distance} = 50 \, \text{km/hr/day} \times 3 \, \text{days} = 150 \, \text{km}
+\]
+
+Next, we need to find out how much of this distance Michael has covered. Since the distance between Alaska and Texas is 6000 km, we can divide the total distance by the distance between Alaska and Texas:
+
+\[
+\text{Percentage covered} = \left( \frac{\text{Total distance}}{\text{Distance between Alaska and Texas}} \right) \times 100 = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100 = \frac{150}{6000} \times 100 = \frac{150}{6000} \times \frac{100}{100} = \frac{150}{6000} \times \frac{100}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1','length',512,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,2,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',2,'Let''s solve the problem step by step.
+
+1. **Calculate the total distance Michael travels in 3 days:**
+   Michael travels at an average speed of 50 km/hr for 3 days. To find the total distance, we multiply the speed by the number of days:
+   \[
+   \text{Total distance} = 50 \text{ km/hr/day} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. **Convert the distance from km to miles:**
+   Since there are 1000 km in a mile, we convert the total distance from km to miles:
+   \[
+   \text{Total distance in miles} = 150 \text{ km} \times \frac{1000}{km} = 15000 \text{ miles}
+   \]
+
+3. **Calculate the percentage of the total distance that has been covered:**
+   To find the percentage, we use the formula:
+   \[
+   \text{Percentage} = \left( \frac{\text{Total distance in miles}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \text{Percentage} = \left( \frac{15000 \text{ miles}}{150 \text{ km}} \right) \times 100 = 100\%
+   \]
+
+Therefore, the final answer is \(\boxed{100}\).','stop',334,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,3,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',3,'To determine the percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total time Michael spends traveling on the interstate.
+2. Determine the distance Michael has traveled on the interstate over the 3 days.
+3. Find the percentage of the total distance that has been traveled.
+
+First, let''s calculate the total time Michael spends traveling on the interstate. Since Michael is traveling for 3 days and his average speed is 50 km/hr, we can calculate the total time as follows:
+\[
+\text{Total time} = 3 \text{ days} \times 50 \text{ km/hr/day} = 150 \text{ km}
+\]
+
+Next, we determine the distance Michael has traveled on the interstate over the 3 days. Since the distance between Alaska and Texas is 6000 km, we can calculate the distance traveled as follows:
+\[
+\text{Distance traveled} = 6000 \text{ km}
+\]
+
+Now, we find the percentage of the total distance that has been traveled. We do this by dividing the distance traveled by the total distance and then multiplying by 100:
+\[
+\text{Percentage} = \left( \frac{\text{Distance traveled}}{\text{Total distance}} \right) \times 100 = \left( \frac{6000 \text{ km}}{6000 \text{ km}} \right) \times 100 = 100\%
+\]
+
+Therefore, the percentage of the distance Michael has covered is \(\boxed{100}\).','stop',343,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,4,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',4,'To determine what percentage of the distance Michael has covered, we can break down the problem into a few steps:
+
+1. Calculate the total distance Michael has traveled in 3 days.
+2. Find out how much of this distance Michael has covered by comparing it to the total distance between Alaska and Texas.
+
+Let''s implement this in Python:
+
+```python
+# Given values
+speed = 50  # km/hr
+days = 3
+distance_alaska_texas = 6000  # km
+
+# Calculate the total distance traveled in 3 days
+total_distance_traveled = speed * days
+
+# Calculate the distance covered
+distance_covered = distance_alaska_texas - total_distance_traveled
+
+# Calculate the percentage covered
+percentage_covered = (distance_covered / total_distance_traveled) * 100
+
+print(percentage_covered)','stop',179,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,5,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',5,'Let''s solve the problem step-by-step:
+
+1. **Calculate the time Michael takes to travel the distance between Alaska and Texas:**
+   - Michael''s average speed is 50 km/hr.
+   - The distance between Alaska and Texas is 6000 km.
+   - The time taken \( t \) to travel this distance is given by the formula:
+     \[
+     t = \frac{\text{distance}}{\text{speed}}
+     \]
+     Substituting the given values:
+     \[
+     t = \frac{6000 \text{ km}}{50 \text{ km/hr}} = 120 \text{ hours}
+     \]
+
+2. **Calculate the total distance covered by Michael in 3 days:**
+   - Michael travels the distance 120 hours in 3 days.
+   - The total distance covered \( D \) is given by the formula:
+     \[
+     D = \text{speed} \times \text{time}
+     \]
+     Substituting the given values:
+     \[
+     D = 50 \text{ km/hr} \times 120 \text{ hours} = 60000 \text{ km}
+     \]
+
+3. **Calculate the percentage of the distance covered:**
+   - The percentage of the distance covered is given by the formula:
+     \[
+     \text{percentage} = \left( \frac{\text{distance}}{\text{total distance}} \right) \times 100
+     \]
+     Substituting the given values:
+     \[
+     \text{percentage} = \left( \frac{60000 \text{ km}}{60000 \text{ km}} \right) \times 100 = 100\%
+     \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Given values
+speed = 50  # km/hr
+distance_alaska_texas = 6000  # km
+days = 3
+
+# Calculate time taken to travel the distance between Alaska and Texas
+time = distance_alaska_texas / speed
+
+# Calculate total distance covered by Michael in 3 days
+total_distance = speed * time
+
+# Calculate percentage of the distance covered
+percentage = (total_distance / distance_alaska_texas) * 100
+
+# Print the','length',512,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,6,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',6,'To solve this problem, we need to calculate the total distance Michael has traveled in 3 days. We know his average speed is 50 km/hr, and he travels for 3 days. The distance between Alaska and Texas is 6000 km.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total distance traveled in 3 days by multiplying the average speed by the number of days.
+2. Divide the total distance traveled by the distance between Alaska and Texas to find the percentage of the distance covered.
+
+We can use Python to perform these calculations accurately.
+```python
+# Given values
+average_speed = 50  # km/hr
+number_of_days = 3
+distance_between_alaska_and_texas = 6000  # km
+
+# Calculate the total distance traveled in 3 days
+total_distance_traveled = average_speed * number_of_days
+
+# Calculate the percentage of the distance covered
+percentage_covered = (total_distance_traveled / distance_between_alaska_and_texas) * 100
+
+# Print the result
+print(percentage_covered)','stop',228,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,0,7,'4b3b2ade682f84ed7d596f58cc983da59be82a4d034b76b8ffa0f52be1c61d1b',7,'To solve the problem, we need to determine the percentage of the distance Michael has traveled on the Interstate. We''ll follow these steps:
+
+1. Calculate the total distance Michael travels on the Interstate.
+2. Compute the percentage of the total distance that has been traveled.
+
+First, let''s calculate the total distance Michael travels. Since he travels on the interstate for 3 days and the distance between Alaska and Texas is 6000 km, the total distance traveled is:
+\[ 3 \text{ days} \times 6000 \text{ km/day} = 18000 \text{ km} \]
+
+Next, we compute the percentage of the total distance that has been traveled. The percentage is given by:
+\[ \left( \frac{\text{Distance traveled}}{\text{Total distance}} \right) \times 100 \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the given values
+distance_alaska_texas = 6000  # in km
+days = 3
+speed = 50  # in km/hr
+
+# Calculate the total distance traveled
+total_distance_traveled = days * speed
+
+# Calculate the percentage of the total distance that has been traveled
+percentage_traveled = (total_distance_traveled / distance_alaska_texas) * 100
+
+# Print the result
+print(percentage_traveled)','stop',296,191,120,1.43034491754203418878e+01,439384236384.0,NULL);
+INSERT INTO "chains" VALUES(93,1,0,'6a301f79a2cf20e1d2c782dbc648d4345875cbb5e9273fb21c6612e782a1115f',0,'The percentage of the distance Michael has covered is \(\boxed{3900}\).','stop',20,382,369,1.31395212978709929885e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(93,2,0,'89e6cd05d51036f81f8e59ecaf49b06269d83b0af0ecf600f8924a9207aa3f5a',0,'The percentage of the distance Michael has covered is \(\boxed{2.5}\).','stop',19,428,418,1.18062728913290704291e+00,35289375744.0,NULL);
+INSERT INTO "chains" VALUES(93,3,0,'dc1583daee041533dfdbc7c1f1d749407a950f29b7b39082ef7540cfb081d2ea',0,'The percentage of the distance Michael has traveled on the Interstate is \(\boxed{2.5}\).','stop',22,496,486,1.38787994779154866265e+00,39070380288.0,NULL);
+INSERT INTO "chains" VALUES(94,0,0,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',0,'To solve the problem, we need to follow these steps:
+
+1. Determine how many pomelos Eve originally had.
+2. Calculate how many pomelos Eve is left after giving some to her friend.
+3. Calculate how many pomelos Eve gave away.
+
+Let''s break this down step-by-step.
+
+1. Eve originally had 20 pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had. So, we can calculate this as follows:
+\[ \text{Pomelos Eve has left} = \frac{1}{4} \times 20 \]
+3. Finally, we need to calculate how many pomelos Eve gave away. Since we don''t have any information about what she gave away, we can assume that Eve gave away all of her pomelos left. Therefore, the final answer is:
+\[ \boxed{20} \]','stop',202,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,1,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',1,'To solve this problem, let''s break it down step by step.
+
+1. **Define the initial number of pomelos:**
+   Eve originally had 20 pomelos.
+
+2. **Determine the number of pomelos Eve gives away:**
+   Eve is left with \(\frac{1}{4}\) of the pomelos she originally had. So, we calculate \(\frac{1}{4} \times 20\) and store the result.
+
+3. **Print the result:**
+   Finally, we print the number of pomelos Eve gave away.
+
+Let''s write the Python code to solve this problem:
+```python
+# Step 1: Define the initial number of pomelos
+initial_pomelos = 20
+
+# Step 2: Calculate the number of pomelos Eve gives away
+pomelos_given_away = (1/4) * initial_pomelos
+
+# Step 3: Print the result
+print(pomelos_given_away)','stop',217,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,2,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',2,'Let''s break down the problem step by step:
+
+1. **Identify the total number of pomelos Eve had initially:**
+   \[
+   \text{Initial pomelos} = 20
+   \]
+
+2. **Determine how many pomelos Eve is left with after giving some away:**
+   Eve is left with \(\frac{1}{4}\) of the pomelos she originally had. So, we calculate this as follows:
+   \[
+   \text{Pomelos left} = \frac{1}{4} \times 20 = 5
+   \]
+
+3. **Determine how many pomelos Eve gave away:**
+   To find out how many pomelos Eve gave away, we subtract the number of pomelos left from the initial number of pomelos:
+   \[
+   \text{Pomelos given away} = 20 - 5 = 15
+   \]
+
+Therefore, the number of pomelos Eve gave away is \(\boxed{15}\).','stop',227,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,3,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',3,'To solve the problem, we need to follow these steps:
+
+1. Determine how many pieces of pomelos Eve is left with after giving some to her friend.
+2. Calculate how many pieces of pomelos Eve gave away by subtracting the number of pieces she is left with from the original number of pieces she had.
+
+Let''s break this down step-by-step:
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with \(\frac{1}{4}\) of the original number of pieces she had. So, we calculate:
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+3. Therefore, Eve gave away 5 pieces of pomelos.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Number of pomelos left after giving some to her friend
+left_pomelos = initial_pomelos / 4
+
+# Number of pomelos Eve gave away
+given_away_pomelos = left_pomelos
+print(given_away_pomelos)','stop',267,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,4,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',4,'Let''s break down the problem step by step:
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. We need to find out how many pomelos Eve gave away.
+
+Since Eve is left with 1/4 of the original 20 pieces of pomelos, we can calculate this as follows:
+\[ \text{Number of pomelos given away} = \frac{1}{4} \times 20 = 5 \]
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Initial number of pomelos
+initial_pomelos = 20
+
+# Number of pomelos left after giving some to her friend
+remaining_pomelos = (1/4) * initial_pomelos
+
+# Number of pomelos given away
+pomelos_given_away = remaining_pomelos
+print(pomelos_given_away)','stop',227,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,5,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',5,'To determine how many pomelos Eve gave away, we can use the following steps:
+
+1. Calculate the total number of pomelos Eve originally had.
+2. Calculate the number of pomelos Eve is left with after giving some away.
+3. Determine how many pomelos Eve gave away by subtracting the remaining pomelos from the original number of pomelos.
+
+Let''s implement this in Python using sympy, although sympy is not strictly necessary for this problem, we''ll use it to simplify the calculations.
+
+```python
+# Define the original number of pomelos
+original_pomelos = 20
+
+# Calculate the number of pomelos Eve is left with after giving some away
+remaining_pomelos = original_pomelos / 4
+
+# Calculate how many pomelos Eve gave away
+pomelos_given_away = original_pomelos - remaining_pomelos
+
+# Print the final answer
+print(pomelos_given_away)','stop',211,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,6,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',6,'To solve this problem, we need to follow these steps:
+
+1. Determine the initial number of pomelos Eve had.
+2. Calculate the number of pomelos Eve gives away by finding 1/4 of her initial number of pomelos.
+
+Let''s implement this in Python:
+
+```python
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Calculate the number of pomelos Eve gives away
+pomelos_given_away = initial_pomelos / 4
+
+# Print the final answer
+print(ANSWER)','stop',124,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,0,7,'9ad65d566627517999b116912da964c37f63bb5a5ed6325a77e0dc2bcd67df48',7,'To solve this problem, we need to calculate how many pomelos Eve gave away. We''ll use the formula:
+\[ \text{Pomelos given away} = \frac{1}{4} \times \text{Original pomelos} \]
+
+Let''s break this down step-by-step in Python:
+
+1. Define the original number of pomelos Eve had.
+2. Calculate the number of pomelos given away using the formula.
+3. Print the result.
+
+Here is the Python code to perform these steps:
+
+```python
+# Define the original number of pomelos Eve had
+original_pomelos = 20
+
+# Calculate the number of pomelos given away
+pomelos_given_away = original_pomelos / 4
+
+# Print the final answer
+print(pomelos_given_away)','stop',180,173,120,7.64599131455753955322e+00,267821155200.0,NULL);
+INSERT INTO "chains" VALUES(94,1,0,'bf4c5596d1d6164c3efc06e3b985f315243b2ce60d1e7b5dbc98117f36d95b72',0,'Eve gave away \(\boxed{5}\) pomelos.','stop',16,399,389,1.07824801656978608299e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(94,2,0,'105d66a82dba8159aaf77d10e7e06d2a194b6f3b13dfb7a2fa97866c2a790f45',0,'The final answer is \(\boxed{5}\).','stop',12,449,439,8.66207516956718714951e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(94,3,0,'602da066923d93b8ca4d5ae7213f6ad81f3bf7b8b13dfec569cd9294ba0bae29',0,'The number of pomelos Eve gave away is \(\boxed{5}\).','stop',18,409,399,1.14113669404768081072e+00,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(94,4,0,'48f24938e40f00704dc12987a6d1b6ff483fb8531ce7df45ffb832b4ba4d5153',0,'Eve gave away \(\boxed{15}\) pomelos.','stop',17,394,383,1.2133886622440412939e+00,34029040896.0,NULL);
+INSERT INTO "chains" VALUES(94,5,0,'8ba163036ef33facedda36ff394259454f8d58a0a84410d0881111433af8cd84',0,'It looks like there was an error because the variable `ANSWER` was not defined in the current scope. Let''s re-run the code and define the `ANSWER` variable.
+
+Here is the corrected code:
+
+```python
+import sympy as sp
+
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Calculate the number of pomelos Eve gives away
+pomelos_given_away = initial_pomelos / 4
+
+# Print the final answer
+print(pomelos_given_away)','stop',118,314,296,6.33048213140557436418e+00,170145204480.0,NULL);
+INSERT INTO "chains" VALUES(94,6,0,'71a564a1abfa38454dd908090170df262da3899eeed6adbfeeab6e3e1195c077',0,'Eve gave away \(\boxed{5}\) pomelos.','stop',16,362,352,1.05758470358422429491e+00,31508371200.0,NULL);
+INSERT INTO "chains" VALUES(94,7,0,'3a6aef39995522db3734f4a4c7598d03b9dc986aa92f6322ec89b77e0d905c3e',0,'The final answer is \(\boxed{5}\).','stop',12,441,431,9.56539410020923241972e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(95,0,0,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',0,'Let''s solve this step-by-step:
+
+1. We know that it takes John 5 minutes to get to the first side of the Rubik''s cube.
+2. For the second and third sides, each take twice as long as the first side, so they take \(2 \times 5 = 10\) minutes each.
+3. For the last 2 sides, each take half as long as the first side, so they take \(\frac{5}{2} = 2.5\) minutes each.
+4. Once John gets the 5th side, he has all 6 sides.
+
+To find the total time taken, we sum up the time for each side:
+
+\[5 + 10 + 2.5 + 2.5 = 18.5 \text{ minutes}\]
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Given times
+time_first_side = 5  # minutes
+
+# Time for the second and third sides
+time_second_side = 2 * time_first_side  # twice the first side
+time_third_side = time_second_side  # twice the first side
+
+# Time for the last two sides
+time_last_two_sides = time_first_side / 2  # half the first side
+
+# Total time
+total_time = time_first_side + time_second_side + time_third_side + time_last_two_sides
+print(total_time)','stop',296,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,1,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',1,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine the time it takes John to get to the first side of the Rubik''s cube. Since it takes John 5 minutes to get to the first side, we can calculate this as \(5\) minutes.
+
+2. Next, we need to determine the time it takes John to get to the second and third sides. Since each side takes twice as long as the first, we can calculate this as \(2 \times 5 = 10\) minutes.
+
+3. The last 2 sides each take half as long as the first, so we can calculate this as \(\frac{5}{2} = 2.5\) minutes.
+
+4. Once we get the 5th side, we have all 6 sides. This means that the Rubik''s cube takes 6 minutes to get all the sides.
+
+Now, let''s use Python code to verify this reasoning.
+```python
+# Time to get to the first side
+time_first_side = 5
+
+# Time to get to the second and third sides
+time_second_third = 2 * time_first_side
+
+# Time to get to the last 2 sides
+time_last_two = time_first_side / 2
+
+# Total time to get all 6 sides
+total_time = time_first_side + time_second_third + time_last_two
+print(total_time)','stop',291,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,2,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',2,'To solve this problem, we need to calculate the total time John takes to get all 6 sides of the Rubik''s cube. We can break this down into steps and use Python to ensure the calculations are accurate.
+
+1. Calculate the time to get the first side.
+2. Calculate the time to get the second and third sides.
+3. Calculate the time to get the last 2 sides.
+4. Sum up all the times to get the 6 sides.
+
+Here is the step-by-step calculation using Python code:
+
+```python
+# Time to get the first side of the Rubik''s cube
+time_first_side = 5
+
+# Time to get the second and third sides
+time_second_third_sides = 2 * time_first_side
+
+# Time to get the last 2 sides
+time_last_two_sides = time_second_third_sides / 2
+
+# Total time to get all 6 sides
+total_time = time_first_side + time_second_third_sides + time_last_two_sides
+
+print(total_time)','stop',213,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,3,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',3,'To solve this problem, we need to calculate the total time John takes to get all 6 sides of the Rubik''s cube. Let''s break it down step-by-step and write the Python code to ensure accuracy.
+
+1. The first side takes 5 minutes.
+2. The second and third sides each take twice the time of the first side, so each side takes \(2 \times 5 = 10\) minutes.
+3. The last 2 sides each take half as long as the first side, so each side takes \(\frac{5}{2} = 2.5\) minutes.
+4. Once you get the 5th side, you have all 6 sides, so the total time is the sum of the times for all the sides.
+
+Let''s write the Python code to calculate this.
+```python
+# Define the time for each side
+time_first_side = 5  # minutes
+time_second_side = 2 * time_first_side  # twice the time of the first side
+time_third_side = 5 / 2  # half the time of the first side
+time_last_two_sides = 2 * time_first_side  # twice the time of the first side
+
+# Calculate the total time
+total_time = time_first_side + time_second_side + time_third_side + time_last_two_sides
+print(total_time)','stop',283,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,4,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',4,'Let''s break down the problem step-by-step and then use Python to calculate the final answer.
+
+1. John takes 5 minutes to get to the first side of the Rubik''s cube.
+2. The second and third sides each take twice as long as the first side, so they take \(2 \times 5 = 10\) minutes each.
+3. The last 2 sides each take half as long as the first, so they take \(\frac{10}{2} = 5\) minutes each.
+4. Once John gets the 5th side, he has all 6 sides.
+
+To find the total time taken, we can sum up the time taken for each side step by step.
+
+Let''s write the Python code to calculate this.
+```python
+# Define the time taken for each side
+time_first_side = 5
+time_second_side = 2 * time_first_side
+time_third_side = time_second_side / 2
+time_last_side = time_third_side / 2
+time_5th_side = 5
+
+# Calculate the total time
+total_time = time_first_side + time_second_side + time_third_side + time_last_side + time_5th_side
+print(total_time)','stop',255,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,5,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',5,'To solve this problem, we need to determine the total time John takes to get all six sides of the Rubik''s cube. Let''s break it down step by step:
+
+1. The first side takes 5 minutes.
+2. The second and third sides each take twice as long as the first. Therefore, the second side takes \(2 \times 5 = 10\) minutes, and the third side takes \(2 \times 10 = 20\) minutes.
+3. The last 2 sides each take half as long as the first. Therefore, the last side takes \(\frac{5}{2} = 2.5\) minutes.
+4. The fifth side takes 5 minutes to get. Therefore, the fifth side takes \(5\) minutes.
+
+Now, we sum up all the times taken to get all six sides:
+\[5 + 10 + 20 + 2.5 + 5 = 65\]
+
+Therefore, the Rubik''s cube takes \(\boxed{65}\) minutes to get all six sides.','stop',223,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,6,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',6,'To solve the problem, we need to determine the length of the Rubik''s cube. Let''s break it down step-by-step.
+
+1. The first side takes 5 minutes.
+2. The second and third sides each take twice as long as the first side.
+3. The last 2 sides each take half as long as the first, and once you get the 5th side, you have all 6 sides.
+4. Once you get the 5th side, you have all 6 sides.
+
+Let''s denote the length of each side of the Rubik''s cube as \(a\). According to the problem, we can write the following equations:
+
+\[a = 5\]
+\[2a = 10\]
+\[a = \frac{10}{2} = 5\]
+\[a = \frac{5}{2} = 5\]
+
+From the first equation \(a = 5\), we can see that \(a = 5\) is consistent with the problem statement.
+
+Now, let''s verify the problem conditions. Since the first side takes 5 minutes, the second and third sides each take twice as long, and the last 2 sides each take half as long as the first, we have all 6 sides. This confirms that the length of the Rubik''s cube is 5.
+
+Therefore, the length of the Rubik''s cube is \(\boxed{5}\).','stop',296,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,0,7,'3949938a2de2593baf26ec8dde55341b74e5dfae45a2a4038a9298b0b3af77aa',7,'To solve this problem, we need to calculate the total time John takes to get to all 6 sides of the Rubik''s cube. We can break down the problem into the following steps:
+
+1. Calculate the time to get to each side of the cube.
+2. Calculate the total time for all 6 sides.
+
+Let''s write the Python code to solve this problem.
+
+```python
+# Define the time to get to each side of the cube
+time_first_side = 5  # minutes
+time_second_side = 2 * time_first_side  # twice the time to get to the first side
+time_third_side = 2 * time_second_side  # twice the time to get to the second side
+time_last_side = time_third_side / 2  # half the time to get to the third side
+time_5th_side = time_first_side  # first side
+
+# Calculate the total time for all 6 sides
+total_time = time_first_side + time_second_side + time_third_side + time_last_side + time_5th_side
+print(total_time)','stop',224,198,120,1.15599634918004685597e+01,338872532256.0,NULL);
+INSERT INTO "chains" VALUES(95,1,0,'f31156d8c69e1321d1bc81e8b858be65940a8b9096416581763f30cbf13ef768',0,'The total time taken for John to get all 6 sides of the Rubik''s cube is \(\boxed{27.5}\) minutes.','stop',32,504,493,1.50670093600201648875e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(95,2,0,'4efd83bacbf29ebb0d56929234b3d202a14ddc4d0588cc9f40e7c17e17a775a4',0,'The total time it takes John to get all 6 sides of the Rubik''s cube is \(\boxed{17.5}\) minutes.','stop',32,499,488,1.48044487999432,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(95,3,0,'d89a21eb08fd3700e087c00e701e069da91c32c012181606d292c2e0bf6a63e9',0,'The total time it takes for John to get all 6 sides of the Rubik''s cube is \(\boxed{20}\) minutes.','stop',31,421,410,1.41386690738727316407e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(95,4,0,'51940e967aa84d907c0527f71d85000f6a57e33f596bfcb15e6838fbbf606830',0,'The total time John takes to get all 6 sides of the Rubik''s cube is \(\boxed{27.5}\) minutes.','stop',31,491,480,1.43670158738677833376e+00,51673728768.0,NULL);
+INSERT INTO "chains" VALUES(95,5,0,'6bee2dc1e46130b241bb7c6f50b7a35867ee7cc4f5c9e40c647addce857b1b48',0,'The total time taken for the Rubik''s cube is \(\boxed{27.5}\) minutes.','stop',24,463,452,1.20809651648354088315e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(95,6,0,'da087031a084e9e43eb639082263836ca3066db44bf0eb917928b96f4ffbd040',0,'The Rubik''s cube takes \(\boxed{50}\) minutes to get to all 6 sides.','stop',24,432,421,1.20503657348065940091e+00,42851384832.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -19716,6 +20938,13 @@ INSERT INTO "jobs" VALUES(85,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(86,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1131',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','384','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1916442109, "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 121, "completion_tokens": 2263, "calls": 1, "seconds": 87.1873553293044, "flops": 2930278521600.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0122, "call_seconds": 0.017, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0186, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 5], "seeds": [1239601487, 1239633163], "usage": {"prompt_tokens": 1010, "cached_prompt_tokens": 988, "completion_tokens": 34, "calls": 2, "seconds": 2.3222236080279495, "flops": 68058081792.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 0, 0, 1, 0, 0]}, {"event": "vote", "counts": {"384": 2, "96/5": 2, "120": 1, "1616/5": 1, "4": 1, "1536/5": 1}, "tie_broken_by_rng": true, "winner": "384"}]',1201,1109,2297,5,0,0,2998336603392.0,0.0,208.648484276011,8.95452272683347842967e+01,1.79630780023660683629e+09);
 INSERT INTO "jobs" VALUES(87,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1146',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','-240','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 480898838, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 2452, "calls": 1, "seconds": 99.32190500055822, "flops": 3164700803328.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.024, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0232, "call_seconds": 0.0245, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0214, "call_seconds": 0.0404, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0285, "call_seconds": 0.0297, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.021, "call_seconds": 0.025, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0243, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3, 4, 6, 7], "seeds": [1382826668, 1382834587, 1382850425, 1382858344, 1382874182, 1382882101], "usage": {"prompt_tokens": 2822, "cached_prompt_tokens": 2655, "completion_tokens": 89, "calls": 6, "seconds": 6.913221182941926, "flops": 315083712000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [1, 1, 0, 1, 1, 0, 1, 1]}, {"event": "vote", "counts": {"200": 1, "0": 1, "-152": 1, "71500": 1, "300": 1, "60": 1, "64": 1, "-240": 1}, "tie_broken_by_rng": true, "winner": "-240"}]',3009,2775,2541,13,0,0,3479784515328.0,0.0,1.60070520188004593361e+02,1.06402887846504214054e+02,1.79630785399063587189e+09);
 INSERT INTO "jobs" VALUES(88,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1162',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','3','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 499595817, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 1266, "calls": 1, "seconds": 45.587468767917066, "flops": 1627092288768.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0251, "call_seconds": 0.0304, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0116, "call_seconds": 0.0124, "stdout_bytes": 0, "stderr_bytes": 185}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.024, "call_seconds": 0.0296, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0186, "call_seconds": 0.0248, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0201, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 6, 7], "seeds": [277803176, 277811095, 277819014, 277850690, 277858609], "usage": {"prompt_tokens": 1594, "cached_prompt_tokens": 1512, "completion_tokens": 159, "calls": 5, "seconds": 8.86483854978481, "flops": 297439024128.0}}, {"event": "tool", "round": 1, "path": 1, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0187, "call_seconds": 0.0199, "stdout_bytes": 0, "stderr_bytes": 185}, {"event": "generate", "round": 2, "paths": [1], "seeds": [277915824], "usage": {"prompt_tokens": 438, "cached_prompt_tokens": 419, "completion_tokens": 14, "calls": 1, "seconds": 0.9765357993261811, "flops": 40330715136.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 2, 1, 0, 0, 0, 1, 1]}, {"event": "vote", "counts": {"3": 7, "26": 1}, "tie_broken_by_rng": false, "winner": "3"}]',2185,2051,1439,13,0,0,1964862028032.0,0.0,8.03369906509906286408e+01,5.55658840400429170341e+01,1.79630788057796454432e+09);
+INSERT INTO "jobs" VALUES(89,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1178',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','17','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2020056004, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 1478, "calls": 1, "seconds": 58.916126399902296, "flops": 1894283276544.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0236, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0231, "call_seconds": 0.0242, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0307, "call_seconds": 0.0349, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.022, "call_seconds": 0.0337, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0242, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0232, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 4, 5, 7], "seeds": [1506951150, 1506959069, 1506966988, 1506982826, 1506990745, 1507006583], "usage": {"prompt_tokens": 1995, "cached_prompt_tokens": 1908, "completion_tokens": 83, "calls": 6, "seconds": 5.292200605831359, "flops": 206694915072.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0, 1, 1, 0, 1]}, {"event": "vote", "counts": {"17": 8}, "tie_broken_by_rng": false, "winner": "17"}]',2148,2028,1561,13,0,0,2100978191616.0,0.0,1.07808599270007107403e+02,6.43720980947545342578e+01,1.79630796181144237523e+09);
+INSERT INTO "jobs" VALUES(90,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1194',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','1200','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1337086707, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 0, "completion_tokens": 1859, "calls": 1, "seconds": 60.7021838335876, "flops": 2558479741440.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0312, "call_seconds": 1.8349, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 1.8506, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 1.7729, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.029, "call_seconds": 1.8386, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0229, "call_seconds": 0.0396, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0208, "call_seconds": 0.0258, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0272, "call_seconds": 0.0311, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0233, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seeds": [827749610, 827757529, 827765448, 827773367, 827781286, 827789205, 827797124, 827805043], "usage": {"prompt_tokens": 3371, "cached_prompt_tokens": 3283, "completion_tokens": 212, "calls": 8, "seconds": 9.408400317472115, "flops": 368017775616.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 1, 1, 1]}, {"event": "vote", "counts": {"1600": 1, "1200": 7}, "tie_broken_by_rng": false, "winner": "1200"}]',3550,3283,2071,17,0,0,2926497517056.0,0.0,1.3502543848600180354e+02,7.75275156910664833267e+01,1.79630880362215662e+09);
+INSERT INTO "jobs" VALUES(91,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1203',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','1260','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 919944139, "usage": {"prompt_tokens": 180, "cached_prompt_tokens": 120, "completion_tokens": 2425, "calls": 1, "seconds": 90.82180369976993, "flops": 3121849418496.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0208, "call_seconds": 0.0254, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.022, "call_seconds": 0.023, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0322, "call_seconds": 0.0349, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0291, "call_seconds": 0.0349, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0212, "call_seconds": 0.0248, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0224, "call_seconds": 0.0255, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3, 4, 5, 7], "seeds": [1411792281, 1411800200, 1411808119, 1411816038, 1411823957, 1411839795], "usage": {"prompt_tokens": 3037, "cached_prompt_tokens": 2974, "completion_tokens": 146, "calls": 6, "seconds": 6.561206467453304, "flops": 255847974144.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1, 1, 1, 0, 1]}, {"event": "vote", "counts": {"1260": 2, "1080": 2, "840": 2, "-60": 1, "-240": 1}, "tie_broken_by_rng": true, "winner": "1260"}]',3217,3094,2571,13,0,0,3377697392640.0,0.0,2.28950390637997770672e+02,9.7551561518225213378e+01,1.79630889753806376454e+09);
+INSERT INTO "jobs" VALUES(92,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1221',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','2560','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 2066579407, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1954, "calls": 1, "seconds": 59.52914197012446, "flops": 2550917732352.0}}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0181, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0164, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [3, 4], "seeds": [1963816508, 1963824427], "usage": {"prompt_tokens": 832, "cached_prompt_tokens": 810, "completion_tokens": 40, "calls": 2, "seconds": 1.9071397145999072, "flops": 75620090880.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 1, 1, 0, 0, 0]}, {"event": "vote", "counts": {"32": 1, "2560": 4, "32/5": 1, "40": 1, "2048": 1}, "tie_broken_by_rng": false, "winner": "2560"}]',1030,930,1994,5,0,0,2626537823232.0,0.0,9.39639860799943562631e+01,6.14707996467297093081e+01,1.79630889759943366051e+09);
+INSERT INTO "jobs" VALUES(93,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1235',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','100','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1179024867, "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 120, "completion_tokens": 2726, "calls": 1, "seconds": 114.42759340336274, "flops": 3515073891072.0}}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0186, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0248, "call_seconds": 0.0258, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0227, "call_seconds": 0.0235, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [4, 6, 7], "seeds": [1899949554, 1899965392, 1899973311], "usage": {"prompt_tokens": 1306, "cached_prompt_tokens": 1273, "completion_tokens": 61, "calls": 3, "seconds": 3.882459366711555, "flops": 114690471168.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [0, 0, 0, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"25\\%": 1, "1": 1, "100": 3, "3900": 1, "5/2": 2}, "tie_broken_by_rng": false, "winner": "100"}]',1497,1393,2787,7,0,0,3629764362240.0,0.0,1.86489789137995103374e+02,1.18377990773079389441e+02,1.79630908410831451418e+09);
+INSERT INTO "jobs" VALUES(94,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1232',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 395099170, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 1655, "calls": 1, "seconds": 61.167930516460316, "flops": 2142569241600.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0205, "call_seconds": 0.0232, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.0271, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0302, "call_seconds": 0.0341, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0239, "call_seconds": 0.0378, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0428, "call_seconds": 0.0455, "stdout_bytes": 0, "stderr_bytes": 152}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0245, "call_seconds": 0.034, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5, 6, 7], "seeds": [2019067821, 2019083659, 2019091578, 2019099497, 2019107416, 2019115335], "usage": {"prompt_tokens": 2327, "cached_prompt_tokens": 2258, "completion_tokens": 197, "calls": 6, "seconds": 11.687047724808025, "flops": 327687060480.0}}, {"event": "tool", "round": 1, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0213, "call_seconds": 0.0253, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [6], "seeds": [2019212145], "usage": {"prompt_tokens": 441, "cached_prompt_tokens": 431, "completion_tokens": 12, "calls": 1, "seconds": 0.9565394100209232, "flops": 26467031808.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 2, 1]}, {"event": "vote", "counts": {"20": 1, "5": 5, "15": 2}, "tie_broken_by_rng": false, "winner": "5"}]',2941,2809,1864,15,0,0,2496723333888.0,0.0,2.8475528919300995766e+02,7.40385993822801680153e+01,1.79630918229823851586e+09);
+INSERT INTO "jobs" VALUES(95,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1251',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','27.5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1161971081, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 2081, "calls": 1, "seconds": 92.47970793440375, "flops": 2710980258048.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.0258, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.02, "call_seconds": 0.0364, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0279, "call_seconds": 0.0305, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0236, "call_seconds": 0.0388, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0279, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0191, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 7], "seeds": [1230397347, 1230405266, 1230413185, 1230421104, 1230429023, 1230452780], "usage": {"prompt_tokens": 2810, "cached_prompt_tokens": 2744, "completion_tokens": 174, "calls": 6, "seconds": 8.250847400734589, "flops": 294918354432.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 0, 0, 1]}, {"event": "vote", "counts": {"55/2": 3, "35/2": 1, "20": 1, "65": 1, "5": 1, "50": 1}, "tie_broken_by_rng": false, "winner": "55/2"}]',3008,2864,2255,13,0,0,3005898612480.0,0.0,1.16605699400999583302e+02,1.0090898363211307753e+02,1.79630920072018551822e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -41356,10 +42585,1385 @@ print(geb_age)
 3.0
 ```
 The final answer is \(\boxed{3.0}\).','3.0',1,'equivalent',146,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,0,'Let''s break down the problem step-by-step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. So, we need to calculate three times the number of masks Mike bought and then add 2 to that result.
+
+We can use the following Python code to calculate the number of face masks Johnny bought:
+
+```python
+# Number of face masks Mike bought
+mike_masks = 5
+
+# Number of face masks Johnny bought
+johnny_masks = 3 * mike_masks + 2
+
+print(johnny_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',141,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(89,1,'To solve this problem, let''s break it down step by step:
+
+1. Let''s define a variable for the number of face masks Mike bought, which is 5.
+2. Let''s define another variable for the number of face masks Johnny bought, which is 3 times the number of face masks Mike bought plus 2.
+
+Now, we can calculate Johnny''s face masks by multiplying the number of face masks Mike bought by 3 and adding 2.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+# Output the result
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,2,'Let''s solve the problem step by step.
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. So, we need to calculate \( 3 \times 5 + 2 \).
+
+Let''s write the Python code to calculate this:
+```python
+# Step 1: Mike bought 5 face masks
+mike_mask_count = 5
+
+# Step 2: Johnny bought 2 more than thrice as many face masks as Mike
+johnny_mask_count = 3 * mike_mask_count + 2
+
+print(johnny_mask_count)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',144,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,3,'To solve the problem, we need to follow these steps:
+
+1. Determine how many face masks Mike bought.
+2. Calculate how many face masks Johnny bought based on the information given.
+
+First, let''s calculate the number of face masks Mike bought. According to the problem, Mike bought 5 face masks. Since the problem states that Johnny bought 2 more than thrice as many face masks as Mike, we can express the number of face masks Johnny bought as:
+\[ \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2 \]
+
+Now, let''s substitute the number of face masks Mike bought into the equation:
+\[ \text{Number of face masks Johnny bought} = 3 \times 5 + 2 \]
+\[ \text{Number of face masks Johnny bought} = 15 + 2 \]
+\[ \text{Number of face masks Johnny bought} = 17 \]
+
+Therefore, the number of face masks Johnny bought is \(\boxed{17}\).','17',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,4,'Let''s break down the problem step-by-step and solve it using Python.
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike.
+
+First, we need to calculate the number of face masks Johnny bought. Let''s call this number \( x \). According to the problem, Johnny bought \( 3x + 2 \) face masks.
+
+Since Mike bought 5 face masks, we can set up the equation:
+\[ 5 = 3x + 2 \]
+
+To find \( x \), we need to isolate \( x \) on one side of the equation. We can do this by subtracting 2 from both sides:
+\[ 5 - 2 = 3x \]
+\[ 3 = 3x \]
+
+Next, we need to solve for \( x \) by dividing both sides by 3:
+\[ x = \frac{3}{3} \]
+\[ x = 1 \]
+
+So, Johnny bought 1 face mask. Let''s confirm this using Python code.
+```python
+# Number of face masks Mike bought
+mike_faces_masks = 5
+
+# Number of face masks Johnny bought
+johnny_faces_masks = 3 * mike_faces_masks + 2
+print(johnny_faces_masks)
+```
+```output
+17
+```
+The final answer is \(\boxed{17}\).','17',1,'equivalent',284,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,5,'Let''s break down the problem step by step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike.
+
+We can use the following steps to calculate the number of face masks Johnny bought:
+
+1. Calculate thrice the number of face masks Mike bought.
+2. Add 2 to the result from step 1.
+
+Next, let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate thrice the number of face masks Mike bought
+mike_face_masks = 5
+thrice_mike_face_masks = 3 * mike_face_masks
+
+# Step 2: Add 2 to the result from step 1
+johnny_face_masks = thrice_mike_face_masks + 2
+
+# Print the final answer
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',192,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,6,'To determine how many face masks Johnny bought, we need to follow these steps:
+
+1. Calculate the number of face masks Mike bought.
+2. Use the number of face masks Mike bought to find out how many face masks Johnny bought.
+
+First, we know that Mike bought 5 face masks. Next, we calculate how many face masks Johnny bought. Since Johnny bought 2 more than thrice as many face masks as Mike, we can calculate this as follows:
+
+\[
+\text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2
+\]
+
+Substituting the number of face masks Mike bought into the equation, we get:
+
+\[
+\text{Number of face masks Johnny bought} = 3 \times 5 + 2
+\]
+
+\[
+\text{Number of face masks Johnny bought} = 15 + 2
+\]
+
+\[
+\text{Number of face masks Johnny bought} = 17
+\]
+
+Therefore, Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,7,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of face masks Mike bought.
+2. Calculate the number of face masks Johnny bought based on the information given.
+
+Let''s break it down step-by-step:
+
+1. Mike bought 5 face masks.
+2. Johnny bought 2 more than thrice as many face masks as Mike. So, we need to calculate 3 * 5 + 2.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Step 1: Determine the number of face masks Mike bought
+mike_face_masks = 5
+
+# Step 2: Calculate the number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+# Output the final answer
+print(johnny_face_masks)
+```
+```output
+17
+```
+Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',182,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,0,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine how many gallons of blood a whale has. Since each whale has 40 gallons of blood, we can calculate the total for ten whales:
+   \[
+   \text{Total blood for ten whales} = 10 \times 40 \text{ gallons}
+   \]
+
+2. Next, we need to determine how many gallons of blood a shark has. Since a shark has three times as much blood as a whale, we can calculate the total for ten sharks:
+   \[
+   \text{Total blood for ten sharks} = 10 \times 3 \times 40 \text{ gallons}
+   \]
+
+3. Finally, we need to add the total blood from the whales and the sharks to get the total number of gallons of blood that ten sharks swimming in the sea have:
+   \[
+   \text{Total blood for ten sharks} = (\text{Total blood for ten whales}) + (\text{Total blood for ten sharks})
+   \]
+
+Now, let''s implement this in Python:
+```python
+# Define the number of whales and sharks
+num_whales = 10
+num_sharks = 10
+
+# Calculate the total blood for ten whales
+total_blood_whales = num_whales * 40
+
+# Calculate the total blood for ten sharks
+total_blood_sharks = num_sharks * 3 * 40
+
+# Calculate the total blood for ten sharks
+total_blood_ten_sharks = total_blood_whales + total_blood_sharks
+
+# Print the result
+print(total_blood_ten_sharks)
+```
+```output
+1600
+```
+The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1600}\).','1600',0,'not_equivalent',377,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the blood of one whale.
+2. Calculate the blood of one shark.
+3. Multiply the blood of one whale by 10 to get the blood of ten sharks.
+
+Let''s do this step by step using Python code.
+```python
+# Step 1: Calculate the blood of one whale
+blood_per_whale = 40  # gallons
+
+# Step 2: Calculate the blood of one shark
+blood_per_shark = 3 * blood_per_whale  # gallons
+
+# Step 3: Multiply the blood of one whale by 10 to get the blood of ten sharks
+number_of_sharks = 10
+total_gallons = blood_per_shark * number_of_sharks
+print(total_gallons)
+```
+```output
+1200
+```
+The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',197,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(90,2,'To solve this problem, we need to follow these steps:
+
+1. Identify the number of gallons of blood each whale has. According to the problem, each whale has 40 gallons of blood.
+2. Identify the number of gallons of blood each shark has. According to the problem, a shark has three times as much blood as a whale. Therefore, a shark has \(3 \times 40 = 120\) gallons of blood.
+3. Calculate the number of gallons of blood that ten sharks swimming in the sea have by multiplying the number of gallons of blood each shark has by 10.
+
+Let''s write the Python code to perform these steps.
+```python
+# Number of gallons of blood each whale has
+whale_blood = 40
+
+# Number of gallons of blood each shark has
+shark_blood = 3 * whale_blood
+
+# Number of sharks swimming in the sea
+number_of_sharks = 10
+
+# Calculate the number of gallons of blood that ten sharks swimming in the sea have
+total_blood = shark_blood * number_of_sharks
+print(total_blood)
+```
+```output
+1200
+```
+The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,3,'```python
+# Given data
+blood_per_whale = 40  # gallons
+blood_per_shark = 3 * blood_per_whale
+
+# Number of sharks
+number_of_sharks = 10
+
+# Total blood for ten sharks
+total_blood = blood_per_shark * number_of_sharks
+print(total_blood)
+```
+```output
+1200
+```
+The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',101,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,4,'To solve this problem, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We will use the information provided in the problem and write a Python program to perform the calculations.
+
+1. Determine the number of gallons of blood a whale has.
+   - Each whale has 40 gallons of blood.
+
+2. Determine the number of gallons of blood a shark has.
+   - A shark has three times as much blood as a whale.
+
+3. Calculate the number of gallons of blood for ten sharks.
+   - Use the formula: \( \text{Number of gallons} = \text{Number of whales} \times \text{Gallons per whale} \).
+
+Let''s write the Python program to calculate this.
+```python
+# Given data
+gallons_per_whale = 40
+gallons_per_shark = 3 * gallons_per_whale
+
+# Number of sharks
+number_of_sharks = 10
+
+# Calculate the number of gallons of blood for ten sharks
+total_gallons = number_of_sharks * gallons_per_shark
+print(total_gallons)
+```
+```output
+1200
+```
+The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,5,'Let''s solve this problem step-by-step using Python code.
+
+1. **Understand the problem:**
+   - Brady has 40 gallons of blood per whale.
+   - A shark has three times as much blood as a whale.
+   - We need to calculate the number of gallons of blood that ten sharks swimming in the sea have.
+
+2. **Calculate the number of gallons of blood per shark:**
+   \[
+   \text{Blood per shark} = 3 \times \text{Blood per whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+
+3. **Calculate the total number of gallons of blood for ten sharks:**
+   \[
+   \text{Total blood for ten sharks} = 120 \times 10 = 1200 \text{ gallons}
+   \]
+
+4. **Write the Python code to verify this calculation:**
+```python
+# Given data
+blood_per_whale = 40  # gallons
+gallons_per_shark = 3 * blood_per_whale  # gallons
+
+# Number of sharks
+num_sharks = 10
+
+# Total gallons of blood for ten sharks
+total_gallons = gallons_per_shark * num_sharks
+print(total_gallons)
+```
+```output
+1200
+```
+The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',301,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,6,'Let''s break down the problem step by step and use Python code to ensure the solution is accurate.
+
+1. **Determine the blood volume of a whale:**
+   - Each whale has 40 gallons of blood.
+
+2. **Determine the blood volume of a shark:**
+   - A shark has three times as much blood as a whale.
+   - Therefore, the blood volume of a shark is \(3 \times 40 = 120\) gallons.
+
+3. **Calculate the total blood volume of ten sharks:**
+   - Ten sharks have a blood volume of 120 gallons each.
+   - Therefore, the total blood volume of ten sharks is \(10 \times 120 = 1200\) gallons.
+
+Now, let''s verify this with a short Python program.
+```python
+# Define the blood volume of a whale
+blood_volume_whale = 40
+
+# Calculate the blood volume of a shark
+blood_volume_shark = 3 * blood_volume_whale
+
+# Calculate the total blood volume of ten sharks
+total_blood_volume_sharks = 10 * blood_volume_shark
+
+print(total_blood_volume_sharks)
+```
+```output
+1200
+```
+The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,7,'To solve this problem, we need to calculate the number of gallons of blood that ten sharks swimming in the sea have. We know that each whale has 40 gallons of blood, and each shark has three times as much blood as a whale. We can use the following steps:
+
+1. Calculate the number of gallons of blood one whale has. Since each whale has 40 gallons of blood, one whale has \(40\) gallons.
+2. Calculate the number of gallons of blood one shark has. Since each shark has three times as much blood as a whale, one shark has \(3 \times 40 = 120\) gallons.
+3. Calculate the number of gallons of blood ten sharks have. Since each shark has 120 gallons of blood, ten sharks have \(120 \times 10 = 1200\) gallons.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+gallons_per_whale = 40
+gallons_per_shark = 3 * gallons_per_whale
+
+# Number of sharks
+number_of_sharks = 10
+
+# Calculating the total number of gallons of blood
+total_gallons = gallons_per_shark * number_of_sharks
+print(total_gallons)
+```
+```output
+1200
+```
+The number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,0,'To solve this problem, we need to determine the height of the roof from the second floor''s floor. Let''s break it down step-by-step:
+
+1. **Height of the second floor:**
+   - The floor to the ceiling on the first floor is thrice as high as Mattison is.
+   - Therefore, the height of the second floor''s floor is \(3 \times 60 = 180\) inches.
+
+2. **Height of the ceiling on the second floor:**
+   - The ceiling on the second floor is the same as the second floor''s floor.
+   - Therefore, the height of the ceiling on the second floor is \(180\) inches.
+
+3. **Height of the roof from the second floor''s floor:**
+   - The roof from the second floor''s floor is 7 times the height of the second floor''s floor.
+   - Therefore, the height of the roof from the second floor''s floor is \(7 \times 180 = 1260\) inches.
+
+So, the final answer is \(\boxed{1260}\).','1260',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(91,1,'To solve this problem, we need to calculate the height of each floor of the house and then find the height of the roof from the second floor''s floor. Here''s the step-by-step reasoning:
+
+1. Calculate the height of the first floor. Since it is thrice as high as Mattison, the height of the first floor is \(3 \times 60 = 180\) inches.
+2. Calculate the height of the second floor. Since it is 7 times as high as the first floor, the height of the second floor is \(7 \times 180 = 1260\) inches.
+3. The height of the roof from the second floor''s floor is the difference between the height of the second floor and the height of the first floor, which is \(1260 - 180 = 1080\) inches.
+
+Let''s implement this in Python code to verify the result.
+```python
+# Given data
+mattison_height = 60  # height of Mattison in inches
+
+# Calculate the height of the first floor
+first_floor_height = 3 * mattison_height
+
+# Calculate the height of the second floor
+second_floor_height = 7 * first_floor_height
+
+# Calculate the height of the roof from the second floor''s floor
+roof_height = second_floor_height - first_floor_height
+
+print(roof_height)
+```
+```output
+1080
+```
+The height of the roof from the second floor''s floor is \(\boxed{1080}\) inches.','1080',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the height of the first floor.
+2. Calculate the height of the second floor.
+3. Determine the height of the roof from the second floor''s floor.
+
+Let''s start with the first floor. Mattison''s height is 60 inches. Since the first floor is thrice as high as the house, we can calculate the height of the first floor as:
+\[ \text{Height of the first floor} = 3 \times \text{Height of the house} = 3 \times 60 = 180 \text{ inches} \]
+
+Next, we calculate the height of the second floor. The second floor is 7 times the height of the first floor. So, we can calculate the height of the second floor as:
+\[ \text{Height of the second floor} = 7 \times \text{Height of the first floor} = 7 \times 180 = 1260 \text{ inches} \]
+
+Now, we need to determine the height of the roof from the second floor''s floor. The roof is formed by the floor on the first floor and the ceiling on the second floor. The height of the roof is the difference between the height of the second floor''s floor and the height of the first floor:
+\[ \text{Height of the roof} = \text{Height of the second floor} - \text{Height of the first floor} = 1260 - 180 = 1080 \text{ inches} \]
+
+Let''s confirm this with Python code.
+```python
+# Given data
+height_of_house = 60
+
+# Calculate the height of the first floor
+height_of_first_floor = 3 * height_of_house
+
+# Calculate the height of the second floor
+height_of_second_floor = 7 * height_of_first_floor
+
+# Calculate the height of the roof from the second floor''s floor
+height_of_roof = height_of_second_floor - height_of_first_floor
+print(height_of_roof)
+```
+```output
+1080
+```
+The height of the roof from the second floor''s floor is \(\boxed{1080}\) inches.','1080',0,'not_equivalent',459,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,3,'Let''s solve the problem step-by-step using Python code.
+
+1. **Determine the height of the first floor**: Mattison''s house is 7 times as high as he is. So, the height of the first floor is \(7 \times 60\) inches.
+2. **Determine the height of the second floor**: The floor to the ceiling on the first floor is thrice as high as he is. So, the height of the second floor is \(3 \times \text{height of the first floor}\).
+3. **Calculate the height of the roof from the second floor''s floor**: The roof from the second floor''s floor is the difference between the height of the second floor and the height of the first floor. So, the height of the roof from the second floor''s floor is \(3 \times \text{height of the first floor} - \text{height of the first floor}\).
+
+Let''s write the Python code to calculate this.
+```python
+# Given data
+height_of_house = 60  # in inches
+
+# Calculate the height of the first floor
+height_of_first_floor = 7 * height_of_house
+
+# Calculate the height of the second floor
+height_of_second_floor = 3 * height_of_first_floor
+
+# Calculate the height of the roof from the second floor''s floor
+height_of_roof = height_of_second_floor - height_of_first_floor
+
+# Print the final answer
+print(height_of_roof)
+```
+```output
+840
+```
+The height of the roof from the second floor''s floor is \(\boxed{840}\) inches.','840',0,'not_equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,4,'Let''s break down the problem step by step and then write the Python code to solve it.
+
+1. Mattison is 60 inches tall.
+2. His two-story house is 7 times as high as he is, so the house is \(7 \times 60\) inches tall.
+3. The floor to the ceiling on the first floor is thrice as high as he is, so the floor to the ceiling is \(3 \times 60\) inches.
+4. To find the height of the roof from the second floor''s floor, we need to subtract the height of the two-story house from the height of the floor to the ceiling on the first floor.
+
+Let''s write the Python code to calculate this.
+```python
+# Given data
+height_of_house = 7 * 60  # height of the house in inches
+height_of_ceiling_on_first_floor = 3 * height_of_house  # height of the ceiling on the first floor in inches
+
+# Height of the roof from the second floor''s floor
+height_of_roof_from_second_floor = height_of_ceiling_on_first_floor - height_of_house
+print(height_of_roof_from_second_floor)
+```
+```output
+840
+```
+The height of the roof from the second floor''s floor is \(\boxed{840}\) inches.','840',0,'not_equivalent',269,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,5,'To solve this problem step by step, we will calculate the height of each part of the house and then find the height of the roof from the second floor''s floor.
+
+1. Calculate the height of the two-story house:
+   \[
+   \text{Height of the house} = 2 \times \text{Height of Mattison} = 2 \times 60 = 120 \text{ inches}
+   \]
+
+2. Calculate the height of the floor to the ceiling on the first floor:
+   \[
+   \text{Height to the ceiling on the first floor} = 3 \times \text{Height of Mattison} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. Calculate the height of the roof from the second floor''s floor:
+   \[
+   \text{Height of the roof from the second floor} = \text{Height of the house} - \text{Height to the ceiling on the first floor} = 120 - 180 = -60 \text{ inches}
+   \]
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Given data
+height_mattison = 60
+
+# Calculate the height of the two-story house
+height_house = 2 * height_mattison
+
+# Calculate the height of the floor to the ceiling on the first floor
+height_to_ceiling_first_floor = 3 * height_mattison
+
+# Calculate the height of the roof from the second floor''s floor
+height_roof_second_floor = height_house - height_to_ceiling_first_floor
+print(height_roof_second_floor)
+```
+```output
+-60
+```
+The height of the roof from the second floor''s floor is \(\boxed{-60}\) inches.','-60',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,6,'To determine the height of the roof from the second floor''s floor in inches, let''s break down the problem step by step.
+
+1. **Determine the height of the first floor:**
+   Mattison''s height is 60 inches, and his two-story house is 7 times as high as he is on the first floor. So, we calculate:
+   \[
+   \text{Height of the first floor} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. **Determine the height of the second floor:**
+   The floor to the ceiling on the first floor is thrice as high as Mattison is. So, we calculate:
+   \[
+   \text{Height of the second floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. **Calculate the height of the roof from the second floor''s floor:**
+   The roof from the second floor''s floor is the difference between the height of the second floor and the height of the first floor. So, we calculate:
+   \[
+   \text{Height of the roof from the second floor''s floor} = 180 - 420 = -240 \text{ inches}
+   \]
+
+Therefore, the height of the roof from the second floor''s floor in inches is \(\boxed{-240}\).','-240',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,7,'To solve the problem, we need to calculate the height of the first floor, then use that to find the height of the second floor''s floor. Let''s break it down step-by-step.
+
+1. First, we know Mattison is 60 inches tall.
+2. The second story house is 7 times as high as he is. Therefore, the height of the second story house is \(7 \times 60\) inches.
+3. The floor to the ceiling on the first floor is thrice as high as he is. Therefore, the height of the first floor floor is \(3 \times 60\) inches.
+4. The height of the second floor''s floor is the same as the height of the first floor floor, which is \(3 \times 60\) inches.
+
+Now, let''s write the Python code to calculate this.
+
+```python
+# Define the height of Mattison
+height_mattison = 60
+
+# Calculate the height of the second story house
+height_second_story_house = 7 * height_mattison
+
+# Calculate the height of the first floor floor
+height_first_floor_floor = 3 * height_second_story_house
+
+# The height of the roof from the second floor''s floor
+height_roof_second_floor = height_first_floor_floor
+
+print(height_roof_second_floor)
+```
+```output
+1260
+```
+The height of the roof from the second floor''s floor is \(\boxed{1260}\) inches.','1260',0,'not_equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,0,'To solve this problem, we need to follow these steps:
+
+1. Determine the total number of pounds of ground beef Aiden uses.
+2. Calculate the total amount of secret steakhouse seasoning needed.
+3. Print the final answer.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Aiden gets sixteen meatballs from each pound of ground beef. Therefore, the total number of pounds of ground beef Aiden uses is:
+\[ \text{Total pounds of ground beef} = \frac{16 \text{ meatballs/pound}}{1 \text{ pound/pound}} = 16 \text{ pounds} \]
+
+2. Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret steakhouse seasoning needed is:
+\[ \text{Total secret steakhouse seasoning} = 16 \text{ pounds} \times 2 \text{ tablespoons/pound} = 32 \text{ tablespoons} \]
+
+3. The final answer is:
+\[ \boxed{32} \]','32',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,1,'To determine how much of his secret seasoning Aid will need to make 80 meatballs, we need to follow these steps:
+
+1. Identify the amount of meatballs in one pound of meat.
+2. Calculate the total amount of meatballs in 80 pounds of meat.
+3. Determine how much of his secret seasoning he will use based on the amount of meatballs he uses.
+
+First, we know that Aid gets sixteen meatballs from each pound of meat. Therefore, the total amount of meatballs in 80 pounds of meat is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ meatballs} \]
+
+Next, we need to determine how much of his secret seasoning he will use. According to the problem, Aid uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, the total amount of secret seasoning he will use is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Thus, the amount of his secret seasoning Aid will need is:
+\[ \boxed{2560} \]','2560',0,'not_equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(92,2,'Let''s break down the problem step by step and use Python code to ensure the result is accurate.
+
+1. **Identify the given data:**
+   - Number of meatballs per pound of ground beef: 16
+   - Amount of secret steakhouse seasoning per pound of ground beef: 2 tablespoons
+   - Number of meatballs needed: 80
+   - Number of pounds of ground beef used: 16
+
+2. **Calculate the total amount of ground beef needed:**
+   \[
+   \text{Total ground beef needed} = 16 \text{ pounds} \times 16 \text{ meatballs per pound} = 256 \text{ meatballs}
+   \]
+
+3. **Determine the total amount of secret steakhouse seasoning needed:**
+   \[
+   \text{Total secret steakhouse seasoning needed} = 2 \text{ tablespoons} \times 256 \text{ meatballs} = 512 \text{ tablespoons}
+   \]
+
+4. **Calculate the amount of secret steakhouse seasoning needed for 80 meatballs:**
+   \[
+   \text{Secret steakhouse seasoning needed for 80 meatballs} = \frac{512 \text{ tablespoons}}{80 \text{ meatballs}} = 6.4 \text{ tablespoons}
+   \]
+
+Therefore, the amount of secret steakhouse seasoning Aiden will need is \(\boxed{6.4}\) tablespoons.','6.4',0,'not_equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,3,'Let''s break down the problem step-by-step:
+
+1. First, calculate the amount of ground beef needed for 80 meatballs.
+2. Since each pound of ground beef requires 2 tablespoons of secret steakhouse seasoning, we''ll multiply the total number of meatballs by 2 to get the amount of secret seasoning needed.
+
+Now, let''s use Python code to calculate this.
+```python
+# Given data
+meatballs_per_pound = 16
+pounds_of_meatballs = 80
+secret_steakhouse_seasoning_per_pound = 2
+
+# Total amount of ground beef needed
+total_ground_beef = pounds_of_meatballs * meatballs_per_pound
+
+# Total amount of secret steakhouse seasoning needed
+total_secret_steakhouse_seasoning = total_ground_beef * secret_steakhouse_seasoning_per_pound
+
+# Final answer
+print(total_secret_steakhouse_seasoning)
+```
+```output
+2560
+```
+The total amount of secret steakhouse seasoning Aiden needs is \(\boxed{2560}\) tablespoons.','2560',0,'not_equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,4,'Let''s solve the problem step-by-step:
+
+1. Determine the amount of meatballs Aiden uses per pound.
+2. Calculate the total amount of meatballs needed for 80 pounds.
+3. Calculate the amount of secret seasoning Aiden needs by dividing the total amount of meatballs by the amount of meatballs per pound and then by 2 (since he adds two tablespoons of seasoning for every pound of meat).
+
+Now, let''s implement this in Python.
+```python
+# Step 1: Determine the amount of meatballs Aiden uses per pound
+meatballs_per_pound = 16
+
+# Step 2: Calculate the total amount of meatballs needed for 80 pounds
+total_meatballs = 80 * meatballs_per_pound
+
+# Step 3: Calculate the amount of secret seasoning Aiden needs
+secret_seasoning_per_pound = 2
+total_secret_seasoning = total_meatballs / (meatballs_per_pound * secret_seasoning_per_pound)
+
+# Print the final answer
+print(total_secret_seasoning)
+```
+```output
+40.0
+```
+The final answer is \(\boxed{40.0}\).','40.0',0,'not_equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,5,'Let''s break down the problem step-by-step:
+
+1. We know that Aiden uses 16 meatballs per pound of ground beef.
+2. Aiden wants to make 80 meatballs in total.
+3. We need to calculate the total amount of secret seasoning he will need.
+
+First, we calculate the total number of meatballs Aiden will use:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ meatballs} \]
+
+Next, we know that Aiden adds two tablespoons of his secret steakhouse seasoning for every pound of ground beef. So, the total amount of secret seasoning needed is:
+\[ 1280 \text{ meatballs} \times 2 \text{ tablespoons/pound} = 2560 \text{ tablespoons} \]
+
+Since the final answer is in terms of tablespoons, we can write the final answer as \(\boxed{2560}\).','2560',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,6,'To solve the problem, we need to follow these steps:
+
+1. Determine the total amount of ground beef used.
+2. Calculate the total amount of meatballs used.
+3. Determine how many pounds of ground beef are needed.
+4. Calculate the total amount of meatballs needed.
+5. Calculate how much secret seasoning is needed.
+
+Let''s break down the problem step-by-step and implement it in Python.
+
+1. Each pound of ground beef uses 16 meatballs. Therefore, 16 pounds of ground beef use \(16 \times 16 = 256\) meatballs.
+2. Each pound of meatballs uses 2 tablespoons of the secret steakhouse seasoning. Therefore, each pound of meatballs requires \(2 \times 256 = 512\) tablespoons of the secret seasoning.
+3. Aiden wants to make 80 meatballs. Therefore, 80 pounds of meatballs will use \(80 \times 512 = 4096\) tablespoons of the secret seasoning.
+4. Since there are 2 tablespoons in a teaspoon, 4096 tablespoons of the secret seasoning will be \(4096 \div 2 = 2048\) tablespoons.
+
+So, Aiden will need \(\boxed{2048}\) tablespoons of his secret seasoning to make 80 meatballs for the cookout.','2048',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,7,'Let''s break down the problem step-by-step:
+
+1. First, calculate the total amount of ground beef used for 80 meatballs.
+2. Determine how much secret steakhouse seasoning is needed for that amount of ground beef.
+
+### Step 1: Calculate the total amount of ground beef used
+Aiden gets sixteen meatballs per pound of ground beef. Therefore, for 80 meatballs, the total amount of ground beef used is:
+\[ 16 \text{ meatballs/pound} \times 80 \text{ pounds} = 1280 \text{ pounds} \]
+
+### Step 2: Determine how much secret steakhouse seasoning is needed
+Aiden uses two tablespoons of his secret steakhouse seasoning for every pound of ground beef. Therefore, for 1280 pounds of ground beef, the total amount of secret steakhouse seasoning needed is:
+\[ 2 \text{ tablespoons/pound} \times 1280 \text{ pounds} = 2560 \text{ tablespoons} \]
+
+Thus, the final answer is:
+\[ \boxed{2560} \]','2560',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,0,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. **Calculate the total distance Michael travels:**
+   Michael travels on a 3-day trip at an average speed of 50 km/hr.
+   \[
+   \text{Total distance} = \text{Speed} \times \text{Number of days} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km}
+   \]
+
+2. **Determine the percentage of the total distance that has been covered:**
+   The total distance is 150 km. Michael has covered 150 km out of the total 6000 km.
+   \[
+   \text{Percentage covered} = \left( \frac{\text{Distance covered}}{\text{Total distance}} \right) \times 100\%
+   \]
+   \[
+   \text{Percentage covered} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100\%
+   \]
+   \[
+   \text{Percentage covered} = 0.25 \times 100\%
+   \]
+   \[
+   \text{Percentage covered} = 25\%
+   \]
+
+Thus, the percentage of the distance Michael has covered is \(\boxed{25\%}\).','25\%',0,'not_equivalent',322,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,1,'To solve the problem, we need to determine how much Michael has covered over 3 days on the interstate and then find the percentage of the distance covered.
+
+First, we need to calculate the total distance Michael has traveled over 3 days at an average speed of 50 km/hr. We can do this by multiplying the average speed by the number of days:
+
+\[
+\text{Total distance} = 50 \, \text{km/hr/day} \times 3 \, \text{days} = 150 \, \text{km}
+\]
+
+Next, we need to find out how much of this distance Michael has covered. Since the distance between Alaska and Texas is 6000 km, we can divide the total distance by the distance between Alaska and Texas:
+
+\[
+\text{Percentage covered} = \left( \frac{\text{Total distance}}{\text{Distance between Alaska and Texas}} \right) \times 100 = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100 = \frac{150}{6000} \times 100 = \frac{150}{6000} \times \frac{100}{100} = \frac{150}{6000} \times \frac{100}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} = \frac{150}{6000} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1}{100} \times \frac{1','1',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,2,'Let''s solve the problem step by step.
+
+1. **Calculate the total distance Michael travels in 3 days:**
+   Michael travels at an average speed of 50 km/hr for 3 days. To find the total distance, we multiply the speed by the number of days:
+   \[
+   \text{Total distance} = 50 \text{ km/hr/day} \times 3 \text{ days} = 150 \text{ km}
+   \]
+
+2. **Convert the distance from km to miles:**
+   Since there are 1000 km in a mile, we convert the total distance from km to miles:
+   \[
+   \text{Total distance in miles} = 150 \text{ km} \times \frac{1000}{km} = 15000 \text{ miles}
+   \]
+
+3. **Calculate the percentage of the total distance that has been covered:**
+   To find the percentage, we use the formula:
+   \[
+   \text{Percentage} = \left( \frac{\text{Total distance in miles}}{\text{Total distance}} \right) \times 100
+   \]
+   Substituting the values we have:
+   \[
+   \text{Percentage} = \left( \frac{15000 \text{ miles}}{150 \text{ km}} \right) \times 100 = 100\%
+   \]
+
+Therefore, the final answer is \(\boxed{100}\).','100',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(93,3,'To determine the percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total time Michael spends traveling on the interstate.
+2. Determine the distance Michael has traveled on the interstate over the 3 days.
+3. Find the percentage of the total distance that has been traveled.
+
+First, let''s calculate the total time Michael spends traveling on the interstate. Since Michael is traveling for 3 days and his average speed is 50 km/hr, we can calculate the total time as follows:
+\[
+\text{Total time} = 3 \text{ days} \times 50 \text{ km/hr/day} = 150 \text{ km}
+\]
+
+Next, we determine the distance Michael has traveled on the interstate over the 3 days. Since the distance between Alaska and Texas is 6000 km, we can calculate the distance traveled as follows:
+\[
+\text{Distance traveled} = 6000 \text{ km}
+\]
+
+Now, we find the percentage of the total distance that has been traveled. We do this by dividing the distance traveled by the total distance and then multiplying by 100:
+\[
+\text{Percentage} = \left( \frac{\text{Distance traveled}}{\text{Total distance}} \right) \times 100 = \left( \frac{6000 \text{ km}}{6000 \text{ km}} \right) \times 100 = 100\%
+\]
+
+Therefore, the percentage of the distance Michael has covered is \(\boxed{100}\).','100',0,'not_equivalent',343,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,4,'To determine what percentage of the distance Michael has covered, we can break down the problem into a few steps:
+
+1. Calculate the total distance Michael has traveled in 3 days.
+2. Find out how much of this distance Michael has covered by comparing it to the total distance between Alaska and Texas.
+
+Let''s implement this in Python:
+
+```python
+# Given values
+speed = 50  # km/hr
+days = 3
+distance_alaska_texas = 6000  # km
+
+# Calculate the total distance traveled in 3 days
+total_distance_traveled = speed * days
+
+# Calculate the distance covered
+distance_covered = distance_alaska_texas - total_distance_traveled
+
+# Calculate the percentage covered
+percentage_covered = (distance_covered / total_distance_traveled) * 100
+
+print(percentage_covered)
+```
+```output
+3900.0
+```
+The percentage of the distance Michael has covered is \(\boxed{3900}\).','3900',0,'not_equivalent',199,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,5,'Let''s solve the problem step-by-step:
+
+1. **Calculate the time Michael takes to travel the distance between Alaska and Texas:**
+   - Michael''s average speed is 50 km/hr.
+   - The distance between Alaska and Texas is 6000 km.
+   - The time taken \( t \) to travel this distance is given by the formula:
+     \[
+     t = \frac{\text{distance}}{\text{speed}}
+     \]
+     Substituting the given values:
+     \[
+     t = \frac{6000 \text{ km}}{50 \text{ km/hr}} = 120 \text{ hours}
+     \]
+
+2. **Calculate the total distance covered by Michael in 3 days:**
+   - Michael travels the distance 120 hours in 3 days.
+   - The total distance covered \( D \) is given by the formula:
+     \[
+     D = \text{speed} \times \text{time}
+     \]
+     Substituting the given values:
+     \[
+     D = 50 \text{ km/hr} \times 120 \text{ hours} = 60000 \text{ km}
+     \]
+
+3. **Calculate the percentage of the distance covered:**
+   - The percentage of the distance covered is given by the formula:
+     \[
+     \text{percentage} = \left( \frac{\text{distance}}{\text{total distance}} \right) \times 100
+     \]
+     Substituting the given values:
+     \[
+     \text{percentage} = \left( \frac{60000 \text{ km}}{60000 \text{ km}} \right) \times 100 = 100\%
+     \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Given values
+speed = 50  # km/hr
+distance_alaska_texas = 6000  # km
+days = 3
+
+# Calculate time taken to travel the distance between Alaska and Texas
+time = distance_alaska_texas / speed
+
+# Calculate total distance covered by Michael in 3 days
+total_distance = speed * time
+
+# Calculate percentage of the distance covered
+percentage = (total_distance / distance_alaska_texas) * 100
+
+# Print the','100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,6,'To solve this problem, we need to calculate the total distance Michael has traveled in 3 days. We know his average speed is 50 km/hr, and he travels for 3 days. The distance between Alaska and Texas is 6000 km.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the total distance traveled in 3 days by multiplying the average speed by the number of days.
+2. Divide the total distance traveled by the distance between Alaska and Texas to find the percentage of the distance covered.
+
+We can use Python to perform these calculations accurately.
+```python
+# Given values
+average_speed = 50  # km/hr
+number_of_days = 3
+distance_between_alaska_and_texas = 6000  # km
+
+# Calculate the total distance traveled in 3 days
+total_distance_traveled = average_speed * number_of_days
+
+# Calculate the percentage of the distance covered
+percentage_covered = (total_distance_traveled / distance_between_alaska_and_texas) * 100
+
+# Print the result
+print(percentage_covered)
+```
+```output
+2.5
+```
+The percentage of the distance Michael has covered is \(\boxed{2.5}\).','2.5',0,'not_equivalent',247,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,7,'To solve the problem, we need to determine the percentage of the distance Michael has traveled on the Interstate. We''ll follow these steps:
+
+1. Calculate the total distance Michael travels on the Interstate.
+2. Compute the percentage of the total distance that has been traveled.
+
+First, let''s calculate the total distance Michael travels. Since he travels on the interstate for 3 days and the distance between Alaska and Texas is 6000 km, the total distance traveled is:
+\[ 3 \text{ days} \times 6000 \text{ km/day} = 18000 \text{ km} \]
+
+Next, we compute the percentage of the total distance that has been traveled. The percentage is given by:
+\[ \left( \frac{\text{Distance traveled}}{\text{Total distance}} \right) \times 100 \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the given values
+distance_alaska_texas = 6000  # in km
+days = 3
+speed = 50  # in km/hr
+
+# Calculate the total distance traveled
+total_distance_traveled = days * speed
+
+# Calculate the percentage of the total distance that has been traveled
+percentage_traveled = (total_distance_traveled / distance_alaska_texas) * 100
+
+# Print the result
+print(percentage_traveled)
+```
+```output
+2.5
+```
+The percentage of the distance Michael has traveled on the Interstate is \(\boxed{2.5}\).','2.5',0,'not_equivalent',318,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,0,'To solve the problem, we need to follow these steps:
+
+1. Determine how many pomelos Eve originally had.
+2. Calculate how many pomelos Eve is left after giving some to her friend.
+3. Calculate how many pomelos Eve gave away.
+
+Let''s break this down step-by-step.
+
+1. Eve originally had 20 pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had. So, we can calculate this as follows:
+\[ \text{Pomelos Eve has left} = \frac{1}{4} \times 20 \]
+3. Finally, we need to calculate how many pomelos Eve gave away. Since we don''t have any information about what she gave away, we can assume that Eve gave away all of her pomelos left. Therefore, the final answer is:
+\[ \boxed{20} \]','20',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,1,'To solve this problem, let''s break it down step by step.
+
+1. **Define the initial number of pomelos:**
+   Eve originally had 20 pomelos.
+
+2. **Determine the number of pomelos Eve gives away:**
+   Eve is left with \(\frac{1}{4}\) of the pomelos she originally had. So, we calculate \(\frac{1}{4} \times 20\) and store the result.
+
+3. **Print the result:**
+   Finally, we print the number of pomelos Eve gave away.
+
+Let''s write the Python code to solve this problem:
+```python
+# Step 1: Define the initial number of pomelos
+initial_pomelos = 20
+
+# Step 2: Calculate the number of pomelos Eve gives away
+pomelos_given_away = (1/4) * initial_pomelos
+
+# Step 3: Print the result
+print(pomelos_given_away)
+```
+```output
+5.0
+```
+Eve gave away \(\boxed{5}\) pomelos.','5',0,'not_equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(94,2,'Let''s break down the problem step by step:
+
+1. **Identify the total number of pomelos Eve had initially:**
+   \[
+   \text{Initial pomelos} = 20
+   \]
+
+2. **Determine how many pomelos Eve is left with after giving some away:**
+   Eve is left with \(\frac{1}{4}\) of the pomelos she originally had. So, we calculate this as follows:
+   \[
+   \text{Pomelos left} = \frac{1}{4} \times 20 = 5
+   \]
+
+3. **Determine how many pomelos Eve gave away:**
+   To find out how many pomelos Eve gave away, we subtract the number of pomelos left from the initial number of pomelos:
+   \[
+   \text{Pomelos given away} = 20 - 5 = 15
+   \]
+
+Therefore, the number of pomelos Eve gave away is \(\boxed{15}\).','15',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,3,'To solve the problem, we need to follow these steps:
+
+1. Determine how many pieces of pomelos Eve is left with after giving some to her friend.
+2. Calculate how many pieces of pomelos Eve gave away by subtracting the number of pieces she is left with from the original number of pieces she had.
+
+Let''s break this down step-by-step:
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with \(\frac{1}{4}\) of the original number of pieces she had. So, we calculate:
+   \[
+   \frac{1}{4} \times 20 = 5
+   \]
+3. Therefore, Eve gave away 5 pieces of pomelos.
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Number of pomelos left after giving some to her friend
+left_pomelos = initial_pomelos / 4
+
+# Number of pomelos Eve gave away
+given_away_pomelos = left_pomelos
+print(given_away_pomelos)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','5',0,'not_equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,4,'Let''s break down the problem step by step:
+
+1. Eve originally had 20 pieces of pomelos.
+2. After giving some pomelos to her friend, Eve is left with 1/4 of the pomelos she originally had.
+3. We need to find out how many pomelos Eve gave away.
+
+Since Eve is left with 1/4 of the original 20 pieces of pomelos, we can calculate this as follows:
+\[ \text{Number of pomelos given away} = \frac{1}{4} \times 20 = 5 \]
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Initial number of pomelos
+initial_pomelos = 20
+
+# Number of pomelos left after giving some to her friend
+remaining_pomelos = (1/4) * initial_pomelos
+
+# Number of pomelos given away
+pomelos_given_away = remaining_pomelos
+print(pomelos_given_away)
+```
+```output
+5.0
+```
+The number of pomelos Eve gave away is \(\boxed{5}\).','5',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,5,'To determine how many pomelos Eve gave away, we can use the following steps:
+
+1. Calculate the total number of pomelos Eve originally had.
+2. Calculate the number of pomelos Eve is left with after giving some away.
+3. Determine how many pomelos Eve gave away by subtracting the remaining pomelos from the original number of pomelos.
+
+Let''s implement this in Python using sympy, although sympy is not strictly necessary for this problem, we''ll use it to simplify the calculations.
+
+```python
+# Define the original number of pomelos
+original_pomelos = 20
+
+# Calculate the number of pomelos Eve is left with after giving some away
+remaining_pomelos = original_pomelos / 4
+
+# Calculate how many pomelos Eve gave away
+pomelos_given_away = original_pomelos - remaining_pomelos
+
+# Print the final answer
+print(pomelos_given_away)
+```
+```output
+15.0
+```
+Eve gave away \(\boxed{15}\) pomelos.','15',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,6,'To solve this problem, we need to follow these steps:
+
+1. Determine the initial number of pomelos Eve had.
+2. Calculate the number of pomelos Eve gives away by finding 1/4 of her initial number of pomelos.
+
+Let''s implement this in Python:
+
+```python
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Calculate the number of pomelos Eve gives away
+pomelos_given_away = initial_pomelos / 4
+
+# Print the final answer
+print(ANSWER)
+```
+```output
+NameError: name ''ANSWER'' is not defined
+```
+It looks like there was an error because the variable `ANSWER` was not defined in the current scope. Let''s re-run the code and define the `ANSWER` variable.
+
+Here is the corrected code:
+
+```python
+import sympy as sp
+
+# Initial number of pomelos Eve had
+initial_pomelos = 20
+
+# Calculate the number of pomelos Eve gives away
+pomelos_given_away = initial_pomelos / 4
+
+# Print the final answer
+print(pomelos_given_away)
+```
+```output
+5.0
+```
+The final answer is \(\boxed{5}\).','5',0,'not_equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,7,'To solve this problem, we need to calculate how many pomelos Eve gave away. We''ll use the formula:
+\[ \text{Pomelos given away} = \frac{1}{4} \times \text{Original pomelos} \]
+
+Let''s break this down step-by-step in Python:
+
+1. Define the original number of pomelos Eve had.
+2. Calculate the number of pomelos given away using the formula.
+3. Print the result.
+
+Here is the Python code to perform these steps:
+
+```python
+# Define the original number of pomelos Eve had
+original_pomelos = 20
+
+# Calculate the number of pomelos given away
+pomelos_given_away = original_pomelos / 4
+
+# Print the final answer
+print(pomelos_given_away)
+```
+```output
+5.0
+```
+Eve gave away \(\boxed{5}\) pomelos.','5',0,'not_equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,0,'Let''s solve this step-by-step:
+
+1. We know that it takes John 5 minutes to get to the first side of the Rubik''s cube.
+2. For the second and third sides, each take twice as long as the first side, so they take \(2 \times 5 = 10\) minutes each.
+3. For the last 2 sides, each take half as long as the first side, so they take \(\frac{5}{2} = 2.5\) minutes each.
+4. Once John gets the 5th side, he has all 6 sides.
+
+To find the total time taken, we sum up the time for each side:
+
+\[5 + 10 + 2.5 + 2.5 = 18.5 \text{ minutes}\]
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Given times
+time_first_side = 5  # minutes
+
+# Time for the second and third sides
+time_second_side = 2 * time_first_side  # twice the first side
+time_third_side = time_second_side  # twice the first side
+
+# Time for the last two sides
+time_last_two_sides = time_first_side / 2  # half the first side
+
+# Total time
+total_time = time_first_side + time_second_side + time_third_side + time_last_two_sides
+print(total_time)
+```
+```output
+27.5
+```
+The total time taken for John to get all 6 sides of the Rubik''s cube is \(\boxed{27.5}\) minutes.','27.5',0,'not_equivalent',328,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(95,1,'Let''s break down the problem step-by-step:
+
+1. First, we need to determine the time it takes John to get to the first side of the Rubik''s cube. Since it takes John 5 minutes to get to the first side, we can calculate this as \(5\) minutes.
+
+2. Next, we need to determine the time it takes John to get to the second and third sides. Since each side takes twice as long as the first, we can calculate this as \(2 \times 5 = 10\) minutes.
+
+3. The last 2 sides each take half as long as the first, so we can calculate this as \(\frac{5}{2} = 2.5\) minutes.
+
+4. Once we get the 5th side, we have all 6 sides. This means that the Rubik''s cube takes 6 minutes to get all the sides.
+
+Now, let''s use Python code to verify this reasoning.
+```python
+# Time to get to the first side
+time_first_side = 5
+
+# Time to get to the second and third sides
+time_second_third = 2 * time_first_side
+
+# Time to get to the last 2 sides
+time_last_two = time_first_side / 2
+
+# Total time to get all 6 sides
+total_time = time_first_side + time_second_third + time_last_two
+print(total_time)
+```
+```output
+17.5
+```
+The total time it takes John to get all 6 sides of the Rubik''s cube is \(\boxed{17.5}\) minutes.','17.5',0,'not_equivalent',323,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,2,'To solve this problem, we need to calculate the total time John takes to get all 6 sides of the Rubik''s cube. We can break this down into steps and use Python to ensure the calculations are accurate.
+
+1. Calculate the time to get the first side.
+2. Calculate the time to get the second and third sides.
+3. Calculate the time to get the last 2 sides.
+4. Sum up all the times to get the 6 sides.
+
+Here is the step-by-step calculation using Python code:
+
+```python
+# Time to get the first side of the Rubik''s cube
+time_first_side = 5
+
+# Time to get the second and third sides
+time_second_third_sides = 2 * time_first_side
+
+# Time to get the last 2 sides
+time_last_two_sides = time_second_third_sides / 2
+
+# Total time to get all 6 sides
+total_time = time_first_side + time_second_third_sides + time_last_two_sides
+
+print(total_time)
+```
+```output
+20.0
+```
+The total time it takes for John to get all 6 sides of the Rubik''s cube is \(\boxed{20}\) minutes.','20',0,'not_equivalent',244,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,3,'To solve this problem, we need to calculate the total time John takes to get all 6 sides of the Rubik''s cube. Let''s break it down step-by-step and write the Python code to ensure accuracy.
+
+1. The first side takes 5 minutes.
+2. The second and third sides each take twice the time of the first side, so each side takes \(2 \times 5 = 10\) minutes.
+3. The last 2 sides each take half as long as the first side, so each side takes \(\frac{5}{2} = 2.5\) minutes.
+4. Once you get the 5th side, you have all 6 sides, so the total time is the sum of the times for all the sides.
+
+Let''s write the Python code to calculate this.
+```python
+# Define the time for each side
+time_first_side = 5  # minutes
+time_second_side = 2 * time_first_side  # twice the time of the first side
+time_third_side = 5 / 2  # half the time of the first side
+time_last_two_sides = 2 * time_first_side  # twice the time of the first side
+
+# Calculate the total time
+total_time = time_first_side + time_second_side + time_third_side + time_last_two_sides
+print(total_time)
+```
+```output
+27.5
+```
+The total time John takes to get all 6 sides of the Rubik''s cube is \(\boxed{27.5}\) minutes.','27.5',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,4,'Let''s break down the problem step-by-step and then use Python to calculate the final answer.
+
+1. John takes 5 minutes to get to the first side of the Rubik''s cube.
+2. The second and third sides each take twice as long as the first side, so they take \(2 \times 5 = 10\) minutes each.
+3. The last 2 sides each take half as long as the first, so they take \(\frac{10}{2} = 5\) minutes each.
+4. Once John gets the 5th side, he has all 6 sides.
+
+To find the total time taken, we can sum up the time taken for each side step by step.
+
+Let''s write the Python code to calculate this.
+```python
+# Define the time taken for each side
+time_first_side = 5
+time_second_side = 2 * time_first_side
+time_third_side = time_second_side / 2
+time_last_side = time_third_side / 2
+time_5th_side = 5
+
+# Calculate the total time
+total_time = time_first_side + time_second_side + time_third_side + time_last_side + time_5th_side
+print(total_time)
+```
+```output
+27.5
+```
+The total time taken for the Rubik''s cube is \(\boxed{27.5}\) minutes.','27.5',0,'not_equivalent',279,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,5,'To solve this problem, we need to determine the total time John takes to get all six sides of the Rubik''s cube. Let''s break it down step by step:
+
+1. The first side takes 5 minutes.
+2. The second and third sides each take twice as long as the first. Therefore, the second side takes \(2 \times 5 = 10\) minutes, and the third side takes \(2 \times 10 = 20\) minutes.
+3. The last 2 sides each take half as long as the first. Therefore, the last side takes \(\frac{5}{2} = 2.5\) minutes.
+4. The fifth side takes 5 minutes to get. Therefore, the fifth side takes \(5\) minutes.
+
+Now, we sum up all the times taken to get all six sides:
+\[5 + 10 + 20 + 2.5 + 5 = 65\]
+
+Therefore, the Rubik''s cube takes \(\boxed{65}\) minutes to get all six sides.','65',0,'not_equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,6,'To solve the problem, we need to determine the length of the Rubik''s cube. Let''s break it down step-by-step.
+
+1. The first side takes 5 minutes.
+2. The second and third sides each take twice as long as the first side.
+3. The last 2 sides each take half as long as the first, and once you get the 5th side, you have all 6 sides.
+4. Once you get the 5th side, you have all 6 sides.
+
+Let''s denote the length of each side of the Rubik''s cube as \(a\). According to the problem, we can write the following equations:
+
+\[a = 5\]
+\[2a = 10\]
+\[a = \frac{10}{2} = 5\]
+\[a = \frac{5}{2} = 5\]
+
+From the first equation \(a = 5\), we can see that \(a = 5\) is consistent with the problem statement.
+
+Now, let''s verify the problem conditions. Since the first side takes 5 minutes, the second and third sides each take twice as long, and the last 2 sides each take half as long as the first, we have all 6 sides. This confirms that the length of the Rubik''s cube is 5.
+
+Therefore, the length of the Rubik''s cube is \(\boxed{5}\).','5',0,'not_equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,7,'To solve this problem, we need to calculate the total time John takes to get to all 6 sides of the Rubik''s cube. We can break down the problem into the following steps:
+
+1. Calculate the time to get to each side of the cube.
+2. Calculate the total time for all 6 sides.
+
+Let''s write the Python code to solve this problem.
+
+```python
+# Define the time to get to each side of the cube
+time_first_side = 5  # minutes
+time_second_side = 2 * time_first_side  # twice the time to get to the first side
+time_third_side = 2 * time_second_side  # twice the time to get to the second side
+time_last_side = time_third_side / 2  # half the time to get to the third side
+time_5th_side = time_first_side  # first side
+
+# Calculate the total time for all 6 sides
+total_time = time_first_side + time_second_side + time_third_side + time_last_side + time_5th_side
+print(total_time)
+```
+```output
+50.0
+```
+The Rubik''s cube takes \(\boxed{50}\) minutes to get to all 6 sides.','50',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1796307880.57871,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',88,8.79590311632099474108e+03,8.79589912468800321204e+03);
+INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630796181665134433e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','killed',89,8.8771365766239978259e+03,8.87713258954499906394e+03);
+INSERT INTO "sessions" VALUES(2,1.7963086677755484581e+09,1.79630920072109341624e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',6,5.32145045263008796597e+02,5.32142645776999415833e+02);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -41723,5 +44327,33 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1162',0,88,'26',0.875,0,28,1,2185.0,2051.0,359.75,0.0,2.00842476627476571602e+01,6.16751828570120849606e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1162',0,88,'3',1.0,1,70,1,2185.0,2051.0,719.5,0.0,4.01684953254953143204e+01,1.06612189505741394043e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1162',0,88,'3',1.0,1,1,0,2185.0,2051.0,1439.0,0.0,8.03369906509906286408e+01,1964862028032.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1178',0,89,'17',1.0,1,8,1,2148.0,2028.0,195.125,0.0,1.34760749087508884262e+01,3.93855296033903625498e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1178',0,89,'17',1.0,1,28,1,2148.0,2028.0,390.25,0.0,2.69521498175017768525e+01,6.37729995402774536145e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1178',0,89,'17',1.0,1,70,1,2148.0,2028.0,780.5,0.0,5.39042996350035537051e+01,1.1254793941405163574e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1178',0,89,'17',1.0,1,1,0,2148.0,2028.0,1561.0,0.0,1.07808599270007107403e+02,2100978191616.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1194',0,90,'1600',0.875,0,8,1,3550.0,3283.0,258.875,0.0,1.68781798107502254424e+01,6.58242892122251586906e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1194',0,90,'1200',0.875,1,28,1,3550.0,3283.0,517.75,0.0,3.37563596215004508844e+01,9.82279267112787109368e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1194',0,90,'1200',1.0,1,70,1,3550.0,3283.0,1035.5,0.0,67.5127192430009,1.63035201709385815425e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1194',0,90,'1200',1.0,1,1,0,3550.0,3283.0,2071.0,0.0,1.3502543848600180354e+02,2926497517056.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1203',0,91,'1260',0.0,0,8,1,3217.0,3094.0,321.375,0.0,2.86187988297497213352e+01,5.57150808780400878892e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1203',0,91,'1080',0.0,0,28,1,3217.0,3094.0,642.75,0.0,5.72375976594994426713e+01,9.60086035046057861309e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1203',0,91,'1080',0.0,0,70,1,3217.0,3094.0,1285.5,0.0,1.14475195318998885336e+02,1.7659564875773720703e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1203',0,91,'1260',0.0,0,1,0,3217.0,3094.0,2571.0,0.0,2.28950390637997770672e+02,3377697392640.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1221',0,92,'32',0.0,0,8,1,1030.0,930.0,249.25,0.0,1.17454982599992945328e+01,438069882886.235);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1221',0,92,'2560',0.0,0,28,1,1030.0,930.0,498.5,0.0,2.34909965199985890657e+01,7.50708160078487182634e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1221',0,92,'2560',0.0,0,70,1,1030.0,930.0,997.0,0.0,4.69819930399971781315e+01,1.3759847144629914551e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1221',0,92,'2560',0.0,0,1,0,1030.0,930.0,1994.0,0.0,9.39639860799943562631e+01,2626537823232.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1235',0,93,'25\%',0.0,0,8,1,1497.0,1393.0,348.375,0.0,2.33112236422493879217e+01,5.67974629321452758809e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1235',0,93,'25\%',0.0,0,28,1,1497.0,1393.0,696.75,0.0,4.66224472844987758435e+01,1.00537316259553100581e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1235',0,93,'100',0.0,0,70,1,1497.0,1393.0,1393.5,0.0,9.3244894568997551687e+01,1.88017022914368725581e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1235',0,93,'100',0.0,0,1,0,1497.0,1393.0,2787.0,0.0,1.86489789137995103374e+02,3629764362240.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1232',0,94,'20',0.25,0,8,1,2941.0,2809.0,233.0,0.0,3.55944111491262447097e+01,456565138711.984);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1232',0,94,'5',0.25,0,28,1,2941.0,2809.0,466.0,0.0,7.11888222982524894195e+01,7.4801630945141479494e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1232',0,94,'5',1.42857142857142849212e-01,0,70,1,2941.0,2809.0,932.0,0.0,1.4237764459650497883e+02,1.33091865093027661133e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1232',0,94,'5',0.0,0,1,0,2941.0,2809.0,1864.0,0.0,2.8475528919300995766e+02,2496723333888.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1251',0,95,'27.5',0.0,0,8,1,3008.0,2864.0,281.875,0.0,1.45757124251249479129e+01,5.33612785156281799322e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1251',0,95,'27.5',0.0,0,28,1,3008.0,2864.0,563.75,0.0,2.91514248502498958259e+01,8.86796474773955810573e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1251',0,95,'27.5',0.0,0,70,1,3008.0,2864.0,1127.5,0.0,5.8302849700499791651e+01,1.59316385400930395511e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1251',0,95,'27.5',0.0,0,1,0,3008.0,2864.0,2255.0,0.0,1.16605699400999583302e+02,3005898612480.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
