@@ -20839,6 +20839,1020 @@ INSERT INTO "chains" VALUES(95,3,0,'d89a21eb08fd3700e087c00e701e069da91c32c01218
 INSERT INTO "chains" VALUES(95,4,0,'51940e967aa84d907c0527f71d85000f6a57e33f596bfcb15e6838fbbf606830',0,'The total time John takes to get all 6 sides of the Rubik''s cube is \(\boxed{27.5}\) minutes.','stop',31,491,480,1.43670158738677833376e+00,51673728768.0,NULL);
 INSERT INTO "chains" VALUES(95,5,0,'6bee2dc1e46130b241bb7c6f50b7a35867ee7cc4f5c9e40c647addce857b1b48',0,'The total time taken for the Rubik''s cube is \(\boxed{27.5}\) minutes.','stop',24,463,452,1.20809651648354088315e+00,42851384832.0,NULL);
 INSERT INTO "chains" VALUES(95,6,0,'da087031a084e9e43eb639082263836ca3066db44bf0eb917928b96f4ffbd040',0,'The Rubik''s cube takes \(\boxed{50}\) minutes to get to all 6 sides.','stop',24,432,421,1.20503657348065940091e+00,42851384832.0,NULL);
+INSERT INTO "chains" VALUES(96,0,0,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',0,'Let''s break down the problem step by step:
+
+1. Calculate the total number of minutes Tim spends answering phones during his 5 day work week.
+2. Convert the total minutes into hours.
+3. Divide the total number of hours by 15 minutes per call to find out how many calls Tim deals with during his 5 day work week.
+
+We''ll start by calculating the total number of minutes Tim spends answering phones during his 5 day work week:
+
+\[ \text{Total minutes} = 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ minutes} \]
+
+Next, we''ll convert the total minutes into hours:
+
+\[ \text{Total hours} = \frac{30 \text{ minutes}}{60 \text{ minutes/hour}} = 0.5 \text{ hours} \]
+
+Finally, we''ll divide the total number of hours by 15 minutes per call:
+
+\[ \text{Number of calls} = \frac{0.5 \text{ hours}}{15 \text{ minutes/call}} = 0.0333 \text{ calls} \]
+
+Let''s use Python code to confirm this calculation.
+```python
+# Given values
+hours_per_day = 6
+days = 5
+minutes_per_call = 15
+
+# Calculate total minutes spent answering phones during the 5 day work week
+total_minutes = hours_per_day * days
+
+# Convert total minutes to hours
+total_hours = total_minutes / 60
+
+# Calculate the number of calls
+number_of_calls = total_hours / minutes_per_call
+
+print(number_of_calls)','stop',346,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,1,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',1,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones in a day.
+2. Determine how many minutes it takes to deal with a call.
+3. Multiply the total number of hours by the number of minutes per call to find the total number of calls.
+
+First, let''s calculate the total number of hours Tim spends answering phones in a day. He spends 6 hours each day at work answering phones, so:
+\[ \text{Total hours} = 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Next, we know that it takes Tim 15 minutes to deal with a call. Therefore, the total number of calls Tim deals with during his 5 day work week is:
+\[ \text{Total calls} = \text{Total hours} \times 15 \text{ minutes/hour} = 30 \text{ hours} \times 15 \text{ minutes/hour} = 450 \text{ calls} \]
+
+So, the final answer is:
+\[ \boxed{450} \]','stop',258,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,2,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',2,'To determine how many calls Tim deals with during his 5 day work week, we can break the problem into a few steps:
+
+1. Calculate the total time Tim spends answering phones in a day.
+2. Determine how many minutes are in a call.
+3. Calculate the total number of calls Tim deals with in a 5-day work week.
+
+Let''s go through these steps in detail.
+
+1. Calculate the total time Tim spends answering phones in a day:
+\[ \text{Total time} = 6 \text{ hours/day} \times 60 \text{ minutes/hour} = 3600 \text{ minutes/day} \]
+
+2. Determine how many minutes are in a call:
+\[ \text{Minutes per call} = 15 \text{ minutes} \]
+
+3. Calculate the total number of calls Tim deals with in a 5-day work week:
+\[ \text{Total calls} = \frac{3600 \text{ minutes/day}}{15 \text{ minutes/call}} = 240 \text{ calls} \]
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Given values
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate total time spent answering phones in a day
+total_time = hours_per_day * 60
+
+# Calculate total number of calls
+total_calls = total_time / minutes_per_call
+
+# Print the final answer
+print(total_calls)','stop',320,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,3,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',3,'To solve the problem, we need to calculate the number of phone calls Tim makes during his 5-day work week, given that he spends 6 hours each day answering phones and it takes him 15 minutes to deal with a call.
+
+First, let''s convert the time it takes to deal with a call from minutes to hours:
+\[ 15 \text{ minutes} = \frac{15}{60} = \frac{1}{4} \text{ hours} \]
+
+Next, we calculate the total time Tim spends answering phones in a day:
+\[ 6 \text{ hours/day} \times 15 \text{ minutes/hour} = 90 \text{ minutes/day} \]
+
+Now, we calculate the total time Tim spends answering phones in 5 days:
+\[ 90 \text{ minutes/day} \times 5 \text{ days} = 450 \text{ minutes} \]
+
+Since it takes him 15 minutes to deal with each call, the total number of calls he makes during the 5-day work week is:
+\[ \frac{450 \text{ minutes}}{15 \text{ minutes/call}} = 30 \text{ calls} \]
+
+Therefore, the final answer is \(\boxed{30}\).','stop',275,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,4,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',4,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the number of hours Tim spends at work each day.
+2. Determine the total number of minutes Tim spends at work each day.
+3. Convert the total number of minutes to hours.
+4. Calculate the number of calls Tim makes during his work week.
+
+**Step 1: Calculate the number of hours Tim spends at work each day.**
+
+Tim spends 6 hours each day at work answering phones.
+
+**Step 2: Determine the total number of minutes Tim spends at work each day.**
+
+It takes him 15 minutes to deal with a call.
+
+**Step 3: Convert the total number of minutes to hours.**
+
+\[ 15 \text{ minutes} = \frac{15}{60} = \frac{1}{4} \text{ hours} \]
+
+**Step 4: Calculate the number of calls Tim makes during his work week.**
+
+\[ 5 \text{ days} \times \frac{1}{4} \text{ hours/day} = \frac{5}{4} \times \frac{1}{4} = \frac{5}{16} \text{ calls} \]
+
+Therefore, the number of calls Tim deals with during his 5 day work week is \(\boxed{\frac{5}{16}}\).','stop',293,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,5,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',5,'Let''s break down the problem step-by-step:
+
+1. Calculate the number of hours Tim spends at work per day.
+2. Determine the number of days Tim works in a week.
+3. Calculate the total number of calls Tim makes during his work week.
+
+First, we calculate the number of hours Tim spends at work per day:
+\[ \text{Hours per day} = 6 \text{ hours/day} \]
+
+Next, we determine the number of days Tim works in a week:
+\[ \text{Days per week} = 5 \text{ days} \]
+
+Then, we calculate the total number of calls Tim makes during his work week:
+\[ \text{Total calls} = \text{Hours per day} \times \text{Days per week} = 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ calls} \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Number of hours Tim spends at work per day
+hours_per_day = 6
+
+# Number of days Tim works in a week
+days_per_week = 5
+
+# Total number of calls Tim makes during his work week
+total_calls = hours_per_day * days_per_week
+print(total_calls)','stop',267,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,6,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',6,'To solve this problem, we need to calculate the total time Tim spends answering phones during his 5-day work week. Here''s a step-by-step approach:
+
+1. Convert the time Tim spends answering phones from hours to minutes.
+2. Calculate the total time spent answering phones during the 5-day work week.
+3. Convert the time spent answering phones from minutes to calls.
+4. Output the final answer.
+
+Let''s break it down in code:
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Convert hours to minutes
+time_per_day = 6 * 60  # 6 hours * 60 minutes/hour
+
+# Step 2: Calculate total time spent answering phones during the 5-day work week
+total_time_per_week = time_per_day * 5  # 5 days * 60 minutes/hour
+
+# Step 3: Convert time spent answering phones from minutes to calls
+time_per_call = 15  # 15 minutes
+
+# Step 4: Calculate total time spent answering phones during the 5-day work week
+total_time_calls = total_time_per_week / time_per_call  # 5 days * 60 minutes/hour / 15 minutes/call
+
+# Output the final answer
+print(total_time_calls)','stop',274,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,0,7,'a0d76b24ed37621985a91526db571a0ee228c031f7182fbf28695e66fdc99928',7,'To solve this problem, we need to calculate the total number of calls Tim makes during his 5-day work week. Here''s the step-by-step reasoning:
+
+1. Calculate the total number of hours Tim works in a day.
+2. Convert the total number of hours from hours to minutes.
+3. Determine the total number of calls by dividing the total number of minutes by the time it takes for a call to be handled.
+
+Let''s use Python to perform these calculations accurately.
+```python
+import sympy as sp
+
+# Define variables
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate total hours worked in a day
+total_hours_per_day = hours_per_day * days_per_week
+
+# Convert total hours to minutes
+total_minutes_per_day = total_hours_per_day * 60
+
+# Calculate total number of calls
+total_calls = total_minutes_per_day // minutes_per_call
+
+# Print the result
+print(total_calls)','stop',204,167,120,1.03470039304881158417e+01,358565264256.0,NULL);
+INSERT INTO "chains" VALUES(96,1,0,'278c317da712aa17df87b7067a8fb470ddfbc5e79e34c9d06bf82357236a4ec9',0,'The final answer is \(\boxed{0.0333}\).','stop',17,538,512,1.48587138699215226544e+00,52934063616.0,NULL);
+INSERT INTO "chains" VALUES(96,2,0,'6a7d5087a873342e6572ae7abd1696565ab912fc61635a2beea505bd73191334',0,'The final answer is \(\boxed{240}\).','stop',14,497,486,9.58695652013245469547e-01,30248036352.0,NULL);
+INSERT INTO "chains" VALUES(96,3,0,'42381a4277cbc8da4846f2a68a73556dfa0453cca8d8330898fcfc8ad965c2f0',0,'The total number of calls Tim makes during his 5-day work week is \(\boxed{30}\).','stop',24,442,433,1.40800375624378282246e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(96,4,0,'f8803ad9c04ab24ec6fc484a251868e7c6191cf5695265b110dae8eedc85352c',0,'Tim deals with \(\boxed{120}\) calls during his 5-day work week.','stop',22,452,440,1.3859671740049852584e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(96,5,0,'2df5be816b4363af7d172ba49ef1ebbddb730d5dc4d35570613acc3bf05ef016',0,'The total number of calls Tim deals with during his 5 day work week is \(\boxed{120}\).','stop',26,380,370,1.54309567258647573062e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(97,0,0,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',0,'Let''s break down the problem step-by-step:
+
+1. Louise needs to apply a coat of varnish to her 6 paintings.
+2. The original coat takes 7 minutes to dry on one painting.
+3. The new coat takes 12 minutes to dry on one painting.
+4. To find out how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish, we need to calculate the difference in drying times for 6 paintings with the new varnish.
+
+The difference in drying times is simply the difference between 12 minutes and 7 minutes, which is 5 minutes.
+
+Now, let''s write the Python code to confirm this:
+
+```python
+# Original coat drying time
+original_drying_time = 7  # minutes
+
+# New coat drying time
+new_drying_time = 12  # minutes
+
+# Number of paintings
+num_paintings = 6
+
+# Calculate the difference in drying times
+difference_in_drying_time = new_drying_time - original_drying_time
+
+# Print the result
+print(difference_in_drying_time)','stop',232,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,1,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',1,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we can follow these steps:
+
+1. Calculate the time it takes for the coat of varnish to dry on one painting with the new varnish.
+2. Calculate the time it takes for the coat of varnish to dry on one painting with the old varnish.
+3. Find the difference in time between the two scenarios.
+
+Let''s start by calculating the time for the coat of varnish to dry on one painting with the new varnish. The new varnish takes 12 minutes to dry, and the old varnish takes 7 minutes to dry. Therefore, the time for the coat of varnish to dry on one painting with the new varnish is:
+
+\[ 12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes} \]
+
+Next, we calculate the time it takes for the coat of varnish to dry on one painting with the old varnish. The old varnish takes 7 minutes to dry, and the new varnish takes 12 minutes to dry. Therefore, the time for the coat of varnish to dry on one painting with the old varnish is:
+
+\[ 7 \text{ minutes} - 12 \text{ minutes} = -5 \text{ minutes} \]
+
+Now, we find the difference in time between the two scenarios. The difference in time is:
+
+\[ 5 \text{ minutes} - (-5 \text{ minutes}) = 5 \text{ minutes} + 5 \text{ minutes} = 10 \text{ minutes} \]
+
+Therefore, it will take the coat of varnish to dry on 6 paintings with the new varnish for an additional \(\boxed{10}\) minutes compared to the old varnish.','stop',396,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,2,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',2,'To solve this problem, we need to determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish. Here''s the step-by-step reasoning:
+
+1. Identify the drying time for the old varnish.
+2. Identify the drying time for the new varnish.
+3. Calculate the difference between the drying times for the new varnish and the old varnish.
+
+Let''s write the Python code to solve this:
+
+```python
+# Define the drying time for the old varnish in minutes
+drying_time_old_varnish = 7
+
+# Define the drying time for the new varnish in minutes
+drying_time_new_varnish = 12
+
+# Calculate the difference in drying times
+difference_in_drying_times = drying_time_new_varnish - drying_time_old_varnish
+
+# Print the final answer
+print(difference_in_drying_times)','stop',193,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,3,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',3,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for the new varnish and then subtract that from the drying time for the old varnish.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the drying time for the new varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the new varnish, it takes 12 minutes for the coat to dry.
+   - Therefore, the drying time for the new varnish is \(12 - 7 = 5\) minutes.
+
+2. Calculate the drying time for the old varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the old varnish, it takes 7 minutes for the coat to dry.
+   - Therefore, the drying time for the old varnish is \(7 - 7 = 0\) minutes.
+
+3. Find the difference in drying time:
+   - The drying time for the new varnish is 5 minutes.
+   - The drying time for the old varnish is 0 minutes.
+   - Therefore, the difference in drying time is \(5 - 0 = 5\) minutes.
+
+So, the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish will take \(\boxed{5}\) minutes longer.','stop',315,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,4,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',4,'To solve this problem, we need to determine the drying time for the coats of varnish on 6 paintings with the new varnish and then compare it to the drying time for the coats of varnish on 6 paintings with the old varnish.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the drying time for the coats of varnish on 6 paintings with the new varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the new varnish, it takes 12 minutes for the coat to dry.
+   - Therefore, the drying time for the coats of varnish on 6 paintings with the new varnish is \(12 - 7 = 5\) minutes.
+   - Since we need to calculate the drying time for 6 paintings with the new varnish, we multiply the drying time by 6.
+
+2. Calculate the drying time for the coats of varnish on 6 paintings with the old varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the old varnish, it takes 7 minutes for the coat to dry.
+   - Therefore, the drying time for the coats of varnish on 6 paintings with the old varnish is \(7 - 7 = 0\) minutes.
+   - Since we need to calculate the drying time for 6 paintings with the old varnish, we multiply the drying time by 6.
+
+3. Compare the drying times:
+   - The drying time for the coats of varnish on 6 paintings with the new varnish is \(5\) minutes.
+   - The drying time for the coats of varnish on 6 paintings with the old varnish is \(0\) minutes.
+   - Since \(5\) minutes is greater than \(0\) minutes, it will take longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.
+
+Therefore, the final answer is \(\boxed{5}\).','stop',423,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,5,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',5,'Let''s break down the problem step-by-step:
+
+1. Determine the drying time for one painting with the old varnish.
+2. Determine the drying time for one painting with the new varnish.
+3. Calculate the total drying time for 6 paintings with the new varnish.
+4. Calculate the total drying time for 6 paintings with the old varnish.
+5. Find the difference between the total drying time for the new varnish and the old varnish.
+
+Let''s implement this in Python code to ensure accuracy.
+```python
+# Define the drying times
+time_old_varnish = 7  # minutes per painting
+time_new_varnish = 12  # minutes per painting
+
+# Number of paintings
+num_paintings = 6
+
+# Calculate the total drying time for 6 paintings with the new varnish
+total_time_new_varnish = time_new_varnish * num_paintings
+
+# Calculate the total drying time for 6 paintings with the old varnish
+total_time_old_varnish = time_old_varnish * num_paintings
+
+# Find the difference between the total drying time for the new varnish and the old varnish
+difference = total_time_new_varnish - total_time_old_varnish
+
+print(difference)','stop',256,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,6,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',6,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for each painting and then find the difference between these times.
+
+First, let''s calculate the drying time for one painting with the new varnish:
+\[
+\text{Drying time (new varnish)} = 12 \text{ minutes}
+\]
+
+Next, let''s calculate the drying time for one painting with the old varnish:
+\[
+\text{Drying time (old varnish)} = 7 \text{ minutes}
+\]
+
+Now, we find the difference between the drying time for one painting with the new varnish and the drying time for one painting with the old varnish:
+\[
+\text{Difference} = 12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes}
+\]
+
+Therefore, the coat of varnish on 6 paintings with the new varnish will take \(\boxed{5}\) minutes longer than it would with the old varnish.','stop',236,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,0,7,'1be5697fcf6758bb32a39e6da837563afda0f7534d83980b2009aa7423b73f58',7,'Let''s solve this step-by-step using Python code.
+
+1. Calculate the total drying time for 6 paintings with the new varnish.
+2. Calculate the total drying time for 6 paintings with the old varnish.
+3. Find the difference between the two drying times.
+
+We''ll use the given rates of drying time for both the new and old varnish, and then we''ll calculate the drying times for 6 paintings with each varnish and finally find the difference.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Define the drying times for both varnish
+drying_time_old_varnish = 7
+drying_time_new_varnish = 12
+
+# Number of paintings
+num_paintings = 6
+
+# Calculate the drying time for 6 paintings with the old varnish
+total_drying_time_old = drying_time_old_varnish * num_paintings
+
+# Calculate the drying time for 6 paintings with the new varnish
+total_drying_time_new = drying_time_new_varnish * num_paintings
+
+# Find the difference in drying times
+difference = total_drying_time_new - total_drying_time_old
+
+# Print the final answer
+print(difference)','stop',248,217,120,1.11510244645624450048e+01,376209952128.0,NULL);
+INSERT INTO "chains" VALUES(97,1,0,'1f9dd2aeec866710b5e4786ca0fa906f4e91281473adbb3f3083fb1cc9c37fe0',0,'The calculation confirms that it will take \(\boxed{5}\) minutes longer for the coat of varnish to dry on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',45,456,448,1.74739033477321359377e+00,65537412096.0,NULL);
+INSERT INTO "chains" VALUES(97,2,0,'050bd8ab9377ec8914314c84e2e322ec94eae25f479dfb9374435a992f99cd07',0,'The coat of varnish on 6 paintings with the new varnish to dry will take \(\boxed{5}\) minutes longer than it would with the old varnish.','stop',37,417,409,1.46287600657160532513e+00,55454733312.0,NULL);
+INSERT INTO "chains" VALUES(97,3,0,'8f05f533d5201224baf8366b2bbcccfff26548c600a660abbb3fad5a81f52595',0,'The total drying time for the coat of varnish on 6 paintings with the new varnish would be 30 minutes longer than it would with the old varnish. Therefore, the final answer is \(\boxed{30}\).','stop',50,481,472,1.93727123883166707507e+00,73099421184.0,NULL);
+INSERT INTO "chains" VALUES(97,4,0,'56e2e9a7a92937de465b41e3f30f419a5346706933fd667ee058a8caa8a27ce6',0,'The total drying time for 6 paintings with the new varnish is \(\boxed{30}\) minutes. This is 24 minutes longer than the total drying time for 6 paintings with the old varnish.','stop',47,473,464,1.80018821804928452756e+00,69318416640.0,NULL);
+INSERT INTO "chains" VALUES(98,0,0,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs, and then multiply that by the number of days in a week.
+
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption for German Shepherds is \(3 \times 5 = 15\) kilograms.
+
+2. Calculate the daily consumption of dog food for Bulldogs:
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs.
+   - Therefore, the daily consumption for Bulldogs is \(2 \times 3 = 6\) kilograms.
+
+3. Calculate the total daily consumption of dog food:
+   - Add the daily consumption of German Shepherds and Bulldogs together: \(15 + 6 = 21\) kilograms.
+
+4. Calculate the weekly consumption of dog food:
+   - There are 7 days in a week.
+   - Multiply the total daily consumption by the number of days in a week: \(21 \times 7 = 147\) kilograms.
+
+So, the Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',300,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,1,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',1,'Let''s break down the problem step-by-step:
+
+1. Determine the total amount of dog food consumed by the German Shepherds and the Bulldogs per day.
+2. Calculate the total amount of dog food consumed by both groups per day.
+3. Determine the total amount of dog food consumed by both groups per week.
+4. Print the final answer.
+
+First, let''s calculate the daily consumption of dog food for both groups:
+- Each German Shepherd consumes 5 kilograms per day.
+- Each Bulldog consumes 3 kilograms per day.
+So, the total consumption per day is \(5 + 3 = 8\) kilograms per day.
+
+Next, let''s calculate the total consumption per day for both groups:
+- The Kennel house keeps a total of 3 German Shepherds and 2 Bulldogs.
+- Therefore, the total consumption per day is \(3 + 2 = 5\) kilograms per day.
+
+Now, let''s calculate the total consumption per week for both groups:
+- There are 7 days in a week.
+- Therefore, the total consumption per week is \(5 \times 7 = 35\) kilograms per week.
+
+Finally, let''s print the final answer:
+\[
+\boxed{35}
+\]','stop',253,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,2,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',2,'To solve this problem, we need to determine the total amount of dog food consumed by the Kennel house in a week, given that each German Shepherd consumes 5 kilograms of dog food per day and each bulldog consumes 3 kilograms of dog food per day.
+
+Here are the steps to solve the problem:
+
+1. Calculate the total dog food consumed by the German Shepherds per day.
+2. Calculate the total dog food consumed by the bulldogs per day.
+3. Sum the dog food consumed by the German Shepherds and the bulldogs to get the total dog food consumed per day.
+4. Multiply the total dog food consumed per day by 7 to get the total dog food consumed in a week.
+
+Let''s write the Python code to perform these steps:
+
+```python
+# Number of German Shepherds and Bulldogs
+num_deger_shepherds = 3
+num_bulldogs = 2
+
+# Dog food consumption per day
+dog_food_per_day_deger_shepherd = 5
+dog_food_per_day_bulldog = 3
+
+# Total dog food consumed per day
+total_dog_food_per_day = (num_deger_shepherds * dog_food_per_day_deger_shepherd) + (num_bulldogs * dog_food_per_day_bulldog)
+
+# Total dog food consumed in a week
+total_dog_food_in_a_week = total_dog_food_per_day * 7
+
+# Print the final answer
+print(total_dog_food_in_a_week)','stop',316,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,3,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',3,'To solve this problem, we need to calculate the total amount of dog food consumed by the German Shepherds and the Bulldogs over a week. Here''s the step-by-step reasoning:
+
+1. Calculate the daily consumption of dog food for the German Shepherds.
+2. Calculate the daily consumption of dog food for the Bulldogs.
+3. Sum the daily consumption to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s write the Python code to perform these calculations.
+```python
+import sympy as sp
+
+# Define the variables
+days = 7
+dog_food_per_day_german = 5
+dog_food_per_day_bulldog = 3
+
+# Calculate the daily consumption
+daily_consumption_german = dog_food_per_day_german * days
+daily_consumption_bulldog = dog_food_per_day_bulldog * days
+
+# Calculate the total daily consumption
+total_daily_consumption = daily_consumption_german + daily_consumption_bulldog
+
+# Calculate the weekly consumption
+weekly_consumption = total_daily_consumption * days
+
+# Print the final answer
+print(weekly_consumption)','stop',248,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,4,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',4,'Let''s break down the problem step by step:
+
+1. Calculate the total dog food consumed by the German Shepherds in a week.
+2. Calculate the total dog food consumed by the Bulldogs in a week.
+3. Sum the dog food from both groups to get the total dog food needed in a week.
+
+We''ll use Python to perform these calculations accurately.
+```python
+# Number of German Shepherds and Bulldogs
+german_shepherds = 3
+bulldogs = 2
+
+# Dog food consumption per day for German Shepherds
+dog_food_per_day = 5
+
+# Dog food consumption per day for Bulldogs
+dog_food_per_day_bulldogs = 3
+
+# Total dog food consumption per day
+total_dog_food_per_day = (german_shepherds * dog_food_per_day) + (bulldogs * dog_food_per_day_bulldogs)
+
+# Total dog food consumption per week
+total_dog_food_per_week = (total_dog_food_per_day * 7)
+
+# Final answer
+print(total_dog_food_per_week)','stop',227,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,5,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',5,'Let''s break this down step-by-step:
+
+1. Calculate the daily consumption of dog food for both the German Shepherds and the Bulldogs.
+2. Multiply the daily consumption by the number of days in a week.
+
+We know:
+- There are 3 German Shepherds and 2 Bulldogs.
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- Each Bulldog consumes 3 kilograms of dog food per day.
+
+The daily consumption of dog food for both breeds combined is \(3 \times 5 + 2 \times 3 = 15 + 6 = 21\) kilograms of dog food per day.
+
+Now, we need to find out how many kilograms of dog food they will need in a week. Since there are 7 days in a week, the total consumption is \(21 \times 7 = 147\) kilograms of dog food.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Constants
+num_deger_shepherds = 3
+num_bulldogs = 2
+dog_food_consumption_per_day = 5  # in kilograms
+dog_food_consumption_per_day_bulldog = 3  # in kilograms
+days_in_week = 7
+
+# Calculate daily consumption for both breeds combined
+daily_consumption = (num_deger_shepherds * dog_food_consumption_per_day) + (num_bulldogs * dog_food_consumption_per_day_bulldog)
+
+# Calculate total consumption in a week
+total_consumption_week = daily_consumption * days_in_week
+print(total_consumption_week)','stop',339,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,6,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',6,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption and then multiply it by the number of days in a week.
+
+First, let''s calculate the daily consumption of dog food for the German Shepherds:
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 3 German Shepherds.
+- Therefore, the total daily consumption for the German Shepherds is \(3 \times 5 = 15\) kilograms.
+
+Next, let''s calculate the daily consumption of dog food for the Bulldogs:
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- There are 2 Bulldogs.
+- Therefore, the total daily consumption for the Bulldogs is \(2 \times 3 = 6\) kilograms.
+
+Now, we add the daily consumption of dog food for both the German Shepherds and the Bulldogs:
+- The total daily consumption is \(15 + 6 = 21\) kilograms.
+
+Finally, we calculate the weekly consumption of dog food by multiplying the daily consumption by the number of days in a week (7 days):
+- The total weekly consumption is \(21 \times 7 = 147\) kilograms.
+
+Therefore, the Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',280,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,0,7,'95fe369c8cd72c806fd558f767d05a030b24a76bc2fa6c4a5349545af7f79e07',7,'To determine the total kilograms of dog food needed by the Kennel house in a week, we need to calculate the daily consumption for both the German Shepherds and the Bulldogs and then sum these amounts.
+
+First, let''s calculate the daily consumption for the German Shepherds:
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 3 German Shepherds.
+- Therefore, the daily consumption for the German Shepherds is \(3 \times 5 = 15\) kilograms.
+
+Next, let''s calculate the daily consumption for the Bulldogs:
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- There are 2 Bulldogs.
+- Therefore, the daily consumption for the Bulldogs is \(2 \times 3 = 6\) kilograms.
+
+Now, we sum the daily consumption for both the German Shepherds and the Bulldogs to find the total daily consumption:
+\[
+15 \text{ (German Shepherds)} + 6 \text{ (Bulldogs)} = 21 \text{ kilograms}
+\]
+
+Finally, we calculate the total daily consumption for the week:
+\[
+21 \text{ kilograms/day} \times 7 \text{ days} = 147 \text{ kilograms}
+\]
+
+Therefore, the total kilograms of dog food needed in a week is \(\boxed{147}\).','stop',287,179,120,9.80870093971810597111e+00,362503810656.0,NULL);
+INSERT INTO "chains" VALUES(98,1,0,'0832ff62a88f71920f39b489b092d5a4394bd5650b6ae23e5c9bb064a8ba4af1',0,'The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',24,504,494,1.10653526441941085778e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(98,2,0,'f1bc75171a6c5609acc221b24f24083a923c1369d8063f39e598149e4bb6c7b9',0,'The Kennel house will need \(\boxed{392}\) kilograms of dog food in a week.','stop',24,436,426,1.10147155041098177008e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(98,3,0,'70d38fe865c3ce3eaa8b879b62c0af85b9b5208f7aa18dc0524f90e7da40e57f',0,'The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',24,415,405,1.09865736441618810914e+00,41591049984.0,NULL);
+INSERT INTO "chains" VALUES(98,4,0,'f8acc42f389a21cd0550b7cc2148d9462efc15bc1d44a8c38b0867783fd2677c',0,'The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',24,525,243,7.37629750741810497061e+00,384402128640.0,NULL);
+INSERT INTO "chains" VALUES(99,0,0,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',0,'Let''s break down the problem step by step:
+
+1. First, we need to calculate the total number of feet of line the caretaker needs to buy by multiplying the number of feet of dock by the rate of line for every foot of dock.
+2. The rate of line is 3 feet of line for every foot of dock.
+3. Now, we add the number of feet of new line to the calculated total.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the variables
+num_feet_dock = 200
+rate_line_per_foot_dock = 3
+num_feet_new_line = 6
+
+# Calculate the total number of feet of line to buy
+total_feet_line_to_buy = num_feet_dock * rate_line_per_foot_dock + num_feet_new_line
+
+# Print the result
+print(total_feet_line_to_buy)','stop',193,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,1,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',1,'To solve this problem, we need to calculate the total number of feet of line required. We can do this by following these steps:
+
+1. Determine the total number of feet of dock needed.
+2. Calculate the total number of feet of new line needed by multiplying the total number of feet of dock needed by the cost per foot of dock.
+3. Print the final answer.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Determine the total number of feet of dock needed
+total_dock_feet = 200  # feet
+
+# Step 2: Calculate the total number of feet of new line needed
+total_new_line_feet = 3 * total_dock_feet  # feet
+
+# Step 3: Print the final answer
+print(total_new_line_feet)','stop',168,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,2,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',2,'To solve this problem step-by-step, we will follow these steps:
+
+1. Calculate the total number of feet of line needed by multiplying the number of feet of dock by the fact that there is 3 feet of line for every foot of dock.
+2. Add the number of new line to the total number of feet of line needed.
+
+Let''s use Python code to ensure the result is accurate.
+```python
+# Given values
+current_dock_feet = 200
+new_line_feet = 6
+feet_per_foot_of_dock = 3
+
+# Total feet of line needed
+total_feet_of_line_needed = current_dock_feet * feet_per_foot_of_dock
+
+# Total feet of line needed after buying the new line
+total_feet_of_line_needed_after_buying = total_feet_of_line_needed + new_line_feet
+
+# Final answer
+print(total_feet_of_line_needed_after_buying)','stop',195,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,3,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',3,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Identify the current number of feet of dock.
+2. Identify the number of feet of new line.
+3. Calculate the total number of feet of line by adding the current number of feet of dock and the number of feet of new line.
+
+Let''s write the Python code to perform these steps.
+```python
+# Current number of feet of dock
+current_dock_feet = 200
+
+# Number of feet of new line
+new_line_feet = 6
+
+# Calculate the total number of feet of line
+total_line_feet = current_dock_feet + new_line_feet
+print(total_line_feet)','stop',155,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,4,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',4,'Let''s break down the problem step by step:
+
+1. **Identify the given data:**
+   - Current dock length: 200 feet
+   - New line length needed: 6 feet
+
+2. **Determine the cost per foot of line:**
+   - The caretaker wants 3 feet of line for every foot of dock.
+   - Therefore, the cost per foot of line is:
+     \[
+     \text{Cost per foot of line} = \frac{3 \text{ feet}}{200 \text{ feet}} = 0.15 \text{ dollars/foot}
+     \]
+
+3. **Calculate the total cost for the new line:**
+   - The total cost for the new line is:
+     \[
+     \text{Total cost} = \text{Cost per foot of line} \times \text{New line length} = 0.15 \text{ dollars/foot} \times 6 \text{ feet} = 9 \text{ dollars}
+     \]
+
+4. **Combine the information:**
+   - Total cost to be paid: $9
+   - Current dock length: 200 feet
+   - New line length needed: 6 feet
+
+5. **Calculate the additional feet of line needed:**
+   - Let the additional feet of line needed be \( x \).
+   - Then:
+     \[
+     200 + x = 6 \quad \text{(Equation 1)}
+     \]
+
+6. **Solve for \( x \):**
+   \[
+   x = 6 - 200 \quad \text{(Equation 2)}
+   \]
+   \[
+   x = -194 \quad \text{(Equation 2)}
+   \]
+   Since \( x \) must be a positive integer, we discard Equation 2.
+
+7. **Calculate the total feet of line needed:**
+   \[
+   \text{Total feet of line needed} = 3 \text{ feet/foot} \times 6 \text{ feet} = 18 \text{ feet}
+   \]
+
+8. **Combine the results:**
+   \[
+   \text{Total feet of line needed} = 18 \text{ feet} + 6 \text{ feet} = 24 \text{ feet}
+   \]
+
+Therefore, the caretaker needs to buy a total of','length',512,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,5,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',5,'Let''s break down the problem step by step:
+
+1. Calculate the total number of feet of line needed for the current dock.
+2. Add the new line he already has to the total calculated in step 1.
+
+We can use the following Python code to perform these calculations:
+
+1. Calculate the total number of feet of line needed for the current dock:
+\[ \text{Total feet of line needed} = 3 \, \text{feet/foot of dock} \times 200 \, \text{feet of dock} \]
+
+2. Add the new line he already has to the total calculated in step 1:
+\[ \text{Total feet of line needed} = \text{Total feet of line needed} + 6 \, \text{feet} \]
+
+Let''s write the Python code to calculate this:
+
+```python
+# Step 1: Calculate the total number of feet of line needed for the current dock
+current_dock_feet = 200
+line_feet_per_foot_dock = 3
+total_feet_of_line_needed = current_dock_feet * line_feet_per_foot_dock
+
+# Step 2: Add the new line he already has to the total calculated in step 1
+new_line_feet = 6
+total_feet_of_line_needed = total_feet_of_line_needed + new_line_feet
+
+# Print the final answer
+print(total_feet_of_line_needed)','stop',305,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,6,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',6,'Let''s break down the problem step by step:
+
+1. Determine the amount of line needed for the current dock.
+2. Calculate the amount of line needed for the new line.
+3. Add the line needed for both the dock and the new line to find the total.
+
+First, we calculate the amount of line needed for the current dock:
+\[ \text{Line for dock} = 3 \, \text{feet/foot of dock} \times 200 \, \text{feet} \]
+
+Next, we calculate the amount of line needed for the new line:
+\[ \text{Line for new line} = 6 \, \text{feet} \]
+
+Finally, we add the line needed for both the dock and the new line to find the total:
+\[ \text{Total line} = \text{Line for dock} + \text{Line for new line} \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+dock_feet = 200
+new_line_feet = 6
+
+# Calculate the line needed for the current dock
+line_for_dock = dock_feet * 3
+
+# Calculate the line needed for the new line
+line_for_new_line = new_line_feet
+
+# Calculate the total line
+total_line = line_for_dock + line_for_new_line
+print(total_line)','stop',292,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,0,7,'2a8ec6d4ce969b1b7f4c6a65c5d53f5506bfaaf3d06bfc02a99b8299975ef5b1',7,'To solve this problem, we need to determine how much new line is required to meet the caretaker''s needs. We know that the caretaker wants 3 feet of line for every foot of dock, and he has 6 feet of new line. Therefore, we can calculate the total number of feet of line needed by multiplying the number of feet of dock by the number of feet of new line per foot of dock.
+
+Here is the step-by-step reasoning:
+
+1. Identify the number of feet of dock: 200 feet.
+2. Identify the number of feet of new line: 6 feet.
+3. Calculate the total number of feet of line needed: \(200 \text{ feet} \times 6 \text{ feet/foot of dock} = 1200 \text{ feet}\).
+
+Now, let''s use Python code to verify this calculation.
+```python
+# Given values
+dock_feet = 200
+new_line_feet_per_dock = 6
+
+# Calculate total number of feet of line needed
+total_new_line_feet = dock_feet * new_line_feet_per_dock
+print(total_new_line_feet)','stop',246,187,121,9.79123633730788611728e+00,334618902144.0,NULL);
+INSERT INTO "chains" VALUES(99,1,0,'dfaeb7f96a909c83fcbb4194e085da1158fc8067ab3c6d2a8d9a4d972466e907',0,'The caretaker needs to buy a total of \(\boxed{606}\) feet of line.','stop',23,389,379,1.19285576750917243771e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(99,2,0,'79bbbe8994ff30f17dcf102ce8ae995cbf1b33e362c31d418d4c167aa2c13af1',0,'The caretaker of the docks needs to buy a total of \(\boxed{600}\) feet of line.','stop',26,364,354,1.31507621299557908578e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(99,3,0,'b480ffe6c778b60a4c6609ec6d2b88cce9e51daf5456f4179e705116acafae06',0,'The caretaker of the docks needs to buy a total of \(\boxed{606}\) feet of line.','stop',26,391,381,1.31918778301066308422e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(99,4,0,'e60440fba4a70a4b290b2cdc482c26922d62d24e4b7c43342b54d436fb1c35c0',0,'The caretaker needs to buy a total of \(\boxed{206}\) feet of line.','stop',23,351,341,1.23143151848853449337e+00,40330715136.0,NULL);
+INSERT INTO "chains" VALUES(99,5,0,'9fc48b1b7d1297af0c501da46787e8740af049f4f5a82e7a56de1f9ac4b16753',0,'The caretaker of the docks needs to buy a total of \(\boxed{606}\) feet of line.','stop',26,501,491,1.34879894800566657586e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(99,6,0,'52032987517c8e0495ef568cf2d93be7e08260a6378eeb43d597ef114aaa657d',0,'The caretaker of the docks needs to buy a total of \(\boxed{606}\) feet of line.','stop',26,488,478,1.33021364000184516562e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(99,7,0,'3c3a8378e3d0aa49af468345f9666e495c0b87c8584dd90522d1a6b4fbc1663f',0,'The caretaker needs to buy a total of \(\boxed{1200}\) feet of new line.','stop',25,443,432,1.31557473100134925125e+00,44111719680.0,NULL);
+INSERT INTO "chains" VALUES(100,0,0,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',0,'To solve this problem, we need to break it down into a few steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Calculate Anna''s time to complete the puzzle.
+3. Print Anna''s time to finish the puzzle.
+
+Let''s go through each step in detail:
+
+1. Steve put together a puzzle that took 10 hours of hard work to complete. So, Steve''s time is:
+\[ \text{Steve''s time} = 10 \text{ hours} \]
+
+2. Anna put together the same puzzle in 2 hours more than half Steve''s time. So, Anna''s time is:
+\[ \text{Anna''s time} = \frac{10}{2} + 2 = 5 \text{ hours} \]
+
+3. Print Anna''s time to finish the puzzle:
+\[ \boxed{5} \]
+
+This solution is correct because Anna''s time is \(\frac{10}{2} + 2 = 5\) hours, which is half of Steve''s time.','stop',214,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,1,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',1,'Let''s break down the problem step-by-step:
+
+1. Steve put together the puzzle in 10 hours.
+2. Anna put together the puzzle in 2 hours more than half Steve''s time.
+3. We need to find out how long it took Anna to finish the puzzle.
+
+First, let''s calculate half Steve''s time. Since Steve put together the puzzle in 10 hours, half of that time is:
+\[
+\frac{10}{2} = 5 \text{ hours}
+\]
+
+Next, we need to find out how much more Anna put together than half Steve''s time. Since Anna put together the puzzle in 5 hours and half Steve''s time is 5 hours, Anna put together the puzzle in:
+\[
+5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \(\boxed{7}\) hours to finish the difficult puzzle.','stop',188,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,2,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine Anna''s time to complete the puzzle.
+3. Find the difference in time between Anna and Steve.
+
+Let''s break it down step-by-step:
+
+1. Steve''s time = 10 hours
+2. Anna''s time = (1/2) * Steve''s time + 2 hours
+3. Time difference = Anna''s time - Steve''s time
+
+Now, let''s implement this in Python using sympy.
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time - steve_time
+
+# Print the result
+print(time_difference)','stop',182,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,3,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',3,'To solve this problem, we need to break it down into two steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Calculate Anna''s time to complete the puzzle.
+3. Find the difference in time between Anna and Steve to determine how long it took Anna to finish the puzzle.
+
+Let''s start with step 1: Calculate Steve''s time to complete the puzzle.
+Steve''s time is given as 10 hours.
+
+Next, let''s calculate Anna''s time to complete the puzzle.
+Anna''s time is half Steve''s time plus 2 hours.
+\[
+\text{Anna''s time} = \frac{10}{2} + 2 = 5 + 2 = 7 \text{ hours}
+\]
+
+Now, let''s find the difference in time between Anna and Steve to determine how long it took Anna to finish the puzzle.
+\[
+\text{Time difference} = \text{Anna''s time} - \text{Steve''s time} = 7 - 10 = -3 \text{ hours}
+\]
+
+Since Anna cannot complete the puzzle in negative time, it means Anna must have taken more time than Steve. But we are not asked to find Anna''s exact time, just to confirm that Anna took more time than Steve.
+
+Therefore, the final answer is \(\boxed{-3}\).','stop',275,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,4,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',4,'Let''s break down the problem step by step.
+
+1. **Define Steve''s time**: Steve put together the puzzle in 10 hours of hard work.
+2. **Determine Anna''s time**:
+   - Anna''s time is half of Steve''s time.
+   - Therefore, Anna''s time = \( \frac{10}{2} = 5 \) hours.
+3. **Calculate the time Anna took to finish the puzzle**: 
+   - Anna took 2 hours more than half Steve''s time.
+   - Therefore, Anna took \( 5 + 2 = 7 \) hours.
+
+Let''s confirm this with Python code.
+```python
+# Define Steve''s time
+steve_time = 10  # hours
+
+# Calculate Anna''s time
+anna_time = steve_time / 2  # hours
+
+# Calculate Anna''s time taken to finish the puzzle
+anna_time_taken = anna_time + 2  # hours
+
+print(anna_time_taken)','stop',205,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,5,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',5,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. Steve''s time to complete the puzzle is 10 hours.
+2. Anna''s time to complete the puzzle in 2 hours more than half Steve''s time. We can express this as:
+   \[
+   \text{Anna''s time} = \frac{10}{2} + 2 = 5 + 2 = 7 \text{ hours}
+   \]
+
+Now, let''s write a Python code to confirm this result.
+```python
+# Steve''s time to complete the puzzle
+steve_time = 10
+
+# Anna''s time to complete the puzzle
+anna_time = (steve_time / 2) + 2
+
+# Output the result
+print(anna_time)','stop',170,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,6,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',6,'Let''s break down the problem step-by-step and solve it using Python.
+
+1. Steve''s puzzle took 10 hours to complete.
+2. Anna''s puzzle took half Steve''s time plus 2 hours more than that.
+3. We need to find out how long it took Anna to finish the puzzle.
+
+First, we''ll calculate Anna''s puzzle time:
+\[ \text{Anna''s puzzle time} = \frac{\text{Steve''s puzzle time}}{2} + 2 \]
+
+Then we''ll use that value to find out how long it took Anna to finish the puzzle:
+\[ \text{Anna''s time} = \frac{\text{Anna''s puzzle time}}{2} \]
+
+Let''s write the Python code to compute this.
+```python
+# Steve''s puzzle time in hours
+steve_puzzle_time = 10
+
+# Anna''s puzzle time in hours
+anna_puzzle_time = (steve_puzzle_time / 2) + 2
+
+# Final answer
+print(anna_puzzle_time)','stop',215,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,0,7,'1edaa92e86508b3631d59c33f5076d5bb8d91bcb462eedfbae07fc6e359861d2',7,'To determine how long it took Anna to finish the difficult puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Calculate Anna''s time to complete the puzzle.
+3. Find the difference in time between Anna and Steve.
+
+First, let''s calculate Steve''s time. Steve put together the puzzle in 10 hours of hard work. Half Steve''s time is \( \frac{10}{2} = 5 \) hours. Therefore, Steve''s total time is \( 10 + 5 = 15 \) hours.
+
+Next, we calculate Anna''s time. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is 5 hours, so Anna''s time is \( 5 + 2 = 7 \) hours.
+
+Finally, we find the difference in time between Anna and Steve. Anna''s time is 7 hours and Steve''s time is 15 hours, so the difference is \( 15 - 7 = 8 \) hours.
+
+So, it took Anna \(\boxed{8}\) hours to finish the difficult puzzle.','stop',239,171,120,8.4493319724418647354e+00,272704952736.0,NULL);
+INSERT INTO "chains" VALUES(100,1,0,'e9eacd34f89fb0d141ffa6af9426224d1b4f8935eef77750cbb966e406fb8a81',0,'It seems there was an error because the variable `Anna_time` was not defined in the current context. Let''s correct this by defining `Anna_time` before using it in the calculation.
+
+Here''s the corrected code:
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time - steve_time
+
+# Print the result
+print(time_difference)','stop',115,370,352,5.94657490915342368253e+00,166364199936.0,NULL);
+INSERT INTO "chains" VALUES(100,2,0,'80ff255ce0b3d85bc0cdb48b782bdbd67fc4c7a1b1d9eb69287d904348bbefd6',0,'The final answer is \(\boxed{7}\) hours.','stop',14,385,375,9.29526458086184059759e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(100,3,0,'0b444008a99759044ef637fe3eed6d13494728bb8d8e1b49ac1933b0e305a89f',0,'The final answer is \(\boxed{7}\) hours.','stop',14,350,340,9.37793155083636587043e-01,28987701504.0,NULL);
+INSERT INTO "chains" VALUES(100,4,0,'04e4f6400560d894c4eb7f8149077cbc3da4ad381e411901d394465d0ae61c04',0,'The final answer is \(\boxed{7}\).','stop',12,395,385,8.70361718599451772426e-01,26467031808.0,NULL);
+INSERT INTO "chains" VALUES(100,5,0,'f886ca95aee96e7c96814b8a91de7596f0e577ad0f37d2a60c90c330709361df',0,'It seems there was another error because the variable `Anna_time` was not defined in the current context. Let''s correct this by defining `Anna_time` before using it in the calculation.
+
+Here''s the corrected code:
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time - steve_time
+
+# Print the result
+print(time_difference)','stop',115,502,484,6.12858560951887465506e+00,166364199936.0,NULL);
+INSERT INTO "chains" VALUES(100,6,0,'31d166710623b8a08f634d9bace7b4300655f407ee56db3a3bffe1abee0b0ead',0,'It seems there was another error because the variable `Anna_time` was not defined in the current context. Let''s correct this by defining `Anna_time` before using it in the calculation.
+
+Here''s the corrected code:
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time -','length',100,634,616,6.30694392707664519548e+00,147459177216.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -20945,6 +21959,11 @@ INSERT INTO "jobs" VALUES(92,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(93,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1235',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','100','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1179024867, "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 120, "completion_tokens": 2726, "calls": 1, "seconds": 114.42759340336274, "flops": 3515073891072.0}}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0186, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0248, "call_seconds": 0.0258, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0227, "call_seconds": 0.0235, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [4, 6, 7], "seeds": [1899949554, 1899965392, 1899973311], "usage": {"prompt_tokens": 1306, "cached_prompt_tokens": 1273, "completion_tokens": 61, "calls": 3, "seconds": 3.882459366711555, "flops": 114690471168.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered", "answered", "length", "answered", "answered"], "code_runs": [0, 0, 0, 0, 1, 0, 1, 1]}, {"event": "vote", "counts": {"25\\%": 1, "1": 1, "100": 3, "3900": 1, "5/2": 2}, "tie_broken_by_rng": false, "winner": "100"}]',1497,1393,2787,7,0,0,3629764362240.0,0.0,1.86489789137995103374e+02,1.18377990773079389441e+02,1.79630908410831451418e+09);
 INSERT INTO "jobs" VALUES(94,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1232',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 395099170, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 1655, "calls": 1, "seconds": 61.167930516460316, "flops": 2142569241600.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0205, "call_seconds": 0.0232, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.0271, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0302, "call_seconds": 0.0341, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0239, "call_seconds": 0.0378, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0428, "call_seconds": 0.0455, "stdout_bytes": 0, "stderr_bytes": 152}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0245, "call_seconds": 0.034, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3, 4, 5, 6, 7], "seeds": [2019067821, 2019083659, 2019091578, 2019099497, 2019107416, 2019115335], "usage": {"prompt_tokens": 2327, "cached_prompt_tokens": 2258, "completion_tokens": 197, "calls": 6, "seconds": 11.687047724808025, "flops": 327687060480.0}}, {"event": "tool", "round": 1, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0213, "call_seconds": 0.0253, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [6], "seeds": [2019212145], "usage": {"prompt_tokens": 441, "cached_prompt_tokens": 431, "completion_tokens": 12, "calls": 1, "seconds": 0.9565394100209232, "flops": 26467031808.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1, 1, 1, 2, 1]}, {"event": "vote", "counts": {"20": 1, "5": 5, "15": 2}, "tie_broken_by_rng": false, "winner": "5"}]',2941,2809,1864,15,0,0,2496723333888.0,0.0,2.8475528919300995766e+02,7.40385993822801680153e+01,1.79630918229823851586e+09);
 INSERT INTO "jobs" VALUES(95,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1251',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','27.5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1161971081, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 2081, "calls": 1, "seconds": 92.47970793440375, "flops": 2710980258048.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.016, "call_seconds": 0.0258, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.02, "call_seconds": 0.0364, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0279, "call_seconds": 0.0305, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0236, "call_seconds": 0.0388, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0279, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0191, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 4, 7], "seeds": [1230397347, 1230405266, 1230413185, 1230421104, 1230429023, 1230452780], "usage": {"prompt_tokens": 2810, "cached_prompt_tokens": 2744, "completion_tokens": 174, "calls": 6, "seconds": 8.250847400734589, "flops": 294918354432.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 1, 0, 0, 1]}, {"event": "vote", "counts": {"55/2": 3, "35/2": 1, "20": 1, "65": 1, "5": 1, "50": 1}, "tie_broken_by_rng": false, "winner": "55/2"}]',3008,2864,2255,13,0,0,3005898612480.0,0.0,1.16605699400999583302e+02,1.0090898363211307753e+02,1.79630920072018551822e+09);
+INSERT INTO "jobs" VALUES(96,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1253',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','120','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 58034412, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 2237, "calls": 1, "seconds": 82.77603144390493, "flops": 2868522114048.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0347, "call_seconds": 0.0453, "stdout_bytes": 20, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.02, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0323, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0243, "call_seconds": 0.0319, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0206, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 5, 6, 7], "seeds": [988131454, 988147292, 988171049, 988178968, 988186887], "usage": {"prompt_tokens": 2309, "cached_prompt_tokens": 2241, "completion_tokens": 103, "calls": 5, "seconds": 6.781633641840641, "flops": 209215584768.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0, 0, 1, 1, 1]}, {"event": "vote", "counts": {"333/10000": 1, "450": 1, "240": 1, "30": 2, "\\frac{5}{16}": 1, "120": 2}, "tie_broken_by_rng": true, "winner": "120"}]',2476,2361,2340,11,0,0,3077737698816.0,0.0,1.83904524237994337456e+02,8.97078483947461506869e+01,1.79630936621628785137e+09);
+INSERT INTO "jobs" VALUES(97,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1254',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','5','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1944980844, "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 120, "completion_tokens": 2299, "calls": 1, "seconds": 89.20819571649956, "flops": 3009679617024.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0236, "call_seconds": 0.0313, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.021, "call_seconds": 0.0331, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0206, "call_seconds": 0.0218, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0257, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 5, 7], "seeds": [2541143, 2556981, 2580738, 2596576], "usage": {"prompt_tokens": 1827, "cached_prompt_tokens": 1793, "completion_tokens": 179, "calls": 4, "seconds": 6.947725798225771, "flops": 263409983232.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0, 0, 1, 0, 1]}, {"event": "vote", "counts": {"5": 5, "10": 1, "30": 2}, "tie_broken_by_rng": false, "winner": "5"}]',2044,1913,2478,9,0,0,3273089600256.0,0.0,1.91296886116004316137e+02,96.2678331347242,1.79630939202598810195e+09);
+INSERT INTO "jobs" VALUES(98,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1266',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','147','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1725057756, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 2250, "calls": 1, "seconds": 78.46960751774485, "flops": 2900030485248.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0313, "call_seconds": 0.0338, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0276, "call_seconds": 0.0314, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0258, "call_seconds": 0.0311, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0238, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3, 4, 5], "seeds": [55076987, 55084906, 55092825, 55100744], "usage": {"prompt_tokens": 1880, "cached_prompt_tokens": 1568, "completion_tokens": 96, "calls": 4, "seconds": 10.682961686664687, "flops": 509175278592.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1, 1, 1, 0, 0]}, {"event": "vote", "counts": {"147": 6, "35": 1, "392": 1}, "tie_broken_by_rng": false, "winner": "147"}]',2059,1688,2346,9,0,0,3409205763840.0,0.0,1.07299236621998716144e+02,8.92726067844203470275e+01,1.79630947352385115624e+09);
+INSERT INTO "jobs" VALUES(99,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1311',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','606','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 1014502730, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 121, "completion_tokens": 2066, "calls": 1, "seconds": 78.32989069846309, "flops": 2676951217152.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0221, "call_seconds": 0.0241, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0259, "call_seconds": 0.0306, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0282, "call_seconds": 0.0335, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0258, "call_seconds": 0.0317, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.026, "call_seconds": 0.0316, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0246, "call_seconds": 0.0256, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 7, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0214, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3, 5, 6, 7], "seeds": [139031784, 139039703, 139047622, 139055541, 139071379, 139079298, 139087217], "usage": {"prompt_tokens": 2927, "cached_prompt_tokens": 2856, "completion_tokens": 175, "calls": 7, "seconds": 9.05313860101281, "flops": 301220028672.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered", "length", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1, 0, 1, 1, 1]}, {"event": "vote", "counts": {"606": 4, "600": 1, "206": 1, "24": 1, "1200": 1}, "tie_broken_by_rng": false, "winner": "606"}]',3114,2977,2241,15,0,0,2978171245824.0,0.0,1.61881998910001129836e+02,8.758164146147522899e+01,1.79630963541466426845e+09);
+INSERT INTO "jobs" VALUES(100,'qwen2.5-coder-0.5b','sc-tir:temperature=0.7','gsm8k_test-1280',0,8,'sc-tir:temperature=0.7,n_samples=8',1,'done','7','[{"event": "start", "paths": 8, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3, 4, 5, 6, 7], "seed": 949722654, "usage": {"prompt_tokens": 171, "cached_prompt_tokens": 120, "completion_tokens": 1688, "calls": 1, "seconds": 67.59465577953492, "flops": 2181639621888.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0125, "call_seconds": 0.0201, "stdout_bytes": 0, "stderr_bytes": 197}, {"event": "tool", "round": 0, "path": 4, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 5, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0163, "call_seconds": 0.0331, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 6, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0295, "call_seconds": 0.0308, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 4, 5, 6], "seeds": [860402796, 860418634, 860426553, 860434472], "usage": {"prompt_tokens": 1500, "cached_prompt_tokens": 1452, "completion_tokens": 155, "calls": 4, "seconds": 8.684256240922696, "flops": 250806634752.0}}, {"event": "tool", "round": 1, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0212, "call_seconds": 0.0222, "stdout_bytes": 0, "stderr_bytes": 197}, {"event": "generate", "round": 2, "paths": [2], "seeds": [860507525], "usage": {"prompt_tokens": 502, "cached_prompt_tokens": 484, "completion_tokens": 115, "calls": 1, "seconds": 6.128585609518875, "flops": 166364199936.0}}, {"event": "tool", "round": 2, "path": 2, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0127, "call_seconds": 0.0137, "stdout_bytes": 0, "stderr_bytes": 197}, {"event": "generate", "round": 3, "paths": [2], "seeds": [860612254], "usage": {"prompt_tokens": 634, "cached_prompt_tokens": 616, "completion_tokens": 100, "calls": 1, "seconds": 6.306943927076645, "flops": 147459177216.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered", "answered", "answered", "answered", "answered"], "code_runs": [0, 0, 3, 0, 1, 1, 1, 0]}, {"event": "vote", "counts": {"5": 1, "7": 4, "2": 1, "-3": 1, "8": 1}, "tie_broken_by_rng": false, "winner": "7"}]',2807,2672,2058,13,0,0,2746269633792.0,0.0,2.49692584933000034648e+02,88.853128446079,1.79630964172779107089e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4, 8], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-0.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4, 8], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -43959,11 +44978,1129 @@ print(total_time)
 50.0
 ```
 The Rubik''s cube takes \(\boxed{50}\) minutes to get to all 6 sides.','50',0,'not_equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,0,'Let''s break down the problem step by step:
+
+1. Calculate the total number of minutes Tim spends answering phones during his 5 day work week.
+2. Convert the total minutes into hours.
+3. Divide the total number of hours by 15 minutes per call to find out how many calls Tim deals with during his 5 day work week.
+
+We''ll start by calculating the total number of minutes Tim spends answering phones during his 5 day work week:
+
+\[ \text{Total minutes} = 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ minutes} \]
+
+Next, we''ll convert the total minutes into hours:
+
+\[ \text{Total hours} = \frac{30 \text{ minutes}}{60 \text{ minutes/hour}} = 0.5 \text{ hours} \]
+
+Finally, we''ll divide the total number of hours by 15 minutes per call:
+
+\[ \text{Number of calls} = \frac{0.5 \text{ hours}}{15 \text{ minutes/call}} = 0.0333 \text{ calls} \]
+
+Let''s use Python code to confirm this calculation.
+```python
+# Given values
+hours_per_day = 6
+days = 5
+minutes_per_call = 15
+
+# Calculate total minutes spent answering phones during the 5 day work week
+total_minutes = hours_per_day * days
+
+# Convert total minutes to hours
+total_hours = total_minutes / 60
+
+# Calculate the number of calls
+number_of_calls = total_hours / minutes_per_call
+
+print(number_of_calls)
+```
+```output
+0.03333333333333333
+```
+The final answer is \(\boxed{0.0333}\).','0.0333',0,'not_equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,1,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones in a day.
+2. Determine how many minutes it takes to deal with a call.
+3. Multiply the total number of hours by the number of minutes per call to find the total number of calls.
+
+First, let''s calculate the total number of hours Tim spends answering phones in a day. He spends 6 hours each day at work answering phones, so:
+\[ \text{Total hours} = 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ hours} \]
+
+Next, we know that it takes Tim 15 minutes to deal with a call. Therefore, the total number of calls Tim deals with during his 5 day work week is:
+\[ \text{Total calls} = \text{Total hours} \times 15 \text{ minutes/hour} = 30 \text{ hours} \times 15 \text{ minutes/hour} = 450 \text{ calls} \]
+
+So, the final answer is:
+\[ \boxed{450} \]','450',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,2,'To determine how many calls Tim deals with during his 5 day work week, we can break the problem into a few steps:
+
+1. Calculate the total time Tim spends answering phones in a day.
+2. Determine how many minutes are in a call.
+3. Calculate the total number of calls Tim deals with in a 5-day work week.
+
+Let''s go through these steps in detail.
+
+1. Calculate the total time Tim spends answering phones in a day:
+\[ \text{Total time} = 6 \text{ hours/day} \times 60 \text{ minutes/hour} = 3600 \text{ minutes/day} \]
+
+2. Determine how many minutes are in a call:
+\[ \text{Minutes per call} = 15 \text{ minutes} \]
+
+3. Calculate the total number of calls Tim deals with in a 5-day work week:
+\[ \text{Total calls} = \frac{3600 \text{ minutes/day}}{15 \text{ minutes/call}} = 240 \text{ calls} \]
+
+Now, let''s write the Python code to confirm this calculation.
+
+```python
+# Given values
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate total time spent answering phones in a day
+total_time = hours_per_day * 60
+
+# Calculate total number of calls
+total_calls = total_time / minutes_per_call
+
+# Print the final answer
+print(total_calls)
+```
+```output
+24.0
+```
+The final answer is \(\boxed{240}\).','240',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,3,'To solve the problem, we need to calculate the number of phone calls Tim makes during his 5-day work week, given that he spends 6 hours each day answering phones and it takes him 15 minutes to deal with a call.
+
+First, let''s convert the time it takes to deal with a call from minutes to hours:
+\[ 15 \text{ minutes} = \frac{15}{60} = \frac{1}{4} \text{ hours} \]
+
+Next, we calculate the total time Tim spends answering phones in a day:
+\[ 6 \text{ hours/day} \times 15 \text{ minutes/hour} = 90 \text{ minutes/day} \]
+
+Now, we calculate the total time Tim spends answering phones in 5 days:
+\[ 90 \text{ minutes/day} \times 5 \text{ days} = 450 \text{ minutes} \]
+
+Since it takes him 15 minutes to deal with each call, the total number of calls he makes during the 5-day work week is:
+\[ \frac{450 \text{ minutes}}{15 \text{ minutes/call}} = 30 \text{ calls} \]
+
+Therefore, the final answer is \(\boxed{30}\).','30',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,4,'To determine how many calls Tim deals with during his 5 day work week, we need to follow these steps:
+
+1. Calculate the number of hours Tim spends at work each day.
+2. Determine the total number of minutes Tim spends at work each day.
+3. Convert the total number of minutes to hours.
+4. Calculate the number of calls Tim makes during his work week.
+
+**Step 1: Calculate the number of hours Tim spends at work each day.**
+
+Tim spends 6 hours each day at work answering phones.
+
+**Step 2: Determine the total number of minutes Tim spends at work each day.**
+
+It takes him 15 minutes to deal with a call.
+
+**Step 3: Convert the total number of minutes to hours.**
+
+\[ 15 \text{ minutes} = \frac{15}{60} = \frac{1}{4} \text{ hours} \]
+
+**Step 4: Calculate the number of calls Tim makes during his work week.**
+
+\[ 5 \text{ days} \times \frac{1}{4} \text{ hours/day} = \frac{5}{4} \times \frac{1}{4} = \frac{5}{16} \text{ calls} \]
+
+Therefore, the number of calls Tim deals with during his 5 day work week is \(\boxed{\frac{5}{16}}\).','\frac{5}{16}',0,'not_equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,5,'Let''s break down the problem step-by-step:
+
+1. Calculate the number of hours Tim spends at work per day.
+2. Determine the number of days Tim works in a week.
+3. Calculate the total number of calls Tim makes during his work week.
+
+First, we calculate the number of hours Tim spends at work per day:
+\[ \text{Hours per day} = 6 \text{ hours/day} \]
+
+Next, we determine the number of days Tim works in a week:
+\[ \text{Days per week} = 5 \text{ days} \]
+
+Then, we calculate the total number of calls Tim makes during his work week:
+\[ \text{Total calls} = \text{Hours per day} \times \text{Days per week} = 6 \text{ hours/day} \times 5 \text{ days} = 30 \text{ calls} \]
+
+Now, let''s write the Python code to verify this calculation.
+```python
+# Number of hours Tim spends at work per day
+hours_per_day = 6
+
+# Number of days Tim works in a week
+days_per_week = 5
+
+# Total number of calls Tim makes during his work week
+total_calls = hours_per_day * days_per_week
+print(total_calls)
+```
+```output
+30
+```
+The total number of calls Tim makes during his 5-day work week is \(\boxed{30}\).','30',0,'not_equivalent',291,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,6,'To solve this problem, we need to calculate the total time Tim spends answering phones during his 5-day work week. Here''s a step-by-step approach:
+
+1. Convert the time Tim spends answering phones from hours to minutes.
+2. Calculate the total time spent answering phones during the 5-day work week.
+3. Convert the time spent answering phones from minutes to calls.
+4. Output the final answer.
+
+Let''s break it down in code:
+```python
+import numpy as np
+import sympy as sp
+
+# Step 1: Convert hours to minutes
+time_per_day = 6 * 60  # 6 hours * 60 minutes/hour
+
+# Step 2: Calculate total time spent answering phones during the 5-day work week
+total_time_per_week = time_per_day * 5  # 5 days * 60 minutes/hour
+
+# Step 3: Convert time spent answering phones from minutes to calls
+time_per_call = 15  # 15 minutes
+
+# Step 4: Calculate total time spent answering phones during the 5-day work week
+total_time_calls = total_time_per_week / time_per_call  # 5 days * 60 minutes/hour / 15 minutes/call
+
+# Output the final answer
+print(total_time_calls)
+```
+```output
+120.0
+```
+Tim deals with \(\boxed{120}\) calls during his 5-day work week.','120',1,'equivalent',296,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(96,7,'To solve this problem, we need to calculate the total number of calls Tim makes during his 5-day work week. Here''s the step-by-step reasoning:
+
+1. Calculate the total number of hours Tim works in a day.
+2. Convert the total number of hours from hours to minutes.
+3. Determine the total number of calls by dividing the total number of minutes by the time it takes for a call to be handled.
+
+Let''s use Python to perform these calculations accurately.
+```python
+import sympy as sp
+
+# Define variables
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate total hours worked in a day
+total_hours_per_day = hours_per_day * days_per_week
+
+# Convert total hours to minutes
+total_minutes_per_day = total_hours_per_day * 60
+
+# Calculate total number of calls
+total_calls = total_minutes_per_day // minutes_per_call
+
+# Print the result
+print(total_calls)
+```
+```output
+120
+```
+The total number of calls Tim deals with during his 5 day work week is \(\boxed{120}\).','120',1,'equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,0,'Let''s break down the problem step-by-step:
+
+1. Louise needs to apply a coat of varnish to her 6 paintings.
+2. The original coat takes 7 minutes to dry on one painting.
+3. The new coat takes 12 minutes to dry on one painting.
+4. To find out how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish, we need to calculate the difference in drying times for 6 paintings with the new varnish.
+
+The difference in drying times is simply the difference between 12 minutes and 7 minutes, which is 5 minutes.
+
+Now, let''s write the Python code to confirm this:
+
+```python
+# Original coat drying time
+original_drying_time = 7  # minutes
+
+# New coat drying time
+new_drying_time = 12  # minutes
+
+# Number of paintings
+num_paintings = 6
+
+# Calculate the difference in drying times
+difference_in_drying_time = new_drying_time - original_drying_time
+
+# Print the result
+print(difference_in_drying_time)
+```
+```output
+5
+```
+The calculation confirms that it will take \(\boxed{5}\) minutes longer for the coat of varnish to dry on 6 paintings with the new varnish to dry as it would with the old varnish.','5',0,'not_equivalent',277,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(97,1,'To determine how much longer it will take for the coat of varnish to dry on 6 paintings with the new varnish compared to the old varnish, we can follow these steps:
+
+1. Calculate the time it takes for the coat of varnish to dry on one painting with the new varnish.
+2. Calculate the time it takes for the coat of varnish to dry on one painting with the old varnish.
+3. Find the difference in time between the two scenarios.
+
+Let''s start by calculating the time for the coat of varnish to dry on one painting with the new varnish. The new varnish takes 12 minutes to dry, and the old varnish takes 7 minutes to dry. Therefore, the time for the coat of varnish to dry on one painting with the new varnish is:
+
+\[ 12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes} \]
+
+Next, we calculate the time it takes for the coat of varnish to dry on one painting with the old varnish. The old varnish takes 7 minutes to dry, and the new varnish takes 12 minutes to dry. Therefore, the time for the coat of varnish to dry on one painting with the old varnish is:
+
+\[ 7 \text{ minutes} - 12 \text{ minutes} = -5 \text{ minutes} \]
+
+Now, we find the difference in time between the two scenarios. The difference in time is:
+
+\[ 5 \text{ minutes} - (-5 \text{ minutes}) = 5 \text{ minutes} + 5 \text{ minutes} = 10 \text{ minutes} \]
+
+Therefore, it will take the coat of varnish to dry on 6 paintings with the new varnish for an additional \(\boxed{10}\) minutes compared to the old varnish.','10',0,'not_equivalent',396,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,2,'To solve this problem, we need to determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry compared to the old varnish. Here''s the step-by-step reasoning:
+
+1. Identify the drying time for the old varnish.
+2. Identify the drying time for the new varnish.
+3. Calculate the difference between the drying times for the new varnish and the old varnish.
+
+Let''s write the Python code to solve this:
+
+```python
+# Define the drying time for the old varnish in minutes
+drying_time_old_varnish = 7
+
+# Define the drying time for the new varnish in minutes
+drying_time_new_varnish = 12
+
+# Calculate the difference in drying times
+difference_in_drying_times = drying_time_new_varnish - drying_time_old_varnish
+
+# Print the final answer
+print(difference_in_drying_times)
+```
+```output
+5
+```
+The coat of varnish on 6 paintings with the new varnish to dry will take \(\boxed{5}\) minutes longer than it would with the old varnish.','5',0,'not_equivalent',230,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,3,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for the new varnish and then subtract that from the drying time for the old varnish.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the drying time for the new varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the new varnish, it takes 12 minutes for the coat to dry.
+   - Therefore, the drying time for the new varnish is \(12 - 7 = 5\) minutes.
+
+2. Calculate the drying time for the old varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the old varnish, it takes 7 minutes for the coat to dry.
+   - Therefore, the drying time for the old varnish is \(7 - 7 = 0\) minutes.
+
+3. Find the difference in drying time:
+   - The drying time for the new varnish is 5 minutes.
+   - The drying time for the old varnish is 0 minutes.
+   - Therefore, the difference in drying time is \(5 - 0 = 5\) minutes.
+
+So, the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish will take \(\boxed{5}\) minutes longer.','5',0,'not_equivalent',315,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,4,'To solve this problem, we need to determine the drying time for the coats of varnish on 6 paintings with the new varnish and then compare it to the drying time for the coats of varnish on 6 paintings with the old varnish.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the drying time for the coats of varnish on 6 paintings with the new varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the new varnish, it takes 12 minutes for the coat to dry.
+   - Therefore, the drying time for the coats of varnish on 6 paintings with the new varnish is \(12 - 7 = 5\) minutes.
+   - Since we need to calculate the drying time for 6 paintings with the new varnish, we multiply the drying time by 6.
+
+2. Calculate the drying time for the coats of varnish on 6 paintings with the old varnish:
+   - Normally, it takes 7 minutes for the coat to dry on one painting.
+   - With the old varnish, it takes 7 minutes for the coat to dry.
+   - Therefore, the drying time for the coats of varnish on 6 paintings with the old varnish is \(7 - 7 = 0\) minutes.
+   - Since we need to calculate the drying time for 6 paintings with the old varnish, we multiply the drying time by 6.
+
+3. Compare the drying times:
+   - The drying time for the coats of varnish on 6 paintings with the new varnish is \(5\) minutes.
+   - The drying time for the coats of varnish on 6 paintings with the old varnish is \(0\) minutes.
+   - Since \(5\) minutes is greater than \(0\) minutes, it will take longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.
+
+Therefore, the final answer is \(\boxed{5}\).','5',0,'not_equivalent',423,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,5,'Let''s break down the problem step-by-step:
+
+1. Determine the drying time for one painting with the old varnish.
+2. Determine the drying time for one painting with the new varnish.
+3. Calculate the total drying time for 6 paintings with the new varnish.
+4. Calculate the total drying time for 6 paintings with the old varnish.
+5. Find the difference between the total drying time for the new varnish and the old varnish.
+
+Let''s implement this in Python code to ensure accuracy.
+```python
+# Define the drying times
+time_old_varnish = 7  # minutes per painting
+time_new_varnish = 12  # minutes per painting
+
+# Number of paintings
+num_paintings = 6
+
+# Calculate the total drying time for 6 paintings with the new varnish
+total_time_new_varnish = time_new_varnish * num_paintings
+
+# Calculate the total drying time for 6 paintings with the old varnish
+total_time_old_varnish = time_old_varnish * num_paintings
+
+# Find the difference between the total drying time for the new varnish and the old varnish
+difference = total_time_new_varnish - total_time_old_varnish
+
+print(difference)
+```
+```output
+30
+```
+The total drying time for the coat of varnish on 6 paintings with the new varnish would be 30 minutes longer than it would with the old varnish. Therefore, the final answer is \(\boxed{30}\).','30',1,'equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,6,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to calculate the drying time for each painting and then find the difference between these times.
+
+First, let''s calculate the drying time for one painting with the new varnish:
+\[
+\text{Drying time (new varnish)} = 12 \text{ minutes}
+\]
+
+Next, let''s calculate the drying time for one painting with the old varnish:
+\[
+\text{Drying time (old varnish)} = 7 \text{ minutes}
+\]
+
+Now, we find the difference between the drying time for one painting with the new varnish and the drying time for one painting with the old varnish:
+\[
+\text{Difference} = 12 \text{ minutes} - 7 \text{ minutes} = 5 \text{ minutes}
+\]
+
+Therefore, the coat of varnish on 6 paintings with the new varnish will take \(\boxed{5}\) minutes longer than it would with the old varnish.','5',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,7,'Let''s solve this step-by-step using Python code.
+
+1. Calculate the total drying time for 6 paintings with the new varnish.
+2. Calculate the total drying time for 6 paintings with the old varnish.
+3. Find the difference between the two drying times.
+
+We''ll use the given rates of drying time for both the new and old varnish, and then we''ll calculate the drying times for 6 paintings with each varnish and finally find the difference.
+
+Here''s the Python code to solve the problem:
+
+```python
+# Define the drying times for both varnish
+drying_time_old_varnish = 7
+drying_time_new_varnish = 12
+
+# Number of paintings
+num_paintings = 6
+
+# Calculate the drying time for 6 paintings with the old varnish
+total_drying_time_old = drying_time_old_varnish * num_paintings
+
+# Calculate the drying time for 6 paintings with the new varnish
+total_drying_time_new = drying_time_new_varnish * num_paintings
+
+# Find the difference in drying times
+difference = total_drying_time_new - total_drying_time_old
+
+# Print the final answer
+print(difference)
+```
+```output
+30
+```
+The total drying time for 6 paintings with the new varnish is \(\boxed{30}\) minutes. This is 24 minutes longer than the total drying time for 6 paintings with the old varnish.','30',1,'equivalent',295,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,0,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption of dog food for both German Shepherds and Bulldogs, and then multiply that by the number of days in a week.
+
+Let''s break it down step by step:
+
+1. Calculate the daily consumption of dog food for German Shepherds:
+   - Each German Shepherd consumes 5 kilograms of dog food per day.
+   - There are 3 German Shepherds.
+   - Therefore, the daily consumption for German Shepherds is \(3 \times 5 = 15\) kilograms.
+
+2. Calculate the daily consumption of dog food for Bulldogs:
+   - Each Bulldog consumes 3 kilograms of dog food per day.
+   - There are 2 Bulldogs.
+   - Therefore, the daily consumption for Bulldogs is \(2 \times 3 = 6\) kilograms.
+
+3. Calculate the total daily consumption of dog food:
+   - Add the daily consumption of German Shepherds and Bulldogs together: \(15 + 6 = 21\) kilograms.
+
+4. Calculate the weekly consumption of dog food:
+   - There are 7 days in a week.
+   - Multiply the total daily consumption by the number of days in a week: \(21 \times 7 = 147\) kilograms.
+
+So, the Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',300,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(98,1,'Let''s break down the problem step-by-step:
+
+1. Determine the total amount of dog food consumed by the German Shepherds and the Bulldogs per day.
+2. Calculate the total amount of dog food consumed by both groups per day.
+3. Determine the total amount of dog food consumed by both groups per week.
+4. Print the final answer.
+
+First, let''s calculate the daily consumption of dog food for both groups:
+- Each German Shepherd consumes 5 kilograms per day.
+- Each Bulldog consumes 3 kilograms per day.
+So, the total consumption per day is \(5 + 3 = 8\) kilograms per day.
+
+Next, let''s calculate the total consumption per day for both groups:
+- The Kennel house keeps a total of 3 German Shepherds and 2 Bulldogs.
+- Therefore, the total consumption per day is \(3 + 2 = 5\) kilograms per day.
+
+Now, let''s calculate the total consumption per week for both groups:
+- There are 7 days in a week.
+- Therefore, the total consumption per week is \(5 \times 7 = 35\) kilograms per week.
+
+Finally, let''s print the final answer:
+\[
+\boxed{35}
+\]','35',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,2,'To solve this problem, we need to determine the total amount of dog food consumed by the Kennel house in a week, given that each German Shepherd consumes 5 kilograms of dog food per day and each bulldog consumes 3 kilograms of dog food per day.
+
+Here are the steps to solve the problem:
+
+1. Calculate the total dog food consumed by the German Shepherds per day.
+2. Calculate the total dog food consumed by the bulldogs per day.
+3. Sum the dog food consumed by the German Shepherds and the bulldogs to get the total dog food consumed per day.
+4. Multiply the total dog food consumed per day by 7 to get the total dog food consumed in a week.
+
+Let''s write the Python code to perform these steps:
+
+```python
+# Number of German Shepherds and Bulldogs
+num_deger_shepherds = 3
+num_bulldogs = 2
+
+# Dog food consumption per day
+dog_food_per_day_deger_shepherd = 5
+dog_food_per_day_bulldog = 3
+
+# Total dog food consumed per day
+total_dog_food_per_day = (num_deger_shepherds * dog_food_per_day_deger_shepherd) + (num_bulldogs * dog_food_per_day_bulldog)
+
+# Total dog food consumed in a week
+total_dog_food_in_a_week = total_dog_food_per_day * 7
+
+# Print the final answer
+print(total_dog_food_in_a_week)
+```
+```output
+147
+```
+The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,3,'To solve this problem, we need to calculate the total amount of dog food consumed by the German Shepherds and the Bulldogs over a week. Here''s the step-by-step reasoning:
+
+1. Calculate the daily consumption of dog food for the German Shepherds.
+2. Calculate the daily consumption of dog food for the Bulldogs.
+3. Sum the daily consumption to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s write the Python code to perform these calculations.
+```python
+import sympy as sp
+
+# Define the variables
+days = 7
+dog_food_per_day_german = 5
+dog_food_per_day_bulldog = 3
+
+# Calculate the daily consumption
+daily_consumption_german = dog_food_per_day_german * days
+daily_consumption_bulldog = dog_food_per_day_bulldog * days
+
+# Calculate the total daily consumption
+total_daily_consumption = daily_consumption_german + daily_consumption_bulldog
+
+# Calculate the weekly consumption
+weekly_consumption = total_daily_consumption * days
+
+# Print the final answer
+print(weekly_consumption)
+```
+```output
+392
+```
+The Kennel house will need \(\boxed{392}\) kilograms of dog food in a week.','392',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,4,'Let''s break down the problem step by step:
+
+1. Calculate the total dog food consumed by the German Shepherds in a week.
+2. Calculate the total dog food consumed by the Bulldogs in a week.
+3. Sum the dog food from both groups to get the total dog food needed in a week.
+
+We''ll use Python to perform these calculations accurately.
+```python
+# Number of German Shepherds and Bulldogs
+german_shepherds = 3
+bulldogs = 2
+
+# Dog food consumption per day for German Shepherds
+dog_food_per_day = 5
+
+# Dog food consumption per day for Bulldogs
+dog_food_per_day_bulldogs = 3
+
+# Total dog food consumption per day
+total_dog_food_per_day = (german_shepherds * dog_food_per_day) + (bulldogs * dog_food_per_day_bulldogs)
+
+# Total dog food consumption per week
+total_dog_food_per_week = (total_dog_food_per_day * 7)
+
+# Final answer
+print(total_dog_food_per_week)
+```
+```output
+147
+```
+The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,5,'Let''s break this down step-by-step:
+
+1. Calculate the daily consumption of dog food for both the German Shepherds and the Bulldogs.
+2. Multiply the daily consumption by the number of days in a week.
+
+We know:
+- There are 3 German Shepherds and 2 Bulldogs.
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- Each Bulldog consumes 3 kilograms of dog food per day.
+
+The daily consumption of dog food for both breeds combined is \(3 \times 5 + 2 \times 3 = 15 + 6 = 21\) kilograms of dog food per day.
+
+Now, we need to find out how many kilograms of dog food they will need in a week. Since there are 7 days in a week, the total consumption is \(21 \times 7 = 147\) kilograms of dog food.
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Constants
+num_deger_shepherds = 3
+num_bulldogs = 2
+dog_food_consumption_per_day = 5  # in kilograms
+dog_food_consumption_per_day_bulldog = 3  # in kilograms
+days_in_week = 7
+
+# Calculate daily consumption for both breeds combined
+daily_consumption = (num_deger_shepherds * dog_food_consumption_per_day) + (num_bulldogs * dog_food_consumption_per_day_bulldog)
+
+# Calculate total consumption in a week
+total_consumption_week = daily_consumption * days_in_week
+print(total_consumption_week)
+```
+```output
+147
+```
+The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,6,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to calculate the daily consumption and then multiply it by the number of days in a week.
+
+First, let''s calculate the daily consumption of dog food for the German Shepherds:
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 3 German Shepherds.
+- Therefore, the total daily consumption for the German Shepherds is \(3 \times 5 = 15\) kilograms.
+
+Next, let''s calculate the daily consumption of dog food for the Bulldogs:
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- There are 2 Bulldogs.
+- Therefore, the total daily consumption for the Bulldogs is \(2 \times 3 = 6\) kilograms.
+
+Now, we add the daily consumption of dog food for both the German Shepherds and the Bulldogs:
+- The total daily consumption is \(15 + 6 = 21\) kilograms.
+
+Finally, we calculate the weekly consumption of dog food by multiplying the daily consumption by the number of days in a week (7 days):
+- The total weekly consumption is \(21 \times 7 = 147\) kilograms.
+
+Therefore, the Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,7,'To determine the total kilograms of dog food needed by the Kennel house in a week, we need to calculate the daily consumption for both the German Shepherds and the Bulldogs and then sum these amounts.
+
+First, let''s calculate the daily consumption for the German Shepherds:
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 3 German Shepherds.
+- Therefore, the daily consumption for the German Shepherds is \(3 \times 5 = 15\) kilograms.
+
+Next, let''s calculate the daily consumption for the Bulldogs:
+- Each Bulldog consumes 3 kilograms of dog food per day.
+- There are 2 Bulldogs.
+- Therefore, the daily consumption for the Bulldogs is \(2 \times 3 = 6\) kilograms.
+
+Now, we sum the daily consumption for both the German Shepherds and the Bulldogs to find the total daily consumption:
+\[
+15 \text{ (German Shepherds)} + 6 \text{ (Bulldogs)} = 21 \text{ kilograms}
+\]
+
+Finally, we calculate the total daily consumption for the week:
+\[
+21 \text{ kilograms/day} \times 7 \text{ days} = 147 \text{ kilograms}
+\]
+
+Therefore, the total kilograms of dog food needed in a week is \(\boxed{147}\).','147',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,0,'Let''s break down the problem step by step:
+
+1. First, we need to calculate the total number of feet of line the caretaker needs to buy by multiplying the number of feet of dock by the rate of line for every foot of dock.
+2. The rate of line is 3 feet of line for every foot of dock.
+3. Now, we add the number of feet of new line to the calculated total.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the variables
+num_feet_dock = 200
+rate_line_per_foot_dock = 3
+num_feet_new_line = 6
+
+# Calculate the total number of feet of line to buy
+total_feet_line_to_buy = num_feet_dock * rate_line_per_foot_dock + num_feet_new_line
+
+# Print the result
+print(total_feet_line_to_buy)
+```
+```output
+606
+```
+The caretaker needs to buy a total of \(\boxed{606}\) feet of line.','606',0,'not_equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(99,1,'To solve this problem, we need to calculate the total number of feet of line required. We can do this by following these steps:
+
+1. Determine the total number of feet of dock needed.
+2. Calculate the total number of feet of new line needed by multiplying the total number of feet of dock needed by the cost per foot of dock.
+3. Print the final answer.
+
+Let''s implement this in Python:
+
+```python
+# Step 1: Determine the total number of feet of dock needed
+total_dock_feet = 200  # feet
+
+# Step 2: Calculate the total number of feet of new line needed
+total_new_line_feet = 3 * total_dock_feet  # feet
+
+# Step 3: Print the final answer
+print(total_new_line_feet)
+```
+```output
+600
+```
+The caretaker of the docks needs to buy a total of \(\boxed{600}\) feet of line.','600',0,'not_equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,2,'To solve this problem step-by-step, we will follow these steps:
+
+1. Calculate the total number of feet of line needed by multiplying the number of feet of dock by the fact that there is 3 feet of line for every foot of dock.
+2. Add the number of new line to the total number of feet of line needed.
+
+Let''s use Python code to ensure the result is accurate.
+```python
+# Given values
+current_dock_feet = 200
+new_line_feet = 6
+feet_per_foot_of_dock = 3
+
+# Total feet of line needed
+total_feet_of_line_needed = current_dock_feet * feet_per_foot_of_dock
+
+# Total feet of line needed after buying the new line
+total_feet_of_line_needed_after_buying = total_feet_of_line_needed + new_line_feet
+
+# Final answer
+print(total_feet_of_line_needed_after_buying)
+```
+```output
+606
+```
+The caretaker of the docks needs to buy a total of \(\boxed{606}\) feet of line.','606',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,3,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Identify the current number of feet of dock.
+2. Identify the number of feet of new line.
+3. Calculate the total number of feet of line by adding the current number of feet of dock and the number of feet of new line.
+
+Let''s write the Python code to perform these steps.
+```python
+# Current number of feet of dock
+current_dock_feet = 200
+
+# Number of feet of new line
+new_line_feet = 6
+
+# Calculate the total number of feet of line
+total_line_feet = current_dock_feet + new_line_feet
+print(total_line_feet)
+```
+```output
+206
+```
+The caretaker needs to buy a total of \(\boxed{206}\) feet of line.','206',0,'not_equivalent',178,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,4,'Let''s break down the problem step by step:
+
+1. **Identify the given data:**
+   - Current dock length: 200 feet
+   - New line length needed: 6 feet
+
+2. **Determine the cost per foot of line:**
+   - The caretaker wants 3 feet of line for every foot of dock.
+   - Therefore, the cost per foot of line is:
+     \[
+     \text{Cost per foot of line} = \frac{3 \text{ feet}}{200 \text{ feet}} = 0.15 \text{ dollars/foot}
+     \]
+
+3. **Calculate the total cost for the new line:**
+   - The total cost for the new line is:
+     \[
+     \text{Total cost} = \text{Cost per foot of line} \times \text{New line length} = 0.15 \text{ dollars/foot} \times 6 \text{ feet} = 9 \text{ dollars}
+     \]
+
+4. **Combine the information:**
+   - Total cost to be paid: $9
+   - Current dock length: 200 feet
+   - New line length needed: 6 feet
+
+5. **Calculate the additional feet of line needed:**
+   - Let the additional feet of line needed be \( x \).
+   - Then:
+     \[
+     200 + x = 6 \quad \text{(Equation 1)}
+     \]
+
+6. **Solve for \( x \):**
+   \[
+   x = 6 - 200 \quad \text{(Equation 2)}
+   \]
+   \[
+   x = -194 \quad \text{(Equation 2)}
+   \]
+   Since \( x \) must be a positive integer, we discard Equation 2.
+
+7. **Calculate the total feet of line needed:**
+   \[
+   \text{Total feet of line needed} = 3 \text{ feet/foot} \times 6 \text{ feet} = 18 \text{ feet}
+   \]
+
+8. **Combine the results:**
+   \[
+   \text{Total feet of line needed} = 18 \text{ feet} + 6 \text{ feet} = 24 \text{ feet}
+   \]
+
+Therefore, the caretaker needs to buy a total of','24',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,5,'Let''s break down the problem step by step:
+
+1. Calculate the total number of feet of line needed for the current dock.
+2. Add the new line he already has to the total calculated in step 1.
+
+We can use the following Python code to perform these calculations:
+
+1. Calculate the total number of feet of line needed for the current dock:
+\[ \text{Total feet of line needed} = 3 \, \text{feet/foot of dock} \times 200 \, \text{feet of dock} \]
+
+2. Add the new line he already has to the total calculated in step 1:
+\[ \text{Total feet of line needed} = \text{Total feet of line needed} + 6 \, \text{feet} \]
+
+Let''s write the Python code to calculate this:
+
+```python
+# Step 1: Calculate the total number of feet of line needed for the current dock
+current_dock_feet = 200
+line_feet_per_foot_dock = 3
+total_feet_of_line_needed = current_dock_feet * line_feet_per_foot_dock
+
+# Step 2: Add the new line he already has to the total calculated in step 1
+new_line_feet = 6
+total_feet_of_line_needed = total_feet_of_line_needed + new_line_feet
+
+# Print the final answer
+print(total_feet_of_line_needed)
+```
+```output
+606
+```
+The caretaker of the docks needs to buy a total of \(\boxed{606}\) feet of line.','606',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,6,'Let''s break down the problem step by step:
+
+1. Determine the amount of line needed for the current dock.
+2. Calculate the amount of line needed for the new line.
+3. Add the line needed for both the dock and the new line to find the total.
+
+First, we calculate the amount of line needed for the current dock:
+\[ \text{Line for dock} = 3 \, \text{feet/foot of dock} \times 200 \, \text{feet} \]
+
+Next, we calculate the amount of line needed for the new line:
+\[ \text{Line for new line} = 6 \, \text{feet} \]
+
+Finally, we add the line needed for both the dock and the new line to find the total:
+\[ \text{Total line} = \text{Line for dock} + \text{Line for new line} \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+dock_feet = 200
+new_line_feet = 6
+
+# Calculate the line needed for the current dock
+line_for_dock = dock_feet * 3
+
+# Calculate the line needed for the new line
+line_for_new_line = new_line_feet
+
+# Calculate the total line
+total_line = line_for_dock + line_for_new_line
+print(total_line)
+```
+```output
+606
+```
+The caretaker of the docks needs to buy a total of \(\boxed{606}\) feet of line.','606',0,'not_equivalent',318,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,7,'To solve this problem, we need to determine how much new line is required to meet the caretaker''s needs. We know that the caretaker wants 3 feet of line for every foot of dock, and he has 6 feet of new line. Therefore, we can calculate the total number of feet of line needed by multiplying the number of feet of dock by the number of feet of new line per foot of dock.
+
+Here is the step-by-step reasoning:
+
+1. Identify the number of feet of dock: 200 feet.
+2. Identify the number of feet of new line: 6 feet.
+3. Calculate the total number of feet of line needed: \(200 \text{ feet} \times 6 \text{ feet/foot of dock} = 1200 \text{ feet}\).
+
+Now, let''s use Python code to verify this calculation.
+```python
+# Given values
+dock_feet = 200
+new_line_feet_per_dock = 6
+
+# Calculate total number of feet of line needed
+total_new_line_feet = dock_feet * new_line_feet_per_dock
+print(total_new_line_feet)
+```
+```output
+1200
+```
+The caretaker needs to buy a total of \(\boxed{1200}\) feet of new line.','1200',0,'not_equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,0,'To solve this problem, we need to break it down into a few steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Calculate Anna''s time to complete the puzzle.
+3. Print Anna''s time to finish the puzzle.
+
+Let''s go through each step in detail:
+
+1. Steve put together a puzzle that took 10 hours of hard work to complete. So, Steve''s time is:
+\[ \text{Steve''s time} = 10 \text{ hours} \]
+
+2. Anna put together the same puzzle in 2 hours more than half Steve''s time. So, Anna''s time is:
+\[ \text{Anna''s time} = \frac{10}{2} + 2 = 5 \text{ hours} \]
+
+3. Print Anna''s time to finish the puzzle:
+\[ \boxed{5} \]
+
+This solution is correct because Anna''s time is \(\frac{10}{2} + 2 = 5\) hours, which is half of Steve''s time.','5',0,'not_equivalent',214,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,1,'Let''s break down the problem step-by-step:
+
+1. Steve put together the puzzle in 10 hours.
+2. Anna put together the puzzle in 2 hours more than half Steve''s time.
+3. We need to find out how long it took Anna to finish the puzzle.
+
+First, let''s calculate half Steve''s time. Since Steve put together the puzzle in 10 hours, half of that time is:
+\[
+\frac{10}{2} = 5 \text{ hours}
+\]
+
+Next, we need to find out how much more Anna put together than half Steve''s time. Since Anna put together the puzzle in 5 hours and half Steve''s time is 5 hours, Anna put together the puzzle in:
+\[
+5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \(\boxed{7}\) hours to finish the difficult puzzle.','7',1,'equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(100,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine Anna''s time to complete the puzzle.
+3. Find the difference in time between Anna and Steve.
+
+Let''s break it down step-by-step:
+
+1. Steve''s time = 10 hours
+2. Anna''s time = (1/2) * Steve''s time + 2 hours
+3. Time difference = Anna''s time - Steve''s time
+
+Now, let''s implement this in Python using sympy.
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time - steve_time
+
+# Print the result
+print(time_difference)
+```
+```output
+NameError: name ''Anna_time'' is not defined
+```
+It seems there was an error because the variable `Anna_time` was not defined in the current context. Let''s correct this by defining `Anna_time` before using it in the calculation.
+
+Here''s the corrected code:
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time - steve_time
+
+# Print the result
+print(time_difference)
+```
+```output
+NameError: name ''Anna_time'' is not defined
+```
+It seems there was another error because the variable `Anna_time` was not defined in the current context. Let''s correct this by defining `Anna_time` before using it in the calculation.
+
+Here''s the corrected code:
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time - steve_time
+
+# Print the result
+print(time_difference)
+```
+```output
+NameError: name ''Anna_time'' is not defined
+```
+It seems there was another error because the variable `Anna_time` was not defined in the current context. Let''s correct this by defining `Anna_time` before using it in the calculation.
+
+Here''s the corrected code:
+
+```python
+import sympy as sp
+
+# Define Steve''s time
+steve_time = 10
+
+# Calculate Anna''s time
+anna_time = (steve_time / 2) + 2
+
+# Calculate the time difference
+time_difference = Anna_time -','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,3,'To solve this problem, we need to break it down into two steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Calculate Anna''s time to complete the puzzle.
+3. Find the difference in time between Anna and Steve to determine how long it took Anna to finish the puzzle.
+
+Let''s start with step 1: Calculate Steve''s time to complete the puzzle.
+Steve''s time is given as 10 hours.
+
+Next, let''s calculate Anna''s time to complete the puzzle.
+Anna''s time is half Steve''s time plus 2 hours.
+\[
+\text{Anna''s time} = \frac{10}{2} + 2 = 5 + 2 = 7 \text{ hours}
+\]
+
+Now, let''s find the difference in time between Anna and Steve to determine how long it took Anna to finish the puzzle.
+\[
+\text{Time difference} = \text{Anna''s time} - \text{Steve''s time} = 7 - 10 = -3 \text{ hours}
+\]
+
+Since Anna cannot complete the puzzle in negative time, it means Anna must have taken more time than Steve. But we are not asked to find Anna''s exact time, just to confirm that Anna took more time than Steve.
+
+Therefore, the final answer is \(\boxed{-3}\).','-3',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,4,'Let''s break down the problem step by step.
+
+1. **Define Steve''s time**: Steve put together the puzzle in 10 hours of hard work.
+2. **Determine Anna''s time**:
+   - Anna''s time is half of Steve''s time.
+   - Therefore, Anna''s time = \( \frac{10}{2} = 5 \) hours.
+3. **Calculate the time Anna took to finish the puzzle**: 
+   - Anna took 2 hours more than half Steve''s time.
+   - Therefore, Anna took \( 5 + 2 = 7 \) hours.
+
+Let''s confirm this with Python code.
+```python
+# Define Steve''s time
+steve_time = 10  # hours
+
+# Calculate Anna''s time
+anna_time = steve_time / 2  # hours
+
+# Calculate Anna''s time taken to finish the puzzle
+anna_time_taken = anna_time + 2  # hours
+
+print(anna_time_taken)
+```
+```output
+7.0
+```
+The final answer is \(\boxed{7}\) hours.','7',1,'equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,5,'Let''s break down the problem step-by-step and use Python code to ensure the result is accurate.
+
+1. Steve''s time to complete the puzzle is 10 hours.
+2. Anna''s time to complete the puzzle in 2 hours more than half Steve''s time. We can express this as:
+   \[
+   \text{Anna''s time} = \frac{10}{2} + 2 = 5 + 2 = 7 \text{ hours}
+   \]
+
+Now, let''s write a Python code to confirm this result.
+```python
+# Steve''s time to complete the puzzle
+steve_time = 10
+
+# Anna''s time to complete the puzzle
+anna_time = (steve_time / 2) + 2
+
+# Output the result
+print(anna_time)
+```
+```output
+7.0
+```
+The final answer is \(\boxed{7}\) hours.','7',1,'equivalent',184,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,6,'Let''s break down the problem step-by-step and solve it using Python.
+
+1. Steve''s puzzle took 10 hours to complete.
+2. Anna''s puzzle took half Steve''s time plus 2 hours more than that.
+3. We need to find out how long it took Anna to finish the puzzle.
+
+First, we''ll calculate Anna''s puzzle time:
+\[ \text{Anna''s puzzle time} = \frac{\text{Steve''s puzzle time}}{2} + 2 \]
+
+Then we''ll use that value to find out how long it took Anna to finish the puzzle:
+\[ \text{Anna''s time} = \frac{\text{Anna''s puzzle time}}{2} \]
+
+Let''s write the Python code to compute this.
+```python
+# Steve''s puzzle time in hours
+steve_puzzle_time = 10
+
+# Anna''s puzzle time in hours
+anna_puzzle_time = (steve_puzzle_time / 2) + 2
+
+# Final answer
+print(anna_puzzle_time)
+```
+```output
+7.0
+```
+The final answer is \(\boxed{7}\).','7',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,7,'To determine how long it took Anna to finish the difficult puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Calculate Anna''s time to complete the puzzle.
+3. Find the difference in time between Anna and Steve.
+
+First, let''s calculate Steve''s time. Steve put together the puzzle in 10 hours of hard work. Half Steve''s time is \( \frac{10}{2} = 5 \) hours. Therefore, Steve''s total time is \( 10 + 5 = 15 \) hours.
+
+Next, we calculate Anna''s time. Anna put together the puzzle in 2 hours more than half Steve''s time. Half Steve''s time is 5 hours, so Anna''s time is \( 5 + 2 = 7 \) hours.
+
+Finally, we find the difference in time between Anna and Steve. Anna''s time is 7 hours and Steve''s time is 15 hours, so the difference is \( 15 - 7 = 8 \) hours.
+
+So, it took Anna \(\boxed{8}\) hours to finish the difficult puzzle.','8',0,'not_equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.79629908385140395167e+09,1.79630796181665134433e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','killed',89,8.8771365766239978259e+03,8.87713258954499906394e+03);
-INSERT INTO "sessions" VALUES(2,1.7963086677755484581e+09,1.79630920072109341624e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','running',6,5.32145045263008796597e+02,5.32142645776999415833e+02);
+INSERT INTO "sessions" VALUES(2,1.7963086677755484581e+09,1.79630964261804485317e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-tir.toml --out runs/gsm8k-qwen0.5b-tir --workers 2 --quiet','finished',11,9.73154644619004102409e+02,9.73147323864992358759e+02);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -44355,5 +46492,25 @@ INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1251',0,95,'27.5',0.0,0,28,1,3008.0,2864.0,563.75,0.0,2.91514248502498958259e+01,8.86796474773955810573e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1251',0,95,'27.5',0.0,0,70,1,3008.0,2864.0,1127.5,0.0,5.8302849700499791651e+01,1.59316385400930395511e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1251',0,95,'27.5',0.0,0,1,0,3008.0,2864.0,2255.0,0.0,1.16605699400999583302e+02,3005898612480.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1253',0,96,'0.0333',0.25,0,8,1,2476.0,2361.0,292.5,0.0,2.29880655297492921809e+01,5.10866848174142517075e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1253',0,96,'0.0333',0.25,0,28,1,2476.0,2361.0,585.0,0.0,4.59761310594985843618e+01,8.77562683980122192409e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1253',0,96,'240',3.21428571428571452361e-01,0,70,1,2476.0,2361.0,1170.0,0.0,9.19522621189971687237e+01,1.61095435559208129887e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1253',0,96,'120',0.5,1,1,0,2476.0,2361.0,2340.0,0.0,1.83904524237994337456e+02,3077737698816.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1254',0,97,'5',0.25,0,8,1,2044.0,1913.0,309.75,0.0,2.39121107645005395161e+01,552937616448.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1254',0,97,'5',0.25,0,28,1,2044.0,1913.0,619.5,0.0,4.78242215290010790323e+01,941530756992.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1254',0,97,'5',1.42857142857142849212e-01,0,70,1,2044.0,1913.0,1239.0,0.0,9.56484430580021580646e+01,1718717038080.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1254',0,97,'5',0.0,0,1,0,2044.0,1913.0,2478.0,0.0,1.91296886116004316137e+02,3273089600256.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1266',0,98,'147',0.75,1,8,1,2059.0,1688.0,293.25,0.0,1.34124045777498395186e+01,8.334799148438425293e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1266',0,98,'35',0.75,0,28,1,2059.0,1688.0,586.5,0.0,2.68248091554996790373e+01,1.20144075041472216797e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1266',0,98,'147',1.0,1,70,1,2059.0,1688.0,1173.0,0.0,5.36496183109993580746e+01,1.93736242155648144538e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1266',0,98,'147',1.0,1,1,0,2059.0,1688.0,2346.0,0.0,1.07299236621998716144e+02,3409205763840.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1311',0,99,'606',0.0,0,8,1,3114.0,2977.0,280.125,0.0,2.02352498637501412295e+01,5.22401043277685424824e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1311',0,99,'606',0.0,0,28,1,3114.0,2977.0,560.25,0.0,4.0470499727500282459e+01,8.7322535792715893551e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1311',0,99,'606',0.0,0,70,1,3114.0,2977.0,1120.5,0.0,8.09409994550005649181e+01,1.57487398722610595701e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1311',0,99,'606',0.0,0,1,0,3114.0,2977.0,2241.0,0.0,1.61881998910001129836e+02,2978171245824.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1280',0,100,'5',0.5,0,8,1,2807.0,2672.0,257.25,0.0,3.12115731166250043315e+01,4.91210334635162841794e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1280',0,100,'7',0.5,1,28,1,2807.0,2672.0,514.5,0.0,6.24231462332500086631e+01,8.13361663086139648464e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1280',0,100,'-3',8.1428571428571427937e-01,0,70,1,2807.0,2672.0,1029.0,0.0,1.24846292466500017324e+02,1.45766431998809301755e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-0.5b','sc-tir:temperature=0.7',8,'gsm8k_test-1280',0,100,'7',1.0,1,1,0,2807.0,2672.0,2058.0,0.0,2.49692584933000034648e+02,2746269633792.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
