@@ -227,6 +227,623 @@ The distance between the first stop and the second stop is the difference betwee
 
 So, the number of miles Henry traveled between his first and second stops is \(\boxed{25}\).','stop',201,175,120,1.52567275577618683963e+01,817460480000.0,NULL);
 INSERT INTO "chains" VALUES(2,1,0,'bddd1a1a78c38ccdf666b5adfd5edecaf14870da94ca72cebc4434231d1782b8',0,'The distance Henry traveled between his first and second stops is \(\boxed{25}\) miles.','stop',22,406,397,2.00409940039971878888e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(3,0,0,'be8503a54bd339d380393c798f7dc5986442045f2d44753b1980407596afde91',0,'To determine the total cost of grooming the dog after applying the discount, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price.
+
+Let''s start with the original price of the grooming service, which is $100. The discount offered is 30%, so we need to find 30% of $100. We can do this by multiplying $100 by 0.30.
+
+```python
+# Original price of grooming
+original_price = 100
+
+# Discount rate
+discount_rate = 0.30
+
+# Calculate the discount amount
+discount_amount = original_price * discount_rate
+
+# Calculate the total cost after applying the discount
+total_cost = original_price - discount_amount
+
+print(total_cost)','stop',168,173,120,1.32481030405413715558e+01,597101568000.0,NULL);
+INSERT INTO "chains" VALUES(3,0,1,'be8503a54bd339d380393c798f7dc5986442045f2d44753b1980407596afde91',1,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price to get the final cost.
+
+First, let''s calculate the discount amount. The original price of the grooming is $100, and the discount is 30%. We can calculate the discount amount as follows:
+\[ \text{Discount amount} = 100 \times \frac{30}{100} = 100 \times 0.30 = 30 \]
+
+Next, we subtract the discount amount from the original price to get the final cost:
+\[ \text{Final cost} = 100 - 30 = 70 \]
+
+Therefore, the cost of the grooming is \(\boxed{70}\).','stop',174,173,120,1.32481030405413715558e+01,597101568000.0,NULL);
+INSERT INTO "chains" VALUES(3,0,2,'be8503a54bd339d380393c798f7dc5986442045f2d44753b1980407596afde91',2,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Identify the original price of the grooming service.
+2. Calculate the discount amount.
+3. Subtract the discount amount from the original price to find the final cost.
+
+Let''s break this down and implement it in Python.
+
+```python
+# Step 1: Identify the original price of the grooming service
+original_price = 100.00
+
+# Step 2: Calculate the discount amount
+discount_rate = 0.30
+discount_amount = original_price * discount_rate
+
+# Step 3: Subtract the discount amount from the original price to find the final cost
+final_cost = original_price - discount_amount
+
+print(final_cost)','stop',150,173,120,1.32481030405413715558e+01,597101568000.0,NULL);
+INSERT INTO "chains" VALUES(3,0,3,'be8503a54bd339d380393c798f7dc5986442045f2d44753b1980407596afde91',3,'To determine the final cost of the dog''s grooming, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price to get the final price.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Original price of the grooming service
+original_price = 100
+
+# Discount percentage
+discount_percentage = 30
+
+# Calculate the discount amount
+discount_amount = (discount_percentage / 100) * original_price
+
+# Calculate the final price
+final_price = original_price - discount_amount
+
+# Print the final price
+print(final_price)','stop',131,173,120,1.32481030405413715558e+01,597101568000.0,NULL);
+INSERT INTO "chains" VALUES(3,1,0,'93ac8fd8245c0f7381832e4bb30f3d88bc88ef846ff17d60bf0925c3a6146b47',0,'The total cost of grooming the dog after applying the 30% discount is \(\boxed{70}\).','stop',25,351,340,2.6391409464464232748e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(3,2,0,'cf0afa1d744855832a00a3cdbbfb0ed7953ed90932c8131f32a19b9d8a78cf97',0,'The final cost of the grooming is \(\boxed{70.00}\).','stop',19,333,322,2.0721114531857893759e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(3,3,0,'6929f214d97391790bcbc7668cc5cd6d77f62a7a34e34767294b22e0345b389f',0,'The final cost of the dog''s grooming, after applying the 30% discount for being a new customer, is \(\boxed{70.0}\).','stop',35,314,303,3.50031692377063619048e+00,159937920000.0,NULL);
+INSERT INTO "chains" VALUES(4,0,0,'c033ec2697c24b68598fd7421d2813d2ada17702e1245d3a11c3668298e9e8b4',0,'To determine the total number of gems in the chest, we need to calculate the number of each type of gem and then sum them up.
+
+1. The number of diamonds is given as 175.
+2. The number of rubies is 35 fewer than the number of diamonds. So, the number of rubies is \(175 - 35 = 140\).
+3. The number of emeralds is twice the number of rubies. So, the number of emeralds is \(2 \times 140 = 280\).
+
+Finally, the total number of gems is the sum of the diamonds, rubies, and emeralds. Let''s calculate this using Python.
+```python
+# Given values
+diamonds = 175
+
+# Calculate the number of rubies
+rubies = diamonds - 35
+
+# Calculate the number of emeralds
+emeralds = rubies * 2
+
+# Calculate the total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)','stop',231,179,120,2.27329510887752341821e+01,1041373568000.0,NULL);
+INSERT INTO "chains" VALUES(4,0,1,'c033ec2697c24b68598fd7421d2813d2ada17702e1245d3a11c3668298e9e8b4',1,'To solve the problem, we need to break it down step by step and then use Python code to verify our calculations.
+
+1. **Calculate the number of rubies:**
+   - The number of rubies is 35 fewer than the number of diamonds.
+   - Number of rubies = Number of diamonds - 35 = 175 - 35 = 140
+
+2. **Calculate the number of emeralds:**
+   - The number of emeralds is twice the number of rubies.
+   - Number of emeralds = 2 * Number of rubies = 2 * 140 = 280
+
+3. **Calculate the total number of gems:**
+   - The total number of gems is the sum of the number of diamonds, rubies, and emeralds.
+   - Total number of gems = Number of diamonds + Number of rubies + Number of emeralds = 175 + 140 + 280 = 695
+
+Now, let''s use Python code to verify these calculations.
+```python
+# Given data
+number_of_diamonds = 175
+
+# Calculate the number of rubies
+number_of_rubies = number_of_diamonds - 35
+
+# Calculate the number of emeralds
+number_of_emeralds = 2 * number_of_rubies
+
+# Calculate the total number of gems
+total_number_of_gems = number_of_diamonds + number_of_rubies + number_of_emeralds
+
+print(total_number_of_gems)','stop',335,179,120,2.27329510887752341821e+01,1041373568000.0,NULL);
+INSERT INTO "chains" VALUES(4,0,2,'c033ec2697c24b68598fd7421d2813d2ada17702e1245d3a11c3668298e9e8b4',2,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up. Let''s go through the problem step by step.
+
+1. **Calculate the number of rubies:**
+   The problem states that there are 35 fewer rubies than diamonds. Since there are 175 diamonds, we can find the number of rubies by subtracting 35 from 175.
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+2. **Calculate the number of emeralds:**
+   The problem states that there are twice the number of emeralds than the rubies. Since there are 140 rubies, we can find the number of emeralds by multiplying 140 by 2.
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+3. **Calculate the total number of gems:**
+   Now, we add the number of diamonds, rubies, and emeralds to find the total number of gems.
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','stop',309,179,120,2.27329510887752341821e+01,1041373568000.0,NULL);
+INSERT INTO "chains" VALUES(4,0,3,'c033ec2697c24b68598fd7421d2813d2ada17702e1245d3a11c3668298e9e8b4',3,'To solve this problem, we need to calculate the number of each type of gem and then sum them up. Here are the steps we''ll follow:
+
+1. Calculate the number of rubies.
+2. Calculate the number of emeralds.
+3. Sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s break it down step-by-step and use Python to ensure the calculations are accurate.
+
+1. Number of diamonds = 175
+2. Number of rubies = Number of diamonds - 35
+3. Number of emeralds = 2 * Number of rubies
+
+Finally, we will sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)','stop',242,179,120,2.27329510887752341821e+01,1041373568000.0,NULL);
+INSERT INTO "chains" VALUES(4,1,0,'2b8d257b123ef165278a07ce2d68c83d3b4172d827001ba0cf06f582ab486809',0,'The total number of gems in the chest is \(\boxed{595}\).','stop',19,419,409,1.85395436472026631236e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(4,2,0,'4a3841698a9f289fcbd6856b0cf2dc5ceaa3104c7fd942c528833951bdb1822c',0,'It appears there was an error in the manual calculation. Let''s recheck the steps and the calculations using Python code to ensure the accuracy.
+
+1. **Calculate the number of rubies:**
+   - The number of rubies is 35 fewer than the number of diamonds.
+   - Number of rubies = Number of diamonds - 35 = 175 - 35 = 140
+
+2. **Calculate the number of emeralds:**
+   - The number of emeralds is twice the number of rubies.
+   - Number of emeralds = 2 * Number of rubies = 2 * 140 = 280
+
+3. **Calculate the total number of gems:**
+   - The total number of gems is the sum of the number of diamonds, rubies, and emeralds','length',177,523,513,1.52225137204487186441e+01,661076736000.0,NULL);
+INSERT INTO "chains" VALUES(4,3,0,'6e0e0271f697d9623df8ef113b9165b44d0886e374a3a1c0943c8098cd5f1b77',0,'The total number of gems in the treasure chest is \(\boxed{595}\).','stop',20,430,420,1.9297684553772949112e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(5,0,0,'50f73dabd920c529253ec2a24b846856dbaaf39d83e9984f38f1990b8301646f',0,'To determine the combined weights of Grace and Alex, we need to follow these steps:
+
+1. Calculate Alex''s weight.
+2. Add Grace''s weight to Alex''s weight to get the combined weight.
+
+Let''s break it down step-by-step and implement it in Python using sympy for any symbolic calculations, although this problem is straightforward enough to solve without sympy.
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times what Grace weighs. So, Alex''s weight = 4 * Grace''s weight - 2.
+
+We can now calculate Alex''s weight and then find their combined weight.
+
+Here is the Python code to solve the problem:
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the combined weight
+print(combined_weight)','stop',209,155,120,18.8122564491439,827234464000.0,NULL);
+INSERT INTO "chains" VALUES(5,0,1,'50f73dabd920c529253ec2a24b846856dbaaf39d83e9984f38f1990b8301646f',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate Alex''s weight.
+2. Add Grace''s weight and Alex''s weight to get their combined weight.
+
+Let''s break it down and solve it step-by-step using Python code.
+
+First, we calculate Alex''s weight:
+\[ \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \]
+\[ \text{Alex''s weight} = 4 \times 125 - 2 \]
+\[ \text{Alex''s weight} = 500 - 2 \]
+\[ \text{Alex''s weight} = 498 \]
+
+Next, we add Grace''s weight and Alex''s weight to get their combined weight:
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} \]
+\[ \text{Combined weight} = 125 + 498 \]
+\[ \text{Combined weight} = 623 \]
+
+Let''s write the Python code to verify this:
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate their combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)','stop',286,155,120,18.8122564491439,827234464000.0,NULL);
+INSERT INTO "chains" VALUES(5,0,2,'50f73dabd920c529253ec2a24b846856dbaaf39d83e9984f38f1990b8301646f',2,'To determine the combined weights of Grace and Alex, we need to follow these steps:
+
+1. Identify Grace''s weight.
+2. Calculate Alex''s weight based on the information given.
+3. Add Grace''s weight and Alex''s weight together.
+
+Step 1: Identify Grace''s weight.
+Grace weighs 125 pounds.
+
+Step 2: Calculate Alex''s weight.
+Alex weighs 2 pounds less than 4 times what Grace weighs. We can express this relationship with the following equation:
+\[ \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \]
+Substituting Grace''s weight (125 pounds) into the equation, we get:
+\[ \text{Alex''s weight} = 4 \times 125 - 2 = 500 - 2 = 498 \]
+
+Step 3: Add Grace''s weight and Alex''s weight together.
+The combined weight of Grace and Alex is the sum of their individual weights:
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} = 125 + 498 = 623 \]
+
+Therefore, the combined weights of Grace and Alex are \(\boxed{623}\) pounds.','stop',268,155,120,18.8122564491439,827234464000.0,NULL);
+INSERT INTO "chains" VALUES(5,0,3,'50f73dabd920c529253ec2a24b846856dbaaf39d83e9984f38f1990b8301646f',3,'To solve this problem, we need to follow these steps:
+
+1. Determine Alex''s weight based on the information that Alex weighs 2 pounds less than 4 times what Grace weighs.
+2. Calculate the combined weight of Grace and Alex.
+3. Output the final answer.
+
+Let''s break this down and write the Python code to solve it.
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight of Grace and Alex
+combined_weight = grace_weight + alex_weight
+
+# Output the final answer
+print(combined_weight)','stop',137,155,120,18.8122564491439,827234464000.0,NULL);
+INSERT INTO "chains" VALUES(5,1,0,'f5fbdb36345fba285c82b0c01ffd47163f863727de6911e1d96be656fc85a90a',0,'The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','stop',20,373,363,2.38028146657286177045e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(5,2,0,'4556216e8a9fd8b270871c8c99e6d2fc2985359448b8365b75cd16d08d3fdaf2',0,'The combined weights of Grace and Alex are \(\boxed{623}\) pounds.','stop',20,450,440,2.21600709157480357802e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(5,3,0,'1225eb33e40405c1ae652e1332e468ec156746cb61cbf379ff58f0ee54ecfa86',0,'The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','stop',20,301,291,2.17857350958053919143e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(6,0,0,'419113380ffcb4a610e484c9bc84baa562b8b325b2ed57c73e60d72acc1f4f67',0,'Let''s solve the problem step by step.
+
+1. Determine how many friends Amy made.
+   - Lily made 50 friends.
+   - Amy made 20 more friends than Lily.
+   - Therefore, the number of friends Amy made is \(50 + 20 = 70\).
+
+2. Calculate the total number of friends Lily and Amy have together.
+   - Lily has 50 friends.
+   - Amy has 70 friends.
+   - The total number of friends is \(50 + 70 = 120\).
+
+So, the total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',140,160,120,1.55165318185077953931e+01,727717536000.0,NULL);
+INSERT INTO "chains" VALUES(6,0,1,'419113380ffcb4a610e484c9bc84baa562b8b325b2ed57c73e60d72acc1f4f67',1,'To determine the total number of friends Lily and Amy have together, we need to follow these steps:
+
+1. Calculate the number of friends Amy made.
+2. Add the number of friends Amy made to the number of friends Lily made.
+
+First, we know that Lily made 50 friends. According to the problem, Amy made 20 more friends than Lily. Therefore, we can calculate the number of friends Amy made as follows:
+\[ \text{Number of friends Amy made} = \text{Number of friends Lily made} + 20 = 50 + 20 = 70 \]
+
+Next, we add the number of friends Amy made to the number of friends Lily made to find the total number of friends they have together:
+\[ \text{Total number of friends} = \text{Number of friends Amy made} + \text{Number of friends Lily made} = 70 + 50 = 120 \]
+
+Thus, the total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',221,160,120,1.55165318185077953931e+01,727717536000.0,NULL);
+INSERT INTO "chains" VALUES(6,0,2,'419113380ffcb4a610e484c9bc84baa562b8b325b2ed57c73e60d72acc1f4f67',2,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of friends Amy made.
+2. Calculate the total number of friends Lily and Amy have together.
+
+Let''s break it down:
+
+1. Lily made 50 friends.
+2. Amy made 20 more friends than Lily. So, the number of friends Amy made is \(50 + 20\).
+3. The total number of friends Lily and Amy have together is the sum of the friends Lily made and the friends Amy made.
+
+Now, let''s use Python code to calculate this.
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+print(total_friends)','stop',181,160,120,1.55165318185077953931e+01,727717536000.0,NULL);
+INSERT INTO "chains" VALUES(6,0,3,'419113380ffcb4a610e484c9bc84baa562b8b325b2ed57c73e60d72acc1f4f67',3,'To determine how many friends Lily and Amy have together, we can follow these steps:
+
+1. Identify the number of friends Lily made.
+2. Calculate the number of friends Amy made.
+3. Add the number of friends Lily made to the number of friends Amy made to get the total number of friends they have together.
+
+Let''s start with the information given:
+Lily made 50 friends.
+Amy made 20 more friends than Lily. Therefore, we can calculate the number of friends Amy made as follows:
+\[
+\text{Number of friends Amy made} = \text{Number of friends Lily made} + 20 = 50 + 20 = 70
+\]
+
+Next, we add the number of friends Lily made to the number of friends Amy made to find the total number of friends they have together:
+\[
+\text{Total number of friends} = \text{Number of friends Lily made} + \text{Number of friends Amy made} = 50 + 70 = 120
+\]
+
+Thus, the total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',241,160,120,1.55165318185077953931e+01,727717536000.0,NULL);
+INSERT INTO "chains" VALUES(6,1,0,'875a73348173230467d4e45db80e4d2b97a8077b73d3af9ee7c01960b91cd034',0,'The total number of friends Lily and Amy have together is \(\boxed{120}\).','stop',21,350,340,2.04987696798925833618e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(7,0,0,'c15dcf5e3dcbed80f47d274b211cc597a560e3f931c83b703bc54fe4302e220d',0,'To solve this problem, we need to determine the cost of each type of fruit and then calculate the total cost for Dillon''s purchase. Let''s break it down step by step.
+
+1. **Define the cost of each type of fruit:**
+   - Let \( P \) be the cost of one pepper.
+   - Let \( W \) be the cost of one watermelon.
+   - Let \( O \) be the cost of one orange.
+
+2. **Use the given relationships:**
+   - We know that a watermelon costs three times what each pepper costs:
+     \[
+     W = 3P
+     \]
+   - An orange costs 5 less than what a watermelon cost:
+     \[
+     O = W - 5
+     \]
+
+3. **Substitute \( P = 15 \) dollars:**
+   - Since each pepper costs 15 dollars, we can substitute \( P \) into the equations:
+     \[
+     W = 3 \times 15 = 45 \text{ dollars}
+     \]
+     \[
+     O = 45 - 5 = 40 \text{ dollars}
+     \]
+
+4. **Calculate the total cost for Dillon''s purchase:**
+   - Dillon is buying 4 watermelons, 20 peppers, and 10 oranges. Therefore, the total cost \( C \) is:
+     \[
+     C = 4W + 20P + 10O
+     \]
+   - Substitute the values of \( W \) and \( P \):
+     \[
+     C = 4 \times 45 + 20 \times 15 + 10 \times 40
+     \]
+
+5. **Perform the multiplications and additions:**
+   \[
+   C = 180 + 300 + 400 = 980 \text{ dollars}
+   \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','stop',430,210,120,2.95385686695208029553e+01,1378131744000.0,NULL);
+INSERT INTO "chains" VALUES(7,0,1,'c15dcf5e3dcbed80f47d274b211cc597a560e3f931c83b703bc54fe4302e220d',1,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We can break down the problem into the following steps:
+
+1. Calculate the cost of one watermelon.
+2. Calculate the cost of one orange.
+3. Calculate the cost of one pepper.
+4. Calculate the total cost of 4 watermelons.
+5. Calculate the total cost of 20 peppers.
+6. Calculate the total cost of 10 oranges.
+7. Sum the costs from steps 4, 5, and 6 to get the final total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+cost_per_pepper = 15
+ratio_watermelon_to_pepper = 3
+difference_orange_to_watermelon = 5
+
+# Step 1: Calculate the cost of one watermelon
+cost_per_watermelon = ratio_watermelon_to_pepper * cost_per_pepper
+
+# Step 2: Calculate the cost of one orange
+cost_per_orange = cost_per_watermelon - difference_orange_to_watermelon
+
+# Step 3: Calculate the total cost of 4 watermelons
+total_cost_watermelons = 4 * cost_per_watermelon
+
+# Step 4: Calculate the total cost of 20 peppers
+total_cost_peppers = 20 * cost_per_pepper
+
+# Step 5: Calculate the total cost of 10 oranges
+total_cost_oranges = 10 * cost_per_orange
+
+# Step 6: Sum the costs to get the final total cost
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost_oranges
+
+print(total_amount_spent)','stop',365,210,120,2.95385686695208029553e+01,1378131744000.0,NULL);
+INSERT INTO "chains" VALUES(7,0,2,'c15dcf5e3dcbed80f47d274b211cc597a560e3f931c83b703bc54fe4302e220d',2,'To solve this problem, we need to follow these steps:
+
+1. Determine the cost of one watermelon.
+2. Determine the cost of one orange.
+3. Calculate the total cost of the watermelons.
+4. Calculate the total cost of the peppers.
+5. Calculate the total cost of the oranges.
+6. Sum the costs from steps 3, 4, and 5 to get the total amount of money Dillon will spend.
+
+Let''s start by calculating the cost of each item. We know that each pepper costs $15. Let''s denote the cost of one pepper as \( P \), the cost of one watermelon as \( W \), and the cost of one orange as \( O \).
+
+According to the problem, we have:
+\[ P = 15 \]
+\[ W = 3P \]
+\[ O = W - 5 \]
+
+We can now calculate the cost of one watermelon, one orange, and the total cost Dillon will spend. Let''s write the Python code to do this.
+```python
+# Given data
+cost_pepper = 15
+
+# Calculate the cost of a watermelon
+cost_watermelon = 3 * cost_pepper
+
+# Calculate the cost of an orange
+cost_orange = cost_watermelon - 5
+
+# Calculate the total cost of 4 watermelons, 20 peppers, and 10 oranges
+total_cost = 4 * cost_watermelon + 20 * cost_pepper + 10 * cost_orange
+
+print(total_cost)','stop',320,210,120,2.95385686695208029553e+01,1378131744000.0,NULL);
+INSERT INTO "chains" VALUES(7,0,3,'c15dcf5e3dcbed80f47d274b211cc597a560e3f931c83b703bc54fe4302e220d',3,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs.
+
+1. **Cost of a watermelon:**
+   - Each pepper costs $15.
+   - A watermelon costs three times what each pepper costs.
+   - Therefore, the cost of a watermelon is \(3 \times 15 = 45\) dollars.
+
+2. **Cost of an orange:**
+   - An orange costs 5 less than what a watermelon costs.
+   - Therefore, the cost of an orange is \(45 - 5 = 40\) dollars.
+
+3. **Total cost of watermelons:**
+   - Dillon is buying 4 watermelons.
+   - The total cost of watermelons is \(4 \times 45 = 180\) dollars.
+
+4. **Total cost of peppers:**
+   - Dillon is buying 20 peppers.
+   - The total cost of peppers is \(20 \times 15 = 300\) dollars.
+
+5. **Total cost of oranges:**
+   - Dillon is buying 10 oranges.
+   - The total cost of oranges is \(10 \times 40 = 400\) dollars.
+
+6. **Total amount of money spent:**
+   - The total amount of money Dillon will spend is the sum of the costs of watermelons, peppers, and oranges.
+   - Therefore, the total amount of money Dillon will spend is \(180 + 300 + 400 = 980\) dollars.
+
+The final answer is \(\boxed{980}\).','stop',350,210,120,2.95385686695208029553e+01,1378131744000.0,NULL);
+INSERT INTO "chains" VALUES(7,1,0,'2294f1540468eb776ce074847e7368006c7837a205decfd8531f0a90f3cb00a0',0,'The total amount of money Dillon will spend is \(\boxed{880}\).','stop',19,584,574,2.1212939356773854449e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(7,2,0,'a563053bd3514588ac791061259b5bbbaef14eeba2faac0c6c240ae44607079d',0,'The total amount of money Dillon will spend is \(\boxed{880}\).','stop',19,539,529,2.29967850165849041488e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(8,0,0,'f28f4c7bdd8a4ea000d80a4602adf37e2691a21ac3214cc6d28992dfd31e6caf',0,'To solve the problem, let''s define the variables and set up the equations based on the given information:
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following relationships:
+1. \( W = 2B \)
+2. \( B = 2Q \)
+3. \( W + B + Q = 700 \)
+
+We can start by substituting the second equation into the first equation to express \( W \) in terms of \( Q \):
+\[ W = 2(2Q) = 4Q \]
+
+Now we can substitute both \( W \) and \( B \) in terms of \( Q \) into the third equation:
+\[ 4Q + 2Q + Q = 700 \]
+\[ 7Q = 700 \]
+\[ Q = 100 \]
+
+Now that we have the number of queens, we can find the number of baby bees and worker bees:
+\[ B = 2Q = 2(100) = 200 \]
+\[ W = 4Q = 4(100) = 400 \]
+
+Therefore, the number of worker bees is \( \boxed{400} \).','stop',293,165,120,2.98924317624538247182e+01,1335481632000.0,NULL);
+INSERT INTO "chains" VALUES(8,0,1,'f28f4c7bdd8a4ea000d80a4602adf37e2691a21ac3214cc6d28992dfd31e6caf',1,'To solve the problem, we need to set up a system of equations based on the information given. Let''s define the variables:
+
+- \( B \) = the number of queens.
+- \( Q \) = the number of babies.
+- \( W \) = the number of worker bees.
+
+From the problem, we have the following relationships:
+1. There are twice as many babies as queens: \( Q = 2B \).
+2. There are twice as many babies as queens: \( Q = 2B \).
+3. There are 700 bees in total: \( B + Q + W = 700 \).
+
+We can substitute \( Q = 2B \) into the third equation to find \( W \):
+\[ B + 2B + W = 700 \]
+\[ 3B + W = 700 \]
+\[ W = 700 - 3B \]
+
+Next, we need to find the value of \( B \). Since \( B \) must be a whole number (as there are no fractional bees), we can iterate through possible values of \( B \) to find a solution where \( W \) is also a whole number.
+
+Let''s write the Python code to find the value of \( W \).
+```python
+# Iterate through possible values of B
+for B in range(1, 701):
+    Q = 2 * B
+    W = 700 - 3 * B
+    if W > 0:
+        # Found the solution
+        worker_bees = W
+        break
+
+print(worker_bees)','stop',341,165,120,2.98924317624538247182e+01,1335481632000.0,NULL);
+INSERT INTO "chains" VALUES(8,0,2,'f28f4c7bdd8a4ea000d80a4602adf37e2691a21ac3214cc6d28992dfd31e6caf',2,'To solve this problem, we need to set up a system of equations based on the information given:
+
+1. Let \( Q \) be the number of queens.
+2. Since there are twice as many babies as queens, the number of babies \( B \) is \( 2Q \).
+3. Since there are twice as many worker bees as babies, the number of worker bees \( W \) is \( 2B \).
+
+We know the total number of bees is 700, so we can write the equation:
+\[ Q + B + W = 700 \]
+
+Substituting the expressions for \( B \) and \( W \) in terms of \( Q \) into the equation, we get:
+\[ Q + 2Q + 2(2Q) = 700 \]
+\[ Q + 2Q + 4Q = 700 \]
+\[ 7Q = 700 \]
+\[ Q = 100 \]
+
+Now, we can find the number of babies and worker bees:
+\[ B = 2Q = 2 \times 100 = 200 \]
+\[ W = 2B = 2 \times 200 = 400 \]
+
+So, the number of worker bees is 400. Let''s write the Python code to confirm this result.
+```python
+# Define the total number of bees
+total_bees = 700
+
+# Let Q be the number of queens
+# Then B = 2Q and W = 2B
+# The equation is Q + B + W = 700
+# Substituting B and W in terms of Q, we get Q + 2Q + 2(2Q) = 700
+# Simplifying, we get 7Q = 700
+# Solving for Q, we get Q = 100
+
+Q = total_bees // 7  # integer division to get the number of queens
+B = 2 * Q  # number of babies
+W = 2 * B  # number of worker bees
+
+print(W)','stop',458,165,120,2.98924317624538247182e+01,1335481632000.0,NULL);
+INSERT INTO "chains" VALUES(8,0,3,'f28f4c7bdd8a4ea000d80a4602adf37e2691a21ac3214cc6d28992dfd31e6caf',3,'To solve the problem, we need to define the variables and use the relationships between them to find the number of worker bees. Let''s break it down step by step:
+
+1. Let \( q \) be the number of queens.
+2. Since there are twice as many babies as queens, the number of babies \( b \) is \( 2q \).
+3. Since there are twice as many worker bees as babies, the number of worker bees \( w \) is \( 2b \).
+4. The total number of bees is 700. Therefore, we can write the equation:
+   \[
+   q + b + w = 700
+   \]
+5. Substituting \( b = 2q \) and \( w = 2b \) into the equation, we get:
+   \[
+   q + 2q + 2(2q) = 700
+   \]
+6. Simplifying the left side, we get:
+   \[
+   q + 2q + 4q = 700
+   \]
+   \[
+   7q = 700
+   \]
+7. Solving for \( q \), we get:
+   \[
+   q = \frac{700}{7} = 100
+   \]
+8. Since \( b = 2q \), the number of babies \( b \) is \( 2(100) = 200 \).
+9. Since \( w = 2b \), the number of worker bees \( w \) is \( 2(200) = 400 \).
+
+Therefore, the number of worker bees is \(\boxed{400}\).','stop',370,165,120,2.98924317624538247182e+01,1335481632000.0,NULL);
+INSERT INTO "chains" VALUES(8,1,0,'32713488c0eb581b0cf65bc1573a4c01acaffd9e022c18f13dd526c8c1c75ccd',0,'The number of worker bees in the hive is \(\boxed{697}\).','stop',19,515,505,3.10761547579168206922e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(8,2,0,'af58634b4860bca3cd435bd1c9c298700f815e575f2755ec91eccbe4a188c162',0,'The number of worker bees is \(\boxed{400}\).','stop',16,632,622,2.7486427279873177909e+00,88854400000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -240,6 +857,12 @@ CREATE TABLE jobs (
     UNIQUE (model, strategy, problem_id, seed, budget));
 INSERT INTO "jobs" VALUES(1,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-2',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','65000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 317811450, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 0, "completion_tokens": 1440, "calls": 1, "seconds": 94.90187755665038, "flops": 5750656768000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0168, "call_seconds": 1.4511, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 1.6364, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0112, "call_seconds": 1.6018, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 1.4249, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [2003652272, 2003660191, 2003668110, 2003676029], "usage": {"prompt_tokens": 2222, "cached_prompt_tokens": 2164, "completion_tokens": 75, "calls": 4, "seconds": 7.322798325363934, "flops": 458488704000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"-38000": 1, "70000": 1, "65000": 1, "120000": 1}, "tie_broken_by_rng": true, "winner": "65000"}]',2404,2164,1515,9,0,0,6209145472000.0,0.0,1.5051713080500485376e+02,1.08338827103001278828e+02,1.79630979671585226057e+09);
 INSERT INTO "jobs" VALUES(2,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-28',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','25','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 570048278, "usage": {"prompt_tokens": 175, "cached_prompt_tokens": 120, "completion_tokens": 869, "calls": 1, "seconds": 61.026910231047474, "flops": 3269841920000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0237, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1], "seeds": [454161349], "usage": {"prompt_tokens": 406, "cached_prompt_tokens": 397, "completion_tokens": 22, "calls": 1, "seconds": 2.004099400399719, "flops": 106625280000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 0]}, {"event": "vote", "counts": {"25": 3, "35": 1}, "tie_broken_by_rng": false, "winner": "25"}]',581,517,891,3,0,0,3376467200000.0,0.0,1.92203275808002217676e+02,6.30546807864422902394e+01,1.796309838407835722e+09);
+INSERT INTO "jobs" VALUES(3,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-79',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','70','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 813646205, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 623, "calls": 1, "seconds": 52.992412162165486, "flops": 2388406272000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.011, "call_seconds": 0.012, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0292, "call_seconds": 0.0358, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0201, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [1451933413, 1451949251, 1451957170], "usage": {"prompt_tokens": 998, "cached_prompt_tokens": 965, "completion_tokens": 79, "calls": 3, "seconds": 8.211569323402848, "flops": 387405184000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"70": 4}, "tie_broken_by_rng": false, "winner": "70"}]',1171,1085,702,7,0,0,2775811456000.0,0.0,1.19808356749010272326e+02,6.12718555545592664674e+01,1.79630995824241828911e+09);
+INSERT INTO "jobs" VALUES(4,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-67',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','595','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 516771738, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 1117, "calls": 1, "seconds": 90.93180435510094, "flops": 4165494272000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0273, "call_seconds": 0.0286, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0163, "call_seconds": 0.0258, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0239, "call_seconds": 0.0277, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [676122233, 676130152, 676145990], "usage": {"prompt_tokens": 1372, "cached_prompt_tokens": 1342, "completion_tokens": 216, "calls": 3, "seconds": 19.00623654054628, "flops": 863664768000.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"595": 2, "3": 1, "695": 1}, "tie_broken_by_rng": false, "winner": "595"}]',1551,1462,1333,7,0,0,5029159040000.0,0.0,2.49044111536000855266e+02,1.10020169143650065274e+02,1.79631004577560162544e+09);
+INSERT INTO "jobs" VALUES(5,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-82',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','623','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 480026233, "usage": {"prompt_tokens": 155, "cached_prompt_tokens": 120, "completion_tokens": 900, "calls": 1, "seconds": 75.2490257965756, "flops": 3308937856000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0214, "call_seconds": 0.0291, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0265, "call_seconds": 0.0318, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.017, "call_seconds": 0.0239, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [653569535, 653577454, 653593292], "usage": {"prompt_tokens": 1124, "cached_prompt_tokens": 1094, "completion_tokens": 60, "calls": 3, "seconds": 6.774862067728204, "flops": 309213312000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"623": 4}, "tie_broken_by_rng": false, "winner": "623"}]',1279,1214,960,7,0,0,3618151168000.0,0.0,1.3738828382699284702e+02,8.21087474382991615567e+01,1.79631009563950300219e+09);
+INSERT INTO "jobs" VALUES(6,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-127',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','120','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1628427677, "usage": {"prompt_tokens": 160, "cached_prompt_tokens": 120, "completion_tokens": 783, "calls": 1, "seconds": 62.06612727403118, "flops": 2910870144000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0148, "call_seconds": 0.016, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [7850809], "usage": {"prompt_tokens": 350, "cached_prompt_tokens": 340, "completion_tokens": 21, "calls": 1, "seconds": 2.0498769679892583, "flops": 106625280000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"120": 4}, "tie_broken_by_rng": false, "winner": "120"}]',510,460,804,3,0,0,3017495424000.0,0.0,1.2653627988899825141e+02,6.41320503180148193678e+01,1.79631017231572318081e+09);
+INSERT INTO "jobs" VALUES(7,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-128',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','980','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2049925839, "usage": {"prompt_tokens": 210, "cached_prompt_tokens": 120, "completion_tokens": 1465, "calls": 1, "seconds": 118.15427467808321, "flops": 5512526976000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0245, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [2081522451, 2081530370], "usage": {"prompt_tokens": 1123, "cached_prompt_tokens": 1103, "completion_tokens": 38, "calls": 2, "seconds": 4.420972437335876, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"980": 2, "880": 2}, "tie_broken_by_rng": true, "winner": "980"}]',1333,1223,1503,5,0,0,5711560832000.0,0.0,221.099777705007,1.22618543131415108854e+02,1.79631031674675440789e+09);
+INSERT INTO "jobs" VALUES(8,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-141',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','400','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 54699090, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 1462, "calls": 1, "seconds": 119.5697270498153, "flops": 5341926528000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0229, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0109, "call_seconds": 0.0154, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [698237198, 698245117], "usage": {"prompt_tokens": 1147, "cached_prompt_tokens": 1127, "completion_tokens": 35, "calls": 2, "seconds": 5.856258203778999, "flops": 188371328000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"400": 3, "697": 1}, "tie_broken_by_rng": false, "winner": "400"}]',1312,1247,1497,5,0,0,5530297856000.0,0.0,2.60972009642995544714e+02,1.25464318742600909216e+02,1.79631043330168509476e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -594,10 +1217,683 @@ The distance between the first stop and the second stop is the difference betwee
 \[45 - 20 = 25\]
 
 So, the number of miles Henry traveled between his first and second stops is \(\boxed{25}\).','25',1,'equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,0,'To determine the total cost of grooming the dog after applying the discount, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price.
+
+Let''s start with the original price of the grooming service, which is $100. The discount offered is 30%, so we need to find 30% of $100. We can do this by multiplying $100 by 0.30.
+
+```python
+# Original price of grooming
+original_price = 100
+
+# Discount rate
+discount_rate = 0.30
+
+# Calculate the discount amount
+discount_amount = original_price * discount_rate
+
+# Calculate the total cost after applying the discount
+total_cost = original_price - discount_amount
+
+print(total_cost)
+```
+```output
+70.0
+```
+The total cost of grooming the dog after applying the 30% discount is \(\boxed{70}\).','70',1,'equivalent',193,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(3,1,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price to get the final cost.
+
+First, let''s calculate the discount amount. The original price of the grooming is $100, and the discount is 30%. We can calculate the discount amount as follows:
+\[ \text{Discount amount} = 100 \times \frac{30}{100} = 100 \times 0.30 = 30 \]
+
+Next, we subtract the discount amount from the original price to get the final cost:
+\[ \text{Final cost} = 100 - 30 = 70 \]
+
+Therefore, the cost of the grooming is \(\boxed{70}\).','70',1,'equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,2,'To determine the cost of the grooming, we need to follow these steps:
+
+1. Identify the original price of the grooming service.
+2. Calculate the discount amount.
+3. Subtract the discount amount from the original price to find the final cost.
+
+Let''s break this down and implement it in Python.
+
+```python
+# Step 1: Identify the original price of the grooming service
+original_price = 100.00
+
+# Step 2: Calculate the discount amount
+discount_rate = 0.30
+discount_amount = original_price * discount_rate
+
+# Step 3: Subtract the discount amount from the original price to find the final cost
+final_cost = original_price - discount_amount
+
+print(final_cost)
+```
+```output
+70.0
+```
+The final cost of the grooming is \(\boxed{70.00}\).','70.00',1,'equivalent',169,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(3,3,'To determine the final cost of the dog''s grooming, we need to follow these steps:
+
+1. Calculate the discount amount.
+2. Subtract the discount amount from the original price to get the final price.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Original price of the grooming service
+original_price = 100
+
+# Discount percentage
+discount_percentage = 30
+
+# Calculate the discount amount
+discount_amount = (discount_percentage / 100) * original_price
+
+# Calculate the final price
+final_price = original_price - discount_amount
+
+# Print the final price
+print(final_price)
+```
+```output
+70.0
+```
+The final cost of the dog''s grooming, after applying the 30% discount for being a new customer, is \(\boxed{70.0}\).','70.0',1,'equivalent',166,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,0,'To determine the total number of gems in the chest, we need to calculate the number of each type of gem and then sum them up.
+
+1. The number of diamonds is given as 175.
+2. The number of rubies is 35 fewer than the number of diamonds. So, the number of rubies is \(175 - 35 = 140\).
+3. The number of emeralds is twice the number of rubies. So, the number of emeralds is \(2 \times 140 = 280\).
+
+Finally, the total number of gems is the sum of the diamonds, rubies, and emeralds. Let''s calculate this using Python.
+```python
+# Given values
+diamonds = 175
+
+# Calculate the number of rubies
+rubies = diamonds - 35
+
+# Calculate the number of emeralds
+emeralds = rubies * 2
+
+# Calculate the total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the chest is \(\boxed{595}\).','595',1,'equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(4,1,'To solve the problem, we need to break it down step by step and then use Python code to verify our calculations.
+
+1. **Calculate the number of rubies:**
+   - The number of rubies is 35 fewer than the number of diamonds.
+   - Number of rubies = Number of diamonds - 35 = 175 - 35 = 140
+
+2. **Calculate the number of emeralds:**
+   - The number of emeralds is twice the number of rubies.
+   - Number of emeralds = 2 * Number of rubies = 2 * 140 = 280
+
+3. **Calculate the total number of gems:**
+   - The total number of gems is the sum of the number of diamonds, rubies, and emeralds.
+   - Total number of gems = Number of diamonds + Number of rubies + Number of emeralds = 175 + 140 + 280 = 695
+
+Now, let''s use Python code to verify these calculations.
+```python
+# Given data
+number_of_diamonds = 175
+
+# Calculate the number of rubies
+number_of_rubies = number_of_diamonds - 35
+
+# Calculate the number of emeralds
+number_of_emeralds = 2 * number_of_rubies
+
+# Calculate the total number of gems
+total_number_of_gems = number_of_diamonds + number_of_rubies + number_of_emeralds
+
+print(total_number_of_gems)
+```
+```output
+595
+```
+It appears there was an error in the manual calculation. Let''s recheck the steps and the calculations using Python code to ensure the accuracy.
+
+1. **Calculate the number of rubies:**
+   - The number of rubies is 35 fewer than the number of diamonds.
+   - Number of rubies = Number of diamonds - 35 = 175 - 35 = 140
+
+2. **Calculate the number of emeralds:**
+   - The number of emeralds is twice the number of rubies.
+   - Number of emeralds = 2 * Number of rubies = 2 * 140 = 280
+
+3. **Calculate the total number of gems:**
+   - The total number of gems is the sum of the number of diamonds, rubies, and emeralds','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,2,'To determine the total number of gems in the treasure chest, we need to calculate the number of each type of gem and then sum them up. Let''s go through the problem step by step.
+
+1. **Calculate the number of rubies:**
+   The problem states that there are 35 fewer rubies than diamonds. Since there are 175 diamonds, we can find the number of rubies by subtracting 35 from 175.
+   \[
+   \text{Number of rubies} = 175 - 35 = 140
+   \]
+
+2. **Calculate the number of emeralds:**
+   The problem states that there are twice the number of emeralds than the rubies. Since there are 140 rubies, we can find the number of emeralds by multiplying 140 by 2.
+   \[
+   \text{Number of emeralds} = 140 \times 2 = 280
+   \]
+
+3. **Calculate the total number of gems:**
+   Now, we add the number of diamonds, rubies, and emeralds to find the total number of gems.
+   \[
+   \text{Total number of gems} = 175 + 140 + 280 = 695
+   \]
+
+Therefore, the total number of gems in the chest is \(\boxed{695}\).','695',0,'not_equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(4,3,'To solve this problem, we need to calculate the number of each type of gem and then sum them up. Here are the steps we''ll follow:
+
+1. Calculate the number of rubies.
+2. Calculate the number of emeralds.
+3. Sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s break it down step-by-step and use Python to ensure the calculations are accurate.
+
+1. Number of diamonds = 175
+2. Number of rubies = Number of diamonds - 35
+3. Number of emeralds = 2 * Number of rubies
+
+Finally, we will sum the number of diamonds, rubies, and emeralds to get the total number of gems.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of diamonds
+diamonds = 175
+
+# Number of rubies
+rubies = diamonds - 35
+
+# Number of emeralds
+emeralds = 2 * rubies
+
+# Total number of gems
+total_gems = diamonds + rubies + emeralds
+print(total_gems)
+```
+```output
+595
+```
+The total number of gems in the treasure chest is \(\boxed{595}\).','595',1,'equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,0,'To determine the combined weights of Grace and Alex, we need to follow these steps:
+
+1. Calculate Alex''s weight.
+2. Add Grace''s weight to Alex''s weight to get the combined weight.
+
+Let''s break it down step-by-step and implement it in Python using sympy for any symbolic calculations, although this problem is straightforward enough to solve without sympy.
+
+1. Grace''s weight is given as 125 pounds.
+2. Alex''s weight is 2 pounds less than 4 times what Grace weighs. So, Alex''s weight = 4 * Grace''s weight - 2.
+
+We can now calculate Alex''s weight and then find their combined weight.
+
+Here is the Python code to solve the problem:
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the combined weight
+print(combined_weight)
+```
+```output
+623
+```
+The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','623',1,'equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(5,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate Alex''s weight.
+2. Add Grace''s weight and Alex''s weight to get their combined weight.
+
+Let''s break it down and solve it step-by-step using Python code.
+
+First, we calculate Alex''s weight:
+\[ \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \]
+\[ \text{Alex''s weight} = 4 \times 125 - 2 \]
+\[ \text{Alex''s weight} = 500 - 2 \]
+\[ \text{Alex''s weight} = 498 \]
+
+Next, we add Grace''s weight and Alex''s weight to get their combined weight:
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} \]
+\[ \text{Combined weight} = 125 + 498 \]
+\[ \text{Combined weight} = 623 \]
+
+Let''s write the Python code to verify this:
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate their combined weight
+combined_weight = grace_weight + alex_weight
+
+# Print the result
+print(combined_weight)
+```
+```output
+623
+```
+The combined weights of Grace and Alex are \(\boxed{623}\) pounds.','623',1,'equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,2,'To determine the combined weights of Grace and Alex, we need to follow these steps:
+
+1. Identify Grace''s weight.
+2. Calculate Alex''s weight based on the information given.
+3. Add Grace''s weight and Alex''s weight together.
+
+Step 1: Identify Grace''s weight.
+Grace weighs 125 pounds.
+
+Step 2: Calculate Alex''s weight.
+Alex weighs 2 pounds less than 4 times what Grace weighs. We can express this relationship with the following equation:
+\[ \text{Alex''s weight} = 4 \times \text{Grace''s weight} - 2 \]
+Substituting Grace''s weight (125 pounds) into the equation, we get:
+\[ \text{Alex''s weight} = 4 \times 125 - 2 = 500 - 2 = 498 \]
+
+Step 3: Add Grace''s weight and Alex''s weight together.
+The combined weight of Grace and Alex is the sum of their individual weights:
+\[ \text{Combined weight} = \text{Grace''s weight} + \text{Alex''s weight} = 125 + 498 = 623 \]
+
+Therefore, the combined weights of Grace and Alex are \(\boxed{623}\) pounds.','623',1,'equivalent',268,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(5,3,'To solve this problem, we need to follow these steps:
+
+1. Determine Alex''s weight based on the information that Alex weighs 2 pounds less than 4 times what Grace weighs.
+2. Calculate the combined weight of Grace and Alex.
+3. Output the final answer.
+
+Let''s break this down and write the Python code to solve it.
+
+```python
+# Define Grace''s weight
+grace_weight = 125
+
+# Calculate Alex''s weight
+alex_weight = 4 * grace_weight - 2
+
+# Calculate the combined weight of Grace and Alex
+combined_weight = grace_weight + alex_weight
+
+# Output the final answer
+print(combined_weight)
+```
+```output
+623
+```
+The combined weight of Grace and Alex is \(\boxed{623}\) pounds.','623',1,'equivalent',157,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,0,'Let''s solve the problem step by step.
+
+1. Determine how many friends Amy made.
+   - Lily made 50 friends.
+   - Amy made 20 more friends than Lily.
+   - Therefore, the number of friends Amy made is \(50 + 20 = 70\).
+
+2. Calculate the total number of friends Lily and Amy have together.
+   - Lily has 50 friends.
+   - Amy has 70 friends.
+   - The total number of friends is \(50 + 70 = 120\).
+
+So, the total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',140,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(6,1,'To determine the total number of friends Lily and Amy have together, we need to follow these steps:
+
+1. Calculate the number of friends Amy made.
+2. Add the number of friends Amy made to the number of friends Lily made.
+
+First, we know that Lily made 50 friends. According to the problem, Amy made 20 more friends than Lily. Therefore, we can calculate the number of friends Amy made as follows:
+\[ \text{Number of friends Amy made} = \text{Number of friends Lily made} + 20 = 50 + 20 = 70 \]
+
+Next, we add the number of friends Amy made to the number of friends Lily made to find the total number of friends they have together:
+\[ \text{Total number of friends} = \text{Number of friends Amy made} + \text{Number of friends Lily made} = 70 + 50 = 120 \]
+
+Thus, the total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,2,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of friends Amy made.
+2. Calculate the total number of friends Lily and Amy have together.
+
+Let''s break it down:
+
+1. Lily made 50 friends.
+2. Amy made 20 more friends than Lily. So, the number of friends Amy made is \(50 + 20\).
+3. The total number of friends Lily and Amy have together is the sum of the friends Lily made and the friends Amy made.
+
+Now, let''s use Python code to calculate this.
+```python
+# Number of friends Lily made
+lily_friends = 50
+
+# Number of friends Amy made
+amy_friends = lily_friends + 20
+
+# Total number of friends Lily and Amy have together
+total_friends = lily_friends + amy_friends
+
+print(total_friends)
+```
+```output
+120
+```
+The total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(6,3,'To determine how many friends Lily and Amy have together, we can follow these steps:
+
+1. Identify the number of friends Lily made.
+2. Calculate the number of friends Amy made.
+3. Add the number of friends Lily made to the number of friends Amy made to get the total number of friends they have together.
+
+Let''s start with the information given:
+Lily made 50 friends.
+Amy made 20 more friends than Lily. Therefore, we can calculate the number of friends Amy made as follows:
+\[
+\text{Number of friends Amy made} = \text{Number of friends Lily made} + 20 = 50 + 20 = 70
+\]
+
+Next, we add the number of friends Lily made to the number of friends Amy made to find the total number of friends they have together:
+\[
+\text{Total number of friends} = \text{Number of friends Lily made} + \text{Number of friends Amy made} = 50 + 70 = 120
+\]
+
+Thus, the total number of friends Lily and Amy have together is \(\boxed{120}\).','120',1,'equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,0,'To solve this problem, we need to determine the cost of each type of fruit and then calculate the total cost for Dillon''s purchase. Let''s break it down step by step.
+
+1. **Define the cost of each type of fruit:**
+   - Let \( P \) be the cost of one pepper.
+   - Let \( W \) be the cost of one watermelon.
+   - Let \( O \) be the cost of one orange.
+
+2. **Use the given relationships:**
+   - We know that a watermelon costs three times what each pepper costs:
+     \[
+     W = 3P
+     \]
+   - An orange costs 5 less than what a watermelon cost:
+     \[
+     O = W - 5
+     \]
+
+3. **Substitute \( P = 15 \) dollars:**
+   - Since each pepper costs 15 dollars, we can substitute \( P \) into the equations:
+     \[
+     W = 3 \times 15 = 45 \text{ dollars}
+     \]
+     \[
+     O = 45 - 5 = 40 \text{ dollars}
+     \]
+
+4. **Calculate the total cost for Dillon''s purchase:**
+   - Dillon is buying 4 watermelons, 20 peppers, and 10 oranges. Therefore, the total cost \( C \) is:
+     \[
+     C = 4W + 20P + 10O
+     \]
+   - Substitute the values of \( W \) and \( P \):
+     \[
+     C = 4 \times 45 + 20 \times 15 + 10 \times 40
+     \]
+
+5. **Perform the multiplications and additions:**
+   \[
+   C = 180 + 300 + 400 = 980 \text{ dollars}
+   \]
+
+Therefore, the total amount of money Dillon will spend is \(\boxed{980}\).','980',0,'not_equivalent',430,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(7,1,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs. We can break down the problem into the following steps:
+
+1. Calculate the cost of one watermelon.
+2. Calculate the cost of one orange.
+3. Calculate the cost of one pepper.
+4. Calculate the total cost of 4 watermelons.
+5. Calculate the total cost of 20 peppers.
+6. Calculate the total cost of 10 oranges.
+7. Sum the costs from steps 4, 5, and 6 to get the final total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+cost_per_pepper = 15
+ratio_watermelon_to_pepper = 3
+difference_orange_to_watermelon = 5
+
+# Step 1: Calculate the cost of one watermelon
+cost_per_watermelon = ratio_watermelon_to_pepper * cost_per_pepper
+
+# Step 2: Calculate the cost of one orange
+cost_per_orange = cost_per_watermelon - difference_orange_to_watermelon
+
+# Step 3: Calculate the total cost of 4 watermelons
+total_cost_watermelons = 4 * cost_per_watermelon
+
+# Step 4: Calculate the total cost of 20 peppers
+total_cost_peppers = 20 * cost_per_pepper
+
+# Step 5: Calculate the total cost of 10 oranges
+total_cost_oranges = 10 * cost_per_orange
+
+# Step 6: Sum the costs to get the final total cost
+total_amount_spent = total_cost_watermelons + total_cost_peppers + total_cost_oranges
+
+print(total_amount_spent)
+```
+```output
+880
+```
+The total amount of money Dillon will spend is \(\boxed{880}\).','880',1,'equivalent',384,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,2,'To solve this problem, we need to follow these steps:
+
+1. Determine the cost of one watermelon.
+2. Determine the cost of one orange.
+3. Calculate the total cost of the watermelons.
+4. Calculate the total cost of the peppers.
+5. Calculate the total cost of the oranges.
+6. Sum the costs from steps 3, 4, and 5 to get the total amount of money Dillon will spend.
+
+Let''s start by calculating the cost of each item. We know that each pepper costs $15. Let''s denote the cost of one pepper as \( P \), the cost of one watermelon as \( W \), and the cost of one orange as \( O \).
+
+According to the problem, we have:
+\[ P = 15 \]
+\[ W = 3P \]
+\[ O = W - 5 \]
+
+We can now calculate the cost of one watermelon, one orange, and the total cost Dillon will spend. Let''s write the Python code to do this.
+```python
+# Given data
+cost_pepper = 15
+
+# Calculate the cost of a watermelon
+cost_watermelon = 3 * cost_pepper
+
+# Calculate the cost of an orange
+cost_orange = cost_watermelon - 5
+
+# Calculate the total cost of 4 watermelons, 20 peppers, and 10 oranges
+total_cost = 4 * cost_watermelon + 20 * cost_pepper + 10 * cost_orange
+
+print(total_cost)
+```
+```output
+880
+```
+The total amount of money Dillon will spend is \(\boxed{880}\).','880',1,'equivalent',339,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(7,3,'To determine the total amount of money Dillon will spend, we need to calculate the cost of each type of fruit and then sum these costs.
+
+1. **Cost of a watermelon:**
+   - Each pepper costs $15.
+   - A watermelon costs three times what each pepper costs.
+   - Therefore, the cost of a watermelon is \(3 \times 15 = 45\) dollars.
+
+2. **Cost of an orange:**
+   - An orange costs 5 less than what a watermelon costs.
+   - Therefore, the cost of an orange is \(45 - 5 = 40\) dollars.
+
+3. **Total cost of watermelons:**
+   - Dillon is buying 4 watermelons.
+   - The total cost of watermelons is \(4 \times 45 = 180\) dollars.
+
+4. **Total cost of peppers:**
+   - Dillon is buying 20 peppers.
+   - The total cost of peppers is \(20 \times 15 = 300\) dollars.
+
+5. **Total cost of oranges:**
+   - Dillon is buying 10 oranges.
+   - The total cost of oranges is \(10 \times 40 = 400\) dollars.
+
+6. **Total amount of money spent:**
+   - The total amount of money Dillon will spend is the sum of the costs of watermelons, peppers, and oranges.
+   - Therefore, the total amount of money Dillon will spend is \(180 + 300 + 400 = 980\) dollars.
+
+The final answer is \(\boxed{980}\).','980',0,'not_equivalent',350,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,0,'To solve the problem, let''s define the variables and set up the equations based on the given information:
+
+1. Let \( W \) be the number of worker bees.
+2. Let \( B \) be the number of baby bees.
+3. Let \( Q \) be the number of queens.
+
+From the problem, we have the following relationships:
+1. \( W = 2B \)
+2. \( B = 2Q \)
+3. \( W + B + Q = 700 \)
+
+We can start by substituting the second equation into the first equation to express \( W \) in terms of \( Q \):
+\[ W = 2(2Q) = 4Q \]
+
+Now we can substitute both \( W \) and \( B \) in terms of \( Q \) into the third equation:
+\[ 4Q + 2Q + Q = 700 \]
+\[ 7Q = 700 \]
+\[ Q = 100 \]
+
+Now that we have the number of queens, we can find the number of baby bees and worker bees:
+\[ B = 2Q = 2(100) = 200 \]
+\[ W = 4Q = 4(100) = 400 \]
+
+Therefore, the number of worker bees is \( \boxed{400} \).','400',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(8,1,'To solve the problem, we need to set up a system of equations based on the information given. Let''s define the variables:
+
+- \( B \) = the number of queens.
+- \( Q \) = the number of babies.
+- \( W \) = the number of worker bees.
+
+From the problem, we have the following relationships:
+1. There are twice as many babies as queens: \( Q = 2B \).
+2. There are twice as many babies as queens: \( Q = 2B \).
+3. There are 700 bees in total: \( B + Q + W = 700 \).
+
+We can substitute \( Q = 2B \) into the third equation to find \( W \):
+\[ B + 2B + W = 700 \]
+\[ 3B + W = 700 \]
+\[ W = 700 - 3B \]
+
+Next, we need to find the value of \( B \). Since \( B \) must be a whole number (as there are no fractional bees), we can iterate through possible values of \( B \) to find a solution where \( W \) is also a whole number.
+
+Let''s write the Python code to find the value of \( W \).
+```python
+# Iterate through possible values of B
+for B in range(1, 701):
+    Q = 2 * B
+    W = 700 - 3 * B
+    if W > 0:
+        # Found the solution
+        worker_bees = W
+        break
+
+print(worker_bees)
+```
+```output
+697
+```
+The number of worker bees in the hive is \(\boxed{697}\).','697',0,'not_equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,2,'To solve this problem, we need to set up a system of equations based on the information given:
+
+1. Let \( Q \) be the number of queens.
+2. Since there are twice as many babies as queens, the number of babies \( B \) is \( 2Q \).
+3. Since there are twice as many worker bees as babies, the number of worker bees \( W \) is \( 2B \).
+
+We know the total number of bees is 700, so we can write the equation:
+\[ Q + B + W = 700 \]
+
+Substituting the expressions for \( B \) and \( W \) in terms of \( Q \) into the equation, we get:
+\[ Q + 2Q + 2(2Q) = 700 \]
+\[ Q + 2Q + 4Q = 700 \]
+\[ 7Q = 700 \]
+\[ Q = 100 \]
+
+Now, we can find the number of babies and worker bees:
+\[ B = 2Q = 2 \times 100 = 200 \]
+\[ W = 2B = 2 \times 200 = 400 \]
+
+So, the number of worker bees is 400. Let''s write the Python code to confirm this result.
+```python
+# Define the total number of bees
+total_bees = 700
+
+# Let Q be the number of queens
+# Then B = 2Q and W = 2B
+# The equation is Q + B + W = 700
+# Substituting B and W in terms of Q, we get Q + 2Q + 2(2Q) = 700
+# Simplifying, we get 7Q = 700
+# Solving for Q, we get Q = 100
+
+Q = total_bees // 7  # integer division to get the number of queens
+B = 2 * Q  # number of babies
+W = 2 * B  # number of worker bees
+
+print(W)
+```
+```output
+400
+```
+The number of worker bees is \(\boxed{400}\).','400',1,'equivalent',474,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(8,3,'To solve the problem, we need to define the variables and use the relationships between them to find the number of worker bees. Let''s break it down step by step:
+
+1. Let \( q \) be the number of queens.
+2. Since there are twice as many babies as queens, the number of babies \( b \) is \( 2q \).
+3. Since there are twice as many worker bees as babies, the number of worker bees \( w \) is \( 2b \).
+4. The total number of bees is 700. Therefore, we can write the equation:
+   \[
+   q + b + w = 700
+   \]
+5. Substituting \( b = 2q \) and \( w = 2b \) into the equation, we get:
+   \[
+   q + 2q + 2(2q) = 700
+   \]
+6. Simplifying the left side, we get:
+   \[
+   q + 2q + 4q = 700
+   \]
+   \[
+   7q = 700
+   \]
+7. Solving for \( q \), we get:
+   \[
+   q = \frac{700}{7} = 100
+   \]
+8. Since \( b = 2q \), the number of babies \( b \) is \( 2(100) = 200 \).
+9. Since \( w = 2b \), the number of worker bees \( w \) is \( 2(200) = 400 \).
+
+Therefore, the number of worker bees is \(\boxed{400}\).','400',1,'equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79630983841260600088e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',2,1.92213160582003183664e+02,1.92210314055002527309e+02);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631043330219674104e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',8,7.87107043051000800906e+02,7.871041589320084313e+02);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -615,5 +1911,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-28',0,2,'25',0.75,1,4,1,581.0,517.0,222.75,0.0,4.8050818952000554419e+01,1.01382405193717285154e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-28',0,2,'25',0.75,1,6,1,581.0,517.0,445.5,0.0,9.61016379040011088381e+01,1.80137176795811523432e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-28',0,2,'25',1.0,1,1,0,581.0,517.0,891.0,0.0,1.92203275808002217676e+02,3376467200000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-79',0,3,'70',1.0,1,4,1,1171.0,1085.0,175.5,0.0,2.9952089187252568081e+01,9.21160781401015258795e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-79',0,3,'70',1.0,1,6,1,1171.0,1085.0,351.0,0.0,5.99041783745051361611e+01,1.53937767293401025388e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-79',0,3,'70',1.0,1,1,0,1171.0,1085.0,702.0,0.0,1.19808356749010272326e+02,2775811456000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-67',0,4,'595',0.5,1,4,1,1551.0,1462.0,333.25,0.0,6.22610278840002138176e+01,1.49336315375527416996e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-67',0,4,'3',0.5,0,6,1,1551.0,1462.0,666.5,0.0,1.24522055768000427633e+02,2.67196178250351611322e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-67',0,4,'595',1.0,1,1,0,1551.0,1462.0,1333.0,0.0,2.49044111536000855266e+02,5029159040000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-82',0,5,'623',1.0,1,4,1,1279.0,1214.0,240.0,0.0,3.43470709567482117567e+01,1.0766205914536585693e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-82',0,5,'623',1.0,1,6,1,1279.0,1214.0,480.0,0.0,6.86941419134964235135e+01,1.92379745030243896487e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-82',0,5,'623',1.0,1,1,0,1279.0,1214.0,960.0,0.0,1.3738828382699284702e+02,3618151168000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-127',0,6,'120',1.0,1,4,1,510.0,460.0,201.0,0.0,3.16340699722495628516e+01,8.86875118763466064458e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-127',0,6,'120',1.0,1,6,1,510.0,460.0,402.0,0.0,6.32681399444991257033e+01,1.59708188717564404301e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-127',0,6,'120',1.0,1,1,0,510.0,460.0,804.0,0.0,1.2653627988899825141e+02,3017495424000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-128',0,7,'980',0.5,0,4,1,1333.0,1223.0,375.75,0.0,5.52749444262517499728e+01,1.72001901682827026364e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-128',0,7,'980',0.5,0,6,1,1333.0,1223.0,751.5,0.0,1.1054988885250349995e+02,3.05053295521884667977e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-128',0,7,'980',0.5,0,1,0,1333.0,1223.0,1503.0,0.0,221.099777705007,5711560832000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-141',0,8,'400',0.75,1,4,1,1312.0,1247.0,374.25,0.0,6.52430024107488861764e+01,1.55517498927528808596e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-141',0,8,'400',0.75,1,6,1,1312.0,1247.0,748.5,0.0,1.30486004821497772357e+02,2.88021594485019189445e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-141',0,8,'400',1.0,1,1,0,1312.0,1247.0,1497.0,0.0,2.60972009642995544714e+02,5530297856000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
