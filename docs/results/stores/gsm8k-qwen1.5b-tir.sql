@@ -844,6 +844,355 @@ INSERT INTO "chains" VALUES(8,0,3,'f28f4c7bdd8a4ea000d80a4602adf37e2691a21ac3214
 Therefore, the number of worker bees is \(\boxed{400}\).','stop',370,165,120,2.98924317624538247182e+01,1335481632000.0,NULL);
 INSERT INTO "chains" VALUES(8,1,0,'32713488c0eb581b0cf65bc1573a4c01acaffd9e022c18f13dd526c8c1c75ccd',0,'The number of worker bees in the hive is \(\boxed{697}\).','stop',19,515,505,3.10761547579168206922e+00,99516928000.0,NULL);
 INSERT INTO "chains" VALUES(8,2,0,'af58634b4860bca3cd435bd1c9c298700f815e575f2755ec91eccbe4a188c162',0,'The number of worker bees is \(\boxed{400}\).','stop',16,632,622,2.7486427279873177909e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(9,0,0,'1d9c69f9127b99ffa5bb4cf8fd03e0c67eca47b1d08026293d41d3ac2f6053b9',0,'To determine how much Shawnda made that day, we need to calculate the total revenue from inflating tires for all the bicycles and tricycles. We will do this step by step.
+
+1. **Calculate the number of tires from bicycles:**
+   Each bicycle has 2 tires.
+   \[
+   5 \text{ people} \times 2 \text{ tires per person} = 10 \text{ tires}
+   \]
+
+2. **Calculate the number of tires from tricycles:**
+   Each tricycle has 3 tires.
+   \[
+   3 \text{ people} \times 3 \text{ tires per person} = 9 \text{ tires}
+   \]
+
+3. **Calculate the total number of tires:**
+   \[
+   10 \text{ tires from bicycles} + 9 \text{ tires from tricycles} = 19 \text{ tires}
+   \]
+
+4. **Calculate the revenue from inflating the tires:**
+   Each tire costs 25 cents. To convert this to dollars, we divide by 100 (since there are 100 cents in a dollar).
+   \[
+   25 \text{ cents} = 0.25 \text{ dollars}
+   \]
+   \[
+   19 \text{ tires} \times 0.25 \text{ dollars per tire} = 4.75 \text{ dollars}
+   \]
+
+Therefore, the total amount Shawnda made that day is \(\boxed{4.75}\) dollars.','stop',335,216,120,3.18552428266513203429e+01,1236853248000.0,NULL);
+INSERT INTO "chains" VALUES(9,0,1,'1d9c69f9127b99ffa5bb4cf8fd03e0c67eca47b1d08026293d41d3ac2f6053b9',1,'To determine how much money Shawnda made that day, we need to calculate the total cost of inflating the tires for all the people who came by. Here''s a step-by-step breakdown:
+
+1. Calculate the number of tires needed for the people who came by on bicycles.
+2. Calculate the number of tires needed for the people who came by on tricycles.
+3. Calculate the number of tires needed for the person who came by on a unicycle.
+4. Sum up all the tires needed.
+5. Convert the total number of tires into dollars.
+
+Let''s break this down and write the Python code to calculate the total cost.
+
+```python
+# Define the number of people who came by
+bicycles = 5
+tricycles = 3
+unicycle = 1
+
+# Define the cost to inflate each tire
+cost_per_tire = 0.25
+
+# Calculate the number of tires needed
+tires_needed = (bicycles * 2) + (tricycles * 3) + unicycle
+
+# Calculate the total cost in dollars
+total_cost = tires_needed * cost_per_tire
+
+# Print the total cost
+print(total_cost)','stop',247,216,120,3.18552428266513203429e+01,1236853248000.0,NULL);
+INSERT INTO "chains" VALUES(9,0,2,'1d9c69f9127b99ffa5bb4cf8fd03e0c67eca47b1d08026293d41d3ac2f6053b9',2,'To determine how much money Shawnda made that day, we need to calculate the total number of tires inflated and then multiply that by the cost per tire. Here are the steps:
+
+1. Calculate the total number of tires inflated by the people on bicycles.
+2. Calculate the total number of tires inflated by the people on tricycles.
+3. Add the number of tires from the bicycles and the tricycles.
+4. Multiply the total number of tires by the cost per tire (0.25 cents).
+
+Let''s break this down and implement it in Python.
+```python
+# Define the constants
+cost_per_tire = 0.25  # in dollars
+
+# Number of tires inflated by people on bicycles
+tires_bicycles = 5 * 2  # 5 people, each with 2 tires
+
+# Number of tires inflated by people on tricycles
+tires_tricycles = 3 * 3  # 3 people, each with 3 tires
+
+# Total number of tires inflated
+total_tires = tires_bicycles + tires_tricycles
+
+# Total money made that day
+total_money_made = total_tires * cost_per_tire
+
+print(total_money_made)','stop',256,216,120,3.18552428266513203429e+01,1236853248000.0,NULL);
+INSERT INTO "chains" VALUES(9,0,3,'1d9c69f9127b99ffa5bb4cf8fd03e0c67eca47b1d08026293d41d3ac2f6053b9',3,'To solve this problem, we need to calculate the total cost of inflating the tires for all the people who came by. Here''s the step-by-step reasoning:
+
+1. Identify the number of people who came by and the cost to inflate each tire:
+   - 5 people came by to get both tires inflated. Since each tire costs 25 cents, the cost per tire for these people is \(25 \text{ cents} \times 2 = 50 \text{ cents}\).
+   - 3 people came by to get all their tricycle tires inflated. Since each tire costs 25 cents, the cost per tire for these people is \(25 \text{ cents} \times 3 = 75 \text{ cents}\).
+   - 1 person came by on a unicycle. Since a unicycle has no tires, the cost per tire for this person is 0 cents.
+
+2. Calculate the total cost for each group of people:
+   - The total cost for the 5 people who got both tires inflated is \(5 \times 50 \text{ cents} = 250 \text{ cents}\).
+   - The total cost for the 3 people who got all their tricycle tires inflated is \(3 \times 75 \text{ cents} = 225 \text{ cents}\).
+   - The total cost for the 1 person who got a unicycle is \(1 \times 0 \text{ cents} = 0 \text{ cents}\).
+
+3. Sum the total costs to get the final amount of money made:
+   - The total amount of money made is \(250 \text{ cents} + 225 \text{ cents} + 0 \text{ cents} = 475 \text{ cents}\).
+
+4. Convert the total cost from cents to dollars:
+   - Since 1 dollar = 100 cents, the total cost in dollars is \(475 \text{ cents} \div 100 = 4.75 \text{ dollars}\).
+
+Therefore, the total amount of money Shawnda made that day is \(\boxed{4.75}\).','stop',462,216,120,3.18552428266513203429e+01,1236853248000.0,NULL);
+INSERT INTO "chains" VALUES(9,1,0,'90c24da115e2b02b97e95e30fd113a45ca683386f8677abaf93c84b95b72e313',0,'The total amount of money Shawnda made that day is \(\boxed{5.0}\) dollars.','stop',23,472,462,3.00127600042105768807e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(9,2,0,'1137c3d40b2b00edb1eaccc4dde6a14679e8df2fde87aa81f04c97fdf3b91cb7',0,'Shawnda made \(\boxed{4.75}\) dollars that day.','stop',19,482,471,3.27203284675852046348e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(10,0,0,'8b94795ca0a546fd713a651fe8cb8d0b9cbfe6aee7f5fb7ff53a987c482127b3',0,'To determine how much more money Jackie will have if she hires the accountant, we need to follow these steps:
+
+1. Calculate the lost income if Jackie does the taxes herself.
+2. Subtract this lost income from the income she would earn from doing the taxes herself.
+3. Compare the net income from doing the taxes herself to the net income from hiring the accountant.
+4. The difference between these two incomes is the amount of money Jackie will have if she hires the accountant.
+
+Let''s break this down and implement it in Python.
+
+1. Calculate the lost income:
+   - Jackie loses $35/hour if she does the taxes herself.
+   - She can do 3 fewer hours of freelance work if she does the taxes herself.
+   - Therefore, the lost income is $35/hour * 3 hours.
+
+2. Calculate the net income from doing the taxes herself:
+   - Let''s assume she can earn $X/hour from doing freelance work.
+   - Her net income from doing the taxes herself is $X/hour * (3 hours).
+
+3. Calculate the net income from hiring the accountant:
+   - The accountant charges $90/hour.
+   - Her net income from hiring the accountant is $90/hour * (3 hours).
+
+4. The difference between these two incomes is the amount of money Jackie will have if she hires the accountant.
+
+Let''s implement this in Python:
+
+```python
+# Define the hourly rates and hours
+hourly_rate_taxer = 35
+hourly_rate_accountant = 90
+hours_freelance = 3
+
+# Calculate the lost income if Jackie does the taxes herself
+lost_income = hourly_rate_taxer * hours_freelance
+
+# Calculate the net income from doing the taxes herself
+net_income_taxer = hourly_rate_taxer * hours_freelance
+
+# Calculate the net income from hiring the accountant
+net_income_accountant = hourly_rate_accountant * hours_freelance
+
+# Calculate the difference
+difference = net_income_accountant - net_income_taxer
+
+# Print the final answer
+print(difference)','stop',434,193,120,3.64374825464819593898e+01,1346144160000.0,NULL);
+INSERT INTO "chains" VALUES(10,0,1,'8b94795ca0a546fd713a651fe8cb8d0b9cbfe6aee7f5fb7ff53a987c482127b3',1,'To determine how much more money Jackie will have if she hires the accountant, we need to calculate the total earnings from both options and then find the difference between them.
+
+1. Calculate the total earnings if Jackie does the taxes herself:
+   - She will work 3 fewer hours of freelance work, losing $35/hour.
+   - Therefore, her total earnings will be reduced by $35 * 3.
+
+2. Calculate the total earnings if Jackie hires the accountant:
+   - The accountant charges $90 per hour.
+
+3. Find the difference between the total earnings of hiring the accountant and the total earnings of doing the taxes herself.
+
+Let''s use Python code to perform these calculations.
+```python
+# Constants
+hours_per_freelance = 1  # Assume each hour of freelance work is equivalent to 1 hour of work in the accountant''s account
+hourly_rate_freelance = 35  # Hourly rate for freelance work
+hourly_rate_accountant = 90  # Hourly rate for hiring the accountant
+
+# Calculate total earnings if Jackie does the taxes herself
+total_earnings_freelance = hours_per_freelance * hourly_rate_freelance
+
+# Calculate total earnings if Jackie hires the accountant
+total_earnings_accountant = hours_per_freelance * hourly_rate_accountant
+
+# Calculate the difference in earnings
+difference_in_earnings = total_earnings_accountant - total_earnings_freelance
+
+print(difference_in_earnings)','stop',311,193,120,3.64374825464819593898e+01,1346144160000.0,NULL);
+INSERT INTO "chains" VALUES(10,0,2,'8b94795ca0a546fd713a651fe8cb8d0b9cbfe6aee7f5fb7ff53a987c482127b3',2,'To determine how much more money Jackie will have if she hires the accountant, we need to calculate her earnings from freelance work if she does it herself and then compare it to her earnings if she hires the accountant.
+
+First, let''s calculate her earnings if she does the taxes herself:
+- She will be able to work for 3 fewer hours of freelance work.
+- She loses $35/hour for each hour of freelance work she doesn''t do.
+- Therefore, her earnings if she does the taxes herself will be $35/hour * 3 = $105/hour.
+
+Next, let''s calculate her earnings if she hires the accountant:
+- The accountant charges $90/hour.
+- She will be able to work for the full 24 hours of freelance work.
+- Therefore, her earnings if she hires the accountant will be $90/hour * 24 = $2160.
+
+Finally, we find the difference between her earnings if she hires the accountant and her earnings if she does the taxes herself:
+\[ \text{Difference} = \$2160 - \$105 = \$1055 \]
+
+So, if Jackie hires the accountant, she will have \(\boxed{1055}\) more dollars.','stop',263,193,120,3.64374825464819593898e+01,1346144160000.0,NULL);
+INSERT INTO "chains" VALUES(10,0,3,'8b94795ca0a546fd713a651fe8cb8d0b9cbfe6aee7f5fb7ff53a987c482127b3',3,'To determine how much more money Jackie will have by hiring an accountant instead of doing her taxes herself, we need to calculate the total earnings from each option and then find the difference.
+
+### Step 1: Calculate the earnings from doing taxes herself
+
+1. **Freelance work hours**: Jackie can do 3 fewer hours of freelance work than if she were doing taxes herself. If we assume she would have done \( T \) hours of freelance work, she will now do \( T - 3 \) hours.
+2. **Earnings from freelance work**: The hourly wage for freelance work is not given, but we can denote it as \( w \) dollars/hour.
+3. **Total earnings from freelance work**: The total earnings from freelance work will be \( w \times (T - 3) \) dollars.
+4. **Total earnings from taxes**: Since there are no taxes to be paid for doing taxes herself, the total earnings from taxes will be \( 0 \) dollars.
+
+### Step 2: Calculate the earnings from hiring the accountant
+
+1. **Total earnings from taxes**: The accountant charges $90 for taxes.
+2. **Total earnings from freelance work**: As calculated above, the total earnings from freelance work will be \( w \times (T - 3) \) dollars.
+
+### Step 3: Find the difference in earnings
+
+The difference in earnings between hiring the accountant and doing taxes herself will be the total earnings from taxes minus the total earnings from freelance work.
+
+\[
+\text{Difference in earnings} = 90 - (w \times (T - 3))
+\]
+
+### Step 4: Substitute the given values
+
+We need the values of \( w \) and \( T \) to get a numerical answer. However, since the problem does not provide these values, we can only express the difference in terms of \( w \) and \( T \).
+
+\[
+\boxed{90 - w(T - 3)}
+\]
+
+If you have the values of \( w \) and \( T \), you can substitute them into the expression to get the numerical result.','stop',438,193,120,3.64374825464819593898e+01,1346144160000.0,NULL);
+INSERT INTO "chains" VALUES(10,1,0,'c64c6b5aedf010d880613af1fa099c53be3cc047745fe1a29afcc1424d803d77',0,'The amount of money Jackie will have if she hires the accountant is \(\boxed{165}\).','stop',23,632,511,9.38020013051573187112e+00,508247168000.0,NULL);
+INSERT INTO "chains" VALUES(10,2,0,'8873ddbca06a2ef94be18270df7d83ed32e29afe2e32f109408ac726c503c854',0,'The difference in earnings if Jackie hires the accountant compared to doing the taxes herself is \(\boxed{55}\).','stop',25,512,503,2.74609578091767581042e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(11,0,0,'d081b41f94b91b82cc14252df8945b613c40197c4aa78351b1a0294652c72826',0,'To determine how many seconds the faster team will win by, we need to calculate the total time each team takes to complete the 400-meter relay. Let''s break down the steps:
+
+1. **Calculate the time for each team''s first leg:**
+   - For the first team, each of their four members runs the 400-meter leg in 55 seconds.
+   - For the second team, the first runner runs in 60 seconds.
+   - The second runner runs in \(60 + 3 = 63\) seconds.
+   - The third runner runs in \(63 + 3 = 66\) seconds.
+   - The fourth runner runs in \(66 + 3 = 69\) seconds.
+
+2. **Sum the times for each team''s legs:**
+   - The first team''s total time is \(55 \times 4 = 220\) seconds.
+   - The second team''s total time is \(60 + 63 + 66 + 69 = 268\) seconds.
+
+3. **Calculate the difference in time between the two teams:**
+   - The faster team will win by \(268 - 220 = 48\) seconds.
+
+Let''s implement this in Python to confirm our calculations:
+
+```python
+# Calculate the time for the first team''s legs
+time_first_team_leg = 55
+number_of_legs_first_team = 4
+total_time_first_team = time_first_team_leg * number_of_legs_first_team
+
+# Calculate the time for the second team''s legs
+time_second_team_leg_1 = 60
+time_second_team_leg_2 = time_second_team_leg_1 + 3
+time_second_team_leg_3 = time_second_team_leg_2 + 3
+time_second_team_leg_4 = time_second_team_leg_3 + 3
+total_time_second_team = time_second_team_leg_1 + time_second_team_leg_2 + time_second_team_leg_3 + time_second_team_leg_4
+
+# Calculate the difference in time
+time_difference = total_time_second_team - total_time_first_team
+
+# Print the final answer
+print(time_difference)','stop',462,259,120,3.9058232926565480624e+01,1594047936000.0,NULL);
+INSERT INTO "chains" VALUES(11,0,1,'d081b41f94b91b82cc14252df8945b613c40197c4aa78351b1a0294652c72826',1,'To solve the problem, we need to determine the total time it takes for each team to complete the 400 meter relay and then find the difference between their times.
+
+Let''s break down the steps:
+
+1. Calculate the time it takes for the faster team to complete the relay.
+2. Calculate the time it takes for the less well-rounded team to complete the relay.
+3. Find the difference between the times of the two teams.
+
+### Step 1: Calculate the time it takes for the faster team to complete the relay
+The faster team has four members, and each of them runs the 400 meter leg in 55 seconds. Therefore, the total time for the faster team to complete the relay is:
+\[ \text{Time for faster team} = 4 \times 55 \text{ seconds} \]
+
+### Step 2: Calculate the time it takes for the less well-rounded team to complete the relay
+The less well-rounded team has one runner who runs the 400 meter leg in 60 seconds, and each subsequent runner is 3 seconds faster than the previous runner. So, the times for the runners are:
+\[ \text{Time for first runner} = 60 \text{ seconds} \]
+\[ \text{Time for second runner} = 60 - 3 = 57 \text{ seconds} \]
+\[ \text{Time for third runner} = 57 - 3 = 54 \text{ seconds} \]
+\[ \text{Time for fourth runner} = 54 - 3 = 51 \text{ seconds} \]
+Therefore, the total time for the less well-rounded team to complete the relay is:
+\[ \text{Time for less well-rounded team} = 60 + 57 + 54 + 51 \text{ seconds} \]
+
+### Step 3: Find the difference between the times of the two teams
+The difference in time between the two teams is:
+\[ \text{Difference} = \text{Time for faster team} - \text{Time for less well-rounded team} \]
+
+Let''s implement this in Python to find the final answer.
+```python
+# Time it takes for the faster team to complete the relay
+time_faster_team = 4 * 55
+
+# Time it takes for the less well-rounded team to complete the relay
+time_less_well_rounded_team = 60 +','length',512,259,120,3.9058232926565480624e+01,1594047936000.0,NULL);
+INSERT INTO "chains" VALUES(11,0,2,'d081b41f94b91b82cc14252df8945b613c40197c4aa78351b1a0294652c72826',2,'To determine how many seconds the faster team will win by, we need to calculate the total time each team takes to complete the relay race and then find the difference between these times.
+
+First, let''s calculate the total time taken by the well-rounded team:
+- Each of the four runners takes 55 seconds to run their 400 meter leg.
+- Therefore, the total time taken by the well-rounded team is:
+  \[
+  4 \times 55 = 220 \text{ seconds}
+  \]
+
+Next, let''s calculate the total time taken by the less well-rounded team:
+- The first runner takes 60 seconds to run their 400 meter leg.
+- The second runner takes 3 seconds less than the first runner, so they take:
+  \[
+  60 - 3 = 57 \text{ seconds}
+  \]
+- The third runner takes 3 seconds less than the second runner, so they take:
+  \[
+  57 - 3 = 54 \text{ seconds}
+  \]
+- The fourth runner takes 3 seconds less than the third runner, so they take:
+  \[
+  54 - 3 = 51 \text{ seconds}
+  \]
+- Therefore, the total time taken by the less well-rounded team is:
+  \[
+  60 + 57 + 54 + 51 = 222 \text{ seconds}
+  \]
+
+Finally, we find the difference between the time taken by the faster team and the time taken by the slower team:
+\[
+222 - 220 = 2 \text{ seconds}
+\]
+
+Thus, the faster team will win by \boxed{2} seconds.','stop',371,259,120,3.9058232926565480624e+01,1594047936000.0,NULL);
+INSERT INTO "chains" VALUES(11,0,3,'d081b41f94b91b82cc14252df8945b613c40197c4aa78351b1a0294652c72826',3,'Let''s break down the problem step by step.
+
+1. **Determine the total time taken by the faster team:**
+   - The first runner takes 60 seconds.
+   - The second runner takes 60 + 3 = 63 seconds.
+   - The third runner takes 63 + 3 = 66 seconds.
+   - The fourth runner takes 66 + 3 = 69 seconds.
+   - Therefore, the total time taken by the faster team is \(60 + 63 + 66 + 69 = 268\) seconds.
+
+2. **Determine the total time taken by the slower team:**
+   - The first runner takes 55 seconds.
+   - The second runner takes 55 + 5 = 60 seconds.
+   - The third runner takes 60 + 5 = 65 seconds.
+   - The fourth runner takes 65 + 5 = 70 seconds.
+   - Therefore, the total time taken by the slower team is \(55 + 60 + 65 + 70 = 250\) seconds.
+
+3. **Calculate the time difference:**
+   - The faster team takes 268 seconds and the slower team takes 250 seconds.
+   - The time difference is \(268 - 250 = 18\) seconds.
+
+So, the faster team will win by \(\boxed{18}\) seconds.','stop',314,259,120,3.9058232926565480624e+01,1594047936000.0,NULL);
+INSERT INTO "chains" VALUES(11,1,0,'293b5ed1d5833f7e43a1cdfafce249e1e3e9047849d551f2b56d8b29e8abee16',0,'It appears that there was a mistake in the initial reasoning. Let''s re-evaluate the time for each leg of the relay for the second team. The second team''s first runner runs in 60 seconds, the second runner runs in \(6','length',50,729,720,5.4016166067449375987e+00,206142208000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -863,6 +1212,9 @@ INSERT INTO "jobs" VALUES(5,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k
 INSERT INTO "jobs" VALUES(6,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-127',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','120','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1628427677, "usage": {"prompt_tokens": 160, "cached_prompt_tokens": 120, "completion_tokens": 783, "calls": 1, "seconds": 62.06612727403118, "flops": 2910870144000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0148, "call_seconds": 0.016, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [7850809], "usage": {"prompt_tokens": 350, "cached_prompt_tokens": 340, "completion_tokens": 21, "calls": 1, "seconds": 2.0498769679892583, "flops": 106625280000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"120": 4}, "tie_broken_by_rng": false, "winner": "120"}]',510,460,804,3,0,0,3017495424000.0,0.0,1.2653627988899825141e+02,6.41320503180148193678e+01,1.79631017231572318081e+09);
 INSERT INTO "jobs" VALUES(7,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-128',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','980','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2049925839, "usage": {"prompt_tokens": 210, "cached_prompt_tokens": 120, "completion_tokens": 1465, "calls": 1, "seconds": 118.15427467808321, "flops": 5512526976000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0235, "call_seconds": 0.0245, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [2081522451, 2081530370], "usage": {"prompt_tokens": 1123, "cached_prompt_tokens": 1103, "completion_tokens": 38, "calls": 2, "seconds": 4.420972437335876, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"980": 2, "880": 2}, "tie_broken_by_rng": true, "winner": "980"}]',1333,1223,1503,5,0,0,5711560832000.0,0.0,221.099777705007,1.22618543131415108854e+02,1.79631031674675440789e+09);
 INSERT INTO "jobs" VALUES(8,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-141',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','400','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 54699090, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 1462, "calls": 1, "seconds": 119.5697270498153, "flops": 5341926528000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0229, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0109, "call_seconds": 0.0154, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [698237198, 698245117], "usage": {"prompt_tokens": 1147, "cached_prompt_tokens": 1127, "completion_tokens": 35, "calls": 2, "seconds": 5.856258203778999, "flops": 188371328000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"400": 3, "697": 1}, "tie_broken_by_rng": false, "winner": "400"}]',1312,1247,1497,5,0,0,5530297856000.0,0.0,2.60972009642995544714e+02,1.25464318742600909216e+02,1.79631043330168509476e+09);
+INSERT INTO "jobs" VALUES(9,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-151',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','4.75','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1730510732, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 1300, "calls": 1, "seconds": 127.42097130660528, "flops": 4947412992000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.0257, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0196, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [586448263, 586456182], "usage": {"prompt_tokens": 954, "cached_prompt_tokens": 933, "completion_tokens": 42, "calls": 2, "seconds": 6.273308847179578, "flops": 216804736000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"19/4": 3, "5": 1}, "tie_broken_by_rng": false, "winner": "19/4"}]',1170,1053,1342,5,0,0,5164217728000.0,0.0,3.22437960812996607276e+02,1.33739647843777277103e+02,1.79631063918981790546e+09);
+INSERT INTO "jobs" VALUES(10,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-164',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','55','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 448083990, "usage": {"prompt_tokens": 193, "cached_prompt_tokens": 120, "completion_tokens": 1446, "calls": 1, "seconds": 145.74993018592784, "flops": 5384576640000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.0195, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0135, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [2133991931, 2133999850], "usage": {"prompt_tokens": 1144, "cached_prompt_tokens": 1014, "completion_tokens": 48, "calls": 2, "seconds": 12.126295911433408, "flops": 625534976000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"165": 1, "55": 1, "1055": 1, "90 - w(T - 3)": 1}, "tie_broken_by_rng": true, "winner": "55"}]',1337,1134,1494,5,0,0,6010111616000.0,0.0,2.80378496214005281219e+02,1.57909207698366543587e+02,1.79631071370798373219e+09);
+INSERT INTO "jobs" VALUES(11,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-183',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','6','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1075109421, "usage": {"prompt_tokens": 259, "cached_prompt_tokens": 120, "completion_tokens": 1659, "calls": 1, "seconds": 156.23293170626192, "flops": 6376191744000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0229, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [728366223], "usage": {"prompt_tokens": 729, "cached_prompt_tokens": 720, "completion_tokens": 50, "calls": 1, "seconds": 5.401616606744938, "flops": 206142208000.0}}, {"event": "paths", "ends": ["length", "length", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"6": 1, "60": 1, "2": 1, "18": 1}, "tie_broken_by_rng": true, "winner": "6"}]',988,840,1709,3,0,0,6582333952000.0,0.0,3.6532251667999662459e+02,1.61657436123998820677e+02,1.79631100452170324325e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -1890,10 +2242,379 @@ INSERT INTO "samples" VALUES(8,3,'To solve the problem, we need to define the va
 9. Since \( w = 2b \), the number of worker bees \( w \) is \( 2(200) = 400 \).
 
 Therefore, the number of worker bees is \(\boxed{400}\).','400',1,'equivalent',370,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,0,'To determine how much Shawnda made that day, we need to calculate the total revenue from inflating tires for all the bicycles and tricycles. We will do this step by step.
+
+1. **Calculate the number of tires from bicycles:**
+   Each bicycle has 2 tires.
+   \[
+   5 \text{ people} \times 2 \text{ tires per person} = 10 \text{ tires}
+   \]
+
+2. **Calculate the number of tires from tricycles:**
+   Each tricycle has 3 tires.
+   \[
+   3 \text{ people} \times 3 \text{ tires per person} = 9 \text{ tires}
+   \]
+
+3. **Calculate the total number of tires:**
+   \[
+   10 \text{ tires from bicycles} + 9 \text{ tires from tricycles} = 19 \text{ tires}
+   \]
+
+4. **Calculate the revenue from inflating the tires:**
+   Each tire costs 25 cents. To convert this to dollars, we divide by 100 (since there are 100 cents in a dollar).
+   \[
+   25 \text{ cents} = 0.25 \text{ dollars}
+   \]
+   \[
+   19 \text{ tires} \times 0.25 \text{ dollars per tire} = 4.75 \text{ dollars}
+   \]
+
+Therefore, the total amount Shawnda made that day is \(\boxed{4.75}\) dollars.','4.75',0,'not_equivalent',335,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(9,1,'To determine how much money Shawnda made that day, we need to calculate the total cost of inflating the tires for all the people who came by. Here''s a step-by-step breakdown:
+
+1. Calculate the number of tires needed for the people who came by on bicycles.
+2. Calculate the number of tires needed for the people who came by on tricycles.
+3. Calculate the number of tires needed for the person who came by on a unicycle.
+4. Sum up all the tires needed.
+5. Convert the total number of tires into dollars.
+
+Let''s break this down and write the Python code to calculate the total cost.
+
+```python
+# Define the number of people who came by
+bicycles = 5
+tricycles = 3
+unicycle = 1
+
+# Define the cost to inflate each tire
+cost_per_tire = 0.25
+
+# Calculate the number of tires needed
+tires_needed = (bicycles * 2) + (tricycles * 3) + unicycle
+
+# Calculate the total cost in dollars
+total_cost = tires_needed * cost_per_tire
+
+# Print the total cost
+print(total_cost)
+```
+```output
+5.0
+```
+The total amount of money Shawnda made that day is \(\boxed{5.0}\) dollars.','5.0',1,'equivalent',270,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,2,'To determine how much money Shawnda made that day, we need to calculate the total number of tires inflated and then multiply that by the cost per tire. Here are the steps:
+
+1. Calculate the total number of tires inflated by the people on bicycles.
+2. Calculate the total number of tires inflated by the people on tricycles.
+3. Add the number of tires from the bicycles and the tricycles.
+4. Multiply the total number of tires by the cost per tire (0.25 cents).
+
+Let''s break this down and implement it in Python.
+```python
+# Define the constants
+cost_per_tire = 0.25  # in dollars
+
+# Number of tires inflated by people on bicycles
+tires_bicycles = 5 * 2  # 5 people, each with 2 tires
+
+# Number of tires inflated by people on tricycles
+tires_tricycles = 3 * 3  # 3 people, each with 3 tires
+
+# Total number of tires inflated
+total_tires = tires_bicycles + tires_tricycles
+
+# Total money made that day
+total_money_made = total_tires * cost_per_tire
+
+print(total_money_made)
+```
+```output
+4.75
+```
+Shawnda made \(\boxed{4.75}\) dollars that day.','4.75',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(9,3,'To solve this problem, we need to calculate the total cost of inflating the tires for all the people who came by. Here''s the step-by-step reasoning:
+
+1. Identify the number of people who came by and the cost to inflate each tire:
+   - 5 people came by to get both tires inflated. Since each tire costs 25 cents, the cost per tire for these people is \(25 \text{ cents} \times 2 = 50 \text{ cents}\).
+   - 3 people came by to get all their tricycle tires inflated. Since each tire costs 25 cents, the cost per tire for these people is \(25 \text{ cents} \times 3 = 75 \text{ cents}\).
+   - 1 person came by on a unicycle. Since a unicycle has no tires, the cost per tire for this person is 0 cents.
+
+2. Calculate the total cost for each group of people:
+   - The total cost for the 5 people who got both tires inflated is \(5 \times 50 \text{ cents} = 250 \text{ cents}\).
+   - The total cost for the 3 people who got all their tricycle tires inflated is \(3 \times 75 \text{ cents} = 225 \text{ cents}\).
+   - The total cost for the 1 person who got a unicycle is \(1 \times 0 \text{ cents} = 0 \text{ cents}\).
+
+3. Sum the total costs to get the final amount of money made:
+   - The total amount of money made is \(250 \text{ cents} + 225 \text{ cents} + 0 \text{ cents} = 475 \text{ cents}\).
+
+4. Convert the total cost from cents to dollars:
+   - Since 1 dollar = 100 cents, the total cost in dollars is \(475 \text{ cents} \div 100 = 4.75 \text{ dollars}\).
+
+Therefore, the total amount of money Shawnda made that day is \(\boxed{4.75}\).','4.75',0,'not_equivalent',462,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,0,'To determine how much more money Jackie will have if she hires the accountant, we need to follow these steps:
+
+1. Calculate the lost income if Jackie does the taxes herself.
+2. Subtract this lost income from the income she would earn from doing the taxes herself.
+3. Compare the net income from doing the taxes herself to the net income from hiring the accountant.
+4. The difference between these two incomes is the amount of money Jackie will have if she hires the accountant.
+
+Let''s break this down and implement it in Python.
+
+1. Calculate the lost income:
+   - Jackie loses $35/hour if she does the taxes herself.
+   - She can do 3 fewer hours of freelance work if she does the taxes herself.
+   - Therefore, the lost income is $35/hour * 3 hours.
+
+2. Calculate the net income from doing the taxes herself:
+   - Let''s assume she can earn $X/hour from doing freelance work.
+   - Her net income from doing the taxes herself is $X/hour * (3 hours).
+
+3. Calculate the net income from hiring the accountant:
+   - The accountant charges $90/hour.
+   - Her net income from hiring the accountant is $90/hour * (3 hours).
+
+4. The difference between these two incomes is the amount of money Jackie will have if she hires the accountant.
+
+Let''s implement this in Python:
+
+```python
+# Define the hourly rates and hours
+hourly_rate_taxer = 35
+hourly_rate_accountant = 90
+hours_freelance = 3
+
+# Calculate the lost income if Jackie does the taxes herself
+lost_income = hourly_rate_taxer * hours_freelance
+
+# Calculate the net income from doing the taxes herself
+net_income_taxer = hourly_rate_taxer * hours_freelance
+
+# Calculate the net income from hiring the accountant
+net_income_accountant = hourly_rate_accountant * hours_freelance
+
+# Calculate the difference
+difference = net_income_accountant - net_income_taxer
+
+# Print the final answer
+print(difference)
+```
+```output
+165
+```
+The amount of money Jackie will have if she hires the accountant is \(\boxed{165}\).','165',0,'not_equivalent',457,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,1,'To determine how much more money Jackie will have if she hires the accountant, we need to calculate the total earnings from both options and then find the difference between them.
+
+1. Calculate the total earnings if Jackie does the taxes herself:
+   - She will work 3 fewer hours of freelance work, losing $35/hour.
+   - Therefore, her total earnings will be reduced by $35 * 3.
+
+2. Calculate the total earnings if Jackie hires the accountant:
+   - The accountant charges $90 per hour.
+
+3. Find the difference between the total earnings of hiring the accountant and the total earnings of doing the taxes herself.
+
+Let''s use Python code to perform these calculations.
+```python
+# Constants
+hours_per_freelance = 1  # Assume each hour of freelance work is equivalent to 1 hour of work in the accountant''s account
+hourly_rate_freelance = 35  # Hourly rate for freelance work
+hourly_rate_accountant = 90  # Hourly rate for hiring the accountant
+
+# Calculate total earnings if Jackie does the taxes herself
+total_earnings_freelance = hours_per_freelance * hourly_rate_freelance
+
+# Calculate total earnings if Jackie hires the accountant
+total_earnings_accountant = hours_per_freelance * hourly_rate_accountant
+
+# Calculate the difference in earnings
+difference_in_earnings = total_earnings_accountant - total_earnings_freelance
+
+print(difference_in_earnings)
+```
+```output
+55
+```
+The difference in earnings if Jackie hires the accountant compared to doing the taxes herself is \(\boxed{55}\).','55',0,'not_equivalent',336,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(10,2,'To determine how much more money Jackie will have if she hires the accountant, we need to calculate her earnings from freelance work if she does it herself and then compare it to her earnings if she hires the accountant.
+
+First, let''s calculate her earnings if she does the taxes herself:
+- She will be able to work for 3 fewer hours of freelance work.
+- She loses $35/hour for each hour of freelance work she doesn''t do.
+- Therefore, her earnings if she does the taxes herself will be $35/hour * 3 = $105/hour.
+
+Next, let''s calculate her earnings if she hires the accountant:
+- The accountant charges $90/hour.
+- She will be able to work for the full 24 hours of freelance work.
+- Therefore, her earnings if she hires the accountant will be $90/hour * 24 = $2160.
+
+Finally, we find the difference between her earnings if she hires the accountant and her earnings if she does the taxes herself:
+\[ \text{Difference} = \$2160 - \$105 = \$1055 \]
+
+So, if Jackie hires the accountant, she will have \(\boxed{1055}\) more dollars.','1055',0,'not_equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(10,3,'To determine how much more money Jackie will have by hiring an accountant instead of doing her taxes herself, we need to calculate the total earnings from each option and then find the difference.
+
+### Step 1: Calculate the earnings from doing taxes herself
+
+1. **Freelance work hours**: Jackie can do 3 fewer hours of freelance work than if she were doing taxes herself. If we assume she would have done \( T \) hours of freelance work, she will now do \( T - 3 \) hours.
+2. **Earnings from freelance work**: The hourly wage for freelance work is not given, but we can denote it as \( w \) dollars/hour.
+3. **Total earnings from freelance work**: The total earnings from freelance work will be \( w \times (T - 3) \) dollars.
+4. **Total earnings from taxes**: Since there are no taxes to be paid for doing taxes herself, the total earnings from taxes will be \( 0 \) dollars.
+
+### Step 2: Calculate the earnings from hiring the accountant
+
+1. **Total earnings from taxes**: The accountant charges $90 for taxes.
+2. **Total earnings from freelance work**: As calculated above, the total earnings from freelance work will be \( w \times (T - 3) \) dollars.
+
+### Step 3: Find the difference in earnings
+
+The difference in earnings between hiring the accountant and doing taxes herself will be the total earnings from taxes minus the total earnings from freelance work.
+
+\[
+\text{Difference in earnings} = 90 - (w \times (T - 3))
+\]
+
+### Step 4: Substitute the given values
+
+We need the values of \( w \) and \( T \) to get a numerical answer. However, since the problem does not provide these values, we can only express the difference in terms of \( w \) and \( T \).
+
+\[
+\boxed{90 - w(T - 3)}
+\]
+
+If you have the values of \( w \) and \( T \), you can substitute them into the expression to get the numerical result.','90 - w(T - 3)',0,'not_equivalent',438,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,0,'To determine how many seconds the faster team will win by, we need to calculate the total time each team takes to complete the 400-meter relay. Let''s break down the steps:
+
+1. **Calculate the time for each team''s first leg:**
+   - For the first team, each of their four members runs the 400-meter leg in 55 seconds.
+   - For the second team, the first runner runs in 60 seconds.
+   - The second runner runs in \(60 + 3 = 63\) seconds.
+   - The third runner runs in \(63 + 3 = 66\) seconds.
+   - The fourth runner runs in \(66 + 3 = 69\) seconds.
+
+2. **Sum the times for each team''s legs:**
+   - The first team''s total time is \(55 \times 4 = 220\) seconds.
+   - The second team''s total time is \(60 + 63 + 66 + 69 = 268\) seconds.
+
+3. **Calculate the difference in time between the two teams:**
+   - The faster team will win by \(268 - 220 = 48\) seconds.
+
+Let''s implement this in Python to confirm our calculations:
+
+```python
+# Calculate the time for the first team''s legs
+time_first_team_leg = 55
+number_of_legs_first_team = 4
+total_time_first_team = time_first_team_leg * number_of_legs_first_team
+
+# Calculate the time for the second team''s legs
+time_second_team_leg_1 = 60
+time_second_team_leg_2 = time_second_team_leg_1 + 3
+time_second_team_leg_3 = time_second_team_leg_2 + 3
+time_second_team_leg_4 = time_second_team_leg_3 + 3
+total_time_second_team = time_second_team_leg_1 + time_second_team_leg_2 + time_second_team_leg_3 + time_second_team_leg_4
+
+# Calculate the difference in time
+time_difference = total_time_second_team - total_time_first_team
+
+# Print the final answer
+print(time_difference)
+```
+```output
+38
+```
+It appears that there was a mistake in the initial reasoning. Let''s re-evaluate the time for each leg of the relay for the second team. The second team''s first runner runs in 60 seconds, the second runner runs in \(6','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(11,1,'To solve the problem, we need to determine the total time it takes for each team to complete the 400 meter relay and then find the difference between their times.
+
+Let''s break down the steps:
+
+1. Calculate the time it takes for the faster team to complete the relay.
+2. Calculate the time it takes for the less well-rounded team to complete the relay.
+3. Find the difference between the times of the two teams.
+
+### Step 1: Calculate the time it takes for the faster team to complete the relay
+The faster team has four members, and each of them runs the 400 meter leg in 55 seconds. Therefore, the total time for the faster team to complete the relay is:
+\[ \text{Time for faster team} = 4 \times 55 \text{ seconds} \]
+
+### Step 2: Calculate the time it takes for the less well-rounded team to complete the relay
+The less well-rounded team has one runner who runs the 400 meter leg in 60 seconds, and each subsequent runner is 3 seconds faster than the previous runner. So, the times for the runners are:
+\[ \text{Time for first runner} = 60 \text{ seconds} \]
+\[ \text{Time for second runner} = 60 - 3 = 57 \text{ seconds} \]
+\[ \text{Time for third runner} = 57 - 3 = 54 \text{ seconds} \]
+\[ \text{Time for fourth runner} = 54 - 3 = 51 \text{ seconds} \]
+Therefore, the total time for the less well-rounded team to complete the relay is:
+\[ \text{Time for less well-rounded team} = 60 + 57 + 54 + 51 \text{ seconds} \]
+
+### Step 3: Find the difference between the times of the two teams
+The difference in time between the two teams is:
+\[ \text{Difference} = \text{Time for faster team} - \text{Time for less well-rounded team} \]
+
+Let''s implement this in Python to find the final answer.
+```python
+# Time it takes for the faster team to complete the relay
+time_faster_team = 4 * 55
+
+# Time it takes for the less well-rounded team to complete the relay
+time_less_well_rounded_team = 60 +','60',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,2,'To determine how many seconds the faster team will win by, we need to calculate the total time each team takes to complete the relay race and then find the difference between these times.
+
+First, let''s calculate the total time taken by the well-rounded team:
+- Each of the four runners takes 55 seconds to run their 400 meter leg.
+- Therefore, the total time taken by the well-rounded team is:
+  \[
+  4 \times 55 = 220 \text{ seconds}
+  \]
+
+Next, let''s calculate the total time taken by the less well-rounded team:
+- The first runner takes 60 seconds to run their 400 meter leg.
+- The second runner takes 3 seconds less than the first runner, so they take:
+  \[
+  60 - 3 = 57 \text{ seconds}
+  \]
+- The third runner takes 3 seconds less than the second runner, so they take:
+  \[
+  57 - 3 = 54 \text{ seconds}
+  \]
+- The fourth runner takes 3 seconds less than the third runner, so they take:
+  \[
+  54 - 3 = 51 \text{ seconds}
+  \]
+- Therefore, the total time taken by the less well-rounded team is:
+  \[
+  60 + 57 + 54 + 51 = 222 \text{ seconds}
+  \]
+
+Finally, we find the difference between the time taken by the faster team and the time taken by the slower team:
+\[
+222 - 220 = 2 \text{ seconds}
+\]
+
+Thus, the faster team will win by \boxed{2} seconds.','2',1,'equivalent',371,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(11,3,'Let''s break down the problem step by step.
+
+1. **Determine the total time taken by the faster team:**
+   - The first runner takes 60 seconds.
+   - The second runner takes 60 + 3 = 63 seconds.
+   - The third runner takes 63 + 3 = 66 seconds.
+   - The fourth runner takes 66 + 3 = 69 seconds.
+   - Therefore, the total time taken by the faster team is \(60 + 63 + 66 + 69 = 268\) seconds.
+
+2. **Determine the total time taken by the slower team:**
+   - The first runner takes 55 seconds.
+   - The second runner takes 55 + 5 = 60 seconds.
+   - The third runner takes 60 + 5 = 65 seconds.
+   - The fourth runner takes 65 + 5 = 70 seconds.
+   - Therefore, the total time taken by the slower team is \(55 + 60 + 65 + 70 = 250\) seconds.
+
+3. **Calculate the time difference:**
+   - The faster team takes 268 seconds and the slower team takes 250 seconds.
+   - The time difference is \(268 - 250 = 18\) seconds.
+
+So, the faster team will win by \(\boxed{18}\) seconds.','18',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631043330219674104e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',8,7.87107043051000800906e+02,7.871041589320084313e+02);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631100452217173576e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',11,1.35832705999100289775e+03,1.35832417464100581132e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -1929,5 +2650,14 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-141',0,8,'400',0.75,1,4,1,1312.0,1247.0,374.25,0.0,6.52430024107488861764e+01,1.55517498927528808596e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-141',0,8,'400',0.75,1,6,1,1312.0,1247.0,748.5,0.0,1.30486004821497772357e+02,2.88021594485019189445e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-141',0,8,'400',1.0,1,1,0,1312.0,1247.0,1497.0,0.0,2.60972009642995544714e+02,5530297856000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-151',0,9,'4.75',0.25,0,4,1,1170.0,1053.0,335.5,0.0,8.06094902032491518201e+01,1.60165080323509252929e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-151',0,9,'4.75',0.25,0,6,1,1170.0,1053.0,671.0,0.0,1.6121898040649830364e+02,2.78917311149006152352e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-151',0,9,'4.75',0.0,0,1,0,1170.0,1053.0,1342.0,0.0,3.22437960812996607276e+02,5164217728000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-164',0,10,'165',0.0,0,4,1,1337.0,1134.0,373.5,0.0,7.00946240535013203026e+01,2.04173797679670019538e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-164',0,10,'165',0.0,0,6,1,1337.0,1134.0,747.0,0.0,1.40189248107002640609e+02,3.36452918986446679696e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-164',0,10,'55',0.0,0,1,0,1337.0,1134.0,1494.0,0.0,2.80378496214005281219e+02,6010111616000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-183',0,11,'6',0.25,0,4,1,988.0,840.0,427.25,0.0,9.13306291699991561455e+01,2.03903479046203564453e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-183',0,11,'60',0.25,0,6,1,988.0,840.0,854.5,0.0,1.82661258339998312291e+02,3.55346784430802392585e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-183',0,11,'6',0.25,0,1,0,988.0,840.0,1709.0,0.0,3.6532251667999662459e+02,6582333952000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
