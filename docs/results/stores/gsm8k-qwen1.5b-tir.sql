@@ -1193,6 +1193,641 @@ INSERT INTO "chains" VALUES(11,0,3,'d081b41f94b91b82cc14252df8945b613c40197c4aa7
 
 So, the faster team will win by \(\boxed{18}\) seconds.','stop',314,259,120,3.9058232926565480624e+01,1594047936000.0,NULL);
 INSERT INTO "chains" VALUES(11,1,0,'293b5ed1d5833f7e43a1cdfafce249e1e3e9047849d551f2b56d8b29e8abee16',0,'It appears that there was a mistake in the initial reasoning. Let''s re-evaluate the time for each leg of the relay for the second team. The second team''s first runner runs in 60 seconds, the second runner runs in \(6','length',50,729,720,5.4016166067449375987e+00,206142208000.0,NULL);
+INSERT INTO "chains" VALUES(12,0,0,'8dbea5c6f1b471197967e7fdb316f6ab8fe9eaa9cea068672e168c030f28bd16',0,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the total number of rats.
+2. Determine the number of rats in each cage.
+
+We know the following:
+- Each rat is given 6 pieces of straw.
+- There are 10 cages of hamsters that each hamster is given 5 pieces of straw.
+- There is also a pen of rabbits where 20 pieces of straw are distributed among the rabbits.
+- In total, 160 pieces of straw have been distributed among the small rodents.
+
+Let''s calculate the total number of rats first. We will distribute the straw in the following way:
+- 10 cages of hamsters: \(10 \times 5 = 50\) pieces of straw.
+- 160 pieces of straw are given to the small rodents, so the remaining straw must go to the rats. Therefore, \(160 - 50 = 110\) pieces of straw are given to the rats.
+
+Since each rat is given 6 pieces of straw, the total number of rats is \( \frac{110}{6} \). However, since the number of rats must be an integer, we need to check if \( \frac{110}{6} \) is an integer and if the distribution is consistent with the given information.
+
+Let''s calculate this using Python.
+```python
+# Total straw distributed among small rodents
+total_straw_small = 160
+
+# Straw distributed to hamsters
+straw_hamsters = 10 * 5
+
+# Straw left for rats
+straw_rats = total_straw_small - straw_hamsters
+
+# Number of rats in each cage
+rats_per_cage = straw_rats // 6
+
+print(rats_per_cage)','stop',377,241,120,4.52980293458022273975e+01,1803744320000.0,NULL);
+INSERT INTO "chains" VALUES(12,0,1,'8dbea5c6f1b471197967e7fdb316f6ab8fe9eaa9cea068672e168c030f28bd16',1,'To solve this problem, we will break it down into smaller steps and use Python code to ensure our calculations are accurate.
+
+1. **Calculate the total number of rats:**
+   - There are 3 cages of rats.
+   - Each cage has an equal number of rats.
+   - Each rat is given 6 pieces of straw.
+   - The total number of rats in the cages is \(3 \times \text{number of rats per cage}\).
+   - The total number of rats is also equal to the number of hamsters plus the number of rabbits.
+   - Let the number of rats per cage be \(r\). Then the total number of rats is \(3r + 10\).
+
+2. **Calculate the total number of straw distributed among the small rodents:**
+   - The total number of straw distributed among the rats is \(3r \times 6 = 18r\).
+   - The total number of straw distributed among the hamsters is \(10 \times 5 = 50\).
+   - The total number of straw distributed among the rabbits is \(20\).
+   - The total number of straw distributed among the small rodents is \(18r + 50 + 20 = 18r + 70\).
+   - According to the problem, this total is 160 pieces of straw.
+
+3. **Set up the equation and solve for \(r\):**
+   \[
+   18r + 70 = 160
+   \]
+   \[
+   18r = 90
+   \]
+   \[
+   r = 5
+   \]
+
+So, there are 5 rats in each cage. Let''s confirm this with Python code.
+```python
+# Define the variables
+total_straw = 160
+straw_per_rat = 6
+straw_per_hamster = 5
+straw_per_rabbit = 20
+num_hamsters = 10
+
+# Let r be the number of rats per cage
+# The total number of rats is 3r + 10
+# The total straw distributed among the small rodents is 18r + 50 + 20 = 18r + 70
+# Set up the equation and solve for r
+from sympy import symbols, Eq, solve
+
+r = symbols(''r'')
+equation = Eq(18','length',512,241,120,4.52980293458022273975e+01,1803744320000.0,NULL);
+INSERT INTO "chains" VALUES(12,0,2,'8dbea5c6f1b471197967e7fdb316f6ab8fe9eaa9cea068672e168c030f28bd16',2,'Let''s break down the problem step-by-step and solve it using Python.
+
+1. **Determine the number of rats in each cage:**
+   - There are 3 cages of rats, and each rat is given 6 pieces of straw.
+   - The total number of pieces of straw distributed to the rats is \(3 \times 6 = 18\) pieces.
+   - Since we know that 160 pieces of straw have been distributed among the small rodents, it means that the remaining straw distributed to the rats is \(160 - 18 = 142\) pieces.
+
+2. **Determine the total number of pieces of straw distributed to the small rodents:**
+   - There are 10 cages of hamsters, and each hamster is given 5 pieces of straw.
+   - The total number of pieces of straw distributed to the hamsters is \(10 \times 5 = 50\) pieces.
+   - Since we know that the total number of pieces of straw distributed to the small rodents is 160, it means that the remaining straw distributed to the small rodents is \(160 - 50 = 110\) pieces.
+
+3. **Determine the total number of pieces of straw distributed to the small rodents:**
+   - The remaining straw distributed to the small rodents is the sum of the pieces of straw distributed to the rats and the hamsters.
+   - Since we know that the remaining straw distributed to the small rodents is 110 pieces, it means that the pieces of straw distributed to the rabbits is \(110 - 50 = 60\) pieces.
+
+4. **Determine the number of rats in each cage:**
+   - Since we know that there are 3 cages of rats and the total number of pieces of straw distributed to the rats is 142 pieces, the number of rats in each cage is \(142 / 3\).
+
+Let''s implement this in Python to find the number of rats in each cage.
+
+```python
+# Define the given values
+total_pieces_of_straw = 160
+cages_of_rats = 3
+straw_per_rat = 6
+cages_of_hamsters = 10
+straw_per_hamster = 5
+straw_for_rabbits = 20
+
+# Calculate the remaining straw distributed to the rats
+remaining_straw_rats = total_pieces_of_straw','length',512,241,120,4.52980293458022273975e+01,1803744320000.0,NULL);
+INSERT INTO "chains" VALUES(12,0,3,'8dbea5c6f1b471197967e7fdb316f6ab8fe9eaa9cea068672e168c030f28bd16',3,'To solve this problem, let''s break it down step-by-step:
+
+1. **Calculate the total amount of straw distributed to the hamsters:**
+   - There are 10 cages of hamsters.
+   - Each hamster is given 5 pieces of straw.
+   - So, the total amount of straw distributed to the hamsters is \(10 \times 5 = 50\) pieces.
+
+2. **Calculate the total amount of straw distributed to the rabbits:**
+   - There are 20 pieces of straw distributed among the rabbits.
+   - Since the problem doesn''t mention the number of rabbits, we can assume that the problem is asking for the number of rats in each cage, not the number of rabbits in total.
+
+3. **Determine the amount of straw distributed to the rats:**
+   - Let \(r\) be the number of rats in each cage.
+   - There are 3 cages of rats, so the total number of rats is \(3r\).
+   - Each rat is given 6 pieces of straw, so the total amount of straw distributed to the rats is \(3r \times 6 = 18r\) pieces.
+
+4. **Calculate the total amount of straw distributed:**
+   - The total amount of straw distributed to the small rodents is the sum of the straw distributed to the hamsters, the rabbits, and the rabbits in the pen.
+   - We know that the total amount of straw distributed is 160 pieces.
+   - So, we can write the equation:
+     \[
+     50 + 20 + 20 = 160
+     \]
+   - Simplifying the left side, we get:
+     \[
+     90 = 160
+     \]
+   - This equation is not correct, which means that the problem may have a mistake or there may be additional information we need to consider. However, since the problem is asking for the number of rats in each cage, we can assume that the problem is asking for the number of rats in each cage, not the number of rabbits in total.
+
+5. **Solve for \(r\):**
+   - Since the problem doesn''t provide enough information to determine the exact number of rats in each cage, we can assume that the problem is asking for the number of rats in each cage, not the number of rabbits in total.
+   - Therefore, the number of rats in each cage is \(\boxed{5}\).','length',512,241,120,4.52980293458022273975e+01,1803744320000.0,NULL);
+INSERT INTO "chains" VALUES(12,1,0,'baa5e165874236f40096dba2ecf90b8d4f0e71c9a50c484e34de304bdf990cc0',0,'The number of rats in each cage is \(\boxed{18}\).','stop',17,626,617,3.44628685499483156107e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(13,0,0,'5ba0d19935bb761128dc530b89475bf530c6e64019a5f7411defe18b5a0e0f92',0,'To solve this problem, we need to calculate the accumulated interest on the $100 that Mandy owes Benedict over 3 months with a monthly interest rate of 2%. The formula for the accumulated interest in this case is:
+
+\[ \text{Accumulated Interest} = \text{Principal} \times \left(1 + \frac{\text{Interest Rate}}{100}\right)^{\text{Number of Periods}} \]
+
+Here, the principal is $100, the interest rate is 2%, and the number of periods is 3. Let''s calculate this using Python.
+```python
+# Define the principal amount, interest rate, and number of periods
+principal = 100
+interest_rate = 2
+number_of_periods = 3
+
+# Calculate the accumulated interest
+accumulated_interest = principal * (1 + interest_rate / 100) ** number_of_periods
+
+# Print the accumulated interest
+print(accumulated_interest)','stop',206,165,120,2.03556021580635935217e+01,828123008000.0,NULL);
+INSERT INTO "chains" VALUES(13,0,1,'5ba0d19935bb761128dc530b89475bf530c6e64019a5f7411defe18b5a0e0f92',1,'To solve this problem, we need to calculate the total amount of interest Mandy owes Benedict over the 3 months and then subtract that interest from the original amount. Here''s the step-by-step reasoning:
+
+1. Calculate the monthly interest rate: 2% of $100.
+2. Calculate the total interest over 3 months by multiplying the monthly interest rate by 3.
+3. Subtract the total interest from the original amount to find out how much Mandy should give to Benedict.
+
+Let''s use Python to perform these calculations accurately.
+```python
+# Define the original amount and the monthly interest rate
+original_amount = 100
+monthly_interest_rate = 0.02
+number_of_months = 3
+
+# Calculate the total interest over 3 months
+total_interest = monthly_interest_rate * number_of_months * original_amount
+
+# Calculate the amount Mandy should give to Benedict
+amount_to_pay = original_amount - total_interest
+print(amount_to_pay)','stop',201,165,120,2.03556021580635935217e+01,828123008000.0,NULL);
+INSERT INTO "chains" VALUES(13,0,2,'5ba0d19935bb761128dc530b89475bf530c6e64019a5f7411defe18b5a0e0f92',2,'To determine how much Mandy should give to Benedict after 3 months, we need to calculate the accumulated interest over the 3 months and then subtract this from the original loan amount.
+
+1. **Calculate the monthly interest:**
+   The monthly interest rate is 2%, which can be written as \( \frac{2}{100} = 0.02 \) in decimal form.
+   The monthly interest for one month is \( 100 \times 0.02 = 2 \) dollars.
+   Therefore, the monthly interest for 3 months is \( 3 \times 2 = 6 \) dollars.
+
+2. **Calculate the total interest over 3 months:**
+   The total interest is the sum of the monthly interest for each month.
+   The total interest is \( 6 \) dollars.
+
+3. **Calculate the amount Mandy needs to give:**
+   Mandy owes Benedict $100 initially, and she has paid the accumulated interest. Therefore, the amount she needs to give is the original loan amount minus the total interest.
+   The amount Mandy needs to give is \( 100 - 6 = 94 \) dollars.
+
+The final answer is \(\boxed{94}\).','stop',262,165,120,2.03556021580635935217e+01,828123008000.0,NULL);
+INSERT INTO "chains" VALUES(13,0,3,'5ba0d19935bb761128dc530b89475bf530c6e64019a5f7411defe18b5a0e0f92',3,'To solve this problem, we need to calculate the total amount Mandy owes Benedict after 3 months, given a monthly interest rate of 2%. The interest is calculated on the remaining balance each month, so we need to handle this iteratively for 3 months.
+
+Here''s the step-by-step approach:
+
+1. Start with the initial amount $100.
+2. For each month, calculate the interest on the current balance and add it to the balance.
+3. Repeat this process for 3 months.
+4. The final balance will be the amount Mandy owes Benedict.
+
+Let''s write the Python code to calculate this.
+```python
+# Initial amount Mandy owes Benedict
+initial_amount = 100
+
+# Monthly interest rate
+monthly_interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the final amount after 3 months
+balance = initial_amount
+for _ in range(months):
+    interest = balance * monthly_interest_rate
+    balance += interest
+
+# The final amount Mandy owes Benedict
+print(balance)','stop',222,165,120,2.03556021580635935217e+01,828123008000.0,NULL);
+INSERT INTO "chains" VALUES(13,1,0,'93bdf2ae97f790744101fc2936af7be2381c86df7b14e9a30bc5f83711d68dcf',0,'The accumulated interest on the $100 that Mandy owes Benedict over 3 months with a monthly interest rate of 2% is approximately $106.12.
+
+Therefore, Mandy should give Benedict \(\boxed{106.12}\) dollars.','stop',59,395,370,6.94530712165939068114e+00,294996608000.0,NULL);
+INSERT INTO "chains" VALUES(13,2,0,'b636f5fe80f7c4647314457f55c4081f36ce65f2e9ecfce5e676f2397ebecd78',0,'The amount Mandy should give to Benedict is \(\boxed{94.0}\).','stop',20,376,365,2.75877725542107166134e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(13,3,0,'5651b9dce04824f7b4401f68ef89659f8e39fff7c8ad788a74d350bf47cbe38e',0,'After calculating, we find that Mandy should give Benedict \(\boxed{106.1208}\) dollars.','stop',28,401,386,3.19858511299507508596e+00,149275392000.0,NULL);
+INSERT INTO "chains" VALUES(14,0,0,'be7cfa4082ad7efee3dcc53d15e338acba7f515351c0296614935b6965cdfe34',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of insect food needed per week for a flock of ten ducks.
+2. Convert the total weekly amount of insect food into a daily amount.
+
+Here''s the step-by-step reasoning:
+
+1. Each duck needs 3.5 pounds of insects per week.
+2. Since there are 10 ducks, the total weekly amount of insect food needed is \(3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds/week}\).
+3. To find out how much insect food is needed per day, we divide the total weekly amount by 7 (since there are 7 days in a week).
+
+Let''s write the Python code to calculate this:
+
+```python
+# Step 1: Calculate the total weekly amount of insect food needed for ten ducks
+insect_food_per_duck_per_week = 3.5
+number_of_ducks = 10
+total_weekly_insect_food = insect_food_per_duck_per_week * number_of_ducks
+
+# Step 2: Convert the total weekly amount of insect food into a daily amount
+days_per_week = 7
+total_daily_insect_food = total_weekly_insect_food / days_per_week
+
+# Print the result
+print(total_daily_insect_food)','stop',285,162,120,2.01384598445563796072e+01,780141632000.0,NULL);
+INSERT INTO "chains" VALUES(14,0,1,'be7cfa4082ad7efee3dcc53d15e338acba7f515351c0296614935b6965cdfe34',1,'To determine how many pounds of insects the ducks need per day, we can break down the problem into a few steps:
+
+1. Calculate the total amount of insects the ducks need each week.
+2. Divide the total amount of insects by the number of days in a week to get the amount per day.
+
+Let''s write a Python code block to perform these calculations and print the result.
+
+```python
+# Given values
+ducks = 10
+weekly_insects = 3.5
+days_per_week = 7
+
+# Calculate the total amount of insects needed per week
+total_weekly_insects = ducks * weekly_insects
+
+# Calculate the amount of insects needed per day
+insects_per_day = total_weekly_insects / days_per_week
+
+# Print the result
+print(insects_per_day)','stop',168,162,120,2.01384598445563796072e+01,780141632000.0,NULL);
+INSERT INTO "chains" VALUES(14,0,2,'be7cfa4082ad7efee3dcc53d15e338acba7f515351c0296614935b6965cdfe34',2,'To determine how many pounds of insects the ducks need per day, we need to follow these steps:
+
+1. Calculate the total number of pounds of insects needed per week.
+2. Divide the total weekly amount by the number of days in a week to find the daily amount.
+
+Let''s start with the first step. The ducks need 3.5 pounds of insects each week. Since there are 10 ducks, the total amount of insects needed per week is:
+\[ 3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds/week} \]
+
+Next, we need to find out how many pounds of insects are needed per day. Since there are 7 days in a week, we divide the total weekly amount by 7:
+\[ 35 \text{ pounds/week} \div 7 \text{ days/week} = 5 \text{ pounds/day} \]
+
+So, the ducks need \(\boxed{5}\) pounds of insects per day.','stop',218,162,120,2.01384598445563796072e+01,780141632000.0,NULL);
+INSERT INTO "chains" VALUES(14,0,3,'be7cfa4082ad7efee3dcc53d15e338acba7f515351c0296614935b6965cdfe34',3,'Let''s break down the problem step-by-step:
+
+1. First, we need to find out how many pounds of insects the ducks need per day. Since there are 7 days in a week, we can divide the weekly amount by 7.
+2. Then, we need to divide the daily amount by the number of ducks to find out how many pounds of insects each duck needs per day.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Constants
+ducks = 10
+weekly_insects = 3.5
+days_in_week = 7
+
+# Calculate daily insects
+daily_insects = weekly_insects / days_in_week
+
+# Calculate daily insects per duck
+daily_insects_per_duck = daily_insects / ducks
+
+print(daily_insects_per_duck)','stop',169,162,120,2.01384598445563796072e+01,780141632000.0,NULL);
+INSERT INTO "chains" VALUES(14,1,0,'04544765d309a1d6895be526865159a6c6cafe1258161eae56c7a016819813ee',0,'The total amount of insect food needed per day for a flock of ten ducks is \(\boxed{5.0}\) pounds.','stop',28,456,258,1.25373868578072720223e+01,799689600000.0,NULL);
+INSERT INTO "chains" VALUES(14,2,0,'9fa06e47982948c96bc23d12fb51714dcee0bc27f23b0b996ea44842615ccca1',0,'The ducks need \(\boxed{5.0}\) pounds of insects per day to survive.','stop',21,339,329,2.2781495824036981368e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(14,3,0,'4545e0e25f2bfa0829b60e1327d08d09e13492ef7fd97760e79ddfc3256b8489',0,'The ducks need \(\boxed{0.05}\) pounds of insects per day.','stop',20,341,330,2.24044701656800615552e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(15,0,0,'c748d32ceff2cb25e947010ce8694f01c2183a62bd662d937d8c506dc4eff332',0,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has.
+
+First, let''s calculate the total cost of the crayons. Violetta needs 5 different crayons and each crayon costs $2. So, the total cost is:
+\[ 5 \text{ crayons} \times \$2 \text{ per crayon} = \$10 \]
+
+Next, we need to find out how much change Violetta will get. She has $20 and the total cost of the crayons is $10. So, the change is:
+\[ \$20 - \$10 = \$10 \]
+
+Therefore, the change Violetta will get is \(\boxed{10}\).','stop',176,166,120,1.51710861850452634054e+01,686844512000.0,NULL);
+INSERT INTO "chains" VALUES(15,0,1,'c748d32ceff2cb25e947010ce8694f01c2183a62bd662d937d8c506dc4eff332',1,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has.
+
+First, we calculate the total cost of the crayons. Violetta needs crayons in 5 different colors, and each crayon costs $2. Therefore, the total cost is:
+\[ 5 \text{ crayons} \times \$2 \text{ per crayon} = \$10 \]
+
+Next, we subtract the total cost from the amount of money Violetta has. Violetta has $20, so the change she will get is:
+\[ \$20 - \$10 = \$10 \]
+
+Thus, the amount of change Violetta will get is \(\boxed{10}\).','stop',172,166,120,1.51710861850452634054e+01,686844512000.0,NULL);
+INSERT INTO "chains" VALUES(15,0,2,'c748d32ceff2cb25e947010ce8694f01c2183a62bd662d937d8c506dc4eff332',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the $20 Violetta prepared to find the change.
+
+Let''s break this down into a step-by-step Python code solution.
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the $20 Violetta prepared to find the change.
+
+Here is the Python code to solve the problem:
+
+```python
+# Step 1: Calculate the total cost of the crayons
+cost_per_crayon = 2
+number_of_crayons = 5
+total_cost = cost_per_crayon * number_of_crayons
+
+# Step 2: Calculate the change
+amount_paid = 20
+change = amount_paid - total_cost
+
+# Output the result
+print(change)','stop',180,166,120,1.51710861850452634054e+01,686844512000.0,NULL);
+INSERT INTO "chains" VALUES(15,0,3,'c748d32ceff2cb25e947010ce8694f01c2183a62bd662d937d8c506dc4eff332',3,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has.
+
+**Step 1: Calculate the total cost of the crayons.**
+
+Violetta needs crayons in 5 different colors. The cost of one crayon is $2. Therefore, the total cost for 5 crayons is:
+\[ 5 \text{ crayons} \times \$2 \text{ per crayon} = \$10 \]
+
+**Step 2: Subtract the total cost from the amount of money Violetta has.**
+
+Violetta has $20 for the purchase. The total cost of the crayons is $10. Therefore, the change she will get is:
+\[ \$20 - \$10 = \$10 \]
+
+So, the amount of change Violetta will get is \(\boxed{10}\).','stop',203,166,120,1.51710861850452634054e+01,686844512000.0,NULL);
+INSERT INTO "chains" VALUES(15,1,0,'26936b0f46d2feb11be1865ef9facf84ce055a8bf695387b0948487ae9702c1f',0,'The change Violetta will get is \(\boxed{10}\).','stop',16,354,345,2.32234774100652430206e+00,85300224000.0,NULL);
+INSERT INTO "chains" VALUES(16,0,0,'3d19fdfe05d692641a0fdf35091724870045433283d54ab4b6a572b207d92150',0,'To determine the total number of barrels of wine produced by Josie''s farm per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm per year.
+2. Determine the total number of barrels of wine produced from the total amount of grapes.
+
+First, we calculate the total amount of grapes produced by the farm per year. Since each acre produces 5 tons of grapes per year and the farm has 10 acres, we multiply the number of acres by the amount of grapes per acre:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+Next, we determine the total number of barrels of wine produced from the total amount of grapes. Since each ton of grapes makes 2 barrels of wine, we multiply the total amount of grapes by the number of barrels per ton:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+Therefore, the total number of barrels of wine produced by Josie''s farm per year is \(\boxed{100}\).','stop',245,174,120,2.11065108015121865041e+01,1000500544000.0,NULL);
+INSERT INTO "chains" VALUES(16,0,1,'3d19fdfe05d692641a0fdf35091724870045433283d54ab4b6a572b207d92150',1,'Let''s break down the problem step by step and use Python code to ensure our calculations are accurate.
+
+1. **Determine the total tons of grapes produced by Josie''s farm in one year:**
+   Each acre produces 5 tons of grapes per year. Since Josie has 10 acres, the total tons of grapes produced per year is \(10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons}\).
+
+2. **Determine the total barrels of wine produced by Josie''s farm in one year:**
+   Each ton of grapes makes 2 barrels of wine. Therefore, the total barrels of wine produced per year is \(50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}\).
+
+Now, let''s write the Python code to verify these calculations.
+
+```python
+# Define the given values
+acres = 10
+grapes_per_acre_per_year = 5
+wine_per_grape_ton = 2
+
+# Calculate the total tons of grapes produced per year
+total_grapes_per_year = acres * grapes_per_acre_per_year
+
+# Calculate the total barrels of wine produced per year
+total_wine_per_year = total_grapes_per_year * wine_per_grape_ton
+
+# Print the result
+print(total_wine_per_year)','stop',294,174,120,2.11065108015121865041e+01,1000500544000.0,NULL);
+INSERT INTO "chains" VALUES(16,0,2,'3d19fdfe05d692641a0fdf35091724870045433283d54ab4b6a572b207d92150',2,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow a step-by-step approach:
+
+1. Calculate the total amount of grapes produced in tons per year on the farm.
+2. Convert the total amount of grapes produced from tons to barrels of wine.
+
+Let''s start with the first step. Josie''s farm is 10 acres, and each acre produces 5 tons of grapes per year. Therefore, the total amount of grapes produced per year is:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+Next, we need to convert the total amount of grapes produced from tons to barrels of wine. We know that each ton of grapes makes 2 barrels of wine. Therefore, the total amount of wine produced per year is:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+So, the total number of barrels of wine produced per year by Josie''s farm is \(\boxed{100}\).','stop',236,174,120,2.11065108015121865041e+01,1000500544000.0,NULL);
+INSERT INTO "chains" VALUES(16,0,3,'3d19fdfe05d692641a0fdf35091724870045433283d54ab4b6a572b207d92150',3,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm in one year.
+2. Determine the total number of barrels of wine produced based on the total amount of grapes.
+
+Let''s break it down step-by-step and write the Python code to solve this problem.
+
+1. Calculate the total amount of grapes produced per year:
+   \[
+   \text{Total grapes} = 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons}
+   \]
+
+2. Determine the total number of barrels of wine produced:
+   \[
+   \text{Total barrels of wine} = 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}
+   \]
+
+Now, let''s write the Python code to confirm these calculations.
+
+```python
+# Step-by-step calculation
+
+# Given values
+acres = 10
+tons_per_acre = 5
+barrels_per_ton = 2
+
+# Calculate the total amount of grapes produced per year
+total_grapes = acres * tons_per_acre
+
+# Calculate the total number of barrels of wine produced
+total_barrels_of_wine = total_grapes * barrels_per_ton
+
+# Print the final answer
+print(total_barrels_of_wine)','stop',301,174,120,2.11065108015121865041e+01,1000500544000.0,NULL);
+INSERT INTO "chains" VALUES(16,1,0,'3b84d35708135f0c3c58e5e46e0cc2c2655504b2032bb627607cd63f994781b0',0,'The total number of barrels of wine produced by Josie''s farm per year is \(\boxed{100}\).','stop',26,477,467,3.12999149549432331696e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(16,2,0,'691e66609b7a8c907e4aca8ad2328947da1469a575e0bebc9df5bf62bde69998',0,'The total number of barrels of wine Josie''s farm produces per year is \(\boxed{100}\).','stop',25,484,474,2.97787799451180035248e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(17,0,0,'57d57aa9aea9af744d5d5fb399ca74b45fb29f8a067a9b4a66ad3ee39111d767',0,'Let''s break down the problem step by step and use Python code to calculate the total distance Micheal did.
+
+1. Calculate the total distance Micheal rode in the first four weeks:
+   - He rode 5 times a week for 4 weeks.
+   - Each ride is 25 kilometers.
+
+2. Calculate the total distance Micheal rode in the next three weeks:
+   - He rides 2 times a week for 3 weeks.
+   - Each ride is 60 kilometers.
+
+3. Sum the distances from both periods to get the total distance.
+
+Let''s implement this in Python.
+```python
+# Calculate the total distance for the first four weeks
+rides_first_four_weeks = 5
+distance_per_ride_first_four_weeks = 25
+total_distance_first_four_weeks = rides_first_four_weeks * distance_per_ride_first_four_weeks
+
+# Calculate the total distance for the next three weeks
+rides_next_three_weeks = 2
+distance_per_ride_next_three_weeks = 60
+total_distance_next_three_weeks = rides_next_three_weeks * distance_per_ride_next_three_weeks
+
+# Calculate the total distance
+total_distance = total_distance_first_four_weeks + total_distance_next_three_weeks
+print(total_distance)','stop',263,203,121,2.18792161664360449444e+01,1140890496000.0,NULL);
+INSERT INTO "chains" VALUES(17,0,1,'57d57aa9aea9af744d5d5fb399ca74b45fb29f8a067a9b4a66ad3ee39111d767',1,'To determine the total number of kilometers Micheal did, we need to calculate the distance he rode during each period he was riding the bike and then sum these distances.
+
+First, let''s calculate the distance Micheal rode during the first four weeks when he rode the bike at least 5 times a week and made 25 kilometers each time:
+\[
+4 \text{ weeks} \times 5 \text{ rides/week} \times 25 \text{ km/ride} = 500 \text{ km}
+\]
+
+Next, let''s calculate the distance Micheal rode during the next three weeks when he rode the bike only 2 times a week and made 60 kilometers each time:
+\[
+3 \text{ weeks} \times 2 \text{ rides/week} \times 60 \text{ km/ride} = 360 \text{ km}
+\]
+
+Now, we add the distances from both periods to get the total distance Micheal did:
+\[
+500 \text{ km} + 360 \text{ km} = 860 \text{ km}
+\]
+
+Therefore, the total number of kilometers Micheal did is \(\boxed{860}\).','stop',261,203,121,2.18792161664360449444e+01,1140890496000.0,NULL);
+INSERT INTO "chains" VALUES(17,0,2,'57d57aa9aea9af744d5d5fb399ca74b45fb29f8a067a9b4a66ad3ee39111d767',2,'To determine the total kilometers Michael did, we need to break down his riding schedule into two parts: the first four weeks and the next three weeks.
+
+**Step 1: Calculate the total kilometers for the first four weeks.**
+Michael rode the bike at least 5 times a week, and each ride was 25 kilometers. So, the total kilometers for the first four weeks is:
+\[ 5 \text{ rides/week} \times 25 \text{ km/ride} \times 4 \text{ weeks} = 5 \times 25 \times 4 = 500 \text{ km} \]
+
+**Step 2: Calculate the total kilometers for the next three weeks.**
+Michael decided to ride the bike only 2 times a week, but each ride was 60 kilometers. So, the total kilometers for the next three weeks is:
+\[ 2 \text{ rides/week} \times 60 \text{ km/ride} \times 3 \text{ weeks} = 2 \times 60 \times 3 = 360 \text{ km} \]
+
+**Step 3: Add the total kilometers from both periods.**
+The total kilometers Michael did is the sum of the kilometers from the first four weeks and the next three weeks:
+\[ 500 \text{ km} + 360 \text{ km} = 860 \text{ km} \]
+
+Therefore, the total kilometers Michael did is \(\boxed{860}\).','stop',325,203,121,2.18792161664360449444e+01,1140890496000.0,NULL);
+INSERT INTO "chains" VALUES(17,0,3,'57d57aa9aea9af744d5d5fb399ca74b45fb29f8a067a9b4a66ad3ee39111d767',3,'Let''s break down the problem step by step and then use Python to calculate the total distance Micheal rode.
+
+1. **Initial Ride:**
+   - Micheal rides 5 times a week for 4 weeks.
+   - Each ride is 25 kilometers.
+   - Total distance for the initial period = \(5 \text{ rides/week} \times 4 \text{ weeks} \times 25 \text{ km/ride}\).
+
+2. **Subsequent Ride:**
+   - Micheal rides 2 times a week for 3 weeks.
+   - Each ride is 60 kilometers.
+   - Total distance for the subsequent period = \(2 \text{ rides/week} \times 3 \text{ weeks} \times 60 \text{ km/ride}\).
+
+3. **Total Distance:**
+   - Total distance = Total distance for the initial period + Total distance for the subsequent period.
+
+Let''s write the Python code to calculate this.
+```python
+# Initial ride details
+initial_rides_per_week = 5
+initial_weeks = 4
+initial_distance_per_ride = 25
+
+# Subsequent ride details
+subsequent_rides_per_week = 2
+subsequent_weeks = 3
+subsequent_distance_per_ride = 60
+
+# Calculate the total distance for the initial period
+total_distance_initial = initial_rides_per_week * initial_weeks * initial_distance_per_ride
+
+# Calculate the total distance for the subsequent period
+total_distance_subsequent = subsequent_rides_per_week * subsequent_weeks * subsequent_distance_per_ride
+
+# Calculate the total distance
+total_distance = total_distance_initial + total_distance_subsequent
+print(total_distance)','stop',357,203,121,2.18792161664360449444e+01,1140890496000.0,NULL);
+INSERT INTO "chains" VALUES(17,1,0,'d79121dffde68e69b1334bafd8a906f9ed96d84680a462c9c18f62ec385fe429',0,'The total distance Micheal did is \(\boxed{245}\) kilometers.','stop',19,475,465,2.08323159749367414761e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(17,2,0,'7d447ee7b4bff557200b7957a25912655c938833c84c5d5edba86480d1565524',0,'The total distance Micheal did in total is \(\boxed{860}\) kilometers.','stop',21,569,559,2.24630647249383974539e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(18,0,0,'3f6cf265d905d5db56f007f19e3630adb32fd1a0bf88d186d45bc9eae6a81a82',0,'To solve this problem, we can break it down into a few simple steps:
+
+1. Calculate the amount spent on advertising for the second year.
+2. Sum the amounts spent on advertising for both years to get the total.
+
+Let''s implement this in Python step-by-step.
+
+```python
+# Amount spent on advertising for the first year
+year1_advertising = 15000
+
+# Amount spent on advertising for the second year (a third of the first year''s amount)
+year2_advertising = year1_advertising / 3
+
+# Total amount spent on advertising for both years
+total_advertising = year1_advertising + year2_advertising
+
+# Print the total amount spent on advertising for both years
+print(total_advertising)','stop',155,170,120,1.38087685052836555148e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(18,0,1,'3f6cf265d905d5db56f007f19e3630adb32fd1a0bf88d186d45bc9eae6a81a82',1,'To determine the total amount the company spent on advertising for the two years, we can break down the problem as follows:
+
+1. The company spends $15000 on advertising for the first year.
+2. The company spends a third of the amount spent on the first year, which is \( \frac{15000}{3} \), on advertising for the second year.
+3. The total amount spent on advertising for the two years is the sum of the amounts spent on the first and second years.
+
+Let''s calculate this using Python code.
+```python
+# Amount spent on advertising in the first year
+first_year_advertising = 15000
+
+# Amount spent on advertising in the second year
+second_year_advertising = first_year_advertising / 3
+
+# Total amount spent on advertising for the two years
+total_advertising = first_year_advertising + second_year_advertising
+
+print(total_advertising)','stop',195,170,120,1.38087685052836555148e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(18,0,2,'3f6cf265d905d5db56f007f19e3630adb32fd1a0bf88d186d45bc9eae6a81a82',2,'To solve the problem, we need to calculate the total amount spent by the company on advertising over the two years. Here are the steps:
+
+1. Calculate the amount spent on advertising for the second year, which is a third of the amount spent on the first year.
+2. Add the amount spent on the first year and the second year to get the total amount spent.
+
+Let''s use Python to perform these calculations.
+```python
+# Amount spent on the first year of advertising
+first_year_spent = 15000
+
+# Amount spent on the second year of advertising
+second_year_spent = first_year_spent / 3
+
+# Total amount spent on advertising for the two years
+total_spent = first_year_spent + second_year_spent
+
+print(total_spent)','stop',164,170,120,1.38087685052836555148e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(18,0,3,'3f6cf265d905d5db56f007f19e3630adb32fd1a0bf88d186d45bc9eae6a81a82',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the second year.
+2. Sum the amounts spent on advertising for both years.
+
+Let''s break it down into smaller steps and write the corresponding Python code.
+
+1. Calculate the amount spent on advertising for the second year:
+\[ \text{Second year advertising} = \frac{15000}{3} \]
+
+2. Sum the amounts spent on advertising for both years:
+\[ \text{Total advertising} = 15000 + \frac{15000}{3} \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the amount spent on advertising for the second year
+first_year_advertising = 15000
+second_year_advertising = first_year_advertising / 3
+
+# Step 2: Sum the amounts spent on advertising for both years
+total_advertising = first_year_advertising + second_year_advertising
+
+print(total_advertising)','stop',218,170,120,1.38087685052836555148e+01,691287232000.0,NULL);
+INSERT INTO "chains" VALUES(18,1,0,'4d5b091c633fcb5f0af8b26ac9e6c7b7fde06645b01642b8e725ace3cc38ecdb',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,338,324,3.38846103426658373791e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(18,2,0,'1a6ff3f3d57ecda37328b08347b622ae6540d8a6b87f97370076f6df6e3fcc53',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,378,364,3.19760807325837959069e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(18,3,0,'d2e0daccce9ca5187a0a1d7bdde90901d9ffb17c3a7bfdb00228493335ec5f2e',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,347,333,2.57145567726001900155e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(18,4,0,'67e196691271eb1b354600276b974ecc59dfb9e58247d93729cc16cf5da0fb24',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,401,387,2.5572671102581807645e+00,135058688000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -1215,6 +1850,13 @@ INSERT INTO "jobs" VALUES(8,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k
 INSERT INTO "jobs" VALUES(9,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-151',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','4.75','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1730510732, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 1300, "calls": 1, "seconds": 127.42097130660528, "flops": 4947412992000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.0257, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0196, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [586448263, 586456182], "usage": {"prompt_tokens": 954, "cached_prompt_tokens": 933, "completion_tokens": 42, "calls": 2, "seconds": 6.273308847179578, "flops": 216804736000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"19/4": 3, "5": 1}, "tie_broken_by_rng": false, "winner": "19/4"}]',1170,1053,1342,5,0,0,5164217728000.0,0.0,3.22437960812996607276e+02,1.33739647843777277103e+02,1.79631063918981790546e+09);
 INSERT INTO "jobs" VALUES(10,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-164',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','55','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 448083990, "usage": {"prompt_tokens": 193, "cached_prompt_tokens": 120, "completion_tokens": 1446, "calls": 1, "seconds": 145.74993018592784, "flops": 5384576640000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.0195, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0135, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [2133991931, 2133999850], "usage": {"prompt_tokens": 1144, "cached_prompt_tokens": 1014, "completion_tokens": 48, "calls": 2, "seconds": 12.126295911433408, "flops": 625534976000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"165": 1, "55": 1, "1055": 1, "90 - w(T - 3)": 1}, "tie_broken_by_rng": true, "winner": "55"}]',1337,1134,1494,5,0,0,6010111616000.0,0.0,2.80378496214005281219e+02,1.57909207698366543587e+02,1.79631071370798373219e+09);
 INSERT INTO "jobs" VALUES(11,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-183',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','6','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1075109421, "usage": {"prompt_tokens": 259, "cached_prompt_tokens": 120, "completion_tokens": 1659, "calls": 1, "seconds": 156.23293170626192, "flops": 6376191744000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0218, "call_seconds": 0.0229, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [728366223], "usage": {"prompt_tokens": 729, "cached_prompt_tokens": 720, "completion_tokens": 50, "calls": 1, "seconds": 5.401616606744938, "flops": 206142208000.0}}, {"event": "paths", "ends": ["length", "length", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"6": 1, "60": 1, "2": 1, "18": 1}, "tie_broken_by_rng": true, "winner": "6"}]',988,840,1709,3,0,0,6582333952000.0,0.0,3.6532251667999662459e+02,1.61657436123998820677e+02,1.79631100452170324325e+09);
+INSERT INTO "jobs" VALUES(12,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-186',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','18','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2119779844, "usage": {"prompt_tokens": 241, "cached_prompt_tokens": 120, "completion_tokens": 1913, "calls": 1, "seconds": 181.1921173832089, "flops": 7214977280000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0154, "call_seconds": 0.0164, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [800523284], "usage": {"prompt_tokens": 626, "cached_prompt_tokens": 617, "completion_tokens": 17, "calls": 1, "seconds": 3.4462868549948316, "flops": 88854400000.0}}, {"event": "paths", "ends": ["answered", "length", "length", "length"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"18": 2, "20": 1, "5": 1}, "tie_broken_by_rng": false, "winner": "18"}]',867,737,1930,3,0,0,7303831680000.0,0.0,3.43127664396000909619e+02,1.84654845642193777164e+02,1.79631105684564685819e+09);
+INSERT INTO "jobs" VALUES(13,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-187',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','94.0','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 882443174, "usage": {"prompt_tokens": 165, "cached_prompt_tokens": 120, "completion_tokens": 891, "calls": 1, "seconds": 81.42240863225437, "flops": 3312492032000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0842, "call_seconds": 0.0853, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0517, "call_seconds": 0.0726, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0325, "call_seconds": 0.0497, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [1841209028, 1841216947, 1841232785], "usage": {"prompt_tokens": 1172, "cached_prompt_tokens": 1121, "completion_tokens": 107, "calls": 3, "seconds": 12.902669490075539, "flops": 550897280000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"2653/25": 1, "94": 2, "132651/1250": 1}, "tie_broken_by_rng": false, "winner": "94"}]',1337,1241,998,7,0,0,3863389312000.0,0.0,1.7617569498700322583e+02,9.4532736205333392828e+01,1.79631118070199060441e+09);
+INSERT INTO "jobs" VALUES(14,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-191',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5.0','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1850348462, "usage": {"prompt_tokens": 162, "cached_prompt_tokens": 120, "completion_tokens": 840, "calls": 1, "seconds": 80.55383937822552, "flops": 3120566528000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0254, "call_seconds": 0.0269, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0297, "call_seconds": 0.031, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0358, "call_seconds": 0.0368, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [498516346, 498524265, 498540103], "usage": {"prompt_tokens": 1136, "cached_prompt_tokens": 917, "completion_tokens": 69, "calls": 3, "seconds": 17.055983456778975, "flops": 1012940160000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"5": 3, "1/20": 1}, "tie_broken_by_rng": false, "winner": "5"}]',1298,1037,909,7,0,0,4133506688000.0,0.0,1.78690327034011716021e+02,9.77045145430190871155e+01,1.79631123554561519624e+09);
+INSERT INTO "jobs" VALUES(15,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-194',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1930098817, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 731, "calls": 1, "seconds": 60.684344740181054, "flops": 2747378048000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 0.02, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [2140068257], "usage": {"prompt_tokens": 354, "cached_prompt_tokens": 345, "completion_tokens": 16, "calls": 1, "seconds": 2.3223477410065243, "flops": 85300224000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',520,465,747,3,0,0,2832678272000.0,0.0,1.73569440154009498652e+02,6.30267109011951234256e+01,1.7963113542800841332e+09);
+INSERT INTO "jobs" VALUES(16,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-202',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','100','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 893914469, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1076, "calls": 1, "seconds": 84.42604320604875, "flops": 4002002176000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1312988558, 1313004396], "usage": {"prompt_tokens": 961, "cached_prompt_tokens": 941, "completion_tokens": 51, "calls": 2, "seconds": 6.107869490006124, "flops": 245238144000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"100": 4}, "tie_broken_by_rng": false, "winner": "100"}]',1135,1061,1127,5,0,0,4247240320000.0,0.0,1.24843895544996485113e+02,9.05712719940580086603e+01,1.79631136039346790307e+09);
+INSERT INTO "jobs" VALUES(17,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-206',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','860','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1610843071, "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 121, "completion_tokens": 1206, "calls": 1, "seconds": 87.51686466574418, "flops": 4563561984000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0146, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0149, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1092666436, 1092690193], "usage": {"prompt_tokens": 1044, "cached_prompt_tokens": 1024, "completion_tokens": 40, "calls": 2, "seconds": 4.329538069987514, "flops": 206142208000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"245": 1, "860": 3}, "tie_broken_by_rng": false, "winner": "860"}]',1247,1145,1246,5,0,0,4769704192000.0,0.0,1.41116734702998655845e+02,9.18758978567406501235e+01,1.79631149540617060661e+09);
+INSERT INTO "jobs" VALUES(18,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-223',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','20000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 558005057, "usage": {"prompt_tokens": 170, "cached_prompt_tokens": 120, "completion_tokens": 732, "calls": 1, "seconds": 55.23507402113462, "flops": 2765148928000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0256, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0268, "call_seconds": 0.0284, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0247, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0232, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [285316143, 285324062, 285331981, 285339900], "usage": {"prompt_tokens": 1464, "cached_prompt_tokens": 1408, "completion_tokens": 100, "calls": 4, "seconds": 11.714791895043163, "flops": 540234752000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"20000": 4}, "tie_broken_by_rng": false, "winner": "20000"}]',1634,1528,832,9,0,0,3305383680000.0,0.0,1.78609507179004140193e+02,67.0517965331979,1.79631153901020264619e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -2611,10 +3253,709 @@ INSERT INTO "samples" VALUES(11,3,'Let''s break down the problem step by step.
    - The time difference is \(268 - 250 = 18\) seconds.
 
 So, the faster team will win by \(\boxed{18}\) seconds.','18',0,'not_equivalent',314,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,0,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the total number of rats.
+2. Determine the number of rats in each cage.
+
+We know the following:
+- Each rat is given 6 pieces of straw.
+- There are 10 cages of hamsters that each hamster is given 5 pieces of straw.
+- There is also a pen of rabbits where 20 pieces of straw are distributed among the rabbits.
+- In total, 160 pieces of straw have been distributed among the small rodents.
+
+Let''s calculate the total number of rats first. We will distribute the straw in the following way:
+- 10 cages of hamsters: \(10 \times 5 = 50\) pieces of straw.
+- 160 pieces of straw are given to the small rodents, so the remaining straw must go to the rats. Therefore, \(160 - 50 = 110\) pieces of straw are given to the rats.
+
+Since each rat is given 6 pieces of straw, the total number of rats is \( \frac{110}{6} \). However, since the number of rats must be an integer, we need to check if \( \frac{110}{6} \) is an integer and if the distribution is consistent with the given information.
+
+Let''s calculate this using Python.
+```python
+# Total straw distributed among small rodents
+total_straw_small = 160
+
+# Straw distributed to hamsters
+straw_hamsters = 10 * 5
+
+# Straw left for rats
+straw_rats = total_straw_small - straw_hamsters
+
+# Number of rats in each cage
+rats_per_cage = straw_rats // 6
+
+print(rats_per_cage)
+```
+```output
+18
+```
+The number of rats in each cage is \(\boxed{18}\).','18',0,'not_equivalent',394,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(12,1,'To solve this problem, we will break it down into smaller steps and use Python code to ensure our calculations are accurate.
+
+1. **Calculate the total number of rats:**
+   - There are 3 cages of rats.
+   - Each cage has an equal number of rats.
+   - Each rat is given 6 pieces of straw.
+   - The total number of rats in the cages is \(3 \times \text{number of rats per cage}\).
+   - The total number of rats is also equal to the number of hamsters plus the number of rabbits.
+   - Let the number of rats per cage be \(r\). Then the total number of rats is \(3r + 10\).
+
+2. **Calculate the total number of straw distributed among the small rodents:**
+   - The total number of straw distributed among the rats is \(3r \times 6 = 18r\).
+   - The total number of straw distributed among the hamsters is \(10 \times 5 = 50\).
+   - The total number of straw distributed among the rabbits is \(20\).
+   - The total number of straw distributed among the small rodents is \(18r + 50 + 20 = 18r + 70\).
+   - According to the problem, this total is 160 pieces of straw.
+
+3. **Set up the equation and solve for \(r\):**
+   \[
+   18r + 70 = 160
+   \]
+   \[
+   18r = 90
+   \]
+   \[
+   r = 5
+   \]
+
+So, there are 5 rats in each cage. Let''s confirm this with Python code.
+```python
+# Define the variables
+total_straw = 160
+straw_per_rat = 6
+straw_per_hamster = 5
+straw_per_rabbit = 20
+num_hamsters = 10
+
+# Let r be the number of rats per cage
+# The total number of rats is 3r + 10
+# The total straw distributed among the small rodents is 18r + 50 + 20 = 18r + 70
+# Set up the equation and solve for r
+from sympy import symbols, Eq, solve
+
+r = symbols(''r'')
+equation = Eq(18','18',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,2,'Let''s break down the problem step-by-step and solve it using Python.
+
+1. **Determine the number of rats in each cage:**
+   - There are 3 cages of rats, and each rat is given 6 pieces of straw.
+   - The total number of pieces of straw distributed to the rats is \(3 \times 6 = 18\) pieces.
+   - Since we know that 160 pieces of straw have been distributed among the small rodents, it means that the remaining straw distributed to the rats is \(160 - 18 = 142\) pieces.
+
+2. **Determine the total number of pieces of straw distributed to the small rodents:**
+   - There are 10 cages of hamsters, and each hamster is given 5 pieces of straw.
+   - The total number of pieces of straw distributed to the hamsters is \(10 \times 5 = 50\) pieces.
+   - Since we know that the total number of pieces of straw distributed to the small rodents is 160, it means that the remaining straw distributed to the small rodents is \(160 - 50 = 110\) pieces.
+
+3. **Determine the total number of pieces of straw distributed to the small rodents:**
+   - The remaining straw distributed to the small rodents is the sum of the pieces of straw distributed to the rats and the hamsters.
+   - Since we know that the remaining straw distributed to the small rodents is 110 pieces, it means that the pieces of straw distributed to the rabbits is \(110 - 50 = 60\) pieces.
+
+4. **Determine the number of rats in each cage:**
+   - Since we know that there are 3 cages of rats and the total number of pieces of straw distributed to the rats is 142 pieces, the number of rats in each cage is \(142 / 3\).
+
+Let''s implement this in Python to find the number of rats in each cage.
+
+```python
+# Define the given values
+total_pieces_of_straw = 160
+cages_of_rats = 3
+straw_per_rat = 6
+cages_of_hamsters = 10
+straw_per_hamster = 5
+straw_for_rabbits = 20
+
+# Calculate the remaining straw distributed to the rats
+remaining_straw_rats = total_pieces_of_straw','20',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(12,3,'To solve this problem, let''s break it down step-by-step:
+
+1. **Calculate the total amount of straw distributed to the hamsters:**
+   - There are 10 cages of hamsters.
+   - Each hamster is given 5 pieces of straw.
+   - So, the total amount of straw distributed to the hamsters is \(10 \times 5 = 50\) pieces.
+
+2. **Calculate the total amount of straw distributed to the rabbits:**
+   - There are 20 pieces of straw distributed among the rabbits.
+   - Since the problem doesn''t mention the number of rabbits, we can assume that the problem is asking for the number of rats in each cage, not the number of rabbits in total.
+
+3. **Determine the amount of straw distributed to the rats:**
+   - Let \(r\) be the number of rats in each cage.
+   - There are 3 cages of rats, so the total number of rats is \(3r\).
+   - Each rat is given 6 pieces of straw, so the total amount of straw distributed to the rats is \(3r \times 6 = 18r\) pieces.
+
+4. **Calculate the total amount of straw distributed:**
+   - The total amount of straw distributed to the small rodents is the sum of the straw distributed to the hamsters, the rabbits, and the rabbits in the pen.
+   - We know that the total amount of straw distributed is 160 pieces.
+   - So, we can write the equation:
+     \[
+     50 + 20 + 20 = 160
+     \]
+   - Simplifying the left side, we get:
+     \[
+     90 = 160
+     \]
+   - This equation is not correct, which means that the problem may have a mistake or there may be additional information we need to consider. However, since the problem is asking for the number of rats in each cage, we can assume that the problem is asking for the number of rats in each cage, not the number of rabbits in total.
+
+5. **Solve for \(r\):**
+   - Since the problem doesn''t provide enough information to determine the exact number of rats in each cage, we can assume that the problem is asking for the number of rats in each cage, not the number of rabbits in total.
+   - Therefore, the number of rats in each cage is \(\boxed{5}\).','5',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,0,'To solve this problem, we need to calculate the accumulated interest on the $100 that Mandy owes Benedict over 3 months with a monthly interest rate of 2%. The formula for the accumulated interest in this case is:
+
+\[ \text{Accumulated Interest} = \text{Principal} \times \left(1 + \frac{\text{Interest Rate}}{100}\right)^{\text{Number of Periods}} \]
+
+Here, the principal is $100, the interest rate is 2%, and the number of periods is 3. Let''s calculate this using Python.
+```python
+# Define the principal amount, interest rate, and number of periods
+principal = 100
+interest_rate = 2
+number_of_periods = 3
+
+# Calculate the accumulated interest
+accumulated_interest = principal * (1 + interest_rate / 100) ** number_of_periods
+
+# Print the accumulated interest
+print(accumulated_interest)
+```
+```output
+106.12080000000002
+```
+The accumulated interest on the $100 that Mandy owes Benedict over 3 months with a monthly interest rate of 2% is approximately $106.12.
+
+Therefore, Mandy should give Benedict \(\boxed{106.12}\) dollars.','106.12',0,'not_equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,1,'To solve this problem, we need to calculate the total amount of interest Mandy owes Benedict over the 3 months and then subtract that interest from the original amount. Here''s the step-by-step reasoning:
+
+1. Calculate the monthly interest rate: 2% of $100.
+2. Calculate the total interest over 3 months by multiplying the monthly interest rate by 3.
+3. Subtract the total interest from the original amount to find out how much Mandy should give to Benedict.
+
+Let''s use Python to perform these calculations accurately.
+```python
+# Define the original amount and the monthly interest rate
+original_amount = 100
+monthly_interest_rate = 0.02
+number_of_months = 3
+
+# Calculate the total interest over 3 months
+total_interest = monthly_interest_rate * number_of_months * original_amount
+
+# Calculate the amount Mandy should give to Benedict
+amount_to_pay = original_amount - total_interest
+print(amount_to_pay)
+```
+```output
+94.0
+```
+The amount Mandy should give to Benedict is \(\boxed{94.0}\).','94.0',0,'not_equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(13,2,'To determine how much Mandy should give to Benedict after 3 months, we need to calculate the accumulated interest over the 3 months and then subtract this from the original loan amount.
+
+1. **Calculate the monthly interest:**
+   The monthly interest rate is 2%, which can be written as \( \frac{2}{100} = 0.02 \) in decimal form.
+   The monthly interest for one month is \( 100 \times 0.02 = 2 \) dollars.
+   Therefore, the monthly interest for 3 months is \( 3 \times 2 = 6 \) dollars.
+
+2. **Calculate the total interest over 3 months:**
+   The total interest is the sum of the monthly interest for each month.
+   The total interest is \( 6 \) dollars.
+
+3. **Calculate the amount Mandy needs to give:**
+   Mandy owes Benedict $100 initially, and she has paid the accumulated interest. Therefore, the amount she needs to give is the original loan amount minus the total interest.
+   The amount Mandy needs to give is \( 100 - 6 = 94 \) dollars.
+
+The final answer is \(\boxed{94}\).','94',0,'not_equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(13,3,'To solve this problem, we need to calculate the total amount Mandy owes Benedict after 3 months, given a monthly interest rate of 2%. The interest is calculated on the remaining balance each month, so we need to handle this iteratively for 3 months.
+
+Here''s the step-by-step approach:
+
+1. Start with the initial amount $100.
+2. For each month, calculate the interest on the current balance and add it to the balance.
+3. Repeat this process for 3 months.
+4. The final balance will be the amount Mandy owes Benedict.
+
+Let''s write the Python code to calculate this.
+```python
+# Initial amount Mandy owes Benedict
+initial_amount = 100
+
+# Monthly interest rate
+monthly_interest_rate = 0.02
+
+# Number of months
+months = 3
+
+# Calculate the final amount after 3 months
+balance = initial_amount
+for _ in range(months):
+    interest = balance * monthly_interest_rate
+    balance += interest
+
+# The final amount Mandy owes Benedict
+print(balance)
+```
+```output
+106.1208
+```
+After calculating, we find that Mandy should give Benedict \(\boxed{106.1208}\) dollars.','106.1208',0,'not_equivalent',250,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of insect food needed per week for a flock of ten ducks.
+2. Convert the total weekly amount of insect food into a daily amount.
+
+Here''s the step-by-step reasoning:
+
+1. Each duck needs 3.5 pounds of insects per week.
+2. Since there are 10 ducks, the total weekly amount of insect food needed is \(3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds/week}\).
+3. To find out how much insect food is needed per day, we divide the total weekly amount by 7 (since there are 7 days in a week).
+
+Let''s write the Python code to calculate this:
+
+```python
+# Step 1: Calculate the total weekly amount of insect food needed for ten ducks
+insect_food_per_duck_per_week = 3.5
+number_of_ducks = 10
+total_weekly_insect_food = insect_food_per_duck_per_week * number_of_ducks
+
+# Step 2: Convert the total weekly amount of insect food into a daily amount
+days_per_week = 7
+total_daily_insect_food = total_weekly_insect_food / days_per_week
+
+# Print the result
+print(total_daily_insect_food)
+```
+```output
+5.0
+```
+The total amount of insect food needed per day for a flock of ten ducks is \(\boxed{5.0}\) pounds.','5.0',1,'equivalent',313,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(14,1,'To determine how many pounds of insects the ducks need per day, we can break down the problem into a few steps:
+
+1. Calculate the total amount of insects the ducks need each week.
+2. Divide the total amount of insects by the number of days in a week to get the amount per day.
+
+Let''s write a Python code block to perform these calculations and print the result.
+
+```python
+# Given values
+ducks = 10
+weekly_insects = 3.5
+days_per_week = 7
+
+# Calculate the total amount of insects needed per week
+total_weekly_insects = ducks * weekly_insects
+
+# Calculate the amount of insects needed per day
+insects_per_day = total_weekly_insects / days_per_week
+
+# Print the result
+print(insects_per_day)
+```
+```output
+5.0
+```
+The ducks need \(\boxed{5.0}\) pounds of insects per day to survive.','5.0',1,'equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,2,'To determine how many pounds of insects the ducks need per day, we need to follow these steps:
+
+1. Calculate the total number of pounds of insects needed per week.
+2. Divide the total weekly amount by the number of days in a week to find the daily amount.
+
+Let''s start with the first step. The ducks need 3.5 pounds of insects each week. Since there are 10 ducks, the total amount of insects needed per week is:
+\[ 3.5 \text{ pounds/duck} \times 10 \text{ ducks} = 35 \text{ pounds/week} \]
+
+Next, we need to find out how many pounds of insects are needed per day. Since there are 7 days in a week, we divide the total weekly amount by 7:
+\[ 35 \text{ pounds/week} \div 7 \text{ days/week} = 5 \text{ pounds/day} \]
+
+So, the ducks need \(\boxed{5}\) pounds of insects per day.','5',1,'equivalent',218,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(14,3,'Let''s break down the problem step-by-step:
+
+1. First, we need to find out how many pounds of insects the ducks need per day. Since there are 7 days in a week, we can divide the weekly amount by 7.
+2. Then, we need to divide the daily amount by the number of ducks to find out how many pounds of insects each duck needs per day.
+
+Let''s implement this in Python to get the accurate result.
+```python
+# Constants
+ducks = 10
+weekly_insects = 3.5
+days_in_week = 7
+
+# Calculate daily insects
+daily_insects = weekly_insects / days_in_week
+
+# Calculate daily insects per duck
+daily_insects_per_duck = daily_insects / ducks
+
+print(daily_insects_per_duck)
+```
+```output
+0.05
+```
+The ducks need \(\boxed{0.05}\) pounds of insects per day.','0.05',0,'not_equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,0,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has.
+
+First, let''s calculate the total cost of the crayons. Violetta needs 5 different crayons and each crayon costs $2. So, the total cost is:
+\[ 5 \text{ crayons} \times \$2 \text{ per crayon} = \$10 \]
+
+Next, we need to find out how much change Violetta will get. She has $20 and the total cost of the crayons is $10. So, the change is:
+\[ \$20 - \$10 = \$10 \]
+
+Therefore, the change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(15,1,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has.
+
+First, we calculate the total cost of the crayons. Violetta needs crayons in 5 different colors, and each crayon costs $2. Therefore, the total cost is:
+\[ 5 \text{ crayons} \times \$2 \text{ per crayon} = \$10 \]
+
+Next, we subtract the total cost from the amount of money Violetta has. Violetta has $20, so the change she will get is:
+\[ \$20 - \$10 = \$10 \]
+
+Thus, the amount of change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',172,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the $20 Violetta prepared to find the change.
+
+Let''s break this down into a step-by-step Python code solution.
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the $20 Violetta prepared to find the change.
+
+Here is the Python code to solve the problem:
+
+```python
+# Step 1: Calculate the total cost of the crayons
+cost_per_crayon = 2
+number_of_crayons = 5
+total_cost = cost_per_crayon * number_of_crayons
+
+# Step 2: Calculate the change
+amount_paid = 20
+change = amount_paid - total_cost
+
+# Output the result
+print(change)
+```
+```output
+10
+```
+The change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',196,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(15,3,'To determine how much change Violetta will get, we need to follow these steps:
+
+1. Calculate the total cost of the crayons.
+2. Subtract the total cost from the amount of money Violetta has.
+
+**Step 1: Calculate the total cost of the crayons.**
+
+Violetta needs crayons in 5 different colors. The cost of one crayon is $2. Therefore, the total cost for 5 crayons is:
+\[ 5 \text{ crayons} \times \$2 \text{ per crayon} = \$10 \]
+
+**Step 2: Subtract the total cost from the amount of money Violetta has.**
+
+Violetta has $20 for the purchase. The total cost of the crayons is $10. Therefore, the change she will get is:
+\[ \$20 - \$10 = \$10 \]
+
+So, the amount of change Violetta will get is \(\boxed{10}\).','10',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,0,'To determine the total number of barrels of wine produced by Josie''s farm per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm per year.
+2. Determine the total number of barrels of wine produced from the total amount of grapes.
+
+First, we calculate the total amount of grapes produced by the farm per year. Since each acre produces 5 tons of grapes per year and the farm has 10 acres, we multiply the number of acres by the amount of grapes per acre:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+Next, we determine the total number of barrels of wine produced from the total amount of grapes. Since each ton of grapes makes 2 barrels of wine, we multiply the total amount of grapes by the number of barrels per ton:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+Therefore, the total number of barrels of wine produced by Josie''s farm per year is \(\boxed{100}\).','100',1,'equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(16,1,'Let''s break down the problem step by step and use Python code to ensure our calculations are accurate.
+
+1. **Determine the total tons of grapes produced by Josie''s farm in one year:**
+   Each acre produces 5 tons of grapes per year. Since Josie has 10 acres, the total tons of grapes produced per year is \(10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons}\).
+
+2. **Determine the total barrels of wine produced by Josie''s farm in one year:**
+   Each ton of grapes makes 2 barrels of wine. Therefore, the total barrels of wine produced per year is \(50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}\).
+
+Now, let''s write the Python code to verify these calculations.
+
+```python
+# Define the given values
+acres = 10
+grapes_per_acre_per_year = 5
+wine_per_grape_ton = 2
+
+# Calculate the total tons of grapes produced per year
+total_grapes_per_year = acres * grapes_per_acre_per_year
+
+# Calculate the total barrels of wine produced per year
+total_wine_per_year = total_grapes_per_year * wine_per_grape_ton
+
+# Print the result
+print(total_wine_per_year)
+```
+```output
+100
+```
+The total number of barrels of wine produced by Josie''s farm per year is \(\boxed{100}\).','100',1,'equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,2,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow a step-by-step approach:
+
+1. Calculate the total amount of grapes produced in tons per year on the farm.
+2. Convert the total amount of grapes produced from tons to barrels of wine.
+
+Let''s start with the first step. Josie''s farm is 10 acres, and each acre produces 5 tons of grapes per year. Therefore, the total amount of grapes produced per year is:
+\[ 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons} \]
+
+Next, we need to convert the total amount of grapes produced from tons to barrels of wine. We know that each ton of grapes makes 2 barrels of wine. Therefore, the total amount of wine produced per year is:
+\[ 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels} \]
+
+So, the total number of barrels of wine produced per year by Josie''s farm is \(\boxed{100}\).','100',1,'equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(16,3,'To determine how many barrels of wine Josie''s farm produces per year, we need to follow these steps:
+
+1. Calculate the total amount of grapes produced by the farm in one year.
+2. Determine the total number of barrels of wine produced based on the total amount of grapes.
+
+Let''s break it down step-by-step and write the Python code to solve this problem.
+
+1. Calculate the total amount of grapes produced per year:
+   \[
+   \text{Total grapes} = 10 \text{ acres} \times 5 \text{ tons/acre} = 50 \text{ tons}
+   \]
+
+2. Determine the total number of barrels of wine produced:
+   \[
+   \text{Total barrels of wine} = 50 \text{ tons} \times 2 \text{ barrels/ton} = 100 \text{ barrels}
+   \]
+
+Now, let''s write the Python code to confirm these calculations.
+
+```python
+# Step-by-step calculation
+
+# Given values
+acres = 10
+tons_per_acre = 5
+barrels_per_ton = 2
+
+# Calculate the total amount of grapes produced per year
+total_grapes = acres * tons_per_acre
+
+# Calculate the total number of barrels of wine produced
+total_barrels_of_wine = total_grapes * barrels_per_ton
+
+# Print the final answer
+print(total_barrels_of_wine)
+```
+```output
+100
+```
+The total number of barrels of wine Josie''s farm produces per year is \(\boxed{100}\).','100',1,'equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,0,'Let''s break down the problem step by step and use Python code to calculate the total distance Micheal did.
+
+1. Calculate the total distance Micheal rode in the first four weeks:
+   - He rode 5 times a week for 4 weeks.
+   - Each ride is 25 kilometers.
+
+2. Calculate the total distance Micheal rode in the next three weeks:
+   - He rides 2 times a week for 3 weeks.
+   - Each ride is 60 kilometers.
+
+3. Sum the distances from both periods to get the total distance.
+
+Let''s implement this in Python.
+```python
+# Calculate the total distance for the first four weeks
+rides_first_four_weeks = 5
+distance_per_ride_first_four_weeks = 25
+total_distance_first_four_weeks = rides_first_four_weeks * distance_per_ride_first_four_weeks
+
+# Calculate the total distance for the next three weeks
+rides_next_three_weeks = 2
+distance_per_ride_next_three_weeks = 60
+total_distance_next_three_weeks = rides_next_three_weeks * distance_per_ride_next_three_weeks
+
+# Calculate the total distance
+total_distance = total_distance_first_four_weeks + total_distance_next_three_weeks
+print(total_distance)
+```
+```output
+245
+```
+The total distance Micheal did is \(\boxed{245}\) kilometers.','245',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,1,'To determine the total number of kilometers Micheal did, we need to calculate the distance he rode during each period he was riding the bike and then sum these distances.
+
+First, let''s calculate the distance Micheal rode during the first four weeks when he rode the bike at least 5 times a week and made 25 kilometers each time:
+\[
+4 \text{ weeks} \times 5 \text{ rides/week} \times 25 \text{ km/ride} = 500 \text{ km}
+\]
+
+Next, let''s calculate the distance Micheal rode during the next three weeks when he rode the bike only 2 times a week and made 60 kilometers each time:
+\[
+3 \text{ weeks} \times 2 \text{ rides/week} \times 60 \text{ km/ride} = 360 \text{ km}
+\]
+
+Now, we add the distances from both periods to get the total distance Micheal did:
+\[
+500 \text{ km} + 360 \text{ km} = 860 \text{ km}
+\]
+
+Therefore, the total number of kilometers Micheal did is \(\boxed{860}\).','860',1,'equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(17,2,'To determine the total kilometers Michael did, we need to break down his riding schedule into two parts: the first four weeks and the next three weeks.
+
+**Step 1: Calculate the total kilometers for the first four weeks.**
+Michael rode the bike at least 5 times a week, and each ride was 25 kilometers. So, the total kilometers for the first four weeks is:
+\[ 5 \text{ rides/week} \times 25 \text{ km/ride} \times 4 \text{ weeks} = 5 \times 25 \times 4 = 500 \text{ km} \]
+
+**Step 2: Calculate the total kilometers for the next three weeks.**
+Michael decided to ride the bike only 2 times a week, but each ride was 60 kilometers. So, the total kilometers for the next three weeks is:
+\[ 2 \text{ rides/week} \times 60 \text{ km/ride} \times 3 \text{ weeks} = 2 \times 60 \times 3 = 360 \text{ km} \]
+
+**Step 3: Add the total kilometers from both periods.**
+The total kilometers Michael did is the sum of the kilometers from the first four weeks and the next three weeks:
+\[ 500 \text{ km} + 360 \text{ km} = 860 \text{ km} \]
+
+Therefore, the total kilometers Michael did is \(\boxed{860}\).','860',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(17,3,'Let''s break down the problem step by step and then use Python to calculate the total distance Micheal rode.
+
+1. **Initial Ride:**
+   - Micheal rides 5 times a week for 4 weeks.
+   - Each ride is 25 kilometers.
+   - Total distance for the initial period = \(5 \text{ rides/week} \times 4 \text{ weeks} \times 25 \text{ km/ride}\).
+
+2. **Subsequent Ride:**
+   - Micheal rides 2 times a week for 3 weeks.
+   - Each ride is 60 kilometers.
+   - Total distance for the subsequent period = \(2 \text{ rides/week} \times 3 \text{ weeks} \times 60 \text{ km/ride}\).
+
+3. **Total Distance:**
+   - Total distance = Total distance for the initial period + Total distance for the subsequent period.
+
+Let''s write the Python code to calculate this.
+```python
+# Initial ride details
+initial_rides_per_week = 5
+initial_weeks = 4
+initial_distance_per_ride = 25
+
+# Subsequent ride details
+subsequent_rides_per_week = 2
+subsequent_weeks = 3
+subsequent_distance_per_ride = 60
+
+# Calculate the total distance for the initial period
+total_distance_initial = initial_rides_per_week * initial_weeks * initial_distance_per_ride
+
+# Calculate the total distance for the subsequent period
+total_distance_subsequent = subsequent_rides_per_week * subsequent_weeks * subsequent_distance_per_ride
+
+# Calculate the total distance
+total_distance = total_distance_initial + total_distance_subsequent
+print(total_distance)
+```
+```output
+860
+```
+The total distance Micheal did in total is \(\boxed{860}\) kilometers.','860',1,'equivalent',378,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,0,'To solve this problem, we can break it down into a few simple steps:
+
+1. Calculate the amount spent on advertising for the second year.
+2. Sum the amounts spent on advertising for both years to get the total.
+
+Let''s implement this in Python step-by-step.
+
+```python
+# Amount spent on advertising for the first year
+year1_advertising = 15000
+
+# Amount spent on advertising for the second year (a third of the first year''s amount)
+year2_advertising = year1_advertising / 3
+
+# Total amount spent on advertising for both years
+total_advertising = year1_advertising + year2_advertising
+
+# Print the total amount spent on advertising for both years
+print(total_advertising)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(18,1,'To determine the total amount the company spent on advertising for the two years, we can break down the problem as follows:
+
+1. The company spends $15000 on advertising for the first year.
+2. The company spends a third of the amount spent on the first year, which is \( \frac{15000}{3} \), on advertising for the second year.
+3. The total amount spent on advertising for the two years is the sum of the amounts spent on the first and second years.
+
+Let''s calculate this using Python code.
+```python
+# Amount spent on advertising in the first year
+first_year_advertising = 15000
+
+# Amount spent on advertising in the second year
+second_year_advertising = first_year_advertising / 3
+
+# Total amount spent on advertising for the two years
+total_advertising = first_year_advertising + second_year_advertising
+
+print(total_advertising)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',220,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,2,'To solve the problem, we need to calculate the total amount spent by the company on advertising over the two years. Here are the steps:
+
+1. Calculate the amount spent on advertising for the second year, which is a third of the amount spent on the first year.
+2. Add the amount spent on the first year and the second year to get the total amount spent.
+
+Let''s use Python to perform these calculations.
+```python
+# Amount spent on the first year of advertising
+first_year_spent = 15000
+
+# Amount spent on the second year of advertising
+second_year_spent = first_year_spent / 3
+
+# Total amount spent on advertising for the two years
+total_spent = first_year_spent + second_year_spent
+
+print(total_spent)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(18,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the amount spent on advertising for the second year.
+2. Sum the amounts spent on advertising for both years.
+
+Let''s break it down into smaller steps and write the corresponding Python code.
+
+1. Calculate the amount spent on advertising for the second year:
+\[ \text{Second year advertising} = \frac{15000}{3} \]
+
+2. Sum the amounts spent on advertising for both years:
+\[ \text{Total advertising} = 15000 + \frac{15000}{3} \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the amount spent on advertising for the second year
+first_year_advertising = 15000
+second_year_advertising = first_year_advertising / 3
+
+# Step 2: Sum the amounts spent on advertising for both years
+total_advertising = first_year_advertising + second_year_advertising
+
+print(total_advertising)
+```
+```output
+20000.0
+```
+The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631100452217173576e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',11,1.35832705999100289775e+03,1.35832417464100581132e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.7963115390107455253e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',18,1.89281559125699277504e+03,1.89281270093801140324e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -2659,5 +4000,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-183',0,11,'6',0.25,0,4,1,988.0,840.0,427.25,0.0,9.13306291699991561455e+01,2.03903479046203564453e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-183',0,11,'60',0.25,0,6,1,988.0,840.0,854.5,0.0,1.82661258339998312291e+02,3.55346784430802392585e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-183',0,11,'6',0.25,0,1,0,988.0,840.0,1709.0,0.0,3.6532251667999662459e+02,6582333952000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-186',0,12,'18',0.25,0,4,1,867.0,737.0,482.5,0.0,8.57819160990002274082e+01,2.17164898252427172853e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-186',0,12,'18',0.25,0,6,1,867.0,737.0,965.0,0.0,1.71563832198000454807e+02,3.88237654834951464843e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-186',0,12,'18',0.0,0,1,0,867.0,737.0,1930.0,0.0,3.43127664396000909619e+02,7303831680000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-187',0,13,'106.12',0.0,0,4,1,1337.0,1241.0,249.5,0.0,4.40439237467508064565e+01,1.22011060995978051757e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-187',0,13,'94.0',0.0,0,6,1,1337.0,1241.0,499.0,0.0,8.80878474935016129131e+01,2.10120351063985351565e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-187',0,13,'94.0',0.0,0,1,0,1337.0,1241.0,998.0,0.0,1.7617569498700322583e+02,3863389312000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-191',0,14,'5.0',0.75,1,4,1,1298.0,1037.0,227.25,0.0,4.46725817585029290075e+01,1.7249441371076921387e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-191',0,14,'5.0',0.75,1,6,1,1298.0,1037.0,454.5,0.0,8.9345163517005858015e+01,2.52779832073846142575e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-191',0,14,'5.0',1.0,1,1,0,1298.0,1037.0,909.0,0.0,1.78690327034011716021e+02,4133506688000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-194',0,15,'10',1.0,1,4,1,520.0,465.0,186.75,0.0,4.3392360038502374663e+01,8.53865302064837890586e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-194',0,15,'10',1.0,1,6,1,520.0,465.0,373.5,0.0,8.67847200770047493261e+01,1.51346962537655859368e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-194',0,15,'10',1.0,1,1,0,520.0,465.0,747.0,0.0,1.73569440154009498652e+02,2832678272000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-202',0,16,'100',1.0,1,4,1,1135.0,1061.0,281.75,0.0,3.12109738862491212793e+01,1.25808138537885107416e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-202',0,16,'100',1.0,1,6,1,1135.0,1061.0,563.5,0.0,6.24219477724982425587e+01,2.25446769691923388665e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-202',0,16,'100',1.0,1,1,0,1135.0,1061.0,1127.0,0.0,1.24843895544996485113e+02,4247240320000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-206',0,17,'245',0.75,0,4,1,1247.0,1145.0,311.5,0.0,3.52791836757496639624e+01,1.4631102992522255859e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-206',0,17,'860',0.75,1,6,1,1247.0,1145.0,623.0,0.0,7.05583673514993279249e+01,2.56530826350148388661e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-206',0,17,'860',1.0,1,1,0,1247.0,1145.0,1246.0,0.0,1.41116734702998655845e+02,4769704192000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-223',0,18,'20000',1.0,1,4,1,1634.0,1528.0,208.0,0.0,4.46523767947510350504e+01,1.10649304426439233401e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-223',0,18,'20000',1.0,1,6,1,1634.0,1528.0,416.0,0.0,8.93047535895020701008e+01,1.83945658950959472655e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-223',0,18,'20000',1.0,1,1,0,1634.0,1528.0,832.0,0.0,1.78609507179004140193e+02,3305383680000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
