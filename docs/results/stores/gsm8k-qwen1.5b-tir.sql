@@ -1828,6 +1828,808 @@ INSERT INTO "chains" VALUES(18,1,0,'4d5b091c633fcb5f0af8b26ac9e6c7b7fde06645b016
 INSERT INTO "chains" VALUES(18,2,0,'1a6ff3f3d57ecda37328b08347b622ae6540d8a6b87f97370076f6df6e3fcc53',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,378,364,3.19760807325837959069e+00,135058688000.0,NULL);
 INSERT INTO "chains" VALUES(18,3,0,'d2e0daccce9ca5187a0a1d7bdde90901d9ffb17c3a7bfdb00228493335ec5f2e',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,347,333,2.57145567726001900155e+00,135058688000.0,NULL);
 INSERT INTO "chains" VALUES(18,4,0,'67e196691271eb1b354600276b974ecc59dfb9e58247d93729cc16cf5da0fb24',0,'The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','stop',25,401,387,2.5572671102581807645e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(19,0,0,'8168cfe83a7ad16809ed3bc42ea680585f6829d6e8c60bda0aee1eb5c0366bca',0,'To solve this problem, let''s break it down step-by-step:
+
+1. **Calculate the initial number of cows in the stalls:**
+   Each of the 10 stalls initially has 20 cows. So the total initial number of cows is \(10 \times 20\).
+
+2. **Add the new cows:**
+   Mr. Sylas buys 40 cows and divides them equally among the 10 stalls. So each stall gets \(40 \div 10 = 4\) new cows. The total number of new cows added is 40.
+
+3. **Calculate the new total number of cows:**
+   The new total number of cows is the initial total number of cows plus the total number of new cows added.
+
+4. **Calculate the number of cows in 8 of the stalls:**
+   The number of cows in each stall before the new cows were added is 20. After adding 4 new cows to each stall, the number of cows in each stall is \(20 + 4 = 24\). So the number of cows in 8 of the stalls is \(8 \times 24\).
+
+Now let''s implement this in Python to get the final answer.
+```python
+# Initial number of cows in each stall
+initial_cows_per_stall = 20
+# Number of stalls
+num_stalls = 10
+# Number of new cows bought
+new_cows = 40
+
+# Total initial number of cows
+total_initial_cows = initial_cows_per_stall * num_stalls
+
+# Number of new cows per stall after division
+new_cows_per_stall = new_cows // num_stalls
+
+# Total number of new cows added
+total_new_cows = new_cows
+
+# Total number of cows after adding new cows
+total_cows = total_initial_cows + total_new_cows
+
+# Number of cows in 8 of the stalls
+cows_in_8_stalls = 8 * (initial_cows_per_stall + new_cows_per_stall)
+print(cows_in_8_stalls)','stop',445,175,120,2.91254673287508651924e+01,1400345344000.0,NULL);
+INSERT INTO "chains" VALUES(19,0,1,'8168cfe83a7ad16809ed3bc42ea680585f6829d6e8c60bda0aee1eb5c0366bca',1,'To solve this problem, let''s break it down step-by-step:
+
+1. **Initial Number of Cows:**
+   - There are 10 stalls.
+   - Each stall has 20 cows.
+   - The total number of cows initially is \(10 \times 20 = 200\).
+
+2. **Adding New Cows:**
+   - Mr. Sylas buys 40 new cows.
+   - These 40 cows are divided equally among the 10 stalls.
+   - The number of cows in each stall after the division is \(\frac{40}{10} = 4\).
+
+3. **Final Number of Cows in Each Stall:**
+   - After adding the new cows, each stall has 4 cows.
+
+4. **Cows in 8 Stalls:**
+   - We need to find out how many cows are in 8 of the stalls.
+   - Since each of the 8 stalls has 4 cows, the total number of cows in 8 stalls is \(8 \times 4 = 32\).
+
+Now, let''s implement this in Python to verify our solution:
+
+```python
+# Initial number of stalls and cows per stall
+num_stalls = 10
+cows_per_stall_initial = 20
+total_cows_initial = num_stalls * cows_per_stall_initial
+
+# Number of new cows added
+new_cows = 40
+
+# Number of new cows per stall after division
+new_cows_per_stall = new_cows // num_stalls
+
+# Final number of cows in each stall
+cows_per_stall_final = new_cows_per_stall
+
+# Number of stalls to consider
+num_stalls_to_consider = 8
+
+# Total number of cows in 8 stalls
+total_cows_in_8_stalls = num_stalls_to_consider * cows_per_stall_final
+
+print(total_cows_in_8_stalls)','stop',413,175,120,2.91254673287508651924e+01,1400345344000.0,NULL);
+INSERT INTO "chains" VALUES(19,0,2,'8168cfe83a7ad16809ed3bc42ea680585f6829d6e8c60bda0aee1eb5c0366bca',2,'Let''s break down the problem step-by-step and then use Python to confirm our solution.
+
+1. **Initial number of cows:**
+   \[
+   \text{Initial cows} = 10 \text{ stalls} \times 20 \text{ cows/stall} = 200 \text{ cows}
+   \]
+
+2. **After Mr. Sylas buys 40 cows:**
+   \[
+   \text{Total cows after purchase} = 200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows}
+   \]
+
+3. **Dividing the new cows equally among the stalls:**
+   \[
+   \text{Cows per stall after division} = \frac{40 \text{ cows}}{10 \text{ stalls}} = 4 \text{ cows/stall}
+   \]
+
+4. **Number of cows in 8 of the stalls:**
+   \[
+   \text{Cows in 8 stalls} = 8 \text{ stalls} \times 4 \text{ cows/stall} = 32 \text{ cows}
+   \]
+
+Now, let''s confirm this with Python code.
+```python
+# Initial number of cows
+initial_cows = 10 * 20
+
+# Cows bought by Mr. Sylas
+new_cows = 40
+
+# Total cows after purchase
+total_cows_after_purchase = initial_cows + new_cows
+
+# Cows per stall after division
+cows_per_stall = new_cows // 10
+
+# Number of cows in 8 of the stalls
+cows_in_8_stalls = 8 * cows_per_stall
+
+print(cows_in_8_stalls)','stop',380,175,120,2.91254673287508651924e+01,1400345344000.0,NULL);
+INSERT INTO "chains" VALUES(19,0,3,'8168cfe83a7ad16809ed3bc42ea680585f6829d6e8c60bda0aee1eb5c0366bca',3,'To determine how many cows are in 8 of the stalls after Mr. Sylas buys 40 cows and divides them equally among the ten stalls, we can follow these steps:
+
+1. **Calculate the initial total number of cows:**
+   Each of the ten stalls initially has 20 cows.
+   \[
+   10 \times 20 = 200 \text{ cows}
+   \]
+
+2. **Add the new cows to the initial total:**
+   Mr. Sylas buys 40 cows.
+   \[
+   200 + 40 = 240 \text{ cows}
+   \]
+
+3. **Divide the new total of cows equally among the ten stalls:**
+   Each stall will have \(\frac{240}{10}\) cows.
+   \[
+   \frac{240}{10} = 24 \text{ cows per stall}
+   \]
+
+4. **Calculate the total number of cows in 8 of the stalls:**
+   Since each stall has 24 cows, the total number of cows in 8 stalls is:
+   \[
+   8 \times 24 = 192 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{192}\).','stop',287,175,120,2.91254673287508651924e+01,1400345344000.0,NULL);
+INSERT INTO "chains" VALUES(19,1,0,'b91dff7d745c12b6a3b4a23adc7b7148c491e39006f65b03aa806350947493db',0,'The number of cows in 8 of the stalls is \(\boxed{192}\).','stop',21,629,619,2.0606379296836774273e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(19,2,0,'90e83c077e411c03136cca3109ff3af16ed6d4a2916911bcb8900d8fcd15e330',0,'The total number of cows in 8 of the stalls is \(\boxed{32}\).','stop',21,596,587,2.00877252967936037464e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(19,3,0,'9a69982d1523d6558f8f5fe80853d98fc013fe1d95cf23ed8d998e4099027510',0,'The number of cows in 8 of the stalls is \(\boxed{32}\).','stop',20,563,554,1.95561584692720025202e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(20,0,0,'b37228e6bff201879e253f02024aafbc4594ce3019b67c24f2e64cabfff3c09d',0,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Calculate Ann''s brother''s current age.
+2. Add 3 years to Ann''s brother''s current age to find out how old he will be in 3 years.
+
+First, we know that Ann is currently 9 years old. Her brother is twice her age, so we can calculate his current age as follows:
+\[ \text{Brother''s current age} = 2 \times 9 = 18 \]
+
+Next, we need to find out how old Ann''s brother will be in 3 years. We do this by adding 3 years to his current age:
+\[ \text{Brother''s age in 3 years} = 18 + 3 = 21 \]
+
+Therefore, Ann''s brother will be \boxed{21} years old in 3 years.','stop',189,151,120,1.27279772558558210702e+01,730383168000.0,NULL);
+INSERT INTO "chains" VALUES(20,0,1,'b37228e6bff201879e253f02024aafbc4594ce3019b67c24f2e64cabfff3c09d',1,'To solve this problem, we need to follow these steps:
+
+1. Determine the current age of Ann''s brother.
+2. Calculate the age of Ann''s brother in 3 years.
+
+Let''s break it down and write the Python code to solve it.
+
+1. Ann is currently 9 years old. Her brother is twice her age, so his current age is \(2 \times 9 = 18\) years.
+2. In 3 years, Ann''s brother will be \(18 + 3 = 21\) years old.
+
+Let''s implement this in Python to confirm our solution.
+
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+
+# Print the result
+print(age_brother_in_3_years)','stop',202,151,120,1.27279772558558210702e+01,730383168000.0,NULL);
+INSERT INTO "chains" VALUES(20,0,2,'b37228e6bff201879e253f02024aafbc4594ce3019b67c24f2e64cabfff3c09d',2,'To solve this problem, let''s break it down step-by-step:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate his age in 3 years.
+
+First, we know that Ann is currently 9 years old. Since her brother is twice her age, his current age is \(2 \times 9 = 18\) years old.
+
+Next, to find out how old his brother will be in 3 years, we add 3 to his current age: \(18 + 3 = 21\).
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother (twice Ann''s age)
+age_brother_current = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother_current + 3
+
+print(age_brother_in_3_years)','stop',203,151,120,1.27279772558558210702e+01,730383168000.0,NULL);
+INSERT INTO "chains" VALUES(20,0,3,'b37228e6bff201879e253f02024aafbc4594ce3019b67c24f2e64cabfff3c09d',3,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Identify Ann''s current age.
+2. Calculate her brother''s current age.
+3. Determine the brother''s age in 3 years by adding 3 to his current age.
+
+Step 1: Identify Ann''s current age.
+Ann is currently 9 years old.
+
+Step 2: Calculate her brother''s current age.
+Her brother is twice Ann''s age. Therefore, we multiply Ann''s age by 2:
+\[ 9 \times 2 = 18 \]
+So, her brother is currently 18 years old.
+
+Step 3: Determine the brother''s age in 3 years.
+To find out how old her brother will be in 3 years, we add 3 to his current age:
+\[ 18 + 3 = 21 \]
+So, her brother will be \boxed{21} years old in 3 years.','stop',201,151,120,1.27279772558558210702e+01,730383168000.0,NULL);
+INSERT INTO "chains" VALUES(20,1,0,'bb0da0c1be0f7c046fe9e6f80dd8a7aeb9a8d41084720b5711e7cfab40e1994b',0,'The age of Ann''s brother in 3 years will be \(\boxed{21}\).','stop',21,361,352,2.30420910817095636602e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(20,2,0,'9ee0c82b2feda4bf0ad83042ff19bef7d2965ae73c5d57a14072e7fa9bc1a15d',0,'The final answer is \(\boxed{21}\).','stop',13,362,353,1.55668369067037337671e+00,74637696000.0,NULL);
+INSERT INTO "chains" VALUES(21,0,0,'995d795b1c4e98a263564b6302ac76448ce54b05f4e55b54bd01d1aee8a1e8d0',0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the total fees from the selling price.
+4. Add the remaining loan amount to the net proceeds after fees.
+
+Let''s start with the transfer fees. The transfer fees are 3% of the selling price of $400,000.
+```python
+# Selling price of the house
+selling_price = 400000
+
+# Transfer fees (3% of selling price)
+transfer_fees = 0.03 * selling_price
+print(transfer_fees)','stop',140,207,120,2.303668915822573382e+01,1113345632000.0,NULL);
+INSERT INTO "chains" VALUES(21,0,1,'995d795b1c4e98a263564b6302ac76448ce54b05f4e55b54bd01d1aee8a1e8d0',1,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the remaining loan amount after paying the transfer fees and brokerage fee.
+4. Add the remaining loan amount to the amount paid for the remaining loan to get the net proceeds.
+
+Let''s break this down and write the Python code to solve it.
+
+1. Calculate the transfer fees: \( \text{transfer\_fees} = 0.03 \times 400000 \)
+2. Calculate the brokerage fee: \( \text{brokerage\_fee} = 0.05 \times 400000 \)
+3. Determine the remaining loan amount: \( \text{remaining\_loan\_amount} = 400000 - (\text{transfer\_fees} + \text{brokerage\_fee}) \)
+4. Add the remaining loan amount to the amount paid for the remaining loan: \( \text{net\_proceeds} = 400000 + \text{remaining\_loan\_amount} \)
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate transfer fees
+selling_price = 400000
+transfer_fees = 0.03 * selling_price
+
+# Step 2: Calculate brokerage fee
+brokerage_fee = 0.05 * selling_price
+
+# Step 3: Determine the remaining loan amount
+remaining_loan_amount = selling_price - (transfer_fees + brokerage_fee)
+
+# Step 4: Calculate net proceeds
+net_proceeds = selling_price + remaining_loan_amount
+
+print(net_proceeds)','stop',363,207,120,2.303668915822573382e+01,1113345632000.0,NULL);
+INSERT INTO "chains" VALUES(21,0,2,'995d795b1c4e98a263564b6302ac76448ce54b05f4e55b54bd01d1aee8a1e8d0',2,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the total fees paid.
+4. Subtract the total fees from the selling price to get the net proceeds.
+
+Let''s start with the transfer fees:
+The transfer fees are 3% of the selling price. The selling price is $400,000.
+\[ \text{Transfer fees} = 0.03 \times 400,000 = 12,000 \]
+
+Next, let''s calculate the brokerage fee:
+The brokerage fee is 5% of the selling price. The selling price is $400,000.
+\[ \text{Brokerage fees} = 0.05 \times 400,000 = 20,000 \]
+
+Now, we add the transfer fees and the brokerage fees to find the total fees paid:
+\[ \text{Total fees} = 12,000 + 20,000 = 32,000 \]
+
+Finally, we subtract the total fees from the selling price to get the net proceeds:
+\[ \text{Net proceeds} = 400,000 - 32,000 = 368,000 \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{368000}.','stop',319,207,120,2.303668915822573382e+01,1113345632000.0,NULL);
+INSERT INTO "chains" VALUES(21,0,3,'995d795b1c4e98a263564b6302ac76448ce54b05f4e55b54bd01d1aee8a1e8d0',3,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the net proceeds by subtracting the total fees and the loan amount from the selling price.
+
+Let''s go through these steps one by one.
+
+1. **Calculate the transfer fees:**
+   The transfer fees are 3% of the selling price. The selling price is $400,000.
+   \[
+   \text{Transfer fees} = 0.03 \times 400,000 = 12,000
+   \]
+
+2. **Calculate the brokerage fee:**
+   The brokerage fee is 5% of the selling price. The selling price is $400,000.
+   \[
+   \text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+   \]
+
+3. **Determine the net proceeds:**
+   The net proceeds are the selling price minus the total fees and the loan amount. The loan amount is $250,000.
+   \[
+   \text{Net proceeds} = 400,000 - (12,000 + 20,000 + 250,000) = 400,000 - 392,000 = 8,000
+   \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{8000}.','stop',348,207,120,2.303668915822573382e+01,1113345632000.0,NULL);
+INSERT INTO "chains" VALUES(21,1,0,'c39af882f2df988bab27e04dbdcf4e95f9a5403695f8b00a9b07f7538c179a4d',0,'The transfer fees are $12,000. Next, we calculate the brokerage fee, which is 5% of the selling price.
+```python
+# Brokerage fee (5% of selling price)
+brokerage_fee = 0.05 * selling_price
+print(brokerage_fee)','stop',65,360,346,7.08342956029882753199e+00,277225728000.0,NULL);
+INSERT INTO "chains" VALUES(21,2,0,'f81c238339709b0c4795bd4ca08d1ebbc89dd331e21c534b028e9715a0d6bcb6',0,'Mr. Tan''s net proceeds from selling the house are \(\boxed{768000}\).','stop',24,584,569,2.66400210333886233726e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(21,3,0,'dde75ca7605c7c0809092c85ba936d41908ee460a9eaa00f67bba01903cd66fb',0,'The brokerage fee is $20,000. Now, we subtract the total fees from the selling price to find the net proceeds before adding the remaining loan amount.
+```python
+# Net proceeds before adding the remaining loan amount
+net Proceeds_before_loans = selling_price - (transfer_fees + brokerage_fee)
+print(net Proceeds_before_loans)','stop',76,438,424,5.42235952779010421664e+00,316321664000.0,NULL);
+INSERT INTO "chains" VALUES(21,4,0,'6bd30128c9b5e62cdc26ab174e850b6d32e489b0f476a6c3a050eadac494347e',0,'It seems there was an issue with the code. I''ll correct it and run it again. Let''s calculate the net proceeds step by step.
+```python
+# Selling price of the house
+selling_price = 400000
+
+# Transfer fees (3% of selling price)
+transfer_fees = 0.03 * selling_price
+
+# Brokerage fee (5% of selling price)
+brokerage_fee = 0.05 * selling_price
+
+# Net proceeds before adding the remaining loan amount
+net Proceeds_before_loans = selling_price - (transfer_fees + brokerage_fee)
+
+# Remaining loan amount
+remaining_loan = 250000
+
+# Net proceeds after adding the remaining loan amount
+final_net_proceeds = net Proceeds_before_loans + remaining_loan
+print(final_net_proceeds)','stop',176,525,513,1.24568641532379853487e+01,664630912000.0,NULL);
+INSERT INTO "chains" VALUES(21,5,0,'488674edccd8d141a59e38d42c8d6c0b6dafbeac43d896c462025b47bb70bcb3',0,'The final net proceeds from selling the house is \(\boxed{262000}\).','stop',22,712,700,2.4181844157452969668e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(22,0,0,'01361a9a62d67741c5227263e5c2b346125444ab0218578e4185bf1e3202819d',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+Let''s break it down:
+
+1. Kelly has 5 quarters. Since each quarter is worth 25 cents, the total value of the quarters is \(5 \times 25\) cents.
+2. Kelly has 2 dimes. Since each dime is worth 10 cents, the total value of the dimes is \(2 \times 10\) cents.
+3. The total amount of money Kelly has is the sum of the value of the quarters and the value of the dimes.
+4. The cost of the can of pop is 55 cents.
+5. The amount of money Kelly will have left after buying the can of pop is the total amount of money she has minus the cost of the can of pop.
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the total value of the quarters and the dimes
+quarters = 5
+value_of_quarters = quarters * 25  # each quarter is worth 25 cents
+
+dimes = 2
+value_of_dimes = dimes * 10  # each dime is worth 10 cents
+
+# Step 2: Calculate the total amount of money Kelly has
+total_money = value_of_quarters + value_of_dimes
+
+# Step 3: Calculate the amount of money Kelly will have left after buying the can of pop
+cost_of_pop = 55  # cost of the can of pop in cents
+money_left = total_money - cost_of_pop
+
+# Step 4: Print the result
+print(money_left)','stop',375,157,120,2.08192589056459773652e+01,1103571648000.0,NULL);
+INSERT INTO "chains" VALUES(22,0,1,'01361a9a62d67741c5227263e5c2b346125444ab0218578e4185bf1e3202819d',1,'To determine how many cents Kelly will have left after buying the can of pop, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+First, let''s convert the value of Kelly''s quarters and dimes into cents. Since 1 quarter is worth 25 cents and 1 dime is worth 10 cents, we can calculate the total value of the quarters and dimes as follows:
+
+\[
+5 \text{ quarters} \times 25 \text{ cents/quarter} = 125 \text{ cents}
+\]
+\[
+2 \text{ dimes} \times 10 \text{ cents/dime} = 20 \text{ cents}
+\]
+
+Next, we add these amounts together to find the total amount of money Kelly has in cents:
+
+\[
+125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents}
+\]
+
+Now, we need to subtract the cost of the can of pop, which is 55 cents, from the total amount of money Kelly has:
+
+\[
+145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents}
+\]
+
+Therefore, the number of cents Kelly will have left is \(\boxed{90}\).','stop',302,157,120,2.08192589056459773652e+01,1103571648000.0,NULL);
+INSERT INTO "chains" VALUES(22,0,2,'01361a9a62d67741c5227263e5c2b346125444ab0218578e4185bf1e3202819d',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters.
+2. Calculate the total value of Kelly''s dimes.
+3. Add the values from steps 1 and 2 to get the total value of her quarters and dimes combined.
+4. Subtract the cost of the can of pop from the total value to get the remaining amount of money.
+
+Let''s break this down in Python code.
+```python
+# Step 1: Calculate the total value of Kelly''s quarters
+quarters = 5
+value_per_quarter = 25  # in cents
+total_quarters_value = quarters * value_per_quarter
+
+# Step 2: Calculate the total value of Kelly''s dimes
+dimes = 2
+value_per_dime = 10  # in cents
+total_dimes_value = dimes * value_per_dime
+
+# Step 3: Calculate the total value of her quarters and dimes combined
+total_value = total_quarters_value + total_dimes_value
+
+# Step 4: Subtract the cost of the can of pop from the total value to get the remaining amount of money
+cost_of_pop = 55  # in cents
+remaining_money = total_value - cost_of_pop
+
+print(remaining_money)','stop',269,157,120,2.08192589056459773652e+01,1103571648000.0,NULL);
+INSERT INTO "chains" VALUES(22,0,3,'01361a9a62d67741c5227263e5c2b346125444ab0218578e4185bf1e3202819d',3,'To solve this problem, we can break it down into the following steps:
+
+1. Calculate the total amount of money Kelly has initially in cents.
+2. Subtract the cost of the can of pop from her initial amount to get the remaining amount.
+
+Let''s go through these steps in detail.
+
+1. Kelly has 5 quarters. Since each quarter is worth 25 cents, the total value of the quarters is \(5 \times 25\) cents.
+2. Kelly has 2 dimes. Since each dime is worth 10 cents, the total value of the dimes is \(2 \times 10\) cents.
+3. Adding the value of the quarters and dimes gives the initial amount of money Kelly has in cents.
+4. Subtracting 55 cents from the initial amount gives the remaining amount of money Kelly has.
+
+We can write a Python program to perform these calculations.
+
+```python
+# Initial amount of money in cents
+quarters = 5 * 25
+dimes = 2 * 10
+initial_amount = quarters + dimes
+
+# Cost of the can of pop in cents
+cost_of_pop = 55
+
+# Remaining amount of money
+remaining_amount = initial_amount - cost_of_pop
+
+print(remaining_amount)','stop',263,157,120,2.08192589056459773652e+01,1103571648000.0,NULL);
+INSERT INTO "chains" VALUES(22,1,0,'3fe8e43afafecaf590c520eea3ae9584b8cea62a3555c5d15320df5feef277c8',0,'After performing the calculations, we find that Kelly will have \(\boxed{90}\) cents left after buying the can of pop.','stop',29,540,531,2.68945385373323553324e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(22,2,0,'6f8f73666fef4f02d0b92b227495bb32d0e99fb22b6d9fdd5bfec73d745b20d4',0,'Kelly will have \(\boxed{90}\) cents left after buying the can of pop.','stop',21,434,425,2.04484570573792234782e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(22,3,0,'df02bacedc1ae3bd7756be05e2c0ea6cbe96897d770bb40ac4faa5f35d041884',0,'The final answer is \(\boxed{90}\).','stop',13,428,419,1.32546604173694504424e+00,74637696000.0,NULL);
+INSERT INTO "chains" VALUES(23,0,0,'13ada859aa63a293d1c52a8dd9ba67545e5fd818db1b43a74caa11d2a2e375d3',0,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars are given to the adults.
+3. Subtract the chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s start with the first step:
+1. The total number of chocolate bars is calculated by multiplying the number of packets by the number of chocolate bars per packet:
+   \[
+   8 \text{ packets} \times 5 \text{ bars per packet} = 40 \text{ bars}
+   \]
+
+2. The number of chocolate bars given to the adults is 6 for each adult, and there are 4 adults, so:
+   \[
+   4 \text{ adults} \times 6 \text{ bars per adult} = 24 \text{ bars}
+   \]
+
+3. The number of chocolate bars left for the children is the total number of chocolate bars minus the number of chocolate bars given to the adults:
+   \[
+   40 \text{ bars} - 24 \text{ bars} = 16 \text{ bars}
+   \]
+
+4. The number of chocolate bars each child will get is the total number of chocolate bars left divided by the number of children, which is 8 children:
+   \[
+   \frac{16 \text{ bars}}{8 \text{ children}} = 2 \text{ bars per child}
+   \]
+
+Therefore, each child will get \boxed{2} chocolate bars.','stop',351,176,120,2.18860378464705718215e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(23,0,1,'13ada859aa63a293d1c52a8dd9ba67545e5fd818db1b43a74caa11d2a2e375d3',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars are given to the adults.
+3. Subtract the number of chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Total chocolate bars = 8 packets * 5 bars per packet = 40 bars.
+2. Chocolate bars given to the adults = 4 adults * 6 bars per adult = 24 bars.
+3. Chocolate bars left for the children = 40 bars - 24 bars = 16 bars.
+4. Number of children = 8 children.
+5. Chocolate bars each child gets = 16 bars / 8 children = 2 bars per child.
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the given values
+total_packets = 8
+bars_per_packet = 5
+number_of_adults = 4
+bars_per_adult = 6
+number_of_children = 8
+
+# Calculate the total number of chocolate bars
+total_bars = total_packets * bars_per_packet
+
+# Calculate the number of chocolate bars given to the adults
+bars_given_to_adults = number_of_adults * bars_per_adult
+
+# Calculate the number of chocolate bars left for the children
+bars_left_for_children = total_bars - bars_given_to_adults
+
+# Calculate the number of chocolate bars each child gets
+bars_per_child = bars_left_for_children // number_of_children
+
+print(bars_per_child)','stop',360,176,120,2.18860378464705718215e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(23,0,2,'13ada859aa63a293d1c52a8dd9ba67545e5fd818db1b43a74caa11d2a2e375d3',2,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult gets.
+3. Subtract the number of chocolate bars given to adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s start with the first step:
+
+1. The total number of chocolate bars is \(8\) packets \(\times\) \(5\) chocolate bars per packet = \(40\) chocolate bars.
+
+Next, we know that each adult gets \(6\) chocolate bars. Since there are \(4\) adults, the total number of chocolate bars given to adults is \(4\) adults \(\times\) \(6\) chocolate bars per adult = \(24\) chocolate bars.
+
+Now, we subtract the number of chocolate bars given to adults from the total to find out how many chocolate bars are left for the children:
+\[40 \text{ chocolate bars} - 24 \text{ chocolate bars} = 16 \text{ chocolate bars}\]
+
+Finally, we divide the remaining chocolate bars equally among the children. Since there are \(8\) children, each child will get:
+\[16 \text{ chocolate bars} \div 8 \text{ children} = 2 \text{ chocolate bars per child}\]
+
+So, each child will get \(\boxed{2}\) chocolate bars.','stop',306,176,120,2.18860378464705718215e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(23,0,3,'13ada859aa63a293d1c52a8dd9ba67545e5fd818db1b43a74caa11d2a2e375d3',3,'To determine how many chocolate bars each child will get, we can break the problem down into a few clear steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars the adults receive.
+3. Subtract the chocolate bars the adults receive from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s do this step-by-step in Python.
+```python
+# Given data
+total_packets = 8
+chocolate_bars_per_packet = 5
+num_adults = 4
+chocolate_bars_per_adult = 6
+num_children = 8
+
+# Calculate the total number of chocolate bars
+total_chocolate_bars = total_packets * chocolate_bars_per_packet
+
+# Calculate the number of chocolate bars the adults receive
+adult_chocolate_bars = num_adults * chocolate_bars_per_adult
+
+# Calculate the number of chocolate bars left for the children
+remaining_chocolate_bars = total_chocolate_bars - adult_chocolate_bars
+
+# Calculate the number of chocolate bars each child will get
+chocolate_bars_per_child = remaining_chocolate_bars // num_children
+
+print(chocolate_bars_per_child)','stop',261,176,120,2.18860378464705718215e+01,1181763520000.0,NULL);
+INSERT INTO "chains" VALUES(23,1,0,'89180eb9b43a470aac75810558edf40fc76cdb23f9502003176f3b2e60069ce0',0,'The final answer is \(\boxed{2}\). Each child will get 2 chocolate bars.','stop',21,543,535,1.912715795405772079e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(23,2,0,'d517a3370813d9d5e6125a4ba02f6dfb6bf177b1870aceba0a24e52da7d370ea',0,'Each child will get \(\boxed{2}\) chocolate bars.','stop',15,444,436,1.4585984229949344737e+00,78191872000.0,NULL);
+INSERT INTO "chains" VALUES(24,0,0,'9909a18e17d0261307229d899f55b64d5f3d65f304d39a493d3388d5178d7978',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined.
+2. Multiply this total by 2 to get the amount of time he wants to exercise on Tuesday.
+
+Let''s break it down and write the Python code to solve it.
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined:
+\[ \text{Total time on Monday and Sunday} = 16 \text{ minutes} + 23 \text{ minutes} \]
+
+2. Multiply this total by 2 to get the amount of time he wants to exercise on Tuesday:
+\[ \text{Time on Tuesday} = 2 \times (\text{Total time on Monday and Sunday}) \]
+
+Let''s write the Python code to calculate this.
+```python
+# Time exercised on Monday and Sunday
+time_monday = 16
+time_sunday = 23
+
+# Total time on Monday and Sunday combined
+total_time_monday_sunday = time_monday + time_sunday
+
+# Time to be exercised on Tuesday
+time_tuesday = 2 * total_time_monday_sunday
+print(time_tuesday)','stop',246,181,120,1.59923161538657847562e+01,860110592000.0,NULL);
+INSERT INTO "chains" VALUES(24,0,1,'9909a18e17d0261307229d899f55b64d5f3d65f304d39a493d3388d5178d7978',1,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the time Peter wants to exercise on Tuesday by multiplying the combined time from step 1 by 2.
+3. Print the final answer.
+
+Let''s implement this in Python using sympy for any necessary symbolic calculations, although in this case, basic arithmetic will suffice.
+
+```python
+# Define the time Peter exercised on Monday and Sunday
+time_monday = 16
+time_sunday = 23
+
+# Calculate the total time exercised on Monday and Sunday combined
+total_time_monday_sunday = time_monday + time_sunday
+
+# Determine the time Peter wants to exercise on Tuesday
+time_tuesday = 2 * total_time_monday_sunday
+
+# Print the final answer
+print(time_tuesday)','stop',179,181,120,1.59923161538657847562e+01,860110592000.0,NULL);
+INSERT INTO "chains" VALUES(24,0,2,'9909a18e17d0261307229d899f55b64d5f3d65f304d39a493d3388d5178d7978',2,'To determine how many minutes Peter has to exercise on Tuesday, we need to follow these steps:
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined.
+2. Multiply this total by 2 to find out how much time he wants to exercise on Tuesday.
+
+Let''s break it down and implement it in Python using sympy:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total time Peter exercised on Monday and Sunday combined
+time_monday = 16  # in minutes
+time_sunday = 23  # in minutes
+total_time_monday_sunday = time_monday + time_sunday
+
+# Step 2: Multiply by 2 to find out how much time he wants to exercise on Tuesday
+time_tuesday = 2 * total_time_monday_sunday
+
+# Print the result
+print(time_tuesday)','stop',183,181,120,1.59923161538657847562e+01,860110592000.0,NULL);
+INSERT INTO "chains" VALUES(24,0,3,'9909a18e17d0261307229d899f55b64d5f3d65f304d39a493d3388d5178d7978',3,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the amount of time he wants to exercise on Tuesday by multiplying the total time from step 1 by 2.
+3. Print the result.
+
+Here''s the step-by-step solution in Python:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined:
+   \[
+   \text{Total time on Monday and Sunday} = 16 \text{ minutes} + 23 \text{ minutes} = 39 \text{ minutes}
+   \]
+
+2. Calculate the amount of time he wants to exercise on Tuesday:
+   \[
+   \text{Total time on Tuesday} = 2 \times 39 \text{ minutes} = 78 \text{ minutes}
+   \]
+
+3. Print the result.
+
+Let''s write the Python code to confirm this.
+```python
+# Define the time Peter exercised on Monday and Sunday
+time_monday = 16
+time_sunday = 23
+
+# Calculate the total time Peter exercised on Monday and Sunday combined
+total_time_monday_sunday = time_monday + time_sunday
+
+# Calculate the amount of time he wants to exercise on Tuesday
+total_time_tuesday = 2 * total_time_monday_sunday
+
+# Print the result
+print(total_time_tuesday)','stop',303,181,120,1.59923161538657847562e+01,860110592000.0,NULL);
+INSERT INTO "chains" VALUES(24,1,0,'baffa6c850303497d0e3c88aee59a3de7b12cb3de5913e3cb88f061a404245ed',0,'The amount of time Peter has to exercise on Tuesday to reach his goal is \(\boxed{78}\) minutes.','stop',26,435,426,2.16251566901579872492e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(24,2,0,'86c48519642147752bf1987a02a69276db25adc3557171198fbc481f794af9e9',0,'The total time Peter wants to exercise on Tuesday is \(\boxed{78}\) minutes.','stop',21,368,359,1.81539466600467358503e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(24,3,0,'c6ba06844b9d60b59704535a686ed3b5c8579c1043b760c59f3fa37b4afd4939',0,'The final answer is \(\boxed{78}\). Peter has to exercise for 78 minutes on Tuesday to reach his goal.','stop',29,372,363,2.46993965491977451875e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(24,4,0,'60501848b267c67208cf8fe142c6db1f092a8f7d93b2545ddaec97c86dfd7700',0,'The total amount of time Peter has to exercise on Tuesday to reach his goal is \(\boxed{78}\) minutes.','stop',27,492,483,2.28605674527231395032e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(25,0,0,'bf090cd47d91690e13a4342d6bdfbd6fc8cff4c84febc448126185c712499fd2',0,'To solve this problem, we can break it down step by step and use Python to ensure accuracy. Let''s go through the steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning sale.
+3. Calculate the number of loaves sold in the afternoon and evening.
+
+Let''s start by calculating these steps:
+
+1. The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning. So, the number of loaves sold in the morning is \( \frac{2}{3} \times 60 \).
+2. The number of loaves left after the morning sale is \( 60 - \frac{2}{3} \times 60 \).
+3. Half of the remaining loaves is sold equally in the afternoon and evening. So, the number of loaves sold in the afternoon is \( \frac{1}{2} \times \left( 60 - \frac{2}{3} \times 60 \right) \).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step-by-step calculation
+
+# Total loaves produced in a day
+total_loaves = 60
+
+# Loaves sold in the morning
+morning_sales = (2/3) * total_loaves
+
+# Loaves left after the morning sale
+loaves_left_after_morning = total_loaves - morning_sales
+
+# Loaves sold in the afternoon and evening
+afternoon_sales = (1/2) * loaves_left_after_morning
+
+# Final answer
+print(afternoon_sales)','stop',347,176,121,1.92901172564334117964e+01,1035153760000.0,NULL);
+INSERT INTO "chains" VALUES(25,0,1,'bf090cd47d91690e13a4342d6bdfbd6fc8cff4c84febc448126185c712499fd2',1,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate how many loaves of bread are sold in the morning.
+2. Subtract the morning sales from the total daily production to find out how many loaves are left.
+3. Divide the remaining loaves by 2 to find out how many loaves are sold in the afternoon.
+
+Let''s do this step by step using Python code.
+```python
+# Total daily production of loaves of bread
+total_production = 60
+
+# Step 1: Calculate morning sales
+morning_sales = (2/3) * total_production
+
+# Step 2: Calculate remaining loaves after morning sales
+remaining_loaves = total_production - morning_sales
+
+# Step 3: Calculate afternoon sales
+afternoon_sales = remaining_loaves / 2
+
+print(afternoon_sales)','stop',182,176,121,1.92901172564334117964e+01,1035153760000.0,NULL);
+INSERT INTO "chains" VALUES(25,0,2,'bf090cd47d91690e13a4342d6bdfbd6fc8cff4c84febc448126185c712499fd2',2,'To determine how many loaves of bread are sold in the afternoon, we can break down the problem step by step:
+
+1. **Calculate the number of loaves sold in the morning:**
+   - The bakery produces 60 loaves of bread each day.
+   - Two-thirds of the loaves are sold in the morning.
+   - Therefore, the number of loaves sold in the morning is:
+     \[
+     \frac{2}{3} \times 60 = 40
+     \]
+
+2. **Calculate the number of loaves left after the morning sales:**
+   - Subtract the number of loaves sold in the morning from the total number of loaves produced:
+     \[
+     60 - 40 = 20
+     \]
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   - Half of the remaining loaves is sold equally in the afternoon and evening.
+   - Therefore, the number of loaves sold in the afternoon is:
+     \[
+     \frac{1}{2} \times 20 = 10
+     \]
+
+Thus, the number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',257,176,121,1.92901172564334117964e+01,1035153760000.0,NULL);
+INSERT INTO "chains" VALUES(25,0,3,'bf090cd47d91690e13a4342d6bdfbd6fc8cff4c84febc448126185c712499fd2',3,'To solve this problem, we need to follow these steps:
+
+1. Determine how many loaves of bread are sold in the morning.
+2. Calculate the number of loaves remaining after the morning sales.
+3. Determine how many loaves are sold equally in the afternoon and evening.
+4. Calculate the number of loaves sold in the afternoon.
+
+Let''s break this down and implement it in Python.
+
+1. Calculate the number of loaves sold in the morning:
+\[ \text{morning\_sales} = \frac{2}{3} \times 60 \]
+
+2. Calculate the number of loaves remaining after the morning sales:
+\[ \text{remaining\_loaves} = 60 - \text{morning\_sales} \]
+
+3. Calculate the number of loaves sold equally in the afternoon and evening:
+\[ \text{afternoon\_sales} = \frac{1}{2} \times \text{remaining\_loaves} \]
+
+Let''s implement this in Python to find the number of loaves sold in the afternoon.
+```python
+# Given data
+total_loaves = 60
+
+# Step 1: Calculate morning sales
+morning_sales = (2/3) * total_loaves
+
+# Step 2: Calculate remaining loaves after morning sales
+remaining_loaves = total_loaves - morning_sales
+
+# Step 3: Calculate afternoon sales (half of remaining loaves)
+afternoon_sales = (1/2) * remaining_loaves
+
+# The number of loaves sold in the afternoon
+print(afternoon_sales)','stop',328,176,121,1.92901172564334117964e+01,1035153760000.0,NULL);
+INSERT INTO "chains" VALUES(25,1,0,'b29c0babfc37df2a7934ee9cdfda8c325dfe2bddf107a8c47e186a541f151d84',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,533,522,1.93931485985688434325e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(25,2,0,'614dd14bcc4fb9d28050d0a5ddaf32f8875219686868996dcebb0de215222ac7',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,368,357,1.89546355085206252866e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(25,3,0,'4552a92b639d32740b28f6b88b6851b117eb401f9240847020e4b69b8612194e',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,514,503,1.90960244586624705576e+00,110179456000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -1857,6 +2659,13 @@ INSERT INTO "jobs" VALUES(15,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(16,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-202',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','100','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 893914469, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 1076, "calls": 1, "seconds": 84.42604320604875, "flops": 4002002176000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1312988558, 1313004396], "usage": {"prompt_tokens": 961, "cached_prompt_tokens": 941, "completion_tokens": 51, "calls": 2, "seconds": 6.107869490006124, "flops": 245238144000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"100": 4}, "tie_broken_by_rng": false, "winner": "100"}]',1135,1061,1127,5,0,0,4247240320000.0,0.0,1.24843895544996485113e+02,9.05712719940580086603e+01,1.79631136039346790307e+09);
 INSERT INTO "jobs" VALUES(17,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-206',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','860','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1610843071, "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 121, "completion_tokens": 1206, "calls": 1, "seconds": 87.51686466574418, "flops": 4563561984000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0146, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0149, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1092666436, 1092690193], "usage": {"prompt_tokens": 1044, "cached_prompt_tokens": 1024, "completion_tokens": 40, "calls": 2, "seconds": 4.329538069987514, "flops": 206142208000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"245": 1, "860": 3}, "tie_broken_by_rng": false, "winner": "860"}]',1247,1145,1246,5,0,0,4769704192000.0,0.0,1.41116734702998655845e+02,9.18758978567406501235e+01,1.79631149540617060661e+09);
 INSERT INTO "jobs" VALUES(18,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-223',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','20000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 558005057, "usage": {"prompt_tokens": 170, "cached_prompt_tokens": 120, "completion_tokens": 732, "calls": 1, "seconds": 55.23507402113462, "flops": 2765148928000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0256, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0268, "call_seconds": 0.0284, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0201, "call_seconds": 0.0247, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0232, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [285316143, 285324062, 285331981, 285339900], "usage": {"prompt_tokens": 1464, "cached_prompt_tokens": 1408, "completion_tokens": 100, "calls": 4, "seconds": 11.714791895043163, "flops": 540234752000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"20000": 4}, "tie_broken_by_rng": false, "winner": "20000"}]',1634,1528,832,9,0,0,3305383680000.0,0.0,1.78609507179004140193e+02,67.0517965331979,1.79631153901020264619e+09);
+INSERT INTO "jobs" VALUES(19,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-255',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','32','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 253487709, "usage": {"prompt_tokens": 175, "cached_prompt_tokens": 120, "completion_tokens": 1525, "calls": 1, "seconds": 116.50186931500346, "flops": 5601381376000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0182, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.014, "call_seconds": 0.016, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.016, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2], "seeds": [1647359640, 1647367559, 1647375478], "usage": {"prompt_tokens": 1788, "cached_prompt_tokens": 1760, "completion_tokens": 62, "calls": 3, "seconds": 6.025026306290238, "flops": 309213312000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0]}, {"event": "vote", "counts": {"192": 2, "32": 2}, "tie_broken_by_rng": true, "winner": "32"}]',1963,1880,1587,7,0,0,5910594688000.0,0.0,2.42857880018011201166e+02,1.22577088453294607011e+02,1.79631173827006959914e+09);
+INSERT INTO "jobs" VALUES(20,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-285',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','21','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2125514213, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 795, "calls": 1, "seconds": 50.911909023423284, "flops": 2921532672000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0227, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0145, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [1405396820, 1405404739], "usage": {"prompt_tokens": 723, "cached_prompt_tokens": 705, "completion_tokens": 34, "calls": 2, "seconds": 3.8608927988413297, "flops": 177708800000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"21": 4}, "tie_broken_by_rng": false, "winner": "21"}]',874,825,829,5,0,0,3099241472000.0,0.0,7.61058363719930639499e+01,5.48099755232491858691e+01,1.79631181438547086713e+09);
+INSERT INTO "jobs" VALUES(21,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-266',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','262000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 713092819, "usage": {"prompt_tokens": 207, "cached_prompt_tokens": 120, "completion_tokens": 1170, "calls": 1, "seconds": 92.14675663290294, "flops": 4453382528000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0085, "call_seconds": 0.0092, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0102, "call_seconds": 0.0109, "stdout_bytes": 9, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [1538560383, 1538568302], "usage": {"prompt_tokens": 944, "cached_prompt_tokens": 915, "completion_tokens": 89, "calls": 2, "seconds": 9.74743166363769, "flops": 412284416000.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0194, "stdout_bytes": 8, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [0], "seeds": [1538665112], "usage": {"prompt_tokens": 438, "cached_prompt_tokens": 424, "completion_tokens": 76, "calls": 1, "seconds": 5.422359527790104, "flops": 316321664000.0}}, {"event": "tool", "round": 2, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0189, "call_seconds": 0.02, "stdout_bytes": 0, "stderr_bytes": 166}, {"event": "generate", "round": 3, "paths": [0], "seeds": [1538769841], "usage": {"prompt_tokens": 525, "cached_prompt_tokens": 513, "completion_tokens": 176, "calls": 1, "seconds": 12.456864153237985, "flops": 664630912000.0}}, {"event": "tool", "round": 3, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "SyntaxError", "wall_seconds": 0.0169, "call_seconds": 0.0179, "stdout_bytes": 0, "stderr_bytes": 167}, {"event": "generate", "round": 4, "paths": [0], "seeds": [1538874570], "usage": {"prompt_tokens": 712, "cached_prompt_tokens": 700, "completion_tokens": 22, "calls": 1, "seconds": 2.418184415745297, "flops": 117287808000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [4, 1, 0, 0]}, {"event": "vote", "counts": {"262000": 1, "768000": 1, "368000": 1, "8000": 1}, "tie_broken_by_rng": true, "winner": "262000"}]',2826,2672,1533,11,0,0,5963907328000.0,0.0,3.68532448765996377914e+02,1.22268988221302336686e+02,1.79631190754718160626e+09);
+INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-286',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','90','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 321013908, "usage": {"prompt_tokens": 157, "cached_prompt_tokens": 120, "completion_tokens": 1209, "calls": 1, "seconds": 83.27703562258391, "flops": 4414286592000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0203, "call_seconds": 0.0254, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0228, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0191, "call_seconds": 0.02, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [425658322, 425674160, 425682079], "usage": {"prompt_tokens": 1402, "cached_prompt_tokens": 1375, "completion_tokens": 63, "calls": 3, "seconds": 6.0597656012081025, "flops": 309213312000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"90": 4}, "tie_broken_by_rng": false, "winner": "90"}]',1559,1495,1272,7,0,0,4723499904000.0,0.0,9.72987231339939171413e+01,8.9405041697799347844e+01,1.79631191169359755513e+09);
+INSERT INTO "jobs" VALUES(23,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-291',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','2','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2084838837, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 1278, "calls": 1, "seconds": 87.54415138588229, "flops": 4727054080000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0157, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.014, "call_seconds": 0.0155, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1395128519, 1395144357], "usage": {"prompt_tokens": 987, "cached_prompt_tokens": 971, "completion_tokens": 36, "calls": 2, "seconds": 3.3713142184007063, "flops": 177708800000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"2": 4}, "tie_broken_by_rng": false, "winner": "2"}]',1163,1091,1314,5,0,0,4904762880000.0,0.0,9.954834461800055578e+01,9.09466639462936115006e+01,1.79631200710917544359e+09);
+INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-300',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','78','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 721389136, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 911, "calls": 1, "seconds": 63.96926461546314, "flops": 3440442368000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0252, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0156, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0168, "call_seconds": 0.0222, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0126, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [3637326, 3645245, 3653164, 3661083], "usage": {"prompt_tokens": 1667, "cached_prompt_tokens": 1631, "completion_tokens": 103, "calls": 4, "seconds": 8.73390673521256, "flops": 479813760000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"78": 4}, "tie_broken_by_rng": false, "winner": "78"}]',1848,1751,1014,9,0,0,3920256128000.0,0.0,2.33566141502000391484e+02,7.27789297266744199515e+01,1.79631214526349115368e+09);
+INSERT INTO "jobs" VALUES(25,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-306',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1078231425, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 121, "completion_tokens": 1114, "calls": 1, "seconds": 77.16046902573365, "flops": 4140615040000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.032, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.011, "call_seconds": 0.0201, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0194, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [300509497, 300517416, 300533254], "usage": {"prompt_tokens": 1415, "cached_prompt_tokens": 1382, "completion_tokens": 63, "calls": 3, "seconds": 5.744380856575194, "flops": 330538368000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',1591,1503,1177,7,0,0,4471153408000.0,0.0,1.63928147320999414654e+02,8.29762872293052140566e+01,1.79631217104132890702e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -3952,10 +4761,900 @@ print(total_advertising)
 20000.0
 ```
 The total amount the company spent on advertising for the two years is \(\boxed{20000}\).','20000',1,'equivalent',243,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,0,'To solve this problem, let''s break it down step-by-step:
+
+1. **Calculate the initial number of cows in the stalls:**
+   Each of the 10 stalls initially has 20 cows. So the total initial number of cows is \(10 \times 20\).
+
+2. **Add the new cows:**
+   Mr. Sylas buys 40 cows and divides them equally among the 10 stalls. So each stall gets \(40 \div 10 = 4\) new cows. The total number of new cows added is 40.
+
+3. **Calculate the new total number of cows:**
+   The new total number of cows is the initial total number of cows plus the total number of new cows added.
+
+4. **Calculate the number of cows in 8 of the stalls:**
+   The number of cows in each stall before the new cows were added is 20. After adding 4 new cows to each stall, the number of cows in each stall is \(20 + 4 = 24\). So the number of cows in 8 of the stalls is \(8 \times 24\).
+
+Now let''s implement this in Python to get the final answer.
+```python
+# Initial number of cows in each stall
+initial_cows_per_stall = 20
+# Number of stalls
+num_stalls = 10
+# Number of new cows bought
+new_cows = 40
+
+# Total initial number of cows
+total_initial_cows = initial_cows_per_stall * num_stalls
+
+# Number of new cows per stall after division
+new_cows_per_stall = new_cows // num_stalls
+
+# Total number of new cows added
+total_new_cows = new_cows
+
+# Total number of cows after adding new cows
+total_cows = total_initial_cows + total_new_cows
+
+# Number of cows in 8 of the stalls
+cows_in_8_stalls = 8 * (initial_cows_per_stall + new_cows_per_stall)
+print(cows_in_8_stalls)
+```
+```output
+192
+```
+The number of cows in 8 of the stalls is \(\boxed{192}\).','192',1,'equivalent',466,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,1,'To solve this problem, let''s break it down step-by-step:
+
+1. **Initial Number of Cows:**
+   - There are 10 stalls.
+   - Each stall has 20 cows.
+   - The total number of cows initially is \(10 \times 20 = 200\).
+
+2. **Adding New Cows:**
+   - Mr. Sylas buys 40 new cows.
+   - These 40 cows are divided equally among the 10 stalls.
+   - The number of cows in each stall after the division is \(\frac{40}{10} = 4\).
+
+3. **Final Number of Cows in Each Stall:**
+   - After adding the new cows, each stall has 4 cows.
+
+4. **Cows in 8 Stalls:**
+   - We need to find out how many cows are in 8 of the stalls.
+   - Since each of the 8 stalls has 4 cows, the total number of cows in 8 stalls is \(8 \times 4 = 32\).
+
+Now, let''s implement this in Python to verify our solution:
+
+```python
+# Initial number of stalls and cows per stall
+num_stalls = 10
+cows_per_stall_initial = 20
+total_cows_initial = num_stalls * cows_per_stall_initial
+
+# Number of new cows added
+new_cows = 40
+
+# Number of new cows per stall after division
+new_cows_per_stall = new_cows // num_stalls
+
+# Final number of cows in each stall
+cows_per_stall_final = new_cows_per_stall
+
+# Number of stalls to consider
+num_stalls_to_consider = 8
+
+# Total number of cows in 8 stalls
+total_cows_in_8_stalls = num_stalls_to_consider * cows_per_stall_final
+
+print(total_cows_in_8_stalls)
+```
+```output
+32
+```
+The total number of cows in 8 of the stalls is \(\boxed{32}\).','32',0,'not_equivalent',434,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(19,2,'Let''s break down the problem step-by-step and then use Python to confirm our solution.
+
+1. **Initial number of cows:**
+   \[
+   \text{Initial cows} = 10 \text{ stalls} \times 20 \text{ cows/stall} = 200 \text{ cows}
+   \]
+
+2. **After Mr. Sylas buys 40 cows:**
+   \[
+   \text{Total cows after purchase} = 200 \text{ cows} + 40 \text{ cows} = 240 \text{ cows}
+   \]
+
+3. **Dividing the new cows equally among the stalls:**
+   \[
+   \text{Cows per stall after division} = \frac{40 \text{ cows}}{10 \text{ stalls}} = 4 \text{ cows/stall}
+   \]
+
+4. **Number of cows in 8 of the stalls:**
+   \[
+   \text{Cows in 8 stalls} = 8 \text{ stalls} \times 4 \text{ cows/stall} = 32 \text{ cows}
+   \]
+
+Now, let''s confirm this with Python code.
+```python
+# Initial number of cows
+initial_cows = 10 * 20
+
+# Cows bought by Mr. Sylas
+new_cows = 40
+
+# Total cows after purchase
+total_cows_after_purchase = initial_cows + new_cows
+
+# Cows per stall after division
+cows_per_stall = new_cows // 10
+
+# Number of cows in 8 of the stalls
+cows_in_8_stalls = 8 * cows_per_stall
+
+print(cows_in_8_stalls)
+```
+```output
+32
+```
+The number of cows in 8 of the stalls is \(\boxed{32}\).','32',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(19,3,'To determine how many cows are in 8 of the stalls after Mr. Sylas buys 40 cows and divides them equally among the ten stalls, we can follow these steps:
+
+1. **Calculate the initial total number of cows:**
+   Each of the ten stalls initially has 20 cows.
+   \[
+   10 \times 20 = 200 \text{ cows}
+   \]
+
+2. **Add the new cows to the initial total:**
+   Mr. Sylas buys 40 cows.
+   \[
+   200 + 40 = 240 \text{ cows}
+   \]
+
+3. **Divide the new total of cows equally among the ten stalls:**
+   Each stall will have \(\frac{240}{10}\) cows.
+   \[
+   \frac{240}{10} = 24 \text{ cows per stall}
+   \]
+
+4. **Calculate the total number of cows in 8 of the stalls:**
+   Since each stall has 24 cows, the total number of cows in 8 stalls is:
+   \[
+   8 \times 24 = 192 \text{ cows}
+   \]
+
+Therefore, the number of cows in 8 of the stalls is \(\boxed{192}\).','192',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,0,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Calculate Ann''s brother''s current age.
+2. Add 3 years to Ann''s brother''s current age to find out how old he will be in 3 years.
+
+First, we know that Ann is currently 9 years old. Her brother is twice her age, so we can calculate his current age as follows:
+\[ \text{Brother''s current age} = 2 \times 9 = 18 \]
+
+Next, we need to find out how old Ann''s brother will be in 3 years. We do this by adding 3 years to his current age:
+\[ \text{Brother''s age in 3 years} = 18 + 3 = 21 \]
+
+Therefore, Ann''s brother will be \boxed{21} years old in 3 years.','21',1,'equivalent',189,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(20,1,'To solve this problem, we need to follow these steps:
+
+1. Determine the current age of Ann''s brother.
+2. Calculate the age of Ann''s brother in 3 years.
+
+Let''s break it down and write the Python code to solve it.
+
+1. Ann is currently 9 years old. Her brother is twice her age, so his current age is \(2 \times 9 = 18\) years.
+2. In 3 years, Ann''s brother will be \(18 + 3 = 21\) years old.
+
+Let''s implement this in Python to confirm our solution.
+
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother
+age_brother = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother + 3
+
+# Print the result
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The age of Ann''s brother in 3 years will be \(\boxed{21}\).','21',1,'equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,2,'To solve this problem, let''s break it down step-by-step:
+
+1. Determine Ann''s brother''s current age.
+2. Calculate his age in 3 years.
+
+First, we know that Ann is currently 9 years old. Since her brother is twice her age, his current age is \(2 \times 9 = 18\) years old.
+
+Next, to find out how old his brother will be in 3 years, we add 3 to his current age: \(18 + 3 = 21\).
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Current age of Ann
+age_ann = 9
+
+# Current age of Ann''s brother (twice Ann''s age)
+age_brother_current = 2 * age_ann
+
+# Age of Ann''s brother in 3 years
+age_brother_in_3_years = age_brother_current + 3
+
+print(age_brother_in_3_years)
+```
+```output
+21
+```
+The final answer is \(\boxed{21}\).','21',1,'equivalent',216,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(20,3,'To determine how old Ann''s brother will be in 3 years, we need to follow these steps:
+
+1. Identify Ann''s current age.
+2. Calculate her brother''s current age.
+3. Determine the brother''s age in 3 years by adding 3 to his current age.
+
+Step 1: Identify Ann''s current age.
+Ann is currently 9 years old.
+
+Step 2: Calculate her brother''s current age.
+Her brother is twice Ann''s age. Therefore, we multiply Ann''s age by 2:
+\[ 9 \times 2 = 18 \]
+So, her brother is currently 18 years old.
+
+Step 3: Determine the brother''s age in 3 years.
+To find out how old her brother will be in 3 years, we add 3 to his current age:
+\[ 18 + 3 = 21 \]
+So, her brother will be \boxed{21} years old in 3 years.','21',1,'equivalent',201,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,0,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Subtract the total fees from the selling price.
+4. Add the remaining loan amount to the net proceeds after fees.
+
+Let''s start with the transfer fees. The transfer fees are 3% of the selling price of $400,000.
+```python
+# Selling price of the house
+selling_price = 400000
+
+# Transfer fees (3% of selling price)
+transfer_fees = 0.03 * selling_price
+print(transfer_fees)
+```
+```output
+12000.0
+```
+The transfer fees are $12,000. Next, we calculate the brokerage fee, which is 5% of the selling price.
+```python
+# Brokerage fee (5% of selling price)
+brokerage_fee = 0.05 * selling_price
+print(brokerage_fee)
+```
+```output
+20000.0
+```
+The brokerage fee is $20,000. Now, we subtract the total fees from the selling price to find the net proceeds before adding the remaining loan amount.
+```python
+# Net proceeds before adding the remaining loan amount
+net Proceeds_before_loans = selling_price - (transfer_fees + brokerage_fee)
+print(net Proceeds_before_loans)
+```
+```output
+SyntaxError: invalid syntax
+```
+It seems there was an issue with the code. I''ll correct it and run it again. Let''s calculate the net proceeds step by step.
+```python
+# Selling price of the house
+selling_price = 400000
+
+# Transfer fees (3% of selling price)
+transfer_fees = 0.03 * selling_price
+
+# Brokerage fee (5% of selling price)
+brokerage_fee = 0.05 * selling_price
+
+# Net proceeds before adding the remaining loan amount
+net Proceeds_before_loans = selling_price - (transfer_fees + brokerage_fee)
+
+# Remaining loan amount
+remaining_loan = 250000
+
+# Net proceeds after adding the remaining loan amount
+final_net_proceeds = net Proceeds_before_loans + remaining_loan
+print(final_net_proceeds)
+```
+```output
+SyntaxError: invalid syntax
+```
+The final net proceeds from selling the house is \(\boxed{262000}\).','262000',0,'not_equivalent',479,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(21,1,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the remaining loan amount after paying the transfer fees and brokerage fee.
+4. Add the remaining loan amount to the amount paid for the remaining loan to get the net proceeds.
+
+Let''s break this down and write the Python code to solve it.
+
+1. Calculate the transfer fees: \( \text{transfer\_fees} = 0.03 \times 400000 \)
+2. Calculate the brokerage fee: \( \text{brokerage\_fee} = 0.05 \times 400000 \)
+3. Determine the remaining loan amount: \( \text{remaining\_loan\_amount} = 400000 - (\text{transfer\_fees} + \text{brokerage\_fee}) \)
+4. Add the remaining loan amount to the amount paid for the remaining loan: \( \text{net\_proceeds} = 400000 + \text{remaining\_loan\_amount} \)
+
+Let''s implement this in Python.
+```python
+# Step 1: Calculate transfer fees
+selling_price = 400000
+transfer_fees = 0.03 * selling_price
+
+# Step 2: Calculate brokerage fee
+brokerage_fee = 0.05 * selling_price
+
+# Step 3: Determine the remaining loan amount
+remaining_loan_amount = selling_price - (transfer_fees + brokerage_fee)
+
+# Step 4: Calculate net proceeds
+net_proceeds = selling_price + remaining_loan_amount
+
+print(net_proceeds)
+```
+```output
+768000.0
+```
+Mr. Tan''s net proceeds from selling the house are \(\boxed{768000}\).','768000',0,'not_equivalent',387,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,2,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the total fees paid.
+4. Subtract the total fees from the selling price to get the net proceeds.
+
+Let''s start with the transfer fees:
+The transfer fees are 3% of the selling price. The selling price is $400,000.
+\[ \text{Transfer fees} = 0.03 \times 400,000 = 12,000 \]
+
+Next, let''s calculate the brokerage fee:
+The brokerage fee is 5% of the selling price. The selling price is $400,000.
+\[ \text{Brokerage fees} = 0.05 \times 400,000 = 20,000 \]
+
+Now, we add the transfer fees and the brokerage fees to find the total fees paid:
+\[ \text{Total fees} = 12,000 + 20,000 = 32,000 \]
+
+Finally, we subtract the total fees from the selling price to get the net proceeds:
+\[ \text{Net proceeds} = 400,000 - 32,000 = 368,000 \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{368000}.','368000',0,'not_equivalent',319,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(21,3,'To determine Mr. Tan''s net proceeds from selling the house, we need to follow these steps:
+
+1. Calculate the transfer fees.
+2. Calculate the brokerage fee.
+3. Determine the net proceeds by subtracting the total fees and the loan amount from the selling price.
+
+Let''s go through these steps one by one.
+
+1. **Calculate the transfer fees:**
+   The transfer fees are 3% of the selling price. The selling price is $400,000.
+   \[
+   \text{Transfer fees} = 0.03 \times 400,000 = 12,000
+   \]
+
+2. **Calculate the brokerage fee:**
+   The brokerage fee is 5% of the selling price. The selling price is $400,000.
+   \[
+   \text{Brokerage fee} = 0.05 \times 400,000 = 20,000
+   \]
+
+3. **Determine the net proceeds:**
+   The net proceeds are the selling price minus the total fees and the loan amount. The loan amount is $250,000.
+   \[
+   \text{Net proceeds} = 400,000 - (12,000 + 20,000 + 250,000) = 400,000 - 392,000 = 8,000
+   \]
+
+Therefore, Mr. Tan''s net proceeds from selling the house are \boxed{8000}.','8000',0,'not_equivalent',348,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+Let''s break it down:
+
+1. Kelly has 5 quarters. Since each quarter is worth 25 cents, the total value of the quarters is \(5 \times 25\) cents.
+2. Kelly has 2 dimes. Since each dime is worth 10 cents, the total value of the dimes is \(2 \times 10\) cents.
+3. The total amount of money Kelly has is the sum of the value of the quarters and the value of the dimes.
+4. The cost of the can of pop is 55 cents.
+5. The amount of money Kelly will have left after buying the can of pop is the total amount of money she has minus the cost of the can of pop.
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the total value of the quarters and the dimes
+quarters = 5
+value_of_quarters = quarters * 25  # each quarter is worth 25 cents
+
+dimes = 2
+value_of_dimes = dimes * 10  # each dime is worth 10 cents
+
+# Step 2: Calculate the total amount of money Kelly has
+total_money = value_of_quarters + value_of_dimes
+
+# Step 3: Calculate the amount of money Kelly will have left after buying the can of pop
+cost_of_pop = 55  # cost of the can of pop in cents
+money_left = total_money - cost_of_pop
+
+# Step 4: Print the result
+print(money_left)
+```
+```output
+90
+```
+After performing the calculations, we find that Kelly will have \(\boxed{90}\) cents left after buying the can of pop.','90',1,'equivalent',404,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(22,1,'To determine how many cents Kelly will have left after buying the can of pop, we need to follow these steps:
+
+1. Calculate the total amount of money Kelly has in cents.
+2. Subtract the cost of the can of pop from the total amount of money she has.
+
+First, let''s convert the value of Kelly''s quarters and dimes into cents. Since 1 quarter is worth 25 cents and 1 dime is worth 10 cents, we can calculate the total value of the quarters and dimes as follows:
+
+\[
+5 \text{ quarters} \times 25 \text{ cents/quarter} = 125 \text{ cents}
+\]
+\[
+2 \text{ dimes} \times 10 \text{ cents/dime} = 20 \text{ cents}
+\]
+
+Next, we add these amounts together to find the total amount of money Kelly has in cents:
+
+\[
+125 \text{ cents} + 20 \text{ cents} = 145 \text{ cents}
+\]
+
+Now, we need to subtract the cost of the can of pop, which is 55 cents, from the total amount of money Kelly has:
+
+\[
+145 \text{ cents} - 55 \text{ cents} = 90 \text{ cents}
+\]
+
+Therefore, the number of cents Kelly will have left is \(\boxed{90}\).','90',1,'equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total value of Kelly''s quarters.
+2. Calculate the total value of Kelly''s dimes.
+3. Add the values from steps 1 and 2 to get the total value of her quarters and dimes combined.
+4. Subtract the cost of the can of pop from the total value to get the remaining amount of money.
+
+Let''s break this down in Python code.
+```python
+# Step 1: Calculate the total value of Kelly''s quarters
+quarters = 5
+value_per_quarter = 25  # in cents
+total_quarters_value = quarters * value_per_quarter
+
+# Step 2: Calculate the total value of Kelly''s dimes
+dimes = 2
+value_per_dime = 10  # in cents
+total_dimes_value = dimes * value_per_dime
+
+# Step 3: Calculate the total value of her quarters and dimes combined
+total_value = total_quarters_value + total_dimes_value
+
+# Step 4: Subtract the cost of the can of pop from the total value to get the remaining amount of money
+cost_of_pop = 55  # in cents
+remaining_money = total_value - cost_of_pop
+
+print(remaining_money)
+```
+```output
+90
+```
+Kelly will have \(\boxed{90}\) cents left after buying the can of pop.','90',1,'equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(22,3,'To solve this problem, we can break it down into the following steps:
+
+1. Calculate the total amount of money Kelly has initially in cents.
+2. Subtract the cost of the can of pop from her initial amount to get the remaining amount.
+
+Let''s go through these steps in detail.
+
+1. Kelly has 5 quarters. Since each quarter is worth 25 cents, the total value of the quarters is \(5 \times 25\) cents.
+2. Kelly has 2 dimes. Since each dime is worth 10 cents, the total value of the dimes is \(2 \times 10\) cents.
+3. Adding the value of the quarters and dimes gives the initial amount of money Kelly has in cents.
+4. Subtracting 55 cents from the initial amount gives the remaining amount of money Kelly has.
+
+We can write a Python program to perform these calculations.
+
+```python
+# Initial amount of money in cents
+quarters = 5 * 25
+dimes = 2 * 10
+initial_amount = quarters + dimes
+
+# Cost of the can of pop in cents
+cost_of_pop = 55
+
+# Remaining amount of money
+remaining_amount = initial_amount - cost_of_pop
+
+print(remaining_amount)
+```
+```output
+90
+```
+The final answer is \(\boxed{90}\).','90',1,'equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,0,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars are given to the adults.
+3. Subtract the chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s start with the first step:
+1. The total number of chocolate bars is calculated by multiplying the number of packets by the number of chocolate bars per packet:
+   \[
+   8 \text{ packets} \times 5 \text{ bars per packet} = 40 \text{ bars}
+   \]
+
+2. The number of chocolate bars given to the adults is 6 for each adult, and there are 4 adults, so:
+   \[
+   4 \text{ adults} \times 6 \text{ bars per adult} = 24 \text{ bars}
+   \]
+
+3. The number of chocolate bars left for the children is the total number of chocolate bars minus the number of chocolate bars given to the adults:
+   \[
+   40 \text{ bars} - 24 \text{ bars} = 16 \text{ bars}
+   \]
+
+4. The number of chocolate bars each child will get is the total number of chocolate bars left divided by the number of children, which is 8 children:
+   \[
+   \frac{16 \text{ bars}}{8 \text{ children}} = 2 \text{ bars per child}
+   \]
+
+Therefore, each child will get \boxed{2} chocolate bars.','2',1,'equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(23,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars are given to the adults.
+3. Subtract the number of chocolate bars given to the adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Total chocolate bars = 8 packets * 5 bars per packet = 40 bars.
+2. Chocolate bars given to the adults = 4 adults * 6 bars per adult = 24 bars.
+3. Chocolate bars left for the children = 40 bars - 24 bars = 16 bars.
+4. Number of children = 8 children.
+5. Chocolate bars each child gets = 16 bars / 8 children = 2 bars per child.
+
+Let''s implement this in Python to ensure the result is accurate.
+```python
+# Define the given values
+total_packets = 8
+bars_per_packet = 5
+number_of_adults = 4
+bars_per_adult = 6
+number_of_children = 8
+
+# Calculate the total number of chocolate bars
+total_bars = total_packets * bars_per_packet
+
+# Calculate the number of chocolate bars given to the adults
+bars_given_to_adults = number_of_adults * bars_per_adult
+
+# Calculate the number of chocolate bars left for the children
+bars_left_for_children = total_bars - bars_given_to_adults
+
+# Calculate the number of chocolate bars each child gets
+bars_per_child = bars_left_for_children // number_of_children
+
+print(bars_per_child)
+```
+```output
+2
+```
+The final answer is \(\boxed{2}\). Each child will get 2 chocolate bars.','2',1,'equivalent',381,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,2,'To determine how many chocolate bars each child will get, we need to follow these steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine the number of chocolate bars each adult gets.
+3. Subtract the number of chocolate bars given to adults from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s start with the first step:
+
+1. The total number of chocolate bars is \(8\) packets \(\times\) \(5\) chocolate bars per packet = \(40\) chocolate bars.
+
+Next, we know that each adult gets \(6\) chocolate bars. Since there are \(4\) adults, the total number of chocolate bars given to adults is \(4\) adults \(\times\) \(6\) chocolate bars per adult = \(24\) chocolate bars.
+
+Now, we subtract the number of chocolate bars given to adults from the total to find out how many chocolate bars are left for the children:
+\[40 \text{ chocolate bars} - 24 \text{ chocolate bars} = 16 \text{ chocolate bars}\]
+
+Finally, we divide the remaining chocolate bars equally among the children. Since there are \(8\) children, each child will get:
+\[16 \text{ chocolate bars} \div 8 \text{ children} = 2 \text{ chocolate bars per child}\]
+
+So, each child will get \(\boxed{2}\) chocolate bars.','2',1,'equivalent',306,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(23,3,'To determine how many chocolate bars each child will get, we can break the problem down into a few clear steps:
+
+1. Calculate the total number of chocolate bars available.
+2. Determine how many chocolate bars the adults receive.
+3. Subtract the chocolate bars the adults receive from the total to find out how many chocolate bars are left for the children.
+4. Divide the remaining chocolate bars equally among the children.
+
+Let''s do this step-by-step in Python.
+```python
+# Given data
+total_packets = 8
+chocolate_bars_per_packet = 5
+num_adults = 4
+chocolate_bars_per_adult = 6
+num_children = 8
+
+# Calculate the total number of chocolate bars
+total_chocolate_bars = total_packets * chocolate_bars_per_packet
+
+# Calculate the number of chocolate bars the adults receive
+adult_chocolate_bars = num_adults * chocolate_bars_per_adult
+
+# Calculate the number of chocolate bars left for the children
+remaining_chocolate_bars = total_chocolate_bars - adult_chocolate_bars
+
+# Calculate the number of chocolate bars each child will get
+chocolate_bars_per_child = remaining_chocolate_bars // num_children
+
+print(chocolate_bars_per_child)
+```
+```output
+2
+```
+Each child will get \(\boxed{2}\) chocolate bars.','2',1,'equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined.
+2. Multiply this total by 2 to get the amount of time he wants to exercise on Tuesday.
+
+Let''s break it down and write the Python code to solve it.
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined:
+\[ \text{Total time on Monday and Sunday} = 16 \text{ minutes} + 23 \text{ minutes} \]
+
+2. Multiply this total by 2 to get the amount of time he wants to exercise on Tuesday:
+\[ \text{Time on Tuesday} = 2 \times (\text{Total time on Monday and Sunday}) \]
+
+Let''s write the Python code to calculate this.
+```python
+# Time exercised on Monday and Sunday
+time_monday = 16
+time_sunday = 23
+
+# Total time on Monday and Sunday combined
+total_time_monday_sunday = time_monday + time_sunday
+
+# Time to be exercised on Tuesday
+time_tuesday = 2 * total_time_monday_sunday
+print(time_tuesday)
+```
+```output
+78
+```
+The amount of time Peter has to exercise on Tuesday to reach his goal is \(\boxed{78}\) minutes.','78',1,'equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(24,1,'To solve this problem, let''s break it down step-by-step:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the time Peter wants to exercise on Tuesday by multiplying the combined time from step 1 by 2.
+3. Print the final answer.
+
+Let''s implement this in Python using sympy for any necessary symbolic calculations, although in this case, basic arithmetic will suffice.
+
+```python
+# Define the time Peter exercised on Monday and Sunday
+time_monday = 16
+time_sunday = 23
+
+# Calculate the total time exercised on Monday and Sunday combined
+total_time_monday_sunday = time_monday + time_sunday
+
+# Determine the time Peter wants to exercise on Tuesday
+time_tuesday = 2 * total_time_monday_sunday
+
+# Print the final answer
+print(time_tuesday)
+```
+```output
+78
+```
+The total time Peter wants to exercise on Tuesday is \(\boxed{78}\) minutes.','78',1,'equivalent',200,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,2,'To determine how many minutes Peter has to exercise on Tuesday, we need to follow these steps:
+
+1. Calculate the total amount of time Peter exercised on Monday and Sunday combined.
+2. Multiply this total by 2 to find out how much time he wants to exercise on Tuesday.
+
+Let''s break it down and implement it in Python using sympy:
+
+```python
+import sympy as sp
+
+# Step 1: Calculate the total time Peter exercised on Monday and Sunday combined
+time_monday = 16  # in minutes
+time_sunday = 23  # in minutes
+total_time_monday_sunday = time_monday + time_sunday
+
+# Step 2: Multiply by 2 to find out how much time he wants to exercise on Tuesday
+time_tuesday = 2 * total_time_monday_sunday
+
+# Print the result
+print(time_tuesday)
+```
+```output
+78
+```
+The final answer is \(\boxed{78}\). Peter has to exercise for 78 minutes on Tuesday to reach his goal.','78',1,'equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(24,3,'To determine how many minutes Peter has to exercise on Tuesday to reach his goal, we need to follow these steps:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined.
+2. Determine the amount of time he wants to exercise on Tuesday by multiplying the total time from step 1 by 2.
+3. Print the result.
+
+Here''s the step-by-step solution in Python:
+
+1. Calculate the total time Peter exercised on Monday and Sunday combined:
+   \[
+   \text{Total time on Monday and Sunday} = 16 \text{ minutes} + 23 \text{ minutes} = 39 \text{ minutes}
+   \]
+
+2. Calculate the amount of time he wants to exercise on Tuesday:
+   \[
+   \text{Total time on Tuesday} = 2 \times 39 \text{ minutes} = 78 \text{ minutes}
+   \]
+
+3. Print the result.
+
+Let''s write the Python code to confirm this.
+```python
+# Define the time Peter exercised on Monday and Sunday
+time_monday = 16
+time_sunday = 23
+
+# Calculate the total time Peter exercised on Monday and Sunday combined
+total_time_monday_sunday = time_monday + time_sunday
+
+# Calculate the amount of time he wants to exercise on Tuesday
+total_time_tuesday = 2 * total_time_monday_sunday
+
+# Print the result
+print(total_time_tuesday)
+```
+```output
+78
+```
+The total amount of time Peter has to exercise on Tuesday to reach his goal is \(\boxed{78}\) minutes.','78',1,'equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,0,'To solve this problem, we can break it down step by step and use Python to ensure accuracy. Let''s go through the steps:
+
+1. Calculate the number of loaves sold in the morning.
+2. Determine the number of loaves left after the morning sale.
+3. Calculate the number of loaves sold in the afternoon and evening.
+
+Let''s start by calculating these steps:
+
+1. The bakery produces 60 loaves of bread each day. Two-thirds of these loaves are sold in the morning. So, the number of loaves sold in the morning is \( \frac{2}{3} \times 60 \).
+2. The number of loaves left after the morning sale is \( 60 - \frac{2}{3} \times 60 \).
+3. Half of the remaining loaves is sold equally in the afternoon and evening. So, the number of loaves sold in the afternoon is \( \frac{1}{2} \times \left( 60 - \frac{2}{3} \times 60 \right) \).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step-by-step calculation
+
+# Total loaves produced in a day
+total_loaves = 60
+
+# Loaves sold in the morning
+morning_sales = (2/3) * total_loaves
+
+# Loaves left after the morning sale
+loaves_left_after_morning = total_loaves - morning_sales
+
+# Loaves sold in the afternoon and evening
+afternoon_sales = (1/2) * loaves_left_after_morning
+
+# Final answer
+print(afternoon_sales)
+```
+```output
+10.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',368,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(25,1,'To determine how many loaves of bread are sold in the afternoon, we will follow these steps:
+
+1. Calculate how many loaves of bread are sold in the morning.
+2. Subtract the morning sales from the total daily production to find out how many loaves are left.
+3. Divide the remaining loaves by 2 to find out how many loaves are sold in the afternoon.
+
+Let''s do this step by step using Python code.
+```python
+# Total daily production of loaves of bread
+total_production = 60
+
+# Step 1: Calculate morning sales
+morning_sales = (2/3) * total_production
+
+# Step 2: Calculate remaining loaves after morning sales
+remaining_loaves = total_production - morning_sales
+
+# Step 3: Calculate afternoon sales
+afternoon_sales = remaining_loaves / 2
+
+print(afternoon_sales)
+```
+```output
+10.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,2,'To determine how many loaves of bread are sold in the afternoon, we can break down the problem step by step:
+
+1. **Calculate the number of loaves sold in the morning:**
+   - The bakery produces 60 loaves of bread each day.
+   - Two-thirds of the loaves are sold in the morning.
+   - Therefore, the number of loaves sold in the morning is:
+     \[
+     \frac{2}{3} \times 60 = 40
+     \]
+
+2. **Calculate the number of loaves left after the morning sales:**
+   - Subtract the number of loaves sold in the morning from the total number of loaves produced:
+     \[
+     60 - 40 = 20
+     \]
+
+3. **Calculate the number of loaves sold in the afternoon:**
+   - Half of the remaining loaves is sold equally in the afternoon and evening.
+   - Therefore, the number of loaves sold in the afternoon is:
+     \[
+     \frac{1}{2} \times 20 = 10
+     \]
+
+Thus, the number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(25,3,'To solve this problem, we need to follow these steps:
+
+1. Determine how many loaves of bread are sold in the morning.
+2. Calculate the number of loaves remaining after the morning sales.
+3. Determine how many loaves are sold equally in the afternoon and evening.
+4. Calculate the number of loaves sold in the afternoon.
+
+Let''s break this down and implement it in Python.
+
+1. Calculate the number of loaves sold in the morning:
+\[ \text{morning\_sales} = \frac{2}{3} \times 60 \]
+
+2. Calculate the number of loaves remaining after the morning sales:
+\[ \text{remaining\_loaves} = 60 - \text{morning\_sales} \]
+
+3. Calculate the number of loaves sold equally in the afternoon and evening:
+\[ \text{afternoon\_sales} = \frac{1}{2} \times \text{remaining\_loaves} \]
+
+Let''s implement this in Python to find the number of loaves sold in the afternoon.
+```python
+# Given data
+total_loaves = 60
+
+# Step 1: Calculate morning sales
+morning_sales = (2/3) * total_loaves
+
+# Step 2: Calculate remaining loaves after morning sales
+remaining_loaves = total_loaves - morning_sales
+
+# Step 3: Calculate afternoon sales (half of remaining loaves)
+afternoon_sales = (1/2) * remaining_loaves
+
+# The number of loaves sold in the afternoon
+print(afternoon_sales)
+```
+```output
+10.0
+```
+The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.7963115390107455253e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',18,1.89281559125699277504e+03,1.89281270093801140324e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631217104184961316e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',25,2.5248466966669948306e+03,2.5248438102840009378e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -4021,5 +5720,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-223',0,18,'20000',1.0,1,4,1,1634.0,1528.0,208.0,0.0,4.46523767947510350504e+01,1.10649304426439233401e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-223',0,18,'20000',1.0,1,6,1,1634.0,1528.0,416.0,0.0,8.93047535895020701008e+01,1.83945658950959472655e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-223',0,18,'20000',1.0,1,1,0,1634.0,1528.0,832.0,0.0,1.78609507179004140193e+02,3305383680000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-255',0,19,'192',0.5,1,4,1,1963.0,1880.0,396.75,0.0,60.7144700045028,1.69796874345389208977e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-255',0,19,'32',0.5,0,6,1,1963.0,1880.0,793.5,0.0,1.21428940009005600583e+02,3.10217739163592822262e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-255',0,19,'32',0.5,0,1,0,1963.0,1880.0,1587.0,0.0,2.42857880018011201166e+02,5910594688000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-285',0,20,'21',1.0,1,4,1,874.0,825.0,207.25,0.0,1.90264590929982659872e+01,9.04533743963553588888e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-285',0,20,'21',1.0,1,6,1,874.0,825.0,414.5,0.0,3.80529181859965319745e+01,1.63610298664236914062e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-285',0,20,'21',1.0,1,1,0,874.0,825.0,829.0,0.0,7.61058363719930639499e+01,3099241472000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-266',0,21,'262000',0.0,0,4,1,2826.0,2672.0,383.25,0.0,92.1331121914991,1.89929413868879663086e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-266',0,21,'768000',0.0,0,6,1,2826.0,2672.0,766.5,0.0,1.84266224382998188959e+02,3.25416520179253124993e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-266',0,21,'262000',0.0,0,1,0,2826.0,2672.0,1533.0,0.0,3.68532448765996377914e+02,5963907328000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-286',0,22,'90',1.0,1,4,1,1559.0,1495.0,318.0,0.0,2.43246807834984792853e+01,1.35058155937724560548e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-286',0,22,'90',1.0,1,6,1,1559.0,1495.0,636.0,0.0,4.86493615669969585706e+01,2.47488767425149707021e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-286',0,22,'90',1.0,1,1,0,1559.0,1495.0,1272.0,0.0,9.72987231339939171413e+01,4723499904000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-291',0,23,'2',1.0,1,4,1,1163.0,1091.0,328.5,0.0,2.4887086154500138945e+01,1.41728537766233764648e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-291',0,23,'2',1.0,1,6,1,1163.0,1091.0,657.0,0.0,4.977417230900027789e+01,2.57977787844155859371e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-291',0,23,'2',1.0,1,1,0,1163.0,1091.0,1314.0,0.0,9.954834461800055578e+01,4904762880000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-300',0,24,'78',1.0,1,4,1,1848.0,1751.0,253.5,0.0,58.3915353755001,1.23676847242484228516e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-300',0,24,'78',1.0,1,6,1,1848.0,1751.0,507.0,0.0,1.16783070751000195742e+02,2.13126435761656152353e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-300',0,24,'78',1.0,1,1,0,1848.0,1751.0,1014.0,0.0,2.33566141502000391484e+02,3920256128000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-306',0,25,'10',1.0,1,4,1,1591.0,1503.0,294.25,0.0,4.09820368302498536658e+01,1.35106592111304345705e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-306',0,25,'10',1.0,1,6,1,1591.0,1503.0,588.5,0.0,8.19640736604997073317e+01,2.39109508340869531244e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-306',0,25,'10',1.0,1,1,0,1591.0,1503.0,1177.0,0.0,1.63928147320999414654e+02,4471153408000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
