@@ -2630,6 +2630,886 @@ print(afternoon_sales)','stop',328,176,121,1.92901172564334117964e+01,1035153760
 INSERT INTO "chains" VALUES(25,1,0,'b29c0babfc37df2a7934ee9cdfda8c325dfe2bddf107a8c47e186a541f151d84',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,533,522,1.93931485985688434325e+00,110179456000.0,NULL);
 INSERT INTO "chains" VALUES(25,2,0,'614dd14bcc4fb9d28050d0a5ddaf32f8875219686868996dcebb0de215222ac7',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,368,357,1.89546355085206252866e+00,110179456000.0,NULL);
 INSERT INTO "chains" VALUES(25,3,0,'4552a92b639d32740b28f6b88b6851b117eb401f9240847020e4b69b8612194e',0,'The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','stop',21,514,503,1.90960244586624705576e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(26,0,0,'110da0c558bb5ccbbbbd6f613d8987af7366d30b622ee3f6bfc6986cbad4a494',0,'To find the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the silver pesos and gold pesos of both Axel and Anna.
+
+Let''s break this down and implement it in Python using sympy to ensure our calculations are accurate.
+
+```python
+import sympy as sp
+
+# Given data
+axel_silver = 50
+axel_gold = 80
+
+# Anna''s silver and gold pesos
+anna_silver = 2 * axel_silver
+anna_gold = axel_gold + 40
+
+# Total number of pesos
+total_peso = axel_silver + axel_gold + anna_silver + anna_gold
+
+# Print the total number of pesos
+print(total_peso)','stop',181,174,120,1.55633439313271733079e+01,811240672000.0,NULL);
+INSERT INTO "chains" VALUES(26,0,1,'110da0c558bb5ccbbbbd6f613d8987af7366d30b622ee3f6bfc6986cbad4a494',1,'To determine the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Add the total number of silver pesos to the total number of gold pesos.
+
+Let''s start with the number of silver pesos. Axel has 50 silver pesos, and Anna has twice as many silver pesos as Axel. Therefore, we calculate the number of silver pesos Anna has as follows:
+\[ \text{Number of silver pesos Anna has} = 2 \times 50 = 100 \]
+
+Next, we calculate the number of gold pesos. Axel has 80 gold pesos, and Anna has 40 more gold pesos than Axel. Therefore, we calculate the number of gold pesos Anna has as follows:
+\[ \text{Number of gold pesos Anna has} = 80 + 40 = 120 \]
+
+Now, we add the total number of silver pesos to the total number of gold pesos to find the total number of pesos they have together:
+\[ \text{Total number of pesos} = 100 + 120 = 220 \]
+
+Thus, the total number of pesos Axel and Anna have together is \(\boxed{220}\).','stop',275,174,120,1.55633439313271733079e+01,811240672000.0,NULL);
+INSERT INTO "chains" VALUES(26,0,2,'110da0c558bb5ccbbbbd6f613d8987af7366d30b622ee3f6bfc6986cbad4a494',2,'To find the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the silver and gold pesos of both Axel and Anna to get the total.
+
+Let''s break this down and solve it step-by-step using Python code.
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+axel_silver = 50
+anna_silver = 2 * axel_silver
+
+# Step 2: Calculate the number of gold pesos Anna has
+axel_gold = 80
+anna_gold = axel_gold + 40
+
+# Step 3: Calculate the total number of pesos Axel and Anna have together
+total_peso = axel_silver + anna_silver + axel_gold + anna_gold
+
+# Print the total number of pesos
+print(total_peso)','stop',200,174,120,1.55633439313271733079e+01,811240672000.0,NULL);
+INSERT INTO "chains" VALUES(26,0,3,'110da0c558bb5ccbbbbd6f613d8987af7366d30b622ee3f6bfc6986cbad4a494',3,'Let''s solve the problem step-by-step:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum up the total number of silver pesos and gold pesos they have together.
+
+We''ll use Python to ensure accuracy in our calculations. Let''s go ahead and write the code to solve this.
+```python
+# Step 1: Define the number of silver pesos and gold pesos Axel has
+axel_silver = 50
+axel_gold = 80
+
+# Step 2: Calculate the number of silver pesos Anna has
+anna_silver = 2 * axel_silver
+
+# Step 3: Calculate the number of gold pesos Anna has
+anna_gold = axel_gold + 40
+
+# Step 4: Calculate the total number of silver pesos and gold pesos they have together
+total_peso = axel_silver + axel_gold + anna_silver + anna_gold
+
+print(total_peso)','stop',207,174,120,1.55633439313271733079e+01,811240672000.0,NULL);
+INSERT INTO "chains" VALUES(26,1,0,'62c5ad64a3ffb0a41094a017cfb7d5cf833326db927018d119e2724258fe2ebf',0,'The total number of pesos that Axel and Anna have together is \(\boxed{350}\).','stop',22,364,354,2.03547344852292289019e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(26,2,0,'11ab81e97b3951f3a44fb1faf508f9b28add74bca640e1c27a605f142e12a0e0',0,'The total number of pesos that Axel and Anna have together is \(\boxed{350}\).','stop',22,383,373,2.08917249352841,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(26,3,0,'c5c7c76037046a178692aa10b04e0e9a121fcf8255054d442c4a9e580822a2fa',0,'The total number of pesos Axel and Anna have together is \(\boxed{350}\).','stop',21,390,380,1.9985853247892619855e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(27,0,0,'fdd322abe1cf61a6c8a4b655c4e499f176f3824273299ff74261a7f1d9591d37',0,'To determine how many pupils like the color yellow, we will follow these steps:
+
+1. Calculate how many pupils like blue.
+2. Determine how many pupils remain after those who like blue are subtracted.
+3. Calculate how many of the remaining pupils like green.
+4. Subtract the number of pupils who like green from the remaining pupils to find out how many like yellow.
+
+Let''s start with the first step:
+
+1. Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. Next, we subtract the number of pupils who like blue from the total number of pupils to find out how many remain.
+   \[
+   \text{Remaining pupils} = 40 - 20 = 20
+   \]
+
+3. One-fourth of the remaining pupils like green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+4. Finally, we subtract the number of pupils who like green from the remaining pupils to find out how many like yellow.
+   \[
+   \text{Number of pupils who like yellow} = 20 - 5 = 15
+   \]
+
+So, the number of pupils who like the color yellow is \(\boxed{15}\).','stop',292,164,120,2.02932497874334138998e+01,1056478816000.0,NULL);
+INSERT INTO "chains" VALUES(27,0,1,'fdd322abe1cf61a6c8a4b655c4e499f176f3824273299ff74261a7f1d9591d37',1,'To determine how many pupils like the color yellow, we will follow the steps outlined in the problem and use Python code to ensure accuracy.
+
+1. **Calculate the number of pupils who like blue:**
+   - Total pupils = 40
+   - Pupils who like blue = Half of 40 = 40 / 2 = 20
+
+2. **Calculate the number of pupils who remain after those who like blue are subtracted:**
+   - Remaining pupils = Total pupils - Pupils who like blue = 40 - 20 = 20
+
+3. **Calculate the number of pupils who like green:**
+   - Pupils who like green = One-fourth of the remaining pupils = (1/4) * 20 = 5
+
+4. **Calculate the number of pupils who like yellow:**
+   - Pupils who like yellow = Remaining pupils - Pupils who like green = 20 - 5 = 15
+
+Now, let''s write the Python code to confirm these calculations.
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Pupils who like blue
+pupils_like_blue = total_pupils // 2
+
+# Remaining pupils after those who like blue are subtracted
+remaining_pupils = total_pupils - pupils_like_blue
+
+# Pupils who like green
+pupils_like_green = remaining_pupils // 4
+
+# Pupils who like yellow
+pupils_like_yellow = remaining_pupils - pupils_like_green
+
+print(pupils_like_yellow)','stop',341,164,120,2.02932497874334138998e+01,1056478816000.0,NULL);
+INSERT INTO "chains" VALUES(27,0,2,'fdd322abe1cf61a6c8a4b655c4e499f176f3824273299ff74261a7f1d9591d37',2,'To solve this problem, we will follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Subtract the number of pupils who like blue from the total number of pupils to find the remaining pupils.
+3. Calculate the number of pupils who like green from the remaining pupils.
+4. Subtract the number of pupils who like green from the remaining pupils to find the number of pupils who like yellow.
+
+Let''s implement this step-by-step in Python code to ensure accuracy.
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Step 1: Calculate the number of pupils who like blue
+pupils_like_blue = total_pupils // 2
+
+# Step 2: Calculate the remaining pupils after those who like blue
+remaining_pupils_after_blue = total_pupils - pupils_like_blue
+
+# Step 3: Calculate the number of pupils who like green
+pupils_like_green = remaining_pupils_after_blue // 4
+
+# Step 4: Calculate the number of pupils who like yellow
+pupils_like_yellow = remaining_pupils_after_blue - pupils_like_green
+
+print(pupils_like_yellow)','stop',244,164,120,2.02932497874334138998e+01,1056478816000.0,NULL);
+INSERT INTO "chains" VALUES(27,0,3,'fdd322abe1cf61a6c8a4b655c4e499f176f3824273299ff74261a7f1d9591d37',3,'To determine how many pupils like the color yellow, let''s break down the problem step by step:
+
+1. **Calculate the number of pupils who like blue:**
+   - There are 40 pupils in total.
+   - Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Calculate the number of pupils remaining after those who like blue:**
+   \[
+   \text{Remaining pupils} = 40 - 20 = 20
+   \]
+
+3. **Calculate the number of pupils who like green:**
+   - One-fourth of the remaining pupils likes green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+4. **Calculate the number of pupils who like yellow:**
+   - The rest of the pupils like yellow.
+   \[
+   \text{Number of pupils who like yellow} = \text{Remaining pupils} - \text{Number of pupils who like green} = 20 - 5 = 15
+   \]
+
+Thus, the number of pupils who like the color yellow is \(\boxed{15}\).','stop',272,164,120,2.02932497874334138998e+01,1056478816000.0,NULL);
+INSERT INTO "chains" VALUES(27,1,0,'41bd4e561f38a8c7d01629ca01fc77a30c4c36e8ee898d22bd53de3ac6d302a3',0,'The number of pupils who like the color yellow is \(\boxed{15}\).','stop',19,513,504,1.73225198327442453383e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(27,2,0,'cbadf423181964bdd22724916b2242679388e452c7c769a03c78c9ad17ebb04f',0,'The number of pupils who like the color yellow is \(\boxed{15}\).','stop',19,416,407,1.71408059828560621618e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(28,0,0,'f9a0fcab906e6b9b9ba04545ba1b5f83d5b33959b52d94d9712abe98afac5620',0,'To solve this problem, we will follow these steps:
+
+1. Calculate the total cost of the erasers.
+2. Calculate the total cost of the pencils.
+3. Sum the two totals to get the final cost.
+
+Let''s break it down into code steps and run it to get the result.
+```python
+# Define the cost of each item
+eraser_cost = 2
+pencil_cost = 3
+
+# Define the quantities
+number_of_erasers = 6
+number_of_pencils = 8
+
+# Calculate the total cost of the erasers
+total_eraser_cost = eraser_cost * number_of_erasers
+
+# Calculate the total cost of the pencils
+total_pencil_cost = pencil_cost * number_of_pencils
+
+# Calculate the final total cost
+final_total_cost = total_eraser_cost + total_pencil_cost
+
+# Print the final total cost
+print(final_total_cost)','stop',193,151,120,1.28116504340959203034e+01,695729952000.0,NULL);
+INSERT INTO "chains" VALUES(28,0,1,'f9a0fcab906e6b9b9ba04545ba1b5f83d5b33959b52d94d9712abe98afac5620',1,'To determine the total cost of 6 erasers and 8 pencils, we need to calculate the cost of each type of item separately and then sum these costs.
+
+First, let''s calculate the cost of the erasers:
+- The cost of one eraser is $2.
+- We need 6 erasers.
+- Therefore, the total cost for the erasers is \(6 \times 2 = 12\) dollars.
+
+Next, let''s calculate the cost of the pencils:
+- The cost of one pencil is $3.
+- We need 8 pencils.
+- Therefore, the total cost for the pencils is \(8 \times 3 = 24\) dollars.
+
+Now, we add the cost of the erasers and the cost of the pencils to find the total cost:
+- The total cost is \(12 + 24 = 36\) dollars.
+
+Thus, the total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',204,151,120,1.28116504340959203034e+01,695729952000.0,NULL);
+INSERT INTO "chains" VALUES(28,0,2,'f9a0fcab906e6b9b9ba04545ba1b5f83d5b33959b52d94d9712abe98afac5620',2,'To determine the total cost of 6 erasers and 8 pencils, we can break down the problem into smaller steps:
+
+1. Calculate the cost of one eraser.
+2. Calculate the cost of one pencil.
+3. Calculate the total cost of 6 erasers.
+4. Calculate the total cost of 8 pencils.
+5. Add the total cost of the erasers and the total cost of the pencils to get the final answer.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the costs of the items
+cost_of_eraser = 2
+cost_of_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost_erasers = 6 * cost_of_eraser
+total_cost_pencils = 8 * cost_of_pencil
+total_cost = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(total_cost)','stop',200,151,120,1.28116504340959203034e+01,695729952000.0,NULL);
+INSERT INTO "chains" VALUES(28,0,3,'f9a0fcab906e6b9b9ba04545ba1b5f83d5b33959b52d94d9712abe98afac5620',3,'To solve this problem, we need to calculate the total cost of 6 erasers and 8 pencils. Here are the steps:
+
+1. Calculate the cost of 6 erasers.
+2. Calculate the cost of 8 pencils.
+3. Add the two costs together to get the total cost.
+
+Let''s break this down into code. We''ll use the `sympy` library to ensure the calculations are accurate.
+
+```python
+# Define the cost of eraser and pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost = 6 * cost_eraser + 8 * cost_pencil
+
+# Print the final answer
+print(total_cost)','stop',159,151,120,1.28116504340959203034e+01,695729952000.0,NULL);
+INSERT INTO "chains" VALUES(28,1,0,'ef4eccaa99a933681ab729c47be0fa88993b51dbb0decbb66ab9e21d84983f06',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,352,343,2.2273001189925709653e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(28,2,0,'6cd2c61477969e6106fa29946fd71fa68bb59b9ab091a2edf805288cc7dc65f0',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,359,350,2.22431385799718572826e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(28,3,0,'fb73465b2b7d17a4de442b7a10b5cefd3e37f305126b854cc99a6e02e11f7f1c',0,'The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','stop',22,318,309,2.20379250898549816639e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(29,0,0,'9d685e59d2fa911ab622eec46ee7356a9fb33fefec85d9acc1b46cf6f1b72723',0,'To determine how many more popsicles Sam has than Betty, we start by defining the number of popsicles Betty has as \(5x\) and the number of popsicles Sam has as \(6x\). According to the problem, the total number of popsicles they have together is 165. Therefore, we can write the following equation:
+
+\[5x + 6x = 165\]
+
+Next, we combine the terms on the left side of the equation:
+
+\[11x = 165\]
+
+To find the value of \(x\), we divide both sides of the equation by 11:
+
+\[x = \frac{165}{11} = 15\]
+
+Now that we have the value of \(x\), we can find the number of popsicles Betty has by substituting \(x\) back into the expression for Betty''s popsicles:
+
+\[5x = 5 \times 15 = 75\]
+
+And we can find the number of popsicles Sam has by substituting \(x\) back into the expression for Sam''s popsicles:
+
+\[6x = 6 \times 15 = 90\]
+
+Finally, we need to determine how many more popsicles Sam has than Betty. We do this by subtracting the number of popsicles Betty has from the number of popsicles Sam has:
+
+\[90 - 75 = 15\]
+
+Therefore, Sam has \(\boxed{15}\) more popsicles than Betty.','stop',318,169,120,3.0122539009647173458e+01,1560283264000.0,NULL);
+INSERT INTO "chains" VALUES(29,0,1,'9d685e59d2fa911ab622eec46ee7356a9fb33fefec85d9acc1b46cf6f1b72723',1,'To solve this problem, we can follow these steps:
+
+1. **Understand the Ratio**: The ratio of popsicles that Betty and Sam have is 5:6. This means for every 5 popsicles Betty has, Sam has 6.
+2. **Set Up Variables**: Let \( B \) be the number of popsicles Betty has, and \( S \) be the number of popsicles Sam has. According to the ratio, we can write \( B = 5k \) and \( S = 6k \) for some integer \( k \).
+3. **Total Popsicles**: The total number of popsicles they have together is 165. So, we can write the equation \( B + S = 165 \).
+4. **Substitute the Ratios**: Substitute \( B = 5k \) and \( S = 6k \) into the equation \( B + S = 165 \):
+   \[
+   5k + 6k = 165 \implies 11k = 165 \implies k = \frac{165}{11} = 15
+   \]
+5. **Calculate the Number of Popsicles Each Has**: Now, substitute \( k = 15 \) back into the expressions for \( B \) and \( S \):
+   \[
+   B = 5 \times 15 = 75
+   \]
+   \[
+   S = 6 \times 15 = 90
+   \]
+6. **Find the Difference**: Finally, we need to find out how many more popsicles Sam has than Betty:
+   \[
+   S - B = 90 - 75 = 15
+   \]
+
+Let''s confirm this by writing the Python code to calculate the result.
+```python
+# Define the ratio and total popsicles
+ratio_B = 5
+ratio_S = 6
+total_popsicles = 165
+
+# Calculate the integer k
+k = total_popsicles // (ratio_B + ratio_S)
+
+# Calculate the number of popsicles Betty and Sam have
+B = ratio_B * k
+S = ratio_S * k
+
+# Calculate the difference
+difference = S - B
+print(difference)','stop',489,169,120,3.0122539009647173458e+01,1560283264000.0,NULL);
+INSERT INTO "chains" VALUES(29,0,2,'9d685e59d2fa911ab622eec46ee7356a9fb33fefec85d9acc1b46cf6f1b72723',2,'To solve this problem, we can break it down into the following steps:
+
+1. Determine the number of popsicles Betty has.
+2. Determine the number of popsicles Sam has.
+3. Find the difference between the number of popsicles Sam has and the number of popsicles Betty has.
+
+Given:
+- The ratio of Betty''s popsicles to Sam''s popsicles is 5:6.
+- The total number of popsicles they have together is 165.
+
+Let''s represent the number of popsicles Betty has as \(5x\) and the number of popsicles Sam has as \(6x\). Since the total number of popsicles is 165, we can write the equation:
+\[5x + 6x = 165\]
+
+Simplifying the left side, we get:
+\[11x = 165\]
+
+To find \(x\), we divide both sides by 11:
+\[x = \frac{165}{11}\]
+
+Now we can find the number of popsicles Betty has and Sam has by substituting \(x\) back into the expressions \(5x\) and \(6x\).
+
+Finally, the difference between the number of popsicles Sam has and the number of popsicles Betty has is:
+\[6x - 5x = x\]
+
+Let''s calculate this using Python code.
+```python
+# Given values
+total_popsicles = 165
+ratio_betty = 5
+ratio_sam = 6
+
+# Calculate the value of x
+x = total_popsicles // (ratio_betty + ratio_sam)
+
+# Calculate the number of popsicles Betty and Sam have
+popsicles_betty = ratio_betty * x
+popsicles_sam = ratio_sam * x
+
+# Calculate the difference
+difference = popsicles_sam - popsicles_betty
+print(difference)','stop',396,169,120,3.0122539009647173458e+01,1560283264000.0,NULL);
+INSERT INTO "chains" VALUES(29,0,3,'9d685e59d2fa911ab622eec46ee7356a9fb33fefec85d9acc1b46cf6f1b72723',3,'To solve this problem, let''s break it down step-by-step:
+
+1. **Understand the Ratio and Total Popsicles:**
+   - The ratio of popsicles that Betty and Sam have is 5:6.
+   - The total number of popsicles they have together is 165.
+
+2. **Set Up the Variables:**
+   - Let \( B \) be the number of popsicles Betty has.
+   - Let \( S \) be the number of popsicles Sam has.
+   - According to the ratio, \( B = 5x \) and \( S = 6x \) for some positive integer \( x \).
+
+3. **Write the Equation for the Total Popsicles:**
+   - The total number of popsicles is \( B + S = 165 \).
+   - Substitute \( B \) and \( S \) with \( 5x \) and \( 6x \) respectively: \( 5x + 6x = 165 \).
+   - Simplify the equation to find \( x \).
+
+4. **Solve for \( x \):**
+   - \( 11x = 165 \)
+   - \( x = \frac{165}{11} = 15 \)
+
+5. **Calculate the Number of Popsicles Each Has:**
+   - \( B = 5x = 5 \times 15 = 75 \)
+   - \( S = 6x = 6 \times 15 = 90 \)
+
+6. **Find the Difference Between Sam''s and Betty''s Popsicles:**
+   - \( \text{Difference} = S - B = 90 - 75 = 15 \)
+
+Now, let''s write the Python code to verify this solution and calculate the final answer.
+
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Set up the equation based on the ratio and total popsicles
+equation = 5*x + 6*x - 165
+
+# Solve for x
+solution = sp.solve(equation, x)[0]
+
+# Calculate the number of popsicles each has
+B = 5 * solution
+S = 6 * solution
+
+# Calculate the difference between Sam''s and Betty''s popsicles
+difference = S - B
+
+print(difference)','stop',508,169,120,3.0122539009647173458e+01,1560283264000.0,NULL);
+INSERT INTO "chains" VALUES(29,1,0,'041b034ee7829bf0dfad56219c19b96bd2b2c3a41da62084c778687bd8a1193f',0,'The final answer is \(\boxed{15}\).','stop',13,666,657,1.40836994176961960434e+00,74637696000.0,NULL);
+INSERT INTO "chains" VALUES(29,2,0,'08627810c77f8ee1942f3e8f79160f2da65df26646e92f253702e5bc4a959184',0,'The number of more popsicles Sam has than Betty is \(\boxed{15}\).','stop',20,573,564,1.85469706775211751192e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(29,3,0,'b7527320e53975eb86f73f7e1cdfc569c1f3a2e85e460e45a061f82a0a3f82d3',0,'The difference between the','length',4,685,676,7.15603967419675801586e-01,42650112000.0,NULL);
+INSERT INTO "chains" VALUES(30,0,0,'e633837035f8174adbd597604e7b515e218cd845a1d93dc4a5cb65c5a2353f15',0,'To solve this problem, we can set up a system of linear equations based on the information given:
+
+1. Let \( c \) be the number of camels.
+2. Let \( d \) be the number of dromedaries.
+
+From the problem, we know two things:
+1. The total number of heads is 180. This gives us the equation \( c + d = 180 \).
+2. The total number of bumps is 304. Since camels have two humps and dromedaries have one hump, the total number of bumps is \( 2c + d = 304 \).
+
+We now have a system of two linear equations:
+1. \( c + d = 180 \)
+2. \( 2c + d = 304 \)
+
+To eliminate \( d \), we can subtract the first equation from the second equation:
+\[ (2c + d) - (c + d) = 304 - 180 \]
+\[ c = 124 \]
+
+So, there are 124 camels. To find the number of dromedaries, we substitute \( c = 124 \) back into the first equation:
+\[ 124 + d = 180 \]
+\[ d = 56 \]
+
+Therefore, the number of dromedaries is \(\boxed{56}\).','stop',305,178,121,2.1191406357355862867e+01,1125785248000.0,NULL);
+INSERT INTO "chains" VALUES(30,0,1,'e633837035f8174adbd597604e7b515e218cd845a1d93dc4a5cb65c5a2353f15',1,'Let''s break down the problem step-by-step and use Python code to solve it.
+
+1. **Define Variables:**
+   - Let \( c \) be the number of camels.
+   - Let \( d \) be the number of dromedaries.
+
+2. **Set Up Equations:**
+   - The total number of heads is given by \( c + d = 180 \).
+   - The total number of bumps is given by \( 2c + d = 304 \).
+
+3. **Solve the System of Equations:**
+   We can solve these equations simultaneously to find the values of \( c \) and \( d \).
+
+Let''s write the Python code to solve these equations using sympy.
+
+```python
+import sympy as sp
+
+# Define the variables
+c, d = sp.symbols(''c d'')
+
+# Define the equations
+eq1 = sp.Eq(c + d, 180)
+eq2 = sp.Eq(2*c + d, 304)
+
+# Solve the system of equations
+solution = sp.solve((eq1, eq2), (c, d))
+
+# Extract the number of dromedaries
+number_of_dromedaries = solution[d]
+print(number_of_dromedaries)','stop',269,178,121,2.1191406357355862867e+01,1125785248000.0,NULL);
+INSERT INTO "chains" VALUES(30,0,2,'e633837035f8174adbd597604e7b515e218cd845a1d93dc4a5cb65c5a2353f15',2,'To determine the number of dromedaries in the herd, we can set up a system of linear equations based on the information given. Let''s denote the number of camels by \( c \) and the number of dromedaries by \( d \).
+
+From the problem, we know two things:
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+
+This gives us the following system of equations:
+1. \( c + d = 180 \)
+2. \( 2c + d = 304 \)
+
+We can solve this system of equations step by step. First, let''s eliminate \( d \) by subtracting the first equation from the second equation:
+\[
+(2c + d) - (c + d) = 304 - 180
+\]
+Simplifying this, we get:
+\[
+c = 124
+\]
+So, there are 124 camels. Now, we substitute \( c = 124 \) back into the first equation to find \( d \):
+\[
+124 + d = 180
+\]
+Subtracting 124 from both sides, we get:
+\[
+d = 56
+\]
+So, there are 56 dromedaries. Therefore, the number of dromedaries is \(\boxed{56}\).','stop',308,178,121,2.1191406357355862867e+01,1125785248000.0,NULL);
+INSERT INTO "chains" VALUES(30,0,3,'e633837035f8174adbd597604e7b515e218cd845a1d93dc4a5cb65c5a2353f15',3,'To solve this problem, we can use the following steps:
+
+1. Define variables for the number of camels and dromedaries.
+2. Set up the equations based on the given information:
+   - The total number of heads is 180. So, \( \text{number of camels} + \text{number of dromedaries} = 180 \).
+   - The total number of bumps is 304. So, \( 2 \times \text{number of camels} + 1 \times \text{number of dromedaries} = 304 \).
+3. Solve these equations to find the number of camels and dromedaries.
+4. The number of dromedaries will be the value of the variable representing the number of dromedaries.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define variables
+num_camels, num_dromedaries = sp.symbols(''num_camels num_dromedaries'')
+
+# Define the equations
+eq1 = sp.Eq(num_camels + num_dromedaries, 180)
+eq2 = sp.Eq(2 * num_camels + num_dromedaries, 304)
+
+# Solve the equations
+solution = sp.solve((eq1, eq2), (num_camels, num_dromedaries))
+
+# Extract the number of dromedaries
+num_dromedaries_value = solution[num_dromedaries]
+
+print(num_dromedaries_value)','stop',332,178,121,2.1191406357355862867e+01,1125785248000.0,NULL);
+INSERT INTO "chains" VALUES(30,1,0,'9f5e83198568c1ae082d023d345a8903bf929f47415c178b07cff8fcf40be8c7',0,'The number of dromedaries in the herd is \(\boxed{56}\).','stop',20,455,446,1.95733611051400657743e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(30,2,0,'b202120764ad888c6da5f9eb329facda0d332993e543aec35a24d82d610659aa',0,'The number of dromedaries in the herd is \(\boxed{56}\).','stop',20,518,509,1.87818366551073268055e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(31,0,0,'443fc6f60bb73aa3148b7cbf045b66fb9010f454bbf5aa8d8181c225aaca6728',0,'To solve this problem, we need to determine the size of Timothy''s locker based on the given information about Peter''s locker and the relationship between the sizes of the lockers.
+
+Here are the steps we''ll follow:
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. According to the problem, Peter''s locker is \( \frac{1}{4} \) of Zack''s locker.
+3. Zack''s locker is half as big as Timothy''s locker.
+4. If Peter''s locker is 5 cubic inches, we can set up the following equations:
+   \[
+   \text{Peter''s locker} = \frac{1}{4} \times \text{Zack''s locker}
+   \]
+   \[
+   \text{Zack''s locker} = \frac{1}{2} \times \text{Timothy''s locker}
+   \]
+   \[
+   \text{Peter''s locker} = 5
+   \]
+5. Substitute the value of Peter''s locker into the second equation to find Zack''s locker.
+6. Substitute the value of Zack''s locker into the third equation to find Timothy''s locker.
+
+Let''s implement this in Python to find the size of Timothy''s locker.
+```python
+# Given value
+peter_locker_size = 5
+
+# Calculate Zack''s locker size
+zack_locker_size = 4 * peter_locker_size
+
+# Calculate Timothy''s locker size
+timothy_locker_size = 2 * zack_locker_size
+
+print(timothy_locker_size)','stop',326,173,120,2.11699525475739278599e+01,1085800768000.0,NULL);
+INSERT INTO "chains" VALUES(31,0,1,'443fc6f60bb73aa3148b7cbf045b66fb9010f454bbf5aa8d8181c225aaca6728',1,'To solve the problem, we need to determine the size of Timothy''s locker given the relationships between the sizes of the lockers and the information that Peter''s locker is 5 cubic inches.
+
+Let''s define the size of each locker:
+- Let \( T \) be the size of Timothy''s locker in cubic inches.
+- Let \( Z \) be the size of Zack''s locker in cubic inches.
+- Let \( P \) be the size of Peter''s locker in cubic inches.
+
+From the problem, we have the following relationships:
+1. Zack''s locker is half as big as Timothy''s locker:
+   \[
+   Z = \frac{T}{2}
+   \]
+2. Peter''s locker is 1/4 as big as Zack''s locker:
+   \[
+   P = \frac{Z}{4}
+   \]
+3. Peter''s locker is 5 cubic inches:
+   \[
+   P = 5
+   \]
+
+We can substitute the value of \( P \) into the second equation to find \( Z \):
+\[
+5 = \frac{Z}{4}
+\]
+To solve for \( Z \), we multiply both sides of the equation by 4:
+\[
+Z = 5 \times 4 = 20
+\]
+
+Now that we know \( Z \) (Zack''s locker is 20 cubic inches), we can substitute this value back into the first equation to find \( T \):
+\[
+20 = \frac{T}{2}
+\]
+To solve for \( T \), we multiply both sides of the equation by 2:
+\[
+T = 20 \times 2 = 40
+\]
+
+Therefore, the size of Timothy''s locker is \(\boxed{40}\) cubic inches.','stop',367,173,120,2.11699525475739278599e+01,1085800768000.0,NULL);
+INSERT INTO "chains" VALUES(31,0,2,'443fc6f60bb73aa3148b7cbf045b66fb9010f454bbf5aa8d8181c225aaca6728',2,'To solve this problem, we can define the size of each locker step-by-step using Python. Let''s break it down:
+
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. Since Zack''s locker is half as big as Timothy''s locker, Zack''s locker is \( \frac{T}{2} \) cubic inches.
+3. Since Peter''s locker is 1/4 as big as Zack''s locker, Peter''s locker is \( \frac{1}{4} \times \frac{T}{2} = \frac{T}{8} \) cubic inches.
+4. We are given that Peter''s locker is 5 cubic inches. So we can set up the equation \( \frac{T}{8} = 5 \) and solve for \( T \).
+
+Let''s write the Python code to solve this equation.
+```python
+# Given that Peter''s locker is 5 cubic inches
+peter_locker_size = 5
+
+# Peter''s locker size is 1/8 of Timothy''s locker size
+# So, Timothy''s locker size can be calculated as follows
+timothy_locker_size = peter_locker_size * 8
+
+print(timothy_locker_size)','stop',253,173,120,2.11699525475739278599e+01,1085800768000.0,NULL);
+INSERT INTO "chains" VALUES(31,0,3,'443fc6f60bb73aa3148b7cbf045b66fb9010f454bbf5aa8d8181c225aaca6728',3,'To solve the problem, we need to follow the relationships given and use Python to calculate the size of Timothy''s locker. Here are the steps:
+
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. According to the problem, Peter''s locker is 1/4 as big as Zack''s locker. Since Zack''s locker is half as big as Timothy''s locker, we can write Zack''s locker size as \( \frac{T}{2} \).
+3. Peter''s locker is 5 cubic inches, so we can write the equation \( \frac{1}{4} \times \frac{T}{2} = 5 \).
+
+Now, let''s solve this equation step-by-step using Python.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Define the equation
+equation = Eq((1/4) * (T/2), 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+print(timothy_locker_size)','stop',227,173,120,2.11699525475739278599e+01,1085800768000.0,NULL);
+INSERT INTO "chains" VALUES(31,1,0,'11f95838f41b3a782c59ef56d26212d345cb18561e40b3829f1563ae8ff963a9',0,'The size of Timothy''s locker is \(\boxed{40}\) cubic inches.','stop',19,507,498,1.44046654395892170796e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(31,2,0,'993047663848163c8d050d39819ac969a33b40bc7233c9ae70c1b6e01afba97a',0,'The size of Timothy''s locker is \(\boxed{40}\) cubic inches.','stop',19,434,425,1.42958393995026478151e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(31,3,0,'d3c00382eced08dad0f4c36ee194be9c9b3ea19826fe2ff18c43ea9751c87632',0,'The size of Timothy''s locker is \(\boxed{40}\) cubic inches.','stop',19,422,399,1.82806543596338300083e+00,145721216000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,0,'d9149115f43843ebb394fc0bcebff3a5c11797cc446997c1bd8e625c387b9da5',0,'To determine how many apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the daily apple consumption for both Marin and Nancy combined.
+2. Multiply the daily apple consumption by the number of days.
+
+First, let''s find the daily apple consumption for both Marin and Nancy combined. Since each of them eats 4 apples a day, we add their individual daily consumption:
+\[ 4 \text{ apples/day} + 4 \text{ apples/day} = 8 \text{ apples/day} \]
+
+Next, we need to find out how many apples they eat in 30 days. We do this by multiplying the daily apple consumption by 30:
+\[ 8 \text{ apples/day} \times 30 \text{ days} = 240 \text{ apples} \]
+
+Therefore, the total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','stop',202,151,120,1.58647551730551672477e+01,871661664000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,1,'d9149115f43843ebb394fc0bcebff3a5c11797cc446997c1bd8e625c387b9da5',1,'To determine how many apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the total number of apples Marin eats per day.
+2. Calculate the total number of apples Nancy eats per day.
+3. Sum the apples eaten by Marin and Nancy each day.
+4. Multiply the result by the number of days (30) to get the total number of apples eaten in 30 days.
+
+Let''s do this step-by-step in Python.
+```python
+# Step 1: Calculate the total number of apples Marin eats per day
+marin_apples_per_day = 4
+
+# Step 2: Calculate the total number of apples Nancy eats per day
+nancy_apples_per_day = 4
+
+# Step 3: Sum the apples eaten by Marin and Nancy each day
+total_apples_per_day = marin_apples_per_day + nancy_apples_per_day
+
+# Step 4: Multiply the result by the number of days (30) to get the total number of apples eaten in 30 days
+total_apples_in_30_days = total_apples_per_day * 30
+
+print(total_apples_in_30_days)','stop',250,151,120,1.58647551730551672477e+01,871661664000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,2,'d9149115f43843ebb394fc0bcebff3a5c11797cc446997c1bd8e625c387b9da5',2,'To determine the total number of apples Marin and Nancy eat in 30 days, we can break down the problem step-by-step:
+
+1. Calculate the number of apples Marin eats in 30 days.
+2. Calculate the number of apples Nancy eats in 30 days.
+3. Add the two amounts together to get the total number of apples eaten by both.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Marin eats 4 apples a day. So in 30 days, he eats \(4 \times 30\) apples.
+2. Nancy eats 4 apples a day. So in 30 days, she eats \(4 \times 30\) apples.
+3. The total number of apples eaten by both is \((4 \times 30) + (4 \times 30)\).
+
+Let''s write the Python code to calculate this:
+```python
+# Number of apples each person eats per day
+apples_per_day = 4
+
+# Number of days
+days = 30
+
+# Total apples eaten by Marin and Nancy in 30 days
+total_apples = (apples_per_day * days) * 2
+print(total_apples)','stop',255,151,120,1.58647551730551672477e+01,871661664000.0,NULL);
+INSERT INTO "chains" VALUES(32,0,3,'d9149115f43843ebb394fc0bcebff3a5c11797cc446997c1bd8e625c387b9da5',3,'To solve this problem, we can break it down into a few simple steps:
+
+1. Calculate the total number of apples Marin eats in a day.
+2. Calculate the total number of apples Nancy eats in a day.
+3. Add the total number of apples Marin eats in a day to the total number of apples Nancy eats in a day to get the total number of apples they eat together in a day.
+4. Multiply the total number of apples they eat together in a day by 30 to get the total number of apples they eat in 30 days.
+
+Let''s implement this in Python to get the accurate result.
+
+```python
+# Number of apples each person eats per day
+apples_per_day_marin = 4
+apples_per_day_nancy = 4
+
+# Total number of apples they eat together per day
+total_apples_per_day = apples_per_day_marin + apples_per_day_nancy
+
+# Number of days
+number_of_days = 30
+
+# Total number of apples they eat together in 30 days
+total_apples_in_30_days = total_apples_per_day * number_of_days
+
+print(total_apples_in_30_days)','stop',247,151,120,1.58647551730551672477e+01,871661664000.0,NULL);
+INSERT INTO "chains" VALUES(32,1,0,'03035670a129a909cef8e063f0846bc6ea47cdfd7c426d77f4e2598ced195b66',0,'The total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','stop',25,410,400,2.79160963434454467702e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(32,2,0,'50635ef5ebe3782f129902c069dacf682d8443fa6d5935b29bb99c1b554e2877',0,'The total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','stop',25,415,405,2.78659495234508947092e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(32,3,0,'8c5f432799ca7d46801cdc73b32e37a0cfbb5ff8b64385c265e83efe7294d923',0,'The total number of apples Marin and his neighbor Nancy eat in 30 days is \(\boxed{240}\).','stop',27,407,397,3.00159858834134363192e+00,127950336000.0,NULL);
+INSERT INTO "chains" VALUES(33,0,0,'795ba50d26feb604977f2acea16fa6a327560c89060887780be20b70529d45ab',0,'To determine by how many points Joey is winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial points of Joey and Marcy
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored by Joey and Marcy
+joey_points = 26
+marcy_points = 10
+
+# Calculate new total points for Joey and Marcy
+joey_new_points = joey_initial_points + joey_points
+marcy_new_points = marcy_initial_points + marcy_points
+
+# Calculate the difference in points
+difference = joey_new_points - marcy_new_points
+print(difference)','stop',199,174,120,1.46364677427368743427e+01,842339712000.0,NULL);
+INSERT INTO "chains" VALUES(33,0,1,'795ba50d26feb604977f2acea16fa6a327560c89060887780be20b70529d45ab',1,'To determine by how many points Joey is now winning, we can follow these steps:
+
+1. Calculate Joey''s new score after scoring 26 points.
+2. Calculate Marcy''s new score after scoring 10 points.
+3. Subtract Joey''s new score from Marcy''s new score to find the difference.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial scores
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored
+joey_points_scored = 26
+marcy_points_scored = 10
+
+# New scores
+joey_new_points = joey_initial_points + joey_points_scored
+marcy_new_points = marcy_initial_points + marcy_points_scored
+
+# Difference in scores
+winning_difference = marcy_new_points - joey_new_points
+print(winning_difference)','stop',188,174,120,1.46364677427368743427e+01,842339712000.0,NULL);
+INSERT INTO "chains" VALUES(33,0,2,'795ba50d26feb604977f2acea16fa6a327560c89060887780be20b70529d45ab',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate Joey''s new score after scoring 26 points.
+2. Calculate Marcy''s new score after scoring 10 points.
+3. Find the difference between Joey''s new score and Marcy''s new score to determine how many points Joey is now winning.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Initial scores
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored
+joey_points_scored = 26
+marcy_points_scored = 10
+
+# Calculate new scores
+joey_new_points = joey_initial_points + joey_points_scored
+marcy_new_points = marcy_initial_points + marcy_points_scored
+
+# Calculate the difference
+difference = joey_new_points - marcy_new_points
+
+# Print the final answer
+print(difference)','stop',195,174,120,1.46364677427368743427e+01,842339712000.0,NULL);
+INSERT INTO "chains" VALUES(33,0,3,'795ba50d26feb604977f2acea16fa6a327560c89060887780be20b70529d45ab',3,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s calculations:
+
+1. Joey''s initial points = 214.
+2. Joey''s new points after scoring 26 points = 214 + 26.
+
+Next, let''s calculate Marcy''s calculations:
+
+1. Marcy''s initial points = 225.
+2. Marcy''s new points after scoring 10 points = 225 + 10.
+
+Finally, we find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial points of Joey and Marcy
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored by Joey and Marcy
+joey_points = 26
+marcy_points = 10
+
+# New total points of Joey and Marcy
+joey_new_points = joey_initial_points + joey_points
+marcy_new_points = marcy_initial_points + marcy_points
+
+# Difference between Joey''s new total points and Marcy''s new total points
+points_difference = Joey_new_points - marcy_new_points
+
+print(points_difference)','stop',316,174,120,1.46364677427368743427e+01,842339712000.0,NULL);
+INSERT INTO "chains" VALUES(33,1,0,'0c81888b67dc0e654ec512095831eeeb329cf739b8cf87b91865144f0061aca7',0,'Joey is now winning by \(\boxed{5}\) points.','stop',16,380,372,1.41263879574762540869e+00,81746048000.0,NULL);
+INSERT INTO "chains" VALUES(33,2,0,'d37f60756e8b8c992017abf93b8c67655491583475b1f9c8a95bcc6b4fe3135a',0,'The result indicates that Joey is now losing by 5 points. Therefore, the final answer is \(\boxed{-5}\).','stop',27,370,283,5.75511887824177392758e+00,401621888000.0,NULL);
+INSERT INTO "chains" VALUES(33,3,0,'bd5f9c91eda244d8a599acb01f19cc53ad8d2b723bfd7c0bdbc076e4a54768a0',0,'Joey is now winning by \(\boxed{5}\) points.','stop',16,376,368,1.45320494075349415652e+00,81746048000.0,NULL);
+INSERT INTO "chains" VALUES(33,4,0,'a67e5756de6056a1ad6d4806d83aedea45cf7becdcc32c94599caed43e1b131c',0,'It seems there was an issue with the variable name. Let''s correct it and run the code again. The variable `points_difference` should be defined correctly.
+```python
+# Initial points of Joey and Marcy
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored by Joey and Marcy
+joey_points = 26
+marcy_points = 10
+
+# New total points of Joey and Marcy
+joey_new_points = joey_initial_points + joey_points
+marcy_new_points = marcy_initial_points + marcy_points
+
+# Difference between Joey''s new total points and Marcy''s new total points
+points_difference = Joey_new_points - marcy_new_points
+
+print(points_difference)','stop',161,509,489,1.81597805281380715314e+01,639751680000.0,NULL);
+INSERT INTO "chains" VALUES(33,5,0,'ad3919195c768d69178e8ac176042f21b8b1de4e688b45793ac31c6dc35d4b33',0,'It seems there is still an issue with the variable name. Let''s correct it and run the code again. The variable `points_difference` should be defined correctly.
+```python','length',35,689,669,5.16560084704542532563e+00,191925504000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -2666,6 +3546,14 @@ INSERT INTO "jobs" VALUES(22,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(23,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-291',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','2','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2084838837, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 1278, "calls": 1, "seconds": 87.54415138588229, "flops": 4727054080000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0157, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.014, "call_seconds": 0.0155, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1395128519, 1395144357], "usage": {"prompt_tokens": 987, "cached_prompt_tokens": 971, "completion_tokens": 36, "calls": 2, "seconds": 3.3713142184007063, "flops": 177708800000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"2": 4}, "tie_broken_by_rng": false, "winner": "2"}]',1163,1091,1314,5,0,0,4904762880000.0,0.0,9.954834461800055578e+01,9.09466639462936115006e+01,1.79631200710917544359e+09);
 INSERT INTO "jobs" VALUES(24,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-300',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','78','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 721389136, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 911, "calls": 1, "seconds": 63.96926461546314, "flops": 3440442368000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0223, "call_seconds": 0.0252, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0156, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0168, "call_seconds": 0.0222, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0126, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [3637326, 3645245, 3653164, 3661083], "usage": {"prompt_tokens": 1667, "cached_prompt_tokens": 1631, "completion_tokens": 103, "calls": 4, "seconds": 8.73390673521256, "flops": 479813760000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"78": 4}, "tie_broken_by_rng": false, "winner": "78"}]',1848,1751,1014,9,0,0,3920256128000.0,0.0,2.33566141502000391484e+02,7.27789297266744199515e+01,1.79631214526349115368e+09);
 INSERT INTO "jobs" VALUES(25,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-306',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1078231425, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 121, "completion_tokens": 1114, "calls": 1, "seconds": 77.16046902573365, "flops": 4140615040000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.032, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.011, "call_seconds": 0.0201, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0194, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [300509497, 300517416, 300533254], "usage": {"prompt_tokens": 1415, "cached_prompt_tokens": 1382, "completion_tokens": 63, "calls": 3, "seconds": 5.744380856575194, "flops": 330538368000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',1591,1503,1177,7,0,0,4471153408000.0,0.0,1.63928147320999414654e+02,8.29762872293052140566e+01,1.79631217104132890702e+09);
+INSERT INTO "jobs" VALUES(26,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-382',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','350','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1950353884, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 863, "calls": 1, "seconds": 62.25337572530869, "flops": 3244962688000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0267, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0113, "call_seconds": 0.0201, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0138, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [54575469, 54591307, 54599226], "usage": {"prompt_tokens": 1137, "cached_prompt_tokens": 1107, "completion_tokens": 65, "calls": 3, "seconds": 6.123231266840595, "flops": 326984192000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"350": 3, "220": 1}, "tie_broken_by_rng": false, "winner": "350"}]',1311,1227,928,7,0,0,3571946880000.0,0.0,1.35809543934010434895e+02,6.84371603441194480393e+01,1.7963123068575825691e+09);
+INSERT INTO "jobs" VALUES(27,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-376',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','15','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 354077702, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1149, "calls": 1, "seconds": 81.17299914973366, "flops": 4225915264000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0154, "call_seconds": 0.0163, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.0195, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [1660628411, 1660636330], "usage": {"prompt_tokens": 929, "cached_prompt_tokens": 911, "completion_tokens": 38, "calls": 2, "seconds": 3.4463325815600308, "flops": 191925504000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"15": 4}, "tie_broken_by_rng": false, "winner": "15"}]',1093,1031,1187,5,0,0,4417840768000.0,0.0,1.65093964491010410707e+02,8.46551422912962578913e+01,1.79631231036087775235e+09);
+INSERT INTO "jobs" VALUES(28,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-387',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','36','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1102534148, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 756, "calls": 1, "seconds": 51.24660173638368, "flops": 2782919808000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0219, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0105, "call_seconds": 0.0112, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0116, "call_seconds": 0.0125, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [23984567, 24000405, 24008324], "usage": {"prompt_tokens": 1029, "cached_prompt_tokens": 1002, "completion_tokens": 66, "calls": 3, "seconds": 6.655406485975255, "flops": 319875840000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"36": 4}, "tie_broken_by_rng": false, "winner": "36"}]',1180,1122,822,7,0,0,3102795648000.0,0.0,1.75964274338999530303e+02,5.79474945483391081771e+01,1.79631248282881093025e+09);
+INSERT INTO "jobs" VALUES(29,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-391',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','15','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 191237156, "usage": {"prompt_tokens": 169, "cached_prompt_tokens": 120, "completion_tokens": 1711, "calls": 1, "seconds": 120.4901560385887, "flops": 6241133056000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0176, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0227, "call_seconds": 0.0252, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0842, "call_seconds": 0.0938, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3], "seeds": [16091489, 16099408, 16107327], "usage": {"prompt_tokens": 1924, "cached_prompt_tokens": 1897, "completion_tokens": 37, "calls": 3, "seconds": 3.978670976941413, "flops": 216804736000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length"], "code_runs": [0, 1, 1, 1]}, {"event": "vote", "counts": {"15": 4}, "tie_broken_by_rng": false, "winner": "15"}]',2093,2017,1748,7,0,0,6457937792000.0,0.0,1.93883879807006451294e+02,1.24605342478519446561e+02,1.79631250425035452842e+09);
+INSERT INTO "jobs" VALUES(30,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-416',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','56','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 652364380, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 121, "completion_tokens": 1214, "calls": 1, "seconds": 84.76562542942345, "flops": 4503140992000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0793, "call_seconds": 0.0799, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.09, "call_seconds": 0.0906, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1607436498, 1607452336], "usage": {"prompt_tokens": 973, "cached_prompt_tokens": 955, "completion_tokens": 40, "calls": 2, "seconds": 3.8355197760247393, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"56": 4}, "tie_broken_by_rng": false, "winner": "56"}]',1151,1076,1254,5,0,0,4702174848000.0,0.0,1.80689099644994712436e+02,88.7717266854416,1.79631266352120041842e+09);
+INSERT INTO "jobs" VALUES(31,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-418',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','40','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 706357347, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 1173, "calls": 1, "seconds": 84.67981019029571, "flops": 4343203072000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0163, "call_seconds": 0.0173, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0173, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0945, "call_seconds": 0.0955, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [555070959, 555086797, 555094716], "usage": {"prompt_tokens": 1363, "cached_prompt_tokens": 1322, "completion_tokens": 57, "calls": 3, "seconds": 4.69811591987257, "flops": 337646720000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"40": 4}, "tie_broken_by_rng": false, "winner": "40"}]',1536,1442,1230,7,0,0,4680849792000.0,0.0,1.69678878455000813115e+02,8.95079459321661232741e+01,1.79631267393816518784e+09);
+INSERT INTO "jobs" VALUES(32,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-454',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1560540830, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 954, "calls": 1, "seconds": 63.45902069222067, "flops": 3486646656000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.0201, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0272, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0164, "call_seconds": 0.0171, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3], "seeds": [1357714960, 1357722879, 1357730798], "usage": {"prompt_tokens": 1232, "cached_prompt_tokens": 1202, "completion_tokens": 77, "calls": 3, "seconds": 8.579803175030978, "flops": 369634304000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1]}, {"event": "vote", "counts": {"240": 4}, "tie_broken_by_rng": false, "winner": "240"}]',1383,1322,1031,7,0,0,3856280960000.0,0.0,1.51705036564002512019e+02,7.21032555302721505068e+01,1.7963128256562395096e+09);
+INSERT INTO "jobs" VALUES(33,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-447',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1904766779, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 898, "calls": 1, "seconds": 58.5458709709475, "flops": 3369358848000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0151, "call_seconds": 0.0209, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0158, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0168, "call_seconds": 0.0229, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0144, "call_seconds": 0.0151, "stdout_bytes": 0, "stderr_bytes": 225}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1743156317, 1743164236, 1743172155, 1743180074], "usage": {"prompt_tokens": 1635, "cached_prompt_tokens": 1512, "completion_tokens": 220, "calls": 4, "seconds": 26.780743142880965, "flops": 1204865664000.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0162, "call_seconds": 0.0206, "stdout_bytes": 0, "stderr_bytes": 225}, {"event": "generate", "round": 2, "paths": [3], "seeds": [1743284803], "usage": {"prompt_tokens": 689, "cached_prompt_tokens": 669, "completion_tokens": 35, "calls": 1, "seconds": 5.165600847045425, "flops": 191925504000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length"], "code_runs": [1, 1, 1, 2]}, {"event": "vote", "counts": {"5": 2, "-5": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "5"}]',2498,2301,1153,11,0,0,4766150016000.0,0.0,167.304203341002,9.05875409268757323354e+01,1.79631283083056879044e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -5651,10 +6539,986 @@ print(afternoon_sales)
 10.0
 ```
 The number of loaves of bread sold in the afternoon is \(\boxed{10}\).','10',1,'equivalent',349,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,0,'To find the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the silver pesos and gold pesos of both Axel and Anna.
+
+Let''s break this down and implement it in Python using sympy to ensure our calculations are accurate.
+
+```python
+import sympy as sp
+
+# Given data
+axel_silver = 50
+axel_gold = 80
+
+# Anna''s silver and gold pesos
+anna_silver = 2 * axel_silver
+anna_gold = axel_gold + 40
+
+# Total number of pesos
+total_peso = axel_silver + axel_gold + anna_silver + anna_gold
+
+# Print the total number of pesos
+print(total_peso)
+```
+```output
+350
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{350}\).','350',1,'equivalent',203,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(26,1,'To determine the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Add the total number of silver pesos to the total number of gold pesos.
+
+Let''s start with the number of silver pesos. Axel has 50 silver pesos, and Anna has twice as many silver pesos as Axel. Therefore, we calculate the number of silver pesos Anna has as follows:
+\[ \text{Number of silver pesos Anna has} = 2 \times 50 = 100 \]
+
+Next, we calculate the number of gold pesos. Axel has 80 gold pesos, and Anna has 40 more gold pesos than Axel. Therefore, we calculate the number of gold pesos Anna has as follows:
+\[ \text{Number of gold pesos Anna has} = 80 + 40 = 120 \]
+
+Now, we add the total number of silver pesos to the total number of gold pesos to find the total number of pesos they have together:
+\[ \text{Total number of pesos} = 100 + 120 = 220 \]
+
+Thus, the total number of pesos Axel and Anna have together is \(\boxed{220}\).','220',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,2,'To find the total number of pesos Axel and Anna have together, we need to follow these steps:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum the silver and gold pesos of both Axel and Anna to get the total.
+
+Let''s break this down and solve it step-by-step using Python code.
+
+```python
+# Step 1: Calculate the number of silver pesos Anna has
+axel_silver = 50
+anna_silver = 2 * axel_silver
+
+# Step 2: Calculate the number of gold pesos Anna has
+axel_gold = 80
+anna_gold = axel_gold + 40
+
+# Step 3: Calculate the total number of pesos Axel and Anna have together
+total_peso = axel_silver + anna_silver + axel_gold + anna_gold
+
+# Print the total number of pesos
+print(total_peso)
+```
+```output
+350
+```
+The total number of pesos that Axel and Anna have together is \(\boxed{350}\).','350',1,'equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(26,3,'Let''s solve the problem step-by-step:
+
+1. Calculate the number of silver pesos Anna has.
+2. Calculate the number of gold pesos Anna has.
+3. Sum up the total number of silver pesos and gold pesos they have together.
+
+We''ll use Python to ensure accuracy in our calculations. Let''s go ahead and write the code to solve this.
+```python
+# Step 1: Define the number of silver pesos and gold pesos Axel has
+axel_silver = 50
+axel_gold = 80
+
+# Step 2: Calculate the number of silver pesos Anna has
+anna_silver = 2 * axel_silver
+
+# Step 3: Calculate the number of gold pesos Anna has
+anna_gold = axel_gold + 40
+
+# Step 4: Calculate the total number of silver pesos and gold pesos they have together
+total_peso = axel_silver + axel_gold + anna_silver + anna_gold
+
+print(total_peso)
+```
+```output
+350
+```
+The total number of pesos Axel and Anna have together is \(\boxed{350}\).','350',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,0,'To determine how many pupils like the color yellow, we will follow these steps:
+
+1. Calculate how many pupils like blue.
+2. Determine how many pupils remain after those who like blue are subtracted.
+3. Calculate how many of the remaining pupils like green.
+4. Subtract the number of pupils who like green from the remaining pupils to find out how many like yellow.
+
+Let''s start with the first step:
+
+1. Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. Next, we subtract the number of pupils who like blue from the total number of pupils to find out how many remain.
+   \[
+   \text{Remaining pupils} = 40 - 20 = 20
+   \]
+
+3. One-fourth of the remaining pupils like green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+4. Finally, we subtract the number of pupils who like green from the remaining pupils to find out how many like yellow.
+   \[
+   \text{Number of pupils who like yellow} = 20 - 5 = 15
+   \]
+
+So, the number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(27,1,'To determine how many pupils like the color yellow, we will follow the steps outlined in the problem and use Python code to ensure accuracy.
+
+1. **Calculate the number of pupils who like blue:**
+   - Total pupils = 40
+   - Pupils who like blue = Half of 40 = 40 / 2 = 20
+
+2. **Calculate the number of pupils who remain after those who like blue are subtracted:**
+   - Remaining pupils = Total pupils - Pupils who like blue = 40 - 20 = 20
+
+3. **Calculate the number of pupils who like green:**
+   - Pupils who like green = One-fourth of the remaining pupils = (1/4) * 20 = 5
+
+4. **Calculate the number of pupils who like yellow:**
+   - Pupils who like yellow = Remaining pupils - Pupils who like green = 20 - 5 = 15
+
+Now, let''s write the Python code to confirm these calculations.
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Pupils who like blue
+pupils_like_blue = total_pupils // 2
+
+# Remaining pupils after those who like blue are subtracted
+remaining_pupils = total_pupils - pupils_like_blue
+
+# Pupils who like green
+pupils_like_green = remaining_pupils // 4
+
+# Pupils who like yellow
+pupils_like_yellow = remaining_pupils - pupils_like_green
+
+print(pupils_like_yellow)
+```
+```output
+15
+```
+The number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,2,'To solve this problem, we will follow these steps:
+
+1. Calculate the number of pupils who like blue.
+2. Subtract the number of pupils who like blue from the total number of pupils to find the remaining pupils.
+3. Calculate the number of pupils who like green from the remaining pupils.
+4. Subtract the number of pupils who like green from the remaining pupils to find the number of pupils who like yellow.
+
+Let''s implement this step-by-step in Python code to ensure accuracy.
+```python
+# Total number of pupils
+total_pupils = 40
+
+# Step 1: Calculate the number of pupils who like blue
+pupils_like_blue = total_pupils // 2
+
+# Step 2: Calculate the remaining pupils after those who like blue
+remaining_pupils_after_blue = total_pupils - pupils_like_blue
+
+# Step 3: Calculate the number of pupils who like green
+pupils_like_green = remaining_pupils_after_blue // 4
+
+# Step 4: Calculate the number of pupils who like yellow
+pupils_like_yellow = remaining_pupils_after_blue - pupils_like_green
+
+print(pupils_like_yellow)
+```
+```output
+15
+```
+The number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(27,3,'To determine how many pupils like the color yellow, let''s break down the problem step by step:
+
+1. **Calculate the number of pupils who like blue:**
+   - There are 40 pupils in total.
+   - Half of the class likes blue.
+   \[
+   \text{Number of pupils who like blue} = \frac{40}{2} = 20
+   \]
+
+2. **Calculate the number of pupils remaining after those who like blue:**
+   \[
+   \text{Remaining pupils} = 40 - 20 = 20
+   \]
+
+3. **Calculate the number of pupils who like green:**
+   - One-fourth of the remaining pupils likes green.
+   \[
+   \text{Number of pupils who like green} = \frac{20}{4} = 5
+   \]
+
+4. **Calculate the number of pupils who like yellow:**
+   - The rest of the pupils like yellow.
+   \[
+   \text{Number of pupils who like yellow} = \text{Remaining pupils} - \text{Number of pupils who like green} = 20 - 5 = 15
+   \]
+
+Thus, the number of pupils who like the color yellow is \(\boxed{15}\).','15',1,'equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,0,'To solve this problem, we will follow these steps:
+
+1. Calculate the total cost of the erasers.
+2. Calculate the total cost of the pencils.
+3. Sum the two totals to get the final cost.
+
+Let''s break it down into code steps and run it to get the result.
+```python
+# Define the cost of each item
+eraser_cost = 2
+pencil_cost = 3
+
+# Define the quantities
+number_of_erasers = 6
+number_of_pencils = 8
+
+# Calculate the total cost of the erasers
+total_eraser_cost = eraser_cost * number_of_erasers
+
+# Calculate the total cost of the pencils
+total_pencil_cost = pencil_cost * number_of_pencils
+
+# Calculate the final total cost
+final_total_cost = total_eraser_cost + total_pencil_cost
+
+# Print the final total cost
+print(final_total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(28,1,'To determine the total cost of 6 erasers and 8 pencils, we need to calculate the cost of each type of item separately and then sum these costs.
+
+First, let''s calculate the cost of the erasers:
+- The cost of one eraser is $2.
+- We need 6 erasers.
+- Therefore, the total cost for the erasers is \(6 \times 2 = 12\) dollars.
+
+Next, let''s calculate the cost of the pencils:
+- The cost of one pencil is $3.
+- We need 8 pencils.
+- Therefore, the total cost for the pencils is \(8 \times 3 = 24\) dollars.
+
+Now, we add the cost of the erasers and the cost of the pencils to find the total cost:
+- The total cost is \(12 + 24 = 36\) dollars.
+
+Thus, the total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,2,'To determine the total cost of 6 erasers and 8 pencils, we can break down the problem into smaller steps:
+
+1. Calculate the cost of one eraser.
+2. Calculate the cost of one pencil.
+3. Calculate the total cost of 6 erasers.
+4. Calculate the total cost of 8 pencils.
+5. Add the total cost of the erasers and the total cost of the pencils to get the final answer.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the costs of the items
+cost_of_eraser = 2
+cost_of_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost_erasers = 6 * cost_of_eraser
+total_cost_pencils = 8 * cost_of_pencil
+total_cost = total_cost_erasers + total_cost_pencils
+
+# Print the final answer
+print(total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',222,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(28,3,'To solve this problem, we need to calculate the total cost of 6 erasers and 8 pencils. Here are the steps:
+
+1. Calculate the cost of 6 erasers.
+2. Calculate the cost of 8 pencils.
+3. Add the two costs together to get the total cost.
+
+Let''s break this down into code. We''ll use the `sympy` library to ensure the calculations are accurate.
+
+```python
+# Define the cost of eraser and pencil
+cost_eraser = 2
+cost_pencil = 3
+
+# Calculate the total cost of 6 erasers and 8 pencils
+total_cost = 6 * cost_eraser + 8 * cost_pencil
+
+# Print the final answer
+print(total_cost)
+```
+```output
+36
+```
+The total cost of 6 erasers and 8 pencils is \(\boxed{36}\).','36',1,'equivalent',181,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,0,'To determine how many more popsicles Sam has than Betty, we start by defining the number of popsicles Betty has as \(5x\) and the number of popsicles Sam has as \(6x\). According to the problem, the total number of popsicles they have together is 165. Therefore, we can write the following equation:
+
+\[5x + 6x = 165\]
+
+Next, we combine the terms on the left side of the equation:
+
+\[11x = 165\]
+
+To find the value of \(x\), we divide both sides of the equation by 11:
+
+\[x = \frac{165}{11} = 15\]
+
+Now that we have the value of \(x\), we can find the number of popsicles Betty has by substituting \(x\) back into the expression for Betty''s popsicles:
+
+\[5x = 5 \times 15 = 75\]
+
+And we can find the number of popsicles Sam has by substituting \(x\) back into the expression for Sam''s popsicles:
+
+\[6x = 6 \times 15 = 90\]
+
+Finally, we need to determine how many more popsicles Sam has than Betty. We do this by subtracting the number of popsicles Betty has from the number of popsicles Sam has:
+
+\[90 - 75 = 15\]
+
+Therefore, Sam has \(\boxed{15}\) more popsicles than Betty.','15',1,'equivalent',318,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(29,1,'To solve this problem, we can follow these steps:
+
+1. **Understand the Ratio**: The ratio of popsicles that Betty and Sam have is 5:6. This means for every 5 popsicles Betty has, Sam has 6.
+2. **Set Up Variables**: Let \( B \) be the number of popsicles Betty has, and \( S \) be the number of popsicles Sam has. According to the ratio, we can write \( B = 5k \) and \( S = 6k \) for some integer \( k \).
+3. **Total Popsicles**: The total number of popsicles they have together is 165. So, we can write the equation \( B + S = 165 \).
+4. **Substitute the Ratios**: Substitute \( B = 5k \) and \( S = 6k \) into the equation \( B + S = 165 \):
+   \[
+   5k + 6k = 165 \implies 11k = 165 \implies k = \frac{165}{11} = 15
+   \]
+5. **Calculate the Number of Popsicles Each Has**: Now, substitute \( k = 15 \) back into the expressions for \( B \) and \( S \):
+   \[
+   B = 5 \times 15 = 75
+   \]
+   \[
+   S = 6 \times 15 = 90
+   \]
+6. **Find the Difference**: Finally, we need to find out how many more popsicles Sam has than Betty:
+   \[
+   S - B = 90 - 75 = 15
+   \]
+
+Let''s confirm this by writing the Python code to calculate the result.
+```python
+# Define the ratio and total popsicles
+ratio_B = 5
+ratio_S = 6
+total_popsicles = 165
+
+# Calculate the integer k
+k = total_popsicles // (ratio_B + ratio_S)
+
+# Calculate the number of popsicles Betty and Sam have
+B = ratio_B * k
+S = ratio_S * k
+
+# Calculate the difference
+difference = S - B
+print(difference)
+```
+```output
+15
+```
+The final answer is \(\boxed{15}\).','15',1,'equivalent',502,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,2,'To solve this problem, we can break it down into the following steps:
+
+1. Determine the number of popsicles Betty has.
+2. Determine the number of popsicles Sam has.
+3. Find the difference between the number of popsicles Sam has and the number of popsicles Betty has.
+
+Given:
+- The ratio of Betty''s popsicles to Sam''s popsicles is 5:6.
+- The total number of popsicles they have together is 165.
+
+Let''s represent the number of popsicles Betty has as \(5x\) and the number of popsicles Sam has as \(6x\). Since the total number of popsicles is 165, we can write the equation:
+\[5x + 6x = 165\]
+
+Simplifying the left side, we get:
+\[11x = 165\]
+
+To find \(x\), we divide both sides by 11:
+\[x = \frac{165}{11}\]
+
+Now we can find the number of popsicles Betty has and Sam has by substituting \(x\) back into the expressions \(5x\) and \(6x\).
+
+Finally, the difference between the number of popsicles Sam has and the number of popsicles Betty has is:
+\[6x - 5x = x\]
+
+Let''s calculate this using Python code.
+```python
+# Given values
+total_popsicles = 165
+ratio_betty = 5
+ratio_sam = 6
+
+# Calculate the value of x
+x = total_popsicles // (ratio_betty + ratio_sam)
+
+# Calculate the number of popsicles Betty and Sam have
+popsicles_betty = ratio_betty * x
+popsicles_sam = ratio_sam * x
+
+# Calculate the difference
+difference = popsicles_sam - popsicles_betty
+print(difference)
+```
+```output
+15
+```
+The number of more popsicles Sam has than Betty is \(\boxed{15}\).','15',1,'equivalent',416,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(29,3,'To solve this problem, let''s break it down step-by-step:
+
+1. **Understand the Ratio and Total Popsicles:**
+   - The ratio of popsicles that Betty and Sam have is 5:6.
+   - The total number of popsicles they have together is 165.
+
+2. **Set Up the Variables:**
+   - Let \( B \) be the number of popsicles Betty has.
+   - Let \( S \) be the number of popsicles Sam has.
+   - According to the ratio, \( B = 5x \) and \( S = 6x \) for some positive integer \( x \).
+
+3. **Write the Equation for the Total Popsicles:**
+   - The total number of popsicles is \( B + S = 165 \).
+   - Substitute \( B \) and \( S \) with \( 5x \) and \( 6x \) respectively: \( 5x + 6x = 165 \).
+   - Simplify the equation to find \( x \).
+
+4. **Solve for \( x \):**
+   - \( 11x = 165 \)
+   - \( x = \frac{165}{11} = 15 \)
+
+5. **Calculate the Number of Popsicles Each Has:**
+   - \( B = 5x = 5 \times 15 = 75 \)
+   - \( S = 6x = 6 \times 15 = 90 \)
+
+6. **Find the Difference Between Sam''s and Betty''s Popsicles:**
+   - \( \text{Difference} = S - B = 90 - 75 = 15 \)
+
+Now, let''s write the Python code to verify this solution and calculate the final answer.
+
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Set up the equation based on the ratio and total popsicles
+equation = 5*x + 6*x - 165
+
+# Solve for x
+solution = sp.solve(equation, x)[0]
+
+# Calculate the number of popsicles each has
+B = 5 * solution
+S = 6 * solution
+
+# Calculate the difference between Sam''s and Betty''s popsicles
+difference = S - B
+
+print(difference)
+```
+```output
+15
+```
+The difference between the','15',1,'equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,0,'To solve this problem, we can set up a system of linear equations based on the information given:
+
+1. Let \( c \) be the number of camels.
+2. Let \( d \) be the number of dromedaries.
+
+From the problem, we know two things:
+1. The total number of heads is 180. This gives us the equation \( c + d = 180 \).
+2. The total number of bumps is 304. Since camels have two humps and dromedaries have one hump, the total number of bumps is \( 2c + d = 304 \).
+
+We now have a system of two linear equations:
+1. \( c + d = 180 \)
+2. \( 2c + d = 304 \)
+
+To eliminate \( d \), we can subtract the first equation from the second equation:
+\[ (2c + d) - (c + d) = 304 - 180 \]
+\[ c = 124 \]
+
+So, there are 124 camels. To find the number of dromedaries, we substitute \( c = 124 \) back into the first equation:
+\[ 124 + d = 180 \]
+\[ d = 56 \]
+
+Therefore, the number of dromedaries is \(\boxed{56}\).','56',1,'equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(30,1,'Let''s break down the problem step-by-step and use Python code to solve it.
+
+1. **Define Variables:**
+   - Let \( c \) be the number of camels.
+   - Let \( d \) be the number of dromedaries.
+
+2. **Set Up Equations:**
+   - The total number of heads is given by \( c + d = 180 \).
+   - The total number of bumps is given by \( 2c + d = 304 \).
+
+3. **Solve the System of Equations:**
+   We can solve these equations simultaneously to find the values of \( c \) and \( d \).
+
+Let''s write the Python code to solve these equations using sympy.
+
+```python
+import sympy as sp
+
+# Define the variables
+c, d = sp.symbols(''c d'')
+
+# Define the equations
+eq1 = sp.Eq(c + d, 180)
+eq2 = sp.Eq(2*c + d, 304)
+
+# Solve the system of equations
+solution = sp.solve((eq1, eq2), (c, d))
+
+# Extract the number of dromedaries
+number_of_dromedaries = solution[d]
+print(number_of_dromedaries)
+```
+```output
+56
+```
+The number of dromedaries in the herd is \(\boxed{56}\).','56',1,'equivalent',289,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,2,'To determine the number of dromedaries in the herd, we can set up a system of linear equations based on the information given. Let''s denote the number of camels by \( c \) and the number of dromedaries by \( d \).
+
+From the problem, we know two things:
+1. The total number of heads is 180.
+2. The total number of bumps is 304.
+
+This gives us the following system of equations:
+1. \( c + d = 180 \)
+2. \( 2c + d = 304 \)
+
+We can solve this system of equations step by step. First, let''s eliminate \( d \) by subtracting the first equation from the second equation:
+\[
+(2c + d) - (c + d) = 304 - 180
+\]
+Simplifying this, we get:
+\[
+c = 124
+\]
+So, there are 124 camels. Now, we substitute \( c = 124 \) back into the first equation to find \( d \):
+\[
+124 + d = 180
+\]
+Subtracting 124 from both sides, we get:
+\[
+d = 56
+\]
+So, there are 56 dromedaries. Therefore, the number of dromedaries is \(\boxed{56}\).','56',1,'equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(30,3,'To solve this problem, we can use the following steps:
+
+1. Define variables for the number of camels and dromedaries.
+2. Set up the equations based on the given information:
+   - The total number of heads is 180. So, \( \text{number of camels} + \text{number of dromedaries} = 180 \).
+   - The total number of bumps is 304. So, \( 2 \times \text{number of camels} + 1 \times \text{number of dromedaries} = 304 \).
+3. Solve these equations to find the number of camels and dromedaries.
+4. The number of dromedaries will be the value of the variable representing the number of dromedaries.
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define variables
+num_camels, num_dromedaries = sp.symbols(''num_camels num_dromedaries'')
+
+# Define the equations
+eq1 = sp.Eq(num_camels + num_dromedaries, 180)
+eq2 = sp.Eq(2 * num_camels + num_dromedaries, 304)
+
+# Solve the equations
+solution = sp.solve((eq1, eq2), (num_camels, num_dromedaries))
+
+# Extract the number of dromedaries
+num_dromedaries_value = solution[num_dromedaries]
+
+print(num_dromedaries_value)
+```
+```output
+56
+```
+The number of dromedaries in the herd is \(\boxed{56}\).','56',1,'equivalent',352,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,0,'To solve this problem, we need to determine the size of Timothy''s locker based on the given information about Peter''s locker and the relationship between the sizes of the lockers.
+
+Here are the steps we''ll follow:
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. According to the problem, Peter''s locker is \( \frac{1}{4} \) of Zack''s locker.
+3. Zack''s locker is half as big as Timothy''s locker.
+4. If Peter''s locker is 5 cubic inches, we can set up the following equations:
+   \[
+   \text{Peter''s locker} = \frac{1}{4} \times \text{Zack''s locker}
+   \]
+   \[
+   \text{Zack''s locker} = \frac{1}{2} \times \text{Timothy''s locker}
+   \]
+   \[
+   \text{Peter''s locker} = 5
+   \]
+5. Substitute the value of Peter''s locker into the second equation to find Zack''s locker.
+6. Substitute the value of Zack''s locker into the third equation to find Timothy''s locker.
+
+Let''s implement this in Python to find the size of Timothy''s locker.
+```python
+# Given value
+peter_locker_size = 5
+
+# Calculate Zack''s locker size
+zack_locker_size = 4 * peter_locker_size
+
+# Calculate Timothy''s locker size
+timothy_locker_size = 2 * zack_locker_size
+
+print(timothy_locker_size)
+```
+```output
+40
+```
+The size of Timothy''s locker is \(\boxed{40}\) cubic inches.','40',1,'equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(31,1,'To solve the problem, we need to determine the size of Timothy''s locker given the relationships between the sizes of the lockers and the information that Peter''s locker is 5 cubic inches.
+
+Let''s define the size of each locker:
+- Let \( T \) be the size of Timothy''s locker in cubic inches.
+- Let \( Z \) be the size of Zack''s locker in cubic inches.
+- Let \( P \) be the size of Peter''s locker in cubic inches.
+
+From the problem, we have the following relationships:
+1. Zack''s locker is half as big as Timothy''s locker:
+   \[
+   Z = \frac{T}{2}
+   \]
+2. Peter''s locker is 1/4 as big as Zack''s locker:
+   \[
+   P = \frac{Z}{4}
+   \]
+3. Peter''s locker is 5 cubic inches:
+   \[
+   P = 5
+   \]
+
+We can substitute the value of \( P \) into the second equation to find \( Z \):
+\[
+5 = \frac{Z}{4}
+\]
+To solve for \( Z \), we multiply both sides of the equation by 4:
+\[
+Z = 5 \times 4 = 20
+\]
+
+Now that we know \( Z \) (Zack''s locker is 20 cubic inches), we can substitute this value back into the first equation to find \( T \):
+\[
+20 = \frac{T}{2}
+\]
+To solve for \( T \), we multiply both sides of the equation by 2:
+\[
+T = 20 \times 2 = 40
+\]
+
+Therefore, the size of Timothy''s locker is \(\boxed{40}\) cubic inches.','40',1,'equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,2,'To solve this problem, we can define the size of each locker step-by-step using Python. Let''s break it down:
+
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. Since Zack''s locker is half as big as Timothy''s locker, Zack''s locker is \( \frac{T}{2} \) cubic inches.
+3. Since Peter''s locker is 1/4 as big as Zack''s locker, Peter''s locker is \( \frac{1}{4} \times \frac{T}{2} = \frac{T}{8} \) cubic inches.
+4. We are given that Peter''s locker is 5 cubic inches. So we can set up the equation \( \frac{T}{8} = 5 \) and solve for \( T \).
+
+Let''s write the Python code to solve this equation.
+```python
+# Given that Peter''s locker is 5 cubic inches
+peter_locker_size = 5
+
+# Peter''s locker size is 1/8 of Timothy''s locker size
+# So, Timothy''s locker size can be calculated as follows
+timothy_locker_size = peter_locker_size * 8
+
+print(timothy_locker_size)
+```
+```output
+40
+```
+The size of Timothy''s locker is \(\boxed{40}\) cubic inches.','40',1,'equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(31,3,'To solve the problem, we need to follow the relationships given and use Python to calculate the size of Timothy''s locker. Here are the steps:
+
+1. Let \( T \) be the size of Timothy''s locker in cubic inches.
+2. According to the problem, Peter''s locker is 1/4 as big as Zack''s locker. Since Zack''s locker is half as big as Timothy''s locker, we can write Zack''s locker size as \( \frac{T}{2} \).
+3. Peter''s locker is 5 cubic inches, so we can write the equation \( \frac{1}{4} \times \frac{T}{2} = 5 \).
+
+Now, let''s solve this equation step-by-step using Python.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+T = symbols(''T'')
+
+# Define the equation
+equation = Eq((1/4) * (T/2), 5)
+
+# Solve the equation
+timothy_locker_size = solve(equation, T)[0]
+print(timothy_locker_size)
+```
+```output
+40.0000000000000
+```
+The size of Timothy''s locker is \(\boxed{40}\) cubic inches.','40',1,'equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,0,'To determine how many apples Marin and Nancy eat in 30 days, we need to follow these steps:
+
+1. Calculate the daily apple consumption for both Marin and Nancy combined.
+2. Multiply the daily apple consumption by the number of days.
+
+First, let''s find the daily apple consumption for both Marin and Nancy combined. Since each of them eats 4 apples a day, we add their individual daily consumption:
+\[ 4 \text{ apples/day} + 4 \text{ apples/day} = 8 \text{ apples/day} \]
+
+Next, we need to find out how many apples they eat in 30 days. We do this by multiplying the daily apple consumption by 30:
+\[ 8 \text{ apples/day} \times 30 \text{ days} = 240 \text{ apples} \]
+
+Therefore, the total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(32,1,'To determine how many apples Marin and Nancy eat in 30 days, we can follow these steps:
+
+1. Calculate the total number of apples Marin eats per day.
+2. Calculate the total number of apples Nancy eats per day.
+3. Sum the apples eaten by Marin and Nancy each day.
+4. Multiply the result by the number of days (30) to get the total number of apples eaten in 30 days.
+
+Let''s do this step-by-step in Python.
+```python
+# Step 1: Calculate the total number of apples Marin eats per day
+marin_apples_per_day = 4
+
+# Step 2: Calculate the total number of apples Nancy eats per day
+nancy_apples_per_day = 4
+
+# Step 3: Sum the apples eaten by Marin and Nancy each day
+total_apples_per_day = marin_apples_per_day + nancy_apples_per_day
+
+# Step 4: Multiply the result by the number of days (30) to get the total number of apples eaten in 30 days
+total_apples_in_30_days = total_apples_per_day * 30
+
+print(total_apples_in_30_days)
+```
+```output
+240
+```
+The total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',275,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,2,'To determine the total number of apples Marin and Nancy eat in 30 days, we can break down the problem step-by-step:
+
+1. Calculate the number of apples Marin eats in 30 days.
+2. Calculate the number of apples Nancy eats in 30 days.
+3. Add the two amounts together to get the total number of apples eaten by both.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Marin eats 4 apples a day. So in 30 days, he eats \(4 \times 30\) apples.
+2. Nancy eats 4 apples a day. So in 30 days, she eats \(4 \times 30\) apples.
+3. The total number of apples eaten by both is \((4 \times 30) + (4 \times 30)\).
+
+Let''s write the Python code to calculate this:
+```python
+# Number of apples each person eats per day
+apples_per_day = 4
+
+# Number of days
+days = 30
+
+# Total apples eaten by Marin and Nancy in 30 days
+total_apples = (apples_per_day * days) * 2
+print(total_apples)
+```
+```output
+240
+```
+The total number of apples Marin and Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(32,3,'To solve this problem, we can break it down into a few simple steps:
+
+1. Calculate the total number of apples Marin eats in a day.
+2. Calculate the total number of apples Nancy eats in a day.
+3. Add the total number of apples Marin eats in a day to the total number of apples Nancy eats in a day to get the total number of apples they eat together in a day.
+4. Multiply the total number of apples they eat together in a day by 30 to get the total number of apples they eat in 30 days.
+
+Let''s implement this in Python to get the accurate result.
+
+```python
+# Number of apples each person eats per day
+apples_per_day_marin = 4
+apples_per_day_nancy = 4
+
+# Total number of apples they eat together per day
+total_apples_per_day = apples_per_day_marin + apples_per_day_nancy
+
+# Number of days
+number_of_days = 30
+
+# Total number of apples they eat together in 30 days
+total_apples_in_30_days = total_apples_per_day * number_of_days
+
+print(total_apples_in_30_days)
+```
+```output
+240
+```
+The total number of apples Marin and his neighbor Nancy eat in 30 days is \(\boxed{240}\).','240',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,0,'To determine by how many points Joey is winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial points of Joey and Marcy
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored by Joey and Marcy
+joey_points = 26
+marcy_points = 10
+
+# Calculate new total points for Joey and Marcy
+joey_new_points = joey_initial_points + joey_points
+marcy_new_points = marcy_initial_points + marcy_points
+
+# Calculate the difference in points
+difference = joey_new_points - marcy_new_points
+print(difference)
+```
+```output
+5
+```
+Joey is now winning by \(\boxed{5}\) points.','5',1,'equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(33,1,'To determine by how many points Joey is now winning, we can follow these steps:
+
+1. Calculate Joey''s new score after scoring 26 points.
+2. Calculate Marcy''s new score after scoring 10 points.
+3. Subtract Joey''s new score from Marcy''s new score to find the difference.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial scores
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored
+joey_points_scored = 26
+marcy_points_scored = 10
+
+# New scores
+joey_new_points = joey_initial_points + joey_points_scored
+marcy_new_points = marcy_initial_points + marcy_points_scored
+
+# Difference in scores
+winning_difference = marcy_new_points - joey_new_points
+print(winning_difference)
+```
+```output
+-5
+```
+The result indicates that Joey is now losing by 5 points. Therefore, the final answer is \(\boxed{-5}\).','-5',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate Joey''s new score after scoring 26 points.
+2. Calculate Marcy''s new score after scoring 10 points.
+3. Find the difference between Joey''s new score and Marcy''s new score to determine how many points Joey is now winning.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Initial scores
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored
+joey_points_scored = 26
+marcy_points_scored = 10
+
+# Calculate new scores
+joey_new_points = joey_initial_points + joey_points_scored
+marcy_new_points = marcy_initial_points + marcy_points_scored
+
+# Calculate the difference
+difference = joey_new_points - marcy_new_points
+
+# Print the final answer
+print(difference)
+```
+```output
+5
+```
+Joey is now winning by \(\boxed{5}\) points.','5',1,'equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(33,3,'To determine by how many points Joey is now winning, we need to follow these steps:
+
+1. Calculate Joey''s new total points after scoring 26 points.
+2. Calculate Marcy''s new total points after scoring 10 points.
+3. Find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s start with Joey''s calculations:
+
+1. Joey''s initial points = 214.
+2. Joey''s new points after scoring 26 points = 214 + 26.
+
+Next, let''s calculate Marcy''s calculations:
+
+1. Marcy''s initial points = 225.
+2. Marcy''s new points after scoring 10 points = 225 + 10.
+
+Finally, we find the difference between Joey''s new total points and Marcy''s new total points.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial points of Joey and Marcy
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored by Joey and Marcy
+joey_points = 26
+marcy_points = 10
+
+# New total points of Joey and Marcy
+joey_new_points = joey_initial_points + joey_points
+marcy_new_points = marcy_initial_points + marcy_points
+
+# Difference between Joey''s new total points and Marcy''s new total points
+points_difference = Joey_new_points - marcy_new_points
+
+print(points_difference)
+```
+```output
+NameError: name ''Joey_new_points'' is not defined
+```
+It seems there was an issue with the variable name. Let''s correct it and run the code again. The variable `points_difference` should be defined correctly.
+```python
+# Initial points of Joey and Marcy
+joey_initial_points = 214
+marcy_initial_points = 225
+
+# Points scored by Joey and Marcy
+joey_points = 26
+marcy_points = 10
+
+# New total points of Joey and Marcy
+joey_new_points = joey_initial_points + joey_points
+marcy_new_points = marcy_initial_points + marcy_points
+
+# Difference between Joey''s new total points and Marcy''s new total points
+points_difference = Joey_new_points - marcy_new_points
+
+print(points_difference)
+```
+```output
+NameError: name ''Joey_new_points'' is not defined
+```
+It seems there is still an issue with the variable name. Let''s correct it and run the code again. The variable `points_difference` should be defined correctly.
+```python','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631217104184961316e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',25,2.5248466966669948306e+03,2.5248438102840009378e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.7963128308309483528e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',33,3.18463599898100073915e+03,3.18463311096200777684e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -5741,5 +7605,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-306',0,25,'10',1.0,1,4,1,1591.0,1503.0,294.25,0.0,4.09820368302498536658e+01,1.35106592111304345705e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-306',0,25,'10',1.0,1,6,1,1591.0,1503.0,588.5,0.0,8.19640736604997073317e+01,2.39109508340869531244e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-306',0,25,'10',1.0,1,1,0,1591.0,1503.0,1177.0,0.0,1.63928147320999414654e+02,4471153408000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-382',0,26,'350',0.75,1,4,1,1311.0,1227.0,232.0,0.0,3.39523859835026087239e+01,1.11535100205533593755e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-382',0,26,'350',0.75,1,6,1,1311.0,1227.0,464.0,0.0,6.79047719670052174478e+01,1.93421629470355737299e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-382',0,26,'350',1.0,1,1,0,1311.0,1227.0,928.0,0.0,1.35809543934010434895e+02,3571946880000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-376',0,27,'15',1.0,1,4,1,1093.0,1031.0,296.75,0.0,41.2734911227526,1268935448775.02);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-376',0,27,'15',1.0,1,6,1,1093.0,1031.0,593.5,0.0,82.5469822455052,2.31857055518334667968e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-376',0,27,'15',1.0,1,1,0,1093.0,1031.0,1187.0,0.0,1.65093964491010410707e+02,4417840768000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-387',0,28,'36',1.0,1,4,1,1180.0,1122.0,205.5,0.0,4.39910685847498825759e+01,9.2907574232727270511e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-387',0,28,'36',1.0,1,6,1,1180.0,1122.0,411.0,0.0,8.79821371694997651519e+01,1.65364904421818188478e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-387',0,28,'36',1.0,1,1,0,1180.0,1122.0,822.0,0.0,1.75964274338999530303e+02,3102795648000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-391',0,29,'15',1.0,1,4,1,2093.0,2017.0,437.0,0.0,4.84709699517516128235e+01,1816295004000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-391',0,29,'15',1.0,1,6,1,2093.0,2017.0,874.0,0.0,9.69419399035032256471e+01,3.36350926666666650384e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-391',0,29,'15',1.0,1,1,0,2093.0,2017.0,1748.0,0.0,1.93883879807006451294e+02,6457937792000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-416',0,30,'56',1.0,1,4,1,1151.0,1076.0,313.5,0.0,4.51722749112486781069e+01,1.37456352780135449215e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-416',0,30,'56',1.0,1,6,1,1151.0,1076.0,627.0,0.0,9.03445498224973562138e+01,2.48376730120090283195e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-416',0,30,'56',1.0,1,1,0,1151.0,1076.0,1254.0,0.0,1.80689099644994712436e+02,4702174848000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-418',0,31,'40',1.0,1,4,1,1536.0,1442.0,307.5,0.0,42.4197196137502,1.41945709326888208005e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-418',0,31,'40',1.0,1,6,1,1536.0,1442.0,615.0,0.0,84.8394392275004,2.50658799284592138673e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-418',0,31,'40',1.0,1,1,0,1536.0,1442.0,1230.0,0.0,1.69678878455000813115e+02,4680849792000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-454',0,32,'240',0.0,0,4,1,1383.0,1322.0,257.75,0.0,3.79262591410006280048e+01,1.12563146153846166993e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-454',0,32,'240',0.0,0,6,1,1383.0,1322.0,515.5,0.0,7.58525182820012560096e+01,2.03584796102564111338e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-454',0,32,'240',0.0,0,1,0,1383.0,1322.0,1031.0,0.0,1.51705036564002512019e+02,3856280960000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-447',0,33,'5',0.5,1,4,1,2498.0,2301.0,288.25,0.0,41.8260508352505,1713166144640.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-447',0,33,'5',0.5,1,6,1,2498.0,2301.0,576.5,0.0,83.652101670501,2.73082743509333349617e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-447',0,33,'5',1.0,1,1,0,2498.0,2301.0,1153.0,0.0,167.304203341002,4766150016000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
