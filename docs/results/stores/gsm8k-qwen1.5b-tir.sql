@@ -3510,6 +3510,643 @@ points_difference = Joey_new_points - marcy_new_points
 print(points_difference)','stop',161,509,489,1.81597805281380715314e+01,639751680000.0,NULL);
 INSERT INTO "chains" VALUES(33,5,0,'ad3919195c768d69178e8ac176042f21b8b1de4e688b45793ac31c6dc35d4b33',0,'It seems there is still an issue with the variable name. Let''s correct it and run the code again. The variable `points_difference` should be defined correctly.
 ```python','length',35,689,669,5.16560084704542532563e+00,191925504000.0,NULL);
+INSERT INTO "chains" VALUES(34,0,0,'1f7861bcbbbd3e471ba2fb1b49646acd4d68eebf75d801ee3c1dc24f541d6348',0,'To determine the number of girl Pomeranians Jana has, we can break the problem down into a few steps and use Python code to ensure accuracy.
+
+1. Calculate the number of Pomeranians Jana has.
+2. Determine the number of girl Pomeranians among the Pomeranians.
+
+Let''s start by calculating the number of Pomeranians Jana has. Since two thirds of Jana''s puppies are Pomeranians, we can find this out by multiplying the total number of puppies by \( \frac{2}{3} \).
+
+Next, we need to find out how many of these Pomeranians are girls. Since one third of the Pomeranians are girls, we can find this out by multiplying the number of Pomeranians by \( \frac{1}{3} \).
+
+Let''s write the Python code to perform these calculations and find the number of girl Pomeranians.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+pomeranian_puppies = (2 / 3) * total_puppies
+
+# Calculate the number of girl Pomeranians
+girl_pomeranian_puppies = (1 / 3) * pomeranian_puppies
+
+print(girl_pomeranian_puppies)','stop',279,169,120,1.83889922535380421209e+01,909869056000.0,NULL);
+INSERT INTO "chains" VALUES(34,0,1,'1f7861bcbbbd3e471ba2fb1b49646acd4d68eebf75d801ee3c1dc24f541d6348',1,'Let''s solve the problem step-by-step:
+
+1. First, calculate the number of Pomeranians Jana has. Since two thirds of her puppies are Pomeranians, we can find this by multiplying the total number of puppies by \(\frac{2}{3}\).
+2. Next, since one third of the Pomeranians are girls, we can find the number of girl Pomeranians by multiplying the number of Pomeranians by \(\frac{1}{3}\).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = total_puppies * (2 / 3)
+
+# Number of girl Pomeranians
+girl_pomeranians = pomeranians * (1 / 3)
+
+print(girl_pomeranians)','stop',192,169,120,1.83889922535380421209e+01,909869056000.0,NULL);
+INSERT INTO "chains" VALUES(34,0,2,'1f7861bcbbbd3e471ba2fb1b49646acd4d68eebf75d801ee3c1dc24f541d6348',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians Jana has.
+2. Calculate the number of Pomeranians that are girls.
+
+Let''s start by calculating the number of Pomeranians. Since two thirds of Jana''s puppies are Pomeranians, we can find the number of Pomeranians by multiplying the total number of puppies by \(\frac{2}{3}\).
+
+Next, we need to find out how many of these Pomeranians are girls. Since one third of the Pomeranians are girls, we can find the number of girls by multiplying the number of Pomeranians by \(\frac{1}{3}\).
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = total_puppies * (2 / 3)
+
+# Number of girl Pomeranians
+girl_pomeranians = pomeranians * (1 / 3)
+
+print(girl_pomeranians)','stop',237,169,120,1.83889922535380421209e+01,909869056000.0,NULL);
+INSERT INTO "chains" VALUES(34,0,3,'1f7861bcbbbd3e471ba2fb1b49646acd4d68eebf75d801ee3c1dc24f541d6348',3,'To solve the problem, let''s break it down step-by-step and then use Python code to verify our solution.
+
+1. **Calculate the number of Pomeranians:**
+   Since two thirds of Jana''s puppies are Pomeranians, we can calculate this as:
+   \[
+   \text{Number of Pomeranians} = \frac{2}{3} \times 27
+   \]
+
+2. **Calculate the number of girl Pomeranians:**
+   Since one third of the Pomeranians are girls, we can calculate this as:
+   \[
+   \text{Number of girl Pomeranians} = \frac{1}{3} \times \text{Number of Pomeranians}
+   \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given data
+total_puppies = 27
+fraction_pomeranians = 2 / 3
+fraction_girls = 1 / 3
+
+# Calculate the number of Pomeranians
+pomeranians = total_puppies * fraction_pomeranians
+
+# Calculate the number of girl Pomeranians
+girl_pomeranians = pomeranians * fraction_girls
+
+print(girl_pomeranians)','stop',271,169,120,1.83889922535380421209e+01,909869056000.0,NULL);
+INSERT INTO "chains" VALUES(34,1,0,'551e90a13fdd4044170ef7e7382a8f9b750f62b3c054eebd5102ccf0d119b57d',0,'The number of girl Pomeranians Jana has is \(\boxed{6}\).','stop',20,457,447,1.95846547800101689063e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(34,2,0,'86ada12eb10a03da97144e3330f8730e2b39db7e52672ec2311f7a34d61daf09',0,'The number of girl Pomeranians Jana has is \(\boxed{6}\).','stop',20,370,360,1.91988307999781682156e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(34,3,0,'75b3aee280f2a7dc32a7458c801bdef2eb1136f3d58702187a817dc96cba7666',0,'The number of girl Pomeranians Jana has is \(\boxed{6}\).','stop',20,415,405,1.92246147901096264831e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(34,4,0,'3e33cd2c1ab15315718807e7e3a2e2eb40e37c08a1a96bc13f75730f1121e42c',0,'The number of girl Pomeranians that Jana has is \(\boxed{6}\).','stop',21,449,439,2.02918044100442784838e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(35,0,0,'69962ba39b874687fb07100a8fb983b48c1006222acaf41d7b8ceda2deb2a177',0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of 5-minute breaks she takes during her 5 days.
+3. Calculate the total number of minutes walked by multiplying the number of breaks by the duration of each break.
+
+Step 1: Calculate the total number of hours Charisma works in 5 days.
+Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Step 2: Determine the total number of 5-minute breaks she takes during her 5 days.
+Charisma takes a 5-minute break every hour she works. Therefore, in 40 hours, she takes:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+Step 3: Calculate the total number of minutes walked by multiplying the number of breaks by the duration of each break.
+Charisma walks for 200 minutes in total. Therefore, the number of minutes she has walked is:
+\[ \boxed{200} \]','stop',283,175,120,2.00393444104630269464e+01,966735872000.0,NULL);
+INSERT INTO "chains" VALUES(35,0,1,'69962ba39b874687fb07100a8fb983b48c1006222acaf41d7b8ceda2deb2a177',1,'To determine how many minutes Charisma has walked over 5 days at work, we need to follow these steps:
+
+1. Calculate the number of hours Charisma walks each day.
+2. Calculate the total number of hours Charisma walks in 5 days.
+3. Convert the total hours into minutes.
+
+Let''s start with the first step. Charisma walks for 8 hours every day. Therefore, she walks 8 hours per day.
+
+Next, we move to the second step. Charisma walks for 5 days. So, the total number of hours she walks in 5 days is:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Finally, we convert the total hours into minutes. Since there are 60 minutes in an hour, we multiply the total number of hours by 60:
+\[ 40 \text{ hours} \times 60 \text{ minutes/hour} = 2400 \text{ minutes} \]
+
+So, the total number of minutes Charisma has walked is \(\boxed{2400}\).','stop',240,175,120,2.00393444104630269464e+01,966735872000.0,NULL);
+INSERT INTO "chains" VALUES(35,0,2,'69962ba39b874687fb07100a8fb983b48c1006222acaf41d7b8ceda2deb2a177',2,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break the problem down into smaller steps and calculate the time she walks each day, then sum these times over the 5 days.
+
+1. Calculate the total time Charisma walks each day.
+2. Multiply the daily walking time by 5 to get the total walking time over 5 days.
+
+Let''s start by calculating the daily walking time. Charisma walks for 5 minutes every hour she works for 8 hours a day. Therefore, the daily walking time is:
+\[ \text{Daily walking time} = 5 \, \text{minutes/hour} \times 8 \, \text{hours/day} \]
+
+Next, we need to calculate the total walking time over 5 days. We do this by multiplying the daily walking time by 5:
+\[ \text{Total walking time} = \text{Daily walking time} \times 5 \]
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Constants
+minutes_per_hour = 5
+hours_per_day = 8
+days = 5
+
+# Calculate daily walking time
+daily_walking_time = minutes_per_hour * hours_per_day
+
+# Calculate total walking time over 5 days
+total_walking_time = daily_walking_time * days
+
+print(total_walking_time)','stop',286,175,120,2.00393444104630269464e+01,966735872000.0,NULL);
+INSERT INTO "chains" VALUES(35,0,3,'69962ba39b874687fb07100a8fb983b48c1006222acaf41d7b8ceda2deb2a177',3,'To determine how many minutes Charisma has walked after 5 days at work, we can break down the problem into smaller steps:
+
+1. Calculate the total number of hours Charisma walks in 5 days.
+2. Convert the total number of hours into minutes.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Charisma works for 8 hours every day. In 5 days, she walks for a total of \(8 \text{ hours/day} \times 5 \text{ days}\).
+2. Since there are 60 minutes in an hour, we convert the total number of hours into minutes by multiplying the result by 60.
+
+Let''s write the Python code to calculate this.
+```python
+# Step-by-step calculation
+hours_per_day = 8
+days = 5
+minutes_per_hour = 60
+
+# Total hours walked in 5 days
+total_hours_walked = hours_per_day * days
+
+# Total minutes walked in 5 days
+total_minutes_walked = total_hours_walked * minutes_per_hour
+
+print(total_minutes_walked)','stop',228,175,120,2.00393444104630269464e+01,966735872000.0,NULL);
+INSERT INTO "chains" VALUES(35,1,0,'f86a150976b1b647a9652a2969a12a82020956f9593d2743ef94d6a66406212f',0,'After 5 days at the office, Charisma has walked \(\boxed{200}\) minutes.','stop',24,470,460,2.51624697251099860295e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(35,2,0,'811bb9a1e6b81411ca01aa91736876364fd04c1c7738d5eeda7478ca7a20f3e1',0,'After 5 days at the office, Charisma has walked \(\boxed{2400}\) minutes.','stop',25,413,402,2.68249508251756196841e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(36,0,0,'945c05a564a41937b7948053af30d611e530aa7b567f30341aa4b02824054a55',0,'To determine the number of guests necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for the number of guests \( n \) that makes the costs equal.
+
+First, let''s calculate the total cost at the first venue:
+- The flat fee is $200.
+- The cost per person is $25, but Mark estimates that food for each guest will cost $5.
+- Therefore, the total cost at the first venue per person is \( 25 + 5 = 30 \) dollars.
+- If \( n \) is the number of guests, the total cost at the first venue is \( 200 + 30n \) dollars.
+
+Next, let''s calculate the total cost at the second venue:
+- The cost per person is $25, but Mark estimates that food for each guest is already included in the price.
+- Therefore, the total cost at the second venue per person is $25.
+- If \( n \) is the number of guests, the total cost at the second venue is \( 25n \) dollars.
+
+We need to find the value of \( n \) such that the total cost at the first venue is equal to the total cost at the second venue:
+\[
+200 + 30n = 25n
+\]
+
+To solve this equation, we first isolate \( n \) on one side of the equation. We do this by subtracting \( 30n \) from both sides:
+\[
+200 = 25n - 30n
+\]
+\[
+200 = -5n
+\]
+
+Next, we divide both sides by \(-5\):
+\[
+n = \frac{200}{-5}
+\]
+\[
+n = -40
+\]
+
+Since the number of guests cannot be negative, we need to re-evaluate our approach. The problem states that Mark estimates the cost of food, which is already included in the second venue''s price. Therefore, the second venue''s price is simply \( 25n \) dollars, and the first venue''s price is \( 200 + 30n \) dollars, but with an additional $5 for food per guest.
+
+Let''s correct the approach and re-solve the equation:
+\[
+200 + 30n = 25n + ','length',512,233,120,2.73714818733018923064e+01,1630478240000.0,NULL);
+INSERT INTO "chains" VALUES(36,0,1,'945c05a564a41937b7948053af30d611e530aa7b567f30341aa4b02824054a55',1,'To determine how many guests are necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for \( n \), the number of guests.
+
+First, let''s calculate the total cost at the first venue:
+- The flat fee is $200.
+- The cost per person is $25.
+- The cost for food per person is $5.
+- Therefore, the total cost per person at the first venue is \( 25 + 5 = 30 \) dollars.
+- If \( n \) guests attend, the total cost at the first venue is \( 200 + 30n \) dollars.
+
+Next, let''s calculate the total cost at the second venue:
+- The cost per person is $25.
+- The food for each guest is already included in the price, so the total cost per person at the second venue is $25 dollars.
+- Therefore, if \( n \) guests attend, the total cost at the second venue is \( 25n \) dollars.
+
+To find the number of guests \( n \) for which the two venues have equal costs, we set the total cost equations equal to each other:
+\[ 200 + 30n = 25n \]
+
+Now, solve for \( n \):
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, we need to re-evaluate the problem. It seems there might be a misunderstanding in the interpretation of the second venue''s cost. If the second venue does not include food, then the cost per person at the second venue is simply $25. Therefore, the correct setup for the second venue is:
+\[ 25n = 200 \]
+
+Solving for \( n \) again:
+\[ n = \frac{200}{25} \]
+\[ n = 8 \]
+
+Thus, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','stop',470,233,120,2.73714818733018923064e+01,1630478240000.0,NULL);
+INSERT INTO "chains" VALUES(36,0,2,'945c05a564a41937b7948053af30d611e530aa7b567f30341aa4b02824054a55',2,'To determine how many guests are necessary for the two venues to be equal in cost, we can set up the following equations for the total cost of each venue:
+
+1. The first venue charges a flat fee of $200 plus $25 per guest. So, the total cost for the first venue is:
+   \[
+   C_1 = 200 + 25n
+   \]
+   where \( n \) is the number of guests.
+
+2. The second venue charges $25 per guest plus the cost of food. Since the food is already included in the price, the total cost for the second venue is:
+   \[
+   C_2 = 25n
+   \]
+
+We need to find the number of guests \( n \) for which the total cost of the first venue is equal to the total cost of the second venue:
+\[
+200 + 25n = 25n
+\]
+
+To solve this equation, we can subtract \( 25n \) from both sides:
+\[
+200 = 0
+\]
+
+This equation is always true, which means that the total cost of the first venue is always equal to the total cost of the second venue for any number of guests \( n \). However, if we interpret the problem to mean that Mark needs a certain number of guests such that the first venue is not more expensive than the second venue (i.e., the first venue is not more expensive than the second venue for all guests), then we need to find the smallest number of guests for which the first venue is not more expensive than the second venue.
+
+Since the first venue always costs less than the second venue for any number of guests, the smallest number of guests for which the two venues are equal in cost is:
+\[
+\boxed{0}
+\]
+
+This is because if there are no guests, the first venue costs $200 and the second venue costs $0, which are equal.','stop',410,233,120,2.73714818733018923064e+01,1630478240000.0,NULL);
+INSERT INTO "chains" VALUES(36,0,3,'945c05a564a41937b7948053af30d611e530aa7b567f30341aa4b02824054a55',3,'To determine at what number of guests the two venues will be equal in cost, we need to set up equations for the total cost of each venue and then solve for the number of guests.
+
+Let''s denote the number of guests by \( n \).
+
+### Cost of the first venue
+- Flat fee: $200
+- Cost per person: $25
+- Food cost per person: $5
+
+The total cost \( C_1 \) for the first venue is:
+\[
+C_1 = 200 + 25n + 5n
+\]
+Simplify the expression:
+\[
+C_1 = 200 + 30n
+\]
+
+### Cost of the second venue
+- Cost per person: $25
+- Food cost per person: $0 (already included)
+
+The total cost \( C_2 \) for the second venue is:
+\[
+C_2 = 25n
+\]
+
+### Setting the costs equal
+We need to find the value of \( n \) for which \( C_1 = C_2 \):
+\[
+200 + 30n = 25n
+\]
+
+### Solving for \( n \)
+Subtract \( 25n \) from both sides:
+\[
+200 = 5n
+\]
+
+Divide both sides by 5:
+\[
+n = \frac{200}{5} = 40
+\]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','stop',334,233,120,2.73714818733018923064e+01,1630478240000.0,NULL);
+INSERT INTO "chains" VALUES(37,0,0,'7cc855aaa8f1207785bd1b78703e51cd338b8772754c9f7e07d198882d6becaa',0,'To determine how much money Julie had left after her expenditures, we will follow these steps:
+
+1. Calculate the amount spent on clothes.
+2. Subtract the amount spent on clothes from the original amount to find the remaining money.
+3. Calculate the amount spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount left.
+
+Let''s start with the first step. Julie spent 20% of her $500 on clothes. We calculate 20% of $500 as follows:
+\[
+0.20 \times 500 = 100
+\]
+So, Julie spent $100 on clothes. Now, we subtract this amount from the original $500 to find the remaining money:
+\[
+500 - 100 = 400
+\]
+Next, Julie spent 25% of the remaining $400 on CDs. We calculate 25% of $400 as follows:
+\[
+0.25 \times 400 = 100
+\]
+So, Julie spent $100 on CDs. Now, we subtract this amount from the remaining $400 to find the final amount left:
+\[
+400 - 100 = 300
+\]
+Therefore, the amount of money Julie had left is \(\boxed{300}\).','stop',303,164,120,1.55477307745122352855e+01,1003166176000.0,NULL);
+INSERT INTO "chains" VALUES(37,0,1,'7cc855aaa8f1207785bd1b78703e51cd338b8772754c9f7e07d198882d6becaa',1,'To solve this problem, we can break it down into two main steps:
+
+1. Calculate the amount of money Julie spent on clothes.
+2. Calculate the remaining money after spending on clothes.
+3. Calculate the amount of money Julie spent on CDs from the remaining money.
+4. Calculate the final amount of money Julie has left.
+
+Let''s use Python to perform these calculations step-by-step.
+
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate the amount spent on clothes
+spent_on_clothes = initial_amount * 0.20
+
+# Step 2: Calculate the remaining money after spending on clothes
+remaining_after_clothes = initial_amount - spent_on_clothes
+
+# Step 3: Calculate the amount spent on CDs
+spent_on_cds = remaining_after_clothes * 0.25
+
+# Step 4: Calculate the final amount of money Julie has left
+final_amount_left = remaining_after_clothes - spent_on_cds
+
+# Print the final amount of money Julie has left
+print(final_amount_left)','stop',230,164,120,1.55477307745122352855e+01,1003166176000.0,NULL);
+INSERT INTO "chains" VALUES(37,0,2,'7cc855aaa8f1207785bd1b78703e51cd338b8772754c9f7e07d198882d6becaa',2,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Julie starts with $500.
+2. She spends 20% of it on clothes. This means she spends \(500 \times 0.20\) on clothes.
+3. The remaining money after buying clothes is \(500 - (500 \times 0.20)\).
+4. She then spends 25% of the remaining money on CDs. This means she spends \((500 - (500 \times 0.20)) \times 0.25\) on CDs.
+5. The final amount of money Julie has left is \((500 - (500 \times 0.20)) - ((500 - (500 \times 0.20)) \times 0.25)\).
+
+Now let''s write the Python code to calculate this.
+```python
+# Initial amount of money
+initial_amount = 500
+
+# Step 1: Spend 20% on clothes
+amount_spent_clothes = initial_amount * 0.20
+remaining_after_clothes = initial_amount - amount_spent_clothes
+
+# Step 2: Spend 25% of the remaining money on CDs
+amount_spent_cds = remaining_after_clothes * 0.25
+final_amount = remaining_after_clothes - amount_spent_cds
+
+print(final_amount)','stop',319,164,120,1.55477307745122352855e+01,1003166176000.0,NULL);
+INSERT INTO "chains" VALUES(37,0,3,'7cc855aaa8f1207785bd1b78703e51cd338b8772754c9f7e07d198882d6becaa',3,'Let''s solve the problem step-by-step.
+
+1. **Initial Amount**: Julie started with $500.
+2. **Spent on Clothes**: She spent 20% of $500 on clothes.
+3. **Remaining Money after Clothes**: Subtract the amount spent on clothes from the initial amount.
+4. **Spent on CDs**: She then spent 25% of the remaining money on CDs.
+5. **Remaining Money after CDs**: Subtract the amount spent on CDs from the remaining money after clothes.
+
+We will use Python to perform these calculations accurately.
+```python
+# Initial amount
+initial_amount = 500
+
+# Step 1: Amount spent on clothes
+amount_spent_on_clothes = 0.20 * initial_amount
+remaining_after_clothes = initial_amount - amount_spent_on_clothes
+
+# Step 2: Amount spent on CDs
+amount_spent_on_cds = 0.25 * remaining_after_clothes
+remaining_after_cds = remaining_after_clothes - amount_spent_on_cds
+
+# Final remaining amount
+print(remaining_after_cds)','stop',237,164,120,1.55477307745122352855e+01,1003166176000.0,NULL);
+INSERT INTO "chains" VALUES(37,1,0,'c7d5cd4ea66983f3203f0f89b7e97cace4c1d4ce94afef47b55bc893fb8ca49c',0,'The final amount of money Julie has left is \(\boxed{300}\).','stop',19,405,393,1.4405013408624132154e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(37,2,0,'e05b9c26ec0147acf24c01861107118eb64e050703644c5ad72a4ee3302fea09',0,'Julie has \(\boxed{300.00}\) dollars left.','stop',19,494,482,1.44885221885592052615e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(37,3,0,'c949647a01d76868f6bf7bab6e2be5b5cc36da9363071ba2d2a3181916120b99',0,'Julie has \(\boxed{300}\) dollars left after her expenses.','stop',19,412,400,1.45533225286011891341e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(38,0,0,'63301fb2e0527e9a7213a316ef59151f382e720cee8510921716f37a996e9bc7',0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout schedule into the weeks he did work out and the weeks he did not work out.
+
+1. Calculate the number of weeks Josh did work out:
+   \[
+   8 \text{ weeks} - 2 \text{ weeks} - 2 \text{ weeks} = 4 \text{ weeks}
+   \]
+   This is because he spent 4 weeks working out in total and 2 weeks each for two consecutive weeks, so the remaining 2 weeks were not working out.
+
+2. Calculate the total hours spent working out in the weeks he did work out:
+   \[
+   4 \text{ weeks} \times 5 \text{ hours/week} = 20 \text{ hours}
+   \]
+   This is because he spent 5 hours each week for 4 weeks.
+
+3. Calculate the total hours spent working out in the weeks he did not work out:
+   \[
+   2 \text{ weeks} \times 6 \text{ hours/week} = 12 \text{ hours}
+   \]
+   This is because he spent 6 hours each week for 2 weeks.
+
+4. Add the hours spent working out in the weeks he did work out and the weeks he did not work out to get the total number of hours spent working out across the 8 weeks:
+   \[
+   20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{32}\).','stop',360,198,120,2.13574678768508903199e+01,1342589984000.0,NULL);
+INSERT INTO "chains" VALUES(38,0,1,'63301fb2e0527e9a7213a316ef59151f382e720cee8510921716f37a996e9bc7',1,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to account for the time he spent working out each week, except for the two weeks where he spent more than 4 hours.
+
+Let''s break down the problem step by step:
+
+1. Calculate the total hours Josh spent working out in the weeks where he spent 4 hours each.
+2. Calculate the total hours Josh spent working out in the weeks where he spent 5 hours each.
+3. Calculate the total hours Josh spent working out in the weeks where he spent 6 hours each.
+4. Sum up the total hours from all three periods.
+
+We know that Josh worked out for 8 weeks in total. The problem doesn''t specify how many weeks he worked out 4 hours each, 5 hours each, and 6 hours each, but we can use the fact that the total number of weeks is 8 to infer the distribution of the hours.
+
+Since the problem doesn''t specify the exact distribution of the hours, we can assume that the distribution is such that the total number of hours is 8. Let''s denote the number of weeks he worked out 4 hours each as \( x \), the number of weeks he worked out 5 hours each as \( y \), and the number of weeks he worked out 6 hours each as \( z \). We know that:
+
+\[ x + y + z = 8 \]
+
+And we don''t have any additional constraints about the hours spent in these weeks. Therefore, the total number of hours Josh spent working out is simply the sum of the hours spent in each period:
+
+\[ 4x + 5y + 6z \]
+
+Since we don''t have the specific values of \( x \), \( y \), and \( z \), we can''t determine the exact total number of hours. However, if we assume that the distribution is such that the total number of hours is 8, we can write the Python code to calculate the total number of hours.
+
+Let''s write the Python code to calculate the total number of hours Josh spent working out.
+```python
+# Let''s assume the distribution of hours is such that the total number of hours is 8
+# We don''t have the specific values of x, y, and z, so we can''t determine the exact total number of hours
+# However, if we assume that the distribution is such that the total number of hours is 8, we can write the Python code to calculate the total','length',512,198,120,2.13574678768508903199e+01,1342589984000.0,NULL);
+INSERT INTO "chains" VALUES(38,0,2,'63301fb2e0527e9a7213a316ef59151f382e720cee8510921716f37a996e9bc7',2,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout hours into the different periods and then sum them up.
+
+First, let''s calculate the total number of hours Josh spent working out in the 6 weeks where he spent 5 hours each week:
+\[
+6 \text{ weeks} \times 5 \text{ hours/week} = 30 \text{ hours}
+\]
+
+Next, we need to calculate the total number of hours Josh spent working out in the 2 weeks where he spent 6 hours each week:
+\[
+2 \text{ weeks} \times 6 \text{ hours/week} = 12 \text{ hours}
+\]
+
+Now, we add the hours from both periods to get the total number of hours spent working out across the 8 weeks:
+\[
+30 \text{ hours} + 12 \text{ hours} = 42 \text{ hours}
+\]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{42}\).','stop',234,198,120,2.13574678768508903199e+01,1342589984000.0,NULL);
+INSERT INTO "chains" VALUES(38,0,3,'63301fb2e0527e9a7213a316ef59151f382e720cee8510921716f37a996e9bc7',3,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down the information step by step.
+
+1. Identify the number of weeks Josh worked out:
+   - There are 8 weeks in total.
+   - Josh did not work out on 4 weeks.
+
+2. Calculate the number of weeks Josh worked out:
+   \[
+   8 - 4 = 4 \text{ weeks}
+   \]
+
+3. Determine the number of hours Josh worked out in the weeks he did not work out:
+   - At one point, he worked out 5 hours for two consecutive weeks. Since there are 8 weeks in total, we need to count how many times this pattern occurs.
+   - First, calculate the maximum number of complete 2-week periods in 8 weeks:
+     \[
+     \left\lfloor \frac{8}{2} \right\rfloor = 4 \text{ complete periods}
+     \]
+   - Each complete 2-week period results in 5 hours of work out.
+   - Therefore, the total hours worked out in these 4 complete periods is:
+     \[
+     4 \times 5 = 20 \text{ hours}
+     \]
+
+4. Add the hours worked out in the weeks he did not work out to the hours worked out in the complete periods:
+   \[
+   20 + 6 = 26 \text{ hours}
+   \]
+
+Thus, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{26}\).','stop',331,198,120,2.13574678768508903199e+01,1342589984000.0,NULL);
+INSERT INTO "chains" VALUES(39,0,0,'db166964a17e44aff550490f49ae7f4ae429a7193c8dab24b671135a324c149d',0,'Let''s solve the problem step-by-step.
+
+1. **Determine James''s current age:**
+   - Jame will turn 27 in 5 years. Therefore, his current age is \(27 - 5 = 22\).
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, James will be \(22 + 8 = 30\).
+   - The cousin will be 5 years younger than twice James''s age in 8 years. So, in 8 years, the cousin''s age will be \(2 \times 30 - 5\).
+   - Let''s calculate this using Python to ensure accuracy.
+
+3. **Calculate the number of years between the two ages:**
+   - The number of years between the cousin''s current age and James''s current age is \(30 - 22 = 8\).
+
+Now, let''s write the Python code to calculate the cousin''s age and the number of years between their ages.
+
+```python
+# Step 1: Calculate James''s current age
+james_age_in_5_years = 27
+james_current_age = james_age_in_5_years - 5
+
+# Step 2: Calculate the cousin''s current age in 8 years
+cousin_age_in_8_years = 2 * james_current_age - 5
+
+# Step 3: Calculate the number of years between the cousin''s current age and James''s current age
+years_between_ages = cousin_age_in_8_years - james_current_age
+
+# Print the final answer
+print(years_between_ages)','stop',338,167,121,1.95261862974585866936e+01,1176432256000.0,NULL);
+INSERT INTO "chains" VALUES(39,0,1,'db166964a17e44aff550490f49ae7f4ae429a7193c8dab24b671135a324c149d',1,'To determine how many years separate the current age of James and his cousin, we need to follow these steps:
+
+1. Calculate James''s current age.
+2. Determine the cousin''s current age based on the information provided.
+
+First, let''s find James''s current age. We know that in 5 years, James will be 27. Therefore, his current age is:
+\[ 27 - 5 = 22 \]
+
+Next, we need to find the cousin''s current age. According to the problem, in 8 years the cousin will be 5 years younger than twice James''s current age. So, we can express this relationship with the following equation:
+\[ \text{Cousin''s age in 8 years} = 2 \times 22 - 5 \]
+
+Now, let''s calculate the cousin''s age in 8 years:
+\[ 2 \times 22 = 44 \]
+\[ 44 - 5 = 39 \]
+
+So, the cousin''s current age is 39. To find out how many years separate the current age of James and his cousin, we subtract James''s current age from the cousin''s current age:
+\[ 39 - 22 = 17 \]
+
+Therefore, the number of years that separate the age of the two now is:
+\[ \boxed{17} \]','stop',286,167,121,1.95261862974585866936e+01,1176432256000.0,NULL);
+INSERT INTO "chains" VALUES(39,0,2,'db166964a17e44aff550490f49ae7f4ae429a7193c8dab24b671135a324c149d',2,'To solve this problem, we need to determine the current ages of both James and his cousin, and then find the difference between their current ages.
+
+Here are the steps to solve the problem:
+
+1. **Determine James''s current age:**
+   - James will turn 27 in 5 years, so his current age is \(27 - 5\).
+
+2. **Determine his cousin''s current age:**
+   - In 8 years, James will be \(27 + 8\) years old.
+   - His cousin will be \(5\) years younger than twice James''s age in 8 years. So, his cousin''s age in 8 years is \(2 \times (27 + 8) - 5\).
+   - His cousin''s current age is his cousin''s age in 8 years minus 8.
+
+3. **Find the difference between their current ages:**
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Step 1: Calculate James''s current age
+james_future_age = 27
+years_until_james_turns_27 = 5
+james_current_age = james_future_age - years_until_james_turns_27
+
+# Step 2: Calculate his cousin''s future age
+years_until_cousin_turns_27 = 8
+james_age_in_8_years = james_current_age + years_until_cousin_turns_27
+
+# Step 3: Calculate his cousin''s current age
+cousin_future_age = 2 * james_age_in_8_years - 5
+cousin_current_age = cousin_future_age - years_until_cousin_turns_27
+
+# Step 4: Calculate the difference in their current ages
+age_difference = cousin_current_age - james_current_age
+
+print(age_difference)','stop',384,167,121,1.95261862974585866936e+01,1176432256000.0,NULL);
+INSERT INTO "chains" VALUES(39,0,3,'db166964a17e44aff550490f49ae7f4ae429a7193c8dab24b671135a324c149d',3,'Let''s start by solving the problem step by step.
+
+1. **Determine Jame''s current age:**
+   - In 5 years, Jame will be 27 years old.
+   - If we subtract 5 from 27, we get Jame''s current age.
+   \[
+   \text{Jame''s current age} = 27 - 5 = 22
+   \]
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, the cousin will be 5 years younger than twice Jame''s current age.
+   - Let \( C \) be the cousin''s current age.
+   - According to the problem, in 8 years \( C = 2 \times 22 - 5 \).
+   \[
+   C = 44 - 5 = 39
+   \]
+
+3. **Calculate the number of years separating the age of the two:**
+   - The age difference between the cousin and Jame is the difference between their current ages.
+   \[
+   \text{Age difference} = C - \text{Jame''s current age} = 39 - 22 = 17
+   \]
+
+Thus, the number of years separating the age of the two now is \(\boxed{17}\).','stop',274,167,121,1.95261862974585866936e+01,1176432256000.0,NULL);
+INSERT INTO "chains" VALUES(39,1,0,'78f872527215661af43f31be8684e9446b0f959bed74aae4ce5e7f889d45a171',0,'It seems there was a miscalculation in the previous reasoning. Let''s re-evaluate the cousin''s age calculation.
+
+The cousin''s age in 8 years will be \(2 \times 30 - 5 = 55 - 5 = 50\). The number of years between the cousin''s current age and James''s current age is \(50 - 22 = 28\).
+
+Let''s correct the code and run it again to ensure accuracy.
+
+```python
+# Step 1: Calculate James''s current age
+james_age_in_5_years = 27
+james_current_age = james_age_in_5_years - 5
+
+# Step 2: Calculate the cousin''s current age in 8 years
+cousin_age_in_8_years = 2 * james_current_age - ','length',174,513,504,1.03769281242949844572e+01,646860032000.0,NULL);
+INSERT INTO "chains" VALUES(39,2,0,'8cd95cf5c51deb8d06dd07219b726e31ae027f4b5e43861d3ba8a90e90e051ef',0,'The number of years that separate the age of James and his cousin now is \(\boxed{25}\).','stop',24,559,550,2.18978816266947706736e+00,113733632000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -3554,6 +4191,12 @@ INSERT INTO "jobs" VALUES(30,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(31,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-418',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','40','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 706357347, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 1173, "calls": 1, "seconds": 84.67981019029571, "flops": 4343203072000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0163, "call_seconds": 0.0173, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0165, "call_seconds": 0.0173, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0945, "call_seconds": 0.0955, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [555070959, 555086797, 555094716], "usage": {"prompt_tokens": 1363, "cached_prompt_tokens": 1322, "completion_tokens": 57, "calls": 3, "seconds": 4.69811591987257, "flops": 337646720000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"40": 4}, "tie_broken_by_rng": false, "winner": "40"}]',1536,1442,1230,7,0,0,4680849792000.0,0.0,1.69678878455000813115e+02,8.95079459321661232741e+01,1.79631267393816518784e+09);
 INSERT INTO "jobs" VALUES(32,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-454',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1560540830, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 954, "calls": 1, "seconds": 63.45902069222067, "flops": 3486646656000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0135, "call_seconds": 0.0201, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0272, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0164, "call_seconds": 0.0171, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3], "seeds": [1357714960, 1357722879, 1357730798], "usage": {"prompt_tokens": 1232, "cached_prompt_tokens": 1202, "completion_tokens": 77, "calls": 3, "seconds": 8.579803175030978, "flops": 369634304000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1]}, {"event": "vote", "counts": {"240": 4}, "tie_broken_by_rng": false, "winner": "240"}]',1383,1322,1031,7,0,0,3856280960000.0,0.0,1.51705036564002512019e+02,7.21032555302721505068e+01,1.7963128256562395096e+09);
 INSERT INTO "jobs" VALUES(33,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-447',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1904766779, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 898, "calls": 1, "seconds": 58.5458709709475, "flops": 3369358848000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0151, "call_seconds": 0.0209, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0158, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0168, "call_seconds": 0.0229, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0144, "call_seconds": 0.0151, "stdout_bytes": 0, "stderr_bytes": 225}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1743156317, 1743164236, 1743172155, 1743180074], "usage": {"prompt_tokens": 1635, "cached_prompt_tokens": 1512, "completion_tokens": 220, "calls": 4, "seconds": 26.780743142880965, "flops": 1204865664000.0}}, {"event": "tool", "round": 1, "path": 3, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0162, "call_seconds": 0.0206, "stdout_bytes": 0, "stderr_bytes": 225}, {"event": "generate", "round": 2, "paths": [3], "seeds": [1743284803], "usage": {"prompt_tokens": 689, "cached_prompt_tokens": 669, "completion_tokens": 35, "calls": 1, "seconds": 5.165600847045425, "flops": 191925504000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length"], "code_runs": [1, 1, 1, 2]}, {"event": "vote", "counts": {"5": 2, "-5": 1, "10": 1}, "tie_broken_by_rng": false, "winner": "5"}]',2498,2301,1153,11,0,0,4766150016000.0,0.0,167.304203341002,9.05875409268757323354e+01,1.79631283083056879044e+09);
+INSERT INTO "jobs" VALUES(34,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-488',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','6','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1995661780, "usage": {"prompt_tokens": 169, "cached_prompt_tokens": 120, "completion_tokens": 979, "calls": 1, "seconds": 73.55596901415217, "flops": 3639476224000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0161, "call_seconds": 0.0226, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.023, "call_seconds": 0.0275, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0171, "call_seconds": 0.0183, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.0202, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [476514751, 476522670, 476530589, 476538508], "usage": {"prompt_tokens": 1691, "cached_prompt_tokens": 1651, "completion_tokens": 81, "calls": 4, "seconds": 7.829990478014224, "flops": 415838592000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"6": 4}, "tie_broken_by_rng": false, "winner": "6"}]',1860,1771,1060,9,0,0,4055314816000.0,0.0,1.66739060670995968395e+02,8.14744851011632533789e+01,1.79631299240214681624e+09);
+INSERT INTO "jobs" VALUES(35,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-495',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','200','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 459308062, "usage": {"prompt_tokens": 175, "cached_prompt_tokens": 120, "completion_tokens": 1037, "calls": 1, "seconds": 80.15737764185211, "flops": 3866943488000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0171, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.017, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [1342657116, 1342665035], "usage": {"prompt_tokens": 883, "cached_prompt_tokens": 862, "completion_tokens": 49, "calls": 2, "seconds": 5.198742055028561, "flops": 241683968000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1]}, {"event": "vote", "counts": {"200": 2, "2400": 2}, "tie_broken_by_rng": true, "winner": "200"}]',1058,982,1086,5,0,0,4108627456000.0,0.0,1.66772788572998251765e+02,8.53901705878819114979e+01,1.79631299760672664641e+09);
+INSERT INTO "jobs" VALUES(36,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-499',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','8','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 183719314, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 1726, "calls": 1, "seconds": 109.48592749320757, "flops": 6521912960000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"25": 1, "8": 1, "0": 1, "40": 1}, "tie_broken_by_rng": true, "winner": "8"}]',233,120,1726,1,0,0,6521912960000.0,0.0,1.57047762828995473684e+02,1.09485927493207569227e+02,1.79631314946193885798e+09);
+INSERT INTO "jobs" VALUES(37,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-513',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','300','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1407121346, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1089, "calls": 1, "seconds": 62.19092309804894, "flops": 4012664704000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0122, "call_seconds": 0.0129, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0187, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0166, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3], "seeds": [1940165482, 1940173401, 1940181320], "usage": {"prompt_tokens": 1311, "cached_prompt_tokens": 1275, "completion_tokens": 57, "calls": 3, "seconds": 4.344685812578453, "flops": 319875840000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1]}, {"event": "vote", "counts": {"300": 4}, "tie_broken_by_rng": false, "winner": "300"}]',1475,1395,1146,7,0,0,4332540544000.0,0.0,1.98216471485007787126e+02,6.65838371686470509303e+01,1.79631319582625865937e+09);
+INSERT INTO "jobs" VALUES(38,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-530',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','26','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 480656604, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1437, "calls": 1, "seconds": 85.42987150740356, "flops": 5370359936000.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"32": 1, "8": 1, "42": 1, "26": 1}, "tie_broken_by_rng": true, "winner": "26"}]',198,120,1437,1,0,0,5370359936000.0,0.0,1.92350575433010817505e+02,8.54298715074035612798e+01,1.79631334181722164154e+09);
+INSERT INTO "jobs" VALUES(39,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-532',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','17','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 572744651, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 121, "completion_tokens": 1282, "calls": 1, "seconds": 78.10474518983435, "flops": 4705729024000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0116, "call_seconds": 0.0136, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0152, "call_seconds": 0.0202, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [1743265564, 1743281402], "usage": {"prompt_tokens": 1072, "cached_prompt_tokens": 1054, "completion_tokens": 198, "calls": 2, "seconds": 12.56671628696446, "flops": 760593664000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"2": 1, "17": 2, "25": 1}, "tie_broken_by_rng": false, "winner": "17"}]',1239,1175,1480,5,0,0,5466322688000.0,0.0,1.87093390691006788983e+02,9.07053143928059597573e+01,1.79631338292221093182e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -7515,10 +8158,691 @@ NameError: name ''Joey_new_points'' is not defined
 ```
 It seems there is still an issue with the variable name. Let''s correct it and run the code again. The variable `points_difference` should be defined correctly.
 ```python','10',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,0,'To determine the number of girl Pomeranians Jana has, we can break the problem down into a few steps and use Python code to ensure accuracy.
+
+1. Calculate the number of Pomeranians Jana has.
+2. Determine the number of girl Pomeranians among the Pomeranians.
+
+Let''s start by calculating the number of Pomeranians Jana has. Since two thirds of Jana''s puppies are Pomeranians, we can find this out by multiplying the total number of puppies by \( \frac{2}{3} \).
+
+Next, we need to find out how many of these Pomeranians are girls. Since one third of the Pomeranians are girls, we can find this out by multiplying the number of Pomeranians by \( \frac{1}{3} \).
+
+Let''s write the Python code to perform these calculations and find the number of girl Pomeranians.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Calculate the number of Pomeranians
+pomeranian_puppies = (2 / 3) * total_puppies
+
+# Calculate the number of girl Pomeranians
+girl_pomeranian_puppies = (1 / 3) * pomeranian_puppies
+
+print(girl_pomeranian_puppies)
+```
+```output
+6.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{6}\).','6',1,'equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(34,1,'Let''s solve the problem step-by-step:
+
+1. First, calculate the number of Pomeranians Jana has. Since two thirds of her puppies are Pomeranians, we can find this by multiplying the total number of puppies by \(\frac{2}{3}\).
+2. Next, since one third of the Pomeranians are girls, we can find the number of girl Pomeranians by multiplying the number of Pomeranians by \(\frac{1}{3}\).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = total_puppies * (2 / 3)
+
+# Number of girl Pomeranians
+girl_pomeranians = pomeranians * (1 / 3)
+
+print(girl_pomeranians)
+```
+```output
+6.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{6}\).','6',1,'equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of Pomeranians Jana has.
+2. Calculate the number of Pomeranians that are girls.
+
+Let''s start by calculating the number of Pomeranians. Since two thirds of Jana''s puppies are Pomeranians, we can find the number of Pomeranians by multiplying the total number of puppies by \(\frac{2}{3}\).
+
+Next, we need to find out how many of these Pomeranians are girls. Since one third of the Pomeranians are girls, we can find the number of girls by multiplying the number of Pomeranians by \(\frac{1}{3}\).
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total number of puppies
+total_puppies = 27
+
+# Number of Pomeranians
+pomeranians = total_puppies * (2 / 3)
+
+# Number of girl Pomeranians
+girl_pomeranians = pomeranians * (1 / 3)
+
+print(girl_pomeranians)
+```
+```output
+6.0
+```
+The number of girl Pomeranians Jana has is \(\boxed{6}\).','6',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(34,3,'To solve the problem, let''s break it down step-by-step and then use Python code to verify our solution.
+
+1. **Calculate the number of Pomeranians:**
+   Since two thirds of Jana''s puppies are Pomeranians, we can calculate this as:
+   \[
+   \text{Number of Pomeranians} = \frac{2}{3} \times 27
+   \]
+
+2. **Calculate the number of girl Pomeranians:**
+   Since one third of the Pomeranians are girls, we can calculate this as:
+   \[
+   \text{Number of girl Pomeranians} = \frac{1}{3} \times \text{Number of Pomeranians}
+   \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given data
+total_puppies = 27
+fraction_pomeranians = 2 / 3
+fraction_girls = 1 / 3
+
+# Calculate the number of Pomeranians
+pomeranians = total_puppies * fraction_pomeranians
+
+# Calculate the number of girl Pomeranians
+girl_pomeranians = pomeranians * fraction_girls
+
+print(girl_pomeranians)
+```
+```output
+6.0
+```
+The number of girl Pomeranians that Jana has is \(\boxed{6}\).','6',1,'equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,0,'To determine how many minutes Charisma has walked after 5 days at the office, we need to follow these steps:
+
+1. Calculate the total number of hours Charisma works in 5 days.
+2. Determine the total number of 5-minute breaks she takes during her 5 days.
+3. Calculate the total number of minutes walked by multiplying the number of breaks by the duration of each break.
+
+Step 1: Calculate the total number of hours Charisma works in 5 days.
+Charisma works for 8 hours every day. Therefore, in 5 days, she works:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Step 2: Determine the total number of 5-minute breaks she takes during her 5 days.
+Charisma takes a 5-minute break every hour she works. Therefore, in 40 hours, she takes:
+\[ 40 \text{ hours} \times 5 \text{ minutes/hour} = 200 \text{ minutes} \]
+
+Step 3: Calculate the total number of minutes walked by multiplying the number of breaks by the duration of each break.
+Charisma walks for 200 minutes in total. Therefore, the number of minutes she has walked is:
+\[ \boxed{200} \]','200',1,'equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(35,1,'To determine how many minutes Charisma has walked over 5 days at work, we need to follow these steps:
+
+1. Calculate the number of hours Charisma walks each day.
+2. Calculate the total number of hours Charisma walks in 5 days.
+3. Convert the total hours into minutes.
+
+Let''s start with the first step. Charisma walks for 8 hours every day. Therefore, she walks 8 hours per day.
+
+Next, we move to the second step. Charisma walks for 5 days. So, the total number of hours she walks in 5 days is:
+\[ 8 \text{ hours/day} \times 5 \text{ days} = 40 \text{ hours} \]
+
+Finally, we convert the total hours into minutes. Since there are 60 minutes in an hour, we multiply the total number of hours by 60:
+\[ 40 \text{ hours} \times 60 \text{ minutes/hour} = 2400 \text{ minutes} \]
+
+So, the total number of minutes Charisma has walked is \(\boxed{2400}\).','2400',0,'not_equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,2,'To determine how many minutes Charisma has walked after 5 days at the office, we need to break the problem down into smaller steps and calculate the time she walks each day, then sum these times over the 5 days.
+
+1. Calculate the total time Charisma walks each day.
+2. Multiply the daily walking time by 5 to get the total walking time over 5 days.
+
+Let''s start by calculating the daily walking time. Charisma walks for 5 minutes every hour she works for 8 hours a day. Therefore, the daily walking time is:
+\[ \text{Daily walking time} = 5 \, \text{minutes/hour} \times 8 \, \text{hours/day} \]
+
+Next, we need to calculate the total walking time over 5 days. We do this by multiplying the daily walking time by 5:
+\[ \text{Total walking time} = \text{Daily walking time} \times 5 \]
+
+Now, let''s write the Python code to perform these calculations.
+```python
+# Constants
+minutes_per_hour = 5
+hours_per_day = 8
+days = 5
+
+# Calculate daily walking time
+daily_walking_time = minutes_per_hour * hours_per_day
+
+# Calculate total walking time over 5 days
+total_walking_time = daily_walking_time * days
+
+print(total_walking_time)
+```
+```output
+200
+```
+After 5 days at the office, Charisma has walked \(\boxed{200}\) minutes.','200',1,'equivalent',310,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(35,3,'To determine how many minutes Charisma has walked after 5 days at work, we can break down the problem into smaller steps:
+
+1. Calculate the total number of hours Charisma walks in 5 days.
+2. Convert the total number of hours into minutes.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Charisma works for 8 hours every day. In 5 days, she walks for a total of \(8 \text{ hours/day} \times 5 \text{ days}\).
+2. Since there are 60 minutes in an hour, we convert the total number of hours into minutes by multiplying the result by 60.
+
+Let''s write the Python code to calculate this.
+```python
+# Step-by-step calculation
+hours_per_day = 8
+days = 5
+minutes_per_hour = 60
+
+# Total hours walked in 5 days
+total_hours_walked = hours_per_day * days
+
+# Total minutes walked in 5 days
+total_minutes_walked = total_hours_walked * minutes_per_hour
+
+print(total_minutes_walked)
+```
+```output
+2400
+```
+After 5 days at the office, Charisma has walked \(\boxed{2400}\) minutes.','2400',0,'not_equivalent',253,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,0,'To determine the number of guests necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for the number of guests \( n \) that makes the costs equal.
+
+First, let''s calculate the total cost at the first venue:
+- The flat fee is $200.
+- The cost per person is $25, but Mark estimates that food for each guest will cost $5.
+- Therefore, the total cost at the first venue per person is \( 25 + 5 = 30 \) dollars.
+- If \( n \) is the number of guests, the total cost at the first venue is \( 200 + 30n \) dollars.
+
+Next, let''s calculate the total cost at the second venue:
+- The cost per person is $25, but Mark estimates that food for each guest is already included in the price.
+- Therefore, the total cost at the second venue per person is $25.
+- If \( n \) is the number of guests, the total cost at the second venue is \( 25n \) dollars.
+
+We need to find the value of \( n \) such that the total cost at the first venue is equal to the total cost at the second venue:
+\[
+200 + 30n = 25n
+\]
+
+To solve this equation, we first isolate \( n \) on one side of the equation. We do this by subtracting \( 30n \) from both sides:
+\[
+200 = 25n - 30n
+\]
+\[
+200 = -5n
+\]
+
+Next, we divide both sides by \(-5\):
+\[
+n = \frac{200}{-5}
+\]
+\[
+n = -40
+\]
+
+Since the number of guests cannot be negative, we need to re-evaluate our approach. The problem states that Mark estimates the cost of food, which is already included in the second venue''s price. Therefore, the second venue''s price is simply \( 25n \) dollars, and the first venue''s price is \( 200 + 30n \) dollars, but with an additional $5 for food per guest.
+
+Let''s correct the approach and re-solve the equation:
+\[
+200 + 30n = 25n + ','25',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,1,'To determine how many guests are necessary for the two venues to be equal in cost, we need to set up equations for the total cost at each venue and then solve for \( n \), the number of guests.
+
+First, let''s calculate the total cost at the first venue:
+- The flat fee is $200.
+- The cost per person is $25.
+- The cost for food per person is $5.
+- Therefore, the total cost per person at the first venue is \( 25 + 5 = 30 \) dollars.
+- If \( n \) guests attend, the total cost at the first venue is \( 200 + 30n \) dollars.
+
+Next, let''s calculate the total cost at the second venue:
+- The cost per person is $25.
+- The food for each guest is already included in the price, so the total cost per person at the second venue is $25 dollars.
+- Therefore, if \( n \) guests attend, the total cost at the second venue is \( 25n \) dollars.
+
+To find the number of guests \( n \) for which the two venues have equal costs, we set the total cost equations equal to each other:
+\[ 200 + 30n = 25n \]
+
+Now, solve for \( n \):
+\[ 200 = 25n - 30n \]
+\[ 200 = -5n \]
+\[ n = \frac{200}{-5} \]
+\[ n = -40 \]
+
+Since the number of guests cannot be negative, we need to re-evaluate the problem. It seems there might be a misunderstanding in the interpretation of the second venue''s cost. If the second venue does not include food, then the cost per person at the second venue is simply $25. Therefore, the correct setup for the second venue is:
+\[ 25n = 200 \]
+
+Solving for \( n \) again:
+\[ n = \frac{200}{25} \]
+\[ n = 8 \]
+
+Thus, the number of guests necessary for the two venues to be equal in cost is \(\boxed{8}\).','8',0,'not_equivalent',470,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(36,2,'To determine how many guests are necessary for the two venues to be equal in cost, we can set up the following equations for the total cost of each venue:
+
+1. The first venue charges a flat fee of $200 plus $25 per guest. So, the total cost for the first venue is:
+   \[
+   C_1 = 200 + 25n
+   \]
+   where \( n \) is the number of guests.
+
+2. The second venue charges $25 per guest plus the cost of food. Since the food is already included in the price, the total cost for the second venue is:
+   \[
+   C_2 = 25n
+   \]
+
+We need to find the number of guests \( n \) for which the total cost of the first venue is equal to the total cost of the second venue:
+\[
+200 + 25n = 25n
+\]
+
+To solve this equation, we can subtract \( 25n \) from both sides:
+\[
+200 = 0
+\]
+
+This equation is always true, which means that the total cost of the first venue is always equal to the total cost of the second venue for any number of guests \( n \). However, if we interpret the problem to mean that Mark needs a certain number of guests such that the first venue is not more expensive than the second venue (i.e., the first venue is not more expensive than the second venue for all guests), then we need to find the smallest number of guests for which the first venue is not more expensive than the second venue.
+
+Since the first venue always costs less than the second venue for any number of guests, the smallest number of guests for which the two venues are equal in cost is:
+\[
+\boxed{0}
+\]
+
+This is because if there are no guests, the first venue costs $200 and the second venue costs $0, which are equal.','0',0,'not_equivalent',410,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(36,3,'To determine at what number of guests the two venues will be equal in cost, we need to set up equations for the total cost of each venue and then solve for the number of guests.
+
+Let''s denote the number of guests by \( n \).
+
+### Cost of the first venue
+- Flat fee: $200
+- Cost per person: $25
+- Food cost per person: $5
+
+The total cost \( C_1 \) for the first venue is:
+\[
+C_1 = 200 + 25n + 5n
+\]
+Simplify the expression:
+\[
+C_1 = 200 + 30n
+\]
+
+### Cost of the second venue
+- Cost per person: $25
+- Food cost per person: $0 (already included)
+
+The total cost \( C_2 \) for the second venue is:
+\[
+C_2 = 25n
+\]
+
+### Setting the costs equal
+We need to find the value of \( n \) for which \( C_1 = C_2 \):
+\[
+200 + 30n = 25n
+\]
+
+### Solving for \( n \)
+Subtract \( 25n \) from both sides:
+\[
+200 = 5n
+\]
+
+Divide both sides by 5:
+\[
+n = \frac{200}{5} = 40
+\]
+
+Therefore, the number of guests necessary for the two venues to be equal in cost is \(\boxed{40}\).','40',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,0,'To determine how much money Julie had left after her expenditures, we will follow these steps:
+
+1. Calculate the amount spent on clothes.
+2. Subtract the amount spent on clothes from the original amount to find the remaining money.
+3. Calculate the amount spent on CDs from the remaining money.
+4. Subtract the amount spent on CDs from the remaining money to find the final amount left.
+
+Let''s start with the first step. Julie spent 20% of her $500 on clothes. We calculate 20% of $500 as follows:
+\[
+0.20 \times 500 = 100
+\]
+So, Julie spent $100 on clothes. Now, we subtract this amount from the original $500 to find the remaining money:
+\[
+500 - 100 = 400
+\]
+Next, Julie spent 25% of the remaining $400 on CDs. We calculate 25% of $400 as follows:
+\[
+0.25 \times 400 = 100
+\]
+So, Julie spent $100 on CDs. Now, we subtract this amount from the remaining $400 to find the final amount left:
+\[
+400 - 100 = 300
+\]
+Therefore, the amount of money Julie had left is \(\boxed{300}\).','300',1,'equivalent',303,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(37,1,'To solve this problem, we can break it down into two main steps:
+
+1. Calculate the amount of money Julie spent on clothes.
+2. Calculate the remaining money after spending on clothes.
+3. Calculate the amount of money Julie spent on CDs from the remaining money.
+4. Calculate the final amount of money Julie has left.
+
+Let''s use Python to perform these calculations step-by-step.
+
+```python
+# Initial amount of money Julie had
+initial_amount = 500
+
+# Step 1: Calculate the amount spent on clothes
+spent_on_clothes = initial_amount * 0.20
+
+# Step 2: Calculate the remaining money after spending on clothes
+remaining_after_clothes = initial_amount - spent_on_clothes
+
+# Step 3: Calculate the amount spent on CDs
+spent_on_cds = remaining_after_clothes * 0.25
+
+# Step 4: Calculate the final amount of money Julie has left
+final_amount_left = remaining_after_clothes - spent_on_cds
+
+# Print the final amount of money Julie has left
+print(final_amount_left)
+```
+```output
+300.0
+```
+The final amount of money Julie has left is \(\boxed{300}\).','300',1,'equivalent',249,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,2,'Let''s break down the problem step-by-step and solve it using Python code.
+
+1. Julie starts with $500.
+2. She spends 20% of it on clothes. This means she spends \(500 \times 0.20\) on clothes.
+3. The remaining money after buying clothes is \(500 - (500 \times 0.20)\).
+4. She then spends 25% of the remaining money on CDs. This means she spends \((500 - (500 \times 0.20)) \times 0.25\) on CDs.
+5. The final amount of money Julie has left is \((500 - (500 \times 0.20)) - ((500 - (500 \times 0.20)) \times 0.25)\).
+
+Now let''s write the Python code to calculate this.
+```python
+# Initial amount of money
+initial_amount = 500
+
+# Step 1: Spend 20% on clothes
+amount_spent_clothes = initial_amount * 0.20
+remaining_after_clothes = initial_amount - amount_spent_clothes
+
+# Step 2: Spend 25% of the remaining money on CDs
+amount_spent_cds = remaining_after_clothes * 0.25
+final_amount = remaining_after_clothes - amount_spent_cds
+
+print(final_amount)
+```
+```output
+300.0
+```
+Julie has \(\boxed{300.00}\) dollars left.','300.00',1,'equivalent',338,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(37,3,'Let''s solve the problem step-by-step.
+
+1. **Initial Amount**: Julie started with $500.
+2. **Spent on Clothes**: She spent 20% of $500 on clothes.
+3. **Remaining Money after Clothes**: Subtract the amount spent on clothes from the initial amount.
+4. **Spent on CDs**: She then spent 25% of the remaining money on CDs.
+5. **Remaining Money after CDs**: Subtract the amount spent on CDs from the remaining money after clothes.
+
+We will use Python to perform these calculations accurately.
+```python
+# Initial amount
+initial_amount = 500
+
+# Step 1: Amount spent on clothes
+amount_spent_on_clothes = 0.20 * initial_amount
+remaining_after_clothes = initial_amount - amount_spent_on_clothes
+
+# Step 2: Amount spent on CDs
+amount_spent_on_cds = 0.25 * remaining_after_clothes
+remaining_after_cds = remaining_after_clothes - amount_spent_on_cds
+
+# Final remaining amount
+print(remaining_after_cds)
+```
+```output
+300.0
+```
+Julie has \(\boxed{300}\) dollars left after her expenses.','300',1,'equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,0,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout schedule into the weeks he did work out and the weeks he did not work out.
+
+1. Calculate the number of weeks Josh did work out:
+   \[
+   8 \text{ weeks} - 2 \text{ weeks} - 2 \text{ weeks} = 4 \text{ weeks}
+   \]
+   This is because he spent 4 weeks working out in total and 2 weeks each for two consecutive weeks, so the remaining 2 weeks were not working out.
+
+2. Calculate the total hours spent working out in the weeks he did work out:
+   \[
+   4 \text{ weeks} \times 5 \text{ hours/week} = 20 \text{ hours}
+   \]
+   This is because he spent 5 hours each week for 4 weeks.
+
+3. Calculate the total hours spent working out in the weeks he did not work out:
+   \[
+   2 \text{ weeks} \times 6 \text{ hours/week} = 12 \text{ hours}
+   \]
+   This is because he spent 6 hours each week for 2 weeks.
+
+4. Add the hours spent working out in the weeks he did work out and the weeks he did not work out to get the total number of hours spent working out across the 8 weeks:
+   \[
+   20 \text{ hours} + 12 \text{ hours} = 32 \text{ hours}
+   \]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{32}\).','32',0,'not_equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,1,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to account for the time he spent working out each week, except for the two weeks where he spent more than 4 hours.
+
+Let''s break down the problem step by step:
+
+1. Calculate the total hours Josh spent working out in the weeks where he spent 4 hours each.
+2. Calculate the total hours Josh spent working out in the weeks where he spent 5 hours each.
+3. Calculate the total hours Josh spent working out in the weeks where he spent 6 hours each.
+4. Sum up the total hours from all three periods.
+
+We know that Josh worked out for 8 weeks in total. The problem doesn''t specify how many weeks he worked out 4 hours each, 5 hours each, and 6 hours each, but we can use the fact that the total number of weeks is 8 to infer the distribution of the hours.
+
+Since the problem doesn''t specify the exact distribution of the hours, we can assume that the distribution is such that the total number of hours is 8. Let''s denote the number of weeks he worked out 4 hours each as \( x \), the number of weeks he worked out 5 hours each as \( y \), and the number of weeks he worked out 6 hours each as \( z \). We know that:
+
+\[ x + y + z = 8 \]
+
+And we don''t have any additional constraints about the hours spent in these weeks. Therefore, the total number of hours Josh spent working out is simply the sum of the hours spent in each period:
+
+\[ 4x + 5y + 6z \]
+
+Since we don''t have the specific values of \( x \), \( y \), and \( z \), we can''t determine the exact total number of hours. However, if we assume that the distribution is such that the total number of hours is 8, we can write the Python code to calculate the total number of hours.
+
+Let''s write the Python code to calculate the total number of hours Josh spent working out.
+```python
+# Let''s assume the distribution of hours is such that the total number of hours is 8
+# We don''t have the specific values of x, y, and z, so we can''t determine the exact total number of hours
+# However, if we assume that the distribution is such that the total number of hours is 8, we can write the Python code to calculate the total','8',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,2,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down his workout hours into the different periods and then sum them up.
+
+First, let''s calculate the total number of hours Josh spent working out in the 6 weeks where he spent 5 hours each week:
+\[
+6 \text{ weeks} \times 5 \text{ hours/week} = 30 \text{ hours}
+\]
+
+Next, we need to calculate the total number of hours Josh spent working out in the 2 weeks where he spent 6 hours each week:
+\[
+2 \text{ weeks} \times 6 \text{ hours/week} = 12 \text{ hours}
+\]
+
+Now, we add the hours from both periods to get the total number of hours spent working out across the 8 weeks:
+\[
+30 \text{ hours} + 12 \text{ hours} = 42 \text{ hours}
+\]
+
+Therefore, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{42}\).','42',0,'not_equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(38,3,'To determine the total number of hours Josh has spent working out across the 8 weeks, we need to break down the information step by step.
+
+1. Identify the number of weeks Josh worked out:
+   - There are 8 weeks in total.
+   - Josh did not work out on 4 weeks.
+
+2. Calculate the number of weeks Josh worked out:
+   \[
+   8 - 4 = 4 \text{ weeks}
+   \]
+
+3. Determine the number of hours Josh worked out in the weeks he did not work out:
+   - At one point, he worked out 5 hours for two consecutive weeks. Since there are 8 weeks in total, we need to count how many times this pattern occurs.
+   - First, calculate the maximum number of complete 2-week periods in 8 weeks:
+     \[
+     \left\lfloor \frac{8}{2} \right\rfloor = 4 \text{ complete periods}
+     \]
+   - Each complete 2-week period results in 5 hours of work out.
+   - Therefore, the total hours worked out in these 4 complete periods is:
+     \[
+     4 \times 5 = 20 \text{ hours}
+     \]
+
+4. Add the hours worked out in the weeks he did not work out to the hours worked out in the complete periods:
+   \[
+   20 + 6 = 26 \text{ hours}
+   \]
+
+Thus, the total number of hours Josh has spent working out across the 8 weeks is \(\boxed{26}\).','26',0,'not_equivalent',331,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(39,0,'Let''s solve the problem step-by-step.
+
+1. **Determine James''s current age:**
+   - Jame will turn 27 in 5 years. Therefore, his current age is \(27 - 5 = 22\).
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, James will be \(22 + 8 = 30\).
+   - The cousin will be 5 years younger than twice James''s age in 8 years. So, in 8 years, the cousin''s age will be \(2 \times 30 - 5\).
+   - Let''s calculate this using Python to ensure accuracy.
+
+3. **Calculate the number of years between the two ages:**
+   - The number of years between the cousin''s current age and James''s current age is \(30 - 22 = 8\).
+
+Now, let''s write the Python code to calculate the cousin''s age and the number of years between their ages.
+
+```python
+# Step 1: Calculate James''s current age
+james_age_in_5_years = 27
+james_current_age = james_age_in_5_years - 5
+
+# Step 2: Calculate the cousin''s current age in 8 years
+cousin_age_in_8_years = 2 * james_current_age - 5
+
+# Step 3: Calculate the number of years between the cousin''s current age and James''s current age
+years_between_ages = cousin_age_in_8_years - james_current_age
+
+# Print the final answer
+print(years_between_ages)
+```
+```output
+17
+```
+It seems there was a miscalculation in the previous reasoning. Let''s re-evaluate the cousin''s age calculation.
+
+The cousin''s age in 8 years will be \(2 \times 30 - 5 = 55 - 5 = 50\). The number of years between the cousin''s current age and James''s current age is \(50 - 22 = 28\).
+
+Let''s correct the code and run it again to ensure accuracy.
+
+```python
+# Step 1: Calculate James''s current age
+james_age_in_5_years = 27
+james_current_age = james_age_in_5_years - 5
+
+# Step 2: Calculate the cousin''s current age in 8 years
+cousin_age_in_8_years = 2 * james_current_age - ','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,1,'To determine how many years separate the current age of James and his cousin, we need to follow these steps:
+
+1. Calculate James''s current age.
+2. Determine the cousin''s current age based on the information provided.
+
+First, let''s find James''s current age. We know that in 5 years, James will be 27. Therefore, his current age is:
+\[ 27 - 5 = 22 \]
+
+Next, we need to find the cousin''s current age. According to the problem, in 8 years the cousin will be 5 years younger than twice James''s current age. So, we can express this relationship with the following equation:
+\[ \text{Cousin''s age in 8 years} = 2 \times 22 - 5 \]
+
+Now, let''s calculate the cousin''s age in 8 years:
+\[ 2 \times 22 = 44 \]
+\[ 44 - 5 = 39 \]
+
+So, the cousin''s current age is 39. To find out how many years separate the current age of James and his cousin, we subtract James''s current age from the cousin''s current age:
+\[ 39 - 22 = 17 \]
+
+Therefore, the number of years that separate the age of the two now is:
+\[ \boxed{17} \]','17',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(39,2,'To solve this problem, we need to determine the current ages of both James and his cousin, and then find the difference between their current ages.
+
+Here are the steps to solve the problem:
+
+1. **Determine James''s current age:**
+   - James will turn 27 in 5 years, so his current age is \(27 - 5\).
+
+2. **Determine his cousin''s current age:**
+   - In 8 years, James will be \(27 + 8\) years old.
+   - His cousin will be \(5\) years younger than twice James''s age in 8 years. So, his cousin''s age in 8 years is \(2 \times (27 + 8) - 5\).
+   - His cousin''s current age is his cousin''s age in 8 years minus 8.
+
+3. **Find the difference between their current ages:**
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Step 1: Calculate James''s current age
+james_future_age = 27
+years_until_james_turns_27 = 5
+james_current_age = james_future_age - years_until_james_turns_27
+
+# Step 2: Calculate his cousin''s future age
+years_until_cousin_turns_27 = 8
+james_age_in_8_years = james_current_age + years_until_cousin_turns_27
+
+# Step 3: Calculate his cousin''s current age
+cousin_future_age = 2 * james_age_in_8_years - 5
+cousin_current_age = cousin_future_age - years_until_cousin_turns_27
+
+# Step 4: Calculate the difference in their current ages
+age_difference = cousin_current_age - james_current_age
+
+print(age_difference)
+```
+```output
+25
+```
+The number of years that separate the age of James and his cousin now is \(\boxed{25}\).','25',1,'equivalent',408,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(39,3,'Let''s start by solving the problem step by step.
+
+1. **Determine Jame''s current age:**
+   - In 5 years, Jame will be 27 years old.
+   - If we subtract 5 from 27, we get Jame''s current age.
+   \[
+   \text{Jame''s current age} = 27 - 5 = 22
+   \]
+
+2. **Determine the cousin''s current age:**
+   - In 8 years, the cousin will be 5 years younger than twice Jame''s current age.
+   - Let \( C \) be the cousin''s current age.
+   - According to the problem, in 8 years \( C = 2 \times 22 - 5 \).
+   \[
+   C = 44 - 5 = 39
+   \]
+
+3. **Calculate the number of years separating the age of the two:**
+   - The age difference between the cousin and Jame is the difference between their current ages.
+   \[
+   \text{Age difference} = C - \text{Jame''s current age} = 39 - 22 = 17
+   \]
+
+Thus, the number of years separating the age of the two now is \(\boxed{17}\).','17',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.7963128308309483528e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',33,3.18463599898100073915e+03,3.18463311096200777684e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631338292250561719e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',39,3.736727648671992938e+03,3.73672475730199948884e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -7629,5 +8953,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-447',0,33,'5',0.5,1,4,1,2498.0,2301.0,288.25,0.0,41.8260508352505,1713166144640.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-447',0,33,'5',0.5,1,6,1,2498.0,2301.0,576.5,0.0,83.652101670501,2.73082743509333349617e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-447',0,33,'5',1.0,1,1,0,2498.0,2301.0,1153.0,0.0,167.304203341002,4766150016000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-488',0,34,'6',1.0,1,4,1,1860.0,1771.0,265.0,0.0,4.16847651677489920967e+01,1.24941814174412524417e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-488',0,34,'6',1.0,1,6,1,1860.0,1771.0,530.0,0.0,8.33695303354979841935e+01,2.18471703316275024414e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-488',0,34,'6',1.0,1,1,0,1860.0,1771.0,1060.0,0.0,1.66739060670995968395e+02,4055314816000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-495',0,35,'200',0.5,1,4,1,1058.0,982.0,271.5,0.0,4.16931971432495629414e+01,1.22869883043029248044e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-495',0,35,'200',0.5,1,6,1,1058.0,982.0,543.0,0.0,8.33863942864991258829e+01,2.18867503895352832031e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-495',0,35,'200',0.5,1,1,0,1058.0,982.0,1086.0,0.0,1.66772788572998251765e+02,4108627456000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-499',0,36,'25',0.0,0,4,1,233.0,120.0,431.5,0.0,3.92619407072488684207e+01,1.93103948163132128901e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-499',0,36,'25',0.0,0,6,1,233.0,120.0,863.0,0.0,7.85238814144977368423e+01,3.4613306410875473633e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-499',0,36,'8',0.0,0,1,0,233.0,120.0,1726.0,0.0,1.57047762828995473684e+02,6521912960000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-513',0,37,'300',1.0,1,4,1,1475.0,1395.0,286.5,0.0,4.95541178712519467816e+01,1.29516811531484497073e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-513',0,37,'300',1.0,1,6,1,1475.0,1395.0,573.0,0.0,99.1082357425039,2307625591543.23);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-513',0,37,'300',1.0,1,1,0,1475.0,1395.0,1146.0,0.0,1.98216471485007787126e+02,4332540544000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-530',0,38,'32',0.0,0,4,1,198.0,120.0,359.25,0.0,4.80876438582527043763e+01,1.54996031816237622071e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-530',0,38,'8',0.0,0,6,1,198.0,120.0,718.5,0.0,9.61752877165054087527e+01,2.82342685744158447269e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-530',0,38,'26',0.0,0,1,0,198.0,120.0,1437.0,0.0,1.92350575433010817505e+02,5370359936000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-532',0,39,'2',0.25,0,4,1,1239.0,1175.0,370.0,0.0,46.7733476727517,1.53651816489119165043e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-532',0,39,'2',0.25,0,6,1,1239.0,1175.0,740.0,0.0,93.5466953455034,2.84645300592746093755e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-532',0,39,'17',0.0,0,1,0,1239.0,1175.0,1480.0,0.0,1.87093390691006788983e+02,5466322688000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
