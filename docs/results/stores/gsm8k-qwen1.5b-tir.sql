@@ -4147,6 +4147,942 @@ james_current_age = james_age_in_5_years - 5
 # Step 2: Calculate the cousin''s current age in 8 years
 cousin_age_in_8_years = 2 * james_current_age - ','length',174,513,504,1.03769281242949844572e+01,646860032000.0,NULL);
 INSERT INTO "chains" VALUES(39,2,0,'8cd95cf5c51deb8d06dd07219b726e31ae027f4b5e43861d3ba8a90e90e051ef',0,'The number of years that separate the age of James and his cousin now is \(\boxed{25}\).','stop',24,559,550,2.18978816266947706736e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(40,0,0,'0521dc7226ddbd593051c07fe421fe2736566060a5f1566aa83c25bc02ecea05',0,'To solve this problem, we need to follow these steps:
+
+1. Identify the cost of the computer.
+2. Calculate the cost of the printer based on the given relationship.
+3. Calculate the total cost of the computer, monitors, and printer.
+4. Determine the cost of one monitor.
+
+Let''s break it down and use Python to ensure accuracy.
+
+1. The cost of the computer is given as $1,100.
+2. The printer cost is $400 less than the computer, so the cost of the printer is $1,100 - $400 = $700.
+3. The total cost of the computer, monitors, and printer is $2,400. Let the cost of one monitor be \( x \). Then the total cost can be expressed as \( 1100 + 2x + 700 = 2400 \).
+4. Simplifying the equation, we get \( 1800 + 2x = 2400 \). Solving for \( x \), we get \( 2x = 600 \) or \( x = 300 \).
+
+So, the cost of one monitor is $300. Let''s write the Python code to verify this solution.
+
+```python
+# Given values
+total_cost = 2400
+computer_cost = 1100
+printer_cost_difference = 400
+
+# Calculate the cost of the printer
+printer_cost = computer_cost - printer_cost_difference
+
+# Calculate the cost of one monitor
+monitor_cost = (total_cost - computer_cost - printer_cost) / 2
+
+print(monitor_cost)','stop',355,181,120,2.11991595269518100512e+01,1522964416000.0,NULL);
+INSERT INTO "chains" VALUES(40,0,1,'0521dc7226ddbd593051c07fe421fe2736566060a5f1566aa83c25bc02ecea05',1,'To solve the problem, we need to determine the cost of one monitor. Let''s break it down step by step.
+
+1. **Identify the total cost of the computer and the printer:**
+   Errol bought a computer and a printer for a total of $2,400. Since the computer cost $1,100, the cost of the printer can be found by subtracting the cost of the computer from the total cost:
+   \[
+   \text{Cost of the printer} = 2400 - 1100 = 1300 \text{ dollars}
+   \]
+
+2. **Determine the cost of the two monitors:**
+   Errol paid $400 less for the printer than the computer. Therefore, the total cost of the two monitors can be found by adding $400 to the cost of the printer:
+   \[
+   \text{Total cost of the two monitors} = 1300 + 400 = 1700 \text{ dollars}
+   \]
+
+3. **Calculate the cost of one monitor:**
+   Since the two monitors cost $1,700 in total, the cost of one monitor can be found by dividing the total cost of the two monitors by 2:
+   \[
+   \text{Cost of one monitor} = \frac{1700}{2} = 850 \text{ dollars}
+   \]
+
+Thus, the cost of one monitor is \(\boxed{850}\).','stop',324,181,120,2.11991595269518100512e+01,1522964416000.0,NULL);
+INSERT INTO "chains" VALUES(40,0,2,'0521dc7226ddbd593051c07fe421fe2736566060a5f1566aa83c25bc02ecea05',2,'To determine the cost of one monitor, we need to follow these steps:
+
+1. Identify the cost of the computer.
+2. Use the information given to find the cost of the printer.
+3. Subtract the cost of the printer from the total cost of the computer and the monitors to find the total cost of the monitors.
+4. Divide the total cost of the monitors by the number of monitors to find the cost of one monitor.
+
+Let''s go through each step in detail:
+
+1. The cost of the computer is given as $1,100.
+2. The printer cost $400 less than the computer. Therefore, the cost of the printer is:
+   \[
+   1,100 - 400 = 700
+   \]
+3. The total cost of the computer, the two monitors, and the printer is $2,400. Let \( m \) be the cost of one monitor. The total cost of the two monitors is \( 2m \). So, the equation we have is:
+   \[
+   1,100 + 2m + 700 = 2,400
+   \]
+4. Simplify the left side of the equation:
+   \[
+   2,800 + 2m = 2,400
+   \]
+5. Isolate \( 2m \) by subtracting 2,800 from both sides of the equation:
+   \[
+   2m = 2,400 - 2,800
+   \]
+6. Calculate the right side:
+   \[
+   2m = -400
+   \]
+7. Divide both sides by 2 to solve for \( m \):
+   \[
+   m = \frac{-400}{2} = -200
+   \]
+
+Since a monitor cannot have a negative cost, we need to re-evaluate the problem. It seems there might be an error in the problem statement or the interpretation. Let''s recheck the information and the problem constraints.
+
+Upon re-evaluation, we see that the total cost of the computer, the two monitors, and the printer is $2,400, and the cost of the printer is $700 less than the cost of the computer. Therefore, the cost of the computer is $1,100, and the cost of the printer is','length',512,181,120,2.11991595269518100512e+01,1522964416000.0,NULL);
+INSERT INTO "chains" VALUES(40,0,3,'0521dc7226ddbd593051c07fe421fe2736566060a5f1566aa83c25bc02ecea05',3,'To determine the cost of one monitor, we can break down the problem step by step and then use Python to verify our calculations.
+
+1. **Define the variables:**
+   - Let \( C \) be the cost of the computer.
+   - Let \( M \) be the cost of one monitor.
+   - Let \( P \) be the cost of the printer.
+
+2. **Given information:**
+   - \( C = 1100 \)
+   - \( P = C - 400 \)
+   - The total cost of the computer, monitors, and printer is $2,400. Therefore, we can write the equation:
+     \[
+     C + M + P = 2400
+     \]
+
+3. **Substitute the known values into the equation:**
+   - First, calculate the cost of the printer:
+     \[
+     P = 1100 - 400 = 700
+     \]
+   - Now, substitute \( C \), \( M \), and \( P \) into the total cost equation:
+     \[
+     1100 + M + 700 = 2400
+     \]
+
+4. **Solve for \( M \):**
+   - Combine the known values:
+     \[
+     1800 + M = 2400
+     \]
+   - Subtract 1800 from both sides:
+     \[
+     M = 2400 - 1800
+     \]
+     \[
+     M = 600
+     \]
+
+5. **Verify the solution with Python:**
+   - We can write a Python program to verify the values we calculated.
+
+Let''s write the Python code to verify our solution.
+```python
+# Given values
+cost_of_computer = 1100
+discount_on_printer = 400
+total_cost = 2400
+
+# Calculate the cost of the printer
+cost_of_printer = cost_of_computer - discount_on_printer
+
+# Calculate the cost of one monitor
+cost_of_monitor = total_cost - (cost_of_computer + cost_of_printer)
+print(cost_of_monitor)','stop',466,181,120,2.11991595269518100512e+01,1522964416000.0,NULL);
+INSERT INTO "chains" VALUES(40,1,0,'d9b8ffb5c646b082c4d123d10867151da4ae4df55cf96df8e4a02880ea3f2942',0,'The cost of one monitor is \(\boxed{300}\) dollars.','stop',18,547,535,1.27019817682594293728e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(40,2,0,'28e6b8d7ec19e51e0ac2c0097a298a2f8af7f51af6301a7eb067312aa3e9a0ca',0,'The cost of one monitor is \(\boxed{600}\) dollars.','stop',18,656,646,1.24017640483361901715e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(41,0,0,'fd4cf5bd117212880211c173f7bf4ecabf9dea98a88b9ef7bfec4c9dc1fd4238',0,'To find the average number of birds Mack saw in a day over the next week, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to get the average.
+
+Let''s break it down step by step and write the Python code to calculate the average.
+
+```python
+# Number of birds seen each day
+birds_day1 = 50
+birds_day2 = 50
+birds_day3 = 0
+birds_day4 = 120
+birds_day5 = 120
+birds_day6 = 20
+birds_day7 = 90
+
+# Total number of birds seen over the week
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen per day
+average_birds_per_day = total_birds / number_of_days
+
+# Print the result
+print(average_birds_per_day)','stop',237,216,120,1.22449522940547819163e+01,930305568000.0,NULL);
+INSERT INTO "chains" VALUES(41,0,1,'fd4cf5bd117212880211c173f7bf4ecabf9dea98a88b9ef7bfec4c9dc1fd4238',1,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s break this down and implement it in Python.
+
+```python
+# Define the number of birds seen each day
+birds_day_1 = 50
+birds_day_2 = 50
+birds_day_3 = 0
+birds_day_4 = 120
+birds_day_5 = 120
+birds_day_6 = 20
+birds_day_7 = 90
+
+# Calculate the total number of birds seen over the week
+total_birds = birds_day_1 + birds_day_2 + birds_day_3 + birds_day_4 + birds_day_5 + birds_day_6 + birds_day_7
+
+# Calculate the average number of birds seen per day
+average_birds_per_day = total_birds / 7
+
+# Print the average number of birds seen per day
+print(average_birds_per_day)','stop',235,216,120,1.22449522940547819163e+01,930305568000.0,NULL);
+INSERT INTO "chains" VALUES(41,0,2,'fd4cf5bd117212880211c173f7bf4ecabf9dea98a88b9ef7bfec4c9dc1fd4238',2,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Sum the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s break this down and implement it in Python.
+
+```python
+# Number of birds seen each day
+birds_day1 = 50
+birds_day2 = 50
+birds_day3 = 0
+birds_day4 = 120
+birds_day5 = 120
+birds_day6 = 20
+birds_day7 = 90
+
+# Total number of birds seen over the week
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen per day
+average_birds_per_day = total_birds / number_of_days
+
+# Print the result
+print(average_birds_per_day)','stop',222,216,120,1.22449522940547819163e+01,930305568000.0,NULL);
+INSERT INTO "chains" VALUES(41,0,3,'fd4cf5bd117212880211c173f7bf4ecabf9dea98a88b9ef7bfec4c9dc1fd4238',3,'To solve this problem, we need to find the average number of birds Mack saw per day over the week. The average is calculated by summing the total number of birds seen and dividing by the number of days. Here''s a step-by-step breakdown of the solution:
+
+1. Sum the total number of birds seen over the week.
+2. Divide the total by the number of days (which is 7).
+
+Let''s write the Python code to calculate this.
+```python
+# Number of birds seen each day
+birds_day_1 = 50
+birds_day_2 = 50
+birds_day_3 = 0
+birds_day_4 = 120
+birds_day_5 = 120
+birds_day_6 = 20
+birds_day_7 = 90
+
+# Total number of birds seen over the week
+total_birds = birds_day_1 + birds_day_2 + birds_day_3 + birds_day_4 + birds_day_5 + birds_day_6 + birds_day_7
+
+# Number of days in the week
+days = 7
+
+# Average number of birds seen per day
+average_birds = total_birds / days
+
+print(average_birds)','stop',261,216,120,1.22449522940547819163e+01,930305568000.0,NULL);
+INSERT INTO "chains" VALUES(41,1,0,'68dd9949de36a41e2560635aeba541a7197375437b1c2cceee252c07c4335da8',0,'The average number of birds Mack saw in a day over the next week is \(\boxed{64.29}\).','stop',27,476,452,2.03545512859903565683e+00,177708800000.0,NULL);
+INSERT INTO "chains" VALUES(41,2,0,'2b3d94ce22944aa8ae9a8e48acd69fa0b6ba40c3f4e778541379069a4117673a',0,'The average number of birds Mack saw in a day is \(\boxed{64.29}\).','stop',23,474,450,1.78489757159841211375e+00,163492096000.0,NULL);
+INSERT INTO "chains" VALUES(41,3,0,'dd897bc93cebc84a3459cc944aceaf1c96e964dd882026d78825903b54056ec5',0,'The average number of birds Mack saw in a day is \(\boxed{64.29}\).','stop',23,461,437,1.80789220659935345736e+00,163492096000.0,NULL);
+INSERT INTO "chains" VALUES(41,4,0,'e9b49570042e8721d898c3ef427d9107ef7c14b6adc9c5375d49a2155c39ca4c',0,'The average number of birds Mack saw per day over the week is \(\boxed{64.29}\).','stop',25,500,476,1.91336956660864698775e+00,170600448000.0,NULL);
+INSERT INTO "chains" VALUES(42,0,0,'a8a87f91cb07ca98b0bc11e074f41b8982e6546dc3a6238d136103b6635dd927',0,'To solve the problem, we need to break it down into smaller steps:
+
+1. Calculate the total number of minutes Judy read in the first week.
+2. Convert the total reading time from minutes to hours.
+3. Determine how long Judy read in the second week.
+4. Convert the reading time from minutes to hours.
+5. Calculate the total number of pages read in the second week.
+6. Sum the total number of pages read in the first and second weeks.
+
+Let''s implement this step-by-step in Python.
+
+```python
+# Step 1: Calculate the total number of minutes Judy read in the first week
+minutes_per_night = 15
+days_in_week = 7
+total_minutes_first_week = minutes_per_night * days_in_week
+
+# Step 2: Convert the total reading time from minutes to hours
+hours_per_week = total_minutes_first_week / 60
+
+# Step 3: Determine how long Judy read in the second week
+pages_second_week = 100
+reading_rate_per_1_5_minutes = 2
+minutes_per_1_5_hours = 1.5
+time_second_week = (pages_second_week / reading_rate_per_1_5_minutes) * 1.5 * 60
+
+# Step 4: Convert the reading time from minutes to hours
+hours_second_week = time_second_week / 60
+
+# Step 5: Calculate the total number of pages read in the second week
+total_pages_second_week = pages_second_week
+
+# Step 6: Sum the total number of pages read in the first and second weeks
+total_pages = total_pages_first_week + total_pages_second_week
+
+# Output the total number of pages read in two weeks
+print(total_pages)','stop',363,184,120,19.8649202845618,1458989248000.0,NULL);
+INSERT INTO "chains" VALUES(42,0,1,'a8a87f91cb07ca98b0bc11e074f41b8982e6546dc3a6238d136103b6635dd927',1,'To determine how many pages Judy read in two weeks, we can break the problem into two parts:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Calculate the number of pages Judy read in the second week.
+3. Sum the pages read in both weeks.
+
+**Step 1: Calculate the number of pages Judy read in the first week.**
+
+Judy read for 15 minutes each night before going to sleep. Since she reads 2 pages per 1.5 minutes, we can calculate the number of pages read in one night as follows:
+\[ \text{Pages read in one night} = \frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 15 \text{ minutes} \]
+\[ \text{Pages read in one night} = \frac{2 \times 15}{1.5} \]
+\[ \text{Pages read in one night} = \frac{30}{1.5} \]
+\[ \text{Pages read in one night} = 20 \text{ pages} \]
+
+Since she read for 7 nights in the first week, the total number of pages read in the first week is:
+\[ \text{Total pages read in the first week} = 20 \text{ pages/night} \times 7 \text{ nights} \]
+\[ \text{Total pages read in the first week} = 140 \text{ pages} \]
+
+**Step 2: Calculate the number of pages Judy read in the second week.**
+
+Judy read a total of 100 pages in the second week. Since she can read 2 pages per 1.5 minutes, we can calculate the number of pages read in one night as follows:
+\[ \text{Pages read in one night} = \frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 15 \text{ minutes} \]
+\[ \text{Pages read in one night} = \frac{2 \times 15}{1.5} \]
+\[ \text{Pages read in one night} = \frac{30}{1.5} \]
+\[ \text{Pages read in one night} = 20 \text{ pages} \]
+
+Since she read for 7 nights in the second week, the total number of pages read in the second week is:
+\[ \','length',512,184,120,19.8649202845618,1458989248000.0,NULL);
+INSERT INTO "chains" VALUES(42,0,2,'a8a87f91cb07ca98b0bc11e074f41b8982e6546dc3a6238d136103b6635dd927',2,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Calculate the number of pages Judy read in the second week.
+3. Sum the pages read in the first and second weeks to get the total number of pages read in two weeks.
+
+First, let''s calculate the number of pages Judy read in the first week. Judy read for 15 minutes each night before going to sleep, and each night she read 2 pages. Therefore, the number of pages she read in one week is:
+\[ 15 \text{ minutes/night} \times 2 \text{ pages/minute} = 30 \text{ pages/week} \]
+
+Next, let''s calculate the number of pages Judy read in the second week. We know that Judy read a total of 100 pages in two weeks. Therefore, the number of pages she read in the second week is:
+\[ 100 \text{ pages} \]
+
+Now, we sum the pages read in the first and second weeks to get the total number of pages read in two weeks:
+\[ 30 \text{ pages/week} + 100 \text{ pages} = 130 \text{ pages} \]
+
+Thus, the total number of pages Judy read in two weeks is \(\boxed{130}\).','stop',297,184,120,19.8649202845618,1458989248000.0,NULL);
+INSERT INTO "chains" VALUES(42,0,3,'a8a87f91cb07ca98b0bc11e074f41b8982e6546dc3a6238d136103b6635dd927',3,'To solve this problem, we need to follow these steps:
+
+1. Determine Judy''s reading speed per minute.
+2. Calculate the total reading time for the first week.
+3. Calculate the total reading time for the second week.
+4. Sum the reading times from both weeks to get the total reading time for two weeks.
+5. Calculate the total number of pages read based on the total reading time.
+
+Let''s implement this step-by-step in Python.
+
+1. Judy''s reading speed per minute: 2 pages / 1.5 minutes = 1.33 pages per minute.
+2. Total reading time for the first week: 15 minutes / night * 7 nights = 105 minutes.
+3. Total reading time for the second week: 100 pages / 1.33 pages per minute = 75.95 minutes (approximately).
+4. Total reading time for two weeks: 105 minutes + 75.95 minutes = 180.95 minutes (approximately).
+5. Total number of pages read: 180.95 minutes * 2 pages per minute = 361.90 pages (approximately).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Step 1: Reading speed per minute
+reading_speed_per_minute = 2 / 1.5
+
+# Step 2: Total reading time for the first week
+reading_time_first_week = 15 * 7
+
+# Step 3: Total reading time for the second week
+total_pages_second_week = 100
+reading_time_second_week = total_pages_second_week / reading_speed_per_minute
+
+# Step 4: Total reading time for two weeks
+total_reading_time_two_weeks = reading_time_first_week + reading_time_second_week
+
+# Step 5: Total number of pages read
+total_pages_read = total_reading_time_two_weeks * 2
+
+print(total_pages_read)','stop',410,184,120,19.8649202845618,1458989248000.0,NULL);
+INSERT INTO "chains" VALUES(42,1,0,'e69fcbd7fadf678b6b79260e6aaa792d9c40edfebdad2aa7c953a904c4c3f89b',0,'It looks like there was an issue with the variable name. Let''s fix that by redefining the variable names and running the code again. Here''s the corrected code:
+
+```python
+# Step 1: Calculate the total number of minutes Judy read in the first week
+minutes_per_night = 15
+days_in_week = 7
+total_minutes_first_week = minutes_per_night * days_in_week
+
+# Step 2: Convert the total reading time from minutes to hours
+hours_per_week = total_minutes_first_week / 60
+
+# Step 3: Determine how long Judy read in the second week
+pages_second_week = 100
+reading_rate_per_1_5_minutes = 2','length',149,566,546,7.49819012976028798078e+00,597101568000.0,NULL);
+INSERT INTO "chains" VALUES(42,2,0,'bcf5db2685e14cdaf7602ad212f826c3c0ebc526dc16484bd843c7a9cc8d9579',0,'The total number of pages Judy read in two weeks is \(\boxed{360}\).','stop',21,605,593,1.33582661516508460763e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(43,0,0,'7031eea19331c535a13f807cf99328f7760b55c19e98ba5808acd5ed5219e645',0,'To solve this problem, we need to calculate the weight Martin will lose or gain after 5 weeks for each breakfast option, and then find the difference between these two amounts.
+
+1. **Calculate the weight loss after 5 weeks for Cheerios:**
+   - Weight loss per week = 1.25 pounds
+   - Number of weeks = 5
+   - Weight loss after 5 weeks = 1.25 pounds/week * 5 weeks
+
+2. **Calculate the weight gain after 5 weeks for donuts:**
+   - Weight gain per week = 1.75 pounds
+   - Number of weeks = 5
+   - Weight gain after 5 weeks = 1.75 pounds/week * 5 weeks
+
+3. **Find the difference in weight:**
+   - Difference = Weight gain after 5 weeks - Weight loss after 5 weeks
+
+Let''s write the Python code to calculate this.
+```python
+# Constants
+weight_loss_per_week_cheerios = 1.25
+weight_gain_per_week_donuts = 1.75
+number_of_weeks = 5
+
+# Calculate weight loss after 5 weeks for Cheerios
+weight_loss_after_5_weeks_cheerios = weight_loss_per_week_cheerios * number_of_weeks
+
+# Calculate weight gain after 5 weeks for donuts
+weight_gain_after_5_weeks_donuts = weight_gain_per_week_donuts * number_of_weeks
+
+# Calculate the difference in weight
+weight_difference = weight_gain_after_5_weeks_donuts - weight_loss_after_5_weeks_cheerios
+print(weight_difference)','stop',343,190,120,1.51080746594986088378e+01,1116899808000.0,NULL);
+INSERT INTO "chains" VALUES(43,0,1,'7031eea19331c535a13f807cf99328f7760b55c19e98ba5808acd5ed5219e645',1,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we can break down the problem into a few steps:
+
+1. Calculate Martin''s weight gain or loss per week for each breakfast option.
+2. Calculate the total weight gain or loss over 5 weeks for each breakfast option.
+3. Find the difference in weight between the two options.
+
+Let''s implement this in Python using sympy for symbolic computation if necessary, although this problem is straightforward enough to use basic arithmetic.
+
+```python
+# Define the weight gain or loss per week for each breakfast option
+weight_gain_cheerios = 1.25  # pounds per week
+weight_gain_donuts = 1.75  # pounds per week
+
+# Calculate the total weight gain or loss over 5 weeks for each breakfast option
+total_weight_gain_cheerios = weight_gain_cheerios * 5
+total_weight_gain_donuts = weight_gain_donuts * 5
+
+# Find the difference in weight between the two options
+weight_difference = total_weight_gain_donuts - total_weight_gain_cheerios
+
+# Print the result
+print(weight_difference)','stop',246,190,120,1.51080746594986088378e+01,1116899808000.0,NULL);
+INSERT INTO "chains" VALUES(43,0,2,'7031eea19331c535a13f807cf99328f7760b55c19e98ba5808acd5ed5219e645',2,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we need to calculate the net change in his weight for each option over the 5 weeks and then find the difference between these net changes.
+
+### Step-by-Step Solution:
+
+1. **Calculate the net change in weight for Cheerios:**
+   - Martin loses 1.25 pounds per week.
+   - Over 5 weeks, he will lose \(5 \times 1.25\) pounds.
+
+2. **Calculate the net change in weight for donuts:**
+   - Martin gains 1.75 pounds per week.
+   - Over 5 weeks, he will gain \(5 \times 1.75\) pounds.
+
+3. **Find the difference in weight:**
+   - The difference in weight will be the net change in weight for donuts minus the net change in weight for Cheerios.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Constants
+cheerios_loss_per_week = 1.25
+donuts_gain_per_week = 1.75
+weeks = 5
+
+# Net change in weight for Cheerios
+cheerios_net_change = cheerios_loss_per_week * weeks
+
+# Net change in weight for donuts
+donuts_net_change = donuts_gain_per_week * weeks
+
+# Difference in weight
+weight_difference = donuts_net_change - cheerios_net_change
+
+# Print the result
+print(weight_difference)','stop',318,190,120,1.51080746594986088378e+01,1116899808000.0,NULL);
+INSERT INTO "chains" VALUES(43,0,3,'7031eea19331c535a13f807cf99328f7760b55c19e98ba5808acd5ed5219e645',3,'To solve this problem, we need to calculate Martin''s weight changes over a period of 5 weeks for both the Cheerios and donut breakfast options and then find the difference in his weight at the end of 5 weeks between the two options.
+
+Here are the steps:
+
+1. Calculate Martin''s weight gain or loss per week for the Cheerios breakfast option.
+2. Calculate Martin''s weight gain or loss per week for the donut breakfast option.
+3. Multiply these weekly changes by 5 to find the total weight change over 5 weeks.
+4. Find the difference in weight at the end of 5 weeks between the two options.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Define the weekly weight gain or loss for Cheerios and donuts
+weight_gain_cheerios = 1.25  # pounds per week
+weight_loss_donuts = 1.75  # pounds per week
+
+# Define the number of weeks
+weeks = 5
+
+# Calculate the total weight change over 5 weeks
+total_weight_change_cheerios = weight_gain_cheerios * weeks
+total_weight_change_donuts = weight_loss_donuts * weeks
+
+# Calculate the difference in weight at the end of 5 weeks
+weight_difference = total_weight_change_cheerios - total_weight_change_donuts
+
+# Print the final answer
+print(weight_difference)','stop',284,190,120,1.51080746594986088378e+01,1116899808000.0,NULL);
+INSERT INTO "chains" VALUES(43,1,0,'cb98ac56c09a6a8cb5173792ace1ab2cb7f5ca7d13e09ca633d23277548d29af',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{2.5}\) pounds.','stop',31,542,532,1.87854190273355925455e+00,142167040000.0,NULL);
+INSERT INTO "chains" VALUES(43,2,0,'8b587559daa0436c95ab40d768880bf58df8dd23cf751c52b6b61c655dc9e01a',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts) is \(\boxed{2.5}\) pounds.','stop',39,445,435,2.30447840376048862509e+00,170600448000.0,NULL);
+INSERT INTO "chains" VALUES(43,3,0,'510e0ce1c971366adbce7ee79862b0ca1807e4e18f01a9ff3e71e48c7c33121e',0,'The difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts) is \(\boxed{2.5}\) pounds.','stop',39,517,507,2.30958719375242527149e+00,170600448000.0,NULL);
+INSERT INTO "chains" VALUES(43,4,0,'33301ea853b61c7a453c458e8594b8e21f2bf29e33e53cb46863e74e3237a240',0,'The difference in Martin''s weight at the end of 5 weeks between the Cheerios and donut breakfast options is \(\boxed{-2.5}\) pounds. This means Martin will weigh 2.5 pounds less at the end of 5 weeks if he eats donuts every day for breakfast instead of Cheerios.','stop',67,484,473,4.67821677279183223419e+00,273671552000.0,NULL);
+INSERT INTO "chains" VALUES(44,0,0,'2e9122d214ca9c8f15b99e232c8605d28e57c7379b4053edec3f084bc2fffc38',0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate how many grams of protein John eats per day.
+2. Multiply the daily protein intake by the number of days in a week.
+
+Let''s break it down:
+
+1. John eats 200 grams of mushrooms every day.
+2. There are 7 days in a week. Therefore, the protein intake per week is \(200 \text{ grams/day} \times 7 \text{ days/week}\).
+
+Now let''s write the Python code to calculate this:
+
+```python
+# Define the daily protein intake and the number of days in a week
+daily_protein_intake = 200  # in grams
+days_in_week = 7  # in weeks
+
+# Calculate the weekly protein intake
+weekly_protein_intake = daily_protein_intake * days_in_week
+
+# Print the result
+print(weekly_protein_intake)','stop',202,167,120,1.28485859172869787414e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(44,0,1,'2e9122d214ca9c8f15b99e232c8605d28e57c7379b4053edec3f084bc2fffc38',1,'Let''s break down the problem step-by-step:
+
+1. **Determine the daily protein intake from mushrooms**: John eats 200 grams of mushrooms every day, and each cup of mushrooms contains 3 grams of protein. So, the daily protein intake is \(200 \text{ grams} \times 3 \text{ grams/ cup} = 600 \text{ grams}\).
+2. **Calculate the weekly protein intake**: There are 7 days in a week, so the weekly protein intake is \(600 \text{ grams/day} \times 7 \text{ days/week} = 4200 \text{ grams}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Constants
+mushroom_weight = 100  # grams
+protein_per_cup = 3    # grams
+protein_per_day = mushroom_weight * protein_per_cup
+days_per_week = 7
+
+# Weekly protein intake
+weekly_protein_intake = protein_per_day * days_per_week
+print(weekly_protein_intake)','stop',232,167,120,1.28485859172869787414e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(44,0,2,'2e9122d214ca9c8f15b99e232c8605d28e57c7379b4053edec3f084bc2fffc38',2,'Let''s break down the problem step by step and then use Python code to solve it.
+
+1. **Daily Protein Calculation:**
+   - Each cup of mushrooms contains 3 grams of protein.
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the daily protein intake is \(3 \text{ grams/cup} \times 200 \text{ grams} = 600 \text{ grams}\).
+
+2. **Weekly Protein Calculation:**
+   - There are 7 days in a week.
+   - Therefore, the weekly protein intake is \(600 \text{ grams/day} \times 7 \text{ days} = 4200 \text{ grams}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Constants
+protein_per_cup = 3  # grams
+mushroom_weight = 100  # grams
+days_per_week = 7
+
+# Daily protein intake
+daily_protein = protein_per_cup * mushroom_weight
+
+# Weekly protein intake
+weekly_protein = daily_protein * days_per_week
+print(weekly_protein)','stop',244,167,120,1.28485859172869787414e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(44,0,3,'2e9122d214ca9c8f15b99e232c8605d28e57c7379b4053edec3f084bc2fffc38',3,'To determine how many grams of protein John gets per week from eating 200 grams of mushrooms every day, we can follow these steps:
+
+1. Calculate the amount of protein from 200 grams of mushrooms.
+2. Multiply the daily protein intake by 7 to get the weekly protein intake.
+
+Here''s the step-by-step reasoning and the corresponding Python code:
+
+1. The amount of protein from 200 grams of mushrooms is \(200 \text{ grams} \times \frac{3 \text{ grams of protein}}{100 \text{ grams of mushrooms}} = 6 \text{ grams of protein}\).
+2. The weekly protein intake is \(6 \text{ grams of protein/day} \times 7 \text{ days/week} = 42 \text{ grams of protein/week}\).
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Constants
+protein_per_mushroom = 3  # grams of protein per mushroom
+weight_per_mushroom = 100  # grams of mushroom
+daily_weight_eaten = 200  # grams of mushroom eaten per day
+days_per_week = 7  # days in a week
+
+# Calculate daily protein intake
+daily_protein_intake = (daily_weight_eaten * protein_per_mushroom) / weight_per_mushroom
+
+# Calculate weekly protein intake
+weekly_protein_intake = daily_protein_intake * days_per_week
+print(weekly_protein_intake)','stop',319,167,120,1.28485859172869787414e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(44,1,0,'a505b67cb4da7b2041ede6f7cb2740b7d74332aad4c071766abfa972be4632c2',0,'The total amount of protein John gets per week is \(\boxed{1400}\) grams.','stop',23,379,368,1.44479910787231347057e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(44,2,0,'6a13bee8f31391a1e158852d340ea4f709b708403e593733865fa388286716eb',0,'It seems there was a misunderstanding in the problem statement. The problem asks for the grams of protein John gets per week, not the total grams of protein consumed per week. The calculation above correctly shows that John gets 4200 grams of protein per week.
+
+So, the final answer is:
+\[
+\boxed{4200}
+\]','stop',73,409,398,3.85278145851918329967e+00,294996608000.0,NULL);
+INSERT INTO "chains" VALUES(44,3,0,'b43042f78d42dd568113e58f84efe5eefb020ce545c6a3fa5b438ce1a80c3821',0,'There seems to be a discrepancy between the manual calculation and the Python code output. Let''s re-evaluate the steps to ensure everything is correct.
+
+1. **Daily Protein Calculation:**
+   - Each cup of mushrooms contains 3 grams of protein.
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the daily protein intake should be \(3 \text{ grams/cup} \times 200 \text{ grams} = 600 \text{ grams}\).
+
+2. **Weekly Protein Calculation:**
+   - There are 7 days in a week.
+   - Therefore, the weekly protein intake should be \(600 \text{ grams/day} \times 7 \text{ days} = 4200 \text{ grams}\).
+
+Let''s re-run the Python code to confirm the correct calculation.
+```python
+# Constants
+protein_per_cup = 3  # grams
+mushroom_weight = 100  # grams
+days_per_week = 7
+
+# Daily protein intake
+daily_protein = protein_per_cup * mushroom_weight
+
+# Weekly protein intake
+weekly_protein = daily_protein * days_per_week
+print(weekly_protein)','stop',257,421,410,1.5888462052543774305e+01,948964992000.0,NULL);
+INSERT INTO "chains" VALUES(44,4,0,'a3c237ed9f6a55193cad228f9baccaa4afd63e2adaa6ddd99e3298ab2cd6017b',0,'The weekly protein intake from eating 200 grams of mushrooms every day is \(\boxed{42}\) grams.','stop',27,496,485,1.63470514901226660064e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(44,5,0,'0d008743b7182657ca73438765423723cd16689456c4758b9084e07dff6652a9',0,'The output confirms our manual calculation. The weekly protein intake','length',11,688,677,1.43493944025976816192e+00,74637696000.0,NULL);
+INSERT INTO "chains" VALUES(45,0,0,'2380a203b153d72e633a4836fd0c9fca775709acc330ec852ae0bcada6347ac5',0,'To determine how many hours George needs to work, we will follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs to pay.
+3. Divide the remaining amount by his hourly wage to find out how many hours he needs to work.
+
+Let''s break it down step-by-step and write the Python code to calculate this.
+
+1. The cost of one implant without the crown is $2000. Since he wants a crown, the total cost for one implant is $2000 + $500 = $2500.
+2. He needs two implants, so the total cost for two implants is $2500 * 2 = $5000.
+3. George has already put down a deposit of $600, so he needs to pay $5000 - $600 = $4400 more.
+4. George makes $15 per hour, so the number of hours he needs to work is $4400 / $15.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total cost of the dental work
+cost_per_implant = 2000
+crown_cost = 500
+total_cost_per_implant = cost_per_implant + crown_cost
+total_cost_two_implants = total_cost_per_implant * 2
+
+# Step 2: Calculate the remaining amount George needs to pay
+deposit = 600
+remaining_amount = total_cost_two_implants - deposit
+
+# Step 3: Calculate the number of hours George needs to work
+hourly_wage = 15
+hours_needed = remaining_amount / hourly_wage
+
+print(hours_needed)','stop',384,218,120,2.21139297446802558506e+01,1275949184000.0,NULL);
+INSERT INTO "chains" VALUES(45,0,1,'2380a203b153d72e633a4836fd0c9fca775709acc330ec852ae0bcada6347ac5',1,'To determine how many hours George needs to work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs to pay.
+3. Calculate how many hours he needs to work at his current hourly rate to earn the remaining amount.
+
+Let''s break it down and use Python to ensure the accuracy of our calculations.
+
+1. The cost of one implant is $2000, so for two implants, the cost is \(2 \times 2000 = 4000\).
+2. The cost of the porcelain crown for one implant is an extra $500, so for one implant, the total cost is \(2000 + 500 = 2500\).
+3. George already put down a deposit of $600, so the remaining amount he needs to pay is \(4000 - 600 = 3400\).
+4. Since George makes $15 per hour, the number of hours he needs to work is \(\frac{3400}{15}\).
+
+Let''s calculate this using Python.
+```python
+# Constants
+cost_per_implant = 2000
+cost_of_crown = 500
+number_of_implants = 2
+deposit = 600
+hourly_rate = 15
+
+# Calculate the total cost of the dental work
+total_cost = cost_per_implant * number_of_implants + cost_of_crown * number_of_implants
+
+# Calculate the remaining amount to be paid
+remaining_amount = total_cost - deposit
+
+# Calculate the number of hours needed to work
+hours_needed = remaining_amount / hourly_rate
+print(hours_needed)','stop',380,218,120,2.21139297446802558506e+01,1275949184000.0,NULL);
+INSERT INTO "chains" VALUES(45,0,2,'2380a203b153d72e633a4836fd0c9fca775709acc330ec852ae0bcada6347ac5',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the implants.
+2. Add the cost of the crown to the implant cost to get the total cost.
+3. Subtract the deposit George has already made from the total cost to find out how much more he needs.
+4. Divide the remaining amount by his hourly wage to find out how many hours he needs to work.
+
+Let''s break this down into Python code to ensure accuracy.
+```python
+# Step 1: Calculate the cost of the implants
+cost_per_implant = 2000
+number_of_implants = 2
+total_implant_cost = cost_per_implant * number_of_implants
+
+# Step 2: Add the cost of the crown to the implant cost
+cost_of_crown = 500
+total_cost = total_implant_cost + cost_of_crown
+
+# Step 3: Subtract the deposit George has already made from the total cost
+deposit = 600
+remaining_amount = total_cost - deposit
+
+# Step 4: Divide the remaining amount by his hourly wage
+hourly_wage = 15
+hours_needed = remaining_amount / hourly_wage
+
+# The final answer is the number of hours George needs to work
+print(hours_needed)','stop',267,218,120,2.21139297446802558506e+01,1275949184000.0,NULL);
+INSERT INTO "chains" VALUES(45,0,3,'2380a203b153d72e633a4836fd0c9fca775709acc330ec852ae0bcada6347ac5',3,'To determine how many hours George needs to work before he has enough to pay for his dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine how much more money George needs to pay after his deposit.
+3. Calculate the number of hours George needs to work to earn the remaining amount.
+
+First, let''s calculate the total cost of the dental work. George needs 2 implants, each costing $2000. Additionally, he wants a crown for one of the implants, costing an extra $500. So, the total cost is:
+\[
+2 \times 2000 + 500 = 4000 + 500 = 4500
+\]
+
+Next, we need to determine how much more money George needs to pay after his deposit. He has already put down a deposit of $600. So, the remaining amount he needs to pay is:
+\[
+4500 - 600 = 3900
+\]
+
+Now, we need to calculate the number of hours George needs to work to earn the remaining amount. George makes $15 per hour. So, the number of hours he needs to work is:
+\[
+\frac{3900}{15} = 260
+\]
+
+Therefore, the number of hours George needs to work before he has enough to pay for the dental work is \boxed{260}.','stop',311,218,120,2.21139297446802558506e+01,1275949184000.0,NULL);
+INSERT INTO "chains" VALUES(45,1,0,'0445b387bbb9548556a0a61518cdce9fd8c4d50887d7352a2a0e894a9f860230',0,'George needs to work for approximately 293.33 hours before he has enough to pay for the dental work. Since he can''t work a fraction of an hour, he needs to work for 294 hours.
+
+Therefore, the final answer is \(\boxed{294}\).','stop',63,625,601,5.11728346319883,305659136000.0,NULL);
+INSERT INTO "chains" VALUES(45,2,0,'7c805d997f3f7e635cb4353716140b879bc7e9ab552b51f0cfa44ac48a327f3e',0,'George needs to work for approximately 293.33 hours before he has enough to pay for the dental work. Since he can''t work a fraction of an hour, he will need to round up to the nearest whole number.
+
+Therefore, the final answer is \(\boxed{294}\).','stop',64,621,597,5.18389169280431083564e+00,309213312000.0,NULL);
+INSERT INTO "chains" VALUES(45,3,0,'6730fda1128ac5da6f0d29ef44cd5cd59f9901ebcc223005a438ef72f1255df5',0,'George needs to work \(\boxed{260}\) hours before he has enough money to pay for the dental work.','stop',27,496,484,2.33109578486099611183e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,0,'e0ddf0af13e313da308c8a56f18414e9b4e7ac4c39c8dc57cc052a31b3aa2ea9',0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince can sell in one day.
+2. Determine how many days it will take to sell all the meat from the bull.
+
+First, let''s calculate the total amount of meat Prince can sell in one day. Prince sells 15 kg of meat every hour and he works 10 hours a day. Therefore, the total amount of meat he can sell in one day is:
+\[
+15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day}
+\]
+
+Next, we need to determine how many days it will take Prince to sell all the meat from the bull. The bull weighs 750 kg, and Prince sells 150 kg of meat every day. Therefore, the number of days it will take to sell all the meat from the bull is:
+\[
+\frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days}
+\]
+
+So, the number of days it will take Prince to sell the meat from Bill''s bull is \(\boxed{5}\).','stop',280,184,120,2.13967307392790395681e+01,1124896704000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,1,'e0ddf0af13e313da308c8a56f18414e9b4e7ac4c39c8dc57cc052a31b3aa2ea9',1,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the amount of meat Prince sells in one day.
+2. Divide the total weight of the bull by the amount Prince sells in one day to find out how many days it will take.
+
+Let''s break it down:
+
+1. Prince sells 15 kg of meat every hour he works, and he works 10 hours a day. So, the amount of meat he sells in one day is \(15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}\).
+2. The weight of the bull is 750 kg. So, the number of days it will take Prince to sell all the meat from the bull is \(\frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Constants
+meat_per_hour = 15  # kg
+hours_per_day = 10  # hours
+weight_of_bull = 750  # kg
+
+# Calculate meat sold per day
+meat_per_day = meat_per_hour * hours_per_day
+
+# Calculate number of days to sell the meat from the bull
+days_to_sell_bull = weight_of_bull / meat_per_day
+print(days_to_sell_bull)','stop',317,184,120,2.13967307392790395681e+01,1124896704000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,2,'e0ddf0af13e313da308c8a56f18414e9b4e7ac4c39c8dc57cc052a31b3aa2ea9',2,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell the meat from Bill''s bull.
+
+First, we know that Prince sells 15 kg of meat every hour he works. Since he works 10 hours a day, the total amount of meat he sells in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell the meat from Bill''s bull, which weighs 750 kg. We can calculate this by dividing the total weight of the bull by the amount of meat Prince sells in one day:
+\[ \text{Number of days} = \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Now, let''s confirm this with a Python code snippet.
+```python
+# Given values
+meat_per_hour = 15  # kg
+hours_per_day = 10
+bull_weight = 750  # kg
+
+# Calculate the total amount of meat sold in one day
+meat_per_day = meat_per_hour * hours_per_day
+
+# Calculate the number of days to sell the meat from the bull
+number_of_days = bull_weight / meat_per_day
+print(number_of_days)','stop',338,184,120,2.13967307392790395681e+01,1124896704000.0,NULL);
+INSERT INTO "chains" VALUES(46,0,3,'e0ddf0af13e313da308c8a56f18414e9b4e7ac4c39c8dc57cc052a31b3aa2ea9',3,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take to sell all the meat from the bull.
+
+First, let''s find out how much meat Prince sells in one day. Since he sells 15kg of meat every hour and he works 10 hours a day, we can calculate the total meat sold in one day as follows:
+\[
+15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+\]
+
+Next, we need to determine how many days it will take to sell all the meat from the bull. The bull weighs 750kg, and Prince sells 150kg per day. To find out how many days it will take to sell 750kg, we divide the total weight of the bull by the amount of meat sold per day:
+\[
+\frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+\]
+
+Therefore, it will take Prince \boxed{5} days to sell all the meat from the bull.','stop',271,184,120,2.13967307392790395681e+01,1124896704000.0,NULL);
+INSERT INTO "chains" VALUES(46,1,0,'44d1f3499664c1d76bdf2a8a48cb4972f4765c4339544fd710375267430cb19c',0,'The number of days it will take Prince to sell the meat from Bill''s bull is \(\boxed{5}\).','stop',25,510,500,2.85095375499804459806e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(46,2,0,'26ed8d240fa9daffb4ae7b06eef4c5a5f64060eba094871facaf53b9e4f31287',0,'The number of days it will take Prince to sell the meat from Bill''s bull is \(\boxed{5}\).','stop',25,531,521,2.87050651600293305065e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(47,0,0,'485a5e1115acc1ccc28bb735192f95fcdad9406997096299b816b99f5b9e8f40',0,'To determine the total cost of John''s physical therapy sessions, we need to follow these steps:
+
+1. Calculate the total number of hours John attended physical therapy each week.
+2. Multiply the weekly hours by the number of weeks he attended.
+3. Multiply the total hours by the cost per hour to get the total cost.
+
+Let''s break it down:
+
+1. John went twice a week for 2 hours each. Therefore, the total hours per week is \(2 \times 2 = 4\) hours.
+2. John attended physical therapy for 6 weeks. Therefore, the total hours for 6 weeks is \(4 \times 6 = 24\) hours.
+3. The cost per hour is $125. Therefore, the total cost is \(24 \times 125\).
+
+Now let''s write the Python code to calculate this.
+```python
+# Constants
+hours_per_session = 2
+sessions_per_week = 2
+weeks = 6
+cost_per_hour = 125
+
+# Calculate total hours per week
+total_hours_per_week = hours_per_session * sessions_per_week
+
+# Calculate total hours for 6 weeks
+total_hours = total_hours_per_week * weeks
+
+# Calculate total cost
+total_cost = total_hours * cost_per_hour
+print(total_cost)','stop',272,181,120,2.24820450607709183539e+01,1144444672000.0,NULL);
+INSERT INTO "chains" VALUES(47,0,1,'485a5e1115acc1ccc28bb735192f95fcdad9406997096299b816b99f5b9e8f40',1,'To determine the total cost of physical therapy, we need to break down the problem into smaller steps:
+
+1. Calculate the number of sessions John attended.
+2. Determine the total number of hours John spent at physical therapy.
+3. Calculate the total cost of the sessions.
+
+Let''s go through these steps one by one.
+
+1. John attended physical therapy for 6 weeks.
+2. Each week he went twice, so the total number of sessions is \(6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions}\).
+3. Each session lasted 2 hours, so the total number of hours spent at physical therapy is \(12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}\).
+4. The cost per hour is $125, so the total cost of the sessions is \(24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}\).
+
+Now, let''s confirm this with Python code.
+```python
+# Constants
+weeks = 6
+sessions_per_week = 2
+hours_per_session = 2
+cost_per_hour = 125
+
+# Calculations
+total_sessions = weeks * sessions_per_week
+total_hours = total_sessions * hours_per_session
+total_cost = total_hours * cost_per_hour
+
+print(total_cost)','stop',302,181,120,2.24820450607709183539e+01,1144444672000.0,NULL);
+INSERT INTO "chains" VALUES(47,0,2,'485a5e1115acc1ccc28bb735192f95fcdad9406997096299b816b99f5b9e8f40',2,'To determine the total cost of John''s physical therapy, we need to follow these steps:
+
+1. Calculate the total number of hours John spent at physical therapy.
+2. Determine the total cost by multiplying the total number of hours by the cost per hour.
+
+First, let''s find out how many hours John spent at physical therapy each week. Each week, he went twice for 2 hours at a time. Therefore, the total number of hours per week is:
+\[2 \text{ sessions/week} \times 2 \text{ hours/session} = 4 \text{ hours/week}\]
+
+Next, we need to find out how many hours John spent at physical therapy over the 6-week period. Since he went to physical therapy for 6 weeks, the total number of hours is:
+\[6 \text{ weeks} \times 4 \text{ hours/week} = 24 \text{ hours}\]
+
+Now, we know the total cost per hour is $125. To find the total cost, we multiply the total number of hours by the cost per hour:
+\[24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}\]
+
+Therefore, the total cost of John''s physical therapy is \(\boxed{3000}\).','stop',280,181,120,2.24820450607709183539e+01,1144444672000.0,NULL);
+INSERT INTO "chains" VALUES(47,0,3,'485a5e1115acc1ccc28bb735192f95fcdad9406997096299b816b99f5b9e8f40',3,'To solve the problem, we can break it down into the following steps:
+
+1. Calculate the total number of sessions John had.
+2. Determine the total duration of all the sessions.
+3. Calculate the total cost of all the sessions.
+
+Let''s go through these steps in detail.
+
+1. **Calculate the total number of sessions John had:**
+   - Each week, John went twice.
+   - He went to physical therapy for 6 weeks.
+   - Therefore, the total number of sessions is \(2 \text{ sessions/week} \times 6 \text{ weeks} = 12 \text{ sessions}\).
+
+2. **Determine the total duration of all the sessions:**
+   - Each session lasted 2 hours.
+   - Therefore, the total duration of all the sessions is \(12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}\).
+
+3. **Calculate the total cost of all the sessions:**
+   - The cost of each session is $125.
+   - Therefore, the total cost of all the sessions is \(24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}\).
+
+Now, let''s implement this in Python to verify our calculations.
+```python
+# Define the constants
+sessions_per_week = 2
+weeks = 6
+hours_per_session = 2
+cost_per_hour = 125
+
+# Calculate the total number of sessions
+total_sessions = sessions_per_week * weeks
+
+# Calculate the total duration of all the sessions
+total_duration_hours = total_sessions * hours_per_session
+
+# Calculate the total cost of all the sessions
+total_cost = total_duration_hours * cost_per_hour
+
+print(total_cost)','stop',377,181,120,2.24820450607709183539e+01,1144444672000.0,NULL);
+INSERT INTO "chains" VALUES(47,1,0,'83d9b63baa0529c265da95067315338263fd9c8de37e5ca6bb07fd653ecf820a',0,'The total cost of John''s physical therapy sessions is \(\boxed{3000}\).','stop',21,463,452,1.68929766976396522615e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(47,2,0,'ccaabd4277753c07e889822bcc03535f37db1af72403d5de589e0f204575d123',0,'The total cost of physical therapy is \(\boxed{3000}\).','stop',18,493,482,1.53613770342573330296e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(47,3,0,'99409332be1a3e6a83bd63ecaab1a8fa9d543c105e75c4e1cd959179a511750e',0,'The total cost of the physical therapy sessions is \(\boxed{3000}\) dollars.','stop',22,568,557,1.77003582256327818278e+00,113733632000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -4197,6 +5133,14 @@ INSERT INTO "jobs" VALUES(36,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(37,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-513',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','300','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1407121346, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1089, "calls": 1, "seconds": 62.19092309804894, "flops": 4012664704000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0122, "call_seconds": 0.0129, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0187, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0166, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3], "seeds": [1940165482, 1940173401, 1940181320], "usage": {"prompt_tokens": 1311, "cached_prompt_tokens": 1275, "completion_tokens": 57, "calls": 3, "seconds": 4.344685812578453, "flops": 319875840000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1]}, {"event": "vote", "counts": {"300": 4}, "tie_broken_by_rng": false, "winner": "300"}]',1475,1395,1146,7,0,0,4332540544000.0,0.0,1.98216471485007787126e+02,6.65838371686470509303e+01,1.79631319582625865937e+09);
 INSERT INTO "jobs" VALUES(38,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-530',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','26','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 480656604, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1437, "calls": 1, "seconds": 85.42987150740356, "flops": 5370359936000.0}}, {"event": "paths", "ends": ["answered", "length", "answered", "answered"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"32": 1, "8": 1, "42": 1, "26": 1}, "tie_broken_by_rng": true, "winner": "26"}]',198,120,1437,1,0,0,5370359936000.0,0.0,1.92350575433010817505e+02,8.54298715074035612798e+01,1.79631334181722164154e+09);
 INSERT INTO "jobs" VALUES(39,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-532',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','17','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 572744651, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 121, "completion_tokens": 1282, "calls": 1, "seconds": 78.10474518983435, "flops": 4705729024000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0116, "call_seconds": 0.0136, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0152, "call_seconds": 0.0202, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [1743265564, 1743281402], "usage": {"prompt_tokens": 1072, "cached_prompt_tokens": 1054, "completion_tokens": 198, "calls": 2, "seconds": 12.56671628696446, "flops": 760593664000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"2": 1, "17": 2, "25": 1}, "tie_broken_by_rng": false, "winner": "17"}]',1239,1175,1480,5,0,0,5466322688000.0,0.0,1.87093390691006788983e+02,9.07053143928059597573e+01,1.79631338292221093182e+09);
+INSERT INTO "jobs" VALUES(40,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-533',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','850','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2044361087, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 1657, "calls": 1, "seconds": 84.79663810780724, "flops": 6091857664000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0115, "call_seconds": 0.0161, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0088, "call_seconds": 0.0116, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1442949653, 1442973410], "usage": {"prompt_tokens": 1203, "cached_prompt_tokens": 1181, "completion_tokens": 36, "calls": 2, "seconds": 2.510374581659562, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"300": 1, "850": 1, "1100": 1, "600": 1}, "tie_broken_by_rng": true, "winner": "850"}]',1384,1301,1693,5,0,0,6290891520000.0,0.0,1.28605233250011224304e+02,8.73346782824733338691e+01,1.79631347042510223395e+09);
+INSERT INTO "jobs" VALUES(41,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-577',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','64.29','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1859748857, "usage": {"prompt_tokens": 216, "cached_prompt_tokens": 120, "completion_tokens": 955, "calls": 1, "seconds": 48.97980917621913, "flops": 3721222272000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0171, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0176, "call_seconds": 0.0211, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.013, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0157, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1385794612, 1385802531, 1385810450, 1385818369], "usage": {"prompt_tokens": 1911, "cached_prompt_tokens": 1815, "completion_tokens": 98, "calls": 4, "seconds": 7.541614473405449, "flops": 675293440000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"6429/100": 4}, "tie_broken_by_rng": false, "winner": "6429/100"}]',2127,1935,1053,9,0,0,4396515712000.0,0.0,1.02298597947999951433e+02,56.5882999846359,1.79631357272845482825e+09);
+INSERT INTO "jobs" VALUES(42,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-564',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','130','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 830927974, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1582, "calls": 1, "seconds": 79.4596811382472, "flops": 5835956992000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0071, "call_seconds": 0.0077, "stdout_bytes": 0, "stderr_bytes": 241}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0097, "call_seconds": 0.0103, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [324387664, 324411421], "usage": {"prompt_tokens": 1171, "cached_prompt_tokens": 1139, "completion_tokens": 170, "calls": 2, "seconds": 8.834016744925373, "flops": 710835200000.0}}, {"event": "paths", "ends": ["length", "length", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"2": 1, "7": 1, "130": 1, "360": 1}, "tie_broken_by_rng": true, "winner": "130"}]',1355,1259,1752,5,0,0,6546792192000.0,0.0,2.28643957184991450056e+02,8.83116521211790797031e+01,1.79631361157432079315e+09);
+INSERT INTO "jobs" VALUES(43,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-589',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','2.5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 630194232, "usage": {"prompt_tokens": 190, "cached_prompt_tokens": 120, "completion_tokens": 1191, "calls": 1, "seconds": 60.432298637994435, "flops": 4467599232000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0164, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0203, "call_seconds": 0.021, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0147, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0093, "call_seconds": 0.0109, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [2014089763, 2014097682, 2014105601, 2014113520], "usage": {"prompt_tokens": 1988, "cached_prompt_tokens": 1947, "completion_tokens": 176, "calls": 4, "seconds": 11.170824273038306, "flops": 757039488000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"5/2": 3, "-5/2": 1}, "tie_broken_by_rng": false, "winner": "5/2"}]',2178,2067,1367,9,0,0,5224638720000.0,0.0,1.32293399625996244139e+02,71.6660522000262,1.79631370502924060826e+09);
+INSERT INTO "jobs" VALUES(44,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-594',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','1400','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1555383576, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 997, "calls": 1, "seconds": 51.394343669147915, "flops": 3696343040000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0097, "call_seconds": 0.0116, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0125, "call_seconds": 0.0172, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0074, "call_seconds": 0.0122, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.011, "call_seconds": 0.0152, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [196471726, 196479645, 196487564, 196495483], "usage": {"prompt_tokens": 1705, "cached_prompt_tokens": 1661, "completion_tokens": 380, "calls": 4, "seconds": 22.820747767947537, "flops": 1492753920000.0}}, {"event": "tool", "round": 1, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.017, "call_seconds": 0.0181, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [2], "seeds": [196592293], "usage": {"prompt_tokens": 688, "cached_prompt_tokens": 677, "completion_tokens": 11, "calls": 1, "seconds": 1.4349394402597682, "flops": 74637696000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [1, 1, 2, 1]}, {"event": "vote", "counts": {"1400": 1, "4200": 1, "2100": 1, "42": 1}, "tie_broken_by_rng": true, "winner": "1400"}]',2560,2458,1388,11,0,0,5263734656000.0,0.0,1.89751242971004103303e+02,7.5724353118349881698e+01,1.79631381255766773216e+09);
+INSERT INTO "jobs" VALUES(45,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-596',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','294','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 55903019, "usage": {"prompt_tokens": 218, "cached_prompt_tokens": 120, "completion_tokens": 1342, "calls": 1, "seconds": 88.45571897872102, "flops": 5103796736000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0191, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0195, "call_seconds": 0.0258, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.017, "call_seconds": 0.0179, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2], "seeds": [2039998746, 2040006665, 2040014584], "usage": {"prompt_tokens": 1742, "cached_prompt_tokens": 1682, "completion_tokens": 154, "calls": 3, "seconds": 12.632270940864135, "flops": 749931136000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0]}, {"event": "vote", "counts": {"294": 2, "260": 2}, "tie_broken_by_rng": true, "winner": "294"}]',1960,1802,1496,7,0,0,5853727872000.0,0.0,1.63536478798996540717e+02,1.01150773100583094791e+02,1.79631388013808321953e+09);
+INSERT INTO "jobs" VALUES(46,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-617',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 299316763, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1206, "calls": 1, "seconds": 85.58692295711616, "flops": 4499586816000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0135, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0206, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [1390344094, 1390352013], "usage": {"prompt_tokens": 1041, "cached_prompt_tokens": 1021, "completion_tokens": 50, "calls": 2, "seconds": 5.721460271000978, "flops": 241683968000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',1225,1141,1256,5,0,0,4741270784000.0,0.0,2.09233288475996232597e+02,9.13425318841090216892e+01,1.79631402251352262494e+09);
+INSERT INTO "jobs" VALUES(47,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-621',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','3000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1731034075, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 1231, "calls": 1, "seconds": 89.92818024308367, "flops": 4577778688000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0275, "call_seconds": 0.03, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0183, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0132, "call_seconds": 0.0141, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [2092484152, 2092492071, 2092507909], "usage": {"prompt_tokens": 1524, "cached_prompt_tokens": 1491, "completion_tokens": 61, "calls": 3, "seconds": 4.995471195752977, "flops": 323430016000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"3000": 4}, "tie_broken_by_rng": false, "winner": "3000"}]',1705,1611,1292,7,0,0,4901208704000.0,0.0,1.59798870452010305593e+02,9.49860577208354897073e+01,1.79631404032237935062e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -8839,10 +9783,1046 @@ INSERT INTO "samples" VALUES(39,3,'Let''s start by solving the problem step by s
    \]
 
 Thus, the number of years separating the age of the two now is \(\boxed{17}\).','17',0,'not_equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,0,'To solve this problem, we need to follow these steps:
+
+1. Identify the cost of the computer.
+2. Calculate the cost of the printer based on the given relationship.
+3. Calculate the total cost of the computer, monitors, and printer.
+4. Determine the cost of one monitor.
+
+Let''s break it down and use Python to ensure accuracy.
+
+1. The cost of the computer is given as $1,100.
+2. The printer cost is $400 less than the computer, so the cost of the printer is $1,100 - $400 = $700.
+3. The total cost of the computer, monitors, and printer is $2,400. Let the cost of one monitor be \( x \). Then the total cost can be expressed as \( 1100 + 2x + 700 = 2400 \).
+4. Simplifying the equation, we get \( 1800 + 2x = 2400 \). Solving for \( x \), we get \( 2x = 600 \) or \( x = 300 \).
+
+So, the cost of one monitor is $300. Let''s write the Python code to verify this solution.
+
+```python
+# Given values
+total_cost = 2400
+computer_cost = 1100
+printer_cost_difference = 400
+
+# Calculate the cost of the printer
+printer_cost = computer_cost - printer_cost_difference
+
+# Calculate the cost of one monitor
+monitor_cost = (total_cost - computer_cost - printer_cost) / 2
+
+print(monitor_cost)
+```
+```output
+300.0
+```
+The cost of one monitor is \(\boxed{300}\) dollars.','300',1,'equivalent',373,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,1,'To solve the problem, we need to determine the cost of one monitor. Let''s break it down step by step.
+
+1. **Identify the total cost of the computer and the printer:**
+   Errol bought a computer and a printer for a total of $2,400. Since the computer cost $1,100, the cost of the printer can be found by subtracting the cost of the computer from the total cost:
+   \[
+   \text{Cost of the printer} = 2400 - 1100 = 1300 \text{ dollars}
+   \]
+
+2. **Determine the cost of the two monitors:**
+   Errol paid $400 less for the printer than the computer. Therefore, the total cost of the two monitors can be found by adding $400 to the cost of the printer:
+   \[
+   \text{Total cost of the two monitors} = 1300 + 400 = 1700 \text{ dollars}
+   \]
+
+3. **Calculate the cost of one monitor:**
+   Since the two monitors cost $1,700 in total, the cost of one monitor can be found by dividing the total cost of the two monitors by 2:
+   \[
+   \text{Cost of one monitor} = \frac{1700}{2} = 850 \text{ dollars}
+   \]
+
+Thus, the cost of one monitor is \(\boxed{850}\).','850',0,'not_equivalent',324,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(40,2,'To determine the cost of one monitor, we need to follow these steps:
+
+1. Identify the cost of the computer.
+2. Use the information given to find the cost of the printer.
+3. Subtract the cost of the printer from the total cost of the computer and the monitors to find the total cost of the monitors.
+4. Divide the total cost of the monitors by the number of monitors to find the cost of one monitor.
+
+Let''s go through each step in detail:
+
+1. The cost of the computer is given as $1,100.
+2. The printer cost $400 less than the computer. Therefore, the cost of the printer is:
+   \[
+   1,100 - 400 = 700
+   \]
+3. The total cost of the computer, the two monitors, and the printer is $2,400. Let \( m \) be the cost of one monitor. The total cost of the two monitors is \( 2m \). So, the equation we have is:
+   \[
+   1,100 + 2m + 700 = 2,400
+   \]
+4. Simplify the left side of the equation:
+   \[
+   2,800 + 2m = 2,400
+   \]
+5. Isolate \( 2m \) by subtracting 2,800 from both sides of the equation:
+   \[
+   2m = 2,400 - 2,800
+   \]
+6. Calculate the right side:
+   \[
+   2m = -400
+   \]
+7. Divide both sides by 2 to solve for \( m \):
+   \[
+   m = \frac{-400}{2} = -200
+   \]
+
+Since a monitor cannot have a negative cost, we need to re-evaluate the problem. It seems there might be an error in the problem statement or the interpretation. Let''s recheck the information and the problem constraints.
+
+Upon re-evaluation, we see that the total cost of the computer, the two monitors, and the printer is $2,400, and the cost of the printer is $700 less than the cost of the computer. Therefore, the cost of the computer is $1,100, and the cost of the printer is','$1,100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(40,3,'To determine the cost of one monitor, we can break down the problem step by step and then use Python to verify our calculations.
+
+1. **Define the variables:**
+   - Let \( C \) be the cost of the computer.
+   - Let \( M \) be the cost of one monitor.
+   - Let \( P \) be the cost of the printer.
+
+2. **Given information:**
+   - \( C = 1100 \)
+   - \( P = C - 400 \)
+   - The total cost of the computer, monitors, and printer is $2,400. Therefore, we can write the equation:
+     \[
+     C + M + P = 2400
+     \]
+
+3. **Substitute the known values into the equation:**
+   - First, calculate the cost of the printer:
+     \[
+     P = 1100 - 400 = 700
+     \]
+   - Now, substitute \( C \), \( M \), and \( P \) into the total cost equation:
+     \[
+     1100 + M + 700 = 2400
+     \]
+
+4. **Solve for \( M \):**
+   - Combine the known values:
+     \[
+     1800 + M = 2400
+     \]
+   - Subtract 1800 from both sides:
+     \[
+     M = 2400 - 1800
+     \]
+     \[
+     M = 600
+     \]
+
+5. **Verify the solution with Python:**
+   - We can write a Python program to verify the values we calculated.
+
+Let''s write the Python code to verify our solution.
+```python
+# Given values
+cost_of_computer = 1100
+discount_on_printer = 400
+total_cost = 2400
+
+# Calculate the cost of the printer
+cost_of_printer = cost_of_computer - discount_on_printer
+
+# Calculate the cost of one monitor
+cost_of_monitor = total_cost - (cost_of_computer + cost_of_printer)
+print(cost_of_monitor)
+```
+```output
+600
+```
+The cost of one monitor is \(\boxed{600}\) dollars.','600',0,'not_equivalent',484,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,0,'To find the average number of birds Mack saw in a day over the next week, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days to get the average.
+
+Let''s break it down step by step and write the Python code to calculate the average.
+
+```python
+# Number of birds seen each day
+birds_day1 = 50
+birds_day2 = 50
+birds_day3 = 0
+birds_day4 = 120
+birds_day5 = 120
+birds_day6 = 20
+birds_day7 = 90
+
+# Total number of birds seen over the week
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen per day
+average_birds_per_day = total_birds / number_of_days
+
+# Print the result
+print(average_birds_per_day)
+```
+```output
+64.28571428571429
+```
+The average number of birds Mack saw in a day over the next week is \(\boxed{64.29}\).','64.29',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(41,1,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Calculate the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s break this down and implement it in Python.
+
+```python
+# Define the number of birds seen each day
+birds_day_1 = 50
+birds_day_2 = 50
+birds_day_3 = 0
+birds_day_4 = 120
+birds_day_5 = 120
+birds_day_6 = 20
+birds_day_7 = 90
+
+# Calculate the total number of birds seen over the week
+total_birds = birds_day_1 + birds_day_2 + birds_day_3 + birds_day_4 + birds_day_5 + birds_day_6 + birds_day_7
+
+# Calculate the average number of birds seen per day
+average_birds_per_day = total_birds / 7
+
+# Print the average number of birds seen per day
+print(average_birds_per_day)
+```
+```output
+64.28571428571429
+```
+The average number of birds Mack saw in a day is \(\boxed{64.29}\).','64.29',0,'not_equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,2,'To determine the average number of birds Mack saw in a day, we need to follow these steps:
+
+1. Sum the total number of birds seen over the week.
+2. Divide the total number of birds by the number of days.
+
+Let''s break this down and implement it in Python.
+
+```python
+# Number of birds seen each day
+birds_day1 = 50
+birds_day2 = 50
+birds_day3 = 0
+birds_day4 = 120
+birds_day5 = 120
+birds_day6 = 20
+birds_day7 = 90
+
+# Total number of birds seen over the week
+total_birds = birds_day1 + birds_day2 + birds_day3 + birds_day4 + birds_day5 + birds_day6 + birds_day7
+
+# Number of days
+number_of_days = 7
+
+# Average number of birds seen per day
+average_birds_per_day = total_birds / number_of_days
+
+# Print the result
+print(average_birds_per_day)
+```
+```output
+64.28571428571429
+```
+The average number of birds Mack saw in a day is \(\boxed{64.29}\).','64.29',0,'not_equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(41,3,'To solve this problem, we need to find the average number of birds Mack saw per day over the week. The average is calculated by summing the total number of birds seen and dividing by the number of days. Here''s a step-by-step breakdown of the solution:
+
+1. Sum the total number of birds seen over the week.
+2. Divide the total by the number of days (which is 7).
+
+Let''s write the Python code to calculate this.
+```python
+# Number of birds seen each day
+birds_day_1 = 50
+birds_day_2 = 50
+birds_day_3 = 0
+birds_day_4 = 120
+birds_day_5 = 120
+birds_day_6 = 20
+birds_day_7 = 90
+
+# Total number of birds seen over the week
+total_birds = birds_day_1 + birds_day_2 + birds_day_3 + birds_day_4 + birds_day_5 + birds_day_6 + birds_day_7
+
+# Number of days in the week
+days = 7
+
+# Average number of birds seen per day
+average_birds = total_birds / days
+
+print(average_birds)
+```
+```output
+64.28571428571429
+```
+The average number of birds Mack saw per day over the week is \(\boxed{64.29}\).','64.29',0,'not_equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,0,'To solve the problem, we need to break it down into smaller steps:
+
+1. Calculate the total number of minutes Judy read in the first week.
+2. Convert the total reading time from minutes to hours.
+3. Determine how long Judy read in the second week.
+4. Convert the reading time from minutes to hours.
+5. Calculate the total number of pages read in the second week.
+6. Sum the total number of pages read in the first and second weeks.
+
+Let''s implement this step-by-step in Python.
+
+```python
+# Step 1: Calculate the total number of minutes Judy read in the first week
+minutes_per_night = 15
+days_in_week = 7
+total_minutes_first_week = minutes_per_night * days_in_week
+
+# Step 2: Convert the total reading time from minutes to hours
+hours_per_week = total_minutes_first_week / 60
+
+# Step 3: Determine how long Judy read in the second week
+pages_second_week = 100
+reading_rate_per_1_5_minutes = 2
+minutes_per_1_5_hours = 1.5
+time_second_week = (pages_second_week / reading_rate_per_1_5_minutes) * 1.5 * 60
+
+# Step 4: Convert the reading time from minutes to hours
+hours_second_week = time_second_week / 60
+
+# Step 5: Calculate the total number of pages read in the second week
+total_pages_second_week = pages_second_week
+
+# Step 6: Sum the total number of pages read in the first and second weeks
+total_pages = total_pages_first_week + total_pages_second_week
+
+# Output the total number of pages read in two weeks
+print(total_pages)
+```
+```output
+NameError: name ''total_pages_first_week'' is not defined
+```
+It looks like there was an issue with the variable name. Let''s fix that by redefining the variable names and running the code again. Here''s the corrected code:
+
+```python
+# Step 1: Calculate the total number of minutes Judy read in the first week
+minutes_per_night = 15
+days_in_week = 7
+total_minutes_first_week = minutes_per_night * days_in_week
+
+# Step 2: Convert the total reading time from minutes to hours
+hours_per_week = total_minutes_first_week / 60
+
+# Step 3: Determine how long Judy read in the second week
+pages_second_week = 100
+reading_rate_per_1_5_minutes = 2','2',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,1,'To determine how many pages Judy read in two weeks, we can break the problem into two parts:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Calculate the number of pages Judy read in the second week.
+3. Sum the pages read in both weeks.
+
+**Step 1: Calculate the number of pages Judy read in the first week.**
+
+Judy read for 15 minutes each night before going to sleep. Since she reads 2 pages per 1.5 minutes, we can calculate the number of pages read in one night as follows:
+\[ \text{Pages read in one night} = \frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 15 \text{ minutes} \]
+\[ \text{Pages read in one night} = \frac{2 \times 15}{1.5} \]
+\[ \text{Pages read in one night} = \frac{30}{1.5} \]
+\[ \text{Pages read in one night} = 20 \text{ pages} \]
+
+Since she read for 7 nights in the first week, the total number of pages read in the first week is:
+\[ \text{Total pages read in the first week} = 20 \text{ pages/night} \times 7 \text{ nights} \]
+\[ \text{Total pages read in the first week} = 140 \text{ pages} \]
+
+**Step 2: Calculate the number of pages Judy read in the second week.**
+
+Judy read a total of 100 pages in the second week. Since she can read 2 pages per 1.5 minutes, we can calculate the number of pages read in one night as follows:
+\[ \text{Pages read in one night} = \frac{2 \text{ pages}}{1.5 \text{ minutes}} \times 15 \text{ minutes} \]
+\[ \text{Pages read in one night} = \frac{2 \times 15}{1.5} \]
+\[ \text{Pages read in one night} = \frac{30}{1.5} \]
+\[ \text{Pages read in one night} = 20 \text{ pages} \]
+
+Since she read for 7 nights in the second week, the total number of pages read in the second week is:
+\[ \','7',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(42,2,'To determine how many pages Judy read in two weeks, we need to follow these steps:
+
+1. Calculate the number of pages Judy read in the first week.
+2. Calculate the number of pages Judy read in the second week.
+3. Sum the pages read in the first and second weeks to get the total number of pages read in two weeks.
+
+First, let''s calculate the number of pages Judy read in the first week. Judy read for 15 minutes each night before going to sleep, and each night she read 2 pages. Therefore, the number of pages she read in one week is:
+\[ 15 \text{ minutes/night} \times 2 \text{ pages/minute} = 30 \text{ pages/week} \]
+
+Next, let''s calculate the number of pages Judy read in the second week. We know that Judy read a total of 100 pages in two weeks. Therefore, the number of pages she read in the second week is:
+\[ 100 \text{ pages} \]
+
+Now, we sum the pages read in the first and second weeks to get the total number of pages read in two weeks:
+\[ 30 \text{ pages/week} + 100 \text{ pages} = 130 \text{ pages} \]
+
+Thus, the total number of pages Judy read in two weeks is \(\boxed{130}\).','130',0,'not_equivalent',297,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(42,3,'To solve this problem, we need to follow these steps:
+
+1. Determine Judy''s reading speed per minute.
+2. Calculate the total reading time for the first week.
+3. Calculate the total reading time for the second week.
+4. Sum the reading times from both weeks to get the total reading time for two weeks.
+5. Calculate the total number of pages read based on the total reading time.
+
+Let''s implement this step-by-step in Python.
+
+1. Judy''s reading speed per minute: 2 pages / 1.5 minutes = 1.33 pages per minute.
+2. Total reading time for the first week: 15 minutes / night * 7 nights = 105 minutes.
+3. Total reading time for the second week: 100 pages / 1.33 pages per minute = 75.95 minutes (approximately).
+4. Total reading time for two weeks: 105 minutes + 75.95 minutes = 180.95 minutes (approximately).
+5. Total number of pages read: 180.95 minutes * 2 pages per minute = 361.90 pages (approximately).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Step 1: Reading speed per minute
+reading_speed_per_minute = 2 / 1.5
+
+# Step 2: Total reading time for the first week
+reading_time_first_week = 15 * 7
+
+# Step 3: Total reading time for the second week
+total_pages_second_week = 100
+reading_time_second_week = total_pages_second_week / reading_speed_per_minute
+
+# Step 4: Total reading time for two weeks
+total_reading_time_two_weeks = reading_time_first_week + reading_time_second_week
+
+# Step 5: Total number of pages read
+total_pages_read = total_reading_time_two_weeks * 2
+
+print(total_pages_read)
+```
+```output
+360.0
+```
+The total number of pages Judy read in two weeks is \(\boxed{360}\).','360',0,'not_equivalent',431,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,0,'To solve this problem, we need to calculate the weight Martin will lose or gain after 5 weeks for each breakfast option, and then find the difference between these two amounts.
+
+1. **Calculate the weight loss after 5 weeks for Cheerios:**
+   - Weight loss per week = 1.25 pounds
+   - Number of weeks = 5
+   - Weight loss after 5 weeks = 1.25 pounds/week * 5 weeks
+
+2. **Calculate the weight gain after 5 weeks for donuts:**
+   - Weight gain per week = 1.75 pounds
+   - Number of weeks = 5
+   - Weight gain after 5 weeks = 1.75 pounds/week * 5 weeks
+
+3. **Find the difference in weight:**
+   - Difference = Weight gain after 5 weeks - Weight loss after 5 weeks
+
+Let''s write the Python code to calculate this.
+```python
+# Constants
+weight_loss_per_week_cheerios = 1.25
+weight_gain_per_week_donuts = 1.75
+number_of_weeks = 5
+
+# Calculate weight loss after 5 weeks for Cheerios
+weight_loss_after_5_weeks_cheerios = weight_loss_per_week_cheerios * number_of_weeks
+
+# Calculate weight gain after 5 weeks for donuts
+weight_gain_after_5_weeks_donuts = weight_gain_per_week_donuts * number_of_weeks
+
+# Calculate the difference in weight
+weight_difference = weight_gain_after_5_weeks_donuts - weight_loss_after_5_weeks_cheerios
+print(weight_difference)
+```
+```output
+2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options is \(\boxed{2.5}\) pounds.','2.5',0,'not_equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(43,1,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we can break down the problem into a few steps:
+
+1. Calculate Martin''s weight gain or loss per week for each breakfast option.
+2. Calculate the total weight gain or loss over 5 weeks for each breakfast option.
+3. Find the difference in weight between the two options.
+
+Let''s implement this in Python using sympy for symbolic computation if necessary, although this problem is straightforward enough to use basic arithmetic.
+
+```python
+# Define the weight gain or loss per week for each breakfast option
+weight_gain_cheerios = 1.25  # pounds per week
+weight_gain_donuts = 1.75  # pounds per week
+
+# Calculate the total weight gain or loss over 5 weeks for each breakfast option
+total_weight_gain_cheerios = weight_gain_cheerios * 5
+total_weight_gain_donuts = weight_gain_donuts * 5
+
+# Find the difference in weight between the two options
+weight_difference = total_weight_gain_donuts - total_weight_gain_cheerios
+
+# Print the result
+print(weight_difference)
+```
+```output
+2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts) is \(\boxed{2.5}\) pounds.','2.5',0,'not_equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,2,'To determine the difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts), we need to calculate the net change in his weight for each option over the 5 weeks and then find the difference between these net changes.
+
+### Step-by-Step Solution:
+
+1. **Calculate the net change in weight for Cheerios:**
+   - Martin loses 1.25 pounds per week.
+   - Over 5 weeks, he will lose \(5 \times 1.25\) pounds.
+
+2. **Calculate the net change in weight for donuts:**
+   - Martin gains 1.75 pounds per week.
+   - Over 5 weeks, he will gain \(5 \times 1.75\) pounds.
+
+3. **Find the difference in weight:**
+   - The difference in weight will be the net change in weight for donuts minus the net change in weight for Cheerios.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Constants
+cheerios_loss_per_week = 1.25
+donuts_gain_per_week = 1.75
+weeks = 5
+
+# Net change in weight for Cheerios
+cheerios_net_change = cheerios_loss_per_week * weeks
+
+# Net change in weight for donuts
+donuts_net_change = donuts_gain_per_week * weeks
+
+# Difference in weight
+weight_difference = donuts_net_change - cheerios_net_change
+
+# Print the result
+print(weight_difference)
+```
+```output
+2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the two breakfast options (Cheerios and donuts) is \(\boxed{2.5}\) pounds.','2.5',0,'not_equivalent',357,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(43,3,'To solve this problem, we need to calculate Martin''s weight changes over a period of 5 weeks for both the Cheerios and donut breakfast options and then find the difference in his weight at the end of 5 weeks between the two options.
+
+Here are the steps:
+
+1. Calculate Martin''s weight gain or loss per week for the Cheerios breakfast option.
+2. Calculate Martin''s weight gain or loss per week for the donut breakfast option.
+3. Multiply these weekly changes by 5 to find the total weight change over 5 weeks.
+4. Find the difference in weight at the end of 5 weeks between the two options.
+
+Let''s write the Python code to calculate this:
+
+```python
+# Define the weekly weight gain or loss for Cheerios and donuts
+weight_gain_cheerios = 1.25  # pounds per week
+weight_loss_donuts = 1.75  # pounds per week
+
+# Define the number of weeks
+weeks = 5
+
+# Calculate the total weight change over 5 weeks
+total_weight_change_cheerios = weight_gain_cheerios * weeks
+total_weight_change_donuts = weight_loss_donuts * weeks
+
+# Calculate the difference in weight at the end of 5 weeks
+weight_difference = total_weight_change_cheerios - total_weight_change_donuts
+
+# Print the final answer
+print(weight_difference)
+```
+```output
+-2.5
+```
+The difference in Martin''s weight at the end of 5 weeks between the Cheerios and donut breakfast options is \(\boxed{-2.5}\) pounds. This means Martin will weigh 2.5 pounds less at the end of 5 weeks if he eats donuts every day for breakfast instead of Cheerios.','-2.5',0,'not_equivalent',351,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,0,'To determine how many grams of protein John gets per week, we need to follow these steps:
+
+1. Calculate how many grams of protein John eats per day.
+2. Multiply the daily protein intake by the number of days in a week.
+
+Let''s break it down:
+
+1. John eats 200 grams of mushrooms every day.
+2. There are 7 days in a week. Therefore, the protein intake per week is \(200 \text{ grams/day} \times 7 \text{ days/week}\).
+
+Now let''s write the Python code to calculate this:
+
+```python
+# Define the daily protein intake and the number of days in a week
+daily_protein_intake = 200  # in grams
+days_in_week = 7  # in weeks
+
+# Calculate the weekly protein intake
+weekly_protein_intake = daily_protein_intake * days_in_week
+
+# Print the result
+print(weekly_protein_intake)
+```
+```output
+1400
+```
+The total amount of protein John gets per week is \(\boxed{1400}\) grams.','1400',0,'not_equivalent',225,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(44,1,'Let''s break down the problem step-by-step:
+
+1. **Determine the daily protein intake from mushrooms**: John eats 200 grams of mushrooms every day, and each cup of mushrooms contains 3 grams of protein. So, the daily protein intake is \(200 \text{ grams} \times 3 \text{ grams/ cup} = 600 \text{ grams}\).
+2. **Calculate the weekly protein intake**: There are 7 days in a week, so the weekly protein intake is \(600 \text{ grams/day} \times 7 \text{ days/week} = 4200 \text{ grams}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Constants
+mushroom_weight = 100  # grams
+protein_per_cup = 3    # grams
+protein_per_day = mushroom_weight * protein_per_cup
+days_per_week = 7
+
+# Weekly protein intake
+weekly_protein_intake = protein_per_day * days_per_week
+print(weekly_protein_intake)
+```
+```output
+2100
+```
+It seems there was a misunderstanding in the problem statement. The problem asks for the grams of protein John gets per week, not the total grams of protein consumed per week. The calculation above correctly shows that John gets 4200 grams of protein per week.
+
+So, the final answer is:
+\[
+\boxed{4200}
+\]','4200',0,'not_equivalent',305,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,2,'Let''s break down the problem step by step and then use Python code to solve it.
+
+1. **Daily Protein Calculation:**
+   - Each cup of mushrooms contains 3 grams of protein.
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the daily protein intake is \(3 \text{ grams/cup} \times 200 \text{ grams} = 600 \text{ grams}\).
+
+2. **Weekly Protein Calculation:**
+   - There are 7 days in a week.
+   - Therefore, the weekly protein intake is \(600 \text{ grams/day} \times 7 \text{ days} = 4200 \text{ grams}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Constants
+protein_per_cup = 3  # grams
+mushroom_weight = 100  # grams
+days_per_week = 7
+
+# Daily protein intake
+daily_protein = protein_per_cup * mushroom_weight
+
+# Weekly protein intake
+weekly_protein = daily_protein * days_per_week
+print(weekly_protein)
+```
+```output
+2100
+```
+There seems to be a discrepancy between the manual calculation and the Python code output. Let''s re-evaluate the steps to ensure everything is correct.
+
+1. **Daily Protein Calculation:**
+   - Each cup of mushrooms contains 3 grams of protein.
+   - John eats 200 grams of mushrooms every day.
+   - Therefore, the daily protein intake should be \(3 \text{ grams/cup} \times 200 \text{ grams} = 600 \text{ grams}\).
+
+2. **Weekly Protein Calculation:**
+   - There are 7 days in a week.
+   - Therefore, the weekly protein intake should be \(600 \text{ grams/day} \times 7 \text{ days} = 4200 \text{ grams}\).
+
+Let''s re-run the Python code to confirm the correct calculation.
+```python
+# Constants
+protein_per_cup = 3  # grams
+mushroom_weight = 100  # grams
+days_per_week = 7
+
+# Daily protein intake
+daily_protein = protein_per_cup * mushroom_weight
+
+# Weekly protein intake
+weekly_protein = daily_protein * days_per_week
+print(weekly_protein)
+```
+```output
+2100
+```
+The output confirms our manual calculation. The weekly protein intake','2100',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(44,3,'To determine how many grams of protein John gets per week from eating 200 grams of mushrooms every day, we can follow these steps:
+
+1. Calculate the amount of protein from 200 grams of mushrooms.
+2. Multiply the daily protein intake by 7 to get the weekly protein intake.
+
+Here''s the step-by-step reasoning and the corresponding Python code:
+
+1. The amount of protein from 200 grams of mushrooms is \(200 \text{ grams} \times \frac{3 \text{ grams of protein}}{100 \text{ grams of mushrooms}} = 6 \text{ grams of protein}\).
+2. The weekly protein intake is \(6 \text{ grams of protein/day} \times 7 \text{ days/week} = 42 \text{ grams of protein/week}\).
+
+Let''s write the Python code to confirm this calculation.
+```python
+# Constants
+protein_per_mushroom = 3  # grams of protein per mushroom
+weight_per_mushroom = 100  # grams of mushroom
+daily_weight_eaten = 200  # grams of mushroom eaten per day
+days_per_week = 7  # days in a week
+
+# Calculate daily protein intake
+daily_protein_intake = (daily_weight_eaten * protein_per_mushroom) / weight_per_mushroom
+
+# Calculate weekly protein intake
+weekly_protein_intake = daily_protein_intake * days_per_week
+print(weekly_protein_intake)
+```
+```output
+42.0
+```
+The weekly protein intake from eating 200 grams of mushrooms every day is \(\boxed{42}\) grams.','42',1,'equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,0,'To determine how many hours George needs to work, we will follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs to pay.
+3. Divide the remaining amount by his hourly wage to find out how many hours he needs to work.
+
+Let''s break it down step-by-step and write the Python code to calculate this.
+
+1. The cost of one implant without the crown is $2000. Since he wants a crown, the total cost for one implant is $2000 + $500 = $2500.
+2. He needs two implants, so the total cost for two implants is $2500 * 2 = $5000.
+3. George has already put down a deposit of $600, so he needs to pay $5000 - $600 = $4400 more.
+4. George makes $15 per hour, so the number of hours he needs to work is $4400 / $15.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total cost of the dental work
+cost_per_implant = 2000
+crown_cost = 500
+total_cost_per_implant = cost_per_implant + crown_cost
+total_cost_two_implants = total_cost_per_implant * 2
+
+# Step 2: Calculate the remaining amount George needs to pay
+deposit = 600
+remaining_amount = total_cost_two_implants - deposit
+
+# Step 3: Calculate the number of hours George needs to work
+hourly_wage = 15
+hours_needed = remaining_amount / hourly_wage
+
+print(hours_needed)
+```
+```output
+293.3333333333333
+```
+George needs to work for approximately 293.33 hours before he has enough to pay for the dental work. Since he can''t work a fraction of an hour, he needs to work for 294 hours.
+
+Therefore, the final answer is \(\boxed{294}\).','294',0,'not_equivalent',447,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(45,1,'To determine how many hours George needs to work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Subtract the deposit George has already made from the total cost to find out how much more he needs to pay.
+3. Calculate how many hours he needs to work at his current hourly rate to earn the remaining amount.
+
+Let''s break it down and use Python to ensure the accuracy of our calculations.
+
+1. The cost of one implant is $2000, so for two implants, the cost is \(2 \times 2000 = 4000\).
+2. The cost of the porcelain crown for one implant is an extra $500, so for one implant, the total cost is \(2000 + 500 = 2500\).
+3. George already put down a deposit of $600, so the remaining amount he needs to pay is \(4000 - 600 = 3400\).
+4. Since George makes $15 per hour, the number of hours he needs to work is \(\frac{3400}{15}\).
+
+Let''s calculate this using Python.
+```python
+# Constants
+cost_per_implant = 2000
+cost_of_crown = 500
+number_of_implants = 2
+deposit = 600
+hourly_rate = 15
+
+# Calculate the total cost of the dental work
+total_cost = cost_per_implant * number_of_implants + cost_of_crown * number_of_implants
+
+# Calculate the remaining amount to be paid
+remaining_amount = total_cost - deposit
+
+# Calculate the number of hours needed to work
+hours_needed = remaining_amount / hourly_rate
+print(hours_needed)
+```
+```output
+293.3333333333333
+```
+George needs to work for approximately 293.33 hours before he has enough to pay for the dental work. Since he can''t work a fraction of an hour, he will need to round up to the nearest whole number.
+
+Therefore, the final answer is \(\boxed{294}\).','294',0,'not_equivalent',444,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the cost of the implants.
+2. Add the cost of the crown to the implant cost to get the total cost.
+3. Subtract the deposit George has already made from the total cost to find out how much more he needs.
+4. Divide the remaining amount by his hourly wage to find out how many hours he needs to work.
+
+Let''s break this down into Python code to ensure accuracy.
+```python
+# Step 1: Calculate the cost of the implants
+cost_per_implant = 2000
+number_of_implants = 2
+total_implant_cost = cost_per_implant * number_of_implants
+
+# Step 2: Add the cost of the crown to the implant cost
+cost_of_crown = 500
+total_cost = total_implant_cost + cost_of_crown
+
+# Step 3: Subtract the deposit George has already made from the total cost
+deposit = 600
+remaining_amount = total_cost - deposit
+
+# Step 4: Divide the remaining amount by his hourly wage
+hourly_wage = 15
+hours_needed = remaining_amount / hourly_wage
+
+# The final answer is the number of hours George needs to work
+print(hours_needed)
+```
+```output
+260.0
+```
+George needs to work \(\boxed{260}\) hours before he has enough money to pay for the dental work.','260',1,'equivalent',294,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(45,3,'To determine how many hours George needs to work before he has enough to pay for his dental work, we need to follow these steps:
+
+1. Calculate the total cost of the dental work.
+2. Determine how much more money George needs to pay after his deposit.
+3. Calculate the number of hours George needs to work to earn the remaining amount.
+
+First, let''s calculate the total cost of the dental work. George needs 2 implants, each costing $2000. Additionally, he wants a crown for one of the implants, costing an extra $500. So, the total cost is:
+\[
+2 \times 2000 + 500 = 4000 + 500 = 4500
+\]
+
+Next, we need to determine how much more money George needs to pay after his deposit. He has already put down a deposit of $600. So, the remaining amount he needs to pay is:
+\[
+4500 - 600 = 3900
+\]
+
+Now, we need to calculate the number of hours George needs to work to earn the remaining amount. George makes $15 per hour. So, the number of hours he needs to work is:
+\[
+\frac{3900}{15} = 260
+\]
+
+Therefore, the number of hours George needs to work before he has enough to pay for the dental work is \boxed{260}.','260',1,'equivalent',311,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,0,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince can sell in one day.
+2. Determine how many days it will take to sell all the meat from the bull.
+
+First, let''s calculate the total amount of meat Prince can sell in one day. Prince sells 15 kg of meat every hour and he works 10 hours a day. Therefore, the total amount of meat he can sell in one day is:
+\[
+15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day}
+\]
+
+Next, we need to determine how many days it will take Prince to sell all the meat from the bull. The bull weighs 750 kg, and Prince sells 150 kg of meat every day. Therefore, the number of days it will take to sell all the meat from the bull is:
+\[
+\frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days}
+\]
+
+So, the number of days it will take Prince to sell the meat from Bill''s bull is \(\boxed{5}\).','5',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(46,1,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the amount of meat Prince sells in one day.
+2. Divide the total weight of the bull by the amount Prince sells in one day to find out how many days it will take.
+
+Let''s break it down:
+
+1. Prince sells 15 kg of meat every hour he works, and he works 10 hours a day. So, the amount of meat he sells in one day is \(15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}\).
+2. The weight of the bull is 750 kg. So, the number of days it will take Prince to sell all the meat from the bull is \(\frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Constants
+meat_per_hour = 15  # kg
+hours_per_day = 10  # hours
+weight_of_bull = 750  # kg
+
+# Calculate meat sold per day
+meat_per_day = meat_per_hour * hours_per_day
+
+# Calculate number of days to sell the meat from the bull
+days_to_sell_bull = weight_of_bull / meat_per_day
+print(days_to_sell_bull)
+```
+```output
+5.0
+```
+The number of days it will take Prince to sell the meat from Bill''s bull is \(\boxed{5}\).','5',1,'equivalent',342,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,2,'Let''s break down the problem step-by-step and then use Python code to solve it.
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take Prince to sell the meat from Bill''s bull.
+
+First, we know that Prince sells 15 kg of meat every hour he works. Since he works 10 hours a day, the total amount of meat he sells in one day is:
+\[ 15 \, \text{kg/hour} \times 10 \, \text{hours/day} = 150 \, \text{kg/day} \]
+
+Next, we need to determine how many days it will take Prince to sell the meat from Bill''s bull, which weighs 750 kg. We can calculate this by dividing the total weight of the bull by the amount of meat Prince sells in one day:
+\[ \text{Number of days} = \frac{750 \, \text{kg}}{150 \, \text{kg/day}} = 5 \, \text{days} \]
+
+Now, let''s confirm this with a Python code snippet.
+```python
+# Given values
+meat_per_hour = 15  # kg
+hours_per_day = 10
+bull_weight = 750  # kg
+
+# Calculate the total amount of meat sold in one day
+meat_per_day = meat_per_hour * hours_per_day
+
+# Calculate the number of days to sell the meat from the bull
+number_of_days = bull_weight / meat_per_day
+print(number_of_days)
+```
+```output
+5.0
+```
+The number of days it will take Prince to sell the meat from Bill''s bull is \(\boxed{5}\).','5',1,'equivalent',363,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(46,3,'To determine how many days it will take Prince to sell the meat from Bill''s bull, we need to follow these steps:
+
+1. Calculate the total amount of meat Prince sells in one day.
+2. Determine how many days it will take to sell all the meat from the bull.
+
+First, let''s find out how much meat Prince sells in one day. Since he sells 15kg of meat every hour and he works 10 hours a day, we can calculate the total meat sold in one day as follows:
+\[
+15 \text{ kg/hour} \times 10 \text{ hours/day} = 150 \text{ kg/day}
+\]
+
+Next, we need to determine how many days it will take to sell all the meat from the bull. The bull weighs 750kg, and Prince sells 150kg per day. To find out how many days it will take to sell 750kg, we divide the total weight of the bull by the amount of meat sold per day:
+\[
+\frac{750 \text{ kg}}{150 \text{ kg/day}} = 5 \text{ days}
+\]
+
+Therefore, it will take Prince \boxed{5} days to sell all the meat from the bull.','5',1,'equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,0,'To determine the total cost of John''s physical therapy sessions, we need to follow these steps:
+
+1. Calculate the total number of hours John attended physical therapy each week.
+2. Multiply the weekly hours by the number of weeks he attended.
+3. Multiply the total hours by the cost per hour to get the total cost.
+
+Let''s break it down:
+
+1. John went twice a week for 2 hours each. Therefore, the total hours per week is \(2 \times 2 = 4\) hours.
+2. John attended physical therapy for 6 weeks. Therefore, the total hours for 6 weeks is \(4 \times 6 = 24\) hours.
+3. The cost per hour is $125. Therefore, the total cost is \(24 \times 125\).
+
+Now let''s write the Python code to calculate this.
+```python
+# Constants
+hours_per_session = 2
+sessions_per_week = 2
+weeks = 6
+cost_per_hour = 125
+
+# Calculate total hours per week
+total_hours_per_week = hours_per_session * sessions_per_week
+
+# Calculate total hours for 6 weeks
+total_hours = total_hours_per_week * weeks
+
+# Calculate total cost
+total_cost = total_hours * cost_per_hour
+print(total_cost)
+```
+```output
+3000
+```
+The total cost of John''s physical therapy sessions is \(\boxed{3000}\).','3000',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(47,1,'To determine the total cost of physical therapy, we need to break down the problem into smaller steps:
+
+1. Calculate the number of sessions John attended.
+2. Determine the total number of hours John spent at physical therapy.
+3. Calculate the total cost of the sessions.
+
+Let''s go through these steps one by one.
+
+1. John attended physical therapy for 6 weeks.
+2. Each week he went twice, so the total number of sessions is \(6 \text{ weeks} \times 2 \text{ sessions/week} = 12 \text{ sessions}\).
+3. Each session lasted 2 hours, so the total number of hours spent at physical therapy is \(12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}\).
+4. The cost per hour is $125, so the total cost of the sessions is \(24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}\).
+
+Now, let''s confirm this with Python code.
+```python
+# Constants
+weeks = 6
+sessions_per_week = 2
+hours_per_session = 2
+cost_per_hour = 125
+
+# Calculations
+total_sessions = weeks * sessions_per_week
+total_hours = total_sessions * hours_per_session
+total_cost = total_hours * cost_per_hour
+
+print(total_cost)
+```
+```output
+3000
+```
+The total cost of physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,2,'To determine the total cost of John''s physical therapy, we need to follow these steps:
+
+1. Calculate the total number of hours John spent at physical therapy.
+2. Determine the total cost by multiplying the total number of hours by the cost per hour.
+
+First, let''s find out how many hours John spent at physical therapy each week. Each week, he went twice for 2 hours at a time. Therefore, the total number of hours per week is:
+\[2 \text{ sessions/week} \times 2 \text{ hours/session} = 4 \text{ hours/week}\]
+
+Next, we need to find out how many hours John spent at physical therapy over the 6-week period. Since he went to physical therapy for 6 weeks, the total number of hours is:
+\[6 \text{ weeks} \times 4 \text{ hours/week} = 24 \text{ hours}\]
+
+Now, we know the total cost per hour is $125. To find the total cost, we multiply the total number of hours by the cost per hour:
+\[24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}\]
+
+Therefore, the total cost of John''s physical therapy is \(\boxed{3000}\).','3000',1,'equivalent',280,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(47,3,'To solve the problem, we can break it down into the following steps:
+
+1. Calculate the total number of sessions John had.
+2. Determine the total duration of all the sessions.
+3. Calculate the total cost of all the sessions.
+
+Let''s go through these steps in detail.
+
+1. **Calculate the total number of sessions John had:**
+   - Each week, John went twice.
+   - He went to physical therapy for 6 weeks.
+   - Therefore, the total number of sessions is \(2 \text{ sessions/week} \times 6 \text{ weeks} = 12 \text{ sessions}\).
+
+2. **Determine the total duration of all the sessions:**
+   - Each session lasted 2 hours.
+   - Therefore, the total duration of all the sessions is \(12 \text{ sessions} \times 2 \text{ hours/session} = 24 \text{ hours}\).
+
+3. **Calculate the total cost of all the sessions:**
+   - The cost of each session is $125.
+   - Therefore, the total cost of all the sessions is \(24 \text{ hours} \times 125 \text{ dollars/hour} = 3000 \text{ dollars}\).
+
+Now, let''s implement this in Python to verify our calculations.
+```python
+# Define the constants
+sessions_per_week = 2
+weeks = 6
+hours_per_session = 2
+cost_per_hour = 125
+
+# Calculate the total number of sessions
+total_sessions = sessions_per_week * weeks
+
+# Calculate the total duration of all the sessions
+total_duration_hours = total_sessions * hours_per_session
+
+# Calculate the total cost of all the sessions
+total_cost = total_duration_hours * cost_per_hour
+
+print(total_cost)
+```
+```output
+3000
+```
+The total cost of the physical therapy sessions is \(\boxed{3000}\) dollars.','3000',1,'equivalent',399,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631338292250561719e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',39,3.736727648671992938e+03,3.73672475730199948884e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631404032266521453e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',47,4.3821801178329915275e+03,4.38217722474400943593e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -8971,5 +10951,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-532',0,39,'2',0.25,0,4,1,1239.0,1175.0,370.0,0.0,46.7733476727517,1.53651816489119165043e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-532',0,39,'2',0.25,0,6,1,1239.0,1175.0,740.0,0.0,93.5466953455034,2.84645300592746093755e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-532',0,39,'17',0.0,0,1,0,1239.0,1175.0,1480.0,0.0,1.87093390691006788983e+02,5466322688000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-533',0,40,'300',0.25,1,4,1,1384.0,1301.0,423.25,0.0,3.21513083125028060744e+01,1.79322287837837841795e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-533',0,40,'300',0.25,1,6,1,1384.0,1301.0,846.5,0.0,6.43026166250056121489e+01,3.29244575891891894537e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-533',0,40,'850',0.25,0,1,0,1384.0,1301.0,1693.0,0.0,1.28605233250011224304e+02,6290891520000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-577',0,41,'64.29',0.0,0,4,1,2127.0,1935.0,263.25,0.0,2.55746494869999878578e+01,1.60764158866506030268e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-577',0,41,'64.29',0.0,0,6,1,2127.0,1935.0,526.5,0.0,5.11492989739999757156e+01,2.53726629644337353512e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-577',0,41,'64.29',0.0,0,1,0,2127.0,1935.0,1053.0,0.0,1.02298597947999951433e+02,4396515712000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-564',0,42,'2',0.0,0,4,1,1355.0,1259.0,438.0,0.0,5.71609892962478625131e+01,1.89176787366233764651e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-564',0,42,'7',0.0,0,6,1,1355.0,1259.0,876.0,0.0,1.14321978592495725028e+02,3.44344264644155810539e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-564',0,42,'130',0.0,0,1,0,1355.0,1259.0,1752.0,0.0,2.28643957184991450056e+02,6546792192000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-589',0,43,'2.5',0.0,0,4,1,2178.0,2067.0,341.75,0.0,3.30733499064990610349e+01,1.60044328855209741207e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-589',0,43,'2.5',0.0,0,6,1,2178.0,2067.0,683.5,0.0,6.61466998129981220699e+01,2.80850843236806494134e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-589',0,43,'2.5',0.0,0,1,0,2178.0,2067.0,1367.0,0.0,1.32293399625996244139e+02,5224638720000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-594',0,44,'1400',0.25,0,4,1,2560.0,2458.0,347.0,0.0,4.74378107427510258258e+01,1.58618581244563745117e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-594',0,44,'4200',0.25,0,6,1,2560.0,2458.0,694.0,0.0,9.48756214855020516517e+01,2.81203542696375830087e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-594',0,44,'1400',0.25,0,1,0,2560.0,2458.0,1388.0,0.0,1.89751242971004103303e+02,5263734656000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-596',0,45,'294',0.5,0,4,1,1960.0,1802.0,374.0,0.0,4.08841196997491351794e+01,1.88281936390810156253e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-596',0,45,'294',0.5,0,6,1,1960.0,1802.0,748.0,0.0,8.17682393994982703588e+01,3.20645553327206787115e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-596',0,45,'294',0.5,0,1,0,1960.0,1802.0,1496.0,0.0,1.63536478798996540717e+02,5853727872000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-617',0,46,'5',1.0,1,4,1,1225.0,1141.0,314.0,0.0,5.23083221189990581461e+01,1.40822818808358203122e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-617',0,46,'5',1.0,1,6,1,1225.0,1141.0,628.0,0.0,1.04616644237998116298e+02,2.51924238672238769523e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-617',0,46,'5',1.0,1,1,0,1225.0,1141.0,1256.0,0.0,2.09233288475996232597e+02,4741270784000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-621',0,47,'3000',1.0,1,4,1,1705.0,1611.0,323.0,0.0,3.99497176130025764004e+01,1.47460608193939404298e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-621',0,47,'3000',1.0,1,6,1,1705.0,1611.0,646.0,0.0,7.98994352260051528009e+01,2.61680695595959619142e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-621',0,47,'3000',1.0,1,1,0,1705.0,1611.0,1292.0,0.0,1.59798870452010305593e+02,4901208704000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
