@@ -5083,6 +5083,660 @@ print(total_cost)','stop',377,181,120,2.24820450607709183539e+01,1144444672000.0
 INSERT INTO "chains" VALUES(47,1,0,'83d9b63baa0529c265da95067315338263fd9c8de37e5ca6bb07fd653ecf820a',0,'The total cost of John''s physical therapy sessions is \(\boxed{3000}\).','stop',21,463,452,1.68929766976396522615e+00,110179456000.0,NULL);
 INSERT INTO "chains" VALUES(47,2,0,'ccaabd4277753c07e889822bcc03535f37db1af72403d5de589e0f204575d123',0,'The total cost of physical therapy is \(\boxed{3000}\).','stop',18,493,482,1.53613770342573330296e+00,99516928000.0,NULL);
 INSERT INTO "chains" VALUES(47,3,0,'99409332be1a3e6a83bd63ecaab1a8fa9d543c105e75c4e1cd959179a511750e',0,'The total cost of the physical therapy sessions is \(\boxed{3000}\) dollars.','stop',22,568,557,1.77003582256327818278e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(48,0,0,'c169ca18dc656056a92633930a995433934add9747aee10e2be5400ef3beb5bf',0,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Calculate the total cost of 10 classes.
+2. Determine if the total cost exceeds $10 per class.
+3. If the total cost exceeds $10 per class, find out how many classes he can miss before the cost exceeds $10 per class again.
+
+Let''s start with the first step. The cost of each class is $60, and there are 10 classes. So, the total cost is:
+\[ 60 \times 10 = 600 \text{ dollars} \]
+
+Next, we need to check if the total cost of 600 dollars exceeds $10 per class. The cost per class is $60, so we divide $600 by $60:
+\[ 600 \div 60 = 10 \text{ dollars} \]
+
+Since $10 is equal to $10, it means that the total cost of 600 dollars is exactly $10 per class. Therefore, Manny can miss any number of classes before his parents won''t sign him up again. However, the problem asks for the number of classes he can miss before the cost exceeds $10 per class again, and the total cost is exactly $10 per class. Therefore, the number of classes he can miss is:
+\[ 10 \]
+
+The final answer is:
+\[ \boxed{10} \]','stop',320,189,121,1.89976183889318690489e+01,1164881184000.0,NULL);
+INSERT INTO "chains" VALUES(48,0,1,'c169ca18dc656056a92633930a995433934add9747aee10e2be5400ef3beb5bf',1,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. **Define the cost per class**: Manny''s classes cost $60 each.
+2. **Define the maximum allowed cost per class**: Manny''s parents tell him that if the classes cost more than $10 per class, they won''t sign him up again.
+3. **Set up the inequality**: We need to find the maximum number of classes \( n \) such that the cost of the classes is less than or equal to $10 per class.
+
+The inequality can be written as:
+\[ 60n \leq 10 \]
+
+To solve for \( n \), we divide both sides of the inequality by 60:
+\[ n \leq \frac{10}{60} \]
+\[ n \leq \frac{1}{6} \]
+
+Since \( n \) represents the number of classes, it must be a whole number. The largest whole number less than or equal to \(\frac{1}{6}\) is 0. Therefore, Manny can miss up to 0 classes before his parents won''t sign him up again.
+
+The final answer is:
+\[
+\boxed{0}
+\]','stop',264,189,121,1.89976183889318690489e+01,1164881184000.0,NULL);
+INSERT INTO "chains" VALUES(48,0,2,'c169ca18dc656056a92633930a995433934add9747aee10e2be5400ef3beb5bf',2,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Identify the cost per class.
+2. Calculate the total number of classes that would exceed $10 per class.
+3. Subtract the number of classes he can miss from the total number of classes to find out how many classes he can miss.
+
+First, the cost per class is $60. Manny''s parents will not sign him up if the cost per class exceeds $10. Therefore, we need to find the maximum number of classes that can be taken without exceeding $10 per class. We do this by dividing $10 by $60:
+
+\[
+\frac{10}{60} = \frac{1}{6} \approx 0.1667
+\]
+
+Since Manny can''t take a fraction of a class, he can take at most 0 classes without exceeding $10 per class. This means the maximum number of classes Manny can take without exceeding $10 per class is 0.
+
+Next, we need to find out how many classes Manny can miss before he can''t take any more classes. Since the maximum number of classes he can take is 0, he can miss all 10 classes before he can''t take any more classes.
+
+Thus, the number of classes Manny can miss before they don''t sign him up again is \(\boxed{10}\).','stop',299,189,121,1.89976183889318690489e+01,1164881184000.0,NULL);
+INSERT INTO "chains" VALUES(48,0,3,'c169ca18dc656056a92633930a995433934add9747aee10e2be5400ef3beb5bf',3,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Calculate the total cost of the classes if Manny misses all the classes he plans to take.
+2. Determine how many classes he can miss before the total cost exceeds $10 per class.
+
+First, let''s find out how much Manny would pay if he takes all 10 classes:
+\[ 10 \text{ classes} \times \$60 \text{ per class} = \$600 \]
+
+Next, we need to find out how many classes Manny can miss before the total cost exceeds $10 per class. Let''s say Manny misses \( x \) classes. The number of classes he will still take will be \( 10 - x \), and the total cost will be:
+\[ (10 - x) \times \$60 \]
+
+We need this total cost to be more than $10 per class:
+\[ (10 - x) \times \$60 > \$10 \]
+
+To find the maximum value of \( x \), we can solve the inequality:
+\[ 600 - 60x > 10 \]
+\[ 600 - 10 > 60x \]
+\[ 590 > 60x \]
+\[ x < \frac{590}{60} \]
+\[ x < 9.8333 \]
+
+Since \( x \) must be a whole number, the maximum value for \( x \) is 9. Therefore, Manny can miss up to 9 classes before his parents won''t sign him up again.
+
+The final answer is:
+\[
+\boxed{9}
+\]','stop',364,189,121,1.89976183889318690489e+01,1164881184000.0,NULL);
+INSERT INTO "chains" VALUES(49,0,0,'360fcd6a9cbe8f877b4198ea8a162d2935cbb348b9ae5f6c60d0fb6c39053e6c',0,'To determine how long it will take Bill to dig the well, we need to calculate the time it takes for him to dig through the soil and the clay separately and then add these times together.
+
+1. Calculate the time it takes to dig through the soil:
+   - Bill digs 4 feet per hour through soil.
+   - He has to dig 24 feet of soil.
+   - Time to dig through soil = Distance / Speed = 24 feet / 4 feet/hour = 6 hours.
+
+2. Calculate the time it takes to dig through the clay:
+   - Bill digs half as fast through clay as through soil, so he digs 2 feet per hour through clay.
+   - He has to dig 8 feet of clay.
+   - Time to dig through clay = Distance / Speed = 8 feet / 2 feet/hour = 4 hours.
+
+3. Add the time it takes to dig through the soil and the clay to get the total time:
+   - Total time = Time through soil + Time through clay = 6 hours + 4 hours = 10 hours.
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',251,183,120,2.22259961413316773368e+01,1395014080000.0,NULL);
+INSERT INTO "chains" VALUES(49,0,1,'360fcd6a9cbe8f877b4198ea8a162d2935cbb348b9ae5f6c60d0fb6c39053e6c',1,'To determine how long it will take Bill to dig the well, we need to break down the problem into smaller steps and calculate the time required for each part of the digging process separately.
+
+1. **Calculate the digging speed for soil:**
+   Bill can dig 4 feet per hour through soil.
+
+2. **Calculate the digging speed for clay:**
+   Bill can dig half of the speed he does through soil. Therefore, his digging speed through clay is:
+   \[
+   \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+   \]
+
+3. **Calculate the time to dig the soil:**
+   Bill has to dig 24 feet of soil. The time required to dig the soil is:
+   \[
+   \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+4. **Calculate the time to dig the clay:**
+   Bill has to dig 8 feet of clay. The time required to dig the clay is:
+   \[
+   \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+5. **Calculate the total time to dig the well:**
+   The total time required to dig the well is the sum of the time required to dig the soil and the time required to dig the clay:
+   \[
+   6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+   \]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',354,183,120,2.22259961413316773368e+01,1395014080000.0,NULL);
+INSERT INTO "chains" VALUES(49,0,2,'360fcd6a9cbe8f877b4198ea8a162d2935cbb348b9ae5f6c60d0fb6c39053e6c',2,'To determine how long it will take Bill to dig the well, we need to calculate the time required for each part of the well separately and then sum these times.
+
+1. **Calculate the time to dig through the soil:**
+   - Bill''s digging speed through soil is 4 feet/hour.
+   - He needs to dig 24 feet of soil.
+   - The time required to dig through the soil is given by the formula:
+     \[
+     \text{Time}_\text{soil} = \frac{\text{Length of soil}}{\text{Speed of digging through soil}}
+     \]
+   - Substituting the given values:
+     \[
+     \text{Time}_\text{soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+     \]
+
+2. **Calculate the time to dig through the clay:**
+   - Bill''s digging speed through clay is half of his speed through soil. Therefore, his speed through clay is:
+     \[
+     \text{Speed of digging through clay} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+     \]
+   - He needs to dig 8 feet of clay.
+   - The time required to dig through the clay is given by the formula:
+     \[
+     \text{Time}_\text{clay} = \frac{\text{Length of clay}}{\text{Speed of digging through clay}}
+     \]
+   - Substituting the given values:
+     \[
+     \text{Time}_\text{clay} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+     \]
+
+3. **Calculate the total time required to dig the well:**
+   - The total time is the sum of the time required to dig through the soil and the time required to dig through the clay:
+     \[
+     \text{Total time} = \text{Time}_\text{soil} + \text{Time}_\text{clay} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+     \]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',507,183,120,2.22259961413316773368e+01,1395014080000.0,NULL);
+INSERT INTO "chains" VALUES(49,0,3,'360fcd6a9cbe8f877b4198ea8a162d2935cbb348b9ae5f6c60d0fb6c39053e6c',3,'To solve this problem, we need to break it down into two parts: the time taken to dig the soil and the time taken to dig the clay. We can then sum these times to get the total time required to dig the well.
+
+1. **Time to dig through soil:** Bill digs 4 feet per hour through soil. If he has to dig 24 feet of soil, the time taken to dig the soil is \( \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours} \).
+2. **Time to dig through clay:** Bill digs half as fast through clay as he does through soil. Therefore, he digs \( \frac{4}{2} = 2 \) feet per hour through clay. If he has to dig 8 feet of clay, the time taken to dig the clay is \( \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours} \).
+3. **Total time:** The total time required to dig the well is the sum of the time taken to dig the soil and the time taken to dig the clay, which is \( 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours} \).
+
+Let''s confirm this with Python code.
+```python
+# Define the digging rates and distances
+rate_soil = 4  # feet per hour
+distance_soil = 24  # feet
+
+rate_clay = rate_soil / 2  # feet per hour
+distance_clay = 8  # feet
+
+# Calculate the time to dig through soil and clay
+time_soil = distance_soil / rate_soil
+time_clay = distance_clay / rate_clay
+
+# Calculate the total time
+total_time = time_soil + time_clay
+print(total_time)','stop',399,183,120,2.22259961413316773368e+01,1395014080000.0,NULL);
+INSERT INTO "chains" VALUES(49,1,0,'1ff5a69e746feedf1f8eac89250de32583dc8ca5487e425bdb96511ded2a44bb',0,'The total time it will take Bill to dig the well is \(\boxed{10}\) hours.','stop',23,592,581,3.58049590403970796614e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(50,0,0,'67dc26ee8b61a72b4f66610c05ae66b77e5fbc7d586d2a301030687b2d4b10d7',0,'Let''s break down the problem step by step and then use Python to verify our calculations.
+
+1. **Initial number of likes**: Let''s denote this by \(L_0\).
+2. **Likes after 1 week**: \(L_1 = L_0 + 2000\).
+3. **Likes after 3 weeks**: \(L_3 = L_1 \times 7 = (L_0 + 2000) \times 7\).
+4. **Likes after receiving 20000 more likes**: \(L_4 = L_3 + 20000\).
+
+We know that after 3 weeks, the number of likes was 70 times as many as the initial number of likes, so:
+\[L_3 = 70 \times L_0.\]
+
+Substituting \(L_3\) from the first equation into the second equation, we get:
+\[70 \times L_0 = (L_0 + 2000) \times 7.\]
+
+Simplifying this equation, we get:
+\[70 \times L_0 = 7L_0 + 14000,\]
+\[63 \times L_0 = 14000,\]
+\[L_0 = \frac{14000}{63}.\]
+
+Let''s calculate the value of \(L_0\).
+```python
+# Calculate the initial number of likes
+L_0 = 14000 / 63
+print(L_0)','stop',335,192,120,16.8362779058559,1009385984000.0,NULL);
+INSERT INTO "chains" VALUES(50,0,1,'67dc26ee8b61a72b4f66610c05ae66b77e5fbc7d586d2a301030687b2d4b10d7',1,'To determine the total number of Instagram likes, we need to follow the sequence of events step by step.
+
+1. **Initial number of likes:**
+   Fishio received 2000 likes on the photo after 1 week.
+
+2. **Likes after 3 weeks:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes.
+   \[
+   70 \times 2000 = 140000
+   \]
+   So, after 3 weeks, the number of likes is 140000.
+
+3. **Likes after receiving additional new likes:**
+   Recently, Fishio received 20000 more new likes.
+   \[
+   140000 + 20000 = 160000
+   \]
+   Therefore, the total number of Instagram likes now is \(\boxed{160000}\).','stop',209,192,120,16.8362779058559,1009385984000.0,NULL);
+INSERT INTO "chains" VALUES(50,0,2,'67dc26ee8b61a72b4f66610c05ae66b77e5fbc7d586d2a301030687b2d4b10d7',2,'To solve this problem, we need to calculate the number of likes Fishio received over time and then account for the additional 20,000 likes she received recently. Let''s break it down step by step.
+
+1. **Initial likes**: Fishio received 2000 likes after 1 week.
+2. **Likes three weeks later**: The number of likes was 70 times as many as the initial number of likes. So, the likes after 3 weeks would be \(70 \times 2000\).
+3. **Total likes up to the latest update**: The total likes up to the latest update would be the sum of the likes after 1 week, the likes after 3 weeks, and the additional 20,000 likes.
+4. **Final answer**: The final number of Instagram likes is the total likes up to the latest update.
+
+Let''s write the Python code to calculate this.
+```python
+# Initial number of likes after 1 week
+initial_likes = 2000
+
+# Likes after 3 weeks
+likes_after_3_weeks = 70 * initial_likes
+
+# Total likes up to the latest update
+total_likes = initial_likes + likes_after_3_weeks + 20000
+
+print(total_likes)','stop',273,192,120,16.8362779058559,1009385984000.0,NULL);
+INSERT INTO "chains" VALUES(50,0,3,'67dc26ee8b61a72b4f66610c05ae66b77e5fbc7d586d2a301030687b2d4b10d7',3,'Let''s break down the problem step-by-step and solve it using Python and SymPy.
+
+1. **Initial Likes**: Fishio received 2000 likes after 1 week.
+2. **Likes Three Weeks Later**: Three weeks later, the number of likes was 70 times as many as the initial number of likes. This means the number of likes three weeks later is \(70 \times 2000 = 14000\).
+3. **New Likes Recently**: Fishio received 20000 more new likes recently. Therefore, the total number of likes now is the sum of the likes from the initial week, the likes from three weeks later, and the new likes.
+
+Let''s write the Python code to calculate the total number of likes.
+
+```python
+# Initial likes after 1 week
+initial_likes = 2000
+
+# Likes three weeks later
+likes_three_weeks_later = 70 * initial_likes
+
+# New likes recently
+new_likes = 20000
+
+# Total likes now
+total_likes = initial_likes + likes_three_weeks_later + new_likes
+
+# Print the total likes
+print(total_likes)','stop',251,192,120,16.8362779058559,1009385984000.0,NULL);
+INSERT INTO "chains" VALUES(50,1,0,'4ed0d2f6fc83411298c553e6c3587a59a8b2070eecef811eeae5aae4500c7412',0,'The initial number of likes \(L_0\) is approximately 222.22. Since the number of likes must be an integer, we can round this to the nearest whole number. So, \(L_0 = 222\).
+
+Now, we can find the number of likes after 4 weeks by substituting \(L_0 = 222\) into the equation \(L_4 = L_3 + 20000\):
+\[L_4 = 70 \times 222 + 20000.\]
+
+Let''s calculate this value.
+```python
+# Calculate the number of likes after receiving 20000 more likes
+L_4 = 70 * 222 + 20000
+print(L_4)','stop',175,551,526,1.2372400924878697026e+01,707281024000.0,NULL);
+INSERT INTO "chains" VALUES(50,2,0,'ee4fd5cfad839b91bf7c26f5f8068c72a17aa7cceae90d5bc27b43e886289b07',0,'The final number of Instagram likes is \(\boxed{162000}\).','stop',20,477,464,2.48637967866185727316e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(50,3,0,'a9279516ad7a89f4d8a5eb7ca0fd7025219073a267409791fca38ee8b1146486',0,'The total number of Instagram likes is \(\boxed{162000}\).','stop',20,455,442,2.43974661666531256187e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(50,4,0,'5c9dbc8f27027b8564e9e6668d5b858bc5822362a4d0343f20c309387fa6711a',0,'The total','length',2,737,725,9.05683213335578329861e-01,46204288000.0,NULL);
+INSERT INTO "chains" VALUES(51,0,0,'0cacc92c0a2af73b8c68349fd1777fd72283f50f6aabca8e1f5d641951838ee8',0,'To determine how many pages Shiela has left to write, we can follow these steps:
+
+1. Calculate the number of pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages in the paper.
+
+Let''s implement this in Python using sympy to ensure the calculation is accurate.
+
+```python
+import sympy as sp
+
+# Total number of pages in the paper
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = sp.Rational(1, 3)
+
+# Calculate the number of pages already written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left = total_pages - pages_written
+
+print(pages_left)','stop',156,162,120,1.3468730810105620677e+01,750819680000.0,NULL);
+INSERT INTO "chains" VALUES(51,0,1,'0cacc92c0a2af73b8c68349fd1777fd72283f50f6aabca8e1f5d641951838ee8',1,'To solve this problem, we can follow these steps:
+
+1. Determine how many pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages required to find out how many pages she has left to write.
+
+Let''s break this down into manageable parts and write the Python code to calculate the result.
+
+1. The total number of pages required is 15.
+2. Shiela has already written \(\frac{1}{3}\) of the paper. So, the number of pages she has already written is \(\frac{15}{3} = 5\).
+3. The number of pages she has left to write is \(15 - 5 = 10\).
+
+We will use Python code to confirm this calculation.
+```python
+# Total number of pages required
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Number of pages already written
+pages_written = total_pages * fraction_written
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+print(pages_left)','stop',236,162,120,1.3468730810105620677e+01,750819680000.0,NULL);
+INSERT INTO "chains" VALUES(51,0,2,'0cacc92c0a2af73b8c68349fd1777fd72283f50f6aabca8e1f5d641951838ee8',2,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate how many pages Shiela has already written.
+2. Subtract the number of pages she has written from the total number of pages she needs to write.
+
+Let''s break it down step-by-step and implement it in Python.
+
+1. Calculate the number of pages Shiela has already written:
+\[ \text{Pages written} = \frac{1}{3} \times 15 \]
+2. Subtract the number of pages she has written from the total number of pages she needs to write:
+\[ \text{Pages left to write} = 15 - \text{Pages written} \]
+
+We''ll write the Python code to perform these calculations.
+```python
+# Total number of pages in the research paper
+total_pages = 15
+
+# Fraction of the paper that has already been written
+fraction_written = 1 / 3
+
+# Calculate the number of pages written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left_to_write = total_pages - pages_written
+
+print(pages_left_to_write)','stop',241,162,120,1.3468730810105620677e+01,750819680000.0,NULL);
+INSERT INTO "chains" VALUES(51,0,3,'0cacc92c0a2af73b8c68349fd1777fd72283f50f6aabca8e1f5d641951838ee8',3,'Let''s break down the problem step by step and then use Python code to ensure the result is accurate.
+
+1. **Determine the total number of pages**: The total number of pages is 15.
+2. **Calculate the number of pages already written**: Shiela has written \(\frac{1}{3}\) of the total pages.
+3. **Calculate the number of pages left to write**: Subtract the number of pages already written from the total number of pages.
+
+We can use Python to perform these calculations accurately. Let''s write the code.
+```python
+# Total number of pages
+total_pages = 15
+
+# Number of pages already written
+pages_written = total_pages / 3
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+
+# Output the final answer
+print(pages_left)','stop',174,162,120,1.3468730810105620677e+01,750819680000.0,NULL);
+INSERT INTO "chains" VALUES(51,1,0,'31b849ab34350ffd4df1b8cd0a426807517742a83df7a6ea471de199b68ede1f',0,'Shiela has \(\boxed{10}\) pages left to write.','stop',18,326,317,1.66533325625277939252e+00,92408576000.0,NULL);
+INSERT INTO "chains" VALUES(51,2,0,'4a09d060bdc892f384376f9a38ce920be9d9118d2902ad9591b52d453b8c3ce7',0,'The number of pages Shiela has left to write is \(\boxed{10}\).','stop',20,408,397,1.89681390941283711804e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(51,3,0,'493413676eba64daef2b7fe723b6ffc68b73ef9b7de4bc11e224643a3ab0133a',0,'Shiela has \(\boxed{10}\) pages left to write.','stop',18,413,402,1.83404870624872273765e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(51,4,0,'b43290e3269189db780734e669bb150d253aff8159b34a0fc85b547492feb5d6',0,'The number of pages Shiela has left to write is \(\boxed{10}\).','stop',20,346,335,1.93979810341867664469e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(52,0,0,'3e9eedef16655f13f15bcadee89474ef081120384a7b61eb1f3889e9c221eb99',0,'Let''s break down the problem step by step and use Python to ensure our calculations are accurate.
+
+1. Determine Kassidy''s money. Since Kassidy has \(\frac{3}{4}\) times as much money as Aurelia, and Aurelia has $120, we can calculate Kassidy''s money as follows:
+\[ \text{Kassidy''s money} = \frac{3}{4} \times 120 \]
+
+2. Determine Rayna''s money. Since Rayna has 60 more dollars than Kassidy, we can calculate Rayna''s money as follows:
+\[ \text{Rayna''s money} = \text{Kassidy''s money} + 60 \]
+
+3. Calculate the total money they have together. We can add Rayna''s money, Kassidy''s money, and Aurelia''s money to get the total.
+
+4. Share the total money equally among Rayna, Kassidy, and Aurelia. Since there are 3 people, we can divide the total money by 3.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+aurelia_money = 120
+
+# Calculate Kassidy''s money
+kassidy_money = (3/4) * aurelia_money
+
+# Calculate Rayna''s money
+rayna_money = kassidy_money + 60
+
+# Calculate the total money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Share the total money equally among Rayna, Kassidy, and Aurelia
+money_per_person = total_money / 3
+
+# Print the results
+print(((kassidy_money, rayna_money, total_money, money_per_person)))','stop',369,184,120,2.735992265098546028e+01,1440329824000.0,NULL);
+INSERT INTO "chains" VALUES(52,0,1,'3e9eedef16655f13f15bcadee89474ef081120384a7b61eb1f3889e9c221eb99',1,'To determine how much each person would have if they decided to add together their money and share equally among them, we need to follow these steps:
+
+1. Calculate how much Kassidy has.
+2. Calculate how much Rayna has.
+3. Find the total amount of money they have together.
+4. Divide the total amount by 3 to find out how much each person would have if they share equally.
+
+Let''s start with step 1:
+Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Given that Aurelia has $120, we can calculate Kassidy''s amount of money as follows:
+\[
+\text{Kassidy''s money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, let''s move to step 2:
+Rayna has 60 more dollars than Kassidy. Since Kassidy has $90, we can calculate Rayna''s amount of money as follows:
+\[
+\text{Rayna''s money} = 90 + 60 = 150
+\]
+
+Now, let''s move to step 3:
+To find the total amount of money they have together, we add the amounts of money that Rayna and Kassidy have:
+\[
+\text{Total money} = 150 + 90 = 240
+\]
+
+Finally, let''s move to step 4:
+To find out how much each person would have if they share equally among them, we divide the total amount of money by 3:
+\[
+\text{Each person''s share} = \frac{240}{3} = 80
+\]
+
+Therefore, each person would have \(\boxed{80}\) dollars if they decided to add together their money and share equally among them.','stop',392,184,120,2.735992265098546028e+01,1440329824000.0,NULL);
+INSERT INTO "chains" VALUES(52,0,2,'3e9eedef16655f13f15bcadee89474ef081120384a7b61eb1f3889e9c221eb99',2,'To solve this problem, we need to follow these steps:
+
+1. Determine how much money Kassidy has.
+2. Determine how much money Rayna has.
+3. Calculate the total amount of money Rayna, Kassidy, and Aurelia have together.
+4. Divide the total amount of money equally among Rayna, Kassidy, and Aurelia.
+
+Let''s break it down step by step and use Python code to ensure accuracy.
+
+1. Aurelia has $120.
+2. Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. So, Kassidy has \(120 \times \frac{3}{4}\).
+3. Rayna has 60 more dollars than Kassidy. So, Rayna has \(\text{Kassidy''s money} + 60\).
+4. The total amount of money is the sum of the money Rayna, Kassidy, and Aurelia have. So, the total amount is \(\text{Rayna''s money} + \text{Kassidy''s money} + \text{Aurelia''s money}\).
+5. Finally, the amount each person would have if they decided to share equally among them is \(\frac{\text{Total amount}}{3}\).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given values
+aurelia_money = 120
+
+# Calculate Kassidy''s money
+kassidy_money = aurelia_money * (3 / 4)
+
+# Calculate Rayna''s money
+rayna_money = kassidy_money + 60
+
+# Calculate the total amount of money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Calculate the amount each person would have if they share equally
+amount_per_person = total_money / 3
+
+print(amount_per_person)','stop',399,184,120,2.735992265098546028e+01,1440329824000.0,NULL);
+INSERT INTO "chains" VALUES(52,0,3,'3e9eedef16655f13f15bcadee89474ef081120384a7b61eb1f3889e9c221eb99',3,'To determine how much each person would have if they decided to add together their money and share equally among them, we will follow these steps:
+
+1. Find out how much Kassidy has.
+2. Find out how much Rayna has.
+3. Calculate the total amount of money they have together.
+4. Divide the total amount by 3 to find out how much each person would have if they shared equally.
+
+Let''s start with step 1. We know that Aurelia has $120 and Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we can calculate Kassidy''s money as follows:
+\[
+\text{Kassidy''s money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, we move to step 2. We know that Rayna has 60 more dollars than Kassidy. Therefore, we can calculate Rayna''s money as follows:
+\[
+\text{Rayna''s money} = 90 + 60 = 150
+\]
+
+Now, we move to step 3. We need to find the total amount of money that Rayna, Kassidy, and Aurelia have together. We add their individual amounts together:
+\[
+\text{Total money} = 150 + 90 + 120 = 360
+\]
+
+Finally, we move to step 4. We need to divide the total amount by 3 to find out how much each person would have if they shared equally among them. We calculate this as follows:
+\[
+\text{Amount each person has} = \frac{360}{3} = 120
+\]
+
+Therefore, each person would have \(\boxed{120}\) dollars if they decided to add together their money and share equally among them.','stop',401,184,120,2.735992265098546028e+01,1440329824000.0,NULL);
+INSERT INTO "chains" VALUES(52,1,0,'f42c9119a7d0c8ac393c5a924320f6a85eec3e71ce8d6cebf59a1412a8d3ab59',0,'The calculations show that Kassidy has $90, Rayna has $150, and the total money they have together is $360. When they share this money equally among Rayna, Kassidy, and Aurelia, each person would have $120.
+
+So, the final answer is \(\boxed{120}\).','stop',76,585,552,8.96648791517267,383851008000.0,NULL);
+INSERT INTO "chains" VALUES(52,2,0,'1a676937eb4d8ff180c9ade438501c5382ec8cf0d51319af6ec1d4a08f5fdce6',0,'The final answer is \(\boxed{120}\).','stop',14,594,582,1.67727625166298799364e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(53,0,0,'e6d5c6cdf55b88e5ada5417113f1f86bc6665c6099527781d7c87008f619dbc0',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Determine the remaining amount after Frances''s investment.
+5. Calculate Skyler''s investment.
+
+Let''s break it down and use Python code to ensure accuracy.
+
+1. Dylan''s investment is \(\frac{2}{5}\) of the total amount of $1200.
+2. Frances''s investment is \(\frac{2}{3}\) of the remaining amount after Dylan''s investment.
+3. Skyler''s investment is the remaining amount after Frances''s investment.
+
+Let''s write the Python code to calculate this.
+```python
+# Total amount invested by three people
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Remaining amount after Dylan''s investment
+remaining_after_dylan = total_amount - dylan_investment
+
+# Frances''s investment
+frances_investment = (2/3) * remaining_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Skyler''s investment
+skyler_investment = remaining_after_frances
+
+print(skyler_investment)','stop',273,184,120,2.51436070529381368028e+01,1299939872000.0,NULL);
+INSERT INTO "chains" VALUES(53,0,1,'e6d5c6cdf55b88e5ada5417113f1f86bc6665c6099527781d7c87008f619dbc0',1,'To determine how much money Skyler invested, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Subtract the amount invested by Dylan and Frances from the remaining amount to find Skyler''s investment.
+
+Let''s start with the first step:
+
+Dylan''s investment is \(\frac{2}{5}\) of the total amount. The total amount invested is $1200, so we calculate:
+\[
+\text{Dylan''s investment} = \frac{2}{5} \times 1200 = \frac{2400}{5} = 480
+\]
+
+Next, we need to find the remaining amount after Dylan''s investment. This is the total amount minus Dylan''s investment:
+\[
+\text{Remaining amount} = 1200 - 480 = 720
+\]
+
+Now, Frances''s investment is \(\frac{2}{3}\) of the remaining amount. So, we calculate:
+\[
+\text{Frances''s investment} = \frac{2}{3} \times 720 = \frac{1440}{3} = 480
+\]
+
+Finally, we need to find Skyler''s investment. This is the remaining amount minus Frances''s investment:
+\[
+\text{Skyler''s investment} = 720 - 480 = 240
+\]
+
+Therefore, the amount of money Skyler''s investment is \(\boxed{240}\).','stop',337,184,120,2.51436070529381368028e+01,1299939872000.0,NULL);
+INSERT INTO "chains" VALUES(53,0,2,'e6d5c6cdf55b88e5ada5417113f1f86bc6665c6099527781d7c87008f619dbc0',2,'To solve the problem, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Calculate the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Calculate the remaining amount after Frances''s investment.
+5. The remaining amount is Skyler''s investment.
+
+Let''s break it down step by step and use Python code to ensure accuracy.
+
+1. Calculate Dylan''s investment:
+\[ \text{Dylan''s investment} = \frac{2}{5} \times 1200 \]
+
+2. Calculate the remaining amount after Dylan''s investment:
+\[ \text{Remaining amount after Dylan} = 1200 - \text{Dylan''s investment} \]
+
+3. Calculate Frances''s investment:
+\[ \text{Frances''s investment} = \frac{2}{3} \times \text{Remaining amount after Dylan} \]
+
+4. Calculate the remaining amount after Frances''s investment:
+\[ \text{Remaining amount after Frances} = \text{Remaining amount after Dylan} - \text{Frances''s investment} \]
+
+5. The remaining amount is Skyler''s investment:
+\[ \text{Skyler''s investment} = \text{Remaining amount after Frances} \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Total investment
+total_investment = 1200
+
+# Dylan''s investment (2/5 of total investment)
+dylan_investment = (2/5) * total_investment
+
+# Remaining amount after Dylan''s investment
+remaining_after_dylan = total_investment - dylan_investment
+
+# Frances''s investment (2/3 of remaining amount)
+frances_investment = (2/3) * remaining_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Skyler''s investment (remaining amount after Frances''s investment)
+skyler_investment = remaining_after_frances
+
+print(skyler_investment)','stop',413,184,120,2.51436070529381368028e+01,1299939872000.0,NULL);
+INSERT INTO "chains" VALUES(53,0,3,'e6d5c6cdf55b88e5ada5417113f1f86bc6665c6099527781d7c87008f619dbc0',3,'To determine how much money Skyler''s investment was, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Subtract the amount invested by Dylan and Frances from the remaining amount to find Skyler''s investment.
+
+Let''s go through each step in detail.
+
+1. **Dylan''s Investment:**
+   Dylan invested \(\frac{2}{5}\) of the total amount.
+   \[
+   \text{Dylan''s Investment} = \frac{2}{5} \times 1200 = \frac{2 \times 1200}{5} = \frac{2400}{5} = 480
+   \]
+
+2. **Remaining Amount After Dylan''s Investment:**
+   After Dylan invested $480, the remaining amount is:
+   \[
+   \text{Remaining Amount} = 1200 - 480 = 720
+   \]
+
+3. **Frances''s Investment:**
+   Frances invested \(\frac{2}{3}\) of the remaining amount.
+   \[
+   \text{Frances''s Investment} = \frac{2}{3} \times 720 = \frac{2 \times 720}{3} = \frac{1440}{3} = 480
+   \]
+
+4. **Skyler''s Investment:**
+   Skyler''s investment is the remaining amount after Dylan''s and Frances''s investments.
+   \[
+   \text{Skyler''s Investment} = 720 - 480 = 240
+   \]
+
+Therefore, the amount of money Skyler''s investment was \(\boxed{240}\).','stop',380,184,120,2.51436070529381368028e+01,1299939872000.0,NULL);
+INSERT INTO "chains" VALUES(53,1,0,'211d679c69687c21603ffdb9d3a77e332ee265ad4cfd7506e02d00b7e37a9ad8',0,'The amount of money invested by Skyler is \(\boxed{240}\).','stop',19,468,456,2.1321332044947967077e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(53,2,0,'3fb6b4c42815e85c815ced2a582701ce9d35cafe2e1c6498c6d6024d4dd278aa',0,'The amount of money Skyler''s investment was \(\boxed{240}\).','stop',19,608,596,2.13865289048893192358e+00,106625280000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -5141,6 +5795,12 @@ INSERT INTO "jobs" VALUES(44,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(45,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-596',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','294','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 55903019, "usage": {"prompt_tokens": 218, "cached_prompt_tokens": 120, "completion_tokens": 1342, "calls": 1, "seconds": 88.45571897872102, "flops": 5103796736000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0191, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0195, "call_seconds": 0.0258, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.017, "call_seconds": 0.0179, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2], "seeds": [2039998746, 2040006665, 2040014584], "usage": {"prompt_tokens": 1742, "cached_prompt_tokens": 1682, "completion_tokens": 154, "calls": 3, "seconds": 12.632270940864135, "flops": 749931136000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0]}, {"event": "vote", "counts": {"294": 2, "260": 2}, "tie_broken_by_rng": true, "winner": "294"}]',1960,1802,1496,7,0,0,5853727872000.0,0.0,1.63536478798996540717e+02,1.01150773100583094791e+02,1.79631388013808321953e+09);
 INSERT INTO "jobs" VALUES(46,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-617',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 299316763, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1206, "calls": 1, "seconds": 85.58692295711616, "flops": 4499586816000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0135, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0206, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [1390344094, 1390352013], "usage": {"prompt_tokens": 1041, "cached_prompt_tokens": 1021, "completion_tokens": 50, "calls": 2, "seconds": 5.721460271000978, "flops": 241683968000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',1225,1141,1256,5,0,0,4741270784000.0,0.0,2.09233288475996232597e+02,9.13425318841090216892e+01,1.79631402251352262494e+09);
 INSERT INTO "jobs" VALUES(47,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-621',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','3000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1731034075, "usage": {"prompt_tokens": 181, "cached_prompt_tokens": 120, "completion_tokens": 1231, "calls": 1, "seconds": 89.92818024308367, "flops": 4577778688000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0275, "call_seconds": 0.03, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0183, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0132, "call_seconds": 0.0141, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [2092484152, 2092492071, 2092507909], "usage": {"prompt_tokens": 1524, "cached_prompt_tokens": 1491, "completion_tokens": 61, "calls": 3, "seconds": 4.995471195752977, "flops": 323430016000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"3000": 4}, "tie_broken_by_rng": false, "winner": "3000"}]',1705,1611,1292,7,0,0,4901208704000.0,0.0,1.59798870452010305593e+02,9.49860577208354897073e+01,1.79631404032237935062e+09);
+INSERT INTO "jobs" VALUES(48,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-635',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1418444855, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 121, "completion_tokens": 1247, "calls": 1, "seconds": 75.99047355572748, "flops": 4659524736000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"10": 2, "0": 1, "9": 1}, "tie_broken_by_rng": false, "winner": "10"}]',189,121,1247,1,0,0,4659524736000.0,0.0,1.55490664477008976975e+02,7.59904735557274761941e+01,1.79631417800702643389e+09);
+INSERT INTO "jobs" VALUES(49,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-647',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 700973549, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 1511, "calls": 1, "seconds": 88.90398456532671, "flops": 5580056320000.0}}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0147, "call_seconds": 0.0154, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [3], "seeds": [482446351], "usage": {"prompt_tokens": 592, "cached_prompt_tokens": 581, "completion_tokens": 23, "calls": 1, "seconds": 3.580495904039708, "flops": 117287808000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 1]}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',775,701,1534,3,0,0,5697344128000.0,0.0,2.24176196436994359831e+02,9.24999175343643855774e+01,1.79631426450486159323e+09);
+INSERT INTO "jobs" VALUES(50,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-649',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','162000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 585624449, "usage": {"prompt_tokens": 192, "cached_prompt_tokens": 120, "completion_tokens": 1068, "calls": 1, "seconds": 67.3451116234236, "flops": 4037543936000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.019, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0255, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0197, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [972990252, 973006090, 973014009], "usage": {"prompt_tokens": 1483, "cached_prompt_tokens": 1432, "completion_tokens": 215, "calls": 3, "seconds": 17.298527220205866, "flops": 934748288000.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.013, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 2, "paths": [0], "seeds": [973094981], "usage": {"prompt_tokens": 737, "cached_prompt_tokens": 725, "completion_tokens": 2, "calls": 1, "seconds": 0.9056832133355783, "flops": 46204288000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered"], "code_runs": [2, 0, 1, 1]}, {"event": "vote", "counts": {"35540": 1, "160000": 1, "162000": 2}, "tie_broken_by_rng": false, "winner": "162000"}]',2412,2277,1285,9,0,0,5018496512000.0,0.0,1.48618783484998857598e+02,8.56266011229626258262e+01,1.79631432662911653518e+09);
+INSERT INTO "jobs" VALUES(51,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-655',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 328438721, "usage": {"prompt_tokens": 162, "cached_prompt_tokens": 120, "completion_tokens": 807, "calls": 1, "seconds": 53.87492324042248, "flops": 3003278720000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0294, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0244, "call_seconds": 0.0279, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0186, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0237, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1409965082, 1409973001, 1409980920, 1409988839], "usage": {"prompt_tokens": 1493, "cached_prompt_tokens": 1451, "completion_tokens": 76, "calls": 4, "seconds": 7.335993975333016, "flops": 405176064000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',1655,1571,883,9,0,0,3408454784000.0,0.0,8.66944634729879908246e+01,6.13104810237467106031e+01,1.7963143512053632736e+09);
+INSERT INTO "jobs" VALUES(52,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-666',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','120','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1577547697, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1561, "calls": 1, "seconds": 109.43969060394184, "flops": 5761319296000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0118, "call_seconds": 0.0127, "stdout_bytes": 28, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0144, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [205243402, 205259240], "usage": {"prompt_tokens": 1179, "cached_prompt_tokens": 1134, "completion_tokens": 90, "calls": 2, "seconds": 10.643764166835659, "flops": 472705408000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"120": 3, "80": 1}, "tie_broken_by_rng": false, "winner": "120"}]',1363,1254,1651,5,0,0,6234024704000.0,0.0,2.42113317460010875944e+02,1.20110478698770066334e+02,1.79631456874668335912e+09);
+INSERT INTO "jobs" VALUES(53,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-676',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 88901682, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1403, "calls": 1, "seconds": 100.57442821175255, "flops": 5199759488000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0211, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0204, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [420791286, 420807124], "usage": {"prompt_tokens": 1076, "cached_prompt_tokens": 1052, "completion_tokens": 38, "calls": 2, "seconds": 4.270786094983729, "flops": 213250560000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"240": 4}, "tie_broken_by_rng": false, "winner": "240"}]',1260,1172,1441,5,0,0,5413010048000.0,0.0,2.17714124884994816963e+02,1.04886788998740627216e+02,1.79631456892447638517e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -10819,10 +11479,716 @@ print(total_cost)
 3000
 ```
 The total cost of the physical therapy sessions is \(\boxed{3000}\) dollars.','3000',1,'equivalent',399,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,0,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Calculate the total cost of 10 classes.
+2. Determine if the total cost exceeds $10 per class.
+3. If the total cost exceeds $10 per class, find out how many classes he can miss before the cost exceeds $10 per class again.
+
+Let''s start with the first step. The cost of each class is $60, and there are 10 classes. So, the total cost is:
+\[ 60 \times 10 = 600 \text{ dollars} \]
+
+Next, we need to check if the total cost of 600 dollars exceeds $10 per class. The cost per class is $60, so we divide $600 by $60:
+\[ 600 \div 60 = 10 \text{ dollars} \]
+
+Since $10 is equal to $10, it means that the total cost of 600 dollars is exactly $10 per class. Therefore, Manny can miss any number of classes before his parents won''t sign him up again. However, the problem asks for the number of classes he can miss before the cost exceeds $10 per class again, and the total cost is exactly $10 per class. Therefore, the number of classes he can miss is:
+\[ 10 \]
+
+The final answer is:
+\[ \boxed{10} \]','10',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(48,1,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. **Define the cost per class**: Manny''s classes cost $60 each.
+2. **Define the maximum allowed cost per class**: Manny''s parents tell him that if the classes cost more than $10 per class, they won''t sign him up again.
+3. **Set up the inequality**: We need to find the maximum number of classes \( n \) such that the cost of the classes is less than or equal to $10 per class.
+
+The inequality can be written as:
+\[ 60n \leq 10 \]
+
+To solve for \( n \), we divide both sides of the inequality by 60:
+\[ n \leq \frac{10}{60} \]
+\[ n \leq \frac{1}{6} \]
+
+Since \( n \) represents the number of classes, it must be a whole number. The largest whole number less than or equal to \(\frac{1}{6}\) is 0. Therefore, Manny can miss up to 0 classes before his parents won''t sign him up again.
+
+The final answer is:
+\[
+\boxed{0}
+\]','0',0,'not_equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,2,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Identify the cost per class.
+2. Calculate the total number of classes that would exceed $10 per class.
+3. Subtract the number of classes he can miss from the total number of classes to find out how many classes he can miss.
+
+First, the cost per class is $60. Manny''s parents will not sign him up if the cost per class exceeds $10. Therefore, we need to find the maximum number of classes that can be taken without exceeding $10 per class. We do this by dividing $10 by $60:
+
+\[
+\frac{10}{60} = \frac{1}{6} \approx 0.1667
+\]
+
+Since Manny can''t take a fraction of a class, he can take at most 0 classes without exceeding $10 per class. This means the maximum number of classes Manny can take without exceeding $10 per class is 0.
+
+Next, we need to find out how many classes Manny can miss before he can''t take any more classes. Since the maximum number of classes he can take is 0, he can miss all 10 classes before he can''t take any more classes.
+
+Thus, the number of classes Manny can miss before they don''t sign him up again is \(\boxed{10}\).','10',0,'not_equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(48,3,'To determine how many classes Manny can miss before his parents won''t sign him up again, we need to follow these steps:
+
+1. Calculate the total cost of the classes if Manny misses all the classes he plans to take.
+2. Determine how many classes he can miss before the total cost exceeds $10 per class.
+
+First, let''s find out how much Manny would pay if he takes all 10 classes:
+\[ 10 \text{ classes} \times \$60 \text{ per class} = \$600 \]
+
+Next, we need to find out how many classes Manny can miss before the total cost exceeds $10 per class. Let''s say Manny misses \( x \) classes. The number of classes he will still take will be \( 10 - x \), and the total cost will be:
+\[ (10 - x) \times \$60 \]
+
+We need this total cost to be more than $10 per class:
+\[ (10 - x) \times \$60 > \$10 \]
+
+To find the maximum value of \( x \), we can solve the inequality:
+\[ 600 - 60x > 10 \]
+\[ 600 - 10 > 60x \]
+\[ 590 > 60x \]
+\[ x < \frac{590}{60} \]
+\[ x < 9.8333 \]
+
+Since \( x \) must be a whole number, the maximum value for \( x \) is 9. Therefore, Manny can miss up to 9 classes before his parents won''t sign him up again.
+
+The final answer is:
+\[
+\boxed{9}
+\]','9',0,'not_equivalent',364,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,0,'To determine how long it will take Bill to dig the well, we need to calculate the time it takes for him to dig through the soil and the clay separately and then add these times together.
+
+1. Calculate the time it takes to dig through the soil:
+   - Bill digs 4 feet per hour through soil.
+   - He has to dig 24 feet of soil.
+   - Time to dig through soil = Distance / Speed = 24 feet / 4 feet/hour = 6 hours.
+
+2. Calculate the time it takes to dig through the clay:
+   - Bill digs half as fast through clay as through soil, so he digs 2 feet per hour through clay.
+   - He has to dig 8 feet of clay.
+   - Time to dig through clay = Distance / Speed = 8 feet / 2 feet/hour = 4 hours.
+
+3. Add the time it takes to dig through the soil and the clay to get the total time:
+   - Total time = Time through soil + Time through clay = 6 hours + 4 hours = 10 hours.
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',251,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(49,1,'To determine how long it will take Bill to dig the well, we need to break down the problem into smaller steps and calculate the time required for each part of the digging process separately.
+
+1. **Calculate the digging speed for soil:**
+   Bill can dig 4 feet per hour through soil.
+
+2. **Calculate the digging speed for clay:**
+   Bill can dig half of the speed he does through soil. Therefore, his digging speed through clay is:
+   \[
+   \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+   \]
+
+3. **Calculate the time to dig the soil:**
+   Bill has to dig 24 feet of soil. The time required to dig the soil is:
+   \[
+   \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+   \]
+
+4. **Calculate the time to dig the clay:**
+   Bill has to dig 8 feet of clay. The time required to dig the clay is:
+   \[
+   \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+   \]
+
+5. **Calculate the total time to dig the well:**
+   The total time required to dig the well is the sum of the time required to dig the soil and the time required to dig the clay:
+   \[
+   6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+   \]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,2,'To determine how long it will take Bill to dig the well, we need to calculate the time required for each part of the well separately and then sum these times.
+
+1. **Calculate the time to dig through the soil:**
+   - Bill''s digging speed through soil is 4 feet/hour.
+   - He needs to dig 24 feet of soil.
+   - The time required to dig through the soil is given by the formula:
+     \[
+     \text{Time}_\text{soil} = \frac{\text{Length of soil}}{\text{Speed of digging through soil}}
+     \]
+   - Substituting the given values:
+     \[
+     \text{Time}_\text{soil} = \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours}
+     \]
+
+2. **Calculate the time to dig through the clay:**
+   - Bill''s digging speed through clay is half of his speed through soil. Therefore, his speed through clay is:
+     \[
+     \text{Speed of digging through clay} = \frac{4 \text{ feet/hour}}{2} = 2 \text{ feet/hour}
+     \]
+   - He needs to dig 8 feet of clay.
+   - The time required to dig through the clay is given by the formula:
+     \[
+     \text{Time}_\text{clay} = \frac{\text{Length of clay}}{\text{Speed of digging through clay}}
+     \]
+   - Substituting the given values:
+     \[
+     \text{Time}_\text{clay} = \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours}
+     \]
+
+3. **Calculate the total time required to dig the well:**
+   - The total time is the sum of the time required to dig through the soil and the time required to dig through the clay:
+     \[
+     \text{Total time} = \text{Time}_\text{soil} + \text{Time}_\text{clay} = 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours}
+     \]
+
+Therefore, the total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',507,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(49,3,'To solve this problem, we need to break it down into two parts: the time taken to dig the soil and the time taken to dig the clay. We can then sum these times to get the total time required to dig the well.
+
+1. **Time to dig through soil:** Bill digs 4 feet per hour through soil. If he has to dig 24 feet of soil, the time taken to dig the soil is \( \frac{24 \text{ feet}}{4 \text{ feet/hour}} = 6 \text{ hours} \).
+2. **Time to dig through clay:** Bill digs half as fast through clay as he does through soil. Therefore, he digs \( \frac{4}{2} = 2 \) feet per hour through clay. If he has to dig 8 feet of clay, the time taken to dig the clay is \( \frac{8 \text{ feet}}{2 \text{ feet/hour}} = 4 \text{ hours} \).
+3. **Total time:** The total time required to dig the well is the sum of the time taken to dig the soil and the time taken to dig the clay, which is \( 6 \text{ hours} + 4 \text{ hours} = 10 \text{ hours} \).
+
+Let''s confirm this with Python code.
+```python
+# Define the digging rates and distances
+rate_soil = 4  # feet per hour
+distance_soil = 24  # feet
+
+rate_clay = rate_soil / 2  # feet per hour
+distance_clay = 8  # feet
+
+# Calculate the time to dig through soil and clay
+time_soil = distance_soil / rate_soil
+time_clay = distance_clay / rate_clay
+
+# Calculate the total time
+total_time = time_soil + time_clay
+print(total_time)
+```
+```output
+10.0
+```
+The total time it will take Bill to dig the well is \(\boxed{10}\) hours.','10',1,'equivalent',422,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,0,'Let''s break down the problem step by step and then use Python to verify our calculations.
+
+1. **Initial number of likes**: Let''s denote this by \(L_0\).
+2. **Likes after 1 week**: \(L_1 = L_0 + 2000\).
+3. **Likes after 3 weeks**: \(L_3 = L_1 \times 7 = (L_0 + 2000) \times 7\).
+4. **Likes after receiving 20000 more likes**: \(L_4 = L_3 + 20000\).
+
+We know that after 3 weeks, the number of likes was 70 times as many as the initial number of likes, so:
+\[L_3 = 70 \times L_0.\]
+
+Substituting \(L_3\) from the first equation into the second equation, we get:
+\[70 \times L_0 = (L_0 + 2000) \times 7.\]
+
+Simplifying this equation, we get:
+\[70 \times L_0 = 7L_0 + 14000,\]
+\[63 \times L_0 = 14000,\]
+\[L_0 = \frac{14000}{63}.\]
+
+Let''s calculate the value of \(L_0\).
+```python
+# Calculate the initial number of likes
+L_0 = 14000 / 63
+print(L_0)
+```
+```output
+222.22222222222223
+```
+The initial number of likes \(L_0\) is approximately 222.22. Since the number of likes must be an integer, we can round this to the nearest whole number. So, \(L_0 = 222\).
+
+Now, we can find the number of likes after 4 weeks by substituting \(L_0 = 222\) into the equation \(L_4 = L_3 + 20000\):
+\[L_4 = 70 \times 222 + 20000.\]
+
+Let''s calculate this value.
+```python
+# Calculate the number of likes after receiving 20000 more likes
+L_4 = 70 * 222 + 20000
+print(L_4)
+```
+```output
+35540
+```
+The total','35540',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,1,'To determine the total number of Instagram likes, we need to follow the sequence of events step by step.
+
+1. **Initial number of likes:**
+   Fishio received 2000 likes on the photo after 1 week.
+
+2. **Likes after 3 weeks:**
+   Three weeks later, the number of likes was 70 times as many as the initial number of likes.
+   \[
+   70 \times 2000 = 140000
+   \]
+   So, after 3 weeks, the number of likes is 140000.
+
+3. **Likes after receiving additional new likes:**
+   Recently, Fishio received 20000 more new likes.
+   \[
+   140000 + 20000 = 160000
+   \]
+   Therefore, the total number of Instagram likes now is \(\boxed{160000}\).','160000',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(50,2,'To solve this problem, we need to calculate the number of likes Fishio received over time and then account for the additional 20,000 likes she received recently. Let''s break it down step by step.
+
+1. **Initial likes**: Fishio received 2000 likes after 1 week.
+2. **Likes three weeks later**: The number of likes was 70 times as many as the initial number of likes. So, the likes after 3 weeks would be \(70 \times 2000\).
+3. **Total likes up to the latest update**: The total likes up to the latest update would be the sum of the likes after 1 week, the likes after 3 weeks, and the additional 20,000 likes.
+4. **Final answer**: The final number of Instagram likes is the total likes up to the latest update.
+
+Let''s write the Python code to calculate this.
+```python
+# Initial number of likes after 1 week
+initial_likes = 2000
+
+# Likes after 3 weeks
+likes_after_3_weeks = 70 * initial_likes
+
+# Total likes up to the latest update
+total_likes = initial_likes + likes_after_3_weeks + 20000
+
+print(total_likes)
+```
+```output
+162000
+```
+The final number of Instagram likes is \(\boxed{162000}\).','162000',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(50,3,'Let''s break down the problem step-by-step and solve it using Python and SymPy.
+
+1. **Initial Likes**: Fishio received 2000 likes after 1 week.
+2. **Likes Three Weeks Later**: Three weeks later, the number of likes was 70 times as many as the initial number of likes. This means the number of likes three weeks later is \(70 \times 2000 = 14000\).
+3. **New Likes Recently**: Fishio received 20000 more new likes recently. Therefore, the total number of likes now is the sum of the likes from the initial week, the likes from three weeks later, and the new likes.
+
+Let''s write the Python code to calculate the total number of likes.
+
+```python
+# Initial likes after 1 week
+initial_likes = 2000
+
+# Likes three weeks later
+likes_three_weeks_later = 70 * initial_likes
+
+# New likes recently
+new_likes = 20000
+
+# Total likes now
+total_likes = initial_likes + likes_three_weeks_later + new_likes
+
+# Print the total likes
+print(total_likes)
+```
+```output
+162000
+```
+The total number of Instagram likes is \(\boxed{162000}\).','162000',1,'equivalent',271,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,0,'To determine how many pages Shiela has left to write, we can follow these steps:
+
+1. Calculate the number of pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages in the paper.
+
+Let''s implement this in Python using sympy to ensure the calculation is accurate.
+
+```python
+import sympy as sp
+
+# Total number of pages in the paper
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = sp.Rational(1, 3)
+
+# Calculate the number of pages already written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left = total_pages - pages_written
+
+print(pages_left)
+```
+```output
+10
+```
+Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',174,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(51,1,'To solve this problem, we can follow these steps:
+
+1. Determine how many pages Shiela has already written.
+2. Subtract the number of pages she has already written from the total number of pages required to find out how many pages she has left to write.
+
+Let''s break this down into manageable parts and write the Python code to calculate the result.
+
+1. The total number of pages required is 15.
+2. Shiela has already written \(\frac{1}{3}\) of the paper. So, the number of pages she has already written is \(\frac{15}{3} = 5\).
+3. The number of pages she has left to write is \(15 - 5 = 10\).
+
+We will use Python code to confirm this calculation.
+```python
+# Total number of pages required
+total_pages = 15
+
+# Fraction of the paper already written
+fraction_written = 1 / 3
+
+# Number of pages already written
+pages_written = total_pages * fraction_written
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+print(pages_left)
+```
+```output
+10.0
+```
+The number of pages Shiela has left to write is \(\boxed{10}\).','10',1,'equivalent',256,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,2,'To determine how many pages Shiela has left to write, we need to follow these steps:
+
+1. Calculate how many pages Shiela has already written.
+2. Subtract the number of pages she has written from the total number of pages she needs to write.
+
+Let''s break it down step-by-step and implement it in Python.
+
+1. Calculate the number of pages Shiela has already written:
+\[ \text{Pages written} = \frac{1}{3} \times 15 \]
+2. Subtract the number of pages she has written from the total number of pages she needs to write:
+\[ \text{Pages left to write} = 15 - \text{Pages written} \]
+
+We''ll write the Python code to perform these calculations.
+```python
+# Total number of pages in the research paper
+total_pages = 15
+
+# Fraction of the paper that has already been written
+fraction_written = 1 / 3
+
+# Calculate the number of pages written
+pages_written = fraction_written * total_pages
+
+# Calculate the number of pages left to write
+pages_left_to_write = total_pages - pages_written
+
+print(pages_left_to_write)
+```
+```output
+10.0
+```
+Shiela has \(\boxed{10}\) pages left to write.','10',1,'equivalent',259,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(51,3,'Let''s break down the problem step by step and then use Python code to ensure the result is accurate.
+
+1. **Determine the total number of pages**: The total number of pages is 15.
+2. **Calculate the number of pages already written**: Shiela has written \(\frac{1}{3}\) of the total pages.
+3. **Calculate the number of pages left to write**: Subtract the number of pages already written from the total number of pages.
+
+We can use Python to perform these calculations accurately. Let''s write the code.
+```python
+# Total number of pages
+total_pages = 15
+
+# Number of pages already written
+pages_written = total_pages / 3
+
+# Number of pages left to write
+pages_left = total_pages - pages_written
+
+# Output the final answer
+print(pages_left)
+```
+```output
+10.0
+```
+The number of pages Shiela has left to write is \(\boxed{10}\).','10',1,'equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,0,'Let''s break down the problem step by step and use Python to ensure our calculations are accurate.
+
+1. Determine Kassidy''s money. Since Kassidy has \(\frac{3}{4}\) times as much money as Aurelia, and Aurelia has $120, we can calculate Kassidy''s money as follows:
+\[ \text{Kassidy''s money} = \frac{3}{4} \times 120 \]
+
+2. Determine Rayna''s money. Since Rayna has 60 more dollars than Kassidy, we can calculate Rayna''s money as follows:
+\[ \text{Rayna''s money} = \text{Kassidy''s money} + 60 \]
+
+3. Calculate the total money they have together. We can add Rayna''s money, Kassidy''s money, and Aurelia''s money to get the total.
+
+4. Share the total money equally among Rayna, Kassidy, and Aurelia. Since there are 3 people, we can divide the total money by 3.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+aurelia_money = 120
+
+# Calculate Kassidy''s money
+kassidy_money = (3/4) * aurelia_money
+
+# Calculate Rayna''s money
+rayna_money = kassidy_money + 60
+
+# Calculate the total money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Share the total money equally among Rayna, Kassidy, and Aurelia
+money_per_person = total_money / 3
+
+# Print the results
+print(((kassidy_money, rayna_money, total_money, money_per_person)))
+```
+```output
+(90.0, 150.0, 360.0, 120.0)
+```
+The calculations show that Kassidy has $90, Rayna has $150, and the total money they have together is $360. When they share this money equally among Rayna, Kassidy, and Aurelia, each person would have $120.
+
+So, the final answer is \(\boxed{120}\).','120',1,'equivalent',445,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(52,1,'To determine how much each person would have if they decided to add together their money and share equally among them, we need to follow these steps:
+
+1. Calculate how much Kassidy has.
+2. Calculate how much Rayna has.
+3. Find the total amount of money they have together.
+4. Divide the total amount by 3 to find out how much each person would have if they share equally.
+
+Let''s start with step 1:
+Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Given that Aurelia has $120, we can calculate Kassidy''s amount of money as follows:
+\[
+\text{Kassidy''s money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, let''s move to step 2:
+Rayna has 60 more dollars than Kassidy. Since Kassidy has $90, we can calculate Rayna''s amount of money as follows:
+\[
+\text{Rayna''s money} = 90 + 60 = 150
+\]
+
+Now, let''s move to step 3:
+To find the total amount of money they have together, we add the amounts of money that Rayna and Kassidy have:
+\[
+\text{Total money} = 150 + 90 = 240
+\]
+
+Finally, let''s move to step 4:
+To find out how much each person would have if they share equally among them, we divide the total amount of money by 3:
+\[
+\text{Each person''s share} = \frac{240}{3} = 80
+\]
+
+Therefore, each person would have \(\boxed{80}\) dollars if they decided to add together their money and share equally among them.','80',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,2,'To solve this problem, we need to follow these steps:
+
+1. Determine how much money Kassidy has.
+2. Determine how much money Rayna has.
+3. Calculate the total amount of money Rayna, Kassidy, and Aurelia have together.
+4. Divide the total amount of money equally among Rayna, Kassidy, and Aurelia.
+
+Let''s break it down step by step and use Python code to ensure accuracy.
+
+1. Aurelia has $120.
+2. Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. So, Kassidy has \(120 \times \frac{3}{4}\).
+3. Rayna has 60 more dollars than Kassidy. So, Rayna has \(\text{Kassidy''s money} + 60\).
+4. The total amount of money is the sum of the money Rayna, Kassidy, and Aurelia have. So, the total amount is \(\text{Rayna''s money} + \text{Kassidy''s money} + \text{Aurelia''s money}\).
+5. Finally, the amount each person would have if they decided to share equally among them is \(\frac{\text{Total amount}}{3}\).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Given values
+aurelia_money = 120
+
+# Calculate Kassidy''s money
+kassidy_money = aurelia_money * (3 / 4)
+
+# Calculate Rayna''s money
+rayna_money = kassidy_money + 60
+
+# Calculate the total amount of money
+total_money = rayna_money + kassidy_money + aurelia_money
+
+# Calculate the amount each person would have if they share equally
+amount_per_person = total_money / 3
+
+print(amount_per_person)
+```
+```output
+120.0
+```
+The final answer is \(\boxed{120}\).','120',1,'equivalent',413,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(52,3,'To determine how much each person would have if they decided to add together their money and share equally among them, we will follow these steps:
+
+1. Find out how much Kassidy has.
+2. Find out how much Rayna has.
+3. Calculate the total amount of money they have together.
+4. Divide the total amount by 3 to find out how much each person would have if they shared equally.
+
+Let''s start with step 1. We know that Aurelia has $120 and Kassidy has \(\frac{3}{4}\) times as much money as Aurelia. Therefore, we can calculate Kassidy''s money as follows:
+\[
+\text{Kassidy''s money} = \frac{3}{4} \times 120 = 90
+\]
+
+Next, we move to step 2. We know that Rayna has 60 more dollars than Kassidy. Therefore, we can calculate Rayna''s money as follows:
+\[
+\text{Rayna''s money} = 90 + 60 = 150
+\]
+
+Now, we move to step 3. We need to find the total amount of money that Rayna, Kassidy, and Aurelia have together. We add their individual amounts together:
+\[
+\text{Total money} = 150 + 90 + 120 = 360
+\]
+
+Finally, we move to step 4. We need to divide the total amount by 3 to find out how much each person would have if they shared equally among them. We calculate this as follows:
+\[
+\text{Amount each person has} = \frac{360}{3} = 120
+\]
+
+Therefore, each person would have \(\boxed{120}\) dollars if they decided to add together their money and share equally among them.','120',1,'equivalent',401,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Determine the remaining amount after Frances''s investment.
+5. Calculate Skyler''s investment.
+
+Let''s break it down and use Python code to ensure accuracy.
+
+1. Dylan''s investment is \(\frac{2}{5}\) of the total amount of $1200.
+2. Frances''s investment is \(\frac{2}{3}\) of the remaining amount after Dylan''s investment.
+3. Skyler''s investment is the remaining amount after Frances''s investment.
+
+Let''s write the Python code to calculate this.
+```python
+# Total amount invested by three people
+total_amount = 1200
+
+# Dylan''s investment
+dylan_investment = (2/5) * total_amount
+
+# Remaining amount after Dylan''s investment
+remaining_after_dylan = total_amount - dylan_investment
+
+# Frances''s investment
+frances_investment = (2/3) * remaining_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Skyler''s investment
+skyler_investment = remaining_after_frances
+
+print(skyler_investment)
+```
+```output
+240.0
+```
+The amount of money invested by Skyler is \(\boxed{240}\).','240',1,'equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(53,1,'To determine how much money Skyler invested, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Subtract the amount invested by Dylan and Frances from the remaining amount to find Skyler''s investment.
+
+Let''s start with the first step:
+
+Dylan''s investment is \(\frac{2}{5}\) of the total amount. The total amount invested is $1200, so we calculate:
+\[
+\text{Dylan''s investment} = \frac{2}{5} \times 1200 = \frac{2400}{5} = 480
+\]
+
+Next, we need to find the remaining amount after Dylan''s investment. This is the total amount minus Dylan''s investment:
+\[
+\text{Remaining amount} = 1200 - 480 = 720
+\]
+
+Now, Frances''s investment is \(\frac{2}{3}\) of the remaining amount. So, we calculate:
+\[
+\text{Frances''s investment} = \frac{2}{3} \times 720 = \frac{1440}{3} = 480
+\]
+
+Finally, we need to find Skyler''s investment. This is the remaining amount minus Frances''s investment:
+\[
+\text{Skyler''s investment} = 720 - 480 = 240
+\]
+
+Therefore, the amount of money Skyler''s investment is \(\boxed{240}\).','240',1,'equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,2,'To solve the problem, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Calculate the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Calculate the remaining amount after Frances''s investment.
+5. The remaining amount is Skyler''s investment.
+
+Let''s break it down step by step and use Python code to ensure accuracy.
+
+1. Calculate Dylan''s investment:
+\[ \text{Dylan''s investment} = \frac{2}{5} \times 1200 \]
+
+2. Calculate the remaining amount after Dylan''s investment:
+\[ \text{Remaining amount after Dylan} = 1200 - \text{Dylan''s investment} \]
+
+3. Calculate Frances''s investment:
+\[ \text{Frances''s investment} = \frac{2}{3} \times \text{Remaining amount after Dylan} \]
+
+4. Calculate the remaining amount after Frances''s investment:
+\[ \text{Remaining amount after Frances} = \text{Remaining amount after Dylan} - \text{Frances''s investment} \]
+
+5. The remaining amount is Skyler''s investment:
+\[ \text{Skyler''s investment} = \text{Remaining amount after Frances} \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Total investment
+total_investment = 1200
+
+# Dylan''s investment (2/5 of total investment)
+dylan_investment = (2/5) * total_investment
+
+# Remaining amount after Dylan''s investment
+remaining_after_dylan = total_investment - dylan_investment
+
+# Frances''s investment (2/3 of remaining amount)
+frances_investment = (2/3) * remaining_after_dylan
+
+# Remaining amount after Frances''s investment
+remaining_after_frances = remaining_after_dylan - frances_investment
+
+# Skyler''s investment (remaining amount after Frances''s investment)
+skyler_investment = remaining_after_frances
+
+print(skyler_investment)
+```
+```output
+240.0
+```
+The amount of money Skyler''s investment was \(\boxed{240}\).','240',1,'equivalent',432,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(53,3,'To determine how much money Skyler''s investment was, we need to follow these steps:
+
+1. Calculate Dylan''s investment.
+2. Determine the remaining amount after Dylan''s investment.
+3. Calculate Frances''s investment.
+4. Subtract the amount invested by Dylan and Frances from the remaining amount to find Skyler''s investment.
+
+Let''s go through each step in detail.
+
+1. **Dylan''s Investment:**
+   Dylan invested \(\frac{2}{5}\) of the total amount.
+   \[
+   \text{Dylan''s Investment} = \frac{2}{5} \times 1200 = \frac{2 \times 1200}{5} = \frac{2400}{5} = 480
+   \]
+
+2. **Remaining Amount After Dylan''s Investment:**
+   After Dylan invested $480, the remaining amount is:
+   \[
+   \text{Remaining Amount} = 1200 - 480 = 720
+   \]
+
+3. **Frances''s Investment:**
+   Frances invested \(\frac{2}{3}\) of the remaining amount.
+   \[
+   \text{Frances''s Investment} = \frac{2}{3} \times 720 = \frac{2 \times 720}{3} = \frac{1440}{3} = 480
+   \]
+
+4. **Skyler''s Investment:**
+   Skyler''s investment is the remaining amount after Dylan''s and Frances''s investments.
+   \[
+   \text{Skyler''s Investment} = 720 - 480 = 240
+   \]
+
+Therefore, the amount of money Skyler''s investment was \(\boxed{240}\).','240',1,'equivalent',380,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631404032266521453e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',47,4.3821801178329915275e+03,4.38217722474400943593e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631456892501854892e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',53,4.91078215724100300594e+03,4.91077928889999748215e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -10975,5 +12341,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-621',0,47,'3000',1.0,1,4,1,1705.0,1611.0,323.0,0.0,3.99497176130025764004e+01,1.47460608193939404298e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-621',0,47,'3000',1.0,1,6,1,1705.0,1611.0,646.0,0.0,7.98994352260051528009e+01,2.61680695595959619142e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-621',0,47,'3000',1.0,1,1,0,1705.0,1611.0,1292.0,0.0,1.59798870452010305593e+02,4901208704000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-635',0,48,'10',0.0,0,4,1,189.0,121.0,311.75,0.0,3.88726661192522442433e+01,1.34559278973079833987e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-635',0,48,'10',0.0,0,6,1,189.0,121.0,623.5,0.0,7.77453322385044884876e+01,2.45023677182053222661e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-635',0,48,'10',0.0,0,1,0,189.0,121.0,1247.0,0.0,1.55490664477008976975e+02,4659524736000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-647',0,49,'10',1.0,1,4,1,775.0,701.0,383.5,0.0,5.60440491092485899588e+01,1.62097943940298510742e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-647',0,49,'10',1.0,1,6,1,775.0,701.0,767.0,0.0,1.12088098218497179915e+02,2.97976766893532373052e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-647',0,49,'10',1.0,1,1,0,775.0,701.0,1534.0,0.0,2.24176196436994359831e+02,5697344128000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-649',0,50,'35540',0.5,0,4,1,2412.0,2277.0,321.25,0.0,3.71546958712497144006e+01,1.6124570659154929199e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-649',0,50,'35540',0.5,0,6,1,2412.0,2277.0,642.5,0.0,7.43093917424994288012e+01,2.74780354794366210927e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-649',0,50,'162000',1.0,1,1,0,2412.0,2277.0,1285.0,0.0,1.48618783484998857598e+02,5018496512000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-655',0,51,'10',1.0,1,4,1,1655.0,1571.0,220.75,0.0,2.16736158682469977061e+01,1.07417434893898645019e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-655',0,51,'10',1.0,1,6,1,1655.0,1571.0,441.5,0.0,4.33472317364939954123e+01,1.85226782729265747069e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-655',0,51,'10',1.0,1,1,0,1655.0,1571.0,883.0,0.0,8.66944634729879908246e+01,3408454784000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-666',0,52,'120',0.75,1,4,1,1363.0,1254.0,412.75,0.0,6.0528329365002718986e+01,1.84806953938181811524e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-666',0,52,'120',0.75,1,6,1,1363.0,1254.0,825.5,0.0,1.21056658730005437972e+02,3.31005459425454541012e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-666',0,52,'120',1.0,1,1,0,1363.0,1254.0,1651.0,0.0,2.42113317460010875944e+02,6234024704000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-676',0,53,'240',1.0,1,4,1,1260.0,1172.0,360.25,0.0,5.44285312212487042398e+01,1.5869076219856115723e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-676',0,53,'240',1.0,1,6,1,1260.0,1172.0,720.5,0.0,1.08857062442497408481e+02,2.86227509732374072268e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-676',0,53,'240',1.0,1,1,0,1260.0,1172.0,1441.0,0.0,2.17714124884994816963e+02,5413010048000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
