@@ -5737,6 +5737,780 @@ Let''s go through each step in detail.
 Therefore, the amount of money Skyler''s investment was \(\boxed{240}\).','stop',380,184,120,2.51436070529381368028e+01,1299939872000.0,NULL);
 INSERT INTO "chains" VALUES(53,1,0,'211d679c69687c21603ffdb9d3a77e332ee265ad4cfd7506e02d00b7e37a9ad8',0,'The amount of money invested by Skyler is \(\boxed{240}\).','stop',19,468,456,2.1321332044947967077e+00,106625280000.0,NULL);
 INSERT INTO "chains" VALUES(53,2,0,'3fb6b4c42815e85c815ced2a582701ce9d35cafe2e1c6498c6d6024d4dd278aa',0,'The amount of money Skyler''s investment was \(\boxed{240}\).','stop',19,608,596,2.13865289048893192358e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(54,0,0,'6644204cc9ed54247422bebc41f06ab0bfd0e51ed9839c62b77a14396f81b582',0,'To determine the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have, we need to follow these steps:
+
+1. Identify the number of cookies each person has based on the information given.
+2. Sum the number of cookies from all four people.
+
+First, we know that Katarina has 68 cookies. According to the problem, Katarina has 5 less cookies than Max. So, we can find the number of cookies Max has by adding 5 to Katarina''s number of cookies:
+\[
+\text{Max''s cookies} = 68 + 5 = 73
+\]
+
+Next, we know that Max has 12 more cookies than the Cookie Monster. So, we can find the number of cookies the Cookie Monster has by subtracting 12 from Max''s number of cookies:
+\[
+\text{Cookie Monster''s cookies} = 73 - 12 = 61
+\]
+
+Finally, we know that Summer has 23 more cookies than Max. So, we can find the number of cookies Summer has by adding 23 to Max''s number of cookies:
+\[
+\text{Summer''s cookies} = 73 + 23 = 96
+\]
+
+Now, we sum the number of cookies from all four people to find the total number of cookies:
+\[
+\text{Total number of cookies} = 68 + 73 + 61 + 96
+\]
+
+We can add these numbers step by step:
+\[
+68 + 73 = 141
+\]
+\[
+141 + 61 = 202
+\]
+\[
+202 + 96 = 398
+\]
+
+Therefore, the total number of cookies they have is \(\boxed{398}\).','stop',392,179,120,2.53808540829850208813e+01,1359472320000.0,NULL);
+INSERT INTO "chains" VALUES(54,0,1,'6644204cc9ed54247422bebc41f06ab0bfd0e51ed9839c62b77a14396f81b582',1,'Let''s solve the problem step-by-step using Python code.
+
+1. We know that Katarina has 68 cookies.
+2. Katarina has 5 less cookies than Max. So, Max has \(68 + 5\) cookies.
+3. Max has 12 more cookies than the Cookie Monster. So, the Cookie Monster has \(Max - 12\) cookies.
+4. Summer has 23 more cookies than Max. So, Summer has \(Max + 23\) cookies.
+
+We can now calculate the number of cookies each person has and then sum them up.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given number of cookies Katarina has
+cookies_katarina = 68
+
+# Calculate the number of cookies Max has
+cookies_max = cookies_katarina + 5
+
+# Calculate the number of cookies the Cookie Monster has
+cookies_monster = cookies_max - 12
+
+# Calculate the number of cookies Summer has
+cookies_summer = cookies_max + 23
+
+# Calculate the total number of cookies
+total_cookies = cookies_katarina + cookies_max + cookies_monster + cookies_summer
+print(total_cookies)','stop',251,179,120,2.53808540829850208813e+01,1359472320000.0,NULL);
+INSERT INTO "chains" VALUES(54,0,2,'6644204cc9ed54247422bebc41f06ab0bfd0e51ed9839c62b77a14396f81b582',2,'To find the total number of cookies, we need to determine the number of cookies each person has and then sum them up. Let''s break it down step by step.
+
+1. **Identify the number of cookies Summer has:**
+   - Katarina has 68 cookies.
+   - Katarina has 5 less cookies than Max. Therefore, Max has \(68 + 5 = 73\) cookies.
+   - Max has 12 more cookies than the Cookie Monster. Therefore, the Cookie Monster has \(73 - 12 = 61\) cookies.
+   - Summer has 23 more cookies than Max. Therefore, Summer has \(73 + 23 = 96\) cookies.
+
+2. **Sum the number of cookies each person has:**
+   - Katarina has 68 cookies.
+   - Max has 73 cookies.
+   - The Cookie Monster has 61 cookies.
+   - Summer has 96 cookies.
+   - The total number of cookies is \(68 + 73 + 61 + 96\).
+
+3. **Calculate the total:**
+   \[
+   68 + 73 = 141
+   \]
+   \[
+   141 + 61 = 202
+   \]
+   \[
+   202 + 96 = 308
+   \]
+
+Therefore, the total number of cookies they have is \(\boxed{308}\).','stop',320,179,120,2.53808540829850208813e+01,1359472320000.0,NULL);
+INSERT INTO "chains" VALUES(54,0,3,'6644204cc9ed54247422bebc41f06ab0bfd0e51ed9839c62b77a14396f81b582',3,'To determine the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have, we need to follow these steps:
+
+1. **Find the number of cookies Max has:**
+   We know that Katarina has 5 less cookies than Max. Katarina has 68 cookies. Therefore, we can set up the following equation:
+   \[
+   \text{Max''s cookies} = \text{Katarina''s cookies} + 5
+   \]
+   Substituting the given value for Katarina''s cookies:
+   \[
+   \text{Max''s cookies} = 68 + 5 = 73
+   \]
+
+2. **Find the number of cookies the Cookie Monster has:**
+   We know that Max has 12 more cookies than the Cookie Monster. Since we already found that Max has 73 cookies, we can set up the following equation:
+   \[
+   \text{Cookie Monster''s cookies} = \text{Max''s cookies} - 12
+   \]
+   Substituting the value for Max''s cookies:
+   \[
+   \text{Cookie Monster''s cookies} = 73 - 12 = 61
+   \]
+
+3. **Find the number of cookies Summer has:**
+   We know that Summer has 23 more cookies than Max. Since we already found that Max has 73 cookies, we can set up the following equation:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23
+   \]
+   Substituting the value for Max''s cookies:
+   \[
+   \text{Summer''s cookies} = 73 + 23 = 96
+   \]
+
+4. **Calculate the total number of cookies:**
+   Now, we add up the number of cookies each person has:
+   \[
+   \text{Total cookies} = \text{Katarina''s cookies} + \text{Max''s cookies} + \text{Cookie Monster''s cookies} + \text{Summer''s cookies}
+   \]
+   Substituting the values we found:
+   \[
+   \text{Total cookies} = 68 + 73 + 61 + 96
+   \]
+
+5. **Perform the addition:**
+   \[
+   68 + 73 = 141
+   \]
+  ','length',512,179,120,2.53808540829850208813e+01,1359472320000.0,NULL);
+INSERT INTO "chains" VALUES(54,1,0,'15153ece7848328e2cb08fe7f6a08183e352058396cb08d4303e585a7a46780d',0,'The total number of cookies that Katarina, Max, the Cookie Monster, and Summer have is \(\boxed{298}\).','stop',30,439,429,1.94612768239749156506e+00,138612864000.0,NULL);
+INSERT INTO "chains" VALUES(55,0,0,'e514d9b2b3e24d530ba9b9a662340584d86da76a7f3803b45f46c431a55d1c29',0,'To solve this problem, let''s break it down step-by-step.
+
+1. Let''s denote the original length of the dress by \( L \) centimeters.
+2. Shania extends the dress by 50% of its original length, so the new length of the dress becomes \( L + 0.5L = 1.5L \).
+3. She then adds 20 cm to the bottom of the dress with a lace trim, so the final length of the dress becomes \( 1.5L + 20 \) cm.
+4. We are given that the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+5. We can solve this equation for \( L \) using Python.
+
+Let''s write the Python code to solve this equation.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+L = symbols(''L'')
+
+# Define the equation
+equation = Eq(1.5 * L + 20, 140)
+
+# Solve the equation
+original_length = solve(equation, L)[0]
+print(original_length)','stop',255,200,121,2.00741023037357066991e+01,1155995744000.0,NULL);
+INSERT INTO "chains" VALUES(55,0,1,'e514d9b2b3e24d530ba9b9a662340584d86da76a7f3803b45f46c431a55d1c29',1,'Let''s solve the problem step-by-step:
+
+1. Let the original length of the dress be \( L \) cm.
+2. After extending the dress by 50%, the new length of the dress is \( L + 0.5L = 1.5L \) cm.
+3. Adding 20 cm to the bottom of the dress with a lace trim, the new total length of the dress is \( 1.5L + 20 \) cm.
+4. We know that the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+5. Solving for \( L \), we get \( 1.5L = 120 \), so \( L = \frac{120}{1.5} = 80 \) cm.
+
+Now, let''s write the Python code to verify this solution.
+
+```python
+# Define the final length of the dress
+final_length = 140
+
+# The additional length added to the dress
+additional_length = 20
+
+# Let the original length of the dress be L
+# After extending the dress by 50%, the new length is 1.5L
+# Adding 20 cm to the bottom of the dress, the new total length is 1.5L + 20
+# We know that the final length is 140 cm, so we can set up the equation 1.5L + 20 = 140
+# Solving for L, we get 1.5L = 120, so L = 120 / 1.5
+
+# Calculate the original length of the dress
+original_length = (final_length - additional_length) / 1.5
+
+# Print the original length of the dress
+print(original_length)','stop',404,200,121,2.00741023037357066991e+01,1155995744000.0,NULL);
+INSERT INTO "chains" VALUES(55,0,2,'e514d9b2b3e24d530ba9b9a662340584d86da76a7f3803b45f46c431a55d1c29',2,'Let''s solve the problem step-by-step. We''ll denote the original length of the dress by \( L \).
+
+The dress is extended by 50% of its original length, which means the new length of the dress is \( L + 0.5L = 1.5L \). Additionally, Shania adds 20cm to the bottom of the dress with a lace trim, so the total length of the dress is \( 1.5L + 20 \).
+
+We know that the final design is 140cm long. Therefore, we can set up the following equation:
+\[ 1.5L + 20 = 140 \]
+
+To find \( L \), we need to solve this equation. Let''s do this step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+L = symbols(''L'')
+
+# Define the equation
+equation = Eq(1.5 * L + 20, 140)
+
+# Solve the equation
+original_length = solve(equation, L)[0]
+print(original_length)','stop',239,200,121,2.00741023037357066991e+01,1155995744000.0,NULL);
+INSERT INTO "chains" VALUES(55,0,3,'e514d9b2b3e24d530ba9b9a662340584d86da76a7f3803b45f46c431a55d1c29',3,'Let''s break down the problem step by step and use Python code to ensure our calculations are accurate.
+
+1. Let''s denote the original length of the dress by \( L \) cm.
+2. Shania extends the dress by 50% of its original length, so the new length of the dress after the extension is \( L + 0.5L = 1.5L \) cm.
+3. She also adds 20 cm to the bottom of the dress with a lace trim, so the final length of the dress is \( 1.5L + 20 \) cm.
+4. According to the problem, the final length of the dress is 140 cm. Therefore, we can set up the equation:
+\[ 1.5L + 20 = 140 \]
+5. To find \( L \), we need to solve the equation for \( L \). We can do this by subtracting 20 from both sides of the equation:
+\[ 1.5L = 120 \]
+6. Finally, we divide both sides by 1.5 to solve for \( L \):
+\[ L = \frac{120}{1.5} \]
+
+Let''s write the Python code to calculate this.
+```python
+# Define the final length of the dress
+final_length = 140
+
+# Calculate the original length of the dress
+original_length = (final_length - 20) / 1.5
+
+# Print the original length of the dress
+print(original_length)','stop',328,200,121,2.00741023037357066991e+01,1155995744000.0,NULL);
+INSERT INTO "chains" VALUES(55,1,0,'9a302f049dda7ff864691c7d069800f5451394a33c0409e9e720bc6602cb92d2',0,'The original length of the dress was \(\boxed{80}\) centimeters.','stop',19,477,454,2.02513110644005278615e+00,145721216000.0,NULL);
+INSERT INTO "chains" VALUES(55,2,0,'37b9da446464f85edcbde5b761a8a23cd2922cbd4275c1c3c028a09a53635f1a',0,'The original length of the dress was \(\boxed{80}\) cm.','stop',18,614,603,1.66914029185863910242e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(55,3,0,'4ff2b1ec9574a3b8e5dd5ef33e40be5707445013de19353073a3a1cb810a9b2d',0,'The original length of the dress was \(\boxed{80}\) centimeters.','stop',19,461,438,1.99951623444732318191e+00,145721216000.0,NULL);
+INSERT INTO "chains" VALUES(55,4,0,'281377b3af1c332a79e745941b1450a3e8c14ee1884f7c2776d27593ff140e7b',0,'The original length of the dress was \(\boxed{80}\) centimeters.','stop',19,538,527,1.71224715243962632982e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(56,0,0,'a68b0681d6afa6972384c0e78ae7c641da2406a294a8a12e842017b6ec9efa8a',0,'To solve this problem, we need to follow these steps:
+
+1. Determine the total number of slices of pizza each person ate.
+2. Calculate the total number of slices eaten by all four friends.
+3. Subtract the total number of slices eaten by all four friends from the total number of slices to find out how many slices are left.
+
+Let''s break it down step by step and implement it in Python using sympy.
+
+1. Each person ordered one pizza with 12 slices.
+2. Bryce and two friends ate \(\frac{2}{3}\) of their pizzas, so each of them ate \(\frac{2}{3} \times 12 = 8\) slices.
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas, so each of them ate \(\frac{3}{4} \times 12 = 9\) slices.
+4. The total number of slices eaten by Bryce and his friends is \(8 + 8 + 9 + 9 = 34\).
+5. The total number of slices in the pizzas is \(4 \times 12 = 48\).
+6. The number of slices left is \(48 - 34 = 14\).
+
+Let''s write the Python code to verify this calculation.
+```python
+# Total number of pizzas and slices per pizza
+num_pizzas = 4
+slices_per_pizza = 12
+
+# Each person ate 2/3 of their pizza
+bryce_slices = (2/3) * slices_per_pizza
+friends_slices = (3/4) * slices_per_pizza
+
+# Total slices eaten by Bryce and his friends
+total_slices_eaten = bryce_slices + friends_slices + friends_slices + bryce_slices
+
+# Total slices in the pizzas
+total_slices = num_pizzas * slices_per_pizza
+
+# Slices left
+slices_left = total_slices - total_slices_eaten
+print(slices_left)','stop',419,182,120,2.55003271563037863249e+01,1443884000000.0,NULL);
+INSERT INTO "chains" VALUES(56,0,1,'a68b0681d6afa6972384c0e78ae7c641da2406a294a8a12e842017b6ec9efa8a',1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of pizza slices.
+2. Determine how many slices each person ate.
+3. Subtract the slices eaten by each person from the total number of slices.
+
+Let''s break it down and write the Python code to solve it step by step.
+
+1. Calculate the total number of pizza slices:
+   - Each pizza has 12 slices.
+   - There are 5 pizzas (Bryce and his 4 friends).
+   - Total slices = 5 * 12
+
+2. Determine how many slices each person ate:
+   - Bryce and two friends ate 2/3 of their pizzas.
+   - The two remaining friends ate ¾ of their pizzas.
+   - Let''s calculate the number of slices each person ate:
+     - Bryce and two friends: \( \frac{2}{3} \times 12 = 8 \) slices each.
+     - The two remaining friends: \( \frac{3}{4} \times 12 = 9 \) slices each.
+
+3. Subtract the slices eaten by each person from the total number of slices:
+   - Total slices left = Total slices - (8 slices each for Bryce and two friends + 9 slices each for the two remaining friends)
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total number of pizza slices
+total_pizzas = 5
+slices_per_pizza = 12
+total_slices = total_pizzas * slices_per_pizza
+
+# Step 2: Determine how many slices each person ate
+slices_bryce_and_friends = (2/3) * slices_per_pizza * 2
+slices_remaining_friends = (3/4) * slices_per_pizza * 2
+
+# Step 3: Subtract the slices eaten by each person from the total number of slices
+slices_left = total_slices - (slices_bryce_and_friends + slices_remaining_friends)
+print(slices_left)','stop',423,182,120,2.55003271563037863249e+01,1443884000000.0,NULL);
+INSERT INTO "chains" VALUES(56,0,2,'a68b0681d6afa6972384c0e78ae7c641da2406a294a8a12e842017b6ec9efa8a',2,'To determine the number of pizza slices left, we will follow these steps:
+
+1. Calculate the total number of pizza slices.
+2. Determine how many slices each person ate.
+3. Subtract the total number of slices eaten from the total number of slices available to find the remaining slices.
+
+First, we calculate the total number of pizza slices. Each pizza has 12 slices, and there are 5 pizzas (Bryce + 4 friends).
+\[
+12 \text{ slices/pizza} \times 5 \text{ pizzas} = 60 \text{ slices}
+\]
+
+Next, we determine how many slices each person ate. Bryce and two friends each ate \(\frac{2}{3}\) of their pizzas. Since each pizza has 12 slices, each of these individuals ate:
+\[
+\frac{2}{3} \times 12 = 8 \text{ slices}
+\]
+Since there are 5 people, Bryce and his two friends together ate:
+\[
+8 \text{ slices/person} \times 3 \text{ people} = 24 \text{ slices}
+\]
+
+The two remaining friends each ate \(\frac{3}{4}\) of their pizzas. Again, each pizza has 12 slices, so each of these individuals ate:
+\[
+\frac{3}{4} \times 12 = 9 \text{ slices}
+\]
+Since there are 3 friends, the two remaining friends together ate:
+\[
+9 \text{ slices/person} \times 3 \text{ people} = 27 \text{ slices}
+\]
+
+Now, we subtract the total number of slices eaten from the total number of slices available to find the remaining slices:
+\[
+60 \text{ slices} - 24 \text{ slices} - 27 \text{ slices} = 8 \text{ slices}
+\]
+
+Therefore, the number of slices of pizza left is \(\boxed{8}\).','stop',416,182,120,2.55003271563037863249e+01,1443884000000.0,NULL);
+INSERT INTO "chains" VALUES(56,0,3,'a68b0681d6afa6972384c0e78ae7c641da2406a294a8a12e842017b6ec9efa8a',3,'Let''s break down the problem step-by-step and use Python to ensure the result is accurate.
+
+1. First, calculate the total number of pizza slices.
+2. Determine how many slices each person ate.
+3. Calculate the total number of slices eaten by Bryce and the two friends.
+4. Calculate the total number of slices eaten by the two remaining friends.
+5. Subtract the total number of slices eaten from the total number of slices to find out how many slices are left.
+
+Let''s implement this in Python.
+```python
+# Number of slices per pizza
+slices_per_pizza = 12
+
+# Number of pizzas
+num_pizzas = 5
+
+# Fraction of pizza eaten by Bryce and his two friends
+fraction_eaten_by_first_two = 2 / 3
+
+# Fraction of pizza eaten by the two remaining friends
+fraction_eaten_by_remaining_two = 3 / 4
+
+# Total slices eaten by Bryce and his two friends
+slices_eaten_by_first_two = slices_per_pizza * fraction_eaten_by_first_two
+
+# Total slices eaten by the two remaining friends
+slices_eaten_by_remaining_two = slices_per_pizza * fraction_eaten_by_remaining_two
+
+# Total slices eaten
+total_slices_eaten = slices_eaten_by_first_two + slices_eaten_by_remaining_two
+
+# Total slices
+total_slices = slices_per_pizza * num_pizzas
+
+# Slices left
+slices_left = total_slices - total_slices_eaten
+print(slices_left)','stop',309,182,120,2.55003271563037863249e+01,1443884000000.0,NULL);
+INSERT INTO "chains" VALUES(56,1,0,'94ab9f035ec793a334f3b267ad79fc9d93ab16df7104ddc79b04bd32028853da',0,'The number of slices of pizza left is \(\boxed{14}\).','stop',17,611,600,1.61649979924550279974e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(56,2,0,'f69623ee9e0ca3f2d82359d30ba1306b2ef8c8c5933203e33cd3c8f03ce3570d',0,'The number of slices of pizza left is \(\boxed{26}\).','stop',17,615,604,1.6640974612528225407e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(56,3,0,'b7290fe8775935125d43ea896e812b914c21c4190f973c87134e3105aad3bb50',0,'The number of slices of pizza left is \(\boxed{43}\).','stop',17,501,490,1.59912895226443652063e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(57,0,0,'8f0ab1d18a4bcdd049ef2eb133e768b0e94ee612741e6f406e5c8992fc7be9f0',0,'To determine how much money each of Greg''s younger siblings received, we need to divide the total amount of money by the number of siblings. Here are the steps:
+
+1. Identify the total amount of money Greg found. In this case, it is $20.
+2. Identify the number of siblings Greg has. Greg has 3 younger siblings.
+3. Divide the total amount of money by the number of siblings to find out how much each sibling received. This can be expressed as:
+   \[
+   \frac{20}{3}
+   \]
+4. Perform the division:
+   \[
+   \frac{20}{3} \approx 6.67
+   \]
+   However, since the problem asks for the exact amount, we leave the answer as a fraction:
+   \[
+   \frac{20}{3}
+   \]
+
+So, each of Greg''s younger siblings received \(\boxed{\frac{20}{3}}\) dollars.','stop',202,167,120,1.16630718658903838043e+01,595324480000.0,NULL);
+INSERT INTO "chains" VALUES(57,0,1,'8f0ab1d18a4bcdd049ef2eb133e768b0e94ee612741e6f406e5c8992fc7be9f0',1,'To determine how much money each of Greg''s siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found.
+2. Determine the number of people sharing the money.
+3. Divide the total amount of money by the number of people sharing it.
+
+Step 1: Identify the total amount of money Greg found.
+Greg found $20.
+
+Step 2: Determine the number of people sharing the money.
+Greg and his 3 younger siblings make a total of 4 people.
+
+Step 3: Divide the total amount of money by the number of people sharing it.
+We can express this division as:
+\[ \frac{20}{4} = 5 \]
+
+Therefore, each of Greg''s siblings received \(\boxed{5}\) dollars.','stop',161,167,120,1.16630718658903838043e+01,595324480000.0,NULL);
+INSERT INTO "chains" VALUES(57,0,2,'8f0ab1d18a4bcdd049ef2eb133e768b0e94ee612741e6f406e5c8992fc7be9f0',2,'To solve the problem of splitting $20 equally among Greg and his 3 younger siblings, we can follow these steps:
+
+1. Calculate the total number of people sharing the money.
+2. Divide the total amount of money by the total number of people.
+
+Let''s use Python code to perform these calculations.
+```python
+# Define the total amount of money
+total_money = 20
+
+# Define the number of people sharing the money
+number_of_people = 4  # Greg + 3 siblings
+
+# Calculate the amount each person gets
+amount_each = total_money / number_of_people
+
+# Print the result
+print(amount_each)','stop',133,167,120,1.16630718658903838043e+01,595324480000.0,NULL);
+INSERT INTO "chains" VALUES(57,0,3,'8f0ab1d18a4bcdd049ef2eb133e768b0e94ee612741e6f406e5c8992fc7be9f0',3,'To solve this problem, we need to divide the total amount of money equally among Greg and his 3 younger siblings. Here are the steps:
+
+1. Determine the total number of people (Greg and his 3 siblings).
+2. Divide the total amount of money by the total number of people.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total amount of money
+total_money = 20
+
+# Number of people (Greg + 3 siblings)
+number_of_people = 4
+
+# Calculate the amount each person gets
+amount_per_person = total_money / number_of_people
+print(amount_per_person)','stop',131,167,120,1.16630718658903838043e+01,595324480000.0,NULL);
+INSERT INTO "chains" VALUES(57,1,0,'fd0ac8ef6b96f17aef1cf837462c66450b41dad217ea8864e88c1025c68cd081',0,'After performing the calculations, we find that each of Greg and his 3 younger siblings gets \(\boxed{5.0}\) dollars.','stop',30,309,299,3.26859201835516932632e+00,138612864000.0,NULL);
+INSERT INTO "chains" VALUES(57,2,0,'0f23ecc75d3b4f4c817962b5177c2e3abc9ea8a56fdacc30a9bb0d06dbff9b34',0,'Each of Greg and his 3 younger siblings gets \(\boxed{5.0}\) dollars.','stop',22,307,297,2.363053285834515016e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(58,0,0,'d72de7c62b6c727418b3a7425aae4025243deab35ae41484cc8712101c139a1e',0,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the amount the school has agreed to cover.
+2. Subtract the amount the school has agreed to cover from the total cost of the trip.
+3. The result will be the amount John is still missing.
+
+Let''s break it down and solve it step by step using Python code.
+```python
+# Given values
+johns_money = 50
+total_cost_of_trip = 300
+school_contribution_percentage = 0.5
+
+# Calculate the school''s contribution
+school_contribution = school_contribution_percentage * total_cost_of_trip
+
+# Calculate the amount John is still missing
+amount_missing = total_cost_of_trip - school_contribution
+print(amount_missing)','stop',158,176,120,1.19121071876492266026e+01,624646432000.0,NULL);
+INSERT INTO "chains" VALUES(58,0,1,'d72de7c62b6c727418b3a7425aae4025243deab35ae41484cc8712101c139a1e',1,'To determine how much more money John needs, we can break the problem down into a few simple steps:
+
+1. Calculate the total amount the school will cover.
+2. Subtract this amount from John''s initial amount of money.
+
+Let''s implement this in Python step by step.
+```python
+# Initial amount of money John has
+initial_amount = 50
+
+# Total cost of the trip
+total_cost = 300
+
+# Amount the school will cover
+school_coverage = total_cost / 2
+
+# Amount John still needs
+amount_needed = initial_amount - school_coverage
+
+print(amount_needed)','stop',125,176,120,1.19121071876492266026e+01,624646432000.0,NULL);
+INSERT INTO "chains" VALUES(58,0,2,'d72de7c62b6c727418b3a7425aae4025243deab35ae41484cc8712101c139a1e',2,'To determine how much money John is missing, we need to follow these steps:
+
+1. Identify the total cost of the trip.
+2. Determine how much the school will cover.
+3. Subtract the amount the school will cover from the total cost to find out how much John still needs.
+
+Let''s go through each step in detail:
+
+1. The total cost of the trip is $300.
+2. The school has decided to cover half the cost of the trip. Therefore, the school will cover:
+   \[
+   \frac{300}{2} = 150
+   \]
+3. To find out how much John still needs, we subtract the amount the school will cover from the total cost:
+   \[
+   300 - 150 = 150
+   \]
+
+So, John is missing \(\boxed{150}\) dollars.','stop',188,176,120,1.19121071876492266026e+01,624646432000.0,NULL);
+INSERT INTO "chains" VALUES(58,0,3,'d72de7c62b6c727418b3a7425aae4025243deab35ae41484cc8712101c139a1e',3,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine the amount of money the school has already covered.
+3. Subtract the amount covered by the school from the total cost to find out how much John is missing.
+
+First, the total cost of the trip is $300. The school has decided to cover half of this cost. Therefore, the amount of money the school has covered is:
+\[
+\frac{300}{2} = 150
+\]
+
+Next, we need to find out how much more money John needs. We subtract the amount covered by the school from the total cost of the trip:
+\[
+300 - 150 = 150
+\]
+
+So, John is missing \boxed{150} dollars.','stop',180,176,120,1.19121071876492266026e+01,624646432000.0,NULL);
+INSERT INTO "chains" VALUES(58,1,0,'b7b7f7a7b02a26053f3b687117c18a8e5e0bc0bd512056d520562ae5cfc0f44b',0,'John is missing \(\boxed{150}\) dollars.','stop',15,345,333,1.68436011998710455372e+00,92408576000.0,NULL);
+INSERT INTO "chains" VALUES(58,2,0,'9cc350d7ea82b7217bd5c35fb92bc3156564a1cb2a5254808ee44385da3af501',0,'The output `-100.0` indicates that John already has more than the required amount for the trip. Specifically, John has $100 more than the amount needed.
+
+Therefore, the final answer is \(\boxed{0}\).','stop',51,313,300,6.22789716887685518287e+00,223913088000.0,NULL);
+INSERT INTO "chains" VALUES(59,0,0,'4f8e0a3e48d560c0dc900e0f8928ce039521c281a66a34b28df15478be467371',0,'To solve this problem, we need to calculate the total number of trees planted by both the students and the teachers.
+
+1. Calculate the total number of students:
+\[ \text{Total students} = 40 \text{ classes} \times 25 \text{ students/class} \]
+
+2. Calculate the total number of trees planted by the students:
+\[ \text{Total trees by students} = \text{Total students} \times 1 \text{ tree/student} \]
+
+3. Calculate the total number of trees planted by the teachers:
+\[ \text{Total trees by teachers} = 30 \text{ teachers} \times 2 \text{ trees/teacher} \]
+
+4. Calculate the total number of trees planted by the school:
+\[ \text{Total trees} = \text{Total trees by students} + \text{Total trees by teachers} \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step-by-step calculation
+
+# Number of classes and average students per class
+num_classes = 40
+avg_students_per_class = 25
+
+# Number of teachers per class
+num_teachers_per_class = 3
+
+# Total number of students
+total_students = num_classes * avg_students_per_class
+
+# Total trees planted by students
+total_trees_students = total_students * 1
+
+# Total trees planted by teachers
+total_trees_teachers = num_teachers_per_class * 2
+
+# Total trees planted by the school
+total_trees = total_trees_students + total_trees_teachers
+
+print(total_trees)','stop',334,187,120,2.87801022364983225551e+01,1452769440000.0,NULL);
+INSERT INTO "chains" VALUES(59,0,1,'4f8e0a3e48d560c0dc900e0f8928ce039521c281a66a34b28df15478be467371',1,'To determine the total number of trees planted at the end of the campaign, we need to break down the problem step by step.
+
+1. **Calculate the total number of students:**
+   The school has 40 classes, and each class has an average of 25 students.
+   \[
+   \text{Total number of students} = 40 \times 25
+   \]
+   Running the code:
+   \[
+   \text{Total number of students} = 1000
+   \]
+
+2. **Calculate the total number of teachers:**
+   The school has 3 teachers per class.
+   \[
+   \text{Total number of teachers} = 40 \times 3
+   \]
+   Running the code:
+   \[
+   \text{Total number of teachers} = 120
+   \]
+
+3. **Calculate the total number of trees planted by students:**
+   Each student plants a tree.
+   \[
+   \text{Total number of trees planted by students} = 1000
+   \]
+
+4. **Calculate the total number of trees planted by teachers:**
+   Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees planted by teachers} = 120 \times 2
+   \]
+   Running the code:
+   \[
+   \text{Total number of trees planted by teachers} = 240
+   \]
+
+5. **Calculate the total number of trees planted by everyone:**
+   Add the trees planted by students and teachers.
+   \[
+   \text{Total number of trees planted} = 1000 + 240
+   \]
+   Running the code:
+   \[
+   \text{Total number of trees planted} = 1240
+   \]
+
+So, the total number of trees planted at the end of the campaign is \(\boxed{1240}\).','stop',412,187,120,2.87801022364983225551e+01,1452769440000.0,NULL);
+INSERT INTO "chains" VALUES(59,0,2,'4f8e0a3e48d560c0dc900e0f8928ce039521c281a66a34b28df15478be467371',2,'To determine the total number of trees planted at the end of the campaign, we need to calculate the number of trees planted by the students and the teachers separately, and then sum these amounts.
+
+First, let''s calculate the number of trees planted by the students. There are 40 classes, and each class has an average of 25 students. Therefore, the total number of students is:
+\[ 40 \text{ classes} \times 25 \text{ students per class} = 1000 \text{ students} \]
+Each student plants one tree, so the total number of trees planted by the students is:
+\[ 1000 \text{ trees} \]
+
+Next, let''s calculate the number of trees planted by the teachers. There are 3 teachers per class, and each class has 40 students. Therefore, the total number of teachers is:
+\[ 40 \text{ classes} \times 3 \text{ teachers per class} = 120 \text{ teachers} \]
+Each teacher plants 2 trees, so the total number of trees planted by the teachers is:
+\[ 120 \text{ teachers} \times 2 \text{ trees per teacher} = 240 \text{ trees} \]
+
+Finally, we sum the number of trees planted by the students and the teachers to find the total number of trees planted at the end of the campaign:
+\[ 1000 \text{ trees} + 240 \text{ trees} = 1240 \text{ trees} \]
+
+Thus, the total number of trees planted at the end of the campaign is:
+\[ \boxed{1240} \]','stop',361,187,120,2.87801022364983225551e+01,1452769440000.0,NULL);
+INSERT INTO "chains" VALUES(59,0,3,'4f8e0a3e48d560c0dc900e0f8928ce039521c281a66a34b28df15478be467371',3,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Calculate the total number of teachers in the school.
+3. Calculate the total number of trees planted by the students.
+4. Calculate the total number of trees planted by the teachers.
+5. Add the total number of trees planted by the students and the teachers to get the final answer.
+
+Let''s go through these steps in detail:
+
+1. Calculate the total number of students in the school:
+   \[
+   \text{Total number of students} = \text{Number of classes} \times \text{Average number of students per class} = 40 \times 25 = 1000
+   \]
+
+2. Calculate the total number of teachers in the school:
+   \[
+   \text{Total number of teachers} = \text{Number of classes} \times \text{Number of teachers per class} = 40 \times 3 = 120
+   \]
+
+3. Calculate the total number of trees planted by the students:
+   \[
+   \text{Total number of trees planted by students} = \text{Number of students} \times \text{Number of trees per student} = 1000 \times 1 = 1000
+   \]
+
+4. Calculate the total number of trees planted by the teachers:
+   \[
+   \text{Total number of trees planted by teachers} = \text{Number of teachers} \times \text{Number of trees per teacher} = 120 \times 2 = 240
+   \]
+
+5. Add the total number of trees planted by the students and the teachers to get the final answer:
+   \[
+   \text{Total number of trees planted} = \text{Total number of trees planted by students} + \text{Total number of trees planted by teachers} = 1000 + 240 = 1240
+   \]
+
+Therefore, the total number of trees planted at the end of the campaign is \(\boxed{1240}\).','stop',465,187,120,2.87801022364983225551e+01,1452769440000.0,NULL);
+INSERT INTO "chains" VALUES(59,1,0,'61071fd208a546bd70c7f7754340c4cfc8aee4e71c0bacda33265e061e2f1c8c',0,'The total number of trees planted at the end of the campaign is \(\boxed{1006}\).','stop',24,531,520,2.522359011164371001e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(60,0,0,'3d2db21bb4e11d4635efd68b27d47753731715fd6bfde5a964908b2bba35188e',0,'To determine how much money John spent, we need to calculate the cost of the goats and cows separately and then add these amounts together. Here are the steps:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the total cost of the goats and the total cost of the cows to get the final amount spent.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the prices of the goats and cows
+price_goat = 500
+price_cow = 1500
+
+# Define the quantities of the goats and cows
+quantity_goats = 3
+quantity_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = price_goat * quantity_goats
+
+# Calculate the total cost of the cows
+total_cost_cows = price_cow * quantity_cows
+
+# Calculate the total amount spent
+total_amount_spent = total_cost_goats + total_cost_cows
+print(total_amount_spent)','stop',216,161,121,1.4351747719792914637e+01,775698912000.0,NULL);
+INSERT INTO "chains" VALUES(60,0,1,'3d2db21bb4e11d4635efd68b27d47753731715fd6bfde5a964908b2bba35188e',1,'Let''s break down the problem step by step and then use Python to verify our solution.
+
+1. Calculate the cost of the goats.
+2. Calculate the cost of the cows.
+3. Add the costs of the goats and the cows to get the total amount of money spent.
+
+Here''s the step-by-step reasoning in Python code:
+
+```python
+# Step 1: Calculate the cost of the goats
+cost_goats_per = 500
+number_goats = 3
+total_cost_goats = cost_goats_per * number_goats
+
+# Step 2: Calculate the cost of the cows
+cost_cows_per = 1500
+number_cows = 2
+total_cost_cows = cost_cows_per * number_cows
+
+# Step 3: Calculate the total amount of money spent
+total_money_spent = total_cost_goats + total_cost_cows
+
+# Output the total amount of money spent
+print(total_money_spent)','stop',202,161,121,1.4351747719792914637e+01,775698912000.0,NULL);
+INSERT INTO "chains" VALUES(60,0,2,'3d2db21bb4e11d4635efd68b27d47753731715fd6bfde5a964908b2bba35188e',2,'To solve this problem, we need to calculate the total cost of buying the goats and cows. Here''s a step-by-step breakdown of the solution:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the two amounts to get the total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the cost per goat and the number of goats
+cost_per_goat = 500
+number_of_goats = 3
+
+# Define the cost per cow and the number of cows
+cost_per_cow = 1500
+number_of_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = cost_per_goat * number_of_goats
+
+# Calculate the total cost of the cows
+total_cost_cows = cost_per_cow * number_of_cows
+
+# Calculate the total cost
+total_cost = total_cost_goats + total_cost_cows
+
+# Print the total cost
+print(total_cost)','stop',216,161,121,1.4351747719792914637e+01,775698912000.0,NULL);
+INSERT INTO "chains" VALUES(60,0,3,'3d2db21bb4e11d4635efd68b27d47753731715fd6bfde5a964908b2bba35188e',3,'Let''s break down the problem step-by-step and use Python to ensure our calculations are accurate.
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Sum the two amounts to get the total cost of all items John bought.
+
+Here is the step-by-step Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total cost of the goats
+cost_per_goat = 500
+number_of_goats = 3
+total_cost_goats = cost_per_goat * number_of_goats
+
+# Step 2: Calculate the total cost of the cows
+cost_per_cow = 1500
+number_of_cows = 2
+total_cost_cows = cost_per_cow * number_of_cows
+
+# Step 3: Sum the total cost of all items
+total_cost = total_cost_goats + total_cost_cows
+
+# Output the final answer
+print(total_cost)','stop',203,161,121,1.4351747719792914637e+01,775698912000.0,NULL);
+INSERT INTO "chains" VALUES(60,1,0,'a8810917df968d5bfbf9f49e1eb33c0ab8b4cb0e83b5709d3873d4d593148bd3',0,'John spent a total of \(\boxed{4500}\) dollars.','stop',18,387,376,1.60160575700574536739e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(60,2,0,'69db52e6dab0d22c3b3e9bce6a5e8741deb8d5565f832bc657bff82939f10ea2',0,'The total amount of money John spent is \(\boxed{4500}\).','stop',19,373,362,1.69153571751012332669e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(60,3,0,'82e1eb8237f2ac60c00e5b32364d36619c64ed343017e25c083231ebdf377295',0,'The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','stop',24,387,376,2.45772598917465,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(60,4,0,'56f27c3b7250252c6f7b5ec010263c248189fb9e3b533e9c80132d2a7a041805',0,'The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','stop',24,374,363,2.44247128217175424325e+00,120841984000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -5801,6 +6575,13 @@ INSERT INTO "jobs" VALUES(50,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(51,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-655',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 328438721, "usage": {"prompt_tokens": 162, "cached_prompt_tokens": 120, "completion_tokens": 807, "calls": 1, "seconds": 53.87492324042248, "flops": 3003278720000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0177, "call_seconds": 0.0294, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0244, "call_seconds": 0.0279, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0157, "call_seconds": 0.0186, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0228, "call_seconds": 0.0237, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1409965082, 1409973001, 1409980920, 1409988839], "usage": {"prompt_tokens": 1493, "cached_prompt_tokens": 1451, "completion_tokens": 76, "calls": 4, "seconds": 7.335993975333016, "flops": 405176064000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"10": 4}, "tie_broken_by_rng": false, "winner": "10"}]',1655,1571,883,9,0,0,3408454784000.0,0.0,8.66944634729879908246e+01,6.13104810237467106031e+01,1.7963143512053632736e+09);
 INSERT INTO "jobs" VALUES(52,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-666',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','120','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1577547697, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1561, "calls": 1, "seconds": 109.43969060394184, "flops": 5761319296000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0118, "call_seconds": 0.0127, "stdout_bytes": 28, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0144, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [205243402, 205259240], "usage": {"prompt_tokens": 1179, "cached_prompt_tokens": 1134, "completion_tokens": 90, "calls": 2, "seconds": 10.643764166835659, "flops": 472705408000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"120": 3, "80": 1}, "tie_broken_by_rng": false, "winner": "120"}]',1363,1254,1651,5,0,0,6234024704000.0,0.0,2.42113317460010875944e+02,1.20110478698770066334e+02,1.79631456874668335912e+09);
 INSERT INTO "jobs" VALUES(53,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-676',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 88901682, "usage": {"prompt_tokens": 184, "cached_prompt_tokens": 120, "completion_tokens": 1403, "calls": 1, "seconds": 100.57442821175255, "flops": 5199759488000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0211, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0204, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [420791286, 420807124], "usage": {"prompt_tokens": 1076, "cached_prompt_tokens": 1052, "completion_tokens": 38, "calls": 2, "seconds": 4.270786094983729, "flops": 213250560000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"240": 4}, "tie_broken_by_rng": false, "winner": "240"}]',1260,1172,1441,5,0,0,5413010048000.0,0.0,2.17714124884994816963e+02,1.04886788998740627216e+02,1.79631456892447638517e+09);
+INSERT INTO "jobs" VALUES(54,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-681',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','398','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 436112204, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 1475, "calls": 1, "seconds": 101.52341633194008, "flops": 5437889280000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0146, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1], "seeds": [385932870], "usage": {"prompt_tokens": 439, "cached_prompt_tokens": 429, "completion_tokens": 30, "calls": 1, "seconds": 1.9461276823974916, "flops": 138612864000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length"], "code_runs": [0, 1, 0, 0]}, {"event": "vote", "counts": {"398": 1, "298": 1, "308": 1, "141": 1}, "tie_broken_by_rng": true, "winner": "398"}]',618,549,1505,3,0,0,5576502144000.0,0.0,1.21833071811997797342e+02,1.03484187451333838221e+02,1.7963146905932211876e+09);
+INSERT INTO "jobs" VALUES(55,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-682',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','80','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 215314136, "usage": {"prompt_tokens": 200, "cached_prompt_tokens": 121, "completion_tokens": 1226, "calls": 1, "seconds": 80.29640921494283, "flops": 4623982976000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.119, "call_seconds": 0.1204, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0207, "call_seconds": 0.024, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1255, "call_seconds": 0.1264, "stdout_bytes": 17, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0191, "call_seconds": 0.0199, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1629147993, 1629155912, 1629163831, 1629171750], "usage": {"prompt_tokens": 2090, "cached_prompt_tokens": 2022, "completion_tokens": 75, "calls": 4, "seconds": 7.406034785185641, "flops": 494030464000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"80": 4}, "tie_broken_by_rng": false, "winner": "80"}]',2290,2143,1301,9,0,0,5118013440000.0,0.0,2.12338235710005392327e+02,8.79930782881299364782e+01,1.79631478127341985702e+09);
+INSERT INTO "jobs" VALUES(56,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-724',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','14','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1811479574, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 120, "completion_tokens": 1567, "calls": 1, "seconds": 102.00130862521515, "flops": 5775536000000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0167, "call_seconds": 0.0176, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.0203, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0159, "call_seconds": 0.0206, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [947920382, 947928301, 947944139], "usage": {"prompt_tokens": 1727, "cached_prompt_tokens": 1694, "completion_tokens": 51, "calls": 3, "seconds": 4.879726212762762, "flops": 287888256000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"14": 1, "26": 1, "8": 1, "43": 1}, "tie_broken_by_rng": true, "winner": "14"}]',1909,1814,1618,7,0,0,6063424256000.0,0.0,2.22421429476002231241e+02,1.06939500587978230327e+02,1.79631491302510452271e+09);
+INSERT INTO "jobs" VALUES(57,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-733',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1096563903, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 627, "calls": 1, "seconds": 46.652287463561535, "flops": 2381297920000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0166, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0141, "call_seconds": 0.0162, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [1913111977, 1913119896], "usage": {"prompt_tokens": 616, "cached_prompt_tokens": 596, "completion_tokens": 52, "calls": 2, "seconds": 5.631645304189684, "flops": 248792320000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1]}, {"event": "vote", "counts": {"\\frac{20}{3}": 1, "5": 3}, "tie_broken_by_rng": false, "winner": "5"}]',783,716,679,5,0,0,2630090240000.0,0.0,1.90576004315997124642e+02,5.23167813947667070806e+01,1.79631497185317134859e+09);
+INSERT INTO "jobs" VALUES(58,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-788',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','150','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1018184569, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 651, "calls": 1, "seconds": 47.648428750596906, "flops": 2498585728000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0223, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0259, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [1202106343, 1202114262], "usage": {"prompt_tokens": 658, "cached_prompt_tokens": 633, "completion_tokens": 66, "calls": 2, "seconds": 7.91225728886396, "flops": 316321664000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"150": 3, "0": 1}, "tie_broken_by_rng": false, "winner": "150"}]',834,753,717,5,0,0,2814907392000.0,0.0,6.19296829569939291096e+01,5.56089333614644587555e+01,1.79631497496188449855e+09);
+INSERT INTO "jobs" VALUES(59,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-801',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','1240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1064119648, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 1572, "calls": 1, "seconds": 115.12040894599329, "flops": 5811077760000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0191, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [1743702250], "usage": {"prompt_tokens": 531, "cached_prompt_tokens": 520, "completion_tokens": 24, "calls": 1, "seconds": 2.522359011164371, "flops": 120841984000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"1006": 1, "1240": 3}, "tie_broken_by_rng": false, "winner": "1240"}]',718,640,1596,3,0,0,5931919744000.0,0.0,1.86201571043988224115e+02,1.17661882488152215843e+02,1.79631515806491589551e+09);
+INSERT INTO "jobs" VALUES(60,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-816',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','4500','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1555926486, "usage": {"prompt_tokens": 161, "cached_prompt_tokens": 121, "completion_tokens": 837, "calls": 1, "seconds": 57.40699087917166, "flops": 3102795648000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0157, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0113, "call_seconds": 0.0149, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0217, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0145, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1942221412, 1942229331, 1942237250, 1942245169], "usage": {"prompt_tokens": 1521, "cached_prompt_tokens": 1477, "completion_tokens": 85, "calls": 4, "seconds": 8.193338745862272, "flops": 444272000000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"4500": 4}, "tie_broken_by_rng": false, "winner": "4500"}]',1682,1598,922,9,0,0,3547067648000.0,0.0,1.83296070102005614899e+02,6.56670133610234216811e+01,1.79631515826305580138e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -12185,10 +12966,852 @@ Let''s go through each step in detail.
    \]
 
 Therefore, the amount of money Skyler''s investment was \(\boxed{240}\).','240',1,'equivalent',380,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,0,'To determine the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have, we need to follow these steps:
+
+1. Identify the number of cookies each person has based on the information given.
+2. Sum the number of cookies from all four people.
+
+First, we know that Katarina has 68 cookies. According to the problem, Katarina has 5 less cookies than Max. So, we can find the number of cookies Max has by adding 5 to Katarina''s number of cookies:
+\[
+\text{Max''s cookies} = 68 + 5 = 73
+\]
+
+Next, we know that Max has 12 more cookies than the Cookie Monster. So, we can find the number of cookies the Cookie Monster has by subtracting 12 from Max''s number of cookies:
+\[
+\text{Cookie Monster''s cookies} = 73 - 12 = 61
+\]
+
+Finally, we know that Summer has 23 more cookies than Max. So, we can find the number of cookies Summer has by adding 23 to Max''s number of cookies:
+\[
+\text{Summer''s cookies} = 73 + 23 = 96
+\]
+
+Now, we sum the number of cookies from all four people to find the total number of cookies:
+\[
+\text{Total number of cookies} = 68 + 73 + 61 + 96
+\]
+
+We can add these numbers step by step:
+\[
+68 + 73 = 141
+\]
+\[
+141 + 61 = 202
+\]
+\[
+202 + 96 = 398
+\]
+
+Therefore, the total number of cookies they have is \(\boxed{398}\).','398',0,'not_equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(54,1,'Let''s solve the problem step-by-step using Python code.
+
+1. We know that Katarina has 68 cookies.
+2. Katarina has 5 less cookies than Max. So, Max has \(68 + 5\) cookies.
+3. Max has 12 more cookies than the Cookie Monster. So, the Cookie Monster has \(Max - 12\) cookies.
+4. Summer has 23 more cookies than Max. So, Summer has \(Max + 23\) cookies.
+
+We can now calculate the number of cookies each person has and then sum them up.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given number of cookies Katarina has
+cookies_katarina = 68
+
+# Calculate the number of cookies Max has
+cookies_max = cookies_katarina + 5
+
+# Calculate the number of cookies the Cookie Monster has
+cookies_monster = cookies_max - 12
+
+# Calculate the number of cookies Summer has
+cookies_summer = cookies_max + 23
+
+# Calculate the total number of cookies
+total_cookies = cookies_katarina + cookies_max + cookies_monster + cookies_summer
+print(total_cookies)
+```
+```output
+298
+```
+The total number of cookies that Katarina, Max, the Cookie Monster, and Summer have is \(\boxed{298}\).','298',1,'equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,2,'To find the total number of cookies, we need to determine the number of cookies each person has and then sum them up. Let''s break it down step by step.
+
+1. **Identify the number of cookies Summer has:**
+   - Katarina has 68 cookies.
+   - Katarina has 5 less cookies than Max. Therefore, Max has \(68 + 5 = 73\) cookies.
+   - Max has 12 more cookies than the Cookie Monster. Therefore, the Cookie Monster has \(73 - 12 = 61\) cookies.
+   - Summer has 23 more cookies than Max. Therefore, Summer has \(73 + 23 = 96\) cookies.
+
+2. **Sum the number of cookies each person has:**
+   - Katarina has 68 cookies.
+   - Max has 73 cookies.
+   - The Cookie Monster has 61 cookies.
+   - Summer has 96 cookies.
+   - The total number of cookies is \(68 + 73 + 61 + 96\).
+
+3. **Calculate the total:**
+   \[
+   68 + 73 = 141
+   \]
+   \[
+   141 + 61 = 202
+   \]
+   \[
+   202 + 96 = 308
+   \]
+
+Therefore, the total number of cookies they have is \(\boxed{308}\).','308',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(54,3,'To determine the total number of cookies that Katarina, Max, the Cookie Monster, and Summer have, we need to follow these steps:
+
+1. **Find the number of cookies Max has:**
+   We know that Katarina has 5 less cookies than Max. Katarina has 68 cookies. Therefore, we can set up the following equation:
+   \[
+   \text{Max''s cookies} = \text{Katarina''s cookies} + 5
+   \]
+   Substituting the given value for Katarina''s cookies:
+   \[
+   \text{Max''s cookies} = 68 + 5 = 73
+   \]
+
+2. **Find the number of cookies the Cookie Monster has:**
+   We know that Max has 12 more cookies than the Cookie Monster. Since we already found that Max has 73 cookies, we can set up the following equation:
+   \[
+   \text{Cookie Monster''s cookies} = \text{Max''s cookies} - 12
+   \]
+   Substituting the value for Max''s cookies:
+   \[
+   \text{Cookie Monster''s cookies} = 73 - 12 = 61
+   \]
+
+3. **Find the number of cookies Summer has:**
+   We know that Summer has 23 more cookies than Max. Since we already found that Max has 73 cookies, we can set up the following equation:
+   \[
+   \text{Summer''s cookies} = \text{Max''s cookies} + 23
+   \]
+   Substituting the value for Max''s cookies:
+   \[
+   \text{Summer''s cookies} = 73 + 23 = 96
+   \]
+
+4. **Calculate the total number of cookies:**
+   Now, we add up the number of cookies each person has:
+   \[
+   \text{Total cookies} = \text{Katarina''s cookies} + \text{Max''s cookies} + \text{Cookie Monster''s cookies} + \text{Summer''s cookies}
+   \]
+   Substituting the values we found:
+   \[
+   \text{Total cookies} = 68 + 73 + 61 + 96
+   \]
+
+5. **Perform the addition:**
+   \[
+   68 + 73 = 141
+   \]
+  ','141',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,0,'To solve this problem, let''s break it down step-by-step.
+
+1. Let''s denote the original length of the dress by \( L \) centimeters.
+2. Shania extends the dress by 50% of its original length, so the new length of the dress becomes \( L + 0.5L = 1.5L \).
+3. She then adds 20 cm to the bottom of the dress with a lace trim, so the final length of the dress becomes \( 1.5L + 20 \) cm.
+4. We are given that the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+5. We can solve this equation for \( L \) using Python.
+
+Let''s write the Python code to solve this equation.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+L = symbols(''L'')
+
+# Define the equation
+equation = Eq(1.5 * L + 20, 140)
+
+# Solve the equation
+original_length = solve(equation, L)[0]
+print(original_length)
+```
+```output
+80.0000000000000
+```
+The original length of the dress was \(\boxed{80}\) centimeters.','80',1,'equivalent',274,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(55,1,'Let''s solve the problem step-by-step:
+
+1. Let the original length of the dress be \( L \) cm.
+2. After extending the dress by 50%, the new length of the dress is \( L + 0.5L = 1.5L \) cm.
+3. Adding 20 cm to the bottom of the dress with a lace trim, the new total length of the dress is \( 1.5L + 20 \) cm.
+4. We know that the final design is 140 cm long, so we can set up the equation \( 1.5L + 20 = 140 \).
+5. Solving for \( L \), we get \( 1.5L = 120 \), so \( L = \frac{120}{1.5} = 80 \) cm.
+
+Now, let''s write the Python code to verify this solution.
+
+```python
+# Define the final length of the dress
+final_length = 140
+
+# The additional length added to the dress
+additional_length = 20
+
+# Let the original length of the dress be L
+# After extending the dress by 50%, the new length is 1.5L
+# Adding 20 cm to the bottom of the dress, the new total length is 1.5L + 20
+# We know that the final length is 140 cm, so we can set up the equation 1.5L + 20 = 140
+# Solving for L, we get 1.5L = 120, so L = 120 / 1.5
+
+# Calculate the original length of the dress
+original_length = (final_length - additional_length) / 1.5
+
+# Print the original length of the dress
+print(original_length)
+```
+```output
+80.0
+```
+The original length of the dress was \(\boxed{80}\) cm.','80',1,'equivalent',422,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,2,'Let''s solve the problem step-by-step. We''ll denote the original length of the dress by \( L \).
+
+The dress is extended by 50% of its original length, which means the new length of the dress is \( L + 0.5L = 1.5L \). Additionally, Shania adds 20cm to the bottom of the dress with a lace trim, so the total length of the dress is \( 1.5L + 20 \).
+
+We know that the final design is 140cm long. Therefore, we can set up the following equation:
+\[ 1.5L + 20 = 140 \]
+
+To find \( L \), we need to solve this equation. Let''s do this step-by-step using Python code.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+L = symbols(''L'')
+
+# Define the equation
+equation = Eq(1.5 * L + 20, 140)
+
+# Solve the equation
+original_length = solve(equation, L)[0]
+print(original_length)
+```
+```output
+80.0000000000000
+```
+The original length of the dress was \(\boxed{80}\) centimeters.','80',1,'equivalent',258,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(55,3,'Let''s break down the problem step by step and use Python code to ensure our calculations are accurate.
+
+1. Let''s denote the original length of the dress by \( L \) cm.
+2. Shania extends the dress by 50% of its original length, so the new length of the dress after the extension is \( L + 0.5L = 1.5L \) cm.
+3. She also adds 20 cm to the bottom of the dress with a lace trim, so the final length of the dress is \( 1.5L + 20 \) cm.
+4. According to the problem, the final length of the dress is 140 cm. Therefore, we can set up the equation:
+\[ 1.5L + 20 = 140 \]
+5. To find \( L \), we need to solve the equation for \( L \). We can do this by subtracting 20 from both sides of the equation:
+\[ 1.5L = 120 \]
+6. Finally, we divide both sides by 1.5 to solve for \( L \):
+\[ L = \frac{120}{1.5} \]
+
+Let''s write the Python code to calculate this.
+```python
+# Define the final length of the dress
+final_length = 140
+
+# Calculate the original length of the dress
+original_length = (final_length - 20) / 1.5
+
+# Print the original length of the dress
+print(original_length)
+```
+```output
+80.0
+```
+The original length of the dress was \(\boxed{80}\) centimeters.','80',1,'equivalent',347,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,0,'To solve this problem, we need to follow these steps:
+
+1. Determine the total number of slices of pizza each person ate.
+2. Calculate the total number of slices eaten by all four friends.
+3. Subtract the total number of slices eaten by all four friends from the total number of slices to find out how many slices are left.
+
+Let''s break it down step by step and implement it in Python using sympy.
+
+1. Each person ordered one pizza with 12 slices.
+2. Bryce and two friends ate \(\frac{2}{3}\) of their pizzas, so each of them ate \(\frac{2}{3} \times 12 = 8\) slices.
+3. The two remaining friends ate \(\frac{3}{4}\) of their pizzas, so each of them ate \(\frac{3}{4} \times 12 = 9\) slices.
+4. The total number of slices eaten by Bryce and his friends is \(8 + 8 + 9 + 9 = 34\).
+5. The total number of slices in the pizzas is \(4 \times 12 = 48\).
+6. The number of slices left is \(48 - 34 = 14\).
+
+Let''s write the Python code to verify this calculation.
+```python
+# Total number of pizzas and slices per pizza
+num_pizzas = 4
+slices_per_pizza = 12
+
+# Each person ate 2/3 of their pizza
+bryce_slices = (2/3) * slices_per_pizza
+friends_slices = (3/4) * slices_per_pizza
+
+# Total slices eaten by Bryce and his friends
+total_slices_eaten = bryce_slices + friends_slices + friends_slices + bryce_slices
+
+# Total slices in the pizzas
+total_slices = num_pizzas * slices_per_pizza
+
+# Slices left
+slices_left = total_slices - total_slices_eaten
+print(slices_left)
+```
+```output
+14.0
+```
+The number of slices of pizza left is \(\boxed{14}\).','14',0,'not_equivalent',436,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(56,1,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of pizza slices.
+2. Determine how many slices each person ate.
+3. Subtract the slices eaten by each person from the total number of slices.
+
+Let''s break it down and write the Python code to solve it step by step.
+
+1. Calculate the total number of pizza slices:
+   - Each pizza has 12 slices.
+   - There are 5 pizzas (Bryce and his 4 friends).
+   - Total slices = 5 * 12
+
+2. Determine how many slices each person ate:
+   - Bryce and two friends ate 2/3 of their pizzas.
+   - The two remaining friends ate ¾ of their pizzas.
+   - Let''s calculate the number of slices each person ate:
+     - Bryce and two friends: \( \frac{2}{3} \times 12 = 8 \) slices each.
+     - The two remaining friends: \( \frac{3}{4} \times 12 = 9 \) slices each.
+
+3. Subtract the slices eaten by each person from the total number of slices:
+   - Total slices left = Total slices - (8 slices each for Bryce and two friends + 9 slices each for the two remaining friends)
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total number of pizza slices
+total_pizzas = 5
+slices_per_pizza = 12
+total_slices = total_pizzas * slices_per_pizza
+
+# Step 2: Determine how many slices each person ate
+slices_bryce_and_friends = (2/3) * slices_per_pizza * 2
+slices_remaining_friends = (3/4) * slices_per_pizza * 2
+
+# Step 3: Subtract the slices eaten by each person from the total number of slices
+slices_left = total_slices - (slices_bryce_and_friends + slices_remaining_friends)
+print(slices_left)
+```
+```output
+26.0
+```
+The number of slices of pizza left is \(\boxed{26}\).','26',0,'not_equivalent',440,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,2,'To determine the number of pizza slices left, we will follow these steps:
+
+1. Calculate the total number of pizza slices.
+2. Determine how many slices each person ate.
+3. Subtract the total number of slices eaten from the total number of slices available to find the remaining slices.
+
+First, we calculate the total number of pizza slices. Each pizza has 12 slices, and there are 5 pizzas (Bryce + 4 friends).
+\[
+12 \text{ slices/pizza} \times 5 \text{ pizzas} = 60 \text{ slices}
+\]
+
+Next, we determine how many slices each person ate. Bryce and two friends each ate \(\frac{2}{3}\) of their pizzas. Since each pizza has 12 slices, each of these individuals ate:
+\[
+\frac{2}{3} \times 12 = 8 \text{ slices}
+\]
+Since there are 5 people, Bryce and his two friends together ate:
+\[
+8 \text{ slices/person} \times 3 \text{ people} = 24 \text{ slices}
+\]
+
+The two remaining friends each ate \(\frac{3}{4}\) of their pizzas. Again, each pizza has 12 slices, so each of these individuals ate:
+\[
+\frac{3}{4} \times 12 = 9 \text{ slices}
+\]
+Since there are 3 friends, the two remaining friends together ate:
+\[
+9 \text{ slices/person} \times 3 \text{ people} = 27 \text{ slices}
+\]
+
+Now, we subtract the total number of slices eaten from the total number of slices available to find the remaining slices:
+\[
+60 \text{ slices} - 24 \text{ slices} - 27 \text{ slices} = 8 \text{ slices}
+\]
+
+Therefore, the number of slices of pizza left is \(\boxed{8}\).','8',0,'not_equivalent',416,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(56,3,'Let''s break down the problem step-by-step and use Python to ensure the result is accurate.
+
+1. First, calculate the total number of pizza slices.
+2. Determine how many slices each person ate.
+3. Calculate the total number of slices eaten by Bryce and the two friends.
+4. Calculate the total number of slices eaten by the two remaining friends.
+5. Subtract the total number of slices eaten from the total number of slices to find out how many slices are left.
+
+Let''s implement this in Python.
+```python
+# Number of slices per pizza
+slices_per_pizza = 12
+
+# Number of pizzas
+num_pizzas = 5
+
+# Fraction of pizza eaten by Bryce and his two friends
+fraction_eaten_by_first_two = 2 / 3
+
+# Fraction of pizza eaten by the two remaining friends
+fraction_eaten_by_remaining_two = 3 / 4
+
+# Total slices eaten by Bryce and his two friends
+slices_eaten_by_first_two = slices_per_pizza * fraction_eaten_by_first_two
+
+# Total slices eaten by the two remaining friends
+slices_eaten_by_remaining_two = slices_per_pizza * fraction_eaten_by_remaining_two
+
+# Total slices eaten
+total_slices_eaten = slices_eaten_by_first_two + slices_eaten_by_remaining_two
+
+# Total slices
+total_slices = slices_per_pizza * num_pizzas
+
+# Slices left
+slices_left = total_slices - total_slices_eaten
+print(slices_left)
+```
+```output
+43.0
+```
+The number of slices of pizza left is \(\boxed{43}\).','43',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,0,'To determine how much money each of Greg''s younger siblings received, we need to divide the total amount of money by the number of siblings. Here are the steps:
+
+1. Identify the total amount of money Greg found. In this case, it is $20.
+2. Identify the number of siblings Greg has. Greg has 3 younger siblings.
+3. Divide the total amount of money by the number of siblings to find out how much each sibling received. This can be expressed as:
+   \[
+   \frac{20}{3}
+   \]
+4. Perform the division:
+   \[
+   \frac{20}{3} \approx 6.67
+   \]
+   However, since the problem asks for the exact amount, we leave the answer as a fraction:
+   \[
+   \frac{20}{3}
+   \]
+
+So, each of Greg''s younger siblings received \(\boxed{\frac{20}{3}}\) dollars.','\frac{20}{3}',0,'not_equivalent',202,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,1,'To determine how much money each of Greg''s siblings received, we need to follow these steps:
+
+1. Identify the total amount of money Greg found.
+2. Determine the number of people sharing the money.
+3. Divide the total amount of money by the number of people sharing it.
+
+Step 1: Identify the total amount of money Greg found.
+Greg found $20.
+
+Step 2: Determine the number of people sharing the money.
+Greg and his 3 younger siblings make a total of 4 people.
+
+Step 3: Divide the total amount of money by the number of people sharing it.
+We can express this division as:
+\[ \frac{20}{4} = 5 \]
+
+Therefore, each of Greg''s siblings received \(\boxed{5}\) dollars.','5',1,'equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(57,2,'To solve the problem of splitting $20 equally among Greg and his 3 younger siblings, we can follow these steps:
+
+1. Calculate the total number of people sharing the money.
+2. Divide the total amount of money by the total number of people.
+
+Let''s use Python code to perform these calculations.
+```python
+# Define the total amount of money
+total_money = 20
+
+# Define the number of people sharing the money
+number_of_people = 4  # Greg + 3 siblings
+
+# Calculate the amount each person gets
+amount_each = total_money / number_of_people
+
+# Print the result
+print(amount_each)
+```
+```output
+5.0
+```
+After performing the calculations, we find that each of Greg and his 3 younger siblings gets \(\boxed{5.0}\) dollars.','5.0',1,'equivalent',163,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(57,3,'To solve this problem, we need to divide the total amount of money equally among Greg and his 3 younger siblings. Here are the steps:
+
+1. Determine the total number of people (Greg and his 3 siblings).
+2. Divide the total amount of money by the total number of people.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Total amount of money
+total_money = 20
+
+# Number of people (Greg + 3 siblings)
+number_of_people = 4
+
+# Calculate the amount each person gets
+amount_per_person = total_money / number_of_people
+print(amount_per_person)
+```
+```output
+5.0
+```
+Each of Greg and his 3 younger siblings gets \(\boxed{5.0}\) dollars.','5.0',1,'equivalent',153,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,0,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the amount the school has agreed to cover.
+2. Subtract the amount the school has agreed to cover from the total cost of the trip.
+3. The result will be the amount John is still missing.
+
+Let''s break it down and solve it step by step using Python code.
+```python
+# Given values
+johns_money = 50
+total_cost_of_trip = 300
+school_contribution_percentage = 0.5
+
+# Calculate the school''s contribution
+school_contribution = school_contribution_percentage * total_cost_of_trip
+
+# Calculate the amount John is still missing
+amount_missing = total_cost_of_trip - school_contribution
+print(amount_missing)
+```
+```output
+150.0
+```
+John is missing \(\boxed{150}\) dollars.','150',0,'not_equivalent',173,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(58,1,'To determine how much more money John needs, we can break the problem down into a few simple steps:
+
+1. Calculate the total amount the school will cover.
+2. Subtract this amount from John''s initial amount of money.
+
+Let''s implement this in Python step by step.
+```python
+# Initial amount of money John has
+initial_amount = 50
+
+# Total cost of the trip
+total_cost = 300
+
+# Amount the school will cover
+school_coverage = total_cost / 2
+
+# Amount John still needs
+amount_needed = initial_amount - school_coverage
+
+print(amount_needed)
+```
+```output
+-100.0
+```
+The output `-100.0` indicates that John already has more than the required amount for the trip. Specifically, John has $100 more than the amount needed.
+
+Therefore, the final answer is \(\boxed{0}\).','0',0,'not_equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,2,'To determine how much money John is missing, we need to follow these steps:
+
+1. Identify the total cost of the trip.
+2. Determine how much the school will cover.
+3. Subtract the amount the school will cover from the total cost to find out how much John still needs.
+
+Let''s go through each step in detail:
+
+1. The total cost of the trip is $300.
+2. The school has decided to cover half the cost of the trip. Therefore, the school will cover:
+   \[
+   \frac{300}{2} = 150
+   \]
+3. To find out how much John still needs, we subtract the amount the school will cover from the total cost:
+   \[
+   300 - 150 = 150
+   \]
+
+So, John is missing \(\boxed{150}\) dollars.','150',0,'not_equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(58,3,'To determine how much money John is missing, we need to follow these steps:
+
+1. Calculate the total cost of the trip.
+2. Determine the amount of money the school has already covered.
+3. Subtract the amount covered by the school from the total cost to find out how much John is missing.
+
+First, the total cost of the trip is $300. The school has decided to cover half of this cost. Therefore, the amount of money the school has covered is:
+\[
+\frac{300}{2} = 150
+\]
+
+Next, we need to find out how much more money John needs. We subtract the amount covered by the school from the total cost of the trip:
+\[
+300 - 150 = 150
+\]
+
+So, John is missing \boxed{150} dollars.','150',0,'not_equivalent',180,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,0,'To solve this problem, we need to calculate the total number of trees planted by both the students and the teachers.
+
+1. Calculate the total number of students:
+\[ \text{Total students} = 40 \text{ classes} \times 25 \text{ students/class} \]
+
+2. Calculate the total number of trees planted by the students:
+\[ \text{Total trees by students} = \text{Total students} \times 1 \text{ tree/student} \]
+
+3. Calculate the total number of trees planted by the teachers:
+\[ \text{Total trees by teachers} = 30 \text{ teachers} \times 2 \text{ trees/teacher} \]
+
+4. Calculate the total number of trees planted by the school:
+\[ \text{Total trees} = \text{Total trees by students} + \text{Total trees by teachers} \]
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step-by-step calculation
+
+# Number of classes and average students per class
+num_classes = 40
+avg_students_per_class = 25
+
+# Number of teachers per class
+num_teachers_per_class = 3
+
+# Total number of students
+total_students = num_classes * avg_students_per_class
+
+# Total trees planted by students
+total_trees_students = total_students * 1
+
+# Total trees planted by teachers
+total_trees_teachers = num_teachers_per_class * 2
+
+# Total trees planted by the school
+total_trees = total_trees_students + total_trees_teachers
+
+print(total_trees)
+```
+```output
+1006
+```
+The total number of trees planted at the end of the campaign is \(\boxed{1006}\).','1006',0,'not_equivalent',358,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,1,'To determine the total number of trees planted at the end of the campaign, we need to break down the problem step by step.
+
+1. **Calculate the total number of students:**
+   The school has 40 classes, and each class has an average of 25 students.
+   \[
+   \text{Total number of students} = 40 \times 25
+   \]
+   Running the code:
+   \[
+   \text{Total number of students} = 1000
+   \]
+
+2. **Calculate the total number of teachers:**
+   The school has 3 teachers per class.
+   \[
+   \text{Total number of teachers} = 40 \times 3
+   \]
+   Running the code:
+   \[
+   \text{Total number of teachers} = 120
+   \]
+
+3. **Calculate the total number of trees planted by students:**
+   Each student plants a tree.
+   \[
+   \text{Total number of trees planted by students} = 1000
+   \]
+
+4. **Calculate the total number of trees planted by teachers:**
+   Each teacher plants 2 trees.
+   \[
+   \text{Total number of trees planted by teachers} = 120 \times 2
+   \]
+   Running the code:
+   \[
+   \text{Total number of trees planted by teachers} = 240
+   \]
+
+5. **Calculate the total number of trees planted by everyone:**
+   Add the trees planted by students and teachers.
+   \[
+   \text{Total number of trees planted} = 1000 + 240
+   \]
+   Running the code:
+   \[
+   \text{Total number of trees planted} = 1240
+   \]
+
+So, the total number of trees planted at the end of the campaign is \(\boxed{1240}\).','1240',1,'equivalent',412,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(59,2,'To determine the total number of trees planted at the end of the campaign, we need to calculate the number of trees planted by the students and the teachers separately, and then sum these amounts.
+
+First, let''s calculate the number of trees planted by the students. There are 40 classes, and each class has an average of 25 students. Therefore, the total number of students is:
+\[ 40 \text{ classes} \times 25 \text{ students per class} = 1000 \text{ students} \]
+Each student plants one tree, so the total number of trees planted by the students is:
+\[ 1000 \text{ trees} \]
+
+Next, let''s calculate the number of trees planted by the teachers. There are 3 teachers per class, and each class has 40 students. Therefore, the total number of teachers is:
+\[ 40 \text{ classes} \times 3 \text{ teachers per class} = 120 \text{ teachers} \]
+Each teacher plants 2 trees, so the total number of trees planted by the teachers is:
+\[ 120 \text{ teachers} \times 2 \text{ trees per teacher} = 240 \text{ trees} \]
+
+Finally, we sum the number of trees planted by the students and the teachers to find the total number of trees planted at the end of the campaign:
+\[ 1000 \text{ trees} + 240 \text{ trees} = 1240 \text{ trees} \]
+
+Thus, the total number of trees planted at the end of the campaign is:
+\[ \boxed{1240} \]','1240',1,'equivalent',361,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(59,3,'To determine the total number of trees planted at the end of the reforestation campaign, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Calculate the total number of teachers in the school.
+3. Calculate the total number of trees planted by the students.
+4. Calculate the total number of trees planted by the teachers.
+5. Add the total number of trees planted by the students and the teachers to get the final answer.
+
+Let''s go through these steps in detail:
+
+1. Calculate the total number of students in the school:
+   \[
+   \text{Total number of students} = \text{Number of classes} \times \text{Average number of students per class} = 40 \times 25 = 1000
+   \]
+
+2. Calculate the total number of teachers in the school:
+   \[
+   \text{Total number of teachers} = \text{Number of classes} \times \text{Number of teachers per class} = 40 \times 3 = 120
+   \]
+
+3. Calculate the total number of trees planted by the students:
+   \[
+   \text{Total number of trees planted by students} = \text{Number of students} \times \text{Number of trees per student} = 1000 \times 1 = 1000
+   \]
+
+4. Calculate the total number of trees planted by the teachers:
+   \[
+   \text{Total number of trees planted by teachers} = \text{Number of teachers} \times \text{Number of trees per teacher} = 120 \times 2 = 240
+   \]
+
+5. Add the total number of trees planted by the students and the teachers to get the final answer:
+   \[
+   \text{Total number of trees planted} = \text{Total number of trees planted by students} + \text{Total number of trees planted by teachers} = 1000 + 240 = 1240
+   \]
+
+Therefore, the total number of trees planted at the end of the campaign is \(\boxed{1240}\).','1240',1,'equivalent',465,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,0,'To determine how much money John spent, we need to calculate the cost of the goats and cows separately and then add these amounts together. Here are the steps:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the total cost of the goats and the total cost of the cows to get the final amount spent.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the prices of the goats and cows
+price_goat = 500
+price_cow = 1500
+
+# Define the quantities of the goats and cows
+quantity_goats = 3
+quantity_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = price_goat * quantity_goats
+
+# Calculate the total cost of the cows
+total_cost_cows = price_cow * quantity_cows
+
+# Calculate the total amount spent
+total_amount_spent = total_cost_goats + total_cost_cows
+print(total_amount_spent)
+```
+```output
+4500
+```
+John spent a total of \(\boxed{4500}\) dollars.','4500',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(60,1,'Let''s break down the problem step by step and then use Python to verify our solution.
+
+1. Calculate the cost of the goats.
+2. Calculate the cost of the cows.
+3. Add the costs of the goats and the cows to get the total amount of money spent.
+
+Here''s the step-by-step reasoning in Python code:
+
+```python
+# Step 1: Calculate the cost of the goats
+cost_goats_per = 500
+number_goats = 3
+total_cost_goats = cost_goats_per * number_goats
+
+# Step 2: Calculate the cost of the cows
+cost_cows_per = 1500
+number_cows = 2
+total_cost_cows = cost_cows_per * number_cows
+
+# Step 3: Calculate the total amount of money spent
+total_money_spent = total_cost_goats + total_cost_cows
+
+# Output the total amount of money spent
+print(total_money_spent)
+```
+```output
+4500
+```
+The total amount of money John spent is \(\boxed{4500}\).','4500',1,'equivalent',221,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,2,'To solve this problem, we need to calculate the total cost of buying the goats and cows. Here''s a step-by-step breakdown of the solution:
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Add the two amounts to get the total cost.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the cost per goat and the number of goats
+cost_per_goat = 500
+number_of_goats = 3
+
+# Define the cost per cow and the number of cows
+cost_per_cow = 1500
+number_of_cows = 2
+
+# Calculate the total cost of the goats
+total_cost_goats = cost_per_goat * number_of_goats
+
+# Calculate the total cost of the cows
+total_cost_cows = cost_per_cow * number_of_cows
+
+# Calculate the total cost
+total_cost = total_cost_goats + total_cost_cows
+
+# Print the total cost
+print(total_cost)
+```
+```output
+4500
+```
+The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','4500',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(60,3,'Let''s break down the problem step-by-step and use Python to ensure our calculations are accurate.
+
+1. Calculate the total cost of the goats.
+2. Calculate the total cost of the cows.
+3. Sum the two amounts to get the total cost of all items John bought.
+
+Here is the step-by-step Python code to solve this problem:
+
+```python
+# Step 1: Calculate the total cost of the goats
+cost_per_goat = 500
+number_of_goats = 3
+total_cost_goats = cost_per_goat * number_of_goats
+
+# Step 2: Calculate the total cost of the cows
+cost_per_cow = 1500
+number_of_cows = 2
+total_cost_cows = cost_per_cow * number_of_cows
+
+# Step 3: Sum the total cost of all items
+total_cost = total_cost_goats + total_cost_cows
+
+# Output the final answer
+print(total_cost)
+```
+```output
+4500
+```
+The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','4500',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631456892501854892e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',53,4.91078215724100300594e+03,4.91077928889999748215e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631515826362204556e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',60,5.50012069216799864097e+03,5.50011780639800417717e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -12359,5 +13982,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-676',0,53,'240',1.0,1,4,1,1260.0,1172.0,360.25,0.0,5.44285312212487042398e+01,1.5869076219856115723e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-676',0,53,'240',1.0,1,6,1,1260.0,1172.0,720.5,0.0,1.08857062442497408481e+02,2.86227509732374072268e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-676',0,53,'240',1.0,1,1,0,1260.0,1172.0,1441.0,0.0,2.17714124884994816963e+02,5413010048000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-681',0,54,'398',0.25,0,4,1,618.0,549.0,376.25,0.0,3.0458267952999449335e+01,1.57746987269123266602e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-681',0,54,'298',0.25,1,6,1,618.0,549.0,752.5,0.0,60.9165359059989,2.91048062979415527347e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-681',0,54,'398',0.25,0,1,0,618.0,549.0,1505.0,0.0,1.21833071811997797342e+02,5576502144000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-682',0,55,'80',1.0,1,4,1,2290.0,2143.0,325.25,0.0,5.30845589275013480818e+01,1.66918635845303881841e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-682',0,55,'80',1.0,1,6,1,2290.0,2143.0,650.5,0.0,1.06169117855002696163e+02,2.81879538563535937505e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-682',0,55,'80',1.0,1,1,0,2290.0,2143.0,1301.0,0.0,2.12338235710005392327e+02,5118013440000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-724',0,56,'14',0.0,0,4,1,1909.0,1814.0,404.5,0.0,5.56053573690005578092e+01,1.76805628480560424803e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-724',0,56,'14',0.0,0,6,1,1909.0,1814.0,809.0,0.0,1.1121071473800111562e+02,3199845608537.07);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-724',0,56,'14',0.0,0,1,0,1909.0,1814.0,1618.0,0.0,2.22421429476002231241e+02,6063424256000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-733',0,57,'\frac{20}{3}',0.75,0,4,1,783.0,716.0,169.75,0.0,4.76440010789992811606e+01,8.34683464235924926777e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-733',0,57,'\frac{20}{3}',0.75,0,6,1,783.0,716.0,339.5,0.0,9.52880021579985623213e+01,1.43315238949061669925e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-733',0,57,'5',1.0,1,1,0,783.0,716.0,679.0,0.0,1.90576004315997124642e+02,2630090240000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-788',0,58,'150',0.0,0,4,1,834.0,753.0,179.25,0.0,1.54824207392484822776e+01,9.18019609984962402324e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-788',0,58,'0',0.0,0,6,1,834.0,753.0,358.5,0.0,3.09648414784969645548e+01,1.55031553732330810548e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-788',0,58,'150',0.0,0,1,0,834.0,753.0,717.0,0.0,6.19296829569939291096e+01,2814907392000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-801',0,59,'1006',0.75,0,4,1,718.0,640.0,399.0,0.0,4.65503927609970560288e+01,1.69027820662365600582e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-801',0,59,'1240',0.75,1,6,1,718.0,640.0,798.0,0.0,9.31007855219941120577e+01,3.10415871908243750005e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-801',0,59,'1240',1.0,1,1,0,718.0,640.0,1596.0,0.0,1.86201571043988224115e+02,5931919744000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-816',0,60,'4500',1.0,1,4,1,1682.0,1598.0,230.5,0.0,4.58240175255014037247e+01,1.10889937902186889648e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-816',0,60,'4500',1.0,1,6,1,1682.0,1598.0,461.0,0.0,9.16480350510028074495e+01,1.92162213534791259765e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-816',0,60,'4500',1.0,1,1,0,1682.0,1598.0,922.0,0.0,1.83296070102005614899e+02,3547067648000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
