@@ -6511,6 +6511,640 @@ INSERT INTO "chains" VALUES(60,1,0,'a8810917df968d5bfbf9f49e1eb33c0ab8b4cb0e83b5
 INSERT INTO "chains" VALUES(60,2,0,'69db52e6dab0d22c3b3e9bce6a5e8741deb8d5565f832bc657bff82939f10ea2',0,'The total amount of money John spent is \(\boxed{4500}\).','stop',19,373,362,1.69153571751012332669e+00,103071104000.0,NULL);
 INSERT INTO "chains" VALUES(60,3,0,'82e1eb8237f2ac60c00e5b32364d36619c64ed343017e25c083231ebdf377295',0,'The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','stop',24,387,376,2.45772598917465,120841984000.0,NULL);
 INSERT INTO "chains" VALUES(60,4,0,'56f27c3b7250252c6f7b5ec010263c248189fb9e3b533e9c80132d2a7a041805',0,'The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','stop',24,374,363,2.44247128217175424325e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(61,0,0,'f41dadd4fcd10d171e36361f81c79579fb6bcf76b811a402f5bd1a23a542ab19',0,'To determine how much Boris produces the fourth week, we need to follow these steps:
+
+1. Calculate the number of chocolate bars produced in the first week.
+2. Calculate the number of chocolate bars produced in the second week.
+3. Calculate the number of chocolate bars produced in the third week.
+4. Since we don''t know the number of chocolate bars produced in the fourth week, we can assume it''s the same as the third week.
+
+Let''s break this down in Python code and calculate the number of chocolate bars produced in the fourth week.
+
+```python
+# Number of chocolate bars produced in the first week
+first_week = 8000
+
+# Number of chocolate bars produced in the second week (half of the first week)
+second_week = first_week / 2
+
+# Number of chocolate bars produced in the third week (three times the first week)
+third_week = first_week * 3
+
+# Assuming the fourth week is the same as the third week
+fourth_week = third_week
+
+# Output the result
+print(fourth_week)','stop',218,203,121,2.40270012191425514909e+01,1315045120000.0,NULL);
+INSERT INTO "chains" VALUES(61,0,1,'f41dadd4fcd10d171e36361f81c79579fb6bcf76b811a402f5bd1a23a542ab19',1,'To solve this problem, we need to determine the number of bars of chocolate Boris produces each week, starting from the first week. Let''s break down the information step-by-step:
+
+1. **First Week**: Boris produces 8,000 bars of chocolate.
+2. **Second Week**: Boris produces half as much as the first week, which is \( \frac{8000}{2} = 4000 \) bars.
+3. **Third Week**: Boris produces three times as much as the first week, which is \( 3 \times 8000 = 24000 \) bars.
+4. **Fourth Week**: We need to find out how many bars Boris produces in the fourth week. Since we don''t have any information about the production in the fourth week, we can assume that the production in each subsequent week follows a consistent pattern. However, without additional information, we can''t determine the exact number of bars produced in the fourth week.
+
+Since we don''t have any additional information, we can assume that the production in each subsequent week follows a consistent pattern. However, without additional information, we can''t determine the exact number of bars produced in the fourth week. Let''s assume that the production in the fourth week follows the same pattern as the other weeks, which means it might be the same as the production in the third week, which is 24000 bars.
+
+Therefore, the number of bars of chocolate Boris produces in the fourth week is 24000.
+
+The final answer is \(\boxed{24000}\).','stop',332,203,121,2.40270012191425514909e+01,1315045120000.0,NULL);
+INSERT INTO "chains" VALUES(61,0,2,'f41dadd4fcd10d171e36361f81c79579fb6bcf76b811a402f5bd1a23a542ab19',2,'To determine how much Boris produces the fourth week, we need to follow the pattern of his chocolate production for the first three weeks and use that to find the production for the fourth week.
+
+1. **First week:**
+   Boris produces 8,000 bars of chocolate.
+
+2. **Second week:**
+   Boris produces half as much as the first week. Therefore, we calculate:
+   \[
+   \text{Production in the second week} = \frac{8,000}{2} = 4,000 \text{ bars}
+   \]
+
+3. **Third week:**
+   Boris produces three times as much as the first week. Therefore, we calculate:
+   \[
+   \text{Production in the third week} = 3 \times 8,000 = 24,000 \text{ bars}
+   \]
+
+4. **Fourth week:**
+   To find the production in the fourth week, we need to determine the pattern for the fourth week. The production of the bars in each week follows a specific progression. Let''s denote the production in the \(n\)-th week by \(P_n\).
+
+   We know:
+   \[
+   P_1 = 8,000, \quad P_2 = 4,000, \quad P_3 = 24,000
+   \]
+
+   We need to find \(P_4\). Let''s assume the production in the \(n\)-th week follows a geometric progression. In a geometric progression, the ratio between consecutive terms is constant. Let the common ratio be \(r\).
+
+   Therefore, we have:
+   \[
+   P_2 = P_1 \cdot r, \quad P_3 = P_1 \cdot r^2, \quad P_4 = P_1 \cdot r^3
+   \]
+
+   Substituting the known values:
+   \[
+   4,000 = 8,000 \cdot r, \quad 24,000 = 8,000 \cdot r^2
+   \]
+
+   We can solve for \(r\) from the first equation:
+   \[
+   r = \frac{4,000}{8,000} = \frac{1}{2}
+   \]
+
+   Now, we can find \(P_4\):
+   \[
+','length',512,203,121,2.40270012191425514909e+01,1315045120000.0,NULL);
+INSERT INTO "chains" VALUES(61,0,3,'f41dadd4fcd10d171e36361f81c79579fb6bcf76b811a402f5bd1a23a542ab19',3,'To determine how many bars of chocolate Boris produces in the fourth week, we need to follow the pattern of production over the four weeks. Let''s break it down step by step.
+
+1. **Identify the production in the first week:**
+   Boris produces 8,000 bars in the first week.
+
+2. **Identify the production in the second week:**
+   Boris produces half as much as the first week. Therefore, the production in the second week is:
+   \[
+   \frac{8000}{2} = 4000 \text{ bars}
+   \]
+
+3. **Identify the production in the third week:**
+   Boris produces three times as much as the first week. Therefore, the production in the third week is:
+   \[
+   3 \times 8000 = 24000 \text{ bars}
+   \]
+
+4. **Determine the production in the fourth week:**
+   Since the problem does not specify the production in the fourth week, we assume that the production pattern continues to follow the pattern established for the first three weeks. However, the problem does not provide additional information about the production in the fourth week, so we can only assume that the production in the fourth week follows the same pattern as the first three weeks. But since the problem does not give us any additional information, we can only assume that the production in the fourth week is the same as the production in the third week, which is 24000 bars.
+
+Therefore, the amount Boris produces in the fourth week is \(\boxed{24000}\).','stop',340,203,121,2.40270012191425514909e+01,1315045120000.0,NULL);
+INSERT INTO "chains" VALUES(61,1,0,'0c0b721dc466b27ad0f0179b7d422fbda86b8b3b4534630bfd0784be8e078312',0,'Boris produces \(\boxed{24000}\) bars of chocolate in the fourth week.','stop',23,432,420,3.30687946196121629327e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(62,0,0,'15341c06a3d1c5a7b85f7ce3ae0849a98d6e136e49ff4217fbc8970ef59d88de',0,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we can break down the problem step by step:
+
+1. Calculate how many badges Claire earns in a year.
+2. Calculate how many badges Amber earns in a year.
+3. Calculate how many badges Wendy earns in a year.
+4. Find the difference between the number of badges Wendy and Amber earns.
+
+We know that Claire earns one badge per month and there are 12 months in a year. Therefore, Claire earns \(12\) badges in a year. Amber earns twice as many badges per month as Claire, so she earns \(2 \times 12 = 24\) badges in a year. Wendy earns three times as many badges per month as Claire, so she earns \(3 \times 12 = 36\) badges in a year.
+
+The difference in the number of badges earned by Wendy and Amber in a year is \(36 - 24 = 12\).
+
+Let''s confirm this with Python code.
+```python
+# Number of badges Claire earns per month
+badges_claire_per_month = 1
+
+# Number of months in a year
+months_in_year = 12
+
+# Number of badges Amber earns per month
+badges_amber_per_month = 2 * badges_claire_per_month
+
+# Number of badges Wendy earns per month
+badges_wendy_per_month = 3 * badges_claire_per_month
+
+# Number of badges Claire earns in a year
+badges_claire_year = badges_claire_per_month * months_in_year
+
+# Number of badges Amber earns in a year
+badges_amber_year = badges_amber_per_month * months_in_year
+
+# Number of badges Wendy earns in a year
+badges_wendy_year = badges_wendy_per_month * months_in_year
+
+# Difference in the number of badges earned by Wendy and Amber in a year
+difference_badges = badges_wendy_year - badges_amber_year
+print(difference_badges)','stop',421,186,120,3.37135098744190671023e+01,1767314016000.0,NULL);
+INSERT INTO "chains" VALUES(62,0,1,'15341c06a3d1c5a7b85f7ce3ae0849a98d6e136e49ff4217fbc8970ef59d88de',1,'Let''s break down the problem step-by-step and then use Python code to verify our calculations.
+
+1. **Determine the number of badges Claire earns in a year:**
+   - Claire earns 1 badge per month.
+   - There are 12 months in a year.
+   - Therefore, Claire earns \(12 \text{ badges}\) in a year.
+
+2. **Determine the number of badges Amber earns in a year:**
+   - Amber earns twice as long as Claire to earn a badge.
+   - Since Claire earns 1 badge per month, Amber earns \(2 \times 1 = 2\) badges per month.
+   - Therefore, Amber earns \(2 \times 12 = 24\) badges in a year.
+
+3. **Determine the number of badges Wendy earns in a year:**
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - Since Claire earns 1 badge per month, Wendy earns \(3 \times 1 = 3\) badges per month.
+   - Therefore, Wendy earns \(3 \times 12 = 36\) badges in a year.
+
+4. **Calculate how many more badges Wendy earns compared to Amber in a 1 year time frame:**
+   - Wendy earns 36 badges in a year.
+   - Amber earns 24 badges in a year.
+   - Therefore, Wendy earns \(36 - 24 = 12\) more badges than Amber in a year.
+
+Now, let''s write the Python code to verify these calculations.
+```python
+# Number of badges Claire earns per month
+badges_claire_per_month = 1
+
+# Number of months in a year
+months_in_year = 12
+
+# Number of badges Amber earns per month (twice the time of Claire)
+badges_amber_per_month = 2 * badges_claire_per_month
+
+# Number of badges Wendy earns per month (three times the time of Claire)
+badges_wendy_per_month = 3 * badges_claire_per_month
+
+# Number of badges Claire earns in a year
+badges_claire_year = badges_claire_per_month * months_in_year
+
+# Number of badges Amber earns in a year
+badges_amber_year = badges_amber_per_month * months_in_year
+
+# Number of badges Wendy earns in a year
+badges_wendy_year = badges_wendy_per_month * months_in_year
+
+# Difference in badges','length',512,186,120,3.37135098744190671023e+01,1767314016000.0,NULL);
+INSERT INTO "chains" VALUES(62,0,2,'15341c06a3d1c5a7b85f7ce3ae0849a98d6e136e49ff4217fbc8970ef59d88de',2,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a month.
+2. Determine the number of badges Amber earns in a month.
+3. Calculate the number of badges Wendy earns in a month.
+4. Find the total number of badges Claire earns in a year.
+5. Find the total number of badges Amber earns in a year.
+6. Find the total number of badges Wendy earns in a year.
+7. Find the difference between the total number of badges Wendy earns in a year and the total number of badges Amber earns in a year.
+
+Let''s solve this step-by-step using Python.
+
+1. Claire earns 1 badge per month.
+2. Amber earns twice as long as Claire, so Amber earns \(2 \times 1 = 2\) badges per month.
+3. Wendy earns three times as long as Claire, so Wendy earns \(3 \times 1 = 3\) badges per month.
+4. The total number of badges Claire earns in a year is \(1 \times 12 = 12\).
+5. The total number of badges Amber earns in a year is \(2 \times 12 = 24\).
+6. The total number of badges Wendy earns in a year is \(3 \times 12 = 36\).
+7. The difference between the total number of badges Wendy earns in a year and the total number of badges Amber earns in a year is \(36 - 24 = 12\).
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Number of badges Claire earns per month
+badges_claire_per_month = 1
+
+# Number of badges Amber earns per month (twice as long as Claire)
+badges_amber_per_month = 2 * badges_claire_per_month
+
+# Number of badges Wendy earns per month (three times as long as Claire)
+badges_wendy_per_month = 3 * badges_claire_per_month
+
+# Total number of badges Claire earns in a year (12 months)
+total_badges_claire_per_year = badges_claire_per_month * 12
+
+# Total number of badges Amber earns in a year (12 months)
+total_badges_amber_per_year = badges_amber_per_month * 12
+
+# Total number of badges Wendy earns in a year (12 months)
+total_badges_w','length',512,186,120,3.37135098744190671023e+01,1767314016000.0,NULL);
+INSERT INTO "chains" VALUES(62,0,3,'15341c06a3d1c5a7b85f7ce3ae0849a98d6e136e49ff4217fbc8970ef59d88de',3,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we will follow these steps:
+
+1. Calculate the number of badges Claire earns in a month.
+2. Calculate the number of badges Amber earns in a month.
+3. Calculate the number of badges Wendy earns in a month.
+4. Calculate the total number of badges Claire earns in a year.
+5. Calculate the total number of badges Amber earns in a year.
+6. Calculate the total number of badges Wendy earns in a year.
+7. Find the difference between the total number of badges Wendy earns and the total number of badges Amber earns.
+
+Let''s start by defining the number of badges Claire earns in a month as \( B \). According to the problem, Amber earns twice as long to earn a badge as Claire, so Amber earns \( 2B \) badges in a month. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \( 3B \) badges in a month.
+
+Next, we calculate the total number of badges Claire earns in a year. Since there are 12 months in a year, we have:
+\[ B_{\text{Claire}} = 12B \]
+
+Similarly, we calculate the total number of badges Amber earns in a year:
+\[ B_{\text{Amber}} = 12 \times 2B = 24B \]
+
+And we calculate the total number of badges Wendy earns in a year:
+\[ B_{\text{Wendy}} = 12 \times 3B = 36B \]
+
+Finally, we find the difference between the total number of badges Wendy earns and the total number of badges Amber earns:
+\[ \text{Difference} = B_{\text{Wendy}} - B_{\text{Amber}} = 36B - 24B = 12B \]
+
+Since we are not given the actual value of \( B \), we can express the final answer in terms of \( B \). However, if we assume \( B = 1 \) (the number of badges Claire earns in a month), then the difference is:
+\[ \text{Difference} = 12 \]
+
+Thus, the final answer is:
+\[
+\boxed{12}
+\]','stop',482,186,120,3.37135098744190671023e+01,1767314016000.0,NULL);
+INSERT INTO "chains" VALUES(62,1,0,'733148ce57639e26941a32d08c0be796034bd6a7c44c89de495ee2fe9c24040c',0,'The difference in the number of badges earned by Wendy and Amber in a 1-year time frame is \(\boxed{12}\).','stop',29,615,606,2.1720074878103332594e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(63,0,0,'2eb860cbbd596fe791a80d7e7c2270eb86d2090a2717fa0a079d22f37d080125',0,'To solve this problem, we need to calculate the total number of petals for both the orchids and the African daisies, then find the difference between the two totals. Here is the step-by-step reasoning:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Find the difference between the total number of petals from the daisies and the orchids.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the number of orchids and African daisies
+num_orchids = 5
+num_daisies = 4
+
+# Define the number of petals per orchid and per daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Calculate the total number of petals for the orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Calculate the total number of petals for the African daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Calculate the difference in the number of petals
+difference_petals = total_petals_daisies - total_petals_orchids
+
+print(difference_petals)','stop',266,178,120,1.5150381065787945189e+01,893875264000.0,NULL);
+INSERT INTO "chains" VALUES(63,0,1,'2eb860cbbd596fe791a80d7e7c2270eb86d2090a2717fa0a079d22f37d080125',1,'To determine how many more petals the African daisies have compared to the orchids, we can follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the daisies.
+3. Subtract the total number of petals on the orchids from the total number of petals on the daisies to get the difference.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of orchids and daisies
+num_orchids = 5
+num_daisies = 4
+
+# Petals per orchid and daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Total number of petals on orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Total number of petals on daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Difference in the number of petals
+difference = total_petals_daisies - total_petals_orchids
+print(difference)','stop',233,178,120,1.5150381065787945189e+01,893875264000.0,NULL);
+INSERT INTO "chains" VALUES(63,0,2,'2eb860cbbd596fe791a80d7e7c2270eb86d2090a2717fa0a079d22f37d080125',2,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Subtract the total number of petals from the orchids from the total number of petals from the African daisies to find the difference.
+
+Let''s break this down and implement it in Python.
+```python
+# Given data
+num_orchids = 5
+petals_per_orchid = 5
+num_daisies = 4
+petals_per_daisy = 10
+
+# Calculate total petals from orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Calculate total petals from daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Calculate the difference in petals
+difference = total_petals_daisies - total_petals_orchids
+print(difference)','stop',217,178,120,1.5150381065787945189e+01,893875264000.0,NULL);
+INSERT INTO "chains" VALUES(63,0,3,'2eb860cbbd596fe791a80d7e7c2270eb86d2090a2717fa0a079d22f37d080125',3,'To determine how many more petals the African daisies have compared to the orchids, we can follow these steps:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Find the difference between the total number of petals from the daisies and the orchids.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Define the number of orchids and African daisies
+num_orchids = 5
+num_daisies = 4
+
+# Define the number of petals per orchid and per African daisy
+petals_orchid = 5
+petals_daisy = 10
+
+# Calculate the total number of petals from the orchids and the daisies
+total_petals_orchids = num_orchids * petals_orchid
+total_petals_daisies = num_daisies * petals_daisy
+
+# Calculate the difference in the number of petals
+difference = total_petals_daisies - total_petals_orchids
+
+# Print the result
+print(difference)','stop',236,178,120,1.5150381065787945189e+01,893875264000.0,NULL);
+INSERT INTO "chains" VALUES(63,1,0,'a858da5f17cd9ffe209f047ce4425fb0f3fc7247217d19b7fc95f0f0e0170fcc',0,'The difference in the number of petals between the African daisies and the orchids is \(\boxed{15}\).','stop',27,452,298,9.85403948437403,639751680000.0,NULL);
+INSERT INTO "chains" VALUES(63,2,0,'4e8d10dad378b188c0eb07917cef25b1da0994e16673e5a38b330bb6a72cd244',0,'The African daisies have \(\boxed{15}\) more petals than the orchids.','stop',22,419,410,2.24891470988319941426e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(63,3,0,'698240a18ee4643fb87d0c36912f8bee5ef560fd1f5836b6c06dbfee735ff437',0,'The African daisies have \(\boxed{15}\) more petals than the orchids.','stop',22,403,394,2.21371489988911607227e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(63,4,0,'8c9173b484bc39b2c0318665d1bd093a2c0be926c57df9c2b3bc78df69841b82',0,'The daisies have \(\boxed{15}\) more petals than the orchids.','stop',21,422,413,2.23714595412554162479e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(64,0,0,'b74246c6564ad29c0e67160d6b0cb723635337719cc0fb9643527a8425caaf93',0,'To determine how many red and blue shoe boxes Tim has left after using some for fishing, we will follow these steps:
+
+1. Calculate the number of red shoe boxes Tim uses for fishing.
+2. Subtract the number of red shoe boxes used from the original number of red shoe boxes.
+3. Subtract the number of blue shoe boxes used from the original number of blue shoe boxes.
+
+First, we know that Tim uses \(\frac{1}{3}\) of his red shoe boxes for fishing. Since Tim originally has 9 red shoe boxes, we calculate the number of red shoe boxes used as follows:
+\[
+\frac{1}{3} \times 9 = 3
+\]
+So, Tim uses 3 red shoe boxes for fishing. To find out how many red shoe boxes are left, we subtract the number of red shoe boxes used from the original number of red shoe boxes:
+\[
+9 - 3 = 6
+\]
+So, Tim has 6 red shoe boxes left.
+
+Next, we know that Tim uses 3 blue shoe boxes for fishing. Since Tim originally has 7 blue shoe boxes, we calculate the number of blue shoe boxes left as follows:
+\[
+7 - 3 = 4
+\]
+So, Tim has 4 blue shoe boxes left.
+
+Therefore, the number of red and blue shoe boxes left in Tim''s box is \(\boxed{4 \text{ red and } 6 \text{ blue}}\).','stop',302,178,120,2.04612346302289402908e+01,1053813184000.0,NULL);
+INSERT INTO "chains" VALUES(64,0,1,'b74246c6564ad29c0e67160d6b0cb723635337719cc0fb9643527a8425caaf93',1,'To determine how many red and blue shoe boxes are left in Tim''s box after using some for fishing, we can follow these steps:
+
+1. Calculate the number of red shoe boxes used for fishing.
+2. Subtract the number of red shoe boxes used from the total number of red shoe boxes.
+3. Subtract the number of blue shoe boxes used from the total number of blue shoe boxes.
+
+Let''s start with the number of red shoe boxes. Tim has 9 red shoe boxes and uses \(\frac{1}{3}\) of them. We can calculate this as follows:
+\[
+\text{Red shoe boxes used} = \frac{1}{3} \times 9 = 3
+\]
+Next, we subtract the number of red shoe boxes used from the total number of red shoe boxes:
+\[
+\text{Red shoe boxes left} = 9 - 3 = 6
+\]
+Now, let''s move to the number of blue shoe boxes. Tim has 7 blue shoe boxes and uses 3 of them. We can calculate this as follows:
+\[
+\text{Blue shoe boxes used} = 3
+\]
+Next, we subtract the number of blue shoe boxes used from the total number of blue shoe boxes:
+\[
+\text{Blue shoe boxes left} = 7 - 3 = 4
+\]
+Therefore, the number of red and blue shoe boxes left in Tim''s box are \(\boxed{6 \text{ red and } 4 \text{ blue}}\).','stop',316,178,120,2.04612346302289402908e+01,1053813184000.0,NULL);
+INSERT INTO "chains" VALUES(64,0,2,'b74246c6564ad29c0e67160d6b0cb723635337719cc0fb9643527a8425caaf93',2,'To determine how many red and blue shoe boxes are left in Tim''s box after using some for fishing, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes Tim uses for fishing.
+2. Subtract the number of red shoe boxes used from the total number of red shoe boxes.
+3. Subtract the number of blue shoe boxes used from the total number of blue shoe boxes.
+4. Sum the remaining red and blue shoe boxes to get the final answer.
+
+Let''s implement this in Python.
+
+```python
+# Step 1: Calculate the number of red shoe boxes used
+total_red_shoe_boxes = 9
+red_shoe_boxes_used = total_red_shoe_boxes / 3
+
+# Step 2: Subtract the number of red shoe boxes used from the total number of red shoe boxes
+remaining_red_shoe_boxes = total_red_shoe_boxes - red_shoe_boxes_used
+
+# Step 3: Subtract the number of blue shoe boxes used from the total number of blue shoe boxes
+total_blue_shoe_boxes = 7
+blue_shoe_boxes_used = 3
+
+remaining_blue_shoe_boxes = total_blue_shoe_boxes - blue_shoe_boxes_used
+
+# Step 4: Sum the remaining red and blue shoe boxes to get the final answer
+final_answer = remaining_red_shoe_boxes + remaining_blue_shoe_boxes
+
+# Print the final answer
+print(final_answer)','stop',288,178,120,2.04612346302289402908e+01,1053813184000.0,NULL);
+INSERT INTO "chains" VALUES(64,0,3,'b74246c6564ad29c0e67160d6b0cb723635337719cc0fb9643527a8425caaf93',3,'To determine how many red and blue shoe boxes Tim has left after his fishing trip, we need to follow these steps:
+
+1. **Calculate the number of blue shoe boxes left:**
+   - Tim starts with 7 blue shoe boxes.
+   - He uses 3 blue shoe boxes.
+   - The number of blue shoe boxes left is \(7 - 3 = 4\).
+
+2. **Calculate the number of red shoe boxes left:**
+   - Tim starts with 9 red shoe boxes.
+   - He uses \( \frac{1}{3} \) of his red shoe boxes.
+   - The number of red shoe boxes used is \( \frac{1}{3} \times 9 = 3 \).
+   - The number of red shoe boxes left is \(9 - 3 = 6\).
+
+3. **Combine the results:**
+   - The total number of red and blue shoe boxes left is \(4 + 6 = 10\).
+
+Therefore, the number of red and blue shoe boxes left in Tim''s box is \(\boxed{10}\).','stop',226,178,120,2.04612346302289402908e+01,1053813184000.0,NULL);
+INSERT INTO "chains" VALUES(64,1,0,'01a03e46bf799f4cd09c60c7e1248d4b36f57fb3dc8566680c3031172005f185',0,'The number of red and blue shoe boxes left in Tim''s box after using some for fishing is \(\boxed{10}\).','stop',28,476,465,4.12565122701926156878e+00,135058688000.0,NULL);
+INSERT INTO "chains" VALUES(65,0,0,'7a7b679ef0d4f2dbf9b92daae9faf5a0d72b3fc31c5ec955e14233283c152b6a',0,'To determine how many pieces of fruit are left after Lola ate some, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces.
+
+First, let''s find the total number of pieces of fruit Kira bought:
+- Kira bought 3 apples.
+- Kira bought 5 bananas.
+- Kira bought 6 oranges.
+Adding these together gives:
+\[3 + 5 + 6 = 14\]
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we need to subtract the number of pieces Lola ate from the total number of pieces:
+- Lola ate 2 pieces of fruit.
+Subtracting 2 from 14 gives:
+\[14 - 2 = 12\]
+So, the number of pieces of fruit left is \(\boxed{12}\).','stop',195,159,120,1.30905369963679021341e+01,669962176000.0,NULL);
+INSERT INTO "chains" VALUES(65,0,1,'7a7b679ef0d4f2dbf9b92daae9faf5a0d72b3fc31c5ec955e14233283c152b6a',1,'Let''s break down the problem step-by-step and then use Python to ensure the result is accurate.
+
+1. First, we need to calculate the total number of pieces of fruit Kira bought. She bought 3 apples, 5 bananas, and 6 oranges. So the total number of pieces of fruit is \(3 + 5 + 6 = 14\).
+2. Then, Lola ate 2 pieces of fruit. So the number of pieces of fruit left is \(14 - 2 = 12\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Step 1: Calculate the total number of pieces of fruit Kira bought
+apples = 3
+bananas = 5
+oranges = 6
+total_fruits = apples + bananas + oranges
+
+# Step 2: Calculate the number of pieces of fruit left after Lola ate 2 pieces
+fruits_left = total_fruits - 2
+
+print(fruits_left)','stop',209,159,120,1.30905369963679021341e+01,669962176000.0,NULL);
+INSERT INTO "chains" VALUES(65,0,2,'7a7b679ef0d4f2dbf9b92daae9faf5a0d72b3fc31c5ec955e14233283c152b6a',2,'To solve this problem, we can break it down into the following steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Step 1: Calculate the total number of pieces of fruit Kira bought
+apples = 3
+bananas = 5
+oranges = 6
+total_fruit = apples + bananas + oranges
+
+# Step 2: Subtract the number of pieces Lola ate
+pieces_eaten = 2
+pieces_left = total_fruit - pieces_eaten
+
+print(pieces_left)','stop',138,159,120,1.30905369963679021341e+01,669962176000.0,NULL);
+INSERT INTO "chains" VALUES(65,0,3,'7a7b679ef0d4f2dbf9b92daae9faf5a0d72b3fc31c5ec955e14233283c152b6a',3,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total.
+
+First, let''s find the total number of pieces of fruit Kira bought. She bought 3 apples, 5 bananas, and 6 oranges. So, we add these numbers together:
+\[ 3 + 5 + 6 = 14 \]
+
+Next, we need to account for the fruit Lola ate. Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract 2 from the total number of pieces of fruit Kira bought:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','stop',177,159,120,1.30905369963679021341e+01,669962176000.0,NULL);
+INSERT INTO "chains" VALUES(65,1,0,'9e09605b480232779a59979a71c7abcfa1ad9be9e40d69ea65ed87a60bf6eddb',0,'The number of pieces of fruit left is \(\boxed{12}\).','stop',17,376,367,1.67937412601168034598e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(65,2,0,'b70fac6357e541c4b4c061d19fe03272cb89daa61d04985a9c57f90f4b48e98d',0,'The number of pieces of fruit left after Lola ate 2 pieces is \(\boxed{12}\).','stop',23,305,296,2.07236852860223752514e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(66,0,0,'f59a0c8bfcd5203aa97b54f684d290ea5230595236148154277651af8b69a434',0,'To determine how many individual brownies Greta had left over from the entire day, we will calculate the total number of brownies she received and subtract the number of brownies she consumed. Here are the steps:
+
+1. Calculate the number of brownies Greta received at her office.
+2. Calculate the number of brownies Greta received at her friends'' party.
+3. Calculate the total number of brownies Greta received.
+4. Subtract the number of brownies she consumed from the total number of brownies received to find out how many brownies she has left over.
+
+Let''s break this down and implement it in Python.
+
+```python
+import sympy as sp
+
+# Number of brownies received at the office
+office_brownies = sp.Rational(1, 2) * 12
+
+# Number of brownies received at the friends'' party
+friends_brownies = 4 * 12
+
+# Total number of brownies received
+total_brownies = office_brownies + friends_brownies
+
+# Number of brownies consumed
+consumed_brownies = sp.Rational(3, 2) * 12
+
+# Brownies left over
+leftover_brownies = total_brownies - consumed_brownies
+
+# Print the result
+print(leftover_brownies)','stop',277,233,120,2.00605448132581187792e+01,1235964704000.0,NULL);
+INSERT INTO "chains" VALUES(66,0,1,'f59a0c8bfcd5203aa97b54f684d290ea5230595236148154277651af8b69a434',1,'To determine how many individual brownies Greta had left over from the entire day, we will follow these steps:
+
+1. Calculate the total number of brownies Greta had initially.
+2. Add the brownies she received from her office party.
+3. Add the brownies her friends had waiting for her.
+4. Subtract the number of brownies eaten during the party from the total number of brownies.
+
+Let''s break it down with some calculations in Python to ensure accuracy.
+```python
+# Initial brownies
+brownies_initial = 12  # one dozen
+
+# Brownies from the office party
+brownies_office = brownies_initial / 2  # half a dozen
+
+# Brownies from friends
+brownies_friends = 4 * 12  # four dozen
+
+# Total brownies before the party
+total_brownies = brownies_initial + brownies_office + brownies_friends
+
+# Brownies eaten during the party
+brownies_eaten = 1.5 * 12  # 1 1/2 dozen
+
+# Brownies left over
+brownies_leftover = total_brownies - brownies_eaten
+
+print(brownies_leftover)','stop',248,233,120,2.00605448132581187792e+01,1235964704000.0,NULL);
+INSERT INTO "chains" VALUES(66,0,2,'f59a0c8bfcd5203aa97b54f684d290ea5230595236148154277651af8b69a434',2,'To determine how many individual brownies Greta has left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Greta initially made.
+2. Add the brownies she received from her office.
+3. Add the brownies her friends brought.
+4. Subtract the number of brownies eaten during the party.
+
+Let''s break it down step-by-step and write the corresponding Python code.
+
+1. Greta made one dozen cream cheese swirl brownies, which is 12 brownies.
+2. She received half a dozen brownies from her office, which is \( \frac{12}{2} = 6 \) brownies.
+3. Her friends brought 4 dozen brownies, which is \( 4 \times 12 = 48 \) brownies.
+4. During the party, 1.5 dozen brownies were eaten, which is \( \frac{1.5 \times 12}{2} = 9 \) brownies.
+
+Now we can calculate the total number of brownies left over by subtracting the number of brownies eaten during the party from the sum of the brownies she initially made, the brownies from her office, and the brownies her friends brought.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial brownies made by Greta
+initial_brownies = 12
+
+# Brownies received from her office
+brownies_from_office = 12 / 2
+
+# Brownies brought by her friends
+brownies_from_friends = 4 * 12
+
+# Brownies eaten during the party
+brownies_eaten = 1.5 * 12 / 2
+
+# Total brownies left over
+total_brownies_left_over = initial_brownies + brownies_from_office + brownies_from_friends - brownies_eaten
+print(total_brownies_left_over)','stop',403,233,120,2.00605448132581187792e+01,1235964704000.0,NULL);
+INSERT INTO "chains" VALUES(66,0,3,'f59a0c8bfcd5203aa97b54f684d290ea5230595236148154277651af8b69a434',3,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the number of brownies Greta made initially.
+2. Determine the number of brownies her friends received.
+3. Add the brownies eaten during the party to the total.
+4. Subtract the total brownies eaten from the initial batch to find out how many brownies are left over.
+
+Let''s start with the initial batch of brownies Greta made:
+\[ 1 \text{ dozen} = 12 \text{ brownies} \]
+
+Next, we calculate the number of brownies her friends received:
+\[ \frac{1}{2} \text{ dozen} = \frac{12}{2} = 6 \text{ brownies} \]
+
+Now, we add the brownies eaten during the party to the total:
+\[ 12 \text{ (initial)} + 6 \text{ (from friends)} + \frac{11}{2} \text{ (eaten during party)} = 12 + 6 + 5.5 = 23.5 \text{ brownies} \]
+
+Finally, we subtract the total brownies eaten from the initial batch to find out how many brownies are left over:
+\[ 12 - 23.5 = -11.5 \]
+
+Since we can''t have a negative number of brownies, it means Greta ran out of brownies before the party. Specifically, she ran out 11.5 brownies short of what she needed. Therefore, the number of individual brownies Greta had left over is:
+\[ \boxed{0} \]','stop',354,233,120,2.00605448132581187792e+01,1235964704000.0,NULL);
+INSERT INTO "chains" VALUES(66,1,0,'57cfa0e87b3a0fdf6b1162b6417955c33641dbddec8b631e4ebf07f1f087f485',0,'The number of individual brownies Greta had left over from the entire day is \(\boxed{36}\).','stop',25,518,509,2.30060764791172323029e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(66,2,0,'6c970e2068759250024db09884b5ea914927731338638c6b59af3767cf5af989',0,'After performing the calculations, we find that Greta had \(\boxed{48}\) individual brownies left over from the entire day.','stop',30,491,480,2.82202071790864783551e+00,142167040000.0,NULL);
+INSERT INTO "chains" VALUES(66,3,0,'dfc1976fea6ee1585a09e2c07ee2c52493e2909f41e20acde19d06df78b2d3c6',0,'Greta has \(\boxed{57}\) individual brownies left over from the entire day.','stop',22,646,635,2.11559706524712964892e+00,113733632000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -6582,6 +7216,12 @@ INSERT INTO "jobs" VALUES(57,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(58,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-788',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','150','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1018184569, "usage": {"prompt_tokens": 176, "cached_prompt_tokens": 120, "completion_tokens": 651, "calls": 1, "seconds": 47.648428750596906, "flops": 2498585728000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0223, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0194, "call_seconds": 0.0259, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [1202106343, 1202114262], "usage": {"prompt_tokens": 658, "cached_prompt_tokens": 633, "completion_tokens": 66, "calls": 2, "seconds": 7.91225728886396, "flops": 316321664000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"150": 3, "0": 1}, "tie_broken_by_rng": false, "winner": "150"}]',834,753,717,5,0,0,2814907392000.0,0.0,6.19296829569939291096e+01,5.56089333614644587555e+01,1.79631497496188449855e+09);
 INSERT INTO "jobs" VALUES(59,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-801',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','1240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1064119648, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 1572, "calls": 1, "seconds": 115.12040894599329, "flops": 5811077760000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0191, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [1743702250], "usage": {"prompt_tokens": 531, "cached_prompt_tokens": 520, "completion_tokens": 24, "calls": 1, "seconds": 2.522359011164371, "flops": 120841984000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"1006": 1, "1240": 3}, "tie_broken_by_rng": false, "winner": "1240"}]',718,640,1596,3,0,0,5931919744000.0,0.0,1.86201571043988224115e+02,1.17661882488152215843e+02,1.79631515806491589551e+09);
 INSERT INTO "jobs" VALUES(60,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-816',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','4500','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1555926486, "usage": {"prompt_tokens": 161, "cached_prompt_tokens": 121, "completion_tokens": 837, "calls": 1, "seconds": 57.40699087917166, "flops": 3102795648000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0157, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0113, "call_seconds": 0.0149, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0217, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0145, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1942221412, 1942229331, 1942237250, 1942245169], "usage": {"prompt_tokens": 1521, "cached_prompt_tokens": 1477, "completion_tokens": 85, "calls": 4, "seconds": 8.193338745862272, "flops": 444272000000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"4500": 4}, "tie_broken_by_rng": false, "winner": "4500"}]',1682,1598,922,9,0,0,3547067648000.0,0.0,1.83296070102005614899e+02,6.56670133610234216811e+01,1.79631515826305580138e+09);
+INSERT INTO "jobs" VALUES(61,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-829',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','24000','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1804613575, "usage": {"prompt_tokens": 203, "cached_prompt_tokens": 121, "completion_tokens": 1402, "calls": 1, "seconds": 96.1080048765702, "flops": 5260180480000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0185, "call_seconds": 0.0197, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [433541844], "usage": {"prompt_tokens": 432, "cached_prompt_tokens": 420, "completion_tokens": 23, "calls": 1, "seconds": 3.3068794619612163, "flops": 120841984000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"24000": 3, "4": 1}, "tie_broken_by_rng": false, "winner": "24000"}]',635,541,1425,3,0,0,5381022464000.0,0.0,2.34500302446991554456e+02,99.4345731315238,1.79631539256847572324e+09);
+INSERT INTO "jobs" VALUES(62,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-861',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','12','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1977987130, "usage": {"prompt_tokens": 186, "cached_prompt_tokens": 120, "completion_tokens": 1927, "calls": 1, "seconds": 134.85403949767627, "flops": 7069256064000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0086, "call_seconds": 0.0096, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [1711389258], "usage": {"prompt_tokens": 615, "cached_prompt_tokens": 606, "completion_tokens": 29, "calls": 1, "seconds": 2.1720074878103333, "flops": 131504512000.0}}, {"event": "paths", "ends": ["answered", "length", "length", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"12": 3, "3": 1}, "tie_broken_by_rng": false, "winner": "12"}]',801,726,1956,3,0,0,7200760576000.0,0.0,2.444173208090069238e+02,1.3703562357649482806e+02,1.79631540268923473361e+09);
+INSERT INTO "jobs" VALUES(63,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-889',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','15','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1980904881, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 952, "calls": 1, "seconds": 60.60152426315178, "flops": 3575501056000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0182, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0211, "call_seconds": 0.0251, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0195, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0127, "call_seconds": 0.0135, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1040866238, 1040874157, 1040882076, 1040889995], "usage": {"prompt_tokens": 1696, "cached_prompt_tokens": 1515, "completion_tokens": 92, "calls": 4, "seconds": 16.553815048271886, "flops": 956073344000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"15": 4}, "tie_broken_by_rng": false, "winner": "15"}]',1874,1635,1044,9,0,0,4531574400000.0,0.0,1.61222353407996706661e+02,7.72316605094174803971e+01,1.79631555379441428185e+09);
+INSERT INTO "jobs" VALUES(64,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-906',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 16956979, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 1132, "calls": 1, "seconds": 81.84493852091576, "flops": 4215252736000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 0.0191, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [499114809], "usage": {"prompt_tokens": 476, "cached_prompt_tokens": 465, "completion_tokens": 28, "calls": 1, "seconds": 4.125651227019262, "flops": 135058688000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"4 \\text{ red and } 6 \\text{ blue}": 1, "6 \\text{ red and } 4 \\text{ blue}": 1, "10": 2}, "tie_broken_by_rng": false, "winner": "10"}]',654,585,1160,3,0,0,4350311424000.0,0.0,1.5523396661000151653e+02,8.59896530839384780602e+01,1.79631555792931723591e+09);
+INSERT INTO "jobs" VALUES(65,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-917',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','12','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1663799161, "usage": {"prompt_tokens": 159, "cached_prompt_tokens": 120, "completion_tokens": 719, "calls": 1, "seconds": 52.36214798547161, "flops": 2679848704000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0191, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0182, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [394807605, 394815524], "usage": {"prompt_tokens": 681, "cached_prompt_tokens": 663, "completion_tokens": 40, "calls": 2, "seconds": 3.751742654613918, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"12": 4}, "tie_broken_by_rng": false, "winner": "12"}]',840,783,759,5,0,0,2878882560000.0,0.0,1.26115322477009613063e+02,5.61512301720912461195e+01,1.79631568405026459693e+09);
+INSERT INTO "jobs" VALUES(66,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-966',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','36','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 483288272, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 1282, "calls": 1, "seconds": 80.24217925303248, "flops": 4943858816000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0206, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0112, "call_seconds": 0.012, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.014, "call_seconds": 0.0192, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2], "seeds": [674695859, 674703778, 674711697], "usage": {"prompt_tokens": 1655, "cached_prompt_tokens": 1624, "completion_tokens": 77, "calls": 3, "seconds": 7.238225431067501, "flops": 373188480000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0]}, {"event": "vote", "counts": {"36": 1, "48": 1, "57": 1, "0": 1}, "tie_broken_by_rng": true, "winner": "36"}]',1888,1744,1359,7,0,0,5317047296000.0,0.0,1.17669261761999223382e+02,8.75322325460856234292e+01,1.79631580172337341309e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -13808,10 +14448,692 @@ print(total_cost)
 4500
 ```
 The total amount of money John spent on the goats and cows is \(\boxed{4500}\).','4500',1,'equivalent',227,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,0,'To determine how much Boris produces the fourth week, we need to follow these steps:
+
+1. Calculate the number of chocolate bars produced in the first week.
+2. Calculate the number of chocolate bars produced in the second week.
+3. Calculate the number of chocolate bars produced in the third week.
+4. Since we don''t know the number of chocolate bars produced in the fourth week, we can assume it''s the same as the third week.
+
+Let''s break this down in Python code and calculate the number of chocolate bars produced in the fourth week.
+
+```python
+# Number of chocolate bars produced in the first week
+first_week = 8000
+
+# Number of chocolate bars produced in the second week (half of the first week)
+second_week = first_week / 2
+
+# Number of chocolate bars produced in the third week (three times the first week)
+third_week = first_week * 3
+
+# Assuming the fourth week is the same as the third week
+fourth_week = third_week
+
+# Output the result
+print(fourth_week)
+```
+```output
+24000
+```
+Boris produces \(\boxed{24000}\) bars of chocolate in the fourth week.','24000',0,'not_equivalent',241,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(61,1,'To solve this problem, we need to determine the number of bars of chocolate Boris produces each week, starting from the first week. Let''s break down the information step-by-step:
+
+1. **First Week**: Boris produces 8,000 bars of chocolate.
+2. **Second Week**: Boris produces half as much as the first week, which is \( \frac{8000}{2} = 4000 \) bars.
+3. **Third Week**: Boris produces three times as much as the first week, which is \( 3 \times 8000 = 24000 \) bars.
+4. **Fourth Week**: We need to find out how many bars Boris produces in the fourth week. Since we don''t have any information about the production in the fourth week, we can assume that the production in each subsequent week follows a consistent pattern. However, without additional information, we can''t determine the exact number of bars produced in the fourth week.
+
+Since we don''t have any additional information, we can assume that the production in each subsequent week follows a consistent pattern. However, without additional information, we can''t determine the exact number of bars produced in the fourth week. Let''s assume that the production in the fourth week follows the same pattern as the other weeks, which means it might be the same as the production in the third week, which is 24000 bars.
+
+Therefore, the number of bars of chocolate Boris produces in the fourth week is 24000.
+
+The final answer is \(\boxed{24000}\).','24000',0,'not_equivalent',332,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,2,'To determine how much Boris produces the fourth week, we need to follow the pattern of his chocolate production for the first three weeks and use that to find the production for the fourth week.
+
+1. **First week:**
+   Boris produces 8,000 bars of chocolate.
+
+2. **Second week:**
+   Boris produces half as much as the first week. Therefore, we calculate:
+   \[
+   \text{Production in the second week} = \frac{8,000}{2} = 4,000 \text{ bars}
+   \]
+
+3. **Third week:**
+   Boris produces three times as much as the first week. Therefore, we calculate:
+   \[
+   \text{Production in the third week} = 3 \times 8,000 = 24,000 \text{ bars}
+   \]
+
+4. **Fourth week:**
+   To find the production in the fourth week, we need to determine the pattern for the fourth week. The production of the bars in each week follows a specific progression. Let''s denote the production in the \(n\)-th week by \(P_n\).
+
+   We know:
+   \[
+   P_1 = 8,000, \quad P_2 = 4,000, \quad P_3 = 24,000
+   \]
+
+   We need to find \(P_4\). Let''s assume the production in the \(n\)-th week follows a geometric progression. In a geometric progression, the ratio between consecutive terms is constant. Let the common ratio be \(r\).
+
+   Therefore, we have:
+   \[
+   P_2 = P_1 \cdot r, \quad P_3 = P_1 \cdot r^2, \quad P_4 = P_1 \cdot r^3
+   \]
+
+   Substituting the known values:
+   \[
+   4,000 = 8,000 \cdot r, \quad 24,000 = 8,000 \cdot r^2
+   \]
+
+   We can solve for \(r\) from the first equation:
+   \[
+   r = \frac{4,000}{8,000} = \frac{1}{2}
+   \]
+
+   Now, we can find \(P_4\):
+   \[
+','4',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(61,3,'To determine how many bars of chocolate Boris produces in the fourth week, we need to follow the pattern of production over the four weeks. Let''s break it down step by step.
+
+1. **Identify the production in the first week:**
+   Boris produces 8,000 bars in the first week.
+
+2. **Identify the production in the second week:**
+   Boris produces half as much as the first week. Therefore, the production in the second week is:
+   \[
+   \frac{8000}{2} = 4000 \text{ bars}
+   \]
+
+3. **Identify the production in the third week:**
+   Boris produces three times as much as the first week. Therefore, the production in the third week is:
+   \[
+   3 \times 8000 = 24000 \text{ bars}
+   \]
+
+4. **Determine the production in the fourth week:**
+   Since the problem does not specify the production in the fourth week, we assume that the production pattern continues to follow the pattern established for the first three weeks. However, the problem does not provide additional information about the production in the fourth week, so we can only assume that the production in the fourth week follows the same pattern as the first three weeks. But since the problem does not give us any additional information, we can only assume that the production in the fourth week is the same as the production in the third week, which is 24000 bars.
+
+Therefore, the amount Boris produces in the fourth week is \(\boxed{24000}\).','24000',0,'not_equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,0,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we can break down the problem step by step:
+
+1. Calculate how many badges Claire earns in a year.
+2. Calculate how many badges Amber earns in a year.
+3. Calculate how many badges Wendy earns in a year.
+4. Find the difference between the number of badges Wendy and Amber earns.
+
+We know that Claire earns one badge per month and there are 12 months in a year. Therefore, Claire earns \(12\) badges in a year. Amber earns twice as many badges per month as Claire, so she earns \(2 \times 12 = 24\) badges in a year. Wendy earns three times as many badges per month as Claire, so she earns \(3 \times 12 = 36\) badges in a year.
+
+The difference in the number of badges earned by Wendy and Amber in a year is \(36 - 24 = 12\).
+
+Let''s confirm this with Python code.
+```python
+# Number of badges Claire earns per month
+badges_claire_per_month = 1
+
+# Number of months in a year
+months_in_year = 12
+
+# Number of badges Amber earns per month
+badges_amber_per_month = 2 * badges_claire_per_month
+
+# Number of badges Wendy earns per month
+badges_wendy_per_month = 3 * badges_claire_per_month
+
+# Number of badges Claire earns in a year
+badges_claire_year = badges_claire_per_month * months_in_year
+
+# Number of badges Amber earns in a year
+badges_amber_year = badges_amber_per_month * months_in_year
+
+# Number of badges Wendy earns in a year
+badges_wendy_year = badges_wendy_per_month * months_in_year
+
+# Difference in the number of badges earned by Wendy and Amber in a year
+difference_badges = badges_wendy_year - badges_amber_year
+print(difference_badges)
+```
+```output
+12
+```
+The difference in the number of badges earned by Wendy and Amber in a 1-year time frame is \(\boxed{12}\).','12',0,'not_equivalent',450,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(62,1,'Let''s break down the problem step-by-step and then use Python code to verify our calculations.
+
+1. **Determine the number of badges Claire earns in a year:**
+   - Claire earns 1 badge per month.
+   - There are 12 months in a year.
+   - Therefore, Claire earns \(12 \text{ badges}\) in a year.
+
+2. **Determine the number of badges Amber earns in a year:**
+   - Amber earns twice as long as Claire to earn a badge.
+   - Since Claire earns 1 badge per month, Amber earns \(2 \times 1 = 2\) badges per month.
+   - Therefore, Amber earns \(2 \times 12 = 24\) badges in a year.
+
+3. **Determine the number of badges Wendy earns in a year:**
+   - Wendy earns three times the amount of badges as Claire in the same time frame.
+   - Since Claire earns 1 badge per month, Wendy earns \(3 \times 1 = 3\) badges per month.
+   - Therefore, Wendy earns \(3 \times 12 = 36\) badges in a year.
+
+4. **Calculate how many more badges Wendy earns compared to Amber in a 1 year time frame:**
+   - Wendy earns 36 badges in a year.
+   - Amber earns 24 badges in a year.
+   - Therefore, Wendy earns \(36 - 24 = 12\) more badges than Amber in a year.
+
+Now, let''s write the Python code to verify these calculations.
+```python
+# Number of badges Claire earns per month
+badges_claire_per_month = 1
+
+# Number of months in a year
+months_in_year = 12
+
+# Number of badges Amber earns per month (twice the time of Claire)
+badges_amber_per_month = 2 * badges_claire_per_month
+
+# Number of badges Wendy earns per month (three times the time of Claire)
+badges_wendy_per_month = 3 * badges_claire_per_month
+
+# Number of badges Claire earns in a year
+badges_claire_year = badges_claire_per_month * months_in_year
+
+# Number of badges Amber earns in a year
+badges_amber_year = badges_amber_per_month * months_in_year
+
+# Number of badges Wendy earns in a year
+badges_wendy_year = badges_wendy_per_month * months_in_year
+
+# Difference in badges','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,2,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we need to follow these steps:
+
+1. Calculate the number of badges Claire earns in a month.
+2. Determine the number of badges Amber earns in a month.
+3. Calculate the number of badges Wendy earns in a month.
+4. Find the total number of badges Claire earns in a year.
+5. Find the total number of badges Amber earns in a year.
+6. Find the total number of badges Wendy earns in a year.
+7. Find the difference between the total number of badges Wendy earns in a year and the total number of badges Amber earns in a year.
+
+Let''s solve this step-by-step using Python.
+
+1. Claire earns 1 badge per month.
+2. Amber earns twice as long as Claire, so Amber earns \(2 \times 1 = 2\) badges per month.
+3. Wendy earns three times as long as Claire, so Wendy earns \(3 \times 1 = 3\) badges per month.
+4. The total number of badges Claire earns in a year is \(1 \times 12 = 12\).
+5. The total number of badges Amber earns in a year is \(2 \times 12 = 24\).
+6. The total number of badges Wendy earns in a year is \(3 \times 12 = 36\).
+7. The difference between the total number of badges Wendy earns in a year and the total number of badges Amber earns in a year is \(36 - 24 = 12\).
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Number of badges Claire earns per month
+badges_claire_per_month = 1
+
+# Number of badges Amber earns per month (twice as long as Claire)
+badges_amber_per_month = 2 * badges_claire_per_month
+
+# Number of badges Wendy earns per month (three times as long as Claire)
+badges_wendy_per_month = 3 * badges_claire_per_month
+
+# Total number of badges Claire earns in a year (12 months)
+total_badges_claire_per_year = badges_claire_per_month * 12
+
+# Total number of badges Amber earns in a year (12 months)
+total_badges_amber_per_year = badges_amber_per_month * 12
+
+# Total number of badges Wendy earns in a year (12 months)
+total_badges_w','12',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(62,3,'To determine how many more badges Wendy earns compared to Amber in a 1-year time frame, we will follow these steps:
+
+1. Calculate the number of badges Claire earns in a month.
+2. Calculate the number of badges Amber earns in a month.
+3. Calculate the number of badges Wendy earns in a month.
+4. Calculate the total number of badges Claire earns in a year.
+5. Calculate the total number of badges Amber earns in a year.
+6. Calculate the total number of badges Wendy earns in a year.
+7. Find the difference between the total number of badges Wendy earns and the total number of badges Amber earns.
+
+Let''s start by defining the number of badges Claire earns in a month as \( B \). According to the problem, Amber earns twice as long to earn a badge as Claire, so Amber earns \( 2B \) badges in a month. Wendy earns three times the amount of badges as Claire in the same time frame, so Wendy earns \( 3B \) badges in a month.
+
+Next, we calculate the total number of badges Claire earns in a year. Since there are 12 months in a year, we have:
+\[ B_{\text{Claire}} = 12B \]
+
+Similarly, we calculate the total number of badges Amber earns in a year:
+\[ B_{\text{Amber}} = 12 \times 2B = 24B \]
+
+And we calculate the total number of badges Wendy earns in a year:
+\[ B_{\text{Wendy}} = 12 \times 3B = 36B \]
+
+Finally, we find the difference between the total number of badges Wendy earns and the total number of badges Amber earns:
+\[ \text{Difference} = B_{\text{Wendy}} - B_{\text{Amber}} = 36B - 24B = 12B \]
+
+Since we are not given the actual value of \( B \), we can express the final answer in terms of \( B \). However, if we assume \( B = 1 \) (the number of badges Claire earns in a month), then the difference is:
+\[ \text{Difference} = 12 \]
+
+Thus, the final answer is:
+\[
+\boxed{12}
+\]','12',0,'not_equivalent',482,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,0,'To solve this problem, we need to calculate the total number of petals for both the orchids and the African daisies, then find the difference between the two totals. Here is the step-by-step reasoning:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Find the difference between the total number of petals from the daisies and the orchids.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Define the number of orchids and African daisies
+num_orchids = 5
+num_daisies = 4
+
+# Define the number of petals per orchid and per daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Calculate the total number of petals for the orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Calculate the total number of petals for the African daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Calculate the difference in the number of petals
+difference_petals = total_petals_daisies - total_petals_orchids
+
+print(difference_petals)
+```
+```output
+15
+```
+The difference in the number of petals between the African daisies and the orchids is \(\boxed{15}\).','15',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(63,1,'To determine how many more petals the African daisies have compared to the orchids, we can follow these steps:
+
+1. Calculate the total number of petals on the orchids.
+2. Calculate the total number of petals on the daisies.
+3. Subtract the total number of petals on the orchids from the total number of petals on the daisies to get the difference.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of orchids and daisies
+num_orchids = 5
+num_daisies = 4
+
+# Petals per orchid and daisy
+petals_per_orchid = 5
+petals_per_daisy = 10
+
+# Total number of petals on orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Total number of petals on daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Difference in the number of petals
+difference = total_petals_daisies - total_petals_orchids
+print(difference)
+```
+```output
+15
+```
+The African daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,2,'To determine how many more petals the African daisies have compared to the orchids, we need to follow these steps:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Subtract the total number of petals from the orchids from the total number of petals from the African daisies to find the difference.
+
+Let''s break this down and implement it in Python.
+```python
+# Given data
+num_orchids = 5
+petals_per_orchid = 5
+num_daisies = 4
+petals_per_daisy = 10
+
+# Calculate total petals from orchids
+total_petals_orchids = num_orchids * petals_per_orchid
+
+# Calculate total petals from daisies
+total_petals_daisies = num_daisies * petals_per_daisy
+
+# Calculate the difference in petals
+difference = total_petals_daisies - total_petals_orchids
+print(difference)
+```
+```output
+15
+```
+The African daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(63,3,'To determine how many more petals the African daisies have compared to the orchids, we can follow these steps:
+
+1. Calculate the total number of petals from the orchids.
+2. Calculate the total number of petals from the African daisies.
+3. Find the difference between the total number of petals from the daisies and the orchids.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Define the number of orchids and African daisies
+num_orchids = 5
+num_daisies = 4
+
+# Define the number of petals per orchid and per African daisy
+petals_orchid = 5
+petals_daisy = 10
+
+# Calculate the total number of petals from the orchids and the daisies
+total_petals_orchids = num_orchids * petals_orchid
+total_petals_daisies = num_daisies * petals_daisy
+
+# Calculate the difference in the number of petals
+difference = total_petals_daisies - total_petals_orchids
+
+# Print the result
+print(difference)
+```
+```output
+15
+```
+The daisies have \(\boxed{15}\) more petals than the orchids.','15',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,0,'To determine how many red and blue shoe boxes Tim has left after using some for fishing, we will follow these steps:
+
+1. Calculate the number of red shoe boxes Tim uses for fishing.
+2. Subtract the number of red shoe boxes used from the original number of red shoe boxes.
+3. Subtract the number of blue shoe boxes used from the original number of blue shoe boxes.
+
+First, we know that Tim uses \(\frac{1}{3}\) of his red shoe boxes for fishing. Since Tim originally has 9 red shoe boxes, we calculate the number of red shoe boxes used as follows:
+\[
+\frac{1}{3} \times 9 = 3
+\]
+So, Tim uses 3 red shoe boxes for fishing. To find out how many red shoe boxes are left, we subtract the number of red shoe boxes used from the original number of red shoe boxes:
+\[
+9 - 3 = 6
+\]
+So, Tim has 6 red shoe boxes left.
+
+Next, we know that Tim uses 3 blue shoe boxes for fishing. Since Tim originally has 7 blue shoe boxes, we calculate the number of blue shoe boxes left as follows:
+\[
+7 - 3 = 4
+\]
+So, Tim has 4 blue shoe boxes left.
+
+Therefore, the number of red and blue shoe boxes left in Tim''s box is \(\boxed{4 \text{ red and } 6 \text{ blue}}\).','4 \text{ red and } 6 \text{ blue}',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,1,'To determine how many red and blue shoe boxes are left in Tim''s box after using some for fishing, we can follow these steps:
+
+1. Calculate the number of red shoe boxes used for fishing.
+2. Subtract the number of red shoe boxes used from the total number of red shoe boxes.
+3. Subtract the number of blue shoe boxes used from the total number of blue shoe boxes.
+
+Let''s start with the number of red shoe boxes. Tim has 9 red shoe boxes and uses \(\frac{1}{3}\) of them. We can calculate this as follows:
+\[
+\text{Red shoe boxes used} = \frac{1}{3} \times 9 = 3
+\]
+Next, we subtract the number of red shoe boxes used from the total number of red shoe boxes:
+\[
+\text{Red shoe boxes left} = 9 - 3 = 6
+\]
+Now, let''s move to the number of blue shoe boxes. Tim has 7 blue shoe boxes and uses 3 of them. We can calculate this as follows:
+\[
+\text{Blue shoe boxes used} = 3
+\]
+Next, we subtract the number of blue shoe boxes used from the total number of blue shoe boxes:
+\[
+\text{Blue shoe boxes left} = 7 - 3 = 4
+\]
+Therefore, the number of red and blue shoe boxes left in Tim''s box are \(\boxed{6 \text{ red and } 4 \text{ blue}}\).','6 \text{ red and } 4 \text{ blue}',0,'not_equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(64,2,'To determine how many red and blue shoe boxes are left in Tim''s box after using some for fishing, we need to follow these steps:
+
+1. Calculate the number of red shoe boxes Tim uses for fishing.
+2. Subtract the number of red shoe boxes used from the total number of red shoe boxes.
+3. Subtract the number of blue shoe boxes used from the total number of blue shoe boxes.
+4. Sum the remaining red and blue shoe boxes to get the final answer.
+
+Let''s implement this in Python.
+
+```python
+# Step 1: Calculate the number of red shoe boxes used
+total_red_shoe_boxes = 9
+red_shoe_boxes_used = total_red_shoe_boxes / 3
+
+# Step 2: Subtract the number of red shoe boxes used from the total number of red shoe boxes
+remaining_red_shoe_boxes = total_red_shoe_boxes - red_shoe_boxes_used
+
+# Step 3: Subtract the number of blue shoe boxes used from the total number of blue shoe boxes
+total_blue_shoe_boxes = 7
+blue_shoe_boxes_used = 3
+
+remaining_blue_shoe_boxes = total_blue_shoe_boxes - blue_shoe_boxes_used
+
+# Step 4: Sum the remaining red and blue shoe boxes to get the final answer
+final_answer = remaining_red_shoe_boxes + remaining_blue_shoe_boxes
+
+# Print the final answer
+print(final_answer)
+```
+```output
+10.0
+```
+The number of red and blue shoe boxes left in Tim''s box after using some for fishing is \(\boxed{10}\).','10',1,'equivalent',316,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(64,3,'To determine how many red and blue shoe boxes Tim has left after his fishing trip, we need to follow these steps:
+
+1. **Calculate the number of blue shoe boxes left:**
+   - Tim starts with 7 blue shoe boxes.
+   - He uses 3 blue shoe boxes.
+   - The number of blue shoe boxes left is \(7 - 3 = 4\).
+
+2. **Calculate the number of red shoe boxes left:**
+   - Tim starts with 9 red shoe boxes.
+   - He uses \( \frac{1}{3} \) of his red shoe boxes.
+   - The number of red shoe boxes used is \( \frac{1}{3} \times 9 = 3 \).
+   - The number of red shoe boxes left is \(9 - 3 = 6\).
+
+3. **Combine the results:**
+   - The total number of red and blue shoe boxes left is \(4 + 6 = 10\).
+
+Therefore, the number of red and blue shoe boxes left in Tim''s box is \(\boxed{10}\).','10',1,'equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,0,'To determine how many pieces of fruit are left after Lola ate some, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total number of pieces.
+
+First, let''s find the total number of pieces of fruit Kira bought:
+- Kira bought 3 apples.
+- Kira bought 5 bananas.
+- Kira bought 6 oranges.
+Adding these together gives:
+\[3 + 5 + 6 = 14\]
+So, Kira bought a total of 14 pieces of fruit.
+
+Next, we need to subtract the number of pieces Lola ate from the total number of pieces:
+- Lola ate 2 pieces of fruit.
+Subtracting 2 from 14 gives:
+\[14 - 2 = 12\]
+So, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(65,1,'Let''s break down the problem step-by-step and then use Python to ensure the result is accurate.
+
+1. First, we need to calculate the total number of pieces of fruit Kira bought. She bought 3 apples, 5 bananas, and 6 oranges. So the total number of pieces of fruit is \(3 + 5 + 6 = 14\).
+2. Then, Lola ate 2 pieces of fruit. So the number of pieces of fruit left is \(14 - 2 = 12\).
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Step 1: Calculate the total number of pieces of fruit Kira bought
+apples = 3
+bananas = 5
+oranges = 6
+total_fruits = apples + bananas + oranges
+
+# Step 2: Calculate the number of pieces of fruit left after Lola ate 2 pieces
+fruits_left = total_fruits - 2
+
+print(fruits_left)
+```
+```output
+12
+```
+The number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',226,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,2,'To solve this problem, we can break it down into the following steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces Lola ate from the total.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Step 1: Calculate the total number of pieces of fruit Kira bought
+apples = 3
+bananas = 5
+oranges = 6
+total_fruit = apples + bananas + oranges
+
+# Step 2: Subtract the number of pieces Lola ate
+pieces_eaten = 2
+pieces_left = total_fruit - pieces_eaten
+
+print(pieces_left)
+```
+```output
+12
+```
+The number of pieces of fruit left after Lola ate 2 pieces is \(\boxed{12}\).','12',1,'equivalent',161,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(65,3,'To determine how many pieces of fruit are left, we need to follow these steps:
+
+1. Calculate the total number of pieces of fruit Kira bought.
+2. Subtract the number of pieces of fruit Lola ate from the total.
+
+First, let''s find the total number of pieces of fruit Kira bought. She bought 3 apples, 5 bananas, and 6 oranges. So, we add these numbers together:
+\[ 3 + 5 + 6 = 14 \]
+
+Next, we need to account for the fruit Lola ate. Lola ate 2 pieces of fruit. To find out how many pieces are left, we subtract 2 from the total number of pieces of fruit Kira bought:
+\[ 14 - 2 = 12 \]
+
+Therefore, the number of pieces of fruit left is \(\boxed{12}\).','12',1,'equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,0,'To determine how many individual brownies Greta had left over from the entire day, we will calculate the total number of brownies she received and subtract the number of brownies she consumed. Here are the steps:
+
+1. Calculate the number of brownies Greta received at her office.
+2. Calculate the number of brownies Greta received at her friends'' party.
+3. Calculate the total number of brownies Greta received.
+4. Subtract the number of brownies she consumed from the total number of brownies received to find out how many brownies she has left over.
+
+Let''s break this down and implement it in Python.
+
+```python
+import sympy as sp
+
+# Number of brownies received at the office
+office_brownies = sp.Rational(1, 2) * 12
+
+# Number of brownies received at the friends'' party
+friends_brownies = 4 * 12
+
+# Total number of brownies received
+total_brownies = office_brownies + friends_brownies
+
+# Number of brownies consumed
+consumed_brownies = sp.Rational(3, 2) * 12
+
+# Brownies left over
+leftover_brownies = total_brownies - consumed_brownies
+
+# Print the result
+print(leftover_brownies)
+```
+```output
+36
+```
+The number of individual brownies Greta had left over from the entire day is \(\boxed{36}\).','36',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(66,1,'To determine how many individual brownies Greta had left over from the entire day, we will follow these steps:
+
+1. Calculate the total number of brownies Greta had initially.
+2. Add the brownies she received from her office party.
+3. Add the brownies her friends had waiting for her.
+4. Subtract the number of brownies eaten during the party from the total number of brownies.
+
+Let''s break it down with some calculations in Python to ensure accuracy.
+```python
+# Initial brownies
+brownies_initial = 12  # one dozen
+
+# Brownies from the office party
+brownies_office = brownies_initial / 2  # half a dozen
+
+# Brownies from friends
+brownies_friends = 4 * 12  # four dozen
+
+# Total brownies before the party
+total_brownies = brownies_initial + brownies_office + brownies_friends
+
+# Brownies eaten during the party
+brownies_eaten = 1.5 * 12  # 1 1/2 dozen
+
+# Brownies left over
+brownies_leftover = total_brownies - brownies_eaten
+
+print(brownies_leftover)
+```
+```output
+48.0
+```
+After performing the calculations, we find that Greta had \(\boxed{48}\) individual brownies left over from the entire day.','48',1,'equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,2,'To determine how many individual brownies Greta has left over from the entire day, we need to follow these steps:
+
+1. Calculate the total number of brownies Greta initially made.
+2. Add the brownies she received from her office.
+3. Add the brownies her friends brought.
+4. Subtract the number of brownies eaten during the party.
+
+Let''s break it down step-by-step and write the corresponding Python code.
+
+1. Greta made one dozen cream cheese swirl brownies, which is 12 brownies.
+2. She received half a dozen brownies from her office, which is \( \frac{12}{2} = 6 \) brownies.
+3. Her friends brought 4 dozen brownies, which is \( 4 \times 12 = 48 \) brownies.
+4. During the party, 1.5 dozen brownies were eaten, which is \( \frac{1.5 \times 12}{2} = 9 \) brownies.
+
+Now we can calculate the total number of brownies left over by subtracting the number of brownies eaten during the party from the sum of the brownies she initially made, the brownies from her office, and the brownies her friends brought.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Initial brownies made by Greta
+initial_brownies = 12
+
+# Brownies received from her office
+brownies_from_office = 12 / 2
+
+# Brownies brought by her friends
+brownies_from_friends = 4 * 12
+
+# Brownies eaten during the party
+brownies_eaten = 1.5 * 12 / 2
+
+# Total brownies left over
+total_brownies_left_over = initial_brownies + brownies_from_office + brownies_from_friends - brownies_eaten
+print(total_brownies_left_over)
+```
+```output
+57.0
+```
+Greta has \(\boxed{57}\) individual brownies left over from the entire day.','57',0,'not_equivalent',425,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(66,3,'To determine how many individual brownies Greta had left over from the entire day, we need to follow these steps:
+
+1. Calculate the number of brownies Greta made initially.
+2. Determine the number of brownies her friends received.
+3. Add the brownies eaten during the party to the total.
+4. Subtract the total brownies eaten from the initial batch to find out how many brownies are left over.
+
+Let''s start with the initial batch of brownies Greta made:
+\[ 1 \text{ dozen} = 12 \text{ brownies} \]
+
+Next, we calculate the number of brownies her friends received:
+\[ \frac{1}{2} \text{ dozen} = \frac{12}{2} = 6 \text{ brownies} \]
+
+Now, we add the brownies eaten during the party to the total:
+\[ 12 \text{ (initial)} + 6 \text{ (from friends)} + \frac{11}{2} \text{ (eaten during party)} = 12 + 6 + 5.5 = 23.5 \text{ brownies} \]
+
+Finally, we subtract the total brownies eaten from the initial batch to find out how many brownies are left over:
+\[ 12 - 23.5 = -11.5 \]
+
+Since we can''t have a negative number of brownies, it means Greta ran out of brownies before the party. Specifically, she ran out 11.5 brownies short of what she needed. Therefore, the number of individual brownies Greta had left over is:
+\[ \boxed{0} \]','0',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631515826362204556e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',60,5.50012069216799864097e+03,5.50011780639800417717e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631580172804117202e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',66,6.14358102430499275221e+03,6.14357813537900801763e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -14003,5 +15325,23 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-816',0,60,'4500',1.0,1,4,1,1682.0,1598.0,230.5,0.0,4.58240175255014037247e+01,1.10889937902186889648e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-816',0,60,'4500',1.0,1,6,1,1682.0,1598.0,461.0,0.0,9.16480350510028074495e+01,1.92162213534791259765e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-816',0,60,'4500',1.0,1,1,0,1682.0,1598.0,922.0,0.0,1.83296070102005614899e+02,3547067648000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-829',0,61,'24000',0.0,0,4,1,635.0,541.0,356.25,0.0,5.86250756117478886162e+01,1.59500023990520068363e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-829',0,61,'24000',0.0,0,6,1,635.0,541.0,712.5,0.0,1.17250151223495777228e+02,2.8570076479368002929e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-829',0,61,'24000',0.0,0,1,0,635.0,541.0,1425.0,0.0,2.34500302446991554456e+02,5381022464000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-861',0,62,'12',0.0,0,4,1,801.0,726.0,489.0,0.0,6.11043302022517309524e+01,1.99962036674741503901e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-861',0,62,'3',0.0,0,6,1,801.0,726.0,978.0,0.0,1.222086604045034619e+02,3733333769831.61);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-861',0,62,'12',0.0,0,1,0,801.0,726.0,1956.0,0.0,2.444173208090069238e+02,7200760576000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-889',0,63,'15',1.0,1,4,1,1874.0,1635.0,261.0,0.0,4.03055883519991766652e+01,1.76600717069368676756e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-889',0,63,'15',1.0,1,6,1,1874.0,1635.0,522.0,0.0,8.06111767039983533305e+01,2.68786291379579101563e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-889',0,63,'15',1.0,1,1,0,1874.0,1635.0,1044.0,0.0,1.61222353407996706661e+02,4531574400000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-906',0,64,'4 \text{ red and } 6 \text{ blue}',0.5,0,4,1,654.0,585.0,290.0,0.0,3.88084916525003791321e+01,1.27075817836940600585e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-906',0,64,'6 \text{ red and } 4 \text{ blue}',0.5,0,6,1,654.0,585.0,580.0,0.0,7.7616983305000758265e+01,2.29727592691293749991e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-906',0,64,'10',1.0,1,1,0,654.0,585.0,1160.0,0.0,1.5523396661000151653e+02,4350311424000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-917',0,65,'12',1.0,1,4,1,840.0,783.0,189.75,0.0,3.15288306192524032662e+01,8.70544450588235229487e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-917',0,65,'12',1.0,1,6,1,840.0,783.0,379.5,0.0,6.30576612385048065325e+01,1.53999048705882348635e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-917',0,65,'12',1.0,1,1,0,840.0,783.0,759.0,0.0,1.26115322477009613063e+02,2878882560000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-966',0,66,'36',0.25,0,4,1,1888.0,1744.0,339.75,0.0,2.94173154404998058461e+01,1.71132510275449096679e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-966',0,66,'36',0.25,0,6,1,1888.0,1744.0,679.5,0.0,5.88346308809996116923e+01,2.91323250050299414068e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-966',0,66,'36',0.25,0,1,0,1888.0,1744.0,1359.0,0.0,1.17669261761999223382e+02,5317047296000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
