@@ -7145,6 +7145,838 @@ Since we can''t have a negative number of brownies, it means Greta ran out of br
 INSERT INTO "chains" VALUES(66,1,0,'57cfa0e87b3a0fdf6b1162b6417955c33641dbddec8b631e4ebf07f1f087f485',0,'The number of individual brownies Greta had left over from the entire day is \(\boxed{36}\).','stop',25,518,509,2.30060764791172323029e+00,117287808000.0,NULL);
 INSERT INTO "chains" VALUES(66,2,0,'6c970e2068759250024db09884b5ea914927731338638c6b59af3767cf5af989',0,'After performing the calculations, we find that Greta had \(\boxed{48}\) individual brownies left over from the entire day.','stop',30,491,480,2.82202071790864783551e+00,142167040000.0,NULL);
 INSERT INTO "chains" VALUES(66,3,0,'dfc1976fea6ee1585a09e2c07ee2c52493e2909f41e20acde19d06df78b2d3c6',0,'Greta has \(\boxed{57}\) individual brownies left over from the entire day.','stop',22,646,635,2.11559706524712964892e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(67,0,0,'f0b58c49e6e0ea026f69680905b25d2467262139ba6016904eea59c26e106d23',0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes per hour.
+2. Determine how many packages he completes in an eight-hour workday.
+3. Calculate his earnings for the eight-hour workday.
+
+Let''s break this down step-by-step and write the Python code to get the final answer.
+
+1. Colby completes 10 less than 50 packages per hour. So, the number of packages he completes per hour is \(50 - 10 = 40\).
+2. In an eight-hour workday, he completes \(40 \times 8 = 320\) packages.
+3. Since he earns $0.20 for every package he completes, his earnings for the eight-hour workday are \(320 \times 0.20 = 64\) dollars.
+
+Let''s write the Python code to verify this calculation:
+
+```python
+# Constants
+packages_per_hour = 50 - 10
+workdays_per_week = 4
+hours_per_day = 8
+payment_per_package = 0.20
+
+# Calculate total packages completed in a week
+total_packages_per_week = packages_per_hour * workdays_per_week
+
+# Calculate total earnings in a week
+total_earnings_per_week = total_packages_per_week * payment_per_package
+
+# Calculate total earnings in a day
+total_earnings_per_day = total_packages_per_day * payment_per_package
+
+print(total_earnings_per_day)','stop',316,185,120,2.21753716809452505742e+01,1180874976000.0,NULL);
+INSERT INTO "chains" VALUES(67,0,1,'f0b58c49e6e0ea026f69680905b25d2467262139ba6016904eea59c26e106d23',1,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes in one hour.
+2. Determine the number of packages Colby completes in one day.
+3. Calculate the total earnings from completing the packages.
+
+**Step 1: Calculate the number of packages Colby completes in one hour.**
+
+Colby gets paid $0.20 for every package he completes. He completes 10 less than 50 packages per hour. Therefore, we can write the number of packages he completes per hour as:
+\[ 50 - 10 = 40 \]
+
+**Step 2: Determine the number of packages Colby completes in one day.**
+
+Since there are 8 hours in a day, we can calculate the total number of packages he completes in one day by multiplying the number of packages he completes per hour by the number of hours in a day:
+\[ 40 \text{ packages/hour} \times 8 \text{ hours/day} = 320 \text{ packages/day} \]
+
+**Step 3: Calculate the total earnings from completing the packages.**
+
+Since Colby earns $0.20 for every package he completes, we can calculate his total earnings by multiplying the total number of packages he completes in one day by his hourly wage:
+\[ 320 \text{ packages/day} \times \$0.20/\text{package} = \$64 \]
+
+Therefore, the total amount of money Colby earns in a typical eight-hour workday is \(\boxed{64}\).','stop',341,185,120,2.21753716809452505742e+01,1180874976000.0,NULL);
+INSERT INTO "chains" VALUES(67,0,2,'f0b58c49e6e0ea026f69680905b25d2467262139ba6016904eea59c26e106d23',2,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes in an hour.
+2. Determine the number of packages Colby completes in an eight-hour workday.
+3. Calculate the total earnings for the eight-hour workday.
+
+Step 1: Calculate the number of packages Colby completes in an hour.
+Colby gets paid $0.20 for every package he completes, and he completes 10 less than 50 packages per hour. Therefore, we first find out how many packages he completes per hour:
+\[ 50 - 10 = 40 \]
+So, Colby completes 40 packages per hour.
+
+Step 2: Determine the number of packages Colby completes in an eight-hour workday.
+Since there are 8 hours in a workday, the total number of packages he completes in an eight-hour workday is:
+\[ 40 \times 8 = 320 \]
+So, Colby completes 320 packages in an eight-hour workday.
+
+Step 3: Calculate the total earnings for the eight-hour workday.
+Since he earns $0.20 for each package, his total earnings for the eight-hour workday are:
+\[ 320 \times 0.20 = 64 \]
+So, Colby earns \(\boxed{64}\) dollars in a typical eight-hour workday.','stop',309,185,120,2.21753716809452505742e+01,1180874976000.0,NULL);
+INSERT INTO "chains" VALUES(67,0,3,'f0b58c49e6e0ea026f69680905b25d2467262139ba6016904eea59c26e106d23',3,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Determine the number of packages Colby completes per hour.
+2. Calculate the total number of packages Colby completes in a typical eight-hour workday.
+3. Calculate the total earnings by multiplying the total number of packages by his pay rate.
+
+Let''s break it down step-by-step and write the Python code to compute the result.
+
+1. Colby completes 10 less than 50 packages per hour. So, if \( p \) is the number of packages per hour, then \( p = 50 - 10 = 40 \) packages per hour.
+2. In a typical eight-hour workday, Colby completes \( 40 \times 8 \) packages.
+3. Since he earns $0.20 for each package, his total earnings are \( 40 \times 8 \times 0.20 \).
+
+Now, let''s write the Python code to compute this.
+```python
+# Define the variables
+packages_per_hour = 50 - 10
+hours_per_day = 8
+pay_rate = 0.20
+
+# Calculate the total number of packages completed in a typical workday
+total_packages = packages_per_hour * hours_per_day
+
+# Calculate the total earnings
+total_earnings = total_packages * pay_rate
+
+print(total_earnings)','stop',302,185,120,2.21753716809452505742e+01,1180874976000.0,NULL);
+INSERT INTO "chains" VALUES(67,1,0,'14d0eab4384db54d6e5f825fa8da197cb9b6cbba00688eac0046e4581b0b7618',0,'It seems there was an issue with the variable name. Let''s fix the code by ensuring all variables are properly defined before calculating the total earnings.
+
+Here is the corrected code:
+
+```python
+# Constants
+packages_per_hour = 50 - 10
+workdays_per_week = 4
+hours_per_day = 8
+payment_per_package = 0.20
+
+# Calculate total packages completed in a week
+total_packages_per_week = packages_per_hour * workdays_per_week
+
+# Calculate total earnings in a week
+total_earnings_per_week = total_packages_per_week * payment_per_package
+
+# Calculate total earnings in a day
+total_earnings_per_day = total_packages_per_day * payment_per_package
+
+print(total_earnings_per_day)','stop',159,520,500,1.71284537583463460919e+01,632643328000.0,NULL);
+INSERT INTO "chains" VALUES(67,2,0,'536055f88f3497874d017bd98cf648a26add0ff8393dcb108e446890138b7e8d',0,'Colby earns \(\boxed{64.0}\) dollars in a typical eight-hour workday.','stop',23,497,486,2.50932844149792799726e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(67,3,0,'35c6ffbc76fe09594dd3099827a936cb69ae81ac9b33a1d281583f9d6166f951',0,'It appears that there is still an issue with the variable name. Let''s ensure that all variables are properly defined before calculating the total earnings.
+
+Here is the corrected code:
+
+```python
+','length',37,698,678,2.78642923175842360805e+00,199033856000.0,NULL);
+INSERT INTO "chains" VALUES(68,0,0,'bfcb0530d8046567b9cc61c2919a638df2c15b69de295d0b6e057d92bcee42b9',0,'To solve this problem, we need to determine the number of cherries each person has and then find the difference between Robert''s and Jerry''s cherries.
+
+1. Let''s denote the number of cherries Richard has by \( R \).
+2. According to the problem, Robert has 10 more cherries than Richard, so Robert''s cherries can be expressed as \( R + 10 \).
+3. We know that Robert has 30 cherries, so we can set up the equation \( R + 10 = 30 \).
+4. Solving for \( R \), we get \( R = 20 \).
+5. Jerry has \( R - 10 \) cherries, so Jerry''s cherries are \( 20 - 10 = 10 \).
+6. The difference in the number of cherries between Robert and Jerry is \( 30 - 10 = 20 \).
+
+Now let''s write the Python code to verify this solution.
+
+```python
+# Define the number of cherries Robert has
+robert_cherries = 30
+
+# Calculate the number of cherries Richard has
+richard_cherries = robert_cherries - 10
+
+# Calculate the number of cherries Jerry has
+jerry_cherries = richard_cherries - 10
+
+# Calculate the difference in the number of cherries between Robert and Jerry
+difference = robert_cherries - jerry_cherries
+
+# Print the result
+print(difference)','stop',323,170,120,1.73731728291815521458e+01,1070695520000.0,NULL);
+INSERT INTO "chains" VALUES(68,0,1,'bfcb0530d8046567b9cc61c2919a638df2c15b69de295d0b6e057d92bcee42b9',1,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Determine how many cherries Richard has.
+2. Determine how many cherries Jerry has.
+3. Calculate the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Let''s start with the information given:
+- Robert has 30 cherries.
+- Robert has 10 more cherries than Richard. Therefore, we can calculate the number of cherries Richard has by subtracting 10 from the number of cherries Robert has.
+- Robert has 60 cherries in total. We can use this information to verify our calculations.
+
+First, let''s calculate the number of cherries Richard has:
+\[
+\text{Number of cherries Richard has} = 30 - 10 = 20
+\]
+
+Now, we need to calculate the number of cherries Jerry has. We know that the total number of cherries is 60 and that Robert has 30 cherries, so Jerry has:
+\[
+\text{Number of cherries Jerry has} = 60 - 30 = 30
+\]
+
+Now, we can find out how many more cherries Robert has than Jerry by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+\[
+\text{Difference} = 30 - 20 = 10
+\]
+
+Therefore, Robert has \(\boxed{10}\) more cherries than Jerry.','stop',321,170,120,1.73731728291815521458e+01,1070695520000.0,NULL);
+INSERT INTO "chains" VALUES(68,0,2,'bfcb0530d8046567b9cc61c2919a638df2c15b69de295d0b6e057d92bcee42b9',2,'Let''s break down the problem step-by-step and then use Python to verify the result.
+
+1. Determine the number of cherries Richard has.
+2. Calculate the number of cherries Jerry has based on the information given.
+3. Find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Given:
+- Robert has 30 cherries.
+- Robert has 10 more cherries than Richard.
+
+Let''s denote the number of cherries Richard has as \( R \). According to the problem, we have:
+\[ R + 10 = 30 \]
+
+We can solve this equation to find \( R \). Once we have \( R \), we know the number of cherries Jerry has is \( R - 10 \). Finally, we can find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Let''s write the Python code to solve this:
+```python
+# Step 1: Calculate the number of cherries Richard has
+robert_cherries = 30
+richard_cherries = robert_cherries - 10
+
+# Step 2: Calculate the number of cherries Jerry has
+jerry_cherries = richard_cherries - 10
+
+# Step 3: Find the difference between the number of cherries Robert has and Jerry has
+difference = robert_cherries - jerry_cherries
+print(difference)','stop',306,170,120,1.73731728291815521458e+01,1070695520000.0,NULL);
+INSERT INTO "chains" VALUES(68,0,3,'bfcb0530d8046567b9cc61c2919a638df2c15b69de295d0b6e057d92bcee42b9',3,'To determine how many more cherries Robert has than Jerry, we can follow these steps:
+
+1. Identify the number of cherries each person has.
+2. Calculate the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+First, we know that Robert has 30 cherries. According to the problem, Robert has 10 more cherries than Richard. Therefore, we can find the number of cherries Richard has by subtracting 10 from the number of cherries Robert has:
+\[ \text{Richard''s cherries} = 30 - 10 = 20 \]
+
+Next, we need to find out how many more cherries Robert has than Jerry. We do this by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+\[ \text{Difference} = 30 - 20 = 10 \]
+
+Thus, Robert has \(\boxed{10}\) more cherries than Jerry.','stop',209,170,120,1.73731728291815521458e+01,1070695520000.0,NULL);
+INSERT INTO "chains" VALUES(68,1,0,'cd5f10ce8a734a0319fd58c0808e5528df76dc3acc66a23f2864b0d71f8d425f',0,'The difference in the number of cherries between Robert and Jerry is \(\boxed{20}\).','stop',22,501,492,2.30892817532488425769e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(68,2,0,'246ee8f69e4f58247821e6a57140c19480bd735d415883decdb881038151e779',0,'The final answer is \(\boxed{20}\). Robert has 20 more cherries than Jerry.','stop',24,484,475,2.48422676132079933708e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(69,0,0,'986fd27dc9daaecf83341df07757c606e61ad54374423c2122ed4a1d7a38bd8b',0,'To determine how much Sunny earned for two days, we need to calculate his earnings from both the Saturday and Sunday sales and then sum them up.
+
+### Step-by-Step Solution:
+
+1. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Sunday is:
+     \[
+     \text{Saturday boxes} + 5 = 10 + 5 = 15
+     \]
+
+2. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+   - On Saturday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Saturday is:
+     \[
+     15 - 4 = 11
+     \]
+
+3. **Calculate the revenue from gingerbread sales:**
+   - The cost of gingerbread is $6 per box.
+   - On Saturday, Sunny sold 11 boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of gingerbread.
+   - Therefore, the revenue from gingerbread sales on Saturday is:
+     \[
+     11 \times 6 = 66
+     \]
+   - The revenue from gingerbread sales on Sunday is:
+     \[
+     15 \times 6 = 90
+     \]
+   - The total revenue from gingerbread sales for two days is:
+     \[
+     66 + 90 = 156
+     \]
+
+4. **Calculate the revenue from apple pie sales:**
+   - The cost of apple pie is $15 per box.
+   - On Saturday, Sunny sold 15 boxes of apple pie.
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the revenue from apple pie sales on Saturday is:
+     \[
+     15 \times 15 = 225
+     \]
+   - The revenue from apple pie sales on Sunday is:
+     \[
+     15 \times 15 = 225
+     \]
+   - The total revenue from apple pie sales for two days is:
+     \[
+     225 + 225 = 450
+     \','length',512,212,120,33.4491887017934,1806409952000.0,NULL);
+INSERT INTO "chains" VALUES(69,0,1,'986fd27dc9daaecf83341df07757c606e61ad54374423c2122ed4a1d7a38bd8b',1,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie sold on Sunday.
+2. Calculate the total revenue from selling gingerbread and apple pie on both days.
+3. Sum up the total revenue from both days to get the final answer.
+
+Let''s start by calculating the number of boxes sold on Sunday. We know that on Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie. Since on Saturday he sold 10 boxes of gingerbread, on Sunday he sold \(10 + 5 = 15\) boxes of gingerbread. On Sunday, he also sold 15 boxes of apple pie.
+
+Next, we calculate the total revenue from selling gingerbread and apple pie on both days. The revenue from gingerbread on Saturday is \(10 \times 6 = 60\) dollars, and on Sunday it is \(15 \times 6 = 90\) dollars. So, the total revenue from gingerbread on both days is \(60 + 90 = 150\) dollars. Similarly, the revenue from apple pie on Saturday is \(4 \times 15 = 60\) dollars, and on Sunday it is \(15 \times 15 = 225\) dollars. So, the total revenue from apple pie on both days is \(60 + 225 = 285\) dollars. Therefore, the total revenue from both days is \(150 + 285 = 435\) dollars.
+
+Let''s write the Python code to verify this calculation.
+```python
+# Number of boxes sold on Saturday
+boxes_saturday_gingerbread = 10
+boxes_saturday_apple_pie = boxes_saturday_gingerbread - 4
+
+# Number of boxes sold on Sunday
+boxes_sunday_gingerbread = boxes_saturday_gingerbread + 5
+boxes_sunday_apple_pie = 15
+
+# Price per box
+price_gingerbread = 6
+price_apple_pie = 15
+
+# Total revenue from gingerbread on both days
+revenue_saturday_gingerbread = boxes_saturday_gingerbread * price_gingerbread
+revenue_sunday_gingerbread = boxes_sunday_gingerbread * price_gingerbread
+total_revenue_gingerbread = revenue_saturday_ginger','length',512,212,120,33.4491887017934,1806409952000.0,NULL);
+INSERT INTO "chains" VALUES(69,0,2,'986fd27dc9daaecf83341df07757c606e61ad54374423c2122ed4a1d7a38bd8b',2,'To determine how much Sunny earned for two days, we need to calculate the number of boxes sold each day, the revenue from each type of baked good, and then sum these amounts. Let''s break it down step by step.
+
+### Step 1: Calculate the number of boxes sold each day
+
+**Saturday:**
+- Gingerbread boxes sold: 10
+- Apple pie boxes sold: \(4 - 10 = -6\)
+
+Since it''s not possible to sell a negative number of boxes, we need to re-evaluate the problem. It seems there was a mistake in the problem statement. Let''s assume the correct number of apple pie boxes sold on Saturday should be 4 (as it''s the only logical number given the context).
+
+**Saturday:**
+- Gingerbread boxes sold: 10
+- Apple pie boxes sold: 4
+
+**Sunday:**
+- Gingerbread boxes sold: \(10 + 5 = 15\)
+- Apple pie boxes sold: 15
+
+### Step 2: Calculate the revenue from each type of baked good
+
+**Gingerbread:**
+- Price per box: $6
+- Revenue from gingerbread: \(15 \text{ boxes} \times 6 \text{ dollars/box} = 90 \text{ dollars}\)
+
+**Apple pie:**
+- Price per box: $15
+- Revenue from apple pie: \(15 \text{ boxes} \times 15 \text{ dollars/box} = 225 \text{ dollars}\)
+
+### Step 3: Calculate the total revenue for two days
+
+\[
+\text{Total revenue} = \text{Revenue from gingerbread} + \text{Revenue from apple pie} = 90 \text{ dollars} + 225 \text{ dollars} = 315 \text{ dollars}
+\]
+
+### Final Answer
+
+\[
+\boxed{315}
+\]','stop',409,212,120,33.4491887017934,1806409952000.0,NULL);
+INSERT INTO "chains" VALUES(69,0,3,'986fd27dc9daaecf83341df07757c606e61ad54374423c2122ed4a1d7a38bd8b',3,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie Sunny sold on each day.
+2. Calculate the total earnings from selling gingerbread and apple pie on each day.
+3. Sum the earnings from both days to get the total earnings for two days.
+
+Let''s break this down step-by-step and use Python code to ensure accuracy.
+
+### Step-by-Step Solution
+
+1. **Saturday:**
+   - Boxes of gingerbread: 10
+   - Boxes of apple pie: \(10 - 4 = 6\)
+   - Earnings from gingerbread: \(10 \times 6 = 60\) dollars
+   - Earnings from apple pie: \(6 \times 15 = 90\) dollars
+   - Total earnings on Saturday: \(60 + 90 = 150\) dollars
+
+2. **Sunday:**
+   - Boxes of gingerbread: \(10 + 5 = 15\)
+   - Boxes of apple pie: 15
+   - Earnings from gingerbread: \(15 \times 6 = 90\) dollars
+   - Earnings from apple pie: \(15 \times 15 = 225\) dollars
+   - Total earnings on Sunday: \(90 + 225 = 315\) dollars
+
+3. **Total earnings for two days:**
+   - Total earnings on Saturday: 150 dollars
+   - Total earnings on Sunday: 315 dollars
+   - Total earnings for two days: \(150 + 315 = 465\) dollars
+
+Now, let''s verify this with Python code.
+```python
+# Define the number of boxes sold on each day
+gingerbread_saturday = 10
+apple_pie_saturday = gingerbread_saturday - 4
+gingerbread_sunday = gingerbread_saturday + 5
+apple_pie_sunday = 15
+
+# Calculate earnings from each day
+earnings_gingerbread_saturday = gingerbread_saturday * 6
+earnings_apple_pie_saturday = apple_pie_saturday * 15
+total_earnings_saturday = earnings_gingerbread_saturday + earnings_apple_pie_saturday
+
+earnings_gingerbread_sunday = gingerbread_sunday * 6
+','length',512,212,120,33.4491887017934,1806409952000.0,NULL);
+INSERT INTO "chains" VALUES(70,0,0,'506339b6dde9c5f75750c891723c739d8bea8f1dc910c109df9d56262fadd5fa',0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his parents.
+2. Add the money received from his mother to the total from his parents to get the total amount of money he received.
+3. Subtract the total amount of money Adam received from the price of the trousers to find out how much money he had to contribute from his savings.
+
+Let''s start with the first step. Adam''s father gave him twice as much as his mother. Since his mother gave him $6, his father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Next, we add the money received from his mother and his father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+Now, we subtract the total amount of money Adam received from the price of the trousers to find out how much money he had to contribute from his savings:
+\[ 30 - 18 = 12 \text{ dollars} \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',254,167,120,1.73278397626387139496e+01,901872160000.0,NULL);
+INSERT INTO "chains" VALUES(70,0,1,'506339b6dde9c5f75750c891723c739d8bea8f1dc910c109df9d56262fadd5fa',1,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount received from the cost of the new trousers.
+
+First, let''s calculate the amount of money Adam received from his father. His father gave him twice as much as his mother. Since his mother gave him $6, his father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Next, we add the amounts received from his mother and his father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+Now, we subtract the total amount received from the cost of the new trousers to find out how much Adam had to contribute from his savings:
+\[ 30 - 18 = 12 \text{ dollars} \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',219,167,120,1.73278397626387139496e+01,901872160000.0,NULL);
+INSERT INTO "chains" VALUES(70,0,2,'506339b6dde9c5f75750c891723c739d8bea8f1dc910c109df9d56262fadd5fa',2,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount of money received from his mother and father from the amount of money he bought for the trousers.
+
+First, let''s calculate the total amount of money Adam received from his mother and father. Adam''s mother gave him $6, and his father gave him twice as much. Therefore, the amount of money his father gave him is:
+\[ 2 \times 6 = 12 \]
+
+Next, we add the amounts of money his mother and father gave him to find the total amount of money he received:
+\[ 6 + 12 = 18 \]
+
+Adam bought the trousers for $30. To find out how much money he had to contribute from his savings, we subtract the total amount of money he received from the amount of money he bought for the trousers:
+\[ 30 - 18 = 12 \]
+
+So, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',238,167,120,1.73278397626387139496e+01,901872160000.0,NULL);
+INSERT INTO "chains" VALUES(70,0,3,'506339b6dde9c5f75750c891723c739d8bea8f1dc910c109df9d56262fadd5fa',3,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount of money Adam received from the cost of the trousers to find out how much he had to contribute from his savings.
+
+Let''s break it down into smaller steps and write the Python code to solve it.
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother, so his father gave him $6 * 2 = $12.
+3. The total amount of money Adam received is $6 + $12 = $18.
+4. Adam bought the trousers for $30, so the amount he had to contribute from his savings is $30 - $18 = $12.
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Given values
+cost_of_trousers = 30
+amount_from_mother = 6
+amount_from_father = 2 * amount_from_mother
+total_received = amount_from_mother + amount_from_father
+amount_to_contribute = cost_of_trousers - total_received
+
+print(amount_to_contribute)','stop',261,167,120,1.73278397626387139496e+01,901872160000.0,NULL);
+INSERT INTO "chains" VALUES(70,1,0,'94e1d4c20a3796fc6f7392b0308cc6de87191cd60b917a37aa849e09e041a56b',0,'The amount of money Adam had to contribute from his savings is \(\boxed{12}\).','stop',21,436,427,2.70730835020367521792e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(71,0,0,'5b409772a22a37076a0bdf2712a32639cd8af0aa6dfa69615b380e92b70037b1',0,'Let''s solve the problem step-by-step using Python.
+
+1. **Define the variables:**
+   Let \( x \) be the number of chocolate bars in each box.
+
+2. **Set up the equations based on the information given:**
+   - Lisa sold 3.5 boxes of chocolate bars.
+   - Peter sold 4.5 boxes of chocolate bars.
+   - Together, they sold 64 chocolate bars.
+
+3. **Formulate the equation:**
+   \[
+   3.5x + 4.5x = 64
+   \]
+
+4. **Solve for \( x \):**
+   \[
+   8x = 64
+   \]
+   \[
+   x = \frac{64}{8}
+   \]
+
+5. **Implement the above steps in Python to find the value of \( x \).**
+
+Here''s the Python code to solve the problem:
+```python
+# Define the number of boxes sold by Lisa and Peter
+boxes_lisa = 3.5
+boxes_peter = 4.5
+
+# Total boxes sold
+total_boxes = 64
+
+# Calculate the number of chocolate bars per box
+bars_per_box = (total_boxes - (boxes_lisa + boxes_peter)) / (boxes_lisa + boxes_peter)
+
+print(bars_per_box)','stop',281,174,120,1.81752485010147388777e+01,910757600000.0,NULL);
+INSERT INTO "chains" VALUES(71,0,1,'5b409772a22a37076a0bdf2712a32639cd8af0aa6dfa69615b380e92b70037b1',1,'To solve this problem, we can follow these steps:
+
+1. Determine the total number of chocolate bars sold by Lisa and Peter.
+2. Calculate the number of chocolate bars in a box by dividing the total number of chocolate bars sold by the sum of the boxes sold by Lisa and Peter.
+
+Let''s break it down and implement it in Python.
+
+1. Lisa sold three and a half boxes of chocolate bars, which is \(3.5\) boxes.
+2. Peter sold four and a half boxes of chocolate bars, which is \(4.5\) boxes.
+3. The total number of chocolate bars sold by Lisa and Peter is \(3.5 + 4.5 = 8\) boxes.
+4. They sold a total of 64 chocolate bars together. So, the number of chocolate bars in a box is \(64 \div 8 = 8\).
+
+Let''s confirm this with Python code.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_lisa = 3.5
+boxes_peter = 4.5
+
+# Total number of boxes sold
+total_boxes_sold = boxes_lisa + boxes_peter
+
+# Total number of chocolate bars sold
+total_chocolate_bars = 64
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars / total_boxes_sold
+print(chocolate_bars_per_box)','stop',291,174,120,1.81752485010147388777e+01,910757600000.0,NULL);
+INSERT INTO "chains" VALUES(71,0,2,'5b409772a22a37076a0bdf2712a32639cd8af0aa6dfa69615b380e92b70037b1',2,'To determine the number of chocolate bars in a box, we can follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Divide this total by the number of boxes sold by Peter to find the number of chocolate bars in a box.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5 + 4.5
+boxes_sold_by_peter = 4.5
+
+# Total number of chocolate bars sold
+total_bars_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Number of chocolate bars in a box
+bars_per_box = total_bars_sold / boxes_sold_by_peter
+
+print(bars_per_box)','stop',163,174,120,1.81752485010147388777e+01,910757600000.0,NULL);
+INSERT INTO "chains" VALUES(71,0,3,'5b409772a22a37076a0bdf2712a32639cd8af0aa6dfa69615b380e92b70037b1',3,'To solve this problem, we need to find the number of chocolate bars in a box. Let''s break it down step-by-step:
+
+1. Define the number of boxes sold by Lisa and Peter.
+2. Calculate the total number of boxes sold by both Lisa and Peter.
+3. Determine the total number of chocolate bars sold.
+4. Find the number of chocolate bars in a box by dividing the total number of chocolate bars by the total number of boxes sold.
+
+We can express this in a mathematical form:
+\[ \text{Number of chocolate bars in a box} = \frac{\text{Total number of chocolate bars}}{\text{Total number of boxes sold}} \]
+
+Let''s use Python to perform these calculations.
+```python
+# Given data
+boxes_sold_lisa = 3.5
+boxes_sold_peter = 4.5
+total_chocolate_bars = 64
+
+# Total number of boxes sold
+total_boxes_sold = boxes_sold_lisa + boxes_sold_peter
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars / total_boxes_sold
+print(chocolate_bars_per_box)','stop',240,174,120,1.81752485010147388777e+01,910757600000.0,NULL);
+INSERT INTO "chains" VALUES(71,1,0,'e8a9d48563a260c55a3959db553eb171740509333dc56e4413fb97552497d0e6',0,'The number of chocolate bars in each box is \(\boxed{7}\).','stop',17,464,454,1.53578956947239930741e+00,92408576000.0,NULL);
+INSERT INTO "chains" VALUES(71,2,0,'f32018b9102e262d9bc54ba939cf63773396ec2fe7c964fbbd9648d7f701750a',0,'The number of chocolate bars in a box is \(\boxed{8}\).','stop',17,474,464,1.53716659146812162362e+00,92408576000.0,NULL);
+INSERT INTO "chains" VALUES(71,3,0,'2b6f2cbc8cb9951ae9b7623395793b7a0d81d50c7e7291f06d6899e95b247316',0,'The calculation shows that there are approximately \(2.78\) chocolate bars in a box. Since the number of chocolate bars in a box should be a whole number, we need to check if there is a possibility of rounding or if the problem setup suggests a different interpretation.
+
+However, given the problem''s context and the fact that the total number of chocolate bars sold is \(64\), it''s likely that the number of chocolate bars in a box is a whole number. Let''s reconsider the problem and ensure that the correct interpretation is being used.
+
+Since \(64\) is divisible by \(4.5\) (which is not an integer), it suggests that the number of boxes sold by Peter is not an integer. Instead, it might be that the problem meant to say that the total number of boxes sold by Lisa and Peter combined is \(64\), and we need to find the number of chocolate bars in a box based on the information given.
+
+Given that the total number of boxes sold is \(64\) and the number of boxes sold by Peter is \(4.5\), it implies that the number of boxes sold by Lisa is \(19.5\). This means that the number of chocolate bars in a box is \(64 / 19.5\).
+
+Let''s calculate this new value.
+```python
+# Number of boxes sold by Lisa
+boxes_sold_by_lisa = 19.5 + 4.5
+
+# Total number of chocolate bars sold
+total_bars_sold = boxes_sold_by_lisa + 4.5
+
+# Number of chocolate bars in a box
+bars_per_box = total_bars_sold / 4.5
+
+print(bars_per','length',349,361,336,40.7441861103689,1325707648000.0,NULL);
+INSERT INTO "chains" VALUES(71,4,0,'3dd51d23f945ef89e48c166fa9fcad59f11726c9198b79bb1e9af92b6e7add3a',0,'The number of chocolate bars in a box is \(\boxed{8}\).','stop',17,423,413,1.57489716347117791883e+00,92408576000.0,NULL);
+INSERT INTO "chains" VALUES(72,0,0,'bb05355eaa2fdab4fda9fe8005f5fcf329c98222cce472ec092302cfb6110f2c',0,'To determine how many more laps Bethany can run compared to Quinn, we need to calculate the number of laps each person can run and then find the difference between those totals.
+
+1. **Calculate Bethany''s laps:**
+   Bethany can run 10 laps in one hour.
+   \[
+   \text{Bethany''s laps} = 10
+   \]
+
+2. **Calculate Trey''s laps:**
+   Trey can run 4 more laps than Bethany.
+   \[
+   \text{Trey''s laps} = 10 + 4 = 14
+   \]
+
+3. **Calculate Shaelyn''s laps:**
+   Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Shaelyn''s laps} = \frac{14}{2} = 7
+   \]
+
+4. **Calculate Quinn''s laps:**
+   Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Quinn''s laps} = 7 - 2 = 5
+   \]
+
+5. **Find the difference between Bethany''s and Quinn''s laps:**
+   \[
+   \text{Difference} = \text{Bethany''s laps} - \text{Quinn''s laps} = 10 - 5 = 5
+   \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','stop',298,189,120,2.2619259581646627311e+01,1153330112000.0,NULL);
+INSERT INTO "chains" VALUES(72,0,1,'bb05355eaa2fdab4fda9fe8005f5fcf329c98222cce472ec092302cfb6110f2c',1,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps each person can run.
+2. Determine the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps.
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. We do this by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+
+\[
+10 - 5 = 5
+\]
+
+So, Bethany can run 5 more laps compared to Quinn. Let''s confirm this with the Python code.
+```python
+# Number of laps Bethany can run
+bethany_laps = 10
+
+# Number of laps Trey can run
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run
+shaelyn_laps = trey_laps / 2
+
+# Number of laps Quinn can run
+quinn_laps = shaelyn_laps - 2
+
+# Number of more laps Bethany can run compared to Quinn
+difference = bethany_laps - quinn_laps
+print(difference)','stop',374,189,120,2.2619259581646627311e+01,1153330112000.0,NULL);
+INSERT INTO "chains" VALUES(72,0,2,'bb05355eaa2fdab4fda9fe8005f5fcf329c98222cce472ec092302cfb6110f2c',2,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+Let''s start with the calculations.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps.
+
+Now, we need to find the difference between the number of laps Bethany can run and the number of laps Quinn can run. This can be expressed as:
+\[ \text{Difference} = 10 - 5 = 5 \]
+
+So, Bethany can run 5 more laps compared to Quinn. The final answer is \(\boxed{5}\).','stop',266,189,120,2.2619259581646627311e+01,1153330112000.0,NULL);
+INSERT INTO "chains" VALUES(72,0,3,'bb05355eaa2fdab4fda9fe8005f5fcf329c98222cce472ec092302cfb6110f2c',3,'To solve this problem, we need to calculate the number of laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps in one hour.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps in one hour.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps in one hour.
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. This is simply the difference between Bethany''s laps and Quinn''s laps: \(10 - 5 = 5\).
+
+Let''s confirm this with Python code.
+```python
+# Define the number of laps each person can run
+bethany_laps = 10
+trey_laps = bethany_laps + 4
+shaelyn_laps = trey_laps // 2
+quinn_laps = shaelyn_laps - 2
+
+# Calculate the difference between Bethany''s laps and Quinn''s laps
+difference = bethany_laps - quinn_laps
+print(difference)','stop',295,189,120,2.2619259581646627311e+01,1153330112000.0,NULL);
+INSERT INTO "chains" VALUES(72,1,0,'d38a1e59d55fd93e9f32d4aa3e3349af937a6a9bb62e127eebc71050bd67df0f',0,'The number of more laps Bethany can run compared to Quinn is \(\boxed{5}\).','stop',21,572,562,2.40464637182788720792e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(72,2,0,'14bea9039b8a3e83b3de8e6e15a2cad2a49a60e4c423b39e4c0315d42fa632f8',0,'The final answer is \(\boxed{5}\).','stop',12,491,483,1.50494975683007692346e+00,67529344000.0,NULL);
+INSERT INTO "chains" VALUES(73,0,0,'bd0f0cb840980ab36a27472d365311bb54e6ac73bba6415cbdb68967e2f78549',0,'To determine Melissa''s jury pay per hour after expenses, we can break down the problem into a series of steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total cost of parking.
+3. Calculate the total expenses.
+4. Subtract the total expenses from the total pay to get the net pay per hour.
+
+Let''s go through these steps in detail:
+
+1. Melissa spends 6 hours a day for 3 days, so the total number of hours she spends listening to the court case is \(6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}\).
+2. Melissa has to pay $3 for parking each day, so the total cost of parking is \(3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}\).
+3. The total expenses are \(15 \text{ dollars/day} + 9 \text{ dollars/day} = 24 \text{ dollars/day}\).
+4. Melissa''s net pay per hour is the total pay per hour minus the total expenses per hour. Since she pays $15 per day for 18 hours, her total pay per hour is \(\frac{15 \text{ dollars}}{18 \text{ hours}} = \frac{5}{6} \text{ dollars/hour}\). Her net pay per hour after expenses is \(\frac{5}{6} \text{ dollars/hour} - \frac{24 \text{ dollars/day}}{18 \text{ hours}} = \frac{5}{6} \text{ dollars/hour} - \frac{2}{3} \text{ dollars/hour} = \frac{5}{6} \text{ dollars/hour} - \frac{4}{6} \text{ dollars/hour} = \frac{1}{6} \text{ dollars/hour}\).
+
+Now, let''s implement this in Python to verify our calculations.
+```python
+# Step-by-step calculations
+
+# Total hours spent listening to the court case
+total_hours_listening = 6 * 3
+
+# Total cost of parking
+total_parking_cost = 3 * 3
+
+# Total expenses
+total_expenses = 15 + total_parking_cost
+
+# Total pay per hour
+total_pay_per_hour = 15
+
+# Net pay per hour after expenses','length',512,183,120,3.72179530174162067615e+01,1685567968000.0,NULL);
+INSERT INTO "chains" VALUES(73,0,1,'bd0f0cb840980ab36a27472d365311bb54e6ac73bba6415cbdb68967e2f78549',1,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends in court.
+2. Determine the total amount of money Melissa earns from her pay.
+3. Calculate the total amount of money Melissa spends on parking.
+4. Subtract the total parking expenses from the total earnings to get the net pay.
+5. Divide the net pay by the total number of hours in court to get the pay per hour.
+
+Let''s go through each step in detail:
+
+1. **Calculate the total number of hours Melissa spends in court:**
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Determine the total amount of money Melissa earns from her pay:**
+   Melissa is paid $15 per day.
+   \[
+   15 \text{ dollars/day} \times 3 \text{ days} = 45 \text{ dollars}
+   \]
+
+3. **Calculate the total amount of money Melissa spends on parking:**
+   Melissa spends $3 for parking each day.
+   \[
+   3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}
+   \]
+
+4. **Subtract the total parking expenses from the total earnings to get the net pay:**
+   \[
+   45 \text{ dollars} - 9 \text{ dollars} = 36 \text{ dollars}
+   \]
+
+5. **Divide the net pay by the total number of hours in court to get the pay per hour:**
+   \[
+   \frac{36 \text{ dollars}}{18 \text{ hours}} = 2 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{2}\).','stop',414,183,120,3.72179530174162067615e+01,1685567968000.0,NULL);
+INSERT INTO "chains" VALUES(73,0,2,'bd0f0cb840980ab36a27472d365311bb54e6ac73bba6415cbdb68967e2f78549',2,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours she spends parking.
+3. Calculate the total number of hours she spends working (listening to the court case and parking).
+4. Subtract the total expenses (parking fees) from the total hours worked to get the pay per hour.
+5. Divide the pay per hour by 6 to get the pay per hour after expenses.
+
+Let''s go through these steps in detail:
+
+1. Melissa spends 6 hours a day for 3 days, so the total number of hours she spends listening to the court case is \(6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}\).
+2. Melissa spends 3 days parking, so the total number of hours she spends parking is \(3 \text{ days} \times 3 \text{ hours/day} = 9 \text{ hours}\).
+3. The total number of hours she spends working (listening to the court case and parking) is \(18 \text{ hours} + 9 \text{ hours} = 27 \text{ hours}\).
+4. The total expenses (parking fees) are \(9 \text{ hours} \times 3 \text{ dollars/hour} = 27 \text{ dollars}\).
+5. The pay per hour before expenses is \(15 \text{ dollars/day} \times 6 \text{ hours/day} = 90 \text{ dollars/day}\).
+6. The pay per hour after expenses is \(\frac{90 \text{ dollars/day}}{27 \text{ days}} = 4 \text{ dollars/hour}\).
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{4}\).','stop',400,183,120,3.72179530174162067615e+01,1685567968000.0,NULL);
+INSERT INTO "chains" VALUES(73,0,3,'bd0f0cb840980ab36a27472d365311bb54e6ac73bba6415cbdb68967e2f78549',3,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours Melissa spends paying for parking.
+3. Determine the total number of hours she spends on jury duty after expenses.
+4. Calculate her daily pay after expenses.
+5. Determine her hourly pay after expenses.
+
+Let''s break this down and solve it step-by-step using Python code.
+
+1. **Calculate the total number of hours Melissa spends listening to the court case:**
+   \[
+   \text{Total hours listening} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Calculate the total number of hours Melissa spends paying for parking:**
+   \[
+   \text{Total hours parking} = 3 \text{ days} \times \$3/\text{day} = \$9
+   \]
+
+3. **Determine the total number of hours she spends on jury duty after expenses:**
+   \[
+   \text{Total hours on jury duty after expenses} = 18 \text{ hours} - \$9 = 9 \text{ hours}
+   \]
+
+4. **Calculate her daily pay after expenses:**
+   \[
+   \text{Daily pay after expenses} = \$15/\text{day}
+   \]
+
+5. **Determine her hourly pay after expenses:**
+   \[
+   \text{Hourly pay after expenses} = \frac{\$15}{9 \text{ hours}} = \frac{5}{3} \text{ dollars/hour} \approx 1.67 \text{ dollars/hour}
+   \]
+
+Now let''s implement this in Python to verify our calculations.
+```python
+# Constants
+hours_per_day_listening = 6
+days_jury_duty = 3
+pay_per_day = 15
+parking_cost_per_day = 3
+
+# Total hours listening to the court case
+total_hours_listening = hours_per_day_listening * days_jury_duty
+
+# Total hours parking
+total_hours_parking = days_jury_duty * parking_cost_per_day
+
+# Total hours on jury duty after expenses
+total_hours_on_jury_duty_after_expenses = total_hours_listening - total_hours_parking
+
+# Daily pay after expenses
+daily_pay_after_expenses =','length',512,183,120,3.72179530174162067615e+01,1685567968000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -7222,6 +8054,13 @@ INSERT INTO "jobs" VALUES(63,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(64,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-906',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 16956979, "usage": {"prompt_tokens": 178, "cached_prompt_tokens": 120, "completion_tokens": 1132, "calls": 1, "seconds": 81.84493852091576, "flops": 4215252736000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0181, "call_seconds": 0.0191, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [499114809], "usage": {"prompt_tokens": 476, "cached_prompt_tokens": 465, "completion_tokens": 28, "calls": 1, "seconds": 4.125651227019262, "flops": 135058688000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"4 \\text{ red and } 6 \\text{ blue}": 1, "6 \\text{ red and } 4 \\text{ blue}": 1, "10": 2}, "tie_broken_by_rng": false, "winner": "10"}]',654,585,1160,3,0,0,4350311424000.0,0.0,1.5523396661000151653e+02,8.59896530839384780602e+01,1.79631555792931723591e+09);
 INSERT INTO "jobs" VALUES(65,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-917',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','12','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1663799161, "usage": {"prompt_tokens": 159, "cached_prompt_tokens": 120, "completion_tokens": 719, "calls": 1, "seconds": 52.36214798547161, "flops": 2679848704000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.018, "call_seconds": 0.0191, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0174, "call_seconds": 0.0182, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [394807605, 394815524], "usage": {"prompt_tokens": 681, "cached_prompt_tokens": 663, "completion_tokens": 40, "calls": 2, "seconds": 3.751742654613918, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"12": 4}, "tie_broken_by_rng": false, "winner": "12"}]',840,783,759,5,0,0,2878882560000.0,0.0,1.26115322477009613063e+02,5.61512301720912461195e+01,1.79631568405026459693e+09);
 INSERT INTO "jobs" VALUES(66,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-966',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','36','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 483288272, "usage": {"prompt_tokens": 233, "cached_prompt_tokens": 120, "completion_tokens": 1282, "calls": 1, "seconds": 80.24217925303248, "flops": 4943858816000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.0206, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0112, "call_seconds": 0.012, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.014, "call_seconds": 0.0192, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2], "seeds": [674695859, 674703778, 674711697], "usage": {"prompt_tokens": 1655, "cached_prompt_tokens": 1624, "completion_tokens": 77, "calls": 3, "seconds": 7.238225431067501, "flops": 373188480000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 0]}, {"event": "vote", "counts": {"36": 1, "48": 1, "57": 1, "0": 1}, "tie_broken_by_rng": true, "winner": "36"}]',1888,1744,1359,7,0,0,5317047296000.0,0.0,1.17669261761999223382e+02,8.75322325460856234292e+01,1.79631580172337341309e+09);
+INSERT INTO "jobs" VALUES(67,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-911',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','64','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1457681684, "usage": {"prompt_tokens": 185, "cached_prompt_tokens": 120, "completion_tokens": 1268, "calls": 1, "seconds": 88.701486723781, "flops": 4723499904000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0142, "call_seconds": 0.015, "stdout_bytes": 0, "stderr_bytes": 259}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0139, "call_seconds": 0.0145, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [2074853609, 2074877366], "usage": {"prompt_tokens": 1017, "cached_prompt_tokens": 986, "completion_tokens": 182, "calls": 2, "seconds": 19.637782199844274, "flops": 749931136000.0}}, {"event": "tool", "round": 1, "path": 0, "exit_code": 1, "timed_out": false, "killed_reason": null, "exception": "NameError", "wall_seconds": 0.0162, "call_seconds": 0.0171, "stdout_bytes": 0, "stderr_bytes": 259}, {"event": "generate", "round": 2, "paths": [0], "seeds": [2074958338], "usage": {"prompt_tokens": 698, "cached_prompt_tokens": 678, "completion_tokens": 37, "calls": 1, "seconds": 2.7864292317584236, "flops": 199033856000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "answered"], "code_runs": [2, 0, 0, 1]}, {"event": "vote", "counts": {"1/5": 1, "64": 3}, "tie_broken_by_rng": false, "winner": "64"}]',1900,1784,1487,7,0,0,5672464896000.0,0.0,3.26755879249991266978e+02,1.11172373607400331251e+02,1.7963158805568213463e+09);
+INSERT INTO "jobs" VALUES(68,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-975',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','20','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 795962440, "usage": {"prompt_tokens": 170, "cached_prompt_tokens": 120, "completion_tokens": 1159, "calls": 1, "seconds": 69.49269131672621, "flops": 4282782080000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0141, "call_seconds": 0.0187, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0168, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [14231516, 14247354], "usage": {"prompt_tokens": 985, "cached_prompt_tokens": 967, "completion_tokens": 46, "calls": 2, "seconds": 4.793154936645683, "flops": 220358912000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"20": 2, "10": 2}, "tie_broken_by_rng": true, "winner": "20"}]',1155,1087,1205,5,0,0,4503140992000.0,0.0,1.9638608984400343616e+02,7.43213935173649531407e+01,1.79631599811929917333e+09);
+INSERT INTO "jobs" VALUES(69,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-976',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','6','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 489328191, "usage": {"prompt_tokens": 212, "cached_prompt_tokens": 120, "completion_tokens": 1945, "calls": 1, "seconds": 133.7967548071736, "flops": 7225639808000.0}}, {"event": "paths", "ends": ["length", "length", "answered", "length"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"450": 1, "15": 1, "315": 1, "6": 1}, "tie_broken_by_rng": true, "winner": "6"}]',212,120,1945,1,0,0,7225639808000.0,0.0,1.7266206296600284986e+02,1.33796754807173613245e+02,1.79631605322163462636e+09);
+INSERT INTO "jobs" VALUES(70,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-995',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','12','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1547491893, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 972, "calls": 1, "seconds": 69.31135905055486, "flops": 3607488640000.0}}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0155, "call_seconds": 0.0162, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [3], "seeds": [492223159], "usage": {"prompt_tokens": 436, "cached_prompt_tokens": 427, "completion_tokens": 21, "calls": 1, "seconds": 2.707308350203675, "flops": 103071104000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 1]}, {"event": "vote", "counts": {"12": 4}, "tie_broken_by_rng": false, "winner": "12"}]',603,547,993,3,0,0,3710559744000.0,0.0,1.70797599237994290888e+02,7.20348825607528482368e+01,1.79631616893295478817e+09);
+INSERT INTO "jobs" VALUES(71,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1002',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','8','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 878886759, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 975, "calls": 1, "seconds": 72.70099400405896, "flops": 3643030400000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0244, "call_seconds": 0.0291, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0256, "call_seconds": 0.0283, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.026, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0255, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1648459215, 1648467134, 1648475053, 1648482972], "usage": {"prompt_tokens": 1722, "cached_prompt_tokens": 1667, "completion_tokens": 400, "calls": 4, "seconds": 45.3920394347806, "flops": 1602933376000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"7": 1, "8": 2, "9/2": 1}, "tie_broken_by_rng": false, "winner": "8"}]',1896,1787,1375,9,0,0,5245963776000.0,0.0,1.57815624138995190149e+02,1.18201922071821243777e+02,1.79631621104404807088e+09);
+INSERT INTO "jobs" VALUES(72,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1010',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1457280309, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 120, "completion_tokens": 1233, "calls": 1, "seconds": 90.47703832658651, "flops": 4613320448000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0211, "call_seconds": 0.0222, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0188, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [130615745, 130631583], "usage": {"prompt_tokens": 1063, "cached_prompt_tokens": 1045, "completion_tokens": 33, "calls": 2, "seconds": 3.909596128657964, "flops": 174154624000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',1252,1165,1266,5,0,0,4787475072000.0,0.0,2.5584763578500133007e+02,9.44276635322531916489e+01,1.79631642478896927828e+09);
+INSERT INTO "jobs" VALUES(73,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1033',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','3','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1403046812, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 1838, "calls": 1, "seconds": 148.87181206966483, "flops": 6742271872000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "length"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"15": 1, "2": 1, "4": 1, "3": 1}, "tie_broken_by_rng": true, "winner": "3"}]',183,120,1838,1,0,0,6742271872000.0,0.0,2.43291156252991640934e+02,1.48871812069664827054e+02,1.79631645434100985529e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -15130,10 +15969,890 @@ Finally, we subtract the total brownies eaten from the initial batch to find out
 
 Since we can''t have a negative number of brownies, it means Greta ran out of brownies before the party. Specifically, she ran out 11.5 brownies short of what she needed. Therefore, the number of individual brownies Greta had left over is:
 \[ \boxed{0} \]','0',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes per hour.
+2. Determine how many packages he completes in an eight-hour workday.
+3. Calculate his earnings for the eight-hour workday.
+
+Let''s break this down step-by-step and write the Python code to get the final answer.
+
+1. Colby completes 10 less than 50 packages per hour. So, the number of packages he completes per hour is \(50 - 10 = 40\).
+2. In an eight-hour workday, he completes \(40 \times 8 = 320\) packages.
+3. Since he earns $0.20 for every package he completes, his earnings for the eight-hour workday are \(320 \times 0.20 = 64\) dollars.
+
+Let''s write the Python code to verify this calculation:
+
+```python
+# Constants
+packages_per_hour = 50 - 10
+workdays_per_week = 4
+hours_per_day = 8
+payment_per_package = 0.20
+
+# Calculate total packages completed in a week
+total_packages_per_week = packages_per_hour * workdays_per_week
+
+# Calculate total earnings in a week
+total_earnings_per_week = total_packages_per_week * payment_per_package
+
+# Calculate total earnings in a day
+total_earnings_per_day = total_packages_per_day * payment_per_package
+
+print(total_earnings_per_day)
+```
+```output
+NameError: name ''total_packages_per_day'' is not defined
+```
+It seems there was an issue with the variable name. Let''s fix the code by ensuring all variables are properly defined before calculating the total earnings.
+
+Here is the corrected code:
+
+```python
+# Constants
+packages_per_hour = 50 - 10
+workdays_per_week = 4
+hours_per_day = 8
+payment_per_package = 0.20
+
+# Calculate total packages completed in a week
+total_packages_per_week = packages_per_hour * workdays_per_week
+
+# Calculate total earnings in a week
+total_earnings_per_week = total_packages_per_week * payment_per_package
+
+# Calculate total earnings in a day
+total_earnings_per_day = total_packages_per_day * payment_per_package
+
+print(total_earnings_per_day)
+```
+```output
+NameError: name ''total_packages_per_day'' is not defined
+```
+It appears that there is still an issue with the variable name. Let''s ensure that all variables are properly defined before calculating the total earnings.
+
+Here is the corrected code:
+
+```python
+','0.20',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,1,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes in one hour.
+2. Determine the number of packages Colby completes in one day.
+3. Calculate the total earnings from completing the packages.
+
+**Step 1: Calculate the number of packages Colby completes in one hour.**
+
+Colby gets paid $0.20 for every package he completes. He completes 10 less than 50 packages per hour. Therefore, we can write the number of packages he completes per hour as:
+\[ 50 - 10 = 40 \]
+
+**Step 2: Determine the number of packages Colby completes in one day.**
+
+Since there are 8 hours in a day, we can calculate the total number of packages he completes in one day by multiplying the number of packages he completes per hour by the number of hours in a day:
+\[ 40 \text{ packages/hour} \times 8 \text{ hours/day} = 320 \text{ packages/day} \]
+
+**Step 3: Calculate the total earnings from completing the packages.**
+
+Since Colby earns $0.20 for every package he completes, we can calculate his total earnings by multiplying the total number of packages he completes in one day by his hourly wage:
+\[ 320 \text{ packages/day} \times \$0.20/\text{package} = \$64 \]
+
+Therefore, the total amount of money Colby earns in a typical eight-hour workday is \(\boxed{64}\).','64',1,'equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(67,2,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Calculate the number of packages Colby completes in an hour.
+2. Determine the number of packages Colby completes in an eight-hour workday.
+3. Calculate the total earnings for the eight-hour workday.
+
+Step 1: Calculate the number of packages Colby completes in an hour.
+Colby gets paid $0.20 for every package he completes, and he completes 10 less than 50 packages per hour. Therefore, we first find out how many packages he completes per hour:
+\[ 50 - 10 = 40 \]
+So, Colby completes 40 packages per hour.
+
+Step 2: Determine the number of packages Colby completes in an eight-hour workday.
+Since there are 8 hours in a workday, the total number of packages he completes in an eight-hour workday is:
+\[ 40 \times 8 = 320 \]
+So, Colby completes 320 packages in an eight-hour workday.
+
+Step 3: Calculate the total earnings for the eight-hour workday.
+Since he earns $0.20 for each package, his total earnings for the eight-hour workday are:
+\[ 320 \times 0.20 = 64 \]
+So, Colby earns \(\boxed{64}\) dollars in a typical eight-hour workday.','64',1,'equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(67,3,'To determine how much money Colby earns in a typical eight-hour workday, we need to follow these steps:
+
+1. Determine the number of packages Colby completes per hour.
+2. Calculate the total number of packages Colby completes in a typical eight-hour workday.
+3. Calculate the total earnings by multiplying the total number of packages by his pay rate.
+
+Let''s break it down step-by-step and write the Python code to compute the result.
+
+1. Colby completes 10 less than 50 packages per hour. So, if \( p \) is the number of packages per hour, then \( p = 50 - 10 = 40 \) packages per hour.
+2. In a typical eight-hour workday, Colby completes \( 40 \times 8 \) packages.
+3. Since he earns $0.20 for each package, his total earnings are \( 40 \times 8 \times 0.20 \).
+
+Now, let''s write the Python code to compute this.
+```python
+# Define the variables
+packages_per_hour = 50 - 10
+hours_per_day = 8
+pay_rate = 0.20
+
+# Calculate the total number of packages completed in a typical workday
+total_packages = packages_per_hour * hours_per_day
+
+# Calculate the total earnings
+total_earnings = total_packages * pay_rate
+
+print(total_earnings)
+```
+```output
+64.0
+```
+Colby earns \(\boxed{64.0}\) dollars in a typical eight-hour workday.','64.0',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,0,'To solve this problem, we need to determine the number of cherries each person has and then find the difference between Robert''s and Jerry''s cherries.
+
+1. Let''s denote the number of cherries Richard has by \( R \).
+2. According to the problem, Robert has 10 more cherries than Richard, so Robert''s cherries can be expressed as \( R + 10 \).
+3. We know that Robert has 30 cherries, so we can set up the equation \( R + 10 = 30 \).
+4. Solving for \( R \), we get \( R = 20 \).
+5. Jerry has \( R - 10 \) cherries, so Jerry''s cherries are \( 20 - 10 = 10 \).
+6. The difference in the number of cherries between Robert and Jerry is \( 30 - 10 = 20 \).
+
+Now let''s write the Python code to verify this solution.
+
+```python
+# Define the number of cherries Robert has
+robert_cherries = 30
+
+# Calculate the number of cherries Richard has
+richard_cherries = robert_cherries - 10
+
+# Calculate the number of cherries Jerry has
+jerry_cherries = richard_cherries - 10
+
+# Calculate the difference in the number of cherries between Robert and Jerry
+difference = robert_cherries - jerry_cherries
+
+# Print the result
+print(difference)
+```
+```output
+20
+```
+The difference in the number of cherries between Robert and Jerry is \(\boxed{20}\).','20',1,'equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(68,1,'To determine how many more cherries Robert has than Jerry, we need to follow these steps:
+
+1. Determine how many cherries Richard has.
+2. Determine how many cherries Jerry has.
+3. Calculate the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Let''s start with the information given:
+- Robert has 30 cherries.
+- Robert has 10 more cherries than Richard. Therefore, we can calculate the number of cherries Richard has by subtracting 10 from the number of cherries Robert has.
+- Robert has 60 cherries in total. We can use this information to verify our calculations.
+
+First, let''s calculate the number of cherries Richard has:
+\[
+\text{Number of cherries Richard has} = 30 - 10 = 20
+\]
+
+Now, we need to calculate the number of cherries Jerry has. We know that the total number of cherries is 60 and that Robert has 30 cherries, so Jerry has:
+\[
+\text{Number of cherries Jerry has} = 60 - 30 = 30
+\]
+
+Now, we can find out how many more cherries Robert has than Jerry by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+\[
+\text{Difference} = 30 - 20 = 10
+\]
+
+Therefore, Robert has \(\boxed{10}\) more cherries than Jerry.','10',0,'not_equivalent',321,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,2,'Let''s break down the problem step-by-step and then use Python to verify the result.
+
+1. Determine the number of cherries Richard has.
+2. Calculate the number of cherries Jerry has based on the information given.
+3. Find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Given:
+- Robert has 30 cherries.
+- Robert has 10 more cherries than Richard.
+
+Let''s denote the number of cherries Richard has as \( R \). According to the problem, we have:
+\[ R + 10 = 30 \]
+
+We can solve this equation to find \( R \). Once we have \( R \), we know the number of cherries Jerry has is \( R - 10 \). Finally, we can find the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+Let''s write the Python code to solve this:
+```python
+# Step 1: Calculate the number of cherries Richard has
+robert_cherries = 30
+richard_cherries = robert_cherries - 10
+
+# Step 2: Calculate the number of cherries Jerry has
+jerry_cherries = richard_cherries - 10
+
+# Step 3: Find the difference between the number of cherries Robert has and Jerry has
+difference = robert_cherries - jerry_cherries
+print(difference)
+```
+```output
+20
+```
+The final answer is \(\boxed{20}\). Robert has 20 more cherries than Jerry.','20',1,'equivalent',330,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(68,3,'To determine how many more cherries Robert has than Jerry, we can follow these steps:
+
+1. Identify the number of cherries each person has.
+2. Calculate the difference between the number of cherries Robert has and the number of cherries Jerry has.
+
+First, we know that Robert has 30 cherries. According to the problem, Robert has 10 more cherries than Richard. Therefore, we can find the number of cherries Richard has by subtracting 10 from the number of cherries Robert has:
+\[ \text{Richard''s cherries} = 30 - 10 = 20 \]
+
+Next, we need to find out how many more cherries Robert has than Jerry. We do this by subtracting the number of cherries Jerry has from the number of cherries Robert has:
+\[ \text{Difference} = 30 - 20 = 10 \]
+
+Thus, Robert has \(\boxed{10}\) more cherries than Jerry.','10',0,'not_equivalent',209,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,0,'To determine how much Sunny earned for two days, we need to calculate his earnings from both the Saturday and Sunday sales and then sum them up.
+
+### Step-by-Step Solution:
+
+1. **Calculate the number of boxes sold on Sunday:**
+   - On Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday.
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Sunday is:
+     \[
+     \text{Saturday boxes} + 5 = 10 + 5 = 15
+     \]
+
+2. **Calculate the number of boxes sold on Saturday:**
+   - On Saturday, Sunny sold 4 fewer boxes of apple pie than on Sunday.
+   - On Saturday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the number of boxes sold on Saturday is:
+     \[
+     15 - 4 = 11
+     \]
+
+3. **Calculate the revenue from gingerbread sales:**
+   - The cost of gingerbread is $6 per box.
+   - On Saturday, Sunny sold 11 boxes of gingerbread.
+   - On Sunday, Sunny sold 15 boxes of gingerbread.
+   - Therefore, the revenue from gingerbread sales on Saturday is:
+     \[
+     11 \times 6 = 66
+     \]
+   - The revenue from gingerbread sales on Sunday is:
+     \[
+     15 \times 6 = 90
+     \]
+   - The total revenue from gingerbread sales for two days is:
+     \[
+     66 + 90 = 156
+     \]
+
+4. **Calculate the revenue from apple pie sales:**
+   - The cost of apple pie is $15 per box.
+   - On Saturday, Sunny sold 15 boxes of apple pie.
+   - On Sunday, Sunny sold 15 boxes of apple pie.
+   - Therefore, the revenue from apple pie sales on Saturday is:
+     \[
+     15 \times 15 = 225
+     \]
+   - The revenue from apple pie sales on Sunday is:
+     \[
+     15 \times 15 = 225
+     \]
+   - The total revenue from apple pie sales for two days is:
+     \[
+     225 + 225 = 450
+     \','450',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,1,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie sold on Sunday.
+2. Calculate the total revenue from selling gingerbread and apple pie on both days.
+3. Sum up the total revenue from both days to get the final answer.
+
+Let''s start by calculating the number of boxes sold on Sunday. We know that on Sunday, Sunny sold 5 more boxes of gingerbread than on Saturday and 15 boxes of apple pie. Since on Saturday he sold 10 boxes of gingerbread, on Sunday he sold \(10 + 5 = 15\) boxes of gingerbread. On Sunday, he also sold 15 boxes of apple pie.
+
+Next, we calculate the total revenue from selling gingerbread and apple pie on both days. The revenue from gingerbread on Saturday is \(10 \times 6 = 60\) dollars, and on Sunday it is \(15 \times 6 = 90\) dollars. So, the total revenue from gingerbread on both days is \(60 + 90 = 150\) dollars. Similarly, the revenue from apple pie on Saturday is \(4 \times 15 = 60\) dollars, and on Sunday it is \(15 \times 15 = 225\) dollars. So, the total revenue from apple pie on both days is \(60 + 225 = 285\) dollars. Therefore, the total revenue from both days is \(150 + 285 = 435\) dollars.
+
+Let''s write the Python code to verify this calculation.
+```python
+# Number of boxes sold on Saturday
+boxes_saturday_gingerbread = 10
+boxes_saturday_apple_pie = boxes_saturday_gingerbread - 4
+
+# Number of boxes sold on Sunday
+boxes_sunday_gingerbread = boxes_saturday_gingerbread + 5
+boxes_sunday_apple_pie = 15
+
+# Price per box
+price_gingerbread = 6
+price_apple_pie = 15
+
+# Total revenue from gingerbread on both days
+revenue_saturday_gingerbread = boxes_saturday_gingerbread * price_gingerbread
+revenue_sunday_gingerbread = boxes_sunday_gingerbread * price_gingerbread
+total_revenue_gingerbread = revenue_saturday_ginger','15',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,2,'To determine how much Sunny earned for two days, we need to calculate the number of boxes sold each day, the revenue from each type of baked good, and then sum these amounts. Let''s break it down step by step.
+
+### Step 1: Calculate the number of boxes sold each day
+
+**Saturday:**
+- Gingerbread boxes sold: 10
+- Apple pie boxes sold: \(4 - 10 = -6\)
+
+Since it''s not possible to sell a negative number of boxes, we need to re-evaluate the problem. It seems there was a mistake in the problem statement. Let''s assume the correct number of apple pie boxes sold on Saturday should be 4 (as it''s the only logical number given the context).
+
+**Saturday:**
+- Gingerbread boxes sold: 10
+- Apple pie boxes sold: 4
+
+**Sunday:**
+- Gingerbread boxes sold: \(10 + 5 = 15\)
+- Apple pie boxes sold: 15
+
+### Step 2: Calculate the revenue from each type of baked good
+
+**Gingerbread:**
+- Price per box: $6
+- Revenue from gingerbread: \(15 \text{ boxes} \times 6 \text{ dollars/box} = 90 \text{ dollars}\)
+
+**Apple pie:**
+- Price per box: $15
+- Revenue from apple pie: \(15 \text{ boxes} \times 15 \text{ dollars/box} = 225 \text{ dollars}\)
+
+### Step 3: Calculate the total revenue for two days
+
+\[
+\text{Total revenue} = \text{Revenue from gingerbread} + \text{Revenue from apple pie} = 90 \text{ dollars} + 225 \text{ dollars} = 315 \text{ dollars}
+\]
+
+### Final Answer
+
+\[
+\boxed{315}
+\]','315',0,'not_equivalent',409,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(69,3,'To determine how much Sunny earned for two days, we need to follow these steps:
+
+1. Calculate the number of boxes of gingerbread and apple pie Sunny sold on each day.
+2. Calculate the total earnings from selling gingerbread and apple pie on each day.
+3. Sum the earnings from both days to get the total earnings for two days.
+
+Let''s break this down step-by-step and use Python code to ensure accuracy.
+
+### Step-by-Step Solution
+
+1. **Saturday:**
+   - Boxes of gingerbread: 10
+   - Boxes of apple pie: \(10 - 4 = 6\)
+   - Earnings from gingerbread: \(10 \times 6 = 60\) dollars
+   - Earnings from apple pie: \(6 \times 15 = 90\) dollars
+   - Total earnings on Saturday: \(60 + 90 = 150\) dollars
+
+2. **Sunday:**
+   - Boxes of gingerbread: \(10 + 5 = 15\)
+   - Boxes of apple pie: 15
+   - Earnings from gingerbread: \(15 \times 6 = 90\) dollars
+   - Earnings from apple pie: \(15 \times 15 = 225\) dollars
+   - Total earnings on Sunday: \(90 + 225 = 315\) dollars
+
+3. **Total earnings for two days:**
+   - Total earnings on Saturday: 150 dollars
+   - Total earnings on Sunday: 315 dollars
+   - Total earnings for two days: \(150 + 315 = 465\) dollars
+
+Now, let''s verify this with Python code.
+```python
+# Define the number of boxes sold on each day
+gingerbread_saturday = 10
+apple_pie_saturday = gingerbread_saturday - 4
+gingerbread_sunday = gingerbread_saturday + 5
+apple_pie_sunday = 15
+
+# Calculate earnings from each day
+earnings_gingerbread_saturday = gingerbread_saturday * 6
+earnings_apple_pie_saturday = apple_pie_saturday * 15
+total_earnings_saturday = earnings_gingerbread_saturday + earnings_apple_pie_saturday
+
+earnings_gingerbread_sunday = gingerbread_sunday * 6
+','6',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(70,0,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his parents.
+2. Add the money received from his mother to the total from his parents to get the total amount of money he received.
+3. Subtract the total amount of money Adam received from the price of the trousers to find out how much money he had to contribute from his savings.
+
+Let''s start with the first step. Adam''s father gave him twice as much as his mother. Since his mother gave him $6, his father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Next, we add the money received from his mother and his father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+Now, we subtract the total amount of money Adam received from the price of the trousers to find out how much money he had to contribute from his savings:
+\[ 30 - 18 = 12 \text{ dollars} \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',254,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(70,1,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount received from the cost of the new trousers.
+
+First, let''s calculate the amount of money Adam received from his father. His father gave him twice as much as his mother. Since his mother gave him $6, his father gave him:
+\[ 2 \times 6 = 12 \text{ dollars} \]
+
+Next, we add the amounts received from his mother and his father to find the total amount of money Adam received:
+\[ 6 + 12 = 18 \text{ dollars} \]
+
+Now, we subtract the total amount received from the cost of the new trousers to find out how much Adam had to contribute from his savings:
+\[ 30 - 18 = 12 \text{ dollars} \]
+
+Therefore, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,2,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount of money received from his mother and father from the amount of money he bought for the trousers.
+
+First, let''s calculate the total amount of money Adam received from his mother and father. Adam''s mother gave him $6, and his father gave him twice as much. Therefore, the amount of money his father gave him is:
+\[ 2 \times 6 = 12 \]
+
+Next, we add the amounts of money his mother and father gave him to find the total amount of money he received:
+\[ 6 + 12 = 18 \]
+
+Adam bought the trousers for $30. To find out how much money he had to contribute from his savings, we subtract the total amount of money he received from the amount of money he bought for the trousers:
+\[ 30 - 18 = 12 \]
+
+So, the amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',238,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(70,3,'To determine how much money Adam had to contribute from his savings, we need to follow these steps:
+
+1. Calculate the total amount of money Adam received from his mother and father.
+2. Subtract the total amount of money Adam received from the cost of the trousers to find out how much he had to contribute from his savings.
+
+Let''s break it down into smaller steps and write the Python code to solve it.
+
+1. Adam''s mother gave him $6.
+2. Adam''s father gave him twice as much as his mother, so his father gave him $6 * 2 = $12.
+3. The total amount of money Adam received is $6 + $12 = $18.
+4. Adam bought the trousers for $30, so the amount he had to contribute from his savings is $30 - $18 = $12.
+
+Now let''s write the Python code to confirm this calculation.
+```python
+# Given values
+cost_of_trousers = 30
+amount_from_mother = 6
+amount_from_father = 2 * amount_from_mother
+total_received = amount_from_mother + amount_from_father
+amount_to_contribute = cost_of_trousers - total_received
+
+print(amount_to_contribute)
+```
+```output
+12
+```
+The amount of money Adam had to contribute from his savings is \(\boxed{12}\).','12',1,'equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,0,'Let''s solve the problem step-by-step using Python.
+
+1. **Define the variables:**
+   Let \( x \) be the number of chocolate bars in each box.
+
+2. **Set up the equations based on the information given:**
+   - Lisa sold 3.5 boxes of chocolate bars.
+   - Peter sold 4.5 boxes of chocolate bars.
+   - Together, they sold 64 chocolate bars.
+
+3. **Formulate the equation:**
+   \[
+   3.5x + 4.5x = 64
+   \]
+
+4. **Solve for \( x \):**
+   \[
+   8x = 64
+   \]
+   \[
+   x = \frac{64}{8}
+   \]
+
+5. **Implement the above steps in Python to find the value of \( x \).**
+
+Here''s the Python code to solve the problem:
+```python
+# Define the number of boxes sold by Lisa and Peter
+boxes_lisa = 3.5
+boxes_peter = 4.5
+
+# Total boxes sold
+total_boxes = 64
+
+# Calculate the number of chocolate bars per box
+bars_per_box = (total_boxes - (boxes_lisa + boxes_peter)) / (boxes_lisa + boxes_peter)
+
+print(bars_per_box)
+```
+```output
+7.0
+```
+The number of chocolate bars in each box is \(\boxed{7}\).','7',0,'not_equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,1,'To solve this problem, we can follow these steps:
+
+1. Determine the total number of chocolate bars sold by Lisa and Peter.
+2. Calculate the number of chocolate bars in a box by dividing the total number of chocolate bars sold by the sum of the boxes sold by Lisa and Peter.
+
+Let''s break it down and implement it in Python.
+
+1. Lisa sold three and a half boxes of chocolate bars, which is \(3.5\) boxes.
+2. Peter sold four and a half boxes of chocolate bars, which is \(4.5\) boxes.
+3. The total number of chocolate bars sold by Lisa and Peter is \(3.5 + 4.5 = 8\) boxes.
+4. They sold a total of 64 chocolate bars together. So, the number of chocolate bars in a box is \(64 \div 8 = 8\).
+
+Let''s confirm this with Python code.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_lisa = 3.5
+boxes_peter = 4.5
+
+# Total number of boxes sold
+total_boxes_sold = boxes_lisa + boxes_peter
+
+# Total number of chocolate bars sold
+total_chocolate_bars = 64
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars / total_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(71,2,'To determine the number of chocolate bars in a box, we can follow these steps:
+
+1. Calculate the total number of chocolate bars sold by Lisa and Peter.
+2. Divide this total by the number of boxes sold by Peter to find the number of chocolate bars in a box.
+
+Let''s implement this in Python to ensure accuracy.
+```python
+# Number of boxes sold by Lisa and Peter
+boxes_sold_by_lisa = 3.5 + 4.5
+boxes_sold_by_peter = 4.5
+
+# Total number of chocolate bars sold
+total_bars_sold = boxes_sold_by_lisa + boxes_sold_by_peter
+
+# Number of chocolate bars in a box
+bars_per_box = total_bars_sold / boxes_sold_by_peter
+
+print(bars_per_box)
+```
+```output
+2.7777777777777777
+```
+The calculation shows that there are approximately \(2.78\) chocolate bars in a box. Since the number of chocolate bars in a box should be a whole number, we need to check if there is a possibility of rounding or if the problem setup suggests a different interpretation.
+
+However, given the problem''s context and the fact that the total number of chocolate bars sold is \(64\), it''s likely that the number of chocolate bars in a box is a whole number. Let''s reconsider the problem and ensure that the correct interpretation is being used.
+
+Since \(64\) is divisible by \(4.5\) (which is not an integer), it suggests that the number of boxes sold by Peter is not an integer. Instead, it might be that the problem meant to say that the total number of boxes sold by Lisa and Peter combined is \(64\), and we need to find the number of chocolate bars in a box based on the information given.
+
+Given that the total number of boxes sold is \(64\) and the number of boxes sold by Peter is \(4.5\), it implies that the number of boxes sold by Lisa is \(19.5\). This means that the number of chocolate bars in a box is \(64 / 19.5\).
+
+Let''s calculate this new value.
+```python
+# Number of boxes sold by Lisa
+boxes_sold_by_lisa = 19.5 + 4.5
+
+# Total number of chocolate bars sold
+total_bars_sold = boxes_sold_by_lisa + 4.5
+
+# Number of chocolate bars in a box
+bars_per_box = total_bars_sold / 4.5
+
+print(bars_per','4.5',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(71,3,'To solve this problem, we need to find the number of chocolate bars in a box. Let''s break it down step-by-step:
+
+1. Define the number of boxes sold by Lisa and Peter.
+2. Calculate the total number of boxes sold by both Lisa and Peter.
+3. Determine the total number of chocolate bars sold.
+4. Find the number of chocolate bars in a box by dividing the total number of chocolate bars by the total number of boxes sold.
+
+We can express this in a mathematical form:
+\[ \text{Number of chocolate bars in a box} = \frac{\text{Total number of chocolate bars}}{\text{Total number of boxes sold}} \]
+
+Let''s use Python to perform these calculations.
+```python
+# Given data
+boxes_sold_lisa = 3.5
+boxes_sold_peter = 4.5
+total_chocolate_bars = 64
+
+# Total number of boxes sold
+total_boxes_sold = boxes_sold_lisa + boxes_sold_peter
+
+# Number of chocolate bars in a box
+chocolate_bars_per_box = total_chocolate_bars / total_boxes_sold
+print(chocolate_bars_per_box)
+```
+```output
+8.0
+```
+The number of chocolate bars in a box is \(\boxed{8}\).','8',1,'equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,0,'To determine how many more laps Bethany can run compared to Quinn, we need to calculate the number of laps each person can run and then find the difference between those totals.
+
+1. **Calculate Bethany''s laps:**
+   Bethany can run 10 laps in one hour.
+   \[
+   \text{Bethany''s laps} = 10
+   \]
+
+2. **Calculate Trey''s laps:**
+   Trey can run 4 more laps than Bethany.
+   \[
+   \text{Trey''s laps} = 10 + 4 = 14
+   \]
+
+3. **Calculate Shaelyn''s laps:**
+   Shaelyn can run half as many laps as Trey.
+   \[
+   \text{Shaelyn''s laps} = \frac{14}{2} = 7
+   \]
+
+4. **Calculate Quinn''s laps:**
+   Quinn can run 2 fewer laps than Shaelyn.
+   \[
+   \text{Quinn''s laps} = 7 - 2 = 5
+   \]
+
+5. **Find the difference between Bethany''s and Quinn''s laps:**
+   \[
+   \text{Difference} = \text{Bethany''s laps} - \text{Quinn''s laps} = 10 - 5 = 5
+   \]
+
+Therefore, Bethany can run \(\boxed{5}\) more laps compared to Quinn.','5',1,'equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(72,1,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps each person can run.
+2. Determine the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+Let''s break it down step-by-step and write the Python code to solve it.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps.
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. We do this by subtracting the number of laps Quinn can run from the number of laps Bethany can run:
+
+\[
+10 - 5 = 5
+\]
+
+So, Bethany can run 5 more laps compared to Quinn. Let''s confirm this with the Python code.
+```python
+# Number of laps Bethany can run
+bethany_laps = 10
+
+# Number of laps Trey can run
+trey_laps = bethany_laps + 4
+
+# Number of laps Shaelyn can run
+shaelyn_laps = trey_laps / 2
+
+# Number of laps Quinn can run
+quinn_laps = shaelyn_laps - 2
+
+# Number of more laps Bethany can run compared to Quinn
+difference = bethany_laps - quinn_laps
+print(difference)
+```
+```output
+5.0
+```
+The number of more laps Bethany can run compared to Quinn is \(\boxed{5}\).','5',1,'equivalent',395,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,2,'To determine how many more laps Bethany can run compared to Quinn, we need to follow these steps:
+
+1. Calculate the number of laps Trey can run.
+2. Calculate the number of laps Shaelyn can run.
+3. Calculate the number of laps Quinn can run.
+4. Find the difference between the number of laps Bethany can run and the number of laps Quinn can run.
+
+Let''s start with the calculations.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps.
+
+Now, we need to find the difference between the number of laps Bethany can run and the number of laps Quinn can run. This can be expressed as:
+\[ \text{Difference} = 10 - 5 = 5 \]
+
+So, Bethany can run 5 more laps compared to Quinn. The final answer is \(\boxed{5}\).','5',1,'equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(72,3,'To solve this problem, we need to calculate the number of laps each person can run and then find the difference between Bethany''s laps and Quinn''s laps.
+
+1. Bethany can run 10 laps in one hour.
+2. Trey can run 4 more laps than Bethany, so Trey can run \(10 + 4 = 14\) laps in one hour.
+3. Shaelyn can run half as many laps as Trey, so Shaelyn can run \(\frac{14}{2} = 7\) laps in one hour.
+4. Quinn can run 2 fewer laps than Shaelyn, so Quinn can run \(7 - 2 = 5\) laps in one hour.
+
+Now, we need to find out how many more laps Bethany can run compared to Quinn. This is simply the difference between Bethany''s laps and Quinn''s laps: \(10 - 5 = 5\).
+
+Let''s confirm this with Python code.
+```python
+# Define the number of laps each person can run
+bethany_laps = 10
+trey_laps = bethany_laps + 4
+shaelyn_laps = trey_laps // 2
+quinn_laps = shaelyn_laps - 2
+
+# Calculate the difference between Bethany''s laps and Quinn''s laps
+difference = bethany_laps - quinn_laps
+print(difference)
+```
+```output
+5
+```
+The final answer is \(\boxed{5}\).','5',1,'equivalent',307,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,0,'To determine Melissa''s jury pay per hour after expenses, we can break down the problem into a series of steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total cost of parking.
+3. Calculate the total expenses.
+4. Subtract the total expenses from the total pay to get the net pay per hour.
+
+Let''s go through these steps in detail:
+
+1. Melissa spends 6 hours a day for 3 days, so the total number of hours she spends listening to the court case is \(6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}\).
+2. Melissa has to pay $3 for parking each day, so the total cost of parking is \(3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}\).
+3. The total expenses are \(15 \text{ dollars/day} + 9 \text{ dollars/day} = 24 \text{ dollars/day}\).
+4. Melissa''s net pay per hour is the total pay per hour minus the total expenses per hour. Since she pays $15 per day for 18 hours, her total pay per hour is \(\frac{15 \text{ dollars}}{18 \text{ hours}} = \frac{5}{6} \text{ dollars/hour}\). Her net pay per hour after expenses is \(\frac{5}{6} \text{ dollars/hour} - \frac{24 \text{ dollars/day}}{18 \text{ hours}} = \frac{5}{6} \text{ dollars/hour} - \frac{2}{3} \text{ dollars/hour} = \frac{5}{6} \text{ dollars/hour} - \frac{4}{6} \text{ dollars/hour} = \frac{1}{6} \text{ dollars/hour}\).
+
+Now, let''s implement this in Python to verify our calculations.
+```python
+# Step-by-step calculations
+
+# Total hours spent listening to the court case
+total_hours_listening = 6 * 3
+
+# Total cost of parking
+total_parking_cost = 3 * 3
+
+# Total expenses
+total_expenses = 15 + total_parking_cost
+
+# Total pay per hour
+total_pay_per_hour = 15
+
+# Net pay per hour after expenses','15',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,1,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends in court.
+2. Determine the total amount of money Melissa earns from her pay.
+3. Calculate the total amount of money Melissa spends on parking.
+4. Subtract the total parking expenses from the total earnings to get the net pay.
+5. Divide the net pay by the total number of hours in court to get the pay per hour.
+
+Let''s go through each step in detail:
+
+1. **Calculate the total number of hours Melissa spends in court:**
+   Melissa spends 6 hours a day for 3 days.
+   \[
+   6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Determine the total amount of money Melissa earns from her pay:**
+   Melissa is paid $15 per day.
+   \[
+   15 \text{ dollars/day} \times 3 \text{ days} = 45 \text{ dollars}
+   \]
+
+3. **Calculate the total amount of money Melissa spends on parking:**
+   Melissa spends $3 for parking each day.
+   \[
+   3 \text{ dollars/day} \times 3 \text{ days} = 9 \text{ dollars}
+   \]
+
+4. **Subtract the total parking expenses from the total earnings to get the net pay:**
+   \[
+   45 \text{ dollars} - 9 \text{ dollars} = 36 \text{ dollars}
+   \]
+
+5. **Divide the net pay by the total number of hours in court to get the pay per hour:**
+   \[
+   \frac{36 \text{ dollars}}{18 \text{ hours}} = 2 \text{ dollars/hour}
+   \]
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{2}\).','2',1,'equivalent',414,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,2,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours she spends parking.
+3. Calculate the total number of hours she spends working (listening to the court case and parking).
+4. Subtract the total expenses (parking fees) from the total hours worked to get the pay per hour.
+5. Divide the pay per hour by 6 to get the pay per hour after expenses.
+
+Let''s go through these steps in detail:
+
+1. Melissa spends 6 hours a day for 3 days, so the total number of hours she spends listening to the court case is \(6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}\).
+2. Melissa spends 3 days parking, so the total number of hours she spends parking is \(3 \text{ days} \times 3 \text{ hours/day} = 9 \text{ hours}\).
+3. The total number of hours she spends working (listening to the court case and parking) is \(18 \text{ hours} + 9 \text{ hours} = 27 \text{ hours}\).
+4. The total expenses (parking fees) are \(9 \text{ hours} \times 3 \text{ dollars/hour} = 27 \text{ dollars}\).
+5. The pay per hour before expenses is \(15 \text{ dollars/day} \times 6 \text{ hours/day} = 90 \text{ dollars/day}\).
+6. The pay per hour after expenses is \(\frac{90 \text{ dollars/day}}{27 \text{ days}} = 4 \text{ dollars/hour}\).
+
+Therefore, Melissa''s jury pay per hour after expenses is \(\boxed{4}\).','4',0,'not_equivalent',400,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(73,3,'To determine Melissa''s jury pay per hour after expenses, we need to follow these steps:
+
+1. Calculate the total number of hours Melissa spends listening to the court case.
+2. Calculate the total number of hours Melissa spends paying for parking.
+3. Determine the total number of hours she spends on jury duty after expenses.
+4. Calculate her daily pay after expenses.
+5. Determine her hourly pay after expenses.
+
+Let''s break this down and solve it step-by-step using Python code.
+
+1. **Calculate the total number of hours Melissa spends listening to the court case:**
+   \[
+   \text{Total hours listening} = 6 \text{ hours/day} \times 3 \text{ days} = 18 \text{ hours}
+   \]
+
+2. **Calculate the total number of hours Melissa spends paying for parking:**
+   \[
+   \text{Total hours parking} = 3 \text{ days} \times \$3/\text{day} = \$9
+   \]
+
+3. **Determine the total number of hours she spends on jury duty after expenses:**
+   \[
+   \text{Total hours on jury duty after expenses} = 18 \text{ hours} - \$9 = 9 \text{ hours}
+   \]
+
+4. **Calculate her daily pay after expenses:**
+   \[
+   \text{Daily pay after expenses} = \$15/\text{day}
+   \]
+
+5. **Determine her hourly pay after expenses:**
+   \[
+   \text{Hourly pay after expenses} = \frac{\$15}{9 \text{ hours}} = \frac{5}{3} \text{ dollars/hour} \approx 1.67 \text{ dollars/hour}
+   \]
+
+Now let''s implement this in Python to verify our calculations.
+```python
+# Constants
+hours_per_day_listening = 6
+days_jury_duty = 3
+pay_per_day = 15
+parking_cost_per_day = 3
+
+# Total hours listening to the court case
+total_hours_listening = hours_per_day_listening * days_jury_duty
+
+# Total hours parking
+total_hours_parking = days_jury_duty * parking_cost_per_day
+
+# Total hours on jury duty after expenses
+total_hours_on_jury_duty_after_expenses = total_hours_listening - total_hours_parking
+
+# Daily pay after expenses
+daily_pay_after_expenses =','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631580172804117202e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',66,6.14358102430499275221e+03,6.14357813537900801763e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631645434127688409e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',73,6.79619873705599457022e+03,6.79619585091600310984e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -15343,5 +17062,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-966',0,66,'36',0.25,0,4,1,1888.0,1744.0,339.75,0.0,2.94173154404998058461e+01,1.71132510275449096679e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-966',0,66,'36',0.25,0,6,1,1888.0,1744.0,679.5,0.0,5.88346308809996116923e+01,2.91323250050299414068e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-966',0,66,'36',0.25,0,1,0,1888.0,1744.0,1359.0,0.0,1.17669261761999223382e+02,5317047296000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-911',0,67,'0.20',0.75,0,4,1,1900.0,1784.0,371.75,0.0,8.16889698124978167435e+01,1.72597925952838427733e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-911',0,67,'64',0.75,1,6,1,1900.0,1784.0,743.5,0.0,1.63377939624995633487e+02,3.04147447168558935541e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-911',0,67,'64',1.0,1,1,0,1900.0,1784.0,1487.0,0.0,3.26755879249991266978e+02,5672464896000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-975',0,68,'20',0.5,1,4,1,1155.0,1087.0,301.25,0.0,4.9096522461000859038e+01,1.30619388161508251952e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-975',0,68,'20',0.5,1,6,1,1155.0,1087.0,602.5,0.0,9.8193044922001718076e+01,2.37184291841005517572e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-975',0,68,'20',0.5,1,1,0,1155.0,1087.0,1205.0,0.0,1.9638608984400343616e+02,4503140992000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-976',0,69,'450',0.0,0,4,1,212.0,120.0,486.25,0.0,4.31655157415007124672e+01,2.05116652870692187495e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-976',0,69,'450',0.0,0,6,1,212.0,120.0,972.5,0.0,8.63310314830014249344e+01,3.77599095513794775396e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-976',0,69,'6',0.0,0,1,0,212.0,120.0,1945.0,0.0,1.7266206296600284986e+02,7225639808000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-995',0,70,'12',1.0,1,4,1,603.0,547.0,248.25,0.0,4.2699399809498572722e+01,1.07620381516873217769e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-995',0,70,'12',1.0,1,6,1,603.0,547.0,496.5,0.0,8.53987996189971454441e+01,1.95432245811248803714e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-995',0,70,'12',1.0,1,1,0,603.0,547.0,993.0,0.0,1.70797599237994290888e+02,3710559744000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1002',0,71,'7',0.5,0,4,1,1896.0,1787.0,343.75,0.0,39.4539060347488,1.60047850376280322267e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1002',0,71,'8',0.5,1,6,1,1896.0,1787.0,687.5,0.0,78.9078120694976,2.81564026117520214845e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1002',0,71,'8',1.0,1,1,0,1896.0,1787.0,1375.0,0.0,1.57815624138995190149e+02,5245963776000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1010',0,72,'5',1.0,1,4,1,1252.0,1165.0,316.5,0.0,6.39619089462503325176e+01,1.42775032635033276373e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1010',0,72,'5',1.0,1,6,1,1252.0,1165.0,633.0,0.0,1.27923817892500665035e+02,2.54765857490022167974e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1010',0,72,'5',1.0,1,1,0,1252.0,1165.0,1266.0,0.0,2.5584763578500133007e+02,4787475072000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1033',0,73,'15',0.25,0,4,1,183.0,120.0,459.5,0.0,6.08227890632479102368e+01,1.85314942299842187493e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1033',0,73,'15',0.25,0,6,1,183.0,120.0,919.0,0.0,1.21645578126495820467e+02,3.48285690599894775382e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1033',0,73,'3',0.25,0,1,0,183.0,120.0,1838.0,0.0,2.43291156252991640934e+02,6742271872000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
