@@ -7977,6 +7977,473 @@ total_hours_on_jury_duty_after_expenses = total_hours_listening - total_hours_pa
 
 # Daily pay after expenses
 daily_pay_after_expenses =','length',512,183,120,3.72179530174162067615e+01,1685567968000.0,NULL);
+INSERT INTO "chains" VALUES(74,0,0,'62df0b62c496ed9adaabb4b5390a8e5b13b51447e0ad4c35c132f39cd2067804',0,'To solve this problem, let''s break it down step-by-step and use Python code to verify our reasoning.
+
+1. Let \( x \) be the number of tennis balls Rory retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so he retrieved \( x + 4 \) balls.
+3. In the third set, he retrieved half as many balls as in the second set, so he retrieved \( \frac{x}{2} \) balls.
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   (x + 4) + x + \frac{x}{2} = 19
+   \]
+5. To solve this equation, we need to find the value of \( x \). We can combine like terms and solve for \( x \).
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the equation
+equation = (x + 4) + x + x/2 - 19
+
+# Solve the equation
+solution = sp.solve(equation, x)
+
+# Print the solution
+print(solution[0])','stop',277,200,120,3.29018939536215242473e+01,1519410240000.0,NULL);
+INSERT INTO "chains" VALUES(74,0,1,'62df0b62c496ed9adaabb4b5390a8e5b13b51447e0ad4c35c132f39cd2067804',1,'To solve this problem, let''s break it down step-by-step and use Python code to ensure the accuracy of our result.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. The number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. So we can write the equation:
+   \[
+   (x + 4) + x + \frac{x}{2} = 19
+   \]
+5. To solve for \( x \), we need to combine the terms on the left side of the equation. First, let''s convert all terms to a common denominator:
+   \[
+   \frac{2x + 8 + 2x + x}{2} = 19
+   \]
+   Simplifying the numerator, we get:
+   \[
+   \frac{5x + 8}{2} = 19
+   \]
+6. To eliminate the denominator, we multiply both sides of the equation by 2:
+   \[
+   5x + 8 = 38
+   \]
+7. Next, we solve for \( x \) by subtracting 8 from both sides:
+   \[
+   5x = 30
+   \]
+8. Finally, we divide both sides by 5:
+   \[
+   x = 6
+   \]
+9. So, the number of tennis balls retrieved in the first set is \( x + 4 = 6 + 4 = 10 \).
+
+Now let''s write the Python code to verify this solution.
+```python
+# Define the variable for the second set
+x = 6
+
+# Calculate the number of tennis balls retrieved in the first set
+first_set = x + 4
+
+# Calculate the number of tennis balls retrieved in the third set
+third_set = x / 2
+
+# Calculate the total number of tennis balls retrieved
+total = first_set + x + third_set
+
+# Print the result
+print(((first_set, total)))','stop',472,200,120,3.29018939536215242473e+01,1519410240000.0,NULL);
+INSERT INTO "chains" VALUES(74,0,2,'62df0b62c496ed9adaabb4b5390a8e5b13b51447e0ad4c35c132f39cd2067804',2,'To solve this problem, we can define the number of tennis balls retrieved in the second set as a variable and then use the information given to set up equations. Let''s denote the number of tennis balls retrieved in the second set as \( x \). According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \) and the number of tennis balls retrieved in the third set is \( \frac{x}{2} \). The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+
+\[ (x + 4) + x + \frac{x}{2} = 19 \]
+
+To solve for \( x \), we first need to combine like terms. To do this, we need to express all terms with a common denominator. The term \( x + 4 \) can be written as \( \frac{2x + 8}{2} \), and \( \frac{x}{2} \) is already expressed with the common denominator. So the equation becomes:
+
+\[ \frac{2x + 8}{2} + x + \frac{x}{2} = 19 \]
+
+Combining the terms on the left side, we get:
+
+\[ \frac{2x + 8 + 2x + x}{2} = 19 \]
+\[ \frac{5x + 8}{2} = 19 \]
+
+To eliminate the fraction, we multiply both sides of the equation by 2:
+
+\[ 5x + 8 = 38 \]
+
+Next, we isolate \( x \) by subtracting 8 from both sides of the equation:
+
+\[ 5x = 30 \]
+
+Finally, we solve for \( x \) by dividing both sides by 5:
+
+\[ x = 6 \]
+
+So, the number of tennis balls retrieved in the second set is 6. The number of tennis balls retrieved in the first set is \( x + 4 = 6 + 4 = 10 \). Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','stop',453,200,120,3.29018939536215242473e+01,1519410240000.0,NULL);
+INSERT INTO "chains" VALUES(74,0,3,'62df0b62c496ed9adaabb4b5390a8e5b13b51447e0ad4c35c132f39cd2067804',3,'To solve this problem, we can set up the following equations based on the information given:
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. The number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation: \[
+(x + 4) + x + \frac{x}{2} = 19
+\]
+
+We can combine the terms on the left side of the equation and solve for \( x \):
+
+\[
+\frac{4x + 2x + x}{2} = 19 \implies \frac{7x}{2} = 19 \implies 7x = 38 \implies x = \frac{38}{7}
+\]
+
+Since \( x \) must be an integer (you can''t retrieve a fraction of a tennis ball), we need to check if \( \frac{38}{7} \) is an integer. If it is, then the number of tennis balls retrieved in the first set is \( \frac{38}{7} + 4 = \frac{38 + 28}{7} = \frac{66}{7} \), which is not an integer. Therefore, we need to verify if there was a misunderstanding or if the problem statement was incorrect.
+
+Let''s check the problem again and make sure the equations and calculations are correct. We''ll use Python to solve the equation and ensure the result is an integer.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Set up the equation
+equation = Eq((x + 4) + x + x/2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution)','stop',432,200,120,3.29018939536215242473e+01,1519410240000.0,NULL);
+INSERT INTO "chains" VALUES(74,1,0,'59316946ba461afba42ac6192029fd5456caceefdfc5645d1eb714a1ae2eb1b3',0,'The solution to the problem is that Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','stop',27,484,476,2.71786510820675175637e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(74,2,0,'f1da77a384d2a500036ccb84cccf865fc3c1805be64593c4c19716110ffc1c48',0,'The Python code confirms our solution. The number of tennis balls retrieved in the first set is \( \boxed{10} \).','stop',28,687,671,3.13802466120614553801e+00,152829568000.0,NULL);
+INSERT INTO "chains" VALUES(74,3,0,'2cb01ded6d359d1a84d3257fd0636be84b5dafaad3b522e6fd67ce14d0bf2d27',0,'The solution to the equation is \( x = 6 \). This means that Rory retrieved 6 tennis balls in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 = 6 + 4 = 10 \).
+
+So, the final answer is \(\boxed{10}\).','stop',72,640,631,7.33888952687630169435e+00,284334080000.0,NULL);
+INSERT INTO "chains" VALUES(75,0,0,'320ca7928f4fc36eb0c645bbd6dd3d2c62231d39c6785ebd2e070b81d98475aa',0,'To solve this problem, we need to calculate the number of letters delivered each day, sum these amounts, and then subtract the number of letters delivered on Wednesday from the total.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the number of letters delivered on Tuesday.
+2. Calculate the number of letters delivered on Wednesday.
+3. Sum the letters delivered on Monday, Tuesday, and Wednesday.
+4. Subtract the letters delivered on Wednesday from the total to find the answer.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of letters delivered on Monday
+letters_monday = 425
+
+# Number of letters delivered on Tuesday
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Total number of letters delivered from Monday to Wednesday
+total_letters = letters_monday + letters_tuesday + letters_wednesday
+
+# Number of letters delivered from Monday to Wednesday
+letters_monday_minus_wednesday = letters_monday - letters_wednesday
+
+print((letters_monday, letters_tuesday, letters_wednesday, total_letters, letters_monday_minus_wednesday))','stop',257,183,120,2.75016605196072170267e+01,1310602400000.0,NULL);
+INSERT INTO "chains" VALUES(75,0,1,'320ca7928f4fc36eb0c645bbd6dd3d2c62231d39c6785ebd2e070b81d98475aa',1,'To solve the problem, we need to calculate the number of letters delivered on each day and then find the difference between the total letters delivered on Monday and Wednesday. Let''s break it down step-by-step.
+
+1. Calculate the number of letters delivered on Tuesday.
+2. Calculate the number of letters delivered on Wednesday.
+3. Compute the total number of letters delivered on Monday and Wednesday.
+4. Find the difference between the total letters delivered on Monday and Wednesday.
+
+Let''s start by calculating the number of letters delivered on each day using Python code.
+```python
+# Number of letters delivered on Monday
+letters_monday = 425
+
+# Number of letters delivered on Tuesday
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Total number of letters delivered on Monday and Wednesday
+total_letters_monday_wednesday = letters_monday + letters_wednesday
+
+# Difference between the total letters delivered on Monday and Wednesday
+difference = total_letters_monday_wednesday - letters_monday
+
+print((letters_tuesday, letters_wednesday, total_letters_monday_wednesday, difference))','stop',255,183,120,2.75016605196072170267e+01,1310602400000.0,NULL);
+INSERT INTO "chains" VALUES(75,0,2,'320ca7928f4fc36eb0c645bbd6dd3d2c62231d39c6785ebd2e070b81d98475aa',2,'To determine how many letters the post office delivered from Monday to Wednesday, we need to calculate the number of letters delivered each day step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   On Tuesday, the post office delivered 17 more than one-fifth as many letters as Monday. Let''s denote the number of letters delivered on Monday as \( M \). According to the problem, \( M = 425 \). Therefore, the number of letters delivered on Tuesday is:
+   \[
+   \text{Letters on Tuesday} = \frac{M}{5} + 17 = \frac{425}{5} + 17 = 85 + 17 = 102
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   On Wednesday, the post office delivered 5 more than twice as many letters as they delivered on Tuesday. Let''s denote the number of letters delivered on Tuesday as \( T \). According to the problem, \( T = 102 \). Therefore, the number of letters delivered on Wednesday is:
+   \[
+   \text{Letters on Wednesday} = 2T + 5 = 2 \times 102 + 5 = 204 + 5 = 209
+   \]
+
+3. **Calculate the total number of letters delivered from Monday to Wednesday:**
+   To find the total number of letters delivered from Monday to Wednesday, we add the number of letters delivered on each day:
+   \[
+   \text{Total letters} = M + T + \text{Letters on Wednesday} = 425 + 102 + 209 = 736
+   \]
+
+Therefore, the post office delivered a total of \(\boxed{736}\) letters from Monday to Wednesday.','stop',392,183,120,2.75016605196072170267e+01,1310602400000.0,NULL);
+INSERT INTO "chains" VALUES(75,0,3,'320ca7928f4fc36eb0c645bbd6dd3d2c62231d39c6785ebd2e070b81d98475aa',3,'To determine the total number of letters delivered over the three days, we need to calculate the number of letters delivered on each day and then sum them up. Let''s break it down step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   On Tuesday, the post office delivered 17 more than one-fifth of the number of letters delivered on Monday. The number of letters delivered on Monday is 425. Therefore, we need to find one-fifth of 425 and then add 17 to it.
+   \[
+   \text{Letters delivered on Tuesday} = \frac{425}{5} + 17
+   \]
+   First, calculate one-fifth of 425:
+   \[
+   \frac{425}{5} = 85
+   \]
+   Then, add 17 to 85:
+   \[
+   85 + 17 = 102
+   \]
+   So, the post office delivered 102 letters on Tuesday.
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   On Wednesday, the post office delivered 5 more than twice as many letters as they delivered on Tuesday. The number of letters delivered on Tuesday is 102. Therefore, we need to find twice the number of letters delivered on Tuesday and then add 5 to it.
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 102 + 5
+   \]
+   First, calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 102 = 204
+   \]
+   Then, add 5 to 204:
+   \[
+   204 + 5 = 209
+   \]
+   So, the post office delivered 209 letters on Wednesday.
+
+3. **Calculate the total number of letters delivered over the three days:**
+   Now, we sum the number of letters delivered on Monday, Tuesday, and Wednesday.
+   \[
+   \text{Total letters delivered} = 425 + 102 + 209
+   \]
+   Add these together step by step:
+   \[
+   425 + 102 = 527
+   \]
+   \[
+   527 + 209 =','length',512,183,120,2.75016605196072170267e+01,1310602400000.0,NULL);
+INSERT INTO "chains" VALUES(75,1,0,'864f3fb397896293b251269432ba29a644e121cbf6f1f1630eb431b7b0f8beb7',0,'The calculations show the following:
+
+- Letters delivered on Monday: 425
+- Letters delivered on Tuesday: 102
+- Letters delivered on Wednesday: 209
+- Total letters delivered from Monday to Wednesday: 736
+- Letters delivered from Monday to Wednesday minus the letters delivered on Wednesday: 216
+
+Therefore, the final answer is \(\boxed{216}\).','stop',88,478,439,1.02849268290745357037e+01,447826176000.0,NULL);
+INSERT INTO "chains" VALUES(75,2,0,'88e814780ba3e3c8c7a2f7e5ca16d0abc6cb37816357861e14be6e8931b373cb',0,'The number of letters delivered on Tuesday is 102, on Wednesday is 209, and the total number of letters delivered on Monday and Wednesday is 634. The difference between the total letters delivered on Monday and Wednesday is 209.
+
+Therefore, the final answer is \(\boxed{209}\).','stop',71,471,437,8.33011640487166,369634304000.0,NULL);
+INSERT INTO "chains" VALUES(76,0,0,'1fb5c08a518ffcb275fbcd485561f97e244e238f0be0f61d34ce13cf6f9861b5',0,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of big coupons Anthony is sending.
+2. Calculate the total number of small coupons and big coupons.
+3. Compute the total postage cost for both types of coupons.
+
+Step 1: Determine the number of big coupons
+Anthony is sending twice as many big coupons as small coupons. Since he is sending 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Step 2: Calculate the total number of small coupons and big coupons
+The total number of small coupons and big coupons is:
+\[ 700 + 1400 = 2100 \]
+
+Step 3: Compute the total postage cost for both types of coupons
+The postage cost for small coupons is:
+\[ 700 \times 0.05 = 35 \text{ cents} \]
+The postage cost for big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ cents} \]
+The total postage cost is:
+\[ 35 + 210 = 245 \text{ cents} \]
+
+Therefore, the total amount Anthony spends on postage is:
+\[ \boxed{245} \]','stop',281,186,120,2.62269250930854553867e+01,1302605504000.0,NULL);
+INSERT INTO "chains" VALUES(76,0,1,'1fb5c08a518ffcb275fbcd485561f97e244e238f0be0f61d34ce13cf6f9861b5',1,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Determine the cost of the small coupons.
+3. Determine the cost of the big coupons.
+4. Add the costs of the small and big coupons to get the total postage.
+
+**Step 1: Calculate the number of big coupons.**
+Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+**Step 2: Determine the cost of the small coupons.**
+Each small coupon costs 5 cents. Therefore, the total cost for the small coupons is:
+\[ 700 \times 0.05 = 35 \text{ dollars} \]
+
+**Step 3: Determine the cost of the big coupons.**
+Each big coupon costs 15 cents. Therefore, the total cost for the big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ dollars} \]
+
+**Step 4: Add the costs of the small and big coupons to get the total postage.**
+The total postage is the sum of the cost of the small coupons and the cost of the big coupons:
+\[ 35 + 210 = 245 \text{ dollars} \]
+
+Thus, the total amount Anthony spends on postage is:
+\[ \boxed{245} \]','stop',326,186,120,2.62269250930854553867e+01,1302605504000.0,NULL);
+INSERT INTO "chains" VALUES(76,0,2,'1fb5c08a518ffcb275fbcd485561f97e244e238f0be0f61d34ce13cf6f9861b5',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out. Since he wants to send out twice as many big coupons as small coupons, and he wants to send out 700 small coupons, we can calculate the number of big coupons as \(2 \times 700\).
+2. Calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost of the small coupons is \(700 \times 0.05\).
+3. Calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost of the big coupons is \(2 \times 700 \times 0.15\).
+4. Add the total cost of the small coupons and the total cost of the big coupons to get the total postage cost.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Number of small coupons
+small_coupons = 700
+
+# Number of big coupons (twice the number of small coupons)
+big_coupons = 2 * small_coupons
+
+# Cost of each small coupon in cents
+cost_small_coupon = 5
+
+# Cost of each big coupon in cents
+cost_big_coupon = 15
+
+# Total cost of small coupons
+total_cost_small_coupons = small_coupons * cost_small_coupon
+
+# Total cost of big coupons
+total_cost_big_coupons = big_coupons * cost_big_coupon
+
+# Total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+
+print(total_postage_cost)','stop',345,186,120,2.62269250930854553867e+01,1302605504000.0,NULL);
+INSERT INTO "chains" VALUES(76,0,3,'1fb5c08a518ffcb275fbcd485561f97e244e238f0be0f61d34ce13cf6f9861b5',3,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Calculate the total cost of the small coupons.
+3. Calculate the total cost of the big coupons.
+4. Sum the total costs of the small and big coupons.
+
+Let''s break this down step-by-step and write the Python code to calculate the total postage cost.
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons, so the number of big coupons is \(2 \times 700 = 1400\).
+3. Each small coupon costs 5 cents, so the total cost of the small coupons is \(700 \times 5 = 3500\) cents.
+4. Each big coupon costs 15 cents, so the total cost of the big coupons is \(1400 \times 15 = 21000\) cents.
+5. The total postage cost is the sum of the costs of the small and big coupons, which is \(3500 + 21000 = 24500\) cents.
+
+To convert the total cost to dollars, we divide by 100 (since there are 100 cents in a dollar).
+
+Let''s write the Python code to calculate this.
+```python
+# Step 1: Number of small coupons
+small_coupons = 700
+
+# Step 2: Number of big coupons
+big_coupons = 2 * small_coupons
+
+# Step 3: Total cost of small coupons
+cost_small_coupons = small_coupons * 5
+
+# Step 4: Total cost of big coupons
+cost_big_coupons = big_coupons * 15
+
+# Step 5: Total postage cost in cents
+total_postage_cost_cents = cost_small_coupons + cost_big_coupons
+
+# Step 6: Convert total postage cost to dollars
+total_postage_cost_dollars = total_postage_cost_cents / 100
+
+# Final answer
+print(total_postage_cost_dollars)','stop',452,186,120,2.62269250930854553867e+01,1302605504000.0,NULL);
+INSERT INTO "chains" VALUES(76,1,0,'f03a26c6bbcc50b844da2c4705fa52f63a6e62b00cbac9f7485d6da00f81a53f',0,'The total amount Anthony spends on postage is \(\boxed{24500}\) cents.','stop',22,542,530,3.12287664433582312639e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(76,2,0,'aa9f087c77f28e904c0ec4767a57c565fb1c239054e6bda622cf03cec6b2c591',0,'The total amount Anthony spends on postage is \(\boxed{245}\) dollars.','stop',20,649,637,2.85385885034096054013e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(77,0,0,'c31b8bda592faca2f4fa483180d85b70ef37c706b8df339172b96c6aaeecdeb0',0,'To determine how many puzzle pieces Teddy placed during that hour, we can break the problem down step-by-step:
+
+1. Calculate the number of puzzle pieces Teddy finished in the first half of the hour.
+2. Calculate the number of puzzle pieces Teddy finished in the second half of the hour.
+3. Sum the two amounts to get the total number of puzzle pieces placed during the hour.
+
+Let''s implement this in Python.
+
+```python
+# Define the number of puzzle pieces in one puzzle
+puzzle_pieces_per_puzzle = 500
+
+# Calculate the number of puzzle pieces Teddy finished in the first half of the hour
+puzzle_pieces_first_half = puzzle_pieces_per_puzzle / 2
+
+# Calculate the number of puzzle pieces Teddy finished in the second half of the hour
+puzzle_pieces_second_half = puzzle_pieces_per_puzzle / 2
+
+# Calculate the total number of puzzle pieces placed during the hour
+total_puzzle_pieces = puzzle_pieces_first_half + puzzle_pieces_second_half
+
+# Print the result
+print(total_puzzle_pieces)','stop',215,166,120,1.85059651217420864099e+01,849448064000.0,NULL);
+INSERT INTO "chains" VALUES(77,0,1,'c31b8bda592faca2f4fa483180d85b70ef37c706b8df339172b96c6aaeecdeb0',1,'To solve this problem, we need to calculate the total number of puzzle pieces Teddy placed during the hour. Here are the steps we need to follow:
+
+1. Determine how many puzzle pieces Teddy placed during the first 30 minutes of the hour. Since he finished half of a 500-piece puzzle, he placed \( \frac{500}{2} = 250 \) pieces in the first 30 minutes.
+2. Determine how many puzzle pieces Teddy placed during the remaining 30 minutes of the hour. Since he finished another 500-piece puzzle, he placed \( 500 \) pieces in the remaining 30 minutes.
+3. Add the puzzle pieces from both parts of the hour to get the total number of puzzle pieces placed during the hour.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of puzzle pieces in the first 500-piece puzzle
+pieces_first_puzzle = 500 / 2
+
+# Number of puzzle pieces in the second 500-piece puzzle
+pieces_second_puzzle = 500
+
+# Total number of puzzle pieces placed during the hour
+total_pieces = pieces_first_puzzle + pieces_second_puzzle
+print(total_pieces)','stop',261,166,120,1.85059651217420864099e+01,849448064000.0,NULL);
+INSERT INTO "chains" VALUES(77,0,2,'c31b8bda592faca2f4fa483180d85b70ef37c706b8df339172b96c6aaeecdeb0',2,'Let''s break down the problem step-by-step and then use Python code to calculate the final answer.
+
+1. **Teddy''s first puzzle:**
+   - Teddy finished half of a 500 piece puzzle, which means he placed \( \frac{500}{2} = 250 \) pieces.
+
+2. **Teddy''s second puzzle:**
+   - Teddy started and finished another 500 piece puzzle. Since he started and finished it within an hour, he placed all 500 pieces from the start to the finish.
+
+3. **Total pieces placed:**
+   - The total number of pieces Teddy placed during that hour is the sum of the pieces from the first puzzle and the pieces from the second puzzle.
+
+Now let''s write the Python code to calculate this.
+
+```python
+# Number of pieces in the first puzzle
+pieces_first_puzzle = 500 / 2
+
+# Number of pieces in the second puzzle
+pieces_second_puzzle = 500
+
+# Total pieces placed
+total_pieces_placed = pieces_first_puzzle + pieces_second_puzzle
+
+# Print the final answer
+print(total_pieces_placed)','stop',243,166,120,1.85059651217420864099e+01,849448064000.0,NULL);
+INSERT INTO "chains" VALUES(77,0,3,'c31b8bda592faca2f4fa483180d85b70ef37c706b8df339172b96c6aaeecdeb0',3,'Let''s break down the problem step-by-step and then use Python code to verify our calculations.
+
+1. First, Teddy finished half of a 500 piece puzzle. This means he placed \( \frac{500}{2} = 250 \) puzzle pieces.
+2. Next, Teddy started and finished another 500 piece puzzle within an hour. This means he placed another 500 puzzle pieces.
+3. Therefore, the total number of puzzle pieces Teddy placed during that hour is \( 250 + 500 = 750 \).
+
+Now, let''s write the Python code to verify this.
+```python
+# Calculate the total number of puzzle pieces placed by Teddy during the hour
+pieces_first_puzzle = 500 / 2
+pieces_second_puzzle = 500
+total_pieces = pieces_first_puzzle + pieces_second_puzzle
+
+print(total_pieces)','stop',195,166,120,1.85059651217420864099e+01,849448064000.0,NULL);
+INSERT INTO "chains" VALUES(77,1,0,'09fd880a5674acfbf164f5df8fce3b291e6a36093667f854667d2f3f07270bca',0,'The total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','stop',22,392,380,2.33925690199976088479e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(77,2,0,'51b1d5c5d6917988ec49f75f4535cd71ce1af56c4575186c22eda07b23696206',0,'The total number of puzzle pieces Teddy placed during the hour is \(\boxed{750}\).','stop',22,438,426,2.30142218199762282893e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(77,3,0,'b149912065965d698b8f7872fdb019f8667d66400afb7503982293257d967d14',0,'The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',22,420,408,2.37165509499755,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(77,4,0,'84a4693110ebf4d188d273d0888ffc32f73ba155345101e5e8ff4909e33b7c82',0,'The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',22,372,360,2.38152314299804857e+00,117287808000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -8061,6 +8528,10 @@ INSERT INTO "jobs" VALUES(70,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(71,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1002',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','8','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 878886759, "usage": {"prompt_tokens": 174, "cached_prompt_tokens": 120, "completion_tokens": 975, "calls": 1, "seconds": 72.70099400405896, "flops": 3643030400000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0244, "call_seconds": 0.0291, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0256, "call_seconds": 0.0283, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.026, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0255, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1648459215, 1648467134, 1648475053, 1648482972], "usage": {"prompt_tokens": 1722, "cached_prompt_tokens": 1667, "completion_tokens": 400, "calls": 4, "seconds": 45.3920394347806, "flops": 1602933376000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"7": 1, "8": 2, "9/2": 1}, "tie_broken_by_rng": false, "winner": "8"}]',1896,1787,1375,9,0,0,5245963776000.0,0.0,1.57815624138995190149e+02,1.18201922071821243777e+02,1.79631621104404807088e+09);
 INSERT INTO "jobs" VALUES(72,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1010',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1457280309, "usage": {"prompt_tokens": 189, "cached_prompt_tokens": 120, "completion_tokens": 1233, "calls": 1, "seconds": 90.47703832658651, "flops": 4613320448000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0211, "call_seconds": 0.0222, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0179, "call_seconds": 0.0188, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [130615745, 130631583], "usage": {"prompt_tokens": 1063, "cached_prompt_tokens": 1045, "completion_tokens": 33, "calls": 2, "seconds": 3.909596128657964, "flops": 174154624000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',1252,1165,1266,5,0,0,4787475072000.0,0.0,2.5584763578500133007e+02,9.44276635322531916489e+01,1.79631642478896927828e+09);
 INSERT INTO "jobs" VALUES(73,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1033',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','3','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1403046812, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 1838, "calls": 1, "seconds": 148.87181206966483, "flops": 6742271872000.0}}, {"event": "paths", "ends": ["length", "answered", "answered", "length"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"15": 1, "2": 1, "4": 1, "3": 1}, "tie_broken_by_rng": true, "winner": "3"}]',183,120,1838,1,0,0,6742271872000.0,0.0,2.43291156252991640934e+02,1.48871812069664827054e+02,1.79631645434100985529e+09);
+INSERT INTO "jobs" VALUES(74,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1047',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1011310130, "usage": {"prompt_tokens": 200, "cached_prompt_tokens": 120, "completion_tokens": 1634, "calls": 1, "seconds": 131.6075758144861, "flops": 6077640960000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1629, "call_seconds": 0.1675, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0217, "call_seconds": 0.0226, "stdout_bytes": 11, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1729, "call_seconds": 0.1741, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [837637073, 837644992, 837660830], "usage": {"prompt_tokens": 1811, "cached_prompt_tokens": 1778, "completion_tokens": 127, "calls": 3, "seconds": 13.194779296289198, "flops": 558005632000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"6": 1, "10": 3}, "tie_broken_by_rng": false, "winner": "10"}]',2011,1898,1761,7,0,0,6635646592000.0,0.0,2.72317522683995775871e+02,1.45166661294772836752e+02,1.79631672666180777549e+09);
+INSERT INTO "jobs" VALUES(75,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1040',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','209','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 211910055, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 1416, "calls": 1, "seconds": 110.00664207842887, "flops": 5242409600000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0195, "call_seconds": 0.0236, "stdout_bytes": 34, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0164, "stdout_bytes": 29, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [1299516245, 1299524164], "usage": {"prompt_tokens": 949, "cached_prompt_tokens": 876, "completion_tokens": 159, "calls": 2, "seconds": 18.615043233946196, "flops": 817460480000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"216": 1, "209": 2, "736": 1}, "tie_broken_by_rng": false, "winner": "209"}]',1132,996,1575,5,0,0,6059870080000.0,0.0,3.08958268233996932402e+02,1.2866162709037411105e+02,1.79631673375311255455e+09);
+INSERT INTO "jobs" VALUES(76,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1067',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','245','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 232269028, "usage": {"prompt_tokens": 186, "cached_prompt_tokens": 120, "completion_tokens": 1404, "calls": 1, "seconds": 104.90770037234182, "flops": 5210422016000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0173, "call_seconds": 0.0216, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0206, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [41151795, 41159714], "usage": {"prompt_tokens": 1191, "cached_prompt_tokens": 1167, "completion_tokens": 42, "calls": 2, "seconds": 5.976735494676784, "flops": 227467264000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1]}, {"event": "vote", "counts": {"245": 3, "24500": 1}, "tie_broken_by_rng": false, "winner": "245"}]',1377,1287,1446,5,0,0,5437889280000.0,0.0,1.8611007005200372078e+02,1.10926650756010616307e+02,1.79631691277998423571e+09);
+INSERT INTO "jobs" VALUES(77,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1074',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','750','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 546690286, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 914, "calls": 1, "seconds": 74.02386048696835, "flops": 3397792256000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0292, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0313, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0228, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0161, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [571707873, 571715792, 571723711, 571731630], "usage": {"prompt_tokens": 1622, "cached_prompt_tokens": 1574, "completion_tokens": 88, "calls": 4, "seconds": 9.393857321992982, "flops": 469151232000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"500": 1, "750": 3}, "tie_broken_by_rng": false, "winner": "750"}]',1788,1694,1002,9,0,0,3866943488000.0,0.0,1.88425027284989482717e+02,8.35171383679863481557e+01,1796316922.18641);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -16849,10 +17320,521 @@ total_hours_on_jury_duty_after_expenses = total_hours_listening - total_hours_pa
 
 # Daily pay after expenses
 daily_pay_after_expenses =','3',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(74,0,'To solve this problem, let''s break it down step-by-step and use Python code to verify our reasoning.
+
+1. Let \( x \) be the number of tennis balls Rory retrieved in the second set.
+2. According to the problem, in the first set, he retrieved four more balls than in the second set, so he retrieved \( x + 4 \) balls.
+3. In the third set, he retrieved half as many balls as in the second set, so he retrieved \( \frac{x}{2} \) balls.
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+   \[
+   (x + 4) + x + \frac{x}{2} = 19
+   \]
+5. To solve this equation, we need to find the value of \( x \). We can combine like terms and solve for \( x \).
+
+Let''s implement this in Python using sympy:
+
+```python
+import sympy as sp
+
+# Define the variable
+x = sp.symbols(''x'')
+
+# Define the equation
+equation = (x + 4) + x + x/2 - 19
+
+# Solve the equation
+solution = sp.solve(equation, x)
+
+# Print the solution
+print(solution[0])
+```
+```output
+6
+```
+The solution to the problem is that Rory retrieved \(\boxed{6}\) tennis balls in the first set of the match.','6',0,'not_equivalent',304,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,1,'To solve this problem, let''s break it down step-by-step and use Python code to ensure the accuracy of our result.
+
+1. Let''s denote the number of tennis balls retrieved in the second set as \( x \).
+2. According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. The number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. So we can write the equation:
+   \[
+   (x + 4) + x + \frac{x}{2} = 19
+   \]
+5. To solve for \( x \), we need to combine the terms on the left side of the equation. First, let''s convert all terms to a common denominator:
+   \[
+   \frac{2x + 8 + 2x + x}{2} = 19
+   \]
+   Simplifying the numerator, we get:
+   \[
+   \frac{5x + 8}{2} = 19
+   \]
+6. To eliminate the denominator, we multiply both sides of the equation by 2:
+   \[
+   5x + 8 = 38
+   \]
+7. Next, we solve for \( x \) by subtracting 8 from both sides:
+   \[
+   5x = 30
+   \]
+8. Finally, we divide both sides by 5:
+   \[
+   x = 6
+   \]
+9. So, the number of tennis balls retrieved in the first set is \( x + 4 = 6 + 4 = 10 \).
+
+Now let''s write the Python code to verify this solution.
+```python
+# Define the variable for the second set
+x = 6
+
+# Calculate the number of tennis balls retrieved in the first set
+first_set = x + 4
+
+# Calculate the number of tennis balls retrieved in the third set
+third_set = x / 2
+
+# Calculate the total number of tennis balls retrieved
+total = first_set + x + third_set
+
+# Print the result
+print(((first_set, total)))
+```
+```output
+(10, 19.0)
+```
+The Python code confirms our solution. The number of tennis balls retrieved in the first set is \( \boxed{10} \).','10',1,'equivalent',500,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(74,2,'To solve this problem, we can define the number of tennis balls retrieved in the second set as a variable and then use the information given to set up equations. Let''s denote the number of tennis balls retrieved in the second set as \( x \). According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \) and the number of tennis balls retrieved in the third set is \( \frac{x}{2} \). The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation:
+
+\[ (x + 4) + x + \frac{x}{2} = 19 \]
+
+To solve for \( x \), we first need to combine like terms. To do this, we need to express all terms with a common denominator. The term \( x + 4 \) can be written as \( \frac{2x + 8}{2} \), and \( \frac{x}{2} \) is already expressed with the common denominator. So the equation becomes:
+
+\[ \frac{2x + 8}{2} + x + \frac{x}{2} = 19 \]
+
+Combining the terms on the left side, we get:
+
+\[ \frac{2x + 8 + 2x + x}{2} = 19 \]
+\[ \frac{5x + 8}{2} = 19 \]
+
+To eliminate the fraction, we multiply both sides of the equation by 2:
+
+\[ 5x + 8 = 38 \]
+
+Next, we isolate \( x \) by subtracting 8 from both sides of the equation:
+
+\[ 5x = 30 \]
+
+Finally, we solve for \( x \) by dividing both sides by 5:
+
+\[ x = 6 \]
+
+So, the number of tennis balls retrieved in the second set is 6. The number of tennis balls retrieved in the first set is \( x + 4 = 6 + 4 = 10 \). Therefore, the number of tennis balls retrieved in the first set of the match is \(\boxed{10}\).','10',1,'equivalent',453,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(74,3,'To solve this problem, we can set up the following equations based on the information given:
+
+1. Let \( x \) be the number of tennis balls retrieved in the second set.
+2. According to the problem, the number of tennis balls retrieved in the first set is \( x + 4 \).
+3. The number of tennis balls retrieved in the third set is \( \frac{x}{2} \).
+4. The total number of tennis balls retrieved in all three sets is 19. Therefore, we can write the equation: \[
+(x + 4) + x + \frac{x}{2} = 19
+\]
+
+We can combine the terms on the left side of the equation and solve for \( x \):
+
+\[
+\frac{4x + 2x + x}{2} = 19 \implies \frac{7x}{2} = 19 \implies 7x = 38 \implies x = \frac{38}{7}
+\]
+
+Since \( x \) must be an integer (you can''t retrieve a fraction of a tennis ball), we need to check if \( \frac{38}{7} \) is an integer. If it is, then the number of tennis balls retrieved in the first set is \( \frac{38}{7} + 4 = \frac{38 + 28}{7} = \frac{66}{7} \), which is not an integer. Therefore, we need to verify if there was a misunderstanding or if the problem statement was incorrect.
+
+Let''s check the problem again and make sure the equations and calculations are correct. We''ll use Python to solve the equation and ensure the result is an integer.
+```python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+x = symbols(''x'')
+
+# Set up the equation
+equation = Eq((x + 4) + x + x/2, 19)
+
+# Solve the equation
+solution = solve(equation, x)
+print(solution)
+```
+```output
+[6]
+```
+The solution to the equation is \( x = 6 \). This means that Rory retrieved 6 tennis balls in the second set. Therefore, the number of tennis balls retrieved in the first set is \( x + 4 = 6 + 4 = 10 \).
+
+So, the final answer is \(\boxed{10}\).','10',1,'equivalent',504,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,0,'To solve this problem, we need to calculate the number of letters delivered each day, sum these amounts, and then subtract the number of letters delivered on Wednesday from the total.
+
+Here''s the step-by-step reasoning:
+
+1. Calculate the number of letters delivered on Tuesday.
+2. Calculate the number of letters delivered on Wednesday.
+3. Sum the letters delivered on Monday, Tuesday, and Wednesday.
+4. Subtract the letters delivered on Wednesday from the total to find the answer.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of letters delivered on Monday
+letters_monday = 425
+
+# Number of letters delivered on Tuesday
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Total number of letters delivered from Monday to Wednesday
+total_letters = letters_monday + letters_tuesday + letters_wednesday
+
+# Number of letters delivered from Monday to Wednesday
+letters_monday_minus_wednesday = letters_monday - letters_wednesday
+
+print((letters_monday, letters_tuesday, letters_wednesday, total_letters, letters_monday_minus_wednesday))
+```
+```output
+(425, 102.0, 209.0, 736.0, 216.0)
+```
+The calculations show the following:
+
+- Letters delivered on Monday: 425
+- Letters delivered on Tuesday: 102
+- Letters delivered on Wednesday: 209
+- Total letters delivered from Monday to Wednesday: 736
+- Letters delivered from Monday to Wednesday minus the letters delivered on Wednesday: 216
+
+Therefore, the final answer is \(\boxed{216}\).','216',0,'not_equivalent',345,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,1,'To solve the problem, we need to calculate the number of letters delivered on each day and then find the difference between the total letters delivered on Monday and Wednesday. Let''s break it down step-by-step.
+
+1. Calculate the number of letters delivered on Tuesday.
+2. Calculate the number of letters delivered on Wednesday.
+3. Compute the total number of letters delivered on Monday and Wednesday.
+4. Find the difference between the total letters delivered on Monday and Wednesday.
+
+Let''s start by calculating the number of letters delivered on each day using Python code.
+```python
+# Number of letters delivered on Monday
+letters_monday = 425
+
+# Number of letters delivered on Tuesday
+letters_tuesday = (1/5) * letters_monday + 17
+
+# Number of letters delivered on Wednesday
+letters_wednesday = 2 * letters_tuesday + 5
+
+# Total number of letters delivered on Monday and Wednesday
+total_letters_monday_wednesday = letters_monday + letters_wednesday
+
+# Difference between the total letters delivered on Monday and Wednesday
+difference = total_letters_monday_wednesday - letters_monday
+
+print((letters_tuesday, letters_wednesday, total_letters_monday_wednesday, difference))
+```
+```output
+(102.0, 209.0, 634.0, 209.0)
+```
+The number of letters delivered on Tuesday is 102, on Wednesday is 209, and the total number of letters delivered on Monday and Wednesday is 634. The difference between the total letters delivered on Monday and Wednesday is 209.
+
+Therefore, the final answer is \(\boxed{209}\).','209',0,'not_equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(75,2,'To determine how many letters the post office delivered from Monday to Wednesday, we need to calculate the number of letters delivered each day step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   On Tuesday, the post office delivered 17 more than one-fifth as many letters as Monday. Let''s denote the number of letters delivered on Monday as \( M \). According to the problem, \( M = 425 \). Therefore, the number of letters delivered on Tuesday is:
+   \[
+   \text{Letters on Tuesday} = \frac{M}{5} + 17 = \frac{425}{5} + 17 = 85 + 17 = 102
+   \]
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   On Wednesday, the post office delivered 5 more than twice as many letters as they delivered on Tuesday. Let''s denote the number of letters delivered on Tuesday as \( T \). According to the problem, \( T = 102 \). Therefore, the number of letters delivered on Wednesday is:
+   \[
+   \text{Letters on Wednesday} = 2T + 5 = 2 \times 102 + 5 = 204 + 5 = 209
+   \]
+
+3. **Calculate the total number of letters delivered from Monday to Wednesday:**
+   To find the total number of letters delivered from Monday to Wednesday, we add the number of letters delivered on each day:
+   \[
+   \text{Total letters} = M + T + \text{Letters on Wednesday} = 425 + 102 + 209 = 736
+   \]
+
+Therefore, the post office delivered a total of \(\boxed{736}\) letters from Monday to Wednesday.','736',1,'equivalent',392,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(75,3,'To determine the total number of letters delivered over the three days, we need to calculate the number of letters delivered on each day and then sum them up. Let''s break it down step by step.
+
+1. **Calculate the number of letters delivered on Tuesday:**
+   On Tuesday, the post office delivered 17 more than one-fifth of the number of letters delivered on Monday. The number of letters delivered on Monday is 425. Therefore, we need to find one-fifth of 425 and then add 17 to it.
+   \[
+   \text{Letters delivered on Tuesday} = \frac{425}{5} + 17
+   \]
+   First, calculate one-fifth of 425:
+   \[
+   \frac{425}{5} = 85
+   \]
+   Then, add 17 to 85:
+   \[
+   85 + 17 = 102
+   \]
+   So, the post office delivered 102 letters on Tuesday.
+
+2. **Calculate the number of letters delivered on Wednesday:**
+   On Wednesday, the post office delivered 5 more than twice as many letters as they delivered on Tuesday. The number of letters delivered on Tuesday is 102. Therefore, we need to find twice the number of letters delivered on Tuesday and then add 5 to it.
+   \[
+   \text{Letters delivered on Wednesday} = 2 \times 102 + 5
+   \]
+   First, calculate twice the number of letters delivered on Tuesday:
+   \[
+   2 \times 102 = 204
+   \]
+   Then, add 5 to 204:
+   \[
+   204 + 5 = 209
+   \]
+   So, the post office delivered 209 letters on Wednesday.
+
+3. **Calculate the total number of letters delivered over the three days:**
+   Now, we sum the number of letters delivered on Monday, Tuesday, and Wednesday.
+   \[
+   \text{Total letters delivered} = 425 + 102 + 209
+   \]
+   Add these together step by step:
+   \[
+   425 + 102 = 527
+   \]
+   \[
+   527 + 209 =','209',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,0,'To solve the problem, we need to follow these steps:
+
+1. Determine the number of big coupons Anthony is sending.
+2. Calculate the total number of small coupons and big coupons.
+3. Compute the total postage cost for both types of coupons.
+
+Step 1: Determine the number of big coupons
+Anthony is sending twice as many big coupons as small coupons. Since he is sending 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+Step 2: Calculate the total number of small coupons and big coupons
+The total number of small coupons and big coupons is:
+\[ 700 + 1400 = 2100 \]
+
+Step 3: Compute the total postage cost for both types of coupons
+The postage cost for small coupons is:
+\[ 700 \times 0.05 = 35 \text{ cents} \]
+The postage cost for big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ cents} \]
+The total postage cost is:
+\[ 35 + 210 = 245 \text{ cents} \]
+
+Therefore, the total amount Anthony spends on postage is:
+\[ \boxed{245} \]','245',1,'equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(76,1,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Determine the cost of the small coupons.
+3. Determine the cost of the big coupons.
+4. Add the costs of the small and big coupons to get the total postage.
+
+**Step 1: Calculate the number of big coupons.**
+Anthony wants to send out twice as many big coupons as small coupons. Since he wants to send out 700 small coupons, the number of big coupons is:
+\[ 2 \times 700 = 1400 \]
+
+**Step 2: Determine the cost of the small coupons.**
+Each small coupon costs 5 cents. Therefore, the total cost for the small coupons is:
+\[ 700 \times 0.05 = 35 \text{ dollars} \]
+
+**Step 3: Determine the cost of the big coupons.**
+Each big coupon costs 15 cents. Therefore, the total cost for the big coupons is:
+\[ 1400 \times 0.15 = 210 \text{ dollars} \]
+
+**Step 4: Add the costs of the small and big coupons to get the total postage.**
+The total postage is the sum of the cost of the small coupons and the cost of the big coupons:
+\[ 35 + 210 = 245 \text{ dollars} \]
+
+Thus, the total amount Anthony spends on postage is:
+\[ \boxed{245} \]','245',1,'equivalent',326,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the number of big coupons Anthony wants to send out. Since he wants to send out twice as many big coupons as small coupons, and he wants to send out 700 small coupons, we can calculate the number of big coupons as \(2 \times 700\).
+2. Calculate the total cost of the small coupons. Since each small coupon costs 5 cents, the total cost of the small coupons is \(700 \times 0.05\).
+3. Calculate the total cost of the big coupons. Since each big coupon costs 15 cents, the total cost of the big coupons is \(2 \times 700 \times 0.15\).
+4. Add the total cost of the small coupons and the total cost of the big coupons to get the total postage cost.
+
+Let''s implement this in Python to get the final answer.
+```python
+# Number of small coupons
+small_coupons = 700
+
+# Number of big coupons (twice the number of small coupons)
+big_coupons = 2 * small_coupons
+
+# Cost of each small coupon in cents
+cost_small_coupon = 5
+
+# Cost of each big coupon in cents
+cost_big_coupon = 15
+
+# Total cost of small coupons
+total_cost_small_coupons = small_coupons * cost_small_coupon
+
+# Total cost of big coupons
+total_cost_big_coupons = big_coupons * cost_big_coupon
+
+# Total postage cost
+total_postage_cost = total_cost_small_coupons + total_cost_big_coupons
+
+print(total_postage_cost)
+```
+```output
+24500
+```
+The total amount Anthony spends on postage is \(\boxed{24500}\) cents.','24500',0,'not_equivalent',367,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(76,3,'To determine how much Anthony spends on postage, we need to follow these steps:
+
+1. Calculate the number of big coupons.
+2. Calculate the total cost of the small coupons.
+3. Calculate the total cost of the big coupons.
+4. Sum the total costs of the small and big coupons.
+
+Let''s break this down step-by-step and write the Python code to calculate the total postage cost.
+
+1. Anthony wants to send out 700 small coupons.
+2. He wants to send out twice as many big coupons, so the number of big coupons is \(2 \times 700 = 1400\).
+3. Each small coupon costs 5 cents, so the total cost of the small coupons is \(700 \times 5 = 3500\) cents.
+4. Each big coupon costs 15 cents, so the total cost of the big coupons is \(1400 \times 15 = 21000\) cents.
+5. The total postage cost is the sum of the costs of the small and big coupons, which is \(3500 + 21000 = 24500\) cents.
+
+To convert the total cost to dollars, we divide by 100 (since there are 100 cents in a dollar).
+
+Let''s write the Python code to calculate this.
+```python
+# Step 1: Number of small coupons
+small_coupons = 700
+
+# Step 2: Number of big coupons
+big_coupons = 2 * small_coupons
+
+# Step 3: Total cost of small coupons
+cost_small_coupons = small_coupons * 5
+
+# Step 4: Total cost of big coupons
+cost_big_coupons = big_coupons * 15
+
+# Step 5: Total postage cost in cents
+total_postage_cost_cents = cost_small_coupons + cost_big_coupons
+
+# Step 6: Convert total postage cost to dollars
+total_postage_cost_dollars = total_postage_cost_cents / 100
+
+# Final answer
+print(total_postage_cost_dollars)
+```
+```output
+245.0
+```
+The total amount Anthony spends on postage is \(\boxed{245}\) dollars.','245',1,'equivalent',472,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,0,'To determine how many puzzle pieces Teddy placed during that hour, we can break the problem down step-by-step:
+
+1. Calculate the number of puzzle pieces Teddy finished in the first half of the hour.
+2. Calculate the number of puzzle pieces Teddy finished in the second half of the hour.
+3. Sum the two amounts to get the total number of puzzle pieces placed during the hour.
+
+Let''s implement this in Python.
+
+```python
+# Define the number of puzzle pieces in one puzzle
+puzzle_pieces_per_puzzle = 500
+
+# Calculate the number of puzzle pieces Teddy finished in the first half of the hour
+puzzle_pieces_first_half = puzzle_pieces_per_puzzle / 2
+
+# Calculate the number of puzzle pieces Teddy finished in the second half of the hour
+puzzle_pieces_second_half = puzzle_pieces_per_puzzle / 2
+
+# Calculate the total number of puzzle pieces placed during the hour
+total_puzzle_pieces = puzzle_pieces_first_half + puzzle_pieces_second_half
+
+# Print the result
+print(total_puzzle_pieces)
+```
+```output
+500.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{500}\).','500',0,'not_equivalent',237,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,1,'To solve this problem, we need to calculate the total number of puzzle pieces Teddy placed during the hour. Here are the steps we need to follow:
+
+1. Determine how many puzzle pieces Teddy placed during the first 30 minutes of the hour. Since he finished half of a 500-piece puzzle, he placed \( \frac{500}{2} = 250 \) pieces in the first 30 minutes.
+2. Determine how many puzzle pieces Teddy placed during the remaining 30 minutes of the hour. Since he finished another 500-piece puzzle, he placed \( 500 \) pieces in the remaining 30 minutes.
+3. Add the puzzle pieces from both parts of the hour to get the total number of puzzle pieces placed during the hour.
+
+Let''s write the Python code to calculate this.
+```python
+# Number of puzzle pieces in the first 500-piece puzzle
+pieces_first_puzzle = 500 / 2
+
+# Number of puzzle pieces in the second 500-piece puzzle
+pieces_second_puzzle = 500
+
+# Total number of puzzle pieces placed during the hour
+total_pieces = pieces_first_puzzle + pieces_second_puzzle
+print(total_pieces)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during the hour is \(\boxed{750}\).','750',1,'equivalent',283,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(77,2,'Let''s break down the problem step-by-step and then use Python code to calculate the final answer.
+
+1. **Teddy''s first puzzle:**
+   - Teddy finished half of a 500 piece puzzle, which means he placed \( \frac{500}{2} = 250 \) pieces.
+
+2. **Teddy''s second puzzle:**
+   - Teddy started and finished another 500 piece puzzle. Since he started and finished it within an hour, he placed all 500 pieces from the start to the finish.
+
+3. **Total pieces placed:**
+   - The total number of pieces Teddy placed during that hour is the sum of the pieces from the first puzzle and the pieces from the second puzzle.
+
+Now let''s write the Python code to calculate this.
+
+```python
+# Number of pieces in the first puzzle
+pieces_first_puzzle = 500 / 2
+
+# Number of pieces in the second puzzle
+pieces_second_puzzle = 500
+
+# Total pieces placed
+total_pieces_placed = pieces_first_puzzle + pieces_second_puzzle
+
+# Print the final answer
+print(total_pieces_placed)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',265,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(77,3,'Let''s break down the problem step-by-step and then use Python code to verify our calculations.
+
+1. First, Teddy finished half of a 500 piece puzzle. This means he placed \( \frac{500}{2} = 250 \) puzzle pieces.
+2. Next, Teddy started and finished another 500 piece puzzle within an hour. This means he placed another 500 puzzle pieces.
+3. Therefore, the total number of puzzle pieces Teddy placed during that hour is \( 250 + 500 = 750 \).
+
+Now, let''s write the Python code to verify this.
+```python
+# Calculate the total number of puzzle pieces placed by Teddy during the hour
+pieces_first_puzzle = 500 / 2
+pieces_second_puzzle = 500
+total_pieces = pieces_first_puzzle + pieces_second_puzzle
+
+print(total_pieces)
+```
+```output
+750.0
+```
+The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631645434127688409e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',73,6.79619873705599457022e+03,6.79619585091600310984e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631692218731021885e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',77,7.26404402643699722815e+03,7264.041141087);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -17083,5 +18065,17 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1033',0,73,'15',0.25,0,4,1,183.0,120.0,459.5,0.0,6.08227890632479102368e+01,1.85314942299842187493e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1033',0,73,'15',0.25,0,6,1,183.0,120.0,919.0,0.0,1.21645578126495820467e+02,3.48285690599894775382e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1033',0,73,'3',0.25,0,1,0,183.0,120.0,1838.0,0.0,2.43291156252991640934e+02,6742271872000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1047',0,74,'6',0.75,0,4,1,2011.0,1898.0,440.25,0.0,6.80793806709989439678e+01,1.95900292263820703124e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1047',0,74,'6',0.75,0,6,1,2011.0,1898.0,880.5,0.0,1.36158761341997887935e+02,3.51788414575880468743e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1047',0,74,'10',1.0,1,1,0,2011.0,1898.0,1761.0,0.0,2.72317522683995775871e+02,6635646592000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1040',0,75,'216',0.25,0,4,1,1132.0,996.0,393.75,0.0,7.72395670584992330995e+01,1.87622219455289306645e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1040',0,75,'209',0.25,0,6,1,1132.0,996.0,787.5,0.0,1.54479134116998466199e+02,3.27077148970192871087e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1040',0,75,'209',0.0,0,1,0,1132.0,996.0,1575.0,0.0,3.08958268233996932402e+02,6059870080000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1067',0,76,'245',0.75,1,4,1,1377.0,1287.0,361.5,0.0,4.65275175130009301929e+01,1598442063750.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1067',0,76,'245',0.75,1,6,1,1377.0,1287.0,723.0,0.0,9.30550350260018603858e+01,2878257802500.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1067',0,76,'245',1.0,1,1,0,1377.0,1287.0,1446.0,0.0,1.8611007005200372078e+02,5437889280000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1074',0,77,'500',0.75,0,4,1,1788.0,1694.0,250.5,0.0,4.71062568212473706816e+01,1.21547630621897802738e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1074',0,77,'500',0.75,0,6,1,1788.0,1694.0,501.0,0.0,9.42125136424947413633e+01,2.09929870014598535157e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1074',0,77,'750',1.0,1,1,0,1788.0,1694.0,1002.0,0.0,1.88425027284989482717e+02,3866943488000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
