@@ -8444,6 +8444,739 @@ INSERT INTO "chains" VALUES(77,1,0,'09fd880a5674acfbf164f5df8fce3b291e6a36093667
 INSERT INTO "chains" VALUES(77,2,0,'51b1d5c5d6917988ec49f75f4535cd71ce1af56c4575186c22eda07b23696206',0,'The total number of puzzle pieces Teddy placed during the hour is \(\boxed{750}\).','stop',22,438,426,2.30142218199762282893e+00,117287808000.0,NULL);
 INSERT INTO "chains" VALUES(77,3,0,'b149912065965d698b8f7872fdb019f8667d66400afb7503982293257d967d14',0,'The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',22,420,408,2.37165509499755,117287808000.0,NULL);
 INSERT INTO "chains" VALUES(77,4,0,'84a4693110ebf4d188d273d0888ffc32f73ba155345101e5e8ff4909e33b7c82',0,'The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','stop',22,372,360,2.38152314299804857e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(78,0,0,'f5635436e1df205deb6b3d23dad0f14bcc7797ade566cc125a763662dcf9aeb5',0,'To find the height of the fourth child, we need to follow the given steps and calculate the height of each child sequentially. Let''s break it down:
+
+1. The height of the first child is 6 feet.
+2. The height of the second child is 2 inches taller than the first child.
+3. The height of the third child is 5 inches shorter than the second child.
+4. The height of the fourth child is 3 inches taller than the third child.
+
+We can use Python to perform these calculations accurately. Let''s start by defining the height of the first child and then calculate the height of the subsequent children.
+
+```python
+# Define the height of the first child in feet
+height_first_child = 6
+
+# Calculate the height of the second child in feet
+height_second_child = height_first_child + 2
+
+# Calculate the height of the third child in feet
+height_third_child = height_second_child - 5
+
+# Calculate the height of the fourth child in feet
+height_fourth_child = height_third_child + 3
+
+# Print the height of the fourth child in feet
+print(height_fourth_child)
+
+# Convert the height of the fourth child to inches
+height_fourth_child_inches = height_fourth_child * 12
+
+# Print the height of the fourth child in inches
+print(height_fourth_child_inches)','stop',280,194,120,2.35859054007118480451e+01,1217305280000.0,NULL);
+INSERT INTO "chains" VALUES(78,0,1,'f5635436e1df205deb6b3d23dad0f14bcc7797ade566cc125a763662dcf9aeb5',1,'To determine the height of the fourth child, we will follow the heights of the children step by step, starting with the first child.
+
+1. **Height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   6 \text{ feet} = 6 \times 12 = 72 \text{ inches}
+   \]
+
+2. **Height of the second child:**
+   The second child is 2 inches taller than the first child.
+   \[
+   72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is 3 inches taller than the third child.
+   \[
+   69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{72}\) inches.','stop',266,194,120,2.35859054007118480451e+01,1217305280000.0,NULL);
+INSERT INTO "chains" VALUES(78,0,2,'f5635436e1df205deb6b3d23dad0f14bcc7797ade566cc125a763662dcf9aeb5',2,'To determine the height of the fourth child, we need to follow the information given step by step.
+
+1. **Height of the first child:**
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+   Since there are 12 inches in a foot, we convert 6 feet to inches:
+   \[
+   6 \text{ feet} \times 12 \text{ inches/foot} = 72 \text{ inches}
+   \]
+
+2. **Height of the second child:**
+   \[
+   \text{Height of the second child} = \text{Height of the first child} + 2 \text{ inches}
+   \]
+   Substitute the height of the first child:
+   \[
+   \text{Height of the second child} = 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   \[
+   \text{Height of the third child} = \text{Height of the second child} - 5 \text{ inches}
+   \]
+   Substitute the height of the second child:
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   \[
+   \text{Height of the fourth child} = \text{Height of the third child} + 3 \text{ inches}
+   \]
+   Substitute the height of the third child:
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Therefore, the height of the fourth child is \(\boxed{72}\) inches.','stop',414,194,120,2.35859054007118480451e+01,1217305280000.0,NULL);
+INSERT INTO "chains" VALUES(78,0,3,'f5635436e1df205deb6b3d23dad0f14bcc7797ade566cc125a763662dcf9aeb5',3,'To determine the height of the fourth child, we need to follow the given information step by step:
+
+1. **Height of the first child:**
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Convert feet to inches (since there are 12 inches in a foot):
+   \[
+   6 \text{ feet} = 72 \text{ inches}
+   \]
+   \[
+   \text{Height of the second child} = 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \boxed{72} inches.','stop',340,194,120,2.35859054007118480451e+01,1217305280000.0,NULL);
+INSERT INTO "chains" VALUES(78,1,0,'76bef499b26afb7500c8469b7923a835e72162b143d27602728fff748e35f887',0,'The height of the fourth child is \(\boxed{72}\) inches.','stop',18,484,473,1.9940514709936301152e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(79,0,0,'6025db5b2b5ae035f924967e83419937b8ebcce4db2a08f36442acbd82b37731',0,'To determine the length of each final cut, we need to follow the steps of the problem carefully.
+
+1. **Calculate the length of each first cut:**
+   Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts.
+   \[
+   \text{Length of each first cut} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+
+2. **Determine the length of each second cut:**
+   Each first cut is then divided into 5 equal parts.
+   \[
+   \text{Length of each second cut} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+
+So, the length of each final cut is \(\boxed{5}\) centimeters.','stop',179,168,120,1.57503617029971678675e+01,836119904000.0,NULL);
+INSERT INTO "chains" VALUES(79,0,1,'6025db5b2b5ae035f924967e83419937b8ebcce4db2a08f36442acbd82b37731',1,'To solve the problem, we need to follow these steps:
+
+1. Calculate the length of each of the first 4 equal parts of the ribbon.
+2. Divide each of these 4 parts into 5 equal parts to get the final length of each cut.
+
+Let''s break it down step-by-step and implement it in Python using sympy.
+
+```python
+# Step 1: Calculate the length of each of the first 4 equal parts of the ribbon
+total_ribbon_length = 100  # in centimeters
+number_of_parts = 4
+length_per_first_part = total_ribbon_length / number_of_parts
+
+# Step 2: Divide each of these 4 parts into 5 equal parts to get the final length of each cut
+length_per_final_cut = length_per_first_part / 5
+
+print(length_per_final_cut)','stop',177,168,120,1.57503617029971678675e+01,836119904000.0,NULL);
+INSERT INTO "chains" VALUES(79,0,2,'6025db5b2b5ae035f924967e83419937b8ebcce4db2a08f36442acbd82b37731',2,'To solve this problem, we need to follow these steps:
+
+1. First, we need to determine the length of each of the original 4 equal parts of ribbon. Since Marty has a total of 100 centimeters of ribbon, each of the 4 equal parts will be \( \frac{100}{4} = 25 \) centimeters long.
+2. Next, we need to determine the length of each of the 5 equal parts of each of these 4 parts. Since each of the 4 parts is 25 centimeters long, each of the 5 equal parts will be \( \frac{25}{5} = 5 \) centimeters long.
+
+So, the length of each final cut will be 5 centimeters. Let''s confirm this with a Python code snippet.
+```python
+# Total length of ribbon
+total_length = 100
+
+# Number of original parts
+original_parts = 4
+
+# Length of each original part
+length_per_original_part = total_length / original_parts
+
+# Number of final parts per original part
+final_parts_per_original_part = 5
+
+# Length of each final part
+length_per_final_part = length_per_original_part / final_parts_per_original_part
+
+print(length_per_final_part)','stop',267,168,120,1.57503617029971678675e+01,836119904000.0,NULL);
+INSERT INTO "chains" VALUES(79,0,3,'6025db5b2b5ae035f924967e83419937b8ebcce4db2a08f36442acbd82b37731',3,'To determine the length of each final cut, we need to follow these steps:
+
+1. Calculate the length of each part after cutting the ribbon into 4 equal parts.
+2. Divide each of these parts into 5 equal parts to find the length of each final cut.
+
+Let''s break this down:
+
+1. The total length of the ribbon is 100 centimeters.
+2. When cut into 4 equal parts, each part will be \( \frac{100}{4} = 25 \) centimeters.
+3. When each of these 25 centimeters is divided into 5 equal parts, each final cut will be \( \frac{25}{5} = 5 \) centimeters.
+
+We can confirm this with Python code.
+```python
+# Total length of the ribbon
+total_length = 100
+
+# Number of parts after cutting into 4 equal parts
+num_parts_after_first_cut = 4
+
+# Length of each part after the first cut
+length_after_first_cut = total_length / num_parts_after_first_cut
+
+# Number of parts after dividing each part into 5 equal parts
+num_parts_after_second_cut = 5
+
+# Length of each final cut
+final_cut_length = length_after_first_cut / num_parts_after_second_cut
+
+print(final_cut_length)','stop',274,168,120,1.57503617029971678675e+01,836119904000.0,NULL);
+INSERT INTO "chains" VALUES(79,1,0,'559981ccdad935fa12177053b446d654a6b53e5c07f1e84e30360aa91b71f780',0,'The length of each final cut is \(\boxed{5}\) centimeters.','stop',18,354,344,2.05749378917001468636e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(79,2,0,'065e13704dab208d45a47da793cf5dff2e71b368e06f1c91502caf5b8a15dfac',0,'The length of each final cut will be \(\boxed{5}\) centimeters.','stop',19,444,434,2.15858551616959903896e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(79,3,0,'195ab39eef0a09ea81a456c0f37ec3f6efe6c2b0aa35c1c998175db811b3fdeb',0,'The length of each final cut is \(\boxed{5}\) centimeters.','stop',18,451,441,2.09570601616481644313e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(80,0,0,'3373308ffeac3c3a85ced9fa48a5534875371718fd32f4d9749732aca7789262',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine the number of girls in the school based on the given information.
+
+Here''s the step-by-step breakdown:
+
+1. Let''s denote the total number of students in the school as \( T \). According to the problem, 40% of the total number of students is made up of 240 boys. This can be written as:
+   \[
+   0.4 \times T = 240
+   \]
+2. We can solve this equation for \( T \) to find the total number of students in the school.
+3. Once we have the total number of students, we can find the number of girls by subtracting the number of boys from the total number of students. The number of girls \( G \) is given by:
+   \[
+   G = T - 240
+   \]
+
+Let''s implement this in Python to find the number of girls in the school.
+
+```python
+# Step 1: Calculate the total number of students in the school
+total_students = 240 / 0.4
+
+# Step 2: Calculate the number of girls in the school
+number_of_girls = total_students - 240
+
+# Print the final answer
+print(number_of_girls)','stop',290,151,120,1.99789310820160785908e+01,936525376000.0,NULL);
+INSERT INTO "chains" VALUES(80,0,1,'3373308ffeac3c3a85ced9fa48a5534875371718fd32f4d9749732aca7789262',1,'To determine the total number of girls in the school, we can follow these steps:
+
+1. Calculate the total school population.
+2. Subtract the number of boys from the total school population to find the number of girls.
+
+Let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. Calculate the total school population:
+\[ \text{Total school population} = \frac{240}{0.40} \]
+
+2. Subtract the number of boys from the total school population:
+\[ \text{Number of girls} = \text{Total school population} - 240 \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the total school population
+total_population = 240 / 0.40
+
+# Step 2: Calculate the number of girls
+number_of_girls = total_population - 240
+
+print(number_of_girls)','stop',200,151,120,1.99789310820160785908e+01,936525376000.0,NULL);
+INSERT INTO "chains" VALUES(80,0,2,'3373308ffeac3c3a85ced9fa48a5534875371718fd32f4d9749732aca7789262',2,'To determine the total number of girls in the school, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine the number of girls in the school by subtracting the number of boys from the total number of students.
+
+First, we know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students by \( N \). Therefore, we can write the equation:
+\[ 0.40N = 240 \]
+
+To find \( N \), we need to solve for \( N \) by dividing both sides of the equation by 0.40:
+\[ N = \frac{240}{0.40} \]
+\[ N = 600 \]
+
+So, the total number of students in the school is 600. Next, we need to find the number of girls in the school. Since the problem does not specify the number of girls, we assume that the problem is asking for the total number of students as the answer, which is consistent with the information given in the problem. However, if we were to find the number of girls, we would need additional information about the number of girls in the school.
+
+Therefore, the number of girls in the school is \(\boxed{600}\).','stop',282,151,120,1.99789310820160785908e+01,936525376000.0,NULL);
+INSERT INTO "chains" VALUES(80,0,3,'3373308ffeac3c3a85ced9fa48a5534875371718fd32f4d9749732aca7789262',3,'To find out how many girls are in the school, we can follow these steps:
+
+1. Determine the total number of students in the school.
+2. Calculate the number of girls by subtracting the number of boys from the total number of students.
+
+Let''s start with the first step. We know that 40% of the school population is made up of 240 boys. We can set up the following equation to find the total number of students:
+
+\[ \text{Total students} = \frac{240}{0.40} \]
+
+Next, we calculate the number of girls by subtracting the number of boys from the total number of students:
+
+\[ \text{Number of girls} = \text{Total students} - 240 \]
+
+Let''s write the Python code to solve this step-by-step.
+
+```python
+# Given values
+percentage_boys = 0.40
+number_of_boys = 240
+
+# Calculate the total number of students
+total_students = number_of_boys / percentage_boys
+
+# Calculate the number of girls
+number_of_girls = total_students - number_of_boys
+
+# Print the result
+print(number_of_girls)','stop',255,151,120,1.99789310820160785908e+01,936525376000.0,NULL);
+INSERT INTO "chains" VALUES(80,1,0,'f2fb378d223cade9967f841c966c00bb0da077ac62bcd3ace56ac3fabb623d9d',0,'The number of girls in the school is \(\boxed{360}\).','stop',18,452,440,2.16662554917396255049e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(80,2,0,'5549a63c618f90e74b2fed858e963ff83bfa02a5a532fb8b915c86cd87bdcead',0,'The total number of girls in the school is \(\boxed{360}\).','stop',19,362,350,2.28454709318005644291e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(80,3,0,'227c5f93a1dee7fe83b0868ef141b64625948ee24a6ab76526c0518eba988ac7',0,'The number of girls in the school is \(\boxed{360}\).','stop',18,417,405,2.15801674717052538454e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(81,0,0,'ee32ef1862d214d4138a2709a7dc8d65b7010d0f9ec2ff229c32db316f6391aa',0,'To determine how many kilograms of apples James will have left, we can follow these steps:
+
+1. Calculate how many kilograms Peter wants.
+2. Calculate how many kilograms Paul wants.
+3. Subtract the total kilograms that Peter and Paul want from the total kilograms of apples they bought.
+
+Let''s break it down step-by-step and use Python to ensure the result is accurate.
+
+1. Peter wants a quarter of the apples:
+   \[
+   \text{Peter''s apples} = \frac{12}{4}
+   \]
+
+2. Paul wants one-third of the apples:
+   \[
+   \text{Paul''s apples} = \frac{12}{3}
+   \]
+
+3. The total apples Peter and Paul want is:
+   \[
+   \text{Total apples} = \text{Peter''s apples} + \text{Paul''s apples}
+   \]
+
+4. The apples James will have left is:
+   \[
+   \text{James''s apples} = 12 - \text{Total apples}
+   \]
+
+Let''s write the Python code to calculate this.
+```python
+# Total kilograms of apples
+total_apples = 12
+
+# Kilograms of apples Peter wants
+peter_apples = total_apples / 4
+
+# Kilograms of apples Paul wants
+paul_apples = total_apples / 3
+
+# Total kilograms of apples Peter and Paul want
+total_peter_paul_apples = peter_apples + paul_apples
+
+# Kilograms of apples James will have left
+james_apples = total_apples - total_peter_paul_apples
+print(james_apples)','stop',343,164,120,2.16909017757126818546e+01,1025379776000.0,NULL);
+INSERT INTO "chains" VALUES(81,0,1,'ee32ef1862d214d4138a2709a7dc8d65b7010d0f9ec2ff229c32db316f6391aa',1,'To determine how many kilograms of apples James will have left, we need to calculate how much Pierre and Paul each want and then subtract that from the total amount of apples bought.
+
+1. **Calculate how much Pierre wants:**
+   Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s share} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. **Calculate how much Paul wants:**
+   Paul wants one-third of the 12 kg of apples.
+   \[
+   \text{Paul''s share} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. **Calculate the total amount of apples Pierre and Paul have together:**
+   \[
+   \text{Total share of Pierre and Paul} = 3 + 4 = 7 \text{ kg}
+   \]
+
+4. **Calculate how much apples James will have left:**
+   Subtract the total amount of apples Pierre and Paul have from the original 12 kg.
+   \[
+   \text{James''s share} = 12 - 7 = 5 \text{ kg}
+   \]
+
+Therefore, the number of kilograms of apples James will have left is \boxed{5}.','stop',281,164,120,2.16909017757126818546e+01,1025379776000.0,NULL);
+INSERT INTO "chains" VALUES(81,0,2,'ee32ef1862d214d4138a2709a7dc8d65b7010d0f9ec2ff229c32db316f6391aa',2,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Total weight of apples**: 12 kg
+2. **Peter''s share**: \( \frac{1}{4} \) of 12 kg
+3. **Paul''s share**: \( \frac{1}{3} \) of 12 kg
+4. **Total weight given to Peter and Paul**: Peter''s share + Paul''s share
+5. **James''s share**: Total weight - Peter''s share - Paul''s share
+
+Now let''s calculate this using Python code.
+```python
+# Total weight of apples
+total_weight = 12
+
+# Peter''s share
+peter_share = total_weight * (1/4)
+
+# Paul''s share
+paul_share = total_weight * (1/3)
+
+# Total weight given to Peter and Paul
+total_given_to_peter_and_paul = peter_share + paul_share
+
+# James''s share
+james_share = total_weight - total_given_to_peter_and_paul
+
+print(james_share)','stop',226,164,120,2.16909017757126818546e+01,1025379776000.0,NULL);
+INSERT INTO "chains" VALUES(81,0,3,'ee32ef1862d214d4138a2709a7dc8d65b7010d0f9ec2ff229c32db316f6391aa',3,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate the total amount of apples each person wants.
+2. Subtract the total amount of apples that Pierre and Paul want from the total amount of apples bought.
+
+First, we know that Pierre wants a quarter of the apples and Paul wants one-third of the apples. Since the total amount of apples bought is 12 kg, we can calculate how much each person wants as follows:
+
+Pierre''s amount of apples:
+\[
+\frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Paul''s amount of apples:
+\[
+\frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Next, we add the amounts of apples that Pierre and Paul want to find out how much they total:
+\[
+3 + 4 = 7 \text{ kg}
+\]
+
+Finally, we subtract the total amount of apples that Pierre and Paul want from the total amount of apples bought to find out how much James will have left:
+\[
+12 - 7 = 5 \text{ kg}
+\]
+
+Therefore, the number of kilograms of apples James will have left is \(\boxed{5}\).','stop',264,164,120,2.16909017757126818546e+01,1025379776000.0,NULL);
+INSERT INTO "chains" VALUES(81,1,0,'d707f5a64e4446208bf6ada66b15d26e04179febcafeb471290fe85d620f0dbb',0,'After calculating, we find that James will have \(\boxed{5}\) kilograms of apples left.','stop',22,516,506,2.72433139850181760266e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(81,2,0,'7d71d0c3679508c9e13704942d36d864238a1e82fa5ba6f512aa03e438988e36',0,'After calculating, we find that James will have \(\boxed{5}\) kilograms left.','stop',20,399,389,2.43763966649567,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(82,0,0,'b63891a78851c7a6b65b6afdb1573aa30ad781d769b38cc617483ac5919a146d',0,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. Calculate the distance between John''s home and his parents'' home.
+2. Determine the round trip distance.
+3. Calculate the number of trips John makes in a month.
+4. Multiply the round trip distance by the number of trips to get the monthly distance.
+
+Let''s go through these steps in detail:
+
+1. **Calculate the distance between John''s home and his parents'' home:**
+   John''s parents live 10 miles from his home. The speed of his car is 70 mph, and it takes him 2 hours to drive there. Therefore, the distance between his home and his parents'' home is:
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time} = 70 \, \text{mph} \times 2 \, \text{hours} = 140 \, \text{miles}
+   \]
+
+2. **Determine the round trip distance:**
+   A round trip means he goes to his parents'' home and back, so the total distance is:
+   \[
+   \text{Round trip distance} = \text{Distance to parents'' home} + \text{Distance back home} = 140 \, \text{miles} + 140 \, \text{miles} = 280 \, \text{miles}
+   \]
+
+3. **Calculate the number of trips John makes in a month:**
+   John visits his parents twice a month. Therefore, the number of trips he makes in a month is:
+   \[
+   \text{Number of trips per month} = 2
+   \]
+
+4. **Multiply the round trip distance by the number of trips to get the monthly distance:**
+   The total distance John drives in a month is:
+   \[
+   \text{Monthly distance} = \text{Round trip distance} \times \text{Number of trips per month} = 280 \, \text{miles} \times 2 = 560 \, \text{miles}
+   \]
+
+So, the number of miles John drives when visiting his parents is \(\boxed{560}\).','stop',484,171,120,3.23965789327747373245e+01,1475871584000.0,NULL);
+INSERT INTO "chains" VALUES(82,0,1,'b63891a78851c7a6b65b6afdb1573aa30ad781d769b38cc617483ac5919a146d',1,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. Calculate the distance John drives one way to his parents.
+2. Determine the total distance John drives round trip to his parents.
+3. Calculate the total distance John drives in a month by multiplying the round trip distance by the number of visits per month.
+
+**Step 1: Calculate the distance one way to his parents.**
+
+John''s speed is 70 mph, and the time it takes to drive one way is 2 hours. The distance one way is given by the formula:
+\[
+\text{Distance one way} = \text{Speed} \times \text{Time}
+\]
+Substituting the given values:
+\[
+\text{Distance one way} = 70 \, \text{mph} \times 2 \, \text{hours} = 140 \, \text{miles}
+\]
+
+**Step 2: Determine the total distance John drives round trip to his parents.**
+
+The round trip distance is twice the one-way distance:
+\[
+\text{Round trip distance} = 2 \times \text{Distance one way} = 2 \times 140 \, \text{miles} = 280 \, \text{miles}
+\]
+
+**Step 3: Calculate the total distance John drives in a month.**
+
+John visits his parents twice a month, so the total distance he drives in a month is:
+\[
+\text{Total distance per month} = 280 \, \text{miles} \times 2 \, \text{visits/month} = 560 \, \text{miles/month}
+\]
+
+Therefore, the number of miles John drives per month is \boxed{560}.','stop',386,171,120,3.23965789327747373245e+01,1475871584000.0,NULL);
+INSERT INTO "chains" VALUES(82,0,2,'b63891a78851c7a6b65b6afdb1573aa30ad781d769b38cc617483ac5919a146d',2,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. Calculate the one-way trip distance.
+2. Multiply the one-way trip distance by 2 to get the round trip distance.
+3. Multiply the round trip distance by the number of visits per month to get the total distance driven.
+
+Let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. **One-way trip distance**: The formula for one-way distance is \(\text{one-way distance} = \text{speed} \times \text{time}\). Given the speed of 70 mph and the time it takes to drive there, we can calculate the one-way distance as follows:
+   \[
+   \text{one-way distance} = 70 \, \text{mph} \times \frac{2 \, \text{hours}}{1 \, \text{minute}} = 140 \, \text{miles}
+   \]
+2. **Round trip distance**: The round trip distance is twice the one-way distance:
+   \[
+   \text{round trip distance} = 2 \times 140 \, \text{miles} = 280 \, \text{miles}
+   \]
+3. **Total distance driven**: John visits his parents twice a month, so the total distance driven is:
+   \[
+   \text{total distance driven} = 280 \, \text{miles/visit} \times 2 \, \text{visits/month} = 560 \, \text{miles/month}
+   \]
+
+Now let''s write the Python code to confirm this result.
+```python
+# Given data
+speed = 70  # in mph
+time_one_way = 2  # in minutes
+visits_per_month = 2
+
+# Calculate one-way trip distance
+one_way_distance = speed * (time_one_way / 60)  # convert time from minutes to hours
+
+# Calculate round trip distance
+round_trip_distance = one_way_distance * 2
+
+# Calculate total distance driven per month
+total_distance_per_month = round_trip_distance * visits_per_month
+print(total_distance_per_month)','stop',472,171,120,3.23965789327747373245e+01,1475871584000.0,NULL);
+INSERT INTO "chains" VALUES(82,0,3,'b63891a78851c7a6b65b6afdb1573aa30ad781d769b38cc617483ac5919a146d',3,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. Calculate the one-way driving time.
+2. Calculate the round trip driving time.
+3. Determine the total miles driven per visit.
+4. Calculate the total miles driven per month.
+
+First, we know that it takes John 2 hours to drive there at a speed of 70 mph. The one-way driving time is 2 hours. Since it''s a round trip, the round trip time is:
+\[ 2 \text{ hours} \times 2 = 4 \text{ hours} \]
+
+Next, we need to determine the total miles driven per visit. Since John visits his parents twice a month, the total miles driven per visit is:
+\[ 4 \text{ hours} \times 70 \text{ mph} = 280 \text{ miles} \]
+
+Finally, we calculate the total miles driven per month by multiplying the total miles driven per visit by the number of visits per month:
+\[ 280 \text{ miles/visit} \times 2 \text{ visits/month} = 560 \text{ miles/month} \]
+
+Therefore, the total miles John drives per month when visiting his parents is \(\boxed{560}\).','stop',272,171,120,3.23965789327747373245e+01,1475871584000.0,NULL);
+INSERT INTO "chains" VALUES(82,1,0,'aeb2941e2e533f7024d5a9a9c8a42519c8b55340f8789615d7c636024291214c',0,'It appears there was a misunderstanding in the initial calculation. The correct one-way trip distance should be calculated in miles, not hours. Let''s correct this and re-calculate the total distance driven per month','length',40,666,642,4.73343977014010253157e+00,223913088000.0,NULL);
+INSERT INTO "chains" VALUES(83,0,0,'501b7488bbbb95a18cb1d23293a14a53135c802afa6031721f73d67fc716a5d7',0,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the total distance Sofie will walk in seven days.
+2. Since Sofie walks twice as far as Brian, we can divide the total distance Sofie walks by 2 to find out how far Brian walks.
+
+First, let''s calculate the total distance Sofie will walk in seven days. Sofie plans to walk 10 miles every day, and she will do this for 7 days. So, we multiply the number of days by the distance Sofie walks each day:
+\[
+10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+\]
+So, Sofie will walk a total of 70 miles in seven days.
+
+Next, we know that Sofie walks twice as far as Brian. Therefore, we divide the total distance Sofie walks by 2 to find out how far Brian walks:
+\[
+70 \text{ miles} \div 2 = 35 \text{ miles}
+\]
+So, Brian will walk 35 miles in seven days.
+
+The final answer is \(\boxed{35}\).','stop',252,163,120,1.56107627334444192261e+01,857444960000.0,NULL);
+INSERT INTO "chains" VALUES(83,0,1,'501b7488bbbb95a18cb1d23293a14a53135c802afa6031721f73d67fc716a5d7',1,'To solve the problem, we need to determine how many miles Brian will walk in seven days given the following information:
+
+1. Sofie will walk twice as far as Brian in 7 days.
+2. Sofie plans to walk 10 miles every day.
+
+First, let''s calculate the total distance Sofie will walk in 7 days:
+
+\[
+\text{Total distance Sofie walks} = \text{Number of days} \times \text{Distance Sofie walks per day} = 7 \times 10 = 70 \text{ miles}
+\]
+
+Since Sofie will walk twice as far as Brian, we can calculate the total distance Brian will walk in 7 days by dividing the total distance Sofie walks by 2:
+
+\[
+\text{Total distance Brian walks} = \frac{\text{Total distance Sofie walks}}{2} = \frac{70}{2} = 35 \text{ miles}
+\]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','stop',223,163,120,1.56107627334444192261e+01,857444960000.0,NULL);
+INSERT INTO "chains" VALUES(83,0,2,'501b7488bbbb95a18cb1d23293a14a53135c802afa6031721f73d67fc716a5d7',2,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Determine how far Sofie will walk in seven days.
+2. Use the information that Sofie will walk twice as far as Brian to find out how far Brian will walk in seven days.
+
+First, let''s calculate how far Sofie will walk in seven days. Sofie plans to walk 10 miles every day. Therefore, in seven days, she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Next, we know that Sofie will walk twice as far as Brian in seven days. So, we can find out how far Brian will walk by dividing the distance Sofie will walk by 2:
+\[ \frac{70 \text{ miles}}{2} = 35 \text{ miles} \]
+
+Therefore, Brian will walk \(\boxed{35}\) miles in seven days.','stop',211,163,120,1.56107627334444192261e+01,857444960000.0,NULL);
+INSERT INTO "chains" VALUES(83,0,3,'501b7488bbbb95a18cb1d23293a14a53135c802afa6031721f73d67fc716a5d7',3,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the total distance Sofie will walk in seven days.
+2. Since Sofie walks twice as far as Brian, we can find the distance Brian walks by dividing the total distance Sofie walks by 2.
+
+First, let''s calculate the total distance Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, we multiply the number of days (7) by the distance Sofie walks each day (10 miles):
+\[
+10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+\]
+So, Sofie will walk 70 miles in seven days.
+
+Next, we need to find out how many miles Brian will walk. Since Sofie walks twice as far as Brian, we divide the total distance Sofie walks by 2:
+\[
+\frac{70 \text{ miles}}{2} = 35 \text{ miles}
+\]
+Therefore, Brian will walk \(\boxed{35}\) miles in seven days.','stop',240,163,120,1.56107627334444192261e+01,857444960000.0,NULL);
+INSERT INTO "chains" VALUES(84,0,0,'c5aa9912c7e1c29e6073a077b47d81a4984fedee9545c9f512d6234b6d743689',0,'To solve this problem, we need to break it down into smaller steps and use Python to perform the calculations. Here''s the step-by-step reasoning:
+
+1. Determine the weight of Elijah''s dog.
+2. Determine the weight of Elijah''s other dog.
+3. Calculate the total weight of Elijah''s dogs.
+4. Add the total weight of Elijah''s dogs to Kory''s dog''s weight to get the final answer.
+
+Let''s start with the first step. We know that Kory''s dog is 60 pounds, and Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, the weight of Elijah''s dog is:
+\[
+\text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+\]
+
+Next, we know that Elijah''s other dog is half the weight of Kory''s dog. Therefore, the weight of Elijah''s other dog is:
+\[
+\text{Weight of Elijah''s other dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+\]
+
+Now, we calculate the total weight of Elijah''s dogs:
+\[
+\text{Total weight of Elijah''s dogs} = 15 + 30 = 45 \text{ pounds}
+\]
+
+Finally, we add the total weight of Elijah''s dogs to Kory''s dog''s weight to get the final answer:
+\[
+\text{Total weight} = 45 + 60 = 105 \text{ pounds}
+\]
+
+So, the total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','stop',354,182,120,1.84176096493286358679e+01,1104460192000.0,NULL);
+INSERT INTO "chains" VALUES(84,0,1,'c5aa9912c7e1c29e6073a077b47d81a4984fedee9545c9f512d6234b6d743689',1,'To solve this problem, we need to determine the weights of Elijah''s two dogs and then sum them up with Kory''s dog. Let''s break it down step-by-step:
+
+1. Kory''s dog weighs 60 pounds.
+2. Elijah''s first dog weighs one-fourth of Kory''s dog''s weight.
+3. Elijah''s second dog weighs half of Kory''s dog''s weight.
+4. We then sum the weights of Elijah''s first and second dogs with Kory''s dog to get the total weight.
+
+Let''s calculate this using Python.
+```python
+# Given weight of Kory''s dog
+korys_dog_weight = 60
+
+# Weight of Elijah''s first dog
+elijahs_first_dog_weight = korys_dog_weight / 4
+
+# Weight of Elijah''s second dog
+elijahs_second_dog_weight = korys_dog_weight / 2
+
+# Total weight of Elijah''s two dogs and Kory''s dog
+total_weight = elijahs_first_dog_weight + elijahs_second_dog_weight + korys_dog_weight
+print(total_weight)','stop',239,182,120,1.84176096493286358679e+01,1104460192000.0,NULL);
+INSERT INTO "chains" VALUES(84,0,2,'c5aa9912c7e1c29e6073a077b47d81a4984fedee9545c9f512d6234b6d743689',2,'To find the total weight of Elijah''s and Kory''s dogs, we need to calculate the weight of each dog individually and then sum these weights.
+
+1. **Weight of Kory''s dog:**
+   Kory''s dog weighs 60 pounds.
+
+2. **Weight of Elijah''s first dog:**
+   Elijah''s first dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Weight of Elijah''s second dog:**
+   Elijah''s second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Total weight of Elijah''s dogs:**
+   Add the weights of Elijah''s first and second dogs.
+   \[
+   \text{Total weight of Elijah''s dogs} = 15 + 30 = 45 \text{ pounds}
+   \]
+
+5. **Total weight of both dogs:**
+   Add the weight of Kory''s dog to the total weight of Elijah''s dogs.
+   \[
+   \text{Total weight of both dogs} = 60 + 45 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','stop',329,182,120,1.84176096493286358679e+01,1104460192000.0,NULL);
+INSERT INTO "chains" VALUES(84,0,3,'c5aa9912c7e1c29e6073a077b47d81a4984fedee9545c9f512d6234b6d743689',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the weight of Elijah''s dog, which is one-fourth the weight of Kory''s dog.
+2. Determine the weight of Elijah''s second dog, which is half the weight of Kory''s dog.
+3. Calculate the total weight of Elijah''s dogs.
+4. Add the total weight of Elijah''s dogs to Kory''s dog''s weight to get the final answer.
+
+Let''s implement this step-by-step in Python.
+
+```python
+# Given weight of Kory''s dog
+kory_dog_weight = 60
+
+# Weight of Elijah''s dog (one-fourth the weight of Kory''s dog)
+elijah_dog_weight = kory_dog_weight / 4
+
+# Weight of Elijah''s second dog (half the weight of Kory''s dog)
+elijah_second_dog_weight = kory_dog_weight / 2
+
+# Total weight of Elijah''s dogs
+total_elijah_dog_weight = elijah_dog_weight + elijah_second_dog_weight
+
+# Total weight of Elijah and Kory''s dogs altogether
+total_weight = kory_dog_weight + total_elijah_dog_weight
+
+# Print the final answer
+print(total_weight)','stop',263,182,120,1.84176096493286358679e+01,1104460192000.0,NULL);
+INSERT INTO "chains" VALUES(84,1,0,'b723ee34b0c5c76b75faa90165c8dac1dfb3a88c032992080261b3904d2dda46',0,'The total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','stop',23,432,420,2.16116483033692929893e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(84,2,0,'a92fbfbd46a7aa415afc00301e95eff413b4f68ecd6318b3fbf537e1907b5208',0,'The total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','stop',24,456,444,2.285924478739616017e+00,124396160000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -8532,6 +9265,13 @@ INSERT INTO "jobs" VALUES(74,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(75,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1040',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','209','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 211910055, "usage": {"prompt_tokens": 183, "cached_prompt_tokens": 120, "completion_tokens": 1416, "calls": 1, "seconds": 110.00664207842887, "flops": 5242409600000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0195, "call_seconds": 0.0236, "stdout_bytes": 34, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0153, "call_seconds": 0.0164, "stdout_bytes": 29, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [1299516245, 1299524164], "usage": {"prompt_tokens": 949, "cached_prompt_tokens": 876, "completion_tokens": 159, "calls": 2, "seconds": 18.615043233946196, "flops": 817460480000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "length"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"216": 1, "209": 2, "736": 1}, "tie_broken_by_rng": false, "winner": "209"}]',1132,996,1575,5,0,0,6059870080000.0,0.0,3.08958268233996932402e+02,1.2866162709037411105e+02,1.79631673375311255455e+09);
 INSERT INTO "jobs" VALUES(76,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1067',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','245','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 232269028, "usage": {"prompt_tokens": 186, "cached_prompt_tokens": 120, "completion_tokens": 1404, "calls": 1, "seconds": 104.90770037234182, "flops": 5210422016000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0173, "call_seconds": 0.0216, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0196, "call_seconds": 0.0206, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [41151795, 41159714], "usage": {"prompt_tokens": 1191, "cached_prompt_tokens": 1167, "completion_tokens": 42, "calls": 2, "seconds": 5.976735494676784, "flops": 227467264000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1]}, {"event": "vote", "counts": {"245": 3, "24500": 1}, "tie_broken_by_rng": false, "winner": "245"}]',1377,1287,1446,5,0,0,5437889280000.0,0.0,1.8611007005200372078e+02,1.10926650756010616307e+02,1.79631691277998423571e+09);
 INSERT INTO "jobs" VALUES(77,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1074',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','750','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 546690286, "usage": {"prompt_tokens": 166, "cached_prompt_tokens": 120, "completion_tokens": 914, "calls": 1, "seconds": 74.02386048696835, "flops": 3397792256000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0119, "call_seconds": 0.0292, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0219, "call_seconds": 0.0313, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0216, "call_seconds": 0.0228, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0128, "call_seconds": 0.0161, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [571707873, 571715792, 571723711, 571731630], "usage": {"prompt_tokens": 1622, "cached_prompt_tokens": 1574, "completion_tokens": 88, "calls": 4, "seconds": 9.393857321992982, "flops": 469151232000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"500": 1, "750": 3}, "tie_broken_by_rng": false, "winner": "750"}]',1788,1694,1002,9,0,0,3866943488000.0,0.0,1.88425027284989482717e+02,8.35171383679863481557e+01,1796316922.18641);
+INSERT INTO "jobs" VALUES(78,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1090',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','72','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1434957161, "usage": {"prompt_tokens": 194, "cached_prompt_tokens": 120, "completion_tokens": 1300, "calls": 1, "seconds": 94.34362160284739, "flops": 4869221120000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0146, "call_seconds": 0.0235, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [8148947], "usage": {"prompt_tokens": 484, "cached_prompt_tokens": 473, "completion_tokens": 18, "calls": 1, "seconds": 1.9940514709936301, "flops": 99516928000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"72": 4}, "tie_broken_by_rng": false, "winner": "72"}]',678,593,1318,3,0,0,4968738048000.0,0.0,1.6726733186800265685e+02,9.63612018068407110132e+01,1.79631708005094599726e+09);
+INSERT INTO "jobs" VALUES(79,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1106',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 983155495, "usage": {"prompt_tokens": 168, "cached_prompt_tokens": 120, "completion_tokens": 897, "calls": 1, "seconds": 63.00144681198867, "flops": 3344479616000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0136, "call_seconds": 0.0146, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0167, "call_seconds": 0.0176, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0166, "call_seconds": 0.0198, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2, 3], "seeds": [1776276904, 1776284823, 1776292742], "usage": {"prompt_tokens": 1249, "cached_prompt_tokens": 1219, "completion_tokens": 55, "calls": 3, "seconds": 6.311785321504431, "flops": 291442432000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 1]}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',1417,1339,952,7,0,0,3635922048000.0,0.0,2.52122085085997241541e+02,6.93653020804856481609e+01,1.79631717431329464913e+09);
+INSERT INTO "jobs" VALUES(80,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1107',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','360','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2010085697, "usage": {"prompt_tokens": 151, "cached_prompt_tokens": 120, "completion_tokens": 1027, "calls": 1, "seconds": 79.91572432806431, "flops": 3746101504000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0189, "call_seconds": 0.0235, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0115, "call_seconds": 0.0124, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0137, "call_seconds": 0.0156, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [1936613250, 1936621169, 1936637007], "usage": {"prompt_tokens": 1231, "cached_prompt_tokens": 1195, "completion_tokens": 55, "calls": 3, "seconds": 6.609189389524544, "flops": 312767488000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"360": 3, "600": 1}, "tie_broken_by_rng": false, "winner": "360"}]',1382,1315,1082,7,0,0,4058868992000.0,0.0,9.43860878479899838549e+01,8.65764337256005660475e+01,1.79631717444705200198e+09);
+INSERT INTO "jobs" VALUES(81,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1112',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1085106973, "usage": {"prompt_tokens": 164, "cached_prompt_tokens": 120, "completion_tokens": 1114, "calls": 1, "seconds": 86.76360710285073, "flops": 4101519104000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0209, "call_seconds": 0.0251, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0158, "call_seconds": 0.0168, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [1773982094, 1773997932], "usage": {"prompt_tokens": 915, "cached_prompt_tokens": 895, "completion_tokens": 42, "calls": 2, "seconds": 5.161971064997488, "flops": 213250560000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"5": 4}, "tie_broken_by_rng": false, "winner": "5"}]',1079,1015,1156,5,0,0,4314769664000.0,0.0,2.21694722517000627711e+02,9.19675537968548439948e+01,1.79631739602010273926e+09);
+INSERT INTO "jobs" VALUES(82,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1120',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','560','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1037898645, "usage": {"prompt_tokens": 171, "cached_prompt_tokens": 120, "completion_tokens": 1614, "calls": 1, "seconds": 129.58631573109895, "flops": 5903486336000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0217, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [1437384949], "usage": {"prompt_tokens": 666, "cached_prompt_tokens": 642, "completion_tokens": 40, "calls": 1, "seconds": 4.7334397701401025, "flops": 223913088000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"560": 3, "4666666666666667/500000000000000": 1}, "tie_broken_by_rng": false, "winner": "560"}]',837,762,1654,3,0,0,6127399424000.0,0.0,2.3506405008200090378e+02,1.34341483839243380771e+02,1.79631740951807332036e+09);
+INSERT INTO "jobs" VALUES(83,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1121',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','35','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 987668519, "usage": {"prompt_tokens": 163, "cached_prompt_tokens": 120, "completion_tokens": 926, "calls": 1, "seconds": 62.44305093377768, "flops": 3429779840000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"35": 4}, "tie_broken_by_rng": false, "winner": "35"}]',163,120,926,1,0,0,3429779840000.0,0.0,6.71926732520078076041e+01,6.24430509337776769047e+01,1.79631746321777796744e+09);
+INSERT INTO "jobs" VALUES(84,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1123',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','105','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1411562647, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 120, "completion_tokens": 1185, "calls": 1, "seconds": 73.67043859731454, "flops": 4417840768000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0148, "call_seconds": 0.0159, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0201, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [110823742, 110839580], "usage": {"prompt_tokens": 888, "cached_prompt_tokens": 864, "completion_tokens": 47, "calls": 2, "seconds": 4.447089309076546, "flops": 245238144000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"105": 4}, "tie_broken_by_rng": false, "winner": "105"}]',1070,984,1232,5,0,0,4663078912000.0,0.0,1.56229979315990931357e+02,7.81535391913941310812e+01,1.79631756575823950763e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -17831,10 +18571,792 @@ print(total_pieces)
 750.0
 ```
 The total number of puzzle pieces Teddy placed during that hour is \(\boxed{750}\).','750',1,'equivalent',217,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,0,'To find the height of the fourth child, we need to follow the given steps and calculate the height of each child sequentially. Let''s break it down:
+
+1. The height of the first child is 6 feet.
+2. The height of the second child is 2 inches taller than the first child.
+3. The height of the third child is 5 inches shorter than the second child.
+4. The height of the fourth child is 3 inches taller than the third child.
+
+We can use Python to perform these calculations accurately. Let''s start by defining the height of the first child and then calculate the height of the subsequent children.
+
+```python
+# Define the height of the first child in feet
+height_first_child = 6
+
+# Calculate the height of the second child in feet
+height_second_child = height_first_child + 2
+
+# Calculate the height of the third child in feet
+height_third_child = height_second_child - 5
+
+# Calculate the height of the fourth child in feet
+height_fourth_child = height_third_child + 3
+
+# Print the height of the fourth child in feet
+print(height_fourth_child)
+
+# Convert the height of the fourth child to inches
+height_fourth_child_inches = height_fourth_child * 12
+
+# Print the height of the fourth child in inches
+print(height_fourth_child_inches)
+```
+```output
+6
+72
+```
+The height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',298,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(78,1,'To determine the height of the fourth child, we will follow the heights of the children step by step, starting with the first child.
+
+1. **Height of the first child:**
+   The first child is 6 feet tall.
+   \[
+   6 \text{ feet} = 6 \times 12 = 72 \text{ inches}
+   \]
+
+2. **Height of the second child:**
+   The second child is 2 inches taller than the first child.
+   \[
+   72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is 3 inches taller than the third child.
+   \[
+   69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',266,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,2,'To determine the height of the fourth child, we need to follow the information given step by step.
+
+1. **Height of the first child:**
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+   Since there are 12 inches in a foot, we convert 6 feet to inches:
+   \[
+   6 \text{ feet} \times 12 \text{ inches/foot} = 72 \text{ inches}
+   \]
+
+2. **Height of the second child:**
+   \[
+   \text{Height of the second child} = \text{Height of the first child} + 2 \text{ inches}
+   \]
+   Substitute the height of the first child:
+   \[
+   \text{Height of the second child} = 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   \[
+   \text{Height of the third child} = \text{Height of the second child} - 5 \text{ inches}
+   \]
+   Substitute the height of the second child:
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   \[
+   \text{Height of the fourth child} = \text{Height of the third child} + 3 \text{ inches}
+   \]
+   Substitute the height of the third child:
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Therefore, the height of the fourth child is \(\boxed{72}\) inches.','72',1,'equivalent',414,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(78,3,'To determine the height of the fourth child, we need to follow the given information step by step:
+
+1. **Height of the first child:**
+   \[
+   \text{Height of the first child} = 6 \text{ feet}
+   \]
+
+2. **Height of the second child:**
+   The second child is two inches taller than the first child.
+   \[
+   \text{Height of the second child} = 6 \text{ feet} + 2 \text{ inches}
+   \]
+   Convert feet to inches (since there are 12 inches in a foot):
+   \[
+   6 \text{ feet} = 72 \text{ inches}
+   \]
+   \[
+   \text{Height of the second child} = 72 \text{ inches} + 2 \text{ inches} = 74 \text{ inches}
+   \]
+
+3. **Height of the third child:**
+   The third child is 5 inches shorter than the second child.
+   \[
+   \text{Height of the third child} = 74 \text{ inches} - 5 \text{ inches} = 69 \text{ inches}
+   \]
+
+4. **Height of the fourth child:**
+   The fourth child is three inches taller than the third child.
+   \[
+   \text{Height of the fourth child} = 69 \text{ inches} + 3 \text{ inches} = 72 \text{ inches}
+   \]
+
+Thus, the height of the fourth child is \boxed{72} inches.','72',1,'equivalent',340,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,0,'To determine the length of each final cut, we need to follow the steps of the problem carefully.
+
+1. **Calculate the length of each first cut:**
+   Marty has 100 centimeters of ribbon and he needs to cut it into 4 equal parts.
+   \[
+   \text{Length of each first cut} = \frac{100 \text{ cm}}{4} = 25 \text{ cm}
+   \]
+
+2. **Determine the length of each second cut:**
+   Each first cut is then divided into 5 equal parts.
+   \[
+   \text{Length of each second cut} = \frac{25 \text{ cm}}{5} = 5 \text{ cm}
+   \]
+
+So, the length of each final cut is \(\boxed{5}\) centimeters.','5',1,'equivalent',179,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(79,1,'To solve the problem, we need to follow these steps:
+
+1. Calculate the length of each of the first 4 equal parts of the ribbon.
+2. Divide each of these 4 parts into 5 equal parts to get the final length of each cut.
+
+Let''s break it down step-by-step and implement it in Python using sympy.
+
+```python
+# Step 1: Calculate the length of each of the first 4 equal parts of the ribbon
+total_ribbon_length = 100  # in centimeters
+number_of_parts = 4
+length_per_first_part = total_ribbon_length / number_of_parts
+
+# Step 2: Divide each of these 4 parts into 5 equal parts to get the final length of each cut
+length_per_final_cut = length_per_first_part / 5
+
+print(length_per_final_cut)
+```
+```output
+5.0
+```
+The length of each final cut is \(\boxed{5}\) centimeters.','5',1,'equivalent',195,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,2,'To solve this problem, we need to follow these steps:
+
+1. First, we need to determine the length of each of the original 4 equal parts of ribbon. Since Marty has a total of 100 centimeters of ribbon, each of the 4 equal parts will be \( \frac{100}{4} = 25 \) centimeters long.
+2. Next, we need to determine the length of each of the 5 equal parts of each of these 4 parts. Since each of the 4 parts is 25 centimeters long, each of the 5 equal parts will be \( \frac{25}{5} = 5 \) centimeters long.
+
+So, the length of each final cut will be 5 centimeters. Let''s confirm this with a Python code snippet.
+```python
+# Total length of ribbon
+total_length = 100
+
+# Number of original parts
+original_parts = 4
+
+# Length of each original part
+length_per_original_part = total_length / original_parts
+
+# Number of final parts per original part
+final_parts_per_original_part = 5
+
+# Length of each final part
+length_per_final_part = length_per_original_part / final_parts_per_original_part
+
+print(length_per_final_part)
+```
+```output
+5.0
+```
+The length of each final cut will be \(\boxed{5}\) centimeters.','5',1,'equivalent',286,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(79,3,'To determine the length of each final cut, we need to follow these steps:
+
+1. Calculate the length of each part after cutting the ribbon into 4 equal parts.
+2. Divide each of these parts into 5 equal parts to find the length of each final cut.
+
+Let''s break this down:
+
+1. The total length of the ribbon is 100 centimeters.
+2. When cut into 4 equal parts, each part will be \( \frac{100}{4} = 25 \) centimeters.
+3. When each of these 25 centimeters is divided into 5 equal parts, each final cut will be \( \frac{25}{5} = 5 \) centimeters.
+
+We can confirm this with Python code.
+```python
+# Total length of the ribbon
+total_length = 100
+
+# Number of parts after cutting into 4 equal parts
+num_parts_after_first_cut = 4
+
+# Length of each part after the first cut
+length_after_first_cut = total_length / num_parts_after_first_cut
+
+# Number of parts after dividing each part into 5 equal parts
+num_parts_after_second_cut = 5
+
+# Length of each final cut
+final_cut_length = length_after_first_cut / num_parts_after_second_cut
+
+print(final_cut_length)
+```
+```output
+5.0
+```
+The length of each final cut is \(\boxed{5}\) centimeters.','5',1,'equivalent',292,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine the number of girls in the school based on the given information.
+
+Here''s the step-by-step breakdown:
+
+1. Let''s denote the total number of students in the school as \( T \). According to the problem, 40% of the total number of students is made up of 240 boys. This can be written as:
+   \[
+   0.4 \times T = 240
+   \]
+2. We can solve this equation for \( T \) to find the total number of students in the school.
+3. Once we have the total number of students, we can find the number of girls by subtracting the number of boys from the total number of students. The number of girls \( G \) is given by:
+   \[
+   G = T - 240
+   \]
+
+Let''s implement this in Python to find the number of girls in the school.
+
+```python
+# Step 1: Calculate the total number of students in the school
+total_students = 240 / 0.4
+
+# Step 2: Calculate the number of girls in the school
+number_of_girls = total_students - 240
+
+# Print the final answer
+print(number_of_girls)
+```
+```output
+360.0
+```
+The number of girls in the school is \(\boxed{360}\).','360',1,'equivalent',308,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(80,1,'To determine the total number of girls in the school, we can follow these steps:
+
+1. Calculate the total school population.
+2. Subtract the number of boys from the total school population to find the number of girls.
+
+Let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. Calculate the total school population:
+\[ \text{Total school population} = \frac{240}{0.40} \]
+
+2. Subtract the number of boys from the total school population:
+\[ \text{Number of girls} = \text{Total school population} - 240 \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Step 1: Calculate the total school population
+total_population = 240 / 0.40
+
+# Step 2: Calculate the number of girls
+number_of_girls = total_population - 240
+
+print(number_of_girls)
+```
+```output
+360.0
+```
+The total number of girls in the school is \(\boxed{360}\).','360',1,'equivalent',219,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,2,'To determine the total number of girls in the school, we need to follow these steps:
+
+1. Calculate the total number of students in the school.
+2. Determine the number of girls in the school by subtracting the number of boys from the total number of students.
+
+First, we know that 40% of the school population is made up of 240 boys. Let''s denote the total number of students by \( N \). Therefore, we can write the equation:
+\[ 0.40N = 240 \]
+
+To find \( N \), we need to solve for \( N \) by dividing both sides of the equation by 0.40:
+\[ N = \frac{240}{0.40} \]
+\[ N = 600 \]
+
+So, the total number of students in the school is 600. Next, we need to find the number of girls in the school. Since the problem does not specify the number of girls, we assume that the problem is asking for the total number of students as the answer, which is consistent with the information given in the problem. However, if we were to find the number of girls, we would need additional information about the number of girls in the school.
+
+Therefore, the number of girls in the school is \(\boxed{600}\).','600',0,'not_equivalent',282,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(80,3,'To find out how many girls are in the school, we can follow these steps:
+
+1. Determine the total number of students in the school.
+2. Calculate the number of girls by subtracting the number of boys from the total number of students.
+
+Let''s start with the first step. We know that 40% of the school population is made up of 240 boys. We can set up the following equation to find the total number of students:
+
+\[ \text{Total students} = \frac{240}{0.40} \]
+
+Next, we calculate the number of girls by subtracting the number of boys from the total number of students:
+
+\[ \text{Number of girls} = \text{Total students} - 240 \]
+
+Let''s write the Python code to solve this step-by-step.
+
+```python
+# Given values
+percentage_boys = 0.40
+number_of_boys = 240
+
+# Calculate the total number of students
+total_students = number_of_boys / percentage_boys
+
+# Calculate the number of girls
+number_of_girls = total_students - number_of_boys
+
+# Print the result
+print(number_of_girls)
+```
+```output
+360.0
+```
+The number of girls in the school is \(\boxed{360}\).','360',1,'equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,0,'To determine how many kilograms of apples James will have left, we can follow these steps:
+
+1. Calculate how many kilograms Peter wants.
+2. Calculate how many kilograms Paul wants.
+3. Subtract the total kilograms that Peter and Paul want from the total kilograms of apples they bought.
+
+Let''s break it down step-by-step and use Python to ensure the result is accurate.
+
+1. Peter wants a quarter of the apples:
+   \[
+   \text{Peter''s apples} = \frac{12}{4}
+   \]
+
+2. Paul wants one-third of the apples:
+   \[
+   \text{Paul''s apples} = \frac{12}{3}
+   \]
+
+3. The total apples Peter and Paul want is:
+   \[
+   \text{Total apples} = \text{Peter''s apples} + \text{Paul''s apples}
+   \]
+
+4. The apples James will have left is:
+   \[
+   \text{James''s apples} = 12 - \text{Total apples}
+   \]
+
+Let''s write the Python code to calculate this.
+```python
+# Total kilograms of apples
+total_apples = 12
+
+# Kilograms of apples Peter wants
+peter_apples = total_apples / 4
+
+# Kilograms of apples Paul wants
+paul_apples = total_apples / 3
+
+# Total kilograms of apples Peter and Paul want
+total_peter_paul_apples = peter_apples + paul_apples
+
+# Kilograms of apples James will have left
+james_apples = total_apples - total_peter_paul_apples
+print(james_apples)
+```
+```output
+5.0
+```
+After calculating, we find that James will have \(\boxed{5}\) kilograms of apples left.','5',1,'equivalent',365,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(81,1,'To determine how many kilograms of apples James will have left, we need to calculate how much Pierre and Paul each want and then subtract that from the total amount of apples bought.
+
+1. **Calculate how much Pierre wants:**
+   Pierre wants a quarter of the 12 kg of apples.
+   \[
+   \text{Pierre''s share} = \frac{1}{4} \times 12 = 3 \text{ kg}
+   \]
+
+2. **Calculate how much Paul wants:**
+   Paul wants one-third of the 12 kg of apples.
+   \[
+   \text{Paul''s share} = \frac{1}{3} \times 12 = 4 \text{ kg}
+   \]
+
+3. **Calculate the total amount of apples Pierre and Paul have together:**
+   \[
+   \text{Total share of Pierre and Paul} = 3 + 4 = 7 \text{ kg}
+   \]
+
+4. **Calculate how much apples James will have left:**
+   Subtract the total amount of apples Pierre and Paul have from the original 12 kg.
+   \[
+   \text{James''s share} = 12 - 7 = 5 \text{ kg}
+   \]
+
+Therefore, the number of kilograms of apples James will have left is \boxed{5}.','5',1,'equivalent',281,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,2,'Let''s break down the problem step by step and then use Python code to verify our solution.
+
+1. **Total weight of apples**: 12 kg
+2. **Peter''s share**: \( \frac{1}{4} \) of 12 kg
+3. **Paul''s share**: \( \frac{1}{3} \) of 12 kg
+4. **Total weight given to Peter and Paul**: Peter''s share + Paul''s share
+5. **James''s share**: Total weight - Peter''s share - Paul''s share
+
+Now let''s calculate this using Python code.
+```python
+# Total weight of apples
+total_weight = 12
+
+# Peter''s share
+peter_share = total_weight * (1/4)
+
+# Paul''s share
+paul_share = total_weight * (1/3)
+
+# Total weight given to Peter and Paul
+total_given_to_peter_and_paul = peter_share + paul_share
+
+# James''s share
+james_share = total_weight - total_given_to_peter_and_paul
+
+print(james_share)
+```
+```output
+5.0
+```
+After calculating, we find that James will have \(\boxed{5}\) kilograms left.','5',1,'equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(81,3,'To determine how many kilograms of apples James will have left, we need to follow these steps:
+
+1. Calculate the total amount of apples each person wants.
+2. Subtract the total amount of apples that Pierre and Paul want from the total amount of apples bought.
+
+First, we know that Pierre wants a quarter of the apples and Paul wants one-third of the apples. Since the total amount of apples bought is 12 kg, we can calculate how much each person wants as follows:
+
+Pierre''s amount of apples:
+\[
+\frac{1}{4} \times 12 = 3 \text{ kg}
+\]
+
+Paul''s amount of apples:
+\[
+\frac{1}{3} \times 12 = 4 \text{ kg}
+\]
+
+Next, we add the amounts of apples that Pierre and Paul want to find out how much they total:
+\[
+3 + 4 = 7 \text{ kg}
+\]
+
+Finally, we subtract the total amount of apples that Pierre and Paul want from the total amount of apples bought to find out how much James will have left:
+\[
+12 - 7 = 5 \text{ kg}
+\]
+
+Therefore, the number of kilograms of apples James will have left is \(\boxed{5}\).','5',1,'equivalent',264,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,0,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. Calculate the distance between John''s home and his parents'' home.
+2. Determine the round trip distance.
+3. Calculate the number of trips John makes in a month.
+4. Multiply the round trip distance by the number of trips to get the monthly distance.
+
+Let''s go through these steps in detail:
+
+1. **Calculate the distance between John''s home and his parents'' home:**
+   John''s parents live 10 miles from his home. The speed of his car is 70 mph, and it takes him 2 hours to drive there. Therefore, the distance between his home and his parents'' home is:
+   \[
+   \text{Distance} = \text{Speed} \times \text{Time} = 70 \, \text{mph} \times 2 \, \text{hours} = 140 \, \text{miles}
+   \]
+
+2. **Determine the round trip distance:**
+   A round trip means he goes to his parents'' home and back, so the total distance is:
+   \[
+   \text{Round trip distance} = \text{Distance to parents'' home} + \text{Distance back home} = 140 \, \text{miles} + 140 \, \text{miles} = 280 \, \text{miles}
+   \]
+
+3. **Calculate the number of trips John makes in a month:**
+   John visits his parents twice a month. Therefore, the number of trips he makes in a month is:
+   \[
+   \text{Number of trips per month} = 2
+   \]
+
+4. **Multiply the round trip distance by the number of trips to get the monthly distance:**
+   The total distance John drives in a month is:
+   \[
+   \text{Monthly distance} = \text{Round trip distance} \times \text{Number of trips per month} = 280 \, \text{miles} \times 2 = 560 \, \text{miles}
+   \]
+
+So, the number of miles John drives when visiting his parents is \(\boxed{560}\).','560',1,'equivalent',484,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(82,1,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. Calculate the distance John drives one way to his parents.
+2. Determine the total distance John drives round trip to his parents.
+3. Calculate the total distance John drives in a month by multiplying the round trip distance by the number of visits per month.
+
+**Step 1: Calculate the distance one way to his parents.**
+
+John''s speed is 70 mph, and the time it takes to drive one way is 2 hours. The distance one way is given by the formula:
+\[
+\text{Distance one way} = \text{Speed} \times \text{Time}
+\]
+Substituting the given values:
+\[
+\text{Distance one way} = 70 \, \text{mph} \times 2 \, \text{hours} = 140 \, \text{miles}
+\]
+
+**Step 2: Determine the total distance John drives round trip to his parents.**
+
+The round trip distance is twice the one-way distance:
+\[
+\text{Round trip distance} = 2 \times \text{Distance one way} = 2 \times 140 \, \text{miles} = 280 \, \text{miles}
+\]
+
+**Step 3: Calculate the total distance John drives in a month.**
+
+John visits his parents twice a month, so the total distance he drives in a month is:
+\[
+\text{Total distance per month} = 280 \, \text{miles} \times 2 \, \text{visits/month} = 560 \, \text{miles/month}
+\]
+
+Therefore, the number of miles John drives per month is \boxed{560}.','560',1,'equivalent',386,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,2,'To determine how many miles John drives when visiting his parents, we need to follow these steps:
+
+1. Calculate the one-way trip distance.
+2. Multiply the one-way trip distance by 2 to get the round trip distance.
+3. Multiply the round trip distance by the number of visits per month to get the total distance driven.
+
+Let''s break it down step-by-step and use Python code to ensure accuracy.
+
+1. **One-way trip distance**: The formula for one-way distance is \(\text{one-way distance} = \text{speed} \times \text{time}\). Given the speed of 70 mph and the time it takes to drive there, we can calculate the one-way distance as follows:
+   \[
+   \text{one-way distance} = 70 \, \text{mph} \times \frac{2 \, \text{hours}}{1 \, \text{minute}} = 140 \, \text{miles}
+   \]
+2. **Round trip distance**: The round trip distance is twice the one-way distance:
+   \[
+   \text{round trip distance} = 2 \times 140 \, \text{miles} = 280 \, \text{miles}
+   \]
+3. **Total distance driven**: John visits his parents twice a month, so the total distance driven is:
+   \[
+   \text{total distance driven} = 280 \, \text{miles/visit} \times 2 \, \text{visits/month} = 560 \, \text{miles/month}
+   \]
+
+Now let''s write the Python code to confirm this result.
+```python
+# Given data
+speed = 70  # in mph
+time_one_way = 2  # in minutes
+visits_per_month = 2
+
+# Calculate one-way trip distance
+one_way_distance = speed * (time_one_way / 60)  # convert time from minutes to hours
+
+# Calculate round trip distance
+round_trip_distance = one_way_distance * 2
+
+# Calculate total distance driven per month
+total_distance_per_month = round_trip_distance * visits_per_month
+print(total_distance_per_month)
+```
+```output
+9.333333333333334
+```
+It appears there was a misunderstanding in the initial calculation. The correct one-way trip distance should be calculated in miles, not hours. Let''s correct this and re-calculate the total distance driven per month','9.333333333333334',0,'not_equivalent',512,'length',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(82,3,'To determine how many miles John drives per month when visiting his parents, we need to follow these steps:
+
+1. Calculate the one-way driving time.
+2. Calculate the round trip driving time.
+3. Determine the total miles driven per visit.
+4. Calculate the total miles driven per month.
+
+First, we know that it takes John 2 hours to drive there at a speed of 70 mph. The one-way driving time is 2 hours. Since it''s a round trip, the round trip time is:
+\[ 2 \text{ hours} \times 2 = 4 \text{ hours} \]
+
+Next, we need to determine the total miles driven per visit. Since John visits his parents twice a month, the total miles driven per visit is:
+\[ 4 \text{ hours} \times 70 \text{ mph} = 280 \text{ miles} \]
+
+Finally, we calculate the total miles driven per month by multiplying the total miles driven per visit by the number of visits per month:
+\[ 280 \text{ miles/visit} \times 2 \text{ visits/month} = 560 \text{ miles/month} \]
+
+Therefore, the total miles John drives per month when visiting his parents is \(\boxed{560}\).','560',1,'equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,0,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the total distance Sofie will walk in seven days.
+2. Since Sofie walks twice as far as Brian, we can divide the total distance Sofie walks by 2 to find out how far Brian walks.
+
+First, let''s calculate the total distance Sofie will walk in seven days. Sofie plans to walk 10 miles every day, and she will do this for 7 days. So, we multiply the number of days by the distance Sofie walks each day:
+\[
+10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+\]
+So, Sofie will walk a total of 70 miles in seven days.
+
+Next, we know that Sofie walks twice as far as Brian. Therefore, we divide the total distance Sofie walks by 2 to find out how far Brian walks:
+\[
+70 \text{ miles} \div 2 = 35 \text{ miles}
+\]
+So, Brian will walk 35 miles in seven days.
+
+The final answer is \(\boxed{35}\).','35',1,'equivalent',252,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(83,1,'To solve the problem, we need to determine how many miles Brian will walk in seven days given the following information:
+
+1. Sofie will walk twice as far as Brian in 7 days.
+2. Sofie plans to walk 10 miles every day.
+
+First, let''s calculate the total distance Sofie will walk in 7 days:
+
+\[
+\text{Total distance Sofie walks} = \text{Number of days} \times \text{Distance Sofie walks per day} = 7 \times 10 = 70 \text{ miles}
+\]
+
+Since Sofie will walk twice as far as Brian, we can calculate the total distance Brian will walk in 7 days by dividing the total distance Sofie walks by 2:
+
+\[
+\text{Total distance Brian walks} = \frac{\text{Total distance Sofie walks}}{2} = \frac{70}{2} = 35 \text{ miles}
+\]
+
+Therefore, the number of miles Brian will walk in seven days is \(\boxed{35}\).','35',1,'equivalent',223,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,2,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Determine how far Sofie will walk in seven days.
+2. Use the information that Sofie will walk twice as far as Brian to find out how far Brian will walk in seven days.
+
+First, let''s calculate how far Sofie will walk in seven days. Sofie plans to walk 10 miles every day. Therefore, in seven days, she will walk:
+\[ 10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles} \]
+
+Next, we know that Sofie will walk twice as far as Brian in seven days. So, we can find out how far Brian will walk by dividing the distance Sofie will walk by 2:
+\[ \frac{70 \text{ miles}}{2} = 35 \text{ miles} \]
+
+Therefore, Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',211,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(83,3,'To determine how many miles Brian will walk in seven days, we need to follow these steps:
+
+1. Calculate the total distance Sofie will walk in seven days.
+2. Since Sofie walks twice as far as Brian, we can find the distance Brian walks by dividing the total distance Sofie walks by 2.
+
+First, let''s calculate the total distance Sofie will walk in seven days. Since Sofie plans to walk 10 miles every day, we multiply the number of days (7) by the distance Sofie walks each day (10 miles):
+\[
+10 \text{ miles/day} \times 7 \text{ days} = 70 \text{ miles}
+\]
+So, Sofie will walk 70 miles in seven days.
+
+Next, we need to find out how many miles Brian will walk. Since Sofie walks twice as far as Brian, we divide the total distance Sofie walks by 2:
+\[
+\frac{70 \text{ miles}}{2} = 35 \text{ miles}
+\]
+Therefore, Brian will walk \(\boxed{35}\) miles in seven days.','35',1,'equivalent',240,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,0,'To solve this problem, we need to break it down into smaller steps and use Python to perform the calculations. Here''s the step-by-step reasoning:
+
+1. Determine the weight of Elijah''s dog.
+2. Determine the weight of Elijah''s other dog.
+3. Calculate the total weight of Elijah''s dogs.
+4. Add the total weight of Elijah''s dogs to Kory''s dog''s weight to get the final answer.
+
+Let''s start with the first step. We know that Kory''s dog is 60 pounds, and Elijah''s dog is one-fourth the weight of Kory''s dog. Therefore, the weight of Elijah''s dog is:
+\[
+\text{Weight of Elijah''s dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+\]
+
+Next, we know that Elijah''s other dog is half the weight of Kory''s dog. Therefore, the weight of Elijah''s other dog is:
+\[
+\text{Weight of Elijah''s other dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+\]
+
+Now, we calculate the total weight of Elijah''s dogs:
+\[
+\text{Total weight of Elijah''s dogs} = 15 + 30 = 45 \text{ pounds}
+\]
+
+Finally, we add the total weight of Elijah''s dogs to Kory''s dog''s weight to get the final answer:
+\[
+\text{Total weight} = 45 + 60 = 105 \text{ pounds}
+\]
+
+So, the total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','105',1,'equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(84,1,'To solve this problem, we need to determine the weights of Elijah''s two dogs and then sum them up with Kory''s dog. Let''s break it down step-by-step:
+
+1. Kory''s dog weighs 60 pounds.
+2. Elijah''s first dog weighs one-fourth of Kory''s dog''s weight.
+3. Elijah''s second dog weighs half of Kory''s dog''s weight.
+4. We then sum the weights of Elijah''s first and second dogs with Kory''s dog to get the total weight.
+
+Let''s calculate this using Python.
+```python
+# Given weight of Kory''s dog
+korys_dog_weight = 60
+
+# Weight of Elijah''s first dog
+elijahs_first_dog_weight = korys_dog_weight / 4
+
+# Weight of Elijah''s second dog
+elijahs_second_dog_weight = korys_dog_weight / 2
+
+# Total weight of Elijah''s two dogs and Kory''s dog
+total_weight = elijahs_first_dog_weight + elijahs_second_dog_weight + korys_dog_weight
+print(total_weight)
+```
+```output
+105.0
+```
+The total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','105',1,'equivalent',262,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,2,'To find the total weight of Elijah''s and Kory''s dogs, we need to calculate the weight of each dog individually and then sum these weights.
+
+1. **Weight of Kory''s dog:**
+   Kory''s dog weighs 60 pounds.
+
+2. **Weight of Elijah''s first dog:**
+   Elijah''s first dog is one-fourth the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s first dog} = \frac{1}{4} \times 60 = 15 \text{ pounds}
+   \]
+
+3. **Weight of Elijah''s second dog:**
+   Elijah''s second dog is half the weight of Kory''s dog.
+   \[
+   \text{Weight of Elijah''s second dog} = \frac{1}{2} \times 60 = 30 \text{ pounds}
+   \]
+
+4. **Total weight of Elijah''s dogs:**
+   Add the weights of Elijah''s first and second dogs.
+   \[
+   \text{Total weight of Elijah''s dogs} = 15 + 30 = 45 \text{ pounds}
+   \]
+
+5. **Total weight of both dogs:**
+   Add the weight of Kory''s dog to the total weight of Elijah''s dogs.
+   \[
+   \text{Total weight of both dogs} = 60 + 45 = 105 \text{ pounds}
+   \]
+
+Therefore, the total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','105',1,'equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(84,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the weight of Elijah''s dog, which is one-fourth the weight of Kory''s dog.
+2. Determine the weight of Elijah''s second dog, which is half the weight of Kory''s dog.
+3. Calculate the total weight of Elijah''s dogs.
+4. Add the total weight of Elijah''s dogs to Kory''s dog''s weight to get the final answer.
+
+Let''s implement this step-by-step in Python.
+
+```python
+# Given weight of Kory''s dog
+kory_dog_weight = 60
+
+# Weight of Elijah''s dog (one-fourth the weight of Kory''s dog)
+elijah_dog_weight = kory_dog_weight / 4
+
+# Weight of Elijah''s second dog (half the weight of Kory''s dog)
+elijah_second_dog_weight = kory_dog_weight / 2
+
+# Total weight of Elijah''s dogs
+total_elijah_dog_weight = elijah_dog_weight + elijah_second_dog_weight
+
+# Total weight of Elijah and Kory''s dogs altogether
+total_weight = kory_dog_weight + total_elijah_dog_weight
+
+# Print the final answer
+print(total_weight)
+```
+```output
+105.0
+```
+The total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','105',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631692218731021885e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',77,7.26404402643699722815e+03,7264.041141087);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631756575874638559e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',84,7.9076158432859956519e+03,7.90761295613700349342e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -18077,5 +19599,26 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1074',0,77,'500',0.75,0,4,1,1788.0,1694.0,250.5,0.0,4.71062568212473706816e+01,1.21547630621897802738e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1074',0,77,'500',0.75,0,6,1,1788.0,1694.0,501.0,0.0,9.42125136424947413633e+01,2.09929870014598535157e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1074',0,77,'750',1.0,1,1,0,1788.0,1694.0,1002.0,0.0,1.88425027284989482717e+02,3866943488000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1090',0,78,'72',1.0,1,4,1,678.0,593.0,329.5,0.0,4.18168329670006642126e+01,1.467955752598717041e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1090',0,78,'72',1.0,1,6,1,678.0,593.0,659.0,0.0,8.36336659340013284253e+01,2.63488318439914453116e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1090',0,78,'72',1.0,1,1,0,678.0,593.0,1318.0,0.0,1.6726733186800265685e+02,4968738048000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1106',0,79,'5',1.0,1,4,1,1417.0,1339.0,238.0,0.0,6.30305212714993103864e+01,1.11548676424077661132e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1106',0,79,'5',1.0,1,6,1,1417.0,1339.0,476.0,0.0,1.2606104254299862077e+02,1.95563185882718432615e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1106',0,79,'5',1.0,1,1,0,1417.0,1339.0,952.0,0.0,2.52122085085997241541e+02,3635922048000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1107',0,80,'360',0.75,1,4,1,1382.0,1315.0,270.5,0.0,2.35965219619974959637e+01,1.19222653159268945313e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1107',0,80,'360',0.75,1,6,1,1382.0,1315.0,541.0,0.0,4.71930439239949919274e+01,2.14777401839512622062e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1107',0,80,'360',1.0,1,1,0,1382.0,1315.0,1082.0,0.0,9.43860878479899838549e+01,4058868992000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1112',0,81,'5',1.0,1,4,1,1079.0,1015.0,289.0,0.0,5.54236806292501569268e+01,1.24845384540327880855e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1112',0,81,'5',1.0,1,6,1,1079.0,1015.0,578.0,0.0,1.10847361258500313855e+02,2.27055911826885253911e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1112',0,81,'5',1.0,1,1,0,1079.0,1015.0,1156.0,0.0,2.21694722517000627711e+02,4314769664000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1120',0,82,'560',0.75,1,4,1,837.0,762.0,413.5,0.0,5.87660125205002259463e+01,1.73119411140775024413e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1120',0,82,'560',0.75,1,6,1,837.0,762.0,827.0,0.0,1.1753202504100045189e+02,3.19659588227183349604e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1120',0,82,'560',1.0,1,1,0,837.0,762.0,1654.0,0.0,2.3506405008200090378e+02,6127399424000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1121',0,83,'35',1.0,1,4,1,163.0,120.0,231.5,0.0,1.67981683130019519012e+01,9.71593979442724487317e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1121',0,83,'35',1.0,1,6,1,163.0,120.0,463.0,0.0,3.3596336626003903802e+01,1.79098926629514965816e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1121',0,83,'35',1.0,1,1,0,163.0,120.0,926.0,0.0,6.71926732520078076041e+01,3429779840000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1123',0,84,'105',1.0,1,4,1,1070.0,984.0,308.0,0.0,3.90574948289977328394e+01,1.39397047900455249027e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1123',0,84,'105',1.0,1,6,1,1070.0,984.0,616.0,0.0,7.81149896579954656789e+01,2.48367329000303515619e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1123',0,84,'105',1.0,1,1,0,1070.0,984.0,1232.0,0.0,1.56229979315990931357e+02,4663078912000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
