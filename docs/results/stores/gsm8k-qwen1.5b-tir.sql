@@ -9177,6 +9177,590 @@ total_weight = kory_dog_weight + total_elijah_dog_weight
 print(total_weight)','stop',263,182,120,1.84176096493286358679e+01,1104460192000.0,NULL);
 INSERT INTO "chains" VALUES(84,1,0,'b723ee34b0c5c76b75faa90165c8dac1dfb3a88c032992080261b3904d2dda46',0,'The total weight of Elijah and Kory''s dogs is \(\boxed{105}\) pounds.','stop',23,432,420,2.16116483033692929893e+00,120841984000.0,NULL);
 INSERT INTO "chains" VALUES(84,2,0,'a92fbfbd46a7aa415afc00301e95eff413b4f68ecd6318b3fbf537e1907b5208',0,'The total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','stop',24,456,444,2.285924478739616017e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(85,0,0,'f80a0882dc5047aa07dd5bcec5fe5d1382f1a27e83bb2941167020d0fe10007d',0,'To solve this problem, we can use algebraic reasoning first and then verify the solution using Python code.
+
+1. Let''s denote Vince''s current age as \( V \).
+2. Two years ago, Liam''s age was \( 16 - 2 = 14 \) and Vince''s age was \( V - 2 \).
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can write the equation:
+   \[
+   14 = 2(V - 2)
+   \]
+4. We can solve this equation for \( V \).
+
+Let''s start by solving the equation algebraically. Once we get \( V \), we can verify the solution using Python code.
+
+### Step-by-Step Solution
+
+1. Start with the equation:
+   \[
+   14 = 2(V - 2)
+   \]
+2. Distribute the 2 on the right side:
+   \[
+   14 = 2V - 4
+   \]
+3. Add 4 to both sides to isolate the term with \( V \):
+   \[
+   18 = 2V
+   \]
+4. Divide both sides by 2 to solve for \( V \):
+   \[
+   V = 9
+   \]
+
+So, Vince is currently 9 years old. Let''s verify this using Python code.
+```python
+# Let''s solve the equation using Python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+V = symbols(''V'')
+
+# Define the equation
+equation = Eq(14, 2 * (V - 2))
+
+# Solve the equation
+vince_age = solve(equation, V)[0]
+print(vince_age)','stop',373,155,120,2.00202801381862300895e+01,1036042304000.0,NULL);
+INSERT INTO "chains" VALUES(85,0,1,'f80a0882dc5047aa07dd5bcec5fe5d1382f1a27e83bb2941167020d0fe10007d',1,'Let''s break down the problem step by step.
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, Vince''s age two years ago was \(\frac{14}{2} = 7\) years.
+4. Since Liam is currently 16 years old, Vince''s current age is \(16 - 2 = 14\) years.
+
+Now, let''s write a Python code to confirm this reasoning.
+```python
+# Liam''s current age
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = liam_age_current - 2
+
+# Two years ago, Liam''s age was twice the age of Vince
+vince_age_two_years_ago = liam_age_two_years_ago / 2
+
+# Vince''s current age
+vince_age_current = liam_age_current - 2
+
+print(vince_age_current)','stop',237,155,120,2.00202801381862300895e+01,1036042304000.0,NULL);
+INSERT INTO "chains" VALUES(85,0,2,'f80a0882dc5047aa07dd5bcec5fe5d1382f1a27e83bb2941167020d0fe10007d',2,'To solve the problem, we need to determine Vince''s current age. Let''s break it down step by step.
+
+1. **Identify Liam''s current age and two years ago:**
+   Liam is currently 16 years old. Two years ago, Liam''s age was:
+   \[
+   16 - 2 = 14 \text{ years old}
+   \]
+
+2. **Determine Vince''s age two years ago:**
+   According to the problem, two years ago, Liam''s age was twice the age of Vince. Let \( V \) be Vince''s current age. Two years ago, Vince''s age was:
+   \[
+   V - 2 \text{ years old}
+   \]
+
+3. **Set up the equation based on the given information:**
+   Since Liam''s age two years ago was twice the age of Vince two years ago, we can write the equation:
+   \[
+   14 = 2(V - 2)
+   \]
+
+4. **Solve the equation for \( V \):**
+   First, distribute the 2 on the right side of the equation:
+   \[
+   14 = 2V - 4
+   \]
+   Next, add 4 to both sides to isolate the term with \( V \):
+   \[
+   18 = 2V
+   \]
+   Finally, divide both sides by 2 to solve for \( V \):
+   \[
+   V = 9
+   \]
+
+So, Vince is currently \(\boxed{9}\) years old.','stop',329,155,120,2.00202801381862300895e+01,1036042304000.0,NULL);
+INSERT INTO "chains" VALUES(85,0,3,'f80a0882dc5047aa07dd5bcec5fe5d1382f1a27e83bb2941167020d0fe10007d',3,'To solve this problem, let''s break it down step-by-step:
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. So, if we let Vince''s current age be \(V\), then we have the equation \(14 = 2V\).
+4. We can solve this equation for \(V\).
+
+Let''s write the Python code to solve for \(V\):
+
+```python
+import sympy as sp
+
+# Define the variable
+V = sp.symbols(''V'')
+
+# Define the equation
+equation = sp.Eq(14, 2*V)
+
+# Solve the equation
+vince_age = sp.solve(equation, V)[0]
+
+# Print the result
+print(vince_age)','stop',196,155,120,2.00202801381862300895e+01,1036042304000.0,NULL);
+INSERT INTO "chains" VALUES(85,1,0,'d7bbe94497a006953e8e3235eb9486b6dbef4681a3ee4b824afcd7f109703aae',0,'The solution from the Python code confirms our algebraic solution. Vince is currently \(\boxed{9}\) years old.','stop',26,534,508,3.19454435223839672275e+00,181262976000.0,NULL);
+INSERT INTO "chains" VALUES(85,2,0,'d90adc64ebe76fc398696d6490837ad56e6566dc1a82cc69f0db92b5e98dc45f',0,'The current age of Vince is \(\boxed{14}\) years old.','stop',18,398,346,3.15602498841423484421e+00,245238144000.0,NULL);
+INSERT INTO "chains" VALUES(85,3,0,'fdd07781274c12ee92d804289da1a25d1b2560fa07e74dcf1f897dd8b1c0a73f',0,'The current age of Vince is \(\boxed{7}\).','stop',14,357,325,2.17769110009103306069e+00,159937920000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,0,'8e17d4eca880e023cae839dbe666e51f2d1f743c042198bd8b72d1de255b87f8',0,'Let''s break down the problem step by step and then use Python code to ensure the accuracy of our solution.
+
+1. **Calculate the total length of logs John can get from the tree:**
+   - John can make logs out of 80% of the tree.
+   - The total length of the tree is 80 feet.
+   - Therefore, the length of logs he can get is \( 80 \times 0.80 = 64 \) feet.
+
+2. **Convert the total length of logs into 4-foot logs:**
+   - Each log is 4 feet long.
+   - Therefore, the number of 4-foot logs is \( \frac{64}{4} = 16 \) logs.
+
+3. **Calculate the number of planks per log:**
+   - John cuts each log into 5 planks.
+   - Therefore, the total number of planks is \( 16 \times 5 = 80 \) planks.
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \( 80 \times 1.2 = 96 \) dollars.
+
+Now, let''s write the Python code to confirm these calculations.
+
+```python
+# Define the given values
+total_tree_length = 80  # feet
+percentage_log_cut = 0.80
+log_length = 4  # feet
+planks_per_log = 5
+price_per_plank = 1.2  # dollars
+
+# Calculate the total length of logs John can get
+total_logs = total_tree_length * percentage_log_cut
+
+# Calculate the number of 4-foot logs
+number_of_logs = total_logs // log_length
+
+# Calculate the total number of planks
+total_planks = number_of_logs * planks_per_log
+
+# Calculate the total revenue from selling the planks
+total_revenue = total_planks * price_per_plank
+
+# Print the final answer
+print(total_revenue)','stop',434,191,121,3.49276139519342621042e+01,1680236704000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,1,'8e17d4eca880e023cae839dbe666e51f2d1f743c042198bd8b72d1de255b87f8',1,'To solve this problem, we need to break it down step-by-step and use Python to ensure the calculations are accurate. Here''s the step-by-step process:
+
+1. **Calculate the total length of logs that John can make:**
+   - John can make logs out of 80% of the tree.
+   - The tree is 80 feet long.
+   - Therefore, the length of logs he can make is \( 0.8 \times 80 \) feet.
+
+2. **Convert the total length of logs into the number of logs:**
+   - Each log is 4 feet long.
+   - Therefore, the number of logs he can make is \( \frac{\text{total length of logs}}{4} \).
+
+3. **Calculate the number of planks per log:**
+   - John cuts 5 planks from each log.
+   - Therefore, the total number of planks he can make is \( \text{number of logs} \times 5 \).
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \( \text{total number of planks} \times 1.2 \).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total length of logs that John can make
+total_length_of_tree = 80
+percentage_of_tree = 0.8
+length_of_logs_per_tree = percentage_of_tree * total_length_of_tree
+
+# Step 2: Convert the total length of logs into the number of logs
+length_of_each_log = 4
+number_of_logs = length_of_logs_per_tree / length_of_each_log
+
+# Step 3: Calculate the number of planks per log
+number_of_planks_per_log = 5
+total_number_of_planks = number_of_logs * number_of_planks_per_log
+
+# Step 4: Calculate the total revenue from selling the planks
+price_per_plank = 1.2
+total_revenue = total_number_of_planks * price_per_plank
+
+print(total_revenue)','stop',451,191,121,3.49276139519342621042e+01,1680236704000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,2,'8e17d4eca880e023cae839dbe666e51f2d1f743c042198bd8b72d1de255b87f8',2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total volume of the tree that can be cut into logs.
+2. Determine how many logs can be obtained from the tree.
+3. Calculate the total number of planks that can be obtained from the logs.
+4. Calculate the total revenue from selling the planks.
+
+Let''s break this down step by step and then implement it in Python.
+
+1. **Calculate the total volume of the tree that can be cut into logs:**
+   - The tree is 80 feet long.
+   - John can make logs out of 80% of it.
+   - Therefore, the total volume of logs that can be obtained is \(0.8 \times 80\) feet.
+
+2. **Determine how many logs can be obtained from the tree:**
+   - Each log is 4 feet long.
+   - Therefore, the number of logs that can be obtained is \(\frac{0.8 \times 80}{4}\).
+
+3. **Calculate the total number of planks that can be obtained from the logs:**
+   - Each log can be cut into 5 planks.
+   - Therefore, the total number of planks that can be obtained is \(\text{number of logs} \times 5\).
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \(\text{total number of planks} \times 1.2\).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total volume of logs that can be cut into logs
+total_length = 80
+percentage_logs = 0.8
+length_per_log = 4
+total_logs = total_length * percentage_logs / length_per_log
+
+# Step 2: Determine how many logs can be obtained from the tree
+number_of_planks_per_log = 5
+total_planks = total_logs * number_of_planks_per_log
+
+# Step 3: Calculate the total revenue from selling the planks
+price_per_plank = 1.2
+total_revenue = total_planks * price_per_plank
+
+print(total_revenue)','stop',476,191,121,3.49276139519342621042e+01,1680236704000.0,NULL);
+INSERT INTO "chains" VALUES(86,0,3,'8e17d4eca880e023cae839dbe666e51f2d1f743c042198bd8b72d1de255b87f8',3,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of logs John can cut from the tree.
+2. Determine the number of planks per log.
+3. Calculate the total number of planks.
+4. Calculate the total revenue from selling the planks.
+
+Let''s break it down and implement it step-by-step in Python.
+
+1. **Calculate the number of logs**: John can make logs out of 80% of the tree. Since the tree is 80 feet long, he can make \(0.8 \times 80 = 64\) logs.
+2. **Determine the number of planks per log**: Each log is cut into 4-foot sections, and from each section, he cuts 5 planks. So, each log produces \(4 \times 5 = 20\) planks.
+3. **Calculate the total number of planks**: Since John has 64 logs and each log produces 20 planks, the total number of planks is \(64 \times 20 = 1280\).
+4. **Calculate the total revenue**: Each plank is sold for $1.2, so the total revenue is \(1280 \times 1.2 = 1536\).
+
+Now let''s write the Python code to verify these calculations.
+```python
+# Step-by-step calculations
+
+# Total length of the tree
+total_length = 80
+
+# Percentage of the tree into which logs can be cut
+percentage_logs = 0.8
+
+# Length of each log
+length_per_log = 4
+
+# Number of planks per log
+planks_per_log = 5
+
+# Calculate the number of logs
+number_of_logs = total_length * percentage_logs
+
+# Calculate the number of planks per log
+planks_per_log = length_per_log * planks_per_log
+
+# Calculate the total number of planks
+total_number_of_planks = number_of_logs * planks_per_log
+
+# Price per plank
+price_per_plank = 1.2
+
+# Calculate the total revenue
+total_revenue = total_number_of_planks * price_per_plank
+
+print(total_revenue)','stop',464,191,121,3.49276139519342621042e+01,1680236704000.0,NULL);
+INSERT INTO "chains" VALUES(86,1,0,'392b41c101cfb7f124791ff27d5e804ebd84060ee1a7bf8530b1f4c604169bdd',0,'The total revenue John makes is \(\boxed{96}\) dollars.','stop',17,635,624,1.93003912846009662018e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(86,2,0,'67108000b9268d28bcb66d027b4df2d9ea5fe8b1067d1dc7e7992b02d18f6f02',0,'The final answer is \(\boxed{96.0}\).','stop',15,652,641,1.75242162979629934049e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(86,3,0,'81571ef9ff507fa6e7ba0ed9eaee1cc82d200a0af6a7b70506cb8a539bfd6c58',0,'The total revenue John makes from selling the planks is \(\boxed{96}\).','stop',20,677,666,2.18872479044924439506e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(86,4,0,'c502f03d6f91ecf6eb87acbb28ee0597a347be3a7b871a77e7941e53c1f53f50',0,'The total revenue John makes from selling the planks is \(\boxed{1536}\).','stop',22,667,654,2.48585635446628039346e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(87,0,0,'01b75c1bf42868154d500a280aa7d1814769aff8dee84b333dbb637aab5da240',0,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Determine the total number of rocks Adam can buy:**
+   Adam has $100, and each rock costs $5. Therefore, the number of rocks he can buy is \( \frac{100}{5} = 20 \).
+
+2. **Calculate the total revenue from selling 60% of his inventory:**
+   Adam sells 60% of his inventory, which means he sells \( 0.6 \times 20 = 12 \) rocks. Since each rock is sold for $7, the total revenue from selling 12 rocks is \( 12 \times 7 = 84 \).
+
+3. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks, each costing $5, so the total cost is \( 20 \times 5 = 100 \).
+
+4. **Calculate the loss:**
+   The loss is the difference between the total cost and the total revenue. Therefore, the loss is \( 100 - 84 = 16 \).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Step 1: Calculate the total number of rocks Adam can buy
+total_money = 100
+cost_per_rock = 5
+total_rocks = total_money // cost_per_rock
+
+# Step 2: Calculate the total revenue from selling 60% of his inventory
+percentage_sold = 0.6
+rocks_sold = total_rocks * percentage_sold
+price_per_rock = 7
+total_revenue = rocks_sold * price_per_rock
+
+# Step 3: Calculate the total cost of buying the rocks
+total_cost = total_rocks * cost_per_rock
+
+# Step 4: Calculate the loss
+loss = total_cost - total_revenue
+print(loss)','stop',409,187,120,2.38831860290520232577e+01,1209308384000.0,NULL);
+INSERT INTO "chains" VALUES(87,0,1,'01b75c1bf42868154d500a280aa7d1814769aff8dee84b333dbb637aab5da240',1,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. **Calculate the total number of rocks Adam can buy:**
+   - Adam starts with $100.
+   - Each rock costs $5.
+   - Therefore, the total number of rocks Adam can buy is \( \frac{100}{5} = 20 \).
+
+2. **Calculate the total number of rocks Adam can sell:**
+   - Adam sells 60% of his inventory.
+   - Therefore, the number of rocks Adam can sell is \( 20 \times 0.6 = 12 \).
+
+3. **Calculate the total revenue Adam gets from selling the rocks:**
+   - Each rock is sold for $7.
+   - Therefore, the total revenue Adam gets is \( 12 \times 7 = 84 \).
+
+4. **Calculate the total cost of buying the rocks:**
+   - Adam bought 20 rocks.
+   - Each rock costs $5.
+   - Therefore, the total cost of buying the rocks is \( 20 \times 5 = 100 \).
+
+5. **Calculate the net profit or loss:**
+   - The net profit or loss is the total revenue minus the total cost.
+   - Therefore, the net profit or loss is \( 84 - 100 = -16 \).
+
+Since Adam loses $16, the final answer is \(\boxed{-16}\).','stop',312,187,120,2.38831860290520232577e+01,1209308384000.0,NULL);
+INSERT INTO "chains" VALUES(87,0,2,'01b75c1bf42868154d500a280aa7d1814769aff8dee84b333dbb637aab5da240',2,'To solve this problem, we need to follow these steps:
+
+1. **Calculate the number of rocks Adam can buy:**
+   Adam starts with $100 and each rock costs $5.
+   \[
+   \text{Number of rocks} = \frac{100}{5} = 20
+   \]
+
+2. **Determine how many rocks Adam sells:**
+   Adam sells 60% of his inventory.
+   \[
+   \text{Number of rocks sold} = 0.60 \times 20 = 12
+   \]
+
+3. **Calculate the total revenue from selling the rocks:**
+   Each rock is sold for $7.
+   \[
+   \text{Total revenue} = 12 \times 7 = 84
+   \]
+
+4. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks, and each rock costs $5.
+   \[
+   \text{Total cost} = 20 \times 5 = 100
+   \]
+
+5. **Calculate the loss:**
+   The loss is the difference between the total cost and the total revenue.
+   \[
+   \text{Loss} = 100 - 84 = 16
+   \]
+
+Therefore, the amount of money Adam loses is \(\boxed{16}\).','stop',293,187,120,2.38831860290520232577e+01,1209308384000.0,NULL);
+INSERT INTO "chains" VALUES(87,0,3,'01b75c1bf42868154d500a280aa7d1814769aff8dee84b333dbb637aab5da240',3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of rocks Adam can buy with $100.
+2. Determine how many rocks Adam sells. Since he only sells 60% of his inventory, we calculate 60% of the total number of rocks.
+3. Calculate the total revenue Adam gets from selling the rocks.
+4. Calculate the total cost of buying the rocks.
+5. Determine the loss by subtracting the total revenue from the total cost.
+
+Let''s do this step by step using Python code.
+```python
+# Step 1: Calculate the total number of rocks Adam can buy with $100
+cost_per_rock = 5
+total_money = 100
+total_rocks = total_money // cost_per_rock
+
+# Step 2: Determine how many rocks Adam sells (60% of his inventory)
+percentage_sold = 0.60
+rocks_sold = total_rocks * percentage_sold
+
+# Step 3: Calculate the total revenue Adam gets from selling the rocks
+price_per_rock = 7
+revenue = rocks_sold * price_per_rock
+
+# Step 4: Calculate the total cost of buying the rocks
+cost = total_rocks * cost_per_rock
+
+# Step 5: Determine the loss
+loss = cost - revenue
+print(loss)','stop',284,187,120,2.38831860290520232577e+01,1209308384000.0,NULL);
+INSERT INTO "chains" VALUES(87,1,0,'3a68f5bc728983d63d65401263437cbc244820be3bfc5b2df88866705093df5a',0,'The final answer is \(\boxed{16}\).','stop',13,606,595,1.37056622019736096262e+00,81746048000.0,NULL);
+INSERT INTO "chains" VALUES(87,2,0,'d36501aef15c383271095d0bf94731f5462139f20815adcce84ef2c5c431b491',0,'Adam loses \(\boxed{16.0}\) dollars.','stop',15,481,470,1.5212064553682769219e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(88,0,0,'4941da23f57bde2179dfbc29bea127ee2bb4f643fe4902bae01b9bbbfc7e8fc1',0,'To solve this problem, let''s break it down step-by-step and then implement the solution using Python code.
+
+1. Define the age of Haley.
+2. Use the given relationship to express Geb''s age in terms of Haley''s age.
+3. Substitute the value of Haley''s age into the relationship to find Geb''s age.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Haley''s age is given as 26 years.
+2. Geb is 10 less than half the age of Haley. So, Geb''s age can be expressed as \( \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \).
+
+Now let''s implement this in Python to find Geb''s age.
+
+```python
+# Define Haley''s age
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+# Print the result
+print(geb_age)','stop',213,153,120,1.42442019459267381624e+01,757928032000.0,NULL);
+INSERT INTO "chains" VALUES(88,0,1,'4941da23f57bde2179dfbc29bea127ee2bb4f643fe4902bae01b9bbbfc7e8fc1',1,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Use the information about Geb''s age to set up an equation.
+3. Solve the equation to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+Haley is given as 26 years old.
+
+Step 2: Set up the equation.
+According to the problem, Geb is 10 less than half the age of Haley. We can express this relationship with the following equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Step 3: Substitute Haley''s age into the equation.
+Since Haley''s age is 26, we substitute 26 for Haley''s age in the equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times 26 - 10 \]
+
+Next, we perform the multiplication:
+\[ \frac{1}{2} \times 26 = 13 \]
+
+Now, we subtract 10 from 13:
+\[ 13 - 10 = 3 \]
+
+Therefore, Geb''s age is \(\boxed{3}\).','stop',263,153,120,1.42442019459267381624e+01,757928032000.0,NULL);
+INSERT INTO "chains" VALUES(88,0,2,'4941da23f57bde2179dfbc29bea127ee2bb4f643fe4902bae01b9bbbfc7e8fc1',2,'To solve the problem, we need to follow these steps:
+
+1. Determine Haley''s age.
+2. Use Haley''s age to find Geb''s age, which is 10 less than half of Haley''s age.
+
+Let''s break it down step-by-step:
+
+1. Haley''s age is given as 26 years old.
+2. Geb''s age is 10 less than half of Haley''s age. So, Geb''s age can be calculated as:
+\[ \text{Geb''s age} = \frac{26}{2} - 10 \]
+
+We can write a Python program to calculate this. Let''s do that.
+```python
+# Given age of Haley
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+print(geb_age)','stop',179,153,120,1.42442019459267381624e+01,757928032000.0,NULL);
+INSERT INTO "chains" VALUES(88,0,3,'4941da23f57bde2179dfbc29bea127ee2bb4f643fe4902bae01b9bbbfc7e8fc1',3,'To solve this problem, we can break it down step-by-step:
+
+1. Let''s denote Haley''s age as \( H \). According to the problem, \( H = 26 \).
+2. Geb''s age is 10 less than half of Haley''s age. So, Geb''s age can be represented as \( G = \frac{H}{2} - 10 \).
+3. Since we know \( H = 26 \), we can substitute this value into the equation for Geb''s age to find \( G \).
+
+Let''s write the Python code to calculate Geb''s age.
+
+```python
+# Define Haley''s age
+H = 26
+
+# Calculate Geb''s age
+G = (H / 2) - 10
+
+# Print the result
+print(G)','stop',169,153,120,1.42442019459267381624e+01,757928032000.0,NULL);
+INSERT INTO "chains" VALUES(88,1,0,'fab36bf47ad32ae37c1fa00b98bd425b6ce2bb0c852818e7507aa9e60957a37c',0,'The age of Geb is \(\boxed{3}\) years.','stop',15,375,365,1.39933031119774864414e+00,85300224000.0,NULL);
+INSERT INTO "chains" VALUES(88,2,0,'b850f8cf8a5c0f06cc0482e07957d8e740313cd31bcef03ffb394cc4947a0cb6',0,'The calculation shows that Geb is 3 years old. Therefore, the final answer is \(\boxed{3}\).','stop',25,341,331,2.02344825637507419457e+00,120841984000.0,NULL);
+INSERT INTO "chains" VALUES(88,3,0,'fb704510742e446b7f7a1a397803e1695a2bc9cc33a4e65af8de0111aeedaf4c',0,'The age of Geb is \(\boxed{3}\) years old.','stop',16,331,321,1.48811595985413669396e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(89,0,0,'9da0cc5d223e3322c416efa80758274227096d6377b3626629384f6300fe9a38',0,'To determine how many face masks Johnny bought, we can follow these steps:
+
+1. Identify the number of face masks Mike bought.
+2. Calculate the number of face masks Johnny bought based on the information given.
+
+First, we know that Mike bought 5 face masks. We can write this as:
+\[ \text{Number of face masks Mike bought} = 5 \]
+
+Next, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many as Mike. We can express this relationship with the following steps:
+\[ \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2 \]
+
+Now, substitute the number of face masks Mike bought into the equation:
+\[ \text{Number of face masks Johnny bought} = 3 \times 5 + 2 \]
+
+Calculate the product:
+\[ 3 \times 5 = 15 \]
+
+Then, add 2 to the product:
+\[ 15 + 2 = 17 \]
+
+Therefore, the number of face masks Johnny bought is:
+\[ \boxed{17} \]','stop',246,153,120,1.46199592287382866833e+01,773033280000.0,NULL);
+INSERT INTO "chains" VALUES(89,0,1,'9da0cc5d223e3322c416efa80758274227096d6377b3626629384f6300fe9a38',1,'To solve this problem, we need to follow these steps:
+
+1. Determine how many face masks Mike bought.
+2. Use the information that Johnny bought 2 more than thrice as many face masks as Mike to calculate the number of face masks Johnny bought.
+
+Let''s start with the first step. Mike bought 5 face masks. So, we can write this as:
+\[ \text{Mike''s face masks} = 5 \]
+
+Now, let''s move to the second step. Johnny bought 2 more than thrice as many face masks as Mike. We can express this relationship with the following equation:
+\[ \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2 \]
+
+Substituting the value of Mike''s face masks into the equation, we get:
+\[ \text{Johnny''s face masks} = 3 \times 5 + 2 \]
+
+Next, we perform the multiplication:
+\[ 3 \times 5 = 15 \]
+
+Then, we add 2 to the result:
+\[ 15 + 2 = 17 \]
+
+So, Johnny bought \(\boxed{17}\) face masks.','stop',248,153,120,1.46199592287382866833e+01,773033280000.0,NULL);
+INSERT INTO "chains" VALUES(89,0,2,'9da0cc5d223e3322c416efa80758274227096d6377b3626629384f6300fe9a38',2,'Let''s break down the problem step by step and use Python to find the final answer.
+
+1. First, we need to determine how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many as Mike. Since Mike bought 5 face masks, we can calculate the number of face masks Johnny bought by multiplying 5 by 3 and then adding 2.
+2. Finally, we will print the number of face masks Johnny bought.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+print(johnny_face_masks)','stop',159,153,120,1.46199592287382866833e+01,773033280000.0,NULL);
+INSERT INTO "chains" VALUES(89,0,3,'9da0cc5d223e3322c416efa80758274227096d6377b3626629384f6300fe9a38',3,'To determine how many face masks Johnny bought, we will follow these steps:
+
+1. Identify the number of face masks Mike bought.
+2. Calculate the number of face masks Johnny bought based on the information given.
+
+First, we know that Mike bought 5 face masks. Therefore, we can write:
+\[ \text{Number of face masks Mike bought} = 5 \]
+
+Next, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many as Mike. First, we calculate thrice the number of face masks Mike bought:
+\[ 3 \times 5 = 15 \]
+Then, we add 2 to this result to find out how many face masks Johnny bought:
+\[ 15 + 2 = 17 \]
+
+So, the number of face masks Johnny bought is:
+\[ \boxed{17} \]','stop',188,153,120,1.46199592287382866833e+01,773033280000.0,NULL);
+INSERT INTO "chains" VALUES(89,1,0,'6e2d05b4468668737800148bfba71f24dd3e6213e502d939fac6b3dca8e65ec8',0,'The number of face masks Johnny bought is \(\boxed{17}\).','stop',17,320,311,1.6051566826034107116e+00,88854400000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -9272,6 +9856,11 @@ INSERT INTO "jobs" VALUES(81,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(82,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1120',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','560','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1037898645, "usage": {"prompt_tokens": 171, "cached_prompt_tokens": 120, "completion_tokens": 1614, "calls": 1, "seconds": 129.58631573109895, "flops": 5903486336000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0217, "stdout_bytes": 18, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [1437384949], "usage": {"prompt_tokens": 666, "cached_prompt_tokens": 642, "completion_tokens": 40, "calls": 1, "seconds": 4.7334397701401025, "flops": 223913088000.0}}, {"event": "paths", "ends": ["answered", "answered", "length", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"560": 3, "4666666666666667/500000000000000": 1}, "tie_broken_by_rng": false, "winner": "560"}]',837,762,1654,3,0,0,6127399424000.0,0.0,2.3506405008200090378e+02,1.34341483839243380771e+02,1.79631740951807332036e+09);
 INSERT INTO "jobs" VALUES(83,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1121',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','35','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 987668519, "usage": {"prompt_tokens": 163, "cached_prompt_tokens": 120, "completion_tokens": 926, "calls": 1, "seconds": 62.44305093377768, "flops": 3429779840000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 0, 0]}, {"event": "vote", "counts": {"35": 4}, "tie_broken_by_rng": false, "winner": "35"}]',163,120,926,1,0,0,3429779840000.0,0.0,6.71926732520078076041e+01,6.24430509337776769047e+01,1.79631746321777796744e+09);
 INSERT INTO "jobs" VALUES(84,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1123',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','105','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1411562647, "usage": {"prompt_tokens": 182, "cached_prompt_tokens": 120, "completion_tokens": 1185, "calls": 1, "seconds": 73.67043859731454, "flops": 4417840768000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0148, "call_seconds": 0.0159, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0156, "call_seconds": 0.0201, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [110823742, 110839580], "usage": {"prompt_tokens": 888, "cached_prompt_tokens": 864, "completion_tokens": 47, "calls": 2, "seconds": 4.447089309076546, "flops": 245238144000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"105": 4}, "tie_broken_by_rng": false, "winner": "105"}]',1070,984,1232,5,0,0,4663078912000.0,0.0,1.56229979315990931357e+02,7.81535391913941310812e+01,1.79631756575823950763e+09);
+INSERT INTO "jobs" VALUES(85,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1128',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','9','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 2044605317, "usage": {"prompt_tokens": 155, "cached_prompt_tokens": 120, "completion_tokens": 1135, "calls": 1, "seconds": 80.08112055274492, "flops": 4144169216000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1498, "call_seconds": 0.1524, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0199, "call_seconds": 0.0347, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.1328, "call_seconds": 0.1339, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 3], "seeds": [860546585, 860554504, 860570342], "usage": {"prompt_tokens": 1289, "cached_prompt_tokens": 1179, "completion_tokens": 58, "calls": 3, "seconds": 8.528260440743665, "flops": 586439040000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 1]}, {"event": "vote", "counts": {"9": 2, "14": 1, "7": 1}, "tie_broken_by_rng": false, "winner": "9"}]',1444,1299,1193,7,0,0,4730608256000.0,0.0,3.11290619570005219437e+02,88.9303244634997,1.79631777451690578459e+09);
+INSERT INTO "jobs" VALUES(86,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1131',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','96','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1574810672, "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 121, "completion_tokens": 1825, "calls": 1, "seconds": 139.71045580773705, "flops": 6720946816000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0213, "call_seconds": 0.0263, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0282, "call_seconds": 0.0316, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0234, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0225, "call_seconds": 0.0288, "stdout_bytes": 7, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1213682252, 1213690171, 1213698090, 1213706009], "usage": {"prompt_tokens": 2631, "cached_prompt_tokens": 2585, "completion_tokens": 74, "calls": 4, "seconds": 8.357041903171922, "flops": 412284416000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"96": 3, "1536": 1}, "tie_broken_by_rng": false, "winner": "96"}]',2822,2706,1899,9,0,0,7133231232000.0,0.0,2.12333692786007304669e+02,1.48177552406902265143e+02,1.79631777809582614899e+09);
+INSERT INTO "jobs" VALUES(87,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1146',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','16','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1040789220, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 1298, "calls": 1, "seconds": 95.5327441162081, "flops": 4837233536000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0102, "call_seconds": 0.0141, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0078, "call_seconds": 0.011, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1508051974, 1508075731], "usage": {"prompt_tokens": 1087, "cached_prompt_tokens": 1065, "completion_tokens": 28, "calls": 2, "seconds": 2.8917726755656377, "flops": 170600448000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"16": 3, "-16": 1}, "tie_broken_by_rng": false, "winner": "16"}]',1274,1185,1326,5,0,0,5007833984000.0,0.0,1.63466008732997579496e+02,9.84496145167698841725e+01,1.79631793798602533342e+09);
+INSERT INTO "jobs" VALUES(88,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1162',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','3','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 499204844, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 824, "calls": 1, "seconds": 56.97680778370695, "flops": 3031712128000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0199, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0133, "call_seconds": 0.0141, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [145654011, 145669849, 145677768], "usage": {"prompt_tokens": 1047, "cached_prompt_tokens": 1017, "completion_tokens": 56, "calls": 3, "seconds": 4.91089452742696, "flops": 294996608000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"3": 4}, "tie_broken_by_rng": false, "winner": "3"}]',1200,1137,880,7,0,0,3326708736000.0,0.0,1.62821184029002324683e+02,6.19403991851207749155e+01,1.79631794092939782144e+09);
+INSERT INTO "jobs" VALUES(89,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1178',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','17','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 580860470, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 841, "calls": 1, "seconds": 58.47983691495315, "flops": 3092133120000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0159, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [98443199], "usage": {"prompt_tokens": 320, "cached_prompt_tokens": 311, "completion_tokens": 17, "calls": 1, "seconds": 1.6051566826034107, "flops": 88854400000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"17": 4}, "tie_broken_by_rng": false, "winner": "17"}]',473,431,858,3,0,0,3180987520000.0,0.0,94.1372309300059,6.01008574115548483991e+01,1.79631803213405966766e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -19353,10 +19942,646 @@ print(total_weight)
 105.0
 ```
 The total weight of Elijah and Kory''s dogs altogether is \(\boxed{105}\) pounds.','105',1,'equivalent',287,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,0,'To solve this problem, we can use algebraic reasoning first and then verify the solution using Python code.
+
+1. Let''s denote Vince''s current age as \( V \).
+2. Two years ago, Liam''s age was \( 16 - 2 = 14 \) and Vince''s age was \( V - 2 \).
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. So we can write the equation:
+   \[
+   14 = 2(V - 2)
+   \]
+4. We can solve this equation for \( V \).
+
+Let''s start by solving the equation algebraically. Once we get \( V \), we can verify the solution using Python code.
+
+### Step-by-Step Solution
+
+1. Start with the equation:
+   \[
+   14 = 2(V - 2)
+   \]
+2. Distribute the 2 on the right side:
+   \[
+   14 = 2V - 4
+   \]
+3. Add 4 to both sides to isolate the term with \( V \):
+   \[
+   18 = 2V
+   \]
+4. Divide both sides by 2 to solve for \( V \):
+   \[
+   V = 9
+   \]
+
+So, Vince is currently 9 years old. Let''s verify this using Python code.
+```python
+# Let''s solve the equation using Python
+from sympy import symbols, Eq, solve
+
+# Define the variable
+V = symbols(''V'')
+
+# Define the equation
+equation = Eq(14, 2 * (V - 2))
+
+# Solve the equation
+vince_age = solve(equation, V)[0]
+print(vince_age)
+```
+```output
+9
+```
+The solution from the Python code confirms our algebraic solution. Vince is currently \(\boxed{9}\) years old.','9',1,'equivalent',399,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(85,1,'Let''s break down the problem step by step.
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. Therefore, Vince''s age two years ago was \(\frac{14}{2} = 7\) years.
+4. Since Liam is currently 16 years old, Vince''s current age is \(16 - 2 = 14\) years.
+
+Now, let''s write a Python code to confirm this reasoning.
+```python
+# Liam''s current age
+liam_age_current = 16
+
+# Two years ago, Liam''s age
+liam_age_two_years_ago = liam_age_current - 2
+
+# Two years ago, Liam''s age was twice the age of Vince
+vince_age_two_years_ago = liam_age_two_years_ago / 2
+
+# Vince''s current age
+vince_age_current = liam_age_current - 2
+
+print(vince_age_current)
+```
+```output
+14
+```
+The current age of Vince is \(\boxed{14}\) years old.','14',0,'not_equivalent',255,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,2,'To solve the problem, we need to determine Vince''s current age. Let''s break it down step by step.
+
+1. **Identify Liam''s current age and two years ago:**
+   Liam is currently 16 years old. Two years ago, Liam''s age was:
+   \[
+   16 - 2 = 14 \text{ years old}
+   \]
+
+2. **Determine Vince''s age two years ago:**
+   According to the problem, two years ago, Liam''s age was twice the age of Vince. Let \( V \) be Vince''s current age. Two years ago, Vince''s age was:
+   \[
+   V - 2 \text{ years old}
+   \]
+
+3. **Set up the equation based on the given information:**
+   Since Liam''s age two years ago was twice the age of Vince two years ago, we can write the equation:
+   \[
+   14 = 2(V - 2)
+   \]
+
+4. **Solve the equation for \( V \):**
+   First, distribute the 2 on the right side of the equation:
+   \[
+   14 = 2V - 4
+   \]
+   Next, add 4 to both sides to isolate the term with \( V \):
+   \[
+   18 = 2V
+   \]
+   Finally, divide both sides by 2 to solve for \( V \):
+   \[
+   V = 9
+   \]
+
+So, Vince is currently \(\boxed{9}\) years old.','9',1,'equivalent',329,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(85,3,'To solve this problem, let''s break it down step-by-step:
+
+1. Liam''s current age is 16 years.
+2. Two years ago, Liam''s age was \(16 - 2 = 14\) years.
+3. According to the problem, two years ago, Liam''s age was twice the age of Vince. So, if we let Vince''s current age be \(V\), then we have the equation \(14 = 2V\).
+4. We can solve this equation for \(V\).
+
+Let''s write the Python code to solve for \(V\):
+
+```python
+import sympy as sp
+
+# Define the variable
+V = sp.symbols(''V'')
+
+# Define the equation
+equation = sp.Eq(14, 2*V)
+
+# Solve the equation
+vince_age = sp.solve(equation, V)[0]
+
+# Print the result
+print(vince_age)
+```
+```output
+7
+```
+The current age of Vince is \(\boxed{7}\).','7',0,'not_equivalent',210,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,0,'Let''s break down the problem step by step and then use Python code to ensure the accuracy of our solution.
+
+1. **Calculate the total length of logs John can get from the tree:**
+   - John can make logs out of 80% of the tree.
+   - The total length of the tree is 80 feet.
+   - Therefore, the length of logs he can get is \( 80 \times 0.80 = 64 \) feet.
+
+2. **Convert the total length of logs into 4-foot logs:**
+   - Each log is 4 feet long.
+   - Therefore, the number of 4-foot logs is \( \frac{64}{4} = 16 \) logs.
+
+3. **Calculate the number of planks per log:**
+   - John cuts each log into 5 planks.
+   - Therefore, the total number of planks is \( 16 \times 5 = 80 \) planks.
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \( 80 \times 1.2 = 96 \) dollars.
+
+Now, let''s write the Python code to confirm these calculations.
+
+```python
+# Define the given values
+total_tree_length = 80  # feet
+percentage_log_cut = 0.80
+log_length = 4  # feet
+planks_per_log = 5
+price_per_plank = 1.2  # dollars
+
+# Calculate the total length of logs John can get
+total_logs = total_tree_length * percentage_log_cut
+
+# Calculate the number of 4-foot logs
+number_of_logs = total_logs // log_length
+
+# Calculate the total number of planks
+total_planks = number_of_logs * planks_per_log
+
+# Calculate the total revenue from selling the planks
+total_revenue = total_planks * price_per_plank
+
+# Print the final answer
+print(total_revenue)
+```
+```output
+96.0
+```
+The total revenue John makes is \(\boxed{96}\) dollars.','96',1,'equivalent',451,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(86,1,'To solve this problem, we need to break it down step-by-step and use Python to ensure the calculations are accurate. Here''s the step-by-step process:
+
+1. **Calculate the total length of logs that John can make:**
+   - John can make logs out of 80% of the tree.
+   - The tree is 80 feet long.
+   - Therefore, the length of logs he can make is \( 0.8 \times 80 \) feet.
+
+2. **Convert the total length of logs into the number of logs:**
+   - Each log is 4 feet long.
+   - Therefore, the number of logs he can make is \( \frac{\text{total length of logs}}{4} \).
+
+3. **Calculate the number of planks per log:**
+   - John cuts 5 planks from each log.
+   - Therefore, the total number of planks he can make is \( \text{number of logs} \times 5 \).
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \( \text{total number of planks} \times 1.2 \).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total length of logs that John can make
+total_length_of_tree = 80
+percentage_of_tree = 0.8
+length_of_logs_per_tree = percentage_of_tree * total_length_of_tree
+
+# Step 2: Convert the total length of logs into the number of logs
+length_of_each_log = 4
+number_of_logs = length_of_logs_per_tree / length_of_each_log
+
+# Step 3: Calculate the number of planks per log
+number_of_planks_per_log = 5
+total_number_of_planks = number_of_logs * number_of_planks_per_log
+
+# Step 4: Calculate the total revenue from selling the planks
+price_per_plank = 1.2
+total_revenue = total_number_of_planks * price_per_plank
+
+print(total_revenue)
+```
+```output
+96.0
+```
+The final answer is \(\boxed{96.0}\).','96.0',1,'equivalent',466,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,2,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total volume of the tree that can be cut into logs.
+2. Determine how many logs can be obtained from the tree.
+3. Calculate the total number of planks that can be obtained from the logs.
+4. Calculate the total revenue from selling the planks.
+
+Let''s break this down step by step and then implement it in Python.
+
+1. **Calculate the total volume of the tree that can be cut into logs:**
+   - The tree is 80 feet long.
+   - John can make logs out of 80% of it.
+   - Therefore, the total volume of logs that can be obtained is \(0.8 \times 80\) feet.
+
+2. **Determine how many logs can be obtained from the tree:**
+   - Each log is 4 feet long.
+   - Therefore, the number of logs that can be obtained is \(\frac{0.8 \times 80}{4}\).
+
+3. **Calculate the total number of planks that can be obtained from the logs:**
+   - Each log can be cut into 5 planks.
+   - Therefore, the total number of planks that can be obtained is \(\text{number of logs} \times 5\).
+
+4. **Calculate the total revenue from selling the planks:**
+   - Each plank is sold for $1.2.
+   - Therefore, the total revenue is \(\text{total number of planks} \times 1.2\).
+
+Let''s implement this in Python to get the final answer.
+```python
+# Step 1: Calculate the total volume of logs that can be cut into logs
+total_length = 80
+percentage_logs = 0.8
+length_per_log = 4
+total_logs = total_length * percentage_logs / length_per_log
+
+# Step 2: Determine how many logs can be obtained from the tree
+number_of_planks_per_log = 5
+total_planks = total_logs * number_of_planks_per_log
+
+# Step 3: Calculate the total revenue from selling the planks
+price_per_plank = 1.2
+total_revenue = total_planks * price_per_plank
+
+print(total_revenue)
+```
+```output
+96.0
+```
+The total revenue John makes from selling the planks is \(\boxed{96}\).','96',1,'equivalent',496,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(86,3,'To solve the problem, we need to follow these steps:
+
+1. Calculate the number of logs John can cut from the tree.
+2. Determine the number of planks per log.
+3. Calculate the total number of planks.
+4. Calculate the total revenue from selling the planks.
+
+Let''s break it down and implement it step-by-step in Python.
+
+1. **Calculate the number of logs**: John can make logs out of 80% of the tree. Since the tree is 80 feet long, he can make \(0.8 \times 80 = 64\) logs.
+2. **Determine the number of planks per log**: Each log is cut into 4-foot sections, and from each section, he cuts 5 planks. So, each log produces \(4 \times 5 = 20\) planks.
+3. **Calculate the total number of planks**: Since John has 64 logs and each log produces 20 planks, the total number of planks is \(64 \times 20 = 1280\).
+4. **Calculate the total revenue**: Each plank is sold for $1.2, so the total revenue is \(1280 \times 1.2 = 1536\).
+
+Now let''s write the Python code to verify these calculations.
+```python
+# Step-by-step calculations
+
+# Total length of the tree
+total_length = 80
+
+# Percentage of the tree into which logs can be cut
+percentage_logs = 0.8
+
+# Length of each log
+length_per_log = 4
+
+# Number of planks per log
+planks_per_log = 5
+
+# Calculate the number of logs
+number_of_logs = total_length * percentage_logs
+
+# Calculate the number of planks per log
+planks_per_log = length_per_log * planks_per_log
+
+# Calculate the total number of planks
+total_number_of_planks = number_of_logs * planks_per_log
+
+# Price per plank
+price_per_plank = 1.2
+
+# Calculate the total revenue
+total_revenue = total_number_of_planks * price_per_plank
+
+print(total_revenue)
+```
+```output
+1536.0
+```
+The total revenue John makes from selling the planks is \(\boxed{1536}\).','1536',0,'not_equivalent',486,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,0,'Let''s break down the problem step by step and solve it using Python code.
+
+1. **Determine the total number of rocks Adam can buy:**
+   Adam has $100, and each rock costs $5. Therefore, the number of rocks he can buy is \( \frac{100}{5} = 20 \).
+
+2. **Calculate the total revenue from selling 60% of his inventory:**
+   Adam sells 60% of his inventory, which means he sells \( 0.6 \times 20 = 12 \) rocks. Since each rock is sold for $7, the total revenue from selling 12 rocks is \( 12 \times 7 = 84 \).
+
+3. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks, each costing $5, so the total cost is \( 20 \times 5 = 100 \).
+
+4. **Calculate the loss:**
+   The loss is the difference between the total cost and the total revenue. Therefore, the loss is \( 100 - 84 = 16 \).
+
+Let''s write the Python code to verify these calculations.
+```python
+# Step 1: Calculate the total number of rocks Adam can buy
+total_money = 100
+cost_per_rock = 5
+total_rocks = total_money // cost_per_rock
+
+# Step 2: Calculate the total revenue from selling 60% of his inventory
+percentage_sold = 0.6
+rocks_sold = total_rocks * percentage_sold
+price_per_rock = 7
+total_revenue = rocks_sold * price_per_rock
+
+# Step 3: Calculate the total cost of buying the rocks
+total_cost = total_rocks * cost_per_rock
+
+# Step 4: Calculate the loss
+loss = total_cost - total_revenue
+print(loss)
+```
+```output
+16.0
+```
+The final answer is \(\boxed{16}\).','16',1,'equivalent',422,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(87,1,'Let''s break down the problem step-by-step and then write the Python code to solve it.
+
+1. **Calculate the total number of rocks Adam can buy:**
+   - Adam starts with $100.
+   - Each rock costs $5.
+   - Therefore, the total number of rocks Adam can buy is \( \frac{100}{5} = 20 \).
+
+2. **Calculate the total number of rocks Adam can sell:**
+   - Adam sells 60% of his inventory.
+   - Therefore, the number of rocks Adam can sell is \( 20 \times 0.6 = 12 \).
+
+3. **Calculate the total revenue Adam gets from selling the rocks:**
+   - Each rock is sold for $7.
+   - Therefore, the total revenue Adam gets is \( 12 \times 7 = 84 \).
+
+4. **Calculate the total cost of buying the rocks:**
+   - Adam bought 20 rocks.
+   - Each rock costs $5.
+   - Therefore, the total cost of buying the rocks is \( 20 \times 5 = 100 \).
+
+5. **Calculate the net profit or loss:**
+   - The net profit or loss is the total revenue minus the total cost.
+   - Therefore, the net profit or loss is \( 84 - 100 = -16 \).
+
+Since Adam loses $16, the final answer is \(\boxed{-16}\).','-16',0,'not_equivalent',312,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,2,'To solve this problem, we need to follow these steps:
+
+1. **Calculate the number of rocks Adam can buy:**
+   Adam starts with $100 and each rock costs $5.
+   \[
+   \text{Number of rocks} = \frac{100}{5} = 20
+   \]
+
+2. **Determine how many rocks Adam sells:**
+   Adam sells 60% of his inventory.
+   \[
+   \text{Number of rocks sold} = 0.60 \times 20 = 12
+   \]
+
+3. **Calculate the total revenue from selling the rocks:**
+   Each rock is sold for $7.
+   \[
+   \text{Total revenue} = 12 \times 7 = 84
+   \]
+
+4. **Calculate the total cost of buying the rocks:**
+   Adam bought 20 rocks, and each rock costs $5.
+   \[
+   \text{Total cost} = 20 \times 5 = 100
+   \]
+
+5. **Calculate the loss:**
+   The loss is the difference between the total cost and the total revenue.
+   \[
+   \text{Loss} = 100 - 84 = 16
+   \]
+
+Therefore, the amount of money Adam loses is \(\boxed{16}\).','16',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(87,3,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total number of rocks Adam can buy with $100.
+2. Determine how many rocks Adam sells. Since he only sells 60% of his inventory, we calculate 60% of the total number of rocks.
+3. Calculate the total revenue Adam gets from selling the rocks.
+4. Calculate the total cost of buying the rocks.
+5. Determine the loss by subtracting the total revenue from the total cost.
+
+Let''s do this step by step using Python code.
+```python
+# Step 1: Calculate the total number of rocks Adam can buy with $100
+cost_per_rock = 5
+total_money = 100
+total_rocks = total_money // cost_per_rock
+
+# Step 2: Determine how many rocks Adam sells (60% of his inventory)
+percentage_sold = 0.60
+rocks_sold = total_rocks * percentage_sold
+
+# Step 3: Calculate the total revenue Adam gets from selling the rocks
+price_per_rock = 7
+revenue = rocks_sold * price_per_rock
+
+# Step 4: Calculate the total cost of buying the rocks
+cost = total_rocks * cost_per_rock
+
+# Step 5: Determine the loss
+loss = cost - revenue
+print(loss)
+```
+```output
+16.0
+```
+Adam loses \(\boxed{16.0}\) dollars.','16.0',1,'equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,0,'To solve this problem, let''s break it down step-by-step and then implement the solution using Python code.
+
+1. Define the age of Haley.
+2. Use the given relationship to express Geb''s age in terms of Haley''s age.
+3. Substitute the value of Haley''s age into the relationship to find Geb''s age.
+
+Here is the step-by-step reasoning and the corresponding Python code:
+
+1. Haley''s age is given as 26 years.
+2. Geb is 10 less than half the age of Haley. So, Geb''s age can be expressed as \( \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \).
+
+Now let''s implement this in Python to find Geb''s age.
+
+```python
+# Define Haley''s age
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+# Print the result
+print(geb_age)
+```
+```output
+3.0
+```
+The age of Geb is \(\boxed{3}\) years.','3',1,'equivalent',228,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(88,1,'To determine Geb''s age, we need to follow these steps:
+
+1. Identify Haley''s age.
+2. Use the information about Geb''s age to set up an equation.
+3. Solve the equation to find Geb''s age.
+
+Step 1: Identify Haley''s age.
+Haley is given as 26 years old.
+
+Step 2: Set up the equation.
+According to the problem, Geb is 10 less than half the age of Haley. We can express this relationship with the following equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times \text{Haley''s age} - 10 \]
+
+Step 3: Substitute Haley''s age into the equation.
+Since Haley''s age is 26, we substitute 26 for Haley''s age in the equation:
+\[ \text{Geb''s age} = \frac{1}{2} \times 26 - 10 \]
+
+Next, we perform the multiplication:
+\[ \frac{1}{2} \times 26 = 13 \]
+
+Now, we subtract 10 from 13:
+\[ 13 - 10 = 3 \]
+
+Therefore, Geb''s age is \(\boxed{3}\).','3',1,'equivalent',263,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,2,'To solve the problem, we need to follow these steps:
+
+1. Determine Haley''s age.
+2. Use Haley''s age to find Geb''s age, which is 10 less than half of Haley''s age.
+
+Let''s break it down step-by-step:
+
+1. Haley''s age is given as 26 years old.
+2. Geb''s age is 10 less than half of Haley''s age. So, Geb''s age can be calculated as:
+\[ \text{Geb''s age} = \frac{26}{2} - 10 \]
+
+We can write a Python program to calculate this. Let''s do that.
+```python
+# Given age of Haley
+haley_age = 26
+
+# Calculate Geb''s age
+geb_age = (haley_age / 2) - 10
+
+print(geb_age)
+```
+```output
+3.0
+```
+The calculation shows that Geb is 3 years old. Therefore, the final answer is \(\boxed{3}\).','3',1,'equivalent',204,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(88,3,'To solve this problem, we can break it down step-by-step:
+
+1. Let''s denote Haley''s age as \( H \). According to the problem, \( H = 26 \).
+2. Geb''s age is 10 less than half of Haley''s age. So, Geb''s age can be represented as \( G = \frac{H}{2} - 10 \).
+3. Since we know \( H = 26 \), we can substitute this value into the equation for Geb''s age to find \( G \).
+
+Let''s write the Python code to calculate Geb''s age.
+
+```python
+# Define Haley''s age
+H = 26
+
+# Calculate Geb''s age
+G = (H / 2) - 10
+
+# Print the result
+print(G)
+```
+```output
+3.0
+```
+The age of Geb is \(\boxed{3}\) years old.','3',1,'equivalent',185,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,0,'To determine how many face masks Johnny bought, we can follow these steps:
+
+1. Identify the number of face masks Mike bought.
+2. Calculate the number of face masks Johnny bought based on the information given.
+
+First, we know that Mike bought 5 face masks. We can write this as:
+\[ \text{Number of face masks Mike bought} = 5 \]
+
+Next, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many as Mike. We can express this relationship with the following steps:
+\[ \text{Number of face masks Johnny bought} = 3 \times \text{Number of face masks Mike bought} + 2 \]
+
+Now, substitute the number of face masks Mike bought into the equation:
+\[ \text{Number of face masks Johnny bought} = 3 \times 5 + 2 \]
+
+Calculate the product:
+\[ 3 \times 5 = 15 \]
+
+Then, add 2 to the product:
+\[ 15 + 2 = 17 \]
+
+Therefore, the number of face masks Johnny bought is:
+\[ \boxed{17} \]','17',1,'equivalent',246,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(89,1,'To solve this problem, we need to follow these steps:
+
+1. Determine how many face masks Mike bought.
+2. Use the information that Johnny bought 2 more than thrice as many face masks as Mike to calculate the number of face masks Johnny bought.
+
+Let''s start with the first step. Mike bought 5 face masks. So, we can write this as:
+\[ \text{Mike''s face masks} = 5 \]
+
+Now, let''s move to the second step. Johnny bought 2 more than thrice as many face masks as Mike. We can express this relationship with the following equation:
+\[ \text{Johnny''s face masks} = 3 \times \text{Mike''s face masks} + 2 \]
+
+Substituting the value of Mike''s face masks into the equation, we get:
+\[ \text{Johnny''s face masks} = 3 \times 5 + 2 \]
+
+Next, we perform the multiplication:
+\[ 3 \times 5 = 15 \]
+
+Then, we add 2 to the result:
+\[ 15 + 2 = 17 \]
+
+So, Johnny bought \(\boxed{17}\) face masks.','17',1,'equivalent',248,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,2,'Let''s break down the problem step by step and use Python to find the final answer.
+
+1. First, we need to determine how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many as Mike. Since Mike bought 5 face masks, we can calculate the number of face masks Johnny bought by multiplying 5 by 3 and then adding 2.
+2. Finally, we will print the number of face masks Johnny bought.
+
+Let''s write the Python code to perform these calculations.
+```python
+# Number of face masks Mike bought
+mike_face_masks = 5
+
+# Number of face masks Johnny bought
+johnny_face_masks = 3 * mike_face_masks + 2
+
+print(johnny_face_masks)
+```
+```output
+17
+```
+The number of face masks Johnny bought is \(\boxed{17}\).','17',1,'equivalent',176,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(89,3,'To determine how many face masks Johnny bought, we will follow these steps:
+
+1. Identify the number of face masks Mike bought.
+2. Calculate the number of face masks Johnny bought based on the information given.
+
+First, we know that Mike bought 5 face masks. Therefore, we can write:
+\[ \text{Number of face masks Mike bought} = 5 \]
+
+Next, we need to find out how many face masks Johnny bought. According to the problem, Johnny bought 2 more than thrice as many as Mike. First, we calculate thrice the number of face masks Mike bought:
+\[ 3 \times 5 = 15 \]
+Then, we add 2 to this result to find out how many face masks Johnny bought:
+\[ 15 + 2 = 17 \]
+
+So, the number of face masks Johnny bought is:
+\[ \boxed{17} \]','17',1,'equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631756575874638559e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',84,7.9076158432859956519e+03,7.90761295613700349342e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631803213445639605e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',89,8.37399171407599351383e+03,8.37398882719800167259e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -19620,5 +20845,20 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1123',0,84,'105',1.0,1,4,1,1070.0,984.0,308.0,0.0,3.90574948289977328394e+01,1.39397047900455249027e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1123',0,84,'105',1.0,1,6,1,1070.0,984.0,616.0,0.0,7.81149896579954656789e+01,2.48367329000303515619e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1123',0,84,'105',1.0,1,1,0,1070.0,984.0,1232.0,0.0,1.56229979315990931357e+02,4663078912000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1128',0,85,'9',0.5,1,4,1,1444.0,1299.0,298.25,0.0,77.8226548925013,1.56714656911210766607e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1128',0,85,'14',0.5,0,6,1,1444.0,1299.0,596.5,0.0,1.55645309785002609716e+02,2.62163379807473828132e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1128',0,85,'9',1.0,1,1,0,1444.0,1299.0,1193.0,0.0,3.11290619570005219437e+02,4730608256000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1131',0,86,'96',0.75,1,4,1,2822.0,2706.0,474.75,0.0,5.30834231965018261707e+01,2.09129347409627783195e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1131',0,86,'96',0.75,1,6,1,2822.0,2706.0,949.5,0.0,1.06166846393003652334e+02,3.7719393933975185547e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1131',0,86,'96',1.0,1,1,0,2822.0,2706.0,1899.0,0.0,2.12333692786007304669e+02,7133231232000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1146',0,87,'16',0.75,1,4,1,1274.0,1185.0,331.5,0.0,4.08665021832493948741e+01,1.48819377404381640627e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1146',0,87,'-16',0.75,0,6,1,1274.0,1185.0,663.0,0.0,8.17330043664987897483e+01,2.66140717736254443369e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1146',0,87,'16',1.0,1,1,0,1274.0,1185.0,1326.0,0.0,1.63466008732997579496e+02,5007833984000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1162',0,88,'3',1.0,1,4,1,1200.0,1137.0,220.0,0.0,4.07052960072505811686e+01,9.98365400093319213872e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1162',0,88,'3',1.0,1,6,1,1200.0,1137.0,440.0,0.0,8.14105920145011623372e+01,1.77447984539554614257e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1162',0,88,'3',1.0,1,1,0,1200.0,1137.0,880.0,0.0,1.62821184029002324683e+02,3326708736000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1178',0,89,'17',1.0,1,4,1,473.0,431.0,214.5,0.0,2.35343077325014746756e+01,906581443200.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1178',0,89,'17',1.0,1,6,1,473.0,431.0,429.0,0.0,4.70686154650029493513e+01,1.66471680213333325191e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1178',0,89,'17',1.0,1,1,0,473.0,431.0,858.0,0.0,94.1372309300059,3180987520000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
