@@ -9761,6 +9761,182 @@ Then, we add 2 to this result to find out how many face masks Johnny bought:
 So, the number of face masks Johnny bought is:
 \[ \boxed{17} \]','stop',188,153,120,1.46199592287382866833e+01,773033280000.0,NULL);
 INSERT INTO "chains" VALUES(89,1,0,'6e2d05b4468668737800148bfba71f24dd3e6213e502d939fac6b3dca8e65ec8',0,'The number of face masks Johnny bought is \(\boxed{17}\).','stop',17,320,311,1.6051566826034107116e+00,88854400000.0,NULL);
+INSERT INTO "chains" VALUES(90,0,0,'69560b5931a0e34571a1dcd5aff7970b74364f54c710d9d9981e68bd30379421',0,'To solve this problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has. Since a shark has three times as much blood as a whale, we can calculate the blood of a shark by multiplying the blood of a whale by 3.
+2. Calculate the total amount of blood ten sharks have by multiplying the blood of one shark by 10.
+
+Let''s break it down into a Python program to perform these calculations.
+```python
+# Given data
+blood_per_whale = 40  # gallons of blood per whale
+shark_blood_factor = 3  # shark has three times as much blood as a whale
+number_of_sharks = 10  # number of sharks swimming in the sea
+
+# Calculate the blood of one shark
+blood_per_shark = blood_per_whale * shark_blood_factor
+
+# Calculate the total blood of ten sharks
+total_blood = blood_per_shark * number_of_sharks
+print(total_blood)','stop',207,179,120,1.67040887599172549471e+01,876104384000.0,NULL);
+INSERT INTO "chains" VALUES(90,0,1,'69560b5931a0e34571a1dcd5aff7970b74364f54c710d9d9981e68bd30379421',1,'To determine the number of gallons of blood that ten sharks swimming in the sea have, we need to follow these steps:
+
+1. Identify the amount of blood a whale has. According to the problem, a whale has 40 gallons of blood.
+2. Determine the amount of blood a shark has. The problem states that a shark has three times as much blood as a whale. Therefore, we can calculate the blood of a shark as follows:
+   \[
+   \text{Blood of a shark} = 3 \times \text{Blood of a whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+3. Calculate the total amount of blood that ten sharks have by multiplying the blood of one shark by 10:
+   \[
+   \text{Total blood of ten sharks} = 10 \times \text{Blood of a shark} = 10 \times 120 = 1200 \text{ gallons}
+   \]
+
+Thus, the number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',239,179,120,1.67040887599172549471e+01,876104384000.0,NULL);
+INSERT INTO "chains" VALUES(90,0,2,'69560b5931a0e34571a1dcd5aff7970b74364f54c710d9d9981e68bd30379421',2,'To solve the problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have by multiplying the amount of blood one shark has by ten.
+
+Let''s break this down step by step and use Python to ensure the result is accurate.
+
+1. Each whale has 40 gallons of blood.
+2. Each shark has three times as much blood as a whale, so each shark has \(3 \times 40 = 120\) gallons of blood.
+3. Ten sharks have a total of \(10 \times 120 = 1200\) gallons of blood.
+
+Let''s implement this in Python to confirm the result.
+```python
+# Given data
+blood_per_whale = 40
+shark_blood_multiplier = 3
+number_of_sharks = 10
+
+# Calculate blood per shark
+blood_per_shark = blood_per_whale * shark_blood_multiplier
+
+# Calculate total blood for ten sharks
+total_blood = blood_per_shark * number_of_sharks
+print(total_blood)','stop',234,179,120,1.67040887599172549471e+01,876104384000.0,NULL);
+INSERT INTO "chains" VALUES(90,0,3,'69560b5931a0e34571a1dcd5aff7970b74364f54c710d9d9981e68bd30379421',3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of gallons of blood a shark has.
+2. Calculate the total number of gallons of blood that ten sharks have.
+
+First, we know that a whale has 40 gallons of blood. Since a shark has three times as much blood as a whale, we can calculate the blood of a shark as follows:
+\[ \text{Blood of a shark} = 3 \times 40 \]
+
+Next, we need to find out how much blood ten sharks have. We do this by multiplying the blood of a single shark by 10:
+\[ \text{Total blood of ten sharks} = 10 \times (3 \times 40) \]
+
+Let''s calculate this using Python code.
+```python
+# Define the blood of a whale and the number of sharks
+blood_of_whale = 40
+num_sharks = 10
+
+# Calculate the blood of a shark
+blood_of_shark = 3 * blood_of_whale
+
+# Calculate the total blood of ten sharks
+total_blood_of_sharks = num_sharks * blood_of_shark
+print(total_blood_of_sharks)','stop',251,179,120,1.67040887599172549471e+01,876104384000.0,NULL);
+INSERT INTO "chains" VALUES(90,1,0,'7893fb9598954da40c0a86d1adfc6d84b0d2ac65239f062566877786703c2a77',0,'The total amount of blood that ten sharks swimming in the sea have is \(\boxed{1200}\) gallons.','stop',27,396,385,2.32288077824705396778e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(90,2,0,'850186fe20c6557154ac256c8775098e87074c6f30424c5c4a8bf5f0afbfefdc',0,'The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',27,423,412,2.36093712124056764878e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(90,3,0,'11a53e11ebd08a5a69fdc861aad957ac955724a24c475e013f3faccc9679b3f5',0,'The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','stop',27,440,429,2.44916898425799445249e+00,131504512000.0,NULL);
+INSERT INTO "chains" VALUES(91,0,0,'7e3c3193be0b9295a00c608e8a9182187557f85032adc86ce3b99a9505a5e6dc',0,'To solve this problem, we need to break it down step by step and use Python code to ensure the calculations are accurate.
+
+1. Determine the height of the second floor.
+2. Determine the height of the roof from the second floor''s floor.
+
+Let''s start with the first step. Since the second floor is 7 times as high as Mattison, the height of the second floor is \(7 \times 60\) inches. Then, the height of the roof from the second floor''s floor is thrice as high as Mattison, so the height of the roof from the second floor''s floor is \(3 \times 60\) inches. Let''s write the Python code to calculate this.
+```python
+# Step 1: Calculate the height of the second floor
+matison_height = 60
+second_floor_height = 7 * matison_height
+
+# Step 2: Calculate the height of the roof from the second floor''s floor
+roof_height_second_floor = 3 * matison_height
+
+print(roof_height_second_floor)','stop',218,180,120,1.99285163143962122944e+01,1043150656000.0,NULL);
+INSERT INTO "chains" VALUES(91,0,1,'7e3c3193be0b9295a00c608e8a9182187557f85032adc86ce3b99a9505a5e6dc',1,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. **Calculate the height of the two-story house:**
+   Mattison''s height is 60 inches. His house is 7 times as high as he is.
+   \[
+   \text{Height of the house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. **Calculate the height of the floor to the ceiling on the first floor:**
+   The floor to the ceiling on the first floor is thrice as high as Mattison''s height.
+   \[
+   \text{Height of the first floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. **Determine the height of the roof from the second floor''s floor:**
+   Since the house is 420 inches tall and the first floor is 180 inches tall, the height of the roof from the second floor''s floor is the height of the house minus the height of the first floor.
+   \[
+   \text{Height of the roof} = 420 - 180 = 240 \text{ inches}
+   \]
+
+Thus, the height of the roof from the second floor''s floor is \(\boxed{240}\) inches.','stop',290,180,120,1.99285163143962122944e+01,1043150656000.0,NULL);
+INSERT INTO "chains" VALUES(91,0,2,'7e3c3193be0b9295a00c608e8a9182187557f85032adc86ce3b99a9505a5e6dc',2,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the first floor.
+2. Calculate the height of the second floor.
+3. Determine the height of the roof from the second floor''s floor.
+
+**Step 1: Calculate the height of the first floor.**
+
+Mattison is 60 inches tall. The first floor is 7 times as high as he is. Therefore, the height of the first floor is:
+\[ 7 \times 60 = 420 \text{ inches} \]
+
+**Step 2: Calculate the height of the second floor.**
+
+The second floor is 7 times as high as the first floor. Therefore, the height of the second floor is:
+\[ 7 \times 420 = 2940 \text{ inches} \]
+
+**Step 3: Determine the height of the roof from the second floor''s floor.**
+
+The floor to the ceiling on the first floor is thrice as high as Mattison. Therefore, the height of the floor to the ceiling on the first floor is:
+\[ 3 \times 60 = 180 \text{ inches} \]
+
+The roof from the second floor''s floor is the height of the second floor minus the height of the floor to the ceiling on the first floor. Therefore, the height of the roof from the second floor''s floor is:
+\[ 2940 - 180 = 2760 \text{ inches} \]
+
+The final answer is:
+\[
+\boxed{2760}
+\]','stop',341,180,120,1.99285163143962122944e+01,1043150656000.0,NULL);
+INSERT INTO "chains" VALUES(91,0,3,'7e3c3193be0b9295a00c608e8a9182187557f85032adc86ce3b99a9505a5e6dc',3,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of Mattison''s house.
+2. Calculate the height of the floor to the ceiling on the first floor.
+3. Determine the height of the roof from the second floor''s floor.
+
+Let''s break it down:
+
+1. Mattison''s height is 60 inches. His house is 7 times as high as he is.
+2. The floor to the ceiling on the first floor is thrice as high as Mattison''s height.
+3. The height of the roof from the second floor''s floor is the height of the house minus the height of the floor to the ceiling on the first floor.
+
+Now let''s write the Python code to calculate this:
+
+```python
+# Define Mattison''s height in inches
+height_mattison = 60
+
+# Calculate the height of Mattison''s house
+height_house = 7 * height_mattison
+
+# Calculate the height of the floor to the ceiling on the first floor
+height_first_floor = 3 * height_mattison
+
+# Calculate the height of the roof from the second floor''s floor
+height_roof_second_floor = height_house - height_first_floor
+
+# Print the result
+print(height_roof_second_floor)','stop',269,180,120,1.99285163143962122944e+01,1043150656000.0,NULL);
+INSERT INTO "chains" VALUES(91,1,0,'36abf43d453e6f9dfebd068f0d629b6d9d69843f7eb0120189fda1d4ad04c054',0,'The height of the roof from the second floor''s floor is \(\boxed{180}\) inches.','stop',24,407,397,2.18458239465932502199e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(91,2,0,'99ea810934695ccb254a69c85d5fad95f11c2b8aca425c3e4d6a2bc480606139',0,'The height of the roof from the second floor''s floor is \(\boxed{240}\) inches.','stop',24,458,448,2.15471269266951503951e+00,117287808000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -9861,6 +10037,8 @@ INSERT INTO "jobs" VALUES(86,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(87,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1146',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','16','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1040789220, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 120, "completion_tokens": 1298, "calls": 1, "seconds": 95.5327441162081, "flops": 4837233536000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0102, "call_seconds": 0.0141, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0078, "call_seconds": 0.011, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1508051974, 1508075731], "usage": {"prompt_tokens": 1087, "cached_prompt_tokens": 1065, "completion_tokens": 28, "calls": 2, "seconds": 2.8917726755656377, "flops": 170600448000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"16": 3, "-16": 1}, "tie_broken_by_rng": false, "winner": "16"}]',1274,1185,1326,5,0,0,5007833984000.0,0.0,1.63466008732997579496e+02,9.84496145167698841725e+01,1.79631793798602533342e+09);
 INSERT INTO "jobs" VALUES(88,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1162',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','3','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 499204844, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 824, "calls": 1, "seconds": 56.97680778370695, "flops": 3031712128000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.019, "call_seconds": 0.0199, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0145, "call_seconds": 0.0187, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0133, "call_seconds": 0.0141, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [145654011, 145669849, 145677768], "usage": {"prompt_tokens": 1047, "cached_prompt_tokens": 1017, "completion_tokens": 56, "calls": 3, "seconds": 4.91089452742696, "flops": 294996608000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"3": 4}, "tie_broken_by_rng": false, "winner": "3"}]',1200,1137,880,7,0,0,3326708736000.0,0.0,1.62821184029002324683e+02,6.19403991851207749155e+01,1.79631794092939782144e+09);
 INSERT INTO "jobs" VALUES(89,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1178',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','17','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 580860470, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 841, "calls": 1, "seconds": 58.47983691495315, "flops": 3092133120000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0159, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [98443199], "usage": {"prompt_tokens": 320, "cached_prompt_tokens": 311, "completion_tokens": 17, "calls": 1, "seconds": 1.6051566826034107, "flops": 88854400000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"17": 4}, "tie_broken_by_rng": false, "winner": "17"}]',473,431,858,3,0,0,3180987520000.0,0.0,94.1372309300059,6.01008574115548483991e+01,1.79631803213405966766e+09);
+INSERT INTO "jobs" VALUES(90,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1194',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','1200','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 235751050, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 931, "calls": 1, "seconds": 66.81635503966902, "flops": 3504417536000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0282, "call_seconds": 0.0344, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0127, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0276, "call_seconds": 0.0287, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [1002590236, 1002606074, 1002613993], "usage": {"prompt_tokens": 1259, "cached_prompt_tokens": 1226, "completion_tokens": 81, "calls": 3, "seconds": 7.132986883745616, "flops": 394513536000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"1200": 4}, "tie_broken_by_rng": false, "winner": "1200"}]',1438,1346,1012,7,0,0,3898931072000.0,0.0,2.10474606693009263841e+02,7.40251312364067644029e+01,1.79631815140807628633e+09);
+INSERT INTO "jobs" VALUES(91,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1203',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 500683243, "usage": {"prompt_tokens": 180, "cached_prompt_tokens": 120, "completion_tokens": 1118, "calls": 1, "seconds": 79.71406525758485, "flops": 4172602624000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0183, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1080340072, 1080363829], "usage": {"prompt_tokens": 865, "cached_prompt_tokens": 845, "completion_tokens": 48, "calls": 2, "seconds": 4.33929508732884, "flops": 234575616000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"180": 1, "240": 2, "2760": 1}, "tie_broken_by_rng": false, "winner": "240"}]',1045,965,1166,5,0,0,4407178240000.0,0.0,1.36489750209002522749e+02,8.40904788349132559233e+01,1.79631816863261175153e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -20578,10 +20756,206 @@ Then, we add 2 to this result to find out how many face masks Johnny bought:
 
 So, the number of face masks Johnny bought is:
 \[ \boxed{17} \]','17',1,'equivalent',188,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,0,'To solve this problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has. Since a shark has three times as much blood as a whale, we can calculate the blood of a shark by multiplying the blood of a whale by 3.
+2. Calculate the total amount of blood ten sharks have by multiplying the blood of one shark by 10.
+
+Let''s break it down into a Python program to perform these calculations.
+```python
+# Given data
+blood_per_whale = 40  # gallons of blood per whale
+shark_blood_factor = 3  # shark has three times as much blood as a whale
+number_of_sharks = 10  # number of sharks swimming in the sea
+
+# Calculate the blood of one shark
+blood_per_shark = blood_per_whale * shark_blood_factor
+
+# Calculate the total blood of ten sharks
+total_blood = blood_per_shark * number_of_sharks
+print(total_blood)
+```
+```output
+1200
+```
+The total amount of blood that ten sharks swimming in the sea have is \(\boxed{1200}\) gallons.','1200',1,'equivalent',234,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(90,1,'To determine the number of gallons of blood that ten sharks swimming in the sea have, we need to follow these steps:
+
+1. Identify the amount of blood a whale has. According to the problem, a whale has 40 gallons of blood.
+2. Determine the amount of blood a shark has. The problem states that a shark has three times as much blood as a whale. Therefore, we can calculate the blood of a shark as follows:
+   \[
+   \text{Blood of a shark} = 3 \times \text{Blood of a whale} = 3 \times 40 = 120 \text{ gallons}
+   \]
+3. Calculate the total amount of blood that ten sharks have by multiplying the blood of one shark by 10:
+   \[
+   \text{Total blood of ten sharks} = 10 \times \text{Blood of a shark} = 10 \times 120 = 1200 \text{ gallons}
+   \]
+
+Thus, the number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',239,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,2,'To solve the problem, we need to follow these steps:
+
+1. Determine the amount of blood a shark has.
+2. Calculate the total amount of blood ten sharks have by multiplying the amount of blood one shark has by ten.
+
+Let''s break this down step by step and use Python to ensure the result is accurate.
+
+1. Each whale has 40 gallons of blood.
+2. Each shark has three times as much blood as a whale, so each shark has \(3 \times 40 = 120\) gallons of blood.
+3. Ten sharks have a total of \(10 \times 120 = 1200\) gallons of blood.
+
+Let''s implement this in Python to confirm the result.
+```python
+# Given data
+blood_per_whale = 40
+shark_blood_multiplier = 3
+number_of_sharks = 10
+
+# Calculate blood per shark
+blood_per_shark = blood_per_whale * shark_blood_multiplier
+
+# Calculate total blood for ten sharks
+total_blood = blood_per_shark * number_of_sharks
+print(total_blood)
+```
+```output
+1200
+```
+The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',261,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(90,3,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of gallons of blood a shark has.
+2. Calculate the total number of gallons of blood that ten sharks have.
+
+First, we know that a whale has 40 gallons of blood. Since a shark has three times as much blood as a whale, we can calculate the blood of a shark as follows:
+\[ \text{Blood of a shark} = 3 \times 40 \]
+
+Next, we need to find out how much blood ten sharks have. We do this by multiplying the blood of a single shark by 10:
+\[ \text{Total blood of ten sharks} = 10 \times (3 \times 40) \]
+
+Let''s calculate this using Python code.
+```python
+# Define the blood of a whale and the number of sharks
+blood_of_whale = 40
+num_sharks = 10
+
+# Calculate the blood of a shark
+blood_of_shark = 3 * blood_of_whale
+
+# Calculate the total blood of ten sharks
+total_blood_of_sharks = num_sharks * blood_of_shark
+print(total_blood_of_sharks)
+```
+```output
+1200
+```
+The total number of gallons of blood that ten sharks swimming in the sea have is \(\boxed{1200}\).','1200',1,'equivalent',278,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,0,'To solve this problem, we need to break it down step by step and use Python code to ensure the calculations are accurate.
+
+1. Determine the height of the second floor.
+2. Determine the height of the roof from the second floor''s floor.
+
+Let''s start with the first step. Since the second floor is 7 times as high as Mattison, the height of the second floor is \(7 \times 60\) inches. Then, the height of the roof from the second floor''s floor is thrice as high as Mattison, so the height of the roof from the second floor''s floor is \(3 \times 60\) inches. Let''s write the Python code to calculate this.
+```python
+# Step 1: Calculate the height of the second floor
+matison_height = 60
+second_floor_height = 7 * matison_height
+
+# Step 2: Calculate the height of the roof from the second floor''s floor
+roof_height_second_floor = 3 * matison_height
+
+print(roof_height_second_floor)
+```
+```output
+180
+```
+The height of the roof from the second floor''s floor is \(\boxed{180}\) inches.','180',0,'not_equivalent',242,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,1,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. **Calculate the height of the two-story house:**
+   Mattison''s height is 60 inches. His house is 7 times as high as he is.
+   \[
+   \text{Height of the house} = 7 \times 60 = 420 \text{ inches}
+   \]
+
+2. **Calculate the height of the floor to the ceiling on the first floor:**
+   The floor to the ceiling on the first floor is thrice as high as Mattison''s height.
+   \[
+   \text{Height of the first floor} = 3 \times 60 = 180 \text{ inches}
+   \]
+
+3. **Determine the height of the roof from the second floor''s floor:**
+   Since the house is 420 inches tall and the first floor is 180 inches tall, the height of the roof from the second floor''s floor is the height of the house minus the height of the first floor.
+   \[
+   \text{Height of the roof} = 420 - 180 = 240 \text{ inches}
+   \]
+
+Thus, the height of the roof from the second floor''s floor is \(\boxed{240}\) inches.','240',1,'equivalent',290,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(91,2,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of the first floor.
+2. Calculate the height of the second floor.
+3. Determine the height of the roof from the second floor''s floor.
+
+**Step 1: Calculate the height of the first floor.**
+
+Mattison is 60 inches tall. The first floor is 7 times as high as he is. Therefore, the height of the first floor is:
+\[ 7 \times 60 = 420 \text{ inches} \]
+
+**Step 2: Calculate the height of the second floor.**
+
+The second floor is 7 times as high as the first floor. Therefore, the height of the second floor is:
+\[ 7 \times 420 = 2940 \text{ inches} \]
+
+**Step 3: Determine the height of the roof from the second floor''s floor.**
+
+The floor to the ceiling on the first floor is thrice as high as Mattison. Therefore, the height of the floor to the ceiling on the first floor is:
+\[ 3 \times 60 = 180 \text{ inches} \]
+
+The roof from the second floor''s floor is the height of the second floor minus the height of the floor to the ceiling on the first floor. Therefore, the height of the roof from the second floor''s floor is:
+\[ 2940 - 180 = 2760 \text{ inches} \]
+
+The final answer is:
+\[
+\boxed{2760}
+\]','2760',0,'not_equivalent',341,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(91,3,'To determine the height of the roof from the second floor''s floor, we need to follow these steps:
+
+1. Calculate the height of Mattison''s house.
+2. Calculate the height of the floor to the ceiling on the first floor.
+3. Determine the height of the roof from the second floor''s floor.
+
+Let''s break it down:
+
+1. Mattison''s height is 60 inches. His house is 7 times as high as he is.
+2. The floor to the ceiling on the first floor is thrice as high as Mattison''s height.
+3. The height of the roof from the second floor''s floor is the height of the house minus the height of the floor to the ceiling on the first floor.
+
+Now let''s write the Python code to calculate this:
+
+```python
+# Define Mattison''s height in inches
+height_mattison = 60
+
+# Calculate the height of Mattison''s house
+height_house = 7 * height_mattison
+
+# Calculate the height of the floor to the ceiling on the first floor
+height_first_floor = 3 * height_mattison
+
+# Calculate the height of the roof from the second floor''s floor
+height_roof_second_floor = height_house - height_first_floor
+
+# Print the result
+print(height_roof_second_floor)
+```
+```output
+240
+```
+The height of the roof from the second floor''s floor is \(\boxed{240}\) inches.','240',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631803213445639605e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',89,8.37399171407599351383e+03,8.37398882719800167259e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631816863310027126e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',91,8.51049027138399833379e+03,8510.487384255);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -20860,5 +21234,11 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1178',0,89,'17',1.0,1,4,1,473.0,431.0,214.5,0.0,2.35343077325014746756e+01,906581443200.0);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1178',0,89,'17',1.0,1,6,1,473.0,431.0,429.0,0.0,4.70686154650029493513e+01,1.66471680213333325191e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1178',0,89,'17',1.0,1,1,0,473.0,431.0,858.0,0.0,94.1372309300059,3180987520000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1194',0,90,'1200',1.0,1,4,1,1438.0,1346.0,253.0,0.0,5.2618651673252315958e+01,1218415960000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1194',0,90,'1200',1.0,1,6,1,1438.0,1346.0,506.0,0.0,1.0523730334650463192e+02,2.11192099733333325198e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1194',0,90,'1200',1.0,1,1,0,1438.0,1346.0,1012.0,0.0,2.10474606693009263841e+02,3898931072000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1203',0,91,'180',0.5,0,4,1,1045.0,965.0,291.5,0.0,3.41224375522506306879e+01,1.31401823126805761721e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1203',0,91,'180',0.5,0,6,1,1045.0,965.0,583.0,0.0,6.82448751045012613758e+01,2.34507156751203857413e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1203',0,91,'240',1.0,1,1,0,1045.0,965.0,1166.0,0.0,1.36489750209002522749e+02,4407178240000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
