@@ -9937,6 +9937,762 @@ height_roof_second_floor = height_house - height_first_floor
 print(height_roof_second_floor)','stop',269,180,120,1.99285163143962122944e+01,1043150656000.0,NULL);
 INSERT INTO "chains" VALUES(91,1,0,'36abf43d453e6f9dfebd068f0d629b6d9d69843f7eb0120189fda1d4ad04c054',0,'The height of the roof from the second floor''s floor is \(\boxed{180}\) inches.','stop',24,407,397,2.18458239465932502199e+00,117287808000.0,NULL);
 INSERT INTO "chains" VALUES(91,2,0,'99ea810934695ccb254a69c85d5fad95f11c2b8aca425c3e4d6a2bc480606139',0,'The height of the roof from the second floor''s floor is \(\boxed{240}\) inches.','stop',24,458,448,2.15471269266951503951e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(92,0,0,'21018cffd9ca8ef568b698c13a529abd8bd6e848ac90e354040be0887ffdd504',0,'To determine how many pomelos Eve gave away, we can follow these steps:
+
+1. Calculate the number of pomelos Eve has left after giving some away.
+2. Determine how many pomelos Eve gave away by subtracting the number of pomelos she has left from the original number of pomelos.
+
+First, let''s find out how many pomelos Eve has left after giving some away. Eve is left with \(\frac{1}{4}\) of the original 20 pomelos. We can calculate this as follows:
+\[
+\text{Pomelos left} = \frac{1}{4} \times 20 = 5
+\]
+
+Next, we need to find out how many pomelos Eve gave away. We do this by subtracting the number of pomelos she has left from the original number of pomelos:
+\[
+\text{Pomelos given away} = 20 - 5 = 15
+\]
+
+Therefore, the number of pomelos Eve gave away is \(\boxed{15}\).','stop',232,173,120,2.00189560749628761007e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(92,0,1,'21018cffd9ca8ef568b698c13a529abd8bd6e848ac90e354040be0887ffdd504',1,'To solve this problem, we can break it down into a few steps:
+
+1. Determine how many pomelos Eve has after giving some away.
+2. Calculate the number of pomelos Eve gave away by subtracting the remaining amount from the original amount.
+
+Let''s go through these steps in detail and implement the solution in Python.
+
+1. Eve originally had 20 pomelos.
+2. After giving some away, she is left with \( \frac{1}{4} \) of the original amount. So, the remaining amount is \( \frac{1}{4} \times 20 \).
+3. The number of pomelos Eve gave away is the original amount minus the remaining amount.
+
+Let''s implement this in Python to find the solution.
+```python
+# Original number of pomelos
+original_pomelos = 20
+
+# Remaining number of pomelos after giving some away
+remaining_pomelos = original_pomelos / 4
+
+# Number of pomelos given away
+pomelos_given_away = original_pomelos - remaining_pomelos
+
+# Since we need the result as an integer, we will round the final answer
+pomelos_given_away = round(pomelos_given_away)
+
+print(pomelos_given_away)','stop',280,173,120,2.00189560749628761007e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(92,0,2,'21018cffd9ca8ef568b698c13a529abd8bd6e848ac90e354040be0887ffdd504',2,'To solve this problem, we need to follow these steps:
+
+1. Determine how many pomelos Eve has left after giving some to her friend.
+2. Calculate the number of pomelos Eve gave away by subtracting the remaining number of pomelos from the original number of pomelos.
+
+Let''s break it down:
+
+1. Eve originally had 20 pomelos.
+2. After giving some to her friend, she is left with \( \frac{1}{4} \) of the original number of pomelos.
+3. The number of pomelos left after giving some away is \( \frac{1}{4} \times 20 = 5 \).
+4. The number of pomelos Eve gave away is \( 20 - 5 = 15 \).
+
+Now, let''s verify this with Python code.
+
+```python
+# Original number of pomelos
+original_pomelos = 20
+
+# Number of pomelos left after giving some away
+remaining_pomelos = original_pomelos / 4
+
+# Number of pomelos given away
+pomelos_given_away = original_pomelos - remaining_pomelos
+
+print(pomelos_given_away)','stop',266,173,120,2.00189560749628761007e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(92,0,3,'21018cffd9ca8ef568b698c13a529abd8bd6e848ac90e354040be0887ffdd504',3,'To determine how many pomelos Eve gave away, we can follow these steps:
+
+1. Calculate how many pomelos Eve has left after giving some away.
+2. Determine how many pomelos Eve gave away by subtracting the number of pomelos left from the original number of pomelos.
+
+Let''s start with the first step. Eve originally had 20 pomelos. After giving some away, she is left with \(\frac{1}{4}\) of her original number of pomelos. Therefore, the number of pomelos left is:
+\[
+\frac{1}{4} \times 20 = 5
+\]
+
+Next, we move to the second step. To find out how many pomelos Eve gave away, we subtract the number of pomelos left from the original number of pomelos:
+\[
+20 - 5 = 15
+\]
+
+So, the number of pomelos Eve gave away is \(\boxed{15}\).','stop',213,173,120,2.00189560749628761007e+01,924085760000.0,NULL);
+INSERT INTO "chains" VALUES(92,1,0,'77793b15acf33af7a4196087e1ca0f2ed947031ab76673cb43552379303a780e',0,'The number of pomelos Eve gave away is \(\boxed{15}\).','stop',19,461,452,1.91573059674919932149e+00,95962752000.0,NULL);
+INSERT INTO "chains" VALUES(92,2,0,'752c7cc9272a812ba7d42246ca51ff9cba741cdb421b1235e7f6aba8ff0a96f6',0,'The number of pomelos Eve gave away is \(\boxed{15}\).','stop',19,449,438,2.01735823576382244937e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(93,0,0,'2cb804d1d0d690e2849711157b5023cd92183e509e95a756dee1bd2126b42ff8',0,'To determine how much of his secret seasoning Aiden will need, we need to follow these steps:
+
+1. **Calculate the number of pounds of ground beef needed:**
+   Aiden wants to make 80 meatballs, and each meatball is made from 16 pounds of ground beef. Therefore, the total amount of ground beef needed is:
+   \[
+   80 \text{ meatballs} \times 16 \text{ pounds of ground beef per meatball} = 1280 \text{ pounds of ground beef}
+   \]
+
+2. **Determine the amount of secret seasoning needed:**
+   Aiden adds 2 tablespoons of his secret seasoning for every pound of ground beef. Therefore, the total amount of secret seasoning needed is:
+   \[
+   1280 \text{ pounds of ground beef} \times 2 \text{ tablespoons of seasoning per pound} = 2560 \text{ tablespoons of seasoning}
+   \]
+
+So, the amount of secret seasoning Aiden will need is \(\boxed{2560}\).','stop',229,198,120,2.12667228690188352406e+01,1014717248000.0,NULL);
+INSERT INTO "chains" VALUES(93,0,1,'2cb804d1d0d690e2849711157b5023cd92183e509e95a756dee1bd2126b42ff8',1,'To determine how much of his secret seasoning Aiden will need, we need to follow these steps:
+
+1. Calculate the total amount of meat Aiden will use.
+2. Determine how much seasoning is needed based on the total amount of meat used.
+
+**Step 1: Calculate the total amount of meat Aiden will use.**
+
+Aiden wants to make 80 meatballs. Since he gets 16 meatballs from each pound of meat, the total amount of meat he will use is:
+\[
+\text{Total meat} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+\]
+
+**Step 2: Determine how much seasoning is needed based on the total amount of meat used.**
+
+Aiden adds 2 tablespoons of his secret seasoning for every pound of ground beef. Therefore, the total amount of seasoning needed is:
+\[
+\text{Total seasoning} = 5 \text{ pounds} \times 2 \text{ tablespoons per pound} = 10 \text{ tablespoons}
+\]
+
+The final answer is:
+\[
+\boxed{10}
+\]','stop',245,198,120,2.12667228690188352406e+01,1014717248000.0,NULL);
+INSERT INTO "chains" VALUES(93,0,2,'2cb804d1d0d690e2849711157b5023cd92183e509e95a756dee1bd2126b42ff8',2,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of pounds of ground beef needed to make 80 meatballs.
+2. Calculate the total amount of seasoning needed based on the number of pounds of ground beef.
+
+Let''s break it down step by step:
+
+1. **Determine the number of pounds of ground beef needed:**
+   - Aiden makes 80 meatballs from each pound of ground beef.
+   - He wants to make 80 meatballs.
+   - Therefore, the number of pounds of ground beef needed is \( \frac{80}{80} = 1 \) pound.
+
+2. **Calculate the total amount of seasoning needed:**
+   - Aiden adds 2 tablespoons of seasoning for every pound of ground beef.
+   - If he uses 1 pound of ground beef, the total amount of seasoning needed is \( 1 \times 2 = 2 \) tablespoons.
+
+So, Aiden will need 2 tablespoons of his secret seasoning. Let''s confirm this with Python code.
+```python
+# Given data
+meatballs_per_pound = 80
+meatballs_needed = 80
+seasoning_per_pound = 2
+
+# Calculate the pounds of ground beef needed
+pounds_of_ground_beef_needed = meatballs_needed / meatballs_per_pound
+
+# Calculate the total amount of seasoning needed
+total_seasoning_needed = pounds_of_ground_beef_needed * seasoning_per_pound
+print(total_seasoning_needed)','stop',314,198,120,2.12667228690188352406e+01,1014717248000.0,NULL);
+INSERT INTO "chains" VALUES(93,0,3,'2cb804d1d0d690e2849711157b5023cd92183e509e95a756dee1bd2126b42ff8',3,'To solve this problem, we need to determine how much of the secret seasoning Aiden will need to make 80 meatballs. We can break down the problem into the following steps:
+
+1. Calculate the total amount of ground beef required to make 80 meatballs.
+2. Determine the amount of secret seasoning needed based on the amount of ground beef required.
+
+Here''s the step-by-step reasoning:
+
+1. Aiden makes 16 meatballs per pound of ground beef. So, to make 80 meatballs, he will need \(\frac{80}{16} = 5\) pounds of ground beef.
+2. Aiden adds two tablespoons of secret seasoning for every pound of ground beef. So, for 5 pounds of ground beef, he will need \(5 \times 2 = 10\) tablespoons of secret seasoning.
+
+Now, let''s implement this in Python code to confirm our calculations.
+```python
+# Constants
+meatballs_per_pound = 16
+meatballs_needed = 80
+seasoning_per_pound = 2
+
+# Calculate the total amount of ground beef required
+total_ground_beef = meatballs_needed / meatballs_per_pound
+
+# Calculate the amount of secret seasoning needed
+total_seasoning = total_ground_beef * seasoning_per_pound
+
+print(total_seasoning)','stop',280,198,120,2.12667228690188352406e+01,1014717248000.0,NULL);
+INSERT INTO "chains" VALUES(93,1,0,'3dfb23826e26663ccec9832ee70b41b3fe77f3653933bcb0e636ddcf4e4167a8',0,'The total amount of seasoning Aiden will need is \(\boxed{2}\) tablespoons.','stop',20,521,511,2.01018932625083834864e+00,103071104000.0,NULL);
+INSERT INTO "chains" VALUES(93,2,0,'eaea0c68097ce08cf3f202358a397bec8cc81d1168abe598a5f78e20733ab6f2',0,'The total amount of secret seasoning Aiden will need to make 80 meatballs is \(\boxed{10}\) tablespoons.','stop',29,488,477,2.99536529621764202602e+00,138612864000.0,NULL);
+INSERT INTO "chains" VALUES(94,0,0,'981ff43c085ee2d31bc8661c2606433e9f1e856e86de637edce1a8572011e8cd',0,'To determine the total time it takes John to solve the Rubik''s cube, we need to sum the time it takes to solve each of the six sides. Here is the step-by-step reasoning:
+
+1. The first side takes 5 minutes.
+2. The second side takes twice as long as the first side, which is \(2 \times 5 = 10\) minutes.
+3. The third side takes twice as long as the first side, which is \(2 \times 5 = 10\) minutes.
+4. The fourth side takes half as long as the first side, which is \(\frac{5}{2} = 2.5\) minutes.
+5. The fifth side takes half as long as the first side, which is \(\frac{5}{2} = 2.5\) minutes.
+6. The sixth side takes 5 minutes.
+
+The total time is the sum of the times for all six sides. Let''s write the Python code to calculate this.
+```python
+# Time to solve each side of the Rubik''s cube
+side1 = 5
+side2 = 2 * side1
+side3 = 2 * side1
+side4 = side1 / 2
+side5 = side1 / 2
+side6 = side1
+
+# Total time to solve the Rubik''s cube
+total_time = side1 + side2 + side3 + side4 + side5 + side6
+print(total_time)','stop',308,198,120,2.2384480301268272484e+01,1157772832000.0,NULL);
+INSERT INTO "chains" VALUES(94,0,1,'981ff43c085ee2d31bc8661c2606433e9f1e856e86de637edce1a8572011e8cd',1,'To solve this problem, we need to calculate the total time John takes to solve the Rubik''s cube. Let''s break down the time taken for each side:
+
+1. The first side takes 5 minutes.
+2. The second side takes twice as long as the first side, so it takes \(2 \times 5 = 10\) minutes.
+3. The third side takes twice as long as the first side, so it takes \(2 \times 5 = 10\) minutes.
+4. The last 2 sides each take half as long as the first side, so each of these sides takes \(\frac{5}{2} = 2.5\) minutes.
+5. The 5th side takes 5 minutes.
+
+Now, we sum up the time taken for each side to get the total time:
+
+\[ \text{Total time} = 5 + 10 + 10 + 2.5 + 2.5 + 5 \]
+
+Let''s write the Python code to calculate this total time.
+```python
+# Time taken for each side of the Rubik''s cube
+time_first_side = 5
+time_second_side = 2 * time_first_side
+time_third_side = 2 * time_first_side
+time_last_two_sides = 2 * time_first_side / 2
+time_fifth_side = 5
+
+# Total time taken to solve the Rubik''s cube
+total_time = time_first_side + time_second_side + time_third_side + time_last_two_sides + time_fifth_side
+print(total_time)','stop',329,198,120,2.2384480301268272484e+01,1157772832000.0,NULL);
+INSERT INTO "chains" VALUES(94,0,2,'981ff43c085ee2d31bc8661c2606433e9f1e856e86de637edce1a8572011e8cd',2,'To determine the total time it takes John to solve the Rubik''s cube, we need to add the time it takes for each individual side of the cube.
+
+1. **First side:** John takes 5 minutes.
+2. **Second side:** John takes twice the time of the first side. So, \(2 \times 5 = 10\) minutes.
+3. **Third side:** John takes twice the time of the second side. So, \(2 \times 10 = 20\) minutes.
+4. **Fourth side:** John takes half the time of the first side. So, \(5 / 2 = 2.5\) minutes.
+5. **Fifth side:** John takes half the time of the second side. So, \(10 / 2 = 5\) minutes.
+6. **Sixth side:** John takes half the time of the third side. So, \(20 / 2 = 10\) minutes.
+
+Now, we add the times of all six sides together:
+\[5 + 10 + 20 + 2.5 + 5 + 10 = 67.5\]
+
+Therefore, the total time it takes John to solve the Rubik''s cube is \(\boxed{67.5}\) minutes.','stop',272,198,120,2.2384480301268272484e+01,1157772832000.0,NULL);
+INSERT INTO "chains" VALUES(94,0,3,'981ff43c085ee2d31bc8661c2606433e9f1e856e86de637edce1a8572011e8cd',3,'To determine the total time it takes for John to solve the Rubik''s cube, we need to sum up the time it takes for each individual side. We know the time it takes to get to each side of the cube. Here''s the step-by-step reasoning:
+
+1. The time to get to the first side is given as 5 minutes.
+2. The time to get to the second side is twice the time to get to the first side, so it is \(5 \times 2 = 10\) minutes.
+3. The time to get to the third side is twice the time to get to the second side, so it is \(10 \times 2 = 20\) minutes.
+4. The time to get to the fourth side is half the time to get to the first side, so it is \(5 \div 2 = 2.5\) minutes.
+5. The time to get to the fifth side is half the time to get to the first side, so it is \(5 \div 2 = 2.5\) minutes.
+6. The time to get to the sixth side is the same as the time to get to the first side, so it is 5 minutes.
+
+Now, we sum up all these times:
+\[5 + 10 + 20 + 2.5 + 2.5 + 5 = 60.5\]
+
+Therefore, the total time it takes to solve the Rubik''s cube is \(\boxed{60.5}\) minutes.','stop',320,198,120,2.2384480301268272484e+01,1157772832000.0,NULL);
+INSERT INTO "chains" VALUES(94,1,0,'653eb61df877f6a1236a0fda7c16b2ff53e58470a071b9fe912760bb2dc19b42',0,'The total time it takes John to solve the Rubik''s cube is \(\boxed{35}\) minutes.','stop',25,516,505,2.49783870750009873162e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(94,2,0,'53ef30628a9691bbd4e7bc8b26a5e241004ed0f83bc1769097567f6afce53e0f',0,'The total time it takes John to solve the Rubik''s cube is \(\boxed{35}\) minutes.','stop',25,537,526,2.5085997834879285584e+00,124396160000.0,NULL);
+INSERT INTO "chains" VALUES(95,0,0,'1b9c3eeffbe3e1a7d50432d4cc2df6436197c4edbd93fa383f49bfc133bbd1d0',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Find the percentage of the total distance that has been covered.
+
+Let''s break it down:
+
+1. **Calculate the total distance traveled**: Michael travels at an average speed of 50 km/hr for 3 days. There are 24 hours in a day, so the total time traveled is \(3 \times 24 = 72\) hours. Therefore, the total distance traveled is \(50 \text{ km/hr} \times 72 \text{ hours} = 3600 \text{ km}\).
+2. **Find the percentage of the total distance covered**: The percentage of the total distance that has been covered is \(\frac{3600 \text{ km}}{6000 \text{ km}} \times 100\% = 60\%\).
+
+Now, let''s implement this in Python to verify the result.
+
+```python
+# Define the parameters
+speed_kmh = 50  # speed in km/hr
+days = 3      # number of days
+distance_alaska_texas_km = 6000  # distance between Alaska and Texas in km
+
+# Calculate the total distance traveled
+total_time_hours = days * 24  # total time in hours
+total_distance_km = speed_kmh * total_time_hours  # total distance in km
+
+# Calculate the percentage of the total distance covered
+percentage_covered = (total_distance_km / distance_alaska_texas_km) * 100
+
+# Print the result
+print(percentage_covered)','stop',353,191,120,2.10889509346907928484e+01,1080469504000.0,NULL);
+INSERT INTO "chains" VALUES(95,0,1,'1b9c3eeffbe3e1a7d50432d4cc2df6436197c4edbd93fa383f49bfc133bbd1d0',1,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine what percentage of the total distance is 6000 km.
+
+First, let''s find the total distance Michael travels in 3 days. Since he travels at an average speed of 50 km/hr, the distance he travels in one day is:
+\[ \text{Distance per day} = 50 \, \text{km/hr} \]
+
+Since he travels for 3 days, the total distance he travels in 3 days is:
+\[ \text{Total distance} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+Next, we need to find what percentage of this total distance is 6000 km. We do this by dividing 6000 km by the total distance of 150 km, and then multiplying by 100 to convert the decimal to a percentage:
+\[ \text{Percentage covered} = \left( \frac{6000 \, \text{km}}{150 \, \text{km}} \right) \times 100 = 40\% \]
+
+Therefore, the percentage of the distance Michael has covered is \(\boxed{40}\).','stop',302,191,120,2.10889509346907928484e+01,1080469504000.0,NULL);
+INSERT INTO "chains" VALUES(95,0,2,'1b9c3eeffbe3e1a7d50432d4cc2df6436197c4edbd93fa383f49bfc133bbd1d0',2,'To determine the percentage of the distance Michael has covered in 3 days, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine the percentage of the distance covered by dividing the distance traveled by the total distance and multiplying by 100.
+
+Let''s break this down in Python code:
+
+```python
+# Constants
+speed_kph = 50  # Michael''s average speed in km/hr
+days = 3       # Number of days
+distance_alaska_texas_km = 6000  # Distance between Alaska and Texas in km
+
+# Calculate the total distance traveled in 3 days
+total_distance_km = speed_kph * days
+
+# Calculate the percentage of the distance covered
+percentage_covered = (total_distance_km / distance_alaska_texas_km) * 100
+
+# Print the final answer
+print(percentage_covered)','stop',191,191,120,2.10889509346907928484e+01,1080469504000.0,NULL);
+INSERT INTO "chains" VALUES(95,0,3,'1b9c3eeffbe3e1a7d50432d4cc2df6436197c4edbd93fa383f49bfc133bbd1d0',3,'To determine what percentage of the 6000 km distance Michael has covered after 3 days of traveling at an average speed of 50 km/hr, we can follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine what percentage this total distance is of the actual distance to Alaska and Texas.
+
+Let''s break this down and implement it in Python.
+
+1. Calculate the total distance Michael travels in 3 days:
+\[ \text{Total distance} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+2. Calculate what percentage this total distance is of the actual distance to Alaska and Texas:
+\[ \text{Percentage covered} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100 \]
+
+Now let''s implement this in Python to get the result.
+```python
+# Given values
+average_speed = 50  # km/hr
+days = 3
+total_distance = average_speed * days  # total distance covered in km
+actual_distance = 6000  # actual distance to Alaska and Texas in km
+
+# Calculate the percentage covered
+percentage_covered = (total_distance / actual_distance) * 100
+print(percentage_covered)','stop',303,191,120,2.10889509346907928484e+01,1080469504000.0,NULL);
+INSERT INTO "chains" VALUES(95,1,0,'9eb0ac636637a3306555c471c2307bb5e86edcf170fda7a7096da7a11c17745a',0,'The percentage of the distance between Alaska and Texas that Michael has covered in 3 days is \(\boxed{60\%}\).','stop',29,554,543,2.87462555401240660302e+00,138612864000.0,NULL);
+INSERT INTO "chains" VALUES(95,2,0,'4142809e96b9a1108c5d8150930a68783139d22440ae226fe4f22df07b3ac554',0,'The percentage of the distance Michael has covered in 3 days is \(\boxed{2.5}\)%.','stop',24,391,381,2.37456940000508165411e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(95,3,0,'3801b931ef4e22103c13907ec71559f02c6ccbb987ef66143370efd18a05f6ec',0,'The percentage of the 6000 km distance that Michael has covered after 3 days of traveling at an average speed of 50 km/hr is \(\boxed{2.5}\)%.','stop',43,503,493,4.26646046599004602484e+00,184817152000.0,NULL);
+INSERT INTO "chains" VALUES(96,0,0,'4288d086ef95ae1a2110c9b713f24840922440d12d40ea11d713d004738c03ec',0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of minutes Tim spends answering phones each day.
+2. Convert this total time into hours.
+3. Determine how many calls he deals with in one hour.
+4. Calculate the total number of calls he deals with in a 5-day work week.
+
+Let''s break it down and implement it in Python.
+
+1. Tim spends 6 hours each day at work answering phones.
+2. It takes him 15 minutes to deal with each call. Therefore, in one hour, he deals with \( \frac{15}{60} \) calls.
+3. In one day, he deals with \( 6 \times \frac{15}{60} \) calls.
+4. In a 5-day work week, he deals with \( 5 \times 6 \times \frac{15}{60} \) calls.
+
+Let''s write the Python code to calculate this.
+```python
+# Step-by-step calculation
+
+# Constants
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate the number of calls per hour
+calls_per_hour = minutes_per_call / 60
+
+# Calculate the number of calls per day
+calls_per_day = calls_per_hour * hours_per_day
+
+# Calculate the number of calls per week
+calls_per_week = calls_per_day * days_per_week
+
+# Final answer
+print(calls_per_week)','stop',312,167,120,1.77889801790734125574e+01,1106237280000.0,NULL);
+INSERT INTO "chains" VALUES(96,0,1,'4288d086ef95ae1a2110c9b713f24840922440d12d40ea11d713d004738c03ec',1,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. **Calculate the total time Tim spends answering calls in a day:**
+   - Tim spends 6 hours each day at work answering phones.
+   - Convert hours to minutes: \(6 \text{ hours} \times 60 \text{ minutes/hour} = 360 \text{ minutes}\).
+
+2. **Determine the time it takes to deal with one call:**
+   - It takes Tim 15 minutes to deal with one call.
+
+3. **Calculate the number of calls Tim deals with in a day:**
+   - Divide the total time spent answering calls by the time it takes to deal with one call: \(\frac{360 \text{ minutes}}{15 \text{ minutes/call}} = 24 \text{ calls}\).
+
+4. **Calculate the total number of calls Tim deals with in a 5-day work week:**
+   - Multiply the number of calls per day by the number of days in the week: \(24 \text{ calls/day} \times 5 \text{ days} = 120 \text{ calls}\).
+
+Therefore, the total number of calls Tim deals with during his 5-day work week is \(\boxed{120}\).','stop',285,167,120,1.77889801790734125574e+01,1106237280000.0,NULL);
+INSERT INTO "chains" VALUES(96,0,2,'4288d086ef95ae1a2110c9b713f24840922440d12d40ea11d713d004738c03ec',2,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones in a week.
+2. Convert the total hours into minutes.
+3. Divide the total number of minutes by the time it takes him to deal with one call to find the number of calls.
+
+Let''s break it down step-by-step and implement it in Python.
+
+1. Calculate the total number of hours Tim spends answering phones in a week:
+   \[
+   \text{Total hours} = \text{hours per day} \times \text{days per week}
+   \]
+2. Convert the total hours into minutes:
+   \[
+   \text{Total minutes} = \text{Total hours} \times 60
+   \]
+3. Divide the total number of minutes by the time it takes him to deal with one call to find the number of calls:
+   \[
+   \text{Number of calls} = \frac{\text{Total minutes}}{\text{Time per call}}
+   \]
+
+Let''s implement this in Python:
+```python
+# Define the given values
+hours_per_day = 6
+days_per_week = 5
+time_per_call_minutes = 15
+
+# Calculate the total number of hours Tim spends answering phones in a week
+total_hours_per_week = hours_per_day * days_per_week
+
+# Convert the total hours into minutes
+total_minutes_per_week = total_hours_per_week * 60
+
+# Calculate the number of calls Tim deals with during his 5-day work week
+number_of_calls = total_minutes_per_week / time_per_call_minutes
+print(number_of_calls)','stop',352,167,120,1.77889801790734125574e+01,1106237280000.0,NULL);
+INSERT INTO "chains" VALUES(96,0,3,'4288d086ef95ae1a2110c9b713f24840922440d12d40ea11d713d004738c03ec',3,'To determine how many calls Tim deals with during his 5-day work week, we can break the problem down into the following steps:
+
+1. Calculate the total number of minutes Tim spends answering phones each day.
+2. Convert this total time from minutes to hours.
+3. Calculate how many calls he can handle in a single hour.
+4. Multiply the number of calls he can handle in a single hour by the number of hours he works in a week.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Define the given values
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate the total number of minutes Tim spends answering phones each day
+total_minutes_per_day = hours_per_day * minutes_per_call
+
+# Convert the total time from minutes to hours
+total_hours_per_day = total_minutes_per_day / 60
+
+# Calculate how many calls he can handle in a single hour
+calls_per_hour = 1 / minutes_per_call
+
+# Calculate the number of calls he deals with during his 5-day work week
+total_calls_per_week = calls_per_hour * days_per_week
+
+# Print the final answer
+print(total_calls_per_week)','stop',253,167,120,1.77889801790734125574e+01,1106237280000.0,NULL);
+INSERT INTO "chains" VALUES(96,1,0,'c6a159f99f58607c612cb0955c49af2e29ed04a487b31dcf3ebf6f7cfcf8da56',0,'Tim deals with \(\boxed{7.5}\) calls during his 5-day work week.','stop',22,488,478,2.02055364049738273024e+00,110179456000.0,NULL);
+INSERT INTO "chains" VALUES(96,2,0,'4d79fd80b94a8bab0177e6586abd2aef2e86e1f86e1864d6456d73cd4f2c2e0e',0,'Tim deals with \(\boxed{120}\) calls during his 5-day work week.','stop',22,530,518,2.03137164950021542608e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(96,3,0,'b67c98761816780b6e4f63d3b68bcf55dcee292006868ec0d569d52c866b9afe',0,'The output indicates that Tim deals with \(\frac{1}{3}\) of a call each hour. Therefore, during his 5-day work week, he deals with \(\frac{1}{3} \times 5 = \frac{5}{3} \approx 1.67\) calls.
+
+So, the final answer is \(\boxed{\frac{5}{3}}\).','stop',84,444,419,7.63861752184069,383851008000.0,NULL);
+INSERT INTO "chains" VALUES(97,0,0,'aff8cfb0eaa449ed2c509758ba3265e2033be9a63081da3eb1ef7024be0947d8',0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to follow these steps:
+
+1. Calculate the total time it takes for the coat of varnish to dry on 6 paintings with the old varnish.
+2. Calculate the total time it takes for the coat of varnish to dry on 6 paintings with the new varnish.
+3. Find the difference between the two total times.
+
+Let''s start with the old varnish:
+- The old varnish takes 7 minutes to dry one painting.
+- For 6 paintings, the total time is \(6 \times 7 = 42\) minutes.
+
+Next, let''s calculate the time it takes with the new varnish:
+- The new varnish takes 12 minutes to dry one painting.
+- For 6 paintings, the total time is \(6 \times 12 = 72\) minutes.
+
+Now, we find the difference between the two total times:
+- The difference is \(72 - 42 = 30\) minutes.
+
+Therefore, it will take \(\boxed{30}\) more minutes for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',276,217,120,1.93331138704779625925e+01,1186206240000.0,NULL);
+INSERT INTO "chains" VALUES(97,0,1,'aff8cfb0eaa449ed2c509758ba3265e2033be9a63081da3eb1ef7024be0947d8',1,'Let''s break down the problem step by step.
+
+1. Calculate the total time it would take to dry one painting with the old varnish.
+2. Calculate the total time it would take to dry one painting with the new varnish.
+3. Find the difference between the two times.
+
+We can use Python to perform these calculations accurately. Let''s do it step by step.
+
+1. The old varnish takes 7 minutes to dry one painting.
+2. The new varnish takes 12 minutes to dry one painting.
+3. The difference in time is \(12 - 7 = 5\) minutes.
+
+Now, let''s write the Python code to confirm this.
+```python
+# Time it takes for the coat of varnish to dry with the old varnish
+time_old_varnish = 7
+
+# Time it takes for the coat of varnish to dry with the new varnish
+time_new_varnish = 12
+
+# Calculate the difference in time
+difference = time_new_varnish - time_old_varnish
+print(difference)','stop',219,217,120,1.93331138704779625925e+01,1186206240000.0,NULL);
+INSERT INTO "chains" VALUES(97,0,2,'aff8cfb0eaa449ed2c509758ba3265e2033be9a63081da3eb1ef7024be0947d8',2,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to follow these steps:
+
+1. Calculate the total time it takes for the coat of varnish to dry on one painting with the old varnish.
+2. Calculate the total time it takes for the coat of varnish to dry on one painting with the new varnish.
+3. Find the difference between the two times.
+
+Let''s start with the old varnish. It takes 7 minutes to dry on one painting. Therefore, for 6 paintings, the total time is:
+\[ 7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes} \]
+
+Next, let''s calculate the total time it takes for the coat of varnish to dry on one painting with the new varnish. It takes 12 minutes to dry on one painting. Therefore, for 6 paintings, the total time is:
+\[ 12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes} \]
+
+Now, we find the difference between the two times:
+\[ 72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes} \]
+
+So, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','stop',327,217,120,1.93331138704779625925e+01,1186206240000.0,NULL);
+INSERT INTO "chains" VALUES(97,0,3,'aff8cfb0eaa449ed2c509758ba3265e2033be9a63081da3eb1ef7024be0947d8',3,'Let''s break down the problem step by step and then implement it in Python.
+
+1. Calculate the total time it would take to dry the coat of varnish on 6 paintings with the old varnish.
+2. Calculate the total time it would take to dry the coat of varnish on 6 paintings with the new varnish.
+3. Find the difference between the two times to determine how much longer it will take.
+
+The time it takes to dry the coat of varnish on one painting with the old varnish is 7 minutes. Therefore, the time it would take to dry 6 paintings with the old varnish is \(6 \times 7\) minutes.
+
+The time it takes to dry the coat of varnish on one painting with the new varnish is 12 minutes. Therefore, the time it would take to dry 6 paintings with the new varnish is \(6 \times 12\) minutes.
+
+The difference in time is \(6 \times 12 - 6 \times 7 = 6 \times (12 - 7) = 6 \times 5 = 30\) minutes.
+
+Let''s implement this in Python to verify our calculations.
+```python
+# Time it takes to dry the coat of varnish on one painting with the old varnish
+time_old_varnish = 7
+
+# Time it takes to dry the coat of varnish on one painting with the new varnish
+time_new_varnish = 12
+
+# Number of paintings
+num_paintings = 6
+
+# Total time it would take to dry the coat of varnish on 6 paintings with the old varnish
+total_time_old_varnish = num_paintings * time_old_varnish
+
+# Total time it would take to dry the coat of varnish on 6 paintings with the new varnish
+total_time_new_varnish = num_paintings * time_new_varnish
+
+# Difference in time
+time_difference = total_time_new_varnish - total_time_old_varnish
+print(time_difference)','stop',420,217,120,1.93331138704779625925e+01,1186206240000.0,NULL);
+INSERT INTO "chains" VALUES(97,1,0,'5ae807a1dae10b1391a084acf4dcc3b2f8ce4d8960b993622ca832c6de31be64',0,'The difference in time it would take for the coat of varnish to dry with the new varnish as compared to the old varnish is \(\boxed{5}\) minutes.','stop',38,443,435,3.68135821985682332169e+00,159937920000.0,NULL);
+INSERT INTO "chains" VALUES(97,2,0,'dfc8144b7d1ea529541ad22b59fd9b1ce60a53e16444b107a9433342480c1e7b',0,'The final answer is \(\boxed{30}\).','stop',13,645,636,1.21393521532202930401e+00,74637696000.0,NULL);
+INSERT INTO "chains" VALUES(98,0,0,'93e2a9b2d64d30349ff97cdc701352c3762cb2bc2114dd9cb678f9d64310821c',0,'To determine the total amount of dog food needed for the Kennel house in a week, we need to follow these steps:
+
+1. Calculate the daily dog food consumption for all the German Shepherds.
+2. Calculate the daily dog food consumption for all the Bulldogs.
+3. Sum the daily consumption of both types of dogs to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s start by calculating the daily consumption. We know:
+- There are 3 German Shepherds.
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 2 Bulldogs.
+- Each Bulldog consumes 3 kilograms of dog food per day.
+
+The total daily consumption can be calculated as follows:
+\[ \text{Daily consumption} = (3 \text{ German Shepherds} \times 5 \text{ kg/Shepherd/day}) + (2 \text{ Bulldogs} \times 3 \text{ kg/Bulldog/day}) \]
+
+Next, we multiply the daily consumption by 7 to get the weekly consumption:
+\[ \text{Weekly consumption} = \text{Daily consumption} \times 7 \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+num_german_shepherds = 3
+num_bulldogs = 2
+kg_per_german_shepherd = 5
+kg_per_bulldog = 3
+days_in_week = 7
+
+# Calculate daily consumption
+daily_german_shepherd_consumption = num_german_shepherds * kg_per_german_shepherd
+daily_bulldog_consumption = num_bulldogs * kg_per_bulldog
+total_daily_consumption = daily_german_shepherd_consumption + daily_bulldog_consumption
+
+# Calculate weekly consumption
+weekly_consumption = total_daily_consumption * days_in_week
+print(weekly_consumption)','stop',411,179,120,2.18430750895405232378e+01,1303494048000.0,NULL);
+INSERT INTO "chains" VALUES(98,0,1,'93e2a9b2d64d30349ff97cdc701352c3762cb2bc2114dd9cb678f9d64310821c',1,'To determine the total amount of dog food required in a week, we need to follow these steps:
+
+1. Calculate the daily dog food consumption for all the German Shepherds.
+2. Calculate the daily dog food consumption for all the Bulldogs.
+3. Sum the daily food consumption for all the dogs to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Given data
+german_shepherds = 3
+bulldogs = 2
+german_shepherd_food_per_day = 5  # in kilograms
+bulldog_food_per_day = 3  # in kilograms
+days_in_week = 7
+
+# Step 1: Calculate daily food consumption for German Shepherds
+total_food_for_german_shepherds_per_day = german_shepherds * german_shepherd_food_per_day
+
+# Step 2: Calculate daily food consumption for Bulldogs
+total_food_for_bulldogs_per_day = bulldogs * bulldog_food_per_day
+
+# Step 3: Calculate total daily food consumption for all dogs
+total_food_per_day = total_food_for_german_shepherds_per_day + total_food_for_bulldogs_per_day
+
+# Step 4: Calculate weekly food consumption
+total_food_per_week = total_food_per_day * days_in_week
+print(total_food_per_week)','stop',302,179,120,2.18430750895405232378e+01,1303494048000.0,NULL);
+INSERT INTO "chains" VALUES(98,0,2,'93e2a9b2d64d30349ff97cdc701352c3762cb2bc2114dd9cb678f9d64310821c',2,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to follow these steps:
+
+1. Calculate the daily consumption of dog food for all the dogs.
+2. Multiply the daily consumption by the number of days in a week.
+
+Let''s break this down and solve it step by step using Python code.
+
+1. Calculate the daily consumption of dog food:
+    - There are 3 German Shepherds, and each German Shepherd consumes 5 kilograms per day. So, the total consumption for German Shepherds per day is \(3 \times 5 = 15\) kilograms.
+    - There are 2 Bulldogs, and each Bulldog consumes 3 kilograms per day. So, the total consumption for Bulldogs per day is \(2 \times 3 = 6\) kilograms.
+    - The total daily consumption of dog food is \(15 + 6 = 21\) kilograms.
+
+2. Multiply the daily consumption by the number of days in a week (7 days):
+    - The total weekly consumption of dog food is \(21 \times 7 = 147\) kilograms.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the daily consumption rates
+daily_consumption_german_shepherds = 5  # kilograms per day
+daily_consumption_bulldogs = 3  # kilograms per day
+
+# Calculate the total daily consumption
+total_daily_consumption = (3 * daily_consumption_german_shepherds) + (2 * daily_consumption_bulldogs)
+
+# Calculate the total weekly consumption
+total_weekly_consumption = total_daily_consumption * 7
+
+# Print the result
+print(total_weekly_consumption)','stop',363,179,120,2.18430750895405232378e+01,1303494048000.0,NULL);
+INSERT INTO "chains" VALUES(98,0,3,'93e2a9b2d64d30349ff97cdc701352c3762cb2bc2114dd9cb678f9d64310821c',3,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to follow these steps:
+
+1. Calculate the daily dog food consumption for all the German Shepherds.
+2. Calculate the daily dog food consumption for all the Bulldogs.
+3. Sum the daily consumption of both German Shepherds and Bulldogs to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s break it down step-by-step and write the Python code to calculate the result.
+
+```python
+# Step 1: Calculate the daily dog food consumption for German Shepherds
+number_of_german_shepherds = 3
+daily_consumption_german_shepherds = 5  # in kilograms
+daily_total_german_shepherds = number_of_german_shepherds * daily_consumption_german_shepherds
+
+# Step 2: Calculate the daily dog food consumption for Bulldogs
+number_of_bulldogs = 2
+daily_consumption_bulldogs = 3  # in kilograms
+daily_total_bulldogs = number_of_bulldogs * daily_consumption_bulldogs
+
+# Step 3: Sum the daily consumption of both German Shepherds and Bulldogs
+total_daily_consumption = daily_total_german_shepherds + daily_total_bulldogs
+
+# Step 4: Multiply the total daily consumption by 7 to get the weekly consumption
+weekly_consumption = total_daily_consumption * 7
+
+# Output the result
+print(weekly_consumption)','stop',336,179,120,2.18430750895405232378e+01,1303494048000.0,NULL);
+INSERT INTO "chains" VALUES(98,1,0,'ef48555387f364d578f5b66487cf89c61b7a085720855430f20743f402387a80',0,'The total amount of dog food needed for the Kennel house in a week is \(\boxed{147}\) kilograms.','stop',28,605,444,9.33453844374841246178e+00,668185088000.0,NULL);
+INSERT INTO "chains" VALUES(98,2,0,'13e9e0fa839cb96f378f49e3896a9038b7ee763718f530c58706f5ba58f3d9f5',0,'The total amount of dog food required in a week is \(\boxed{147}\) kilograms.','stop',23,490,480,1.61677659358441205839e+00,113733632000.0,NULL);
+INSERT INTO "chains" VALUES(98,3,0,'6ccd16b0f948c5748109bc1d14147374203325415b1bc78a9dc0d4b0134b8ccd',0,'The total amount of dog food needed in a week by the Kennel house is \(\boxed{147}\) kilograms.','stop',28,553,439,5.88162971773223564042e+00,501138816000.0,NULL);
+INSERT INTO "chains" VALUES(98,4,0,'ae8a6f81a518fe7015fc6243ebbb556d3bc1886c8832fc328e22c6827eb8f19e',0,'The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','stop',24,524,514,1.6251827772425408991e+00,117287808000.0,NULL);
+INSERT INTO "chains" VALUES(99,0,0,'4795cb93bd60103fcf231cf2541cd416c980a9780abe0d5b9c24b3f1472a26f6',0,'To solve this problem, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine how long it took Anna to complete the puzzle, which is 2 hours more than half of Steve''s time.
+
+Let''s break it down and write the Python code to solve it.
+
+1. Steve''s time to complete the puzzle is given as 10 hours.
+2. Anna''s time to complete the puzzle is calculated as follows:
+   \[
+   \text{Anna''s time} = \frac{1}{2} \times \text{Steve''s time} + 2
+   \]
+
+Now let''s write the Python code to calculate this.
+```python
+# Steve''s time to complete the puzzle
+steve_time = 10
+
+# Anna''s time to complete the puzzle
+anna_time = (1/2) * steve_time + 2
+print(anna_time)','stop',192,171,120,1.16741654191280108676e+01,704615392000.0,NULL);
+INSERT INTO "chains" VALUES(99,0,1,'4795cb93bd60103fcf231cf2541cd416c980a9780abe0d5b9c24b3f1472a26f6',1,'To determine how long it took Anna to finish the puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time.
+2. Determine half of Steve''s time.
+3. Add 2 hours to half of Steve''s time to get Anna''s time.
+
+Let''s start with the first step. Steve''s time to complete the puzzle is given as 10 hours.
+
+Next, we calculate half of Steve''s time:
+\[
+\text{Half of Steve''s time} = \frac{10}{2} = 5 \text{ hours}
+\]
+
+Now, we add 2 hours to half of Steve''s time to get Anna''s time:
+\[
+\text{Anna''s time} = 5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \boxed{7} hours to finish the puzzle.','stop',177,171,120,1.16741654191280108676e+01,704615392000.0,NULL);
+INSERT INTO "chains" VALUES(99,0,2,'4795cb93bd60103fcf231cf2541cd416c980a9780abe0d5b9c24b3f1472a26f6',2,'To determine how long it took Anna to complete the puzzle, we will follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine how long Anna''s time to complete the puzzle is based on the information given.
+
+**Step 1: Calculate Steve''s time to complete the puzzle.**
+
+Steve''s time to complete the puzzle is given as 10 hours.
+
+**Step 2: Determine how long Anna''s time to complete the puzzle is.**
+
+Anna''s time to complete the puzzle is 2 hours more than half Steve''s time. First, we calculate half of Steve''s time:
+\[
+\frac{10}{2} = 5 \text{ hours}
+\]
+Next, we add 2 hours to this result to find Anna''s time:
+\[
+5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','stop',194,171,120,1.16741654191280108676e+01,704615392000.0,NULL);
+INSERT INTO "chains" VALUES(99,0,3,'4795cb93bd60103fcf231cf2541cd416c980a9780abe0d5b9c24b3f1472a26f6',3,'To find out how long it took Anna to finish the puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time.
+2. Determine how long Anna''s time was based on the information given.
+
+Let''s start with Steve''s time. Steve took 10 hours to complete the puzzle. According to the problem, Anna put together the same puzzle in 2 hours more than half Steve''s time. So, we can calculate half Steve''s time as follows:
+\[
+\text{Half Steve''s time} = \frac{10}{2} = 5 \text{ hours}
+\]
+Then, Anna''s time is 2 hours more than half Steve''s time:
+\[
+\text{Anna''s time} = 5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','stop',183,171,120,1.16741654191280108676e+01,704615392000.0,NULL);
+INSERT INTO "chains" VALUES(99,1,0,'be3dfd2f10a707a36ca2f8974eb6753cd142c54436d8ff36f6035c57d2799ff9',0,'The time it took Anna to finish the difficult puzzle is \(\boxed{7}\) hours.','stop',21,372,362,1.32111561438359781384e+00,106625280000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10039,6 +10795,14 @@ INSERT INTO "jobs" VALUES(88,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(89,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1178',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','17','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 580860470, "usage": {"prompt_tokens": 153, "cached_prompt_tokens": 120, "completion_tokens": 841, "calls": 1, "seconds": 58.47983691495315, "flops": 3092133120000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0149, "call_seconds": 0.0159, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2], "seeds": [98443199], "usage": {"prompt_tokens": 320, "cached_prompt_tokens": 311, "completion_tokens": 17, "calls": 1, "seconds": 1.6051566826034107, "flops": 88854400000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 0]}, {"event": "vote", "counts": {"17": 4}, "tie_broken_by_rng": false, "winner": "17"}]',473,431,858,3,0,0,3180987520000.0,0.0,94.1372309300059,6.01008574115548483991e+01,1.79631803213405966766e+09);
 INSERT INTO "jobs" VALUES(90,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1194',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','1200','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 235751050, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 931, "calls": 1, "seconds": 66.81635503966902, "flops": 3504417536000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0282, "call_seconds": 0.0344, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.012, "call_seconds": 0.0127, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0276, "call_seconds": 0.0287, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [1002590236, 1002606074, 1002613993], "usage": {"prompt_tokens": 1259, "cached_prompt_tokens": 1226, "completion_tokens": 81, "calls": 3, "seconds": 7.132986883745616, "flops": 394513536000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"1200": 4}, "tie_broken_by_rng": false, "winner": "1200"}]',1438,1346,1012,7,0,0,3898931072000.0,0.0,2.10474606693009263841e+02,7.40251312364067644029e+01,1.79631815140807628633e+09);
 INSERT INTO "jobs" VALUES(91,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1203',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','240','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 500683243, "usage": {"prompt_tokens": 180, "cached_prompt_tokens": 120, "completion_tokens": 1118, "calls": 1, "seconds": 79.71406525758485, "flops": 4172602624000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0175, "call_seconds": 0.0183, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0178, "call_seconds": 0.0188, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 3], "seeds": [1080340072, 1080363829], "usage": {"prompt_tokens": 865, "cached_prompt_tokens": 845, "completion_tokens": 48, "calls": 2, "seconds": 4.33929508732884, "flops": 234575616000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 1]}, {"event": "vote", "counts": {"180": 1, "240": 2, "2760": 1}, "tie_broken_by_rng": false, "winner": "240"}]',1045,965,1166,5,0,0,4407178240000.0,0.0,1.36489750209002522749e+02,8.40904788349132559233e+01,1.79631816863261175153e+09);
+INSERT INTO "jobs" VALUES(92,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1232',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','15','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1422901278, "usage": {"prompt_tokens": 173, "cached_prompt_tokens": 120, "completion_tokens": 991, "calls": 1, "seconds": 80.0758242998515, "flops": 3696343040000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0141, "call_seconds": 0.015, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0138, "call_seconds": 0.0147, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 2], "seeds": [62183475, 62191394], "usage": {"prompt_tokens": 910, "cached_prompt_tokens": 890, "completion_tokens": 38, "calls": 2, "seconds": 3.9330888325130218, "flops": 199033856000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 1, 0]}, {"event": "vote", "counts": {"15": 4}, "tie_broken_by_rng": false, "winner": "15"}]',1083,1010,1029,5,0,0,3895376896000.0,0.0,1.61138343885992071586e+02,8.40386116823526236902e+01,1.79631832977419805524e+09);
+INSERT INTO "jobs" VALUES(93,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1221',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','10','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1955224260, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1068, "calls": 1, "seconds": 85.06689147607534, "flops": 4058868992000.0}}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0141, "call_seconds": 0.0195, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0144, "call_seconds": 0.0153, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [2, 3], "seeds": [2099774686, 2099782605], "usage": {"prompt_tokens": 1009, "cached_prompt_tokens": 988, "completion_tokens": 49, "calls": 2, "seconds": 5.00555462246848, "flops": 241683968000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 0, 1, 1]}, {"event": "vote", "counts": {"2560": 1, "10": 2, "2": 1}, "tie_broken_by_rng": false, "winner": "10"}]',1207,1108,1117,5,0,0,4300552960000.0,0.0,1.7930529159199795685e+02,9.01072619415280655612e+01,1.79631833072219395633e+09);
+INSERT INTO "jobs" VALUES(94,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1251',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','35','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 691119777, "usage": {"prompt_tokens": 198, "cached_prompt_tokens": 120, "completion_tokens": 1229, "calls": 1, "seconds": 89.53792120507309, "flops": 4631091328000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.013, "call_seconds": 0.0175, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0093, "call_seconds": 0.0103, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1], "seeds": [1483317361, 1483325280], "usage": {"prompt_tokens": 1053, "cached_prompt_tokens": 1031, "completion_tokens": 50, "calls": 2, "seconds": 5.006438490988027, "flops": 248792320000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 0, 0]}, {"event": "vote", "counts": {"35": 2, "135/2": 1, "121/2": 1}, "tie_broken_by_rng": false, "winner": "35"}]',1251,1151,1279,5,0,0,4879883648000.0,0.0,1.7891776461800327525e+02,9.45721340490488699987e+01,1.79631850964421510693e+09);
+INSERT INTO "jobs" VALUES(95,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1235',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','2.5','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 138848596, "usage": {"prompt_tokens": 191, "cached_prompt_tokens": 120, "completion_tokens": 1149, "calls": 1, "seconds": 84.35580373876317, "flops": 4321878016000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0123, "call_seconds": 0.0175, "stdout_bytes": 5, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0183, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0091, "call_seconds": 0.0161, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [1309970102, 1309985940, 1309993859], "usage": {"prompt_tokens": 1448, "cached_prompt_tokens": 1417, "completion_tokens": 96, "calls": 3, "seconds": 9.515655420007533, "flops": 440717824000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"60\\%": 1, "40": 1, "5/2": 2}, "tie_broken_by_rng": false, "winner": "5/2"}]',1639,1537,1245,7,0,0,4762595840000.0,0.0,1.89396115868003107607e+02,9.39265411797753557721e+01,1796318519.17787);
+INSERT INTO "jobs" VALUES(96,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1253',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','120','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 146823809, "usage": {"prompt_tokens": 167, "cached_prompt_tokens": 120, "completion_tokens": 1202, "calls": 1, "seconds": 71.15592071629365, "flops": 4424949120000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0188, "call_seconds": 0.0199, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0162, "call_seconds": 0.017, "stdout_bytes": 6, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0152, "call_seconds": 0.016, "stdout_bytes": 19, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2, 3], "seeds": [792630783, 792646621, 792654540], "usage": {"prompt_tokens": 1462, "cached_prompt_tokens": 1415, "completion_tokens": 128, "calls": 3, "seconds": 11.690542811838288, "flops": 611318272000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 1]}, {"event": "vote", "counts": {"15/2": 1, "120": 2, "\\frac{5}{3}": 1}, "tie_broken_by_rng": false, "winner": "120"}]',1629,1535,1330,7,0,0,5036267392000.0,0.0,1.72390766493001137862e+02,8.28994265711274778106e+01,1.79631868204221844674e+09);
+INSERT INTO "jobs" VALUES(97,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1254',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','30','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 902070362, "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 120, "completion_tokens": 1242, "calls": 1, "seconds": 77.33245548191185, "flops": 4744824960000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0079, "call_seconds": 0.0087, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0093, "call_seconds": 0.01, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1087564931, 1087580769], "usage": {"prompt_tokens": 1088, "cached_prompt_tokens": 1071, "completion_tokens": 51, "calls": 2, "seconds": 4.895293435178853, "flops": 234575616000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"30": 3, "5": 1}, "tie_broken_by_rng": false, "winner": "30"}]',1305,1191,1293,5,0,0,4979400576000.0,0.0,1.65121646963991224772e+02,8.22464066580965749188e+01,1.79631868430366444583e+09);
+INSERT INTO "jobs" VALUES(98,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1266',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','147','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 226908238, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 1412, "calls": 1, "seconds": 87.3723003581621, "flops": 5213976192000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0193, "call_seconds": 0.0204, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.02, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.028, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0116, "call_seconds": 0.0135, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1501720146, 1501728065, 1501735984, 1501743903], "usage": {"prompt_tokens": 2172, "cached_prompt_tokens": 1877, "completion_tokens": 103, "calls": 4, "seconds": 18.4581275323076, "flops": 1400345344000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"147": 4}, "tie_broken_by_rng": false, "winner": "147"}]',2351,1997,1515,9,0,0,6614321536000.0,0.0,1.54824445085003389974e+02,1.05912380697468449857e+02,1.79631883687612533564e+09);
+INSERT INTO "jobs" VALUES(99,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1280',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','7','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1618718796, "usage": {"prompt_tokens": 171, "cached_prompt_tokens": 120, "completion_tokens": 746, "calls": 1, "seconds": 46.69666167651204, "flops": 2818461568000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [2018760062], "usage": {"prompt_tokens": 372, "cached_prompt_tokens": 362, "completion_tokens": 21, "calls": 1, "seconds": 1.3211156143835978, "flops": 106625280000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"7": 4}, "tie_broken_by_rng": false, "winner": "7"}]',543,482,767,3,0,0,2925086848000.0,0.0,1.58899633726992760784e+02,48.039271332893,1.79631884320729899411e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -20952,10 +21716,842 @@ print(height_roof_second_floor)
 240
 ```
 The height of the roof from the second floor''s floor is \(\boxed{240}\) inches.','240',1,'equivalent',293,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,0,'To determine how many pomelos Eve gave away, we can follow these steps:
+
+1. Calculate the number of pomelos Eve has left after giving some away.
+2. Determine how many pomelos Eve gave away by subtracting the number of pomelos she has left from the original number of pomelos.
+
+First, let''s find out how many pomelos Eve has left after giving some away. Eve is left with \(\frac{1}{4}\) of the original 20 pomelos. We can calculate this as follows:
+\[
+\text{Pomelos left} = \frac{1}{4} \times 20 = 5
+\]
+
+Next, we need to find out how many pomelos Eve gave away. We do this by subtracting the number of pomelos she has left from the original number of pomelos:
+\[
+\text{Pomelos given away} = 20 - 5 = 15
+\]
+
+Therefore, the number of pomelos Eve gave away is \(\boxed{15}\).','15',1,'equivalent',232,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(92,1,'To solve this problem, we can break it down into a few steps:
+
+1. Determine how many pomelos Eve has after giving some away.
+2. Calculate the number of pomelos Eve gave away by subtracting the remaining amount from the original amount.
+
+Let''s go through these steps in detail and implement the solution in Python.
+
+1. Eve originally had 20 pomelos.
+2. After giving some away, she is left with \( \frac{1}{4} \) of the original amount. So, the remaining amount is \( \frac{1}{4} \times 20 \).
+3. The number of pomelos Eve gave away is the original amount minus the remaining amount.
+
+Let''s implement this in Python to find the solution.
+```python
+# Original number of pomelos
+original_pomelos = 20
+
+# Remaining number of pomelos after giving some away
+remaining_pomelos = original_pomelos / 4
+
+# Number of pomelos given away
+pomelos_given_away = original_pomelos - remaining_pomelos
+
+# Since we need the result as an integer, we will round the final answer
+pomelos_given_away = round(pomelos_given_away)
+
+print(pomelos_given_away)
+```
+```output
+15
+```
+The number of pomelos Eve gave away is \(\boxed{15}\).','15',1,'equivalent',299,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,2,'To solve this problem, we need to follow these steps:
+
+1. Determine how many pomelos Eve has left after giving some to her friend.
+2. Calculate the number of pomelos Eve gave away by subtracting the remaining number of pomelos from the original number of pomelos.
+
+Let''s break it down:
+
+1. Eve originally had 20 pomelos.
+2. After giving some to her friend, she is left with \( \frac{1}{4} \) of the original number of pomelos.
+3. The number of pomelos left after giving some away is \( \frac{1}{4} \times 20 = 5 \).
+4. The number of pomelos Eve gave away is \( 20 - 5 = 15 \).
+
+Now, let''s verify this with Python code.
+
+```python
+# Original number of pomelos
+original_pomelos = 20
+
+# Number of pomelos left after giving some away
+remaining_pomelos = original_pomelos / 4
+
+# Number of pomelos given away
+pomelos_given_away = original_pomelos - remaining_pomelos
+
+print(pomelos_given_away)
+```
+```output
+15.0
+```
+The number of pomelos Eve gave away is \(\boxed{15}\).','15',1,'equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(92,3,'To determine how many pomelos Eve gave away, we can follow these steps:
+
+1. Calculate how many pomelos Eve has left after giving some away.
+2. Determine how many pomelos Eve gave away by subtracting the number of pomelos left from the original number of pomelos.
+
+Let''s start with the first step. Eve originally had 20 pomelos. After giving some away, she is left with \(\frac{1}{4}\) of her original number of pomelos. Therefore, the number of pomelos left is:
+\[
+\frac{1}{4} \times 20 = 5
+\]
+
+Next, we move to the second step. To find out how many pomelos Eve gave away, we subtract the number of pomelos left from the original number of pomelos:
+\[
+20 - 5 = 15
+\]
+
+So, the number of pomelos Eve gave away is \(\boxed{15}\).','15',1,'equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,0,'To determine how much of his secret seasoning Aiden will need, we need to follow these steps:
+
+1. **Calculate the number of pounds of ground beef needed:**
+   Aiden wants to make 80 meatballs, and each meatball is made from 16 pounds of ground beef. Therefore, the total amount of ground beef needed is:
+   \[
+   80 \text{ meatballs} \times 16 \text{ pounds of ground beef per meatball} = 1280 \text{ pounds of ground beef}
+   \]
+
+2. **Determine the amount of secret seasoning needed:**
+   Aiden adds 2 tablespoons of his secret seasoning for every pound of ground beef. Therefore, the total amount of secret seasoning needed is:
+   \[
+   1280 \text{ pounds of ground beef} \times 2 \text{ tablespoons of seasoning per pound} = 2560 \text{ tablespoons of seasoning}
+   \]
+
+So, the amount of secret seasoning Aiden will need is \(\boxed{2560}\).','2560',0,'not_equivalent',229,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,1,'To determine how much of his secret seasoning Aiden will need, we need to follow these steps:
+
+1. Calculate the total amount of meat Aiden will use.
+2. Determine how much seasoning is needed based on the total amount of meat used.
+
+**Step 1: Calculate the total amount of meat Aiden will use.**
+
+Aiden wants to make 80 meatballs. Since he gets 16 meatballs from each pound of meat, the total amount of meat he will use is:
+\[
+\text{Total meat} = \frac{80 \text{ meatballs}}{16 \text{ meatballs per pound}} = 5 \text{ pounds}
+\]
+
+**Step 2: Determine how much seasoning is needed based on the total amount of meat used.**
+
+Aiden adds 2 tablespoons of his secret seasoning for every pound of ground beef. Therefore, the total amount of seasoning needed is:
+\[
+\text{Total seasoning} = 5 \text{ pounds} \times 2 \text{ tablespoons per pound} = 10 \text{ tablespoons}
+\]
+
+The final answer is:
+\[
+\boxed{10}
+\]','10',1,'equivalent',245,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(93,2,'To solve this problem, we need to follow these steps:
+
+1. Determine the number of pounds of ground beef needed to make 80 meatballs.
+2. Calculate the total amount of seasoning needed based on the number of pounds of ground beef.
+
+Let''s break it down step by step:
+
+1. **Determine the number of pounds of ground beef needed:**
+   - Aiden makes 80 meatballs from each pound of ground beef.
+   - He wants to make 80 meatballs.
+   - Therefore, the number of pounds of ground beef needed is \( \frac{80}{80} = 1 \) pound.
+
+2. **Calculate the total amount of seasoning needed:**
+   - Aiden adds 2 tablespoons of seasoning for every pound of ground beef.
+   - If he uses 1 pound of ground beef, the total amount of seasoning needed is \( 1 \times 2 = 2 \) tablespoons.
+
+So, Aiden will need 2 tablespoons of his secret seasoning. Let''s confirm this with Python code.
+```python
+# Given data
+meatballs_per_pound = 80
+meatballs_needed = 80
+seasoning_per_pound = 2
+
+# Calculate the pounds of ground beef needed
+pounds_of_ground_beef_needed = meatballs_needed / meatballs_per_pound
+
+# Calculate the total amount of seasoning needed
+total_seasoning_needed = pounds_of_ground_beef_needed * seasoning_per_pound
+print(total_seasoning_needed)
+```
+```output
+2.0
+```
+The total amount of seasoning Aiden will need is \(\boxed{2}\) tablespoons.','2',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(93,3,'To solve this problem, we need to determine how much of the secret seasoning Aiden will need to make 80 meatballs. We can break down the problem into the following steps:
+
+1. Calculate the total amount of ground beef required to make 80 meatballs.
+2. Determine the amount of secret seasoning needed based on the amount of ground beef required.
+
+Here''s the step-by-step reasoning:
+
+1. Aiden makes 16 meatballs per pound of ground beef. So, to make 80 meatballs, he will need \(\frac{80}{16} = 5\) pounds of ground beef.
+2. Aiden adds two tablespoons of secret seasoning for every pound of ground beef. So, for 5 pounds of ground beef, he will need \(5 \times 2 = 10\) tablespoons of secret seasoning.
+
+Now, let''s implement this in Python code to confirm our calculations.
+```python
+# Constants
+meatballs_per_pound = 16
+meatballs_needed = 80
+seasoning_per_pound = 2
+
+# Calculate the total amount of ground beef required
+total_ground_beef = meatballs_needed / meatballs_per_pound
+
+# Calculate the amount of secret seasoning needed
+total_seasoning = total_ground_beef * seasoning_per_pound
+
+print(total_seasoning)
+```
+```output
+10.0
+```
+The total amount of secret seasoning Aiden will need to make 80 meatballs is \(\boxed{10}\) tablespoons.','10',1,'equivalent',309,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,0,'To determine the total time it takes John to solve the Rubik''s cube, we need to sum the time it takes to solve each of the six sides. Here is the step-by-step reasoning:
+
+1. The first side takes 5 minutes.
+2. The second side takes twice as long as the first side, which is \(2 \times 5 = 10\) minutes.
+3. The third side takes twice as long as the first side, which is \(2 \times 5 = 10\) minutes.
+4. The fourth side takes half as long as the first side, which is \(\frac{5}{2} = 2.5\) minutes.
+5. The fifth side takes half as long as the first side, which is \(\frac{5}{2} = 2.5\) minutes.
+6. The sixth side takes 5 minutes.
+
+The total time is the sum of the times for all six sides. Let''s write the Python code to calculate this.
+```python
+# Time to solve each side of the Rubik''s cube
+side1 = 5
+side2 = 2 * side1
+side3 = 2 * side1
+side4 = side1 / 2
+side5 = side1 / 2
+side6 = side1
+
+# Total time to solve the Rubik''s cube
+total_time = side1 + side2 + side3 + side4 + side5 + side6
+print(total_time)
+```
+```output
+35.0
+```
+The total time it takes John to solve the Rubik''s cube is \(\boxed{35}\) minutes.','35',0,'not_equivalent',333,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(94,1,'To solve this problem, we need to calculate the total time John takes to solve the Rubik''s cube. Let''s break down the time taken for each side:
+
+1. The first side takes 5 minutes.
+2. The second side takes twice as long as the first side, so it takes \(2 \times 5 = 10\) minutes.
+3. The third side takes twice as long as the first side, so it takes \(2 \times 5 = 10\) minutes.
+4. The last 2 sides each take half as long as the first side, so each of these sides takes \(\frac{5}{2} = 2.5\) minutes.
+5. The 5th side takes 5 minutes.
+
+Now, we sum up the time taken for each side to get the total time:
+
+\[ \text{Total time} = 5 + 10 + 10 + 2.5 + 2.5 + 5 \]
+
+Let''s write the Python code to calculate this total time.
+```python
+# Time taken for each side of the Rubik''s cube
+time_first_side = 5
+time_second_side = 2 * time_first_side
+time_third_side = 2 * time_first_side
+time_last_two_sides = 2 * time_first_side / 2
+time_fifth_side = 5
+
+# Total time taken to solve the Rubik''s cube
+total_time = time_first_side + time_second_side + time_third_side + time_last_two_sides + time_fifth_side
+print(total_time)
+```
+```output
+35.0
+```
+The total time it takes John to solve the Rubik''s cube is \(\boxed{35}\) minutes.','35',0,'not_equivalent',354,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,2,'To determine the total time it takes John to solve the Rubik''s cube, we need to add the time it takes for each individual side of the cube.
+
+1. **First side:** John takes 5 minutes.
+2. **Second side:** John takes twice the time of the first side. So, \(2 \times 5 = 10\) minutes.
+3. **Third side:** John takes twice the time of the second side. So, \(2 \times 10 = 20\) minutes.
+4. **Fourth side:** John takes half the time of the first side. So, \(5 / 2 = 2.5\) minutes.
+5. **Fifth side:** John takes half the time of the second side. So, \(10 / 2 = 5\) minutes.
+6. **Sixth side:** John takes half the time of the third side. So, \(20 / 2 = 10\) minutes.
+
+Now, we add the times of all six sides together:
+\[5 + 10 + 20 + 2.5 + 5 + 10 = 67.5\]
+
+Therefore, the total time it takes John to solve the Rubik''s cube is \(\boxed{67.5}\) minutes.','67.5',0,'not_equivalent',272,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(94,3,'To determine the total time it takes for John to solve the Rubik''s cube, we need to sum up the time it takes for each individual side. We know the time it takes to get to each side of the cube. Here''s the step-by-step reasoning:
+
+1. The time to get to the first side is given as 5 minutes.
+2. The time to get to the second side is twice the time to get to the first side, so it is \(5 \times 2 = 10\) minutes.
+3. The time to get to the third side is twice the time to get to the second side, so it is \(10 \times 2 = 20\) minutes.
+4. The time to get to the fourth side is half the time to get to the first side, so it is \(5 \div 2 = 2.5\) minutes.
+5. The time to get to the fifth side is half the time to get to the first side, so it is \(5 \div 2 = 2.5\) minutes.
+6. The time to get to the sixth side is the same as the time to get to the first side, so it is 5 minutes.
+
+Now, we sum up all these times:
+\[5 + 10 + 20 + 2.5 + 2.5 + 5 = 60.5\]
+
+Therefore, the total time it takes to solve the Rubik''s cube is \(\boxed{60.5}\) minutes.','60.5',0,'not_equivalent',320,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Find the percentage of the total distance that has been covered.
+
+Let''s break it down:
+
+1. **Calculate the total distance traveled**: Michael travels at an average speed of 50 km/hr for 3 days. There are 24 hours in a day, so the total time traveled is \(3 \times 24 = 72\) hours. Therefore, the total distance traveled is \(50 \text{ km/hr} \times 72 \text{ hours} = 3600 \text{ km}\).
+2. **Find the percentage of the total distance covered**: The percentage of the total distance that has been covered is \(\frac{3600 \text{ km}}{6000 \text{ km}} \times 100\% = 60\%\).
+
+Now, let''s implement this in Python to verify the result.
+
+```python
+# Define the parameters
+speed_kmh = 50  # speed in km/hr
+days = 3      # number of days
+distance_alaska_texas_km = 6000  # distance between Alaska and Texas in km
+
+# Calculate the total distance traveled
+total_time_hours = days * 24  # total time in hours
+total_distance_km = speed_kmh * total_time_hours  # total distance in km
+
+# Calculate the percentage of the total distance covered
+percentage_covered = (total_distance_km / distance_alaska_texas_km) * 100
+
+# Print the result
+print(percentage_covered)
+```
+```output
+60.0
+```
+The percentage of the distance between Alaska and Texas that Michael has covered in 3 days is \(\boxed{60\%}\).','60\%',1,'equivalent',382,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,1,'To determine what percentage of the distance Michael has covered, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine what percentage of the total distance is 6000 km.
+
+First, let''s find the total distance Michael travels in 3 days. Since he travels at an average speed of 50 km/hr, the distance he travels in one day is:
+\[ \text{Distance per day} = 50 \, \text{km/hr} \]
+
+Since he travels for 3 days, the total distance he travels in 3 days is:
+\[ \text{Total distance} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+Next, we need to find what percentage of this total distance is 6000 km. We do this by dividing 6000 km by the total distance of 150 km, and then multiplying by 100 to convert the decimal to a percentage:
+\[ \text{Percentage covered} = \left( \frac{6000 \, \text{km}}{150 \, \text{km}} \right) \times 100 = 40\% \]
+
+Therefore, the percentage of the distance Michael has covered is \(\boxed{40}\).','40',0,'not_equivalent',302,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(95,2,'To determine the percentage of the distance Michael has covered in 3 days, we need to follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine the percentage of the distance covered by dividing the distance traveled by the total distance and multiplying by 100.
+
+Let''s break this down in Python code:
+
+```python
+# Constants
+speed_kph = 50  # Michael''s average speed in km/hr
+days = 3       # Number of days
+distance_alaska_texas_km = 6000  # Distance between Alaska and Texas in km
+
+# Calculate the total distance traveled in 3 days
+total_distance_km = speed_kph * days
+
+# Calculate the percentage of the distance covered
+percentage_covered = (total_distance_km / distance_alaska_texas_km) * 100
+
+# Print the final answer
+print(percentage_covered)
+```
+```output
+2.5
+```
+The percentage of the distance Michael has covered in 3 days is \(\boxed{2.5}\)%.','2.5',0,'not_equivalent',215,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(95,3,'To determine what percentage of the 6000 km distance Michael has covered after 3 days of traveling at an average speed of 50 km/hr, we can follow these steps:
+
+1. Calculate the total distance Michael travels in 3 days.
+2. Determine what percentage this total distance is of the actual distance to Alaska and Texas.
+
+Let''s break this down and implement it in Python.
+
+1. Calculate the total distance Michael travels in 3 days:
+\[ \text{Total distance} = 50 \, \text{km/hr} \times 3 \, \text{days} = 150 \, \text{km} \]
+
+2. Calculate what percentage this total distance is of the actual distance to Alaska and Texas:
+\[ \text{Percentage covered} = \left( \frac{150 \, \text{km}}{6000 \, \text{km}} \right) \times 100 \]
+
+Now let''s implement this in Python to get the result.
+```python
+# Given values
+average_speed = 50  # km/hr
+days = 3
+total_distance = average_speed * days  # total distance covered in km
+actual_distance = 6000  # actual distance to Alaska and Texas in km
+
+# Calculate the percentage covered
+percentage_covered = (total_distance / actual_distance) * 100
+print(percentage_covered)
+```
+```output
+2.5
+```
+The percentage of the 6000 km distance that Michael has covered after 3 days of traveling at an average speed of 50 km/hr is \(\boxed{2.5}\)%.','2.5',0,'not_equivalent',346,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,0,'To solve the problem, we need to follow these steps:
+
+1. Calculate the total number of minutes Tim spends answering phones each day.
+2. Convert this total time into hours.
+3. Determine how many calls he deals with in one hour.
+4. Calculate the total number of calls he deals with in a 5-day work week.
+
+Let''s break it down and implement it in Python.
+
+1. Tim spends 6 hours each day at work answering phones.
+2. It takes him 15 minutes to deal with each call. Therefore, in one hour, he deals with \( \frac{15}{60} \) calls.
+3. In one day, he deals with \( 6 \times \frac{15}{60} \) calls.
+4. In a 5-day work week, he deals with \( 5 \times 6 \times \frac{15}{60} \) calls.
+
+Let''s write the Python code to calculate this.
+```python
+# Step-by-step calculation
+
+# Constants
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate the number of calls per hour
+calls_per_hour = minutes_per_call / 60
+
+# Calculate the number of calls per day
+calls_per_day = calls_per_hour * hours_per_day
+
+# Calculate the number of calls per week
+calls_per_week = calls_per_day * days_per_week
+
+# Final answer
+print(calls_per_week)
+```
+```output
+7.5
+```
+Tim deals with \(\boxed{7.5}\) calls during his 5-day work week.','7.5',0,'not_equivalent',334,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,1,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. **Calculate the total time Tim spends answering calls in a day:**
+   - Tim spends 6 hours each day at work answering phones.
+   - Convert hours to minutes: \(6 \text{ hours} \times 60 \text{ minutes/hour} = 360 \text{ minutes}\).
+
+2. **Determine the time it takes to deal with one call:**
+   - It takes Tim 15 minutes to deal with one call.
+
+3. **Calculate the number of calls Tim deals with in a day:**
+   - Divide the total time spent answering calls by the time it takes to deal with one call: \(\frac{360 \text{ minutes}}{15 \text{ minutes/call}} = 24 \text{ calls}\).
+
+4. **Calculate the total number of calls Tim deals with in a 5-day work week:**
+   - Multiply the number of calls per day by the number of days in the week: \(24 \text{ calls/day} \times 5 \text{ days} = 120 \text{ calls}\).
+
+Therefore, the total number of calls Tim deals with during his 5-day work week is \(\boxed{120}\).','120',1,'equivalent',285,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(96,2,'To determine how many calls Tim deals with during his 5-day work week, we need to follow these steps:
+
+1. Calculate the total number of hours Tim spends answering phones in a week.
+2. Convert the total hours into minutes.
+3. Divide the total number of minutes by the time it takes him to deal with one call to find the number of calls.
+
+Let''s break it down step-by-step and implement it in Python.
+
+1. Calculate the total number of hours Tim spends answering phones in a week:
+   \[
+   \text{Total hours} = \text{hours per day} \times \text{days per week}
+   \]
+2. Convert the total hours into minutes:
+   \[
+   \text{Total minutes} = \text{Total hours} \times 60
+   \]
+3. Divide the total number of minutes by the time it takes him to deal with one call to find the number of calls:
+   \[
+   \text{Number of calls} = \frac{\text{Total minutes}}{\text{Time per call}}
+   \]
+
+Let''s implement this in Python:
+```python
+# Define the given values
+hours_per_day = 6
+days_per_week = 5
+time_per_call_minutes = 15
+
+# Calculate the total number of hours Tim spends answering phones in a week
+total_hours_per_week = hours_per_day * days_per_week
+
+# Convert the total hours into minutes
+total_minutes_per_week = total_hours_per_week * 60
+
+# Calculate the number of calls Tim deals with during his 5-day work week
+number_of_calls = total_minutes_per_week / time_per_call_minutes
+print(number_of_calls)
+```
+```output
+120.0
+```
+Tim deals with \(\boxed{120}\) calls during his 5-day work week.','120',1,'equivalent',374,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(96,3,'To determine how many calls Tim deals with during his 5-day work week, we can break the problem down into the following steps:
+
+1. Calculate the total number of minutes Tim spends answering phones each day.
+2. Convert this total time from minutes to hours.
+3. Calculate how many calls he can handle in a single hour.
+4. Multiply the number of calls he can handle in a single hour by the number of hours he works in a week.
+
+Let''s write the Python code to perform these calculations.
+
+```python
+# Define the given values
+hours_per_day = 6
+minutes_per_call = 15
+days_per_week = 5
+
+# Calculate the total number of minutes Tim spends answering phones each day
+total_minutes_per_day = hours_per_day * minutes_per_call
+
+# Convert the total time from minutes to hours
+total_hours_per_day = total_minutes_per_day / 60
+
+# Calculate how many calls he can handle in a single hour
+calls_per_hour = 1 / minutes_per_call
+
+# Calculate the number of calls he deals with during his 5-day work week
+total_calls_per_week = calls_per_hour * days_per_week
+
+# Print the final answer
+print(total_calls_per_week)
+```
+```output
+0.3333333333333333
+```
+The output indicates that Tim deals with \(\frac{1}{3}\) of a call each hour. Therefore, during his 5-day work week, he deals with \(\frac{1}{3} \times 5 = \frac{5}{3} \approx 1.67\) calls.
+
+So, the final answer is \(\boxed{\frac{5}{3}}\).','\frac{5}{3}',0,'not_equivalent',337,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,0,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to follow these steps:
+
+1. Calculate the total time it takes for the coat of varnish to dry on 6 paintings with the old varnish.
+2. Calculate the total time it takes for the coat of varnish to dry on 6 paintings with the new varnish.
+3. Find the difference between the two total times.
+
+Let''s start with the old varnish:
+- The old varnish takes 7 minutes to dry one painting.
+- For 6 paintings, the total time is \(6 \times 7 = 42\) minutes.
+
+Next, let''s calculate the time it takes with the new varnish:
+- The new varnish takes 12 minutes to dry one painting.
+- For 6 paintings, the total time is \(6 \times 12 = 72\) minutes.
+
+Now, we find the difference between the two total times:
+- The difference is \(72 - 42 = 30\) minutes.
+
+Therefore, it will take \(\boxed{30}\) more minutes for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','30',1,'equivalent',276,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(97,1,'Let''s break down the problem step by step.
+
+1. Calculate the total time it would take to dry one painting with the old varnish.
+2. Calculate the total time it would take to dry one painting with the new varnish.
+3. Find the difference between the two times.
+
+We can use Python to perform these calculations accurately. Let''s do it step by step.
+
+1. The old varnish takes 7 minutes to dry one painting.
+2. The new varnish takes 12 minutes to dry one painting.
+3. The difference in time is \(12 - 7 = 5\) minutes.
+
+Now, let''s write the Python code to confirm this.
+```python
+# Time it takes for the coat of varnish to dry with the old varnish
+time_old_varnish = 7
+
+# Time it takes for the coat of varnish to dry with the new varnish
+time_new_varnish = 12
+
+# Calculate the difference in time
+difference = time_new_varnish - time_old_varnish
+print(difference)
+```
+```output
+5
+```
+The difference in time it would take for the coat of varnish to dry with the new varnish as compared to the old varnish is \(\boxed{5}\) minutes.','5',0,'not_equivalent',257,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,2,'To determine how much longer it will take for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish, we need to follow these steps:
+
+1. Calculate the total time it takes for the coat of varnish to dry on one painting with the old varnish.
+2. Calculate the total time it takes for the coat of varnish to dry on one painting with the new varnish.
+3. Find the difference between the two times.
+
+Let''s start with the old varnish. It takes 7 minutes to dry on one painting. Therefore, for 6 paintings, the total time is:
+\[ 7 \text{ minutes/painting} \times 6 \text{ paintings} = 42 \text{ minutes} \]
+
+Next, let''s calculate the total time it takes for the coat of varnish to dry on one painting with the new varnish. It takes 12 minutes to dry on one painting. Therefore, for 6 paintings, the total time is:
+\[ 12 \text{ minutes/painting} \times 6 \text{ paintings} = 72 \text{ minutes} \]
+
+Now, we find the difference between the two times:
+\[ 72 \text{ minutes} - 42 \text{ minutes} = 30 \text{ minutes} \]
+
+So, it will take \(\boxed{30}\) minutes longer for the coat of varnish on 6 paintings with the new varnish to dry as it would with the old varnish.','30',1,'equivalent',327,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(97,3,'Let''s break down the problem step by step and then implement it in Python.
+
+1. Calculate the total time it would take to dry the coat of varnish on 6 paintings with the old varnish.
+2. Calculate the total time it would take to dry the coat of varnish on 6 paintings with the new varnish.
+3. Find the difference between the two times to determine how much longer it will take.
+
+The time it takes to dry the coat of varnish on one painting with the old varnish is 7 minutes. Therefore, the time it would take to dry 6 paintings with the old varnish is \(6 \times 7\) minutes.
+
+The time it takes to dry the coat of varnish on one painting with the new varnish is 12 minutes. Therefore, the time it would take to dry 6 paintings with the new varnish is \(6 \times 12\) minutes.
+
+The difference in time is \(6 \times 12 - 6 \times 7 = 6 \times (12 - 7) = 6 \times 5 = 30\) minutes.
+
+Let''s implement this in Python to verify our calculations.
+```python
+# Time it takes to dry the coat of varnish on one painting with the old varnish
+time_old_varnish = 7
+
+# Time it takes to dry the coat of varnish on one painting with the new varnish
+time_new_varnish = 12
+
+# Number of paintings
+num_paintings = 6
+
+# Total time it would take to dry the coat of varnish on 6 paintings with the old varnish
+total_time_old_varnish = num_paintings * time_old_varnish
+
+# Total time it would take to dry the coat of varnish on 6 paintings with the new varnish
+total_time_new_varnish = num_paintings * time_new_varnish
+
+# Difference in time
+time_difference = total_time_new_varnish - total_time_old_varnish
+print(time_difference)
+```
+```output
+30
+```
+The final answer is \(\boxed{30}\).','30',1,'equivalent',433,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,0,'To determine the total amount of dog food needed for the Kennel house in a week, we need to follow these steps:
+
+1. Calculate the daily dog food consumption for all the German Shepherds.
+2. Calculate the daily dog food consumption for all the Bulldogs.
+3. Sum the daily consumption of both types of dogs to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s start by calculating the daily consumption. We know:
+- There are 3 German Shepherds.
+- Each German Shepherd consumes 5 kilograms of dog food per day.
+- There are 2 Bulldogs.
+- Each Bulldog consumes 3 kilograms of dog food per day.
+
+The total daily consumption can be calculated as follows:
+\[ \text{Daily consumption} = (3 \text{ German Shepherds} \times 5 \text{ kg/Shepherd/day}) + (2 \text{ Bulldogs} \times 3 \text{ kg/Bulldog/day}) \]
+
+Next, we multiply the daily consumption by 7 to get the weekly consumption:
+\[ \text{Weekly consumption} = \text{Daily consumption} \times 7 \]
+
+Let''s write the Python code to perform these calculations.
+```python
+# Given data
+num_german_shepherds = 3
+num_bulldogs = 2
+kg_per_german_shepherd = 5
+kg_per_bulldog = 3
+days_in_week = 7
+
+# Calculate daily consumption
+daily_german_shepherd_consumption = num_german_shepherds * kg_per_german_shepherd
+daily_bulldog_consumption = num_bulldogs * kg_per_bulldog
+total_daily_consumption = daily_german_shepherd_consumption + daily_bulldog_consumption
+
+# Calculate weekly consumption
+weekly_consumption = total_daily_consumption * days_in_week
+print(weekly_consumption)
+```
+```output
+147
+```
+The total amount of dog food needed for the Kennel house in a week is \(\boxed{147}\) kilograms.','147',1,'equivalent',439,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(98,1,'To determine the total amount of dog food required in a week, we need to follow these steps:
+
+1. Calculate the daily dog food consumption for all the German Shepherds.
+2. Calculate the daily dog food consumption for all the Bulldogs.
+3. Sum the daily food consumption for all the dogs to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s calculate this step-by-step using Python code.
+```python
+# Given data
+german_shepherds = 3
+bulldogs = 2
+german_shepherd_food_per_day = 5  # in kilograms
+bulldog_food_per_day = 3  # in kilograms
+days_in_week = 7
+
+# Step 1: Calculate daily food consumption for German Shepherds
+total_food_for_german_shepherds_per_day = german_shepherds * german_shepherd_food_per_day
+
+# Step 2: Calculate daily food consumption for Bulldogs
+total_food_for_bulldogs_per_day = bulldogs * bulldog_food_per_day
+
+# Step 3: Calculate total daily food consumption for all dogs
+total_food_per_day = total_food_for_german_shepherds_per_day + total_food_for_bulldogs_per_day
+
+# Step 4: Calculate weekly food consumption
+total_food_per_week = total_food_per_day * days_in_week
+print(total_food_per_week)
+```
+```output
+147
+```
+The total amount of dog food required in a week is \(\boxed{147}\) kilograms.','147',1,'equivalent',325,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,2,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to follow these steps:
+
+1. Calculate the daily consumption of dog food for all the dogs.
+2. Multiply the daily consumption by the number of days in a week.
+
+Let''s break this down and solve it step by step using Python code.
+
+1. Calculate the daily consumption of dog food:
+    - There are 3 German Shepherds, and each German Shepherd consumes 5 kilograms per day. So, the total consumption for German Shepherds per day is \(3 \times 5 = 15\) kilograms.
+    - There are 2 Bulldogs, and each Bulldog consumes 3 kilograms per day. So, the total consumption for Bulldogs per day is \(2 \times 3 = 6\) kilograms.
+    - The total daily consumption of dog food is \(15 + 6 = 21\) kilograms.
+
+2. Multiply the daily consumption by the number of days in a week (7 days):
+    - The total weekly consumption of dog food is \(21 \times 7 = 147\) kilograms.
+
+Now, let''s write the Python code to confirm this calculation.
+```python
+# Define the daily consumption rates
+daily_consumption_german_shepherds = 5  # kilograms per day
+daily_consumption_bulldogs = 3  # kilograms per day
+
+# Calculate the total daily consumption
+total_daily_consumption = (3 * daily_consumption_german_shepherds) + (2 * daily_consumption_bulldogs)
+
+# Calculate the total weekly consumption
+total_weekly_consumption = total_daily_consumption * 7
+
+# Print the result
+print(total_weekly_consumption)
+```
+```output
+147
+```
+The total amount of dog food needed in a week by the Kennel house is \(\boxed{147}\) kilograms.','147',1,'equivalent',391,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(98,3,'To determine how many kilograms of dog food the Kennel house will need in a week, we need to follow these steps:
+
+1. Calculate the daily dog food consumption for all the German Shepherds.
+2. Calculate the daily dog food consumption for all the Bulldogs.
+3. Sum the daily consumption of both German Shepherds and Bulldogs to get the total daily consumption.
+4. Multiply the total daily consumption by 7 to get the weekly consumption.
+
+Let''s break it down step-by-step and write the Python code to calculate the result.
+
+```python
+# Step 1: Calculate the daily dog food consumption for German Shepherds
+number_of_german_shepherds = 3
+daily_consumption_german_shepherds = 5  # in kilograms
+daily_total_german_shepherds = number_of_german_shepherds * daily_consumption_german_shepherds
+
+# Step 2: Calculate the daily dog food consumption for Bulldogs
+number_of_bulldogs = 2
+daily_consumption_bulldogs = 3  # in kilograms
+daily_total_bulldogs = number_of_bulldogs * daily_consumption_bulldogs
+
+# Step 3: Sum the daily consumption of both German Shepherds and Bulldogs
+total_daily_consumption = daily_total_german_shepherds + daily_total_bulldogs
+
+# Step 4: Multiply the total daily consumption by 7 to get the weekly consumption
+weekly_consumption = total_daily_consumption * 7
+
+# Output the result
+print(weekly_consumption)
+```
+```output
+147
+```
+The Kennel house will need \(\boxed{147}\) kilograms of dog food in a week.','147',1,'equivalent',360,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,0,'To solve this problem, we need to follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine how long it took Anna to complete the puzzle, which is 2 hours more than half of Steve''s time.
+
+Let''s break it down and write the Python code to solve it.
+
+1. Steve''s time to complete the puzzle is given as 10 hours.
+2. Anna''s time to complete the puzzle is calculated as follows:
+   \[
+   \text{Anna''s time} = \frac{1}{2} \times \text{Steve''s time} + 2
+   \]
+
+Now let''s write the Python code to calculate this.
+```python
+# Steve''s time to complete the puzzle
+steve_time = 10
+
+# Anna''s time to complete the puzzle
+anna_time = (1/2) * steve_time + 2
+print(anna_time)
+```
+```output
+7.0
+```
+The time it took Anna to finish the difficult puzzle is \(\boxed{7}\) hours.','7',1,'equivalent',213,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(99,1,'To determine how long it took Anna to finish the puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time.
+2. Determine half of Steve''s time.
+3. Add 2 hours to half of Steve''s time to get Anna''s time.
+
+Let''s start with the first step. Steve''s time to complete the puzzle is given as 10 hours.
+
+Next, we calculate half of Steve''s time:
+\[
+\text{Half of Steve''s time} = \frac{10}{2} = 5 \text{ hours}
+\]
+
+Now, we add 2 hours to half of Steve''s time to get Anna''s time:
+\[
+\text{Anna''s time} = 5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \boxed{7} hours to finish the puzzle.','7',1,'equivalent',177,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,2,'To determine how long it took Anna to complete the puzzle, we will follow these steps:
+
+1. Calculate Steve''s time to complete the puzzle.
+2. Determine how long Anna''s time to complete the puzzle is based on the information given.
+
+**Step 1: Calculate Steve''s time to complete the puzzle.**
+
+Steve''s time to complete the puzzle is given as 10 hours.
+
+**Step 2: Determine how long Anna''s time to complete the puzzle is.**
+
+Anna''s time to complete the puzzle is 2 hours more than half Steve''s time. First, we calculate half of Steve''s time:
+\[
+\frac{10}{2} = 5 \text{ hours}
+\]
+Next, we add 2 hours to this result to find Anna''s time:
+\[
+5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',194,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(99,3,'To find out how long it took Anna to finish the puzzle, we need to follow these steps:
+
+1. Calculate Steve''s time.
+2. Determine how long Anna''s time was based on the information given.
+
+Let''s start with Steve''s time. Steve took 10 hours to complete the puzzle. According to the problem, Anna put together the same puzzle in 2 hours more than half Steve''s time. So, we can calculate half Steve''s time as follows:
+\[
+\text{Half Steve''s time} = \frac{10}{2} = 5 \text{ hours}
+\]
+Then, Anna''s time is 2 hours more than half Steve''s time:
+\[
+\text{Anna''s time} = 5 + 2 = 7 \text{ hours}
+\]
+
+Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631816863310027126e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',91,8.51049027138399833379e+03,8510.487384255);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631884320756220812e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',99,9185.065044616,9.18506215150200296202e+03);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -21240,5 +22836,29 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1203',0,91,'180',0.5,0,4,1,1045.0,965.0,291.5,0.0,3.41224375522506306879e+01,1.31401823126805761721e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1203',0,91,'180',0.5,0,6,1,1045.0,965.0,583.0,0.0,6.82448751045012613758e+01,2.34507156751203857413e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1203',0,91,'240',1.0,1,1,0,1045.0,965.0,1166.0,0.0,1.36489750209002522749e+02,4407178240000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1232',0,92,'15',1.0,1,4,1,1083.0,1010.0,257.25,0.0,4.02845859714980178986e+01,1.16737588013067138668e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1232',0,92,'15',1.0,1,6,1,1083.0,1010.0,514.5,0.0,8.05691719429960357973e+01,2.07670955208711425772e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1232',0,92,'15',1.0,1,1,0,1083.0,1010.0,1029.0,0.0,1.61138343885992071586e+02,3895376896000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1221',0,93,'2560',0.5,0,4,1,1207.0,1108.0,279.25,0.0,4.48263228979994892125e+01,1.33773368184210522462e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1221',0,93,'10',0.5,1,6,1,1207.0,1108.0,558.5,0.0,8.9652645795998978425e+01,2.32534010789473681644e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1221',0,93,'10',1.0,1,1,0,1207.0,1108.0,1117.0,0.0,1.7930529159199795685e+02,4300552960000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1251',0,94,'35',0.0,0,4,1,1251.0,1151.0,319.75,0.0,4.47294411545008188104e+01,1.48537430112255249025e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1251',0,94,'35',0.0,0,6,1,1251.0,1151.0,639.5,0.0,8.94588823090016376209e+01,2.61687741674836816412e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1251',0,94,'35',0.0,0,1,0,1251.0,1151.0,1279.0,0.0,1.7891776461800327525e+02,4879883648000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1235',0,95,'60\%',0.25,1,4,1,1639.0,1537.0,311.25,0.0,4.73490289670007769018e+01,1.4611304609354118652e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1235',0,95,'40',0.25,0,6,1,1639.0,1537.0,622.5,0.0,9.46980579340015538036e+01,2.56161892062360791008e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1235',0,95,'2.5',0.0,0,1,0,1639.0,1537.0,1245.0,0.0,1.89396115868003107607e+02,4762595840000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1253',0,96,'7.5',0.5,0,4,1,1629.0,1535.0,332.5,0.0,4.30976916232502844667e+01,1.50840452435955053715e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1253',0,96,'120',0.5,1,6,1,1629.0,1535.0,665.0,0.0,8.61953832465005689335e+01,2.68435881357303369131e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1253',0,96,'120',1.0,1,1,0,1629.0,1535.0,1330.0,0.0,1.72390766493001137862e+02,5036267392000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1254',0,97,'30',0.75,1,4,1,1305.0,1191.0,323.25,0.0,4.12804117409978061931e+01,1.54743631972707885741e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1254',0,97,'5',0.75,0,6,1,1305.0,1191.0,646.5,0.0,8.25608234819956123863e+01,2.69142440515138574221e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1254',0,97,'30',1.0,1,1,0,1305.0,1191.0,1293.0,0.0,1.65121646963991224772e+02,4979400576000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1266',0,98,'147',1.0,1,4,1,2351.0,1997.0,378.75,0.0,3.87061112712508474942e+01,2.59317501632102734364e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1266',0,98,'147',1.0,1,6,1,2351.0,1997.0,757.5,0.0,77.4122225425017,3.93355718954735156245e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1266',0,98,'147',1.0,1,1,0,2351.0,1997.0,1515.0,0.0,1.54824445085003389974e+02,6614321536000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1280',0,99,'7',1.0,1,4,1,543.0,482.0,191.75,0.0,3.9724908431748190197e+01,8.92893358492753662098e+11);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1280',0,99,'7',1.0,1,6,1,543.0,482.0,383.5,0.0,7.94498168634963803941e+01,1.57029118832850244141e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1280',0,99,'7',1.0,1,1,0,543.0,482.0,767.0,0.0,1.58899633726992760784e+02,2925086848000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
