@@ -4792,6 +4792,7 @@ CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
 INSERT INTO "sessions" VALUES(1,1.7962984196630115509e+09,1.79629902666085243222e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','interrupted',6,604.946992954996,6.04936577101005241259e+02);
+INSERT INTO "sessions" VALUES(2,1.7963188985371553898e+09,NULL,'thinkscale eval --config docs/results/gsm8k/sweep-qwen0.5b-beam.toml --out runs/gsm8k-qwen0.5b-beam --workers 2 --quiet','running',0,NULL,NULL);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),

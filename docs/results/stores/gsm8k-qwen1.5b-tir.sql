@@ -10693,6 +10693,80 @@ Then, Anna''s time is 2 hours more than half Steve''s time:
 
 Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','stop',183,171,120,1.16741654191280108676e+01,704615392000.0,NULL);
 INSERT INTO "chains" VALUES(99,1,0,'be3dfd2f10a707a36ca2f8974eb6753cd142c54436d8ff36f6035c57d2799ff9',0,'The time it took Anna to finish the difficult puzzle is \(\boxed{7}\) hours.','stop',21,372,362,1.32111561438359781384e+00,106625280000.0,NULL);
+INSERT INTO "chains" VALUES(100,0,0,'e0767db4f6eea89de86c0acfbf686a3f5728889ee8f9c5201738bc9a2b59e577',0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how much line the caretaker currently has available. According to the problem, he currently has 6 feet of line.
+2. Next, we need to determine how much more line he needs to buy to complete the 3-foot-to-1-foot ratio. Since he needs 3 feet of line for every foot of dock, he needs 3 feet of new line to complete the task.
+3. The total amount of line he needs to buy is the sum of the new line he already has and the new line he needs to buy.
+
+Let''s write the Python code to calculate this.
+
+```python
+# Initial amount of line the caretaker currently has
+initial_line = 6
+
+# Amount of new line needed to complete the 3-foot-to-1-foot ratio
+new_line_needed = 3
+
+# Total amount of line needed to buy
+total_line_needed = initial_line + new_line_needed
+
+# Print the final answer
+print(total_line_needed)','stop',215,187,121,1.20318273131226138872e+01,863664768000.0,NULL);
+INSERT INTO "chains" VALUES(100,0,1,'e0767db4f6eea89de86c0acfbf686a3f5728889ee8f9c5201738bc9a2b59e577',1,'To determine how many feet of line the caretaker needs to buy, we need to follow these steps:
+
+1. Calculate the total length of dock that needs to be covered.
+2. Determine how much additional line is required.
+3. Add the additional line needed to the existing line to get the total length of line needed.
+
+First, we calculate the total length of dock that needs to be covered. Since the caretaker wants 3 feet of line for every foot of dock, and there are 200 feet of dock, the total length of line needed is:
+\[ 200 \text{ feet} \times 3 \text{ feet/foot} = 600 \text{ feet} \]
+
+Next, we determine how much additional line is required. The caretaker already has 6 feet of new line, so the additional line needed is:
+\[ 600 \text{ feet} - 6 \text{ feet} = 594 \text{ feet} \]
+
+Therefore, the caretaker needs to buy a total of \(\boxed{594}\) feet of line.','stop',233,187,121,1.20318273131226138872e+01,863664768000.0,NULL);
+INSERT INTO "chains" VALUES(100,0,2,'e0767db4f6eea89de86c0acfbf686a3f5728889ee8f9c5201738bc9a2b59e577',2,'To solve the problem, we need to calculate how much more line the caretaker needs to buy to meet his requirement. Here are the steps:
+
+1. Determine how many feet of line the caretaker currently has.
+2. Calculate how many feet of line he still needs to buy based on the requirement that he wants 3 feet of line for every foot of dock.
+3. Add the newly purchased line to the current amount of line to get the total amount of line needed.
+
+Let''s implement this in Python:
+
+```python
+# Initial amount of dock
+initial_dock_length = 200
+
+# Required line per foot of dock
+line_per_dock = 3
+
+# Newly purchased line
+new_line = 6
+
+# Calculate the total line needed
+total_line_needed = (initial_dock_length + new_line) * line_per_dock
+
+# Print the total line needed
+print(total_line_needed)','stop',189,187,121,1.20318273131226138872e+01,863664768000.0,NULL);
+INSERT INTO "chains" VALUES(100,0,3,'e0767db4f6eea89de86c0acfbf686a3f5728889ee8f9c5201738bc9a2b59e577',3,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Calculate the total amount of dock the caretaker has.
+2. Determine how much additional line he needs to buy to make sure there are at least 3 feet of line for every foot of dock.
+3. Sum the total amount of dock he has and the additional line needed.
+
+First, let''s find the total amount of dock the caretaker has. He currently has 200 feet of dock and has 6 feet of new line. Therefore, the total amount of dock is:
+\[ 200 + 6 = 206 \text{ feet} \]
+
+Next, we need to find out how much additional line he needs to buy. Since he wants 3 feet of line for every foot of dock, the additional line he needs is:
+\[ 206 - 200 = 6 \text{ feet} \]
+
+Finally, we add the additional line needed to the total amount of dock he has to find out the total amount of line he needs to buy:
+\[ 206 + 6 = 212 \text{ feet} \]
+
+So, the caretaker needs to buy \(\boxed{212}\) feet of line in total.','stop',273,187,121,1.20318273131226138872e+01,863664768000.0,NULL);
+INSERT INTO "chains" VALUES(100,1,0,'17bd79ecc7def0150039052c6c9ecafb4219d0d1c17ec377e90f6a8ad088e8ab',0,'The caretaker needs to buy a total of \(\boxed{9}\) feet of line.','stop',21,409,401,1.91089971353358123451e+00,99516928000.0,NULL);
+INSERT INTO "chains" VALUES(100,2,0,'fa9b7c185ab950ef4240a6c09902108537fec6cc60f881245904975dfd75b03d',0,'The caretaker needs to buy a total of \(\boxed{618}\) feet of line.','stop',23,385,375,2.14707928452116902917e+00,113733632000.0,NULL);
 CREATE TABLE jobs (
     job_id INTEGER PRIMARY KEY,
     model TEXT NOT NULL, strategy TEXT NOT NULL, problem_id TEXT NOT NULL REFERENCES problems(problem_id),
@@ -10803,6 +10877,7 @@ INSERT INTO "jobs" VALUES(96,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8
 INSERT INTO "jobs" VALUES(97,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1254',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','30','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 902070362, "usage": {"prompt_tokens": 217, "cached_prompt_tokens": 120, "completion_tokens": 1242, "calls": 1, "seconds": 77.33245548191185, "flops": 4744824960000.0}}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0079, "call_seconds": 0.0087, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0093, "call_seconds": 0.01, "stdout_bytes": 3, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [1, 3], "seeds": [1087564931, 1087580769], "usage": {"prompt_tokens": 1088, "cached_prompt_tokens": 1071, "completion_tokens": 51, "calls": 2, "seconds": 4.895293435178853, "flops": 234575616000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [0, 1, 0, 1]}, {"event": "vote", "counts": {"30": 3, "5": 1}, "tie_broken_by_rng": false, "winner": "30"}]',1305,1191,1293,5,0,0,4979400576000.0,0.0,1.65121646963991224772e+02,8.22464066580965749188e+01,1.79631868430366444583e+09);
 INSERT INTO "jobs" VALUES(98,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1266',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','147','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 226908238, "usage": {"prompt_tokens": 179, "cached_prompt_tokens": 120, "completion_tokens": 1412, "calls": 1, "seconds": 87.3723003581621, "flops": 5213976192000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0193, "call_seconds": 0.0204, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 1, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0192, "call_seconds": 0.02, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0197, "call_seconds": 0.028, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 3, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0116, "call_seconds": 0.0135, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 1, 2, 3], "seeds": [1501720146, 1501728065, 1501735984, 1501743903], "usage": {"prompt_tokens": 2172, "cached_prompt_tokens": 1877, "completion_tokens": 103, "calls": 4, "seconds": 18.4581275323076, "flops": 1400345344000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 1, 1, 1]}, {"event": "vote", "counts": {"147": 4}, "tie_broken_by_rng": false, "winner": "147"}]',2351,1997,1515,9,0,0,6614321536000.0,0.0,1.54824445085003389974e+02,1.05912380697468449857e+02,1.79631883687612533564e+09);
 INSERT INTO "jobs" VALUES(99,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1280',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','7','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1618718796, "usage": {"prompt_tokens": 171, "cached_prompt_tokens": 120, "completion_tokens": 746, "calls": 1, "seconds": 46.69666167651204, "flops": 2818461568000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0172, "call_seconds": 0.0215, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0], "seeds": [2018760062], "usage": {"prompt_tokens": 372, "cached_prompt_tokens": 362, "completion_tokens": 21, "calls": 1, "seconds": 1.3211156143835978, "flops": 106625280000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 0, 0]}, {"event": "vote", "counts": {"7": 4}, "tie_broken_by_rng": false, "winner": "7"}]',543,482,767,3,0,0,2925086848000.0,0.0,1.58899633726992760784e+02,48.039271332893,1.79631884320729899411e+09);
+INSERT INTO "jobs" VALUES(100,'qwen2.5-coder-1.5b','sc-tir:temperature=0.7','gsm8k_test-1311',0,4,'sc-tir:temperature=0.7,n_samples=4',1,'done','618','[{"event": "start", "paths": 4, "prompt_format": "coder"}, {"event": "generate", "round": 0, "paths": [0, 1, 2, 3], "seed": 1924510331, "usage": {"prompt_tokens": 187, "cached_prompt_tokens": 121, "completion_tokens": 910, "calls": 1, "seconds": 48.127309252490456, "flops": 3454659072000.0}}, {"event": "tool", "round": 0, "path": 0, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0109, "call_seconds": 0.0116, "stdout_bytes": 2, "stderr_bytes": 0}, {"event": "tool", "round": 0, "path": 2, "exit_code": 0, "timed_out": false, "killed_reason": null, "exception": null, "wall_seconds": 0.0103, "call_seconds": 0.0111, "stdout_bytes": 4, "stderr_bytes": 0}, {"event": "generate", "round": 1, "paths": [0, 2], "seeds": [1389736455, 1389752293], "usage": {"prompt_tokens": 794, "cached_prompt_tokens": 776, "completion_tokens": 44, "calls": 2, "seconds": 4.05797899805475, "flops": 213250560000.0}}, {"event": "paths", "ends": ["answered", "answered", "answered", "answered"], "code_runs": [1, 0, 1, 0]}, {"event": "vote", "counts": {"9": 1, "594": 1, "618": 1, "212": 1}, "tie_broken_by_rng": true, "winner": "618"}]',981,897,954,5,0,0,3667909632000.0,0.0,5.35394082690036157137e+01,5.22079185275476689289e+01,1.79631889041828942299e+09);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO "meta" VALUES('schema_version','1');
 INSERT INTO "meta" VALUES('config','{"backend": "llamacpp", "budgets": [1, 2, 4], "dataset": "gsm8k", "dataset_sha256": "10238f9b1832035d1169cd4df357a9bce13a9257adf2f8c601e173ab9d8cad91", "knob_files": {}, "limit": 100, "max_subsets": 1000, "max_tokens": 512, "models": ["qwen2.5-coder-1.5b"], "problem_ids_sha256": "3838e25182d581fa719d1a46868bd11848a22963280a53f00a5a9e6949a65476", "rng_scheme": "{seed}|{problem}|{model}", "sample_seeds": [0], "share_samples": true, "strategies": [{"budget_knob": "n_samples", "budgets": [1, 2, 4], "overrides": {"max_tokens": 512}, "reuse": true, "spec": "sc-tir:temperature=0.7"}], "subset_seed": 0, "system": null, "task": "numeric", "versions": {"llama-cpp-python": "0.3.36", "thinkscale": "0.1.0"}}');
@@ -22548,10 +22623,92 @@ Then, Anna''s time is 2 hours more than half Steve''s time:
 \]
 
 Therefore, it took Anna \boxed{7} hours to finish the difficult puzzle.','7',1,'equivalent',183,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,0,'Let''s break down the problem step by step:
+
+1. First, we need to determine how much line the caretaker currently has available. According to the problem, he currently has 6 feet of line.
+2. Next, we need to determine how much more line he needs to buy to complete the 3-foot-to-1-foot ratio. Since he needs 3 feet of line for every foot of dock, he needs 3 feet of new line to complete the task.
+3. The total amount of line he needs to buy is the sum of the new line he already has and the new line he needs to buy.
+
+Let''s write the Python code to calculate this.
+
+```python
+# Initial amount of line the caretaker currently has
+initial_line = 6
+
+# Amount of new line needed to complete the 3-foot-to-1-foot ratio
+new_line_needed = 3
+
+# Total amount of line needed to buy
+total_line_needed = initial_line + new_line_needed
+
+# Print the final answer
+print(total_line_needed)
+```
+```output
+9
+```
+The caretaker needs to buy a total of \(\boxed{9}\) feet of line.','9',0,'not_equivalent',236,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,1,'To determine how many feet of line the caretaker needs to buy, we need to follow these steps:
+
+1. Calculate the total length of dock that needs to be covered.
+2. Determine how much additional line is required.
+3. Add the additional line needed to the existing line to get the total length of line needed.
+
+First, we calculate the total length of dock that needs to be covered. Since the caretaker wants 3 feet of line for every foot of dock, and there are 200 feet of dock, the total length of line needed is:
+\[ 200 \text{ feet} \times 3 \text{ feet/foot} = 600 \text{ feet} \]
+
+Next, we determine how much additional line is required. The caretaker already has 6 feet of new line, so the additional line needed is:
+\[ 600 \text{ feet} - 6 \text{ feet} = 594 \text{ feet} \]
+
+Therefore, the caretaker needs to buy a total of \(\boxed{594}\) feet of line.','594',1,'equivalent',233,'stop',NULL,NULL,NULL,NULL,'[]',0);
+INSERT INTO "samples" VALUES(100,2,'To solve the problem, we need to calculate how much more line the caretaker needs to buy to meet his requirement. Here are the steps:
+
+1. Determine how many feet of line the caretaker currently has.
+2. Calculate how many feet of line he still needs to buy based on the requirement that he wants 3 feet of line for every foot of dock.
+3. Add the newly purchased line to the current amount of line to get the total amount of line needed.
+
+Let''s implement this in Python:
+
+```python
+# Initial amount of dock
+initial_dock_length = 200
+
+# Required line per foot of dock
+line_per_dock = 3
+
+# Newly purchased line
+new_line = 6
+
+# Calculate the total line needed
+total_line_needed = (initial_dock_length + new_line) * line_per_dock
+
+# Print the total line needed
+print(total_line_needed)
+```
+```output
+618
+```
+The caretaker needs to buy a total of \(\boxed{618}\) feet of line.','618',0,'not_equivalent',212,'stop',NULL,NULL,NULL,NULL,'[]',1);
+INSERT INTO "samples" VALUES(100,3,'To determine how many feet of line the caretaker needs to buy in total, we can follow these steps:
+
+1. Calculate the total amount of dock the caretaker has.
+2. Determine how much additional line he needs to buy to make sure there are at least 3 feet of line for every foot of dock.
+3. Sum the total amount of dock he has and the additional line needed.
+
+First, let''s find the total amount of dock the caretaker has. He currently has 200 feet of dock and has 6 feet of new line. Therefore, the total amount of dock is:
+\[ 200 + 6 = 206 \text{ feet} \]
+
+Next, we need to find out how much additional line he needs to buy. Since he wants 3 feet of line for every foot of dock, the additional line he needs is:
+\[ 206 - 200 = 6 \text{ feet} \]
+
+Finally, we add the additional line needed to the total amount of dock he has to find out the total amount of line he needs to buy:
+\[ 206 + 6 = 212 \text{ feet} \]
+
+So, the caretaker needs to buy \(\boxed{212}\) feet of line in total.','212',0,'not_equivalent',273,'stop',NULL,NULL,NULL,NULL,'[]',0);
 CREATE TABLE sessions (
     session_id INTEGER PRIMARY KEY, started_at REAL NOT NULL, ended_at REAL, command TEXT NOT NULL,
     status TEXT NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, wall_seconds REAL, backend_seconds REAL);
-INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631884320756220812e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','running',99,9185.065044616,9.18506215150200296202e+03);
+INSERT INTO "sessions" VALUES(1,1.79630964433787298204e+09,1.79631889139643645281e+09,'thinkscale eval --config docs/results/gsm8k/sweep-qwen1.5b-tir.toml --out runs/gsm8k-qwen1.5b-tir --workers 2 --quiet','finished',100,9.2322777637629915258e+03,9232.267262618);
 CREATE TABLE units (
     model TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, problem_id TEXT NOT NULL,
     seed INTEGER NOT NULL, job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -22860,5 +23017,8 @@ INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1280',0,99,'7',1.0,1,4,1,543.0,482.0,191.75,0.0,3.9724908431748190197e+01,8.92893358492753662098e+11);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1280',0,99,'7',1.0,1,6,1,543.0,482.0,383.5,0.0,7.94498168634963803941e+01,1.57029118832850244141e+12);
 INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1280',0,99,'7',1.0,1,1,0,543.0,482.0,767.0,0.0,1.58899633726992760784e+02,2925086848000.0);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',1,'gsm8k_test-1311',0,100,'9',0.25,0,4,1,981.0,897.0,238.5,0.0,1.33848520672509039284e+01,1.13959620069364160155e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',2,'gsm8k_test-1311',0,100,'9',0.25,0,6,1,981.0,897.0,477.0,0.0,2.67697041345018078568e+01,1.98236734446242773444e+12);
+INSERT INTO "units" VALUES('qwen2.5-coder-1.5b','sc-tir:temperature=0.7',4,'gsm8k_test-1311',0,100,'618',0.25,0,1,0,981.0,897.0,954.0,0.0,5.35394082690036157137e+01,3667909632000.0);
 CREATE INDEX chains_generated ON chains (request_key, place) WHERE source_job IS NULL;
 COMMIT;
