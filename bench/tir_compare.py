@@ -16,26 +16,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from thinkscale.eval.metrics import _quantile, bootstrap_ci
+from thinkscale.eval.metrics import Estimate, bootstrap_ci
 from thinkscale.eval.store import StoreError, open_existing
 
 SC = "self-consistency"
+Key = tuple[str, str, int]  # (model, problem, budget)
 
 
-def units(run: str, prefix: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+def units(run: str, prefix: str) -> dict[Key, dict[str, Any]]:
     """(model, problem, budget) -> the unit of the run's strategy whose spec starts with ``prefix``."""
     store = open_existing(run)
     try:
         rows = store.rows("select model, strategy, problem_id, budget, correct, completion_tokens, flops from units")
     finally:
         store.close()
-    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    out: dict[Key, dict[str, Any]] = {}
     specs = set()
     for r in rows:
         name = r["strategy"].split(":", 1)[0]
@@ -50,13 +50,12 @@ def units(run: str, prefix: str) -> dict[tuple[str, str, int], dict[str, Any]]:
     return out
 
 
-def paired_ci(a: list[float], b: list[float], *, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of b - a over problems with a percentile bootstrap interval (problems resampled jointly)."""
-    d = [y - x for x, y in zip(a, b, strict=True)]
-    n = len(d)
-    rng = random.Random(seed)
-    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return sum(d) / n, _quantile(means, 0.025), _quantile(means, 0.975)
+def side(acc: Estimate, units: dict[Key, dict[str, Any]], keys: list[Key]) -> dict[str, Any]:
+    """One strategy's row at one budget: accuracy with its interval, mean generated tokens and FLOPs per problem."""
+    def mean_of(column: str) -> float:
+        return sum(units[key][column] for key in keys) / len(keys)
+    return {"accuracy": round(acc.mean, 3), "ci": [round(acc.low, 3), round(acc.high, 3)],
+            "completion_tokens": round(mean_of("completion_tokens")), "flops": float(f"{mean_of('flops'):.3g}")}
 
 
 def tool_stats(run: str) -> dict[str, Any]:
@@ -107,20 +106,10 @@ def compare(sc_run: str, tir_run: str) -> dict[str, Any]:
             raise StoreError(f"no problem has both a {SC} and an sc-tir unit at budget {k} for model {models}")
         a = [sc[key]["correct"] for key in keys]
         b = [tir[key]["correct"] for key in keys]
-        ea, eb = bootstrap_ci(a), bootstrap_ci(b)
-        d, lo, hi = paired_ci(a, b)
-
-        def avg(src: dict[tuple[str, str, int], dict[str, Any]], col: str, keys: list = keys) -> float:
-            return sum(src[key][col] for key in keys) / len(keys)
-
-        rows.append({"budget": k, "problems": len(keys),
-                     "sc": {"accuracy": round(ea.mean, 3), "ci": [round(ea.low, 3), round(ea.high, 3)],
-                            "completion_tokens": round(avg(sc, "completion_tokens")),
-                            "flops": float(f"{avg(sc, 'flops'):.3g}")},
-                     "sc_tir": {"accuracy": round(eb.mean, 3), "ci": [round(eb.low, 3), round(eb.high, 3)],
-                                "completion_tokens": round(avg(tir, "completion_tokens")),
-                                "flops": float(f"{avg(tir, 'flops'):.3g}")},
-                     "difference": {"accuracy": round(d, 3), "ci": [round(lo, 3), round(hi, 3)]}})
+        # the paired difference: the per-problem differences resampled, so both strategies see the same problems
+        ea, eb, ed = bootstrap_ci(a), bootstrap_ci(b), bootstrap_ci([y - x for x, y in zip(a, b, strict=True)])
+        rows.append({"budget": k, "problems": len(keys), "sc": side(ea, sc, keys), "sc_tir": side(eb, tir, keys),
+                     "difference": {"accuracy": round(ed.mean, 3), "ci": [round(ed.low, 3), round(ed.high, 3)]}})
     return {"model": models.pop(), "sc_run": sc_run, "tir_run": tir_run, "budgets": rows, "tools": tool_stats(tir_run)}
 
 

@@ -3,7 +3,6 @@ paired difference, the tool statistics from the traces, and bad input named."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 from pathlib import Path
@@ -11,16 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.eval.test_tir_sweep import LIMIT, tir_table
+from tests.helpers.bench import load_bench
 from thinkscale.eval.config import SweepConfig
 from thinkscale.eval.runner import run_sweep
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("tir_compare", Path(__file__).parents[2] / "bench" / "tir_compare.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("tir_compare")
 
 
 def mean_correct(run: Path, strategy: str, budget: int) -> float:

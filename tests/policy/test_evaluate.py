@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.bench import load_bench
 from tests.policy.helpers import hand_run, write_policy
 from thinkscale.eval.replay import ReplayMissing
 from thinkscale.eval.store import StoreError
@@ -41,10 +41,7 @@ def test_auto_against_sc_on_the_same_chains(tmp_path: Path) -> None:
 
 def test_the_bench_script_writes_json_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = hand_run(tmp_path / "run", [EASY, EASY, EASY, HARD])
-    spec = importlib.util.spec_from_file_location("adaptive", Path(__file__).parents[2] / "bench" / "adaptive.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("adaptive")
     out = tmp_path / "adaptive.json"
     rc = bench.main([str(run), "--policy", policy(tmp_path), "--budgets", "80", "--out", str(out)])
     data = json.loads(out.read_text())

@@ -3,12 +3,12 @@ fitted state table, every number computed by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.bench import load_bench
 from tests.policy.helpers import hand_run
 
 EASY = [("ok", 10)] * 8
@@ -16,12 +16,7 @@ LATE = [("bad", 10)] + [("ok", 10)] * 7  # wrong first, then right
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("stopping_ceiling",
-                                                  Path(__file__).parents[2] / "bench" / "stopping_ceiling.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("stopping_ceiling")
 
 
 def test_prefix_paths_by_hand() -> None:

@@ -42,8 +42,9 @@ def mean(values: Sequence[float]) -> float:
 
 
 def bootstrap_ci(values: Sequence[float], *, reps: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
-    """Mean of per-problem ``values`` (0/1 or expected accuracies in [0, 1]) with a percentile bootstrap interval:
-    ``reps`` resamples of the problems with replacement, drawn from ``random.Random(seed)``."""
+    """Mean of per-problem ``values`` (0/1 or expected accuracies in [0, 1], or paired differences of two such) with a
+    percentile bootstrap interval: ``reps`` resamples of the problems with replacement, drawn from
+    ``random.Random(seed)``."""
     if not values:
         raise ValueError("bootstrap_ci needs at least one value")
     if reps < 1 or not 0 < level < 1:
